@@ -1,0 +1,5 @@
+"""Allow ``python -m devtunnel``."""
+
+from devtunnel.cli import main
+
+raise SystemExit(main())

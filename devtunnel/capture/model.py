@@ -1,0 +1,311 @@
+"""The exchange model: one HTTP request/response (or WebSocket session) through a tunnel.
+
+Everything here is plain data. Captured bytes are kept exactly as they arrived (header names in
+the client's case, repeated headers in order, bodies as bytes); ``str`` views decode them for
+display without ever failing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "Headers",
+    "Request",
+    "Response",
+    "WsMessage",
+    "Exchange",
+    "ErrorKind",
+    "new_id",
+    "DEFAULT_BODY_CAP",
+]
+
+DEFAULT_BODY_CAP = 10 * 1024 * 1024
+"""Bytes of each body recorded by default; the traffic itself is never cut."""
+
+ErrorKind = Literal[
+    "local_refused",  # the local service refused the connection
+    "local_timeout",  # the local service did not answer in time
+    "local_error",  # the local service broke the connection or sent invalid HTTP
+    "client_gone",  # the public client went away before the exchange finished
+    "agent_gone",  # (relay side) the agent disconnected mid-exchange
+    "too_large",  # the request body exceeded the relay's limit
+    "replay_failed",  # a replay could not be sent
+]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_id_lock = threading.Lock()
+_last_id: tuple[int, int] = (0, 0)
+
+
+def new_id(now: float | None = None) -> str:
+    """A 26-character ULID: sortable by creation time, unique, monotonic within a process.
+
+    Args:
+        now: seconds since the epoch (defaults to ``time.time()``); tests pass a frozen clock.
+    """
+    global _last_id
+    ms = int((time.time() if now is None else now) * 1000)
+    with _id_lock:
+        last_ms, last_rand = _last_id
+        if ms <= last_ms:
+            ms, rand = last_ms, last_rand + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1
+        _last_id = (ms, rand)
+    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def _text(raw: bytes) -> str:
+    """Decode captured bytes for display: UTF-8 where valid, latin-1 otherwise (never fails)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class Headers:
+    """An ordered multi-map of header fields, keeping the sender's case and order.
+
+    Fields are stored as raw ``(name, value)`` byte pairs; lookups are case-insensitive.
+    ``Headers`` is immutable: ``with_*`` methods return a new object.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Iterable[tuple[bytes | str, bytes | str]] = ()) -> None:
+        self._fields: tuple[tuple[bytes, bytes], ...] = tuple(
+            (
+                n.encode("latin-1") if isinstance(n, str) else bytes(n),
+                v.encode("utf-8") if isinstance(v, str) else bytes(v),
+            )
+            for n, v in fields
+        )
+
+    @property
+    def fields(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The raw ``(name, value)`` pairs in order."""
+        return self._fields
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value for ``name`` (case-insensitive) as text, or ``default``."""
+        key = name.lower().encode("latin-1")
+        for n, v in self._fields:
+            if n.lower() == key:
+                return _text(v)
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value for ``name`` in order, as text."""
+        key = name.lower().encode("latin-1")
+        return [_text(v) for n, v in self._fields if n.lower() == key]
+
+    def items(self) -> list[tuple[str, str]]:
+        """All fields as text pairs, in order (names in the sender's case)."""
+        return [(_text(n), _text(v)) for n, v in self._fields]
+
+    def as_multidict(self) -> dict[str, list[str]]:
+        """``{name: [values]}`` keyed by the first spelling seen (ngrok's API shape)."""
+        out: dict[str, list[str]] = {}
+        canon: dict[str, str] = {}
+        for n, v in self.items():
+            key = canon.setdefault(n.lower(), n)
+            out.setdefault(key, []).append(v)
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = name.lower().encode("latin-1")
+        return any(n.lower() == key for n, _ in self._fields)
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._fields == other._fields
+
+    def __hash__(self) -> int:
+        return hash(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self._fields)!r})"
+
+    def with_set(self, name: str, value: str | bytes) -> Headers:
+        """A copy where ``name`` has exactly one value (replacing the first, dropping the rest)."""
+        key = name.lower().encode("latin-1")
+        raw = value.encode("utf-8") if isinstance(value, str) else value
+        out: list[tuple[bytes, bytes]] = []
+        done = False
+        for n, v in self._fields:
+            if n.lower() == key:
+                if not done:
+                    out.append((n, raw))
+                    done = True
+            else:
+                out.append((n, v))
+        if not done:
+            out.append((name.encode("latin-1"), raw))
+        return Headers(out)
+
+    def without(self, *names: str) -> Headers:
+        """A copy without any field named in ``names`` (case-insensitive)."""
+        keys = {n.lower().encode("latin-1") for n in names}
+        return Headers((n, v) for n, v in self._fields if n.lower() not in keys)
+
+
+@dataclass
+class _Message:
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    body_size: int = 0
+    """The real size of the body on the wire (after any transfer-encoding was removed)."""
+    body_truncated: bool = False
+    """True when only the first ``len(body)`` of ``body_size`` bytes were recorded."""
+    http_version: str = "1.1"
+
+    @property
+    def content_type(self) -> str:
+        """The media type without parameters, lower-case (``""`` when absent)."""
+        return (self.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+
+    @property
+    def body_text(self) -> str:
+        """The recorded body as text (UTF-8, falling back to latin-1)."""
+        return _text(self.body)
+
+
+@dataclass
+class Request(_Message):
+    """A captured request, as the agent received it from the relay."""
+
+    method: str = "GET"
+    target: bytes = b"/"
+    """The raw request target: path plus ``?`` and the raw query, exactly as sent."""
+
+    @property
+    def path(self) -> str:
+        """The path part of the target, as text."""
+        return _text(self.target.split(b"?", 1)[0])
+
+    @property
+    def query(self) -> bytes:
+        """The raw query string without the ``?`` (``b""`` when absent)."""
+        parts = self.target.split(b"?", 1)
+        return parts[1] if len(parts) == 2 else b""
+
+    @property
+    def url_text(self) -> str:
+        """The whole target as text, for display and bare-word filters."""
+        return _text(self.target)
+
+    @property
+    def host(self) -> str:
+        """The ``Host`` header (``""`` when absent)."""
+        return self.headers.get("host") or ""
+
+
+@dataclass
+class Response(_Message):
+    """A captured response from the local service."""
+
+    status: int = 200
+    reason: str = ""
+
+
+@dataclass
+class WsMessage:
+    """One WebSocket message of a captured WebSocket exchange."""
+
+    sender: Literal["client", "server"]
+    """Who sent it: the public client or the local service."""
+    opcode: int
+    """1 for text, 2 for binary."""
+    time: float
+    """Seconds since the epoch."""
+    payload: bytes
+    size: int = -1
+    """Real size; larger than ``len(payload)`` when the payload was truncated."""
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.payload)
+
+
+@dataclass
+class Exchange:
+    """One request through a tunnel and what came of it."""
+
+    id: str
+    tunnel: str
+    started_at: float
+    """Seconds since the epoch when the request head reached the agent."""
+    request: Request
+    response: Response | None = None
+    remote_addr: str = ""
+    """The public client's address as the relay saw it (``ip:port`` or ``ip``)."""
+    scheme: str = "http"
+    """The public side's scheme (``http`` or ``https``)."""
+    target_url: str = ""
+    """The local service this exchange was forwarded to (``http://127.0.0.1:8080``)."""
+    ttfb: float | None = None
+    """Seconds from start to the first response byte (None until the response began)."""
+    duration: float | None = None
+    """Seconds from start to the end of the exchange (None while it is in flight)."""
+    error: ErrorKind | None = None
+    error_message: str = ""
+    replay_of: str | None = None
+    """The id of the exchange this one replays, if it is a replay."""
+    websocket: bool = False
+    ws_messages: list[WsMessage] = field(default_factory=list)
+    ws_close_code: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True once the exchange has ended, with a response or an error."""
+        return self.duration is not None
+
+    @property
+    def status(self) -> int | None:
+        """The response status, or None without a response."""
+        return self.response.status if self.response is not None else None
+
+    @property
+    def size(self) -> int:
+        """Bytes of response body (real size), 0 without a response."""
+        return self.response.body_size if self.response is not None else 0
+
+    @property
+    def url(self) -> str:
+        """The public URL of the request (``scheme://host/target``)."""
+        return f"{self.scheme}://{self.request.host}{self.request.url_text}"
+
+    def summary(self) -> dict[str, object]:
+        """The short JSON form used by ``devtunnel requests --json`` and list views."""
+        return {
+            "id": self.id,
+            "tunnel": self.tunnel,
+            "started_at": self.started_at,
+            "method": self.request.method,
+            "path": self.request.url_text,
+            "host": self.request.host,
+            "status": self.status,
+            "duration_ms": None if self.duration is None else round(self.duration * 1000, 3),
+            "size": self.size,
+            "error": self.error,
+            "replay_of": self.replay_of,
+            "websocket": self.websocket,
+        }

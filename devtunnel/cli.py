@@ -1,0 +1,183 @@
+"""Command-line parsing and wiring only: each command's work lives in ``devtunnel.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from devtunnel import __version__
+from devtunnel.errors import DevtunnelError
+
+_F = argparse.RawDescriptionHelpFormatter
+
+MAIN_EXAMPLES = """\
+examples:
+  devtunnel http 8080                      tunnel to localhost:8080 on an embedded relay, open the inspector
+  devtunnel http 8080 --no-tui             same, headless: one log line per request
+  devtunnel relay --domain t.example.com --token s3cret
+                                           run the public relay on a server
+  devtunnel requests --filter 'status:>=400'
+                                           list captured requests
+  devtunnel                                open the inspector with no tunnel yet
+"""
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="PATH", help="capture database (default: $XDG_STATE_HOME/devtunnel/captures.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command-line grammar."""
+    parser = argparse.ArgumentParser(
+        prog="devtunnel",
+        description="Give a local service a public URL and inspect, diff, edit and replay every request.",
+        epilog=MAIN_EXAMPLES,
+        formatter_class=_F,
+    )
+    parser.add_argument("--version", action="version", version=f"devtunnel {__version__}")
+    _add_db(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # relay -----------------------------------------------------------------------
+    p = sub.add_parser(
+        "relay",
+        help="run the public relay that agents connect to",
+        formatter_class=_F,
+        description="Serve public HTTP(S) for NAME.DOMAIN and route it to the agent that holds tunnel NAME.",
+        epilog="""\
+examples:
+  devtunnel relay --listen 0.0.0.0:8000 --domain tunnel.example.com --token s3cret
+  devtunnel relay --listen 0.0.0.0:443 --domain tunnel.example.com --tokens-file /etc/devtunnel/tokens \\
+      --tls-cert fullchain.pem --tls-key privkey.pem
+""",
+    )
+    p.add_argument("--listen", default="127.0.0.1:8000", metavar="HOST:PORT", help="address to serve on (default: %(default)s)")
+    p.add_argument("--domain", default="localhost", help="NAME.DOMAIN goes to tunnel NAME (default: %(default)s)")
+    p.add_argument("--token", action="append", default=[], help="accepted agent token (repeatable)")
+    p.add_argument("--tokens-file", metavar="FILE", help="file with one accepted token per line (# comments)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    p.add_argument("--max-body", default="0", metavar="SIZE", help="largest request body, e.g. 10mb (default: unlimited)")
+    p.add_argument("--head-timeout", type=float, default=10.0, metavar="SECONDS", help="drop clients that take longer to send a request head (default: %(default)s)")
+    p.add_argument("--public-url", metavar="URL", help="public base URL when behind a TLS proxy, e.g. https://tunnel.example.com")
+
+    # http ------------------------------------------------------------------------
+    p = sub.add_parser(
+        "http",
+        help="tunnel a local HTTP service and inspect its traffic",
+        formatter_class=_F,
+        description="Give TARGET a public URL. Without --relay an embedded relay on 127.0.0.1 is used.",
+        epilog="""\
+TARGET is a port (8080), HOST:PORT (127.0.0.1:8080) or a URL (https://localhost:8443).
+
+examples:
+  devtunnel http 8080
+  devtunnel http 8080 --no-tui
+  devtunnel http 3000 --relay wss://tunnel.example.com --token s3cret --name payments
+  DEVTUNNEL_RELAY=wss://tunnel.example.com DEVTUNNEL_TOKEN=s3cret devtunnel http 3000
+""",
+    )
+    p.add_argument("target", help="port, HOST:PORT or URL of the local service")
+    p.add_argument("--relay", metavar="URL", help="relay to connect to (env DEVTUNNEL_RELAY; default: embedded relay)")
+    p.add_argument("--token", help="token for the relay (env DEVTUNNEL_TOKEN)")
+    p.add_argument("--name", help="tunnel name (default: a random readable one)")
+    p.add_argument("--host-header", choices=["preserve", "rewrite"], default="preserve", help="send the client's Host (preserve) or the target's (rewrite)")
+    p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
+    p.add_argument("--port", type=int, default=0, help="port for the embedded relay (default: any free port)")
+    p.add_argument("--api-port", type=int, default=4040, help="agent API port on 127.0.0.1 (next free one if taken; 0 disables)")
+    p.add_argument("--body-cap", default="10mb", metavar="SIZE", help="bytes of each body to record (default: %(default)s)")
+    p.add_argument("--no-record", action="store_true", help="do not record exchanges")
+    p.add_argument("--insecure", action="store_true", help="do not verify the relay's or an https target's certificate")
+    _add_db(p)
+
+    # capture commands ---------------------------------------------------------------
+    p = sub.add_parser("requests", help="list captured requests", formatter_class=_F, epilog="""\
+examples:
+  devtunnel requests
+  devtunnel requests --filter 'method:POST path:/webhooks status:>=400' --limit 20
+  devtunnel requests --json | jq '.[].id'
+""")
+    p.add_argument("--filter", "-f", default="", metavar="EXPR", help="filter expression (see docs/filters.md)")
+    p.add_argument("--limit", "-n", type=int, default=50, help="newest N (default: %(default)s; 0 for all)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    _add_db(p)
+
+    p = sub.add_parser("show", help="show one exchange in full", formatter_class=_F, epilog="examples:\n  devtunnel show 01JD3X\n")
+    p.add_argument("id", help="exchange id (a unique prefix is enough)")
+    p.add_argument("--json", action="store_true", help="print as JSON (ngrok API shape)")
+    _add_db(p)
+
+    p = sub.add_parser("export", help="export exchanges as curl, HAR, raw HTTP or httpie", formatter_class=_F, epilog="""\
+examples:
+  devtunnel export 01JD3X --format curl
+  devtunnel export 01JD3X 01JD3Y --format har -o hooks.har
+  devtunnel export 01JD3X --format curl --redact
+""")
+    p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids (default with --filter: every match)")
+    p.add_argument("--format", "-F", default="curl", help="curl, har, raw or httpie (default: %(default)s)")
+    p.add_argument("--filter", "-f", default="", metavar="EXPR", help="export every exchange matching EXPR")
+    p.add_argument("--redact", action="store_true", help="replace credentials and signatures with placeholders")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    _add_db(p)
+
+    p = sub.add_parser("replay", help="send captured requests again", formatter_class=_F, epilog="""\
+examples:
+  devtunnel replay 01JD3X
+  devtunnel replay 01JD3X --to http://127.0.0.1:9000
+  devtunnel replay --filter 'path:/webhooks status:5xx'
+  devtunnel replay 01JD3X --method PUT --header 'X-Debug: 1' --body @event.json
+""")
+    p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids")
+    p.add_argument("--filter", "-f", default="", metavar="EXPR", help="replay every match, oldest first")
+    p.add_argument("--to", metavar="URL", help="send to this base URL instead of the tunnel's target")
+    p.add_argument("--method", help="replace the method")
+    p.add_argument("--path", help="replace the path and query")
+    p.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'", help="set a header (NAME: to delete)")
+    p.add_argument("--body", metavar="TEXT|@FILE", help="replace the body")
+    p.add_argument("--json", action="store_true", help="print the new exchanges as JSON")
+    _add_db(p)
+
+    p = sub.add_parser("diff", help="compare two exchanges", formatter_class=_F, epilog="""\
+examples:
+  devtunnel diff 01JD3X 01JD3Y
+  devtunnel diff 01JD3X 01JD3Y --side response --ignore id --ignore data.object.created
+""")
+    p.add_argument("a", metavar="ID1")
+    p.add_argument("b", metavar="ID2")
+    p.add_argument("--side", choices=["request", "response", "both"], default="both")
+    p.add_argument("--ignore", action="append", default=[], metavar="PATH", help="JSON path or form field to leave out (repeatable)")
+    _add_db(p)
+
+    p = sub.add_parser("inspect", help="open the inspector on stored captures without starting tunnels", formatter_class=_F,
+                       epilog="examples:\n  devtunnel inspect\n  devtunnel inspect --db ./captures.db\n")
+    _add_db(p)
+    return parser
+
+
+# command name -> module in devtunnel.commands with ``run(args) -> int``
+_COMMANDS = {
+    "relay": "relay",
+    "http": "http",
+    "requests": "captures",
+    "show": "captures",
+    "export": "captures",
+    "replay": "captures",
+    "diff": "captures",
+    "inspect": "inspect",
+    None: "inspect",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``devtunnel`` console script."""
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"devtunnel.commands.{_COMMANDS[args.command]}")
+    try:
+        return int(module.run(args) or 0)
+    except DevtunnelError as exc:
+        print(f"devtunnel: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0

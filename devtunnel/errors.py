@@ -1,0 +1,94 @@
+"""One exception tree for devtunnel.
+
+Foreign errors (OSError, sqlite3.Error, httpx.HTTPError, websockets errors ...) are translated
+at the boundary where they happen (``raise StoreError(...) from exc``), so the command line can
+print one clear line and never a stray traceback::
+
+    DevtunnelError                 base: ``str(err)`` is a sentence a user understands
+    ├── ConfigError                bad flag value, unreadable or invalid devtunnel.toml
+    ├── ProtocolError              the tunnel byte stream broke the protocol (protocol/)
+    │   ├── FlowControlError       a peer sent more than its window allowed
+    │   └── StreamClosedError      a frame for a stream that is closed or reset
+    ├── TunnelError                the tunnel could not be set up
+    │   ├── AuthError              the relay refused the token (not retried)
+    │   ├── NameTakenError         the tunnel name belongs to another token
+    │   └── RelayUnreachableError  the relay could not be reached (retried)
+    ├── StoreError                 the capture database is corrupt, locked or read-only
+    ├── NotFoundError              no exchange (or tunnel) with that id
+    ├── FilterSyntaxError          a filter expression does not parse (has ``position``)
+    ├── ExportError                an exchange cannot be exported in that format
+    └── ReplayError                a replay could not be sent
+"""
+
+from __future__ import annotations
+
+
+class DevtunnelError(Exception):
+    """Base of every error devtunnel raises on purpose."""
+
+
+class ConfigError(DevtunnelError):
+    """A flag, environment variable or config file value is invalid."""
+
+
+class ProtocolError(DevtunnelError):
+    """The peer broke the tunnel protocol; the connection must be closed."""
+
+    def __init__(self, message: str, *, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FlowControlError(ProtocolError):
+    """More data was sent on a stream than its flow-control window allowed."""
+
+
+class StreamClosedError(ProtocolError):
+    """A frame was sent or received for a stream that is already closed."""
+
+
+class TunnelError(DevtunnelError):
+    """The tunnel could not be established."""
+
+
+class AuthError(TunnelError):
+    """The relay refused the agent's token. Retrying will not help."""
+
+
+class NameTakenError(TunnelError):
+    """The requested tunnel name is held by a connection with another token."""
+
+
+class RelayUnreachableError(TunnelError):
+    """The relay could not be reached; the agent retries with backoff."""
+
+
+class StoreError(DevtunnelError):
+    """The capture database cannot be used (corrupt, locked, read-only, missing)."""
+
+
+class NotFoundError(DevtunnelError):
+    """No exchange or tunnel has the given id or name."""
+
+
+class FilterSyntaxError(DevtunnelError):
+    """A filter expression does not parse.
+
+    Attributes:
+        position: 0-based offset in the expression where the problem is.
+        message: the explanation without the position.
+    """
+
+    def __init__(self, message: str, position: int, expression: str = "") -> None:
+        self.message = message
+        self.position = position
+        self.expression = expression
+        super().__init__(f"{message}, at column {position + 1}")
+
+
+class ExportError(DevtunnelError):
+    """An exchange cannot be exported in the requested format."""
+
+
+class ReplayError(DevtunnelError):
+    """A replay could not be sent to its target."""

@@ -1,0 +1,132 @@
+"""Events the sans-IO tunnel connection produces from received bytes.
+
+Every event is a frozen dataclass. Header lists are raw ``(name, value)`` byte pairs in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Fields = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of all events."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Event):
+    """The agent introduced itself (relay side receives it first on every connection)."""
+
+    version: int
+    token: str
+    name: str | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Event):
+    """The relay accepted the agent (agent side): the tunnel is up under ``name`` at ``url``."""
+
+    version: int
+    name: str
+    url: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway(Event):
+    """The peer is closing the connection, with a reason meant for a person."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived(Event):
+    """A public request opened a new stream (agent side)."""
+
+    stream_id: int
+    method: bytes
+    target: bytes
+    http_version: bytes
+    headers: Fields
+    end_stream: bool
+    """True when the request has no body."""
+    remote_addr: str = ""
+    scheme: str = "http"
+    websocket: bool = False
+    """True for a WebSocket upgrade: answer with a 101 response, then WebSocket frames."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived(Event):
+    """The local service's response head (relay side). A 101 accepts a WebSocket stream."""
+
+    stream_id: int
+    status: int
+    reason: bytes
+    headers: Fields
+    end_stream: bool
+    http_version: bytes = b"1.1"
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived(Event):
+    """A chunk of body. Give credit back with ``Connection.acknowledge`` once it is consumed."""
+
+    stream_id: int
+    data: bytes
+    end_stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketMessageReceived(Event):
+    """A WebSocket message fragment (``fin`` marks the last fragment of a message)."""
+
+    stream_id: int
+    data: bytes
+    text: bool
+    fin: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketClosed(Event):
+    """One side of a WebSocket stream closed with a close code."""
+
+    stream_id: int
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdated(Event):
+    """The peer gave ``increment`` more bytes of send credit on ``stream_id``."""
+
+    stream_id: int
+    increment: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset(Event):
+    """The peer abandoned a stream (``code`` is an ``ErrorCode``)."""
+
+    stream_id: int
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived(Event):
+    """The peer pinged (a pong was queued automatically)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived(Event):
+    """Answer to one of our pings."""
+
+    payload: bytes
