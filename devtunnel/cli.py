@@ -150,6 +150,13 @@ examples:
     p.add_argument("--ignore", action="append", default=[], metavar="PATH", help="JSON path or form field to leave out (repeatable)")
     _add_db(p)
 
+    p = sub.add_parser("agent", help="run the agent service headless, with no tunnel until one is started through its API",
+                       formatter_class=_F, epilog="examples:\n  devtunnel agent --api-port 4040\n")
+    p.add_argument("--api-port", type=int, default=4040, help="agent API port on 127.0.0.1 (next free one if taken)")
+    p.add_argument("--port", type=int, default=0, help="port for the embedded relay (default: any free port)")
+    p.add_argument("--body-cap", default="10mb", metavar="SIZE", help="bytes of each body to record (default: %(default)s)")
+    _add_db(p)
+
     p = sub.add_parser("inspect", help="open the inspector on stored captures without starting tunnels", formatter_class=_F,
                        epilog="examples:\n  devtunnel inspect\n  devtunnel inspect --db ./captures.db\n")
     _add_db(p)
@@ -165,6 +172,7 @@ _COMMANDS = {
     "export": "captures",
     "replay": "captures",
     "diff": "captures",
+    "agent": "http",
     "inspect": "inspect",
     None: "inspect",
 }
