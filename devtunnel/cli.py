@@ -25,7 +25,9 @@ examples:
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", help="capture database (default: $XDG_STATE_HOME/devtunnel/captures.db)")
+    # SUPPRESS: a subcommand's unset --db must not hide one given before the subcommand.
+    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                   help="capture database (default: $XDG_STATE_HOME/devtunnel/captures.db)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"devtunnel {__version__}")
     _add_db(parser)
+    parser.set_defaults(db=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # relay -----------------------------------------------------------------------
