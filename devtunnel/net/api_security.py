@@ -1,0 +1,124 @@
+"""Keep the agent API reachable from this machine's own tools only.
+
+The API listens on 127.0.0.1, but a web page in a local browser can still reach it: through
+DNS rebinding (a hostile name that resolves to 127.0.0.1, so the Host header is that name) or
+through a plain cross-site request. :class:`LoopbackOnly` refuses both before any route runs:
+the Host must be a loopback name, and a browser request must come from a loopback origin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from devtunnel.net.api_shapes import error_json
+
+__all__ = ["is_loopback_host", "is_loopback_origin", "LoopbackOnly"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _split_host(value: str) -> str | None:
+    """The host part of a ``Host`` header value (``[::1]:4040`` -> ``::1``); None if malformed."""
+    value = value.strip()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        host, rest = value[1:end], value[end + 1 :]
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+        return host
+    host, sep, port = value.partition(":")
+    if sep and not port.isdigit():
+        return None
+    return host
+
+
+def _loopback_name(host: str) -> bool:
+    host = host.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host) in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+    except ValueError:
+        return False
+
+
+def is_loopback_host(value: str) -> bool:
+    """True for a Host header naming this machine: ``127.0.0.1``, ``localhost``, ``[::1]``, ``*.localhost``, any port."""
+    host = _split_host(value)
+    if not host:
+        return False
+    if ":" in host and not value.strip().startswith("["):
+        return False  # a bare IPv6 address must be bracketed in a Host header
+    return _loopback_name(host)
+
+
+def is_loopback_origin(value: str) -> bool:
+    """True for an ``Origin`` of a page served from this machine (``http://localhost:3000``)."""
+    try:
+        parts = urlsplit(value.strip())
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and host is not None and _loopback_name(host)
+
+
+def _refusal(scope: Scope) -> str | None:
+    """Why this request must be refused, or None when it may proceed."""
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        # First value wins; a duplicated Host is itself suspicious, so refuse it.
+        key = name.decode("latin-1").lower()
+        if key == "host" and key in headers:
+            return "more than one Host header"
+        headers.setdefault(key, value.decode("latin-1"))
+    host = headers.get("host")
+    if host is None or not is_loopback_host(host):
+        return "the agent API answers only to a loopback Host (127.0.0.1, localhost, [::1], *.localhost)"
+    origin = headers.get("origin")
+    if origin is not None and not is_loopback_origin(origin):
+        return "cross-origin requests to the agent API are refused"
+    if headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return "cross-site requests to the agent API are refused"
+    return None
+
+
+class LoopbackOnly:
+    """ASGI middleware: 403 (JSON, ngrok's error shape) for a non-loopback Host or a cross-site caller.
+
+    WebSocket handshakes are refused by closing before accepting, which the server turns into
+    an HTTP 403.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        reason = _refusal(scope)
+        if reason is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": ""})
+        else:
+            body = json.dumps(error_json(403, reason)).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 403,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})

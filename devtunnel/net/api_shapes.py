@@ -1,0 +1,173 @@
+"""JSON shapes of the agent API, matching ngrok's agent API so its scripts keep working.
+
+Pure functions from our model to plain ``dict``s; the API and ``devtunnel show --json`` share them.
+ngrok's conventions kept here: ``duration`` in nanoseconds, ``start`` in ISO 8601 with the
+local offset, headers as ``{name: [values]}``, ``raw`` as base64 of the whole HTTP/1.1 message.
+devtunnel adds fields beside ngrok's (never renaming one), which ngrok's clients ignore.
+"""
+
+from __future__ import annotations
+
+import base64
+import http
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response
+
+__all__ = [
+    "REQUESTS_URI",
+    "TUNNELS_URI",
+    "capture_uri",
+    "tunnel_uri",
+    "raw_request",
+    "raw_response",
+    "capture_json",
+    "tunnel_json",
+    "error_json",
+]
+
+REQUESTS_URI = "/api/requests/http"
+TUNNELS_URI = "/api/tunnels"
+
+
+def capture_uri(exchange_id: str) -> str:
+    """The API path of one captured exchange."""
+    return f"{REQUESTS_URI}/{quote(exchange_id, safe='')}"
+
+
+def tunnel_uri(name: str) -> str:
+    """The API path of one tunnel."""
+    return f"{TUNNELS_URI}/{quote(name, safe='')}"
+
+
+def _head_lines(headers: Headers) -> bytes:
+    return b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+
+
+def _chunked(headers: Headers) -> bool:
+    return any("chunked" in v.lower() for v in headers.get_all("transfer-encoding"))
+
+
+def _body_on_wire(headers: Headers, body: bytes) -> bytes:
+    """The body as it was framed: the recorded body is de-chunked, so chunk it again if it was."""
+    if not _chunked(headers):
+        return body
+    return (f"{len(body):x}\r\n".encode() + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+
+
+def raw_request(request: Request) -> bytes:
+    """The request as HTTP/1.1 bytes (the recorded part of the body, re-framed if chunked)."""
+    line = f"{request.method} ".encode("latin-1", "replace") + request.target + f" HTTP/{request.http_version}\r\n".encode()
+    return line + _head_lines(request.headers) + b"\r\n" + _body_on_wire(request.headers, request.body)
+
+
+def status_text(response: Response) -> str:
+    """``"404 Not Found"``: the status with the captured reason (or the standard one)."""
+    reason = response.reason
+    if not reason:
+        try:
+            reason = http.HTTPStatus(response.status).phrase
+        except ValueError:
+            reason = ""
+    return f"{response.status} {reason}".rstrip()
+
+
+def raw_response(response: Response) -> bytes:
+    """The response as HTTP/1.1 bytes (the recorded part of the body, re-framed if chunked)."""
+    line = f"HTTP/{response.http_version} {status_text(response)}\r\n".encode("latin-1", "replace")
+    return line + _head_lines(response.headers) + b"\r\n" + _body_on_wire(response.headers, response.body)
+
+
+def iso_time(epoch: float) -> str:
+    """Seconds since the epoch as ISO 8601 with the local UTC offset (ngrok's ``start``)."""
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="microseconds")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def capture_json(exchange: Exchange) -> dict[str, Any]:
+    """One exchange in ngrok's captured-request shape, plus devtunnel's fields.
+
+    ngrok's fields: ``uri id tunnel_name remote_addr start duration request response``.
+    devtunnel adds ``replay_of``, ``error``, ``error_message``, ``target_url``, ``websocket`` and,
+    in each message, ``body_size`` and ``body_truncated``.
+    """
+    req = exchange.request
+    resp = exchange.response
+    out: dict[str, Any] = {
+        "uri": capture_uri(exchange.id),
+        "id": exchange.id,
+        "tunnel_name": exchange.tunnel,
+        "remote_addr": exchange.remote_addr,
+        "start": iso_time(exchange.started_at),
+        "duration": 0 if exchange.duration is None else round(exchange.duration * 1e9),
+        "request": {
+            "method": req.method,
+            "proto": f"HTTP/{req.http_version}",
+            "headers": req.headers.as_multidict(),
+            "uri": req.url_text,
+            "raw": _b64(raw_request(req)),
+            "body_size": req.body_size,
+            "body_truncated": req.body_truncated,
+        },
+        "response": None,
+        "replay_of": exchange.replay_of,
+        "error": exchange.error,
+        "error_message": exchange.error_message,
+        "target_url": exchange.target_url,
+        "websocket": exchange.websocket,
+    }
+    if resp is not None:
+        out["response"] = {
+            "status": status_text(resp),
+            "status_code": resp.status,
+            "proto": f"HTTP/{resp.http_version}",
+            "headers": resp.headers.as_multidict(),
+            "raw": _b64(raw_response(resp)),
+            "body_size": resp.body_size,
+            "body_truncated": resp.body_truncated,
+        }
+    return out
+
+
+def _value(x: object) -> object:
+    """An enum's value, anything else unchanged (TunnelState may be an Enum or a string)."""
+    return getattr(x, "value", x)
+
+
+def tunnel_json(info: Any) -> dict[str, Any]:
+    """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``.
+
+    ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
+    keep ngrok's moving rates and percentiles, so those are left out rather than faked.
+    """
+    public_url = info.public_url or ""
+    return {
+        "name": info.name,
+        "uri": tunnel_uri(info.name),
+        "public_url": public_url,
+        "proto": "https" if public_url.startswith("https:") else "http",
+        "config": {"addr": info.target_url, "inspect": True},
+        "metrics": {"http": {"count": int(info.requests or 0)}},
+        "state": _value(info.state),
+        "error": info.error or None,
+        "next_retry_at": info.next_retry_at,
+    }
+
+
+# Stable numeric codes, one per kind of failure (documented in docs/api.md).
+ERROR_CODES = {400: 100, 403: 101, 404: 102, 405: 103, 409: 104, 413: 105, 415: 106, 500: 107, 502: 108, 503: 109}
+
+
+def error_json(status_code: int, msg: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """ngrok's error body: ``{"error_code", "status_code", "msg", "details"}``."""
+    return {
+        "error_code": ERROR_CODES.get(status_code, 100 if status_code < 500 else 107),
+        "status_code": status_code,
+        "msg": msg,
+        "details": details or {},
+    }

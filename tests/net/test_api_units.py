@@ -1,0 +1,122 @@
+"""The agent API's pure parts: loopback checks, ngrok shapes, and the events outbox."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.net.api_events import Outbox
+from devtunnel.net.api_security import is_loopback_host, is_loopback_origin
+from devtunnel.net.api_shapes import capture_json, raw_request, raw_response
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.0.0.1:4040", "localhost", "LOCALHOST:4040", "[::1]", "[::1]:4040", "app.localhost", "a.b.localhost:80"],
+)
+def test_loopback_hosts_are_accepted(host: str) -> None:
+    assert is_loopback_host(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        "evil.example",
+        "evil.example:4040",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "127.0.0.2",
+        "0.0.0.0:4040",
+        "::1",
+        "[::1",
+        "[::1]x",
+        "localhost:abc",
+        "[::ffff:127.0.0.1]",
+        "10.0.0.1",
+    ],
+)
+def test_other_hosts_are_refused(host: str) -> None:
+    assert not is_loopback_host(host)
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:3000", "http://127.0.0.1:4040", "https://app.localhost", "http://[::1]:8080"])
+def test_loopback_origins_are_accepted(origin: str) -> None:
+    assert is_loopback_origin(origin)
+
+
+@pytest.mark.parametrize("origin", ["null", "https://evil.example", "file://", "http://localhost.evil.example", "http://localhost:99999", "ftp://localhost"])
+def test_other_origins_are_refused(origin: str) -> None:
+    assert not is_loopback_origin(origin)
+
+
+def _exchange() -> Exchange:
+    return Exchange(
+        id="01JD3X0000000000000000000A",
+        tunnel="payments",
+        started_at=1_700_000_000.25,
+        request=Request(
+            method="POST",
+            target=b"/hooks?x=1",
+            headers=Headers([("Host", "payments.localhost"), ("Transfer-Encoding", "chunked"), ("X-A", "1"), ("x-a", "2")]),
+            body=b"hello",
+            body_size=5,
+        ),
+        response=Response(status=418, headers=Headers([("Content-Length", "3")]), body=b"\x00\xff\x01", body_size=3),
+        remote_addr="203.0.113.9:5555",
+        duration=0.0125,
+    )
+
+
+def test_capture_json_has_ngrok_fields_and_units() -> None:
+    data = capture_json(_exchange())
+    assert data["uri"] == "/api/requests/http/01JD3X0000000000000000000A"
+    assert data["tunnel_name"] == "payments"
+    assert data["duration"] == 12_500_000  # nanoseconds, as ngrok reports
+    assert data["start"].startswith("2023-11-1")
+    assert data["request"]["headers"] == {"Host": ["payments.localhost"], "Transfer-Encoding": ["chunked"], "X-A": ["1", "2"]}
+    assert data["request"]["uri"] == "/hooks?x=1"
+    assert data["request"]["proto"] == "HTTP/1.1"
+    assert data["response"]["status"] == "418 I'm a Teapot"
+    assert data["response"]["status_code"] == 418
+    assert base64.b64decode(data["response"]["raw"]).endswith(b"\r\n\r\n\x00\xff\x01")
+
+
+def test_raw_request_rechunks_a_chunked_body() -> None:
+    raw = raw_request(_exchange().request)
+    assert raw.startswith(b"POST /hooks?x=1 HTTP/1.1\r\nHost: payments.localhost\r\n")
+    assert raw.endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+
+
+def test_raw_response_without_reason_uses_the_standard_phrase() -> None:
+    assert raw_response(Response(status=404)).startswith(b"HTTP/1.1 404 Not Found\r\n")
+
+
+def test_outbox_merges_ids_and_sends_each_once() -> None:
+    box = Outbox(max_ids=10)
+    box.add_ids(["a", "b"])
+    box.add_ids(["b", "c"])
+    assert box.take() == [{"type": "exchanges", "ids": ["a", "b", "c"]}]
+    assert box.take() == []
+
+
+def test_outbox_past_its_bound_drops_ids_and_owes_a_resync() -> None:
+    box = Outbox(max_ids=10)
+    box.add_ids(str(i) for i in range(11))
+    box.add_ids(["late"])
+    assert box.take() == [{"type": "resync"}]
+    box.add_ids(["next"])
+    assert box.take() == [{"type": "exchanges", "ids": ["next"]}]
+
+
+def test_outbox_keeps_only_the_latest_state_of_each_tunnel() -> None:
+    box = Outbox()
+    box.add_tunnel({"name": "a", "state": "starting"})
+    box.add_tunnel({"name": "a", "state": "online"})
+    box.add_ids(["x"])
+    assert box.take() == [
+        {"type": "tunnel", "tunnel": {"name": "a", "state": "online"}},
+        {"type": "exchanges", "ids": ["x"]},
+    ]
