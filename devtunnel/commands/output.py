@@ -1,0 +1,191 @@
+"""Terminal-safe printing helpers for the capture commands.
+
+Captured data is hostile: a request path can hold escape sequences that move the cursor,
+retitle the window or hide text. Everything taken from an exchange goes through :func:`safe`
+before it reaches a terminal, and nothing here interprets markup.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+__all__ = ["safe", "display_width", "truncate", "Column", "table", "human_size", "human_duration", "hex_preview", "err"]
+
+# C0, DEL and C1 controls, plus the Unicode "format" characters that reorder or hide text
+# (bidi overrides, zero-width joiners); all are printed as visible escapes.
+_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _needs_escape(ch: str) -> bool:
+    code = ord(ch)
+    if code < 0x20 or 0x7F <= code < 0xA0:
+        return True
+    return unicodedata.category(ch) in ("Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def safe(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control or invisible character written as a visible escape.
+
+    Args:
+        text: captured text of any origin.
+        keep_newlines: keep ``\\n`` (and ``\\t``) as they are, for multi-line bodies.
+    """
+    out: list[str] = []
+    for ch in text:
+        if keep_newlines and ch in "\n\t":
+            out.append(ch)
+        elif ch == "\\":
+            # Doubled so an escape we print cannot be confused with a literal backslash.
+            out.append("\\\\")
+        elif _needs_escape(ch):
+            esc = _ESCAPES.get(ch)
+            if esc is None:
+                code = ord(ch)
+                esc = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+            out.append(esc)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Terminal columns taken by ``text`` (already made safe): wide CJK characters count twice."""
+    return sum(_char_width(ch) for ch in text)
+
+
+def truncate(text: str, width: int, ellipsis: str = "…") -> str:
+    """``text`` cut to at most ``width`` columns, ending in ``ellipsis`` when cut."""
+    if width <= 0:
+        return ""
+    if display_width(text) <= width:
+        return text
+    room = width - display_width(ellipsis)
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        w = _char_width(ch)
+        if used + w > room:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + ellipsis if room >= 0 else ellipsis[:width]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a :func:`table`.
+
+    Attributes:
+        title: the header text.
+        align: ``"<"`` (left) or ``">"`` (right).
+        flexible: this column shrinks (truncating its cells) to fit the width; at most one should.
+        min_width: the narrowest a flexible column gets.
+        optional: 0 for a column always shown; otherwise columns are left out, 1 first, then 2
+            ..., while the table would not fit even with the flexible column at ``min_width``.
+    """
+
+    title: str
+    align: str = "<"
+    flexible: bool = False
+    min_width: int = 8
+    optional: int = 0
+
+
+def _pad(text: str, width: int, align: str) -> str:
+    gap = " " * max(0, width - display_width(text))
+    return gap + text if align == ">" else text + gap
+
+
+def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None = None) -> list[str]:
+    """Lay out ``rows`` as aligned lines no wider than ``width`` terminal columns.
+
+    Cells are made safe here, so callers pass captured text as it is. Optional columns are left
+    out when even a narrowed flexible column would not fit; the flexible column then takes
+    whatever width the others leave and truncates its cells. The last column is never padded.
+
+    Args:
+        columns: the column descriptions.
+        rows: one sequence of cell texts per row.
+        width: the terminal width (default: ``shutil.get_terminal_size().columns``).
+    """
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+    cells = [[safe(c) for c in row] for row in rows]
+    widths = [max([display_width(c.title)] + [display_width(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    keep = list(range(len(columns)))
+
+    def needed() -> int:
+        fixed = sum(columns[i].min_width if columns[i].flexible else widths[i] for i in keep)
+        return fixed + 2 * (len(keep) - 1)
+
+    for level in sorted({c.optional for c in columns if c.optional}):
+        if needed() <= width:
+            break
+        keep = [i for i in keep if columns[i].optional != level]
+    columns = [columns[i] for i in keep]
+    widths = [widths[i] for i in keep]
+    cells = [[row[i] for i in keep] for row in cells]
+    titles = [c.title for c in columns]
+    gaps = 2 * (len(columns) - 1)
+    total = sum(widths) + gaps
+    for i, col in enumerate(columns):
+        if col.flexible and total > width:
+            widths[i] = max(col.min_width, widths[i] - (total - width))
+    lines = []
+    for row in [titles, *cells]:
+        parts = []
+        for i, (col, text) in enumerate(zip(columns, row)):
+            text = truncate(text, widths[i])
+            last = i == len(columns) - 1
+            parts.append(text if last and col.align == "<" else _pad(text, widths[i], col.align))
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def human_size(n: int) -> str:
+    """``1234`` -> ``"1.2 KB"``; bytes below 1 KB are shown exactly."""
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        size /= 1024
+        if size < 1024 or unit == "TB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def human_duration(seconds: float | None) -> str:
+    """``0.0123`` -> ``"12.3 ms"``; ``None`` (still in flight) -> ``"-"``."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def hex_preview(data: bytes, limit: int = 64) -> list[str]:
+    """The first ``limit`` bytes of ``data`` as ``hexdump -C``-like lines (printable ASCII at right)."""
+    lines = []
+    chunk = data[:limit]
+    for offset in range(0, len(chunk), 16):
+        row = chunk[offset : offset + 16]
+        hexes = " ".join(f"{b:02x}" for b in row)
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        lines.append(f"{offset:08x}  {hexes:<47}  |{text}|")
+    return lines
+
+
+def err(message: str, stream: TextIO | None = None) -> None:
+    """Print one ``devtunnel: message`` line on stderr (the message is made safe)."""
+    print(f"devtunnel: {safe(message)}", file=stream or sys.stderr)
