@@ -1,19 +1,48 @@
 """The sans-IO tunnel connection: bytes in, events out; calls in, bytes to send out.
 
-CONTRACT (implementation pending): the signatures and docstrings below are fixed; the bodies
-are filled in by the protocol implementation. The asyncio layer (net/) only ever calls these.
+The asyncio layer (net/) only ever calls these methods. ``docs/protocol.md`` describes the wire
+format, the handshake, stream states and flow control that this module implements.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from typing import Any
 
-from devtunnel.protocol.events import Event, Fields
+from devtunnel.errors import FlowControlError, ProtocolError, StreamClosedError
+from devtunnel.protocol import frames as f
+from devtunnel.protocol.events import (
+    DataReceived,
+    Event,
+    Fields,
+    GoAway,
+    Hello,
+    PingReceived,
+    PongReceived,
+    RequestReceived,
+    ResponseReceived,
+    StreamReset,
+    WebSocketClosed,
+    WebSocketMessageReceived,
+    Welcome,
+    WindowUpdated,
+)
+from devtunnel.protocol.state import FINISHED, TRANSITIONS, Action, Half, StreamState, advance, stream_state
 
 PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 DEFAULT_MAX_FRAME_SIZE = 1 << 20  # largest frame payload accepted (bytes)
 DEFAULT_INITIAL_WINDOW = 1 << 20  # per-stream flow-control window (bytes)
 DEFAULT_MAX_STREAMS = 1024  # concurrent streams a relay may open on one agent
+DEFAULT_MAX_HEAD_SIZE = 256 << 10  # largest HELLO/WELCOME/REQUEST/RESPONSE payload accepted
+MIN_FRAME_SIZE = 1024  # smallest max_frame_size / max_head_size either side may announce
+
+# Keys of HELLO/WELCOME ``info`` that carry each side's limits (documented in protocol.md).
+SETTING_KEYS = ("max_frame_size", "max_head_size", "initial_window", "max_streams")
+
+_END_STREAM = f.END_STREAM
+_HEADER = f.HEADER
 
 
 class Role(enum.Enum):
@@ -40,11 +69,57 @@ class ErrorCode(enum.IntEnum):
     SHUTTING_DOWN = 11  # GOAWAY: relay restarting; reconnect
 
 
+class _Stream:
+    """Per-stream bookkeeping. ``local`` is the direction we send, ``remote`` the peer's."""
+
+    __slots__ = ("local", "remote", "send_window", "recv_window", "pending", "websocket")
+
+    def __init__(self, local: Half, remote: Half, send_window: int, recv_window: int, websocket: bool) -> None:
+        self.local = local
+        self.remote = remote
+        self.send_window = send_window  # bytes the peer lets us send
+        self.recv_window = recv_window  # bytes we let the peer send
+        self.pending = 0  # acknowledged by the application, not yet announced in WINDOW_UPDATE
+        self.websocket = websocket
+
+
+def _clip(text: str, limit: int) -> bytes:
+    """UTF-8 encode ``text`` and cut it to ``limit`` bytes without splitting a character."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return raw
+    return raw[: max(limit, 0)].decode(errors="ignore").encode()
+
+
+def _head_action(status: int, end_stream: bool, websocket: bool) -> Action:
+    """The action a response head with ``status`` performs on its half."""
+    if status == 101:
+        if not websocket:
+            raise ProtocolError("101 response on a stream that did not ask for a WebSocket")
+        if end_stream:
+            raise ProtocolError("101 response cannot end the stream")
+        return Action.HEAD_UPGRADE
+    if status < 200:
+        if end_stream:
+            raise ProtocolError(f"interim {status} response cannot end the stream")
+        return Action.INTERIM
+    return Action.HEAD_END if end_stream else Action.HEAD
+
+
 class Connection:
     """One tunnel connection's protocol state, for either role. Does no IO.
 
     Usage (both roles): feed received bytes to ``receive_data`` and handle the events it
     returns; after any call, send ``data_to_send()`` to the peer (it batches every queued frame).
+
+    When ``receive_data`` raises ``ProtocolError`` the connection is dead: a GOAWAY carrying the
+    error's code and message is queued, so send ``data_to_send()`` once more and close.
+    Errors raised by the ``send_*`` methods and ``open_request`` concern only that call: nothing
+    was queued and the connection stays usable.
+
+    Attributes:
+        role: which end of the tunnel this is.
+        version: the negotiated protocol version, None until the handshake settled it.
     """
 
     def __init__(
@@ -54,21 +129,114 @@ class Connection:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         initial_window: int = DEFAULT_INITIAL_WINDOW,
         max_streams: int = DEFAULT_MAX_STREAMS,
+        max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
+        versions: tuple[int, ...] = SUPPORTED_VERSIONS,
     ) -> None:
-        raise NotImplementedError
+        if not MIN_FRAME_SIZE <= max_frame_size <= f.MAX_LENGTH:
+            raise ValueError(f"max_frame_size must be {MIN_FRAME_SIZE}..{f.MAX_LENGTH}, not {max_frame_size}")
+        if not MIN_FRAME_SIZE <= max_head_size <= f.MAX_LENGTH:
+            raise ValueError(f"max_head_size must be {MIN_FRAME_SIZE}..{f.MAX_LENGTH}, not {max_head_size}")
+        if not 1 <= initial_window <= f.MAX_WINDOW:
+            raise ValueError(f"initial_window must be 1..{f.MAX_WINDOW}, not {initial_window}")
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be at least 1, not {max_streams}")
+        if not versions or any(type(v) is not int or v < 1 for v in versions):
+            raise ValueError(f"versions must be positive integers, not {versions!r}")
+        self.role = role
+        self.version: int | None = None
+        self._relay = role is Role.RELAY
+        self._max_frame_size = max_frame_size
+        self._max_head_size = max_head_size
+        self._initial_window = initial_window
+        self._max_streams = max_streams
+        self._versions = tuple(versions)
+        # Credit goes back once half the window is consumed: few WINDOW_UPDATEs, no stalls.
+        self._ack_threshold = max(1, initial_window // 2)
+        # Until the peer's handshake says otherwise, assume it uses the defaults.
+        self._peer_max_frame_size = DEFAULT_MAX_FRAME_SIZE
+        self._peer_max_head_size = DEFAULT_MAX_HEAD_SIZE
+        self._peer_initial_window = DEFAULT_INITIAL_WINDOW
+        self._peer_max_streams = DEFAULT_MAX_STREAMS
+
+        self._streams: dict[int, _Stream] = {}
+        self._last_stream_id = 0  # highest stream id opened so far (always by the relay)
+        # Streams we reset recently: the peer's frames for them may still be in flight.
+        self._reset_ids: dict[int, None] = {}
+        self._reset_memory = max(2 * max_streams, 256)
+        self._hello_sent = False
+        self._handshake_received = False  # relay: HELLO arrived; agent: WELCOME arrived
+        self._welcome_sent = False
+        self._goaway_sent = False
+        self._goaway_received = False
+        self._error: ProtocolError | None = None
+
+        self._buffer = bytearray()  # an incomplete frame, never more than one
+        self._need = f.HEADER_SIZE  # bytes the buffered frame needs before it can be parsed
+        self._out: list[bytes] = []
+
+        limits = [max_frame_size] * 256
+        for ftype in f.HEAD_TYPES:
+            limits[ftype] = max_head_size
+        self._limits = limits
+        self._buffer_limit = max(max_frame_size, max_head_size) + f.HEADER_SIZE
+
+        Handler = Callable[[int, int, bytes, list[Event]], None]
+        handlers: dict[int, Handler] = {
+            f.DATA: self._on_data,
+            f.WINDOW_UPDATE: self._on_window_update,
+            f.RESET: self._on_reset,
+            f.WS_MESSAGE: self._on_ws_message,
+            f.WS_CLOSE: self._on_ws_close,
+            f.PING: self._on_ping,
+            f.PONG: self._on_pong,
+            f.GOAWAY: self._on_goaway,
+            f.HELLO: self._on_hello if self._relay else self._wrong_direction,
+            f.WELCOME: self._wrong_direction if self._relay else self._on_welcome,
+            f.REQUEST: self._wrong_direction if self._relay else self._on_request,
+            f.RESPONSE: self._on_response if self._relay else self._wrong_direction,
+        }
+        self._ready_handlers = handlers
+        # Before the peer's handshake frame only the handshake and GOAWAY may arrive.
+        early = {f.HELLO, f.WELCOME, f.GOAWAY}
+        self._handlers = {t: (h if t in early else self._too_early) for t, h in handlers.items()}
 
     # -- handshake ---------------------------------------------------------------
     def send_hello(self, token: str, name: str | None, info: dict[str, object] | None = None) -> None:
-        """(agent) Queue the HELLO frame: versions spoken, token, wanted name, agent info."""
-        raise NotImplementedError
+        """(agent) Queue the HELLO frame: versions spoken, token, wanted name, agent info.
+
+        ``info`` is sent as given, plus this side's limits under the keys of ``SETTING_KEYS``.
+        """
+        if self._relay:
+            raise ProtocolError("only the agent sends HELLO")
+        if self._hello_sent:
+            raise ProtocolError("HELLO was already sent")
+        payload = f.encode_json(
+            {"versions": list(self._versions), "token": token, "name": name, "info": self._info(info)}
+        )
+        self._queue_head(f.HELLO, 0, 0, payload)
+        self._hello_sent = True
 
     def send_welcome(self, name: str, url: str, info: dict[str, object] | None = None) -> None:
         """(relay) Accept the agent: the tunnel is ``name``, reachable at ``url``."""
-        raise NotImplementedError
+        if not self._relay:
+            raise ProtocolError("only the relay sends WELCOME")
+        if not self._handshake_received:
+            raise ProtocolError("WELCOME before the agent's HELLO")
+        if self._welcome_sent or self._goaway_sent:
+            raise ProtocolError("the agent was already answered")
+        payload = f.encode_json({"version": self.version, "name": name, "url": url, "info": self._info(info)})
+        self._queue_head(f.WELCOME, 0, 0, payload)
+        self._welcome_sent = True
 
     def send_goaway(self, code: ErrorCode, reason: str) -> None:
-        """Queue a GOAWAY; after it, only frames for already open streams may be sent."""
-        raise NotImplementedError
+        """Queue a GOAWAY; after it, only frames for already open streams may be sent.
+
+        Only the first GOAWAY is sent; later calls do nothing.
+        """
+        if self._goaway_sent:
+            return
+        self._goaway_sent = True
+        self._out.append(f.frame(f.GOAWAY, 0, 0, f.U32.pack(code) + _clip(reason, self._peer_max_frame_size - 4)))
 
     # -- streams -----------------------------------------------------------------
     def open_request(
@@ -83,8 +251,39 @@ class Connection:
         scheme: str = "http",
         websocket: bool = False,
     ) -> int:
-        """(relay) Open a stream carrying a public request head; returns its stream id."""
-        raise NotImplementedError
+        """(relay) Open a stream carrying a public request head; returns its stream id.
+
+        Raises:
+            ProtocolError: with ``code`` REFUSED_STREAM when the agent already has its maximum
+                of concurrent streams or the connection is going away (answer 503); with
+                ``code`` TOO_LARGE when the head exceeds the agent's head limit (answer 431).
+                Nothing is queued and the connection stays usable.
+            ValueError: a field is longer than the wire format allows.
+        """
+        if not self._relay:
+            raise ProtocolError("only the relay opens streams")
+        if not self._welcome_sent:
+            raise ProtocolError("cannot open a stream before the handshake completed")
+        if self._goaway_sent or self._goaway_received:
+            raise ProtocolError("the tunnel connection is going away", code=ErrorCode.REFUSED_STREAM)
+        limit = min(self._max_streams, self._peer_max_streams)
+        if len(self._streams) >= limit:
+            raise ProtocolError(f"the tunnel already carries {limit} streams", code=ErrorCode.REFUSED_STREAM)
+        stream_id = self._last_stream_id + 2 if self._last_stream_id else 1
+        if stream_id > f.MAX_STREAM_ID:
+            raise ProtocolError("stream ids are exhausted; open a new connection", code=ErrorCode.REFUSED_STREAM)
+        payload = f.encode_request(method, target, http_version, headers, remote_addr, scheme)
+        flags = (_END_STREAM if end_stream else 0) | (f.WEBSOCKET if websocket else 0)
+        self._queue_head(f.REQUEST, flags, stream_id, payload)
+        self._last_stream_id = stream_id
+        self._streams[stream_id] = _Stream(
+            Half.DONE if end_stream else Half.BODY,
+            Half.IDLE,
+            self._peer_initial_window,
+            self._initial_window,
+            websocket,
+        )
+        return stream_id
 
     def send_response(
         self,
@@ -96,48 +295,496 @@ class Connection:
         end_stream: bool,
         http_version: bytes = b"1.1",
     ) -> None:
-        """(agent) Send the response head; 101 on a websocket stream accepts it."""
-        raise NotImplementedError
+        """(agent) Send the response head; 101 on a websocket stream accepts it.
+
+        A 1xx status other than 101 is an interim response: a final one must follow.
+
+        Raises:
+            StreamClosedError: the stream is closed or its response was already sent.
+            ProtocolError: the status does not fit the stream (101 on a plain HTTP stream), or
+                (``code`` TOO_LARGE) the head exceeds the relay's head limit.
+            ValueError: the status is not 100-999 or a field is too long for the wire format.
+        """
+        if self._relay:
+            raise ProtocolError("only the agent sends responses")
+        stream = self._open_stream(stream_id)
+        action = _head_action(status, end_stream, stream.websocket)
+        local = advance(stream.local, action, stream_id, "we")
+        remote = advance(stream.remote, Action.UPGRADE, stream_id, "the peer") if local is Half.WEBSOCKET else None
+        payload = f.encode_response(status, reason, http_version, headers)
+        self._queue_head(f.RESPONSE, _END_STREAM if end_stream else 0, stream_id, payload)
+        stream.local = local
+        if remote is not None:
+            stream.remote = remote
+        if local is Half.DONE and stream.remote in FINISHED:
+            del self._streams[stream_id]
 
     def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
         """Send body bytes (split into frames as needed). Raises FlowControlError if ``len(data)``
         exceeds ``send_window(stream_id)``; raises StreamClosedError if the stream is closed."""
-        raise NotImplementedError
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise self._closed_error(stream_id)
+        local = TRANSITIONS.get((stream.local, Action.DATA_END if end_stream else Action.DATA))
+        if local is None:
+            local = advance(stream.local, Action.DATA_END if end_stream else Action.DATA, stream_id, "we")
+        n = len(data)
+        if n > stream.send_window:
+            raise FlowControlError(
+                f"stream {stream_id}: {n} bytes exceed the send window of {stream.send_window}"
+            )
+        out = self._out
+        size = self._peer_max_frame_size
+        if n <= size:
+            if n or end_stream:
+                out.append(_HEADER.pack(n << 8 | f.DATA, _END_STREAM if end_stream else 0, stream_id))
+                out.append(data)
+        else:
+            view = memoryview(data)
+            for start in range(0, n, size):
+                chunk = view[start : start + size]
+                last = start + size >= n
+                out.append(_HEADER.pack(len(chunk) << 8 | f.DATA, _END_STREAM if end_stream and last else 0, stream_id))
+                out.append(bytes(chunk))
+        stream.send_window -= n
+        stream.local = local
+        if end_stream and stream.remote in FINISHED:
+            del self._streams[stream_id]
 
     def send_ws_message(self, stream_id: int, data: bytes, *, text: bool, fin: bool = True) -> None:
-        """Send a WebSocket message (or fragment); counts against the send window."""
-        raise NotImplementedError
+        """Send a WebSocket message (or fragment); counts against the send window.
+
+        Data larger than the peer's frame size goes out as several fragments.
+
+        Raises:
+            FlowControlError: ``len(data)`` exceeds ``send_window(stream_id)``.
+            StreamClosedError: the stream is closed or we already sent WS_CLOSE.
+            ProtocolError: the stream is not an accepted WebSocket.
+        """
+        stream = self._open_stream(stream_id)
+        advance(stream.local, Action.WS_MESSAGE, stream_id, "we")
+        n = len(data)
+        if n > stream.send_window:
+            raise FlowControlError(
+                f"stream {stream_id}: {n} bytes exceed the send window of {stream.send_window}"
+            )
+        base = f.TEXT if text else 0
+        size = self._peer_max_frame_size
+        out = self._out
+        if n <= size:
+            out.append(_HEADER.pack(n << 8 | f.WS_MESSAGE, base | (f.FIN if fin else 0), stream_id))
+            out.append(data)
+        else:
+            view = memoryview(data)
+            for start in range(0, n, size):
+                chunk = view[start : start + size]
+                flags = base | (f.FIN if fin and start + size >= n else 0)
+                out.append(_HEADER.pack(len(chunk) << 8 | f.WS_MESSAGE, flags, stream_id))
+                out.append(bytes(chunk))
+        stream.send_window -= n
 
     def send_ws_close(self, stream_id: int, code: int, reason: str = "") -> None:
         """Close our side of a WebSocket stream."""
-        raise NotImplementedError
+        if not 0 <= code <= 0xFFFF:
+            raise ValueError(f"WebSocket close code {code} does not fit 16 bits")
+        stream = self._open_stream(stream_id)
+        stream.local = advance(stream.local, Action.WS_CLOSE, stream_id, "we")
+        payload = f.U16.pack(code) + _clip(reason, self._peer_max_frame_size - 2)
+        self._out.append(f.frame(f.WS_CLOSE, 0, stream_id, payload))
+        if stream.remote in FINISHED:
+            del self._streams[stream_id]
 
     def reset_stream(self, stream_id: int, code: ErrorCode, reason: str = "") -> None:
         """Abandon a stream; a no-op if it is already closed."""
-        raise NotImplementedError
+        if self._streams.pop(stream_id, None) is None:
+            return
+        self._remember_reset(stream_id)
+        self._out.append(
+            f.frame(f.RESET, 0, stream_id, f.U32.pack(code) + _clip(reason, self._peer_max_frame_size - 4))
+        )
 
     def send_window(self, stream_id: int) -> int:
         """Bytes we may still send on ``stream_id`` before a WindowUpdated event (0 if closed)."""
-        raise NotImplementedError
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.send_window
 
-    def acknowledge(self, stream_id: int, n: int) -> None:
-        """Give ``n`` consumed bytes of credit back to the peer (batched into WINDOW_UPDATE)."""
-        raise NotImplementedError
+    def acknowledge(self, stream_id: int, n: int, *, flush: bool = False) -> None:
+        """Give ``n`` consumed bytes of credit back to the peer (batched into WINDOW_UPDATE).
+
+        A WINDOW_UPDATE is queued once the acknowledged bytes reach half the window, or at
+        once with ``flush=True``. Acknowledging a closed stream does nothing.
+
+        Raises:
+            ValueError: ``n`` is negative or more than was received and not yet acknowledged.
+        """
+        if n < 0:
+            raise ValueError(f"cannot acknowledge a negative byte count ({n})")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        outstanding = self._initial_window - stream.recv_window - stream.pending
+        if n > outstanding:
+            raise ValueError(f"stream {stream_id}: acknowledged {n} bytes but only {outstanding} are unacknowledged")
+        remote = stream.remote
+        if remote is Half.CLOSED or (remote is Half.DONE and not stream.websocket):
+            return  # the peer sends nothing more: credit would be wasted bytes
+        pending = stream.pending + n
+        if pending and (pending >= self._ack_threshold or flush):
+            self._out.append(_HEADER.pack(4 << 8 | f.WINDOW_UPDATE, 0, stream_id) + f.U32.pack(pending))
+            stream.recv_window += pending
+            pending = 0
+        stream.pending = pending
 
     def ping(self, payload: bytes = b"\0" * 8) -> None:
         """Queue a PING (8 bytes); the peer answers with a PongReceived event."""
-        raise NotImplementedError
+        if len(payload) != 8:
+            raise ValueError(f"a PING carries exactly 8 bytes, not {len(payload)}")
+        self._out.append(f.frame(f.PING, 0, 0, payload))
+
+    def state(self, stream_id: int) -> StreamState:
+        """The HTTP/2-style state of a stream as seen from this end."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream_state(stream.local, stream.remote)
+        if stream_id == 0 or stream_id > self._last_stream_id:
+            return StreamState.IDLE
+        return StreamState.CLOSED
 
     # -- IO boundary -------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed received bytes (any split); return complete events. Raises ProtocolError."""
-        raise NotImplementedError
+        if self._error is not None:
+            raise ProtocolError(f"the tunnel connection already failed: {self._error}", code=self._error.code)
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return []
+            src = bytes(buffer)
+            buffer.clear()
+        elif len(data) < self._need:
+            buffer += data
+            return []
+        else:
+            src = data if type(data) is bytes else bytes(data)
+        events: list[Event] = []
+        pos = 0
+        end = 0
+        size = len(src)
+        limits = self._limits
+        unpack = _HEADER.unpack_from
+        try:
+            while size - pos >= 9:
+                first, flags, stream_id = unpack(src, pos)
+                length = first >> 8
+                ftype = first & 0xFF
+                if length > limits[ftype]:
+                    raise ProtocolError(
+                        f"frame of type {ftype} on stream {stream_id & f.MAX_STREAM_ID} announces {length} bytes,"
+                        f" more than the limit of {limits[ftype]}"
+                    )
+                if stream_id > f.MAX_STREAM_ID:
+                    raise ProtocolError("the reserved high bit of a stream id is set")
+                end = pos + 9 + length
+                if end > size:
+                    break
+                handler = self._handlers.get(ftype)
+                if handler is not None:  # unknown frame types are skipped
+                    handler(flags, stream_id, src[pos + 9 : end], events)
+                pos = end
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        if pos < size:
+            buffer += memoryview(src)[pos:]
+            self._need = end - pos if size - pos >= 9 else f.HEADER_SIZE
+        else:
+            self._need = f.HEADER_SIZE
+        return events
 
     def data_to_send(self) -> bytes:
         """Every byte queued since the last call (may be empty)."""
-        raise NotImplementedError
+        out = self._out
+        if not out:
+            return b""
+        data = b"".join(out)
+        out.clear()
+        return data
 
     @property
     def open_streams(self) -> int:
         """Number of streams not yet closed."""
-        raise NotImplementedError
+        return len(self._streams)
+
+    @property
+    def handshake_complete(self) -> bool:
+        """True once HELLO and WELCOME were both exchanged."""
+        if self._relay:
+            return self._handshake_received and self._welcome_sent
+        return self._handshake_received
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame held until the rest arrives."""
+        return len(self._buffer)
+
+    # -- helpers -----------------------------------------------------------------
+    def _info(self, info: dict[str, object] | None) -> dict[str, object]:
+        merged = dict(info or {})
+        merged.update(
+            max_frame_size=self._max_frame_size,
+            max_head_size=self._max_head_size,
+            initial_window=self._initial_window,
+            max_streams=self._max_streams,
+        )
+        return merged
+
+    def _queue_head(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if len(payload) > self._peer_max_head_size:
+            raise ProtocolError(
+                f"a {len(payload)}-byte head exceeds the peer's limit of {self._peer_max_head_size}",
+                code=ErrorCode.TOO_LARGE,
+            )
+        self._out.append(f.frame(ftype, flags, stream_id, payload))
+
+    def _open_stream(self, stream_id: int) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise self._closed_error(stream_id)
+        return stream
+
+    def _closed_error(self, stream_id: int) -> StreamClosedError:
+        if stream_id <= 0 or stream_id > self._last_stream_id:
+            return StreamClosedError(f"stream {stream_id} was never opened")
+        return StreamClosedError(f"stream {stream_id} is closed")
+
+    def _remember_reset(self, stream_id: int) -> None:
+        reset = self._reset_ids
+        if len(reset) >= self._reset_memory:
+            del reset[next(iter(reset))]
+        reset[stream_id] = None
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self._error = exc
+        self._buffer = bytearray()
+        self._need = f.HEADER_SIZE
+        try:
+            code = ErrorCode(exc.code)
+        except ValueError:
+            code = ErrorCode.PROTOCOL_ERROR
+        self.send_goaway(code, str(exc))
+
+    def _settle_peer_settings(self, info: Any) -> None:
+        """Adopt the limits the peer announced in its HELLO/WELCOME ``info``."""
+        if not isinstance(info, dict):
+            raise ProtocolError("handshake info must be a JSON object")
+        bounds = {
+            "max_frame_size": (MIN_FRAME_SIZE, f.MAX_LENGTH),
+            "max_head_size": (MIN_FRAME_SIZE, f.MAX_LENGTH),
+            "initial_window": (1, f.MAX_WINDOW),
+            "max_streams": (1, f.MAX_WINDOW),
+        }
+        values: dict[str, int] = {}
+        for key, (low, high) in bounds.items():
+            if key not in info:
+                continue
+            value = info[key]
+            if type(value) is not int or not low <= value <= high:
+                raise ProtocolError(f"handshake setting {key}={value!r} is not an integer in {low}..{high}")
+            values[key] = value
+        self._peer_max_frame_size = values.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE)
+        self._peer_max_head_size = values.get("max_head_size", DEFAULT_MAX_HEAD_SIZE)
+        self._peer_initial_window = values.get("initial_window", DEFAULT_INITIAL_WINDOW)
+        self._peer_max_streams = values.get("max_streams", DEFAULT_MAX_STREAMS)
+
+    def _handshake_done(self) -> None:
+        self._handshake_received = True
+        self._handlers = self._ready_handlers
+
+    def _stream_for(self, stream_id: int, what: str) -> _Stream | None:
+        """The open stream a received frame belongs to; None when the frame is to be ignored."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        if stream_id == 0:
+            raise ProtocolError(f"{what} frame on stream 0")
+        if stream_id > self._last_stream_id:
+            raise ProtocolError(f"{what} frame on stream {stream_id}, which was never opened")
+        if stream_id in self._reset_ids:
+            return None  # it crossed our RESET on the wire
+        raise StreamClosedError(f"{what} frame on closed stream {stream_id}")
+
+    # -- frame handlers: (flags, stream_id, payload, events) -------------------------
+    def _too_early(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        expected = "HELLO" if self._relay else "WELCOME"
+        raise ProtocolError(f"a frame arrived before the {expected} that must come first")
+
+    def _wrong_direction(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        raise ProtocolError(f"the {'relay' if self._relay else 'agent'} received a frame only it may send")
+
+    def _on_hello(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id:
+            raise ProtocolError("HELLO frame on a stream other than 0")
+        if self._handshake_received:
+            raise ProtocolError("a second HELLO frame")
+        obj = f.decode_json(payload, "HELLO")
+        versions, token, name, info = obj.get("versions"), obj.get("token"), obj.get("name"), obj.get("info", {})
+        if not isinstance(versions, list) or not all(type(v) is int for v in versions):
+            raise ProtocolError("HELLO versions must be a list of integers")
+        if not isinstance(token, str) or not (name is None or isinstance(name, str)):
+            raise ProtocolError("HELLO token must be a string and name a string or null")
+        common = set(versions) & set(self._versions)
+        if not common:
+            raise ProtocolError(
+                f"no common protocol version: the agent speaks {sorted(versions)},"
+                f" the relay speaks {sorted(self._versions)}",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+            )
+        self._settle_peer_settings(info)
+        self.version = max(common)
+        self._handshake_done()
+        events.append(Hello(self.version, token, name, info))
+
+    def _on_welcome(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id:
+            raise ProtocolError("WELCOME frame on a stream other than 0")
+        if not self._hello_sent:
+            raise ProtocolError("WELCOME before HELLO was sent")
+        if self._handshake_received:
+            raise ProtocolError("a second WELCOME frame")
+        obj = f.decode_json(payload, "WELCOME")
+        version, name, url, info = obj.get("version"), obj.get("name"), obj.get("url"), obj.get("info", {})
+        if type(version) is not int or version not in self._versions:
+            raise ProtocolError(
+                f"the relay chose protocol version {version!r}, not one of {list(self._versions)}",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+            )
+        if not isinstance(name, str) or not isinstance(url, str):
+            raise ProtocolError("WELCOME name and url must be strings")
+        self._settle_peer_settings(info)
+        self.version = version
+        self._handshake_done()
+        events.append(Welcome(version, name, url, info))
+
+    def _on_goaway(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id:
+            raise ProtocolError("GOAWAY frame on a stream other than 0")
+        code, reason = f.decode_code_reason(payload, "GOAWAY")
+        self._goaway_received = True
+        events.append(GoAway(code, reason))
+
+    def _on_ping(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id or len(payload) != 8:
+            raise ProtocolError("PING frame must carry 8 bytes on stream 0")
+        self._out.append(f.frame(f.PONG, 0, 0, payload))
+        events.append(PingReceived(payload))
+
+    def _on_pong(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id or len(payload) != 8:
+            raise ProtocolError("PONG frame must carry 8 bytes on stream 0")
+        events.append(PongReceived(payload))
+
+    def _on_request(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id in self._streams:
+            raise ProtocolError(f"REQUEST frame on stream {stream_id}, which is already open")
+        if not stream_id & 1 or stream_id <= self._last_stream_id:
+            raise ProtocolError(
+                f"REQUEST frame on stream {stream_id}: streams are opened with odd, increasing ids"
+                f" (the last was {self._last_stream_id})"
+            )
+        method, target, version, scheme, remote_addr, headers = f.decode_request(payload)
+        self._last_stream_id = stream_id
+        end_stream = bool(flags & _END_STREAM)
+        if self._goaway_sent or len(self._streams) >= self._max_streams:
+            # Refuse without failing the connection; the relay answers its client with 503.
+            self._remember_reset(stream_id)
+            self._out.append(f.frame(f.RESET, 0, stream_id, f.U32.pack(ErrorCode.REFUSED_STREAM)))
+            return
+        websocket = bool(flags & f.WEBSOCKET)
+        self._streams[stream_id] = _Stream(
+            Half.IDLE,
+            Half.DONE if end_stream else Half.BODY,
+            self._peer_initial_window,
+            self._initial_window,
+            websocket,
+        )
+        events.append(
+            RequestReceived(stream_id, method, target, version, headers, end_stream, remote_addr, scheme, websocket)
+        )
+
+    def _on_response(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        stream = self._stream_for(stream_id, "RESPONSE")
+        if stream is None:
+            return
+        status, version, reason, headers = f.decode_response(payload)
+        end_stream = bool(flags & _END_STREAM)
+        remote = advance(stream.remote, _head_action(status, end_stream, stream.websocket), stream_id, "the peer")
+        if remote is Half.WEBSOCKET:
+            stream.local = advance(stream.local, Action.UPGRADE, stream_id, "we")
+        stream.remote = remote
+        if remote is Half.DONE and stream.local in FINISHED:
+            del self._streams[stream_id]
+        events.append(ResponseReceived(stream_id, status, reason, headers, end_stream, version))
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        stream = self._streams.get(stream_id) or self._stream_for(stream_id, "DATA")
+        if stream is None:
+            return
+        end_stream = bool(flags & _END_STREAM)
+        action = Action.DATA_END if end_stream else Action.DATA
+        remote = TRANSITIONS.get((stream.remote, action)) or advance(stream.remote, action, stream_id, "the peer")
+        n = len(payload)
+        if n > stream.recv_window:
+            raise FlowControlError(f"stream {stream_id}: {n} bytes of DATA exceed the window of {stream.recv_window}")
+        stream.recv_window -= n
+        stream.remote = remote
+        if end_stream and stream.local in FINISHED:
+            del self._streams[stream_id]
+        events.append(DataReceived(stream_id, payload, end_stream))
+
+    def _on_ws_message(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        stream = self._stream_for(stream_id, "WS_MESSAGE")
+        if stream is None:
+            return
+        advance(stream.remote, Action.WS_MESSAGE, stream_id, "the peer")
+        n = len(payload)
+        if n > stream.recv_window:
+            raise FlowControlError(
+                f"stream {stream_id}: {n} bytes of WS_MESSAGE exceed the window of {stream.recv_window}"
+            )
+        stream.recv_window -= n
+        events.append(WebSocketMessageReceived(stream_id, payload, bool(flags & f.TEXT), bool(flags & f.FIN)))
+
+    def _on_ws_close(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        stream = self._stream_for(stream_id, "WS_CLOSE")
+        if stream is None:
+            return
+        code, reason = f.decode_code_reason(payload, "WS_CLOSE", 2)
+        stream.remote = advance(stream.remote, Action.WS_CLOSE, stream_id, "the peer")
+        if stream.local in FINISHED:
+            del self._streams[stream_id]
+        events.append(WebSocketClosed(stream_id, code, reason))
+
+    def _on_window_update(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if len(payload) != 4:
+            raise ProtocolError("WINDOW_UPDATE frame must carry 4 bytes")
+        if stream_id == 0 or stream_id > self._last_stream_id:
+            raise ProtocolError(f"WINDOW_UPDATE frame on stream {stream_id}, which was never opened")
+        (increment,) = f.U32.unpack(payload)
+        if increment == 0:
+            raise ProtocolError(f"WINDOW_UPDATE of 0 bytes on stream {stream_id}")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # credit for a stream that closed meanwhile
+        if stream.send_window + increment > f.MAX_WINDOW:
+            raise FlowControlError(f"stream {stream_id}: WINDOW_UPDATE grows the window beyond 2^31-1")
+        stream.send_window += increment
+        events.append(WindowUpdated(stream_id, increment))
+
+    def _on_reset(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id == 0 or stream_id > self._last_stream_id:
+            raise ProtocolError(f"RESET frame on stream {stream_id}, which was never opened")
+        code, reason = f.decode_code_reason(payload, "RESET")
+        if self._streams.pop(stream_id, None) is None:
+            return  # both sides abandoned it, or it closed meanwhile
+        events.append(StreamReset(stream_id, code, reason))
