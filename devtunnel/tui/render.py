@@ -1,0 +1,447 @@
+"""Safe rendering of captured data: escaping, body classification, pretty-printing, hex dumps.
+
+Captured bytes are hostile. Nothing here passes them to Rich markup: every piece of captured
+text becomes a :class:`rich.text.Text` built from plain strings, with control characters (ESC,
+C1 controls, bidi overrides, line separators) replaced by visible escapes such as ``\\x1b``, so
+markup like ``[bold]`` and terminal escape sequences show literally and never restyle the screen.
+
+Large bodies are never rendered whole: :class:`TextLines` and :class:`HexLines` describe a
+body as rows and render one row at a time, for a view that only asks for the rows it shows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+from urllib.parse import parse_qsl
+
+from rich.cells import cell_len
+from rich.style import Style
+from rich.text import Text
+
+from devtunnel.capture.model import Request, Response
+
+__all__ = [
+    "BodyKind",
+    "Body",
+    "Lines",
+    "TextLines",
+    "HexLines",
+    "PRETTY_LIMIT",
+    "escape_control",
+    "escape_line",
+    "safe_text",
+    "body_kind",
+    "describe_body",
+    "form_fields",
+    "pretty_json",
+    "pretty_xml",
+    "hex_row",
+    "human_size",
+    "highlight_json_line",
+    "highlight_xml_line",
+    "format_timestamp",
+    "format_ms",
+    "status_style",
+]
+
+BodyKind = Literal["empty", "json", "form", "xml", "text", "binary"]
+
+PRETTY_LIMIT = 2 * 1024 * 1024
+"""Bodies larger than this are shown as received: reformatting them would make opening slow."""
+
+MAX_ROW = 1000
+"""Longer lines are cut into rows of this many characters (a minified 10 MiB JSON is one line)."""
+
+_C0 = [c for c in range(0x20)]
+_C1 = [0x7F, *range(0x80, 0xA0)]
+# Bidi overrides and isolates reorder what follows them; line/paragraph separators break lines.
+_INVISIBLE = [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029, 0x200E, 0x200F, 0xFEFF]
+_NAMED = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+
+
+def _escape_for(code: int) -> str:
+    if code in _NAMED:
+        return _NAMED[code]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_INLINE_TABLE = {c: _escape_for(c) for c in (*_C0, *_C1, *_INVISIBLE)}
+_LINE_TABLE = {c: e for c, e in _INLINE_TABLE.items() if c != 0x09}
+_CONTROL = re.compile("[" + "".join(re.escape(chr(c)) for c in _INLINE_TABLE) + "]")
+
+
+def escape_control(value: str) -> str:
+    """Replace every control character (tab and newlines too) with a visible escape.
+
+    For one-line fields: header names and values, URLs, previews.
+    """
+    if _CONTROL.search(value) is None:
+        return value
+    return value.translate(_INLINE_TABLE)
+
+
+def escape_line(line: str) -> str:
+    """Escape control characters in one line of a body; tabs become spaces."""
+    if _CONTROL.search(line) is not None:
+        line = line.translate(_LINE_TABLE)
+    return line.expandtabs(4) if "\t" in line else line
+
+
+def safe_text(value: str, style: str | Style = "") -> Text:
+    """Captured text as a ``Text`` that shows exactly what was received (no markup, no escapes)."""
+    return Text(escape_control(value), style=style, no_wrap=True, end="")
+
+
+def human_size(size: int) -> str:
+    """``1023 B``, ``1.5 KiB``, ``10.0 MiB``."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value:.1f} TiB"
+
+
+# ---------------------------------------------------------------------------- classification
+
+_BINARY_TYPES = ("image/", "audio/", "video/", "font/")
+_BINARY_EXACT = {
+    "application/octet-stream",
+    "application/pdf",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-protobuf",
+    "application/protobuf",
+    "application/grpc",
+    "application/wasm",
+    "application/msgpack",
+    "application/x-msgpack",
+    "application/cbor",
+}
+
+
+def body_kind(content_type: str, body: bytes) -> BodyKind:
+    """How to show a body: by its media type first, then by what the bytes look like."""
+    if not body:
+        return "empty"
+    ctype = content_type.lower()
+    if ctype.startswith(_BINARY_TYPES) and not ctype.startswith("image/svg"):
+        return "binary"
+    if ctype in _BINARY_EXACT or b"\x00" in body[:8192]:
+        return "binary"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary"
+    if ctype == "application/json" or ctype.endswith("+json") or ctype in ("text/json", "application/x-ndjson"):
+        return "json"
+    if ctype == "application/x-www-form-urlencoded":
+        return "form"
+    if ctype in ("application/xml", "text/xml") or ctype.endswith("+xml"):
+        return "xml"
+    if not ctype and body.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    return "text"
+
+
+def pretty_json(text: str) -> str | None:
+    """JSON re-indented by two spaces, keys in their order; None when it does not parse."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    # ensure_ascii=False keeps the text readable; control characters are still \u-escaped by json.
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+_XML_TOKEN = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<[^>]*>|[^<]+", re.S)
+
+
+def pretty_xml(text: str) -> str:
+    """XML indented one level per open element.
+
+    A tokenizer rather than a parser: it never resolves entities or fetches anything, and it
+    indents broken XML as well as it can instead of refusing it.
+    """
+    out: list[str] = []
+    depth = 0
+    for match in _XML_TOKEN.finditer(text):
+        token = match.group()
+        if not token.startswith("<"):
+            stripped = token.strip()
+            if stripped:
+                out.append("  " * depth + stripped)
+            continue
+        if token.startswith("</"):
+            depth = max(depth - 1, 0)
+            out.append("  " * depth + token)
+        elif token.startswith(("<?", "<!")) or token.endswith("/>"):
+            out.append("  " * depth + token)
+        else:
+            out.append("  " * depth + token)
+            depth += 1
+    # Put short text content back on its element's line: <name>value</name>.
+    merged: list[str] = []
+    i = 0
+    while i < len(out):
+        if (
+            i + 2 < len(out)
+            and not out[i + 1].lstrip().startswith("<")
+            and out[i + 2].lstrip().startswith("</")
+            and out[i].lstrip().startswith("<")
+            and not out[i].lstrip().startswith(("</", "<?", "<!"))
+            and not out[i].endswith("/>")
+        ):
+            merged.append(out[i] + out[i + 1].lstrip() + out[i + 2].lstrip())
+            i += 3
+        else:
+            merged.append(out[i])
+            i += 1
+    return "\n".join(merged)
+
+
+def form_fields(text: str) -> list[tuple[str, str]]:
+    """The fields of an ``application/x-www-form-urlencoded`` body, in order, blanks kept."""
+    return parse_qsl(text, keep_blank_values=True, errors="replace")
+
+
+# ---------------------------------------------------------------------------- highlighting
+
+_JSON_STYLES = {
+    "key": Style(color="bright_blue", bold=True),
+    "string": Style(color="green"),
+    "number": Style(color="cyan"),
+    "literal": Style(color="magenta"),
+    "punct": Style(dim=True),
+}
+_JSON_TOKEN = re.compile(
+    r'(?P<string>"(?:[^"\\]|\\.)*")(?P<colon>\s*:)?'
+    r"|(?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)"
+    r"|(?P<literal>\btrue\b|\bfalse\b|\bnull\b)"
+    r"|(?P<punct>[{}\[\],:])"
+)
+
+
+def highlight_json_line(line: str) -> Text:
+    """One line of indented JSON (already escaped) with keys, strings and numbers coloured.
+
+    Pretty-printed JSON never splits a token across lines, so line-at-a-time is exact.
+    """
+    text = Text(line, no_wrap=True, end="")
+    for match in _JSON_TOKEN.finditer(line):
+        if match.group("string") is not None:
+            style = _JSON_STYLES["key" if match.group("colon") else "string"]
+            text.stylize(style, match.start("string"), match.end("string"))
+        else:
+            kind = match.lastgroup or "punct"
+            text.stylize(_JSON_STYLES[kind], match.start(), match.end())
+    return text
+
+
+_XML_TAG = re.compile(r"<!--.*?(?:-->|$)|</?[^\s>/]+|/?>")
+_XML_ATTR = re.compile(r'([\w:.-]+)(=)("[^"]*"|\'[^\']*\')')
+
+
+def highlight_xml_line(line: str) -> Text:
+    """One line of XML with tags, attribute names and values coloured."""
+    text = Text(line, no_wrap=True, end="")
+    for match in _XML_TAG.finditer(line):
+        style = "dim" if match.group().startswith("<!--") else "bright_blue"
+        text.stylize(style, match.start(), match.end())
+    for match in _XML_ATTR.finditer(line):
+        text.stylize("cyan", match.start(1), match.end(1))
+        text.stylize("green", match.start(3), match.end(3))
+    return text
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+class Lines(Protocol):
+    """Rows of a document, rendered one at a time for a view that shows only some of them."""
+
+    @property
+    def width(self) -> int:
+        """Cells in the widest row."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def line(self, index: int) -> Text:
+        """Row ``index`` as styled, escaped text."""
+        ...
+
+
+def _split_rows(text: str) -> list[str]:
+    rows: list[str] = []
+    for line in text.split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]  # CRLF line ends; a lone CR elsewhere is escaped as \r
+        if len(line) <= MAX_ROW:
+            rows.append(line)
+        else:
+            rows.extend(line[i : i + MAX_ROW] for i in range(0, len(line), MAX_ROW))
+    return rows
+
+
+class TextLines:
+    """Text cut into rows (at newlines, and every ``MAX_ROW`` characters), escaped lazily."""
+
+    def __init__(self, text: str, highlight: Callable[[str], Text] | None = None) -> None:
+        self._rows = _split_rows(text)
+        self._highlight = highlight
+        widest = max((len(row) for row in self._rows), default=0)
+        if _CONTROL.search(text) is not None:
+            widest = max([widest, *(len(escape_line(r)) for r in self._rows if _CONTROL.search(r) or "\t" in r)])
+        elif "\t" in text:
+            widest = max([widest, *(len(r.expandtabs(4)) for r in self._rows if "\t" in r)])
+        if not text.isascii():
+            # Wide characters take two cells; measuring every row of a huge body costs too much.
+            widest = max([widest, *(cell_len(escape_line(r)) for r in self._rows)]) if len(text) < PRETTY_LIMIT else widest * 2
+        self._width = widest
+
+    @property
+    def width(self) -> int:
+        """Cells in the widest row."""
+        return self._width
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def line(self, index: int) -> Text:
+        """Row ``index``, escaped and highlighted."""
+        row = escape_line(self._rows[index])
+        if self._highlight is not None:
+            return self._highlight(row)
+        return Text(row, no_wrap=True, end="")
+
+    def plain(self) -> str:
+        """All rows joined, escaped (for tests and copying what is shown)."""
+        return "\n".join(escape_line(row) for row in self._rows)
+
+
+_PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
+HEX_WIDTH = 16
+
+
+def hex_row(data: bytes, offset: int) -> Text:
+    """One hex-dump row: offset, 16 bytes in hex (two groups of 8), and their ASCII."""
+    chunk = data[offset : offset + HEX_WIDTH]
+    hex_bytes = chunk.hex(" ")
+    if len(chunk) > 8:
+        hex_bytes = hex_bytes[:23] + "  " + hex_bytes[24:]
+    ascii_part = chunk.translate(_PRINTABLE).decode("ascii")
+    text = Text(no_wrap=True, end="")
+    text.append(f"{offset:08x}", "dim")
+    text.append("  ")
+    text.append(hex_bytes.ljust(HEX_WIDTH * 3), "cyan")
+    text.append("  │")
+    text.append(ascii_part.ljust(HEX_WIDTH))
+    text.append("│")
+    return text
+
+
+class HexLines:
+    """A body as a hex dump: one row per 16 bytes, rendered on demand."""
+
+    width = 8 + 2 + HEX_WIDTH * 3 + 3 + HEX_WIDTH + 1
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __len__(self) -> int:
+        return (len(self._data) + HEX_WIDTH - 1) // HEX_WIDTH
+
+    def line(self, index: int) -> Text:
+        """The row for bytes ``index * 16`` to ``index * 16 + 15``."""
+        return hex_row(self._data, index * HEX_WIDTH)
+
+
+# ---------------------------------------------------------------------------- bodies
+
+
+@dataclass(frozen=True)
+class Body:
+    """How one request or response body is shown."""
+
+    kind: BodyKind
+    """What the body was taken to be."""
+    label: str
+    """A short line above the body: kind, size, and whether it was cut or reformatted."""
+    lines: Lines | None = None
+    """Rows to show (None for an empty body or a form)."""
+    fields: Sequence[tuple[str, str]] = ()
+    """The fields of a form body."""
+
+
+def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump: bool = False) -> Body:
+    """Decide how to show ``message``'s body and prepare its rows (without rendering them).
+
+    Args:
+        message: the request or response.
+        pretty: reformat JSON and XML, and show forms as a table.
+        hex_dump: show any body as a hex dump.
+    """
+    body = message.body
+    kind = body_kind(message.content_type, body)
+    notes: list[str] = []
+    if message.body_truncated or message.body_size > len(body):
+        notes.append(f"truncated: recorded the first {human_size(len(body))} of {human_size(message.body_size)}")
+    size = human_size(max(message.body_size, len(body)))
+    if kind == "empty":
+        return Body("empty", " · ".join(["no body", *notes]))
+    if hex_dump or kind == "binary":
+        label = f"{'binary' if kind == 'binary' else kind} · {size} · hex dump"
+        return Body(kind, " · ".join([label, *notes]), lines=HexLines(body))
+    text = body.decode("utf-8")
+    reformatted: str | None = None
+    if pretty and len(body) > PRETTY_LIMIT and kind in ("json", "xml"):
+        notes.append(f"shown as received: larger than {human_size(PRETTY_LIMIT)}")
+    elif pretty and kind == "json" and not message.body_truncated:
+        reformatted = pretty_json(text)
+        if reformatted is None:
+            notes.append("does not parse as JSON")
+    elif pretty and kind == "xml":
+        reformatted = pretty_xml(text)
+    elif pretty and kind == "form":
+        return Body("form", " · ".join([f"form · {size}", *notes]), fields=form_fields(text))
+    highlight = {"json": highlight_json_line, "xml": highlight_xml_line}.get(kind) if pretty else None
+    shown = reformatted if reformatted is not None else text
+    label = f"{kind} · {size}" + ("" if pretty else " · raw")
+    return Body(kind, " · ".join([label, *notes]), lines=TextLines(shown, highlight))
+
+
+# ---------------------------------------------------------------------------- times
+
+
+def format_timestamp(seconds: float) -> str:
+    """Local wall-clock time with milliseconds and the UTC offset: ``2026-11-26 12:30:05.120 +0000``."""
+    moment = datetime.fromtimestamp(seconds).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} " + moment.strftime("%z")
+
+
+def format_ms(seconds: float | None) -> str:
+    """Seconds as milliseconds for people: ``12.3 ms``, ``1,204 ms``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
+
+
+def status_style(status: int | None) -> str:
+    """The colour of a status code: green 2xx, cyan 3xx, yellow 4xx, red 5xx and failures."""
+    if status is None or status >= 500:
+        return "bold red"
+    if status >= 400:
+        return "bold yellow"
+    if status >= 300:
+        return "bold cyan"
+    return "bold green"

@@ -1,0 +1,5 @@
+"""The inspector's screens, each self-contained (its own CSS and keys), pushed by the app."""
+
+from devtunnel.tui.screens.detail import DetailScreen
+
+__all__ = ["DetailScreen"]

@@ -1,0 +1,253 @@
+"""The detail of one exchange: request and response headers and bodies, timing, WebSocket messages."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
+from devtunnel.tui.render import (
+    describe_body,
+    escape_control,
+    format_ms,
+    format_timestamp,
+    human_size,
+    safe_text,
+    status_style,
+)
+from devtunnel.tui.screens.lines import LinesView
+
+__all__ = ["DetailScreen", "exchange_title", "headers_table", "ws_preview"]
+
+_OPCODES = {0: "cont", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
+_PREVIEW = 120
+
+
+def exchange_title(exchange: Exchange) -> Text:
+    """One line naming an exchange: method, URL, status and duration (captured parts escaped)."""
+    title = Text(no_wrap=True, overflow="ellipsis", end="")
+    title.append(escape_control(exchange.request.method), "bold")
+    title.append(" ")
+    title.append(escape_control(exchange.url))
+    title.append("  ")
+    if exchange.response is not None:
+        reason = exchange.response.reason
+        title.append(f"{exchange.response.status}", status_style(exchange.response.status))
+        if reason:
+            title.append(" " + escape_control(reason))
+    elif exchange.error:
+        title.append(exchange.error, "bold red")
+    else:
+        title.append("pending", "dim")
+    if exchange.duration is not None:
+        title.append(f"  {format_ms(exchange.duration)}", "dim")
+    if exchange.replay_of:
+        title.append("  replay", "italic magenta")
+    return title
+
+
+def headers_table(headers: Headers, *, id: str | None = None) -> DataTable[Text]:
+    """A two-column table of header fields, in order, exactly as received."""
+    table: DataTable[Text] = DataTable(id=id, cursor_type="row", zebra_stripes=True, classes="headers")
+    table.add_column("Name", key="name")
+    table.add_column("Value", key="value")
+    for name, value in headers.items():
+        table.add_row(safe_text(name, "bold"), safe_text(value))
+    return table
+
+
+def ws_preview(message: WsMessage) -> Text:
+    """A short, escaped preview of a WebSocket payload (hex for binary frames)."""
+    payload = message.payload
+    if message.opcode == 1:
+        try:
+            shown = escape_control(payload[:_PREVIEW * 4].decode("utf-8", errors="replace")[:_PREVIEW])
+        except UnicodeDecodeError:  # pragma: no cover - errors="replace" never raises
+            shown = ""
+        text = Text(shown, no_wrap=True, end="")
+    else:
+        text = Text(payload[:24].hex(" "), style="cyan", no_wrap=True, end="")
+    if message.size > len(payload):
+        text.append(f"  (recorded {len(payload)} of {message.size} bytes)", "dim")
+    return text
+
+
+class DetailScreen(Screen[None]):
+    """Everything captured about one exchange, in tabs.
+
+    | Key | Action |
+    | :- | :- |
+    | escape, q | Close. |
+    | 1 / 2 / 3 / 4 | Request, Response, Timing, Messages (WebSockets). |
+    | p | Toggle pretty-printing (JSON, XML, forms) and the body as received. |
+    | h | Toggle the hex dump of the bodies. |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "close", "Close"),
+        Binding("1", "tab('request')", "Request", show=False),
+        Binding("2", "tab('response')", "Response", show=False),
+        Binding("3", "tab('timing')", "Timing", show=False),
+        Binding("4", "tab('messages')", "Messages", show=False),
+        Binding("p", "toggle_pretty", "Pretty/raw"),
+        Binding("h", "toggle_hex", "Hex"),
+    ]
+
+    DEFAULT_CSS = """
+    DetailScreen {
+        #detail-title { height: 1; padding: 0 1; background: $panel; }
+        TabbedContent { height: 1fr; }
+        TabPane { padding: 0; height: 1fr; }
+        .start-line { height: 1; padding: 0 1; color: $text-muted; }
+        .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
+        DataTable.headers { height: auto; max-height: 40%; }
+        DataTable.form { height: 1fr; }
+        .body-box { height: 1fr; }
+        .none { padding: 1 2; color: $text-muted; }
+        #timing-text { padding: 1 2; }
+        #ws-messages { height: 1fr; }
+    }
+    """
+
+    def __init__(self, exchange: Exchange) -> None:
+        super().__init__()
+        self.exchange = exchange
+        self._pretty = True
+        self._hex = False
+
+    def compose(self) -> ComposeResult:
+        ex = self.exchange
+        yield Static(exchange_title(ex), id="detail-title")
+        with TabbedContent(initial="request"):
+            with TabPane("Request", id="request"):
+                yield from self._message("request", ex.request)
+            with TabPane("Response", id="response"):
+                if ex.response is not None:
+                    yield from self._message("response", ex.response)
+                else:
+                    yield Static(self._no_response(), classes="none")
+            with TabPane("Timing", id="timing"):
+                yield Static(self._timing(), id="timing-text")
+            if ex.websocket:
+                with TabPane(f"Messages ({len(ex.ws_messages)})", id="messages"):
+                    yield self._ws_table()
+        yield Footer()
+
+    # ------------------------------------------------------------------ parts
+
+    def _message(self, side: str, message: Request | Response) -> ComposeResult:
+        if isinstance(message, Request):
+            start = f"{message.method} {message.url_text} HTTP/{message.http_version}"
+        else:
+            start = f"HTTP/{message.http_version} {message.status} {message.reason}".rstrip()
+        yield Static(safe_text(start), classes="start-line")
+        yield Static(f"Headers ({len(message.headers)})", classes="section", markup=False)
+        yield headers_table(message.headers, id=f"{side}-headers")
+        with Vertical(id=f"{side}-body-box", classes="body-box"):
+            yield from self._body(side, message)
+
+    def _body(self, side: str, message: Request | Response) -> ComposeResult:
+        body = describe_body(message, pretty=self._pretty, hex_dump=self._hex)
+        yield Static(f"Body · {body.label}", classes="section", id=f"{side}-body-label", markup=False)
+        if body.kind == "form" and body.lines is None:
+            table: DataTable[Text] = DataTable(id=f"{side}-form", cursor_type="row", zebra_stripes=True, classes="form")
+            table.add_column("Field", key="field")
+            table.add_column("Value", key="value")
+            for name, value in body.fields:
+                table.add_row(safe_text(name, "bold"), safe_text(value))
+            yield table
+        elif body.lines is not None:
+            yield LinesView(body.lines, id=f"{side}-body")
+
+    def _no_response(self) -> Text:
+        ex = self.exchange
+        if ex.error:
+            text = Text("No response: ", end="")
+            text.append(ex.error, "bold red")
+            if ex.error_message:
+                text.append(" - " + escape_control(ex.error_message))
+            return text
+        return Text("No response yet.", end="")
+
+    def _timing(self) -> Text:
+        ex = self.exchange
+        rows: list[tuple[str, str | Text]] = [
+            ("Started", format_timestamp(ex.started_at)),
+            ("First byte", format_ms(ex.ttfb)),
+            ("Duration", format_ms(ex.duration) if ex.duration is not None else "in flight"),
+            ("Request body", human_size(ex.request.body_size)),
+            ("Response body", human_size(ex.size) if ex.response is not None else "-"),
+            ("Client", escape_control(ex.remote_addr) or "-"),
+            ("Forwarded to", escape_control(ex.target_url) or "-"),
+            ("Tunnel", escape_control(ex.tunnel)),
+            ("Id", ex.id),
+        ]
+        if ex.replay_of:
+            rows.append(("Replay of", ex.replay_of))
+        if ex.websocket:
+            code = "-" if ex.ws_close_code is None else str(ex.ws_close_code)
+            rows.append(("WebSocket", f"{len(ex.ws_messages)} messages, close code {code}"))
+        if ex.error:
+            error = Text(ex.error, "bold red", end="")
+            if ex.error_message:
+                error.append(" - " + escape_control(ex.error_message), "red")
+            rows.append(("Error", error))
+        text = Text(end="")
+        for label, value in rows:
+            text.append(f"{label:<15}", "bold")
+            text.append(value)
+            text.append("\n")
+        text.rstrip()
+        return text
+
+    def _ws_table(self) -> DataTable[Text]:
+        table: DataTable[Text] = DataTable(id="ws-messages", cursor_type="row", zebra_stripes=True)
+        for label in ("Dir", "Time", "Type", "Size", "Preview"):
+            table.add_column(label, key=label.lower())
+        start = self.exchange.started_at
+        for message in self.exchange.ws_messages:
+            arrow = Text("client →", "green") if message.sender == "client" else Text("← service", "cyan")
+            table.add_row(
+                arrow,
+                Text(f"+{format_ms(message.time - start)}", justify="right"),
+                Text(_OPCODES.get(message.opcode, str(message.opcode))),
+                Text(human_size(message.size), justify="right"),
+                ws_preview(message),
+            )
+        return table
+
+    # ------------------------------------------------------------------ actions
+
+    def action_close(self) -> None:
+        """Close the screen."""
+        self.dismiss(None)
+
+    def action_tab(self, tab: str) -> None:
+        """Show one tab."""
+        if tab == "messages" and not self.exchange.websocket:
+            return
+        self.query_one(TabbedContent).active = tab
+
+    async def _redraw_bodies(self) -> None:
+        for side, message in (("request", self.exchange.request), ("response", self.exchange.response)):
+            if message is None:
+                continue
+            box = self.query_one(f"#{side}-body-box", Vertical)
+            await box.remove_children()
+            await box.mount_compose(self._body(side, message))
+
+    async def action_toggle_pretty(self) -> None:
+        """Switch between the reformatted bodies and the bodies as received."""
+        self._pretty = not self._pretty
+        await self._redraw_bodies()
+
+    async def action_toggle_hex(self) -> None:
+        """Switch the bodies to and from a hex dump."""
+        self._hex = not self._hex
+        await self._redraw_bodies()

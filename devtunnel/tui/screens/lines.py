@@ -1,0 +1,88 @@
+"""A scrolling view that renders only the rows on screen, for bodies of any size."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.segment import Segment
+from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from devtunnel.tui.render import Lines
+
+
+class _NoLines:
+    width = 0
+
+    def __len__(self) -> int:
+        return 0
+
+    def line(self, index: int) -> object:  # pragma: no cover - never called for an empty document
+        raise IndexError(index)
+
+
+class LinesView(ScrollView, can_focus=True):
+    """Shows a :class:`~devtunnel.tui.render.Lines` document, asking it only for visible rows.
+
+    A 10 MiB body is 650,000 hex rows; this widget renders the 40 on screen (Textual's Line API).
+
+    | Key | Action |
+    | :- | :- |
+    | up / down / pageup / pagedown | Scroll by a row or a page. |
+    | home / end | Go to the first or last row. |
+    | left / right | Scroll sideways. |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "scroll_home", "Top", show=False),
+        Binding("end", "scroll_end", "Bottom", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    LinesView {
+        height: 1fr;
+        background: $surface;
+        &:focus { background-tint: $foreground 4%; }
+    }
+    """
+
+    def __init__(self, lines: Lines | None = None, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._lines: Lines = lines if lines is not None else _NoLines()  # type: ignore[assignment]
+        self._cache: LRUCache[int, Strip] = LRUCache(512)
+        self.virtual_size = Size(self._lines.width, len(self._lines))
+
+    @property
+    def lines(self) -> Lines:
+        """The document shown."""
+        return self._lines
+
+    def show(self, lines: Lines) -> None:
+        """Replace the document and go back to its top."""
+        self._lines = lines
+        self._cache.clear()
+        self.virtual_size = Size(lines.width, len(lines))
+        self.scroll_to(0, 0, animate=False)
+        self.refresh()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._cache.clear()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.size.width
+        style = self.rich_style
+        if index >= len(self._lines):
+            return Strip.blank(width, style)
+        strip = self._cache.get(index)
+        if strip is None:
+            text = self._lines.line(index)
+            segments = list(Segment.apply_style(text.render(self.app.console), style))
+            strip = Strip(segments, text.cell_len)
+            self._cache[index] = strip
+        return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)

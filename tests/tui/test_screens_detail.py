@@ -1,0 +1,282 @@
+"""The detail screen: headers and bodies by content type, timing, WebSockets, hostile data."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from rich.text import Text
+from textual.widgets import DataTable, Static, TabbedContent
+
+from devtunnel.tui.screens import DetailScreen
+from devtunnel.tui.screens.lines import LinesView
+from tests.tui.screen_fixtures import (
+    HOSTILE,
+    PNG_HEAD,
+    ScreenApp,
+    binary_exchange,
+    exchange,
+    freeze_utc,
+    json_exchange,
+    screen_text,
+    ws_exchange,
+)
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    freeze_utc(monkeypatch)
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _rows(table: DataTable[Text]) -> list[list[str]]:
+    return [[cell.plain for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def test_json_bodies_are_indented_and_headers_listed_in_order() -> None:
+    app = ScreenApp(DetailScreen(json_exchange()))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        assert _rows(app.screen.query_one("#request-headers", DataTable)) == [
+            ["Host", "shop.localhost"],
+            ["Content-Type", "application/json"],
+            ["Content-Length", "37"],
+        ]
+        body = app.screen.query_one("#request-body", LinesView)
+        assert [body.lines.line(i).plain for i in range(len(body.lines))] == [
+            "{",
+            '  "sku": "A-1",',
+            '  "qty": 2,',
+            '  "coupon": "XMAS"',
+            "}",
+        ]
+        await pilot.press("2")
+        await pilot.pause()
+        shown = screen_text(app)
+        assert '    "price": 9.5' in shown
+        assert "Body · json · 77 B" in shown
+
+
+async def test_json_keys_and_values_are_coloured_differently() -> None:
+    app = ScreenApp(DetailScreen(json_exchange()))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        line = app.screen.query_one("#request-body", LinesView).lines.line(1)
+        styles = {line.plain[span.start : span.end]: str(span.style) for span in line.spans}
+        assert styles['"sku"'] != styles['"A-1"']
+
+
+async def test_p_shows_the_body_as_received_and_back() -> None:
+    app = ScreenApp(DetailScreen(json_exchange()))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("p")
+        await pilot.pause()
+        body = app.screen.query_one("#request-body", LinesView)
+        assert body.lines.line(0).plain == '{"sku":"A-1","qty":2,"coupon":"XMAS"}'
+        assert "raw" in str(app.screen.query_one("#request-body-label", Static).render())
+        await pilot.press("p")
+        await pilot.pause()
+        assert app.screen.query_one("#request-body", LinesView).lines.line(0).plain == "{"
+
+
+async def test_form_body_is_a_table_of_decoded_fields() -> None:
+    ex = exchange(
+        req_headers=[("Content-Type", "application/x-www-form-urlencoded")],
+        req_body=b"user=ana+maria&city=S%C3%A3o+Paulo&empty=&tag=a&tag=b",
+    )
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        assert _rows(app.screen.query_one("#request-form", DataTable)) == [
+            ["user", "ana maria"],
+            ["city", "São Paulo"],
+            ["empty", ""],
+            ["tag", "a"],
+            ["tag", "b"],
+        ]
+
+
+async def test_xml_body_is_indented_by_element() -> None:
+    ex = exchange(
+        resp_headers=[("Content-Type", "application/soap+xml")],
+        resp_body=b'<?xml version="1.0"?><order id="7"><item sku="A-1">2</item><note/></order>',
+    )
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        body = app.screen.query_one("#response-body", LinesView)
+        assert [body.lines.line(i).plain for i in range(len(body.lines))] == [
+            '<?xml version="1.0"?>',
+            '<order id="7">',
+            '  <item sku="A-1">2</item>',
+            "  <note/>",
+            "</order>",
+        ]
+
+
+async def test_binary_body_is_a_hex_dump_with_offsets_and_ascii() -> None:
+    app = ScreenApp(DetailScreen(binary_exchange()))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        body = app.screen.query_one("#response-body", LinesView)
+        assert len(body.lines) == 4
+        assert body.lines.line(0).plain == "00000000  89 50 4e 47 0d 0a 1a 0a  00 00 00 0d 49 48 44 52  │.PNG........IHDR│"
+        assert body.lines.line(3).plain == "00000030  0f 10 11 12 13 14 15 16  17 18 19 1a 1b 1c 1d     │............... │"
+        assert "Body · binary · 63 B · hex dump" in screen_text(app)
+
+
+async def test_text_that_is_not_utf8_is_shown_as_hex() -> None:
+    ex = exchange(resp_headers=[("Content-Type", "text/plain")], resp_body="café".encode("latin-1"))
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        body = app.screen.query_one("#response-body", LinesView)
+        assert body.lines.line(0).plain.startswith("00000000  63 61 66 e9")
+
+
+async def test_h_shows_any_body_as_a_hex_dump() -> None:
+    app = ScreenApp(DetailScreen(json_exchange()))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("h")
+        await pilot.pause()
+        body = app.screen.query_one("#request-body", LinesView)
+        assert body.lines.line(0).plain.startswith('00000000  7b 22 73 6b 75 22')
+
+
+async def test_truncated_body_says_so_with_the_real_size() -> None:
+    ex = exchange(resp_headers=[("Content-Type", "text/plain")], resp_body=b"a" * 1024, resp_size=3 * 1024 * 1024)
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        label = str(app.screen.query_one("#response-body-label", Static).render())
+        assert "truncated: recorded the first 1.0 KiB of 3.0 MiB" in label
+
+
+async def test_truncated_json_is_not_reformatted_and_still_shown() -> None:
+    ex = exchange(resp_body=b'{"items": [1, 2, 3', resp_size=50_000)
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        body = app.screen.query_one("#response-body", LinesView)
+        assert body.lines.line(0).plain == '{"items": [1, 2, 3'
+
+
+async def test_timing_tab_shows_start_ttfb_duration_and_error() -> None:
+    ex = exchange(status=None, error="local_refused", error_message="connection refused by 127.0.0.1:8080", ttfb=None)
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        assert "No response: local_refused - connection refused by 127.0.0.1:8080" in screen_text(app)
+        await pilot.press("3")
+        await pilot.pause()
+        shown = screen_text(app)
+        assert "Started        2025-11-26 12:30:00.000 +0000" in shown
+        assert "First byte     -" in shown
+        assert "Duration       45.7 ms" in shown
+        assert "Error          local_refused - connection refused by 127.0.0.1:8080" in shown
+
+
+async def test_websocket_messages_are_listed_with_direction_time_type_size_and_preview() -> None:
+    app = ScreenApp(DetailScreen(ws_exchange()))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("4")
+        await pilot.pause()
+        assert app.screen.query_one(TabbedContent).active == "messages"
+        rows = _rows(app.screen.query_one("#ws-messages", DataTable))
+        assert rows[0] == ["client →", "+10.0 ms", "text", "18 B", '{"op":"subscribe"}']
+        assert rows[2] == ["← service", "+30.0 ms", "binary", "4 B", "00 01 02 ff"]
+        assert rows[4][3] == "4.9 KiB"
+        assert rows[4][4].endswith("(recorded 100 of 5000 bytes)")
+
+
+async def test_hostile_headers_paths_and_bodies_show_literally() -> None:
+    ex = exchange(
+        method="GET",
+        target=b"/[bold]x[/bold]?q=\x1b[2J",
+        req_headers=[("Host", "h.localhost"), ("X-Evil[/]", HOSTILE)],
+        resp_headers=[("Content-Type", "text/plain")],
+        resp_body=("line one\n" + HOSTILE + "\n").encode(),
+    )
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.pause()
+        shown = screen_text(app)
+        escaped = "[bold red]boom[/] [/x] \\x1b[31mred\\x1b[0m \\x1b]52;c;SGVsbG8=\\x07 \\u202eevil"
+        assert "GET http://h.localhost/[bold]x[/bold]?q=\\x1b[2J" in shown
+        assert "X-Evil[/]" in shown and escaped in shown
+        await pilot.press("2")
+        await pilot.pause()
+        assert escaped in screen_text(app)
+        assert "\x1b" not in screen_text(app)
+
+
+async def test_hostile_websocket_preview_is_escaped() -> None:
+    app = ScreenApp(DetailScreen(ws_exchange()))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("4")
+        await pilot.pause()
+        rows = _rows(app.screen.query_one("#ws-messages", DataTable))
+        assert rows[3][4].startswith("[bold red]boom[/] [/x] \\x1b[31mred")
+
+
+async def test_ten_mib_body_opens_and_scrolls_to_its_end() -> None:
+    body = bytes(range(256)) * (10 * 1024 * 1024 // 256)
+    ex = exchange(resp_headers=[("Content-Type", "application/octet-stream")], resp_body=body)
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        view = app.screen.query_one("#response-body", LinesView)
+        view.focus()
+        await pilot.press("end")
+        await pilot.pause()
+        assert view.scroll_y == view.max_scroll_y > 600_000
+        assert "009ffff0  f0 f1 f2 f3" in screen_text(app)
+
+
+async def test_ten_mib_json_text_opens_as_received() -> None:
+    body = b'{"rows": [' + b",".join(b'{"n": %d}' % i for i in range(900_000)) + b"]}"
+    ex = exchange(resp_body=body)
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        label = str(app.screen.query_one("#response-body-label", Static).render())
+        assert "shown as received: larger than 2.0 MiB" in label
+        view = app.screen.query_one("#response-body", LinesView)
+        view.focus()
+        await pilot.press("end")
+        await pilot.pause()
+        assert screen_text(app).count("\n") > 0
+        assert view.lines.line(len(view.lines) - 1).plain.endswith('{"n": 899999}]}')
+
+
+async def test_escape_closes_the_screen() -> None:
+    app = ScreenApp(DetailScreen(json_exchange()))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.dismissed
+
+
+def test_snapshot_json_detail(snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert snap_compare(ScreenApp(DetailScreen(json_exchange())), press=["2"], terminal_size=(100, 30))
+
+
+def test_snapshot_binary_detail(snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert snap_compare(ScreenApp(DetailScreen(binary_exchange())), press=["2"], terminal_size=(100, 24))
