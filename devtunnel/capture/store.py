@@ -1,19 +1,51 @@
 """The SQLite store of captured exchanges (WAL mode; many readers, one writer).
 
-CONTRACT (implementation pending): the signatures and docstrings below are fixed.
+Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks our files)::
+
+    exchanges    one small row per exchange: every summary field, no blobs (WITHOUT ROWID,
+                 clustered by id, so list views and filters scan little and in id order)
+    heads        id -> request and response header blobs (compact, exact bytes)
+    bodies       id -> request and response bodies
+    ws_messages  (id, seq) -> one WebSocket message
+    stats        one row: how many exchanges and how many bytes (kept by triggers, so
+                 retention never scans the table)
+
+``res`` columns are NULL exactly when the exchange has no response.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
-from devtunnel.capture.model import Exchange
+from devtunnel.capture import filters as _filters
+from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
+from devtunnel.errors import NotFoundError, StoreError
+
+__all__ = [
+    "DEFAULT_MAX_EXCHANGES",
+    "DEFAULT_MAX_BYTES",
+    "SCHEMA_VERSION",
+    "Row",
+    "Store",
+    "Recorder",
+    "default_db_path",
+    "encode_headers",
+    "decode_headers",
+]
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x64746E6C  # "dtnl"
+_ROW_OVERHEAD = 256
+"""Bytes counted per exchange on top of its blobs, for the byte budget."""
 
 
 def default_db_path() -> Path:
@@ -40,6 +72,141 @@ class Row:
     websocket: bool
 
 
+# --- header blobs: LEB128 length-prefixed name and value, so any byte survives ---------------
+
+
+def _varint(n: int, out: bytearray) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def encode_headers(headers: Headers) -> bytes:
+    """The compact blob form of header fields (exact bytes, order and case kept)."""
+    out = bytearray()
+    for name, value in headers.fields:
+        _varint(len(name), out)
+        out += name
+        _varint(len(value), out)
+        out += value
+    return bytes(out)
+
+
+def decode_headers(blob: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """Header fields from ``encode_headers`` output."""
+    fields: list[tuple[bytes, bytes]] = []
+    i, n = 0, len(blob)
+    pair: list[bytes] = []
+    while i < n:
+        length = shift = 0
+        while True:
+            byte = blob[i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        pair.append(blob[i:i + length])
+        i += length
+        if len(pair) == 2:
+            fields.append((pair[0], pair[1]))
+            pair = []
+    return tuple(fields)
+
+
+def _sql_headers(blob: bytes | None, op: str, a: str, b: str | None) -> int:
+    if blob is None:
+        return 0
+    return 1 if _filters.headers_match(decode_headers(blob), op, a, b) else 0
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+_SCHEMA_V1 = """
+CREATE TABLE exchanges (
+    id TEXT PRIMARY KEY,
+    tunnel TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    method TEXT NOT NULL,
+    target_text TEXT NOT NULL,
+    path TEXT NOT NULL,
+    host TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    status INTEGER,
+    duration REAL,
+    ttfb REAL,
+    size INTEGER NOT NULL,
+    error TEXT,
+    replay_of TEXT,
+    websocket INTEGER NOT NULL,
+    has_response INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    target BLOB NOT NULL,
+    remote_addr TEXT NOT NULL,
+    target_url TEXT NOT NULL,
+    error_message TEXT NOT NULL,
+    ws_close_code INTEGER,
+    req_version TEXT NOT NULL,
+    req_body_size INTEGER NOT NULL,
+    req_truncated INTEGER NOT NULL,
+    res_version TEXT,
+    res_reason TEXT,
+    res_body_size INTEGER,
+    res_truncated INTEGER
+) WITHOUT ROWID;
+CREATE TABLE heads (id TEXT PRIMARY KEY, req BLOB NOT NULL, res BLOB) WITHOUT ROWID;
+CREATE TABLE bodies (id TEXT PRIMARY KEY, req BLOB NOT NULL, res BLOB);
+CREATE TABLE ws_messages (
+    id TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL, opcode INTEGER NOT NULL,
+    time REAL NOT NULL, size INTEGER NOT NULL, payload BLOB NOT NULL,
+    PRIMARY KEY (id, seq)
+);
+CREATE TABLE stats (n INTEGER NOT NULL, bytes INTEGER NOT NULL);
+INSERT INTO stats VALUES (0, 0);
+CREATE TRIGGER exchanges_insert AFTER INSERT ON exchanges BEGIN
+    UPDATE stats SET n = n + 1, bytes = bytes + NEW.bytes;
+END;
+CREATE TRIGGER exchanges_update AFTER UPDATE OF bytes ON exchanges BEGIN
+    UPDATE stats SET bytes = bytes - OLD.bytes + NEW.bytes;
+END;
+CREATE TRIGGER exchanges_delete AFTER DELETE ON exchanges BEGIN
+    UPDATE stats SET n = n - 1, bytes = bytes - OLD.bytes;
+    DELETE FROM heads WHERE id = OLD.id;
+    DELETE FROM bodies WHERE id = OLD.id;
+    DELETE FROM ws_messages WHERE id = OLD.id;
+END;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+"""Script that brings a database from version ``n - 1`` to ``n``."""
+
+_ROW_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
+                "error, replay_of, websocket")
+_FULL_COLUMNS = (_ROW_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
+                 "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
+                 "res_version, res_reason, res_body_size, res_truncated")
+_INSERT_COLUMNS = (
+    "id", "tunnel", "started_at", "method", "target_text", "path", "host", "scheme", "status",
+    "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
+    "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
+    "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
+)
+_UPSERT = (
+    f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))}) "
+    "ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:])
+)
+
+
+def _transient(exc: BaseException) -> bool:
+    """True for failures worth retrying later (another process holds the lock, disk full)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        w in text for w in ("locked", "busy", "disk i/o", "full")
+    )
+
+
 class Store:
     """Captured exchanges in one SQLite file.
 
@@ -57,81 +224,414 @@ class Store:
         max_exchanges: int = DEFAULT_MAX_EXCHANGES,
         max_bytes: int = DEFAULT_MAX_BYTES,
         readonly: bool = False,
+        busy_timeout: float = 5.0,
     ) -> None:
-        raise NotImplementedError
+        """Open (or create) the store.
+
+        Args:
+            path: the database file (``default_db_path()`` when None).
+            max_exchanges: keep at most this many exchanges; the oldest go first.
+            max_bytes: keep at most about this many bytes of captures; the oldest go first.
+            readonly: open for reading only (never creates or migrates).
+            busy_timeout: seconds to wait for another process's lock before failing.
+        """
+        self.path = Path(path) if path is not None else default_db_path()
+        self.max_exchanges = max_exchanges
+        self.max_bytes = max_bytes
+        self.readonly = readonly
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+        self._conn()  # fail now, with a clear message, rather than at the first put
 
     path: Path
 
+    # --- connections and errors -----------------------------------------------------------
+
+    def _error(self, exc: BaseException) -> StoreError:
+        """Translate a foreign error into one line that names the file and what to do."""
+        name = str(self.path)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        low = detail.lower()
+        if "not a database" in low or "malformed" in low or "file is encrypted" in low:
+            return StoreError(f"{name} is not a devtunnel database ({detail}); move it away or pass --db")
+        if "locked" in low or "busy" in low:
+            return StoreError(f"{name} is locked by another process ({detail}); close it or pass --db")
+        if "readonly" in low or "read-only" in low:
+            return StoreError(f"{name} is read-only ({detail}); fix its permissions or pass --db")
+        if "unable to open" in low:
+            return StoreError(
+                f"cannot open {name} ({detail}); check that its folder exists and is writable, or pass --db"
+            )
+        if "full" in low:
+            return StoreError(f"{name}: the disk is full ({detail}); free some space or pass --db")
+        return StoreError(f"{name}: {detail}")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        conn = self._open()
+        self._local.conn = conn
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a database file; pass --db with a file path")
+        if self.readonly and not self.path.exists():
+            raise StoreError(f"{self.path} does not exist; record some traffic first or pass --db")
+        if not self.readonly:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder {self.path.parent} ({exc.strerror}); pass --db with a writable path"
+                ) from exc
+        mode = "ro" if self.readonly else "rwc"
+        uri = f"file:{quote(str(self.path.absolute()))}?mode={mode}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            conn.create_function("REGEXP", 2, _filters.regexp, deterministic=True)
+            conn.create_function("dt_headers", 4, _sql_headers, deterministic=True)
+            if not self.readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            with self._schema_lock:
+                if not self._schema_ready:
+                    self._prepare_schema(conn)
+                    self._schema_ready = True
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._error(exc) from exc
+        except StoreError:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare_schema(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer devtunnel (schema {version}, this one reads "
+                f"{SCHEMA_VERSION}); upgrade devtunnel or pass --db"
+            )
+        if version == 0:
+            has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if has_tables:
+                raise StoreError(f"{self.path} is not a devtunnel database (it holds other tables); "
+                                 "move it away or pass --db")
+        elif app_id != APPLICATION_ID:
+            raise StoreError(f"{self.path} is not a devtunnel database (application id {app_id}); "
+                             "move it away or pass --db")
+        if version == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            raise StoreError(f"{self.path} needs an upgrade that a read-only open cannot do; open it writable once")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _split_script(_MIGRATIONS[target]):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE takes the write lock up front, so a busy
+        database waits in the busy handler instead of failing at the first write)."""
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only; this needs a writable store")
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc) from exc
+            if isinstance(exc, (UnicodeEncodeError, OverflowError, TypeError, ValueError)):
+                raise StoreError(f"{self.path}: an exchange could not be stored ({exc})") from exc
+            raise
+
+    # --- writing --------------------------------------------------------------------------
+
     def put(self, exchange: Exchange) -> None:
         """Insert or replace one exchange (by id), then apply retention."""
-        raise NotImplementedError
+        self.put_many([exchange])
 
     def put_many(self, exchanges: Iterable[Exchange]) -> None:
         """Insert or replace many exchanges in one transaction, then apply retention."""
-        raise NotImplementedError
+        with self._writing() as conn:
+            for ex in exchanges:
+                _write(conn, ex)
+            self._retain(conn)
+
+    def _retain(self, conn: sqlite3.Connection) -> None:
+        n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+        if n > self.max_exchanges:
+            conn.execute(
+                "DELETE FROM exchanges WHERE id IN (SELECT id FROM exchanges ORDER BY id LIMIT ?)",
+                (n - self.max_exchanges,),
+            )
+            n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+        while total > self.max_bytes and n > 0:
+            excess = total - self.max_bytes
+            doomed: list[str] = []
+            freed = 0
+            for ex_id, size in conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT 256"):
+                doomed.append(ex_id)
+                freed += size
+                if freed >= excess:
+                    break
+            _delete(conn, doomed)
+            n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete these exchanges; returns how many were deleted."""
+        with self._writing() as conn:
+            return _delete(conn, list(ids))
+
+    def clear(self) -> None:
+        """Delete every exchange."""
+        with self._writing() as conn:
+            for table in ("heads", "bodies", "ws_messages"):
+                conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM exchanges")
+
+    # --- reading --------------------------------------------------------------------------
 
     def get(self, exchange_id: str) -> Exchange:
         """The exchange with this id (a unique prefix also works); NotFoundError otherwise."""
-        raise NotImplementedError
+        with self._reading() as conn:
+            full_id = self._resolve(conn, exchange_id)
+            row = conn.execute(f"SELECT {_FULL_COLUMNS} FROM exchanges WHERE id = ?", (full_id,)).fetchone()
+            if row is None:  # deleted between the two statements
+                raise NotFoundError(f"no exchange with id {exchange_id}")
+            return self._build(conn, row)
+
+    def _resolve(self, conn: sqlite3.Connection, prefix: str) -> str:
+        if not prefix:
+            raise NotFoundError("no exchange id given")
+        if conn.execute("SELECT 1 FROM exchanges WHERE id = ?", (prefix,)).fetchone():
+            return prefix
+        found: set[str] = set()
+        for p in {prefix, prefix.upper()}:
+            # A range on the primary key instead of LIKE: no wildcards, and it uses the index.
+            for (ex_id,) in conn.execute(
+                "SELECT id FROM exchanges WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                (p, p + "\U0010ffff"),
+            ):
+                found.add(ex_id)
+        if not found:
+            raise NotFoundError(f"no exchange with id {prefix}")
+        if len(found) > 1:
+            raise NotFoundError(f"the id prefix {prefix} is ambiguous; type more of it")
+        return found.pop()
 
     def query(self, filter: object = None, *, limit: int | None = None, offset: int = 0,
               newest_first: bool = False) -> list[Exchange]:
         """Full exchanges matching ``filter``."""
-        raise NotImplementedError
+        sql, params = self._select(_FULL_COLUMNS, filter, limit, offset, newest_first)
+        with self._reading() as conn:
+            return [self._build(conn, row) for row in conn.execute(sql, params).fetchall()]
 
     def rows(self, filter: object = None, *, limit: int | None = None, offset: int = 0,
              newest_first: bool = False) -> list[Row]:
         """Light rows matching ``filter`` (fast: no bodies are read)."""
-        raise NotImplementedError
+        sql, params = self._select(_ROW_COLUMNS, filter, limit, offset, newest_first)
+        with self._reading() as conn:
+            return [_row(r) for r in conn.execute(sql, params)]
 
     def rows_by_id(self, ids: Sequence[str]) -> list[Row]:
         """Light rows for these ids, in the given order (missing ids are skipped)."""
-        raise NotImplementedError
+        found: dict[str, Row] = {}
+        with self._reading() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start:start + 500])
+                marks = ", ".join("?" * len(chunk))
+                for r in conn.execute(f"SELECT {_ROW_COLUMNS} FROM exchanges WHERE id IN ({marks})", chunk):
+                    found[r[0]] = _row(r)
+        return [found[i] for i in ids if i in found]
 
     def ids(self, filter: object = None) -> list[str]:
         """Every matching id, oldest first (what a virtualised list holds)."""
-        raise NotImplementedError
+        sql, params = self._select("id", filter, None, 0, False)
+        with self._reading() as conn:
+            return [r[0] for r in conn.execute(sql, params)]
 
     def count(self, filter: object = None) -> int:
         """How many exchanges match."""
-        raise NotImplementedError
+        flt = _filters.compile_filter(filter)
+        with self._reading() as conn:
+            if isinstance(flt, _filters.MatchAll):
+                return int(conn.execute("SELECT n FROM stats").fetchone()[0])
+            where, params = flt.sql()
+            return int(conn.execute(f"SELECT count(*) FROM exchanges e WHERE {where}", params).fetchone()[0])
 
-    def delete(self, ids: Iterable[str]) -> int:
-        """Delete these exchanges; returns how many were deleted."""
-        raise NotImplementedError
-
-    def clear(self) -> None:
-        """Delete every exchange."""
-        raise NotImplementedError
+    def total_bytes(self) -> int:
+        """The bytes counted against ``max_bytes`` (blobs plus a fixed overhead per exchange)."""
+        with self._reading() as conn:
+            return int(conn.execute("SELECT bytes FROM stats").fetchone()[0])
 
     def close(self) -> None:
         """Close this thread's connection."""
-        raise NotImplementedError
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _select(self, columns: str, filter: object, limit: int | None, offset: int,
+                newest_first: bool) -> tuple[str, list[object]]:
+        where, params = _filters.compile_filter(filter).sql()
+        sql = f"SELECT {columns} FROM exchanges e WHERE {where} ORDER BY e.id {'DESC' if newest_first else 'ASC'}"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            params = [*params, -1 if limit is None else limit, offset]
+        return sql, params
+
+    def _build(self, conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
+        (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
+         websocket, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
+         ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
+         res_body_size, res_truncated) = r
+        heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
+        bodies = conn.execute("SELECT req, res FROM bodies WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
+        request = Request(
+            headers=Headers(decode_headers(heads[0])),
+            body=bodies[0],
+            body_size=req_body_size,  # type: ignore[arg-type]
+            body_truncated=bool(req_truncated),
+            http_version=req_version,  # type: ignore[arg-type]
+            method=method,  # type: ignore[arg-type]
+            target=target,  # type: ignore[arg-type]
+        )
+        response = None
+        if has_response:
+            response = Response(
+                headers=Headers(decode_headers(heads[1] or b"")),
+                body=bodies[1] or b"",
+                body_size=res_body_size,  # type: ignore[arg-type]
+                body_truncated=bool(res_truncated),
+                http_version=res_version,  # type: ignore[arg-type]
+                status=status,  # type: ignore[arg-type]
+                reason=res_reason,  # type: ignore[arg-type]
+            )
+        messages = [
+            WsMessage(sender=s, opcode=o, time=t, payload=p, size=n)
+            for s, o, t, n, p in conn.execute(
+                "SELECT sender, opcode, time, size, payload FROM ws_messages WHERE id = ? ORDER BY seq", (ex_id,)
+            )
+        ]
+        return Exchange(
+            id=ex_id,  # type: ignore[arg-type]
+            tunnel=tunnel,  # type: ignore[arg-type]
+            started_at=started_at,  # type: ignore[arg-type]
+            request=request,
+            response=response,
+            remote_addr=remote_addr,  # type: ignore[arg-type]
+            scheme=scheme,  # type: ignore[arg-type]
+            target_url=target_url,  # type: ignore[arg-type]
+            ttfb=ttfb,  # type: ignore[arg-type]
+            duration=duration,  # type: ignore[arg-type]
+            error=error,  # type: ignore[arg-type]
+            error_message=error_message,  # type: ignore[arg-type]
+            replay_of=replay_of,  # type: ignore[arg-type]
+            websocket=bool(websocket),
+            ws_messages=messages,
+            ws_close_code=ws_close_code,  # type: ignore[arg-type]
+        )
 
 
-class Recorder:
-    """Writes exchanges to a store from a background thread, so traffic never waits on disk.
+def _row(r: tuple[object, ...]) -> Row:
+    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]))  # type: ignore[arg-type]
 
-    ``submit`` never blocks; the writer commits whatever is queued as one transaction, as soon
-    as the previous commit ends (so a ``kill -9`` loses only exchanges still in flight).
-    Listeners are called from the writer thread with the ids just committed.
-    """
 
-    def __init__(self, store: Store) -> None:
-        raise NotImplementedError
+def _write(conn: sqlite3.Connection, ex: Exchange) -> None:
+    req, res = ex.request, ex.response
+    req_heads = encode_headers(req.headers)
+    res_heads = encode_headers(res.headers) if res is not None else None
+    blob_bytes = (len(req_heads) + len(req.body) + len(req.target)
+                  + (len(res_heads or b"") + len(res.body) if res is not None else 0)
+                  + sum(len(m.payload) for m in ex.ws_messages))
+    conn.execute(_UPSERT, (
+        ex.id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
+        ex.status, ex.duration, ex.ttfb, ex.size, ex.error, ex.replay_of, int(bool(ex.websocket)),
+        int(res is not None), _ROW_OVERHEAD + blob_bytes, req.target, ex.remote_addr, ex.target_url,
+        ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
+        None if res is None else res.http_version, None if res is None else res.reason,
+        None if res is None else res.body_size, None if res is None else int(res.body_truncated),
+    ))
+    conn.execute("INSERT OR REPLACE INTO heads (id, req, res) VALUES (?, ?, ?)", (ex.id, req_heads, res_heads))
+    conn.execute(
+        "INSERT OR REPLACE INTO bodies (id, req, res) VALUES (?, ?, ?)",
+        (ex.id, bytes(req.body), None if res is None else bytes(res.body)),
+    )
+    conn.execute("DELETE FROM ws_messages WHERE id = ?", (ex.id,))
+    if ex.ws_messages:
+        conn.executemany(
+            "INSERT INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(ex.id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload)) for i, m in enumerate(ex.ws_messages)],
+        )
 
-    def submit(self, exchange: Exchange) -> None:
-        """Queue an exchange (new or updated) for writing."""
-        raise NotImplementedError
 
-    def subscribe(self, listener: Callable[[list[str]], None]) -> Callable[[], None]:
-        """Call ``listener(ids)`` after each commit; returns an unsubscribe function."""
-        raise NotImplementedError
+def _delete(conn: sqlite3.Connection, ids: list[str]) -> int:
+    deleted = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        cur = conn.execute(f"DELETE FROM exchanges WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+        deleted += cur.rowcount
+    return deleted
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Block until everything submitted so far is committed."""
-        raise NotImplementedError
 
-    def close(self) -> None:
-        """Flush and stop the writer thread."""
-        raise NotImplementedError
+def _split_script(script: str) -> list[str]:
+    """Statements of a migration script (triggers hold ';' inside BEGIN ... END)."""
+    statements: list[str] = []
+    current = ""
+    for line in script.strip().splitlines():
+        current += line + "\n"
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
+
+
+# The recorder lives in its own module; it is part of this module's contract.
+from devtunnel.capture.recorder import Recorder  # noqa: E402
