@@ -1,0 +1,51 @@
+"""Tunnel names: random readable ones (``brave-otter-4821``) and the DNS-label rule."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from devtunnel.errors import ConfigError
+
+ADJECTIVES = (
+    "amber", "bold", "brave", "bright", "calm", "clever", "cosmic", "crisp", "daring", "eager",
+    "fancy", "fierce", "gentle", "glad", "golden", "happy", "humble", "jolly", "keen", "kind",
+    "lively", "lucky", "mellow", "merry", "mighty", "nimble", "noble", "plucky", "polite", "proud",
+    "quick", "quiet", "rapid", "rosy", "shiny", "silent", "snug", "solar", "spry", "steady",
+    "sunny", "swift", "tidy", "vivid", "warm", "wild", "wise", "witty", "zany", "zesty",
+)
+ANIMALS = (
+    "badger", "beaver", "bison", "crane", "dingo", "dolphin", "eagle", "falcon", "ferret", "finch",
+    "fox", "gecko", "heron", "hippo", "ibis", "jackal", "koala", "lemur", "lion", "llama",
+    "lynx", "marten", "mink", "moose", "newt", "ocelot", "orca", "otter", "owl", "panda",
+    "parrot", "puffin", "quail", "raven", "robin", "salmon", "seal", "shrew", "sloth", "stoat",
+    "swan", "tapir", "tiger", "toucan", "trout", "turtle", "walrus", "wombat", "yak", "zebra",
+)
+
+_LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def random_name(rng: random.Random | None = None) -> str:
+    """A readable name such as ``brave-otter-4821`` (2.5 million combinations)."""
+    rng = rng or random.SystemRandom()
+    return f"{rng.choice(ADJECTIVES)}-{rng.choice(ANIMALS)}-{rng.randrange(1000, 10000)}"
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` lowercased if it is a valid DNS label, as tunnel names must be.
+
+    Raises:
+        ConfigError: the name cannot be a host name label; the message says why.
+    """
+    label = name.lower()
+    if _LABEL_RE.fullmatch(label):
+        return label
+    if not label:
+        why = "it is empty"
+    elif len(label) > 63:
+        why = f"it is {len(label)} characters long (at most 63)"
+    elif label.startswith("-") or label.endswith("-"):
+        why = "it starts or ends with '-'"
+    else:
+        why = "only letters a-z, digits and '-' are allowed"
+    raise ConfigError(f"tunnel name {name!r} is not a valid DNS label: {why}")

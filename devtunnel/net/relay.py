@@ -1,0 +1,385 @@
+"""The relay: public HTTP(S) for ``NAME.DOMAIN``, routed to the agent holding tunnel NAME.
+
+uvicorn (httptools parser) serves our own ASGI callable inside the caller's event loop. Agents
+connect by WebSocket to ``/_devtunnel/connect`` on the same listener; each WebSocket carries one
+multiplexed tunnel connection (``devtunnel.protocol``). Public requests are routed by Host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import uvicorn
+
+from devtunnel import __version__
+from devtunnel.errors import ConfigError, ProtocolError
+from devtunnel.net.names import random_name, validate_name
+from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
+from devtunnel.net.relay_proxy import HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
+from devtunnel.net.relay_tunnel import Tunnel
+from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
+from devtunnel.protocol.events import Hello
+
+log = logging.getLogger("devtunnel.relay")
+
+#: Path on the relay where agents open their WebSocket.
+CONNECT_PATH = "/_devtunnel/connect"
+# Largest WebSocket message accepted, from agents (batched frames) and public clients alike.
+WS_MAX_SIZE = 64 << 20
+
+
+@dataclass
+class RelaySettings:
+    """How a relay listens, whom it lets in, and its limits."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 0
+    """Port to listen on; 0 picks a free one (read ``Relay.port`` after ``start``)."""
+    domain: str = "localhost"
+    """``NAME.DOMAIN`` goes to tunnel NAME."""
+    tokens: Sequence[str] = ()
+    """Tokens agents may present. Ignored when ``embedded``."""
+    tls_cert: str | None = None
+    """PEM certificate chain: serve https and wss."""
+    tls_key: str | None = None
+    """PEM private key for ``tls_cert``."""
+    max_body: int = 0
+    """Largest request body in bytes; 0 for no limit."""
+    head_timeout: float = 10.0
+    """Seconds a client (or an agent's HELLO) may take to send its request head."""
+    public_url: str | None = None
+    """Public base URL when a proxy terminates TLS, e.g. ``https://tunnel.example.com``."""
+    embedded: bool = False
+    """Run inside the agent on loopback: no token check; unknown hosts go to the oldest tunnel."""
+    max_head: int = 64 * 1024
+    """Largest request head (request line and headers) in bytes; larger ones get 431."""
+    ping_interval: float = 10.0
+    """Seconds between WebSocket pings to each agent."""
+    ping_timeout: float = 10.0
+    """Seconds to wait for a pong before dropping the agent and freeing its name."""
+    max_streams: int = DEFAULT_MAX_STREAMS
+    """Concurrent requests per tunnel; more get 503."""
+    shutdown_timeout: float = 3.0
+    """Seconds ``stop`` waits for requests in flight."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Additional ``uvicorn.Config`` keyword arguments (e.g. ``backlog``)."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the relay serves TLS itself."""
+        return bool(self.tls_cert)
+
+
+class Relay:
+    """A running relay. ``await start()``, then ``await stop()``.
+
+    The instance is also the ASGI application uvicorn serves.
+    """
+
+    def __init__(self, settings: RelaySettings) -> None:
+        if bool(settings.tls_cert) != bool(settings.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        self.settings = settings
+        self._domain = settings.domain.lower().strip(".").encode("idna")
+        self._suffix = b"." + self._domain
+        self._tokens = [token.encode() for token in settings.tokens]
+        self._tunnels: dict[str, Tunnel] = {}
+        self._public = urlsplit(settings.public_url) if settings.public_url else None
+        proto = "https" if settings.tls or (self._public is not None and self._public.scheme == "https") else "http"
+        self._scheme = proto
+        self._forward_http = HttpForwarder(max_body=settings.max_body, proto=proto)
+        self._forward_ws = WebSocketForwarder(proto=proto)
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The port actually listened on (after ``start``)."""
+        return self._port
+
+    @property
+    def tunnels(self) -> list[str]:
+        """Names of the tunnels online, oldest first."""
+        return list(self._tunnels)
+
+    async def start(self) -> None:
+        """Listen; returns once the socket accepts connections.
+
+        Raises:
+            ConfigError: the address cannot be listened on, or the TLS files are unusable.
+        """
+        s = self.settings
+        config = uvicorn.Config(
+            self,
+            http=HeadLimitedHttpProtocol.configured(s.max_head, s.head_timeout),
+            ws=DeadPeerWebSocketProtocol,
+            ws_max_size=WS_MAX_SIZE,
+            ws_per_message_deflate=False,
+            ws_ping_interval=s.ping_interval,
+            ws_ping_timeout=s.ping_timeout,
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            timeout_graceful_shutdown=max(1, int(s.shutdown_timeout)),
+            ssl_certfile=s.tls_cert,
+            ssl_keyfile=s.tls_key,
+            **s.extra,
+        )
+        try:
+            config.load()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot use the TLS certificate {s.tls_cert} / key {s.tls_key}: {exc}") from exc
+        sock = _bind(s.host, s.port)
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        try:
+            await server.startup(sockets=[sock])
+        except BaseException:
+            sock.close()
+            raise
+        self._server, self._socket = server, sock
+        self._port = sock.getsockname()[1]
+
+    async def stop(self) -> None:
+        """Tell every agent the relay is going away, then close all connections."""
+        for tunnel in list(self._tunnels.values()):
+            await tunnel.disconnect(ErrorCode.SHUTTING_DOWN, "the relay is shutting down; reconnect", 1012)
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown(sockets=[self._socket] if self._socket else None)
+        self._socket = None
+
+    def public_url_for(self, name: str) -> str:
+        """The public URL of tunnel ``name``, e.g. ``https://name.tunnel.example.com``."""
+        if self._public is not None and self._public.hostname:
+            port = f":{self._public.port}" if self._public.port else ""
+            return f"{self._scheme}://{name}.{self._public.hostname}{port}"
+        default_port = 443 if self._scheme == "https" else 80
+        port = "" if self._port == default_port else f":{self._port}"
+        return f"{self._scheme}://{name}.{self.settings.domain}{port}"
+
+    # -- ASGI --------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            host = _host(scope["headers"])
+            tunnel, under_domain = self._route(host)
+            if tunnel is not None:
+                await self._forward_http(tunnel, scope, receive, send, host)
+            elif under_domain or self.settings.embedded:
+                await send_plain(send, 404, f"no tunnel is online at {host.decode('latin-1')}\n")
+            else:
+                await self._own_page(scope, send, host)
+        elif kind == "websocket":
+            host = _host(scope["headers"])
+            tunnel, under_domain = self._route(host)
+            if scope["path"] == CONNECT_PATH and not under_domain:
+                await self._serve_agent(scope, receive, send)
+            elif tunnel is not None:
+                await self._forward_ws(tunnel, scope, receive, send, host)
+            else:
+                await receive()
+                text = f"no tunnel is online at {host.decode('latin-1')}\n".encode()
+                headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
+                await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
+                await send({"type": "websocket.http.response.body", "body": text})
+
+    def _route(self, host: bytes) -> tuple[Tunnel | None, bool]:
+        """The tunnel ``host`` names (or None), and whether ``host`` is ``NAME.DOMAIN``."""
+        hostname = _hostname(host)
+        if hostname.endswith(self._suffix):
+            name = hostname[: -len(self._suffix)].decode("latin-1")
+            return self._tunnels.get(name), True
+        if self.settings.embedded and hostname != self._domain and self._tunnels:
+            return next(iter(self._tunnels.values())), False
+        return None, False
+
+    async def _own_page(self, scope: Scope, send: Send, host: bytes) -> None:
+        path = scope["path"]
+        if path == "/healthz":
+            await send_plain(send, 200, "ok\n")
+        elif path == "/":
+            count = len(self._tunnels)
+            await send_plain(send, 200, f"devtunnel relay {__version__}\ntunnels online: {count}\n")
+        else:
+            await send_plain(send, 404, f"nothing at {path} on {host.decode('latin-1')}\n")
+
+    # -- agents ------------------------------------------------------------------------
+    async def _serve_agent(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run one agent's tunnel connection, from HELLO until it disconnects."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else "?"
+        conn = Connection(Role.RELAY, max_streams=self.settings.max_streams)
+        try:
+            hello = await asyncio.wait_for(_read_hello(conn, receive), self.settings.head_timeout)
+        except asyncio.TimeoutError:
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, f"no HELLO within {self.settings.head_timeout:g} s")
+            return
+        except ProtocolError as exc:
+            log.info("agent %s refused: %s", peer, exc)
+            await _refuse(conn, send, None, "")
+            return
+        if hello is None:
+            return
+        token, refusal = self._admit(hello)
+        if refusal is not None:
+            code, reason = refusal
+            log.info("agent %s refused: %s", peer, reason)
+            await _refuse(conn, send, code, reason)
+            return
+        name, refusal = self._pick_name(hello.name, token)
+        if refusal is not None:
+            code, reason = refusal
+            log.info("agent %s refused: %s", peer, reason)
+            await _refuse(conn, send, code, reason)
+            return
+        old = self._tunnels.pop(name, None)
+        if old is not None:
+            await old.disconnect(ErrorCode.NO_ERROR, "replaced by a new connection with the same token", 1000)
+        tunnel = Tunnel(name, token, conn, send, peer)
+        self._tunnels[name] = tunnel
+        conn.send_welcome(name, self.public_url_for(name), {"relay": f"devtunnel {__version__}"})
+        tunnel.start_writer()
+        tunnel.flush()
+        log.info("tunnel %s online for agent %s (%s)", name, peer, self.public_url_for(name))
+        reason = "the agent disconnected"
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    break
+                data = message.get("bytes")
+                if data is None:
+                    raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
+                tunnel.handle(conn.receive_data(data))
+                tunnel.flush()
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))  # no-op if the connection queued its own
+            tunnel.close(f"tunnel {name} went offline")
+            await tunnel.finish_writing()
+            await _close(send, 1002)
+        finally:
+            if self._tunnels.get(name) is tunnel:
+                del self._tunnels[name]
+            tunnel.close(f"tunnel {name} went offline")
+            await tunnel.stop_writer()
+            log.info("tunnel %s offline (agent %s: %s)", name, peer, reason)
+
+    def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
+        """The token the agent is known by, or why it is refused."""
+        if self.settings.embedded:
+            return hello.token, None
+        if not hello.token:
+            return "", (ErrorCode.AUTH_FAILED, "no token given: this relay needs one (--token or DEVTUNNEL_TOKEN)")
+        given = hello.token.encode()
+        accepted = False
+        for token in self._tokens:  # every token is compared, so timing does not tell which matched
+            accepted |= hmac.compare_digest(token, given)
+        if not accepted:
+            return "", (ErrorCode.AUTH_FAILED, "token refused: it is not one of the relay's tokens")
+        return hello.token, None
+
+    def _pick_name(self, wanted: str | None, token: str) -> tuple[str, tuple[ErrorCode, str] | None]:
+        """The tunnel name to give, or why the wanted one cannot be had."""
+        if not wanted:
+            name = random_name()
+            while name in self._tunnels:
+                name = random_name()
+            return name, None
+        try:
+            name = validate_name(wanted)
+        except ConfigError as exc:
+            return wanted, (ErrorCode.PROTOCOL_ERROR, str(exc))
+        holder = self._tunnels.get(name)
+        if holder is not None and not hmac.compare_digest(holder.token.encode(), token.encode()):
+            return name, (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
+        return name, None
+
+
+async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
+    """Read until the agent's HELLO; None if it disconnected first."""
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return None
+        data = message.get("bytes")
+        if data is None:
+            raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
+        for event in conn.receive_data(data):
+            if isinstance(event, Hello):
+                return event
+
+
+async def _refuse(conn: Connection, send: Send, code: ErrorCode | None, reason: str) -> None:
+    """Send a GOAWAY (``code`` None: the one the connection already queued) and close."""
+    if code is not None:
+        conn.send_goaway(code, reason)
+    data = conn.data_to_send()
+    try:
+        if data:
+            await send({"type": "websocket.send", "bytes": data})
+        await send({"type": "websocket.close", "code": 1008 if code == ErrorCode.AUTH_FAILED else 1000})
+    except Exception as exc:  # the agent may be gone already
+        log.debug("could not tell the agent: %r", exc)
+
+
+async def _close(send: Send, code: int) -> None:
+    try:
+        await send({"type": "websocket.close", "code": code})
+    except Exception as exc:  # the agent may be gone already
+        log.debug("could not close the agent's WebSocket: %r", exc)
+
+
+def _host(headers: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name == b"host":
+            return value
+    return b""
+
+
+def _hostname(host: bytes) -> bytes:
+    """``host`` lowercased, without its port (IPv6 literals keep their brackets)."""
+    host = host.lower()
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return host[: end + 1] if end > 0 else host
+    colon = host.rfind(b":")
+    return host[:colon] if colon >= 0 else host
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (uvicorn listens on it)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.set_inheritable(True)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+

@@ -1,0 +1,123 @@
+"""Header rewriting at the relay: hop-by-hop headers out, X-Forwarded-* in.
+
+uvicorn hands the application lowercased header names (and lowercases response header names
+when it writes them), so requests reach the agent with lowercased names in the client's order.
+Values, order and repeats are kept byte for byte.
+"""
+
+from __future__ import annotations
+
+from devtunnel.protocol.events import Fields
+
+Header = tuple[bytes, bytes]
+
+#: Headers that describe one connection and must not travel past it (RFC 9110 section 7.6.1).
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+# What a request loop must look at: hop-by-hop headers, headers the relay sets, and the ones
+# that belong to the public WebSocket handshake (already settled between client and relay).
+_REQUEST_SPECIAL = HOP_BY_HOP | {
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"sec-websocket-extensions",
+}
+_WEBSOCKET_KEEP = frozenset({b"connection", b"upgrade"})
+# Response headers the relay writes itself when accepting a public WebSocket.
+_WEBSOCKET_ACCEPT_DROP = HOP_BY_HOP | {
+    b"sec-websocket-accept",
+    b"sec-websocket-protocol",
+    b"sec-websocket-extensions",
+    b"content-length",
+}
+
+
+def _connection_tokens(value: bytes) -> list[bytes]:
+    return [token.strip().lower() for token in value.split(b",") if token.strip()]
+
+
+def forward_request_headers(
+    headers: list[Header], host: bytes, client_ip: bytes, proto: bytes, *, websocket: bool = False
+) -> Fields:
+    """The headers to send to the agent for a public request.
+
+    Removes hop-by-hop headers (and every header ``Connection`` names), except ``Connection``
+    and ``Upgrade`` on a WebSocket handshake; appends the client address to ``X-Forwarded-For``
+    (or adds one); sets ``X-Forwarded-Proto`` and ``X-Forwarded-Host``. Host is kept.
+
+    Args:
+        headers: the request headers as uvicorn gives them (lowercased names, in order).
+        host: the Host header value.
+        client_ip: the client's address.
+        proto: ``b"http"`` or ``b"https"``, as the public client sees the relay.
+        websocket: whether this is a WebSocket handshake.
+    """
+    out: list[Header] = []
+    xff_index = -1
+    listed: list[bytes] = []
+    for name, value in headers:
+        if name in _REQUEST_SPECIAL:
+            if name == b"x-forwarded-for":
+                xff_index = len(out)
+            elif name == b"connection":
+                listed += _connection_tokens(value)
+                if not websocket:
+                    continue
+            elif websocket and name in _WEBSOCKET_KEEP:
+                pass
+            else:
+                continue
+        out.append((name, value))
+    if listed:
+        drop = set(listed) - _WEBSOCKET_KEEP if websocket else set(listed)
+        drop -= {b"host"}
+        if drop:
+            kept = [(n, v) for i, (n, v) in enumerate(out) if n not in drop or i == xff_index]
+            if xff_index >= 0:
+                xff_index = next(i for i, (n, _) in enumerate(kept) if n == b"x-forwarded-for")
+            out = kept
+    if xff_index >= 0:
+        name, value = out[xff_index]
+        out[xff_index] = (name, value + b", " + client_ip)
+    else:
+        out.append((b"x-forwarded-for", client_ip))
+    out.append((b"x-forwarded-proto", proto))
+    if host:
+        out.append((b"x-forwarded-host", host))
+    return tuple(out)
+
+
+def forward_response_headers(headers: Fields, *, body_allowed: bool) -> list[Header]:
+    """The agent's response headers as the public client should get them.
+
+    Hop-by-hop headers go (uvicorn frames the body itself). When the status forbids a body
+    (204, 304) Content-Length goes too, since uvicorn would then expect that many bytes.
+    """
+    out: list[Header] = []
+    listed: set[bytes] = set()
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                listed.update(_connection_tokens(value))
+            continue
+        if not body_allowed and lower == b"content-length":
+            continue
+        out.append((name, value))
+    if listed:
+        out = [(n, v) for n, v in out if n.lower() not in listed]
+    return out
+
+
+def websocket_accept_headers(headers: Fields) -> tuple[bytes | None, list[Header]]:
+    """Split a 101 answer into the chosen subprotocol and the headers to add to the accept."""
+    subprotocol: bytes | None = None
+    extra: list[Header] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"sec-websocket-protocol":
+            subprotocol = value.strip()
+        elif lower not in _WEBSOCKET_ACCEPT_DROP:
+            extra.append((lower, value))
+    return subprotocol, extra

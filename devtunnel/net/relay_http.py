@@ -1,0 +1,179 @@
+"""uvicorn's protocol classes with what a public relay needs on top.
+
+uvicorn's httptools protocol neither limits the size of a request head nor times how long a
+client takes to send it, so a client could hold a connection open forever or make the parser
+buffer megabytes of header. ``HeadLimitedHttpProtocol`` adds both, and lets the application
+learn when the client connection is lost or abort it. ``DeadPeerWebSocketProtocol`` aborts a
+connection whose keepalive ping went unanswered, instead of waiting for a dead peer to drain
+its write buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from devtunnel.net.sizes import format_size
+
+#: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
+CONNECTION_EXTENSION = "devtunnel.connection"
+
+
+class _HeadTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing an oversized head."""
+
+
+def _plain_response(status_line: bytes, text: str) -> bytes:
+    body = text.encode()
+    return b"".join(
+        [
+            status_line,
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class HeadLimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head size limit, a head timeout and a lost-hook.
+
+    A head larger than ``max_head`` bytes is answered with 431; a client that has not sent a
+    complete head ``head_timeout`` seconds after connecting (or after starting the head of a
+    keep-alive request) is dropped. Configure both with ``configured()``.
+
+    The ASGI scope of every request carries this protocol under ``CONNECTION_EXTENSION`` so the
+    application can set ``lost_callback`` (called once if the client connection is lost; one
+    request runs at a time on a connection, so one slot is enough) and call ``abort()``.
+    """
+
+    max_head: int = 64 * 1024
+    head_timeout: float = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost_callback: Callable[[], None] | None = None
+        self._in_head = True
+        self._head_size = 0  # bytes of url and header lines parsed in this head
+        self._pending = 0  # bytes received while the head stays incomplete
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def configured(cls, max_head: int, head_timeout: float) -> type[HeadLimitedHttpProtocol]:
+        """A subclass with these limits, to pass as ``http=`` to ``uvicorn.Config``."""
+        return type(cls.__name__, (cls,), {"max_head": max_head, "head_timeout": head_timeout})
+
+    # -- connection ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        callback, self.lost_callback = self.lost_callback, None
+        super().connection_lost(exc)
+        if callback is not None:
+            callback()
+
+    def abort(self) -> None:
+        """Drop the client connection at once, e.g. when a response can no longer complete."""
+        for cycle in [self.cycle, *(c for c, _ in self.pipeline)]:
+            if cycle is not None:
+                cycle.disconnected = True
+        self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._refuse_head()
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._in_head:
+            self._pending += len(data)
+            if self._pending > self.max_head:
+                self._refuse_head()
+
+    # -- parser callbacks --------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {CONNECTION_EXTENSION: self}  # type: ignore[typeddict-unknown-key]
+        self._in_head = True
+        self._head_size = self._pending = 0
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    # -- limits ------------------------------------------------------------------------
+    def _count(self, n: int) -> None:
+        self._head_size += n
+        if self._head_size > self.max_head:
+            raise _HeadTooLarge
+
+    def _refuse_head(self) -> None:
+        self._refused = True
+        self._cancel_head_timer()
+        text = f"request head larger than {format_size(self.max_head)}\n"
+        self.transport.write(_plain_response(b"HTTP/1.1 431 Request Header Fields Too Large\r\n", text))
+        self.transport.close()
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        self._refused = True
+        if self._head_size or self._pending:
+            text = f"request head not received within {self.head_timeout:g} s\n"
+            self.transport.write(_plain_response(b"HTTP/1.1 408 Request Timeout\r\n", text))
+        self.transport.close()
+
+
+class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets protocol that aborts a peer which stopped answering pings.
+
+    uvicorn closes such a connection politely, and a close waits for the write buffer to
+    drain, which never happens when the peer is gone: the tunnel name would stay taken.
+    """
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        self.transport.abort()

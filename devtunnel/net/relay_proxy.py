@@ -1,0 +1,395 @@
+"""Forwarding one public request (HTTP or WebSocket) through a tunnel, streaming both ways.
+
+Request bodies are sent within the stream's send window; response bodies are written to the
+client with ASGI ``send`` (which waits for the socket to drain) and only then acknowledged to
+the agent, so a slow client slows its own stream and never fills the relay's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from devtunnel.errors import DevtunnelError, ProtocolError
+from devtunnel.net.relay_headers import forward_request_headers, forward_response_headers, websocket_accept_headers
+from devtunnel.net.relay_http import CONNECTION_EXTENSION, HeadLimitedHttpProtocol
+from devtunnel.net.relay_tunnel import Stream, Tunnel
+from devtunnel.net.sizes import format_size
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import StreamReset, WebSocketClosed
+
+log = logging.getLogger("devtunnel.relay")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_HTTP_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0", "2": b"2", "2.0": b"2"}
+_NO_BODY_STATUS = (204, 304)
+# Close codes that name a condition but may not be sent in a close frame (RFC 6455 7.4.1).
+_UNSENDABLE_CLOSE = {1005: 1000, 1006: 1011, 1015: 1011}
+
+
+async def send_plain(send: Send, status: int, text: str, *, close: bool = False) -> None:
+    """Answer with a short text/plain response."""
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def _target(scope: Scope) -> bytes:
+    query = scope.get("query_string")
+    return scope["raw_path"] + b"?" + query if query else scope["raw_path"]
+
+
+class HttpForwarder:
+    """Forwards public HTTP requests into tunnels (one instance per relay)."""
+
+    def __init__(self, *, max_body: int, proto: str) -> None:
+        self.max_body = max_body
+        self.proto = proto
+        self._proto_bytes = proto.encode()
+
+    async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+        """Forward one request to ``tunnel`` and stream its response back."""
+        length = -1
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+        if self.max_body and length > self.max_body:
+            text = f"request body of {length} bytes is larger than the relay's limit of {format_size(self.max_body)}\n"
+            await send_plain(send, 413, text, close=True)
+            return
+        conn = tunnel.conn
+        if tunnel.draining or tunnel.closed:
+            await send_plain(send, 503, f"tunnel {tunnel.name} is restarting; try again\n")
+            return
+        has_body = chunked or length > 0
+        ip = _client_ip(scope)
+        fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes)
+        try:
+            stream_id = conn.open_request(
+                scope["method"].encode(),
+                _target(scope),
+                _HTTP_VERSIONS.get(scope["http_version"], b"1.1"),
+                fields,
+                end_stream=not has_body,
+                remote_addr=ip,
+                scheme=self.proto,
+            )
+        except (ProtocolError, ValueError) as exc:
+            await _refuse_open(send, tunnel, exc)
+            return
+        stream = Stream(stream_id)
+        tunnel.open(stream)
+        tunnel.flush()
+        client: HeadLimitedHttpProtocol | None = scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+        if client is not None:
+            client.lost_callback = stream.on_client_gone
+        uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive)) if has_body else None
+        responded = False
+        try:
+            responded = await self._respond(tunnel, stream, scope, send, client)
+        finally:
+            if client is not None:
+                client.lost_callback = None
+            request_sent = True
+            if uploader is not None:
+                if not uploader.done():
+                    uploader.cancel()
+                    request_sent = False
+                elif uploader.cancelled() or not uploader.result():
+                    request_sent = False
+            tunnel.forget(stream, complete=responded and request_sent)
+
+    async def _upload(self, tunnel: Tunnel, stream: Stream, receive: Receive) -> bool:
+        """Send the request body within the send window; True once all of it was sent."""
+        conn = tunnel.conn
+        stream_id = stream.id
+        total = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    stream.on_client_gone()
+                    return False
+                body: bytes = message.get("body", b"")
+                more = message.get("more_body", False)
+                total += len(body)
+                if self.max_body and total > self.max_body:
+                    reason = f"request body is larger than the relay's limit of {format_size(self.max_body)}"
+                    conn.reset_stream(stream_id, ErrorCode.TOO_LARGE, reason)
+                    tunnel.flush()
+                    stream.fail(StreamReset(stream_id, int(ErrorCode.TOO_LARGE), reason))
+                    return False
+                while True:
+                    if stream.failure is not None or stream.client_gone or tunnel.closed:
+                        return False
+                    window = conn.send_window(stream_id)
+                    if len(body) <= window:
+                        conn.send_data(stream_id, body, end_stream=not more)
+                        break
+                    if window:
+                        conn.send_data(stream_id, body[:window])
+                        body = body[window:]
+                        tunnel.flush()
+                    await stream.wait_window()
+                tunnel.flush()
+                if not more:
+                    return True
+        except DevtunnelError as exc:  # the stream was closed under us (reset, tunnel gone)
+            log.debug("tunnel %s: upload on stream %d stopped: %s", tunnel.name, stream_id, exc)
+            return False
+
+    async def _respond(
+        self, tunnel: Tunnel, stream: Stream, scope: Scope, send: Send, client: HeadLimitedHttpProtocol | None
+    ) -> bool:
+        """Write the response to the client; True when it completed."""
+        while stream.head is None:
+            if stream.client_gone:
+                return False
+            if stream.failure is not None:
+                await self._answer_failure(tunnel, stream.failure, send)
+                return False
+            await stream.wait()
+        head = stream.head
+        status = head.status
+        if not 200 <= status < 600:
+            await send_plain(send, 502, f"tunnel {tunnel.name} answered with invalid status {status}\n")
+            return False
+        conn = tunnel.conn
+        chunks = stream.chunks
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": forward_response_headers(head.headers, body_allowed=status not in _NO_BODY_STATUS),
+                }
+            )
+            while True:
+                if chunks:
+                    data = chunks.popleft()
+                    last = stream.ended and not chunks
+                    await send({"type": "http.response.body", "body": data, "more_body": not last})
+                    if last:
+                        return True
+                    if not stream.ended:
+                        conn.acknowledge(stream.id, len(data))
+                        tunnel.flush()
+                elif stream.ended:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return True
+                elif stream.client_gone:
+                    return False
+                elif stream.failure is not None:
+                    # The response has started: the only honest signal left is a broken connection.
+                    if client is not None:
+                        client.abort()
+                    return False
+                else:
+                    await stream.wait()
+        except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
+            log.warning("tunnel %s: response to %s %s is not valid HTTP: %s", tunnel.name, scope["method"], scope["path"], exc)
+            if client is not None:
+                client.abort()
+            return False
+
+    async def _answer_failure(self, tunnel: Tunnel, failure: StreamReset, send: Send) -> None:
+        if failure.code == ErrorCode.TOO_LARGE:
+            await send_plain(send, 413, f"{failure.reason}\n", close=True)
+        elif failure.code == ErrorCode.REFUSED_STREAM:
+            await send_plain(send, 503, f"tunnel {tunnel.name} is busy: {failure.reason}\n")
+        elif tunnel.closed:
+            await send_plain(send, 502, f"tunnel {tunnel.name} went offline before answering ({failure.reason})\n")
+        else:
+            await send_plain(send, 502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
+
+
+async def _refuse_open(send: Send, tunnel: Tunnel, exc: ProtocolError | ValueError) -> None:
+    """Answer a request the tunnel connection would not open a stream for."""
+    code = getattr(exc, "code", None)
+    if code == ErrorCode.REFUSED_STREAM:
+        await send_plain(send, 503, f"tunnel {tunnel.name} is busy: {exc}; try again\n")
+    elif code == ErrorCode.TOO_LARGE or isinstance(exc, ValueError):
+        await send_plain(send, 431, f"request head too large for the tunnel: {exc}\n", close=True)
+    else:
+        await send_plain(send, 502, f"tunnel {tunnel.name} cannot take requests: {exc}\n")
+
+
+def _sendable_close_code(code: int) -> int:
+    return _UNSENDABLE_CLOSE.get(code, code)
+
+
+class WebSocketForwarder:
+    """Passes public WebSocket connections through tunnels (one instance per relay)."""
+
+    def __init__(self, *, proto: str) -> None:
+        self.proto = proto
+        self._proto_bytes = b"https" if proto == "https" else b"http"
+
+    async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+        """Open a WebSocket stream; accept the client on 101, else send the agent's answer."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        conn = tunnel.conn
+        ip = _client_ip(scope)
+        fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+        try:
+            stream_id = conn.open_request(
+                b"GET", _target(scope), b"1.1", fields, end_stream=True, remote_addr=ip, scheme=self.proto, websocket=True
+            )
+        except (ProtocolError, ValueError) as exc:
+            await _deny(send, 503, f"tunnel {tunnel.name} cannot take requests: {exc}\n")
+            return
+        stream = Stream(stream_id, websocket=True)
+        tunnel.open(stream)
+        tunnel.flush()
+        try:
+            while stream.head is None:
+                if stream.failure is not None:
+                    await _deny(send, 502, f"tunnel {tunnel.name} went offline before answering\n")
+                    return
+                await stream.wait()
+            head = stream.head
+            if head.status != 101:
+                await self._deny_with_response(tunnel, stream, send)
+                return
+            subprotocol, extra = websocket_accept_headers(head.headers)
+            await send(
+                {
+                    "type": "websocket.accept",
+                    "subprotocol": subprotocol.decode("latin-1") if subprotocol else None,
+                    "headers": extra,
+                }
+            )
+            pump = asyncio.get_running_loop().create_task(self._client_to_agent(tunnel, stream, receive))
+            try:
+                await self._agent_to_client(tunnel, stream, send)
+            finally:
+                if not pump.done():
+                    stream.client_gone = True
+                    stream.wake_window()
+                    # Let the client's close reply reach the agent, but do not wait forever.
+                    try:
+                        await asyncio.wait_for(pump, 10.0)
+                    except asyncio.TimeoutError:
+                        pass
+        finally:
+            tunnel.forget(stream, complete=True)
+
+    async def _deny_with_response(self, tunnel: Tunnel, stream: Stream, send: Send) -> None:
+        head = stream.head
+        assert head is not None
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": head.status,
+                "headers": forward_response_headers(head.headers, body_allowed=True),
+            }
+        )
+        while True:
+            while stream.chunks:
+                data = stream.chunks.popleft()
+                if isinstance(data, bytes):
+                    await send({"type": "websocket.http.response.body", "body": data, "more_body": True})
+            if stream.ended or stream.failure is not None:
+                break
+            await stream.wait()
+        await send({"type": "websocket.http.response.body", "body": b"", "more_body": False})
+
+    async def _agent_to_client(self, tunnel: Tunnel, stream: Stream, send: Send) -> None:
+        conn = tunnel.conn
+        fragments: list[bytes] = []
+        try:
+            while True:
+                while stream.chunks:
+                    event = stream.chunks.popleft()
+                    if isinstance(event, WebSocketClosed):
+                        code = _sendable_close_code(event.code)
+                        await send({"type": "websocket.close", "code": code, "reason": event.reason})
+                        return
+                    if isinstance(event, bytes):  # body bytes on a WebSocket stream: ignore
+                        continue
+                    fragments.append(event.data)
+                    if event.fin:
+                        data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
+                        fragments.clear()
+                        if event.text:
+                            await send({"type": "websocket.send", "text": data.decode("utf-8", "replace")})
+                        else:
+                            await send({"type": "websocket.send", "bytes": data})
+                    if not stream.client_gone and not tunnel.closed:
+                        conn.acknowledge(stream.id, len(event.data))
+                        tunnel.flush()
+                if stream.client_gone:
+                    return
+                if stream.failure is not None:
+                    await send({"type": "websocket.close", "code": 1011, "reason": "tunnel went offline"})
+                    return
+                await stream.wait()
+        except DevtunnelError as exc:
+            log.debug("tunnel %s: websocket stream %d ended: %s", tunnel.name, stream.id, exc)
+        except Exception as exc:  # uvicorn raises ClientDisconnected once the client is gone
+            log.debug("tunnel %s: websocket client of stream %d is gone: %r", tunnel.name, stream.id, exc)
+
+    async def _client_to_agent(self, tunnel: Tunnel, stream: Stream, receive: Receive) -> None:
+        try:
+            await self._pump_client(tunnel, stream, receive)
+        except DevtunnelError as exc:  # the stream closed under us
+            log.debug("tunnel %s: websocket stream %d: %s", tunnel.name, stream.id, exc)
+
+    async def _pump_client(self, tunnel: Tunnel, stream: Stream, receive: Receive) -> None:
+        conn = tunnel.conn
+        stream_id = stream.id
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                if not tunnel.closed and stream.failure is None:
+                    code = _sendable_close_code(int(message.get("code") or 1000))
+                    conn.send_ws_close(stream_id, code, message.get("reason") or "")
+                    tunnel.flush()
+                stream.on_client_gone()
+                return
+            text = message.get("text")
+            data: bytes = text.encode() if text is not None else message.get("bytes") or b""
+            is_text = text is not None
+            while True:
+                if stream.failure is not None or tunnel.closed:
+                    return
+                window = conn.send_window(stream_id)
+                if len(data) <= window:
+                    conn.send_ws_message(stream_id, data, text=is_text, fin=True)
+                    break
+                if window:
+                    conn.send_ws_message(stream_id, data[:window], text=is_text, fin=False)
+                    data = data[window:]
+                    tunnel.flush()
+                await stream.wait_window()
+            tunnel.flush()
+
+
+async def _deny(send: Send, status: int, text: str) -> None:
+    body = text.encode()
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})

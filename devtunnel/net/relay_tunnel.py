@@ -1,0 +1,251 @@
+"""One agent's WebSocket at the relay: the protocol connection, its writer and its streams.
+
+The reader (the ASGI task that owns the WebSocket) feeds received bytes to the sans-IO
+``Connection`` and hands each event to the ``Stream`` it belongs to. Request handlers queue
+frames through the same ``Connection`` and call ``flush()``; one writer task then sends
+everything queued as a single WebSocket message, so frames of many streams share messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from devtunnel.errors import ProtocolError
+from devtunnel.protocol.connection import Connection, ErrorCode
+from devtunnel.protocol.events import (
+    DataReceived,
+    Event,
+    GoAway,
+    ResponseReceived,
+    StreamReset,
+    WebSocketClosed,
+    WebSocketMessageReceived,
+    WindowUpdated,
+)
+
+log = logging.getLogger("devtunnel.relay")
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Stream:
+    """What the relay knows of one stream: the response head, queued body, and failure.
+
+    ``chunks`` holds response body bytes (HTTP streams) or ``WebSocketMessageReceived`` /
+    ``WebSocketClosed`` events (WebSocket streams), in arrival order.
+    """
+
+    __slots__ = ("id", "websocket", "head", "chunks", "ended", "failure", "client_gone", "_waiter", "_window_waiter")
+
+    def __init__(self, stream_id: int, websocket: bool = False) -> None:
+        self.id = stream_id
+        self.websocket = websocket
+        self.head: ResponseReceived | None = None
+        self.chunks: deque[Any] = deque()
+        self.ended = False
+        self.failure: StreamReset | None = None
+        """Set when the agent reset the stream or the tunnel went away."""
+        self.client_gone = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._window_waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        """Wake the response side (something arrived, or the stream failed)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def wake_window(self) -> None:
+        """Wake the request side (send window grew, or the stream failed)."""
+        waiter = self._window_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, reset: StreamReset) -> None:
+        """Record a failure and wake both sides."""
+        if self.failure is None:
+            self.failure = reset
+        self.wake()
+        self.wake_window()
+
+    def on_client_gone(self) -> None:
+        """The public client's connection was lost."""
+        self.client_gone = True
+        self.wake()
+        self.wake_window()
+
+    async def wait(self) -> None:
+        """Wait until ``wake`` is called."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def wait_window(self) -> None:
+        """Wait until ``wake_window`` is called."""
+        self._window_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._window_waiter
+        finally:
+            self._window_waiter = None
+
+
+class Tunnel:
+    """One connected agent holding tunnel ``name``.
+
+    Args:
+        name: the tunnel name.
+        token: the token the agent authenticated with (names belong to tokens).
+        conn: the protocol connection, past its handshake.
+        send: the ASGI ``send`` of the agent's WebSocket.
+        peer: the agent's address, for log lines.
+    """
+
+    def __init__(self, name: str, token: str, conn: Connection, send: ASGISend, peer: str) -> None:
+        self.name = name
+        self.token = token
+        self.conn = conn
+        self.peer = peer
+        self.streams: dict[int, Stream] = {}
+        self.closed = False
+        self.draining = False
+        """The agent said GOAWAY: no new streams, open ones may finish."""
+        self._send = send
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- writing ---------------------------------------------------------------------
+    def start_writer(self) -> None:
+        """Start the task that sends queued frames."""
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"relay-writer-{self.name}")
+
+    def flush(self) -> None:
+        """Have the writer send whatever the connection has queued."""
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        wake = self._wake
+        conn = self.conn
+        send = self._send
+        while not self.closed:
+            await wake.wait()
+            wake.clear()
+            data = conn.data_to_send()
+            if data:
+                try:
+                    await send({"type": "websocket.send", "bytes": data})
+                except Exception as exc:  # uvicorn raises its own ClientDisconnected / OSError here
+                    log.debug("tunnel %s: write failed: %r", self.name, exc)
+                    self.close("the agent connection broke")
+                    return
+
+    # -- streams -----------------------------------------------------------------------
+    def open(self, stream: Stream) -> None:
+        """Track a stream opened on ``conn``."""
+        self.streams[stream.id] = stream
+
+    def forget(self, stream: Stream, *, complete: bool) -> None:
+        """Stop tracking ``stream``; reset it on the wire unless it completed both ways."""
+        self.streams.pop(stream.id, None)
+        if not complete and not self.closed:
+            self.conn.reset_stream(stream.id, ErrorCode.CANCEL, "the public client went away")
+            self.flush()
+
+    def handle(self, events: list[Event]) -> None:
+        """Hand each received event to its stream."""
+        streams = self.streams
+        for event in events:
+            # Ordered by how often each event arrives.
+            if isinstance(event, DataReceived):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    if event.data:
+                        stream.chunks.append(event.data)
+                    if event.end_stream:
+                        stream.ended = True
+                    stream.wake()
+            elif isinstance(event, ResponseReceived):
+                stream = streams.get(event.stream_id)
+                # Interim 1xx answers (other than 101 on a WebSocket) are not forwarded.
+                if stream is not None and (event.status >= 200 or stream.websocket):
+                    stream.head = event
+                    if event.end_stream:
+                        stream.ended = True
+                    stream.wake()
+            elif isinstance(event, WindowUpdated):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.wake_window()
+                elif event.stream_id == 0:
+                    for stream in streams.values():
+                        stream.wake_window()
+            elif isinstance(event, (WebSocketMessageReceived, WebSocketClosed)):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.chunks.append(event)
+                    stream.wake()
+            elif isinstance(event, StreamReset):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.fail(event)
+            elif isinstance(event, GoAway):
+                self.draining = True
+                log.info("tunnel %s: agent is leaving (%s)", self.name, event.reason)
+
+    # -- ending ------------------------------------------------------------------------
+    def goaway(self, code: ErrorCode, reason: str) -> None:
+        """Tell the agent this connection ends, and why; stop taking new streams."""
+        self.draining = True
+        try:
+            self.conn.send_goaway(code, reason)
+        except ProtocolError:
+            return
+        self.flush()
+
+    def close(self, reason: str) -> None:
+        """Mark the tunnel gone and fail every open stream with ``reason``."""
+        if self.closed:
+            return
+        self.closed = True
+        self._wake.set()
+        failure = StreamReset(0, int(ErrorCode.CANCEL), reason)
+        for stream in list(self.streams.values()):
+            stream.fail(failure)
+        self.streams.clear()
+
+    async def disconnect(self, code: ErrorCode, reason: str, ws_code: int) -> None:
+        """End this connection from the relay's side: GOAWAY, fail streams, close the WebSocket."""
+        self.goaway(code, reason)
+        self.close(reason)
+        await self.finish_writing()
+        try:
+            await self._send({"type": "websocket.close", "code": ws_code, "reason": reason[:120]})
+        except Exception as exc:  # the agent may be gone already
+            log.debug("tunnel %s: close failed: %r", self.name, exc)
+
+    async def finish_writing(self, timeout: float = 1.0) -> None:
+        """Send what is still queued (a GOAWAY), then stop the writer."""
+        data = self.conn.data_to_send()
+        if data:
+            try:
+                await asyncio.wait_for(self._send({"type": "websocket.send", "bytes": data}), timeout)
+            except Exception as exc:  # the socket may already be gone; nothing else to do
+                log.debug("tunnel %s: final write failed: %r", self.name, exc)
+        await self.stop_writer()
+
+    async def stop_writer(self) -> None:
+        """Stop the writer task."""
+        self.closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            try:
+                await writer
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise

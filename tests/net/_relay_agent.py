@@ -1,0 +1,185 @@
+"""A small agent for relay tests: speaks the tunnel protocol over a real websockets client.
+
+Each public request becomes an ``AgentRequest`` handed to an async handler, which reads the
+body and answers with the helpers below (respecting flow control, like the real agent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from devtunnel.protocol.connection import Connection, Role
+from devtunnel.protocol.events import (
+    DataReceived,
+    Event,
+    GoAway,
+    RequestReceived,
+    StreamReset,
+    WebSocketClosed,
+    WebSocketMessageReceived,
+    Welcome,
+    WindowUpdated,
+)
+
+Handler = Callable[["AgentRequest"], Awaitable[None]]
+
+
+class AgentRequest:
+    """One request the relay sent through the tunnel, and how to answer it."""
+
+    def __init__(self, agent: ScriptedAgent, event: RequestReceived) -> None:
+        self.agent = agent
+        self.event = event
+        self.id = event.stream_id
+        self.inbox: asyncio.Queue[Event] = asyncio.Queue()
+        self.window = asyncio.Event()
+        self.ended = event.end_stream
+
+    def header(self, name: bytes) -> list[bytes]:
+        """Every value of header ``name`` (lowercase), in order."""
+        return [v for n, v in self.event.headers if n == name]
+
+    async def body(self) -> bytes:
+        """Read the whole request body (acknowledging it as it comes)."""
+        parts = []
+        async for chunk in self.chunks():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def chunks(self) -> Any:
+        """Yield request body chunks as they arrive, acknowledging each."""
+        while not self.ended:
+            event = await self.inbox.get()
+            if isinstance(event, DataReceived):
+                self.ended = event.end_stream
+                if event.data:
+                    yield event.data
+                    self.agent.conn.acknowledge(self.id, len(event.data), flush=True)
+                    self.agent.flush()
+            elif isinstance(event, StreamReset):
+                raise ConnectionResetError(f"stream reset: {event.reason}")
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]] | None = None, *, end: bool = False) -> None:
+        """Send the response head."""
+        self.agent.conn.send_response(self.id, status, b"", tuple(headers or ()), end_stream=end)
+        self.agent.flush()
+
+    async def send(self, data: bytes, *, end: bool = False) -> None:
+        """Send body bytes within the send window."""
+        conn = self.agent.conn
+        while len(data) > conn.send_window(self.id):
+            window = conn.send_window(self.id)
+            if window:
+                conn.send_data(self.id, data[:window])
+                data = data[window:]
+                self.agent.flush()
+            self.window.clear()
+            await self.window.wait()
+        conn.send_data(self.id, data, end_stream=end)
+        self.agent.flush()
+
+
+class ScriptedAgent:
+    """Connects to a relay's ``/_devtunnel/connect`` and serves requests with ``handler``."""
+
+    def __init__(self, port: int, *, token: str = "", name: str | None = None, handler: Handler | None = None,
+                 scheme: str = "ws", ssl: Any = None) -> None:
+        self.url = f"{scheme}://127.0.0.1:{port}/_devtunnel/connect"
+        self.token = token
+        self.name = name
+        self.handler = handler
+        self.ssl = ssl
+        self.conn = Connection(Role.AGENT)
+        self.ws: ClientConnection | None = None
+        self.welcome: Welcome | None = None
+        self.goaway: GoAway | None = None
+        self.requests: dict[int, AgentRequest] = {}
+        self.closed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def connect(self) -> Welcome | GoAway:
+        """Open the WebSocket, send HELLO; return the relay's WELCOME or GOAWAY."""
+        self.ws = await websockets.connect(self.url, ping_interval=None, max_size=None, compression=None, ssl=self.ssl)
+        self.conn.send_hello(self.token, self.name, {"agent": "test"})
+        await self.ws.send(self.conn.data_to_send())
+        while self.welcome is None and self.goaway is None:
+            try:
+                message = await self.ws.recv()
+            except websockets.ConnectionClosed:
+                break
+            self._handle(self.conn.receive_data(message))  # type: ignore[arg-type]
+        if self.welcome is not None:
+            self._spawn(self._read_loop())
+            self._spawn(self._write_loop())
+        else:
+            self.closed.set()
+        result = self.welcome or self.goaway
+        assert result is not None, "the relay closed without WELCOME or GOAWAY"
+        return result
+
+    def flush(self) -> None:
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Close the WebSocket and stop every task."""
+        if self.ws is not None:
+            await self.ws.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_loop(self) -> None:
+        assert self.ws is not None
+        try:
+            async for message in self.ws:
+                self._handle(self.conn.receive_data(message))  # type: ignore[arg-type]
+                self.flush()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+
+    async def _write_loop(self) -> None:
+        assert self.ws is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            data = self.conn.data_to_send()
+            if data:
+                try:
+                    await self.ws.send(data)
+                except websockets.ConnectionClosed:
+                    return
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Welcome):
+                self.welcome = event
+            elif isinstance(event, GoAway):
+                self.goaway = event
+            elif isinstance(event, RequestReceived):
+                request = AgentRequest(self, event)
+                self.requests[event.stream_id] = request
+                if self.handler is not None:
+                    self._spawn(self.handler(request))
+            elif isinstance(event, WindowUpdated):
+                request = self.requests.get(event.stream_id)
+                if request is not None:
+                    request.window.set()
+            elif isinstance(event, (DataReceived, StreamReset, WebSocketMessageReceived, WebSocketClosed)):
+                request = self.requests.get(event.stream_id)
+                if request is not None:
+                    request.inbox.put_nowait(event)
+                    if isinstance(event, StreamReset):
+                        request.window.set()

@@ -1,0 +1,183 @@
+"""The relay's routing, status page, auth and names, with a real agent WebSocket and curl."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from devtunnel.net import relay as relay_module
+from devtunnel.net.relay import Relay, RelaySettings
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import GoAway, Welcome
+from tests.helpers import async_wait_for
+from tests.net._relay_agent import AgentRequest, ScriptedAgent
+
+TOKEN = "s3cret-token"
+
+
+async def echo(request: AgentRequest) -> None:
+    """Answer with the request line and headers as seen by the agent."""
+    body = await request.body()
+    lines = [request.event.method + b" " + request.event.target]
+    lines += [n + b": " + v for n, v in request.event.headers]
+    lines.append(b"body=" + body)
+    payload = b"\n".join(lines)
+    request.respond(200, [(b"Content-Type", b"text/plain"), (b"Content-Length", str(len(payload)).encode())])
+    await request.send(payload, end=True)
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    r = Relay(RelaySettings(port=0, tokens=[TOKEN, "other-token"], domain="localhost"))
+    await r.start()
+    yield r
+    await r.stop()
+
+
+async def agent_for(relay: Relay, name: str | None = "demo", token: str = TOKEN, handler=echo) -> ScriptedAgent:
+    agent = ScriptedAgent(relay.port, token=token, name=name, handler=handler)
+    result = await agent.connect()
+    assert isinstance(result, Welcome), result
+    return agent
+
+
+async def curl(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", "10", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def test_status_page_on_bare_domain_shows_version_and_tunnel_count(relay: Relay) -> None:
+    agent = await agent_for(relay)
+    try:
+        code, out, _ = await curl("-H", f"Host: localhost:{relay.port}", f"http://127.0.0.1:{relay.port}/")
+        assert code == 0
+        assert "devtunnel relay" in out
+        assert "tunnels online: 1" in out
+    finally:
+        await agent.close()
+
+
+async def test_healthz_answers_ok(relay: Relay) -> None:
+    code, out, _ = await curl("-w", "%{http_code}", f"http://127.0.0.1:{relay.port}/healthz")
+    assert (code, out) == (0, "ok\n200")
+
+
+async def test_unknown_tunnel_name_gets_404_naming_the_host(relay: Relay) -> None:
+    code, out, _ = await curl("-w", "\n%{http_code}", "-H", "Host: nobody.localhost", f"http://127.0.0.1:{relay.port}/x")
+    assert code == 0
+    body, status = out.rsplit("\n", 1)
+    assert status == "404"
+    assert "nobody.localhost" in body
+
+
+async def test_request_reaches_agent_through_curl_and_response_comes_back(relay: Relay) -> None:
+    agent = await agent_for(relay)
+    try:
+        url = relay.public_url_for("demo")
+        assert url == f"http://demo.localhost:{relay.port}"
+        assert agent.welcome is not None and agent.welcome.url == url
+        code, out, _ = await curl("--connect-to", f"demo.localhost:{relay.port}:127.0.0.1:{relay.port}",
+                                  "-d", "hello", url + "/submit")
+        assert code == 0
+        assert out.startswith("POST /submit\n")
+        assert "body=hello" in out
+    finally:
+        await agent.close()
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [("wrong-token", "token refused"), ("", "no token given")],
+)
+async def test_agent_with_wrong_or_missing_token_is_refused_with_reason(relay: Relay, token: str, reason: str) -> None:
+    agent = ScriptedAgent(relay.port, token=token, name="demo")
+    result = await agent.connect()
+    assert isinstance(result, GoAway)
+    assert result.code == ErrorCode.AUTH_FAILED
+    assert reason in result.reason
+    await asyncio.wait_for(agent.closed.wait(), 5)
+    assert relay.tunnels == []
+    await agent.close()
+
+
+async def test_token_check_uses_constant_time_compare_against_every_token(relay: Relay, monkeypatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(relay_module.hmac, "compare_digest", spy)
+    agent = await agent_for(relay, token=TOKEN)
+    await agent.close()
+    # both configured tokens were compared, even though the first one matched
+    assert [a for a, _ in calls[:2]] == [TOKEN.encode(), b"other-token"]
+
+
+async def test_name_held_by_one_token_is_refused_to_another(relay: Relay) -> None:
+    first = await agent_for(relay, name="shared")
+    try:
+        second = ScriptedAgent(relay.port, token="other-token", name="shared")
+        result = await second.connect()
+        assert isinstance(result, GoAway)
+        assert result.code == ErrorCode.NAME_TAKEN
+        assert "shared" in result.reason and "another token" in result.reason
+        await second.close()
+        assert relay.tunnels == ["shared"]
+    finally:
+        await first.close()
+
+
+async def test_same_token_reclaims_its_name_and_replaces_old_connection(relay: Relay) -> None:
+    first = await agent_for(relay, name="again")
+    second = await agent_for(relay, name="again")
+    try:
+        await asyncio.wait_for(first.closed.wait(), 5)
+        assert first.goaway is not None and "replaced" in first.goaway.reason
+        assert relay.tunnels == ["again"]
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "again.localhost"})
+        assert r.status_code == 200
+        assert second.requests  # the new connection answered
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_agent_without_name_gets_random_readable_name(relay: Relay) -> None:
+    agents = [await agent_for(relay, name=None) for _ in range(2)]
+    try:
+        names = [a.welcome.name for a in agents]  # type: ignore[union-attr]
+        assert names[0] != names[1]
+        for name in names:
+            adjective, animal, number = name.split("-")
+            assert adjective.isalpha() and animal.isalpha() and number.isdigit() and len(number) == 4
+        assert sorted(relay.tunnels) == sorted(names)
+    finally:
+        for a in agents:
+            await a.close()
+
+
+async def test_invalid_name_is_refused_with_reason(relay: Relay) -> None:
+    agent = ScriptedAgent(relay.port, token=TOKEN, name="bad_name!")
+    result = await agent.connect()
+    assert isinstance(result, GoAway)
+    assert "not a valid DNS label" in result.reason
+    await agent.close()
+
+
+async def test_name_is_freed_when_agent_disconnects(relay: Relay) -> None:
+    agent = await agent_for(relay, name="leaving")
+    await agent.close()
+    await async_wait_for(lambda: relay.tunnels == [], what="tunnel to go offline")
+    async with httpx.AsyncClient() as client:
+        r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "leaving.localhost"})
+    assert r.status_code == 404
