@@ -1,0 +1,84 @@
+"""``devtunnel``, ``devtunnel inspect`` and the inspector of ``devtunnel http``.
+
+* ``devtunnel`` alone: the inspector with an agent and no tunnel yet (``n`` starts one).
+* ``devtunnel inspect [--db PATH]``: the stored captures, no agent, no tunnel.
+* ``devtunnel http TARGET ...`` (without ``--no-tui``): the agent runs ``devtunnel http TARGET
+  --no-tui`` as a child process and the inspector shows its traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+
+from devtunnel.capture.store import default_db_path
+from devtunnel.tui.supervisor import agent_command
+
+
+def _state_dir() -> Path:
+    return default_db_path().parent
+
+
+def _db(args: argparse.Namespace) -> Path:
+    return Path(args.db) if getattr(args, "db", None) else default_db_path()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_agent_argv(args: argparse.Namespace) -> list[str]:
+    """The ``devtunnel http ... --no-tui`` command line that carries the tunnel for the inspector.
+
+    A name and an embedded relay port are fixed here when none were given, so the agent comes
+    back with the same public URL when it is restarted.
+    """
+    from devtunnel.net.names import random_name
+
+    argv = ["http", str(args.target), "--no-tui", "--api-port", "0", "--db", str(_db(args)),
+            "--name", args.name or random_name(), "--host-header", args.host_header,
+            "--body-cap", str(args.body_cap)]
+    if args.relay:
+        argv += ["--relay", args.relay]
+    else:
+        argv += ["--port", str(args.port or _free_port())]
+    for flag in ("no_record", "insecure"):
+        if getattr(args, flag, False):
+            argv.append("--" + flag.replace("_", "-"))
+    # The token travels in the environment, not on a command line other users can read.
+    if args.token:
+        os.environ["DEVTUNNEL_TOKEN"] = args.token
+    return agent_command(*argv)
+
+
+def open_inspector(db: Path, agent_argv: list[str] | None) -> int:
+    """Run the inspector until the user quits; the agent (if any) is stopped on the way out."""
+    from devtunnel.tui.app import InspectorApp
+    from devtunnel.tui.backend import Backend
+    from devtunnel.tui.widgets.filter_bar import default_history_path
+
+    app = InspectorApp(Backend(db), agent_argv=agent_argv, agent_log=_state_dir() / "agent.log",
+                       history_path=default_history_path())
+    try:
+        app.run()
+    finally:
+        if app.supervisor is not None:
+            app.supervisor.kill_now()
+    return 0
+
+
+def run_http(args: argparse.Namespace) -> int:
+    """``devtunnel http TARGET`` with the inspector."""
+    return open_inspector(_db(args), http_agent_argv(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    """``devtunnel`` (agent, no tunnel) or ``devtunnel inspect`` (stored captures only)."""
+    db = _db(args)
+    if args.command == "inspect":
+        return open_inspector(db, None)
+    return open_inspector(db, agent_command("agent", "--api-port", "0", "--db", str(db)))

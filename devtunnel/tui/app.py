@@ -1,0 +1,336 @@
+"""The inspector app: wires the tunnels panel, stats, filter bar and request table to the backend.
+
+Features live in the widgets, screens, ``live`` (table updates) and ``backend`` (store and API);
+the app binds keys to them and moves results between them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from devtunnel.capture.model import Exchange
+from devtunnel.errors import DevtunnelError
+from devtunnel.tui.backend import Backend, TunnelView
+from devtunnel.tui.live import LiveView
+from devtunnel.tui.screens.help import HelpScreen
+from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
+from devtunnel.tui.supervisor import AgentStatus, AgentSupervisor
+from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
+
+
+def _screen(module: str, name: str) -> Callable[..., Screen[Any]] | None:
+    """A screen class from ``devtunnel.tui.screens.MODULE``, or None if it is not available."""
+    try:
+        return getattr(importlib.import_module(f"devtunnel.tui.screens.{module}"), name)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):
+        return None
+
+
+class InspectorApp(App[None]):
+    """See, filter, diff, replay and copy every request through the tunnels.
+
+    Args:
+        backend: the store and agent API.
+        agent_argv: command line of the agent to supervise (None: stored captures only).
+        agent_log: where the agent's output goes.
+        history_path: the recent-filters file (None: not kept).
+        tunnels: targets to start as soon as the agent is up (``TunnelRequest``s).
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "devtunnel"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("n", "new_tunnel", "New tunnel", show=False),
+        Binding("r", "replay", "Replay"),
+        Binding("e", "edit", "Edit+replay", show=False),
+        Binding("d", "diff", "Diff marked"),
+        Binding("D", "diff_original", "Diff replay", show=False),
+        Binding("c", "copy_curl", "Copy curl", show=False),
+        Binding("x", "export", "Export", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, backend: Backend, *, agent_argv: list[str] | None = None,
+                 agent_log: Path | None = None, history_path: Path | None = None,
+                 tunnels: Iterable[TunnelRequest] = ()) -> None:
+        super().__init__()
+        self.backend = backend
+        self.history_path = history_path
+        self.supervisor = (AgentSupervisor(agent_argv, agent_log or Path("agent.log"), self._agent_changed)
+                           if agent_argv else None)
+        self._initial_tunnels = list(tunnels)
+
+    def compose(self) -> ComposeResult:
+        yield TunnelsPanel(id="tunnels")
+        yield StatsStrip(id="stats")
+        yield FilterBar(self.history_path, id="filter")
+        yield RequestTable(self.backend.rows, id="requests")
+        yield Footer()
+
+    @property
+    def table(self) -> RequestTable:
+        """The request table."""
+        return self.query_one(RequestTable)
+
+    def on_mount(self) -> None:
+        self.live = LiveView(self.backend, self.table, self.query_one(StatsStrip), self.run_worker)
+        self.live.reload()
+        self.table.focus()
+        if self.supervisor is not None:
+            self.query_one(TunnelsPanel).set_agent(self.supervisor.status)
+            self.supervisor.start()
+        if self.supervisor is not None or self.backend.api_url:
+            self._follow_events()
+        self.set_interval(0.1, self.live.flush, name="flush")
+        self.set_interval(1.0, self._tick, name="tick")
+
+    def _tick(self) -> None:
+        self.query_one(StatsStrip).tick()
+        self.query_one(TunnelsPanel).refresh()
+        if int(time.monotonic()) % 2 == 0:
+            self.live.refresh_mix()
+            if self.backend.api_url:
+                self._poll_tunnels()
+
+    # -- the agent ---------------------------------------------------------------------
+
+    def _agent_changed(self, status: AgentStatus) -> None:
+        restarted = status.state == "running" and status.restarts > 0
+        first_start = status.state == "running" and not status.restarts
+        self.backend.api_url = status.api_url
+        self.query_one(TunnelsPanel).set_agent(status)
+        if first_start:
+            self._start_initial_tunnels()
+        elif restarted:
+            self._restore_tunnels()
+
+    @work(group="tunnels")
+    async def _start_initial_tunnels(self) -> None:
+        for request in self._initial_tunnels:
+            await self._start_tunnel(request)
+
+    @work(group="tunnels")
+    async def _restore_tunnels(self) -> None:
+        for problem in await self.backend.restore_tunnels():
+            self.notify(problem, title="Tunnel not restored", severity="error")
+        self.live.reload()
+
+    @work(group="events")
+    async def _follow_events(self) -> None:
+        panel = self.query_one(TunnelsPanel)
+        async for message in self.backend.events():
+            kind = message.get("type")
+            if kind == "exchanges":
+                self.live.changed(str(i) for i in message.get("ids", []))
+            elif kind == "tunnel" and isinstance(message.get("tunnel"), dict):
+                panel.update_tunnels([TunnelView.from_json(message["tunnel"])])
+            elif kind == "resync":
+                self.live.reload()
+
+    @work(group="poll", exclusive=True, exit_on_error=False)
+    async def _poll_tunnels(self) -> None:
+        self.query_one(TunnelsPanel).update_tunnels(await self.backend.tunnels(), replace=True)
+
+    async def _start_tunnel(self, request: TunnelRequest) -> None:
+        try:
+            tunnel = await self.backend.start_tunnel(request.target, request.name, request.relay)
+        except DevtunnelError as exc:
+            self.notify(str(exc), title="Tunnel not started", severity="error")
+            return
+        self.query_one(TunnelsPanel).update_tunnels([tunnel])
+
+    # -- messages from the widgets -----------------------------------------------------
+
+    @on(FilterBar.Applied)
+    def _filter_applied(self, event: FilterBar.Applied) -> None:
+        self.live.set_filter(event.expression, event.filter)
+
+    @on(FilterBar.Done)
+    def _filter_done(self) -> None:
+        self.table.focus()
+
+    @on(RequestTable.FollowChanged)
+    def _follow_changed(self, event: RequestTable.FollowChanged) -> None:
+        self.query_one(StatsStrip).marker = "following" if event.following else "paused"
+
+    @on(RequestTable.Selected)
+    def _selected(self) -> None:
+        self._open("detail", "DetailScreen")
+
+    @on(TunnelsPanel.Action)
+    async def _tunnel_action(self, event: TunnelsPanel.Action) -> None:
+        if event.action == "copy":
+            self._copy(event.tunnel.public_url, "public URL")
+        else:
+            self._tunnel_command(event.action, event.tunnel)
+
+    @work(group="tunnels", exit_on_error=False)
+    async def _tunnel_command(self, action: str, tunnel: TunnelView) -> None:
+        try:
+            if action == "stop":
+                await self.backend.stop_tunnel(tunnel.name)
+                self.query_one(TunnelsPanel).update_tunnels([TunnelView(tunnel.name, "", "", "stopped")])
+            else:
+                self.query_one(TunnelsPanel).update_tunnels([await self.backend.restart_tunnel(tunnel)])
+        except DevtunnelError as exc:
+            self.notify(str(exc), title=f"Could not {action} {tunnel.name}", severity="error")
+
+    # -- actions -----------------------------------------------------------------------
+
+    async def _current(self) -> Exchange | None:
+        exchange_id = self.table.current_id
+        if exchange_id is None:
+            self.notify("No request selected", severity="warning")
+            return None
+        return await self.backend.get(exchange_id)
+
+    def _copy(self, text: str, what: str) -> None:
+        from devtunnel.tui.clipboard import copy_text
+
+        self.notify(copy_text(self, text), title=f"Copied {what}")
+
+    @work(group="action", exit_on_error=False)
+    async def _open(self, module: str, name: str, *args: Any) -> None:
+        screen = _screen(module, name)
+        exchange = await self._current()
+        if screen is None:
+            self.notify(f"{name} is not available", severity="warning")
+        elif exchange is not None:
+            await self.push_screen(screen(exchange, *args))
+
+    def action_focus_filter(self) -> None:
+        self.query_one(FilterBar).focus_input()
+
+    def action_help(self) -> None:
+        from devtunnel.capture.filters import FILTER_HELP
+
+        self.push_screen(HelpScreen([
+            ("Inspector", self.BINDINGS), ("Request table", RequestTable.BINDINGS),
+            ("Filter bar", FilterBar.BINDINGS), ("Tunnels panel (tab to focus)", TunnelsPanel.BINDINGS),
+        ], FILTER_HELP))
+
+    def action_new_tunnel(self) -> None:
+        if not self.backend.api_url:
+            self.notify("No agent is running (devtunnel inspect shows stored captures only)", severity="warning")
+            return
+
+        def started(request: TunnelRequest | None) -> None:
+            if request is not None:
+                self.run_worker(self._start_tunnel(request), group="tunnels")
+
+        self.push_screen(NewTunnelScreen(), started)
+
+    @work(group="action", exit_on_error=False)
+    async def action_replay(self) -> None:
+        exchange = await self._current()
+        if exchange is None:
+            return
+        try:
+            new = await self.backend.replay(exchange)
+        except DevtunnelError as exc:
+            self.notify(str(exc), title="Replay failed", severity="error")
+            return
+        self.live.changed([new.id])
+        self.notify(f"{new.request.method} {new.status or new.error or '…'} as {new.id}", title="Replayed")
+
+    @work(group="action", exit_on_error=False)
+    async def action_edit(self) -> None:
+        screen = _screen("edit", "EditReplayScreen")
+        exchange = await self._current()
+        if screen is None or exchange is None:
+            return
+
+        async def send(edit: Any) -> Exchange:
+            new = await self.backend.replay(exchange, edit)
+            self.live.changed([new.id])
+            return new
+
+        await self.push_screen(screen(exchange, send))
+
+    @work(group="action", exit_on_error=False)
+    async def action_diff(self) -> None:
+        marked = sorted(self.table.marked)
+        current = self.table.current_id
+        pair = marked[-2:] if len(marked) >= 2 else [*marked, current] if marked and current else []
+        if len(pair) != 2 or pair[0] == pair[1]:
+            self.notify("Mark a request with m, then move to another and press d", severity="warning")
+            return
+        await self._diff(*pair)
+
+    @work(group="action", exit_on_error=False)
+    async def action_diff_original(self) -> None:
+        exchange = await self._current()
+        if exchange is None:
+            return
+        if exchange.replay_of is None:
+            self.notify("This request is not a replay (r replays it)", severity="warning")
+            return
+        await self._diff(exchange.replay_of, exchange.id)
+
+    async def _diff(self, a: str, b: str) -> None:
+        screen = _screen("diff", "DiffScreen")
+        if screen is None:
+            self.notify("Diff is not available", severity="warning")
+            return
+        try:
+            await self.push_screen(screen(await self.backend.get(a), await self.backend.get(b)))
+        except DevtunnelError as exc:
+            self.notify(str(exc), title="Cannot diff", severity="error")
+
+    @work(group="action", exit_on_error=False)
+    async def action_copy_curl(self) -> None:
+        from devtunnel.export import export
+
+        exchange = await self._current()
+        if exchange is not None:
+            try:
+                self._copy(export("curl", [exchange]).text, "curl command")
+            except DevtunnelError as exc:
+                self.notify(str(exc), title="Cannot copy as curl", severity="error")
+
+    @work(group="action", exit_on_error=False)
+    async def action_export(self) -> None:
+        screen = _screen("export", "ExportScreen")
+        exchange = await self._current()
+        if screen is None or exchange is None:
+            return
+        ids = sorted(self.table.marked) or [exchange.id]
+        exchanges = [exchange if i == exchange.id else await self.backend.get(i) for i in ids]
+        await self.push_screen(screen(exchanges, exchange))
+
+    async def action_quit(self) -> None:
+        """Stop the agent, then leave (the terminal is restored by Textual)."""
+        await self.shutdown()
+        self.exit()
+
+    async def shutdown(self) -> None:
+        """Stop the supervised agent and close the backend."""
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        await self.backend.aclose()
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for owner, bindings in ((self, self.BINDINGS), (self.table, RequestTable.BINDINGS),
+                                (self.query_one(TunnelsPanel), TunnelsPanel.BINDINGS)):
+            for binding in bindings:
+                if isinstance(binding, Binding) and binding.action not in ("quit", "cursor_up", "cursor_down",
+                                                                           "page_up", "page_down", "move(-1)",
+                                                                           "move(1)"):
+                    keys = binding.key.replace(",", " / ")
+                    yield SystemCommand(binding.description, f"key: {keys}",
+                                        lambda o=owner, a=binding.action: o.run_action(a))  # type: ignore[misc]

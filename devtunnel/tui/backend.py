@@ -1,0 +1,288 @@
+"""What the inspector talks to: the capture store (read in worker threads) and the agent API.
+
+The store is read through a small thread pool so SQLite never blocks the screen; the agent API
+is called with httpx and ``/api/events`` followed with websockets. Foreign errors become
+``DevtunnelError`` subclasses here, so the app shows one readable sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
+
+from devtunnel.capture.model import Exchange
+from devtunnel.capture.store import Row, Store
+from devtunnel.errors import DevtunnelError, ReplayError, TunnelError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TunnelView:
+    """One tunnel as the agent API describes it."""
+
+    name: str
+    public_url: str
+    target: str
+    state: str
+    """``starting``, ``online``, ``reconnecting``, ``failed`` or ``stopped``."""
+    next_retry_at: float | None = None
+    error: str = ""
+    requests: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TunnelView:
+        """Read a tunnel from the API's JSON (ngrok's shape plus devtunnel's state fields)."""
+        config = data.get("config") or {}
+        metrics = data.get("metrics") or {}
+        conns = metrics.get("conns") or metrics.get("http") or {}
+        requests = data.get("requests", conns.get("count", 0) if isinstance(conns, dict) else 0)
+        retry = data.get("next_retry_at")
+        return cls(
+            name=str(data.get("name", "")),
+            public_url=str(data.get("public_url") or ""),
+            target=str(data.get("target_url") or config.get("addr") or ""),
+            state=str(data.get("state") or ("online" if data.get("public_url") else "starting")),
+            next_retry_at=float(retry) if isinstance(retry, (int, float)) else None,
+            error=str(data.get("error") or ""),
+            requests=int(requests or 0),
+        )
+
+
+def _api_error(response: httpx.Response) -> str:
+    """The ``msg`` of an API error body, or the status line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("msg"):
+        return str(body["msg"])
+    return f"the agent answered {response.status_code}"
+
+
+class Backend:
+    """The store and the agent API as one object the app can await.
+
+    Args:
+        db_path: the capture database (it may not exist yet: it then reads as empty).
+        api_url: the agent API (``http://127.0.0.1:PORT``); None until an agent is running.
+    """
+
+    def __init__(self, db_path: Path, api_url: str | None = None) -> None:
+        self.db_path = Path(db_path)
+        self._api_url = api_url
+        self._api_ready = asyncio.Event()
+        if api_url:
+            self._api_ready.set()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        self._store: Store | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+        self.tunnel_requests: dict[str, dict[str, Any]] = {}
+        """Tunnels started through this backend (name -> POST body), to start again after a restart."""
+
+    # -- store ------------------------------------------------------------------------
+
+    def _open(self) -> Store | None:
+        if self._store is None:
+            if not self.db_path.exists():
+                return None
+            self._store = Store(self.db_path, readonly=True)
+        return self._store
+
+    async def _read(self, fn: Callable[[Store], T], empty: T) -> T:
+        def call() -> T:
+            store = self._open()
+            return empty if store is None else fn(store)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def ids(self, filter: object = None) -> list[str]:
+        """Every id matching ``filter``, oldest first."""
+        return await self._read(lambda s: s.ids(filter), [])
+
+    async def rows(self, ids: Sequence[str]) -> list[Row]:
+        """Light rows for ``ids`` (missing ones skipped)."""
+        return await self._read(lambda s: s.rows_by_id(ids), [])
+
+    async def count(self, filter: object = None) -> int:
+        """How many exchanges match ``filter``."""
+        return await self._read(lambda s: s.count(filter), 0)
+
+    async def get(self, exchange_id: str) -> Exchange:
+        """The full exchange (NotFoundError if it is gone)."""
+        def get(store: Store) -> Exchange:
+            return store.get(exchange_id)
+
+        result = await self._read(get, None)
+        if result is None:
+            from devtunnel.errors import NotFoundError
+
+            raise NotFoundError(f"no exchange {exchange_id}: the capture database {self.db_path} does not exist")
+        return result
+
+    # -- agent API --------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str | None:
+        """The agent API base URL, or None while no agent is serving."""
+        return self._api_url
+
+    @api_url.setter
+    def api_url(self, url: str | None) -> None:
+        self._api_url = url
+        if url:
+            self._api_ready.set()
+        else:
+            self._api_ready.clear()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if not self._api_url:
+            raise TunnelError("the agent is not running (no API to talk to)")
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=30.0)
+        try:
+            return await self._client.request(method, self._api_url + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise TunnelError(f"the agent API at {self._api_url} did not answer: {exc}") from exc
+
+    async def tunnels(self) -> list[TunnelView]:
+        """Every tunnel of the agent."""
+        response = await self._request("GET", "/api/tunnels")
+        if response.status_code != 200:
+            raise TunnelError(_api_error(response))
+        return [TunnelView.from_json(t) for t in response.json().get("tunnels", [])]
+
+    async def start_tunnel(self, target: str, name: str = "", relay: str = "") -> TunnelView:
+        """Start a tunnel to ``target`` (a port, HOST:PORT or URL)."""
+        body: dict[str, Any] = {"addr": target, "proto": "http"}
+        if name:
+            body["name"] = name
+        if relay:
+            body["relay"] = relay
+        response = await self._request("POST", "/api/tunnels", json=body)
+        if response.status_code not in (200, 201):
+            raise TunnelError(_api_error(response))
+        tunnel = TunnelView.from_json(response.json())
+        self.tunnel_requests[tunnel.name] = {**body, "name": tunnel.name}
+        return tunnel
+
+    async def restore_tunnels(self) -> list[str]:
+        """Start again, with the same names, the tunnels started here (after an agent restart)."""
+        problems = []
+        for name, body in list(self.tunnel_requests.items()):
+            response = await self._request("POST", "/api/tunnels", json=body)
+            if response.status_code not in (200, 201):
+                problems.append(f"{name}: {_api_error(response)}")
+        return problems
+
+    async def stop_tunnel(self, name: str) -> None:
+        """Stop the tunnel ``name``."""
+        self.tunnel_requests.pop(name, None)
+        response = await self._request("DELETE", f"/api/tunnels/{name}")
+        if response.status_code not in (200, 204):
+            raise TunnelError(_api_error(response))
+
+    async def restart_tunnel(self, tunnel: TunnelView) -> TunnelView:
+        """Stop ``tunnel`` and start it again with the same name and target."""
+        body = self.tunnel_requests.get(tunnel.name) or {"addr": tunnel.target, "proto": "http", "name": tunnel.name}
+        await self.stop_tunnel(tunnel.name)
+        return await self.start_tunnel(body["addr"], tunnel.name, body.get("relay", ""))
+
+    async def replay(self, exchange: Exchange, edit: Any = None) -> Exchange:
+        """Send ``exchange`` again (changed by ``edit``, a ``net.replay.Edit``); returns the new one.
+
+        With an agent, the agent sends and records it; without one (``devtunnel inspect``) it is
+        sent from here and recorded into the store directly.
+        """
+        if not self._api_url:
+            return await self._replay_here(exchange, edit)
+        body: dict[str, Any] = {}
+        if edit is not None:
+            if edit.method is not None:
+                body["method"] = edit.method
+            if edit.target is not None:
+                target = edit.target
+                body["path"] = target.decode("latin-1") if isinstance(target, bytes) else target
+            if edit.headers is not None:
+                body["headers"] = [[name, value] for name, value in edit.headers]
+            if edit.body is not None:
+                body["body_base64"] = base64.b64encode(edit.body).decode("ascii")
+        response = await self._request("POST", f"/api/requests/http/{exchange.id}/replay", json=body)
+        if response.status_code not in (200, 201):
+            raise ReplayError(_api_error(response))
+        new_id = str(response.json().get("id", ""))
+        return await self._wait_for_exchange(new_id)
+
+    async def _wait_for_exchange(self, exchange_id: str, timeout: float = 5.0) -> Exchange:
+        """Read a just-recorded exchange (the agent commits it from its recorder thread)."""
+        from devtunnel.errors import NotFoundError
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.get(exchange_id)
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def _replay_here(self, exchange: Exchange, edit: Any) -> Exchange:
+        from devtunnel.net.replay import replay
+
+        new = await replay(exchange, edit=edit)
+
+        def put() -> None:
+            store = Store(self.db_path)
+            try:
+                store.put(new)
+            finally:
+                store.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, put)
+        return new
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Messages from ``/api/events``, reconnecting (and yielding a resync) when it drops.
+
+        Waits while no agent is running; ends when the backend is closed.
+        """
+        connected_before = False
+        while not self._closed:
+            await self._api_ready.wait()
+            url = (self._api_url or "").replace("http://", "ws://", 1) + "/api/events"
+            try:
+                async with connect(url, open_timeout=5, max_size=2**22) as ws:
+                    if connected_before:
+                        yield {"type": "resync"}  # messages may have been missed meanwhile
+                    connected_before = True
+                    async for raw in ws:
+                        try:
+                            message = json.loads(raw)
+                        except ValueError:
+                            continue
+                        if isinstance(message, dict):
+                            yield message
+            except (OSError, WebSocketException, asyncio.TimeoutError):
+                pass
+            if not self._closed:
+                await asyncio.sleep(0.3)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and the store readers."""
+        self._closed = True
+        self._api_ready.set()
+        if self._client is not None:
+            await self._client.aclose()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,72 @@
+"""The help screen: every key (generated from the bindings) and the filter language."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KeySection = tuple[str, Sequence[BindingType]]
+"""A titled group of bindings (``("Request table", RequestTable.BINDINGS)``)."""
+
+
+def _as_binding(binding: BindingType) -> Binding:
+    if isinstance(binding, Binding):
+        return binding
+    key, action, description, *_ = (*binding, "")
+    return Binding(key, action, description)
+
+
+def key_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
+    """``(keys, description)`` for each binding, keys joined with `` / ``."""
+    rows = []
+    for binding in map(_as_binding, bindings):
+        keys = " / ".join(k.strip() for k in binding.key.split(","))
+        rows.append((keys, binding.description or binding.action.replace("_", " ")))
+    return rows
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys of every part of the inspector, then the filter language.
+
+    | Key | Action |
+    | :- | :- |
+    | esc / q / ? | close |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 90%; max-width: 100; height: 90%;
+        border: round $primary; background: $surface; padding: 0 1;
+    }
+    HelpScreen .help-title { text-style: bold; color: $text-accent; margin-top: 1; }
+    """
+
+    def __init__(self, sections: Sequence[KeySection], filter_help: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self.sections = sections
+        self.filter_help = filter_help
+
+    @staticmethod
+    def _table(rows: Sequence[tuple[str, str]]) -> Text:
+        width = min(28, max((len(k) for k, _ in rows), default=0))
+        # Plain Text: the filter help mentions brackets and tildes that must not read as markup.
+        return Text("\n").join(Text(f"  {k.ljust(width)}  {d}") for k, d in rows)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll() as scroll:
+            scroll.border_title = "Help (esc to close)"
+            for title, bindings in self.sections:
+                yield Static(Text(title), classes="help-title")
+                yield Static(self._table(key_rows(bindings)))
+            yield Static(Text("Filter language"), classes="help-title")
+            yield Static(self._table(list(self.filter_help)))

@@ -1,0 +1,100 @@
+"""The new-tunnel form: target, name and relay."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+_TARGET = re.compile(r"^(\d{1,5}|[\w.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}|https?://\S+)$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class TunnelRequest:
+    """What the form asks for."""
+
+    target: str
+    name: str = ""
+    relay: str = ""
+
+
+def check(target: str, name: str, relay: str) -> str | None:
+    """The problem with the form's values, or None when they can be sent."""
+    if not target:
+        return "target is required: a port (8080), HOST:PORT or a URL"
+    if not _TARGET.match(target):
+        return f"target {target!r} is not a port, HOST:PORT or http(s) URL"
+    if target.isdigit() and not 0 < int(target) < 65536:
+        return f"port {target} is out of range (1-65535)"
+    if name and not _NAME.match(name):
+        return "name must be lower-case letters, digits and dashes (a DNS label)"
+    if relay and not relay.startswith(("ws://", "wss://", "http://", "https://")):
+        return "relay must be a ws://, wss://, http:// or https:// URL"
+    return None
+
+
+class NewTunnelScreen(ModalScreen[TunnelRequest | None]):
+    """A small form; dismisses with a ``TunnelRequest`` (or None when cancelled).
+
+    | Key | Action |
+    | :- | :- |
+    | enter | start the tunnel |
+    | esc | cancel |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    DEFAULT_CSS = """
+    NewTunnelScreen { align: center middle; }
+    NewTunnelScreen > Vertical {
+        width: 64; height: auto; border: round $primary; background: $surface; padding: 0 1;
+    }
+    NewTunnelScreen Input { margin-bottom: 0; }
+    NewTunnelScreen #tunnel-error { color: $text-error; height: auto; }
+    NewTunnelScreen Horizontal { height: auto; align-horizontal: right; }
+    """
+
+    def __init__(self, target: str = "") -> None:
+        super().__init__()
+        self._initial_target = target
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as form:
+            form.border_title = "New tunnel"
+            yield Label("Target (port, HOST:PORT or URL)")
+            yield Input(self._initial_target, placeholder="8080", id="target")
+            yield Label("Name (optional)")
+            yield Input(placeholder="a random readable name", id="name")
+            yield Label("Relay (optional; embedded relay when empty)")
+            yield Input(placeholder="wss://tunnel.example.com", id="relay")
+            yield Static("", id="tunnel-error")
+            with Horizontal():
+                yield Button("Cancel", id="cancel")
+                yield Button("Start", variant="primary", id="start")
+
+    def _value(self, field: str) -> str:
+        return self.query_one(f"#{field}", Input).value.strip()
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#start")
+    def submit(self) -> None:
+        """Check the values; dismiss with them, or say what is wrong."""
+        target, name, relay = self._value("target"), self._value("name"), self._value("relay")
+        problem = check(target, name, relay)
+        if problem is not None:
+            self.query_one("#tunnel-error", Static).update(Text(problem))
+            return
+        self.dismiss(TunnelRequest(target, name, relay))
+
+    @on(Button.Pressed, "#cancel")
+    def cancel(self) -> None:
+        self.dismiss(None)

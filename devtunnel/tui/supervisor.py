@@ -1,0 +1,163 @@
+"""Starts the agent as a child process, finds its API, and starts it again when it dies.
+
+The inspector never carries traffic: the agent runs in its own process, writing to a log file
+(never to the terminal the inspector draws on), so a slow or crashed screen cannot slow or
+drop requests, and a crashed agent loses nothing (captures are in SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+AgentState = Literal["starting", "running", "restarting", "stopped"]
+
+_API_LINE = re.compile(rb"^API (http://127\.0\.0\.1:\d+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """What the supervisor knows about its child."""
+
+    state: AgentState
+    pid: int | None = None
+    api_url: str | None = None
+    restarts: int = 0
+    """How many times the agent was started again after it died."""
+    message: str = ""
+    """Why it is restarting (exit code or start failure), for the status line."""
+
+
+def agent_command(*args: str) -> list[str]:
+    """The argv that runs ``devtunnel ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "devtunnel", *args]
+
+
+class AgentSupervisor:
+    """Keeps one agent process running until ``stop()``.
+
+    Args:
+        argv: the agent's command line; it must print ``API http://127.0.0.1:PORT``.
+        log_path: the file that receives the agent's stdout and stderr (appended).
+        on_change: called (in the event loop) with the new status on every change.
+        ready_timeout: seconds to wait for the API line before killing and retrying.
+        max_backoff: longest pause between two restarts.
+    """
+
+    def __init__(self, argv: Sequence[str], log_path: Path, on_change: Callable[[AgentStatus], None],
+                 *, ready_timeout: float = 20.0, max_backoff: float = 10.0) -> None:
+        self.argv = list(argv)
+        self.log_path = Path(log_path)
+        self._on_change = on_change
+        self.ready_timeout = ready_timeout
+        self.max_backoff = max_backoff
+        self.status = AgentStatus("stopped")
+        self._process: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    def _set(self, **changes: object) -> None:
+        self.status = replace(self.status, **changes)  # type: ignore[arg-type]
+        self._on_change(self.status)
+
+    def start(self) -> None:
+        """Start the agent and keep it running (returns at once)."""
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="agent-supervisor")
+
+    async def _run(self) -> None:
+        backoff = 0.25
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                returncode = await self._run_once()
+            except OSError as exc:
+                returncode, message = None, f"could not start the agent: {exc}"
+            else:
+                message = f"agent exited with code {returncode}"
+            if self._stopping:
+                break
+            if time.monotonic() - started > 30:
+                backoff = 0.25  # it ran fine for a while: this is a fresh failure
+            self._set(state="restarting", pid=None, api_url=None, restarts=self.status.restarts + 1,
+                      message=message)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), backoff)
+            backoff = min(self.max_backoff, backoff * 2)
+        self._set(state="stopped", pid=None, api_url=None)
+
+    async def _run_once(self) -> int | None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(self.argv)}\n".encode())
+            log.flush()
+            offset = log.tell()
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                # its own session: a ctrl-c meant for the terminal is the inspector's to handle
+                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        process = self._process
+        self._set(state="starting", pid=process.pid, api_url=None)
+        api_url = await self._wait_for_api(process, offset)
+        if api_url is None and process.returncode is None:
+            self._set(message=f"no API line after {self.ready_timeout:.0f}s; see {self.log_path}")
+            await self._terminate(process)
+        elif api_url is not None:
+            self._set(state="running", api_url=api_url, message="")
+        return await process.wait()
+
+    async def _wait_for_api(self, process: asyncio.subprocess.Process, offset: int) -> str | None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline and not self._stopping:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                match = _API_LINE.search(log.read())
+            if match:
+                return match.group(1).decode()
+            if process.returncode is not None:
+                return None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(process.wait()), 0.05)
+        return None
+
+    async def _terminate(self, process: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    async def stop(self) -> None:
+        """Stop the agent (SIGTERM, then SIGKILL after a grace period) and stop restarting it."""
+        self._stopping = True
+        self._stopped.set()
+        if self._process is not None:
+            await self._terminate(self._process)
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def kill_now(self) -> None:
+        """Kill the agent at once if it still runs (the last resort when the event loop is gone)."""
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)

@@ -1,0 +1,178 @@
+"""The tunnels panel: each tunnel's public URL, target, state, request count and rate."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from devtunnel.tui.backend import TunnelView
+from devtunnel.tui.supervisor import AgentStatus
+from devtunnel.tui.widgets.request_table import printable
+
+RATE_WINDOW = 10.0
+"""Seconds of request counts the rate is averaged over."""
+
+
+class TunnelsPanel(Widget, can_focus=True):
+    """The agent's state and one line per tunnel; the cursor picks the tunnel keys act on.
+
+    | Key | Action |
+    | :- | :- |
+    | up, down | choose a tunnel |
+    | s | stop the tunnel (posts ``Action``) |
+    | R | reconnect the tunnel |
+    | y | copy its public URL |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "move(-1)", "Previous tunnel", show=False),
+        Binding("down", "move(1)", "Next tunnel", show=False),
+        Binding("s", "tunnel('stop')", "Stop tunnel"),
+        Binding("R", "tunnel('restart')", "Restart tunnel"),
+        Binding("y", "tunnel('copy')", "Copy URL"),
+    ]
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "tunnels--dim", "tunnels--online", "tunnels--starting", "tunnels--reconnecting",
+        "tunnels--failed", "tunnels--cursor", "tunnels--url",
+    }
+
+    DEFAULT_CSS = """
+    TunnelsPanel {
+        height: auto;
+        max-height: 6;
+        padding: 0 1;
+        & > .tunnels--dim { color: $text-muted; }
+        & > .tunnels--online { color: $text-success; }
+        & > .tunnels--starting { color: $text-primary; }
+        & > .tunnels--reconnecting { color: $text-warning; }
+        & > .tunnels--failed { color: $text-error; }
+        & > .tunnels--url { text-style: bold; }
+        &:focus > .tunnels--cursor { text-style: reverse; }
+    }
+    """
+
+    cursor: reactive[int] = reactive(0)
+    """Index of the chosen tunnel."""
+
+    class Action(Message):
+        """A key asked to ``stop``, ``restart`` or ``copy`` the URL of tunnel ``tunnel``."""
+
+        def __init__(self, panel: TunnelsPanel, action: str, tunnel: TunnelView) -> None:
+            super().__init__()
+            self.panel = panel
+            self.action = action
+            self.tunnel = tunnel
+
+        @property
+        def control(self) -> TunnelsPanel:
+            return self.panel
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._clock = clock
+        self.tunnels: dict[str, TunnelView] = {}
+        self.agent: AgentStatus | None = None
+        """The supervised agent's status (None when the inspector runs without an agent)."""
+        self._samples: dict[str, deque[tuple[float, int]]] = {}
+
+    def update_tunnels(self, tunnels: Iterable[TunnelView], *, replace: bool = False) -> None:
+        """Merge (or with ``replace``, set) the tunnels shown."""
+        if replace:
+            self.tunnels = {}
+        now = self._clock()
+        for tunnel in tunnels:
+            if tunnel.state == "stopped":
+                self.tunnels.pop(tunnel.name, None)
+                continue
+            self.tunnels[tunnel.name] = tunnel
+            samples = self._samples.setdefault(tunnel.name, deque())
+            samples.append((now, tunnel.requests))
+            while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW:
+                samples.popleft()
+        self.cursor = min(self.cursor, max(0, len(self.tunnels) - 1))
+        self.refresh(layout=True)
+
+    def set_agent(self, status: AgentStatus | None) -> None:
+        """Show the supervised agent's state."""
+        self.agent = status
+        self.refresh(layout=True)
+
+    def rate(self, name: str) -> float:
+        """Requests per second of tunnel ``name`` over the last few samples."""
+        samples = self._samples.get(name)
+        if not samples or len(samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = samples[0], samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    @property
+    def current(self) -> TunnelView | None:
+        """The tunnel under the cursor."""
+        names = list(self.tunnels)
+        return self.tunnels[names[self.cursor]] if 0 <= self.cursor < len(names) else None
+
+    def action_move(self, step: int) -> None:
+        self.cursor = max(0, min(len(self.tunnels) - 1, self.cursor + step))
+        self.refresh()
+
+    def action_tunnel(self, action: str) -> None:
+        if self.current is not None:
+            self.post_message(self.Action(self, action, self.current))
+
+    def _style(self, name: str) -> object:
+        return self.get_component_rich_style(name, partial=True)
+
+    def _agent_line(self) -> Text | None:
+        status = self.agent
+        if status is None or (status.state == "running" and not status.restarts):
+            return None
+        line = Text("agent ", style=self._style("tunnels--dim"))  # type: ignore[arg-type]
+        style = {"running": "tunnels--online", "starting": "tunnels--starting",
+                 "restarting": "tunnels--reconnecting"}.get(status.state, "tunnels--failed")
+        line.append(status.state, style=self._style(style))  # type: ignore[arg-type]
+        line.append(f"  restarts: {status.restarts}")
+        if status.message:
+            line.append(f"  {printable(status.message)}", style=self._style("tunnels--dim"))  # type: ignore[arg-type]
+        return line
+
+    def _tunnel_line(self, tunnel: TunnelView, is_cursor: bool) -> Text:
+        dim = self._style("tunnels--dim")
+        line = Text(no_wrap=True, overflow="ellipsis")
+        state_style = self._style(f"tunnels--{tunnel.state}" if tunnel.state in
+                                  ("online", "starting", "reconnecting", "failed") else "tunnels--dim")
+        line.append("● ", style=state_style)  # type: ignore[arg-type]
+        line.append(printable(tunnel.public_url or tunnel.name), style=self._style("tunnels--url"))  # type: ignore[arg-type]
+        line.append(" → ", style=dim)  # type: ignore[arg-type]
+        line.append(printable(tunnel.target))
+        line.append("  ")
+        state = tunnel.state
+        if state == "reconnecting" and tunnel.next_retry_at is not None:
+            state += f" (retry in {max(0, tunnel.next_retry_at - self._clock()):.0f}s)"
+        elif state == "failed" and tunnel.error:
+            state += f": {printable(tunnel.error)}"
+        line.append(state, style=state_style)  # type: ignore[arg-type]
+        line.append(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)  # type: ignore[arg-type]
+        if is_cursor:
+            line.stylize(self._style("tunnels--cursor"))  # type: ignore[arg-type]
+        return line
+
+    def render(self) -> Text:
+        lines = []
+        agent = self._agent_line()
+        if agent is not None:
+            lines.append(agent)
+        for index, tunnel in enumerate(self.tunnels.values()):
+            lines.append(self._tunnel_line(tunnel, index == self.cursor))
+        if not self.tunnels:
+            hint = "no tunnel: press n to start one" if self.agent is not None else "stored captures (no agent)"
+            lines.append(Text(hint, style=self._style("tunnels--dim")))  # type: ignore[arg-type]
+        return Text("\n").join(lines)

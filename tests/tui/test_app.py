@@ -1,0 +1,199 @@
+"""The inspector on a real store: table, follow/pause, filter, marks, help, copy, quitting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtunnel.tui.screens.help import HelpScreen
+from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip
+from tests.helpers import async_wait_for
+from tests.tui.app_fixtures import fill, fixed_id, inspector, screen_lines, traffic, utc
+
+
+@pytest.fixture(autouse=True)
+def _utc() -> Iterator[None]:
+    yield from utc()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return fill(tmp_path / "captures.db", traffic(12))
+
+
+async def _loaded(app, count: int) -> RequestTable:  # type: ignore[no-untyped-def]
+    table = app.query_one(RequestTable)
+    await async_wait_for(lambda: len(table.ids) == count, what=f"{count} ids on the table")
+    await async_wait_for(lambda: all(table.cached_row(i) for i in table.ids[-3:]), what="rows loaded")
+    return table
+
+
+async def test_table_lists_stored_requests_oldest_first_with_cursor_on_newest(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 12)
+        await pilot.pause()
+        lines = screen_lines(table)
+        assert lines[0].split()[:4] == ["TIME", "TUNNEL", "METHOD", "PATH"]
+        assert "/" in lines[1] and "12:30:00" in lines[1]
+        assert "/health" in lines[12] and "ERR" in lines[12]
+        assert table.current_id == fixed_id(11)
+        assert table.following
+
+
+async def test_moving_up_pauses_following_and_f_resumes(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 12)
+        stats = app.query_one(StatsStrip)
+        await pilot.press("up")
+        assert not table.following and stats.marker == "paused"
+        assert table.current_id == fixed_id(10)
+        assert "PAUSED" in str(stats.render())
+        await pilot.press("f")
+        assert table.following and stats.marker == "following"
+        assert table.current_id == fixed_id(11)
+
+
+async def test_new_requests_follow_at_the_bottom_but_not_when_paused(tmp_path: Path) -> None:
+    exchanges = traffic(12)
+    db = fill(tmp_path / "captures.db", exchanges[:10])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 10)
+        fill(db, exchanges[10:11])
+        app.live.changed([fixed_id(10)])
+        await async_wait_for(lambda: table.current_id == fixed_id(10), what="cursor follows the new request")
+        await pilot.press("up")
+        fill(db, exchanges[11:12])
+        app.live.changed([fixed_id(11)])
+        await async_wait_for(lambda: len(table.ids) == 12, what="the second new request")
+        assert table.current_id == fixed_id(9)
+
+
+async def test_filter_applies_as_typed_and_error_keeps_last_result(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 12)
+        await pilot.press("slash", *"method:POST")
+        await async_wait_for(lambda: len(table.ids) == 3, what="POST requests only")
+        bar = app.query_one(FilterBar)
+        await pilot.press(*" status:>=abc")
+        await async_wait_for(lambda: bar.error is not None, what="the error")
+        message = str(app.query_one("#filter-error").render())
+        assert "status expects a number" in message and "column 20" in message
+        assert bar.has_class("-invalid")
+        assert len(table.ids) == 3  # the last valid result stays
+        await pilot.press("escape")
+        await async_wait_for(lambda: len(table.ids) == 12, what="every request again")
+        assert bar.input.value == "" and bar.error is None and table.has_focus
+
+
+async def test_enter_remembers_filter_and_up_down_recall_it_across_runs(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("slash", *"status:4xx", "enter")
+        await pilot.press("slash", "ctrl+u", *"method:GET", "enter")
+    assert (tmp_path / "filter_history").read_text().splitlines() == ["status:4xx", "method:GET"]
+
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        bar = app.query_one(FilterBar)
+        await pilot.press("slash", "up")
+        assert bar.input.value == "method:GET"
+        await pilot.press("up")
+        assert bar.input.value == "status:4xx"
+        await pilot.press("down", "down")
+        assert bar.input.value == ""
+
+
+async def test_broken_history_file_starts_history_afresh(db: Path, tmp_path: Path) -> None:
+    (tmp_path / "filter_history").write_bytes(b"\xff\xfe\x00garbage")
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("slash", "up")
+        assert app.query_one(FilterBar).input.value == ""
+
+
+async def test_mark_shows_a_star_and_d_without_a_pair_explains(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 12)
+        await pilot.press("d")
+        await async_wait_for(lambda: app._notifications, what="a hint")
+        assert "Mark a request" in list(app._notifications)[-1].message
+        await pilot.press("m")
+        assert table.marked == {fixed_id(11)}
+        assert screen_lines(table)[12].startswith("* ")
+        await pilot.press("m")
+        assert table.marked == set()
+
+
+async def test_help_lists_every_key_and_the_filter_language(db: Path, tmp_path: Path) -> None:
+    from devtunnel.capture.filters import FILTER_HELP
+
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("question_mark")
+        await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
+        text = "\n".join(str(s.render()) for s in app.screen.query("Static"))
+        for description in ("Replay", "Diff marked", "Diff replay", "Copy curl", "Export", "Mark",
+                            "Follow", "New tunnel", "Stop tunnel", "Copy URL", "Older filter", "Clear filter"):
+            assert description in text
+        for syntax, _ in FILTER_HELP:
+            assert syntax in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_every_key_action_is_in_the_command_palette(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)):
+        await _loaded(app, 12)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+    for wanted in ("Filter", "New tunnel", "Replay", "Edit+replay", "Diff marked", "Diff replay",
+                   "Copy curl", "Export", "Help", "Follow", "Detail", "Mark", "Stop tunnel", "Restart tunnel",
+                   "Copy URL"):
+        assert wanted in titles
+
+
+async def test_copy_as_curl_without_a_clipboard_says_where_it_went(db: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("c")
+        await async_wait_for(lambda: app._notifications, what="the copy notice")
+        notice = list(app._notifications)[-1]
+        assert notice.title == "Copied curl command"
+        assert "terminal" in notice.message.lower()
+        assert app.clipboard.startswith("curl") and "/health" in app.clipboard
+
+
+async def test_new_tunnel_without_an_agent_says_none_is_running(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("n")
+        await async_wait_for(lambda: app._notifications, what="the notice")
+        assert "No agent is running" in list(app._notifications)[-1].message
+
+
+async def test_missing_database_opens_empty_and_quits_with_q(tmp_path: Path) -> None:
+    app = inspector(tmp_path / "nothing-here.db", tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(RequestTable)
+        await app.live.loaded.wait()
+        assert list(table.ids) == [] and table.current_id is None
+        await pilot.press("enter", "m", "up", "f")
+        await pilot.press("q")
+        await async_wait_for(lambda: not app.is_running, what="the app to exit")
+    assert not (tmp_path / "nothing-here.db").exists()
