@@ -282,19 +282,37 @@ class Store:
         if self.readonly and not self.path.exists():
             raise StoreError(f"{self.path} does not exist; record some traffic first or pass --db")
         if not self.readonly:
+            folder = self.path.parent
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(
-                    f"cannot create the folder {self.path.parent} ({exc.strerror}); pass --db with a writable path"
+                    f"cannot create the folder {folder} ({exc.strerror}); pass --db with a writable path"
                 ) from exc
-        mode = "ro" if self.readonly else "rwc"
-        uri = f"file:{quote(str(self.path.absolute()))}?mode={mode}"
+            # SQLite would open a read-only file read-only without a word and fail at the first
+            # write; WAL also needs to create files next to the database.
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                raise StoreError(f"{self.path} is read-only; fix its permissions or pass --db")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise StoreError(f"cannot write in the folder {folder} (permission denied); "
+                                 "fix its permissions or pass --db")
+        uri = f"file:{quote(str(self.path.absolute()))}?mode={'ro' if self.readonly else 'rwc'}"
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
+            return self._connect(uri)
         except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+            # A WAL database in a folder we cannot write has no -shm file to share, so SQLite
+            # refuses even to read it. Nobody can be writing it through a path we cannot write
+            # either (short of its owner), so read it as an immutable file.
+            if not (self.readonly and "readonly" in str(exc)):
+                raise self._error(exc) from exc
+            try:
+                return self._connect(uri + "&immutable=1")
+            except sqlite3.Error as exc2:
+                raise self._error(exc2) from exc2
+
+    def _connect(self, uri: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
         try:
             conn.create_function("REGEXP", 2, _filters.regexp, deterministic=True)
             conn.create_function("dt_headers", 4, _sql_headers, deterministic=True)
@@ -305,10 +323,7 @@ class Store:
                 if not self._schema_ready:
                     self._prepare_schema(conn)
                     self._schema_ready = True
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._error(exc) from exc
-        except StoreError:
+        except BaseException:
             conn.close()
             raise
         return conn
@@ -442,7 +457,7 @@ class Store:
         if conn.execute("SELECT 1 FROM exchanges WHERE id = ?", (prefix,)).fetchone():
             return prefix
         found: set[str] = set()
-        for p in {prefix, prefix.upper()}:
+        for p in {prefix, prefix.upper(), prefix.lower()}:
             # A range on the primary key instead of LIKE: no wildcards, and it uses the index.
             for (ex_id,) in conn.execute(
                 "SELECT id FROM exchanges WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",

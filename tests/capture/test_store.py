@@ -1,0 +1,262 @@
+"""The SQLite store: exact round trips, restarts, retention, prefixes, and every way a file can be bad."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, new_id
+from devtunnel.capture.store import Row, Store, decode_headers, default_db_path, encode_headers
+from devtunnel.errors import NotFoundError, StoreError
+
+from .strategies import exchanges, header_fields
+
+
+def make(n: int = 0, *, body: bytes = b"", status: int | None = 200, now: float | None = None,
+         ex_id: str | None = None) -> Exchange:
+    response = None if status is None else Response(status=status, body=b"ok", body_size=2,
+                                                    headers=Headers([("content-type", "text/plain")]))
+    return Exchange(
+        id=ex_id or new_id(now),
+        tunnel="web",
+        started_at=now or time.time(),
+        request=Request(method="POST", target=f"/hook/{n}?a=1".encode(), headers=Headers([("Host", "a.localhost")]),
+                        body=body, body_size=len(body)),
+        response=response,
+        duration=0.01 * n,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "captures.db")
+    yield s
+    s.close()
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+@given(header_fields)
+def test_header_blob_round_trips_any_bytes(fields: list[tuple[bytes, bytes]]) -> None:
+    assert decode_headers(encode_headers(Headers(fields))) == tuple(fields)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exchanges())
+def test_get_rebuilds_any_exchange_exactly(ex: Exchange) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "c.db")
+        store.put(ex)
+        assert store.get(ex.id) == ex
+        [row] = store.rows()
+        assert row == Row(ex.id, ex.tunnel, ex.started_at, ex.request.method, ex.request.url_text, ex.request.host,
+                          ex.status, ex.duration, ex.size, ex.error, ex.replay_of, ex.websocket)
+        assert store.query() == [ex]
+        store.close()
+
+
+def test_websocket_messages_round_trip_in_order(store: Store) -> None:
+    ex = make(1)
+    ex.websocket = True
+    ex.ws_messages = [WsMessage("client", 1, 1.5, b"hello"), WsMessage("server", 2, 2.5, b"\x00\xff", size=10_000)]
+    ex.ws_close_code = 1000
+    store.put(ex)
+    assert store.get(ex.id).ws_messages == ex.ws_messages
+
+
+def test_putting_an_updated_exchange_replaces_it_and_keeps_the_byte_count_right(store: Store) -> None:
+    ex = make(1, status=None)
+    store.put(ex)
+    done = replace(ex, response=Response(status=201, body=b"x" * 5000, body_size=5000), duration=0.2)
+    store.put(done)
+    assert store.count() == 1
+    assert store.get(ex.id) == done
+    conn = sqlite3.connect(store.path)
+    assert store.total_bytes() == conn.execute("SELECT sum(bytes) FROM exchanges").fetchone()[0]
+    conn.close()
+
+
+def test_rows_read_no_header_or_body_table(store: Store) -> None:
+    store.put_many(make(i, body=b"secret" * 100) for i in range(5))
+    conn = store._conn()
+
+    def deny_blob_tables(action: int, table: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_READ and table in ("heads", "bodies", "ws_messages"):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    conn.set_authorizer(deny_blob_tables)
+    try:
+        assert len(store.rows()) == 5
+        assert len(store.rows("method:POST status:200")) == 5
+        with pytest.raises(StoreError):  # the guard is real: reading a body is refused
+            store.get(store.ids()[0])
+    finally:
+        conn.set_authorizer(None)
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+def test_order_limit_offset_and_newest_first(store: Store) -> None:
+    exs = [make(i, now=1_700_000_000 + i) for i in range(10)]
+    store.put_many(reversed(exs))
+    ids = [e.id for e in exs]
+    assert store.ids() == ids
+    assert [r.id for r in store.rows(limit=3)] == ids[:3]
+    assert [r.id for r in store.rows(limit=3, offset=8)] == ids[8:]
+    assert [e.id for e in store.query(newest_first=True, limit=2)] == ids[::-1][:2]
+    assert [r.id for r in store.rows(offset=7)] == ids[7:]
+
+
+def test_rows_by_id_keeps_the_given_order_and_skips_missing(store: Store) -> None:
+    exs = [make(i) for i in range(3)]
+    store.put_many(exs)
+    wanted = [exs[2].id, "missing", exs[0].id]
+    assert [r.id for r in store.rows_by_id(wanted)] == [exs[2].id, exs[0].id]
+
+
+def test_filters_accept_strings_and_compiled_filters(store: Store) -> None:
+    from devtunnel.capture.filters import parse
+
+    store.put_many([make(1, status=404), make(2, status=200), make(3, status=None)])
+    assert store.count("status:404") == 1
+    assert store.count(parse("status:404 or ~q")) == 2
+    assert store.count("") == 3
+    assert store.count(None) == 3
+
+
+def test_get_accepts_a_unique_case_insensitive_prefix(store: Store) -> None:
+    ex = make(1, ex_id="01HQ3R8N5X6TJ2K9W7YB4C1DFA")
+    other = make(2, ex_id="01HQ4000000000000000000000")
+    store.put_many([ex, other])
+    assert store.get(ex.id[:12].lower()).id == ex.id
+    assert store.get(ex.id).id == ex.id
+
+
+def test_ambiguous_or_unknown_ids_raise_not_found(store: Store) -> None:
+    a, b = make(1), make(2)  # same millisecond or close: a long common prefix
+    store.put_many([a, b])
+    with pytest.raises(NotFoundError, match="ambiguous"):
+        store.get(a.id[:10])
+    with pytest.raises(NotFoundError, match="no exchange"):
+        store.get("ZZZZ")
+    with pytest.raises(NotFoundError):
+        store.get("")
+
+
+def test_hostile_ids_are_only_data(store: Store) -> None:
+    ex = replace(make(1), id="a%_'\"\\;--")
+    store.put(ex)
+    assert store.get("A%_'").id == ex.id
+    with pytest.raises(NotFoundError):
+        store.get("a_")
+    assert store.delete(["%"]) == 0 and store.count() == 1
+
+
+def test_delete_and_clear(store: Store) -> None:
+    exs = [make(i, body=b"b") for i in range(4)]
+    store.put_many(exs)
+    assert store.delete([exs[0].id, exs[1].id, "nope"]) == 2
+    assert store.ids() == [exs[2].id, exs[3].id]
+    store.clear()
+    assert store.count() == 0 and store.total_bytes() == 0
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("SELECT count(*) FROM bodies").fetchone()[0] == 0
+    conn.close()
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+def test_retention_by_count_drops_the_oldest(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db", max_exchanges=10)
+    exs = [make(i, now=1_700_000_000 + i) for i in range(25)]
+    for ex in exs:
+        store.put(ex)
+    assert store.ids() == [e.id for e in exs[-10:]]
+
+
+def test_retention_by_bytes_drops_the_oldest_and_keeps_the_total_under_the_limit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db", max_bytes=20_000)
+    exs = [make(i, body=b"x" * 1000, now=1_700_000_000 + i) for i in range(60)]
+    for ex in exs:
+        store.put(ex)
+    kept = store.ids()
+    assert 10 <= len(kept) < 20
+    assert kept == [e.id for e in exs[-len(kept):]]
+    assert store.total_bytes() <= 20_000
+    store.put_many(make(100 + i, body=b"y" * 1000, now=1_800_000_000 + i) for i in range(30))
+    assert store.total_bytes() <= 20_000
+    assert all(i not in store.ids() for i in kept)
+
+
+# --- persistence and concurrency --------------------------------------------------------------
+
+
+def test_a_new_store_on_the_same_file_lists_yesterdays_captures(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    first = Store(path)
+    exs = [make(i, body=b"\x00body") for i in range(5)]
+    first.put_many(exs)
+    first.close()
+    again = Store(path)
+    assert again.ids() == [e.id for e in exs]
+    assert again.get(exs[3].id) == exs[3]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_default_path_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_db_path() == tmp_path / "state" / "devtunnel" / "captures.db"
+    store = Store()
+    store.put(make(1))
+    assert (tmp_path / "state" / "devtunnel" / "captures.db").is_file()
+
+
+def test_threads_read_and_write_concurrently(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(20):
+                store.put_many([make(k * 100 + i), make(k * 100 + i + 50)])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            for _ in range(40):
+                store.rows("status:200", limit=10)
+                store.count()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)] + [threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert store.count() == 120
+
+
+def test_readonly_store_reads_but_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    Store(path).put(make(1))
+    ro = Store(path, readonly=True)
+    assert ro.count() == 1
+    with pytest.raises(StoreError, match="read-only"):
+        ro.put(make(2))
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "missing.db", readonly=True)
