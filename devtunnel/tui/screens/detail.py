@@ -109,6 +109,7 @@ class DetailScreen(Screen[None]):
         DataTable.headers { height: auto; max-height: 40%; }
         DataTable.form { height: 1fr; }
         .body-box { height: 1fr; }
+        LinesView { padding: 0 1; }
         .none { padding: 1 2; color: $text-muted; }
         #timing-text { padding: 1 2; }
         #ws-messages { height: 1fr; }
