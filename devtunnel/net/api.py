@@ -1,0 +1,221 @@
+"""The agent API on 127.0.0.1:4040, shaped like ngrok's agent API so its scripts keep working.
+
+ngrok's routes::
+
+    GET    /api/tunnels                   {"tunnels": [...], "uri"}
+    POST   /api/tunnels                   {"addr", "name", "proto": "http"} -> 201 tunnel
+    GET    /api/tunnels/{name}            one tunnel
+    DELETE /api/tunnels/{name}            stop it (204)
+    GET    /api/requests/http             ?limit=&tunnel_name= -> {"requests": [...], "uri"}
+    GET    /api/requests/http/{id}        one captured exchange
+    POST   /api/requests/http             {"id", "tunnel_name"} replays it (204)
+    DELETE /api/requests/http             forget every capture (204)
+
+devtunnel's additions: ``filter=`` on the list, ``POST /api/requests/http/{id}/replay`` with
+edits, ``GET /api/requests/http/{id}/export``, ``GET /api/diff``, ``GET /api/status`` and the
+``/api/events`` WebSocket. The reference with examples is docs/api.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from devtunnel import __version__
+from devtunnel.errors import ConfigError, NotFoundError
+from devtunnel.net import api_captures
+from devtunnel.net.agent import TunnelConfig
+from devtunnel.net.api_events import EventHub
+from devtunnel.net.api_http import EXCEPTION_HANDLERS, ApiError, json_body, no_content, ok, str_field
+from devtunnel.net.api_security import LoopbackOnly
+from devtunnel.net.api_shapes import REQUESTS_URI, TUNNELS_URI, tunnel_json
+
+__all__ = ["create_app", "serve_api", "ApiServer", "PORT_TRIES"]
+
+PORT_TRIES = 100
+"""How many ports from the requested one ``serve_api`` tries before giving up."""
+
+
+def _service(request: Request | WebSocket) -> Any:
+    return request.app.state.service
+
+
+def _find_tunnel(service: Any, name: str) -> Any:
+    for info in service.tunnels():
+        if info.name == name:
+            return info
+    raise NotFoundError(f"no tunnel named {name!r}")
+
+
+async def root(request: Request) -> Response:
+    """``GET /api``: where the resources are."""
+    return ok({"uri": "/api", "tunnels": TUNNELS_URI, "requests": REQUESTS_URI, "status": "/api/status", "events": "/api/events"})
+
+
+async def list_tunnels(request: Request) -> Response:
+    """``GET /api/tunnels``."""
+    return ok({"tunnels": [tunnel_json(t) for t in _service(request).tunnels()], "uri": TUNNELS_URI})
+
+
+async def start_tunnel(request: Request) -> Response:
+    """``POST /api/tunnels`` ``{"addr", "name", "proto": "http", "host_header"}``: 201 with the tunnel."""
+    data = await json_body(request)
+    addr = str_field(data, "addr", required=True) or ""
+    name = str_field(data, "name") or None
+    proto = str_field(data, "proto") or "http"
+    if proto != "http":
+        raise ApiError(400, f"only http tunnels are supported, not {proto!r}")
+    host_header = str_field(data, "host_header") or "preserve"
+    if host_header not in ("preserve", "rewrite"):
+        raise ApiError(400, f"host_header must be preserve or rewrite, not {host_header!r}")
+    info = await _service(request).start_tunnel(TunnelConfig(target=addr, name=name, host_header=host_header))
+    return ok(tunnel_json(info), status_code=201)
+
+
+async def get_tunnel(request: Request) -> Response:
+    """``GET /api/tunnels/{name}``."""
+    return ok(tunnel_json(_find_tunnel(_service(request), request.path_params["name"])))
+
+
+async def stop_tunnel(request: Request) -> Response:
+    """``DELETE /api/tunnels/{name}`` (204)."""
+    service = _service(request)
+    name = request.path_params["name"]
+    _find_tunnel(service, name)
+    await service.stop_tunnel(name)
+    return no_content()
+
+
+async def status(request: Request) -> Response:
+    """``GET /api/status``: version, tunnels, capture count and database, connected event clients."""
+    service = _service(request)
+    store = getattr(service, "store", None)
+    count = await run_in_threadpool(store.count) if store is not None else 0
+    return ok(
+        {
+            "uri": "/api/status",
+            "version": __version__,
+            "tunnels": [tunnel_json(t) for t in service.tunnels()],
+            "requests": count,
+            "db": str(store.path) if store is not None else None,
+            "recording": getattr(service, "recorder", None) is not None,
+            "event_clients": request.app.state.events.clients,
+        }
+    )
+
+
+async def events(websocket: WebSocket) -> None:
+    """``/api/events``: the change feed (see ``devtunnel.net.api_events``)."""
+    await websocket.app.state.events.serve(websocket)
+
+
+def create_app(service: Any, *, events_interval: float = 0.1, events_max_ids: int = 1000) -> Starlette:
+    """The agent API as an ASGI app over ``service`` (an ``AgentService``).
+
+    Args:
+        service: provides ``tunnels()``, ``start_tunnel``, ``stop_tunnel``, ``subscribe`` and the
+            ``store`` and ``recorder`` attributes (either may be None when recording is off).
+        events_interval: least seconds between two ``/api/events`` messages to one client.
+        events_max_ids: ids pending for one client before it is sent a resync instead.
+    """
+    routes = [
+        Route("/api", root, methods=["GET"]),
+        Route("/api/", root, methods=["GET"]),
+        Route(TUNNELS_URI, list_tunnels, methods=["GET"]),
+        Route(TUNNELS_URI, start_tunnel, methods=["POST"]),
+        Route(TUNNELS_URI + "/{name}", get_tunnel, methods=["GET"]),
+        Route(TUNNELS_URI + "/{name}", stop_tunnel, methods=["DELETE"]),
+        *api_captures.routes,
+        Route("/api/status", status, methods=["GET"]),
+        WebSocketRoute("/api/events", events),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(LoopbackOnly)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+    app.state.service = service
+    app.state.events = EventHub(service, interval=events_interval, max_ids=events_max_ids)
+    return app
+
+
+class ApiServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signal handlers to its owner and can be stopped."""
+
+    task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The agent decides what Ctrl-C means; uvicorn must not take SIGINT/SIGTERM from it.
+        yield
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving: finish open requests for up to ``timeout`` seconds, then close."""
+        self.should_exit = True
+        if self.task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except asyncio.TimeoutError:
+            self.force_exit = True
+            await self.task
+
+
+def _bind(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1 at ``port`` or the next free one (any free port for 0)."""
+    candidates = [0] if port == 0 else range(port, min(port + PORT_TRIES, 65536))
+    for candidate in candidates:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", candidate))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                continue
+            raise ConfigError(f"cannot listen on 127.0.0.1:{candidate} for the agent API: {exc.strerror}") from exc
+        sock.setblocking(False)
+        return sock
+    raise ConfigError(f"no free port for the agent API on 127.0.0.1 from {port} to {port + PORT_TRIES - 1}")
+
+
+async def serve_api(service: Any, port: int = 4040, **app_options: Any) -> tuple[ApiServer, int]:
+    """Serve the agent API in the running event loop on 127.0.0.1.
+
+    Args:
+        service: the agent service.
+        port: the first port to try; the next free one is used if taken; 0 takes any free port.
+        app_options: passed to :func:`create_app`.
+
+    Returns:
+        The running server (stop it with ``await server.stop()``) and the port it listens on.
+
+    Raises:
+        ConfigError: no port could be bound.
+    """
+    sock = _bind(port)
+    bound = int(sock.getsockname()[1])
+    config = uvicorn.Config(create_app(service, **app_options), lifespan="off", log_level="warning", access_log=False)
+    server = ApiServer(config)
+    server.task = asyncio.create_task(server.serve(sockets=[sock]), name=f"agent-api:{bound}")
+    while not server.started:
+        if server.task.done():
+            sock.close()
+            server.task.result()  # raises what stopped it
+            raise ConfigError(f"the agent API on 127.0.0.1:{bound} stopped while starting")
+        await asyncio.sleep(0.01)
+    return server, bound

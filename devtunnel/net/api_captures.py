@@ -1,0 +1,253 @@
+"""The agent API's routes over captured exchanges: list, detail, clear, replay, export, diff.
+
+Store calls are blocking SQLite work, so they run in the thread pool; the event loop keeps
+carrying tunnel traffic meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from devtunnel.capture.diff import diff_exchanges, render_unified
+from devtunnel.capture.filters import parse
+from devtunnel.capture.model import Exchange
+from devtunnel.errors import NotFoundError
+from devtunnel.export import EXPORTERS, export
+from devtunnel.net.api_http import ApiError, int_param, json_body, no_content, ok, str_field
+from devtunnel.net.api_shapes import REQUESTS_URI, capture_json
+from devtunnel.net.replay import Edit, replay
+
+__all__ = ["routes", "tunnel_filter", "replay_edit"]
+
+DEFAULT_LIMIT = 50
+
+
+def _service(request: Request) -> Any:
+    return request.app.state.service
+
+
+def _store(request: Request) -> Any:
+    store = getattr(_service(request), "store", None)
+    if store is None:
+        raise ApiError(503, "recording is off: this agent keeps no captures")
+    return store
+
+
+def tunnel_filter(expression: str, tunnel_name: str | None) -> Any:
+    """The compiled filter for ``filter=`` narrowed to one tunnel.
+
+    The user's expression is parsed on its own first, so an error's position is a column of
+    what the user wrote.
+    """
+    flt = parse(expression)
+    if not tunnel_name:
+        return flt
+    if any(ch in tunnel_name for ch in '"\\') or not tunnel_name.isprintable():
+        raise ApiError(400, f"invalid tunnel name {tunnel_name!r}")
+    scoped = f'tunnel:"{tunnel_name}"'
+    return parse(f"{scoped} ({expression})" if expression.strip() else scoped)
+
+
+async def _get(request: Request, exchange_id: str) -> Exchange:
+    store = _store(request)
+    exchange: Exchange = await run_in_threadpool(store.get, exchange_id)
+    return exchange
+
+
+async def list_requests(request: Request) -> Response:
+    """``GET /api/requests/http?limit=&tunnel_name=&filter=``: newest first, as ngrok lists them."""
+    limit = int_param(request, "limit", DEFAULT_LIMIT, minimum=1)
+    flt = tunnel_filter(request.query_params.get("filter", ""), request.query_params.get("tunnel_name"))
+    store = _store(request)
+    exchanges = await run_in_threadpool(lambda: store.query(flt, limit=limit, newest_first=True))
+    return ok({"requests": [capture_json(ex) for ex in exchanges], "uri": REQUESTS_URI})
+
+
+async def get_request(request: Request) -> Response:
+    """``GET /api/requests/http/{id}``: one exchange (a unique id prefix also works)."""
+    return ok(capture_json(await _get(request, request.path_params["id"])))
+
+
+async def clear_requests(request: Request) -> Response:
+    """``DELETE /api/requests/http``: forget every captured exchange."""
+    store = _store(request)
+    await run_in_threadpool(store.clear)
+    return no_content()
+
+
+def _headers_edit(value: Any) -> list[tuple[str, str | None]] | None:
+    """``{"Name": "value" | null}`` or ``[["Name", "value" | null], ...]`` (null deletes)."""
+    if value is None:
+        return None
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(pairs, list):
+        raise ApiError(400, "headers must be an object or a list of [name, value] pairs")
+    out: list[tuple[str, str | None]] = []
+    for pair in pairs:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise ApiError(400, "each header must be a [name, value] pair")
+        name, val = pair
+        if not isinstance(name, str) or not name or not (val is None or isinstance(val, str)):
+            raise ApiError(400, "a header name must be a non-empty string and its value a string or null")
+        if any(c in name for c in ":\r\n ") or any(c in (val or "") for c in "\r\n"):
+            raise ApiError(400, f"invalid header {name!r}: no colon, space or line break in a name, no line break in a value")
+        out.append((name, val))
+    return out
+
+
+def replay_edit(data: dict[str, Any]) -> Edit | None:
+    """The ``Edit`` described by a replay request body (None when nothing is edited).
+
+    Fields: ``method``, ``path`` (path and query), ``headers``, and the body as ``body`` (text)
+    or ``body_base64``.
+    """
+    method = str_field(data, "method")
+    path = str_field(data, "path")
+    if method is not None and (not method or not method.isascii() or not method.isalpha()):
+        raise ApiError(400, f"invalid method {method!r}")
+    if path is not None and (not path.startswith("/") or any(c in path for c in " \r\n")):
+        raise ApiError(400, "path must start with / and hold no spaces or line breaks")
+    headers = _headers_edit(data.get("headers"))
+    if "body" in data and "body_base64" in data:
+        raise ApiError(400, "give body or body_base64, not both")
+    body: bytes | None = None
+    if data.get("body") is not None:
+        text = str_field(data, "body")
+        body = (text or "").encode("utf-8")
+    elif data.get("body_base64") is not None:
+        try:
+            body = base64.b64decode(str_field(data, "body_base64") or "", validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ApiError(400, f"body_base64 is not valid base64: {exc}") from exc
+    if method is None and path is None and headers is None and body is None:
+        return None
+    return Edit(
+        method=method.upper() if method else None,
+        target=path.encode("utf-8") if path is not None else None,
+        headers=headers,
+        body=body,
+    )
+
+
+async def _replay_and_store(request: Request, original: Exchange, to: str | None, edit: Edit | None) -> Exchange:
+    result = await replay(original, to=to, edit=edit)
+    service = _service(request)
+    recorder = getattr(service, "recorder", None)
+    if recorder is not None:
+        # Through the recorder, so /api/events announces it; flushed, so the id can be read at once.
+        recorder.submit(result)
+        await run_in_threadpool(recorder.flush)
+    else:
+        await run_in_threadpool(_store(request).put, result)
+    return result
+
+
+def _tunnel_target(request: Request, name: str) -> str:
+    for info in _service(request).tunnels():
+        if info.name == name:
+            return str(info.target_url)
+    raise NotFoundError(f"no tunnel named {name!r}")
+
+
+async def replay_ngrok(request: Request) -> Response:
+    """``POST /api/requests/http`` ``{"id", "tunnel_name"}``: replay as ngrok does (204)."""
+    data = await json_body(request)
+    exchange_id = str_field(data, "id", required=True) or ""
+    tunnel_name = str_field(data, "tunnel_name")
+    original = await _get(request, exchange_id)
+    to = _tunnel_target(request, tunnel_name) if tunnel_name else None
+    await _replay_and_store(request, original, to, None)
+    return no_content()
+
+
+async def replay_with_edits(request: Request) -> Response:
+    """``POST /api/requests/http/{id}/replay``: replay with optional edits; 201 with the new exchange."""
+    data = await json_body(request, required=False)
+    edit = replay_edit(data)
+    to = str_field(data, "to")
+    if to is not None and not to.startswith(("http://", "https://")):
+        raise ApiError(400, f"to must be an http:// or https:// URL, not {to!r}")
+    original = await _get(request, request.path_params["id"])
+    result = await _replay_and_store(request, original, to, edit)
+    return ok(capture_json(result), status_code=201)
+
+
+def _flag(request: Request, key: str) -> bool:
+    value = request.query_params.get(key, "").lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ApiError(400, f"{key} must be true or false, not {value!r}")
+
+
+async def export_request(request: Request) -> Response:
+    """``GET /api/requests/http/{id}/export?format=curl|har|raw|httpie&redact=``.
+
+    Answers ``{"format", "text", "files"}`` where ``files`` maps each side file the text refers
+    to (a binary body for curl's ``--data-binary @file``) to its base64 content.
+    """
+    fmt = request.query_params.get("format", "curl")
+    if fmt not in EXPORTERS:
+        raise ApiError(400, f"unknown format {fmt!r}; use one of {', '.join(sorted(EXPORTERS))}")
+    redact = _flag(request, "redact")
+    exchange = await _get(request, request.path_params["id"])
+    result = export(fmt, [exchange], redact=redact)
+    files = {name: base64.b64encode(data).decode("ascii") for name, data in result.files.items()}
+    return ok({"format": fmt, "text": result.text, "files": files})
+
+
+def _section_json(section: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "title": section.title,
+        "kind": section.kind,
+        "identical": section.identical,
+        "lines": [[line.tag, line.text] for line in section.lines],
+    }
+    if section.kind == "binary":
+        for key in ("size_a", "size_b", "sha_a", "sha_b", "first_difference"):
+            out[key] = getattr(section, key, None)
+    return out
+
+
+async def diff_requests(request: Request) -> Response:
+    """``GET /api/diff?a=&b=&side=both|request|response&ignore=PATH`` (ignore repeatable or comma-separated)."""
+    a_id = request.query_params.get("a")
+    b_id = request.query_params.get("b")
+    if not a_id or not b_id:
+        raise ApiError(400, "give two exchange ids as a= and b=")
+    side = request.query_params.get("side", "both")
+    if side not in ("both", "request", "response"):
+        raise ApiError(400, f"side must be both, request or response, not {side!r}")
+    ignore = tuple(p for value in request.query_params.getlist("ignore") for p in value.split(",") if p)
+    a = await _get(request, a_id)
+    b = await _get(request, b_id)
+    result = diff_exchanges(a, b, side=side, ignore=ignore)
+    sections = [_section_json(s) for s in result.sections]
+    return ok(
+        {
+            "a": a.id,
+            "b": b.id,
+            "identical": all(s["identical"] for s in sections),
+            "unified": render_unified(result),
+            "sections": sections,
+        }
+    )
+
+
+routes = [
+    Route(REQUESTS_URI, list_requests, methods=["GET"]),
+    Route(REQUESTS_URI, replay_ngrok, methods=["POST"]),
+    Route(REQUESTS_URI, clear_requests, methods=["DELETE"]),
+    Route(REQUESTS_URI + "/{id}", get_request, methods=["GET"]),
+    Route(REQUESTS_URI + "/{id}/replay", replay_with_edits, methods=["POST"]),
+    Route(REQUESTS_URI + "/{id}/export", export_request, methods=["GET"]),
+    Route("/api/diff", diff_requests, methods=["GET"]),
+]

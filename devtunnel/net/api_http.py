@@ -1,0 +1,163 @@
+"""Request and response plumbing shared by the agent API's routes: JSON in, JSON out, errors as ngrok does.
+
+Every failure becomes ``{"error_code", "status_code", "msg", "details"}`` with the right status;
+a malformed body is a 400, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from devtunnel.errors import (
+    AuthError,
+    ConfigError,
+    DevtunnelError,
+    ExportError,
+    FilterSyntaxError,
+    NameTakenError,
+    NotFoundError,
+    ReplayError,
+    StoreError,
+    TunnelError,
+)
+from devtunnel.net.api_shapes import error_json
+
+__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "no_content", "EXCEPTION_HANDLERS"]
+
+MAX_BODY = 64 * 1024 * 1024
+"""The largest request body the API reads (a replay may carry a large edited body)."""
+
+
+class ApiError(Exception):
+    """An error answer: status, a sentence for the user, and optional details."""
+
+    def __init__(self, status_code: int, msg: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(msg)
+        self.status_code = status_code
+        self.msg = msg
+        self.details = details or {}
+
+
+def ok(data: Any, status_code: int = 200) -> JSONResponse:
+    """A JSON answer."""
+    return JSONResponse(data, status_code=status_code)
+
+
+def no_content() -> Response:
+    """An empty 204 answer."""
+    return Response(status_code=204)
+
+
+async def json_body(request: Request, *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object body (``{}`` when empty and not required).
+
+    Raises:
+        ApiError: 400 for a missing or malformed body, 413 when too large, 415 for another media type.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        if required:
+            raise ApiError(400, "a JSON object body is required")
+        return {}
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ApiError(415, f"send the body as application/json, not {media or 'no content type'}")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+def str_field(data: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    """``data[key]`` as a string; numbers are accepted (ngrok's ``"addr": 8080``)."""
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ApiError(400, f"the field {key!r} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ApiError(400, f"the field {key!r} must be a string")
+    return str(value)
+
+
+def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> int:
+    """A query parameter as an integer of at least ``minimum``."""
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"{key} must be an integer, not {raw!r}") from exc
+    if value < minimum:
+        raise ApiError(400, f"{key} must be at least {minimum}")
+    return value
+
+
+def _error(status: int, msg: str, details: dict[str, Any] | None = None, headers: Any = None) -> JSONResponse:
+    return JSONResponse(error_json(status, msg, details), status_code=status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status_code, exc.msg, exc.details)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        msg = f"no such resource: {request.url.path}"
+    elif exc.status_code == 405:
+        msg = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        msg = str(exc.detail)
+    return _error(exc.status_code, msg, headers=exc.headers)
+
+
+# Our own errors, most specific first: the status says whose fault it was.
+_STATUS: list[tuple[type[DevtunnelError], int]] = [
+    (NotFoundError, 404),
+    (FilterSyntaxError, 400),
+    (ConfigError, 400),
+    (ExportError, 400),
+    (NameTakenError, 409),
+    (AuthError, 502),
+    (TunnelError, 502),
+    (ReplayError, 502),
+    (StoreError, 503),
+]
+
+
+async def _devtunnel_error(request: Request, exc: Exception) -> Response:
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    details: dict[str, Any] = {}
+    if isinstance(exc, FilterSyntaxError):
+        details = {"position": exc.position, "column": exc.position + 1, "message": exc.message}
+    return _error(status, str(exc), details)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return _error(500, f"internal error: {type(exc).__name__}")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    DevtunnelError: _devtunnel_error,
+    Exception: _unexpected,
+}

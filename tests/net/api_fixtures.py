@@ -1,0 +1,129 @@
+"""Realistic exchanges and a real local HTTP service for the agent API and CLI tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid_at(seconds: float) -> str:
+    """A ULID for that moment with fresh random bits (``new_id`` is monotonic: ids made together share prefixes)."""
+    value = (int(seconds * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+HOSTILE_PATH = "/x\x1b]0;pwned\x07\x1b[2J[bold red]boom[/]$(touch /tmp/p);`id`|&;"
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+
+
+@dataclass
+class Seen:
+    """What the local service received: (method, path, headers, body) per request."""
+
+    requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+
+
+@contextmanager
+def echo_service() -> Iterator[tuple[str, Seen]]:
+    """A real ``http.server`` on 127.0.0.1 that answers every request with a JSON echo of it."""
+    seen = Seen()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            seen.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            out = json.dumps({"method": self.command, "path": self.path, "size": len(body)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def make_exchange(
+    *,
+    tunnel: str = "payments",
+    method: str = "POST",
+    target: bytes = b"/webhooks/stripe",
+    req_headers: list[tuple[str, str]] | None = None,
+    req_body: bytes = b'{"type":"invoice.paid","id":"evt_1"}',
+    status: int | None = 200,
+    resp_headers: list[tuple[str, str]] | None = None,
+    resp_body: bytes = b'{"ok":true}',
+    target_url: str = "http://127.0.0.1:9",
+    started_at: float | None = None,
+    error: str | None = None,
+    replay_of: str | None = None,
+) -> Exchange:
+    """One finished exchange shaped like real webhook traffic."""
+    started = time.time() if started_at is None else started_at
+    headers = req_headers if req_headers is not None else [
+        ("Host", f"{tunnel}.localhost"),
+        ("User-Agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)"),
+        ("Content-Type", "application/json"),
+        ("Stripe-Signature", "t=1700000000,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"),
+        ("Content-Length", str(len(req_body))),
+    ]
+    response = None
+    if status is not None:
+        rh = resp_headers if resp_headers is not None else [("Content-Type", "application/json"), ("Content-Length", str(len(resp_body)))]
+        response = Response(status=status, headers=Headers(rh), body=resp_body, body_size=len(resp_body))
+    return Exchange(
+        id=ulid_at(started) if started_at is not None else new_id(),
+        tunnel=tunnel,
+        started_at=started,
+        request=Request(method=method, target=target, headers=Headers(headers), body=req_body, body_size=len(req_body)),
+        response=response,
+        remote_addr="203.0.113.7:52100",
+        target_url=target_url,
+        ttfb=0.004,
+        duration=0.0123,
+        error=error,  # type: ignore[arg-type]
+        error_message="connection refused" if error else "",
+        replay_of=replay_of,
+    )
+
+
+def sample_exchanges(target_url: str = "http://127.0.0.1:9") -> list[Exchange]:
+    """Five exchanges one second apart: JSON webhook, hostile path, binary body, 500, failed."""
+    base = time.time() - 60
+    return [
+        make_exchange(started_at=base, target_url=target_url),
+        make_exchange(started_at=base + 1, method="GET", target=HOSTILE_PATH.encode(), req_body=b"", target_url=target_url,
+                      req_headers=[("Host", "payments.localhost"), ("X-Evil", "\x1b[31mred\x1b[0m")]),
+        make_exchange(started_at=base + 2, tunnel="uploads", method="PUT", target=b"/avatar.png", req_body=PNG,
+                      req_headers=[("Host", "uploads.localhost"), ("Content-Type", "image/png"), ("Content-Length", str(len(PNG)))],
+                      resp_body=PNG, resp_headers=[("Content-Type", "image/png")], target_url=target_url),
+        make_exchange(started_at=base + 3, target=b"/webhooks/stripe?retry=1", status=500, resp_body=b"Internal Server Error",
+                      resp_headers=[("Content-Type", "text/plain")], target_url=target_url),
+        make_exchange(started_at=base + 4, target=b"/health", method="GET", req_body=b"", status=None, error="local_refused",
+                      target_url=target_url),
+    ]

@@ -1,0 +1,437 @@
+"""The agent API against a real uvicorn on loopback, a real SQLite store and a real local service."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from devtunnel.capture.model import Exchange
+from devtunnel.capture.store import Recorder, Store
+from devtunnel.net.api import serve_api
+from tests.helpers import async_wait_for
+from tests.net.api_fixtures import HOSTILE_PATH, PNG, echo_service, make_exchange, sample_exchanges
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class Api:
+    url: str
+    port: int
+    store: Store
+    recorder: Recorder
+    service: Any
+    client: httpx.AsyncClient
+    exchanges: list[Exchange]
+    target: str
+    seen: Any
+
+
+class Service:
+    """Store and recorder as ``AgentService`` holds them; no tunnels (tunnel routes are tested apart)."""
+
+    def __init__(self, store: Store, recorder: Recorder) -> None:
+        self.store = store
+        self.recorder = recorder
+
+    def tunnels(self) -> list[Any]:
+        return []
+
+    def subscribe(self, callback: Any) -> Any:
+        return lambda: None
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    with echo_service() as (target, seen):
+        exchanges = sample_exchanges(target)
+        store.put_many(exchanges)
+        service = Service(store, recorder)
+        server, port = await serve_api(service, port=0, events_interval=0.05)
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            try:
+                yield Api(url, port, store, recorder, service, client, exchanges, target, seen)
+            finally:
+                await server.stop()
+                recorder.close()
+                store.close()
+
+
+def assert_error(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["status_code"] == status
+    assert isinstance(body["error_code"], int)
+    assert isinstance(body["msg"], str) and body["msg"]
+    return body
+
+
+# -- captured requests, ngrok's shapes ---------------------------------------------------------
+
+
+async def test_list_is_newest_first_with_ngrok_fields(api: Api) -> None:
+    resp = await api.client.get("/api/requests/http")
+    assert resp.status_code == 200
+    data = resp.json()
+    assert data["uri"] == "/api/requests/http"
+    ids = [r["id"] for r in data["requests"]]
+    assert ids == [ex.id for ex in reversed(api.exchanges)]
+    first = data["requests"][-1]
+    assert set(first) >= {"uri", "id", "tunnel_name", "remote_addr", "start", "duration", "request", "response"}
+    assert set(first["request"]) >= {"method", "proto", "headers", "uri", "raw"}
+    assert set(first["response"]) >= {"status", "status_code", "proto", "headers", "raw"}
+    assert first["duration"] == 12_300_000
+    assert first["request"]["headers"]["Content-Type"] == ["application/json"]
+
+
+async def test_list_limit_and_tunnel_name_narrow_the_list(api: Api) -> None:
+    data = (await api.client.get("/api/requests/http", params={"limit": 2})).json()
+    assert [r["id"] for r in data["requests"]] == [api.exchanges[4].id, api.exchanges[3].id]
+    data = (await api.client.get("/api/requests/http", params={"tunnel_name": "uploads"})).json()
+    assert [r["id"] for r in data["requests"]] == [api.exchanges[2].id]
+
+
+async def test_filter_narrows_the_list(api: Api) -> None:
+    resp = await api.client.get("/api/requests/http", params={"filter": "status:5xx or error"})
+    assert [r["id"] for r in resp.json()["requests"]] == [api.exchanges[4].id, api.exchanges[3].id]
+
+
+async def test_bad_filter_is_a_400_with_the_message_and_position(api: Api) -> None:
+    body = assert_error(await api.client.get("/api/requests/http", params={"filter": "status:>=abc"}), 400)
+    assert body["details"]["position"] >= 0
+    assert "column" in body["msg"]
+
+
+@pytest.mark.parametrize("limit", ["x", "-1", "0", "1.5"])
+async def test_bad_limit_is_a_400(api: Api, limit: str) -> None:
+    assert_error(await api.client.get("/api/requests/http", params={"limit": limit}), 400)
+
+
+async def test_detail_raw_is_the_whole_http_message_in_base64(api: Api) -> None:
+    ex = api.exchanges[2]
+    data = (await api.client.get(f"/api/requests/http/{ex.id}")).json()
+    raw = base64.b64decode(data["request"]["raw"])
+    assert raw.startswith(b"PUT /avatar.png HTTP/1.1\r\nHost: uploads.localhost\r\n")
+    assert raw.endswith(b"\r\n\r\n" + PNG)
+    assert base64.b64decode(data["response"]["raw"]).endswith(PNG)
+    assert data["start"][:4].isdigit() and "T" in data["start"]
+
+
+async def test_detail_keeps_a_hostile_path_exactly(api: Api) -> None:
+    data = (await api.client.get(f"/api/requests/http/{api.exchanges[1].id}")).json()
+    assert data["request"]["uri"] == HOSTILE_PATH
+    assert data["request"]["headers"]["X-Evil"] == ["\x1b[31mred\x1b[0m"]
+
+
+async def test_detail_accepts_a_unique_prefix(api: Api) -> None:
+    ex = api.exchanges[0]
+    others = [o.id for o in api.exchanges[1:]]
+    prefix = next(ex.id[:n] for n in range(1, 27) if not any(o.startswith(ex.id[:n]) for o in others))
+    assert len(prefix) < len(ex.id)
+    data = (await api.client.get(f"/api/requests/http/{prefix.lower()}")).json()
+    assert data["id"] == ex.id
+
+
+async def test_an_ambiguous_prefix_is_a_404_that_says_so(api: Api) -> None:
+    body = assert_error(await api.client.get(f"/api/requests/http/{api.exchanges[0].id[:3]}"), 404)
+    assert "ambiguous" in body["msg"]
+
+
+async def test_failed_exchange_has_no_response_and_says_why(api: Api) -> None:
+    data = (await api.client.get(f"/api/requests/http/{api.exchanges[4].id}")).json()
+    assert data["response"] is None
+    assert data["error"] == "local_refused"
+
+
+async def test_unknown_id_is_a_404(api: Api) -> None:
+    assert_error(await api.client.get("/api/requests/http/01ZZZZZZZZZZZZZZZZZZZZZZZZ"), 404)
+
+
+async def test_delete_clears_every_capture(api: Api) -> None:
+    resp = await api.client.delete("/api/requests/http")
+    assert resp.status_code == 204
+    assert (await api.client.get("/api/requests/http")).json()["requests"] == []
+
+
+# -- replay ---------------------------------------------------------------------------------
+
+
+async def test_ngrok_replay_sends_again_and_stores_a_linked_exchange(api: Api) -> None:
+    ex = api.exchanges[0]
+    resp = await api.client.post("/api/requests/http", json={"id": ex.id})
+    assert resp.status_code == 204
+    method, path, headers, body = api.seen.requests[-1]
+    assert (method, path, body) == ("POST", "/webhooks/stripe", ex.request.body)
+    assert headers["stripe-signature"] == ex.request.headers.get("stripe-signature")
+    replays = [r for r in api.store.rows() if r.replay_of == ex.id]
+    assert len(replays) == 1 and replays[0].status == 200
+
+
+async def test_replay_with_edits_answers_201_with_the_new_exchange(api: Api) -> None:
+    ex = api.exchanges[0]
+    edits = {"method": "put", "path": "/webhooks/other?x=1", "headers": {"X-Debug": "1", "Stripe-Signature": None}, "body": "changed"}
+    resp = await api.client.post(f"/api/requests/http/{ex.id}/replay", json=edits)
+    assert resp.status_code == 201, resp.text
+    new = resp.json()
+    assert new["replay_of"] == ex.id and new["response"]["status_code"] == 200
+    method, path, headers, body = api.seen.requests[-1]
+    assert (method, path, body) == ("PUT", "/webhooks/other?x=1", b"changed")
+    assert headers["x-debug"] == "1" and "stripe-signature" not in headers
+    # stored and readable at once
+    assert (await api.client.get(f"/api/requests/http/{new['id']}")).json()["replay_of"] == ex.id
+
+
+async def test_replay_body_can_be_binary_in_base64(api: Api) -> None:
+    ex = api.exchanges[0]
+    resp = await api.client.post(f"/api/requests/http/{ex.id}/replay", json={"body_base64": base64.b64encode(PNG).decode()})
+    assert resp.status_code == 201, resp.text
+    assert api.seen.requests[-1][3] == PNG
+
+
+async def test_replay_to_another_url(api: Api) -> None:
+    ex = make_exchange(target_url="http://127.0.0.1:9")  # nothing listens there
+    api.store.put(ex)
+    resp = await api.client.post(f"/api/requests/http/{ex.id}/replay", json={"to": api.target})
+    assert resp.status_code == 201, resp.text
+    assert api.seen.requests[-1][1] == "/webhooks/stripe"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"body_base64": "***"},
+        {"headers": {"Bad Name": "x"}},
+        {"headers": {"X-Split": "a\r\nInjected: 1"}},
+        {"headers": "X-A: 1"},
+        {"method": "GET /"},
+        {"path": "no-slash"},
+        {"to": "ftp://127.0.0.1/"},
+        {"body": "a", "body_base64": "YQ=="},
+        {"method": 5.5},
+    ],
+)
+async def test_bad_replay_edits_are_400s_and_send_nothing(api: Api, body: dict[str, Any]) -> None:
+    before = len(api.seen.requests)
+    assert_error(await api.client.post(f"/api/requests/http/{api.exchanges[0].id}/replay", json=body), 400)
+    assert len(api.seen.requests) == before
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b'"text"'])
+async def test_malformed_json_bodies_are_400s_never_500s(api: Api, content: bytes) -> None:
+    resp = await api.client.post("/api/requests/http", content=content, headers={"Content-Type": "application/json"})
+    assert_error(resp, 400)
+
+
+async def test_a_body_that_is_not_json_is_a_415(api: Api) -> None:
+    resp = await api.client.post("/api/requests/http", content=b"id=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert_error(resp, 415)
+
+
+async def test_ngrok_replay_without_an_id_is_a_400(api: Api) -> None:
+    assert_error(await api.client.post("/api/requests/http", json={"tunnel_name": "payments"}), 400)
+
+
+async def test_replay_to_a_closed_port_is_reported(api: Api) -> None:
+    ex = make_exchange(target_url=f"http://127.0.0.1:{_closed_port()}")
+    api.store.put(ex)
+    resp = await api.client.post(f"/api/requests/http/{ex.id}/replay")
+    # Either the replay is stored as a failed exchange or the API says the target failed.
+    if resp.status_code == 201:
+        assert resp.json()["error"] is not None
+    else:
+        assert_error(resp, 502)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- export and diff ---------------------------------------------------------------------------
+
+
+async def test_export_curl_returns_text_and_side_files(api: Api) -> None:
+    resp = await api.client.get(f"/api/requests/http/{api.exchanges[2].id}/export", params={"format": "curl"})
+    assert resp.status_code == 200, resp.text
+    data = resp.json()
+    assert data["format"] == "curl" and data["text"].startswith("curl")
+    assert [base64.b64decode(v) for v in data["files"].values()] == [PNG]
+
+
+async def test_export_redacts_on_request(api: Api) -> None:
+    resp = await api.client.get(f"/api/requests/http/{api.exchanges[0].id}/export", params={"format": "httpie", "redact": "true"})
+    assert resp.status_code == 200, resp.text
+    assert "5257a869" not in resp.json()["text"]
+
+
+async def test_export_of_an_unknown_format_is_a_400(api: Api) -> None:
+    assert_error(await api.client.get(f"/api/requests/http/{api.exchanges[0].id}/export", params={"format": "pdf"}), 400)
+
+
+async def test_diff_reports_sections_and_a_unified_text(api: Api) -> None:
+    a, b = api.exchanges[0], api.exchanges[3]
+    data = (await api.client.get("/api/diff", params={"a": a.id, "b": b.id, "side": "response"})).json()
+    assert data["identical"] is False
+    assert "500" in data["unified"]
+    same = (await api.client.get("/api/diff", params={"a": a.id, "b": a.id})).json()
+    assert same["identical"] is True
+
+
+@pytest.mark.parametrize("params", [{"a": "x"}, {"a": "01", "b": "02", "side": "left"}])
+async def test_bad_diff_queries_are_400s(api: Api, params: dict[str, str]) -> None:
+    assert_error(await api.client.get("/api/diff", params=params), 400)
+
+
+async def test_status_counts_captures(api: Api) -> None:
+    data = (await api.client.get("/api/status")).json()
+    assert data["requests"] == len(api.exchanges)
+    assert data["db"].endswith("captures.db")
+
+
+# -- errors and methods --------------------------------------------------------------------
+
+
+async def test_unknown_route_is_a_json_404(api: Api) -> None:
+    assert_error(await api.client.get("/api/nothing"), 404)
+
+
+async def test_wrong_method_is_a_json_405(api: Api) -> None:
+    assert_error(await api.client.put("/api/requests/http"), 405)
+
+
+# -- loopback only ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:4040", "127.0.0.1.nip.io", "localhost.evil.example"])
+async def test_a_rebound_dns_name_is_refused(api: Api, host: str) -> None:
+    assert_error(await api.client.get("/api/requests/http", headers={"Host": host}), 403)
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:4040", "inspect.localhost", "[::1]:4040"])
+async def test_loopback_names_are_served(api: Api, host: str) -> None:
+    assert (await api.client.get("/api/status", headers={"Host": host})).status_code == 200
+
+
+async def test_a_cross_origin_browser_request_is_refused(api: Api) -> None:
+    assert_error(await api.client.delete("/api/requests/http", headers={"Origin": "https://evil.example"}), 403)
+    assert_error(await api.client.post("/api/requests/http", json={"id": api.exchanges[0].id}, headers={"Origin": "null"}), 403)
+    assert_error(await api.client.get("/api/status", headers={"Sec-Fetch-Site": "cross-site"}), 403)
+    assert api.store.count() == len(api.exchanges)  # nothing was cleared
+
+
+async def test_a_loopback_origin_is_served(api: Api) -> None:
+    assert (await api.client.get("/api/status", headers={"Origin": "http://localhost:3000"})).status_code == 200
+
+
+async def test_curl_with_a_foreign_host_is_refused(api: Api) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-H", "Host: attacker.example", f"{api.url}/api/tunnels",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    body, _, code = out.decode().rpartition("\n")
+    assert code == "403"
+    assert json.loads(body)["status_code"] == 403
+
+
+async def test_events_websocket_refuses_a_cross_origin_page(api: Api) -> None:
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(f"ws://127.0.0.1:{api.port}/api/events", origin="https://evil.example"):  # type: ignore[arg-type]
+            pass
+    assert info.value.response.status_code == 403
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+async def _event_clients(api: Api, n: int = 1) -> bool:
+    return bool((await api.client.get("/api/status")).json()["event_clients"] == n)
+
+
+async def test_events_announce_every_committed_exchange_once(api: Api) -> None:
+    async with websockets.connect(f"ws://127.0.0.1:{api.port}/api/events") as ws:
+        await async_wait_for(lambda: _event_clients(api), what="events client registered")
+        new = [make_exchange() for _ in range(30)]
+        for ex in new:
+            api.recorder.submit(ex)
+        seen: list[str] = []
+        while len(seen) < len(new):
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert message["type"] == "exchanges"
+            seen += message["ids"]
+        assert sorted(seen) == sorted(ex.id for ex in new)
+        assert len(seen) == len(set(seen))
+
+
+async def test_events_merge_a_burst_and_resync_when_too_much_is_pending(tmp_path: Path) -> None:
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    server, port = await serve_api(Service(store, recorder), port=0, events_interval=2.0, events_max_ids=5)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/api/events") as ws:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                await async_wait_for(
+                    lambda: _status_field(client, "event_clients"), what="events client registered"
+                )
+            first = make_exchange()
+            recorder.submit(first)
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "exchanges", "ids": [first.id]}
+            # While the client's pause runs, a burst larger than its bound arrives.
+            for _ in range(8):
+                recorder.submit(make_exchange())
+            await asyncio.to_thread(recorder.flush)
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "resync"}
+            last = make_exchange()
+            recorder.submit(last)
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "exchanges", "ids": [last.id]}
+    finally:
+        await server.stop()
+        recorder.close()
+        store.close()
+
+
+async def _status_field(client: httpx.AsyncClient, key: str) -> Any:
+    return (await client.get("/api/status")).json()[key]
+
+
+async def test_events_client_leaving_unsubscribes(api: Api) -> None:
+    async with websockets.connect(f"ws://127.0.0.1:{api.port}/api/events"):
+        await async_wait_for(lambda: _event_clients(api, 1), what="client registered")
+    await async_wait_for(lambda: _event_clients(api, 0), what="client gone")
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+async def test_serve_api_takes_the_next_free_port(tmp_path: Path) -> None:
+    store = Store(tmp_path / "captures.db")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    first = taken.getsockname()[1]
+    recorder = Recorder(store)
+    server, port = await serve_api(Service(store, recorder), port=first)
+    try:
+        assert port != first and port > first
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{port}/api/status")).status_code == 200
+    finally:
+        await server.stop()
+        taken.close()
+        recorder.close()
+        store.close()

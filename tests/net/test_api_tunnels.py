@@ -1,0 +1,163 @@
+"""The agent API's tunnel routes and live events with a real AgentService and its embedded relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from devtunnel.capture.store import Recorder, Store
+from devtunnel.net.agent import AgentService
+from devtunnel.net.api import serve_api
+from tests.helpers import async_wait_for
+from tests.net.api_fixtures import Seen, echo_service
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class Agent:
+    port: int
+    service: AgentService
+    store: Store
+    client: httpx.AsyncClient
+    target: str
+    seen: Seen
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    service = AgentService(store=store, recorder=recorder)
+    await service.start()
+    with echo_service() as (target, seen):
+        server, port = await serve_api(service, port=0, events_interval=0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
+            try:
+                yield Agent(port, service, store, client, target, seen)
+            finally:
+                await server.stop()
+                await service.stop()
+                recorder.close()
+                store.close()
+
+
+async def _public(method: str, public_url: str, path: str, content: bytes = b"") -> httpx.Response:
+    """A request to the tunnel's public URL, connecting to 127.0.0.1 (*.localhost may not resolve here)."""
+    url = httpx.URL(public_url)
+    async with httpx.AsyncClient() as public:
+        return await public.request(
+            method, url.copy_with(host="127.0.0.1", path=path), content=content, headers={"Host": url.netloc.decode()}
+        )
+
+
+async def _start(agent: Agent, name: str = "payments") -> dict[str, Any]:
+    resp = await agent.client.post("/api/tunnels", json={"addr": agent.target, "name": name, "proto": "http"})
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+async def test_started_tunnel_has_ngrok_shape_and_carries_traffic(agent: Agent) -> None:
+    tunnel = await _start(agent)
+    assert tunnel["name"] == "payments"
+    assert tunnel["uri"] == "/api/tunnels/payments"
+    assert tunnel["proto"] == "http"
+    assert tunnel["config"] == {"addr": agent.target, "inspect": True}
+    assert tunnel["public_url"].startswith("http://")
+    assert tunnel["state"] == "online"
+    resp = await _public("POST", tunnel["public_url"], "/webhooks/stripe", b'{"id":"evt_1"}')
+    assert resp.status_code == 200
+    assert agent.seen.requests[-1][:2] == ("POST", "/webhooks/stripe")
+
+    async def captured() -> list[Any]:
+        data = (await agent.client.get("/api/requests/http", params={"tunnel_name": "payments"})).json()
+        return [r for r in data["requests"] if r["response"] is not None]
+
+    requests = await async_wait_for(captured, what="the exchange to be recorded")
+    assert requests[0]["request"]["uri"] == "/webhooks/stripe"
+    listed = (await agent.client.get("/api/tunnels")).json()
+    assert listed["uri"] == "/api/tunnels"
+    assert [t["name"] for t in listed["tunnels"]] == ["payments"]
+    assert listed["tunnels"][0]["metrics"]["http"]["count"] >= 1
+
+
+async def test_get_and_delete_a_tunnel(agent: Agent) -> None:
+    await _start(agent)
+    assert (await agent.client.get("/api/tunnels/payments")).json()["name"] == "payments"
+    assert (await agent.client.delete("/api/tunnels/payments")).status_code == 204
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+    resp = await agent.client.get("/api/tunnels/payments")
+    assert resp.status_code == 404 and resp.json()["status_code"] == 404
+    assert (await agent.client.delete("/api/tunnels/payments")).status_code == 404
+
+
+async def test_ngrok_replay_through_a_named_tunnel_goes_to_its_target(agent: Agent) -> None:
+    tunnel = await _start(agent)
+    await _public("PUT", tunnel["public_url"], "/items/1", b"first")
+
+    async def first_id() -> str | None:
+        data = (await agent.client.get("/api/requests/http")).json()["requests"]
+        return data[0]["id"] if data and data[0]["response"] else None
+
+    exchange_id = await async_wait_for(first_id, what="the exchange to be recorded")
+    before = len(agent.seen.requests)
+    resp = await agent.client.post("/api/requests/http", json={"id": exchange_id, "tunnel_name": "payments"})
+    assert resp.status_code == 204, resp.text
+    assert len(agent.seen.requests) == before + 1
+    assert agent.seen.requests[-1][0::3] == ("PUT", b"first")
+    resp = await agent.client.post("/api/requests/http", json={"id": exchange_id, "tunnel_name": "nope"})
+    assert resp.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"name": "x"}, 400),
+        ({"addr": "8080", "proto": "tcp"}, 400),
+        ({"addr": "not a target!"}, 400),
+        ({"addr": "8080", "host_header": "example.com"}, 400),
+        ({"addr": ["8080"]}, 400),
+    ],
+)
+async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, body: dict[str, Any], status: int) -> None:
+    resp = await agent.client.post("/api/tunnels", json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["status_code"] == status
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_events_report_tunnel_changes_and_new_exchanges(agent: Agent) -> None:
+    async with websockets.connect(f"ws://127.0.0.1:{agent.port}/api/events") as ws:
+        async def registered() -> bool:
+            return bool((await agent.client.get("/api/status")).json()["event_clients"] == 1)
+
+        await async_wait_for(registered, what="events client registered")
+        tunnel = await _start(agent)
+        states: list[str] = []
+        ids: list[str] = []
+        await _public("GET", tunnel["public_url"], "/health")
+        while "online" not in states or not ids:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if message["type"] == "tunnel":
+                assert message["tunnel"]["name"] == "payments"
+                states.append(message["tunnel"]["state"])
+            elif message["type"] == "exchanges":
+                ids += message["ids"]
+        detail = (await agent.client.get(f"/api/requests/http/{ids[0]}")).json()
+        assert detail["request"]["uri"] == "/health"
+
+
+async def test_a_new_events_client_first_learns_the_current_tunnels(agent: Agent) -> None:
+    await _start(agent)
+    async with websockets.connect(f"ws://127.0.0.1:{agent.port}/api/events") as ws:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert message["type"] == "tunnel"
+    assert message["tunnel"]["name"] == "payments" and message["tunnel"]["state"] == "online"
