@@ -1,0 +1,136 @@
+"""Safe rendering of captured data: escapes, classification, pretty-printing, rows."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.console import Console
+
+from devtunnel.capture.model import Headers, Response
+from devtunnel.tui.render import (
+    MAX_ROW,
+    HexLines,
+    TextLines,
+    body_kind,
+    describe_body,
+    escape_control,
+    escape_line,
+    form_fields,
+    human_size,
+    pretty_json,
+    pretty_xml,
+    safe_text,
+)
+
+
+def _shown(text: object) -> str:
+    console = Console(width=400, color_system="truecolor", force_terminal=True, legacy_windows=False)
+    with console.capture() as capture:
+        console.print(text)
+    return capture.get()
+
+
+def test_escape_control_makes_escape_sequences_visible() -> None:
+    assert escape_control("a\x1b[31mb\x07\x00\x7f\x9b") == "a\\x1b[31mb\\x07\\x00\\x7f\\x9b"
+    assert escape_control("tab\there\r\n") == "tab\\there\\r\\n"
+    assert escape_control("\u202eevil\u2066") == "\\u202eevil\\u2066"
+
+
+def test_escape_line_keeps_tabs_as_spaces_but_escapes_other_controls() -> None:
+    assert escape_line("k\tv\x1b") == "k   v\\x1b"
+
+
+def test_markup_in_safe_text_is_printed_literally() -> None:
+    out = _shown(safe_text("[bold red]boom[/] [/x] [link=http://evil]x[/link]"))
+    assert "[bold red]boom[/] [/x] [link=http://evil]x[/link]" in out
+
+
+@given(st.text())
+def test_safe_text_never_lets_a_control_character_through(value: str) -> None:
+    plain = safe_text(value).plain
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in plain)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "kind"),
+    [
+        ("application/json", b'{"a":1}', "json"),
+        ("application/problem+json", b"{}", "json"),
+        ("", b' [1, 2]', "json"),
+        ("application/x-www-form-urlencoded", b"a=1", "form"),
+        ("application/atom+xml", b"<feed/>", "xml"),
+        ("text/xml", b"<a/>", "xml"),
+        ("text/html", b"<p>hi</p>", "text"),
+        ("image/png", b"\x89PNG", "binary"),
+        ("image/svg+xml", b"<svg/>", "xml"),
+        ("application/octet-stream", b"hello", "binary"),
+        ("text/plain", b"caf\xe9", "binary"),
+        ("text/plain", b"a\x00b", "binary"),
+        ("application/json", b"", "empty"),
+    ],
+)
+def test_body_kind_by_media_type_then_by_bytes(content_type: str, body: bytes, kind: str) -> None:
+    assert body_kind(content_type, body) == kind
+
+
+def test_pretty_json_keeps_key_order_and_unicode() -> None:
+    assert pretty_json('{"b":1,"a":"é"}') == '{\n  "b": 1,\n  "a": "é"\n}'
+    assert pretty_json("{nope") is None
+
+
+def test_pretty_json_escapes_control_characters_in_strings() -> None:
+    assert pretty_json('["\\u001b[31m"]') == '[\n  "\\u001b[31m"\n]'
+
+
+def test_pretty_xml_does_not_expand_entities() -> None:
+    xml = '<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">]><x>&a;&a;</x>'
+    assert pretty_xml(xml) == '<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">\n]>\n<x>&a;&a;</x>'
+
+
+def test_pretty_xml_indents_broken_xml_as_well_as_it_can() -> None:
+    assert pretty_xml("<a><b>1</b><c>") == "<a>\n  <b>1</b>\n  <c>"
+
+
+def test_form_fields_keep_order_blanks_and_repeats() -> None:
+    assert form_fields("a=1&b=&a=2&c=%E2%9C%93+x") == [("a", "1"), ("b", ""), ("a", "2"), ("c", "✓ x")]
+
+
+def test_long_lines_are_cut_into_rows() -> None:
+    lines = TextLines("x" * (MAX_ROW * 2 + 5) + "\nend")
+    assert len(lines) == 4
+    assert lines.width == MAX_ROW
+    assert lines.line(2).plain == "xxxxx"
+
+
+def test_width_counts_escapes_and_wide_characters() -> None:
+    assert TextLines("ab\x1b").width == len("ab\\x1b")
+    assert TextLines("日本").width == 4
+
+
+def test_crlf_line_ends_are_dropped_but_a_lone_cr_is_shown() -> None:
+    lines = TextLines("a\r\nb\rc")
+    assert [lines.line(i).plain for i in range(len(lines))] == ["a", "b\\rc"]
+
+
+def test_hex_lines_cover_every_byte() -> None:
+    lines = HexLines(bytes(range(33)))
+    assert len(lines) == 3
+    assert lines.line(2).plain.startswith("00000020  20 ")
+    assert lines.line(2).plain.endswith("│ " + " " * 15 + "│")
+
+
+def test_describe_body_reports_truncation_with_the_real_size() -> None:
+    response = Response(headers=Headers([("Content-Type", "text/plain")]), body=b"abc", body_size=5_000_000, body_truncated=True)
+    assert describe_body(response).label == "text · 4.8 MiB · truncated: recorded the first 3 B of 4.8 MiB"
+
+
+def test_describe_body_of_invalid_json_says_so_and_shows_it() -> None:
+    response = Response(headers=Headers([("Content-Type", "application/json")]), body=b"{oops", body_size=5)
+    body = describe_body(response)
+    assert body.label == "json · 5 B · does not parse as JSON"
+    assert body.lines is not None and body.lines.line(0).plain == "{oops"
+
+
+def test_human_size() -> None:
+    assert [human_size(n) for n in (0, 1023, 1024, 10 * 1024 * 1024)] == ["0 B", "1023 B", "1.0 KiB", "10.0 MiB"]
