@@ -93,6 +93,7 @@ class Recorder:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._submitted
+            self._cond.notify_all()  # a writer waiting to retry tries again now
             while self._done < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
