@@ -1,0 +1,64 @@
+"""The pure core stays pure: importing it loads no event loop, server, client or screen library."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+FORBIDDEN = ("asyncio", "textual", "uvicorn", "websockets", "httpx", "starlette")
+
+CORE_MODULES = [
+    "devtunnel.protocol",
+    "devtunnel.capture",
+    "devtunnel.capture.model",
+    "devtunnel.capture.store",
+    "devtunnel.capture.filters",
+    "devtunnel.capture.diff",
+    "devtunnel.export",
+]
+
+
+def exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+PROBE = """
+import json, sys
+import {module}
+forbidden = {forbidden!r}
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in forbidden)))
+"""
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_module_imports_no_io_or_ui_library(module: str) -> None:
+    if not exists(module):
+        pytest.skip(f"{module} does not exist yet")
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module=module, forbidden=FORBIDDEN)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"importing {module} loaded {', '.join(loaded)}"
+
+
+def test_probe_sees_a_forbidden_import() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module="asyncio", forbidden=FORBIDDEN)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "asyncio" in json.loads(result.stdout.strip().splitlines()[-1])
