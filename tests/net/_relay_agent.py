@@ -7,12 +7,14 @@ body and answers with the helpers below (respecting flow control, like the real 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from devtunnel.net.relay import Relay, RelaySettings
 from devtunnel.protocol.connection import Connection, Role
 from devtunnel.protocol.events import (
     DataReceived,
@@ -27,6 +29,41 @@ from devtunnel.protocol.events import (
 )
 
 Handler = Callable[["AgentRequest"], Awaitable[None]]
+
+TOKEN = "s3cret-token"
+
+
+@asynccontextmanager
+async def running_relay(**settings: Any) -> AsyncIterator[Relay]:
+    """A relay on a free loopback port accepting ``TOKEN`` (override any setting)."""
+    options: dict[str, Any] = {"port": 0, "tokens": [TOKEN, "other-token"], "domain": "localhost"}
+    options.update(settings)
+    relay = Relay(RelaySettings(**options))
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+
+
+async def echo(request: AgentRequest) -> None:
+    """Answer with the request line, the headers as the agent saw them, and the body."""
+    body = await request.body()
+    lines = [request.event.method + b" " + request.event.target]
+    lines += [n + b": " + v for n, v in request.event.headers]
+    lines.append(b"body=" + body)
+    payload = b"\n".join(lines)
+    request.respond(200, [(b"Content-Type", b"text/plain"), (b"Content-Length", str(len(payload)).encode())])
+    await request.send(payload, end=True)
+
+
+async def connect_agent(relay: Relay, name: str | None = "demo", token: str = TOKEN, handler: Handler | None = None,
+                        **options: Any) -> ScriptedAgent:
+    """An agent connected to ``relay`` (asserting it was welcomed), answering with ``handler``."""
+    agent = ScriptedAgent(relay.port, token=token, name=name, handler=handler or echo, **options)
+    result = await agent.connect()
+    assert isinstance(result, Welcome), result
+    return agent
 
 
 class AgentRequest:
@@ -88,13 +125,13 @@ class ScriptedAgent:
     """Connects to a relay's ``/_devtunnel/connect`` and serves requests with ``handler``."""
 
     def __init__(self, port: int, *, token: str = "", name: str | None = None, handler: Handler | None = None,
-                 scheme: str = "ws", ssl: Any = None) -> None:
+                 scheme: str = "ws", ssl: Any = None, initial_window: int | None = None) -> None:
         self.url = f"{scheme}://127.0.0.1:{port}/_devtunnel/connect"
         self.token = token
         self.name = name
         self.handler = handler
         self.ssl = ssl
-        self.conn = Connection(Role.AGENT)
+        self.conn = Connection(Role.AGENT, **({"initial_window": initial_window} if initial_window else {}))
         self.ws: ClientConnection | None = None
         self.welcome: Welcome | None = None
         self.goaway: GoAway | None = None
@@ -133,6 +170,11 @@ class ScriptedAgent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a WebSocket close, as a crashed agent would."""
+        assert self.ws is not None
+        self.ws.transport.abort()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

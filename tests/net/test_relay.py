@@ -10,39 +10,20 @@ import httpx
 import pytest
 
 from devtunnel.net import relay as relay_module
-from devtunnel.net.relay import Relay, RelaySettings
+from devtunnel.net.relay import Relay
 from devtunnel.protocol.connection import ErrorCode
-from devtunnel.protocol.events import GoAway, Welcome
+from devtunnel.protocol.events import GoAway
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import AgentRequest, ScriptedAgent
-
-TOKEN = "s3cret-token"
-
-
-async def echo(request: AgentRequest) -> None:
-    """Answer with the request line and headers as seen by the agent."""
-    body = await request.body()
-    lines = [request.event.method + b" " + request.event.target]
-    lines += [n + b": " + v for n, v in request.event.headers]
-    lines.append(b"body=" + body)
-    payload = b"\n".join(lines)
-    request.respond(200, [(b"Content-Type", b"text/plain"), (b"Content-Length", str(len(payload)).encode())])
-    await request.send(payload, end=True)
-
+from tests.net._relay_agent import TOKEN, ScriptedAgent, connect_agent, running_relay
 
 @pytest.fixture
 async def relay() -> AsyncIterator[Relay]:
-    r = Relay(RelaySettings(port=0, tokens=[TOKEN, "other-token"], domain="localhost"))
-    await r.start()
-    yield r
-    await r.stop()
+    async with running_relay() as r:
+        yield r
 
 
-async def agent_for(relay: Relay, name: str | None = "demo", token: str = TOKEN, handler=echo) -> ScriptedAgent:
-    agent = ScriptedAgent(relay.port, token=token, name=name, handler=handler)
-    result = await agent.connect()
-    assert isinstance(result, Welcome), result
-    return agent
+async def agent_for(relay: Relay, name: str | None = "demo", token: str = TOKEN) -> ScriptedAgent:
+    return await connect_agent(relay, name, token)
 
 
 async def curl(*args: str) -> tuple[int, str, str]:

@@ -1,0 +1,135 @@
+"""``devtunnel relay``: run the public relay until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from devtunnel.errors import ConfigError
+from devtunnel.net.relay import Relay, RelaySettings
+from devtunnel.net.sizes import parse_size
+
+EXIT_USAGE = 2
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``PORT`` (on 127.0.0.1) -> (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text
+    host = host.strip("[]")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"--listen {text!r}: expected HOST:PORT with a port of 0-65535, e.g. 0.0.0.0:8000")
+    return host or "0.0.0.0", int(port_text)
+
+
+def read_tokens_file(path: str) -> list[str]:
+    """Tokens from a file: one per line; blank lines and lines starting with ``#`` are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--tokens-file {path}: cannot read it ({exc})") from exc
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_from_args(args: argparse.Namespace) -> RelaySettings:
+    """Relay settings from the parsed ``devtunnel relay`` flags.
+
+    Raises:
+        ConfigError: a flag value is invalid, or tokens are missing on a public address.
+    """
+    host, port = parse_listen(args.listen)
+    tokens = list(args.token)
+    if args.tokens_file:
+        tokens += read_tokens_file(args.tokens_file)
+    if any(not token for token in tokens):
+        raise ConfigError("--token: a token cannot be empty")
+    if not tokens and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host}:{port} without a token: anyone could open tunnels."
+            " Give --token or --tokens-file"
+        )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{flag} {path}: no such file")
+    if not args.head_timeout > 0:
+        raise ConfigError(f"--head-timeout {args.head_timeout}: must be more than 0 seconds")
+    if args.public_url:
+        parts = urlsplit(args.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"--public-url {args.public_url!r}: expected http(s)://HOST, e.g. https://tunnel.example.com")
+    domain = args.domain.strip().strip(".").lower()
+    if not domain:
+        raise ConfigError("--domain cannot be empty")
+    return RelaySettings(
+        host=host,
+        port=port,
+        domain=domain,
+        tokens=tokens,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_body=parse_size(args.max_body),
+        head_timeout=args.head_timeout,
+        public_url=args.public_url,
+    )
+
+
+async def serve(settings: RelaySettings) -> None:
+    """Start the relay, print where it listens, and run until SIGINT or SIGTERM."""
+    relay = Relay(settings)
+    await relay.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    scheme = "https" if settings.tls else "http"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(f"Relay listening on {scheme}://{host}:{relay.port} (tunnels at {relay.public_url_for('NAME')})", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await relay.stop()
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # not available on this platform: the default loop works, slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``devtunnel relay``."""
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"devtunnel relay: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start/stop chatter repeats ours
+    _use_uvloop()
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as exc:  # the address is taken, the TLS files do not load ...
+        print(f"devtunnel relay: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
