@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
+from devtunnel.capture.model import Exchange
+from devtunnel.capture.store import Store
 from devtunnel.commands.output import Column, display_width, hex_preview, human_duration, human_size, safe, table, truncate
+from tests.net.api_fixtures import HOSTILE_PATH, PNG, Seen, echo_service, sample_exchanges
 
 # -- terminal-safe output ------------------------------------------------------------------
 
@@ -82,3 +95,270 @@ def test_human_units() -> None:
 def test_hex_preview_shows_offsets_hex_and_printable_ascii() -> None:
     lines = hex_preview(b"\x89PNG\r\n\x1a\n" + bytes(range(20)), limit=16)
     assert lines == ["00000000  89 50 4e 47 0d 0a 1a 0a 00 01 02 03 04 05 06 07  |.PNG............|"]
+
+
+# -- the commands, run as the installed console script -----------------------------------------
+
+DEVTUNNEL = str(Path(sys.executable).parent / "devtunnel")
+
+
+@dataclass
+class Captures:
+    db: Path
+    exchanges: list[Exchange]
+    target: str
+    seen: Seen
+    cwd: Path
+
+
+@pytest.fixture
+def captures(tmp_path: Path) -> Iterator[Captures]:
+    db = tmp_path / "captures.db"
+    with echo_service() as (target, seen):
+        exchanges = sample_exchanges(target)
+        store = Store(db)
+        store.put_many(exchanges)
+        store.close()
+        work = tmp_path / "work"
+        work.mkdir()
+        yield Captures(db, exchanges, target, seen, work)
+
+
+def cli(c: Captures | None, *args: str, columns: int = 100, db: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "LINES": "40"}
+    path = db if db is not None else c.db if c is not None else Path("/nonexistent")
+    return subprocess.run(
+        [DEVTUNNEL, *args, "--db", str(path)],
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        env=env,
+        cwd=c.cwd if c is not None else None,
+        timeout=60,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("devtunnel: ")
+    return lines[0]
+
+
+def test_requests_lists_oldest_first_in_a_table_that_fits_the_terminal(captures: Captures) -> None:
+    proc = cli(captures, "requests", columns=80)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:2] == ["ID", "TIME"] or lines[0].split()[0] == "ID"
+    assert [line.split()[0] for line in lines[1:]] == [ex.id for ex in captures.exchanges]
+    assert all(len(line) <= 80 for line in lines), lines
+
+
+def test_requests_escapes_hostile_paths_so_the_terminal_is_never_driven(captures: Captures) -> None:
+    proc = cli(captures, "requests", columns=200)
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+    assert "\\x1b]0;pwned\\x07" in proc.stdout
+    assert "[bold red]boom[/]" in proc.stdout  # shown as text, never interpreted
+
+
+def test_requests_limit_keeps_the_newest(captures: Captures) -> None:
+    proc = cli(captures, "requests", "--limit", "2", "--json")
+    assert [r["id"] for r in json.loads(proc.stdout)] == [ex.id for ex in captures.exchanges[-2:]]
+
+
+def test_requests_json_is_an_array_of_summaries(captures: Captures) -> None:
+    rows = json.loads(cli(captures, "requests", "--json").stdout)
+    assert len(rows) == len(captures.exchanges)
+    assert set(rows[0]) >= {"id", "method", "path", "status", "duration_ms", "tunnel"}
+    assert rows[0]["duration_ms"] == 12.3
+    assert rows[1]["path"] == HOSTILE_PATH
+    assert rows[4]["status"] is None and rows[4]["error"] == "local_refused"
+
+
+def test_requests_filter_narrows(captures: Captures) -> None:
+    rows = json.loads(cli(captures, "requests", "--filter", "status:>=500 or tunnel:uploads", "--json").stdout)
+    assert [r["id"] for r in rows] == [captures.exchanges[2].id, captures.exchanges[3].id]
+
+
+def test_a_bad_filter_is_one_line_with_its_column(captures: Captures) -> None:
+    line = assert_one_line_error(cli(captures, "requests", "--filter", "status:>=abc \x1b[2J"))
+    assert "column" in line
+    assert "\x1b" not in line
+
+
+def test_a_missing_database_says_there_are_no_captures_yet(tmp_path: Path) -> None:
+    missing = tmp_path / "none" / "captures.db"
+    line = assert_one_line_error(cli(None, "requests", db=missing))
+    assert f"no captures yet at {missing}" in line
+    assert not missing.exists()
+
+
+def test_an_unreadable_database_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "captures.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    assert_one_line_error(cli(None, "requests", db=junk))
+
+
+def test_show_prints_the_whole_exchange_readably(captures: Captures) -> None:
+    ex = captures.exchanges[0]
+    out = cli(captures, "show", ex.id).stdout
+    assert "POST /webhooks/stripe HTTP/1.1" in out
+    assert "Stripe-Signature: t=1700000000" in out
+    assert '"type": "invoice.paid"' in out  # JSON body pretty-printed
+    assert "HTTP/1.1 200 OK" in out
+    assert "12.3 ms" in out
+
+
+def test_show_summarises_a_binary_body_with_a_hex_preview(captures: Captures) -> None:
+    out = cli(captures, "show", captures.exchanges[2].id).stdout
+    assert f"binary body, {len(PNG)} bytes" in out
+    assert "89 50 4e 47 0d 0a 1a 0a" in out
+    assert "\x00" not in out
+
+
+def test_show_escapes_hostile_headers_and_paths(captures: Captures) -> None:
+    out = cli(captures, "show", captures.exchanges[1].id).stdout
+    assert "\x1b" not in out and "\x07" not in out
+    assert "X-Evil: \\x1b[31mred\\x1b[0m" in out
+
+
+def test_show_says_why_an_exchange_failed(captures: Captures) -> None:
+    out = cli(captures, "show", captures.exchanges[4].id).stdout
+    assert "local_refused: connection refused" in out
+
+
+def test_show_json_has_ngrok_shape(captures: Captures) -> None:
+    data = json.loads(cli(captures, "show", captures.exchanges[0].id, "--json").stdout)
+    assert data["id"] == captures.exchanges[0].id
+    assert data["duration"] == 12_300_000
+    assert base64.b64decode(data["request"]["raw"]).startswith(b"POST /webhooks/stripe HTTP/1.1\r\n")
+
+
+def test_show_unknown_or_ambiguous_ids_are_one_line_errors(captures: Captures) -> None:
+    assert "no exchange" in assert_one_line_error(cli(captures, "show", "01ZZZZZZZZ"))
+    assert "ambiguous" in assert_one_line_error(cli(captures, "show", captures.exchanges[0].id[:2]))
+
+
+def test_export_curl_to_stdout(captures: Captures) -> None:
+    proc = cli(captures, "export", captures.exchanges[0].id, "--format", "curl")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("curl")
+    assert "/webhooks/stripe" in proc.stdout
+
+
+def test_export_writes_binary_bodies_as_side_files_and_names_them(captures: Captures) -> None:
+    ex = captures.exchanges[2]
+    proc = cli(captures, "export", ex.id, "--format", "curl")
+    assert proc.returncode == 0, proc.stderr
+    written = [p for p in captures.cwd.iterdir()]
+    assert [p.read_bytes() for p in written] == [PNG]
+    assert written[0].name in proc.stdout and written[0].name in proc.stderr
+
+
+def test_export_to_a_file_puts_side_files_next_to_it(captures: Captures, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "upload.sh"
+    out.parent.mkdir()
+    proc = cli(captures, "export", captures.exchanges[2].id, "--format", "curl", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().startswith("curl")
+    side = [p for p in out.parent.iterdir() if p != out]
+    assert [p.read_bytes() for p in side] == [PNG]
+    assert list(captures.cwd.iterdir()) == []
+
+
+def test_export_har_of_a_filter(captures: Captures, tmp_path: Path) -> None:
+    out = tmp_path / "hooks.har"
+    proc = cli(captures, "export", "--filter", "path:/webhooks", "--format", "har", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(out.read_text())["log"]["entries"]
+    assert len(entries) == 2
+
+
+def test_export_redact_hides_signatures(captures: Captures) -> None:
+    out = cli(captures, "export", captures.exchanges[0].id, "--format", "httpie", "--redact").stdout
+    assert "5257a869" not in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--format", "pdf", "ID0"],
+        ["--format", "curl"],
+        ["--format", "curl", "-o", "/nonexistent-dir/x.sh", "ID0"],
+        ["--format", "curl", "--filter", "method:NOPE"],
+    ],
+)
+def test_bad_exports_are_one_line_errors(captures: Captures, args: list[str]) -> None:
+    args = [captures.exchanges[0].id if a == "ID0" else a for a in args]
+    assert_one_line_error(cli(captures, "export", *args))
+
+
+def _stored(captures: Captures) -> list[Exchange]:
+    store = Store(captures.db, readonly=True)
+    try:
+        return store.query()
+    finally:
+        store.close()
+
+
+def test_replay_sends_again_stores_a_linked_exchange_and_prints_a_line(captures: Captures) -> None:
+    ex = captures.exchanges[0]
+    proc = cli(captures, "replay", ex.id)
+    assert proc.returncode == 0, proc.stderr
+    new = [e for e in _stored(captures) if e.replay_of == ex.id]
+    assert len(new) == 1
+    assert proc.stdout.split()[:4] == [ex.id, "->", new[0].id, "200"]
+    assert captures.seen.requests[-1][0::3] == ("POST", ex.request.body)
+    assert "differs" in proc.stdout  # the echo service answers differently than the capture
+
+
+def test_replay_with_edits(captures: Captures) -> None:
+    body = captures.cwd / "event.json"
+    body.write_bytes(b'{"type":"invoice.updated"}')
+    proc = cli(captures, "replay", captures.exchanges[0].id, "--method", "put", "--path", "/other?x=1",
+               "--header", "X-Debug: 1", "--header", "Stripe-Signature:", "--body", f"@{body}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    method, path, headers, sent = captures.seen.requests[-1]
+    assert (method, path, sent) == ("PUT", "/other?x=1", b'{"type":"invoice.updated"}')
+    assert headers["x-debug"] == "1" and "stripe-signature" not in headers
+    summary = json.loads(proc.stdout)
+    assert summary[0]["replay_of"] == captures.exchanges[0].id and summary[0]["status"] == 200
+
+
+def test_replay_of_a_filter_goes_oldest_first(captures: Captures) -> None:
+    proc = cli(captures, "replay", "--filter", "path:/webhooks")
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == [captures.exchanges[0].id, captures.exchanges[3].id]
+    assert [r[1] for r in captures.seen.requests] == ["/webhooks/stripe", "/webhooks/stripe?retry=1"]
+
+
+def test_replay_to_a_closed_port_fails_with_a_line_and_nonzero_exit(captures: Captures) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    proc = cli(captures, "replay", captures.exchanges[0].id, "--to", f"http://127.0.0.1:{closed}")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--header", "no colon"], ["--body", "@/nonexistent/file"], ["--to", "ftp://x"], ["--path", "nope"]])
+def test_bad_replay_arguments_send_nothing(captures: Captures, args: list[str]) -> None:
+    assert_one_line_error(cli(captures, "replay", captures.exchanges[0].id, *args))
+    assert captures.seen.requests == []
+
+
+def test_diff_of_identical_exchanges_exits_0(captures: Captures) -> None:
+    ex = captures.exchanges[0]
+    assert cli(captures, "diff", ex.id, ex.id).returncode == 0
+
+
+def test_diff_of_different_exchanges_prints_a_unified_diff_and_exits_1(captures: Captures) -> None:
+    proc = cli(captures, "diff", captures.exchanges[0].id, captures.exchanges[3].id, "--side", "response")
+    assert proc.returncode == 1, proc.stderr
+    assert any(line.startswith("+") and "Internal Server Error" in line for line in proc.stdout.splitlines())
+
+
+def test_diff_with_an_unknown_id_exits_2(captures: Captures) -> None:
+    assert_one_line_error(cli(captures, "diff", captures.exchanges[0].id, "01ZZZZZZZZ"), code=2)

@@ -199,7 +199,7 @@ async def export_request(request: Request) -> Response:
         raise ApiError(400, f"unknown format {fmt!r}; use one of {', '.join(sorted(EXPORTERS))}")
     redact = _flag(request, "redact")
     exchange = await _get(request, request.path_params["id"])
-    result = export(fmt, [exchange], redact=redact)
+    result = export(fmt, [exchange], **({"redact": True} if redact else {}))
     files = {name: base64.b64encode(data).decode("ascii") for name, data in result.files.items()}
     return ok({"format": fmt, "text": result.text, "files": files})
 

@@ -1,0 +1,402 @@
+"""``devtunnel requests | show | export | replay | diff``: the capture store from the command line.
+
+Every command reads the same SQLite store (``--db``, default ``default_db_path()``), read-only
+where it only reads. Captured text is escaped before it reaches the terminal. Bad input (an
+unknown id, a bad filter, an unreadable database, an unwritable file) is one line on stderr and
+a non-zero exit: 1, or 2 for ``diff``, whose 1 means "different" as in diff(1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from devtunnel.capture.diff import diff_exchanges, render_unified
+from devtunnel.capture.filters import parse
+from devtunnel.capture.model import Exchange, Request, Response
+from devtunnel.capture.store import Row, Store, default_db_path
+from devtunnel.commands.output import (
+    Column,
+    err,
+    hex_preview,
+    human_duration,
+    human_size,
+    safe,
+    table,
+)
+from devtunnel.errors import DevtunnelError, ExportError, FilterSyntaxError, ReplayError
+from devtunnel.export import EXPORTERS, export, options_of
+from devtunnel.net.api_shapes import capture_json, status_text
+from devtunnel.net.replay import Edit, replay
+
+__all__ = ["run"]
+
+
+class _Usage(DevtunnelError):
+    """The command line asks for something that cannot be done (reported, exit 1 or 2)."""
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    db = getattr(args, "db", None)
+    return Path(db).expanduser() if db else default_db_path()
+
+
+def _open(args: argparse.Namespace, *, readonly: bool = True) -> Store:
+    path = _db_path(args)
+    if not path.exists():
+        raise _Usage(f"no captures yet at {path}")
+    return Store(path, readonly=readonly)
+
+
+def _filter(expression: str) -> Any:
+    try:
+        return parse(expression)
+    except FilterSyntaxError as exc:
+        raise _Usage(f"invalid filter {expression!r}: {exc}") from exc
+
+
+def _resolve(store: Store, ids: list[str], expression: str) -> list[Exchange]:
+    """The exchanges named by ``ids`` (unique prefixes allowed) or matching ``expression``, oldest first."""
+    if ids and expression:
+        raise _Usage("give exchange ids or --filter, not both")
+    if ids:
+        found = {ex.id: ex for ex in (store.get(i) for i in ids)}
+        return [found[k] for k in sorted(found)]
+    if expression:
+        exchanges = store.query(_filter(expression))
+        if not exchanges:
+            raise _Usage(f"no exchange matches {expression!r}")
+        return exchanges
+    raise _Usage("give one or more exchange ids, or --filter EXPR")
+
+
+# requests ------------------------------------------------------------------------------
+
+
+def _row_summary(row: Row) -> dict[str, Any]:
+    """The same keys as ``Exchange.summary()``, from a light row."""
+    return {
+        "id": row.id,
+        "tunnel": row.tunnel,
+        "started_at": row.started_at,
+        "method": row.method,
+        "path": row.target,
+        "host": row.host,
+        "status": row.status,
+        "duration_ms": None if row.duration is None else round(row.duration * 1000, 3),
+        "size": row.size,
+        "error": row.error,
+        "replay_of": row.replay_of,
+        "websocket": row.websocket,
+    }
+
+
+def _status_cell(row: Row) -> str:
+    if row.error:
+        kind = row.error.removeprefix("local_")
+        return f"ERR {kind}" if row.status is None else f"{row.status} ERR"
+    if row.status is None:
+        return "…" if row.duration is None else "-"
+    return f"{row.status} ws" if row.websocket else str(row.status)
+
+
+_REQUEST_COLUMNS = [
+    Column("ID"),
+    Column("TIME", optional=3),
+    Column("TUNNEL", optional=1),
+    Column("METHOD"),
+    Column("STATUS"),
+    Column("DURATION", align=">"),
+    Column("SIZE", align=">", optional=2),
+    Column("PATH", flexible=True),
+]
+
+
+def _requests(args: argparse.Namespace) -> int:
+    flt = _filter(args.filter)
+    if args.limit < 0:
+        raise _Usage("--limit must be 0 (all) or more")
+    store = _open(args)
+    rows = store.rows(flt, limit=args.limit or None, newest_first=True)
+    rows.reverse()  # the newest N, printed oldest first like a log
+    if args.json:
+        print(json.dumps([_row_summary(r) for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no matching requests" if args.filter else "no requests captured yet")
+        return 0
+    cells = [
+        [
+            r.id,
+            datetime.fromtimestamp(r.started_at).strftime("%H:%M:%S"),
+            r.tunnel,
+            r.method,
+            _status_cell(r),
+            human_duration(r.duration),
+            human_size(r.size),
+            ("↻ " if r.replay_of else "") + r.target,
+        ]
+        for r in rows
+    ]
+    for line in table(_REQUEST_COLUMNS, cells):
+        print(line)
+    return 0
+
+
+# show ----------------------------------------------------------------------------------
+
+_PREVIEW_BYTES = 64
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    # Mostly control characters means binary that happens to be valid UTF-8.
+    controls = sum(1 for ch in text if ord(ch) < 0x20 and ch not in "\r\n\t")
+    return controls <= len(text) // 100
+
+
+def _body_lines(message: Request | Response) -> list[str]:
+    if not message.body and not message.body_size:
+        return []
+    cut = f" (first {human_size(len(message.body))} of {human_size(message.body_size)} recorded)" if message.body_truncated else ""
+    if _is_text(message.body):
+        text = message.body.decode("utf-8")
+        if "json" in message.content_type:
+            try:
+                text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+            except ValueError:
+                pass  # shown as sent: a broken JSON body is worth seeing as it is
+        # CRLF line ends are ordinary in bodies; a lone CR is shown, as it could overwrite a line.
+        lines = [safe(line.removesuffix("\r"), keep_newlines=True) for line in text.split("\n")]
+        return ["", *lines, *([f"[body cut{cut}]"] if cut else [])]
+    head = f"[binary body, {message.body_size} bytes{cut}; first {min(_PREVIEW_BYTES, len(message.body))} bytes:]"
+    return ["", head, *hex_preview(message.body, _PREVIEW_BYTES)]
+
+
+def _header_lines(message: Request | Response) -> list[str]:
+    return [f"{safe(n)}: {safe(v)}" for n, v in message.headers.items()]
+
+
+def _request_lines(req: Request) -> list[str]:
+    return [f"{safe(req.method)} {safe(req.url_text)} HTTP/{safe(req.http_version)}", *_header_lines(req), *_body_lines(req)]
+
+
+def _response_lines(resp: Response) -> list[str]:
+    return [f"HTTP/{safe(resp.http_version)} {safe(status_text(resp))}", *_header_lines(resp), *_body_lines(resp)]
+
+
+def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
+    started = datetime.fromtimestamp(ex.started_at).astimezone().isoformat(sep=" ", timespec="milliseconds")
+    lines = [f"exchange  {ex.id}", f"tunnel    {safe(ex.tunnel)}", f"started   {started}"]
+    if ex.remote_addr:
+        lines.append(f"from      {safe(ex.remote_addr)}")
+    if ex.target_url:
+        lines.append(f"target    {safe(ex.target_url)}")
+    timing = f"total {human_duration(ex.duration)}" if ex.complete else "in flight"
+    if ex.ttfb is not None:
+        timing = f"first byte {human_duration(ex.ttfb)}, {timing}"
+    lines.append(f"timing    {timing}")
+    if ex.replay_of:
+        lines.append(f"replay of {ex.replay_of}  (devtunnel diff {ex.replay_of} {ex.id})")
+    for r in replays:
+        lines.append(f"replayed  {r.id}  {_status_cell(r)}")
+    if ex.error:
+        lines.append(f"error     {ex.error}: {safe(ex.error_message)}")
+    lines += ["", "── request " + "─" * 40, *_request_lines(ex.request)]
+    if ex.response is not None:
+        lines += ["", "── response " + "─" * 39, *_response_lines(ex.response)]
+    if ex.websocket:
+        lines += ["", f"── websocket: {len(ex.ws_messages)} messages, close code {ex.ws_close_code} " + "─" * 10]
+        for m in ex.ws_messages:
+            arrow = "→" if m.sender == "client" else "←"
+            when = datetime.fromtimestamp(m.time).strftime("%H:%M:%S.%f")[:-3]
+            if m.opcode == 1 and _is_text(m.payload):
+                preview = safe(m.payload.decode("utf-8"))
+            else:
+                preview = "binary " + m.payload[:32].hex(" ")
+            lines.append(f"{when} {arrow} {human_size(m.size):>8}  {preview}")
+    return lines
+
+
+def _show(args: argparse.Namespace) -> int:
+    store = _open(args)
+    ex = store.get(args.id)
+    if args.json:
+        print(json.dumps(capture_json(ex), indent=2))
+        return 0
+    replays = [r for r in store.rows("replay") if r.replay_of == ex.id]
+    print("\n".join(_show_text(ex, replays)))
+    return 0
+
+
+# export --------------------------------------------------------------------------------
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise _Usage(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _side_file(folder: Path, name: str) -> Path:
+    """Where a side file goes: its name is the path the text spells, which must lie in ``folder``."""
+    path = Path(name)
+    if folder.resolve() not in path.resolve().parents:
+        raise ExportError(f"refusing to write a side file outside {folder}: {name!r}")
+    return path
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.format not in EXPORTERS:
+        raise _Usage(f"unknown format {args.format!r}; use one of {', '.join(sorted(EXPORTERS))}")
+    out = Path(args.output) if args.output else None
+    if out is not None and out.is_dir():
+        raise _Usage(f"cannot write {out}: it is a folder")
+    folder = out.parent if out is not None else Path(".")
+    store = _open(args)
+    exchanges = _resolve(store, args.ids, args.filter)
+    options: dict[str, object] = {"redact": True} if args.redact else {}
+    if "body_dir" in options_of(args.format):
+        options["body_dir"] = str(folder)
+    result = export(args.format, exchanges, **options)
+    # The main output first: if -o cannot be written, no side files are left behind.
+    if out is not None:
+        _write(out, result.text.encode("utf-8"))
+    for name, data in result.files.items():
+        path = _side_file(folder, name)
+        _write(path, data)
+        print(f"wrote {safe(str(path))} ({human_size(len(data))})", file=sys.stderr)
+    if out is not None:
+        print(f"wrote {safe(str(out))}", file=sys.stderr)
+    else:
+        sys.stdout.write(result.text if result.text.endswith("\n") else result.text + "\n")
+    return 0
+
+
+# replay --------------------------------------------------------------------------------
+
+
+def _edit(args: argparse.Namespace) -> Edit | None:
+    headers: list[tuple[str, str | None]] = []
+    for spec in args.header:
+        name, sep, value = spec.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or " " in name:
+            raise _Usage(f"--header takes 'NAME: VALUE' (or 'NAME:' to delete), not {spec!r}")
+        headers.append((name, value or None))
+    body: bytes | None = None
+    if args.body is not None:
+        if args.body.startswith("@"):
+            try:
+                body = Path(args.body[1:]).read_bytes()
+            except OSError as exc:
+                raise _Usage(f"cannot read {args.body[1:]}: {exc.strerror or exc}") from exc
+        else:
+            body = args.body.encode("utf-8")
+    if args.path is not None and not args.path.startswith("/"):
+        raise _Usage(f"--path must start with /, not {args.path!r}")
+    if args.method is None and args.path is None and not headers and body is None:
+        return None
+    return Edit(
+        method=args.method.upper() if args.method else None,
+        target=args.path.encode("utf-8") if args.path is not None else None,
+        headers=headers or None,
+        body=body,
+    )
+
+
+def _diff_hint(original: Exchange, result: Exchange) -> str:
+    if result.error:
+        return f"failed: {safe(result.error_message or result.error)}"
+    if original.response is None:
+        return "original had no response"
+    same = all(s.identical for s in diff_exchanges(original, result, side="response").sections)
+    return "same response" if same else f"response differs: devtunnel diff {original.id} {result.id}"
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if args.to is not None and not args.to.startswith(("http://", "https://")):
+        raise _Usage(f"--to must be an http:// or https:// URL, not {args.to!r}")
+    edit = _edit(args)
+    store = _open(args, readonly=False)
+    originals = _resolve(store, args.ids, args.filter)
+
+    async def send_all() -> list[tuple[Exchange, Exchange | ReplayError]]:
+        done: list[tuple[Exchange, Exchange | ReplayError]] = []
+        for original in originals:
+            try:
+                done.append((original, await replay(original, to=args.to, edit=edit)))
+            except ReplayError as exc:
+                done.append((original, exc))
+        return done
+
+    results = asyncio.run(send_all())
+    store.put_many(r for _, r in results if isinstance(r, Exchange))
+    failed = 0
+    summaries = []
+    for original, result in results:
+        if isinstance(result, ReplayError):
+            failed += 1
+            err(f"replay of {original.id} failed: {result}")
+            continue
+        summaries.append(result.summary())
+        if not args.json:
+            status = "ERR" if result.status is None else str(result.status)
+            print(f"{original.id} -> {result.id}  {status}  {human_duration(result.duration)}  {_diff_hint(original, result)}")
+        if result.error:
+            failed += 1
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    return 1 if failed else 0
+
+
+# diff ----------------------------------------------------------------------------------
+
+
+def _diff(args: argparse.Namespace) -> int:
+    store = _open(args)
+    a = store.get(args.a)
+    b = store.get(args.b)
+    result = diff_exchanges(a, b, side=args.side, ignore=tuple(args.ignore))
+    text = render_unified(result)
+    if text:
+        print(safe(text, keep_newlines=True).rstrip("\n"))
+    return 0 if all(s.identical for s in result.sections) else 1
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "requests": _requests,
+    "show": _show,
+    "export": _export,
+    "replay": _replay,
+    "diff": _diff,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one capture command; returns the exit code."""
+    error_exit = 2 if args.command == "diff" else 1
+    try:
+        return _HANDLERS[args.command](args)
+    except DevtunnelError as exc:
+        err(str(exc))
+        return error_exit
+    except BrokenPipeError:
+        # The reader (head, less) went away: not an error worth a message.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+        return error_exit
