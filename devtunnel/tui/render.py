@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ __all__ = [
     "body_kind",
     "describe_body",
     "form_fields",
+    "decode_content",
     "pretty_json",
     "pretty_xml",
     "hex_row",
@@ -206,6 +208,30 @@ def pretty_xml(text: str) -> str:
             merged.append(out[i])
             i += 1
     return "\n".join(merged)
+
+
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+DECODE_LIMIT = 32 * 1024 * 1024
+"""Most bytes a compressed body is inflated to for display (a small gzip can inflate to gigabytes)."""
+
+
+def decode_content(body: bytes, encoding: str) -> bytes | None:
+    """Inflate a gzip or deflate body, up to ``DECODE_LIMIT`` bytes; None when it is not valid.
+
+    A truncated body inflates as far as it goes.
+    """
+    wbits = _DECODERS.get(encoding)
+    if wbits is None:
+        return None
+    try:
+        return zlib.decompressobj(wbits).decompress(body, DECODE_LIMIT)
+    except zlib.error:
+        if encoding == "deflate":
+            try:  # some servers send raw deflate without the zlib header
+                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, DECODE_LIMIT)
+            except zlib.error:
+                return None
+        return None
 
 
 def form_fields(text: str) -> list[tuple[str, str]]:
@@ -391,11 +417,18 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
         hex_dump: show any body as a hex dump.
     """
     body = message.body
-    kind = body_kind(message.content_type, body)
     notes: list[str] = []
     if message.body_truncated or message.body_size > len(body):
         notes.append(f"truncated: recorded the first {human_size(len(body))} of {human_size(message.body_size)}")
     size = human_size(max(message.body_size, len(body)))
+    encoding = (message.headers.get("content-encoding") or "").strip().lower()
+    if encoding in _DECODERS and body and not hex_dump:
+        decoded = decode_content(body, encoding)
+        if decoded is not None:
+            notes.append(f"decoded from {encoding} ({size})")
+            body = decoded
+            size = human_size(len(decoded))
+    kind = body_kind(message.content_type, body)
     if kind == "empty":
         return Body("empty", " · ".join(["no body", *notes]))
     if hex_dump or kind == "binary":

@@ -134,3 +134,32 @@ def test_describe_body_of_invalid_json_says_so_and_shows_it() -> None:
 
 def test_human_size() -> None:
     assert [human_size(n) for n in (0, 1023, 1024, 10 * 1024 * 1024)] == ["0 B", "1023 B", "1.0 KiB", "10.0 MiB"]
+
+
+def _gzip_response(body: bytes, content_type: str = "application/json") -> Response:
+    import gzip
+
+    packed = gzip.compress(body)
+    headers = Headers([("Content-Type", content_type), ("Content-Encoding", "gzip")])
+    return Response(headers=headers, body=packed, body_size=len(packed))
+
+
+def test_gzip_body_is_inflated_and_pretty_printed() -> None:
+    response = _gzip_response(b'{"a":1}')
+    body = describe_body(response)
+    assert body.label.startswith("json · 7 B · decoded from gzip (")
+    assert body.lines is not None and [body.lines.line(i).plain for i in range(len(body.lines))] == ["{", '  "a": 1', "}"]
+
+
+def test_gzip_bomb_is_inflated_only_up_to_the_limit() -> None:
+    from devtunnel.tui.render import DECODE_LIMIT
+
+    body = describe_body(_gzip_response(b"\x00" * (DECODE_LIMIT * 2), "application/octet-stream"))
+    assert body.lines is not None and len(body.lines) == DECODE_LIMIT // 16
+
+
+def test_body_that_claims_gzip_but_is_not_is_shown_as_received() -> None:
+    headers = Headers([("Content-Type", "text/plain"), ("Content-Encoding", "gzip")])
+    body = describe_body(Response(headers=headers, body=b"plain", body_size=5))
+    assert body.label == "text · 5 B"
+    assert body.lines is not None and body.lines.line(0).plain == "plain"
