@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange
+from devtunnel.capture.model import Exchange, WsMessage
 from devtunnel.capture.store import Store
 from devtunnel.commands.output import Column, display_width, hex_preview, human_duration, human_size, safe, table, truncate
-from tests.net.api_fixtures import HOSTILE_PATH, PNG, Seen, echo_service, sample_exchanges
+from tests.net.api_fixtures import HOSTILE_PATH, PNG, Seen, echo_service, make_exchange, sample_exchanges
 
 # -- terminal-safe output ------------------------------------------------------------------
 
@@ -362,3 +362,21 @@ def test_diff_of_different_exchanges_prints_a_unified_diff_and_exits_1(captures:
 
 def test_diff_with_an_unknown_id_exits_2(captures: Captures) -> None:
     assert_one_line_error(cli(captures, "diff", captures.exchanges[0].id, "01ZZZZZZZZ"), code=2)
+
+
+def test_show_lists_websocket_messages_escaped(captures: Captures) -> None:
+    ex = make_exchange(method="GET", target=b"/socket", req_body=b"", status=101, resp_body=b"")
+    ex.websocket = True
+    ex.ws_close_code = 1000
+    ex.ws_messages = [
+        WsMessage(sender="client", opcode=1, time=ex.started_at + 0.1, payload=b'{"subscribe":"\x1b[2Jprices"}'),
+        WsMessage(sender="server", opcode=2, time=ex.started_at + 0.2, payload=b"\x00\x01\xff"),
+    ]
+    store = Store(captures.db)
+    store.put(ex)
+    store.close()
+    out = cli(captures, "show", ex.id).stdout
+    assert "2 messages, close code 1000" in out
+    assert '→' in out and '{"subscribe":"\\x1b[2Jprices"}' in out
+    assert "← " in out and "binary 00 01 ff" in out
+    assert "\x1b" not in out

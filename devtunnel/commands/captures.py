@@ -160,9 +160,10 @@ def _is_text(data: bytes) -> bool:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    # Mostly control characters means binary that happens to be valid UTF-8.
+    # NULs or many control characters mean binary that happens to be valid UTF-8; a few
+    # escape sequences in text are shown escaped.
     controls = sum(1 for ch in text if ord(ch) < 0x20 and ch not in "\r\n\t")
-    return controls <= len(text) // 100
+    return "\x00" not in text and controls <= len(text) // 10
 
 
 def _body_lines(message: Request | Response) -> list[str]:
@@ -220,8 +221,8 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
         for m in ex.ws_messages:
             arrow = "→" if m.sender == "client" else "←"
             when = datetime.fromtimestamp(m.time).strftime("%H:%M:%S.%f")[:-3]
-            if m.opcode == 1 and _is_text(m.payload):
-                preview = safe(m.payload.decode("utf-8"))
+            if m.opcode == 1:
+                preview = safe(m.payload.decode("utf-8", "replace"))
             else:
                 preview = "binary " + m.payload[:32].hex(" ")
             lines.append(f"{when} {arrow} {human_size(m.size):>8}  {preview}")
