@@ -172,7 +172,14 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
 
     uvicorn closes such a connection politely, and a close waits for the write buffer to
     drain, which never happens when the peer is gone: the tunnel name would stay taken.
+    It also counts a denial (an HTTP response instead of the upgrade) as a finished
+    handshake, which uvicorn would otherwise log as an error on every refused WebSocket.
     """
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
