@@ -1,0 +1,252 @@
+"""Export requests as curl commands that send the captured request again, byte for byte.
+
+Each exchange becomes one POSIX shell command. What curl would add on its own is switched
+off (``-H 'Accept:'``, ``-H 'User-Agent:'``, ``-H 'Content-Type:'``, ``-H 'Expect:'``,
+``-H 'Host:'`` when the original lacked them), the body goes through ``--data-binary``
+(``-d`` would strip newlines) and ``--compressed`` is never used (it adds Accept-Encoding).
+
+Every argument is quoted with ``shlex.quote``. Bytes a pasted command cannot carry (NUL,
+non-UTF-8, control characters, a body over ``inline_limit``) go to side files:
+
+* a body: ``--data-binary @DIR/ID.body``;
+* a header line: ``-H @DIR/ID.headerN.txt`` (curl reads header lines from a file, in place);
+* a request target: ``-K DIR/ID.target.curlrc``, a curl config file that sets
+  ``request-target``.
+
+A target curl would rewrite (dot segments, spaces, glob characters, non-ASCII) is sent with
+``--request-target``. One thing curl cannot reproduce: it always sends ``Host`` first and
+spells it ``Host``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from devtunnel.capture.model import Exchange, Request
+from devtunnel.errors import ExportError
+from devtunnel.export.base import TOKEN_RE, Export, file_stem, redact_headers, require_exchanges, safe_text
+
+__all__ = ["export_curl", "INLINE_LIMIT"]
+
+INLINE_LIMIT = 64 * 1024
+"""Bodies larger than this many bytes go to a side file even when they are printable text."""
+
+# Characters curl keeps unchanged in a URL path and query (checked against curl 7.88).
+_PLAIN_TARGET_RE = re.compile(rb"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*$")
+_AUTHORITY_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$")
+_CONTINUATION = " \\\n  "
+
+
+def _is_plain(target: bytes) -> bool:
+    """True when curl sends ``target`` exactly as given in a URL."""
+    if not _PLAIN_TARGET_RE.match(target):
+        return False
+    path = target.split(b"?", 1)[0]
+    # curl removes dot segments unless told not to; such targets go via --request-target.
+    return not any(seg in (b".", b"..") for seg in path.split(b"/"))
+
+
+def _base(exchange: Exchange, url_base: str | None) -> tuple[str, str, str]:
+    """``(scheme, netloc, path prefix)`` the command sends to."""
+    if url_base is None:
+        host = exchange.request.host
+        if host and _AUTHORITY_RE.match(host):
+            url_base = f"{exchange.scheme}://{host}"
+        elif exchange.target_url:
+            url_base = exchange.target_url
+        else:
+            raise ExportError(
+                f"exchange {exchange.id} has no usable Host header or target URL; pass base_url= to say where to send it"
+            )
+    parts = urlsplit(url_base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ExportError(f"{url_base!r} is not an http:// or https:// URL")
+    if safe_text(url_base.encode("utf-8", "surrogatepass"), allow="") is None:
+        raise ExportError(f"{url_base!r} contains control characters")
+    return parts.scheme, parts.netloc, parts.path.rstrip("/")
+
+
+def _config_string(raw: bytes) -> bytes:
+    """``raw`` as a double-quoted curl config value (only backslash and quote are special)."""
+    return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+class _Command:
+    """Collects the quoted words of one command and its side files."""
+
+    def __init__(self, stem: str, body_dir: str, files: dict[str, bytes]) -> None:
+        self.words: list[str] = ["curl"]
+        self.options: list[str] = []
+        self.stem = stem
+        self.body_dir = body_dir
+        self.files = files
+
+    def side_file(self, suffix: str, content: bytes) -> str:
+        path = posixpath.join(self.body_dir, f"{self.stem}{suffix}")
+        self.files[path] = content
+        return path
+
+    def option(self, flag: str, value: str) -> None:
+        self.options.append(f"{flag} {shlex.quote(value)}")
+
+    def text(self) -> str:
+        return _CONTINUATION.join([" ".join(self.words), *self.options])
+
+
+def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: str | None) -> None:
+    request = exchange.request
+    if url is not None:
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ExportError(f"{url!r} is not an http:// or https:// URL")
+        full_url = url
+    else:
+        scheme, netloc, prefix = _base(exchange, base_url)
+        target = request.target
+        if b"\r" in target or b"\n" in target or b"\x00" in target:
+            raise ExportError(f"exchange {exchange.id}: the request target holds CR, LF or NUL; curl cannot send it")
+        if target.startswith(b"/"):
+            target = prefix.encode("utf-8") + target
+        if _is_plain(target):
+            full_url = f"{scheme}://{netloc}{target.decode('ascii')}"
+        else:
+            full_url = f"{scheme}://{netloc}/"
+            readable = safe_text(target, allow="")
+            if readable is not None:
+                cmd.option("--request-target", readable)
+            else:
+                config = b"request-target = " + _config_string(target) + b"\n"
+                cmd.option("-K", cmd.side_file(".target.curlrc", config))
+    if any(ch in full_url for ch in "[]{}"):
+        cmd.words.append("--globoff")  # an IPv6 host would otherwise be read as a glob range
+    cmd.words.append(shlex.quote(full_url))
+
+
+def _add_method(cmd: _Command, request: Request) -> None:
+    method = request.method
+    if not TOKEN_RE.match(method.encode("latin-1", "replace")):
+        raise ExportError(f"method {method!r} is not an HTTP token; curl cannot send it")
+    if request.body:
+        if method != "POST":  # --data-binary makes curl POST
+            cmd.words += ["-X", shlex.quote(method)]
+    elif method == "HEAD":
+        cmd.words.append("--head")
+    elif method != "GET":
+        cmd.words += ["-X", shlex.quote(method)]
+
+
+def _add_headers(cmd: _Command, exchange: Exchange, redact: bool) -> None:
+    request = exchange.request
+    headers = redact_headers(request.headers) if redact else request.headers
+    present: set[bytes] = set()
+    for index, (name, value) in enumerate(headers.fields):
+        lower = name.lower()
+        present.add(lower)
+        if not TOKEN_RE.match(name):
+            raise ExportError(f"exchange {exchange.id}: header name {name!r} is not an HTTP token; curl cannot send it")
+        if any(b in value for b in b"\r\n\x00"):
+            raise ExportError(f"exchange {exchange.id}: header {name!r} holds CR, LF or NUL; curl cannot send it")
+        if lower == b"content-length" and request.body_truncated:
+            continue  # the recorded body is shorter: let curl count it
+        # "Name;" is curl's spelling of a header with an empty value ("Name:" would remove it).
+        line = name + b";" if not value else name + b": " + value
+        text = safe_text(line)
+        if text is not None:
+            cmd.option("-H", text)
+        else:
+            cmd.option("-H", "@" + cmd.side_file(f".header{index + 1}.txt", line + b"\n"))
+    # Headers curl adds by itself unless told not to.
+    defaults = [b"Host", b"Accept", b"User-Agent"]
+    if request.body:
+        defaults += [b"Content-Type", b"Expect"]
+    for name in defaults:
+        if name.lower() not in present:
+            cmd.option("-H", name.decode() + ":")
+
+
+def _add_body(cmd: _Command, request: Request, inline_limit: int) -> None:
+    body = request.body
+    if not body:
+        return
+    text = None
+    if len(body) <= inline_limit and not body.startswith(b"@"):  # a leading @ means "read a file"
+        text = safe_text(body, allow="\t\n")
+    if text is not None:
+        cmd.option("--data-binary", text)
+    else:
+        cmd.option("--data-binary", "@" + cmd.side_file(".body", body))
+
+
+def curl_command(
+    exchange: Exchange,
+    *,
+    index: int = 0,
+    redact: bool = False,
+    url: str | None = None,
+    base_url: str | None = None,
+    body_dir: str = ".",
+    inline_limit: int = INLINE_LIMIT,
+    files: dict[str, bytes] | None = None,
+) -> str:
+    """The curl command for one exchange (side files are added to ``files``)."""
+    if exchange.websocket:
+        raise ExportError(f"exchange {exchange.id} is a WebSocket session; curl cannot replay it")
+    cmd = _Command(file_stem(exchange, index), body_dir, {} if files is None else files)
+    request = exchange.request
+    version = "--http1.0" if request.http_version == "1.0" else "--http1.1"
+    cmd.words.append(version)
+    _add_method(cmd, request)
+    _add_target(cmd, exchange, url, base_url)
+    _add_headers(cmd, exchange, redact)
+    _add_body(cmd, request, inline_limit)
+    text = cmd.text()
+    if request.body_truncated:
+        text = (
+            f"# body truncated: {len(request.body)} of {request.body_size} bytes were recorded,"
+            " this command sends only those\n" + text
+        )
+    return text
+
+
+def export_curl(
+    exchanges: Sequence[Exchange],
+    *,
+    redact: bool = False,
+    url: str | None = None,
+    base_url: str | None = None,
+    body_dir: str = ".",
+    inline_limit: int = INLINE_LIMIT,
+) -> Export:
+    """One curl command per exchange, separated by blank lines.
+
+    Args:
+        exchanges: the exchanges to export, in order.
+        redact: replace credentials and signatures with ``<redacted>``.
+        url: send every request to exactly this URL (its path replaces the captured target).
+        base_url: send to this ``scheme://host[:port][/prefix]`` with the captured target
+            appended (e.g. the tunnel's local target) instead of the public URL.
+        body_dir: directory the side files are referred to in (``.`` by default).
+        inline_limit: bodies over this many bytes go to a side file.
+    """
+    require_exchanges(exchanges)
+    if url is not None and base_url is not None:
+        raise ExportError("give url= or base_url=, not both")
+    files: dict[str, bytes] = {}
+    blocks = [
+        curl_command(
+            ex,
+            index=i,
+            redact=redact,
+            url=url,
+            base_url=base_url,
+            body_dir=body_dir,
+            inline_limit=inline_limit,
+            files=files,
+        )
+        for i, ex in enumerate(exchanges)
+    ]
+    return Export("\n\n".join(blocks) + "\n", files)

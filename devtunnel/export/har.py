@@ -1,0 +1,259 @@
+"""Export exchanges as one HAR 1.2 log (http://www.softwareishard.com/blog/har-12-spec/).
+
+Bodies that are UTF-8 text are given as text; anything else is base64 with
+``"encoding": "base64"`` (``"_encoding"`` on ``postData``, where the spec has no such field and
+custom fields must start with ``_``). Response bodies compressed with gzip or deflate are
+decompressed first, as the spec asks; other codings are kept as captured and say so in a
+comment. Truncated bodies carry a comment. An exchange that ended in an error without a
+response gets a response with status 0 (as browsers write failed requests) and the error in
+``_error`` and ``comment``. WebSocket messages go in ``_webSocketMessages``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl
+
+from devtunnel import __version__
+from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.export.base import Export, redact_headers, require_exchanges
+
+__all__ = ["export_har", "har_log"]
+
+_JSON = dict[str, Any]
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _headers(headers: Headers) -> list[_JSON]:
+    return [{"name": name.decode("latin-1"), "value": _text(value)} for name, value in headers.fields]
+
+
+def _head_size(start_line: str, headers: Headers) -> int:
+    size = len(start_line.encode("latin-1", "replace")) + 2
+    size += sum(len(name) + 2 + len(value) + 2 for name, value in headers.fields)
+    return size + 2
+
+
+def _request_cookies(headers: Headers) -> list[_JSON]:
+    cookies: list[_JSON] = []
+    for header in headers.get_all("cookie"):
+        for part in header.split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name:
+                cookies.append({"name": name, "value": value})
+    return cookies
+
+
+def _response_cookies(headers: Headers) -> list[_JSON]:
+    cookies: list[_JSON] = []
+    for header in headers.get_all("set-cookie"):
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(header)
+        except CookieError:
+            continue  # a malformed Set-Cookie stays visible in the headers list
+        for name, morsel in jar.items():
+            cookie: _JSON = {"name": name, "value": morsel.value}
+            if morsel["path"]:
+                cookie["path"] = morsel["path"]
+            if morsel["domain"]:
+                cookie["domain"] = morsel["domain"]
+            if morsel["expires"]:
+                cookie["expires"] = morsel["expires"]
+            cookie["httpOnly"] = bool(morsel["httponly"])
+            cookie["secure"] = bool(morsel["secure"])
+            cookies.append(cookie)
+    return cookies
+
+
+def _truncation(body: bytes, size: int, truncated: bool) -> str:
+    return f"body truncated: {len(body)} of {size} bytes were recorded" if truncated else ""
+
+
+def _post_data(request: Request) -> _JSON | None:
+    if not request.body and request.body_size == 0:
+        return None
+    mime = request.headers.get("content-type") or "application/octet-stream"
+    data: _JSON = {"mimeType": mime}
+    try:
+        data["text"] = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        data["text"] = base64.b64encode(request.body).decode("ascii")
+        data["_encoding"] = "base64"
+    comment = _truncation(request.body, request.body_size, request.body_truncated)
+    if comment:
+        data["comment"] = comment
+    return data
+
+
+def _decoded(response: Response) -> tuple[bytes, str]:
+    """The response body without its Content-Encoding, and a comment when that was not possible."""
+    coding = (response.headers.get("content-encoding") or "").strip().lower()
+    if not coding or coding == "identity" or not response.body:
+        return response.body, ""
+    if response.body_truncated:
+        return response.body, f"{coding} body kept as captured (truncated, cannot be decoded)"
+    try:
+        if coding in ("gzip", "x-gzip"):
+            return zlib.decompress(response.body, wbits=47), ""
+        if coding == "deflate":
+            try:
+                return zlib.decompress(response.body), ""
+            except zlib.error:
+                return zlib.decompress(response.body, wbits=-15), ""  # raw deflate, as some servers send
+    except zlib.error:
+        return response.body, f"{coding} body kept as captured (it does not decode)"
+    return response.body, f"{coding} body kept as captured (not decoded)"
+
+
+def _content(response: Response) -> _JSON:
+    body, note = _decoded(response)
+    content: _JSON = {
+        "size": len(body) if body is not response.body else response.body_size,
+        "mimeType": response.headers.get("content-type") or "",
+    }
+    if body is not response.body:
+        content["compression"] = len(body) - len(response.body)
+    try:
+        content["text"] = body.decode("utf-8")
+    except UnicodeDecodeError:
+        content["text"] = base64.b64encode(body).decode("ascii")
+        content["encoding"] = "base64"
+    comments = [c for c in (note, _truncation(response.body, response.body_size, response.body_truncated)) if c]
+    if comments:
+        content["comment"] = "; ".join(comments)
+    return content
+
+
+def _request(exchange: Exchange, headers: Headers) -> _JSON:
+    request = exchange.request
+    version = f"HTTP/{request.http_version}"
+    query = request.query.decode("utf-8", "replace")
+    entry: _JSON = {
+        "method": request.method,
+        "url": exchange.url,
+        "httpVersion": version,
+        "cookies": _request_cookies(headers),
+        "headers": _headers(headers),
+        "queryString": [{"name": n, "value": v} for n, v in parse_qsl(query, keep_blank_values=True)],
+        "headersSize": _head_size(f"{request.method} {request.url_text} {version}", headers),
+        "bodySize": request.body_size,
+    }
+    post = _post_data(request)
+    if post is not None:
+        entry["postData"] = post
+    return entry
+
+
+def _response(exchange: Exchange, headers: Headers | None) -> _JSON:
+    response = exchange.response
+    if response is None or headers is None:
+        # Browsers write a failed request as status 0 with empty fields; readers expect that.
+        failed: _JSON = {
+            "status": 0,
+            "statusText": "",
+            "httpVersion": "",
+            "cookies": [],
+            "headers": [],
+            "content": {"size": 0, "mimeType": "x-unknown"},
+            "redirectURL": "",
+            "headersSize": -1,
+            "bodySize": -1,
+        }
+        if exchange.error:
+            failed["_error"] = exchange.error
+            failed["comment"] = exchange.error_message or exchange.error
+        return failed
+    version = f"HTTP/{response.http_version}"
+    return {
+        "status": response.status,
+        "statusText": response.reason,
+        "httpVersion": version,
+        "cookies": _response_cookies(headers),
+        "headers": _headers(headers),
+        "content": _content(response),
+        "redirectURL": response.headers.get("location") or "",
+        "headersSize": _head_size(f"{version} {response.status} {response.reason}", headers),
+        "bodySize": response.body_size,
+    }
+
+
+def _timings(exchange: Exchange) -> _JSON:
+    duration = max(exchange.duration or 0.0, 0.0) * 1000
+    wait = duration if exchange.ttfb is None else min(max(exchange.ttfb * 1000, 0.0), duration)
+    return {"send": 0.0, "wait": round(wait, 3), "receive": round(duration - wait, 3)}
+
+
+def _entry(exchange: Exchange, redact: bool) -> _JSON:
+    request_headers = exchange.request.headers
+    response_headers = exchange.response.headers if exchange.response is not None else None
+    if redact:
+        request_headers = redact_headers(request_headers)
+        response_headers = redact_headers(response_headers) if response_headers is not None else None
+    timings = _timings(exchange)
+    entry: _JSON = {
+        "startedDateTime": _iso(exchange.started_at),
+        "time": round(timings["send"] + timings["wait"] + timings["receive"], 3),
+        "request": _request(exchange, request_headers),
+        "response": _response(exchange, response_headers),
+        "cache": {},
+        "timings": timings,
+        "_id": exchange.id,
+        "_tunnel": exchange.tunnel,
+    }
+    if exchange.remote_addr:
+        entry["_remoteAddress"] = exchange.remote_addr
+    if exchange.replay_of:
+        entry["_replayOf"] = exchange.replay_of
+    if exchange.error:
+        entry["comment"] = f"{exchange.error}: {exchange.error_message}" if exchange.error_message else exchange.error
+    if exchange.websocket:
+        entry["_webSocketMessages"] = [
+            {
+                "type": "send" if m.sender == "client" else "receive",
+                "time": m.time,
+                "opcode": m.opcode,
+                "data": m.payload.decode("utf-8", "replace") if m.opcode == 1 else base64.b64encode(m.payload).decode(),
+            }
+            for m in exchange.ws_messages
+        ]
+    return entry
+
+
+def har_log(exchanges: Sequence[Exchange], *, redact: bool = False) -> _JSON:
+    """The HAR document (``{"log": ...}``) as a JSON-ready dict, entries oldest first."""
+    ordered = sorted(exchanges, key=lambda ex: ex.started_at)
+    return {
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "devtunnel", "version": __version__},
+            "pages": [],
+            "entries": [_entry(ex, redact) for ex in ordered],
+        }
+    }
+
+
+def export_har(exchanges: Sequence[Exchange], *, redact: bool = False, indent: int | None = 2) -> Export:
+    """All exchanges in one HAR 1.2 log.
+
+    Args:
+        exchanges: the exchanges; entries are sorted by start time, as the spec prefers.
+        redact: replace credentials and signatures (and cookie values) with ``<redacted>``.
+        indent: JSON indentation (None for one line).
+    """
+    require_exchanges(exchanges)
+    # ensure_ascii: captured text may hold terminal control sequences; escaped, they are inert.
+    return Export(json.dumps(har_log(exchanges, redact=redact), indent=indent, ensure_ascii=True) + "\n")

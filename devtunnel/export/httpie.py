@@ -1,0 +1,146 @@
+"""Export requests as HTTPie (``http``) command lines.
+
+HTTPie is for reading and tweaking a request, not for byte-exact reproduction (use curl for
+that): it frames the body itself (Content-Length and Transfer-Encoding are left out), may
+normalise the URL, and sends header values as UTF-8. Headers HTTPie would add on its own are
+switched off with ``Name:``; an empty value is written ``Name;``; a value starting with ``=``
+or ``@`` is escaped so it is not read as another kind of item. The body is given with
+``--raw=TEXT`` when it is printable text, otherwise it is read from a side file on standard
+input (``< DIR/ID.body``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from collections.abc import Sequence
+from urllib.parse import quote, urlsplit
+
+from devtunnel.capture.model import Exchange
+from devtunnel.errors import ExportError
+from devtunnel.export.base import TOKEN_RE, Export, file_stem, redact_headers, require_exchanges, safe_text
+from devtunnel.export.curl import INLINE_LIMIT
+
+__all__ = ["export_httpie"]
+
+_METHOD_RE = re.compile(r"^[A-Za-z]+$")  # what HTTPie accepts as a METHOD argument
+_ITEM_SPECIALS = ":;=@"  # HTTPie's request-item separator characters
+_FRAMING = {b"content-length", b"transfer-encoding"}
+_DEFAULTS = [b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Connection"]
+_CONTINUATION = " \\\n  "
+
+
+def _url(exchange: Exchange, base_url: str | None) -> str:
+    request = exchange.request
+    base = base_url
+    if base is None:
+        host = request.host
+        usable = bool(host) and " " not in host and safe_text(host.encode("utf-8"), allow="") is not None
+        base = f"{exchange.scheme}://{host}" if usable else exchange.target_url
+    if not base:
+        raise ExportError(f"exchange {exchange.id} has no Host header or target URL; pass base_url=")
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ExportError(f"{base!r} is not an http:// or https:// URL")
+    target = request.target
+    text = safe_text(target, allow="")
+    if text is None or " " in text:
+        # HTTPie cannot carry these bytes verbatim: percent-encode what is not printable ASCII.
+        text = quote(target, safe="/?&=:;@!$'()*+,~%-._#[]{}|^`\"<>\\")
+    return base.rstrip("/") + text if text.startswith("/") else base.rstrip("/") + "/" + text
+
+
+def _header_item(exchange: Exchange, name: bytes, value: bytes) -> str:
+    if not TOKEN_RE.match(name):
+        raise ExportError(f"exchange {exchange.id}: header name {name!r} is not an HTTP token")
+    text = safe_text(value)
+    if text is None:
+        raise ExportError(
+            f"exchange {exchange.id}: header {name.decode('latin-1')} holds bytes HTTPie cannot send "
+            "(non-UTF-8 or control characters); use the curl format"
+        )
+    if not text:
+        return name.decode("ascii") + ";"
+    if any(text[i] == "\\" and text[i + 1] in _ITEM_SPECIALS for i in range(len(text) - 1)):
+        raise ExportError(
+            f"exchange {exchange.id}: header {name.decode('ascii')} has a backslash before one of "
+            f"{_ITEM_SPECIALS!r}, which HTTPie cannot express; use the curl format"
+        )
+    if text[0] in "=@":
+        text = "\\" + text  # else ":=" would read JSON and ":@" a file
+    return f"{name.decode('ascii')}:{text}"
+
+
+def httpie_command(
+    exchange: Exchange,
+    *,
+    index: int = 0,
+    redact: bool = False,
+    base_url: str | None = None,
+    body_dir: str = ".",
+    files: dict[str, bytes] | None = None,
+) -> str:
+    """The ``http`` command for one exchange (side files are added to ``files``)."""
+    files = {} if files is None else files
+    request = exchange.request
+    if exchange.websocket:
+        raise ExportError(f"exchange {exchange.id} is a WebSocket session; HTTPie cannot replay it")
+    if not _METHOD_RE.match(request.method):
+        raise ExportError(f"method {request.method!r} cannot be given to HTTPie (letters only); use the curl format")
+    headers = redact_headers(request.headers) if redact else request.headers
+    words = ["http"]
+    body_word = ""
+    if request.body:
+        text = safe_text(request.body, allow="\t\n") if len(request.body) <= INLINE_LIMIT else None
+        if text is not None:
+            words += ["--ignore-stdin", shlex.quote("--raw=" + text)]
+        else:
+            path = posixpath.join(body_dir, f"{file_stem(exchange, index)}.body")
+            files[path] = request.body
+            body_word = "< " + shlex.quote(path)
+    else:
+        words.append("--ignore-stdin")
+    url = _url(exchange, base_url)
+    if any(seg in (".", "..") for seg in urlsplit(url).path.split("/")):
+        words.append("--path-as-is")
+    words += [shlex.quote(request.method), shlex.quote(url)]
+    items: list[str] = []
+    present: set[bytes] = set()
+    for name, value in headers.fields:
+        present.add(name.lower())
+        if name.lower() in _FRAMING:
+            continue
+        items.append(shlex.quote(_header_item(exchange, name, value)))
+    defaults = _DEFAULTS + ([b"Content-Type"] if request.body else [])
+    items += [shlex.quote(n.decode() + ":") for n in defaults if n.lower() not in present]
+    if body_word:
+        items.append(body_word)
+    text = _CONTINUATION.join([" ".join(words), *items])
+    if request.body_truncated:
+        text = f"# body truncated: {len(request.body)} of {request.body_size} bytes were recorded\n" + text
+    return text
+
+
+def export_httpie(
+    exchanges: Sequence[Exchange],
+    *,
+    redact: bool = False,
+    base_url: str | None = None,
+    body_dir: str = ".",
+) -> Export:
+    """One ``http`` command per exchange, separated by blank lines.
+
+    Args:
+        exchanges: the exchanges, in order.
+        redact: replace credentials and signatures with ``<redacted>``.
+        base_url: send to this ``scheme://host[:port]`` instead of the public URL.
+        body_dir: directory the body side files are referred to in.
+    """
+    require_exchanges(exchanges)
+    files: dict[str, bytes] = {}
+    blocks = [
+        httpie_command(ex, index=i, redact=redact, base_url=base_url, body_dir=body_dir, files=files)
+        for i, ex in enumerate(exchanges)
+    ]
+    return Export("\n\n".join(blocks) + "\n", files)

@@ -1,0 +1,115 @@
+"""Export exchanges as raw HTTP/1.1 messages, with the bytes as captured.
+
+The text holds the messages exactly when they are printable UTF-8. When a message holds bytes
+that cannot be shown safely (binary body, non-UTF-8 or control characters), its text shows
+the head with ``\\xNN`` escapes and a note instead of the body, and the exact bytes of the
+message are in ``Export.files`` under ``DIR/ID.request.http`` (or ``.response.http``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.export.base import Export, file_stem, redact_headers, require_exchanges, safe_text
+
+__all__ = ["export_raw", "request_bytes", "response_bytes"]
+
+
+def _head(start_line: bytes, headers: Headers) -> bytes:
+    lines = [start_line] + [name + b": " + value for name, value in headers.fields]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def request_bytes(request: Request, *, redact: bool = False) -> bytes:
+    """The request as HTTP/1.1 bytes: request line, headers in order, blank line, body."""
+    headers = redact_headers(request.headers) if redact else request.headers
+    start = request.method.encode("latin-1", "replace") + b" " + request.target + b" HTTP/" + request.http_version.encode()
+    return _head(start, headers) + request.body
+
+
+def response_bytes(response: Response, *, redact: bool = False) -> bytes:
+    """The response as HTTP/1.1 bytes: status line, headers in order, blank line, body."""
+    headers = redact_headers(response.headers) if redact else response.headers
+    start = f"HTTP/{response.http_version} {response.status} {response.reason}".rstrip().encode("latin-1", "replace")
+    return _head(start, headers) + response.body
+
+
+def _escaped(raw: bytes) -> str:
+    """``raw`` with every byte that is not printable ASCII (or CR, LF, tab) shown as ``\\xNN``."""
+    return "".join(
+        chr(b) if 0x20 <= b < 0x7F or b in (9, 10, 13) else f"\\x{b:02x}"
+        for b in raw
+    )
+
+
+def _message_text(message: bytes, body_len: int, truncated_note: str, path: str, files: dict[str, bytes]) -> str:
+    head, body = message[: len(message) - body_len], message[len(message) - body_len :]
+    head_text = safe_text(head, allow="\t\r\n")
+    body_text = safe_text(body, allow="\t\r\n")
+    if head_text is None or body_text is None:
+        files[path] = message
+    if head_text is None:
+        head_text = _escaped(head)
+    if body_text is None:
+        body_text = f"[{body_len} bytes of body that cannot be shown as text: exact message in {path}]\r\n"
+    return head_text + body_text + truncated_note
+
+
+def _truncation_note(body: bytes, size: int, truncated: bool) -> str:
+    if not truncated:
+        return ""
+    return f"\r\n[body truncated: {len(body)} of {size} bytes were recorded]\r\n"
+
+
+def export_raw(
+    exchanges: Sequence[Exchange],
+    *,
+    response: bool = False,
+    redact: bool = False,
+    body_dir: str = ".",
+) -> Export:
+    """Each request (and with ``response=True`` its response) as raw HTTP text.
+
+    Args:
+        exchanges: the exchanges, in order; blocks are separated by a blank line.
+        response: also give the response after the request (a note when there is none).
+        redact: replace credentials and signatures with ``<redacted>``.
+        body_dir: directory the side files with exact bytes are referred to in.
+    """
+    require_exchanges(exchanges)
+    files: dict[str, bytes] = {}
+    blocks: list[str] = []
+    for index, ex in enumerate(exchanges):
+        stem = posixpath.join(body_dir, file_stem(ex, index))
+        req = ex.request
+        message = request_bytes(req, redact=redact)
+        parts = [
+            _message_text(
+                message,
+                len(req.body),
+                _truncation_note(req.body, req.body_size, req.body_truncated),
+                f"{stem}.request.http",
+                files,
+            )
+        ]
+        if response:
+            resp = ex.response
+            if resp is None:
+                reason = ex.error or "no response"
+                detail = f": {ex.error_message}" if ex.error_message else ""
+                parts.append(_escaped(f"[no response ({reason}){detail}]\r\n".encode("utf-8", "replace")))
+            else:
+                message = response_bytes(resp, redact=redact)
+                parts.append(
+                    _message_text(
+                        message,
+                        len(resp.body),
+                        _truncation_note(resp.body, resp.body_size, resp.body_truncated),
+                        f"{stem}.response.http",
+                        files,
+                    )
+                )
+        blocks.append("\r\n".join(parts))
+    return Export("\r\n".join(blocks), files)

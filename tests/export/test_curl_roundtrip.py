@@ -1,0 +1,148 @@
+"""The curl exporter, proven by running its commands: real curl, real shell, a byte-recording server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devtunnel.export import export
+from tests.export.rawserver import RawServer
+from tests.export.support import make_exchange, run_shell
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
+
+CANARY = Path(tempfile.gettempdir()) / f"devtunnel-curl-canary-{os.getpid()}"
+"""A file that any injected command below would create. It must never appear."""
+
+# Values built to break naive quoting: command substitution, backticks, quotes, variables.
+HOSTILE = [
+    f"'$(touch {CANARY})'",
+    f"$(touch {CANARY})",
+    f"`touch {CANARY}`",
+    f"\"; touch {CANARY}; echo \"",
+    f"'; touch {CANARY}; '",
+    "$HOME ${HOME} %s %n %%",
+    "\\' \\\" \\\\ \\n",
+]
+
+TCHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+FRAMING = {b"host", b"content-length", b"transfer-encoding", b"expect"}
+
+token = st.binary(min_size=1, max_size=12).map(lambda b: bytes(TCHARS[x % len(TCHARS)] for x in b))
+methods = st.one_of(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]), token.map(bytes.decode))
+# Field-value bytes: visible ASCII and obs-text, with inner spaces and tabs (no CR, LF or NUL).
+value_byte = st.one_of(st.integers(0x21, 0x7E), st.integers(0x80, 0xFF)).map(lambda i: bytes([i]))
+inner = st.lists(st.one_of(value_byte, value_byte, st.sampled_from([b" ", b"\t"])), max_size=30).map(b"".join)
+header_value = st.one_of(
+    st.builds(lambda a, mid, z: a + mid + z if mid else a, value_byte, inner, value_byte),
+    st.just(b""),
+    st.sampled_from(HOSTILE).map(str.encode),
+)
+header_name = token.filter(lambda n: n.lower() not in FRAMING)
+targets = st.lists(st.integers(0x21, 0xFF).filter(lambda i: i != 0x7F), max_size=40).map(lambda xs: b"/" + bytes(xs))
+bodies = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from(HOSTILE).map(str.encode),
+    st.text(max_size=200).map(lambda s: s.encode("utf-8")),
+    st.just(b"line one\nline two\r\n\x00after NUL\n\n"),
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> dict[str, object]:
+    headers: list[tuple[bytes, bytes]] = []
+    if draw(st.booleans()):
+        headers.append((b"Host", draw(header_value.filter(bool))))
+    headers += draw(st.lists(st.tuples(header_name, header_value), max_size=8))
+    body = draw(bodies)
+    if body or draw(st.booleans()):
+        start = 1 if headers and headers[0][0] == b"Host" else 0  # curl always sends Host first
+        at = draw(st.integers(start, len(headers)))
+        headers.insert(at, (b"Content-Length", str(len(body)).encode()))
+    return {"method": draw(methods), "target": draw(targets), "headers": headers, "body": body}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(req=requests())
+def test_curl_command_reproduces_method_target_headers_and_body_exactly(req: dict, tmp_path: Path) -> None:
+    exchange = make_exchange(**req)  # type: ignore[arg-type]
+    with RawServer() as server:
+        result = export("curl", exchange, base_url=server.url)
+        with tempfile.TemporaryDirectory(dir=tmp_path) as workdir:
+            proc = run_shell(result, Path(workdir))
+        assert proc.returncode == 0, (result.text, proc.stderr)
+        assert len(server.received) == 1
+        got = server.received[0]
+    assert not CANARY.exists(), "a captured value ran a command"
+    assert got.method.decode() == req["method"]
+    assert got.target == req["target"]
+    expected = list(req["headers"])  # type: ignore[call-overload]
+    assert got.headers == expected, result.text
+    assert got.body == req["body"]
+
+
+def test_request_without_host_accept_or_user_agent_gets_none_from_curl(tmp_path: Path) -> None:
+    exchange = make_exchange(method="GET", target=b"/bare", headers=[(b"X-Only", b"1")])
+    with RawServer() as server:
+        proc = run_shell(export("curl", exchange, base_url=server.url), tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert server.received[0].headers == [(b"X-Only", b"1")]
+
+
+def test_large_body_goes_through_a_side_file_and_arrives_intact(tmp_path: Path) -> None:
+    body = (b'{"k": "' + b"x" * 100_000 + b'"}\n')
+    exchange = make_exchange(method="POST", headers=[(b"Host", b"h"), (b"Content-Length", str(len(body)).encode())], body=body)
+    with RawServer() as server:
+        result = export("curl", exchange, base_url=server.url)
+        assert len(result.text) < 1000 and list(result.files.values()) == [body]
+        proc = run_shell(result, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert server.received[0].body == body
+
+
+def test_chunked_request_is_sent_chunked_again(tmp_path: Path) -> None:
+    body = b"part one, part two"
+    headers = [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked"), (b"Content-Type", b"text/plain")]
+    exchange = make_exchange(method="POST", target=b"/up", headers=headers, body=body)
+    with RawServer() as server:
+        proc = run_shell(export("curl", exchange, base_url=server.url), tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    got = server.received[0]
+    assert got.chunked and got.body == body and got.headers == headers
+
+
+def test_dot_segments_and_glob_characters_in_target_are_sent_unchanged(tmp_path: Path) -> None:
+    target = b"/a/../b/./{x}[1-2]?q=a b&r=%zz#frag"
+    exchange = make_exchange(target=target)
+    with RawServer() as server:
+        proc = run_shell(export("curl", exchange, base_url=server.url + "/"), tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert server.received[0].target == target
+
+
+def test_base_url_path_prefix_is_put_before_the_target(tmp_path: Path) -> None:
+    exchange = make_exchange(target=b"/hook?x=1")
+    with RawServer() as server:
+        proc = run_shell(export("curl", exchange, base_url=server.url + "/prefix/"), tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert server.received[0].target == b"/prefix/hook?x=1"
+
+
+def test_several_exchanges_run_as_several_commands(tmp_path: Path) -> None:
+    exchanges = [
+        make_exchange(method="POST", target=b"/one", headers=[(b"Host", b"h")], body=b"\x00\x01"),
+        make_exchange(method="DELETE", target=b"/two"),
+    ]
+    with RawServer() as server:
+        proc = run_shell(export("curl", exchanges, base_url=server.url), tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert [(r.method, r.target, r.body) for r in server.received] == [
+        (b"POST", b"/one", b"\x00\x01"),
+        (b"DELETE", b"/two", b""),
+    ]
