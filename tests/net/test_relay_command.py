@@ -1,0 +1,163 @@
+"""``devtunnel relay`` as a subprocess, and the small parsers it relies on."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtunnel.errors import ConfigError
+from devtunnel.net.names import random_name, validate_name
+from devtunnel.net.sizes import format_size, parse_size
+from tests.helpers import free_port, wait_for
+
+DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
+
+
+def run_relay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DEVTUNNEL, "relay", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_relay_prints_listening_line_serves_and_exits_0_on_sigint(tmp_path: Path) -> None:
+    port = free_port()
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# agents of the payments team\n\nfirst-token\n  second-token  \n")
+    proc = subprocess.Popen(
+        [*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--tokens-file", str(tokens), "--domain", "t.test"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == f"Relay listening on http://127.0.0.1:{port} (tunnels at http://NAME.t.test:{port})\n"
+        r = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"Host": "t.test"})
+        assert (r.status_code, r.text) == (200, "ok\n")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_relay_exits_0_on_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("Relay listening on")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listen", "0.0.0.0:8000"], "without a token"),
+        (["--listen", "nonsense"], "expected HOST:PORT"),
+        (["--listen", "127.0.0.1:99999"], "expected HOST:PORT"),
+        (["--max-body", "ten megs"], "is not a size"),
+        (["--head-timeout", "0"], "--head-timeout"),
+        (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "no such file"),
+        (["--tokens-file", "/nonexistent/tokens"], "cannot read it"),
+        (["--public-url", "tunnel.example.com"], "expected http(s)://HOST"),
+    ],
+)
+def test_bad_flag_values_give_one_line_error_and_exit_2(args: list[str], message: str) -> None:
+    result = run_relay(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+
+
+def test_port_already_in_use_gives_one_line_error_and_exit_2() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_relay("--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("0", 0), ("17", 17), ("512k", 512 << 10), ("10mb", 10 << 20), ("10MB", 10 << 20), ("1.5 GiB", 3 << 29), ("2kib", 2048)],
+)
+def test_sizes_parse_with_binary_units(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "mb", "-1", "10 zb", "1e3"])
+def test_bad_sizes_are_refused_with_a_clear_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a size"):
+        parse_size(text)
+
+
+def test_sizes_format_briefly() -> None:
+    assert [format_size(n) for n in (17, 64 << 10, 10 << 20, 3 << 29)] == ["17 B", "64 KiB", "10 MiB", "1.5 GiB"]
+
+
+def test_random_names_are_readable_dns_labels() -> None:
+    rng = random.Random(7)
+    names = {random_name(rng) for _ in range(200)}
+    assert len(names) > 190
+    for name in names:
+        assert validate_name(name) == name
+        adjective, animal, number = name.split("-")
+        assert adjective.isalpha() and animal.isalpha() and len(number) == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("", "empty"), ("a" * 64, "64 characters"), ("-edge", "starts or ends"), ("under_score", "only letters")],
+)
+def test_invalid_names_say_why(name: str, why: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid DNS label") as info:
+        validate_name(name)
+    assert why in str(info.value)
+
+
+def test_names_are_lowercased() -> None:
+    assert validate_name("Payments-API") == "payments-api"
+
+
+def test_relay_listening_line_shows_https_with_tls(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("t.test", "*.t.test")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    port = free_port()
+    proc = subprocess.Popen(
+        [*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--domain", "t.test", "--tls-cert", str(chain),
+         "--tls-key", str(key)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = wait_for(proc.stdout.readline, what="the listening line")
+        assert line == f"Relay listening on https://127.0.0.1:{port} (tunnels at https://NAME.t.test:{port})\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
