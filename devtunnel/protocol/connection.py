@@ -170,7 +170,8 @@ class Connection:
         self._goaway_received = False
         self._error: ProtocolError | None = None
 
-        self._buffer = bytearray()  # an incomplete frame, never more than one
+        self._pending: list[bytes] = []  # pieces of one incomplete frame, never more
+        self._pending_size = 0
         self._need = f.HEADER_SIZE  # bytes the buffered frame needs before it can be parsed
         self._out: list[bytes] = []
 
@@ -307,6 +308,8 @@ class Connection:
         """
         if self._relay:
             raise ProtocolError("only the agent sends responses")
+        if not 100 <= status <= 999:
+            raise ValueError(f"response status {status} is not a 3-digit HTTP status")
         stream = self._open_stream(stream_id)
         action = _head_action(status, end_stream, stream.websocket)
         local = advance(stream.local, action, stream_id, "we")
@@ -455,15 +458,20 @@ class Connection:
         """Feed received bytes (any split); return complete events. Raises ProtocolError."""
         if self._error is not None:
             raise ProtocolError(f"the tunnel connection already failed: {self._error}", code=self._error.code)
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._need:
+        pending = self._pending
+        if pending:
+            # Collect pieces of the incomplete frame and join them once, when it is complete:
+            # growing one buffer piece by piece would copy a large frame again at every step.
+            pending.append(data if type(data) is bytes else bytes(data))
+            self._pending_size += len(data)
+            if self._pending_size < self._need:
                 return []
-            src = bytes(buffer)
-            buffer.clear()
+            src = b"".join(pending)
+            pending.clear()
+            self._pending_size = 0
         elif len(data) < self._need:
-            buffer += data
+            pending.append(bytes(data))
+            self._pending_size = len(data)
             return []
         else:
             src = data if type(data) is bytes else bytes(data)
@@ -496,7 +504,9 @@ class Connection:
             self._fail(exc)
             raise
         if pos < size:
-            buffer += memoryview(src)[pos:]
+            # Keep a copy of only the incomplete tail, never a view that pins all of ``src``.
+            pending.append(src[pos:])
+            self._pending_size = size - pos
             self._need = end - pos if size - pos >= 9 else f.HEADER_SIZE
         else:
             self._need = f.HEADER_SIZE
@@ -526,7 +536,7 @@ class Connection:
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame held until the rest arrives."""
-        return len(self._buffer)
+        return self._pending_size
 
     # -- helpers -----------------------------------------------------------------
     def _info(self, info: dict[str, object] | None) -> dict[str, object]:
@@ -566,7 +576,8 @@ class Connection:
 
     def _fail(self, exc: ProtocolError) -> None:
         self._error = exc
-        self._buffer = bytearray()
+        self._pending = []
+        self._pending_size = 0
         self._need = f.HEADER_SIZE
         try:
             code = ErrorCode(exc.code)
