@@ -1,0 +1,740 @@
+"""The agent: tunnels to a relay, each forwarding its streams to a local service.
+
+``AgentService`` holds any number of ``Tunnel``s. Each tunnel keeps one WebSocket to its relay
+(``/_devtunnel/connect``) and reconnects by itself when it drops, with exponential backoff and
+full jitter capped at ``MAX_BACKOFF``, asking for the same name again. A refused token or a name
+held by someone else ends the tunnel in ``FAILED`` without retrying. With no relay configured,
+the service runs an embedded relay on 127.0.0.1 in the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from devtunnel import __version__
+from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
+from devtunnel.errors import (
+    AuthError,
+    ConfigError,
+    NameTakenError,
+    NotFoundError,
+    ProtocolError,
+    RelayUnreachableError,
+    TunnelError,
+)
+from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
+from devtunnel.net.local_ws import forward_websocket
+from devtunnel.net.names import random_name, validate_name
+from devtunnel.net.recording import ExchangeCapture
+from devtunnel.net.stream import TunnelStream
+from devtunnel.net.target import Target, parse_target
+from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.events import (
+    DataReceived,
+    Event,
+    GoAway,
+    RequestReceived,
+    StreamReset,
+    WebSocketClosed,
+    WebSocketMessageReceived,
+    Welcome,
+    WindowUpdated,
+)
+
+__all__ = [
+    "TunnelConfig",
+    "TunnelState",
+    "TunnelInfo",
+    "Tunnel",
+    "AgentService",
+    "Backoff",
+    "relay_connect_url",
+    "CONNECT_PATH",
+    "MAX_BACKOFF",
+]
+
+log = logging.getLogger("devtunnel.agent")
+
+CONNECT_PATH = "/_devtunnel/connect"
+"""Where a relay accepts agent WebSockets."""
+MAX_BACKOFF = 30.0
+"""The longest wait between two reconnection attempts, in seconds."""
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class TunnelState(str, enum.Enum):
+    """Where a tunnel is in its life."""
+
+    STARTING = "starting"
+    ONLINE = "online"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    """The relay refused the tunnel for a reason retrying cannot fix (token, name)."""
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelConfig:
+    """What a tunnel forwards and where it connects.
+
+    Attributes:
+        target: the local service: a port, ``HOST:PORT`` or an ``http(s)://`` URL.
+        name: the tunnel name wanted from the relay (default: a random readable one).
+        relay: the relay URL (``ws(s)://`` or ``http(s)://``); None means the embedded relay.
+        token: the token for the relay.
+        host_header: ``"preserve"`` sends the public Host to the local service, ``"rewrite"``
+            the target's.
+        insecure: do not verify the relay's or an https target's certificate.
+    """
+
+    target: str
+    name: str | None = None
+    relay: str | None = None
+    token: str | None = None
+    host_header: str = "preserve"
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if self.host_header not in ("preserve", "rewrite"):
+            raise ConfigError(f"host_header must be 'preserve' or 'rewrite', not {self.host_header!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelInfo:
+    """A snapshot of one tunnel, as subscribers and the API see it."""
+
+    name: str
+    public_url: str | None
+    target_url: str
+    state: TunnelState
+    next_retry_at: float | None = None
+    """Seconds since the epoch of the next reconnection attempt (while reconnecting)."""
+    error: str | None = None
+    """Why the tunnel is not online (the last failure), or None."""
+    requests: int = 0
+    """Streams carried since the tunnel started."""
+    config: TunnelConfig | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the token is left out)."""
+        out = asdict(self)
+        out["state"] = self.state.value
+        if self.config is not None:
+            out["config"] = {k: v for k, v in asdict(self.config).items() if k != "token"}
+        return out
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: attempt ``n`` waits ``uniform(0, min(cap, base * 2**n))``."""
+
+    base: float = 0.5
+    cap: float = MAX_BACKOFF
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt`` (0-based) of a series of failures."""
+        return self.rng.uniform(0.0, min(self.cap, self.base * (2 ** min(attempt, 32))))
+
+
+def relay_connect_url(relay: str) -> str:
+    """The WebSocket URL of a relay's agent endpoint.
+
+    ``http(s)://`` becomes ``ws(s)://``; a URL without a path gets ``/_devtunnel/connect``.
+
+    Raises:
+        ConfigError: the text is not a relay URL.
+    """
+    text = relay.strip()
+    if "://" not in text:
+        text = "ws://" + text
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"invalid relay URL {relay!r}: {exc}") from exc
+    scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(parts.scheme.lower())
+    if scheme is None:
+        raise ConfigError(f"invalid relay URL {relay!r}: use ws://, wss://, http:// or https://")
+    if not parts.hostname:
+        raise ConfigError(f"invalid relay URL {relay!r}: the host is missing")
+    path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+ExchangeListener = Callable[[Exchange], None]
+TunnelListener = Callable[[TunnelInfo], None]
+
+
+class _Session:
+    """One WebSocket connection of a tunnel to its relay, from HELLO to close."""
+
+    def __init__(self, tunnel: Tunnel, ws: ClientConnection) -> None:
+        self.tunnel = tunnel
+        self.ws = ws
+        self.conn = Connection(Role.AGENT)
+        self.streams: dict[int, TunnelStream] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.goaway: GoAway | None = None
+        self._dirty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- Link, for the streams --------------------------------------------------------
+    def kick(self) -> None:
+        """Have the writer send whatever the connection queued."""
+        self._dirty.set()
+        self._idle.clear()
+
+    async def drained(self) -> None:
+        """Wait until everything queued so far went to the socket."""
+        if not self._idle.is_set():
+            await self._idle.wait()
+
+    async def _write_loop(self) -> None:
+        conn, ws, dirty, idle = self.conn, self.ws, self._dirty, self._idle
+        try:
+            while True:
+                await dirty.wait()
+                dirty.clear()
+                data = conn.data_to_send()
+                if data:
+                    # One WebSocket message per batch: frames of many streams share it.
+                    await ws.send(data)
+                if not dirty.is_set():
+                    idle.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            # Nothing more can be sent: make sure the reader notices and the session ends.
+            if ws.transport is not None:
+                ws.transport.abort()
+
+    # -- handshake ----------------------------------------------------------------------
+    async def handshake(self, token: str, name: str) -> Welcome:
+        """Say HELLO; return the WELCOME. Raises AuthError, NameTakenError or RelayUnreachableError."""
+        info = {"agent": f"devtunnel/{__version__}", "target": self.tunnel.target.url}
+        self.conn.send_hello(token, name, info)
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                await self.ws.send(self.conn.data_to_send())
+                while True:
+                    message = await self.ws.recv()
+                    if isinstance(message, str):
+                        raise RelayUnreachableError("the relay sent text where the tunnel protocol was expected")
+                    events = self.conn.receive_data(message)
+                    for i, event in enumerate(events):
+                        if isinstance(event, Welcome):
+                            self._dispatch(events[i + 1 :])
+                            return event
+                        if isinstance(event, GoAway):
+                            raise _goaway_error(event)
+        except TimeoutError as exc:
+            raise RelayUnreachableError(f"the relay did not answer the handshake in {HANDSHAKE_TIMEOUT:g} s") from exc
+        except ConnectionClosed as exc:
+            raise RelayUnreachableError(f"the relay closed the connection during the handshake ({exc})") from exc
+        except ProtocolError as exc:
+            raise RelayUnreachableError(f"the relay broke the tunnel protocol: {exc}") from exc
+
+    # -- serving --------------------------------------------------------------------------
+    async def serve(self) -> str:
+        """Carry streams until the connection ends; returns why it ended.
+
+        Raises:
+            AuthError, NameTakenError: the relay ended the tunnel for good.
+        """
+        writer = asyncio.create_task(self._write_loop())
+        self.kick()
+        reason = "the relay closed the connection"
+        try:
+            async for message in self.ws:
+                if isinstance(message, str):
+                    reason = "the relay sent text where the tunnel protocol was expected"
+                    break
+                self._dispatch(self.conn.receive_data(message))
+                self.kick()
+        except ConnectionClosed as exc:
+            reason = f"the connection to the relay was lost ({exc})"
+        except ProtocolError as exc:
+            reason = f"the relay broke the tunnel protocol: {exc}"
+            try:
+                self.conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))
+                await asyncio.wait_for(self.ws.send(self.conn.data_to_send()), 1.0)
+            except Exception:  # the connection is being dropped anyway
+                pass
+        finally:
+            writer.cancel()
+            await self.close_streams()
+            await asyncio.gather(writer, return_exceptions=True)
+            await self.ws.close()
+        if self.goaway is not None:
+            if self.goaway.code in (ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION):
+                raise _goaway_error(self.goaway)
+            reason = f"the relay is going away: {self.goaway.reason or 'no reason given'}"
+        return reason
+
+    async def close_streams(self) -> None:
+        """Cancel every stream still running (their exchanges are recorded as cut short)."""
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def leave(self, reason: str) -> None:
+        """Tell the relay we are going (GOAWAY) and close the socket."""
+        try:
+            self.conn.send_goaway(ErrorCode.NO_ERROR, reason)
+            await asyncio.wait_for(self.ws.send(self.conn.data_to_send()), 1.0)
+        except Exception:  # the socket may be gone already; closing is all that is left
+            pass
+        await self.ws.close()
+
+    def _dispatch(self, events: list[Event]) -> None:
+        streams = self.streams
+        for event in events:
+            # Ordered by how often each event arrives.
+            if isinstance(event, (DataReceived, WebSocketMessageReceived, WebSocketClosed)):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.events.put_nowait(event)
+            elif isinstance(event, WindowUpdated):
+                if event.stream_id == 0:
+                    for stream in streams.values():
+                        stream.window_opened()
+                else:
+                    stream = streams.get(event.stream_id)
+                    if stream is not None:
+                        stream.window_opened()
+            elif isinstance(event, RequestReceived):
+                self._open(event)
+            elif isinstance(event, StreamReset):
+                stream = streams.get(event.stream_id)
+                task = self.tasks.get(event.stream_id)
+                if stream is not None and task is not None:
+                    stream.reset_code = event.code
+                    task.cancel()
+            elif isinstance(event, GoAway):
+                self.goaway = event
+                log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, event.reason)
+
+    def _open(self, head: RequestReceived) -> None:
+        stream = TunnelStream(self, head.stream_id)
+        self.streams[head.stream_id] = stream
+        self.tunnel.requests += 1
+        self.tasks[head.stream_id] = asyncio.create_task(self._serve_stream(stream, head))
+
+    async def _serve_stream(self, stream: TunnelStream, head: RequestReceived) -> None:
+        tunnel = self.tunnel
+        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, tunnel.target.url, tunnel.body_cap, live=tunnel.live)
+        try:
+            if head.websocket:
+                await forward_websocket(
+                    stream, head, cap, tunnel=tunnel.name, target=tunnel.target, insecure=tunnel.config.insecure
+                )
+            else:
+                await tunnel.forwarder.handle(stream, head, cap)
+        except asyncio.CancelledError:
+            pass  # reset by the relay or the session is ending; the handler recorded why
+        except Exception as exc:  # a defect must cost one stream, never the tunnel
+            log.exception("tunnel %s: stream %d failed", tunnel.name, stream.stream_id)
+            cap.fail("local_error", f"internal error: {exc!r}")
+            try:
+                stream.reset(ErrorCode.LOCAL_ERROR, "internal error in the agent")
+            except ProtocolError:
+                pass
+        finally:
+            self.streams.pop(stream.stream_id, None)
+            self.tasks.pop(stream.stream_id, None)
+            cap.finish()
+
+
+def _goaway_error(event: GoAway) -> TunnelError:
+    reason = event.reason or "no reason given"
+    if event.code == ErrorCode.AUTH_FAILED:
+        return AuthError(f"the relay refused the token: {reason}")
+    if event.code == ErrorCode.NAME_TAKEN:
+        return NameTakenError(f"the relay refused the tunnel name: {reason}")
+    if event.code == ErrorCode.UNSUPPORTED_VERSION:
+        return TunnelError(f"the relay speaks another protocol version: {reason}")
+    return RelayUnreachableError(f"the relay turned the tunnel away: {reason}")
+
+
+class Tunnel:
+    """One tunnel: a target, a relay, and the loop that keeps them connected.
+
+    Args:
+        config: what to forward and where to connect.
+        relay_url: the relay's WebSocket URL (``ws(s)://host:port/_devtunnel/connect``).
+        sink: receives exchanges (live snapshots and final records).
+        on_change: called with a ``TunnelInfo`` on every state change.
+        body_cap: bytes of each body to record.
+        live: submit long-running exchanges once early.
+        backoff: the reconnection delays.
+        head_timeout: seconds the local service has to answer.
+    """
+
+    def __init__(
+        self,
+        config: TunnelConfig,
+        *,
+        relay_url: str,
+        sink: Callable[[Exchange, bool], None] | None,
+        on_change: TunnelListener,
+        body_cap: int = DEFAULT_BODY_CAP,
+        live: bool = True,
+        backoff: Backoff | None = None,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    ) -> None:
+        self.config = config
+        self.target: Target = parse_target(config.target)
+        self.name = validate_name(config.name) if config.name else random_name()
+        self.relay_url = relay_url
+        self.sink = sink
+        self.body_cap = body_cap
+        self.live = live
+        self.requests = 0
+        self.forwarder = Forwarder(
+            self.name, self.target, host_header=config.host_header, insecure=config.insecure, head_timeout=head_timeout
+        )
+        self._on_change = on_change
+        self._backoff = backoff or Backoff()
+        self._state = TunnelState.STARTING
+        self._public_url: str | None = None
+        self._error: str | None = None
+        self._next_retry_at: float | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._session: _Session | None = None
+        self._first: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def state(self) -> TunnelState:
+        """The current state."""
+        return self._state
+
+    def info(self) -> TunnelInfo:
+        """A snapshot of the tunnel."""
+        return TunnelInfo(
+            name=self.name,
+            public_url=self._public_url,
+            target_url=self.target.url,
+            state=self._state,
+            next_retry_at=self._next_retry_at,
+            error=self._error,
+            requests=self.requests,
+            config=self.config,
+        )
+
+    async def start(self) -> TunnelInfo:
+        """Start connecting; return once the tunnel is online or the first attempt failed.
+
+        A relay that cannot be reached is retried in the background (the state is then
+        ``reconnecting``); a refused token or name raises.
+
+        Raises:
+            AuthError, NameTakenError, TunnelError: the relay refused the tunnel.
+        """
+        self._first = asyncio.get_running_loop().create_future()
+        self._runner = asyncio.create_task(self._run(), name=f"tunnel-{self.name}")
+        await asyncio.shield(self._first)
+        return self.info()
+
+    async def stop(self) -> None:
+        """Leave the relay and stop reconnecting."""
+        self._stopping = True
+        self._wake.set()
+        session = self._session
+        if session is not None:
+            await session.leave("the agent is stopping")
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        self.forwarder.close()
+        self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
+
+    async def restart(self) -> None:
+        """Drop the current connection (if any) and connect again at once."""
+        if self._runner is None or self._runner.done():
+            self._stopping = False
+            self._first = None
+            self._runner = asyncio.create_task(self._run(), name=f"tunnel-{self.name}")
+            return
+        self._wake.set()
+        session = self._session
+        if session is not None:
+            await session.leave("the agent is reconnecting")
+
+    def _set(self, state: TunnelState, **changes: Any) -> None:
+        self._state = state
+        for key, value in changes.items():
+            setattr(self, f"_{key}", value)
+        self._on_change(self.info())
+
+    def _settle_first(self, exc: BaseException | None = None) -> None:
+        first = self._first
+        if first is not None and not first.done():
+            if exc is None:
+                first.set_result(None)
+            else:
+                first.set_exception(exc)
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while not self._stopping:
+                try:
+                    reason = await self._connect_once()
+                    attempt = 0
+                except (AuthError, NameTakenError) as exc:
+                    self._fail(exc)
+                    return
+                except RelayUnreachableError as exc:
+                    reason = str(exc)
+                except (TunnelError, ConfigError) as exc:
+                    self._fail(exc)
+                    return
+                if self._stopping:
+                    return
+                await self._wait_before_retry(attempt, reason)
+                attempt += 1
+        finally:
+            self._session = None
+            self._settle_first()
+
+    def _fail(self, exc: TunnelError | ConfigError) -> None:
+        log.error("tunnel %s: %s (not retrying)", self.name, exc)
+        self._set(TunnelState.FAILED, error=str(exc), next_retry_at=None)
+        self._settle_first(exc)
+
+    async def _wait_before_retry(self, attempt: int, reason: str) -> None:
+        delay = self._backoff.delay(attempt)
+        at = time.time() + delay
+        self._set(TunnelState.RECONNECTING, error=reason, next_retry_at=at)
+        self._settle_first()
+        log.warning(
+            "tunnel %s: %s; reconnecting in %.1f s (at %s)",
+            self.name, reason, delay, time.strftime("%H:%M:%S", time.localtime(at)),
+        )
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
+
+    async def _connect_once(self) -> str:
+        """One connection: open, handshake, serve. Returns why it ended (to retry)."""
+        ws = await self._open_socket()
+        session = _Session(self, ws)
+        try:
+            welcome = await session.handshake(self.config.token or "", self.name)
+        except BaseException:
+            await ws.close()
+            raise
+        self.name = welcome.name
+        self.forwarder.tunnel = welcome.name
+        self._session = session
+        was_online_before = self._public_url is not None
+        self._set(TunnelState.ONLINE, public_url=welcome.url, error=None, next_retry_at=None)
+        if was_online_before:
+            log.warning("tunnel %s: back online at %s", self.name, welcome.url)
+        self._settle_first()
+        try:
+            return await session.serve()
+        finally:
+            self._session = None
+
+    async def _open_socket(self) -> ClientConnection:
+        parts = urlsplit(self.relay_url)
+        options: dict[str, Any] = {}
+        if parts.scheme == "wss":
+            ctx = ssl.create_default_context()
+            if self.config.insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            options["ssl"] = ctx
+        if _is_loopback(parts.hostname or ""):
+            options["proxy"] = None
+        try:
+            return await connect(
+                self.relay_url,
+                compression=None,
+                max_size=None,
+                open_timeout=HANDSHAKE_TIMEOUT,
+                user_agent_header=f"devtunnel/{__version__}",
+                **options,
+            )
+        except InvalidURI as exc:
+            raise ConfigError(f"invalid relay URL {self.relay_url!r}: {exc}") from exc
+        except TimeoutError as exc:
+            raise RelayUnreachableError(f"the relay at {self.relay_url} did not answer in time") from exc
+        except (OSError, InvalidHandshake) as exc:
+            raise RelayUnreachableError(f"cannot reach the relay at {self.relay_url}: {exc}") from exc
+
+
+class AgentService:
+    """Runs tunnels, records their exchanges and tells subscribers what changed.
+
+    Args:
+        store: the capture store the API reads (may be None).
+        recorder: where exchanges are recorded; None records nothing.
+        body_cap: bytes of each body to record.
+        embedded_port: port of the embedded relay (0: any free port), used by tunnels with no relay.
+        relay: the relay for tunnels whose config names none (None: the embedded relay).
+        token: the token for ``relay``.
+        head_timeout: seconds a local service has to answer a request.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Any = None,
+        recorder: Any = None,
+        body_cap: int = DEFAULT_BODY_CAP,
+        embedded_port: int = 0,
+        relay: str | None = None,
+        token: str | None = None,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.body_cap = body_cap if recorder is not None else 0
+        self.embedded_port = embedded_port
+        self.default_relay = relay
+        self.default_token = token
+        self.head_timeout = head_timeout
+        self.embedded_relay: Any = None
+        self._backoff = backoff
+        self._tunnels: dict[str, Tunnel] = {}
+        self._listeners: list[TunnelListener] = []
+        self._exchange_listeners: list[ExchangeListener] = []
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Get ready; the embedded relay starts with the first tunnel that needs it."""
+
+    async def stop(self) -> None:
+        """Stop every tunnel and the embedded relay."""
+        for tunnel in list(self._tunnels.values()):
+            await tunnel.stop()
+        if self.embedded_relay is not None:
+            relay, self.embedded_relay = self.embedded_relay, None
+            await relay.stop()
+
+    async def start_tunnel(self, config: TunnelConfig) -> TunnelInfo:
+        """Start a tunnel; returns when it is online or is retrying an unreachable relay.
+
+        Raises:
+            ConfigError: the target, name or relay URL is invalid, or the name is in use here.
+            AuthError, NameTakenError: the relay refused the tunnel (it is not kept).
+        """
+        if config.relay is None and self.default_relay is not None:
+            config = replace(config, relay=self.default_relay, token=config.token or self.default_token)
+        async with self._lock:
+            relay_url = relay_connect_url(config.relay) if config.relay else await self._embedded_url()
+            tunnel = Tunnel(
+                config,
+                relay_url=relay_url,
+                sink=self._sink,
+                on_change=self._changed,
+                body_cap=self.body_cap,
+                live=self.recorder is not None,
+                backoff=self._backoff,
+                head_timeout=self.head_timeout,
+            )
+            key = tunnel.name
+            if key in self._tunnels:
+                raise ConfigError(f"a tunnel named {key!r} is already running")
+            self._tunnels[key] = tunnel
+        try:
+            info = await tunnel.start()
+        except BaseException:
+            self._tunnels.pop(key, None)
+            await tunnel.stop()
+            raise
+        if tunnel.name != key:  # the relay gave another name than the one asked for
+            self._tunnels = {(tunnel.name if k == key else k): t for k, t in self._tunnels.items()}
+        return info
+
+    async def stop_tunnel(self, name: str) -> None:
+        """Stop and forget a tunnel. Raises NotFoundError."""
+        tunnel = self._tunnels.pop(name, None)
+        if tunnel is None:
+            raise NotFoundError(f"no tunnel named {name!r}")
+        await tunnel.stop()
+
+    async def restart_tunnel(self, name: str) -> None:
+        """Reconnect a tunnel now (resetting its backoff). Raises NotFoundError."""
+        tunnel = self._tunnels.get(name)
+        if tunnel is None:
+            raise NotFoundError(f"no tunnel named {name!r}")
+        await tunnel.restart()
+
+    def tunnels(self) -> list[TunnelInfo]:
+        """Every tunnel, in the order they were started."""
+        return [t.info() for t in self._tunnels.values()]
+
+    def subscribe(self, callback: TunnelListener) -> Callable[[], None]:
+        """Call ``callback(info)`` on every tunnel state change; returns the unsubscribe function."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def subscribe_exchanges(self, callback: ExchangeListener) -> Callable[[], None]:
+        """Call ``callback(exchange)`` when an exchange ends; returns the unsubscribe function."""
+        self._exchange_listeners.append(callback)
+        return lambda: self._exchange_listeners.remove(callback) if callback in self._exchange_listeners else None
+
+    # -- internals -------------------------------------------------------------------------
+    async def _embedded_url(self) -> str:
+        if self.embedded_relay is None:
+            from devtunnel.net.relay import Relay, RelaySettings  # the relay pulls in uvicorn
+
+            relay = Relay(RelaySettings(host="127.0.0.1", port=self.embedded_port, domain="localhost", embedded=True))
+            try:
+                await relay.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot start the embedded relay on port {self.embedded_port}: {exc}") from exc
+            self.embedded_relay = relay
+        return f"ws://127.0.0.1:{self.embedded_relay.port}{CONNECT_PATH}"
+
+    def _changed(self, info: TunnelInfo) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(info)
+            except Exception:  # a broken listener must not break the tunnel
+                log.exception("tunnel listener failed")
+
+    def _sink(self, exchange: Exchange, final: bool) -> None:
+        if self.recorder is not None:
+            self.recorder.submit(exchange)
+        if final:
+            for listener in list(self._exchange_listeners):
+                try:
+                    listener(exchange)
+                except Exception:  # a broken listener must not break forwarding
+                    log.exception("exchange listener failed")

@@ -1,0 +1,545 @@
+"""Forward one tunnel stream to the local HTTP service: the agent's hot path.
+
+Requests are written by us: the request line and the headers exactly as the public client sent
+them (raw bytes, in order), then the body as it arrives from the relay, chunked when it has no
+Content-Length. Responses are read with ``httptools``; their head and body go back through the
+stream as they come, within the relay's flow-control window. Local connections are kept alive
+in a small pool per tunnel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+import httptools
+
+from devtunnel.capture.model import ErrorKind
+from devtunnel.errors import StreamClosedError
+from devtunnel.net.recording import ExchangeCapture
+from devtunnel.net.stream import TunnelStream
+from devtunnel.net.target import Target
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
+
+__all__ = ["Forwarder", "LocalPool", "LocalConnection", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
+
+DEFAULT_HEAD_TIMEOUT = 60.0
+"""Seconds the local service has to send a response head once the request is sent."""
+DEFAULT_CONNECT_TIMEOUT = 10.0
+ERROR_HEADER = b"X-Devtunnel-Error"
+"""Header naming the failure on responses the agent makes up itself (502, 504)."""
+
+_CHUNK = 256 * 1024
+_NO_BODY_STATUSES = frozenset((204, 304))
+
+
+class _ClosedEarly(Exception):
+    """The local service closed (or reset) the connection before a whole response head."""
+
+    def __init__(self, message: str, *, nothing_received: bool) -> None:
+        super().__init__(message)
+        self.nothing_received = nothing_received
+
+
+class _BadResponse(Exception):
+    """The local service sent something that is not a valid HTTP/1.x response."""
+
+
+class _HeadTimeout(Exception):
+    """The local service took longer than the head timeout to answer."""
+
+
+class _HeadDone(Exception):
+    """Raised inside the parser to stop after the head of a response to HEAD."""
+
+
+class LocalConnection:
+    """One connection to the local service (plain TCP or TLS)."""
+
+    __slots__ = ("reader", "writer", "idle_since")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    @property
+    def usable(self) -> bool:
+        """False once the local service closed its side or the socket broke."""
+        return not self.writer.is_closing() and not self.reader.at_eof() and self.reader.exception() is None
+
+    def abort(self) -> None:
+        """Drop the connection at once (nothing more will be read or written)."""
+        self.writer.transport.abort()
+
+
+class LocalPool:
+    """Keep-alive connections to one local service, the most recently used first."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        insecure: bool = False,
+        max_idle: int = 64,
+        idle_timeout: float = 30.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        self.target = target
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self._idle: deque[LocalConnection] = deque()
+        self._ssl: ssl.SSLContext | None = None
+        if target.tls:
+            ctx = ssl.create_default_context()
+            if insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._ssl = ctx
+
+    async def connect(self) -> LocalConnection:
+        """A new connection. Raises OSError (ConnectionRefusedError ...) or TimeoutError."""
+        async with asyncio.timeout(self.connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                self.target.host,
+                self.target.port,
+                ssl=self._ssl,
+                server_hostname=self.target.host if self._ssl else None,
+                limit=_CHUNK,
+            )
+        return LocalConnection(reader, writer)
+
+    def take(self) -> LocalConnection | None:
+        """An idle connection that still looks alive, or None."""
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable and now - conn.idle_since < self.idle_timeout:
+                return conn
+            conn.abort()
+        return None
+
+    def give_back(self, conn: LocalConnection) -> None:
+        """Keep a connection whose last response ended cleanly, for the next request."""
+        if not conn.usable:
+            conn.abort()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.append(conn)
+        while len(self._idle) > self.max_idle:
+            self._idle.popleft().abort()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while self._idle:
+            self._idle.pop().abort()
+
+
+class _Response:
+    """``httptools`` callbacks collecting one response (1xx interim responses are skipped)."""
+
+    def __init__(self, head_only: bool) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.head_only = head_only
+        self.status = 0
+        self.reason = bytearray()
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.version = "1.1"
+        self.head_done = False
+        self.complete = False
+        self.framed = False
+        """The body length is known (Content-Length or chunked), so EOF before its end is an error."""
+        self.extra = False
+        """Bytes followed the response: the connection cannot be reused."""
+        self.keep_alive = False
+        """The local service keeps the connection open after this response."""
+        self.body: list[bytes] = []
+        self._interim = False
+
+    # httptools callbacks ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.head_done:
+            self.extra = True
+        self.reason.clear()
+        self.headers.clear()
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim = True
+            return
+        self.status = status
+        self.version = self.parser.get_http_version()
+        self.head_done = True
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+                self.framed = True
+        if self.head_only:
+            raise _HeadDone
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        # Asked here: once the message is complete, llhttp forgets the framing it was based on.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.complete = True
+
+    # ---------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Parse received bytes. Raises ``_BadResponse`` for invalid HTTP."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadDone):
+                # httptools cannot be told the request was HEAD: we stop here, and neither this
+                # parser nor the connection (which may hold bytes we did not parse) is used again.
+                self.complete = True
+                self.extra = True
+                return
+            raise _BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
+        except httptools.HttpParserUpgrade as exc:
+            raise _BadResponse("the local service switched protocols on a plain HTTP request") from exc
+        except httptools.HttpParserError as exc:
+            raise _BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
+
+    def take_body(self) -> bytes:
+        """The body bytes parsed since the last call, joined."""
+        body = self.body
+        if not body:
+            return b""
+        self.body = []
+        return body[0] if len(body) == 1 else b"".join(body)
+
+    def eof(self) -> None:
+        """The local service closed the connection. Raises ``_BadResponse`` if that cut the body."""
+        if self.head_done and not self.complete:
+            if self.framed:
+                raise _BadResponse("the local service closed the connection in the middle of the response body")
+            self.complete = True  # the body was delimited by the end of the connection
+
+
+class _Lease:
+    """The local connection one request uses, and the task copying its request body."""
+
+    __slots__ = ("pool", "conn", "body_task", "body_cut")
+
+    def __init__(self, pool: LocalPool, conn: LocalConnection | None) -> None:
+        self.pool = pool
+        self.conn = conn
+        self.body_task: asyncio.Task[float] | None = None
+        self.body_cut = False
+        """The response ended before the whole request body was sent."""
+
+    def release(self, reusable: bool) -> None:
+        """Give the connection back to the pool if ``reusable`` and the request was sent whole,
+        else close it. Later calls do nothing."""
+        conn, self.conn = self.conn, None
+        task, self.body_task = self.body_task, None
+        if task is not None:
+            if not task.done():
+                task.cancel()
+                self.body_cut = True
+                reusable = False
+            elif task.cancelled() or task.exception() is not None:
+                reusable = False
+        if conn is None:
+            return
+        if reusable:
+            self.pool.give_back(conn)
+        else:
+            conn.abort()
+
+
+def _has_header(headers: Fields, name: bytes) -> bool:
+    return any(n.lower() == name for n, _ in headers)
+
+
+class Forwarder:
+    """Forwards the HTTP streams of one tunnel to its local service.
+
+    Args:
+        tunnel: the tunnel's name (for error pages and records).
+        target: the local service.
+        host_header: ``"preserve"`` sends the public Host, ``"rewrite"`` the target's.
+        insecure: do not verify an https target's certificate.
+        head_timeout: seconds the local service has to answer once the request is sent.
+    """
+
+    def __init__(
+        self,
+        tunnel: str,
+        target: Target,
+        *,
+        host_header: str = "preserve",
+        insecure: bool = False,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        self.tunnel = tunnel
+        self.target = target
+        self.rewrite_host = host_header == "rewrite"
+        self.head_timeout = head_timeout
+        self.pool = LocalPool(target, insecure=insecure, connect_timeout=connect_timeout)
+
+    def close(self) -> None:
+        """Close idle local connections."""
+        self.pool.close()
+
+    # -- the request head we write ---------------------------------------------------------
+    def request_head(self, head: RequestReceived, *, chunked: bool) -> bytes:
+        """Serialise the request head for the local service (always HTTP/1.1)."""
+        out = [head.method, b" ", self.target.request_target(head.target), b" HTTP/1.1\r\n"]
+        host = self.target.authority.encode("ascii")
+        saw_host = False
+        for name, value in head.headers:
+            lower = name.lower()
+            if lower == b"host":
+                saw_host = True
+                if self.rewrite_host:
+                    value = host
+            elif lower == b"expect" and value.lower() == b"100-continue":
+                continue  # the relay answered it already
+            elif lower == b"transfer-encoding":
+                continue  # we frame the body ourselves
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+                continue  # never let a header smuggle another line into the request
+            out += (name, b": ", value, b"\r\n")
+        if not saw_host:
+            out += (b"Host: ", host, b"\r\n")
+        if chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    # -- one stream --------------------------------------------------------------------------
+    async def handle(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> None:
+        """Forward one request and its response; every outcome is recorded in ``cap``."""
+        try:
+            await self._forward(stream, head, cap)
+        except asyncio.CancelledError:
+            if stream.reset_code is not None:
+                cap.fail("client_gone", "the public client went away before the response ended")
+            else:
+                cap.fail("client_gone", "the connection to the relay was lost")
+            raise
+        except StreamClosedError as exc:
+            cap.fail("client_gone", str(exc))
+
+    async def _forward(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> None:
+        chunked = not head.end_stream and not _has_header(head.headers, b"content-length")
+        request_head = self.request_head(head, chunked=chunked)
+        head_only = head.method == b"HEAD"
+        lease = _Lease(self.pool, self.pool.take())
+        # A pooled connection may have been closed by the local service a moment ago; a request
+        # without a body is then safely sent again on a new connection.
+        retry_allowed = lease.conn is not None and head.end_stream
+        try:
+            while True:
+                if lease.conn is None:
+                    lease.conn = await self._connect(stream, head, cap)
+                    if lease.conn is None:
+                        return
+                conn = lease.conn
+                conn.writer.write(request_head)
+                sent_at = asyncio.get_running_loop().time()
+                if not head.end_stream:
+                    lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap))
+                response = _Response(head_only)
+                try:
+                    await self._read_head(conn, response, lease.body_task, sent_at, cap)
+                except _ClosedEarly as exc:
+                    if retry_allowed and exc.nothing_received:
+                        retry_allowed = False
+                        lease.release(False)
+                        continue
+                    await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
+                    return
+                except _BadResponse as exc:
+                    await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
+                    return
+                except _HeadTimeout:
+                    message = f"the local service at {self.target.url} did not answer within {self.head_timeout:g} s"
+                    await self._fail_before_head(stream, head, cap, 504, "local_timeout", message)
+                    return
+                break
+            await self._relay_response(stream, head_only, lease, response, cap)
+            if lease.body_cut:
+                # The local service answered before reading the whole request body: tell the
+                # relay to stop sending it (the connection was not reused).
+                stream.reset(ErrorCode.NO_ERROR, "response complete")
+        finally:
+            lease.release(False)
+
+    async def _connect(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> LocalConnection | None:
+        """A new local connection, or None after answering the failure to the client."""
+        try:
+            return await self.pool.connect()
+        except ConnectionRefusedError:
+            message = (
+                f"The tunnel {self.tunnel} is online, but the local service at {self.target.url} "
+                "refused the connection.\nMake sure a web service is running there, or start "
+                f"devtunnel with the address it listens on.\n"
+            )
+            await self._fail_before_head(stream, head, cap, 502, "local_refused", message)
+        except TimeoutError:
+            message = f"the local service at {self.target.url} did not accept a connection in time"
+            await self._fail_before_head(stream, head, cap, 504, "local_timeout", message)
+        except OSError as exc:  # unreachable host, unknown name, TLS handshake failure
+            message = f"cannot connect to the local service at {self.target.url}: {exc}"
+            await self._fail_before_head(stream, head, cap, 502, "local_error", message)
+        return None
+
+    async def _send_body(
+        self, stream: TunnelStream, conn: LocalConnection, chunked: bool, cap: ExchangeCapture
+    ) -> float:
+        """Copy the request body from the relay to the local service; returns when it ended."""
+        writer = conn.writer
+        events = stream.events
+        while True:
+            event = await events.get()
+            if not isinstance(event, DataReceived):
+                continue
+            data = event.data
+            if data:
+                if chunked:
+                    writer.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                else:
+                    writer.write(data)
+                cap.request_body(data)
+                await writer.drain()
+                # Credit goes back only once the local socket took the bytes: back-pressure.
+                stream.acknowledge(len(data))
+            if event.end_stream:
+                if chunked:
+                    writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                return asyncio.get_running_loop().time()
+
+    async def _read_head(
+        self,
+        conn: LocalConnection,
+        response: _Response,
+        body_task: asyncio.Task[float] | None,
+        sent_at: float,
+        cap: ExchangeCapture,
+    ) -> None:
+        """Read until the response head is complete.
+
+        The head timeout runs from the moment the whole request was sent, so a slow upload
+        from the public client never counts against the local service.
+        """
+        if body_task is None:
+            await conn.writer.drain()
+        loop = asyncio.get_running_loop()
+        reader = conn.reader
+        received = False
+        while not response.head_done:
+            if body_task is None:
+                remaining = sent_at + self.head_timeout - loop.time()
+            elif body_task.done() and not body_task.cancelled() and body_task.exception() is None:
+                remaining = body_task.result() + self.head_timeout - loop.time()
+            else:
+                remaining = self.head_timeout
+            if remaining <= 0:
+                raise _HeadTimeout
+            try:
+                async with asyncio.timeout(remaining):
+                    data = await reader.read(_CHUNK)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise _ClosedEarly(f"the local service broke the connection: {exc}", nothing_received=not received) from exc
+            if not data:
+                raise _ClosedEarly(
+                    "the local service closed the connection without a response", nothing_received=not received
+                )
+            if not received:
+                received = True
+                cap.first_byte()
+            response.feed(data)
+
+    async def _relay_response(
+        self, stream: TunnelStream, head_only: bool, lease: _Lease, response: _Response, cap: ExchangeCapture
+    ) -> None:
+        """Send the response head and body through the stream.
+
+        The local connection goes back to the pool as soon as the response is complete, before
+        its last bytes are sent on, so the next request can use it at once.
+        """
+        headers = tuple(response.headers)
+        reason = bytes(response.reason)
+        version = response.version.encode("ascii")
+        cap.response_head(response.status, reason, headers, response.version)
+        no_body = head_only or response.status in _NO_BODY_STATUSES
+        body = response.take_body()
+        if no_body or (response.complete and not body):
+            lease.release(response.complete and not response.extra and response.keep_alive)
+            await stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
+            return
+        await stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
+        assert lease.conn is not None
+        reader = lease.conn.reader
+        while True:
+            if body:
+                cap.response_body(body)
+            if response.complete:
+                lease.release(not response.extra and response.keep_alive)
+                await stream.send_data(body, end_stream=True)
+                return
+            if body:
+                await stream.send_data(body)
+            try:
+                data = await reader.read(_CHUNK)
+            except OSError as exc:
+                self._broken_after_head(stream, cap, f"the local service broke the connection: {exc}")
+                return
+            try:
+                if data:
+                    response.feed(data)
+                else:
+                    response.eof()
+            except _BadResponse as exc:
+                self._broken_after_head(stream, cap, str(exc))
+                return
+            body = response.take_body()
+
+    def _broken_after_head(self, stream: TunnelStream, cap: ExchangeCapture, message: str) -> None:
+        cap.fail("local_error", message)
+        stream.reset(ErrorCode.LOCAL_ERROR, message)
+
+    async def _fail_before_head(
+        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str
+    ) -> None:
+        """Answer the public client ourselves: the local service gave no usable response."""
+        cap.fail(kind, message.strip())
+        body = message.encode("utf-8")
+        reason = b"Bad Gateway" if status == 502 else b"Gateway Timeout"
+        headers: Fields = (
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Content-Length", str(len(body)).encode("ascii")),
+            (ERROR_HEADER, kind.encode("ascii")),
+        )
+        cap.response_head(status, reason, headers)
+        if head.method == b"HEAD":
+            await stream.send_response(status, reason, headers, end_stream=True)
+        else:
+            cap.response_body(body)
+            await stream.send_response(status, reason, headers, end_stream=False)
+            await stream.send_data(body, end_stream=True)
+        if not head.end_stream:
+            stream.reset(ErrorCode.NO_ERROR, "response complete")
+

@@ -1,0 +1,209 @@
+"""WebSocket pass-through: a tunnel stream marked ``websocket`` becomes a client of the local service.
+
+The agent opens its own WebSocket to the local service (with the public client's headers that
+matter and its subprotocols, compression off), answers the relay with 101 or with the local
+service's rejection, then copies text and binary messages both ways and the close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from devtunnel.errors import StreamClosedError
+from devtunnel.net.forward import ERROR_HEADER
+from devtunnel.net.recording import ExchangeCapture
+from devtunnel.net.stream import TunnelStream
+from devtunnel.net.target import Target
+from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
+
+__all__ = ["forward_websocket"]
+
+# Handshake and hop-by-hop fields the websockets client writes itself (or must not send).
+_SKIP_REQUEST = frozenset(
+    (b"host", b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version",
+     b"sec-websocket-extensions", b"sec-websocket-protocol", b"content-length", b"transfer-encoding",
+     b"expect", b"keep-alive", b"te", b"trailer", b"proxy-connection")
+)
+_SKIP_RESPONSE = frozenset(
+    (b"connection", b"upgrade", b"sec-websocket-accept", b"sec-websocket-extensions", b"sec-websocket-protocol",
+     b"content-length", b"transfer-encoding")
+)
+
+
+def _sendable_close_code(code: int) -> int:
+    """A close code that may appear in a close frame (1005/1006/1015 and unknown ones may not)."""
+    if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return code
+    return 1000
+
+
+def _subprotocols(headers: Fields) -> list[str]:
+    out: list[str] = []
+    for name, value in headers:
+        if name.lower() == b"sec-websocket-protocol":
+            out += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
+    return out
+
+
+async def forward_websocket(
+    stream: TunnelStream,
+    head: RequestReceived,
+    cap: ExchangeCapture,
+    *,
+    tunnel: str,
+    target: Target,
+    insecure: bool = False,
+    connect_timeout: float = 10.0,
+) -> None:
+    """Carry one WebSocket session between the relay stream and the local service."""
+    scheme = "wss" if target.tls else "ws"
+    uri = f"{scheme}://{target.authority}{target.request_target(head.target).decode('latin-1')}"
+    headers = [
+        (n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers if n.lower() not in _SKIP_REQUEST
+    ]
+    options: dict[str, Any] = {}
+    if target.tls:
+        ctx = ssl.create_default_context()
+        if insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        options["ssl"] = ctx
+    try:
+        ws = await connect(
+            uri,
+            additional_headers=headers,
+            user_agent_header=None,
+            subprotocols=_subprotocols(head.headers) or None,  # type: ignore[arg-type]
+            compression=None,
+            proxy=None,
+            open_timeout=connect_timeout,
+            ping_interval=None,
+            max_size=None,
+            **options,
+        )
+    except InvalidStatus as exc:
+        await _relay_rejection(stream, cap, exc)
+        return
+    except ConnectionRefusedError:
+        message = (
+            f"The tunnel {tunnel} is online, but the local service at {target.url} refused the connection.\n"
+        )
+        await _answer_error(stream, cap, 502, "local_refused", message)
+        return
+    except TimeoutError:
+        await _answer_error(stream, cap, 504, "local_timeout", f"the local service at {target.url} did not answer in time")
+        return
+    except (OSError, InvalidHandshake) as exc:
+        await _answer_error(stream, cap, 502, "local_error", f"WebSocket handshake with {target.url} failed: {exc}")
+        return
+    try:
+        await _accept(stream, cap, ws)
+        await _pump(stream, cap, ws)
+    except StreamClosedError as exc:
+        cap.fail("client_gone", str(exc))
+    except asyncio.CancelledError:
+        cap.fail("client_gone", "the public client or the relay went away")
+        raise
+    finally:
+        if ws.close_code is None:
+            ws.transport.abort()
+        cap.ws_closed(ws.close_code)
+
+
+async def _accept(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
+    fields: list[tuple[bytes, bytes]] = []
+    if ws.response is not None:
+        fields = [
+            (n.encode("latin-1"), v.encode("latin-1"))
+            for n, v in ws.response.headers.raw_items()
+            if n.lower().encode("latin-1") not in _SKIP_RESPONSE
+        ]
+    if ws.subprotocol:
+        fields.append((b"Sec-WebSocket-Protocol", ws.subprotocol.encode("latin-1")))
+    cap.response_head(101, b"Switching Protocols", tuple(fields))
+    await stream.send_response(101, b"Switching Protocols", tuple(fields), end_stream=False)
+
+
+async def _pump(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
+    """Copy messages both ways until the local side is closed, then pass its close code on."""
+    to_local = asyncio.create_task(_client_to_local(stream, cap, ws))
+    try:
+        while True:
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                break
+            text = isinstance(message, str)
+            data = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+            cap.ws_message("server", text, data)
+            await stream.send_ws_message(data, text=text)
+    finally:
+        to_local.cancel()
+        try:
+            await to_local
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+        except ConnectionClosed:
+            pass
+    rcvd = ws.close_rcvd
+    code = rcvd.code if rcvd is not None else 1006
+    stream.send_ws_close(code, rcvd.reason if rcvd is not None else "")
+
+
+async def _client_to_local(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
+    fragments: list[bytes] = []
+    unacked = 0
+    while True:
+        event = await stream.events.get()
+        if isinstance(event, WebSocketMessageReceived):
+            fragments.append(event.data)
+            unacked += len(event.data)
+            if not event.fin:
+                continue
+            data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
+            fragments = []
+            cap.ws_message("client", event.text, data)
+            await ws.send(data, text=event.text)
+            stream.acknowledge(unacked)
+            unacked = 0
+        elif isinstance(event, WebSocketClosed):
+            await ws.close(_sendable_close_code(event.code), event.reason)
+            return
+
+
+async def _relay_rejection(stream: TunnelStream, cap: ExchangeCapture, exc: InvalidStatus) -> None:
+    """The local service answered the upgrade with a normal HTTP response: pass it on."""
+    response = exc.response
+    fields = tuple(
+        (n.encode("latin-1"), v.encode("latin-1"))
+        for n, v in response.headers.raw_items()
+        if n.lower() not in ("connection", "transfer-encoding")
+    )
+    body = bytes(response.body or b"")
+    reason = response.reason_phrase.encode("latin-1", "replace")
+    cap.response_head(response.status_code, reason, fields)
+    cap.response_body(body)
+    await stream.send_response(response.status_code, reason, fields, end_stream=not body)
+    if body:
+        await stream.send_data(body, end_stream=True)
+
+
+async def _answer_error(stream: TunnelStream, cap: ExchangeCapture, status: int, kind: Any, message: str) -> None:
+    cap.fail(kind, message.strip())
+    body = message.encode("utf-8")
+    reason = b"Bad Gateway" if status == 502 else b"Gateway Timeout"
+    fields: Fields = (
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", str(len(body)).encode("ascii")),
+        (ERROR_HEADER, kind.encode("ascii")),
+    )
+    cap.response_head(status, reason, fields)
+    cap.response_body(body)
+    await stream.send_response(status, reason, fields, end_stream=False)
+    await stream.send_data(body, end_stream=True)

@@ -1,0 +1,180 @@
+"""Build the ``Exchange`` record of one stream while it is forwarded, without slowing it.
+
+The hot path only keeps references and appends to capped ``bytearray`` copies of the bodies;
+everything else (serialising, writing SQLite) happens in the recorder's thread. An exchange
+still running after ``LIVE_AFTER`` seconds is handed over once early, so long requests and
+WebSocket sessions show up while they last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from devtunnel.capture.model import Exchange, ErrorKind, Headers, Request, Response, WsMessage, new_id
+from devtunnel.protocol.events import Fields, RequestReceived
+
+__all__ = ["ExchangeCapture", "ExchangeSink", "LIVE_AFTER"]
+
+LIVE_AFTER = 0.5
+"""Seconds after which a running exchange is submitted once as it is so far."""
+
+ExchangeSink = Callable[[Exchange, bool], None]
+"""Receives ``(exchange, final)``: a live snapshot (``final=False``) or the finished record."""
+
+
+class _Body:
+    """A body's real size and its first ``cap`` bytes."""
+
+    __slots__ = ("cap", "size", "data")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.size = 0
+        self.data = bytearray()
+
+    def add(self, chunk: bytes | memoryview) -> None:
+        n = len(chunk)
+        self.size += n
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk if n <= room else chunk[:room]
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.data)
+
+
+def _version(raw: bytes) -> str:
+    text = raw.decode("latin-1")
+    return text[5:] if text.upper().startswith("HTTP/") else text
+
+
+class ExchangeCapture:
+    """The record of one stream, filled in by its handler as the exchange goes.
+
+    Args:
+        sink: where the exchange goes (snapshots and the final record); ``None`` records nothing.
+        tunnel: the tunnel's name.
+        head: the request head as the relay sent it.
+        target_url: the local service the request goes to.
+        body_cap: bytes of each body (and of all WebSocket payloads together) to keep.
+        live: submit a snapshot of an exchange still running after ``LIVE_AFTER`` seconds.
+    """
+
+    def __init__(
+        self,
+        sink: ExchangeSink | None,
+        tunnel: str,
+        head: RequestReceived,
+        target_url: str,
+        body_cap: int,
+        *,
+        live: bool = True,
+    ) -> None:
+        self._sink = sink
+        self._t0 = time.monotonic()
+        self._cap = body_cap
+        self._request_body = _Body(self._cap)
+        self._response_body = _Body(self._cap)
+        self._ws_budget = self._cap
+        self._finished = False
+        self.exchange = Exchange(
+            id=new_id(),
+            tunnel=tunnel,
+            started_at=time.time(),
+            request=Request(
+                headers=Headers(head.headers),
+                http_version=_version(head.http_version),
+                method=head.method.decode("latin-1"),
+                target=head.target,
+            ),
+            remote_addr=head.remote_addr,
+            scheme=head.scheme,
+            target_url=target_url,
+            websocket=head.websocket,
+        )
+        self._live: asyncio.TimerHandle | None = None
+        if sink is not None and live:
+            self._live = asyncio.get_running_loop().call_later(LIVE_AFTER, self._submit_live)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the request head arrived."""
+        return time.monotonic() - self._t0
+
+    def request_body(self, chunk: bytes | memoryview) -> None:
+        """Count (and keep up to the cap) a chunk of request body."""
+        self._request_body.add(chunk)
+
+    def first_byte(self) -> None:
+        """The local service started answering."""
+        if self.exchange.ttfb is None:
+            self.exchange.ttfb = self.elapsed
+
+    def response_head(self, status: int, reason: bytes, headers: Fields, http_version: str = "1.1") -> None:
+        """The response head that goes back to the public client."""
+        self.first_byte()
+        self.exchange.response = Response(
+            headers=Headers(headers), http_version=http_version, status=status, reason=reason.decode("latin-1")
+        )
+
+    def response_body(self, chunk: bytes | memoryview) -> None:
+        """Count (and keep up to the cap) a chunk of response body."""
+        self._response_body.add(chunk)
+
+    def ws_message(self, sender: str, text: bool, payload: bytes) -> None:
+        """Record one WebSocket message; payloads are kept until the cap is spent."""
+        keep = payload[: max(0, self._ws_budget)]
+        self._ws_budget -= len(keep)
+        self.exchange.ws_messages.append(
+            WsMessage(sender="client" if sender == "client" else "server", opcode=1 if text else 2,
+                      time=time.time(), payload=bytes(keep), size=len(payload))
+        )
+
+    def ws_closed(self, code: int | None) -> None:
+        """The WebSocket session ended with this close code."""
+        self.exchange.ws_close_code = code
+
+    def fail(self, kind: ErrorKind, message: str) -> None:
+        """Mark the exchange as failed (the first failure wins)."""
+        if self.exchange.error is None:
+            self.exchange.error = kind
+            self.exchange.error_message = message
+
+    def finish(self) -> Exchange:
+        """Close the record and hand it to the sink; returns it. Later calls do nothing more."""
+        ex = self.exchange
+        if self._finished:
+            return ex
+        self._finished = True
+        if self._live is not None:
+            self._live.cancel()
+        ex.duration = self.elapsed
+        self._fill_bodies(ex)
+        if self._sink is not None:
+            self._sink(ex, True)
+        return ex
+
+    def _fill_bodies(self, ex: Exchange) -> None:
+        req, body = ex.request, self._request_body
+        req.body, req.body_size, req.body_truncated = bytes(body.data), body.size, body.truncated
+        if ex.response is not None:
+            res, body = ex.response, self._response_body
+            res.body, res.body_size, res.body_truncated = bytes(body.data), body.size, body.truncated
+
+    def _submit_live(self) -> None:
+        self._live = None
+        if self._finished or self._sink is None:
+            return
+        # A snapshot, because the handler keeps changing the live record.
+        ex = replace(
+            self.exchange,
+            request=replace(self.exchange.request),
+            response=None if self.exchange.response is None else replace(self.exchange.response),
+            ws_messages=list(self.exchange.ws_messages),
+        )
+        self._fill_bodies(ex)
+        self._sink(ex, False)

@@ -1,0 +1,127 @@
+"""One tunnel stream as the agent's handlers see it: events in, flow-controlled sends out.
+
+The tunnel (``net/agent.py``) owns the sans-IO ``Connection`` and the WebSocket to the relay.
+It puts each stream's events on that stream's queue and wakes it when the relay gives send
+credit; a handler (``forward.py``, ``local_ws.py``) only talks to its ``TunnelStream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from devtunnel.errors import StreamClosedError
+from devtunnel.protocol.connection import Connection, ErrorCode
+from devtunnel.protocol.events import Event, Fields
+
+__all__ = ["Link", "TunnelStream"]
+
+
+class Link(Protocol):
+    """What a stream needs from its tunnel connection."""
+
+    conn: Connection
+
+    def kick(self) -> None:
+        """Send whatever the connection has queued, soon."""
+
+    async def drained(self) -> None:
+        """Wait until everything queued so far was handed to the relay socket."""
+
+
+class TunnelStream:
+    """A stream opened by the relay for one public request.
+
+    Attributes:
+        stream_id: the protocol's stream id.
+        events: ``DataReceived`` / ``WebSocketMessageReceived`` / ``WebSocketClosed`` events
+            for this stream, in order. Flow control bounds what can pile up here: the relay
+            sends no more than the window we give back with ``acknowledge``.
+        reset_code: the ``ErrorCode`` the relay reset this stream with, or None.
+    """
+
+    __slots__ = ("stream_id", "events", "reset_code", "_link", "_window")
+
+    def __init__(self, link: Link, stream_id: int) -> None:
+        self.stream_id = stream_id
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.reset_code: int | None = None
+        self._link = link
+        self._window = asyncio.Event()
+
+    # -- called by the tunnel ------------------------------------------------------
+    def window_opened(self) -> None:
+        """The relay gave more send credit (a WindowUpdated event)."""
+        self._window.set()
+
+    # -- called by handlers ----------------------------------------------------------
+    async def send_response(
+        self, status: int, reason: bytes, headers: Fields, *, end_stream: bool, http_version: bytes = b"1.1"
+    ) -> None:
+        """Send the response head."""
+        self._link.conn.send_response(
+            self.stream_id, status, reason, headers, end_stream=end_stream, http_version=http_version
+        )
+        self._link.kick()
+        await self._link.drained()
+
+    async def send_data(self, data: bytes | memoryview, *, end_stream: bool = False) -> None:
+        """Send body bytes, waiting for send credit whenever the window is used up.
+
+        Raises:
+            StreamClosedError: the stream was closed while waiting for credit.
+        """
+        conn = self._link.conn
+        view = memoryview(data)
+        while True:
+            window = await self._wait_window() if view.nbytes else 0
+            n = min(window, view.nbytes)
+            last = n == view.nbytes
+            conn.send_data(self.stream_id, bytes(view[:n]), end_stream=end_stream and last)
+            self._link.kick()
+            await self._link.drained()
+            if last:
+                return
+            view = view[n:]
+
+    async def send_ws_message(self, data: bytes, *, text: bool) -> None:
+        """Send one WebSocket message, as several fragments if it is larger than the window."""
+        conn = self._link.conn
+        view = memoryview(data)
+        while True:
+            window = await self._wait_window() if view.nbytes else 0
+            n = min(window, view.nbytes)
+            last = n == view.nbytes
+            conn.send_ws_message(self.stream_id, bytes(view[:n]), text=text, fin=last)
+            self._link.kick()
+            await self._link.drained()
+            if last:
+                return
+            view = view[n:]
+
+    def send_ws_close(self, code: int, reason: str = "") -> None:
+        """Close our side of a WebSocket stream."""
+        self._link.conn.send_ws_close(self.stream_id, code, reason)
+        self._link.kick()
+
+    def acknowledge(self, n: int) -> None:
+        """Give ``n`` consumed bytes of credit back to the relay."""
+        if n:
+            self._link.conn.acknowledge(self.stream_id, n)
+            self._link.kick()
+
+    def reset(self, code: ErrorCode, reason: str = "") -> None:
+        """Abandon the stream (a no-op when it is already closed)."""
+        self._link.conn.reset_stream(self.stream_id, code, reason)
+        self._link.kick()
+
+    async def _wait_window(self) -> int:
+        conn = self._link.conn
+        while True:
+            if self.reset_code is not None:
+                raise StreamClosedError(f"stream {self.stream_id} was reset by the relay")
+            window = conn.send_window(self.stream_id)
+            if window > 0:
+                return window
+            self._window.clear()
+            await self._window.wait()

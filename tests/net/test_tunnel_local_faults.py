@@ -1,0 +1,223 @@
+"""End to end against raw local services: framing we write, odd responses, and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httptools
+import httpx
+import pytest
+
+from tests.net.tunnel_fixtures import Harness, raw_server, read_request_head, relay_and_agent
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with relay_and_agent(tmp_path) as h:
+        yield h
+
+
+def client_for(harness: Harness, name: str = "app") -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=harness.base_url, headers={"Host": harness.host(name)}, timeout=30, trust_env=False)
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def parse_request(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and de-chunked body of one raw request."""
+    headers: list[tuple[bytes, bytes]] = []
+    body = bytearray()
+
+    class P:
+        def on_header(self, n: bytes, v: bytes) -> None:
+            headers.append((n, v))
+
+        def on_body(self, b: bytes) -> None:
+            body.extend(b)
+
+    httptools.HttpRequestParser(P()).feed_data(raw)
+    return headers, bytes(body)
+
+
+async def test_body_without_length_goes_to_local_service_chunked(harness: Harness) -> None:
+    received = bytearray()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not received.endswith(b"0\r\n\r\n"):
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            received.extend(chunk)
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    async def gen() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"\x00\xff" * 1000
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.post("/upload", content=gen())
+    assert response.text == "ok"
+    headers, body = parse_request(bytes(received))
+    names = [n.lower() for n, _ in headers]
+    assert (b"transfer-encoding", b"chunked") in [(n.lower(), v) for n, v in headers]
+    assert b"content-length" not in names
+    assert body == b"abc" + b"\x00\xff" * 1000
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("preserve", "app.localhost:{relay}"), ("rewrite", "127.0.0.1:{local}")])
+async def test_host_header_is_preserved_or_rewritten_to_the_target(harness: Harness, mode: str, expected: str) -> None:
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await read_request_head(reader))
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port), host_header=mode)
+        async with client_for(harness) as c:
+            assert (await c.get("/h", headers={"X-First": "1"})).text == "ok"
+    headers, _ = parse_request(heads[0])
+    hosts = [v for n, v in headers if n.lower() == b"host"]
+    assert hosts == [expected.format(relay=harness.relay.port, local=port).encode()]
+    assert heads[0].startswith(b"GET /h HTTP/1.1\r\n")
+
+
+async def test_interim_1xx_responses_from_local_service_are_skipped(harness: Harness) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-Final: yes\r\n\r\ndone")
+        await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.get("/")
+    assert (response.status_code, response.text, response.headers["x-final"]) == (201, "done", "yes")
+    assert "link" not in response.headers
+
+
+async def test_body_delimited_by_connection_close_is_forwarded_whole(harness: Harness) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        for i in range(3):
+            writer.write(b"line %d\n" % i)
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.get("/")
+    assert response.text == "line 0\nline 1\nline 2\n"
+
+
+async def test_local_service_breaking_mid_body_resets_the_stream_and_is_recorded(harness: Harness) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            with pytest.raises(httpx.HTTPError):
+                await c.get("/")
+    [ex] = await harness.exchanges(1)
+    assert ex.error == "local_error"
+    assert ex.status == 200 and ex.response is not None and ex.response.body_size == 10
+
+
+async def test_invalid_http_from_local_service_gets_502(harness: Harness) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.get("/")
+    assert response.status_code == 502
+    assert response.headers["x-devtunnel-error"] == "local_error"
+    assert "invalid HTTP response" in response.text
+
+
+async def test_local_service_too_slow_for_the_head_timeout_gets_504(harness: Harness) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        await reader.read()  # never answers; returns when the agent gives up and closes
+        writer.close()
+
+    harness.service.head_timeout = 0.3
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.get("/")
+    assert response.status_code == 504
+    assert response.headers["x-devtunnel-error"] == "local_timeout"
+    [ex] = await harness.exchanges(1)
+    assert ex.error == "local_timeout"
+
+
+async def test_public_client_going_away_closes_the_local_connection(harness: Harness) -> None:
+    closed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+        writer.write(b"data: 1\n\n")
+        await writer.drain()
+        try:
+            await reader.read()  # EOF (or a reset) once the agent drops the connection
+        except OSError:
+            pass
+        loop.call_soon_threadsafe(closed.set)
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            async with c.stream("GET", "/events") as response:
+                assert await response.aiter_bytes().__anext__() == b"data: 1\n\n"
+        async with asyncio.timeout(10):
+            await closed.wait()
+    [ex] = await harness.exchanges(1)
+    assert ex.error == "client_gone"
+
+
+async def test_request_without_body_is_retried_when_a_pooled_connection_was_dropped(harness: Harness) -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request_head(reader)
+        writer.write(OK)  # keep-alive, as far as the agent can tell ...
+        await writer.drain()
+        await read_request_head(reader)
+        writer.close()  # ... but the next request on it is dropped unanswered
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            assert [(await c.get("/")).text for _ in range(3)] == ["ok", "ok", "ok"]
+            assert connections == 3
+            # A body already handed to the dropped connection cannot be sent again: 502.
+            response = await c.post("/", content=b"once")
+    assert response.status_code == 502
+    assert response.headers["x-devtunnel-error"] == "local_error"

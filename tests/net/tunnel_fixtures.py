@@ -1,0 +1,332 @@
+"""Real local services and a real relay + agent for the end-to-end tunnel tests.
+
+Local services run in their own thread and event loop (as a developer's app would run in its
+own process), so a slow local handler never stalls the relay or the agent under test. The
+relay and the agent run in the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import hashlib
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httptools
+import uvicorn
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers as WsHeaders
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
+
+from devtunnel.capture.store import Recorder, Store
+from devtunnel.net.agent import AgentService, Backoff, TunnelConfig, TunnelInfo
+from devtunnel.net.relay import Relay, RelaySettings
+
+TOKEN = "s3cret-token"
+
+
+# -- a thread with its own event loop -----------------------------------------------------------
+class LoopThread:
+    """An event loop running in a daemon thread; ``call`` runs a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Awaitable[Any], timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _listen() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+# -- the local HTTP app (uvicorn) -------------------------------------------------------------------
+@dataclass
+class LocalState:
+    """What the local app saw, and switches the tests flip to let slow handlers go on."""
+
+    release_sse: threading.Event = field(default_factory=threading.Event)
+    release_slow: threading.Event = field(default_factory=threading.Event)
+    seen_targets: list[bytes] = field(default_factory=list)
+
+
+def _pattern(n: int) -> bytes:
+    """``n`` bytes of a non-repeating-looking pattern (every byte value, non-UTF-8)."""
+    block = bytes(range(256)) * 4096  # 1 MiB
+    return (block * (n // len(block) + 1))[:n]
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[int, str, bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    head = bytearray()
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        digest.update(chunk)
+        size += len(chunk)
+        if len(head) < 1 << 20:
+            head += chunk
+        if not message.get("more_body"):
+            return size, digest.hexdigest(), bytes(head)
+
+
+def make_local_app(state: LocalState) -> Callable[..., Awaitable[None]]:
+    """A raw ASGI app with one route per traffic rule under test."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        path = scope["path"]
+        target = scope["raw_path"] + (b"?" + scope["query_string"] if scope["query_string"] else b"")
+        state.seen_targets.append(target)
+
+        async def respond(status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
+            hs = list(headers or [])
+            if not any(n.lower() == b"content-length" for n, _ in hs):
+                hs.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": hs})
+            await send({"type": "http.response.body", "body": body})
+
+        if path == "/echo":
+            size, sha, body = await _read_body(receive)
+            report = {
+                "method": scope["method"],
+                "target": base64.b64encode(target).decode(),
+                "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]],
+                "size": size,
+                "sha256": sha,
+                "client_port": scope["client"][1],
+                "body": base64.b64encode(body).decode() if size <= 1 << 20 else None,
+            }
+            await respond(200, json.dumps(report).encode(), [(b"content-type", b"application/json")])
+        elif path == "/big":
+            n = int(scope["query_string"].decode().partition("=")[2])
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", str(n).encode()), (b"content-type", b"application/octet-stream")]})
+            data = _pattern(n)
+            for i in range(0, n, 1 << 20):
+                await send({"type": "http.response.body", "body": data[i : i + (1 << 20)], "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/chunked":
+            await _read_body(receive)
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            for i in range(5):
+                await send({"type": "http.response.body", "body": f"part {i}\n".encode(), "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/gzip":
+            payload = gzip.compress(b"compressed body " * 100)
+            await respond(200, payload, [(b"content-encoding", b"gzip"), (b"content-type", b"text/plain")])
+        elif path == "/redirect":
+            await respond(302, b"", [(b"location", b"/echo?from=redirect")])
+        elif path.startswith("/status/"):
+            status = int(path.rsplit("/", 1)[1])
+            if status in (204, 304):
+                await send({"type": "http.response.start", "status": status, "headers": [(b"etag", b'"v1"')]})
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                await respond(status, f"status {status}".encode())
+        elif path == "/head":
+            await respond(200, b"x" * 1234, [(b"content-type", b"text/plain")])
+        elif path == "/sse":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+            await send({"type": "http.response.body", "body": b"data: first\n\n", "more_body": True})
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, state.release_sse.wait, 30)
+            await send({"type": "http.response.body", "body": b"data: second\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/slow":
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, state.release_slow.wait, 30)
+            await respond(200, b"slow done")
+        else:
+            await respond(404, b"not found")
+
+    return app
+
+
+@contextmanager
+def local_http(state: LocalState | None = None) -> Iterator[tuple[int, LocalState]]:
+    """The local app served by uvicorn (httptools) in its own thread; yields (port, state)."""
+    state = state or LocalState()
+    thread = LoopThread()
+    sock = _listen()
+    config = uvicorn.Config(make_local_app(state), lifespan="off", log_level="warning", access_log=False,
+                            http="httptools", timeout_keep_alive=30, proxy_headers=False)
+    server = uvicorn.Server(config)
+    future = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), thread.loop)
+    try:
+        while not server.started:
+            if future.done():
+                future.result()
+            threading.Event().wait(0.01)
+        yield sock.getsockname()[1], state
+    finally:
+        state.release_sse.set()
+        state.release_slow.set()
+        server.should_exit = True
+        future.result(10)
+        sock.close()
+        thread.close()
+
+
+# -- a raw TCP local service, for responses no framework would send -----------------------------------
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextmanager
+def raw_server(handler: RawHandler) -> Iterator[int]:
+    """A TCP server running ``handler`` per connection in its own thread; yields its port."""
+    thread = LoopThread()
+    sock = _listen()
+
+    async def start() -> asyncio.Server:
+        return await asyncio.start_server(handler, sock=sock)
+
+    server = thread.call(start())
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        thread.loop.call_soon_threadsafe(server.close)
+        thread.close()
+
+
+async def read_request_head(reader: asyncio.StreamReader) -> bytes:
+    """The raw request head (up to and including the blank line)."""
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+# -- the local WebSocket service ---------------------------------------------------------------------
+@contextmanager
+def local_websocket() -> Iterator[tuple[int, list[WsRequest]]]:
+    """An echo WebSocket server; ``close:CODE`` closes with CODE; path ``/reject`` answers 403."""
+    thread = LoopThread()
+    sock = _listen()
+    requests: list[WsRequest] = []
+
+    def process_request(connection: ServerConnection, request: WsRequest) -> WsResponse | None:
+        requests.append(request)
+        if request.path.startswith("/reject"):
+            return WsResponse(403, "Forbidden", WsHeaders([("Content-Length", "8"), ("X-Why", "nope")]), b"go away!")
+        return None
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            if isinstance(message, str) and message.startswith("close:"):
+                await ws.close(int(message[6:]), "bye")
+                return
+            await ws.send(message)
+
+    async def start() -> Any:
+        return await serve(echo, sock=sock, process_request=process_request, subprotocols=["chat.v2", "chat.v1"],
+                           compression=None, max_size=None)
+
+    server = thread.call(start())
+    try:
+        yield sock.getsockname()[1], requests
+    finally:
+        server.close()
+        thread.close()
+
+
+# -- relay + agent -----------------------------------------------------------------------------------
+@dataclass
+class Harness:
+    """A relay and an agent service in the test's loop, with one helper per common step."""
+
+    relay: Relay
+    service: AgentService
+    store: Store
+    recorder: Recorder
+    infos: list[TunnelInfo] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.relay.port}"
+
+    def host(self, name: str) -> str:
+        return f"{name}.localhost:{self.relay.port}"
+
+    async def start(self, target: str, name: str = "app", **options: Any) -> TunnelInfo:
+        return await self.service.start_tunnel(TunnelConfig(target=target, name=name, **options))
+
+    async def exchanges(self, count: int, timeout: float = 10.0) -> list[Any]:
+        """Wait until ``count`` finished exchanges are stored; returns them oldest first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            await asyncio.to_thread(self.recorder.flush)
+            found = [ex for ex in self.store.query() if ex.complete]
+            if len(found) >= count:
+                return found
+            if loop.time() > deadline:
+                raise AssertionError(f"{len(found)} exchanges recorded, expected {count}")
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def relay_and_agent(tmp_path: Path, *, relay_port: int = 0, backoff: Backoff | None = None,
+                          body_cap: int = 10 << 20) -> AsyncIterator[Harness]:
+    """A token-checking relay on loopback and an agent service recording to ``tmp_path``."""
+    relay = Relay(RelaySettings(host="127.0.0.1", port=relay_port, domain="localhost", tokens=[TOKEN]))
+    await relay.start()
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    service = AgentService(store=store, recorder=recorder, relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN,
+                           body_cap=body_cap, backoff=backoff)
+    harness = Harness(relay, service, store, recorder)
+    service.subscribe(harness.infos.append)
+    try:
+        yield harness
+    finally:
+        await service.stop()
+        await harness.relay.stop()
+        recorder.close()
+        store.close()
+
+
+def parse_response(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of one raw HTTP/1.1 response read to connection close."""
+    out: dict[str, Any] = {"headers": [], "body": bytearray()}
+
+    class P:
+        def on_header(self, n: bytes, v: bytes) -> None:
+            out["headers"].append((n, v))
+
+        def on_body(self, b: bytes) -> None:
+            out["body"] += b
+
+    parser = httptools.HttpResponseParser(P())
+    parser.feed_data(raw)
+    return parser.get_status_code(), out["headers"], bytes(out["body"])
+
+
+async def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to 127.0.0.1:port and read until the server closes (send Connection: close)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            return await reader.read(-1)
+    finally:
+        writer.close()
