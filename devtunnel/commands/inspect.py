@@ -39,7 +39,10 @@ def http_agent_argv(args: argparse.Namespace) -> list[str]:
     """
     from devtunnel.net.names import random_name
 
-    argv = ["http", str(args.target), "--no-tui", "--api-port", "0", "--db", str(_db(args)),
+    # The inspector needs the API, and ``http --api-port 0`` means none: pick a free port then.
+    # The agent moves on to the next free port if it is taken; the inspector reads the one printed.
+    api_port = args.api_port or _free_port()
+    argv = ["http", str(args.target), "--no-tui", "--api-port", str(api_port), "--db", str(_db(args)),
             "--name", args.name or random_name(), "--host-header", args.host_header,
             "--body-cap", str(args.body_cap)]
     if args.relay:

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.keys import format_key
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -27,7 +28,7 @@ def key_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
     """``(keys, description)`` for each binding, keys joined with `` / ``."""
     rows = []
     for binding in map(_as_binding, bindings):
-        keys = " / ".join(k.strip() for k in binding.key.split(","))
+        keys = " / ".join(format_key(k.strip()) for k in binding.key.split(","))
         rows.append((keys, binding.description or binding.action.replace("_", " ")))
     return rows
 

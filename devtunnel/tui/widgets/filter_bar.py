@@ -73,7 +73,7 @@ class FilterBar(Vertical):
 
     DEFAULT_CSS = """
     FilterBar { height: auto; }
-    FilterBar > Input { border: none; height: 1; padding: 0 1; }
+    FilterBar > Input, FilterBar > Input:focus { border: none; height: 1; padding: 0 1; }
     FilterBar > #filter-error { display: none; color: $text-error; height: auto; padding: 0 1; }
     FilterBar.-invalid > #filter-error { display: block; }
     """

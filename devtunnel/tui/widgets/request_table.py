@@ -281,7 +281,8 @@ class RequestTable(ScrollView, can_focus=True):
         self.cursor = index
 
     def watch_cursor(self, old: int, new: int) -> None:
-        self._scroll_cursor_into_view()
+        # After the refresh: the virtual size may have just grown, and scrolling clamps to it.
+        self.call_after_refresh(self._scroll_cursor_into_view)
         self.refresh()
         self.post_message(self.Highlighted(self, self.current_id))
 

@@ -35,6 +35,8 @@ class StatsStrip(Widget):
     StatsStrip {
         height: 1;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
         background: $panel;
         & > .stats--label { color: $text-muted; }
         & > .stats--spark { color: $text-accent; }
@@ -91,10 +93,10 @@ class StatsStrip(Widget):
         line.append(self.marker.upper() if self.marker == "paused" else self.marker,
                     style=label if self.marker == "following" else self.get_component_rich_style("stats--4xx", partial=True))
         line.append(f"  {self.shown:,} shown  ", style=label)
-        line.append(sparkline(values[-min(self.SECONDS, max(8, self.size.width // 4)):]),
+        line.append(sparkline(values[-min(self.SECONDS, max(6, self.size.width // 8)):]),
                     style=self.get_component_rich_style("stats--spark", partial=True))
         line.append(f" {values[-1]}/s", style=label)
         for name in STATUS_CLASSES:
-            line.append(f"  {name} ", style=label)
+            line.append(f"  {'err' if name == 'errors' else name} ", style=label)
             line.append(f"{self.status_mix.get(name, 0):,}", style=self.get_component_rich_style(f"stats--{name}", partial=True))
         return line

@@ -50,6 +50,8 @@ class TunnelsPanel(Widget, can_focus=True):
         height: auto;
         max-height: 6;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
         & > .tunnels--dim { color: $text-muted; }
         & > .tunnels--online { color: $text-success; }
         & > .tunnels--starting { color: $text-primary; }

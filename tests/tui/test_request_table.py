@@ -1,0 +1,136 @@
+"""The virtualised request table: literal rendering of hostile data, 100k rows, mouse, updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtunnel.capture.store import Store
+from devtunnel.tui.widgets.request_table import RequestTable, format_duration, format_size, printable
+from tests.helpers import async_wait_for
+from tests.tui.app_fixtures import (HOSTILE_PATH, fill, fixed_id, inspector, line_text, make_exchange,
+                                    screen_lines, traffic, utc)
+
+
+@pytest.fixture(autouse=True)
+def _utc() -> Iterator[None]:
+    yield from utc()
+
+
+async def _rows_shown(table: RequestTable) -> None:
+    await async_wait_for(lambda: table.ids and all(table.cached_row(i) for i in table.ids[-3:]), what="rows")
+
+
+def test_printable_escapes_every_control_character_visibly() -> None:
+    assert printable("a\x1b[31mb\x07c\x9bd\x7fe\u202ef\tg\r\n") == "a\\x1b[31mb\\x07c\\x9bd\\x7fe\\u202ef\\x09g\\x0d\\x0a"
+    assert printable("[bold]ünïcødé[/]") == "[bold]ünïcødé[/]"
+
+
+def test_durations_and_sizes_read_short() -> None:
+    assert [format_duration(d) for d in (None, 0.0123, 1.5, 125)] == ["…", "12ms", "1.50s", "2m05s"]
+    assert [format_size(s) for s in (0, 900, 1536, 20 * 1024 * 1024)] == ["0B", "900B", "1.5K", "20M"]
+
+
+async def test_hostile_paths_methods_and_tunnel_names_render_literally(tmp_path: Path) -> None:
+    hostile = [
+        make_exchange(0, target=HOSTILE_PATH),
+        make_exchange(1, target="/[bold]x[/bold]", method="[b]GET", tunnel="t\x1b]0;title\x07"),
+        make_exchange(2, target=b"/bin\xff\xfe\x00ary"),
+    ]
+    db = fill(tmp_path / "captures.db", hostile)
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(200, 20)) as pilot:
+        table = app.query_one(RequestTable)
+        await _rows_shown(table)
+        await pilot.pause()
+        lines = screen_lines(table)
+        assert "/a?x=[/y]&[bold]b[/bold]\\x1b[31mred\\x1b]52;c;SGVsbG8=\\x07\\x9b2J\\u202eevil" in lines[1]
+        assert "[b]GET" in lines[2] and "/[bold]x[/bold]" in lines[2] and "t\\x1b]0;ti" in lines[2]
+        assert "/binÿþ\\x00ary" in lines[3]
+        assert not any(ch in "".join(lines) for ch in "\x1b\x07\x9b\x00\u202e")
+        # The segments carry the text as data: no style came from the captured text.
+        for y in (1, 2):
+            styles = {segment.style for segment in table.render_line(y) if "bold" in segment.text}
+            assert all(style is None or not style.bold for style in styles)
+
+
+async def test_a_hundred_thousand_rows_open_and_scroll_to_both_ends(tmp_path: Path) -> None:
+    db = tmp_path / "captures.db"
+    store = Store(db, max_exchanges=200_000)
+    store.put_many(make_exchange(n, target=f"/items/{n}", status=200 + n % 4 * 100) for n in range(100_000))
+    store.close()
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(RequestTable)
+        await async_wait_for(lambda: len(table.ids) == 100_000, timeout=30, what="100k ids")
+        await _rows_shown(table)
+        await pilot.pause()
+        assert "/items/99999" in screen_lines(table)[-1]
+        await pilot.press("home")
+        await async_wait_for(lambda: table.cached_row(fixed_id(0)), what="first rows")
+        await pilot.pause()
+        assert "/items/0 " in line_text(table, 1) and not table.following
+        await pilot.press("pagedown", "pagedown")
+        assert table.cursor == 2 * table._page
+        await pilot.press("end")
+        await async_wait_for(lambda: table.cached_row(fixed_id(99_999)), what="last rows")
+        await pilot.pause()
+        assert "/items/99999" in line_text(table, table.scrollable_content_region.height - 1)
+        assert table.following and table.current_id == fixed_id(99_999)
+        assert len(table._rows) <= table.CACHE_ROWS
+
+
+async def test_clicking_a_row_selects_it_and_double_click_opens_detail(tmp_path: Path) -> None:
+    db = fill(tmp_path / "captures.db", traffic(12))
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(RequestTable)
+        await _rows_shown(table)
+        await pilot.click(RequestTable, offset=(20, 3))
+        assert table.current_id == fixed_id(2) and not table.following
+        await pilot.click(RequestTable, offset=(20, 3), times=2)
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail screen")
+
+
+async def test_enter_opens_the_detail_of_the_current_request(tmp_path: Path) -> None:
+    db = fill(tmp_path / "captures.db", traffic(12))
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(RequestTable)
+        await _rows_shown(table)
+        await pilot.press("up", "enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail screen")
+        assert app.screen.exchange.id == fixed_id(10)  # type: ignore[attr-defined]
+
+
+async def test_updated_exchange_is_read_again_and_late_ids_are_inserted_in_order(tmp_path: Path) -> None:
+    pending = make_exchange(5, target="/slow", status=None, duration=None)
+    db = fill(tmp_path / "captures.db", [make_exchange(n, target=f"/p{n}") for n in (1, 3)] + [pending])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(RequestTable)
+        await _rows_shown(table)
+        await pilot.pause()
+        assert "…" in screen_lines(table)[3]
+        fill(db, [make_exchange(5, target="/slow", status=503, duration=2.5), make_exchange(2, target="/p2")])
+        app.live.changed([fixed_id(5), fixed_id(2)])
+        await async_wait_for(lambda: len(table.ids) == 4, what="the late id")
+        await async_wait_for(lambda: (row := table.cached_row(fixed_id(5))) and row.status == 503, what="reread")
+        await pilot.pause()
+        lines = screen_lines(table)
+        assert [line.split()[3] for line in lines[1:5]] == ["/p1", "/p2", "/p3", "/slow"]
+        assert "503" in lines[4] and "2.50s" in lines[4]
+
+
+async def test_narrow_table_drops_the_tunnel_column_and_cuts_long_paths(tmp_path: Path) -> None:
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/" + "x" * 200)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(60, 20)) as pilot:
+        table = app.query_one(RequestTable)
+        await _rows_shown(table)
+        await pilot.pause()
+        header, row = screen_lines(table)[:2]
+        assert "TUNNEL" not in header
+        assert "…" in row and row.rstrip().endswith("512B")
