@@ -178,19 +178,20 @@ class Relay:
         kind = scope["type"]
         if kind == "http":
             host = _host(scope["headers"])
-            tunnel, under_domain = self._route(host)
+            tunnel, own = self._route(host)
             if tunnel is not None:
                 await self._forward_http(tunnel, scope, receive, send, host)
-            elif under_domain or self.settings.embedded:
-                await send_plain(send, 404, f"no tunnel is online at {host.decode('latin-1')}\n")
-            else:
+            elif own:
                 await self._own_page(scope, send, host)
+            else:
+                await send_plain(send, 404, f"no tunnel is online at {host.decode('latin-1')}\n")
         elif kind == "websocket":
             host = _host(scope["headers"])
-            tunnel, under_domain = self._route(host)
-            if scope["path"] == CONNECT_PATH and not under_domain:
+            if scope["path"] == CONNECT_PATH and not _hostname(host).endswith(self._suffix):
                 await self._serve_agent(scope, receive, send)
-            elif tunnel is not None:
+                return
+            tunnel, _ = self._route(host)
+            if tunnel is not None:
                 await self._forward_ws(tunnel, scope, receive, send, host)
             else:
                 await receive()
@@ -200,14 +201,15 @@ class Relay:
                 await send({"type": "websocket.http.response.body", "body": text})
 
     def _route(self, host: bytes) -> tuple[Tunnel | None, bool]:
-        """The tunnel ``host`` names (or None), and whether ``host`` is ``NAME.DOMAIN``."""
+        """Where a request for ``host`` goes: (tunnel, False), (None, True) for the relay's own
+        pages, or (None, False) for a tunnel that is not online."""
         hostname = _hostname(host)
         if hostname.endswith(self._suffix):
-            name = hostname[: -len(self._suffix)].decode("latin-1")
-            return self._tunnels.get(name), True
-        if self.settings.embedded and hostname != self._domain and self._tunnels:
-            return next(iter(self._tunnels.values())), False
-        return None, False
+            return self._tunnels.get(hostname[: -len(self._suffix)].decode("latin-1")), False
+        if hostname == self._domain or not self.settings.embedded:
+            return None, True
+        # Embedded: any other host (127.0.0.1:PORT ...) reaches the oldest tunnel.
+        return next(iter(self._tunnels.values()), None), False
 
     async def _own_page(self, scope: Scope, send: Send, host: bytes) -> None:
         path = scope["path"]

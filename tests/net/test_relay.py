@@ -162,3 +162,12 @@ async def test_name_is_freed_when_agent_disconnects(relay: Relay) -> None:
     async with httpx.AsyncClient() as client:
         r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "leaving.localhost"})
     assert r.status_code == 404
+
+
+async def test_stopping_the_relay_tells_agents_to_reconnect() -> None:
+    async with running_relay() as relay:
+        agent = await connect_agent(relay, name="stays")
+    await asyncio.wait_for(agent.closed.wait(), 10)
+    assert agent.goaway is not None
+    assert agent.goaway.code == ErrorCode.SHUTTING_DOWN
+    await agent.close()

@@ -353,3 +353,15 @@ async def test_embedded_relay_routes_any_host_to_the_only_tunnel() -> None:
                     assert r.text.startswith("GET /e")
         finally:
             await agent.close()
+
+
+async def test_embedded_relay_keeps_status_page_on_bare_domain_and_404s_without_tunnel() -> None:
+    async with running_relay(embedded=True, tokens=()) as relay:
+        async with httpx.AsyncClient() as client:
+            url = f"http://127.0.0.1:{relay.port}/"
+            r = await client.get(url, headers={"Host": f"127.0.0.1:{relay.port}"})
+            assert r.status_code == 404
+            assert "no tunnel is online" in r.text
+            r = await client.get(url, headers={"Host": f"localhost:{relay.port}"})
+            assert r.status_code == 200
+            assert "tunnels online: 0" in r.text
