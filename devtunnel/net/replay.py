@@ -1,0 +1,323 @@
+"""Send a captured request again, as captured or edited, and capture what comes back.
+
+``replay`` builds the request from the exchange (method and raw target exactly as captured,
+headers in order with their case, body), drops hop-by-hop headers, sets Content-Length for
+the body it sends, and sends it with httpx to the tunnel's target (or ``to``). Redirects are
+never followed and the response is never decoded: its bytes are kept as they came.
+
+The result is a new ``Exchange`` (new id, same tunnel, ``replay_of`` = the original's id);
+the original is not touched and nothing is stored: storing is the caller's job. A replay
+that reached the network and failed (refused, timed out, broken response) still returns an
+exchange, with ``error`` set; ``ReplayError`` is raised only when nothing could be sent.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
+from devtunnel.errors import ReplayError
+
+__all__ = ["Edit", "HOP_BY_HOP", "replay", "replay_many"]
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+"""Headers that describe one connection (RFC 9110 section 7.6.1); a replay does not resend them."""
+
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TARGET_RE = re.compile(rb"^[\x21-\x7e\x80-\xff]+$")
+_HIGH_BYTE_RE = re.compile(rb"[\x80-\xff]")
+
+HeaderEdit = Headers | Mapping[str, "str | bytes | None"]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Changes to make to a request before replaying it; ``None`` keeps the captured value.
+
+    Attributes:
+        method: the new method (an HTTP token, sent exactly as given).
+        target: the new request target (path and query), e.g. ``"/hooks?retry=1"``.
+        headers: either a ``Headers`` that replaces every header, or a mapping applied in
+            order: ``{"X-Debug": "1"}`` sets a header (replacing the first of that name and
+            dropping the rest, or appending it), ``{"Cookie": None}`` deletes it.
+        body: the new body; Content-Length follows it.
+    """
+
+    method: str | None = None
+    target: str | bytes | None = None
+    headers: HeaderEdit | None = None
+    body: str | bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    method: str
+    target: bytes
+    headers: Headers
+    body: bytes
+    scheme: str
+    netloc: str
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _edited_headers(headers: Headers, change: HeaderEdit | None) -> Headers:
+    if change is None:
+        return headers
+    if isinstance(change, Headers):
+        return change
+    for name, value in change.items():
+        if not _TOKEN_RE.match(name):
+            raise ReplayError(f"cannot set header {name!r}: a header name is a token like X-Debug")
+        if value is None:
+            headers = headers.without(name)
+        else:
+            raw = _as_bytes(value)
+            if any(b in raw for b in b"\r\n\x00"):
+                raise ReplayError(f"cannot set header {name}: its value holds CR, LF or NUL")
+            headers = headers.with_set(name, raw)
+    return headers
+
+
+def _wire_headers(headers: Headers, body: bytes, host: str | None) -> Headers:
+    """Drop hop-by-hop fields; give Content-Length the body's length in place; rewrite Host if asked."""
+    named_in_connection = {
+        part.strip().lower().encode("latin-1", "replace")
+        for value in headers.get_all("connection")
+        for part in value.split(",")
+    }
+    out: list[tuple[bytes, bytes]] = []
+    has_length = False
+    for name, value in headers.fields:
+        lower = name.lower()
+        if lower.decode("latin-1") in HOP_BY_HOP or lower in named_in_connection:
+            continue
+        if lower == b"content-length":
+            if has_length:
+                continue  # a repeated Content-Length would be an invalid request
+            has_length = True
+            value = str(len(body)).encode()
+        elif lower == b"host" and host is not None:
+            value = host.encode("ascii")
+        out.append((name, value))
+    if body and not has_length:
+        out.append((b"Content-Length", str(len(body)).encode()))
+    return Headers(out)
+
+
+def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
+    base = to if to is not None else exchange.target_url
+    if not base:
+        raise ReplayError(f"exchange {exchange.id} has no target URL to replay to; give one with --to")
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ReplayError(f"cannot replay to {base!r}: give an http:// or https:// URL")
+    try:
+        netloc = httpx.URL(f"{parts.scheme}://{parts.netloc}/").netloc.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ReplayError(f"cannot replay to {base!r}: {exc}") from exc
+    return parts.scheme, netloc, parts.path.rstrip("/")
+
+
+def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header: str) -> _Prepared:
+    if host_header not in ("preserve", "rewrite"):
+        raise ReplayError(f"host_header must be 'preserve' or 'rewrite', not {host_header!r}")
+    if exchange.websocket:
+        raise ReplayError(f"exchange {exchange.id} is a WebSocket session; only HTTP requests can be replayed")
+    edit = edit or Edit()
+    original = exchange.request
+    method = edit.method if edit.method is not None else original.method
+    if not _TOKEN_RE.match(method):
+        raise ReplayError(f"cannot replay with method {method!r}: a method is a token like GET or POST")
+    target = _as_bytes(edit.target) if edit.target is not None else original.target
+    if not _TARGET_RE.match(target):
+        raise ReplayError(f"cannot replay to target {target!r}: it is empty or holds spaces or control characters")
+    if edit.body is not None:
+        body = _as_bytes(edit.body)
+    elif original.body_truncated:
+        raise ReplayError(
+            f"only {len(original.body)} of {original.body_size} body bytes of {exchange.id} were recorded;"
+            " give the body to replay it"
+        )
+    else:
+        body = original.body
+    scheme, netloc, prefix = _destination(exchange, to)
+    if target.startswith(b"/"):
+        target = prefix.encode("utf-8") + target
+    # HTTP/1.1 allows only visible ASCII in a target (h11 enforces it): percent-encode the rest,
+    # which is how a server decodes them anyway.
+    target = _HIGH_BYTE_RE.sub(lambda m: b"%%%02X" % m.group()[0], target)
+    headers = _edited_headers(original.headers, edit.headers)
+    explicit_host = isinstance(edit.headers, Mapping) and any(k.lower() == "host" for k in edit.headers)
+    host = netloc if host_header == "rewrite" and not explicit_host else None
+    return _Prepared(method, target, _wire_headers(headers, body, host), body, scheme, netloc)
+
+
+def _failure_kind(exc: httpx.HTTPError) -> ErrorKind:
+    if isinstance(exc, httpx.ConnectError):
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+                return "local_refused"
+            cause = cause.__cause__ or cause.__context__
+        if "refused" in str(exc).lower():
+            return "local_refused"
+    return "replay_failed"
+
+
+def _failure_message(exc: httpx.HTTPError, url: str) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{url} did not answer in time ({type(exc).__name__})"
+    detail = str(exc) or type(exc).__name__
+    if _failure_kind(exc) == "local_refused":
+        return f"connection refused by {url}: is the service running? ({detail})"
+    return f"replay to {url} failed: {detail}"
+
+
+async def _send(
+    client: httpx.AsyncClient, prepared: _Prepared, exchange: Exchange, body_cap: int
+) -> Exchange:
+    base_url = f"{prepared.scheme}://{prepared.netloc}"
+    try:
+        request = httpx.Request(
+            prepared.method,
+            base_url + "/",
+            headers=list(prepared.headers.fields),
+            content=prepared.body,
+            # The raw target goes on the wire as is; httpx's URL would re-quote it.
+            extensions={"target": prepared.target},
+        )
+    except httpx.HTTPError as exc:
+        raise ReplayError(f"cannot build the replay of {exchange.id}: {exc}") from exc
+    request.method = prepared.method  # httpx upper-cases methods; the captured one is sent as is
+    sent = Request(
+        method=prepared.method,
+        target=prepared.target,
+        headers=Headers(request.headers.raw),
+        body=prepared.body,
+        body_size=len(prepared.body),
+        http_version="1.1",
+    )
+    result = Exchange(
+        id=new_id(),
+        tunnel=exchange.tunnel,
+        started_at=time.time(),
+        request=sent,
+        scheme=exchange.scheme,
+        target_url=base_url,
+        replay_of=exchange.id,
+    )
+    start = time.perf_counter()
+    try:
+        response = await client.send(request, stream=True, follow_redirects=False)
+        try:
+            result.ttfb = time.perf_counter() - start
+            body = bytearray()
+            size = 0
+            async for chunk in response.aiter_raw():  # raw: no Content-Encoding decoding
+                size += len(chunk)
+                if len(body) < body_cap:
+                    body += chunk[: body_cap - len(body)]
+        finally:
+            await response.aclose()
+    except httpx.UnsupportedProtocol as exc:
+        raise ReplayError(f"cannot replay to {base_url}: {exc}") from exc
+    except httpx.LocalProtocolError as exc:
+        result.error = "replay_failed"
+        result.error_message = f"the replay is not a valid HTTP/1.1 request, nothing was sent: {exc}"
+        result.duration = time.perf_counter() - start
+        return result
+    except httpx.HTTPError as exc:
+        result.error = _failure_kind(exc)
+        result.error_message = _failure_message(exc, base_url)
+        result.duration = time.perf_counter() - start
+        return result
+    reason = response.extensions.get("reason_phrase", b"")
+    result.response = Response(
+        status=response.status_code,
+        reason=reason.decode("latin-1") if isinstance(reason, bytes) else str(reason),
+        headers=Headers(response.headers.raw),
+        body=bytes(body),
+        body_size=size,
+        body_truncated=size > len(body),
+        http_version=response.http_version.removeprefix("HTTP/"),
+    )
+    result.duration = time.perf_counter() - start
+    return result
+
+
+async def replay(
+    exchange: Exchange,
+    *,
+    to: str | None = None,
+    edit: Edit | None = None,
+    client: httpx.AsyncClient | None = None,
+    host_header: Literal["preserve", "rewrite"] = "preserve",
+    timeout: float = 30.0,
+    verify: bool = True,
+    body_cap: int = DEFAULT_BODY_CAP,
+) -> Exchange:
+    """Send ``exchange``'s request again and return the new exchange.
+
+    Args:
+        exchange: the captured exchange; it is not modified.
+        to: base URL to send to (``http://127.0.0.1:9000``; a path is put before the target)
+            instead of the exchange's ``target_url``.
+        edit: changes to the method, target, headers or body.
+        client: an httpx client to send with (its default headers, cookies and base URL are
+            not applied); by default a fresh one that ignores proxy variables.
+        host_header: ``preserve`` sends the captured Host; ``rewrite`` sends the destination's.
+        timeout: seconds for each network step, when no client is given.
+        verify: check an https destination's certificate, when no client is given.
+        body_cap: bytes of the response body to keep (the whole body is always read).
+
+    Returns:
+        A new exchange with ``replay_of=exchange.id`` and a response, or an ``error`` of
+        ``local_refused`` or ``replay_failed`` with a message.
+
+    Raises:
+        ReplayError: nothing could be sent (no destination, a WebSocket exchange, a body that
+            was only partly recorded, or an invalid edit).
+    """
+    prepared = _prepare(exchange, to, edit, host_header)
+    if client is not None:
+        return await _send(client, prepared, exchange, body_cap)
+    # trust_env=False: a replay goes to the given service, never through an environment proxy.
+    async with httpx.AsyncClient(timeout=timeout, verify=verify, trust_env=False) as own:
+        return await _send(own, prepared, exchange, body_cap)
+
+
+async def replay_many(
+    exchanges: Iterable[Exchange],
+    *,
+    to: str | None = None,
+    edit: Edit | None = None,
+    client: httpx.AsyncClient | None = None,
+    host_header: Literal["preserve", "rewrite"] = "preserve",
+    timeout: float = 30.0,
+    verify: bool = True,
+    body_cap: int = DEFAULT_BODY_CAP,
+) -> list[Exchange]:
+    """Replay ``exchanges`` one after another, in order, over one client.
+
+    Every exchange is checked before the first is sent, so a ``ReplayError`` means nothing
+    was sent. A failed send does not stop the rest: its result carries the error.
+    """
+    items: Sequence[Exchange] = list(exchanges)
+    prepared = [_prepare(ex, to, edit, host_header) for ex in items]
+    if client is not None:
+        return [await _send(client, p, ex, body_cap) for p, ex in zip(prepared, items)]
+    async with httpx.AsyncClient(timeout=timeout, verify=verify, trust_env=False) as own:
+        return [await _send(own, p, ex, body_cap) for p, ex in zip(prepared, items)]
