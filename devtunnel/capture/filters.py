@@ -856,6 +856,14 @@ class _Token:
     """The value with quotes removed (term) or the code (``~m``)."""
     bare: int = 0
     """How many leading characters of ``text`` were written without quotes."""
+    offsets: tuple[int, ...] = ()
+    """Where each character of ``text`` is in the expression (quotes make them differ)."""
+    end: int = 0
+    """Where the token ends in the expression."""
+
+    def locate(self, index: int) -> int:
+        """The position in the expression of ``text[index]`` (the token's end past the text)."""
+        return self.offsets[index] if index < len(self.offsets) else self.end
 
 
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
@@ -895,6 +903,7 @@ def _tokenize(expression: str) -> list[_Token]:
 def _read_term(expression: str, start: int) -> tuple[_Token, int]:
     """One word: unquoted runs and quoted runs glued together, ending at space or parenthesis."""
     parts: list[str] = []
+    offsets: list[int] = []
     bare = 0
     quoted_seen = False
     i, n = start, len(expression)
@@ -908,6 +917,7 @@ def _read_term(expression: str, start: int) -> tuple[_Token, int]:
                 if expression[j] == "\\" and j + 1 < n and expression[j + 1] in (quote, "\\"):
                     j += 1
                 parts.append(expression[j])
+                offsets.append(j)
                 j += 1
             if j >= n:
                 raise FilterSyntaxError(f"unclosed quote {quote}", i, expression)
@@ -915,10 +925,11 @@ def _read_term(expression: str, start: int) -> tuple[_Token, int]:
             i = j + 1
         else:
             parts.append(c)
+            offsets.append(i)
             if not quoted_seen:
                 bare += 1
             i += 1
-    return _Token("term", start, "".join(parts), bare), i
+    return _Token("term", start, "".join(parts), bare, tuple(offsets), i), i
 
 
 class _Parser:
@@ -1012,7 +1023,10 @@ class _Parser:
             if not _STATUS_RE.fullmatch(arg.text):
                 raise self.error("~c expects a status code number", arg.pos)
             return MCode([("=", int(arg.text))])
-        return _regex(cls, arg.text, arg.pos + (1 if arg.bare == 0 and arg.text else 0))  # type: ignore[arg-type]
+        try:
+            return _regex(cls, arg.text, 0)  # type: ignore[arg-type]
+        except FilterSyntaxError as exc:
+            raise self.error(exc.message, arg.locate(exc.position)) from None
 
     def parse_term(self, tok: _Token) -> Filter:
         text = tok.text
@@ -1038,9 +1052,10 @@ class _Parser:
                 tok.pos,
             )
         try:
-            return entry[1](text[colon + 1:], tok.pos + colon + 1)
+            # Builders report positions within the value; map them back through any quotes.
+            return entry[1](text[colon + 1:], 0)
         except FilterSyntaxError as exc:
-            raise self.error(exc.message, exc.position) from None
+            raise self.error(exc.message, tok.locate(colon + 1 + exc.position)) from None
 
 
 def parse(expression: str) -> Filter:

@@ -141,7 +141,7 @@ LEAVES = [
     "dur:>500ms", "dur:<=0.5s", "dur:100ms-1s", "dur:0",
     "size:>1kb", "size:1024", "size:>=1mb", "size:<1",
     "error", "error:local_refused", "replay", "ws",
-    "webhooks", "HTTPS://", "café", '"x=1&y"', "%", "_", "'", '"\\\\"',
+    "webhooks", "HTTPS://", "café", '"x=1&y"', "%", "_", "\"'\"", '"\\\\"',
     "~m post", '~m "^(GET|DELETE)$"', "~u hooks", "~u ^https", "~d EXAMPLE", "~h stripe", '~h "^content-type: json"',
     "~hq x-id", "~hs type", "~b invoice", "~bq \\x00", "~bs caf.", "~t json", "~tq text", "~ts plain",
     "~c 404", "~c 200", "~q", "~s", "~e", "~websocket", "~replay", "~all",
