@@ -31,6 +31,9 @@ class Half(enum.Enum):
     WEBSOCKET = "websocket"  # the stream was upgraded: WS_MESSAGE frames flow
     CLOSED = "closed"  # WS_CLOSE sent: nothing more in this direction
 
+    # Members are singletons: identity hashing keeps TRANSITIONS lookups off Enum's slow path.
+    __hash__ = object.__hash__
+
 
 class Action(enum.Enum):
     """What a frame (or the other direction's frame) does to one half."""
@@ -44,6 +47,8 @@ class Action(enum.Enum):
     DATA_END = "data_end"  # DATA with END_STREAM
     WS_MESSAGE = "ws_message"
     WS_CLOSE = "ws_close"
+
+    __hash__ = object.__hash__
 
 
 class StreamState(enum.Enum):
