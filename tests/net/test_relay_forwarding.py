@@ -10,6 +10,7 @@ import pytest
 
 from devtunnel.net.relay import Relay
 from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import StreamReset
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, running_relay
 
@@ -365,3 +366,54 @@ async def test_embedded_relay_keeps_status_page_on_bare_domain_and_404s_without_
             r = await client.get(url, headers={"Host": f"localhost:{relay.port}"})
             assert r.status_code == 200
             assert "tunnels online: 0" in r.text
+
+
+async def test_slow_client_on_one_stream_does_not_block_other_requests(relay: Relay) -> None:
+    big_sent = asyncio.Event()
+
+    async def answer(request: AgentRequest) -> None:
+        if request.event.target == b"/big":
+            size = 8 << 20
+            request.respond(200, [(b"Content-Length", str(size).encode())])
+            sending = asyncio.ensure_future(request.send(b"x" * size, end=True))
+            await async_wait_for(lambda: request.agent.conn.send_window(request.id) == 0,
+                                 what="the big response to fill its window")
+            big_sent.set()
+            await sending
+        else:
+            request.respond(200, [(b"Content-Length", b"5")])
+            await request.send(b"small", end=True)
+
+    agent = await connect_agent(relay, handler=answer)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"GET /big HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")  # and never read the answer
+        await writer.drain()
+        await asyncio.wait_for(big_sent.wait(), 10)
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://127.0.0.1:{relay.port}/small", headers={"Host": "demo.localhost"})
+        assert (r.status_code, r.text) == (200, "small")
+    finally:
+        writer.close()
+        await agent.close()
+
+
+async def test_client_leaving_before_the_answer_resets_the_stream(relay: Relay) -> None:
+    resets: list[StreamReset] = []
+
+    async def never_answer(request: AgentRequest) -> None:
+        event = await request.inbox.get()
+        assert isinstance(event, StreamReset)
+        resets.append(event)
+
+    agent = await connect_agent(relay, handler=never_answer)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"GET /wait HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
+        await writer.drain()
+        await async_wait_for(lambda: agent.requests, what="the request to reach the agent")
+        writer.close()
+        await async_wait_for(lambda: resets, what="the agent to see the reset")
+        assert resets[0].code == ErrorCode.CANCEL
+    finally:
+        await agent.close()
