@@ -51,15 +51,17 @@ class AgentSupervisor:
         on_change: called (in the event loop) with the new status on every change.
         ready_timeout: seconds to wait for the API line before killing and retrying.
         max_backoff: longest pause between two restarts.
+        stop_grace: seconds between SIGTERM and SIGKILL when stopping.
     """
 
     def __init__(self, argv: Sequence[str], log_path: Path, on_change: Callable[[AgentStatus], None],
-                 *, ready_timeout: float = 20.0, max_backoff: float = 10.0) -> None:
+                 *, ready_timeout: float = 20.0, max_backoff: float = 10.0, stop_grace: float = 5.0) -> None:
         self.argv = list(argv)
         self.log_path = Path(log_path)
         self._on_change = on_change
         self.ready_timeout = ready_timeout
         self.max_backoff = max_backoff
+        self.stop_grace = stop_grace
         self.status = AgentStatus("stopped")
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
@@ -132,13 +134,13 @@ class AgentSupervisor:
                 await asyncio.wait_for(asyncio.shield(process.wait()), 0.05)
         return None
 
-    async def _terminate(self, process: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         if process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), grace)
+            await asyncio.wait_for(process.wait(), self.stop_grace)
         except asyncio.TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()

@@ -1,0 +1,208 @@
+"""How the inspector copes with a big store and heavy live traffic (headless, ``App.run_test``).
+
+    .venv/bin/python bench/tui.py [--rows 100000] [--rate 1000] [--seconds 10]
+
+1. Builds a store of ``--rows`` exchanges in a temp dir.
+2. Opens the inspector on it: time to first paint (rows on screen) and RSS afterwards.
+3. Filters it with a three-term expression (time until the table shows the result), against the
+   store answering the same query directly (the baseline: the least the table can take).
+4. Scrolls to the top and back to the end (time until the last row is on screen).
+5. Ingests ``--rate`` requests/s for ``--seconds`` s: a writer *process* records exchanges through
+   the Recorder and streams the committed ids to the inspector process (as /api/events does);
+   it reports the lag from submit to the row on screen (p50/p95/max) and the CPU the inspector
+   process used. Targets: first paint < 1 s, filter < 200 ms, lag p95 < 200 ms, RSS < 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id  # noqa: E402
+from devtunnel.capture.store import Store  # noqa: E402
+
+FILTER = "method:POST path:/api status:>=400"
+METHODS = ("GET", "GET", "POST", "PUT", "DELETE")
+STATUSES = (200, 200, 201, 204, 301, 404, 422, 500)
+
+
+def exchange(n: int, now: float) -> Exchange:
+    """A realistic small exchange (headers and a short JSON body)."""
+    path = f"/api/orders/{n % 977}?page={n % 7}" if n % 3 else f"/webhooks/stripe/{n}"
+    body = json.dumps({"id": n, "status": "paid", "amount": n % 10_000}).encode()
+    return Exchange(
+        id=new_id(now), tunnel="shop", started_at=now,
+        request=Request(headers=Headers([("host", "shop.localhost"), ("user-agent", "bench/1"),
+                                         ("content-type", "application/json")]),
+                        body=body, body_size=len(body), method=METHODS[n % 5], target=path.encode()),
+        response=Response(headers=Headers([("content-type", "application/json")]), body=body,
+                          body_size=len(body), status=STATUSES[n % 8]),
+        target_url="http://127.0.0.1:3000", duration=0.002 + (n % 50) / 1000, ttfb=0.002,
+    )
+
+
+def rss_mb() -> float:
+    """Resident set size of this process now, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def writer(db: str, rate: int, seconds: float) -> None:
+    """The writer process: record ``rate`` exchanges a second, print each commit's ids as JSON."""
+    from devtunnel.capture.recorder import Recorder
+
+    store = Store(db, max_exchanges=1_000_000)
+    recorder = Recorder(store)
+    submitted: dict[str, float] = {}
+
+    def committed(ids: list[str]) -> None:
+        sent = [submitted.pop(i, time.time()) for i in ids]
+        print(json.dumps({"ids": ids, "submitted": min(sent)}), flush=True)
+
+    recorder.subscribe(committed)
+    start = time.monotonic()
+    n = 0
+    tick = 0.01
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * rate)
+        while n < due:
+            ex = exchange(n, time.time())
+            submitted[ex.id] = time.time()
+            recorder.submit(ex)
+            n += 1
+        time.sleep(tick)
+    recorder.close()
+    store.close()
+
+
+async def inspect(db: Path, rate: int, seconds: float) -> None:
+    from devtunnel.capture.filters import parse
+    from devtunnel.tui.app import InspectorApp
+    from devtunnel.tui.backend import Backend
+    from devtunnel.tui.widgets import RequestTable
+
+    async def until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: timed out")
+            await asyncio.sleep(0.002)
+
+    started = time.perf_counter()
+    app = InspectorApp(Backend(db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(RequestTable)
+        await until(lambda: table.ids and table.cached_row(table.ids[-1]))
+        await pilot.pause()
+        first_paint = time.perf_counter() - started
+        print(f"first paint      {first_paint * 1000:8.0f} ms   ({len(table.ids):,} rows)   target < 1000 ms")
+        print(f"RSS after open   {rss_mb():8.0f} MB   target < 200 MB")
+
+        flt = parse(FILTER)
+        store = Store(db, readonly=True)
+        t = time.perf_counter()
+        expected = store.ids(flt)
+        direct = time.perf_counter() - t
+        store.close()
+        t = time.perf_counter()
+        app.live.set_filter(FILTER, flt)
+        await until(lambda: len(table.ids) == len(expected) and table.cached_row(table.ids[-1]))
+        await pilot.pause()
+        shown = time.perf_counter() - t
+        print(f"filter           {shown * 1000:8.0f} ms   ({len(expected):,} matches of {FILTER!r}; "
+              f"store alone {direct * 1000:.0f} ms, ratio {shown / direct:.2f})   target < 200 ms")
+        app.live.set_filter("", parse(""))
+        await until(lambda: len(table.ids) > len(expected) and table.cached_row(table.ids[-1]))
+
+        await pilot.press("home")
+        await until(lambda: table.cached_row(table.ids[0]))
+        t = time.perf_counter()
+        await pilot.press("end")
+        await until(lambda: table.cached_row(table.ids[-1]))
+        await pilot.pause()
+        print(f"scroll to end    {(time.perf_counter() - t) * 1000:8.0f} ms")
+
+        lags = await ingest(app, table, db, rate, seconds)
+        lags.sort()
+        p95 = lags[int(len(lags) * 0.95) - 1] if lags else float("nan")
+        print(f"live lag         p50 {statistics.median(lags) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+              f"max {lags[-1] * 1000:.0f} ms over {len(lags):,} commits   target p95 < 200 ms")
+        print(f"RSS at the end   {rss_mb():8.0f} MB")
+
+
+async def ingest(app, table, db: Path, rate: int, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
+    """Run the writer process; return submit-to-screen lags, one per commit."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--writer", str(db), "--rate", str(rate), "--seconds", str(seconds),
+        stdout=subprocess.PIPE)
+    waiting: list[tuple[str, float]] = []
+    lags: list[float] = []
+
+    async def read() -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            message = json.loads(line)
+            app.live.changed(message["ids"])
+            waiting.append((max(message["ids"]), message["submitted"]))
+
+    async def watch() -> None:
+        while True:
+            # A commit is on screen once its newest row is loaded at the bottom of a following table.
+            while waiting and table.cached_row(waiting[0][0]) is not None:
+                lags.append(time.time() - waiting.pop(0)[1])
+            await asyncio.sleep(0.002)
+
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    t = time.perf_counter()
+    watcher = asyncio.create_task(watch())
+    await read()
+    await process.wait()
+    deadline = time.monotonic() + 5
+    while waiting and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    watcher.cancel()
+    wall = time.perf_counter() - t
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    busy = (used.ru_utime - cpu.ru_utime) + (used.ru_stime - cpu.ru_stime)
+    print(f"ingest           {rate}/s for {seconds:.0f} s: inspector CPU {busy / wall * 100:.0f}% of one core, "
+          f"{len(waiting)} commits never shown")
+    return lags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--writer", metavar="DB", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.writer:
+        writer(args.writer, args.rate, args.seconds)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "captures.db"
+        t = time.perf_counter()
+        store = Store(db, max_exchanges=1_000_000)
+        now = time.time() - args.rows / 100
+        for start in range(0, args.rows, 5000):
+            store.put_many(exchange(n, now + n / 100) for n in range(start, min(args.rows, start + 5000)))
+        store.close()
+        print(f"store of {args.rows:,} exchanges built in {time.perf_counter() - t:.1f} s")
+        asyncio.run(inspect(db, args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    main()

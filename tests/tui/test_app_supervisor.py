@@ -1,0 +1,109 @@
+"""The agent supervisor with real child processes: API discovery, restarts, timeouts, stopping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtunnel.tui.supervisor import AgentStatus, AgentSupervisor
+from tests.helpers import async_wait_for
+
+# A stand-in agent: serves HTTP on a free port and announces it the way the agent does.
+SERVING_CHILD = """
+import http.server, sys
+server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+print("Forwarding nothing", flush=True)
+print(f"API http://127.0.0.1:{server.server_address[1]}", flush=True)
+print("a line on stderr", file=sys.stderr, flush=True)
+server.serve_forever()
+"""
+
+SILENT_CHILD = "import time\nwhile True: time.sleep(1)\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purpose.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.fixture
+def changes() -> list[AgentStatus]:
+    return []
+
+
+async def test_reads_the_api_line_and_restarts_a_killed_agent(tmp_path: Path, changes: list[AgentStatus],
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "agent.log"
+    supervisor = AgentSupervisor([sys.executable, "-c", SERVING_CHILD], log, changes.append)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: supervisor.status.state == "running", what="the agent to run")
+        first = supervisor.status
+        assert first.api_url is not None and first.api_url.startswith("http://127.0.0.1:")
+        assert first.restarts == 0 and first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        await async_wait_for(lambda: supervisor.status.restarts == 1, what="the restart to be counted")
+        assert "exited with code -9" in supervisor.status.message
+        await async_wait_for(lambda: supervisor.status.state == "running", what="the agent to run again")
+        second = supervisor.status
+        assert second.pid != first.pid and second.api_url is not None
+        assert [c.state for c in changes][:4] == ["starting", "running", "restarting", "starting"]
+    finally:
+        await supervisor.stop()
+    assert supervisor.status.state == "stopped"
+    assert second.pid is not None and not _alive(second.pid)
+    out, err = capfd.readouterr()
+    assert "API http" not in out + err and "stderr" not in out + err  # never on the terminal
+    lines = log.read_text().splitlines()
+    assert sum(line.startswith("API http://127.0.0.1:") for line in lines) == 2
+    assert lines.count("a line on stderr") == 2
+
+
+async def test_agent_that_never_announces_its_api_is_killed_and_retried(tmp_path: Path,
+                                                                          changes: list[AgentStatus]) -> None:
+    supervisor = AgentSupervisor([sys.executable, "-c", SILENT_CHILD], tmp_path / "agent.log", changes.append,
+                                 ready_timeout=0.5)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: supervisor.status.restarts >= 1, what="a retry")
+        killed = [c.pid for c in changes if c.state == "starting"][0]
+        assert killed is not None and not _alive(killed)
+        assert any("no API line" in c.message for c in changes)
+        assert supervisor.status.api_url is None
+    finally:
+        await supervisor.stop()
+
+
+async def test_a_command_that_cannot_start_is_reported_and_retried(tmp_path: Path,
+                                                                     changes: list[AgentStatus]) -> None:
+    supervisor = AgentSupervisor([str(tmp_path / "no-such-agent")], tmp_path / "agent.log", changes.append,
+                                 max_backoff=0.2)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: supervisor.status.restarts >= 2, what="two failed starts")
+        assert supervisor.status.state == "restarting"
+        assert "could not start the agent" in supervisor.status.message
+    finally:
+        await supervisor.stop()
+    assert supervisor.status.state == "stopped"
+
+
+async def test_stop_ends_an_agent_that_ignores_sigterm(tmp_path: Path, changes: list[AgentStatus]) -> None:
+    stubborn = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + SERVING_CHILD
+    supervisor = AgentSupervisor([sys.executable, "-c", stubborn], tmp_path / "agent.log", changes.append,
+                                 stop_grace=0.3)
+    supervisor.start()
+    await async_wait_for(lambda: supervisor.status.state == "running", what="the agent to run")
+    pid = supervisor.status.pid
+    assert pid is not None
+    await supervisor.stop()
+    assert not _alive(pid)
