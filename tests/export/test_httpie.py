@@ -1,0 +1,87 @@
+"""HTTPie export, checked by running the real ``http --offline`` through a shell."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from devtunnel.errors import ExportError
+from devtunnel.export import Export, export
+from tests.export.support import make_exchange, run_shell
+
+HTTP = shutil.which("http", path=str(Path(sys.executable).parent)) or shutil.which("http")
+CANARY = Path(tempfile.gettempdir()) / f"devtunnel-httpie-canary-{os.getpid()}"
+
+needs_httpie = pytest.mark.skipif(HTTP is None, reason="needs HTTPie (the test extras install it)")
+
+
+def offline(result: Export, directory: Path) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Run the command with ``--offline`` and parse the request HTTPie prints."""
+    assert HTTP is not None and result.text.startswith("http ")
+    command = Export(f"{HTTP} --offline --pretty=none " + result.text[len("http "):], result.files)
+    proc = run_shell(command, directory)
+    assert proc.returncode == 0, (result.text, proc.stderr)
+    head, _, body = proc.stdout.partition(b"\r\n\r\n")
+    lines = head.decode("utf-8").split("\r\n")
+    headers = [(n, v.strip()) for n, _, v in (line.partition(":") for line in lines[1:])]
+    return lines[0], headers, body
+
+
+@needs_httpie
+def test_httpie_command_sends_method_target_headers_and_body(tmp_path: Path) -> None:
+    hostile = f"'$(touch {CANARY})' `touch {CANARY}` \"$HOME\""
+    headers = [
+        (b"Host", b"pub.example"),
+        (b"X-Hostile", hostile.encode()),
+        (b"X-Eq", b"=looks like json"),
+        (b"X-At", b"@/etc/passwd"),
+        (b"X-Empty", b""),
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"25"),
+    ]
+    body = f'{{"a": "$(touch {CANARY})"}}\n'.encode()[:25]
+    ex = make_exchange("PATCH", b"/items/1?x=%20y", headers, body)
+    start, got, sent_body = offline(export("httpie", ex, base_url="http://127.0.0.1:1"), tmp_path)
+    assert not CANARY.exists()
+    assert start == "PATCH /items/1?x=%20y HTTP/1.1"
+    expected = [(n.decode(), v.decode()) for n, v in headers if n != b"Content-Length"]
+    # HTTPie may reorder headers; it must send each of them, plus only the framing it computes.
+    assert Counter(got) == Counter(expected + [("Content-Length", "25")])
+    assert sent_body.rstrip(b"\n") == body.rstrip(b"\n")
+
+
+@needs_httpie
+def test_binary_body_is_read_from_a_side_file(tmp_path: Path) -> None:
+    body = b"\x00\x01\x02\xff"
+    ex = make_exchange("POST", b"/bin", [(b"Host", b"h"), (b"Content-Type", b"application/octet-stream")], body)
+    result = export("httpie", ex)
+    assert list(result.files.values()) == [body] and "< ./" in result.text
+    _, _, sent_body = offline(result, tmp_path)
+    assert sent_body.startswith(body)
+
+
+@needs_httpie
+def test_headers_httpie_would_add_are_switched_off(tmp_path: Path) -> None:
+    start, got, _ = offline(export("httpie", make_exchange(headers=[(b"Host", b"h")])), tmp_path)
+    assert start == "GET / HTTP/1.1" and got == [("Host", "h")]
+
+
+def test_dot_segments_get_path_as_is() -> None:
+    assert "--path-as-is" in export("httpie", make_exchange(target=b"/a/../b")).text
+
+
+def test_header_httpie_cannot_send_gives_a_clear_error() -> None:
+    ex = make_exchange(headers=[(b"Host", b"h"), (b"X-Bin", b"\xff\xfe")])
+    with pytest.raises(ExportError, match="X-Bin.*use the curl format"):
+        export("httpie", ex)
+
+
+def test_method_that_is_not_letters_gives_a_clear_error() -> None:
+    with pytest.raises(ExportError, match="letters only"):
+        export("httpie", make_exchange("M-SEARCH"))
