@@ -1,0 +1,429 @@
+"""Compare two exchanges: request with request, response with response.
+
+Each part becomes a ``SectionDiff`` of tagged lines. Headers compare with case-insensitive names
+and, by default, in any order. Bodies compare by what they are: JSON as data (keys sorted,
+pretty printed), form bodies field by field, text line by line, anything else by size and
+SHA-256 with the first differing offset. ``ignore`` names leave fields out of the comparison:
+``id``, ``created``, ``data.object.id``, ``items[0].id``, ``items[*].price`` for JSON; a plain
+name also drops a form field or a header.
+
+Lines never carry raw control characters (they become ``\\xNN``), so a hostile body cannot
+drive the terminal that shows the diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from typing import Literal
+from urllib.parse import parse_qsl
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response
+
+__all__ = [
+    "DiffLine",
+    "SectionDiff",
+    "ExchangeDiff",
+    "diff_exchanges",
+    "diff_bodies",
+    "diff_headers",
+    "render_unified",
+    "render_side_by_side",
+]
+
+Tag = Literal[" ", "-", "+", "?"]
+Kind = Literal["headers", "json", "form", "text", "binary"]
+Side = Literal["both", "request", "response"]
+
+MAX_DIFF_LINES = 20_000
+"""Above this many lines on a side, text is compared like binary (difflib is quadratic)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiffLine:
+    """One line of a diff: ``tag`` is ``" "`` same, ``"-"`` only in a, ``"+"`` only in b, ``"?"`` a note."""
+
+    tag: Tag
+    text: str
+
+
+@dataclass
+class SectionDiff:
+    """The comparison of one part (request headers, response body ...)."""
+
+    title: str
+    kind: Kind
+    lines: list[DiffLine] = field(default_factory=list)
+    identical: bool = True
+    size_a: int | None = None
+    """Binary bodies: sizes, SHA-256 hex digests and the first offset where they differ."""
+    size_b: int | None = None
+    sha_a: str | None = None
+    sha_b: str | None = None
+    first_difference: int | None = None
+
+
+@dataclass
+class ExchangeDiff:
+    """Every section of the comparison of exchange ``a_id`` with ``b_id``."""
+
+    a_id: str
+    b_id: str
+    sections: list[SectionDiff]
+
+    @property
+    def identical(self) -> bool:
+        """True when no section differs."""
+        return all(s.identical for s in self.sections)
+
+
+# --- ignore paths -----------------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"\[(\d+|\*)\]|([^.\[\]]+)")
+
+
+def _segments(path: str) -> list[str | int]:
+    """``data.items[0].id`` -> ``["data", "items", 0, "id"]`` (``*`` stays a wildcard)."""
+    out: list[str | int] = []
+    for m in _SEGMENT.finditer(path):
+        index, key = m.groups()
+        if index is not None:
+            out.append("*" if index == "*" else int(index))
+        else:
+            out.append(key)
+    return out
+
+
+def _drop(value: object, path: Sequence[str | int]) -> object:
+    """A copy of ``value`` without what ``path`` points at (missing paths change nothing)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        if head == "*":
+            keys = list(value)
+        elif isinstance(head, str) and head in value:
+            keys = [head]
+        else:
+            return value
+        out = dict(value)
+        for k in keys:
+            if rest:
+                out[k] = _drop(out[k], rest)
+            else:
+                del out[k]
+        return out
+    if isinstance(value, list):
+        if head == "*":
+            indexes = list(range(len(value)))
+        elif isinstance(head, int) and 0 <= head < len(value):
+            indexes = [head]
+        else:
+            return value
+        if rest:
+            items = list(value)
+            for i in indexes:
+                items[i] = _drop(items[i], rest)
+            return items
+        return [v for i, v in enumerate(value) if i not in indexes]
+    return value
+
+
+# --- lines ------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _safe(text: str) -> str:
+    """Control characters as ``\\xNN`` (tabs stay)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _line_diff(a: Sequence[str], b: Sequence[str], keys_a: Sequence[str] | None = None,
+               keys_b: Sequence[str] | None = None) -> list[DiffLine]:
+    """Tagged lines; ``keys`` (when given) are what is compared, ``a``/``b`` what is shown."""
+    ka = list(keys_a if keys_a is not None else a)
+    kb = list(keys_b if keys_b is not None else b)
+    out: list[DiffLine] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ka, kb, autojunk=False).get_opcodes():
+        if op == "equal":
+            out += [DiffLine(" ", a[i]) for i in range(i1, i2)]
+        else:
+            out += [DiffLine("-", a[i]) for i in range(i1, i2)]
+            out += [DiffLine("+", b[j]) for j in range(j1, j2)]
+    return out
+
+
+def _section(title: str, kind: Kind, lines: list[DiffLine]) -> SectionDiff:
+    return SectionDiff(title, kind, lines, identical=all(line.tag in " ?" for line in lines))
+
+
+# --- headers ----------------------------------------------------------------------------------
+
+
+def diff_headers(a: Headers, b: Headers, *, title: str = "headers", ignore: Iterable[str] = (),
+                 ordered: bool = False) -> SectionDiff:
+    """Compare header fields: names case-insensitive; in any order unless ``ordered``."""
+    dropped = {name.lower() for name in ignore}
+
+    def prepare(headers: Headers) -> tuple[list[str], list[str]]:
+        fields = [(n, v) for n, v in headers.items() if n.lower() not in dropped]
+        if not ordered:
+            # Stable: repeated fields keep their order among themselves.
+            fields.sort(key=lambda f: f[0].lower())
+        shown = [_safe(f"{n}: {v}") for n, v in fields]
+        keys = [f"{n.lower()}: {v}" for n, v in fields]
+        return shown, keys
+
+    shown_a, keys_a = prepare(a)
+    shown_b, keys_b = prepare(b)
+    return _section(title, "headers", _line_diff(shown_a, shown_b, keys_a, keys_b))
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json") or media.endswith("/json")
+
+
+def _is_form_type(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded"
+
+
+def _as_json(raw: bytes) -> tuple[bool, object]:
+    try:
+        return True, json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False, None
+
+
+def _as_text(raw: bytes, content_type: str) -> str | None:
+    """The body as text when it is text: valid UTF-8 without NUL, or declared ``text/*``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1") if content_type.lower().startswith("text/") else None
+    return None if "\x00" in text else text
+
+
+def diff_bodies(a_bytes: bytes, a_content_type: str, b_bytes: bytes, b_content_type: str,
+                ignore: Iterable[str] = (), *, title: str = "body") -> SectionDiff:
+    """Compare two bodies by what they are (JSON, form, text or binary)."""
+    ignore = list(ignore)
+    if not a_bytes and not b_bytes:
+        return SectionDiff(title, "text", [], identical=True)
+    looks_json = (_is_json_type(a_content_type) or _is_json_type(b_content_type)
+                  or a_bytes.lstrip()[:1] in (b"{", b"[") or b_bytes.lstrip()[:1] in (b"{", b"["))
+    if looks_json:
+        ok_a, data_a = _as_json(a_bytes)
+        ok_b, data_b = _as_json(b_bytes)
+        if ok_a and ok_b:
+            return _json_section(title, data_a, data_b, ignore)
+    if _is_form_type(a_content_type) or _is_form_type(b_content_type):
+        text_a, text_b = _as_text(a_bytes, "text/"), _as_text(b_bytes, "text/")
+        if text_a is not None and text_b is not None:
+            return _form_section(title, text_a, text_b, ignore)
+    text_a, text_b = _as_text(a_bytes, a_content_type), _as_text(b_bytes, b_content_type)
+    if text_a is not None and text_b is not None:
+        lines_a, lines_b = text_a.splitlines(), text_b.splitlines()
+        if len(lines_a) <= MAX_DIFF_LINES and len(lines_b) <= MAX_DIFF_LINES:
+            section = _section(title, "text", _line_diff([_safe(x) for x in lines_a], [_safe(x) for x in lines_b]))
+            if section.identical and a_bytes != b_bytes:  # only line endings differ
+                section.identical = False
+                section.lines.append(DiffLine("?", "the bodies differ only in line endings or a final newline"))
+            return section
+    return _binary_section(title, a_bytes, b_bytes)
+
+
+def _json_section(title: str, a: object, b: object, ignore: Sequence[str]) -> SectionDiff:
+    for path in ignore:
+        segments = _segments(path)
+        a, b = _drop(a, segments), _drop(b, segments)
+
+    def pretty(value: object) -> list[str]:
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+
+    return _section(title, "json", _line_diff(pretty(a), pretty(b)))
+
+
+def _form_section(title: str, a: str, b: str, ignore: Sequence[str]) -> SectionDiff:
+    dropped = set(ignore)
+
+    def fields(text: str) -> list[str]:
+        pairs = [(k, v) for k, v in parse_qsl(text, keep_blank_values=True) if k not in dropped]
+        pairs.sort(key=lambda p: p[0])  # stable: repeated fields keep their order
+        return [_safe(f"{k}={v}") for k, v in pairs]
+
+    return _section(title, "form", _line_diff(fields(a), fields(b)))
+
+
+def _binary_section(title: str, a: bytes, b: bytes) -> SectionDiff:
+    sha_a, sha_b = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
+    first: int | None = None
+    if a != b:
+        first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    section = SectionDiff(title, "binary", identical=a == b, size_a=len(a), size_b=len(b),
+                          sha_a=sha_a, sha_b=sha_b, first_difference=first)
+    if first is None:
+        section.lines = [DiffLine(" ", f"{len(a)} bytes, sha256 {sha_a}")]
+    else:
+        section.lines = [
+            DiffLine("-", f"{len(a)} bytes, sha256 {sha_a}"),
+            DiffLine("+", f"{len(b)} bytes, sha256 {sha_b}"),
+            DiffLine("?", f"first difference at byte offset {first} (0x{first:x})"),
+        ]
+    return section
+
+
+# --- exchanges --------------------------------------------------------------------------------
+
+
+def _request_line(r: Request) -> str:
+    return _safe(f"{r.method} {r.url_text} HTTP/{r.http_version}")
+
+
+def _status_line(r: Response | None) -> str:
+    if r is None:
+        return "(no response)"
+    return _safe(f"HTTP/{r.http_version} {r.status} {r.reason}".rstrip())
+
+
+def _truncation_notes(section: SectionDiff, a: Request | Response | None, b: Request | Response | None) -> None:
+    for label, message in (("a", a), ("b", b)):
+        if message is not None and message.body_truncated:
+            section.lines.append(DiffLine(
+                "?", f"{label}: only the first {len(message.body)} of {message.body_size} bytes were recorded"
+            ))
+
+
+def diff_exchanges(a: Exchange, b: Exchange, *, side: Side = "both", ignore: Iterable[str] = (),
+                   header_order: bool = False) -> ExchangeDiff:
+    """Compare exchange ``a`` with ``b``.
+
+    Args:
+        side: ``"request"``, ``"response"`` or ``"both"``.
+        ignore: JSON paths (``data.object.id``, ``items[*].id``) or names of form fields and
+            headers to leave out.
+        header_order: also compare the order of header fields.
+    """
+    ignore = list(ignore)
+    sections: list[SectionDiff] = []
+    if side in ("both", "request"):
+        ra, rb = a.request, b.request
+        sections.append(_section("request line", "text", _line_diff([_request_line(ra)], [_request_line(rb)])))
+        sections.append(diff_headers(ra.headers, rb.headers, title="request headers", ignore=ignore,
+                                     ordered=header_order))
+        body = diff_bodies(ra.body, ra.headers.get("content-type") or "", rb.body,
+                           rb.headers.get("content-type") or "", ignore, title="request body")
+        _truncation_notes(body, ra, rb)
+        sections.append(body)
+    if side in ("both", "response"):
+        sa, sb = a.response, b.response
+        sections.append(_section("status line", "text", _line_diff([_status_line(sa)], [_status_line(sb)])))
+        sections.append(diff_headers(sa.headers if sa else Headers(), sb.headers if sb else Headers(),
+                                     title="response headers", ignore=ignore, ordered=header_order))
+        body = diff_bodies(sa.body if sa else b"", (sa.headers.get("content-type") or "") if sa else "",
+                           sb.body if sb else b"", (sb.headers.get("content-type") or "") if sb else "",
+                           ignore, title="response body")
+        _truncation_notes(body, sa, sb)
+        sections.append(body)
+    return ExchangeDiff(a.id, b.id, sections)
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def render_unified(diff: ExchangeDiff, context: int = 3) -> str:
+    """The diff as text: a header per section, changes with ``context`` unchanged lines around.
+
+    Identical sections take one line; long unchanged runs fold into ``@@ N unchanged lines``.
+    """
+    out = [f"--- a {diff.a_id}", f"+++ b {diff.b_id}"]
+    for section in diff.sections:
+        if section.identical and not any(line.tag == "?" for line in section.lines):
+            out.append(f"== {section.title}: identical")
+            continue
+        out.append(f"== {section.title} ({section.kind})")
+        changed = [i for i, line in enumerate(section.lines) if line.tag != " "]
+        keep = {j for i in changed for j in range(i - context, i + context + 1)}
+        skipped = 0
+        for i, line in enumerate(section.lines):
+            if i in keep:
+                if skipped:
+                    out.append(f"@@ {skipped} unchanged line{'s' if skipped > 1 else ''}")
+                    skipped = 0
+                out.append(f"{line.tag}{line.text}")
+            else:
+                skipped += 1
+        if skipped:
+            out.append(f"@@ {skipped} unchanged line{'s' if skipped > 1 else ''}")
+    return "\n".join(out) + "\n"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    if width <= 0:
+        return [""]
+    return [text[i:i + width] for i in range(0, len(text), width)] or [""]
+
+
+def render_side_by_side(diff: ExchangeDiff, width: int) -> list[tuple[str, str, str]]:
+    """Rows ``(tag, left, right)`` for a two-column view ``width`` characters wide.
+
+    ``tag`` is ``"#"`` for a section title (in ``left``), ``" "`` same on both sides, ``"!"``
+    changed (a's line left, b's line right), ``"-"`` only left, ``"+"`` only right, ``"?"`` a
+    note (in ``left``). Long lines wrap onto further rows with the same tag; every cell fits in
+    ``(width - 3) // 2`` characters.
+    """
+    column = max(1, (width - 3) // 2)
+    rows: list[tuple[str, str, str]] = []
+
+    def emit(tag: str, left: str, right: str) -> None:
+        for l_part, r_part in zip_longest(_wrap(left, column) if left else [""],
+                                          _wrap(right, column) if right else [""], fillvalue=""):
+            rows.append((tag, l_part, r_part))
+
+    for section in diff.sections:
+        title = f"{section.title}{' (identical)' if section.identical else ''}"
+        rows.append(("#", title[: max(1, width)], ""))
+        lines = section.lines
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            if line.tag == " ":
+                emit(" ", line.text, line.text)
+                i += 1
+            elif line.tag == "?":
+                emit("?", line.text, "")
+                i += 1
+            else:
+                # A run of "-" then "+" is a change: pair them up line by line.
+                minus: list[str] = []
+                plus: list[str] = []
+                while i < len(lines) and lines[i].tag == "-":
+                    minus.append(lines[i].text)
+                    i += 1
+                while i < len(lines) and lines[i].tag == "+":
+                    plus.append(lines[i].text)
+                    i += 1
+                for left, right in zip_longest(minus, plus):
+                    if left is not None and right is not None:
+                        emit("!", left, right)
+                    elif left is not None:
+                        emit("-", left, "")
+                    else:
+                        emit("+", "", right or "")
+    return rows

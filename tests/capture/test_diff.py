@@ -1,0 +1,175 @@
+"""Diffs: headers without case or order noise, bodies compared by what they are, ignore paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devtunnel.capture.diff import (
+    DiffLine,
+    ExchangeDiff,
+    diff_bodies,
+    diff_exchanges,
+    diff_headers,
+    render_side_by_side,
+    render_unified,
+)
+from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+
+
+def event(event_id: str, created: int, amount: int, *, signature: str = "t=1,v1=aaa") -> Exchange:
+    body = {"id": event_id, "created": created, "type": "invoice.paid",
+            "data": {"object": {"id": f"in_{event_id}", "amount_paid": amount,
+                                "lines": [{"id": "il_1", "amount": amount}, {"id": "il_2", "amount": 5}]}}}
+    return Exchange(
+        id=new_id(), tunnel="shop", started_at=time.time(),
+        request=Request(method="POST", target=b"/webhooks/stripe",
+                        headers=Headers([("Host", "shop.localhost"), ("Content-Type", "application/json"),
+                                         ("Stripe-Signature", signature)]),
+                        body=json.dumps(body).encode()),
+        response=Response(status=200, headers=Headers([("Content-Type", "text/plain")]), body=b"ok\n"),
+    )
+
+
+def changed(section_lines: list[DiffLine]) -> list[tuple[str, str]]:
+    return [(line.tag, line.text) for line in section_lines if line.tag != " "]
+
+
+def test_json_bodies_compare_as_data_and_ignore_paths_leave_fields_out() -> None:
+    a = event("evt_1", 100, 2000)
+    b = event("evt_2", 200, 2500)
+    body = diff_exchanges(a, b, side="request").sections[2]
+    assert body.kind == "json" and not body.identical
+    ignored = diff_exchanges(a, b, side="request", ignore=["id", "created", "data.object.id"]).sections[2]
+    assert changed(ignored.lines) == [
+        ("-", '      "amount_paid": 2000,'),
+        ("+", '      "amount_paid": 2500,'),
+        ("-", '          "amount": 2000,'),
+        ("+", '          "amount": 2500,'),
+    ]
+    everything = ["id", "created", "data.object.id", "data.object.amount_paid", "data.object.lines[*].amount"]
+    assert diff_exchanges(a, b, side="request", ignore=everything).sections[2].identical
+    assert not diff_exchanges(a, b, side="request", ignore=[*everything[:-1], "data.object.lines[1].amount"]
+                              ).sections[2].identical
+
+
+def test_json_key_order_and_spacing_do_not_count() -> None:
+    section = diff_bodies(b'{"b": 1, "a": [1, 2]}', "application/json", b'{"a":[1,2],"b":1}', "application/json")
+    assert section.kind == "json" and section.identical
+    assert [line.text for line in section.lines] == ["{", '  "a": [', "    1,", "    2", "  ],", '  "b": 1', "}"]
+
+
+def test_headers_ignore_case_and_order_unless_asked() -> None:
+    a = Headers([("Content-Type", "json"), ("X-Id", "1"), ("Accept", "*/*")])
+    b = Headers([("accept", "*/*"), ("content-type", "json"), ("x-id", "2")])
+    section = diff_headers(a, b)
+    assert section.kind == "headers"
+    assert changed(section.lines) == [("-", "X-Id: 1"), ("+", "x-id: 2")]
+    assert diff_headers(a, b, ignore=["X-ID"]).identical
+    assert not diff_headers(Headers([("a", "1"), ("b", "2")]), Headers([("b", "2"), ("a", "1")]), ordered=True).identical
+
+
+def test_a_fresh_signature_shows_as_one_changed_header() -> None:
+    a, b = event("evt_1", 1, 1), event("evt_1", 1, 1, signature="t=2,v1=bbb")
+    diff = diff_exchanges(a, b)
+    assert [s.title for s in diff.sections if not s.identical] == ["request headers"]
+    assert changed(diff.sections[1].lines) == [("-", "Stripe-Signature: t=1,v1=aaa"), ("+", "Stripe-Signature: t=2,v1=bbb")]
+    assert diff_exchanges(a, b, ignore=["stripe-signature"]).identical
+
+
+def test_form_bodies_compare_field_by_field() -> None:
+    form = "application/x-www-form-urlencoded"
+    section = diff_bodies(b"b=2&a=1&token=x", form, b"a=1&b=3&token=y", form, ignore=["token"])
+    assert section.kind == "form"
+    assert [(line.tag, line.text) for line in section.lines] == [(" ", "a=1"), ("-", "b=2"), ("+", "b=3")]
+
+
+def test_text_bodies_compare_line_by_line() -> None:
+    section = diff_bodies(b"one\ntwo\nthree\n", "text/plain", b"one\n2\nthree\n", "text/plain")
+    assert section.kind == "text"
+    assert [(line.tag, line.text) for line in section.lines] == [(" ", "one"), ("-", "two"), ("+", "2"), (" ", "three")]
+    crlf = diff_bodies(b"a\r\nb", "text/plain", b"a\nb", "text/plain")
+    assert not crlf.identical and crlf.lines[-1].tag == "?"
+
+
+def test_binary_bodies_compare_by_size_hash_and_first_difference() -> None:
+    a, b = b"\x89PNG\x00\x01\x02", b"\x89PNG\x00\x01\x03\x04"
+    section = diff_bodies(a, "image/png", b, "image/png")
+    assert section.kind == "binary" and not section.identical
+    assert (section.size_a, section.size_b) == (7, 8)
+    assert section.sha_a == hashlib.sha256(a).hexdigest() and section.sha_b == hashlib.sha256(b).hexdigest()
+    assert section.first_difference == 6
+    prefix = diff_bodies(b"\x00\x01", "", b"\x00\x01\x02", "")
+    assert prefix.first_difference == 2
+    same = diff_bodies(a, "image/png", a, "image/png")
+    assert same.identical and same.first_difference is None
+
+
+@given(st.binary(max_size=64), st.binary(max_size=64))
+def test_first_difference_is_where_the_bytes_first_differ(a: bytes, b: bytes) -> None:
+    section = diff_bodies(b"\x00" + a, "application/octet-stream", b"\x00" + b, "application/octet-stream")
+    assert section.kind == "binary"
+    if a == b:
+        assert section.identical and section.first_difference is None
+    else:
+        n = section.first_difference
+        assert n is not None and (b"\x00" + a)[:n] == (b"\x00" + b)[:n]
+        assert n == min(len(a), len(b)) + 1 or (b"\x00" + a)[n] != (b"\x00" + b)[n]
+
+
+def test_a_missing_response_and_truncated_bodies_are_said_plainly() -> None:
+    a = event("evt_1", 1, 1)
+    b = event("evt_1", 1, 1)
+    b.response = None
+    a.request.body_truncated, a.request.body_size = True, 10_000_000
+    diff = diff_exchanges(a, b)
+    status = next(s for s in diff.sections if s.title == "status line")
+    assert changed(status.lines) == [("-", "HTTP/1.1 200"), ("+", "(no response)")]
+    request_body = next(s for s in diff.sections if s.title == "request body")
+    assert request_body.lines[-1].tag == "?" and "10000000 bytes" in request_body.lines[-1].text
+
+
+def test_control_characters_in_captured_data_are_escaped() -> None:
+    section = diff_bodies(b"ok\n", "text/plain", b"\x1b[31mred\x07\n", "text/plain")
+    assert ("+", "\\x1b[31mred\\x07") in changed(section.lines)
+    text = render_unified(diff_exchanges(event("e", 1, 1), event("e", 1, 1, signature="\x1b]0;pwned\x07")))
+    assert "\x1b" not in text and "\x07" not in text
+
+
+def test_unified_text_folds_unchanged_runs() -> None:
+    a = b"\n".join(b"line %d" % i for i in range(40))
+    b = a.replace(b"line 20", b"line twenty")
+    ea, eb = event("e", 1, 1), event("e", 1, 1)
+    ea.response.body, eb.response.body = a, b  # type: ignore[union-attr]
+    text = render_unified(diff_exchanges(ea, eb, side="response"), context=2)
+    assert text.splitlines() == [
+        f"--- a {ea.id}", f"+++ b {eb.id}",
+        "== status line: identical",
+        "== response headers: identical",
+        "== response body (text)",
+        "@@ 18 unchanged lines",
+        " line 18", " line 19", "-line 20", "+line twenty", " line 21", " line 22",
+        "@@ 17 unchanged lines",
+    ]
+
+
+def test_side_by_side_pairs_changes_and_wraps_to_the_width() -> None:
+    a, b = event("evt_1", 1, 1), event("evt_2", 1, 1)
+    rows = render_side_by_side(diff_exchanges(a, b, side="request"), width=43)
+    assert ("#", "request line (identical)", "") in rows
+    assert (" ", "Host: shop.localhost", "Host: shop.localhost") in rows
+    # A long changed line wraps onto a second row, both rows marked as changed.
+    assert ("!", '      "id": "in_evt_', '      "id": "in_evt_') in rows
+    assert ("!", '1",', '2",') in rows
+    assert ("!", '  "id": "evt_1",', '  "id": "evt_2",') in rows
+    assert all(len(left) <= 20 and len(right) <= 20 for tag, left, right in rows if tag != "#")
+    one_sided = render_side_by_side(diff_exchanges(a, event("evt_1", 1, 1, signature="x"), side="request"), 80)
+    assert ("!", "Stripe-Signature: t=1,v1=aaa", "Stripe-Signature: x") in one_sided
+    added = diff_bodies(b"a\n", "text/plain", b"a\nb\n", "text/plain")
+    assert render_side_by_side(ExchangeDiff("x", "y", [added]), 40)[-1] == ("+", "", "b")
+    only = render_side_by_side(diff_exchanges(a, a, side="request"), width=80)
+    assert {tag for tag, _, _ in only} <= {"#", " "}
