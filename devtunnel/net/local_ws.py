@@ -151,27 +151,25 @@ async def _pump(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection
                 raise
         except ConnectionClosed:
             pass
-    rcvd = ws.close_rcvd
-    code = rcvd.code if rcvd is not None else 1006
-    stream.send_ws_close(code, rcvd.reason if rcvd is not None else "")
+    stream.send_ws_close(ws.close_code or 1006, ws.close_reason or "")
 
 
 async def _client_to_local(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
     fragments: list[bytes] = []
-    unacked = 0
     while True:
         event = await stream.events.get()
         if isinstance(event, WebSocketMessageReceived):
             fragments.append(event.data)
-            unacked += len(event.data)
             if not event.fin:
+                # The local service takes whole messages only: a message larger than the window
+                # must be gathered here, so its fragments are credited as they arrive.
+                stream.acknowledge(len(event.data))
                 continue
             data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
             fragments = []
             cap.ws_message("client", event.text, data)
             await ws.send(data, text=event.text)
-            stream.acknowledge(unacked)
-            unacked = 0
+            stream.acknowledge(len(event.data))
         elif isinstance(event, WebSocketClosed):
             await ws.close(_sendable_close_code(event.code), event.reason)
             return

@@ -236,8 +236,11 @@ def local_websocket() -> Iterator[tuple[int, list[WsRequest]]]:
                 return
             await ws.send(message)
 
+    def select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
+        return next((p for p in offered if p in ("chat.v2", "chat.v1")), None)
+
     async def start() -> Any:
-        return await serve(echo, sock=sock, process_request=process_request, subprotocols=["chat.v2", "chat.v1"],
+        return await serve(echo, sock=sock, process_request=process_request, select_subprotocol=select_subprotocol,
                            compression=None, max_size=None)
 
     server = thread.call(start())

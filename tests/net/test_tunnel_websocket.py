@@ -1,0 +1,108 @@
+"""End to end WebSocket: public client -> relay -> agent -> local websockets echo server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Request as WsRequest
+
+from tests.net.tunnel_fixtures import Harness, local_websocket, relay_and_agent
+
+
+@pytest.fixture
+def echo() -> Iterator[tuple[int, list[WsRequest]]]:
+    with local_websocket() as served:
+        yield served
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, echo: tuple[int, list[WsRequest]]) -> AsyncIterator[Harness]:
+    async with relay_and_agent(tmp_path) as h:
+        await h.start(str(echo[0]), name="ws")
+        yield h
+
+
+def url(harness: Harness, path: str = "/chat") -> str:
+    return f"ws://{harness.host('ws')}{path}"
+
+
+def opts(harness: Harness, **extra: object) -> dict[str, object]:
+    # The URL names the tunnel's host; the socket goes to the relay on 127.0.0.1.
+    return {"additional_headers": extra.pop("headers", None), "host": "127.0.0.1", "port": harness.relay.port,
+            "proxy": None, "compression": None, "max_size": None, **extra}
+
+
+async def test_text_and_binary_messages_echo_through_the_tunnel(harness: Harness) -> None:
+    async with connect(url(harness), **opts(harness)) as ws:  # type: ignore[arg-type]
+        await ws.send("héllo")
+        assert await ws.recv() == "héllo"
+        binary = bytes(range(256)) * 10
+        await ws.send(binary)
+        assert await ws.recv() == binary
+
+
+async def test_large_binary_message_beyond_the_window_arrives_whole(harness: Harness) -> None:
+    big = bytes(range(256)) * (12 * 4096)  # 12 MiB: more than one flow-control window
+    async with connect(url(harness), **opts(harness)) as ws:  # type: ignore[arg-type]
+        await ws.send(big)
+        assert await ws.recv() == big
+
+
+async def test_local_close_code_reaches_the_public_client(harness: Harness) -> None:
+    async with connect(url(harness), **opts(harness)) as ws:  # type: ignore[arg-type]
+        await ws.send("close:4001")
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == 4001
+    assert ws.close_reason == "bye"
+
+
+async def test_client_close_code_reaches_the_local_service_and_is_recorded(harness: Harness) -> None:
+    async with connect(url(harness), **opts(harness)) as ws:  # type: ignore[arg-type]
+        await ws.send("one")
+        assert await ws.recv() == "one"
+        await ws.close(4100, "done here")
+    [ex] = await harness.exchanges(1)
+    assert ex.websocket and ex.status == 101
+    assert ex.ws_close_code == 4100
+    assert [(m.sender, m.opcode, m.payload) for m in ex.ws_messages] == [("client", 1, b"one"), ("server", 1, b"one")]
+
+
+async def test_subprotocol_and_headers_reach_the_local_service(harness: Harness, echo: tuple[int, list[WsRequest]]) -> None:
+    async with connect(url(harness, "/chat?room=1"), subprotocols=["chat.v1"],  # type: ignore[list-item]
+                       **opts(harness, headers={"Authorization": "Bearer abc", "Cookie": "k=v"})) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == "chat.v1"
+        await ws.send("ping")
+        assert await ws.recv() == "ping"
+    request = echo[1][-1]
+    assert request.path == "/chat?room=1"
+    assert request.headers["Authorization"] == "Bearer abc"
+    assert request.headers["Cookie"] == "k=v"
+    assert request.headers["Sec-WebSocket-Protocol"] == "chat.v1"
+    assert "Sec-WebSocket-Extensions" not in request.headers  # compression stays off
+
+
+async def test_local_rejection_status_reaches_the_public_client(harness: Harness) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(url(harness, "/reject"), **opts(harness)):  # type: ignore[arg-type]
+            pass
+    assert info.value.response.status_code == 403
+    assert info.value.response.headers["X-Why"] == "nope"
+    [ex] = await harness.exchanges(1)
+    assert ex.status == 403 and ex.response is not None and ex.response.body == b"go away!"
+
+
+async def test_refused_local_websocket_service_gets_502(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    async with relay_and_agent(tmp_path) as h:
+        await h.start(str(free_port()), name="ws")
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url(h), **opts(h)):  # type: ignore[arg-type]
+                pass
+    assert info.value.response.status_code == 502
+    assert info.value.response.headers["X-Devtunnel-Error"] == "local_refused"
