@@ -44,6 +44,9 @@ SETTING_KEYS = ("max_frame_size", "max_head_size", "initial_window", "max_stream
 _END_STREAM = f.END_STREAM
 _HEADER = f.HEADER
 
+# A frame handler: (flags, stream_id, payload, events to append to).
+_Handler = Callable[[int, int, bytes, list[Event]], None]
+
 
 class Role(enum.Enum):
     """Which end of the tunnel this connection is."""
@@ -132,6 +135,19 @@ class Connection:
         max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
         versions: tuple[int, ...] = SUPPORTED_VERSIONS,
     ) -> None:
+        """Create the protocol state of one end of a tunnel connection.
+
+        Args:
+            role: which end this is.
+            max_frame_size: largest non-head frame payload we accept (announced to the peer).
+            initial_window: flow-control credit we grant the peer on each new stream.
+            max_streams: concurrent streams (relay: opens at most; agent: accepts at most).
+            max_head_size: largest HELLO/WELCOME/REQUEST/RESPONSE payload we accept.
+            versions: protocol versions this end speaks (the relay picks the highest shared).
+
+        Raises:
+            ValueError: a limit is out of range.
+        """
         if not MIN_FRAME_SIZE <= max_frame_size <= f.MAX_LENGTH:
             raise ValueError(f"max_frame_size must be {MIN_FRAME_SIZE}..{f.MAX_LENGTH}, not {max_frame_size}")
         if not MIN_FRAME_SIZE <= max_head_size <= f.MAX_LENGTH:
@@ -179,10 +195,8 @@ class Connection:
         for ftype in f.HEAD_TYPES:
             limits[ftype] = max_head_size
         self._limits = limits
-        self._buffer_limit = max(max_frame_size, max_head_size) + f.HEADER_SIZE
 
-        Handler = Callable[[int, int, bytes, list[Event]], None]
-        handlers: dict[int, Handler] = {
+        handlers: dict[int, _Handler] = {
             f.DATA: self._on_data,
             f.WINDOW_UPDATE: self._on_window_update,
             f.RESET: self._on_reset,
@@ -442,6 +456,9 @@ class Connection:
         """Queue a PING (8 bytes); the peer answers with a PongReceived event."""
         if len(payload) != 8:
             raise ValueError(f"a PING carries exactly 8 bytes, not {len(payload)}")
+        # The peer refuses a PING that arrives before its handshake frame.
+        if not (self._welcome_sent if self._relay else self._hello_sent):
+            raise ProtocolError("cannot ping before the handshake frame was sent")
         self._out.append(f.frame(f.PING, 0, 0, payload))
 
     def state(self, stream_id: int) -> StreamState:
@@ -458,6 +475,8 @@ class Connection:
         """Feed received bytes (any split); return complete events. Raises ProtocolError."""
         if self._error is not None:
             raise ProtocolError(f"the tunnel connection already failed: {self._error}", code=self._error.code)
+        if not data:
+            return []
         pending = self._pending
         if pending:
             # Collect pieces of the incomplete frame and join them once, when it is complete:

@@ -206,7 +206,7 @@ def encode_response(status: int, reason: bytes, http_version: bytes, headers: Fi
 
 def _decode_fields(payload: bytes, pos: int, count: int, what: str) -> Fields:
     unpack = FIELD.unpack_from
-    out = []
+    out: list[tuple[bytes, bytes]] = []
     append = out.append
     try:
         for _ in range(count):

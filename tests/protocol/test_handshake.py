@@ -228,3 +228,24 @@ def test_invalid_constructor_limits_are_rejected() -> None:
         Connection(Role.RELAY, max_streams=0)
     with pytest.raises(ValueError, match="versions"):
         Connection(Role.AGENT, versions=())
+
+
+def test_ping_waits_for_our_handshake_frame() -> None:
+    with pytest.raises(ProtocolError, match="before the handshake"):
+        Connection(Role.AGENT).ping()
+    relay = Connection(Role.RELAY)
+    agent = Connection(Role.AGENT)
+    agent.send_hello("tok", "n")
+    agent.ping(b"early!!!")
+    with pytest.raises(ProtocolError, match="before the handshake"):
+        relay.ping()
+    events = exchange(agent, relay)
+    assert [type(e).__name__ for e in events] == ["Hello", "PingReceived"]
+
+
+def test_unknown_frame_types_are_skipped_even_before_the_handshake() -> None:
+    relay = Connection(Role.RELAY)
+    agent = Connection(Role.AGENT)
+    agent.send_hello("tok", "n")
+    [hello] = relay.receive_data(f.frame(0x40, 0, 9, b"future") + agent.data_to_send())
+    assert isinstance(hello, Hello)

@@ -200,3 +200,22 @@ def test_ping_is_answered_automatically_with_the_same_payload() -> None:
     assert pong.payload == b"abcdefgh"
     with pytest.raises(ValueError, match="exactly 8 bytes"):
         relay.ping(b"short")
+
+
+def test_stream_ids_running_out_refuses_new_streams() -> None:
+    relay, agent = handshaken()
+    relay._last_stream_id = f.MAX_STREAM_ID  # as after a billion requests
+    with pytest.raises(ProtocolError, match="stream ids are exhausted") as info:
+        relay.open_request(b"GET", b"/", b"1.1", (), end_stream=True)
+    assert info.value.code == ErrorCode.REFUSED_STREAM
+
+
+def test_a_bad_frame_after_good_ones_fails_the_whole_call() -> None:
+    relay, agent = handshaken()
+    sid = open_get(relay, agent)
+    agent.send_response(sid, 200, b"OK", (), end_stream=False)
+    data = agent.data_to_send() + f.frame(f.DATA, 0, 2, b"x")
+    with pytest.raises(ProtocolError, match="never opened"):
+        relay.receive_data(data)
+    with pytest.raises(ProtocolError, match="already failed"):
+        relay.receive_data(f.frame(f.PING, 0, 0, b"\0" * 8))
