@@ -37,7 +37,8 @@ _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _TARGET_RE = re.compile(rb"^[\x21-\x7e\x80-\xff]+$")
 _HIGH_BYTE_RE = re.compile(rb"[\x80-\xff]")
 
-HeaderEdit = Headers | Mapping[str, "str | bytes | None"]
+HeaderValue = str | bytes | None
+HeaderEdit = Headers | Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]]
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,11 @@ class Edit:
     Attributes:
         method: the new method (an HTTP token, sent exactly as given).
         target: the new request target (path and query), e.g. ``"/hooks?retry=1"``.
-        headers: either a ``Headers`` that replaces every header, or a mapping applied in
-            order: ``{"X-Debug": "1"}`` sets a header (replacing the first of that name and
-            dropping the rest, or appending it), ``{"Cookie": None}`` deletes it.
+        headers: either a ``Headers`` that replaces every header, or changes applied in
+            order, as a mapping or a list of ``(name, value)`` pairs: a value sets the header
+            (replacing the first of that name in place and dropping the rest, or appending it;
+            a name given again in the same list is appended, so repeats can be added),
+            ``None`` deletes every header of that name.
         body: the new body; Content-Length follows it.
     """
 
@@ -73,21 +76,33 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
+def _header_changes(change: HeaderEdit) -> list[tuple[str, HeaderValue]]:
+    if isinstance(change, Mapping):
+        return list(change.items())
+    return [(name, value) for name, value in change]
+
+
 def _edited_headers(headers: Headers, change: HeaderEdit | None) -> Headers:
     if change is None:
         return headers
     if isinstance(change, Headers):
         return change
-    for name, value in change.items():
-        if not _TOKEN_RE.match(name):
+    seen: set[str] = set()
+    for name, value in _header_changes(change):
+        if not isinstance(name, str) or not _TOKEN_RE.match(name):
             raise ReplayError(f"cannot set header {name!r}: a header name is a token like X-Debug")
+        key = name.lower()
         if value is None:
             headers = headers.without(name)
+            continue
+        raw = _as_bytes(value)
+        if any(b in raw for b in b"\r\n\x00"):
+            raise ReplayError(f"cannot set header {name}: its value holds CR, LF or NUL")
+        if key in seen:
+            headers = Headers([*headers.fields, (name.encode("latin-1"), raw)])
         else:
-            raw = _as_bytes(value)
-            if any(b in raw for b in b"\r\n\x00"):
-                raise ReplayError(f"cannot set header {name}: its value holds CR, LF or NUL")
             headers = headers.with_set(name, raw)
+        seen.add(key)
     return headers
 
 
@@ -160,7 +175,11 @@ def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header:
     # which is how a server decodes them anyway.
     target = _HIGH_BYTE_RE.sub(lambda m: b"%%%02X" % m.group()[0], target)
     headers = _edited_headers(original.headers, edit.headers)
-    explicit_host = isinstance(edit.headers, Mapping) and any(k.lower() == "host" for k in edit.headers)
+    explicit_host = edit.headers is not None and (
+        "host" in edit.headers
+        if isinstance(edit.headers, Headers)
+        else any(str(name).lower() == "host" for name, _ in _header_changes(edit.headers))
+    )
     host = netloc if host_header == "rewrite" and not explicit_host else None
     return _Prepared(method, target, _wire_headers(headers, body, host), body, scheme, netloc)
 

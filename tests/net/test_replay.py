@@ -112,6 +112,19 @@ async def test_replay_with_edits_changes_method_target_headers_and_body(server: 
     ]
 
 
+async def test_edit_as_a_list_of_pairs_can_repeat_a_header_and_delete_one(server: RawServer) -> None:
+    edit = Edit(headers=[("X-Multi", "1"), ("Stripe-Signature", None), ("X-Multi", "2"), ("Host", "edited.example")])
+    await replay(webhook(server.url), edit=edit, host_header="rewrite")
+    assert server.received[0].headers == [
+        (b"Host", b"edited.example"),  # an edited Host wins over host_header="rewrite"
+        (b"user-agent", b"Stripe/1.0"),
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", str(len(JSON_EVENT)).encode()),
+        (b"X-Multi", b"1"),
+        (b"X-Multi", b"2"),
+    ]
+
+
 async def test_edit_with_a_headers_object_replaces_every_header(server: RawServer) -> None:
     edit = Edit(headers=Headers([(b"Host", b"h"), (b"X-Only", b"1")]))
     await replay(webhook(server.url), edit=edit)
