@@ -84,4 +84,6 @@ def run(args: argparse.Namespace) -> int:
     db = _db(args)
     if args.command == "inspect":
         return open_inspector(db, None)
-    return open_inspector(db, agent_command("agent", "--api-port", "0", "--db", str(db)))
+    # A fixed relay port keeps public URLs the same when the agent has to be restarted.
+    return open_inspector(db, agent_command("agent", "--api-port", "0", "--port", str(_free_port()),
+                                            "--db", str(db)))

@@ -112,7 +112,10 @@ class InspectorApp(App[None]):
         restarted = status.state == "running" and status.restarts > 0
         first_start = status.state == "running" and not status.restarts
         self.backend.api_url = status.api_url
-        self.query_one(TunnelsPanel).set_agent(status)
+        panel = self.query_one(TunnelsPanel)
+        panel.set_agent(status)
+        if status.state != "running":
+            panel.update_tunnels([], replace=True)  # they went with the agent
         if first_start:
             self._start_initial_tunnels()
         elif restarted:
@@ -125,7 +128,9 @@ class InspectorApp(App[None]):
 
     @work(group="tunnels")
     async def _restore_tunnels(self) -> None:
-        for problem in await self.backend.restore_tunnels():
+        started, problems = await self.backend.restore_tunnels()
+        self.query_one(TunnelsPanel).update_tunnels(started)
+        for problem in problems:
             self.notify(problem, title="Tunnel not restored", severity="error")
         self.live.reload()
 

@@ -178,14 +178,18 @@ class Backend:
         self.tunnel_requests[tunnel.name] = {**body, "name": tunnel.name}
         return tunnel
 
-    async def restore_tunnels(self) -> list[str]:
-        """Start again, with the same names, the tunnels started here (after an agent restart)."""
-        problems = []
+    async def restore_tunnels(self) -> tuple[list[TunnelView], list[str]]:
+        """Start again, with the same names, the tunnels started here (after an agent restart).
+
+        Returns the tunnels started and a sentence for each that could not be.
+        """
+        started, problems = [], []
         for name, body in list(self.tunnel_requests.items()):
-            response = await self._request("POST", "/api/tunnels", json=body)
-            if response.status_code not in (200, 201):
-                problems.append(f"{name}: {_api_error(response)}")
-        return problems
+            try:
+                started.append(await self.start_tunnel(body["addr"], name, body.get("relay", "")))
+            except DevtunnelError as exc:
+                problems.append(f"{name}: {exc}")
+        return started, problems
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop the tunnel ``name``."""

@@ -1,0 +1,153 @@
+"""Actions on requests without an agent: replay (sent from the inspector), diff, edit, export."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtunnel.capture.store import Store
+from devtunnel.tui.widgets import RequestTable
+from tests.helpers import async_wait_for
+from tests.tui.app_fixtures import fill, fixed_id, inspector, make_exchange, screen_lines, traffic, utc
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers every request with its method and path, counting them."""
+
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.seen.append(f"{self.command} {self.path} {body.decode()}")
+        payload = f'{{"method": "{self.command}", "path": "{self.path}", "n": {len(self.seen)}}}'.encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _utc() -> Iterator[None]:
+    yield from utc()
+
+
+@pytest.fixture
+def service() -> Iterator[str]:
+    _Echo.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def _ready(app) -> RequestTable:  # type: ignore[no-untyped-def]
+    table = app.query_one(RequestTable)
+    await async_wait_for(lambda: table.ids and table.cached_row(table.ids[-1]), what="rows")
+    return table
+
+
+async def test_replay_without_agent_sends_stores_and_links_the_new_request(tmp_path: Path, service: str) -> None:
+    original = make_exchange(0, method="POST", target="/webhooks/stripe", target_url=service, body=b'{"a": 1}')
+    db = fill(tmp_path / "captures.db", [original])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _ready(app)
+        await pilot.press("r")
+        await async_wait_for(lambda: len(table.ids) == 2, what="the replay on the table")
+        await async_wait_for(lambda: table.cached_row(table.ids[-1]), what="its row")
+        await pilot.pause()
+        assert _Echo.seen == ['POST /webhooks/stripe {"a": 1}']
+        assert table.current_id == table.ids[-1]  # following: the replay is selected
+        assert "↻ /webhooks/stripe" in screen_lines(table)[2]
+        assert "Replayed" in [n.title for n in app._notifications]
+    replayed = Store(db, readonly=True).get(table.ids[-1])
+    assert replayed.replay_of == original.id and replayed.status == 200
+
+
+async def test_replay_of_an_unreachable_target_reports_the_failure(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target_url=f"http://127.0.0.1:{free_port()}")])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _ready(app)
+        await pilot.press("r")
+        await async_wait_for(lambda: len(table.ids) == 2 or app._notifications, what="an outcome")
+        await async_wait_for(lambda: len(table.ids) == 2, what="the failed replay recorded")
+        await async_wait_for(lambda: table.cached_row(table.ids[-1]), what="its row")
+        await pilot.pause()
+        assert "ERR" in screen_lines(table)[2]
+
+
+async def test_d_with_one_mark_diffs_it_against_the_cursor(tmp_path: Path) -> None:
+    pytest.importorskip("devtunnel.capture.diff")
+    db = fill(tmp_path / "captures.db", traffic(6))
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("up", "up", "m", "down", "d")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DiffScreen", what="the diff screen")
+        assert app.screen.a.id == fixed_id(3) and app.screen.b.id == fixed_id(4)  # type: ignore[attr-defined]
+
+
+async def test_shift_d_diffs_a_replay_with_its_original(tmp_path: Path) -> None:
+    pytest.importorskip("devtunnel.capture.diff")
+    db = fill(tmp_path / "captures.db", [make_exchange(0), make_exchange(1, replay_of=fixed_id(0), status=500)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("D")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DiffScreen", what="the diff screen")
+        assert app.screen.a.id == fixed_id(0) and app.screen.b.id == fixed_id(1)  # type: ignore[attr-defined]
+
+
+async def test_shift_d_on_a_request_that_is_no_replay_explains(tmp_path: Path) -> None:
+    db = fill(tmp_path / "captures.db", traffic(3))
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("D")
+        await async_wait_for(lambda: app._notifications, what="the hint")
+        assert "not a replay" in list(app._notifications)[-1].message
+
+
+async def test_e_opens_the_editor_and_x_the_export_of_the_marked_requests(tmp_path: Path) -> None:
+    db = fill(tmp_path / "captures.db", traffic(4))
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("e")
+        await async_wait_for(lambda: type(app.screen).__name__ == "EditReplayScreen", what="the editor")
+        await pilot.press("escape")
+        await async_wait_for(lambda: type(app.screen).__name__ == "Screen", what="back on the table")
+        await pilot.press("m", "up", "m", "x")
+        await async_wait_for(lambda: type(app.screen).__name__ == "ExportScreen", what="the export screen")
+        assert [e.id for e in app.screen.exchanges] == [fixed_id(2), fixed_id(3)]  # type: ignore[attr-defined]
+
+
+async def test_edited_replay_sends_the_changes(tmp_path: Path, service: str) -> None:
+    from devtunnel.net.replay import Edit
+
+    db = fill(tmp_path / "captures.db", [make_exchange(0, method="POST", target="/a", target_url=service)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _ready(app)
+        await pilot.press("e")
+        await async_wait_for(lambda: type(app.screen).__name__ == "EditReplayScreen", what="the editor")
+        new = await app.screen._send(Edit(method="PUT", target=b"/b?x=1", body=b"changed"))  # type: ignore[attr-defined]
+        assert new.replay_of == fixed_id(0) and new.request.method == "PUT"
+        await async_wait_for(lambda: len(table.ids) == 2, what="the edited replay on the table")
+    assert _Echo.seen == ["PUT /b?x=1 changed"]

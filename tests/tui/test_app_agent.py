@@ -1,0 +1,116 @@
+"""The inspector with a real agent child process: new tunnel, live rows, replay, crash and restart."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from devtunnel.tui.screens.new_tunnel import NewTunnelScreen
+from devtunnel.tui.supervisor import agent_command
+from devtunnel.tui.widgets import RequestTable, TunnelsPanel
+from tests.helpers import async_wait_for
+from tests.tui.app_fixtures import inspector, screen_lines
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def service() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+async def _get(public_url: str, path: str) -> int:
+    """GET through the tunnel: to the relay's loopback port, with the tunnel's Host."""
+    url = urlsplit(public_url)
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{url.port}{path}", headers={"host": url.netloc})
+    return response.status_code
+
+
+async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_crash(
+        tmp_path: Path, service: int) -> None:
+    db = tmp_path / "captures.db"
+    app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
+                    agent_log=tmp_path / "agent.log")
+    async with app.run_test(size=(110, 30)) as pilot:
+        supervisor = app.supervisor
+        assert supervisor is not None
+        panel = app.query_one(TunnelsPanel)
+        table = app.query_one(RequestTable)
+        await async_wait_for(lambda: supervisor.status.state == "running", timeout=30, what="the agent")
+        assert "press n" in str(panel.render())
+
+        # n: the form refuses a bad target, then starts the tunnel.
+        await pilot.press("n")
+        await async_wait_for(lambda: isinstance(app.screen, NewTunnelScreen), what="the form")
+        await pilot.press(*"not a port", "enter")
+        assert "not a port, HOST:PORT" in str(app.screen.query_one("#tunnel-error").render())
+        app.screen.query_one("#target").value = str(service)
+        app.screen.query_one("#name").value = "shop"
+        await pilot.press("enter")
+        await async_wait_for(lambda: panel.tunnels.get("shop") and panel.tunnels["shop"].state == "online",
+                             timeout=20, what="the tunnel online")
+        public_url = panel.tunnels["shop"].public_url
+        assert public_url in str(panel.render())
+
+        # Traffic appears on its own, through /api/events.
+        assert await _get(public_url, "/first") == 200
+        await async_wait_for(lambda: len(table.ids) == 1 and table.cached_row(table.ids[0]), what="the row")
+        await pilot.pause()
+        assert "/first" in screen_lines(table)[1] and "200" in screen_lines(table)[1]
+
+        # r: replay through the API; the new exchange is linked to its original.
+        await pilot.press("r")
+        await async_wait_for(lambda: len(table.ids) == 2 and table.cached_row(table.ids[1]), what="the replay")
+        assert table.cached_row(table.ids[1]).replay_of == table.ids[0]  # type: ignore[union-attr]
+
+        # The agent dies: it is started again, the tunnel comes back under its name, nothing is lost.
+        first_pid = supervisor.status.pid
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        await async_wait_for(lambda: supervisor.status.restarts == 1, what="the restart to be counted")
+        await async_wait_for(lambda: supervisor.status.state == "running", timeout=30, what="the agent again")
+        await async_wait_for(lambda: "restarts: 1" in str(panel.render()), what="the restart shown")
+        await async_wait_for(lambda: panel.tunnels.get("shop") and panel.tunnels["shop"].state == "online"
+                             and panel.tunnels["shop"].public_url, timeout=20, what="the tunnel back")
+        assert await _get(panel.tunnels["shop"].public_url, "/after-restart") == 200
+        await async_wait_for(lambda: len(table.ids) == 3, timeout=20, what="traffic after the restart")
+
+        second_pid = supervisor.status.pid
+        assert second_pid is not None and second_pid != first_pid
+        await pilot.press("q")
+        await async_wait_for(lambda: not app.is_running, what="the app to quit")
+    assert not _alive(second_pid)
