@@ -135,7 +135,7 @@ def _wire_headers(headers: Headers, body: bytes, host: str | None) -> Headers:
 def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
     base = to if to is not None else exchange.target_url
     if not base:
-        raise ReplayError(f"exchange {exchange.id} has no target URL to replay to; give one with --to")
+        raise ReplayError(f"exchange {exchange.id} has no target URL to replay to: give a destination URL")
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ReplayError(f"cannot replay to {base!r}: give an http:// or https:// URL")
