@@ -189,7 +189,7 @@ class Connection:
         self._pending: list[bytes] = []  # pieces of one incomplete frame, never more
         self._pending_size = 0
         self._need = f.HEADER_SIZE  # bytes the buffered frame needs before it can be parsed
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []  # frames and frame pieces, in order
 
         limits = [max_frame_size] * 256
         for ftype in f.HEAD_TYPES:
@@ -362,7 +362,7 @@ class Connection:
                 chunk = view[start : start + size]
                 last = start + size >= n
                 out.append(_HEADER.pack(len(chunk) << 8 | f.DATA, _END_STREAM if end_stream and last else 0, stream_id))
-                out.append(bytes(chunk))
+                out.append(chunk)  # joined (copied) once, by data_to_send
         stream.send_window -= n
         stream.local = local
         if end_stream and stream.remote in FINISHED:
@@ -397,7 +397,7 @@ class Connection:
                 chunk = view[start : start + size]
                 flags = base | (f.FIN if fin and start + size >= n else 0)
                 out.append(_HEADER.pack(len(chunk) << 8 | f.WS_MESSAGE, flags, stream_id))
-                out.append(bytes(chunk))
+                out.append(chunk)  # joined (copied) once, by data_to_send
         stream.send_window -= n
 
     def send_ws_close(self, stream_id: int, code: int, reason: str = "") -> None:
@@ -574,7 +574,9 @@ class Connection:
                 f"a {len(payload)}-byte head exceeds the peer's limit of {self._peer_max_head_size}",
                 code=ErrorCode.TOO_LARGE,
             )
-        self._out.append(f.frame(ftype, flags, stream_id, payload))
+        out = self._out
+        out.append(_HEADER.pack(len(payload) << 8 | ftype, flags, stream_id))
+        out.append(payload)
 
     def _open_stream(self, stream_id: int) -> _Stream:
         stream = self._streams.get(stream_id)
