@@ -1,0 +1,163 @@
+"""``devtunnel http TARGET`` and ``devtunnel agent``: run the agent service headless.
+
+``http`` starts one tunnel and prints ``Forwarding PUBLIC_URL -> TARGET_URL`` once it is first
+online (scripts wait for that line), then ``API http://127.0.0.1:PORT`` once the agent API
+serves, then one line per finished exchange. ``agent`` serves the API with no tunnel. Both run
+until Ctrl-C or SIGTERM and then exit 0; a relay that refuses the token or the name ends
+``http`` at once with the relay's reason and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO
+
+from devtunnel.capture.model import Exchange
+from devtunnel.commands.output import human_duration, safe
+from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
+from devtunnel.net.sizes import parse_size
+
+__all__ = ["run", "exchange_line"]
+
+log = logging.getLogger("devtunnel.agent")
+
+
+def exchange_line(ex: Exchange) -> str:
+    """One log line for a finished exchange: time, method, path, status, duration.
+
+    Everything taken from the request is made safe for a terminal first.
+    """
+    when = time.strftime("%H:%M:%S", time.localtime(ex.started_at))
+    method = "WS" if ex.websocket else safe(ex.request.method)
+    status = str(ex.status) if ex.status is not None else "---"
+    line = f"{when}  {method:<7} {safe(ex.request.url_text)}  {status}  {human_duration(ex.duration)}"
+    if ex.error:
+        line += f"  {ex.error}"
+    return line
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop does not exist on Windows
+        return None
+    return uvloop.new_event_loop
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``http`` or ``agent`` until interrupted; returns the exit code."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_guarded(_main(args)))
+
+
+async def _guarded(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main``, turning SIGINT / SIGTERM into a clean exit with code 0."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers on Windows
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    for name in ("devtunnel.agent", "devtunnel.relay"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _print(line: str, out: TextIO) -> None:
+    out.write(line + "\n")
+    out.flush()
+
+
+async def _main(args: argparse.Namespace) -> int:
+    _setup_logging()
+    out = sys.stdout
+    is_http = args.command == "http"
+    body_cap = parse_size(args.body_cap)
+    relay = getattr(args, "relay", None) or os.environ.get("DEVTUNNEL_RELAY") or None
+    token = getattr(args, "token", None) or os.environ.get("DEVTUNNEL_TOKEN") or None
+    record = not getattr(args, "no_record", False)
+
+    store = recorder = None
+    if record:
+        from devtunnel.capture.store import Recorder, Store, default_db_path
+
+        store = Store(args.db or default_db_path())
+        recorder = Recorder(store)
+    service = AgentService(
+        store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token
+    )
+    api_server: Any = None
+    try:
+        await service.start()
+        if is_http:
+            service.subscribe_exchanges(lambda ex: _print(exchange_line(ex), out))
+            config = TunnelConfig(
+                target=args.target,
+                name=args.name,
+                relay=relay,
+                token=token,
+                host_header=args.host_header,
+                insecure=args.insecure,
+            )
+            announced = False
+
+            def announce(info: TunnelInfo) -> None:
+                nonlocal announced
+                if info.state is TunnelState.ONLINE and not announced:
+                    announced = True
+                    _print(f"Forwarding {info.public_url} -> {info.target_url}", out)
+
+            service.subscribe(announce)
+            await service.start_tunnel(config)
+        api_port = args.api_port
+        if api_port or not is_http:  # ``http --api-port 0`` turns the API off
+            from devtunnel.net.api import serve_api
+
+            api_server, bound = await serve_api(service, api_port)
+            _print(f"API http://127.0.0.1:{bound}", out)
+        await asyncio.Event().wait()  # until SIGINT / SIGTERM cancels us
+        return 0
+    finally:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # let the shutdown below await normally
+        if api_server is not None:
+            await api_server.stop()
+        await service.stop()
+        if recorder is not None:
+            recorder.close()
+        if store is not None:
+            store.close()

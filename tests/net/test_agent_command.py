@@ -1,0 +1,223 @@
+"""``devtunnel http TARGET`` and ``devtunnel agent`` as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtunnel.capture.model import Exchange, Request, Response
+from devtunnel.capture.store import Store
+from devtunnel.commands.http import exchange_line
+from tests.helpers import free_port, wait_for
+from tests.net.tunnel_fixtures import LocalState, local_http
+
+DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
+FORWARDING = re.compile(r"^Forwarding (http://([a-z0-9-]+)\.localhost:(\d+)) -> (\S+)$")
+
+
+class Proc:
+    """A running command whose stdout and stderr lines are collected as they come."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.popen.stdout, self.out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.popen.stderr, self.err), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _pump(stream: object, into: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            into.append(line.rstrip("\n"))
+
+    def line(self, predicate: Callable[[str], bool], lines: str = "out", timeout: float = 20.0) -> str:
+        source = self.out if lines == "out" else self.err
+
+        def found() -> str | None:
+            line = next((l for l in source if predicate(l)), None)
+            if line is None and self.popen.poll() is not None:
+                self.wait()  # every line is in now
+                line = next((l for l in source if predicate(l)), None)
+                if line is None:
+                    raise AssertionError(f"exited {self.popen.returncode}: out={self.out} err={self.err}")
+            return line
+
+        return wait_for(found, timeout=timeout, what=f"a matching line; out={self.out} err={self.err}")
+
+    def wait(self, timeout: float = 15.0) -> int:
+        """The exit code, once the process ended and all its output was read."""
+        code = self.popen.wait(timeout)
+        for t in self._threads:
+            t.join(5)
+        return code
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
+        self.popen.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    out = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    out.pop("DEVTUNNEL_RELAY", None)
+    out.pop("DEVTUNNEL_TOKEN", None)
+    return out
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+@pytest.fixture
+def local() -> Iterator[tuple[int, LocalState]]:
+    with local_http() as served:
+        yield served
+
+
+def start(procs: list[Proc], env: dict[str, str], *args: str) -> Proc:
+    proc = Proc([*DEVTUNNEL, *args], env)
+    procs.append(proc)
+    return proc
+
+
+def test_http_prints_forwarding_once_logs_requests_records_them_and_exits_0_on_sigint(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "c.db"
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--name", "cli", "--api-port", str(api_port), "--db", str(db))
+    line = agent.line(lambda l: l.startswith("Forwarding"))
+    match = FORWARDING.match(line)
+    assert match is not None, line
+    public_url, name, port, target = match.groups()
+    assert (name, target) == ("cli", f"http://127.0.0.1:{local[0]}")
+    assert agent.line(lambda l: l.startswith("API ")) == f"API http://127.0.0.1:{api_port}"
+    assert agent.out.index(line) < agent.out.index(f"API http://127.0.0.1:{api_port}")
+
+    r = httpx.post(f"http://127.0.0.1:{port}/echo?q=1", headers={"Host": f"cli.localhost:{port}"}, content=b"hi", trust_env=False)
+    assert r.status_code == 200
+    log_line = agent.line(lambda l: "/echo?q=1" in l)
+    assert re.match(r"^\d\d:\d\d:\d\d  POST +/echo\?q=1  200  [\d.]+ (ms|s)$", log_line), log_line
+    tunnels = httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", trust_env=False).json()["tunnels"]
+    assert [t["public_url"] for t in tunnels] == [public_url]
+
+    assert agent.stop(signal.SIGINT) == 0
+    assert [l for l in agent.out if l.startswith("Forwarding")] == [line]
+    store = Store(db, readonly=True)
+    try:
+        [ex] = store.query()
+    finally:
+        store.close()
+    assert (ex.tunnel, ex.request.target, ex.request.body, ex.status) == ("cli", b"/echo?q=1", b"hi", 200)
+
+
+def test_http_exits_0_on_sigterm_without_api(env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]) -> None:
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    assert agent.stop(signal.SIGTERM) == 0
+    assert not any(l.startswith("API ") for l in agent.out)
+    assert not (Path(env["XDG_STATE_HOME"]) / "devtunnel").exists()  # --no-record: no database
+
+
+def relay(procs: list[Proc], env: dict[str, str], port: int, token: str = "good") -> Proc:
+    proc = start(procs, env, "relay", "--listen", f"127.0.0.1:{port}", "--token", token)
+    proc.line(lambda l: l.startswith("Relay listening"))
+    return proc
+
+
+def test_refused_token_exits_non_zero_with_the_relays_reason(env: dict[str, str], procs: list[Proc]) -> None:
+    port = free_port()
+    relay(procs, env, port)
+    agent = start(procs, env, "http", "9", "--relay", f"ws://127.0.0.1:{port}", "--token", "bad", "--no-tui", "--api-port", "0")
+    assert agent.wait(20) == 1
+    errors = "\n".join(agent.err)
+    assert "devtunnel: the relay refused the token: token refused" in errors
+    assert "reconnecting" not in errors
+    assert not any(l.startswith("Forwarding") for l in agent.out)
+
+
+def test_relay_and_token_come_from_the_environment(env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]) -> None:
+    port = free_port()
+    relay(procs, env, port, token="from-env")
+    env = dict(env, DEVTUNNEL_RELAY=f"http://127.0.0.1:{port}", DEVTUNNEL_TOKEN="from-env")
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--name", "envy", "--no-record")
+    assert FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding"))).group(3) == str(port)  # type: ignore[union-attr]
+    assert agent.stop() == 0
+
+
+def test_agent_reconnects_after_relay_restart_and_prints_forwarding_once(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    port = free_port()
+    first = relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "again", "--no-tui", "--api-port", "0", "--no-record")
+    forwarding = agent.line(lambda l: l.startswith("Forwarding"))
+    assert first.stop(signal.SIGTERM) == 0
+    agent.line(lambda l: "reconnecting in" in l, lines="err")
+    relay(procs, env, port)
+    agent.line(lambda l: "back online" in l, lines="err", timeout=45)
+    r = httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": f"again.localhost:{port}"}, trust_env=False)
+    assert r.status_code == 200
+    assert agent.stop() == 0
+    assert [l for l in agent.out if l.startswith("Forwarding")] == [forwarding]
+
+
+def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[str, str], procs: list[Proc]) -> None:
+    agent = start(procs, env, "agent", "--api-port", "0", "--db", str(tmp_path / "c.db"))
+    line = agent.line(lambda l: l.startswith("API "))
+    assert re.match(r"^API http://127\.0\.0\.1:\d+$", line)
+    assert httpx.get(line[4:] + "/api/tunnels", trust_env=False).json()["tunnels"] == []
+    assert agent.stop(signal.SIGTERM) == 0
+    assert not any(l.startswith("Forwarding") for l in agent.out)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["http", "localhost"], "devtunnel: invalid target 'localhost': the port is missing"),
+        (["http", "8080", "--name", "Bad_Name"], "is not a valid DNS label"),
+        (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),
+        (["http", "8080", "--relay", "ftp://x"], "invalid relay URL"),
+    ],
+)
+def test_bad_arguments_exit_1_with_one_clear_line(env: dict[str, str], args: list[str], message: str) -> None:
+    done = subprocess.run([*DEVTUNNEL, *args, "--no-tui", "--api-port", "0", "--no-record"],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_exchange_line_escapes_control_characters_in_hostile_paths() -> None:
+    ex = Exchange(
+        id="01", tunnel="t", started_at=0.0, duration=0.0123,
+        request=Request(method="GET", target=b"/\x1b[2J\x1b]0;pwned\x07/\xe2\x80\xaeevil\r\n"),
+        response=Response(status=404),
+    )
+    line = exchange_line(ex)
+    assert not any(ord(c) < 0x20 or c == "\u202e" for c in line)
+    assert "\\x1b[2J" in line and "\\x07" in line and "\\u202e" in line and "\\r\\n" in line
+    assert line.endswith("404  12.3 ms")
