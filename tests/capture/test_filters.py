@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -256,3 +257,41 @@ def test_empty_expression_matches_everything_in_sql_too() -> None:
     flt = parse("   ")
     assert isinstance(flt, Filter)
     assert flt.sql() == ("1", [])
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "filters.md"
+
+
+def _code_block_after(heading: str) -> list[str]:
+    text = DOC.read_text().split(heading, 1)[1]
+    return text.split("```", 2)[1].strip("\n").splitlines()
+
+
+def test_every_example_in_the_docs_parses_and_matches_like_sql(tmp_path: Path) -> None:
+    examples = [re.split(r"\s{2,}", line.strip())[0] for line in _code_block_after("## Examples")]
+    examples += [line.split("  ")[0] for line in _code_block_after("## Quoting")]
+    assert len(examples) > 10
+    store = Store(tmp_path / "c.db")
+    exchanges = [WEBHOOK, stripe_webhook(response=None, error="local_refused", duration=None)]
+    store.put_many(exchanges)
+    for example in examples:
+        flt = parse(example)
+        assert store.ids(flt) == [ex.id for ex in exchanges if flt(ex)], example
+
+
+def test_the_error_examples_in_the_docs_are_the_real_messages() -> None:
+    lines = _code_block_after("## Errors")
+    for line in lines:
+        if not line.startswith(" "):
+            expression, message = re.split(r"\s{2,}", line, maxsplit=1)
+            with pytest.raises(FilterSyntaxError) as err:
+                parse(expression)
+            assert str(err.value).startswith(message.split("...")[0])
+
+
+def test_the_docs_cover_every_generated_help_entry() -> None:
+    doc = DOC.read_text().replace("\\|", "|")
+    for syntax, _ in FILTER_HELP:
+        for word in syntax.split():
+            if word not in ("A", "B", "WORD", "REGEX", "NAME", "TEXT"):
+                assert word.split(":")[0] in doc, word
