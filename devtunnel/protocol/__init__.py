@@ -30,6 +30,7 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
+from devtunnel.protocol.handshake import Settings
 from devtunnel.protocol.state import StreamState
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "RequestReceived",
     "ResponseReceived",
     "Role",
+    "Settings",
     "StreamReset",
     "StreamState",
     "WebSocketClosed",

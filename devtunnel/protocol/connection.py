@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
 
 from devtunnel.errors import FlowControlError, ProtocolError, StreamClosedError
 from devtunnel.protocol import frames as f
+from devtunnel.protocol import handshake as hs
 from devtunnel.protocol.events import (
     DataReceived,
     Event,
@@ -28,18 +28,28 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
+from devtunnel.protocol.handshake import (
+    DEFAULT_INITIAL_WINDOW,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_HEAD_SIZE,
+    DEFAULT_MAX_STREAMS,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Settings,
+)
 from devtunnel.protocol.state import FINISHED, TRANSITIONS, Action, Half, StreamState, advance, stream_state
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
-DEFAULT_MAX_FRAME_SIZE = 1 << 20  # largest frame payload accepted (bytes)
-DEFAULT_INITIAL_WINDOW = 1 << 20  # per-stream flow-control window (bytes)
-DEFAULT_MAX_STREAMS = 1024  # concurrent streams a relay may open on one agent
-DEFAULT_MAX_HEAD_SIZE = 256 << 10  # largest HELLO/WELCOME/REQUEST/RESPONSE payload accepted
-MIN_FRAME_SIZE = 1024  # smallest max_frame_size / max_head_size either side may announce
-
-# Keys of HELLO/WELCOME ``info`` that carry each side's limits (documented in protocol.md).
-SETTING_KEYS = ("max_frame_size", "max_head_size", "initial_window", "max_streams")
+__all__ = [
+    "DEFAULT_INITIAL_WINDOW",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_HEAD_SIZE",
+    "DEFAULT_MAX_STREAMS",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "Connection",
+    "ErrorCode",
+    "Role",
+]
 
 _END_STREAM = f.END_STREAM
 _HEADER = f.HEADER
@@ -148,31 +158,21 @@ class Connection:
         Raises:
             ValueError: a limit is out of range.
         """
-        if not MIN_FRAME_SIZE <= max_frame_size <= f.MAX_LENGTH:
-            raise ValueError(f"max_frame_size must be {MIN_FRAME_SIZE}..{f.MAX_LENGTH}, not {max_frame_size}")
-        if not MIN_FRAME_SIZE <= max_head_size <= f.MAX_LENGTH:
-            raise ValueError(f"max_head_size must be {MIN_FRAME_SIZE}..{f.MAX_LENGTH}, not {max_head_size}")
-        if not 1 <= initial_window <= f.MAX_WINDOW:
-            raise ValueError(f"initial_window must be 1..{f.MAX_WINDOW}, not {initial_window}")
-        if max_streams < 1:
-            raise ValueError(f"max_streams must be at least 1, not {max_streams}")
+        settings = Settings(max_frame_size, max_head_size, initial_window, max_streams)
+        settings.check()
         if not versions or any(type(v) is not int or v < 1 for v in versions):
             raise ValueError(f"versions must be positive integers, not {versions!r}")
         self.role = role
         self.version: int | None = None
         self._relay = role is Role.RELAY
-        self._max_frame_size = max_frame_size
-        self._max_head_size = max_head_size
+        self._settings = settings
         self._initial_window = initial_window
         self._max_streams = max_streams
         self._versions = tuple(versions)
         # Credit goes back once half the window is consumed: few WINDOW_UPDATEs, no stalls.
         self._ack_threshold = max(1, initial_window // 2)
         # Until the peer's handshake says otherwise, assume it uses the defaults.
-        self._peer_max_frame_size = DEFAULT_MAX_FRAME_SIZE
-        self._peer_max_head_size = DEFAULT_MAX_HEAD_SIZE
-        self._peer_initial_window = DEFAULT_INITIAL_WINDOW
-        self._peer_max_streams = DEFAULT_MAX_STREAMS
+        self._peer = Settings()
 
         self._streams: dict[int, _Stream] = {}
         self._last_stream_id = 0  # highest stream id opened so far (always by the relay)
@@ -219,15 +219,13 @@ class Connection:
     def send_hello(self, token: str, name: str | None, info: dict[str, object] | None = None) -> None:
         """(agent) Queue the HELLO frame: versions spoken, token, wanted name, agent info.
 
-        ``info`` is sent as given, plus this side's limits under the keys of ``SETTING_KEYS``.
+        ``info`` is sent as given, plus this side's limits (the fields of ``Settings``).
         """
         if self._relay:
             raise ProtocolError("only the agent sends HELLO")
         if self._hello_sent:
             raise ProtocolError("HELLO was already sent")
-        payload = f.encode_json(
-            {"versions": list(self._versions), "token": token, "name": name, "info": self._info(info)}
-        )
+        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info))
         self._queue_head(f.HELLO, 0, 0, payload)
         self._hello_sent = True
 
@@ -239,7 +237,8 @@ class Connection:
             raise ProtocolError("WELCOME before the agent's HELLO")
         if self._welcome_sent or self._goaway_sent:
             raise ProtocolError("the agent was already answered")
-        payload = f.encode_json({"version": self.version, "name": name, "url": url, "info": self._info(info)})
+        assert self.version is not None  # set when the HELLO arrived
+        payload = hs.encode_welcome(self.version, name, url, self._settings.into(info))
         self._queue_head(f.WELCOME, 0, 0, payload)
         self._welcome_sent = True
 
@@ -251,7 +250,7 @@ class Connection:
         if self._goaway_sent:
             return
         self._goaway_sent = True
-        self._out.append(f.frame(f.GOAWAY, 0, 0, f.U32.pack(code) + _clip(reason, self._peer_max_frame_size - 4)))
+        self._out.append(f.frame(f.GOAWAY, 0, 0, f.U32.pack(code) + _clip(reason, self._peer.max_frame_size - 4)))
 
     # -- streams -----------------------------------------------------------------
     def open_request(
@@ -281,7 +280,7 @@ class Connection:
             raise ProtocolError("cannot open a stream before the handshake completed")
         if self._goaway_sent or self._goaway_received:
             raise ProtocolError("the tunnel connection is going away", code=ErrorCode.REFUSED_STREAM)
-        limit = min(self._max_streams, self._peer_max_streams)
+        limit = min(self._max_streams, self._peer.max_streams)
         if len(self._streams) >= limit:
             raise ProtocolError(f"the tunnel already carries {limit} streams", code=ErrorCode.REFUSED_STREAM)
         stream_id = self._last_stream_id + 2 if self._last_stream_id else 1
@@ -294,7 +293,7 @@ class Connection:
         self._streams[stream_id] = _Stream(
             Half.DONE if end_stream else Half.BODY,
             Half.IDLE,
-            self._peer_initial_window,
+            self._peer.initial_window,
             self._initial_window,
             websocket,
         )
@@ -351,7 +350,7 @@ class Connection:
                 f"stream {stream_id}: {n} bytes exceed the send window of {stream.send_window}"
             )
         out = self._out
-        size = self._peer_max_frame_size
+        size = self._peer.max_frame_size
         if n <= size:
             if n or end_stream:
                 out.append(_HEADER.pack(n << 8 | f.DATA, _END_STREAM if end_stream else 0, stream_id))
@@ -386,7 +385,7 @@ class Connection:
                 f"stream {stream_id}: {n} bytes exceed the send window of {stream.send_window}"
             )
         base = f.TEXT if text else 0
-        size = self._peer_max_frame_size
+        size = self._peer.max_frame_size
         out = self._out
         if n <= size:
             out.append(_HEADER.pack(n << 8 | f.WS_MESSAGE, base | (f.FIN if fin else 0), stream_id))
@@ -406,7 +405,7 @@ class Connection:
             raise ValueError(f"WebSocket close code {code} does not fit 16 bits")
         stream = self._open_stream(stream_id)
         stream.local = advance(stream.local, Action.WS_CLOSE, stream_id, "we")
-        payload = f.U16.pack(code) + _clip(reason, self._peer_max_frame_size - 2)
+        payload = f.U16.pack(code) + _clip(reason, self._peer.max_frame_size - 2)
         self._out.append(f.frame(f.WS_CLOSE, 0, stream_id, payload))
         if stream.remote in FINISHED:
             del self._streams[stream_id]
@@ -417,7 +416,7 @@ class Connection:
             return
         self._remember_reset(stream_id)
         self._out.append(
-            f.frame(f.RESET, 0, stream_id, f.U32.pack(code) + _clip(reason, self._peer_max_frame_size - 4))
+            f.frame(f.RESET, 0, stream_id, f.U32.pack(code) + _clip(reason, self._peer.max_frame_size - 4))
         )
 
     def send_window(self, stream_id: int) -> int:
@@ -558,20 +557,10 @@ class Connection:
         return self._pending_size
 
     # -- helpers -----------------------------------------------------------------
-    def _info(self, info: dict[str, object] | None) -> dict[str, object]:
-        merged = dict(info or {})
-        merged.update(
-            max_frame_size=self._max_frame_size,
-            max_head_size=self._max_head_size,
-            initial_window=self._initial_window,
-            max_streams=self._max_streams,
-        )
-        return merged
-
     def _queue_head(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if len(payload) > self._peer_max_head_size:
+        if len(payload) > self._peer.max_head_size:
             raise ProtocolError(
-                f"a {len(payload)}-byte head exceeds the peer's limit of {self._peer_max_head_size}",
+                f"a {len(payload)}-byte head exceeds the peer's limit of {self._peer.max_head_size}",
                 code=ErrorCode.TOO_LARGE,
             )
         out = self._out
@@ -606,29 +595,6 @@ class Connection:
             code = ErrorCode.PROTOCOL_ERROR
         self.send_goaway(code, str(exc))
 
-    def _settle_peer_settings(self, info: Any) -> None:
-        """Adopt the limits the peer announced in its HELLO/WELCOME ``info``."""
-        if not isinstance(info, dict):
-            raise ProtocolError("handshake info must be a JSON object")
-        bounds = {
-            "max_frame_size": (MIN_FRAME_SIZE, f.MAX_LENGTH),
-            "max_head_size": (MIN_FRAME_SIZE, f.MAX_LENGTH),
-            "initial_window": (1, f.MAX_WINDOW),
-            "max_streams": (1, f.MAX_WINDOW),
-        }
-        values: dict[str, int] = {}
-        for key, (low, high) in bounds.items():
-            if key not in info:
-                continue
-            value = info[key]
-            if type(value) is not int or not low <= value <= high:
-                raise ProtocolError(f"handshake setting {key}={value!r} is not an integer in {low}..{high}")
-            values[key] = value
-        self._peer_max_frame_size = values.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE)
-        self._peer_max_head_size = values.get("max_head_size", DEFAULT_MAX_HEAD_SIZE)
-        self._peer_initial_window = values.get("initial_window", DEFAULT_INITIAL_WINDOW)
-        self._peer_max_streams = values.get("max_streams", DEFAULT_MAX_STREAMS)
-
     def _handshake_done(self) -> None:
         self._handshake_received = True
         self._handlers = self._ready_handlers
@@ -659,21 +625,10 @@ class Connection:
             raise ProtocolError("HELLO frame on a stream other than 0")
         if self._handshake_received:
             raise ProtocolError("a second HELLO frame")
-        obj = f.decode_json(payload, "HELLO")
-        versions, token, name, info = obj.get("versions"), obj.get("token"), obj.get("name"), obj.get("info", {})
-        if not isinstance(versions, list) or not all(type(v) is int for v in versions):
-            raise ProtocolError("HELLO versions must be a list of integers")
-        if not isinstance(token, str) or not (name is None or isinstance(name, str)):
-            raise ProtocolError("HELLO token must be a string and name a string or null")
-        common = set(versions) & set(self._versions)
-        if not common:
-            raise ProtocolError(
-                f"no common protocol version: the agent speaks {sorted(versions)},"
-                f" the relay speaks {sorted(self._versions)}",
-                code=ErrorCode.UNSUPPORTED_VERSION,
-            )
-        self._settle_peer_settings(info)
-        self.version = max(common)
+        versions, token, name, info = hs.decode_hello(payload)
+        version = hs.choose_version(versions, self._versions)
+        self._peer = Settings.from_info(info)
+        self.version = version
         self._handshake_done()
         events.append(Hello(self.version, token, name, info))
 
@@ -684,16 +639,8 @@ class Connection:
             raise ProtocolError("WELCOME before HELLO was sent")
         if self._handshake_received:
             raise ProtocolError("a second WELCOME frame")
-        obj = f.decode_json(payload, "WELCOME")
-        version, name, url, info = obj.get("version"), obj.get("name"), obj.get("url"), obj.get("info", {})
-        if type(version) is not int or version not in self._versions:
-            raise ProtocolError(
-                f"the relay chose protocol version {version!r}, not one of {list(self._versions)}",
-                code=ErrorCode.UNSUPPORTED_VERSION,
-            )
-        if not isinstance(name, str) or not isinstance(url, str):
-            raise ProtocolError("WELCOME name and url must be strings")
-        self._settle_peer_settings(info)
+        version, name, url, info = hs.decode_welcome(payload, self._versions)
+        self._peer = Settings.from_info(info)
         self.version = version
         self._handshake_done()
         events.append(Welcome(version, name, url, info))
@@ -736,7 +683,7 @@ class Connection:
         self._streams[stream_id] = _Stream(
             Half.IDLE,
             Half.DONE if end_stream else Half.BODY,
-            self._peer_initial_window,
+            self._peer.initial_window,
             self._initial_window,
             websocket,
         )

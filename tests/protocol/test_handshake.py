@@ -249,3 +249,18 @@ def test_unknown_frame_types_are_skipped_even_before_the_handshake() -> None:
     agent.send_hello("tok", "n")
     [hello] = relay.receive_data(f.frame(0x40, 0, 9, b"future") + agent.data_to_send())
     assert isinstance(hello, Hello)
+
+
+def test_handshake_module_uses_the_error_code_of_the_connection() -> None:
+    from devtunnel.protocol import handshake
+
+    assert handshake.UNSUPPORTED_VERSION == ErrorCode.UNSUPPORTED_VERSION
+
+
+def test_our_limits_override_same_named_keys_the_caller_put_in_info() -> None:
+    relay = Connection(Role.RELAY)
+    agent = Connection(Role.AGENT, initial_window=5000)
+    agent.send_hello("tok", "n", {"initial_window": 1, "note": "kept"})
+    [hello] = exchange(agent, relay)
+    assert isinstance(hello, Hello)
+    assert hello.info["initial_window"] == 5000 and hello.info["note"] == "kept"

@@ -1,0 +1,123 @@
+"""HELLO and WELCOME: how each side introduces itself, and the limits it announces.
+
+Both are JSON objects (``docs/protocol.md``, "Handshake and versioning"). Each side's limits
+travel in the ``info`` object under the keys of ``Settings``; a missing key means the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from devtunnel.errors import ProtocolError
+from devtunnel.protocol import frames as f
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+DEFAULT_MAX_FRAME_SIZE = 1 << 20  # largest frame payload accepted (bytes)
+DEFAULT_INITIAL_WINDOW = 1 << 20  # per-stream flow-control window (bytes)
+DEFAULT_MAX_STREAMS = 1024  # concurrent streams a relay may open on one agent
+DEFAULT_MAX_HEAD_SIZE = 256 << 10  # largest HELLO/WELCOME/REQUEST/RESPONSE payload accepted
+MIN_FRAME_SIZE = 1024  # smallest max_frame_size / max_head_size either side may announce
+
+UNSUPPORTED_VERSION = 10  # ErrorCode.UNSUPPORTED_VERSION, without importing the connection
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The limits one side of a connection enforces, announced to the other in its handshake."""
+
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    """Largest payload accepted for frames other than heads."""
+    max_head_size: int = DEFAULT_MAX_HEAD_SIZE
+    """Largest HELLO, WELCOME, REQUEST or RESPONSE payload accepted."""
+    initial_window: int = DEFAULT_INITIAL_WINDOW
+    """Flow-control credit granted to the peer on every new stream."""
+    max_streams: int = DEFAULT_MAX_STREAMS
+    """Concurrent streams (relay: opens at most; agent: accepts at most)."""
+
+    @staticmethod
+    def bounds() -> dict[str, tuple[int, int]]:
+        """The accepted range of every setting."""
+        return {
+            "max_frame_size": (MIN_FRAME_SIZE, f.MAX_LENGTH),
+            "max_head_size": (MIN_FRAME_SIZE, f.MAX_LENGTH),
+            "initial_window": (1, f.MAX_WINDOW),
+            "max_streams": (1, f.MAX_WINDOW),
+        }
+
+    def check(self) -> None:
+        """Raise ValueError for a setting out of range (our own configuration)."""
+        for key, (low, high) in self.bounds().items():
+            value = getattr(self, key)
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(f"{key} must be an integer in {low}..{high}, not {value!r}")
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Settings:
+        """The settings a peer announced in its handshake ``info``; ProtocolError if invalid."""
+        values: dict[str, int] = {}
+        for key, (low, high) in cls.bounds().items():
+            if key not in info:
+                continue
+            value = info[key]
+            if type(value) is not int or not low <= value <= high:
+                raise ProtocolError(f"handshake setting {key}={value!r} is not an integer in {low}..{high}")
+            values[key] = value
+        return cls(**values)
+
+    def into(self, info: dict[str, object] | None) -> dict[str, object]:
+        """``info`` plus these settings (ours win over keys the caller chose)."""
+        merged = dict(info or {})
+        merged.update(dataclasses.asdict(self))
+        return merged
+
+
+def encode_hello(versions: tuple[int, ...], token: str, name: str | None, info: dict[str, object]) -> bytes:
+    """The HELLO payload."""
+    return f.encode_json({"versions": list(versions), "token": token, "name": name, "info": info})
+
+
+def decode_hello(payload: bytes) -> tuple[list[int], str, str | None, dict[str, Any]]:
+    """Validate a HELLO payload: (versions, token, name, info)."""
+    obj = f.decode_json(payload, "HELLO")
+    versions, token, name, info = obj.get("versions"), obj.get("token"), obj.get("name"), obj.get("info", {})
+    if not isinstance(versions, list) or not all(type(v) is int for v in versions):
+        raise ProtocolError("HELLO versions must be a list of integers")
+    if not isinstance(token, str) or not (name is None or isinstance(name, str)):
+        raise ProtocolError("HELLO token must be a string and name a string or null")
+    if not isinstance(info, dict):
+        raise ProtocolError("HELLO info must be a JSON object")
+    return versions, token, name, info
+
+
+def choose_version(offered: list[int], spoken: tuple[int, ...]) -> int:
+    """The highest version both sides speak; ProtocolError UNSUPPORTED_VERSION when none."""
+    common = set(offered) & set(spoken)
+    if not common:
+        raise ProtocolError(
+            f"no common protocol version: the agent speaks {sorted(offered)}, the relay speaks {sorted(spoken)}",
+            code=UNSUPPORTED_VERSION,
+        )
+    return max(common)
+
+
+def encode_welcome(version: int, name: str, url: str, info: dict[str, object]) -> bytes:
+    """The WELCOME payload."""
+    return f.encode_json({"version": version, "name": name, "url": url, "info": info})
+
+
+def decode_welcome(payload: bytes, offered: tuple[int, ...]) -> tuple[int, str, str, dict[str, Any]]:
+    """Validate a WELCOME payload against the versions we offered: (version, name, url, info)."""
+    obj = f.decode_json(payload, "WELCOME")
+    version, name, url, info = obj.get("version"), obj.get("name"), obj.get("url"), obj.get("info", {})
+    if type(version) is not int or version not in offered:
+        raise ProtocolError(
+            f"the relay chose protocol version {version!r}, not one of {list(offered)}", code=UNSUPPORTED_VERSION
+        )
+    if not isinstance(name, str) or not isinstance(url, str):
+        raise ProtocolError("WELCOME name and url must be strings")
+    if not isinstance(info, dict):
+        raise ProtocolError("WELCOME info must be a JSON object")
+    return version, name, url, info
