@@ -17,7 +17,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -127,14 +127,6 @@ class TunnelInfo:
     requests: int = 0
     """Streams carried since the tunnel started."""
     config: TunnelConfig | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the token is left out)."""
-        out = asdict(self)
-        out["state"] = self.state.value
-        if self.config is not None:
-            out["config"] = {k: v for k, v in asdict(self.config).items() if k != "token"}
-        return out
 
 
 @dataclass

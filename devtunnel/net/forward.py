@@ -488,9 +488,9 @@ class Forwarder:
         body = response.take_body()
         if no_body or (response.complete and not body):
             lease.release(response.complete and not response.extra and response.keep_alive)
-            await stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
+            stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
             return
-        await stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
+        stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
         assert lease.conn is not None
         reader = lease.conn.reader
         while True:
@@ -535,10 +535,10 @@ class Forwarder:
         )
         cap.response_head(status, reason, headers)
         if head.method == b"HEAD":
-            await stream.send_response(status, reason, headers, end_stream=True)
+            stream.send_response(status, reason, headers, end_stream=True)
         else:
             cap.response_body(body)
-            await stream.send_response(status, reason, headers, end_stream=False)
+            stream.send_response(status, reason, headers, end_stream=False)
             await stream.send_data(body, end_stream=True)
         if not head.end_stream:
             stream.reset(ErrorCode.NO_ERROR, "response complete")

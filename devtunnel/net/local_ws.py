@@ -102,7 +102,7 @@ async def forward_websocket(
         await _answer_error(stream, cap, 502, "local_error", f"WebSocket handshake with {target.url} failed: {exc}")
         return
     try:
-        await _accept(stream, cap, ws)
+        _accept(stream, cap, ws)
         await _pump(stream, cap, ws)
     except StreamClosedError as exc:
         cap.fail("client_gone", str(exc))
@@ -115,7 +115,7 @@ async def forward_websocket(
         cap.ws_closed(ws.close_code)
 
 
-async def _accept(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
+def _accept(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
     fields: list[tuple[bytes, bytes]] = []
     if ws.response is not None:
         fields = [
@@ -126,7 +126,7 @@ async def _accept(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnecti
     if ws.subprotocol:
         fields.append((b"Sec-WebSocket-Protocol", ws.subprotocol.encode("latin-1")))
     cap.response_head(101, b"Switching Protocols", tuple(fields))
-    await stream.send_response(101, b"Switching Protocols", tuple(fields), end_stream=False)
+    stream.send_response(101, b"Switching Protocols", tuple(fields), end_stream=False)
 
 
 async def _pump(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
@@ -187,7 +187,7 @@ async def _relay_rejection(stream: TunnelStream, cap: ExchangeCapture, exc: Inva
     reason = response.reason_phrase.encode("latin-1", "replace")
     cap.response_head(response.status_code, reason, fields)
     cap.response_body(body)
-    await stream.send_response(response.status_code, reason, fields, end_stream=not body)
+    stream.send_response(response.status_code, reason, fields, end_stream=not body)
     if body:
         await stream.send_data(body, end_stream=True)
 
@@ -203,5 +203,5 @@ async def _answer_error(stream: TunnelStream, cap: ExchangeCapture, status: int,
     )
     cap.response_head(status, reason, fields)
     cap.response_body(body)
-    await stream.send_response(status, reason, fields, end_stream=False)
+    stream.send_response(status, reason, fields, end_stream=False)
     await stream.send_data(body, end_stream=True)

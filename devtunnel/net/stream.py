@@ -55,15 +55,18 @@ class TunnelStream:
         self._window.set()
 
     # -- called by handlers ----------------------------------------------------------
-    async def send_response(
+    def send_response(
         self, status: int, reason: bytes, headers: Fields, *, end_stream: bool, http_version: bytes = b"1.1"
     ) -> None:
-        """Send the response head."""
+        """Send the response head.
+
+        It does not wait for the socket: the head of a small response then shares one
+        WebSocket message with its body. ``send_data`` is where back-pressure applies.
+        """
         self._link.conn.send_response(
             self.stream_id, status, reason, headers, end_stream=end_stream, http_version=http_version
         )
         self._link.kick()
-        await self._link.drained()
 
     async def send_data(self, data: bytes | memoryview, *, end_stream: bool = False) -> None:
         """Send body bytes, waiting for send credit whenever the window is used up.

@@ -165,13 +165,17 @@ def make_local_app(state: LocalState) -> Callable[..., Awaitable[None]]:
 
 
 @contextmanager
-def local_http(state: LocalState | None = None) -> Iterator[tuple[int, LocalState]]:
-    """The local app served by uvicorn (httptools) in its own thread; yields (port, state)."""
+def local_http(state: LocalState | None = None, *, tls_pem: Path | None = None) -> Iterator[tuple[int, LocalState]]:
+    """The local app served by uvicorn (httptools) in its own thread; yields (port, state).
+
+    ``tls_pem`` (a key and certificate chain in one PEM file) serves https instead of http.
+    """
     state = state or LocalState()
     thread = LoopThread()
     sock = _listen()
+    tls = {"ssl_certfile": str(tls_pem), "ssl_keyfile": str(tls_pem)} if tls_pem else {}
     config = uvicorn.Config(make_local_app(state), lifespan="off", log_level="warning", access_log=False,
-                            http="httptools", timeout_keep_alive=30, proxy_headers=False)
+                            http="httptools", timeout_keep_alive=30, proxy_headers=False, **tls)
     server = uvicorn.Server(config)
     future = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), thread.loop)
     try:

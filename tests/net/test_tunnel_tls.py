@@ -1,0 +1,50 @@
+"""TLS on both sides of the agent: https targets and a wss relay, verified unless ``insecure``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from devtunnel.net.agent import AgentService, TunnelConfig, TunnelState
+from devtunnel.net.relay import Relay, RelaySettings
+from tests.net.tunnel_fixtures import TOKEN, local_http, relay_and_agent
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    """A key and certificate for localhost / 127.0.0.1, signed by a CA nobody trusts."""
+    path = tmp_path / "server.pem"
+    trustme.CA().issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.mark.parametrize(("insecure", "status"), [(True, 200), (False, 502)])
+async def test_https_target_is_verified_unless_insecure(tmp_path: Path, pem: Path, insecure: bool, status: int) -> None:
+    with local_http(tls_pem=pem) as (port, _):
+        async with relay_and_agent(tmp_path) as h:
+            await h.start(f"https://localhost:{port}", insecure=insecure)
+            async with httpx.AsyncClient(base_url=h.base_url, headers={"Host": h.host("app")}, trust_env=False) as c:
+                response = await c.get("/echo")
+            assert response.status_code == status
+            if not insecure:
+                assert response.headers["x-devtunnel-error"] == "local_error"
+                assert "CERTIFICATE_VERIFY_FAILED" in response.text
+
+
+async def test_wss_relay_is_verified_unless_insecure(pem: Path) -> None:
+    relay = Relay(RelaySettings(host="127.0.0.1", tokens=[TOKEN], tls_cert=str(pem), tls_key=str(pem)))
+    await relay.start()
+    service = AgentService(relay=f"wss://localhost:{relay.port}", token=TOKEN)
+    try:
+        refused = await service.start_tunnel(TunnelConfig(target="9", name="strict"))
+        assert refused.state is TunnelState.RECONNECTING
+        assert "CERTIFICATE_VERIFY_FAILED" in (refused.error or "")
+        trusting = await service.start_tunnel(TunnelConfig(target="9", name="lax", insecure=True))
+        assert trusting.state is TunnelState.ONLINE
+        assert trusting.public_url == f"https://lax.localhost:{relay.port}"
+    finally:
+        await service.stop()
+        await relay.stop()
