@@ -31,10 +31,10 @@ from devtunnel.commands.output import (
     safe,
     table,
 )
-from devtunnel.errors import DevtunnelError, ExportError, FilterSyntaxError, ReplayError
+from devtunnel.errors import DevtunnelError, ExportError, FilterSyntaxError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.net.api_shapes import capture_json, status_text
-from devtunnel.net.replay import Edit, replay
+from devtunnel.net.replay import Edit, replay_many
 
 __all__ = ["run"]
 
@@ -332,25 +332,12 @@ def _replay(args: argparse.Namespace) -> int:
     edit = _edit(args)
     store = _open(args, readonly=False)
     originals = _resolve(store, args.ids, args.filter)
-
-    async def send_all() -> list[tuple[Exchange, Exchange | ReplayError]]:
-        done: list[tuple[Exchange, Exchange | ReplayError]] = []
-        for original in originals:
-            try:
-                done.append((original, await replay(original, to=args.to, edit=edit)))
-            except ReplayError as exc:
-                done.append((original, exc))
-        return done
-
-    results = asyncio.run(send_all())
-    store.put_many(r for _, r in results if isinstance(r, Exchange))
+    # Every request is checked before the first is sent: a ReplayError means nothing went out.
+    results = asyncio.run(replay_many(originals, to=args.to, edit=edit))
+    store.put_many(results)
     failed = 0
     summaries = []
-    for original, result in results:
-        if isinstance(result, ReplayError):
-            failed += 1
-            err(f"replay of {original.id} failed: {result}")
-            continue
+    for original, result in zip(originals, results):
         summaries.append(result.summary())
         if not args.json:
             status = "ERR" if result.status is None else str(result.status)

@@ -136,8 +136,17 @@ def replay_edit(data: dict[str, Any]) -> Edit | None:
     )
 
 
-async def _replay_and_store(request: Request, original: Exchange, to: str | None, edit: Edit | None) -> Exchange:
-    result = await replay(original, to=to, edit=edit)
+def _live_tunnel(request: Request, name: str) -> Any:
+    """The running tunnel named ``name``, or None."""
+    return next((info for info in _service(request).tunnels() if info.name == name), None)
+
+
+async def _replay_and_store(request: Request, original: Exchange, to: str | None, edit: Edit | None, tunnel: Any = None) -> Exchange:
+    # Replay as the tunnel forwards: with its Host handling when it is still running.
+    tunnel = tunnel or _live_tunnel(request, original.tunnel)
+    config = getattr(tunnel, "config", None)
+    host_header = "rewrite" if getattr(config, "host_header", "preserve") == "rewrite" else "preserve"
+    result = await replay(original, to=to, edit=edit, host_header=host_header)
     service = _service(request)
     recorder = getattr(service, "recorder", None)
     if recorder is not None:
@@ -149,21 +158,21 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     return result
 
 
-def _tunnel_target(request: Request, name: str) -> str:
-    for info in _service(request).tunnels():
-        if info.name == name:
-            return str(info.target_url)
-    raise NotFoundError(f"no tunnel named {name!r}")
-
-
 async def replay_ngrok(request: Request) -> Response:
-    """``POST /api/requests/http`` ``{"id", "tunnel_name"}``: replay as ngrok does (204)."""
+    """``POST /api/requests/http`` ``{"id", "tunnel_name"}``: replay as ngrok does (204).
+
+    With ``tunnel_name`` the request goes to that tunnel's current target.
+    """
     data = await json_body(request)
     exchange_id = str_field(data, "id", required=True) or ""
     tunnel_name = str_field(data, "tunnel_name")
+    tunnel = None
+    if tunnel_name:
+        tunnel = _live_tunnel(request, tunnel_name)
+        if tunnel is None:
+            raise NotFoundError(f"no tunnel named {tunnel_name!r}")
     original = await _get(request, exchange_id)
-    to = _tunnel_target(request, tunnel_name) if tunnel_name else None
-    await _replay_and_store(request, original, to, None)
+    await _replay_and_store(request, original, tunnel.target_url if tunnel else None, None, tunnel)
     return no_content()
 
 
