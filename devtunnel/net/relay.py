@@ -310,7 +310,8 @@ class Relay:
         try:
             name = validate_name(wanted)
         except ConfigError as exc:
-            return wanted, (ErrorCode.PROTOCOL_ERROR, str(exc))
+            # NAME_TAKEN is the code for "this name is refused; retrying will not help".
+            return wanted, (ErrorCode.NAME_TAKEN, str(exc))
         holder = self._tunnels.get(name)
         if holder is not None and not hmac.compare_digest(holder.token.encode(), token.encode()):
             return name, (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")

@@ -66,7 +66,7 @@ class HttpForwarder:
         chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                length = int(value)
+                length = int(value)  # the parser accepted only digits (and surrounding blanks)
             elif name == b"transfer-encoding":
                 chunked = True
         if self.max_body and length > self.max_body:
@@ -243,6 +243,12 @@ class WebSocketForwarder:
 
     async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         """Open a WebSocket stream; accept the client on 101, else send the agent's answer."""
+        try:
+            await self._forward(tunnel, scope, receive, send, host)
+        except OSError as exc:  # uvicorn's ClientDisconnected: the client left mid-handshake
+            log.debug("tunnel %s: websocket client left: %r", tunnel.name, exc)
+
+    async def _forward(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
@@ -270,13 +276,17 @@ class WebSocketForwarder:
                 await self._deny_with_response(tunnel, stream, send)
                 return
             subprotocol, extra = websocket_accept_headers(head.headers)
-            await send(
-                {
-                    "type": "websocket.accept",
-                    "subprotocol": subprotocol.decode("latin-1") if subprotocol else None,
-                    "headers": extra,
-                }
-            )
+            try:
+                await send(
+                    {
+                        "type": "websocket.accept",
+                        "subprotocol": subprotocol.decode("latin-1") if subprotocol else None,
+                        "headers": extra,
+                    }
+                )
+            except OSError:  # the client left while the local service was answering
+                tunnel.forget(stream, complete=False)
+                raise
             pump = asyncio.get_running_loop().create_task(self._client_to_agent(tunnel, stream, receive))
             try:
                 await self._agent_to_client(tunnel, stream, send)

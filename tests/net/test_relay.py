@@ -151,6 +151,7 @@ async def test_invalid_name_is_refused_with_reason(relay: Relay) -> None:
     agent = ScriptedAgent(relay.port, token=TOKEN, name="bad_name!")
     result = await agent.connect()
     assert isinstance(result, GoAway)
+    assert result.code == ErrorCode.NAME_TAKEN  # refused for good: the agent must not retry
     assert "not a valid DNS label" in result.reason
     await agent.close()
 
