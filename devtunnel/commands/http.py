@@ -54,6 +54,10 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``http`` or ``agent`` until interrupted; returns the exit code."""
+    if args.command == "http" and not args.no_tui:
+        from devtunnel.commands.inspect import run_http  # the inspector runs this command as its child
+
+        return run_http(args)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_guarded(_main(args)))
 

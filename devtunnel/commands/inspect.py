@@ -74,8 +74,28 @@ def open_inspector(db: Path, agent_argv: list[str] | None) -> int:
     return 0
 
 
+def check_http_args(args: argparse.Namespace) -> None:
+    """Refuse bad ``http`` arguments here, with the agent's own messages, before the screen opens.
+
+    Raises:
+        ConfigError: a bad target, name, relay URL or body cap.
+    """
+    from devtunnel.net.agent import relay_connect_url
+    from devtunnel.net.names import validate_name
+    from devtunnel.net.sizes import parse_size
+    from devtunnel.net.target import parse_target
+
+    parse_target(str(args.target))
+    parse_size(str(args.body_cap))
+    if args.name:
+        validate_name(args.name)
+    if args.relay:
+        relay_connect_url(args.relay)
+
+
 def run_http(args: argparse.Namespace) -> int:
     """``devtunnel http TARGET`` with the inspector."""
+    check_http_args(args)
     return open_inspector(_db(args), http_agent_argv(args))
 
 

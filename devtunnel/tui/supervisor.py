@@ -67,6 +67,7 @@ class AgentSupervisor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._offset = 0
 
     def _set(self, **changes: object) -> None:
         self.status = replace(self.status, **changes)  # type: ignore[arg-type]
@@ -88,6 +89,8 @@ class AgentSupervisor:
                 returncode, message = None, f"could not start the agent: {exc}"
             else:
                 message = f"agent exited with code {returncode}"
+                if last := self._last_line():
+                    message += f": {last}"
             if self._stopping:
                 break
             if time.monotonic() - started > 30:
@@ -104,7 +107,7 @@ class AgentSupervisor:
         with open(self.log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(self.argv)}\n".encode())
             log.flush()
-            offset = log.tell()
+            offset = self._offset = log.tell()
             self._process = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 # its own session: a ctrl-c meant for the terminal is the inspector's to handle
@@ -119,6 +122,16 @@ class AgentSupervisor:
         elif api_url is not None:
             self._set(state="running", api_url=api_url, message="")
         return await process.wait()
+
+    def _last_line(self) -> str:
+        """The agent's last line of output in this run (usually why it stopped), cut to 200 chars."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(max(self._offset, log.seek(0, os.SEEK_END) - 4096))
+                lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+        except OSError:
+            return ""
+        return lines[-1].decode("utf-8", "replace")[:200] if lines else ""
 
     async def _wait_for_api(self, process: asyncio.subprocess.Process, offset: int) -> str | None:
         deadline = time.monotonic() + self.ready_timeout

@@ -16,7 +16,7 @@ import pytest
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, free_port
 from tests.tui.app_fixtures import inspector, screen_lines
 
 pytestmark = pytest.mark.timeout(90)
@@ -85,6 +85,23 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
                              timeout=20, what="the tunnel online")
         public_url = panel.tunnels["shop"].public_url
         assert public_url in str(panel.render())
+
+        # A tunnel on a relay that is down: it is shown reconnecting, with the next retry.
+        await pilot.press("n")
+        await async_wait_for(lambda: isinstance(app.screen, NewTunnelScreen), what="the form again")
+        app.screen.query_one("#target").value = str(service)
+        app.screen.query_one("#name").value = "elsewhere"
+        app.screen.query_one("#relay").value = f"ws://127.0.0.1:{free_port()}"
+        await pilot.press("enter")
+        await async_wait_for(lambda: panel.tunnels.get("elsewhere")
+                             and panel.tunnels["elsewhere"].state == "reconnecting", timeout=20,
+                             what="the tunnel reconnecting")
+        await async_wait_for(lambda: "reconnecting (retry in" in str(panel.render()), what="the retry time")
+        panel.focus()
+        panel.cursor = list(panel.tunnels).index("elsewhere")
+        await pilot.press("s")
+        await async_wait_for(lambda: "elsewhere" not in panel.tunnels, what="the tunnel stopped")
+        table.focus()
 
         # Traffic appears on its own, through /api/events.
         assert await _get(public_url, "/first") == 200

@@ -83,6 +83,18 @@ async def test_agent_that_never_announces_its_api_is_killed_and_retried(tmp_path
         await supervisor.stop()
 
 
+async def test_restart_message_carries_the_agents_last_words(tmp_path: Path, changes: list[AgentStatus]) -> None:
+    dying = "import sys\nprint('starting')\nprint('devtunnel: the relay refused the token', file=sys.stderr)\nsys.exit(1)\n"
+    supervisor = AgentSupervisor([sys.executable, "-c", dying], tmp_path / "agent.log", changes.append,
+                                 max_backoff=0.2)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: supervisor.status.restarts >= 1, what="the exit")
+        assert supervisor.status.message == "agent exited with code 1: devtunnel: the relay refused the token"
+    finally:
+        await supervisor.stop()
+
+
 async def test_a_command_that_cannot_start_is_reported_and_retried(tmp_path: Path,
                                                                      changes: list[AgentStatus]) -> None:
     supervisor = AgentSupervisor([str(tmp_path / "no-such-agent")], tmp_path / "agent.log", changes.append,

@@ -1,0 +1,111 @@
+"""End to end in a real terminal: ``devtunnel http PORT`` in tmux, curl through the tunnel, read the screen."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(shutil.which("tmux") is None or shutil.which("curl") is None, reason="needs tmux and curl"),
+]
+
+DEVTUNNEL = str(Path(sys.executable).with_name("devtunnel"))
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello from the local service\n"
+        self.send_response(200 if self.path != "/teapot" else 418)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def service() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+class Tmux:
+    """One tmux server on its own socket, so nothing else's sessions are touched."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def run(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10,
+                              check=check)
+        return done.stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "e2e", check=False)
+
+    def showing(self, pattern: str) -> str | None:
+        """The screen, if ``pattern`` (a regex) is on it."""
+        screen = self.screen()
+        return screen if re.search(pattern, screen) else None
+
+    def alive(self) -> bool:
+        return subprocess.run(["tmux", "-L", self.socket, "has-session", "-t", "e2e"],
+                              capture_output=True, timeout=10).returncode == 0
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    t = Tmux(f"devtunnel-e2e-{os.getpid()}")
+    yield t
+    t.run("kill-server", check=False)
+
+
+def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Path, service: int,
+                                                                    tmux: Tmux) -> None:
+    db = tmp_path / "captures.db"
+    command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
+               f"{DEVTUNNEL} http {service} --db {db} --name e2e")
+    tmux.run("new-session", "-d", "-s", "e2e", "-x", "120", "-y", "36", command)
+    tmux.run("set-option", "-t", "e2e", "remain-on-exit", "on")
+
+    screen = wait_for(lambda: tmux.showing(r"http://e2e\.localhost:\d+.*online"), timeout=45,
+                      what="the tunnel online on screen")
+    port = re.search(r"http://e2e\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
+
+    for path in ("/hello?x=[bold]1", "/teapot"):
+        done = subprocess.run(["curl", "-g", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Host: e2e.localhost:{port}",
+                               f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=15)
+        assert done.stdout in ("200", "418")
+
+    screen = wait_for(lambda: tmux.showing("/teapot"), timeout=20, what="rows on screen")
+    rows = [line for line in screen.splitlines() if "e2e" in line and "GET" in line]
+    assert any("/hello?x=[bold]1" in row and "200" in row for row in rows), screen
+    assert any("/teapot" in row and "418" in row for row in rows), screen
+    assert "following" in screen
+
+    tmux.run("send-keys", "-t", "e2e", "q")
+    wait_for(lambda: "Pane is dead" in tmux.screen() or not tmux.alive(), timeout=20, what="the inspector to exit")
+    status = tmux.run("display-message", "-p", "-t", "e2e", "#{pane_dead_status}", check=False).strip()
+    assert status in ("", "0")
+    log = (tmp_path / "state" / "devtunnel" / "agent.log").read_text()
+    assert "Forwarding http://e2e.localhost:" in log
+    # The agent went with the inspector: nothing listens on the relay port any more.
+    wait_for(lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
+                                    timeout=15).returncode != 0, timeout=15, what="the agent to stop")
