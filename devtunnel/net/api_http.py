@@ -78,6 +78,8 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "the body is not valid JSON: nested too deeply") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     return data

@@ -230,7 +230,7 @@ async def test_bad_replay_edits_are_400s_and_send_nothing(api: Api, body: dict[s
     assert len(api.seen.requests) == before
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b'"text"'])
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b'"text"', b"[" * 100_000, b'{"id": NaN'])
 async def test_malformed_json_bodies_are_400s_never_500s(api: Api, content: bytes) -> None:
     resp = await api.client.post("/api/requests/http", content=content, headers={"Content-Type": "application/json"})
     assert_error(resp, 400)
@@ -301,6 +301,18 @@ async def test_status_counts_captures(api: Api) -> None:
     data = (await api.client.get("/api/status")).json()
     assert data["requests"] == len(api.exchanges)
     assert data["db"].endswith("captures.db")
+
+
+async def test_without_recording_capture_routes_say_so(tmp_path: Path) -> None:
+    service = Service(None, None)  # type: ignore[arg-type]
+    server, port = await serve_api(service, port=0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            body = assert_error(await client.get("/api/requests/http"), 503)
+            assert "recording is off" in body["msg"]
+            assert (await client.get("/api/status")).json()["recording"] is False
+    finally:
+        await server.stop()
 
 
 # -- errors and methods --------------------------------------------------------------------
