@@ -1,0 +1,303 @@
+"""The shared core of filters: the base classes, combinators, and the functions SQL calls.
+
+Every leaf's SQL is never NULL (so ``NOT`` behaves like Python's ``not``), text folding is
+ASCII-only on both sides (SQLite's ``lower()`` and ``NOCASE``), and regexes and header matching
+call the very functions below, which the store registers on each connection (``REGEXP`` and
+``dt_headers``): the Python answer and the SQL answer are the same by construction.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from typing import ClassVar
+
+from devtunnel.capture.model import Exchange, Headers
+from devtunnel.errors import FilterSyntaxError
+
+SqlParams = list[object]
+
+
+@functools.lru_cache(maxsize=512)
+def _text_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@functools.lru_cache(maxsize=512)
+def _bytes_regex(pattern: str) -> re.Pattern[bytes]:
+    return re.compile(pattern.encode("utf-8"))
+
+
+def regexp(pattern: str, value: object) -> int:
+    """SQLite's ``value REGEXP pattern``: 1 when the regex is found in value (text or bytes).
+
+    NULL never matches. Flags travel inside the pattern (``(?i)``), so one cached compile serves
+    both the Python filter and SQL.
+    """
+    if isinstance(value, str):
+        return 1 if _text_regex(pattern).search(value) else 0
+    if isinstance(value, bytes):
+        return 1 if _bytes_regex(pattern).search(value) else 0
+    return 0
+
+
+def headers_text(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """Header fields as ``name: value`` lines joined by CRLF (what ``~h`` regexes see)."""
+    return b"\r\n".join(n + b": " + v for n, v in fields)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def headers_match(fields: Sequence[tuple[bytes, bytes]], op: str, a: str, b: str | None) -> bool:
+    """The header predicates of the language, over raw ``(name, value)`` pairs.
+
+    Args:
+        fields: the header fields.
+        op: ``"has"`` (a field named ``a``, case-insensitive; with ``b``, whose value contains
+            ``b``, case-insensitive), ``"re"`` (regex ``a`` found in the ``name: value`` lines)
+            or ``"ctype"`` (regex ``a`` found in a Content-Type value).
+        a: header name or regex pattern.
+        b: value substring for ``"has"``.
+    """
+    if op == "has":
+        name = a.lower()
+        for n, v in fields:
+            if _decode(n).lower() == name and (b is None or b.lower() in _decode(v).lower()):
+                return True
+        return False
+    if op == "re":
+        return bool(_bytes_regex(a).search(headers_text(fields)))
+    if op == "ctype":
+        rx = _bytes_regex(a)
+        return any(n.lower() == b"content-type" and rx.search(v) for n, v in fields)
+    raise ValueError(f"unknown header predicate {op!r}")
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(text: str) -> str:
+    """ASCII-only lower case: exactly what SQLite's ``lower()`` and ``NOCASE`` do."""
+    return text.translate(_ASCII_LOWER)
+
+
+def exchange_url(ex: Exchange) -> str:
+    """The URL bare words and ``~u`` search (``URL_SQL`` is the same in SQL)."""
+    return ex.url
+
+
+URL_SQL = "(e.scheme || '://' || e.host || e.target_text)"
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Filter:
+    """A compiled filter expression: ``flt(exchange) -> bool`` and ``flt.sql() -> (where, params)``.
+
+    Leaf classes describe themselves with ``syntax`` (how to write it) and ``help`` (one line);
+    ``FILTER_HELP`` is built from them.
+    """
+
+    syntax: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    cost: int = 1
+    """Rough price of one evaluation: 1 a column, 2 a regex, 3 headers, 4 bodies."""
+
+    def __call__(self, ex: Exchange) -> bool:
+        raise NotImplementedError
+
+    def sql(self) -> tuple[str, SqlParams]:
+        """A WHERE clause over ``exchanges e`` (never NULL) and its parameters."""
+        raise NotImplementedError
+
+
+class MatchAll(Filter):
+    """The empty expression: every exchange."""
+
+    syntax = "~all"
+    help = "every exchange (also the empty expression)"
+
+    def __call__(self, ex: Exchange) -> bool:
+        return True
+
+    def sql(self) -> tuple[str, SqlParams]:
+        return "1", []
+
+    def __repr__(self) -> str:
+        return "MatchAll()"
+
+
+def _cheapest_first(parts: Sequence[Filter]) -> list[Filter]:
+    # "and" and "or" short-circuit left to right in SQLite and Python alike, and no leaf is
+    # ever NULL, so the order of parts changes only the speed: let column tests cut the rows
+    # down before any regex, header or body is looked at.
+    return sorted(parts, key=lambda p: p.cost)
+
+
+class And(Filter):
+    """Every part matches."""
+
+    syntax = "A B   A and B   A & B"
+    help = "both match (writing terms side by side means and)"
+
+    def __init__(self, parts: Sequence[Filter]) -> None:
+        self.parts = _cheapest_first(parts)
+        self.cost = max(p.cost for p in self.parts)
+
+    def __call__(self, ex: Exchange) -> bool:
+        return all(p(ex) for p in self.parts)
+
+    def sql(self) -> tuple[str, SqlParams]:
+        return _join(" AND ", self.parts)
+
+    def __repr__(self) -> str:
+        return f"And({self.parts!r})"
+
+
+class Or(Filter):
+    """At least one part matches."""
+
+    syntax = "A or B   A | B"
+    help = "either matches (and binds tighter than or)"
+
+    def __init__(self, parts: Sequence[Filter]) -> None:
+        self.parts = _cheapest_first(parts)
+        self.cost = max(p.cost for p in self.parts)
+
+    def __call__(self, ex: Exchange) -> bool:
+        return any(p(ex) for p in self.parts)
+
+    def sql(self) -> tuple[str, SqlParams]:
+        return _join(" OR ", self.parts)
+
+    def __repr__(self) -> str:
+        return f"Or({self.parts!r})"
+
+
+class Not(Filter):
+    """The inner filter does not match."""
+
+    syntax = "not A   -A   !A"
+    help = "does not match"
+
+    def __init__(self, inner: Filter) -> None:
+        self.inner = inner
+        self.cost = inner.cost
+
+    def __call__(self, ex: Exchange) -> bool:
+        return not self.inner(ex)
+
+    def sql(self) -> tuple[str, SqlParams]:
+        where, params = self.inner.sql()
+        return f"(NOT {where})", params
+
+    def __repr__(self) -> str:
+        return f"Not({self.inner!r})"
+
+
+def _join(sep: str, parts: Sequence[Filter]) -> tuple[str, SqlParams]:
+    clauses: list[str] = []
+    params: SqlParams = []
+    for p in parts:
+        where, ps = p.sql()
+        clauses.append(where)
+        params.extend(ps)
+    return "(" + sep.join(clauses) + ")", params
+
+
+class Leaf(Filter):
+    """A filter with one value, built by ``build(value, position)`` from the parsed text."""
+
+    code: ClassVar[str] = ""
+    """The field name (``method``) or mitmproxy code (``~m``)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({vars(self)!r})"
+
+
+def headers_sql(op: str, a: str, b: str | None, sides: str) -> tuple[str, SqlParams]:
+    cols = {"both": ("h.req", "h.res"), "request": ("h.req",), "response": ("h.res",)}[sides]
+    test = " OR ".join(f"dt_headers({c}, ?, ?, ?)" for c in cols)
+    return (
+        f"EXISTS (SELECT 1 FROM heads h WHERE h.id = e.id AND ({test}))",
+        [x for _ in cols for x in (op, a, b)],
+    )
+
+
+def headers_of(ex: Exchange, sides: str) -> list[Headers]:
+    out: list[Headers] = []
+    if sides in ("both", "request"):
+        out.append(ex.request.headers)
+    if sides in ("both", "response") and ex.response is not None:
+        out.append(ex.response.headers)
+    return out
+
+
+def bodies_sql(test: str, sides: str, params: SqlParams) -> tuple[str, SqlParams]:
+    cols = {"both": ("b.req", "b.res"), "request": ("b.req",), "response": ("b.res",)}[sides]
+    clause = " OR ".join(test.format(col=c) for c in cols)
+    return (
+        f"EXISTS (SELECT 1 FROM bodies b WHERE b.id = e.id AND ({clause}))",
+        [p for _ in cols for p in params],
+    )
+
+
+def bodies_of(ex: Exchange, sides: str) -> list[bytes]:
+    out: list[bytes] = []
+    if sides in ("both", "request"):
+        out.append(ex.request.body)
+    if sides in ("both", "response") and ex.response is not None:
+        out.append(ex.response.body)
+    return out
+
+
+
+class RegexLeaf(Leaf):
+    """A mitmproxy-style regex filter; ``flags`` are carried inside the pattern."""
+
+    flags: ClassVar[str] = ""
+    """Inline flags (``i``, ``m``, ``s``) added in front of the user's pattern."""
+    binary: ClassVar[bool] = False
+    cost = 2
+
+    def __init__(self, pattern: str) -> None:
+        self.user_pattern = pattern
+        self.pattern = (f"(?{self.flags})" if self.flags else "") + pattern
+
+    def _search(self, value: str | bytes) -> bool:
+        return bool(regexp(self.pattern, value))
+
+
+class ColumnRegex(RegexLeaf):
+    column: ClassVar[str] = ""
+
+    def _value(self, ex: Exchange) -> str | None:
+        raise NotImplementedError
+
+    def __call__(self, ex: Exchange) -> bool:
+        value = self._value(ex)
+        return value is not None and self._search(value)
+
+    def sql(self) -> tuple[str, SqlParams]:
+        return f"({self.column} REGEXP ?)", [self.pattern]
+
+
+def _check_regex(pattern: str, flags: str, binary: bool, pos: int) -> None:
+    inline = re.IGNORECASE * ("i" in flags) | re.MULTILINE * ("m" in flags) | re.DOTALL * ("s" in flags)
+    try:
+        re.compile(pattern.encode("utf-8") if binary else pattern, inline)
+    except re.error as exc:
+        raise FilterSyntaxError(f"bad regular expression: {exc.msg}", pos + (exc.pos or 0)) from exc
+
+
+def build_regex(cls: type[RegexLeaf], pattern: str, pos: int) -> RegexLeaf:
+    if pattern == "":
+        raise FilterSyntaxError(f"{cls.code} expects a regular expression", pos)
+    _check_regex(pattern, cls.flags, cls.binary, pos)
+    return cls(pattern)
