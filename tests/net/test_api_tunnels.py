@@ -125,6 +125,7 @@ async def test_ngrok_replay_through_a_named_tunnel_goes_to_its_target(agent: Age
         ({"addr": "not a target!"}, 400),
         ({"addr": "8080", "host_header": "example.com"}, 400),
         ({"addr": ["8080"]}, 400),
+        ({"addr": "8080", "relay": "ftp://relay.example"}, 400),
     ],
 )
 async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, body: dict[str, Any], status: int) -> None:
