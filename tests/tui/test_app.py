@@ -197,3 +197,23 @@ async def test_missing_database_opens_empty_and_quits_with_q(tmp_path: Path) -> 
         await pilot.press("q")
         await async_wait_for(lambda: not app.is_running, what="the app to exit")
     assert not (tmp_path / "nothing-here.db").exists()
+
+
+async def test_ctrl_c_quits_even_from_the_filter_input(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("slash", "x", "ctrl+c")
+        await async_wait_for(lambda: not app.is_running, what="the app to exit")
+
+
+async def test_a_palette_command_runs_its_action(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 12)
+        commands = {command.title: command for command in app.get_system_commands(app.screen)}
+        await pilot.press("up", "up")
+        await commands["Mark"].callback()
+        assert table.marked == {fixed_id(9)}
+        await commands["Follow"].callback()
+        assert table.following and table.current_id == fixed_id(11)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from devtunnel.net.replay import Edit
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
@@ -114,6 +115,15 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         await async_wait_for(lambda: len(table.ids) == 2 and table.cached_row(table.ids[1]), what="the replay")
         assert table.cached_row(table.ids[1]).replay_of == table.ids[0]  # type: ignore[union-attr]
 
+        # An edited replay goes through the API with its changes.
+        original = await app.backend.get(table.ids[0])
+        edited = await app.backend.replay(original, Edit(method="PUT", target=b"/edited?x=1",
+                                                         headers=[("X-Edit", "yes")], body=b"\x00binary"))
+        assert (edited.request.method, edited.request.target, edited.request.body) == ("PUT", b"/edited?x=1",
+                                                                                      b"\x00binary")
+        assert edited.request.headers.get("x-edit") == "yes" and edited.replay_of == original.id
+        await async_wait_for(lambda: len(table.ids) == 3, what="the edited replay on the table")
+
         # The agent dies: it is started again, the tunnel comes back under its name, nothing is lost.
         first_pid = supervisor.status.pid
         assert first_pid is not None
@@ -124,7 +134,7 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         await async_wait_for(lambda: panel.tunnels.get("shop") and panel.tunnels["shop"].state == "online"
                              and panel.tunnels["shop"].public_url, timeout=20, what="the tunnel back")
         assert await _get(panel.tunnels["shop"].public_url, "/after-restart") == 200
-        await async_wait_for(lambda: len(table.ids) == 3, timeout=20, what="traffic after the restart")
+        await async_wait_for(lambda: len(table.ids) == 4, timeout=20, what="traffic after the restart")
 
         second_pid = supervisor.status.pid
         assert second_pid is not None and second_pid != first_pid

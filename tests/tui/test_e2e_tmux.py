@@ -109,3 +109,17 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
     # The agent went with the inspector: nothing listens on the relay port any more.
     wait_for(lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
                                     timeout=15).returncode != 0, timeout=15, what="the agent to stop")
+
+
+def test_inspect_command_shows_stored_captures_without_an_agent(tmp_path: Path, tmux: Tmux) -> None:
+    from tests.tui.app_fixtures import fill, traffic
+
+    db = fill(tmp_path / "captures.db", traffic(12))
+    command = f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color {DEVTUNNEL} inspect --db {db}"
+    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
+    tmux.run("set-option", "-t", "e2e", "remain-on-exit", "on")
+    screen = wait_for(lambda: tmux.showing("/health"), timeout=30, what="the stored rows")
+    assert "stored captures (no agent)" in screen and "/webhooks/stripe" in screen
+    tmux.run("send-keys", "-t", "e2e", "q")
+    wait_for(lambda: "Pane is dead" in tmux.screen() or not tmux.alive(), timeout=20, what="the inspector to exit")
+    assert not (tmp_path / "state" / "devtunnel" / "agent.log").exists()

@@ -401,6 +401,8 @@ class RequestTable(ScrollView, can_focus=True):
                 self._want(index)
             strip = self._render_row(exchange_id, row, columns, width, base, is_cursor)
             if row is not None:
+                if len(self._lines) > self.CACHE_ROWS:
+                    self._lines.clear()  # rendered lines are cheap to redo; memory is bounded
                 self._lines[key] = strip
         return strip
 
