@@ -141,7 +141,8 @@ def main() -> int:
         stored = store.count()
         rate = made / write_time
         print(f"exchanges stored: {stored:,}")
-        print(f"recorder:   {rate:,.0f} exchanges/s from submit() to committed; submit() {submit_time / made * 1e6:.1f} us each")
+        print(f"recorder:   {rate:,.0f} exchanges/s from submit() to committed; "
+              f"submit() {submit_time / made * 1e6:.1f} us each")
         print(f"baseline:   {base_rate:,.0f} rows/s plain executemany of the same rows into one table "
               f"(recorder/baseline = {rate / base_rate:.2f})")
 
@@ -154,9 +155,9 @@ def main() -> int:
         for expression in EXPRESSIONS:
             flt = parse(expression)
             matches = len(store.ids(flt))
-            ids_time = timed(lambda: store.ids(flt))
-            count_time = timed(lambda: store.count(flt))
-            py_time = timed(lambda: [ex for ex in sample if flt(ex)]) * (stored / max(len(sample), 1))
+            ids_time = timed(lambda f=flt: store.ids(f))
+            count_time = timed(lambda f=flt: store.count(f))
+            py_time = timed(lambda f=flt: [ex for ex in sample if f(ex)]) * (stored / max(len(sample), 1))
             print(f"{expression:55} {matches:8,} {ids_time * 1000:8.1f} {count_time * 1000:9.1f} "
                   f"{ids_time / scan:7.1f} {py_time * 1000:15.1f}")
         print()

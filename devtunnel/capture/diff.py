@@ -275,7 +275,7 @@ def _binary_section(title: str, a: bytes, b: bytes) -> SectionDiff:
     sha_a, sha_b = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
     first: int | None = None
     if a != b:
-        first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     section = SectionDiff(title, "binary", identical=a == b, size_a=len(a), size_b=len(b),
                           sha_a=sha_a, sha_b=sha_b, first_difference=first)
     if first is None:

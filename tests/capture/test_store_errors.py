@@ -16,6 +16,7 @@ from devtunnel.capture.model import Exchange, Request, new_id
 from devtunnel.capture.store import Store
 from devtunnel.errors import StoreError
 
+
 def make() -> Exchange:
     return Exchange(id=new_id(), tunnel="web", started_at=time.time(), request=Request(body=b"kept"))
 
