@@ -16,7 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
-from devtunnel.capture.filters import parse
+from devtunnel.capture.filters import And, Filter, parse
+from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError
 from devtunnel.export import EXPORTERS, export
@@ -40,19 +41,10 @@ def _store(request: Request) -> Any:
     return store
 
 
-def tunnel_filter(expression: str, tunnel_name: str | None) -> Any:
-    """The compiled filter for ``filter=`` narrowed to one tunnel.
-
-    The user's expression is parsed on its own first, so an error's position is a column of
-    what the user wrote.
-    """
+def tunnel_filter(expression: str, tunnel_name: str | None) -> Filter:
+    """The compiled ``filter=`` expression, narrowed to one tunnel when ``tunnel_name`` is given."""
     flt = parse(expression)
-    if not tunnel_name:
-        return flt
-    if any(ch in tunnel_name for ch in '"\\') or not tunnel_name.isprintable():
-        raise ApiError(400, f"invalid tunnel name {tunnel_name!r}")
-    scoped = f'tunnel:"{tunnel_name}"'
-    return parse(f"{scoped} ({expression})" if expression.strip() else scoped)
+    return And([Tunnel(tunnel_name), flt]) if tunnel_name else flt
 
 
 async def _get(request: Request, exchange_id: str) -> Exchange:

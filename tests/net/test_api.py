@@ -447,3 +447,10 @@ async def test_serve_api_takes_the_next_free_port(tmp_path: Path) -> None:
         taken.close()
         recorder.close()
         store.close()
+
+
+async def test_tunnel_name_with_quotes_and_spaces_is_matched_literally(api: Api) -> None:
+    odd = make_exchange(tunnel='say "hi" (http)')
+    api.store.put(odd)
+    data = (await api.client.get("/api/requests/http", params={"tunnel_name": 'say "hi" (http)', "filter": "method:POST"})).json()
+    assert [r["id"] for r in data["requests"]] == [odd.id]
