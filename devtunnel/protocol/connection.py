@@ -186,9 +186,8 @@ class Connection:
         self._goaway_received = False
         self._error: ProtocolError | None = None
 
-        self._pending: list[bytes] = []  # pieces of one incomplete frame, never more
-        self._pending_size = 0
-        self._need = f.HEADER_SIZE  # bytes the buffered frame needs before it can be parsed
+        self._buffer = bytearray()  # one incomplete frame, never more; sized for it once known
+        self._filled = 0  # bytes of it received so far
         self._out: list[bytes | memoryview] = []  # frames and frame pieces, in order
 
         limits = [max_frame_size] * 256
@@ -476,41 +475,23 @@ class Connection:
             raise ProtocolError(f"the tunnel connection already failed: {self._error}", code=self._error.code)
         if not data:
             return []
-        pending = self._pending
-        if pending:
-            # Collect pieces of the incomplete frame and join them once, when it is complete:
-            # growing one buffer piece by piece would copy a large frame again at every step.
-            pending.append(data if type(data) is bytes else bytes(data))
-            self._pending_size += len(data)
-            if self._pending_size < self._need:
-                return []
-            src = b"".join(pending)
-            pending.clear()
-            self._pending_size = 0
-        elif len(data) < self._need:
-            pending.append(bytes(data))
-            self._pending_size = len(data)
-            return []
-        else:
-            src = data if type(data) is bytes else bytes(data)
         events: list[Event] = []
-        pos = 0
-        end = 0
-        size = len(src)
-        limits = self._limits
-        unpack = _HEADER.unpack_from
         try:
+            pos = self._complete_buffered(data, events) if self._filled else 0
+            if pos < 0:
+                return events
+            # Parse straight from the caller's bytes: each payload is copied once, into its event.
+            src = data if type(data) is bytes else bytes(data)
+            size = len(src)
+            end = pos
+            limits = self._limits
+            unpack = _HEADER.unpack_from
             while size - pos >= 9:
                 first, flags, stream_id = unpack(src, pos)
                 length = first >> 8
                 ftype = first & 0xFF
-                if length > limits[ftype]:
-                    raise ProtocolError(
-                        f"frame of type {ftype} on stream {stream_id & f.MAX_STREAM_ID} announces {length} bytes,"
-                        f" more than the limit of {limits[ftype]}"
-                    )
-                if stream_id > f.MAX_STREAM_ID:
-                    raise ProtocolError("the reserved high bit of a stream id is set")
+                if length > limits[ftype] or stream_id > f.MAX_STREAM_ID:
+                    self._check_header(length, ftype, stream_id)
                 end = pos + 9 + length
                 if end > size:
                     break
@@ -518,17 +499,68 @@ class Connection:
                 if handler is not None:  # unknown frame types are skipped
                     handler(flags, stream_id, src[pos + 9 : end], events)
                 pos = end
+            tail = size - pos
+            if tail:
+                # Keep the incomplete frame in a buffer of exactly its size (just the header's
+                # size while the length is still unknown): it never grows piece by piece.
+                buffer = bytearray(end - pos if tail >= 9 else f.HEADER_SIZE)
+                buffer[:tail] = memoryview(src)[pos:]
+                self._buffer = buffer
+                self._filled = tail
         except ProtocolError as exc:
             self._fail(exc)
             raise
-        if pos < size:
-            # Keep a copy of only the incomplete tail, never a view that pins all of ``src``.
-            pending.append(src[pos:])
-            self._pending_size = size - pos
-            self._need = end - pos if size - pos >= 9 else f.HEADER_SIZE
-        else:
-            self._need = f.HEADER_SIZE
         return events
+
+    def _complete_buffered(self, data: bytes, events: list[Event]) -> int:
+        """Add ``data`` to the buffered frame; once it is complete, handle it.
+
+        Returns how many bytes of ``data`` it took, or -1 if the frame is still incomplete.
+        """
+        buffer = self._buffer
+        filled = self._filled
+        view = memoryview(data)
+        size = len(view)
+        used = 0
+        while True:
+            take = min(len(buffer) - filled, size - used)
+            buffer[filled : filled + take] = view[used : used + take]
+            filled += take
+            used += take
+            if filled < len(buffer):
+                self._filled = filled
+                return -1
+            first, flags, stream_id = _HEADER.unpack_from(buffer)
+            length = first >> 8
+            ftype = first & 0xFF
+            if len(buffer) == f.HEADER_SIZE:
+                # The header just completed: check it before making room for the payload.
+                self._check_header(length, ftype, stream_id)
+                if length:
+                    grown = bytearray(f.HEADER_SIZE + length)
+                    grown[: f.HEADER_SIZE] = buffer
+                    buffer = self._buffer = grown
+                    continue
+            break
+        self._buffer = bytearray()
+        self._filled = 0
+        handler = self._handlers.get(ftype)
+        if handler is not None:
+            with memoryview(buffer) as frame:
+                payload = bytes(frame[f.HEADER_SIZE :])
+            handler(flags, stream_id, payload, events)
+        return used
+
+    def _check_header(self, length: int, ftype: int, stream_id: int) -> None:
+        """Refuse a frame by its header alone: too long for its type, or a reserved bit set."""
+        limit = self._limits[ftype]
+        if length > limit:
+            raise ProtocolError(
+                f"frame of type {ftype} on stream {stream_id & f.MAX_STREAM_ID} announces {length} bytes,"
+                f" more than the limit of {limit}"
+            )
+        if stream_id > f.MAX_STREAM_ID:
+            raise ProtocolError("the reserved high bit of a stream id is set")
 
     def data_to_send(self) -> bytes:
         """Every byte queued since the last call (may be empty)."""
@@ -553,8 +585,11 @@ class Connection:
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete frame held until the rest arrives."""
-        return self._pending_size
+        """Memory held for an incomplete frame: its whole size once its header has arrived.
+
+        Never more than the largest frame this side accepts plus its 9-byte header.
+        """
+        return len(self._buffer)
 
     # -- helpers -----------------------------------------------------------------
     def _queue_head(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
@@ -586,9 +621,8 @@ class Connection:
 
     def _fail(self, exc: ProtocolError) -> None:
         self._error = exc
-        self._pending = []
-        self._pending_size = 0
-        self._need = f.HEADER_SIZE
+        self._buffer = bytearray()
+        self._filled = 0
         try:
             code = ErrorCode(exc.code)
         except ValueError:

@@ -185,3 +185,16 @@ def test_damaged_heads_are_protocol_errors_or_heads(fields: tuple, cut: int, fli
     feed(agent, [f.frame(f.REQUEST, 0, 7, request)])
     response = damage(f.encode_response(200, b"OK", b"1.1", fields), cut, flip)
     feed(relay, [f.frame(f.RESPONSE, 0, 1, response)])
+
+
+def test_a_large_frame_trickling_in_is_held_in_one_buffer_of_its_size() -> None:
+    relay, agent = busy_pair()
+    frame = f.frame(f.DATA, 0, 1, bytes(range(256)) * 8)  # 2048 bytes, the limit
+    held = []
+    for i in range(len(frame) - 1):
+        assert agent.receive_data(frame[i : i + 1]) == []
+        held.append(agent.buffered)
+    [event] = agent.receive_data(frame[-1:])
+    assert event.data == bytes(range(256)) * 8
+    assert held[:8] == [f.HEADER_SIZE] * 8 and set(held[8:]) == {len(frame)}
+    assert agent.buffered == 0
