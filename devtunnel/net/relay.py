@@ -237,7 +237,7 @@ class Relay:
             return
         except ProtocolError as exc:
             log.info("agent %s refused: %s", peer, exc)
-            await _refuse(conn, send, None, "")
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc))  # keeps a GOAWAY already queued
             return
         if hello is None:
             return
@@ -253,15 +253,16 @@ class Relay:
             log.info("agent %s refused: %s", peer, reason)
             await _refuse(conn, send, code, reason)
             return
+        # Take the name before any await, so no other agent can slip in between.
         old = self._tunnels.pop(name, None)
-        if old is not None:
-            await old.disconnect(ErrorCode.NO_ERROR, "replaced by a new connection with the same token", 1000)
         tunnel = Tunnel(name, token, conn, send, peer)
         self._tunnels[name] = tunnel
         conn.send_welcome(name, self.public_url_for(name), {"relay": f"devtunnel {__version__}"})
         tunnel.start_writer()
         tunnel.flush()
         log.info("tunnel %s online for agent %s (%s)", name, peer, self.public_url_for(name))
+        if old is not None:
+            await old.disconnect(ErrorCode.NO_ERROR, "replaced by a new connection with the same token", 1000)
         reason = "the agent disconnected"
         try:
             while True:
@@ -332,10 +333,9 @@ async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
                 return event
 
 
-async def _refuse(conn: Connection, send: Send, code: ErrorCode | None, reason: str) -> None:
-    """Send a GOAWAY (``code`` None: the one the connection already queued) and close."""
-    if code is not None:
-        conn.send_goaway(code, reason)
+async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str) -> None:
+    """Send a GOAWAY (unless the connection already queued one) and close."""
+    conn.send_goaway(code, reason)
     data = conn.data_to_send()
     try:
         if data:

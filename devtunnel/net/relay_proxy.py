@@ -111,7 +111,7 @@ class HttpForwarder:
                 if not uploader.done():
                     uploader.cancel()
                     request_sent = False
-                elif uploader.cancelled() or not uploader.result():
+                elif uploader.cancelled() or uploader.exception() is not None or not uploader.result():
                     request_sent = False
             tunnel.forget(stream, complete=responded and request_sent)
 
@@ -214,7 +214,7 @@ class HttpForwarder:
         elif failure.code == ErrorCode.REFUSED_STREAM:
             await send_plain(send, 503, f"tunnel {tunnel.name} is busy: {failure.reason}\n")
         elif tunnel.closed:
-            await send_plain(send, 502, f"tunnel {tunnel.name} went offline before answering ({failure.reason})\n")
+            await send_plain(send, 502, f"tunnel {tunnel.name} went offline before answering\n")
         else:
             await send_plain(send, 502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
 

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import websockets
 
 from devtunnel.net import relay as relay_module
-from devtunnel.net.relay import Relay
-from devtunnel.protocol.connection import ErrorCode
+from devtunnel.net.relay import CONNECT_PATH, Relay
+from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import GoAway
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, ScriptedAgent, connect_agent, running_relay
@@ -172,3 +173,37 @@ async def test_stopping_the_relay_tells_agents_to_reconnect() -> None:
     assert agent.goaway is not None
     assert agent.goaway.code == ErrorCode.SHUTTING_DOWN
     await agent.close()
+
+
+async def _goaway_after(relay: Relay, payload: bytes | str | None) -> GoAway:
+    """Open the agent WebSocket, send ``payload`` (None: nothing), return the relay's GOAWAY."""
+    conn = Connection(Role.AGENT)
+    async with websockets.connect(f"ws://127.0.0.1:{relay.port}{CONNECT_PATH}", ping_interval=None) as ws:
+        if payload is not None:
+            await ws.send(payload)
+        message = await asyncio.wait_for(ws.recv(), 10)
+        assert isinstance(message, bytes)
+        events = conn.receive_data(message)
+    goaways = [e for e in events if isinstance(e, GoAway)]
+    assert goaways, events
+    return goaways[0]
+
+
+async def test_agent_sending_text_instead_of_frames_is_refused_with_reason(relay: Relay) -> None:
+    goaway = await _goaway_after(relay, "hello?")
+    assert goaway.code == ErrorCode.PROTOCOL_ERROR
+    assert "text WebSocket message" in goaway.reason
+
+
+async def test_agent_speaking_another_protocol_version_is_refused(relay: Relay) -> None:
+    other = Connection(Role.AGENT, versions=(99,))
+    other.send_hello(TOKEN, "demo")
+    goaway = await _goaway_after(relay, other.data_to_send())
+    assert goaway.code == ErrorCode.UNSUPPORTED_VERSION
+
+
+async def test_agent_silent_after_connecting_is_refused_after_head_timeout() -> None:
+    async with running_relay(head_timeout=0.2) as relay:
+        goaway = await _goaway_after(relay, None)
+    assert goaway.code == ErrorCode.PROTOCOL_ERROR
+    assert "no HELLO" in goaway.reason
