@@ -24,7 +24,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange, Request
 from devtunnel.errors import ExportError
@@ -62,12 +62,17 @@ def _base(exchange: Exchange, url_base: str | None) -> tuple[str, str, str]:
             raise ExportError(
                 f"exchange {exchange.id} has no usable Host header or target URL; pass base_url= to say where to send it"
             )
-    parts = urlsplit(url_base)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ExportError(f"{url_base!r} is not an http:// or https:// URL")
-    if safe_text(url_base.encode("utf-8", "surrogatepass"), allow="") is None:
-        raise ExportError(f"{url_base!r} contains control characters")
+    parts = _checked_url(url_base)
     return parts.scheme, parts.netloc, parts.path.rstrip("/")
+
+
+def _checked_url(url: str) -> SplitResult:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ExportError(f"{url!r} is not an http:// or https:// URL")
+    if safe_text(url.encode("utf-8", "surrogatepass"), allow="") is None:
+        raise ExportError(f"{url!r} contains control characters")
+    return parts
 
 
 def _config_string(raw: bytes) -> bytes:
@@ -100,9 +105,7 @@ class _Command:
 def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: str | None) -> None:
     request = exchange.request
     if url is not None:
-        parsed = urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ExportError(f"{url!r} is not an http:// or https:// URL")
+        _checked_url(url)
         full_url = url
     else:
         scheme, netloc, prefix = _base(exchange, base_url)

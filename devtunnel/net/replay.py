@@ -76,7 +76,9 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
-def _header_changes(change: HeaderEdit) -> list[tuple[str, HeaderValue]]:
+def _header_changes(
+    change: Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]],
+) -> list[tuple[str, HeaderValue]]:
     if isinstance(change, Mapping):
         return list(change.items())
     return [(name, value) for name, value in change]

@@ -93,6 +93,8 @@ def test_url_and_base_url_options() -> None:
         curl(ex, url="http://a/", base_url="http://b")
     with pytest.raises(ExportError, match="not an http"):
         curl(ex, base_url="file:///etc")
+    with pytest.raises(ExportError, match="control characters"):
+        curl(ex, url="http://a.example/\x1b[2J")
 
 
 def test_without_a_usable_host_the_target_url_is_used_then_an_error() -> None:
