@@ -31,16 +31,12 @@ from devtunnel.commands.output import (
     safe,
     table,
 )
-from devtunnel.errors import DevtunnelError, ExportError, FilterSyntaxError
+from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.net.api_shapes import capture_json, status_text
 from devtunnel.net.replay import Edit, replay_many
 
 __all__ = ["run"]
-
-
-class _Usage(DevtunnelError):
-    """The command line asks for something that cannot be done (reported, exit 1 or 2)."""
 
 
 def _db_path(args: argparse.Namespace) -> Path:
@@ -51,7 +47,7 @@ def _db_path(args: argparse.Namespace) -> Path:
 def _open(args: argparse.Namespace, *, readonly: bool = True) -> Store:
     path = _db_path(args)
     if not path.exists():
-        raise _Usage(f"no captures yet at {path}")
+        raise StoreError(f"no captures yet at {path}")
     return Store(path, readonly=readonly)
 
 
@@ -59,22 +55,22 @@ def _filter(expression: str) -> Any:
     try:
         return parse(expression)
     except FilterSyntaxError as exc:
-        raise _Usage(f"invalid filter {expression!r}: {exc}") from exc
+        raise ConfigError(f"invalid filter {expression!r}: {exc}") from exc
 
 
 def _resolve(store: Store, ids: list[str], expression: str) -> list[Exchange]:
     """The exchanges named by ``ids`` (unique prefixes allowed) or matching ``expression``, oldest first."""
     if ids and expression:
-        raise _Usage("give exchange ids or --filter, not both")
+        raise ConfigError("give exchange ids or --filter, not both")
     if ids:
         found = {ex.id: ex for ex in (store.get(i) for i in ids)}
         return [found[k] for k in sorted(found)]
     if expression:
         exchanges = store.query(_filter(expression))
         if not exchanges:
-            raise _Usage(f"no exchange matches {expression!r}")
+            raise NotFoundError(f"no exchange matches {expression!r}")
         return exchanges
-    raise _Usage("give one or more exchange ids, or --filter EXPR")
+    raise ConfigError("give one or more exchange ids, or --filter EXPR")
 
 
 # requests ------------------------------------------------------------------------------
@@ -122,7 +118,7 @@ _REQUEST_COLUMNS = [
 def _requests(args: argparse.Namespace) -> int:
     flt = _filter(args.filter)
     if args.limit < 0:
-        raise _Usage("--limit must be 0 (all) or more")
+        raise ConfigError("--limit must be 0 (all) or more")
     store = _open(args)
     rows = store.rows(flt, limit=args.limit or None, newest_first=True)
     rows.reverse()  # the newest N, printed oldest first like a log
@@ -247,7 +243,7 @@ def _write(path: Path, data: bytes) -> None:
     try:
         path.write_bytes(data)
     except OSError as exc:
-        raise _Usage(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _side_file(folder: Path, name: str) -> Path:
@@ -260,10 +256,10 @@ def _side_file(folder: Path, name: str) -> Path:
 
 def _export(args: argparse.Namespace) -> int:
     if args.format not in EXPORTERS:
-        raise _Usage(f"unknown format {args.format!r}; use one of {', '.join(sorted(EXPORTERS))}")
+        raise ConfigError(f"unknown format {args.format!r}; use one of {', '.join(sorted(EXPORTERS))}")
     out = Path(args.output) if args.output else None
     if out is not None and out.is_dir():
-        raise _Usage(f"cannot write {out}: it is a folder")
+        raise ExportError(f"cannot write {out}: it is a folder")
     folder = out.parent if out is not None else Path(".")
     store = _open(args)
     exchanges = _resolve(store, args.ids, args.filter)
@@ -294,7 +290,7 @@ def _edit(args: argparse.Namespace) -> Edit | None:
         name, sep, value = spec.partition(":")
         name, value = name.strip(), value.strip()
         if not sep or not name or " " in name:
-            raise _Usage(f"--header takes 'NAME: VALUE' (or 'NAME:' to delete), not {spec!r}")
+            raise ConfigError(f"--header takes 'NAME: VALUE' (or 'NAME:' to delete), not {spec!r}")
         headers.append((name, value or None))
     body: bytes | None = None
     if args.body is not None:
@@ -302,11 +298,11 @@ def _edit(args: argparse.Namespace) -> Edit | None:
             try:
                 body = Path(args.body[1:]).read_bytes()
             except OSError as exc:
-                raise _Usage(f"cannot read {args.body[1:]}: {exc.strerror or exc}") from exc
+                raise ConfigError(f"cannot read {args.body[1:]}: {exc.strerror or exc}") from exc
         else:
             body = args.body.encode("utf-8")
     if args.path is not None and not args.path.startswith("/"):
-        raise _Usage(f"--path must start with /, not {args.path!r}")
+        raise ConfigError(f"--path must start with /, not {args.path!r}")
     if args.method is None and args.path is None and not headers and body is None:
         return None
     return Edit(
@@ -328,7 +324,7 @@ def _diff_hint(original: Exchange, result: Exchange) -> str:
 
 def _replay(args: argparse.Namespace) -> int:
     if args.to is not None and not args.to.startswith(("http://", "https://")):
-        raise _Usage(f"--to must be an http:// or https:// URL, not {args.to!r}")
+        raise ConfigError(f"--to must be an http:// or https:// URL, not {args.to!r}")
     edit = _edit(args)
     store = _open(args, readonly=False)
     originals = _resolve(store, args.ids, args.filter)
