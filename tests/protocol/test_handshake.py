@@ -264,3 +264,15 @@ def test_our_limits_override_same_named_keys_the_caller_put_in_info() -> None:
     [hello] = exchange(agent, relay)
     assert isinstance(hello, Hello)
     assert hello.info["initial_window"] == 5000 and hello.info["note"] == "kept"
+
+
+def test_welcome_and_the_first_request_may_arrive_in_one_message() -> None:
+    relay = Connection(Role.RELAY)
+    agent = Connection(Role.AGENT)
+    agent.send_hello("tok", "n")
+    exchange(agent, relay)
+    relay.send_welcome("n", "http://n.localhost")
+    sid = relay.open_request(b"GET", b"/first", b"1.1", (), end_stream=True)
+    events = exchange(relay, agent)
+    assert [type(e).__name__ for e in events] == ["Welcome", "RequestReceived"]
+    assert events[1].stream_id == sid
