@@ -13,8 +13,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -70,8 +69,6 @@ class RelaySettings:
     """Concurrent requests per tunnel; more get 503."""
     shutdown_timeout: float = 3.0
     """Seconds ``stop`` waits for requests in flight."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Additional ``uvicorn.Config`` keyword arguments (e.g. ``backlog``)."""
 
     @property
     def tls(self) -> bool:
@@ -138,7 +135,6 @@ class Relay:
             timeout_graceful_shutdown=max(1, int(s.shutdown_timeout)),
             ssl_certfile=s.tls_cert,
             ssl_keyfile=s.tls_key,
-            **s.extra,
         )
         try:
             config.load()

@@ -161,3 +161,13 @@ def test_relay_listening_line_shows_https_with_tls(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_unusable_tls_files_give_one_line_error_and_exit_2(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+    result = run_relay("--listen", f"127.0.0.1:{free_port()}", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert result.returncode == 2
+    assert "cannot use the TLS certificate" in result.stderr
+    assert "Traceback" not in result.stderr
