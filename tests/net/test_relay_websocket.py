@@ -148,3 +148,37 @@ async def test_tls_serves_https_and_wss_with_https_public_urls(certs: tuple[Path
 async def test_public_url_setting_makes_https_urls_behind_a_proxy() -> None:
     async with running_relay(public_url="https://tunnel.example.com", domain="tunnel.example.com") as relay:
         assert relay.public_url_for("payments") == "https://payments.tunnel.example.com"
+
+
+async def test_websocket_message_larger_than_the_window_arrives_whole(relay: Relay) -> None:
+    fragments: list[int] = []
+
+    async def measure(request: AgentRequest) -> None:
+        conn = request.agent.conn
+        request.respond(101, [])
+        parts: list[bytes] = []
+        while True:
+            event = await request.inbox.get()
+            if isinstance(event, WebSocketClosed):
+                return
+            assert isinstance(event, WebSocketMessageReceived)
+            fragments.append(len(event.data))
+            parts.append(event.data)
+            conn.acknowledge(request.id, len(event.data), flush=True)
+            if event.fin:
+                message = b"".join(parts)
+                parts.clear()
+                # answer in two fragments, which the relay must join into one message
+                conn.send_ws_message(request.id, b"%d " % len(message), text=True, fin=False)
+                conn.send_ws_message(request.id, b"%d" % message.count(b"z"), text=True, fin=True)
+            request.agent.flush()
+
+    agent = await connect_agent(relay, handler=measure, initial_window=256 << 10)
+    try:
+        async with connect(ws_url(relay), max_size=None) as ws:
+            await ws.send(b"z" * (3 << 20))
+            assert await asyncio.wait_for(ws.recv(), 10) == f"{3 << 20} {3 << 20}"
+        assert max(fragments) <= 256 << 10
+        assert len(fragments) >= 12
+    finally:
+        await agent.close()
