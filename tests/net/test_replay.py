@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import gzip
 import socket
-from collections.abc import Iterator
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
+import uvicorn
 
 from devtunnel.capture.model import Headers, WsMessage
 from devtunnel.errors import ReplayError
 from devtunnel.net.replay import Edit, replay, replay_many
 from tests.export.rawserver import RawServer
 from tests.export.support import make_exchange
-from tests.helpers import free_port
+from tests.helpers import async_wait_for, free_port
 
 JSON_EVENT = b'{"type": "invoice.paid", "id": "evt_1"}'
 
@@ -243,3 +249,60 @@ async def test_replay_many_checks_every_exchange_before_sending_any(server: RawS
     with pytest.raises(ReplayError):
         await replay_many(batch)
     assert server.received == []
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_server(app, **ssl: str) -> AsyncIterator[int]:  # type: ignore[no-untyped-def]
+    """Serve ``app`` with uvicorn on a loopback port for the duration of the block."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **ssl))
+    task = asyncio.create_task(server.serve())
+    try:
+        await async_wait_for(lambda: server.started or task.done(), what="uvicorn to start")
+        assert server.started, "uvicorn did not start"
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def echo_app(scope, receive, send):  # type: ignore[no-untyped-def]
+    """Answer 202 with ``accepted:`` and the request body; request details in the headers."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = [(b"x-method", scope["method"].encode()), (b"x-path", scope["raw_path"]), (b"x-query", scope["query_string"])]
+    headers += [(b"x-got-" + name, value) for name, value in scope["headers"]]
+    await send({"type": "http.response.start", "status": 202, "headers": headers})
+    await send({"type": "http.response.body", "body": b"accepted:" + body})
+
+
+async def test_replay_against_a_uvicorn_app_returns_its_response() -> None:
+    async with uvicorn_server(echo_app) as port:
+        result = await replay(webhook(f"http://127.0.0.1:{port}"))
+    assert result.status == 202 and result.response is not None
+    got = result.response.headers
+    assert result.response.body == b"accepted:" + JSON_EVENT
+    assert (got.get("x-method"), got.get("x-path"), got.get("x-query")) == ("POST", "/hooks/stripe", "src=a%20b")
+    assert got.get("x-got-stripe-signature") == "t=1,v1=abc" and got.get("x-got-host") == "pub.example"
+
+
+async def test_https_target_with_an_untrusted_certificate_fails_unless_verify_is_off(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    async with uvicorn_server(echo_app, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)) as port:
+        original = webhook(f"https://127.0.0.1:{port}")
+        refused = await replay(original)
+        relaxed = await replay(original, verify=False)
+        trust = ssl.create_default_context()
+        ca.configure_trust(trust)
+        async with httpx.AsyncClient(verify=trust, trust_env=False) as client:
+            trusted = await replay(original, client=client)
+    assert refused.error == "replay_failed" and "certificate" in refused.error_message.lower()
+    assert relaxed.status == 202 and trusted.status == 202
