@@ -380,3 +380,11 @@ def test_show_lists_websocket_messages_escaped(captures: Captures) -> None:
     assert '→' in out and '{"subscribe":"\\x1b[2Jprices"}' in out
     assert "← " in out and "binary 00 01 ff" in out
     assert "\x1b" not in out
+
+
+def test_show_links_a_replay_and_its_original_both_ways(captures: Captures) -> None:
+    original = captures.exchanges[0]
+    assert cli(captures, "replay", original.id).returncode == 0
+    new = next(e for e in _stored(captures) if e.replay_of == original.id)
+    assert f"replayed  {new.id}  200" in cli(captures, "show", original.id).stdout
+    assert f"replay of {original.id}  (devtunnel diff {original.id} {new.id})" in cli(captures, "show", new.id).stdout

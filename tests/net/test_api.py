@@ -17,6 +17,7 @@ import websockets
 
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Recorder, Store
+from devtunnel.net.agent import AgentService
 from devtunnel.net.api import serve_api
 from tests.helpers import async_wait_for
 from tests.net.api_fixtures import HOSTILE_PATH, PNG, echo_service, make_exchange, sample_exchanges
@@ -30,25 +31,11 @@ class Api:
     port: int
     store: Store
     recorder: Recorder
-    service: Any
+    service: AgentService
     client: httpx.AsyncClient
     exchanges: list[Exchange]
     target: str
     seen: Any
-
-
-class Service:
-    """Store and recorder as ``AgentService`` holds them; no tunnels (tunnel routes are tested apart)."""
-
-    def __init__(self, store: Store, recorder: Recorder) -> None:
-        self.store = store
-        self.recorder = recorder
-
-    def tunnels(self) -> list[Any]:
-        return []
-
-    def subscribe(self, callback: Any) -> Any:
-        return lambda: None
 
 
 @pytest.fixture
@@ -58,7 +45,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     with echo_service() as (target, seen):
         exchanges = sample_exchanges(target)
         store.put_many(exchanges)
-        service = Service(store, recorder)
+        service = AgentService(store=store, recorder=recorder)
         server, port = await serve_api(service, port=0, events_interval=0.05)
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
@@ -304,7 +291,7 @@ async def test_status_counts_captures(api: Api) -> None:
 
 
 async def test_without_recording_capture_routes_say_so(tmp_path: Path) -> None:
-    service = Service(None, None)  # type: ignore[arg-type]
+    service = AgentService()
     server, port = await serve_api(service, port=0)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -393,7 +380,7 @@ async def test_events_announce_every_committed_exchange_once(api: Api) -> None:
 async def test_events_merge_a_burst_and_resync_when_too_much_is_pending(tmp_path: Path) -> None:
     store = Store(tmp_path / "captures.db")
     recorder = Recorder(store)
-    server, port = await serve_api(Service(store, recorder), port=0, events_interval=2.0, events_max_ids=5)
+    server, port = await serve_api(AgentService(store=store, recorder=recorder), port=0, events_interval=2.0, events_max_ids=5)
     try:
         async with websockets.connect(f"ws://127.0.0.1:{port}/api/events") as ws:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -437,7 +424,7 @@ async def test_serve_api_takes_the_next_free_port(tmp_path: Path) -> None:
     taken.listen()
     first = taken.getsockname()[1]
     recorder = Recorder(store)
-    server, port = await serve_api(Service(store, recorder), port=first)
+    server, port = await serve_api(AgentService(store=store, recorder=recorder), port=first)
     try:
         assert port != first and port > first
         async with httpx.AsyncClient() as client:
