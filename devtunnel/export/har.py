@@ -138,13 +138,22 @@ def _content(response: Response) -> _JSON:
     return content
 
 
+def _absolute_url(exchange: Exchange) -> str:
+    """The request's absolute URL (HAR requires one): public Host, else the local target."""
+    request = exchange.request
+    if request.host:
+        return exchange.url
+    base = exchange.target_url.rstrip("/") or f"{exchange.scheme}://localhost"
+    return base + request.url_text if request.url_text.startswith("/") else base + "/" + request.url_text
+
+
 def _request(exchange: Exchange, headers: Headers) -> _JSON:
     request = exchange.request
     version = f"HTTP/{request.http_version}"
     query = request.query.decode("utf-8", "replace")
     entry: _JSON = {
         "method": request.method,
-        "url": exchange.url,
+        "url": _absolute_url(exchange),
         "httpVersion": version,
         "cookies": _request_cookies(headers),
         "headers": _headers(headers),

@@ -206,6 +206,11 @@ def test_exchange_with_an_error_and_no_response_is_a_valid_entry() -> None:
     assert "refused" in entry["response"]["comment"] and "refused" in entry["comment"]
 
 
+def test_request_without_host_gets_an_absolute_url_from_the_target() -> None:
+    ex = make_exchange(target=b"/x?y=1", headers=[], target_url="http://127.0.0.1:3000")
+    assert har(ex)["log"]["entries"][0]["request"]["url"] == "http://127.0.0.1:3000/x?y=1"
+
+
 def test_in_flight_exchange_has_zero_timings() -> None:
     entry = har(make_exchange())["log"]["entries"][0]
     assert entry["time"] == 0 and entry["response"]["status"] == 0

@@ -85,3 +85,9 @@ def test_header_httpie_cannot_send_gives_a_clear_error() -> None:
 def test_method_that_is_not_letters_gives_a_clear_error() -> None:
     with pytest.raises(ExportError, match="letters only"):
         export("httpie", make_exchange("M-SEARCH"))
+
+
+def test_redact_hides_credentials() -> None:
+    ex = make_exchange(headers=[(b"Host", b"h"), (b"Authorization", b"Bearer tok_123"), (b"X-Slack-Signature", b"v0=9")])
+    text = export("httpie", ex, redact=True).text
+    assert "tok_123" not in text and "v0=9" not in text and "'Authorization:Bearer <redacted>'" in text
