@@ -388,3 +388,11 @@ def test_show_links_a_replay_and_its_original_both_ways(captures: Captures) -> N
     new = next(e for e in _stored(captures) if e.replay_of == original.id)
     assert f"replayed  {new.id}  200" in cli(captures, "show", original.id).stdout
     assert f"replay of {original.id}  (devtunnel diff {original.id} {new.id})" in cli(captures, "show", new.id).stdout
+
+
+@pytest.mark.parametrize("fmt", ["curl", "httpie", "raw", "har"])
+def test_export_of_a_hostile_exchange_never_prints_control_characters(captures: Captures, fmt: str) -> None:
+    proc = cli(captures, "export", captures.exchanges[1].id, "--format", fmt)
+    if proc.returncode != 0:  # a format that cannot carry the bytes says so in one line
+        assert_one_line_error(proc)
+    assert not any(ord(ch) < 0x20 and ch not in "\n\t" for ch in proc.stdout + proc.stderr)
