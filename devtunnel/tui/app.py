@@ -177,7 +177,7 @@ class InspectorApp(App[None]):
         self._open("detail", "DetailScreen")
 
     @on(TunnelsPanel.Action)
-    async def _tunnel_action(self, event: TunnelsPanel.Action) -> None:
+    def _tunnel_action(self, event: TunnelsPanel.Action) -> None:
         if event.action == "copy":
             self._copy(event.tunnel.public_url, "public URL")
         else:
@@ -206,7 +206,7 @@ class InspectorApp(App[None]):
     def _copy(self, text: str, what: str) -> None:
         from devtunnel.tui.clipboard import copy_text
 
-        self.notify(copy_text(self, text), title=f"Copied {what}")
+        self.notify(copy_text(self, text), title=f"Copied {what}")  # type: ignore[arg-type]
 
     @work(group="action", exit_on_error=False)
     async def _open(self, module: str, name: str, *args: Any) -> None:
@@ -338,4 +338,4 @@ class InspectorApp(App[None]):
                                                                            "move(1)"):
                     keys = binding.key.replace(",", " / ")
                     yield SystemCommand(binding.description, f"key: {keys}",
-                                        lambda o=owner, a=binding.action: o.run_action(a))  # type: ignore[misc]
+                                        lambda o=owner, a=binding.action: o.run_action(a))

@@ -20,8 +20,7 @@ KeySection = tuple[str, Sequence[BindingType]]
 def _as_binding(binding: BindingType) -> Binding:
     if isinstance(binding, Binding):
         return binding
-    key, action, description, *_ = (*binding, "")
-    return Binding(key, action, description)
+    return Binding(*binding)
 
 
 def key_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -130,20 +131,20 @@ class TunnelsPanel(Widget, can_focus=True):
         if self.current is not None:
             self.post_message(self.Action(self, action, self.current))
 
-    def _style(self, name: str) -> object:
+    def _style(self, name: str) -> Style:
         return self.get_component_rich_style(name, partial=True)
 
     def _agent_line(self) -> Text | None:
         status = self.agent
         if status is None or (status.state == "running" and not status.restarts):
             return None
-        line = Text("agent ", style=self._style("tunnels--dim"))  # type: ignore[arg-type]
+        line = Text("agent ", style=self._style("tunnels--dim"))
         style = {"running": "tunnels--online", "starting": "tunnels--starting",
                  "restarting": "tunnels--reconnecting"}.get(status.state, "tunnels--failed")
-        line.append(status.state, style=self._style(style))  # type: ignore[arg-type]
+        line.append(status.state, style=self._style(style))
         line.append(f"  restarts: {status.restarts}")
         if status.message:
-            line.append(f"  {printable(status.message)}", style=self._style("tunnels--dim"))  # type: ignore[arg-type]
+            line.append(f"  {printable(status.message)}", style=self._style("tunnels--dim"))
         return line
 
     def _tunnel_line(self, tunnel: TunnelView, is_cursor: bool) -> Text:
@@ -151,9 +152,9 @@ class TunnelsPanel(Widget, can_focus=True):
         line = Text(no_wrap=True, overflow="ellipsis")
         state_style = self._style(f"tunnels--{tunnel.state}" if tunnel.state in
                                   ("online", "starting", "reconnecting", "failed") else "tunnels--dim")
-        line.append("● ", style=state_style)  # type: ignore[arg-type]
-        line.append(printable(tunnel.public_url or tunnel.name), style=self._style("tunnels--url"))  # type: ignore[arg-type]
-        line.append(" → ", style=dim)  # type: ignore[arg-type]
+        line.append("● ", style=state_style)
+        line.append(printable(tunnel.public_url or tunnel.name), style=self._style("tunnels--url"))
+        line.append(" → ", style=dim)
         line.append(printable(tunnel.target))
         line.append("  ")
         state = tunnel.state
@@ -161,10 +162,10 @@ class TunnelsPanel(Widget, can_focus=True):
             state += f" (retry in {max(0, tunnel.next_retry_at - self._clock()):.0f}s)"
         elif state == "failed" and tunnel.error:
             state += f": {printable(tunnel.error)}"
-        line.append(state, style=state_style)  # type: ignore[arg-type]
-        line.append(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)  # type: ignore[arg-type]
+        line.append(state, style=state_style)
+        line.append(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)
         if is_cursor:
-            line.stylize(self._style("tunnels--cursor"))  # type: ignore[arg-type]
+            line.stylize(self._style("tunnels--cursor"))
         return line
 
     def render(self) -> Text:
@@ -176,5 +177,5 @@ class TunnelsPanel(Widget, can_focus=True):
             lines.append(self._tunnel_line(tunnel, index == self.cursor))
         if not self.tunnels:
             hint = "no tunnel: press n to start one" if self.agent is not None else "stored captures (no agent)"
-            lines.append(Text(hint, style=self._style("tunnels--dim")))  # type: ignore[arg-type]
+            lines.append(Text(hint, style=self._style("tunnels--dim")))
         return Text("\n").join(lines)
