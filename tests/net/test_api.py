@@ -441,3 +441,24 @@ async def test_tunnel_name_with_quotes_and_spaces_is_matched_literally(api: Api)
     api.store.put(odd)
     data = (await api.client.get("/api/requests/http", params={"tunnel_name": 'say "hi" (http)', "filter": "method:POST"})).json()
     assert [r["id"] for r in data["requests"]] == [odd.id]
+
+
+async def test_stopping_the_server_closes_connected_event_clients(tmp_path: Path) -> None:
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    server, port = await serve_api(AgentService(store=store, recorder=recorder), port=0)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/api/events") as ws:
+            async with httpx.AsyncClient() as client:
+                await async_wait_for(lambda: _status_field_at(client, port), what="events client registered")
+            await asyncio.wait_for(server.stop(timeout=5), 10)
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+        assert server.task is not None and server.task.done()
+    finally:
+        recorder.close()
+        store.close()
+
+
+async def _status_field_at(client: httpx.AsyncClient, port: int) -> bool:
+    return bool((await client.get(f"http://127.0.0.1:{port}/api/status")).json()["event_clients"] == 1)
