@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -72,52 +73,38 @@ class Row:
     websocket: bool
 
 
-# --- header blobs: LEB128 length-prefixed name and value, so any byte survives ---------------
+# --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
+# --- decoding is two C-speed calls and some slicing (SQL filters decode one per row) -------------
 
-
-def _varint(n: int, out: bytearray) -> None:
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
+_COUNT = struct.Struct("<I")
 
 
 def encode_headers(headers: Headers) -> bytes:
     """The compact blob form of header fields (exact bytes, order and case kept)."""
-    out = bytearray()
-    for name, value in headers.fields:
-        _varint(len(name), out)
-        out += name
-        _varint(len(value), out)
-        out += value
-    return bytes(out)
+    fields = headers.fields
+    parts = [x for pair in fields for x in pair]
+    return struct.pack(f"<I{len(parts)}I", len(fields), *map(len, parts)) + b"".join(parts)
 
 
 def decode_headers(blob: bytes) -> tuple[tuple[bytes, bytes], ...]:
     """Header fields from ``encode_headers`` output."""
+    (count,) = _COUNT.unpack_from(blob)
+    lengths = struct.unpack_from(f"<{2 * count}I", blob, _COUNT.size)
+    pos = _COUNT.size + 8 * count
     fields: list[tuple[bytes, bytes]] = []
-    i, n = 0, len(blob)
-    pair: list[bytes] = []
-    while i < n:
-        length = shift = 0
-        while True:
-            byte = blob[i]
-            i += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        pair.append(blob[i:i + length])
-        i += length
-        if len(pair) == 2:
-            fields.append((pair[0], pair[1]))
-            pair = []
+    for i in range(0, 2 * count, 2):
+        name_end = pos + lengths[i]
+        value_end = name_end + lengths[i + 1]
+        fields.append((blob[pos:name_end], blob[name_end:value_end]))
+        pos = value_end
     return tuple(fields)
 
 
 def _sql_headers(blob: bytes | None, op: str, a: str, b: str | None) -> int:
     if blob is None:
         return 0
+    if op == "has" and a.encode("utf-8").lower() not in blob.lower():
+        return 0  # the name is nowhere in the blob: no need to decode it
     return 1 if _filters.headers_match(decode_headers(blob), op, a, b) else 0
 
 

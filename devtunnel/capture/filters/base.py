@@ -47,30 +47,21 @@ def headers_text(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"\r\n".join(n + b": " + v for n, v in fields)
 
 
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
 def headers_match(fields: Sequence[tuple[bytes, bytes]], op: str, a: str, b: str | None) -> bool:
     """The header predicates of the language, over raw ``(name, value)`` pairs.
 
     Args:
         fields: the header fields.
-        op: ``"has"`` (a field named ``a``, case-insensitive; with ``b``, whose value contains
-            ``b``, case-insensitive), ``"re"`` (regex ``a`` found in the ``name: value`` lines)
-            or ``"ctype"`` (regex ``a`` found in a Content-Type value).
+        op: ``"has"`` (a field named ``a``; with ``b``, whose value contains ``b``; both
+            ignoring ASCII case), ``"re"`` (regex ``a`` found in the ``name: value`` lines) or
+            ``"ctype"`` (regex ``a`` found in a Content-Type value).
         a: header name or regex pattern.
         b: value substring for ``"has"``.
     """
     if op == "has":
-        name = a.lower()
-        for n, v in fields:
-            if _decode(n).lower() == name and (b is None or b.lower() in _decode(v).lower()):
-                return True
-        return False
+        name = a.encode("utf-8").lower()
+        wanted = None if b is None else b.encode("utf-8").lower()
+        return any(n.lower() == name and (wanted is None or wanted in v.lower()) for n, v in fields)
     if op == "re":
         return bool(_bytes_regex(a).search(headers_text(fields)))
     if op == "ctype":
