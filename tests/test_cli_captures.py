@@ -396,3 +396,14 @@ def test_export_of_a_hostile_exchange_never_prints_control_characters(captures: 
     if proc.returncode != 0:  # a format that cannot carry the bytes says so in one line
         assert_one_line_error(proc)
     assert not any(ord(ch) < 0x20 and ch not in "\n\t" for ch in proc.stdout + proc.stderr)
+
+
+def test_show_says_when_only_part_of_a_body_was_recorded(captures: Captures) -> None:
+    ex = make_exchange(resp_body=b"x" * 1024, resp_headers=[("Content-Type", "text/plain")])
+    assert ex.response is not None
+    ex.response.body_size = 50 * 1024 * 1024
+    ex.response.body_truncated = True
+    store = Store(captures.db)
+    store.put(ex)
+    store.close()
+    assert "[body cut (first 1.0 KB of 50.0 MB recorded)]" in cli(captures, "show", ex.id).stdout
