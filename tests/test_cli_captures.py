@@ -407,3 +407,8 @@ def test_show_says_when_only_part_of_a_body_was_recorded(captures: Captures) -> 
     store.put(ex)
     store.close()
     assert "[body cut (first 1.0 KB of 50.0 MB recorded)]" in cli(captures, "show", ex.id).stdout
+
+
+def test_requests_json_has_exactly_the_summary_of_each_exchange(captures: Captures) -> None:
+    rows = json.loads(cli(captures, "requests", "--json").stdout)
+    assert rows == [json.loads(json.dumps(ex.summary())) for ex in captures.exchanges]
