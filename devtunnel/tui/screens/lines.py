@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.segment import Segment
+from rich.style import Style
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Size
@@ -82,7 +83,10 @@ class LinesView(ScrollView, can_focus=True):
         strip = self._cache.get(index)
         if strip is None:
             text = self._lines.line(index)
-            segments = list(Segment.apply_style(text.render(self.app.console), style))
+            console = self.app.console
+            # Text.render leaves out the text's own base style: put it under the spans here.
+            base = style + console.get_style(text.style, default=Style.null()) if text.style else style
+            segments = list(Segment.apply_style(text.render(console), base))
             strip = Strip(segments, text.cell_len)
             self._cache[index] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)

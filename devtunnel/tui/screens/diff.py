@@ -1,0 +1,265 @@
+"""Compare two exchanges: headers and bodies, side by side or unified, with fields to ignore."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.events import Resize
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+from textual.worker import get_current_worker
+
+from devtunnel.capture.diff import ExchangeDiff, SectionDiff, diff_exchanges
+from devtunnel.capture.model import Exchange
+from devtunnel.tui.render import escape_line, human_size
+from devtunnel.tui.screens.detail import exchange_title
+from devtunnel.tui.screens.lines import LinesView
+
+__all__ = ["DiffScreen", "DiffLines", "parse_ignore"]
+
+Mode = Literal["side", "unified"]
+
+_TAG_STYLE = {"-": "red", "+": "green", "?": "dim yellow", " ": ""}
+_SIDE_STYLE = {"-": "on #3c1618", "+": "on #15351f", " ": "", "": ""}
+_SEPARATOR = " │ "
+_CONTEXT = 3
+"""Unchanged lines kept around each change in the unified view."""
+
+
+def parse_ignore(value: str) -> tuple[str, ...]:
+    """Field names from the ignore input: separated by commas or spaces, blanks dropped."""
+    return tuple(name for name in re.split(r"[,\s]+", value) if name)
+
+
+# A row is (kind, left tag, left text, right tag, right text); kind is "title", "note", "line".
+_Row = tuple[str, str, str, str, str]
+
+
+def _note(text: str) -> _Row:
+    return ("note", "", text, "", "")
+
+
+def _side_rows(section: SectionDiff) -> list[_Row]:
+    """Pair each run of removed lines with the run of added lines that follows it."""
+    rows: list[_Row] = []
+    removed: list[str] = []
+    added: list[str] = []
+
+    def flush() -> None:
+        for i in range(max(len(removed), len(added))):
+            left = removed[i] if i < len(removed) else None
+            right = added[i] if i < len(added) else None
+            rows.append(("line", "" if left is None else "-", left or "", "" if right is None else "+", right or ""))
+        removed.clear()
+        added.clear()
+
+    for line in section.lines:
+        if line.tag == "-":
+            if added:
+                flush()
+            removed.append(line.text)
+        elif line.tag == "+":
+            added.append(line.text)
+        else:
+            flush()
+            rows.append(_note(line.text) if line.tag == "?" else ("line", " ", line.text, " ", line.text))
+    flush()
+    return rows
+
+
+def _unified_rows(section: SectionDiff, context: int = _CONTEXT) -> list[_Row]:
+    """Changed lines with ``context`` unchanged lines around them; longer runs fold into a note."""
+    lines = section.lines
+    changed = [i for i, line in enumerate(lines) if line.tag != " "]
+    keep = {j for i in changed for j in range(i - context, i + context + 1)}
+    rows: list[_Row] = []
+    skipped = 0
+    for i, line in enumerate(lines):
+        if i not in keep:
+            skipped += 1
+            continue
+        if skipped:
+            rows.append(_note(f"@@ {skipped} unchanged line{'s' if skipped > 1 else ''}"))
+            skipped = 0
+        rows.append(_note(line.text) if line.tag == "?" else ("line", line.tag, line.text, "", ""))
+    if skipped:
+        rows.append(_note(f"@@ {skipped} unchanged line{'s' if skipped > 1 else ''}"))
+    return rows
+
+
+def _binary_rows(section: SectionDiff) -> list[_Row]:
+    size_a, size_b = section.size_a or 0, section.size_b or 0
+    rows = [
+        _note(f"size    A: {human_size(size_a)} ({size_a} B)    B: {human_size(size_b)} ({size_b} B)"),
+        _note(f"sha256  A: {section.sha_a}"),
+        _note(f"        B: {section.sha_b}"),
+    ]
+    if section.first_difference is not None:
+        offset = section.first_difference
+        rows.append(_note(f"first difference at byte offset {offset} (0x{offset:x})"))
+    return rows
+
+
+def _section_rows(section: SectionDiff, mode: Mode) -> list[_Row]:
+    rows: list[_Row] = [("title", "", f"{section.title} ({section.kind})", "", "")]
+    if section.identical:
+        rows.append(_note("identical"))
+        return rows + [_note(line.text) for line in section.lines if line.tag == "?"]
+    if section.kind == "binary":
+        return rows + _binary_rows(section)
+    return rows + (_side_rows(section) if mode == "side" else _unified_rows(section))
+
+
+class DiffLines:
+    """A diff as rows for :class:`LinesView`: side by side in ``column``-wide halves, or unified."""
+
+    def __init__(self, diff: ExchangeDiff, mode: Mode, width: int) -> None:
+        self.mode: Mode = mode
+        self._rows = [row for section in diff.sections for row in _section_rows(section, mode)]
+        # Each half gets what is left after the separator; at least 20 cells so a row stays readable.
+        self.column = max((width - len(_SEPARATOR)) // 2, 20)
+        if mode == "side":
+            self._width = self.column * 2 + len(_SEPARATOR)
+        else:
+            self._width = max((len(escape_line(row[2])) + 2 for row in self._rows), default=0)
+
+    @property
+    def width(self) -> int:
+        """Cells in the widest row."""
+        return self._width
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _cell(self, tag: str, text: str) -> Text:
+        cell = Text(f"{tag or ' '} {escape_line(text)}", style=_SIDE_STYLE.get(tag, ""), no_wrap=True, end="")
+        if tag in ("-", "+"):
+            cell.stylize(_TAG_STYLE[tag], 0, 1)
+        cell.truncate(self.column, overflow="ellipsis", pad=True)
+        return cell
+
+    def line(self, index: int) -> Text:
+        """Row ``index`` as styled text."""
+        kind, left_tag, left, right_tag, right = self._rows[index]
+        if kind == "title":
+            return Text(f"── {escape_line(left)} ", style="bold cyan", no_wrap=True, end="")
+        if kind == "note":
+            return Text(f"  {escape_line(left)}", style="italic dim", no_wrap=True, end="")
+        if self.mode == "unified":
+            return Text(f"{left_tag} {escape_line(left)}", style=_TAG_STYLE.get(left_tag, ""), no_wrap=True, end="")
+        row = self._cell(left_tag, left)
+        row.append(_SEPARATOR, "dim")
+        row.append_text(self._cell(right_tag, right))
+        return row
+
+
+class DiffScreen(Screen[None]):
+    """The differences between two exchanges, section by section (headers, then bodies).
+
+    | Key | Action |
+    | :- | :- |
+    | u | Toggle side-by-side and unified. |
+    | i | Edit the fields to ignore (JSON keys, form fields, header names); the diff follows as you type. |
+    | enter | (in the ignore field) Back to the diff. |
+    | escape, q | Close. |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "close", "Close"),
+        Binding("u", "toggle_mode", "Side/unified"),
+        Binding("i", "ignore", "Ignore fields"),
+    ]
+
+    DEFAULT_CSS = """
+    DiffScreen {
+        .diff-title { height: 1; padding: 0 1; background: $panel; }
+        #ignore { display: none; height: 3; }
+        #ignore.shown { display: block; }
+        #diff-status { height: 1; padding: 0 1; color: $text-muted; }
+        #diff { height: 1fr; }
+    }
+    """
+
+    def __init__(self, a: Exchange, b: Exchange, ignore: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.a = a
+        self.b = b
+        self.ignore: tuple[str, ...] = tuple(ignore)
+        """The fields left out of the comparison."""
+        self.mode: Mode = "side"
+        """``side`` (side by side) or ``unified``."""
+        self.result: ExchangeDiff | None = None
+        """The diff on screen (None while the first one is computed)."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text.assemble(("A ", "bold red"), exchange_title(self.a)), classes="diff-title")
+        yield Static(Text.assemble(("B ", "bold green"), exchange_title(self.b)), classes="diff-title")
+        yield Input(", ".join(self.ignore), id="ignore", placeholder="fields to ignore: id, timestamp, Date")
+        yield Static("", id="diff-status")
+        yield LinesView(id="diff")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.ignore:
+            self.query_one("#ignore", Input).add_class("shown")
+        self.query_one("#diff", LinesView).focus()
+        self._compute(self.ignore)
+
+    @work(thread=True, exclusive=True, group="diff")
+    def _compute(self, ignore: tuple[str, ...]) -> None:
+        # Bodies can be megabytes: diff them off the event loop so typing stays responsive.
+        diff = diff_exchanges(self.a, self.b, ignore=ignore)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show, diff, ignore)
+
+    def _show(self, diff: ExchangeDiff, ignore: tuple[str, ...]) -> None:
+        self.result = diff
+        self.ignore = ignore
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.result is None:
+            return
+        view = self.query_one("#diff", LinesView)
+        view.show(DiffLines(self.result, self.mode, view.size.width or self.size.width))
+        changed = [s.title for s in self.result.sections if not s.identical]
+        status = "identical" if not changed else f"{len(changed)} of {len(self.result.sections)} sections differ"
+        if self.ignore:
+            status += " · ignoring " + ", ".join(self.ignore)
+        status += " · side by side" if self.mode == "side" else " · unified"
+        self.query_one("#diff-status", Static).update(Text(escape_line(status), end=""))
+
+    def on_resize(self, event: Resize) -> None:
+        if self.mode == "side":
+            self.call_after_refresh(self._draw)
+
+    @on(Input.Changed, "#ignore")
+    def _ignore_changed(self, event: Input.Changed) -> None:
+        fields = parse_ignore(event.value)
+        if fields != self.ignore:
+            self._compute(fields)
+
+    @on(Input.Submitted, "#ignore")
+    def _ignore_done(self) -> None:
+        self.query_one("#diff", LinesView).focus()
+
+    def action_close(self) -> None:
+        """Close the screen."""
+        self.dismiss(None)
+
+    def action_toggle_mode(self) -> None:
+        """Switch between side-by-side and unified."""
+        self.mode = "unified" if self.mode == "side" else "side"
+        self._draw()
+
+    def action_ignore(self) -> None:
+        """Show the ignore field and put the cursor in it."""
+        field = self.query_one("#ignore", Input)
+        field.add_class("shown")
+        field.focus()

@@ -1,0 +1,349 @@
+"""Edit a captured request (method, target, headers, body) and replay it beside the original."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.actions import SkipAction
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Static, TextArea
+
+from devtunnel.capture.model import Exchange, Headers, Response
+from devtunnel.errors import DevtunnelError
+from devtunnel.net.replay import Edit
+from devtunnel.tui.render import body_kind, describe_body, escape_control, human_size, status_style
+from devtunnel.tui.screens.detail import exchange_title
+from devtunnel.tui.screens.diff import DiffScreen
+
+__all__ = ["EditReplayScreen", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint"]
+
+EDIT_LIMIT = 1024 * 1024
+"""Bodies larger than this are sent unchanged rather than loaded into the editor."""
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+"""An HTTP token (RFC 9110 5.6.2): what a method or header name may be."""
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_EDIT_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Characters the body editor would draw raw: such bodies are sent as recorded instead."""
+_PREVIEW_LINES = 40
+
+
+def json_hint(text: str) -> Text:
+    """``valid JSON`` or ``invalid JSON at line L col C: why`` for the body editor."""
+    if not text.strip():
+        return Text("empty body", "dim", end="")
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Text(f"invalid JSON at line {exc.lineno} col {exc.colno}: {exc.msg}", "bold red", end="")
+    except RecursionError:
+        return Text("invalid JSON: nested too deeply", "bold red", end="")
+    return Text("valid JSON", "green", end="")
+
+
+def response_preview(title: str, response: Response | None, error: str = "") -> Text:
+    """Status, headers and the first lines of the body, for the side-by-side comparison."""
+    text = Text(end="")
+    text.append(title + "\n", "bold underline")
+    if response is None:
+        text.append("no response" + (": " + escape_control(error) if error else ""), "bold red")
+        return text
+    text.append(f"{response.status}", status_style(response.status))
+    text.append(" " + escape_control(response.reason) + "\n")
+    for name, value in response.headers.items():
+        text.append(escape_control(name), "bold")
+        text.append(": " + escape_control(value) + "\n")
+    body = describe_body(response)
+    text.append(f"\n{body.label}\n", "dim")
+    if body.lines is not None:
+        for i in range(min(len(body.lines), _PREVIEW_LINES)):
+            text.append_text(body.lines.line(i))
+            text.append("\n")
+        if len(body.lines) > _PREVIEW_LINES:
+            text.append(f"… {len(body.lines) - _PREVIEW_LINES} more lines", "dim")
+    for name, value in body.fields[:_PREVIEW_LINES]:
+        text.append(escape_control(name), "bold")
+        text.append(" = " + escape_control(value) + "\n")
+    text.rstrip()
+    return text
+
+
+class HeaderRow(Horizontal):
+    """One editable header field: name, value, and a button that removes the row."""
+
+    DEFAULT_CSS = """
+    HeaderRow {
+        height: 1;
+        Input { border: none; height: 1; padding: 0 1; }
+        Input { background: $boost; }
+        Input.name { width: 30; margin-right: 1; }
+        Input.value { width: 1fr; }
+        Button { min-width: 5; width: 5; height: 1; border: none; }
+    }
+    """
+
+    def __init__(self, name: str = "", value: str = "") -> None:
+        super().__init__()
+        self._original = (name, value)
+        # Inputs draw their text as is: control characters are shown (and edited) as escapes.
+        self._shown = (escape_control(name), escape_control(value))
+
+    def compose(self) -> ComposeResult:
+        name, value = self._shown
+        yield Input(name, placeholder="Name", classes="name", select_on_focus=False)
+        yield Input(value, placeholder="value", classes="value", select_on_focus=False)
+        yield Button("✕", classes="delete", tooltip="remove this header", compact=True)
+
+    @property
+    def field(self) -> tuple[str, str]:
+        """The row's ``(name, value)``: the captured text where it was left alone, else as typed."""
+        typed = (self.query_one(".name", Input).value, self.query_one(".value", Input).value)
+        return tuple(o if t == s else t for o, s, t in zip(self._original, self._shown, typed))  # type: ignore[return-value]
+
+    @on(Button.Pressed, ".delete")
+    async def _delete(self) -> None:
+        await self.remove()
+
+
+class EditReplayScreen(Screen[None]):
+    """Change a captured request and send it again; the new response appears beside the old.
+
+    | Key | Action |
+    | :- | :- |
+    | ctrl+s | Send the edited request. |
+    | ctrl+n | Add a header row. |
+    | ctrl+r | Remove the header row that has the focus. |
+    | ctrl+d | Diff the original exchange against the replayed one (after a send). |
+    | tab / shift+tab | Move between fields. |
+    | escape | Close. |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("ctrl+s", "send", "Send", priority=True),
+        Binding("ctrl+n", "add_header", "Add header", priority=True),
+        Binding("ctrl+r", "remove_header", "Remove header", priority=True),
+        Binding("ctrl+d", "diff", "Diff", priority=True),
+    ]
+
+    DEFAULT_CSS = """
+    EditReplayScreen {
+        #edit-title { height: 1; padding: 0 1; background: $panel; }
+        #request-line { height: 3; }
+        #method { width: 14; }
+        #target { width: 1fr; }
+        .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
+        #headers { height: auto; max-height: 12; }
+        #body-bar { height: 1; }
+        #body-label { width: 1fr; }
+        #json-hint { width: auto; padding: 0 1; }
+        #body { height: 1fr; min-height: 5; }
+        #body-fixed { height: auto; padding: 0 1; color: $text-muted; }
+        #message { height: auto; padding: 0 1; }
+        #message.error { color: $text-error; }
+        #compare { height: 1fr; display: none; }
+        #compare.shown { display: block; }
+        #compare VerticalScroll { width: 1fr; padding: 0 1; }
+        #original-box { border-right: vkey $foreground 30%; }
+    }
+    """
+
+    def __init__(self, exchange: Exchange, send: Callable[[Edit], Awaitable[Exchange]]) -> None:
+        super().__init__()
+        self.exchange = exchange
+        self._send = send
+        self.replayed: Exchange | None = None
+        """The latest exchange the replay produced."""
+        request = exchange.request
+        self._is_json = body_kind(request.content_type, request.body) == "json" or request.content_type.endswith("json")
+        kind = body_kind(request.content_type, request.body)
+        self._body_fixed_reason = ""
+        if kind == "binary":
+            self._body_fixed_reason = "binary"
+        elif len(request.body) > EDIT_LIMIT:
+            self._body_fixed_reason = "large"
+        elif _EDIT_UNSAFE.search(request.body_text):
+            # The editor would draw them raw to the terminal.
+            self._body_fixed_reason = "control-character"
+        self._body_editable = not self._body_fixed_reason
+        self._original_body = request.body.decode("utf-8") if self._body_editable else ""
+        self._initial_text = self._original_body
+        """The editor's text before any change (it may normalise line endings)."""
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        request = self.exchange.request
+        yield Static(Text.assemble(("Edit and replay · ", "bold"), exchange_title(self.exchange)), id="edit-title")
+        with Horizontal(id="request-line"):
+            yield Input(escape_control(request.method), id="method", placeholder="METHOD", select_on_focus=False)
+            yield Input(escape_control(request.url_text), id="target", placeholder="/path?query", select_on_focus=False)
+        yield Static("Headers · ctrl+n add · ctrl+r remove", classes="section", markup=False)
+        with VerticalScroll(id="headers"):
+            for name, value in request.headers.items():
+                yield HeaderRow(name, value)
+        with Horizontal(id="body-bar", classes="section"):
+            yield Static(self._body_label(), id="body-label", markup=False)
+            yield Static("", id="json-hint")
+        if self._body_editable:
+            language = "json" if self._is_json and "json" in TextArea().available_languages else None
+            yield TextArea(self._original_body, id="body", language=language, soft_wrap=True, show_line_numbers=True)
+        else:
+            yield Static(
+                f"The {self._body_fixed_reason} body ({human_size(len(request.body))}) is sent as recorded.",
+                id="body-fixed",
+                markup=False,
+            )
+        yield Static("", id="message")
+        with Horizontal(id="compare"):
+            with VerticalScroll(id="original-box"):
+                yield Static(id="original")
+            with VerticalScroll(id="replayed-box"):
+                yield Static(id="replayed")
+        yield Footer()
+
+    def _body_label(self) -> str:
+        request = self.exchange.request
+        label = f"Body · {request.content_type or 'no content type'}"
+        if request.body_truncated or request.body_size > len(request.body):
+            label += f" · truncated at capture: only the recorded {human_size(len(request.body))} of {human_size(request.body_size)} is sent"
+        return label
+
+    def on_mount(self) -> None:
+        if self._body_editable:
+            self._initial_text = self.query_one("#body", TextArea).text
+        self._update_hint()
+        self.query_one("#method", Input).focus()
+
+    @on(TextArea.Changed, "#body")
+    def _body_changed(self) -> None:
+        self._update_hint()
+
+    def _update_hint(self) -> None:
+        hint = self.query_one("#json-hint", Static)
+        if self._is_json and self._body_editable:
+            hint.update(json_hint(self.query_one("#body", TextArea).text))
+
+    def _show_message(self, message: str | Text, *, error: bool = False) -> None:
+        widget = self.query_one("#message", Static)
+        widget.update(Text(message, end="") if isinstance(message, str) else message)
+        widget.set_class(error, "error")
+
+    # ------------------------------------------------------------------ the edit
+
+    def header_fields(self) -> list[tuple[str, str]]:
+        """The header rows as typed, skipping rows left entirely blank."""
+        return [row.field for row in self.query(HeaderRow) if row.field != ("", "")]
+
+    def build_edit(self) -> Edit:
+        """The edit the form describes: only what differs from the original is set.
+
+        Raises:
+            ValueError: a field cannot be sent (the message names it).
+        """
+        request = self.exchange.request
+        # Untouched fields are sent exactly as captured, even where they break the rules.
+        method: str | None = self.query_one("#method", Input).value.strip()
+        if method == escape_control(request.method):
+            method = None
+        elif not _TOKEN.match(method or ""):
+            raise ValueError(f"invalid method {method!r}: use letters like GET or POST")
+        target: str | None = self.query_one("#target", Input).value.strip()
+        if target == escape_control(request.url_text):
+            target = None
+        elif not (target or "").startswith("/") or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in target or ""):
+            raise ValueError("the target must start with / and hold no spaces or control characters")
+        fields = self.header_fields()
+        captured = set(request.headers.items())
+        for number, (name, value) in enumerate(fields, start=1):
+            if (name, value) in captured:
+                continue
+            if not _TOKEN.match(name):
+                raise ValueError(f"invalid header name {name!r} (header {number})")
+            if _BAD_VALUE.search(value):
+                raise ValueError(f"the value of header {name!r} holds a line break or NUL")
+        body: bytes | None = None
+        if self._body_editable:
+            text = self.query_one("#body", TextArea).text
+            if text != self._initial_text:
+                body = text.encode("utf-8")
+        headers = None if fields == request.headers.items() else Headers(fields)
+        return Edit(method=method, target=target, headers=headers, body=body)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_close(self) -> None:
+        """Close the screen."""
+        self.dismiss(None)
+
+    async def action_add_header(self) -> None:
+        """Add an empty header row and put the cursor in its name."""
+        row = HeaderRow()
+        await self.query_one("#headers", VerticalScroll).mount(row)
+        row.query_one(".name", Input).focus()
+        row.scroll_visible()
+
+    async def action_remove_header(self) -> None:
+        """Remove the header row that has the focus."""
+        focused = self.focused
+        row = next((node for node in focused.ancestors if isinstance(node, HeaderRow)), None) if focused else None
+        if row is None:
+            self._show_message("Put the cursor in a header row to remove it.", error=True)
+            return
+        await row.remove()
+
+    def action_send(self) -> None:
+        """Send the edited request in a worker."""
+        try:
+            edit = self.build_edit()
+        except ValueError as exc:
+            self._show_message(f"Not sent: {exc}", error=True)
+            return
+        self._show_message(Text("Sending…", "dim"))
+        self.run_worker(self._replay(edit), group="replay", exclusive=True, exit_on_error=False)
+
+    async def _replay(self, edit: Edit) -> None:
+        try:
+            replayed = await self._send(edit)
+        except DevtunnelError as exc:
+            self._show_message(f"Replay failed: {exc}", error=True)
+            return
+        except Exception as exc:  # the sender belongs to the caller; any failure is shown, never fatal
+            self._show_message(f"Replay failed: {type(exc).__name__}: {exc}", error=True)
+            return
+        self.replayed = replayed
+        self.refresh_bindings()
+        self._show_comparison(replayed)
+
+    def _show_comparison(self, replayed: Exchange) -> None:
+        original = self.exchange
+        self.query_one("#original", Static).update(
+            response_preview("Original", original.response, original.error_message or (original.error or ""))
+        )
+        self.query_one("#replayed", Static).update(
+            response_preview("Replay", replayed.response, replayed.error_message or (replayed.error or ""))
+        )
+        self.query_one("#compare").add_class("shown")
+        status = "no response" if replayed.response is None else str(replayed.response.status)
+        message = Text(f"Replayed: {status}", end="")
+        message.append("  ctrl+d diff with the original", "dim")
+        self._show_message(message)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Until there is a replay, ctrl+d is not ours: it deletes in the focused field.
+        return self.replayed is not None if action == "diff" else True
+
+    def action_diff(self) -> None:
+        """Compare the original exchange with the replay."""
+        if self.replayed is None:
+            raise SkipAction()  # let ctrl+d delete in the editor until there is something to diff
+        self.app.push_screen(DiffScreen(self.exchange, self.replayed))
+

@@ -1,0 +1,176 @@
+"""The diff screen: side by side and unified, ignore fields live, identical and binary sections."""
+
+from __future__ import annotations
+
+import json
+
+from textual.widgets import Input, Static
+
+from devtunnel.tui.screens import DiffScreen
+from devtunnel.tui.screens.lines import LinesView
+from tests.helpers import async_wait_for
+from tests.tui.screen_fixtures import HOSTILE, ScreenApp, exchange, screen_text
+
+A_BODY = {"id": "ord_1", "status": "paid", "total": 19.0, "created": 1764160200, "items": [{"sku": "A-1", "qty": 2}]}
+B_BODY = {"id": "ord_2", "status": "paid", "total": 21.5, "created": 1764160260, "items": [{"sku": "A-1", "qty": 2}]}
+
+
+def pair() -> tuple[object, object]:
+    a = exchange(
+        id="01KB0DETA1L0000000000000AA",
+        resp_headers=[("Content-Type", "application/json"), ("Date", "Wed, 26 Nov 2025 12:30:00 GMT")],
+        resp_body=json.dumps(A_BODY).encode(),
+    )
+    b = exchange(
+        id="01KB0DETA1L0000000000000BB",
+        replay_of=a.id,
+        resp_headers=[("Content-Type", "application/json"), ("Date", "Wed, 26 Nov 2025 12:31:00 GMT")],
+        resp_body=json.dumps(B_BODY).encode(),
+    )
+    return a, b
+
+
+def _rows(app: ScreenApp) -> list[str]:
+    view = app.screen.query_one("#diff", LinesView)
+    return [view.lines.line(i).plain.rstrip() for i in range(len(view.lines))]
+
+
+def _status(app: ScreenApp) -> str:
+    return str(app.screen.query_one("#diff-status", Static).render())
+
+
+async def _diffed(app: ScreenApp) -> None:
+    await async_wait_for(lambda: isinstance(app.screen, DiffScreen) and app.screen.result is not None, what="the diff")
+
+
+async def test_side_by_side_pairs_changed_lines_and_says_what_is_identical() -> None:
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.pause()
+        rows = _rows(app)
+        assert "── request headers (headers)" in rows
+        assert rows[rows.index("── request headers (headers)") + 1] == "  identical"
+        changed = [r for r in rows if r.startswith("- ")]
+        assert any('"id": "ord_1"' in r and '+   "id": "ord_2"' in r for r in changed)
+        assert any("Date: Wed, 26 Nov 2025 12:30:00 GMT" in r and "12:31:00" in r for r in changed)
+        assert _status(app) == "2 of 6 sections differ · side by side"
+
+
+async def test_u_switches_to_unified_with_plus_and_minus_lines() -> None:
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.press("u")
+        await pilot.pause()
+        rows = _rows(app)
+        assert '-   "id": "ord_1",' in rows and '+   "id": "ord_2",' in rows
+        assert '-   "total": 19.0' in rows and '+   "total": 21.5' in rows
+        assert _status(app).endswith("unified")
+        await pilot.press("u")
+        await pilot.pause()
+        assert _status(app).endswith("side by side")
+
+
+async def test_ignoring_fields_rediffs_as_you_type() -> None:
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.press("i")
+        await pilot.press(*"id, created, total, Date")
+        await async_wait_for(lambda: app.screen.ignore == ("id", "created", "total", "Date"), what="the new diff")
+        await pilot.pause()
+        assert _status(app) == "identical · ignoring id, created, total, Date · side by side"
+        assert not any(r.startswith("- ") for r in _rows(app))
+        # backspacing "Date" brings the header difference back
+        await pilot.press(*["backspace"] * 6)
+        await async_wait_for(lambda: app.screen.ignore == ("id", "created", "total"), what="the new diff")
+        assert _status(app).startswith("1 of 6 sections differ")
+
+
+async def test_preset_ignore_fields_are_shown_and_used() -> None:
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b, ignore=["id", "created", "total", "date"]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.pause()
+        assert app.screen.query_one("#ignore", Input).value == "id, created, total, date"
+        assert _status(app).startswith("identical")
+
+
+async def test_binary_bodies_show_sizes_hashes_and_first_difference() -> None:
+    a = exchange(resp_headers=[("Content-Type", "image/png")], resp_body=b"\x89PNG\x00\x01\x02")
+    b = exchange(resp_headers=[("Content-Type", "image/png")], resp_body=b"\x89PNG\x00\xff\x02\x03")
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.pause()
+        rows = _rows(app)
+        assert "  size    A: 7 B (7 B)    B: 8 B (8 B)" in rows
+        assert "  first difference at byte offset 5 (0x5)" in rows
+        assert any(r.startswith("  sha256  A: ") for r in rows)
+
+
+async def test_hostile_lines_are_shown_escaped() -> None:
+    a = exchange(resp_headers=[("Content-Type", "text/plain")], resp_body=b"same\nold")
+    b = exchange(resp_headers=[("Content-Type", "text/plain")], resp_body=("same\n" + HOSTILE).encode())
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(200, 40)) as pilot:
+        await _diffed(app)
+        await pilot.press("u")
+        await pilot.pause()
+        shown = screen_text(app)
+        assert "+ [bold red]boom[/] [/x] \\x1b[31mred" in shown
+        assert "\x1b" not in shown
+
+
+async def test_long_unchanged_runs_fold_in_unified_view() -> None:
+    body_a = {f"k{i:03d}": i for i in range(100)}
+    body_b = dict(body_a, k050=-1)
+    a = exchange(resp_body=json.dumps(body_a).encode())
+    b = exchange(resp_body=json.dumps(body_b).encode())
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.press("u")
+        await pilot.pause()
+        rows = _rows(app)
+        assert "  @@ 48 unchanged lines" in rows and '-   "k050": 50,' in rows
+
+
+async def test_q_closes() -> None:
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test() as pilot:
+        await _diffed(app)
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.dismissed
+
+
+def test_snapshot_diff_side_by_side(snap_compare) -> None:
+    a, b = pair()
+
+    async def settle(pilot) -> None:
+        await _diffed(pilot.app)
+        await pilot.pause()
+
+    assert snap_compare(ScreenApp(DiffScreen(a, b)), terminal_size=(120, 34), run_before=settle)
+
+
+async def test_titles_and_changed_lines_are_styled_on_screen() -> None:
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.press("u")
+        await pilot.pause()
+        view = app.screen.query_one("#diff", LinesView)
+        rows = _rows(app)
+        title = view.render_line(rows.index("── request line (text)"))
+        removed = view.render_line(rows.index('-   "id": "ord_1",'))
+        assert all(seg.style.bold for seg in title if seg.text.strip())
+        assert {seg.style.color.name for seg in removed if seg.text.strip()} == {"red"}

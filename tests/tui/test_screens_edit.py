@@ -1,0 +1,264 @@
+"""The edit-and-replay screen: change the request, send it in a worker, compare, diff."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from textual.widgets import Input, Static, TextArea
+
+from devtunnel.capture.model import Exchange, Headers, Response
+from devtunnel.errors import ReplayError
+from devtunnel.net.replay import Edit
+from devtunnel.tui.screens import DiffScreen, EditReplayScreen
+from devtunnel.tui.screens.edit import HeaderRow
+from tests.helpers import async_wait_for
+from tests.tui.screen_fixtures import HOSTILE, ScreenApp, binary_exchange, exchange, json_exchange, screen_text
+
+
+class Recorder:
+    """A ``send`` that records each edit and answers like the local service would."""
+
+    def __init__(self, original: Exchange, *, fail: Exception | None = None) -> None:
+        self.original = original
+        self.edits: list[Edit] = []
+        self.fail = fail
+
+    async def __call__(self, edit: Edit) -> Exchange:
+        self.edits.append(edit)
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        return exchange(
+            id="01KB0DETA1L00000000000REPL",
+            replay_of=self.original.id,
+            status=400,
+            resp_headers=[("Content-Type", "application/json")],
+            resp_body=b'{"error":"coupon expired"}',
+        )
+
+
+def _edit_screen(app: ScreenApp) -> EditReplayScreen:
+    screen = app.screen
+    assert isinstance(screen, EditReplayScreen)
+    return screen
+
+
+def _message(app: ScreenApp) -> str:
+    return str(app.screen.query_one("#message", Static).render())
+
+
+async def test_unchanged_request_sends_an_empty_edit() -> None:
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits and _edit_screen(app).replayed, what="the replay")
+        assert send.edits == [Edit(method=None, target=None, headers=None, body=None)]
+
+
+async def test_changed_method_and_target_are_sent() -> None:
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        method = app.screen.query_one("#method", Input)
+        method.value = ""
+        await pilot.click("#method")
+        await pilot.press(*"PUT")
+        app.screen.query_one("#target", Input).value = "/api/orders/42?dry_run=1"
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0].method == "PUT"
+        assert send.edits[0].target in ("/api/orders/42?dry_run=1", b"/api/orders/42?dry_run=1")
+        assert send.edits[0].headers is None and send.edits[0].body is None
+
+
+async def test_added_and_deleted_headers_are_sent_in_order() -> None:
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        rows = list(app.screen.query(HeaderRow))
+        assert [r.field for r in rows] == [("Host", "shop.localhost"), ("Content-Type", "application/json"), ("Content-Length", "37")]
+        # delete Content-Length with its button, then add X-Debug with ctrl+n
+        await pilot.click(rows[2].query_one(".delete"))
+        await pilot.press("ctrl+n")
+        await pilot.press(*"X-Debug", "tab", *"1")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0].headers == Headers([("Host", "shop.localhost"), ("Content-Type", "application/json"), ("X-Debug", "1")])
+
+
+async def test_ctrl_r_removes_the_header_row_with_the_cursor() -> None:
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        first = app.screen.query(HeaderRow).first()
+        first.query_one(".value", Input).focus()
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert [r.field[0] for r in app.screen.query(HeaderRow)] == ["Content-Type", "Content-Length"]
+
+
+async def test_invalid_header_name_is_shown_and_nothing_sent() -> None:
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+n", *"Bad Name", "tab", *"x", "ctrl+s")
+        await pilot.pause()
+        assert "Not sent: invalid header name 'Bad Name' (header 4)" in _message(app)
+        assert send.edits == []
+
+
+async def test_json_body_hint_follows_the_text() -> None:
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        hint = app.screen.query_one("#json-hint", Static)
+        assert str(hint.render()) == "valid JSON"
+        body = app.screen.query_one("#body", TextArea)
+        assert body.language == "json"
+        body.text = '{\n  "sku": "A-1",\n  "qty": 2,,\n}'
+        await pilot.pause()
+        assert str(hint.render()) == "invalid JSON at line 3 col 12: Expecting property name enclosed in double quotes"
+
+
+async def test_edited_body_is_sent_as_utf8() -> None:
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.screen.query_one("#body", TextArea).text = '{"sku":"A-1","qty":3,"coupon":"NOËL"}'
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert json.loads(send.edits[0].body) == {"sku": "A-1", "qty": 3, "coupon": "NOËL"}
+
+
+async def test_response_appears_beside_the_original_and_ctrl_d_opens_the_diff() -> None:
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(140, 50)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: _edit_screen(app).replayed, what="the replay")
+        await pilot.pause()
+        original = str(app.screen.query_one("#original", Static).render())
+        replayed = str(app.screen.query_one("#replayed", Static).render())
+        assert original.startswith("Original\n201 Created\nContent-Type: application/json; charset=utf-8")
+        assert replayed.startswith("Replay\n400 Bad Request\nContent-Type: application/json")
+        assert '"error": "coupon expired"' in replayed
+        assert "Replayed: 400" in _message(app)
+        await pilot.press("ctrl+d")
+        await pilot.pause()
+        assert isinstance(app.screen, DiffScreen)
+
+
+async def test_ctrl_d_before_a_replay_deletes_in_the_field_instead() -> None:
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        method = app.screen.query_one("#method", Input)
+        method.cursor_position = 0
+        await pilot.press("ctrl+d")
+        await pilot.pause()
+        assert isinstance(app.screen, EditReplayScreen)
+        assert method.value == "OST"
+
+
+async def test_send_failure_is_shown_inline_and_the_screen_stays() -> None:
+    ex = json_exchange()
+    send = Recorder(ex, fail=ReplayError("connection refused by 127.0.0.1:8080"))
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: "Replay failed" in _message(app), what="the error")
+        assert _message(app) == "Replay failed: connection refused by 127.0.0.1:8080"
+        assert isinstance(app.screen, EditReplayScreen) and app.is_running
+
+
+async def test_unexpected_send_error_is_shown_not_raised() -> None:
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex, fail=RuntimeError("boom"))))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: "Replay failed" in _message(app), what="the error")
+        assert _message(app) == "Replay failed: RuntimeError: boom"
+
+
+async def test_binary_body_is_not_editable_and_sent_as_recorded() -> None:
+    ex = exchange(req_headers=[("Content-Type", "application/octet-stream")], req_body=b"\x00\xff" * 10)
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert not app.screen.query("#body")
+        assert "The binary body (20 B) is sent as recorded." in screen_text(app)
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0].body is None
+
+
+async def test_hostile_values_are_editable_and_sent_unchanged() -> None:
+    ex = exchange(req_headers=[("X-Evil", HOSTILE)], target=b"/[b]x[/b]")
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        assert "\x1b" not in screen_text(app)
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0].headers is None
+
+
+async def test_body_with_escape_sequences_is_sent_as_recorded_not_drawn() -> None:
+    ex = exchange(req_headers=[("Content-Type", "text/plain")], req_body=HOSTILE.encode())
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        assert "\x1b" not in screen_text(app)
+        assert f"The control-character body ({len(HOSTILE.encode())} B) is sent as recorded." in screen_text(app)
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0].body is None
+
+
+async def test_crlf_body_left_alone_is_not_sent_as_a_change() -> None:
+    ex = exchange(req_headers=[("Content-Type", "text/plain")], req_body=b"a\r\nb\nc")
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0].body is None
+
+
+def test_snapshot_edit_screen(snap_compare) -> None:
+    assert snap_compare(ScreenApp(EditReplayScreen(json_exchange(), Recorder(json_exchange()))), terminal_size=(110, 34))
+
+
+def test_snapshot_edit_screen_after_a_replay(snap_compare) -> None:
+    ex = json_exchange()
+
+    async def replay(pilot) -> None:
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: _edit_screen(pilot.app).replayed, what="the replay")
+        await pilot.pause()
+
+    assert snap_compare(ScreenApp(EditReplayScreen(ex, Recorder(ex))), terminal_size=(110, 40), run_before=replay)
