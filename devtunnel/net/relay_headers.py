@@ -1,8 +1,8 @@
 """Header rewriting at the relay: hop-by-hop headers out, X-Forwarded-* in.
 
-uvicorn hands the application lowercased header names (and lowercases response header names
-when it writes them), so requests reach the agent with lowercased names in the client's order.
-Values, order and repeats are kept byte for byte.
+Request headers reach the agent as the client wrote them (the relay's HTTP protocol keeps the
+raw names uvicorn would lowercase); values, order and repeats are kept byte for byte. Response
+header names are written lowercased by uvicorn.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def forward_request_headers(
 
     Removes hop-by-hop headers (and every header ``Connection`` names), except ``Connection``
     and ``Upgrade`` on a WebSocket handshake; appends the client address to ``X-Forwarded-For``
-    (or adds one); sets ``X-Forwarded-Proto`` and ``X-Forwarded-Host``. Host is kept.
+    (or adds one); sets ``X-Forwarded-Proto`` and ``X-Forwarded-Host``. Host is kept, and so
+    are the names, values and order of everything else.
 
     Args:
-        headers: the request headers as uvicorn gives them (lowercased names, in order).
+        headers: the request headers in order, names in any case.
         host: the Host header value.
         client_ip: the client's address.
         proto: ``b"http"`` or ``b"https"``, as the public client sees the relay.
@@ -57,34 +58,33 @@ def forward_request_headers(
     xff_index = -1
     listed: list[bytes] = []
     for name, value in headers:
-        if name in _REQUEST_SPECIAL:
-            if name == b"x-forwarded-for":
+        lower = name.lower()
+        if lower in _REQUEST_SPECIAL:
+            if lower == b"x-forwarded-for":
                 xff_index = len(out)
-            elif name == b"connection":
+            elif lower == b"connection":
                 listed += _connection_tokens(value)
                 if not websocket:
                     continue
-            elif websocket and name in _WEBSOCKET_KEEP:
+            elif websocket and lower in _WEBSOCKET_KEEP:
                 pass
             else:
                 continue
         out.append((name, value))
     if listed:
         drop = set(listed) - _WEBSOCKET_KEEP if websocket else set(listed)
-        drop -= {b"host"}
+        drop -= {b"host", b"x-forwarded-for"}
         if drop:
-            kept = [(n, v) for i, (n, v) in enumerate(out) if n not in drop or i == xff_index]
-            if xff_index >= 0:
-                xff_index = next(i for i, (n, _) in enumerate(kept) if n == b"x-forwarded-for")
-            out = kept
+            out = [(n, v) for n, v in out if n.lower() not in drop]
+            xff_index = next((i for i, (n, _) in enumerate(out) if n.lower() == b"x-forwarded-for"), -1)
     if xff_index >= 0:
         name, value = out[xff_index]
         out[xff_index] = (name, value + b", " + client_ip)
     else:
-        out.append((b"x-forwarded-for", client_ip))
-    out.append((b"x-forwarded-proto", proto))
+        out.append((b"X-Forwarded-For", client_ip))
+    out.append((b"X-Forwarded-Proto", proto))
     if host:
-        out.append((b"x-forwarded-host", host))
+        out.append((b"X-Forwarded-Host", host))
     return tuple(out)
 
 

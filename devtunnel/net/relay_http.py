@@ -22,6 +22,8 @@ from devtunnel.net.sizes import format_size
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
 CONNECTION_EXTENSION = "devtunnel.connection"
+#: Key of the ASGI scope extension with the request headers as received (names not lowercased).
+RAW_HEADERS_EXTENSION = "devtunnel.raw_headers"
 
 
 class _HeadTooLarge(Exception):
@@ -48,7 +50,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     complete head ``head_timeout`` seconds after connecting (or after starting the head of a
     keep-alive request) is dropped. Configure both with ``configured()``.
 
-    The ASGI scope of every request carries this protocol under ``CONNECTION_EXTENSION`` so the
+    The ASGI scope of every request carries the headers as received (uvicorn lowercases the
+    names in ``scope["headers"]``) under ``RAW_HEADERS_EXTENSION``, and this protocol under
+    ``CONNECTION_EXTENSION`` so the
     application can set ``lost_callback`` (called once if the client connection is lost; one
     request runs at a time on a connection, so one slot is enough) and call ``abort()``.
     """
@@ -59,6 +63,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost_callback: Callable[[], None] | None = None
+        self._raw_headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
         self._head_size = 0  # bytes of url and header lines parsed in this head
         self._pending = 0  # bytes received while the head stays incomplete
@@ -116,7 +121,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     # -- parser callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {CONNECTION_EXTENSION: self}  # type: ignore[typeddict-unknown-key]
+        self._raw_headers = []
+        self.scope["extensions"] = {  # type: ignore[typeddict-unknown-key]
+            CONNECTION_EXTENSION: self,
+            RAW_HEADERS_EXTENSION: self._raw_headers,
+        }
         self._in_head = True
         self._head_size = self._pending = 0
         if self._head_timer is None:
@@ -128,6 +137,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
+        self._raw_headers.append((name, value))
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.net.relay_headers import forward_request_headers, forward_response_headers, websocket_accept_headers
-from devtunnel.net.relay_http import CONNECTION_EXTENSION, HeadLimitedHttpProtocol
+from devtunnel.net.relay_http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
 from devtunnel.net.relay_tunnel import Stream, Tunnel
 from devtunnel.net.sizes import format_size
 from devtunnel.protocol.connection import ErrorCode
@@ -79,7 +79,9 @@ class HttpForwarder:
             return
         has_body = chunked or length > 0
         ip = _client_ip(scope)
-        fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes)
+        extensions = scope.get("extensions") or {}
+        raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
+        fields = forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes)
         try:
             stream_id = conn.open_request(
                 scope["method"].encode(),
@@ -96,7 +98,7 @@ class HttpForwarder:
         stream = Stream(stream_id)
         tunnel.open(stream)
         tunnel.flush()
-        client: HeadLimitedHttpProtocol | None = scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+        client: HeadLimitedHttpProtocol | None = extensions.get(CONNECTION_EXTENSION)
         if client is not None:
             client.lost_callback = stream.on_client_gone
         uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive)) if has_body else None

@@ -48,10 +48,10 @@ async def test_forwarded_headers_set_and_hop_by_hop_removed(relay: Relay, agent:
     response = await raw_exchange(relay.port, request)
     assert response.startswith(b"HTTP/1.1 200")
     seen = next(iter(agent.requests.values())).event
-    names = [n for n, _ in seen.headers]
+    names = [n.lower() for n, _ in seen.headers]
     for gone in (b"connection", b"x-private", b"keep-alive", b"proxy-connection", b"te", b"upgrade"):
         assert gone not in names
-    headers = dict(seen.headers)
+    headers = {n.lower(): v for n, v in seen.headers}
     assert headers[b"host"] == b"demo.localhost"
     assert headers[b"x-forwarded-for"] == b"203.0.113.7, 127.0.0.1"
     assert headers[b"x-forwarded-proto"] == b"http"
@@ -67,7 +67,14 @@ async def test_host_kept_and_raw_target_bytes_forwarded_unchanged(relay: Relay, 
                        + b"\r\nConnection: close\r\n\r\n")
     seen = next(iter(agent.requests.values())).event
     assert seen.target == target
-    assert dict(seen.headers)[b"host"] == b"Demo.LOCALHOST:" + str(relay.port).encode()
+    assert seen.headers[0] == (b"Host", b"Demo.LOCALHOST:" + str(relay.port).encode())
+
+
+async def test_request_header_names_keep_the_clients_case(relay: Relay, agent: ScriptedAgent) -> None:
+    await raw_exchange(relay.port, b"GET / HTTP/1.1\r\nhOsT: demo.localhost\r\nX-Stripe-Signature: t=1\r\n"
+                       b"x-lower: 1\r\nConnection: close\r\n\r\n")
+    seen = next(iter(agent.requests.values())).event
+    assert [n for n, _ in seen.headers][:3] == [b"hOsT", b"X-Stripe-Signature", b"x-lower"]
 
 
 async def test_repeated_headers_keep_their_order_both_ways(relay: Relay) -> None:
@@ -80,7 +87,7 @@ async def test_repeated_headers_keep_their_order_both_ways(relay: Relay) -> None
         response = await raw_exchange(relay.port, b"GET / HTTP/1.1\r\nHost: demo.localhost\r\nX-A: 1\r\nX-B: 2\r\n"
                                       b"X-A: 3\r\nConnection: close\r\n\r\n")
         seen = next(iter(agent.requests.values())).event
-        assert [(n, v) for n, v in seen.headers if n in (b"x-a", b"x-b")] == [(b"x-a", b"1"), (b"x-b", b"2"), (b"x-a", b"3")]
+        assert [(n, v) for n, v in seen.headers if n in (b"X-A", b"X-B")] == [(b"X-A", b"1"), (b"X-B", b"2"), (b"X-A", b"3")]
         head = response.split(b"\r\n\r\n")[0].lower()
         assert head.index(b"set-cookie: a=1") < head.index(b"x-other: x") < head.index(b"set-cookie: b=2")
     finally:
@@ -318,7 +325,7 @@ async def test_expect_100_continue_is_answered_and_body_forwarded(relay: Relay, 
     assert head.startswith(b"HTTP/1.1 200")
     writer.close()
     seen = next(iter(agent.requests.values())).event
-    assert (b"expect", b"100-continue") in seen.headers
+    assert (b"Expect", b"100-continue") in seen.headers
 
 
 async def test_too_many_concurrent_streams_get_503() -> None:

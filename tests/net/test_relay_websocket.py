@@ -137,7 +137,7 @@ async def test_tls_serves_https_and_wss_with_https_public_urls(certs: tuple[Path
                 r = await client.get(f"https://127.0.0.1:{relay.port}/", headers={"Host": "demo.tunnel.test"})
             assert (r.status_code, r.text) == (200, "ok")
             seen = next(iter(agent.requests.values())).event
-            assert dict(seen.headers)[b"x-forwarded-proto"] == b"https"
+            assert dict(seen.headers)[b"X-Forwarded-Proto"] == b"https"
             async with connect(f"wss://demo.tunnel.test:{relay.port}/live", ssl=client_ctx) as ws:
                 await ws.send("tls")
                 assert await asyncio.wait_for(ws.recv(), 5) == "TLS"
