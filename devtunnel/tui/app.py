@@ -22,9 +22,10 @@ from devtunnel.capture.model import Exchange
 from devtunnel.errors import DevtunnelError
 from devtunnel.tui.backend import Backend, TunnelView
 from devtunnel.tui.live import LiveView
+from devtunnel.tui.messages import AgentChanged, ExchangesChanged, Resync, TunnelChanged
 from devtunnel.tui.screens.help import HelpScreen
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
-from devtunnel.tui.supervisor import AgentStatus, AgentSupervisor
+from devtunnel.tui.supervisor import AgentSupervisor
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
 
 
@@ -70,7 +71,8 @@ class InspectorApp(App[None]):
         super().__init__()
         self.backend = backend
         self.history_path = history_path
-        self.supervisor = (AgentSupervisor(agent_argv, agent_log or Path("agent.log"), self._agent_changed)
+        self.supervisor = (AgentSupervisor(agent_argv, agent_log or Path("agent.log"),
+                                           lambda status: self.post_message(AgentChanged(status)))
                            if agent_argv else None)
         self._initial_tunnels = list(tunnels)
 
@@ -108,7 +110,9 @@ class InspectorApp(App[None]):
 
     # -- the agent ---------------------------------------------------------------------
 
-    def _agent_changed(self, status: AgentStatus) -> None:
+    @on(AgentChanged)
+    def _agent_changed(self, event: AgentChanged) -> None:
+        status = event.status
         restarted = status.state == "running" and status.restarts > 0
         first_start = status.state == "running" and not status.restarts
         self.backend.api_url = status.api_url
@@ -136,15 +140,26 @@ class InspectorApp(App[None]):
 
     @work(group="events")
     async def _follow_events(self) -> None:
-        panel = self.query_one(TunnelsPanel)
         async for message in self.backend.events():
             kind = message.get("type")
             if kind == "exchanges":
-                self.live.changed(str(i) for i in message.get("ids", []))
+                self.post_message(ExchangesChanged([str(i) for i in message.get("ids", [])]))
             elif kind == "tunnel" and isinstance(message.get("tunnel"), dict):
-                panel.update_tunnels([TunnelView.from_json(message["tunnel"])])
+                self.post_message(TunnelChanged(TunnelView.from_json(message["tunnel"])))
             elif kind == "resync":
-                self.live.reload()
+                self.post_message(Resync())
+
+    @on(ExchangesChanged)
+    def _exchanges_changed(self, event: ExchangesChanged) -> None:
+        self.live.changed(event.ids)  # merged with others until the next flush
+
+    @on(TunnelChanged)
+    def _tunnel_changed(self, event: TunnelChanged) -> None:
+        self.query_one(TunnelsPanel).update_tunnels([event.tunnel])
+
+    @on(Resync)
+    def _resync(self) -> None:
+        self.live.reload()
 
     @work(group="poll", exclusive=True, exit_on_error=False)
     async def _poll_tunnels(self) -> None:

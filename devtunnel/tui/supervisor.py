@@ -54,7 +54,7 @@ class AgentSupervisor:
         stop_grace: seconds between SIGTERM and SIGKILL when stopping.
     """
 
-    def __init__(self, argv: Sequence[str], log_path: Path, on_change: Callable[[AgentStatus], None],
+    def __init__(self, argv: Sequence[str], log_path: Path, on_change: Callable[[AgentStatus], object],
                  *, ready_timeout: float = 20.0, max_backoff: float = 10.0, stop_grace: float = 5.0) -> None:
         self.argv = list(argv)
         self.log_path = Path(log_path)
