@@ -199,6 +199,21 @@ def test_retention_by_bytes_drops_the_oldest_and_keeps_the_total_under_the_limit
     assert all(i not in store.ids() for i in kept)
 
 
+def test_retention_at_the_limit_never_counts_or_sums_the_whole_table(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db", max_exchanges=20, max_bytes=15_000)
+    store.put_many(make(i, body=b"x" * 500) for i in range(40))
+    statements: list[str] = []
+    store._conn().set_trace_callback(statements.append)
+    try:
+        store.put(make(99, body=b"x" * 500))
+    finally:
+        store._conn().set_trace_callback(None)
+    assert any(s.startswith("DELETE FROM exchanges") for s in statements)  # something was dropped
+    for sql in statements:
+        assert "count(" not in sql.lower() and "sum(" not in sql.lower(), sql
+        assert "FROM exchanges ORDER BY id" not in sql or "LIMIT" in sql, sql
+
+
 # --- persistence and concurrency --------------------------------------------------------------
 
 
