@@ -95,6 +95,8 @@ class Relay:
         self._scheme = proto
         self._forward_http = HttpForwarder(max_body=settings.max_body, proto=proto)
         self._forward_ws = WebSocketForwarder(proto=proto)
+        # Inside the agent, its own output already says when a tunnel comes and goes.
+        self._log_level = logging.DEBUG if settings.embedded else logging.INFO
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
@@ -232,7 +234,7 @@ class Relay:
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, f"no HELLO within {self.settings.head_timeout:g} s")
             return
         except ProtocolError as exc:
-            log.info("agent %s refused: %s", peer, exc)
+            log.log(self._log_level, "agent %s refused: %s", peer, exc)
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc))  # keeps a GOAWAY already queued
             return
         if hello is None:
@@ -240,13 +242,13 @@ class Relay:
         token, refusal = self._admit(hello)
         if refusal is not None:
             code, reason = refusal
-            log.info("agent %s refused: %s", peer, reason)
+            log.log(self._log_level, "agent %s refused: %s", peer, reason)
             await _refuse(conn, send, code, reason)
             return
         name, refusal = self._pick_name(hello.name, token)
         if refusal is not None:
             code, reason = refusal
-            log.info("agent %s refused: %s", peer, reason)
+            log.log(self._log_level, "agent %s refused: %s", peer, reason)
             await _refuse(conn, send, code, reason)
             return
         # Take the name before any await, so no other agent can slip in between.
@@ -256,7 +258,7 @@ class Relay:
         conn.send_welcome(name, self.public_url_for(name), {"relay": f"devtunnel {__version__}"})
         tunnel.start_writer()
         tunnel.flush()
-        log.info("tunnel %s online for agent %s (%s)", name, peer, self.public_url_for(name))
+        log.log(self._log_level, "tunnel %s online for agent %s (%s)", name, peer, self.public_url_for(name))
         if old is not None:
             await old.disconnect(ErrorCode.NO_ERROR, "replaced by a new connection with the same token", 1000)
         reason = "the agent disconnected"
@@ -281,7 +283,8 @@ class Relay:
                 del self._tunnels[name]
             tunnel.close(f"tunnel {name} went offline")
             await tunnel.stop_writer()
-            log.info("tunnel %s offline (agent %s: %s)", name, peer, reason)
+            reason = tunnel.end_reason or reason
+            log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
 
     def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
         """The token the agent is known by, or why it is refused."""

@@ -114,7 +114,9 @@ class Tunnel:
         self.streams: dict[int, Stream] = {}
         self.closed = False
         self.draining = False
-        """The agent said GOAWAY: no new streams, open ones may finish."""
+        """GOAWAY was sent or received: no new streams, open ones may finish."""
+        self.end_reason: str | None = None
+        """Why the connection is ending, once a GOAWAY was sent or received."""
         self._send = send
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -195,7 +197,7 @@ class Tunnel:
                     stream.fail(event)
             elif isinstance(event, GoAway):
                 self.draining = True
-                log.info("tunnel %s: agent is leaving (%s)", self.name, event.reason)
+                self.end_reason = f"it left: {event.reason or 'no reason given'}"
 
     # -- ending ------------------------------------------------------------------------
     def goaway(self, code: ErrorCode, reason: str) -> None:
@@ -220,6 +222,7 @@ class Tunnel:
 
     async def disconnect(self, code: ErrorCode, reason: str, ws_code: int) -> None:
         """End this connection from the relay's side: GOAWAY, fail streams, close the WebSocket."""
+        self.end_reason = reason
         self.goaway(code, reason)
         self.close(reason)
         await self.finish_writing()

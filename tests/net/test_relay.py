@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -207,3 +208,20 @@ async def test_agent_silent_after_connecting_is_refused_after_head_timeout() -> 
         goaway = await _goaway_after(relay, None)
     assert goaway.code == ErrorCode.PROTOCOL_ERROR
     assert "no HELLO" in goaway.reason
+
+
+async def test_relay_logs_one_line_per_agent_connect_and_disconnect_not_per_request(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="devtunnel.relay")
+    agent = await agent_for(relay, name="logged")
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):
+            r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "logged.localhost"})
+            assert r.status_code == 200
+    await agent.close()
+    await async_wait_for(lambda: relay.tunnels == [], what="the tunnel to go offline")
+    lines = [r.getMessage() for r in caplog.records if r.name == "devtunnel.relay"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("tunnel logged online for agent 127.0.0.1:")
+    assert lines[1].startswith("tunnel logged offline")
