@@ -40,8 +40,9 @@ Tag = Literal[" ", "-", "+", "?"]
 Kind = Literal["headers", "json", "form", "text", "binary"]
 Side = Literal["both", "request", "response"]
 
-MAX_DIFF_LINES = 20_000
-"""Above this many lines on a side, text is compared like binary (difflib is quadratic)."""
+MAX_ALIGNED_LINES = 2_000
+"""Changed regions longer than this (after the common head and tail are set aside) are shown
+as one removed block and one added block: difflib's alignment is quadratic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +157,29 @@ def _line_diff(a: Sequence[str], b: Sequence[str], keys_a: Sequence[str] | None 
     """Tagged lines; ``keys`` (when given) are what is compared, ``a``/``b`` what is shown."""
     ka = list(keys_a if keys_a is not None else a)
     kb = list(keys_b if keys_b is not None else b)
-    out: list[DiffLine] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ka, kb, autojunk=False).get_opcodes():
-        if op == "equal":
-            out += [DiffLine(" ", a[i]) for i in range(i1, i2)]
-        else:
-            out += [DiffLine("-", a[i]) for i in range(i1, i2)]
-            out += [DiffLine("+", b[j]) for j in range(j1, j2)]
+    # The common head and tail cost nothing to find and are most of a typical diff (one field
+    # of a big JSON document changed), so only the middle goes through difflib.
+    shortest = min(len(ka), len(kb))
+    head = 0
+    while head < shortest and ka[head] == kb[head]:
+        head += 1
+    tail = 0
+    while tail < shortest - head and ka[len(ka) - 1 - tail] == kb[len(kb) - 1 - tail]:
+        tail += 1
+    end_a, end_b = len(ka) - tail, len(kb) - tail
+    out = [DiffLine(" ", a[i]) for i in range(head)]
+    if end_a - head > MAX_ALIGNED_LINES or end_b - head > MAX_ALIGNED_LINES:
+        out += [DiffLine("-", a[i]) for i in range(head, end_a)]
+        out += [DiffLine("+", b[j]) for j in range(head, end_b)]
+    else:
+        matcher = difflib.SequenceMatcher(None, ka[head:end_a], kb[head:end_b], autojunk=False)
+        for op, i1, i2, j1, j2 in matcher.get_opcodes():
+            if op == "equal":
+                out += [DiffLine(" ", a[head + i]) for i in range(i1, i2)]
+            else:
+                out += [DiffLine("-", a[head + i]) for i in range(i1, i2)]
+                out += [DiffLine("+", b[head + j]) for j in range(j1, j2)]
+    out += [DiffLine(" ", a[i]) for i in range(end_a, len(ka))]
     return out
 
 
@@ -239,13 +256,13 @@ def diff_bodies(a_bytes: bytes, a_content_type: str, b_bytes: bytes, b_content_t
             return _form_section(title, text_a, text_b, ignore)
     text_a, text_b = _as_text(a_bytes, a_content_type), _as_text(b_bytes, b_content_type)
     if text_a is not None and text_b is not None:
-        lines_a, lines_b = text_a.splitlines(), text_b.splitlines()
-        if len(lines_a) <= MAX_DIFF_LINES and len(lines_b) <= MAX_DIFF_LINES:
-            section = _section(title, "text", _line_diff([_safe(x) for x in lines_a], [_safe(x) for x in lines_b]))
-            if section.identical and a_bytes != b_bytes:  # only line endings differ
-                section.identical = False
-                section.lines.append(DiffLine("?", "the bodies differ only in line endings or a final newline"))
-            return section
+        lines_a = [_safe(x) for x in text_a.splitlines()]
+        lines_b = [_safe(x) for x in text_b.splitlines()]
+        section = _section(title, "text", _line_diff(lines_a, lines_b))
+        if section.identical and a_bytes != b_bytes:  # only line endings differ
+            section.identical = False
+            section.lines.append(DiffLine("?", "the bodies differ only in line endings or a final newline"))
+        return section
     return _binary_section(title, a_bytes, b_bytes)
 
 

@@ -177,3 +177,16 @@ def test_side_by_side_pairs_changes_and_wraps_to_the_width() -> None:
     assert render_side_by_side(ExchangeDiff("x", "y", [added]), 40)[-1] == ("+", "", "b")
     only = render_side_by_side(diff_exchanges(a, a, side="request"), width=80)
     assert {tag for tag, _, _ in only} <= {"#", " "}
+
+
+def test_big_bodies_diff_around_the_change_and_unrelated_rewrites_do_not_align() -> None:
+    doc = {f"key{i:05d}": i for i in range(30_000)}
+    changed_doc = dict(doc, key15000=-1)
+    section = diff_bodies(json.dumps(doc).encode(), "application/json",
+                          json.dumps(changed_doc).encode(), "application/json")
+    assert changed(section.lines) == [("-", '  "key15000": 15000,'), ("+", '  "key15000": -1,')]
+    assert len(section.lines) == 30_003
+    a = b"\n".join(b"a%d" % i for i in range(5_000))
+    b = b"\n".join(b"b%d" % i for i in range(5_000))
+    rewrite = diff_bodies(a, "text/plain", b, "text/plain")
+    assert [line.tag for line in rewrite.lines] == ["-"] * 5_000 + ["+"] * 5_000
