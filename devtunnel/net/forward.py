@@ -54,24 +54,121 @@ class _HeadDone(Exception):
     """Raised inside the parser to stop after the head of a response to HEAD."""
 
 
-class LocalConnection:
-    """One connection to the local service (plain TCP or TLS)."""
+class LocalConnection(asyncio.Protocol):
+    """One connection to the local service (plain TCP or TLS).
 
-    __slots__ = ("reader", "writer", "idle_since")
+    A small Protocol rather than asyncio streams: bytes the local service sent before it
+    reset the connection stay readable (a ``StreamReader`` raises the error first and loses
+    them, which would turn an early ``413`` into a ``502``).
+    """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _CHUNK and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True  # back-pressure: the relay side is slower than the local service
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._error = exc
+        self._wake_reader()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- for the forwarder -----------------------------------------------------------------------
+    async def read(self) -> bytes:
+        """Everything received so far (waiting for some); ``b""`` at the end of the stream.
+
+        Raises:
+            OSError: the connection broke and every byte received before was already read.
+        """
+        while not self._chunks:
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            await self._read_waiter
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._buffered = 0
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the local service."""
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def writelines(self, parts: list[bytes] | tuple[bytes, ...]) -> None:
+        """Queue several pieces at once."""
+        assert self.transport is not None
+        self.transport.writelines(parts)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is low again.
+
+        Raises:
+            ConnectionResetError: the connection is closed.
+        """
+        if self._eof and self._error is not None or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the local service closed the connection")
+        if self._writing_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+            if self.transport.is_closing():
+                raise ConnectionResetError("the local service closed the connection")
 
     @property
     def usable(self) -> bool:
-        """False once the local service closed its side or the socket broke."""
-        return not self.writer.is_closing() and not self.reader.at_eof() and self.reader.exception() is None
+        """False once the local service closed its side, the socket broke, or it sent unasked bytes."""
+        return not self._eof and not self._chunks and self.transport is not None and not self.transport.is_closing()
 
     def abort(self) -> None:
         """Drop the connection at once (nothing more will be read or written)."""
-        self.writer.transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class LocalPool:
@@ -102,15 +199,16 @@ class LocalPool:
 
     async def connect(self) -> LocalConnection:
         """A new connection. Raises OSError (ConnectionRefusedError ...) or TimeoutError."""
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
-            reader, writer = await asyncio.open_connection(
+            _, conn = await loop.create_connection(
+                LocalConnection,
                 self.target.host,
                 self.target.port,
                 ssl=self._ssl,
                 server_hostname=self.target.host if self._ssl else None,
-                limit=_CHUNK,
             )
-        return LocalConnection(reader, writer)
+        return conn
 
     def take(self) -> LocalConnection | None:
         """An idle connection that still looks alive, or None."""
@@ -354,7 +452,7 @@ class Forwarder:
                     if lease.conn is None:
                         return
                 conn = lease.conn
-                conn.writer.write(request_head)
+                conn.write(request_head)
                 sent_at = asyncio.get_running_loop().time()
                 if not head.end_stream:
                     lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap))
@@ -407,7 +505,6 @@ class Forwarder:
         self, stream: TunnelStream, conn: LocalConnection, chunked: bool, cap: ExchangeCapture
     ) -> float:
         """Copy the request body from the relay to the local service; returns when it ended."""
-        writer = conn.writer
         events = stream.events
         while True:
             event = await events.get()
@@ -416,17 +513,17 @@ class Forwarder:
             data = event.data
             if data:
                 if chunked:
-                    writer.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                    conn.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
                 else:
-                    writer.write(data)
+                    conn.write(data)
                 cap.request_body(data)
-                await writer.drain()
+                await conn.drain()
                 # Credit goes back only once the local socket took the bytes: back-pressure.
                 stream.acknowledge(len(data))
             if event.end_stream:
                 if chunked:
-                    writer.write(b"0\r\n\r\n")
-                await writer.drain()
+                    conn.write(b"0\r\n\r\n")
+                await conn.drain()
                 return asyncio.get_running_loop().time()
 
     async def _read_head(
@@ -442,23 +539,27 @@ class Forwarder:
         The head timeout runs from the moment the whole request was sent, so a slow upload
         from the public client never counts against the local service.
         """
-        if body_task is None:
-            await conn.writer.drain()
         loop = asyncio.get_running_loop()
-        reader = conn.reader
         received = False
+        sent: float | None = sent_at
+        if body_task is None:
+            try:
+                await conn.drain()
+            except OSError as exc:
+                raise _ClosedEarly(f"the local service broke the connection: {exc}", nothing_received=True) from exc
+        else:
+            sent = None
         while not response.head_done:
-            if body_task is None:
-                remaining = sent_at + self.head_timeout - loop.time()
-            elif body_task.done() and not body_task.cancelled() and body_task.exception() is None:
-                remaining = body_task.result() + self.head_timeout - loop.time()
-            else:
-                remaining = self.head_timeout
+            if sent is None and body_task is not None and body_task.done():
+                ok = not body_task.cancelled() and body_task.exception() is None
+                sent = body_task.result() if ok else loop.time()
+            # While the body is still being uploaded there is no deadline: poll at the timeout.
+            remaining = self.head_timeout if sent is None else sent + self.head_timeout - loop.time()
             if remaining <= 0:
                 raise _HeadTimeout
             try:
                 async with asyncio.timeout(remaining):
-                    data = await reader.read(_CHUNK)
+                    data = await conn.read()
             except TimeoutError:
                 continue
             except OSError as exc:
@@ -492,7 +593,7 @@ class Forwarder:
             return
         stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
         assert lease.conn is not None
-        reader = lease.conn.reader
+        conn = lease.conn
         while True:
             if body:
                 cap.response_body(body)
@@ -503,7 +604,7 @@ class Forwarder:
             if body:
                 await stream.send_data(body)
             try:
-                data = await reader.read(_CHUNK)
+                data = await conn.read()
             except OSError as exc:
                 self._broken_after_head(stream, cap, f"the local service broke the connection: {exc}")
                 return

@@ -221,3 +221,47 @@ async def test_request_without_body_is_retried_when_a_pooled_connection_was_drop
             response = await c.post("/", content=b"once")
     assert response.status_code == 502
     assert response.headers["x-devtunnel-error"] == "local_error"
+
+
+async def test_head_timeout_starts_after_a_slow_upload_ends(harness: Harness) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        await reader.readuntil(b"0\r\n\r\n")  # the whole chunked body, however long it takes
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"first"
+        await asyncio.sleep(0.6)  # the public client pauses for twice the head timeout
+        yield b"last"
+
+    harness.service.head_timeout = 0.3
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.post("/upload", content=slow_body())
+    assert response.status_code == 200
+
+
+async def test_early_response_before_the_body_is_read_ends_the_upload(harness: Harness) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+        await writer.drain()
+        # A lingering close, as nginx does: closing with unread bytes would send a reset that
+        # can destroy the response before the agent reads it.
+        writer.write_eof()
+        while await reader.read(1 << 16):
+            pass
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.post("/upload", content=b"x" * (8 << 20))
+            assert (response.status_code, response.text) == (413, "too big!")
+            # The tunnel goes on serving.
+            assert (await c.post("/upload", content=b"small")).status_code == 413
+    exchanges = await harness.exchanges(2)
+    assert all(ex.status == 413 for ex in exchanges)
