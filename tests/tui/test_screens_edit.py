@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from textual.widgets import Input, Static, TextArea
 
 from devtunnel.capture.model import Exchange, Headers, Response
 from devtunnel.errors import ReplayError
-from devtunnel.net.replay import Edit
+from devtunnel.net.replay import Edit, replay
 from devtunnel.tui.screens import DiffScreen, EditReplayScreen
 from devtunnel.tui.screens.edit import HeaderRow
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, free_port
 from tests.tui.screen_fixtures import HOSTILE, ScreenApp, binary_exchange, exchange, json_exchange, screen_text
 
 
@@ -262,3 +265,70 @@ def test_snapshot_edit_screen_after_a_replay(snap_compare) -> None:
         await pilot.pause()
 
     assert snap_compare(ScreenApp(EditReplayScreen(ex, Recorder(ex))), terminal_size=(110, 40), run_before=replay)
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers every request with what it received, as JSON."""
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace")
+        reply = json.dumps({"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_POST = do_PUT = do_PATCH = _echo
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_edited_request_is_replayed_to_a_real_service(echo_url: str) -> None:
+    ex = json_exchange()
+    ex.target_url = echo_url
+
+    async def send(edit: Edit) -> Exchange:
+        return await replay(ex, edit=edit)
+
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(140, 50)) as pilot:
+        await pilot.pause()
+        app.screen.query_one("#method", Input).value = "PATCH"
+        app.screen.query_one("#body", TextArea).text = '{"qty": 5}'
+        await pilot.press("ctrl+n", *"X-Trace", "tab", *"t-1", "ctrl+s")
+        await async_wait_for(lambda: _edit_screen(app).replayed, timeout=20, what="the replay")
+        replayed = _edit_screen(app).replayed
+        echoed = json.loads(replayed.response.body)
+        assert (echoed["method"], echoed["path"], echoed["body"]) == ("PATCH", "/api/orders?expand=items", '{"qty": 5}')
+        assert echoed["headers"]["X-Trace"] == "t-1" and echoed["headers"]["Content-Length"] == "10"
+        assert replayed.replay_of == ex.id
+        assert '"method": "PATCH"' in str(app.screen.query_one("#replayed", Static).render())
+
+
+async def test_refused_connection_is_shown_inline() -> None:
+    ex = json_exchange()
+    ex.target_url = f"http://127.0.0.1:{free_port()}"
+
+    async def send(edit: Edit) -> Exchange:
+        return await replay(ex, edit=edit)
+
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(140, 50)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: "Replay failed" in _message(app), timeout=20, what="the error")
+        assert _message(app).startswith("Replay failed: local_refused")
+        assert isinstance(app.screen, EditReplayScreen)

@@ -332,8 +332,11 @@ class EditReplayScreen(Screen[None]):
             response_preview("Replay", replayed.response, replayed.error_message or (replayed.error or ""))
         )
         self.query_one("#compare").add_class("shown")
-        status = "no response" if replayed.response is None else str(replayed.response.status)
-        message = Text(f"Replayed: {status}", end="")
+        if replayed.response is None:
+            reason = escape_control(": ".join(filter(None, [replayed.error or "", replayed.error_message])))
+            self._show_message(f"Replay failed: {reason or 'no response'}", error=True)
+            return
+        message = Text(f"Replayed: {replayed.response.status}", end="")
         message.append("  ctrl+d diff with the original", "dim")
         self._show_message(message)
 
