@@ -391,8 +391,7 @@ class Store:
     def put_many(self, exchanges: Iterable[Exchange]) -> None:
         """Insert or replace many exchanges in one transaction, then apply retention."""
         with self._writing() as conn:
-            for ex in exchanges:
-                _write(conn, ex)
+            _write(conn, exchanges)
             self._retain(conn)
 
     def _retain(self, conn: sqlite3.Connection) -> None:
@@ -586,31 +585,40 @@ def _row(r: tuple[object, ...]) -> Row:
     return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]))  # type: ignore[arg-type]
 
 
-def _write(conn: sqlite3.Connection, ex: Exchange) -> None:
-    req, res = ex.request, ex.response
-    req_heads = encode_headers(req.headers)
-    res_heads = encode_headers(res.headers) if res is not None else None
-    blob_bytes = (len(req_heads) + len(req.body) + len(req.target)
-                  + (len(res_heads or b"") + len(res.body) if res is not None else 0)
-                  + sum(len(m.payload) for m in ex.ws_messages))
-    conn.execute(_UPSERT, (
-        ex.id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
-        ex.status, ex.duration, ex.ttfb, ex.size, ex.error, ex.replay_of, int(bool(ex.websocket)),
-        int(res is not None), _ROW_OVERHEAD + blob_bytes, req.target, ex.remote_addr, ex.target_url,
-        ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
-        None if res is None else res.http_version, None if res is None else res.reason,
-        None if res is None else res.body_size, None if res is None else int(res.body_truncated),
-    ))
-    conn.execute("INSERT OR REPLACE INTO heads (id, req, res) VALUES (?, ?, ?)", (ex.id, req_heads, res_heads))
-    conn.execute(
-        "INSERT OR REPLACE INTO bodies (id, req, res) VALUES (?, ?, ?)",
-        (ex.id, bytes(req.body), None if res is None else bytes(res.body)),
-    )
-    conn.execute("DELETE FROM ws_messages WHERE id = ?", (ex.id,))
-    if ex.ws_messages:
+def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
+    """Upsert exchanges: one ``executemany`` per table (a later version of an id wins)."""
+    latest = {ex.id: ex for ex in exchanges}
+    summaries: list[tuple[object, ...]] = []
+    heads: list[tuple[object, ...]] = []
+    bodies: list[tuple[object, ...]] = []
+    messages: list[tuple[object, ...]] = []
+    for ex in latest.values():
+        req, res = ex.request, ex.response
+        req_heads = encode_headers(req.headers)
+        res_heads = encode_headers(res.headers) if res is not None else None
+        blob_bytes = (len(req_heads) + len(req.body) + len(req.target)
+                      + (len(res_heads or b"") + len(res.body) if res is not None else 0)
+                      + sum(len(m.payload) for m in ex.ws_messages))
+        summaries.append((
+            ex.id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
+            ex.status, ex.duration, ex.ttfb, ex.size, ex.error, ex.replay_of, int(bool(ex.websocket)),
+            int(res is not None), _ROW_OVERHEAD + blob_bytes, req.target, ex.remote_addr, ex.target_url,
+            ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
+            None if res is None else res.http_version, None if res is None else res.reason,
+            None if res is None else res.body_size, None if res is None else int(res.body_truncated),
+        ))
+        heads.append((ex.id, req_heads, res_heads))
+        bodies.append((ex.id, bytes(req.body), None if res is None else bytes(res.body)))
+        messages += [(ex.id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
+                     for i, m in enumerate(ex.ws_messages)]
+    conn.executemany(_UPSERT, summaries)
+    conn.executemany("INSERT OR REPLACE INTO heads (id, req, res) VALUES (?, ?, ?)", heads)
+    conn.executemany("INSERT OR REPLACE INTO bodies (id, req, res) VALUES (?, ?, ?)", bodies)
+    conn.executemany("DELETE FROM ws_messages WHERE id = ?", [(i,) for i in latest])
+    if messages:
         conn.executemany(
             "INSERT INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(ex.id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload)) for i, m in enumerate(ex.ws_messages)],
+            messages,
         )
 
 

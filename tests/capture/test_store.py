@@ -84,6 +84,16 @@ def test_putting_an_updated_exchange_replaces_it_and_keeps_the_byte_count_right(
     conn.close()
 
 
+def test_put_many_with_two_versions_of_an_id_keeps_the_later(store: Store) -> None:
+    ex = make(1, status=None)
+    ex.websocket, ex.ws_messages = True, [WsMessage("client", 1, 1.0, b"a")]
+    later = replace(ex, response=Response(status=101), ws_messages=[WsMessage("client", 1, 1.0, b"a"),
+                                                                    WsMessage("server", 1, 2.0, b"b")])
+    store.put_many([ex, later])
+    assert store.get(ex.id) == later
+    assert store.count() == 1
+
+
 def test_rows_read_no_header_or_body_table(store: Store) -> None:
     store.put_many(make(i, body=b"secret" * 100) for i in range(5))
     conn = store._conn()
