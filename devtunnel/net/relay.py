@@ -23,7 +23,7 @@ from devtunnel.errors import ConfigError, ProtocolError
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
 from devtunnel.net.relay_proxy import HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
-from devtunnel.net.relay_tunnel import Tunnel
+from devtunnel.net.relay_tunnel import Tunnel, send_last_words
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
 
@@ -276,8 +276,7 @@ class Relay:
             reason = f"protocol error: {exc}"
             conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))  # no-op if the connection queued its own
             tunnel.close(f"tunnel {name} went offline")
-            await tunnel.finish_writing()
-            await _close(send, 1002)
+            await tunnel.finish_writing({"type": "websocket.close", "code": 1002})
         finally:
             if self._tunnels.get(name) is tunnel:
                 del self._tunnels[name]
@@ -335,20 +334,8 @@ async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
 async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str) -> None:
     """Send a GOAWAY (unless the connection already queued one) and close."""
     conn.send_goaway(code, reason)
-    data = conn.data_to_send()
-    try:
-        if data:
-            await send({"type": "websocket.send", "bytes": data})
-        await send({"type": "websocket.close", "code": 1008 if code == ErrorCode.AUTH_FAILED else 1000})
-    except Exception as exc:  # the agent may be gone already
-        log.debug("could not tell the agent: %r", exc)
-
-
-async def _close(send: Send, code: int) -> None:
-    try:
-        await send({"type": "websocket.close", "code": code})
-    except Exception as exc:  # the agent may be gone already
-        log.debug("could not close the agent's WebSocket: %r", exc)
+    close = {"type": "websocket.close", "code": 1008 if code == ErrorCode.AUTH_FAILED else 1000}
+    await send_last_words(send, [{"type": "websocket.send", "bytes": conn.data_to_send()}, close])
 
 
 def _host(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -31,6 +31,19 @@ log = logging.getLogger("devtunnel.relay")
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
+LAST_WORDS_TIMEOUT = 1.0
+"""Seconds to spend sending a GOAWAY and close to an agent on the way out."""
+
+
+async def send_last_words(send: ASGISend, messages: list[dict[str, Any]]) -> None:
+    """Send closing messages to an agent that may be gone or not reading, without waiting long."""
+    try:
+        async with asyncio.timeout(LAST_WORDS_TIMEOUT):
+            for message in messages:
+                await send(message)
+    except Exception as exc:  # gone, or not reading: the heartbeat will drop it
+        log.debug("could not finish talking to an agent: %r", exc)
+
 
 class Stream:
     """What the relay knows of one stream: the response head, queued body, and failure.
@@ -225,21 +238,14 @@ class Tunnel:
         self.end_reason = reason
         self.goaway(code, reason)
         self.close(reason)
-        await self.finish_writing()
-        try:
-            await self._send({"type": "websocket.close", "code": ws_code, "reason": reason[:120]})
-        except Exception as exc:  # the agent may be gone already
-            log.debug("tunnel %s: close failed: %r", self.name, exc)
+        await self.finish_writing({"type": "websocket.close", "code": ws_code, "reason": reason[:120]})
 
-    async def finish_writing(self, timeout: float = 1.0) -> None:
-        """Send what is still queued (a GOAWAY), then stop the writer."""
-        data = self.conn.data_to_send()
-        if data:
-            try:
-                await asyncio.wait_for(self._send({"type": "websocket.send", "bytes": data}), timeout)
-            except Exception as exc:  # the socket may already be gone; nothing else to do
-                log.debug("tunnel %s: final write failed: %r", self.name, exc)
+    async def finish_writing(self, *then: dict[str, Any]) -> None:
+        """Stop the writer, send what is still queued (a GOAWAY), then the messages ``then``."""
         await self.stop_writer()
+        data = self.conn.data_to_send()
+        messages = [{"type": "websocket.send", "bytes": data}] if data else []
+        await send_last_words(self._send, [*messages, *then])
 
     async def stop_writer(self) -> None:
         """Stop the writer task."""
