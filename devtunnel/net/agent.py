@@ -282,7 +282,7 @@ class _Session:
             await asyncio.gather(writer, return_exceptions=True)
             await self.ws.close()
         if self.goaway is not None:
-            if self.goaway.code in (ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION):
+            if self.goaway.code in _FINAL_GOAWAYS:
                 raise _goaway_error(self.goaway)
             reason = f"the relay is going away: {self.goaway.reason or 'no reason given'}"
         return reason
@@ -363,6 +363,12 @@ class _Session:
             cap.finish()
 
 
+# GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means the
+# relay handed the name to another agent with the same token: taking it back would only start
+# a tug of war between the two.
+_FINAL_GOAWAYS = frozenset((ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR))
+
+
 def _goaway_error(event: GoAway) -> TunnelError:
     reason = event.reason or "no reason given"
     if event.code == ErrorCode.AUTH_FAILED:
@@ -371,6 +377,8 @@ def _goaway_error(event: GoAway) -> TunnelError:
         return NameTakenError(f"the relay refused the tunnel name: {reason}")
     if event.code == ErrorCode.UNSUPPORTED_VERSION:
         return TunnelError(f"the relay speaks another protocol version: {reason}")
+    if event.code == ErrorCode.NO_ERROR:
+        return TunnelError(f"the relay ended the tunnel: {reason}")
     return RelayUnreachableError(f"the relay turned the tunnel away: {reason}")
 
 
@@ -510,6 +518,10 @@ class Tunnel:
                 except (TunnelError, ConfigError) as exc:
                     self._fail(exc)
                     return
+                except Exception as exc:  # a defect: say so once rather than retry it forever
+                    log.exception("tunnel %s: unexpected failure", self.name)
+                    self._fail(TunnelError(f"unexpected failure: {exc!r}"))
+                    return
                 if self._stopping:
                     return
                 await self._wait_before_retry(attempt, reason)
@@ -577,6 +589,7 @@ class Tunnel:
                 compression=None,
                 max_size=None,
                 open_timeout=HANDSHAKE_TIMEOUT,
+                close_timeout=2,
                 user_agent_header=f"devtunnel/{__version__}",
                 **options,
             )

@@ -134,8 +134,10 @@ def test_http_prints_forwarding_once_logs_requests_records_them_and_exits_0_on_s
 
 
 def test_http_exits_0_on_sigterm_without_api(env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]) -> None:
-    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
-    agent.line(lambda l: l.startswith("Forwarding"))
+    port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record", "--port", str(port))
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None and match.group(3) == str(port)  # the embedded relay took --port
     assert agent.stop(signal.SIGTERM) == 0
     assert not any(l.startswith("API ") for l in agent.out)
     assert not (Path(env["XDG_STATE_HOME"]) / "devtunnel").exists()  # --no-record: no database

@@ -226,3 +226,19 @@ async def test_no_recorder_records_nothing_but_still_reports_exchanges(local: tu
     assert service.recorder is None and service.body_cap == 0
     [ex] = finished
     assert ex.status == 200 and ex.request.body == b"" and ex.request.body_size == 6
+
+
+async def test_tunnel_replaced_by_another_agent_with_the_same_token_stops_instead_of_fighting(
+    tmp_path: Path, local: tuple[int, LocalState]
+) -> None:
+    async with relay_and_agent(tmp_path, backoff=FAST) as h:
+        await h.start(str(local[0]), name="dup")
+        rival = AgentService(relay=f"ws://127.0.0.1:{h.relay.port}", token=TOKEN, backoff=FAST)
+        try:
+            assert (await rival.start_tunnel(TunnelConfig(target=str(local[0]), name="dup"))).state is TunnelState.ONLINE
+            await async_wait_for(lambda: h.service.tunnels()[0].state is TunnelState.FAILED, what="the first gives up")
+            assert "replaced" in (h.service.tunnels()[0].error or "")
+            assert rival.tunnels()[0].state is TunnelState.ONLINE
+            assert h.infos[-1].state is TunnelState.FAILED
+        finally:
+            await rival.stop()
