@@ -359,6 +359,8 @@ def _bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on ``host:port`` (uvicorn listens on it)."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # A name like "localhost" may resolve to ::1 first; clients mostly try 127.0.0.1.
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, kind, proto, _, address = infos[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtunnel.commands.relay import is_loopback, parse_listen
 from devtunnel.errors import ConfigError
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.sizes import format_size, parse_size
@@ -171,3 +172,17 @@ def test_unusable_tls_files_give_one_line_error_and_exit_2(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "cannot use the TLS certificate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0.0.0.0:443", ("0.0.0.0", 443)), ("[::1]:8000", ("::1", 8000)), ("8000", ("127.0.0.1", 8000)),
+     (":8000", ("0.0.0.0", 8000)), ("localhost:0", ("localhost", 0))],
+)
+def test_listen_addresses_parse(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+def test_only_loopback_addresses_may_go_without_a_token() -> None:
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::", "example.com")] == [
+        True, True, True, False, False, False]
