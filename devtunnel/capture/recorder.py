@@ -10,6 +10,7 @@ newest version.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -31,10 +32,11 @@ _RETRY_MAX = 5.0
 
 def _is_transient(exc: BaseException) -> bool:
     """True when retrying later may succeed (another process holds the lock, disk full)."""
-    from devtunnel.capture.store import _transient
-
     cause = exc.__cause__ if isinstance(exc, StoreError) else exc
-    return cause is not None and _transient(cause)
+    text = str(cause).lower()
+    return isinstance(cause, sqlite3.OperationalError) and any(
+        word in text for word in ("locked", "busy", "disk i/o", "full")
+    )
 
 
 class Recorder:

@@ -186,14 +186,6 @@ _UPSERT = (
 )
 
 
-def _transient(exc: BaseException) -> bool:
-    """True for failures worth retrying later (another process holds the lock, disk full)."""
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and any(
-        w in text for w in ("locked", "busy", "disk i/o", "full")
-    )
-
-
 class Store:
     """Captured exchanges in one SQLite file.
 

@@ -208,6 +208,12 @@ class Leaf(Filter):
     code: ClassVar[str] = ""
     """The field name (``method``) or mitmproxy code (``~m``)."""
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # Each leaf describes itself once, in ``syntax`` and ``help``; help() shows the same.
+        if "__doc__" not in cls.__dict__ or cls.__doc__ is None:
+            cls.__doc__ = f"``{cls.syntax}``: {cls.help}."
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({vars(self)!r})"
 
