@@ -98,16 +98,16 @@ def parse_target(text: str) -> Target:
         if "/" in text:
             raise ConfigError(f"invalid target {original!r}: a path needs a URL with a scheme; {_EXAMPLES}")
         if text.startswith("["):
-            host, sep, port = text[1:].partition("]:")
+            host, sep, port_part = text[1:].partition("]:")
             if not sep:
                 raise ConfigError(f"invalid target {original!r}: the port is missing; {_EXAMPLES}")
         else:
-            host, sep, port = text.rpartition(":")
+            host, sep, port_part = text.rpartition(":")
             if not sep:
                 raise ConfigError(f"invalid target {original!r}: the port is missing; {_EXAMPLES}")
             if ":" in host:
                 raise ConfigError(f"invalid target {original!r}: write an IPv6 address as [ADDRESS]:PORT")
-        return Target("http", _check_host(host, original), _port(port, original))
+        return Target("http", _check_host(host, original), _port(port_part, original))
 
     try:
         parts = urlsplit(text)
