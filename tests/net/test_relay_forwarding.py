@@ -120,39 +120,37 @@ async def test_streamed_response_reaches_client_chunk_by_chunk(relay: Relay) -> 
         await agent.close()
 
 
-async def test_request_body_streams_within_the_agents_window(relay: Relay) -> None:
-    relay.settings.max_body = 0
+async def test_request_body_streams_within_the_agents_window() -> None:
     first_part_seen = asyncio.Event()
     sizes: list[int] = []
 
-    async def slow_reader(request: AgentRequest) -> None:
+    async def counting_reader(request: AgentRequest) -> None:
         total = 0
         async for chunk in request.chunks():
             sizes.append(len(chunk))
             total += len(chunk)
             first_part_seen.set()
-            await asyncio.sleep(0)
         request.respond(200, [(b"Content-Length", str(len(str(total))).encode())])
         await request.send(str(total).encode(), end=True)
-
-    # A 4 KiB window: the relay may never have more than 4 KiB unacknowledged in flight.
-    agent = await connect_agent(relay, handler=slow_reader, initial_window=4096)
-    forwarder = relay._forward_http
-    forwarder.max_body = 0
 
     async def body() -> AsyncIterator[bytes]:
         yield b"a" * 20000
         await asyncio.wait_for(first_part_seen.wait(), 5)  # streamed: the agent has bytes before we send more
         yield b"b" * 30000
 
-    try:
-        async with httpx.AsyncClient() as client:
-            r = await client.post(f"http://127.0.0.1:{relay.port}/up", headers={"Host": "demo.localhost"}, content=body())
-        assert (r.status_code, r.text) == (200, "50000")
-        assert max(sizes) <= 4096
-        assert sum(sizes) == 50000
-    finally:
-        await agent.close()
+    async with running_relay() as relay:
+        # A 4 KiB window: the relay may never have more than 4 KiB unacknowledged in flight
+        # (the agent's protocol connection fails the tunnel if it does).
+        agent = await connect_agent(relay, handler=counting_reader, initial_window=4096)
+        try:
+            async with httpx.AsyncClient() as client:
+                r = await client.post(f"http://127.0.0.1:{relay.port}/up", headers={"Host": "demo.localhost"},
+                                      content=body())
+            assert (r.status_code, r.text) == (200, "50000")
+            assert max(sizes) <= 4096
+            assert sum(sizes) == 50000
+        finally:
+            await agent.close()
 
 
 async def test_content_length_over_max_body_gets_413_without_reaching_agent(relay: Relay, agent: ScriptedAgent) -> None:
