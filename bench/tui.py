@@ -70,7 +70,7 @@ def writer(db: str, rate: int, seconds: float) -> None:
 
     def committed(ids: list[str]) -> None:
         sent = [submitted.pop(i, time.time()) for i in ids]
-        print(json.dumps({"ids": ids, "submitted": min(sent)}), flush=True)
+        print(json.dumps({"ids": ids, "submitted": min(sent), "committed": time.time()}), flush=True)
 
     recorder.subscribe(committed)
     start = time.monotonic()
@@ -148,21 +148,27 @@ async def ingest(app, table, db: Path, rate: int, seconds: float) -> list[float]
     process = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--writer", str(db), "--rate", str(rate), "--seconds", str(seconds),
         stdout=subprocess.PIPE)
-    waiting: list[tuple[str, float]] = []
+    waiting: list[tuple[str, float, float]] = []
     lags: list[float] = []
+    ui_lags: list[float] = []
 
     async def read() -> None:
         assert process.stdout is not None
         async for line in process.stdout:
             message = json.loads(line)
             app.live.changed(message["ids"])
-            waiting.append((max(message["ids"]), message["submitted"]))
+            waiting.append((max(message["ids"]), message["submitted"], message["committed"]))
 
     async def watch() -> None:
         while True:
-            # A commit is on screen once its newest row is loaded at the bottom of a following table.
-            while waiting and table.cached_row(waiting[0][0]) is not None:
-                lags.append(time.time() - waiting.pop(0)[1])
+            # A commit is on screen once the bottom row of the (following) table is it or newer, and
+            # that row is drawn: rows that scrolled past between two frames were never meant to be read.
+            bottom = table.ids[-1] if table.ids else ""
+            if table.cached_row(bottom) is not None:
+                while waiting and waiting[0][0] <= bottom:
+                    _, submitted, committed = waiting.pop(0)
+                    lags.append(time.time() - submitted)
+                    ui_lags.append(time.time() - committed)
             await asyncio.sleep(0.002)
 
     cpu = resource.getrusage(resource.RUSAGE_SELF)
@@ -179,6 +185,10 @@ async def ingest(app, table, db: Path, rate: int, seconds: float) -> list[float]
     busy = (used.ru_utime - cpu.ru_utime) + (used.ru_stime - cpu.ru_stime)
     print(f"ingest           {rate}/s for {seconds:.0f} s: inspector CPU {busy / wall * 100:.0f}% of one core, "
           f"{len(waiting)} commits never shown")
+    ui_lags.sort()
+    if ui_lags:
+        print(f"  of which from store commit to screen: p50 {statistics.median(ui_lags) * 1000:.0f} ms, "
+              f"p95 {ui_lags[int(len(ui_lags) * 0.95) - 1] * 1000:.0f} ms")
     return lags
 
 

@@ -251,6 +251,8 @@ class RequestTable(ScrollView, can_focus=True):
             self._resize_virtual()
             if self.following:
                 self._move(len(self._ids) - 1, keep_following=True)
+                # Read the new bottom page now rather than after a frame has drawn it empty.
+                self._want_range(max(0, len(self._ids) - self._page), len(self._ids))
             self.refresh()
         return added
 
@@ -353,11 +355,14 @@ class RequestTable(ScrollView, can_focus=True):
     def _want(self, index: int) -> None:
         """Note that the row at ``index`` is missing and queue a load of the visible window."""
         top = round(self.scroll_y)
-        page = self._page
-        for exchange_id in self._ids[max(0, top - page): top + 2 * page]:
+        self._want_range(max(0, top - self._page), top + 2 * self._page)
+
+    def _want_range(self, start: int, end: int) -> None:
+        """Queue a load of the rows at ``start:end`` that are not cached."""
+        for exchange_id in self._ids[start:end]:
             if exchange_id not in self._rows:
                 self._wanted.add(exchange_id)
-        if not self._loading:
+        if self._wanted and not self._loading:
             self._loading = True
             self.call_later(self._load_wanted)
 
