@@ -227,7 +227,7 @@ class _Session:
     # -- handshake ----------------------------------------------------------------------
     async def handshake(self, token: str, name: str) -> Welcome:
         """Say HELLO; return the WELCOME. Raises AuthError, NameTakenError or RelayUnreachableError."""
-        info: dict[str, object] = {"agent": f"devtunnel/{__version__}", "target": self.tunnel.target.url}
+        info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}  # not the target: the relay needs no local address
         self.conn.send_hello(token, name, info)
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):

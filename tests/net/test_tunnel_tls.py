@@ -10,7 +10,7 @@ import trustme
 
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelState
 from devtunnel.net.relay import Relay, RelaySettings
-from tests.net.tunnel_fixtures import TOKEN, local_http, relay_and_agent
+from tests.net.tunnel_fixtures import TOKEN, local_http, local_websocket, relay_and_agent
 
 
 @pytest.fixture
@@ -48,3 +48,24 @@ async def test_wss_relay_is_verified_unless_insecure(pem: Path) -> None:
     finally:
         await service.stop()
         await relay.stop()
+
+
+@pytest.mark.parametrize("insecure", [True, False])
+async def test_websocket_to_a_wss_target_is_verified_unless_insecure(tmp_path: Path, pem: Path, insecure: bool) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    with local_websocket(tls_pem=pem) as (port, _):
+        async with relay_and_agent(tmp_path) as h:
+            await h.start(f"https://localhost:{port}", insecure=insecure)
+            options = {"host": "127.0.0.1", "port": h.relay.port, "proxy": None}
+            if insecure:
+                async with connect(f"ws://{h.host('app')}/chat", **options) as ws:  # type: ignore[arg-type]
+                    await ws.send("over tls")
+                    assert await ws.recv() == "over tls"
+            else:
+                with pytest.raises(InvalidStatus) as info:
+                    async with connect(f"ws://{h.host('app')}/chat", **options):  # type: ignore[arg-type]
+                        pass
+                assert info.value.response.status_code == 502
+                assert b"CERTIFICATE_VERIFY_FAILED" in info.value.response.body

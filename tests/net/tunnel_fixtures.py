@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -221,8 +222,16 @@ async def read_request_head(reader: asyncio.StreamReader) -> bytes:
 
 # -- the local WebSocket service ---------------------------------------------------------------------
 @contextmanager
-def local_websocket() -> Iterator[tuple[int, list[WsRequest]]]:
-    """An echo WebSocket server; ``close:CODE`` closes with CODE; path ``/reject`` answers 403."""
+def local_websocket(*, tls_pem: Path | None = None) -> Iterator[tuple[int, list[WsRequest]]]:
+    """An echo WebSocket server; ``close:CODE`` closes with CODE; path ``/reject`` answers 403.
+
+    ``tls_pem`` (a key and certificate chain in one PEM file) serves wss instead of ws.
+    """
+    tls: dict[str, Any] = {}
+    if tls_pem is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(tls_pem))
+        tls["ssl"] = ctx
     thread = LoopThread()
     sock = _listen()
     requests: list[WsRequest] = []
@@ -245,7 +254,7 @@ def local_websocket() -> Iterator[tuple[int, list[WsRequest]]]:
 
     async def start() -> Any:
         return await serve(echo, sock=sock, process_request=process_request, select_subprotocol=select_subprotocol,
-                           compression=None, max_size=None)
+                           compression=None, max_size=None, **tls)
 
     server = thread.call(start())
     try:
