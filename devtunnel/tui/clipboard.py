@@ -62,7 +62,7 @@ def _copy_with_tool(text: str) -> bool:
 
 def _copy_with_pyperclip(text: str) -> bool:
     try:
-        import pyperclip
+        import pyperclip  # type: ignore[import-untyped]
     except ImportError:
         return False
     try:

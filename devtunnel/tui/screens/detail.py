@@ -66,11 +66,8 @@ def ws_preview(message: WsMessage) -> Text:
     """A short, escaped preview of a WebSocket payload (hex for binary frames)."""
     payload = message.payload
     if message.opcode == 1:
-        try:
-            shown = escape_control(payload[:_PREVIEW * 4].decode("utf-8", errors="replace")[:_PREVIEW])
-        except UnicodeDecodeError:  # pragma: no cover - errors="replace" never raises
-            shown = ""
-        text = Text(shown, no_wrap=True, end="")
+        shown = payload[: _PREVIEW * 4].decode("utf-8", errors="replace")[:_PREVIEW]
+        text = Text(escape_control(shown), no_wrap=True, end="")
     else:
         text = Text(payload[:24].hex(" "), style="cyan", no_wrap=True, end="")
     if message.size > len(payload):

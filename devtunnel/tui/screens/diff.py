@@ -227,7 +227,8 @@ class DiffScreen(Screen[None]):
         if self.result is None:
             return
         view = self.query_one("#diff", LinesView)
-        view.show(DiffLines(self.result, self.mode, view.size.width or self.size.width))
+        # A new diff for the same pair (resize, ignore fields) keeps the place being read.
+        view.show(DiffLines(self.result, self.mode, view.size.width or self.size.width), keep_position=True)
         changed = [s.title for s in self.result.sections if not s.identical]
         status = "identical" if not changed else f"{len(changed)} of {len(self.result.sections)} sections differ"
         if self.ignore:

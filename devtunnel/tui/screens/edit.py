@@ -163,8 +163,8 @@ class EditReplayScreen(Screen[None]):
         self.replayed: Exchange | None = None
         """The latest exchange the replay produced."""
         request = exchange.request
-        self._is_json = body_kind(request.content_type, request.body) == "json" or request.content_type.endswith("json")
         kind = body_kind(request.content_type, request.body)
+        self._is_json = kind == "json" or request.content_type.endswith("json")
         self._body_fixed_reason = ""
         if kind == "binary":
             self._body_fixed_reason = "binary"

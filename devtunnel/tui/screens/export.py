@@ -196,6 +196,7 @@ class ExportScreen(ModalScreen[str | None]):
         accepted = options_of(format)
         if "redact" in accepted:
             options["redact"] = self.query_one("#redact", Checkbox).value
+        sentence: str | None
         try:
             if not self.to_file:
                 sentence = copy_export(self.app, format, self.chosen(), **options)

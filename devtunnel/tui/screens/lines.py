@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from rich.segment import Segment
 from rich.style import Style
-from textual.binding import Binding, BindingType
+from rich.text import Text
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -21,8 +19,8 @@ class _NoLines:
     def __len__(self) -> int:
         return 0
 
-    def line(self, index: int) -> object:  # pragma: no cover - never called for an empty document
-        raise IndexError(index)
+    def line(self, index: int) -> Text:
+        raise IndexError(index)  # an empty document has no rows to ask for
 
 
 class LinesView(ScrollView, can_focus=True):
@@ -37,11 +35,6 @@ class LinesView(ScrollView, can_focus=True):
     | left / right | Scroll sideways. |
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("home", "scroll_home", "Top", show=False),
-        Binding("end", "scroll_end", "Bottom", show=False),
-    ]
-
     DEFAULT_CSS = """
     LinesView {
         height: 1fr;
@@ -52,7 +45,7 @@ class LinesView(ScrollView, can_focus=True):
 
     def __init__(self, lines: Lines | None = None, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._lines: Lines = lines if lines is not None else _NoLines()  # type: ignore[assignment]
+        self._lines: Lines = lines if lines is not None else _NoLines()
         self._cache: LRUCache[int, Strip] = LRUCache(512)
         self.virtual_size = Size(self._lines.width, len(self._lines))
 
@@ -61,12 +54,13 @@ class LinesView(ScrollView, can_focus=True):
         """The document shown."""
         return self._lines
 
-    def show(self, lines: Lines) -> None:
-        """Replace the document and go back to its top."""
+    def show(self, lines: Lines, *, keep_position: bool = False) -> None:
+        """Replace the document; go back to its top unless ``keep_position``."""
         self._lines = lines
         self._cache.clear()
         self.virtual_size = Size(lines.width, len(lines))
-        self.scroll_to(0, 0, animate=False)
+        if not keep_position:
+            self.scroll_to(0, 0, animate=False)
         self.refresh()
 
     def notify_style_update(self) -> None:
