@@ -344,7 +344,8 @@ class _Session:
         try:
             if head.websocket:
                 await forward_websocket(
-                    stream, head, cap, tunnel=tunnel.name, target=tunnel.target, insecure=tunnel.config.insecure
+                    stream, head, cap, tunnel=tunnel.name, target=tunnel.target,
+                    rewrite_host=tunnel.config.host_header == "rewrite", insecure=tunnel.config.insecure,
                 )
             else:
                 await tunnel.forwarder.handle(stream, head, cap)

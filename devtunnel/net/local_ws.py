@@ -13,6 +13,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.http11 import Request as WsRequest
 
 from devtunnel.errors import StreamClosedError
 from devtunnel.net.forward import ERROR_HEADER
@@ -42,6 +43,29 @@ def _sendable_close_code(code: int) -> int:
     return 1000
 
 
+def _connection_with_host(host: str) -> type[ClientConnection]:
+    """A client connection class whose handshake sends ``Host: host`` (the public one).
+
+    Apps that compare Origin with Host (Rails' Action Cable, Django Channels) refuse a
+    handshake whose Host is the local address while its Origin is the public URL.
+    """
+
+    class HostConnection(ClientConnection):
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            build = self.protocol.connect
+
+            def connect() -> WsRequest:
+                request = build()
+                del request.headers["Host"]
+                request.headers["Host"] = host
+                return request
+
+            self.protocol.connect = connect  # type: ignore[method-assign]
+            await super().handshake(*args, **kwargs)
+
+    return HostConnection
+
+
 def _subprotocols(headers: Fields) -> list[str]:
     out: list[str] = []
     for name, value in headers:
@@ -57,16 +81,23 @@ async def forward_websocket(
     *,
     tunnel: str,
     target: Target,
+    rewrite_host: bool = False,
     insecure: bool = False,
     connect_timeout: float = 10.0,
 ) -> None:
-    """Carry one WebSocket session between the relay stream and the local service."""
+    """Carry one WebSocket session between the relay stream and the local service.
+
+    The handshake carries the public client's Host unless ``rewrite_host``.
+    """
     scheme = "wss" if target.tls else "ws"
     uri = f"{scheme}://{target.authority}{target.request_target(head.target).decode('latin-1')}"
     headers = [
         (n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers if n.lower() not in _SKIP_REQUEST
     ]
     options: dict[str, Any] = {}
+    public_host = next((v.decode("latin-1") for n, v in head.headers if n.lower() == b"host"), None)
+    if public_host and not rewrite_host:
+        options["create_connection"] = _connection_with_host(public_host)
     if target.tls:
         ctx = ssl.create_default_context()
         if insecure:

@@ -106,3 +106,17 @@ async def test_refused_local_websocket_service_gets_502(tmp_path: Path) -> None:
                 pass
     assert info.value.response.status_code == 502
     assert info.value.response.headers["X-Devtunnel-Error"] == "local_refused"
+
+
+@pytest.mark.parametrize("mode", ["preserve", "rewrite"])
+async def test_handshake_host_is_preserved_or_rewritten(tmp_path: Path, echo: tuple[int, list[WsRequest]], mode: str) -> None:
+    async with relay_and_agent(tmp_path) as h:
+        await h.start(str(echo[0]), name="hosted", host_header=mode)
+        public = h.host("hosted")
+        async with connect(f"ws://{public}/x", host="127.0.0.1", port=h.relay.port, proxy=None,
+                           additional_headers={"Origin": f"http://{public}"}) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+    request = echo[1][-1]
+    assert request.headers.get_all("Host") == [public if mode == "preserve" else f"127.0.0.1:{echo[0]}"]
+    assert request.headers["Origin"] == f"http://{public}"
