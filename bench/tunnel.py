@@ -61,10 +61,10 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pids = pids
         self.peak: dict[str, float] = {k: 0.0 for k in pids}
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(0.05):
+        while not self._done.wait(0.05):
             for name, pid in self.pids.items():
                 try:
                     text = Path(f"/proc/{pid}/status").read_text()
@@ -75,7 +75,7 @@ class RssSampler(threading.Thread):
                     self.peak[name] = max(self.peak[name], int(m.group(1)) / 1024)
 
     def stop(self) -> dict[str, float]:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.peak
 
@@ -170,6 +170,7 @@ def main() -> int:
         raise SystemExit("nginx is missing: run ../shared/bench-peers/setup.sh")
 
     work = Path(tempfile.mkdtemp(prefix="devtunnel-bench-"))
+    work.chmod(0o755)  # nginx's worker runs as an unprivileged user and must read the files
     lua = work / "report.lua"
     lua.write_text(WRK_LUA)
     procs: list[subprocess.Popen[bytes]] = []
