@@ -242,3 +242,42 @@ async def test_tunnel_replaced_by_another_agent_with_the_same_token_stops_instea
             assert h.infos[-1].state is TunnelState.FAILED
         finally:
             await rival.stop()
+
+
+async def test_tunnel_comes_back_after_the_network_drops(tmp_path: Path, local: tuple[int, LocalState]) -> None:
+    async with relay_and_agent(tmp_path, backoff=FAST) as h:
+        links: list[asyncio.StreamWriter] = []
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", h.relay.port)
+            links.extend((writer, up_writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        proxy = await asyncio.start_server(forward, "127.0.0.1", 0)
+        try:
+            proxy_port = proxy.sockets[0].getsockname()[1]
+            config = TunnelConfig(target=str(local[0]), name="flaky", relay=f"ws://127.0.0.1:{proxy_port}", token=TOKEN)
+            info = await h.service.start_tunnel(config)
+            before = len(h.infos)
+            for link in links:  # the network drops: both sockets reset, no goodbye
+                link.transport.abort()
+
+            def states() -> list[TunnelState]:
+                return [i.state for i in h.infos[before:]]
+
+            await async_wait_for(lambda: states()[-1:] == [TunnelState.ONLINE], what="back online")
+            assert states()[0] is TunnelState.RECONNECTING
+            assert h.service.tunnels()[0].public_url == info.public_url
+            assert (await get(h, "flaky")).status_code == 200
+        finally:
+            proxy.close()
+            for link in links:
+                link.transport.abort()
