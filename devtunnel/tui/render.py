@@ -53,7 +53,7 @@ __all__ = [
 
 BodyKind = Literal["empty", "json", "form", "xml", "text", "binary"]
 
-PRETTY_LIMIT = 2 * 1024 * 1024
+PRETTY_LIMIT = 1024 * 1024
 """Bodies larger than this are shown as received: reformatting them would make opening slow."""
 
 MAX_ROW = 1000
@@ -75,6 +75,8 @@ def _escape_for(code: int) -> str:
 _INLINE_TABLE = {c: _escape_for(c) for c in (*_C0, *_C1, *_INVISIBLE)}
 _LINE_TABLE = {c: e for c, e in _INLINE_TABLE.items() if c != 0x09}
 _CONTROL = re.compile("[" + "".join(re.escape(chr(c)) for c in _INLINE_TABLE) + "]")
+_ROW_CONTROL = re.compile("[" + "".join(re.escape(chr(c)) for c in _INLINE_TABLE if c not in (0x09, 0x0A)) + "]")
+"""What escape_line changes in a row, besides tabs (rows never hold a newline)."""
 
 
 def escape_control(value: str) -> str:
@@ -307,15 +309,18 @@ class Lines(Protocol):
 
 
 def _split_rows(text: str) -> list[str]:
-    rows: list[str] = []
-    for line in text.split("\n"):
-        if line.endswith("\r"):
-            line = line[:-1]  # CRLF line ends; a lone CR elsewhere is escaped as \r
+    # CRLF line ends go; a lone CR elsewhere stays and is escaped as \r. Splitting and measuring
+    # run in C; only bodies with very long lines take the Python loop that cuts them.
+    rows = (text.replace("\r\n", "\n") if "\r\n" in text else text).split("\n")
+    if max(map(len, rows), default=0) <= MAX_ROW:
+        return rows
+    cut: list[str] = []
+    for line in rows:
         if len(line) <= MAX_ROW:
-            rows.append(line)
+            cut.append(line)
         else:
-            rows.extend(line[i : i + MAX_ROW] for i in range(0, len(line), MAX_ROW))
-    return rows
+            cut.extend(line[i : i + MAX_ROW] for i in range(0, len(line), MAX_ROW))
+    return cut
 
 
 class TextLines:
@@ -324,11 +329,10 @@ class TextLines:
     def __init__(self, text: str, highlight: Callable[[str], Text] | None = None) -> None:
         self._rows = _split_rows(text)
         self._highlight = highlight
-        widest = max((len(row) for row in self._rows), default=0)
-        if _CONTROL.search(text) is not None:
-            widest = max([widest, *(len(escape_line(r)) for r in self._rows if _CONTROL.search(r) or "\t" in r)])
-        elif "\t" in text:
-            widest = max([widest, *(len(r.expandtabs(4)) for r in self._rows if "\t" in r)])
+        widest = max(map(len, self._rows), default=0)
+        # Escapes and tabs make a row wider than its length; only rows holding them are measured.
+        if "\t" in text or _ROW_CONTROL.search(text.replace("\r\n", "\n")) is not None:
+            widest = max([widest, *(len(escape_line(r)) for r in self._rows if "\t" in r or _ROW_CONTROL.search(r))])
         if not text.isascii():
             # Wide characters take two cells; measuring every row of a huge body costs too much.
             widest = max([widest, *(cell_len(escape_line(r)) for r in self._rows)]) if len(text) < PRETTY_LIMIT else widest * 2

@@ -256,7 +256,7 @@ async def test_ten_mib_json_text_opens_as_received() -> None:
         await pilot.press("2")
         await pilot.pause()
         label = str(app.screen.query_one("#response-body-label", Static).render())
-        assert "shown as received: larger than 2.0 MiB" in label
+        assert "shown as received: larger than 1.0 MiB" in label
         view = app.screen.query_one("#response-body", LinesView)
         view.focus()
         await pilot.press("end")
