@@ -141,6 +141,17 @@ async def test_long_unchanged_runs_fold_in_unified_view() -> None:
         assert "  @@ 48 unchanged lines" in rows and '-   "k050": 50,' in rows
 
 
+async def test_q_in_the_ignore_field_types_instead_of_closing() -> None:
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test() as pilot:
+        await _diffed(app)
+        await pilot.press("i", "q")
+        await pilot.pause()
+        assert not app.dismissed
+        assert app.screen.query_one("#ignore", Input).value == "q"
+
+
 async def test_q_closes() -> None:
     a, b = pair()
     app = ScreenApp(DiffScreen(a, b))

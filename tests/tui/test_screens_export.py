@@ -172,6 +172,22 @@ async def test_escape_closes_without_exporting() -> None:
         assert app.dismissed and app.result is None and app.clipboard == ""
 
 
+async def test_q_types_into_the_path_but_closes_elsewhere(tmp_path: Path) -> None:
+    app = ScreenApp(ExportScreen([json_exchange()]))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await _choose_file(pilot, app, tmp_path / "out")
+        field = app.screen.query_one("#path", Input)
+        field.focus()
+        field.cursor_position = len(field.value)
+        await pilot.press("q")
+        assert not app.dismissed and field.value == str(tmp_path / "outq")
+        app.screen.query_one("#format").focus()
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.dismissed and app.result is None
+
+
 async def test_copy_export_copies_curl_and_refuses_side_files() -> None:
     app = ScreenApp(ExportScreen([json_exchange()]))
     async with app.run_test() as pilot:

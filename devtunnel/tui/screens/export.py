@@ -73,11 +73,11 @@ class ExportScreen(ModalScreen[str | None]):
     | :- | :- |
     | ctrl+s, enter (in the path) | Export. |
     | tab / shift+tab | Move between choices; arrows pick within a group. |
-    | escape | Close without exporting. |
+    | escape, q | Close without exporting (q types into the path field when it has the cursor). |
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close", "Close"),
+        Binding("escape,q", "close", "Close"),
         Binding("ctrl+s", "export", "Export", priority=True),
     ]
 
