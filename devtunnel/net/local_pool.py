@@ -1,0 +1,198 @@
+"""Connections to the local service, kept alive in a small pool per tunnel."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+
+from devtunnel.net.target import Target
+
+__all__ = ["LocalConnection", "LocalPool", "DEFAULT_CONNECT_TIMEOUT", "READ_BUFFER"]
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for the local service to accept a connection (and finish TLS)."""
+READ_BUFFER = 256 * 1024
+"""Bytes received but not yet read before reading from the socket pauses."""
+
+
+class LocalConnection(asyncio.Protocol):
+    """One connection to the local service (plain TCP or TLS).
+
+    A small Protocol rather than asyncio streams: bytes the local service sent before it
+    reset the connection stay readable (a ``StreamReader`` raises the error first and loses
+    them, which would turn an early ``413`` into a ``502``).
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.idle_since = 0.0
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > READ_BUFFER and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True  # back-pressure: the relay side is slower than the local service
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._error = exc
+        self._wake_reader()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- for the forwarder -----------------------------------------------------------------------
+    async def read(self) -> bytes:
+        """Everything received so far (waiting for some); ``b""`` at the end of the stream.
+
+        Raises:
+            OSError: the connection broke and every byte received before was already read.
+        """
+        while not self._chunks:
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            await self._read_waiter
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._buffered = 0
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the local service."""
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def writelines(self, parts: list[bytes] | tuple[bytes, ...]) -> None:
+        """Queue several pieces at once."""
+        assert self.transport is not None
+        self.transport.writelines(parts)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is low again.
+
+        Raises:
+            ConnectionResetError: the connection is closed.
+        """
+        if self._eof and self._error is not None or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the local service closed the connection")
+        if self._writing_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+            if self.transport.is_closing():
+                raise ConnectionResetError("the local service closed the connection")
+
+    @property
+    def usable(self) -> bool:
+        """False once the local service closed its side, the socket broke, or it sent unasked bytes."""
+        return not self._eof and not self._chunks and self.transport is not None and not self.transport.is_closing()
+
+    def abort(self) -> None:
+        """Drop the connection at once (nothing more will be read or written)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class LocalPool:
+    """Keep-alive connections to one local service, the most recently used first."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        insecure: bool = False,
+        max_idle: int = 64,
+        idle_timeout: float = 30.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        self.target = target
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self._idle: deque[LocalConnection] = deque()
+        self._ssl: ssl.SSLContext | None = None
+        if target.tls:
+            ctx = ssl.create_default_context()
+            if insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._ssl = ctx
+
+    async def connect(self) -> LocalConnection:
+        """A new connection. Raises OSError (ConnectionRefusedError ...) or TimeoutError."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.connect_timeout):
+            _, conn = await loop.create_connection(
+                LocalConnection,
+                self.target.host,
+                self.target.port,
+                ssl=self._ssl,
+                server_hostname=self.target.host if self._ssl else None,
+            )
+        return conn
+
+    def take(self) -> LocalConnection | None:
+        """An idle connection that still looks alive, or None."""
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable and now - conn.idle_since < self.idle_timeout:
+                return conn
+            conn.abort()
+        return None
+
+    def give_back(self, conn: LocalConnection) -> None:
+        """Keep a connection whose last response ended cleanly, for the next request."""
+        if not conn.usable:
+            conn.abort()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.append(conn)
+        while len(self._idle) > self.max_idle:
+            self._idle.popleft().abort()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while self._idle:
+            self._idle.pop().abort()
