@@ -311,6 +311,11 @@ class Tunnel:
         self._settle_first(exc)
 
     async def _wait_before_retry(self, attempt: int, reason: str) -> None:
+        if self._wake.is_set():  # restart() asked for a new connection now
+            self._wake.clear()
+            self._set(TunnelState.RECONNECTING, error=None, next_retry_at=None)
+            log.warning("tunnel %s: reconnecting now", self.name)
+            return
         delay = self._backoff.delay(attempt)
         at = time.time() + delay
         self._set(TunnelState.RECONNECTING, error=reason, next_retry_at=at)
@@ -319,11 +324,11 @@ class Tunnel:
             "tunnel %s: %s; reconnecting in %.1f s (at %s)",
             self.name, reason, delay, time.strftime("%H:%M:%S", time.localtime(at)),
         )
-        self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), delay)
         except TimeoutError:
             pass
+        self._wake.clear()
 
     async def _connect_once(self) -> str:
         """One connection: open, handshake, serve. Returns why it ended (to retry)."""

@@ -91,7 +91,8 @@ class Session:
     # -- handshake ----------------------------------------------------------------------
     async def handshake(self, token: str, name: str) -> Welcome:
         """Say HELLO; return the WELCOME. Raises AuthError, NameTakenError or RelayUnreachableError."""
-        info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}  # not the target: the relay needs no local address
+        # Not the target: the relay has no need to know local addresses.
+        info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
         self.conn.send_hello(token, name, info)
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):

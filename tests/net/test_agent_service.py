@@ -281,3 +281,20 @@ async def test_tunnel_comes_back_after_the_network_drops(tmp_path: Path, local: 
             proxy.close()
             for link in links:
                 link.transport.abort()
+
+
+class _Longest(random.Random):
+    """Always picks the top of the jitter range."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_restart_reconnects_at_once_whatever_the_backoff(tmp_path: Path, local: tuple[int, LocalState]) -> None:
+    async with relay_and_agent(tmp_path, backoff=Backoff(base=600, cap=600, rng=_Longest())) as h:
+        await h.start(str(local[0]), name="again")
+        before = len(h.infos)
+        await h.service.restart_tunnel("again")
+        await async_wait_for(lambda: [i.state for i in h.infos[before:]][-1:] == [TunnelState.ONLINE], what="online")
+        assert all(i.next_retry_at is None for i in h.infos[before:])
+        assert (await get(h, "again")).status_code == 200
