@@ -1,0 +1,107 @@
+"""The forwarder's own HTTP/1.1 work: the request head it writes and the responses it reads."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devtunnel.net.forward import Forwarder, _BadResponse, _Response
+from devtunnel.net.target import parse_target
+from devtunnel.protocol.events import RequestReceived
+
+
+def head(headers: list[tuple[bytes, bytes]], *, method: bytes = b"GET", target: bytes = b"/p?q=1",
+         end_stream: bool = True) -> RequestReceived:
+    return RequestReceived(1, method, target, b"1.1", tuple(headers), end_stream)
+
+
+def forwarder(target: str = "8080", host_header: str = "preserve") -> Forwarder:
+    return Forwarder("t", parse_target(target), host_header=host_header)
+
+
+def test_request_head_keeps_headers_in_order_case_and_raw_bytes() -> None:
+    headers = [(b"Host", b"app.example"), (b"X-Dup", b"1"), (b"x-CASE", b"\xff\xfe raw"), (b"X-Dup", b"2")]
+    raw = forwarder().request_head(head(headers), chunked=False)
+    assert raw == b"GET /p?q=1 HTTP/1.1\r\nHost: app.example\r\nX-Dup: 1\r\nx-CASE: \xff\xfe raw\r\nX-Dup: 2\r\n\r\n"
+
+
+def test_request_head_rewrites_host_to_the_target_and_adds_a_missing_one() -> None:
+    rewritten = forwarder("http://10.0.0.5:3000/api", "rewrite").request_head(head([(b"host", b"pub")]), chunked=False)
+    assert rewritten == b"GET /api/p?q=1 HTTP/1.1\r\nhost: 10.0.0.5:3000\r\n\r\n"
+    added = forwarder().request_head(head([(b"Accept", b"*/*")]), chunked=False)
+    assert added == b"GET /p?q=1 HTTP/1.1\r\nAccept: */*\r\nHost: 127.0.0.1:8080\r\n\r\n"
+
+
+def test_request_head_drops_expect_continue_and_frames_a_body_without_length_as_chunked() -> None:
+    headers = [(b"Host", b"h"), (b"Expect", b"100-Continue"), (b"Transfer-Encoding", b"chunked"), (b"X", b"y")]
+    raw = forwarder().request_head(head(headers, method=b"POST", end_stream=False), chunked=True)
+    assert raw == b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nX: y\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("bad", [(b"X-Evil", b"a\r\nInjected: 1"), (b"X-Evil", b"a\nb"), (b"X\r\nY", b"v"), (b"X:Y", b"v")])
+def test_request_head_never_lets_a_header_add_lines(bad: tuple[bytes, bytes]) -> None:
+    raw = forwarder().request_head(head([(b"Host", b"h"), bad, (b"Ok", b"1")]), chunked=False)
+    assert raw == b"GET /p?q=1 HTTP/1.1\r\nHost: h\r\nOk: 1\r\n\r\n"
+
+
+def feed_all(response: _Response, parts: list[bytes]) -> _Response:
+    for part in parts:
+        response.feed(part)
+    return response
+
+
+RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+    b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 204 No Content\r\nX: y\r\n\r\n",
+]
+
+
+@given(st.sampled_from(RESPONSES), st.lists(st.integers(min_value=0, max_value=200), max_size=6))
+def test_responses_parse_the_same_however_the_bytes_are_split(raw: bytes, cuts: list[int]) -> None:
+    points = sorted({min(c, len(raw)) for c in cuts})
+    parts = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)]) if raw[a:b]]
+    whole = feed_all(_Response(head_only=False), [raw])
+    split = feed_all(_Response(head_only=False), parts)
+    body = b"".join(whole.body)
+    assert (split.status, split.headers, b"".join(split.body), split.complete, split.keep_alive) == (
+        whole.status, whole.headers, body, True, True)
+
+
+def test_interim_responses_are_skipped() -> None:
+    r = feed_all(_Response(head_only=False), [RESPONSES[2]])
+    assert (r.status, r.headers, r.take_body()) == (200, [(b"Content-Length", b"2")], b"ok")
+
+
+def test_head_response_stops_after_the_head_and_the_connection_is_not_reused() -> None:
+    r = feed_all(_Response(head_only=True), [b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"])
+    assert r.head_done and r.complete and r.extra
+    assert r.headers == [(b"Content-Length", b"1234")]
+
+
+def test_keep_alive_follows_the_response_framing_and_connection_header() -> None:
+    close = feed_all(_Response(head_only=False), [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"])
+    old = feed_all(_Response(head_only=False), [b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    assert close.complete and old.complete and not close.keep_alive and not old.keep_alive
+
+
+def test_end_of_connection_completes_an_unframed_body_but_breaks_a_framed_one() -> None:
+    unframed = feed_all(_Response(head_only=False), [b"HTTP/1.1 200 OK\r\n\r\nuntil close"])
+    unframed.eof()
+    assert unframed.complete and unframed.take_body() == b"until close" and not unframed.keep_alive
+    framed = feed_all(_Response(head_only=False), [b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort"])
+    with pytest.raises(_BadResponse, match="middle of the response body"):
+        framed.eof()
+
+
+def test_bytes_after_a_complete_response_mark_the_connection_unusable() -> None:
+    r = feed_all(_Response(head_only=False), [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n"])
+    assert r.complete and r.extra
+
+
+@pytest.mark.parametrize("raw", [b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n", b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"])
+def test_invalid_responses_raise_bad_response(raw: bytes) -> None:
+    with pytest.raises(_BadResponse, match="invalid HTTP response"):
+        _Response(head_only=False).feed(raw)
