@@ -120,3 +120,19 @@ async def test_handshake_host_is_preserved_or_rewritten(tmp_path: Path, echo: tu
     request = echo[1][-1]
     assert request.headers.get_all("Host") == [public if mode == "preserve" else f"127.0.0.1:{echo[0]}"]
     assert request.headers["Origin"] == f"http://{public}"
+
+
+async def test_recorded_websocket_payloads_stop_at_the_body_cap_but_keep_real_sizes(
+    tmp_path: Path, echo: tuple[int, list[WsRequest]]
+) -> None:
+    async with relay_and_agent(tmp_path, body_cap=10) as h:
+        await h.start(str(echo[0]), name="capped")
+        async with connect(f"ws://{h.host('capped')}/x", host="127.0.0.1", port=h.relay.port, proxy=None) as ws:
+            await ws.send("a" * 25)
+            assert await ws.recv() == "a" * 25
+            await ws.send(b"\x00" * 3)
+            assert await ws.recv() == b"\x00" * 3
+        [ex] = await h.exchanges(1)
+    assert [(m.sender, m.opcode, m.payload, m.size) for m in ex.ws_messages] == [
+        ("client", 1, b"a" * 10, 25), ("server", 1, b"", 25), ("client", 2, b"", 3), ("server", 2, b"", 3),
+    ]
