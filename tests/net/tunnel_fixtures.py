@@ -31,6 +31,7 @@ from websockets.http11 import Response as WsResponse
 from devtunnel.capture.store import Recorder, Store
 from devtunnel.net.agent import AgentService, Backoff, TunnelConfig, TunnelInfo
 from devtunnel.net.relay import Relay, RelaySettings
+from tests.helpers import wait_for
 
 TOKEN = "s3cret-token"
 
@@ -180,10 +181,13 @@ def local_http(state: LocalState | None = None, *, tls_pem: Path | None = None) 
     server = uvicorn.Server(config)
     future = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), thread.loop)
     try:
-        while not server.started:
+
+        def started() -> bool:
             if future.done():
-                future.result()
-            threading.Event().wait(0.01)
+                future.result()  # raises what stopped the server
+            return bool(server.started)
+
+        wait_for(started, what="the local uvicorn app to start")
         yield sock.getsockname()[1], state
     finally:
         state.release_sse.set()
