@@ -93,6 +93,8 @@ examples:
     p.add_argument("--body-cap", default="10mb", metavar="SIZE", help="bytes of each body to record (default: %(default)s)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     p.add_argument("--insecure", action="store_true", help="do not verify the relay's or an https target's certificate")
+    p.add_argument("--local-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds the local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
 
     # capture commands ---------------------------------------------------------------
@@ -158,6 +160,8 @@ examples:
     p.add_argument("--api-port", type=int, default=4040, help="agent API port on 127.0.0.1 (next free one if taken)")
     p.add_argument("--port", type=int, default=0, help="port for the embedded relay (default: any free port)")
     p.add_argument("--body-cap", default="10mb", metavar="SIZE", help="bytes of each body to record (default: %(default)s)")
+    p.add_argument("--local-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
 
     p = sub.add_parser("inspect", help="open the inspector on stored captures without starting tunnels", formatter_class=_F,

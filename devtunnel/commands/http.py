@@ -22,7 +22,9 @@ from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
 from devtunnel.commands.output import human_duration, safe
+from devtunnel.errors import ConfigError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
+from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.net.sizes import parse_size
 
 __all__ = ["run", "exchange_line"]
@@ -136,6 +138,9 @@ async def _main(args: argparse.Namespace) -> int:
     relay = getattr(args, "relay", None) or os.environ.get("DEVTUNNEL_RELAY") or None
     token = getattr(args, "token", None) or os.environ.get("DEVTUNNEL_TOKEN") or None
     record = not getattr(args, "no_record", False)
+    head_timeout = getattr(args, "local_timeout", DEFAULT_HEAD_TIMEOUT)
+    if not head_timeout > 0:
+        raise ConfigError(f"--local-timeout must be a positive number of seconds, not {head_timeout:g}")
 
     store = recorder = None
     if record:
@@ -144,7 +149,8 @@ async def _main(args: argparse.Namespace) -> int:
         store = Store(args.db or default_db_path())
         recorder = Recorder(store)
     service = AgentService(
-        store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token
+        store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
+        head_timeout=head_timeout,
     )
     api_server: Any = None
     try:

@@ -203,6 +203,8 @@ def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[s
         (["http", "8080", "--name", "Bad_Name"], "is not a valid DNS label"),
         (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),
         (["http", "8080", "--relay", "ftp://x"], "invalid relay URL"),
+        (["http", "8080", "--local-timeout", "0"], "--local-timeout must be a positive number of seconds"),
+        (["http", "8080", "--local-timeout", "nan"], "--local-timeout must be a positive number of seconds"),
     ],
 )
 def test_bad_arguments_exit_1_with_one_clear_line(env: dict[str, str], args: list[str], message: str) -> None:
@@ -223,3 +225,25 @@ def test_exchange_line_escapes_control_characters_in_hostile_paths() -> None:
     assert not any(ord(c) < 0x20 or c == "\u202e" for c in line)
     assert "\\x1b[2J" in line and "\\x07" in line and "\\u202e" in line and "\\r\\n" in line
     assert line.endswith("404  12.3 ms")
+
+
+def test_local_timeout_flag_turns_a_silent_local_service_into_504(
+    env: dict[str, str], procs: list[Proc]
+) -> None:
+    import socket
+
+    silent = socket.socket()  # accepts connections (the kernel does) but never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        agent = start(procs, env, "http", str(silent.getsockname()[1]), "--no-tui", "--api-port", "0",
+                      "--no-record", "--local-timeout", "0.5")
+        match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+        assert match is not None
+        name, port = match.group(2, 3)
+        r = httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": f"{name}.localhost:{port}"}, trust_env=False, timeout=30)
+        assert (r.status_code, r.headers["x-devtunnel-error"]) == (504, "local_timeout")
+        assert "did not answer within 0.5 s" in r.text
+        assert agent.stop() == 0
+    finally:
+        silent.close()
