@@ -453,8 +453,11 @@ class AgentService:
                 head_timeout=self.head_timeout,
             )
             key = tunnel.name
-            if key in self._tunnels:
+            old = self._tunnels.get(key)
+            if old is not None and old.state is not TunnelState.FAILED:
                 raise ConfigError(f"a tunnel named {key!r} is already running")
+            if old is not None:  # a failed tunnel makes way for a new try under its name
+                await old.stop()
             self._tunnels[key] = tunnel
         try:
             info = await tunnel.start()

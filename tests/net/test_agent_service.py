@@ -298,3 +298,19 @@ async def test_restart_reconnects_at_once_whatever_the_backoff(tmp_path: Path, l
         await async_wait_for(lambda: [i.state for i in h.infos[before:]][-1:] == [TunnelState.ONLINE], what="online")
         assert all(i.next_retry_at is None for i in h.infos[before:])
         assert (await get(h, "again")).status_code == 200
+
+
+
+async def test_a_failed_tunnel_can_be_started_again_under_its_name(tmp_path: Path, local: tuple[int, LocalState]) -> None:
+    async with relay_and_agent(tmp_path, backoff=FAST) as h:
+        await h.start(str(local[0]), name="dup")
+        rival = AgentService(relay=f"ws://127.0.0.1:{h.relay.port}", token=TOKEN, backoff=FAST)
+        try:
+            await rival.start_tunnel(TunnelConfig(target=str(local[0]), name="dup"))
+            await async_wait_for(lambda: h.service.tunnels()[0].state is TunnelState.FAILED, what="replaced")
+        finally:
+            await rival.stop()
+        info = await h.start(str(local[0]), name="dup")
+        assert info.state is TunnelState.ONLINE
+        assert [(t.name, t.state) for t in h.service.tunnels()] == [("dup", TunnelState.ONLINE)]
+        assert (await get(h, "dup")).status_code == 200
