@@ -27,6 +27,7 @@ __all__ = ["Forwarder", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
 DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
 ERROR_HEADER = b"X-Devtunnel-Error"
+UNSENT_BODY_WAIT = 2.0  # seconds to keep reading a body the local service could not take
 """Header naming the failure on responses the agent makes up itself (502, 504)."""
 
 _NO_BODY_STATUSES = frozenset((204, 304))
@@ -308,14 +309,43 @@ class Forwarder:
                 "refused the connection.\nMake sure a web service is running there, or start "
                 f"devtunnel with the address it listens on.\n"
             )
+            await self._record_unsent_body(stream, head, cap)
             await self._fail_before_head(stream, head, cap, 502, "local_refused", message)
         except TimeoutError:
             message = f"the local service at {self.target.url} did not accept a connection in time"
+            await self._record_unsent_body(stream, head, cap)
             await self._fail_before_head(stream, head, cap, 504, "local_timeout", message)
         except OSError as exc:  # unreachable host, unknown name, TLS handshake failure
             message = f"cannot connect to the local service at {self.target.url}: {exc}"
+            await self._record_unsent_body(stream, head, cap)
             await self._fail_before_head(stream, head, cap, 502, "local_error", message)
         return None
+
+    async def _record_unsent_body(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> None:
+        """Record the request body that could not be delivered (up to the cap, for a bounded time).
+
+        A webhook that arrived while the local service was down is the one worth replaying
+        later, so its body is kept even though nothing received it.
+        """
+        if head.end_stream:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + UNSENT_BODY_WAIT
+        while not cap.request_body_full:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                event = await asyncio.wait_for(stream.events.get(), remaining)
+            except TimeoutError:
+                return
+            if not isinstance(event, DataReceived):
+                return
+            if event.data:
+                cap.request_body(event.data)
+                stream.acknowledge(len(event.data))
+            if event.end_stream:
+                return
 
     async def _send_body(
         self, stream: TunnelStream, conn: LocalConnection, chunked: bool, cap: ExchangeCapture

@@ -109,6 +109,11 @@ class ExchangeCapture:
         """Count (and keep up to the cap) a chunk of request body."""
         self._request_body.add(chunk)
 
+    @property
+    def request_body_full(self) -> bool:
+        """True once as much of the request body as the cap allows is recorded."""
+        return len(self._request_body.data) >= self._cap
+
     def first_byte(self) -> None:
         """The local service started answering."""
         if self.exchange.ttfb is None:

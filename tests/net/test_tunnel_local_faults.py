@@ -297,3 +297,35 @@ async def test_http_1_0_static_file_server_works_through_the_tunnel(harness: Har
     assert head.status_code == 200 and head.headers["content-length"] == str(len(payload)) and head.content == b""
     assert listing.status_code == 200 and b"file.bin" in listing.content
     assert missing.status_code == 404
+
+
+async def test_request_body_is_recorded_when_the_local_service_refuses(harness: Harness) -> None:
+    # A webhook sent while the local service is down is exactly the one worth replaying later.
+    from tests.helpers import free_port
+
+    await harness.start(str(free_port()))
+    payload = b'{"type": "invoice.paid", "id": "evt_1"}'
+    async with client_for(harness) as c:
+        response = await c.post("/webhooks", content=payload, headers={"Content-Type": "application/json"})
+    assert response.status_code == 502
+    [ex] = await harness.exchanges(1)
+    assert ex.error == "local_refused"
+    assert ex.request.body == payload
+    assert ex.request.body_size == len(payload)
+
+
+async def test_request_body_is_recorded_when_the_local_service_answers_without_reading_it(harness: Harness) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.0 501 Unsupported method\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno\n")
+        await writer.drain()
+        writer.close()
+
+    payload = b"x" * 5000 + b"\x00\xff"
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.post("/webhooks", content=payload)
+    assert response.status_code == 501
+    [ex] = await harness.exchanges(1)
+    assert ex.request.body == payload
