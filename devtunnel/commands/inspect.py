@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from devtunnel.capture.store import default_db_path
+from devtunnel.commands.config import store_path
 from devtunnel.tui.supervisor import agent_command
 
 
@@ -22,7 +24,7 @@ def _state_dir() -> Path:
 
 
 def _db(args: argparse.Namespace) -> Path:
-    return Path(args.db) if getattr(args, "db", None) else default_db_path()
+    return store_path(args)  # --db, else store.path from DEVTUNNEL_DB, devtunnel.toml or the default
 
 
 def _free_port() -> int:
@@ -31,8 +33,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_agent_argv(args: argparse.Namespace) -> list[str]:
-    """The ``devtunnel http ... --no-tui`` command line that carries the tunnel for the inspector.
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the relay's server binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class _RelayPort:
+    """The embedded relay's port: the same one at every agent restart (so public URLs stay the
+    same), unless something else took it meanwhile."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or _free_port()
+
+    def __call__(self) -> str:
+        if not _bindable(self.port):
+            self.port = _free_port()
+        return str(self.port)
+
+
+def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
+    """Makes the ``devtunnel http ... --no-tui`` command line that carries the tunnel for the inspector.
 
     A name and an embedded relay port are fixed here when none were given, so the agent comes
     back with the same public URL when it is restarted.
@@ -47,18 +72,21 @@ def http_agent_argv(args: argparse.Namespace) -> list[str]:
             "--body-cap", str(args.body_cap)]
     if args.relay:
         argv += ["--relay", args.relay]
-    else:
-        argv += ["--port", str(args.port or _free_port())]
     for flag in ("no_record", "insecure"):
         if getattr(args, flag, False):
             argv.append("--" + flag.replace("_", "-"))
     # The token travels in the environment, not on a command line other users can read.
     if args.token:
         os.environ["DEVTUNNEL_TOKEN"] = args.token
-    return agent_command(*argv)
+    if args.relay:
+        return lambda: agent_command(*argv)
+    if args.port:  # the user's choice: never moved
+        return lambda: agent_command(*argv, "--port", str(args.port))
+    relay_port = _RelayPort()
+    return lambda: agent_command(*argv, "--port", relay_port())
 
 
-def open_inspector(db: Path, agent_argv: list[str] | None) -> int:
+def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None) -> int:
     """Run the inspector until the user quits; the agent (if any) is stopped on the way out."""
     from devtunnel.tui.app import InspectorApp
     from devtunnel.tui.backend import Backend
@@ -104,6 +132,6 @@ def run(args: argparse.Namespace) -> int:
     db = _db(args)
     if args.command == "inspect":
         return open_inspector(db, None)
-    # A fixed relay port keeps public URLs the same when the agent has to be restarted.
-    return open_inspector(db, agent_command("agent", "--api-port", "0", "--port", str(_free_port()),
-                                            "--db", str(db)))
+    relay_port = _RelayPort()
+    return open_inspector(db, lambda: agent_command("agent", "--api-port", "0", "--port", relay_port(),
+                                                    "--db", str(db)))

@@ -42,7 +42,8 @@ class InspectorApp(App[None]):
 
     Args:
         backend: the store and agent API.
-        agent_argv: command line of the agent to supervise (None: stored captures only).
+        agent_argv: command line of the agent to supervise, or a function that makes it before
+            each start (None: stored captures only).
         agent_log: where the agent's output goes.
         history_path: the recent-filters file (None: not kept).
         tunnels: targets to start as soon as the agent is up (``TunnelRequest``s).
@@ -65,7 +66,7 @@ class InspectorApp(App[None]):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, backend: Backend, *, agent_argv: list[str] | None = None,
+    def __init__(self, backend: Backend, *, agent_argv: list[str] | Callable[[], list[str]] | None = None,
                  agent_log: Path | None = None, history_path: Path | None = None,
                  tunnels: Iterable[TunnelRequest] = ()) -> None:
         super().__init__()
@@ -338,10 +339,11 @@ class InspectorApp(App[None]):
         self.exit()
 
     async def shutdown(self) -> None:
-        """Stop the supervised agent and close the backend."""
+        """Stop reading, then stop the supervised agent."""
+        self.workers.cancel_all()
+        await self.backend.aclose()
         if self.supervisor is not None:
             await self.supervisor.stop()
-        await self.backend.aclose()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

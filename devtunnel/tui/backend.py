@@ -12,7 +12,9 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +73,39 @@ def _api_error(response: httpx.Response) -> str:
     return f"the agent answered {response.status_code}"
 
 
+class _Readers(Executor):
+    """A few daemon threads that run store reads.
+
+    Daemon threads, unlike ``ThreadPoolExecutor``'s, never hold up the exit of the inspector:
+    a read that waits on a lock of the agent's (say while it closes its database) is abandoned.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"store-reader-{i}", daemon=True)
+                         for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # handed to the awaiting coroutine
+                    future.set_exception(exc)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._jobs.put((future, lambda: fn(*args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
 class Backend:
     """The store and the agent API as one object the app can await.
 
@@ -85,7 +120,7 @@ class Backend:
         self._api_ready = asyncio.Event()
         if api_url:
             self._api_ready.set()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        self._pool = _Readers(2)
         self._store: Store | None = None
         self._client: httpx.AsyncClient | None = None
         self._closed = False
@@ -98,7 +133,8 @@ class Backend:
         if self._store is None:
             if not self.db_path.exists():
                 return None
-            self._store = Store(self.db_path, readonly=True)
+            # A screen should not wait long on the agent's locks: it reads again soon anyway.
+            self._store = Store(self.db_path, readonly=True, busy_timeout=1.0)
         return self._store
 
     async def _read(self, fn: Callable[[Store], T], empty: T) -> T:
@@ -289,4 +325,4 @@ class Backend:
         self._api_ready.set()
         if self._client is not None:
             await self._client.aclose()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False)

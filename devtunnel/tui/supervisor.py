@@ -46,7 +46,8 @@ class AgentSupervisor:
     """Keeps one agent process running until ``stop()``.
 
     Args:
-        argv: the agent's command line; it must print ``API http://127.0.0.1:PORT``.
+        argv: the agent's command line (or a function called before each start that returns it);
+            the agent must print ``API http://127.0.0.1:PORT``.
         log_path: the file that receives the agent's stdout and stderr (appended).
         on_change: called (in the event loop) with the new status on every change.
         ready_timeout: seconds to wait for the API line before killing and retrying.
@@ -54,9 +55,9 @@ class AgentSupervisor:
         stop_grace: seconds between SIGTERM and SIGKILL when stopping.
     """
 
-    def __init__(self, argv: Sequence[str], log_path: Path, on_change: Callable[[AgentStatus], object],
+    def __init__(self, argv: Sequence[str] | Callable[[], Sequence[str]], log_path: Path, on_change: Callable[[AgentStatus], object],
                  *, ready_timeout: float = 20.0, max_backoff: float = 10.0, stop_grace: float = 5.0) -> None:
-        self.argv = list(argv)
+        self._argv = argv
         self.log_path = Path(log_path)
         self._on_change = on_change
         self.ready_timeout = ready_timeout
@@ -103,13 +104,14 @@ class AgentSupervisor:
         self._set(state="stopped", pid=None, api_url=None)
 
     async def _run_once(self) -> int | None:
+        argv = list(self._argv() if callable(self._argv) else self._argv)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(self.argv)}\n".encode())
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv)}\n".encode())
             log.flush()
             offset = self._offset = log.tell()
             self._process = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 # its own session: a ctrl-c meant for the terminal is the inspector's to handle
                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )

@@ -27,3 +27,18 @@ def test_bad_http_arguments_exit_1_with_one_line_and_no_screen(tmp_path: Path, a
     assert message in done.stderr and len(done.stderr.splitlines()) == 1
     assert "\x1b" not in done.stdout + done.stderr  # the inspector never started
     assert not (tmp_path / ".local" / "state" / "devtunnel" / "agent.log").exists()
+
+
+def test_relay_port_stays_the_same_across_restarts_unless_taken() -> None:
+    import socket
+
+    from devtunnel.commands.inspect import _RelayPort
+
+    port = _RelayPort()
+    first = port()
+    assert port() == first  # a restart gets the same public URL
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(first)))
+        holder.listen()
+        moved = port()
+    assert moved != first and port() == moved

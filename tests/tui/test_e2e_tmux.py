@@ -65,11 +65,6 @@ class Tmux:
         screen = self.screen()
         return screen if re.search(pattern, screen) else None
 
-    def alive(self) -> bool:
-        return subprocess.run(["tmux", "-L", self.socket, "has-session", "-t", "e2e"],
-                              capture_output=True, timeout=10).returncode == 0
-
-
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
     t = Tmux(f"devtunnel-e2e-{os.getpid()}")
@@ -81,12 +76,16 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
                                                                     tmux: Tmux) -> None:
     db = tmp_path / "captures.db"
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
-               f"{DEVTUNNEL} http {service} --db {db} --name e2e")
+               f"{DEVTUNNEL} http {service} --db {db} --name e2e; echo $? > {tmp_path / 'status'}")
     tmux.run("new-session", "-d", "-s", "e2e", "-x", "120", "-y", "36", command)
-    tmux.run("set-option", "-t", "e2e", "remain-on-exit", "on")
 
-    screen = wait_for(lambda: tmux.showing(r"http://e2e\.localhost:\d+.*online"), timeout=45,
-                      what="the tunnel online on screen")
+    try:
+        screen = wait_for(lambda: tmux.showing(r"http://e2e\.localhost:\d+.*online"), timeout=45,
+                          what="the tunnel online on screen")
+    except AssertionError:
+        log = tmp_path / "state" / "devtunnel" / "agent.log"
+        raise AssertionError(f"no tunnel on screen:\n{tmux.screen()}\nagent log:\n"
+                             f"{log.read_text()[-3000:] if log.exists() else '(none)'}") from None
     port = re.search(r"http://e2e\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
 
     for path in ("/hello?x=[bold]1", "/teapot"):
@@ -101,9 +100,8 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
     assert "following" in screen
 
     tmux.run("send-keys", "-t", "e2e", "q")
-    wait_for(lambda: "Pane is dead" in tmux.screen() or not tmux.alive(), timeout=20, what="the inspector to exit")
-    status = tmux.run("display-message", "-p", "-t", "e2e", "#{pane_dead_status}", check=False).strip()
-    assert status in ("", "0")
+    wait_for(lambda: (tmp_path / "status").exists(), timeout=20, what="the inspector to exit")
+    assert (tmp_path / "status").read_text().strip() == "0"
     log = (tmp_path / "state" / "devtunnel" / "agent.log").read_text()
     assert "Forwarding http://e2e.localhost:" in log
     # The agent went with the inspector: nothing listens on the relay port any more.
@@ -115,11 +113,12 @@ def test_inspect_command_shows_stored_captures_without_an_agent(tmp_path: Path, 
     from tests.tui.app_fixtures import fill, traffic
 
     db = fill(tmp_path / "captures.db", traffic(12))
-    command = f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color {DEVTUNNEL} inspect --db {db}"
+    command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color {DEVTUNNEL} inspect --db {db}; "
+               f"echo $? > {tmp_path / 'status'}")
     tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
-    tmux.run("set-option", "-t", "e2e", "remain-on-exit", "on")
     screen = wait_for(lambda: tmux.showing("/health"), timeout=30, what="the stored rows")
     assert "stored captures (no agent)" in screen and "/webhooks/stripe" in screen
     tmux.run("send-keys", "-t", "e2e", "q")
-    wait_for(lambda: "Pane is dead" in tmux.screen() or not tmux.alive(), timeout=20, what="the inspector to exit")
+    wait_for(lambda: (tmp_path / "status").exists(), timeout=20, what="the inspector to exit")
+    assert (tmp_path / "status").read_text().strip() == "0"
     assert not (tmp_path / "state" / "devtunnel" / "agent.log").exists()
