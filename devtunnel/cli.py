@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from devtunnel import __version__
-from devtunnel.errors import DevtunnelError
+from devtunnel.errors import ConfigError, DevtunnelError
 
 _F = argparse.RawDescriptionHelpFormatter
 
@@ -56,14 +56,15 @@ examples:
       --tls-cert fullchain.pem --tls-key privkey.pem
 """,
     )
-    p.add_argument("--listen", default="127.0.0.1:8000", metavar="HOST:PORT", help="address to serve on (default: %(default)s)")
-    p.add_argument("--domain", default="localhost", help="NAME.DOMAIN goes to tunnel NAME (default: %(default)s)")
+    # Unset flags are None: the command takes them from [relay_server] in devtunnel.toml, then the defaults.
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default: 127.0.0.1:8000)")
+    p.add_argument("--domain", help="NAME.DOMAIN goes to tunnel NAME (default: localhost)")
     p.add_argument("--token", action="append", default=[], help="accepted agent token (repeatable)")
     p.add_argument("--tokens-file", metavar="FILE", help="file with one accepted token per line (# comments)")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate chain")
     p.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
-    p.add_argument("--max-body", default="0", metavar="SIZE", help="largest request body, e.g. 10mb (default: unlimited)")
-    p.add_argument("--head-timeout", type=float, default=10.0, metavar="SECONDS", help="drop clients that take longer to send a request head (default: %(default)s)")
+    p.add_argument("--max-body", metavar="SIZE", help="largest request body, e.g. 10mb (default: unlimited)")
+    p.add_argument("--head-timeout", type=float, metavar="SECONDS", help="drop clients that take longer to send a request head (default: 10)")
     p.add_argument("--public-url", metavar="URL", help="public base URL when behind a TLS proxy, e.g. https://tunnel.example.com")
 
     # http ------------------------------------------------------------------------
@@ -82,15 +83,16 @@ examples:
   DEVTUNNEL_RELAY=wss://tunnel.example.com DEVTUNNEL_TOKEN=s3cret devtunnel http 3000
 """,
     )
-    p.add_argument("target", help="port, HOST:PORT or URL of the local service")
+    p.add_argument("target", help="port, HOST:PORT or URL of the local service, or a tunnel NAME from devtunnel.toml")
     p.add_argument("--relay", metavar="URL", help="relay to connect to (env DEVTUNNEL_RELAY; default: embedded relay)")
     p.add_argument("--token", help="token for the relay (env DEVTUNNEL_TOKEN)")
     p.add_argument("--name", help="tunnel name (default: a random readable one)")
-    p.add_argument("--host-header", choices=["preserve", "rewrite"], default="preserve", help="send the client's Host (preserve) or the target's (rewrite)")
+    # Unset flags are None: the command takes them from devtunnel.toml, then the defaults.
+    p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
     p.add_argument("--port", type=int, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--api-port", type=int, default=4040, help="agent API port on 127.0.0.1 (next free one if taken; 0 disables)")
-    p.add_argument("--body-cap", default="10mb", metavar="SIZE", help="bytes of each body to record (default: %(default)s)")
+    p.add_argument("--api-port", type=int, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
+    p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     p.add_argument("--insecure", action="store_true", help="do not verify the relay's or an https target's certificate")
     p.add_argument("--local-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -157,9 +159,9 @@ examples:
 
     p = sub.add_parser("agent", help="run the agent service headless, with no tunnel until one is started through its API",
                        formatter_class=_F, epilog="examples:\n  devtunnel agent --api-port 4040\n")
-    p.add_argument("--api-port", type=int, default=4040, help="agent API port on 127.0.0.1 (next free one if taken)")
+    p.add_argument("--api-port", type=int, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken)")
     p.add_argument("--port", type=int, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--body-cap", default="10mb", metavar="SIZE", help="bytes of each body to record (default: %(default)s)")
+    p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--local-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
@@ -167,6 +169,28 @@ examples:
     p = sub.add_parser("inspect", help="open the inspector on stored captures without starting tunnels", formatter_class=_F,
                        epilog="examples:\n  devtunnel inspect\n  devtunnel inspect --db ./captures.db\n")
     _add_db(p)
+
+    # config ----------------------------------------------------------------------
+    p = sub.add_parser("config", help="show and change devtunnel.toml settings", formatter_class=_F, epilog="""\
+Settings come from flags, then DEVTUNNEL_RELAY / DEVTUNNEL_TOKEN / DEVTUNNEL_DB and the file
+$DEVTUNNEL_CONFIG names, then ./devtunnel.toml, then the user file, then defaults (docs/config.md).
+
+examples:
+  devtunnel config add-token s3cret
+  devtunnel config set relay.url wss://tunnel.example.com
+  devtunnel config set tunnels.web.target 3000 --project      then: devtunnel http web
+  devtunnel config show
+""")
+    config = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    config.add_parser("path", help="list the files settings are read from, in order, and which exist")
+    config.add_parser("show", help="print the effective settings as TOML (token masked)")
+    q = config.add_parser("set", help="check a value and save it in the user file (or --project)")
+    q.add_argument("key", metavar="KEY", help="SECTION.KEY or tunnels.NAME.KEY, e.g. relay.url")
+    q.add_argument("value", metavar="VALUE")
+    q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
+    q = config.add_parser("add-token", help="save the relay token (relay.token) in a file only you can read")
+    q.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
+    q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     return parser
 
 
@@ -181,6 +205,7 @@ _COMMANDS = {
     "diff": "captures",
     "agent": "http",
     "inspect": "inspect",
+    "config": "config",
     None: "inspect",
 }
 
@@ -189,6 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``devtunnel`` console script."""
     args = build_parser().parse_args(argv)
     module = importlib.import_module(f"devtunnel.commands.{_COMMANDS[args.command]}")
+    if args.command != "config":  # ``config`` reads the files itself, to repair a broken one
+        from devtunnel.config import load
+
+        try:
+            args.settings = load()
+        except ConfigError as exc:
+            print(f"devtunnel: {exc}", file=sys.stderr)
+            return 2
     try:
         return int(module.run(args) or 0)
     except DevtunnelError as exc:

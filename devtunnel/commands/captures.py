@@ -21,7 +21,8 @@ from typing import Any
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import parse
 from devtunnel.capture.model import Exchange, Request, Response
-from devtunnel.capture.store import Row, Store, default_db_path
+from devtunnel.capture.store import Row, Store
+from devtunnel.commands.config import store_path
 from devtunnel.commands.output import (
     Column,
     err,
@@ -40,8 +41,7 @@ __all__ = ["run"]
 
 
 def _db_path(args: argparse.Namespace) -> Path:
-    db = getattr(args, "db", None)
-    return Path(db).expanduser() if db else default_db_path()
+    return store_path(args)  # --db, else store.path from DEVTUNNEL_DB, devtunnel.toml or the default
 
 
 def _open(args: argparse.Namespace, *, readonly: bool = True) -> Store:

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
+from devtunnel.commands.config import resolve_http
 from devtunnel.commands.output import human_duration, safe
 from devtunnel.errors import ConfigError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
@@ -56,6 +56,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``http`` or ``agent`` until interrupted; returns the exit code."""
+    args = resolve_http(args)  # unset flags from devtunnel.toml and the environment
     if args.command == "http" and not args.no_tui:
         from devtunnel.commands.inspect import run_http  # the inspector runs this command as its child
 
@@ -135,8 +136,8 @@ async def _main(args: argparse.Namespace) -> int:
     out = sys.stdout
     is_http = args.command == "http"
     body_cap = parse_size(args.body_cap)
-    relay = getattr(args, "relay", None) or os.environ.get("DEVTUNNEL_RELAY") or None
-    token = getattr(args, "token", None) or os.environ.get("DEVTUNNEL_TOKEN") or None
+    relay = args.relay
+    token = args.token
     record = not getattr(args, "no_record", False)
     head_timeout = getattr(args, "local_timeout", DEFAULT_HEAD_TIMEOUT)
     if not head_timeout > 0:
@@ -144,9 +145,10 @@ async def _main(args: argparse.Namespace) -> int:
 
     store = recorder = None
     if record:
-        from devtunnel.capture.store import Recorder, Store, default_db_path
+        from devtunnel.capture.store import Recorder, Store
 
-        store = Store(args.db or default_db_path())
+        store = Store(args.db, max_exchanges=args.settings.store.max_exchanges,
+                      max_bytes=args.settings.store.max_bytes)
         recorder = Recorder(store)
     service = AgentService(
         store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,

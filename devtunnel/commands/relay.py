@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from devtunnel.commands.config import resolve_relay
 from devtunnel.errors import ConfigError
 from devtunnel.net.relay import Relay, RelaySettings
 from devtunnel.net.sizes import parse_size
@@ -120,7 +121,7 @@ def _use_uvloop() -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``devtunnel relay``."""
     try:
-        settings = settings_from_args(args)
+        settings = settings_from_args(resolve_relay(args))  # unset flags from [relay_server]
     except ConfigError as exc:
         print(f"devtunnel relay: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,154 @@
+"""``devtunnel config path | show | set | add-token``, and how commands take unset flags from the settings.
+
+A flag that was not given is None after parsing; the commands below replace it with the
+effective setting (environment, then project file, then user file, then default), so flags
+always win and every default lives in ``devtunnel.config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from devtunnel.config import (
+    Settings,
+    config_files,
+    load,
+    project_file,
+    set_value,
+    to_toml,
+    user_file,
+    with_flags,
+)
+from devtunnel.errors import ConfigError
+
+__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "EXIT_USAGE"]
+
+EXIT_USAGE = 2
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings ``cli.main`` loaded into ``args.settings``, or loaded now."""
+    settings = getattr(args, "settings", None)
+    return settings if isinstance(settings, Settings) else load()
+
+
+def store_path(args: argparse.Namespace) -> Path:
+    """The capture database: ``--db``, else ``store.path`` (``DEVTUNNEL_DB``, files, default)."""
+    db = getattr(args, "db", None)
+    return Path(db).expanduser() if db else settings_of(args).store.path
+
+
+def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
+    """The ``http`` / ``agent`` arguments with every unset flag taken from the settings.
+
+    ``devtunnel http NAME`` with NAME a tunnel defined in a file starts that definition: its
+    target, its name, and its relay and host header unless flags say otherwise. The returned
+    namespace carries the effective ``settings`` too.
+
+    Raises:
+        ConfigError: a flag value is invalid.
+    """
+    base = settings_of(args)
+    is_http = args.command == "http"
+    settings = with_flags(base, {
+        "relay.url": ("--relay", getattr(args, "relay", None)),
+        "relay.token": ("--token", getattr(args, "token", None)),
+        "agent.api_port": ("--api-port", args.api_port),
+        "agent.body_cap": ("--body-cap", args.body_cap),
+        "agent.host_header": ("--host-header", getattr(args, "host_header", None)),
+        "agent.insecure": ("--insecure", True if getattr(args, "insecure", False) else None),
+        "store.path": ("--db", getattr(args, "db", None)),
+    })
+    out = argparse.Namespace(**vars(args))
+    out.settings = settings
+    out.api_port = settings.agent.api_port
+    out.body_cap = str(settings.agent.body_cap)
+    out.db = str(settings.store.path)
+    out.relay = settings.relay.url
+    out.token = settings.relay.token
+    if is_http:
+        out.host_header = settings.agent.host_header
+        out.insecure = settings.agent.insecure
+        tunnel = settings.tunnel(args.target)
+        if tunnel is not None:
+            out.target = tunnel.target
+            out.name = args.name or tunnel.name
+            if args.relay is None and tunnel.relay is not None:
+                out.relay = tunnel.relay
+            if args.host_header is None and tunnel.host_header is not None:
+                out.host_header = tunnel.host_header
+    return out
+
+
+def resolve_relay(args: argparse.Namespace) -> argparse.Namespace:
+    """The ``relay`` arguments with every unset flag taken from ``[relay_server]``.
+
+    Flag values are left as given: ``devtunnel relay`` checks them with its own messages.
+    """
+    server = settings_of(args).relay_server
+    out = argparse.Namespace(**vars(args))
+    for name in ("listen", "domain", "tokens_file", "max_body", "head_timeout"):
+        if getattr(args, name, None) is None:
+            value = getattr(server, name)
+            setattr(out, name, str(value) if name in ("tokens_file", "max_body") and value is not None else value)
+    return out
+
+
+# devtunnel config ---------------------------------------------------------------------------
+
+
+def _path(args: argparse.Namespace) -> int:
+    print("files read in this order (later ones win; then the environment, then flags):")
+    for file in config_files():
+        print(f"{file.role:<17} {'found' if file.exists else 'missing':<8} {file.path}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    settings = load()
+    read = [str(f.path) for f in config_files() if f.exists]
+    print(f"# effective settings; files read: {', '.join(read) if read else 'none'}")
+    print(to_toml(settings), end="")
+    return 0
+
+
+def _target_file(args: argparse.Namespace) -> Path:
+    return project_file() if args.project else user_file()
+
+
+def _set(args: argparse.Namespace) -> int:
+    path = _target_file(args)
+    set_value(path, args.key, args.value)
+    print(f"saved {args.key} in {path}")
+    return 0
+
+
+def _add_token(args: argparse.Namespace) -> int:
+    token = args.token
+    if token == "-":  # keeps the token out of shell history and the process list
+        token = sys.stdin.readline().strip()
+    if not token:
+        raise ConfigError("the token is empty")
+    path = _target_file(args)
+    set_value(path, "relay.token", token)
+    print(f"saved relay.token in {path} (mode 0600)")
+    return 0
+
+
+_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "path": _path,
+    "show": _show,
+    "set": _set,
+    "add-token": _add_token,
+}
+
+def run(args: argparse.Namespace) -> int:
+    """Run one ``devtunnel config`` action; a bad file, key or value exits 2 with one line."""
+    try:
+        return _ACTIONS[args.action](args)
+    except ConfigError as exc:
+        print(f"devtunnel config: {exc}", file=sys.stderr)
+        return EXIT_USAGE

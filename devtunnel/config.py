@@ -1,0 +1,680 @@
+"""One typed settings tree, and the one place that reads and writes ``devtunnel.toml``.
+
+Every setting has one precedence order, later layers winning::
+
+    defaults                      the field defaults below
+    user file                     $XDG_CONFIG_HOME/devtunnel/devtunnel.toml (~/.config/devtunnel/...)
+    project file                  ./devtunnel.toml
+    environment                   the file $DEVTUNNEL_CONFIG names, then DEVTUNNEL_RELAY,
+                                  DEVTUNNEL_TOKEN and DEVTUNNEL_DB
+    command line                  flags, applied by the commands with ``with_flags``
+
+A file looks like this (every key is optional)::
+
+    [relay]
+    url = "wss://tunnel.example.com"
+    token = "s3cret"
+
+    [agent]
+    body_cap = "10mb"
+
+    [tunnels.payments]
+    target = "3000"
+
+Files are validated whole before anything runs: a TOML syntax error, an unknown key, a value of
+the wrong type or out of range is one ``ConfigError`` line naming the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, default_db_path
+from devtunnel.errors import ConfigError
+from devtunnel.net.names import validate_name
+from devtunnel.net.sizes import parse_size
+from devtunnel.net.target import parse_target
+
+__all__ = [
+    "AgentSection",
+    "ConfigFile",
+    "RelayServerSection",
+    "RelaySection",
+    "Settings",
+    "StoreSection",
+    "TunnelSection",
+    "FILE_NAME",
+    "config_files",
+    "key_names",
+    "load",
+    "masked",
+    "project_file",
+    "set_value",
+    "size_text",
+    "to_toml",
+    "user_file",
+    "with_flags",
+]
+
+FILE_NAME = "devtunnel.toml"
+ENV_CONFIG = "DEVTUNNEL_CONFIG"
+# environment variable -> setting it stands for
+ENV_SETTINGS = {"DEVTUNNEL_RELAY": "relay.url", "DEVTUNNEL_TOKEN": "relay.token", "DEVTUNNEL_DB": "store.path"}
+
+
+# Kinds of value ---------------------------------------------------------------------------
+# Each field names its kind in its metadata: how a value from TOML is checked, how text from
+# the environment or ``config set`` becomes a TOML value, and how it is written back.
+
+
+class _Kind:
+    """Plain text."""
+
+    def check(self, value: object) -> Any:
+        """The setting's Python value; raises ValueError with the problem in words."""
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected non-empty text, got {_shown(value)}")
+        return value.strip()
+
+    def from_text(self, text: str) -> object:
+        """The TOML value that ``text`` (from the environment or the command line) stands for."""
+        return text
+
+    def to_toml(self, value: Any) -> object:
+        """The TOML value written for a Python value."""
+        return value
+
+
+class _Int(_Kind):
+    def __init__(self, low: int, high: int | None = None, what: str = "an integer") -> None:
+        self.low, self.high, self.what = low, high, what
+
+    def check(self, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected {self.what}, got {_shown(value)}")
+        if value < self.low or (self.high is not None and value > self.high):
+            bounds = f"{self.low}-{self.high}" if self.high is not None else f"{self.low} or more"
+            raise ValueError(f"expected {self.what} of {bounds}, got {value}")
+        return value
+
+    def from_text(self, text: str) -> object:
+        try:
+            return int(text.strip())
+        except ValueError:
+            return text  # check() says what was expected
+
+
+class _Seconds(_Kind):
+    def check(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number of seconds, got {_shown(value)}")
+        if not value > 0:
+            raise ValueError(f"expected more than 0 seconds, got {value}")
+        return float(value)
+
+    def from_text(self, text: str) -> object:
+        try:
+            return float(text.strip())
+        except ValueError:
+            return text
+
+
+class _Bool(_Kind):
+    _TEXT = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+    def check(self, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {_shown(value)}")
+        return value
+
+    def from_text(self, text: str) -> object:
+        return self._TEXT.get(text.strip().lower(), text)
+
+
+class _Size(_Kind):
+    """A byte count: an integer, or text such as ``"10mb"`` (``devtunnel.net.sizes``)."""
+
+    def __init__(self, low: int = 0) -> None:
+        self.low = low
+
+    def check(self, value: object) -> int:
+        if isinstance(value, str):
+            if value.strip().startswith("-"):
+                raise ValueError(f"a size cannot be negative, got {value!r}")
+            try:
+                value = parse_size(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a size such as 10mb, got {_shown(value)}")
+        if value < 0:
+            raise ValueError(f"a size cannot be negative, got {value}")
+        if value < self.low:
+            raise ValueError(f"expected at least {self.low} byte, got {value}")
+        return value
+
+    def to_toml(self, value: Any) -> object:
+        return size_text(value)
+
+
+class _Choice(_Kind):
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+
+    def check(self, value: object) -> str:
+        if value not in self.choices:
+            raise ValueError(f"expected one of {', '.join(map(repr, self.choices))}, got {_shown(value)}")
+        return str(value)
+
+
+class _Path(_Kind):
+    def check(self, value: object) -> Path:
+        return Path(super().check(value)).expanduser()
+
+    def to_toml(self, value: Any) -> object:
+        return str(value)
+
+
+class _RelayUrl(_Kind):
+    def check(self, value: object) -> str:
+        text: str = super().check(value)
+        from devtunnel.net.agent import relay_connect_url  # loads websockets: only when a URL is set
+
+        try:
+            relay_connect_url(text)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return text
+
+
+class _Target(_Kind):
+    """A tunnel target: a port number, ``HOST:PORT`` or a URL."""
+
+    def check(self, value: object) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        text: str = super().check(value)
+        try:
+            parse_target(text)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return text
+
+
+class _Listen(_Kind):
+    _RE = re.compile(r"(?:(\[[^\]]*\]|[^:\[\]]*):)?(\d{1,5})")
+
+    def check(self, value: object) -> str:
+        text: str = super().check(value)
+        match = self._RE.fullmatch(text)
+        if match is None or int(match.group(2)) > 65535:
+            raise ValueError(f"expected HOST:PORT with a port of 0-65535, e.g. 0.0.0.0:8000, got {text!r}")
+        return text
+
+
+def _shown(value: object) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "text", dict: "a table", list: "an array"}
+    return f"{value!r}" if isinstance(value, str) else kind.get(type(value), type(value).__name__)
+
+
+def _kind(kind: _Kind) -> dict[str, _Kind]:
+    return {"kind": kind}
+
+
+# The tree -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySection:
+    """``[relay]``: the relay that ``devtunnel http`` connects to."""
+
+    url: str | None = field(default=None, metadata=_kind(_RelayUrl()))
+    """Relay URL such as ``wss://tunnel.example.com``; unset runs an embedded relay on 127.0.0.1."""
+    token: str | None = field(default=None, metadata=_kind(_Kind()))
+    """Token the relay accepts (``devtunnel config add-token`` saves it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSection:
+    """``[agent]``: how the agent forwards and records."""
+
+    api_port: int = field(default=4040, metadata=_kind(_Int(0, 65535, "a port")))
+    """Agent API port on 127.0.0.1 (the next free one if taken; 0 turns the API off for ``http``)."""
+    body_cap: int = field(default=10 << 20, metadata=_kind(_Size()))
+    """Bytes of each body to record, e.g. ``"10mb"``."""
+    host_header: str = field(default="preserve", metadata=_kind(_Choice("preserve", "rewrite")))
+    """Send the client's Host (``preserve``) or the target's (``rewrite``)."""
+    insecure: bool = field(default=False, metadata=_kind(_Bool()))
+    """Do not verify the relay's or an https target's certificate."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSection:
+    """``[store]``: the capture database."""
+
+    path: Path = field(default_factory=default_db_path, metadata=_kind(_Path()))
+    """The SQLite file (default ``$XDG_STATE_HOME/devtunnel/captures.db``)."""
+    max_exchanges: int = field(default=DEFAULT_MAX_EXCHANGES, metadata=_kind(_Int(1)))
+    """Keep at most this many exchanges; the oldest go first."""
+    max_bytes: int = field(default=DEFAULT_MAX_BYTES, metadata=_kind(_Size(low=1)))
+    """Keep about this many bytes of captures, e.g. ``"2gb"``; the oldest go first."""
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelSection:
+    """``[tunnels.NAME]``: a named tunnel that ``devtunnel http NAME`` starts."""
+
+    name: str
+    """The tunnel name (the table's key), also its public host name label."""
+    target: str = field(metadata=_kind(_Target()))
+    """Port, ``HOST:PORT`` or URL of the local service."""
+    relay: str | None = field(default=None, metadata=_kind(_RelayUrl()))
+    """Relay for this tunnel; unset uses ``relay.url``."""
+    host_header: str | None = field(default=None, metadata=_kind(_Choice("preserve", "rewrite")))
+    """Host header mode for this tunnel; unset uses ``agent.host_header``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayServerSection:
+    """``[relay_server]``: what ``devtunnel relay`` serves."""
+
+    listen: str = field(default="127.0.0.1:8000", metadata=_kind(_Listen()))
+    """Address to serve on, ``HOST:PORT``."""
+    domain: str = field(default="localhost", metadata=_kind(_Kind()))
+    """``NAME.DOMAIN`` goes to tunnel NAME."""
+    tokens_file: Path | None = field(default=None, metadata=_kind(_Path()))
+    """File with one accepted agent token per line (``#`` comments)."""
+    max_body: int = field(default=0, metadata=_kind(_Size()))
+    """Largest request body, e.g. ``"10mb"``; 0 means unlimited."""
+    head_timeout: float = field(default=10.0, metadata=_kind(_Seconds()))
+    """Seconds a client has to send a request head."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective settings: defaults overlaid by files, environment and flags."""
+
+    relay: RelaySection = field(default_factory=RelaySection)
+    """The relay ``devtunnel http`` connects to."""
+    agent: AgentSection = field(default_factory=AgentSection)
+    """How the agent forwards and records."""
+    store: StoreSection = field(default_factory=StoreSection)
+    """The capture database."""
+    tunnels: tuple[TunnelSection, ...] = ()
+    """Named tunnels, in the order the files define them."""
+    relay_server: RelayServerSection = field(default_factory=RelayServerSection)
+    """What ``devtunnel relay`` serves."""
+
+    def tunnel(self, name: str) -> TunnelSection | None:
+        """The tunnel defined under ``name``, if any."""
+        return next((t for t in self.tunnels if t.name == name.lower()), None)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "relay": RelaySection,
+    "agent": AgentSection,
+    "store": StoreSection,
+    "relay_server": RelayServerSection,
+}
+_TUNNEL_KEYS = {f.name: f for f in dataclasses.fields(TunnelSection) if f.name != "name"}
+
+
+def _keys(section: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(section)}
+
+
+def key_names() -> list[str]:
+    """Every settable key, dotted (``tunnels.NAME.KEY`` stands for the tunnel keys)."""
+    names = [f"{s}.{k}" for s, cls in _SECTIONS.items() for k in _keys(cls)]
+    return names + [f"tunnels.NAME.{k}" for k in _TUNNEL_KEYS]
+
+
+# Where the files are ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """One file in the order files are read."""
+
+    path: Path
+    """Where it is."""
+    role: str
+    """``user``, ``project`` or ``DEVTUNNEL_CONFIG``."""
+
+    @property
+    def exists(self) -> bool:
+        """Whether there is something at ``path``."""
+        return self.path.exists()
+
+
+def user_file(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME/devtunnel/devtunnel.toml`` (``~/.config/devtunnel/`` when unset)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "devtunnel" / FILE_NAME
+
+
+def project_file(cwd: Path | None = None) -> Path:
+    """``./devtunnel.toml``."""
+    return (cwd or Path.cwd()) / FILE_NAME
+
+
+def config_files(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[ConfigFile]:
+    """The files settings are read from, lowest precedence first."""
+    env = os.environ if environ is None else environ
+    files = [ConfigFile(user_file(env), "user"), ConfigFile(project_file(cwd), "project")]
+    if env.get(ENV_CONFIG):
+        files.append(ConfigFile(Path(env[ENV_CONFIG]).expanduser(), ENV_CONFIG))
+    return files
+
+
+# Reading ------------------------------------------------------------------------------------
+
+# One layer: {"relay": {"url": ...}, ..., "tunnels": {name: TunnelSection}}, checked values only.
+_Layer = dict[str, dict[str, Any]]
+
+
+class _Source:
+    """Where values come from, for messages: a file (with its text, to find lines) or a label."""
+
+    def __init__(self, label: str, text: str | None = None) -> None:
+        self.label = label
+        self.text = text
+
+    def error(self, dotted: str, problem: str) -> ConfigError:
+        line = _line_of(self.text, dotted.split(".")) if self.text is not None else None
+        where = f"{self.label}:{line}" if line else self.label
+        return ConfigError(f"{where}: {dotted}: {problem}" if where else f"{dotted}: {problem}")
+
+
+_KEY_RE = re.compile(r"""\s*((?:"[^"]*"|'[^']*'|[\w-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[\w-]+))*)\s*=""")
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in text.split("."))
+
+
+def _line_of(text: str, parts: list[str]) -> int | None:
+    """The line where the key ``parts`` is set (or its table starts), found by a simple scan.
+
+    tomllib reports lines only for syntax errors; this finds them for wrong values too, in the
+    usual layouts (``[table]`` headers and ``key = value`` or ``a.b = value`` lines).
+    """
+    want = tuple(parts)
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.split("#", 1)[0].strip()
+        if stripped.startswith("["):
+            table = _split_key(stripped.strip("[] "))
+            if table[: len(want)] == want:
+                return number
+            continue
+        match = _KEY_RE.match(line)
+        if match and (table + _split_key(match.group(1)))[: len(want)] == want:
+            return number
+    return None
+
+
+def _unknown(source: _Source, dotted: str, known: list[str]) -> ConfigError:
+    *prefix, name = dotted.split(".")
+    guess = difflib.get_close_matches(name, known, n=1) or [k for k in known if k.startswith(name) or name.startswith(k)]
+    hint = f"; did you mean {'.'.join([*prefix, guess[0]])}?" if guess else f"; known: {', '.join(known)}"
+    return source.error(dotted, f"unknown setting{hint}")
+
+
+def _check(source: _Source, dotted: str, f: dataclasses.Field[Any], value: object) -> Any:
+    try:
+        return f.metadata["kind"].check(value)
+    except ValueError as exc:
+        raise source.error(dotted, str(exc)) from None
+
+
+def _read_document(doc: Mapping[str, Any], source: _Source) -> _Layer:
+    """Check a parsed TOML document against the tree; return its values."""
+    layer: _Layer = {}
+    for section, table in doc.items():
+        if section == "tunnels":
+            layer["tunnels"] = _read_tunnels(table, source)
+            continue
+        if section not in _SECTIONS:
+            raise _unknown(source, section, [*_SECTIONS, "tunnels"])
+        if not isinstance(table, dict):
+            raise source.error(section, f"expected a table ([{section}]), got {_shown(table)}")
+        fields = _keys(_SECTIONS[section])
+        values = layer.setdefault(section, {})
+        for key, value in table.items():
+            if key not in fields:
+                raise _unknown(source, f"{section}.{key}", list(fields))
+            values[key] = _check(source, f"{section}.{key}", fields[key], value)
+    return layer
+
+
+def _read_tunnels(table: object, source: _Source) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise source.error("tunnels", f"expected tables such as [tunnels.web], got {_shown(table)}")
+    tunnels: dict[str, Any] = {}
+    for raw_name, definition in table.items():
+        prefix = f"tunnels.{raw_name}"
+        try:
+            name = validate_name(raw_name)
+        except ConfigError as exc:
+            raise source.error(prefix, f"not a tunnel name: {exc}") from None
+        if not isinstance(definition, dict):
+            raise source.error(prefix, f"expected a table ([{prefix}]), got {_shown(definition)}")
+        values: dict[str, Any] = {"name": name}
+        for key, value in definition.items():
+            if key not in _TUNNEL_KEYS:
+                raise _unknown(source, f"{prefix}.{key}", list(_TUNNEL_KEYS))
+            values[key] = _check(source, f"{prefix}.{key}", _TUNNEL_KEYS[key], value)
+        if "target" not in values:
+            raise source.error(prefix, "target is missing, e.g. target = \"3000\"")
+        tunnels[name] = TunnelSection(**values)
+    return tunnels
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text at byte {exc.start}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _parse_file(path: Path) -> tuple[str, dict[str, Any]]:
+    text = _read_text(path)
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _read_file(path: Path) -> _Layer:
+    text, doc = _parse_file(path)
+    return _read_document(doc, _Source(str(path), text))
+
+
+def _environment_layer(env: Mapping[str, str]) -> _Layer:
+    layer: _Layer = {}
+    for variable, dotted in ENV_SETTINGS.items():
+        text = env.get(variable)
+        if not text:  # set but empty means unset, as a shell's VAR= does
+            continue
+        section, key = dotted.split(".")
+        f = _keys(_SECTIONS[section])[key]
+        value = f.metadata["kind"].from_text(text)
+        layer.setdefault(section, {})[key] = _check(_Source(f"environment variable {variable}"), dotted, f, value)
+    return layer
+
+
+def _apply(settings: Settings, layer: _Layer) -> Settings:
+    changes: dict[str, Any] = {}
+    for section, values in layer.items():
+        if section == "tunnels":
+            # A definition replaces one of the same name whole: half of each would be a surprise.
+            merged = {t.name: t for t in settings.tunnels}
+            merged.update(values)
+            changes["tunnels"] = tuple(merged.values())
+        elif values:
+            changes[section] = dataclasses.replace(getattr(settings, section), **values)
+    return dataclasses.replace(settings, **changes)
+
+
+def load(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """The settings from defaults, files and environment (flags come later, ``with_flags``).
+
+    Args:
+        environ: the environment to read (default ``os.environ``); the default store path
+            follows the process's own ``XDG_STATE_HOME``, as the store does.
+        cwd: where ``./devtunnel.toml`` is looked for (default the current directory).
+
+    Raises:
+        ConfigError: a file cannot be read or is invalid, ``$DEVTUNNEL_CONFIG`` names a missing
+            file, or an environment variable has a bad value. The message names the file, line and key.
+    """
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    for file in config_files(env, cwd):
+        if file.role == ENV_CONFIG and not file.exists:
+            raise ConfigError(f"{file.path}: no such file (named by {ENV_CONFIG})")
+        if file.exists:
+            settings = _apply(settings, _read_file(file.path))
+    return _apply(settings, _environment_layer(env))
+
+
+def with_flags(settings: Settings, flags: Mapping[str, tuple[str, object]]) -> Settings:
+    """``settings`` with command-line values on top; flags that were not given are None.
+
+    Args:
+        settings: what ``load`` returned.
+        flags: dotted key -> (flag as typed, value), e.g. ``{"agent.body_cap": ("--body-cap", "1mb")}``.
+
+    Raises:
+        ConfigError: a flag value is invalid; the message names the flag.
+    """
+    layer: _Layer = {}
+    for dotted, (flag, value) in flags.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        f = _keys(_SECTIONS[section])[key]
+        try:
+            checked = f.metadata["kind"].check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        layer.setdefault(section, {})[key] = checked
+    return _apply(settings, layer)
+
+
+# Writing ------------------------------------------------------------------------------------
+
+
+def size_text(n: int) -> object:
+    """A byte count as ``parse_size`` reads it back: ``"10mb"`` when whole, else the integer."""
+    for unit, factor in (("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10)):
+        if n and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return n
+
+
+def masked(token: str) -> str:
+    """A token shown without giving it away: its last 4 characters only when it is long."""
+    return "********" + token[-4:] if len(token) >= 16 else "********"
+
+
+def _section_toml(section: Any, fields: Mapping[str, dataclasses.Field[Any]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, f in fields.items():
+        value = getattr(section, key)
+        if value is not None and key != "name":
+            out[key] = f.metadata["kind"].to_toml(value)
+    return out
+
+
+def to_toml(settings: Settings, *, mask_token: bool = True) -> str:
+    """The settings as a ``devtunnel.toml`` document (unset values left out)."""
+    doc: dict[str, object] = {}
+    for name, cls in _SECTIONS.items():
+        doc[name] = _section_toml(getattr(settings, name), _keys(cls))
+    token = settings.relay.token
+    if mask_token and token is not None:
+        doc["relay"] = {**doc["relay"], "token": masked(token)}  # type: ignore[dict-item]
+    if settings.tunnels:
+        doc["tunnels"] = {t.name: _section_toml(t, _TUNNEL_KEYS) for t in settings.tunnels}
+    return tomli_w.dumps(doc)
+
+
+def _key_field(dotted: str) -> tuple[list[str], dataclasses.Field[Any]]:
+    parts = dotted.split(".")
+    source = _Source("")  # the key was typed: no file to name
+    if parts[0] == "tunnels":
+        if len(parts) != 3:
+            raise ConfigError(f"{dotted}: tunnel keys are tunnels.NAME.KEY, e.g. tunnels.web.target")
+        try:
+            parts[1] = validate_name(parts[1])
+        except ConfigError as exc:
+            raise ConfigError(f"{dotted}: not a tunnel name: {exc}") from None
+        if parts[2] not in _TUNNEL_KEYS:
+            raise _unknown(source, dotted, list(_TUNNEL_KEYS))
+        return parts, _TUNNEL_KEYS[parts[2]]
+    if parts[0] not in _SECTIONS:
+        raise _unknown(source, parts[0], [*_SECTIONS, "tunnels"])
+    fields = _keys(_SECTIONS[parts[0]])
+    if len(parts) != 2:
+        raise ConfigError(f"{dotted}: keys are SECTION.KEY, e.g. {parts[0]}.{next(iter(fields))}")
+    if parts[1] not in fields:
+        raise _unknown(source, dotted, list(fields))
+    return parts, fields[parts[1]]
+
+
+def set_value(path: Path, dotted: str, text: str) -> object:
+    """Set ``dotted`` (e.g. ``relay.url``) to ``text`` in the file at ``path``; returns the value written.
+
+    The value is checked, then the whole file is checked with it, then the file is replaced
+    atomically with mode 0600 (it may hold a token). Comments in the file are not kept.
+
+    Raises:
+        ConfigError: unknown key, bad value, or the file cannot be read, parsed or written.
+            Nothing is written then.
+    """
+    parts, f = _key_field(dotted)
+    kind: _Kind = f.metadata["kind"]
+    try:
+        value = kind.to_toml(kind.check(kind.from_text(text)))
+    except ValueError as exc:
+        raise ConfigError(f"{dotted}: {exc}") from None
+    doc = _parse_file(path)[1] if path.exists() else {}
+    table = doc
+    for part in parts[:-1]:
+        child = table.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: {part}: expected a table, got {_shown(child)}")
+        table = child
+    table[parts[-1]] = value
+    _read_document(doc, _Source(str(path)))  # the file as it would be must load
+    _write(path, tomli_w.dumps(doc))
+    return value
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o600)  # O_CREAT's mode does not apply to a stale file of the same name
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write it ({exc.strerror or exc})") from None
