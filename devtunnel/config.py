@@ -387,9 +387,11 @@ _Layer = dict[str, dict[str, Any]]
 class _Source:
     """Where values come from, for messages: a file (with its text, to find lines) or a label."""
 
-    def __init__(self, label: str, text: str | None = None) -> None:
+    def __init__(self, label: str, text: str | None = None, folder: Path | None = None) -> None:
         self.label = label
         self.text = text
+        self.folder = folder
+        """Relative paths in a file are relative to the file's folder, wherever the command runs."""
 
     def error(self, dotted: str, problem: str) -> ConfigError:
         line = _line_of(self.text, dotted.split(".")) if self.text is not None else None
@@ -434,9 +436,12 @@ def _unknown(source: _Source, dotted: str, known: list[str]) -> ConfigError:
 
 def _check(source: _Source, dotted: str, f: dataclasses.Field[Any], value: object) -> Any:
     try:
-        return f.metadata["kind"].check(value)
+        checked = f.metadata["kind"].check(value)
     except ValueError as exc:
         raise source.error(dotted, str(exc)) from None
+    if isinstance(checked, Path) and source.folder is not None:
+        checked = source.folder / checked  # an absolute path stays as it is
+    return checked
 
 
 def _read_document(doc: Mapping[str, Any], source: _Source) -> _Layer:
@@ -501,7 +506,7 @@ def _parse_file(path: Path) -> tuple[str, dict[str, Any]]:
 
 def _read_file(path: Path) -> _Layer:
     text, doc = _parse_file(path)
-    return _read_document(doc, _Source(str(path), text))
+    return _read_document(doc, _Source(str(path), text, path.parent))
 
 
 def _environment_layer(env: Mapping[str, str]) -> _Layer:
@@ -650,7 +655,10 @@ def set_value(path: Path, dotted: str, text: str) -> object:
     parts, f = _key_field(dotted)
     kind: _Kind = f.metadata["kind"]
     try:
-        value = kind.to_toml(kind.check(kind.from_text(text)))
+        checked = kind.check(kind.from_text(text))
+        if isinstance(checked, Path):
+            checked = checked.absolute()  # typed here: relative to where the command runs
+        value = kind.to_toml(checked)
     except ValueError as exc:
         raise ConfigError(f"{dotted}: {exc}") from None
     doc = _parse_file(path)[1] if path.exists() else {}

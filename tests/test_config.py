@@ -133,6 +133,18 @@ def test_devtunnel_db_names_the_store_and_an_empty_variable_counts_as_unset(plac
     assert places.load(DEVTUNNEL_RELAY="").relay.url is None
 
 
+def test_a_relative_path_in_a_file_is_relative_to_that_files_folder(places: Places) -> None:
+    places.write_user('[store]\npath = "captures.db"\n[relay_server]\ntokens_file = "/etc/tokens"\n')
+    settings = places.load()
+    assert settings.store.path == places.user_file.parent / "captures.db"
+    assert settings.relay_server.tokens_file == Path("/etc/tokens")
+
+
+def test_config_set_stores_a_relative_path_as_seen_from_where_it_ran(places: Places) -> None:
+    assert places.cli("config", "set", "store.path", "sub/c.db").returncode == 0
+    assert tomllib.loads(places.user_file.read_text()) == {"store": {"path": str(places.project / "sub" / "c.db")}}
+
+
 def test_a_tunnel_in_the_project_file_replaces_the_user_files_tunnel_of_that_name(places: Places) -> None:
     places.write_user('[tunnels.web]\ntarget = 3000\nhost_header = "rewrite"\n[tunnels.api]\ntarget = "8080"\n')
     places.write_project('[tunnels.web]\ntarget = "localhost:5000"\n')
@@ -356,6 +368,14 @@ def test_http_name_starts_the_tunnel_defined_under_that_name(places: Places) -> 
     args.settings = settings
     out = resolve_http(args)
     assert (out.target, out.name, out.relay, out.host_header) == ("localhost:3000", "other", "ws://flag.example", "preserve")
+
+
+def test_http_with_a_name_no_file_defines_says_so(places: Places) -> None:
+    done = places.cli("http", "web", "--no-tui")
+    assert done.returncode == 1
+    assert done.stderr.endswith("invalid target 'web': the port is missing; use a port (8080), HOST:PORT (127.0.0.1:8080)"
+                                " or a URL (http://localhost:8080); no tunnel named 'web' is defined either"
+                                " (devtunnel config show)\n"), done.stderr
 
 
 def test_relay_takes_its_server_settings_from_relay_server_unless_flags_say_otherwise(places: Places) -> None:

@@ -73,7 +73,9 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
         out.host_header = settings.agent.host_header
         out.insecure = settings.agent.insecure
         tunnel = settings.tunnel(args.target)
-        if tunnel is not None:
+        if tunnel is None:
+            _check_target(args.target)
+        else:
             out.target = tunnel.target
             out.name = args.name or tunnel.name
             if args.relay is None and tunnel.relay is not None:
@@ -81,6 +83,18 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
             if args.host_header is None and tunnel.host_header is not None:
                 out.host_header = tunnel.host_header
     return out
+
+
+def _check_target(target: str) -> None:
+    """Refuse a TARGET that is neither an address nor a tunnel defined in a file, saying both."""
+    from devtunnel.net.target import parse_target
+
+    try:
+        parse_target(str(target))
+    except ConfigError as exc:
+        if any(c.isalpha() for c in str(target)) and ":" not in str(target):
+            raise ConfigError(f"{exc}; no tunnel named {target!r} is defined either (devtunnel config show)") from None
+        raise
 
 
 def resolve_relay(args: argparse.Namespace) -> argparse.Namespace:
