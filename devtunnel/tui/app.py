@@ -6,7 +6,11 @@ the app binds keys to them and moves results between them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -100,6 +104,26 @@ class InspectorApp(App[None]):
             self._follow_events()
         self.set_interval(0.05, self.live.flush, name="flush")
         self.set_interval(1.0, self._tick, name="tick")
+        # A kill (SIGTERM) or a closed terminal (SIGHUP) must not leave the agent running alone.
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
+            loop.add_signal_handler(signal.SIGHUP, self._terminal_gone)
+
+    def _terminal_gone(self) -> None:
+        """The terminal closed: nothing is left to draw on or restore, so stop the agent and go."""
+        if self.supervisor is not None:
+            self.supervisor.kill_now(signal.SIGTERM)  # it exits cleanly on SIGTERM
+        os._exit(128 + signal.SIGHUP)
+
+    MAIN_SCREEN_ACTIONS = frozenset({"focus_filter", "replay", "edit", "diff", "diff_original", "copy_curl",
+                                     "export", "new_tunnel"})
+    """App actions about the main screen's table: off while another screen is on top."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0]:
+            return False
+        return True
 
     def _tick(self) -> None:
         self.query_one(StatsStrip).tick()

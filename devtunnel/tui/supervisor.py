@@ -171,10 +171,10 @@ class AgentSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def kill_now(self) -> None:
-        """Kill the agent at once if it still runs (the last resort when the event loop is gone)."""
+    def kill_now(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the agent at once, without waiting (for when the event loop cannot run any more)."""
         self._stopping = True
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
+                os.kill(process.pid, sig)

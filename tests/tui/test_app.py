@@ -217,3 +217,16 @@ async def test_a_palette_command_runs_its_action(db: Path, tmp_path: Path) -> No
         assert table.marked == {fixed_id(9)}
         await commands["Follow"].callback()
         assert table.following and table.current_id == fixed_id(11)
+
+
+async def test_table_keys_are_off_while_another_screen_is_on_top(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail screen")
+        assert app.check_action("replay", ()) is False and app.check_action("focus_filter", ()) is False
+        await pilot.press("slash", "c")
+        assert not app.query_one(FilterBar).input.has_focus
+        assert not any(n.title == "Copied curl command" for n in app._notifications)
+        assert app.check_action("help", ()) is True

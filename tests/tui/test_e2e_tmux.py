@@ -6,6 +6,7 @@ import http.server
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -122,3 +123,32 @@ def test_inspect_command_shows_stored_captures_without_an_agent(tmp_path: Path, 
     wait_for(lambda: (tmp_path / "status").exists(), timeout=20, what="the inspector to exit")
     assert (tmp_path / "status").read_text().strip() == "0"
     assert not (tmp_path / "state" / "devtunnel" / "agent.log").exists()
+
+
+def test_closing_the_terminal_stops_the_agent(tmp_path: Path, service: int, tmux: Tmux) -> None:
+    command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
+               f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name hup")
+    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
+    screen = wait_for(lambda: tmux.showing(r"http://hup\.localhost:\d+.*online"), timeout=45, what="the tunnel")
+    port = re.search(r"http://hup\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
+    inspector_pid = int(tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip())
+    tmux.run("kill-session", "-t", "e2e")  # the terminal goes away: SIGHUP
+    wait_for(lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
+                                    timeout=15).returncode != 0, timeout=20, what="the agent to stop")
+    wait_for(lambda: not Path(f"/proc/{inspector_pid}").exists(), timeout=20, what="the inspector to exit")
+
+
+def test_sigterm_quits_cleanly_and_stops_the_agent(tmp_path: Path, service: int, tmux: Tmux) -> None:
+    status = tmp_path / "status"
+    command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
+               f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name term; echo $? > {status}")
+    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
+    screen = wait_for(lambda: tmux.showing(r"http://term\.localhost:\d+.*online"), timeout=45, what="the tunnel")
+    port = re.search(r"http://term\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
+    shell = tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip()
+    inspector_pid = int(subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()[0])
+    os.kill(inspector_pid, signal.SIGTERM)
+    wait_for(status.exists, timeout=20, what="the inspector to exit")
+    assert status.read_text().strip() == "0"
+    wait_for(lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
+                                    timeout=15).returncode != 0, timeout=20, what="the agent to stop")
