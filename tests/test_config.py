@@ -206,6 +206,7 @@ def test_a_bad_file_stops_every_command_with_exit_2_and_one_line(places: Places,
         assert done.returncode == 2, (args, done.stderr)
         [line] = done.stderr.splitlines()
         assert str(path) in line and "Traceback" not in done.stderr
+    assert places.cli("config", "path").returncode == 0  # still tells where the broken file is
 
 
 def test_a_file_that_cannot_be_read_is_named_with_the_reason(places: Places) -> None:
