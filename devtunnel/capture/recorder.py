@@ -5,6 +5,10 @@ held for a few instructions. One writer thread takes everything queued, writes i
 transaction and starts again: while a commit runs, new submits pile up and go into the next
 one. Several submits of the same id (an exchange updated as it progresses) coalesce into the
 newest version.
+
+The writer lets a batch gather for up to ``LINGER`` seconds before it writes (group commit):
+under load one wake of the thread and one transaction then cover many exchanges, instead of
+the thread taking the GIL from the event loop for every single request.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ log = logging.getLogger("devtunnel.capture")
 
 _RETRY_FIRST = 0.2
 _RETRY_MAX = 5.0
+
+LINGER = 0.02
+"""Seconds a batch may gather before it is written; ``flush`` and ``close`` cut it short."""
+MAX_BATCH = 2000
+"""A batch this large is written at once, without waiting out ``LINGER``."""
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -58,6 +67,7 @@ class Recorder:
         self._submitted = 0
         self._done = 0
         self._closing = False
+        self._hurry = 0  # flush() calls waiting: write now instead of lingering
         self._listeners: list[Callable[[list[str]], None]] = []
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="devtunnel-recorder", daemon=True)
@@ -69,9 +79,13 @@ class Recorder:
             if self._closing:
                 raise StoreError(f"{self.store.path}: the recorder is closed")
             # Re-inserting moves nothing: a dict keeps the first position, the value is the newest.
-            self._pending[exchange.id] = exchange
+            pending = self._pending
+            pending[exchange.id] = exchange
             self._submitted += 1
-            self._cond.notify()
+            # The writer waits only while the queue is empty (or a full batch wakes it early):
+            # waking it for every submit would hand it the GIL once per request.
+            if len(pending) == 1 or len(pending) == MAX_BATCH:
+                self._cond.notify_all()
 
     def subscribe(self, listener: Callable[[list[str]], None]) -> Callable[[], None]:
         """Call ``listener(ids)`` after each commit; returns an unsubscribe function."""
@@ -95,16 +109,20 @@ class Recorder:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._submitted
-            self._cond.notify_all()  # a writer waiting to retry tries again now
-            while self._done < target:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    reason = f" ({self._last_error})" if self._last_error else ""
-                    raise StoreError(
-                        f"{self.store.path}: {target - self._done} exchange(s) not written after "
-                        f"{timeout:g}s{reason}"
-                    )
-                self._cond.wait(left)
+            self._hurry += 1
+            try:
+                self._cond.notify_all()  # a writer lingering or waiting to retry writes now
+                while self._done < target:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._thread.is_alive():
+                        reason = f" ({self._last_error})" if self._last_error else ""
+                        raise StoreError(
+                            f"{self.store.path}: {target - self._done} exchange(s) not written after "
+                            f"{timeout:g}s{reason}"
+                        )
+                    self._cond.wait(left)
+            finally:
+                self._hurry -= 1
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush and stop the writer thread."""
@@ -131,6 +149,7 @@ class Recorder:
                 with self._cond:
                     while not self._pending and not self._closing:
                         self._cond.wait()
+                    self._linger()
                     if self._closing and (not self._pending or self._last_error):
                         return
                     batch, self._pending = self._pending, {}
@@ -148,6 +167,15 @@ class Recorder:
                 retry = min(retry * 2, _RETRY_MAX) if kept else _RETRY_FIRST
         finally:
             self.store.close()
+
+    def _linger(self) -> None:
+        """Let the batch grow for up to ``LINGER`` seconds (called holding the lock)."""
+        deadline = time.monotonic() + LINGER
+        while not self._closing and not self._hurry and len(self._pending) < MAX_BATCH:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _write(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
         """Write a batch; returns what must be retried later."""
