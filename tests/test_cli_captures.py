@@ -168,6 +168,12 @@ def test_requests_limit_keeps_the_newest(captures: Captures) -> None:
     assert [r["id"] for r in json.loads(proc.stdout)] == [ex.id for ex in captures.exchanges[-2:]]
 
 
+def test_requests_limit_past_any_integer_the_database_holds_lists_everything(captures: Captures) -> None:
+    proc = cli(captures, "requests", "--json", "--limit", str(10**20))
+    assert proc.returncode == 0, proc.stderr
+    assert [row["id"] for row in json.loads(proc.stdout)] == [ex.id for ex in captures.exchanges]
+
+
 def test_requests_json_is_an_array_of_summaries(captures: Captures) -> None:
     rows = json.loads(cli(captures, "requests", "--json").stdout)
     assert len(rows) == len(captures.exchanges)

@@ -47,6 +47,7 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
+_SQLITE_MAX_INT = 2**63 - 1
 
 
 def default_db_path() -> Path:
@@ -517,7 +518,8 @@ class Store:
         sql = f"SELECT {columns} FROM exchanges e WHERE {where} ORDER BY e.id {'DESC' if newest_first else 'ASC'}"
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
-            params = [*params, -1 if limit is None else limit, offset]
+            # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
+            params = [*params, -1 if limit is None else min(limit, _SQLITE_MAX_INT), min(offset, _SQLITE_MAX_INT)]
         return sql, params
 
     def _build(self, conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:

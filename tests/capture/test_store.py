@@ -127,6 +127,15 @@ def test_order_limit_offset_and_newest_first(store: Store) -> None:
     assert [r.id for r in store.rows(offset=7)] == ids[7:]
 
 
+def test_a_limit_or_offset_past_sqlites_integers_is_no_limit_or_nothing(store: Store) -> None:
+    exs = [make(i) for i in range(3)]
+    store.put_many(exs)
+    huge = 10**20  # beyond SQLite's 64-bit INTEGER
+    assert [r.id for r in store.rows(limit=huge)] == [e.id for e in exs]
+    assert [e.id for e in store.query(limit=huge, newest_first=True)] == [e.id for e in reversed(exs)]
+    assert store.rows(offset=huge) == []
+
+
 def test_rows_by_id_keeps_the_given_order_and_skips_missing(store: Store) -> None:
     exs = [make(i) for i in range(3)]
     store.put_many(exs)

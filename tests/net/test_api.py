@@ -108,6 +108,12 @@ async def test_bad_limit_is_a_400(api: Api, limit: str) -> None:
     assert_error(await api.client.get("/api/requests/http", params={"limit": limit}), 400)
 
 
+async def test_a_limit_past_any_integer_the_database_holds_lists_everything(api: Api) -> None:
+    resp = await api.client.get("/api/requests/http", params={"limit": str(10**20)})
+    assert resp.status_code == 200, resp.text
+    assert len(resp.json()["requests"]) == len(api.exchanges)
+
+
 async def test_detail_raw_is_the_whole_http_message_in_base64(api: Api) -> None:
     ex = api.exchanges[2]
     data = (await api.client.get(f"/api/requests/http/{ex.id}")).json()
