@@ -79,6 +79,14 @@ def test_table_leaves_out_optional_columns_before_squeezing_the_path_below_its_m
     assert all(display_width(line) <= 30 for line in narrow)
 
 
+def test_table_fits_a_width_too_narrow_even_for_its_fixed_columns() -> None:
+    cols = [Column("ID"), Column("STATUS"), Column("PATH", flexible=True, min_width=8)]
+    rows = [["01M8BZ9VWQ135SFT62F2Y641A4", "502 ERR", "/webhooks/stripe"]]
+    lines = table(cols, rows, width=30)
+    assert all(display_width(line) <= 30 for line in lines), lines
+    assert lines[1].startswith("01M8BZ9VWQ135SFT62F2Y641A4")
+
+
 def test_table_escapes_hostile_cells() -> None:
     lines = table([Column("PATH")], [["/\x1b[31mred"]], width=80)
     assert "\x1b" not in "".join(lines)
@@ -154,6 +162,15 @@ def test_requests_lists_oldest_first_in_a_table_that_fits_the_terminal(captures:
     assert lines[0].split()[:2] == ["ID", "TIME"] or lines[0].split()[0] == "ID"
     assert [line.split()[0] for line in lines[1:]] == [ex.id for ex in captures.exchanges]
     assert all(len(line) <= 80 for line in lines), lines
+
+
+@pytest.mark.parametrize("columns", [40, 60])
+def test_requests_fits_a_narrow_terminal(captures: Captures, columns: int) -> None:
+    proc = cli(captures, "requests", columns=columns)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(display_width(line) <= columns for line in lines), lines
+    assert [line.split()[0] for line in lines[1:]] == [ex.id for ex in captures.exchanges]
 
 
 def test_requests_escapes_hostile_paths_so_the_terminal_is_never_driven(captures: Captures) -> None:

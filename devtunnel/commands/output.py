@@ -149,7 +149,8 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int |
             text = truncate(text, widths[i])
             last = i == len(columns) - 1
             parts.append(text if last and col.align == "<" else _pad(text, widths[i], col.align))
-        lines.append("  ".join(parts).rstrip())
+        # Past the point where columns can go or shrink, the line itself is cut: it never wraps.
+        lines.append(truncate("  ".join(parts).rstrip(), width))
     return lines
 
 
