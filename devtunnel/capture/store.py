@@ -296,13 +296,15 @@ class Store:
         try:
             conn.create_function("REGEXP", 2, _filters.regexp, deterministic=True)
             conn.create_function("dt_headers", 4, _sql_headers, deterministic=True)
-            if not self.readonly:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+            # The schema check comes first: another application's file is refused before WAL,
+            # a lasting change to the file, is switched on.
             with self._schema_lock:
                 if not self._schema_ready:
                     self._prepare_schema(conn)
                     self._schema_ready = True
+            if not self.readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
             conn.close()
             raise

@@ -45,9 +45,12 @@ def test_another_applications_sqlite_file_is_refused_untouched(tmp_path: Path) -
         conn.execute("CREATE TABLE notes (text TEXT)")
         conn.execute("INSERT INTO notes VALUES ('mine')")
     conn.close()
+    before = path.read_bytes()
     with pytest.raises(StoreError) as err:
         Store(path)
     assert f"{path} is not a devtunnel database" in one_line(err)
+    assert path.read_bytes() == before  # not even switched to WAL
+    assert not Path(f"{path}-wal").exists()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT text FROM notes").fetchall() == [("mine",)]
         assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 1

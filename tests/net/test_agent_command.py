@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -247,3 +249,91 @@ def test_local_timeout_flag_turns_a_silent_local_service_into_504(
         assert agent.stop() == 0
     finally:
         silent.close()
+
+
+def test_captures_survive_an_agent_restart(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "c.db"
+    first = start(procs, env, "http", str(local[0]), "--no-tui", "--name", "day1", "--api-port", "0", "--db", str(db))
+    port = FORWARDING.match(first.line(lambda l: l.startswith("Forwarding"))).group(3)  # type: ignore[union-attr]
+    r = httpx.get(f"http://127.0.0.1:{port}/echo?yesterday=1", trust_env=False)
+    assert r.status_code == 200
+    first.line(lambda l: "/echo?yesterday=1" in l)
+    assert first.stop(signal.SIGINT) == 0
+
+    api_port = free_port()
+    second = start(procs, env, "http", str(local[0]), "--no-tui", "--name", "day2", "--api-port", str(api_port), "--db", str(db))
+    second.line(lambda l: l.startswith("API "))
+    listed = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http", trust_env=False).json()["requests"]
+    assert [(c["tunnel_name"], c["request"]["uri"]) for c in listed] == [("day1", "/echo?yesterday=1")]
+    assert second.stop(signal.SIGINT) == 0
+
+
+def test_the_api_takes_the_next_free_port_when_the_asked_one_is_taken(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", str(busy), "--db", str(tmp_path / "c.db"))
+        line = agent.line(lambda l: l.startswith("API "))
+        match = re.match(r"^API http://127\.0\.0\.1:(\d+)$", line)
+        assert match is not None, line
+        api_port = int(match.group(1))
+        assert api_port > busy
+        assert httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", trust_env=False).status_code == 200
+    assert agent.stop(signal.SIGINT) == 0
+
+
+def _corrupt(path: Path) -> None:
+    path.write_bytes(b"this is not sqlite" * 100)
+
+
+def _foreign(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (x)")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("command", ["http", "agent"])
+@pytest.mark.parametrize(("damage", "says"), [
+    (_corrupt, "is not a devtunnel database"),
+    (_foreign, "is not a devtunnel database"),
+])
+def test_an_unusable_database_stops_the_agent_with_one_line_naming_the_file(
+    tmp_path: Path, env: dict[str, str], local: tuple[int, LocalState], command: str,
+    damage: Callable[[Path], None], says: str,
+) -> None:
+    db = tmp_path / "c.db"
+    damage(db)
+    before = db.read_bytes()
+    args = ["http", str(local[0]), "--no-tui"] if command == "http" else ["agent"]
+    done = subprocess.run([*DEVTUNNEL, *args, "--api-port", "0", "--db", str(db)],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("devtunnel: ") and str(db) in line and says in line and "--db" in line
+    assert not any(l.startswith("Forwarding") for l in done.stdout.splitlines())
+    assert db.read_bytes() == before
+
+
+def test_a_locked_database_stops_the_agent_with_one_line_naming_the_file(
+    tmp_path: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "c.db"
+    Store(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=DELETE")
+        holder.execute("BEGIN EXCLUSIVE")
+        done = subprocess.run([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", "0", "--db", str(db)],
+                              capture_output=True, text=True, timeout=60, env=env)
+    finally:
+        holder.close()
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    [line] = done.stderr.strip().splitlines()
+    assert line == f"devtunnel: {db} is locked by another process (database is locked); close it or pass --db"
