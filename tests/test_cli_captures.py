@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,3 +437,63 @@ def test_show_says_when_only_part_of_a_body_was_recorded(captures: Captures) -> 
 def test_requests_json_has_exactly_the_summary_of_each_exchange(captures: Captures) -> None:
     rows = json.loads(cli(captures, "requests", "--json").stdout)
     assert rows == [json.loads(json.dumps(ex.summary())) for ex in captures.exchanges]
+
+
+def _run_unprivileged(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """``devtunnel ARGV`` in a forked child without root rights (root may write anywhere).
+
+    The interpreter lives where an unprivileged user cannot read, so the command runs in-process
+    from modules the parent has already imported. Returns the exit code and stderr.
+    """
+    import devtunnel.cli
+    import devtunnel.commands.captures  # noqa: F401 - imported here, before rights are dropped
+    import devtunnel.config  # noqa: F401
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.close(read_end)
+            sys.stderr = os.fdopen(write_end, "w")  # pytest's capture object is not fd 2
+            sys.stdout = open(os.devnull, "w")
+            os.environ.update(env)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            code = devtunnel.cli.main(argv)
+            sys.stderr.flush()
+        except BaseException as exc:  # noqa: BLE001
+            os.write(write_end, f"child failed: {exc!r}".encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        err = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_a_read_only_database_is_read_by_requests_and_refused_by_replay_in_one_line(captures: Captures) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="devtunnel-ro-"))
+    try:
+        folder.chmod(0o755)
+        db = folder / "captures.db"
+        Store(captures.db).put_many(captures.exchanges)
+        shutil.copy(captures.db, db)
+        db.chmod(0o444)
+        folder.chmod(0o555)
+        env = {"XDG_CONFIG_HOME": str(folder / "config"), "HOME": str(folder), "COLUMNS": "120"}
+
+        code, err = _run_unprivileged(["--db", str(db), "requests", "--json"], env)
+        assert (code, err) == (0, "")
+        before = db.read_bytes()
+        code, err = _run_unprivileged(["--db", str(db), "replay", captures.exchanges[0].id], env)
+        assert code == 1
+        assert err == f"devtunnel: {db} is read-only; fix its permissions or pass --db\n"
+        assert db.read_bytes() == before
+        assert captures.seen.requests == []
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
