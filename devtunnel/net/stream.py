@@ -14,7 +14,12 @@ from devtunnel.errors import StreamClosedError
 from devtunnel.protocol.connection import Connection, ErrorCode
 from devtunnel.protocol.events import Event, Fields
 
-__all__ = ["Link", "TunnelStream"]
+__all__ = ["Link", "TunnelStream", "DRAIN_AFTER"]
+
+DRAIN_AFTER = 64 * 1024
+"""A send of at least this many bytes (or one that does not end the message) waits until the
+relay socket took it: that keeps reading the local service in step with the tunnel. A small
+final send does not wait, so a short response costs no extra trip through the event loop."""
 
 
 class Link(Protocol):
@@ -80,8 +85,12 @@ class TunnelStream:
             window = await self._wait_window() if view.nbytes else 0
             n = min(window, view.nbytes)
             last = n == view.nbytes
-            conn.send_data(self.stream_id, bytes(view[:n]), end_stream=end_stream and last)
+            # The whole rest goes as it is; a part is sent as a view: no copy either way.
+            chunk = view if last else view[:n]
+            conn.send_data(self.stream_id, chunk, end_stream=end_stream and last)
             self._link.kick()
+            if last and end_stream and n < DRAIN_AFTER:
+                return
             await self._link.drained()
             if last:
                 return

@@ -334,7 +334,7 @@ class Connection:
         if local is Half.DONE and stream.remote in FINISHED:
             del self._streams[stream_id]
 
-    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
+    def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool = False) -> None:
         """Send body bytes (split into frames as needed). Raises FlowControlError if ``len(data)``
         exceeds ``send_window(stream_id)``; raises StreamClosedError if the stream is closed."""
         stream = self._streams.get(stream_id)
