@@ -137,11 +137,11 @@ def _drop(value: object, path: Sequence[str | int]) -> object:
 
 # --- lines ------------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def _safe(text: str) -> str:
-    """Control characters as ``\\xNN`` (tabs stay)."""
+    """Control characters as ``\\xNN`` (tabs stay; a line break in a form value cannot start a line)."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
@@ -251,7 +251,8 @@ def diff_bodies(a_bytes: bytes, a_content_type: str, b_bytes: bytes, b_content_t
         if ok_a and ok_b:
             return _json_section(title, data_a, data_b, ignore)
     if _is_form_type(a_content_type) or _is_form_type(b_content_type):
-        text_a, text_b = _as_text(a_bytes, "text/"), _as_text(b_bytes, "text/")
+        # Only bodies that are text are forms: curl --data-binary labels any file this way.
+        text_a, text_b = _as_text(a_bytes, a_content_type), _as_text(b_bytes, b_content_type)
         if text_a is not None and text_b is not None:
             return _form_section(title, text_a, text_b, ignore)
     text_a, text_b = _as_text(a_bytes, a_content_type), _as_text(b_bytes, b_content_type)

@@ -92,6 +92,23 @@ def test_form_bodies_compare_field_by_field() -> None:
     assert [(line.tag, line.text) for line in section.lines] == [(" ", "a=1"), ("-", "b=2"), ("+", "b=3")]
 
 
+def test_a_binary_body_sent_with_a_form_content_type_compares_as_binary() -> None:
+    form = "application/x-www-form-urlencoded"  # curl --data-binary's default
+    a = bytes(range(256)) * 4
+    b = a[:500] + b"X" + a[501:]
+    section = diff_bodies(a, form, b, form)
+    assert section.kind == "binary"
+    assert section.first_difference == 500
+
+
+def test_a_line_break_inside_a_form_value_cannot_forge_a_diff_line() -> None:
+    form = "application/x-www-form-urlencoded"
+    section = diff_bodies(b"a=1%0A%2Bamount%3D0", form, b"a=2", form)
+    assert section.kind == "form"
+    assert all("\n" not in line.text and "\r" not in line.text for line in section.lines)
+    assert ("-", "a=1\\x0a+amount=0") in changed(section.lines)
+
+
 def test_text_bodies_compare_line_by_line() -> None:
     section = diff_bodies(b"one\ntwo\nthree\n", "text/plain", b"one\n2\nthree\n", "text/plain")
     assert section.kind == "text"
