@@ -43,6 +43,48 @@ def _plain_response(status_line: bytes, text: str) -> bytes:
     )
 
 
+class _HeadWithBody:
+    """The transport a response cycle writes to: the response head waits for the first body
+    bytes written in the same loop iteration and goes out with them in one system call.
+
+    uvicorn writes the head and the body of a response separately; on loopback each write is a
+    send() and a TCP segment of its own. A head with no body right behind it is written once the
+    loop has run the other callbacks ready now, so nothing waits longer than that.
+    """
+
+    __slots__ = ("_transport", "_loop", "_held", "_started")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif not self._started:
+            self._started = True
+            self._held = data
+            self._loop.call_soon(self._release)
+        else:
+            self._transport.write(data)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._release()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
 class HeadLimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a head size limit, a head timeout and a lost-hook.
 
@@ -143,7 +185,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        cycle = self.cycle
         super().on_headers_complete()
+        if self.cycle is not cycle and self.cycle is not None:
+            self.cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     # -- limits ------------------------------------------------------------------------
     def _count(self, n: int) -> None:
