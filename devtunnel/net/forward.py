@@ -270,7 +270,7 @@ class Forwarder:
                         return
                 conn = lease.conn
                 conn.write(request_head)
-                sent_at = asyncio.get_running_loop().time()
+                sent_at = conn.loop.time()
                 if not head.end_stream:
                     lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap))
                 response = _Response(head_only)
@@ -385,7 +385,7 @@ class Forwarder:
         The head timeout runs from the moment the whole request was sent, so a slow upload
         from the public client never counts against the local service.
         """
-        loop = asyncio.get_running_loop()
+        loop = conn.loop
         received = False
         sent: float | None = sent_at
         if body_task is None:
@@ -404,8 +404,7 @@ class Forwarder:
             if remaining <= 0:
                 raise _HeadTimeout
             try:
-                async with asyncio.timeout(remaining):
-                    data = await conn.read()
+                data = await conn.read(remaining)
             except TimeoutError:
                 continue
             except OSError as exc:

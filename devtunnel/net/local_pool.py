@@ -25,6 +25,9 @@ class LocalConnection(asyncio.Protocol):
     """
 
     def __init__(self) -> None:
+        # Created by the loop's connection factory: kept, since asking for the running loop
+        # costs a getpid() system call on every call.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self._chunks: list[bytes] = []
@@ -76,19 +79,28 @@ class LocalConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     # -- for the forwarder -----------------------------------------------------------------------
-    async def read(self) -> bytes:
+    async def read(self, timeout: float | None = None) -> bytes:
         """Everything received so far (waiting for some); ``b""`` at the end of the stream.
 
         Raises:
             OSError: the connection broke and every byte received before was already read.
+            TimeoutError: nothing arrived within ``timeout`` seconds (the connection stays usable).
         """
         while not self._chunks:
             if self._eof:
                 if self._error is not None:
                     raise self._error
                 return b""
-            self._read_waiter = asyncio.get_running_loop().create_future()
-            await self._read_waiter
+            waiter = self._read_waiter = self.loop.create_future()
+            if timeout is None:
+                await waiter
+                continue
+            # One timer on the waiter itself: cheaper than an asyncio.timeout() scope per read.
+            timer = self.loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
@@ -117,7 +129,7 @@ class LocalConnection(asyncio.Protocol):
         if self._eof and self._error is not None or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the local service closed the connection")
         if self._writing_paused:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiter = self.loop.create_future()
             await self._drain_waiter
             if self.transport.is_closing():
                 raise ConnectionResetError("the local service closed the connection")
@@ -131,6 +143,11 @@ class LocalConnection(asyncio.Protocol):
         """Drop the connection at once (nothing more will be read or written)."""
         if self.transport is not None:
             self.transport.abort()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class LocalPool:
@@ -174,10 +191,9 @@ class LocalPool:
 
     def take(self) -> LocalConnection | None:
         """An idle connection that still looks alive, or None."""
-        now = asyncio.get_running_loop().time()
         while self._idle:
             conn = self._idle.pop()
-            if conn.usable and now - conn.idle_since < self.idle_timeout:
+            if conn.usable and conn.loop.time() - conn.idle_since < self.idle_timeout:
                 return conn
             conn.abort()
         return None
@@ -187,7 +203,7 @@ class LocalPool:
         if not conn.usable:
             conn.abort()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = conn.loop.time()
         self._idle.append(conn)
         while len(self._idle) > self.max_idle:
             self._idle.popleft().abort()
