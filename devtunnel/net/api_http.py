@@ -140,7 +140,7 @@ _STATUS: list[tuple[type[DevtunnelError], int]] = [
     (NameTakenError, 409),
     (AuthError, 502),
     (TunnelError, 502),
-    (ReplayError, 502),
+    (ReplayError, 400),  # nothing was sent: the request asked for a replay that cannot be made
     (StoreError, 503),
 ]
 

@@ -238,6 +238,19 @@ async def test_ngrok_replay_without_an_id_is_a_400(api: Api) -> None:
     assert_error(await api.client.post("/api/requests/http", json={"tunnel_name": "payments"}), 400)
 
 
+@pytest.mark.parametrize("route", ["ngrok", "edits"])
+async def test_a_request_that_cannot_be_replayed_is_a_400_and_sends_nothing(api: Api, route: str) -> None:
+    ex = make_exchange(target_url=api.target, status=101, resp_body=b"")
+    ex.websocket = True
+    api.store.put(ex)
+    if route == "ngrok":
+        resp = await api.client.post("/api/requests/http", json={"id": ex.id})
+    else:
+        resp = await api.client.post(f"/api/requests/http/{ex.id}/replay", json={})
+    assert "WebSocket" in assert_error(resp, 400)["msg"]
+    assert api.seen.requests == []
+
+
 async def test_replay_to_a_closed_port_is_reported(api: Api) -> None:
     ex = make_exchange(target_url=f"http://127.0.0.1:{_closed_port()}")
     api.store.put(ex)
