@@ -339,6 +339,18 @@ def test_replay_sends_again_stores_a_linked_exchange_and_prints_a_line(captures:
     assert "differs" in proc.stdout  # the echo service answers differently than the capture
 
 
+def test_replay_keeps_the_configured_retention_not_the_defaults(captures: Captures, tmp_path: Path) -> None:
+    config = tmp_path / "devtunnel.toml"
+    config.write_text("[store]\nmax_exchanges = 3\n")
+    ex = captures.exchanges[0]
+    proc = subprocess.run([DEVTUNNEL, "replay", ex.id, "--db", str(captures.db)], capture_output=True, text=True,
+                          env={**os.environ, "DEVTUNNEL_CONFIG": str(config)}, cwd=captures.cwd, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    stored = _stored(captures)
+    assert len(stored) == 3  # as the agent keeps them: the newest 3, the replay among them
+    assert stored[-1].replay_of == ex.id
+
+
 def test_replay_with_edits(captures: Captures) -> None:
     body = captures.cwd / "event.json"
     body.write_bytes(b'{"type":"invoice.updated"}')

@@ -22,7 +22,7 @@ from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import parse
 from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.store import Row, Store
-from devtunnel.commands.config import store_path
+from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
     Column,
     err,
@@ -48,7 +48,12 @@ def _open(args: argparse.Namespace, *, readonly: bool = True) -> Store:
     path = _db_path(args)
     if not path.exists():
         raise StoreError(f"no captures yet at {path}")
-    return Store(path, readonly=readonly)
+    if readonly:
+        return Store(path, readonly=True)
+    # A write applies retention: with the configured limits, as the agent does, so a replay
+    # from here never trims a store the user allowed to grow past the defaults.
+    limits = settings_of(args).store
+    return Store(path, max_exchanges=limits.max_exchanges, max_bytes=limits.max_bytes)
 
 
 def _filter(expression: str) -> Any:
