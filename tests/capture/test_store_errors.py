@@ -147,7 +147,10 @@ def open_unprivileged(path: Path, *, readonly: bool) -> str:
 
 def test_a_read_only_file_is_reported_before_any_write(shared_dir: Path) -> None:
     path = shared_dir / "captures.db"
-    Store(path).put(make())
+    # Closed here: a connection left to the garbage collector could checkpoint its WAL into
+    # the file at any later moment, in the forked child too.
+    with Store(path) as store:
+        store.put(make())
     path.chmod(0o444)
     before = path.read_bytes()
     out = open_unprivileged(path, readonly=False)
