@@ -93,8 +93,10 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
     """One exchange in ngrok's captured-request shape, plus devtunnel's fields.
 
     ngrok's fields: ``uri id tunnel_name remote_addr start duration request response``.
-    devtunnel adds ``replay_of``, ``error``, ``error_message``, ``target_url``, ``websocket`` and,
-    in each message, ``body_size`` and ``body_truncated``.
+    devtunnel adds ``replay_of``, ``error``, ``error_message``, ``target_url``, ``websocket``,
+    in each message ``body_size`` and ``body_truncated``, and for a WebSocket session
+    ``ws_close_code`` and ``ws_messages`` (``sender opcode time size payload``; ``time`` in
+    seconds since the epoch, ``payload`` the recorded part in base64, ``size`` the real size).
     """
     req = exchange.request
     resp = exchange.response
@@ -131,6 +133,12 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
             "body_size": resp.body_size,
             "body_truncated": resp.body_truncated,
         }
+    if exchange.websocket:
+        out["ws_close_code"] = exchange.ws_close_code
+        out["ws_messages"] = [
+            {"sender": m.sender, "opcode": m.opcode, "time": m.time, "size": m.size, "payload": _b64(m.payload)}
+            for m in exchange.ws_messages
+        ]
     return out
 
 

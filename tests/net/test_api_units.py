@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.net.api_events import Outbox
 from devtunnel.net.api_security import is_loopback_host, is_loopback_origin
 from devtunnel.net.api_shapes import capture_json, raw_request, raw_response
@@ -82,6 +82,24 @@ def test_capture_json_has_ngrok_fields_and_units() -> None:
     assert data["response"]["status"] == "418 I'm a Teapot"
     assert data["response"]["status_code"] == 418
     assert base64.b64decode(data["response"]["raw"]).endswith(b"\r\n\r\n\x00\xff\x01")
+
+
+def test_capture_json_of_a_websocket_session_carries_its_messages() -> None:
+    ex = Exchange(
+        id="01JD3X0000000000000000000B", tunnel="chat", started_at=1_700_000_000.0, duration=2.0, websocket=True,
+        request=Request(method="GET", target=b"/ws", headers=Headers([("Upgrade", "websocket")])),
+        response=Response(status=101),
+        ws_messages=[WsMessage("client", 1, 1_700_000_000.5, b"hello"),
+                     WsMessage("server", 2, 1_700_000_001.0, b"\x00\xff", size=4096)],
+        ws_close_code=4001,
+    )
+    data = capture_json(ex)
+    assert data["ws_close_code"] == 4001
+    assert data["ws_messages"] == [
+        {"sender": "client", "opcode": 1, "time": 1_700_000_000.5, "size": 5, "payload": base64.b64encode(b"hello").decode()},
+        {"sender": "server", "opcode": 2, "time": 1_700_000_001.0, "size": 4096, "payload": "AP8="},
+    ]
+    assert "ws_messages" not in capture_json(_exchange())  # plain HTTP keeps ngrok's shape
 
 
 def test_raw_request_rechunks_a_chunked_body() -> None:
