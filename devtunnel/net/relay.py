@@ -346,13 +346,14 @@ def _host(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def _hostname(host: bytes) -> bytes:
-    """``host`` lowercased, without its port (IPv6 literals keep their brackets)."""
+    """``host`` lowercased, without its port or a fully qualified name's final dot
+    (IPv6 literals keep their brackets)."""
     host = host.lower()
     if host.startswith(b"["):
         end = host.find(b"]")
         return host[: end + 1] if end > 0 else host
     colon = host.rfind(b":")
-    return host[:colon] if colon >= 0 else host
+    return (host[:colon] if colon >= 0 else host).rstrip(b".")
 
 
 def _bind(host: str, port: int) -> socket.socket:

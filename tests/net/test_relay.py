@@ -75,6 +75,16 @@ async def test_request_reaches_agent_through_curl_and_response_comes_back(relay:
         await agent.close()
 
 
+async def test_a_fully_qualified_host_with_a_trailing_dot_reaches_its_tunnel(relay: Relay) -> None:
+    agent = await agent_for(relay)
+    try:
+        code, out, _ = await curl("-H", f"Host: DEMO.localhost.:{relay.port}", f"http://127.0.0.1:{relay.port}/dot")
+        assert code == 0
+        assert out.startswith("GET /dot\n"), out
+    finally:
+        await agent.close()
+
+
 @pytest.mark.parametrize(
     ("token", "reason"),
     [("wrong-token", "token refused"), ("", "no token given")],
