@@ -15,6 +15,7 @@ Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks 
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import struct
@@ -179,11 +180,6 @@ _INSERT_COLUMNS = (
     "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
     "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
-)
-_UPSERT = (
-    f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))}) "
-    "ON CONFLICT(id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:])
 )
 
 
@@ -582,7 +578,7 @@ def _row(r: tuple[object, ...]) -> Row:
 
 
 def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
-    """Upsert exchanges: one ``executemany`` per table (a later version of an id wins)."""
+    """Upsert exchanges: a few many-row statements per table (a later version of an id wins)."""
     latest = {ex.id: ex for ex in exchanges}
     summaries: list[tuple[object, ...]] = []
     heads: list[tuple[object, ...]] = []
@@ -607,15 +603,52 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
         bodies.append((ex.id, bytes(req.body), None if res is None else bytes(res.body)))
         messages += [(ex.id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
                      for i, m in enumerate(ex.ws_messages)]
-    conn.executemany(_UPSERT, summaries)
-    conn.executemany("INSERT OR REPLACE INTO heads (id, req, res) VALUES (?, ?, ?)", heads)
-    conn.executemany("INSERT OR REPLACE INTO bodies (id, req, res) VALUES (?, ?, ?)", bodies)
-    conn.executemany("DELETE FROM ws_messages WHERE id = ?", [(i,) for i in latest])
+    _execute_rows(conn, "upsert", summaries)
+    _execute_rows(conn, "heads", heads)
+    _execute_rows(conn, "bodies", bodies)
+    _execute_rows(conn, "unmessage", [(i,) for i in latest])
     if messages:
-        conn.executemany(
-            "INSERT INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            messages,
-        )
+        _execute_rows(conn, "messages", messages)
+
+
+# Statements that take rows, as (text before the rows, text after them); each row is one
+# parenthesised group of ``?``.
+_ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
+    "upsert": (
+        f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ",
+        " ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:]),
+        len(_INSERT_COLUMNS),
+    ),
+    "heads": ("INSERT OR REPLACE INTO heads (id, req, res) VALUES ", "", 3),
+    "bodies": ("INSERT OR REPLACE INTO bodies (id, req, res) VALUES ", "", 3),
+    "unmessage": ("DELETE FROM ws_messages WHERE id IN (", ")", 0),
+    "messages": ("INSERT INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES ", "", 7),
+}
+# Rows per statement: a batch is cut into these sizes, largest first, so the few statement
+# texts stay in sqlite3's statement cache.
+_ROWS_PER_STATEMENT = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+
+
+@functools.cache
+def _rows_sql(kind: str, rows: int) -> str:
+    head, tail, width = _ROW_STATEMENTS[kind]
+    group = "?" if width == 0 else "(" + ", ".join("?" * width) + ")"
+    return head + ", ".join([group] * rows) + tail
+
+
+def _execute_rows(conn: sqlite3.Connection, kind: str, rows: list[tuple[object, ...]]) -> None:
+    """Like ``executemany``, but many rows per statement.
+
+    sqlite3 lets go of the GIL around every statement it steps; ``executemany`` steps once per
+    row, and each time the writer thread must win the GIL back from the event loop. A statement
+    of up to 256 rows costs that once.
+    """
+    start, total = 0, len(rows)
+    for size in _ROWS_PER_STATEMENT:
+        while total - start >= size:
+            params = [value for row in rows[start : start + size] for value in row]
+            conn.execute(_rows_sql(kind, size), params)
+            start += size
 
 
 def _delete(conn: sqlite3.Connection, ids: list[str]) -> int:
