@@ -92,6 +92,16 @@ class Headers:
             for n, v in fields
         )
 
+    @classmethod
+    def of_pairs(cls, fields: tuple[tuple[bytes, bytes], ...]) -> Headers:
+        """Headers over a tuple of ``(bytes, bytes)`` pairs, taken as they are (no conversion).
+
+        For the forwarding hot path, whose header tuples already have that exact shape.
+        """
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
+
     @property
     def fields(self) -> tuple[tuple[bytes, bytes], ...]:
         """The raw ``(name, value)`` pairs in order."""

@@ -429,7 +429,7 @@ class Forwarder:
         headers = tuple(response.headers)
         reason = bytes(response.reason)
         version = response.version.encode("ascii")
-        cap.response_head(response.status, reason, headers, response.version)
+        cap.response_head(response.status, reason, headers, response.version, exact=True)
         no_body = head_only or response.status in _NO_BODY_STATUSES
         body = response.take_body()
         if no_body or (response.complete and not body):

@@ -86,7 +86,7 @@ class ExchangeCapture:
             tunnel=tunnel,
             started_at=time.time(),
             request=Request(
-                headers=Headers(head.headers),
+                headers=Headers.of_pairs(head.headers),  # the protocol's (bytes, bytes) tuple
                 http_version=_version(head.http_version),
                 method=head.method.decode("latin-1"),
                 target=head.target,
@@ -119,11 +119,19 @@ class ExchangeCapture:
         if self.exchange.ttfb is None:
             self.exchange.ttfb = self.elapsed
 
-    def response_head(self, status: int, reason: bytes, headers: Fields, http_version: str = "1.1") -> None:
-        """The response head that goes back to the public client."""
+    def response_head(
+        self, status: int, reason: bytes, headers: Fields, http_version: str = "1.1", *, exact: bool = False
+    ) -> None:
+        """The response head that goes back to the public client.
+
+        ``exact``: ``headers`` is already a tuple of ``(bytes, bytes)`` pairs, kept without a copy.
+        """
         self.first_byte()
         self.exchange.response = Response(
-            headers=Headers(headers), http_version=http_version, status=status, reason=reason.decode("latin-1")
+            headers=Headers.of_pairs(headers) if exact else Headers(headers),
+            http_version=http_version,
+            status=status,
+            reason=reason.decode("latin-1"),
         )
 
     def response_body(self, chunk: bytes | memoryview) -> None:
