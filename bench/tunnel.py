@@ -190,18 +190,19 @@ def main() -> int:
                      "--token", "bench", "--name", "bench", "--no-tui", "--api-port", "0"]
         if args.no_record:
             agent_cmd.append("--no-record")
-        agent = subprocess.Popen(agent_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        # The agent's per-request lines go to a file: a pipe would need a reader in this process,
+        # competing for the same CPUs as the processes measured.
+        agent_out = work / "agent.out"
+        with open(agent_out, "wb") as out:
+            agent = subprocess.Popen(agent_cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         procs.append(agent)
         deadline = time.monotonic() + 20
-        assert agent.stdout is not None
-        while time.monotonic() < deadline:
-            line = agent.stdout.readline().decode(errors="replace")
-            if not line:
-                raise SystemExit("agent exited before the tunnel came up")
-            if line.startswith("Forwarding"):
-                break
-        # keep draining the agent's per-request log lines so it never blocks on a full pipe
-        threading.Thread(target=lambda: [None for _ in agent.stdout], daemon=True).start()  # type: ignore[union-attr]
+        while b"Forwarding" not in agent_out.read_bytes():
+            if agent.poll() is not None:
+                raise SystemExit(f"agent exited before the tunnel came up:\n{agent_out.read_text(errors='replace')}")
+            if time.monotonic() > deadline:
+                raise SystemExit("the tunnel did not come up within 20 s")
+            time.sleep(0.05)
         host = f"bench.localhost:{relay_port}"
         tunnel = measure(f"http://127.0.0.1:{relay_port}", host, args, lua, big,
                          {"relay": relay.pid, "agent": agent.pid})
