@@ -28,19 +28,34 @@ ExchangeSink = Callable[[Exchange, bool], None]
 class _Body:
     """A body's real size and its first ``cap`` bytes."""
 
-    __slots__ = ("cap", "size", "data")
+    __slots__ = ("cap", "size", "data", "_frozen")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.size = 0
-        self.data = bytearray()
+        self.data: bytearray | bytes = bytearray()
+        self._frozen: bytes | None = None
 
     def add(self, chunk: bytes | memoryview) -> None:
         n = len(chunk)
         self.size += n
         room = self.cap - len(self.data)
         if room > 0:
-            self.data += chunk if n <= room else chunk[:room]
+            self.data += chunk if n <= room else chunk[:room]  # type: ignore[operator]
+            self._frozen = None
+
+    def value(self) -> bytes:
+        """The kept bytes as ``bytes``, copied only when they changed since the last call.
+
+        Once the cap is reached nothing more is kept, so the copy replaces the buffer: a live
+        snapshot and the final record of a large body share one copy instead of holding three.
+        """
+        frozen = self._frozen
+        if frozen is None:
+            frozen = self._frozen = bytes(self.data)
+            if len(frozen) >= self.cap:
+                self.data = frozen
+        return frozen
 
     @property
     def truncated(self) -> bool:
@@ -173,10 +188,10 @@ class ExchangeCapture:
 
     def _fill_bodies(self, ex: Exchange) -> None:
         req, body = ex.request, self._request_body
-        req.body, req.body_size, req.body_truncated = bytes(body.data), body.size, body.truncated
+        req.body, req.body_size, req.body_truncated = body.value(), body.size, body.truncated
         if ex.response is not None:
             res, body = ex.response, self._response_body
-            res.body, res.body_size, res.body_truncated = bytes(body.data), body.size, body.truncated
+            res.body, res.body_size, res.body_truncated = body.value(), body.size, body.truncated
 
     def _submit_live(self) -> None:
         self._live = None
