@@ -138,7 +138,9 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     tunnel = tunnel or _live_tunnel(request, original.tunnel)
     config = getattr(tunnel, "config", None)
     host_header = "rewrite" if getattr(config, "host_header", "preserve") == "rewrite" else "preserve"
-    result = await replay(original, to=to, edit=edit, host_header=host_header)
+    # An --insecure tunnel to a self-signed https target is replayed the same way.
+    verify = not getattr(config, "insecure", False)
+    result = await replay(original, to=to, edit=edit, host_header=host_header, verify=verify)
     service = _service(request)
     recorder = getattr(service, "recorder", None)
     if recorder is not None:

@@ -11,13 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 import websockets
 
 from devtunnel.capture.store import Recorder, Store
-from devtunnel.net.agent import AgentService
+from devtunnel.net.agent import AgentService, TunnelConfig
 from devtunnel.net.api import serve_api
 from tests.helpers import async_wait_for
 from tests.net.api_fixtures import Seen, echo_service
+from tests.net.tunnel_fixtures import local_http
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -162,3 +164,32 @@ async def test_a_new_events_client_first_learns_the_current_tunnels(agent: Agent
         message = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert message["type"] == "tunnel"
     assert message["tunnel"]["name"] == "payments" and message["tunnel"]["state"] == "online"
+
+
+@pytest.mark.parametrize("route", ["ngrok", "edits"])
+async def test_replay_through_an_insecure_tunnel_trusts_its_target_as_the_tunnel_does(
+    agent: Agent, tmp_path: Path, route: str
+) -> None:
+    pem = tmp_path / "server.pem"
+    trustme.CA().issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    with local_http(tls_pem=pem) as (port, state):
+        info = await agent.service.start_tunnel(TunnelConfig(target=f"https://localhost:{port}", name="dev", insecure=True))
+        assert (await _public("POST", info.public_url, "/echo", b"signed")).status_code == 200
+
+        async def first_id() -> str | None:
+            data = (await agent.client.get("/api/requests/http", params={"tunnel_name": "dev"})).json()["requests"]
+            return data[0]["id"] if data and data[0]["response"] else None
+
+        exchange_id = await async_wait_for(first_id, what="the exchange to be recorded")
+        if route == "ngrok":
+            resp = await agent.client.post("/api/requests/http", json={"id": exchange_id, "tunnel_name": "dev"})
+            assert resp.status_code == 204, resp.text
+            replays = (await agent.client.get("/api/requests/http", params={"filter": "replay"})).json()["requests"]
+            [result] = replays
+        else:
+            resp = await agent.client.post(f"/api/requests/http/{exchange_id}/replay", json={})
+            assert resp.status_code == 201, resp.text
+            result = resp.json()
+        assert result["error"] is None, result["error_message"]
+        assert result["response"]["status_code"] == 200
+        await agent.service.stop()  # closes its connections to the app, so the app can stop
