@@ -143,6 +143,7 @@ examples:
     p.add_argument("--path", help="replace the path and query")
     p.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'", help="set a header (NAME: to delete)")
     p.add_argument("--body", metavar="TEXT|@FILE", help="replace the body")
+    p.add_argument("--insecure", action="store_true", help="do not verify an https destination's certificate")
     p.add_argument("--json", action="store_true", help="print the new exchanges as JSON")
     _add_db(p)
 

@@ -509,3 +509,23 @@ def test_a_read_only_database_is_read_by_requests_and_refused_by_replay_in_one_l
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize(("flags", "status"), [((), "ERR"), (("--insecure",), "200")])
+def test_replay_to_a_self_signed_https_target_needs_insecure(tmp_path: Path, flags: tuple[str, ...], status: str) -> None:
+    import trustme
+
+    from tests.net.tunnel_fixtures import local_http
+
+    pem = tmp_path / "server.pem"
+    trustme.CA().issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    db = tmp_path / "captures.db"
+    with local_http(tls_pem=pem) as (port, _):
+        ex = make_exchange(target=b"/echo", target_url=f"https://localhost:{port}")
+        Store(db).put(ex)
+        proc = cli(None, "replay", ex.id, *flags, db=db)
+    assert proc.stdout.split()[:4] == [ex.id, "->", proc.stdout.split()[2], status], (proc.stdout, proc.stderr)
+    if not flags:
+        assert "CERTIFICATE_VERIFY_FAILED" in proc.stdout and proc.returncode == 1
+    else:
+        assert proc.returncode == 0, proc.stderr

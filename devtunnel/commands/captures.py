@@ -334,7 +334,7 @@ def _replay(args: argparse.Namespace) -> int:
     store = _open(args, readonly=False)
     originals = _resolve(store, args.ids, args.filter)
     # Every request is checked before the first is sent: a ReplayError means nothing went out.
-    results = asyncio.run(replay_many(originals, to=args.to, edit=edit))
+    results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure))
     store.put_many(results)
     failed = 0
     summaries = []
