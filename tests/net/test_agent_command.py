@@ -337,3 +337,23 @@ def test_a_locked_database_stops_the_agent_with_one_line_naming_the_file(
     assert done.returncode == 1, (done.stdout, done.stderr)
     [line] = done.stderr.strip().splitlines()
     assert line == f"devtunnel: {db} is locked by another process (database is locked); close it or pass --db"
+
+
+def test_ctrl_c_with_a_stream_in_flight_exits_0_and_records_it(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "c.db"
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--db", str(db))
+    port = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding"))).group(3)  # type: ignore[union-attr]
+    with httpx.stream("GET", f"http://127.0.0.1:{port}/sse", trust_env=False, timeout=30) as response:
+        first = next(response.iter_raw())
+        assert first.startswith(b"data: first")
+        assert agent.stop(signal.SIGINT, timeout=15) == 0
+    store = Store(db, readonly=True)
+    try:
+        [ex] = store.query()
+    finally:
+        store.close()
+    assert (ex.request.target, ex.status) == (b"/sse", 200)
+    assert ex.response is not None and ex.response.body.startswith(b"data: first")
+    assert ex.error is not None  # it did not end normally
