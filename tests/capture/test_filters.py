@@ -130,6 +130,7 @@ def test_flags_match_their_exchanges() -> None:
     replayed = stripe_webhook(replay_of="01ABC")
     socket = stripe_webhook(websocket=True)
     assert parse("error")(failed) and parse("error:local_refused")(failed) and parse("~e")(failed)
+    assert parse("error:Local_Refused")(failed) and not parse("error:local_timeout")(failed)
     assert not parse("error:client_gone")(failed)
     assert parse("~q")(failed) and not parse("~s")(failed)
     assert not parse("status:>=0")(failed) and parse("not status:200")(failed) and parse("!~c 200")(failed)
@@ -161,6 +162,8 @@ def test_flags_match_their_exchanges() -> None:
         ("~m", "~m expects a regular expression", 3),
         ("~c abc", "~c expects a status code number", 4),
         ('body:"open', 'unclosed quote "', 6),
+        ("status:5xx error:refused", "error expects a kind: agent_gone, client_gone, local_error, local_refused, "
+                                     "local_timeout, replay_failed, too_large", 18),
     ],
 )
 def test_syntax_errors_say_what_was_expected_and_where(expression: str, message: str, column: int) -> None:

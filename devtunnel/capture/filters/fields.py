@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 from devtunnel.capture.filters.base import (
     URL_SQL,
@@ -22,7 +22,7 @@ from devtunnel.capture.filters.base import (
     headers_of,
     headers_sql,
 )
-from devtunnel.capture.model import Exchange
+from devtunnel.capture.model import ErrorKind, Exchange
 from devtunnel.errors import FilterSyntaxError
 
 
@@ -327,6 +327,17 @@ def _needs_value(name: str, value: str, pos: int) -> str:
     return value
 
 
+_ERROR_KINDS = sorted(get_args(ErrorKind))
+
+
+def _error_kind(value: str, pos: int) -> str:
+    # A misspelt kind would match nothing without a word: say which kinds exist instead.
+    kind = value.lower()
+    if kind not in _ERROR_KINDS:
+        raise FilterSyntaxError(f"error expects a kind: {', '.join(_ERROR_KINDS)}", pos)
+    return kind
+
+
 def _build_path(value: str, pos: int) -> Filter:
     if value.startswith("~"):
         return build_regex(PathRegex, value[1:], pos + 1)
@@ -355,7 +366,7 @@ FIELDS: dict[str, tuple[type[Filter], FieldBuilder]] = {
     "dur": (Duration, lambda v, p: Duration(
         _bounds(v, p, _duration_number, "dur expects a duration like 500ms or 2s"))),
     "size": (Size, lambda v, p: Size(_bounds(v, p, _size_number, "size expects a size like 512, 10kb or 1mb"))),
-    "error": (Error, lambda v, p: Error(_needs_value("error", v, p))),
+    "error": (Error, lambda v, p: Error(_error_kind(v, p))),
     "url": (Url, lambda v, p: Url(v)),
 }
 """``field:value`` names (lower case) -> (class, builder from the value text and its position)."""
