@@ -26,40 +26,45 @@ ExchangeSink = Callable[[Exchange, bool], None]
 
 
 class _Body:
-    """A body's real size and its first ``cap`` bytes."""
+    """A body's real size and its first ``cap`` bytes.
 
-    __slots__ = ("cap", "size", "data", "_frozen")
+    The kept bytes stay as the chunks that arrived (immutable ``bytes``, referenced, not
+    copied) until they are asked for: then they are joined once. Growing a ``bytearray``
+    instead reallocates it as it grows, briefly holding two copies of a large body.
+    """
+
+    __slots__ = ("cap", "size", "kept", "_chunks")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.size = 0
-        self.data: bytearray | bytes = bytearray()
-        self._frozen: bytes | None = None
+        self.kept = 0
+        self._chunks: list[bytes] = []
 
     def add(self, chunk: bytes | memoryview) -> None:
         n = len(chunk)
         self.size += n
-        room = self.cap - len(self.data)
+        room = self.cap - self.kept
         if room > 0:
-            self.data += chunk if n <= room else chunk[:room]  # type: ignore[operator]
-            self._frozen = None
+            if n > room:
+                chunk = chunk[:room]
+                n = room
+            # A view may be of a buffer its owner reuses: only immutable bytes are kept as they are.
+            self._chunks.append(chunk if type(chunk) is bytes else bytes(chunk))
+            self.kept += n
 
     def value(self) -> bytes:
-        """The kept bytes as ``bytes``, copied only when they changed since the last call.
-
-        Once the cap is reached nothing more is kept, so the copy replaces the buffer: a live
-        snapshot and the final record of a large body share one copy instead of holding three.
-        """
-        frozen = self._frozen
-        if frozen is None:
-            frozen = self._frozen = bytes(self.data)
-            if len(frozen) >= self.cap:
-                self.data = frozen
-        return frozen
+        """The kept bytes, joined once (a live snapshot and the final record share the result)."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        if len(chunks) > 1:
+            chunks[:] = [b"".join(chunks)]
+        return chunks[0]
 
     @property
     def truncated(self) -> bool:
-        return self.size > len(self.data)
+        return self.size > self.kept
 
 
 def _version(raw: bytes) -> str:
@@ -127,7 +132,7 @@ class ExchangeCapture:
     @property
     def request_body_full(self) -> bool:
         """True once as much of the request body as the cap allows is recorded."""
-        return len(self._request_body.data) >= self._cap
+        return self._request_body.kept >= self._cap
 
     def first_byte(self) -> None:
         """The local service started answering."""
