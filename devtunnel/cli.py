@@ -8,7 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from devtunnel import __version__
-from devtunnel.errors import ConfigError, DevtunnelError
+from devtunnel.errors import ConfigError, DevtunnelError, TunnelError
+
+EXIT_TUNNEL_REFUSED = 3
+"""Exit status when the relay refused the tunnel for good (token, name): retrying cannot help."""
 
 _F = argparse.RawDescriptionHelpFormatter
 
@@ -21,6 +24,9 @@ examples:
   devtunnel requests --filter 'status:>=400'
                                            list captured requests
   devtunnel                                open the inspector with no tunnel yet
+
+exit status: 0 done (Ctrl-C included), 1 error, 2 bad usage or config file,
+             3 the relay refused the tunnel (token or name): retrying cannot help
 """
 
 
@@ -225,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     try:
         return int(module.run(args) or 0)
+    except TunnelError as exc:
+        print(f"devtunnel: {exc}", file=sys.stderr)
+        return EXIT_TUNNEL_REFUSED
     except DevtunnelError as exc:
         print(f"devtunnel: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
 from devtunnel.commands.output import human_duration, safe
-from devtunnel.errors import ConfigError
+from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.net.sizes import parse_size
@@ -93,9 +93,17 @@ async def _guarded(main: Coroutine[Any, Any, int]) -> int:
                 loop.remove_signal_handler(sig)
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines carry text from the relay (refusal reasons): escape anything that could drive
+    the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return safe(super().format(record), keep_newlines=True)
+
+
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     for name in ("devtunnel.agent", "devtunnel.relay"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
@@ -169,12 +177,17 @@ async def _main(args: argparse.Namespace) -> int:
                 insecure=args.insecure,
             )
             announced = False
+            ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
             def announce(info: TunnelInfo) -> None:
                 nonlocal announced
                 if info.state is TunnelState.ONLINE and not announced:
                     announced = True
                     _print(f"Forwarding {info.public_url} -> {info.target_url}", out)
+                elif info.state is TunnelState.FAILED and announced and not ended.done():
+                    # The relay turned the tunnel away for good (token revoked, name handed to
+                    # another agent): a headless agent with nothing to forward says why and exits.
+                    ended.set_result(f"tunnel {info.name} stopped: {info.error}")
 
             service.subscribe(announce)
             await service.start_tunnel(config)
@@ -184,6 +197,8 @@ async def _main(args: argparse.Namespace) -> int:
 
             api_server, bound = await serve_api(service, api_port)
             _print(f"API http://127.0.0.1:{bound}", out)
+        if is_http:
+            raise TunnelError(await ended)  # or until SIGINT / SIGTERM cancels us
         await asyncio.Event().wait()  # until SIGINT / SIGTERM cancels us
         return 0
     finally:

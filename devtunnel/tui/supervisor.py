@@ -19,7 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-AgentState = Literal["starting", "running", "restarting", "stopped"]
+from devtunnel.cli import EXIT_TUNNEL_REFUSED
+
+AgentState = Literal["starting", "running", "restarting", "stopped", "failed"]
 
 _API_LINE = re.compile(rb"^API (http://127\.0\.0\.1:\d+)\s*$", re.MULTILINE)
 
@@ -94,6 +96,11 @@ class AgentSupervisor:
                     message += f": {last}"
             if self._stopping:
                 break
+            if returncode == EXIT_TUNNEL_REFUSED:
+                # The relay refused the tunnel for good (token, name): starting again would only
+                # be refused again, or take the name back from the agent that holds it now.
+                self._set(state="failed", pid=None, api_url=None, message=message)
+                return
             if time.monotonic() - started > 30:
                 backoff = 0.25  # it ran fine for a while: this is a fresh failure
             self._set(state="restarting", pid=None, api_url=None, restarts=self.status.restarts + 1,

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtunnel.cli import EXIT_TUNNEL_REFUSED
+
 from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.store import Store
 from devtunnel.commands.http import exchange_line
@@ -155,11 +157,26 @@ def test_refused_token_exits_non_zero_with_the_relays_reason(env: dict[str, str]
     port = free_port()
     relay(procs, env, port)
     agent = start(procs, env, "http", "9", "--relay", f"ws://127.0.0.1:{port}", "--token", "bad", "--no-tui", "--api-port", "0")
-    assert agent.wait(20) == 1
+    assert agent.wait(20) == EXIT_TUNNEL_REFUSED
     errors = "\n".join(agent.err)
     assert "devtunnel: the relay refused the token: token refused" in errors
     assert "reconnecting" not in errors
     assert not any(l.startswith("Forwarding") for l in agent.out)
+
+
+def test_token_revoked_while_reconnecting_exits_with_the_relays_reason(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    port = free_port()
+    first = relay(procs, env, port, token="old")
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "old",
+                  "--name", "revoked", "--no-tui", "--api-port", "0", "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    assert first.stop(signal.SIGTERM) == 0
+    relay(procs, env, port, token="new")  # the relay came back without the agent's token
+    assert agent.wait(45) == EXIT_TUNNEL_REFUSED
+    errors = "\n".join(agent.err)
+    assert "devtunnel: tunnel revoked stopped: the relay refused the token" in errors
 
 
 def test_relay_and_token_come_from_the_environment(env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]) -> None:

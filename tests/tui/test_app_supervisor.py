@@ -119,3 +119,21 @@ async def test_stop_ends_an_agent_that_ignores_sigterm(tmp_path: Path, changes: 
     assert pid is not None
     await supervisor.stop()
     assert not _alive(pid)
+
+
+async def test_an_agent_the_relay_refused_for_good_is_not_started_again(tmp_path: Path,
+                                                                      changes: list[AgentStatus]) -> None:
+    from devtunnel.cli import EXIT_TUNNEL_REFUSED
+
+    refused = (f"import sys\nprint('devtunnel: the relay refused the token: token refused', file=sys.stderr)\n"
+               f"sys.exit({EXIT_TUNNEL_REFUSED})\n")
+    supervisor = AgentSupervisor([sys.executable, "-c", refused], tmp_path / "agent.log", changes.append,
+                                 ready_timeout=5)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: supervisor.status.state == "failed", what="the failed state")
+        assert "the relay refused the token" in supervisor.status.message
+        assert supervisor.status.restarts == 0
+        assert [c.state for c in changes].count("starting") == 1
+    finally:
+        await supervisor.stop()
