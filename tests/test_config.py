@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from devtunnel.cli import EXIT_TUNNEL_REFUSED
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -445,7 +447,7 @@ def test_http_with_a_wrong_token_in_the_file_is_refused_by_the_relay(places: Pla
     places.write_user(f'[relay]\nurl = "ws://127.0.0.1:{port}"\ntoken = "wrong-token"\n')
     agent = Proc([*DEVTUNNEL, "http", "9", "--no-tui", "--api-port", "0", "--no-record"], places.process_env())
     procs.append(agent)
-    assert agent.wait(20) == 1
+    assert agent.wait(20) == EXIT_TUNNEL_REFUSED
     assert any("refused the token" in line for line in agent.err)
 
 
