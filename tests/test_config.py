@@ -13,12 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from devtunnel.cli import EXIT_TUNNEL_REFUSED
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtunnel.cli import build_parser
+from devtunnel.cli import EXIT_TUNNEL_REFUSED, build_parser
 from devtunnel.commands.config import resolve_http, resolve_relay
 from devtunnel.commands.relay import settings_from_args
 from devtunnel.config import (
