@@ -86,13 +86,15 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     return lambda: agent_command(*argv, "--port", relay_port())
 
 
-def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None) -> int:
+def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> int:
     """Run the inspector until the user quits; the agent (if any) is stopped on the way out."""
     from devtunnel.tui.app import InspectorApp
     from devtunnel.tui.backend import Backend
     from devtunnel.tui.widgets.filter_bar import default_history_path
 
-    app = InspectorApp(Backend(db), agent_argv=agent_argv, agent_log=_state_dir() / "agent.log",
+    store = args.settings.store
+    backend = Backend(db, max_exchanges=store.max_exchanges, max_bytes=store.max_bytes)
+    app = InspectorApp(backend, agent_argv=agent_argv, agent_log=_state_dir() / "agent.log",
                        history_path=default_history_path())
     try:
         app.run()
@@ -124,14 +126,14 @@ def check_http_args(args: argparse.Namespace) -> None:
 def run_http(args: argparse.Namespace) -> int:
     """``devtunnel http TARGET`` with the inspector."""
     check_http_args(args)
-    return open_inspector(_db(args), http_agent_argv(args))
+    return open_inspector(_db(args), http_agent_argv(args), args)
 
 
 def run(args: argparse.Namespace) -> int:
     """``devtunnel`` (agent, no tunnel) or ``devtunnel inspect`` (stored captures only)."""
     db = _db(args)
     if args.command == "inspect":
-        return open_inspector(db, None)
+        return open_inspector(db, None, args)
     relay_port = _RelayPort()
     return open_inspector(db, lambda: agent_command("agent", "--api-port", "0", "--port", relay_port(),
-                                                    "--db", str(db)))
+                                                    "--db", str(db)), args)

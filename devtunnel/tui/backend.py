@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from devtunnel.capture.model import Exchange
-from devtunnel.capture.store import Row, Store
+from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Row, Store
 from devtunnel.errors import DevtunnelError, ReplayError, TunnelError
 
 T = TypeVar("T")
@@ -114,8 +114,12 @@ class Backend:
         api_url: the agent API (``http://127.0.0.1:PORT``); None until an agent is running.
     """
 
-    def __init__(self, db_path: Path, api_url: str | None = None) -> None:
+    def __init__(self, db_path: Path, api_url: str | None = None, *, max_exchanges: int = DEFAULT_MAX_EXCHANGES,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.db_path = Path(db_path)
+        self.max_exchanges = max_exchanges
+        """Retention applied when this backend records a replay itself (no agent)."""
+        self.max_bytes = max_bytes
         self._api_url = api_url
         self._api_ready = asyncio.Event()
         if api_url:
@@ -284,7 +288,7 @@ class Backend:
         new = await replay(exchange, edit=edit)
 
         def put() -> None:
-            store = Store(self.db_path)
+            store = Store(self.db_path, max_exchanges=self.max_exchanges, max_bytes=self.max_bytes)
             try:
                 store.put(new)
             finally:

@@ -1,0 +1,57 @@
+"""The inspector's backend without an agent: replays are sent from the inspector and stored."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtunnel.capture.model import Exchange, Headers, Request, new_id
+from devtunnel.capture.store import Store
+from devtunnel.tui.backend import Backend
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_replay_without_an_agent_is_stored_under_the_configured_retention(tmp_path: Path, target: str) -> None:
+    db = tmp_path / "captures.db"
+    store = Store(db)
+    originals = [
+        Exchange(id=new_id(), tunnel="t", started_at=1.0, target_url=target,
+                 request=Request(method="GET", target=f"/{i}".encode(), headers=Headers([("Host", "t.localhost")])))
+        for i in range(3)
+    ]
+    store.put_many(originals)
+    store.close()
+    backend = Backend(db, max_exchanges=3)
+    try:
+        new = await backend.replay(originals[-1])
+    finally:
+        await backend.aclose()
+    assert new.replay_of == originals[-1].id and new.status == 200
+    store = Store(db, readonly=True)
+    try:
+        assert store.ids() == [originals[1].id, originals[2].id, new.id]  # the oldest made room
+    finally:
+        store.close()
