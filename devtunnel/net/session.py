@@ -42,6 +42,11 @@ log = logging.getLogger("devtunnel.agent")
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds the relay has to answer the WebSocket upgrade, and then HELLO with WELCOME."""
+REQUEST_WINDOW = 4 << 20
+"""Request body bytes the relay may send on a stream before the local service took them.
+
+Larger than the protocol's 1 MiB default: with 1 MiB a large upload waited for credit between
+batches even on loopback (100 MiB uploads: about 270-360 MiB/s at 1 MiB, 380-510 at 4 MiB)."""
 
 
 class Session:
@@ -50,7 +55,7 @@ class Session:
     def __init__(self, tunnel: Tunnel, ws: ClientConnection) -> None:
         self.tunnel = tunnel
         self.ws = ws
-        self.conn = Connection(Role.AGENT)
+        self.conn = Connection(Role.AGENT, initial_window=REQUEST_WINDOW)
         self.streams: dict[int, TunnelStream] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.goaway: GoAway | None = None
