@@ -276,7 +276,8 @@ class Relay:
                 if data is None:
                     raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
                 tunnel.handle(conn.receive_data(data))
-                tunnel.flush()
+                if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
+                    tunnel.flush()
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
             conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))  # no-op if the connection queued its own

@@ -136,7 +136,8 @@ class Session:
                     reason = "the relay sent text where the tunnel protocol was expected"
                     break
                 self._dispatch(self.conn.receive_data(message))
-                self.kick()
+                if self.conn.wants_to_send:  # a PONG or a refusal; otherwise no need to wake the writer
+                    self.kick()
         except ConnectionClosed as exc:
             reason = f"the connection to the relay was lost ({exc})"
         except ProtocolError as exc:

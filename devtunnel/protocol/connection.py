@@ -572,6 +572,11 @@ class Connection:
         return data
 
     @property
+    def wants_to_send(self) -> bool:
+        """True when frames are queued for ``data_to_send``."""
+        return bool(self._out)
+
+    @property
     def open_streams(self) -> int:
         """Number of streams not yet closed."""
         return len(self._streams)
