@@ -13,6 +13,8 @@ the thread taking the GIL from the event loop for every single request.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import sqlite3
 import threading
@@ -37,6 +39,33 @@ LINGER = 0.02
 """Seconds a batch may gather before it is written; ``flush`` and ``close`` cut it short."""
 MAX_BATCH = 2000
 """A batch this large is written at once, without waiting out ``LINGER``."""
+TRIM_AFTER = 1 << 20
+"""Body bytes written in one batch after which freed memory is handed back to the system."""
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or None where there is no such function.
+
+    Large recorded bodies leave the allocator's arenas fragmented; glibc keeps the freed pages
+    unless asked, so an agent that recorded a few 10 MiB bodies would hold on to them.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if trim is None:
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+_TRIM = _malloc_trim()
+
+
+def _body_bytes(batch: dict[str, Exchange]) -> int:
+    return sum(len(ex.request.body) + (len(ex.response.body) if ex.response is not None else 0)
+               for ex in batch.values())
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -51,8 +80,9 @@ def _is_transient(exc: BaseException) -> bool:
 class Recorder:
     """Writes exchanges to a store from a background thread, so traffic never waits on disk.
 
-    ``submit`` never blocks; the writer commits whatever is queued as one transaction, as soon
-    as the previous commit ends (so a ``kill -9`` loses only exchanges still in flight).
+    ``submit`` never blocks; the writer commits whatever is queued as one transaction, at most
+    ``LINGER`` seconds after it was submitted (so a ``kill -9`` loses the exchanges still in flight
+    and at most the last 20 ms of finished ones).
     Listeners are called from the writer thread with the ids just committed.
 
     A failing write is logged once (not once per exchange). Exchanges that failed because the
@@ -155,6 +185,9 @@ class Recorder:
                     batch, self._pending = self._pending, {}
                     upto = self._submitted
                 kept = self._write(batch)
+                if _TRIM is not None and _body_bytes(batch) >= TRIM_AFTER:
+                    del batch
+                    _TRIM()
                 with self._cond:
                     if kept:
                         # Newer submits of the same id win over the failed version.
