@@ -127,15 +127,24 @@ class _ExchangeLog:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self._lines: list[str] = []
         self._flush: asyncio.TimerHandle | None = None
 
     def __call__(self, exchange: Exchange) -> None:
-        self.out.write(exchange_line(exchange) + "\n")
+        # Kept here, not written: an unbuffered stdout (a terminal, PYTHONUNBUFFERED) would
+        # otherwise cost one write() per request.
+        self._lines.append(exchange_line(exchange))
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
 
     def flush(self) -> None:
-        self._flush = None
+        """Write the lines kept so far (also called once on the way out)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._lines:
+            self.out.write("\n".join(self._lines) + "\n")
+            self._lines.clear()
         self.out.flush()
 
 
@@ -163,6 +172,7 @@ async def _main(args: argparse.Namespace) -> int:
         head_timeout=head_timeout,
     )
     api_server: Any = None
+    exchange_log: _ExchangeLog | None = None
     try:
         await service.start()
         if is_http:
@@ -208,6 +218,8 @@ async def _main(args: argparse.Namespace) -> int:
         if api_server is not None:
             await api_server.stop()
         await service.stop()
+        if exchange_log is not None:
+            exchange_log.flush()
         out.flush()
         if recorder is not None:
             recorder.close()
