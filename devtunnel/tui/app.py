@@ -102,7 +102,7 @@ class InspectorApp(App[None]):
             self.supervisor.start()
         if self.supervisor is not None or self.backend.api_url:
             self._follow_events()
-        self.set_interval(0.05, self.live.flush, name="flush")
+        self.set_interval(0.1, self.live.flush, name="flush")
         self.set_interval(1.0, self._tick, name="tick")
         # A kill (SIGTERM) or a closed terminal (SIGHUP) must not leave the agent running alone.
         loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """Keeps the request table in step with the store: filter results, live ids merged on an interval.
 
 Change notices from ``/api/events`` arrive in bursts (up to thousands of ids a second). They are
-collected here and applied to the table on each ``flush`` (the app calls it every 50 ms); with a filter set,
+collected here and applied to the table on each ``flush`` (the app calls it every 100 ms); with a filter set,
 the filtered id list is read again from the store instead (SQLite filters 100k rows quickly,
 and the filter may look at bodies the light rows do not carry).
 """
