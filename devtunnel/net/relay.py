@@ -12,7 +12,7 @@ import hmac
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -267,11 +267,21 @@ class Relay:
         if old is not None:
             await old.disconnect(ErrorCode.NO_ERROR, "replaced by a new connection with the same token", 1000)
         reason = "the agent disconnected"
+        protocol = getattr(receive, "__self__", None)
+        if not isinstance(protocol, DeadPeerWebSocketProtocol):
+            protocol = None
         try:
+            if protocol is not None:
+                # Binary messages are handled in the protocol's callback (see on_bytes); what
+                # still comes through receive() is the end, a text message, or a failure there.
+                protocol.on_bytes = _deliver(tunnel, protocol)
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     break
+                failure = message.get(_FAILURE)
+                if failure is not None:
+                    raise failure
                 data = message.get("bytes")
                 if data is None:
                     raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
@@ -284,6 +294,8 @@ class Relay:
             tunnel.close(f"tunnel {name} went offline")
             await tunnel.finish_writing({"type": "websocket.close", "code": 1002})
         finally:
+            if protocol is not None:
+                protocol.on_bytes = None
             if self._tunnels.get(name) is tunnel:
                 del self._tunnels[name]
             tunnel.close(f"tunnel {name} went offline")
@@ -321,6 +333,32 @@ class Relay:
         if holder is not None and not hmac.compare_digest(holder.token.encode(), token.encode()):
             return name, (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
         return name, None
+
+
+_FAILURE = "devtunnel.failure"
+"""Key of a receive() message carrying an exception raised while handling a message in the callback."""
+
+
+def _deliver(tunnel: Tunnel, protocol: DeadPeerWebSocketProtocol) -> Callable[[bytes], None]:
+    """Handle each message from the agent as it arrives, in the protocol's callback.
+
+    The same as the receive() loop does, one task hop earlier. An exception (a protocol error,
+    or a defect) must not escape into the transport's callback: it goes to the receive() loop
+    instead, through the queue, which raises it there as if the loop had handled the message.
+    """
+    conn = tunnel.conn
+
+    def deliver(data: bytes) -> None:
+        try:
+            tunnel.handle(conn.receive_data(data))
+        except Exception as exc:
+            protocol.on_bytes = None  # like the loop, handle nothing after the failure
+            protocol.queue.put_nowait({"type": "websocket.receive", _FAILURE: exc})
+            return
+        if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
+            tunnel.flush()
+
+    return deliver
 
 
 async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:

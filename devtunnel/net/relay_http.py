@@ -229,7 +229,22 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     drain, which never happens when the peer is gone: the tunnel name would stay taken.
     It also counts a denial (an HTTP response instead of the upgrade) as a finished
     handshake, which uvicorn would otherwise log as an error on every refused WebSocket.
+
+    A binary message can also go straight to ``on_bytes`` from the protocol callback: uvicorn
+    would queue it, pause reading, and wake the task awaiting ``receive()``, which resumes
+    reading: two system calls and a trip through the event loop per message from an agent.
     """
+
+    on_bytes: Callable[[bytes], None] | None = None
+    """Called with each complete binary message instead of queueing it for ``receive()``."""
+
+    def send_receive_event_to_app(self) -> None:
+        on_bytes = self.on_bytes
+        if on_bytes is None or self.curr_msg_data_type != "bytes" or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        frames, self.frames = self.frames, []
+        on_bytes(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def send(self, message: Any) -> None:
         await super().send(message)
