@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 
 from devtunnel.net.target import Target
 
@@ -14,6 +17,7 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to wait for the local service to accept a connection (and finish TLS)."""
 READ_BUFFER = 256 * 1024
 """Bytes received but not yet read before reading from the socket pauses."""
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 class LocalConnection(asyncio.Protocol):
@@ -38,12 +42,24 @@ class LocalConnection(asyncio.Protocol):
         self._writing_paused = False
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._quickack: Callable[[], None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if _TCP_QUICKACK is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            self._quickack = functools.partial(sock.setsockopt, socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._quickack is not None:
+            # Many development servers (http.server, Werkzeug) write a response's head and body
+            # in two sends without TCP_NODELAY: Nagle holds the body until the head is
+            # acknowledged, and a delayed ACK from us would cost every keep-alive request 40 ms.
+            try:
+                self._quickack()
+            except OSError:
+                self._quickack = None
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > READ_BUFFER and not self._reading_paused and self.transport is not None:
