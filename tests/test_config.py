@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,8 +30,8 @@ from devtunnel.config import (
 from devtunnel.errors import ConfigError
 from devtunnel.net.sizes import parse_size
 from tests.helpers import free_port
-from tests.net.test_agent_command import FORWARDING, Proc
-from tests.net.tunnel_fixtures import LocalState, local_http
+from tests.net.test_agent_command import FORWARDING, Proc, local, procs  # noqa: F401 (fixtures)
+from tests.net.tunnel_fixtures import LocalState
 
 DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
 
@@ -396,20 +395,6 @@ def test_relay_takes_its_server_settings_from_relay_server_unless_flags_say_othe
 
 
 # End to end: a real relay configured by file, an agent configured by file -----------------------
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
 
 
 def _relay_from_file(places: Places, procs: list[Proc], token: str) -> int:
