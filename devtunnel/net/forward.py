@@ -471,21 +471,27 @@ class Forwarder:
         self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str
     ) -> None:
         """Answer the public client ourselves: the local service gave no usable response."""
-        cap.fail(kind, message.strip())
-        body = message.encode("utf-8")
-        reason = b"Bad Gateway" if status == 502 else b"Gateway Timeout"
-        headers: Fields = (
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", str(len(body)).encode("ascii")),
-            (ERROR_HEADER, kind.encode("ascii")),
-        )
-        cap.response_head(status, reason, headers)
-        if head.method == b"HEAD":
-            stream.send_response(status, reason, headers, end_stream=True)
-        else:
-            cap.response_body(body)
-            stream.send_response(status, reason, headers, end_stream=False)
-            await stream.send_data(body, end_stream=True)
+        await answer_error(stream, cap, status, kind, message, head_only=head.method == b"HEAD")
         if not head.end_stream:
             stream.reset(ErrorCode.NO_ERROR, "response complete")
 
+
+async def answer_error(
+    stream: TunnelStream, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str, *, head_only: bool = False
+) -> None:
+    """Send (and record) the agent's own plain-text 502/504 answer, with ``X-Devtunnel-Error: KIND``."""
+    cap.fail(kind, message.strip())
+    body = message.encode("utf-8")
+    reason = b"Bad Gateway" if status == 502 else b"Gateway Timeout"
+    headers: Fields = (
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", str(len(body)).encode("ascii")),
+        (ERROR_HEADER, kind.encode("ascii")),
+    )
+    cap.response_head(status, reason, headers)
+    if head_only:
+        stream.send_response(status, reason, headers, end_stream=True)
+        return
+    cap.response_body(body)
+    stream.send_response(status, reason, headers, end_stream=False)
+    await stream.send_data(body, end_stream=True)

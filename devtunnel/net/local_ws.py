@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.http11 import Request as WsRequest
 
 from devtunnel.errors import StreamClosedError
-from devtunnel.net.forward import ERROR_HEADER
+from devtunnel.net.forward import answer_error
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
 from devtunnel.net.target import Target
@@ -124,13 +124,13 @@ async def forward_websocket(
         message = (
             f"The tunnel {tunnel} is online, but the local service at {target.url} refused the connection.\n"
         )
-        await _answer_error(stream, cap, 502, "local_refused", message)
+        await answer_error(stream, cap, 502, "local_refused", message)
         return
     except TimeoutError:
-        await _answer_error(stream, cap, 504, "local_timeout", f"the local service at {target.url} did not answer in time")
+        await answer_error(stream, cap, 504, "local_timeout", f"the local service at {target.url} did not answer in time")
         return
     except (OSError, InvalidHandshake) as exc:
-        await _answer_error(stream, cap, 502, "local_error", f"WebSocket handshake with {target.url} failed: {exc}")
+        await answer_error(stream, cap, 502, "local_error", f"WebSocket handshake with {target.url} failed: {exc}")
         return
     try:
         _accept(stream, cap, ws)
@@ -221,18 +221,3 @@ async def _relay_rejection(stream: TunnelStream, cap: ExchangeCapture, exc: Inva
     stream.send_response(response.status_code, reason, fields, end_stream=not body)
     if body:
         await stream.send_data(body, end_stream=True)
-
-
-async def _answer_error(stream: TunnelStream, cap: ExchangeCapture, status: int, kind: Any, message: str) -> None:
-    cap.fail(kind, message.strip())
-    body = message.encode("utf-8")
-    reason = b"Bad Gateway" if status == 502 else b"Gateway Timeout"
-    fields: Fields = (
-        (b"Content-Type", b"text/plain; charset=utf-8"),
-        (b"Content-Length", str(len(body)).encode("ascii")),
-        (ERROR_HEADER, kind.encode("ascii")),
-    )
-    cap.response_head(status, reason, fields)
-    cap.response_body(body)
-    stream.send_response(status, reason, fields, end_stream=False)
-    await stream.send_data(body, end_stream=True)
