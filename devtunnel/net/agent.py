@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from devtunnel import __version__
 from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
 from devtunnel.errors import AuthError, ConfigError, NameTakenError, NotFoundError, RelayUnreachableError, TunnelError
+from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.session import HANDSHAKE_TIMEOUT, Session
@@ -352,7 +353,7 @@ class Tunnel:
         finally:
             self._session = None
 
-    async def _open_socket(self) -> ClientConnection:
+    async def _open_socket(self) -> TunnelSocket:
         parts = urlsplit(self.relay_url)
         options: dict[str, Any] = {}
         if parts.scheme == "wss":
@@ -364,8 +365,9 @@ class Tunnel:
         if _is_loopback(parts.hostname or ""):
             options["proxy"] = None
         try:
-            return await connect(
+            return await connect(  # type: ignore[return-value]
                 self.relay_url,
+                create_connection=TunnelSocket,
                 compression=None,
                 max_size=None,
                 open_timeout=HANDSHAKE_TIMEOUT,

@@ -12,11 +12,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosedOK
+from websockets.protocol import State
 
 from devtunnel import __version__
 from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, TunnelError
+from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.local_ws import forward_websocket
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
@@ -52,46 +53,104 @@ batches even on loopback (100 MiB uploads: about 270-360 MiB/s at 1 MiB, 380-510
 class Session:
     """One WebSocket connection of a tunnel to its relay, from HELLO to close."""
 
-    def __init__(self, tunnel: Tunnel, ws: ClientConnection) -> None:
+    def __init__(self, tunnel: Tunnel, ws: TunnelSocket) -> None:
         self.tunnel = tunnel
         self.ws = ws
         self.conn = Connection(Role.AGENT, initial_window=REQUEST_WINDOW)
         self.streams: dict[int, TunnelStream] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.goaway: GoAway | None = None
-        self._dirty = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._loop = asyncio.get_running_loop()
+        self._flush_pending = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._welcome: asyncio.Future[Welcome] = self._loop.create_future()
+        self._ended: asyncio.Future[str] = self._loop.create_future()
+        """Set with the reason when the session must end although the socket is still open."""
+        ws.on_message = self._on_message
+        ws.on_writable = self._wake_drainers
 
     # -- Link, for the streams --------------------------------------------------------
     def kick(self) -> None:
-        """Have the writer send whatever the connection queued."""
-        self._dirty.set()
-        self._idle.clear()
+        """Send whatever the connection queued, once the current callbacks are done.
+
+        Every frame queued by the streams in one turn of the event loop goes out as one
+        WebSocket message.
+        """
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
 
     async def drained(self) -> None:
-        """Wait until everything queued so far went to the socket."""
-        if not self._idle.is_set():
-            await self._idle.wait()
+        """Wait until everything queued so far went to the socket, and it takes more."""
+        while self._flush_pending or (self.ws.paused and not self.ws.transport.is_closing()):
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
 
-    async def _write_loop(self) -> None:
-        conn, ws, dirty, idle = self.conn, self.ws, self._dirty, self._idle
+    def _flush(self) -> None:
+        self._flush_pending = False
+        data = self.conn.data_to_send()
+        # One WebSocket message per batch: frames of many streams share it. Nothing can be
+        # sent once the socket is closing: the streams are being cancelled then.
+        if data:
+            self.ws.send_now(data)
+        if not self.ws.paused:
+            self._wake_drainers()
+
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- receiving ------------------------------------------------------------------------
+    def _on_message(self, data: bytes, text: bool) -> None:
+        if self._ended.done():
+            return
+        if text:
+            self._end("the relay sent text where the tunnel protocol was expected")
+            return
         try:
-            while True:
-                await dirty.wait()
-                dirty.clear()
-                data = conn.data_to_send()
-                if data:
-                    # One WebSocket message per batch: frames of many streams share it.
-                    await ws.send(data)
-                if not dirty.is_set():
-                    idle.set()
-        except ConnectionClosed:
-            pass
+            events = self.conn.receive_data(data)
+        except ProtocolError as exc:
+            self.conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))
+            self._flush()
+            self._end(f"the relay broke the tunnel protocol: {exc}")
+            return
+        if not self._welcome.done():
+            for i, event in enumerate(events):
+                if isinstance(event, Welcome):
+                    self._welcome.set_result(event)
+                    events = events[i + 1 :]
+                    break
+                if isinstance(event, GoAway):
+                    self._welcome.set_exception(_goaway_error(event))
+                    return
+            else:
+                return
+        self._dispatch(events)
+        if self.conn.wants_to_send:  # a PONG, a refusal or window credit
+            self.kick()
+
+    def _end(self, reason: str) -> None:
+        if not self._welcome.done():
+            self._welcome.set_exception(RelayUnreachableError(reason))
+        if not self._ended.done():
+            self._ended.set_result(reason)
+
+    async def _until_closed_or(self, future: asyncio.Future[object]) -> None:
+        """Wait until ``future`` is done or the socket closed."""
+        closed = asyncio.ensure_future(self.ws.wait_closed())
+        try:
+            await asyncio.wait((closed, future), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            # Nothing more can be sent: make sure the reader notices and the session ends.
-            if ws.transport is not None:
-                ws.transport.abort()
+            closed.cancel()
+
+    def _closed_reason(self) -> str:
+        exc = self.ws.close_exc
+        if isinstance(exc, ConnectionClosedOK):
+            return "the relay closed the connection"
+        return f"the connection to the relay was lost ({exc})"
 
     # -- handshake ----------------------------------------------------------------------
     async def handshake(self, token: str, name: str) -> Welcome:
@@ -99,26 +158,15 @@ class Session:
         # Not the target: the relay has no need to know local addresses.
         info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
         self.conn.send_hello(token, name, info)
+        self._flush()
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                await self.ws.send(self.conn.data_to_send())
-                while True:
-                    message = await self.ws.recv()
-                    if isinstance(message, str):
-                        raise RelayUnreachableError("the relay sent text where the tunnel protocol was expected")
-                    events = self.conn.receive_data(message)
-                    for i, event in enumerate(events):
-                        if isinstance(event, Welcome):
-                            self._dispatch(events[i + 1 :])
-                            return event
-                        if isinstance(event, GoAway):
-                            raise _goaway_error(event)
+                await self._until_closed_or(self._welcome)  # type: ignore[arg-type]
         except TimeoutError as exc:
             raise RelayUnreachableError(f"the relay did not answer the handshake in {HANDSHAKE_TIMEOUT:g} s") from exc
-        except ConnectionClosed as exc:
-            raise RelayUnreachableError(f"the relay closed the connection during the handshake ({exc})") from exc
-        except ProtocolError as exc:
-            raise RelayUnreachableError(f"the relay broke the tunnel protocol: {exc}") from exc
+        if not self._welcome.done():
+            raise RelayUnreachableError(f"the relay closed the connection during the handshake ({self.ws.close_exc})")
+        return self._welcome.result()
 
     # -- serving --------------------------------------------------------------------------
     async def serve(self) -> str:
@@ -127,30 +175,12 @@ class Session:
         Raises:
             AuthError, NameTakenError: the relay ended the tunnel for good.
         """
-        writer = asyncio.create_task(self._write_loop())
         self.kick()
-        reason = "the relay closed the connection"
         try:
-            async for message in self.ws:
-                if isinstance(message, str):
-                    reason = "the relay sent text where the tunnel protocol was expected"
-                    break
-                self._dispatch(self.conn.receive_data(message))
-                if self.conn.wants_to_send:  # a PONG or a refusal; otherwise no need to wake the writer
-                    self.kick()
-        except ConnectionClosed as exc:
-            reason = f"the connection to the relay was lost ({exc})"
-        except ProtocolError as exc:
-            reason = f"the relay broke the tunnel protocol: {exc}"
-            try:
-                self.conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))
-                await asyncio.wait_for(self.ws.send(self.conn.data_to_send()), 1.0)
-            except Exception:  # the connection is being dropped anyway
-                pass
+            await self._until_closed_or(self._ended)  # type: ignore[arg-type]
+            reason = self._ended.result() if self._ended.done() else self._closed_reason()
         finally:
-            writer.cancel()
             await self.close_streams()
-            await asyncio.gather(writer, return_exceptions=True)
             await self.ws.close()
         if self.goaway is not None:
             if self.goaway.code in _FINAL_GOAWAYS:
@@ -168,11 +198,8 @@ class Session:
 
     async def leave(self, reason: str) -> None:
         """Tell the relay we are going (GOAWAY) and close the socket."""
-        try:
-            self.conn.send_goaway(ErrorCode.NO_ERROR, reason)
-            await asyncio.wait_for(self.ws.send(self.conn.data_to_send()), 1.0)
-        except Exception:  # the socket may be gone already; closing is all that is left
-            pass
+        self.conn.send_goaway(ErrorCode.NO_ERROR, reason)
+        self._flush()
         await self.ws.close()
 
     def _dispatch(self, events: list[Event]) -> None:
@@ -232,7 +259,10 @@ class Session:
         finally:
             self.streams.pop(stream.stream_id, None)
             self.tasks.pop(stream.stream_id, None)
-            cap.finish()
+            # The record is built and handed on after the last frames went out: their flush
+            # was queued first, so recording never delays the response.
+            cap.end()
+            self._loop.call_soon(cap.finish)
 
 
 # GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means the

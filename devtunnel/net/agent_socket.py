@@ -1,0 +1,94 @@
+"""The agent's WebSocket to its relay: messages go to a callback, sends go out at once.
+
+A ``websockets`` client connection whose tunnel messages skip the library's message queue:
+each complete binary message is handed to ``on_message`` inside ``data_received``, and
+``send_now`` writes a message to the transport without a coroutine. At one request at a time
+that saves the agent two trips through the event loop per request (the reader task waking for
+the message, and a writer task waking to send the answer). Everything else (the opening
+handshake, pings, the closing handshake) stays with ``websockets``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from websockets.asyncio.client import ClientConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
+
+__all__ = ["TunnelSocket"]
+
+MessageHandler = Callable[[bytes, bool], None]
+"""Called with each whole message and whether it was text."""
+
+
+class TunnelSocket(ClientConnection):
+    """A client connection that delivers whole messages to ``on_message`` as they arrive.
+
+    Until ``on_message`` is set, messages queue for ``recv()`` as usual.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.on_message: MessageHandler | None = None
+        self.on_writable: Callable[[], None] | None = None
+        """Called when the transport's buffer drained below its low-water mark, or the connection ended."""
+        self._fragments: list[bytes] | None = None
+        self._text = False
+
+    # -- receiving ----------------------------------------------------------------------
+    def process_event(self, event: Event) -> None:
+        handler = self.on_message
+        if handler is None or self.response is None or not isinstance(event, Frame):
+            super().process_event(event)
+            return
+        opcode = event.opcode
+        if opcode is Opcode.BINARY or opcode is Opcode.TEXT:
+            if event.fin:
+                handler(bytes(event.data), opcode is Opcode.TEXT)
+            else:
+                self._fragments = [bytes(event.data)]
+                self._text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            if self._fragments is None:  # the protocol layer already refuses this; never reached
+                return
+            self._fragments.append(bytes(event.data))
+            if event.fin:
+                data, self._fragments = b"".join(self._fragments), None
+                handler(data, self._text)
+        else:
+            super().process_event(event)  # PING, PONG, CLOSE
+
+    # -- sending ------------------------------------------------------------------------
+    @property
+    def writable(self) -> bool:
+        """The connection is open and its transport is not asking us to pause."""
+        return self.protocol.state is State.OPEN and not self.paused
+
+    def send_now(self, data: bytes) -> bool:
+        """Send one binary message without waiting; returns False if the connection is not open.
+
+        Back-pressure is the caller's: watch ``writable`` and ``on_writable``.
+        """
+        if self.protocol.state is not State.OPEN:
+            return False
+        self.protocol.send_binary(data)
+        try:
+            self.send_data()
+        except Exception as exc:  # the transport broke: end the connection, as a failed send() does
+            self.set_connection_exc(exc)
+            self.transport.abort()
+            return False
+        return True
+
+    # -- flow control -------------------------------------------------------------------
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.on_writable is not None:
+            self.on_writable()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.on_writable is not None:
+            self.on_writable()
+
