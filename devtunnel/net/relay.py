@@ -275,6 +275,7 @@ class Relay:
                 # Binary messages are handled in the protocol's callback (see on_bytes); what
                 # still comes through receive() is the end, a text message, or a failure there.
                 protocol.on_bytes = _deliver(tunnel, protocol)
+                tunnel.socket = protocol
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":

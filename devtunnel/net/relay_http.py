@@ -16,6 +16,7 @@ from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from devtunnel.net.sizes import format_size
@@ -245,6 +246,21 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         frames, self.frames = self.frames, []
         on_bytes(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def send_now(self, data: bytes) -> bool:
+        """Send one binary message at once, as ``send()`` would, without a coroutine.
+
+        Returns False and sends nothing while the transport asks us to pause: the caller then
+        waits for ``writable``. A connection that is gone raises ``ClientDisconnected``, as
+        ``send()`` does.
+        """
+        if self.disconnected or self.close_sent:
+            raise ClientDisconnected()
+        if not self.writable.is_set():
+            return False
+        self.conn.send_binary(data)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     async def send(self, message: Any) -> None:
         await super().send(message)

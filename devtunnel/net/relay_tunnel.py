@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from devtunnel.errors import ProtocolError
 from devtunnel.protocol.connection import Connection, ErrorCode
@@ -30,6 +30,15 @@ from devtunnel.protocol.events import (
 log = logging.getLogger("devtunnel.relay")
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class DirectSocket(Protocol):
+    """An agent WebSocket that can send a message from a plain callback (``relay_http.py``)."""
+
+    writable: asyncio.Event
+
+    def send_now(self, data: bytes) -> bool:
+        """Send one binary message now; False while the transport is paused."""
 
 LAST_WORDS_TIMEOUT = 1.0
 """Seconds to spend sending a GOAWAY and close to an agent on the way out."""
@@ -133,15 +142,41 @@ class Tunnel:
         self._send = send
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._flush_pending = False
+        self.socket: DirectSocket | None = None
+        """The agent's WebSocket protocol, when it can send without a coroutine (``send_now``)."""
 
     # -- writing ---------------------------------------------------------------------
     def start_writer(self) -> None:
-        """Start the task that sends queued frames."""
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"relay-writer-{self.name}")
+        """Start the task that sends queued frames when they cannot go at once."""
+        self._writer = self._loop.create_task(self._write_loop(), name=f"relay-writer-{self.name}")
 
     def flush(self) -> None:
-        """Have the writer send whatever the connection has queued."""
-        self._wake.set()
+        """Send whatever the connection has queued, once the current callbacks are done.
+
+        Frames queued by all the streams in one turn of the event loop go out as one
+        WebSocket message, written from a plain callback; only when the agent's socket is
+        full (or no ``socket`` is set) does the writer task take over.
+        """
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
+        socket = self.socket
+        if self.closed or socket is None or not socket.writable.is_set():
+            self._wake.set()
+            return
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        try:
+            socket.send_now(data)  # True: writable was checked just above
+        except Exception as exc:  # uvicorn raises its own ClientDisconnected / OSError here
+            log.debug("tunnel %s: write failed: %r", self.name, exc)
+            self.close("the agent connection broke")
 
     async def _write_loop(self) -> None:
         wake = self._wake
@@ -150,6 +185,13 @@ class Tunnel:
         while not self.closed:
             await wake.wait()
             wake.clear()
+            socket = self.socket
+            if socket is not None:
+                # The data is taken only once it can be written: a flush that runs first
+                # sends it itself, so messages never overtake each other.
+                await socket.writable.wait()
+                self._flush_now()
+                continue
             data = conn.data_to_send()
             if data:
                 try:
