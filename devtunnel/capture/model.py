@@ -7,7 +7,9 @@ display without ever failing.
 
 from __future__ import annotations
 
+import base64
 import os
+import random
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -39,8 +41,12 @@ ErrorKind = Literal[
 ]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_FROM_BASE32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode("ascii"))
 _id_lock = threading.Lock()
 _last_id: tuple[int, int] = (0, 0)
+_rng = random.Random(os.urandom(32))
+# A forked child must not draw the same random parts as its parent.
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
 
 
 def new_id(now: float | None = None) -> str:
@@ -56,14 +62,12 @@ def new_id(now: float | None = None) -> str:
         if ms <= last_ms:
             ms, rand = last_ms, last_rand + 1
         else:
-            rand = int.from_bytes(os.urandom(10), "big") >> 1
+            # Seeded from the OS once per process: ids need to be unique, not secret.
+            rand = _rng.getrandbits(79)
         _last_id = (ms, rand)
     value = (ms << 80) | (rand & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 26 Crockford digits are the last 26 of the base-32 form of the value in 20 bytes.
+    return base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_FROM_BASE32).decode("ascii")
 
 
 def _text(raw: bytes) -> str:

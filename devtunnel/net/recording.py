@@ -75,6 +75,11 @@ def _version(raw: bytes) -> str:
 class ExchangeCapture:
     """The record of one stream, filled in by its handler as the exchange goes.
 
+    While the exchange runs, the capture only keeps what it is given (the request head,
+    timestamps, the response head's fields, body chunks); the ``Exchange`` record is built
+    from them when it is first needed, normally in ``finish()``, which the session calls once
+    the response is on its way. So building the record never delays a request or a response.
+
     Args:
         sink: where the exchange goes (snapshots and the final record); ``None`` records nothing.
         tunnel: the tunnel's name.
@@ -83,6 +88,11 @@ class ExchangeCapture:
         body_cap: bytes of each body (and of all WebSocket payloads together) to keep.
         live: submit a snapshot of an exchange still running after ``LIVE_AFTER`` seconds.
     """
+
+    __slots__ = (
+        "_sink", "_t0", "_started_at", "_ended_at", "_cap", "_request_body", "_response_body", "_ws_budget",
+        "_finished", "_id", "_tunnel", "_head", "_target_url", "_ttfb", "_response", "_error", "_exchange", "_live",
+    )
 
     def __init__(
         self,
@@ -96,29 +106,58 @@ class ExchangeCapture:
     ) -> None:
         self._sink = sink
         self._t0 = time.monotonic()
+        self._started_at = time.time()
+        self._ended_at: float | None = None
         self._cap = body_cap
-        self._request_body = _Body(self._cap)
-        self._response_body = _Body(self._cap)
-        self._ws_budget = self._cap
+        self._request_body = _Body(body_cap)
+        self._response_body = _Body(body_cap)
+        self._ws_budget = body_cap
         self._finished = False
-        self.exchange = Exchange(
-            id=new_id(),
-            tunnel=tunnel,
-            started_at=time.time(),
-            request=Request(
-                headers=Headers.of_pairs(head.headers),  # the protocol's (bytes, bytes) tuple
-                http_version=_version(head.http_version),
-                method=head.method.decode("latin-1"),
-                target=head.target,
-            ),
-            remote_addr=head.remote_addr,
-            scheme=head.scheme,
-            target_url=target_url,
-            websocket=head.websocket,
-        )
+        self._id = new_id(self._started_at)  # now: ids sort in the order requests arrived
+        self._tunnel = tunnel
+        self._head = head
+        self._target_url = target_url
+        self._ttfb: float | None = None
+        self._response: tuple[int, bytes, Fields, str, bool] | None = None
+        self._error: tuple[ErrorKind, str] | None = None
+        self._exchange: Exchange | None = None
         self._live: asyncio.TimerHandle | None = None
         if sink is not None and live:
             self._live = asyncio.get_running_loop().call_later(LIVE_AFTER, self._submit_live)
+
+    @property
+    def exchange(self) -> Exchange:
+        """The record as it stands (built on first use; later events update it)."""
+        ex = self._exchange
+        if ex is None:
+            head = self._head
+            ex = self._exchange = Exchange(
+                id=self._id,
+                tunnel=self._tunnel,
+                started_at=self._started_at,
+                request=Request(
+                    headers=Headers.of_pairs(head.headers),  # the protocol's (bytes, bytes) tuple
+                    http_version=_version(head.http_version),
+                    method=head.method.decode("latin-1"),
+                    target=head.target,
+                ),
+                remote_addr=head.remote_addr,
+                scheme=head.scheme,
+                target_url=self._target_url,
+                websocket=head.websocket,
+            )
+        ex.ttfb = self._ttfb
+        if self._response is not None and ex.response is None:
+            status, reason, headers, version, exact = self._response
+            ex.response = Response(
+                headers=Headers.of_pairs(headers) if exact else Headers(headers),
+                http_version=version,
+                status=status,
+                reason=reason.decode("latin-1"),
+            )
+        if self._error is not None and ex.error is None:
+            ex.error, ex.error_message = self._error
+        return ex
 
     @property
     def elapsed(self) -> float:
@@ -136,23 +175,20 @@ class ExchangeCapture:
 
     def first_byte(self) -> None:
         """The local service started answering."""
-        if self.exchange.ttfb is None:
-            self.exchange.ttfb = self.elapsed
+        if self._ttfb is None:
+            self._ttfb = time.monotonic() - self._t0
 
     def response_head(
         self, status: int, reason: bytes, headers: Fields, http_version: str = "1.1", *, exact: bool = False
     ) -> None:
-        """The response head that goes back to the public client.
+        """The response head that goes back to the public client (the last one given counts).
 
         ``exact``: ``headers`` is already a tuple of ``(bytes, bytes)`` pairs, kept without a copy.
         """
         self.first_byte()
-        self.exchange.response = Response(
-            headers=Headers.of_pairs(headers) if exact else Headers(headers),
-            http_version=http_version,
-            status=status,
-            reason=reason.decode("latin-1"),
-        )
+        self._response = (status, reason, headers, http_version, exact)
+        if self._exchange is not None:
+            self._exchange.response = None  # rebuilt from the new head
 
     def response_body(self, chunk: bytes | memoryview) -> None:
         """Count (and keep up to the cap) a chunk of response body."""
@@ -173,19 +209,24 @@ class ExchangeCapture:
 
     def fail(self, kind: ErrorKind, message: str) -> None:
         """Mark the exchange as failed (the first failure wins)."""
-        if self.exchange.error is None:
-            self.exchange.error = kind
-            self.exchange.error_message = message
+        if self._error is None:
+            self._error = (kind, message)
+
+    def end(self) -> None:
+        """The exchange is over: its duration stops here, even if ``finish()`` runs later."""
+        if self._ended_at is None:
+            self._ended_at = time.monotonic()
 
     def finish(self) -> Exchange:
         """Close the record and hand it to the sink; returns it. Later calls do nothing more."""
-        ex = self.exchange
         if self._finished:
-            return ex
+            return self.exchange
         self._finished = True
+        self.end()
         if self._live is not None:
             self._live.cancel()
-        ex.duration = self.elapsed
+        ex = self.exchange
+        ex.duration = self._ended_at - self._t0  # type: ignore[operator]
         self._fill_bodies(ex)
         if self._sink is not None:
             self._sink(ex, True)
@@ -203,11 +244,12 @@ class ExchangeCapture:
         if self._finished or self._sink is None:
             return
         # A snapshot, because the handler keeps changing the live record.
+        live = self.exchange
         ex = replace(
-            self.exchange,
-            request=replace(self.exchange.request),
-            response=None if self.exchange.response is None else replace(self.exchange.response),
-            ws_messages=list(self.exchange.ws_messages),
+            live,
+            request=replace(live.request),
+            response=None if live.response is None else replace(live.response),
+            ws_messages=list(live.ws_messages),
         )
         self._fill_bodies(ex)
         self._sink(ex, False)
