@@ -21,6 +21,12 @@ __all__ = ["ExchangeCapture", "ExchangeSink", "LIVE_AFTER"]
 LIVE_AFTER = 0.5
 """Seconds after which a running exchange is submitted once as it is so far."""
 
+LIVE_BODY_PREVIEW = 64 * 1024
+"""Bytes of each body a live snapshot carries; the final record has all that was kept.
+
+Joining a large body for the snapshot would hold it twice in memory while the transfer is
+still at full speed, and write it to the store twice."""
+
 ExchangeSink = Callable[[Exchange, bool], None]
 """Receives ``(exchange, final)``: a live snapshot (``final=False``) or the finished record."""
 
@@ -61,6 +67,19 @@ class _Body:
         if len(chunks) > 1:
             chunks[:] = [b"".join(chunks)]
         return chunks[0]
+
+    def preview(self, limit: int) -> bytes:
+        """Up to ``limit`` of the kept bytes, leaving the chunks as they are."""
+        if self.kept <= limit:
+            return self.value()
+        out: list[bytes] = []
+        room = limit
+        for chunk in self._chunks:
+            if room <= 0:
+                break
+            out.append(chunk[:room])
+            room -= len(chunk)
+        return b"".join(out)
 
     @property
     def truncated(self) -> bool:
@@ -232,12 +251,15 @@ class ExchangeCapture:
             self._sink(ex, True)
         return ex
 
-    def _fill_bodies(self, ex: Exchange) -> None:
-        req, body = ex.request, self._request_body
-        req.body, req.body_size, req.body_truncated = body.value(), body.size, body.truncated
-        if ex.response is not None:
-            res, body = ex.response, self._response_body
-            res.body, res.body_size, res.body_truncated = body.value(), body.size, body.truncated
+    def _fill_bodies(self, ex: Exchange, limit: int | None = None) -> None:
+        for message, body in ((ex.request, self._request_body), (ex.response, self._response_body)):
+            if message is None:
+                continue
+            if limit is None or body.kept <= limit:
+                message.body, message.body_truncated = body.value(), body.truncated
+            else:
+                message.body, message.body_truncated = body.preview(limit), True
+            message.body_size = body.size
 
     def _submit_live(self) -> None:
         self._live = None
@@ -251,5 +273,5 @@ class ExchangeCapture:
             response=None if live.response is None else replace(live.response),
             ws_messages=list(live.ws_messages),
         )
-        self._fill_bodies(ex)
+        self._fill_bodies(ex, LIVE_BODY_PREVIEW)
         self._sink(ex, False)

@@ -13,7 +13,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosedOK
-from websockets.protocol import State
 
 from devtunnel import __version__
 from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, TunnelError
