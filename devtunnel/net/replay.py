@@ -14,14 +14,34 @@ exchange, with ``error`` set; ``ReplayError`` is raised only when nothing could 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import re
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-import httpx
+
+def _lazy_module(name: str):  # type: ignore[no-untyped-def]
+    """``name`` imported on first use: the agent serves its API without ever replaying, and
+    httpx alone is about 7 MiB of its resident memory."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = _lazy_module("httpx")
 
 from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
 from devtunnel.errors import ReplayError
