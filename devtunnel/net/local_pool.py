@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import socket
 import ssl
 from collections import deque
@@ -43,13 +44,21 @@ class LocalConnection(asyncio.Protocol):
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._quickack: Callable[[], None] | None = None
+        self._own_sock: socket.socket | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if _TCP_QUICKACK is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            self._quickack = functools.partial(sock.setsockopt, socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            # Our own socket object on a duplicate of the descriptor (options belong to the
+            # socket, not the descriptor): the one the loop hands out builds a temporary socket
+            # object, with a getsockname() system call, on every setsockopt().
+            try:
+                self._own_sock = socket.socket(sock.family, sock.type, sock.proto, os.dup(sock.fileno()))
+            except OSError:
+                return
+            self._quickack = functools.partial(self._own_sock.setsockopt, socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def data_received(self, data: bytes) -> None:
         if self._quickack is not None:
@@ -73,6 +82,10 @@ class LocalConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._quickack = None
+        if self._own_sock is not None:
+            self._own_sock.close()
+            self._own_sock = None
         self._eof = True
         self._error = exc
         self._wake_reader()
