@@ -30,6 +30,7 @@ from devtunnel.errors import AuthError, ConfigError, NameTakenError, NotFoundErr
 from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
 from devtunnel.net.names import random_name, validate_name
+from devtunnel.net.recording import LiveSnapshots
 from devtunnel.net.session import HANDSHAKE_TIMEOUT, Session
 from devtunnel.net.target import Target, parse_target
 
@@ -190,7 +191,7 @@ class Tunnel:
         self.relay_url = relay_url
         self.sink = sink
         self.body_cap = body_cap
-        self.live = live
+        self.live = LiveSnapshots() if live else None
         self.requests = 0
         self.forwarder = Forwarder(
             self.name, self.target, host_header=config.host_header, insecure=config.insecure, head_timeout=head_timeout
@@ -251,6 +252,8 @@ class Tunnel:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
         self.forwarder.close()
+        if self.live is not None:
+            self.live.close()
         self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
 
     async def restart(self) -> None:

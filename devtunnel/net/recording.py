@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
 from devtunnel.capture.model import Exchange, ErrorKind, Headers, Request, Response, WsMessage, new_id
 from devtunnel.protocol.events import Fields, RequestReceived
 
-__all__ = ["ExchangeCapture", "ExchangeSink", "LIVE_AFTER"]
+__all__ = ["ExchangeCapture", "ExchangeSink", "LiveSnapshots", "LIVE_AFTER", "LIVE_BODY_PREVIEW"]
 
 LIVE_AFTER = 0.5
 """Seconds after which a running exchange is submitted once as it is so far."""
@@ -105,12 +107,14 @@ class ExchangeCapture:
         head: the request head as the relay sent it.
         target_url: the local service the request goes to.
         body_cap: bytes of each body (and of all WebSocket payloads together) to keep.
-        live: submit a snapshot of an exchange still running after ``LIVE_AFTER`` seconds.
+        live: where to wait for a snapshot of an exchange still running after ``LIVE_AFTER``
+            seconds; None submits only the final record.
     """
 
     __slots__ = (
         "_sink", "_t0", "_started_at", "_ended_at", "_cap", "_request_body", "_response_body", "_ws_budget",
-        "_finished", "_id", "_tunnel", "_head", "_target_url", "_ttfb", "_response", "_error", "_exchange", "_live",
+        "_finished", "_id", "_tunnel", "_head", "_target_url", "_ttfb", "_response", "_error", "_exchange",
+        "__weakref__",
     )
 
     def __init__(
@@ -121,7 +125,7 @@ class ExchangeCapture:
         target_url: str,
         body_cap: int,
         *,
-        live: bool = True,
+        live: LiveSnapshots | None = None,
     ) -> None:
         self._sink = sink
         self._t0 = time.monotonic()
@@ -140,9 +144,8 @@ class ExchangeCapture:
         self._response: tuple[int, bytes, Fields, str, bool] | None = None
         self._error: tuple[ErrorKind, str] | None = None
         self._exchange: Exchange | None = None
-        self._live: asyncio.TimerHandle | None = None
-        if sink is not None and live:
-            self._live = asyncio.get_running_loop().call_later(LIVE_AFTER, self._submit_live)
+        if sink is not None and live is not None:
+            live.add(self)
 
     @property
     def exchange(self) -> Exchange:
@@ -242,8 +245,6 @@ class ExchangeCapture:
             return self.exchange
         self._finished = True
         self.end()
-        if self._live is not None:
-            self._live.cancel()
         ex = self.exchange
         ex.duration = self._ended_at - self._t0  # type: ignore[operator]
         self._fill_bodies(ex)
@@ -262,7 +263,6 @@ class ExchangeCapture:
             message.body_size = body.size
 
     def _submit_live(self) -> None:
-        self._live = None
         if self._finished or self._sink is None:
             return
         # A snapshot, because the handler keeps changing the live record.
@@ -275,3 +275,43 @@ class ExchangeCapture:
         )
         self._fill_bodies(ex, LIVE_BODY_PREVIEW)
         self._sink(ex, False)
+
+
+class LiveSnapshots:
+    """Submits a snapshot of each exchange still running ``LIVE_AFTER`` seconds after it began.
+
+    One timer for all the exchanges of a tunnel rather than one each: captures wait in the
+    order they began (held weakly, so a finished one is not kept alive by waiting here), and
+    each tick snapshots those whose time has come.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: deque[weakref.ref[ExchangeCapture]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, capture: ExchangeCapture) -> None:
+        """Watch ``capture`` (just created)."""
+        self._waiting.append(weakref.ref(capture))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(LIVE_AFTER, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        waiting = self._waiting
+        now = time.monotonic()
+        while waiting:
+            capture = waiting[0]()
+            if capture is not None and not capture._finished:
+                due = capture._t0 + LIVE_AFTER
+                if due > now:
+                    self._timer = asyncio.get_running_loop().call_later(due - now, self._tick)
+                    return
+                capture._submit_live()
+            waiting.popleft()
+
+    def close(self) -> None:
+        """Stop watching (the tunnel is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiting.clear()

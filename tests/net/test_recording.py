@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from devtunnel.capture.model import Exchange
 from devtunnel.net import recording
-from devtunnel.net.recording import LIVE_BODY_PREVIEW, ExchangeCapture
+from devtunnel.net.recording import LIVE_AFTER, LIVE_BODY_PREVIEW, ExchangeCapture, LiveSnapshots
 from devtunnel.protocol.events import RequestReceived
 
 
@@ -16,7 +19,7 @@ def _head(target: bytes = b"/upload") -> RequestReceived:
 
 def _capture(sink: list[tuple[Exchange, bool]], cap: int = 1 << 20, target: bytes = b"/upload") -> ExchangeCapture:
     return ExchangeCapture(lambda ex, final: sink.append((ex, final)), "demo", _head(target), "http://127.0.0.1:8080",
-                           cap, live=False)
+                           cap)
 
 
 async def test_live_snapshot_of_a_large_body_carries_a_preview_and_the_final_record_all_of_it() -> None:
@@ -78,3 +81,47 @@ async def test_the_first_failure_and_the_last_response_head_win() -> None:
     assert ex.error == "local_refused" and ex.error_message == "refused"
     assert ex.status == 504 and ex.response is not None and ex.response.reason == "Gateway Timeout"
     assert cap.finish() is ex and len(sink) == 1  # later calls do nothing more
+
+
+async def test_live_snapshots_come_once_for_running_exchanges_and_never_for_finished_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(recording.time, "monotonic", lambda: clock[0])
+    sink: list[tuple[Exchange, bool]] = []
+    live = LiveSnapshots()
+
+    def start(target: bytes) -> ExchangeCapture:
+        return ExchangeCapture(lambda ex, final: sink.append((ex, final)), "demo", _head(target),
+                               "http://127.0.0.1:8080", 1 << 20, live=live)
+
+    quick, slow = start(b"/quick"), start(b"/slow")
+    quick.finish()
+    clock[0] += LIVE_AFTER / 2
+    later = start(b"/later")  # its snapshot is due later than the others'
+    clock[0] += LIVE_AFTER / 2
+    live._tick()  # what the loop's timer calls
+    assert [(ex.request.target, final) for ex, final in sink] == [(b"/quick", True), (b"/slow", False)]
+    assert live._timer is not None  # rescheduled for /later
+    live._tick()
+    assert len(sink) == 2  # not due yet
+    clock[0] += LIVE_AFTER / 2
+    live._tick()
+    assert (sink[2][0].request.target, sink[2][1]) == (b"/later", False)
+    assert live._timer is None  # nothing left to watch
+    slow.finish()
+    later.finish()
+    assert [final for _, final in sink[3:]] == [True, True]
+    live.close()
+
+
+async def test_a_finished_capture_is_not_kept_alive_by_the_live_watch() -> None:
+    live = LiveSnapshots()
+    cap = ExchangeCapture(lambda ex, final: None, "demo", _head(), "http://127.0.0.1:8080", 1 << 20, live=live)
+    cap.request_body(b"x" * 1000)
+    cap.finish()
+    ref = weakref.ref(cap)
+    del cap
+    gc.collect()
+    assert ref() is None
+    live.close()
