@@ -7,7 +7,6 @@ display without ever failing.
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 import threading
@@ -41,7 +40,9 @@ ErrorKind = Literal[
 ]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_FROM_BASE32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode("ascii"))
+_DIGIT_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
+"""Two Crockford digits for every 10-bit number: 13 lookups make the 26 digits of a ULID."""
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
 _id_lock = threading.Lock()
 _last_id: tuple[int, int] = (0, 0)
 _rng = random.Random(os.urandom(32))
@@ -66,8 +67,7 @@ def new_id(now: float | None = None) -> str:
             rand = _rng.getrandbits(79)
         _last_id = (ms, rand)
     value = (ms << 80) | (rand & ((1 << 80) - 1))
-    # 26 Crockford digits are the last 26 of the base-32 form of the value in 20 bytes.
-    return base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_FROM_BASE32).decode("ascii")
+    return "".join([_DIGIT_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def _text(raw: bytes) -> str:

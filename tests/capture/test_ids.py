@@ -1,0 +1,52 @@
+"""Exchange ids: ULIDs that sort by creation time and never repeat."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from devtunnel.capture.model import new_id
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _decode(ulid: str) -> int:
+    value = 0
+    for ch in ulid:
+        value = value * 32 + _CROCKFORD.index(ch)
+    return value
+
+
+def test_the_time_part_is_the_ulid_spec_example_and_ids_round_trip() -> None:
+    # The ULID specification's example: 1469918176385 ms is written 01ARYZ6S41.
+    ulid = new_id(1469918176.385)
+    assert len(ulid) == 26 and set(ulid) <= set(_CROCKFORD)
+    assert ulid[:10] == "01ARYZ6S41"
+    assert _decode(ulid) >> 80 == 1469918176385
+
+
+def test_ids_are_unique_and_monotonic_within_a_millisecond_and_across_a_clock_step_back() -> None:
+    ids = [new_id(2_000_000_000.0) for _ in range(1000)] + [new_id(1_999_999_999.0)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert [_decode(b) - _decode(a) for a, b in zip(ids, ids[1:])] == [1] * (len(ids) - 1)
+
+
+def test_a_forked_child_draws_other_random_parts_than_its_parent() -> None:
+    code = (
+        "import os\n"
+        "from devtunnel.capture.model import new_id\n"
+        "new_id()\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.write(w, new_id(3e9).encode()); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(os.read(r, 26).decode(), new_id(3e9))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ), check=True).stdout.split()
+    child, parent = out
+    assert child[:10] == parent[:10]  # the same millisecond
+    assert child[10:] != parent[10:]
