@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -32,12 +33,18 @@ __all__ = ["run", "exchange_line"]
 log = logging.getLogger("devtunnel.agent")
 
 
+@functools.lru_cache(maxsize=4)
+def _clock_text(second: int) -> str:
+    """``HH:MM:SS`` local time of a second since the epoch (requests arrive many to a second)."""
+    return time.strftime("%H:%M:%S", time.localtime(second))
+
+
 def exchange_line(ex: Exchange) -> str:
     """One log line for a finished exchange: time, method, path, status, duration.
 
     Everything taken from the request is made safe for a terminal first.
     """
-    when = time.strftime("%H:%M:%S", time.localtime(ex.started_at))
+    when = _clock_text(int(ex.started_at))
     method = "WS" if ex.websocket else safe(ex.request.method)
     status = str(ex.status) if ex.status is not None else "---"
     line = f"{when}  {method:<7} {safe(ex.request.url_text)}  {status}  {human_duration(ex.duration)}"

@@ -35,6 +35,8 @@ def safe(text: str, *, keep_newlines: bool = False) -> str:
         text: captured text of any origin.
         keep_newlines: keep ``\\n`` (and ``\\t``) as they are, for multi-line bodies.
     """
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the usual path or method: nothing to escape, no need to look at each character
     out: list[str] = []
     for ch in text:
         if keep_newlines and ch in "\n\t":
