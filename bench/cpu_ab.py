@@ -1,0 +1,151 @@
+"""CPU per request of relay and agent, and latency, for two (or more) source trees in turns.
+
+Usage:
+    .venv/bin/python bench/cpu_ab.py BASE_TREE NEW_TREE [--rounds 6] [--duration 3] [--conns 1] [--pin]
+
+A tree is a directory holding a ``devtunnel`` package (a ``git worktree`` of another commit,
+say). Each round starts nginx, then ``devtunnel relay`` and ``devtunnel http ... --no-tui`` from
+each tree in turn (``python -m devtunnel`` with that tree first on ``sys.path``, run from a
+scratch directory so the current one cannot shadow it), loads the tunnel with wrk, and reads
+the processes' CPU time from ``/proc/PID/stat`` around the load. Per round and as medians over
+rounds it prints: the wrk p50 and req/s, the relay's and the agent's CPU microseconds per
+request (the agent's includes its recorder thread), and the same load direct to nginx as the
+baseline of that round.
+
+Latency on a shared 2-core machine moves 10-20 % from minute to minute; CPU per request moves
+less, and alternating the trees round by round spreads the drift over both. ``--pin`` puts
+relay and agent on CPU 1 and wrk and nginx on CPU 0, which steadies the figures further (the
+side-by-side benchmark with other tunnels does not pin).
+
+Needs wrk and nginx (``../shared/bench-peers/setup.sh`` installs them). Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tunnel as bench  # noqa: E402  (bench/tunnel.py: nginx, wrk, free_port, wait_port)
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
+
+
+def one_round(tree: Path, args: argparse.Namespace, work: Path, lua: Path, backend_port: int) -> dict[str, float]:
+    relay_port = bench.free_port()
+    env = dict(os.environ, XDG_STATE_HOME=str(work / f"state-{relay_port}"), PYTHONPATH=str(tree))
+    pin = 1 if args.pin else None
+    python = sys.executable
+    relay = subprocess.Popen(
+        pinned(pin, [python, "-m", "devtunnel", "relay", "--listen", f"127.0.0.1:{relay_port}", "--domain", "localhost",
+                     "--token", "bench"]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=work)
+    procs = [relay]
+    try:
+        bench.wait_port(relay_port)
+        out = work / f"agent-{relay_port}.out"
+        with open(out, "wb") as f:
+            agent = subprocess.Popen(
+                pinned(pin, [python, "-m", "devtunnel", "http", f"127.0.0.1:{backend_port}", "--relay",
+                             f"ws://127.0.0.1:{relay_port}", "--token", "bench", "--name", "bench", "--no-tui",
+                             "--api-port", "0"]),
+                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
+        procs.append(agent)
+        deadline = time.monotonic() + 20
+        while b"Forwarding" not in out.read_bytes():
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the agent from {tree} did not come up:\n{out.read_text(errors='replace')}")
+            time.sleep(0.05)
+        url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"
+        bench.wrk(url, host, 1, 1, lua)  # warm-up
+        before = cpu_seconds(relay.pid), cpu_seconds(agent.pid)
+        result = bench.wrk(url, host, args.conns, args.duration, lua)
+        after = cpu_seconds(relay.pid), cpu_seconds(agent.pid)
+        requests = result["rps"] * args.duration
+        return {
+            "p50_ms": result["p50_ms"],
+            "rps": result["rps"],
+            "relay_us": (after[0] - before[0]) / requests * 1e6,
+            "agent_us": (after[1] - before[1]) / requests * 1e6,
+        }
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("trees", nargs="+", type=Path, help="directories holding a devtunnel package")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--duration", type=int, default=3, help="seconds of wrk per tree and round")
+    ap.add_argument("--conns", type=int, default=1, help="wrk connections (default 1)")
+    ap.add_argument("--pin", action="store_true", help="relay and agent on CPU 1, wrk and nginx on CPU 0")
+    args = ap.parse_args()
+    for tree in args.trees:
+        if not (tree / "devtunnel" / "__main__.py").is_file():
+            raise SystemExit(f"{tree} holds no devtunnel package")
+    for tool in ("wrk", "taskset") if args.pin else ("wrk",):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing")
+    if args.pin:
+        os.sched_setaffinity(0, {0})  # this process, so nginx and wrk, on CPU 0
+
+    work = Path(tempfile.mkdtemp(prefix="devtunnel-ab-"))
+    work.chmod(0o755)
+    lua = work / "report.lua"
+    lua.write_text(bench.WRK_LUA)
+    backend_port = bench.free_port()
+    nginx = bench.nginx(work, backend_port, 1 << 20)
+    results: dict[Path, list[dict[str, float]]] = {tree: [] for tree in args.trees}
+    direct: list[dict[str, float]] = []
+    try:
+        for n in range(args.rounds):
+            d = bench.wrk(f"http://127.0.0.1:{backend_port}", None, args.conns, args.duration, lua)
+            direct.append(d)
+            print(f"round {n + 1}: direct p50 {d['p50_ms']:.3f} ms, {d['rps']:,.0f} req/s")
+            for tree in args.trees:
+                row = one_round(tree, args, work, lua, backend_port)
+                results[tree].append(row)
+                print(f"  {tree}: p50 {row['p50_ms']:.3f} ms, {row['rps']:,.0f} req/s, "
+                      f"relay {row['relay_us']:.0f} us/req, agent {row['agent_us']:.0f} us/req", flush=True)
+    finally:
+        nginx.send_signal(signal.SIGTERM)
+        nginx.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+    direct_p50 = statistics.median(d["p50_ms"] for d in direct)
+    print(f"\nmedians over {args.rounds} rounds, {args.conns} connection(s){', pinned' if args.pin else ''}:")
+    print("| tree | p50 ms | p50 / direct | req/s | relay us/req | agent us/req |\n|---|---:|---:|---:|---:|---:|")
+    print(f"| direct (nginx) | {direct_p50:.3f} | 1.00 | {statistics.median(d['rps'] for d in direct):,.0f} | | |")
+    for tree, rows in results.items():
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(f"| {tree} | {med['p50_ms']:.3f} | {med['p50_ms'] / direct_p50:.2f} | {med['rps']:,.0f} | "
+              f"{med['relay_us']:.0f} | {med['agent_us']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
