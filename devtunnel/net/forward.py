@@ -22,7 +22,7 @@ from devtunnel.net.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
 
-__all__ = ["Forwarder", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
+__all__ = ["Forwarder", "Start", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
 
 DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
@@ -147,6 +147,19 @@ class _Response:
             self.complete = True  # the body was delimited by the end of the connection
 
 
+class Start:
+    """What ``Forwarder.start`` did before the stream's task ran."""
+
+    __slots__ = ("request_head", "chunked", "conn", "sent_at")
+
+    def __init__(self, request_head: bytes, chunked: bool, conn: LocalConnection | None) -> None:
+        self.request_head = request_head
+        self.chunked = chunked
+        self.conn = conn
+        """A kept-alive connection the request head was written to, or None (connect first)."""
+        self.sent_at: float | None = None
+
+
 class _Lease:
     """The local connection one request uses, and the task copying its request body."""
 
@@ -241,10 +254,25 @@ class Forwarder:
         return b"".join(out)
 
     # -- one stream --------------------------------------------------------------------------
-    async def handle(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> None:
+    def start(self, head: RequestReceived) -> Start:
+        """Begin forwarding at once, from the callback that received the request.
+
+        On a kept-alive local connection the request head is written here, without waiting
+        for the stream's task to be scheduled; ``handle`` carries on from there.
+        """
+        chunked = not head.end_stream and not _has_header(head.headers, b"content-length")
+        start = Start(self.request_head(head, chunked=chunked), chunked, self.pool.take())
+        if start.conn is not None:
+            start.conn.write(start.request_head)
+            start.sent_at = start.conn.loop.time()
+        return start
+
+    async def handle(
+        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None = None
+    ) -> None:
         """Forward one request and its response; every outcome is recorded in ``cap``."""
         try:
-            await self._forward(stream, head, cap)
+            await self._forward(stream, head, cap, start or self.start(head))
         except asyncio.CancelledError:
             if stream.reset_code is not None:
                 cap.fail("client_gone", "the public client went away before the response ended")
@@ -254,23 +282,26 @@ class Forwarder:
         except StreamClosedError as exc:
             cap.fail("client_gone", str(exc))
 
-    async def _forward(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> None:
-        chunked = not head.end_stream and not _has_header(head.headers, b"content-length")
-        request_head = self.request_head(head, chunked=chunked)
+    async def _forward(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start) -> None:
+        chunked, request_head = start.chunked, start.request_head
         head_only = head.method == b"HEAD"
-        lease = _Lease(self.pool, self.pool.take())
+        lease = _Lease(self.pool, start.conn)
+        start.conn = None  # the lease has it now
         # A pooled connection may have been closed by the local service a moment ago; a request
         # without a body is then safely sent again on a new connection.
         retry_allowed = lease.conn is not None and head.end_stream
+        sent_at = start.sent_at
         try:
             while True:
                 if lease.conn is None:
                     lease.conn = await self._connect(stream, head, cap)
                     if lease.conn is None:
                         return
+                    sent_at = None
                 conn = lease.conn
-                conn.write(request_head)
-                sent_at = conn.loop.time()
+                if sent_at is None:
+                    conn.write(request_head)
+                    sent_at = conn.loop.time()
                 if not head.end_stream:
                     lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap))
                 response = _Response(head_only)
@@ -280,6 +311,7 @@ class Forwarder:
                     if retry_allowed and exc.nothing_received:
                         retry_allowed = False
                         lease.release(False)
+                        sent_at = None
                         continue
                     await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
                     return

@@ -9,6 +9,7 @@ single WebSocket message. Each public request runs as its own task (``forward.py
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from websockets.exceptions import ConnectionClosedOK
 from devtunnel import __version__
 from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, TunnelError
 from devtunnel.net.agent_socket import TunnelSocket
+from devtunnel.net.forward import Start
 from devtunnel.net.local_ws import forward_websocket
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
@@ -69,12 +71,16 @@ class Session:
         ws.on_writable = self._wake_drainers
 
     # -- Link, for the streams --------------------------------------------------------
-    def kick(self) -> None:
+    def kick(self, *, ending: bool = False) -> None:
         """Send whatever the connection queued, once the current callbacks are done.
 
         Every frame queued by the streams in one turn of the event loop goes out as one
-        WebSocket message.
+        WebSocket message. A stream that just queued its last frame (``ending``) while it is
+        the only one open has nothing to share a message with: its frames go at once.
         """
+        if ending and len(self.streams) <= 1:
+            self._flush()
+            return
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush)
@@ -232,12 +238,20 @@ class Session:
     def _open(self, head: RequestReceived) -> None:
         stream = TunnelStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
-        self.tunnel.requests += 1
-        self.tasks[head.stream_id] = asyncio.create_task(self._serve_stream(stream, head))
-
-    async def _serve_stream(self, stream: TunnelStream, head: RequestReceived) -> None:
         tunnel = self.tunnel
+        tunnel.requests += 1
         cap = ExchangeCapture(tunnel.sink, tunnel.name, head, tunnel.target.url, tunnel.body_cap, live=tunnel.live)
+        # An HTTP request goes out on a kept-alive local connection right here, one turn of the
+        # event loop before its task first runs.
+        start = None if head.websocket else tunnel.forwarder.start(head)
+        task = self._loop.create_task(self._serve_stream(stream, head, cap, start))
+        self.tasks[head.stream_id] = task
+        task.add_done_callback(functools.partial(self._stream_done, stream, cap, start))
+
+    async def _serve_stream(
+        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
+    ) -> None:
+        tunnel = self.tunnel
         try:
             if head.websocket:
                 await forward_websocket(
@@ -245,7 +259,7 @@ class Session:
                     rewrite_host=tunnel.config.host_header == "rewrite", insecure=tunnel.config.insecure,
                 )
             else:
-                await tunnel.forwarder.handle(stream, head, cap)
+                await tunnel.forwarder.handle(stream, head, cap, start)
         except asyncio.CancelledError:
             pass  # reset by the relay or the session is ending; the handler recorded why
         except Exception as exc:  # a defect must cost one stream, never the tunnel
@@ -256,12 +270,23 @@ class Session:
             except ProtocolError:
                 pass
         finally:
-            self.streams.pop(stream.stream_id, None)
-            self.tasks.pop(stream.stream_id, None)
-            # The record is built and handed on after the last frames went out: their flush
-            # was queued first, so recording never delays the response.
             cap.end()
-            self._loop.call_soon(cap.finish)
+
+    def _stream_done(
+        self, stream: TunnelStream, cap: ExchangeCapture, start: Start | None, task: asyncio.Task[None]
+    ) -> None:
+        """After a stream's task, however it ended (even cancelled before it ever ran)."""
+        self.streams.pop(stream.stream_id, None)
+        self.tasks.pop(stream.stream_id, None)
+        if start is not None and start.conn is not None:
+            start.conn.abort()  # the task never took over the connection its request went to
+            start.conn = None
+        if task.cancelled():
+            gone = "the public client went away" if stream.reset_code is not None else "the connection to the relay was lost"
+            cap.fail("client_gone", f"{gone} before the request was forwarded")
+        # The record is built and handed on after the last frames went out: their flush was
+        # queued before this callback, so recording never delays the response.
+        cap.finish()
 
 
 # GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means the

@@ -27,8 +27,8 @@ class Link(Protocol):
 
     conn: Connection
 
-    def kick(self) -> None:
-        """Send whatever the connection has queued, soon."""
+    def kick(self, *, ending: bool = False) -> None:
+        """Send whatever the connection has queued, soon (``ending``: the stream queued its last frame)."""
 
     async def drained(self) -> None:
         """Wait until everything queued so far was handed to the relay socket."""
@@ -71,7 +71,7 @@ class TunnelStream:
         self._link.conn.send_response(
             self.stream_id, status, reason, headers, end_stream=end_stream, http_version=http_version
         )
-        self._link.kick()
+        self._link.kick(ending=end_stream)
 
     async def send_data(self, data: bytes | memoryview, *, end_stream: bool = False) -> None:
         """Send body bytes, waiting for send credit whenever the window is used up.
@@ -88,7 +88,7 @@ class TunnelStream:
             # The whole rest goes as it is; a part is sent as a view: no copy either way.
             chunk = view if last else view[:n]
             conn.send_data(self.stream_id, chunk, end_stream=end_stream and last)
-            self._link.kick()
+            self._link.kick(ending=end_stream and last)
             if last and end_stream and n < DRAIN_AFTER:
                 return
             await self._link.drained()

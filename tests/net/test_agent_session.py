@@ -1,0 +1,115 @@
+"""The agent's session against a scripted relay (a real websockets server speaking the protocol).
+
+For what a relay may send that ours does not: a stream reset in the very message that opened
+it, before the agent's task for it ever ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from devtunnel.capture.model import Exchange
+from devtunnel.net.agent import Tunnel, TunnelConfig
+from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def _local_service(seen: list[bytes]) -> asyncio.Server:
+    """Answers every request with 200 ``ok`` on a kept-alive connection."""
+
+    async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                seen.append(head.split(b" ", 2)[1])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve_one, "127.0.0.1", 0)
+
+
+async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_only() -> None:
+    seen: list[bytes] = []
+    answers: dict[int, tuple[int, bytes]] = {}
+    relay_done = asyncio.Event()
+
+    async def relay(ws: ServerConnection) -> None:
+        conn = Connection(Role.RELAY)
+        async for message in ws:
+            if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
+                break
+        conn.send_welcome("scripted", "http://scripted.localhost", {})
+        await ws.send(conn.data_to_send())
+        statuses: dict[int, int] = {}
+        bodies: dict[int, bytes] = {}
+
+        def request(path: bytes) -> int:
+            return conn.open_request(b"GET", path, b"1.1", ((b"Host", b"scripted.localhost"),), end_stream=True)
+
+        async def exchange(sid: int) -> None:
+            async for message in ws:
+                for event in conn.receive_data(message):  # type: ignore[arg-type]
+                    if isinstance(event, ResponseReceived):
+                        statuses[event.stream_id] = event.status
+                    elif isinstance(event, DataReceived):
+                        bodies[event.stream_id] = bodies.get(event.stream_id, b"") + bytes(event.data)
+                        if event.end_stream:
+                            answers[event.stream_id] = (statuses[event.stream_id], bodies[event.stream_id])
+                await ws.send(conn.data_to_send())
+                if sid in answers:
+                    return
+
+        warm = request(b"/warm")  # leaves a kept-alive local connection in the agent's pool
+        await ws.send(conn.data_to_send())
+        await exchange(warm)
+        doomed = request(b"/doomed")
+        conn.reset_stream(doomed, ErrorCode.CANCEL, "the public client went away")
+        await ws.send(conn.data_to_send())  # opened and reset in one message
+        after = request(b"/after")
+        await ws.send(conn.data_to_send())
+        await exchange(after)
+        relay_done.set()
+        await ws.wait_closed()
+
+    records: list[Exchange] = []
+    local = await _local_service(seen)
+    async with serve(relay, "127.0.0.1", 0) as server:
+        relay_port = server.sockets[0].getsockname()[1]
+        local_port = local.sockets[0].getsockname()[1]
+        tunnel = Tunnel(
+            TunnelConfig(target=str(local_port), name="scripted"),
+            relay_url=f"ws://127.0.0.1:{relay_port}/_devtunnel/connect",
+            sink=lambda ex, final: records.append(ex) if final else None,
+            on_change=lambda info: None,
+        )
+        await tunnel.start()
+        try:
+            await asyncio.wait_for(relay_done.wait(), 10)
+            await _until(lambda: len(records) == 3, "the three exchanges to be recorded")
+            session = tunnel._session
+            assert session is not None and session.streams == {} and session.tasks == {}
+        finally:
+            await tunnel.stop()
+    local.close()
+    await local.wait_closed()
+
+    assert sorted(answers.values()) == [(200, b"ok"), (200, b"ok")]  # /warm and /after answered
+    by_target = {ex.request.target: ex for ex in records}
+    doomed_ex = by_target[b"/doomed"]
+    assert doomed_ex.error == "client_gone" and doomed_ex.response is None
+    assert "before the request was forwarded" in doomed_ex.error_message
+    assert by_target[b"/after"].status == 200 and by_target[b"/after"].error is None
+    assert b"/after" in seen
