@@ -19,8 +19,11 @@ def _decode(ulid: str) -> int:
 
 
 def test_the_time_part_is_the_ulid_spec_example_and_ids_round_trip() -> None:
-    # The ULID specification's example: 1469918176385 ms is written 01ARYZ6S41.
-    ulid = new_id(1469918176.385)
+    # The ULID specification's example: 1469918176385 ms is written 01ARYZ6S41. In a fresh
+    # process: ids are monotonic per process, so one made after others cannot go back in time.
+    code = "from devtunnel.capture.model import new_id\nprint(new_id(1469918176.385))"
+    ulid = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=True).stdout.strip()
     assert len(ulid) == 26 and set(ulid) <= set(_CROCKFORD)
     assert ulid[:10] == "01ARYZ6S41"
     assert _decode(ulid) >> 80 == 1469918176385
