@@ -7,7 +7,6 @@ it, before the agent's task for it ever ran.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -15,13 +14,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.net.agent import Tunnel, TunnelConfig
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+from tests.helpers import async_wait_for
 
 
 async def _local_service(seen: list[bytes]) -> asyncio.Server:
@@ -98,7 +91,7 @@ async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_on
         await tunnel.start()
         try:
             await asyncio.wait_for(relay_done.wait(), 10)
-            await _until(lambda: len(records) == 3, "the three exchanges to be recorded")
+            await async_wait_for(lambda: len(records) == 3, what="the three exchanges to be recorded")
             session = tunnel._session
             assert session is not None and session.streams == {} and session.tasks == {}
         finally:

@@ -10,6 +10,7 @@ import pytest
 
 from devtunnel.net.local_pool import LocalPool
 from devtunnel.net.target import parse_target
+from tests.helpers import async_wait_for
 
 
 def _open_fds() -> int:
@@ -35,13 +36,6 @@ async def echo_port() -> int:
     await server.wait_closed()
 
 
-async def _until(condition, what: str, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK") or not os.path.isdir("/proc/self/fd"), reason="Linux only")
 async def test_connections_acknowledge_at_once_and_leave_no_descriptor_behind(echo_port: int) -> None:
     pool = LocalPool(parse_target(str(echo_port)))
@@ -60,5 +54,5 @@ async def test_connections_acknowledge_at_once_and_leave_no_descriptor_behind(ec
             pool.give_back(conn)
     pool.close()
     # Every connection, and the duplicate descriptor each kept for its socket options, is closed.
-    await _until(lambda: all(s.fileno() == -1 for s in socks), "the duplicate descriptors to close")
+    await async_wait_for(lambda: all(s.fileno() == -1 for s in socks), what="the duplicate descriptors to close")
     assert _open_fds() <= before
