@@ -1,9 +1,11 @@
 """One WebSocket connection of a tunnel to its relay, from HELLO to close.
 
-The session owns the sans-IO ``Connection``: it feeds it what the relay sends, hands each
-stream's events to that stream, and runs one writer task that sends everything queued as a
-single WebSocket message. Each public request runs as its own task (``forward.py`` for HTTP,
-``local_ws.py`` for WebSockets); a failure costs that stream, never the tunnel.
+The session owns the sans-IO ``Connection``: it feeds it each message from the relay inside
+the socket's callback (``agent_socket.py``), hands each stream's events to that stream, and
+sends everything the streams queued in one turn of the event loop as a single WebSocket
+message, from a ``call_soon`` callback. Each public request runs as its own task
+(``forward.py`` for HTTP, ``local_ws.py`` for WebSockets); a failure costs that stream, never
+the tunnel.
 """
 
 from __future__ import annotations
@@ -110,6 +112,14 @@ class Session:
 
     # -- receiving ------------------------------------------------------------------------
     def _on_message(self, data: bytes, text: bool) -> None:
+        # Called by the socket's data_received: nothing may escape into the transport.
+        try:
+            self._receive(data, text)
+        except Exception as exc:  # a defect: end this connection (the tunnel reconnects), loudly
+            log.exception("tunnel %s: failed to handle a message from the relay", self.tunnel.name)
+            self._end(f"internal error in the agent: {exc!r}")
+
+    def _receive(self, data: bytes, text: bool) -> None:
         if self._ended.done():
             return
         if text:

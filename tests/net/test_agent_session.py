@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from devtunnel.capture.model import Exchange
-from devtunnel.net.agent import Tunnel, TunnelConfig
+from devtunnel.net.agent import Backoff, Tunnel, TunnelConfig
+from devtunnel.net.session import Session
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
-from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
+from devtunnel.protocol.events import DataReceived, Event, Hello, RequestReceived, ResponseReceived
 from tests.helpers import async_wait_for
 
 
@@ -106,3 +108,54 @@ async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_on
     assert "before the request was forwarded" in doomed_ex.error_message
     assert by_target[b"/after"].status == 200 and by_target[b"/after"].error is None
     assert b"/after" in seen
+
+
+async def test_a_defect_while_handling_a_relay_message_ends_that_connection_and_the_tunnel_reconnects(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = Session._dispatch
+    broken = [True]
+
+    def dispatch(self: Session, events: list[Event]) -> None:
+        if broken[0] and any(isinstance(e, RequestReceived) for e in events):
+            broken[0] = False
+            raise RuntimeError("a defect")
+        original(self, events)
+
+    monkeypatch.setattr(Session, "_dispatch", dispatch)
+    connections: list[int] = []
+    answered = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def relay(ws: ServerConnection) -> None:
+        connections.append(1)
+        conn = Connection(Role.RELAY)
+        async for message in ws:
+            if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
+                break
+        conn.send_welcome("scripted", "http://scripted.localhost", {})
+        conn.open_request(b"GET", b"/try", b"1.1", ((b"Host", b"scripted.localhost"),), end_stream=True)
+        await ws.send(conn.data_to_send())
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, ResponseReceived) and event.status == 200:
+                    answered.set()
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+
+    local = await _local_service(seen)
+    async with serve(relay, "127.0.0.1", 0) as server:
+        tunnel = Tunnel(
+            TunnelConfig(target=str(local.sockets[0].getsockname()[1]), name="scripted"),
+            relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
+            sink=None, on_change=lambda info: None, backoff=Backoff(base=0.01),
+        )
+        await tunnel.start()
+        try:
+            await asyncio.wait_for(answered.wait(), 10)  # on the second connection
+        finally:
+            await tunnel.stop()
+    local.close()
+    await local.wait_closed()
+    assert len(connections) == 2 and seen == [b"/try"]
+    assert "failed to handle a message from the relay" in caplog.text
