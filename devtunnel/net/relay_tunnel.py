@@ -1,9 +1,10 @@
 """One agent's WebSocket at the relay: the protocol connection, its writer and its streams.
 
-The reader (the ASGI task that owns the WebSocket) feeds received bytes to the sans-IO
-``Connection`` and hands each event to the ``Stream`` it belongs to. Request handlers queue
-frames through the same ``Connection`` and call ``flush()``; one writer task then sends
-everything queued as a single WebSocket message, so frames of many streams share messages.
+The agent's messages are fed to the sans-IO ``Connection`` in the WebSocket protocol's
+callback, and each event goes to the ``Stream`` it belongs to. Request handlers queue frames
+through the same ``Connection`` and call ``flush()``: everything queued in one turn of the
+event loop goes out as a single WebSocket message, from a ``call_soon`` callback, so frames of
+many streams share messages; a writer task takes over only while the agent's socket is full.
 """
 
 from __future__ import annotations
