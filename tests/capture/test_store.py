@@ -162,7 +162,8 @@ def test_get_accepts_a_unique_case_insensitive_prefix(store: Store) -> None:
 
 
 def test_ambiguous_or_unknown_ids_raise_not_found(store: Store) -> None:
-    a, b = make(1), make(2)  # same millisecond or close: a long common prefix
+    now = time.time()
+    a, b = make(1, now=now), make(2, now=now)  # the same millisecond: the first 10 digits are shared
     store.put_many([a, b])
     with pytest.raises(NotFoundError, match="ambiguous"):
         store.get(a.id[:10])
