@@ -329,3 +329,65 @@ async def test_request_body_is_recorded_when_the_local_service_answers_without_r
     assert response.status_code == 501
     [ex] = await harness.exchanges(1)
     assert ex.request.body == payload
+
+
+async def test_kept_alive_connection_that_goes_silent_gets_504_after_the_head_timeout(harness: Harness) -> None:
+    # The second request goes out on the kept-alive connection, where a whole response is
+    # answered from the connection's callback: the head timeout must still apply there.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request_head(reader)
+        await reader.read()  # never answers the second one
+        writer.close()
+
+    harness.service.head_timeout = 0.3
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            first = await c.get("/first")
+            second = await c.get("/second")
+    assert (first.status_code, first.text) == (200, "ok")
+    assert second.status_code == 504 and second.headers["x-devtunnel-error"] == "local_timeout"
+
+
+async def test_kept_alive_responses_whole_or_in_pieces_all_arrive_intact(harness: Harness) -> None:
+    body = b"\x00\xff" * 5000
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await read_request_head(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if b"/pieces" in head:  # the head, then the body in two writes later on
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(body[:100])
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(body[100:])
+            elif b"/split" in head:  # head and body in two writes, back to back (as nginx does)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+                await writer.drain()
+                writer.write(body)
+            elif b"/empty" in head:
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-A: 1\r\nX-A: 2\r\n\r\n" % len(body) + body)
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            results = [await c.get(path) for path in ("/warm", "/whole", "/pieces", "/empty", "/split", "/whole")]
+    assert [r.status_code for r in results] == [200, 200, 200, 204, 200, 200]
+    assert all(r.content == body for r in results if r.status_code == 200)
+    assert results[1].headers.get_list("x-a") == ["1", "2"]
+    exchanges = {ex.request.target: ex for ex in await harness.exchanges(6)}
+    assert exchanges[b"/pieces"].response is not None and exchanges[b"/pieces"].response.body == body
+    assert exchanges[b"/whole"].status == 200 and exchanges[b"/whole"].ttfb is not None
+    assert exchanges[b"/empty"].status == 204
