@@ -7,6 +7,7 @@ it, before the agent's task for it ever ran.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -159,3 +160,54 @@ async def test_a_defect_while_handling_a_relay_message_ends_that_connection_and_
     await local.wait_closed()
     assert len(connections) == 2 and seen == [b"/try"]
     assert "failed to handle a message from the relay" in caplog.text
+
+
+def _fragmenting_relay(answered: asyncio.Event, ended: asyncio.Event) -> Callable[[ServerConnection], Awaitable[None]]:
+    """Sends a request as one message in three frames; after the answer, a text message."""
+
+    async def relay(ws: ServerConnection) -> None:
+        conn = Connection(Role.RELAY)
+        async for message in ws:
+            if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
+                break
+        conn.send_welcome("scripted", "http://scripted.localhost", {})
+        await ws.send(conn.data_to_send())
+        conn.open_request(b"GET", b"/frag", b"1.1", ((b"Host", b"scripted.localhost"),), end_stream=True)
+        data = conn.data_to_send()
+        await ws.send([data[:5], data[5:11], data[11:]])  # the agent must join the frames
+        async for message in ws:
+            if isinstance(message, bytes) and any(
+                isinstance(e, ResponseReceived) and e.status == 200 for e in conn.receive_data(message)
+            ):
+                answered.set()
+                await ws.send("not the tunnel protocol")
+                await ws.wait_closed()
+                ended.set()
+                return
+
+    return relay
+
+
+async def test_a_message_in_several_websocket_frames_is_joined_and_text_ends_the_connection() -> None:
+    seen: list[bytes] = []
+    answered, ended = asyncio.Event(), asyncio.Event()
+    infos: list[object] = []
+    local = await _local_service(seen)
+    relay = _fragmenting_relay(answered, ended)
+    async with serve(relay, "127.0.0.1", 0) as server:
+        tunnel = Tunnel(
+            TunnelConfig(target=str(local.sockets[0].getsockname()[1]), name="scripted"),
+            relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
+            sink=None, on_change=infos.append, backoff=Backoff(base=5.0),
+        )
+        await tunnel.start()
+        try:
+            await asyncio.wait_for(answered.wait(), 10)
+            await asyncio.wait_for(ended.wait(), 10)  # the agent closed the connection
+            await async_wait_for(lambda: tunnel.info().error is not None, what="the tunnel to note why")
+            assert "sent text where the tunnel protocol was expected" in (tunnel.info().error or "")
+        finally:
+            await tunnel.stop()
+    local.close()
+    await local.wait_closed()
+    assert seen == [b"/frag"]
