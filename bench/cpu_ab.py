@@ -104,6 +104,7 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=1, help="wrk connections (default 1)")
     ap.add_argument("--pin", action="store_true", help="relay and agent on CPU 1, wrk and nginx on CPU 0")
     args = ap.parse_args()
+    args.trees = [tree.resolve() for tree in args.trees]  # the processes run from a scratch directory
     for tree in args.trees:
         if not (tree / "devtunnel" / "__main__.py").is_file():
             raise SystemExit(f"{tree} holds no devtunnel package")
