@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,7 +56,7 @@ def one_round(tree: Path, args: argparse.Namespace, work: Path, lua: Path, backe
         pinned(pin, [python, "-m", "devtunnel", "relay", "--listen", f"127.0.0.1:{relay_port}", "--domain", "localhost",
                      "--token", "bench"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=work)
-    procs = [relay]
+    procs: list[subprocess.Popen[bytes]] = [relay]
     try:
         bench.wait_port(relay_port)
         out = work / f"agent-{relay_port}.out"
@@ -69,11 +67,7 @@ def one_round(tree: Path, args: argparse.Namespace, work: Path, lua: Path, backe
                              "--api-port", "0"]),
                 stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
         procs.append(agent)
-        deadline = time.monotonic() + 20
-        while b"Forwarding" not in out.read_bytes():
-            if agent.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the agent from {tree} did not come up:\n{out.read_text(errors='replace')}")
-            time.sleep(0.05)
+        bench.wait_forwarding(agent, out)
         url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"
         bench.wrk(url, host, 1, 1, lua)  # warm-up
         before = cpu_seconds(relay.pid), cpu_seconds(agent.pid)
@@ -87,13 +81,7 @@ def one_round(tree: Path, args: argparse.Namespace, work: Path, lua: Path, backe
             "agent_us": (after[1] - before[1]) / requests * 1e6,
         }
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        bench.stop_all(procs)
 
 
 def main() -> int:
@@ -133,8 +121,7 @@ def main() -> int:
                 print(f"  {tree}: p50 {row['p50_ms']:.3f} ms, {row['rps']:,.0f} req/s, "
                       f"relay {row['relay_us']:.0f} us/req, agent {row['agent_us']:.0f} us/req", flush=True)
     finally:
-        nginx.send_signal(signal.SIGTERM)
-        nginx.wait(10)
+        bench.stop_all([nginx])
         shutil.rmtree(work, ignore_errors=True)
 
     direct_p50 = statistics.median(d["p50_ms"] for d in direct)

@@ -80,6 +80,28 @@ class RssSampler(threading.Thread):
         return self.peak
 
 
+def wait_forwarding(agent: subprocess.Popen[bytes], out: Path, timeout: float = 20.0) -> None:
+    """Wait until the agent printed its ``Forwarding`` line to ``out``."""
+    deadline = time.monotonic() + timeout
+    while b"Forwarding" not in out.read_bytes():
+        if agent.poll() is not None:
+            raise SystemExit(f"agent exited before the tunnel came up:\n{out.read_text(errors='replace')}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the tunnel did not come up within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process (last started first), then wait, killing any that hang."""
+    for p in reversed(procs):
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def nginx(workdir: Path, port: int, big_bytes: int) -> subprocess.Popen[bytes]:
     www = workdir / "www"
     www.mkdir(parents=True, exist_ok=True)
@@ -196,24 +218,12 @@ def main() -> int:
         with open(agent_out, "wb") as out:
             agent = subprocess.Popen(agent_cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         procs.append(agent)
-        deadline = time.monotonic() + 20
-        while b"Forwarding" not in agent_out.read_bytes():
-            if agent.poll() is not None:
-                raise SystemExit(f"agent exited before the tunnel came up:\n{agent_out.read_text(errors='replace')}")
-            if time.monotonic() > deadline:
-                raise SystemExit("the tunnel did not come up within 20 s")
-            time.sleep(0.05)
+        wait_forwarding(agent, agent_out)
         host = f"bench.localhost:{relay_port}"
         tunnel = measure(f"http://127.0.0.1:{relay_port}", host, args, lua, big,
                          {"relay": relay.pid, "agent": agent.pid})
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
     def row(name: str, key: str, sub: str | None, fmt: str, higher_better: bool) -> str:
