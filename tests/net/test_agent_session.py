@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 from devtunnel.capture.model import Exchange
 from devtunnel.net.agent import Backoff, Tunnel, TunnelConfig
@@ -18,6 +19,25 @@ from devtunnel.net.session import Session
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import DataReceived, Event, Hello, RequestReceived, ResponseReceived
 from tests.helpers import async_wait_for
+
+
+async def _accept(ws: ServerConnection) -> Connection:
+    """The relay's side of the handshake: read up to the agent's HELLO and queue the WELCOME."""
+    conn = Connection(Role.RELAY)
+    async for message in ws:
+        if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
+            break
+    conn.send_welcome("scripted", "http://scripted.localhost", {})
+    return conn
+
+
+def _tunnel(local: asyncio.Server, relay: Server, **options: Any) -> Tunnel:
+    """An agent tunnel from the scripted relay to the local service."""
+    return Tunnel(
+        TunnelConfig(target=str(local.sockets[0].getsockname()[1]), name="scripted"),
+        relay_url=f"ws://127.0.0.1:{relay.sockets[0].getsockname()[1]}/_devtunnel/connect",
+        **{"sink": None, "on_change": lambda info: None, **options},
+    )
 
 
 async def _local_service(seen: list[bytes]) -> asyncio.Server:
@@ -43,11 +63,7 @@ async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_on
     relay_done = asyncio.Event()
 
     async def relay(ws: ServerConnection) -> None:
-        conn = Connection(Role.RELAY)
-        async for message in ws:
-            if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
-                break
-        conn.send_welcome("scripted", "http://scripted.localhost", {})
+        conn = await _accept(ws)
         await ws.send(conn.data_to_send())
         statuses: dict[int, int] = {}
         bodies: dict[int, bytes] = {}
@@ -83,14 +99,7 @@ async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_on
     records: list[Exchange] = []
     local = await _local_service(seen)
     async with serve(relay, "127.0.0.1", 0) as server:
-        relay_port = server.sockets[0].getsockname()[1]
-        local_port = local.sockets[0].getsockname()[1]
-        tunnel = Tunnel(
-            TunnelConfig(target=str(local_port), name="scripted"),
-            relay_url=f"ws://127.0.0.1:{relay_port}/_devtunnel/connect",
-            sink=lambda ex, final: records.append(ex) if final else None,
-            on_change=lambda info: None,
-        )
+        tunnel = _tunnel(local, server, sink=lambda ex, final: records.append(ex) if final else None)
         await tunnel.start()
         try:
             await asyncio.wait_for(relay_done.wait(), 10)
@@ -130,11 +139,7 @@ async def test_a_defect_while_handling_a_relay_message_ends_that_connection_and_
 
     async def relay(ws: ServerConnection) -> None:
         connections.append(1)
-        conn = Connection(Role.RELAY)
-        async for message in ws:
-            if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
-                break
-        conn.send_welcome("scripted", "http://scripted.localhost", {})
+        conn = await _accept(ws)
         conn.open_request(b"GET", b"/try", b"1.1", ((b"Host", b"scripted.localhost"),), end_stream=True)
         await ws.send(conn.data_to_send())
         async for message in ws:
@@ -146,11 +151,7 @@ async def test_a_defect_while_handling_a_relay_message_ends_that_connection_and_
 
     local = await _local_service(seen)
     async with serve(relay, "127.0.0.1", 0) as server:
-        tunnel = Tunnel(
-            TunnelConfig(target=str(local.sockets[0].getsockname()[1]), name="scripted"),
-            relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
-            sink=None, on_change=lambda info: None, backoff=Backoff(base=0.01),
-        )
+        tunnel = _tunnel(local, server, backoff=Backoff(base=0.01))
         await tunnel.start()
         try:
             await asyncio.wait_for(answered.wait(), 10)  # on the second connection
@@ -166,11 +167,7 @@ def _fragmenting_relay(answered: asyncio.Event, ended: asyncio.Event) -> Callabl
     """Sends a request as one message in three frames; after the answer, a text message."""
 
     async def relay(ws: ServerConnection) -> None:
-        conn = Connection(Role.RELAY)
-        async for message in ws:
-            if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
-                break
-        conn.send_welcome("scripted", "http://scripted.localhost", {})
+        conn = await _accept(ws)
         await ws.send(conn.data_to_send())
         conn.open_request(b"GET", b"/frag", b"1.1", ((b"Host", b"scripted.localhost"),), end_stream=True)
         data = conn.data_to_send()
@@ -195,11 +192,7 @@ async def test_a_message_in_several_websocket_frames_is_joined_and_text_ends_the
     local = await _local_service(seen)
     relay = _fragmenting_relay(answered, ended)
     async with serve(relay, "127.0.0.1", 0) as server:
-        tunnel = Tunnel(
-            TunnelConfig(target=str(local.sockets[0].getsockname()[1]), name="scripted"),
-            relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
-            sink=None, on_change=infos.append, backoff=Backoff(base=5.0),
-        )
+        tunnel = _tunnel(local, server, on_change=infos.append, backoff=Backoff(base=5.0))
         await tunnel.start()
         try:
             await asyncio.wait_for(answered.wait(), 10)
