@@ -60,15 +60,10 @@ class TunnelSocket(ClientConnection):
             super().process_event(event)  # PING, PONG, CLOSE
 
     # -- sending ------------------------------------------------------------------------
-    @property
-    def writable(self) -> bool:
-        """The connection is open and its transport is not asking us to pause."""
-        return self.protocol.state is State.OPEN and not self.paused
-
     def send_now(self, data: bytes) -> bool:
         """Send one binary message without waiting; returns False if the connection is not open.
 
-        Back-pressure is the caller's: watch ``writable`` and ``on_writable``.
+        Back-pressure is the caller's: watch ``paused`` and ``on_writable``.
         """
         if self.protocol.state is not State.OPEN:
             return False

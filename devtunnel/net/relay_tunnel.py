@@ -41,6 +41,7 @@ class DirectSocket(Protocol):
     def send_now(self, data: bytes) -> bool:
         """Send one binary message now; False while the transport is paused."""
 
+
 LAST_WORDS_TIMEOUT = 1.0
 """Seconds to spend sending a GOAWAY and close to an agent on the way out."""
 
