@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from devtunnel import __version__
 from devtunnel.errors import ConfigError, ProtocolError
@@ -126,7 +127,7 @@ class Relay:
         s = self.settings
         config = uvicorn.Config(
             self,
-            http=HeadLimitedHttpProtocol.configured(s.max_head, s.head_timeout),
+            http=HeadLimitedHttpProtocol.configured(s.max_head, s.head_timeout, direct=self._direct),
             ws=DeadPeerWebSocketProtocol,
             ws_max_size=WS_MAX_SIZE,
             ws_per_message_deflate=False,
@@ -202,6 +203,13 @@ class Relay:
                 headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
                 await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
                 await send({"type": "websocket.http.response.body", "body": text})
+
+    def _direct(self, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle) -> bool:
+        """Take a request bound for a tunnel over from uvicorn, without an ASGI task
+        (``HttpForwarder.direct``); False leaves it to ``__call__``."""
+        host = _host(cycle.scope["headers"])  # type: ignore[arg-type]
+        tunnel, _ = self._route(host)
+        return tunnel is not None and self._forward_http.direct(tunnel, client, cycle, host)
 
     def _route(self, host: bytes) -> tuple[Tunnel | None, bool]:
         """Where a request for ``host`` goes: (tunnel, False), (None, True) for the relay's own

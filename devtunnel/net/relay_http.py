@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -98,14 +98,24 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     ``CONNECTION_EXTENSION`` so the
     application can set ``lost_callback`` (called once if the client connection is lost; one
     request runs at a time on a connection, so one slot is enough) and call ``abort()``.
+
+    ``direct``, when configured, is offered each request before uvicorn starts an ASGI task for
+    it: it returns True when it took the request over (``relay_proxy.DirectExchange`` answers
+    it from callbacks, through the same response cycle). A request whose head arrives in a
+    read is offered once that whole read is parsed, so a body that came with the head is there.
     """
 
     max_head: int = 64 * 1024
     head_timeout: float = 10.0
+    direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost_callback: Callable[[], None] | None = None
+        self.writable_callback: Callable[[], None] | None = None
+        """Called when the transport asks for writes again after a pause."""
+        self._feeding = False  # inside parser.feed_data: requests wait for the read to be parsed
+        self._deferred: tuple[RequestResponseCycle, Any] | None = None
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
         self._head_size = 0  # bytes of url and header lines parsed in this head
@@ -114,9 +124,16 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def configured(cls, max_head: int, head_timeout: float) -> type[HeadLimitedHttpProtocol]:
-        """A subclass with these limits, to pass as ``http=`` to ``uvicorn.Config``."""
-        return type(cls.__name__, (cls,), {"max_head": max_head, "head_timeout": head_timeout})
+    def configured(
+        cls,
+        max_head: int,
+        head_timeout: float,
+        direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None,
+    ) -> type[HeadLimitedHttpProtocol]:
+        """A subclass with these limits (and ``direct``), to pass as ``http=`` to ``uvicorn.Config``."""
+        # staticmethod: a plain function stored on the class would be bound to each instance.
+        attrs = {"max_head": max_head, "head_timeout": head_timeout, "direct": staticmethod(direct) if direct else None}
+        return type(cls.__name__, (cls,), attrs)
 
     # -- connection ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -141,6 +158,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._unset_keepalive_if_required()
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -156,6 +174,12 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
             return
+        finally:
+            self._feeding = False
+            deferred = self._deferred
+            if deferred is not None:
+                self._deferred = None
+                self._launch(*deferred)
         if self._in_head:
             self._pending += len(data)
             if self._pending > self.max_head:
@@ -190,6 +214,24 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not cycle and self.cycle is not None:
             self.cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if self._feeding:
+            self._deferred = (cycle, app)  # launched once this read is parsed (data_received)
+        else:
+            self._launch(cycle, app)
+
+    def _launch(self, cycle: RequestResponseCycle, app: Any) -> None:
+        direct = self.direct
+        if direct is not None and app is self.app and not self.transport.is_closing() and direct(self, cycle):
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        callback = self.writable_callback
+        if callback is not None:
+            callback()
 
     # -- limits ------------------------------------------------------------------------
     def _count(self, n: int) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.net.relay_headers import forward_request_headers, forward_response_headers, websocket_accept_headers
@@ -34,12 +36,8 @@ _UNSENDABLE_CLOSE = {1005: 1000, 1006: 1011, 1015: 1011}
 
 async def send_plain(send: Send, status: int, text: str, *, close: bool = False) -> None:
     """Answer with a short text/plain response."""
-    body = text.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    for message in _plain(status, text, close=close):
+        await send(message)
 
 
 def _client_ip(scope: Scope) -> str:
@@ -52,53 +50,101 @@ def _target(scope: Scope) -> bytes:
     return scope["raw_path"] + b"?" + query if query else scope["raw_path"]
 
 
+def _body_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, bool]:
+    """The request's Content-Length (-1 without one) and whether it is chunked."""
+    length = -1
+    chunked = False
+    for name, value in headers:
+        if name == b"content-length":
+            length = int(value)  # the parser accepted only digits (and surrounding blanks)
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
+
+
 class HttpForwarder:
-    """Forwards public HTTP requests into tunnels (one instance per relay)."""
+    """Forwards public HTTP requests into tunnels (one instance per relay).
+
+    A request arrives either as an ASGI call (``__call__``, run in a task by uvicorn) or, when
+    its whole body came with its head, from the HTTP protocol's callback (``direct``): then a
+    ``DirectExchange`` answers it from callbacks, without a task or a future.
+    """
 
     def __init__(self, *, max_body: int, proto: str) -> None:
         self.max_body = max_body
         self.proto = proto
         self._proto_bytes = proto.encode()
 
-    async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
-        """Forward one request to ``tunnel`` and stream its response back."""
-        length = -1
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = int(value)  # the parser accepted only digits (and surrounding blanks)
-            elif name == b"transfer-encoding":
-                chunked = True
-        if self.max_body and length > self.max_body:
-            text = f"request body of {length} bytes is larger than the relay's limit of {format_size(self.max_body)}\n"
-            await send_plain(send, 413, text, close=True)
-            return
-        conn = tunnel.conn
-        if tunnel.draining or tunnel.closed:
-            await send_plain(send, 503, f"tunnel {tunnel.name} is restarting; try again\n")
-            return
-        has_body = chunked or length > 0
+    def _open(self, tunnel: Tunnel, scope: Scope, host: bytes, has_body: bool) -> int:
+        """Queue the request head on the tunnel; returns the stream id.
+
+        Raises:
+            ProtocolError, ValueError: the tunnel connection would not open the stream.
+        """
         ip = _client_ip(scope)
         extensions = scope.get("extensions") or {}
         raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
         fields = forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes)
+        return tunnel.conn.open_request(
+            scope["method"].encode(),
+            _target(scope),
+            _HTTP_VERSIONS.get(scope["http_version"], b"1.1"),
+            fields,
+            end_stream=not has_body,
+            remote_addr=ip,
+            scheme=self.proto,
+        )
+
+    def direct(self, tunnel: Tunnel, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes) -> bool:
+        """Forward a request whose body has fully arrived, answering it from callbacks.
+
+        Returns False, having done nothing, for anything the ASGI path must handle: a body
+        still arriving, ``Expect: 100-continue``, a body over the limit or over the stream's
+        first send window, a tunnel that is going away or refuses the stream.
+        """
+        if cycle.more_body or cycle.waiting_for_100_continue or tunnel.draining or tunnel.closed:
+            return False
+        scope: Scope = cycle.scope  # type: ignore[assignment]
+        body = cycle.body
+        conn = tunnel.conn
+        if len(body) > conn.new_stream_window or (self.max_body and len(body) > self.max_body):
+            return False
+        length, chunked = _body_length(scope["headers"])
+        has_body = chunked or length > 0
         try:
-            stream_id = conn.open_request(
-                scope["method"].encode(),
-                _target(scope),
-                _HTTP_VERSIONS.get(scope["http_version"], b"1.1"),
-                fields,
-                end_stream=not has_body,
-                remote_addr=ip,
-                scheme=self.proto,
-            )
+            stream_id = self._open(tunnel, scope, host, has_body)
+        except (ProtocolError, ValueError):
+            return False  # the ASGI path meets the same refusal and answers it
+        if has_body:
+            conn.send_data(stream_id, bytes(body), end_stream=True)
+            cycle.body = bytearray()
+        cycle.flow.resume_reading()  # as receive() would: a large body paused reading
+        stream = Stream(stream_id)
+        tunnel.open(stream)
+        tunnel.flush()
+        DirectExchange(tunnel, stream, cycle, client)
+        return True
+
+    async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+        """Forward one request to ``tunnel`` and stream its response back."""
+        length, chunked = _body_length(scope["headers"])
+        if self.max_body and length > self.max_body:
+            text = f"request body of {length} bytes is larger than the relay's limit of {format_size(self.max_body)}\n"
+            await send_plain(send, 413, text, close=True)
+            return
+        if tunnel.draining or tunnel.closed:
+            await send_plain(send, 503, f"tunnel {tunnel.name} is restarting; try again\n")
+            return
+        has_body = chunked or length > 0
+        try:
+            stream_id = self._open(tunnel, scope, host, has_body)
         except (ProtocolError, ValueError) as exc:
             await _refuse_open(send, tunnel, exc)
             return
         stream = Stream(stream_id)
         tunnel.open(stream)
         tunnel.flush()
-        client: HeadLimitedHttpProtocol | None = extensions.get(CONNECTION_EXTENSION)
+        client: HeadLimitedHttpProtocol | None = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
         if client is not None:
             client.lost_callback = stream.on_client_gone
         uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive)) if has_body else None
@@ -167,21 +213,14 @@ class HttpForwarder:
                 await self._answer_failure(tunnel, stream.failure, send)
                 return False
             await stream.wait()
-        head = stream.head
-        status = head.status
-        if not 200 <= status < 600:
-            await send_plain(send, 502, f"tunnel {tunnel.name} answered with invalid status {status}\n")
+        start = _response_start(stream)
+        if start is None:
+            await send_plain(send, 502, _invalid_status(tunnel, stream))
             return False
         conn = tunnel.conn
         chunks = stream.chunks
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": forward_response_headers(head.headers, body_allowed=status not in _NO_BODY_STATUS),
-                }
-            )
+            await send(start)
             while True:
                 if chunks:
                     data = chunks.popleft()
@@ -205,20 +244,171 @@ class HttpForwarder:
                 else:
                     await stream.wait()
         except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
-            log.warning("tunnel %s: response to %s %s is not valid HTTP: %s", tunnel.name, scope["method"], scope["path"], exc)
+            _log_invalid(tunnel, scope, exc)
             if client is not None:
                 client.abort()
             return False
 
     async def _answer_failure(self, tunnel: Tunnel, failure: StreamReset, send: Send) -> None:
-        if failure.code == ErrorCode.TOO_LARGE:
-            await send_plain(send, 413, f"{failure.reason}\n", close=True)
-        elif failure.code == ErrorCode.REFUSED_STREAM:
-            await send_plain(send, 503, f"tunnel {tunnel.name} is busy: {failure.reason}\n")
-        elif tunnel.closed:
-            await send_plain(send, 502, f"tunnel {tunnel.name} went offline before answering\n")
-        else:
-            await send_plain(send, 502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
+        for message in _failure_answer(tunnel, failure):
+            await send(message)
+
+
+def _plain(status: int, text: str, *, close: bool = False) -> list[dict[str, Any]]:
+    """The ASGI messages of a short text/plain response."""
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    return [{"type": "http.response.start", "status": status, "headers": headers}, {"type": "http.response.body", "body": body}]
+
+
+def _failure_answer(tunnel: Tunnel, failure: StreamReset) -> list[dict[str, Any]]:
+    """What the client gets when the stream failed before the response started."""
+    if failure.code == ErrorCode.TOO_LARGE:
+        return _plain(413, f"{failure.reason}\n", close=True)
+    if failure.code == ErrorCode.REFUSED_STREAM:
+        return _plain(503, f"tunnel {tunnel.name} is busy: {failure.reason}\n")
+    if tunnel.closed:
+        return _plain(502, f"tunnel {tunnel.name} went offline before answering\n")
+    return _plain(502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
+
+
+def _response_start(stream: Stream) -> dict[str, Any] | None:
+    """The ``http.response.start`` message for the agent's response head; None if its status is invalid."""
+    head = stream.head
+    assert head is not None
+    status = head.status
+    if not 200 <= status < 600:
+        return None
+    headers = forward_response_headers(head.headers, body_allowed=status not in _NO_BODY_STATUS)
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+def _invalid_status(tunnel: Tunnel, stream: Stream) -> str:
+    assert stream.head is not None
+    return f"tunnel {tunnel.name} answered with invalid status {stream.head.status}\n"
+
+
+def _log_invalid(tunnel: Tunnel, scope: Scope, exc: Exception) -> None:
+    log.warning("tunnel %s: response to %s %s is not valid HTTP: %s", tunnel.name, scope["method"], scope["path"], exc)
+
+
+def _send_now(cycle: RequestResponseCycle, message: dict[str, Any]) -> None:
+    """Run uvicorn's ``send`` for ``message`` to its end, which it reaches without waiting
+    unless the transport paused writing (the caller checked that it did not)."""
+    step = cycle.send(message)  # type: ignore[arg-type]
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    step.close()
+    raise RuntimeError("the response cycle waited for the transport although it was writable")
+
+
+class DirectExchange:
+    """Answers one forwarded request from callbacks: the stream's ``wake``, the client
+    transport's ``resume_writing`` and its loss.
+
+    It does what ``HttpForwarder._respond`` does in a task, through the same uvicorn response
+    cycle (which writes the status line, framing and keep-alive), with the same
+    back-pressure: body bytes are acknowledged to the agent only once written, and nothing is
+    written while the client's transport asks to pause.
+    """
+
+    __slots__ = ("_tunnel", "_stream", "_cycle", "_client", "_loop", "_scheduled", "_started", "_done")
+
+    def __init__(
+        self, tunnel: Tunnel, stream: Stream, cycle: RequestResponseCycle, client: HeadLimitedHttpProtocol
+    ) -> None:
+        self._tunnel = tunnel
+        self._stream = stream
+        self._cycle = cycle
+        self._client = client
+        self._loop = client.loop
+        self._scheduled = False
+        self._started = False
+        self._done = False
+        stream.listener = self.wake
+        client.lost_callback = stream.on_client_gone
+        client.writable_callback = self.wake
+
+    def wake(self) -> None:
+        """Run a step once the current callbacks are done (all frames of a message handled)."""
+        if not self._scheduled and not self._done:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        if self._done:
+            return
+        try:
+            self._step()
+        except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
+            _log_invalid(self._tunnel, self._cycle.scope, exc)  # type: ignore[arg-type]
+            self._client.abort()
+            self._finish(complete=False)
+        except Exception:  # a defect must not escape into the loop's callback
+            log.exception("tunnel %s: answering stream %d failed", self._tunnel.name, self._stream.id)
+            self._client.abort()
+            self._finish(complete=False)
+
+    def _step(self) -> None:
+        stream = self._stream
+        cycle = self._cycle
+        if stream.client_gone or cycle.disconnected:
+            self._finish(complete=False)
+            return
+        flow = cycle.flow
+        if flow.write_paused:
+            return  # resume_writing wakes us
+        if not self._started:
+            if stream.head is None:
+                if stream.failure is not None:
+                    for message in _failure_answer(self._tunnel, stream.failure):
+                        _send_now(cycle, message)  # the head waits for the body: one write
+                    self._finish(complete=False)
+                return
+            start = _response_start(stream)
+            if start is None:
+                for message in _plain(502, _invalid_status(self._tunnel, stream)):
+                    _send_now(cycle, message)
+                self._finish(complete=False)
+                return
+            self._started = True
+            _send_now(cycle, start)
+        chunks = stream.chunks
+        while chunks:
+            if flow.write_paused:
+                return
+            data = chunks.popleft()
+            last = stream.ended and not chunks
+            _send_now(cycle, {"type": "http.response.body", "body": data, "more_body": not last})
+            if last:
+                self._finish(complete=True)
+                return
+            if not stream.ended:
+                self._tunnel.conn.acknowledge(stream.id, len(data))
+                self._tunnel.flush()
+        if stream.ended:
+            _send_now(cycle, {"type": "http.response.body", "body": b"", "more_body": False})
+            self._finish(complete=True)
+        elif stream.failure is not None:
+            # The response has started: the only honest signal left is a broken connection.
+            self._client.abort()
+            self._finish(complete=False)
+
+    def _finish(self, *, complete: bool) -> None:
+        self._done = True
+        stream = self._stream
+        stream.listener = None
+        client = self._client
+        if client.lost_callback == stream.on_client_gone:
+            client.lost_callback = None
+        if client.writable_callback == self.wake:
+            client.writable_callback = None
+        self._tunnel.forget(stream, complete=complete)
 
 
 async def _refuse_open(send: Send, tunnel: Tunnel, exc: ProtocolError | ValueError) -> None:

@@ -61,9 +61,14 @@ class Stream:
 
     ``chunks`` holds response body bytes (HTTP streams) or ``WebSocketMessageReceived`` /
     ``WebSocketClosed`` events (WebSocket streams), in arrival order.
+
+    The response side either awaits ``wait()`` in a task, or sets ``listener``, which ``wake``
+    calls instead (``relay_proxy.DirectExchange``).
     """
 
-    __slots__ = ("id", "websocket", "head", "chunks", "ended", "failure", "client_gone", "_waiter", "_window_waiter")
+    __slots__ = (
+        "id", "websocket", "head", "chunks", "ended", "failure", "client_gone", "listener", "_waiter", "_window_waiter",
+    )
 
     def __init__(self, stream_id: int, websocket: bool = False) -> None:
         self.id = stream_id
@@ -74,11 +79,17 @@ class Stream:
         self.failure: StreamReset | None = None
         """Set when the agent reset the stream or the tunnel went away."""
         self.client_gone = False
+        self.listener: Callable[[], None] | None = None
+        """Called by ``wake`` (from inside the tunnel's message callback: it must not block)."""
         self._waiter: asyncio.Future[None] | None = None
         self._window_waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
         """Wake the response side (something arrived, or the stream failed)."""
+        listener = self.listener
+        if listener is not None:
+            listener()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -577,6 +577,11 @@ class Connection:
         return bool(self._out)
 
     @property
+    def new_stream_window(self) -> int:
+        """Bytes the peer lets us send on a stream we open now, before any WindowUpdated."""
+        return self._peer.initial_window
+
+    @property
     def open_streams(self) -> int:
         """Number of streams not yet closed."""
         return len(self._streams)

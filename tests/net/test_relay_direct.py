@@ -1,0 +1,219 @@
+"""Requests the relay answers from callbacks (``HttpForwarder.direct``), and the hand-over to
+the ASGI path for everything else: real sockets, a real relay, a scripted agent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devtunnel.net.relay import Relay
+from devtunnel.net.relay_proxy import HttpForwarder
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import StreamReset
+from tests.helpers import async_wait_for
+from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, running_relay
+
+HOST = b"Host: demo.localhost\r\n"
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    async with running_relay() as r:
+        yield r
+
+
+@pytest.fixture
+async def agent(relay: Relay) -> AsyncIterator[ScriptedAgent]:
+    a = await connect_agent(relay)
+    yield a
+    await a.close()
+
+
+@pytest.fixture
+def asgi_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Targets of the requests that went through the ASGI path (``HttpForwarder.__call__``)."""
+    calls: list[bytes] = []
+    original = HttpForwarder.__call__
+
+    async def spy(self: HttpForwarder, tunnel: Any, scope: Any, *args: Any) -> None:
+        calls.append(scope["raw_path"])
+        await original(self, tunnel, scope, *args)
+
+    monkeypatch.setattr(HttpForwarder, "__call__", spy)
+    return calls
+
+
+async def read_responses(reader: asyncio.StreamReader, count: int) -> list[tuple[bytes, bytes]]:
+    """Read ``count`` responses that carry a Content-Length: (status line, body) each."""
+    responses = []
+    for _ in range(count):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        lines = head.split(b"\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+        body = await asyncio.wait_for(reader.readexactly(length), 10)
+        responses.append((lines[0], body))
+    return responses
+
+
+async def test_requests_that_arrive_whole_are_answered_without_an_asgi_task(
+    relay: Relay, agent: ScriptedAgent, asgi_calls: list[bytes]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"GET /plain HTTP/1.1\r\n" + HOST + b"\r\n")
+        [(status, body)] = await read_responses(reader, 1)
+        assert status == b"HTTP/1.1 200 OK"
+        assert body.startswith(b"GET /plain\n")
+        writer.write(b"POST /small HTTP/1.1\r\n" + HOST + b"Content-Length: 5\r\n\r\nhello")
+        writer.write(b"POST /chunked HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        [(_, first), (_, second)] = await read_responses(reader, 2)
+        assert first.endswith(b"\nbody=hello")
+        assert second.endswith(b"\nbody=abc")
+    finally:
+        writer.close()
+    assert asgi_calls == []
+
+
+async def test_a_body_still_arriving_goes_through_the_asgi_path(
+    relay: Relay, agent: ScriptedAgent, asgi_calls: list[bytes]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"POST /later HTTP/1.1\r\n" + HOST + b"Content-Length: 11\r\n\r\nhello")
+        await async_wait_for(lambda: agent.requests, what="the request head to reach the agent")
+        writer.write(b" world")
+        [(status, body)] = await read_responses(reader, 1)
+        assert status == b"HTTP/1.1 200 OK"
+        assert body.endswith(b"\nbody=hello world")
+    finally:
+        writer.close()
+    assert asgi_calls == [b"/later"]
+
+
+async def test_a_body_larger_than_the_agents_first_window_goes_through_the_asgi_path(
+    asgi_calls: list[bytes],
+) -> None:
+    async with running_relay() as relay:
+        agent = await connect_agent(relay, initial_window=4096)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"POST /big HTTP/1.1\r\n" + HOST + b"Content-Length: 10000\r\n\r\n" + b"z" * 10000)
+            [(_, body)] = await read_responses(reader, 1)
+            writer.close()
+            assert body.endswith(b"\nbody=" + b"z" * 10000)
+            assert asgi_calls == [b"/big"]
+        finally:
+            await agent.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(relay: Relay, agent: ScriptedAgent) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(
+            b"GET /a HTTP/1.1\r\n" + HOST + b"\r\n"
+            + b"POST /b HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\n\r\nxyz"
+            + b"GET /c HTTP/1.1\r\n" + HOST + b"\r\n"
+        )
+        responses = await read_responses(reader, 3)
+    finally:
+        writer.close()
+    assert [body.split(b"\n", 1)[0] for _, body in responses] == [b"GET /a", b"POST /b", b"GET /c"]
+    assert responses[1][1].endswith(b"\nbody=xyz")
+
+
+async def test_a_client_that_reads_slowly_gets_the_whole_body_and_holds_back_the_agent(relay: Relay) -> None:
+    size = 8 << 20
+    window_full = asyncio.Event()
+
+    async def big(request: AgentRequest) -> None:
+        request.respond(200, [(b"Content-Length", str(size).encode())])
+        sending = asyncio.ensure_future(request.send(b"y" * size, end=True))
+        await async_wait_for(lambda: request.agent.conn.send_window(request.id) == 0,
+                             what="the relay to stop acknowledging while the client does not read")
+        window_full.set()
+        await sending
+
+    agent = await connect_agent(relay, handler=big)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"GET /big HTTP/1.1\r\n" + HOST + b"\r\n")
+        await asyncio.wait_for(window_full.wait(), 10)
+        [(status, body)] = await read_responses(reader, 1)
+        assert status == b"HTTP/1.1 200 OK"
+        assert len(body) == size and body.count(b"y") == size
+    finally:
+        writer.close()
+        await agent.close()
+
+
+async def test_invalid_status_from_the_agent_gets_502(relay: Relay) -> None:
+    async def odd(request: AgentRequest) -> None:
+        request.respond(700, [(b"Content-Length", b"0")], end=True)
+
+    agent = await connect_agent(relay, handler=odd)
+    try:
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "demo.localhost"})
+        assert r.status_code == 502
+        assert r.text == "tunnel demo answered with invalid status 700\n"
+    finally:
+        await agent.close()
+
+
+async def test_a_header_the_server_refuses_drops_the_client_resets_the_stream_and_serving_goes_on(
+    relay: Relay,
+) -> None:
+    resets: list[StreamReset] = []
+
+    async def bad_header(request: AgentRequest) -> None:
+        if request.event.target == b"/bad":
+            request.respond(200, [(b"X-Bad", b"a\x01b"), (b"Content-Length", b"2")])
+            await request.send(b"no", end=False)
+            event = await request.inbox.get()
+            assert isinstance(event, StreamReset)
+            resets.append(event)
+        else:
+            request.respond(200, [(b"Content-Length", b"2")])
+            await request.send(b"ok", end=True)
+
+    agent = await connect_agent(relay, handler=bad_header)
+    try:
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get(f"http://127.0.0.1:{relay.port}/bad", headers={"Host": "demo.localhost"})
+            await async_wait_for(lambda: resets, what="the agent to see its stream reset")
+            assert resets[0].code == ErrorCode.CANCEL
+            r = await client.get(f"http://127.0.0.1:{relay.port}/good", headers={"Host": "demo.localhost"})
+            assert (r.status_code, r.text) == (200, "ok")
+    finally:
+        await agent.close()
+
+
+async def test_a_client_leaving_mid_response_resets_the_stream(relay: Relay) -> None:
+    resets: list[StreamReset] = []
+
+    async def endless(request: AgentRequest) -> None:
+        request.respond(200, [(b"Content-Type", b"text/event-stream")])
+        await request.send(b"data: first\n\n")
+        event = await request.inbox.get()
+        assert isinstance(event, StreamReset)
+        resets.append(event)
+
+    agent = await connect_agent(relay, handler=endless)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"GET /events HTTP/1.1\r\n" + HOST + b"\r\n")
+        seen = b""
+        while b"data: first" not in seen:
+            seen += await asyncio.wait_for(reader.read(4096), 10)
+        assert b"transfer-encoding: chunked" in seen
+        writer.close()
+        await async_wait_for(lambda: resets, what="the agent to see the reset")
+        assert resets[0].code == ErrorCode.CANCEL
+        assert not relay._tunnels["demo"].streams
+    finally:
+        await agent.close()
