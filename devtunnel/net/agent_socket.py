@@ -10,13 +10,50 @@ handshake, pings, the closing handshake) stays with ``websockets``.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 
+import websockets.frames
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
 __all__ = ["TunnelSocket"]
+
+
+class _MaskBytes:
+    """``secrets.token_bytes`` for ``websockets.frames``, served from one ``os.urandom`` read
+    per 1,024 frames.
+
+    A client masks every frame it sends with 4 fresh random bytes (RFC 6455 5.3), and
+    websockets asks ``secrets.token_bytes`` for them: a ``getrandom`` system call per message.
+    These bytes come from the same source, read 4 KiB at a time. A forked child starts afresh.
+    """
+
+    _POOL = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._used = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._buffer, self._used = b"", 0
+
+    def token_bytes(self, n: int) -> bytes:
+        with self._lock:
+            start = self._used
+            if start + n > len(self._buffer):
+                self._buffer = os.urandom(max(self._POOL, n))
+                start = 0
+            self._used = start + n
+            return self._buffer[start : start + n]
+
+
+if hasattr(getattr(websockets.frames, "secrets", None), "token_bytes"):  # where Frame.serialize finds it
+    websockets.frames.secrets = _MaskBytes()  # type: ignore[assignment]
 
 MessageHandler = Callable[[bytes, bool], None]
 """Called with each whole message and whether it was text."""

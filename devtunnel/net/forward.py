@@ -10,6 +10,8 @@ keep-alive pool (``local_pool.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 import httptools
 
@@ -22,7 +24,9 @@ from devtunnel.net.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
 
-__all__ = ["Forwarder", "Start", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
+__all__ = ["Forwarder", "QuickAnswer", "Start", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
+
+log = logging.getLogger("devtunnel.agent")
 
 DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
@@ -31,6 +35,8 @@ UNSENT_BODY_WAIT = 2.0  # seconds to keep reading a body the local service could
 """Header naming the failure on responses the agent makes up itself (502, 504)."""
 
 _NO_BODY_STATUSES = frozenset((204, 304))
+QUICK_MAX = 64 * 1024
+"""Response bytes a ``QuickAnswer`` lets pile up before it hands the response to a task."""
 
 
 class _ClosedEarly(Exception):
@@ -158,6 +164,125 @@ class Start:
         self.conn = conn
         """A kept-alive connection the request head was written to, or None (connect first)."""
         self.sent_at: float | None = None
+
+
+class QuickAnswer:
+    """Answers a request without a body from the local connection's callbacks.
+
+    ``Forwarder.start`` wrote the request head to a kept-alive connection. When the whole
+    response is there (in one read or a few), its head and body go into the stream at once,
+    the connection goes back to the pool, and ``done`` is called: no task, no future, no
+    timer per read. Anything else (a response longer than ``QUICK_MAX`` or delimited by the
+    end of the connection, a connection that closed or broke, invalid HTTP, a body larger
+    than the send window, the head timeout) is handed untouched to ``hand_off``, which runs
+    the ordinary task from the start: nothing was read from the connection, so the task sees
+    every byte and handles the case as it always does.
+    """
+
+    __slots__ = ("forwarder", "stream", "head", "cap", "start", "_done", "_hand_off", "_timer")
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        stream: TunnelStream,
+        head: RequestReceived,
+        cap: ExchangeCapture,
+        start: Start,
+        *,
+        done: Callable[[QuickAnswer], None],
+        hand_off: Callable[[QuickAnswer], None],
+    ) -> None:
+        conn = start.conn
+        assert conn is not None and head.end_stream
+        self.forwarder = forwarder
+        self.stream = stream
+        self.head = head
+        self.cap = cap
+        self.start = start
+        self._done = done
+        self._hand_off = hand_off
+        self._timer: asyncio.TimerHandle | None = conn.loop.call_later(forwarder.head_timeout, self.give_up)
+        conn.listener = self._on_data
+
+    def give_up(self) -> None:
+        """Hand the request to a task (from the head timeout, or when this cannot answer)."""
+        if self._detach():
+            self._hand_off(self)
+
+    def cancel(self, reason: str) -> None:
+        """The relay reset the stream or the tunnel is going: drop the local connection."""
+        conn = self.start.conn
+        if not self._detach():
+            return
+        assert conn is not None
+        self.start.conn = None
+        conn.abort()
+        self.cap.fail("client_gone", reason)
+        self._done(self)
+
+    def _detach(self) -> bool:
+        """Stop listening; False if that was done already."""
+        conn = self.start.conn
+        if conn is None or conn.listener != self._on_data:
+            return False
+        conn.listener = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return True
+
+    def _on_data(self) -> None:
+        conn = self.start.conn
+        assert conn is not None
+        try:
+            data = conn.peek()
+            response = _Response(self.head.method == b"HEAD")
+            if data:
+                response.feed(data)
+        except _BadResponse:
+            self.give_up()  # the task parses the same bytes and answers 502
+            return
+        if not response.complete or not data:
+            if conn.at_eof or len(data) > QUICK_MAX:
+                self.give_up()
+            return
+        body = response.take_body()
+        no_body = response.status in _NO_BODY_STATUSES or self.head.method == b"HEAD"
+        stream = self.stream
+        if body and not no_body and len(body) > stream.send_window:
+            self.give_up()
+            return
+        # From here on the response is ours: nothing is handed over any more.
+        self._detach()
+        conn.discard()
+        self.start.conn = None
+        try:
+            self._answer(conn, response, body if not no_body else b"")
+        except Exception as exc:  # a defect must cost one stream, never the tunnel
+            log.exception("tunnel %s: stream %d failed", self.forwarder.tunnel, stream.stream_id)
+            conn.abort()
+            self.cap.fail("local_error", f"internal error: {exc!r}")
+            stream.reset(ErrorCode.LOCAL_ERROR, "internal error in the agent")
+        self._done(self)
+
+    def _answer(self, conn: LocalConnection, response: _Response, body: bytes) -> None:
+        cap = self.cap
+        cap.first_byte()
+        headers = tuple(response.headers)
+        reason = bytes(response.reason)
+        cap.response_head(response.status, reason, headers, response.version, exact=True)
+        if not response.extra and response.keep_alive:
+            self.forwarder.pool.give_back(conn)
+        else:
+            conn.abort()
+        version = response.version.encode("ascii")
+        stream = self.stream
+        if not body:
+            stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
+            return
+        cap.response_body(body)
+        stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
+        stream.send_last(body)
 
 
 class _Lease:

@@ -45,6 +45,8 @@ class LocalConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._quickack: Callable[[], None] | None = None
         self._own_sock: socket.socket | None = None
+        self.listener: Callable[[], None] | None = None
+        """Called (from the protocol callback) whenever bytes, the end, or an error arrive."""
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,6 +105,9 @@ class LocalConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _wake_reader(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener()
         waiter, self._read_waiter = self._read_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -132,12 +137,28 @@ class LocalConnection(asyncio.Protocol):
                 timer.cancel()
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.discard()
+        return data
+
+    def peek(self) -> bytes:
+        """Everything received and not yet read, without reading it (``read`` still returns it)."""
+        chunks = self._chunks
+        if len(chunks) > 1:
+            self._chunks = chunks = [b"".join(chunks)]
+        return chunks[0] if chunks else b""
+
+    @property
+    def at_eof(self) -> bool:
+        """The local service closed its side, or the connection broke."""
+        return self._eof
+
+    def discard(self) -> None:
+        """Drop what ``peek`` returned: it was used."""
         self._chunks = []
         self._buffered = 0
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-        return data
 
     def write(self, data: bytes) -> None:
         """Queue bytes for the local service."""

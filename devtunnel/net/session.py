@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosedOK
 from devtunnel import __version__
 from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, TunnelError
 from devtunnel.net.agent_socket import TunnelSocket
-from devtunnel.net.forward import Start
+from devtunnel.net.forward import QuickAnswer, Start
 from devtunnel.net.local_ws import forward_websocket
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
@@ -62,6 +62,8 @@ class Session:
         self.conn = Connection(Role.AGENT, initial_window=REQUEST_WINDOW)
         self.streams: dict[int, TunnelStream] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.quick: dict[int, QuickAnswer] = {}
+        """Streams answered from callbacks, without a task (``forward.QuickAnswer``)."""
         self.goaway: GoAway | None = None
         self._loop = asyncio.get_running_loop()
         self._flush_pending = False
@@ -205,6 +207,8 @@ class Session:
 
     async def close_streams(self) -> None:
         """Cancel every stream still running (their exchanges are recorded as cut short)."""
+        for quick in list(self.quick.values()):
+            quick.cancel("the connection to the relay was lost")
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
@@ -237,10 +241,16 @@ class Session:
                 self._open(event)
             elif isinstance(event, StreamReset):
                 stream = streams.get(event.stream_id)
+                if stream is None:
+                    continue
                 task = self.tasks.get(event.stream_id)
-                if stream is not None and task is not None:
+                if task is not None:
                     stream.reset_code = event.code
                     task.cancel()
+                quick = self.quick.get(event.stream_id)
+                if quick is not None:
+                    stream.reset_code = event.code
+                    quick.cancel("the public client went away before the response ended")
             elif isinstance(event, GoAway):
                 self.goaway = event
                 log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, event.reason)
@@ -252,11 +262,32 @@ class Session:
         tunnel.requests += 1
         cap = ExchangeCapture(tunnel.sink, tunnel.name, head, tunnel.target.url, tunnel.body_cap, live=tunnel.live)
         # An HTTP request goes out on a kept-alive local connection right here, one turn of the
-        # event loop before its task first runs.
+        # event loop before its task would first run; one without a body may need no task.
         start = None if head.websocket else tunnel.forwarder.start(head)
+        if start is not None and start.conn is not None and head.end_stream:
+            self.quick[head.stream_id] = QuickAnswer(
+                tunnel.forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
+            )
+            return
+        self._spawn(stream, head, cap, start)
+
+    def _spawn(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None) -> None:
         task = self._loop.create_task(self._serve_stream(stream, head, cap, start))
         self.tasks[head.stream_id] = task
         task.add_done_callback(functools.partial(self._stream_done, stream, cap, start))
+
+    def _quick_hand_off(self, quick: QuickAnswer) -> None:
+        """A quick answer cannot finish on its own: the stream's task takes over from the start."""
+        del self.quick[quick.stream.stream_id]
+        self._spawn(quick.stream, quick.head, quick.cap, quick.start)
+
+    def _quick_done(self, quick: QuickAnswer) -> None:
+        stream_id = quick.stream.stream_id
+        self.streams.pop(stream_id, None)
+        self.quick.pop(stream_id, None)
+        quick.cap.end()
+        # As after a task: the record is built once the flush queued before it went out.
+        self._loop.call_soon(quick.cap.finish)
 
     async def _serve_stream(
         self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None

@@ -96,6 +96,16 @@ class TunnelStream:
                 return
             view = view[n:]
 
+    @property
+    def send_window(self) -> int:
+        """Bytes that may be sent now without waiting for credit."""
+        return self._link.conn.send_window(self.stream_id)
+
+    def send_last(self, data: bytes) -> None:
+        """Send the last body bytes at once; they must fit ``send_window``."""
+        self._link.conn.send_data(self.stream_id, data, end_stream=True)
+        self._link.kick(ending=True)
+
     async def send_ws_message(self, data: bytes, *, text: bool) -> None:
         """Send one WebSocket message, as several fragments if it is larger than the window."""
         conn = self._link.conn

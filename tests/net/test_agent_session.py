@@ -87,8 +87,10 @@ async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_on
         warm = request(b"/warm")  # leaves a kept-alive local connection in the agent's pool
         await ws.send(conn.data_to_send())
         await exchange(warm)
-        doomed = request(b"/doomed")
+        doomed = request(b"/doomed")  # no body, a kept-alive connection: answered without a task
+        upload = conn.open_request(b"POST", b"/upload", b"1.1", ((b"Host", b"scripted.localhost"),), end_stream=False)
         conn.reset_stream(doomed, ErrorCode.CANCEL, "the public client went away")
+        conn.reset_stream(upload, ErrorCode.CANCEL, "the public client went away")
         await ws.send(conn.data_to_send())  # opened and reset in one message
         after = request(b"/after")
         await ws.send(conn.data_to_send())
@@ -103,9 +105,9 @@ async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_on
         await tunnel.start()
         try:
             await asyncio.wait_for(relay_done.wait(), 10)
-            await async_wait_for(lambda: len(records) == 3, what="the three exchanges to be recorded")
+            await async_wait_for(lambda: len(records) == 4, what="the four exchanges to be recorded")
             session = tunnel._session
-            assert session is not None and session.streams == {} and session.tasks == {}
+            assert session is not None and session.streams == {} and session.tasks == {} and session.quick == {}
         finally:
             await tunnel.stop()
     local.close()
@@ -115,7 +117,10 @@ async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_on
     by_target = {ex.request.target: ex for ex in records}
     doomed_ex = by_target[b"/doomed"]
     assert doomed_ex.error == "client_gone" and doomed_ex.response is None
-    assert "before the request was forwarded" in doomed_ex.error_message
+    assert doomed_ex.error_message == "the public client went away before the response ended"
+    upload_ex = by_target[b"/upload"]  # its task was cancelled before it first ran
+    assert upload_ex.error == "client_gone" and upload_ex.response is None
+    assert "before the request was forwarded" in upload_ex.error_message
     assert by_target[b"/after"].status == 200 and by_target[b"/after"].error is None
     assert b"/after" in seen
 

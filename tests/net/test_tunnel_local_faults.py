@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 
 import httptools
 import httpx
 import pytest
 
+from devtunnel.net.session import Session
 from tests.net.tunnel_fixtures import Harness, raw_server, read_request_head, relay_and_agent
 
 
@@ -391,3 +393,88 @@ async def test_kept_alive_responses_whole_or_in_pieces_all_arrive_intact(harness
     assert exchanges[b"/pieces"].response is not None and exchanges[b"/pieces"].response.body == body
     assert exchanges[b"/whole"].status == 200 and exchanges[b"/whole"].ttfb is not None
     assert exchanges[b"/empty"].status == 204
+
+
+async def test_kept_alive_responses_a_callback_cannot_finish_go_to_the_streams_task(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a kept-alive connection a request without a body is answered from the connection's
+    # callback when its whole response arrives; a long response, one delimited by the end of
+    # the connection, or invalid HTTP is handed to a task, which must see every byte.
+    large = bytes(range(256)) * 1024  # 256 KiB, more than a callback keeps
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await read_request_head(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if b"/large" in head:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(large) + large)
+            elif b"/until-close" in head:
+                writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + large)
+                await writer.drain()
+                break
+            elif b"/invalid" in head:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nBad Header\r\n\r\nok")
+                await writer.drain()
+                break
+            else:
+                writer.write(OK)
+            await writer.drain()
+        writer.close()
+
+    spawned: list[bytes] = []
+    original = Session._spawn
+
+    def spy(self: Session, stream: object, head: Any, cap: object, start: object) -> None:
+        spawned.append(head.target)
+        original(self, stream, head, cap, start)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Session, "_spawn", spy)
+    paths = ("/warm", "/quick", "/large", "/quick", "/until-close", "/warm", "/invalid", "/warm", "/quick")
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            results = [await c.get(path) for path in paths]
+    assert [r.status_code for r in results] == [200, 200, 200, 200, 200, 200, 502, 200, 200]
+    assert results[2].content == large and results[4].content == large
+    assert results[6].headers["x-devtunnel-error"] == "local_error"
+    # New connections (after /until-close and /invalid closed theirs) and hand-overs take a task.
+    assert spawned == [b"/warm", b"/large", b"/until-close", b"/warm", b"/invalid", b"/warm"]
+    exchanges = {ex.request.target: ex for ex in await harness.exchanges(len(paths))}
+    assert exchanges[b"/large"].response is not None and exchanges[b"/large"].response.body == large
+
+
+async def test_public_client_going_away_closes_a_kept_alive_local_connection(harness: Harness) -> None:
+    closed = asyncio.Event()
+    second_asked = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request_head(reader)
+        loop.call_soon_threadsafe(second_asked.set)
+        try:
+            await reader.read()  # never answers; EOF (or a reset) once the agent drops the connection
+        except OSError:
+            pass
+        loop.call_soon_threadsafe(closed.set)
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            assert (await c.get("/first")).text == "ok"
+            waiting = asyncio.ensure_future(c.get("/second"))
+            async with asyncio.timeout(10):
+                await second_asked.wait()
+            waiting.cancel()  # the public client gives up
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        async with asyncio.timeout(10):
+            await closed.wait()
+    exchanges = {ex.request.target: ex for ex in await harness.exchanges(2)}
+    assert exchanges[b"/second"].error == "client_gone"
+    assert exchanges[b"/second"].error_message == "the public client went away before the response ended"
