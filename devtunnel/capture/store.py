@@ -5,7 +5,10 @@ Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks 
     exchanges    one small row per exchange: every summary field, no blobs (WITHOUT ROWID,
                  clustered by id, so list views and filters scan little and in id order)
     heads        id -> request and response header blobs (compact, exact bytes)
-    bodies       id -> request and response bodies
+    req_bodies   id -> request body     (one table per side, each body the last column of its
+    res_bodies   id -> response body     row: SQLite builds a zero-filled blob that is not in
+                                         memory, so a large body is written in pieces)
+    bodies       a view: id -> request and response body
     ws_messages  (id, seq) -> one WebSocket message
     stats        one row: how many exchanges and how many bytes (kept by triggers, so
                  retention never scans the table)
@@ -44,7 +47,7 @@ __all__ = [
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
@@ -167,7 +170,28 @@ CREATE TRIGGER exchanges_delete AFTER DELETE ON exchanges BEGIN
 END;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+# Version 2: bodies move to one table per side. In ``bodies (id, req, res)`` a large request
+# body was not the row's last column, and SQLite then builds a zero-filled blob in memory, and
+# the record around it: a 10 MiB upload cost the recorder 20 MiB more for a moment.
+_SCHEMA_V2 = """
+CREATE TABLE req_bodies (id TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE res_bodies (id TEXT PRIMARY KEY, body BLOB NOT NULL);
+INSERT INTO req_bodies (id, body) SELECT id, req FROM bodies;
+INSERT INTO res_bodies (id, body) SELECT id, res FROM bodies WHERE res IS NOT NULL;
+DROP TABLE bodies;
+CREATE VIEW bodies (id, req, res) AS
+    SELECT q.id, q.body, s.body FROM req_bodies q LEFT JOIN res_bodies s ON s.id = q.id;
+DROP TRIGGER exchanges_delete;
+CREATE TRIGGER exchanges_delete AFTER DELETE ON exchanges BEGIN
+    UPDATE stats SET n = n - 1, bytes = bytes - OLD.bytes;
+    DELETE FROM heads WHERE id = OLD.id;
+    DELETE FROM req_bodies WHERE id = OLD.id;
+    DELETE FROM res_bodies WHERE id = OLD.id;
+    DELETE FROM ws_messages WHERE id = OLD.id;
+END;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 _ROW_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
@@ -413,7 +437,7 @@ class Store:
     def clear(self) -> None:
         """Delete every exchange."""
         with self._writing() as conn:
-            for table in ("heads", "bodies", "ws_messages"):
+            for table in ("heads", "req_bodies", "res_bodies", "ws_messages"):
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM exchanges")
 
@@ -582,7 +606,7 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
     latest = {ex.id: ex for ex in exchanges}
     summaries: list[tuple[object, ...]] = []
     heads: list[tuple[object, ...]] = []
-    bodies: list[tuple[object, ...]] = []
+    bodies: list[tuple[str, bytes, bytes | None]] = []
     messages: list[tuple[object, ...]] = []
     for ex in latest.values():
         req, res = ex.request, ex.response
@@ -605,12 +629,23 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
                      for i, m in enumerate(ex.ws_messages)]
     _execute_rows(conn, "upsert", summaries)
     _execute_rows(conn, "heads", heads)
-    small = [row for row in bodies if not _is_large(row)]
-    _execute_rows(conn, "bodies", small)
-    if len(small) < len(bodies):
-        for row in bodies:
-            if _is_large(row):
-                _write_large_bodies(conn, *row)  # type: ignore[arg-type]
+    large: list[tuple[str, str, bytes]] = []
+    req_rows: list[tuple[object, ...]] = []
+    res_rows: list[tuple[object, ...]] = []
+    for ex_id, req_body, res_body in bodies:
+        for side, body, rows in (("req", req_body, req_rows), ("res", res_body, res_rows)):
+            if body is None:
+                continue
+            if len(body) > _LARGE_BODY:
+                large.append((ex_id, side, body))
+            else:
+                rows.append((ex_id, body))
+    _execute_rows(conn, "req_bodies", req_rows)
+    _execute_rows(conn, "res_bodies", res_rows)
+    # A newer version of an exchange without a response leaves no older response body behind.
+    _execute_rows(conn, "unres", [(row[0],) for row in bodies if row[2] is None])
+    for ex_id, side, body in large:
+        _write_large_body(conn, ex_id, side, body)
     _execute_rows(conn, "unmessage", [(i,) for i in latest])
     if messages:
         _execute_rows(conn, "messages", messages)
@@ -620,33 +655,22 @@ _LARGE_BODY = 256 * 1024
 """Bodies above this size are written piece by piece through SQLite's incremental blob I/O."""
 
 
-def _is_large(row: tuple[object, ...]) -> bool:
-    _, req, res = row
-    return len(req) > _LARGE_BODY or (res is not None and len(res) > _LARGE_BODY)  # type: ignore[arg-type]
+def _write_large_body(conn: sqlite3.Connection, ex_id: str, side: str, body: bytes) -> None:
+    """Write one large body in pieces.
 
-
-def _write_large_bodies(conn: sqlite3.Connection, ex_id: str, req: bytes, res: bytes | None) -> None:
-    """Insert a bodies row whose large blobs are written in pieces.
-
-    Bound as parameters, a 10 MiB body is copied whole by sqlite3 and again into the record
-    SQLite builds; a zero-filled blob of the right size written in 256 KiB pieces needs neither
-    copy, which keeps the writer's peak memory flat.
+    Bound as a parameter, a 10 MiB body is copied whole by sqlite3 and again into the record
+    SQLite builds; a zero-filled blob (which SQLite keeps as a length, the body being its row's
+    last column) written in 256 KiB pieces needs neither copy, which keeps the writer's peak
+    memory flat.
     """
-    req_large = len(req) > _LARGE_BODY
-    res_large = res is not None and len(res) > _LARGE_BODY
-    cur = conn.execute(
-        "INSERT OR REPLACE INTO bodies (id, req, res) VALUES "
-        f"(?, {'zeroblob(?)' if req_large else '?'}, {'zeroblob(?)' if res_large else '?'})",
-        (ex_id, len(req) if req_large else req, len(res) if res_large and res is not None else res),
-    )
+    table = f"{side}_bodies"
+    cur = conn.execute(f"INSERT OR REPLACE INTO {table} (id, body) VALUES (?, zeroblob(?))", (ex_id, len(body)))
     rowid = cur.lastrowid
     assert rowid is not None
-    for column, data, large in (("req", req, req_large), ("res", res, res_large)):
-        if large and data is not None:
-            view = memoryview(data)
-            with conn.blobopen("bodies", column, rowid) as blob:
-                for start in range(0, len(view), _LARGE_BODY):
-                    blob.write(view[start : start + _LARGE_BODY])
+    view = memoryview(body)
+    with conn.blobopen(table, "body", rowid) as blob:
+        for start in range(0, len(view), _LARGE_BODY):
+            blob.write(view[start : start + _LARGE_BODY])
 
 
 # Statements that take rows, as (text before the rows, text after them); each row is one
@@ -658,7 +682,9 @@ _ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
         len(_INSERT_COLUMNS),
     ),
     "heads": ("INSERT OR REPLACE INTO heads (id, req, res) VALUES ", "", 3),
-    "bodies": ("INSERT OR REPLACE INTO bodies (id, req, res) VALUES ", "", 3),
+    "req_bodies": ("INSERT OR REPLACE INTO req_bodies (id, body) VALUES ", "", 2),
+    "res_bodies": ("INSERT OR REPLACE INTO res_bodies (id, body) VALUES ", "", 2),
+    "unres": ("DELETE FROM res_bodies WHERE id IN (", ")", 0),
     "unmessage": ("DELETE FROM ws_messages WHERE id IN (", ")", 0),
     "messages": ("INSERT INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES ", "", 7),
 }

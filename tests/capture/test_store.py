@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, new_id
-from devtunnel.capture.store import Row, Store, decode_headers, default_db_path, encode_headers
+from devtunnel.capture.store import SCHEMA_VERSION, Row, Store, decode_headers, default_db_path, encode_headers
 from devtunnel.errors import NotFoundError, StoreError
 
 from .strategies import exchanges, header_fields
@@ -99,7 +99,7 @@ def test_rows_read_no_header_or_body_table(store: Store) -> None:
     conn = store._conn()
 
     def deny_blob_tables(action: int, table: str | None, *_: object) -> int:
-        if action == sqlite3.SQLITE_READ and table in ("heads", "bodies", "ws_messages"):
+        if action == sqlite3.SQLITE_READ and table in ("heads", "req_bodies", "res_bodies", "ws_messages"):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -248,7 +248,7 @@ def test_a_new_store_on_the_same_file_lists_yesterdays_captures(tmp_path: Path) 
     assert again.get(exs[3].id) == exs[3]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_default_path_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -295,3 +295,69 @@ def test_readonly_store_reads_but_refuses_writes(tmp_path: Path) -> None:
         ro.put(make(2))
     with pytest.raises(StoreError, match="does not exist"):
         Store(tmp_path / "missing.db", readonly=True)
+
+
+# --- large bodies and the version 1 layout -------------------------------------------------------
+
+LARGE = bytes(range(256)) * 2048  # 512 KiB: written through incremental blob I/O
+
+
+def large_pair() -> tuple[Exchange, Exchange]:
+    upload = make(1, body=LARGE + b"needleup")
+    download = replace(make(2), response=Response(status=200, body=b"needledown" + LARGE,
+                                                  body_size=len(LARGE) + 11))
+    return upload, download
+
+
+def test_large_bodies_of_either_side_round_trip_filter_and_go_with_their_exchange(store: Store) -> None:
+    upload, download = large_pair()
+    store.put_many([upload, download, make(3, body=b"small")])
+    assert store.get(upload.id) == upload and store.get(download.id) == download
+    assert store.ids("body:needleup") == [upload.id]
+    assert store.ids("res.body:needledown") == [download.id]
+    store.delete([upload.id, download.id])
+    conn = store._conn()
+    assert conn.execute("SELECT count(*) FROM req_bodies").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM res_bodies").fetchone()[0] == 1  # the small one's "ok"
+
+
+def test_a_newer_version_without_a_response_leaves_no_response_body(store: Store) -> None:
+    ex = make(1)
+    store.put(ex)
+    store.put(replace(ex, response=None))
+    assert store.get(ex.id).response is None
+    assert store.ids("res.body:ok") == []
+
+
+def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    upload, download = large_pair()
+    pending = make(3, status=None, body=b"no answer yet")
+    first = Store(path)
+    first.put_many([upload, download, pending])
+    first.close()
+    with sqlite3.connect(path) as conn:  # back to the layout of schema 1
+        conn.executescript("""
+            DROP VIEW bodies;
+            CREATE TABLE bodies (id TEXT PRIMARY KEY, req BLOB NOT NULL, res BLOB);
+            INSERT INTO bodies SELECT q.id, q.body, s.body FROM req_bodies q LEFT JOIN res_bodies s ON s.id = q.id;
+            DROP TABLE req_bodies;
+            DROP TABLE res_bodies;
+            DROP TRIGGER exchanges_delete;
+            CREATE TRIGGER exchanges_delete AFTER DELETE ON exchanges BEGIN
+                UPDATE stats SET n = n - 1, bytes = bytes - OLD.bytes;
+                DELETE FROM heads WHERE id = OLD.id;
+                DELETE FROM bodies WHERE id = OLD.id;
+                DELETE FROM ws_messages WHERE id = OLD.id;
+            END;
+            PRAGMA user_version = 1;
+        """)
+    again = Store(path)
+    assert [again.get(ex.id) for ex in (upload, download, pending)] == [upload, download, pending]
+    assert again.ids("body:needleup") == [upload.id]
+    again.delete([download.id])
+    assert again.count() == 2
+    again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("SELECT id FROM res_bodies").fetchall() == [(upload.id,)]  # the download's went
