@@ -256,14 +256,14 @@ class Session:
                 log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, event.reason)
 
     def _open(self, head: RequestReceived) -> None:
+        tunnel = self.tunnel
+        # An HTTP request goes out on a kept-alive local connection first thing: the local
+        # service works on it while the rest is set up (and before a task could run).
+        start = None if head.websocket else tunnel.forwarder.start(head)
         stream = TunnelStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
-        tunnel = self.tunnel
         tunnel.requests += 1
         cap = ExchangeCapture(tunnel.sink, tunnel.name, head, tunnel.target.url, tunnel.body_cap, live=tunnel.live)
-        # An HTTP request goes out on a kept-alive local connection right here, one turn of the
-        # event loop before its task would first run; one without a body may need no task.
-        start = None if head.websocket else tunnel.forwarder.start(head)
         if start is not None and start.conn is not None and head.end_stream:
             self.quick[head.stream_id] = QuickAnswer(
                 tunnel.forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off

@@ -45,19 +45,28 @@ class TunnelStream:
         reset_code: the ``ErrorCode`` the relay reset this stream with, or None.
     """
 
-    __slots__ = ("stream_id", "events", "reset_code", "_link", "_window")
+    __slots__ = ("stream_id", "reset_code", "_events", "_link", "_window")
 
     def __init__(self, link: Link, stream_id: int) -> None:
         self.stream_id = stream_id
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.reset_code: int | None = None
         self._link = link
-        self._window = asyncio.Event()
+        # Made when first needed: a request answered at once never waits for either.
+        self._events: asyncio.Queue[Event] | None = None
+        self._window: asyncio.Event | None = None
+
+    @property
+    def events(self) -> asyncio.Queue[Event]:
+        events = self._events
+        if events is None:
+            events = self._events = asyncio.Queue()
+        return events
 
     # -- called by the tunnel ------------------------------------------------------
     def window_opened(self) -> None:
         """The relay gave more send credit (a WindowUpdated event)."""
-        self._window.set()
+        if self._window is not None:
+            self._window.set()
 
     # -- called by handlers ----------------------------------------------------------
     def send_response(
@@ -145,5 +154,7 @@ class TunnelStream:
             window = conn.send_window(self.stream_id)
             if window > 0:
                 return window
+            if self._window is None:
+                self._window = asyncio.Event()
             self._window.clear()
             await self._window.wait()
