@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import tempfile
 import threading
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, new_id
-from devtunnel.capture.store import SCHEMA_VERSION, Row, Store, decode_headers, default_db_path, encode_headers
+from devtunnel.capture.store import _SCHEMA_V1, SCHEMA_VERSION, Row, Store, decode_headers, default_db_path, encode_headers
 from devtunnel.errors import NotFoundError, StoreError
 
 from .strategies import exchanges, header_fields
@@ -299,6 +300,7 @@ def test_readonly_store_reads_but_refuses_writes(tmp_path: Path) -> None:
 
 # --- large bodies and the version 1 layout -------------------------------------------------------
 
+V1_DELETE_TRIGGER = re.search(r"CREATE TRIGGER exchanges_delete .*?END;", _SCHEMA_V1, re.S).group(0)  # type: ignore[union-attr]
 LARGE = bytes(range(256)) * 2048  # 512 KiB: written through incremental blob I/O
 
 
@@ -344,14 +346,8 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path) -> No
             DROP TABLE req_bodies;
             DROP TABLE res_bodies;
             DROP TRIGGER exchanges_delete;
-            CREATE TRIGGER exchanges_delete AFTER DELETE ON exchanges BEGIN
-                UPDATE stats SET n = n - 1, bytes = bytes - OLD.bytes;
-                DELETE FROM heads WHERE id = OLD.id;
-                DELETE FROM bodies WHERE id = OLD.id;
-                DELETE FROM ws_messages WHERE id = OLD.id;
-            END;
             PRAGMA user_version = 1;
-        """)
+        """ + V1_DELETE_TRIGGER)
     again = Store(path)
     assert [again.get(ex.id) for ex in (upload, download, pending)] == [upload, download, pending]
     assert again.ids("body:needleup") == [upload.id]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -17,12 +16,6 @@ from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import GoAway
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, ScriptedAgent, connect_agent, running_relay
-
-@pytest.fixture
-async def relay() -> AsyncIterator[Relay]:
-    async with running_relay() as r:
-        yield r
-
 
 async def agent_for(relay: Relay, name: str | None = "demo", token: str = TOKEN) -> ScriptedAgent:
     return await connect_agent(relay, name, token)

@@ -21,13 +21,6 @@ async def relay() -> AsyncIterator[Relay]:
         yield r
 
 
-@pytest.fixture
-async def agent(relay: Relay) -> AsyncIterator[ScriptedAgent]:
-    a = await connect_agent(relay)
-    yield a
-    await a.close()
-
-
 async def raw_exchange(port: int, data: bytes, *, read_until_close: bool = True) -> bytes:
     """Send raw bytes to the relay and read what comes back until it closes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -403,22 +396,33 @@ async def test_slow_client_on_one_stream_does_not_block_other_requests(relay: Re
         await agent.close()
 
 
-async def test_client_leaving_before_the_answer_resets_the_stream(relay: Relay) -> None:
+@pytest.mark.parametrize("answered", [False, True], ids=["before-the-answer", "mid-response"])
+async def test_client_leaving_resets_the_stream(relay: Relay, answered: bool) -> None:
     resets: list[StreamReset] = []
 
-    async def never_answer(request: AgentRequest) -> None:
+    async def handler(request: AgentRequest) -> None:
+        if answered:  # an endless event stream
+            request.respond(200, [(b"Content-Type", b"text/event-stream")])
+            await request.send(b"data: first\n\n")
         event = await request.inbox.get()
         assert isinstance(event, StreamReset)
         resets.append(event)
 
-    agent = await connect_agent(relay, handler=never_answer)
+    agent = await connect_agent(relay, handler=handler)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
         writer.write(b"GET /wait HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
         await writer.drain()
-        await async_wait_for(lambda: agent.requests, what="the request to reach the agent")
+        if answered:
+            seen = b""
+            while b"data: first" not in seen:
+                seen += await asyncio.wait_for(reader.read(4096), 10)
+            assert b"transfer-encoding: chunked" in seen
+        else:
+            await async_wait_for(lambda: agent.requests, what="the request to reach the agent")
         writer.close()
         await async_wait_for(lambda: resets, what="the agent to see the reset")
         assert resets[0].code == ErrorCode.CANCEL
+        await async_wait_for(lambda: not relay._tunnels["demo"].streams, what="the relay to forget the stream")
     finally:
         await agent.close()

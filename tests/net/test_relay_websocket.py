@@ -52,12 +52,6 @@ async def ws_echo(request: AgentRequest) -> None:
 
 
 @pytest.fixture
-async def relay() -> AsyncIterator[Relay]:
-    async with running_relay() as r:
-        yield r
-
-
-@pytest.fixture
 async def agent(relay: Relay) -> AsyncIterator[ScriptedAgent]:
     closes.clear()
     a = await connect_agent(relay, handler=ws_echo)

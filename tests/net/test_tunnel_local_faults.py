@@ -28,6 +28,25 @@ def client_for(harness: Harness, name: str = "app") -> httpx.AsyncClient:
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
+async def request_heads(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """In a raw server's handler: each request head on a kept-alive connection, until it ends."""
+    while True:
+        try:
+            yield await read_request_head(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+
+async def report_drop(reader: asyncio.StreamReader, dropped: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
+    """In a raw server's handler: read (never answering) until the agent drops the connection,
+    by EOF or a reset, then set ``dropped`` in the test's loop."""
+    try:
+        await reader.read()
+    except OSError:
+        pass
+    loop.call_soon_threadsafe(dropped.set)
+
+
 def parse_request(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Headers and de-chunked body of one raw request."""
     headers: list[tuple[bytes, bytes]] = []
@@ -185,11 +204,7 @@ async def test_public_client_going_away_closes_the_local_connection(harness: Har
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
         writer.write(b"data: 1\n\n")
         await writer.drain()
-        try:
-            await reader.read()  # EOF (or a reset) once the agent drops the connection
-        except OSError:
-            pass
-        loop.call_soon_threadsafe(closed.set)
+        await report_drop(reader, closed, loop)
 
     with raw_server(handler) as port:
         await harness.start(str(port))
@@ -358,11 +373,7 @@ async def test_kept_alive_responses_whole_or_in_pieces_all_arrive_intact(harness
     body = b"\x00\xff" * 5000
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await read_request_head(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
+        async for head in request_heads(reader):
             if b"/pieces" in head:  # the head, then the body in two writes later on
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
                 await writer.drain()
@@ -404,11 +415,7 @@ async def test_kept_alive_responses_a_callback_cannot_finish_go_to_the_streams_t
     large = bytes(range(256)) * 1024  # 256 KiB, more than a callback keeps
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await read_request_head(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
+        async for head in request_heads(reader):
             if b"/large" in head:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(large) + large)
             elif b"/until-close" in head:
@@ -457,11 +464,7 @@ async def test_public_client_going_away_closes_a_kept_alive_local_connection(har
         await writer.drain()
         await read_request_head(reader)
         loop.call_soon_threadsafe(second_asked.set)
-        try:
-            await reader.read()  # never answers; EOF (or a reset) once the agent drops the connection
-        except OSError:
-            pass
-        loop.call_soon_threadsafe(closed.set)
+        await report_drop(reader, closed, loop)
 
     with raw_server(handler) as port:
         await harness.start(str(port))
