@@ -19,6 +19,7 @@ Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sqlite3
 import struct
@@ -44,6 +45,8 @@ __all__ = [
     "encode_headers",
     "decode_headers",
 ]
+
+log = logging.getLogger("devtunnel.capture")
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
@@ -354,6 +357,9 @@ class Store:
         try:
             # Re-read under the write lock: another process may have migrated meanwhile.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if 0 < version < SCHEMA_VERSION:
+                log.warning("%s: upgrading the capture database from schema %d to %d (once; a large one "
+                            "takes a while)", self.path, version, SCHEMA_VERSION)
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _split_script(_MIGRATIONS[target]):
                     conn.execute(statement)

@@ -331,7 +331,7 @@ def test_a_newer_version_without_a_response_leaves_no_response_body(store: Store
     assert store.ids("res.body:ok") == []
 
 
-def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path) -> None:
+def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "old.db"
     upload, download = large_pair()
     pending = make(3, status=None, body=b"no answer yet")
@@ -350,6 +350,7 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path) -> No
         """ + V1_DELETE_TRIGGER)
     again = Store(path)
     assert [again.get(ex.id) for ex in (upload, download, pending)] == [upload, download, pending]
+    assert f"{path}: upgrading the capture database from schema 1 to 2" in caplog.text
     assert again.ids("body:needleup") == [upload.id]
     again.delete([download.id])
     assert again.count() == 2
