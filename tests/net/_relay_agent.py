@@ -27,6 +27,7 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
+from tests.helpers import async_wait_for
 
 Handler = Callable[["AgentRequest"], Awaitable[None]]
 
@@ -119,6 +120,17 @@ class AgentRequest:
             await self.window.wait()
         conn.send_data(self.id, data, end_stream=end)
         self.agent.flush()
+
+
+    async def send_stalling(self, data: bytes, stalled: asyncio.Event) -> None:
+        """Answer 200 with ``data`` as the whole body; set ``stalled`` once the send window is
+        used up (the relay stopped acknowledging), then finish sending as credit comes back."""
+        self.respond(200, [(b"Content-Length", str(len(data)).encode())])
+        sending = asyncio.ensure_future(self.send(data, end=True))
+        await async_wait_for(lambda: self.agent.conn.send_window(self.id) == 0,
+                             what="the relay to stop acknowledging the response")
+        stalled.set()
+        await sending
 
 
 class ScriptedAgent:

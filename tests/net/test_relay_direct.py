@@ -59,6 +59,17 @@ async def test_requests_that_arrive_whole_are_answered_without_an_asgi_task(
         [(_, first), (_, second)] = await read_responses(reader, 2)
         assert first.endswith(b"\nbody=hello")
         assert second.endswith(b"\nbody=abc")
+        # Binary bytes and a hostile target and header (Rich markup, an encoded escape, shell
+        # metacharacters) reach the agent as they were sent.
+        binary = bytes(range(256))
+        target = b"/a?x=[/y]&t=%1B[31m;$(rm)`id`"
+        header = b"X-Odd: [bold]$(id)|&;`x`\r\n"
+        writer.write(b"PUT " + target + b" HTTP/1.1\r\n" + HOST + header + b"Content-Length: 256\r\n\r\n" + binary)
+        [(status, odd)] = await read_responses(reader, 1)
+        assert status == b"HTTP/1.1 200 OK"
+        assert odd.startswith(b"PUT " + target + b"\n")
+        assert b"\nX-Odd: [bold]$(id)|&;`x`\n" in odd
+        assert odd.endswith(b"\nbody=" + binary)
     finally:
         writer.close()
     assert asgi_calls == []
@@ -116,12 +127,7 @@ async def test_a_client_that_reads_slowly_gets_the_whole_body_and_holds_back_the
     window_full = asyncio.Event()
 
     async def big(request: AgentRequest) -> None:
-        request.respond(200, [(b"Content-Length", str(size).encode())])
-        sending = asyncio.ensure_future(request.send(b"y" * size, end=True))
-        await async_wait_for(lambda: request.agent.conn.send_window(request.id) == 0,
-                             what="the relay to stop acknowledging while the client does not read")
-        window_full.set()
-        await sending
+        await request.send_stalling(b"y" * size, window_full)
 
     agent = await connect_agent(relay, handler=big)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)

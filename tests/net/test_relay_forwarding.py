@@ -371,13 +371,7 @@ async def test_slow_client_on_one_stream_does_not_block_other_requests(relay: Re
 
     async def answer(request: AgentRequest) -> None:
         if request.event.target == b"/big":
-            size = 8 << 20
-            request.respond(200, [(b"Content-Length", str(size).encode())])
-            sending = asyncio.ensure_future(request.send(b"x" * size, end=True))
-            await async_wait_for(lambda: request.agent.conn.send_window(request.id) == 0,
-                                 what="the big response to fill its window")
-            big_sent.set()
-            await sending
+            await request.send_stalling(b"x" * (8 << 20), big_sent)
         else:
             request.respond(200, [(b"Content-Length", b"5")])
             await request.send(b"small", end=True)
