@@ -506,7 +506,7 @@ STREAMED: dict[str, list[tuple[bytes, bytes]]] = {
 
 
 async def test_streamed_responses_on_a_kept_alive_connection_reach_the_client_as_they_are_written(
-    harness: Harness,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The same local connection serves every request: after the first, a request without a
     # body is answered from the connection's callback, which must not hold a response back
@@ -535,6 +535,14 @@ async def test_streamed_responses_on_a_kept_alive_connection_reach_the_client_as
                 await writer.drain()
         writer.close()
 
+    spawned: list[bytes] = []
+    original = Session._spawn
+
+    def spy(self: Session, stream: object, head: Any, cap: object, start: object) -> None:
+        spawned.append(head.target)
+        original(self, stream, head, cap, start)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Session, "_spawn", spy)
     bodies: dict[str, bytes] = {}
     with raw_server(handler) as port:
         await harness.start(str(port))
@@ -555,6 +563,9 @@ async def test_streamed_responses_on_a_kept_alive_connection_reach_the_client_as
                         got += b"".join([part async for part in parts])
                 bodies[path] = got
     assert connections == [1]
+    # A body that comes whole in one read after its head still needs no task; one that
+    # keeps coming is carried on by the stream's task.
+    assert spawned == [b"/warm", b"/events?n=1", b"/download", b"/events?n=2", b"/tokens"]
     for path in paths:
         assert bodies[path] == b"".join(body for _, body in STREAMED.get(path[1:].split("?")[0], [(OK, b"ok")])), path
     recorded = {ex.request.target.decode(): ex for ex in await harness.exchanges(len(paths))}
