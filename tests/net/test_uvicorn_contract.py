@@ -91,6 +91,31 @@ def test_uvicorn_starts_each_request_through_start_asgi_task() -> None:
     assert params == ["self", "cycle", "app"], f"uvicorn's HttpToolsProtocol._start_asgi_task takes {params}"
 
 
+def test_uvicorn_data_received_does_nothing_the_relays_copy_leaves_out() -> None:
+    # HeadLimitedHttpProtocol.data_received is a copy of uvicorn's with the head limits around
+    # it (it cannot call super()): whatever uvicorn's does must be done by ours too.
+    def calls(method: Any) -> set[str]:
+        return set(re.findall(r"self\.([\w.]+)\(", _source(method)))
+
+    missing = calls(HttpToolsProtocol.data_received) - calls(HeadLimitedHttpProtocol.data_received)
+    assert not missing, f"uvicorn's HttpToolsProtocol.data_received now also calls {sorted(missing)}"
+
+
+def test_uvicorn_makes_a_request_scope_and_cycle_where_the_relay_hooks_in() -> None:
+    # on_message_begin makes a fresh scope (ours adds extensions to it after super()), and
+    # on_headers_complete makes the cycle (ours wraps its transport after super()).
+    assert "self.scope = " in _source(HttpToolsProtocol.on_message_begin), (
+        "uvicorn's HttpToolsProtocol.on_message_begin no longer makes self.scope"
+    )
+    assert "self.cycle = RequestResponseCycle(" in _source(HttpToolsProtocol.on_headers_complete), (
+        "uvicorn's HttpToolsProtocol.on_headers_complete no longer makes self.cycle"
+    )
+    # HeadLimitedHttpProtocol.abort marks the cycles waiting in the pipeline as (cycle, app) pairs.
+    assert "self.pipeline.appendleft((self.cycle, app))" in _source(HttpToolsProtocol.on_headers_complete), (
+        "uvicorn's HttpToolsProtocol.pipeline no longer holds (cycle, app) pairs"
+    )
+
+
 def test_uvicorn_response_cycle_writes_only_through_what_head_with_body_wraps() -> None:
     # relay_http._HeadWithBody replaces cycle.transport and offers write, close and is_closing.
     used = set(re.findall(r"self\.transport\.(\w+)", _source(RequestResponseCycle)))
