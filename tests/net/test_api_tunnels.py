@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,9 @@ import pytest
 import trustme
 import websockets
 
-from devtunnel.capture.store import Recorder, Store
-from devtunnel.net.agent import AgentService, TunnelConfig
-from devtunnel.net.api import serve_api
+from devtunnel.net.agent import TunnelConfig
 from tests.helpers import async_wait_for
-from tests.net.api_fixtures import Agent, echo_service, running_agent
+from tests.net.api_fixtures import Agent, running_agent
 from tests.net.tunnel_fixtures import local_http
 
 pytestmark = pytest.mark.timeout(60)
