@@ -20,6 +20,7 @@ CORE_MODULES = [
     "devtunnel.capture.diff",
     "devtunnel.export",
     "devtunnel.ngrok_config",
+    "devtunnel.webhooks",
 ]
 
 
