@@ -8,18 +8,22 @@ when a laptop changes networks. The relay then still holds the agent's old conne
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
+from devtunnel.cli import EXIT_TUNNEL_REFUSED
 from devtunnel.net.agent import AgentService, Backoff, TunnelConfig, TunnelState
 from devtunnel.net.relay import Relay
 from devtunnel.protocol.events import Welcome
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import TOKEN, ScriptedAgent, running_relay
+from tests.net._relay_agent import TOKEN, ScriptedAgent, connect_agent, running_relay
 from tests.net.tunnel_fixtures import LocalState, local_http
 
 FAST = Backoff(base=0.05, cap=0.2, rng=random.Random(3))
@@ -146,3 +150,28 @@ async def test_a_tunnel_waits_while_another_agent_holds_its_name_and_gets_it_bac
             await async_wait_for(lambda: service.tunnels()[0].state is TunnelState.ONLINE, what="its name back")
             response = await get(relay, "shop")
             assert response.status_code == 200 and not rival.requests
+
+
+async def test_the_command_refused_a_name_in_use_says_so_and_how_to_pick_another(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    env.pop("DEVTUNNEL_RELAY", None)
+    env.pop("DEVTUNNEL_TOKEN", None)
+    async with running_relay() as relay:
+        holder = await connect_agent(relay, "shop")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "devtunnel", "http", "9", "--relay", f"ws://127.0.0.1:{relay.port}",
+                "--token", TOKEN, "--name", "shop", "--no-tui", "--api-port", "0", "--no-record",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == EXIT_TUNNEL_REFUSED
+            errors = err.decode()
+            assert "tunnel name 'shop' is in use by another agent that is online" in errors
+            assert "--name OTHER-NAME" in errors and "Traceback" not in errors
+            assert b"Forwarding" not in out
+            assert relay.tunnels == ["shop"] and not holder.closed.is_set()
+            response = await get(relay, "shop")
+            assert response.status_code == 200
+        finally:
+            await holder.close()
