@@ -276,11 +276,11 @@ class Relay:
         try:
             hello = await asyncio.wait_for(_read_hello(conn, receive), self.settings.head_timeout)
         except asyncio.TimeoutError:
-            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, f"no HELLO within {self.settings.head_timeout:g} s")
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, f"no HELLO within {self.settings.head_timeout:g} s", receive)
             return
         except ProtocolError as exc:
             log.log(self._log_level, "agent %s refused: %s", peer, exc)
-            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc))  # keeps a GOAWAY already queued
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc), receive)  # keeps a GOAWAY already queued
             return
         if hello is None:
             return
@@ -288,7 +288,7 @@ class Relay:
         if refusal is not None:
             code, reason = refusal
             log.log(self._log_level, "agent %s refused: %s", peer, reason)
-            await _refuse(conn, send, code, reason)
+            await _refuse(conn, send, code, reason, receive)
             return
         name, refusal = self._pick_name(hello.name)
         if refusal is None:
@@ -296,7 +296,7 @@ class Relay:
         if refusal is not None:
             code, reason = refusal
             log.log(self._log_level, "agent %s refused: %s", peer, reason)
-            await _refuse(conn, send, code, reason)
+            await _refuse(conn, send, code, reason, receive)
             return
         # Take the name before any await, so no other agent can slip in between.
         if old is not None:
@@ -450,11 +450,15 @@ async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
                 return event
 
 
-async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str) -> None:
-    """Send a GOAWAY (unless the connection already queued one) and close."""
+async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str, receive: Receive) -> None:
+    """Send a GOAWAY (unless the connection already queued one) and close, without waiting for
+    the agent's close frame: a refused connection is let go at once."""
     conn.send_goaway(code, reason)
     close = {"type": "websocket.close", "code": 1008 if code == ErrorCode.AUTH_FAILED else 1000}
     await send_last_words(send, [{"type": "websocket.send", "bytes": conn.data_to_send()}, close])
+    protocol = getattr(receive, "__self__", None)
+    if isinstance(protocol, GuardedWebSocketProtocol):
+        protocol.transport.close()  # after what was written; a peer not reading is dropped by the guard
 
 
 def _host(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -83,6 +83,16 @@ async def test_a_big_message_before_login_is_refused_with_1009_and_the_connectio
         await agent.close()
 
 
+async def test_a_peer_that_never_says_hello_is_let_go_at_the_login_deadline() -> None:
+    async with running_relay(head_timeout=0.3) as relay:
+        reader, writer = await ws_handshake(relay.port)
+        assert await read_close_code(reader) == 1000
+        # Closed by the relay without waiting for a close echo (uvicorn would wait 10 s for one).
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await async_wait_for(lambda: relay.connections == 0, what="the connection to be freed")
+
+
 async def test_a_message_in_many_fragments_counts_whole_before_login() -> None:
     async with running_relay(head_timeout=60) as relay:
         reader, writer = await ws_handshake(relay.port)
