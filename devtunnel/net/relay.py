@@ -276,7 +276,8 @@ class Relay:
         try:
             hello = await asyncio.wait_for(_read_hello(conn, receive), self.settings.head_timeout)
         except asyncio.TimeoutError:
-            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, f"no HELLO within {self.settings.head_timeout:g} s", receive)
+            reason = f"no HELLO within {self.settings.head_timeout:g} s"
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, reason, receive)
             return
         except ProtocolError as exc:
             log.log(self._log_level, "agent %s refused: %s", peer, exc)
@@ -291,6 +292,7 @@ class Relay:
             await _refuse(conn, send, code, reason, receive)
             return
         name, refusal = self._pick_name(hello.name)
+        old: Tunnel | None = None
         if refusal is None:
             old, refusal = await self._claim(name, token, hello.instance)
         if refusal is not None:
@@ -400,9 +402,9 @@ class Relay:
                 return None, None
             if not hmac.compare_digest(holder.token.encode(), token.encode()):
                 return None, (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
-            if instance is not None and holder.instance is not None:
-                if hmac.compare_digest(holder.instance.encode(), instance.encode()):
-                    return holder, None
+            held = holder.instance
+            if instance is not None and held is not None and hmac.compare_digest(held.encode(), instance.encode()):
+                return holder, None
             if await holder.answers(self.settings.name_check_timeout):
                 return None, (ErrorCode.NAME_IN_USE, f"tunnel name {name!r} is in use by another agent that is online")
             if self._tunnels.get(name) is holder:

@@ -296,7 +296,12 @@ class Tunnel:
                     probe.set_result(self.heard != heard and not self.closed)
 
             timer = self._loop.call_later(timeout, expire)
-            probe.add_done_callback(lambda _: (timer.cancel(), setattr(self, "_probe", None)))
+
+            def settled(_: asyncio.Future[bool]) -> None:
+                timer.cancel()
+                self._probe = None
+
+            probe.add_done_callback(settled)
             self.flush()
         return await asyncio.shield(probe)
 

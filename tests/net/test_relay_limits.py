@@ -19,7 +19,12 @@ from devtunnel.net.relay import CONNECT_PATH, Relay
 from devtunnel.protocol import frames as f
 from devtunnel.protocol.events import DataReceived
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, running_relay
+from tests.net._relay_agent import (
+    AgentRequest,
+    ScriptedAgent,
+    connect_agent,
+    running_relay,
+)
 
 MiB = 1 << 20
 
@@ -118,7 +123,7 @@ async def test_a_peer_that_pings_before_login_without_reading_the_pongs_is_dropp
                 writer.write(batch)
                 await asyncio.wait_for(writer.drain(), 10)
                 sent += 1000
-        except (ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError):
             pass
         await async_wait_for(lambda: relay.connections == 0, what="the peer to be dropped")
         writer.transport.abort()
