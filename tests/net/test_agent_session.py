@@ -291,3 +291,31 @@ async def test_a_tunnel_that_was_online_keeps_retrying_while_its_name_is_in_use(
     local.close()
     await local.wait_closed()
     assert TunnelState.FAILED not in {i.state for i in infos}
+
+
+async def test_a_tunnel_displaced_by_the_relay_reconnects_instead_of_stopping() -> None:
+    connections: list[int] = []
+
+    async def relay(ws: ServerConnection) -> None:
+        connections.append(1)
+        conn = await _accept(ws)
+        if len(connections) == 1:  # found stale: the relay gave the name to another connection
+            conn.send_goaway(ErrorCode.NAME_IN_USE, "it did not answer within 2 s; another agent took the name")
+        await ws.send(conn.data_to_send())
+        await ws.close()
+
+    infos: list[TunnelInfo] = []
+    local = await _local_service([])
+    async with serve(relay, "127.0.0.1", 0) as server:
+        tunnel = _tunnel(local, server, on_change=infos.append, backoff=Backoff(base=0.01, cap=0.05))
+        await tunnel.start()
+        try:
+            await async_wait_for(lambda: len(connections) >= 2, what="a reconnection")
+        finally:
+            await tunnel.stop()
+    local.close()
+    await local.wait_closed()
+    states = [i.state for i in infos]
+    assert TunnelState.FAILED not in states and TunnelState.RECONNECTING in states
+    errors = [i.error for i in infos if i.state is TunnelState.RECONNECTING]
+    assert any("the relay gave the name to another connection" in (e or "") for e in errors)
