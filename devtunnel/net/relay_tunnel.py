@@ -462,6 +462,8 @@ class Tunnel:
     async def stop_writer(self) -> None:
         """Stop the writer task."""
         self.closed = True
+        if self.budget is not None:
+            self.budget.remove(self)  # (close() does it too; whichever comes first)
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
