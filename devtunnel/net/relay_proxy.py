@@ -109,6 +109,8 @@ class HttpForwarder:
         conn = tunnel.conn
         if len(body) > conn.new_stream_window or (self.max_body and len(body) > self.max_body):
             return False
+        if body and len(body) > tunnel.room:  # no room in the buffer budget: the ASGI path waits for it
+            return False
         length, chunked = _body_length(scope["headers"])
         has_body = chunked or length > 0
         try:
@@ -186,7 +188,7 @@ class HttpForwarder:
                 while True:
                     if stream.failure is not None or stream.client_gone or tunnel.closed:
                         return False
-                    window = conn.send_window(stream_id)
+                    window = tunnel.sendable(stream)  # 0: wait for credit or buffer room
                     if len(body) <= window:
                         conn.send_data(stream_id, body, end_stream=not more)
                         break
@@ -573,7 +575,7 @@ class WebSocketForwarder:
             while True:
                 if stream.failure is not None or tunnel.closed:
                     return
-                window = conn.send_window(stream_id)
+                window = tunnel.sendable(stream)  # 0: wait for credit or buffer room
                 if len(data) <= window:
                     conn.send_ws_message(stream_id, data, text=is_text, fin=True)
                     break

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 from websockets.exceptions import ConnectionClosedOK
 
 from devtunnel import __version__
-from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, TunnelError
+from devtunnel.errors import (
+    AuthError,
+    NameInUseError,
+    NameTakenError,
+    ProtocolError,
+    RelayUnreachableError,
+    TunnelError,
+)
 from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.forward import QuickAnswer, Start
 from devtunnel.net.local_ws import forward_websocket
@@ -170,11 +177,18 @@ class Session:
         return f"the connection to the relay was lost ({exc})"
 
     # -- handshake ----------------------------------------------------------------------
-    async def handshake(self, token: str, name: str) -> Welcome:
-        """Say HELLO; return the WELCOME. Raises AuthError, NameTakenError or RelayUnreachableError."""
+    async def handshake(self, token: str, name: str, instance: str | None = None) -> Welcome:
+        """Say HELLO; return the WELCOME.
+
+        ``instance`` is the tunnel's instance id: the relay gives the name straight back to a
+        connection with the instance id of the one holding it (``docs/protocol.md``).
+
+        Raises:
+            AuthError, NameTakenError (NameInUseError), RelayUnreachableError.
+        """
         # Not the target: the relay has no need to know local addresses.
         info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
-        self.conn.send_hello(token, name, info)
+        self.conn.send_hello(token, name, info, instance=instance)
         self._flush()
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -202,7 +216,10 @@ class Session:
         if self.goaway is not None:
             if self.goaway.code in _FINAL_GOAWAYS:
                 raise _goaway_error(self.goaway)
-            reason = f"the relay is going away: {self.goaway.reason or 'no reason given'}"
+            if self.goaway.code == ErrorCode.NAME_IN_USE:
+                reason = f"the relay gave the name to another connection: {self.goaway.reason or 'no reason given'}"
+            else:
+                reason = f"the relay is going away: {self.goaway.reason or 'no reason given'}"
         return reason
 
     async def close_streams(self) -> None:
@@ -330,9 +347,10 @@ class Session:
         cap.finish()
 
 
-# GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means the
-# relay handed the name to another agent with the same token: taking it back would only start
-# a tug of war between the two.
+# GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means a relay
+# older than NAME_IN_USE handed the name to another agent with the same token: taking it back
+# would only start a tug of war between the two. (Newer relays say NAME_IN_USE, and only to a
+# connection that is stale: that one reconnects, and waits while a live agent holds the name.)
 _FINAL_GOAWAYS = frozenset((ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR))
 
 
@@ -342,6 +360,11 @@ def _goaway_error(event: GoAway) -> TunnelError:
         return AuthError(f"the relay refused the token: {reason}")
     if event.code == ErrorCode.NAME_TAKEN:
         return NameTakenError(f"the relay refused the tunnel name: {reason}")
+    if event.code == ErrorCode.NAME_IN_USE:
+        return NameInUseError(
+            f"the relay refused the tunnel name: {reason}. Stop the agent using it, or pick another name"
+            " (devtunnel http PORT --name OTHER-NAME, or no --name for a random one)"
+        )
     if event.code == ErrorCode.UNSUPPORTED_VERSION:
         return TunnelError(f"the relay speaks another protocol version: {reason}")
     if event.code == ErrorCode.NO_ERROR:
