@@ -180,6 +180,31 @@ examples:
                        epilog="examples:\n  devtunnel inspect\n  devtunnel inspect --db ./captures.db\n")
     _add_db(p)
 
+    p = sub.add_parser("send", help="send a realistic, signed sample webhook delivery (like stripe trigger)",
+                       formatter_class=_F,
+                       description="Send a sample delivery of a provider's event, with fresh ids and times, signed "
+                                   "with the secret the receiver reads (its conventional variable, e.g. "
+                                   "STRIPE_WEBHOOK_SECRET). Sent to a tunnel's public URL, it is captured like a "
+                                   "real delivery.",
+                       epilog="""\
+examples:
+  devtunnel send --list
+  devtunnel send stripe invoice.paid --to http://payments.localhost:41234/webhooks/stripe
+  devtunnel send github push --to http://127.0.0.1:8000/webhooks/github --set ref=refs/heads/dev
+  devtunnel send stripe payment_intent.succeeded --to http://127.0.0.1:8000 --set data.object.amount=999
+""")
+    p.add_argument("provider", nargs="?", metavar="PROVIDER", help="stripe, github, slack, shopify, standard or twilio")
+    p.add_argument("event", nargs="?", metavar="EVENT", help="the sample's name, e.g. invoice.paid (see --list)")
+    p.add_argument("--to", metavar="URL", help="where to send it (the sample's path is added to a URL without one)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="change a JSON field by dotted path, e.g. data.object.amount=999 (repeatable)")
+    p.add_argument("--data", metavar="TEXT|@FILE", help="send this body instead of the sample's")
+    p.add_argument("--secret-env", metavar="VAR", help="read the secret from VAR instead of the provider's usual variable")
+    p.add_argument("--unsigned", action="store_true", help="send without a signature when no secret is set")
+    p.add_argument("--insecure", action="store_true", help="do not verify an https URL's certificate")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="give up after this long (default: %(default)s)")
+    p.add_argument("--list", action="store_true", help="list the samples and exit")
+
     # config ----------------------------------------------------------------------
     p = sub.add_parser("config", help="show and change devtunnel.toml settings", formatter_class=_F, epilog="""\
 Settings come from flags, then DEVTUNNEL_RELAY / DEVTUNNEL_TOKEN / DEVTUNNEL_DB and the file
@@ -228,6 +253,7 @@ _COMMANDS = {
     "agent": "http",
     "inspect": "inspect",
     "config": "config",
+    "send": "send",
     None: "inspect",
 }
 
