@@ -21,6 +21,7 @@ CORE_MODULES = [
     "devtunnel.export",
     "devtunnel.ngrok_config",
     "devtunnel.webhooks",
+    "devtunnel.via",
 ]
 
 
