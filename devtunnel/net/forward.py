@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 from collections.abc import Callable
 
 import httptools
@@ -636,10 +637,10 @@ class Forwarder:
 async def answer_error(
     stream: TunnelStream, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str, *, head_only: bool = False
 ) -> None:
-    """Send (and record) the agent's own plain-text 502/504 answer, with ``X-Devtunnel-Error: KIND``."""
+    """Send (and record) the agent's own plain-text answer (400, 502, 504), with ``X-Devtunnel-Error: KIND``."""
     cap.fail(kind, message.strip())
     body = message.encode("utf-8")
-    reason = b"Bad Gateway" if status == 502 else b"Gateway Timeout"
+    reason = HTTPStatus(status).phrase.encode("ascii")
     headers: Fields = (
         (b"Content-Type", b"text/plain; charset=utf-8"),
         (b"Content-Length", str(len(body)).encode("ascii")),

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosedOK
 from devtunnel import __version__
 from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, TunnelError
 from devtunnel.net.agent_socket import TunnelSocket
-from devtunnel.net.forward import QuickAnswer, Start
+from devtunnel.net.forward import QuickAnswer, Start, answer_error
 from devtunnel.net.local_ws import forward_websocket
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
@@ -36,6 +36,7 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
+from devtunnel.values.request_head import head_problem
 
 if TYPE_CHECKING:
     from devtunnel.net.agent import Tunnel
@@ -257,9 +258,12 @@ class Session:
 
     def _open(self, head: RequestReceived) -> None:
         tunnel = self.tunnel
+        # Checked here as at the relay: a relay (hostile, or older) must not make the agent
+        # send anything but a path to the local service.
+        problem = head_problem(head.method, head.target, head.headers, upgrade=head.websocket)
         # An HTTP request goes out on a kept-alive local connection first thing: the local
         # service works on it while the rest is set up (and before a task could run).
-        start = None if head.websocket else tunnel.forwarder.start(head)
+        start = None if head.websocket or problem else tunnel.forwarder.start(head)
         stream = TunnelStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
         tunnel.requests += 1
@@ -269,10 +273,13 @@ class Session:
                 tunnel.forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
             )
             return
-        self._spawn(stream, head, cap, start)
+        self._spawn(stream, head, cap, start, refusal=problem)
 
-    def _spawn(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None) -> None:
-        task = self._loop.create_task(self._serve_stream(stream, head, cap, start))
+    def _spawn(
+        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None,
+        *, refusal: str | None = None,
+    ) -> None:
+        task = self._loop.create_task(self._serve_stream(stream, head, cap, start, refusal))
         self.tasks[head.stream_id] = task
         task.add_done_callback(functools.partial(self._stream_done, stream, cap, start))
 
@@ -290,11 +297,18 @@ class Session:
         self._loop.call_soon(quick.cap.finish)
 
     async def _serve_stream(
-        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
+        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None,
+        refusal: str | None = None,
     ) -> None:
         tunnel = self.tunnel
         try:
-            if head.websocket:
+            if refusal is not None:
+                log.debug("tunnel %s: stream %d refused: %s", tunnel.name, stream.stream_id, refusal)
+                message = f"devtunnel refused to forward this request: {refusal}\n"
+                await answer_error(stream, cap, 400, "bad_request", message, head_only=head.method == b"HEAD")
+                if not head.end_stream:
+                    stream.reset(ErrorCode.NO_ERROR, "response complete")
+            elif head.websocket:
                 await forward_websocket(
                     stream, head, cap, tunnel=tunnel.name, target=tunnel.target,
                     rewrite_host=tunnel.config.host_header == "rewrite", insecure=tunnel.config.insecure,
