@@ -19,6 +19,7 @@ CORE_MODULES = [
     "devtunnel.capture.filters",
     "devtunnel.capture.diff",
     "devtunnel.export",
+    "devtunnel.values.request_head",
 ]
 
 

@@ -4,6 +4,7 @@ One rule set, applied by the relay to every head it parses and again by the agen
 request a relay sends it (a hostile or outdated relay included):
 
 - the method is an HTTP token;
+- the method is not ``CONNECT``;
 - the request target is origin-form (``/path?query``), or ``*`` for ``OPTIONS`` only.
   Absolute-form (``http://host/x``), authority-form (``host:port``) and anything else that
   does not start with ``/`` (``*@host:port/x``, ``@host/x``) are refused: glued after an
@@ -48,6 +49,8 @@ def target_problem(method: bytes, target: bytes) -> str | None:
 
     Accepted: origin-form, a target starting with ``/``, and ``*`` with ``OPTIONS``.
     """
+    if method == b"CONNECT":
+        return "CONNECT is not forwarded: a tunnel carries requests for its own service only"
     if target == b"*":
         if method == b"OPTIONS":
             return None
