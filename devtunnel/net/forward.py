@@ -24,6 +24,7 @@ from devtunnel.net.stream import TunnelStream
 from devtunnel.net.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
+from devtunnel.values.request_head import field_is_safe
 
 __all__ = ["Forwarder", "QuickAnswer", "Start", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
 
@@ -369,7 +370,7 @@ class Forwarder:
                 continue  # the relay answered it already
             elif lower == b"transfer-encoding":
                 continue  # we frame the body ourselves
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+            if not field_is_safe(name, value):
                 continue  # never let a header smuggle another line into the request
             out += (name, b": ", value, b"\r\n")
         if not saw_host:

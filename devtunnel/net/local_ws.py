@@ -21,6 +21,7 @@ from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
 from devtunnel.net.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
+from devtunnel.values.request_head import field_is_safe
 
 __all__ = ["forward_websocket"]
 
@@ -101,7 +102,9 @@ async def forward_websocket(
     uri = f"{scheme}://{target.authority}/"
     path = target.request_target(head.target).decode("latin-1")
     headers = [
-        (n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers if n.lower() not in _SKIP_REQUEST
+        (n.decode("latin-1"), v.decode("latin-1"))
+        for n, v in head.headers
+        if n.lower() not in _SKIP_REQUEST and field_is_safe(n, v)
     ]
     options: dict[str, Any] = {}
     public_host = next((v.decode("latin-1") for n, v in head.headers if n.lower() == b"host"), None)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["head_problem", "method_problem", "target_problem"]
+__all__ = ["field_is_safe", "head_problem", "method_problem", "target_problem"]
 
 # RFC 9110 5.6.2: token = 1*tchar.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -35,6 +35,16 @@ _SHOWN = 80  # characters of a refused value quoted back
 def _shown(value: bytes) -> str:
     text = value[:_SHOWN].decode("ascii", "backslashreplace")
     return repr(text + ("..." if len(value) > _SHOWN else ""))
+
+
+def field_is_safe(name: bytes, value: bytes) -> bool:
+    """Whether a header field can be written on a line of its own as ``name: value``.
+
+    A name holding ``:`` or any of CR, LF, NUL there would start another field or end the
+    head: such a field is dropped, never written.
+    """
+    return not (b":" in name or b"\r" in name or b"\n" in name or b"\0" in name
+                or b"\r" in value or b"\n" in value or b"\0" in value)
 
 
 def method_problem(method: bytes) -> str | None:

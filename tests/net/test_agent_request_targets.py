@@ -97,7 +97,8 @@ async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: py
                                    body=b"hello"))
             allowed[:] = [
                 request(b"GET", b"//127.0.0.1:%d/x" % second_port, (HOST,)),
-                request(b"GET", b"/ws?room=1", (HOST,), websocket=True),
+                request(b"GET", b"/ws?room=1", (HOST, (b"X-Evil", b"a\r\nInjected: 1"), (b"X:Y", b"v")),
+                        websocket=True),
                 request(b"OPTIONS", b"*", (HOST,)),
                 request(b"GET", b"/after", (HOST,)),
             ]
@@ -141,6 +142,7 @@ async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: py
     handshake = seen[2]
     assert handshake.header(b"authorization") == [] and handshake.header(b"host") == [b"victim.localhost"]
     assert b"admin.internal" not in raw and b"smuggled" not in raw and b"SECRET" not in raw
+    assert b"Injected" not in raw and b"X:Y" not in raw  # a header cannot add lines to the handshake either
     refused_records = [ex for ex in records if ex.error == "bad_request"]
     assert len(refused_records) == len(opened) - 5
     assert all(ex.status == 400 for ex in refused_records)

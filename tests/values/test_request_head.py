@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtunnel.values.request_head import head_problem, method_problem, target_problem
+from devtunnel.values.request_head import field_is_safe, head_problem, method_problem, target_problem
 
 HOST = (b"Host", b"app.localhost")
 
@@ -76,3 +76,12 @@ def test_an_accepted_target_is_a_path_or_options_star_and_cannot_end_the_request
         assert method_problem(method) is None and b" " not in method
         assert target.startswith(b"/") or (method, target) == (b"OPTIONS", b"*")
         assert not any(b in target for b in b" \r\n\t\x00")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "safe"),
+    [(b"X-A", b"1, 2", True), (b"X-A", b"caf\xc3\xa9", True), (b"X-Evil", b"a\r\nInjected: 1", False),
+     (b"X-Evil", b"a\nb", False), (b"X-Evil", b"a\x00", False), (b"X\r\nY", b"v", False), (b"X:Y", b"v", False)],
+)
+def test_a_field_is_safe_to_write_only_when_it_cannot_add_a_line(name: bytes, value: bytes, safe: bool) -> None:
+    assert field_is_safe(name, value) is safe
