@@ -134,7 +134,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._chunk_header = False  # a chunk header was parsed and no body bytes followed yet
-        self._trailer_pending = 0  # bytes received after it: chunk size lines and trailer fields
+        self._body_in_read = False  # body bytes were parsed from the current read
+        self._trailer_pending = 0  # bytes of reads holding no body, after a chunk header
 
     @classmethod
     def configured(
@@ -171,6 +172,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._unset_keepalive_if_required()
+        after_chunk_header = self._chunk_header
+        self._body_in_read = False
         self._feeding = True
         try:
             self.parser.feed_data(data)
@@ -199,15 +202,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._pending += len(data)
             if self._pending > self.max_head:
                 self._refuse_head()
-        elif self._chunk_header:
-            # No body bytes since a chunk header: a chunk size line, or the trailer section
-            # (which the parser buffers field by field). Bounded like a head.
+        elif after_chunk_header and self._chunk_header and not self._body_in_read:
+            # A whole read after a chunk header and no body in it: a chunk size line, or the
+            # trailer section, which the parser buffers field by field. Bounded like a head.
             self._trailer_pending += len(data)
             if self._trailer_pending > self.max_head:
                 self.logger.debug("Trailer section larger than %d bytes: connection dropped.", self.max_head)
                 self.abort()
-        else:
-            self._trailer_pending = 0
 
     # -- parser callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -250,7 +251,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._chunk_header = True
 
     def on_body(self, body: bytes) -> None:
-        self._chunk_header = False
+        self._chunk_header = self._body_in_read = False
+        self._trailer_pending = 0
         super().on_body(body)
 
     def on_message_complete(self) -> None:

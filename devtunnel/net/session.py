@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from websockets.exceptions import ConnectionClosedOK
 
 from devtunnel import __version__
-from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, TunnelError
+from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, StreamClosedError, TunnelError
 from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.forward import QuickAnswer, Start, answer_error
 from devtunnel.net.local_ws import forward_websocket
@@ -273,13 +273,13 @@ class Session:
                 tunnel.forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
             )
             return
-        self._spawn(stream, head, cap, start, refusal=problem)
+        if problem is not None:
+            self._refuse(stream, head, cap, problem)
+            return
+        self._spawn(stream, head, cap, start)
 
-    def _spawn(
-        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None,
-        *, refusal: str | None = None,
-    ) -> None:
-        task = self._loop.create_task(self._serve_stream(stream, head, cap, start, refusal))
+    def _spawn(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None) -> None:
+        task = self._loop.create_task(self._serve_stream(stream, head, cap, start))
         self.tasks[head.stream_id] = task
         task.add_done_callback(functools.partial(self._stream_done, stream, cap, start))
 
@@ -296,19 +296,32 @@ class Session:
         # As after a task: the record is built once the flush queued before it went out.
         self._loop.call_soon(quick.cap.finish)
 
+    def _refuse(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
+        """Answer a request that fails the head rule with 400; the local service never sees it."""
+        task = self._loop.create_task(self._answer_refusal(stream, head, cap, problem))
+        self.tasks[head.stream_id] = task
+        task.add_done_callback(functools.partial(self._stream_done, stream, cap, None))
+
+    async def _answer_refusal(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
+        log.debug("tunnel %s: stream %d refused: %s", self.tunnel.name, stream.stream_id, problem)
+        message = f"devtunnel refused to forward this request: {problem}\n"
+        try:
+            await answer_error(stream, cap, 400, "bad_request", message, head_only=head.method == b"HEAD")
+            if not head.end_stream:
+                stream.reset(ErrorCode.NO_ERROR, "response complete")
+        except asyncio.CancelledError:
+            pass  # reset by the relay or the session is ending: _stream_done records why
+        except StreamClosedError as exc:
+            cap.fail("client_gone", str(exc))
+        finally:
+            cap.end()
+
     async def _serve_stream(
-        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None,
-        refusal: str | None = None,
+        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
     ) -> None:
         tunnel = self.tunnel
         try:
-            if refusal is not None:
-                log.debug("tunnel %s: stream %d refused: %s", tunnel.name, stream.stream_id, refusal)
-                message = f"devtunnel refused to forward this request: {refusal}\n"
-                await answer_error(stream, cap, 400, "bad_request", message, head_only=head.method == b"HEAD")
-                if not head.end_stream:
-                    stream.reset(ErrorCode.NO_ERROR, "response complete")
-            elif head.websocket:
+            if head.websocket:
                 await forward_websocket(
                     stream, head, cap, tunnel=tunnel.name, target=tunnel.target,
                     rewrite_host=tunnel.config.host_header == "rewrite", insecure=tunnel.config.insecure,

@@ -8,7 +8,6 @@ relay answers every request (forwarded, or 4xx) and keeps serving.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 from collections.abc import Iterator

@@ -125,6 +125,19 @@ async def test_a_hostile_target_with_a_body_is_refused_however_the_body_arrives(
     assert_untouched(victim_service[1], second_service[1])
 
 
+async def test_a_hostile_request_pipelined_behind_a_good_one_ends_the_connection_after_its_answer(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen]
+) -> None:
+    host = tunnel.host("victim").encode()
+    good = b"GET /ok HTTP/1.1\r\nHost: %s\r\n\r\n" % host
+    bad = b"GET *@127.0.0.1:%d/x HTTP/1.1\r\nHost: %s\r\n\r\n" % (second_service[0], host)
+    raw = await raw_request(tunnel.relay.port, good + bad)
+    # One whole answer (a 400 written now would have landed inside it), then the relay closes.
+    assert raw.count(b"HTTP/1.1 ") == 1 and raw.endswith(b"victim"), raw
+    assert [r.target for r in victim_service[1].snapshot()[1]] == [b"/ok"]
+    assert second_service[1].snapshot()[0] == 0
+
+
 @pytest.mark.parametrize("upgrade", [False, True], ids=["plain", "upgrade"])
 async def test_a_target_starting_with_two_slashes_is_a_path_for_the_tunnels_own_service(
     tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen], upgrade: bool
@@ -198,7 +211,7 @@ async def test_an_upgrade_to_another_protocol_is_answered_as_http_then_the_conne
             raw = await reader.read(-1)
     finally:
         writer.close()
-    status, headers, body = parse_response(raw)
+    status, _, body = parse_response(raw)
     assert (status, body) == (200, b"victim")
     assert [r.target for r in victim_service[1].snapshot()[1]] == [b"/h2"]
     await async_wait_for(lambda: len(server.server_state.connections) == baseline, what="the connection to go")
@@ -258,6 +271,33 @@ async def test_a_trailer_section_larger_than_a_head_drops_the_connection(tmp_pat
         finally:
             await service.stop()
             await relay.stop()
+        assert seen.snapshot()[1] == []  # the request never ended: its trailer was cut off
+
+
+async def test_a_chunked_upload_whose_reads_end_after_chunk_headers_goes_through(tmp_path: Path) -> None:
+    """Only reads with no body bytes count towards the trailer limit: a read ending just after
+    a chunk header (body bytes, then the next chunk's size line) is an ordinary upload."""
+    with recording_service() as (port, seen):
+        relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN], max_head=4096))
+        await relay.start()
+        service = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
+        try:
+            await service.start_tunnel(TunnelConfig(target=str(port), name="victim"))
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"POST /upload HTTP/1.1\r\nHost: victim.localhost\r\nTransfer-Encoding: chunked\r\n"
+                         b"Connection: close\r\n\r\n2000\r\n")
+            for i in range(40):  # 8 KiB of body (twice the head limit), then the next size line
+                writer.write(bytes([65 + i % 26]) * 0x2000 + b"\r\n2000\r\n")
+                await writer.drain()
+            writer.write(b"z" * 0x2000 + b"\r\n0\r\n\r\n")
+            async with asyncio.timeout(10):
+                raw = await reader.read(-1)
+            writer.close()
+        finally:
+            await service.stop()
+            await relay.stop()
+        assert parse_response(raw)[0] == 200
+        assert seen.snapshot()[2].count(b"z" * 0x2000) == 1
 
 
 @pytest.mark.parametrize("arrives", ["no body", "body later", "upgrade"])
