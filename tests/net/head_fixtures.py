@@ -101,7 +101,10 @@ def recording_service(body: bytes = b"ok") -> Iterator[tuple[int, Seen]]:
         except ConnectionError:
             pass
         finally:
-            writer.close()
+            try:
+                writer.close()
+            except RuntimeError:
+                pass  # the service stopped (its loop closed) with this connection still open
 
     with raw_server(handle) as port:
         yield port, seen
