@@ -33,7 +33,8 @@ _SHOWN = 80  # characters of a refused value quoted back
 
 
 def _shown(value: bytes) -> str:
-    text = value[:_SHOWN].decode("ascii", "backslashreplace")
+    """``value`` quoted for a message: repr() escapes control and format characters."""
+    text = value[:_SHOWN].decode("utf-8", "backslashreplace")
     return repr(text + ("..." if len(value) > _SHOWN else ""))
 
 

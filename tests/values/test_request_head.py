@@ -52,6 +52,8 @@ def test_anything_else_is_refused_with_a_reason(method: bytes, target: bytes, wh
 def test_a_refused_value_is_quoted_short_and_printable() -> None:
     problem = target_problem(b"GET", b"http://x/" + b"\x1b[31m" * 100)
     assert problem is not None and "\x1b" not in problem and len(problem) < 200
+    problem = target_problem(b"GET", "x\u202e\u00e9\x85".encode() + b"\xff")
+    assert problem is not None and problem.isprintable() and "\u00e9" in problem
 
 
 def test_two_host_headers_are_refused_whatever_their_case() -> None:
