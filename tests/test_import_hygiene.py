@@ -22,6 +22,7 @@ CORE_MODULES = [
     "devtunnel.ngrok_config",
     "devtunnel.webhooks",
     "devtunnel.via",
+    "devtunnel.values.request_head",
 ]
 
 

@@ -20,6 +20,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from devtunnel.net.sizes import format_size
+from devtunnel.values.request_head import head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
 CONNECTION_EXTENSION = "devtunnel.connection"
@@ -29,6 +30,10 @@ RAW_HEADERS_EXTENSION = "devtunnel.raw_headers"
 
 class _HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing an oversized head."""
+
+
+class _BadHead(Exception):
+    """Raised inside a parser callback to stop parsing a head that must not be forwarded."""
 
 
 def _plain_response(status_line: bytes, text: str) -> bytes:
@@ -103,6 +108,12 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     it: it returns True when it took the request over (``relay_proxy.DirectExchange`` answers
     it from callbacks, through the same response cycle). A request whose head arrives in a
     read is offered once that whole read is parsed, so a body that came with the head is there.
+
+    Every head is checked before anything routes it (``values.request_head.head_problem``):
+    a target that is not origin-form, two Host headers or an upgrade request with a body get
+    400 and the connection closes. Trailer fields of a chunked body are dropped (they never
+    join the headers) and bounded like a head. A request asking to switch to a protocol other
+    than WebSocket is answered as plain HTTP, then the connection closes.
     """
 
     max_head: int = 64 * 1024
@@ -122,6 +133,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._pending = 0  # bytes received while the head stays incomplete
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._chunk_header = False  # a chunk header was parsed and no body bytes followed yet
+        self._body_in_read = False  # body bytes were parsed from the current read
+        self._trailer_pending = 0  # bytes of reads holding no body, after a chunk header
 
     @classmethod
     def configured(
@@ -158,6 +172,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._unset_keepalive_if_required()
+        after_chunk_header = self._chunk_header
+        self._body_in_read = False
         self._feeding = True
         try:
             self.parser.feed_data(data)
@@ -165,11 +181,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
-                self._unsupported_upgrade_warning()
+                self._close_after_response()
             return
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse_head()
+            elif isinstance(exc.__context__, _BadHead):
+                self._refuse_bad_head(str(exc.__context__))
             else:
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
@@ -184,6 +202,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._pending += len(data)
             if self._pending > self.max_head:
                 self._refuse_head()
+        elif after_chunk_header and self._chunk_header and not self._body_in_read:
+            # A whole read after a chunk header and no body in it: a chunk size line, or the
+            # trailer section, which the parser buffers field by field. Bounded like a head.
+            self._trailer_pending += len(data)
+            if self._trailer_pending > self.max_head:
+                self.logger.debug("Trailer section larger than %d bytes: connection dropped.", self.max_head)
+                self.abort()
 
     # -- parser callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -203,6 +228,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer field: never a header of the request (RFC 9110 6.5.1)
         self._count(len(name) + len(value) + 4)
         self._raw_headers.append((name, value))
         super().on_header(name, value)
@@ -210,10 +237,27 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        self._chunk_header = False
+        self._trailer_pending = 0
+        problem = head_problem(self.parser.get_method(), self.url, self._raw_headers, upgrade=self.parser.should_upgrade())
+        if problem is not None:
+            raise _BadHead(problem)
         cycle = self.cycle
         super().on_headers_complete()
         if self.cycle is not cycle and self.cycle is not None:
             self.cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+
+    def on_chunk_header(self) -> None:
+        self._chunk_header = True
+
+    def on_body(self, body: bytes) -> None:
+        self._chunk_header = self._body_in_read = False
+        self._trailer_pending = 0
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._chunk_header = False
+        super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if self._feeding:
@@ -245,6 +289,34 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         text = f"request head larger than {format_size(self.max_head)}\n"
         self.transport.write(_plain_response(b"HTTP/1.1 431 Request Header Fields Too Large\r\n", text))
         self.transport.close()
+
+    def _refuse_bad_head(self, problem: str) -> None:
+        """Answer a head that must not be forwarded with 400, and close the connection.
+
+        Behind a response still being sent (pipelining), the connection closes once it is
+        sent instead: a 400 written now would land inside it.
+        """
+        self._refused = True
+        self.logger.debug("Request refused: %s", problem)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            return
+        self.transport.write(_plain_response(b"HTTP/1.1 400 Bad Request\r\n", f"{problem}\n"))
+        self.transport.close()
+
+    def _close_after_response(self) -> None:
+        """The request asked to switch to a protocol the relay does not speak (``h2c`` ...).
+
+        It is answered as plain HTTP; then the connection closes, since what follows on it
+        is not HTTP. Until then anything the client sends is ignored.
+        """
+        self._refused = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+        else:
+            self.transport.close()
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)

@@ -21,6 +21,7 @@ from devtunnel.net.relay_tunnel import Stream, Tunnel
 from devtunnel.net.sizes import format_size
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import StreamReset, WebSocketClosed
+from devtunnel.values.request_head import head_problem
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -48,6 +49,13 @@ def _client_ip(scope: Scope) -> str:
 def _target(scope: Scope) -> bytes:
     query = scope.get("query_string")
     return scope["raw_path"] + b"?" + query if query else scope["raw_path"]
+
+
+def _head_problem(scope: Scope) -> str | None:
+    """Why this request must not be forwarded, or None (the HTTP protocol checked it already;
+    this keeps the rule when the application is served some other way)."""
+    method = scope.get("method", "GET").encode("latin-1")
+    return head_problem(method, _target(scope), scope["headers"])
 
 
 def _body_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, bool]:
@@ -105,6 +113,8 @@ class HttpForwarder:
         if cycle.more_body or cycle.waiting_for_100_continue or tunnel.draining or tunnel.closed:
             return False
         scope: Scope = cycle.scope  # type: ignore[assignment]
+        if _head_problem(scope) is not None:
+            return False
         body = cycle.body
         conn = tunnel.conn
         if len(body) > conn.new_stream_window or (self.max_body and len(body) > self.max_body):
@@ -129,6 +139,10 @@ class HttpForwarder:
 
     async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         """Forward one request to ``tunnel`` and stream its response back."""
+        problem = _head_problem(scope)
+        if problem is not None:
+            await send_plain(send, 400, f"{problem}\n", close=True)
+            return
         length, chunked = _body_length(scope["headers"])
         if self.max_body and length > self.max_body:
             text = f"request body of {length} bytes is larger than the relay's limit of {format_size(self.max_body)}\n"
@@ -445,6 +459,10 @@ class WebSocketForwarder:
     async def _forward(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
+            return
+        problem = _head_problem(scope)
+        if problem is not None:
+            await _deny(send, 400, f"{problem}\n")
             return
         conn = tunnel.conn
         ip = _client_ip(scope)

@@ -24,10 +24,11 @@ from devtunnel.errors import (
     NameTakenError,
     ProtocolError,
     RelayUnreachableError,
+    StreamClosedError,
     TunnelError,
 )
 from devtunnel.net.agent_socket import TunnelSocket
-from devtunnel.net.forward import QuickAnswer, Start
+from devtunnel.net.forward import QuickAnswer, Start, answer_error
 from devtunnel.net.local_ws import forward_websocket
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
@@ -43,6 +44,7 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
+from devtunnel.values.request_head import head_problem
 
 if TYPE_CHECKING:
     from devtunnel.net.agent import Tunnel
@@ -274,9 +276,12 @@ class Session:
 
     def _open(self, head: RequestReceived) -> None:
         tunnel = self.tunnel
+        # Checked here as at the relay: a relay (hostile, or older) must not make the agent
+        # send anything but a path to the local service.
+        problem = head_problem(head.method, head.target, head.headers, upgrade=head.websocket)
         # An HTTP request goes out on a kept-alive local connection first thing: the local
         # service works on it while the rest is set up (and before a task could run).
-        start = None if head.websocket else tunnel.forwarder.start(head)
+        start = None if head.websocket or problem else tunnel.forwarder.start(head)
         stream = TunnelStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
         tunnel.requests += 1
@@ -285,6 +290,9 @@ class Session:
             self.quick[head.stream_id] = QuickAnswer(
                 tunnel.forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
             )
+            return
+        if problem is not None:
+            self._refuse(stream, head, cap, problem)
             return
         self._spawn(stream, head, cap, start)
 
@@ -305,6 +313,26 @@ class Session:
         quick.cap.end()
         # As after a task: the record is built once the flush queued before it went out.
         self._loop.call_soon(quick.cap.finish)
+
+    def _refuse(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
+        """Answer a request that fails the head rule with 400; the local service never sees it."""
+        task = self._loop.create_task(self._answer_refusal(stream, head, cap, problem))
+        self.tasks[head.stream_id] = task
+        task.add_done_callback(functools.partial(self._stream_done, stream, cap, None))
+
+    async def _answer_refusal(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
+        log.debug("tunnel %s: stream %d refused: %s", self.tunnel.name, stream.stream_id, problem)
+        message = f"devtunnel refused to forward this request: {problem}\n"
+        try:
+            await answer_error(stream, cap, 400, "bad_request", message, head_only=head.method == b"HEAD")
+            if not head.end_stream:
+                stream.reset(ErrorCode.NO_ERROR, "response complete")
+        except asyncio.CancelledError:
+            pass  # reset by the relay or the session is ending: _stream_done records why
+        except StreamClosedError as exc:
+            cap.fail("client_gone", str(exc))
+        finally:
+            cap.end()
 
     async def _serve_stream(
         self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
