@@ -23,7 +23,8 @@ from devtunnel import __version__
 from devtunnel.errors import ConfigError, ProtocolError
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
-from devtunnel.net.relay_proxy import HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
+from devtunnel.net.relay_log import PeerErrorLog
+from devtunnel.net.relay_proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
 from devtunnel.net.relay_tunnel import Tunnel, send_last_words
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
@@ -73,6 +74,13 @@ class RelaySettings:
     """Seconds to wait for a pong before dropping the agent and freeing its name."""
     max_streams: int = DEFAULT_MAX_STREAMS
     """Concurrent requests per tunnel; more get 503."""
+    body_timeout: float = 30.0
+    """Seconds a request body may go without a byte arriving before it is dropped (408)."""
+    client_share: float = 0.25
+    """Fraction of a tunnel's ``max_streams`` one client address may hold at once; more get 429.
+    Not applied when ``embedded``: every client of a loopback relay has the same address."""
+    log_interval: float = 10.0
+    """Seconds between log lines of one kind about peers' bad input (the rest are summarised)."""
     shutdown_timeout: float = 3.0
     """Seconds ``stop`` waits for requests in flight."""
 
@@ -99,10 +107,18 @@ class Relay:
         self._public = urlsplit(settings.public_url) if settings.public_url else None
         proto = "https" if settings.tls or (self._public is not None and self._public.scheme == "https") else "http"
         self._scheme = proto
-        self._forward_http = HttpForwarder(max_body=settings.max_body, proto=proto)
-        self._forward_ws = WebSocketForwarder(proto=proto)
         # Inside the agent, its own output already says when a tunnel comes and goes.
         self._log_level = logging.DEBUG if settings.embedded else logging.INFO
+        self._peer_errors = PeerErrorLog(log, settings.log_interval)
+        self._slots = ClientSlots(client_limit(settings))
+        self._forward_http = HttpForwarder(
+            max_body=settings.max_body,
+            proto=proto,
+            body_timeout=settings.body_timeout,
+            slots=self._slots,
+            peer_errors=self._peer_errors,
+        )
+        self._forward_ws = WebSocketForwarder(proto=proto, slots=self._slots, peer_errors=self._peer_errors)
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
@@ -127,8 +143,10 @@ class Relay:
         s = self.settings
         config = uvicorn.Config(
             self,
-            http=HeadLimitedHttpProtocol.configured(s.max_head, s.head_timeout, direct=self._direct),
-            ws=DeadPeerWebSocketProtocol,
+            http=HeadLimitedHttpProtocol.configured(
+                s.max_head, s.head_timeout, direct=self._direct, peer_errors=self._peer_errors
+            ),
+            ws=DeadPeerWebSocketProtocol.configured(self._peer_errors),
             ws_max_size=WS_MAX_SIZE,
             ws_per_message_deflate=False,
             ws_ping_interval=s.ping_interval,
@@ -167,6 +185,7 @@ class Relay:
         if server is not None:
             await server.shutdown(sockets=[self._socket] if self._socket else None)
         self._socket = None
+        self._peer_errors.close()
 
     def public_url_for(self, name: str) -> str:
         """The public URL of tunnel ``name``, e.g. ``https://name.tunnel.example.com``."""
@@ -247,7 +266,7 @@ class Relay:
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, f"no HELLO within {self.settings.head_timeout:g} s")
             return
         except ProtocolError as exc:
-            log.log(self._log_level, "agent %s refused: %s", peer, exc)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, exc)
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc))  # keeps a GOAWAY already queued
             return
         if hello is None:
@@ -255,13 +274,13 @@ class Relay:
         token, refusal = self._admit(hello)
         if refusal is not None:
             code, reason = refusal
-            log.log(self._log_level, "agent %s refused: %s", peer, reason)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
             await _refuse(conn, send, code, reason)
             return
         name, refusal = self._pick_name(hello.name, token)
         if refusal is not None:
             code, reason = refusal
-            log.log(self._log_level, "agent %s refused: %s", peer, reason)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
             await _refuse(conn, send, code, reason)
             return
         # Take the name before any await, so no other agent can slip in between.
@@ -389,6 +408,14 @@ async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str) ->
     conn.send_goaway(code, reason)
     close = {"type": "websocket.close", "code": 1008 if code == ErrorCode.AUTH_FAILED else 1000}
     await send_last_words(send, [{"type": "websocket.send", "bytes": conn.data_to_send()}, close])
+
+
+def client_limit(settings: RelaySettings) -> int | None:
+    """Streams of one tunnel one client address may hold at once (``client_share`` of
+    ``max_streams``); None when that is the whole tunnel anyway."""
+    if settings.embedded or settings.client_share >= 1:
+        return None
+    return max(1, int(settings.max_streams * settings.client_share))
 
 
 def _host(headers: list[tuple[bytes, bytes]]) -> bytes:
