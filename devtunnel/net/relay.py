@@ -333,6 +333,10 @@ class Relay:
 
     def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
         """The token the agent is known by, or why it is refused."""
+        try:
+            hello.token.encode()
+        except UnicodeEncodeError:  # JSON can spell lone surrogates
+            return "", (ErrorCode.AUTH_FAILED, "token refused: it is not valid Unicode text")
         if self.settings.embedded:
             return hello.token, None
         if not hello.token:

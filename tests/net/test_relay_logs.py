@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import websockets
 
 from devtunnel.net.relay import CONNECT_PATH, Relay
 from devtunnel.net.relay_log import PeerErrorLog
+from devtunnel.protocol import frames
 from devtunnel.protocol.events import WebSocketClosed
 from tests.helpers import async_wait_for, free_port
 from tests.net._relay_agent import AgentRequest, connect_agent, running_relay
@@ -191,3 +193,41 @@ def test_peer_error_log_writes_the_first_line_and_a_summary_per_kind(caplog: pyt
         (logging.WARNING, "99 more invalid HTTP requests in the last 10 s"),
         (logging.INFO, "agent 10.0.0.1:6 refused: token refused"),
     ]
+
+
+def _hello(json_text: bytes) -> bytes:
+    return frames.frame(frames.HELLO, 0, 0, json_text)
+
+
+HOSTILE_HELLOS = [
+    _hello(b'{"versions":[1],"token":"\\ud800","name":"demo","info":{}}'),  # a lone surrogate
+    _hello(b'{"versions":[1],"token":"s3cret-token","name":"\\udfff","info":{}}'),
+    _hello(b'{"versions":[1],"token":"s3cret-token","name":"demo","info":{"max_streams":1e400}}'),
+    _hello(b'{"versions":[1],"token":"s3cret-token","name":"demo","info":{"initial_window":-1}}'),
+    _hello(b'{"versions":["1"],"token":5,"name":[],"info":[]}'),
+    _hello(b'[' * 5000 + b']' * 5000),
+    _hello(b'\xff\xfe{"versions":[1]}'),
+    frames.frame(frames.HELLO, 0, 7, b"{}"),
+    b"\x00",
+    b"\xff" * 64,
+]
+
+
+async def test_hostile_handshakes_are_refused_with_one_line_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    rng = random.Random(10)
+    payloads = HOSTILE_HELLOS + [rng.randbytes(rng.randint(1, 200)) for _ in range(20)]
+    async with running_relay(head_timeout=0.3) as relay:  # a frame cut short waits for the rest until then
+        for payload in payloads:
+            async with websockets.connect(f"ws://127.0.0.1:{relay.port}{CONNECT_PATH}", ping_interval=None) as ws:
+                await ws.send(payload)
+                try:
+                    await asyncio.wait_for(ws.recv(), 10)  # a GOAWAY saying why, or the close
+                except websockets.ConnectionClosed:
+                    pass
+        assert relay.tunnels == []
+    assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records if r.exc_info]
+    refusals = [r.getMessage() for r in relay_records(caplog) if "refused" in r.getMessage()]
+    assert len(refusals) == 2, refusals  # the first, then the summary written as the relay stops
+    assert refusals[0].endswith("refused: token refused: it is not valid Unicode text")
+    assert re.fullmatch(r"\d+ more agents refused in the last 10 s", refusals[1])
