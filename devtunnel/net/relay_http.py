@@ -144,7 +144,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         # staticmethod: a plain function stored on the class would be bound to each instance.
         attrs = {"max_head": max_head, "head_timeout": head_timeout, "direct": staticmethod(direct) if direct else None}
         if peer_errors is not None:
-            attrs["peer_errors"] = peer_errors
+            attrs["peer_errors"] = peer_errors  # type: ignore[assignment]
         return type(cls.__name__, (cls,), attrs)
 
     # -- connection ------------------------------------------------------------------

@@ -12,6 +12,7 @@ No client holds a tunnel's streams for free: a request body that stops arriving 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -61,10 +62,11 @@ class ClientSlots:
 
     One address (a slowloris, a runaway script) must not take every stream of a tunnel and
     leave the others 503s: past its share it gets 429 while other addresses are still served.
+    An IPv6 client counts by its /64, the block one host or site usually has to itself.
     With ``limit`` None nothing is counted (a tunnel's own limit still applies: 503).
     """
 
-    __slots__ = ("limit", "_held")
+    __slots__ = ("_held", "limit")
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
@@ -74,7 +76,7 @@ class ClientSlots:
         """Count one more stream of ``tunnel`` for ``ip``; False (nothing counted) past the limit."""
         if self.limit is None:
             return True
-        key = (tunnel, ip)
+        key = (tunnel, client_key(ip))
         held = self._held.get(key, 0)
         if held >= self.limit:
             return False
@@ -85,7 +87,7 @@ class ClientSlots:
         """The stream counted by ``take`` is over."""
         if self.limit is None:
             return
-        key = (tunnel, ip)
+        key = (tunnel, client_key(ip))
         held = self._held.get(key, 0) - 1
         if held > 0:
             self._held[key] = held
@@ -94,7 +96,22 @@ class ClientSlots:
 
     def held(self, tunnel: Tunnel, ip: str) -> int:
         """Streams of ``tunnel`` that ``ip`` holds now."""
-        return self._held.get((tunnel, ip), 0)
+        return self._held.get((tunnel, client_key(ip)), 0)
+
+
+def client_key(ip: str) -> str:
+    """What a client address counts as: itself for IPv4, its /64 for IPv6 (an IPv4 address
+    mapped into IPv6, as a dual-stack listener sees IPv4 clients, counts as the IPv4 one)."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def _over_share(tunnel: Tunnel, ip: str, slots: ClientSlots, peer_errors: PeerErrorLog) -> str:
@@ -236,7 +253,9 @@ class HttpForwarder:
         client: HeadLimitedHttpProtocol | None = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
         if client is not None:
             client.lost_callback = stream.on_client_gone
-        uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive, ip)) if has_body else None
+        uploader = None
+        if has_body:
+            uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive, ip))
         responded = False
         try:
             responded = await self._respond(tunnel, stream, scope, send, client)
@@ -584,7 +603,9 @@ class WebSocketForwarder:
         finally:
             self.slots.give_back(tunnel, ip)
 
-    async def _pass_through(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes, ip: str) -> None:
+    async def _pass_through(
+        self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes, ip: str
+    ) -> None:
         conn = tunnel.conn
         fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
         try:

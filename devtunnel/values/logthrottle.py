@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 
 class _Window:
-    __slots__ = ("end", "count")
+    __slots__ = ("count", "end")
 
     def __init__(self, end: float) -> None:
         self.end = end

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from devtunnel.net.relay import Relay, RelaySettings, client_limit
+from devtunnel.net.relay_proxy import client_key
 from devtunnel.protocol.events import StreamReset
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, echo, running_relay
@@ -203,7 +204,7 @@ async def test_slow_uploads_from_one_address_leave_the_tunnel_to_the_others() ->
                 seen = len(agent.requests)
                 writer.write(b"POST / HTTP/1.1\r\n" + HOST + b"Connection: close\r\nContent-Length: 6\r\n\r\nhel")
                 await writer.drain()
-                await async_wait_for(lambda: len(agent.requests) > seen, what="the streamed upload to start")
+                await async_wait_for(lambda seen=seen: len(agent.requests) > seen, what="the streamed upload to start")
                 writer.write(b"lo!")
                 status, _, body = parse_response(await read_to_close(reader))
                 writer.close()
@@ -255,11 +256,12 @@ async def test_websockets_count_towards_an_address_share() -> None:
                 b"GET /ws HTTP/1.1\r\n" + HOST + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             )
-            reader, writer = await open_from(relay, ATTACKER)
+            _, writer = await open_from(relay, ATTACKER)
             writer.write(upgrade)
             await async_wait_for(lambda: len(agent.requests) == 1, what="the WebSocket to reach the agent")
             status, headers, body = await request_from(relay, ATTACKER, upgrade)
             assert status == 429
+            assert body.startswith(b"too many requests from 127.0.0.1")
             assert (b"retry-after", b"1") in [(n.lower(), v) for n, v in headers]
             status, _, _ = await request_from(relay, LEGIT, b"GET / HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
             assert status == 200
@@ -282,3 +284,19 @@ async def test_websockets_count_towards_an_address_share() -> None:
 )
 def test_an_address_share_is_a_fraction_of_the_tunnel_never_zero(settings: RelaySettings, limit: int | None) -> None:
     assert client_limit(settings) == limit
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),  # the same /64: the same client
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # IPv4 seen by a dual-stack listener
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::1", "::/64"),
+        ("", ""),
+    ],
+)
+def test_a_client_counts_by_its_ipv4_address_or_its_ipv6_64(ip: str, key: str) -> None:
+    assert client_key(ip) == key
