@@ -12,6 +12,7 @@ import pytest
 FORBIDDEN = ("asyncio", "textual", "uvicorn", "websockets", "httpx", "starlette")
 
 CORE_MODULES = [
+    "devtunnel.values.logthrottle",
     "devtunnel.protocol",
     "devtunnel.capture",
     "devtunnel.capture.model",
@@ -19,8 +20,6 @@ CORE_MODULES = [
     "devtunnel.capture.filters",
     "devtunnel.capture.diff",
     "devtunnel.export",
-    "devtunnel.values",
-    "devtunnel.values.logthrottle",
 ]
 
 

@@ -26,7 +26,7 @@ from devtunnel.net.relay_http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION
 from devtunnel.net.relay_log import PeerErrorLog
 from devtunnel.net.relay_tunnel import Stream, Tunnel
 from devtunnel.net.sizes import format_size
-from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.connection import Connection, ErrorCode
 from devtunnel.protocol.events import StreamReset, WebSocketClosed
 
 log = logging.getLogger("devtunnel.relay")
@@ -594,19 +594,19 @@ class WebSocketForwarder:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
+        conn = tunnel.conn
         ip = _client_ip(scope)
         if not self.slots.take(tunnel, ip):
             await _deny(send, 429, _over_share(tunnel, ip, self.slots, self.peer_errors), [_RETRY_AFTER])
             return
         try:
-            await self._pass_through(tunnel, scope, receive, send, host, ip)
+            await self._pass_through(tunnel, conn, scope, receive, send, host, ip)
         finally:
             self.slots.give_back(tunnel, ip)
 
     async def _pass_through(
-        self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes, ip: str
+        self, tunnel: Tunnel, conn: Connection, scope: Scope, receive: Receive, send: Send, host: bytes, ip: str
     ) -> None:
-        conn = tunnel.conn
         fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
         try:
             stream_id = conn.open_request(
