@@ -146,7 +146,7 @@ class Relay:
             http=HeadLimitedHttpProtocol.configured(
                 s.max_head, s.head_timeout, direct=self._direct, peer_errors=self._peer_errors
             ),
-            ws=DeadPeerWebSocketProtocol.configured(self._peer_errors),
+            ws=DeadPeerWebSocketProtocol.logging_to(self._peer_errors),
             ws_max_size=WS_MAX_SIZE,
             ws_per_message_deflate=False,
             ws_ping_interval=s.ping_interval,

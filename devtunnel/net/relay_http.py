@@ -305,8 +305,8 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     peer_errors: PeerErrorLog = _PEER_ERRORS
 
     @classmethod
-    def configured(cls, peer_errors: PeerErrorLog) -> type[DeadPeerWebSocketProtocol]:
-        """A subclass logging peers' mistakes to ``peer_errors``, to pass as ``ws=`` to ``uvicorn.Config``."""
+    def logging_to(cls, peer_errors: PeerErrorLog) -> type[DeadPeerWebSocketProtocol]:
+        """A subclass (of this class or a configured one) logging peers' mistakes to ``peer_errors``."""
         return type(cls.__name__, (cls,), {"peer_errors": peer_errors})
 
     def send_receive_event_to_app(self) -> None:
