@@ -11,9 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtunnel.commands.relay import is_loopback, parse_listen
+from devtunnel.cli import build_parser
+from devtunnel.commands.config import resolve_relay
+from devtunnel.commands.relay import is_loopback, parse_listen, settings_from_args
 from devtunnel.errors import ConfigError
 from devtunnel.net.names import random_name, validate_name
+from devtunnel.net.relay import RelaySettings
 from devtunnel.net.sizes import format_size, parse_size
 from tests.helpers import free_port, wait_for
 
@@ -190,3 +193,20 @@ def test_listen_addresses_parse(text: str, expected: tuple[str, int]) -> None:
 def test_only_loopback_addresses_may_go_without_a_token() -> None:
     assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::", "example.com")] == [
         True, True, True, False, False, False]
+
+
+
+def test_body_timeout_and_client_share_flags_reach_the_relay_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no project or user file sets anything
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+
+    def settings(*flags: str) -> RelaySettings:
+        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
+
+    given = settings("--body-timeout", "0.5", "--client-share", "0.5")
+    assert (given.body_timeout, given.client_share) == (0.5, 0.5)
+    defaults = settings()
+    assert (defaults.body_timeout, defaults.client_share) == (30.0, 0.25)
