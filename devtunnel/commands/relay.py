@@ -73,10 +73,10 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
             raise ConfigError(f"{flag} {path}: no such file")
     if not args.head_timeout > 0:
         raise ConfigError(f"--head-timeout {args.head_timeout}: must be more than 0 seconds")
-    body_timeout = 30.0 if getattr(args, "body_timeout", None) is None else args.body_timeout
+    body_timeout = _given(args, "body_timeout", RelaySettings.body_timeout)
     if not 0 < body_timeout < float("inf"):
         raise ConfigError(f"--body-timeout {body_timeout}: must be more than 0 seconds")
-    client_share = 0.25 if getattr(args, "client_share", None) is None else args.client_share
+    client_share = _given(args, "client_share", RelaySettings.client_share)
     if not 0 < client_share <= 1:
         raise ConfigError(f"--client-share {client_share}: must be more than 0 and at most 1, e.g. 0.25")
     if args.public_url:
@@ -99,6 +99,11 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         client_share=client_share,
         public_url=args.public_url,
     )
+
+
+def _given(args: argparse.Namespace, name: str, default: float) -> float:
+    value = getattr(args, name, None)
+    return default if value is None else float(value)
 
 
 async def serve(settings: RelaySettings) -> None:

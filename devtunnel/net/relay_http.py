@@ -27,7 +27,7 @@ from devtunnel.net.sizes import format_size
 CONNECTION_EXTENSION = "devtunnel.connection"
 #: Key of the ASGI scope extension with the request headers as received (names not lowercased).
 RAW_HEADERS_EXTENSION = "devtunnel.raw_headers"
-# Protocols a relay has not configured (``configured()``) log peers' mistakes here.
+# Protocols a relay has not given its own log (``configured``, ``logging_to``) log peers' mistakes here.
 _PEER_ERRORS = PeerErrorLog(logging.getLogger("devtunnel.relay"))
 
 
