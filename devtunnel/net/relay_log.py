@@ -43,14 +43,15 @@ class PeerErrorLog:
         self._clock = clock
         self._levels: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def log(self, kind: str, level: int, message: str, *args: object) -> None:
         """Write ``message % args`` unless a line of ``kind`` was written within the interval."""
         self._levels[kind] = level
         if self._throttle.admit(kind):
             self.logger.log(level, message, *args)
-        elif self._timer is None:
-            self._arm()
+        elif self._timer is None or self._timer_loop is not _running_loop():
+            self._arm()  # none yet, or one on a loop that is gone (a process runs one relay at a time)
 
     def flush(self) -> None:
         """Write the summaries that are due (the timer calls this; so can a test)."""
@@ -74,11 +75,18 @@ class PeerErrorLog:
 
     def _arm(self) -> None:
         due = self._throttle.next_due()
-        if due is None:
+        loop = _running_loop()
+        if due is None or loop is None:  # no loop: a test calling log directly flushes by hand
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a test calling log directly): flush() is called by hand
-            return
+        if self._timer is not None:
+            self._timer.cancel()
         # A hair late rather than early: the loop's clock and ours may round differently.
         self._timer = loop.call_later(max(0.0, due - self._clock()) + 0.001, self.flush)
+        self._timer_loop = loop
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

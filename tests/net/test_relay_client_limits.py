@@ -300,3 +300,21 @@ def test_an_address_share_is_a_fraction_of_the_tunnel_never_zero(settings: Relay
 )
 def test_a_client_counts_by_its_ipv4_address_or_its_ipv6_64(ip: str, key: str) -> None:
     assert client_key(ip) == key
+
+
+async def test_the_embedded_relay_drops_stalled_bodies_but_lets_its_one_address_use_every_stream() -> None:
+    async with running_relay(embedded=True, tokens=(), max_streams=4, body_timeout=0.3) as relay:
+        agent = await connect_agent(relay, token="", handler=lambda request: asyncio.sleep(0))
+        try:
+            writers = []
+            for _ in range(4):  # a whole tunnel from 127.0.0.1, where a public relay would allow one
+                reader, writer = await start_slow_upload(relay)
+                writers.append(writer)
+            await async_wait_for(lambda: len(agent.requests) == 4, what="four uploads to reach the agent")
+            status, _, body = parse_response(await read_to_close(reader))
+            assert status == 408
+            assert b"no request body for 0.3 s" in body
+        finally:
+            for writer in writers:
+                writer.close()
+            await agent.close()
