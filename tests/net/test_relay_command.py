@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -210,3 +211,29 @@ def test_body_timeout_and_client_share_flags_reach_the_relay_settings(
     assert (given.body_timeout, given.client_share) == (0.5, 0.5)
     defaults = settings()
     assert (defaults.body_timeout, defaults.client_share) == (30.0, 0.25)
+
+
+def test_relay_server_section_sets_body_timeout_and_client_share_unless_flags_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\nbody_timeout = 5\nclient_share = 0.5\n")
+
+    def settings(*flags: str) -> RelaySettings:
+        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
+
+    from_file = settings()
+    assert (from_file.body_timeout, from_file.client_share) == (5.0, 0.5)
+    from_flags = settings("--body-timeout", "7", "--client-share", "1")
+    assert (from_flags.body_timeout, from_flags.client_share) == (7.0, 1.0)
+
+
+def test_a_client_share_out_of_range_in_the_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\nclient_share = 2\n")
+    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "relay_server.client_share: expected a fraction more than 0 and at most 1, got 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
