@@ -72,6 +72,8 @@ examples:
     p.add_argument("--max-body", metavar="SIZE", help="largest request body, e.g. 10mb (default: unlimited)")
     p.add_argument("--head-timeout", type=float, metavar="SECONDS", help="drop clients that take longer to send a request head (default: 10)")
     p.add_argument("--public-url", metavar="URL", help="public base URL when behind a TLS proxy, e.g. https://tunnel.example.com")
+    p.add_argument("--body-timeout", type=float, metavar="SECONDS", help="drop a request body (408) after this long without a byte (default: 30)")
+    p.add_argument("--client-share", type=float, metavar="FRACTION", help="share of a tunnel's concurrent requests one client address may hold; more get 429 (default: 0.25; 1 turns it off)")
 
     # http ------------------------------------------------------------------------
     p = sub.add_parser(

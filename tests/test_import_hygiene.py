@@ -12,6 +12,7 @@ import pytest
 FORBIDDEN = ("asyncio", "textual", "uvicorn", "websockets", "httpx", "starlette")
 
 CORE_MODULES = [
+    "devtunnel.values.logthrottle",
     "devtunnel.protocol",
     "devtunnel.capture",
     "devtunnel.capture.model",

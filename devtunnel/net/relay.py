@@ -23,7 +23,8 @@ from devtunnel import __version__
 from devtunnel.errors import ConfigError, ProtocolError
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
-from devtunnel.net.relay_proxy import HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
+from devtunnel.net.relay_log import PeerErrorLog
+from devtunnel.net.relay_proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
 from devtunnel.net.relay_tunnel import BufferBudget, Tunnel, send_last_words
 from devtunnel.net.relay_ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
@@ -74,6 +75,13 @@ class RelaySettings:
     """Seconds to wait for a pong before dropping the agent and freeing its name."""
     max_streams: int = DEFAULT_MAX_STREAMS
     """Concurrent requests per tunnel; more get 503."""
+    body_timeout: float = 30.0
+    """Seconds a request body may go without a byte arriving before it is dropped (408)."""
+    client_share: float = 0.25
+    """Fraction of a tunnel's ``max_streams`` one client address may hold at once; more get 429.
+    Not applied when ``embedded``: every client of a loopback relay has the same address."""
+    log_interval: float = 10.0
+    """Seconds between log lines of one kind about peers' bad input (the rest are summarised)."""
     shutdown_timeout: float = 3.0
     """Seconds ``stop`` waits for requests in flight."""
     name_check_timeout: float = 2.0
@@ -113,10 +121,18 @@ class Relay:
         self._public = urlsplit(settings.public_url) if settings.public_url else None
         proto = "https" if settings.tls or (self._public is not None and self._public.scheme == "https") else "http"
         self._scheme = proto
-        self._forward_http = HttpForwarder(max_body=settings.max_body, proto=proto)
-        self._forward_ws = WebSocketForwarder(proto=proto)
         # Inside the agent, its own output already says when a tunnel comes and goes.
         self._log_level = logging.DEBUG if settings.embedded else logging.INFO
+        self._peer_errors = PeerErrorLog(log, settings.log_interval)
+        self._slots = ClientSlots(client_limit(settings))
+        self._forward_http = HttpForwarder(
+            max_body=settings.max_body,
+            proto=proto,
+            body_timeout=settings.body_timeout,
+            slots=self._slots,
+            peer_errors=self._peer_errors,
+        )
+        self._forward_ws = WebSocketForwarder(proto=proto, slots=self._slots, peer_errors=self._peer_errors)
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
@@ -151,8 +167,10 @@ class Relay:
         s = self.settings
         config = uvicorn.Config(
             self,
-            http=HeadLimitedHttpProtocol.configured(s.max_head, s.head_timeout, direct=self._direct),
-            ws=GuardedWebSocketProtocol.configured(PRELOGIN_MAX_SIZE, s.stall_timeout),
+            http=HeadLimitedHttpProtocol.configured(
+                s.max_head, s.head_timeout, direct=self._direct, peer_errors=self._peer_errors
+            ),
+            ws=GuardedWebSocketProtocol.configured(PRELOGIN_MAX_SIZE, s.stall_timeout).logging_to(self._peer_errors),
             ws_max_size=WS_MAX_SIZE,
             ws_per_message_deflate=False,
             ws_ping_interval=s.ping_interval,
@@ -191,6 +209,7 @@ class Relay:
         if server is not None:
             await server.shutdown(sockets=[self._socket] if self._socket else None)
         self._socket = None
+        self._peer_errors.close()
 
     def public_url_for(self, name: str) -> str:
         """The public URL of tunnel ``name``, e.g. ``https://name.tunnel.example.com``."""
@@ -280,7 +299,7 @@ class Relay:
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, reason, receive)
             return
         except ProtocolError as exc:
-            log.log(self._log_level, "agent %s refused: %s", peer, exc)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, exc)
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc), receive)  # keeps a GOAWAY already queued
             return
         if hello is None:
@@ -288,7 +307,7 @@ class Relay:
         token, refusal = self._admit(hello)
         if refusal is not None:
             code, reason = refusal
-            log.log(self._log_level, "agent %s refused: %s", peer, reason)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
             await _refuse(conn, send, code, reason, receive)
             return
         name, refusal = self._pick_name(hello.name)
@@ -297,7 +316,7 @@ class Relay:
             old, refusal = await self._claim(name, token, hello.instance)
         if refusal is not None:
             code, reason = refusal
-            log.log(self._log_level, "agent %s refused: %s", peer, reason)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
             await _refuse(conn, send, code, reason, receive)
             return
         # Take the name before any await, so no other agent can slip in between.
@@ -359,6 +378,10 @@ class Relay:
 
     def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
         """The token the agent is known by, or why it is refused."""
+        try:
+            hello.token.encode()
+        except UnicodeEncodeError:  # JSON can spell lone surrogates
+            return "", (ErrorCode.AUTH_FAILED, "token refused: it is not valid Unicode text")
         if self.settings.embedded:
             return hello.token, None
         if not hello.token:
@@ -461,6 +484,14 @@ async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str, re
     protocol = getattr(receive, "__self__", None)
     if isinstance(protocol, GuardedWebSocketProtocol):
         protocol.transport.close()  # after what was written; a peer not reading is dropped by the guard
+
+
+def client_limit(settings: RelaySettings) -> int | None:
+    """Streams of one tunnel one client address may hold at once (``client_share`` of
+    ``max_streams``); None when that is the whole tunnel anyway."""
+    if settings.embedded or settings.client_share >= 1:
+        return None
+    return max(1, int(settings.max_streams * settings.client_share))
 
 
 def _host(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -11,6 +11,7 @@ its write buffer.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from devtunnel.net.relay_log import PeerErrorLog
 from devtunnel.net.sizes import format_size
 from devtunnel.values.request_head import head_problem
 
@@ -26,6 +28,12 @@ from devtunnel.values.request_head import head_problem
 CONNECTION_EXTENSION = "devtunnel.connection"
 #: Key of the ASGI scope extension with the request headers as received (names not lowercased).
 RAW_HEADERS_EXTENSION = "devtunnel.raw_headers"
+# Protocols a relay has not given its own log (``configured``, ``logging_to``) log peers' mistakes here.
+_PEER_ERRORS = PeerErrorLog(logging.getLogger("devtunnel.relay"))
+
+
+def _address(client: tuple[str, int] | None) -> str:
+    return client[0] if client else "?"
 
 
 class _HeadTooLarge(Exception):
@@ -119,6 +127,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     max_head: int = 64 * 1024
     head_timeout: float = 10.0
     direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None
+    peer_errors: PeerErrorLog = _PEER_ERRORS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -143,10 +152,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         max_head: int,
         head_timeout: float,
         direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None,
+        peer_errors: PeerErrorLog | None = None,
     ) -> type[HeadLimitedHttpProtocol]:
         """A subclass with these limits (and ``direct``), to pass as ``http=`` to ``uvicorn.Config``."""
         # staticmethod: a plain function stored on the class would be bound to each instance.
         attrs = {"max_head": max_head, "head_timeout": head_timeout, "direct": staticmethod(direct) if direct else None}
+        if peer_errors is not None:
+            attrs["peer_errors"] = peer_errors  # type: ignore[assignment]
         return type(cls.__name__, (cls,), attrs)
 
     # -- connection ------------------------------------------------------------------
@@ -189,7 +201,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             elif isinstance(exc.__context__, _BadHead):
                 self._refuse_bad_head(str(exc.__context__))
             else:
-                self.logger.warning("Invalid HTTP request received.")
+                self.peer_errors.log(
+                    "invalid-http", logging.WARNING, "invalid HTTP request from %s: %s", _address(self.client), exc
+                )
                 self.send_400_response("Invalid HTTP request received.")
             return
         finally:
@@ -271,6 +285,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             return
         super()._start_asgi_task(cycle, app)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        self.peer_errors.log(
+            "unsupported-upgrade", logging.WARNING, "unsupported upgrade request from %s", _address(self.client)
+        )
+
     def resume_writing(self) -> None:
         super().resume_writing()
         callback = self.writable_callback
@@ -348,18 +367,43 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     A binary message can also go straight to ``on_bytes`` from the protocol callback: uvicorn
     would queue it, pause reading, and wake the task awaiting ``receive()``, which resumes
     reading: two system calls and a trip through the event loop per message from an agent.
+
+    A text message that is not UTF-8 closes the connection with 1007 and one rate-limited log
+    line (``peer_errors``), where uvicorn would log a traceback for each.
     """
 
     on_bytes: Callable[[bytes], None] | None = None
     """Called with each complete binary message instead of queueing it for ``receive()``."""
+    peer_errors: PeerErrorLog = _PEER_ERRORS
+
+    @classmethod
+    def logging_to(cls, peer_errors: PeerErrorLog) -> type[DeadPeerWebSocketProtocol]:
+        """A subclass (of this class or a configured one) logging peers' mistakes to ``peer_errors``."""
+        return type(cls.__name__, (cls,), {"peer_errors": peer_errors})
 
     def send_receive_event_to_app(self) -> None:
         on_bytes = self.on_bytes
         if on_bytes is None or self.curr_msg_data_type != "bytes" or self.close_sent:
+            if self.curr_msg_data_type == "text" and not self.close_sent and not _is_utf8(self.frames):
+                self._refuse_text()
+                return
             super().send_receive_event_to_app()
             return
         frames, self.frames = self.frames, []
         on_bytes(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _refuse_text(self) -> None:
+        """Close with 1007 (RFC 6455: data inconsistent with the message type); the application
+        receives ``websocket.disconnect`` with that code."""
+        self.frames = []
+        self.peer_errors.log(
+            "invalid-utf8",
+            logging.WARNING,
+            "WebSocket peer %s sent a text message that is not UTF-8; closed with 1007",
+            _address(self.client),
+        )
+        self.conn.send_close(1007, "text message is not valid UTF-8")
+        self.handle_parser_exception()
 
     def send_now(self, data: bytes) -> bool:
         """Send one binary message at once, as ``send()`` would, without a coroutine.
@@ -384,3 +428,12 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
         self.transport.abort()
+
+
+def _is_utf8(frames: list[bytes]) -> bool:
+    data = frames[0] if len(frames) == 1 else b"".join(frames)
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

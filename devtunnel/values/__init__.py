@@ -1,1 +1,1 @@
-"""Small pure rules about values from the network, shared by the relay, the agent and the core."""
+"""Small pure value rules shared by several parts of devtunnel (no IO, no event loop, no screen)."""
