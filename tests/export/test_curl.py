@@ -89,7 +89,7 @@ def test_url_and_base_url_options() -> None:
     ex = make_exchange(target=b"/hooks?x=1", headers=BASE)
     assert "http://127.0.0.1:8080/hooks?x=1" in words(curl(ex, base_url="http://127.0.0.1:8080"))
     assert "https://other.example/exact" in words(curl(ex, url="https://other.example/exact"))
-    with pytest.raises(ExportError, match="not both"):
+    with pytest.raises(ExportError, match="not several"):
         curl(ex, url="http://a/", base_url="http://b")
     with pytest.raises(ExportError, match="not an http"):
         curl(ex, base_url="file:///etc")
@@ -129,7 +129,7 @@ def test_redact_replaces_credentials_and_signatures() -> None:
     assert "-H 'Stripe-Signature: <redacted>'" in text
 
 
-def test_truncated_body_is_flagged_and_its_content_length_dropped() -> None:
+def test_truncated_body_is_flagged_and_curl_counts_it() -> None:
     ex = make_exchange("POST", headers=[*BASE, (b"Content-Length", b"5000")], body=b"x" * 10)
     ex.request.body_size, ex.request.body_truncated = 5000, True
     text = curl(ex)
