@@ -28,7 +28,7 @@ def _escaped(raw: bytes) -> str:
     )
 
 
-def _message_text(message: Message, truncated_note: str, path: str, files: dict[str, bytes]) -> str:
+def _message_text(message: Message, body_len: int, truncated_note: str, path: str, files: dict[str, bytes]) -> str:
     head_text = safe_text(message.head, allow="\t\r\n")
     body_text = safe_text(message.body, allow="\t\r\n")
     if head_text is None or body_text is None:
@@ -36,7 +36,7 @@ def _message_text(message: Message, truncated_note: str, path: str, files: dict[
     if head_text is None:
         head_text = _escaped(message.head)
     if body_text is None:
-        body_text = f"[{len(message.body)} bytes of body that cannot be shown as text: exact message in {path}]\r\n"
+        body_text = f"[{body_len} bytes of body that cannot be shown as text: exact message in {path}]\r\n"
     return head_text + body_text + truncated_note
 
 
@@ -69,6 +69,7 @@ def export_raw(
         parts = [
             _message_text(
                 assemble_request(req),
+                len(req.body),
                 _truncation_note(req.body, req.body_size, req.body_truncated),
                 f"{stem}.request.http",
                 files,
@@ -84,6 +85,7 @@ def export_raw(
                 parts.append(
                     _message_text(
                         assemble_response(resp),
+                        len(resp.body),
                         _truncation_note(resp.body, resp.body_size, resp.body_truncated),
                         f"{stem}.response.http",
                         files,
