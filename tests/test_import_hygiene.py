@@ -19,6 +19,9 @@ CORE_MODULES = [
     "devtunnel.capture.filters",
     "devtunnel.capture.diff",
     "devtunnel.export",
+    "devtunnel.export.assemble",
+    "devtunnel.export.redact",
+    "devtunnel.values.http1",
 ]
 
 
