@@ -16,7 +16,6 @@ __all__ = [
     "connection_listed",
     "is_chunked",
     "has_field",
-    "without",
     "chunked",
 ]
 
@@ -54,12 +53,6 @@ def is_chunked(fields: Iterable[Field]) -> bool:
 def has_field(fields: Iterable[Field], name: bytes) -> bool:
     """True when a field called ``name`` (lower-case) is present."""
     return any(n.lower() == name for n, _ in fields)
-
-
-def without(fields: Iterable[Field], names: Iterable[bytes]) -> list[Field]:
-    """``fields`` minus those whose lower-case name is in ``names``, order kept."""
-    drop = frozenset(names)
-    return [(n, v) for n, v in fields if n.lower() not in drop]
 
 
 def chunked(body: bytes) -> bytes:
