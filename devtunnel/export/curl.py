@@ -89,8 +89,11 @@ class _Command:
 
 
 def _sends_body(request: Request) -> bool:
-    """True when the command gives a body: the request had one, or said Content-Length: 0."""
-    return bool(request.body) or has_field(request.headers.fields, b"content-length")
+    """True when the command gives a body: the request had one, or said Content-Length: 0 (not HEAD,
+    which curl sends with ``--head`` so it does not wait for the body a HEAD answer announces)."""
+    if request.body:
+        return True
+    return request.method != "HEAD" and has_field(request.headers.fields, b"content-length")
 
 
 def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: str | None, local: bool) -> None:

@@ -160,3 +160,24 @@ def test_registry_knows_every_format_and_rejects_unknown_ones_and_options() -> N
         export("curl", make_exchange(), colour=True)
     with pytest.raises(ExportError, match="nothing to export"):
         export("har", [])
+
+
+def test_framing_headers_are_left_to_curl() -> None:
+    for framing in [(b"Content-Length", b"3"), (b"Transfer-Encoding", b"chunked"), (b"content-length", b"999")]:
+        text = curl(make_exchange("POST", headers=[*BASE, framing], body=b"a=1"))
+        assert "Content-Length" not in text and "content-length" not in text and "Transfer-Encoding" not in text
+        assert words(text)[-2:] == ["--data-binary", "a=1"]
+
+
+def test_head_with_content_length_zero_stays_a_head() -> None:
+    args = words(curl(make_exchange("HEAD", headers=[*BASE, (b"Content-Length", b"0")])))
+    assert "--head" in args and "--data-binary" not in args and "Content-Length: 0" not in args
+
+
+def test_local_sends_to_each_exchanges_local_service() -> None:
+    one = make_exchange(target=b"/a?x=1", headers=BASE, target_url="http://127.0.0.1:3000")
+    two = make_exchange(target=b"/b", headers=BASE, target_url="https://[::1]:8443/base")
+    text = curl([one, two], local=True)
+    assert "http://127.0.0.1:3000/a?x=1" in text and "https://[::1]:8443/base/b" in text
+    with pytest.raises(ExportError, match="no local service URL"):
+        curl(make_exchange(headers=BASE, target_url=""), local=True)
