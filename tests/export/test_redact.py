@@ -9,11 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devtunnel.capture.model import Exchange, Headers, Response, WsMessage
 from devtunnel.capture.store import Recorder, Store
 from devtunnel.export import export
-from devtunnel.export.redact import is_secret_field, is_secret_header, redact_exchange
+from devtunnel.export.redact import is_secret_field, is_secret_header, redact_body, redact_exchange
 from devtunnel.net.agent import AgentService
 from devtunnel.net.api import serve_api
 from tests.export.support import make_exchange
@@ -230,3 +232,28 @@ async def test_api_export_to_another_base_url_or_the_local_service(api: tuple[ht
     ]:
         resp = await client.get(path, params=params)
         assert resp.status_code == 400 and message in resp.json()["msg"], resp.text
+
+
+# -- the JSON scanner against any document -----------------------------------------------------
+
+KEYS = st.sampled_from(["password", "token", "name", "max_tokens", "api_key", "a\"b", "client_secret", "note", "ké"])
+LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))
+DOCS = st.recursive(LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=4)),
+                    max_leaves=20)
+
+
+def expected(doc: object) -> object:
+    if isinstance(doc, dict):
+        return {k: ("<redacted>" if is_secret_field(k) and v not in (None, "") else expected(v)) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [expected(v) for v in doc]
+    return doc
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=DOCS, indent=st.sampled_from([None, 2]), ascii_only=st.booleans())
+def test_json_redaction_keeps_the_document_valid_and_replaces_exactly_the_secret_members(
+    doc: object, indent: int | None, ascii_only: bool
+) -> None:
+    body = json.dumps(doc, indent=indent, ensure_ascii=ascii_only).encode()
+    assert json.loads(redact_body(body, "application/json")) == expected(doc)
