@@ -78,6 +78,7 @@ SECRET_HEADERS = frozenset(
 
 _HEADER_LAST_WORDS = frozenset({"token", "secret", "signature", "password", "passwd", "apikey", "credential", "credentials"})
 _X_HEADER_LAST_WORDS = frozenset({"key", "sig", "hmac", "auth"})
+_PLAIN_KEY_WORDS = frozenset({"idempotency", "cache", "request", "correlation", "trace", "public", "dedup", "dedupe"})
 
 _FIELD_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "credential", "credentials"})
 _FIELD_LAST_WORDS = frozenset({"token", "signature", "apikey"})
@@ -97,7 +98,8 @@ def is_secret_header(name: str) -> bool:
     The names in ``SECRET_HEADERS``, and names whose last word is ``Token``, ``Secret``,
     ``Signature``, ``Password``; ``X-`` names ending in ``Key``, ``Sig``, ``Hmac`` or ``Auth``;
     any name with an ``Hmac`` word (``X-Shopify-Hmac-Sha256``). ``Sec-WebSocket-Key`` and
-    ``Idempotency-Key`` are not secrets and stay.
+    ``Idempotency-Key`` are not secrets and stay, and so do ``X-`` keys named for idempotency,
+    caching, requests or tracing (``X-Idempotency-Key``, ``X-Cache-Key``).
     """
     key = name.lower()
     if key in SECRET_HEADERS:
@@ -107,7 +109,9 @@ def is_secret_header(name: str) -> bool:
         return False
     if words[-1] in _HEADER_LAST_WORDS or any(w.startswith("hmac") for w in words):
         return True
-    return words[0] == "x" and len(words) > 1 and words[-1] in _X_HEADER_LAST_WORDS
+    if words[0] != "x" or len(words) < 2 or words[-1] not in _X_HEADER_LAST_WORDS:
+        return False
+    return not (words[-1] == "key" and any(w in _PLAIN_KEY_WORDS for w in words))
 
 
 def is_secret_field(name: str) -> bool:

@@ -171,7 +171,10 @@ def test_secret_headers(name: str) -> None:
     assert is_secret_header(name)
 
 
-@pytest.mark.parametrize("name", ["Sec-WebSocket-Key", "Idempotency-Key", "Content-Type", "X-Request-Id", "Signature-Input", "Keep-Alive"])
+@pytest.mark.parametrize(
+    "name", ["Sec-WebSocket-Key", "Idempotency-Key", "X-Idempotency-Key", "X-Cache-Key", "Content-Type", "X-Request-Id",
+             "Signature-Input", "Keep-Alive", "X-Forwarded-For"],
+)
 def test_headers_that_are_not_secrets(name: str) -> None:
     assert not is_secret_header(name)
 

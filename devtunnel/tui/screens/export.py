@@ -171,7 +171,7 @@ class ExportScreen(ModalScreen[str | None]):
                         with RadioSet(id="send-to", compact=True):
                             yield RadioButton("public URL", value=self.send_to == "public", id="send-public", compact=True)
                             yield RadioButton("local service", value=self.send_to == "local", id="send-local", compact=True)
-                    yield Static(self._send_to_hint(), id="send-to-hint", classes="hint")
+                    yield Static(self._send_to_hint(formats[0]), id="send-to-hint", classes="hint")
                 with Horizontal(classes="group"):
                     yield Label("Options")
                     yield Checkbox("Redact credentials, signatures and secret fields", value=False, id="redact", compact=True)
@@ -206,17 +206,18 @@ class ExportScreen(ModalScreen[str | None]):
             return [self.current]
         return self.exchanges
 
-    def _send_to_hint(self) -> Text:
-        names_url = "base_url" in options_of(self.format) if self.is_mounted else True
-        if not names_url:
-            return Text("raw HTTP names no URL: the choice does not apply", end="")
+    def _send_to_hint(self, format: str) -> Text:
+        if "base_url" not in options_of(format):
+            return Text(f"{format} names no URL: the choice does not apply", end="")
+        if not self.exchanges:
+            return Text("", end="")
         hint = Text("→ ", end="").append_text(safe_text(_where(self.exchanges[0], self.send_to)))
         return hint.append("  (c, copy curl, sends there too)")
 
     @on(RadioSet.Changed, "#send-to")
     def _send_to_changed(self) -> None:
         self.send_to = "local" if self.query_one("#send-local", RadioButton).value else "public"
-        self.query_one("#send-to-hint", Static).update(self._send_to_hint())
+        self.query_one("#send-to-hint", Static).update(self._send_to_hint(self.format))
         self.post_message(self.SendToChanged(self, self.send_to))
 
     @on(RadioSet.Changed, "#format")
@@ -228,7 +229,7 @@ class ExportScreen(ModalScreen[str | None]):
             field.value = str(path.with_suffix(SUFFIXES.get(self.format, ".txt")))
         self.query_one("#redact", Checkbox).disabled = "redact" not in options_of(self.format)
         self.query_one("#send-to", RadioSet).disabled = "base_url" not in options_of(self.format)
-        self.query_one("#send-to-hint", Static).update(self._send_to_hint())
+        self.query_one("#send-to-hint", Static).update(self._send_to_hint(self.format))
 
     @on(RadioSet.Changed, "#destination")
     def _destination_changed(self) -> None:
