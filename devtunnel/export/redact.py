@@ -19,6 +19,7 @@ Pure: the exchange given is not touched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import zlib
@@ -87,7 +88,8 @@ _KEY_KINDS = frozenset({"api", "access", "secret", "private", "signing", "client
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _AUTH_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+\-.^_`|~]*) +\S")
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_JSON_TOKEN_RE = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"(\s*:)?', re.S)  # a string, and the colon of a member name
+_REDACTED_JSON = json.dumps(REDACTED)
 _JSON_SPACE = " \t\r\n"
 _JSON = json.JSONDecoder()
 
@@ -114,6 +116,7 @@ def is_secret_header(name: str) -> bool:
     return not (words[-1] == "key" and any(w in _PLAIN_KEY_WORDS for w in words))
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_field(name: str) -> bool:
     """True for a query parameter, form field or JSON member name that reads like a secret.
 
@@ -211,33 +214,32 @@ def _skip_space(text: str, i: int) -> int:
 def _redact_json(text: str) -> str:
     """Secret members' values replaced at any depth; everything else (spacing, order) kept.
 
-    Works on a cut (truncated) document too: a secret value that runs to the cut is replaced
-    up to the end.
+    Strings are matched whole from an opening quote, so text inside a string value is never
+    read as a member name. Works on a cut (truncated) document too: a secret value that runs
+    to the cut is replaced up to the end.
     """
     out: list[str] = []
     last = 0
-    i = text.find('"')
-    while i >= 0:
-        m = _JSON_STRING_RE.match(text, i)
-        if m is None:
-            break  # an unterminated string: the text was cut here
-        end = m.end()
-        colon = _skip_space(text, end)
-        if colon < len(text) and text[colon] == ":":
-            try:
-                key = json.loads(m.group())
-            except ValueError:
-                key = None
-            if isinstance(key, str) and is_secret_field(key):
-                start = _skip_space(text, colon + 1)
-                try:
-                    value, stop = _JSON.raw_decode(text, start)
-                except ValueError:
-                    value, stop = True, len(text)
-                if value not in (None, ""):
-                    out += [text[last:start], json.dumps(REDACTED)]
-                    last = end = stop
-        i = text.find('"', end)
+    pos = 0
+    while (m := _JSON_TOKEN_RE.search(text, pos)) is not None:
+        pos = m.end()
+        if m.group(2) is None:
+            continue  # a string that is not a member name
+        raw = m.group(1)
+        try:
+            key = raw if "\\" not in raw else json.loads(f'"{raw}"')
+        except ValueError:
+            continue
+        if not is_secret_field(key):
+            continue
+        start = _skip_space(text, pos)
+        try:
+            value, stop = _JSON.raw_decode(text, start)
+        except ValueError:
+            value, stop = True, len(text)
+        if value not in (None, ""):
+            out += [text[last:start], _REDACTED_JSON]
+            last = pos = stop
     if not out:
         return text
     out.append(text[last:])
