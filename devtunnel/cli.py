@@ -132,11 +132,17 @@ examples:
   devtunnel export 01JD3X --format curl
   devtunnel export 01JD3X 01JD3Y --format har -o hooks.har
   devtunnel export 01JD3X --format curl --redact
+  devtunnel export 01JD3X --format curl --to http://127.0.0.1:8080
+  devtunnel export 01JD3X --format curl --to local
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids (default with --filter: every match)")
     p.add_argument("--format", "-F", default="curl", help="curl, har, raw or httpie (default: %(default)s)")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="export every exchange matching EXPR")
-    p.add_argument("--redact", action="store_true", help="replace credentials and signatures with placeholders")
+    p.add_argument("--redact", action="store_true",
+                   help="replace credentials, signatures and secret fields (query, form, JSON) with placeholders")
+    p.add_argument("--to", metavar="URL",
+                   help="send to this base URL (scheme://host[:port][/prefix]; path and query kept) instead of the "
+                        "public URL, or 'local' for each exchange's local service (curl, httpie, har)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     _add_db(p)
 

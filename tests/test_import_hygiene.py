@@ -24,6 +24,9 @@ CORE_MODULES = [
     "devtunnel.webhooks",
     "devtunnel.via",
     "devtunnel.values.request_head",
+    "devtunnel.export.assemble",
+    "devtunnel.export.redact",
+    "devtunnel.values.http1",
 ]
 
 
