@@ -285,11 +285,6 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             return
         super()._start_asgi_task(cycle, app)
 
-    def _unsupported_upgrade_warning(self) -> None:
-        self.peer_errors.log(
-            "unsupported-upgrade", logging.WARNING, "unsupported upgrade request from %s", _address(self.client)
-        )
-
     def resume_writing(self) -> None:
         super().resume_writing()
         callback = self.writable_callback

@@ -58,10 +58,15 @@ def _own_methods(cls: type) -> Iterator[str]:
 # ours), and every one it calls on super() or self must still be there.
 HTTP_PROTOCOL_METHODS = [
     "connection_made", "connection_lost", "data_received", "on_message_begin", "on_url", "on_header",
-    "on_headers_complete", "_start_asgi_task", "resume_writing",  # overridden
-    "_unset_keepalive_if_required", "_should_upgrade", "handle_websocket_upgrade", "_unsupported_upgrade_warning",
+    "on_headers_complete", "on_body", "on_message_complete", "_start_asgi_task", "resume_writing",  # overridden
+    "_unset_keepalive_if_required", "_should_upgrade", "handle_websocket_upgrade",
     "send_400_response",  # called
 ]
+DATA_RECEIVED_LEFT_OUT = {
+    # uvicorn logs "Unsupported upgrade request." on every read after one; the relay answers such
+    # a request as plain HTTP (or 400 when it carries a body) and closes, logging nothing per read.
+    "_unsupported_upgrade_warning", "logger.warning",
+}
 
 
 @pytest.mark.parametrize("name", HTTP_PROTOCOL_METHODS)
@@ -73,7 +78,8 @@ def test_uvicorn_httptools_protocol_has_the_method_the_relay_uses(name: str) -> 
 
 def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> None:
     ours = {"abort", "configured", "_launch", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
-            "_head_timed_out"}
+            "_head_timed_out", "_refuse_bad_head", "_close_after_response",
+            "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
         assert name in ours or name in HTTP_PROTOCOL_METHODS, f"HeadLimitedHttpProtocol.{name}: add it to this contract"
 
@@ -97,7 +103,7 @@ def test_uvicorn_data_received_does_nothing_the_relays_copy_leaves_out() -> None
     def calls(method: Any) -> set[str]:
         return set(re.findall(r"self\.([\w.]+)\(", _source(method)))
 
-    missing = calls(HttpToolsProtocol.data_received) - calls(HeadLimitedHttpProtocol.data_received)
+    missing = calls(HttpToolsProtocol.data_received) - calls(HeadLimitedHttpProtocol.data_received) - DATA_RECEIVED_LEFT_OUT
     assert not missing, f"uvicorn's HttpToolsProtocol.data_received now also calls {sorted(missing)}"
 
 
@@ -193,7 +199,7 @@ def test_uvicorn_websocket_protocol_has_the_method_the_relay_uses(name: str) -> 
 
 
 def test_every_override_of_the_relays_websocket_protocol_is_a_uvicorn_method() -> None:
-    ours = {"send_now"}
+    ours = {"send_now", "logging_to", "_refuse_text"}
     for name in _own_methods(DeadPeerWebSocketProtocol):
         if name == "on_bytes":
             continue  # a slot of ours, not a method
