@@ -46,10 +46,23 @@ def test_markup_in_safe_text_is_printed_literally() -> None:
     assert "[bold red]boom[/] [/x] [link=http://evil]x[/link]" in out
 
 
+def test_zero_width_and_other_invisible_characters_are_shown() -> None:
+    assert safe_text("pay\u200bment\u200d\u2060\ufeff\u00ad").plain == "pay\\u200bment\\u200d\\u2060\\ufeff\\xad"
+    assert escape_line("a\u200bb\u2028") == "a\\u200bb\\u2028"
+
+
+def test_shown_text_doubles_backslashes_but_editable_and_body_text_keeps_them() -> None:
+    assert safe_text("C:\\x1b").plain == "C:\\\\x1b"
+    assert escape_control("C:\\x1b\x1b") == "C:\\x1b\\x1b"
+    assert escape_line('"a\\"b"') == '"a\\"b"'
+
+
 @given(st.text())
-def test_safe_text_never_lets_a_control_character_through(value: str) -> None:
-    plain = safe_text(value).plain
-    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in plain)
+def test_safe_text_never_lets_a_control_or_format_character_through(value: str) -> None:
+    import unicodedata
+
+    for shown in (safe_text(value).plain, escape_control(value), escape_line(value.replace("\n", ""))):
+        assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in shown)
 
 
 @pytest.mark.parametrize(
