@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 from urllib.parse import parse_qsl
 
-from rich.cells import cell_len
+from rich.cells import cell_len, chop_cells
 from rich.style import Style
 from rich.text import Text
 
@@ -33,6 +33,7 @@ __all__ = [
     "Body",
     "Lines",
     "TextLines",
+    "FoldedLines",
     "HexLines",
     "PRETTY_LIMIT",
     "escape_control",
@@ -338,6 +339,40 @@ class TextLines:
     def plain(self) -> str:
         """All rows joined, escaped (for tests and copying what is shown)."""
         return "\n".join(escape_line(row) for row in self._rows)
+
+    def folded(self, width: int) -> FoldedLines:
+        """These rows, escaped, folded at ``width`` cells (highlighting is left out)."""
+        return FoldedLines([escape_line(row) for row in self._rows], width)
+
+
+class FoldedLines:
+    """Escaped rows folded at a width, so every character is on screen without sideways scrolling.
+
+    Args:
+        rows: rows already escaped (:func:`escape_line`).
+        width: cells per row on screen (at least 1).
+    """
+
+    def __init__(self, rows: Sequence[str], width: int) -> None:
+        width = max(1, width)
+        folded: list[str] = []
+        for row in rows:
+            if len(row) <= width and (row.isascii() or cell_len(row) <= width):
+                folded.append(row)
+            elif row.isascii():
+                folded.extend(row[i : i + width] for i in range(0, len(row), width))
+            else:
+                folded.extend(chop_cells(row, width))
+        self._rows = folded
+        self.width = width
+        """Cells in the widest row: the folding width."""
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def line(self, index: int) -> Text:
+        """Row ``index`` (a part of a longer row when it was folded)."""
+        return Text(self._rows[index], no_wrap=True, end="")
 
 
 _PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))

@@ -36,8 +36,8 @@ class TunnelsPanel(Widget, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "move(-1)", "Previous tunnel", show=False),
         Binding("down", "move(1)", "Next tunnel", show=False),
-        Binding("s", "tunnel('stop')", "Stop tunnel"),
-        Binding("R", "tunnel('restart')", "Restart tunnel"),
+        Binding("s", "tunnel('stop')", "Stop", tooltip="Stop tunnel"),
+        Binding("R", "tunnel('restart')", "Restart", tooltip="Restart tunnel"),
         Binding("y", "tunnel('copy')", "Copy URL"),
     ]
 
