@@ -24,6 +24,7 @@ from textual.widgets import Footer
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import DevtunnelError
 from devtunnel.tui.backend import Backend, TunnelView
+from devtunnel.tui.clipboard import copy
 from devtunnel.tui.live import LiveView
 from devtunnel.tui.messages import AgentChanged, ExchangesChanged, Resync, TunnelChanged
 from devtunnel.tui.screens.detail import DetailScreen
@@ -245,9 +246,10 @@ class InspectorApp(App[None]):
         return await self.backend.get(exchange_id)
 
     def _copy(self, text: str, what: str) -> None:
-        from devtunnel.tui.clipboard import copy_text
-
-        self.notify(copy_text(self, text), title=f"Copied {what}")  # type: ignore[arg-type]
+        copied = copy(self, text)  # type: ignore[arg-type]
+        title = f"Copied {what}" if copied.system else f"Sent {what} to the terminal"
+        self.notify(copied.sentence, title=title, severity="warning" if copied.tmux_blocks else "information",
+                    timeout=10 if copied.tmux_blocks else 5)
 
     @work(group="action", exit_on_error=False)
     async def _open_detail(self) -> None:
