@@ -28,7 +28,7 @@ from devtunnel.tui.clipboard import copy
 from devtunnel.tui.live import LiveView
 from devtunnel.tui.messages import AgentChanged, ExchangesChanged, Resync, TunnelChanged
 from devtunnel.tui.screens.detail import DetailScreen
-from devtunnel.tui.screens.diff import DiffScreen
+from devtunnel.tui.screens.diff import DiffScreen, DiffSettings
 from devtunnel.tui.screens.edit import EditReplayScreen
 from devtunnel.tui.screens.export import ExportScreen
 from devtunnel.tui.screens.help import HelpScreen, describe, key_label
@@ -76,6 +76,8 @@ class InspectorApp(App[None]):
                                            lambda status: self.post_message(AgentChanged(status)))
                            if agent_argv else None)
         self._initial_tunnels = list(tunnels)
+        self.diff_settings = DiffSettings()
+        """Diff mode and ignored fields, kept from one diff to the next for the session."""
 
     def compose(self) -> ComposeResult:
         yield TunnelsPanel(id="tunnels")
@@ -327,7 +329,8 @@ class InspectorApp(App[None]):
 
     async def _diff(self, a: str, b: str) -> None:
         try:
-            await self.push_screen(DiffScreen(await self.backend.get(a), await self.backend.get(b)))
+            await self.push_screen(DiffScreen(await self.backend.get(a), await self.backend.get(b),
+                                              settings=self.diff_settings))
         except DevtunnelError as exc:
             self.notify(str(exc), title="Cannot diff", severity="error")
 

@@ -184,3 +184,28 @@ async def test_keys_in_the_detail_screen_act_on_the_exchange_it_shows(tmp_path: 
         await pilot.press("e")
         await async_wait_for(lambda: type(app.screen).__name__ == "EditReplayScreen", what="the editor")
         assert app.screen.exchange.id == shown.id  # type: ignore[attr-defined]
+
+
+async def test_diff_mode_and_ignored_fields_are_kept_for_the_next_diff(tmp_path: Path) -> None:
+    from textual.widgets import Input
+
+    db = fill(tmp_path / "captures.db", traffic(6))
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("up", "m", "down", "d")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DiffScreen", what="the first diff")
+        await async_wait_for(lambda: app.screen.result is not None, what="its result")  # type: ignore[attr-defined]
+        await pilot.press("u", "i", *"Date, id", "enter")
+        await async_wait_for(lambda: app.screen.ignore == ("Date", "id"), what="the fields ignored")  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        await async_wait_for(lambda: type(app.screen).__name__ == "Screen", what="back on the table")
+
+        await pilot.press("up", "m", "up", "m", "down", "d")  # another pair: 3 against 4
+        await async_wait_for(lambda: type(app.screen).__name__ == "DiffScreen", what="the second diff")
+        screen = app.screen
+        await async_wait_for(lambda: screen.result is not None, what="its result")  # type: ignore[attr-defined]
+        assert (screen.a.id, screen.b.id) == (fixed_id(3), fixed_id(4))  # type: ignore[attr-defined]
+        assert screen.mode == "unified" and screen.ignore == ("Date", "id")  # type: ignore[attr-defined]
+        assert screen.query_one("#ignore", Input).value == "Date, id"
+        assert "ignoring Date, id · unified" in str(screen.query_one("#diff-status").render())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from rich.text import Text
@@ -21,9 +22,19 @@ from devtunnel.tui.render import escape_line, human_size
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.lines import LinesView
 
-__all__ = ["DiffScreen", "DiffLines", "parse_ignore"]
+__all__ = ["DiffScreen", "DiffLines", "DiffSettings", "parse_ignore"]
 
 Mode = Literal["side", "unified"]
+
+
+@dataclass
+class DiffSettings:
+    """How diffs are shown; the app keeps one for the session, so each diff opens as the last one was left."""
+
+    mode: Mode = "side"
+    """``side`` (side by side) or ``unified``."""
+    ignore: tuple[str, ...] = ()
+    """Fields left out of the comparison (JSON keys, form fields, header names)."""
 
 _TAG_STYLE = {"-": "red", "+": "green", "?": "dim yellow", " ": ""}
 _SIDE_STYLE = {"-": "on #3c1618", "+": "on #15351f", " ": "", "": ""}
@@ -186,13 +197,16 @@ class DiffScreen(Screen[None]):
     }
     """
 
-    def __init__(self, a: Exchange, b: Exchange, ignore: Sequence[str] = ()) -> None:
+    def __init__(self, a: Exchange, b: Exchange, ignore: Sequence[str] = (), *,
+                 settings: DiffSettings | None = None) -> None:
         super().__init__()
         self.a = a
         self.b = b
-        self.ignore: tuple[str, ...] = tuple(ignore)
+        self.settings = settings if settings is not None else DiffSettings(ignore=tuple(ignore))
+        """Mode and ignored fields; changes here are written back (for the next diff)."""
+        self.ignore: tuple[str, ...] = tuple(ignore) or self.settings.ignore
         """The fields left out of the comparison."""
-        self.mode: Mode = "side"
+        self.mode: Mode = self.settings.mode
         """``side`` (side by side) or ``unified``."""
         self.result: ExchangeDiff | None = None
         """The diff on screen (None while the first one is computed)."""
@@ -220,7 +234,7 @@ class DiffScreen(Screen[None]):
 
     def _show(self, diff: ExchangeDiff, ignore: tuple[str, ...]) -> None:
         self.result = diff
-        self.ignore = ignore
+        self.ignore = self.settings.ignore = ignore
         self._draw()
 
     def _draw(self) -> None:
@@ -256,7 +270,7 @@ class DiffScreen(Screen[None]):
 
     def action_toggle_mode(self) -> None:
         """Switch between side-by-side and unified."""
-        self.mode = "unified" if self.mode == "side" else "side"
+        self.mode = self.settings.mode = "unified" if self.mode == "side" else "side"
         self._draw()
 
     def action_ignore(self) -> None:
