@@ -268,6 +268,7 @@ class InspectorApp(App[None]):
         self.push_screen(HelpScreen([
             ("Inspector", self.BINDINGS), ("Request table", RequestTable.BINDINGS),
             ("Filter bar", FilterBar.BINDINGS), ("Tunnels panel (tab to focus)", TunnelsPanel.BINDINGS),
+            ("Request detail", DetailScreen.BINDINGS), ("Diff", DiffScreen.BINDINGS),
         ], FILTER_HELP))
 
     def action_new_tunnel(self) -> None:
@@ -315,7 +316,7 @@ class InspectorApp(App[None]):
         if len(pair) != 2 or pair[0] == pair[1]:
             self.notify("Mark a request with m, then move to another and press d", severity="warning")
             return
-        await self._diff(*pair)
+        await self._diff(*sorted(pair))  # ids sort by time: A is the older
 
     @work(group="action", exit_on_error=False)
     async def action_diff_original(self) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from rich.cells import chop_cells
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -48,7 +49,8 @@ def parse_ignore(value: str) -> tuple[str, ...]:
     return tuple(name for name in re.split(r"[,\s]+", value) if name)
 
 
-# A row is (kind, left tag, left text, right tag, right text); kind is "title", "note", "line".
+# A row is (kind, left tag, left text, right tag, right text); kind is "title", "note", "line",
+# or "more": the rest of a changed line folded at the column's width.
 _Row = tuple[str, str, str, str, str]
 
 
@@ -127,6 +129,29 @@ def _section_rows(section: SectionDiff, mode: Mode) -> list[_Row]:
     return rows + (_side_rows(section) if mode == "side" else _unified_rows(section))
 
 
+def _fold_changes(rows: list[_Row], room: int) -> list[_Row]:
+    """Changed side-by-side rows folded at ``room`` cells a half, so a difference is never cut off.
+
+    Unchanged rows stay one row each (cut with an ellipsis): the same on both sides.
+    """
+    folded: list[_Row] = []
+    for row in rows:
+        kind, left_tag, left, right_tag, right = row
+        if kind != "line" or (left_tag, right_tag) == (" ", " "):
+            folded.append(row)
+            continue
+        lefts = chop_cells(escape_line(left), room) or [""]
+        rights = chop_cells(escape_line(right), room) or [""]
+        if len(lefts) == len(rights) == 1:
+            folded.append(row)
+            continue
+        for i in range(max(len(lefts), len(rights))):
+            has_left, has_right = i < len(lefts), i < len(rights)
+            folded.append(("line" if i == 0 else "more", left_tag if has_left else "", lefts[i] if has_left else "",
+                           right_tag if has_right else "", rights[i] if has_right else ""))
+    return folded
+
+
 class DiffLines:
     """A diff as rows for :class:`LinesView`: side by side in ``column``-wide halves, or unified."""
 
@@ -136,6 +161,7 @@ class DiffLines:
         # Each half gets what is left after the separator; at least 20 cells so a row stays readable.
         self.column = max((width - len(_SEPARATOR)) // 2, 20)
         if mode == "side":
+            self._rows = _fold_changes(self._rows, self.column - 2)
             self._width = self.column * 2 + len(_SEPARATOR)
         else:
             self._width = max((len(escape_line(row[2])) + 2 for row in self._rows), default=0)
@@ -148,9 +174,11 @@ class DiffLines:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def _cell(self, tag: str, text: str) -> Text:
-        cell = Text(f"{tag or ' '} {escape_line(text)}", style=_SIDE_STYLE.get(tag, ""), no_wrap=True, end="")
-        if tag in ("-", "+"):
+    def _cell(self, tag: str, text: str, *, more: bool = False) -> Text:
+        # The rest of a folded line keeps its side's colour, without repeating the tag.
+        cell = Text(f"{' ' if more or not tag else tag} {escape_line(text)}", style=_SIDE_STYLE.get(tag, ""),
+                    no_wrap=True, end="")
+        if tag in ("-", "+") and not more:
             cell.stylize(_TAG_STYLE[tag], 0, 1)
         cell.truncate(self.column, overflow="ellipsis", pad=True)
         return cell
@@ -164,9 +192,10 @@ class DiffLines:
             return Text(f"  {escape_line(left)}", style="italic dim", no_wrap=True, end="")
         if self.mode == "unified":
             return Text(f"{left_tag} {escape_line(left)}", style=_TAG_STYLE.get(left_tag, ""), no_wrap=True, end="")
-        row = self._cell(left_tag, left)
+        more = kind == "more"
+        row = self._cell(left_tag, left, more=more)
         row.append(_SEPARATOR, "dim")
-        row.append_text(self._cell(right_tag, right))
+        row.append_text(self._cell(right_tag, right, more=more))
         return row
 
 
@@ -217,7 +246,7 @@ class DiffScreen(Screen[None]):
         yield Input(", ".join(self.ignore), id="ignore", placeholder="fields to ignore: id, timestamp, Date")
         yield Static("", id="diff-status")
         yield LinesView(id="diff")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         if self.ignore:
@@ -242,7 +271,9 @@ class DiffScreen(Screen[None]):
             return
         view = self.query_one("#diff", LinesView)
         # A new diff for the same pair (resize, ignore fields) keeps the place being read.
-        view.show(DiffLines(self.result, self.mode, view.size.width or self.size.width), keep_position=True)
+        # The vertical scrollbar's columns are left free: the two halves always fit beside it.
+        width = (view.size.width or self.size.width) - view.styles.scrollbar_size_vertical
+        view.show(DiffLines(self.result, self.mode, width), keep_position=True)
         changed = [s.title for s in self.result.sections if not s.identical]
         status = "identical" if not changed else f"{len(changed)} of {len(self.result.sections)} sections differ"
         if self.ignore:
