@@ -314,3 +314,16 @@ async def test_empty_filter_reads_as_a_hint_and_an_active_one_stands_out(db: Pat
         assert active_style.bgcolor != hint_style.bgcolor  # type: ignore[attr-defined]
         await pilot.press("slash", "escape")
         await async_wait_for(lambda: not bar.has_class("-active"), what="the filter cleared")
+
+
+async def test_command_palette_at_80x24_shows_keys_as_people_write_them(db: Path, tmp_path: Path) -> None:
+    from tests.tui.screen_fixtures import screen_text
+
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("ctrl+p")
+        await async_wait_for(lambda: type(app.screen).__name__ == "CommandPalette", what="the palette")
+        await pilot.press(*"help")
+        await async_wait_for(lambda: "key: ?" in screen_text(app), what="the help command and its key")
+        assert "question_mark" not in screen_text(app)

@@ -147,13 +147,3 @@ def test_new_tunnel_at_80x24(snap_compare, tmp_path: Path) -> None:  # type: ign
         await _open(pilot, "NewTunnelScreen")
 
     assert snap_compare(_app(tmp_path), terminal_size=(80, 24), run_before=run_before)
-
-
-def test_command_palette_at_80x24(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await _settle(pilot, tunnels=False)
-        await _open(pilot, "CommandPalette", "ctrl+p")
-        await pilot.press(*"filt")
-        await pilot.pause(0.5)
-
-    assert snap_compare(_app(tmp_path), terminal_size=(80, 24), run_before=run_before)

@@ -15,7 +15,6 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.tui.render import (
     describe_body,
-    escape_control,
     format_ms,
     format_timestamp,
     human_size,
@@ -34,15 +33,15 @@ _PREVIEW = 120
 def exchange_title(exchange: Exchange) -> Text:
     """One line naming an exchange: method, URL, status and duration (captured parts escaped)."""
     title = Text(no_wrap=True, overflow="ellipsis", end="")
-    title.append(escape_control(exchange.request.method), "bold")
+    title.append(escape(exchange.request.method), "bold")
     title.append(" ")
-    title.append(escape_control(exchange.url))
+    title.append(escape(exchange.url))
     title.append("  ")
     if exchange.response is not None:
         reason = exchange.response.reason
         title.append(f"{exchange.response.status}", status_style(exchange.response.status))
         if reason:
-            title.append(" " + escape_control(reason))
+            title.append(" " + escape(reason))
     elif exchange.error:
         title.append(exchange.error, "bold red")
     else:
@@ -97,7 +96,7 @@ def ws_preview(message: WsMessage) -> Text:
     payload = message.payload
     if message.opcode == 1:
         shown = payload[: _PREVIEW * 4].decode("utf-8", errors="replace")[:_PREVIEW]
-        text = Text(escape_control(shown), no_wrap=True, end="")
+        text = Text(escape(shown), no_wrap=True, end="")
     else:
         text = Text(payload[:24].hex(" "), style="cyan", no_wrap=True, end="")
     if message.size > len(payload):
@@ -211,7 +210,7 @@ class DetailScreen(Screen[None]):
             text = Text("No response: ", end="")
             text.append(ex.error, "bold red")
             if ex.error_message:
-                text.append(" - " + escape_control(ex.error_message))
+                text.append(" - " + escape(ex.error_message))
             return text
         return Text("No response yet.", end="")
 
@@ -223,9 +222,9 @@ class DetailScreen(Screen[None]):
             ("Duration", format_ms(ex.duration) if ex.duration is not None else "in flight"),
             ("Request body", human_size(ex.request.body_size)),
             ("Response body", human_size(ex.size) if ex.response is not None else "-"),
-            ("Client", escape_control(ex.remote_addr) or "-"),
-            ("Forwarded to", escape_control(ex.target_url) or "-"),
-            ("Tunnel", escape_control(ex.tunnel)),
+            ("Client", escape(ex.remote_addr) or "-"),
+            ("Forwarded to", escape(ex.target_url) or "-"),
+            ("Tunnel", escape(ex.tunnel)),
             ("Id", ex.id),
         ]
         if ex.replay_of:
@@ -236,7 +235,7 @@ class DetailScreen(Screen[None]):
         if ex.error:
             error = Text(ex.error, "bold red", end="")
             if ex.error_message:
-                error.append(" - " + escape_control(ex.error_message), "red")
+                error.append(" - " + escape(ex.error_message), "red")
             rows.append(("Error", error))
         text = Text(end="")
         for label, value in rows:
