@@ -36,6 +36,7 @@ __all__ = [
     "FoldedLines",
     "HexLines",
     "PRETTY_LIMIT",
+    "FOLD_LIMIT",
     "escape_control",
     "escape_line",
     "safe_text",
@@ -58,6 +59,12 @@ BodyKind = Literal["empty", "json", "form", "xml", "text", "binary"]
 
 PRETTY_LIMIT = 1024 * 1024
 """Bodies larger than this are shown as received: reformatting them would make opening slow."""
+
+FOLD_LIMIT = 16 * 1024 * 1024
+"""Bodies shown as received are folded at the view's width up to this many characters..."""
+
+WIDE_FOLD_LIMIT = 256 * 1024
+"""... of which at most this many in rows holding characters that may be two cells wide."""
 
 MAX_ROW = 1000
 """Longer lines are cut into rows of this many characters (a minified 10 MiB JSON is one line)."""
@@ -312,6 +319,7 @@ class TextLines:
     def __init__(self, text: str, highlight: Callable[[str], Text] | None = None) -> None:
         self._rows = _split_rows(text)
         self._highlight = highlight
+        self._foldable: bool | None = None
         widest = max(map(len, self._rows), default=0)
         if text.isascii():
             # Escapes and tabs make a row wider than its length; only rows holding them are measured.
@@ -340,9 +348,28 @@ class TextLines:
         """All rows joined, escaped (for tests and copying what is shown)."""
         return "\n".join(escape_line(row) for row in self._rows)
 
-    def folded(self, width: int) -> FoldedLines:
-        """These rows, escaped, folded at ``width`` cells (highlighting is left out)."""
+    def foldable(self) -> bool:
+        """Whether :meth:`folded` folds this document (it keeps one too costly to fold as it is)."""
+        if self._foldable is None:
+            total = sum(map(len, self._rows))
+            # Characters that may be two cells wide are measured one by one: about a second a
+            # megabyte, paid again on every resize. Text of one cell a character is sliced.
+            wide = sum(len(row) for row in self._rows if not row.isascii() and _SINGLE_CELL.fullmatch(row) is None)
+            self._foldable = total <= FOLD_LIMIT and wide <= WIDE_FOLD_LIMIT
+        return self._foldable
+
+    def folded(self, width: int) -> Lines:
+        """These rows, escaped, folded at ``width`` cells (highlighting is left out).
+
+        A document that is not :meth:`foldable` is returned as it is (it scrolls sideways).
+        """
+        if not self.foldable():
+            return self
         return FoldedLines([escape_line(row) for row in self._rows], width)
+
+
+_SINGLE_CELL = re.compile("[\u0020-\u007e\u00a0-\u02ff\u0370-\u0482\u048a-\u052f\u2010-\u2027\u2030-\u205e\u2500-\u25ff]*")
+"""Text whose every character takes one cell: Latin, Greek, Cyrillic, punctuation, box drawing."""
 
 
 class FoldedLines:
@@ -357,9 +384,11 @@ class FoldedLines:
         width = max(1, width)
         folded: list[str] = []
         for row in rows:
-            if len(row) <= width and (row.isascii() or cell_len(row) <= width):
+            cells = len(row) if row.isascii() else cell_len(row)
+            if cells <= width:
                 folded.append(row)
-            elif row.isascii():
+            elif cells == len(row):
+                # One cell a character (cell_len answers that without a Python loop): slice.
                 folded.extend(row[i : i + width] for i in range(0, len(row), width))
             else:
                 folded.extend(chop_cells(row, width))
@@ -470,7 +499,10 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
     highlight = {"json": highlight_json_line, "xml": highlight_xml_line}.get(kind) if pretty else None
     shown = reformatted if reformatted is not None else text
     label = f"{kind} · {size}" + ("" if pretty else " · raw")
-    return Body(kind, " · ".join([label, *notes]), lines=TextLines(shown, highlight))
+    lines = TextLines(shown, highlight)
+    if not pretty and not lines.foldable():
+        notes.append("too large to fold: scroll sideways")
+    return Body(kind, " · ".join([label, *notes]), lines=lines)
 
 
 # ---------------------------------------------------------------------------- times

@@ -176,3 +176,24 @@ def test_body_that_claims_gzip_but_is_not_is_shown_as_received() -> None:
     body = describe_body(Response(headers=headers, body=b"plain", body_size=5))
     assert body.label == "text · 5 B"
     assert body.lines is not None and body.lines.line(0).plain == "plain"
+
+
+def test_folded_rows_fit_the_width_in_cells_and_keep_every_character() -> None:
+    from rich.cells import cell_len
+
+    text = "ascii " * 30 + "\n" + "日本語のテキスト" * 10 + "\ncafé\x1b" + "é" * 50
+    folded = TextLines(text).folded(20)
+    rows = [folded.line(i).plain for i in range(len(folded))]
+    assert all(cell_len(row) <= 20 for row in rows)
+    assert "".join(rows) == ("ascii " * 30 + "日本語のテキスト" * 10 + "café\\x1b" + "é" * 50)
+
+
+def test_a_body_too_costly_to_fold_is_kept_as_it_is_and_says_so() -> None:
+    from devtunnel.tui.render import WIDE_FOLD_LIMIT
+
+    wide = ("日本" * 50 + "\n") * (WIDE_FOLD_LIMIT // 100 + 1)
+    lines = TextLines(wide)
+    assert not lines.foldable() and lines.folded(40) is lines
+    response = Response(headers=Headers([("Content-Type", "text/plain")]), body=wide.encode(), body_size=len(wide.encode()))
+    assert describe_body(response, pretty=False).label.endswith("too large to fold: scroll sideways")
+    assert TextLines("é" * (WIDE_FOLD_LIMIT * 2)).foldable()  # one cell a character: sliced, not measured
