@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from rich.style import Style
     from rich.text import Text
 
-__all__ = ["escape", "escape_bytes", "as_text", "needs_escape"]
+__all__ = ["as_text", "escape", "escape_bytes", "needs_escape"]
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -91,10 +91,8 @@ def escape(text: str, *, keep: str = "", double_backslash: bool = True) -> str:
     """
     if not _KEEPABLE.issuperset(keep):
         raise ValueError(f"only tab and newline can be kept, not {keep!r}")
-    if text.isprintable():
-        # The usual path: nothing hidden. Only backslashes and invisible letters may change.
-        if _PRINTABLE_SPECIAL.search(text) is None:
-            return text
+    if text.isprintable() and _PRINTABLE_SPECIAL.search(text) is None:
+        return text  # the usual path: nothing hidden, no backslash, no invisible letter
     out: list[str] = []
     for ch in text:
         if ch in keep:
@@ -115,6 +113,7 @@ def escape_bytes(data: bytes, *, keep: str = "", double_backslash: bool = True) 
 
 def as_text(text: str, style: str | Style = "") -> Text:
     """``text`` escaped as a one-line Rich ``Text`` (plain text: markup in it shows literally)."""
-    from rich.text import Text  # imported here: the CLI prints plain lines and never loads Rich
+    # Imported here: the CLI prints plain lines and never loads Rich.
+    from rich.text import Text
 
     return Text(escape(text), style=style, no_wrap=True, end="")

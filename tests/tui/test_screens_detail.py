@@ -14,13 +14,12 @@ from devtunnel.tui.screens.lines import LinesView
 from tests.helpers import async_wait_for
 from tests.tui.screen_fixtures import (
     HOSTILE,
-    PNG_HEAD,
+    STRIPE_SIGNATURE,
     ScreenApp,
     binary_exchange,
     exchange,
     freeze_utc,
     json_exchange,
-    STRIPE_SIGNATURE,
     screen_text,
     stripe_exchange,
     ws_exchange,
