@@ -27,6 +27,8 @@ CORE_MODULES = [
     "devtunnel.export.assemble",
     "devtunnel.export.redact",
     "devtunnel.values.http1",
+    "devtunnel.values",
+    "devtunnel.values.terminal",
 ]
 
 

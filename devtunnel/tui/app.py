@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import time
@@ -25,20 +24,17 @@ from textual.widgets import Footer
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import DevtunnelError
 from devtunnel.tui.backend import Backend, TunnelView
+from devtunnel.tui.clipboard import copy
 from devtunnel.tui.live import LiveView
 from devtunnel.tui.messages import AgentChanged, ExchangesChanged, Resync, TunnelChanged
-from devtunnel.tui.screens.help import HelpScreen
+from devtunnel.tui.screens.detail import DetailScreen
+from devtunnel.tui.screens.diff import DiffScreen, DiffSettings
+from devtunnel.tui.screens.edit import EditReplayScreen
+from devtunnel.tui.screens.export import ExportScreen
+from devtunnel.tui.screens.help import HelpScreen, describe, key_label
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
 from devtunnel.tui.supervisor import AgentSupervisor
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
-
-
-def _screen(module: str, name: str) -> Callable[..., Screen[Any]] | None:
-    """A screen class from ``devtunnel.tui.screens.MODULE``, or None if it is not available."""
-    try:
-        return getattr(importlib.import_module(f"devtunnel.tui.screens.{module}"), name)  # type: ignore[no-any-return]
-    except (ImportError, AttributeError):
-        return None
 
 
 class InspectorApp(App[None]):
@@ -61,7 +57,7 @@ class InspectorApp(App[None]):
         Binding("n", "new_tunnel", "New tunnel", show=False),
         Binding("r", "replay", "Replay"),
         Binding("e", "edit", "Edit+replay", show=False),
-        Binding("d", "diff", "Diff marked"),
+        Binding("d", "diff", "Diff", tooltip="Diff marked"),
         Binding("D", "diff_original", "Diff replay", show=False),
         Binding("c", "copy_curl", "Copy curl", show=False),
         Binding("x", "export", "Export", show=False),
@@ -82,13 +78,15 @@ class InspectorApp(App[None]):
         self._initial_tunnels = list(tunnels)
         self.export_send_to = "public"
         """Where copied and exported commands send: ``"public"`` or ``"local"`` (the export dialog's last choice)."""
+        self.diff_settings = DiffSettings()
+        """Diff mode and ignored fields, kept from one diff to the next for the session."""
 
     def compose(self) -> ComposeResult:
         yield TunnelsPanel(id="tunnels")
         yield StatsStrip(id="stats")
         yield FilterBar(self.history_path, id="filter")
         yield RequestTable(self.backend.rows, id="requests")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def table(self) -> RequestTable:
@@ -122,9 +120,12 @@ class InspectorApp(App[None]):
                                      "export", "new_tunnel"})
     """App actions about the main screen's table: off while another screen is on top."""
 
+    EXCHANGE_ACTIONS = frozenset({"replay", "edit", "copy_curl", "export"})
+    """Actions on one exchange: also on in the detail screen, on the exchange it shows."""
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0]:
-            return False
+            return action in self.EXCHANGE_ACTIONS and isinstance(self.screen, DetailScreen)
         return True
 
     def _tick(self) -> None:
@@ -216,7 +217,7 @@ class InspectorApp(App[None]):
 
     @on(RequestTable.Selected)
     def _selected(self) -> None:
-        self._open("detail", "DetailScreen")
+        self._open_detail()
 
     @on(TunnelsPanel.Action)
     def _tunnel_action(self, event: TunnelsPanel.Action) -> None:
@@ -239,6 +240,9 @@ class InspectorApp(App[None]):
     # -- actions -----------------------------------------------------------------------
 
     async def _current(self) -> Exchange | None:
+        """The exchange an action is about: the one the detail screen shows, or the table's current one."""
+        if isinstance(self.screen, DetailScreen):
+            return self.screen.exchange
         exchange_id = self.table.current_id
         if exchange_id is None:
             self.notify("No request selected", severity="warning")
@@ -246,18 +250,16 @@ class InspectorApp(App[None]):
         return await self.backend.get(exchange_id)
 
     def _copy(self, text: str, what: str) -> None:
-        from devtunnel.tui.clipboard import copy_text
-
-        self.notify(copy_text(self, text), title=f"Copied {what}")  # type: ignore[arg-type]
+        copied = copy(self, text)  # type: ignore[arg-type]
+        title = f"Copied {what}" if copied.system else f"Sent {what} to the terminal"
+        self.notify(copied.sentence, title=title, severity="warning" if copied.tmux_blocks else "information",
+                    timeout=10 if copied.tmux_blocks else 5)
 
     @work(group="action", exit_on_error=False)
-    async def _open(self, module: str, name: str, *args: Any) -> None:
-        screen = _screen(module, name)
+    async def _open_detail(self) -> None:
         exchange = await self._current()
-        if screen is None:
-            self.notify(f"{name} is not available", severity="warning")
-        elif exchange is not None:
-            await self.push_screen(screen(exchange, *args))
+        if exchange is not None:
+            await self.push_screen(DetailScreen(exchange))
 
     def action_focus_filter(self) -> None:
         self.query_one(FilterBar).focus_input()
@@ -268,6 +270,7 @@ class InspectorApp(App[None]):
         self.push_screen(HelpScreen([
             ("Inspector", self.BINDINGS), ("Request table", RequestTable.BINDINGS),
             ("Filter bar", FilterBar.BINDINGS), ("Tunnels panel (tab to focus)", TunnelsPanel.BINDINGS),
+            ("Request detail", DetailScreen.BINDINGS), ("Diff", DiffScreen.BINDINGS),
         ], FILTER_HELP))
 
     def action_new_tunnel(self) -> None:
@@ -296,9 +299,8 @@ class InspectorApp(App[None]):
 
     @work(group="action", exit_on_error=False)
     async def action_edit(self) -> None:
-        screen = _screen("edit", "EditReplayScreen")
         exchange = await self._current()
-        if screen is None or exchange is None:
+        if exchange is None:
             return
 
         async def send(edit: Any) -> Exchange:
@@ -306,7 +308,7 @@ class InspectorApp(App[None]):
             self.live.changed([new.id])
             return new
 
-        await self.push_screen(screen(exchange, send))
+        await self.push_screen(EditReplayScreen(exchange, send))
 
     @work(group="action", exit_on_error=False)
     async def action_diff(self) -> None:
@@ -316,7 +318,7 @@ class InspectorApp(App[None]):
         if len(pair) != 2 or pair[0] == pair[1]:
             self.notify("Mark a request with m, then move to another and press d", severity="warning")
             return
-        await self._diff(*pair)
+        await self._diff(*sorted(pair))  # ids sort by time: A is the older
 
     @work(group="action", exit_on_error=False)
     async def action_diff_original(self) -> None:
@@ -329,12 +331,9 @@ class InspectorApp(App[None]):
         await self._diff(exchange.replay_of, exchange.id)
 
     async def _diff(self, a: str, b: str) -> None:
-        screen = _screen("diff", "DiffScreen")
-        if screen is None:
-            self.notify("Diff is not available", severity="warning")
-            return
         try:
-            await self.push_screen(screen(await self.backend.get(a), await self.backend.get(b)))
+            await self.push_screen(DiffScreen(await self.backend.get(a), await self.backend.get(b),
+                                              settings=self.diff_settings))
         except DevtunnelError as exc:
             self.notify(str(exc), title="Cannot diff", severity="error")
 
@@ -361,22 +360,18 @@ class InspectorApp(App[None]):
 
     @work(group="action", exit_on_error=False)
     async def action_export(self) -> None:
-        screen = _screen("export", "ExportScreen")
-        if screen is None:
-            return
-        marked = sorted(self.table.marked)
         try:
-            if marked:  # the marked set is what is exported, wherever the cursor is
-                exchanges = [await self.backend.get(i) for i in marked]
-            else:
-                exchange = await self._current()
-                if exchange is None:
-                    return
-                exchanges = [exchange]
+            exchange = await self._current()
+            if exchange is None:
+                return
+            # From the detail screen, the exchange on it; from the table, the marked set if any
+            # (wherever the cursor is), else the cursor's row.
+            ids = [exchange.id] if isinstance(self.screen, DetailScreen) else sorted(self.table.marked) or [exchange.id]
+            exchanges = [exchange if i == exchange.id else await self.backend.get(i) for i in ids]
         except DevtunnelError as exc:
             self.notify(str(exc), title="Cannot export", severity="error")
             return
-        await self.push_screen(screen(exchanges, send_to=self.export_send_to))
+        await self.push_screen(ExportScreen(exchanges, exchange, send_to=self.export_send_to))
 
     async def action_quit(self) -> None:
         """Stop the agent, then leave (the terminal is restored by Textual)."""
@@ -398,6 +393,5 @@ class InspectorApp(App[None]):
                 if isinstance(binding, Binding) and binding.action not in ("quit", "cursor_up", "cursor_down",
                                                                            "page_up", "page_down", "move(-1)",
                                                                            "move(1)"):
-                    keys = binding.key.replace(",", " / ")
-                    yield SystemCommand(binding.description, f"key: {keys}",
+                    yield SystemCommand(describe(binding), f"key: {key_label(binding.key)}",
                                         lambda o=owner, a=binding.action: o.run_action(a))

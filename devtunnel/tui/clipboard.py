@@ -10,7 +10,12 @@ so it is always used. The system clipboard is tried as well where it can work:
   on stderr: a message from xclip would scribble over the screen. Here their output goes to
   ``/dev/null`` and they run in their own session, without the terminal.
 
-Nothing here raises: a headless box simply gets the OSC 52 copy.
+OSC 52 is a request to the terminal, with no answer: whether the text arrived is unknown, so the
+sentence shown says what was sent, not "copied". Inside tmux (``TMUX`` set) the request reaches
+the outer terminal only when tmux's ``set-clipboard`` option is ``on`` or ``external``; when it
+is ``off`` tmux drops it, and the sentence says so and how to turn it on.
+
+Nothing here raises: a headless box simply gets the OSC 52 request.
 """
 
 from __future__ import annotations
@@ -20,13 +25,20 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from textual.app import App
 
-__all__ = ["copy_text", "copy_to_system_clipboard"]
+__all__ = ["Copied", "copy", "copy_text", "copy_to_system_clipboard", "tmux_set_clipboard"]
 
 _TOOL_TIMEOUT = 3.0
 """Seconds to wait for a clipboard tool; xclip and wl-copy fork and return at once."""
+
+_TMUX_TIMEOUT = 1.0
+"""Seconds to wait for ``tmux show``: it answers at once, or its server is not reachable."""
+
+TMUX_ENABLE = "tmux set -g set-clipboard on"
+"""The command that lets the terminal clipboard through tmux."""
 
 
 def _unix_commands(environ: Mapping[str, str]) -> list[list[str]]:
@@ -79,15 +91,69 @@ def copy_to_system_clipboard(text: str) -> bool:
     return _copy_with_tool(text)
 
 
+def tmux_set_clipboard(environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of tmux's ``set-clipboard`` option (``on``, ``external``, ``off``) inside tmux.
+
+    None outside tmux, or when tmux cannot say (not on PATH, no server, no answer in time).
+    """
+    environ = os.environ if environ is None else environ
+    if not environ.get("TMUX") or shutil.which("tmux") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["tmux", "show", "-gv", "set-clipboard"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_TMUX_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = done.stdout.decode("utf-8", "replace").strip()
+    return value if done.returncode == 0 and value in ("on", "off", "external") else None
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What became of a copy.
+
+    Attributes:
+        size: bytes of UTF-8 text.
+        system: the system clipboard took the text (known to have worked).
+        tmux_blocks: inside tmux with ``set-clipboard off``: the terminal request was dropped.
+    """
+
+    size: int
+    system: bool
+    tmux_blocks: bool
+
+    @property
+    def sentence(self) -> str:
+        """Where the text went, honestly, for a notification."""
+        sent = f"{self.size} bytes to the terminal's clipboard (OSC 52)"
+        if self.system:
+            head = f"Copied {self.size} bytes to the system clipboard; also sent them to the terminal's clipboard (OSC 52)"
+        else:
+            head = f"Sent {sent}"
+        if self.tmux_blocks:
+            head += f". tmux drops it: its set-clipboard option is off. To enable: {TMUX_ENABLE}"
+        return head
+
+
+def copy(app: App[object], text: str) -> Copied:
+    """Send ``text`` to the terminal clipboard (OSC 52) and, where possible, copy it to the system's."""
+    app.copy_to_clipboard(text)
+    return Copied(
+        size=len(text.encode("utf-8")),
+        system=copy_to_system_clipboard(text),
+        tmux_blocks=tmux_set_clipboard() == "off",
+    )
+
+
 def copy_text(app: App[object], text: str) -> str:
-    """Copy ``text`` to the terminal clipboard (OSC 52) and, where possible, the system's.
+    """Copy ``text`` as :func:`copy` does.
 
     Returns:
         A sentence saying where the text went, for a notification.
     """
-    app.copy_to_clipboard(text)
-    size = len(text.encode("utf-8"))
-    where = "the clipboard (terminal OSC 52)"
-    if copy_to_system_clipboard(text):
-        where += " and the system clipboard"
-    return f"Copied {size} bytes to {where}"
+    return copy(app, text).sentence

@@ -1,9 +1,10 @@
 """Safe rendering of captured data: escaping, body classification, pretty-printing, hex dumps.
 
 Captured bytes are hostile. Nothing here passes them to Rich markup: every piece of captured
-text becomes a :class:`rich.text.Text` built from plain strings, with control characters (ESC,
-C1 controls, bidi overrides, line separators) replaced by visible escapes such as ``\\x1b``, so
-markup like ``[bold]`` and terminal escape sequences show literally and never restyle the screen.
+text becomes a :class:`rich.text.Text` built from plain strings, with control and invisible
+characters replaced by visible escapes such as ``\\x1b`` (the rules of
+:mod:`devtunnel.values.terminal`, shared with the CLI), so markup like ``[bold]`` and terminal
+escape sequences show literally and never restyle the screen.
 
 Large bodies are never rendered whole: :class:`TextLines` and :class:`HexLines` describe a
 body as rows and render one row at a time, for a view that only asks for the rows it shows.
@@ -20,19 +21,22 @@ from datetime import datetime
 from typing import Literal, Protocol
 from urllib.parse import parse_qsl
 
-from rich.cells import cell_len
+from rich.cells import cell_len, chop_cells
 from rich.style import Style
 from rich.text import Text
 
 from devtunnel.capture.model import Request, Response
+from devtunnel.values.terminal import as_text, escape
 
 __all__ = [
     "BodyKind",
     "Body",
     "Lines",
     "TextLines",
+    "FoldedLines",
     "HexLines",
     "PRETTY_LIMIT",
+    "FOLD_LIMIT",
     "escape_control",
     "escape_line",
     "safe_text",
@@ -56,49 +60,35 @@ BodyKind = Literal["empty", "json", "form", "xml", "text", "binary"]
 PRETTY_LIMIT = 1024 * 1024
 """Bodies larger than this are shown as received: reformatting them would make opening slow."""
 
+FOLD_LIMIT = 16 * 1024 * 1024
+"""Bodies shown as received are folded at the view's width up to this many characters..."""
+
+WIDE_FOLD_LIMIT = 256 * 1024
+"""... of which at most this many in rows holding characters that may be two cells wide."""
+
 MAX_ROW = 1000
 """Longer lines are cut into rows of this many characters (a minified 10 MiB JSON is one line)."""
 
-_C0 = [c for c in range(0x20)]
-_C1 = [0x7F, *range(0x80, 0xA0)]
-# Bidi overrides and isolates reorder what follows them; line/paragraph separators break lines.
-_INVISIBLE = [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029, 0x200E, 0x200F, 0xFEFF]
-_NAMED = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
-
-
-def _escape_for(code: int) -> str:
-    if code in _NAMED:
-        return _NAMED[code]
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-_INLINE_TABLE = {c: _escape_for(c) for c in (*_C0, *_C1, *_INVISIBLE)}
-_LINE_TABLE = {c: e for c, e in _INLINE_TABLE.items() if c != 0x09}
-_CONTROL = re.compile("[" + "".join(re.escape(chr(c)) for c in _INLINE_TABLE) + "]")
-_ROW_CONTROL = re.compile("[" + "".join(re.escape(chr(c)) for c in _INLINE_TABLE if c not in (0x09, 0x0A)) + "]")
-"""What escape_line changes in a row, besides tabs (rows never hold a newline)."""
-
-
 def escape_control(value: str) -> str:
-    """Replace every control character (tab and newlines too) with a visible escape.
+    """``value`` with every control or invisible character as a visible escape, backslashes kept.
 
-    For one-line fields: header names and values, URLs, previews.
+    For text a person may edit (the edit screen's fields): a backslash stays one backslash.
+    Shown-only text goes through :func:`safe_text`, which also doubles backslashes (as the CLI).
     """
-    if _CONTROL.search(value) is None:
-        return value
-    return value.translate(_INLINE_TABLE)
+    return escape(value, double_backslash=False)
 
 
 def escape_line(line: str) -> str:
-    """Escape control characters in one line of a body; tabs become spaces."""
-    if _CONTROL.search(line) is not None:
-        line = line.translate(_LINE_TABLE)
+    """Escape control characters in one line of a body; tabs become spaces, backslashes stay."""
+    if line.isprintable():
+        return line  # the usual row: nothing to escape, no need to look at each character
+    line = escape(line, keep="\t", double_backslash=False)
     return line.expandtabs(4) if "\t" in line else line
 
 
 def safe_text(value: str, style: str | Style = "") -> Text:
-    """Captured text as a ``Text`` that shows exactly what was received (no markup, no escapes)."""
-    return Text(escape_control(value), style=style, no_wrap=True, end="")
+    """Captured text as a one-line ``Text`` that shows exactly what was received (no markup)."""
+    return as_text(value, style)
 
 
 def human_size(size: int) -> str:
@@ -329,11 +319,12 @@ class TextLines:
     def __init__(self, text: str, highlight: Callable[[str], Text] | None = None) -> None:
         self._rows = _split_rows(text)
         self._highlight = highlight
+        self._foldable: bool | None = None
         widest = max(map(len, self._rows), default=0)
-        # Escapes and tabs make a row wider than its length; only rows holding them are measured.
-        if "\t" in text or _ROW_CONTROL.search(text.replace("\r\n", "\n")) is not None:
-            widest = max([widest, *(len(escape_line(r)) for r in self._rows if "\t" in r or _ROW_CONTROL.search(r))])
-        if not text.isascii():
+        if text.isascii():
+            # Escapes and tabs make a row wider than its length; only rows holding them are measured.
+            widest = max([widest, *(len(escape_line(r)) for r in self._rows if not r.isprintable())])
+        else:
             # Wide characters take two cells; measuring every row of a huge body costs too much.
             widest = max([widest, *(cell_len(escape_line(r)) for r in self._rows)]) if len(text) < PRETTY_LIMIT else widest * 2
         self._width = widest
@@ -356,6 +347,61 @@ class TextLines:
     def plain(self) -> str:
         """All rows joined, escaped (for tests and copying what is shown)."""
         return "\n".join(escape_line(row) for row in self._rows)
+
+    def foldable(self) -> bool:
+        """Whether :meth:`folded` folds this document (it keeps one too costly to fold as it is)."""
+        if self._foldable is None:
+            total = sum(map(len, self._rows))
+            # Characters that may be two cells wide are measured one by one: about a second a
+            # megabyte, paid again on every resize. Text of one cell a character is sliced.
+            wide = sum(len(row) for row in self._rows if not row.isascii() and _SINGLE_CELL.fullmatch(row) is None)
+            self._foldable = total <= FOLD_LIMIT and wide <= WIDE_FOLD_LIMIT
+        return self._foldable
+
+    def folded(self, width: int) -> Lines:
+        """These rows, escaped, folded at ``width`` cells (highlighting is left out).
+
+        A document that is not :meth:`foldable` is returned as it is (it scrolls sideways).
+        """
+        if not self.foldable():
+            return self
+        return FoldedLines([escape_line(row) for row in self._rows], width)
+
+
+_SINGLE_CELL = re.compile("[\u0020-\u007e\u00a0-\u02ff\u0370-\u0482\u048a-\u052f\u2010-\u2027\u2030-\u205e\u2500-\u25ff]*")
+"""Text whose every character takes one cell: Latin, Greek, Cyrillic, punctuation, box drawing."""
+
+
+class FoldedLines:
+    """Escaped rows folded at a width, so every character is on screen without sideways scrolling.
+
+    Args:
+        rows: rows already escaped (:func:`escape_line`).
+        width: cells per row on screen (at least 1).
+    """
+
+    def __init__(self, rows: Sequence[str], width: int) -> None:
+        width = max(1, width)
+        folded: list[str] = []
+        for row in rows:
+            cells = len(row) if row.isascii() else cell_len(row)
+            if cells <= width:
+                folded.append(row)
+            elif cells == len(row):
+                # One cell a character (cell_len answers that without a Python loop): slice.
+                folded.extend(row[i : i + width] for i in range(0, len(row), width))
+            else:
+                folded.extend(chop_cells(row, width))
+        self._rows = folded
+        self.width = width
+        """Cells in the widest row: the folding width."""
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def line(self, index: int) -> Text:
+        """Row ``index`` (a part of a longer row when it was folded)."""
+        return Text(self._rows[index], no_wrap=True, end="")
 
 
 _PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
@@ -453,7 +499,10 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
     highlight = {"json": highlight_json_line, "xml": highlight_xml_line}.get(kind) if pretty else None
     shown = reformatted if reformatted is not None else text
     label = f"{kind} · {size}" + ("" if pretty else " · raw")
-    return Body(kind, " · ".join([label, *notes]), lines=TextLines(shown, highlight))
+    lines = TextLines(shown, highlight)
+    if not pretty and not lines.foldable():
+        notes.append("too large to fold: scroll sideways")
+    return Body(kind, " · ".join([label, *notes]), lines=lines)
 
 
 # ---------------------------------------------------------------------------- times

@@ -136,3 +136,36 @@ def freeze_utc(monkeypatch: object) -> None:
 
     monkeypatch.setenv("TZ", "UTC")  # type: ignore[attr-defined]
     time.tzset()
+
+
+STRIPE_SIGNATURE = (
+    "t=1764160200,"
+    "v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd5257a869e7ecebeda32affa62cdca3fa,"
+    "v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a396ffbb59b2300aae63f272406069a9788"
+)
+"""A Stripe-Signature longer than two 80-column lines."""
+
+
+def stripe_exchange() -> Exchange:
+    """A Stripe webhook delivery: ten request headers, the signature among them."""
+    body = b'{"id":"evt_1QxY","type":"payment_intent.succeeded","data":{"object":{"id":"pi_3Qx","amount":2000}}}'
+    return exchange(
+        id="01KB0STR1PE000000000000000",
+        target=b"/webhooks/stripe",
+        req_headers=[
+            ("Host", "hooks.localhost"),
+            ("User-Agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)"),
+            ("Content-Length", str(len(body))),
+            ("Accept", "*/*; q=0.5, application/xml"),
+            ("Cache-Control", "no-cache"),
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Stripe-Signature", STRIPE_SIGNATURE),
+            ("X-Forwarded-For", "54.187.174.169"),
+            ("X-Forwarded-Proto", "https"),
+            ("Accept-Encoding", "gzip"),
+        ],
+        req_body=body,
+        status=200,
+        resp_headers=[("Content-Type", "application/json"), ("Content-Length", "16")],
+        resp_body=b'{"received":true}',
+    )

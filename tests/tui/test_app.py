@@ -173,8 +173,8 @@ async def test_copy_as_curl_without_a_clipboard_says_where_it_went(db: Path, tmp
         await pilot.press("c")
         await async_wait_for(lambda: app._notifications, what="the copy notice")
         notice = list(app._notifications)[-1]
-        assert notice.title == "Copied curl command"
-        assert "terminal" in notice.message.lower()
+        assert notice.title == "Sent curl command to the terminal"
+        assert notice.message.startswith("Sent ") and "terminal's clipboard (OSC 52)" in notice.message
         assert app.clipboard.startswith("curl") and "/health" in app.clipboard
 
 
@@ -225,8 +225,105 @@ async def test_table_keys_are_off_while_another_screen_is_on_top(db: Path, tmp_p
         await _loaded(app, 12)
         await pilot.press("enter")
         await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail screen")
-        assert app.check_action("replay", ()) is False and app.check_action("focus_filter", ()) is False
-        await pilot.press("slash", "c")
+        # The detail screen keeps the keys about its exchange; the table's own keys are off.
+        assert all(app.check_action(a, ()) is True for a in ("replay", "edit", "copy_curl", "export", "help"))
+        assert not any(app.check_action(a, ()) for a in ("focus_filter", "diff", "diff_original", "new_tunnel"))
+        await pilot.press("slash", "d")
         assert not app.query_one(FilterBar).input.has_focus
-        assert not any(n.title == "Copied curl command" for n in app._notifications)
-        assert app.check_action("help", ()) is True
+        assert type(app.screen).__name__ == "DetailScreen"
+        await pilot.press("question_mark")
+        await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
+        assert app.check_action("replay", ()) is False and app.check_action("copy_curl", ()) is False
+        await pilot.press("c")
+        assert not any("curl command" in n.title for n in app._notifications)
+
+
+def _footer(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The footer's keys wholly on screen, as ``{key: description}``."""
+    from textual.widgets._footer import FooterKey
+
+    width = app.size.width
+    return {key.key_display: key.description for key in app.screen.query(FooterKey)
+            if key.region.width and key.region.right <= width}
+
+
+@pytest.mark.parametrize("focus", ["table", "tunnels", "filter"])
+async def test_footer_shows_help_and_quit_at_80x24_wherever_they_work(db: Path, tmp_path: Path, focus: str) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(app, 12)
+        if focus == "tunnels":
+            app.query_one("#tunnels").focus()
+        elif focus == "filter":
+            app.query_one(FilterBar).focus_input()
+        await pilot.pause()
+        shown = _footer(app)
+        if focus == "filter":  # typing goes to the input: ? and q are letters there
+            assert shown.get("esc") == "Clear filter" and "?" not in shown and "q" not in shown, shown
+            return
+        assert shown.get("?") == "Help" and shown.get("q") == "Quit", shown
+        if focus == "table":
+            assert {"⏎", "/", "r", "d", "m"} <= shown.keys()
+
+
+async def test_detail_footer_shows_its_keys_and_help_at_80x24(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail")
+        await pilot.pause()
+        shown = _footer(app)
+        for key, description in {"esc": "Close", "r": "Replay", "e": "Edit", "c": "Curl", "x": "Export",
+                                 "p": "Raw", "h": "Hex", "?": "Help"}.items():
+            assert shown.get(key) == description, shown
+
+
+async def test_command_palette_writes_keys_as_people_do(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)):
+        await _loaded(app, 12)
+        helps = {command.title: command.help for command in app.get_system_commands(app.screen)}
+    assert helps["Help"] == "key: ?"
+    assert helps["Filter"] == "key: /"
+    assert helps["Follow"] == "key: end / G / f"
+    assert helps["Detail"] == "key: ⏎"
+    assert not any("question_mark" in h or "slash" in h for h in helps.values())
+
+
+async def test_empty_filter_reads_as_a_hint_and_an_active_one_stands_out(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        bar = app.query_one(FilterBar)
+        await pilot.pause()
+
+        def first_cell() -> tuple[str, object]:
+            segment = next(s for s in bar.input.render_line(0) if s.text.strip())
+            return segment.text, segment.style
+
+        text, hint_style = first_cell()
+        assert text.startswith("filter: method:POST") and not bar.has_class("-active")
+        assert hint_style.italic and "/ to focus, ? for help" in bar.input.placeholder  # type: ignore[attr-defined]
+        await pilot.press("slash", *"status:>=400", "enter")
+        await async_wait_for(lambda: bar.expression == "status:>=400", what="the filter applied")
+        await pilot.pause()
+        text, active_style = first_cell()
+        assert text.startswith("status:>=400") and bar.has_class("-active")
+        assert active_style.bold and not active_style.italic  # type: ignore[attr-defined]
+        assert active_style.bgcolor != hint_style.bgcolor  # type: ignore[attr-defined]
+        await pilot.press("slash", "escape")
+        await async_wait_for(lambda: not bar.has_class("-active"), what="the filter cleared")
+
+
+async def test_command_palette_at_80x24_shows_keys_as_people_write_them(db: Path, tmp_path: Path) -> None:
+    from tests.tui.screen_fixtures import screen_text
+
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("ctrl+p")
+        await async_wait_for(lambda: type(app.screen).__name__ == "CommandPalette", what="the palette")
+        await pilot.press(*"help")
+        await async_wait_for(lambda: "key: ?" in screen_text(app), what="the help command and its key")
+        assert "question_mark" not in screen_text(app)

@@ -151,3 +151,61 @@ async def test_edited_replay_sends_the_changes(tmp_path: Path, service: str) -> 
         assert new.replay_of == fixed_id(0) and new.request.method == "PUT"
         await async_wait_for(lambda: len(table.ids) == 2, what="the edited replay on the table")
     assert _Echo.seen == ["PUT /b?x=1 changed"]
+
+
+async def test_keys_in_the_detail_screen_act_on_the_exchange_it_shows(tmp_path: Path, service: str) -> None:
+    shown = make_exchange(1, method="POST", target="/webhooks/stripe", target_url=service, body=b'{"n": 1}')
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/zero", target_url=service), shown,
+                                         make_exchange(2, target="/two", target_url=service)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await _ready(app)
+        await pilot.press("m", "up", "enter")  # /two marked; the detail of /webhooks/stripe open
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail")
+        assert app.screen.exchange.id == shown.id  # type: ignore[attr-defined]
+
+        await pilot.press("r")
+        await async_wait_for(lambda: len(table.ids) == 4, what="the replay on the table")
+        assert _Echo.seen == ['POST /webhooks/stripe {"n": 1}']
+        assert type(app.screen).__name__ == "DetailScreen"
+        replayed = Store(db, readonly=True).get(table.ids[-1])
+        assert replayed.replay_of == shown.id
+
+        await pilot.press("c")
+        await async_wait_for(lambda: any("curl command" in n.title for n in app._notifications), what="the copy")
+        assert app.clipboard.startswith("curl") and "/webhooks/stripe" in app.clipboard
+
+        await pilot.press("x")
+        await async_wait_for(lambda: type(app.screen).__name__ == "ExportScreen", what="the export screen")
+        assert [e.id for e in app.screen.exchanges] == [shown.id]  # type: ignore[attr-defined]  # not the marked one
+        await pilot.press("escape")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="back on the detail")
+
+        await pilot.press("e")
+        await async_wait_for(lambda: type(app.screen).__name__ == "EditReplayScreen", what="the editor")
+        assert app.screen.exchange.id == shown.id  # type: ignore[attr-defined]
+
+
+async def test_diff_mode_and_ignored_fields_are_kept_for_the_next_diff(tmp_path: Path) -> None:
+    from textual.widgets import Input
+
+    db = fill(tmp_path / "captures.db", traffic(6))
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("up", "m", "down", "d")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DiffScreen", what="the first diff")
+        await async_wait_for(lambda: app.screen.result is not None, what="its result")  # type: ignore[attr-defined]
+        await pilot.press("u", "i", *"Date, id", "enter")
+        await async_wait_for(lambda: app.screen.ignore == ("Date", "id"), what="the fields ignored")  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        await async_wait_for(lambda: type(app.screen).__name__ == "Screen", what="back on the table")
+
+        await pilot.press("up", "m", "up", "m", "down", "d")  # another pair: 3 against 4
+        await async_wait_for(lambda: type(app.screen).__name__ == "DiffScreen", what="the second diff")
+        screen = app.screen
+        await async_wait_for(lambda: screen.result is not None, what="its result")  # type: ignore[attr-defined]
+        assert (screen.a.id, screen.b.id) == (fixed_id(3), fixed_id(4))  # type: ignore[attr-defined]
+        assert screen.mode == "unified" and screen.ignore == ("Date", "id")  # type: ignore[attr-defined]
+        assert screen.query_one("#ignore", Input).value == "Date, id"
+        assert "ignoring Date, id · unified" in str(screen.query_one("#diff-status").render())

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from textual.app import App
 
-from devtunnel.tui.clipboard import copy_text
+from devtunnel.tui.clipboard import copy, copy_text, tmux_set_clipboard
 
 TEXT = "curl 'http://shop.localhost/ü'"
 SIZE = len(TEXT.encode())
+SENT = f"Sent {SIZE} bytes to the terminal's clipboard (OSC 52)"
 
 
 def _fake_tool(bin_dir: Path, name: str, *, status: int = 0) -> Path:
@@ -36,6 +37,7 @@ def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("TMUX", raising=False)
     return tmp_path
 
 
@@ -43,7 +45,7 @@ async def test_without_a_display_only_osc52_is_used_and_no_tool_runs(bin_dir: Pa
     record = _fake_tool(bin_dir, "xclip")
     app: App[None] = App()
     async with app.run_test():
-        assert copy_text(app, TEXT) == f"Copied {SIZE} bytes to the clipboard (terminal OSC 52)"
+        assert copy_text(app, TEXT) == SENT
         assert app.clipboard == TEXT
     assert not record.exists()
 
@@ -58,7 +60,7 @@ async def test_with_a_display_xclip_gets_the_text_and_cannot_write_to_the_termin
         capfd.readouterr()
         sentence = copy_text(app, TEXT)
         out, err = capfd.readouterr()
-    assert sentence == f"Copied {SIZE} bytes to the clipboard (terminal OSC 52) and the system clipboard"
+    assert sentence == f"Copied {SIZE} bytes to the system clipboard; also sent them to the terminal's clipboard (OSC 52)"
     assert record.read_text() == TEXT
     assert "Can't open display" not in err and "noise" not in out
 
@@ -69,7 +71,7 @@ async def test_a_failing_tool_falls_back_to_the_next_then_to_osc52_alone(bin_dir
     xsel = _fake_tool(bin_dir, "xsel", status=1)
     app: App[None] = App()
     async with app.run_test():
-        assert copy_text(app, TEXT) == f"Copied {SIZE} bytes to the clipboard (terminal OSC 52)"
+        assert copy_text(app, TEXT) == SENT
         assert app.clipboard == TEXT
     assert xclip.read_text() == TEXT and xsel.read_text() == TEXT
 
@@ -79,7 +81,7 @@ async def test_wayland_uses_wl_copy(bin_dir: Path, monkeypatch: pytest.MonkeyPat
     record = _fake_tool(bin_dir, "wl-copy")
     app: App[None] = App()
     async with app.run_test():
-        assert copy_text(app, TEXT).endswith("and the system clipboard")
+        assert copy_text(app, TEXT).startswith(f"Copied {SIZE} bytes to the system clipboard")
     assert record.read_text() == TEXT
 
 
@@ -87,5 +89,85 @@ async def test_a_display_without_any_tool_is_not_an_error(bin_dir: Path, monkeyp
     monkeypatch.setenv("DISPLAY", ":99")
     app: App[None] = App()
     async with app.run_test():
-        assert copy_text(app, TEXT) == f"Copied {SIZE} bytes to the clipboard (terminal OSC 52)"
+        assert copy_text(app, TEXT) == SENT
     assert os.listdir(bin_dir) == []
+
+
+def _fake_tmux(bin_dir: Path, answer: str, *, status: int = 0, hang: bool = False) -> Path:
+    """A stand-in ``tmux`` that records its arguments and prints ``answer`` (or never answers)."""
+    record = bin_dir / "tmux.args"
+    script = bin_dir / "tmux"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$@\" >> '{record}'\n"
+        + ("exec /bin/sleep 30\n" if hang else "")
+        + f"printf '%s\\n' '{answer}'\n"
+        f"exit {status}\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return record
+
+
+@pytest.fixture
+def in_tmux(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,4242,0")
+    return bin_dir
+
+
+async def test_inside_tmux_with_set_clipboard_off_says_nothing_arrived_and_how_to_fix_it(in_tmux: Path) -> None:
+    record = _fake_tmux(in_tmux, "off")
+    app: App[None] = App()
+    async with app.run_test():
+        copied = copy(app, TEXT)
+    assert copied.tmux_blocks and not copied.system
+    assert copied.sentence == (f"{SENT}. tmux drops it: its set-clipboard option is off. "
+                               "To enable: tmux set -g set-clipboard on")
+    assert record.read_text() == "show -gv set-clipboard\n"
+
+
+@pytest.mark.parametrize("setting", ["on", "external"])
+async def test_inside_tmux_that_passes_osc52_on_nothing_is_added(in_tmux: Path, setting: str) -> None:
+    _fake_tmux(in_tmux, setting)
+    app: App[None] = App()
+    async with app.run_test():
+        assert copy_text(app, TEXT) == SENT
+
+
+@pytest.mark.parametrize("kind", ["missing", "failing", "garbage", "hanging"])
+async def test_a_tmux_that_cannot_answer_adds_nothing_and_raises_nothing(in_tmux: Path, kind: str) -> None:
+    if kind == "failing":
+        _fake_tmux(in_tmux, "no server running on /tmp/tmux-0/default", status=1)
+    elif kind == "garbage":
+        _fake_tmux(in_tmux, "\x1b]52;c;evil\x07")
+    elif kind == "hanging":
+        _fake_tmux(in_tmux, "off", hang=True)
+    assert tmux_set_clipboard() is None
+    app: App[None] = App()
+    async with app.run_test():
+        assert copy_text(app, TEXT) == SENT
+
+
+def test_outside_tmux_tmux_is_not_asked(bin_dir: Path) -> None:
+    record = _fake_tmux(bin_dir, "off")
+    assert tmux_set_clipboard() is None
+    assert not record.exists()
+
+
+def test_a_real_tmux_server_with_set_clipboard_off_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import subprocess
+
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed")
+    socket = tmp_path / "tmux.sock"
+    run = [tmux, "-S", str(socket), "-f", "/dev/null"]
+    subprocess.run([*run, "new-session", "-d", "-s", "clip", "sleep 60"], check=True, timeout=10)
+    try:
+        subprocess.run([*run, "set", "-g", "set-clipboard", "off"], check=True, timeout=10)
+        monkeypatch.setenv("TMUX", f"{socket},0,0")
+        assert tmux_set_clipboard() == "off"
+        subprocess.run([*run, "set", "-g", "set-clipboard", "on"], check=True, timeout=10)
+        assert tmux_set_clipboard() == "on"
+    finally:
+        subprocess.run([*run, "kill-server"], check=False, timeout=10)

@@ -46,10 +46,23 @@ def test_markup_in_safe_text_is_printed_literally() -> None:
     assert "[bold red]boom[/] [/x] [link=http://evil]x[/link]" in out
 
 
+def test_zero_width_and_other_invisible_characters_are_shown() -> None:
+    assert safe_text("pay\u200bment\u200d\u2060\ufeff\u00ad").plain == "pay\\u200bment\\u200d\\u2060\\ufeff\\xad"
+    assert escape_line("a\u200bb\u2028") == "a\\u200bb\\u2028"
+
+
+def test_shown_text_doubles_backslashes_but_editable_and_body_text_keeps_them() -> None:
+    assert safe_text("C:\\x1b").plain == "C:\\\\x1b"
+    assert escape_control("C:\\x1b\x1b") == "C:\\x1b\\x1b"
+    assert escape_line('"a\\"b"') == '"a\\"b"'
+
+
 @given(st.text())
-def test_safe_text_never_lets_a_control_character_through(value: str) -> None:
-    plain = safe_text(value).plain
-    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in plain)
+def test_safe_text_never_lets_a_control_or_format_character_through(value: str) -> None:
+    import unicodedata
+
+    for shown in (safe_text(value).plain, escape_control(value), escape_line(value.replace("\n", ""))):
+        assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in shown)
 
 
 @pytest.mark.parametrize(
@@ -163,3 +176,24 @@ def test_body_that_claims_gzip_but_is_not_is_shown_as_received() -> None:
     body = describe_body(Response(headers=headers, body=b"plain", body_size=5))
     assert body.label == "text · 5 B"
     assert body.lines is not None and body.lines.line(0).plain == "plain"
+
+
+def test_folded_rows_fit_the_width_in_cells_and_keep_every_character() -> None:
+    from rich.cells import cell_len
+
+    text = "ascii " * 30 + "\n" + "日本語のテキスト" * 10 + "\ncafé\x1b" + "é" * 50
+    folded = TextLines(text).folded(20)
+    rows = [folded.line(i).plain for i in range(len(folded))]
+    assert all(cell_len(row) <= 20 for row in rows)
+    assert "".join(rows) == ("ascii " * 30 + "日本語のテキスト" * 10 + "café\\x1b" + "é" * 50)
+
+
+def test_a_body_too_costly_to_fold_is_kept_as_it_is_and_says_so() -> None:
+    from devtunnel.tui.render import WIDE_FOLD_LIMIT
+
+    wide = ("日本" * 50 + "\n") * (WIDE_FOLD_LIMIT // 100 + 1)
+    lines = TextLines(wide)
+    assert not lines.foldable() and lines.folded(40) is lines
+    response = Response(headers=Headers([("Content-Type", "text/plain")]), body=wide.encode(), body_size=len(wide.encode()))
+    assert describe_body(response, pretty=False).label.endswith("too large to fold: scroll sideways")
+    assert TextLines("é" * (WIDE_FOLD_LIMIT * 2)).foldable()  # one cell a character: sliced, not measured

@@ -23,8 +23,11 @@ async def _rows_shown(table: RequestTable) -> None:
     await async_wait_for(lambda: table.ids and all(table.cached_row(i) for i in table.ids[-3:]), what="rows")
 
 
-def test_printable_escapes_every_control_character_visibly() -> None:
-    assert printable("a\x1b[31mb\x07c\x9bd\x7fe\u202ef\tg\r\n") == "a\\x1b[31mb\\x07c\\x9bd\\x7fe\\u202ef\\x09g\\x0d\\x0a"
+def test_printable_escapes_every_control_character_visibly_as_the_cli_does() -> None:
+    from devtunnel.commands.output import safe
+
+    hostile = "a\x1b[31mb\x07c\x9bd\x7fe\u202ef\tg\r\n\u200bz"
+    assert printable(hostile) == "a\\x1b[31mb\\x07c\\x9bd\\x7fe\\u202ef\\tg\\r\\n\\u200bz" == safe(hostile)
     assert printable("[bold]ünïcødé[/]") == "[bold]ünïcødé[/]"
 
 
@@ -38,6 +41,7 @@ async def test_hostile_paths_methods_and_tunnel_names_render_literally(tmp_path:
         make_exchange(0, target=HOSTILE_PATH),
         make_exchange(1, target="/[bold]x[/bold]", method="[b]GET", tunnel="t\x1b]0;title\x07"),
         make_exchange(2, target=b"/bin\xff\xfe\x00ary"),
+        make_exchange(3, target="/pay\u200bment/\u2066x\u2069/\ufeff", tunnel="zero\u200dwidth"),
     ]
     db = fill(tmp_path / "captures.db", hostile)
     app = inspector(db, tmp_path)
@@ -49,7 +53,8 @@ async def test_hostile_paths_methods_and_tunnel_names_render_literally(tmp_path:
         assert "/a?x=[/y]&[bold]b[/bold]\\x1b[31mred\\x1b]52;c;SGVsbG8=\\x07\\x9b2J\\u202eevil" in lines[1]
         assert "[b]GET" in lines[2] and "/[bold]x[/bold]" in lines[2] and "t\\x1b]0;ti" in lines[2]
         assert "/binÿþ\\x00ary" in lines[3]
-        assert not any(ch in "".join(lines) for ch in "\x1b\x07\x9b\x00\u202e")
+        assert "/pay\\u200bment/\\u2066x\\u2069/\\ufeff" in lines[4] and "zero\\u200" in lines[4]
+        assert not any(ch in "".join(lines) for ch in "\x1b\x07\x9b\x00\u202e\u200b\u200d\u2066\ufeff")
         # The segments carry the text as data: no style came from the captured text.
         for y in (1, 2):
             styles = {segment.style for segment in table.render_line(y) if "bold" in segment.text}

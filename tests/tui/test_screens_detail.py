@@ -9,16 +9,19 @@ from rich.text import Text
 from textual.widgets import DataTable, Static, TabbedContent
 
 from devtunnel.tui.screens import DetailScreen
+from devtunnel.tui.screens.detail import HeadersView
 from devtunnel.tui.screens.lines import LinesView
+from tests.helpers import async_wait_for
 from tests.tui.screen_fixtures import (
     HOSTILE,
-    PNG_HEAD,
+    STRIPE_SIGNATURE,
     ScreenApp,
     binary_exchange,
     exchange,
     freeze_utc,
     json_exchange,
     screen_text,
+    stripe_exchange,
     ws_exchange,
 )
 
@@ -39,10 +42,10 @@ async def test_json_bodies_are_indented_and_headers_listed_in_order() -> None:
     app = ScreenApp(DetailScreen(json_exchange()))
     async with app.run_test(size=(100, 40)) as pilot:
         await pilot.pause()
-        assert _rows(app.screen.query_one("#request-headers", DataTable)) == [
-            ["Host", "shop.localhost"],
-            ["Content-Type", "application/json"],
-            ["Content-Length", "37"],
+        assert app.screen.query_one("#request-headers", HeadersView).fields == [
+            ("Host", "shop.localhost"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", "37"),
         ]
         body = app.screen.query_one("#request-body", LinesView)
         assert [body.lines.line(i).plain for i in range(len(body.lines))] == [
@@ -272,6 +275,71 @@ async def test_escape_closes_the_screen() -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert app.dismissed
+
+
+async def test_every_header_and_the_whole_stripe_signature_are_on_an_80x24_screen() -> None:
+    app = ScreenApp(DetailScreen(stripe_exchange()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        shown = screen_text(app)
+        lines = shown.splitlines()
+        for name, _ in stripe_exchange().request.headers.items():
+            assert any(line.startswith(f" {name} ") for line in lines), name
+        # The signature wraps under itself: joined back, the folded rows give it whole.
+        start = next(i for i, line in enumerate(lines) if line.startswith(" Stripe-Signature "))
+        column = lines[start].index("t=")
+        folded = "".join(line[column:].rstrip() for line in lines[start : start + 4])
+        assert STRIPE_SIGNATURE in folded
+        assert all(len(line.rstrip()) <= 80 for line in lines)
+
+
+async def test_headers_that_do_not_fit_scroll_and_all_can_be_reached() -> None:
+    many = [(f"X-Header-{n:02d}", f"value {n}") for n in range(40)]
+    app = ScreenApp(DetailScreen(exchange(req_headers=many)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        view = app.screen.query_one("#request-headers", HeadersView)
+        assert view.max_scroll_y > 0 and "X-Header-39" not in screen_text(app)
+        await pilot.press("tab")  # from the tabs to the headers
+        assert app.focused is view
+        await pilot.press("end")
+        await pilot.pause()
+        assert "X-Header-39  value 39" in screen_text(app)
+        assert app.screen.query_one("#request-body-label").region.height == 1  # the body keeps its place
+
+
+async def test_raw_body_is_folded_at_the_width_and_binary_stays_a_hex_dump() -> None:
+    long_line = '{"data":"' + "abcdefghij" * 30 + '\x1b"}'
+    ex = exchange(req_headers=[("Content-Type", "application/json")], req_body=long_line.encode() + b"\x1b",
+                  resp_headers=[("Content-Type", "application/octet-stream")], resp_body=b"\x1b[2J\x00\xff")
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("p")
+        await pilot.pause()
+        view = app.screen.query_one("#request-body", LinesView)
+        rows = [view.lines.line(i).plain for i in range(len(view.lines))]
+        assert len(rows) > 3 and all(len(row) <= view.scrollable_content_region.width for row in rows)
+        assert "".join(rows) == long_line.replace("\x1b", "\\x1b") + "\\x1b"
+        assert view.max_scroll_x == 0
+        await pilot.press("2")
+        await pilot.pause()
+        hex_rows = app.screen.query_one("#response-body", LinesView).lines
+        assert hex_rows.line(0).plain.startswith("00000000  1b 5b 32 4a 00 ff")
+        assert "\x1b" not in screen_text(app) and "\x00" not in screen_text(app)
+
+
+async def test_raw_body_folds_again_when_the_terminal_is_resized() -> None:
+    ex = exchange(resp_headers=[("Content-Type", "text/plain")], resp_body=b"word " * 100)
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2", "p")
+        await pilot.pause()
+        view = app.screen.query_one("#response-body", LinesView)
+        narrow = len(view.lines)
+        await pilot.resize_terminal(120, 24)
+        await async_wait_for(lambda: len(view.lines) < narrow, what="the body folded at the new width")
+        assert "".join(view.lines.line(i).plain for i in range(len(view.lines))) == "word " * 100
 
 
 def test_snapshot_json_detail(snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:

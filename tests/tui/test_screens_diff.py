@@ -185,3 +185,25 @@ async def test_titles_and_changed_lines_are_styled_on_screen() -> None:
         removed = view.render_line(rows.index('-   "id": "ord_1",'))
         assert all(seg.style.bold for seg in title if seg.text.strip())
         assert {seg.style.color.name for seg in removed if seg.text.strip()} == {"red"}
+
+
+async def test_side_by_side_folds_a_long_changed_value_so_both_are_whole_at_80_columns() -> None:
+    from tests.tui.screen_fixtures import STRIPE_SIGNATURE
+
+    other = STRIPE_SIGNATURE.replace("t=1764160200", "t=1764160260")
+    a = exchange(req_headers=[("Host", "h"), ("Stripe-Signature", STRIPE_SIGNATURE)])
+    b = exchange(req_headers=[("Host", "h"), ("Stripe-Signature", other)])
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _diffed(app)
+        await pilot.pause()
+        view = app.screen.query_one("#diff", LinesView)
+        rows = [view.lines.line(i).plain for i in range(len(view.lines))]
+        start = next(i for i, row in enumerate(rows) if row.startswith("- Stripe-Signature"))
+        half = view.lines.column  # type: ignore[attr-defined]
+        left = "".join(row[2:half].rstrip() for row in rows[start:] if row[0] in "- " and "│" in row and not row.startswith("  Host"))
+        right = "".join(row[half + 5 :].rstrip() for row in rows[start:] if "│" in row and not row.startswith("  Host"))
+        assert f"Stripe-Signature: {STRIPE_SIGNATURE}" in left
+        assert f"Stripe-Signature: {other}" in right
+        assert "…" not in "".join(rows[start : start + 4])
+        assert max(len(row.rstrip()) for row in rows) <= 80

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.tui.render import (
     describe_body,
-    escape_control,
     format_ms,
     format_timestamp,
     human_size,
@@ -22,8 +22,9 @@ from devtunnel.tui.render import (
     status_style,
 )
 from devtunnel.tui.screens.lines import LinesView
+from devtunnel.values.terminal import escape
 
-__all__ = ["DetailScreen", "exchange_title", "headers_table", "ws_preview"]
+__all__ = ["DetailScreen", "HeadersView", "exchange_title", "ws_preview"]
 
 _OPCODES = {0: "cont", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 _PREVIEW = 120
@@ -32,15 +33,15 @@ _PREVIEW = 120
 def exchange_title(exchange: Exchange) -> Text:
     """One line naming an exchange: method, URL, status and duration (captured parts escaped)."""
     title = Text(no_wrap=True, overflow="ellipsis", end="")
-    title.append(escape_control(exchange.request.method), "bold")
+    title.append(escape(exchange.request.method), "bold")
     title.append(" ")
-    title.append(escape_control(exchange.url))
+    title.append(escape(exchange.url))
     title.append("  ")
     if exchange.response is not None:
         reason = exchange.response.reason
         title.append(f"{exchange.response.status}", status_style(exchange.response.status))
         if reason:
-            title.append(" " + escape_control(reason))
+            title.append(" " + escape(reason))
     elif exchange.error:
         title.append(exchange.error, "bold red")
     else:
@@ -52,14 +53,42 @@ def exchange_title(exchange: Exchange) -> Text:
     return title
 
 
-def headers_table(headers: Headers, *, id: str | None = None) -> DataTable[Text]:
-    """A two-column table of header fields, in order, exactly as received."""
-    table: DataTable[Text] = DataTable(id=id, cursor_type="row", zebra_stripes=True, classes="headers")
-    table.add_column("Name", key="name")
-    table.add_column("Value", key="value")
-    for name, value in headers.items():
-        table.add_row(safe_text(name, "bold"), safe_text(value))
-    return table
+class HeadersView(VerticalScroll):
+    """Header fields in order, exactly as received (escaped); a long value wraps under itself.
+
+    A Stripe-Signature of 200 characters is shown whole, folded over a few rows. When there are
+    more fields than fit, the view scrolls (tab to it, then the arrows or the mouse wheel).
+    """
+
+    DEFAULT_CSS = """
+    HeadersView {
+        height: auto;
+        max-height: 65%;
+        padding: 0 1;
+        scrollbar-size-vertical: 1;
+        &:focus { background-tint: $foreground 4%; }
+        & > Static { width: 1fr; }
+    }
+    """
+
+    NAME_WIDTH = 28
+    """Names longer than this fold, so a value always keeps most of the width."""
+
+    def __init__(self, headers: Headers, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="headers")
+        self.fields: list[tuple[str, str]] = [(escape(name), escape(value)) for name, value in headers.items()]
+        """The ``(name, value)`` pairs as shown: escaped, in the order received."""
+
+    def compose(self) -> ComposeResult:
+        if not self.fields:
+            yield Static(Text("(no headers)", "dim"))
+            return
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(max_width=self.NAME_WIDTH)
+        grid.add_column(ratio=1)
+        for name, value in self.fields:
+            grid.add_row(Text(name, "bold", overflow="fold"), Text(value, overflow="fold"))
+        yield Static(grid)
 
 
 def ws_preview(message: WsMessage) -> Text:
@@ -67,7 +96,7 @@ def ws_preview(message: WsMessage) -> Text:
     payload = message.payload
     if message.opcode == 1:
         shown = payload[: _PREVIEW * 4].decode("utf-8", errors="replace")[:_PREVIEW]
-        text = Text(escape_control(shown), no_wrap=True, end="")
+        text = Text(escape(shown), no_wrap=True, end="")
     else:
         text = Text(payload[:24].hex(" "), style="cyan", no_wrap=True, end="")
     if message.size > len(payload):
@@ -82,17 +111,29 @@ class DetailScreen(Screen[None]):
     | :- | :- |
     | escape, q | Close. |
     | 1 / 2 / 3 / 4 | Request, Response, Timing, Messages (WebSockets). |
-    | p | Toggle pretty-printing (JSON, XML, forms) and the body as received. |
+    | r | Replay this exchange. |
+    | e | Edit, then replay it. |
+    | c | Copy it as a curl command. |
+    | x | Export it (curl, HAR, raw, httpie). |
+    | p | Toggle pretty-printing (JSON, XML, forms) and the body as received (folded at the width). |
     | h | Toggle the hex dump of the bodies. |
+    | tab | Move to the headers (to scroll them when they do not all fit) and the bodies. |
+
+    The keys r, e, c and x run the app's actions, on the exchange this screen shows.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "close", "Close"),
+        Binding("r", "app.replay", "Replay"),
+        Binding("e", "app.edit", "Edit", tooltip="Edit+replay"),
+        Binding("c", "app.copy_curl", "Curl", tooltip="Copy curl"),
+        Binding("x", "app.export", "Export"),
         Binding("1", "tab('request')", "Request", show=False),
         Binding("2", "tab('response')", "Response", show=False),
         Binding("3", "tab('timing')", "Timing", show=False),
         Binding("4", "tab('messages')", "Messages", show=False),
-        Binding("p", "toggle_pretty", "Pretty/raw"),
+        Binding("p", "pretty(False)", "Raw", tooltip="Bodies as received"),
+        Binding("p", "pretty(True)", "Pretty", tooltip="Bodies pretty-printed"),
         Binding("h", "toggle_hex", "Hex"),
     ]
 
@@ -103,7 +144,6 @@ class DetailScreen(Screen[None]):
         TabPane { padding: 0; height: 1fr; }
         .start-line { height: 1; padding: 0 1; color: $text-muted; }
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
-        DataTable.headers { height: auto; max-height: 40%; }
         DataTable.form { height: 1fr; }
         .body-box { height: 1fr; }
         LinesView { padding: 0 1; }
@@ -135,7 +175,7 @@ class DetailScreen(Screen[None]):
             if ex.websocket:
                 with TabPane(f"Messages ({len(ex.ws_messages)})", id="messages"):
                     yield self._ws_table()
-        yield Footer()
+        yield Footer(compact=True)
 
     # ------------------------------------------------------------------ parts
 
@@ -146,7 +186,7 @@ class DetailScreen(Screen[None]):
             start = f"HTTP/{message.http_version} {message.status} {message.reason}".rstrip()
         yield Static(safe_text(start), classes="start-line")
         yield Static(f"Headers ({len(message.headers)})", classes="section", markup=False)
-        yield headers_table(message.headers, id=f"{side}-headers")
+        yield HeadersView(message.headers, id=f"{side}-headers")
         with Vertical(id=f"{side}-body-box", classes="body-box"):
             yield from self._body(side, message)
 
@@ -161,7 +201,8 @@ class DetailScreen(Screen[None]):
                 table.add_row(safe_text(name, "bold"), safe_text(value))
             yield table
         elif body.lines is not None:
-            yield LinesView(body.lines, id=f"{side}-body")
+            # As received, a body is folded at the width: a minified JSON reads top to bottom.
+            yield LinesView(body.lines, fold=not self._pretty, id=f"{side}-body")
 
     def _no_response(self) -> Text:
         ex = self.exchange
@@ -169,7 +210,7 @@ class DetailScreen(Screen[None]):
             text = Text("No response: ", end="")
             text.append(ex.error, "bold red")
             if ex.error_message:
-                text.append(" - " + escape_control(ex.error_message))
+                text.append(" - " + escape(ex.error_message))
             return text
         return Text("No response yet.", end="")
 
@@ -181,9 +222,9 @@ class DetailScreen(Screen[None]):
             ("Duration", format_ms(ex.duration) if ex.duration is not None else "in flight"),
             ("Request body", human_size(ex.request.body_size)),
             ("Response body", human_size(ex.size) if ex.response is not None else "-"),
-            ("Client", escape_control(ex.remote_addr) or "-"),
-            ("Forwarded to", escape_control(ex.target_url) or "-"),
-            ("Tunnel", escape_control(ex.tunnel)),
+            ("Client", escape(ex.remote_addr) or "-"),
+            ("Forwarded to", escape(ex.target_url) or "-"),
+            ("Tunnel", escape(ex.tunnel)),
             ("Id", ex.id),
         ]
         if ex.replay_of:
@@ -194,7 +235,7 @@ class DetailScreen(Screen[None]):
         if ex.error:
             error = Text(ex.error, "bold red", end="")
             if ex.error_message:
-                error.append(" - " + escape_control(ex.error_message), "red")
+                error.append(" - " + escape(ex.error_message), "red")
             rows.append(("Error", error))
         text = Text(end="")
         for label, value in rows:
@@ -240,9 +281,15 @@ class DetailScreen(Screen[None]):
             await box.remove_children()
             await box.mount_compose(self._body(side, message))
 
-    async def action_toggle_pretty(self) -> None:
-        """Switch between the reformatted bodies and the bodies as received."""
-        self._pretty = not self._pretty
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "pretty":
+            return parameters[0] != self._pretty  # p offers the other view: one binding at a time
+        return True
+
+    async def action_pretty(self, pretty: bool) -> None:
+        """Show the bodies reformatted (JSON, XML, forms) or as received."""
+        self._pretty = pretty
+        self.refresh_bindings()
         await self._redraw_bodies()
 
     async def action_toggle_hex(self) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from rich.cells import chop_cells
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,9 +23,19 @@ from devtunnel.tui.render import escape_line, human_size
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.lines import LinesView
 
-__all__ = ["DiffScreen", "DiffLines", "parse_ignore"]
+__all__ = ["DiffScreen", "DiffLines", "DiffSettings", "parse_ignore"]
 
 Mode = Literal["side", "unified"]
+
+
+@dataclass
+class DiffSettings:
+    """How diffs are shown; the app keeps one for the session, so each diff opens as the last one was left."""
+
+    mode: Mode = "side"
+    """``side`` (side by side) or ``unified``."""
+    ignore: tuple[str, ...] = ()
+    """Fields left out of the comparison (JSON keys, form fields, header names)."""
 
 _TAG_STYLE = {"-": "red", "+": "green", "?": "dim yellow", " ": ""}
 _SIDE_STYLE = {"-": "on #3c1618", "+": "on #15351f", " ": "", "": ""}
@@ -37,7 +49,8 @@ def parse_ignore(value: str) -> tuple[str, ...]:
     return tuple(name for name in re.split(r"[,\s]+", value) if name)
 
 
-# A row is (kind, left tag, left text, right tag, right text); kind is "title", "note", "line".
+# A row is (kind, left tag, left text, right tag, right text); kind is "title", "note", "line",
+# or "more": the rest of a changed line folded at the column's width.
 _Row = tuple[str, str, str, str, str]
 
 
@@ -116,6 +129,29 @@ def _section_rows(section: SectionDiff, mode: Mode) -> list[_Row]:
     return rows + (_side_rows(section) if mode == "side" else _unified_rows(section))
 
 
+def _fold_changes(rows: list[_Row], room: int) -> list[_Row]:
+    """Changed side-by-side rows folded at ``room`` cells a half, so a difference is never cut off.
+
+    Unchanged rows stay one row each (cut with an ellipsis): the same on both sides.
+    """
+    folded: list[_Row] = []
+    for row in rows:
+        kind, left_tag, left, right_tag, right = row
+        if kind != "line" or (left_tag, right_tag) == (" ", " "):
+            folded.append(row)
+            continue
+        lefts = chop_cells(escape_line(left), room) or [""]
+        rights = chop_cells(escape_line(right), room) or [""]
+        if len(lefts) == len(rights) == 1:
+            folded.append(row)
+            continue
+        for i in range(max(len(lefts), len(rights))):
+            has_left, has_right = i < len(lefts), i < len(rights)
+            folded.append(("line" if i == 0 else "more", left_tag if has_left else "", lefts[i] if has_left else "",
+                           right_tag if has_right else "", rights[i] if has_right else ""))
+    return folded
+
+
 class DiffLines:
     """A diff as rows for :class:`LinesView`: side by side in ``column``-wide halves, or unified."""
 
@@ -125,6 +161,7 @@ class DiffLines:
         # Each half gets what is left after the separator; at least 20 cells so a row stays readable.
         self.column = max((width - len(_SEPARATOR)) // 2, 20)
         if mode == "side":
+            self._rows = _fold_changes(self._rows, self.column - 2)
             self._width = self.column * 2 + len(_SEPARATOR)
         else:
             self._width = max((len(escape_line(row[2])) + 2 for row in self._rows), default=0)
@@ -137,9 +174,11 @@ class DiffLines:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def _cell(self, tag: str, text: str) -> Text:
-        cell = Text(f"{tag or ' '} {escape_line(text)}", style=_SIDE_STYLE.get(tag, ""), no_wrap=True, end="")
-        if tag in ("-", "+"):
+    def _cell(self, tag: str, text: str, *, more: bool = False) -> Text:
+        # The rest of a folded line keeps its side's colour, without repeating the tag.
+        cell = Text(f"{' ' if more or not tag else tag} {escape_line(text)}", style=_SIDE_STYLE.get(tag, ""),
+                    no_wrap=True, end="")
+        if tag in ("-", "+") and not more:
             cell.stylize(_TAG_STYLE[tag], 0, 1)
         cell.truncate(self.column, overflow="ellipsis", pad=True)
         return cell
@@ -153,9 +192,10 @@ class DiffLines:
             return Text(f"  {escape_line(left)}", style="italic dim", no_wrap=True, end="")
         if self.mode == "unified":
             return Text(f"{left_tag} {escape_line(left)}", style=_TAG_STYLE.get(left_tag, ""), no_wrap=True, end="")
-        row = self._cell(left_tag, left)
+        more = kind == "more"
+        row = self._cell(left_tag, left, more=more)
         row.append(_SEPARATOR, "dim")
-        row.append_text(self._cell(right_tag, right))
+        row.append_text(self._cell(right_tag, right, more=more))
         return row
 
 
@@ -186,13 +226,16 @@ class DiffScreen(Screen[None]):
     }
     """
 
-    def __init__(self, a: Exchange, b: Exchange, ignore: Sequence[str] = ()) -> None:
+    def __init__(self, a: Exchange, b: Exchange, ignore: Sequence[str] = (), *,
+                 settings: DiffSettings | None = None) -> None:
         super().__init__()
         self.a = a
         self.b = b
-        self.ignore: tuple[str, ...] = tuple(ignore)
+        self.settings = settings if settings is not None else DiffSettings(ignore=tuple(ignore))
+        """Mode and ignored fields; changes here are written back (for the next diff)."""
+        self.ignore: tuple[str, ...] = tuple(ignore) or self.settings.ignore
         """The fields left out of the comparison."""
-        self.mode: Mode = "side"
+        self.mode: Mode = self.settings.mode
         """``side`` (side by side) or ``unified``."""
         self.result: ExchangeDiff | None = None
         """The diff on screen (None while the first one is computed)."""
@@ -203,7 +246,7 @@ class DiffScreen(Screen[None]):
         yield Input(", ".join(self.ignore), id="ignore", placeholder="fields to ignore: id, timestamp, Date")
         yield Static("", id="diff-status")
         yield LinesView(id="diff")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         if self.ignore:
@@ -220,7 +263,7 @@ class DiffScreen(Screen[None]):
 
     def _show(self, diff: ExchangeDiff, ignore: tuple[str, ...]) -> None:
         self.result = diff
-        self.ignore = ignore
+        self.ignore = self.settings.ignore = ignore
         self._draw()
 
     def _draw(self) -> None:
@@ -228,7 +271,9 @@ class DiffScreen(Screen[None]):
             return
         view = self.query_one("#diff", LinesView)
         # A new diff for the same pair (resize, ignore fields) keeps the place being read.
-        view.show(DiffLines(self.result, self.mode, view.size.width or self.size.width), keep_position=True)
+        # The vertical scrollbar's columns are left free: the two halves always fit beside it.
+        width = (view.size.width or self.size.width) - view.styles.scrollbar_size_vertical
+        view.show(DiffLines(self.result, self.mode, width), keep_position=True)
         changed = [s.title for s in self.result.sections if not s.identical]
         status = "identical" if not changed else f"{len(changed)} of {len(self.result.sections)} sections differ"
         if self.ignore:
@@ -256,7 +301,7 @@ class DiffScreen(Screen[None]):
 
     def action_toggle_mode(self) -> None:
         """Switch between side-by-side and unified."""
-        self.mode = "unified" if self.mode == "side" else "side"
+        self.mode = self.settings.mode = "unified" if self.mode == "side" else "side"
         self._draw()
 
     def action_ignore(self) -> None:

@@ -23,13 +23,20 @@ def _as_binding(binding: BindingType) -> Binding:
     return Binding(*binding)
 
 
+def key_label(keys: str) -> str:
+    """A binding's keys as people write them: ``"question_mark,slash"`` -> ``"? / /"``, ``ctrl+s``."""
+    return " / ".join(format_key(key.strip()) for key in keys.split(","))
+
+
+def describe(binding: BindingType) -> str:
+    """What a binding does, in full: its tooltip when the footer shows a shorter description."""
+    binding = _as_binding(binding)
+    return binding.tooltip or binding.description or binding.action.replace("_", " ")
+
+
 def key_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
     """``(keys, description)`` for each binding, keys joined with `` / ``."""
-    rows = []
-    for binding in map(_as_binding, bindings):
-        keys = " / ".join(format_key(k.strip()) for k in binding.key.split(","))
-        rows.append((keys, binding.description or binding.action.replace("_", " ")))
-    return rows
+    return [(key_label(binding.key), describe(binding)) for binding in map(_as_binding, bindings)]
 
 
 class HelpScreen(ModalScreen[None]):

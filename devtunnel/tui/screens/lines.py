@@ -5,12 +5,13 @@ from __future__ import annotations
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from devtunnel.tui.render import Lines
+from devtunnel.tui.render import Lines, TextLines
 
 
 class _NoLines:
@@ -27,6 +28,8 @@ class LinesView(ScrollView, can_focus=True):
     """Shows a :class:`~devtunnel.tui.render.Lines` document, asking it only for visible rows.
 
     A 10 MiB body is 650,000 hex rows; this widget renders the 40 on screen (Textual's Line API).
+    With ``fold``, a text document is folded at the view's width (again on every resize), so
+    a long line reads from top to bottom instead of running past the right edge.
 
     | Key | Action |
     | :- | :- |
@@ -43,9 +46,11 @@ class LinesView(ScrollView, can_focus=True):
     }
     """
 
-    def __init__(self, lines: Lines | None = None, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, lines: Lines | None = None, *, fold: bool = False, name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._lines: Lines = lines if lines is not None else _NoLines()
+        self._source = lines if fold and isinstance(lines, TextLines) else None
         self._cache: LRUCache[int, Strip] = LRUCache(512)
         self.virtual_size = Size(self._lines.width, len(self._lines))
 
@@ -55,13 +60,22 @@ class LinesView(ScrollView, can_focus=True):
         return self._lines
 
     def show(self, lines: Lines, *, keep_position: bool = False) -> None:
-        """Replace the document; go back to its top unless ``keep_position``."""
+        """Replace the document (as it is: not folded); go back to its top unless ``keep_position``."""
         self._lines = lines
         self._cache.clear()
         self.virtual_size = Size(lines.width, len(lines))
         if not keep_position:
             self.scroll_to(0, 0, animate=False)
         self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._source is not None:
+            # The vertical scrollbar's column is always left free, so folding cannot make it
+            # appear and change the width it was folded for.
+            width = self.scrollable_content_region.width + (self.scrollbar_size_vertical if self.show_vertical_scrollbar else 0)
+            width -= self.styles.scrollbar_size_vertical
+            if width > 0 and width != self._lines.width:
+                self.show(self._source.folded(width), keep_position=True)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()

@@ -20,6 +20,9 @@ from devtunnel.errors import FilterSyntaxError
 
 HISTORY_SIZE = 50
 
+PLACEHOLDER = "filter: method:POST status:>=400 …  (/ to focus, ? for help)"
+"""What the empty bar shows (dim): an example, and the keys to use it."""
+
 
 def default_history_path() -> Path:
     """``$XDG_STATE_HOME/devtunnel/filter_history`` (``~/.local/state/devtunnel/`` when unset)."""
@@ -74,6 +77,9 @@ class FilterBar(Vertical):
     DEFAULT_CSS = """
     FilterBar { height: auto; }
     FilterBar > Input, FilterBar > Input:focus { border: none; height: 1; padding: 0 1; }
+    /* The hint must not read as a filter in force: dim and italic; a filter in force is bold on a tint. */
+    FilterBar > Input > .input--placeholder { color: $text-disabled; text-style: italic; }
+    FilterBar.-active > Input { text-style: bold; background-tint: $accent 25%; }
     FilterBar > #filter-error { display: none; color: $text-error; height: auto; padding: 0 1; }
     FilterBar.-invalid > #filter-error { display: block; }
     """
@@ -82,7 +88,7 @@ class FilterBar(Vertical):
     """Seconds of quiet typing before the expression is applied."""
 
     expression: reactive[str] = reactive("", init=False)
-    """The last valid expression (what the table shows)."""
+    """The last valid expression (what the table shows); a non-empty one gives the bar ``-active``."""
     error: reactive[FilterSyntaxError | None] = reactive(None, init=False)
     """The problem with the text in the input, if it does not parse."""
 
@@ -117,7 +123,7 @@ class FilterBar(Vertical):
         self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="/ filter: method:POST path:/hooks status:>=400   (? help)", id="filter-input")
+        yield Input(placeholder=PLACEHOLDER, id="filter-input")
         yield Static("", id="filter-error")
 
     @property
@@ -162,6 +168,9 @@ class FilterBar(Vertical):
             self.expression = text
             self.post_message(self.Applied(self, text, compiled))
         return True
+
+    def watch_expression(self, expression: str) -> None:
+        self.set_class(bool(expression.strip()), "-active")
 
     def watch_error(self, error: FilterSyntaxError | None) -> None:
         self.set_class(error is not None, "-invalid")

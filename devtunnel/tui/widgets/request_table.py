@@ -27,19 +27,10 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devtunnel.capture.store import Row
+from devtunnel.values.terminal import escape as printable
 
 RowLoader = Callable[[list[str]], Awaitable[list[Row]]]
 """Loads light rows for ids (missing ids are skipped)."""
-
-_ESCAPES: dict[int, str] = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
-# Bidirectional overrides and isolates reorder what follows them on screen: show them too.
-_ESCAPES.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (C0, DEL, C1, bidi controls) as visible escapes."""
-    return text.translate(_ESCAPES)
-
 
 def _fit(text: str, width: int, *, right: bool = False) -> str:
     """Pad or cut ``text`` to exactly ``width`` cells, ending a cut with an ellipsis."""

@@ -16,7 +16,7 @@ from textual.widget import Widget
 
 from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.supervisor import AgentStatus
-from devtunnel.tui.widgets.request_table import printable
+from devtunnel.values.terminal import escape
 
 RATE_WINDOW = 10.0
 """Seconds of request counts the rate is averaged over."""
@@ -36,8 +36,8 @@ class TunnelsPanel(Widget, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "move(-1)", "Previous tunnel", show=False),
         Binding("down", "move(1)", "Next tunnel", show=False),
-        Binding("s", "tunnel('stop')", "Stop tunnel"),
-        Binding("R", "tunnel('restart')", "Restart tunnel"),
+        Binding("s", "tunnel('stop')", "Stop", tooltip="Stop tunnel"),
+        Binding("R", "tunnel('restart')", "Restart", tooltip="Restart tunnel"),
         Binding("y", "tunnel('copy')", "Copy URL"),
     ]
 
@@ -144,7 +144,7 @@ class TunnelsPanel(Widget, can_focus=True):
         line.append(status.state, style=self._style(style))
         line.append(f"  restarts: {status.restarts}")
         if status.message:
-            line.append(f"  {printable(status.message)}", style=self._style("tunnels--dim"))
+            line.append(f"  {escape(status.message)}", style=self._style("tunnels--dim"))
         return line
 
     def _tunnel_line(self, tunnel: TunnelView, is_cursor: bool) -> Text:
@@ -153,15 +153,15 @@ class TunnelsPanel(Widget, can_focus=True):
         state_style = self._style(f"tunnels--{tunnel.state}" if tunnel.state in
                                   ("online", "starting", "reconnecting", "failed") else "tunnels--dim")
         line.append("● ", style=state_style)
-        line.append(printable(tunnel.public_url or tunnel.name), style=self._style("tunnels--url"))
+        line.append(escape(tunnel.public_url or tunnel.name), style=self._style("tunnels--url"))
         line.append(" → ", style=dim)
-        line.append(printable(tunnel.target))
+        line.append(escape(tunnel.target))
         line.append("  ")
         state = tunnel.state
         if state == "reconnecting" and tunnel.next_retry_at is not None:
             state += f" (retry in {max(0, tunnel.next_retry_at - self._clock()):.0f}s)"
         elif state == "failed" and tunnel.error:
-            state += f": {printable(tunnel.error)}"
+            state += f": {escape(tunnel.error)}"
         line.append(state, style=state_style)
         line.append(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)
         if is_cursor:
