@@ -24,16 +24,38 @@ pytestmark = [
 DEVTUNNEL = str(Path(sys.executable).with_name("devtunnel"))
 
 
+# Variables that would make the inspector draw at another size than its pane's, or make tmux
+# think it is nested: a test run typed in a terminal exports COLUMNS and LINES to its children
+# (readline sets them in the C environment, which os.environ does not show), and inside tmux
+# TMUX names the caller's server.
+_CALLERS_TERMINAL = ("COLUMNS", "LINES", "TMUX", "TMUX_PANE")
+
+
 class Tmux:
-    """One tmux server on its own socket, so nothing else's sessions are touched."""
+    """One tmux server on its own socket, so nothing else's sessions are touched.
+
+    The server and every command that talks to it run with no terminal (stdin from /dev/null),
+    no user config (``-f /dev/null``) and an environment without the caller's terminal size:
+    the session is exactly ``width`` x ``height`` however the tests are started (typed in a
+    terminal, inside tmux, or from CI).
+    """
 
     def __init__(self, socket: str) -> None:
         self.socket = socket
+        self.env = {k: v for k, v in os.environ.items() if k not in _CALLERS_TERMINAL}
 
     def run(self, *args: str, check: bool = True) -> str:
-        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10,
-                              check=check)
+        done = subprocess.run(["tmux", "-f", os.devnull, "-L", self.socket, *args], capture_output=True, text=True,
+                              timeout=10, check=check, stdin=subprocess.DEVNULL, env=self.env)
         return done.stdout
+
+    def start(self, command: str, width: int, height: int) -> None:
+        """Run ``command`` in session ``e2e``, a window of ``width`` x ``height`` that no client resizes."""
+        size = f"{width}x{height}"
+        self.run("new-session", "-d", "-s", "e2e", "-x", str(width), "-y", str(height), command, ";",
+                 "set-option", "-g", "window-size", "manual", ";", "set-option", "-g", "default-size", size)
+        shown = self.run("display-message", "-p", "-t", "e2e", "#{window_width}x#{window_height}").strip()
+        assert shown == size, f"tmux made a {shown} window, not {size}"
 
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", "e2e", check=False)
@@ -43,6 +65,7 @@ class Tmux:
         screen = self.screen()
         return screen if re.search(pattern, screen) else None
 
+
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
     t = Tmux(f"devtunnel-e2e-{os.getpid()}")
@@ -50,12 +73,26 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
     t.run("kill-server", check=False)
 
 
+def test_the_pane_size_holds_whatever_terminal_the_tests_run_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A caller's COLUMNS/LINES (exported by a terminal) or TMUX must not reach the program under test."""
+    for name, value in (("COLUMNS", "200"), ("LINES", "50"), ("TMUX", "/tmp/elsewhere,1,0"), ("TMUX_PANE", "%9")):
+        monkeypatch.setenv(name, value)
+    tmux = Tmux(f"devtunnel-e2e-size-{os.getpid()}")
+    try:
+        tmux.start(f"{sys.executable} -c 'import shutil; print(\"size\", *shutil.get_terminal_size())'; sleep 60",
+                   100, 30)
+        screen = wait_for(lambda: tmux.showing(r"size \d+ \d+"), timeout=20, what="the size the program sees")
+        assert "size 100 30" in screen
+    finally:
+        tmux.run("kill-server", check=False)
+
+
 def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Path, service: int,
                                                                     tmux: Tmux) -> None:
     db = tmp_path / "captures.db"
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {db} --name e2e; echo $? > {tmp_path / 'status'}")
-    tmux.run("new-session", "-d", "-s", "e2e", "-x", "120", "-y", "36", command)
+    tmux.start(command, 120, 36)
 
     try:
         screen = wait_for(lambda: tmux.showing(r"http://e2e\.localhost:\d+.*online"), timeout=45,
@@ -93,7 +130,7 @@ def test_inspect_command_shows_stored_captures_without_an_agent(tmp_path: Path, 
     db = fill(tmp_path / "captures.db", traffic(12))
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color {DEVTUNNEL} inspect --db {db}; "
                f"echo $? > {tmp_path / 'status'}")
-    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
+    tmux.start(command, 100, 30)
     screen = wait_for(lambda: tmux.showing("/health"), timeout=30, what="the stored rows")
     assert "stored captures (no agent)" in screen and "/webhooks/stripe" in screen
     tmux.run("send-keys", "-t", "e2e", "q")
@@ -105,7 +142,7 @@ def test_inspect_command_shows_stored_captures_without_an_agent(tmp_path: Path, 
 def test_closing_the_terminal_stops_the_agent(tmp_path: Path, service: int, tmux: Tmux) -> None:
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name hup")
-    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
+    tmux.start(command, 100, 30)
     screen = wait_for(lambda: tmux.showing(r"http://hup\.localhost:\d+.*online"), timeout=45, what="the tunnel")
     port = re.search(r"http://hup\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
     inspector_pid = int(tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip())
@@ -119,7 +156,7 @@ def test_sigterm_quits_cleanly_and_stops_the_agent(tmp_path: Path, service: int,
     status = tmp_path / "status"
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name term; echo $? > {status}")
-    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
+    tmux.start(command, 100, 30)
     screen = wait_for(lambda: tmux.showing(r"http://term\.localhost:\d+.*online"), timeout=45, what="the tunnel")
     port = re.search(r"http://term\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
     shell = tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip()
