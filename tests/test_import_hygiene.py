@@ -19,6 +19,8 @@ CORE_MODULES = [
     "devtunnel.capture.filters",
     "devtunnel.capture.diff",
     "devtunnel.export",
+    "devtunnel.values",
+    "devtunnel.values.terminal",
 ]
 
 

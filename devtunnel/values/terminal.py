@@ -1,0 +1,120 @@
+"""Captured text made safe for a terminal: one set of rules for the CLI, the log line and the TUI.
+
+Captured data is hostile. A path or header can hold escape sequences that move the cursor,
+retitle the window or rewrite the clipboard, bidi overrides that reorder what follows, and
+zero-width characters that hide text or make two different values look the same. Before any
+captured text reaches a terminal (printed, or drawn by Rich/Textual), every such character is
+written as a visible escape:
+
+==============================================  ==========================================
+characters                                      shown as
+==============================================  ==========================================
+tab, line feed, carriage return (a lone CR too) ``\\t`` ``\\n`` ``\\r``
+other C0 controls, ESC, DEL, C1 controls        ``\\x1b``, ``\\x7f``, ``\\x9b`` ...
+format characters (Unicode ``Cf``): bidi        ``\\u202e``, ``\\u200b``, ``\\ufeff`` ...
+overrides and isolates, zero-width space and
+joiners, word joiner, BOM, soft hyphen, tags
+line and paragraph separators (``Zl``, ``Zp``)  ``\\u2028``, ``\\u2029``
+private-use and unassigned code points          ``\\ue000``, ``\\U000e0080`` ...
+invisible "letters" (Hangul fillers)            ``\\u3164`` ...
+bytes that are not UTF-8 (:func:`escape_bytes`) ``\\xff`` ...
+a backslash                                     ``\\\\`` (so an escape we print cannot be faked)
+==============================================  ==========================================
+
+Everything else (printable ASCII and printable Unicode, wide CJK, emoji) passes unchanged.
+The output of :func:`escape` never holds a character a terminal would act on or hide, so it
+may be printed as is, or handed to Rich as plain text (``rich.text.Text(escape(value))``;
+never as markup, see :func:`as_text`).
+
+The API:
+
+- :func:`escape` ``(text, *, keep="", double_backslash=True) -> str`` for one line (a path,
+  a header, a message); ``keep="\\n\\t"`` lets newlines and tabs through for a multi-line
+  body; ``double_backslash=False`` shows backslashes as they are (bodies, where JSON's
+  ``\\"`` must read as JSON).
+- :func:`escape_bytes` ``(data, ...) -> str``: the same for raw bytes, invalid UTF-8 as ``\\xNN``.
+- :func:`as_text` ``(text, style="") -> rich.text.Text``: the escaped text as a one-line Rich
+  ``Text`` (Rich is imported only when this is called).
+- :func:`needs_escape` ``(ch) -> bool``: the rule for one character.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.style import Style
+    from rich.text import Text
+
+__all__ = ["escape", "escape_bytes", "as_text", "needs_escape"]
+
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Letters that draw as nothing: used to make a value look empty or like another one.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+# The only characters ``str.isprintable()`` passes that may still need a change.
+_PRINTABLE_SPECIAL = re.compile("[\\\\\u115f\u1160\u3164\uffa0]")
+_KEEPABLE = frozenset("\t\n")
+
+
+def needs_escape(ch: str) -> bool:
+    """Whether the character ``ch`` is shown as an escape (the backslash aside)."""
+    return unicodedata.category(ch) in _HIDDEN_CATEGORIES or ch in _INVISIBLE_LETTERS
+
+
+def _escape_char(ch: str) -> str:
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:
+        # A byte that was not UTF-8, carried as a lone surrogate by "surrogateescape" decoding.
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape(text: str, *, keep: str = "", double_backslash: bool = True) -> str:
+    """``text`` with every control, format or invisible character written as a visible escape.
+
+    Args:
+        text: captured text of any origin.
+        keep: characters among ``"\\t\\n"`` to leave as they are (for multi-line bodies).
+        double_backslash: write a backslash as ``\\\\`` so printed escapes are unambiguous;
+            ``False`` for bodies, where backslashes belong to the content (JSON strings).
+
+    Raises:
+        ValueError: ``keep`` names a character other than tab or newline.
+    """
+    if not _KEEPABLE.issuperset(keep):
+        raise ValueError(f"only tab and newline can be kept, not {keep!r}")
+    if text.isprintable():
+        # The usual path: nothing hidden. Only backslashes and invisible letters may change.
+        if _PRINTABLE_SPECIAL.search(text) is None:
+            return text
+    out: list[str] = []
+    for ch in text:
+        if ch in keep:
+            out.append(ch)
+        elif ch == "\\":
+            out.append("\\\\" if double_backslash else ch)
+        elif needs_escape(ch):
+            out.append(_escape_char(ch))
+        else:
+            out.append(ch)  # printable, or a space separator (NBSP, ideographic space)
+    return "".join(out)
+
+
+def escape_bytes(data: bytes, *, keep: str = "", double_backslash: bool = True) -> str:
+    """``data`` as UTF-8 text made safe by :func:`escape`; bytes that are not UTF-8 become ``\\xNN``."""
+    return escape(data.decode("utf-8", "surrogateescape"), keep=keep, double_backslash=double_backslash)
+
+
+def as_text(text: str, style: str | Style = "") -> Text:
+    """``text`` escaped as a one-line Rich ``Text`` (plain text: markup in it shows literally)."""
+    from rich.text import Text  # imported here: the CLI prints plain lines and never loads Rich
+
+    return Text(escape(text), style=style, no_wrap=True, end="")
