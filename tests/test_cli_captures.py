@@ -207,8 +207,8 @@ def test_requests_filter_narrows(captures: Captures) -> None:
     assert [r["id"] for r in rows] == [captures.exchanges[2].id, captures.exchanges[3].id]
 
 
-def test_a_bad_filter_is_one_line_with_its_column(captures: Captures) -> None:
-    line = assert_one_line_error(cli(captures, "requests", "--filter", "status:>=abc \x1b[2J"))
+def test_a_bad_filter_is_bad_usage_in_one_line_with_its_column(captures: Captures) -> None:
+    line = assert_one_line_error(cli(captures, "requests", "--filter", "status:>=abc \x1b[2J"), code=2)
     assert "column" in line
     assert "\x1b" not in line
 
@@ -307,17 +307,17 @@ def test_export_redact_hides_signatures(captures: Captures) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "code"),
     [
-        ["--format", "pdf", "ID0"],
-        ["--format", "curl"],
-        ["--format", "curl", "-o", "/nonexistent-dir/x.sh", "ID0"],
-        ["--format", "curl", "--filter", "method:NOPE"],
+        (["--format", "pdf", "ID0"], 2),  # bad usage
+        (["--format", "curl"], 2),
+        (["--format", "curl", "-o", "/nonexistent-dir/x.sh", "ID0"], 1),  # an error
+        (["--format", "curl", "--filter", "method:NOPE"], 1),
     ],
 )
-def test_bad_exports_are_one_line_errors(captures: Captures, args: list[str]) -> None:
+def test_bad_exports_are_one_line_errors(captures: Captures, args: list[str], code: int) -> None:
     args = [captures.exchanges[0].id if a == "ID0" else a for a in args]
-    assert_one_line_error(cli(captures, "export", *args))
+    assert_one_line_error(cli(captures, "export", *args), code=code)
 
 
 def _stored(captures: Captures) -> list[Exchange]:
@@ -381,8 +381,8 @@ def test_replay_to_a_closed_port_fails_with_a_line_and_nonzero_exit(captures: Ca
 
 
 @pytest.mark.parametrize("args", [["--header", "no colon"], ["--body", "@/nonexistent/file"], ["--to", "ftp://x"], ["--path", "nope"]])
-def test_bad_replay_arguments_send_nothing(captures: Captures, args: list[str]) -> None:
-    assert_one_line_error(cli(captures, "replay", captures.exchanges[0].id, *args))
+def test_bad_replay_arguments_are_bad_usage_and_send_nothing(captures: Captures, args: list[str]) -> None:
+    assert_one_line_error(cli(captures, "replay", captures.exchanges[0].id, *args), code=2)
     assert captures.seen.requests == []
 
 

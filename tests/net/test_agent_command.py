@@ -222,15 +222,19 @@ def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[s
         (["http", "8080", "--name", "Bad_Name"], "is not a valid DNS label"),
         (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),
         (["http", "8080", "--relay", "ftp://x"], "invalid relay URL"),
-        (["http", "8080", "--local-timeout", "0"], "--local-timeout must be a positive number of seconds"),
-        (["http", "8080", "--local-timeout", "nan"], "--local-timeout must be a positive number of seconds"),
+        (["http", "8080", "--local-timeout", "0"], "--local-timeout: expected a positive number of seconds, not '0'"),
+        (["http", "8080", "--local-timeout", "nan"], "--local-timeout: expected a positive number of seconds, not 'nan'"),
+        (["http", "99999"], "port 99999 is not between 1 and 65535"),
+        (["http", "8080", "--port", "99999"], "--port: expected a port number of 0-65535, not '99999'"),
+        (["agent", "--api-port", "-1"], "--api-port: expected a port number of 0-65535, not '-1'"),
     ],
 )
-def test_bad_arguments_exit_1_with_one_clear_line(env: dict[str, str], args: list[str], message: str) -> None:
-    done = subprocess.run([*DEVTUNNEL, *args, "--no-tui", "--api-port", "0", "--no-record"],
-                          capture_output=True, text=True, timeout=30, env=env)
-    assert done.returncode == 1
+def test_bad_arguments_exit_2_with_one_clear_line(env: dict[str, str], args: list[str], message: str) -> None:
+    extra = ["--no-tui", "--api-port", "0", "--no-record"] if args[0] == "http" else []
+    done = subprocess.run([*DEVTUNNEL, *args, *extra], capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 2, done.stderr
     assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
 
 
