@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
-from devtunnel.commands.output import human_duration, safe
+from devtunnel.commands.output import EscapingFormatter, human_duration, safe
 from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
@@ -100,17 +100,9 @@ async def _guarded(main: Coroutine[Any, Any, int]) -> int:
                 loop.remove_signal_handler(sig)
 
 
-class _SafeFormatter(logging.Formatter):
-    """Log lines carry text from the relay (refusal reasons): escape anything that could drive
-    the terminal."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return safe(super().format(record), keep_newlines=True)
-
-
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_SafeFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     for name in ("devtunnel.agent", "devtunnel.relay"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
@@ -200,7 +192,7 @@ async def _main(args: argparse.Namespace) -> int:
                 nonlocal announced
                 if info.state is TunnelState.ONLINE and not announced:
                     announced = True
-                    _print(f"Forwarding {info.public_url} -> {info.target_url}", out)
+                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}", out)  # the URL is the relay's
                 elif info.state is TunnelState.FAILED and announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.
