@@ -21,6 +21,7 @@ CORE_MODULES = [
     "devtunnel.export",
     "devtunnel.values",
     "devtunnel.values.terminal",
+    "devtunnel.values.exchange_ids",
 ]
 
 

@@ -135,9 +135,10 @@ def _requests(args: argparse.Namespace) -> int:
     if not rows:
         print("no matching requests" if args.filter else "no requests captured yet")
         return 0
+    short = store.short_ids(r.id for r in rows)  # what show, export, replay and diff take
     cells = [
         [
-            r.id,
+            short[r.id],
             datetime.fromtimestamp(r.started_at).strftime("%H:%M:%S"),
             r.tunnel,
             r.method,

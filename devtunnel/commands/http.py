@@ -27,6 +27,7 @@ from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.net.sizes import parse_size
+from devtunnel.values.exchange_ids import stable_short_id
 
 __all__ = ["run", "exchange_line"]
 
@@ -40,14 +41,17 @@ def _clock_text(second: int) -> str:
 
 
 def exchange_line(ex: Exchange) -> str:
-    """One log line for a finished exchange: time, method, path, status, duration.
+    """One log line for a finished exchange: time, short id, method, path, status, duration.
 
-    Everything taken from the request is made safe for a terminal first.
+    The id is the fixed-length short form (``stable_short_id``): ``devtunnel show``, ``replay``
+    and ``export`` take it as it is, whatever is recorded later. Everything taken from the
+    request is made safe for a terminal first.
     """
     when = _clock_text(int(ex.started_at))
     method = "WS" if ex.websocket else safe(ex.request.method)
     status = str(ex.status) if ex.status is not None else "---"
-    line = f"{when}  {method:<7} {safe(ex.request.url_text)}  {status}  {human_duration(ex.duration)}"
+    line = (f"{when}  {stable_short_id(ex.id)}  {method:<7} {safe(ex.request.url_text)}  {status}  "
+            f"{human_duration(ex.duration)}")
     if ex.error:
         line += f"  {ex.error}"
     return line

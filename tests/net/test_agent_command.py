@@ -123,7 +123,8 @@ def test_http_prints_forwarding_once_logs_requests_records_them_and_exits_0_on_s
     r = httpx.post(f"http://127.0.0.1:{port}/echo?q=1", headers={"Host": f"cli.localhost:{port}"}, content=b"hi", trust_env=False)
     assert r.status_code == 200
     log_line = agent.line(lambda l: "/echo?q=1" in l)
-    assert re.match(r"^\d\d:\d\d:\d\d  POST +/echo\?q=1  200  [\d.]+ (ms|s)$", log_line), log_line
+    logged = re.match(r"^\d\d:\d\d:\d\d  ([0-9A-Z]{13})  POST +/echo\?q=1  200  [\d.]+ (ms|s)$", log_line)
+    assert logged is not None, log_line
     tunnels = httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", trust_env=False).json()["tunnels"]
     assert [t["public_url"] for t in tunnels] == [public_url]
 
@@ -135,6 +136,9 @@ def test_http_prints_forwarding_once_logs_requests_records_them_and_exits_0_on_s
     finally:
         store.close()
     assert (ex.tunnel, ex.request.target, ex.request.body, ex.status) == ("cli", b"/echo?q=1", b"hi", 200)
+    shown = subprocess.run([*DEVTUNNEL, "show", logged.group(1), "--db", str(db)], capture_output=True, text=True,
+                           timeout=30, env=env)
+    assert shown.stdout.startswith(f"exchange  {ex.id}\n"), shown.stderr  # the log line's id names the exchange
 
 
 def test_http_exits_0_on_sigterm_without_api(env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]) -> None:
