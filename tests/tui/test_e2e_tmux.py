@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -65,10 +66,21 @@ class Tmux:
         screen = self.screen()
         return screen if re.search(pattern, screen) else None
 
+    def wait_showing(self, pattern: str, timeout: float, what: str) -> str:
+        """The screen once ``pattern`` is on it; on timeout the failure shows the screen as it was."""
+        try:
+            return wait_for(lambda: self.showing(pattern), timeout=timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
+
+
+_servers = itertools.count()
+
 
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(f"devtunnel-e2e-{os.getpid()}")
+    # A socket per test: a server killed by the previous test may still be on its way out.
+    t = Tmux(f"devtunnel-e2e-{os.getpid()}-{next(_servers)}")
     yield t
     t.run("kill-server", check=False)
 
@@ -77,11 +89,11 @@ def test_the_pane_size_holds_whatever_terminal_the_tests_run_in(monkeypatch: pyt
     """A caller's COLUMNS/LINES (exported by a terminal) or TMUX must not reach the program under test."""
     for name, value in (("COLUMNS", "200"), ("LINES", "50"), ("TMUX", "/tmp/elsewhere,1,0"), ("TMUX_PANE", "%9")):
         monkeypatch.setenv(name, value)
-    tmux = Tmux(f"devtunnel-e2e-size-{os.getpid()}")
+    tmux = Tmux(f"devtunnel-e2e-{os.getpid()}-{next(_servers)}")
     try:
         tmux.start(f"{sys.executable} -c 'import shutil; print(\"size\", *shutil.get_terminal_size())'; sleep 60",
                    100, 30)
-        screen = wait_for(lambda: tmux.showing(r"size \d+ \d+"), timeout=20, what="the size the program sees")
+        screen = tmux.wait_showing(r"size \d+ \d+", timeout=20, what="the size the program sees")
         assert "size 100 30" in screen
     finally:
         tmux.run("kill-server", check=False)
@@ -95,8 +107,7 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
     tmux.start(command, 120, 36)
 
     try:
-        screen = wait_for(lambda: tmux.showing(r"http://e2e\.localhost:\d+.*online"), timeout=45,
-                          what="the tunnel online on screen")
+        screen = tmux.wait_showing(r"http://e2e\.localhost:\d+.*online", timeout=45, what="the tunnel online on screen")
     except AssertionError:
         log = tmp_path / "state" / "devtunnel" / "agent.log"
         raise AssertionError(f"no tunnel on screen:\n{tmux.screen()}\nagent log:\n"
@@ -108,7 +119,7 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
                                f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=15)
         assert done.stdout in ("200", "418")
 
-    screen = wait_for(lambda: tmux.showing("/teapot"), timeout=20, what="rows on screen")
+    screen = tmux.wait_showing("/teapot", timeout=20, what="rows on screen")
     rows = [line for line in screen.splitlines() if "e2e" in line and "GET" in line]
     assert any("/hello?x=[bold]1" in row and "200" in row for row in rows), screen
     assert any("/teapot" in row and "418" in row for row in rows), screen
@@ -131,7 +142,7 @@ def test_inspect_command_shows_stored_captures_without_an_agent(tmp_path: Path, 
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color {DEVTUNNEL} inspect --db {db}; "
                f"echo $? > {tmp_path / 'status'}")
     tmux.start(command, 100, 30)
-    screen = wait_for(lambda: tmux.showing("/health"), timeout=30, what="the stored rows")
+    screen = tmux.wait_showing("/health", timeout=30, what="the stored rows")
     assert "stored captures (no agent)" in screen and "/webhooks/stripe" in screen
     tmux.run("send-keys", "-t", "e2e", "q")
     wait_for(lambda: (tmp_path / "status").exists(), timeout=20, what="the inspector to exit")
@@ -143,7 +154,7 @@ def test_closing_the_terminal_stops_the_agent(tmp_path: Path, service: int, tmux
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name hup")
     tmux.start(command, 100, 30)
-    screen = wait_for(lambda: tmux.showing(r"http://hup\.localhost:\d+.*online"), timeout=45, what="the tunnel")
+    screen = tmux.wait_showing(r"http://hup\.localhost:\d+.*online", timeout=45, what="the tunnel")
     port = re.search(r"http://hup\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
     inspector_pid = int(tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip())
     tmux.run("kill-session", "-t", "e2e")  # the terminal goes away: SIGHUP
@@ -157,7 +168,7 @@ def test_sigterm_quits_cleanly_and_stops_the_agent(tmp_path: Path, service: int,
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name term; echo $? > {status}")
     tmux.start(command, 100, 30)
-    screen = wait_for(lambda: tmux.showing(r"http://term\.localhost:\d+.*online"), timeout=45, what="the tunnel")
+    screen = tmux.wait_showing(r"http://term\.localhost:\d+.*online", timeout=45, what="the tunnel")
     port = re.search(r"http://term\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
     shell = tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip()
     inspector_pid = int(subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()[0])
