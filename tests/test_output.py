@@ -157,3 +157,13 @@ def test_a_relays_reason_for_going_away_is_logged_escaped(tmp_path: Path, hostil
     _assert_inert(out)
     _assert_inert(err)
     assert b"brb\\x1b]0;owned" in err
+
+
+def test_warnings_of_other_loggers_in_the_agent_are_escaped_too() -> None:
+    code = ("import logging\n"
+            "from devtunnel.commands.http import _setup_logging\n"
+            "_setup_logging()\n"
+            "logging.getLogger('websockets.client').warning('peer said %s', '\\x1b]0;owned\\x07')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
+    _assert_inert(done.stderr)
+    assert done.stderr.endswith(b"peer said \\x1b]0;owned\\x07\n"), done.stderr

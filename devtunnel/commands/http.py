@@ -112,6 +112,11 @@ def _setup_logging() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    # Warnings of every other logger (uvicorn, websockets ...) are escaped too, rather than
+    # printed raw by logging's last resort.
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
 
 
 def _print(line: str, out: TextIO) -> None:
