@@ -26,14 +26,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _port(text: str) -> int:
     """A TCP port number, 0 included (0 means "any free port" or "off", as each flag says)."""
-    if not text.isdigit() or int(text) > 65535:
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number of 0-65535, not {text!r}")
     return int(text)
 
 
 def _count(text: str) -> int:
     """A whole number of 0 or more."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, not {text!r}")
     return int(text)
 

@@ -84,6 +84,7 @@ def test_help_of_a_command_is_its_own_help(tmp_path: Path) -> None:
         (["http", "0"], "port 0 is not between 1 and 65535"),
         (["http", "8080", "--api-port", "70000"], "--api-port: expected a port number of 0-65535, not '70000'"),
         (["http", "8080", "--port", "-1"], "--port: expected a port number of 0-65535, not '-1'"),
+        (["http", "8080", "--port", "\u0668\u0660"], "--port: expected a port number of 0-65535"),  # Arabic-Indic 80
         (["http", "8080", "--name", "No Spaces"], "is not a valid DNS label"),
         (["http", "8080", "--relay", "ftp://relay"], "invalid relay URL"),
         (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),
