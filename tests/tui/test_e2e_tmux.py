@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +33,8 @@ _CALLERS_TERMINAL = ("COLUMNS", "LINES", "TMUX", "TMUX_PANE")
 
 
 class Tmux:
-    """One tmux server on its own socket, so nothing else's sessions are touched.
+    """One tmux server on its own socket (``-S``, in a folder of its own), so nothing else's
+    sessions are touched and nothing is left behind.
 
     The server and every command that talks to it run with no terminal (stdin from /dev/null),
     no user config (``-f /dev/null``) and an environment without the caller's terminal size:
@@ -41,14 +42,21 @@ class Tmux:
     terminal, inside tmux, or from CI).
     """
 
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
+    def __init__(self) -> None:
+        # Short: a unix socket's path has room for about 100 bytes, too few for pytest's tmp_path.
+        self.folder = Path(tempfile.mkdtemp(prefix="devtunnel-tmux-"))
+        self.socket = self.folder / "s"
         self.env = {k: v for k, v in os.environ.items() if k not in _CALLERS_TERMINAL}
 
     def run(self, *args: str, check: bool = True) -> str:
-        done = subprocess.run(["tmux", "-f", os.devnull, "-L", self.socket, *args], capture_output=True, text=True,
-                              timeout=10, check=check, stdin=subprocess.DEVNULL, env=self.env)
+        done = subprocess.run(["tmux", "-f", os.devnull, "-S", str(self.socket), *args], capture_output=True,
+                              text=True, timeout=10, check=check, stdin=subprocess.DEVNULL, env=self.env)
         return done.stdout
+
+    def close(self) -> None:
+        """Stop the server and remove its socket."""
+        self.run("kill-server", check=False)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def start(self, command: str, width: int, height: int) -> None:
         """Run ``command`` in session ``e2e``, a window of ``width`` x ``height`` that no client resizes."""
@@ -74,29 +82,26 @@ class Tmux:
             raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
 
 
-_servers = itertools.count()
-
-
 @pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    # A socket per test: a server killed by the previous test may still be on its way out.
-    t = Tmux(f"devtunnel-e2e-{os.getpid()}-{next(_servers)}")
+def tmux() -> Iterator[Tmux]:
+    # A server per test: one killed by the previous test may still be on its way out.
+    t = Tmux()
     yield t
-    t.run("kill-server", check=False)
+    t.close()
 
 
 def test_the_pane_size_holds_whatever_terminal_the_tests_run_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A caller's COLUMNS/LINES (exported by a terminal) or TMUX must not reach the program under test."""
     for name, value in (("COLUMNS", "200"), ("LINES", "50"), ("TMUX", "/tmp/elsewhere,1,0"), ("TMUX_PANE", "%9")):
         monkeypatch.setenv(name, value)
-    tmux = Tmux(f"devtunnel-e2e-{os.getpid()}-{next(_servers)}")
+    tmux = Tmux()
     try:
         tmux.start(f"{sys.executable} -c 'import shutil; print(\"size\", *shutil.get_terminal_size())'; sleep 60",
                    100, 30)
         screen = tmux.wait_showing(r"size \d+ \d+", timeout=20, what="the size the program sees")
         assert "size 100 30" in screen
     finally:
-        tmux.run("kill-server", check=False)
+        tmux.close()
 
 
 def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Path, service: int,
