@@ -4,16 +4,49 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from devtunnel import __version__
+from devtunnel.commands.output import err, safe
 from devtunnel.errors import ConfigError, DevtunnelError, TunnelError
+from devtunnel.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_TUNNEL_REFUSED, EXIT_USAGE, HELP_TABLE
 
-EXIT_TUNNEL_REFUSED = 3
-"""Exit status when the relay refused the tunnel for good (token, name): retrying cannot help."""
+__all__ = ["main", "build_parser", "EXIT_TUNNEL_REFUSED"]
 
 _F = argparse.RawDescriptionHelpFormatter
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad usage said in one line (and where to read more), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {safe(message)} (see: {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    """A TCP port number, 0 included (0 means "any free port" or "off", as each flag says)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number of 0-65535, not {text!r}")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    """A whole number of 0 or more."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, not {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
 
 MAIN_EXAMPLES = """\
 examples:
@@ -24,10 +57,9 @@ examples:
   devtunnel requests --filter 'status:>=400'
                                            list captured requests
   devtunnel                                open the inspector with no tunnel yet
+  devtunnel help filters                   the filter language
 
-exit status: 0 done (Ctrl-C included), 1 error, 2 bad usage or config file,
-             3 the relay refused the tunnel (token or name): retrying cannot help
-"""
+""" + HELP_TABLE
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -38,7 +70,7 @@ def _add_db(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line grammar."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="devtunnel",
         description="Give a local service a public URL and inspect, diff, edit and replay every request.",
         epilog=MAIN_EXAMPLES,
@@ -70,7 +102,7 @@ examples:
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate chain")
     p.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     p.add_argument("--max-body", metavar="SIZE", help="largest request body, e.g. 10mb (default: unlimited)")
-    p.add_argument("--head-timeout", type=float, metavar="SECONDS", help="drop clients that take longer to send a request head (default: 10)")
+    p.add_argument("--head-timeout", type=_seconds, metavar="SECONDS", help="drop clients that take longer to send a request head (default: 10)")
     p.add_argument("--public-url", metavar="URL", help="public base URL when behind a TLS proxy, e.g. https://tunnel.example.com")
     p.add_argument("--body-timeout", type=float, metavar="SECONDS", help="drop a request body (408) after this long without a byte (default: 30)")
     p.add_argument("--client-share", type=float, metavar="FRACTION", help="share of a tunnel's concurrent requests one client address may hold; more get 429 (default: 0.25; 1 turns it off)")
@@ -101,41 +133,51 @@ examples:
     # Unset flags are None: the command takes them from devtunnel.toml, then the defaults.
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
-    p.add_argument("--port", type=int, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--api-port", type=int, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
+    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
+    p.add_argument("--api-port", type=_port, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     p.add_argument("--insecure", action="store_true", help="do not verify the relay's or an https target's certificate")
-    p.add_argument("--local-timeout", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="seconds the local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
 
     # capture commands ---------------------------------------------------------------
-    p = sub.add_parser("requests", help="list captured requests", formatter_class=_F, epilog="""\
+    p = sub.add_parser("requests", help="list captured requests", formatter_class=_F,
+                       description=("List the newest captured requests, oldest first, one line each. The ID column is the\n"
+                                    "shortest prefix that names each one; show, export, replay and diff take it."),
+                       epilog="""\
 examples:
   devtunnel requests
   devtunnel requests --filter 'method:POST path:/webhooks status:>=400' --limit 20
   devtunnel requests --json | jq '.[].id'
+
+The filter language: devtunnel help filters
 """)
-    p.add_argument("--filter", "-f", default="", metavar="EXPR", help="filter expression (see docs/filters.md)")
-    p.add_argument("--limit", "-n", type=int, default=50, help="newest N (default: %(default)s; 0 for all)")
+    p.add_argument("--filter", "-f", default="", metavar="EXPR", help="filter expression (devtunnel help filters)")
+    p.add_argument("--limit", "-n", type=_count, default=50, help="newest N (default: %(default)s; 0 for all)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     _add_db(p)
 
-    p = sub.add_parser("show", help="show one exchange in full", formatter_class=_F, epilog="examples:\n  devtunnel show 01JD3X\n")
-    p.add_argument("id", help="exchange id (a unique prefix is enough)")
+    p = sub.add_parser("show", help="show one exchange in full", formatter_class=_F,
+                       description=("Print one captured exchange: timing, request and response heads and bodies, WebSocket\n"
+                                    "messages. Captured text is escaped so it cannot drive the terminal."),
+                       epilog="examples:\n  devtunnel show 01JD3X4K9A\n  devtunnel show 01JD3X4K9A --json | jq .response\n")
+    p.add_argument("id", metavar="ID", help="exchange id, or any prefix of it that names one exchange")
     p.add_argument("--json", action="store_true", help="print as JSON (ngrok API shape)")
     _add_db(p)
 
-    p = sub.add_parser("export", help="export exchanges as curl, HAR, raw HTTP or httpie", formatter_class=_F, epilog="""\
+    p = sub.add_parser("export", help="export exchanges as curl, HAR, raw HTTP or httpie", formatter_class=_F,
+                       description="Write captured exchanges as curl commands, a HAR file, raw HTTP or httpie commands.",
+                       epilog="""\
 examples:
-  devtunnel export 01JD3X --format curl
-  devtunnel export 01JD3X 01JD3Y --format har -o hooks.har
-  devtunnel export 01JD3X --format curl --redact
-  devtunnel export 01JD3X --format curl --to http://127.0.0.1:8080
-  devtunnel export 01JD3X --format curl --to local
+  devtunnel export 01JD3X4K9A --format curl
+  devtunnel export 01JD3X4K9A 01JD3X7TQ2 --format har -o hooks.har
+  devtunnel export 01JD3X4K9A --format curl --redact
+  devtunnel export 01JD3X4K9A --format curl --to http://127.0.0.1:8080
+  devtunnel export 01JD3X4K9A --format curl --to local
 """)
-    p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids (default with --filter: every match)")
+    p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes (default with --filter: every match)")
     p.add_argument("--format", "-F", default="curl", help="curl, har, raw or httpie (default: %(default)s)")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="export every exchange matching EXPR")
     p.add_argument("--redact", action="store_true",
@@ -146,14 +188,17 @@ examples:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     _add_db(p)
 
-    p = sub.add_parser("replay", help="send captured requests again", formatter_class=_F, epilog="""\
+    p = sub.add_parser("replay", help="send captured requests again", formatter_class=_F,
+                       description=("Send captured requests again to the tunnel's local service (or --to URL), optionally edited,\n"
+                                    "and record the answers as new exchanges."),
+                       epilog="""\
 examples:
-  devtunnel replay 01JD3X
-  devtunnel replay 01JD3X --to http://127.0.0.1:9000
+  devtunnel replay 01JD3X4K9A
+  devtunnel replay 01JD3X4K9A --to http://127.0.0.1:9000
   devtunnel replay --filter 'path:/webhooks status:5xx'
-  devtunnel replay 01JD3X --method PUT --header 'X-Debug: 1' --body @event.json
+  devtunnel replay 01JD3X4K9A --method PUT --header 'X-Debug: 1' --body @event.json
 """)
-    p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids")
+    p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="replay every match, oldest first")
     p.add_argument("--to", metavar="URL", help="send to this base URL instead of the tunnel's target")
     p.add_argument("--method", help="replace the method")
@@ -164,27 +209,35 @@ examples:
     p.add_argument("--json", action="store_true", help="print the new exchanges as JSON")
     _add_db(p)
 
-    p = sub.add_parser("diff", help="compare two exchanges", formatter_class=_F, epilog="""\
+    p = sub.add_parser("diff", help="compare two exchanges", formatter_class=_F,
+                       description=("Print a unified diff of two captured exchanges: heads, then bodies compared as JSON, form\n"
+                                    "fields or text. Exits 0 when they are the same, 1 when they differ, 2 on trouble, as diff(1)."),
+                       epilog="""\
 examples:
-  devtunnel diff 01JD3X 01JD3Y
-  devtunnel diff 01JD3X 01JD3Y --side response --ignore id --ignore data.object.created
+  devtunnel diff 01JD3X4K9A 01JD3X7TQ2
+  devtunnel diff 01JD3X4K9A 01JD3X7TQ2 --side response --ignore id --ignore data.object.created
 """)
-    p.add_argument("a", metavar="ID1")
-    p.add_argument("b", metavar="ID2")
-    p.add_argument("--side", choices=["request", "response", "both"], default="both")
+    p.add_argument("a", metavar="ID1", help="the first exchange (id or unique prefix), shown as -")
+    p.add_argument("b", metavar="ID2", help="the second exchange (id or unique prefix), shown as +")
+    p.add_argument("--side", choices=["request", "response", "both"], default="both",
+                   help="compare only the requests, only the responses, or both (default: %(default)s)")
     p.add_argument("--ignore", action="append", default=[], metavar="PATH", help="JSON path or form field to leave out (repeatable)")
     _add_db(p)
 
     p = sub.add_parser("agent", help="run the agent service headless, with no tunnel until one is started through its API",
-                       formatter_class=_F, epilog="examples:\n  devtunnel agent --api-port 4040\n")
-    p.add_argument("--api-port", type=int, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken)")
-    p.add_argument("--port", type=int, default=0, help="port for the embedded relay (default: any free port)")
+                       formatter_class=_F,
+                       description=("Run the agent with its API on 127.0.0.1 and no tunnel; tunnels are started through the API\n"
+                                    "(POST /api/tunnels, shaped like ngrok's). Prints 'API http://127.0.0.1:PORT' when ready."),
+                       epilog="examples:\n  devtunnel agent --api-port 4040\n")
+    p.add_argument("--api-port", type=_port, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken)")
+    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
-    p.add_argument("--local-timeout", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
 
     p = sub.add_parser("inspect", help="open the inspector on stored captures without starting tunnels", formatter_class=_F,
+                       description="Browse, filter, diff and export the exchanges in a capture database, with no agent and no tunnel.",
                        epilog="examples:\n  devtunnel inspect\n  devtunnel inspect --db ./captures.db\n")
     _add_db(p)
 
@@ -214,7 +267,9 @@ examples:
     p.add_argument("--list", action="store_true", help="list the samples and exit")
 
     # config ----------------------------------------------------------------------
-    p = sub.add_parser("config", help="show and change devtunnel.toml settings", formatter_class=_F, epilog="""\
+    p = sub.add_parser("config", help="show and change devtunnel.toml settings", formatter_class=_F,
+                       description="Show where settings come from, print the effective ones, or save one in a file.",
+                       epilog="""\
 Settings come from flags, then DEVTUNNEL_RELAY / DEVTUNNEL_TOKEN / DEVTUNNEL_DB and the file
 $DEVTUNNEL_CONFIG names, then ./devtunnel.toml, then the user file, then defaults (docs/config.md).
 
@@ -246,6 +301,12 @@ examples:
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     q.add_argument("--force", action="store_true", help="replace tunnels of the same name already defined there")
     q.add_argument("--dry-run", action="store_true", help="print what would be saved, save nothing")
+
+    # help ------------------------------------------------------------------------
+    p = sub.add_parser("help", help="help on a command, or on a topic: filters", formatter_class=_F,
+                       description="Print the help of COMMAND, or the reference of TOPIC.",
+                       epilog="examples:\n  devtunnel help filters\n  devtunnel help replay\n")
+    p.add_argument("topic", nargs="?", metavar="COMMAND|TOPIC", help="a command, or 'filters' (the filter language)")
     return parser
 
 
@@ -262,32 +323,40 @@ _COMMANDS = {
     "inspect": "inspect",
     "config": "config",
     "send": "send",
+    "help": "help",
     None: "inspect",
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``devtunnel`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``devtunnel`` console script.
+
+    Every error ends as one escaped ``devtunnel: ...`` line on stderr (a relay's refusal reason
+    comes from the network) and an exit status from ``devtunnel.exit_codes``.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "help":
+        args.parser = parser
     module = importlib.import_module(f"devtunnel.commands.{_COMMANDS[args.command]}")
-    if args.command != "config":  # ``config`` reads the files itself, to repair a broken one
+    if args.command not in ("config", "help"):  # ``config`` reads the files itself, to repair a broken one
         from devtunnel.config import load
 
         try:
             args.settings = load()
         except ConfigError as exc:
-            print(f"devtunnel: {exc}", file=sys.stderr)
-            return 2
+            err(str(exc))
+            return EXIT_USAGE
     try:
-        return int(module.run(args) or 0)
+        return int(module.run(args) or EXIT_OK)
     except TunnelError as exc:
-        print(f"devtunnel: {exc}", file=sys.stderr)
+        err(str(exc))
         return EXIT_TUNNEL_REFUSED
-    except ConfigError as exc:  # bad usage: a flag, a file or a value the user gave
-        print(f"devtunnel: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:  # a bad flag value or argument found past argparse
+        err(str(exc))
+        return EXIT_USAGE
     except DevtunnelError as exc:
-        print(f"devtunnel: {exc}", file=sys.stderr)
-        return 1
+        err(str(exc))
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK

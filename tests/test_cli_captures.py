@@ -10,13 +10,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from devtunnel.capture.model import Exchange, WsMessage
+from devtunnel.commands.http import exchange_line
+from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.capture.store import Store
 from devtunnel.commands.output import Column, display_width, hex_preview, human_duration, human_size, safe, table, truncate
 from tests.net.api_fixtures import HOSTILE_PATH, PNG, Seen, echo_service, make_exchange, sample_exchanges
@@ -157,12 +160,19 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int = 1)
     return lines[0]
 
 
+def assert_short_ids(shown: list[str], exchanges: list[Exchange]) -> None:
+    """``shown`` are short ids of ``exchanges``, in order: prefixes of 8 characters or more."""
+    assert len(shown) == len(exchanges)
+    for short, ex in zip(shown, exchanges):
+        assert 8 <= len(short) < len(ex.id) and ex.id.startswith(short), (short, ex.id)
+
+
 def test_requests_lists_oldest_first_in_a_table_that_fits_the_terminal(captures: Captures) -> None:
     proc = cli(captures, "requests", columns=80)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:2] == ["ID", "TIME"] or lines[0].split()[0] == "ID"
-    assert [line.split()[0] for line in lines[1:]] == [ex.id for ex in captures.exchanges]
+    assert_short_ids([line.split()[0] for line in lines[1:]], captures.exchanges)
     assert all(len(line) <= 80 for line in lines), lines
 
 
@@ -172,7 +182,7 @@ def test_requests_fits_a_narrow_terminal(captures: Captures, columns: int) -> No
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert all(display_width(line) <= columns for line in lines), lines
-    assert [line.split()[0] for line in lines[1:]] == [ex.id for ex in captures.exchanges]
+    assert_short_ids([line.split()[0] for line in lines[1:]], captures.exchanges)
 
 
 def test_requests_escapes_hostile_paths_so_the_terminal_is_never_driven(captures: Captures) -> None:
@@ -207,8 +217,8 @@ def test_requests_filter_narrows(captures: Captures) -> None:
     assert [r["id"] for r in rows] == [captures.exchanges[2].id, captures.exchanges[3].id]
 
 
-def test_a_bad_filter_is_one_line_with_its_column(captures: Captures) -> None:
-    line = assert_one_line_error(cli(captures, "requests", "--filter", "status:>=abc \x1b[2J"))
+def test_a_bad_filter_is_bad_usage_in_one_line_with_its_column(captures: Captures) -> None:
+    line = assert_one_line_error(cli(captures, "requests", "--filter", "status:>=abc \x1b[2J"), code=2)
     assert "column" in line
     assert "\x1b" not in line
 
@@ -307,17 +317,17 @@ def test_export_redact_hides_signatures(captures: Captures) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "code"),
     [
-        ["--format", "pdf", "ID0"],
-        ["--format", "curl"],
-        ["--format", "curl", "-o", "/nonexistent-dir/x.sh", "ID0"],
-        ["--format", "curl", "--filter", "method:NOPE"],
+        (["--format", "pdf", "ID0"], 2),  # bad usage
+        (["--format", "curl"], 2),
+        (["--format", "curl", "-o", "/nonexistent-dir/x.sh", "ID0"], 1),  # an error
+        (["--format", "curl", "--filter", "method:NOPE"], 1),
     ],
 )
-def test_bad_exports_are_one_line_errors(captures: Captures, args: list[str]) -> None:
+def test_bad_exports_are_one_line_errors(captures: Captures, args: list[str], code: int) -> None:
     args = [captures.exchanges[0].id if a == "ID0" else a for a in args]
-    assert_one_line_error(cli(captures, "export", *args))
+    assert_one_line_error(cli(captures, "export", *args), code=code)
 
 
 def _stored(captures: Captures) -> list[Exchange]:
@@ -381,8 +391,8 @@ def test_replay_to_a_closed_port_fails_with_a_line_and_nonzero_exit(captures: Ca
 
 
 @pytest.mark.parametrize("args", [["--header", "no colon"], ["--body", "@/nonexistent/file"], ["--to", "ftp://x"], ["--path", "nope"]])
-def test_bad_replay_arguments_send_nothing(captures: Captures, args: list[str]) -> None:
-    assert_one_line_error(cli(captures, "replay", captures.exchanges[0].id, *args))
+def test_bad_replay_arguments_are_bad_usage_and_send_nothing(captures: Captures, args: list[str]) -> None:
+    assert_one_line_error(cli(captures, "replay", captures.exchanges[0].id, *args), code=2)
     assert captures.seen.requests == []
 
 
@@ -529,3 +539,60 @@ def test_replay_to_a_self_signed_https_target_needs_insecure(tmp_path: Path, fla
         assert "CERTIFICATE_VERIFY_FAILED" in proc.stdout and proc.returncode == 1
     else:
         assert proc.returncode == 0, proc.stderr
+
+
+# -- short ids ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_millisecond(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[Exchange]]:
+    """A store holding 6 exchanges begun in one millisecond, and one an hour earlier."""
+    from devtunnel.capture import model
+
+    monkeypatch.setattr(model, "_last_id", (0, 0))  # new_id(at) is then exactly that millisecond
+    at = time.time() - 60
+    burst = [replace(make_exchange(started_at=at, target=f"/burst/{i}".encode()), id=model.new_id(at)) for i in range(6)]
+    earlier = make_exchange(started_at=at - 3600, target=b"/earlier")
+    assert len({ex.id[:10] for ex in burst}) == 1
+    db = tmp_path / "captures.db"
+    store = Store(db)
+    store.put_many([earlier, *burst])
+    store.close()
+    return db, [earlier, *burst]
+
+
+def test_requests_prints_the_shortest_prefix_that_names_each_exchange(one_millisecond: tuple[Path, list[Exchange]]) -> None:
+    db, exchanges = one_millisecond
+    proc = cli(None, "requests", db=db, columns=120)
+    assert proc.returncode == 0, proc.stderr
+    shown = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
+    assert_short_ids(shown, exchanges)
+    assert len(shown[0]) == 8  # alone in its second: the fewest characters
+    assert all(len(short) <= 13 for short in shown[1:])  # one millisecond: still well short of 26
+    for short, ex in zip(shown, exchanges):
+        done = cli(None, "show", short, db=db)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"exchange  {ex.id}\n")
+
+
+def test_the_log_lines_fixed_short_id_names_one_exchange_of_a_millisecond(one_millisecond: tuple[Path, list[Exchange]]) -> None:
+    db, exchanges = one_millisecond
+    for ex in exchanges:
+        logged = exchange_line(ex).split()[1]
+        assert logged == stable_short_id(ex.id) and len(logged) == 13
+        done = cli(None, "show", logged, db=db)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"exchange  {ex.id}\n")
+    a, b = exchanges[1], exchanges[2]
+    done = cli(None, "diff", stable_short_id(a.id), stable_short_id(b.id), "--side", "request", db=db)
+    assert done.returncode == 1 and "/burst/0" in done.stdout and "/burst/1" in done.stdout
+
+
+def test_a_prefix_of_many_says_how_many_it_matches(one_millisecond: tuple[Path, list[Exchange]]) -> None:
+    db, exchanges = one_millisecond
+    millisecond = exchanges[1].id[:10]
+    line = assert_one_line_error(cli(None, "show", millisecond, db=db))
+    assert f"the id prefix {millisecond} is ambiguous: 6 matches ({exchanges[1].id}, {exchanges[2].id}, " in line
+    line = assert_one_line_error(cli(None, "export", millisecond.lower(), "--format", "curl", db=db))
+    assert "ambiguous: 6 matches" in line
+    assert "ambiguous: 7 matches" in assert_one_line_error(cli(None, "show", "0", db=db))

@@ -29,6 +29,7 @@ CORE_MODULES = [
     "devtunnel.values.http1",
     "devtunnel.values",
     "devtunnel.values.terminal",
+    "devtunnel.values.exchange_ids",
 ]
 
 

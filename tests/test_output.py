@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response
 from devtunnel.commands.http import exchange_line
 from devtunnel.commands.output import safe
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
+from devtunnel.protocol import frames
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.handshake import PROTOCOL_VERSION, encode_welcome
+from tests.helpers import wait_for
+from tests.net.tunnel_fixtures import LoopThread
 
 
 @pytest.mark.parametrize(
@@ -41,3 +56,114 @@ def test_the_log_line_of_a_hostile_request_is_one_safe_line() -> None:
     line = exchange_line(ex)
     assert "\n" not in line and "\x1b" not in line and "\x07" not in line
     assert "GE\\x1bT" in line and "/x\\n\\x1b]0;pwned\\x07" in line and "200" in line and "12.3 ms" in line
+
+
+# -- text from a hostile relay never drives the terminal --------------------------------------------------
+
+_TITLE_AND_CLIPBOARD = "\x1b]0;owned\x07\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2J\u202e"
+
+
+class HostileRelay:
+    """A WebSocket server on loopback that speaks just enough of the tunnel protocol to lie.
+
+    ``mode`` says what it does after the agent's HELLO:
+    ``refuse``: GOAWAY "token refused" with an escape-laden reason;
+    ``welcome-then-take``: WELCOME with an escape-laden name and URL, then GOAWAY "name taken";
+    ``going-away``: GOAWAY "shutting down" (the agent retries and logs the reason).
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.hellos = 0
+        self.thread = LoopThread()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+        async def start() -> Server:
+            return await serve(self._handle, sock=self.sock, compression=None)
+
+        self.server = self.thread.call(start())
+
+    def _goaway(self, code: ErrorCode, reason: str) -> bytes:
+        return frames.frame(frames.GOAWAY, 0, 0, frames.U32.pack(code) + reason.encode())
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        await ws.recv()  # the HELLO
+        self.hellos += 1
+        if self.mode == "refuse":
+            await ws.send(self._goaway(ErrorCode.AUTH_FAILED, f"bad token{_TITLE_AND_CLIPBOARD}"))
+        elif self.mode == "welcome-then-take":
+            welcome = encode_welcome(PROTOCOL_VERSION, f"x{_TITLE_AND_CLIPBOARD}", f"http://x{_TITLE_AND_CLIPBOARD}", {})
+            await ws.send(frames.frame(frames.WELCOME, 0, 0, welcome))
+            await ws.send(self._goaway(ErrorCode.NAME_TAKEN, f"mine now{_TITLE_AND_CLIPBOARD}"))
+        else:
+            await ws.send(self._goaway(ErrorCode.SHUTTING_DOWN, f"brb{_TITLE_AND_CLIPBOARD}"))
+        await ws.close()  # as a relay does after a GOAWAY
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.close()
+
+
+@pytest.fixture
+def hostile_relay(request: pytest.FixtureRequest) -> Iterator[HostileRelay]:
+    relay = HostileRelay(request.param)
+    yield relay
+    relay.close()
+
+
+def _agent(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env.pop("DEVTUNNEL_RELAY", None)
+    env.pop("DEVTUNNEL_TOKEN", None)
+    return subprocess.Popen([sys.executable, "-m", "devtunnel", "http", "9", "--no-tui", "--api-port", "0", "--no-record",
+                             "--relay", f"ws://127.0.0.1:{port}", "--token", "t"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _assert_inert(output: bytes) -> None:
+    assert b"\x1b" not in output and b"\x07" not in output and "\u202e".encode() not in output, output
+
+
+@pytest.mark.parametrize("hostile_relay", ["refuse", "welcome-then-take"], indirect=True)
+def test_a_relays_refusal_reaches_the_terminal_escaped(tmp_path: Path, hostile_relay: HostileRelay) -> None:
+    agent = _agent(tmp_path, hostile_relay.port)
+    try:
+        out, err = agent.communicate(timeout=30)
+    finally:
+        agent.kill()
+    assert agent.returncode == EXIT_TUNNEL_REFUSED, (out, err)
+    _assert_inert(out)
+    _assert_inert(err)
+    assert b"\\x1b]0;owned\\x07\\x1b]52;c;" in err  # the reason is there, to be read, not obeyed
+    assert b"Traceback" not in err
+    if hostile_relay.mode == "welcome-then-take":
+        assert out.startswith(b"Forwarding http://x\\x1b]0;owned\\x07"), out
+
+
+@pytest.mark.parametrize("hostile_relay", ["going-away"], indirect=True)
+def test_a_relays_reason_for_going_away_is_logged_escaped(tmp_path: Path, hostile_relay: HostileRelay) -> None:
+    agent = _agent(tmp_path, hostile_relay.port)
+    try:
+        # A second HELLO: the agent took the first GOAWAY as a reason to retry, and logged it.
+        wait_for(lambda: hostile_relay.hellos >= 2, timeout=30, what="the agent to retry")
+        agent.send_signal(signal.SIGINT)
+        out, err = agent.communicate(timeout=30)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0
+    _assert_inert(out)
+    _assert_inert(err)
+    assert b"brb\\x1b]0;owned" in err
+
+
+def test_warnings_of_other_loggers_in_the_agent_are_escaped_too() -> None:
+    code = ("import logging\n"
+            "from devtunnel.commands.http import _setup_logging\n"
+            "_setup_logging()\n"
+            "logging.getLogger('websockets.client').warning('peer said %s', '\\x1b]0;owned\\x07')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
+    _assert_inert(done.stderr)
+    assert done.stderr.endswith(b"peer said \\x1b]0;owned\\x07\n"), done.stderr

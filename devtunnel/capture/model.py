@@ -51,8 +51,17 @@ _rng = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
 
 
+_STEP_SHIFT = 65
+"""Ids of one millisecond step the random part's top 15 bits (its first 3 characters, so the
+first 13 of the id differ: ``values.exchange_ids.STABLE_SHORT``) and draw the 65 below afresh."""
+
+
 def new_id(now: float | None = None) -> str:
     """A 26-character ULID: sortable by creation time, unique, monotonic within a process.
+
+    Ids made in the same millisecond by one process differ within their first 13 characters
+    (the ULID spec's "add 1" would make them differ only in the last one, so no short prefix
+    could tell them apart).
 
     Args:
         now: seconds since the epoch (defaults to ``time.time()``); tests pass a frozen clock.
@@ -62,9 +71,14 @@ def new_id(now: float | None = None) -> str:
     with _id_lock:
         last_ms, last_rand = _last_id
         if ms <= last_ms:
-            ms, rand = last_ms, last_rand + 1
+            # The same millisecond, or the clock stepped back: keep the order of creation.
+            ms = last_ms
+            rand = ((last_rand >> _STEP_SHIFT) + 1) << _STEP_SHIFT | _rng.getrandbits(_STEP_SHIFT)
+            if rand >> 80:  # 16,384 ids or more in one millisecond: go on in the next one
+                ms, rand = ms + 1, _rng.getrandbits(79)
         else:
-            # Seeded from the OS once per process: ids need to be unique, not secret.
+            # Seeded from the OS once per process: ids need to be unique, not secret. 79 bits
+            # leave room for at least 2**14 steps before the 80-bit part would overflow.
             rand = _rng.getrandbits(79)
         _last_id = (ms, rand)
     value = (ms << 80) | (rand & ((1 << 80) - 1))

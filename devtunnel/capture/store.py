@@ -18,6 +18,7 @@ Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
@@ -33,6 +34,7 @@ from urllib.parse import quote
 from devtunnel.capture import filters as _filters
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.errors import NotFoundError, StoreError
+from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 
 __all__ = [
     "DEFAULT_MAX_EXCHANGES",
@@ -55,6 +57,9 @@ APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
 _SQLITE_MAX_INT = 2**63 - 1
+_SHORT_IDS_BY_QUERY = 256
+"""Up to this many ids, ``short_ids`` asks the index for each one's neighbours; past it, reading
+every id once (a few MB for 100,000 exchanges) is faster than two queries per id."""
 
 
 def default_db_path() -> Path:
@@ -463,19 +468,47 @@ class Store:
             raise NotFoundError("no exchange id given")
         if conn.execute("SELECT 1 FROM exchanges WHERE id = ?", (prefix,)).fetchone():
             return prefix
-        found: set[str] = set()
+        found: list[str] = []
+        matches = 0
         for p in {prefix, prefix.upper(), prefix.lower()}:
             # A range on the primary key instead of LIKE: no wildcards, and it uses the index.
-            for (ex_id,) in conn.execute(
-                "SELECT id FROM exchanges WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-                (p, p + "\U0010ffff"),
-            ):
-                found.add(ex_id)
+            bounds = (p, p + "\U0010ffff")
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM exchanges WHERE id >= ? AND id < ? ORDER BY id LIMIT 3", bounds)]
+            found += ids
+            if len(ids) > 1:
+                matches += conn.execute("SELECT count(*) FROM exchanges WHERE id >= ? AND id < ?", bounds).fetchone()[0]
+            else:
+                matches += len(ids)
         if not found:
             raise NotFoundError(f"no exchange with id {prefix}")
-        if len(found) > 1:
-            raise NotFoundError(f"the id prefix {prefix} is ambiguous; type more of it")
-        return found.pop()
+        if matches > 1:
+            some = ", ".join(sorted(found)[:3]) + (", ..." if matches > 3 else "")
+            raise NotFoundError(f"the id prefix {prefix} is ambiguous: {matches} matches ({some}); type more of it")
+        return found[0]
+
+    def short_ids(self, ids: Iterable[str], minimum: int = MIN_SHORT) -> dict[str, str]:
+        """The shortest prefix of each id that no other stored id starts with, at least ``minimum`` long.
+
+        What ``devtunnel requests`` prints: like git's abbreviated hashes, a prefix may need to grow
+        when more exchanges of the same second are stored later.
+        """
+        wanted = list(ids)
+        with self._reading() as conn:
+            if len(wanted) > _SHORT_IDS_BY_QUERY:
+                every = [r[0] for r in conn.execute("SELECT id FROM exchanges ORDER BY id")]
+
+                def around(exchange_id: str) -> tuple[str, str | None, str | None]:
+                    at = bisect.bisect_left(every, exchange_id)
+                    after = at + 1 if at < len(every) and every[at] == exchange_id else at
+                    return exchange_id, every[at - 1] if at else None, every[after] if after < len(every) else None
+            else:
+                def around(exchange_id: str) -> tuple[str, str | None, str | None]:
+                    before = conn.execute("SELECT max(id) FROM exchanges WHERE id < ?", (exchange_id,)).fetchone()[0]
+                    after = conn.execute("SELECT min(id) FROM exchanges WHERE id > ?", (exchange_id,)).fetchone()[0]
+                    return exchange_id, before, after
+
+            return short_ids([around(i) for i in wanted], minimum)
 
     def query(self, filter: object = None, *, limit: int | None = None, offset: int = 0,
               newest_first: bool = False) -> list[Exchange]:

@@ -2,8 +2,9 @@
 
 Every command reads the same SQLite store (``--db``, default ``default_db_path()``), read-only
 where it only reads. Captured text is escaped before it reaches the terminal. Bad input (an
-unknown id, a bad filter, an unreadable database, an unwritable file) is one line on stderr and
-a non-zero exit: 1, or 2 for ``diff``, whose 1 means "different" as in diff(1).
+unknown id, an unreadable database, an unwritable file) is one line on stderr and exit 1; bad
+usage (a bad filter or flag value) exits 2. ``diff`` exits 2 for both, as its 1 means
+"different" as in diff(1).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from devtunnel.commands.output import (
     table,
 )
 from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, StoreError
+from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.net.api_shapes import capture_json, status_text
@@ -134,9 +136,10 @@ def _requests(args: argparse.Namespace) -> int:
     if not rows:
         print("no matching requests" if args.filter else "no requests captured yet")
         return 0
+    short = store.short_ids(r.id for r in rows)  # what show, export, replay and diff take
     cells = [
         [
-            r.id,
+            short[r.id],
             datetime.fromtimestamp(r.started_at).strftime("%H:%M:%S"),
             r.tunnel,
             r.method,
@@ -405,10 +408,13 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one capture command; returns the exit code."""
-    error_exit = 2 if args.command == "diff" else 1
+    """Run one capture command; returns the exit code (``devtunnel.exit_codes``)."""
+    error_exit = EXIT_DIFF_ERROR if args.command == "diff" else EXIT_ERROR
     try:
         return _HANDLERS[args.command](args)
+    except ConfigError as exc:  # bad usage: a bad filter, ids and --filter together ...
+        err(str(exc))
+        return EXIT_DIFF_ERROR if args.command == "diff" else EXIT_USAGE
     except DevtunnelError as exc:
         err(str(exc))
         return error_exit

@@ -26,10 +26,9 @@ from devtunnel.config import (
     with_flags,
 )
 from devtunnel.errors import ConfigError
+from devtunnel.exit_codes import EXIT_USAGE
 
 __all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "EXIT_USAGE"]
-
-EXIT_USAGE = 2
 
 
 def settings_of(args: argparse.Namespace) -> Settings:

@@ -22,11 +22,12 @@ from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
-from devtunnel.commands.output import human_duration, safe
+from devtunnel.commands.output import EscapingFormatter, human_duration, safe
 from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.net.sizes import parse_size
+from devtunnel.values.exchange_ids import stable_short_id
 
 __all__ = ["run", "exchange_line"]
 
@@ -40,14 +41,17 @@ def _clock_text(second: int) -> str:
 
 
 def exchange_line(ex: Exchange) -> str:
-    """One log line for a finished exchange: time, method, path, status, duration.
+    """One log line for a finished exchange: time, short id, method, path, status, duration.
 
-    Everything taken from the request is made safe for a terminal first.
+    The id is the fixed-length short form (``stable_short_id``): ``devtunnel show``, ``replay``
+    and ``export`` take it as it is, whatever is recorded later. Everything taken from the
+    request is made safe for a terminal first.
     """
     when = _clock_text(int(ex.started_at))
     method = "WS" if ex.websocket else safe(ex.request.method)
     status = str(ex.status) if ex.status is not None else "---"
-    line = f"{when}  {method:<7} {safe(ex.request.url_text)}  {status}  {human_duration(ex.duration)}"
+    line = (f"{when}  {stable_short_id(ex.id)}  {method:<7} {safe(ex.request.url_text)}  {status}  "
+            f"{human_duration(ex.duration)}")
     if ex.error:
         line += f"  {ex.error}"
     return line
@@ -100,22 +104,19 @@ async def _guarded(main: Coroutine[Any, Any, int]) -> int:
                 loop.remove_signal_handler(sig)
 
 
-class _SafeFormatter(logging.Formatter):
-    """Log lines carry text from the relay (refusal reasons): escape anything that could drive
-    the terminal."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return safe(super().format(record), keep_newlines=True)
-
-
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_SafeFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     for name in ("devtunnel.agent", "devtunnel.relay"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    # Warnings of every other logger (uvicorn, websockets ...) are escaped too, rather than
+    # printed raw by logging's last resort.
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
 
 
 def _print(line: str, out: TextIO) -> None:
@@ -200,7 +201,7 @@ async def _main(args: argparse.Namespace) -> int:
                 nonlocal announced
                 if info.state is TunnelState.ONLINE and not announced:
                     announced = True
-                    _print(f"Forwarding {info.public_url} -> {info.target_url}", out)
+                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}", out)  # the URL is the relay's
                 elif info.state is TunnelState.FAILED and announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.

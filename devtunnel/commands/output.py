@@ -1,12 +1,15 @@
-"""Terminal-safe printing helpers for the capture commands.
+"""Printing helpers for the command line: tables, sizes, durations, one-line errors.
 
-Captured data is hostile: a request path can hold escape sequences that move the cursor,
-retitle the window or hide text. Everything taken from an exchange goes through :func:`safe`
-before it reaches a terminal, and nothing here interprets markup.
+Captured data and anything else from the network is hostile: a request path or a relay's
+refusal reason can hold escape sequences that move the cursor, retitle the window or write the
+clipboard. Such text goes through ``devtunnel.values.terminal.escape`` (the one set of rules,
+shared with the inspector) before it reaches a terminal: :func:`table` and :func:`err` do it
+themselves, and nothing here interprets markup.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import unicodedata
@@ -14,45 +17,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-__all__ = ["safe", "display_width", "truncate", "Column", "table", "human_size", "human_duration", "hex_preview", "err"]
+from devtunnel.values.terminal import escape
 
-# C0, DEL and C1 controls, plus the Unicode "format" characters that reorder or hide text
-# (bidi overrides, zero-width joiners); all are printed as visible escapes.
-_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _needs_escape(ch: str) -> bool:
-    code = ord(ch)
-    if code < 0x20 or 0x7F <= code < 0xA0:
-        return True
-    return unicodedata.category(ch) in ("Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+__all__ = ["safe", "display_width", "truncate", "Column", "table", "human_size", "human_duration", "hex_preview",
+           "err", "EscapingFormatter"]
 
 
 def safe(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with every control or invisible character written as a visible escape.
+    """``text`` escaped for a terminal by the shared rules (``values.terminal.escape``).
 
     Args:
-        text: captured text of any origin.
-        keep_newlines: keep ``\\n`` (and ``\\t``) as they are, for multi-line bodies.
+        text: text of any origin.
+        keep_newlines: let ``\\n`` and ``\\t`` through, for multi-line bodies.
     """
-    if text.isascii() and text.isprintable() and "\\" not in text:
-        return text  # the usual path or method: nothing to escape, no need to look at each character
-    out: list[str] = []
-    for ch in text:
-        if keep_newlines and ch in "\n\t":
-            out.append(ch)
-        elif ch == "\\":
-            # Doubled so an escape we print cannot be confused with a literal backslash.
-            out.append("\\\\")
-        elif _needs_escape(ch):
-            esc = _ESCAPES.get(ch)
-            if esc is None:
-                code = ord(ch)
-                esc = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-            out.append(esc)
-        else:
-            out.append(ch)
-    return "".join(out)
+    return escape(text, keep="\n\t" if keep_newlines else "")
 
 
 def _char_width(ch: str) -> int:
@@ -62,7 +40,7 @@ def _char_width(ch: str) -> int:
 
 
 def display_width(text: str) -> int:
-    """Terminal columns taken by ``text`` (already made safe): wide CJK characters count twice."""
+    """Terminal columns taken by ``text`` (already escaped): wide CJK characters count twice."""
     return sum(_char_width(ch) for ch in text)
 
 
@@ -112,7 +90,7 @@ def _pad(text: str, width: int, align: str) -> str:
 def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None = None) -> list[str]:
     """Lay out ``rows`` as aligned lines no wider than ``width`` terminal columns.
 
-    Cells are made safe here, so callers pass captured text as it is. Optional columns are left
+    Cells are escaped here, so callers pass captured text as it is. Optional columns are left
     out when even a narrowed flexible column would not fit; the flexible column then takes
     whatever width the others leave and truncates its cells. The last column is never padded.
 
@@ -190,5 +168,13 @@ def hex_preview(data: bytes, limit: int = 64) -> list[str]:
 
 
 def err(message: str, stream: TextIO | None = None) -> None:
-    """Print one ``devtunnel: message`` line on stderr (the message is made safe)."""
+    """Print one ``devtunnel: message`` line on stderr, escaped (it may quote the network)."""
     print(f"devtunnel: {safe(message)}", file=stream or sys.stderr)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines carry text from the network (a relay's refusal reason, a client's request):
+    anything that could drive the terminal is escaped; newlines of tracebacks are kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape(super().format(record), keep="\n\t")

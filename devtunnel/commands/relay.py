@@ -12,11 +12,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from devtunnel.commands.config import resolve_relay
+from devtunnel.commands.output import EscapingFormatter, safe
 from devtunnel.errors import ConfigError
+from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
 from devtunnel.net.relay import Relay, RelaySettings
 from devtunnel.net.sizes import parse_size
-
-EXIT_USAGE = 2
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -136,14 +136,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(resolve_relay(args))  # unset flags from [relay_server]
     except ConfigError as exc:
-        print(f"devtunnel relay: error: {exc}", file=sys.stderr)
+        print(f"devtunnel relay: error: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    # Log lines quote clients and agents (names, bad requests): escaped before they reach a terminal.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start/stop chatter repeats ours
     _use_uvloop()
     try:
         asyncio.run(serve(settings))
     except ConfigError as exc:  # the address is taken, the TLS files do not load ...
-        print(f"devtunnel relay: error: {exc}", file=sys.stderr)
+        print(f"devtunnel relay: error: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    return EXIT_OK

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from devtunnel.cli import EXIT_TUNNEL_REFUSED
+from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
 
 AgentState = Literal["starting", "running", "restarting", "stopped", "failed"]
 

@@ -39,7 +39,19 @@ def test_ids_are_unique_and_monotonic_within_a_millisecond_and_across_a_clock_st
     ids = [new_id(2_000_000_000.0) for _ in range(1000)] + [new_id(1_999_999_999.0)]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
-    assert [_decode(b) - _decode(a) for a, b in zip(ids, ids[1:])] == [1] * (len(ids) - 1)
+    assert {ulid[:10] for ulid in ids} == {ids[0][:10]}  # all in one millisecond
+    # Each steps the first 3 characters of the random part: short ids of 13 characters stay unique.
+    assert [_decode(b) >> 65 for b in ids[1:]] == [(_decode(a) >> 65) + 1 for a in ids[:-1]]
+
+
+def test_more_ids_than_one_millisecond_holds_go_on_in_the_next_one_still_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(model, "_last_id", (0, 0))
+    ids = [new_id(2_000_000_000.0) for _ in range(40_000)]  # at least 2**14 fit in one millisecond
+    assert len(set(ids)) == len(ids) and ids == sorted(ids)
+    assert len({ulid[:13] for ulid in ids}) == len(ids)
+    assert 2 <= len({ulid[:10] for ulid in ids}) <= 3
 
 
 def test_a_forked_child_draws_other_random_parts_than_its_parent() -> None:

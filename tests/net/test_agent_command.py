@@ -123,7 +123,8 @@ def test_http_prints_forwarding_once_logs_requests_records_them_and_exits_0_on_s
     r = httpx.post(f"http://127.0.0.1:{port}/echo?q=1", headers={"Host": f"cli.localhost:{port}"}, content=b"hi", trust_env=False)
     assert r.status_code == 200
     log_line = agent.line(lambda l: "/echo?q=1" in l)
-    assert re.match(r"^\d\d:\d\d:\d\d  POST +/echo\?q=1  200  [\d.]+ (ms|s)$", log_line), log_line
+    logged = re.match(r"^\d\d:\d\d:\d\d  ([0-9A-Z]{13})  POST +/echo\?q=1  200  [\d.]+ (ms|s)$", log_line)
+    assert logged is not None, log_line
     tunnels = httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", trust_env=False).json()["tunnels"]
     assert [t["public_url"] for t in tunnels] == [public_url]
 
@@ -135,6 +136,9 @@ def test_http_prints_forwarding_once_logs_requests_records_them_and_exits_0_on_s
     finally:
         store.close()
     assert (ex.tunnel, ex.request.target, ex.request.body, ex.status) == ("cli", b"/echo?q=1", b"hi", 200)
+    shown = subprocess.run([*DEVTUNNEL, "show", logged.group(1), "--db", str(db)], capture_output=True, text=True,
+                           timeout=30, env=env)
+    assert shown.stdout.startswith(f"exchange  {ex.id}\n"), shown.stderr  # the log line's id names the exchange
 
 
 def test_http_exits_0_on_sigterm_without_api(env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]) -> None:
@@ -222,15 +226,19 @@ def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[s
         (["http", "8080", "--name", "Bad_Name"], "is not a valid DNS label"),
         (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),
         (["http", "8080", "--relay", "ftp://x"], "invalid relay URL"),
-        (["http", "8080", "--local-timeout", "0"], "--local-timeout must be a positive number of seconds"),
-        (["http", "8080", "--local-timeout", "nan"], "--local-timeout must be a positive number of seconds"),
+        (["http", "8080", "--local-timeout", "0"], "--local-timeout: expected a positive number of seconds, not '0'"),
+        (["http", "8080", "--local-timeout", "nan"], "--local-timeout: expected a positive number of seconds, not 'nan'"),
+        (["http", "99999"], "port 99999 is not between 1 and 65535"),
+        (["http", "8080", "--port", "99999"], "--port: expected a port number of 0-65535, not '99999'"),
+        (["agent", "--api-port", "-1"], "--api-port: expected a port number of 0-65535, not '-1'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_line(env: dict[str, str], args: list[str], message: str) -> None:
-    done = subprocess.run([*DEVTUNNEL, *args, "--no-tui", "--api-port", "0", "--no-record"],
-                          capture_output=True, text=True, timeout=30, env=env)
-    assert done.returncode == 2  # bad usage, by the help's table of exit codes
+    extra = ["--no-tui", "--api-port", "0", "--no-record"] if args[0] == "http" else []
+    done = subprocess.run([*DEVTUNNEL, *args, *extra], capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 2, done.stderr
     assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
 
 

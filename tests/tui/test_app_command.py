@@ -20,10 +20,10 @@ DEVTUNNEL = str(Path(sys.executable).with_name("devtunnel"))
         (["http", "8080", "--relay", "ftp://x"], "invalid relay URL"),
     ],
 )
-def test_bad_http_arguments_exit_1_with_one_line_and_no_screen(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_http_arguments_exit_2_with_one_line_and_no_screen(tmp_path: Path, args: list[str], message: str) -> None:
     done = subprocess.run([DEVTUNNEL, *args, "--db", str(tmp_path / "c.db")], capture_output=True, text=True,
                           timeout=30, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert done.returncode == 1
+    assert done.returncode == 2  # bad usage
     assert message in done.stderr and len(done.stderr.splitlines()) == 1
     assert "\x1b" not in done.stdout + done.stderr  # the inspector never started
     assert not (tmp_path / ".local" / "state" / "devtunnel" / "agent.log").exists()

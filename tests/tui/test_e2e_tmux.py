@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,16 +25,46 @@ pytestmark = [
 DEVTUNNEL = str(Path(sys.executable).with_name("devtunnel"))
 
 
-class Tmux:
-    """One tmux server on its own socket, so nothing else's sessions are touched."""
+# Variables that would make the inspector draw at another size than its pane's, or make tmux
+# think it is nested: a test run typed in a terminal exports COLUMNS and LINES to its children
+# (readline sets them in the C environment, which os.environ does not show), and inside tmux
+# TMUX names the caller's server.
+_CALLERS_TERMINAL = ("COLUMNS", "LINES", "TMUX", "TMUX_PANE")
 
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
+
+class Tmux:
+    """One tmux server on its own socket (``-S``, in a folder of its own), so nothing else's
+    sessions are touched and nothing is left behind.
+
+    The server and every command that talks to it run with no terminal (stdin from /dev/null),
+    no user config (``-f /dev/null``) and an environment without the caller's terminal size:
+    the session is exactly ``width`` x ``height`` however the tests are started (typed in a
+    terminal, inside tmux, or from CI).
+    """
+
+    def __init__(self) -> None:
+        # Short: a unix socket's path has room for about 100 bytes, too few for pytest's tmp_path.
+        self.folder = Path(tempfile.mkdtemp(prefix="devtunnel-tmux-"))
+        self.socket = self.folder / "s"
+        self.env = {k: v for k, v in os.environ.items() if k not in _CALLERS_TERMINAL}
 
     def run(self, *args: str, check: bool = True) -> str:
-        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10,
-                              check=check)
+        done = subprocess.run(["tmux", "-f", os.devnull, "-S", str(self.socket), *args], capture_output=True,
+                              text=True, timeout=10, check=check, stdin=subprocess.DEVNULL, env=self.env)
         return done.stdout
+
+    def close(self) -> None:
+        """Stop the server and remove its socket."""
+        self.run("kill-server", check=False)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def start(self, command: str, width: int, height: int) -> None:
+        """Run ``command`` in session ``e2e``, a window of ``width`` x ``height`` that no client resizes."""
+        size = f"{width}x{height}"
+        self.run("new-session", "-d", "-s", "e2e", "-x", str(width), "-y", str(height), command, ";",
+                 "set-option", "-g", "window-size", "manual", ";", "set-option", "-g", "default-size", size)
+        shown = self.run("display-message", "-p", "-t", "e2e", "#{window_width}x#{window_height}").strip()
+        assert shown == size, f"tmux made a {shown} window, not {size}"
 
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", "e2e", check=False)
@@ -43,11 +74,34 @@ class Tmux:
         screen = self.screen()
         return screen if re.search(pattern, screen) else None
 
+    def wait_showing(self, pattern: str, timeout: float, what: str) -> str:
+        """The screen once ``pattern`` is on it; on timeout the failure shows the screen as it was."""
+        try:
+            return wait_for(lambda: self.showing(pattern), timeout=timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
+
+
 @pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(f"devtunnel-e2e-{os.getpid()}")
+def tmux() -> Iterator[Tmux]:
+    # A server per test: one killed by the previous test may still be on its way out.
+    t = Tmux()
     yield t
-    t.run("kill-server", check=False)
+    t.close()
+
+
+def test_the_pane_size_holds_whatever_terminal_the_tests_run_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A caller's COLUMNS/LINES (exported by a terminal) or TMUX must not reach the program under test."""
+    for name, value in (("COLUMNS", "200"), ("LINES", "50"), ("TMUX", "/tmp/elsewhere,1,0"), ("TMUX_PANE", "%9")):
+        monkeypatch.setenv(name, value)
+    tmux = Tmux()
+    try:
+        tmux.start(f"{sys.executable} -c 'import shutil; print(\"size\", *shutil.get_terminal_size())'; sleep 60",
+                   100, 30)
+        screen = tmux.wait_showing(r"size \d+ \d+", timeout=20, what="the size the program sees")
+        assert "size 100 30" in screen
+    finally:
+        tmux.close()
 
 
 def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Path, service: int,
@@ -55,11 +109,10 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
     db = tmp_path / "captures.db"
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {db} --name e2e; echo $? > {tmp_path / 'status'}")
-    tmux.run("new-session", "-d", "-s", "e2e", "-x", "120", "-y", "36", command)
+    tmux.start(command, 120, 36)
 
     try:
-        screen = wait_for(lambda: tmux.showing(r"http://e2e\.localhost:\d+.*online"), timeout=45,
-                          what="the tunnel online on screen")
+        screen = tmux.wait_showing(r"http://e2e\.localhost:\d+.*online", timeout=45, what="the tunnel online on screen")
     except AssertionError:
         log = tmp_path / "state" / "devtunnel" / "agent.log"
         raise AssertionError(f"no tunnel on screen:\n{tmux.screen()}\nagent log:\n"
@@ -71,7 +124,7 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
                                f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=15)
         assert done.stdout in ("200", "418")
 
-    screen = wait_for(lambda: tmux.showing("/teapot"), timeout=20, what="rows on screen")
+    screen = tmux.wait_showing("/teapot", timeout=20, what="rows on screen")
     rows = [line for line in screen.splitlines() if "e2e" in line and "GET" in line]
     assert any("/hello?x=[bold]1" in row and "200" in row for row in rows), screen
     assert any("/teapot" in row and "418" in row for row in rows), screen
@@ -93,8 +146,8 @@ def test_inspect_command_shows_stored_captures_without_an_agent(tmp_path: Path, 
     db = fill(tmp_path / "captures.db", traffic(12))
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color {DEVTUNNEL} inspect --db {db}; "
                f"echo $? > {tmp_path / 'status'}")
-    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
-    screen = wait_for(lambda: tmux.showing("/health"), timeout=30, what="the stored rows")
+    tmux.start(command, 100, 30)
+    screen = tmux.wait_showing("/health", timeout=30, what="the stored rows")
     assert "stored captures (no agent)" in screen and "/webhooks/stripe" in screen
     tmux.run("send-keys", "-t", "e2e", "q")
     wait_for(lambda: (tmp_path / "status").exists(), timeout=20, what="the inspector to exit")
@@ -105,8 +158,8 @@ def test_inspect_command_shows_stored_captures_without_an_agent(tmp_path: Path, 
 def test_closing_the_terminal_stops_the_agent(tmp_path: Path, service: int, tmux: Tmux) -> None:
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name hup")
-    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
-    screen = wait_for(lambda: tmux.showing(r"http://hup\.localhost:\d+.*online"), timeout=45, what="the tunnel")
+    tmux.start(command, 100, 30)
+    screen = tmux.wait_showing(r"http://hup\.localhost:\d+.*online", timeout=45, what="the tunnel")
     port = re.search(r"http://hup\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
     inspector_pid = int(tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip())
     tmux.run("kill-session", "-t", "e2e")  # the terminal goes away: SIGHUP
@@ -119,8 +172,8 @@ def test_sigterm_quits_cleanly_and_stops_the_agent(tmp_path: Path, service: int,
     status = tmp_path / "status"
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name term; echo $? > {status}")
-    tmux.run("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", command)
-    screen = wait_for(lambda: tmux.showing(r"http://term\.localhost:\d+.*online"), timeout=45, what="the tunnel")
+    tmux.start(command, 100, 30)
+    screen = tmux.wait_showing(r"http://term\.localhost:\d+.*online", timeout=45, what="the tunnel")
     port = re.search(r"http://term\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
     shell = tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip()
     inspector_pid = int(subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()[0])

@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
+from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.tui.render import (
     describe_body,
     format_ms,
@@ -161,7 +162,9 @@ class DetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         ex = self.exchange
-        yield Static(exchange_title(ex), id="detail-title")
+        # The id as the log line prints it: ``devtunnel show`` / ``replay`` take it.
+        yield Static(Text.assemble((stable_short_id(ex.id) + "  ", "dim"), exchange_title(ex), no_wrap=True,
+                                   overflow="ellipsis", end=""), id="detail-title")
         with TabbedContent(initial="request"):
             with TabPane("Request", id="request"):
                 yield from self._message("request", ex.request)

@@ -1,0 +1,116 @@
+"""The command line's own words: help for every command, ``devtunnel help TOPIC``, bad usage exits 2 in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtunnel.capture.filters import FILTER_HELP
+from devtunnel.exit_codes import EXIT_USAGE, HELP_TABLE
+
+DEVTUNNEL = str(Path(sys.executable).parent / "devtunnel")
+COMMANDS = ["relay", "http", "requests", "show", "export", "replay", "diff", "agent", "inspect", "config", "help"]
+
+
+def run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               COLUMNS="100")
+    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_DB", "DEVTUNNEL_CONFIG"):
+        env.pop(name, None)
+    return subprocess.run([DEVTUNNEL, *args], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL)
+
+
+def description(help_text: str) -> str:
+    """The paragraph between the usage block and the first argument section."""
+    body = help_text.split("\n\n", 1)[1]
+    first = body.split("\n\n", 1)[0]
+    return "" if first.startswith(("positional arguments:", "options:")) else first
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_says_what_it_does_in_its_own_help(command: str, tmp_path: Path) -> None:
+    done = run(command, "--help", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(description(done.stdout)) > 30, done.stdout
+
+
+def test_the_main_help_lists_every_command_with_a_line_and_the_exit_statuses(tmp_path: Path) -> None:
+    done = run("--help", tmp_path=tmp_path)
+    assert done.returncode == 0
+    for command in COMMANDS:
+        assert re.search(rf"^    {command} +\S", done.stdout, re.MULTILINE), command
+    assert HELP_TABLE in done.stdout
+
+
+def test_diff_help_explains_both_ids_and_side(tmp_path: Path) -> None:
+    text = run("diff", "--help", tmp_path=tmp_path).stdout
+    assert re.search(r"^  ID1 +the first exchange", text, re.MULTILINE), text
+    assert re.search(r"^  ID2 +the second exchange", text, re.MULTILINE), text
+    assert re.search(r"--side \{request,response,both\}\n +compare only the requests", text), text
+
+
+def test_requests_help_points_at_a_reference_the_installed_package_has(tmp_path: Path) -> None:
+    text = run("requests", "--help", tmp_path=tmp_path).stdout
+    assert "docs/filters.md" not in text
+    assert "devtunnel help filters" in text
+
+
+def test_help_filters_prints_every_filter_from_the_filter_classes(tmp_path: Path) -> None:
+    done = run("help", "filters", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    flat = " ".join(done.stdout.split())
+    for syntax, text in FILTER_HELP:
+        assert syntax in done.stdout
+        assert " ".join(text.split()) in flat
+    assert all(len(line) <= 100 for line in done.stdout.splitlines())
+
+
+def test_help_of_a_command_is_its_own_help(tmp_path: Path) -> None:
+    assert run("help", "replay", tmp_path=tmp_path).stdout == run("replay", "--help", tmp_path=tmp_path).stdout
+    assert run("help", tmp_path=tmp_path).stdout == run("--help", tmp_path=tmp_path).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["help", "nope"], "no help on 'nope'"),
+        (["http", "99999"], "port 99999 is not between 1 and 65535"),
+        (["http", "0"], "port 0 is not between 1 and 65535"),
+        (["http", "8080", "--api-port", "70000"], "--api-port: expected a port number of 0-65535, not '70000'"),
+        (["http", "8080", "--port", "-1"], "--port: expected a port number of 0-65535, not '-1'"),
+        (["http", "8080", "--port", "\u0668\u0660"], "--port: expected a port number of 0-65535"),  # Arabic-Indic 80
+        (["http", "8080", "--name", "No Spaces"], "is not a valid DNS label"),
+        (["http", "8080", "--relay", "ftp://relay"], "invalid relay URL"),
+        (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),
+        (["http", "8080", "--host-header", "nope"], "invalid choice: 'nope'"),
+        (["agent", "--local-timeout", "-3"], "--local-timeout: expected a positive number of seconds"),
+        (["relay", "--listen", "nowhere"], "--listen 'nowhere'"),
+        (["relay", "--head-timeout", "0"], "--head-timeout: expected a positive number of seconds"),
+        (["requests", "--limit", "-1"], "--limit/-n: expected a whole number of 0 or more"),
+        (["requests", "--filter", "status:>>"], "invalid filter"),
+        (["show"], "the following arguments are required: ID"),
+        (["diff", "ID1"], "the following arguments are required: ID2"),
+        (["diff", "A", "B", "--side", "left"], "argument --side: invalid choice: 'left'"),
+        (["nonsense"], "invalid choice: 'nonsense'"),
+        (["requests", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_clear_line(args: list[str], says: str, tmp_path: Path) -> None:
+    done = run(*args, tmp_path=tmp_path)
+    assert done.returncode == EXIT_USAGE, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("devtunnel"), done.stderr
+    assert says in lines[0]
+    assert done.stdout == ""
+
+
+def test_the_inspectors_supervisor_takes_exit_codes_without_loading_the_command_line() -> None:
+    code = "import sys, devtunnel.tui.supervisor as s; print('devtunnel.cli' in sys.modules, s.EXIT_TUNNEL_REFUSED)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == ["False", "3"]
