@@ -290,7 +290,12 @@ class InspectorApp(App[None]):
             self.notify(str(exc), title="Replay failed", severity="error")
             return
         self.live.changed([new.id])
-        self.notify(f"{new.request.method} {new.status or new.error or '…'} as {new.id}", title="Replayed")
+        from devtunnel.tui.screens.edit import replay_notice  # with the screen that shows the same notice
+
+        # What came back, as plain text: the reason and the error line come from the network.
+        notice = replay_notice(exchange, new, lead=f"{new.id}: ", diff_hint="D diff with the original")
+        self.notify(notice.plain, title="Replayed", markup=False,
+                    severity="error" if new.response is None else "information")
 
     @work(group="action", exit_on_error=False)
     async def action_edit(self) -> None:

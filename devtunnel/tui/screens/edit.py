@@ -82,9 +82,11 @@ def response_preview(title: str, response: Response | None, error: str = "") -> 
     return text
 
 
-def replay_notice(original: Exchange, replayed: Exchange) -> Text:
+def replay_notice(original: Exchange, replayed: Exchange, *, lead: str = "Replayed: ",
+                  diff_hint: str = "ctrl+d diff with the original") -> Text:
     """What a replay came to: status and reason, same or different, and why a 4xx or 5xx happened.
 
+    The edit screen and the main screen's ``r`` say it the same way (``capture.outcome``'s rule).
     Network text (the reason, the error body) is escaped: it is drawn on the terminal.
     """
     outcome = replay_outcome(original, replayed)
@@ -92,12 +94,13 @@ def replay_notice(original: Exchange, replayed: Exchange) -> Text:
         reason = ": ".join(filter(None, [replayed.error or "", replayed.error_message])) or "no response"
         return Text(f"Replay failed: {escape_control(reason)}", end="")
     code = replayed.response.status if replayed.response is not None else 0
-    text = Text("Replayed: ", end="")
+    text = Text(lead, end="")
     text.append(escape_control(outcome.status), status_style(code))
     text.append(f" · {outcome.verdict}")
     if replayed.edited:
         text.append(" · edited", "italic")
-    text.append("  ctrl+d diff with the original", "dim")
+    if diff_hint:
+        text.append(f"  {diff_hint}", "dim")
     if outcome.error_body:
         text.append("\n")
         text.append(escape_control(outcome.error_body), "red")
@@ -355,10 +358,10 @@ class EditReplayScreen(Screen[None]):
         try:
             replayed = await self._send(edit)
         except DevtunnelError as exc:
-            self._show_message(f"Replay failed: {exc}", error=True)
+            self._show_message(f"Replay failed: {escape_control(str(exc))}", error=True)
             return
         except Exception as exc:  # the sender belongs to the caller; any failure is shown, never fatal
-            self._show_message(f"Replay failed: {type(exc).__name__}: {exc}", error=True)
+            self._show_message(f"Replay failed: {type(exc).__name__}: {escape_control(str(exc))}", error=True)
             return
         self.replayed = replayed
         self.refresh_bindings()
