@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,7 +14,9 @@ import pytest
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
 from devtunnel.capture.store import Store
-from tests.test_cli_captures import assert_one_line_error, cli
+from devtunnel.config import load, set_value, to_toml
+from devtunnel.errors import ConfigError
+from tests.test_cli_captures import DEVTUNNEL, assert_one_line_error, cli
 
 HOSTILE_ERROR = b'\x1b]0;pwned\x07boom \x1b[31mred\nsecond line\n'
 
@@ -146,6 +150,9 @@ def test_header_flags_set_and_delete_and_the_method_is_sent_as_typed(service: Se
     assert headers == [("Host", "edited"), ("Content-Type", "application/json"), ("Content-Length", "2"), ("X-Debug", "1")]
     new = stored(db)[-1]
     assert new.edited and new.replay_of == ex.id
+    assert f"edited replay of {ex.id}  (devtunnel diff {ex.id} {new.id})" in cli(None, "show", new.id, db=db).stdout
+    listed = cli(None, "requests", db=db).stdout.splitlines()
+    assert listed[-1].endswith("↻✎ /") and not listed[-2].endswith("↻✎ /")
 
 
 def test_a_plain_replay_is_not_marked_edited(service: Service, tmp_path: Path) -> None:
@@ -175,3 +182,33 @@ def test_bad_edits_are_one_line_errors_and_send_nothing(service: Service, tmp_pa
     put(db, ex)
     assert message in assert_one_line_error(cli(None, "replay", ex.id, *args, db=db))
     assert service.seen == [] and len(stored(db)) == 1
+
+
+# replay.ignore_headers in devtunnel.toml ---------------------------------------------------
+
+
+def test_the_config_key_adds_headers_to_leave_out(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service, b"/build", response_headers=[("Server", "test-service"), ("Content-Type", "text/plain"),
+                                                       ("Content-Length", "2"), ("X-Build", "0")])
+    put(db, ex)
+    config = tmp_path / "devtunnel.toml"
+    config.write_text('[replay]\nignore_headers = ["X-Build"]\n')
+    env = {**os.environ, "DEVTUNNEL_CONFIG": str(config)}
+    proc = subprocess.run([DEVTUNNEL, "replay", ex.id, "--db", str(db)], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("same response"), proc.stdout
+
+
+def test_config_key_values_are_checked_and_set_as_a_list(tmp_path: Path) -> None:
+    path = tmp_path / "devtunnel.toml"
+    path.write_text('[replay]\nignore_headers = ["Bad Name"]\n')
+    with pytest.raises(ConfigError, match=r":2: replay\.ignore_headers: expected header names such as X-Build, got 'Bad Name'"):
+        load(environ={"DEVTUNNEL_CONFIG": str(path), "HOME": str(tmp_path)}, cwd=tmp_path)
+    path.write_text("")
+    assert set_value(path, "replay.ignore_headers", "X-Build, ETag") == ["X-Build", "ETag"]
+    settings = load(environ={"DEVTUNNEL_CONFIG": str(path), "HOME": str(tmp_path)}, cwd=tmp_path)
+    assert settings.replay.ignore_headers == ("X-Build", "ETag")
+    assert 'ignore_headers = [\n    "X-Build",\n    "ETag",\n]' in to_toml(settings) or \
+        'ignore_headers = ["X-Build", "ETag"]' in to_toml(settings)

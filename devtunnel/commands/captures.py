@@ -145,7 +145,7 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             human_size(r.size),
-            ("↻ " if r.replay_of else "") + r.target,
+            ("↻✎ " if r.edited else "↻ " if r.replay_of else "") + r.target,
         ]
         for r in rows
     ]
@@ -212,7 +212,8 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
         timing = f"first byte {human_duration(ex.ttfb)}, {timing}"
     lines.append(f"timing    {timing}")
     if ex.replay_of:
-        lines.append(f"replay of {ex.replay_of}  (devtunnel diff {ex.replay_of} {ex.id})")
+        kind = "edited replay of" if ex.edited else "replay of"
+        lines.append(f"{kind} {ex.replay_of}  (devtunnel diff {ex.replay_of} {ex.id})")
     for r in replays:
         lines.append(f"replayed  {r.id}  {_status_cell(r)}")
     if ex.error:
@@ -347,6 +348,7 @@ def _replay(args: argparse.Namespace) -> int:
     for name in args.ignore_header:
         if not name or any(c in name for c in ": \t\r\n"):
             raise ConfigError(f"--ignore-header takes a header name such as X-Build, not {name!r}")
+    ignore_headers = [*settings_of(args).replay.ignore_headers, *args.ignore_header]
     edit = _edit(args)
     store = _open(args, readonly=False)
     originals = _resolve(store, args.ids, args.filter)
@@ -358,7 +360,7 @@ def _replay(args: argparse.Namespace) -> int:
     for original, result in zip(originals, results):
         summaries.append(result.summary())
         if not args.json:
-            print("\n".join(_outcome_lines(original, result, args.ignore_header)))
+            print("\n".join(_outcome_lines(original, result, ignore_headers)))
         if result.error:
             failed += 1
     if args.json:

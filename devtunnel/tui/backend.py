@@ -115,8 +115,10 @@ class Backend:
     """
 
     def __init__(self, db_path: Path, api_url: str | None = None, *, max_exchanges: int = DEFAULT_MAX_EXCHANGES,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, replay_ignore_headers: Sequence[str] = ()) -> None:
         self.db_path = Path(db_path)
+        self.replay_ignore_headers = tuple(replay_ignore_headers)
+        """Response headers that do not make a replay differ (``replay.ignore_headers``), besides the volatile ones."""
         self.max_exchanges = max_exchanges
         """Retention applied when this backend records a replay itself (no agent)."""
         self.max_bytes = max_bytes

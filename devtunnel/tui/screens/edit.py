@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar
 
 from rich.text import Text
@@ -83,13 +83,13 @@ def response_preview(title: str, response: Response | None, error: str = "") -> 
 
 
 def replay_notice(original: Exchange, replayed: Exchange, *, lead: str = "Replayed: ",
-                  diff_hint: str = "ctrl+d diff with the original") -> Text:
+                  diff_hint: str = "ctrl+d diff with the original", ignore_headers: Iterable[str] = ()) -> Text:
     """What a replay came to: status and reason, same or different, and why a 4xx or 5xx happened.
 
     The edit screen and the main screen's ``r`` say it the same way (``capture.outcome``'s rule).
     Network text (the reason, the error body) is escaped: it is drawn on the terminal.
     """
-    outcome = replay_outcome(original, replayed)
+    outcome = replay_outcome(original, replayed, ignore_headers=ignore_headers)
     if outcome.failed:
         reason = ": ".join(filter(None, [replayed.error or "", replayed.error_message])) or "no response"
         return Text(f"Replay failed: {escape_control(reason)}", end="")
@@ -205,10 +205,13 @@ class EditReplayScreen(Screen[None]):
     }
     """
 
-    def __init__(self, exchange: Exchange, send: Callable[[Edit], Awaitable[Exchange]]) -> None:
+    def __init__(self, exchange: Exchange, send: Callable[[Edit], Awaitable[Exchange]], *,
+                 ignore_headers: Iterable[str] = ()) -> None:
         super().__init__()
         self.exchange = exchange
         self._send = send
+        self._ignore_headers = tuple(ignore_headers)
+        """Response headers that do not make the replay differ, besides the volatile ones."""
         self.replayed: Exchange | None = None
         """The latest exchange the replay produced."""
         request = exchange.request
@@ -378,7 +381,8 @@ class EditReplayScreen(Screen[None]):
         )
         self.query_one("#compare").add_class("shown")
         self.add_class("-replayed")
-        self._show_message(replay_notice(original, replayed), error=replayed.response is None)
+        self._show_message(replay_notice(original, replayed, ignore_headers=self._ignore_headers),
+                           error=replayed.response is None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Until there is a replay, ctrl+d is not ours: it deletes in the focused field.
