@@ -42,7 +42,7 @@ from typing import Any
 from devtunnel.capture.model import Exchange, Headers, Request
 from devtunnel.errors import ReplayError
 
-__all__ = ["Edit", "HOP_BY_HOP", "JSON_FIELDS", "framed_headers"]
+__all__ = ["HOP_BY_HOP", "JSON_FIELDS", "Edit", "framed_headers"]
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
@@ -162,7 +162,7 @@ class Edit:
             if not _TOKEN_RE.fullmatch(self.method):
                 raise ReplayError(f"invalid method {self.method!r}: a method is a token like GET or POST")
         if self.target is not None:
-            target = _bytes(self.target, "the target")  # type: ignore[arg-type]
+            target = _bytes(self.target, "the target")
             if not target.startswith(b"/") or _BAD_TARGET_RE.search(target):
                 raise ReplayError(f"invalid target {target.decode('utf-8', 'replace')!r}: it must start with /"
                                   " and hold no spaces or control characters")
@@ -178,9 +178,9 @@ class Edit:
         object.__setattr__(self, "remove_headers", removed)
         both = {n.lower() for n in removed} & {n.decode("latin-1").lower() for n, _ in self.set_headers}
         if both:
-            raise ReplayError(f"header {sorted(both)[0]} is both set and removed: give one")
+            raise ReplayError(f"header {min(both)} is both set and removed: give one")
         if self.body is not None:
-            object.__setattr__(self, "body", _bytes(self.body, "the body"))  # type: ignore[arg-type]
+            object.__setattr__(self, "body", _bytes(self.body, "the body"))
 
     @property
     def is_empty(self) -> bool:
@@ -322,7 +322,7 @@ class Edit:
             method=method,
             target=path.encode("utf-8") if path is not None else None,
             headers=None if headers is None else _json_pairs(headers, "headers"),  # type: ignore[arg-type]
-            set_headers=_json_pairs(set_pairs, "set_headers"),
+            set_headers=_json_pairs(set_pairs, "set_headers"),  # type: ignore[arg-type]
             remove_headers=tuple(remove),
             body=body,
         )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from devtunnel.capture.diff import diff_bodies, diff_headers
 from devtunnel.capture.model import Exchange, Response
 
-__all__ = ["VOLATILE_HEADERS", "ReplayOutcome", "replay_outcome", "status_line", "error_excerpt"]
+__all__ = ["VOLATILE_HEADERS", "ReplayOutcome", "error_excerpt", "replay_outcome", "status_line"]
 
 VOLATILE_HEADERS: tuple[str, ...] = (
     "Date", "Age", "Expires", "Server-Timing", "X-Runtime", "X-Response-Time",

@@ -5,7 +5,12 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response
-from devtunnel.capture.outcome import VOLATILE_HEADERS, error_excerpt, replay_outcome, status_line
+from devtunnel.capture.outcome import (
+    VOLATILE_HEADERS,
+    error_excerpt,
+    replay_outcome,
+    status_line,
+)
 
 
 def answered(status: int = 200, headers: list[tuple[str, str]] | None = None, body: bytes = b'{"ok":true}',

@@ -321,6 +321,26 @@ async def test_result_at_80x24_shows_the_reason_the_error_line_and_most_of_both_
         assert app.screen.query_one("#body").size.height >= 3
 
 
+async def test_an_error_line_from_the_network_is_shown_escaped() -> None:
+    ex = json_exchange()
+
+    async def send(edit: Edit) -> Exchange:
+        return exchange(id="01KB0DETA1L00000000000REPL", replay_of=ex.id, status=502, edited=True,
+                        resp_headers=[("Content-Type", "text/plain")], resp_body=HOSTILE.encode() + b"\nmore")
+
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: _edit_screen(app).replayed, what="the replay")
+        await pilot.pause()
+        message = _message(app)
+        assert message.startswith("Replayed: 502 Bad Gateway · response differs · edited")
+        assert "\\x1b[31mred" in message.splitlines()[1] and "more" not in message
+        assert "\x1b" not in screen_text(app) and "\x07" not in screen_text(app)
+        assert str(app.screen.query_one("#replayed", Static).render()).startswith("Edited replay\n502")
+
+
 class _Echo(BaseHTTPRequestHandler):
     """Answers every request with what it received, as JSON."""
 
