@@ -288,6 +288,7 @@ def test_snapshot_edit_screen_after_a_replay(snap_compare) -> None:
     ex = json_exchange()
 
     async def replay(pilot) -> None:
+        pilot.app.screen.query_one("#method", Input).cursor_blink = False  # a steady cursor: the wait can be any length
         await pilot.press("ctrl+s")
         await async_wait_for(lambda: _edit_screen(pilot.app).replayed, what="the replay")
         await pilot.pause()
@@ -300,6 +301,7 @@ def test_snapshot_edit_screen_after_a_replay_at_80x24(snap_compare) -> None:
     ex = json_exchange()
 
     async def replay(pilot) -> None:
+        pilot.app.screen.query_one("#method", Input).cursor_blink = False  # a steady cursor: the wait can be any length
         await pilot.press("ctrl+s")
         await async_wait_for(lambda: _edit_screen(pilot.app).replayed, what="the replay")
         await pilot.pause()
