@@ -91,7 +91,10 @@ examples:
     )
     p.add_argument("target", help="port, HOST:PORT or URL of the local service, or a tunnel NAME from devtunnel.toml")
     p.add_argument("--relay", metavar="URL", help="relay to connect to (env DEVTUNNEL_RELAY; default: embedded relay)")
-    p.add_argument("--token", help="token for the relay (env DEVTUNNEL_TOKEN)")
+    p.add_argument("--token", "--authtoken", dest="token",
+                   help="token for the relay; other users see it in `ps`: prefer --token-file, DEVTUNNEL_TOKEN "
+                        "or `devtunnel config add-token -`")
+    p.add_argument("--token-file", metavar="FILE", help="read the relay token from the first line of FILE")
     p.add_argument("--name", help="tunnel name (default: a random readable one)")
     # Unset flags are None: the command takes them from devtunnel.toml, then the defaults.
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
@@ -191,7 +194,8 @@ Settings come from flags, then DEVTUNNEL_RELAY / DEVTUNNEL_TOKEN / DEVTUNNEL_DB 
 $DEVTUNNEL_CONFIG names, then ./devtunnel.toml, then the user file, then defaults (docs/config.md).
 
 examples:
-  devtunnel config add-token s3cret
+  devtunnel config add-token s3cret          (or add-authtoken, as with ngrok)
+  devtunnel config import-ngrok              ngrok.yml's tunnels as [tunnels.NAME]
   devtunnel config set relay.url wss://tunnel.example.com
   devtunnel config set tunnels.web.target 3000 --project      then: devtunnel http web
   devtunnel config show
@@ -203,9 +207,20 @@ examples:
     q.add_argument("key", metavar="KEY", help="SECTION.KEY or tunnels.NAME.KEY, e.g. relay.url")
     q.add_argument("value", metavar="VALUE")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
-    q = config.add_parser("add-token", help="save the relay token (relay.token) in a file only you can read")
+    q = config.add_parser("add-token", aliases=["add-authtoken"],
+                          help="save the relay token (relay.token) in a file only you can read")
     q.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
+    q = config.add_parser("import-ngrok", help="turn the tunnels of an ngrok.yml (v2 or v3) into named tunnels",
+                          description="Read an ngrok agent configuration and save its http tunnels and endpoints "
+                                      "as [tunnels.NAME] in the user file (or --project). Tunnels with protections "
+                                      "devtunnel cannot enforce yet (basic auth, IP restrictions, OAuth, policies) "
+                                      "are not imported; every key left out is reported.")
+    q.add_argument("path", nargs="?", metavar="PATH",
+                   help="the ngrok.yml (default: ngrok's own location, e.g. ~/.config/ngrok/ngrok.yml)")
+    q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
+    q.add_argument("--force", action="store_true", help="replace tunnels of the same name already defined there")
+    q.add_argument("--dry-run", action="store_true", help="print what would be saved, save nothing")
     return parser
 
 
@@ -242,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TunnelError as exc:
         print(f"devtunnel: {exc}", file=sys.stderr)
         return EXIT_TUNNEL_REFUSED
+    except ConfigError as exc:  # bad usage: a flag, a file or a value the user gave
+        print(f"devtunnel: {exc}", file=sys.stderr)
+        return 2
     except DevtunnelError as exc:
         print(f"devtunnel: {exc}", file=sys.stderr)
         return 1

@@ -55,6 +55,7 @@ __all__ = [
     "StoreSection",
     "TunnelSection",
     "FILE_NAME",
+    "add_tunnels",
     "config_files",
     "key_names",
     "load",
@@ -704,6 +705,34 @@ def set_value(path: Path, dotted: str, text: str) -> object:
     _read_document(doc, _Source(str(path)))  # the file as it would be must load
     _write(path, tomli_w.dumps(doc))
     return value
+
+
+def add_tunnels(path: Path, tunnels: Mapping[str, Mapping[str, Any]], *, force: bool = False) -> tuple[list[str], list[str]]:
+    """Write ``[tunnels.NAME]`` tables into the file at ``path``; returns (written, kept) names.
+
+    A tunnel the file already defines is kept as it is unless ``force``. The file as it would be
+    is checked before it is replaced (atomically, mode 0600); comments in it are not kept.
+
+    Raises:
+        ConfigError: the file cannot be read, parsed or written, or a table is invalid. Nothing
+            is written then.
+    """
+    doc = _parse_file(path)[1] if path.exists() else {}
+    table = doc.setdefault("tunnels", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: tunnels: expected a table, got {_shown(table)}")
+    written: list[str] = []
+    kept: list[str] = []
+    for name, values in tunnels.items():
+        if name in table and not force:
+            kept.append(name)
+            continue
+        table[name] = dict(values)
+        written.append(name)
+    if written:
+        _read_document(doc, _Source(str(path)))  # the file as it would be must load
+        _write(path, tomli_w.dumps(doc))
+    return written, kept
 
 
 def _write(path: Path, text: str) -> None:

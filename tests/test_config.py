@@ -372,7 +372,7 @@ def test_http_name_starts_the_tunnel_defined_under_that_name(places: Places) -> 
 
 def test_http_with_a_name_no_file_defines_says_so(places: Places) -> None:
     done = places.cli("http", "web", "--no-tui")
-    assert done.returncode == 1
+    assert done.returncode == 2  # bad usage, by the help's table of exit codes
     assert done.stderr.endswith("invalid target 'web': the port is missing; use a port (8080), HOST:PORT (127.0.0.1:8080)"
                                 " or a URL (http://localhost:8080); no tunnel named 'web' is defined either"
                                 " (devtunnel config show)\n"), done.stderr

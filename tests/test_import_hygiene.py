@@ -21,6 +21,8 @@ CORE_MODULES = [
     "devtunnel.capture.edit",
     "devtunnel.capture.outcome",
     "devtunnel.export",
+    "devtunnel.ngrok_config",
+    "devtunnel.webhooks",
 ]
 
 

@@ -9,20 +9,27 @@ newest version.
 The writer lets a batch gather for up to ``LINGER`` seconds before it writes (group commit):
 under load one wake of the thread and one transaction then cover many exchanges, instead of
 the thread taking the GIL from the event loop for every single request.
+
+While writes fail (a full disk, a database locked by another process) exchanges wait in
+memory to be retried, within two bounds: past ``UNWRITTEN_BYTES`` of bodies the oldest bodies
+are dropped (the exchange itself is kept, marked truncated), past ``UNWRITTEN_EXCHANGES`` the
+oldest exchanges are. Both are counted, and said once in the log.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import itertools
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
 
-from devtunnel.capture.model import Exchange
+from devtunnel.capture.model import Exchange, Request, Response, WsMessage
 from devtunnel.errors import StoreError
 
 if TYPE_CHECKING:
@@ -41,6 +48,10 @@ MAX_BATCH = 2000
 """A batch this large is written at once, without waiting out ``LINGER``."""
 TRIM_AFTER = 1 << 20
 """Body bytes written in one batch after which freed memory is handed back to the system."""
+UNWRITTEN_BYTES = 32 << 20
+"""Body bytes (request, response, WebSocket payloads) kept in memory while writes fail."""
+UNWRITTEN_EXCHANGES = 5000
+"""Exchanges kept in memory while writes fail, their bodies dropped first (about 4 KiB each)."""
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -82,9 +93,38 @@ def _one_malloc_arena() -> None:
         mallopt(_M_ARENA_MAX, 1)
 
 
-def _body_bytes(batch: dict[str, Exchange]) -> int:
-    return sum(len(ex.request.body) + (len(ex.response.body) if ex.response is not None else 0)
-               for ex in batch.values())
+def _body_bytes(ex: Exchange) -> int:
+    """Bytes of recorded body an exchange holds: request, response and WebSocket payloads."""
+    n = len(ex.request.body)
+    if ex.response is not None:
+        n += len(ex.response.body)
+    if ex.ws_messages:
+        n += sum(len(m.payload) for m in ex.ws_messages)
+    return n
+
+
+def _total_body_bytes(exchanges: Iterable[Exchange]) -> int:
+    return sum(_body_bytes(ex) for ex in exchanges)
+
+
+_M = TypeVar("_M", Request, Response)
+
+
+def _truncated(message: _M) -> _M:
+    if not message.body:
+        return message
+    return replace(message, body=b"", body_size=max(message.body_size, len(message.body)), body_truncated=True)
+
+
+def _without_bodies(ex: Exchange) -> Exchange:
+    """The exchange with every recorded body dropped; sizes stay, bodies read as truncated."""
+    response = _truncated(ex.response) if ex.response is not None else None
+    messages: list[WsMessage] = [replace(m, payload=b"") if m.payload else m for m in ex.ws_messages]
+    return replace(ex, request=_truncated(ex.request), response=response, ws_messages=messages)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.3g} MiB"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -107,12 +147,27 @@ class Recorder:
     A failing write is logged once (not once per exchange). Exchanges that failed because the
     database was busy or the disk full stay queued and are retried with backoff; an exchange
     that can never be stored is dropped, with its id in the log.
+
+    While writes fail, what waits in memory is bounded: past ``max_unwritten_bytes`` of bodies
+    the oldest exchanges lose their bodies (they are stored later marked truncated), past
+    ``max_unwritten`` exchanges the oldest are dropped whole. ``dropped_bodies`` and
+    ``dropped_exchanges`` count them; the log says so once per outage, and again with the
+    totals when writing works again.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, *, max_unwritten_bytes: int = UNWRITTEN_BYTES, max_unwritten: int = UNWRITTEN_EXCHANGES
+    ) -> None:
         self.store = store
+        self.max_unwritten_bytes = max_unwritten_bytes
+        self.max_unwritten = max_unwritten
         self._cond = threading.Condition(threading.Lock())
         self._pending: dict[str, Exchange] = {}
+        self._pending_bytes = 0  # body bytes held by the exchanges in _pending
+        self._failing = False  # the last write failed and will be retried: the bounds apply
+        self._dropped_bodies = 0
+        self._dropped_exchanges = 0
+        self._outage_drops: tuple[int, int] | None = None  # the counts when this outage's dropping began
         self._submitted = 0
         self._done = 0
         self._closing = False
@@ -130,12 +185,17 @@ class Recorder:
                 raise StoreError(f"{self.store.path}: the recorder is closed")
             # Re-inserting moves nothing: a dict keeps the first position, the value is the newest.
             pending = self._pending
+            old = pending.get(exchange.id)
             pending[exchange.id] = exchange
+            self._pending_bytes += _body_bytes(exchange) - (_body_bytes(old) if old is not None else 0)
             self._submitted += 1
             # The writer waits only while the queue is empty (or a full batch wakes it early):
             # waking it for every submit would hand it the GIL once per request.
             if len(pending) == 1 or len(pending) == MAX_BATCH:
                 self._cond.notify_all()
+            note = self._bound() if self._failing else None
+        if note is not None:
+            log.warning("%s", note)
 
     def subscribe(self, listener: Callable[[list[str]], None]) -> Callable[[], None]:
         """Call ``listener(ids)`` after each commit; returns an unsubscribe function."""
@@ -190,6 +250,68 @@ class Recorder:
         with self._cond:
             return len(self._pending)
 
+    @property
+    def failing(self) -> bool:
+        """True while the last write failed and is being retried (the memory bounds apply)."""
+        with self._cond:
+            return self._failing
+
+    @property
+    def unwritten_bytes(self) -> int:
+        """Body bytes held by the exchanges waiting to be written."""
+        with self._cond:
+            return self._pending_bytes
+
+    @property
+    def dropped_bodies(self) -> int:
+        """Exchanges whose bodies were dropped from memory because they could not be written."""
+        with self._cond:
+            return self._dropped_bodies
+
+    @property
+    def dropped_exchanges(self) -> int:
+        """Exchanges dropped from memory whole because they could not be written."""
+        with self._cond:
+            return self._dropped_exchanges
+
+    def _bound(self) -> str | None:
+        """Drop the oldest unwritten bodies, then exchanges, beyond the bounds (holding the lock).
+
+        Each bound, once passed, is brought a quarter (bodies) or an eighth (exchanges) below
+        itself, so the scan from the oldest runs once per many submits, not on every one.
+        Returns what to log when this starts an outage's dropping.
+        """
+        pending = self._pending
+        over_bytes = self._pending_bytes > self.max_unwritten_bytes
+        over_count = len(pending) > self.max_unwritten
+        if not over_bytes and not over_count:
+            return None
+        starting = self._outage_drops is None
+        if starting:
+            self._outage_drops = (self._dropped_bodies, self._dropped_exchanges)
+        if over_bytes:
+            goal = self.max_unwritten_bytes * 3 // 4
+            for ex_id, ex in pending.items():  # oldest first; replacing values keeps the order
+                if self._pending_bytes <= goal:
+                    break
+                size = _body_bytes(ex)
+                if size:
+                    pending[ex_id] = _without_bodies(ex)
+                    self._pending_bytes -= size
+                    self._dropped_bodies += 1
+        if over_count:
+            oldest = list(itertools.islice(pending, len(pending) - self.max_unwritten * 7 // 8))
+            for ex_id in oldest:
+                self._pending_bytes -= _body_bytes(pending.pop(ex_id))
+            self._dropped_exchanges += len(oldest)
+        if not starting:
+            return None
+        return (
+            f"captures cannot be written ({self._last_error or 'the store is failing'}): keeping at most "
+            f"{_mib(self.max_unwritten_bytes)} of bodies and {self.max_unwritten} exchanges in memory, "
+            "dropping the oldest bodies first"
+        )
+
     # --- the writer thread ----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -203,18 +325,26 @@ class Recorder:
                     if self._closing and (not self._pending or self._last_error):
                         return
                     batch, self._pending = self._pending, {}
+                    self._pending_bytes = 0
                     upto = self._submitted
                 kept = self._write(batch)
-                if _TRIM is not None and _body_bytes(batch) >= TRIM_AFTER:
+                if _TRIM is not None and _total_body_bytes(batch.values()) >= TRIM_AFTER:
                     del batch
                     _TRIM()
+                note = None
                 with self._cond:
+                    self._failing = bool(kept)
                     if kept:
                         # Newer submits of the same id win over the failed version.
                         self._pending = {**kept, **self._pending}
+                        self._pending_bytes = _total_body_bytes(self._pending.values())
+                        note = self._bound()
                     else:
                         self._done = upto
                     self._cond.notify_all()
+                if note is not None:
+                    log.warning("%s", note)
+                with self._cond:
                     if kept and not self._closing:
                         self._cond.wait(retry)
                 retry = min(retry * 2, _RETRY_MAX) if kept else _RETRY_FIRST
@@ -268,11 +398,20 @@ class Recorder:
             self._last_error = message
 
     def _committed(self, ids: list[str]) -> None:
-        if self._last_error is not None:
-            log.info("writing captures again")
-            self._last_error = None
         with self._cond:
             listeners = list(self._listeners)
+            since = self._outage_drops
+            self._outage_drops = None
+            bodies, exchanges = self._dropped_bodies, self._dropped_exchanges
+        if since is not None:
+            log.warning(
+                "writing captures again; while they could not be written %d exchange(s) lost their "
+                "bodies and %d were dropped whole", bodies - since[0], exchanges - since[1],
+            )
+            self._last_error = None
+        elif self._last_error is not None:
+            log.info("writing captures again")
+            self._last_error = None
         for listener in listeners:
             try:
                 listener(ids)

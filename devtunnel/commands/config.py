@@ -1,4 +1,4 @@
-"""``devtunnel config path | show | set | add-token``, and how commands take unset flags from the settings.
+"""``devtunnel config path | show | set | add-token | import-ngrok``, and how commands take unset flags from the settings.
 
 A flag that was not given is None after parsing; the commands below replace it with the
 effective setting (environment, then project file, then user file, then default), so flags
@@ -12,8 +12,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import tomli_w
+
 from devtunnel.config import (
     Settings,
+    add_tunnels,
     config_files,
     load,
     project_file,
@@ -55,7 +58,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
     is_http = args.command == "http"
     settings = with_flags(base, {
         "relay.url": ("--relay", getattr(args, "relay", None)),
-        "relay.token": ("--token", getattr(args, "token", None)),
+        "relay.token": _token_flag(args),
         "agent.api_port": ("--api-port", args.api_port),
         "agent.body_cap": ("--body-cap", args.body_cap),
         "agent.host_header": ("--host-header", getattr(args, "host_header", None)),
@@ -83,6 +86,23 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
             if args.host_header is None and tunnel.host_header is not None:
                 out.host_header = tunnel.host_header
     return out
+
+
+def _token_flag(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``--token``, or the first line of the file ``--token-file`` names (kept out of ``ps``)."""
+    token_file = getattr(args, "token_file", None)
+    if not token_file:
+        return ("--token", getattr(args, "token", None))
+    if getattr(args, "token", None):
+        raise ConfigError("give --token or --token-file, not both")
+    try:
+        with open(Path(token_file).expanduser(), encoding="utf-8") as f:
+            token = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--token-file {token_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if not token:
+        raise ConfigError(f"--token-file {token_file}: the first line is empty")
+    return ("--token-file", token)
 
 
 def _check_target(target: str) -> None:
@@ -152,11 +172,55 @@ def _add_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_ngrok(args: argparse.Namespace) -> int:
+    from devtunnel.ngrok_config import default_ngrok_paths, read_ngrok_config
+
+    if args.path:
+        source = Path(args.path).expanduser()
+    else:
+        candidates = default_ngrok_paths()
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise ConfigError("no ngrok.yml found at " + " or ".join(str(p) for p in candidates) + "; name the file")
+        source = found
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    result = read_ngrok_config(text, str(source))
+    tables = {t.name: t.table() for t in result.tunnels}
+    target = _target_file(args)
+    print(f"read {source} (ngrok config version {result.version})")
+    if args.dry_run:
+        written, kept = list(tables), []
+        if tables:
+            print(tomli_w.dumps({"tunnels": tables}), end="")
+    else:
+        written, kept = add_tunnels(target, tables, force=args.force)
+    for name in written:
+        t = next(t for t in result.tunnels if t.name == name)
+        verb = "would import" if args.dry_run else "imported"
+        print(f"{verb} {name}: target {t.target}" + (f", host_header {t.host_header}" if t.host_header else ""))
+    for name in kept:
+        print(f"kept {name}: {target} defines it already (--force to replace it)")
+    for name, why in result.skipped:
+        print(f"skipped {name}: {why}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if written and not args.dry_run:
+        print(f"saved in {target}; start one with: devtunnel http {written[0]}")
+    elif not written:
+        print("nothing to import" if not kept else "nothing new to import")
+    return 0
+
+
 _ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
     "path": _path,
     "show": _show,
     "set": _set,
     "add-token": _add_token,
+    "add-authtoken": _add_token,
+    "import-ngrok": _import_ngrok,
 }
 
 def run(args: argparse.Namespace) -> int:

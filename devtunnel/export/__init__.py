@@ -18,6 +18,7 @@ from devtunnel.export.base import REDACTED, SECRET_HEADERS, Export, Exporter, re
 from devtunnel.export.curl import export_curl
 from devtunnel.export.har import export_har
 from devtunnel.export.httpie import export_httpie
+from devtunnel.export.pytest_module import export_pytest
 from devtunnel.export.raw import export_raw
 
 __all__ = [
@@ -36,6 +37,7 @@ EXPORTERS: dict[str, Exporter] = {
     "har": export_har,
     "raw": export_raw,
     "httpie": export_httpie,
+    "pytest": export_pytest,
 }
 """Format name -> exporter ``(exchanges, **options) -> Export``."""
 

@@ -6,6 +6,7 @@ ngrok's routes::
     POST   /api/tunnels                   {"addr", "name", "proto": "http"} -> 201 tunnel
     GET    /api/tunnels/{name}            one tunnel
     DELETE /api/tunnels/{name}            stop it (204)
+    GET|POST /api/endpoints, GET|DELETE /api/endpoints/{name}   the same tunnels as ngrok v3's endpoints
     GET    /api/requests/http             ?limit=&tunnel_name= -> {"requests": [...], "uri"}
     GET    /api/requests/http/{id}        one captured exchange
     POST   /api/requests/http             {"id", "tunnel_name"} replays it (204)
@@ -36,12 +37,12 @@ from starlette.websockets import WebSocket
 
 from devtunnel import __version__
 from devtunnel.errors import ConfigError, NotFoundError
-from devtunnel.net import api_captures
+from devtunnel.net import api_captures, api_endpoints
 from devtunnel.net.agent import TunnelConfig
 from devtunnel.net.api_events import EventHub
 from devtunnel.net.api_http import EXCEPTION_HANDLERS, ApiError, json_body, no_content, ok, str_field
 from devtunnel.net.api_security import LoopbackOnly
-from devtunnel.net.api_shapes import REQUESTS_URI, TUNNELS_URI, tunnel_json
+from devtunnel.net.api_shapes import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
 
 __all__ = ["create_app", "serve_api", "ApiServer", "PORT_TRIES"]
 
@@ -62,7 +63,8 @@ def _find_tunnel(service: Any, name: str) -> Any:
 
 async def root(request: Request) -> Response:
     """``GET /api``: where the resources are."""
-    return ok({"uri": "/api", "tunnels": TUNNELS_URI, "requests": REQUESTS_URI, "status": "/api/status", "events": "/api/events"})
+    return ok({"uri": "/api", "tunnels": TUNNELS_URI, "endpoints": ENDPOINTS_URI, "requests": REQUESTS_URI,
+               "status": "/api/status", "events": "/api/events"})
 
 
 async def list_tunnels(request: Request) -> Response:
@@ -142,6 +144,7 @@ def create_app(service: Any, *, events_interval: float = 0.1, events_max_ids: in
         Route(TUNNELS_URI, start_tunnel, methods=["POST"]),
         Route(TUNNELS_URI + "/{name}", get_tunnel, methods=["GET"]),
         Route(TUNNELS_URI + "/{name}", stop_tunnel, methods=["DELETE"]),
+        *api_endpoints.routes,
         *api_captures.routes,
         Route("/api/status", status, methods=["GET"]),
         WebSocketRoute("/api/events", events),

@@ -25,11 +25,14 @@ __all__ = [
     "raw_response",
     "capture_json",
     "tunnel_json",
+    "endpoint_json",
+    "ENDPOINTS_URI",
     "error_json",
 ]
 
 REQUESTS_URI = "/api/requests/http"
 TUNNELS_URI = "/api/tunnels"
+ENDPOINTS_URI = "/api/endpoints"
 
 
 def capture_uri(exchange_id: str) -> str:
@@ -166,6 +169,19 @@ def tunnel_json(info: Any) -> dict[str, Any]:
         "error": info.error or None,
         "next_retry_at": info.next_retry_at,
     }
+
+
+def endpoint_json(info: Any) -> dict[str, Any]:
+    """A ``TunnelInfo`` in the shape of ngrok's v3 endpoints resource, beside the tunnel fields.
+
+    ngrok's v3 agents answer ``url`` and ``upstream.url``; v2 clients read ``public_url`` and
+    ``config.addr``. Both are here, so a client of either generation finds what it reads.
+    """
+    out = tunnel_json(info)
+    out["uri"] = f"{ENDPOINTS_URI}/{quote(info.name, safe='')}"
+    out["url"] = out["public_url"]
+    out["upstream"] = {"url": info.target_url, "protocol": "http1"}
+    return out
 
 
 # Stable numeric codes, one per kind of failure (documented in docs/api.md).

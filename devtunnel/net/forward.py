@@ -36,7 +36,8 @@ UNSENT_BODY_WAIT = 2.0  # seconds to keep reading a body the local service could
 
 _NO_BODY_STATUSES = frozenset((204, 304))
 QUICK_MAX = 64 * 1024
-"""Response bytes a ``QuickAnswer`` lets pile up before it hands the response to a task."""
+"""Bytes of an unfinished response head a ``QuickAnswer`` lets pile up before it hands the
+request to a task."""
 
 
 class _ClosedEarly(Exception):
@@ -154,9 +155,9 @@ class _Response:
 
 
 class Start:
-    """What ``Forwarder.start`` did before the stream's task ran."""
+    """What ``Forwarder.start`` (and a ``QuickAnswer``) did before the stream's task ran."""
 
-    __slots__ = ("request_head", "chunked", "conn", "sent_at")
+    __slots__ = ("request_head", "chunked", "conn", "sent_at", "response", "pending")
 
     def __init__(self, request_head: bytes, chunked: bool, conn: LocalConnection | None) -> None:
         self.request_head = request_head
@@ -164,6 +165,10 @@ class Start:
         self.conn = conn
         """A kept-alive connection the request head was written to, or None (connect first)."""
         self.sent_at: float | None = None
+        self.response: _Response | None = None
+        """A response whose head was sent on already: the task carries on with its body."""
+        self.pending = b""
+        """Body bytes of ``response`` parsed but not sent yet."""
 
 
 class QuickAnswer:
@@ -172,14 +177,20 @@ class QuickAnswer:
     ``Forwarder.start`` wrote the request head to a kept-alive connection. When the whole
     response is there (in one read or a few), its head and body go into the stream at once,
     the connection goes back to the pool, and ``done`` is called: no task, no future, no
-    timer per read. Anything else (a response longer than ``QUICK_MAX`` or delimited by the
-    end of the connection, a connection that closed or broke, invalid HTTP, a body larger
-    than the send window, the head timeout) is handed untouched to ``hand_off``, which runs
-    the ordinary task from the start: nothing was read from the connection, so the task sees
-    every byte and handles the case as it always does.
+    timer per read.
+
+    Until the response head is complete nothing is taken from the connection: anything this
+    cannot answer (a head longer than ``QUICK_MAX``, a connection that closed or broke, invalid
+    HTTP, the head timeout, a first body part larger than the send window) is handed untouched
+    to ``hand_off``, which runs the ordinary task from the start and sees every byte.
+
+    A head that arrives without the end of its response (a stream of events, a long poll, a
+    slow download) is sent on at once, never held for the rest: the body then follows from
+    here while it comes whole in one more read, else ``hand_off`` gives the task the parsed
+    response (``Start.response``) to carry on with, from the bytes not sent yet.
     """
 
-    __slots__ = ("forwarder", "stream", "head", "cap", "start", "_done", "_hand_off", "_timer")
+    __slots__ = ("forwarder", "stream", "head", "cap", "start", "_done", "_hand_off", "_timer", "_response")
 
     def __init__(
         self,
@@ -202,6 +213,8 @@ class QuickAnswer:
         self._done = done
         self._hand_off = hand_off
         self._timer: asyncio.TimerHandle | None = conn.loop.call_later(forwarder.head_timeout, self.give_up)
+        self._response: _Response | None = None
+        """The response once its head was sent on; its parser has taken every byte read since."""
         conn.listener = self._on_data
 
     def give_up(self) -> None:
@@ -232,57 +245,109 @@ class QuickAnswer:
         return True
 
     def _on_data(self) -> None:
+        try:
+            if self._response is None:
+                self._on_head_data()
+            else:
+                self._on_body_data(self._response)
+        except Exception as exc:  # a defect must cost one stream, never the tunnel
+            log.exception("tunnel %s: stream %d failed", self.forwarder.tunnel, self.stream.stream_id)
+            self._fail(f"internal error: {exc!r}", "internal error in the agent")
+
+    def _on_head_data(self) -> None:
         conn = self.start.conn
         assert conn is not None
+        data = conn.peek()
+        response = _Response(self.head.method == b"HEAD")
         try:
-            data = conn.peek()
-            response = _Response(self.head.method == b"HEAD")
             if data:
                 response.feed(data)
         except _BadResponse:
             self.give_up()  # the task parses the same bytes and answers 502
             return
-        if not response.complete or not data:
+        if not response.head_done:
             if conn.at_eof or len(data) > QUICK_MAX:
                 self.give_up()
             return
         body = response.take_body()
-        no_body = response.status in _NO_BODY_STATUSES or self.head.method == b"HEAD"
-        stream = self.stream
-        if body and not no_body and len(body) > stream.send_window:
-            self.give_up()
+        if response.status in _NO_BODY_STATUSES or self.head.method == b"HEAD":
+            body = b""
+        elif len(body) > self.stream.send_window or (conn.at_eof and not response.complete):
+            self.give_up()  # the task waits for credit, or finds out how the connection ended
             return
-        # From here on the response is ours: nothing is handed over any more.
-        self._detach()
+        # From here on the response is ours: nothing is handed over untouched any more.
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         conn.discard()
-        self.start.conn = None
-        try:
-            self._answer(conn, response, body if not no_body else b"")
-        except Exception as exc:  # a defect must cost one stream, never the tunnel
-            log.exception("tunnel %s: stream %d failed", self.forwarder.tunnel, stream.stream_id)
-            conn.abort()
-            self.cap.fail("local_error", f"internal error: {exc!r}")
-            stream.reset(ErrorCode.LOCAL_ERROR, "internal error in the agent")
-        self._done(self)
+        self._send_head(response, end_stream=response.complete and not body)
+        if response.complete:
+            self._finish(conn, response, body)
+            return
+        self._response = response
+        if body:
+            self._carry_on(response, body)
 
-    def _answer(self, conn: LocalConnection, response: _Response, body: bytes) -> None:
+    def _on_body_data(self, response: _Response) -> None:
+        conn = self.start.conn
+        assert conn is not None
+        data = conn.peek()
+        if not data:
+            if conn.at_eof:
+                self._carry_on(response, b"")  # the task reads the end, or the error, and says so
+            return
+        conn.discard()
+        try:
+            response.feed(data)
+        except _BadResponse as exc:
+            self._fail(str(exc), str(exc))
+            return
+        body = response.take_body()
+        if response.complete and len(body) <= self.stream.send_window:
+            self._finish(conn, response, body)
+        elif body or conn.at_eof:
+            self._carry_on(response, body)
+
+    def _send_head(self, response: _Response, *, end_stream: bool) -> None:
         cap = self.cap
         cap.first_byte()
         headers = tuple(response.headers)
         reason = bytes(response.reason)
         cap.response_head(response.status, reason, headers, response.version, exact=True)
+        version = response.version.encode("ascii")
+        self.stream.send_response(response.status, reason, headers, end_stream=end_stream, http_version=version)
+
+    def _finish(self, conn: LocalConnection, response: _Response, body: bytes) -> None:
+        """The whole response is here: send the rest and give the connection back."""
+        self._detach()
+        self.start.conn = None
         if not response.extra and response.keep_alive:
             self.forwarder.pool.give_back(conn)
         else:
             conn.abort()
-        version = response.version.encode("ascii")
-        stream = self.stream
-        if not body:
-            stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
-            return
-        cap.response_body(body)
-        stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
-        stream.send_last(body)
+        if body:
+            self.cap.response_body(body)
+            self.stream.send_last(body)
+        elif self._response is not None:
+            self.stream.send_last(b"")  # the head went without the end of the stream
+        self._done(self)
+
+    def _carry_on(self, response: _Response, body: bytes) -> None:
+        """The rest of the body takes waiting (for the service or for credit): a task sends it."""
+        if self._detach():
+            self.start.response = response
+            self.start.pending = body
+            self._hand_off(self)
+
+    def _fail(self, message: str, reason: str) -> None:
+        conn = self.start.conn
+        self._detach()
+        self.start.conn = None
+        if conn is not None:
+            conn.abort()
+        self.cap.fail("local_error", message)
+        self.stream.reset(ErrorCode.LOCAL_ERROR, reason)
+        self._done(self)
 
 
 class _Lease:
@@ -408,6 +473,15 @@ class Forwarder:
             cap.fail("client_gone", str(exc))
 
     async def _forward(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start) -> None:
+        if start.response is not None:
+            # A QuickAnswer sent the head on and read this far: carry on with the body.
+            lease = _Lease(self.pool, start.conn)
+            start.conn = None
+            try:
+                await self._relay_body(stream, lease, start.response, cap, start.pending)
+            finally:
+                lease.release(False)
+            return
         chunked, request_head = start.chunked, start.request_head
         head_only = head.method == b"HEAD"
         lease = _Lease(self.pool, start.conn)
@@ -594,6 +668,12 @@ class Forwarder:
             stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
             return
         stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
+        await self._relay_body(stream, lease, response, cap, body)
+
+    async def _relay_body(
+        self, stream: TunnelStream, lease: _Lease, response: _Response, cap: ExchangeCapture, body: bytes
+    ) -> None:
+        """Send the body of a response whose head was sent, starting with ``body`` (parsed, not sent)."""
         assert lease.conn is not None
         conn = lease.conn
         while True:

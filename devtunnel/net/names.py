@@ -49,3 +49,13 @@ def validate_name(name: str) -> str:
     else:
         why = "only letters a-z, digits and '-' are allowed"
     raise ConfigError(f"tunnel name {name!r} is not a valid DNS label: {why}")
+
+
+def label_from(text: str) -> str | None:
+    """The closest valid tunnel name to ``text`` (``"http-8080/x"`` -> ``"http-8080-x"``), or None.
+
+    Used where a name comes from a tool with looser rules (ngrok names any string): letters are
+    lowercased, every run of other characters becomes one ``-``, and the result is cut to 63.
+    """
+    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].rstrip("-")
+    return label or None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Request, Response, new_id
+from devtunnel.capture.model import Exchange, Request, Response, WsMessage, new_id
 from devtunnel.capture.store import Recorder, Store
 from devtunnel.errors import StoreError
 from tests.helpers import wait_for
@@ -188,3 +188,104 @@ def test_kill_9_of_a_recording_process_loses_only_uncommitted_exchanges(tmp_path
     conn.close()
     store.put(make(1))  # and it is still a working store
     assert store.count() == len(stored) + 1
+
+
+class FillingStore(Store):
+    """A store on a real SQLite file that cannot grow while ``full`` is set: SQLite's own
+    ``max_page_count`` limit, which fails a write the way a full disk does
+    (``database or disk is full``)."""
+
+    full = False
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = super()._conn()
+        # Set lower than the file, the limit becomes the file's size: nothing more fits.
+        conn.execute(f"PRAGMA max_page_count = {1 if self.full else 1073741823}")
+        return conn
+
+
+BODY = bytes(range(256)) * 40  # 10 KiB
+
+
+def with_bodies(n: int) -> Exchange:
+    ex = make(n)
+    return replace(ex, request=replace(ex.request, body=BODY[:100], body_size=100),
+                   response=Response(status=200, body=BODY, body_size=len(BODY)), duration=0.01)
+
+
+def test_while_the_disk_is_full_unwritten_bodies_are_bounded_oldest_first_and_recording_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="devtunnel.capture")
+    store = FillingStore(tmp_path / "c.db", busy_timeout=0.05)
+    store.put(make(-1))
+    store.full = True
+    max_bytes, max_count = 200_000, 100
+    recorder = Recorder(store, max_unwritten_bytes=max_bytes, max_unwritten=max_count)
+    for n in range(20):  # the file's free pages take a few more before it is full
+        recorder.submit(with_bodies(-n))
+        try:
+            recorder.flush(timeout=0.5)
+        except StoreError:
+            break
+    wait_for(lambda: recorder.failing, what="a write to fail")
+    before = store.count()
+    assert any("the disk is full" in r.getMessage() for r in caplog.records)
+    exs = [with_bodies(i) for i in range(1, 400)]  # about 4 MiB of bodies
+    for ex in exs:
+        recorder.submit(ex)
+        assert recorder.unwritten_bytes <= max_bytes
+        assert recorder.pending <= max_count
+    assert recorder.dropped_bodies > 0 and recorder.dropped_exchanges > 0
+    dropping = [r for r in caplog.records if "keeping at most" in r.getMessage()]
+    assert len(dropping) == 1 and "the disk is full" in dropping[0].getMessage()
+
+    store.full = False  # space is back
+    recorder.flush(timeout=10)
+    assert not recorder.failing
+    stored = [store.get(i) for i in store.ids()[before:]]
+    submitted = [e.id for e in exs]
+    # The newest exchanges were kept; of those, the oldest lost their bodies, not the newest.
+    assert 0 < len(stored) <= max_count
+    assert [e.id for e in stored] == submitted[-len(stored):]
+    kept = [e for e in stored if e.response is not None and e.response.body == BODY]
+    stripped = [e for e in stored if e not in kept]
+    assert kept and stored[-len(kept):] == kept
+    assert sum(len(e.response.body) + len(e.request.body) for e in kept) <= max_bytes
+    for e in stripped:
+        assert e.response is not None and e.response.body == b"" and e.response.body_truncated
+        assert e.response.body_size == len(BODY) and e.request.body_size == 100
+    again = [r.getMessage() for r in caplog.records if "writing captures again" in r.getMessage()]
+    assert again == [(f"writing captures again; while they could not be written {recorder.dropped_bodies} "
+                      f"exchange(s) lost their bodies and {recorder.dropped_exchanges} were dropped whole")]
+
+    # Writing works again, and with it the bounds are off: a burst keeps every body.
+    counts = (recorder.dropped_bodies, recorder.dropped_exchanges)
+    burst = [with_bodies(i) for i in range(1000, 1050)]
+    for ex in burst:
+        recorder.submit(ex)
+    recorder.flush(timeout=10)
+    assert all(store.get(e.id).response.body == BODY for e in burst)  # type: ignore[union-attr]
+    assert (recorder.dropped_bodies, recorder.dropped_exchanges) == counts
+    recorder.close()
+
+
+def test_websocket_payloads_count_against_the_bound_and_keep_their_sizes(tmp_path: Path) -> None:
+    store = FillingStore(tmp_path / "c.db", busy_timeout=0.05)
+    store.full = True
+    recorder = Recorder(store, max_unwritten_bytes=50_000, max_unwritten=1000)
+    messages = [WsMessage("client", 2, time.time(), BODY), WsMessage("server", 1, time.time(), b"hi")]
+    exs = [replace(make(i), websocket=True, ws_messages=messages, duration=1.0) for i in range(20)]
+    for ex in exs:
+        recorder.submit(ex)
+    wait_for(lambda: recorder.failing, what="a write to fail")
+    recorder.submit(replace(make(99), websocket=True, ws_messages=messages, duration=1.0))
+    assert recorder.unwritten_bytes <= 50_000 and recorder.dropped_bodies > 0
+    store.full = False
+    recorder.flush(timeout=10)
+    first = store.get(exs[0].id)
+    assert first is not None
+    assert [(m.payload, m.size) for m in first.ws_messages] == [(b"", len(BODY)), (b"", 2)]
+    last = store.get(exs[-1].id)
+    assert last is not None and [m.payload for m in last.ws_messages] == [BODY, b"hi"]
+    recorder.close()

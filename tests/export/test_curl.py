@@ -152,9 +152,9 @@ def test_exchanges_curl_cannot_send_give_clear_errors(kwargs: dict, message: str
 
 
 def test_registry_knows_every_format_and_rejects_unknown_ones_and_options() -> None:
-    assert set(EXPORTERS) == {"curl", "har", "raw", "httpie"}
+    assert set(EXPORTERS) == {"curl", "har", "raw", "httpie", "pytest"}
     assert "redact" in options_of("curl") and "response" in options_of("raw")
-    with pytest.raises(ExportError, match="known formats: curl, har, raw, httpie"):
+    with pytest.raises(ExportError, match="known formats: curl, har, raw, httpie, pytest"):
         export("wget", make_exchange())
     with pytest.raises(ExportError, match="no option 'colour'.*options: redact"):
         export("curl", make_exchange(), colour=True)

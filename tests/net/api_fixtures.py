@@ -6,12 +6,18 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.store import Recorder, Store
+from devtunnel.net.agent import AgentService
+from devtunnel.net.api import serve_api
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -127,3 +133,34 @@ def sample_exchanges(target_url: str = "http://127.0.0.1:9") -> list[Exchange]:
         make_exchange(started_at=base + 4, target=b"/health", method="GET", req_body=b"", status=None, error="local_refused",
                       target_url=target_url),
     ]
+
+
+@dataclass
+class Agent:
+    """An in-process agent service with its API, recording into a real store, and a local echo service."""
+
+    port: int
+    service: AgentService
+    store: Store
+    client: httpx.AsyncClient
+    target: str
+    seen: Seen
+
+
+@asynccontextmanager
+async def running_agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    """An ``AgentService`` (embedded relay) with its API on a free port and an echo service as target."""
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    service = AgentService(store=store, recorder=recorder)
+    await service.start()
+    with echo_service() as (target, seen):
+        server, port = await serve_api(service, port=0, events_interval=0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
+            try:
+                yield Agent(port, service, store, client, target, seen)
+            finally:
+                await server.stop()
+                await service.stop()
+                recorder.close()
+                store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,42 +13,18 @@ import pytest
 import trustme
 import websockets
 
-from devtunnel.capture.store import Recorder, Store
-from devtunnel.net.agent import AgentService, TunnelConfig
-from devtunnel.net.api import serve_api
+from devtunnel.net.agent import TunnelConfig
 from tests.helpers import async_wait_for
-from tests.net.api_fixtures import Seen, echo_service
+from tests.net.api_fixtures import Agent, running_agent
 from tests.net.tunnel_fixtures import local_http
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@dataclass
-class Agent:
-    port: int
-    service: AgentService
-    store: Store
-    client: httpx.AsyncClient
-    target: str
-    seen: Seen
-
-
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
-    store = Store(tmp_path / "captures.db")
-    recorder = Recorder(store)
-    service = AgentService(store=store, recorder=recorder)
-    await service.start()
-    with echo_service() as (target, seen):
-        server, port = await serve_api(service, port=0, events_interval=0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
-            try:
-                yield Agent(port, service, store, client, target, seen)
-            finally:
-                await server.stop()
-                await service.stop()
-                recorder.close()
-                store.close()
+    async with running_agent(tmp_path) as running:
+        yield running
 
 
 async def _public(method: str, public_url: str, path: str, content: bytes = b"") -> httpx.Response:

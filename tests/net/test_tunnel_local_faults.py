@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import httptools
 import httpx
@@ -481,3 +482,163 @@ async def test_public_client_going_away_closes_a_kept_alive_local_connection(har
     exchanges = {ex.request.target: ex for ex in await harness.exchanges(2)}
     assert exchanges[b"/second"].error == "client_gone"
     assert exchanges[b"/second"].error_message == "the public client went away before the response ended"
+
+
+# -- streamed responses on a kept-alive local connection -----------------------------------------------
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+PART = bytes(range(256)) * 4
+# Each response as the local service writes it: (bytes written, body bytes they carry). Every
+# write after the first waits until the test saw the public client receive the one before.
+STREAMED: dict[str, list[tuple[bytes, bytes]]] = {
+    "events": [(SSE_HEAD + chunk(b"data: first\n\n"), b"data: first\n\n"),
+               (chunk(b"data: second\n\n"), b"data: second\n\n"), (b"0\r\n\r\n", b"")],
+    "download": [(CHUNKED_HEAD, b""), (chunk(PART), PART), (chunk(PART[::-1]) + b"0\r\n\r\n", PART[::-1])],
+    "poll": [(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", b""), (b"changed", b"changed")],
+    "tokens": [(SSE_HEAD, b""), (chunk(b"data: Hel"), b"data: Hel"), (chunk(b"lo\n\n"), b"lo\n\n"),
+               (b"0\r\n\r\n", b"")],
+}
+
+
+async def test_streamed_responses_on_a_kept_alive_connection_reach_the_client_as_they_are_written(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same local connection serves every request: after the first, a request without a
+    # body is answered from the connection's callback, which must not hold a response back
+    # until it is whole. The service writes the next part only once the test saw the public
+    # client receive the last one, so a held-back part can never arrive (the read times out).
+    connections: list[int] = []
+    released: dict[tuple[str, int], threading.Event] = {}
+    paths = ["/warm", "/events?n=1", "/download", "/events?n=2", "/poll", "/tokens", "/whole"]
+    for path in paths:
+        kind = path[1:].split("?")[0]
+        for step in range(1, len(STREAMED.get(kind, ()))):
+            released[path, step] = threading.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        async for head in request_heads(reader):
+            path = head.split(b" ")[1].decode()
+            kind = path[1:].split("?")[0]
+            if kind not in STREAMED:
+                writer.write(OK)
+            for step, (data, _) in enumerate(STREAMED.get(kind, ())):
+                if step and not await asyncio.to_thread(released[path, step].wait, 15):
+                    writer.transport.abort()  # never sent late: the test fails on its own deadline
+                    return
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    spawned: list[bytes] = []
+    original = Session._spawn
+
+    def spy(self: Session, stream: object, head: Any, cap: object, start: object) -> None:
+        spawned.append(head.target)
+        original(self, stream, head, cap, start)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Session, "_spawn", spy)
+    bodies: dict[str, bytes] = {}
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            for path in paths:
+                steps = STREAMED.get(path[1:].split("?")[0], [(OK, b"ok")])
+                async with asyncio.timeout(10):
+                    async with c.stream("GET", path) as response:
+                        assert response.status_code == 200
+                        parts = response.aiter_raw()
+                        got = b""
+                        for step in range(1, len(steps)):
+                            wanted = b"".join(body for _, body in steps[:step])
+                            while len(got) < len(wanted):
+                                got += await anext(parts)
+                            assert got == wanted, path
+                            released[path, step].set()
+                        got += b"".join([part async for part in parts])
+                bodies[path] = got
+    assert connections == [1]
+    # A body that comes whole in one read after its head still needs no task; one that
+    # keeps coming is carried on by the stream's task.
+    assert spawned == [b"/warm", b"/events?n=1", b"/download", b"/events?n=2", b"/tokens"]
+    for path in paths:
+        assert bodies[path] == b"".join(body for _, body in STREAMED.get(path[1:].split("?")[0], [(OK, b"ok")])), path
+    recorded = {ex.request.target.decode(): ex for ex in await harness.exchanges(len(paths))}
+    for path in paths:
+        ex = recorded[path]
+        assert ex.error is None and ex.response is not None and ex.response.body == bodies[path], path
+
+
+@pytest.mark.parametrize("fault", ["invalid-chunk", "closed-mid-body"])
+async def test_local_service_failing_after_a_streamed_head_on_a_kept_alive_connection_is_recorded(
+    harness: Harness, fault: str
+) -> None:
+    # The head was sent on from the connection's callback; what goes wrong afterwards must
+    # still cut the public response and be recorded, as on a fresh connection.
+    released = threading.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request_head(reader)
+        if fault == "invalid-chunk":
+            writer.write(CHUNKED_HEAD)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        await writer.drain()
+        if not await asyncio.to_thread(released.wait, 15):
+            writer.transport.abort()
+            return
+        if fault == "invalid-chunk":
+            writer.write(b"zz\r\nbad\r\n")
+            await writer.drain()
+            await reader.read()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            assert (await c.get("/first")).text == "ok"
+            async with asyncio.timeout(10):
+                async with c.stream("GET", "/second") as response:
+                    assert response.status_code == 200
+                    released.set()
+                    with pytest.raises(httpx.HTTPError):
+                        await response.aread()
+    exchanges = {ex.request.target: ex for ex in await harness.exchanges(2)}
+    second = exchanges[b"/second"]
+    assert second.error == "local_error" and second.status == 200
+    expected = "invalid HTTP response" if fault == "invalid-chunk" else "in the middle of the response body"
+    assert expected in (second.error_message or "")
+
+
+async def test_public_client_leaving_a_stream_on_a_kept_alive_connection_closes_it(harness: Harness) -> None:
+    closed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request_head(reader)
+        writer.write(SSE_HEAD)  # the head alone: the callback sends it on and keeps listening
+        await writer.drain()
+        await report_drop(reader, closed, loop)
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            assert (await c.get("/first")).text == "ok"
+            async with asyncio.timeout(10):
+                async with c.stream("GET", "/events") as response:
+                    assert response.headers["content-type"] == "text/event-stream"
+        async with asyncio.timeout(10):
+            await closed.wait()
+    exchanges = {ex.request.target: ex for ex in await harness.exchanges(2)}
+    assert exchanges[b"/events"].error == "client_gone"

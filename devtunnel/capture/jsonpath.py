@@ -1,0 +1,98 @@
+"""Edit one field of a JSON body by a dotted path: ``data.object.amount=999``.
+
+The value is read as JSON when it is valid JSON (``999``, ``true``, ``{"a": 1}``, ``"text"``) and
+as a plain string otherwise (``usd``). A path segment that is a whole number indexes a list
+(``data.items.0.price``); ``\\.`` is a dot inside a key. Missing objects along the path are
+created, as ``jq``'s ``setpath`` does; anything else that is in the way is an error naming it.
+The body keeps its layout where it can: indented bodies stay indented, compact ones compact.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from devtunnel.errors import ConfigError
+
+__all__ = ["Assignment", "parse_assignment", "set_path", "apply_assignments"]
+
+Assignment = tuple[list[str], Any]
+
+
+def parse_assignment(text: str) -> Assignment:
+    """``"a.b=1"`` as ``(["a", "b"], 1)``.
+
+    Raises:
+        ConfigError: no ``=``, or an empty path or segment.
+    """
+    path, sep, raw = text.partition("=")
+    if not sep or not path:
+        raise ConfigError(f"--set {text!r}: expected PATH=VALUE, e.g. data.object.amount=999")
+    parts = [p.replace("\\.", ".") for p in re.split(r"(?<!\\)\.", path)]
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {text!r}: the path {path!r} has an empty segment")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return parts, value
+
+
+def _layout(body: bytes) -> dict[str, Any]:
+    match = re.search(rb"\n([ \t]+)\S", body)
+    if match:
+        indent = match.group(1)
+        return {"indent": "\t" if indent.startswith(b"\t") else len(indent)}
+    if re.search(rb"[,:] ", body):
+        return {}
+    return {"separators": (",", ":")}
+
+
+def set_path(data: Any, parts: list[str], value: Any, shown: str = "") -> Any:
+    """``data`` (parsed JSON) with the value at ``parts`` replaced; ``data`` itself is changed."""
+    shown = shown or ".".join(parts)
+    if not parts:
+        return value
+    node = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not re.fullmatch(r"-?\d+", part):
+                raise ConfigError(f"--set {shown}: {'.'.join(parts[:i]) or 'the body'} is a list; index it with a number")
+            index = int(part)
+            if not -len(node) <= index < len(node):
+                raise ConfigError(f"--set {shown}: {where} is past the end of a list of {len(node)}")
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {shown}: {'.'.join(parts[:i]) or 'the body'} is {type(node).__name__} "
+                              f"{json.dumps(node)[:40]}, not an object")
+    return data
+
+
+def apply_assignments(body: bytes, assignments: list[str]) -> bytes:
+    """``body`` (JSON) with every ``PATH=VALUE`` of ``assignments`` applied in order.
+
+    Raises:
+        ConfigError: the body is not JSON, or an assignment does not fit it (the message says where).
+    """
+    if not assignments:
+        return body
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--set needs a JSON body; this one is not JSON ({exc})") from None
+    for text in assignments:
+        parts, value = parse_assignment(text)
+        data = set_path(data, parts, value, text.partition("=")[0])
+    out = json.dumps(data, ensure_ascii=False, **_layout(body)).encode("utf-8")
+    return out + b"\n" if body.endswith(b"\n") else out

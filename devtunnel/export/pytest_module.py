@@ -1,0 +1,172 @@
+"""Captured exchanges as a self-contained pytest module: one test per exchange.
+
+Each test sends its request again to a base URL (``DEVTUNNEL_BASE_URL``, else the service the
+exchange was forwarded to) and asserts the status the service answered with when it was
+captured. Webhooks from a provider devtunnel knows are signed afresh at run time from the same
+secret variables the receiver reads (``STRIPE_WEBHOOK_SECRET``, ...), so a suite written today
+still passes next month; without the variable, a delivery whose scheme has a timestamp is
+skipped (its old signature would be refused) and the others are sent as captured.
+
+The module imports only pytest, httpx and the standard library. Captured values enter it only
+as Python literals (``repr``), never as code or comments.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from devtunnel.capture.model import Exchange
+from devtunnel.export.base import Export, redact_headers, require_exchanges
+from devtunnel.webhooks import BUILTIN, delivery_of, detect
+
+__all__ = ["export_pytest"]
+
+_DROP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+                   "upgrade", "proxy-connection", "expect"})
+
+_HEADER = '''\
+"""{count} captured request(s) sent again to a running service, checking the status it answered then.
+
+Made by `devtunnel export --format pytest`. Run it with the service up:
+
+    DEVTUNNEL_BASE_URL=http://127.0.0.1:8000 pytest {{this file}}
+
+DEVTUNNEL_BASE_URL defaults to the service each request was captured for. Webhook deliveries are
+signed afresh from the secret variables their receivers read ({envs}).
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import time
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+
+def _set(headers, name, value):
+    out = [(n, v) for n, v in headers if n.lower() != name.lower()]
+    return out + [(name, value)]
+
+
+def _get(headers, name):
+    return next((v for n, v in headers if n.lower() == name.lower()), None)
+
+
+def _mac(algorithm, key, message):
+    return hmac.new(key, message, getattr(hashlib, algorithm)).digest()
+
+
+def _sign_stripe(headers, body, url, secret):
+    now = int(time.time())
+    return _set(headers, "Stripe-Signature", f"t={{now}},v1={{_mac('sha256', secret.encode(), f'{{now}}.'.encode() + body).hex()}}")
+
+
+def _sign_github(headers, body, url, secret):
+    headers = _set(headers, "X-Hub-Signature-256", "sha256=" + _mac("sha256", secret.encode(), body).hex())
+    if _get(headers, "X-Hub-Signature") is not None:
+        headers = _set(headers, "X-Hub-Signature", "sha1=" + _mac("sha1", secret.encode(), body).hex())
+    return headers
+
+
+def _sign_slack(headers, body, url, secret):
+    now = int(time.time())
+    headers = _set(headers, "X-Slack-Request-Timestamp", str(now))
+    return _set(headers, "X-Slack-Signature", "v0=" + _mac("sha256", secret.encode(), f"v0:{{now}}:".encode() + body).hex())
+
+
+def _sign_shopify(headers, body, url, secret):
+    return _set(headers, "X-Shopify-Hmac-Sha256", base64.b64encode(_mac("sha256", secret.encode(), body)).decode())
+
+
+def _sign_standard(headers, body, url, secret):
+    prefix = "svix" if _get(headers, "svix-id") is not None else "webhook"
+    key = secret[len("whsec_"):] if secret.startswith("whsec_") else secret
+    now = int(time.time())
+    content = f"{{_get(headers, prefix + '-id')}}.{{now}}.".encode() + body
+    signature = base64.b64encode(_mac("sha256", base64.b64decode(key + "=" * (-len(key) % 4)), content)).decode()
+    return _set(_set(headers, prefix + "-timestamp", str(now)), prefix + "-signature", "v1," + signature)
+
+
+def _sign_twilio(headers, body, url, secret):
+    params = ""
+    if (_get(headers, "Content-Type") or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        params = "".join(k + v for k, v in sorted(parse_qsl(body.decode(), keep_blank_values=True)))
+    return _set(headers, "X-Twilio-Signature", base64.b64encode(_mac("sha1", secret.encode(), (url + params).encode())).decode())
+
+
+SIGNERS = {{"stripe": _sign_stripe, "github": _sign_github, "slack": _sign_slack, "shopify": _sign_shopify,
+           "standard": _sign_standard, "twilio": _sign_twilio}}
+
+
+def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False):
+    base = (os.environ.get("DEVTUNNEL_BASE_URL") or captured_base).rstrip("/")
+    url = base + target
+    if provider is not None:
+        secrets = os.environ.get(secret_env, "").replace(",", " ").split()
+        if secrets:
+            headers = SIGNERS[provider](headers, body, url, secrets[0])
+        elif timestamped:
+            pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature has expired)")
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        return client.request(method, url, headers=headers, content=body)
+'''
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
+
+
+def _test(index: int, exchange: Exchange, redact: bool, width: int) -> str:
+    request = exchange.request
+    provider = detect(delivery_of(request, exchange.scheme), BUILTIN)
+    event = provider.event_type(delivery_of(request, exchange.scheme)) if provider else None
+    name = "_".join(p for p in (f"test_{index:0{width}d}", _slug(request.method), _slug(request.path),
+                                _slug(event or "")) if p)
+    lines = [f"def {name}():", f"    # exchange {exchange.id}"]
+    skip = None
+    if exchange.websocket:
+        skip = "a WebSocket session cannot be sent again as one request"
+    elif exchange.response is None:
+        skip = f"no response was recorded ({exchange.error or 'in flight'})"
+    elif request.body_truncated:
+        skip = "the request body was recorded only in part"
+    if skip is not None:
+        lines.append(f"    pytest.skip({skip!r})")
+        return "\n".join(lines) + "\n"
+    assert exchange.response is not None
+    headers = redact_headers(request.headers) if redact else request.headers
+    pairs = [(n, v) for n, v in headers.items() if n.lower() not in _DROP]
+    base = exchange.target_url or "http://127.0.0.1"
+    args = [repr(request.method), repr(base), repr(request.url_text), "[" + ", ".join(repr(p) for p in pairs) + "]",
+            repr(request.body)]
+    if provider is not None:
+        args += [f"provider={provider.name!r}", f"secret_env={provider.secret_env!r}",
+                 f"timestamped={provider.tolerance is not None}"]
+    lines.append("    response = send(")
+    lines.extend(f"        {arg}," for arg in args)
+    lines.append("    )")
+    lines.append(f"    assert response.status_code == {exchange.response.status}, response.text[:500]")
+    return "\n".join(lines) + "\n"
+
+
+def export_pytest(exchanges: Sequence[Exchange], *, redact: bool = False) -> Export:
+    """A pytest module with one test per exchange (see the module's docstring).
+
+    Args:
+        exchanges: the exchanges, oldest first is the natural order.
+        redact: replace credentials in the sent headers with placeholders (the tests then
+            send the placeholders).
+
+    Raises:
+        ExportError: no exchanges.
+    """
+    require_exchanges(exchanges)
+    envs = sorted({p.secret_env for p in BUILTIN})
+    width = max(2, len(str(len(exchanges))))
+    parts = [_HEADER.format(count=len(exchanges), envs=", ".join(envs))]
+    parts.extend(_test(i, ex, redact, width) for i, ex in enumerate(exchanges, 1))
+    return Export("\n\n".join(parts))

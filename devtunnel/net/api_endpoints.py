@@ -1,0 +1,162 @@
+"""ngrok's v3 endpoints resource on the agent API, beside the tunnels resource.
+
+Current ngrok clients (pyngrok with ``config_version="3"``, the agent SDKs' scripts) talk to
+``/api/endpoints`` instead of ``/api/tunnels``. An endpoint here is the same running tunnel seen
+through that resource: starting one shows in ``/api/tunnels``, the inspector and the relay, and
+stopping either stops both.
+
+::
+
+    GET    /api/endpoints           {"endpoints": [...], "uri": "/api/endpoints"}
+    POST   /api/endpoints           {"name", "url", "upstream": {"url"}} -> 201 endpoint
+    GET    /api/endpoints/{name}    one endpoint, with ``metrics``
+    DELETE /api/endpoints/{name}    stop it (204)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from devtunnel.errors import ConfigError, NotFoundError
+from devtunnel.net.agent import TunnelConfig
+from devtunnel.net.api_http import ApiError, json_body, no_content, ok, str_field
+from devtunnel.net.api_shapes import ENDPOINTS_URI, endpoint_json
+from devtunnel.net.names import label_from, validate_name
+
+__all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS", "IGNORED_OPTIONS"]
+
+REFUSED_OPTIONS = {
+    "traffic_policy": "traffic policies",
+    "basic_auth": "basic auth",
+    "auth": "basic auth",
+    "oauth": "OAuth",
+    "oidc": "OpenID Connect",
+    "ip_restriction": "IP restrictions",
+    "mutual_tls_cas": "mutual TLS",
+    "circuit_breaker": "circuit breakers",
+    "request_header": "header rules",
+    "response_header": "header rules",
+    "webhook_verification": "webhook verification at the edge",
+    "user_agent_filter": "user agent filters",
+}
+"""Options that would protect or change the traffic: starting without them would expose the
+service in a way the caller did not ask for, so such a request is refused (400) instead."""
+
+IGNORED_OPTIONS = frozenset(
+    {"name", "url", "upstream", "relay", "host_header", "description", "metadata", "inspect", "schemes",
+     "bind_tls", "bindings", "pooling_enabled", "proto", "addr", "compression", "websocket_tcp_converter"}
+)
+"""Options understood (the first few) or harmless to leave out (the rest: labels, ngrok-side
+switches whose default devtunnel already has)."""
+
+
+def _service(request: Request) -> Any:
+    return request.app.state.service
+
+
+def _find(service: Any, name: str) -> Any:
+    for info in service.tunnels():
+        if info.name == name:
+            return info
+    raise NotFoundError(f"no endpoint named {name!r}")
+
+
+def endpoint_name(name: str | None, url: str | None) -> str | None:
+    """The tunnel name for an endpoint asked for with ``name`` and a public ``url``.
+
+    The first label of the URL's host wins (``https://payments.ngrok.app`` -> ``payments``): it
+    is the public address the caller wants. Otherwise ``name``, made a valid DNS label if it is
+    not one (pyngrok names endpoints ``http-8080-<uuid>``). None lets the agent pick one.
+
+    Raises:
+        ApiError: the URL is not an http(s) URL.
+    """
+    if url:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        if parts.scheme not in ("http", "https"):
+            raise ApiError(400, f"only http and https endpoints are supported, not {parts.scheme}://")
+        host = parts.hostname or ""
+        if host:
+            try:
+                return validate_name(host.split(".", 1)[0])
+            except ConfigError as exc:
+                raise ApiError(400, f"url {url!r}: {exc}") from None
+    if name:
+        return label_from(name)
+    return None
+
+
+def _upstream(data: dict[str, Any]) -> str:
+    upstream = data.get("upstream")
+    if upstream is None:
+        addr = str_field(data, "addr")
+        if addr is None:
+            raise ApiError(400, "the field 'upstream' is required, e.g. {\"upstream\": {\"url\": \"http://localhost:8080\"}}")
+        return addr
+    if isinstance(upstream, (str, int)) and not isinstance(upstream, bool):
+        return str(upstream)
+    if not isinstance(upstream, dict):
+        raise ApiError(400, "the field 'upstream' must be an object with a 'url'")
+    protocol = upstream.get("protocol", "http1")
+    if protocol != "http1":
+        raise ApiError(400, f"upstream protocol {protocol!r} is not supported (only http1)")
+    url = str_field(upstream, "url", required=True) or ""
+    if "://" in url:
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            raise ApiError(400, f"upstream url {url!r}: only http and https upstreams are supported")
+    return url
+
+
+async def list_endpoints(request: Request) -> Response:
+    """``GET /api/endpoints``."""
+    return ok({"endpoints": [endpoint_json(t) for t in _service(request).tunnels()], "uri": ENDPOINTS_URI})
+
+
+async def start_endpoint(request: Request) -> Response:
+    """``POST /api/endpoints`` with ngrok's v3 fields: 201 with the endpoint."""
+    data = await json_body(request)
+    for key, what in REFUSED_OPTIONS.items():
+        if data.get(key):
+            raise ApiError(400, f"{key}: {what} are not supported by devtunnel's agent yet; the endpoint was not started")
+    url = str_field(data, "url")
+    name = endpoint_name(str_field(data, "name"), url)
+    target = _upstream(data)
+    host_header = str_field(data, "host_header") or "preserve"
+    if host_header not in ("preserve", "rewrite"):
+        raise ApiError(400, f"host_header must be preserve or rewrite, not {host_header!r}")
+    relay = str_field(data, "relay") or None
+    if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
+        raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {relay!r}")
+    if data.get("pooling_enabled"):
+        raise ApiError(400, "pooling_enabled: pools of agents are not supported yet; the endpoint was not started")
+    info = await _service(request).start_tunnel(TunnelConfig(target=target, name=name, host_header=host_header,
+                                                              relay=relay))
+    return ok(endpoint_json(info), status_code=201)
+
+
+async def get_endpoint(request: Request) -> Response:
+    """``GET /api/endpoints/{name}``."""
+    return ok(endpoint_json(_find(_service(request), request.path_params["name"])))
+
+
+async def stop_endpoint(request: Request) -> Response:
+    """``DELETE /api/endpoints/{name}`` (204)."""
+    service = _service(request)
+    name = request.path_params["name"]
+    _find(service, name)
+    await service.stop_tunnel(name)
+    return no_content()
+
+
+routes = [
+    Route(ENDPOINTS_URI, list_endpoints, methods=["GET"]),
+    Route(ENDPOINTS_URI, start_endpoint, methods=["POST"]),
+    Route(ENDPOINTS_URI + "/{name}", get_endpoint, methods=["GET"]),
+    Route(ENDPOINTS_URI + "/{name}", stop_endpoint, methods=["DELETE"]),
+]

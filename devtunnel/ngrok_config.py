@@ -1,0 +1,228 @@
+"""Read an ngrok agent configuration (ngrok.yml, v2 or v3) as devtunnel named tunnels.
+
+Pure: text in, an :class:`NgrokImport` out; ``devtunnel config import-ngrok`` writes the result.
+What maps:
+
+==========================================  =============================================
+ngrok                                       devtunnel ``[tunnels.NAME]``
+==========================================  =============================================
+v2 ``tunnels.NAME`` / v3 ``endpoints[].name``  ``NAME`` (made a valid DNS label if it is not)
+``addr`` (v2), ``upstream.url`` (v3)        ``target``
+``host_header: rewrite`` / ``preserve``     ``host_header``
+==========================================  =============================================
+
+A tunnel with a setting that protects it (basic auth, IP restrictions, OAuth, OIDC, mutual TLS,
+webhook verification, a traffic policy) is not imported: devtunnel cannot enforce those at its
+relay yet, and a tunnel that silently lost its protection would expose the service. Settings
+that change nothing important (``inspect``, ``schemes``, metadata) are left out with a note;
+so are the agent's own settings (``authtoken`` is an ngrok account's, not a relay token).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devtunnel.errors import ConfigError
+from devtunnel.net.names import label_from
+from devtunnel.net.target import parse_target
+
+__all__ = ["ImportedTunnel", "NgrokImport", "read_ngrok_config", "default_ngrok_paths", "PROTECTIONS"]
+
+PROTECTIONS = {
+    "auth": "basic auth",
+    "basic_auth": "basic auth",
+    "ip_restriction": "IP restrictions",
+    "oauth": "OAuth",
+    "oidc": "OpenID Connect",
+    "mutual_tls_cas": "mutual TLS",
+    "webhook_verification": "webhook verification",
+    "traffic_policy": "a traffic policy",
+    "traffic_policy_file": "a traffic policy",
+}
+"""Tunnel keys whose loss would expose the service: a tunnel with any of them is not imported."""
+
+_TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain"})
+
+_IGNORED = {
+    "inspect": "devtunnel records every exchange",
+    "schemes": "the relay decides the scheme",
+    "bind_tls": "the relay decides the scheme",
+    "metadata": "labels have no equivalent",
+    "description": "labels have no equivalent",
+    "bindings": "every devtunnel tunnel is public on its relay",
+    "pooling_enabled": "pools of agents are not supported yet",
+    "compression": "no equivalent",
+    "circuit_breaker": "no equivalent",
+    "request_header": "header rules are not supported yet",
+    "response_header": "header rules are not supported yet",
+    "websocket_tcp_converter": "no equivalent",
+    "user_agent_filter": "no equivalent",
+    "verify_upstream_tls": "set agent.insecure for every tunnel instead",
+    "labels": "labeled tunnels have no equivalent",
+    "crt": "the relay holds the certificate",
+    "key": "the relay holds the certificate",
+    "client_cas": "mutual TLS is not supported yet",
+}
+
+_AGENT_NOTES = {
+    "authtoken": "authtoken: ngrok's account token means nothing to a devtunnel relay: not imported "
+                 "(devtunnel config add-authtoken takes a relay's token)",
+    "api_key": "api_key: ngrok's API key has no equivalent: not imported",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedTunnel:
+    """One tunnel as devtunnel will define it."""
+
+    name: str
+    target: str
+    host_header: str | None = None
+    source: str = ""
+    """The tunnel's name in ngrok.yml."""
+
+    def table(self) -> dict[str, Any]:
+        """The ``[tunnels.NAME]`` table (without the name)."""
+        out: dict[str, Any] = {"target": self.target}
+        if self.host_header is not None:
+            out["host_header"] = self.host_header
+        return out
+
+
+@dataclass
+class NgrokImport:
+    """What an ngrok.yml turns into: the tunnels, those left out and why, and notes on dropped keys."""
+
+    version: str
+    tunnels: list[ImportedTunnel] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def default_ngrok_paths(environ: Mapping[str, str] | None = None, platform: str | None = None) -> list[Path]:
+    """Where ngrok keeps its configuration on this system, newest location first.
+
+    Linux: ``$XDG_CONFIG_HOME/ngrok/ngrok.yml`` (``~/.config``); macOS:
+    ``~/Library/Application Support/ngrok/ngrok.yml``; Windows: ``%LocalAppData%\\ngrok\\ngrok.yml``;
+    everywhere, ngrok 2's ``~/.ngrok2/ngrok.yml`` last.
+    """
+    env = os.environ if environ is None else environ
+    platform = platform or sys.platform
+    home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
+    if platform == "darwin":
+        first = home / "Library" / "Application Support" / "ngrok" / "ngrok.yml"
+    elif platform.startswith("win"):
+        local = env.get("LOCALAPPDATA")
+        first = (Path(local) if local else home / "AppData" / "Local") / "ngrok" / "ngrok.yml"
+    else:
+        config_home = env.get("XDG_CONFIG_HOME")
+        first = (Path(config_home) if config_home else home / ".config") / "ngrok" / "ngrok.yml"
+    return [first, home / ".ngrok2" / "ngrok.yml"]
+
+
+def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
+    """The devtunnel tunnels an ngrok.yml describes.
+
+    Raises:
+        ConfigError: the text is not YAML, not a mapping, or not of a known version; the message
+            names ``source``.
+    """
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(doc).__name__}")
+    version = str(doc.get("version", "2")).strip().strip('"')
+    if version not in ("1", "2", "3"):
+        raise ConfigError(f"{source}: version {version!r} is not an ngrok configuration version (2 or 3)")
+    result = NgrokImport(version=version)
+    agent = doc.get("agent") if version == "3" else doc
+    if isinstance(agent, dict):
+        result.notes.extend(note for key, note in _AGENT_NOTES.items() if agent.get(key))
+    definitions: list[tuple[str, Any]] = []
+    tunnels = doc.get("tunnels")
+    if tunnels is not None:
+        if not isinstance(tunnels, dict):
+            raise ConfigError(f"{source}: tunnels: expected a mapping of name to tunnel")
+        definitions.extend((str(name), body) for name, body in tunnels.items())
+    endpoints = doc.get("endpoints")
+    if endpoints is not None:
+        if not isinstance(endpoints, list):
+            raise ConfigError(f"{source}: endpoints: expected a list of endpoints")
+        for i, body in enumerate(endpoints):
+            name = body.get("name") if isinstance(body, dict) else None
+            definitions.append((str(name) if name else f"endpoint {i + 1}", body))
+    taken: dict[str, str] = {}
+    for name, body in definitions:
+        _one(result, name, body, taken)
+    return result
+
+
+def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) -> None:
+    if not isinstance(body, dict):
+        result.skipped.append((name, "not a mapping of settings"))
+        return
+    protections = sorted({what for key, what in PROTECTIONS.items() if body.get(key)})
+    if protections:
+        result.skipped.append((name, f"it has {' and '.join(protections)}, which devtunnel cannot enforce yet: "
+                                     "importing it would expose the service without it"))
+        return
+    proto = str(body.get("proto", "http")).lower()
+    url = body.get("url")
+    if isinstance(url, str) and "://" in url:
+        proto = url.split("://", 1)[0].lower()
+    if proto not in ("http", "https"):
+        result.skipped.append((name, f"{proto} tunnels are not supported (only http)"))
+        return
+    upstream = body.get("upstream")
+    addr = upstream.get("url") if isinstance(upstream, dict) else body.get("addr", upstream)
+    if addr is None:
+        result.skipped.append((name, "it has no addr (v2) or upstream.url (v3)"))
+        return
+    addr_text = str(addr)
+    if addr_text.startswith("file://"):
+        result.skipped.append((name, "serving files has no equivalent"))
+        return
+    if "://" not in addr_text and addr_text.startswith("localhost:") and addr_text[10:].isdigit():
+        addr_text = addr_text[10:]  # ngrok's localhost is devtunnel's default host
+    try:
+        parse_target(addr_text)
+    except ConfigError as exc:
+        result.skipped.append((name, str(exc)))
+        return
+    label = label_from(name)
+    if label is None:
+        result.skipped.append((name, "its name has no letters or digits to make a tunnel name of"))
+        return
+    if label in taken:
+        result.skipped.append((name, f"its name becomes {label!r}, already taken by {taken[label]!r}"))
+        return
+    taken[label] = name
+    if label != name:
+        result.notes.append(f"{name}: named {label!r} (tunnel names are DNS labels)")
+    host_header = body.get("host_header")
+    mode: str | None = None
+    if host_header in ("rewrite", "preserve"):
+        mode = str(host_header)
+    elif host_header:
+        result.notes.append(f"{name}: host_header {host_header!r}: only rewrite or preserve exist; left out")
+    public = next((body.get(k) for k in ("url", "domain", "hostname", "subdomain") if body.get(k)), None)
+    if public:
+        result.notes.append(f"{name}: public address {public!r} left out: the relay names it {label}.DOMAIN")
+    for key in sorted(set(body) - _TAKEN):
+        reason = _IGNORED.get(key, "no equivalent")
+        result.notes.append(f"{name}: {key} left out ({reason})")
+    result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name))

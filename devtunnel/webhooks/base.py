@@ -1,0 +1,254 @@
+"""What every webhook provider is made of: a delivery in, a verdict or fresh signature headers out.
+
+A :class:`Provider` describes itself (its name, the variable its secret lives in, the headers that
+carry its signature) and knows four things about a :class:`Delivery`: whether it is one of its own,
+its event type, its delivery id, and whether its signature holds for a secret. It can also sign a
+delivery again, with a fresh timestamp where its scheme has one, keeping the delivery id.
+
+Pure: no clock (``now`` is passed in), no environment (secrets are passed in), no IO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import parse_qsl
+
+from devtunnel.capture.model import Headers
+
+__all__ = ["Delivery", "Signature", "Check", "Verdict", "Provider", "SignatureError", "hmac_digest", "json_field"]
+
+DEFAULT_TOLERANCE = 300.0
+"""Seconds a signed timestamp may differ from the moment of delivery (Stripe's, Slack's, Svix's)."""
+
+
+class SignatureError(ValueError):
+    """A delivery cannot be signed as asked (a secret in the wrong form, a header the scheme needs)."""
+
+
+class Signature(StrEnum):
+    """How a delivery's signature fared."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    UNSIGNED = "unsigned"
+    """The provider's signature header is absent."""
+    UNVERIFIED = "unverified"
+    """No secret is known for the provider, or the body was recorded only in part."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The parts of a request a signature covers.
+
+    Attributes:
+        method: the request method.
+        url: the URL the sender called (``https://hooks.example.com/twilio?x=1``): only Twilio signs it.
+        headers: the request headers as sent.
+        body: the whole request body.
+    """
+
+    method: str
+    url: str
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name``, stripped, or None."""
+        value = self.headers.get(name)
+        return value.strip() if value is not None else None
+
+    def json(self) -> Any:
+        """The body parsed as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+
+    def form(self) -> list[tuple[str, str]]:
+        """The body as ``application/x-www-form-urlencoded`` pairs (empty when it is not a form)."""
+        content_type = (self.header("content-type") or "").split(";", 1)[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return []
+        try:
+            return parse_qsl(self.body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            return []
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A signature's state and, unless valid, why."""
+
+    signature: Signature
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What devtunnel concluded about one captured request from a webhook provider.
+
+    ``duplicate_of`` is the id of the first captured exchange with the same provider and delivery
+    id (set by the store, which alone knows the earlier ones).
+    """
+
+    provider: str
+    event_type: str | None
+    delivery_id: str | None
+    signature: Signature
+    reason: str = ""
+    duplicate_of: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``webhook`` object of ``requests --json``, ``show --json`` and the agent API."""
+        return {
+            "provider": self.provider,
+            "event_type": self.event_type,
+            "delivery_id": self.delivery_id,
+            "signature": self.signature.value,
+            "reason": self.reason or None,
+            "duplicate_of": self.duplicate_of,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Verdict:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            provider=str(data["provider"]),
+            event_type=data.get("event_type"),
+            delivery_id=data.get("delivery_id"),
+            signature=Signature(data["signature"]),
+            reason=data.get("reason") or "",
+            duplicate_of=data.get("duplicate_of"),
+        )
+
+
+def hmac_digest(algorithm: str, key: bytes, message: bytes) -> bytes:
+    """HMAC of ``message`` with ``key`` (``algorithm``: sha1, sha256 or sha512)."""
+    return hmac.new(key, message, getattr(hashlib, algorithm)).digest()
+
+
+def json_field(data: Any, path: str) -> str | None:
+    """The text at a dotted ``path`` of parsed JSON (``event.type``), or None."""
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    if data is None or isinstance(data, (dict, list)):
+        return None
+    return str(data)
+
+
+def _age_text(seconds: float) -> str:
+    seconds = abs(seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+class Provider:
+    """One webhook provider's scheme. Subclasses set the class attributes and the methods below."""
+
+    name: str
+    """The short name used in filters, config and JSON: ``stripe``."""
+    title: str
+    """The name people write: ``Stripe``."""
+    secret_env: str
+    """The environment variable receivers conventionally read the secret from."""
+    signature_headers: tuple[str, ...]
+    """The headers that carry the signature (and its timestamp): re-signing replaces them."""
+    tolerance: float | None = None
+    """Seconds a signed timestamp may be off at delivery; None for schemes without a timestamp."""
+
+    def detects(self, delivery: Delivery) -> bool:
+        """True when the delivery comes from this provider (by its headers)."""
+        raise NotImplementedError
+
+    def event_type(self, delivery: Delivery) -> str | None:
+        """The event's type (``payment_intent.succeeded``), or None."""
+        return None
+
+    def delivery_id(self, delivery: Delivery) -> str | None:
+        """The id the provider gives this delivery (the same on its own retries), or None."""
+        return None
+
+    def signed(self, delivery: Delivery) -> bool:
+        """True when the delivery carries this provider's signature header."""
+        return delivery.header(self.signature_headers[0]) is not None
+
+    def check(self, delivery: Delivery, secret: str, now: float) -> Check:
+        """The signature's state for one secret, at ``now`` (seconds since the epoch)."""
+        raise NotImplementedError
+
+    def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        """The delivery's headers with a fresh signature made with ``secret`` at ``now``.
+
+        Raises:
+            SignatureError: the secret or the delivery cannot make a signature of this scheme.
+        """
+        raise NotImplementedError
+
+    def secret_problem(self, secret: str) -> str | None:
+        """Why ``secret`` cannot be a secret of this scheme, or None when it can."""
+        return None
+
+    def verify(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Check:
+        """The signature's state against every known secret (any one may match: rotation)."""
+        if not self.signed(delivery):
+            return Check(Signature.UNSIGNED, f"no {self.signature_headers[0]} header")
+        if not secrets:
+            return Check(Signature.UNVERIFIED, f"no secret: set {self.secret_env}")
+        problem = next((p for p in map(self.secret_problem, secrets) if p), None)
+        if problem:
+            return Check(Signature.UNVERIFIED, problem)
+        first: Check | None = None
+        for secret in secrets:
+            check = self.check(delivery, secret, now)
+            if check.signature is Signature.VALID:
+                return check
+            first = first or check
+        assert first is not None
+        return first
+
+    def verdict(self, delivery: Delivery, secrets: Sequence[str], now: float, *, complete: bool = True) -> Verdict:
+        """The whole verdict; ``complete=False`` when the body was recorded only in part."""
+        if complete:
+            check = self.verify(delivery, secrets, now)
+        elif not self.signed(delivery):
+            check = Check(Signature.UNSIGNED, f"no {self.signature_headers[0]} header")
+        else:
+            check = Check(Signature.UNVERIFIED, "the body was recorded only in part (raise --body-cap)")
+        return Verdict(self.name, self.event_type(delivery), self.delivery_id(delivery), check.signature, check.reason)
+
+    # Helpers for the subclasses ---------------------------------------------------------------
+
+    def _timestamp_check(self, stamp: str | None, now: float) -> Check | int:
+        """The integer timestamp, or the Check that refuses it."""
+        if not stamp:
+            return Check(Signature.INVALID, "missing timestamp")
+        try:
+            value = int(stamp)
+        except ValueError:
+            return Check(Signature.INVALID, f"malformed timestamp {stamp[:40]!r}")
+        tolerance = self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE
+        age = now - value
+        if abs(age) > tolerance:
+            when = "old" if age > 0 else "in the future"
+            return Check(Signature.INVALID, f"timestamp outside the tolerance: {_age_text(age)} {when} "
+                                            f"(tolerance {tolerance:.0f} s)")
+        return value
+
+    @staticmethod
+    def _matches(expected: bytes, given: Sequence[bytes]) -> Check:
+        if any(hmac.compare_digest(expected, g) for g in given):
+            return Check(Signature.VALID)
+        return Check(Signature.INVALID, "signature does not match: wrong secret or altered body")

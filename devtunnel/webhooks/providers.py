@@ -1,0 +1,327 @@
+"""The built-in providers: Stripe, GitHub, Slack, Shopify, Standard Webhooks (Svix) and Twilio.
+
+Each scheme as its provider documents it:
+
+=================  ==========================================================================
+Stripe             ``Stripe-Signature: t=TS,v1=hex(HMAC-SHA256(secret, "TS." + body))``
+GitHub             ``X-Hub-Signature-256: sha256=hex(HMAC-SHA256(secret, body))``
+Slack              ``X-Slack-Signature: v0=hex(HMAC-SHA256(secret, "v0:TS:" + body))``
+Shopify            ``X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(secret, body))``
+Standard Webhooks  ``webhook-signature: v1,base64(HMAC-SHA256(b64decode(secret), "ID.TS." + body))``
+Twilio             ``X-Twilio-Signature: base64(HMAC-SHA1(token, URL + sorted form params))``
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from urllib.parse import parse_qsl, urlsplit
+
+from devtunnel.capture.model import Headers
+from devtunnel.webhooks.base import (
+    DEFAULT_TOLERANCE,
+    Check,
+    Delivery,
+    Provider,
+    Signature,
+    SignatureError,
+    hmac_digest,
+    json_field,
+)
+
+__all__ = ["Stripe", "GitHub", "Slack", "Shopify", "StandardWebhooks", "Twilio"]
+
+
+def _unhex(text: str) -> bytes | None:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+def _unb64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class Stripe(Provider):
+    name = "stripe"
+    title = "Stripe"
+    secret_env = "STRIPE_WEBHOOK_SECRET"
+    signature_headers = ("Stripe-Signature",)
+    tolerance = DEFAULT_TOLERANCE
+
+    def detects(self, delivery: Delivery) -> bool:
+        return self.signed(delivery) or (delivery.header("user-agent") or "").startswith("Stripe/")
+
+    def event_type(self, delivery: Delivery) -> str | None:
+        return json_field(delivery.json(), "type")
+
+    def delivery_id(self, delivery: Delivery) -> str | None:
+        return json_field(delivery.json(), "id")
+
+    @staticmethod
+    def _parts(header: str) -> tuple[str | None, list[bytes]] | None:
+        stamp: str | None = None
+        signatures: list[bytes] = []
+        for item in header.split(","):
+            key, sep, value = item.strip().partition("=")
+            if not sep:
+                return None
+            if key == "t":
+                stamp = value
+            elif key == "v1":
+                raw = _unhex(value)
+                if raw is None:
+                    return None
+                signatures.append(raw)
+        return stamp, signatures
+
+    def check(self, delivery: Delivery, secret: str, now: float) -> Check:
+        parts = self._parts(delivery.header("stripe-signature") or "")
+        if parts is None:
+            return Check(Signature.INVALID, "malformed Stripe-Signature header")
+        stamp, signatures = parts
+        if not signatures:
+            return Check(Signature.INVALID, "malformed Stripe-Signature header: no v1 signature")
+        value = self._timestamp_check(stamp, now)
+        if isinstance(value, Check):
+            return value
+        expected = hmac_digest("sha256", secret.encode(), f"{value}.".encode() + delivery.body)
+        return self._matches(expected, signatures)
+
+    def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        stamp = int(now)
+        signature = hmac_digest("sha256", secret.encode(), f"{stamp}.".encode() + delivery.body).hex()
+        return delivery.headers.with_set("Stripe-Signature", f"t={stamp},v1={signature}")
+
+
+class GitHub(Provider):
+    name = "github"
+    title = "GitHub"
+    secret_env = "GITHUB_WEBHOOK_SECRET"
+    signature_headers = ("X-Hub-Signature-256", "X-Hub-Signature")
+
+    def detects(self, delivery: Delivery) -> bool:
+        return delivery.header("x-github-event") is not None or self.signed(delivery)
+
+    def event_type(self, delivery: Delivery) -> str | None:
+        event = delivery.header("x-github-event")
+        if not event:
+            return None
+        action = json_field(delivery.json(), "action")
+        return f"{event}.{action}" if action else event
+
+    def delivery_id(self, delivery: Delivery) -> str | None:
+        return delivery.header("x-github-delivery")
+
+    def check(self, delivery: Delivery, secret: str, now: float) -> Check:
+        header = delivery.header("x-hub-signature-256") or ""
+        algorithm, sep, digest = header.partition("=")
+        raw = _unhex(digest) if sep and algorithm == "sha256" else None
+        if raw is None:
+            return Check(Signature.INVALID, "malformed X-Hub-Signature-256 header (expected sha256=HEX)")
+        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body), [raw])
+
+    def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        headers = delivery.headers.with_set(
+            "X-Hub-Signature-256", "sha256=" + hmac_digest("sha256", secret.encode(), delivery.body).hex())
+        if "x-hub-signature" in headers:  # the older SHA-1 header, kept in step when it was sent
+            headers = headers.with_set(
+                "X-Hub-Signature", "sha1=" + hmac_digest("sha1", secret.encode(), delivery.body).hex())
+        return headers
+
+
+class Slack(Provider):
+    name = "slack"
+    title = "Slack"
+    secret_env = "SLACK_SIGNING_SECRET"
+    signature_headers = ("X-Slack-Signature", "X-Slack-Request-Timestamp")
+    tolerance = DEFAULT_TOLERANCE
+
+    def detects(self, delivery: Delivery) -> bool:
+        return self.signed(delivery) or delivery.header("x-slack-request-timestamp") is not None
+
+    def event_type(self, delivery: Delivery) -> str | None:
+        data = delivery.json()
+        if data is not None:
+            return json_field(data, "event.type") or json_field(data, "type")
+        form = dict(delivery.form())
+        if "command" in form:
+            return form["command"]
+        if "payload" in form:  # interactivity: a JSON payload in a form field
+            return json_field(Delivery("POST", "", Headers(), form["payload"].encode()).json(), "type")
+        return None
+
+    def delivery_id(self, delivery: Delivery) -> str | None:
+        return json_field(delivery.json(), "event_id")
+
+    def check(self, delivery: Delivery, secret: str, now: float) -> Check:
+        header = delivery.header("x-slack-signature") or ""
+        version, sep, digest = header.partition("=")
+        raw = _unhex(digest) if sep and version == "v0" else None
+        if raw is None:
+            return Check(Signature.INVALID, "malformed X-Slack-Signature header (expected v0=HEX)")
+        value = self._timestamp_check(delivery.header("x-slack-request-timestamp"), now)
+        if isinstance(value, Check):
+            return value
+        expected = hmac_digest("sha256", secret.encode(), f"v0:{value}:".encode() + delivery.body)
+        return self._matches(expected, [raw])
+
+    def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        stamp = int(now)
+        digest = hmac_digest("sha256", secret.encode(), f"v0:{stamp}:".encode() + delivery.body).hex()
+        return delivery.headers.with_set("X-Slack-Request-Timestamp", str(stamp)).with_set(
+            "X-Slack-Signature", f"v0={digest}")
+
+
+class Shopify(Provider):
+    name = "shopify"
+    title = "Shopify"
+    secret_env = "SHOPIFY_WEBHOOK_SECRET"
+    signature_headers = ("X-Shopify-Hmac-Sha256",)
+
+    def detects(self, delivery: Delivery) -> bool:
+        return self.signed(delivery) or delivery.header("x-shopify-topic") is not None
+
+    def event_type(self, delivery: Delivery) -> str | None:
+        return delivery.header("x-shopify-topic")
+
+    def delivery_id(self, delivery: Delivery) -> str | None:
+        return delivery.header("x-shopify-webhook-id")
+
+    def check(self, delivery: Delivery, secret: str, now: float) -> Check:
+        raw = _unb64(delivery.header("x-shopify-hmac-sha256") or "")
+        if raw is None:
+            return Check(Signature.INVALID, "malformed X-Shopify-Hmac-Sha256 header (expected base64)")
+        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body), [raw])
+
+    def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        return delivery.headers.with_set(
+            "X-Shopify-Hmac-Sha256", _b64(hmac_digest("sha256", secret.encode(), delivery.body)))
+
+
+class StandardWebhooks(Provider):
+    """Standard Webhooks, as Svix and the providers built on it send them (``webhook-*`` or ``svix-*``)."""
+
+    name = "standard"
+    title = "Standard Webhooks"
+    secret_env = "WEBHOOK_SECRET"
+    signature_headers = ("webhook-signature", "webhook-timestamp", "svix-signature", "svix-timestamp")
+    tolerance = DEFAULT_TOLERANCE
+
+    @staticmethod
+    def _prefix(delivery: Delivery) -> str:
+        return "svix" if delivery.header("svix-signature") is not None or delivery.header("svix-id") else "webhook"
+
+    def signed(self, delivery: Delivery) -> bool:
+        return delivery.header(f"{self._prefix(delivery)}-signature") is not None
+
+    def detects(self, delivery: Delivery) -> bool:
+        prefix = self._prefix(delivery)
+        return self.signed(delivery) or (delivery.header(f"{prefix}-id") is not None
+                                         and delivery.header(f"{prefix}-timestamp") is not None)
+
+    def event_type(self, delivery: Delivery) -> str | None:
+        return json_field(delivery.json(), "type")
+
+    def delivery_id(self, delivery: Delivery) -> str | None:
+        return delivery.header(f"{self._prefix(delivery)}-id")
+
+    @staticmethod
+    def _key(secret: str) -> bytes:
+        raw = _unb64(secret.removeprefix("whsec_") + "=" * (-len(secret.removeprefix("whsec_")) % 4))
+        if not raw:
+            raise SignatureError("a Standard Webhooks secret is whsec_ followed by base64")
+        return raw
+
+    def secret_problem(self, secret: str) -> str | None:
+        try:
+            self._key(secret)
+        except SignatureError:
+            return f"the secret for {self.title} is not whsec_ followed by base64"
+        return None
+
+    def check(self, delivery: Delivery, secret: str, now: float) -> Check:
+        prefix = self._prefix(delivery)
+        msg_id = delivery.header(f"{prefix}-id")
+        if not msg_id:
+            return Check(Signature.INVALID, f"missing {prefix}-id header")
+        value = self._timestamp_check(delivery.header(f"{prefix}-timestamp"), now)
+        if isinstance(value, Check):
+            return value
+        given: list[bytes] = []
+        for item in (delivery.header(f"{prefix}-signature") or "").split():
+            version, sep, encoded = item.partition(",")
+            raw = _unb64(encoded) if sep else None
+            if raw is None:
+                return Check(Signature.INVALID, f"malformed {prefix}-signature header (expected v1,BASE64)")
+            if version == "v1":
+                given.append(raw)
+        if not given:
+            return Check(Signature.INVALID, f"malformed {prefix}-signature header: no v1 signature")
+        expected = hmac_digest("sha256", self._key(secret), f"{msg_id}.{value}.".encode() + delivery.body)
+        return self._matches(expected, given)
+
+    def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        prefix = self._prefix(delivery)
+        msg_id = delivery.header(f"{prefix}-id")
+        if not msg_id:
+            raise SignatureError(f"a Standard Webhooks delivery needs a {prefix}-id header to be signed")
+        stamp = int(now)
+        digest = hmac_digest("sha256", self._key(secret), f"{msg_id}.{stamp}.".encode() + delivery.body)
+        return delivery.headers.with_set(f"{prefix}-timestamp", str(stamp)).with_set(
+            f"{prefix}-signature", f"v1,{_b64(digest)}")
+
+
+class Twilio(Provider):
+    """Twilio signs the URL it called: replays are signed for the URL they are sent with."""
+
+    name = "twilio"
+    title = "Twilio"
+    secret_env = "TWILIO_AUTH_TOKEN"
+    signature_headers = ("X-Twilio-Signature",)
+
+    def detects(self, delivery: Delivery) -> bool:
+        return self.signed(delivery) or delivery.header("i-twilio-idempotency-token") is not None
+
+    def delivery_id(self, delivery: Delivery) -> str | None:
+        return delivery.header("i-twilio-idempotency-token")
+
+    @staticmethod
+    def _content(delivery: Delivery) -> bytes:
+        """What Twilio signs: the URL, then for a form body each parameter's name and value, sorted."""
+        query = dict(parse_qsl(urlsplit(delivery.url).query, keep_blank_values=True))
+        if "bodySHA256" in query:  # a JSON body: the URL carries the body's hash and alone is signed
+            return delivery.url.encode()
+        params = sorted(delivery.form())
+        return (delivery.url + "".join(k + v for k, v in params)).encode()
+
+    def check(self, delivery: Delivery, secret: str, now: float) -> Check:
+        raw = _unb64(delivery.header("x-twilio-signature") or "")
+        if raw is None:
+            return Check(Signature.INVALID, "malformed X-Twilio-Signature header (expected base64)")
+        query = dict(parse_qsl(urlsplit(delivery.url).query, keep_blank_values=True))
+        if "bodySHA256" in query and query["bodySHA256"] != hashlib.sha256(delivery.body).hexdigest():
+            return Check(Signature.INVALID, "the body does not match the bodySHA256 in the URL: altered body")
+        check = self._matches(hmac_digest("sha1", secret.encode(), self._content(delivery)), [raw])
+        if check.signature is Signature.INVALID:
+            return Check(Signature.INVALID, "signature does not match: wrong token, altered body, or another URL "
+                                            f"({delivery.url})")
+        return check
+
+    def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        parts = urlsplit(delivery.url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if any(k == "bodySHA256" for k, _ in query) and dict(query)["bodySHA256"] != hashlib.sha256(delivery.body).hexdigest():
+            raise SignatureError("this Twilio request carries bodySHA256 in its URL: an edited body needs a new URL")
+        digest = hmac_digest("sha1", secret.encode(), self._content(delivery))
+        return delivery.headers.with_set("X-Twilio-Signature", _b64(digest))

@@ -1,0 +1,65 @@
+"""``--set PATH=VALUE`` on JSON bodies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devtunnel.capture.jsonpath import apply_assignments, parse_assignment
+from devtunnel.errors import ConfigError
+
+EVENT = b'{\n  "id": "evt_1",\n  "data": {\n    "object": {\n      "amount": 2000,\n      "items": [{"price": 1}]\n    }\n  }\n}\n'
+
+
+def test_values_are_json_when_they_parse_and_strings_otherwise() -> None:
+    out = json.loads(apply_assignments(EVENT, ["data.object.amount=999", "data.object.currency=usd",
+                                               "data.object.paid=true", 'data.object.meta={"a": [1]}',
+                                               'data.object.note="007"']))
+    assert out["data"]["object"] == {"amount": 999, "items": [{"price": 1}], "currency": "usd", "paid": True,
+                                     "meta": {"a": [1]}, "note": "007"}
+
+
+def test_lists_are_indexed_and_missing_objects_are_made() -> None:
+    out = json.loads(apply_assignments(EVENT, ["data.object.items.0.price=5", "data.object.items.-1.qty=2",
+                                               "metadata.order\\.id=A-1"]))
+    assert out["data"]["object"]["items"] == [{"price": 5, "qty": 2}]
+    assert out["metadata"] == {"order.id": "A-1"}
+
+
+def test_the_layout_is_kept() -> None:
+    assert apply_assignments(EVENT, ["id=evt_2"]).startswith(b'{\n  "id": "evt_2",\n  "data": {\n    "object"')
+    assert apply_assignments(EVENT, ["id=evt_2"]).endswith(b"}\n")
+    assert apply_assignments(b'{"a":1,"b":[2]}', ["a=3"]) == b'{"a":3,"b":[2]}'
+    assert apply_assignments(b'{"a": 1, "b": "\xc3\xa9"}', ["a=3"]) == '{"a": 3, "b": "é"}'.encode()
+    assert apply_assignments(b"not json", []) == b"not json"
+
+
+@pytest.mark.parametrize(
+    ("body", "assignment", "message"),
+    [
+        (b"<xml/>", "a=1", "--set needs a JSON body"),
+        (EVENT, "amount", "expected PATH=VALUE"),
+        (EVENT, "=1", "expected PATH=VALUE"),
+        (EVENT, "data..amount=1", "has an empty segment"),
+        (EVENT, "id.x=1", "id is str \"evt_1\", not an object"),
+        (EVENT, "data.object.items.x=1", "data.object.items is a list; index it with a number"),
+        (EVENT, "data.object.items.3=1", "data.object.items.3 is past the end of a list of 1"),
+        (b"[1]", "a=1", "the body is a list"),
+    ],
+)
+def test_what_does_not_fit_is_one_clear_error(body: bytes, assignment: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_assignments(body, [assignment])
+    assert message in str(info.value)
+
+
+@given(key=st.text(st.characters(blacklist_characters=".=\\", blacklist_categories=["Cs"]), min_size=1, max_size=12),
+       value=st.one_of(st.integers(), st.booleans(), st.text(max_size=20)))
+def test_a_set_field_reads_back(key: str, value: object) -> None:
+    text = json.dumps(value)
+    out = json.loads(apply_assignments(b'{"x": {}}', [f"x.{key}={text}"]))
+    assert out["x"][key] == value
+    assert parse_assignment(f"x.{key}={text}")[0] == ["x", key]

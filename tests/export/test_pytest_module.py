@@ -1,0 +1,122 @@
+"""``export --format pytest``: the module runs under pytest against a receiver that verifies signatures."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.export import export
+from devtunnel.export.pytest_module import export_pytest
+from devtunnel.webhooks import Delivery, by_name
+from devtunnel.webhooks.samples import sample
+from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
+
+SENT = [("stripe", "invoice.paid"), ("github", "push"), ("shopify", "orders/create"), ("standard", "user.created"),
+        ("slack", "event_callback"), ("twilio", "sms.received")]
+PATHS = {"stripe": "/webhooks/stripe", "github": "/webhooks/github", "shopify": "/webhooks/shopify",
+         "standard": "/webhooks/standard", "slack": "/slack/events", "twilio": "/twilio/sms"}
+
+
+def _deliver(base: str, provider_name: str, name: str) -> Exchange:
+    """A signed sample sent to the receiver, recorded as devtunnel would have captured it."""
+    provider = by_name(provider_name)
+    assert provider is not None
+    made = sample(provider_name, name, now=time.time())
+    secret = RECEIVER_SECRETS[provider.secret_env]
+    target = PATHS[provider_name]
+    url = base + target
+    headers = provider.sign(Delivery("POST", url, made.headers, made.body), secret, time.time())
+    response = httpx.post(url, headers=headers.items(), content=made.body, trust_env=False)
+    host = base.split("://", 1)[1]
+    request = Request(method="POST", target=target.encode(), headers=Headers([("Host", host), *headers.items()]),
+                      body=made.body, body_size=len(made.body))
+    return Exchange(id=new_id(), tunnel="hooks", started_at=time.time(), request=request, target_url=base,
+                    response=Response(status=response.status_code, body=response.content, body_size=len(response.content)),
+                    duration=0.01)
+
+
+def _run(module: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and k != "DEVTUNNEL_BASE_URL"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(module)],
+                          capture_output=True, text=True, timeout=120, env={**clean, **env}, cwd=module.parent)
+
+
+def test_the_module_passes_against_the_verifying_receiver_long_after_capture(tmp_path: Path) -> None:
+    with receiver() as rx:
+        exchanges = [_deliver(rx.url, p, n) for p, n in SENT]
+        assert [status for _, status, _ in rx.verdicts] == [200] * len(SENT), rx.verdicts
+        text = export("pytest", exchanges).text
+        compile(text, "test_hooks.py", "exec")
+        module = tmp_path / "test_hooks.py"
+        module.write_text(text)
+        # Later: every timestamp in the captured signatures is now too old for the receiver.
+        stale = time.time() + 3600
+        assert all(abs(stale - ex.started_at) > 300 for ex in exchanges)
+        done = _run(module, **RECEIVER_SECRETS)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{len(SENT)} passed" in done.stdout
+        assert [status for _, status, _ in rx.verdicts[len(SENT):]] == [200] * len(SENT)
+
+        # Without the secrets: timestamped schemes are skipped with the variable to set; the others are sent as captured.
+        bare = _run(module)
+        assert bare.returncode == 0, bare.stdout + bare.stderr
+        assert "3 passed, 3 skipped" in bare.stdout
+        assert "set STRIPE_WEBHOOK_SECRET to sign this stripe delivery afresh" in bare.stdout
+
+
+def test_the_base_url_variable_points_the_tests_elsewhere(tmp_path: Path) -> None:
+    with receiver() as first:
+        exchanges = [_deliver(first.url, "github", "push")]
+    module = tmp_path / "test_moved.py"
+    module.write_text(export("pytest", exchanges).text)
+    with receiver() as second:
+        done = _run(module, DEVTUNNEL_BASE_URL=second.url, **RECEIVER_SECRETS)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [status for _, status, _ in second.verdicts] == [200]
+
+
+def test_hostile_captures_become_literals_and_unreplayable_ones_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    hostile = "/x\x1b]0;pwned\x07\"\"\"; import os; os.system('id') #\u202e"
+    plain = Exchange(id=new_id(), tunnel="t", started_at=0.0, target_url="http://127.0.0.1:9",
+                     request=Request(method="PUT", target=hostile.encode(), headers=Headers([("X-Evil", "a'b\"c\\\x00")]),
+                                     body=b"\x00\xff\"\"\""), response=Response(status=418), duration=0.1)
+    failed = Exchange(id=new_id(), tunnel="t", started_at=0.0, request=Request(), error="local_refused")
+    cut = Exchange(id=new_id(), tunnel="t", started_at=0.0, request=Request(body=b"ab", body_size=10, body_truncated=True),
+                   response=Response(status=200), duration=0.1)
+    text = export_pytest([plain, failed, cut]).text
+    compile(text, "x.py", "exec")
+    assert "\x1b" not in text and "\u202e" not in text and "\x00" not in text
+    assert "os.system('id')" not in text.replace(repr(hostile), "")
+    names = [line[4:].split("(")[0] for line in text.splitlines() if line.startswith("def test_")]
+    assert len(names) == 3 and all(re.fullmatch(r"test_[a-z0-9_]+", n) for n in names), names
+    assert "pytest.skip('no response was recorded (local_refused)')" in text
+    assert "pytest.skip('the request body was recorded only in part')" in text
+    module = tmp_path / "test_hostile.py"
+    module.write_text(text)
+    done = _run(module)
+    assert "1 failed" in done.stdout and "2 skipped" in done.stdout  # nothing listens on port 9
+
+
+def test_redact_replaces_credentials_in_what_the_tests_send() -> None:
+    ex = Exchange(id=new_id(), tunnel="t", started_at=0.0, target_url="http://127.0.0.1:9",
+                  request=Request(headers=Headers([("Authorization", "Bearer sk_live_abc"), ("Cookie", "sid=s3cret")])),
+                  response=Response(status=200), duration=0.1)
+    text = export("pytest", [ex], redact=True).text
+    assert "sk_live_abc" not in text and "s3cret" not in text
+
+
+@pytest.mark.parametrize("count", [1, 12])
+def test_test_names_are_unique_and_ordered(count: int) -> None:
+    ex = Exchange(id=new_id(), tunnel="t", started_at=0.0, target_url="http://127.0.0.1:9",
+                  request=Request(target=b"/same"), response=Response(status=200), duration=0.1)
+    text = export_pytest([ex] * count).text
+    names = [line.split("(")[0][4:] for line in text.splitlines() if line.startswith("def test_")]
+    assert len(set(names)) == count and names == sorted(names)

@@ -1,0 +1,208 @@
+"""ngrok's v3 endpoints resource: its shape, its errors, and pyngrok's own client against a real agent."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pyngrok import conf, ngrok, process
+from pyngrok.exception import PyngrokNgrokHTTPError
+
+from devtunnel.net.api_endpoints import endpoint_name
+from devtunnel.net.api_http import ApiError
+from tests.helpers import wait_for
+from tests.net.api_fixtures import Agent, echo_service, running_agent
+from tests.net.test_agent_command import Proc
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    async with running_agent(tmp_path) as running:
+        yield running
+
+
+async def _public_get(public_url: str, path: str) -> httpx.Response:
+    url = httpx.URL(public_url)
+    async with httpx.AsyncClient(trust_env=False) as public:
+        return await public.get(url.copy_with(host="127.0.0.1", path=path), headers={"Host": url.netloc.decode()})
+
+
+async def test_a_started_endpoint_has_both_generations_fields_and_carries_traffic(agent: Agent) -> None:
+    resp = await agent.client.post("/api/endpoints", json={"name": "payments", "upstream": {"url": agent.target}})
+    assert resp.status_code == 201, resp.text
+    endpoint = resp.json()
+    assert endpoint["name"] == "payments"
+    assert endpoint["uri"] == "/api/endpoints/payments"
+    assert endpoint["url"] == endpoint["public_url"] and endpoint["url"].startswith("http://payments.localhost:")
+    assert endpoint["upstream"] == {"url": agent.target, "protocol": "http1"}
+    assert endpoint["config"]["addr"] == agent.target
+    assert endpoint["metrics"] == {"http": {"count": 0}}
+    assert (await _public_get(endpoint["url"], "/hook")).status_code == 200
+    # The same tunnel, seen through both resources.
+    tunnels = (await agent.client.get("/api/tunnels")).json()["tunnels"]
+    assert [t["name"] for t in tunnels] == ["payments"]
+    listed = (await agent.client.get("/api/endpoints")).json()
+    assert listed["uri"] == "/api/endpoints" and [e["name"] for e in listed["endpoints"]] == ["payments"]
+    one = (await agent.client.get("/api/endpoints/payments")).json()
+    assert one["metrics"]["http"]["count"] == 1
+    assert (await agent.client.get("/api")).json()["endpoints"] == "/api/endpoints"
+
+
+async def test_deleting_an_endpoint_stops_the_tunnel_at_the_relay_too(agent: Agent) -> None:
+    endpoint = (await agent.client.post("/api/endpoints", json={"name": "gone", "upstream": {"url": agent.target}})).json()
+    assert (await _public_get(endpoint["url"], "/")).status_code == 200
+    assert (await agent.client.delete("/api/endpoints/gone")).status_code == 204
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+    assert (await agent.client.get("/api/endpoints/gone")).status_code == 404
+    assert (await agent.client.delete("/api/endpoints/gone")).status_code == 404
+    assert (await _public_get(endpoint["url"], "/")).status_code == 404
+
+
+async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
+    resp = await agent.client.post("/api/endpoints", json={"url": "https://shop.ngrok.app", "upstream": {"url": agent.target}})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["name"] == "shop"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"name": "a"}, "'upstream' is required"),
+        ({"name": "a", "upstream": []}, "must be an object"),
+        ({"name": "a", "upstream": {}}, "'url' is required"),
+        ({"name": "a", "upstream": {"url": "tcp://localhost:22"}}, "only http and https upstreams"),
+        ({"name": "a", "upstream": {"url": "8080", "protocol": "http2"}}, "'http2' is not supported"),
+        ({"url": "tcp://1.tcp.ngrok.io:1234", "upstream": {"url": "8080"}}, "only http and https endpoints"),
+        ({"url": "https://Bad_Name.example", "upstream": {"url": "8080"}}, "not a valid DNS label"),
+        ({"name": "a", "upstream": {"url": "8080"}, "traffic_policy": {"on_http_request": []}}, "traffic policies"),
+        ({"name": "a", "upstream": {"url": "8080"}, "basic_auth": ["u:p"]}, "basic auth"),
+        ({"name": "a", "upstream": {"url": "8080"}, "pooling_enabled": True}, "pools"),
+        ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
+    ],
+)
+async def test_bad_endpoint_requests_are_refused_with_a_reason_and_start_nothing(
+    agent: Agent, body: dict[str, Any], fragment: str
+) -> None:
+    resp = await agent.client.post("/api/endpoints", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error_code"] == 100
+    assert fragment in resp.json()["msg"]
+    assert (await agent.client.get("/api/endpoints")).json()["endpoints"] == []
+
+
+async def test_endpoints_refuse_foreign_hosts_and_cross_site_callers(agent: Agent) -> None:
+    assert (await agent.client.get("/api/endpoints", headers={"Host": "attacker.example"})).status_code == 403
+    resp = await agent.client.post(
+        "/api/endpoints", json={"name": "x", "upstream": {"url": agent.target}}, headers={"Origin": "https://evil.example"}
+    )
+    assert resp.status_code == 403
+    assert (await agent.client.get("/api/endpoints")).json()["endpoints"] == []
+
+
+def test_endpoint_names_come_from_the_url_else_a_cleaned_name() -> None:
+    assert endpoint_name("whatever", "https://payments.ngrok.app") == "payments"
+    assert endpoint_name(None, "payments.example.com") == "payments"
+    assert endpoint_name("http-8080-1b4e28ba-2fa1-11d2-883f-0016d3cca427", None) == "http-8080-1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    assert endpoint_name("http-http://localhost:8080-x", None) == "http-http-localhost-8080-x"
+    assert endpoint_name("My Tunnel!", "https://") == "my-tunnel"
+    assert endpoint_name(None, None) is None
+    assert endpoint_name("///", None) is None
+    with pytest.raises(ApiError):
+        endpoint_name(None, "ftp://files.example")
+
+
+# pyngrok's own client against `devtunnel agent` as a process ---------------------------------
+
+
+@pytest.fixture
+def devtunnel_agent(tmp_path: Path) -> Iterator[tuple[Proc, str]]:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    proc = Proc([sys.executable, "-m", "devtunnel", "agent", "--api-port", "0", "--db", str(tmp_path / "c.db")], env)
+    try:
+        line = proc.line(lambda l: l.startswith("API "))
+        yield proc, line.split(" ", 1)[1]
+    finally:
+        proc.kill()
+
+
+@pytest.fixture
+def pyngrok_on(devtunnel_agent: tuple[Proc, str], tmp_path: Path) -> Iterator[Any]:
+    """pyngrok configured to find its 'ngrok process' already running: the devtunnel agent."""
+    proc, api_url = devtunnel_agent
+
+    def configure(version: str) -> conf.PyngrokConfig:
+        # ngrok_path must exist (pyngrok would otherwise download ngrok); it is never run.
+        config = conf.PyngrokConfig(ngrok_path=sys.executable, config_path=str(tmp_path / f"ngrok{version}.yml"),
+                                    config_version=version)
+        running = process.NgrokProcess(proc.popen, config)
+        running.api_url = api_url
+        process._current_processes[config.ngrok_path] = running
+        return config
+
+    try:
+        yield configure
+    finally:
+        process._current_processes.pop(sys.executable, None)
+        ngrok._current_tunnels.clear()
+
+
+def test_pyngrok_v3_connects_lists_refreshes_and_disconnects_an_endpoint(pyngrok_on: Any) -> None:
+    config = pyngrok_on("3")
+    with echo_service() as (target, seen):
+        port = target.rsplit(":", 1)[1]
+        tunnel = ngrok.connect(port, pyngrok_config=config)
+        assert re.match(r"http://http-\d+-[0-9a-f-]+\.localhost:\d+$", tunnel.public_url), tunnel.public_url
+        assert tunnel.uri.startswith("/api/endpoints/")
+        url = httpx.URL(tunnel.public_url)
+        resp = httpx.get(url.copy_with(host="127.0.0.1", path="/from-pyngrok"), headers={"Host": url.netloc.decode()},
+                         trust_env=False)
+        assert resp.status_code == 200
+        assert seen.requests[-1][:2] == ("GET", "/from-pyngrok")
+
+        listed = ngrok.get_tunnels(pyngrok_config=config)
+        assert [t.public_url for t in listed] == [tunnel.public_url]
+        assert listed[0].upstream["url"] == f"http://localhost:{port}"
+
+        tunnel.refresh_metrics()
+        assert tunnel.metrics["http"]["count"] == 1
+
+        captured = wait_for(
+            lambda: ngrok.api_request(f"{tunnel.api_url}/api/requests/http", params={"tunnel_name": tunnel.name})["requests"],
+            what="the capture",
+        )
+        assert [c["request"]["uri"] for c in captured] == ["/from-pyngrok"]
+
+        ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+        assert ngrok.api_request(f"{tunnel.api_url}/api/tunnels")["tunnels"] == []
+        gone = httpx.get(url.copy_with(host="127.0.0.1", path="/"), headers={"Host": url.netloc.decode()}, trust_env=False)
+        assert gone.status_code == 404
+
+
+def test_pyngrok_v2_still_uses_the_tunnels_resource(pyngrok_on: Any) -> None:
+    config = pyngrok_on("2")
+    with echo_service() as (target, _seen):
+        tunnel = ngrok.connect(target.rsplit(":", 1)[1], name="legacy", pyngrok_config=config)
+        assert tunnel.uri == "/api/tunnels/legacy"
+        assert [t.name for t in ngrok.get_tunnels(pyngrok_config=config)] == ["legacy"]
+        tunnel.refresh_metrics()
+        assert tunnel.metrics == {"http": {"count": 0}}
+        v3 = pyngrok_on("3")
+        assert [t.name for t in ngrok.get_tunnels(pyngrok_config=v3)] == ["legacy"]
+        ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+        assert ngrok.get_tunnels(pyngrok_config=config) == []
+
+
+def test_pyngrok_sees_a_refused_option_as_an_api_error(pyngrok_on: Any) -> None:
+    config = pyngrok_on("3")
+    with pytest.raises(PyngrokNgrokHTTPError) as info:
+        ngrok.connect("8080", pyngrok_config=config, traffic_policy={"on_http_request": []})
+    assert info.value.status_code == 400
+    assert "traffic policies" in info.value.body

@@ -1,0 +1,328 @@
+"""The internals of uvicorn, websockets and httptools that devtunnel builds on, each checked by name.
+
+The relay subclasses uvicorn's protocol classes (``net/relay_http.py``), reads and writes
+fields of its response cycle (``net/relay_proxy.py``), drives its server by hand
+(``net/relay.py``) and relies on its sans-IO WebSocket keepalive to find dead agents. The
+agent's WebSocket (``net/agent_socket.py``, ``net/local_ws.py``) hooks into websockets the same
+way, and both sides stop httptools from inside a parser callback. None of that is public API:
+a release can move any of it, and the code would then fail at some later request, or, worse,
+quietly stop doing its job (an override nobody calls, a keepalive that never runs). Each test
+here names the internal it checks, so an upgrade that moves one fails here first, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httptools
+import pytest
+import uvicorn
+import websockets.frames
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import (
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.connection import Connection as WsConnection
+from websockets.frames import Frame
+from websockets.protocol import Protocol as WsProtocol
+from websockets.protocol import State
+
+from devtunnel.net.agent_socket import TunnelSocket, _MaskBytes
+from devtunnel.net.relay import Relay
+from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
+from devtunnel.net.relay_proxy import HttpForwarder
+from tests.net._relay_agent import connect_agent, running_relay
+
+
+def _source(obj: Any) -> str:
+    return inspect.getsource(obj)
+
+
+def _own_methods(cls: type) -> Iterator[str]:
+    """Names of the methods ``cls`` defines itself (its overrides and additions)."""
+    for name, value in vars(cls).items():
+        if callable(value) and not name.startswith("__"):
+            yield name
+
+
+# -- uvicorn: the classes the relay subclasses -------------------------------------------------------
+# Every method HeadLimitedHttpProtocol overrides must still exist upstream (else uvicorn never calls
+# ours), and every one it calls on super() or self must still be there.
+HTTP_PROTOCOL_METHODS = [
+    "connection_made", "connection_lost", "data_received", "on_message_begin", "on_url", "on_header",
+    "on_headers_complete", "_start_asgi_task", "resume_writing",  # overridden
+    "_unset_keepalive_if_required", "_should_upgrade", "handle_websocket_upgrade", "_unsupported_upgrade_warning",
+    "send_400_response",  # called
+]
+
+
+@pytest.mark.parametrize("name", HTTP_PROTOCOL_METHODS)
+def test_uvicorn_httptools_protocol_has_the_method_the_relay_uses(name: str) -> None:
+    assert callable(getattr(HttpToolsProtocol, name, None)), (
+        f"uvicorn's HttpToolsProtocol.{name} is gone: relay_http.HeadLimitedHttpProtocol overrides or calls it"
+    )
+
+
+def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> None:
+    ours = {"abort", "configured", "_launch", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
+            "_head_timed_out"}
+    for name in _own_methods(HeadLimitedHttpProtocol):
+        assert name in ours or name in HTTP_PROTOCOL_METHODS, f"HeadLimitedHttpProtocol.{name}: add it to this contract"
+
+
+def test_uvicorn_starts_each_request_through_start_asgi_task() -> None:
+    # HeadLimitedHttpProtocol._start_asgi_task is where a request is offered to the direct path
+    # and where a request is held back until its whole read is parsed.
+    assert "self._start_asgi_task(" in _source(HttpToolsProtocol.on_headers_complete), (
+        "uvicorn's HttpToolsProtocol.on_headers_complete no longer calls _start_asgi_task"
+    )
+    assert "self._start_asgi_task(" in _source(HttpToolsProtocol.on_response_complete), (
+        "uvicorn's HttpToolsProtocol.on_response_complete no longer calls _start_asgi_task (pipelined requests)"
+    )
+    params = list(inspect.signature(HttpToolsProtocol._start_asgi_task).parameters)
+    assert params == ["self", "cycle", "app"], f"uvicorn's HttpToolsProtocol._start_asgi_task takes {params}"
+
+
+def test_uvicorn_data_received_does_nothing_the_relays_copy_leaves_out() -> None:
+    # HeadLimitedHttpProtocol.data_received is a copy of uvicorn's with the head limits around
+    # it (it cannot call super()): whatever uvicorn's does must be done by ours too.
+    def calls(method: Any) -> set[str]:
+        return set(re.findall(r"self\.([\w.]+)\(", _source(method)))
+
+    missing = calls(HttpToolsProtocol.data_received) - calls(HeadLimitedHttpProtocol.data_received)
+    assert not missing, f"uvicorn's HttpToolsProtocol.data_received now also calls {sorted(missing)}"
+
+
+def test_uvicorn_makes_a_request_scope_and_cycle_where_the_relay_hooks_in() -> None:
+    # on_message_begin makes a fresh scope (ours adds extensions to it after super()), and
+    # on_headers_complete makes the cycle (ours wraps its transport after super()).
+    assert "self.scope = " in _source(HttpToolsProtocol.on_message_begin), (
+        "uvicorn's HttpToolsProtocol.on_message_begin no longer makes self.scope"
+    )
+    assert "self.cycle = RequestResponseCycle(" in _source(HttpToolsProtocol.on_headers_complete), (
+        "uvicorn's HttpToolsProtocol.on_headers_complete no longer makes self.cycle"
+    )
+    # HeadLimitedHttpProtocol.abort marks the cycles waiting in the pipeline as (cycle, app) pairs.
+    assert "self.pipeline.appendleft((self.cycle, app))" in _source(HttpToolsProtocol.on_headers_complete), (
+        "uvicorn's HttpToolsProtocol.pipeline no longer holds (cycle, app) pairs"
+    )
+
+
+def test_uvicorn_response_cycle_writes_only_through_what_head_with_body_wraps() -> None:
+    # relay_http._HeadWithBody replaces cycle.transport and offers write, close and is_closing.
+    used = set(re.findall(r"self\.transport\.(\w+)", _source(RequestResponseCycle)))
+    assert used <= {"write", "close", "is_closing"}, (
+        f"uvicorn's RequestResponseCycle now uses transport.{sorted(used - {'write', 'close', 'is_closing'})}: "
+        "relay_http._HeadWithBody must offer it"
+    )
+
+
+def test_uvicorn_response_cycle_send_is_a_coroutine_the_direct_path_can_step() -> None:
+    # relay_proxy._send_now runs cycle.send(message) to its end by hand.
+    assert inspect.iscoroutinefunction(RequestResponseCycle.send), "uvicorn's RequestResponseCycle.send"
+    assert "self.flow.write_paused" in _source(RequestResponseCycle.send), (
+        "uvicorn's RequestResponseCycle.send no longer waits only on flow.write_paused: relay_proxy._send_now"
+    )
+
+
+@pytest.mark.parametrize("name", ["resume_reading", "write_paused"])
+def test_uvicorn_flow_control_has_what_the_direct_path_uses(name: str) -> None:
+    flow = FlowControl.__new__(FlowControl)
+    FlowControl.__init__(flow, None)  # type: ignore[arg-type]
+    assert hasattr(flow, name), f"uvicorn's FlowControl.{name} is gone: relay_proxy.HttpForwarder.direct uses it"
+
+
+def test_uvicorn_client_disconnected_is_an_oserror() -> None:
+    # relay_tunnel and DeadPeerWebSocketProtocol.send_now raise or catch it as a broken connection.
+    assert issubclass(ClientDisconnected, OSError), "uvicorn.protocols.utils.ClientDisconnected"
+
+
+# The direct path and the relay's hooks read these on live objects: checked on a real request.
+CYCLE_FIELDS = ["scope", "more_body", "waiting_for_100_continue", "body", "flow", "disconnected", "transport", "send"]
+HTTP_PROTOCOL_FIELDS = ["cycle", "pipeline", "transport", "parser", "scope", "app", "loop", "logger"]
+
+
+async def test_uvicorn_request_objects_have_the_fields_the_relay_uses(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[Any, Any]] = []
+    original = HttpForwarder.direct
+
+    def spy(self: HttpForwarder, tunnel: Any, client: Any, cycle: Any, host: bytes) -> bool:
+        seen.append((client, cycle))
+        return original(self, tunnel, client, cycle, host)
+
+    monkeypatch.setattr(HttpForwarder, "direct", spy)
+    agent = await connect_agent(relay)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"GET /contract HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK"), "a request through the relay's direct path"
+    finally:
+        writer.close()
+        await agent.close()
+    [(client, cycle)] = seen
+    assert isinstance(client, HeadLimitedHttpProtocol) and isinstance(cycle, RequestResponseCycle)
+    for name in CYCLE_FIELDS:
+        assert hasattr(cycle, name), f"uvicorn's RequestResponseCycle.{name} is gone: relay_proxy uses it"
+    for name in HTTP_PROTOCOL_FIELDS:
+        assert hasattr(client, name), f"uvicorn's HttpToolsProtocol.{name} is gone: relay_http uses it"
+    assert isinstance(cycle.flow, FlowControl), "uvicorn's RequestResponseCycle.flow is no longer a FlowControl"
+
+
+# -- uvicorn: the sans-IO WebSocket protocol, and its keepalive ----------------------------------------
+WS_PROTOCOL_METHODS = ["send_receive_event_to_app", "send", "keepalive_timeout",  # overridden
+                       "start_keepalive", "send_keepalive_ping", "stop_keepalive", "receive"]  # relied on
+
+
+@pytest.mark.parametrize("name", WS_PROTOCOL_METHODS)
+def test_uvicorn_websocket_protocol_has_the_method_the_relay_uses(name: str) -> None:
+    assert callable(getattr(WebSocketsSansIOProtocol, name, None)), (
+        f"uvicorn's WebSocketsSansIOProtocol.{name} is gone: relay_http.DeadPeerWebSocketProtocol needs it"
+    )
+
+
+def test_every_override_of_the_relays_websocket_protocol_is_a_uvicorn_method() -> None:
+    ours = {"send_now"}
+    for name in _own_methods(DeadPeerWebSocketProtocol):
+        if name == "on_bytes":
+            continue  # a slot of ours, not a method
+        assert name in ours or name in WS_PROTOCOL_METHODS, f"DeadPeerWebSocketProtocol.{name}: add it to this contract"
+
+
+def test_uvicorn_websocket_keepalive_pings_after_the_handshake_and_gives_up_through_keepalive_timeout() -> None:
+    # Dead agents are found only by this keepalive (uvicorn 0.44 and later): ours aborts the
+    # connection in keepalive_timeout, which uvicorn must call when a pong is late.
+    assert "self.start_keepalive()" in _source(WebSocketsSansIOProtocol.send), (
+        "uvicorn's WebSocketsSansIOProtocol.send no longer starts the keepalive on accept"
+    )
+    assert "self.keepalive_timeout" in _source(WebSocketsSansIOProtocol.send_keepalive_ping), (
+        "uvicorn's WebSocketsSansIOProtocol.send_keepalive_ping no longer arms keepalive_timeout"
+    )
+    assert "send_receive_event_to_app" in _source(WebSocketsSansIOProtocol.handle_bytes), (
+        "uvicorn's WebSocketsSansIOProtocol.handle_bytes no longer calls send_receive_event_to_app (on_bytes)"
+    )
+
+
+def test_uvicorn_config_takes_the_settings_the_relay_passes() -> None:
+    params = inspect.signature(uvicorn.Config).parameters
+    for name in ("http", "ws", "ws_max_size", "ws_per_message_deflate", "ws_ping_interval", "ws_ping_timeout",
+                 "lifespan", "interface", "log_config", "access_log", "proxy_headers", "server_header", "date_header",
+                 "timeout_graceful_shutdown", "ssl_certfile", "ssl_keyfile"):
+        assert name in params, f"uvicorn.Config no longer takes {name}= (relay.Relay.start passes it)"
+
+
+@pytest.mark.parametrize("method", ["startup", "shutdown", "serve"])
+def test_uvicorn_server_takes_our_listening_sockets(method: str) -> None:
+    assert "sockets" in inspect.signature(getattr(uvicorn.Server, method)).parameters, (
+        f"uvicorn.Server.{method} no longer takes sockets= (relay.Relay and api.serve_api pass theirs)"
+    )
+
+
+def test_uvicorn_server_fields_and_hooks_we_drive_by_hand() -> None:
+    # Relay.start sets server.lifespan from config.lifespan_class before startup(); api.ApiServer
+    # overrides capture_signals and stops through should_exit / force_exit / started.
+    assert "self.lifespan.startup()" in _source(uvicorn.Server.startup), "uvicorn.Server.startup uses self.lifespan"
+    assert "lifespan_class" in _source(uvicorn.Config.load), "uvicorn.Config.lifespan_class"
+    assert callable(getattr(uvicorn.Server, "capture_signals", None)), "uvicorn.Server.capture_signals"
+    server = uvicorn.Server(uvicorn.Config(app=None))  # type: ignore[arg-type]
+    for name in ("should_exit", "force_exit", "started"):
+        assert hasattr(server, name), f"uvicorn.Server.{name} is gone (api.ApiServer uses it)"
+
+
+async def test_uvicorn_websocket_objects_have_the_fields_the_relay_uses() -> None:
+    async with running_relay(ping_interval=30, ping_timeout=30) as relay:
+        agent = await connect_agent(relay)
+        try:
+            # Relay._serve_agent finds the protocol as receive.__self__: uvicorn must pass the
+            # protocol's bound method as the ASGI receive.
+            protocol = relay._tunnels["demo"].socket
+            assert isinstance(protocol, DeadPeerWebSocketProtocol), (
+                "uvicorn no longer passes WebSocketsSansIOProtocol.receive (a bound method) to the app"
+            )
+            for name in ("curr_msg_data_type", "close_sent", "frames", "disconnected", "writable", "conn",
+                         "transport", "handshake_complete", "queue"):
+                assert hasattr(protocol, name), f"uvicorn's WebSocketsSansIOProtocol.{name} is gone"
+            assert isinstance(protocol.writable, asyncio.Event), "uvicorn's WebSocketsSansIOProtocol.writable"
+            for name in ("send_binary", "data_to_send"):
+                assert callable(getattr(protocol.conn, name, None)), f"websockets ServerProtocol.{name}"
+            assert protocol.ping_timer is not None, "uvicorn's WebSocket keepalive did not schedule a ping"
+        finally:
+            await agent.close()
+
+
+# -- websockets: what the agent's sockets hook into ---------------------------------------------------
+def test_websockets_masks_frames_with_secrets_token_bytes_from_its_frames_module() -> None:
+    # agent_socket replaces websockets.frames.secrets with a pooled source of mask bytes.
+    assert "secrets.token_bytes(" in _source(Frame.serialize), (
+        "websockets' Frame.serialize no longer takes its mask from secrets.token_bytes: agent_socket._MaskBytes"
+    )
+    assert isinstance(websockets.frames.secrets, _MaskBytes), "websockets.frames.secrets was not replaced"
+
+
+@pytest.mark.parametrize("name", ["process_event", "send_data", "set_connection_exc", "resume_writing",
+                                  "connection_lost", "data_received"])
+def test_websockets_connection_has_the_method_the_agent_socket_uses(name: str) -> None:
+    assert callable(getattr(WsConnection, name, None)), (
+        f"websockets' asyncio Connection.{name} is gone: agent_socket.TunnelSocket overrides or calls it"
+    )
+
+
+def test_websockets_connection_hands_every_event_to_process_event() -> None:
+    assert "self.process_event(" in _source(WsConnection.data_received), (
+        "websockets' Connection.data_received no longer calls process_event: TunnelSocket.on_message"
+    )
+    for name in _own_methods(TunnelSocket):
+        assert name == "send_now" or hasattr(WsConnection, name), f"TunnelSocket.{name} overrides nothing upstream"
+
+
+def test_websockets_protocol_and_client_fields_the_agent_uses() -> None:
+    assert callable(getattr(WsProtocol, "send_binary", None)), "websockets' Protocol.send_binary"
+    assert isinstance(getattr(WsProtocol, "state", None), property), "websockets' Protocol.state"
+    assert State.OPEN, "websockets.protocol.State.OPEN"
+    # local_ws replaces protocol.connect for the handshake to send the public Host.
+    assert "self.protocol.connect()" in _source(ClientConnection.handshake), (
+        "websockets' ClientConnection.handshake no longer builds its request with protocol.connect()"
+    )
+
+
+# -- httptools: stopping a parser from inside a callback --------------------------------------------
+class _Stop(Exception):
+    pass
+
+
+def test_httptools_wraps_an_exception_raised_in_a_callback_with_it_as_the_context() -> None:
+    # forward._Response (``_HeadDone``) and relay_http (``_HeadTooLarge``) tell their own stop
+    # apart from invalid HTTP by the callback error's __context__.
+    class Callbacks:
+        def on_header(self, name: bytes, value: bytes) -> None:
+            raise _Stop
+
+    with pytest.raises(httptools.HttpParserCallbackError) as info:
+        httptools.HttpResponseParser(Callbacks()).feed_data(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n")
+    assert isinstance(info.value.__context__, _Stop), "httptools' HttpParserCallbackError.__context__"
+    assert issubclass(httptools.HttpParserCallbackError, httptools.HttpParserError), "httptools.HttpParserCallbackError"
+
+
+def test_httptools_knows_keep_alive_when_a_response_completes() -> None:
+    # forward._Response asks should_keep_alive() from on_message_complete.
+    answers: list[bool] = []
+
+    class Callbacks:
+        def on_message_complete(self) -> None:
+            answers.append(parser.should_keep_alive())
+
+    parser = httptools.HttpResponseParser(Callbacks())
+    parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    assert answers == [True, False], "httptools' should_keep_alive() inside on_message_complete"

@@ -1,0 +1,288 @@
+"""ngrok habits that work: ``add-authtoken``, ``--authtoken``, ``--token-file`` and ``config import-ngrok``."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtunnel.errors import ConfigError
+from devtunnel.ngrok_config import default_ngrok_paths, read_ngrok_config
+from tests.helpers import free_port
+from tests.net.test_agent_command import FORWARDING, Proc
+from tests.net.tunnel_fixtures import LocalState, local_http
+
+DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
+
+# The shapes of ngrok's documentation: a v2 file and its v3 migration, with endpoints.
+V2 = """\
+version: "2"
+authtoken: 4nq9771bPxe8ctg7LKr_2ClH7Y15Zqe4bWLWF9p
+api_key: 24yRd5U3DestCQapJrrVHLOqiAC_7RviwRqpd3wc9dKLujQZN
+region: us
+web_addr: localhost:4040
+tunnels:
+  httpbin:
+    proto: http
+    addr: 8000
+    subdomain: alan-httpbin
+  demo:
+    proto: http
+    addr: localhost:9090
+    host_header: rewrite
+    inspect: false
+    schemes: [https]
+  admin:
+    proto: http
+    addr: https://localhost:8443
+    basic_auth: ["admin:s3cret"]
+  ssh-access:
+    proto: tcp
+    addr: 22
+  site:
+    proto: http
+    addr: file:///var/www
+"""
+
+V3 = """\
+version: 3
+agent:
+  authtoken: 4nq9771bPxe8ctg7LKr_2ClH7Y15Zqe4bWLWF9p
+  connect_url: connect.example.com:443
+endpoints:
+  - name: Basic Hooks
+    url: https://basic.ngrok.app
+    upstream:
+      url: 8080
+    metadata: team=payments
+  - name: api
+    upstream:
+      url: http://127.0.0.1:3000
+      protocol: http1
+    pooling_enabled: false
+    compression: true
+  - name: guarded
+    upstream:
+      url: 8081
+    traffic_policy:
+      on_http_request:
+        - actions:
+            - type: basic-auth
+              config:
+                credentials: ["user:password"]
+  - name: db
+    url: tcp://1.tcp.ngrok.io:12345
+    upstream:
+      url: 5432
+"""
+
+
+def test_a_v2_file_gives_its_http_tunnels_and_says_what_it_left_out() -> None:
+    result = read_ngrok_config(V2)
+    assert result.version == "2"
+    assert [(t.name, t.target, t.host_header) for t in result.tunnels] == [
+        ("httpbin", "8000", None), ("demo", "9090", "rewrite")]
+    skipped = dict(result.skipped)
+    assert "basic auth" in skipped["admin"] and "expose" in skipped["admin"]
+    assert "tcp tunnels are not supported" in skipped["ssh-access"]
+    assert "serving files" in skipped["site"]
+    notes = "\n".join(result.notes)
+    assert "authtoken" in notes and "api_key" in notes
+    assert "httpbin: public address 'alan-httpbin' left out" in notes
+    assert "demo: inspect left out" in notes and "demo: schemes left out" in notes
+    assert "4nq9771bPxe8ctg7LKr_2ClH7Y15Zqe4bWLWF9p" not in notes  # never echo a secret
+
+
+def test_a_v3_file_gives_its_http_endpoints_with_cleaned_names() -> None:
+    result = read_ngrok_config(V3)
+    assert result.version == "3"
+    assert [(t.name, t.target, t.source) for t in result.tunnels] == [
+        ("basic-hooks", "8080", "Basic Hooks"), ("api", "http://127.0.0.1:3000", "api")]
+    skipped = dict(result.skipped)
+    assert "a traffic policy" in skipped["guarded"]
+    assert "tcp tunnels" in skipped["db"]
+    notes = "\n".join(result.notes)
+    assert "Basic Hooks: named 'basic-hooks'" in notes
+    assert "Basic Hooks: metadata left out" in notes
+    assert "api: compression left out" in notes and "api: pooling_enabled left out" in notes
+    assert "authtoken" in notes
+
+
+def test_names_that_clean_to_the_same_label_keep_the_first() -> None:
+    result = read_ngrok_config("tunnels:\n  Web App: {addr: 1}\n  web_app: {addr: 2}\n  '!!!': {addr: 3}\n")
+    assert [t.name for t in result.tunnels] == ["web-app"]
+    assert dict(result.skipped)["web_app"] == "its name becomes 'web-app', already taken by 'Web App'"
+    assert "no letters or digits" in dict(result.skipped)["!!!"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tunnels: [\n", "not valid YAML (line 2, column 1)"),
+        ("- a\n- b\n", "expected a mapping of settings, got list"),
+        ("version: 4\n", "version '4' is not an ngrok configuration version"),
+        ("tunnels: [a, b]\n", "tunnels: expected a mapping"),
+        ("version: 3\nendpoints: {a: 1}\n", "endpoints: expected a list"),
+    ],
+)
+def test_a_broken_file_is_one_clear_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        read_ngrok_config(text, "/x/ngrok.yml")
+    assert str(info.value).startswith("/x/ngrok.yml: ") and message in str(info.value)
+
+
+def test_bad_tunnels_are_skipped_with_their_reason() -> None:
+    result = read_ngrok_config("tunnels:\n  a: {addr: 'not a port'}\n  b: {proto: http}\n  c: 7\n  d: {addr: 70000}\n")
+    skipped = dict(result.skipped)
+    assert set(skipped) == {"a", "b", "c", "d"} and result.tunnels == []
+    assert "no addr" in skipped["b"] and "not a mapping" in skipped["c"]
+
+
+def test_default_paths_follow_ngrok_per_system() -> None:
+    env = {"HOME": "/home/u", "LOCALAPPDATA": "C:/Users/u/AppData/Local"}
+    assert default_ngrok_paths(env, "linux")[0] == Path("/home/u/.config/ngrok/ngrok.yml")
+    assert default_ngrok_paths({**env, "XDG_CONFIG_HOME": "/cfg"}, "linux")[0] == Path("/cfg/ngrok/ngrok.yml")
+    assert default_ngrok_paths(env, "darwin")[0] == Path("/home/u/Library/Application Support/ngrok/ngrok.yml")
+    assert default_ngrok_paths(env, "win32")[0] == Path("C:/Users/u/AppData/Local/ngrok/ngrok.yml")
+    assert default_ngrok_paths(env, "linux")[-1] == Path("/home/u/.ngrok2/ngrok.yml")
+
+
+# The commands, as subprocesses ----------------------------------------------------------------
+
+
+@dataclass
+class Home:
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def user_file(self) -> Path:
+        return self.root / "config" / "devtunnel" / "devtunnel.toml"
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*DEVTUNNEL, *args], capture_output=True, text=True, timeout=30, input=stdin,
+                              env=self.env, cwd=self.root / "project")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    (tmp_path / "project").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVTUNNEL_", "XDG_"))}
+    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               XDG_STATE_HOME=str(tmp_path / "state"))
+    return Home(tmp_path, env)
+
+
+def test_import_ngrok_reads_the_default_location_and_writes_the_user_file(home: Home) -> None:
+    ngrok_yml = home.root / "config" / "ngrok" / "ngrok.yml"
+    ngrok_yml.parent.mkdir(parents=True)
+    ngrok_yml.write_text(V2)
+    done = home.cli("config", "import-ngrok")
+    assert done.returncode == 0, done.stderr
+    assert f"read {ngrok_yml} (ngrok config version 2)" in done.stdout
+    assert "imported demo: target 9090, host_header rewrite" in done.stdout
+    assert "skipped admin: it has basic auth" in done.stdout
+    assert tomllib.loads(home.user_file.read_text()) == {
+        "tunnels": {"httpbin": {"target": "8000"}, "demo": {"target": "9090", "host_header": "rewrite"}}}
+    assert stat.S_IMODE(home.user_file.stat().st_mode) == 0o600
+    shown = home.cli("config", "show")
+    assert shown.returncode == 0 and "[tunnels.demo]" in shown.stdout
+
+
+def test_import_ngrok_never_replaces_a_tunnel_without_force(home: Home) -> None:
+    project = home.root / "project"
+    (project / "devtunnel.toml").write_text('[tunnels.demo]\ntarget = "1234"\n')
+    (project / "ngrok.yml").write_text(V2)
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--project")
+    assert done.returncode == 0, done.stderr
+    assert "kept demo: " in done.stdout and "--force" in done.stdout
+    doc = tomllib.loads((project / "devtunnel.toml").read_text())
+    assert doc["tunnels"]["demo"] == {"target": "1234"} and doc["tunnels"]["httpbin"] == {"target": "8000"}
+    forced = home.cli("config", "import-ngrok", "ngrok.yml", "--project", "--force")
+    assert forced.returncode == 0
+    assert tomllib.loads((project / "devtunnel.toml").read_text())["tunnels"]["demo"]["target"] == "9090"
+
+
+def test_import_ngrok_dry_run_prints_the_tables_and_writes_nothing(home: Home) -> None:
+    (home.root / "project" / "ngrok.yml").write_text(V3)
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert '[tunnels.basic-hooks]\ntarget = "8080"' in done.stdout
+    assert "would import api: target http://127.0.0.1:3000" in done.stdout
+    assert not home.user_file.exists()
+
+
+def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
+    missing = home.cli("config", "import-ngrok")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("devtunnel config: no ngrok.yml found at ") and missing.stderr.count("\n") == 1
+    (home.root / "project" / "bad.yml").write_text("tunnels: [\n")
+    bad = home.cli("config", "import-ngrok", "bad.yml")
+    assert (bad.returncode, bad.stderr.count("\n")) == (2, 1) and "not valid YAML" in bad.stderr
+    assert "Traceback" not in bad.stderr + missing.stderr
+    assert not home.user_file.exists()
+
+
+def test_config_add_authtoken_is_add_token(home: Home) -> None:
+    done = home.cli("config", "add-authtoken", "-", stdin="tok-from-hands\n")
+    assert done.returncode == 0, done.stderr
+    assert tomllib.loads(home.user_file.read_text()) == {"relay": {"token": "tok-from-hands"}}
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
+def local() -> Iterator[tuple[int, LocalState]]:
+    with local_http() as served:
+        yield served
+
+
+def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(
+    home: Home, procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    port = free_port()
+    relay = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--token", "good"], home.env)
+    procs.append(relay)
+    relay.line(lambda l: l.startswith("Relay listening"))
+    token_file = home.root / "token"
+    token_file.write_text("good\n")
+    for name, flags in (("by-flag", ["--authtoken", "good"]), ("by-file", ["--token-file", str(token_file)])):
+        agent = Proc([*DEVTUNNEL, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", *flags, "--name", name,
+                      "--no-tui", "--api-port", "0", "--no-record"], home.env)
+        procs.append(agent)
+        assert FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+        r = httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": f"{name}.localhost:{port}"}, trust_env=False)
+        assert r.status_code == 200
+        assert agent.stop() == 0
+    assert "good" not in " ".join(procs[-1].popen.args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--token-file", "/nonexistent/token"], "--token-file /nonexistent/token: cannot read it"),
+        (["--token-file", "EMPTY"], "the first line is empty"),
+        (["--token-file", "EMPTY", "--token", "x"], "give --token or --token-file, not both"),
+    ],
+)
+def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: str) -> None:
+    empty = home.root / "empty"
+    empty.write_text("\n")
+    done = home.cli("http", "9", "--no-tui", "--api-port", "0", "--no-record",
+                    *[str(empty) if f == "EMPTY" else f for f in flags])
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and done.stderr.count("\n") == 1

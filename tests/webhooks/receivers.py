@@ -1,0 +1,109 @@
+"""A webhook receiver that verifies deliveries the way real ones do: with the providers' own libraries.
+
+Stripe with ``stripe.Webhook.construct_event``, Standard Webhooks with ``standardwebhooks``, Slack
+with ``slack_sdk``'s ``SignatureVerifier``, Twilio with its ``RequestValidator`` (on the URL the
+receiver was called at), GitHub and Shopify by their documented algorithms. Each path answers
+200 when the delivery verifies and 400 (Stripe, Standard, Slack, Twilio) or 401 (GitHub,
+Shopify) with the library's reason otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
+
+import slack_sdk.signature
+import standardwebhooks
+import stripe
+from twilio.request_validator import RequestValidator
+
+__all__ = ["Receiver", "receiver", "RECEIVER_SECRETS"]
+
+RECEIVER_SECRETS = {
+    "STRIPE_WEBHOOK_SECRET": "whsec_receiver_stripe_0123456789",
+    "GITHUB_WEBHOOK_SECRET": "receiver-github-secret",
+    "SLACK_SIGNING_SECRET": "8f742231b10e8888abcd99yyyzzz85a5",
+    "SHOPIFY_WEBHOOK_SECRET": "shpss_receiver",
+    "WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"receiver-standard-webhooks-key!!").decode(),
+    "TWILIO_AUTH_TOKEN": "receiver-twilio-token",
+}
+
+
+@dataclass
+class Receiver:
+    url: str
+    verdicts: list[tuple[str, int, str]] = field(default_factory=list)
+    """(path, status, reason) per delivery received."""
+
+
+def _verify(path: str, headers: dict[str, str], body: bytes, url: str) -> tuple[int, str]:
+    s = RECEIVER_SECRETS
+    try:
+        if path.startswith("/webhooks/stripe"):
+            stripe.Webhook.construct_event(body, headers.get("stripe-signature", ""), s["STRIPE_WEBHOOK_SECRET"])
+        elif path.startswith("/webhooks/github"):
+            expected = "sha256=" + hmac.new(s["GITHUB_WEBHOOK_SECRET"].encode(), body, hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, headers.get("x-hub-signature-256", "")):
+                return 401, "bad signature"
+        elif path.startswith("/webhooks/shopify"):
+            expected = base64.b64encode(hmac.new(s["SHOPIFY_WEBHOOK_SECRET"].encode(), body, hashlib.sha256).digest()).decode()
+            if not hmac.compare_digest(expected, headers.get("x-shopify-hmac-sha256", "")):
+                return 401, "bad signature"
+        elif path.startswith("/webhooks/standard") or path == "/webhooks":
+            standardwebhooks.Webhook(s["WEBHOOK_SECRET"]).verify(body, headers)
+        elif path.startswith("/slack"):
+            verifier = slack_sdk.signature.SignatureVerifier(s["SLACK_SIGNING_SECRET"])
+            if not verifier.is_valid_request(body.decode(), headers):
+                return 400, "invalid Slack signature"
+        elif path.startswith("/twilio"):
+            params = dict(parse_qsl(body.decode(), keep_blank_values=True))
+            if not RequestValidator(s["TWILIO_AUTH_TOKEN"]).validate(url, params, headers.get("x-twilio-signature", "")):
+                return 400, "invalid Twilio signature"
+        else:
+            return 404, "no receiver here"
+    except Exception as exc:  # the libraries' own refusals, with their messages
+        return 400, f"{type(exc).__name__}: {exc}"
+    return 200, "ok"
+
+
+@contextmanager
+def receiver() -> Iterator[Receiver]:
+    """A verifying receiver on 127.0.0.1 (HTTP/1.1, keep-alive)."""
+    made: list[Receiver] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            url = f"http://{self.headers.get('Host')}{self.path}"
+            status, reason = _verify(self.path.split("?", 1)[0], headers, body, url)
+            made[0].verdicts.append((self.path, status, reason))
+            out = reason.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    made.append(Receiver(f"http://127.0.0.1:{server.server_address[1]}"))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield made[0]
+    finally:
+        server.shutdown()
+        server.server_close()

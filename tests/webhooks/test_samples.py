@@ -1,0 +1,64 @@
+"""The shipped sample deliveries: each one signed is a valid delivery of its provider, fresh every time."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+import stripe
+
+from devtunnel.errors import ConfigError
+from devtunnel.webhooks import Delivery, Signature, by_name, detect
+from devtunnel.webhooks.samples import list_samples, sample
+from tests.webhooks.test_providers import SECRETS
+
+REQUIRED = {
+    ("stripe", "payment_intent.succeeded"), ("stripe", "checkout.session.completed"), ("stripe", "invoice.paid"),
+    ("stripe", "customer.subscription.updated"), ("github", "push"), ("github", "pull_request"), ("github", "issues"),
+    ("github", "ping"), ("slack", "url_verification"), ("slack", "event_callback"), ("shopify", "orders/create"),
+    ("standard", "user.created"),
+}
+
+
+def test_every_required_sample_is_shipped() -> None:
+    assert REQUIRED <= {(s.provider, s.name) for s in list_samples()}
+
+
+@pytest.mark.parametrize("info", list_samples(), ids=lambda s: f"{s.provider}-{s.name}")
+def test_a_signed_sample_is_a_valid_delivery_of_its_provider(info: object) -> None:
+    now = time.time()
+    made = sample(info.provider, info.name, now=now)  # type: ignore[attr-defined]
+    provider = by_name(made.info.provider)
+    assert provider is not None
+    url = f"https://hooks.example.com{made.info.path}"
+    signed = Delivery("POST", url, provider.sign(Delivery("POST", url, made.headers, made.body),
+                                                   SECRETS[provider.name], now), made.body)
+    assert detect(signed) is provider
+    assert provider.verify(signed, [SECRETS[provider.name]], now).signature is Signature.VALID
+    event = provider.event_type(signed)
+    assert event is None or event.startswith(made.info.event)
+    if (provider.name, made.info.name) != ("slack", "url_verification"):  # Slack's handshake has no event_id
+        assert provider.delivery_id(signed)
+    assert "${" not in made.body.decode() and all("${" not in v for _, v in made.headers.items())
+    if provider.name == "stripe":
+        header = signed.header("stripe-signature")
+        assert stripe.Webhook.construct_event(made.body, header, SECRETS["stripe"])["type"] == made.info.event
+
+
+def test_each_delivery_is_fresh_and_one_placeholder_is_one_value() -> None:
+    a = sample("twilio", "sms.received", now=1_764_600_000, rng=random.Random(1))
+    b = sample("twilio", "sms.received", now=1_764_600_000, rng=random.Random(2))
+    assert a.body != b.body
+    form = dict(pair.split("=", 1) for pair in a.body.decode().split("&"))
+    assert form["SmsSid"] == form["MessageSid"] == form["SmsMessageSid"] and form["SmsSid"].startswith("SM")
+    event = json.loads(sample("stripe", "invoice.paid", now=1_764_600_000).body)
+    assert event["created"] == 1_764_600_000 and event["id"].startswith("evt_") and len(event["id"]) == 28
+
+
+def test_an_unknown_sample_lists_what_there_is() -> None:
+    with pytest.raises(ConfigError, match="no stripe sample named 'charge.nope'; stripe has: checkout.session.completed"):
+        sample("stripe", "charge.nope", now=0)
+    with pytest.raises(ConfigError, match="no samples for provider 'paypal'; providers: github, shopify"):
+        sample("paypal", "x", now=0)
