@@ -102,13 +102,18 @@ def stored(db: Path) -> list[Exchange]:
         store.close()
 
 
+def replay_of(db: Path, original: Exchange) -> Exchange:
+    """The newest replay of ``original`` (ids sort by time only within one process)."""
+    return [ex for ex in stored(db) if ex.replay_of == original.id][-1]
+
+
 def test_only_a_new_date_is_the_same_response(service: Service, tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     ex = captured(service)
     put(db, ex)
     proc = cli(None, "replay", ex.id, db=db)
     assert proc.returncode == 0, proc.stderr
-    new = stored(db)[-1]
+    new = replay_of(db, ex)
     assert new.response is not None and new.response.headers.get("date") != "Mon, 01 Dec 2025 10:00:00 GMT"
     assert proc.stdout == f"{ex.id} -> {new.id}  200 OK  {proc.stdout.split('  ')[2]}  same response\n"
 
@@ -120,7 +125,7 @@ def test_ignore_header_leaves_a_changing_header_out_of_the_notice(service: Servi
     put(db, ex)
     differs = cli(None, "replay", ex.id, db=db)
     assert differs.returncode == 0, differs.stderr
-    new = stored(db)[-1]
+    new = replay_of(db, ex)
     assert f"response differs: devtunnel diff {ex.id} {new.id}" in differs.stdout
     same = cli(None, "replay", ex.id, "--ignore-header", "x-build", "--ignore-header", "Server", db=db)
     assert same.stdout.rstrip().endswith("same response"), same.stdout
@@ -133,7 +138,7 @@ def test_an_error_shows_its_reason_and_the_first_line_of_its_body_escaped(servic
     proc = cli(None, "replay", ex.id, db=db)
     assert proc.returncode == 0, proc.stderr  # the replay was sent and answered: a 500 is the service's answer
     first, second = proc.stdout.splitlines()
-    assert "  500 Internal Server Error  " in first and first.endswith(f"response differs: devtunnel diff {ex.id} {stored(db)[-1].id}")
+    assert "  500 Internal Server Error  " in first and first.endswith(f"response differs: devtunnel diff {ex.id} {replay_of(db, ex).id}")
     assert second == "  \\x1b]0;pwned\\x07boom \\x1b[31mred"
     assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
 
@@ -148,11 +153,12 @@ def test_header_flags_set_and_delete_and_the_method_is_sent_as_typed(service: Se
     method, path, headers, body = service.seen[-1]
     assert (method, path, body) == ("purge", "/", b"{}")
     assert headers == [("Host", "edited"), ("Content-Type", "application/json"), ("Content-Length", "2"), ("X-Debug", "1")]
-    new = stored(db)[-1]
+    new = replay_of(db, ex)
     assert new.edited and new.replay_of == ex.id
     assert f"edited replay of {ex.id}  (devtunnel diff {ex.id} {new.id})" in cli(None, "show", new.id, db=db).stdout
     listed = cli(None, "requests", db=db).stdout.splitlines()
-    assert listed[-1].endswith("↻✎ /") and not listed[-2].endswith("↻✎ /")
+    assert next(line for line in listed if line.startswith(new.id)).endswith("↻✎ /")
+    assert next(line for line in listed if line.startswith(ex.id)).endswith(" /")
 
 
 def test_a_plain_replay_is_not_marked_edited(service: Service, tmp_path: Path) -> None:
@@ -160,7 +166,7 @@ def test_a_plain_replay_is_not_marked_edited(service: Service, tmp_path: Path) -
     ex = captured(service)
     put(db, ex)
     assert cli(None, "replay", ex.id, db=db).returncode == 0
-    assert stored(db)[-1].edited is False
+    assert replay_of(db, ex).edited is False
 
 
 @pytest.mark.parametrize(
