@@ -120,6 +120,7 @@ async def test_ctrl_r_removes_the_header_row_with_the_cursor() -> None:
     [
         (["ctrl+n", *"Bad Name", "tab", "x"], "Not sent: headers, item 3: invalid header name 'Bad Name'"),
         (["ctrl+n", *"X-Ok", "tab", *"a\\r\\nInjected: 1"], None),
+        (["ctrl+n", *"X-É", "tab", "x"], "Not sent: headers, item 3: invalid header name 'X-É'"),
     ],
 )
 async def test_invalid_header_name_is_shown_and_nothing_sent(keys: list[str], message: str | None) -> None:

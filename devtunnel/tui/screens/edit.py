@@ -141,12 +141,12 @@ class HeaderRow(Horizontal):
         return tuple(o if t == s else t for o, s, t in zip(self._original, self._shown, typed))  # type: ignore[return-value]
 
     @property
-    def wire_field(self) -> tuple[bytes, bytes]:
-        """The row as sent: the captured bytes where it was left alone, else the typed text as UTF-8."""
+    def wire_field(self) -> tuple[str | bytes, bytes]:
+        """The row as sent: the captured bytes where it was left alone, else the typed name and the value as UTF-8."""
         field = self.field
         if self._raw is not None and field == self._original:
             return self._raw
-        return field[0].encode("utf-8"), field[1].encode("utf-8")
+        return field[0], field[1].encode("utf-8")
 
     @on(Button.Pressed, ".delete")
     async def _delete(self) -> None:
