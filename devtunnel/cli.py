@@ -72,6 +72,8 @@ examples:
     p.add_argument("--max-body", metavar="SIZE", help="largest request body, e.g. 10mb (default: unlimited)")
     p.add_argument("--head-timeout", type=float, metavar="SECONDS", help="drop clients that take longer to send a request head (default: 10)")
     p.add_argument("--public-url", metavar="URL", help="public base URL when behind a TLS proxy, e.g. https://tunnel.example.com")
+    p.add_argument("--body-timeout", type=float, metavar="SECONDS", help="drop a request body (408) after this long without a byte (default: 30)")
+    p.add_argument("--client-share", type=float, metavar="FRACTION", help="share of a tunnel's concurrent requests one client address may hold; more get 429 (default: 0.25; 1 turns it off)")
 
     # http ------------------------------------------------------------------------
     p = sub.add_parser(
@@ -130,11 +132,17 @@ examples:
   devtunnel export 01JD3X --format curl
   devtunnel export 01JD3X 01JD3Y --format har -o hooks.har
   devtunnel export 01JD3X --format curl --redact
+  devtunnel export 01JD3X --format curl --to http://127.0.0.1:8080
+  devtunnel export 01JD3X --format curl --to local
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids (default with --filter: every match)")
     p.add_argument("--format", "-F", default="curl", help="curl, har, raw or httpie (default: %(default)s)")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="export every exchange matching EXPR")
-    p.add_argument("--redact", action="store_true", help="replace credentials and signatures with placeholders")
+    p.add_argument("--redact", action="store_true",
+                   help="replace credentials, signatures and secret fields (query, form, JSON) with placeholders")
+    p.add_argument("--to", metavar="URL",
+                   help="send to this base URL (scheme://host[:port][/prefix]; path and query kept) instead of the "
+                        "public URL, or 'local' for each exchange's local service (curl, httpie, har)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     _add_db(p)
 
@@ -188,6 +196,31 @@ examples:
                        epilog="examples:\n  devtunnel inspect\n  devtunnel inspect --db ./captures.db\n")
     _add_db(p)
 
+    p = sub.add_parser("send", help="send a realistic, signed sample webhook delivery (like stripe trigger)",
+                       formatter_class=_F,
+                       description="Send a sample delivery of a provider's event, with fresh ids and times, signed "
+                                   "with the secret the receiver reads (its conventional variable, e.g. "
+                                   "STRIPE_WEBHOOK_SECRET). Sent to a tunnel's public URL, it is captured like a "
+                                   "real delivery.",
+                       epilog="""\
+examples:
+  devtunnel send --list
+  devtunnel send stripe invoice.paid --to http://payments.localhost:41234/webhooks/stripe
+  devtunnel send github push --to http://127.0.0.1:8000/webhooks/github --set ref=refs/heads/dev
+  devtunnel send stripe payment_intent.succeeded --to http://127.0.0.1:8000 --set data.object.amount=999
+""")
+    p.add_argument("provider", nargs="?", metavar="PROVIDER", help="stripe, github, slack, shopify, standard or twilio")
+    p.add_argument("event", nargs="?", metavar="EVENT", help="the sample's name, e.g. invoice.paid (see --list)")
+    p.add_argument("--to", metavar="URL", help="where to send it (the sample's path is added to a URL without one)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="change a JSON field by dotted path, e.g. data.object.amount=999 (repeatable)")
+    p.add_argument("--data", metavar="TEXT|@FILE", help="send this body instead of the sample's")
+    p.add_argument("--secret-env", metavar="VAR", help="read the secret from VAR instead of the provider's usual variable")
+    p.add_argument("--unsigned", action="store_true", help="send without a signature when no secret is set")
+    p.add_argument("--insecure", action="store_true", help="do not verify an https URL's certificate")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="give up after this long (default: %(default)s)")
+    p.add_argument("--list", action="store_true", help="list the samples and exit")
+
     # config ----------------------------------------------------------------------
     p = sub.add_parser("config", help="show and change devtunnel.toml settings", formatter_class=_F, epilog="""\
 Settings come from flags, then DEVTUNNEL_RELAY / DEVTUNNEL_TOKEN / DEVTUNNEL_DB and the file
@@ -236,6 +269,7 @@ _COMMANDS = {
     "agent": "http",
     "inspect": "inspect",
     "config": "config",
+    "send": "send",
     None: "inspect",
 }
 

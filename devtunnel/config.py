@@ -131,6 +131,15 @@ class _Seconds(_Kind):
             return text
 
 
+class _Fraction(_Seconds):
+    def check(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a fraction such as 0.25, got {_shown(value)}")
+        if not 0 < value <= 1:
+            raise ValueError(f"expected a fraction more than 0 and at most 1, got {value}")
+        return float(value)
+
+
 class _Bool(_Kind):
     _TEXT = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
@@ -319,6 +328,10 @@ class RelayServerSection:
     """Largest request body, e.g. ``"10mb"``; 0 means unlimited."""
     head_timeout: float = field(default=10.0, metadata=_kind(_Seconds()))
     """Seconds a client has to send a request head."""
+    body_timeout: float = field(default=30.0, metadata=_kind(_Seconds()))
+    """Seconds a request body may go without a byte before it is dropped (408)."""
+    client_share: float = field(default=0.25, metadata=_kind(_Fraction()))
+    """Share of a tunnel's concurrent requests one client address may hold (1: no cap)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ print one clear line and never a stray traceback::
     ├── TunnelError                the tunnel could not be set up
     │   ├── AuthError              the relay refused the token (not retried)
     │   ├── NameTakenError         the tunnel name belongs to another token
+    │   │   └── NameInUseError     another live agent with the same token holds the name
     │   └── RelayUnreachableError  the relay could not be reached (retried)
     ├── StoreError                 the capture database is corrupt, locked or read-only
     ├── NotFoundError              no exchange (or tunnel) with that id
@@ -57,6 +58,10 @@ class AuthError(TunnelError):
 
 class NameTakenError(TunnelError):
     """The requested tunnel name is held by a connection with another token."""
+
+
+class NameInUseError(NameTakenError):
+    """Another agent that is online with the same token holds the requested tunnel name."""
 
 
 class RelayUnreachableError(TunnelError):

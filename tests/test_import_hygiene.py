@@ -12,6 +12,7 @@ import pytest
 FORBIDDEN = ("asyncio", "textual", "uvicorn", "websockets", "httpx", "starlette")
 
 CORE_MODULES = [
+    "devtunnel.values.logthrottle",
     "devtunnel.protocol",
     "devtunnel.capture",
     "devtunnel.capture.model",
@@ -23,6 +24,11 @@ CORE_MODULES = [
     "devtunnel.export",
     "devtunnel.ngrok_config",
     "devtunnel.webhooks",
+    "devtunnel.via",
+    "devtunnel.values.request_head",
+    "devtunnel.export.assemble",
+    "devtunnel.export.redact",
+    "devtunnel.values.http1",
 ]
 
 

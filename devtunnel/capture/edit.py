@@ -41,13 +41,9 @@ from typing import Any
 
 from devtunnel.capture.model import Exchange, Headers, Request
 from devtunnel.errors import ReplayError
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, connection_listed
 
-__all__ = ["HOP_BY_HOP", "JSON_FIELDS", "Edit", "framed_headers"]
-
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
-)
-"""Headers that describe one connection (RFC 9110 section 7.6.1); a replay does not resend them."""
+__all__ = ["JSON_FIELDS", "Edit", "framed_headers"]
 
 JSON_FIELDS = ("method", "path", "headers", "set_headers", "remove_headers", "body", "body_base64")
 """The keys of an edit's JSON form."""
@@ -108,17 +104,13 @@ def framed_headers(headers: Headers, body: bytes, *, has_length: bool) -> Header
     it is added at the end when absent and the body is not empty or ``has_length`` (the
     request had framing for a body, so an empty body is sent as ``Content-Length: 0``).
     """
-    named_in_connection = {
-        part.strip().lower().encode("latin-1", "replace")
-        for value in headers.get_all("connection")
-        for part in value.split(",")
-    }
+    dropped = HOP_BY_HOP | connection_listed(headers.fields)
     out: list[tuple[bytes, bytes]] = []
     length = str(len(body)).encode()
     placed = False
     for name, value in headers.fields:
         lower = name.lower()
-        if lower.decode("latin-1") in HOP_BY_HOP or lower in named_in_connection:
+        if lower in dropped:
             continue
         if lower == b"content-length":
             if placed:
@@ -131,7 +123,7 @@ def framed_headers(headers: Headers, body: bytes, *, has_length: bool) -> Header
 
 
 def _has_framing(headers: Headers) -> bool:
-    return "content-length" in headers or "transfer-encoding" in headers
+    return any(name.lower() in FRAMING for name, _ in headers.fields)
 
 
 @dataclass(frozen=True)

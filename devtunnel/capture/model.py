@@ -37,6 +37,7 @@ ErrorKind = Literal[
     "agent_gone",  # (relay side) the agent disconnected mid-exchange
     "too_large",  # the request body exceeded the relay's limit
     "replay_failed",  # a replay could not be sent
+    "bad_request",  # refused before forwarding: the target is not a path, or the head is malformed
 ]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

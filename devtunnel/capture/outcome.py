@@ -16,13 +16,13 @@ network: the caller escapes it for the terminal it writes to.
 
 from __future__ import annotations
 
-import http
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from devtunnel.capture.diff import diff_bodies, diff_headers
 from devtunnel.capture.model import Exchange, Response
+from devtunnel.export.assemble import reason_of
 
 __all__ = ["VOLATILE_HEADERS", "ReplayOutcome", "error_excerpt", "replay_outcome", "status_line"]
 
@@ -58,13 +58,7 @@ class ReplayOutcome:
 
 def status_line(response: Response) -> str:
     """``"404 Not Found"``: the status with its reason (the standard one when none was sent)."""
-    reason = response.reason
-    if not reason:
-        try:
-            reason = http.HTTPStatus(response.status).phrase
-        except ValueError:
-            reason = ""
-    return f"{response.status} {reason}".rstrip()
+    return f"{response.status} {reason_of(response)}".rstrip()
 
 
 def error_excerpt(response: Response, limit: int = EXCERPT_LIMIT) -> str:

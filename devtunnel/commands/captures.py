@@ -36,6 +36,7 @@ from devtunnel.commands.output import (
 )
 from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
+from devtunnel.export.base import base_url_parts
 from devtunnel.net.api_shapes import capture_json, status_text
 from devtunnel.net.replay import replay_many
 
@@ -263,16 +264,38 @@ def _side_file(folder: Path, name: str) -> Path:
     return path
 
 
+def _destination_options(format: str, to: str | None) -> dict[str, object]:
+    """The exporter options ``--to URL`` or ``--to local`` stands for."""
+    if to is None:
+        return {}
+    if "base_url" not in options_of(format):
+        raise ConfigError(f"--to applies to curl, httpie and har; the {format} format names no URL")
+    if to == "local":
+        return {"local": True}
+    try:
+        base_url_parts(to)
+    except ExportError as exc:
+        raise ConfigError(f"--to: {exc}") from None
+    return {"base_url": to}
+
+
+def _for_terminal(text: str) -> str:
+    """Raw HTTP text made safe to show: CRLF line ends as newlines, a lone CR and other controls escaped."""
+    return "\n".join(safe(line, keep_newlines=True) for line in text.split("\r\n"))
+
+
 def _export(args: argparse.Namespace) -> int:
     if args.format not in EXPORTERS:
         raise ConfigError(f"unknown format {args.format!r}; use one of {', '.join(sorted(EXPORTERS))}")
+    options = _destination_options(args.format, args.to)
     out = Path(args.output) if args.output else None
     if out is not None and out.is_dir():
         raise ExportError(f"cannot write {out}: it is a folder")
     folder = out.parent if out is not None else Path(".")
     store = _open(args)
     exchanges = _resolve(store, args.ids, args.filter)
-    options: dict[str, object] = {"redact": True} if args.redact else {}
+    if args.redact:
+        options["redact"] = True
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
     result = export(args.format, exchanges, **options)
@@ -285,8 +308,16 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {safe(str(path))} ({human_size(len(data))})", file=sys.stderr)
     if out is not None:
         print(f"wrote {safe(str(out))}", file=sys.stderr)
-    else:
-        sys.stdout.write(result.text if result.text.endswith("\n") else result.text + "\n")
+        return 0
+    text = result.text
+    if sys.stdout.isatty() and "\r" in text:
+        # A terminal would run a lone CR as "back to the start of the line" and hide what came before.
+        shown = _for_terminal(text)
+        if shown != text.replace("\r\n", "\n"):
+            print("devtunnel: shown for the terminal (CRLF as newlines, other controls escaped); "
+                  "use -o FILE or a pipe for the exact bytes", file=sys.stderr)
+        text = shown
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 

@@ -73,6 +73,12 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
             raise ConfigError(f"{flag} {path}: no such file")
     if not args.head_timeout > 0:
         raise ConfigError(f"--head-timeout {args.head_timeout}: must be more than 0 seconds")
+    body_timeout = _given(args, "body_timeout", RelaySettings.body_timeout)
+    if not 0 < body_timeout < float("inf"):
+        raise ConfigError(f"--body-timeout {body_timeout}: must be more than 0 seconds")
+    client_share = _given(args, "client_share", RelaySettings.client_share)
+    if not 0 < client_share <= 1:
+        raise ConfigError(f"--client-share {client_share}: must be more than 0 and at most 1, e.g. 0.25")
     if args.public_url:
         parts = urlsplit(args.public_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -89,8 +95,15 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         tls_key=args.tls_key,
         max_body=parse_size(args.max_body),
         head_timeout=args.head_timeout,
+        body_timeout=body_timeout,
+        client_share=client_share,
         public_url=args.public_url,
     )
+
+
+def _given(args: argparse.Namespace, name: str, default: float) -> float:
+    value = getattr(args, name, None)
+    return default if value is None else float(value)
 
 
 async def serve(settings: RelaySettings) -> None:

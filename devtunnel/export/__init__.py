@@ -14,12 +14,13 @@ from collections.abc import Iterable
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.export.base import REDACTED, SECRET_HEADERS, Export, Exporter, redact_headers
+from devtunnel.export.base import Export, Exporter
 from devtunnel.export.curl import export_curl
 from devtunnel.export.har import export_har
 from devtunnel.export.httpie import export_httpie
 from devtunnel.export.pytest_module import export_pytest
 from devtunnel.export.raw import export_raw
+from devtunnel.export.redact import REDACTED, SECRET_HEADERS, redact_exchange, redact_headers
 
 __all__ = [
     "EXPORTERS",
@@ -29,6 +30,7 @@ __all__ = [
     "SECRET_HEADERS",
     "export",
     "options_of",
+    "redact_exchange",
     "redact_headers",
 ]
 

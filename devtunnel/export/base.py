@@ -1,4 +1,4 @@
-"""What every exporter shares: the ``Export`` result, redaction, and the safe-text test.
+"""What every exporter shares: the ``Export`` result, the safe-text test, and where a request is sent.
 
 Captured bytes are hostile. An exporter puts them inline in its text only when they are valid
 UTF-8 without control or format characters (which could rewrite a terminal line, hide text
@@ -12,62 +12,27 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import SplitResult, urlsplit
 
-from devtunnel.capture.model import Exchange, Headers
+from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
+from devtunnel.export.redact import redact_exchange
 
 __all__ = [
     "Export",
     "Exporter",
-    "REDACTED",
-    "SECRET_HEADERS",
-    "redact_headers",
+    "Destination",
     "safe_text",
     "file_stem",
     "TOKEN_RE",
+    "base_url_parts",
+    "destination",
+    "prepared",
     "require_exchanges",
 ]
 
-REDACTED = "<redacted>"
-"""The placeholder that replaces a secret value."""
-
-SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "api-key",
-        "x-auth-token",
-        "stripe-signature",
-        "x-hub-signature",
-        "x-hub-signature-256",
-        "x-slack-signature",
-        "x-twilio-signature",
-        "x-twilio-email-event-webhook-signature",
-        "x-shopify-hmac-sha256",
-        "svix-signature",
-        "webhook-signature",
-        "x-signature",
-        "x-webhook-signature",
-        "x-gitlab-token",
-        "x-line-signature",
-        "x-square-hmacsha256-signature",
-        "x-square-signature",
-        "paypal-transmission-sig",
-        "x-zm-signature",
-        "linear-signature",
-        "x-discord-signature",
-        "x-signature-ed25519",
-    }
-)
-"""Header names (lower-case) whose values are credentials or signatures."""
-
 TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 """An HTTP token (RFC 9110 section 5.6.2): what a header name or method may be."""
-
-_AUTH_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+\-.^_`|~]*) +\S")
 
 
 @dataclass(frozen=True)
@@ -117,42 +82,6 @@ def safe_text(raw: bytes, *, allow: str = "\t") -> str | None:
     return text
 
 
-def _redact_value(name: str, value: bytes) -> bytes:
-    key = name.lower()
-    text = value.decode("latin-1")
-    if key in ("authorization", "proxy-authorization"):
-        # Keep the scheme ("Bearer", "Basic"): it tells the reader what kind of credential it was.
-        m = _AUTH_SCHEME_RE.match(text)
-        if m:
-            return f"{m.group(1)} {REDACTED}".encode()
-    elif key == "cookie":
-        # Keep the cookie names, which are not secret and say which session it was.
-        names = [part.split("=", 1)[0].strip() for part in text.split(";") if part.strip()]
-        if names and all(TOKEN_RE.match(n.encode("latin-1")) for n in names):
-            return "; ".join(f"{n}={REDACTED}" for n in names).encode()
-    elif key == "set-cookie":
-        first, sep, attrs = text.partition(";")
-        cookie_name = first.split("=", 1)[0].strip()
-        if "=" in first and TOKEN_RE.match(cookie_name.encode("latin-1")):
-            return f"{cookie_name}={REDACTED}{sep}{attrs}".encode("latin-1")
-    return REDACTED.encode()
-
-
-def redact_headers(headers: Headers) -> Headers:
-    """A copy of ``headers`` with credentials and signatures replaced by ``<redacted>``.
-
-    The names in ``SECRET_HEADERS`` are replaced; ``Authorization`` keeps its scheme and
-    cookies keep their names, so the reader still knows what was there.
-    """
-    out: list[tuple[bytes, bytes]] = []
-    for name, value in headers.fields:
-        text_name = name.decode("latin-1")
-        if text_name.lower() in SECRET_HEADERS:
-            value = _redact_value(text_name, value)
-        out.append((name, value))
-    return Headers(out)
-
-
 _STEM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -167,3 +96,77 @@ def require_exchanges(exchanges: Sequence[Exchange]) -> None:
     """Raise ``ExportError`` when there is nothing to export."""
     if not exchanges:
         raise ExportError("nothing to export: no exchanges given")
+
+
+def prepared(exchanges: Sequence[Exchange], *, redact: bool) -> list[Exchange]:
+    """The exchanges to export, secrets replaced when ``redact`` (raises when there are none)."""
+    require_exchanges(exchanges)
+    return [redact_exchange(ex) for ex in exchanges] if redact else list(exchanges)
+
+
+_AUTHORITY_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a command sends a request: ``scheme://netloc`` and a path put before the target."""
+
+    scheme: str
+    netloc: str
+    prefix: str = ""
+
+    def url(self, target: str) -> str:
+        """The URL for a request ``target`` (origin-form, or anything else put after a ``/``)."""
+        path = target if target.startswith("/") else "/" + target
+        return f"{self.scheme}://{self.netloc}{self.prefix}{path}"
+
+
+def base_url_parts(url: str) -> SplitResult:
+    """``url`` checked as a base URL to send to: ``http(s)://host[:port][/prefix]``.
+
+    Raises:
+        ExportError: another scheme, no host, a bad port, user info, a query or fragment, or
+            control characters (the message says which).
+    """
+    if safe_text(url.encode("utf-8", "surrogatepass"), allow="") is None or " " in url:
+        raise ExportError(f"{url!r} contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ExportError(f"{url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ExportError(f"{url!r} is not an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ExportError(f"{url!r} holds user info: give credentials as headers, not in the URL")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ExportError(f"{url!r} has a query or fragment: give a base URL (scheme://host[:port][/prefix])")
+    return parts
+
+
+def destination(exchange: Exchange, *, base_url: str | None = None, local: bool = False) -> Destination:
+    """Where to send ``exchange``: ``base_url``, its local service (``local``) or its public URL.
+
+    The public URL is the exchange's scheme and Host header; without a usable Host it falls
+    back to the local service the exchange was forwarded to.
+
+    Raises:
+        ExportError: a bad ``base_url``, both ``base_url`` and ``local``, or no URL to use.
+    """
+    if base_url is not None and local:
+        raise ExportError("give base_url= or local=True, not both")
+    if base_url is None and local:
+        if not exchange.target_url:
+            raise ExportError(f"exchange {exchange.id} has no local service URL; pass base_url= to say where to send it")
+        base_url = exchange.target_url
+    if base_url is None:
+        host = exchange.request.host
+        if host and _AUTHORITY_RE.match(host):
+            return Destination(exchange.scheme, host)
+        if not exchange.target_url:
+            raise ExportError(
+                f"exchange {exchange.id} has no usable Host header or target URL; pass base_url= to say where to send it"
+            )
+        base_url = exchange.target_url
+    parts = base_url_parts(base_url)
+    return Destination(parts.scheme, parts.netloc, parts.path.rstrip("/"))

@@ -4,6 +4,8 @@ Each exchange becomes one POSIX shell command. What curl would add on its own is
 off (``-H 'Accept:'``, ``-H 'User-Agent:'``, ``-H 'Content-Type:'``, ``-H 'Expect:'``,
 ``-H 'Host:'`` when the original lacked them), the body goes through ``--data-binary``
 (``-d`` would strip newlines) and ``--compressed`` is never used (it adds Accept-Encoding).
+The framing is curl's: Content-Length and Transfer-Encoding are left out and curl counts the
+body it sends, so a command whose body is edited still sends a valid request.
 
 Every argument is quoted with ``shlex.quote``. Bytes a pasted command cannot carry (NUL,
 non-UTF-8, control characters, a body over ``inline_limit``) go to side files:
@@ -28,7 +30,8 @@ from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange, Request
 from devtunnel.errors import ExportError
-from devtunnel.export.base import TOKEN_RE, Export, file_stem, redact_headers, require_exchanges, safe_text
+from devtunnel.export.base import TOKEN_RE, Export, destination, file_stem, prepared, safe_text
+from devtunnel.values.http1 import FRAMING, has_field
 
 __all__ = ["export_curl", "INLINE_LIMIT"]
 
@@ -37,7 +40,6 @@ INLINE_LIMIT = 64 * 1024
 
 # Characters curl keeps unchanged in a URL path and query (checked against curl 7.88).
 _PLAIN_TARGET_RE = re.compile(rb"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*$")
-_AUTHORITY_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$")
 _CONTINUATION = " \\\n  "
 
 
@@ -48,22 +50,6 @@ def _is_plain(target: bytes) -> bool:
     path = target.split(b"?", 1)[0]
     # curl removes dot segments unless told not to; such targets go via --request-target.
     return not any(seg in (b".", b"..") for seg in path.split(b"/"))
-
-
-def _base(exchange: Exchange, url_base: str | None) -> tuple[str, str, str]:
-    """``(scheme, netloc, path prefix)`` the command sends to."""
-    if url_base is None:
-        host = exchange.request.host
-        if host and _AUTHORITY_RE.match(host):
-            url_base = f"{exchange.scheme}://{host}"
-        elif exchange.target_url:
-            url_base = exchange.target_url
-        else:
-            raise ExportError(
-                f"exchange {exchange.id} has no usable Host header or target URL; pass base_url= to say where to send it"
-            )
-    parts = _checked_url(url_base)
-    return parts.scheme, parts.netloc, parts.path.rstrip("/")
 
 
 def _checked_url(url: str) -> SplitResult:
@@ -102,13 +88,22 @@ class _Command:
         return _CONTINUATION.join([" ".join(self.words), *self.options])
 
 
-def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: str | None) -> None:
+def _sends_body(request: Request) -> bool:
+    """True when the command gives a body: the request had one, or said Content-Length: 0 (not HEAD,
+    which curl sends with ``--head`` so it does not wait for the body a HEAD answer announces)."""
+    if request.body:
+        return True
+    return request.method != "HEAD" and has_field(request.headers.fields, b"content-length")
+
+
+def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: str | None, local: bool) -> None:
     request = exchange.request
     if url is not None:
         _checked_url(url)
         full_url = url
     else:
-        scheme, netloc, prefix = _base(exchange, base_url)
+        where = destination(exchange, base_url=base_url, local=local)
+        scheme, netloc, prefix = where.scheme, where.netloc, where.prefix
         target = request.target
         if b"\r" in target or b"\n" in target or b"\x00" in target:
             raise ExportError(f"exchange {exchange.id}: the request target holds CR, LF or NUL; curl cannot send it")
@@ -133,7 +128,7 @@ def _add_method(cmd: _Command, request: Request) -> None:
     method = request.method
     if not TOKEN_RE.match(method.encode("latin-1", "replace")):
         raise ExportError(f"method {method!r} is not an HTTP token; curl cannot send it")
-    if request.body:
+    if _sends_body(request):
         if method != "POST":  # --data-binary makes curl POST
             cmd.words += ["-X", shlex.quote(method)]
     elif method == "HEAD":
@@ -142,19 +137,18 @@ def _add_method(cmd: _Command, request: Request) -> None:
         cmd.words += ["-X", shlex.quote(method)]
 
 
-def _add_headers(cmd: _Command, exchange: Exchange, redact: bool) -> None:
+def _add_headers(cmd: _Command, exchange: Exchange) -> None:
     request = exchange.request
-    headers = redact_headers(request.headers) if redact else request.headers
     present: set[bytes] = set()
-    for index, (name, value) in enumerate(headers.fields):
+    for index, (name, value) in enumerate(request.headers.fields):
         lower = name.lower()
         present.add(lower)
         if not TOKEN_RE.match(name):
             raise ExportError(f"exchange {exchange.id}: header name {name!r} is not an HTTP token; curl cannot send it")
         if any(b in value for b in b"\r\n\x00"):
             raise ExportError(f"exchange {exchange.id}: header {name!r} holds CR, LF or NUL; curl cannot send it")
-        if lower == b"content-length" and request.body_truncated:
-            continue  # the recorded body is shorter: let curl count it
+        if lower in FRAMING:
+            continue  # curl frames the body it sends, so an edited body stays a valid request
         # "Name;" is curl's spelling of a header with an empty value ("Name:" would remove it).
         line = name + b";" if not value else name + b": " + value
         text = safe_text(line)
@@ -164,7 +158,7 @@ def _add_headers(cmd: _Command, exchange: Exchange, redact: bool) -> None:
             cmd.option("-H", "@" + cmd.side_file(f".header{index + 1}.txt", line + b"\n"))
     # Headers curl adds by itself unless told not to.
     defaults = [b"Host", b"Accept", b"User-Agent"]
-    if request.body:
+    if _sends_body(request):
         defaults += [b"Content-Type", b"Expect"]
     for name in defaults:
         if name.lower() not in present:
@@ -174,6 +168,8 @@ def _add_headers(cmd: _Command, exchange: Exchange, redact: bool) -> None:
 def _add_body(cmd: _Command, request: Request, inline_limit: int) -> None:
     body = request.body
     if not body:
+        if _sends_body(request):
+            cmd.option("--data-binary", "")  # curl then sends Content-Length: 0, as the original did
         return
     text = None
     if len(body) <= inline_limit and not body.startswith(b"@"):  # a leading @ means "read a file"
@@ -188,14 +184,14 @@ def curl_command(
     exchange: Exchange,
     *,
     index: int = 0,
-    redact: bool = False,
     url: str | None = None,
     base_url: str | None = None,
+    local: bool = False,
     body_dir: str = ".",
     inline_limit: int = INLINE_LIMIT,
     files: dict[str, bytes] | None = None,
 ) -> str:
-    """The curl command for one exchange (side files are added to ``files``)."""
+    """The curl command for one exchange, redacted already if it is to be (side files are added to ``files``)."""
     if exchange.websocket:
         raise ExportError(f"exchange {exchange.id} is a WebSocket session; curl cannot replay it")
     cmd = _Command(file_stem(exchange, index), body_dir, {} if files is None else files)
@@ -203,8 +199,8 @@ def curl_command(
     version = "--http1.0" if request.http_version == "1.0" else "--http1.1"
     cmd.words.append(version)
     _add_method(cmd, request)
-    _add_target(cmd, exchange, url, base_url)
-    _add_headers(cmd, exchange, redact)
+    _add_target(cmd, exchange, url, base_url, local)
+    _add_headers(cmd, exchange)
     _add_body(cmd, request, inline_limit)
     text = cmd.text()
     if request.body_truncated:
@@ -221,6 +217,7 @@ def export_curl(
     redact: bool = False,
     url: str | None = None,
     base_url: str | None = None,
+    local: bool = False,
     body_dir: str = ".",
     inline_limit: int = INLINE_LIMIT,
 ) -> Export:
@@ -228,28 +225,29 @@ def export_curl(
 
     Args:
         exchanges: the exchanges to export, in order.
-        redact: replace credentials and signatures with ``<redacted>``.
+        redact: replace credentials, signatures and secret fields with ``<redacted>``.
         url: send every request to exactly this URL (its path replaces the captured target).
         base_url: send to this ``scheme://host[:port][/prefix]`` with the captured target
-            appended (e.g. the tunnel's local target) instead of the public URL.
+            appended instead of the public URL.
+        local: send each request to the local service it was forwarded to.
         body_dir: directory the side files are referred to in (``.`` by default).
         inline_limit: bodies over this many bytes go to a side file.
     """
-    require_exchanges(exchanges)
-    if url is not None and base_url is not None:
-        raise ExportError("give url= or base_url=, not both")
+    items = prepared(exchanges, redact=redact)
+    if sum(x is not None and x is not False for x in (url, base_url, local)) > 1:
+        raise ExportError("give one of url=, base_url= or local=True, not several")
     files: dict[str, bytes] = {}
     blocks = [
         curl_command(
             ex,
             index=i,
-            redact=redact,
             url=url,
             base_url=base_url,
+            local=local,
             body_dir=body_dir,
             inline_limit=inline_limit,
             files=files,
         )
-        for i, ex in enumerate(exchanges)
+        for i, ex in enumerate(items)
     ]
     return Export("\n\n".join(blocks) + "\n", files)

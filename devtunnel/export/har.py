@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 from devtunnel import __version__
 from devtunnel.capture.model import Exchange, Headers, Request, Response
-from devtunnel.export.base import Export, redact_headers, require_exchanges
+from devtunnel.export.base import Export, destination, prepared
 
 __all__ = ["export_har", "har_log"]
 
@@ -138,22 +138,26 @@ def _content(response: Response) -> _JSON:
     return content
 
 
-def _absolute_url(exchange: Exchange) -> str:
-    """The request's absolute URL (HAR requires one): public Host, else the local target."""
+def _absolute_url(exchange: Exchange, base_url: str | None, local: bool) -> str:
+    """The request's absolute URL (HAR requires one): ``base_url`` or the local service when
+    asked, else the public Host, else the local target."""
     request = exchange.request
+    if base_url is not None or local:
+        return destination(exchange, base_url=base_url, local=local).url(request.url_text)
     if request.host:
         return exchange.url
     base = exchange.target_url.rstrip("/") or f"{exchange.scheme}://localhost"
     return base + request.url_text if request.url_text.startswith("/") else base + "/" + request.url_text
 
 
-def _request(exchange: Exchange, headers: Headers) -> _JSON:
+def _request(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
     request = exchange.request
+    headers = request.headers
     version = f"HTTP/{request.http_version}"
     query = request.query.decode("utf-8", "replace")
     entry: _JSON = {
         "method": request.method,
-        "url": _absolute_url(exchange),
+        "url": _absolute_url(exchange, base_url, local),
         "httpVersion": version,
         "cookies": _request_cookies(headers),
         "headers": _headers(headers),
@@ -167,9 +171,9 @@ def _request(exchange: Exchange, headers: Headers) -> _JSON:
     return entry
 
 
-def _response(exchange: Exchange, headers: Headers | None) -> _JSON:
+def _response(exchange: Exchange) -> _JSON:
     response = exchange.response
-    if response is None or headers is None:
+    if response is None:
         # Browsers write a failed request as status 0 with empty fields; readers expect that.
         failed: _JSON = {
             "status": 0,
@@ -187,6 +191,7 @@ def _response(exchange: Exchange, headers: Headers | None) -> _JSON:
             failed["comment"] = exchange.error_message or exchange.error
         return failed
     version = f"HTTP/{response.http_version}"
+    headers = response.headers
     return {
         "status": response.status,
         "statusText": response.reason,
@@ -206,18 +211,13 @@ def _timings(exchange: Exchange) -> _JSON:
     return {"send": 0.0, "wait": round(wait, 3), "receive": round(duration - wait, 3)}
 
 
-def _entry(exchange: Exchange, redact: bool) -> _JSON:
-    request_headers = exchange.request.headers
-    response_headers = exchange.response.headers if exchange.response is not None else None
-    if redact:
-        request_headers = redact_headers(request_headers)
-        response_headers = redact_headers(response_headers) if response_headers is not None else None
+def _entry(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
     timings = _timings(exchange)
     entry: _JSON = {
         "startedDateTime": _iso(exchange.started_at),
         "time": round(timings["send"] + timings["wait"] + timings["receive"], 3),
-        "request": _request(exchange, request_headers),
-        "response": _response(exchange, response_headers),
+        "request": _request(exchange, base_url, local),
+        "response": _response(exchange),
         "cache": {},
         "timings": timings,
         "_id": exchange.id,
@@ -242,27 +242,38 @@ def _entry(exchange: Exchange, redact: bool) -> _JSON:
     return entry
 
 
-def har_log(exchanges: Sequence[Exchange], *, redact: bool = False) -> _JSON:
+def har_log(
+    exchanges: Sequence[Exchange], *, redact: bool = False, base_url: str | None = None, local: bool = False
+) -> _JSON:
     """The HAR document (``{"log": ...}``) as a JSON-ready dict, entries oldest first."""
-    ordered = sorted(exchanges, key=lambda ex: ex.started_at)
+    ordered = sorted(prepared(exchanges, redact=redact), key=lambda ex: ex.started_at)
     return {
         "log": {
             "version": "1.2",
             "creator": {"name": "devtunnel", "version": __version__},
             "pages": [],
-            "entries": [_entry(ex, redact) for ex in ordered],
+            "entries": [_entry(ex, base_url, local) for ex in ordered],
         }
     }
 
 
-def export_har(exchanges: Sequence[Exchange], *, redact: bool = False, indent: int | None = 2) -> Export:
+def export_har(
+    exchanges: Sequence[Exchange],
+    *,
+    redact: bool = False,
+    base_url: str | None = None,
+    local: bool = False,
+    indent: int | None = 2,
+) -> Export:
     """All exchanges in one HAR 1.2 log.
 
     Args:
         exchanges: the exchanges; entries are sorted by start time, as the spec prefers.
-        redact: replace credentials and signatures (and cookie values) with ``<redacted>``.
+        redact: replace credentials, signatures and secret fields (and cookie values) with ``<redacted>``.
+        base_url: give each request's URL on this ``scheme://host[:port][/prefix]`` instead of the public URL.
+        local: give each request's URL on the local service it was forwarded to.
         indent: JSON indentation (None for one line).
     """
-    require_exchanges(exchanges)
+    log = har_log(exchanges, redact=redact, base_url=base_url, local=local)
     # ensure_ascii: captured text may hold terminal control sequences; escaped, they are inert.
-    return Export(json.dumps(har_log(exchanges, redact=redact), indent=indent, ensure_ascii=True) + "\n")
+    return Export(json.dumps(log, indent=indent, ensure_ascii=True) + "\n")

@@ -19,36 +19,26 @@ from urllib.parse import quote, urlsplit
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.export.base import TOKEN_RE, Export, file_stem, redact_headers, require_exchanges, safe_text
+from devtunnel.export.base import TOKEN_RE, Export, destination, file_stem, prepared, safe_text
 from devtunnel.export.curl import INLINE_LIMIT
+from devtunnel.values.http1 import FRAMING
 
 __all__ = ["export_httpie"]
 
 _METHOD_RE = re.compile(r"^[A-Za-z]+$")  # what HTTPie accepts as a METHOD argument
 _ITEM_SPECIALS = ":;=@"  # HTTPie's request-item separator characters
-_FRAMING = {b"content-length", b"transfer-encoding"}
 _DEFAULTS = [b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Connection"]
 _CONTINUATION = " \\\n  "
 
 
-def _url(exchange: Exchange, base_url: str | None) -> str:
-    request = exchange.request
-    base = base_url
-    if base is None:
-        host = request.host
-        usable = bool(host) and " " not in host and safe_text(host.encode("utf-8"), allow="") is not None
-        base = f"{exchange.scheme}://{host}" if usable else exchange.target_url
-    if not base:
-        raise ExportError(f"exchange {exchange.id} has no Host header or target URL; pass base_url=")
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ExportError(f"{base!r} is not an http:// or https:// URL")
-    target = request.target
+def _url(exchange: Exchange, base_url: str | None, local: bool) -> str:
+    where = destination(exchange, base_url=base_url, local=local)
+    target = exchange.request.target
     text = safe_text(target, allow="")
     if text is None or " " in text:
         # HTTPie cannot carry these bytes verbatim: percent-encode what is not printable ASCII.
         text = quote(target, safe="/?&=:;@!$'()*+,~%-._#[]{}|^`\"<>\\")
-    return base.rstrip("/") + text if text.startswith("/") else base.rstrip("/") + "/" + text
+    return where.url(text)
 
 
 def _header_item(exchange: Exchange, name: bytes, value: bytes) -> str:
@@ -76,19 +66,19 @@ def httpie_command(
     exchange: Exchange,
     *,
     index: int = 0,
-    redact: bool = False,
     base_url: str | None = None,
+    local: bool = False,
     body_dir: str = ".",
     files: dict[str, bytes] | None = None,
 ) -> str:
-    """The ``http`` command for one exchange (side files are added to ``files``)."""
+    """The ``http`` command for one exchange, redacted already if it is to be (side files are added to ``files``)."""
     files = {} if files is None else files
     request = exchange.request
     if exchange.websocket:
         raise ExportError(f"exchange {exchange.id} is a WebSocket session; HTTPie cannot replay it")
     if not _METHOD_RE.match(request.method):
         raise ExportError(f"method {request.method!r} cannot be given to HTTPie (letters only); use the curl format")
-    headers = redact_headers(request.headers) if redact else request.headers
+    headers = request.headers
     words = ["http"]
     body_word = ""
     if request.body:
@@ -101,7 +91,7 @@ def httpie_command(
             body_word = "< " + shlex.quote(path)
     else:
         words.append("--ignore-stdin")
-    url = _url(exchange, base_url)
+    url = _url(exchange, base_url, local)
     if any(seg in (".", "..") for seg in urlsplit(url).path.split("/")):
         words.append("--path-as-is")
     words += [shlex.quote(request.method), shlex.quote(url)]
@@ -109,7 +99,7 @@ def httpie_command(
     present: set[bytes] = set()
     for name, value in headers.fields:
         present.add(name.lower())
-        if name.lower() in _FRAMING:
+        if name.lower() in FRAMING:
             continue
         items.append(shlex.quote(_header_item(exchange, name, value)))
     defaults = _DEFAULTS + ([b"Content-Type"] if request.body else [])
@@ -127,20 +117,23 @@ def export_httpie(
     *,
     redact: bool = False,
     base_url: str | None = None,
+    local: bool = False,
     body_dir: str = ".",
 ) -> Export:
     """One ``http`` command per exchange, separated by blank lines.
 
     Args:
         exchanges: the exchanges, in order.
-        redact: replace credentials and signatures with ``<redacted>``.
-        base_url: send to this ``scheme://host[:port]`` instead of the public URL.
+        redact: replace credentials, signatures and secret fields with ``<redacted>``.
+        base_url: send to this ``scheme://host[:port][/prefix]`` with the captured target
+            appended instead of the public URL.
+        local: send each request to the local service it was forwarded to.
         body_dir: directory the body side files are referred to in.
     """
-    require_exchanges(exchanges)
+    items = prepared(exchanges, redact=redact)
     files: dict[str, bytes] = {}
     blocks = [
-        httpie_command(ex, index=i, redact=redact, base_url=base_url, body_dir=body_dir, files=files)
-        for i, ex in enumerate(exchanges)
+        httpie_command(ex, index=i, base_url=base_url, local=local, body_dir=body_dir, files=files)
+        for i, ex in enumerate(items)
     ]
     return Export("\n\n".join(blocks) + "\n", files)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 
 from devtunnel.capture.model import Exchange
-from devtunnel.export.base import Export, redact_headers, require_exchanges
+from devtunnel.export.base import Export, prepared
 from devtunnel.webhooks import BUILTIN, delivery_of, detect
 
 __all__ = ["export_pytest"]
@@ -120,7 +120,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
 
 
-def _test(index: int, exchange: Exchange, redact: bool, width: int) -> str:
+def _test(index: int, exchange: Exchange, width: int) -> str:
     request = exchange.request
     provider = detect(delivery_of(request, exchange.scheme), BUILTIN)
     event = provider.event_type(delivery_of(request, exchange.scheme)) if provider else None
@@ -138,8 +138,7 @@ def _test(index: int, exchange: Exchange, redact: bool, width: int) -> str:
         lines.append(f"    pytest.skip({skip!r})")
         return "\n".join(lines) + "\n"
     assert exchange.response is not None
-    headers = redact_headers(request.headers) if redact else request.headers
-    pairs = [(n, v) for n, v in headers.items() if n.lower() not in _DROP]
+    pairs = [(n, v) for n, v in request.headers.items() if n.lower() not in _DROP]
     base = exchange.target_url or "http://127.0.0.1"
     args = [repr(request.method), repr(base), repr(request.url_text), "[" + ", ".join(repr(p) for p in pairs) + "]",
             repr(request.body)]
@@ -158,15 +157,15 @@ def export_pytest(exchanges: Sequence[Exchange], *, redact: bool = False) -> Exp
 
     Args:
         exchanges: the exchanges, oldest first is the natural order.
-        redact: replace credentials in the sent headers with placeholders (the tests then
-            send the placeholders).
+        redact: replace credentials and secret fields with placeholders (the tests then send
+            the placeholders).
 
     Raises:
         ExportError: no exchanges.
     """
-    require_exchanges(exchanges)
+    exchanges = prepared(exchanges, redact=redact)
     envs = sorted({p.secret_env for p in BUILTIN})
     width = max(2, len(str(len(exchanges))))
     parts = [_HEADER.format(count=len(exchanges), envs=", ".join(envs))]
-    parts.extend(_test(i, ex, redact, width) for i, ex in enumerate(exchanges, 1))
+    parts.extend(_test(i, ex, width) for i, ex in enumerate(exchanges, 1))
     return Export("\n\n".join(parts))

@@ -1,5 +1,7 @@
 """Export exchanges as raw HTTP/1.1 messages, with the bytes as captured.
 
+Each message is assembled by ``export.assemble`` (the agent API's assembler too), so it is one
+valid HTTP/1.1 message: a body that came chunked is chunked again, with its Transfer-Encoding.
 The text holds the messages exactly when they are printable UTF-8. When a message holds bytes
 that cannot be shown safely (binary body, non-UTF-8 or control characters), its text shows
 the head with ``\\xNN`` escapes and a note instead of the body, and the exact bytes of the
@@ -11,29 +13,11 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
-from devtunnel.export.base import Export, file_stem, redact_headers, require_exchanges, safe_text
+from devtunnel.capture.model import Exchange
+from devtunnel.export.assemble import Message, assemble_request, assemble_response
+from devtunnel.export.base import Export, file_stem, prepared, safe_text
 
-__all__ = ["export_raw", "request_bytes", "response_bytes"]
-
-
-def _head(start_line: bytes, headers: Headers) -> bytes:
-    lines = [start_line] + [name + b": " + value for name, value in headers.fields]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def request_bytes(request: Request, *, redact: bool = False) -> bytes:
-    """The request as HTTP/1.1 bytes: request line, headers in order, blank line, body."""
-    headers = redact_headers(request.headers) if redact else request.headers
-    start = request.method.encode("latin-1", "replace") + b" " + request.target + b" HTTP/" + request.http_version.encode()
-    return _head(start, headers) + request.body
-
-
-def response_bytes(response: Response, *, redact: bool = False) -> bytes:
-    """The response as HTTP/1.1 bytes: status line, headers in order, blank line, body."""
-    headers = redact_headers(response.headers) if redact else response.headers
-    start = f"HTTP/{response.http_version} {response.status} {response.reason}".rstrip().encode("latin-1", "replace")
-    return _head(start, headers) + response.body
+__all__ = ["export_raw"]
 
 
 def _escaped(raw: bytes) -> str:
@@ -44,14 +28,13 @@ def _escaped(raw: bytes) -> str:
     )
 
 
-def _message_text(message: bytes, body_len: int, truncated_note: str, path: str, files: dict[str, bytes]) -> str:
-    head, body = message[: len(message) - body_len], message[len(message) - body_len :]
-    head_text = safe_text(head, allow="\t\r\n")
-    body_text = safe_text(body, allow="\t\r\n")
+def _message_text(message: Message, body_len: int, truncated_note: str, path: str, files: dict[str, bytes]) -> str:
+    head_text = safe_text(message.head, allow="\t\r\n")
+    body_text = safe_text(message.body, allow="\t\r\n")
     if head_text is None or body_text is None:
-        files[path] = message
+        files[path] = bytes(message)
     if head_text is None:
-        head_text = _escaped(head)
+        head_text = _escaped(message.head)
     if body_text is None:
         body_text = f"[{body_len} bytes of body that cannot be shown as text: exact message in {path}]\r\n"
     return head_text + body_text + truncated_note
@@ -75,19 +58,17 @@ def export_raw(
     Args:
         exchanges: the exchanges, in order; blocks are separated by a blank line.
         response: also give the response after the request (a note when there is none).
-        redact: replace credentials and signatures with ``<redacted>``.
+        redact: replace credentials, signatures and secret fields with ``<redacted>``.
         body_dir: directory the side files with exact bytes are referred to in.
     """
-    require_exchanges(exchanges)
     files: dict[str, bytes] = {}
     blocks: list[str] = []
-    for index, ex in enumerate(exchanges):
+    for index, ex in enumerate(prepared(exchanges, redact=redact)):
         stem = posixpath.join(body_dir, file_stem(ex, index))
         req = ex.request
-        message = request_bytes(req, redact=redact)
         parts = [
             _message_text(
-                message,
+                assemble_request(req),
                 len(req.body),
                 _truncation_note(req.body, req.body_size, req.body_truncated),
                 f"{stem}.request.http",
@@ -101,10 +82,9 @@ def export_raw(
                 detail = f": {ex.error_message}" if ex.error_message else ""
                 parts.append(_escaped(f"[no response ({reason}){detail}]\r\n".encode("utf-8", "replace")))
             else:
-                message = response_bytes(resp, redact=redact)
                 parts.append(
                     _message_text(
-                        message,
+                        assemble_response(resp),
                         len(resp.body),
                         _truncation_note(resp.body, resp.body_size, resp.body_truncated),
                         f"{stem}.response.http",

@@ -2,9 +2,11 @@
 
 ``AgentService`` holds any number of ``Tunnel``s. Each tunnel keeps one WebSocket to its relay
 (``/_devtunnel/connect``) and reconnects by itself when it drops, with exponential backoff and
-full jitter capped at ``MAX_BACKOFF``, asking for the same name again. A refused token or a name
-held by someone else ends the tunnel in ``FAILED`` without retrying. With no relay configured,
-the service runs an embedded relay on 127.0.0.1 in the same event loop.
+full jitter capped at ``MAX_BACKOFF``, asking for the same name again with the tunnel's instance
+id, so the relay hands the name straight back. A refused token, a name held by another token, or
+a name held by another live agent on the first connection ends the tunnel in ``FAILED`` without
+retrying; a tunnel that was online keeps retrying while another agent holds its name. With no
+relay configured, the service runs an embedded relay on 127.0.0.1 in the same event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import enum
 import ipaddress
 import logging
 import random
+import secrets
 import ssl
 import time
 from collections.abc import Callable
@@ -26,7 +29,15 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from devtunnel import __version__
 from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
-from devtunnel.errors import AuthError, ConfigError, NameTakenError, NotFoundError, RelayUnreachableError, TunnelError
+from devtunnel.errors import (
+    AuthError,
+    ConfigError,
+    NameInUseError,
+    NameTakenError,
+    NotFoundError,
+    RelayUnreachableError,
+    TunnelError,
+)
 from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
 from devtunnel.net.names import random_name, validate_name
@@ -188,6 +199,10 @@ class Tunnel:
         self.config = config
         self.target: Target = parse_target(config.target)
         self.name = validate_name(config.name) if config.name else random_name()
+        self.instance = secrets.token_urlsafe(18)
+        """This tunnel's instance id, sent in every HELLO: the relay gives the name straight back
+        to a connection of the same instance (after a network drop), never to another agent
+        while this one answers. A credential of sorts: never logged or shown."""
         self.relay_url = relay_url
         self.sink = sink
         self.body_cap = body_cap
@@ -289,6 +304,12 @@ class Tunnel:
                 try:
                     reason = await self._connect_once()
                     attempt = 0
+                except NameInUseError as exc:
+                    if self._public_url is None:  # never online: the name is someone else's
+                        self._fail(exc)
+                        return
+                    # Ours a moment ago (a rival took it while we were away): wait for it.
+                    reason = str(exc)
                 except (AuthError, NameTakenError) as exc:
                     self._fail(exc)
                     return
@@ -339,7 +360,7 @@ class Tunnel:
         ws = await self._open_socket()
         session = Session(self, ws)
         try:
-            welcome = await session.handshake(self.config.token or "", self.name)
+            welcome = await session.handshake(self.config.token or "", self.name, self.instance)
         except BaseException:
             await ws.close()
             raise

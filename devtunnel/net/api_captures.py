@@ -19,7 +19,7 @@ from devtunnel.capture.filters import And, Filter, parse
 from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError
-from devtunnel.export import EXPORTERS, export
+from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.net.api_http import ApiError, int_param, json_body, no_content, ok, str_field
 from devtunnel.net.api_shapes import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
@@ -148,17 +148,28 @@ def _flag(request: Request, key: str) -> bool:
 
 
 async def export_request(request: Request) -> Response:
-    """``GET /api/requests/http/{id}/export?format=curl|har|raw|httpie&redact=``.
+    """``GET /api/requests/http/{id}/export?format=curl|har|raw|httpie&redact=&to=URL&local=``.
 
-    Answers ``{"format", "text", "files"}`` where ``files`` maps each side file the text refers
-    to (a binary body for curl's ``--data-binary @file``) to its base64 content.
+    ``redact=true`` replaces credentials, signatures and secret fields (``export.redact``);
+    ``to=URL`` sends the request to that base URL and ``local=true`` to the local service the
+    exchange was forwarded to, instead of its public URL (curl, httpie and har). Answers
+    ``{"format", "text", "files"}`` where ``files`` maps each side file the text refers to (a
+    binary body for curl's ``--data-binary @file``) to its base64 content.
     """
     fmt = request.query_params.get("format", "curl")
     if fmt not in EXPORTERS:
         raise ApiError(400, f"unknown format {fmt!r}; use one of {', '.join(sorted(EXPORTERS))}")
-    redact = _flag(request, "redact")
+    options: dict[str, object] = {"redact": True} if _flag(request, "redact") else {}
+    to = request.query_params.get("to")
+    local = _flag(request, "local")
+    if to is not None or local:
+        if "base_url" not in options_of(fmt):
+            raise ApiError(400, f"the {fmt} format names no URL: to= and local= apply to curl, httpie and har")
+        options.update({"base_url": to} if to is not None else {"local": True})
+        if to is not None and local:
+            raise ApiError(400, "give to= or local=true, not both")
     exchange = await _get(request, request.path_params["id"])
-    result = export(fmt, [exchange], **({"redact": True} if redact else {}))
+    result = export(fmt, [exchange], **options)
     files = {name: base64.b64encode(data).decode("ascii") for name, data in result.files.items()}
     return ok({"format": fmt, "text": result.text, "files": files})
 

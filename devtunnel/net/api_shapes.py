@@ -9,12 +9,12 @@ devtunnel adds fields beside ngrok's (never renaming one), which ngrok's clients
 from __future__ import annotations
 
 import base64
-import http
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.capture.model import Exchange, Response
+from devtunnel.export.assemble import reason_of, request_bytes, response_bytes
 
 __all__ = [
     "REQUESTS_URI",
@@ -45,42 +45,14 @@ def tunnel_uri(name: str) -> str:
     return f"{TUNNELS_URI}/{quote(name, safe='')}"
 
 
-def _head_lines(headers: Headers) -> bytes:
-    return b"".join(n + b": " + v + b"\r\n" for n, v in headers)
-
-
-def _chunked(headers: Headers) -> bool:
-    return any("chunked" in v.lower() for v in headers.get_all("transfer-encoding"))
-
-
-def _body_on_wire(headers: Headers, body: bytes) -> bytes:
-    """The body as it was framed: the recorded body is de-chunked, so chunk it again if it was."""
-    if not _chunked(headers):
-        return body
-    return (f"{len(body):x}\r\n".encode() + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
-
-
-def raw_request(request: Request) -> bytes:
-    """The request as HTTP/1.1 bytes (the recorded part of the body, re-framed if chunked)."""
-    line = f"{request.method} ".encode("latin-1", "replace") + request.target + f" HTTP/{request.http_version}\r\n".encode()
-    return line + _head_lines(request.headers) + b"\r\n" + _body_on_wire(request.headers, request.body)
+# One assembler for the API's ``raw`` fields and the raw export: bodies framed as on the wire.
+raw_request = request_bytes
+raw_response = response_bytes
 
 
 def status_text(response: Response) -> str:
     """``"404 Not Found"``: the status with the captured reason (or the standard one)."""
-    reason = response.reason
-    if not reason:
-        try:
-            reason = http.HTTPStatus(response.status).phrase
-        except ValueError:
-            reason = ""
-    return f"{response.status} {reason}".rstrip()
-
-
-def raw_response(response: Response) -> bytes:
-    """The response as HTTP/1.1 bytes (the recorded part of the body, re-framed if chunked)."""
-    line = f"HTTP/{response.http_version} {status_text(response)}\r\n".encode("latin-1", "replace")
-    return line + _head_lines(response.headers) + b"\r\n" + _body_on_wire(response.headers, response.body)
+    return f"{response.status} {reason_of(response)}".rstrip()
 
 
 def iso_time(epoch: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 from collections.abc import Callable
 
 import httptools
@@ -23,6 +24,7 @@ from devtunnel.net.stream import TunnelStream
 from devtunnel.net.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
+from devtunnel.values.request_head import field_is_safe
 
 __all__ = ["Forwarder", "QuickAnswer", "Start", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
 
@@ -433,7 +435,7 @@ class Forwarder:
                 continue  # the relay answered it already
             elif lower == b"transfer-encoding":
                 continue  # we frame the body ourselves
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+            if not field_is_safe(name, value):
                 continue  # never let a header smuggle another line into the request
             out += (name, b": ", value, b"\r\n")
         if not saw_host:
@@ -716,10 +718,10 @@ class Forwarder:
 async def answer_error(
     stream: TunnelStream, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str, *, head_only: bool = False
 ) -> None:
-    """Send (and record) the agent's own plain-text 502/504 answer, with ``X-Devtunnel-Error: KIND``."""
+    """Send (and record) the agent's own plain-text answer (400, 502, 504), with ``X-Devtunnel-Error: KIND``."""
     cap.fail(kind, message.strip())
     body = message.encode("utf-8")
-    reason = b"Bad Gateway" if status == 502 else b"Gateway Timeout"
+    reason = HTTPStatus(status).phrase.encode("ascii")
     headers: Fields = (
         (b"Content-Type", b"text/plain; charset=utf-8"),
         (b"Content-Length", str(len(body)).encode("ascii")),

@@ -21,6 +21,7 @@ from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
 from devtunnel.net.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
+from devtunnel.values.request_head import field_is_safe
 
 __all__ = ["forward_websocket"]
 
@@ -43,27 +44,33 @@ def _sendable_close_code(code: int) -> int:
     return 1000
 
 
-def _connection_with_host(host: str) -> type[ClientConnection]:
-    """A client connection class whose handshake sends ``Host: host`` (the public one).
+def _connection_for(path: str, host: str | None) -> type[ClientConnection]:
+    """A client connection class whose handshake asks for ``path`` (and sends ``Host: host``).
 
-    Apps that compare Origin with Host (Rails' Action Cable, Django Channels) refuse a
-    handshake whose Host is the local address while its Origin is the public URL.
+    The URL given to ``connect`` is only the configured target's authority: the public
+    request's target is never pasted into it, where text such as ``*@other:port/`` would
+    name another host. It goes on the request line as it is (the session checked it is
+    origin-form). ``host`` is the public Host, sent unless the tunnel rewrites it: apps that
+    compare Origin with Host (Rails' Action Cable, Django Channels) refuse a handshake whose
+    Host is the local address while its Origin is the public URL.
     """
 
-    class HostConnection(ClientConnection):
+    class TargetConnection(ClientConnection):
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             build = self.protocol.connect
 
             def connect() -> WsRequest:
                 request = build()
-                del request.headers["Host"]
-                request.headers["Host"] = host
+                request.path = path
+                if host is not None:
+                    del request.headers["Host"]
+                    request.headers["Host"] = host
                 return request
 
             self.protocol.connect = connect  # type: ignore[method-assign]
             await super().handshake(*args, **kwargs)
 
-    return HostConnection
+    return TargetConnection
 
 
 def _subprotocols(headers: Fields) -> list[str]:
@@ -87,17 +94,22 @@ async def forward_websocket(
 ) -> None:
     """Carry one WebSocket session between the relay stream and the local service.
 
+    ``head.target`` must have passed ``values.request_head.head_problem`` (the session checks
+    every request): it is sent as the handshake's request target, to ``target``'s address.
     The handshake carries the public client's Host unless ``rewrite_host``.
     """
     scheme = "wss" if target.tls else "ws"
-    uri = f"{scheme}://{target.authority}{target.request_target(head.target).decode('latin-1')}"
+    uri = f"{scheme}://{target.authority}/"
+    path = target.request_target(head.target).decode("latin-1")
     headers = [
-        (n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers if n.lower() not in _SKIP_REQUEST
+        (n.decode("latin-1"), v.decode("latin-1"))
+        for n, v in head.headers
+        if n.lower() not in _SKIP_REQUEST and field_is_safe(n, v)
     ]
     options: dict[str, Any] = {}
     public_host = next((v.decode("latin-1") for n, v in head.headers if n.lower() == b"host"), None)
-    if public_host and not rewrite_host:
-        options["create_connection"] = _connection_with_host(public_host)
+    host = public_host if public_host and not rewrite_host else None
+    options["create_connection"] = _connection_for(path, host)
     if target.tls:
         ctx = ssl.create_default_context()
         if insecure:

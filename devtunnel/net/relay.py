@@ -23,8 +23,10 @@ from devtunnel import __version__
 from devtunnel.errors import ConfigError, ProtocolError
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
-from devtunnel.net.relay_proxy import HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
-from devtunnel.net.relay_tunnel import Tunnel, send_last_words
+from devtunnel.net.relay_log import PeerErrorLog
+from devtunnel.net.relay_proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
+from devtunnel.net.relay_tunnel import BufferBudget, Tunnel, send_last_words
+from devtunnel.net.relay_ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
 
@@ -73,8 +75,27 @@ class RelaySettings:
     """Seconds to wait for a pong before dropping the agent and freeing its name."""
     max_streams: int = DEFAULT_MAX_STREAMS
     """Concurrent requests per tunnel; more get 503."""
+    body_timeout: float = 30.0
+    """Seconds a request body may go without a byte arriving before it is dropped (408)."""
+    client_share: float = 0.25
+    """Fraction of a tunnel's ``max_streams`` one client address may hold at once; more get 429.
+    Not applied when ``embedded``: every client of a loopback relay has the same address."""
+    log_interval: float = 10.0
+    """Seconds between log lines of one kind about peers' bad input (the rest are summarised)."""
     shutdown_timeout: float = 3.0
     """Seconds ``stop`` waits for requests in flight."""
+    name_check_timeout: float = 2.0
+    """Seconds the agent holding a name has to answer a ping when another agent with the same
+    token asks for the name; one that does not is displaced."""
+    stall_timeout: float = 15.0
+    """Seconds an agent's socket may stay full without draining a byte before the agent is dropped."""
+    max_window: int = 16 << 20
+    """Most flow-control credit the relay uses per stream toward an agent, whatever it announces."""
+    agent_buffer: int = 16 << 20
+    """Bytes the relay holds on their way to one agent; request bodies wait (and their clients
+    are not read) beyond it."""
+    relay_buffer: int = 256 << 20
+    """Bytes the relay holds on their way to all agents together."""
 
     @property
     def tls(self) -> bool:
@@ -96,13 +117,22 @@ class Relay:
         self._suffix = b"." + self._domain
         self._tokens = [token.encode() for token in settings.tokens]
         self._tunnels: dict[str, Tunnel] = {}
+        self._budget = BufferBudget(settings.agent_buffer, settings.relay_buffer)
         self._public = urlsplit(settings.public_url) if settings.public_url else None
         proto = "https" if settings.tls or (self._public is not None and self._public.scheme == "https") else "http"
         self._scheme = proto
-        self._forward_http = HttpForwarder(max_body=settings.max_body, proto=proto)
-        self._forward_ws = WebSocketForwarder(proto=proto)
         # Inside the agent, its own output already says when a tunnel comes and goes.
         self._log_level = logging.DEBUG if settings.embedded else logging.INFO
+        self._peer_errors = PeerErrorLog(log, settings.log_interval)
+        self._slots = ClientSlots(client_limit(settings))
+        self._forward_http = HttpForwarder(
+            max_body=settings.max_body,
+            proto=proto,
+            body_timeout=settings.body_timeout,
+            slots=self._slots,
+            peer_errors=self._peer_errors,
+        )
+        self._forward_ws = WebSocketForwarder(proto=proto, slots=self._slots, peer_errors=self._peer_errors)
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
@@ -118,6 +148,16 @@ class Relay:
         """Names of the tunnels online, oldest first."""
         return list(self._tunnels)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held now on their way to agents (at most ``relay_buffer``, give or take control frames)."""
+        return self._budget.used
+
+    @property
+    def connections(self) -> int:
+        """Open client connections (HTTP and WebSocket, public and agents)."""
+        return len(self._server.server_state.connections) if self._server is not None else 0
+
     async def start(self) -> None:
         """Listen; returns once the socket accepts connections.
 
@@ -127,8 +167,10 @@ class Relay:
         s = self.settings
         config = uvicorn.Config(
             self,
-            http=HeadLimitedHttpProtocol.configured(s.max_head, s.head_timeout, direct=self._direct),
-            ws=DeadPeerWebSocketProtocol,
+            http=HeadLimitedHttpProtocol.configured(
+                s.max_head, s.head_timeout, direct=self._direct, peer_errors=self._peer_errors
+            ),
+            ws=GuardedWebSocketProtocol.configured(PRELOGIN_MAX_SIZE, s.stall_timeout).logging_to(self._peer_errors),
             ws_max_size=WS_MAX_SIZE,
             ws_per_message_deflate=False,
             ws_ping_interval=s.ping_interval,
@@ -167,6 +209,7 @@ class Relay:
         if server is not None:
             await server.shutdown(sockets=[self._socket] if self._socket else None)
         self._socket = None
+        self._peer_errors.close()
 
     def public_url_for(self, name: str) -> str:
         """The public URL of tunnel ``name``, e.g. ``https://name.tunnel.example.com``."""
@@ -196,6 +239,9 @@ class Relay:
                 return
             tunnel, _ = self._route(host)
             if tunnel is not None:
+                protocol = getattr(receive, "__self__", None)
+                if isinstance(protocol, GuardedWebSocketProtocol):
+                    protocol.opened()
                 await self._forward_ws(tunnel, scope, receive, send, host)
             else:
                 await receive()
@@ -240,42 +286,60 @@ class Relay:
         await send({"type": "websocket.accept"})
         client = scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else "?"
-        conn = Connection(Role.RELAY, max_streams=self.settings.max_streams, initial_window=RESPONSE_WINDOW)
+        conn = Connection(
+            Role.RELAY,
+            max_streams=self.settings.max_streams,
+            initial_window=RESPONSE_WINDOW,
+            max_send_window=self.settings.max_window,
+        )
         try:
             hello = await asyncio.wait_for(_read_hello(conn, receive), self.settings.head_timeout)
         except asyncio.TimeoutError:
-            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, f"no HELLO within {self.settings.head_timeout:g} s")
+            reason = f"no HELLO within {self.settings.head_timeout:g} s"
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, reason, receive)
             return
         except ProtocolError as exc:
-            log.log(self._log_level, "agent %s refused: %s", peer, exc)
-            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc))  # keeps a GOAWAY already queued
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, exc)
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc), receive)  # keeps a GOAWAY already queued
             return
         if hello is None:
             return
         token, refusal = self._admit(hello)
         if refusal is not None:
             code, reason = refusal
-            log.log(self._log_level, "agent %s refused: %s", peer, reason)
-            await _refuse(conn, send, code, reason)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
+            await _refuse(conn, send, code, reason, receive)
             return
-        name, refusal = self._pick_name(hello.name, token)
+        name, refusal = self._pick_name(hello.name)
+        old: Tunnel | None = None
+        if refusal is None:
+            old, refusal = await self._claim(name, token, hello.instance)
         if refusal is not None:
             code, reason = refusal
-            log.log(self._log_level, "agent %s refused: %s", peer, reason)
-            await _refuse(conn, send, code, reason)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
+            await _refuse(conn, send, code, reason, receive)
             return
         # Take the name before any await, so no other agent can slip in between.
-        old = self._tunnels.pop(name, None)
-        tunnel = Tunnel(name, token, conn, send, peer)
+        if old is not None:
+            del self._tunnels[name]
+        tunnel = Tunnel(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
         self._tunnels[name] = tunnel
         conn.send_welcome(name, self.public_url_for(name), {"relay": f"devtunnel {__version__}"})
         tunnel.start_writer()
         tunnel.flush()
         log.log(self._log_level, "tunnel %s online for agent %s (%s)", name, peer, self.public_url_for(name))
-        if old is not None:
-            await old.disconnect(ErrorCode.NO_ERROR, "replaced by a new connection with the same token", 1000)
-        reason = "the agent disconnected"
         protocol = getattr(receive, "__self__", None)
+        if isinstance(protocol, GuardedWebSocketProtocol):
+            protocol.admitted()
+            protocol.on_writable = tunnel.on_writable
+        if old is not None:
+            if old.instance is not None and old.instance == hello.instance:
+                why = "the agent connected again; this connection of it is stale"
+            else:
+                why = f"it did not answer within {self.settings.name_check_timeout:g} s; another agent took the name"
+            log.log(self._log_level, "tunnel %s: agent %s displaced (%s)", name, old.peer, why)
+            await old.disconnect(ErrorCode.NAME_IN_USE, why, 1000)
+        reason = "the agent disconnected"
         if not isinstance(protocol, DeadPeerWebSocketProtocol):
             protocol = None
         try:
@@ -314,6 +378,10 @@ class Relay:
 
     def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
         """The token the agent is known by, or why it is refused."""
+        try:
+            hello.token.encode()
+        except UnicodeEncodeError:  # JSON can spell lone surrogates
+            return "", (ErrorCode.AUTH_FAILED, "token refused: it is not valid Unicode text")
         if self.settings.embedded:
             return hello.token, None
         if not hello.token:
@@ -326,8 +394,8 @@ class Relay:
             return "", (ErrorCode.AUTH_FAILED, "token refused: it is not one of the relay's tokens")
         return hello.token, None
 
-    def _pick_name(self, wanted: str | None, token: str) -> tuple[str, tuple[ErrorCode, str] | None]:
-        """The tunnel name to give, or why the wanted one cannot be had."""
+    def _pick_name(self, wanted: str | None) -> tuple[str, tuple[ErrorCode, str] | None]:
+        """The tunnel name to give, or why the wanted one is not a valid name."""
         if not wanted:
             name = random_name()
             while name in self._tunnels:
@@ -338,10 +406,33 @@ class Relay:
         except ConfigError as exc:
             # NAME_TAKEN is the code for "this name is refused; retrying will not help".
             return wanted, (ErrorCode.NAME_TAKEN, str(exc))
-        holder = self._tunnels.get(name)
-        if holder is not None and not hmac.compare_digest(holder.token.encode(), token.encode()):
-            return name, (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
         return name, None
+
+    async def _claim(
+        self, name: str, token: str, instance: str | None
+    ) -> tuple[Tunnel | None, tuple[ErrorCode, str] | None]:
+        """Whether an agent may have ``name``: (the connection it displaces or None, refusal or None).
+
+        A name belongs to the token that holds it. Under the same token, an agent with the
+        holder's instance id is the holder coming back (its old connection is the stale one)
+        and takes the name at once; any other agent gets it only if the holder fails a
+        liveness check now: a healthy agent is never displaced. Returns with no await after
+        its last look, so the caller can take the name before anyone else.
+        """
+        while True:
+            holder = self._tunnels.get(name)
+            if holder is None:
+                return None, None
+            if not hmac.compare_digest(holder.token.encode(), token.encode()):
+                return None, (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
+            held = holder.instance
+            if instance is not None and held is not None and hmac.compare_digest(held.encode(), instance.encode()):
+                return holder, None
+            if await holder.answers(self.settings.name_check_timeout):
+                return None, (ErrorCode.NAME_IN_USE, f"tunnel name {name!r} is in use by another agent that is online")
+            if self._tunnels.get(name) is holder:
+                return holder, None
+            # The name changed hands during the check: look again.
 
 
 _FAILURE = "devtunnel.failure"
@@ -384,11 +475,23 @@ async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
                 return event
 
 
-async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str) -> None:
-    """Send a GOAWAY (unless the connection already queued one) and close."""
+async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str, receive: Receive) -> None:
+    """Send a GOAWAY (unless the connection already queued one) and close, without waiting for
+    the agent's close frame: a refused connection is let go at once."""
     conn.send_goaway(code, reason)
     close = {"type": "websocket.close", "code": 1008 if code == ErrorCode.AUTH_FAILED else 1000}
     await send_last_words(send, [{"type": "websocket.send", "bytes": conn.data_to_send()}, close])
+    protocol = getattr(receive, "__self__", None)
+    if isinstance(protocol, GuardedWebSocketProtocol):
+        protocol.transport.close()  # after what was written; a peer not reading is dropped by the guard
+
+
+def client_limit(settings: RelaySettings) -> int | None:
+    """Streams of one tunnel one client address may hold at once (``client_share`` of
+    ``max_streams``); None when that is the whole tunnel anyway."""
+    if settings.embedded or settings.client_share >= 1:
+        return None
+    return max(1, int(settings.max_streams * settings.client_share))
 
 
 def _host(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -11,6 +11,7 @@ its write buffer.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,16 +20,28 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from devtunnel.net.relay_log import PeerErrorLog
 from devtunnel.net.sizes import format_size
+from devtunnel.values.request_head import head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
 CONNECTION_EXTENSION = "devtunnel.connection"
 #: Key of the ASGI scope extension with the request headers as received (names not lowercased).
 RAW_HEADERS_EXTENSION = "devtunnel.raw_headers"
+# Protocols a relay has not given its own log (``configured``, ``logging_to``) log peers' mistakes here.
+_PEER_ERRORS = PeerErrorLog(logging.getLogger("devtunnel.relay"))
+
+
+def _address(client: tuple[str, int] | None) -> str:
+    return client[0] if client else "?"
 
 
 class _HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing an oversized head."""
+
+
+class _BadHead(Exception):
+    """Raised inside a parser callback to stop parsing a head that must not be forwarded."""
 
 
 def _plain_response(status_line: bytes, text: str) -> bytes:
@@ -103,11 +116,18 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     it: it returns True when it took the request over (``relay_proxy.DirectExchange`` answers
     it from callbacks, through the same response cycle). A request whose head arrives in a
     read is offered once that whole read is parsed, so a body that came with the head is there.
+
+    Every head is checked before anything routes it (``values.request_head.head_problem``):
+    a target that is not origin-form, two Host headers or an upgrade request with a body get
+    400 and the connection closes. Trailer fields of a chunked body are dropped (they never
+    join the headers) and bounded like a head. A request asking to switch to a protocol other
+    than WebSocket is answered as plain HTTP, then the connection closes.
     """
 
     max_head: int = 64 * 1024
     head_timeout: float = 10.0
     direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None
+    peer_errors: PeerErrorLog = _PEER_ERRORS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,6 +142,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._pending = 0  # bytes received while the head stays incomplete
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._chunk_header = False  # a chunk header was parsed and no body bytes followed yet
+        self._body_in_read = False  # body bytes were parsed from the current read
+        self._trailer_pending = 0  # bytes of reads holding no body, after a chunk header
 
     @classmethod
     def configured(
@@ -129,10 +152,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         max_head: int,
         head_timeout: float,
         direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None,
+        peer_errors: PeerErrorLog | None = None,
     ) -> type[HeadLimitedHttpProtocol]:
         """A subclass with these limits (and ``direct``), to pass as ``http=`` to ``uvicorn.Config``."""
         # staticmethod: a plain function stored on the class would be bound to each instance.
         attrs = {"max_head": max_head, "head_timeout": head_timeout, "direct": staticmethod(direct) if direct else None}
+        if peer_errors is not None:
+            attrs["peer_errors"] = peer_errors  # type: ignore[assignment]
         return type(cls.__name__, (cls,), attrs)
 
     # -- connection ------------------------------------------------------------------
@@ -158,6 +184,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._unset_keepalive_if_required()
+        after_chunk_header = self._chunk_header
+        self._body_in_read = False
         self._feeding = True
         try:
             self.parser.feed_data(data)
@@ -165,13 +193,17 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
-                self._unsupported_upgrade_warning()
+                self._close_after_response()
             return
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse_head()
+            elif isinstance(exc.__context__, _BadHead):
+                self._refuse_bad_head(str(exc.__context__))
             else:
-                self.logger.warning("Invalid HTTP request received.")
+                self.peer_errors.log(
+                    "invalid-http", logging.WARNING, "invalid HTTP request from %s: %s", _address(self.client), exc
+                )
                 self.send_400_response("Invalid HTTP request received.")
             return
         finally:
@@ -184,6 +216,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._pending += len(data)
             if self._pending > self.max_head:
                 self._refuse_head()
+        elif after_chunk_header and self._chunk_header and not self._body_in_read:
+            # A whole read after a chunk header and no body in it: a chunk size line, or the
+            # trailer section, which the parser buffers field by field. Bounded like a head.
+            self._trailer_pending += len(data)
+            if self._trailer_pending > self.max_head:
+                self.logger.debug("Trailer section larger than %d bytes: connection dropped.", self.max_head)
+                self.abort()
 
     # -- parser callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -203,6 +242,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer field: never a header of the request (RFC 9110 6.5.1)
         self._count(len(name) + len(value) + 4)
         self._raw_headers.append((name, value))
         super().on_header(name, value)
@@ -210,10 +251,27 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        self._chunk_header = False
+        self._trailer_pending = 0
+        problem = head_problem(self.parser.get_method(), self.url, self._raw_headers, upgrade=self.parser.should_upgrade())
+        if problem is not None:
+            raise _BadHead(problem)
         cycle = self.cycle
         super().on_headers_complete()
         if self.cycle is not cycle and self.cycle is not None:
             self.cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+
+    def on_chunk_header(self) -> None:
+        self._chunk_header = True
+
+    def on_body(self, body: bytes) -> None:
+        self._chunk_header = self._body_in_read = False
+        self._trailer_pending = 0
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._chunk_header = False
+        super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if self._feeding:
@@ -226,6 +284,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if direct is not None and app is self.app and not self.transport.is_closing() and direct(self, cycle):
             return
         super()._start_asgi_task(cycle, app)
+
+    def _unsupported_upgrade_warning(self) -> None:
+        self.peer_errors.log(
+            "unsupported-upgrade", logging.WARNING, "unsupported upgrade request from %s", _address(self.client)
+        )
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -245,6 +308,34 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         text = f"request head larger than {format_size(self.max_head)}\n"
         self.transport.write(_plain_response(b"HTTP/1.1 431 Request Header Fields Too Large\r\n", text))
         self.transport.close()
+
+    def _refuse_bad_head(self, problem: str) -> None:
+        """Answer a head that must not be forwarded with 400, and close the connection.
+
+        Behind a response still being sent (pipelining), the connection closes once it is
+        sent instead: a 400 written now would land inside it.
+        """
+        self._refused = True
+        self.logger.debug("Request refused: %s", problem)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            return
+        self.transport.write(_plain_response(b"HTTP/1.1 400 Bad Request\r\n", f"{problem}\n"))
+        self.transport.close()
+
+    def _close_after_response(self) -> None:
+        """The request asked to switch to a protocol the relay does not speak (``h2c`` ...).
+
+        It is answered as plain HTTP; then the connection closes, since what follows on it
+        is not HTTP. Until then anything the client sends is ignored.
+        """
+        self._refused = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+        else:
+            self.transport.close()
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
@@ -276,18 +367,43 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     A binary message can also go straight to ``on_bytes`` from the protocol callback: uvicorn
     would queue it, pause reading, and wake the task awaiting ``receive()``, which resumes
     reading: two system calls and a trip through the event loop per message from an agent.
+
+    A text message that is not UTF-8 closes the connection with 1007 and one rate-limited log
+    line (``peer_errors``), where uvicorn would log a traceback for each.
     """
 
     on_bytes: Callable[[bytes], None] | None = None
     """Called with each complete binary message instead of queueing it for ``receive()``."""
+    peer_errors: PeerErrorLog = _PEER_ERRORS
+
+    @classmethod
+    def logging_to(cls, peer_errors: PeerErrorLog) -> type[DeadPeerWebSocketProtocol]:
+        """A subclass (of this class or a configured one) logging peers' mistakes to ``peer_errors``."""
+        return type(cls.__name__, (cls,), {"peer_errors": peer_errors})
 
     def send_receive_event_to_app(self) -> None:
         on_bytes = self.on_bytes
         if on_bytes is None or self.curr_msg_data_type != "bytes" or self.close_sent:
+            if self.curr_msg_data_type == "text" and not self.close_sent and not _is_utf8(self.frames):
+                self._refuse_text()
+                return
             super().send_receive_event_to_app()
             return
         frames, self.frames = self.frames, []
         on_bytes(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _refuse_text(self) -> None:
+        """Close with 1007 (RFC 6455: data inconsistent with the message type); the application
+        receives ``websocket.disconnect`` with that code."""
+        self.frames = []
+        self.peer_errors.log(
+            "invalid-utf8",
+            logging.WARNING,
+            "WebSocket peer %s sent a text message that is not UTF-8; closed with 1007",
+            _address(self.client),
+        )
+        self.conn.send_close(1007, "text message is not valid UTF-8")
+        self.handle_parser_exception()
 
     def send_now(self, data: bytes) -> bool:
         """Send one binary message at once, as ``send()`` would, without a coroutine.
@@ -312,3 +428,12 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
         self.transport.abort()
+
+
+def _is_utf8(frames: list[bytes]) -> bool:
+    data = frames[0] if len(frames) == 1 else b"".join(frames)
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

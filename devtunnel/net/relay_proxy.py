@@ -3,13 +3,19 @@
 Request bodies are sent within the stream's send window; response bodies are written to the
 client with ASGI ``send`` (which waits for the socket to drain) and only then acknowledged to
 the agent, so a slow client slows its own stream and never fills the relay's memory.
+
+No client holds a tunnel's streams for free: a request body that stops arriving for
+``body_timeout`` seconds is dropped (408), and one client address holds at most
+``ClientSlots.limit`` of a tunnel's streams at once (429 beyond).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
@@ -17,10 +23,12 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.net.relay_headers import forward_request_headers, forward_response_headers, websocket_accept_headers
 from devtunnel.net.relay_http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
+from devtunnel.net.relay_log import PeerErrorLog
 from devtunnel.net.relay_tunnel import Stream, Tunnel
 from devtunnel.net.sizes import format_size
-from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.connection import Connection, ErrorCode
 from devtunnel.protocol.events import StreamReset, WebSocketClosed
+from devtunnel.values.request_head import head_problem
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -40,6 +48,82 @@ async def send_plain(send: Send, status: int, text: str, *, close: bool = False)
         await send(message)
 
 
+#: Seconds a client over its share is asked to wait.
+RETRY_AFTER = 1
+_RETRY_AFTER = (b"retry-after", str(RETRY_AFTER).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class BodyStalled(StreamReset):
+    """The relay's own failure of a stream: the client's request body stopped arriving."""
+
+
+class ClientSlots:
+    """How many of each tunnel's streams each client address holds, within ``limit``.
+
+    One address (a slowloris, a runaway script) must not take every stream of a tunnel and
+    leave the others 503s: past its share it gets 429 while other addresses are still served.
+    An IPv6 client counts by its /64, the block one host or site usually has to itself.
+    With ``limit`` None nothing is counted (a tunnel's own limit still applies: 503).
+    """
+
+    __slots__ = ("_held", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._held: dict[tuple[Tunnel, str], int] = {}
+
+    def take(self, tunnel: Tunnel, ip: str) -> bool:
+        """Count one more stream of ``tunnel`` for ``ip``; False (nothing counted) past the limit."""
+        if self.limit is None:
+            return True
+        key = (tunnel, client_key(ip))
+        held = self._held.get(key, 0)
+        if held >= self.limit:
+            return False
+        self._held[key] = held + 1
+        return True
+
+    def give_back(self, tunnel: Tunnel, ip: str) -> None:
+        """The stream counted by ``take`` is over."""
+        if self.limit is None:
+            return
+        key = (tunnel, client_key(ip))
+        held = self._held.get(key, 0) - 1
+        if held > 0:
+            self._held[key] = held
+        else:
+            self._held.pop(key, None)
+
+    def held(self, tunnel: Tunnel, ip: str) -> int:
+        """Streams of ``tunnel`` that ``ip`` holds now."""
+        return self._held.get((tunnel, client_key(ip)), 0)
+
+
+def client_key(ip: str) -> str:
+    """What a client address counts as: itself for IPv4, its /64 for IPv6 (an IPv4 address
+    mapped into IPv6, as a dual-stack listener sees IPv4 clients, counts as the IPv4 one)."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
+def _over_share(tunnel: Tunnel, ip: str, slots: ClientSlots, peer_errors: PeerErrorLog) -> str:
+    """Log, and say to the client, that it already holds its share of ``tunnel``'s streams (429)."""
+    peer_errors.log(
+        "client-share", logging.WARNING, "client %s holds its share of tunnel %s (%d streams): 429", ip, tunnel.name,
+        slots.limit,
+    )
+    return f"too many requests from {ip} in flight on tunnel {tunnel.name} (at most {slots.limit}); try again\n"
+
+
 def _client_ip(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""
@@ -48,6 +132,13 @@ def _client_ip(scope: Scope) -> str:
 def _target(scope: Scope) -> bytes:
     query = scope.get("query_string")
     return scope["raw_path"] + b"?" + query if query else scope["raw_path"]
+
+
+def _head_problem(scope: Scope) -> str | None:
+    """Why this request must not be forwarded, or None (the HTTP protocol checked it already;
+    this keeps the rule when the application is served some other way)."""
+    method = scope.get("method", "GET").encode("latin-1")
+    return head_problem(method, _target(scope), scope["headers"])
 
 
 def _body_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, bool]:
@@ -70,9 +161,14 @@ class HttpForwarder:
     ``DirectExchange`` answers it from callbacks, without a task or a future.
     """
 
-    def __init__(self, *, max_body: int, proto: str) -> None:
+    def __init__(
+        self, *, max_body: int, proto: str, body_timeout: float, slots: ClientSlots, peer_errors: PeerErrorLog
+    ) -> None:
         self.max_body = max_body
         self.proto = proto
+        self.body_timeout = body_timeout
+        self.slots = slots
+        self.peer_errors = peer_errors
         self._proto_bytes = proto.encode()
 
     def _open(self, tunnel: Tunnel, scope: Scope, host: bytes, has_body: bool) -> int:
@@ -105,15 +201,23 @@ class HttpForwarder:
         if cycle.more_body or cycle.waiting_for_100_continue or tunnel.draining or tunnel.closed:
             return False
         scope: Scope = cycle.scope  # type: ignore[assignment]
+        if _head_problem(scope) is not None:
+            return False
         body = cycle.body
         conn = tunnel.conn
         if len(body) > conn.new_stream_window or (self.max_body and len(body) > self.max_body):
             return False
+        if body and len(body) > tunnel.room:  # no room in the buffer budget: the ASGI path waits for it
+            return False
         length, chunked = _body_length(scope["headers"])
         has_body = chunked or length > 0
+        ip = _client_ip(scope)
+        if not self.slots.take(tunnel, ip):
+            return False  # the ASGI path answers 429
         try:
             stream_id = self._open(tunnel, scope, host, has_body)
         except (ProtocolError, ValueError):
+            self.slots.give_back(tunnel, ip)
             return False  # the ASGI path meets the same refusal and answers it
         if has_body:
             conn.send_data(stream_id, bytes(body), end_stream=True)
@@ -122,11 +226,15 @@ class HttpForwarder:
         stream = Stream(stream_id)
         tunnel.open(stream)
         tunnel.flush()
-        DirectExchange(tunnel, stream, cycle, client)
+        DirectExchange(tunnel, stream, cycle, client, self.slots, ip)
         return True
 
     async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         """Forward one request to ``tunnel`` and stream its response back."""
+        problem = _head_problem(scope)
+        if problem is not None:
+            await send_plain(send, 400, f"{problem}\n", close=True)
+            return
         length, chunked = _body_length(scope["headers"])
         if self.max_body and length > self.max_body:
             text = f"request body of {length} bytes is larger than the relay's limit of {format_size(self.max_body)}\n"
@@ -136,18 +244,34 @@ class HttpForwarder:
             await send_plain(send, 503, f"tunnel {tunnel.name} is restarting; try again\n")
             return
         has_body = chunked or length > 0
+        ip = _client_ip(scope)
+        if not self.slots.take(tunnel, ip):
+            text = _over_share(tunnel, ip, self.slots, self.peer_errors)
+            for message in _plain(429, text, close=True, extra=[_RETRY_AFTER]):
+                await send(message)
+            return
         try:
             stream_id = self._open(tunnel, scope, host, has_body)
         except (ProtocolError, ValueError) as exc:
+            self.slots.give_back(tunnel, ip)
             await _refuse_open(send, tunnel, exc)
             return
-        stream = Stream(stream_id)
+        try:
+            await self._forward(tunnel, Stream(stream_id), scope, receive, send, has_body, ip)
+        finally:
+            self.slots.give_back(tunnel, ip)
+
+    async def _forward(
+        self, tunnel: Tunnel, stream: Stream, scope: Scope, receive: Receive, send: Send, has_body: bool, ip: str
+    ) -> None:
         tunnel.open(stream)
         tunnel.flush()
         client: HeadLimitedHttpProtocol | None = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
         if client is not None:
             client.lost_callback = stream.on_client_gone
-        uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive)) if has_body else None
+        uploader = None
+        if has_body:
+            uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive, ip))
         responded = False
         try:
             responded = await self._respond(tunnel, stream, scope, send, client)
@@ -163,14 +287,23 @@ class HttpForwarder:
                     request_sent = False
             tunnel.forget(stream, complete=responded and request_sent)
 
-    async def _upload(self, tunnel: Tunnel, stream: Stream, receive: Receive) -> bool:
-        """Send the request body within the send window; True once all of it was sent."""
+    async def _upload(self, tunnel: Tunnel, stream: Stream, receive: Receive, ip: str) -> bool:
+        """Send the request body within the send window; True once all of it was sent.
+
+        Only the time spent waiting for the client counts towards ``body_timeout``: while the
+        agent's window is full the client is not asked for more.
+        """
         conn = tunnel.conn
         stream_id = stream.id
         total = 0
         try:
             while True:
-                message = await receive()
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        message = await receive()
+                except TimeoutError:
+                    self._stalled(tunnel, stream, ip, total)
+                    return False
                 if message["type"] != "http.request":
                     stream.on_client_gone()
                     return False
@@ -186,7 +319,7 @@ class HttpForwarder:
                 while True:
                     if stream.failure is not None or stream.client_gone or tunnel.closed:
                         return False
-                    window = conn.send_window(stream_id)
+                    window = tunnel.sendable(stream)  # 0: wait for credit or buffer room
                     if len(body) <= window:
                         conn.send_data(stream_id, body, end_stream=not more)
                         break
@@ -201,6 +334,20 @@ class HttpForwarder:
         except DevtunnelError as exc:  # the stream was closed under us (reset, tunnel gone)
             log.debug("tunnel %s: upload on stream %d stopped: %s", tunnel.name, stream_id, exc)
             return False
+
+    def _stalled(self, tunnel: Tunnel, stream: Stream, ip: str, received: int) -> None:
+        """Give up on a request body that stopped arriving: reset the stream towards the agent
+        (the local service sees an aborted request) and fail it here (the client gets 408, or
+        a closed connection once its response has started)."""
+        reason = f"the client sent no request body for {self.body_timeout:g} s (after {received} bytes)"
+        self.peer_errors.log(
+            "body-stalled", logging.WARNING, "tunnel %s: request body from %s stalled after %d bytes; dropped",
+            tunnel.name, ip, received,
+        )
+        if not tunnel.closed and stream.failure is None:
+            tunnel.conn.reset_stream(stream.id, ErrorCode.CANCEL, reason)
+            tunnel.flush()
+        stream.fail(BodyStalled(stream.id, int(ErrorCode.CANCEL), reason))
 
     async def _respond(
         self, tunnel: Tunnel, stream: Stream, scope: Scope, send: Send, client: HeadLimitedHttpProtocol | None
@@ -254,10 +401,14 @@ class HttpForwarder:
             await send(message)
 
 
-def _plain(status: int, text: str, *, close: bool = False) -> list[dict[str, Any]]:
+def _plain(
+    status: int, text: str, *, close: bool = False, extra: list[tuple[bytes, bytes]] | None = None
+) -> list[dict[str, Any]]:
     """The ASGI messages of a short text/plain response."""
     body = text.encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += extra
     if close:
         headers.append((b"connection", b"close"))
     return [{"type": "http.response.start", "status": status, "headers": headers}, {"type": "http.response.body", "body": body}]
@@ -265,6 +416,8 @@ def _plain(status: int, text: str, *, close: bool = False) -> list[dict[str, Any
 
 def _failure_answer(tunnel: Tunnel, failure: StreamReset) -> list[dict[str, Any]]:
     """What the client gets when the stream failed before the response started."""
+    if isinstance(failure, BodyStalled):
+        return _plain(408, f"{failure.reason}\n", close=True)
     if failure.code == ErrorCode.TOO_LARGE:
         return _plain(413, f"{failure.reason}\n", close=True)
     if failure.code == ErrorCode.REFUSED_STREAM:
@@ -316,15 +469,25 @@ class DirectExchange:
     written while the client's transport asks to pause.
     """
 
-    __slots__ = ("_tunnel", "_stream", "_cycle", "_client", "_loop", "_scheduled", "_started", "_done")
+    __slots__ = (
+        "_tunnel", "_stream", "_cycle", "_client", "_slots", "_ip", "_loop", "_scheduled", "_started", "_done",
+    )
 
     def __init__(
-        self, tunnel: Tunnel, stream: Stream, cycle: RequestResponseCycle, client: HeadLimitedHttpProtocol
+        self,
+        tunnel: Tunnel,
+        stream: Stream,
+        cycle: RequestResponseCycle,
+        client: HeadLimitedHttpProtocol,
+        slots: ClientSlots,
+        ip: str,
     ) -> None:
         self._tunnel = tunnel
         self._stream = stream
         self._cycle = cycle
         self._client = client
+        self._slots = slots
+        self._ip = ip
         self._loop = client.loop
         self._scheduled = False
         self._started = False
@@ -408,6 +571,7 @@ class DirectExchange:
             client.lost_callback = None
         if client.writable_callback == self.wake:
             client.writable_callback = None
+        self._slots.give_back(self._tunnel, self._ip)
         self._tunnel.forget(stream, complete=complete)
 
 
@@ -429,8 +593,10 @@ def _sendable_close_code(code: int) -> int:
 class WebSocketForwarder:
     """Passes public WebSocket connections through tunnels (one instance per relay)."""
 
-    def __init__(self, *, proto: str) -> None:
+    def __init__(self, *, proto: str, slots: ClientSlots, peer_errors: PeerErrorLog) -> None:
         self.proto = proto
+        self.slots = slots
+        self.peer_errors = peer_errors
         self._proto_bytes = b"https" if proto == "https" else b"http"
 
     async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
@@ -444,8 +610,23 @@ class WebSocketForwarder:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
+        problem = _head_problem(scope)
+        if problem is not None:
+            await _deny(send, 400, f"{problem}\n")
+            return
         conn = tunnel.conn
         ip = _client_ip(scope)
+        if not self.slots.take(tunnel, ip):
+            await _deny(send, 429, _over_share(tunnel, ip, self.slots, self.peer_errors), [_RETRY_AFTER])
+            return
+        try:
+            await self._pass_through(tunnel, conn, scope, receive, send, host, ip)
+        finally:
+            self.slots.give_back(tunnel, ip)
+
+    async def _pass_through(
+        self, tunnel: Tunnel, conn: Connection, scope: Scope, receive: Receive, send: Send, host: bytes, ip: str
+    ) -> None:
         fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
         try:
             stream_id = conn.open_request(
@@ -573,7 +754,7 @@ class WebSocketForwarder:
             while True:
                 if stream.failure is not None or tunnel.closed:
                     return
-                window = conn.send_window(stream_id)
+                window = tunnel.sendable(stream)  # 0: wait for credit or buffer room
                 if len(data) <= window:
                     conn.send_ws_message(stream_id, data, text=is_text, fin=True)
                     break
@@ -585,13 +766,8 @@ class WebSocketForwarder:
             tunnel.flush()
 
 
-async def _deny(send: Send, status: int, text: str) -> None:
+async def _deny(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = text.encode()
-    await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "websocket.http.response.body", "body": body})

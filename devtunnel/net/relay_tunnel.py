@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from devtunnel.protocol.events import (
     DataReceived,
     Event,
     GoAway,
+    PongReceived,
     ResponseReceived,
     StreamReset,
     WebSocketClosed,
@@ -37,6 +39,7 @@ class DirectSocket(Protocol):
     """An agent WebSocket that can send a message from a plain callback (``relay_http.py``)."""
 
     writable: asyncio.Event
+    transport: asyncio.WriteTransport
 
     def send_now(self, data: bytes) -> bool:
         """Send one binary message now; False while the transport is paused."""
@@ -44,6 +47,9 @@ class DirectSocket(Protocol):
 
 LAST_WORDS_TIMEOUT = 1.0
 """Seconds to spend sending a GOAWAY and close to an agent on the way out."""
+BUDGET_POLL = 0.05
+"""Seconds between two looks at the budget while a stream waits for room (a socket that
+drains below its high-water mark does so without a callback)."""
 
 
 async def send_last_words(send: ASGISend, messages: list[dict[str, Any]]) -> None:
@@ -130,6 +136,57 @@ class Stream:
             self._window_waiter = None
 
 
+class BufferBudget:
+    """The bytes the relay may hold on their way to agents: per agent, and for all together.
+
+    What counts is what the relay holds for an agent: payload queued on its connection and not
+    yet written (``Connection.queued_data``) plus its socket's write buffer. A request body
+    takes room before it is queued (``Tunnel.sendable``); a stream that finds none waits (its
+    ``wake_window``) until an agent's socket drained or a tunnel closed, and reads nothing more
+    from its public client meanwhile: the client is slowed down, never buffered.
+    """
+
+    def __init__(self, per_agent: int, total: int) -> None:
+        self.per_agent = per_agent
+        self.total = total
+        self._tunnels: set[Tunnel] = set()
+        self._waiting: set[Stream] = set()
+        self._poll: asyncio.TimerHandle | None = None
+
+    def add(self, tunnel: Tunnel) -> None:
+        """Count ``tunnel``'s bytes from now on."""
+        self._tunnels.add(tunnel)
+
+    def remove(self, tunnel: Tunnel) -> None:
+        """Stop counting ``tunnel`` (it closed) and let waiting streams look again."""
+        self._tunnels.discard(tunnel)
+        self.release()
+
+    @property
+    def used(self) -> int:
+        """Bytes held for all agents now."""
+        return sum(tunnel.buffered for tunnel in self._tunnels)
+
+    def room(self, tunnel: Tunnel) -> int:
+        """Bytes that may still be queued for ``tunnel`` (0 or less: none)."""
+        return min(self.per_agent - tunnel.buffered, self.total - self.used)
+
+    def wait(self, stream: Stream) -> None:
+        """Call ``stream.wake_window`` once there may be room again."""
+        self._waiting.add(stream)
+        if self._poll is None:
+            self._poll = asyncio.get_running_loop().call_later(BUDGET_POLL, self.release)
+
+    def release(self) -> None:
+        """Wake every waiting stream: room was freed (each looks again)."""
+        poll, self._poll = self._poll, None
+        if poll is not None:
+            poll.cancel()
+        waiting, self._waiting = self._waiting, set()
+        for stream in waiting:
+            stream.wake_window()
+
+
 class Tunnel:
     """One connected agent holding tunnel ``name``.
 
@@ -139,13 +196,31 @@ class Tunnel:
         conn: the protocol connection, past its handshake.
         send: the ASGI ``send`` of the agent's WebSocket.
         peer: the agent's address, for log lines.
+        instance: the agent instance id from its HELLO (None if it sent none).
+        budget: the relay's buffer budget this tunnel's request bodies draw on (None: unlimited).
     """
 
-    def __init__(self, name: str, token: str, conn: Connection, send: ASGISend, peer: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        token: str,
+        conn: Connection,
+        send: ASGISend,
+        peer: str,
+        *,
+        instance: str | None = None,
+        budget: BufferBudget | None = None,
+    ) -> None:
         self.name = name
         self.token = token
         self.conn = conn
         self.peer = peer
+        self.instance = instance
+        self.budget = budget
+        self.heard = 0
+        """Messages received from the agent so far (proof of life while a ping is out)."""
+        self._probe: asyncio.Future[bool] | None = None
+        self._probe_payload = b""
         self.streams: dict[int, Stream] = {}
         self.closed = False
         self.draining = False
@@ -159,6 +234,81 @@ class Tunnel:
         self._flush_pending = False
         self.socket: DirectSocket | None = None
         """The agent's WebSocket protocol, when it can send without a coroutine (``send_now``)."""
+        if budget is not None:
+            budget.add(self)
+
+    # -- memory ------------------------------------------------------------------------
+    @property
+    def buffered(self) -> int:
+        """Bytes held here on their way to the agent: queued payload plus the socket's write buffer."""
+        socket = self.socket
+        held = socket.transport.get_write_buffer_size() if socket is not None else 0
+        return self.conn.queued_data + held
+
+    @property
+    def room(self) -> int:
+        """Payload bytes that may be queued for the agent now, within the buffer budget."""
+        budget = self.budget
+        return budget.room(self) if budget is not None else self.conn.new_stream_window
+
+    def sendable(self, stream: Stream) -> int:
+        """Payload bytes ``stream`` may queue now: its send window, within the buffer budget.
+
+        When it returns 0, ``stream.wake_window`` is called once that may have changed (credit
+        from the agent, or room in the budget).
+        """
+        window = self.conn.send_window(stream.id)
+        budget = self.budget
+        if budget is None or not window:
+            return window
+        room = budget.room(self)
+        if room <= 0:
+            budget.wait(stream)
+            return 0
+        return min(window, room)
+
+    def on_writable(self) -> None:
+        """The agent's socket drained below its low-water mark: there may be room again."""
+        if self.budget is not None:
+            self.budget.release()
+
+    # -- liveness ----------------------------------------------------------------------
+    async def answers(self, timeout: float) -> bool:
+        """Whether the agent is alive: it answers a PING, or sends anything, within ``timeout``.
+
+        Callers asking while a PING is out share it.
+        """
+        if self.closed or self.draining:
+            return False
+        probe = self._probe
+        if probe is None:
+            payload = os.urandom(8)
+            try:
+                self.conn.ping(payload)
+            except ProtocolError:
+                return False
+            probe = self._probe = self._loop.create_future()
+            self._probe_payload = payload
+            heard = self.heard
+
+            def expire() -> None:
+                if not probe.done():
+                    probe.set_result(self.heard != heard and not self.closed)
+
+            timer = self._loop.call_later(timeout, expire)
+
+            def settled(_: asyncio.Future[bool]) -> None:
+                timer.cancel()
+                self._probe = None
+
+            probe.add_done_callback(settled)
+            self.flush()
+        return await asyncio.shield(probe)
+
+    def _answered(self, result: bool) -> None:
+        probe = self._probe
+        if probe is not None and not probe.done():
+            probe.set_result(result)
 
     # -- writing ---------------------------------------------------------------------
     def start_writer(self) -> None:
@@ -228,6 +378,7 @@ class Tunnel:
 
     def handle(self, events: list[Event]) -> None:
         """Hand each received event to its stream."""
+        self.heard += 1
         streams = self.streams
         for event in events:
             # Ordered by how often each event arrives.
@@ -263,6 +414,9 @@ class Tunnel:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.fail(event)
+            elif isinstance(event, PongReceived):
+                if event.payload == self._probe_payload:
+                    self._answered(True)
             elif isinstance(event, GoAway):
                 self.draining = True
                 self.end_reason = f"it left: {event.reason or 'no reason given'}"
@@ -283,10 +437,13 @@ class Tunnel:
             return
         self.closed = True
         self._wake.set()
+        self._answered(False)
         failure = StreamReset(0, int(ErrorCode.CANCEL), reason)
         for stream in list(self.streams.values()):
             stream.fail(failure)
         self.streams.clear()
+        if self.budget is not None:
+            self.budget.remove(self)
 
     async def disconnect(self, code: ErrorCode, reason: str, ws_code: int) -> None:
         """End this connection from the relay's side: GOAWAY, fail streams, close the WebSocket."""
@@ -305,6 +462,8 @@ class Tunnel:
     async def stop_writer(self) -> None:
         """Stop the writer task."""
         self.closed = True
+        if self.budget is not None:
+            self.budget.remove(self)  # (close() does it too; whichever comes first)
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()

@@ -45,11 +45,11 @@ if TYPE_CHECKING:
 else:
     httpx = _lazy_module("httpx")
 
-from devtunnel.capture.edit import HOP_BY_HOP, Edit
+from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
 from devtunnel.errors import ReplayError
 
-__all__ = ["Edit", "HOP_BY_HOP", "replay", "replay_many"]
+__all__ = ["Edit", "replay", "replay_many"]
 
 _HIGH_BYTE_RE = re.compile(rb"[\x80-\xff]")
 

@@ -18,9 +18,17 @@ from typing import TYPE_CHECKING
 from websockets.exceptions import ConnectionClosedOK
 
 from devtunnel import __version__
-from devtunnel.errors import AuthError, NameTakenError, ProtocolError, RelayUnreachableError, TunnelError
+from devtunnel.errors import (
+    AuthError,
+    NameInUseError,
+    NameTakenError,
+    ProtocolError,
+    RelayUnreachableError,
+    StreamClosedError,
+    TunnelError,
+)
 from devtunnel.net.agent_socket import TunnelSocket
-from devtunnel.net.forward import QuickAnswer, Start
+from devtunnel.net.forward import QuickAnswer, Start, answer_error
 from devtunnel.net.local_ws import forward_websocket
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
@@ -36,6 +44,7 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
+from devtunnel.values.request_head import head_problem
 
 if TYPE_CHECKING:
     from devtunnel.net.agent import Tunnel
@@ -170,11 +179,18 @@ class Session:
         return f"the connection to the relay was lost ({exc})"
 
     # -- handshake ----------------------------------------------------------------------
-    async def handshake(self, token: str, name: str) -> Welcome:
-        """Say HELLO; return the WELCOME. Raises AuthError, NameTakenError or RelayUnreachableError."""
+    async def handshake(self, token: str, name: str, instance: str | None = None) -> Welcome:
+        """Say HELLO; return the WELCOME.
+
+        ``instance`` is the tunnel's instance id: the relay gives the name straight back to a
+        connection with the instance id of the one holding it (``docs/protocol.md``).
+
+        Raises:
+            AuthError, NameTakenError (NameInUseError), RelayUnreachableError.
+        """
         # Not the target: the relay has no need to know local addresses.
         info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
-        self.conn.send_hello(token, name, info)
+        self.conn.send_hello(token, name, info, instance=instance)
         self._flush()
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -202,7 +218,10 @@ class Session:
         if self.goaway is not None:
             if self.goaway.code in _FINAL_GOAWAYS:
                 raise _goaway_error(self.goaway)
-            reason = f"the relay is going away: {self.goaway.reason or 'no reason given'}"
+            if self.goaway.code == ErrorCode.NAME_IN_USE:
+                reason = f"the relay gave the name to another connection: {self.goaway.reason or 'no reason given'}"
+            else:
+                reason = f"the relay is going away: {self.goaway.reason or 'no reason given'}"
         return reason
 
     async def close_streams(self) -> None:
@@ -257,9 +276,12 @@ class Session:
 
     def _open(self, head: RequestReceived) -> None:
         tunnel = self.tunnel
+        # Checked here as at the relay: a relay (hostile, or older) must not make the agent
+        # send anything but a path to the local service.
+        problem = head_problem(head.method, head.target, head.headers, upgrade=head.websocket)
         # An HTTP request goes out on a kept-alive local connection first thing: the local
         # service works on it while the rest is set up (and before a task could run).
-        start = None if head.websocket else tunnel.forwarder.start(head)
+        start = None if head.websocket or problem else tunnel.forwarder.start(head)
         stream = TunnelStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
         tunnel.requests += 1
@@ -268,6 +290,9 @@ class Session:
             self.quick[head.stream_id] = QuickAnswer(
                 tunnel.forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
             )
+            return
+        if problem is not None:
+            self._refuse(stream, head, cap, problem)
             return
         self._spawn(stream, head, cap, start)
 
@@ -288,6 +313,26 @@ class Session:
         quick.cap.end()
         # As after a task: the record is built once the flush queued before it went out.
         self._loop.call_soon(quick.cap.finish)
+
+    def _refuse(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
+        """Answer a request that fails the head rule with 400; the local service never sees it."""
+        task = self._loop.create_task(self._answer_refusal(stream, head, cap, problem))
+        self.tasks[head.stream_id] = task
+        task.add_done_callback(functools.partial(self._stream_done, stream, cap, None))
+
+    async def _answer_refusal(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
+        log.debug("tunnel %s: stream %d refused: %s", self.tunnel.name, stream.stream_id, problem)
+        message = f"devtunnel refused to forward this request: {problem}\n"
+        try:
+            await answer_error(stream, cap, 400, "bad_request", message, head_only=head.method == b"HEAD")
+            if not head.end_stream:
+                stream.reset(ErrorCode.NO_ERROR, "response complete")
+        except asyncio.CancelledError:
+            pass  # reset by the relay or the session is ending: _stream_done records why
+        except StreamClosedError as exc:
+            cap.fail("client_gone", str(exc))
+        finally:
+            cap.end()
 
     async def _serve_stream(
         self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
@@ -330,9 +375,10 @@ class Session:
         cap.finish()
 
 
-# GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means the
-# relay handed the name to another agent with the same token: taking it back would only start
-# a tug of war between the two.
+# GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means a relay
+# older than NAME_IN_USE handed the name to another agent with the same token: taking it back
+# would only start a tug of war between the two. (Newer relays say NAME_IN_USE, and only to a
+# connection that is stale: that one reconnects, and waits while a live agent holds the name.)
 _FINAL_GOAWAYS = frozenset((ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR))
 
 
@@ -342,6 +388,11 @@ def _goaway_error(event: GoAway) -> TunnelError:
         return AuthError(f"the relay refused the token: {reason}")
     if event.code == ErrorCode.NAME_TAKEN:
         return NameTakenError(f"the relay refused the tunnel name: {reason}")
+    if event.code == ErrorCode.NAME_IN_USE:
+        return NameInUseError(
+            f"the relay refused the tunnel name: {reason}. Stop the agent using it, or pick another name"
+            " (devtunnel http PORT --name OTHER-NAME, or no --name for a random one)"
+        )
     if event.code == ErrorCode.UNSUPPORTED_VERSION:
         return TunnelError(f"the relay speaks another protocol version: {reason}")
     if event.code == ErrorCode.NO_ERROR:

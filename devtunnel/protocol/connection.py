@@ -80,6 +80,7 @@ class ErrorCode(enum.IntEnum):
     NAME_TAKEN = 9  # GOAWAY: the name belongs to another token (must not retry)
     UNSUPPORTED_VERSION = 10  # GOAWAY: no common protocol version
     SHUTTING_DOWN = 11  # GOAWAY: relay restarting; reconnect
+    NAME_IN_USE = 12  # GOAWAY: a live connection with the same token holds the name; may retry later
 
 
 class _Stream:
@@ -144,6 +145,7 @@ class Connection:
         max_streams: int = DEFAULT_MAX_STREAMS,
         max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
         versions: tuple[int, ...] = SUPPORTED_VERSIONS,
+        max_send_window: int = f.MAX_WINDOW,
     ) -> None:
         """Create the protocol state of one end of a tunnel connection.
 
@@ -154,6 +156,8 @@ class Connection:
             max_streams: concurrent streams (relay: opens at most; agent: accepts at most).
             max_head_size: largest HELLO/WELCOME/REQUEST/RESPONSE payload we accept.
             versions: protocol versions this end speaks (the relay picks the highest shared).
+            max_send_window: the most credit we use on a stream, whatever the peer grants: a
+                peer announcing a huge window cannot make us queue more than this for it.
 
         Raises:
             ValueError: a limit is out of range.
@@ -162,6 +166,8 @@ class Connection:
         settings.check()
         if not versions or any(type(v) is not int or v < 1 for v in versions):
             raise ValueError(f"versions must be positive integers, not {versions!r}")
+        if type(max_send_window) is not int or not 1 <= max_send_window <= f.MAX_WINDOW:
+            raise ValueError(f"max_send_window must be an integer in 1..{f.MAX_WINDOW}, not {max_send_window!r}")
         self.role = role
         self.version: int | None = None
         self._relay = role is Role.RELAY
@@ -169,6 +175,7 @@ class Connection:
         self._initial_window = initial_window
         self._max_streams = max_streams
         self._versions = tuple(versions)
+        self._max_send_window = max_send_window
         # Credit goes back once half the window is consumed: few WINDOW_UPDATEs, no stalls.
         self._ack_threshold = max(1, initial_window // 2)
         # Until the peer's handshake says otherwise, assume it uses the defaults.
@@ -189,6 +196,7 @@ class Connection:
         self._buffer = bytearray()  # one incomplete frame, never more; sized for it once known
         self._filled = 0  # bytes of it received so far
         self._out: list[bytes | memoryview] = []  # frames and frame pieces, in order
+        self._queued_data = 0  # DATA and WS_MESSAGE payload bytes in _out
 
         limits = [max_frame_size] * 256
         for ftype in f.HEAD_TYPES:
@@ -215,16 +223,24 @@ class Connection:
         self._handlers = {t: (h if t in early else self._too_early) for t, h in handlers.items()}
 
     # -- handshake ---------------------------------------------------------------
-    def send_hello(self, token: str, name: str | None, info: dict[str, object] | None = None) -> None:
+    def send_hello(
+        self, token: str, name: str | None, info: dict[str, object] | None = None, *, instance: str | None = None
+    ) -> None:
         """(agent) Queue the HELLO frame: versions spoken, token, wanted name, agent info.
 
         ``info`` is sent as given, plus this side's limits (the fields of ``Settings``).
+        ``instance`` identifies this running agent across its reconnections (``docs/protocol.md``).
+
+        Raises:
+            ValueError: ``instance`` is not a valid instance id.
         """
         if self._relay:
             raise ProtocolError("only the agent sends HELLO")
         if self._hello_sent:
             raise ProtocolError("HELLO was already sent")
-        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info))
+        if instance is not None:
+            hs.check_instance(instance)
+        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance)
         self._queue_head(f.HELLO, 0, 0, payload)
         self._hello_sent = True
 
@@ -292,7 +308,7 @@ class Connection:
         self._streams[stream_id] = _Stream(
             Half.DONE if end_stream else Half.BODY,
             Half.IDLE,
-            self._peer.initial_window,
+            self.new_stream_window,
             self._initial_window,
             websocket,
         )
@@ -349,6 +365,7 @@ class Connection:
                 f"stream {stream_id}: {n} bytes exceed the send window of {stream.send_window}"
             )
         out = self._out
+        self._queued_data += n
         size = self._peer.max_frame_size
         if n <= size:
             if n or end_stream:
@@ -386,6 +403,7 @@ class Connection:
         base = f.TEXT if text else 0
         size = self._peer.max_frame_size
         out = self._out
+        self._queued_data += n
         if n <= size:
             out.append(_HEADER.pack(n << 8 | f.WS_MESSAGE, base | (f.FIN if fin else 0), stream_id))
             out.append(data)
@@ -569,6 +587,7 @@ class Connection:
             return b""
         data = b"".join(out)
         out.clear()
+        self._queued_data = 0
         return data
 
     @property
@@ -577,9 +596,15 @@ class Connection:
         return bool(self._out)
 
     @property
+    def queued_data(self) -> int:
+        """DATA and WS_MESSAGE payload bytes queued and not yet taken by ``data_to_send``."""
+        return self._queued_data
+
+    @property
     def new_stream_window(self) -> int:
-        """Bytes the peer lets us send on a stream we open now, before any WindowUpdated."""
-        return self._peer.initial_window
+        """Bytes we may send on a stream opened now, before any WindowUpdated: the peer's
+        ``initial_window``, at most our ``max_send_window``."""
+        return min(self._peer.initial_window, self._max_send_window)
 
     @property
     def open_streams(self) -> int:
@@ -669,12 +694,12 @@ class Connection:
             raise ProtocolError("HELLO frame on a stream other than 0")
         if self._handshake_received:
             raise ProtocolError("a second HELLO frame")
-        versions, token, name, info = hs.decode_hello(payload)
-        version = hs.choose_version(versions, self._versions)
-        self._peer = Settings.from_info(info)
+        hello = hs.decode_hello(payload)
+        version = hs.choose_version(hello.versions, self._versions)
+        self._peer = Settings.from_info(hello.info)
         self.version = version
         self._handshake_done()
-        events.append(Hello(self.version, token, name, info))
+        events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance))
 
     def _on_welcome(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id:
@@ -727,7 +752,7 @@ class Connection:
         self._streams[stream_id] = _Stream(
             Half.IDLE,
             Half.DONE if end_stream else Half.BODY,
-            self._peer.initial_window,
+            self.new_stream_window,
             self._initial_window,
             websocket,
         )
@@ -799,9 +824,10 @@ class Connection:
         stream = self._streams.get(stream_id)
         if stream is None:
             return  # credit for a stream that closed meanwhile
-        if stream.send_window + increment > f.MAX_WINDOW:
+        window = stream.send_window + increment
+        if window > f.MAX_WINDOW:
             raise FlowControlError(f"stream {stream_id}: WINDOW_UPDATE grows the window beyond 2^31-1")
-        stream.send_window += increment
+        stream.send_window = min(window, self._max_send_window)
         events.append(WindowUpdated(stream_id, increment))
 
     def _on_reset(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:

@@ -24,6 +24,10 @@ class Hello(Event):
     token: str
     name: str | None
     info: dict[str, Any] = field(default_factory=dict)
+    instance: str | None = None
+    """The agent instance id: the same for every connection of one running tunnel (None from
+    agents that send none). Tells an agent coming back after a network drop from another
+    agent asking for the same name."""
 
 
 @dataclass(frozen=True, slots=True)

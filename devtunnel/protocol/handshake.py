@@ -23,6 +23,10 @@ MIN_FRAME_SIZE = 1024  # smallest max_frame_size / max_head_size either side may
 
 UNSUPPORTED_VERSION = 10  # ErrorCode.UNSUPPORTED_VERSION, without importing the connection
 
+INSTANCE_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+MIN_INSTANCE_LENGTH = 16  # an instance id stands for its agent: too short would be guessable
+MAX_INSTANCE_LENGTH = 128
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -74,22 +78,55 @@ class Settings:
         return merged
 
 
-def encode_hello(versions: tuple[int, ...], token: str, name: str | None, info: dict[str, object]) -> bytes:
-    """The HELLO payload."""
-    return f.encode_json({"versions": list(versions), "token": token, "name": name, "info": info})
+@dataclass(frozen=True, slots=True)
+class HelloFields:
+    """What a HELLO payload carries."""
+
+    versions: list[int]
+    token: str
+    name: str | None
+    info: dict[str, Any]
+    instance: str | None = None
+    """The agent instance id (``docs/protocol.md``), or None from an agent that sends none."""
 
 
-def decode_hello(payload: bytes) -> tuple[list[int], str, str | None, dict[str, Any]]:
-    """Validate a HELLO payload: (versions, token, name, info)."""
+def check_instance(instance: str) -> None:
+    """Raise ValueError unless ``instance`` is a valid agent instance id."""
+    if not MIN_INSTANCE_LENGTH <= len(instance) <= MAX_INSTANCE_LENGTH or not set(instance) <= INSTANCE_ALPHABET:
+        raise ValueError(
+            f"an agent instance id is {MIN_INSTANCE_LENGTH}-{MAX_INSTANCE_LENGTH} characters of A-Z, a-z, 0-9, - and _"
+        )
+
+
+def encode_hello(
+    versions: tuple[int, ...], token: str, name: str | None, info: dict[str, object], instance: str | None = None
+) -> bytes:
+    """The HELLO payload (``instance`` only when given: older relays never see the key otherwise)."""
+    obj: dict[str, object] = {"versions": list(versions), "token": token, "name": name, "info": info}
+    if instance is not None:
+        obj["instance"] = instance
+    return f.encode_json(obj)
+
+
+def decode_hello(payload: bytes) -> HelloFields:
+    """Validate a HELLO payload."""
     obj = f.decode_json(payload, "HELLO")
     versions, token, name, info = obj.get("versions"), obj.get("token"), obj.get("name"), obj.get("info", {})
+    instance = obj.get("instance")
     if not isinstance(versions, list) or not all(type(v) is int for v in versions):
         raise ProtocolError("HELLO versions must be a list of integers")
     if not isinstance(token, str) or not (name is None or isinstance(name, str)):
         raise ProtocolError("HELLO token must be a string and name a string or null")
     if not isinstance(info, dict):
         raise ProtocolError("HELLO info must be a JSON object")
-    return versions, token, name, info
+    if instance is not None:
+        if not isinstance(instance, str):
+            raise ProtocolError("HELLO instance must be a string or absent")
+        try:
+            check_instance(instance)
+        except ValueError as exc:
+            raise ProtocolError(f"HELLO instance is invalid: {exc}") from None
+    return HelloFields(versions, token, name, info, instance)
 
 
 def choose_version(offered: list[int], spoken: tuple[int, ...]) -> int:

@@ -80,6 +80,8 @@ class InspectorApp(App[None]):
                                            lambda status: self.post_message(AgentChanged(status)))
                            if agent_argv else None)
         self._initial_tunnels = list(tunnels)
+        self.export_send_to = "public"
+        """Where copied and exported commands send: ``"public"`` or ``"local"`` (the export dialog's last choice)."""
 
     def compose(self) -> ComposeResult:
         yield TunnelsPanel(id="tunnels")
@@ -345,23 +347,42 @@ class InspectorApp(App[None]):
     @work(group="action", exit_on_error=False)
     async def action_copy_curl(self) -> None:
         from devtunnel.export import export
+        from devtunnel.tui.clipboard import copy_text
 
         exchange = await self._current()
-        if exchange is not None:
-            try:
-                self._copy(export("curl", [exchange]).text, "curl command")
-            except DevtunnelError as exc:
-                self.notify(str(exc), title="Cannot copy as curl", severity="error")
+        if exchange is None:
+            return
+        local = self.export_send_to == "local"
+        try:
+            sentence = copy_text(self, export("curl", [exchange], **({"local": True} if local else {})).text)  # type: ignore[arg-type]
+        except DevtunnelError as exc:
+            self.notify(str(exc), title="Cannot copy as curl", severity="error")
+            return
+        where = "the local service" if local else "the public URL"
+        self.notify(f"{sentence}. It sends to {where}: x chooses public URL or local service.",
+                    title="Copied curl command")
+
+    def on_export_screen_send_to_changed(self, event: Any) -> None:
+        self.export_send_to = event.send_to
 
     @work(group="action", exit_on_error=False)
     async def action_export(self) -> None:
         screen = _screen("export", "ExportScreen")
-        exchange = await self._current()
-        if screen is None or exchange is None:
+        if screen is None:
             return
-        ids = sorted(self.table.marked) or [exchange.id]
-        exchanges = [exchange if i == exchange.id else await self.backend.get(i) for i in ids]
-        await self.push_screen(screen(exchanges, exchange))
+        marked = sorted(self.table.marked)
+        try:
+            if marked:  # the marked set is what is exported, wherever the cursor is
+                exchanges = [await self.backend.get(i) for i in marked]
+            else:
+                exchange = await self._current()
+                if exchange is None:
+                    return
+                exchanges = [exchange]
+        except DevtunnelError as exc:
+            self.notify(str(exc), title="Cannot export", severity="error")
+            return
+        await self.push_screen(screen(exchanges, send_to=self.export_send_to))
 
     async def action_quit(self) -> None:
         """Stop the agent, then leave (the terminal is restored by Textual)."""

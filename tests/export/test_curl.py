@@ -89,7 +89,7 @@ def test_url_and_base_url_options() -> None:
     ex = make_exchange(target=b"/hooks?x=1", headers=BASE)
     assert "http://127.0.0.1:8080/hooks?x=1" in words(curl(ex, base_url="http://127.0.0.1:8080"))
     assert "https://other.example/exact" in words(curl(ex, url="https://other.example/exact"))
-    with pytest.raises(ExportError, match="not both"):
+    with pytest.raises(ExportError, match="not several"):
         curl(ex, url="http://a/", base_url="http://b")
     with pytest.raises(ExportError, match="not an http"):
         curl(ex, base_url="file:///etc")
@@ -129,7 +129,7 @@ def test_redact_replaces_credentials_and_signatures() -> None:
     assert "-H 'Stripe-Signature: <redacted>'" in text
 
 
-def test_truncated_body_is_flagged_and_its_content_length_dropped() -> None:
+def test_truncated_body_is_flagged_and_curl_counts_it() -> None:
     ex = make_exchange("POST", headers=[*BASE, (b"Content-Length", b"5000")], body=b"x" * 10)
     ex.request.body_size, ex.request.body_truncated = 5000, True
     text = curl(ex)
@@ -160,3 +160,24 @@ def test_registry_knows_every_format_and_rejects_unknown_ones_and_options() -> N
         export("curl", make_exchange(), colour=True)
     with pytest.raises(ExportError, match="nothing to export"):
         export("har", [])
+
+
+def test_framing_headers_are_left_to_curl() -> None:
+    for framing in [(b"Content-Length", b"3"), (b"Transfer-Encoding", b"chunked"), (b"content-length", b"999")]:
+        text = curl(make_exchange("POST", headers=[*BASE, framing], body=b"a=1"))
+        assert "Content-Length" not in text and "content-length" not in text and "Transfer-Encoding" not in text
+        assert words(text)[-2:] == ["--data-binary", "a=1"]
+
+
+def test_head_with_content_length_zero_stays_a_head() -> None:
+    args = words(curl(make_exchange("HEAD", headers=[*BASE, (b"Content-Length", b"0")])))
+    assert "--head" in args and "--data-binary" not in args and "Content-Length: 0" not in args
+
+
+def test_local_sends_to_each_exchanges_local_service() -> None:
+    one = make_exchange(target=b"/a?x=1", headers=BASE, target_url="http://127.0.0.1:3000")
+    two = make_exchange(target=b"/b", headers=BASE, target_url="https://[::1]:8443/base")
+    text = curl([one, two], local=True)
+    assert "http://127.0.0.1:3000/a?x=1" in text and "https://[::1]:8443/base/b" in text
+    with pytest.raises(ExportError, match="no local service URL"):
+        curl(make_exchange(headers=BASE, target_url=""), local=True)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devtunnel.export import export
+from devtunnel.export import Export, export
 from tests.export.rawserver import RawServer
 from tests.export.support import make_exchange, run_shell
 
@@ -87,8 +87,12 @@ def test_curl_command_reproduces_method_target_headers_and_body_exactly(req: dic
     assert not CANARY.exists(), "a captured value ran a command"
     assert got.method.decode() == req["method"]
     assert got.target == req["target"]
-    expected = list(req["headers"])  # type: ignore[call-overload]
+    # Every header in order, but the framing is curl's own: it counts the body it sends.
+    expected = [(n, v) for n, v in req["headers"] if n.lower() != b"content-length"]  # type: ignore[attr-defined]
+    if len(expected) != len(req["headers"]) and (req["body"] or req["method"] != "HEAD"):  # type: ignore[arg-type]
+        expected.append((b"Content-Length", str(len(req["body"])).encode()))  # type: ignore[arg-type]
     assert got.headers == expected, result.text
+    assert "Content-Length" not in result.text
     assert got.body == req["body"]
 
 
@@ -111,15 +115,44 @@ def test_large_body_goes_through_a_side_file_and_arrives_intact(tmp_path: Path) 
     assert server.received[0].body == body
 
 
-def test_chunked_request_is_sent_chunked_again(tmp_path: Path) -> None:
+def test_chunked_request_is_sent_whole_with_the_length_curl_counts(tmp_path: Path) -> None:
     body = b"part one, part two"
     headers = [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked"), (b"Content-Type", b"text/plain")]
     exchange = make_exchange(method="POST", target=b"/up", headers=headers, body=body)
     with RawServer() as server:
+        result = export("curl", exchange, base_url=server.url)
+        assert "Transfer-Encoding" not in result.text
+        proc = run_shell(result, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    got = server.received[0]
+    assert not got.chunked and got.body == body
+    assert got.headers == [(b"Host", b"h"), (b"Content-Type", b"text/plain"), (b"Content-Length", b"18")]
+
+
+def test_edited_json_body_is_sent_whole_with_its_new_length(tmp_path: Path) -> None:
+    """A person changes 2000 to 20 in the exported command: curl must not wait for bytes that never come."""
+    body = b'{"amount": 2000, "currency": "eur"}'
+    headers = [(b"Host", b"pay.example"), (b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode())]
+    exchange = make_exchange(method="POST", target=b"/charges", headers=headers, body=body)
+    with RawServer() as server:
+        result = export("curl", exchange, base_url=server.url)
+        assert "Content-Length" not in result.text and "2000" in result.text
+        edited = Export(result.text.replace("2000", "20"), result.files)
+        proc = run_shell(edited, tmp_path, timeout=10)
+        assert proc.returncode == 0, proc.stderr
+    got = server.received[0]
+    assert got.body == b'{"amount": 20, "currency": "eur"}'
+    assert (b"Content-Length", str(len(got.body)).encode()) in got.headers
+
+
+def test_empty_body_with_content_length_zero_keeps_it(tmp_path: Path) -> None:
+    headers = [(b"Host", b"h"), (b"Content-Length", b"0")]
+    exchange = make_exchange(method="POST", target=b"/ping", headers=headers)
+    with RawServer() as server:
         proc = run_shell(export("curl", exchange, base_url=server.url), tmp_path)
         assert proc.returncode == 0, proc.stderr
     got = server.received[0]
-    assert got.chunked and got.body == body and got.headers == headers
+    assert (got.method, got.headers, got.body) == (b"POST", headers, b"")
 
 
 def test_dot_segments_and_glob_characters_in_target_are_sent_unchanged(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ HEADERS = [(b"Host", b"pub.example"), (b"content-type", b"text/plain"), (b"X-Mul
 
 
 def test_text_request_is_exact_http_with_crlf_and_header_case_and_order() -> None:
-    ex = make_exchange("POST", b"/p?q=1%202", HEADERS, b"line 1\nline 2")
+    ex = make_exchange("POST", b"/p?q=1%202", [*HEADERS, (b"Content-Length", b"13")], b"line 1\nline 2")
     result = export("raw", ex)
     assert result.text == (
         "POST /p?q=1%202 HTTP/1.1\r\nHost: pub.example\r\ncontent-type: text/plain\r\n"
-        "X-Multi: a\r\nx-multi: b\r\n\r\nline 1\nline 2"
+        "X-Multi: a\r\nx-multi: b\r\nContent-Length: 13\r\n\r\nline 1\nline 2"
     )
     assert result.files == {}
 
@@ -29,11 +29,11 @@ def test_response_option_adds_the_response_after_the_request() -> None:
 
 def test_binary_body_goes_to_a_side_file_with_the_exact_message() -> None:
     body = b"\x00\x01\xffbinary"
-    ex = make_exchange("PUT", b"/blob", [(b"Host", b"h")], body)
+    ex = make_exchange("PUT", b"/blob", [(b"Host", b"h"), (b"Content-Length", b"9")], body)
     result = export("raw", ex, body_dir="out")
     path = f"out/{ex.id}.request.http"
-    assert result.files == {path: b"PUT /blob HTTP/1.1\r\nHost: h\r\n\r\n" + body}
-    assert result.text == f"PUT /blob HTTP/1.1\r\nHost: h\r\n\r\n[9 bytes of body that cannot be shown as text: exact message in {path}]\r\n"
+    assert result.files == {path: b"PUT /blob HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n" + body}
+    assert result.text == f"PUT /blob HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n[9 bytes of body that cannot be shown as text: exact message in {path}]\r\n"
 
 
 def test_control_bytes_in_a_header_are_escaped_in_the_text_and_exact_in_the_file() -> None:
@@ -49,7 +49,7 @@ def test_missing_response_is_explained() -> None:
 
 
 def test_truncated_body_is_noted() -> None:
-    ex = make_exchange("POST", b"/", [(b"Host", b"h")], b"abc")
+    ex = make_exchange("POST", b"/", [(b"Host", b"h"), (b"Content-Length", b"100")], b"abc")
     ex.request.body_size, ex.request.body_truncated = 100, True
     assert export("raw", ex).text.endswith("abc\r\n[body truncated: 3 of 100 bytes were recorded]\r\n")
 

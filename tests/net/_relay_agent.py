@@ -137,10 +137,12 @@ class ScriptedAgent:
     """Connects to a relay's ``/_devtunnel/connect`` and serves requests with ``handler``."""
 
     def __init__(self, port: int, *, token: str = "", name: str | None = None, handler: Handler | None = None,
-                 scheme: str = "ws", ssl: Any = None, initial_window: int | None = None) -> None:
+                 scheme: str = "ws", ssl: Any = None, initial_window: int | None = None,
+                 instance: str | None = None) -> None:
         self.url = f"{scheme}://127.0.0.1:{port}/_devtunnel/connect"
         self.token = token
         self.name = name
+        self.instance = instance
         self.handler = handler
         self.ssl = ssl
         self.conn = Connection(Role.AGENT, **({"initial_window": initial_window} if initial_window else {}))
@@ -155,7 +157,7 @@ class ScriptedAgent:
     async def connect(self) -> Welcome | GoAway:
         """Open the WebSocket, send HELLO; return the relay's WELCOME or GOAWAY."""
         self.ws = await websockets.connect(self.url, ping_interval=None, max_size=None, compression=None, ssl=self.ssl)
-        self.conn.send_hello(self.token, self.name, {"agent": "test"})
+        self.conn.send_hello(self.token, self.name, {"agent": "test"}, instance=self.instance)
         await self.ws.send(self.conn.data_to_send())
         while self.welcome is None and self.goaway is None:
             try:
@@ -182,6 +184,11 @@ class ScriptedAgent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def stop_reading(self) -> None:
+        """Read nothing more from the relay (nor answer its pings), as a hung agent would."""
+        assert self.ws is not None
+        self.ws.transport.pause_reading()
 
     def abort(self) -> None:
         """Drop the TCP connection without a WebSocket close, as a crashed agent would."""

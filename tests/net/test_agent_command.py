@@ -226,10 +226,10 @@ def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[s
         (["http", "8080", "--local-timeout", "nan"], "--local-timeout must be a positive number of seconds"),
     ],
 )
-def test_bad_arguments_exit_1_with_one_clear_line(env: dict[str, str], args: list[str], message: str) -> None:
+def test_bad_arguments_exit_2_with_one_clear_line(env: dict[str, str], args: list[str], message: str) -> None:
     done = subprocess.run([*DEVTUNNEL, *args, "--no-tui", "--api-port", "0", "--no-record"],
                           capture_output=True, text=True, timeout=30, env=env)
-    assert done.returncode == 1
+    assert done.returncode == 2  # bad usage, by the help's table of exit codes
     assert message in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from devtunnel.capture.model import Exchange
-from devtunnel.errors import AuthError, ConfigError, NameTakenError, NotFoundError
+from devtunnel.errors import AuthError, ConfigError, NameInUseError, NameTakenError, NotFoundError
 from devtunnel.net.agent import MAX_BACKOFF, AgentService, Backoff, TunnelConfig, TunnelState, relay_connect_url
 from devtunnel.net.relay import Relay, RelaySettings
 from tests.helpers import async_wait_for, free_port
@@ -228,18 +228,18 @@ async def test_no_recorder_records_nothing_but_still_reports_exchanges(local: tu
     assert ex.status == 200 and ex.request.body == b"" and ex.request.body_size == 6
 
 
-async def test_tunnel_replaced_by_another_agent_with_the_same_token_stops_instead_of_fighting(
+async def test_a_second_agent_asking_for_a_held_name_is_refused_and_the_first_keeps_serving(
     tmp_path: Path, local: tuple[int, LocalState]
 ) -> None:
     async with relay_and_agent(tmp_path, backoff=FAST) as h:
         await h.start(str(local[0]), name="dup")
         rival = AgentService(relay=f"ws://127.0.0.1:{h.relay.port}", token=TOKEN, backoff=FAST)
         try:
-            assert (await rival.start_tunnel(TunnelConfig(target=str(local[0]), name="dup"))).state is TunnelState.ONLINE
-            await async_wait_for(lambda: h.service.tunnels()[0].state is TunnelState.FAILED, what="the first gives up")
-            assert "replaced" in (h.service.tunnels()[0].error or "")
-            assert rival.tunnels()[0].state is TunnelState.ONLINE
-            assert h.infos[-1].state is TunnelState.FAILED
+            with pytest.raises(NameInUseError, match="'dup' is in use by another agent that is online"):
+                await rival.start_tunnel(TunnelConfig(target=str(local[0]), name="dup"))
+            assert rival.tunnels() == []
+            assert h.service.tunnels()[0].state is TunnelState.ONLINE
+            assert (await get(h, "dup")).status_code == 200
         finally:
             await rival.stop()
 
@@ -302,14 +302,16 @@ async def test_restart_reconnects_at_once_whatever_the_backoff(tmp_path: Path, l
 
 
 async def test_a_failed_tunnel_can_be_started_again_under_its_name(tmp_path: Path, local: tuple[int, LocalState]) -> None:
-    async with relay_and_agent(tmp_path, backoff=FAST) as h:
+    port = free_port()
+    async with relay_and_agent(tmp_path, relay_port=port, backoff=FAST) as h:
         await h.start(str(local[0]), name="dup")
-        rival = AgentService(relay=f"ws://127.0.0.1:{h.relay.port}", token=TOKEN, backoff=FAST)
-        try:
-            await rival.start_tunnel(TunnelConfig(target=str(local[0]), name="dup"))
-            await async_wait_for(lambda: h.service.tunnels()[0].state is TunnelState.FAILED, what="replaced")
-        finally:
-            await rival.stop()
+        await h.relay.stop()  # the relay comes back without our token: the tunnel fails for good
+        h.relay = Relay(RelaySettings(host="127.0.0.1", port=port, domain="localhost", tokens=["another-token"]))
+        await h.relay.start()
+        await async_wait_for(lambda: h.service.tunnels()[0].state is TunnelState.FAILED, what="token refused")
+        await h.relay.stop()
+        h.relay = Relay(RelaySettings(host="127.0.0.1", port=port, domain="localhost", tokens=[TOKEN]))
+        await h.relay.start()
         info = await h.start(str(local[0]), name="dup")
         assert info.state is TunnelState.ONLINE
         assert [(t.name, t.state) for t in h.service.tunnels()] == [("dup", TunnelState.ONLINE)]

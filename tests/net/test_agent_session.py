@@ -14,7 +14,8 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from devtunnel.capture.model import Exchange
-from devtunnel.net.agent import Backoff, Tunnel, TunnelConfig
+from devtunnel.errors import NameInUseError
+from devtunnel.net.agent import Backoff, Tunnel, TunnelConfig, TunnelInfo, TunnelState
 from devtunnel.net.session import Session
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import DataReceived, Event, Hello, RequestReceived, ResponseReceived
@@ -209,3 +210,112 @@ async def test_a_message_in_several_websocket_frames_is_joined_and_text_ends_the
     local.close()
     await local.wait_closed()
     assert seen == [b"/frag"]
+
+
+def _name_relay(hellos: list[Hello], refuse_from: int) -> Callable[[ServerConnection], Awaitable[None]]:
+    """Welcomes each connection and closes it at once, until connection ``refuse_from``
+    (0-based); from then on refuses the name with NAME_IN_USE."""
+
+    async def relay(ws: ServerConnection) -> None:
+        conn = Connection(Role.RELAY)
+        async for message in ws:
+            hello = next((e for e in conn.receive_data(message) if isinstance(e, Hello)), None)  # type: ignore[arg-type]
+            if hello is None:
+                continue
+            hellos.append(hello)
+            if len(hellos) > refuse_from:
+                conn.send_goaway(ErrorCode.NAME_IN_USE, "tunnel name 'scripted' is in use by another agent that is online")
+            else:
+                conn.send_welcome("scripted", "http://scripted.localhost", {})
+            await ws.send(conn.data_to_send())
+            await ws.close()
+            return
+
+    return relay
+
+
+async def test_every_hello_of_a_tunnel_carries_its_own_instance_id() -> None:
+    hellos: list[Hello] = []
+    local = await _local_service([])
+    async with serve(_name_relay(hellos, refuse_from=99), "127.0.0.1", 0) as server:
+        first = _tunnel(local, server, backoff=Backoff(base=0.01, cap=0.05))
+        other = _tunnel(local, server)
+        try:
+            await first.start()
+            await async_wait_for(lambda: len(hellos) >= 3, what="the tunnel to reconnect twice")
+            await first.stop()
+            before = len(hellos)
+            await other.start()
+            await async_wait_for(lambda: len(hellos) > before, what="the other tunnel's HELLO")
+        finally:
+            await first.stop()
+            await other.stop()
+    local.close()
+    await local.wait_closed()
+    assert len(first.instance) >= 16 and first.instance != other.instance
+    assert [h.instance for h in hellos[:before]] == [first.instance] * before
+    assert hellos[before].instance == other.instance
+
+
+async def test_a_name_in_use_on_the_first_connection_fails_saying_how_to_pick_another() -> None:
+    hellos: list[Hello] = []
+    local = await _local_service([])
+    async with serve(_name_relay(hellos, refuse_from=0), "127.0.0.1", 0) as server:
+        tunnel = _tunnel(local, server)
+        try:
+            with pytest.raises(NameInUseError) as caught:
+                await tunnel.start()
+        finally:
+            await tunnel.stop()
+    local.close()
+    await local.wait_closed()
+    message = str(caught.value)
+    assert "'scripted' is in use by another agent that is online" in message
+    assert "--name" in message and "random" in message
+    assert len(hellos) == 1  # not retried: the name was never ours
+
+
+async def test_a_tunnel_that_was_online_keeps_retrying_while_its_name_is_in_use() -> None:
+    hellos: list[Hello] = []
+    infos: list[TunnelInfo] = []
+    local = await _local_service([])
+    async with serve(_name_relay(hellos, refuse_from=1), "127.0.0.1", 0) as server:
+        tunnel = _tunnel(local, server, on_change=infos.append, backoff=Backoff(base=0.01, cap=0.05))
+        await tunnel.start()
+        try:
+            await async_wait_for(lambda: len(hellos) >= 4, what="retries after name in use")
+            assert tunnel.state is TunnelState.RECONNECTING
+            assert "in use" in (tunnel.info().error or "")
+        finally:
+            await tunnel.stop()
+    local.close()
+    await local.wait_closed()
+    assert TunnelState.FAILED not in {i.state for i in infos}
+
+
+async def test_a_tunnel_displaced_by_the_relay_reconnects_instead_of_stopping() -> None:
+    connections: list[int] = []
+
+    async def relay(ws: ServerConnection) -> None:
+        connections.append(1)
+        conn = await _accept(ws)
+        if len(connections) == 1:  # found stale: the relay gave the name to another connection
+            conn.send_goaway(ErrorCode.NAME_IN_USE, "it did not answer within 2 s; another agent took the name")
+        await ws.send(conn.data_to_send())
+        await ws.close()
+
+    infos: list[TunnelInfo] = []
+    local = await _local_service([])
+    async with serve(relay, "127.0.0.1", 0) as server:
+        tunnel = _tunnel(local, server, on_change=infos.append, backoff=Backoff(base=0.01, cap=0.05))
+        await tunnel.start()
+        try:
+            await async_wait_for(lambda: len(connections) >= 2, what="a reconnection")
+        finally:
+            await tunnel.stop()
+    local.close()
+    await local.wait_closed()
+    states = [i.state for i in infos]
+    assert TunnelState.FAILED not in states and TunnelState.RECONNECTING in states
+    errors = [i.error for i in infos if i.state is TunnelState.RECONNECTING]
+    assert any("the relay gave the name to another connection" in (e or "") for e in errors)

@@ -122,12 +122,14 @@ async def test_name_held_by_one_token_is_refused_to_another(relay: Relay) -> Non
         await first.close()
 
 
-async def test_same_token_reclaims_its_name_and_replaces_old_connection(relay: Relay) -> None:
-    first = await agent_for(relay, name="again")
-    second = await agent_for(relay, name="again")
+async def test_same_agent_instance_reclaims_its_name_and_replaces_its_old_connection(relay: Relay) -> None:
+    instance = "the-same-agent-instance"
+    first = await connect_agent(relay, "again", instance=instance)
+    second = await connect_agent(relay, "again", instance=instance)
     try:
         await asyncio.wait_for(first.closed.wait(), 5)
-        assert first.goaway is not None and "replaced" in first.goaway.reason
+        assert first.goaway is not None and first.goaway.code == ErrorCode.NAME_IN_USE
+        assert "stale" in first.goaway.reason
         assert relay.tunnels == ["again"]
         async with httpx.AsyncClient() as client:
             r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "again.localhost"})

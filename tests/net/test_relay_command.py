@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -11,9 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtunnel.commands.relay import is_loopback, parse_listen
+from devtunnel.cli import build_parser
+from devtunnel.commands.config import resolve_relay
+from devtunnel.commands.relay import is_loopback, parse_listen, settings_from_args
 from devtunnel.errors import ConfigError
 from devtunnel.net.names import random_name, validate_name
+from devtunnel.net.relay import RelaySettings
 from devtunnel.net.sizes import format_size, parse_size
 from tests.helpers import free_port, wait_for
 
@@ -69,6 +73,10 @@ def test_relay_exits_0_on_sigterm() -> None:
         (["--listen", "127.0.0.1:99999"], "expected HOST:PORT"),
         (["--max-body", "ten megs"], "is not a size"),
         (["--head-timeout", "0"], "--head-timeout"),
+        (["--body-timeout", "0"], "--body-timeout"),
+        (["--body-timeout", "inf"], "--body-timeout"),
+        (["--client-share", "0"], "--client-share"),
+        (["--client-share", "1.5"], "--client-share"),
         (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "no such file"),
         (["--tokens-file", "/nonexistent/tokens"], "cannot read it"),
@@ -186,3 +194,46 @@ def test_listen_addresses_parse(text: str, expected: tuple[str, int]) -> None:
 def test_only_loopback_addresses_may_go_without_a_token() -> None:
     assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::", "example.com")] == [
         True, True, True, False, False, False]
+
+
+
+def test_body_timeout_and_client_share_flags_reach_the_relay_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no project or user file sets anything
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+
+    def settings(*flags: str) -> RelaySettings:
+        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
+
+    given = settings("--body-timeout", "0.5", "--client-share", "0.5")
+    assert (given.body_timeout, given.client_share) == (0.5, 0.5)
+    defaults = settings()
+    assert (defaults.body_timeout, defaults.client_share) == (30.0, 0.25)
+
+
+def test_relay_server_section_sets_body_timeout_and_client_share_unless_flags_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\nbody_timeout = 5\nclient_share = 0.5\n")
+
+    def settings(*flags: str) -> RelaySettings:
+        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
+
+    from_file = settings()
+    assert (from_file.body_timeout, from_file.client_share) == (5.0, 0.5)
+    from_flags = settings("--body-timeout", "7", "--client-share", "1")
+    assert (from_flags.body_timeout, from_flags.client_share) == (7.0, 1.0)
+
+
+def test_a_client_share_out_of_range_in_the_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\nclient_share = 2\n")
+    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "relay_server.client_share: expected a fraction more than 0 and at most 1, got 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

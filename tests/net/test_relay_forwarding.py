@@ -320,7 +320,7 @@ async def test_expect_100_continue_is_answered_and_body_forwarded(relay: Relay, 
 
 
 async def test_too_many_concurrent_streams_get_503() -> None:
-    async with running_relay(max_streams=2) as relay:
+    async with running_relay(max_streams=2, client_share=1) as relay:  # one address may fill it
         release = asyncio.Event()
 
         async def hold(request: AgentRequest) -> None:

@@ -305,9 +305,10 @@ class Harness:
 
 @asynccontextmanager
 async def relay_and_agent(tmp_path: Path, *, relay_port: int = 0, backoff: Backoff | None = None,
-                          body_cap: int = 10 << 20) -> AsyncIterator[Harness]:
-    """A token-checking relay on loopback and an agent service recording to ``tmp_path``."""
-    relay = Relay(RelaySettings(host="127.0.0.1", port=relay_port, domain="localhost", tokens=[TOKEN]))
+                          body_cap: int = 10 << 20, **relay_settings: Any) -> AsyncIterator[Harness]:
+    """A token-checking relay on loopback (``relay_settings`` override its settings) and an agent
+    service recording to ``tmp_path``."""
+    relay = Relay(RelaySettings(host="127.0.0.1", port=relay_port, domain="localhost", tokens=[TOKEN], **relay_settings))
     await relay.start()
     store = Store(tmp_path / "captures.db")
     recorder = Recorder(store)

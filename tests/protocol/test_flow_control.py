@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devtunnel.errors import FlowControlError, ProtocolError
-from devtunnel.protocol import DataReceived, WindowUpdated
+from devtunnel.protocol import Connection, DataReceived, Role, WindowUpdated
 from devtunnel.protocol import frames as f
 from tests.protocol.pairs import exchange, handshaken
 
@@ -145,3 +145,45 @@ def test_data_larger_than_the_peer_frame_size_is_split_and_reassembled() -> None
     assert [len(e.data) for e in events] == [1024, 1024, 512]
     assert [e.end_stream for e in events] == [False, False, True]
     assert b"".join(e.data for e in events) == body
+
+
+def test_a_huge_window_announced_by_the_peer_is_capped_at_our_max_send_window() -> None:
+    relay, agent = handshaken(
+        relay_options={"max_send_window": WINDOW}, agent_options={"initial_window": f.MAX_WINDOW}
+    )
+    assert relay.new_stream_window == WINDOW
+    sid = relay.open_request(b"POST", b"/upload", b"1.1", (), end_stream=False)
+    exchange(relay, agent)
+    assert relay.send_window(sid) == WINDOW
+    with pytest.raises(FlowControlError):
+        relay.send_data(sid, b"a" * (WINDOW + 1))
+    relay.send_data(sid, b"a" * WINDOW)
+    exchange(relay, agent)
+    # Credit beyond the cap is not kept either: the window never grows past it.
+    relay.receive_data(f.frame(f.WINDOW_UPDATE, 0, sid, (WINDOW * 4).to_bytes(4, "big")))
+    assert relay.send_window(sid) == WINDOW
+    relay.receive_data(f.frame(f.WINDOW_UPDATE, 0, sid, (f.MAX_WINDOW - WINDOW).to_bytes(4, "big")))
+    assert relay.send_window(sid) == WINDOW
+
+
+def test_the_cap_applies_to_streams_the_agent_answers_too() -> None:
+    relay, agent = handshaken(relay_options={"initial_window": f.MAX_WINDOW}, agent_options={"max_send_window": 4096})
+    sid = relay.open_request(b"GET", b"/", b"1.1", (), end_stream=True)
+    exchange(relay, agent)
+    assert agent.send_window(sid) == 4096
+
+
+@pytest.mark.parametrize("cap", [0, -1, 1 << 31, 2.5])
+def test_max_send_window_out_of_range_is_refused(cap: object) -> None:
+    with pytest.raises(ValueError, match="max_send_window"):
+        Connection(Role.RELAY, max_send_window=cap)  # type: ignore[arg-type]
+
+
+def test_queued_data_counts_payload_until_it_is_taken() -> None:
+    relay, agent, sid = post_pair()
+    assert relay.queued_data == 0
+    relay.send_data(sid, b"x" * 3000)
+    relay.send_data(sid, b"y" * 1000)
+    assert relay.queued_data == 4000
+    relay.data_to_send()
+    assert relay.queued_data == 0

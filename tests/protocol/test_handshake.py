@@ -276,3 +276,45 @@ def test_welcome_and_the_first_request_may_arrive_in_one_message() -> None:
     events = exchange(relay, agent)
     assert [type(e).__name__ for e in events] == ["Welcome", "RequestReceived"]
     assert events[1].stream_id == sid
+
+
+def test_hello_carries_the_agent_instance_id_when_given() -> None:
+    relay = Connection(Role.RELAY)
+    agent = Connection(Role.AGENT)
+    agent.send_hello("tok", "shop", instance="kX3-q_0123456789abcdef")
+    [hello] = exchange(agent, relay)
+    assert isinstance(hello, Hello) and hello.instance == "kX3-q_0123456789abcdef"
+
+
+def test_a_hello_without_an_instance_id_from_an_older_agent_is_accepted() -> None:
+    relay = Connection(Role.RELAY)
+    [hello] = relay.receive_data(hello_frame({"versions": [1], "token": "t", "name": "n", "info": {}}))
+    assert isinstance(hello, Hello) and hello.instance is None
+    agent = Connection(Role.AGENT)
+    agent.send_hello("t", "n")
+    assert b"instance" not in agent.data_to_send()  # an older relay never sees the key
+
+
+@pytest.mark.parametrize("instance", [5, "short", "x" * 129, "has space in it here", "ünïcode-ünïcode-ü", ""])
+def test_a_malformed_instance_id_is_a_protocol_error(instance: object) -> None:
+    relay = Connection(Role.RELAY)
+    with pytest.raises(ProtocolError, match="HELLO instance"):
+        relay.receive_data(hello_frame({"versions": [1], "token": "t", "name": "n", "instance": instance}))
+
+
+def test_sending_a_malformed_instance_id_raises_and_queues_nothing() -> None:
+    agent = Connection(Role.AGENT)
+    with pytest.raises(ValueError, match="instance id"):
+        agent.send_hello("t", "n", instance="not valid!")
+    assert agent.data_to_send() == b""
+    agent.send_hello("t", "n", instance="a" * 16)  # still free to say HELLO
+    assert agent.data_to_send()
+
+
+def test_name_in_use_goaway_reaches_the_agent_with_its_code() -> None:
+    relay = Connection(Role.RELAY)
+    agent = Connection(Role.AGENT)
+    agent.send_hello("t", "shop")
+    exchange(agent, relay)
+    relay.send_goaway(ErrorCode.NAME_IN_USE, "tunnel name 'shop' is in use")
+    assert exchange(relay, agent) == [GoAway(12, "tunnel name 'shop' is in use")]

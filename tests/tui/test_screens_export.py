@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Static
+from textual.widgets import Input, RadioButton, RadioSet, Static
 
 from devtunnel.errors import ExportError
 from devtunnel.tui.screens import ExportScreen
 from devtunnel.export import Export
 from devtunnel.tui.screens.export import copy_export, write_export
+from tests.helpers import async_wait_for
+from tests.tui.app_fixtures import fill, fixed_id, inspector, make_exchange, traffic
 from tests.tui.screen_fixtures import PNG_HEAD, ScreenApp, exchange, json_exchange, screen_text
 
 
@@ -203,3 +205,109 @@ def test_write_export_names_the_side_file_it_cannot_write(tmp_path: Path) -> Non
     with pytest.raises(ExportError, match=f"cannot write {tmp_path / 'bodies' / 'a.bin'}"):
         write_export(result, tmp_path / "a.sh")
     assert (tmp_path / "a.sh").read_text().startswith("curl")
+
+
+# -- from the inspector: marks, public or local, the copy action ----------------------------------
+
+
+async def _inspector_ready(app):  # type: ignore[no-untyped-def]
+    from devtunnel.tui.widgets import RequestTable
+
+    table = app.query_one(RequestTable)
+    await async_wait_for(lambda: table.ids and table.cached_row(table.ids[-1]), what="rows")
+    return table
+
+
+async def test_x_with_one_marked_request_exports_the_marked_one_not_the_cursor_row(tmp_path: Path) -> None:
+    exchanges = traffic(4)
+    paths = {ex.id: ex.request.url_text for ex in exchanges}  # /, /webhooks/stripe, /api/orders?page=2, /old-home
+    app = inspector(fill(tmp_path / "captures.db", exchanges), tmp_path)
+    out = tmp_path / "marked.sh"
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _inspector_ready(app)
+        await pilot.press("up", "m")
+        (marked,) = table.marked
+        await pilot.press("up")
+        cursor = table.current_id
+        assert cursor is not None and cursor != marked
+        await pilot.press("x")
+        await async_wait_for(lambda: isinstance(app.screen, ExportScreen), what="the export screen")
+        assert paths[marked] in str(app.screen.query_one(".title", Static).render())
+        await pilot.click("#to-file")
+        await pilot.pause()
+        app.screen.query_one("#path", Input).value = str(out)
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: out.exists(), what="the exported file")
+    script = out.read_text()
+    assert f"http://shop.localhost{paths[marked]}" in script
+    assert f"http://shop.localhost{paths[cursor]}'" not in script and script.count("curl ") == 1
+
+
+async def test_local_service_choice_goes_to_the_export_and_to_the_copy_action(tmp_path: Path) -> None:
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/hooks?x=1", target_url="http://127.0.0.1:3000")])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _inspector_ready(app)
+        await pilot.press("c")
+        await async_wait_for(lambda: app.clipboard, what="the copied curl")
+        assert "http://shop.localhost/hooks?x=1" in app.clipboard
+        assert "x chooses public URL or local service" in list(app._notifications)[-1].message
+        await pilot.press("x")
+        await async_wait_for(lambda: isinstance(app.screen, ExportScreen), what="the export screen")
+        await pilot.click("#send-local")
+        await pilot.pause()
+        assert "http://127.0.0.1:3000" in str(app.screen.query_one("#send-to-hint", Static).render())
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: not isinstance(app.screen, ExportScreen), what="the dialog to close")
+        assert "'http://127.0.0.1:3000/hooks?x=1'" in app.clipboard or "http://127.0.0.1:3000/hooks?x=1" in app.clipboard
+        app.copy_to_clipboard("")
+        await pilot.press("c")  # the copy action follows the dialog's last choice
+        await async_wait_for(lambda: app.clipboard, what="the copied curl")
+        assert "http://127.0.0.1:3000/hooks?x=1" in app.clipboard
+        assert "sends to the local service" in list(app._notifications)[-1].message
+        await pilot.press("x")  # and the dialog opens with it
+        await async_wait_for(lambda: isinstance(app.screen, ExportScreen), what="the export screen")
+        assert app.screen.query_one("#send-local", RadioButton).value
+
+
+async def test_raw_format_disables_the_url_choice() -> None:
+    app = ScreenApp(ExportScreen([json_exchange()]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.click("#format-raw")
+        await pilot.pause()
+        assert app.screen.query_one("#send-to", RadioSet).disabled
+        assert "names no URL" in str(app.screen.query_one("#send-to-hint", Static).render())
+
+
+async def test_every_control_is_on_screen_at_80x24(tmp_path: Path) -> None:
+    ex = json_exchange()
+    app = ScreenApp(ExportScreen([ex, upload()], current=ex))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.click("#to-file")
+        await pilot.pause()
+        screen = app.screen.region
+        for selector in ("#format", "#scope", "#send-to", "#redact", "#destination", "#path", "#do-export", "#cancel"):
+            region = app.screen.query_one(selector).region
+            assert region.area and screen.contains_region(region), selector
+
+
+# -- snapshots at 80x24 ---------------------------------------------------------------------------
+
+
+def test_snapshot_export_dialog_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(ScreenApp(ExportScreen([json_exchange()])), terminal_size=(80, 24))
+
+
+def test_snapshot_export_dialog_local_service_to_a_file_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    ex = json_exchange()
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.pause()
+        await pilot.click("#send-local")
+        await pilot.click("#to-file")
+        await pilot.pause()
+
+    assert snap_compare(ScreenApp(ExportScreen([ex, upload()], current=ex)), terminal_size=(80, 24), run_before=run_before)

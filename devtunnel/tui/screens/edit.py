@@ -26,6 +26,7 @@ from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange, Headers, Response
 from devtunnel.capture.outcome import replay_outcome
 from devtunnel.errors import DevtunnelError, ReplayError
+from devtunnel.values.http1 import FRAMING
 from devtunnel.tui.render import body_kind, describe_body, escape_control, human_size, status_style
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
@@ -35,8 +36,6 @@ __all__ = ["EditReplayScreen", "HeaderRow", "EDIT_LIMIT", "response_preview", "j
 EDIT_LIMIT = 1024 * 1024
 """Bodies larger than this are sent unchanged rather than loaded into the editor."""
 
-FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-"""Header fields the form leaves out: the body sent decides them."""
 _EDIT_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 """Characters the body editor would draw raw: such bodies are sent as recorded instead."""
 _PREVIEW_LINES = 40

@@ -10,7 +10,8 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
@@ -18,8 +19,9 @@ from devtunnel.capture.model import Exchange
 from devtunnel.errors import DevtunnelError, ExportError
 from devtunnel.export import EXPORTERS, Export, export, options_of
 from devtunnel.tui.clipboard import copy_text
+from devtunnel.tui.render import safe_text
 
-__all__ = ["ExportScreen", "copy_export", "write_export", "SUFFIXES"]
+__all__ = ["ExportScreen", "SEND_TO", "copy_export", "write_export", "SUFFIXES"]
 
 SUFFIXES = {"curl": ".sh", "har": ".har", "raw": ".http", "httpie": ".sh"}
 """File name endings offered for each format."""
@@ -66,8 +68,23 @@ def write_export(result: Export, path: Path) -> list[Path]:
     return written
 
 
+SEND_TO = ("public", "local")
+"""Where exported commands send their requests: the public URL or the tunnel's local service."""
+
+
+def _where(exchange: Exchange, send_to: str) -> str:
+    """The base URL a command for ``exchange`` would use, for the dialog's hint."""
+    if send_to == "local":
+        return exchange.target_url or "(no local service recorded)"
+    host = exchange.request.host
+    return f"{exchange.scheme}://{host}" if host else exchange.target_url or "(no Host header)"
+
+
 class ExportScreen(ModalScreen[str | None]):
-    """Choose a format, options and a destination, then export; returns the sentence shown.
+    """Choose a format, where commands send, options and a destination, then export.
+
+    Dismisses with the sentence it notified, or None. With several exchanges and a ``current``
+    one, a choice says which to export; otherwise every exchange given is exported.
 
     | Key | Action |
     | :- | :- |
@@ -81,60 +98,93 @@ class ExportScreen(ModalScreen[str | None]):
         Binding("ctrl+s", "export", "Export", priority=True),
     ]
 
+    class SendToChanged(Message):
+        """The choice of public URL or local service changed (the copy action follows it)."""
+
+        def __init__(self, screen: ExportScreen, send_to: str) -> None:
+            super().__init__()
+            self.screen = screen
+            self.send_to = send_to
+            """``"public"`` or ``"local"``."""
+
+        @property
+        def control(self) -> ExportScreen:
+            return self.screen
+
     DEFAULT_CSS = """
     ExportScreen {
         align: center middle;
         #export-dialog {
-            width: 80; height: auto; max-height: 90%;
+            width: 80; max-width: 100%; height: auto; max-height: 100%;
             border: thick $primary; background: $surface; padding: 0 1;
         }
+        #export-body { height: auto; max-height: 1fr; }
         .title { text-style: bold; margin-bottom: 1; }
-        .group { height: auto; }
-        .group Label { width: 14; padding: 1 0; }
-        RadioSet { width: 1fr; }
+        .group { height: auto; margin-bottom: 1; }
+        .group Horizontal { height: auto; }
+        .group Label { width: 10; }
+        RadioSet { layout: horizontal; width: 1fr; & > RadioButton { width: auto; margin-right: 2; } }
+        .hint { color: $text-muted; padding-left: 10; height: auto; }
         #path { margin-top: 1; }
         #path.hidden { display: none; }
-        #export-message { height: auto; margin-top: 1; }
+        #export-message { height: auto; }
         #export-message.error { color: $text-error; }
-        #export-buttons { height: auto; align-horizontal: right; margin-top: 1; }
-        #export-buttons Button { margin-left: 1; }
+        #export-buttons { dock: bottom; height: 1; align-horizontal: right; margin-top: 1; }
+        #export-buttons Button { margin-left: 2; }
     }
     """
 
-    def __init__(self, exchanges: Sequence[Exchange], current: Exchange | None = None) -> None:
+    def __init__(self, exchanges: Sequence[Exchange], current: Exchange | None = None, *, send_to: str = "public") -> None:
         super().__init__()
         self.exchanges = list(exchanges)
         self.current = current
+        self.send_to = send_to if send_to in SEND_TO else "public"
         self._confirm_replace: Path | None = None
+
+    def _title(self) -> Text:
+        if len(self.exchanges) == 1:
+            request = self.exchanges[0].request
+            return Text("Export 1 exchange: ", end="").append_text(safe_text(f"{request.method} {request.url_text}"))
+        if self.current is not None:
+            return Text(f"Export · {len(self.exchanges)} exchanges given", end="")
+        return Text(f"Export {len(self.exchanges)} exchanges", end="")
 
     def compose(self) -> ComposeResult:
         formats = list(EXPORTERS)
         with Vertical(id="export-dialog"):
-            yield Static(f"Export · {len(self.exchanges)} exchange(s) listed", classes="title", markup=False)
-            with Horizontal(classes="group"):
-                yield Label("Format")
-                with RadioSet(id="format"):
-                    for i, name in enumerate(formats):
-                        yield RadioButton(name, value=i == 0, id=f"format-{name}")
-            if self.current is not None and len(self.exchanges) > 1:
+            yield Static(self._title(), classes="title")
+            with VerticalScroll(id="export-body"):
                 with Horizontal(classes="group"):
-                    yield Label("Exchanges")
-                    with RadioSet(id="scope"):
-                        yield RadioButton("the selected one", value=True, id="scope-current")
-                        yield RadioButton(f"all {len(self.exchanges)} listed", id="scope-all")
-            with Horizontal(classes="group"):
-                yield Label("Options")
-                yield Checkbox("Redact credentials and signatures", value=False, id="redact")
-            with Horizontal(classes="group"):
-                yield Label("To")
-                with RadioSet(id="destination"):
-                    yield RadioButton("clipboard", value=True, id="to-clipboard")
-                    yield RadioButton("file", id="to-file")
-            yield Input(f"devtunnel-export{SUFFIXES.get(formats[0], '.txt')}", id="path", classes="hidden", placeholder="path of the file")
-            yield Static("", id="export-message")
+                    yield Label("Format")
+                    with RadioSet(id="format", compact=True):
+                        for i, name in enumerate(formats):
+                            yield RadioButton(name, value=i == 0, id=f"format-{name}", compact=True)
+                if self.current is not None and len(self.exchanges) > 1:
+                    with Horizontal(classes="group"):
+                        yield Label("Exchanges")
+                        with RadioSet(id="scope", compact=True):
+                            yield RadioButton("the selected one", value=True, id="scope-current", compact=True)
+                            yield RadioButton(f"all {len(self.exchanges)} given", id="scope-all", compact=True)
+                with Vertical(classes="group"):
+                    with Horizontal():
+                        yield Label("Send to")
+                        with RadioSet(id="send-to", compact=True):
+                            yield RadioButton("public URL", value=self.send_to == "public", id="send-public", compact=True)
+                            yield RadioButton("local service", value=self.send_to == "local", id="send-local", compact=True)
+                    yield Static(self._send_to_hint(formats[0]), id="send-to-hint", classes="hint")
+                with Horizontal(classes="group"):
+                    yield Label("Options")
+                    yield Checkbox("Redact credentials, signatures and secret fields", value=False, id="redact", compact=True)
+                with Horizontal(classes="group"):
+                    yield Label("To")
+                    with RadioSet(id="destination", compact=True):
+                        yield RadioButton("clipboard", value=True, id="to-clipboard", compact=True)
+                        yield RadioButton("file", id="to-file", compact=True)
+                yield Input(f"devtunnel-export{SUFFIXES.get(formats[0], '.txt')}", id="path", classes="hidden", placeholder="path of the file")
+                yield Static("", id="export-message")
             with Horizontal(id="export-buttons"):
-                yield Button("Export", variant="primary", id="do-export")
-                yield Button("Cancel", id="cancel")
+                yield Button("Export", variant="primary", id="do-export", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     # ------------------------------------------------------------------ choices
 
@@ -150,11 +200,25 @@ class ExportScreen(ModalScreen[str | None]):
         return self.query_one("#to-file", RadioButton).value
 
     def chosen(self) -> list[Exchange]:
-        """The exchanges to export: the selected one, or all listed."""
-        scope = self.query("#scope-all")
-        if self.current is not None and not (scope and scope.first(RadioButton).value):
+        """The exchanges to export: every one given, or the current one when that was chosen."""
+        scope = self.query("#scope-current")
+        if self.current is not None and scope and scope.first(RadioButton).value:
             return [self.current]
         return self.exchanges
+
+    def _send_to_hint(self, format: str) -> Text:
+        if "base_url" not in options_of(format):
+            return Text(f"{format} names no URL: the choice does not apply", end="")
+        if not self.exchanges:
+            return Text("", end="")
+        hint = Text("→ ", end="").append_text(safe_text(_where(self.exchanges[0], self.send_to)))
+        return hint.append("  (c, copy curl, sends there too)")
+
+    @on(RadioSet.Changed, "#send-to")
+    def _send_to_changed(self) -> None:
+        self.send_to = "local" if self.query_one("#send-local", RadioButton).value else "public"
+        self.query_one("#send-to-hint", Static).update(self._send_to_hint(self.format))
+        self.post_message(self.SendToChanged(self, self.send_to))
 
     @on(RadioSet.Changed, "#format")
     def _format_changed(self) -> None:
@@ -164,6 +228,8 @@ class ExportScreen(ModalScreen[str | None]):
         if path.suffix in SUFFIXES.values() or not path.suffix:
             field.value = str(path.with_suffix(SUFFIXES.get(self.format, ".txt")))
         self.query_one("#redact", Checkbox).disabled = "redact" not in options_of(self.format)
+        self.query_one("#send-to", RadioSet).disabled = "base_url" not in options_of(self.format)
+        self.query_one("#send-to-hint", Static).update(self._send_to_hint(self.format))
 
     @on(RadioSet.Changed, "#destination")
     def _destination_changed(self) -> None:
@@ -172,8 +238,10 @@ class ExportScreen(ModalScreen[str | None]):
             self.query_one("#path", Input).focus()
 
     @on(Input.Changed, "#path")
-    def _path_changed(self) -> None:
-        self._confirm_replace = None
+    def _path_changed(self, event: Input.Changed) -> None:
+        # Another file asks again; the same path (a change that arrives late) keeps the confirmation.
+        if self._confirm_replace is not None and Path(event.value.strip()).expanduser().absolute() != self._confirm_replace:
+            self._confirm_replace = None
 
     def _show(self, message: str, *, error: bool = False) -> None:
         widget = self.query_one("#export-message", Static)
@@ -196,6 +264,8 @@ class ExportScreen(ModalScreen[str | None]):
         accepted = options_of(format)
         if "redact" in accepted:
             options["redact"] = self.query_one("#redact", Checkbox).value
+        if "local" in accepted and self.send_to == "local":
+            options["local"] = True
         sentence: str | None
         try:
             if not self.to_file:

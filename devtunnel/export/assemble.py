@@ -1,0 +1,85 @@
+"""Captured messages as HTTP/1.1 bytes: the one assembler behind raw exports and the agent API.
+
+A capture keeps bodies de-chunked and, for requests, without the hop-by-hop fields the relay
+removed on the way in (a chunked request arrives with neither Transfer-Encoding nor
+Content-Length). The assembler frames the body again so that the bytes form one valid message
+a real HTTP parser reads back with the same body:
+
+* ``Transfer-Encoding: chunked`` in the head: the body is chunked again;
+* ``Content-Length`` in the head: the body follows as it is;
+* neither, in a request with a body: it came chunked (an HTTP/1.1 request has no other way to
+  carry a body without a length), so ``Transfer-Encoding: chunked`` is put back and the body
+  chunked;
+* neither, in a response: the body runs to the end of the connection, as it did.
+
+Only the recorded part of a truncated body is written; the head still announces the real size.
+"""
+
+from __future__ import annotations
+
+import http
+from dataclasses import dataclass
+
+from devtunnel.capture.model import Request, Response
+from devtunnel.values.http1 import chunked, has_field, is_chunked
+
+__all__ = ["Message", "assemble_request", "assemble_response", "reason_of", "request_bytes", "response_bytes"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message split where a reader wants it: ``head`` (through the blank line) and ``body`` as framed."""
+
+    head: bytes
+    body: bytes
+
+    def __bytes__(self) -> bytes:
+        return self.head + self.body
+
+
+def _head(start_line: bytes, fields: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join([start_line, b"\r\n", *(n + b": " + v + b"\r\n" for n, v in fields), b"\r\n"])
+
+
+def _framed(fields: list[tuple[bytes, bytes]], body: bytes, body_size: int, *, request: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    if is_chunked(fields):
+        return fields, chunked(body)
+    if has_field(fields, b"content-length"):
+        return fields, body
+    if request and (body or body_size):
+        return [*fields, (b"Transfer-Encoding", b"chunked")], chunked(body)
+    return fields, body
+
+
+def assemble_request(request: Request) -> Message:
+    """The request line, headers in order with their case, and the body framed as on the wire."""
+    fields, body = _framed(list(request.headers.fields), request.body, request.body_size, request=True)
+    start = request.method.encode("latin-1", "replace") + b" " + request.target + b" HTTP/" + request.http_version.encode()
+    return Message(_head(start, fields), body)
+
+
+def reason_of(response: Response) -> str:
+    """The captured reason phrase, or the standard one when none was captured (``""`` if unknown)."""
+    if response.reason:
+        return response.reason
+    try:
+        return http.HTTPStatus(response.status).phrase
+    except ValueError:
+        return ""
+
+
+def assemble_response(response: Response) -> Message:
+    """The status line, headers in order with their case, and the body framed as on the wire."""
+    fields, body = _framed(list(response.headers.fields), response.body, response.body_size, request=False)
+    start = f"HTTP/{response.http_version} {response.status} {reason_of(response)}".rstrip()
+    return Message(_head(start.encode("latin-1", "replace"), fields), body)
+
+
+def request_bytes(request: Request) -> bytes:
+    """The whole request as HTTP/1.1 bytes."""
+    return bytes(assemble_request(request))
+
+
+def response_bytes(response: Response) -> bytes:
+    """The whole response as HTTP/1.1 bytes."""
+    return bytes(assemble_response(response))

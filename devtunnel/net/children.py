@@ -1,0 +1,301 @@
+"""Child processes devtunnel runs and watches: the local app (``--run``) and public-URL providers.
+
+A :class:`Child` starts its program in a process group of its own, keeps its output in a
+bounded :class:`LogRing`, tells when it is ready, restarts it with backoff when it exits, and
+stops the whole group (children included) when asked. What "ready" means is the owner's: a
+health URL answering, a port accepting connections, or a line in the output (a provider's URL).
+
+States: ``starting`` -> ``ready`` -> (``crashed`` -> ``restarting`` -> ``starting`` ...) ->
+``stopped``; ``failed`` when the program cannot be started at all (missing binary): no retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+__all__ = ["Child", "ChildState", "LogLine", "LogRing", "port_accepts", "MAX_LINE"]
+
+MAX_LINE = 8192
+"""Characters of one output line kept; a longer line is cut and marked with ``…``."""
+STABLE_AFTER = 30.0
+"""Seconds a child must run before its restart backoff starts again from the shortest wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of a child's output."""
+
+    time: float
+    stream: str
+    """``out`` or ``err``; ``devtunnel`` for the supervisor's own notes (started, exited ...)."""
+    text: str
+
+
+class LogRing:
+    """The last lines of output, bounded in count and in characters; listeners see new lines."""
+
+    def __init__(self, max_lines: int = 2000, max_chars: int = 1 << 20) -> None:
+        self.max_lines = max_lines
+        self.max_chars = max_chars
+        self._lines: deque[LogLine] = deque()
+        self._chars = 0
+        self._listeners: list[Callable[[LogLine], None]] = []
+        self.dropped = 0
+        """Lines pushed out to stay within the bounds."""
+
+    def add(self, stream: str, text: str, now: float | None = None) -> LogLine:
+        """Keep one line (cut to ``MAX_LINE``) and tell the listeners."""
+        if len(text) > MAX_LINE:
+            text = text[:MAX_LINE] + "…"
+        line = LogLine(time.time() if now is None else now, stream, text)
+        self._lines.append(line)
+        self._chars += len(text)
+        while len(self._lines) > self.max_lines or (self._chars > self.max_chars and len(self._lines) > 1):
+            self._chars -= len(self._lines.popleft().text)
+            self.dropped += 1
+        for listener in list(self._listeners):
+            listener(line)
+        return line
+
+    def lines(self, contains: str | None = None) -> list[LogLine]:
+        """The kept lines, oldest first; only those containing ``contains`` (case-insensitive) if given."""
+        if not contains:
+            return list(self._lines)
+        needle = contains.lower()
+        return [line for line in self._lines if needle in line.text.lower()]
+
+    def subscribe(self, listener: Callable[[LogLine], None]) -> Callable[[], None]:
+        """Call ``listener`` with every new line; returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildState:
+    """What the supervisor knows about its child, for the tunnels panel and ``/api/tunnels``."""
+
+    state: str = "stopped"
+    pid: int | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    message: str = ""
+    since: float = field(default_factory=time.time)
+
+
+async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts a TCP connection at ``host:port``."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class Child:
+    """One supervised program (see the module's docstring).
+
+    Args:
+        name: what the log and messages call it (``app``, ``cloudflared``).
+        argv: the program and its arguments (a shell command is ``["/bin/sh", "-c", CMD]``).
+        env: the environment (default: this process's).
+        cwd: the working directory.
+        log: where output goes (a new ring by default).
+        ready: an async check run every ``ready_interval`` seconds once started, until true;
+            None means ready as soon as started. Lines can also make it ready: see ``on_line``.
+        on_line: called with each output line; returning True marks the child ready.
+        on_state: called with every new state.
+        restart: restart after an exit; False leaves it ``crashed``.
+        backoff: (first wait, longest wait) in seconds between restarts, with jitter.
+        grace: seconds between SIGTERM and SIGKILL when stopping.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        log: LogRing | None = None,
+        ready: Callable[[], Awaitable[bool]] | None = None,
+        ready_interval: float = 0.1,
+        on_line: Callable[[str], bool | None] | None = None,
+        on_state: Callable[[ChildState], None] | None = None,
+        restart: bool = True,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        grace: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self.log = log or LogRing()
+        self._ready_check = ready
+        self._ready_interval = ready_interval
+        self._on_line = on_line
+        self._on_state = on_state
+        self._restart = restart
+        self._backoff = backoff
+        self._grace = grace
+        self._rng = rng or random.Random()
+        self.state = ChildState()
+        self.ready = asyncio.Event()
+        """Set while the child is ready; cleared when it exits."""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._changed = asyncio.Event()
+
+    def _set(self, **changes: object) -> None:
+        self.state = replace(self.state, since=time.time(), **changes)  # type: ignore[arg-type]
+        self._changed.set()
+        if self._on_state is not None:
+            self._on_state(self.state)
+
+    async def wait_state(self, *states: str, timeout: float) -> ChildState:
+        """Wait until the state is one of ``states``; raises ``TimeoutError`` after ``timeout``."""
+        async def reached() -> ChildState:
+            while self.state.state not in states:
+                self._changed.clear()
+                await self._changed.wait()
+            return self.state
+
+        return await asyncio.wait_for(reached(), timeout)
+
+    def start(self) -> None:
+        """Start supervising (in the running event loop)."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._supervise(), name=f"child:{self.name}")
+
+    async def stop(self) -> None:
+        """Stop the child and its process group; it is not restarted."""
+        self._stopping = True
+        await self._terminate()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.state.state != "failed":
+            self._set(state="stopped", pid=None)
+
+    async def restart_now(self) -> None:
+        """Stop the running process; the supervisor starts it again at once."""
+        await self._terminate()
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), self._grace)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        # The program's own children (a --reload server's worker) may outlive it: end the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._stopping:
+            started = time.monotonic()
+            code = await self._run_once()
+            if code is None:  # could not start: no retry
+                return
+            if self._stopping:
+                return
+            ran = time.monotonic() - started
+            failures = 0 if ran >= STABLE_AFTER else failures + 1
+            self.log.add("devtunnel", f"{self.name} exited with code {code}")
+            self._set(state="crashed", pid=None, exit_code=code, message=f"exited with code {code}")
+            if not self._restart:
+                return
+            first, longest = self._backoff
+            wait = self._rng.uniform(first / 2, min(longest, first * 2 ** min(failures, 16)))
+            self._set(state="restarting", restarts=self.state.restarts + 1,
+                      message=f"exited with code {code}; restarting in {wait:.1f} s")
+            await asyncio.sleep(wait)
+
+    async def _run_once(self) -> int | None:
+        self.ready.clear()
+        self._set(state="starting", exit_code=None, message="")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True)
+        except OSError as exc:
+            message = f"cannot start {self.argv[0]}: {exc.strerror or exc}"
+            self.log.add("devtunnel", message)
+            self._set(state="failed", pid=None, message=message)
+            return None
+        self._proc = proc
+        self._set(pid=proc.pid)
+        self.log.add("devtunnel", f"started {self.name} (pid {proc.pid})")
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [asyncio.create_task(self._pump(proc.stdout, "out")), asyncio.create_task(self._pump(proc.stderr, "err"))]
+        watcher = asyncio.create_task(self._watch_ready(proc))
+        try:
+            code = await proc.wait()
+            await asyncio.gather(*readers, return_exceptions=True)
+        finally:
+            watcher.cancel()
+            for reader in readers:
+                reader.cancel()
+            self.ready.clear()
+            self._proc = None
+        return code
+
+    async def _watch_ready(self, proc: asyncio.subprocess.Process) -> None:
+        if self._ready_check is None:
+            if self._on_line is None:
+                self._mark_ready()
+            return
+        while proc.returncode is None and not self.ready.is_set():
+            if await self._ready_check():
+                self._mark_ready()
+                return
+            await asyncio.sleep(self._ready_interval)
+
+    def _mark_ready(self) -> None:
+        if not self.ready.is_set() and self._proc is not None:
+            self.ready.set()
+            self._set(state="ready", message="")
+
+    async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
+        partial = b""
+        while True:
+            chunk = await stream.read(65536)
+            if not chunk:
+                break
+            partial += chunk
+            *lines, partial = partial.split(b"\n")
+            if len(partial) > MAX_LINE * 4:  # a line without end: keep its start, drop the rest
+                lines.append(partial)
+                partial = b""
+            for raw in lines:
+                self._line(name, raw)
+        if partial:
+            self._line(name, partial)
+
+    def _line(self, stream: str, raw: bytes) -> None:
+        text = raw.rstrip(b"\r").decode("utf-8", "replace")
+        self.log.add(stream, text)
+        if self._on_line is not None and self._on_line(text):
+            self._mark_ready()

@@ -1,0 +1,128 @@
+"""The relay's WebSocket protocol, with the limits an agent connection lives under.
+
+``GuardedWebSocketProtocol`` is ``DeadPeerWebSocketProtocol`` (``relay_http.py``) plus:
+
+- Every WebSocket starts **unadmitted**: its messages may be at most ``prelogin_max_size``
+  bytes (a larger one is refused with close code 1009 before it is buffered), and a peer
+  that does not read what it is sent (its transport asks to pause: e.g. the pongs to a flood
+  of pings) is dropped at once. Nothing the relay sends before WELCOME comes near the
+  transport's high-water mark.
+- The relay calls ``admitted()`` once it welcomed an agent: messages may then be as large as
+  ``ws_max_size``, and the agent is dropped when its socket stays full without draining a
+  byte for ``stall_timeout`` seconds (an agent that stopped reading holds the relay's memory;
+  a slow one keeps draining). ``opened()`` gives a public WebSocket the ordinary limits.
+- While the socket is full, pings are not answered: each pong would only grow the buffer
+  the peer is not reading (RFC 6455 5.5.3 lets an endpoint skip pongs to earlier pings).
+- ``on_writable`` is called when the socket drained below its low-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from devtunnel.net.relay_http import DeadPeerWebSocketProtocol
+from devtunnel.net.sizes import format_size
+
+log = logging.getLogger("devtunnel.relay")
+
+PRELOGIN_MAX_SIZE = 64 << 10
+"""Largest WebSocket message accepted before the agent was welcomed (a HELLO is far smaller)."""
+
+
+class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
+    """uvicorn's WebSocket protocol with pre-login limits and a stall watch (module docstring).
+
+    Configure with ``configured()``.
+    """
+
+    prelogin_max_size: int = PRELOGIN_MAX_SIZE
+    stall_timeout: float = 15.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn.max_message_size = self.prelogin_max_size
+        self.on_writable: Callable[[], None] | None = None
+        self._admitted = False
+        self._opened = False
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_mark = 0
+
+    @classmethod
+    def configured(cls, prelogin_max_size: int, stall_timeout: float) -> type[GuardedWebSocketProtocol]:
+        """A subclass with these limits, to pass as ``ws=`` to ``uvicorn.Config``."""
+        attrs = {"prelogin_max_size": prelogin_max_size, "stall_timeout": stall_timeout}
+        return type(cls.__name__, (cls,), attrs)
+
+    # -- what the relay tells us ---------------------------------------------------------
+    def admitted(self) -> None:
+        """The peer is a welcomed agent: full message size, and the stall watch."""
+        self._admitted = True
+        self.conn.max_message_size = self.config.ws_max_size
+        if not self.writable.is_set():
+            self._arm_stall_watch()
+
+    def opened(self) -> None:
+        """The peer is a public WebSocket client: the relay's ordinary limits."""
+        self._opened = True
+        self.conn.max_message_size = self.config.ws_max_size
+
+    # -- transport flow control -----------------------------------------------------------
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._admitted:
+            self._arm_stall_watch()
+        elif not self._opened:
+            log.info("dropped %s before login: it does not read what it is sent", self._peer())
+            self.transport.abort()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_stall_watch()
+        callback = self.on_writable
+        if callback is not None:
+            callback()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_stall_watch()
+        super().connection_lost(exc)
+        callback, self.on_writable = self.on_writable, None
+        if callback is not None:
+            callback()
+
+    def handle_ping(self) -> None:
+        if self.writable.is_set():
+            super().handle_ping()
+        else:
+            self.conn.data_to_send()  # the pongs websockets queued: dropped, see the module docstring
+
+    # -- the stall watch ----------------------------------------------------------------
+    def _arm_stall_watch(self) -> None:
+        if self._stall_timer is None and not self.transport.is_closing():
+            self._stall_mark = self.transport.get_write_buffer_size()
+            self._stall_timer = self.loop.call_later(self.stall_timeout, self._stall_check)
+
+    def _cancel_stall_watch(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _stall_check(self) -> None:
+        self._stall_timer = None
+        if self.writable.is_set() or self.transport.is_closing():
+            return
+        held = self.transport.get_write_buffer_size()
+        if held < self._stall_mark:  # it drained something: slow, not stuck
+            self._arm_stall_watch()
+            return
+        log.warning(
+            "dropped agent %s: it read nothing for %g s (%s waiting for it)",
+            self._peer(), self.stall_timeout, format_size(held),
+        )
+        self.transport.abort()
+
+    def _peer(self) -> str:
+        client = self.client
+        return f"{client[0]}:{client[1]}" if client else "?"

@@ -1,0 +1,61 @@
+"""HTTP/1.1 header rules and chunked framing, as bytes in and bytes out.
+
+One place says which header fields describe a connection rather than a message (hop-by-hop,
+RFC 9110 section 7.6.1) and which frame the body (Content-Length, Transfer-Encoding), and how a
+body is written in chunked coding (RFC 9112 section 7.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "HOP_BY_HOP",
+    "FRAMING",
+    "Field",
+    "connection_listed",
+    "is_chunked",
+    "has_field",
+    "chunked",
+]
+
+Field = tuple[bytes, bytes]
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+"""Lower-case names of fields that describe one connection and do not travel past it."""
+
+FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+"""Lower-case names of the fields that say where a body ends: whoever sends the body sets them."""
+
+
+def connection_listed(fields: Iterable[Field]) -> frozenset[bytes]:
+    """The lower-case field names a ``Connection`` header lists (they are hop-by-hop too)."""
+    return frozenset(
+        token.strip().lower()
+        for name, value in fields
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+        if token.strip()
+    )
+
+
+def is_chunked(fields: Iterable[Field]) -> bool:
+    """True when the last transfer coding named is ``chunked`` (the body is framed by chunks)."""
+    codings = [
+        c.strip().lower() for name, value in fields if name.lower() == b"transfer-encoding" for c in value.split(b",")
+    ]
+    codings = [c for c in codings if c]
+    return bool(codings) and codings[-1] == b"chunked"
+
+
+def has_field(fields: Iterable[Field], name: bytes) -> bool:
+    """True when a field called ``name`` (lower-case) is present."""
+    return any(n.lower() == name for n, _ in fields)
+
+
+def chunked(body: bytes) -> bytes:
+    """``body`` in chunked coding: one chunk (none when empty), then the last chunk and no trailers."""
+    head = b"%x\r\n" % len(body) + body + b"\r\n" if body else b""
+    return head + b"0\r\n\r\n"

@@ -1,0 +1,160 @@
+"""Public URLs without a relay of your own: the providers ``--via`` names, what to run, and its URL.
+
+Pure: a :class:`Via` says which program to start (its argv, never a shell line) to carry
+traffic for a local port, and :meth:`Via.url_in` reads the public URL from one line of that
+program's output. Starting, watching and restarting the program is the agent's job.
+
+====================  =========================================================================
+``cloudflared``       ``cloudflared tunnel --url http://127.0.0.1:PORT``; prints a box with
+                      ``https://<words>.trycloudflare.com``
+``localhost.run``     ``ssh -R 80:127.0.0.1:PORT nokey@localhost.run``; prints
+                      ``<id>.lhr.life tunneled with tls termination, https://<id>.lhr.life``
+``pinggy``            ``ssh -p 443 -R0:127.0.0.1:PORT a.pinggy.io``; prints
+                      ``https://<id>.a.free.pinggy.link`` (also an http:// line)
+``serveo``            ``ssh -R 80:127.0.0.1:PORT serveo.net``; prints
+                      ``Forwarding HTTP traffic from https://<id>.serveo.net``
+``ssh:USER@HOST[:P]`` ``ssh -N -R 0:127.0.0.1:PORT USER@HOST``; OpenSSH prints
+                      ``Allocated port N for remote forward to 127.0.0.1:PORT``: the URL is
+                      ``http://HOST:N`` (the server needs ``GatewayPorts yes`` to serve others)
+====================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from devtunnel.errors import ConfigError
+
+__all__ = ["Via", "parse_via", "VIA_NAMES", "SSH_OPTIONS"]
+
+VIA_NAMES = ("relay", "cloudflared", "localhost.run", "pinggy", "serveo", "ssh:USER@HOST[:PORT]")
+
+SSH_OPTIONS = (
+    "-o", "ExitOnForwardFailure=yes",
+    "-o", "ServerAliveInterval=15",
+    "-o", "ServerAliveCountMax=3",
+    "-o", "StrictHostKeyChecking=accept-new",
+    "-o", "BatchMode=yes",
+)
+"""What every ssh-based provider runs with: fail instead of running without the forward, notice
+a dead connection within ~45 s, trust a host key on first use, never prompt (no terminal)."""
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_CLOUDFLARED = re.compile(r"(https://[a-z0-9-]+\.trycloudflare\.com)\b")
+_LHR = re.compile(r"tunneled with tls termination, (https://[A-Za-z0-9.-]+)")
+_PINGGY = re.compile(r"(https://[A-Za-z0-9.-]+\.pinggy\.(?:link|online))\b")
+_SERVEO = re.compile(r"Forwarding HTTP traffic from (https://[A-Za-z0-9.-]+)")
+_ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward to ")
+_USER_HOST = re.compile(r"(?:([A-Za-z0-9._-]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """How a tunnel's public URL is provided.
+
+    Attributes:
+        kind: ``relay`` (devtunnel's own), ``cloudflared``, ``localhost.run``, ``pinggy``,
+            ``serveo`` or ``ssh``.
+        user, host, port: the server of ``ssh:`` (port None: ssh's default).
+    """
+
+    kind: str
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def program(self) -> str | None:
+        """The executable it runs (None for the relay)."""
+        if self.kind == "relay":
+            return None
+        return "cloudflared" if self.kind == "cloudflared" else "ssh"
+
+    @property
+    def install_hint(self) -> str:
+        """One line saying how to get the program."""
+        if self.kind == "cloudflared":
+            return ("cloudflared is not installed: get it from Cloudflare's downloads or your package manager "
+                    "(e.g. `brew install cloudflared`, or the cloudflared .deb/.rpm)")
+        return "ssh is not installed: install the OpenSSH client (e.g. `apt install openssh-client`)"
+
+    def describe(self) -> str:
+        """``ssh:me@host:2222`` / ``cloudflared``: as a user writes it."""
+        if self.kind != "ssh":
+            return self.kind
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"ssh:{user}{self.host}{port}"
+
+    def command(self, local_port: int, *, program: str | None = None, extra_ssh: tuple[str, ...] = ()) -> list[str]:
+        """The argv that carries public traffic to ``127.0.0.1:local_port``.
+
+        Args:
+            local_port: where devtunnel listens for this tunnel's public traffic.
+            program: the executable's path when not on PATH by its name.
+            extra_ssh: more ssh options (tests pass an identity file and a known-hosts file).
+        """
+        exe = program or self.program
+        if exe is None:
+            raise ValueError("the relay runs no program")
+        target = f"127.0.0.1:{local_port}"
+        if self.kind == "cloudflared":
+            return [exe, "tunnel", "--no-autoupdate", "--url", f"http://{target}"]
+        ssh = [exe, *SSH_OPTIONS, *extra_ssh]
+        if self.kind == "localhost.run":
+            return [*ssh, "-R", f"80:{target}", "nokey@localhost.run"]
+        if self.kind == "pinggy":
+            return [*ssh, "-p", "443", "-R", f"0:{target}", "a.pinggy.io"]
+        if self.kind == "serveo":
+            return [*ssh, "-R", f"80:{target}", "serveo.net"]
+        port = ["-p", str(self.port)] if self.port else []
+        login = f"{self.user}@{self.host}" if self.user else str(self.host)
+        return [*ssh, "-N", *port, "-R", f"0:{target}", login]
+
+    def url_in(self, line: str) -> str | None:
+        """The public URL if ``line`` of the program's output announces it, else None."""
+        line = _ANSI.sub("", line)
+        if self.kind == "cloudflared":
+            match = _CLOUDFLARED.search(line)
+        elif self.kind == "localhost.run":
+            match = _LHR.search(line)
+        elif self.kind == "pinggy":
+            match = _PINGGY.search(line)
+        elif self.kind == "serveo":
+            match = _SERVEO.search(line)
+        elif self.kind == "ssh":
+            allocated = _ALLOCATED.search(line)
+            if allocated is None:
+                return None
+            host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+            return f"http://{host}:{allocated.group(1)}"
+        else:
+            return None
+        return match.group(1) if match else None
+
+
+def parse_via(text: str) -> Via:
+    """Read ``--via`` / ``tunnels.NAME.via``.
+
+    Raises:
+        ConfigError: an unknown provider or a malformed ``ssh:`` server (the message lists the forms).
+    """
+    value = text.strip()
+    lowered = value.lower()
+    if lowered in ("relay", "cloudflared", "localhost.run", "pinggy", "serveo"):
+        return Via(lowered)
+    if lowered in ("cloudflare", "trycloudflare"):
+        return Via("cloudflared")
+    if lowered in ("lhr", "localhostrun"):
+        return Via("localhost.run")
+    if lowered.startswith("ssh:"):
+        match = _USER_HOST.fullmatch(value[4:])
+        if match is None or value[4:].startswith("-"):
+            raise ConfigError(f"--via {text!r}: expected ssh:USER@HOST or ssh:USER@HOST:PORT")
+        user, host, port = match.groups()
+        port_number = int(port) if port else None
+        if port_number is not None and not 0 < port_number < 65536:
+            raise ConfigError(f"--via {text!r}: the port must be 1-65535")
+        return Via("ssh", user=user, host=host.strip("[]") if host.startswith("[") else host, port=port_number)
+    raise ConfigError(f"--via {text!r}: expected one of {', '.join(VIA_NAMES)}")

@@ -1,0 +1,134 @@
+"""``devtunnel export`` as a user runs it: --to another base URL, redaction, raw text on a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtunnel.capture.store import Store
+from devtunnel.export import Export
+from tests.export.rawserver import RawServer
+from tests.export.support import make_exchange, run_shell
+
+DEVTUNNEL = str(Path(sys.executable).parent / "devtunnel")
+
+HOOK = make_exchange(
+    "POST",
+    b"/hooks/stripe?attempt=2&api_key=QK1",
+    [(b"Host", b"shop.example"), (b"Content-Type", b"application/json"), (b"Content-Length", b"34")],
+    b'{"amount": 2000, "password": "PW1"}'[:34],
+    target_url="http://127.0.0.1:9",
+)
+CR_BODY = make_exchange("POST", b"/cr", [(b"Host", b"h"), (b"Content-Length", b"19")], b"visible\rHIDDEN-TEXT")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "captures.db"
+    store = Store(path)
+    store.put_many([HOOK, CR_BODY])
+    store.close()
+    return path
+
+
+def run(db: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DEVTUNNEL, "export", *args, "--db", str(db)], capture_output=True, text=True, cwd=cwd,
+                          timeout=60, check=False)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("devtunnel: ") and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_to_sends_the_captured_path_and_query_to_another_base_url(db: Path, tmp_path: Path) -> None:
+    with RawServer() as server:
+        proc = run(db, HOOK.id, "--format", "curl", "--to", server.url, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "Content-Length" not in proc.stdout
+        # Edited as a person would: a smaller amount, so a shorter body.
+        edited = proc.stdout.replace("2000", "20")
+        done = run_shell(Export(edited), tmp_path)
+        assert done.returncode == 0, done.stderr
+    (got,) = server.received
+    assert got.target == b"/hooks/stripe?attempt=2&api_key=QK1"
+    assert got.body == b'{"amount": 20, "password": "PW1"}'[:32]
+    assert (b"Host", b"shop.example") in got.headers
+
+
+def test_to_local_uses_each_exchanges_local_service(db: Path, tmp_path: Path) -> None:
+    proc = run(db, HOOK.id, "--format", "httpie", "--to", "local", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "http://127.0.0.1:9/hooks/stripe?attempt=2&api_key=QK1" in proc.stdout
+
+
+def test_redact_hides_query_and_json_secrets(db: Path, tmp_path: Path) -> None:
+    proc = run(db, HOOK.id, "--format", "curl", "--redact", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "QK1" not in proc.stdout and "PW1" not in proc.stdout and "attempt=2" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [
+        ("ftp://127.0.0.1/", "not an http:// or https:// URL"),
+        ("127.0.0.1:8080", "not an http:// or https:// URL"),
+        ("http://", "not an http:// or https:// URL"),
+        ("http://127.0.0.1:99999", "not a valid URL"),
+        ("http://user:pw@127.0.0.1:8080", "user info"),
+        ("http://127.0.0.1:8080/?x=1", "query or fragment"),
+        ("http://127.0.0.1:8080/\x1b[2J", "control characters"),
+    ],
+)
+def test_a_bad_to_url_is_a_one_line_error(db: Path, tmp_path: Path, to: str, message: str) -> None:
+    line = one_line_error(run(db, HOOK.id, "--format", "curl", "--to", to, cwd=tmp_path))
+    assert message in line and "\x1b" not in line
+
+
+def test_to_with_raw_says_it_has_no_url(db: Path, tmp_path: Path) -> None:
+    assert "names no URL" in one_line_error(run(db, HOOK.id, "--format", "raw", "--to", "http://127.0.0.1:1", cwd=tmp_path))
+
+
+def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, bytes]:
+    """Run devtunnel with stdout on a pseudo-terminal; returns the exit code and what the terminal got."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([DEVTUNNEL, *args], stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd)
+    os.close(slave)
+    out = bytearray()
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            proc.kill()
+            raise AssertionError("no output from devtunnel within 30 s")
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    os.close(master)
+    assert proc.stderr is not None
+    proc.stderr.read()
+    return proc.wait(timeout=30), bytes(out)
+
+
+def test_raw_on_a_terminal_shows_a_lone_cr_escaped(db: Path, tmp_path: Path) -> None:
+    code, shown = _on_a_terminal(["export", CR_BODY.id, "--format", "raw", "--db", str(db)], tmp_path)
+    assert code == 0
+    text = shown.replace(b"\r\n", b"\n")  # the terminal's own line ends
+    assert b"\r" not in text and b"visible\\rHIDDEN-TEXT" in text
+
+
+def test_raw_to_a_pipe_or_file_keeps_the_exact_bytes(db: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([DEVTUNNEL, "export", CR_BODY.id, "--format", "raw", "--db", str(db)], capture_output=True,
+                          cwd=tmp_path, timeout=60, check=False)
+    assert proc.returncode == 0 and b"visible\rHIDDEN-TEXT" in proc.stdout

@@ -1,0 +1,149 @@
+"""The agent checks every request a relay sends it, whatever the relay checked.
+
+A scripted relay (a real websockets server speaking the tunnel protocol) sends targets that
+are not a path, heads that would add lines to the request, and two Host headers, as HTTP
+requests and as WebSocket handshakes. The agent answers each with 400 itself: its local
+service and a second service on another port get nothing, and nothing is logged as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from devtunnel.capture.model import Exchange
+from devtunnel.net.agent import Tunnel, TunnelConfig
+from devtunnel.protocol.connection import Connection, Role
+from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
+from tests.helpers import async_wait_for
+from tests.net.head_fixtures import recording_service
+
+HOST = (b"Host", b"victim.localhost")
+
+
+def refused_heads(port: int) -> list[tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...], bool]]:
+    """(method, target, headers, websocket) of requests the agent must refuse."""
+    hostile = [
+        b"*@127.0.0.1:%d/internal-admin?secret=1" % port,
+        b"@127.0.0.1:%d/x" % port,
+        b"http://127.0.0.1:%d/x" % port,
+        b"127.0.0.1:%d" % port,
+        b"*",
+        b"",
+        b"/x HTTP/1.1\r\nHost: admin.internal\r\n\r\nGET /smuggled",
+        b"/a b",
+    ]
+    heads = [(b"GET", target, (HOST,), websocket) for target in hostile for websocket in (False, True)]
+    heads += [
+        (b"CONNECT", b"127.0.0.1:%d" % port, (HOST,), False),
+        (b"GET /x HTTP/1.1\r\nX:", b"/x", (HOST,), False),
+        (b"GET", b"/x", (HOST, (b"Host", b"admin.internal")), False),
+        (b"GET", b"/x", (HOST, (b"Host", b"admin.internal")), True),
+        (b"GET", b"/ws", (HOST, (b"Content-Length", b"5")), True),
+    ]
+    return heads
+
+
+async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: pytest.LogCaptureFixture) -> None:
+    answers: dict[int, tuple[int, dict[bytes, bytes], bytes]] = {}
+    opened: dict[int, tuple[bytes, bytes, bool]] = {}
+    allowed: list[int] = []
+    relay_done = asyncio.Event()
+    records: list[Exchange] = []
+
+    with recording_service(b"victim") as (victim_port, victim), recording_service(b"SECRET") as (second_port, second):
+
+        async def relay(ws: ServerConnection) -> None:
+            conn = Connection(Role.RELAY)
+            async for message in ws:
+                if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
+                    break
+            conn.send_welcome("victim", "http://victim.localhost", {})
+            heads: dict[int, tuple[int, dict[bytes, bytes]]] = {}
+            bodies: dict[int, bytes] = {}
+
+            def request(method: bytes, target: bytes, headers: Any, websocket: bool = False, body: bytes = b"") -> int:
+                sid = conn.open_request(method, target, b"1.1", headers, end_stream=not body and not websocket,
+                                        websocket=websocket)
+                if body:
+                    conn.send_data(sid, body, end_stream=True)
+                opened[sid] = (method, target, websocket)
+                return sid
+
+            async def until_answered(sids: list[int]) -> None:
+                await ws.send(conn.data_to_send())
+                async for message in ws:
+                    for event in conn.receive_data(message):  # type: ignore[arg-type]
+                        if isinstance(event, ResponseReceived):
+                            heads[event.stream_id] = (event.status, {n.lower(): v for n, v in event.headers})
+                            if event.end_stream:
+                                answers[event.stream_id] = (*heads[event.stream_id], b"")
+                        elif isinstance(event, DataReceived):
+                            bodies[event.stream_id] = bodies.get(event.stream_id, b"") + bytes(event.data)
+                            if event.end_stream:
+                                answers[event.stream_id] = (*heads[event.stream_id], bodies[event.stream_id])
+                    if conn.wants_to_send:
+                        await ws.send(conn.data_to_send())
+                    if all(sid in answers for sid in sids):
+                        return
+
+            # A kept-alive local connection first: a request is written to it at once on arrival.
+            await until_answered([request(b"GET", b"/warm", (HOST,))])
+            refused = [request(m, t, h, w) for m, t, h, w in refused_heads(second_port)]
+            refused.append(request(b"POST", b"*@127.0.0.1:%d/hook" % second_port, (HOST, (b"Content-Length", b"5")),
+                                   body=b"hello"))
+            allowed[:] = [
+                request(b"GET", b"//127.0.0.1:%d/x" % second_port, (HOST,)),
+                request(b"GET", b"/ws?room=1", (HOST, (b"X-Evil", b"a\r\nInjected: 1"), (b"X:Y", b"v")),
+                        websocket=True),
+                request(b"OPTIONS", b"*", (HOST,)),
+                request(b"GET", b"/after", (HOST,)),
+            ]
+            await until_answered(refused + allowed)
+            relay_done.set()
+            await ws.wait_closed()
+
+        async with serve(relay, "127.0.0.1", 0) as server:
+            tunnel = Tunnel(
+                TunnelConfig(target=str(victim_port), name="victim"),
+                relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
+                sink=lambda ex, final: records.append(ex) if final else None,
+                on_change=lambda info: None,
+            )
+            await tunnel.start()
+            try:
+                await asyncio.wait_for(relay_done.wait(), 20)
+                await async_wait_for(lambda: len(records) == len(opened), what="every exchange to be recorded")
+            finally:
+                await tunnel.stop()
+
+        _, seen, raw = victim.snapshot()
+        assert second.snapshot()[0] == 0, "the second service got a connection"
+
+    for sid, (method, target, websocket) in opened.items():
+        status, headers, body = answers[sid]
+        if sid in allowed or target == b"/warm":
+            assert status == 200 and body == b"victim", (target, status, body)
+            continue
+        assert status == 400, (method, target, websocket, status)
+        assert headers[b"x-devtunnel-error"] == b"bad_request"
+        assert body.startswith(b"devtunnel refused to forward this request: "), body
+    # Only paths reach the local service, on its own address; WebSocket handshakes included.
+    assert [(r.method, r.target) for r in seen] == [
+        (b"GET", b"/warm"),
+        (b"GET", b"//127.0.0.1:%d/x" % second_port),
+        (b"GET", b"/ws?room=1"),
+        (b"OPTIONS", b"*"),
+        (b"GET", b"/after"),
+    ]
+    handshake = seen[2]
+    assert handshake.header(b"authorization") == [] and handshake.header(b"host") == [b"victim.localhost"]
+    assert b"admin.internal" not in raw and b"smuggled" not in raw and b"SECRET" not in raw
+    assert b"Injected" not in raw and b"X:Y" not in raw  # a header cannot add lines to the handshake either
+    refused_records = [ex for ex in records if ex.error == "bad_request"]
+    assert len(refused_records) == len(opened) - 5
+    assert all(ex.status == 400 for ex in refused_records)
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]

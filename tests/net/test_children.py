@@ -1,0 +1,152 @@
+"""Supervised child processes: output kept and bounded, ready checks, restarts, and stopping the whole group."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from devtunnel.net.children import MAX_LINE, Child, LogRing, port_accepts
+from tests.helpers import async_wait_for, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def script(code: str) -> list[str]:
+    return [sys.executable, "-u", "-c", textwrap.dedent(code)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+async def test_a_crashing_child_is_restarted_with_its_output_kept() -> None:
+    states: list[str] = []
+    child = Child("app", script("import sys; print('hello'); print('oops', file=sys.stderr); sys.exit(3)"),
+                  backoff=(0.05, 0.1), on_state=lambda s: states.append(s.state))
+    child.start()
+    try:
+        await async_wait_for(lambda: child.state.restarts >= 2, timeout=20, what="two restarts")
+    finally:
+        await child.stop()
+    texts = [(line.stream, line.text) for line in child.log.lines()]
+    assert ("out", "hello") in texts and ("err", "oops") in texts
+    assert ("devtunnel", "app exited with code 3") in texts
+    changes = [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
+    assert changes[:6] == ["starting", "ready", "crashed", "restarting", "starting", "ready"]
+    assert changes[-1] == "stopped" == child.state.state
+
+
+async def test_stop_ends_the_whole_process_group_even_a_child_ignoring_sigterm() -> None:
+    child = Child("app", script("""
+        import signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        grandchild = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"])
+        print("grandchild", grandchild.pid, flush=True)
+        time.sleep(300)
+    """), grace=0.5)
+    child.start()
+    line = await async_wait_for(lambda: next((l.text for l in child.log.lines() if l.text.startswith("grandchild")), None),
+                                timeout=20, what="the grandchild's pid")
+    grandchild = int(line.split()[1])
+    pid = child.state.pid
+    assert pid is not None and alive(pid) and alive(grandchild)
+    await child.stop()
+    await async_wait_for(lambda: not alive(pid) and not alive(grandchild), timeout=10, what="the group gone")
+    assert child.state.state == "stopped"
+
+
+async def test_a_missing_program_fails_once_with_the_reason() -> None:
+    child = Child("cloudflared", ["/nonexistent/cloudflared", "tunnel"], backoff=(0.01, 0.01))
+    child.start()
+    state = await child.wait_state("failed", timeout=10)
+    assert state.message.startswith("cannot start /nonexistent/cloudflared: No such file")
+    assert state.restarts == 0
+    await child.stop()
+    assert child.state.state == "failed"
+
+
+async def test_ready_when_the_port_accepts_and_not_before(tmp_path: Path) -> None:
+    port = free_port()
+    gate = tmp_path / "go"
+    child = Child("app", script(f"""
+        import socket, sys, time
+        print("booting", flush=True)
+        while not __import__("os").path.exists({str(gate)!r}): time.sleep(0.01)
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", {port})); s.listen(); print("listening", flush=True); time.sleep(300)
+    """), ready=lambda: port_accepts("127.0.0.1", port), ready_interval=0.02)
+    try:
+        child.start()
+        await async_wait_for(lambda: any(l.text == "booting" for l in child.log.lines()), timeout=20, what="booting")
+        assert child.state.state == "starting" and not child.ready.is_set()
+        gate.touch()
+        await asyncio.wait_for(child.ready.wait(), 20)
+        assert child.state.state == "ready"
+    finally:
+        await child.stop()
+    assert not child.ready.is_set()
+
+
+async def test_a_line_can_make_it_ready() -> None:
+    found: list[str] = []
+
+    def on_line(text: str) -> bool:
+        if "https://" in text:
+            found.append(text)
+            return True
+        return False
+
+    child = Child("provider", script("import time; print('connecting'); print('url https://x.example'); time.sleep(300)"),
+                  on_line=on_line)
+    child.start()
+    try:
+        await asyncio.wait_for(child.ready.wait(), 20)
+    finally:
+        await child.stop()
+    assert found == ["url https://x.example"]
+
+
+async def test_port_accepts_is_false_for_a_closed_port() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert not await port_accepts("127.0.0.1", port)
+        s.listen()
+        assert await port_accepts("127.0.0.1", port)
+
+
+def test_the_log_ring_is_bounded_in_lines_and_characters_and_searchable() -> None:
+    ring = LogRing(max_lines=3, max_chars=100)
+    seen: list[str] = []
+    stop = ring.subscribe(lambda line: seen.append(line.text))
+    for i in range(5):
+        ring.add("out", f"line {i}")
+    assert [l.text for l in ring.lines()] == ["line 2", "line 3", "line 4"] and ring.dropped == 2
+    ring.add("err", "x" * 90)
+    assert [l.text for l in ring.lines()] == ["line 4", "x" * 90]
+    assert [l.text for l in ring.lines("LINE")] == ["line 4"]
+    stop()
+    ring.add("out", "unseen")
+    assert "unseen" not in seen and len(seen) == 6
+    assert ring.add("out", "y" * (MAX_LINE + 10)).text == "y" * MAX_LINE + "…"
+
+
+async def test_a_line_without_end_is_cut_not_kept_whole() -> None:
+    child = Child("app", script(f"import sys; sys.stdout.write('z' * {MAX_LINE * 10}); sys.stdout.flush()"),
+                  restart=False)
+    child.start()
+    await child.wait_state("crashed", timeout=20)
+    await child.stop()
+    longest = max(len(l.text) for l in child.log.lines())
+    assert longest <= MAX_LINE + 1

@@ -1,0 +1,344 @@
+"""What the relay lets through to a tunnel: only origin-form targets, one Host, no trailers as
+headers, no upgrade request with a body.
+
+A real relay and agent on loopback, tunnel ``victim`` to a recording local service, and a
+second local service on another port that must never get a connection (the shape of the
+server-side request forgery where ``*@127.0.0.1:PORT/x`` reached any address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from devtunnel.net.agent import AgentService, TunnelConfig
+from devtunnel.net.relay import Relay, RelaySettings
+from tests.helpers import async_wait_for
+from tests.net.head_fixtures import FORGED, Seen, recording_service
+from tests.net.tunnel_fixtures import TOKEN, Harness, parse_response, raw_request, relay_and_agent
+
+UPGRADE = (
+    b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+)
+
+
+@pytest.fixture
+def victim_service() -> Iterator[tuple[int, Seen]]:
+    with recording_service(b"victim") as service:
+        yield service
+
+
+@pytest.fixture
+def second_service() -> Iterator[tuple[int, Seen]]:
+    with recording_service(b"SECRET from the second service") as service:
+        yield service
+
+
+@pytest.fixture
+async def tunnel(tmp_path: Path, victim_service: tuple[int, Seen]) -> AsyncIterator[Harness]:
+    async with relay_and_agent(tmp_path) as harness:
+        await harness.start(str(victim_service[0]), name="victim")
+        yield harness
+
+
+def hostile_targets(port: int) -> list[bytes]:
+    """Targets that name another host:port once pasted after an authority, or are no path at all."""
+    return [
+        b"*@127.0.0.1:%d/internal-admin?secret=1" % port,
+        b"@127.0.0.1:%d/x" % port,
+        b"http://127.0.0.1:%d/x" % port,
+        b"127.0.0.1:%d" % port,
+        b"*",
+    ]
+
+
+def head(method: bytes, target: bytes, host: bytes, extra: bytes = b"") -> bytes:
+    return b"%s %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n" % (method, target, host, extra)
+
+
+def assert_untouched(victim: Seen, second: Seen) -> None:
+    assert victim.snapshot()[1] == [], "the tunnel's local service got a refused request"
+    assert second.snapshot()[0] == 0, "the second local service got a connection"
+
+
+@pytest.mark.parametrize("upgrade", [False, True], ids=["plain", "upgrade"])
+async def test_targets_that_are_not_a_path_get_400_and_reach_no_service(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen], upgrade: bool
+) -> None:
+    host = tunnel.host("victim").encode()
+    extra = UPGRADE.replace(b"Connection: Upgrade\r\n", b"") if upgrade else b""
+    connection = b"Upgrade" if upgrade else b"close"
+    for method in (b"GET", b"CONNECT"):
+        for target in hostile_targets(second_service[0]):
+            request = b"%s %s HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n%s\r\n" % (method, target, host, connection, extra)
+            raw = await raw_request(tunnel.relay.port, request)  # returns once the relay closed
+            status, _, body = parse_response(raw)
+            assert status == 400, (method, target, raw)
+            assert b"SECRET" not in raw and b"victim" not in raw
+            # The parser refuses some forms itself (``@host/x``, ``host:port`` with GET).
+            assert b"not a path" in body or b"only allowed with OPTIONS" in body or b"CONNECT" in body \
+                or body == b"Invalid HTTP request received.", body
+    assert_untouched(victim_service[1], second_service[1])
+
+
+async def test_the_reported_reproduction_gets_400_and_no_traceback(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = b"*@127.0.0.1:%d/internal-admin?secret=1" % second_service[0]
+    request = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, tunnel.host("victim").encode(), UPGRADE)
+    status, _, body = parse_response(await raw_request(tunnel.relay.port, request))
+    assert status == 400
+    assert body.startswith(b"the request target '*@127.0.0.1:")
+    # Absolute-form with upgrade headers made the agent log a ValueError traceback.
+    request = b"GET http://x/ HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (tunnel.host("victim").encode(), UPGRADE)
+    assert parse_response(await raw_request(tunnel.relay.port, request))[0] == 400
+    assert_untouched(victim_service[1], second_service[1])
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.parametrize("arrives", ["whole", "later"])
+async def test_a_hostile_target_with_a_body_is_refused_however_the_body_arrives(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen], arrives: str
+) -> None:
+    """A body that came with the head would be forwarded from the protocol's callback; one
+    still arriving by an ASGI task: both meet the same check, before either."""
+    target = b"*@127.0.0.1:%d/hook" % second_service[0]
+    request = head(b"POST", target, tunnel.host("victim").encode(), b"Content-Length: 5\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.relay.port)
+    try:
+        writer.write(request + (b"hello" if arrives == "whole" else b""))
+        await writer.drain()
+        if arrives == "later":
+            writer.write(b"hel")
+            await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read(-1)
+    finally:
+        writer.close()
+    assert parse_response(raw)[0] == 400
+    assert_untouched(victim_service[1], second_service[1])
+
+
+async def test_a_hostile_request_pipelined_behind_a_good_one_ends_the_connection_after_its_answer(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen]
+) -> None:
+    host = tunnel.host("victim").encode()
+    good = b"GET /ok HTTP/1.1\r\nHost: %s\r\n\r\n" % host
+    bad = b"GET *@127.0.0.1:%d/x HTTP/1.1\r\nHost: %s\r\n\r\n" % (second_service[0], host)
+    raw = await raw_request(tunnel.relay.port, good + bad)
+    # One whole answer (a 400 written now would have landed inside it), then the relay closes.
+    assert raw.count(b"HTTP/1.1 ") == 1 and raw.endswith(b"victim"), raw
+    assert [r.target for r in victim_service[1].snapshot()[1]] == [b"/ok"]
+    assert second_service[1].snapshot()[0] == 0
+
+
+@pytest.mark.parametrize("upgrade", [False, True], ids=["plain", "upgrade"])
+async def test_a_target_starting_with_two_slashes_is_a_path_for_the_tunnels_own_service(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen], upgrade: bool
+) -> None:
+    target = b"//127.0.0.1:%d/x?y=1" % second_service[0]
+    request = head(b"GET", target, tunnel.host("victim").encode(), UPGRADE.replace(b"Connection: Upgrade\r\n", b"") if upgrade else b"")
+    if upgrade:
+        request = request.replace(b"Connection: close", b"Connection: Upgrade")
+    raw = await raw_request(tunnel.relay.port, request)
+    assert parse_response(raw)[0] == 200, raw
+    assert raw.endswith(b"victim")
+    requests = victim_service[1].snapshot()[1]
+    assert [r.target for r in requests] == [target]
+    assert second_service[1].snapshot()[0] == 0
+
+
+async def test_options_star_reaches_the_service_as_star(tunnel: Harness, victim_service: tuple[int, Seen]) -> None:
+    raw = await raw_request(tunnel.relay.port, head(b"OPTIONS", b"*", tunnel.host("victim").encode()))
+    assert parse_response(raw)[0] == 200
+    assert [(r.method, r.target) for r in victim_service[1].snapshot()[1]] == [(b"OPTIONS", b"*")]
+
+
+# -- upgrade requests with a body (they were never answered nor timed out) ------------------------
+def _upgrade_with_body(method: bytes, host: bytes, path: bytes, framing: str) -> bytes:
+    if framing == "length":
+        return b"%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: 10\r\n\r\nabc" % (method, path, host, UPGRADE)
+    return b"%s %s HTTP/1.1\r\nHost: %s\r\n%sTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n" % (method, path, host, UPGRADE)
+
+
+async def test_upgrade_requests_with_a_body_get_400_and_their_connections_close(
+    tunnel: Harness, victim_service: tuple[int, Seen]
+) -> None:
+    server = tunnel.relay._server
+    assert server is not None
+    connections = server.server_state.connections
+    baseline = len(connections)
+    port = tunnel.relay.port
+    hosts = [tunnel.host("victim").encode(), b"localhost:%d" % port, b"127.0.0.1:%d" % port]
+    requests = [
+        _upgrade_with_body(method, host, path, framing)
+        for method in (b"GET", b"POST")
+        for host in hosts
+        for path in (b"/ws", b"/_devtunnel/connect")
+        for framing in ("length", "chunked")
+    ]
+    # Every request is answered and its connection closed by the relay (raw_request reads to EOF).
+    answers = await asyncio.gather(*(raw_request(port, request) for request in requests))
+    for request, raw in zip(requests, answers):
+        status, _, body = parse_response(raw)
+        assert status == 400, (request, raw)
+        assert body == b"an upgrade request must not carry a body\n"
+    await async_wait_for(lambda: len(connections) == baseline, what="the relay's connections to return to baseline")
+    assert victim_service[1].snapshot()[0] == 0
+
+
+async def test_an_upgrade_to_another_protocol_is_answered_as_http_then_the_connection_closes(
+    tunnel: Harness, victim_service: tuple[int, Seen]
+) -> None:
+    """``Upgrade: h2c`` (curl --http2 on http://): the parser cannot read past it, so the
+    connection closes after the answer, whatever the client sends after."""
+    server = tunnel.relay._server
+    assert server is not None
+    baseline = len(server.server_state.connections)
+    reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.relay.port)
+    try:
+        writer.write(b"GET /h2 HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                     b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n" % tunnel.host("victim").encode())
+        writer.write(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")  # not HTTP any more once upgraded: ignored
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read(-1)
+    finally:
+        writer.close()
+    status, _, body = parse_response(raw)
+    assert (status, body) == (200, b"victim")
+    assert [r.target for r in victim_service[1].snapshot()[1]] == [b"/h2"]
+    await async_wait_for(lambda: len(server.server_state.connections) == baseline, what="the connection to go")
+
+
+# -- trailers and duplicate Host ------------------------------------------------------------------------
+@pytest.mark.parametrize("arrives", ["one write", "trailer later"])
+async def test_chunked_trailer_fields_never_reach_the_service_as_headers(
+    tunnel: Harness, victim_service: tuple[int, Seen], arrives: str
+) -> None:
+    start = (b"POST /hook HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+             b"5\r\nhello\r\n" % tunnel.host("victim").encode())
+    trailer = b"0\r\nHost: admin.internal\r\nAuthorization: Bearer forged\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.relay.port)
+    try:
+        if arrives == "one write":
+            writer.write(start + trailer)
+        else:
+            writer.write(start)
+            await writer.drain()
+            await async_wait_for(lambda: victim_service[1].snapshot()[0] >= 1, what="the request to be forwarded")
+            writer.write(trailer)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read(-1)
+    finally:
+        writer.close()
+    assert parse_response(raw)[0] == 200
+    _, requests, received = victim_service[1].snapshot()
+    [request] = requests
+    assert request.header(b"host") == [tunnel.host("victim").encode()]
+    assert request.header(b"authorization") == []
+    for forged in FORGED:
+        assert forged not in received
+
+
+async def test_a_trailer_section_larger_than_a_head_drops_the_connection(tmp_path: Path) -> None:
+    with recording_service() as (port, seen):
+        relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN], max_head=4096))
+        await relay.start()
+        service = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
+        try:
+            await service.start_tunnel(TunnelConfig(target=str(port), name="victim"))
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"POST /hook HTTP/1.1\r\nHost: victim.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"2\r\nhi\r\n0\r\nX-Long: ")
+            try:
+                async with asyncio.timeout(10):
+                    for _ in range(64):  # 64 KiB of one trailer line, far over the 4 KiB limit
+                        writer.write(b"a" * 1024)
+                        await writer.drain()
+                    assert await reader.read(-1) == b""
+            except ConnectionError:
+                pass  # the relay dropped the connection while we were writing
+            finally:
+                writer.close()
+        finally:
+            await service.stop()
+            await relay.stop()
+        assert seen.snapshot()[1] == []  # the request never ended: its trailer was cut off
+
+
+async def test_a_chunked_upload_whose_reads_end_after_chunk_headers_goes_through(tmp_path: Path) -> None:
+    """Only reads with no body bytes count towards the trailer limit: a read ending just after
+    a chunk header (body bytes, then the next chunk's size line) is an ordinary upload."""
+    with recording_service() as (port, seen):
+        relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN], max_head=4096))
+        await relay.start()
+        service = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
+        try:
+            await service.start_tunnel(TunnelConfig(target=str(port), name="victim"))
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"POST /upload HTTP/1.1\r\nHost: victim.localhost\r\nTransfer-Encoding: chunked\r\n"
+                         b"Connection: close\r\n\r\n2000\r\n")
+            for i in range(40):  # 8 KiB of body (twice the head limit), then the next size line
+                writer.write(bytes([65 + i % 26]) * 0x2000 + b"\r\n2000\r\n")
+                await writer.drain()
+            writer.write(b"z" * 0x2000 + b"\r\n0\r\n\r\n")
+            async with asyncio.timeout(10):
+                raw = await reader.read(-1)
+            writer.close()
+        finally:
+            await service.stop()
+            await relay.stop()
+        assert parse_response(raw)[0] == 200
+        assert seen.snapshot()[2].count(b"z" * 0x2000) == 1
+
+
+@pytest.mark.parametrize("arrives", ["no body", "body later", "upgrade"])
+async def test_two_host_headers_get_400(
+    tunnel: Harness, victim_service: tuple[int, Seen], arrives: str
+) -> None:
+    host = tunnel.host("victim").encode()
+    extra = {"no body": b"", "body later": b"Content-Length: 5\r\n", "upgrade": UPGRADE}[arrives]
+    request = b"POST /x HTTP/1.1\r\nHost: %s\r\nHost: admin.internal\r\n%s\r\n" % (host, extra)
+    raw = await raw_request(tunnel.relay.port, request)
+    status, _, body = parse_response(raw)
+    assert (status, body) == (400, b"the request has more than one Host header\n")
+    assert victim_service[1].snapshot()[0] == 0
+
+
+# -- the ASGI application keeps the rule when served without the relay's HTTP protocol ------------------
+async def test_the_relay_application_refuses_bad_heads_under_a_stock_server(
+    victim_service: tuple[int, Seen], second_service: tuple[int, Seen]
+) -> None:
+    relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN]))
+    config = uvicorn.Config(relay, http="httptools", ws="websockets-sansio", lifespan="off", log_config=None,
+                            host="127.0.0.1", port=0)
+    server = uvicorn.Server(config)
+    serving = asyncio.get_running_loop().create_task(server.serve())
+    service = AgentService(token=TOKEN)
+    try:
+        await async_wait_for(lambda: server.started, what="uvicorn to start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        service.default_relay = f"ws://127.0.0.1:{port}"
+        await service.start_tunnel(TunnelConfig(target=str(victim_service[0]), name="victim"))
+        host = b"victim.localhost:%d" % port
+        for target in (b"*@127.0.0.1:%d/internal-admin" % second_service[0], b"@127.0.0.1:%d/x" % second_service[0]):
+            for extra in (b"", UPGRADE):
+                request = b"GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: %s\r\n\r\n" % (
+                    target, host, extra.replace(b"Connection: Upgrade\r\n", b""), b"Upgrade" if extra else b"close")
+                raw = await raw_request(port, request)
+                assert parse_response(raw)[0] == 400, (target, raw)
+        raw = await raw_request(port, b"GET /x HTTP/1.1\r\nHost: %s\r\nHost: admin.internal\r\nConnection: close\r\n\r\n" % host)
+        assert parse_response(raw)[0] == 400
+        assert_untouched(victim_service[1], second_service[1])
+    finally:
+        await service.stop()
+        server.should_exit = True
+        await serving

@@ -1,0 +1,141 @@
+"""``devtunnel send`` as a subprocess, against receivers verifying with the providers' own libraries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtunnel.commands.send import send_url
+from devtunnel.errors import ConfigError
+from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
+
+DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
+
+
+def send(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS}
+    return subprocess.run([*DEVTUNNEL, "send", *args], capture_output=True, text=True, timeout=60, env={**clean, **env})
+
+
+@pytest.mark.parametrize(
+    ("provider", "event", "path"),
+    [
+        ("stripe", "invoice.paid", "/webhooks/stripe"),
+        ("stripe", "checkout.session.completed", "/webhooks/stripe"),
+        ("github", "pull_request", "/webhooks/github"),
+        ("shopify", "orders/create", "/webhooks/shopify"),
+        ("standard", "user.created", "/webhooks/standard"),
+        ("slack", "url_verification", "/slack/events"),
+        ("twilio", "sms.received", "/twilio/sms"),
+    ],
+)
+def test_a_sent_sample_is_accepted_by_a_verifying_receiver(provider: str, event: str, path: str) -> None:
+    with receiver() as rx:
+        done = send(provider, event, "--to", rx.url + path, **RECEIVER_SECRETS)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert rx.verdicts == [(path, 200, "ok")]
+        assert done.stdout.startswith(f"sent {provider} {event}") and f"signed, to {rx.url}{path}: 200 OK" in done.stdout
+
+
+def test_set_and_data_change_the_body_and_it_is_still_signed(tmp_path: Path) -> None:
+    body = tmp_path / "event.json"
+    body.write_text(json.dumps({"id": "evt_custom", "object": "event", "type": "invoice.paid", "data": {"object": {}}}))
+    with receiver() as rx:
+        done = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe", "--data", f"@{body}",
+                    "--set", "data.object.amount_paid=999", **RECEIVER_SECRETS)
+        assert done.returncode == 0, done.stderr
+        assert "(evt_custom)" in done.stdout and rx.verdicts[-1][1] == 200
+
+
+def test_a_wrong_secret_is_refused_by_the_receiver_and_exits_1_with_its_reason() -> None:
+    with receiver() as rx:
+        done = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe", STRIPE_WEBHOOK_SECRET="whsec_wrong")
+        assert done.returncode == 1
+        assert ": 400 Bad Request" in done.stdout and "SignatureVerificationError" in done.stdout
+
+
+def test_no_secret_is_bad_usage_unless_unsigned() -> None:
+    with receiver() as rx:
+        done = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe")
+        assert done.returncode == 2 and rx.verdicts == []
+        assert done.stderr == ("devtunnel send: no secret for Stripe: set STRIPE_WEBHOOK_SECRET to the receiver's "
+                               "secret (or --unsigned to send without a signature)\n")
+        unsigned = send("github", "ping", "--to", rx.url + "/webhooks/github", "--unsigned")
+        assert unsigned.returncode == 1 and "unsigned" in unsigned.stdout and rx.verdicts[-1][1] == 401
+        other = send("github", "ping", "--to", rx.url + "/webhooks/github", "--secret-env", "MY_GH",
+                     MY_GH=RECEIVER_SECRETS["GITHUB_WEBHOOK_SECRET"])
+        assert other.returncode == 0, other.stdout + other.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["paypal", "x", "--to", "http://127.0.0.1:9"], "unknown provider 'paypal'; known: stripe, github"),
+        (["stripe", "nope", "--to", "http://127.0.0.1:9"], "no stripe sample named 'nope'; stripe has: "),
+        (["stripe", "invoice.paid"], "give PROVIDER EVENT --to URL"),
+        (["stripe", "invoice.paid", "--to", "ftp://x"], "expected an http:// or https:// URL"),
+        (["stripe", "invoice.paid", "--to", "http://u:p@x/"], "user info in the URL is not supported"),
+        (["stripe", "invoice.paid", "--to", "http://x:99999/"], "the port is not a number"),
+        (["stripe", "invoice.paid", "--to", "http://x/", "--set", "id.x=1"], "--set id.x: id is str"),
+        (["stripe", "invoice.paid", "--to", "http://x/", "--data", "@/nonexistent"], "cannot read it"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    done = send(*args, **RECEIVER_SECRETS)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_list_shows_every_sample() -> None:
+    done = send("--list")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["PROVIDER", "NAME", "EVENT", "PATH"]
+    assert any(line.split()[:2] == ["shopify", "orders/create"] for line in lines)
+
+
+def test_an_unreachable_receiver_is_one_line_and_exit_1() -> None:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = send("github", "ping", "--to", f"http://127.0.0.1:{port}/hook", **RECEIVER_SECRETS)
+    assert done.returncode == 1 and done.stderr.startswith("devtunnel send: github ping to http://127.0.0.1:")
+    assert "Traceback" not in done.stderr
+
+
+def test_localhost_names_are_reached_on_loopback_with_their_host_kept() -> None:
+    assert send_url("http://payments.localhost:41234", "/webhooks/stripe") == (
+        "http://127.0.0.1:41234/webhooks/stripe", "payments.localhost:41234")
+    assert send_url("https://hooks.example.com/in?x=1", "/p") == ("https://hooks.example.com/in?x=1", "hooks.example.com")
+    with pytest.raises(ConfigError):
+        send_url("payments.localhost", "/")
+
+
+def test_a_sample_sent_to_a_tunnels_public_url_is_captured_like_a_delivery(tmp_path: Path) -> None:
+    from tests.net.test_agent_command import FORWARDING, Proc
+
+    db = tmp_path / "c.db"
+    env = {**{k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS}, "XDG_STATE_HOME": str(tmp_path)}
+    with receiver() as rx:
+        agent = Proc([*DEVTUNNEL, "http", rx.url, "--no-tui", "--name", "pay", "--api-port", "0", "--db", str(db)], env)
+        try:
+            match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+            assert match is not None
+            public = match.group(1)
+            done = send("stripe", "payment_intent.succeeded", "--to", public, **RECEIVER_SECRETS)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert f"to {public}: 200 OK" in done.stdout and rx.verdicts[-1] == ("/webhooks/stripe", 200, "ok")
+            agent.line(lambda l: "/webhooks/stripe" in l)
+        finally:
+            agent.stop()
+    listed = subprocess.run([*DEVTUNNEL, "requests", "--json", "--db", str(db)], capture_output=True, text=True,
+                            timeout=30, env=env)
+    rows = json.loads(listed.stdout)
+    assert [(r["method"], r["path"], r["status"], r["host"]) for r in rows] == [
+        ("POST", "/webhooks/stripe", 200, public.split("://", 1)[1])]

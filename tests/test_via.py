@@ -1,0 +1,102 @@
+"""``--via``: the providers' commands and the URLs read from their documented output."""
+
+from __future__ import annotations
+
+import pytest
+
+from devtunnel.errors import ConfigError
+from devtunnel.via import Via, parse_via
+
+CLOUDFLARED = """\
+2024-12-20T10:30:15Z INF Thank you for trying Cloudflare Tunnel. Doing so, without a Cloudflare account, is a quick way to experiment and try it out.
+2024-12-20T10:30:16Z INF Requesting new quick Tunnel on trycloudflare.com...
+2024-12-20T10:30:18Z INF +--------------------------------------------------------------------------------------------+
+2024-12-20T10:30:18Z INF |  Your quick Tunnel has been created! Visit it at (it may take some time to be reachable):  |
+2024-12-20T10:30:18Z INF |  https://seasonal-deck-organisms-sf.trycloudflare.com                                      |
+2024-12-20T10:30:18Z INF +--------------------------------------------------------------------------------------------+
+2024-12-20T10:30:18Z INF Registered tunnel connection connIndex=0 event=0 ip=198.41.200.13 location=ams protocol=quic
+"""
+
+LOCALHOST_RUN = """\
+===============================================================================
+Welcome to localhost.run!
+
+Follow your favourite reverse tunnel at [https://twitter.com/localhost_run].
+
+To set up and manage custom domains go to https://admin.localhost.run/
+
+More details on custom domains (and how to enable subdomains) at https://localhost.run/docs/custom-domains
+** your connection id is 2d5a4e37-08bb-43c5-9a9f-d9b2b8c7e5d1, please mention it if you send me a message about an issue. **
+
+authenticated as anonymous user
+8beaa541ba3dc2.lhr.life tunneled with tls termination, https://8beaa541ba3dc2.lhr.life
+create an account and add your key for a longer lasting domain name. see https://localhost.run/docs/forever-free/ for more information.
+"""
+
+PINGGY = "You are not authenticated.\nYour tunnel will expire in 60 minutes.\n\x1b[32mhttp://rnxyz-94-156-23-153.a.free.pinggy.link\x1b[0m\n\x1b[32mhttps://rnxyz-94-156-23-153.a.free.pinggy.link\x1b[0m\n"
+
+SERVEO = "Forwarding HTTP traffic from https://3a3ec5498a744c307bc67ca14072c0db.serveo.net\nPress g to start a GUI session and ctrl-c to quit.\n"
+
+SSH = "Allocated port 41023 for remote forward to 127.0.0.1:8080\n"
+
+
+def first_url(via: Via, output: str) -> str | None:
+    return next((url for line in output.splitlines() if (url := via.url_in(line))), None)
+
+
+@pytest.mark.parametrize(
+    ("via", "output", "url"),
+    [
+        ("cloudflared", CLOUDFLARED, "https://seasonal-deck-organisms-sf.trycloudflare.com"),
+        ("localhost.run", LOCALHOST_RUN, "https://8beaa541ba3dc2.lhr.life"),
+        ("pinggy", PINGGY, "https://rnxyz-94-156-23-153.a.free.pinggy.link"),
+        ("serveo", SERVEO, "https://3a3ec5498a744c307bc67ca14072c0db.serveo.net"),
+        ("ssh:me@tunnel.example.com", SSH, "http://tunnel.example.com:41023"),
+        ("ssh:me@[::1]:2222", SSH, "http://[::1]:41023"),
+    ],
+)
+def test_the_public_url_is_read_from_the_documented_output(via: str, output: str, url: str) -> None:
+    assert first_url(parse_via(via), output) == url
+
+
+def test_links_that_are_not_the_tunnel_are_not_taken() -> None:
+    assert first_url(parse_via("localhost.run"), LOCALHOST_RUN.replace("8beaa541ba3dc2.lhr.life tunneled", "x")) is None
+    assert parse_via("cloudflared").url_in("see https://developers.cloudflare.com/cloudflare-one/") is None
+    assert parse_via("cloudflared").url_in("INF Requesting new quick Tunnel on trycloudflare.com...") is None
+    assert parse_via("ssh:h").url_in("Warning: Permanently added 'h' (ED25519) to the list of known hosts.") is None
+
+
+def test_commands_are_argv_lists_to_loopback() -> None:
+    assert parse_via("cloudflared").command(41000) == [
+        "cloudflared", "tunnel", "--no-autoupdate", "--url", "http://127.0.0.1:41000"]
+    ssh = parse_via("ssh:me@example.com:2222").command(41000, program="/usr/bin/ssh", extra_ssh=("-i", "key"))
+    assert ssh[0] == "/usr/bin/ssh" and ssh[-5:] == ["-p", "2222", "-R", "0:127.0.0.1:41000", "me@example.com"]
+    assert "ExitOnForwardFailure=yes" in ssh and "BatchMode=yes" in ssh and ssh[-7:-5] == ["key", "-N"]
+    assert parse_via("localhost.run").command(1)[-2:] == ["80:127.0.0.1:1", "nokey@localhost.run"]
+    assert parse_via("pinggy").command(1)[-4:] == ["443", "-R", "0:127.0.0.1:1", "a.pinggy.io"]
+    assert parse_via("serveo").command(1)[-1] == "serveo.net"
+
+
+def test_names_people_write_are_understood_and_described_back() -> None:
+    assert parse_via(" CloudFlared ").kind == "cloudflared" and parse_via("cloudflare").kind == "cloudflared"
+    assert parse_via("ssh:me@host").describe() == "ssh:me@host"
+    assert parse_via("ssh:host:22").describe() == "ssh:host:22"
+    assert parse_via("relay").program is None and parse_via("serveo").program == "ssh"
+    assert "install" in parse_via("cloudflared").install_hint
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ngrok", "expected one of relay, cloudflared, localhost.run, pinggy, serveo, ssh:USER@HOST[:PORT]"),
+        ("ssh:", "expected ssh:USER@HOST"),
+        ("ssh:-oProxyCommand=evil", "expected ssh:USER@HOST"),
+        ("ssh:me@host;rm -rf /", "expected ssh:USER@HOST"),
+        ("ssh:me@host:0", "the port must be 1-65535"),
+        ("ssh:me@host:99999", "the port must be 1-65535"),
+    ],
+)
+def test_a_bad_via_is_one_clear_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_via(text)
+    assert message in str(info.value)

@@ -1,0 +1,89 @@
+"""The one rule for request heads the relay and the agent both apply."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devtunnel.values.request_head import field_is_safe, head_problem, method_problem, target_problem
+
+HOST = (b"Host", b"app.localhost")
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        (b"GET", b"/"),
+        (b"GET", b"/hooks/stripe?id=1&x=%20"),
+        (b"POST", b"//127.0.0.1:9/x"),  # origin-form: a path whose first segment is empty
+        (b"GET", "/caf\u00e9".encode()),  # raw UTF-8, as some clients send it
+        (b"OPTIONS", b"*"),
+        (b"PROPFIND", b"/dav"),
+    ],
+)
+def test_paths_and_options_star_are_accepted(method: bytes, target: bytes) -> None:
+    assert head_problem(method, target, [HOST]) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "why"),
+    [
+        (b"GET", b"*@127.0.0.1:19083/internal-admin?secret=1", "is not a path"),
+        (b"GET", b"@127.0.0.1:19083/x", "is not a path"),
+        (b"GET", b"http://127.0.0.1:19083/x", "is not a path"),
+        (b"GET", b"127.0.0.1:19083", "is not a path"),
+        (b"GET", b"", "is not a path"),
+        (b"GET", b"*", "only allowed with OPTIONS"),
+        (b"CONNECT", b"127.0.0.1:22", "CONNECT is not forwarded"),
+        (b"CONNECT", b"/x", "CONNECT is not forwarded"),
+        (b"GET", b"/x HTTP/1.1\r\nHost: evil", "holds a space or a control character"),
+        (b"GET", b"/x\x00", "holds a space or a control character"),
+        (b"GET", b"/x\x7f", "holds a space or a control character"),
+        (b"GET /x", b"/", "is not an HTTP token"),
+        (b"", b"/", "is not an HTTP token"),
+    ],
+)
+def test_anything_else_is_refused_with_a_reason(method: bytes, target: bytes, why: str) -> None:
+    problem = head_problem(method, target, [HOST])
+    assert problem is not None and why in problem
+
+
+def test_a_refused_value_is_quoted_short_and_printable() -> None:
+    problem = target_problem(b"GET", b"http://x/" + b"\x1b[31m" * 100)
+    assert problem is not None and "\x1b" not in problem and len(problem) < 200
+    problem = target_problem(b"GET", "x\u202e\u00e9\x85".encode() + b"\xff")
+    assert problem is not None and problem.isprintable() and "\u00e9" in problem
+
+
+def test_two_host_headers_are_refused_whatever_their_case() -> None:
+    assert head_problem(b"GET", b"/", [HOST, (b"hOsT", b"admin.internal")]) == "the request has more than one Host header"
+    assert head_problem(b"GET", b"/", [HOST, (b"X-Host", b"x")]) is None
+
+
+@pytest.mark.parametrize(
+    ("framing", "refused"),
+    [((b"Content-Length", b"5"), True), ((b"Transfer-Encoding", b"chunked"), True),
+     ((b"Content-Length", b"0"), False), ((b"Content-Length", b" 00 "), False)],
+)
+def test_an_upgrade_request_may_not_carry_a_body(framing: tuple[bytes, bytes], refused: bool) -> None:
+    problem = head_problem(b"GET", b"/ws", [HOST, framing], upgrade=True)
+    assert (problem == "an upgrade request must not carry a body") is refused
+    assert head_problem(b"POST", b"/ws", [HOST, framing]) is None  # without upgrade a body is fine
+
+
+@given(st.binary(max_size=40), st.binary(max_size=40))
+def test_an_accepted_target_is_a_path_or_options_star_and_cannot_end_the_request_line(method: bytes, target: bytes) -> None:
+    if head_problem(method, target, [HOST]) is None:
+        assert method_problem(method) is None and b" " not in method
+        assert target.startswith(b"/") or (method, target) == (b"OPTIONS", b"*")
+        assert not any(b in target for b in b" \r\n\t\x00")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "safe"),
+    [(b"X-A", b"1, 2", True), (b"X-A", b"caf\xc3\xa9", True), (b"X-Evil", b"a\r\nInjected: 1", False),
+     (b"X-Evil", b"a\nb", False), (b"X-Evil", b"a\x00", False), (b"X\r\nY", b"v", False), (b"X:Y", b"v", False)],
+)
+def test_a_field_is_safe_to_write_only_when_it_cannot_add_a_line(name: bytes, value: bytes, safe: bool) -> None:
+    assert field_is_safe(name, value) is safe
