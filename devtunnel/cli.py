@@ -197,15 +197,23 @@ examples:
   devtunnel replay 01JD3X4K9A --to http://127.0.0.1:9000
   devtunnel replay --filter 'path:/webhooks status:5xx'
   devtunnel replay 01JD3X4K9A --method PUT --header 'X-Debug: 1' --body @event.json
+  devtunnel replay 01JD3X4K9A --ignore-header X-Build --ignore-header ETag
+
+The method is sent as typed (methods are case-sensitive). A replay's response is "the same"
+when its status, headers and body match the original's, less volatile headers (Date, Age,
+Expires, Server-Timing, X-Request-Id and other per-request ids and traces) and any named
+with --ignore-header.
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="replay every match, oldest first")
     p.add_argument("--to", metavar="URL", help="send to this base URL instead of the tunnel's target")
-    p.add_argument("--method", help="replace the method")
+    p.add_argument("--method", help="replace the method (sent as typed)")
     p.add_argument("--path", help="replace the path and query")
     p.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'", help="set a header (NAME: to delete)")
     p.add_argument("--body", metavar="TEXT|@FILE", help="replace the body")
     p.add_argument("--insecure", action="store_true", help="do not verify an https destination's certificate")
+    p.add_argument("--ignore-header", action="append", default=[], metavar="NAME",
+                   help="leave this response header out when telling whether the response differs (repeatable)")
     p.add_argument("--json", action="store_true", help="print the new exchanges as JSON")
     _add_db(p)
 

@@ -50,6 +50,7 @@ __all__ = [
     "ConfigFile",
     "RelayServerSection",
     "RelaySection",
+    "ReplaySection",
     "Settings",
     "StoreSection",
     "TunnelSection",
@@ -232,6 +233,25 @@ class _Listen(_Kind):
         return text
 
 
+class _HeaderNames(_Kind):
+    """Header names: a TOML array of strings (typed text: names separated by commas)."""
+
+    _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+    def check(self, value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list of header names such as [\"X-Build\"], got {_shown(value)}")
+        for name in value:
+            if not isinstance(name, str) or not self._TOKEN.fullmatch(name):
+                raise ValueError(f"expected header names such as X-Build, got {_shown(name)}")
+        return tuple(value)
+
+    def to_toml(self, value: Any) -> object:
+        return list(value)
+
+
 def _shown(value: object) -> str:
     kind = {bool: "a boolean", int: "an integer", float: "a number", str: "text", dict: "a table", list: "an array"}
     return f"{value!r}" if isinstance(value, str) else kind.get(type(value), type(value).__name__)
@@ -315,6 +335,15 @@ class RelayServerSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplaySection:
+    """``[replay]``: how a replay's response is compared with the original's."""
+
+    ignore_headers: tuple[str, ...] = field(default=(), metadata=_kind(_HeaderNames()))
+    """Response headers that do not make a replay's response differ, on top of the volatile ones
+    (Date, Server-Timing, X-Request-Id and the like), e.g. ``["X-Build", "ETag"]``."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The effective settings: defaults overlaid by files, environment and flags."""
 
@@ -328,6 +357,8 @@ class Settings:
     """Named tunnels, in the order the files define them."""
     relay_server: RelayServerSection = field(default_factory=RelayServerSection)
     """What ``devtunnel relay`` serves."""
+    replay: ReplaySection = field(default_factory=ReplaySection)
+    """How replays are compared with their originals."""
 
     def tunnel(self, name: str) -> TunnelSection | None:
         """The tunnel defined under ``name``, if any."""
@@ -339,6 +370,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "agent": AgentSection,
     "store": StoreSection,
     "relay_server": RelayServerSection,
+    "replay": ReplaySection,
 }
 _TUNNEL_KEYS = {f.name: f for f in dataclasses.fields(TunnelSection) if f.name != "name"}
 

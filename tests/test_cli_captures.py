@@ -364,7 +364,7 @@ def test_replay_keeps_the_configured_retention_not_the_defaults(captures: Captur
 def test_replay_with_edits(captures: Captures) -> None:
     body = captures.cwd / "event.json"
     body.write_bytes(b'{"type":"invoice.updated"}')
-    proc = cli(captures, "replay", captures.exchanges[0].id, "--method", "put", "--path", "/other?x=1",
+    proc = cli(captures, "replay", captures.exchanges[0].id, "--method", "PUT", "--path", "/other?x=1",
                "--header", "X-Debug: 1", "--header", "Stripe-Signature:", "--body", f"@{body}", "--json")
     assert proc.returncode == 0, proc.stderr
     method, path, headers, sent = captures.seen.requests[-1]

@@ -19,6 +19,8 @@ CORE_MODULES = [
     "devtunnel.capture.store",
     "devtunnel.capture.filters",
     "devtunnel.capture.diff",
+    "devtunnel.capture.edit",
+    "devtunnel.capture.outcome",
     "devtunnel.export",
     "devtunnel.ngrok_config",
     "devtunnel.webhooks",

@@ -298,6 +298,8 @@ class Exchange:
     error_message: str = ""
     replay_of: str | None = None
     """The id of the exchange this one replays, if it is a replay."""
+    edited: bool = False
+    """True for a replay sent with changes (method, target, headers or body): an edited replay."""
     websocket: bool = False
     ws_messages: list[WsMessage] = field(default_factory=list)
     ws_close_code: int | None = None
@@ -336,5 +338,6 @@ class Exchange:
             "size": self.size,
             "error": self.error,
             "replay_of": self.replay_of,
+            "edited": self.edited,
             "websocket": self.websocket,
         }

@@ -52,7 +52,7 @@ log = logging.getLogger("devtunnel.capture")
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
@@ -84,6 +84,8 @@ class Row:
     error: str | None
     replay_of: str | None
     websocket: bool
+    edited: bool = False
+    """True for a replay sent with changes."""
 
 
 # --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
@@ -199,11 +201,17 @@ CREATE TRIGGER exchanges_delete AFTER DELETE ON exchanges BEGIN
 END;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# Version 3: a replay sent with changes is marked (adding a column with a constant default
+# rewrites nothing, so the upgrade is instant at any size).
+_SCHEMA_V3 = """
+ALTER TABLE exchanges ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 _ROW_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
-                "error, replay_of, websocket")
+                "error, replay_of, websocket, edited")
 _FULL_COLUMNS = (_ROW_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
                  "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
                  "res_version, res_reason, res_body_size, res_truncated")
@@ -212,6 +220,7 @@ _INSERT_COLUMNS = (
     "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
     "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
+    "edited",
 )
 
 
@@ -585,7 +594,7 @@ class Store:
 
     def _build(self, conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
         (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
-         websocket, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
+         websocket, edited, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
          ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
          res_body_size, res_truncated) = r
         heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
@@ -630,6 +639,7 @@ class Store:
             error=error,  # type: ignore[arg-type]
             error_message=error_message,  # type: ignore[arg-type]
             replay_of=replay_of,  # type: ignore[arg-type]
+            edited=bool(edited),
             websocket=bool(websocket),
             ws_messages=messages,
             ws_close_code=ws_close_code,  # type: ignore[arg-type]
@@ -637,7 +647,7 @@ class Store:
 
 
 def _row(r: tuple[object, ...]) -> Row:
-    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]))  # type: ignore[arg-type]
+    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]), bool(r[12]))  # type: ignore[arg-type]
 
 
 def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
@@ -661,6 +671,7 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
             ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
             None if res is None else res.http_version, None if res is None else res.reason,
             None if res is None else res.body_size, None if res is None else int(res.body_truncated),
+            int(ex.edited),
         ))
         heads.append((ex.id, req_heads, res_heads))
         bodies.append((ex.id, bytes(req.body), None if res is None else bytes(res.body)))

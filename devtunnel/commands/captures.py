@@ -21,7 +21,9 @@ from typing import Any
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import parse
+from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange, Request, Response
+from devtunnel.capture.outcome import replay_outcome
 from devtunnel.capture.store import Row, Store
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
@@ -38,7 +40,7 @@ from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.net.api_shapes import capture_json, status_text
-from devtunnel.net.replay import Edit, replay_many
+from devtunnel.net.replay import replay_many
 
 __all__ = ["run"]
 
@@ -98,6 +100,7 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "size": row.size,
         "error": row.error,
         "replay_of": row.replay_of,
+        "edited": row.edited,
         "websocket": row.websocket,
     }
 
@@ -146,7 +149,7 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             human_size(r.size),
-            ("↻ " if r.replay_of else "") + r.target,
+            ("↻✎ " if r.edited else "↻ " if r.replay_of else "") + r.target,
         ]
         for r in rows
     ]
@@ -213,7 +216,8 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
         timing = f"first byte {human_duration(ex.ttfb)}, {timing}"
     lines.append(f"timing    {timing}")
     if ex.replay_of:
-        lines.append(f"replay of {ex.replay_of}  (devtunnel diff {ex.replay_of} {ex.id})")
+        kind = "edited replay of" if ex.edited else "replay of"
+        lines.append(f"{kind} {ex.replay_of}  (devtunnel diff {ex.replay_of} {ex.id})")
     for r in replays:
         lines.append(f"replayed  {r.id}  {_status_cell(r)}")
     if ex.error:
@@ -324,13 +328,21 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> Edit | None:
-    headers: list[tuple[str, str | None]] = []
+    """The edit the flags describe: ``--header 'NAME: VALUE'`` sets one header, ``'NAME:'`` deletes it.
+
+    The method is sent as typed (methods are case-sensitive); ``Edit`` checks every field.
+    """
+    set_headers: list[tuple[str, str]] = []
+    remove: list[str] = []
     for spec in args.header:
         name, sep, value = spec.partition(":")
         name, value = name.strip(), value.strip()
-        if not sep or not name or " " in name:
+        if not sep or not name:
             raise ConfigError(f"--header takes 'NAME: VALUE' (or 'NAME:' to delete), not {spec!r}")
-        headers.append((name, value or None))
+        if value:
+            set_headers.append((name, value))
+        else:
+            remove.append(name)
     body: bytes | None = None
     if args.body is not None:
         if args.body.startswith("@"):
@@ -342,28 +354,35 @@ def _edit(args: argparse.Namespace) -> Edit | None:
             body = args.body.encode("utf-8")
     if args.path is not None and not args.path.startswith("/"):
         raise ConfigError(f"--path must start with /, not {args.path!r}")
-    if args.method is None and args.path is None and not headers and body is None:
-        return None
-    return Edit(
-        method=args.method.upper() if args.method else None,
+    edit = Edit(
+        method=args.method,
         target=args.path.encode("utf-8") if args.path is not None else None,
-        headers=headers or None,
+        set_headers=set_headers,  # type: ignore[arg-type]
+        remove_headers=tuple(remove),
         body=body,
     )
+    return None if edit.is_empty else edit
 
 
-def _diff_hint(original: Exchange, result: Exchange) -> str:
-    if result.error:
-        return f"failed: {safe(result.error_message or result.error)}"
-    if original.response is None:
-        return "original had no response"
-    same = all(s.identical for s in diff_exchanges(original, result, side="response").sections)
-    return "same response" if same else f"response differs: devtunnel diff {original.id} {result.id}"
+def _outcome_lines(original: Exchange, result: Exchange, ignore_headers: list[str]) -> list[str]:
+    """The line printed for one replay, and the first line of an error body under it."""
+    outcome = replay_outcome(original, result, ignore_headers=ignore_headers)
+    verdict = outcome.verdict
+    if outcome.differs:
+        verdict += f": devtunnel diff {original.id} {result.id}"
+    lines = [f"{original.id} -> {result.id}  {safe(outcome.status)}  {human_duration(result.duration)}  {safe(verdict)}"]
+    if outcome.error_body:
+        lines.append(f"  {safe(outcome.error_body)}")
+    return lines
 
 
 def _replay(args: argparse.Namespace) -> int:
     if args.to is not None and not args.to.startswith(("http://", "https://")):
         raise ConfigError(f"--to must be an http:// or https:// URL, not {args.to!r}")
+    for name in args.ignore_header:
+        if not name or any(c in name for c in ": \t\r\n"):
+            raise ConfigError(f"--ignore-header takes a header name such as X-Build, not {name!r}")
+    ignore_headers = [*settings_of(args).replay.ignore_headers, *args.ignore_header]
     edit = _edit(args)
     store = _open(args, readonly=False)
     originals = _resolve(store, args.ids, args.filter)
@@ -375,8 +394,7 @@ def _replay(args: argparse.Namespace) -> int:
     for original, result in zip(originals, results):
         summaries.append(result.summary())
         if not args.json:
-            status = "ERR" if result.status is None else str(result.status)
-            print(f"{original.id} -> {result.id}  {status}  {human_duration(result.duration)}  {_diff_hint(original, result)}")
+            print("\n".join(_outcome_lines(original, result, ignore_headers)))
         if result.error:
             failed += 1
     if args.json:

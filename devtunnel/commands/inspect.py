@@ -93,7 +93,8 @@ def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: a
     from devtunnel.tui.widgets.filter_bar import default_history_path
 
     store = args.settings.store
-    backend = Backend(db, max_exchanges=store.max_exchanges, max_bytes=store.max_bytes)
+    backend = Backend(db, max_exchanges=store.max_exchanges, max_bytes=store.max_bytes,
+                      replay_ignore_headers=args.settings.replay.ignore_headers)
     app = InspectorApp(backend, agent_argv=agent_argv, agent_log=_state_dir() / "agent.log",
                        history_path=default_history_path())
     try:

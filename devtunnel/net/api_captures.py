@@ -7,7 +7,6 @@ carrying tunnel traffic meanwhile.
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +22,8 @@ from devtunnel.errors import NotFoundError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.net.api_http import ApiError, int_param, json_body, no_content, ok, str_field
 from devtunnel.net.api_shapes import REQUESTS_URI, capture_json
-from devtunnel.net.replay import Edit, replay
+from devtunnel.capture.edit import Edit
+from devtunnel.net.replay import replay
 
 __all__ = ["routes", "tunnel_filter", "replay_edit"]
 
@@ -74,58 +74,14 @@ async def clear_requests(request: Request) -> Response:
     return no_content()
 
 
-def _headers_edit(value: Any) -> list[tuple[str, str | None]] | None:
-    """``{"Name": "value" | null}`` or ``[["Name", "value" | null], ...]`` (null deletes)."""
-    if value is None:
-        return None
-    pairs = list(value.items()) if isinstance(value, dict) else value
-    if not isinstance(pairs, list):
-        raise ApiError(400, "headers must be an object or a list of [name, value] pairs")
-    out: list[tuple[str, str | None]] = []
-    for pair in pairs:
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-            raise ApiError(400, "each header must be a [name, value] pair")
-        name, val = pair
-        if not isinstance(name, str) or not name or not (val is None or isinstance(val, str)):
-            raise ApiError(400, "a header name must be a non-empty string and its value a string or null")
-        if any(c in name for c in ":\r\n ") or any(c in (val or "") for c in "\r\n"):
-            raise ApiError(400, f"invalid header {name!r}: no colon, space or line break in a name, no line break in a value")
-        out.append((name, val))
-    return out
-
-
 def replay_edit(data: dict[str, Any]) -> Edit | None:
     """The ``Edit`` described by a replay request body (None when nothing is edited).
 
-    Fields: ``method``, ``path`` (path and query), ``headers``, and the body as ``body`` (text)
-    or ``body_base64``.
+    The body is ``Edit.to_json``'s form (``method``, ``path``, ``headers``, ``set_headers``,
+    ``remove_headers``, ``body`` or ``body_base64``) plus ``to``; a bad field is a 400 that names it.
     """
-    method = str_field(data, "method")
-    path = str_field(data, "path")
-    if method is not None and (not method or not method.isascii() or not method.isalpha()):
-        raise ApiError(400, f"invalid method {method!r}")
-    if path is not None and (not path.startswith("/") or any(c in path for c in " \r\n")):
-        raise ApiError(400, "path must start with / and hold no spaces or line breaks")
-    headers = _headers_edit(data.get("headers"))
-    if "body" in data and "body_base64" in data:
-        raise ApiError(400, "give body or body_base64, not both")
-    body: bytes | None = None
-    if data.get("body") is not None:
-        text = str_field(data, "body")
-        body = (text or "").encode("utf-8")
-    elif data.get("body_base64") is not None:
-        try:
-            body = base64.b64decode(str_field(data, "body_base64") or "", validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ApiError(400, f"body_base64 is not valid base64: {exc}") from exc
-    if method is None and path is None and headers is None and body is None:
-        return None
-    return Edit(
-        method=method.upper() if method else None,
-        target=path.encode("utf-8") if path is not None else None,
-        headers=headers,
-        body=body,
-    )
+    edit = Edit.from_json(data, allow=("to",))  # ReplayError: a 400, and nothing is sent
+    return None if edit.is_empty else edit
 
 
 def _live_tunnel(request: Request, name: str) -> Any:

@@ -1,11 +1,13 @@
 """Send a captured request again, as captured or edited, and capture what comes back.
 
-``replay`` builds the request from the exchange (method and raw target exactly as captured,
-headers in order with their case, body), drops hop-by-hop headers, sets Content-Length for
-the body it sends, and sends it with httpx to the tunnel's target (or ``to``). Redirects are
-never followed and the response is never decoded: its bytes are kept as they came.
+``replay`` builds the request with ``Edit.apply`` (``devtunnel.capture.edit``, the one edit
+contract: method and raw target exactly as captured or edited, headers in order with their
+case, body, hop-by-hop headers dropped, Content-Length computed) and sends it with httpx to the
+tunnel's target (or ``to``). Redirects are never followed and the response is never decoded:
+its bytes are kept as they came.
 
-The result is a new ``Exchange`` (new id, same tunnel, ``replay_of`` = the original's id);
+The result is a new ``Exchange`` (new id, same tunnel, ``replay_of`` = the original's id,
+``edited`` when the edit changed what a plain replay would send);
 the original is not touched and nothing is stored: storing is the caller's job. A replay
 that reached the network and failed (refused, timed out, broken response) still returns an
 exchange, with ``error`` set; ``ReplayError`` is raised only when nothing could be sent.
@@ -18,7 +20,7 @@ import importlib.util
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
@@ -43,115 +45,22 @@ if TYPE_CHECKING:
 else:
     httpx = _lazy_module("httpx")
 
+from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
 from devtunnel.errors import ReplayError
 
-__all__ = ["Edit", "HOP_BY_HOP", "replay", "replay_many"]
+__all__ = ["Edit", "replay", "replay_many"]
 
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
-)
-"""Headers that describe one connection (RFC 9110 section 7.6.1); a replay does not resend them."""
-
-_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_TARGET_RE = re.compile(rb"^[\x21-\x7e\x80-\xff]+$")
 _HIGH_BYTE_RE = re.compile(rb"[\x80-\xff]")
-
-HeaderValue = str | bytes | None
-HeaderEdit = Headers | Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]]
-
-
-@dataclass(frozen=True)
-class Edit:
-    """Changes to make to a request before replaying it; ``None`` keeps the captured value.
-
-    Attributes:
-        method: the new method (an HTTP token, sent exactly as given).
-        target: the new request target (path and query), e.g. ``"/hooks?retry=1"``.
-        headers: either a ``Headers`` that replaces every header, or changes applied in
-            order, as a mapping or a list of ``(name, value)`` pairs: a value sets the header
-            (replacing the first of that name in place and dropping the rest, or appending it;
-            a name given again in the same list is appended, so repeats can be added),
-            ``None`` deletes every header of that name.
-        body: the new body; Content-Length follows it.
-    """
-
-    method: str | None = None
-    target: str | bytes | None = None
-    headers: HeaderEdit | None = None
-    body: str | bytes | None = None
 
 
 @dataclass(frozen=True)
 class _Prepared:
-    method: str
-    target: bytes
-    headers: Headers
-    body: bytes
+    request: Request
+    """The request as it goes on the wire (target prefixed and percent-encoded, Host as sent)."""
     scheme: str
     netloc: str
-
-
-def _as_bytes(value: str | bytes) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value
-
-
-def _header_changes(
-    change: Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]],
-) -> list[tuple[str, HeaderValue]]:
-    if isinstance(change, Mapping):
-        return list(change.items())
-    return [(name, value) for name, value in change]
-
-
-def _edited_headers(headers: Headers, change: HeaderEdit | None) -> Headers:
-    if change is None:
-        return headers
-    if isinstance(change, Headers):
-        return change
-    seen: set[str] = set()
-    for name, value in _header_changes(change):
-        if not isinstance(name, str) or not _TOKEN_RE.match(name):
-            raise ReplayError(f"cannot set header {name!r}: a header name is a token like X-Debug")
-        key = name.lower()
-        if value is None:
-            headers = headers.without(name)
-            continue
-        raw = _as_bytes(value)
-        if any(b in raw for b in b"\r\n\x00"):
-            raise ReplayError(f"cannot set header {name}: its value holds CR, LF or NUL")
-        if key in seen:
-            headers = Headers([*headers.fields, (name.encode("latin-1"), raw)])
-        else:
-            headers = headers.with_set(name, raw)
-        seen.add(key)
-    return headers
-
-
-def _wire_headers(headers: Headers, body: bytes, host: str | None) -> Headers:
-    """Drop hop-by-hop fields; give Content-Length the body's length in place; rewrite Host if asked."""
-    named_in_connection = {
-        part.strip().lower().encode("latin-1", "replace")
-        for value in headers.get_all("connection")
-        for part in value.split(",")
-    }
-    out: list[tuple[bytes, bytes]] = []
-    has_length = False
-    for name, value in headers.fields:
-        lower = name.lower()
-        if lower.decode("latin-1") in HOP_BY_HOP or lower in named_in_connection:
-            continue
-        if lower == b"content-length":
-            if has_length:
-                continue  # a repeated Content-Length would be an invalid request
-            has_length = True
-            value = str(len(body)).encode()
-        elif lower == b"host" and host is not None:
-            value = host.encode("ascii")
-        out.append((name, value))
-    if body and not has_length:
-        out.append((b"Content-Length", str(len(body)).encode()))
-    return Headers(out)
+    edited: bool
 
 
 def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
@@ -174,36 +83,17 @@ def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header:
     if exchange.websocket:
         raise ReplayError(f"exchange {exchange.id} is a WebSocket session; only HTTP requests can be replayed")
     edit = edit or Edit()
-    original = exchange.request
-    method = edit.method if edit.method is not None else original.method
-    if not _TOKEN_RE.match(method):
-        raise ReplayError(f"cannot replay with method {method!r}: a method is a token like GET or POST")
-    target = _as_bytes(edit.target) if edit.target is not None else original.target
-    if not _TARGET_RE.match(target):
-        raise ReplayError(f"cannot replay to target {target!r}: it is empty or holds spaces or control characters")
-    if edit.body is not None:
-        body = _as_bytes(edit.body)
-    elif original.body_truncated:
-        raise ReplayError(
-            f"only {len(original.body)} of {original.body_size} body bytes of {exchange.id} were recorded;"
-            " give the body to replay it"
-        )
-    else:
-        body = original.body
+    request = edit.apply(exchange)
     scheme, netloc, prefix = _destination(exchange, to)
+    target = request.target
     if target.startswith(b"/"):
         target = prefix.encode("utf-8") + target
     # HTTP/1.1 allows only visible ASCII in a target (h11 enforces it): percent-encode the rest,
     # which is how a server decodes them anyway.
-    target = _HIGH_BYTE_RE.sub(lambda m: b"%%%02X" % m.group()[0], target)
-    headers = _edited_headers(original.headers, edit.headers)
-    explicit_host = edit.headers is not None and (
-        "host" in edit.headers
-        if isinstance(edit.headers, Headers)
-        else any(str(name).lower() == "host" for name, _ in _header_changes(edit.headers))
-    )
-    host = netloc if host_header == "rewrite" and not explicit_host else None
-    return _Prepared(method, target, _wire_headers(headers, body, host), body, scheme, netloc)
+    request.target = _HIGH_BYTE_RE.sub(lambda m: b"%%%02X" % m.group()[0], target)
+    if host_header == "rewrite" and not edit.names_host and "host" in request.headers:
+        request.headers = request.headers.with_set("Host", netloc)  # (without one, httpx sends netloc's)
+    return _Prepared(request, scheme, netloc, edit.changes(exchange))
 
 
 def _failure_kind(exc: httpx.HTTPError) -> ErrorKind:
@@ -231,24 +121,25 @@ async def _send(
     client: httpx.AsyncClient, prepared: _Prepared, exchange: Exchange, body_cap: int
 ) -> Exchange:
     base_url = f"{prepared.scheme}://{prepared.netloc}"
+    wanted = prepared.request
     try:
         request = httpx.Request(
-            prepared.method,
+            wanted.method,
             base_url + "/",
-            headers=list(prepared.headers.fields),
-            content=prepared.body,
+            headers=list(wanted.headers.fields),
+            content=wanted.body,
             # The raw target goes on the wire as is; httpx's URL would re-quote it.
-            extensions={"target": prepared.target},
+            extensions={"target": wanted.target},
         )
     except httpx.HTTPError as exc:
         raise ReplayError(f"cannot build the replay of {exchange.id}: {exc}") from exc
-    request.method = prepared.method  # httpx upper-cases methods; the captured one is sent as is
+    request.method = wanted.method  # httpx upper-cases methods; the one asked for is sent as is
     sent = Request(
-        method=prepared.method,
-        target=prepared.target,
+        method=wanted.method,
+        target=wanted.target,
         headers=Headers(request.headers.raw),
-        body=prepared.body,
-        body_size=len(prepared.body),
+        body=wanted.body,
+        body_size=len(wanted.body),
         http_version="1.1",
     )
     result = Exchange(
@@ -259,6 +150,7 @@ async def _send(
         scheme=exchange.scheme,
         target_url=base_url,
         replay_of=exchange.id,
+        edited=prepared.edited,
     )
     start = time.perf_counter()
     try:

@@ -295,7 +295,13 @@ class InspectorApp(App[None]):
             self.notify(str(exc), title="Replay failed", severity="error")
             return
         self.live.changed([new.id])
-        self.notify(f"{new.request.method} {new.status or new.error or '…'} as {new.id}", title="Replayed")
+        from devtunnel.tui.screens.edit import replay_notice  # with the screen that shows the same notice
+
+        # What came back, as plain text: the reason and the error line come from the network.
+        notice = replay_notice(exchange, new, lead=f"{new.id}: ", diff_hint="D diff with the original",
+                               ignore_headers=self.backend.replay_ignore_headers)
+        self.notify(notice.plain, title="Replayed", markup=False,
+                    severity="error" if new.response is None else "information")
 
     @work(group="action", exit_on_error=False)
     async def action_edit(self) -> None:
@@ -308,7 +314,7 @@ class InspectorApp(App[None]):
             self.live.changed([new.id])
             return new
 
-        await self.push_screen(EditReplayScreen(exchange, send))
+        await self.push_screen(EditReplayScreen(exchange, send, ignore_headers=self.backend.replay_ignore_headers))
 
     @work(group="action", exit_on_error=False)
     async def action_diff(self) -> None:

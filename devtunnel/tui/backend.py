@@ -8,7 +8,6 @@ is called with httpx and ``/api/events`` followed with websockets. Foreign error
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
+from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Row, Store
 from devtunnel.errors import DevtunnelError, ReplayError, TunnelError
@@ -115,8 +115,10 @@ class Backend:
     """
 
     def __init__(self, db_path: Path, api_url: str | None = None, *, max_exchanges: int = DEFAULT_MAX_EXCHANGES,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, replay_ignore_headers: Sequence[str] = ()) -> None:
         self.db_path = Path(db_path)
+        self.replay_ignore_headers = tuple(replay_ignore_headers)
+        """Response headers that do not make a replay differ (``replay.ignore_headers``), besides the volatile ones."""
         self.max_exchanges = max_exchanges
         """Retention applied when this backend records a replay itself (no agent)."""
         self.max_bytes = max_bytes
@@ -244,25 +246,16 @@ class Backend:
         await self.stop_tunnel(tunnel.name)
         return await self.start_tunnel(body["addr"], tunnel.name, body.get("relay", ""))
 
-    async def replay(self, exchange: Exchange, edit: Any = None) -> Exchange:
-        """Send ``exchange`` again (changed by ``edit``, a ``net.replay.Edit``); returns the new one.
+    async def replay(self, exchange: Exchange, edit: Edit | None = None) -> Exchange:
+        """Send ``exchange`` again (changed by ``edit``); returns the new one.
 
-        With an agent, the agent sends and records it; without one (``devtunnel inspect``) it is
-        sent from here and recorded into the store directly.
+        With an agent, the agent sends and records it (the edit travels in its JSON form,
+        ``Edit.to_json``); without one (``devtunnel inspect``) it is sent from here and recorded
+        into the store directly. Either way the edit means the same.
         """
         if not self._api_url:
             return await self._replay_here(exchange, edit)
-        body: dict[str, Any] = {}
-        if edit is not None:
-            if edit.method is not None:
-                body["method"] = edit.method
-            if edit.target is not None:
-                target = edit.target
-                body["path"] = target.decode("latin-1") if isinstance(target, bytes) else target
-            if edit.headers is not None:
-                body["headers"] = [[name, value] for name, value in edit.headers]
-            if edit.body is not None:
-                body["body_base64"] = base64.b64encode(edit.body).decode("ascii")
+        body = edit.to_json() if edit is not None else {}
         response = await self._request("POST", f"/api/requests/http/{exchange.id}/replay", json=body)
         if response.status_code not in (200, 201):
             raise ReplayError(_api_error(response))
@@ -282,7 +275,7 @@ class Backend:
                     raise
                 await asyncio.sleep(0.05)
 
-    async def _replay_here(self, exchange: Exchange, edit: Any) -> Exchange:
+    async def _replay_here(self, exchange: Exchange, edit: Edit | None) -> Exchange:
         from devtunnel.net.replay import replay
 
         new = await replay(exchange, edit=edit)

@@ -76,6 +76,7 @@ def exchanges(draw: st.DrawFn) -> Exchange:
         error=draw(st.none() | st.sampled_from(["local_refused", "client_gone", ""])),  # type: ignore[arg-type]
         error_message=draw(text),
         replay_of=draw(st.none() | text),
+        edited=draw(st.booleans()),
         websocket=websocket,
         ws_messages=draw(st.lists(ws_messages(), max_size=3)) if websocket else [],
         ws_close_code=draw(st.none() | st.integers(1000, 4999)),

@@ -59,7 +59,7 @@ def test_get_rebuilds_any_exchange_exactly(ex: Exchange) -> None:
         assert store.get(ex.id) == ex
         [row] = store.rows()
         assert row == Row(ex.id, ex.tunnel, ex.started_at, ex.request.method, ex.request.url_text, ex.request.host,
-                          ex.status, ex.duration, ex.size, ex.error, ex.replay_of, ex.websocket)
+                          ex.status, ex.duration, ex.size, ex.error, ex.replay_of, ex.websocket, ex.edited)
         assert store.query() == [ex]
         store.close()
 
@@ -331,6 +331,26 @@ def test_a_newer_version_without_a_response_leaves_no_response_body(store: Store
     assert store.ids("res.body:ok") == []
 
 
+def test_a_version_2_file_is_upgraded_and_its_replays_read_as_not_edited(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    plain, edited = make(1), make(2)
+    plain.replay_of = edited.replay_of = make(0).id
+    edited.edited = True
+    first = Store(path)
+    first.put(plain)
+    first.close()
+    with sqlite3.connect(path) as conn:  # back to the layout of schema 2
+        conn.executescript("ALTER TABLE exchanges DROP COLUMN edited; PRAGMA user_version = 2;")
+    with pytest.raises(StoreError, match="needs an upgrade"):
+        Store(path, readonly=True).count()
+    again = Store(path)
+    assert again.get(plain.id) == plain and again.rows()[0].edited is False
+    again.put(edited)
+    assert [r.edited for r in again.rows()] == [False, True]
+    assert again.get(edited.id).edited is True
+    again.close()
+
+
 def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "old.db"
     upload, download = large_pair()
@@ -346,15 +366,16 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
             DROP TABLE req_bodies;
             DROP TABLE res_bodies;
             DROP TRIGGER exchanges_delete;
+            ALTER TABLE exchanges DROP COLUMN edited;
             PRAGMA user_version = 1;
         """ + V1_DELETE_TRIGGER)
     again = Store(path)
     assert [again.get(ex.id) for ex in (upload, download, pending)] == [upload, download, pending]
-    assert f"{path}: upgrading the capture database from schema 1 to 2" in caplog.text
+    assert f"{path}: upgrading the capture database from schema 1 to {SCHEMA_VERSION}" in caplog.text
     assert again.ids("body:needleup") == [upload.id]
     again.delete([download.id])
     assert again.count() == 2
     again.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("SELECT id FROM res_bodies").fetchall() == [(upload.id,)]  # the download's went

@@ -176,16 +176,35 @@ async def test_ngrok_replay_sends_again_and_stores_a_linked_exchange(api: Api) -
 
 async def test_replay_with_edits_answers_201_with_the_new_exchange(api: Api) -> None:
     ex = api.exchanges[0]
-    edits = {"method": "put", "path": "/webhooks/other?x=1", "headers": {"X-Debug": "1", "Stripe-Signature": None}, "body": "changed"}
+    edits = {"method": "PUT", "path": "/webhooks/other?x=1", "set_headers": {"X-Debug": "1"},
+             "remove_headers": ["Stripe-Signature"], "body": "changed"}
     resp = await api.client.post(f"/api/requests/http/{ex.id}/replay", json=edits)
     assert resp.status_code == 201, resp.text
     new = resp.json()
-    assert new["replay_of"] == ex.id and new["response"]["status_code"] == 200
+    assert new["replay_of"] == ex.id and new["response"]["status_code"] == 200 and new["edited"] is True
     method, path, headers, body = api.seen.requests[-1]
     assert (method, path, body) == ("PUT", "/webhooks/other?x=1", b"changed")
     assert headers["x-debug"] == "1" and "stripe-signature" not in headers
     # stored and readable at once
     assert (await api.client.get(f"/api/requests/http/{new['id']}")).json()["replay_of"] == ex.id
+
+
+async def test_replay_headers_are_the_complete_list_and_the_method_is_kept_as_typed(api: Api) -> None:
+    ex = api.exchanges[0]
+    edits = {"method": "purge", "headers": [["Host", "edited.localhost"], ["X-Only", "1"]]}
+    resp = await api.client.post(f"/api/requests/http/{ex.id}/replay", json=edits)
+    assert resp.status_code == 201, resp.text
+    sent = resp.json()["request"]
+    assert sent["method"] == "purge"  # the echo service does not know it: what matters is what was sent
+    assert sent["headers"] == {"Host": ["edited.localhost"], "X-Only": ["1"], "Content-Length": [str(len(ex.request.body))]}
+
+
+async def test_an_empty_edit_is_a_plain_replay_not_an_edited_one(api: Api) -> None:
+    ex = api.exchanges[0]
+    resp = await api.client.post(f"/api/requests/http/{ex.id}/replay", json={"method": ex.request.method})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["edited"] is False
+    assert [r.edited for r in api.store.rows() if r.replay_of == ex.id] == [False]
 
 
 async def test_replay_body_can_be_binary_in_base64(api: Api) -> None:
@@ -204,23 +223,33 @@ async def test_replay_to_another_url(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "message"),
     [
-        {"body_base64": "***"},
-        {"headers": {"Bad Name": "x"}},
-        {"headers": {"X-Split": "a\r\nInjected: 1"}},
-        {"headers": "X-A: 1"},
-        {"method": "GET /"},
-        {"path": "no-slash"},
-        {"to": "ftp://127.0.0.1/"},
-        {"body": "a", "body_base64": "YQ=="},
-        {"method": 5.5},
+        ({"body_base64": "***"}, "body_base64 is not valid base64"),
+        ({"headers": [["Bad Name", "x"]]}, "headers, item 1: invalid header name 'Bad Name'"),
+        ({"set_headers": {"X-Split": "a\r\nInjected: 1"}}, "invalid value for header X-Split: it holds CR, LF"),
+        ({"headers": [["X-Split", "a\nb"]]}, "invalid value for header X-Split"),
+        ({"headers": {"X-Debug": "1"}}, "headers must be the complete list of [name, value] pairs; to change only some"),
+        ({"headers": "X-A: 1"}, "headers must be the complete list"),
+        ({"headers": [["X-A", None]]}, "to delete a header, name it in remove_headers"),
+        ({"set_headers": {"X-A": 1}}, "the value of 'X-A' must be a string"),
+        ({"remove_headers": "Cookie"}, "remove_headers must be a list of header names"),
+        ({"method": "GET /"}, "invalid method 'GET /'"),
+        ({"method": ""}, "invalid method ''"),
+        ({"path": "no-slash"}, "invalid target 'no-slash'"),
+        ({"path": "/a b"}, "invalid target '/a b'"),
+        ({"to": "ftp://127.0.0.1/"}, "to must be an http:// or https:// URL"),
+        ({"body": "a", "body_base64": "YQ=="}, "give body or body_base64, not both"),
+        ({"method": 5.5}, "method must be a string, not a number"),
+        ({"header": [["X-A", "1"]]}, "unknown field 'header'"),
     ],
 )
-async def test_bad_replay_edits_are_400s_and_send_nothing(api: Api, body: dict[str, Any]) -> None:
+async def test_bad_replay_edits_are_400s_that_say_why_and_send_nothing(api: Api, body: dict[str, Any], message: str) -> None:
     before = len(api.seen.requests)
-    assert_error(await api.client.post(f"/api/requests/http/{api.exchanges[0].id}/replay", json=body), 400)
+    error = assert_error(await api.client.post(f"/api/requests/http/{api.exchanges[0].id}/replay", json=body), 400)
+    assert message in error["msg"]
     assert len(api.seen.requests) == before
+    assert all(r.replay_of is None for r in api.store.rows())  # nothing stored either
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b'"text"', b"[" * 100_000, b'{"id": NaN'])

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import gzip
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -102,7 +103,8 @@ async def test_replay_with_edits_changes_method_target_headers_and_body(server: 
     edit = Edit(
         method="PUT",
         target="/hooks/v2",
-        headers={"Stripe-Signature": "t=2,v1=fresh", "X-Added": "1", "X-Multi": None},
+        set_headers={"Stripe-Signature": "t=2,v1=fresh", "X-Added": "1"},
+        remove_headers=["X-Multi"],
         body=body,
     )
     await replay(webhook(server.url), edit=edit)
@@ -118,8 +120,9 @@ async def test_replay_with_edits_changes_method_target_headers_and_body(server: 
     ]
 
 
-async def test_edit_as_a_list_of_pairs_can_repeat_a_header_and_delete_one(server: RawServer) -> None:
-    edit = Edit(headers=[("X-Multi", "1"), ("Stripe-Signature", None), ("X-Multi", "2"), ("Host", "edited.example")])
+async def test_set_headers_can_repeat_a_header_and_remove_headers_deletes_one(server: RawServer) -> None:
+    edit = Edit(set_headers=[("X-Multi", "1"), ("X-Multi", "2"), ("Host", "edited.example")],
+                remove_headers=["Stripe-Signature"])
     await replay(webhook(server.url), edit=edit, host_header="rewrite")
     assert server.received[0].headers == [
         (b"Host", b"edited.example"),  # an edited Host wins over host_header="rewrite"
@@ -220,10 +223,8 @@ async def test_replay_many_runs_in_order_and_a_refused_one_does_not_stop_the_res
         ({"target_url": ""}, None, "no target URL"),
         ({"target_url": "ftp://127.0.0.1:21"}, None, "http:// or https://"),
         ({"websocket": True, "ws_messages": [WsMessage("client", 1, 0.0, b"hi")]}, None, "WebSocket"),
-        ({}, Edit(method="GET /x"), "method"),
-        ({}, Edit(target="/a b"), "target"),
-        ({}, Edit(headers={"Bad Name": "1"}), "header name"),
-        ({}, Edit(headers={"X-Split": "a\r\nInjected: 1"}), "CR, LF or NUL"),
+        ({"method": "GET /x"}, None, "method"),
+        ({"target": b"/a b"}, None, "target"),
     ],
 )
 async def test_requests_that_cannot_be_sent_raise_replay_error(
@@ -233,6 +234,20 @@ async def test_requests_that_cannot_be_sent_raise_replay_error(
     with pytest.raises(ReplayError, match=message):
         await replay(make_exchange(**fields), edit=edit)
     assert server.received == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"method": "GET /x"}, "invalid method 'GET /x'"),
+        ({"target": "/a b"}, "invalid target '/a b'"),
+        ({"set_headers": {"Bad Name": "1"}}, "invalid header name 'Bad Name'"),
+        ({"headers": [("X-Split", "a\r\nInjected: 1")]}, "invalid value for header X-Split: it holds CR, LF"),
+    ],
+)
+async def test_an_invalid_edit_is_refused_before_anything_is_sent(fields: dict, message: str) -> None:
+    with pytest.raises(ReplayError, match=re.escape(message)):
+        Edit(**fields)
 
 
 async def test_partly_recorded_body_is_refused_unless_a_body_is_given(server: RawServer) -> None:

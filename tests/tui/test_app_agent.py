@@ -94,7 +94,7 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         # An edited replay goes through the API with its changes.
         original = await app.backend.get(table.ids[0])
         edited = await app.backend.replay(original, Edit(method="PUT", target=b"/edited?x=1",
-                                                         headers=[("X-Edit", "yes")], body=b"\x00binary"))
+                                                         set_headers=[("X-Edit", "yes")], body=b"\x00binary"))
         assert (edited.request.method, edited.request.target, edited.request.body) == ("PUT", b"/edited?x=1",
                                                                                       b"\x00binary")
         assert edited.request.headers.get("x-edit") == "yes" and edited.replay_of == original.id

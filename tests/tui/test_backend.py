@@ -55,3 +55,28 @@ async def test_a_replay_without_an_agent_is_stored_under_the_configured_retentio
         assert store.ids() == [originals[1].id, originals[2].id, new.id]  # the oldest made room
     finally:
         store.close()
+
+
+async def test_an_edit_with_a_full_header_list_is_sent_from_here_without_an_agent(tmp_path: Path, target: str) -> None:
+    from devtunnel.capture.edit import Edit
+
+    db = tmp_path / "captures.db"
+    original = Exchange(id=new_id(), tunnel="t", started_at=1.0, target_url=target,
+                        request=Request(method="GET", target=b"/", headers=Headers([("Host", "t.localhost"),
+                                                                                    ("X-Gone", "1")])))
+    store = Store(db)
+    store.put(original)
+    store.close()
+    backend = Backend(db)
+    try:
+        # The screen's form: header rows as raw byte pairs (the case that failed as JSON).
+        new = await backend.replay(original, Edit(headers=Headers([(b"Host", b"t.localhost"), (b"X-New", b"1")])))
+    finally:
+        await backend.aclose()
+    assert new.edited and new.status == 200
+    assert new.request.headers.get("x-new") == "1" and "x-gone" not in new.request.headers
+    store = Store(db, readonly=True)
+    try:
+        assert store.get(new.id).edited is True
+    finally:
+        store.close()

@@ -81,22 +81,26 @@ async def test_changed_method_and_target_are_sent() -> None:
         assert send.edits[0].headers is None and send.edits[0].body is None
 
 
-async def test_added_and_deleted_headers_are_sent_in_order() -> None:
+async def test_the_header_rows_are_the_complete_list_sent_in_order() -> None:
     ex = json_exchange()
     send = Recorder(ex)
     app = ScreenApp(EditReplayScreen(ex, send))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         rows = list(app.screen.query(HeaderRow))
-        assert [r.field for r in rows] == [("Host", "shop.localhost"), ("Content-Type", "application/json"), ("Content-Length", "37")]
-        # delete Content-Length with its button, then add X-Debug with ctrl+n
-        await pilot.click(rows[2].query_one(".delete"))
+        # Content-Length is not a row: it is computed from the body when sent.
+        assert [r.field for r in rows] == [("Host", "shop.localhost"), ("Content-Type", "application/json")]
+        assert "Content-Length is computed when sent" in screen_text(app)
+        # change Host, delete Content-Type with its button, then add X-Debug with ctrl+n
+        rows[0].query_one(".value", Input).value = "edited.localhost"
+        await pilot.click(rows[1].query_one(".delete"))
         await pilot.press("ctrl+n")
         await pilot.press(*"X-Debug", "tab", *"1")
         await pilot.pause()
         await pilot.press("ctrl+s")
         await async_wait_for(lambda: send.edits, what="send")
-        assert send.edits[0].headers == Headers([("Host", "shop.localhost"), ("Content-Type", "application/json"), ("X-Debug", "1")])
+        assert send.edits[0].headers == Headers([("Host", "edited.localhost"), ("X-Debug", "1")])
+        assert send.edits[0].set_headers == () and send.edits[0].remove_headers == ()
 
 
 async def test_ctrl_r_removes_the_header_row_with_the_cursor() -> None:
@@ -108,18 +112,43 @@ async def test_ctrl_r_removes_the_header_row_with_the_cursor() -> None:
         first.query_one(".value", Input).focus()
         await pilot.press("ctrl+r")
         await pilot.pause()
-        assert [r.field[0] for r in app.screen.query(HeaderRow)] == ["Content-Type", "Content-Length"]
+        assert [r.field[0] for r in app.screen.query(HeaderRow)] == ["Content-Type"]
 
 
-async def test_invalid_header_name_is_shown_and_nothing_sent() -> None:
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (["ctrl+n", *"Bad Name", "tab", "x"], "Not sent: headers, item 3: invalid header name 'Bad Name'"),
+        (["ctrl+n", *"X-Ok", "tab", *"a\\r\\nInjected: 1"], None),
+        (["ctrl+n", *"X-É", "tab", "x"], "Not sent: headers, item 3: invalid header name 'X-É'"),
+    ],
+)
+async def test_invalid_header_name_is_shown_and_nothing_sent(keys: list[str], message: str | None) -> None:
     ex = json_exchange()
     send = Recorder(ex)
     app = ScreenApp(EditReplayScreen(ex, send))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
-        await pilot.press("ctrl+n", *"Bad Name", "tab", *"x", "ctrl+s")
+        await pilot.press(*keys, "ctrl+s")
         await pilot.pause()
-        assert "Not sent: invalid header name 'Bad Name' (header 4)" in _message(app)
+        if message is None:  # typed backslashes are text, not a line break: sent as typed
+            await async_wait_for(lambda: send.edits, what="send")
+            assert send.edits[0].headers.get("x-ok") == "a\\r\\nInjected: 1"
+        else:
+            assert message in _message(app)
+            assert send.edits == []
+
+
+async def test_invalid_method_is_shown_and_nothing_sent() -> None:
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.screen.query_one("#method", Input).value = "GET /x"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "Not sent: invalid method 'GET /x': a method is a token like GET or POST" in _message(app)
         assert send.edits == []
 
 
@@ -260,11 +289,59 @@ def test_snapshot_edit_screen_after_a_replay(snap_compare) -> None:
     ex = json_exchange()
 
     async def replay(pilot) -> None:
+        pilot.app.screen.query_one("#method", Input).cursor_blink = False  # a steady cursor: the wait can be any length
         await pilot.press("ctrl+s")
         await async_wait_for(lambda: _edit_screen(pilot.app).replayed, what="the replay")
         await pilot.pause()
 
     assert snap_compare(ScreenApp(EditReplayScreen(ex, Recorder(ex))), terminal_size=(110, 40), run_before=replay)
+
+
+def test_snapshot_edit_screen_after_a_replay_at_80x24(snap_compare) -> None:
+    """The smallest usual terminal: the replay's result, its reason and error line stay readable."""
+    ex = json_exchange()
+
+    async def replay(pilot) -> None:
+        pilot.app.screen.query_one("#method", Input).cursor_blink = False  # a steady cursor: the wait can be any length
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: _edit_screen(pilot.app).replayed, what="the replay")
+        await pilot.pause()
+
+    assert snap_compare(ScreenApp(EditReplayScreen(ex, Recorder(ex))), terminal_size=(80, 24), run_before=replay)
+
+
+async def test_result_at_80x24_shows_the_reason_the_error_line_and_most_of_both_responses() -> None:
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: _edit_screen(app).replayed, what="the replay")
+        await pilot.pause()
+        assert _message(app).startswith("Replayed: 400 Bad Request · response differs")
+        assert '{"error": "coupon expired"}' in _message(app)
+        assert app.screen.query_one("#compare").size.height >= 8
+        assert app.screen.query_one("#body").size.height >= 3
+
+
+async def test_an_error_line_from_the_network_is_shown_escaped() -> None:
+    ex = json_exchange()
+
+    async def send(edit: Edit) -> Exchange:
+        return exchange(id="01KB0DETA1L00000000000REPL", replay_of=ex.id, status=502, edited=True,
+                        resp_headers=[("Content-Type", "text/plain")], resp_body=HOSTILE.encode() + b"\nmore")
+
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: _edit_screen(app).replayed, what="the replay")
+        await pilot.pause()
+        message = _message(app)
+        assert message.startswith("Replayed: 502 Bad Gateway · response differs · edited")
+        assert "\\x1b[31mred" in message.splitlines()[1] and "more" not in message
+        assert "\x1b" not in screen_text(app) and "\x07" not in screen_text(app)
+        assert str(app.screen.query_one("#replayed", Static).render()).startswith("Edited replay\n502")
 
 
 class _Echo(BaseHTTPRequestHandler):

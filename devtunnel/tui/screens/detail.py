@@ -50,7 +50,7 @@ def exchange_title(exchange: Exchange) -> Text:
     if exchange.duration is not None:
         title.append(f"  {format_ms(exchange.duration)}", "dim")
     if exchange.replay_of:
-        title.append("  replay", "italic magenta")
+        title.append("  edited replay" if exchange.edited else "  replay", "italic magenta")
     return title
 
 
@@ -231,7 +231,7 @@ class DetailScreen(Screen[None]):
             ("Id", ex.id),
         ]
         if ex.replay_of:
-            rows.append(("Replay of", ex.replay_of))
+            rows.append(("Edited replay of" if ex.edited else "Replay of", ex.replay_of))
         if ex.websocket:
             code = "-" if ex.ws_close_code is None else str(ex.ws_close_code)
             rows.append(("WebSocket", f"{len(ex.ws_messages)} messages, close code {code}"))
@@ -241,8 +241,9 @@ class DetailScreen(Screen[None]):
                 error.append(" - " + escape(ex.error_message), "red")
             rows.append(("Error", error))
         text = Text(end="")
+        width = max(15, *(len(label) + 1 for label, _ in rows))
         for label, value in rows:
-            text.append(f"{label:<15}", "bold")
+            text.append(f"{label:<{width}}", "bold")
             text.append(value)
             text.append("\n")
         text.rstrip()

@@ -1,10 +1,16 @@
-"""Edit a captured request (method, target, headers, body) and replay it beside the original."""
+"""Edit a captured request (method, target, headers, body) and replay it beside the original.
+
+The form means "this is the request": the header rows are the complete list sent (a row
+removed is not sent). Framing is not edited: Content-Length and Transfer-Encoding are left out
+of the rows and Content-Length is computed from the body when the request is sent
+(``devtunnel.capture.edit``, the one edit contract shared with the agent API and the CLI).
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar
 
 from rich.text import Text
@@ -16,21 +22,20 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static, TextArea
 
+from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange, Headers, Response
-from devtunnel.errors import DevtunnelError
-from devtunnel.net.replay import Edit
+from devtunnel.capture.outcome import replay_outcome
+from devtunnel.errors import DevtunnelError, ReplayError
+from devtunnel.values.http1 import FRAMING
 from devtunnel.tui.render import body_kind, describe_body, escape_control, human_size, status_style
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
 
-__all__ = ["EditReplayScreen", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint"]
+__all__ = ["EditReplayScreen", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
 
 EDIT_LIMIT = 1024 * 1024
 """Bodies larger than this are sent unchanged rather than loaded into the editor."""
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-"""An HTTP token (RFC 9110 5.6.2): what a method or header name may be."""
-_BAD_VALUE = re.compile(r"[\r\n\x00]")
 _EDIT_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 """Characters the body editor would draw raw: such bodies are sent as recorded instead."""
 _PREVIEW_LINES = 40
@@ -76,6 +81,31 @@ def response_preview(title: str, response: Response | None, error: str = "") -> 
     return text
 
 
+def replay_notice(original: Exchange, replayed: Exchange, *, lead: str = "Replayed: ",
+                  diff_hint: str = "ctrl+d diff with the original", ignore_headers: Iterable[str] = ()) -> Text:
+    """What a replay came to: status and reason, same or different, and why a 4xx or 5xx happened.
+
+    The edit screen and the main screen's ``r`` say it the same way (``capture.outcome``'s rule).
+    Network text (the reason, the error body) is escaped: it is drawn on the terminal.
+    """
+    outcome = replay_outcome(original, replayed, ignore_headers=ignore_headers)
+    if outcome.failed:
+        reason = ": ".join(filter(None, [replayed.error or "", replayed.error_message])) or "no response"
+        return Text(f"Replay failed: {escape_control(reason)}", end="")
+    code = replayed.response.status if replayed.response is not None else 0
+    text = Text(lead, end="")
+    text.append(escape_control(outcome.status), status_style(code))
+    text.append(f" · {outcome.verdict}")
+    if replayed.edited:
+        text.append(" · edited", "italic")
+    if diff_hint:
+        text.append(f"  {diff_hint}", "dim")
+    if outcome.error_body:
+        text.append("\n")
+        text.append(escape_control(outcome.error_body), "red")
+    return text
+
+
 class HeaderRow(Horizontal):
     """One editable header field: name, value, and a button that removes the row."""
 
@@ -90,9 +120,10 @@ class HeaderRow(Horizontal):
     }
     """
 
-    def __init__(self, name: str = "", value: str = "") -> None:
+    def __init__(self, name: str = "", value: str = "", raw: tuple[bytes, bytes] | None = None) -> None:
         super().__init__()
         self._original = (name, value)
+        self._raw = raw
         # Inputs draw their text as is: control characters are shown (and edited) as escapes.
         self._shown = (escape_control(name), escape_control(value))
 
@@ -107,6 +138,14 @@ class HeaderRow(Horizontal):
         """The row's ``(name, value)``: the captured text where it was left alone, else as typed."""
         typed = (self.query_one(".name", Input).value, self.query_one(".value", Input).value)
         return tuple(o if t == s else t for o, s, t in zip(self._original, self._shown, typed))  # type: ignore[return-value]
+
+    @property
+    def wire_field(self) -> tuple[str | bytes, bytes]:
+        """The row as sent: the captured bytes where it was left alone, else the typed name and the value as UTF-8."""
+        field = self.field
+        if self._raw is not None and field == self._original:
+            return self._raw
+        return field[0], field[1].encode("utf-8")
 
     @on(Button.Pressed, ".delete")
     async def _delete(self) -> None:
@@ -134,11 +173,14 @@ class EditReplayScreen(Screen[None]):
         Binding("ctrl+d", "diff", "Diff", priority=True),
     ]
 
+    # One row for the request line and each header, so that at 80x24 the result of a replay
+    # still gets most of the screen: once there is one, the body editor gives it room.
     DEFAULT_CSS = """
     EditReplayScreen {
         #edit-title { height: 1; padding: 0 1; background: $panel; }
-        #request-line { height: 3; }
-        #method { width: 14; }
+        #request-line { height: 1; margin: 0 0 1 0; }
+        #request-line Input { border: none; height: 1; padding: 0 1; background: $boost; }
+        #method { width: 12; margin-right: 1; }
         #target { width: 1fr; }
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
         #headers { height: auto; max-height: 12; }
@@ -147,19 +189,28 @@ class EditReplayScreen(Screen[None]):
         #json-hint { width: auto; padding: 0 1; }
         #body { height: 1fr; min-height: 5; }
         #body-fixed { height: auto; padding: 0 1; color: $text-muted; }
-        #message { height: auto; padding: 0 1; }
+        #message { height: auto; max-height: 3; padding: 0 1; }
         #message.error { color: $text-error; }
         #compare { height: 1fr; display: none; }
         #compare.shown { display: block; }
         #compare VerticalScroll { width: 1fr; padding: 0 1; }
         #original-box { border-right: vkey $foreground 30%; }
+        &.-replayed {
+            #request-line { margin: 0; }
+            #headers { max-height: 4; }
+            #body { min-height: 3; }
+            #compare { height: 2fr; min-height: 8; }
+        }
     }
     """
 
-    def __init__(self, exchange: Exchange, send: Callable[[Edit], Awaitable[Exchange]]) -> None:
+    def __init__(self, exchange: Exchange, send: Callable[[Edit], Awaitable[Exchange]], *,
+                 ignore_headers: Iterable[str] = ()) -> None:
         super().__init__()
         self.exchange = exchange
         self._send = send
+        self._ignore_headers = tuple(ignore_headers)
+        """Response headers that do not make the replay differ, besides the volatile ones."""
         self.replayed: Exchange | None = None
         """The latest exchange the replay produced."""
         request = exchange.request
@@ -186,10 +237,11 @@ class EditReplayScreen(Screen[None]):
         with Horizontal(id="request-line"):
             yield Input(escape_control(request.method), id="method", placeholder="METHOD", select_on_focus=False)
             yield Input(escape_control(request.url_text), id="target", placeholder="/path?query", select_on_focus=False)
-        yield Static("Headers · ctrl+n add · ctrl+r remove", classes="section", markup=False)
+        yield Static("Headers · ctrl+n add · ctrl+r remove · Content-Length is computed when sent",
+                     classes="section", markup=False)
         with VerticalScroll(id="headers"):
-            for name, value in request.headers.items():
-                yield HeaderRow(name, value)
+            for raw in self._form_fields():
+                yield HeaderRow(*Headers([raw]).items()[0], raw=raw)
         with Horizontal(id="body-bar", classes="section"):
             yield Static(self._body_label(), id="body-label", markup=False)
             yield Static("", id="json-hint")
@@ -209,6 +261,10 @@ class EditReplayScreen(Screen[None]):
             with VerticalScroll(id="replayed-box"):
                 yield Static(id="replayed")
         yield Footer()
+
+    def _form_fields(self) -> list[tuple[bytes, bytes]]:
+        """The captured header fields the form shows (all but framing)."""
+        return [f for f in self.exchange.request.headers.fields if f[0].lower() not in FRAMING]
 
     def _body_label(self) -> str:
         request = self.exchange.request
@@ -246,37 +302,27 @@ class EditReplayScreen(Screen[None]):
     def build_edit(self) -> Edit:
         """The edit the form describes: only what differs from the original is set.
 
+        The header rows are the complete list: when they differ from the captured fields, the
+        edit carries all of them (Content-Length is added when sent).
+
         Raises:
-            ValueError: a field cannot be sent (the message names it).
+            ReplayError: a field cannot be sent (the message names it).
         """
         request = self.exchange.request
-        # Untouched fields are sent exactly as captured, even where they break the rules.
         method: str | None = self.query_one("#method", Input).value.strip()
         if method == escape_control(request.method):
-            method = None
-        elif not _TOKEN.match(method or ""):
-            raise ValueError(f"invalid method {method!r}: use letters like GET or POST")
+            method = None  # untouched: sent exactly as captured
         target: str | None = self.query_one("#target", Input).value.strip()
         if target == escape_control(request.url_text):
             target = None
-        elif not (target or "").startswith("/") or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in target or ""):
-            raise ValueError("the target must start with / and hold no spaces or control characters")
-        fields = self.header_fields()
-        captured = set(request.headers.items())
-        for number, (name, value) in enumerate(fields, start=1):
-            if (name, value) in captured:
-                continue
-            if not _TOKEN.match(name):
-                raise ValueError(f"invalid header name {name!r} (header {number})")
-            if _BAD_VALUE.search(value):
-                raise ValueError(f"the value of header {name!r} holds a line break or NUL")
+        fields = [row.wire_field for row in self.query(HeaderRow) if row.field != ("", "")]
         body: bytes | None = None
         if self._body_editable:
             text = self.query_one("#body", TextArea).text
             if text != self._initial_text:
                 body = text.encode("utf-8")
-        headers = None if fields == request.headers.items() else Headers(fields)
-        return Edit(method=method, target=target, headers=headers, body=body)
+        headers = None if fields == self._form_fields() else Headers(fields)
+        return Edit(method=method, target=target, headers=headers, body=body)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ actions
 
@@ -304,8 +350,8 @@ class EditReplayScreen(Screen[None]):
         """Send the edited request in a worker."""
         try:
             edit = self.build_edit()
-        except ValueError as exc:
-            self._show_message(f"Not sent: {exc}", error=True)
+        except ReplayError as exc:
+            self._show_message(f"Not sent: {escape_control(str(exc))}", error=True)
             return
         self._show_message(Text("Sending…", "dim"))
         self.run_worker(self._replay(edit), group="replay", exclusive=True, exit_on_error=False)
@@ -314,10 +360,10 @@ class EditReplayScreen(Screen[None]):
         try:
             replayed = await self._send(edit)
         except DevtunnelError as exc:
-            self._show_message(f"Replay failed: {exc}", error=True)
+            self._show_message(f"Replay failed: {escape_control(str(exc))}", error=True)
             return
         except Exception as exc:  # the sender belongs to the caller; any failure is shown, never fatal
-            self._show_message(f"Replay failed: {type(exc).__name__}: {exc}", error=True)
+            self._show_message(f"Replay failed: {type(exc).__name__}: {escape_control(str(exc))}", error=True)
             return
         self.replayed = replayed
         self.refresh_bindings()
@@ -329,16 +375,13 @@ class EditReplayScreen(Screen[None]):
             response_preview("Original", original.response, original.error_message or (original.error or ""))
         )
         self.query_one("#replayed", Static).update(
-            response_preview("Replay", replayed.response, replayed.error_message or (replayed.error or ""))
+            response_preview("Edited replay" if replayed.edited else "Replay", replayed.response,
+                             replayed.error_message or (replayed.error or ""))
         )
         self.query_one("#compare").add_class("shown")
-        if replayed.response is None:
-            reason = escape_control(": ".join(filter(None, [replayed.error or "", replayed.error_message])))
-            self._show_message(f"Replay failed: {reason or 'no response'}", error=True)
-            return
-        message = Text(f"Replayed: {replayed.response.status}", end="")
-        message.append("  ctrl+d diff with the original", "dim")
-        self._show_message(message)
+        self.add_class("-replayed")
+        self._show_message(replay_notice(original, replayed, ignore_headers=self._ignore_headers),
+                           error=replayed.response is None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Until there is a replay, ctrl+d is not ours: it deletes in the focused field.

@@ -431,7 +431,7 @@ class RequestTable(ScrollView, can_focus=True):
             status, status_style = self._status_style(row)
             path = printable(row.target)
             if row.replay_of:
-                path = "↻ " + path
+                path = ("↻✎ " if row.edited else "↻ ") + path  # ✎: sent with changes
             method = "WS" if row.websocket else printable(row.method)
             segments = [mark, Segment(time.strftime("%H:%M:%S", time.localtime(row.started_at)), dim),
                         Segment(" ", base)]

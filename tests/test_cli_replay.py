@@ -1,0 +1,220 @@
+"""``devtunnel replay`` as a subprocess against a real local service: edits, notices, bad flags."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.store import Store
+from devtunnel.config import load, set_value, to_toml
+from devtunnel.errors import ConfigError
+from tests.test_cli_captures import DEVTUNNEL, assert_one_line_error, cli
+
+HOSTILE_ERROR = b'\x1b]0;pwned\x07boom \x1b[31mred\nsecond line\n'
+
+
+@dataclass
+class Service:
+    url: str
+    seen: list[tuple[str, str, list[tuple[str, str]], bytes]] = field(default_factory=list)
+    builds: int = 0
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    """Answers ``ok`` with a fresh Date; ``/build`` adds an X-Build that changes every time; ``/fail`` a 500."""
+    state = Service("")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            state.seen.append((self.command, self.path, list(self.headers.items()), body))
+            out, status = (HOSTILE_ERROR, 500) if self.path == "/fail" else (b"ok", 200)
+            self.send_response(status)  # also sends Server and a Date of now
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(out)))
+            if self.path == "/build":
+                state.builds += 1
+                self.send_header("X-Build", str(state.builds))
+            self.end_headers()
+            self.wfile.write(out)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            if name.startswith("do_"):
+                return self._answer  # any other method, as typed
+            raise AttributeError(name)
+
+        def version_string(self) -> str:
+            return "test-service"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def captured(service: Service, target: bytes = b"/", headers: list[tuple[str, str]] | None = None,
+             response_headers: list[tuple[str, str]] | None = None) -> Exchange:
+    """An exchange as if captured from ``service`` yesterday."""
+    fields = headers if headers is not None else [("Host", "shop.localhost"), ("Content-Type", "application/json"),
+                                                   ("Content-Length", "7"), ("Stripe-Signature", "t=1,v1=abc")]
+    response = Response(status=200, reason="OK", body=b"ok", body_size=2, headers=Headers(response_headers or [
+        ("Server", "test-service"), ("Date", "Mon, 01 Dec 2025 10:00:00 GMT"), ("Content-Type", "text/plain"), ("Content-Length", "2"),
+    ]))
+    return Exchange(id=new_id(), tunnel="shop", started_at=1.0, target_url=service.url, response=response,
+                    request=Request(method="POST", target=target, headers=Headers(fields), body=b'{"a":1}',
+                                    body_size=7))
+
+
+def put(db: Path, *exchanges: Exchange) -> None:
+    store = Store(db)
+    try:
+        store.put_many(exchanges)
+    finally:
+        store.close()
+
+
+def stored(db: Path) -> list[Exchange]:
+    store = Store(db, readonly=True)
+    try:
+        return store.query()
+    finally:
+        store.close()
+
+
+def replay_of(db: Path, original: Exchange) -> Exchange:
+    """The newest replay of ``original`` (ids sort by time only within one process)."""
+    return [ex for ex in stored(db) if ex.replay_of == original.id][-1]
+
+
+def test_only_a_new_date_is_the_same_response(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service)
+    put(db, ex)
+    proc = cli(None, "replay", ex.id, db=db)
+    assert proc.returncode == 0, proc.stderr
+    new = replay_of(db, ex)
+    assert new.response is not None and new.response.headers.get("date") != "Mon, 01 Dec 2025 10:00:00 GMT"
+    assert proc.stdout == f"{ex.id} -> {new.id}  200 OK  {proc.stdout.split('  ')[2]}  same response\n"
+
+
+def test_ignore_header_leaves_a_changing_header_out_of_the_notice(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service, b"/build", response_headers=[("Server", "test-service"), ("Content-Type", "text/plain"),
+                                                       ("Content-Length", "2"), ("X-Build", "0")])
+    put(db, ex)
+    differs = cli(None, "replay", ex.id, db=db)
+    assert differs.returncode == 0, differs.stderr
+    new = replay_of(db, ex)
+    assert f"response differs: devtunnel diff {ex.id} {new.id}" in differs.stdout
+    same = cli(None, "replay", ex.id, "--ignore-header", "x-build", "--ignore-header", "Server", db=db)
+    assert same.stdout.rstrip().endswith("same response"), same.stdout
+
+
+def test_an_error_shows_its_reason_and_the_first_line_of_its_body_escaped(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service, b"/fail")
+    put(db, ex)
+    proc = cli(None, "replay", ex.id, db=db)
+    assert proc.returncode == 0, proc.stderr  # the replay was sent and answered: a 500 is the service's answer
+    first, second = proc.stdout.splitlines()
+    assert "  500 Internal Server Error  " in first and first.endswith(f"response differs: devtunnel diff {ex.id} {replay_of(db, ex).id}")
+    assert second == "  \\x1b]0;pwned\\x07boom \\x1b[31mred"
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+
+
+def test_header_flags_set_and_delete_and_the_method_is_sent_as_typed(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service)
+    put(db, ex)
+    proc = cli(None, "replay", ex.id, "--method", "purge", "--header", "X-Debug: 1", "--header", "Host: edited",
+               "--header", "Stripe-Signature:", "--body", "{}", db=db)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    method, path, headers, body = service.seen[-1]
+    assert (method, path, body) == ("purge", "/", b"{}")
+    assert headers == [("Host", "edited"), ("Content-Type", "application/json"), ("Content-Length", "2"), ("X-Debug", "1")]
+    new = replay_of(db, ex)
+    assert new.edited and new.replay_of == ex.id
+    assert f"edited replay of {ex.id}  (devtunnel diff {ex.id} {new.id})" in cli(None, "show", new.id, db=db).stdout
+    listed = cli(None, "requests", db=db).stdout.splitlines()
+    assert next(line for line in listed if line.startswith(new.id)).endswith("↻✎ /")
+    assert next(line for line in listed if line.startswith(ex.id)).endswith(" /")
+
+
+def test_a_plain_replay_is_not_marked_edited(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service)
+    put(db, ex)
+    assert cli(None, "replay", ex.id, db=db).returncode == 0
+    assert replay_of(db, ex).edited is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "GET /x"], "invalid method 'GET /x'"),
+        (["--header", "Bad Name: 1"], "invalid header name 'Bad Name'"),
+        (["--header", "X-Debug: 1\r\nInjected: yes"], "invalid value for header X-Debug"),
+        (["--header", "X-A: 1", "--header", "X-A:"], "header x-a is both set and removed"),
+        (["--header", "no colon"], "--header takes 'NAME: VALUE'"),
+        (["--ignore-header", "Bad: name"], "--ignore-header takes a header name"),
+        (["--path", "/a b"], "invalid target '/a b'"),
+    ],
+)
+def test_bad_edits_are_one_line_errors_and_send_nothing(service: Service, tmp_path: Path, args: list[str],
+                                                        message: str) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service)
+    put(db, ex)
+    assert message in assert_one_line_error(cli(None, "replay", ex.id, *args, db=db))
+    assert service.seen == [] and len(stored(db)) == 1
+
+
+# replay.ignore_headers in devtunnel.toml ---------------------------------------------------
+
+
+def test_the_config_key_adds_headers_to_leave_out(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service, b"/build", response_headers=[("Server", "test-service"), ("Content-Type", "text/plain"),
+                                                       ("Content-Length", "2"), ("X-Build", "0")])
+    put(db, ex)
+    config = tmp_path / "devtunnel.toml"
+    config.write_text('[replay]\nignore_headers = ["X-Build"]\n')
+    env = {**os.environ, "DEVTUNNEL_CONFIG": str(config)}
+    proc = subprocess.run([DEVTUNNEL, "replay", ex.id, "--db", str(db)], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("same response"), proc.stdout
+
+
+def test_config_key_values_are_checked_and_set_as_a_list(tmp_path: Path) -> None:
+    path = tmp_path / "devtunnel.toml"
+    path.write_text('[replay]\nignore_headers = ["Bad Name"]\n')
+    with pytest.raises(ConfigError, match=r":2: replay\.ignore_headers: expected header names such as X-Build, got 'Bad Name'"):
+        load(environ={"DEVTUNNEL_CONFIG": str(path), "HOME": str(tmp_path)}, cwd=tmp_path)
+    path.write_text("")
+    assert set_value(path, "replay.ignore_headers", "X-Build, ETag") == ["X-Build", "ETag"]
+    settings = load(environ={"DEVTUNNEL_CONFIG": str(path), "HOME": str(tmp_path)}, cwd=tmp_path)
+    assert settings.replay.ignore_headers == ("X-Build", "ETag")
+    assert 'ignore_headers = [\n    "X-Build",\n    "ETag",\n]' in to_toml(settings) or \
+        'ignore_headers = ["X-Build", "ETag"]' in to_toml(settings)
