@@ -157,8 +157,8 @@ def test_header_flags_set_and_delete_and_the_method_is_sent_as_typed(service: Se
     assert new.edited and new.replay_of == ex.id
     assert f"edited replay of {ex.id}  (devtunnel diff {ex.id} {new.id})" in cli(None, "show", new.id, db=db).stdout
     listed = cli(None, "requests", db=db).stdout.splitlines()
-    assert next(line for line in listed if line.startswith(new.id)).endswith("↻✎ /")
-    assert next(line for line in listed if line.startswith(ex.id)).endswith(" /")
+    assert next(line for line in listed if line.split() and new.id.startswith(line.split()[0])).endswith("↻✎ /")
+    assert next(line for line in listed if line.split() and ex.id.startswith(line.split()[0])).endswith(" /")
 
 
 def test_a_plain_replay_is_not_marked_edited(service: Service, tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_bad_edits_are_one_line_errors_and_send_nothing(service: Service, tmp_pa
     db = tmp_path / "c.db"
     ex = captured(service)
     put(db, ex)
-    assert message in assert_one_line_error(cli(None, "replay", ex.id, *args, db=db))
+    assert message in assert_one_line_error(cli(None, "replay", ex.id, *args, db=db), code=2)  # bad usage
     assert service.seen == [] and len(stored(db)) == 1
 
 

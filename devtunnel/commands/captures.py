@@ -35,7 +35,7 @@ from devtunnel.commands.output import (
     safe,
     table,
 )
-from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, StoreError
+from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, ReplayError, StoreError
 from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
@@ -354,13 +354,16 @@ def _edit(args: argparse.Namespace) -> Edit | None:
             body = args.body.encode("utf-8")
     if args.path is not None and not args.path.startswith("/"):
         raise ConfigError(f"--path must start with /, not {args.path!r}")
-    edit = Edit(
-        method=args.method,
-        target=args.path.encode("utf-8") if args.path is not None else None,
-        set_headers=set_headers,  # type: ignore[arg-type]
-        remove_headers=tuple(remove),
-        body=body,
-    )
+    try:
+        edit = Edit(
+            method=args.method,
+            target=args.path.encode("utf-8") if args.path is not None else None,
+            set_headers=set_headers,  # type: ignore[arg-type]
+            remove_headers=tuple(remove),
+            body=body,
+        )
+    except ReplayError as exc:  # an edit the flags describe badly: bad usage, nothing was sent
+        raise ConfigError(str(exc)) from None
     return None if edit.is_empty else edit
 
 

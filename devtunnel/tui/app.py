@@ -249,10 +249,11 @@ class InspectorApp(App[None]):
             return None
         return await self.backend.get(exchange_id)
 
-    def _copy(self, text: str, what: str) -> None:
+    def _copy(self, text: str, what: str, note: str = "") -> None:
         copied = copy(self, text)  # type: ignore[arg-type]
         title = f"Copied {what}" if copied.system else f"Sent {what} to the terminal"
-        self.notify(copied.sentence, title=title, severity="warning" if copied.tmux_blocks else "information",
+        message = f"{copied.sentence}. {note}" if note else copied.sentence
+        self.notify(message, title=title, severity="warning" if copied.tmux_blocks else "information",
                     timeout=10 if copied.tmux_blocks else 5)
 
     @work(group="action", exit_on_error=False)
@@ -346,20 +347,18 @@ class InspectorApp(App[None]):
     @work(group="action", exit_on_error=False)
     async def action_copy_curl(self) -> None:
         from devtunnel.export import export
-        from devtunnel.tui.clipboard import copy_text
 
         exchange = await self._current()
         if exchange is None:
             return
         local = self.export_send_to == "local"
         try:
-            sentence = copy_text(self, export("curl", [exchange], **({"local": True} if local else {})).text)  # type: ignore[arg-type]
+            text = export("curl", [exchange], **({"local": True} if local else {})).text  # type: ignore[arg-type]
         except DevtunnelError as exc:
             self.notify(str(exc), title="Cannot copy as curl", severity="error")
             return
         where = "the local service" if local else "the public URL"
-        self.notify(f"{sentence}. It sends to {where}: x chooses public URL or local service.",
-                    title="Copied curl command")
+        self._copy(text, "curl command", note=f"It sends to {where}: x chooses public URL or local service.")
 
     def on_export_screen_send_to_changed(self, event: Any) -> None:
         self.export_send_to = event.send_to

@@ -43,7 +43,7 @@ def run(db: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)  # bad usage
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("devtunnel: ") and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]

@@ -56,7 +56,7 @@ async def test_curl_of_the_current_exchange_goes_to_the_clipboard_with_a_notific
         assert app.clipboard.startswith("curl --http1.1 'http://shop.localhost/api/orders?expand=items'")
         assert "PUT" not in app.clipboard
         size = len(app.clipboard.encode())
-        assert app.result == f"Copied {size} bytes to the clipboard (terminal OSC 52)"
+        assert app.result == f"Sent {size} bytes to the terminal's clipboard (OSC 52)"
         assert [n.message for n in app._notifications] == [app.result]
 
 
@@ -195,7 +195,7 @@ async def test_copy_export_copies_curl_and_refuses_side_files() -> None:
     async with app.run_test() as pilot:
         await pilot.pause()
         sentence = copy_export(app, "curl", [json_exchange()])
-        assert sentence.startswith("Copied ") and app.clipboard.startswith("curl ")
+        assert sentence.startswith("Sent ") and app.clipboard.startswith("curl ")
         with pytest.raises(ExportError, match="export it to a file instead"):
             copy_export(app, "curl", [upload()])
 
