@@ -13,6 +13,12 @@ Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks 
     stats        one row: how many exchanges and how many bytes (kept by triggers, so
                  retention never scans the table)
 
+The ``wh_*`` columns of ``exchanges`` hold the webhook verdict (schema 3); ``wh_duplicate_of``
+is computed here, when an exchange is written: the id of the first stored exchange (the
+smallest id) with the same provider and delivery id. Replays are left out on both sides: a
+replay is never a duplicate, and never the delivery others duplicate (its ``replay_of`` says
+what it repeats). It may name an exchange that retention or ``delete`` has since removed.
+
 ``res`` columns are NULL exactly when the exchange has no response.
 """
 
@@ -33,6 +39,7 @@ from urllib.parse import quote
 from devtunnel.capture import filters as _filters
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.errors import NotFoundError, StoreError
+from devtunnel.webhooks.base import Signature, Verdict
 
 __all__ = [
     "DEFAULT_MAX_EXCHANGES",
@@ -50,7 +57,7 @@ log = logging.getLogger("devtunnel.capture")
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
@@ -79,6 +86,8 @@ class Row:
     error: str | None
     replay_of: str | None
     websocket: bool
+    webhook: Verdict | None = None
+    """The webhook verdict, or None when no provider recognised the request."""
 
 
 # --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
@@ -194,19 +203,39 @@ CREATE TRIGGER exchanges_delete AFTER DELETE ON exchanges BEGIN
 END;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# Version 3: the webhook verdict of each exchange, with indexes for its filters. Partial
+# indexes: traffic that is no webhook costs them nothing, and every filter's clause implies
+# the column is not NULL, so SQLite can use them.
+_SCHEMA_V3 = """
+ALTER TABLE exchanges ADD COLUMN wh_provider TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_event TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_delivery TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_signature TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_reason TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_duplicate_of TEXT;
+CREATE INDEX exchanges_wh_delivery ON exchanges (wh_delivery, wh_provider) WHERE wh_delivery IS NOT NULL;
+CREATE INDEX exchanges_wh_provider ON exchanges (wh_provider) WHERE wh_provider IS NOT NULL;
+CREATE INDEX exchanges_wh_signature ON exchanges (wh_signature) WHERE wh_signature IS NOT NULL;
+CREATE INDEX exchanges_wh_duplicate ON exchanges (wh_duplicate_of) WHERE wh_duplicate_of IS NOT NULL;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
-_ROW_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
-                "error, replay_of, websocket")
-_FULL_COLUMNS = (_ROW_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
+_BASE_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
+                 "error, replay_of, websocket")
+_WEBHOOK_COLUMNS = ("wh_provider", "wh_event", "wh_delivery", "wh_signature", "wh_reason", "wh_duplicate_of")
+"""Always the last columns read, so ``_verdict(row[-6:])`` finds them."""
+_ROW_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_WEBHOOK_COLUMNS)
+_FULL_COLUMNS = (_BASE_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
                  "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
-                 "res_version, res_reason, res_body_size, res_truncated")
+                 "res_version, res_reason, res_body_size, res_truncated, " + ", ".join(_WEBHOOK_COLUMNS))
 _INSERT_COLUMNS = (
     "id", "tunnel", "started_at", "method", "target_text", "path", "host", "scheme", "status",
     "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
     "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
+    *_WEBHOOK_COLUMNS,
 )
 
 
@@ -554,7 +583,7 @@ class Store:
         (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
          websocket, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
          ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
-         res_body_size, res_truncated) = r
+         res_body_size, res_truncated) = r[:-len(_WEBHOOK_COLUMNS)]
         heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
         bodies = conn.execute("SELECT req, res FROM bodies WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
         request = Request(
@@ -600,11 +629,55 @@ class Store:
             websocket=bool(websocket),
             ws_messages=messages,
             ws_close_code=ws_close_code,  # type: ignore[arg-type]
+            webhook=_verdict(r[-len(_WEBHOOK_COLUMNS):]),
         )
 
 
 def _row(r: tuple[object, ...]) -> Row:
-    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]))  # type: ignore[arg-type]
+    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]),  # type: ignore[arg-type]
+               _verdict(r[-len(_WEBHOOK_COLUMNS):]))
+
+
+def _verdict(columns: Sequence[object]) -> Verdict | None:
+    """The verdict from the ``wh_*`` columns (None when no provider recognised the request)."""
+    provider, event, delivery, signature, reason, duplicate_of = columns
+    if provider is None:
+        return None
+    try:
+        state = Signature(signature)
+    except ValueError:  # a state a later version wrote: say no more than that it was not checked
+        state = Signature.UNVERIFIED
+    return Verdict(str(provider), event, delivery, state, reason or "", duplicate_of)  # type: ignore[arg-type]
+
+
+def _webhook_values(ex: Exchange) -> tuple[object, ...]:
+    """The ``wh_*`` column values of an exchange; ``wh_duplicate_of`` is filled in by ``_mark_duplicates``."""
+    v = ex.webhook
+    if v is None:
+        return (None,) * len(_WEBHOOK_COLUMNS)
+    return (v.provider, v.event_type, v.delivery_id, v.signature.value, v.reason or None, None)
+
+
+_MARK_DUPLICATES = """
+WITH first(id) AS (
+    SELECT min(id) FROM exchanges WHERE wh_delivery = ?1 AND wh_provider = ?2 AND replay_of IS NULL
+)
+UPDATE exchanges SET wh_duplicate_of = nullif((SELECT id FROM first), id)
+WHERE wh_delivery = ?1 AND wh_provider = ?2 AND replay_of IS NULL
+    AND wh_duplicate_of IS NOT nullif((SELECT id FROM first), id)
+"""
+
+
+def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
+    """Point every delivery of the providers' delivery ids just written at the first one stored.
+
+    The whole group is looked at, not only the new row: a retry that finished first may have
+    been written before the delivery it repeats (ids follow arrival, writes follow the end).
+    """
+    keys = {(v.delivery_id, v.provider) for ex in exchanges
+            if (v := ex.webhook) is not None and v.delivery_id and ex.replay_of is None}
+    for delivery, provider in keys:
+        conn.execute(_MARK_DUPLICATES, (delivery, provider))
 
 
 def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
@@ -628,12 +701,14 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
             ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
             None if res is None else res.http_version, None if res is None else res.reason,
             None if res is None else res.body_size, None if res is None else int(res.body_truncated),
+            *_webhook_values(ex),
         ))
         heads.append((ex.id, req_heads, res_heads))
         bodies.append((ex.id, bytes(req.body), None if res is None else bytes(res.body)))
         messages += [(ex.id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
                      for i, m in enumerate(ex.ws_messages)]
     _execute_rows(conn, "upsert", summaries)
+    _mark_duplicates(conn, latest.values())
     _execute_rows(conn, "heads", heads)
     large: list[tuple[str, str, bytes]] = []
     req_rows: list[tuple[object, ...]] = []

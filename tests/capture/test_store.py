@@ -18,6 +18,7 @@ from devtunnel.capture.store import _SCHEMA_V1, SCHEMA_VERSION, Row, Store, deco
 from devtunnel.errors import NotFoundError, StoreError
 
 from .strategies import exchanges, header_fields
+from .test_store_webhooks import TO_SCHEMA_2
 
 
 def make(n: int = 0, *, body: bytes = b"", status: int | None = 200, now: float | None = None,
@@ -339,7 +340,7 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
     first.put_many([upload, download, pending])
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 1
-        conn.executescript("""
+        conn.executescript(TO_SCHEMA_2 + """
             DROP VIEW bodies;
             CREATE TABLE bodies (id TEXT PRIMARY KEY, req BLOB NOT NULL, res BLOB);
             INSERT INTO bodies SELECT q.id, q.body, s.body FROM req_bodies q LEFT JOIN res_bodies s ON s.id = q.id;
@@ -350,11 +351,11 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
         """ + V1_DELETE_TRIGGER)
     again = Store(path)
     assert [again.get(ex.id) for ex in (upload, download, pending)] == [upload, download, pending]
-    assert f"{path}: upgrading the capture database from schema 1 to 2" in caplog.text
+    assert f"{path}: upgrading the capture database from schema 1 to {SCHEMA_VERSION}" in caplog.text
     assert again.ids("body:needleup") == [upload.id]
     again.delete([download.id])
     assert again.count() == 2
     again.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT id FROM res_bodies").fetchall() == [(upload.id,)]  # the download's went
