@@ -96,6 +96,7 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "error": row.error,
         "replay_of": row.replay_of,
         "websocket": row.websocket,
+        "webhook": None if row.webhook is None else row.webhook.to_json(),
     }
 
 

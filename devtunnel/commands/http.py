@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
@@ -170,10 +171,16 @@ async def _main(args: argparse.Namespace) -> int:
     store = recorder = None
     if record:
         from devtunnel.capture.store import Recorder, Store
+        from devtunnel.config import webhook_context
 
         store = Store(args.db, max_exchanges=args.settings.store.max_exchanges,
                       max_bytes=args.settings.store.max_bytes)
-        recorder = Recorder(store)
+        # Providers and secrets are read once, here; the recorder's thread judges each delivery.
+        webhooks = webhook_context(args.settings)
+        section = webhooks.tunnels.get(getattr(args, "config_tunnel", None) or "")
+        if section is not None and getattr(args, "name", None):  # ``http payments --name other``
+            webhooks = replace(webhooks, tunnels={**webhooks.tunnels, args.name: section})
+        recorder = Recorder(store, webhooks=webhooks)
     service = AgentService(
         store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
         head_timeout=head_timeout,
