@@ -661,7 +661,12 @@ def _custom_provider(section: WebhookSection, source: _Source | None = None) -> 
         if source is None:
             raise
         dotted, sep, problem = str(exc).partition(": ")  # "webhooks.acme.header: the ... is required"
-        raise (source.error(dotted, problem) if sep else source.error(f"webhooks.{section.name}", str(exc))) from None
+        if not sep:
+            dotted, problem = f"webhooks.{section.name}", str(exc)
+        where = source.where(dotted)
+        if where == source.label:  # a key that is missing: the table's line
+            where = source.where(f"webhooks.{section.name}")
+        raise ConfigError(f"{where}: {dotted}: {problem}") from None
 
 
 def _check_tunnel_providers(settings: Settings) -> None:

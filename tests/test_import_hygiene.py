@@ -21,6 +21,8 @@ CORE_MODULES = [
     "devtunnel.export",
     "devtunnel.ngrok_config",
     "devtunnel.webhooks",
+    "devtunnel.webhooks.context",
+    "devtunnel.capture.filters.webhook",
 ]
 
 

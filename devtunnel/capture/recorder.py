@@ -380,11 +380,12 @@ class Recorder:
     def _judge(self, batch: dict[str, Exchange]) -> None:
         """Give each finished exchange of the batch its webhook verdict (in place in the batch).
 
-        A live snapshot is left alone: its request body may still be arriving.
+        A live snapshot is left alone: its request body may still be arriving. So is an exchange
+        judged already: one kept for a retry may since have lost its body to the memory bounds.
         """
         judge = self.webhooks.judge  # type: ignore[union-attr]
         for ex_id, ex in batch.items():
-            if ex.duration is None:
+            if ex.duration is None or ex.webhook is not None:
                 continue
             try:
                 verdict = judge(ex)
