@@ -658,26 +658,34 @@ def _webhook_values(ex: Exchange) -> tuple[object, ...]:
     return (v.provider, v.event_type, v.delivery_id, v.signature.value, v.reason or None, None)
 
 
-_MARK_DUPLICATES = """
-WITH first(id) AS (
-    SELECT min(id) FROM exchanges WHERE wh_delivery = ?1 AND wh_provider = ?2 AND replay_of IS NULL
-)
-UPDATE exchanges SET wh_duplicate_of = nullif((SELECT id FROM first), id)
-WHERE wh_delivery = ?1 AND wh_provider = ?2 AND replay_of IS NULL
-    AND wh_duplicate_of IS NOT nullif((SELECT id FROM first), id)
-"""
+_FIRST_DELIVERY = ("SELECT id FROM exchanges WHERE wh_delivery = ? AND wh_provider = ? AND replay_of IS NULL "
+                   "ORDER BY id LIMIT 1")
+# The index on (wh_delivery, wh_provider) holds the id too, in order: the first is one step away.
+_POINT_LATER_AT = ("UPDATE exchanges SET wh_duplicate_of = ?3 WHERE wh_delivery = ?1 AND wh_provider = ?2 "
+                   "AND replay_of IS NULL AND id > ?3 AND wh_duplicate_of IS NOT ?3")
 
 
 def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
-    """Point every delivery of the providers' delivery ids just written at the first one stored.
+    """Point the deliveries just written at the first stored one of their provider and delivery id.
 
-    The whole group is looked at, not only the new row: a retry that finished first may have
-    been written before the delivery it repeats (ids follow arrival, writes follow the end).
+    Usually the first was stored long ago and only the new rows change. When a delivery is
+    written after a later one of the same id (ids follow arrival, writes follow the end of each
+    exchange), the later ones are pointed at it.
     """
-    keys = {(v.delivery_id, v.provider) for ex in exchanges
-            if (v := ex.webhook) is not None and v.delivery_id and ex.replay_of is None}
-    for delivery, provider in keys:
-        conn.execute(_MARK_DUPLICATES, (delivery, provider))
+    groups: dict[tuple[str, str], list[str]] = {}
+    for ex in exchanges:
+        v = ex.webhook
+        if v is not None and v.delivery_id and ex.replay_of is None:
+            groups.setdefault((v.delivery_id, v.provider), []).append(ex.id)
+    for (delivery, provider), ids in groups.items():
+        first = conn.execute(_FIRST_DELIVERY, (delivery, provider)).fetchone()[0]
+        if first in ids:
+            conn.execute(_POINT_LATER_AT, (delivery, provider, first))
+        else:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                conn.execute(f"UPDATE exchanges SET wh_duplicate_of = ? WHERE id IN ({', '.join('?' * len(chunk))})",
+                             [first, *chunk])
 
 
 def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
