@@ -7,11 +7,12 @@ exchange in its own thread: verification never runs in the forwarding path.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from devtunnel.capture.model import Exchange, Headers
-from devtunnel.webhooks import BUILTIN, Provider, Signature, Verdict, by_name, judge
+from devtunnel.webhooks import BUILTIN, Delivery, Provider, Signature, Verdict, by_name, judge
 
 __all__ = ["WebhookContext"]
 
@@ -43,6 +44,44 @@ class _IndexedHeaders(Headers):
             return value.decode("latin-1")
 
 
+class _Probe(Headers):
+    """No headers at all, noting the name of every header asked for."""
+
+    __slots__ = ("asked",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        self.asked.add(name.lower())
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        self.asked.add(name.lower())
+        return []
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self.asked.add(name.lower())
+        return False
+
+
+@functools.cache
+def _markers(provider: Provider) -> frozenset[bytes] | None:
+    """Header names (lower case) one of which a request must carry for ``provider`` to recognise it.
+
+    Found by asking the provider about a request without headers: it looks for these and, finding
+    none, says no. A request carrying none of them takes the same path to the same answer
+    (detection depends on headers alone), so it need not be asked. None when the provider
+    recognises even a request without headers: it is always asked.
+    """
+    probe = _Probe()
+    if provider.detects(Delivery("POST", "http://probe/", probe, b"")):
+        return None
+    return frozenset(name.encode("latin-1") for name in probe.asked)
+
+
 @dataclass(frozen=True)
 class WebhookContext:
     """Providers and secrets, with other secrets for some tunnels.
@@ -67,9 +106,18 @@ class WebhookContext:
     def judge(self, exchange: Exchange) -> Verdict | None:
         """The verdict on an exchange at the time it began (``duplicate_of`` is the store's to set)."""
         ctx = self.for_tunnel(exchange.tunnel)
+        # Most traffic is no webhook: a look at its header names settles that.
+        names = {name.lower() for name, _ in exchange.request.headers.fields}
+        candidates = [p for p in ctx.providers if (m := _markers(p)) is None or not names.isdisjoint(m)]
+        if not candidates:
+            return None
+        probe = Delivery(exchange.request.method, "", exchange.request.headers, b"")  # detection reads headers alone
+        provider = next((p for p in candidates if p.detects(probe)), None)
+        if provider is None:
+            return None
         request = replace(exchange.request, headers=_IndexedHeaders(exchange.request.headers))
         verdict = judge(request, scheme=exchange.scheme, now=exchange.started_at,
-                        secrets=ctx.secrets, providers=ctx.providers)
+                        secrets=ctx.secrets, providers=(provider,))
         if verdict is None or verdict.signature is not Signature.UNVERIFIED or ctx.secrets.get(verdict.provider):
             return verdict
         variable = ctx.secret_envs.get(verdict.provider)
