@@ -169,6 +169,7 @@ async def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--local-timeout must be a positive number of seconds, not {head_timeout:g}")
 
     store = recorder = None
+    webhooks: Any = None
     if record:
         from devtunnel.capture.store import Recorder, Store
         from devtunnel.config import webhook_context
@@ -183,7 +184,7 @@ async def _main(args: argparse.Namespace) -> int:
         recorder = Recorder(store, webhooks=webhooks)
     service = AgentService(
         store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
-        head_timeout=head_timeout,
+        head_timeout=head_timeout, webhooks=webhooks,
     )
     api_server: Any = None
     exchange_log: _ExchangeLog | None = None

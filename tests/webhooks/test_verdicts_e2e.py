@@ -155,6 +155,9 @@ def test_deliveries_through_the_tunnel_get_verdicts_with_reasons_duplicates_and_
         assert [r["webhook"]["delivery_id"] for r in api.json()["requests"]] == ["evt_old", "evt_wrong", "evt_rotated",
                                                                                   "evt_valid"]
         assert not any(s in api.text for s in SECRETS)
+        for fmt in ("pytest", "har", "curl", "raw", "httpie"):  # _cli checks the output holds no secret
+            assert "evt_valid" in _cli(env, tmp_path, "export", "--db", str(db), "--filter", "provider:stripe",
+                                       "--format", fmt)
         shown_config = _cli(env, tmp_path, "config", "show")
         assert "[webhooks.stripe]" in shown_config and CONFIG_SECRET[-4:] in shown_config
     finally:
@@ -182,3 +185,30 @@ def test_a_secret_in_a_file_others_can_read_is_refused_with_the_fix(tmp_path: Pa
         f"(mode 644): run chmod 600 {config}, or move the secret to an environment variable and name it with secret_env")
     assert CONFIG_SECRET not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_a_named_tunnels_secret_applies_under_another_name_too(tmp_path: Path, hooks: Receiver) -> None:
+    env = _env(tmp_path)
+    env.pop("STRIPE_WEBHOOK_SECRET")
+    db = tmp_path / "captures.db"
+    project = tmp_path / "named.toml"
+    env["DEVTUNNEL_CONFIG"] = str(project)
+    port_of_receiver = hooks.url.rsplit(":", 1)[1]
+    project.write_text(f'[tunnels.pay]\ntarget = {port_of_receiver}\n'
+                       f'[tunnels.pay.webhooks.stripe]\nsecret = "{STRIPE_SECRET}"\n')
+    project.chmod(0o600)
+    agent = Proc([*DEVTUNNEL, "http", "pay", "--name", "pay-test", "--no-tui", "--api-port", "0", "--db", str(db)], env)
+    try:
+        match = FORWARDING.match(agent.line(lambda line: line.startswith("Forwarding")))
+        assert match is not None and match.group(2) == "pay-test"
+        path, headers, body = _stripe("evt_named", STRIPE_SECRET, time.time())
+        r = httpx.post(f"http://127.0.0.1:{match.group(3)}{path}", content=body, trust_env=False,
+                       headers={**headers, "Host": f"pay-test.localhost:{match.group(3)}"})
+        assert r.status_code == 200
+        rows = wait_for(lambda: _cli(env, tmp_path, "requests", "--json", "--db", str(db)) or None, timeout=20,
+                        what="the delivery recorded")
+        assert rows[0]["webhook"]["signature"] == "valid"
+    finally:
+        if agent.popen.poll() is None:
+            agent.stop(signal.SIGINT)
+        agent.kill()
