@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from devtunnel.commands.output import (
     safe,
     table,
 )
+from devtunnel.config import webhook_context
 from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.net.api_shapes import capture_json, status_text
@@ -336,6 +338,8 @@ def _replay(args: argparse.Namespace) -> int:
     originals = _resolve(store, args.ids, args.filter)
     # Every request is checked before the first is sent: a ReplayError means nothing went out.
     results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure))
+    judge = webhook_context(settings_of(args))  # the verdict on what was sent, as the agent's recorder gives
+    results = [replace(r, webhook=judge.judge(r)) if r.complete else r for r in results]
     store.put_many(results)
     failed = 0
     summaries = []

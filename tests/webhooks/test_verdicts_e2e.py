@@ -150,10 +150,19 @@ def test_deliveries_through_the_tunnel_get_verdicts_with_reasons_duplicates_and_
         shown = _cli(env, tmp_path, "show", dup["id"], "--json", "--db", str(db))
         assert shown["webhook"] == dup["webhook"]
 
+        # A replay of the old delivery as captured: judged at its own time, not a duplicate.
+        [replayed] = _cli(env, tmp_path, "replay", invalid[1]["id"], "--json", "--db", str(db))
+        assert replayed["replay_of"] == invalid[1]["id"] and replayed["status"] == 400
+        assert replayed["webhook"]["reason"] == "timestamp outside the tolerance: 2.0 h old (tolerance 300 s)"
+        assert replayed["webhook"]["duplicate_of"] is None
+        assert [r["id"] for r in _cli(env, tmp_path, "requests", "--json", "--db", str(db), "--filter", "dup")] == [dup["id"]]
+        assert [r["id"] for r in _cli(env, tmp_path, "requests", "--json", "--db", str(db),
+                                      "--filter", "delivery:evt_old")] == [invalid[1]["id"], replayed["id"]]
+
         api = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http", params={"filter": "provider:stripe"},
                         trust_env=False)
-        assert [r["webhook"]["delivery_id"] for r in api.json()["requests"]] == ["evt_old", "evt_wrong", "evt_rotated",
-                                                                                  "evt_valid"]
+        assert [r["webhook"]["delivery_id"] for r in api.json()["requests"]] == [
+            "evt_old", "evt_old", "evt_wrong", "evt_rotated", "evt_valid"]  # newest first: the replay, then the rest
         assert not any(s in api.text for s in SECRETS)
         for fmt in ("pytest", "har", "curl", "raw", "httpie"):  # _cli checks the output holds no secret
             assert "evt_valid" in _cli(env, tmp_path, "export", "--db", str(db), "--filter", "provider:stripe",
