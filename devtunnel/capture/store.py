@@ -644,7 +644,7 @@ def _verdict(columns: Sequence[object]) -> Verdict | None:
     if provider is None:
         return None
     try:
-        state = Signature(signature)
+        state = Signature(str(signature))
     except ValueError:  # a state a later version wrote: say no more than that it was not checked
         state = Signature.UNVERIFIED
     return Verdict(str(provider), event, delivery, state, reason or "", duplicate_of)  # type: ignore[arg-type]
