@@ -14,7 +14,26 @@ from dataclasses import dataclass, field, replace
 from devtunnel.capture.model import Exchange, Headers
 from devtunnel.webhooks import BUILTIN, Delivery, Provider, Signature, Verdict, by_name, judge
 
-__all__ = ["WebhookContext"]
+__all__ = ["WebhookContext", "MAX_FIELD"]
+
+MAX_FIELD = 512
+"""Characters of an event type or delivery id kept: they come from the sender, and are stored."""
+
+
+def _field(text: str | None) -> str | None:
+    """A sender's event type or delivery id as it can be stored: bounded, and valid text.
+
+    A JSON body may hold lone surrogates (``"\\ud800"``), which no database text can; they are
+    written as their escapes instead of costing the capture.
+    """
+    if text is None:
+        return None
+    text = text[:MAX_FIELD]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class _IndexedHeaders(Headers):
@@ -118,6 +137,10 @@ class WebhookContext:
         request = replace(exchange.request, headers=_IndexedHeaders(exchange.request.headers))
         verdict = judge(request, scheme=exchange.scheme, now=exchange.started_at,
                         secrets=ctx.secrets, providers=(provider,))
+        if verdict is not None:
+            event, delivery = _field(verdict.event_type), _field(verdict.delivery_id)
+            if (event, delivery) != (verdict.event_type, verdict.delivery_id):
+                verdict = replace(verdict, event_type=event, delivery_id=delivery)
         if verdict is None or verdict.signature is not Signature.UNVERIFIED or ctx.secrets.get(verdict.provider):
             return verdict
         variable = ctx.secret_envs.get(verdict.provider)

@@ -118,3 +118,21 @@ def test_while_writes_fail_the_bounds_hold_and_verdicts_survive_dropped_bodies(s
             assert ex.webhook.reason == "the body was recorded only in part (raise --body-cap)"
     assert stored[-1].webhook.signature is Signature.VALID  # type: ignore[union-attr]
     recorder.close()
+
+
+def test_a_hostile_event_type_or_id_costs_no_capture(store: Store) -> None:
+    recorder = Recorder(store, webhooks=CONTEXT)
+    now = time.time()
+    exs = []
+    for body in (b'{"id": "evt_\\ud800", "type": "invoice.\\udcff"}', b'{"id": "%s", "type": "t"}' % (b"x" * 100_000)):
+        headers = Stripe().sign(Delivery("POST", "", Headers([("Host", "a.localhost")]), body), SECRET, now)
+        ex = Exchange(id=new_id(), tunnel="web", started_at=now, duration=0.01,
+                      request=Request(method="POST", target=b"/", headers=headers, body=body, body_size=len(body)))
+        exs.append(ex)
+        recorder.submit(ex)
+    recorder.flush()
+    surrogate, long = (store.get(ex.id).webhook for ex in exs)
+    assert surrogate is not None and surrogate.signature is Signature.VALID
+    assert (surrogate.delivery_id, surrogate.event_type) == ("evt_\\ud800", "invoice.\\udcff")
+    assert long is not None and long.delivery_id == "x" * 512
+    recorder.close()
