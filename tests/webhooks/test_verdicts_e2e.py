@@ -175,6 +175,7 @@ def test_deliveries_through_the_tunnel_get_verdicts_with_reasons_duplicates_and_
         agent.kill()
     logs = "\n".join(agent.out + agent.err)
     assert "/webhooks/stripe" in logs and not any(s in logs for s in SECRETS)
+    assert any(line.endswith("verifying webhook signatures of github, stripe") for line in agent.err), agent.err
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("captures.db*"))
     assert b"evt_valid" in stored  # the bodies are there, as recorded
     assert not any(s.encode() in stored for s in SECRETS)
