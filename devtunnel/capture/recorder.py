@@ -40,13 +40,7 @@ if TYPE_CHECKING:
     from devtunnel.capture.store import Store
     from devtunnel.webhooks.base import Verdict
 
-
-class Judge(Protocol):
-    """What judges webhook deliveries (``devtunnel.webhooks.context.WebhookContext``)."""
-
-    def judge(self, exchange: Exchange) -> Verdict | None: ...
-
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "Judge"]
 
 log = logging.getLogger("devtunnel.capture")
 
@@ -63,6 +57,14 @@ UNWRITTEN_BYTES = 32 << 20
 """Body bytes (request, response, WebSocket payloads) kept in memory while writes fail."""
 UNWRITTEN_EXCHANGES = 5000
 """Exchanges kept in memory while writes fail, their bodies dropped first (about 4 KiB each)."""
+
+
+class Judge(Protocol):
+    """What judges webhook deliveries (``devtunnel.webhooks.context.WebhookContext``)."""
+
+    def judge(self, exchange: Exchange) -> Verdict | None:
+        """The verdict on a finished exchange, or None when it is no webhook delivery."""
+        ...
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -394,7 +396,7 @@ class Recorder:
                     self._judge_failed = True
                     log.error("cannot judge webhook deliveries (first failure on %s): %s", ex_id, type(exc).__name__)
                 continue
-            if verdict != ex.webhook:
+            if verdict is not None:
                 batch[ex_id] = replace(ex, webhook=verdict)
 
     def _write(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:

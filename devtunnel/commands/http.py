@@ -182,8 +182,9 @@ async def _main(args: argparse.Namespace) -> int:
         if section is not None and getattr(args, "name", None):  # ``http payments --name other``
             webhooks = replace(webhooks, tunnels={**webhooks.tunnels, args.name: section})
         recorder = Recorder(store, webhooks=webhooks)
-        if webhooks.secrets:  # names only: the secrets themselves stay in memory
-            log.info("verifying webhook signatures of %s", ", ".join(sorted(webhooks.secrets)))
+        known = set(webhooks.secrets).union(*(t.secrets for t in webhooks.tunnels.values()))
+        if known:  # names only: the secrets themselves stay in memory
+            log.info("verifying webhook signatures of %s", ", ".join(sorted(known)))
     service = AgentService(
         store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
         head_timeout=head_timeout, webhooks=webhooks,
