@@ -137,6 +137,8 @@ def test_a_tunnel_may_name_a_custom_provider_of_another_file(places: Places) -> 
 
 def test_config_show_masks_every_secret_and_loads_back_unmasked(places: Places) -> None:
     private(places.write_user(f'[webhooks.stripe]\nsecrets = ["{SECRET}", "whsec_short"]\n'
+                              '[webhooks.acme]\nheader = "X-Sig"\nencoding = "base64"\nprefix = ""\ntolerance = 60\n'
+                              'timestamp_header = "X-Ts"\ntemplate = "{timestamp}:{body}"\n'
                               f'[tunnels.pay]\ntarget = 3000\n[tunnels.pay.webhooks.github]\nsecret = "{SECRET}x"\n'))
     shown = places.cli("config", "show")
     assert shown.returncode == 0, shown.stderr
