@@ -21,6 +21,9 @@ A file looks like this (every key is optional)::
     [tunnels.payments]
     target = "3000"
 
+    [webhooks.stripe]                      # a provider's secrets (see ``WebhookSection``)
+    secret_env = "PAYMENTS_STRIPE_SECRET"
+
 Files are validated whole before anything runs: a TOML syntax error, an unknown key, a value of
 the wrong type or out of range is one ``ConfigError`` line naming the file, the line and the key.
 """
@@ -32,10 +35,10 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -44,6 +47,11 @@ from devtunnel.errors import ConfigError
 from devtunnel.net.names import validate_name
 from devtunnel.net.sizes import parse_size
 from devtunnel.net.target import parse_target
+from devtunnel.webhooks import BUILTIN, CustomProvider
+from devtunnel.webhooks.custom import ALGORITHMS, ENCODINGS
+
+if TYPE_CHECKING:
+    from devtunnel.webhooks.context import WebhookContext
 
 __all__ = [
     "AgentSection",
@@ -54,6 +62,7 @@ __all__ = [
     "Settings",
     "StoreSection",
     "TunnelSection",
+    "WebhookSection",
     "FILE_NAME",
     "add_tunnels",
     "config_files",
@@ -65,6 +74,7 @@ __all__ = [
     "size_text",
     "to_toml",
     "user_file",
+    "webhook_context",
     "with_flags",
 ]
 
@@ -250,6 +260,25 @@ class _HeaderNames(_Kind):
 
     def to_toml(self, value: Any) -> object:
         return list(value)
+class _EnvName(_Kind):
+    """The name of an environment variable."""
+
+    _RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+    def check(self, value: object) -> str:
+        text: str = super().check(value)
+        if not self._RE.fullmatch(text):
+            raise ValueError(f"expected an environment variable name such as STRIPE_WEBHOOK_SECRET, got {text!r}")
+        return text
+
+
+class _Template(_Kind):
+    """Text that may be empty (a prefix)."""
+
+    def check(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected text, got {_shown(value)}")
+        return value
 
 
 def _shown(value: object) -> str:
@@ -300,6 +329,59 @@ class StoreSection:
     """Keep about this many bytes of captures, e.g. ``"2gb"``; the oldest go first."""
 
 
+_SECRET_KEYS = ("secret", "secrets")
+"""Keys of a ``[webhooks.NAME]`` table whose values are secrets: never shown, in a private file only."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSection:
+    """``[webhooks.NAME]``: a webhook provider's secrets, or the scheme of one devtunnel does not know.
+
+    For a built-in provider (stripe, github, slack, shopify, standard, twilio) only the secret
+    keys apply; its conventional variable (``STRIPE_WEBHOOK_SECRET`` ...) is read unless
+    ``secret_env`` names another. Any other NAME describes a custom provider: ``header`` is
+    required, the other scheme keys are optional (``devtunnel.webhooks.custom``).
+    """
+
+    name: str
+    """The provider's name (the table's key, lower case), as filters and JSON spell it."""
+    secret_env: str | None = field(default=None, metadata=_kind(_EnvName()))
+    """The environment variable to read the secret(s) from, instead of the conventional one."""
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Secrets written in the file (``secret = "..."`` or ``secrets = [...]`` while rotating)."""
+    header: str | None = field(default=None, metadata=_kind(_Kind()))
+    """Custom provider: the header that carries the signature."""
+    algorithm: str | None = field(default=None, metadata=_kind(_Choice(*ALGORITHMS)))
+    """Custom provider: the HMAC's hash (default sha256)."""
+    encoding: str | None = field(default=None, metadata=_kind(_Choice(*ENCODINGS)))
+    """Custom provider: how the digest is written (default hex)."""
+    prefix: str | None = field(default=None, metadata=_kind(_Template()))
+    """Custom provider: text before the digest (``sha256=``)."""
+    template: str | None = field(default=None, metadata=_kind(_Template()))
+    """Custom provider: what is signed, with ``{body}`` ``{timestamp}`` ``{id}`` ``{url}`` (default ``{body}``)."""
+    timestamp_header: str | None = field(default=None, metadata=_kind(_Kind()))
+    """Custom provider: the header that carries the signed timestamp."""
+    tolerance: float | None = field(default=None, metadata=_kind(_Seconds()))
+    """Custom provider: seconds the timestamp may be off (default 300)."""
+    id_header: str | None = field(default=None, metadata=_kind(_Kind()))
+    """Custom provider: the header that carries the delivery id."""
+    event_path: str | None = field(default=None, metadata=_kind(_Kind()))
+    """Custom provider: the dotted JSON path of the event type (``type``, ``event.type``)."""
+    origin: str = field(default="", compare=False, repr=False)
+    """Where the table is (``FILE:LINE``), for messages about it after the files are merged."""
+
+    @property
+    def custom(self) -> bool:
+        """True when this describes a provider devtunnel does not know by name."""
+        return self.name not in _BUILTIN_NAMES
+
+
+_BUILTIN_NAMES = frozenset(p.name for p in BUILTIN)
+_WEBHOOK_KEYS = {f.name: f for f in dataclasses.fields(WebhookSection) if "kind" in f.metadata}
+_SCHEME_KEYS = [k for k in _WEBHOOK_KEYS if k != "secret_env"]
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
 @dataclass(frozen=True, slots=True)
 class TunnelSection:
     """``[tunnels.NAME]``: a named tunnel that ``devtunnel http NAME`` starts."""
@@ -312,6 +394,8 @@ class TunnelSection:
     """Relay for this tunnel; unset uses ``relay.url``."""
     host_header: str | None = field(default=None, metadata=_kind(_Choice("preserve", "rewrite")))
     """Host header mode for this tunnel; unset uses ``agent.host_header``."""
+    webhooks: tuple[WebhookSection, ...] = ()
+    """``[tunnels.NAME.webhooks.PROVIDER]``: secrets for this tunnel, replacing ``[webhooks.PROVIDER]``'s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +443,8 @@ class Settings:
     """What ``devtunnel relay`` serves."""
     replay: ReplaySection = field(default_factory=ReplaySection)
     """How replays are compared with their originals."""
+    webhooks: tuple[WebhookSection, ...] = ()
+    """Webhook providers' secrets and custom providers, by name (a later file's table replaces one of the same name)."""
 
     def tunnel(self, name: str) -> TunnelSection | None:
         """The tunnel defined under ``name``, if any."""
@@ -372,7 +458,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "relay_server": RelayServerSection,
     "replay": ReplaySection,
 }
-_TUNNEL_KEYS = {f.name: f for f in dataclasses.fields(TunnelSection) if f.name != "name"}
+_TUNNEL_KEYS = {f.name: f for f in dataclasses.fields(TunnelSection) if f.name not in ("name", "webhooks")}
 
 
 def _keys(section: type[Any]) -> dict[str, dataclasses.Field[Any]]:
@@ -382,7 +468,10 @@ def _keys(section: type[Any]) -> dict[str, dataclasses.Field[Any]]:
 def key_names() -> list[str]:
     """Every settable key, dotted (``tunnels.NAME.KEY`` stands for the tunnel keys)."""
     names = [f"{s}.{k}" for s, cls in _SECTIONS.items() for k in _keys(cls)]
-    return names + [f"tunnels.NAME.{k}" for k in _TUNNEL_KEYS]
+    secret_keys = ["secret_env", *_SECRET_KEYS]
+    return (names + [f"tunnels.NAME.{k}" for k in _TUNNEL_KEYS]
+            + [f"webhooks.NAME.{k}" for k in secret_keys + _SCHEME_KEYS]
+            + [f"tunnels.NAME.webhooks.NAME.{k}" for k in secret_keys])
 
 
 # Where the files are ------------------------------------------------------------------------
@@ -433,15 +522,22 @@ _Layer = dict[str, dict[str, Any]]
 class _Source:
     """Where values come from, for messages: a file (with its text, to find lines) or a label."""
 
-    def __init__(self, label: str, text: str | None = None, folder: Path | None = None) -> None:
+    def __init__(self, label: str, text: str | None = None, folder: Path | None = None,
+                 path: Path | None = None) -> None:
         self.label = label
         self.text = text
         self.folder = folder
+        self.path = path
+        """The file itself, when the values come from one (its mode decides whether it may hold secrets)."""
         """Relative paths in a file are relative to the file's folder, wherever the command runs."""
 
-    def error(self, dotted: str, problem: str) -> ConfigError:
+    def where(self, dotted: str) -> str:
+        """``FILE:LINE`` of a key (``FILE`` alone when the line is not found)."""
         line = _line_of(self.text, dotted.split(".")) if self.text is not None else None
-        where = f"{self.label}:{line}" if line else self.label
+        return f"{self.label}:{line}" if line else self.label
+
+    def error(self, dotted: str, problem: str) -> ConfigError:
+        where = self.where(dotted)
         return ConfigError(f"{where}: {dotted}: {problem}" if where else f"{dotted}: {problem}")
 
 
@@ -497,8 +593,11 @@ def _read_document(doc: Mapping[str, Any], source: _Source) -> _Layer:
         if section == "tunnels":
             layer["tunnels"] = _read_tunnels(table, source)
             continue
+        if section == "webhooks":
+            layer["webhooks"] = _read_webhooks(table, source, "webhooks", custom=True)
+            continue
         if section not in _SECTIONS:
-            raise _unknown(source, section, [*_SECTIONS, "tunnels"])
+            raise _unknown(source, section, [*_SECTIONS, "tunnels", "webhooks"])
         if not isinstance(table, dict):
             raise source.error(section, f"expected a table ([{section}]), got {_shown(table)}")
         fields = _keys(_SECTIONS[section])
@@ -524,6 +623,9 @@ def _read_tunnels(table: object, source: _Source) -> dict[str, Any]:
             raise source.error(prefix, f"expected a table ([{prefix}]), got {_shown(definition)}")
         values: dict[str, Any] = {"name": name}
         for key, value in definition.items():
+            if key == "webhooks":
+                values[key] = tuple(_read_webhooks(value, source, f"{prefix}.webhooks", custom=False).values())
+                continue
             if key not in _TUNNEL_KEYS:
                 raise _unknown(source, f"{prefix}.{key}", list(_TUNNEL_KEYS))
             values[key] = _check(source, f"{prefix}.{key}", _TUNNEL_KEYS[key], value)
@@ -531,6 +633,95 @@ def _read_tunnels(table: object, source: _Source) -> dict[str, Any]:
             raise source.error(prefix, "target is missing, e.g. target = \"3000\"")
         tunnels[name] = TunnelSection(**values)
     return tunnels
+
+
+def _read_webhooks(table: object, source: _Source, prefix: str, *, custom: bool) -> dict[str, WebhookSection]:
+    """``[webhooks.NAME]`` tables (``custom``: custom providers allowed) or a tunnel's, by name."""
+    if not isinstance(table, dict):
+        raise source.error(prefix, f"expected tables such as [{prefix}.stripe], got {_shown(table)}")
+    out: dict[str, WebhookSection] = {}
+    for raw_name, definition in table.items():
+        where = f"{prefix}.{raw_name}"
+        name = raw_name.lower()
+        if not _PROVIDER_NAME.fullmatch(name):
+            raise source.error(where, "a provider name is letters, digits, - and _ (up to 40), e.g. stripe or acme")
+        if not isinstance(definition, dict):
+            raise source.error(where, f"expected a table ([{where}]), got {_shown(definition)}")
+        values: dict[str, Any] = {"name": name, "origin": source.where(where)}
+        for key, value in definition.items():
+            dotted = f"{where}.{key}"
+            if key in _SECRET_KEYS:
+                values["secrets"] = _secrets(source, dotted, key, value, values.get("secrets"))
+                continue
+            if key not in _WEBHOOK_KEYS or key == "secrets":
+                raise _unknown(source, dotted, ["secret_env", "secret", "secrets",
+                                                *(_SCHEME_KEYS if custom and name not in _BUILTIN_NAMES else [])])
+            if key != "secret_env" and (not custom or name in _BUILTIN_NAMES):
+                why = (f"{name} is built in: only secret, secrets and secret_env apply" if name in _BUILTIN_NAMES
+                       else "a tunnel's table takes only secret, secrets and secret_env; describe the provider "
+                            f"under [webhooks.{name}]")
+                raise source.error(dotted, why)
+            values[key] = _check(source, dotted, _WEBHOOK_KEYS[key], value)
+        section = WebhookSection(**values)
+        if custom and section.custom:
+            _custom_provider(section, source)  # checks the scheme now, naming the file and line
+        out[name] = section
+    return out
+
+
+def _secrets(source: _Source, dotted: str, key: str, value: object, before: object) -> tuple[str, ...]:
+    """The secrets of ``secret = "..."`` or ``secrets = [...]``; never says what they are."""
+    if before is not None:
+        raise source.error(dotted, "give secret or secrets, not both")
+    items = [value] if key == "secret" else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v.strip() for v in items):
+        expected = "non-empty text" if key == "secret" else "a non-empty array of non-empty texts"
+        raise source.error(dotted, f"expected {expected} (the value is not shown: it is a secret)")
+    path = source.path
+    if path is not None and os.name != "nt":
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o044:
+            raise source.error(dotted, f"the file holds a webhook secret but other users can read it (mode "
+                                       f"{mode & 0o777:03o}): run chmod 600 {path}, or move the secret to an "
+                                       "environment variable and name it with secret_env")
+    return tuple(v.strip() for v in items)
+
+
+def _custom_provider(section: WebhookSection, source: _Source | None = None) -> CustomProvider:
+    """The provider a custom ``[webhooks.NAME]`` table describes.
+
+    Raises:
+        ConfigError: a key is missing or wrong; with ``source``, the message names the file and line.
+    """
+    options = {k: getattr(section, k) for k in ("algorithm", "encoding", "prefix", "template", "timestamp_header",
+                                               "tolerance", "id_header", "event_path", "secret_env")}
+    try:
+        return CustomProvider(section.name, section.header or "", **{k: v for k, v in options.items() if v is not None})
+    except ConfigError as exc:
+        if source is None:
+            raise
+        dotted, sep, problem = str(exc).partition(": ")  # "webhooks.acme.header: the ... is required"
+        if not sep:
+            dotted, problem = f"webhooks.{section.name}", str(exc)
+        where = source.where(dotted)
+        if where == source.label:  # a key that is missing: the table's line
+            where = source.where(f"webhooks.{section.name}")
+        raise ConfigError(f"{where}: {dotted}: {problem}") from None
+
+
+def _check_tunnel_providers(settings: Settings) -> None:
+    """Every ``[tunnels.NAME.webhooks.PROVIDER]`` names a built-in provider or one under ``[webhooks]``."""
+    known = _BUILTIN_NAMES | {w.name for w in settings.webhooks}
+    for tunnel in settings.tunnels:
+        for section in tunnel.webhooks:
+            if section.name not in known:
+                raise ConfigError(
+                    f"{section.origin}: tunnels.{tunnel.name}.webhooks.{section.name}: no provider named "
+                    f"{section.name}: use one of {', '.join(sorted(_BUILTIN_NAMES))}, or describe it under "
+                    f"[webhooks.{section.name}] (header = ...)")
 
 
 def _read_text(path: Path) -> str:
@@ -552,7 +743,7 @@ def _parse_file(path: Path) -> tuple[str, dict[str, Any]]:
 
 def _read_file(path: Path) -> _Layer:
     text, doc = _parse_file(path)
-    return _read_document(doc, _Source(str(path), text, path.parent))
+    return _read_document(doc, _Source(str(path), text, path.parent, path))
 
 
 def _environment_layer(env: Mapping[str, str]) -> _Layer:
@@ -571,11 +762,11 @@ def _environment_layer(env: Mapping[str, str]) -> _Layer:
 def _apply(settings: Settings, layer: _Layer) -> Settings:
     changes: dict[str, Any] = {}
     for section, values in layer.items():
-        if section == "tunnels":
+        if section in ("tunnels", "webhooks"):
             # A definition replaces one of the same name whole: half of each would be a surprise.
-            merged = {t.name: t for t in settings.tunnels}
+            merged = {t.name: t for t in getattr(settings, section)}
             merged.update(values)
-            changes["tunnels"] = tuple(merged.values())
+            changes[section] = tuple(merged.values())
         elif values:
             changes[section] = dataclasses.replace(getattr(settings, section), **values)
     return dataclasses.replace(settings, **changes)
@@ -600,7 +791,9 @@ def load(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> S
             raise ConfigError(f"{file.path}: no such file (named by {ENV_CONFIG})")
         if file.exists:
             settings = _apply(settings, _read_file(file.path))
-    return _apply(settings, _environment_layer(env))
+    settings = _apply(settings, _environment_layer(env))
+    _check_tunnel_providers(settings)
+    return settings
 
 
 def with_flags(settings: Settings, flags: Mapping[str, tuple[str, object]]) -> Settings:
@@ -662,7 +855,51 @@ def to_toml(settings: Settings, *, mask_token: bool = True) -> str:
         doc["relay"] = {**doc["relay"], "token": masked(token)}  # type: ignore[dict-item]
     if settings.tunnels:
         doc["tunnels"] = {t.name: _section_toml(t, _TUNNEL_KEYS) for t in settings.tunnels}
+        for t in settings.tunnels:
+            if t.webhooks:
+                doc["tunnels"][t.name]["webhooks"] = _webhooks_toml(t.webhooks, mask_token)  # type: ignore[index]
+    if settings.webhooks:
+        doc["webhooks"] = _webhooks_toml(settings.webhooks, mask_token)
     return tomli_w.dumps(doc)
+
+
+def _webhooks_toml(sections: tuple[WebhookSection, ...], mask: bool) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for section in sections:
+        table = _section_toml(section, _WEBHOOK_KEYS)
+        if section.secrets:
+            table["secrets"] = [masked(s) if mask else s for s in section.secrets]
+        out[section.name] = table
+    return out
+
+
+def webhook_context(settings: Settings, environ: Mapping[str, str] | None = None) -> WebhookContext:
+    """Providers and secrets as the agent judges deliveries with, read once when it starts.
+
+    Custom providers from ``[webhooks.NAME]`` come first, then the built-in ones. Each
+    provider's secrets: those written in config, then those in its variable (``secret_env``,
+    else the conventional one, such as ``STRIPE_WEBHOOK_SECRET``). A tunnel with tables of its
+    own (``[tunnels.NAME.webhooks.PROVIDER]``) gets a context where those replace the global ones.
+    """
+    from devtunnel.webhooks.context import WebhookContext
+    from devtunnel.webhooks.secrets import known_secrets
+
+    env = os.environ if environ is None else environ
+    providers = tuple(_custom_provider(w) for w in settings.webhooks if w.custom) + BUILTIN
+
+    def context(sections: Iterable[WebhookSection]) -> WebhookContext:
+        chosen = list(sections)
+        envs = {w.name: w.secret_env for w in chosen if w.secret_env}
+        found = known_secrets(providers, env, {w.name: w.secrets for w in chosen if w.secrets}, envs)
+        return WebhookContext(providers, {name: tuple(found[name]) for name in found}, envs)
+
+    tunnels = {}
+    for tunnel in settings.tunnels:
+        if tunnel.webhooks:
+            merged = {w.name: w for w in settings.webhooks}
+            merged.update({w.name: w for w in tunnel.webhooks})
+            tunnels[tunnel.name] = context(merged.values())
+    return dataclasses.replace(context(settings.webhooks), tunnels=tunnels)
 
 
 def _key_field(dotted: str) -> tuple[list[str], dataclasses.Field[Any]]:
@@ -678,6 +915,9 @@ def _key_field(dotted: str) -> tuple[list[str], dataclasses.Field[Any]]:
         if parts[2] not in _TUNNEL_KEYS:
             raise _unknown(source, dotted, list(_TUNNEL_KEYS))
         return parts, _TUNNEL_KEYS[parts[2]]
+    if parts[0] == "webhooks":
+        raise ConfigError(f"{dotted}: webhook settings are written in the file itself (devtunnel config path "
+                          "shows where); keep secrets in a variable named by secret_env, or in a file of mode 0600")
     if parts[0] not in _SECTIONS:
         raise _unknown(source, parts[0], [*_SECTIONS, "tunnels"])
     fields = _keys(_SECTIONS[parts[0]])

@@ -13,7 +13,10 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from devtunnel.webhooks.base import Verdict
 
 __all__ = [
     "Headers",
@@ -303,6 +306,9 @@ class Exchange:
     websocket: bool = False
     ws_messages: list[WsMessage] = field(default_factory=list)
     ws_close_code: int | None = None
+    webhook: Verdict | None = None
+    """The verdict on a webhook delivery (provider, event, signature, duplicate), or None when
+    no provider recognises the request. Set when the exchange is recorded."""
 
     @property
     def complete(self) -> bool:
@@ -340,4 +346,5 @@ class Exchange:
             "replay_of": self.replay_of,
             "edited": self.edited,
             "websocket": self.websocket,
+            "webhook": None if self.webhook is None else self.webhook.to_json(),
         }

@@ -10,6 +10,10 @@ The writer lets a batch gather for up to ``LINGER`` seconds before it writes (gr
 under load one wake of the thread and one transaction then cover many exchanges, instead of
 the thread taking the GIL from the event loop for every single request.
 
+Given a webhook context (``Recorder(store, webhooks=...)``), the writer also judges each
+finished exchange before writing it: the provider, event, delivery id and signature verdict,
+at the time the exchange began. That costs the writer's thread, never the forwarding path.
+
 While writes fail (a full disk, a database locked by another process) exchanges wait in
 memory to be retried, within two bounds: past ``UNWRITTEN_BYTES`` of bodies the oldest bodies
 are dropped (the exchange itself is kept, marked truncated), past ``UNWRITTEN_EXCHANGES`` the
@@ -27,15 +31,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from devtunnel.capture.model import Exchange, Request, Response, WsMessage
 from devtunnel.errors import StoreError
 
 if TYPE_CHECKING:
     from devtunnel.capture.store import Store
+    from devtunnel.webhooks.base import Verdict
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "Judge"]
 
 log = logging.getLogger("devtunnel.capture")
 
@@ -52,6 +57,14 @@ UNWRITTEN_BYTES = 32 << 20
 """Body bytes (request, response, WebSocket payloads) kept in memory while writes fail."""
 UNWRITTEN_EXCHANGES = 5000
 """Exchanges kept in memory while writes fail, their bodies dropped first (about 4 KiB each)."""
+
+
+class Judge(Protocol):
+    """What judges webhook deliveries (``devtunnel.webhooks.context.WebhookContext``)."""
+
+    def judge(self, exchange: Exchange) -> Verdict | None:
+        """The verdict on a finished exchange, or None when it is no webhook delivery."""
+        ...
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -156,9 +169,13 @@ class Recorder:
     """
 
     def __init__(
-        self, store: Store, *, max_unwritten_bytes: int = UNWRITTEN_BYTES, max_unwritten: int = UNWRITTEN_EXCHANGES
+        self, store: Store, *, max_unwritten_bytes: int = UNWRITTEN_BYTES, max_unwritten: int = UNWRITTEN_EXCHANGES,
+        webhooks: Judge | None = None,
     ) -> None:
         self.store = store
+        self.webhooks = webhooks
+        """Judges each finished exchange before it is written; None records no verdicts."""
+        self._judge_failed = False
         self.max_unwritten_bytes = max_unwritten_bytes
         self.max_unwritten = max_unwritten
         self._cond = threading.Condition(threading.Lock())
@@ -327,6 +344,8 @@ class Recorder:
                     batch, self._pending = self._pending, {}
                     self._pending_bytes = 0
                     upto = self._submitted
+                if self.webhooks is not None:
+                    self._judge(batch)
                 kept = self._write(batch)
                 if _TRIM is not None and _total_body_bytes(batch.values()) >= TRIM_AFTER:
                     del batch
@@ -359,6 +378,26 @@ class Recorder:
             if left <= 0:
                 return
             self._cond.wait(left)
+
+    def _judge(self, batch: dict[str, Exchange]) -> None:
+        """Give each finished exchange of the batch its webhook verdict (in place in the batch).
+
+        A live snapshot is left alone: its request body may still be arriving. So is an exchange
+        judged already: one kept for a retry may since have lost its body to the memory bounds.
+        """
+        judge = self.webhooks.judge  # type: ignore[union-attr]
+        for ex_id, ex in batch.items():
+            if ex.duration is None or ex.webhook is not None:
+                continue
+            try:
+                verdict = judge(ex)
+            except Exception as exc:  # noqa: BLE001 - a verdict must never cost a capture
+                if not self._judge_failed:
+                    self._judge_failed = True
+                    log.error("cannot judge webhook deliveries (first failure on %s): %s", ex_id, type(exc).__name__)
+                continue
+            if verdict is not None:
+                batch[ex_id] = replace(ex, webhook=verdict)
 
     def _write(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
         """Write a batch; returns what must be retried later."""

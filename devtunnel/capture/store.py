@@ -13,6 +13,12 @@ Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks 
     stats        one row: how many exchanges and how many bytes (kept by triggers, so
                  retention never scans the table)
 
+The ``wh_*`` columns of ``exchanges`` hold the webhook verdict (schema 4); ``wh_duplicate_of``
+is computed here, when an exchange is written: the id of the first stored exchange (the
+smallest id) with the same provider and delivery id. Replays are left out on both sides: a
+replay is never a duplicate, and never the delivery others duplicate (its ``replay_of`` says
+what it repeats). It may name an exchange that retention or ``delete`` has since removed.
+
 ``res`` columns are NULL exactly when the exchange has no response.
 """
 
@@ -35,6 +41,7 @@ from devtunnel.capture import filters as _filters
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
+from devtunnel.webhooks.base import Signature, Verdict
 
 __all__ = [
     "DEFAULT_MAX_EXCHANGES",
@@ -52,7 +59,7 @@ log = logging.getLogger("devtunnel.capture")
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
@@ -86,6 +93,8 @@ class Row:
     websocket: bool
     edited: bool = False
     """True for a replay sent with changes."""
+    webhook: Verdict | None = None
+    """The webhook verdict, or None when no provider recognised the request."""
 
 
 # --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
@@ -207,20 +216,40 @@ _SCHEMA_V3 = """
 ALTER TABLE exchanges ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+# Version 4: the webhook verdict of each exchange, with indexes for its filters. Partial
+# indexes: traffic that is no webhook costs them nothing, and every filter's clause implies
+# the column is not NULL, so SQLite can use them.
+_SCHEMA_V4 = """
+ALTER TABLE exchanges ADD COLUMN wh_provider TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_event TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_delivery TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_signature TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_reason TEXT;
+ALTER TABLE exchanges ADD COLUMN wh_duplicate_of TEXT;
+CREATE INDEX exchanges_wh_delivery ON exchanges (wh_delivery, wh_provider) WHERE wh_delivery IS NOT NULL;
+CREATE INDEX exchanges_wh_provider ON exchanges (wh_provider) WHERE wh_provider IS NOT NULL;
+CREATE INDEX exchanges_wh_signature ON exchanges (wh_signature) WHERE wh_signature IS NOT NULL;
+CREATE INDEX exchanges_wh_duplicate ON exchanges (wh_duplicate_of) WHERE wh_duplicate_of IS NOT NULL;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
-_ROW_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
-                "error, replay_of, websocket, edited")
-_FULL_COLUMNS = (_ROW_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
+_BASE_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
+                 "error, replay_of, websocket, edited")
+_WEBHOOK_COLUMNS = ("wh_provider", "wh_event", "wh_delivery", "wh_signature", "wh_reason", "wh_duplicate_of")
+"""Always the last columns read, so ``_verdict(row[-6:])`` finds them."""
+_ROW_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_WEBHOOK_COLUMNS)
+_FULL_COLUMNS = (_BASE_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
                  "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
-                 "res_version, res_reason, res_body_size, res_truncated")
+                 "res_version, res_reason, res_body_size, res_truncated, " + ", ".join(_WEBHOOK_COLUMNS))
 _INSERT_COLUMNS = (
     "id", "tunnel", "started_at", "method", "target_text", "path", "host", "scheme", "status",
     "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
     "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
     "edited",
+    *_WEBHOOK_COLUMNS,
 )
 
 
@@ -596,7 +625,7 @@ class Store:
         (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
          websocket, edited, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
          ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
-         res_body_size, res_truncated) = r
+         res_body_size, res_truncated) = r[:-len(_WEBHOOK_COLUMNS)]
         heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
         bodies = conn.execute("SELECT req, res FROM bodies WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
         request = Request(
@@ -643,11 +672,63 @@ class Store:
             websocket=bool(websocket),
             ws_messages=messages,
             ws_close_code=ws_close_code,  # type: ignore[arg-type]
+            webhook=_verdict(r[-len(_WEBHOOK_COLUMNS):]),
         )
 
 
 def _row(r: tuple[object, ...]) -> Row:
-    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]), bool(r[12]))  # type: ignore[arg-type]
+    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]),  # type: ignore[arg-type]
+               bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]))
+
+
+def _verdict(columns: Sequence[object]) -> Verdict | None:
+    """The verdict from the ``wh_*`` columns (None when no provider recognised the request)."""
+    provider, event, delivery, signature, reason, duplicate_of = columns
+    if provider is None:
+        return None
+    try:
+        state = Signature(str(signature))
+    except ValueError:  # a state a later version wrote: say no more than that it was not checked
+        state = Signature.UNVERIFIED
+    return Verdict(str(provider), event, delivery, state, reason or "", duplicate_of)  # type: ignore[arg-type]
+
+
+def _webhook_values(ex: Exchange) -> tuple[object, ...]:
+    """The ``wh_*`` column values of an exchange; ``wh_duplicate_of`` is filled in by ``_mark_duplicates``."""
+    v = ex.webhook
+    if v is None:
+        return (None,) * len(_WEBHOOK_COLUMNS)
+    return (v.provider, v.event_type, v.delivery_id, v.signature.value, v.reason or None, None)
+
+
+_FIRST_DELIVERY = ("SELECT id FROM exchanges WHERE wh_delivery = ? AND wh_provider = ? AND replay_of IS NULL "
+                   "ORDER BY id LIMIT 1")
+# The index on (wh_delivery, wh_provider) holds the id too, in order: the first is one step away.
+_POINT_LATER_AT = ("UPDATE exchanges SET wh_duplicate_of = ?3 WHERE wh_delivery = ?1 AND wh_provider = ?2 "
+                   "AND replay_of IS NULL AND id > ?3 AND wh_duplicate_of IS NOT ?3")
+
+
+def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
+    """Point the deliveries just written at the first stored one of their provider and delivery id.
+
+    Usually the first was stored long ago and only the new rows change. When a delivery is
+    written after a later one of the same id (ids follow arrival, writes follow the end of each
+    exchange), the later ones are pointed at it.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for ex in exchanges:
+        v = ex.webhook
+        if v is not None and v.delivery_id and ex.replay_of is None:
+            groups.setdefault((v.delivery_id, v.provider), []).append(ex.id)
+    for (delivery, provider), ids in groups.items():
+        first = conn.execute(_FIRST_DELIVERY, (delivery, provider)).fetchone()[0]
+        if first in ids:
+            conn.execute(_POINT_LATER_AT, (delivery, provider, first))
+        else:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                conn.execute(f"UPDATE exchanges SET wh_duplicate_of = ? WHERE id IN ({', '.join('?' * len(chunk))})",
+                             [first, *chunk])
 
 
 def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
@@ -672,12 +753,14 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
             None if res is None else res.http_version, None if res is None else res.reason,
             None if res is None else res.body_size, None if res is None else int(res.body_truncated),
             int(ex.edited),
+            *_webhook_values(ex),
         ))
         heads.append((ex.id, req_heads, res_heads))
         bodies.append((ex.id, bytes(req.body), None if res is None else bytes(res.body)))
         messages += [(ex.id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
                      for i, m in enumerate(ex.ws_messages)]
     _execute_rows(conn, "upsert", summaries)
+    _mark_duplicates(conn, latest.values())
     _execute_rows(conn, "heads", heads)
     large: list[tuple[str, str, bytes]] = []
     req_rows: list[tuple[object, ...]] = []

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from devtunnel.commands.output import (
     safe,
     table,
 )
+from devtunnel.config import webhook_context
 from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, ReplayError, StoreError
 from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
@@ -102,6 +104,7 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "replay_of": row.replay_of,
         "edited": row.edited,
         "websocket": row.websocket,
+        "webhook": None if row.webhook is None else row.webhook.to_json(),
     }
 
 
@@ -391,6 +394,8 @@ def _replay(args: argparse.Namespace) -> int:
     originals = _resolve(store, args.ids, args.filter)
     # Every request is checked before the first is sent: a ReplayError means nothing went out.
     results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure))
+    judge = webhook_context(settings_of(args))  # the verdict on what was sent, as the agent's recorder gives
+    results = [replace(r, webhook=judge.judge(r)) if r.complete else r for r in results]
     store.put_many(results)
     failed = 0
     summaries = []

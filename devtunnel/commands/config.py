@@ -80,6 +80,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
         else:
             out.target = tunnel.target
             out.name = args.name or tunnel.name
+            out.config_tunnel = tunnel.name  # its webhook secrets apply whatever --name says
             if args.relay is None and tunnel.relay is not None:
                 out.relay = tunnel.relay
             if args.host_header is None and tunnel.host_header is not None:

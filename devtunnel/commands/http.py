@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
@@ -169,15 +170,25 @@ async def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--local-timeout must be a positive number of seconds, not {head_timeout:g}")
 
     store = recorder = None
+    webhooks: Any = None
     if record:
         from devtunnel.capture.store import Recorder, Store
+        from devtunnel.config import webhook_context
 
         store = Store(args.db, max_exchanges=args.settings.store.max_exchanges,
                       max_bytes=args.settings.store.max_bytes)
-        recorder = Recorder(store)
+        # Providers and secrets are read once, here; the recorder's thread judges each delivery.
+        webhooks = webhook_context(args.settings)
+        section = webhooks.tunnels.get(getattr(args, "config_tunnel", None) or "")
+        if section is not None and getattr(args, "name", None):  # ``http payments --name other``
+            webhooks = replace(webhooks, tunnels={**webhooks.tunnels, args.name: section})
+        recorder = Recorder(store, webhooks=webhooks)
+        known = set(webhooks.secrets).union(*(t.secrets for t in webhooks.tunnels.values()))
+        if known:  # names only: the secrets themselves stay in memory
+            log.info("verifying webhook signatures of %s", ", ".join(sorted(known)))
     service = AgentService(
         store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
-        head_timeout=head_timeout,
+        head_timeout=head_timeout, webhooks=webhooks,
     )
     api_server: Any = None
     exchange_log: _ExchangeLog | None = None

@@ -418,6 +418,8 @@ class AgentService:
         relay: the relay for tunnels whose config names none (None: the embedded relay).
         token: the token for ``relay``.
         head_timeout: seconds a local service has to answer a request.
+        webhooks: the webhook providers and secrets read at start (a ``WebhookContext``), which
+            the recorder judges deliveries with; None when there are none.
     """
 
     def __init__(
@@ -425,6 +427,7 @@ class AgentService:
         *,
         store: Any = None,
         recorder: Any = None,
+        webhooks: Any = None,
         body_cap: int = DEFAULT_BODY_CAP,
         embedded_port: int = 0,
         relay: str | None = None,
@@ -434,6 +437,7 @@ class AgentService:
     ) -> None:
         self.store = store
         self.recorder = recorder
+        self.webhooks = webhooks
         self.body_cap = body_cap if recorder is not None else 0
         self.embedded_port = embedded_port
         self.default_relay = relay

@@ -69,6 +69,8 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
 
     ngrok's fields: ``uri id tunnel_name remote_addr start duration request response``.
     devtunnel adds ``replay_of``, ``edited``, ``error``, ``error_message``, ``target_url``, ``websocket``,
+    ``webhook`` (the verdict: ``provider event_type delivery_id signature reason duplicate_of``, or
+    null when no webhook provider recognised the request),
     in each message ``body_size`` and ``body_truncated``, and for a WebSocket session
     ``ws_close_code`` and ``ws_messages`` (``sender opcode time size payload``; ``time`` in
     seconds since the epoch, ``payload`` the recorded part in base64, ``size`` the real size).
@@ -98,6 +100,7 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
         "error_message": exchange.error_message,
         "target_url": exchange.target_url,
         "websocket": exchange.websocket,
+        "webhook": None if exchange.webhook is None else exchange.webhook.to_json(),
     }
     if resp is not None:
         out["response"] = {

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl
@@ -57,6 +57,8 @@ class Delivery:
     url: str
     headers: Headers
     body: bytes
+    _parsed: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
+    """The body parsed once: the event type, the delivery id and the signature each read it."""
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name``, stripped, or None."""
@@ -64,11 +66,13 @@ class Delivery:
         return value.strip() if value is not None else None
 
     def json(self) -> Any:
-        """The body parsed as JSON, or None when it is not JSON."""
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return None
+        """The body parsed as JSON, or None when it is not JSON (parsed once; do not change the result)."""
+        if not self._parsed:
+            try:
+                self._parsed.append(json.loads(self.body))
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                self._parsed.append(None)
+        return self._parsed[0]
 
     def form(self) -> list[tuple[str, str]]:
         """The body as ``application/x-www-form-urlencoded`` pairs (empty when it is not a form)."""

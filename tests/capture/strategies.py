@@ -8,6 +8,7 @@ import time
 from hypothesis import strategies as st
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, new_id
+from devtunnel.webhooks.base import Signature, Verdict
 
 # Text as it can reach the store: any character except lone surrogates (which no decoded
 # byte string contains).
@@ -117,6 +118,15 @@ def small_exchanges(draw: st.DrawFn) -> Exchange:
             body_size=draw(st.sampled_from([len(body), 1023, 1024, 1025, 2 * 1024 * 1024])),
         )
     websocket = draw(st.booleans())
+    webhook = draw(st.none() | st.builds(
+        Verdict,
+        provider=st.sampled_from(["stripe", "github", "Acme"]),
+        event_type=st.sampled_from([None, "invoice.paid", "invoice.payment_failed", "Invoice.Paid", "invoiceXpaid",
+                                    "push", "orders/create", "a\nb", "ünï.paid"]),
+        delivery_id=st.sampled_from([None, "evt_1", "evt_2", "EVT_1", "%_'"]),
+        signature=st.sampled_from(list(Signature)),
+        reason=st.sampled_from(["", "no secret: set STRIPE_WEBHOOK_SECRET"]),
+    ))
     return Exchange(
         id=new_id(),
         tunnel=draw(st.sampled_from(["web", "WEB", "api"])),
@@ -128,6 +138,7 @@ def small_exchanges(draw: st.DrawFn) -> Exchange:
         error=draw(st.none() | st.sampled_from(["local_refused", "client_gone"])),  # type: ignore[arg-type]
         replay_of=draw(st.none() | st.just("01ABC")),
         websocket=websocket,
+        webhook=webhook,
     )
 
 
@@ -145,6 +156,9 @@ LEAVES = [
     "webhooks", "HTTPS://", "café", '"x=1&y"', "%", "_", "\"'\"", '"\\\\"',
     "~m post", '~m "^(GET|DELETE)$"', "~u hooks", "~u ^https", "~d EXAMPLE", "~h stripe", '~h "^content-type: json"',
     "~hq x-id", "~hs type", "~b invoice", "~bq \\x00", "~bs caf.", "~t json", "~tq text", "~ts plain",
+    "sig:valid", "sig:INVALID", "sig:unsigned", "sig:unverified", "provider:stripe", "provider:GitHub",
+    "provider:acme", "event:invoice.paid", "event:INVOICE.PAID", "event:invoice.*", "event:*paid", "event:invoice?paid",
+    "event:a?b", "event:ÜNÏ.*", "event:*", "delivery:evt_1", "delivery:EVT_1", 'delivery:"%_\'"', "dup",
     "~c 404", "~c 200", "~q", "~s", "~e", "~websocket", "~replay", "~all",
 ]
 

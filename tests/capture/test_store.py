@@ -18,6 +18,7 @@ from devtunnel.capture.store import _SCHEMA_V1, SCHEMA_VERSION, Row, Store, deco
 from devtunnel.errors import NotFoundError, StoreError
 
 from .strategies import exchanges, header_fields
+from .test_store_webhooks import TO_SCHEMA_3
 
 
 def make(n: int = 0, *, body: bytes = b"", status: int | None = 200, now: float | None = None,
@@ -340,7 +341,7 @@ def test_a_version_2_file_is_upgraded_and_its_replays_read_as_not_edited(tmp_pat
     first.put(plain)
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 2
-        conn.executescript("ALTER TABLE exchanges DROP COLUMN edited; PRAGMA user_version = 2;")
+        conn.executescript(TO_SCHEMA_3 + "ALTER TABLE exchanges DROP COLUMN edited; PRAGMA user_version = 2;")
     with pytest.raises(StoreError, match="needs an upgrade"):
         Store(path, readonly=True).count()
     again = Store(path)
@@ -359,7 +360,7 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
     first.put_many([upload, download, pending])
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 1
-        conn.executescript("""
+        conn.executescript(TO_SCHEMA_3 + "ALTER TABLE exchanges DROP COLUMN edited;" + """
             DROP VIEW bodies;
             CREATE TABLE bodies (id TEXT PRIMARY KEY, req BLOB NOT NULL, res BLOB);
             INSERT INTO bodies SELECT q.id, q.body, s.body FROM req_bodies q LEFT JOIN res_bodies s ON s.id = q.id;
@@ -377,5 +378,5 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
     assert again.count() == 2
     again.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT id FROM res_bodies").fetchall() == [(upload.id,)]  # the download's went

@@ -22,6 +22,7 @@ from devtunnel.capture.filters.base import (
     headers_of,
     headers_sql,
 )
+from devtunnel.capture.filters.webhook import WEBHOOK_FIELDS, Duplicate
 from devtunnel.capture.model import ErrorKind, Exchange
 from devtunnel.errors import FilterSyntaxError
 
@@ -367,9 +368,10 @@ FIELDS: dict[str, tuple[type[Filter], FieldBuilder]] = {
         _bounds(v, p, _duration_number, "dur expects a duration like 500ms or 2s"))),
     "size": (Size, lambda v, p: Size(_bounds(v, p, _size_number, "size expects a size like 512, 10kb or 1mb"))),
     "error": (Error, lambda v, p: Error(_error_kind(v, p))),
+    **WEBHOOK_FIELDS,
     "url": (Url, lambda v, p: Url(v)),
 }
 """``field:value`` names (lower case) -> (class, builder from the value text and its position)."""
 
-FLAGS: dict[str, type[Filter]] = {"error": Error, "replay": Replay, "ws": WebSocket}
+FLAGS: dict[str, type[Filter]] = {"error": Error, "replay": Replay, "ws": WebSocket, "dup": Duplicate}
 """Bare words that are filters by themselves, not URL searches."""

@@ -1,0 +1,56 @@
+"""The recorder's judge: its quick look at header names never changes a verdict."""
+
+from __future__ import annotations
+
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devtunnel.capture.model import Exchange, Headers, Request, new_id
+from devtunnel.webhooks import BUILTIN, CustomProvider, Delivery, judge
+from devtunnel.webhooks.context import WebhookContext
+from devtunnel.webhooks.providers import GitHub, StandardWebhooks, Stripe
+
+ACME = CustomProvider("acme", "X-Acme-Signature", id_header="X-Acme-Id", event_path="type")
+PROVIDERS = (ACME, *BUILTIN)
+SECRETS = {"stripe": ("whsec_s",), "github": ("g",), "standard": ("whsec_c2VjcmV0",), "acme": ("a",)}
+NAMES = ["Stripe-Signature", "User-Agent", "user-agent", "X-GitHub-Event", "X-Hub-Signature-256", "X-GitHub-Delivery",
+         "X-Slack-Signature", "X-Slack-Request-Timestamp", "X-Shopify-Topic", "X-Shopify-Hmac-Sha256",
+         "webhook-id", "webhook-timestamp", "webhook-signature", "svix-id", "svix-signature", "svix-timestamp",
+         "X-Twilio-Signature", "I-Twilio-Idempotency-Token", "X-Acme-Signature", "X-Acme-Id", "Host", "Accept",
+         "Content-Type", "X-\xffodd"]
+VALUES = ["", "Stripe/1.0 (+https://stripe.com/docs/webhooks)", "curl/8", "t=1,v1=abc", "sha256=00", "v0=00",
+          "push", "1700000000", "v1,AAAA", "application/json", "application/x-www-form-urlencoded", "\x00\xff"]
+BODIES = [b"", b'{"id": "evt_1", "type": "invoice.paid"}', b'{"action": "opened"}', b"a=1&b=2", b"\xff"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=6), st.sampled_from(BODIES),
+       st.booleans())
+def test_the_quick_look_gives_the_verdict_a_full_judgement_gives(
+        fields: list[tuple[str, str]], body: bytes, truncated: bool) -> None:
+    now = time.time()
+    request = Request(method="POST", target=b"/hooks?x=1", headers=Headers(fields), body=body,
+                      body_size=len(body) + truncated, body_truncated=truncated)
+    ex = Exchange(id=new_id(), tunnel="web", started_at=now, request=request, duration=0.01, scheme="https")
+    ctx = WebhookContext(PROVIDERS, SECRETS)
+    assert ctx.judge(ex) == judge(request, scheme="https", now=now, secrets=SECRETS, providers=PROVIDERS)
+
+
+def test_signed_deliveries_of_each_kind_are_judged_valid() -> None:
+    now = time.time()
+    ctx = WebhookContext(PROVIDERS, SECRETS)
+    body = b'{"id": "evt_1", "type": "invoice.paid"}'
+    cases = [
+        (Stripe(), Headers([("Content-Type", "application/json")]), "whsec_s"),
+        (GitHub(), Headers([("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d1")]), "g"),
+        (StandardWebhooks(), Headers([("svix-id", "msg_1")]), "whsec_c2VjcmV0"),
+        (ACME, Headers([("X-Acme-Id", "a1")]), "a"),
+    ]
+    for provider, headers, secret in cases:
+        signed = provider.sign(Delivery("POST", "", headers, body), secret, now)
+        ex = Exchange(id=new_id(), tunnel="web", started_at=now, duration=0.01,
+                      request=Request(method="POST", target=b"/", headers=signed, body=body, body_size=len(body)))
+        verdict = ctx.judge(ex)
+        assert verdict is not None and verdict.provider == provider.name and verdict.signature.value == "valid"
