@@ -1,8 +1,8 @@
 """``devtunnel http TARGET`` and ``devtunnel agent``: run the agent service headless.
 
 ``http`` starts one tunnel and prints ``Forwarding PUBLIC_URL -> TARGET_URL`` once it is first
-online (scripts wait for that line), then ``API http://127.0.0.1:PORT`` once the agent API
-serves, then one line per finished exchange. ``agent`` serves the API with no tunnel. Both run
+online (scripts wait for that line; again if a ``--via`` provider gives a new URL), then
+``API http://127.0.0.1:PORT`` once the agent API serves, then one line per finished exchange. ``agent`` serves the API with no tunnel. Both run
 until Ctrl-C or SIGTERM and then exit 0; a relay that refuses the token or the name ends
 ``http`` at once with the relay's reason and a non-zero exit code.
 """
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
 import time
@@ -26,9 +27,11 @@ from devtunnel.commands.output import human_duration, safe
 from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
+from devtunnel.net.port_memory import PortMemory
+from devtunnel.net.via_runner import find_program, ssh_options
 from devtunnel.net.sizes import parse_size
 
-__all__ = ["run", "exchange_line"]
+__all__ = ["run", "exchange_line", "check_via"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -59,6 +62,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:  # uvloop does not exist on Windows
         return None
     return uvloop.new_event_loop
+
+
+def check_via(text: str) -> None:
+    """Refuse a ``--via`` that names no provider, or one whose program is not installed.
+
+    Raises:
+        ConfigError: the one line to show (what to install).
+    """
+    from devtunnel.via import parse_via
+
+    via = parse_via(text)
+    if via.program is not None:
+        find_program(via, os.environ)
+        ssh_options(os.environ)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,9 +191,12 @@ async def _main(args: argparse.Namespace) -> int:
         store = Store(args.db, max_exchanges=args.settings.store.max_exchanges,
                       max_bytes=args.settings.store.max_bytes)
         recorder = Recorder(store)
+    via = getattr(args, "via", None)
+    if is_http and via:
+        check_via(via)
     service = AgentService(
         store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
-        head_timeout=head_timeout,
+        head_timeout=head_timeout, ports=PortMemory() if is_http else None,
     )
     api_server: Any = None
     exchange_log: _ExchangeLog | None = None
@@ -192,14 +212,15 @@ async def _main(args: argparse.Namespace) -> int:
                 token=token,
                 host_header=args.host_header,
                 insecure=args.insecure,
+                via=via,
             )
-            announced = False
+            announced: str | None = None
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
             def announce(info: TunnelInfo) -> None:
                 nonlocal announced
-                if info.state is TunnelState.ONLINE and not announced:
-                    announced = True
+                if info.state is TunnelState.ONLINE and info.public_url and info.public_url != announced:
+                    announced = info.public_url
                     _print(f"Forwarding {info.public_url} -> {info.target_url}", out)
                 elif info.state is TunnelState.FAILED and announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
@@ -207,7 +228,7 @@ async def _main(args: argparse.Namespace) -> int:
                     ended.set_result(f"tunnel {info.name} stopped: {info.error}")
 
             service.subscribe(announce)
-            await service.start_tunnel(config)
+            await service.start_tunnel(config, via_wait=0)  # Forwarding is printed when the URL comes
         api_port = args.api_port
         if api_port or not is_http:  # ``http --api-port 0`` turns the API off
             from devtunnel.net.api import serve_api
