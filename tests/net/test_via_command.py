@@ -9,6 +9,7 @@ so the whole path (provider -> pinned relay port -> tunnel -> app, captured) is 
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import json
 import os
@@ -201,6 +202,33 @@ def test_via_ssh_serves_captures_and_comes_back_with_the_same_url_when_ssh_dies(
     assert second.line(lambda l: l.startswith("Forwarding"), timeout=30) == line
     assert httpx.get(f"{url}/echo?third=1", trust_env=False, timeout=10).status_code == 200
     assert second.stop() == 0
+
+
+def test_via_ssh_takes_any_port_when_the_one_remembered_is_taken_on_the_server(
+    sshd: Sshd, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
+    via = f"ssh:{sshd.user}@127.0.0.1:{sshd.port}"
+    # The server (on this machine) cannot listen there any more: sshd forwards "localhost",
+    # both 127.0.0.1 and ::1, and is content with either.
+    with socket.socket() as taken, socket.socket(socket.AF_INET6) as taken6:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with contextlib.suppress(OSError):  # a machine without IPv6
+            taken6.bind(("::1", port))
+            taken6.listen(1)
+        state = Path(env["XDG_STATE_HOME"]) / "devtunnel"
+        state.mkdir(parents=True)
+        (state / "ports.json").write_text(json.dumps({"ssh": {f"moved {via}": port}}))
+        agent = start(procs, env, "http", str(local[0]), "--via", via, "--no-tui", "--name", "moved",
+                      "--api-port", "0", "--no-record")
+        match = SSH_URL.match(agent.line(lambda l: l.startswith("Forwarding"), timeout=60))
+        assert match is not None and int(match.group(2)) != port
+        assert any(f"the server would not give port {port} again; asking for any port" in l for l in agent.err)
+        assert httpx.get(f"{match.group(1)}/echo", trust_env=False, timeout=10).status_code == 200
+        assert agent.stop() == 0
+    assert json.loads((state / "ports.json").read_text())["ssh"][f"moved {via}"] == int(match.group(2))
 
 
 def test_via_ssh_that_cannot_log_in_keeps_retrying_and_says_why(
