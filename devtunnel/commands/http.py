@@ -28,8 +28,8 @@ from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.net.port_memory import PortMemory
-from devtunnel.net.via_runner import find_program, ssh_options
 from devtunnel.net.sizes import parse_size
+from devtunnel.net.via_runner import find_program, ssh_options
 
 __all__ = ["run", "exchange_line", "check_via"]
 

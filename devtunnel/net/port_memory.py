@@ -20,7 +20,7 @@ from pathlib import Path
 
 from devtunnel.capture.store import default_db_path
 
-__all__ = ["PortMemory", "FILE_NAME", "MAX_ENTRIES"]
+__all__ = ["FILE_NAME", "MAX_ENTRIES", "PortMemory"]
 
 FILE_NAME = "ports.json"
 MAX_ENTRIES = 200

@@ -16,6 +16,7 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -284,11 +285,11 @@ class Relay:
         tunnel, _ = self._route(host, cycle.scope.get("server"))
         return tunnel is not None and self._forward_http.direct(tunnel, client, cycle, host)
 
-    def _pinned(self, server: tuple[str, int] | None) -> str | None:
+    def _pinned(self, server: Any) -> str | None:
         """The tunnel the local address ``server`` (a scope's ``server``) is pinned to, if any."""
         return self._pins.get(server[1]) if server and self._pins else None
 
-    def _route(self, host: bytes, server: tuple[str, int] | None = None) -> tuple[Tunnel | None, bool]:
+    def _route(self, host: bytes, server: Any = None) -> tuple[Tunnel | None, bool]:
         """Where a request for ``host`` arriving at local address ``server`` goes: (tunnel, False),
         (None, True) for the relay's own pages, or (None, False) for a tunnel that is not online."""
         pinned = self._pinned(server)

@@ -27,7 +27,7 @@ from devtunnel.net.children import Child, ChildState
 from devtunnel.net.port_memory import PortMemory
 from devtunnel.via import Via
 
-__all__ = ["ViaRunner", "ViaStatus", "ENV_SSH_OPTIONS", "find_program", "ssh_options"]
+__all__ = ["ENV_SSH_OPTIONS", "ViaRunner", "ViaStatus", "find_program", "ssh_options"]
 
 log = logging.getLogger("devtunnel.agent")
 

@@ -55,7 +55,8 @@ class TunnelView:
         conns = metrics.get("conns") or metrics.get("http") or {}
         requests = data.get("requests", conns.get("count", 0) if isinstance(conns, dict) else 0)
         retry = data.get("next_retry_at")
-        via = data.get("via") if isinstance(data.get("via"), dict) else {}
+        via = data.get("via")
+        via = via if isinstance(via, dict) else {}
         return cls(
             name=str(data.get("name", "")),
             public_url=str(data.get("public_url") or ""),

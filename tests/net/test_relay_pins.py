@@ -15,7 +15,12 @@ from websockets.exceptions import InvalidHandshake
 from devtunnel.net.relay_proxy import HttpForwarder
 from devtunnel.protocol.events import Welcome
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, running_relay
+from tests.net._relay_agent import (
+    AgentRequest,
+    ScriptedAgent,
+    connect_agent,
+    running_relay,
+)
 from tests.net.test_relay_direct import read_responses
 
 
@@ -116,7 +121,7 @@ async def test_a_pinned_port_whose_tunnel_is_offline_answers_404_and_unpin_close
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            [(status, body)] = await read_responses(reader, 1)
+            [(status, _)] = await read_responses(reader, 1)
             writer.close()
             assert status.startswith(b"HTTP/1.1 404"), "never another tunnel's traffic"
             relay.unpin(port)
