@@ -266,10 +266,15 @@ listener.bind(("127.0.0.1", 0))
 listener.listen(16)
 with open(os.environ["FAKE_PROVIDER_PORTS"], "a") as f:
     f.write(str(listener.getsockname()[1]) + "\\n")
+with open(os.environ["FAKE_PROVIDER_PORTS"]) as f:
+    run = len(f.read().split())
 outputs = {outputs!r}
 destination = args[-1] if "--url" not in args else "cloudflared"
 stream = sys.stderr if destination == "cloudflared" else sys.stdout
-stream.write(outputs[destination])
+text = outputs[destination]
+if os.environ.get("FAKE_NEW_URL_EACH_RUN"):  # like a quick tunnel: a new name every time
+    text = text.replace("seasonal-deck", "run%d-deck" % run)
+stream.write(text)
 stream.flush()
 
 def pipe(src, dst):
@@ -342,6 +347,34 @@ def test_a_provider_prints_its_url_and_its_traffic_is_captured_on_the_way(
     assert tunnel["via"]["provider"] == via and tunnel["via"]["state"] == "online"
     endpoints = httpx.get(f"http://127.0.0.1:{api_port}/api/endpoints", trust_env=False).json()["endpoints"]
     assert [e["url"] for e in endpoints] == [url]
+    assert agent.stop() == 0
+
+
+def test_a_provider_that_dies_is_restarted_and_a_new_url_is_printed_again(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    ports = tmp_path / "provider-ports"
+    env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_PROVIDER_PORTS=str(ports),
+               FAKE_NEW_URL_EACH_RUN="1")
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
+                  "--no-record")
+    first = "https://run1-deck-organisms-sf.trycloudflare.com"
+    agent.line(lambda l: l == f"Forwarding {first} -> http://127.0.0.1:{local[0]}", timeout=30)
+    status = api_tunnel(api_port)["via"]
+    assert parent_of(status["pid"]) == agent.popen.pid
+    os.kill(status["pid"], signal.SIGKILL)
+
+    second = "https://run2-deck-organisms-sf.trycloudflare.com"
+    agent.line(lambda l: l == f"Forwarding {second} -> http://127.0.0.1:{local[0]}", timeout=30)
+    agent.line(lambda l: "cloudflared exited with code -9 (" in l and l.endswith("); restarting"), lines="err")
+    agent.line(lambda l: f"cloudflared gave a new public URL: {second}" in l, lines="err")
+    tunnel = api_tunnel(api_port)
+    assert (tunnel["public_url"], tunnel["state"], tunnel["via"]["restarts"]) == (second, "online", 1)
+    forwarder = int(ports.read_text().split()[-1])
+    r = httpx.get(f"http://127.0.0.1:{forwarder}/echo", headers={"Host": second.split("//")[1]}, trust_env=False,
+                  timeout=10)
+    assert r.status_code == 200
     assert agent.stop() == 0
 
 
