@@ -2,9 +2,10 @@
 
 ``http`` starts one tunnel and prints ``Forwarding PUBLIC_URL -> TARGET_URL`` once it is first
 online (scripts wait for that line; again if a ``--via`` provider gives a new URL), then
-``API http://127.0.0.1:PORT`` once the agent API serves, then one line per finished exchange. ``agent`` serves the API with no tunnel. Both run
-until Ctrl-C or SIGTERM and then exit 0; a relay that refuses the token or the name ends
-``http`` at once with the relay's reason and a non-zero exit code.
+``API http://127.0.0.1:PORT`` once the agent API serves, then one line per finished exchange.
+``agent`` serves the API with no tunnel. Both run until Ctrl-C or SIGTERM and then exit 0; a
+relay that refuses the token or the name ends ``http`` at once with the relay's reason and a
+non-zero exit code.
 """
 
 from __future__ import annotations
@@ -183,6 +184,9 @@ async def _main(args: argparse.Namespace) -> int:
     head_timeout = getattr(args, "local_timeout", DEFAULT_HEAD_TIMEOUT)
     if not head_timeout > 0:
         raise ConfigError(f"--local-timeout must be a positive number of seconds, not {head_timeout:g}")
+    via = getattr(args, "via", None) if is_http else None
+    if via:
+        check_via(via)
 
     store = recorder = None
     if record:
@@ -191,9 +195,6 @@ async def _main(args: argparse.Namespace) -> int:
         store = Store(args.db, max_exchanges=args.settings.store.max_exchanges,
                       max_bytes=args.settings.store.max_bytes)
         recorder = Recorder(store)
-    via = getattr(args, "via", None)
-    if is_http and via:
-        check_via(via)
     service = AgentService(
         store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
         head_timeout=head_timeout, ports=PortMemory() if is_http else None,
