@@ -19,7 +19,8 @@ import os
 import shlex
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from devtunnel.errors import ConfigError
@@ -27,7 +28,7 @@ from devtunnel.net.children import Child, ChildState
 from devtunnel.net.port_memory import PortMemory
 from devtunnel.via import Via
 
-__all__ = ["ENV_SSH_OPTIONS", "ViaRunner", "ViaStatus", "find_program", "ssh_options"]
+__all__ = ["ENV_SSH_OPTIONS", "PinningRelay", "ViaRunner", "ViaStatus", "find_program", "ssh_options"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -55,6 +56,14 @@ class ViaStatus:
     """Why it is not online: its exit and last error line, or what to install."""
     port: int | None = None
     """The local port it forwards to (pinned to the tunnel in the embedded relay)."""
+
+
+class PinningRelay(Protocol):
+    """What the runner needs of the embedded relay (``devtunnel.net.relay.Relay``)."""
+
+    async def pin(self, name: str, port: int = 0) -> int: ...
+
+    def unpin(self, port: int) -> None: ...
 
 
 def ssh_options(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -100,7 +109,7 @@ class ViaRunner:
         self,
         via: Via,
         name: str,
-        relay: object,
+        relay: PinningRelay,
         *,
         on_change: Callable[[], None],
         env: Mapping[str, str] | None = None,
@@ -121,17 +130,16 @@ class ViaRunner:
         self._fixed_tries = FIXED_PORT_TRIES
         self._run_got_url = False
         self._memory_key = f"{name} {via.describe()}"
+        self._argv: Callable[[], list[str]] = list  # the provider's argv, once started
 
     def _update(self, **changes: object) -> None:
-        values = {field: getattr(self.status, field) for field in ViaStatus.__dataclass_fields__}
-        values.update(changes)
-        self.status = ViaStatus(**values)  # type: ignore[arg-type]
+        self.status = replace(self.status, **changes)  # type: ignore[arg-type]
         self._on_change()
 
     async def start(self) -> None:
         """Pin a relay port to the tunnel and start the provider; a missing program (or a bad
         ``DEVTUNNEL_SSH_OPTIONS``) leaves the status ``failed`` with the reason."""
-        port = await self.relay.pin(self.name)  # type: ignore[attr-defined]
+        port = await self.relay.pin(self.name)
         self._update(port=port)
         try:
             program = find_program(self.via, self.env)
@@ -155,7 +163,7 @@ class ViaRunner:
         if self.child is not None:
             await self.child.stop()
         if self.status.port is not None:
-            self.relay.unpin(self.status.port)  # type: ignore[attr-defined]
+            self.relay.unpin(self.status.port)
         self._update(state="stopped", pid=None)
 
     def _line(self, text: str) -> bool:
