@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,7 +69,11 @@ def env(tmp_path: Path) -> dict[str, str]:
 def procs() -> Iterator[list[Proc]]:
     started: list[Proc] = []
     yield started
-    for p in started:
+    for p in started:  # SIGINT first: a devtunnel killed outright leaves its provider running
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.popen.wait(15)
         p.kill()
 
 

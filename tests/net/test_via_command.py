@@ -107,7 +107,11 @@ def env(tmp_path: Path) -> dict[str, str]:
 def procs() -> Iterator[list[Proc]]:
     started: list[Proc] = []
     yield started
-    for p in started:
+    for p in started:  # SIGINT first: a devtunnel killed outright leaves its provider running
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.popen.wait(15)
         p.kill()
 
 
@@ -225,7 +229,7 @@ def test_via_ssh_takes_any_port_when_the_one_remembered_is_taken_on_the_server(
                       "--api-port", "0", "--no-record")
         match = SSH_URL.match(agent.line(lambda l: l.startswith("Forwarding"), timeout=60))
         assert match is not None and int(match.group(2)) != port
-        assert any(f"the server would not give port {port} again; asking for any port" in l for l in agent.err)
+        agent.line(lambda l: f"the server would not give port {port} again; asking for any port" in l, lines="err")
         assert httpx.get(f"{match.group(1)}/echo", trust_env=False, timeout=10).status_code == 200
         assert agent.stop() == 0
     assert json.loads((state / "ports.json").read_text())["ssh"][f"moved {via}"] == int(match.group(2))
