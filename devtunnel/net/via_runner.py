@@ -154,7 +154,7 @@ class ViaRunner:
         self._argv = lambda: self.via.command(port, program=program, extra_ssh=extra, remote_port=self._remote_port)
         self.child = Child(
             self.via.describe(), self._argv(), env=self.env, on_line=self._line, on_state=self._child_changed,
-            backoff=self._backoff,
+            backoff=self._backoff, die_with_parent=True,
         )
         self.child.start()
 

@@ -382,6 +382,21 @@ def test_a_provider_that_dies_is_restarted_and_a_new_url_is_printed_again(
     assert agent.stop() == 0
 
 
+def test_a_provider_does_not_outlive_a_devtunnel_killed_outright(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}",
+               FAKE_PROVIDER_PORTS=str(tmp_path / "provider-ports"))
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
+                  "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    pid = api_tunnel(api_port)["via"]["pid"]
+    assert alive(pid)
+    agent.kill()  # SIGKILL: devtunnel gets no chance to stop it
+    wait_for(lambda: not alive(pid), what="the provider to end with devtunnel")
+
+
 # -- what is refused ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("via", "message"),
