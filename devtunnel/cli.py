@@ -120,6 +120,8 @@ examples:
   devtunnel http 8080
   devtunnel http 8080 --no-tui
   devtunnel http 3000 --relay wss://tunnel.example.com --token s3cret --name payments
+  devtunnel http 8000 --via cloudflared           a public https URL from Cloudflare, no server needed
+  devtunnel http 8000 --via ssh:me@myhost.example.com:22
   DEVTUNNEL_RELAY=wss://tunnel.example.com DEVTUNNEL_TOKEN=s3cret devtunnel http 3000
 """,
     )
@@ -130,6 +132,9 @@ examples:
                         "or `devtunnel config add-token -`")
     p.add_argument("--token-file", metavar="FILE", help="read the relay token from the first line of FILE")
     p.add_argument("--name", help="tunnel name (default: a random readable one)")
+    p.add_argument("--via", metavar="PROVIDER",
+                   help="public URL from cloudflared, localhost.run, pinggy, serveo or ssh:USER@HOST[:PORT] "
+                        "instead of a relay; traffic still passes through devtunnel (docs/via.md)")
     # Unset flags are None: the command takes them from devtunnel.toml, then the defaults.
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")

@@ -218,6 +218,19 @@ class _RelayUrl(_Kind):
         return text
 
 
+class _Via(_Kind):
+    """A public-URL provider (``devtunnel.via``)."""
+
+    def check(self, value: object) -> str:
+        text: str = super().check(value)
+        from devtunnel.via import parse_via
+
+        try:
+            return parse_via(text).describe()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
+
 class _Target(_Kind):
     """A tunnel target: a port number, ``HOST:PORT`` or a URL."""
 
@@ -396,6 +409,9 @@ class TunnelSection:
     """Host header mode for this tunnel; unset uses ``agent.host_header``."""
     webhooks: tuple[WebhookSection, ...] = ()
     """``[tunnels.NAME.webhooks.PROVIDER]``: secrets for this tunnel, replacing ``[webhooks.PROVIDER]``'s."""
+    via: str | None = field(default=None, metadata=_kind(_Via()))
+    """Where the public URL comes from: ``cloudflared``, ``localhost.run``, ``pinggy``, ``serveo``,
+    ``ssh:USER@HOST[:PORT]`` or ``relay`` (the default: the relay's own URL)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,10 @@ program's output. Starting, watching and restarting the program is the agent's j
                       ``Forwarding HTTP traffic from https://<id>.serveo.net``
 ``ssh:USER@HOST[:P]`` ``ssh -N -R 0:127.0.0.1:PORT USER@HOST``; OpenSSH prints
                       ``Allocated port N for remote forward to 127.0.0.1:PORT``: the URL is
-                      ``http://HOST:N`` (the server needs ``GatewayPorts yes`` to serve others)
+                      ``http://HOST:N`` (the server needs ``GatewayPorts yes`` to serve others).
+                      Asked for that port again (``-R N:...``), OpenSSH prints nothing at its
+                      usual level: run with ``-v``, it logs ``remote forward success for:
+                      listen N, connect 127.0.0.1:PORT``
 ====================  =========================================================================
 """
 
@@ -46,6 +49,7 @@ _LHR = re.compile(r"tunneled with tls termination, (https://[A-Za-z0-9.-]+)")
 _PINGGY = re.compile(r"(https://[A-Za-z0-9.-]+\.pinggy\.(?:link|online))\b")
 _SERVEO = re.compile(r"Forwarding HTTP traffic from (https://[A-Za-z0-9.-]+)")
 _ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward to ")
+_FORWARDED = re.compile(r"^debug1: remote forward success for: listen (\d+), connect ")
 _USER_HOST = re.compile(r"(?:([A-Za-z0-9._-]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
 
 
@@ -87,13 +91,17 @@ class Via:
         port = f":{self.port}" if self.port else ""
         return f"ssh:{user}{self.host}{port}"
 
-    def command(self, local_port: int, *, program: str | None = None, extra_ssh: tuple[str, ...] = ()) -> list[str]:
+    def command(
+        self, local_port: int, *, program: str | None = None, extra_ssh: tuple[str, ...] = (), remote_port: int = 0
+    ) -> list[str]:
         """The argv that carries public traffic to ``127.0.0.1:local_port``.
 
         Args:
             local_port: where devtunnel listens for this tunnel's public traffic.
             program: the executable's path when not on PATH by its name.
             extra_ssh: more ssh options (tests pass an identity file and a known-hosts file).
+            remote_port: plain ``ssh:`` only: ask the server for this port (the one it
+                allocated last time, so the URL stays the same) instead of any free one.
         """
         exe = program or self.program
         if exe is None:
@@ -110,7 +118,8 @@ class Via:
             return [*ssh, "-R", f"80:{target}", "serveo.net"]
         port = ["-p", str(self.port)] if self.port else []
         login = f"{self.user}@{self.host}" if self.user else str(self.host)
-        return [*ssh, "-N", *port, "-R", f"0:{target}", login]
+        verbose = ["-v"] if remote_port else []  # the only way OpenSSH says a fixed forward is up
+        return [*ssh, *verbose, "-N", *port, "-R", f"{remote_port}:{target}", login]
 
     def url_in(self, line: str) -> str | None:
         """The public URL if ``line`` of the program's output announces it, else None."""
@@ -124,8 +133,8 @@ class Via:
         elif self.kind == "serveo":
             match = _SERVEO.search(line)
         elif self.kind == "ssh":
-            allocated = _ALLOCATED.search(line)
-            if allocated is None:
+            allocated = _ALLOCATED.search(line) or _FORWARDED.search(line)
+            if allocated is None or not 0 < int(allocated.group(1)) < 65536:
                 return None
             host = f"[{self.host}]" if self.host and ":" in self.host else self.host
             return f"http://{host}:{allocated.group(1)}"

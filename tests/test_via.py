@@ -100,3 +100,16 @@ def test_a_bad_via_is_one_clear_error(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_via(text)
     assert message in str(info.value)
+
+
+def test_plain_ssh_asks_again_for_the_port_it_had_and_reads_that_it_got_it() -> None:
+    via = parse_via("ssh:me@example.com")
+    again = via.command(41000, remote_port=40555)
+    assert again[-3:] == ["-R", "40555:127.0.0.1:41000", "me@example.com"] and "-v" in again
+    assert "-v" not in via.command(41000)
+    # OpenSSH 9's debug1 lines, as `ssh -v -N -R 40555:127.0.0.1:41000` prints them
+    assert via.url_in("debug1: remote forward success for: listen 40555, connect 127.0.0.1:41000") == \
+        "http://example.com:40555"
+    assert via.url_in("debug1: remote forward success for: listen 0, connect 127.0.0.1:41000") is None
+    assert via.url_in("debug1: remote forward failure for: listen 40555, connect 127.0.0.1:41000") is None
+    assert via.url_in("Allocated port 99999 for remote forward to 127.0.0.1:41000") is None

@@ -85,7 +85,24 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
                 out.relay = tunnel.relay
             if args.host_header is None and tunnel.host_header is not None:
                 out.host_header = tunnel.host_header
+            if getattr(args, "via", None) is None and tunnel.via is not None:
+                out.via = tunnel.via
+        out.via = _via(args, out)
     return out
+
+
+def _via(args: argparse.Namespace, out: argparse.Namespace) -> str | None:
+    """The effective ``--via`` (None for the relay); a provider takes the place of a configured
+    relay, and giving both flags is an error."""
+    from devtunnel.via import parse_via
+
+    via = getattr(out, "via", None)
+    if via is None or parse_via(via).kind == "relay":
+        return None
+    if getattr(args, "relay", None):
+        raise ConfigError(f"give --via or --relay, not both: --via {via} carries traffic through the embedded relay")
+    out.relay = out.token = None
+    return via
 
 
 def _token_flag(args: argparse.Namespace) -> tuple[str, str | None]:

@@ -1,10 +1,11 @@
 """``devtunnel http TARGET`` and ``devtunnel agent``: run the agent service headless.
 
 ``http`` starts one tunnel and prints ``Forwarding PUBLIC_URL -> TARGET_URL`` once it is first
-online (scripts wait for that line), then ``API http://127.0.0.1:PORT`` once the agent API
-serves, then one line per finished exchange. ``agent`` serves the API with no tunnel. Both run
-until Ctrl-C or SIGTERM and then exit 0; a relay that refuses the token or the name ends
-``http`` at once with the relay's reason and a non-zero exit code.
+online (scripts wait for that line; again if a ``--via`` provider gives a new URL), then
+``API http://127.0.0.1:PORT`` once the agent API serves, then one line per finished exchange.
+``agent`` serves the API with no tunnel. Both run until Ctrl-C or SIGTERM and then exit 0; a
+relay that refuses the token or the name ends ``http`` at once with the relay's reason and a
+non-zero exit code.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
 import time
@@ -27,10 +29,12 @@ from devtunnel.commands.output import EscapingFormatter, human_duration, safe
 from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
+from devtunnel.net.port_memory import PortMemory
 from devtunnel.net.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
+from devtunnel.net.via_runner import find_program, ssh_options
 
-__all__ = ["run", "exchange_line"]
+__all__ = ["run", "exchange_line", "check_via"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -64,6 +68,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:  # uvloop does not exist on Windows
         return None
     return uvloop.new_event_loop
+
+
+def check_via(text: str) -> None:
+    """Refuse a ``--via`` that names no provider, or one whose program is not installed.
+
+    Raises:
+        ConfigError: the one line to show (what to install).
+    """
+    from devtunnel.via import parse_via
+
+    via = parse_via(text)
+    if via.program is not None:
+        find_program(via, os.environ)
+        ssh_options(os.environ)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,6 +186,9 @@ async def _main(args: argparse.Namespace) -> int:
     head_timeout = getattr(args, "local_timeout", DEFAULT_HEAD_TIMEOUT)
     if not head_timeout > 0:
         raise ConfigError(f"--local-timeout must be a positive number of seconds, not {head_timeout:g}")
+    via = getattr(args, "via", None) if is_http else None
+    if via:
+        check_via(via)
 
     store = recorder = None
     webhooks: Any = None
@@ -188,7 +209,7 @@ async def _main(args: argparse.Namespace) -> int:
             log.info("verifying webhook signatures of %s", ", ".join(sorted(known)))
     service = AgentService(
         store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
-        head_timeout=head_timeout, webhooks=webhooks,
+        head_timeout=head_timeout, webhooks=webhooks, ports=PortMemory() if is_http else None,
     )
     api_server: Any = None
     exchange_log: _ExchangeLog | None = None
@@ -204,22 +225,23 @@ async def _main(args: argparse.Namespace) -> int:
                 token=token,
                 host_header=args.host_header,
                 insecure=args.insecure,
+                via=via,
             )
-            announced = False
+            announced: str | None = None
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
             def announce(info: TunnelInfo) -> None:
                 nonlocal announced
-                if info.state is TunnelState.ONLINE and not announced:
-                    announced = True
-                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}", out)  # the URL is the relay's
+                if info.state is TunnelState.ONLINE and info.public_url and info.public_url != announced:
+                    announced = info.public_url
+                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}", out)  # the URL is the relay's or a provider's
                 elif info.state is TunnelState.FAILED and announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.
                     ended.set_result(f"tunnel {info.name} stopped: {info.error}")
 
             service.subscribe(announce)
-            await service.start_tunnel(config)
+            await service.start_tunnel(config, via_wait=0)  # Forwarding is printed when the URL comes
         api_port = args.api_port
         if api_port or not is_http:  # ``http --api-port 0`` turns the API off
             from devtunnel.net.api import serve_api

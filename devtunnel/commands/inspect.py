@@ -72,6 +72,8 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
             "--body-cap", str(args.body_cap)]
     if args.relay:
         argv += ["--relay", args.relay]
+    if getattr(args, "via", None):
+        argv += ["--via", args.via]
     for flag in ("no_record", "insecure"):
         if getattr(args, flag, False):
             argv.append("--" + flag.replace("_", "-"))
@@ -82,7 +84,10 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
         return lambda: agent_command(*argv)
     if args.port:  # the user's choice: never moved
         return lambda: agent_command(*argv, "--port", str(args.port))
-    relay_port = _RelayPort()
+    from devtunnel.net.port_memory import PortMemory
+
+    name = argv[argv.index("--name") + 1].lower()
+    relay_port = _RelayPort(PortMemory().get("relay", name) or 0)
     return lambda: agent_command(*argv, "--port", relay_port())
 
 
@@ -122,6 +127,10 @@ def check_http_args(args: argparse.Namespace) -> None:
         validate_name(args.name)
     if args.relay:
         relay_connect_url(args.relay)
+    if getattr(args, "via", None):
+        from devtunnel.commands.http import check_via
+
+        check_via(args.via)
 
 
 def run_http(args: argparse.Namespace) -> int:

@@ -6,7 +6,12 @@ full jitter capped at ``MAX_BACKOFF``, asking for the same name again with the t
 id, so the relay hands the name straight back. A refused token, a name held by another token, or
 a name held by another live agent on the first connection ends the tunnel in ``FAILED`` without
 retrying; a tunnel that was online keeps retrying while another agent holds its name. With no
-relay configured, the service runs an embedded relay on 127.0.0.1 in the same event loop.
+relay configured, the service runs an embedded relay on 127.0.0.1 in the same event loop; it
+listens on the port it had last time for the same tunnel name when that port is free.
+
+A tunnel with a provider (``TunnelConfig.via``: cloudflared, an ssh service or your own ssh
+server) uses the embedded relay too: the provider forwards public traffic to a relay port pinned
+to the tunnel (``net.via_runner``), and its URL is the tunnel's public URL.
 """
 
 from __future__ import annotations
@@ -41,9 +46,12 @@ from devtunnel.errors import (
 from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
 from devtunnel.net.names import random_name, validate_name
+from devtunnel.net.port_memory import PortMemory
 from devtunnel.net.recording import LiveSnapshots
 from devtunnel.net.session import HANDSHAKE_TIMEOUT, Session
 from devtunnel.net.target import Target, parse_target
+from devtunnel.net.via_runner import ViaRunner, ViaStatus
+from devtunnel.via import Via, parse_via
 
 __all__ = [
     "TunnelConfig",
@@ -88,6 +96,8 @@ class TunnelConfig:
         host_header: ``"preserve"`` sends the public Host to the local service, ``"rewrite"``
             the target's.
         insecure: do not verify the relay's or an https target's certificate.
+        via: the public URL's provider (``cloudflared``, ``ssh:me@host`` ..., see ``devtunnel.via``);
+            None or ``relay``: the relay's own URL.
     """
 
     target: str
@@ -96,10 +106,21 @@ class TunnelConfig:
     token: str | None = None
     host_header: str = "preserve"
     insecure: bool = False
+    via: str | None = None
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):
             raise ConfigError(f"host_header must be 'preserve' or 'rewrite', not {self.host_header!r}")
+        if self.provider is not None and self.relay is not None:
+            raise ConfigError(f"--via {self.via} carries traffic through the embedded relay: leave out --relay")
+
+    @property
+    def provider(self) -> Via | None:
+        """The parsed ``via`` when it names a provider to run (None for the relay)."""
+        if self.via is None:
+            return None
+        via = parse_via(self.via)
+        return None if via.kind == "relay" else via
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +138,8 @@ class TunnelInfo:
     requests: int = 0
     """Streams carried since the tunnel started."""
     config: TunnelConfig | None = None
+    via: ViaStatus | None = None
+    """The provider of the public URL, if the tunnel has one (``--via``)."""
 
 
 @dataclass
@@ -222,6 +245,8 @@ class Tunnel:
         self._first: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self.provider: ViaRunner | None = None
+        """The public URL's provider (``--via``), set by the service before ``start``."""
 
     @property
     def state(self) -> TunnelState:
@@ -229,17 +254,36 @@ class Tunnel:
         return self._state
 
     def info(self) -> TunnelInfo:
-        """A snapshot of the tunnel."""
+        """A snapshot of the tunnel.
+
+        With a provider, the public URL is the provider's, and the tunnel is online only while
+        both its relay connection and its provider are.
+        """
+        public_url, state, error = self._public_url, self._state, self._error
+        via = self.provider.status if self.provider is not None else None
+        if via is not None:
+            public_url = via.url
+            if state is TunnelState.ONLINE and via.state != "online":
+                if via.state == "failed":
+                    state = TunnelState.FAILED
+                else:
+                    state = TunnelState.RECONNECTING if via.url or via.restarts else TunnelState.STARTING
+                error = via.message or None
         return TunnelInfo(
             name=self.name,
-            public_url=self._public_url,
+            public_url=public_url,
             target_url=self.target.url,
-            state=self._state,
+            state=state,
             next_retry_at=self._next_retry_at,
-            error=self._error,
+            error=error,
             requests=self.requests,
             config=self.config,
+            via=via,
         )
+
+    def notify(self) -> None:
+        """Tell the listener the tunnel changed (its provider calls this)."""
+        self._on_change(self.info())
 
     async def start(self) -> TunnelInfo:
         """Start connecting; return once the tunnel is online or the first attempt failed.
@@ -256,7 +300,9 @@ class Tunnel:
         return self.info()
 
     async def stop(self) -> None:
-        """Leave the relay and stop reconnecting."""
+        """Stop the provider, leave the relay and stop reconnecting."""
+        if self.provider is not None:
+            await self.provider.stop()
         self._stopping = True
         self._wake.set()
         session = self._session
@@ -420,6 +466,8 @@ class AgentService:
         head_timeout: seconds a local service has to answer a request.
         webhooks: the webhook providers and secrets read at start (a ``WebhookContext``), which
             the recorder judges deliveries with; None when there are none.
+        ports: where the embedded relay's port is remembered per tunnel name (None: nowhere).
+        via_env: the environment providers run in (default: this process's).
     """
 
     def __init__(
@@ -434,6 +482,8 @@ class AgentService:
         token: str | None = None,
         head_timeout: float = DEFAULT_HEAD_TIMEOUT,
         backoff: Backoff | None = None,
+        ports: PortMemory | None = None,
+        via_env: dict[str, str] | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
@@ -444,6 +494,8 @@ class AgentService:
         self.default_token = token
         self.head_timeout = head_timeout
         self.embedded_relay: Any = None
+        self.ports = ports
+        self.via_env = via_env
         self._backoff = backoff
         self._tunnels: dict[str, Tunnel] = {}
         self._listeners: list[TunnelListener] = []
@@ -461,17 +513,21 @@ class AgentService:
             relay, self.embedded_relay = self.embedded_relay, None
             await relay.stop()
 
-    async def start_tunnel(self, config: TunnelConfig) -> TunnelInfo:
+    async def start_tunnel(self, config: TunnelConfig, *, via_wait: float = 15.0) -> TunnelInfo:
         """Start a tunnel; returns when it is online or is retrying an unreachable relay.
+
+        With a provider (``config.via``), waits up to ``via_wait`` seconds more for its public
+        URL (or its failure); the provider goes on starting in the background after that.
 
         Raises:
             ConfigError: the target, name or relay URL is invalid, or the name is in use here.
             AuthError, NameTakenError: the relay refused the tunnel (it is not kept).
         """
-        if config.relay is None and self.default_relay is not None:
+        provider = config.provider
+        if config.relay is None and self.default_relay is not None and provider is None:
             config = replace(config, relay=self.default_relay, token=config.token or self.default_token)
         async with self._lock:
-            relay_url = relay_connect_url(config.relay) if config.relay else await self._embedded_url()
+            relay_url = relay_connect_url(config.relay) if config.relay else await self._embedded_url(config.name)
             tunnel = Tunnel(
                 config,
                 relay_url=relay_url,
@@ -489,8 +545,14 @@ class AgentService:
             if old is not None:  # a failed tunnel makes way for a new try under its name
                 await old.stop()
             self._tunnels[key] = tunnel
+            if provider is not None:
+                tunnel.provider = ViaRunner(provider, key, self.embedded_relay, on_change=tunnel.notify,
+                                            env=self.via_env, memory=self.ports)
         try:
             info = await tunnel.start()
+            if tunnel.provider is not None and tunnel.state is TunnelState.ONLINE:
+                await tunnel.provider.start()
+                info = await self._first_url(tunnel, via_wait)
         except BaseException:
             self._tunnels.pop(key, None)
             await tunnel.stop()
@@ -498,6 +560,22 @@ class AgentService:
         if tunnel.name != key:  # the relay gave another name than the one asked for
             self._tunnels = {(tunnel.name if k == key else k): t for k, t in self._tunnels.items()}
         return info
+
+    async def _first_url(self, tunnel: Tunnel, timeout: float) -> TunnelInfo:
+        """Wait (up to ``timeout`` seconds) until the provider has a URL or failed; the tunnel's info."""
+        changed = asyncio.Event()
+        stop = self.subscribe(lambda info: changed.set() if info.name == tunnel.name else None)
+        deadline = time.monotonic() + timeout
+        try:
+            while (status := tunnel.info().via) is not None and status.state not in ("online", "failed"):
+                changed.clear()
+                try:
+                    await asyncio.wait_for(changed.wait(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    break
+        finally:
+            stop()
+        return tunnel.info()
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop and forget a tunnel. Raises NotFoundError."""
@@ -528,17 +606,39 @@ class AgentService:
         return lambda: self._exchange_listeners.remove(callback) if callback in self._exchange_listeners else None
 
     # -- internals -------------------------------------------------------------------------
-    async def _embedded_url(self) -> str:
-        if self.embedded_relay is None:
-            from devtunnel.net.relay import Relay, RelaySettings  # the relay pulls in uvicorn
+    async def _embedded_url(self, name: str | None) -> str:
+        """The embedded relay's agent URL, starting the relay first if needed.
 
-            relay = Relay(RelaySettings(host="127.0.0.1", port=self.embedded_port, domain="localhost", embedded=True))
+        The relay listens on ``embedded_port`` when one was given (an error if taken), else on
+        the port it had last time for tunnel ``name`` if that is free, else on any free port;
+        the port is remembered for ``name``.
+        """
+        key = validate_name(name) if name else None
+        if self.embedded_relay is None:
+            remembered = self.ports.get("relay", key) if self.ports is not None and key else None
+            port = self.embedded_port or remembered or 0
             try:
-                await relay.start()
-            except OSError as exc:
-                raise ConfigError(f"cannot start the embedded relay on port {self.embedded_port}: {exc}") from exc
+                relay = await self._start_relay(port)
+            except ConfigError:
+                if self.embedded_port or not remembered:
+                    raise
+                relay = await self._start_relay(0)
+                log.warning("port %d, which tunnel %s had last time, is taken: its URL moves to port %d",
+                            remembered, key, relay.port)
             self.embedded_relay = relay
+        if self.ports is not None and key:
+            self.ports.put("relay", key, self.embedded_relay.port)
         return f"ws://127.0.0.1:{self.embedded_relay.port}{CONNECT_PATH}"
+
+    async def _start_relay(self, port: int) -> Any:
+        from devtunnel.net.relay import Relay, RelaySettings  # the relay pulls in uvicorn
+
+        relay = Relay(RelaySettings(host="127.0.0.1", port=port, domain="localhost", embedded=True))
+        try:
+            await relay.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot start the embedded relay on port {port}: {exc}") from exc
+        return relay
 
     def _changed(self, info: TunnelInfo) -> None:
         for listener in list(self._listeners):

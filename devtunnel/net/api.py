@@ -73,7 +73,7 @@ async def list_tunnels(request: Request) -> Response:
 
 
 async def start_tunnel(request: Request) -> Response:
-    """``POST /api/tunnels`` ``{"addr", "name", "proto": "http", "host_header", "relay"}``: 201 with the tunnel."""
+    """``POST /api/tunnels`` ``{"addr", "name", "proto": "http", "host_header", "relay", "via"}``: 201 with the tunnel."""
     data = await json_body(request)
     addr = str_field(data, "addr", required=True) or ""
     name = str_field(data, "name") or None
@@ -86,8 +86,9 @@ async def start_tunnel(request: Request) -> Response:
     relay = str_field(data, "relay") or None
     if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
         raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {relay!r}")
+    via = str_field(data, "via") or None
     info = await _service(request).start_tunnel(TunnelConfig(target=addr, name=name, host_header=host_header,
-                                                              relay=relay))
+                                                              relay=relay, via=via))
     return ok(tunnel_json(info), status_code=201)
 
 

@@ -127,7 +127,8 @@ def _value(x: object) -> object:
 
 
 def tunnel_json(info: Any) -> dict[str, Any]:
-    """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``.
+    """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
+    and ``via`` (the public URL's provider and its process, or null).
 
     ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
     keep ngrok's moving rates and percentiles, so those are left out rather than faked.
@@ -143,6 +144,21 @@ def tunnel_json(info: Any) -> dict[str, Any]:
         "state": _value(info.state),
         "error": info.error or None,
         "next_retry_at": info.next_retry_at,
+        "via": _via_json(getattr(info, "via", None)),
+    }
+
+
+def _via_json(status: Any) -> dict[str, Any] | None:
+    if status is None:
+        return None
+    return {
+        "provider": status.provider,
+        "state": status.state,
+        "url": status.url,
+        "pid": status.pid,
+        "restarts": status.restarts,
+        "message": status.message or None,
+        "local_port": status.port,
     }
 
 

@@ -16,6 +16,7 @@ import contextlib
 import os
 import random
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -118,6 +119,8 @@ class Child:
         restart: restart after an exit; False leaves it ``crashed``.
         backoff: (first wait, longest wait) in seconds between restarts, with jitter.
         grace: seconds between SIGTERM and SIGKILL when stopping.
+        die_with_parent: on Linux, the kernel sends the program SIGTERM if devtunnel dies without
+            stopping it (killed outright): a provider must not outlive the port it forwards to.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class Child:
         backoff: tuple[float, float] = (0.5, 30.0),
         grace: float = 5.0,
         rng: random.Random | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -150,6 +154,7 @@ class Child:
         self._backoff = backoff
         self._grace = grace
         self._rng = rng or random.Random()
+        self._preexec = _parent_death_signal() if die_with_parent else None
         self.state = ChildState()
         self.ready = asyncio.Event()
         """Set while the child is ready; cleared when it exits."""
@@ -239,7 +244,8 @@ class Child:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True,
+                preexec_fn=self._preexec)
         except OSError as exc:
             message = f"cannot start {self.argv[0]}: {exc.strerror or exc}"
             self.log.add("devtunnel", message)
@@ -299,3 +305,25 @@ class Child:
         self.log.add(stream, text)
         if self._on_line is not None and self._on_line(text):
             self._mark_ready()
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A function for ``preexec_fn`` that asks Linux to send SIGTERM to the child when this
+    process dies (``prctl(PR_SET_PDEATHSIG)``); None elsewhere.
+
+    The C function is looked up here, before any fork: the child only makes the one call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+    return preexec

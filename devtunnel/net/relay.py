@@ -2,7 +2,9 @@
 
 uvicorn (httptools parser) serves our own ASGI callable inside the caller's event loop. Agents
 connect by WebSocket to ``/_devtunnel/connect`` on the same listener; each WebSocket carries one
-multiplexed tunnel connection (``devtunnel.protocol``). Public requests are routed by Host.
+multiplexed tunnel connection (``devtunnel.protocol``). Public requests are routed by Host,
+except on a port pinned to one tunnel (``Relay.pin``): everything arriving there goes to that
+tunnel, whatever its Host (a provider such as cloudflared forwards public traffic to it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -136,6 +139,9 @@ class Relay:
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
+        # Local port -> the tunnel every request arriving there goes to (see ``pin``).
+        self._pins: dict[int, str] = {}
+        self._pin_listeners: dict[int, asyncio.AbstractServer] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -201,6 +207,46 @@ class Relay:
         self._server, self._socket = server, sock
         self._port = sock.getsockname()[1]
 
+    async def pin(self, name: str, port: int = 0) -> int:
+        """Listen on one more port (``settings.host``; 0: any free one) for tunnel ``name`` alone.
+
+        Every request and WebSocket arriving there goes to tunnel ``name`` whatever its Host,
+        and nothing else is served there: no relay pages, no agent logins. Returns the port.
+
+        Raises:
+            ConfigError: the port cannot be listened on.
+        """
+        server = self._server
+        if server is None:
+            raise RuntimeError("the relay is not started")
+        config = server.config
+        loop = asyncio.get_running_loop()
+        sock = _bind(self.settings.host, port)
+
+        def protocol() -> asyncio.Protocol:  # what uvicorn's own listener creates per connection
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=server.server_state, app_state=server.lifespan.state, _loop=loop)
+
+        try:
+            listener = await loop.create_server(protocol, sock=sock, ssl=config.ssl, backlog=config.backlog)
+        except BaseException:
+            sock.close()
+            raise
+        bound = int(sock.getsockname()[1])
+        self._pins[bound] = name
+        self._pin_listeners[bound] = listener
+        server.servers.append(listener)  # closed with the others by ``stop``
+        return bound
+
+    def unpin(self, port: int) -> None:
+        """Stop listening on a port ``pin`` opened. Connections still open there keep going only
+        to its tunnel (until another ``pin`` takes the same port number)."""
+        listener = self._pin_listeners.pop(port, None)
+        if listener is not None:
+            listener.close()
+            if self._server is not None and listener in self._server.servers:
+                self._server.servers.remove(listener)
+
     async def stop(self) -> None:
         """Tell every agent the relay is going away, then close all connections."""
         for tunnel in list(self._tunnels.values()):
@@ -225,7 +271,7 @@ class Relay:
         kind = scope["type"]
         if kind == "http":
             host = _host(scope["headers"])
-            tunnel, own = self._route(host)
+            tunnel, own = self._route(host, scope.get("server"))
             if tunnel is not None:
                 await self._forward_http(tunnel, scope, receive, send, host)
             elif own:
@@ -234,10 +280,11 @@ class Relay:
                 await send_plain(send, 404, f"no tunnel is online at {host.decode('latin-1')}\n")
         elif kind == "websocket":
             host = _host(scope["headers"])
-            if scope["path"] == CONNECT_PATH and not _hostname(host).endswith(self._suffix):
+            server = scope.get("server")
+            if scope["path"] == CONNECT_PATH and not _hostname(host).endswith(self._suffix) and not self._pinned(server):
                 await self._serve_agent(scope, receive, send)
                 return
-            tunnel, _ = self._route(host)
+            tunnel, _ = self._route(host, server)
             if tunnel is not None:
                 protocol = getattr(receive, "__self__", None)
                 if isinstance(protocol, GuardedWebSocketProtocol):
@@ -254,12 +301,19 @@ class Relay:
         """Take a request bound for a tunnel over from uvicorn, without an ASGI task
         (``HttpForwarder.direct``); False leaves it to ``__call__``."""
         host = _host(cycle.scope["headers"])  # type: ignore[arg-type]
-        tunnel, _ = self._route(host)
+        tunnel, _ = self._route(host, cycle.scope.get("server"))
         return tunnel is not None and self._forward_http.direct(tunnel, client, cycle, host)
 
-    def _route(self, host: bytes) -> tuple[Tunnel | None, bool]:
-        """Where a request for ``host`` goes: (tunnel, False), (None, True) for the relay's own
-        pages, or (None, False) for a tunnel that is not online."""
+    def _pinned(self, server: Any) -> str | None:
+        """The tunnel the local address ``server`` (a scope's ``server``) is pinned to, if any."""
+        return self._pins.get(server[1]) if server and self._pins else None
+
+    def _route(self, host: bytes, server: Any = None) -> tuple[Tunnel | None, bool]:
+        """Where a request for ``host`` arriving at local address ``server`` goes: (tunnel, False),
+        (None, True) for the relay's own pages, or (None, False) for a tunnel that is not online."""
+        pinned = self._pinned(server)
+        if pinned is not None:
+            return self._tunnels.get(pinned), False
         hostname = _hostname(host)
         if hostname.endswith(self._suffix):
             return self._tunnels.get(hostname[: -len(self._suffix)].decode("latin-1")), False

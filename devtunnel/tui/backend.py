@@ -42,6 +42,10 @@ class TunnelView:
     next_retry_at: float | None = None
     error: str = ""
     requests: int = 0
+    via: str = ""
+    """The public URL's provider (``cloudflared``, ``ssh:me@host``), or empty for the relay."""
+    via_state: str = ""
+    """The provider's ``starting``, ``online``, ``restarting``, ``failed`` or ``stopped``."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TunnelView:
@@ -51,6 +55,8 @@ class TunnelView:
         conns = metrics.get("conns") or metrics.get("http") or {}
         requests = data.get("requests", conns.get("count", 0) if isinstance(conns, dict) else 0)
         retry = data.get("next_retry_at")
+        via = data.get("via")
+        via = via if isinstance(via, dict) else {}
         return cls(
             name=str(data.get("name", "")),
             public_url=str(data.get("public_url") or ""),
@@ -59,6 +65,8 @@ class TunnelView:
             next_retry_at=float(retry) if isinstance(retry, (int, float)) else None,
             error=str(data.get("error") or ""),
             requests=int(requests or 0),
+            via=str(via.get("provider") or ""),
+            via_state=str(via.get("state") or ""),
         )
 
 
@@ -206,13 +214,15 @@ class Backend:
             raise TunnelError(_api_error(response))
         return [TunnelView.from_json(t) for t in response.json().get("tunnels", [])]
 
-    async def start_tunnel(self, target: str, name: str = "", relay: str = "") -> TunnelView:
-        """Start a tunnel to ``target`` (a port, HOST:PORT or URL)."""
+    async def start_tunnel(self, target: str, name: str = "", relay: str = "", via: str = "") -> TunnelView:
+        """Start a tunnel to ``target`` (a port, HOST:PORT or URL), its public URL from ``via`` if given."""
         body: dict[str, Any] = {"addr": target, "proto": "http"}
         if name:
             body["name"] = name
         if relay:
             body["relay"] = relay
+        if via:
+            body["via"] = via
         response = await self._request("POST", "/api/tunnels", json=body)
         if response.status_code not in (200, 201):
             raise TunnelError(_api_error(response))
@@ -228,7 +238,7 @@ class Backend:
         started, problems = [], []
         for name, body in list(self.tunnel_requests.items()):
             try:
-                started.append(await self.start_tunnel(body["addr"], name, body.get("relay", "")))
+                started.append(await self.start_tunnel(body["addr"], name, body.get("relay", ""), body.get("via", "")))
             except DevtunnelError as exc:
                 problems.append(f"{name}: {exc}")
         return started, problems
@@ -242,9 +252,10 @@ class Backend:
 
     async def restart_tunnel(self, tunnel: TunnelView) -> TunnelView:
         """Stop ``tunnel`` and start it again with the same name and target."""
-        body = self.tunnel_requests.get(tunnel.name) or {"addr": tunnel.target, "proto": "http", "name": tunnel.name}
+        body = self.tunnel_requests.get(tunnel.name) or {"addr": tunnel.target, "proto": "http", "name": tunnel.name,
+                                                         "via": tunnel.via}
         await self.stop_tunnel(tunnel.name)
-        return await self.start_tunnel(body["addr"], tunnel.name, body.get("relay", ""))
+        return await self.start_tunnel(body["addr"], tunnel.name, body.get("relay", ""), body.get("via", ""))
 
     async def replay(self, exchange: Exchange, edit: Edit | None = None) -> Exchange:
         """Send ``exchange`` again (changed by ``edit``); returns the new one.

@@ -1,4 +1,4 @@
-"""The tunnels panel: each tunnel's public URL, target, state, request count and rate."""
+"""The tunnels panel: each tunnel's public URL, target, provider, state, request count and rate."""
 
 from __future__ import annotations
 
@@ -156,6 +156,10 @@ class TunnelsPanel(Widget, can_focus=True):
         line.append(escape(tunnel.public_url or tunnel.name), style=self._style("tunnels--url"))
         line.append(" → ", style=dim)
         line.append(escape(tunnel.target))
+        if tunnel.via:
+            line.append(f"  via {escape(tunnel.via)}", style=dim)
+            if tunnel.via_state and tunnel.via_state != "online":
+                line.append(f" ({escape(tunnel.via_state)})", style=dim)
         line.append("  ")
         state = tunnel.state
         if state == "reconnecting" and tunnel.next_retry_at is not None:

@@ -1,0 +1,231 @@
+"""A tunnel's public-URL provider (``--via``) run beside it, with devtunnel still in the path.
+
+The provider (cloudflared, or ssh to localhost.run, pinggy, serveo or your own server) does not
+reach the app directly: the embedded relay listens on one more port pinned to the tunnel
+(``Relay.pin``) and the provider forwards public traffic there, so every request is captured,
+filtered and replayable as with devtunnel's own relay. :class:`ViaRunner` runs the provider as a
+supervised :class:`~devtunnel.net.children.Child` (own process group, bounded log, restarts with
+backoff, stopped with the tunnel) and reads the public URL from its output (``Via.url_in``).
+
+Plain ``ssh:`` keeps its URL: the first connection asks for any remote port (``-R 0:...``) and
+the one the server allocated is asked for again at every restart, and remembered for the next
+run (``PortMemory``); a port that cannot be had again falls back to any free one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from devtunnel.errors import ConfigError
+from devtunnel.net.children import Child, ChildState
+from devtunnel.net.port_memory import PortMemory
+from devtunnel.via import Via
+
+__all__ = ["ENV_SSH_OPTIONS", "PinningRelay", "ViaRunner", "ViaStatus", "find_program", "ssh_options"]
+
+log = logging.getLogger("devtunnel.agent")
+
+ENV_SSH_OPTIONS = "DEVTUNNEL_SSH_OPTIONS"
+"""More options for every ssh-based provider, as a shell would split them
+(e.g. ``-i ~/.ssh/tunnel_key -o UserKnownHostsFile=~/.ssh/tunnel_hosts``)."""
+FIXED_PORT_TRIES = 5
+"""Restarts in a row that ask for the remote port the server gave before, before taking any."""
+
+
+@dataclass(frozen=True, slots=True)
+class ViaStatus:
+    """The provider of one tunnel, as the API and the tunnels panel show it."""
+
+    provider: str
+    """As a user writes it: ``cloudflared``, ``ssh:me@host:2222``."""
+    state: str = "starting"
+    """``starting``, ``online``, ``restarting``, ``failed`` (will not retry) or ``stopped``."""
+    url: str | None = None
+    """The public URL it printed last (kept while it restarts)."""
+    pid: int | None = None
+    """The provider process, while it runs."""
+    restarts: int = 0
+    message: str = ""
+    """Why it is not online: its exit and last error line, or what to install."""
+    port: int | None = None
+    """The local port it forwards to (pinned to the tunnel in the embedded relay)."""
+
+
+class PinningRelay(Protocol):
+    """What the runner needs of the embedded relay (``devtunnel.net.relay.Relay``)."""
+
+    async def pin(self, name: str, port: int = 0) -> int: ...
+
+    def unpin(self, port: int) -> None: ...
+
+
+def ssh_options(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The extra ssh options ``DEVTUNNEL_SSH_OPTIONS`` holds in ``env``.
+
+    Raises:
+        ConfigError: the value cannot be split (an unclosed quote).
+    """
+    text = env.get(ENV_SSH_OPTIONS, "")
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_SSH_OPTIONS}={text!r}: {exc}") from None
+
+
+def find_program(via: Via, env: Mapping[str, str]) -> str:
+    """The path of the program ``via`` runs, looked up on ``env``'s PATH.
+
+    Raises:
+        ConfigError: it is not installed (the message says how to get it).
+    """
+    assert via.program is not None
+    found = shutil.which(via.program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise ConfigError(f"--via {via.describe()}: {via.install_hint}")
+    return found
+
+
+class ViaRunner:
+    """Runs the provider of tunnel ``name`` (see the module's docstring).
+
+    Args:
+        via: the provider.
+        name: the tunnel its traffic goes to.
+        relay: the embedded relay (``pin`` / ``unpin``).
+        on_change: called after every change of ``status``.
+        env: the provider's environment (default: this process's); its PATH finds the program.
+        memory: where plain ``ssh:`` remembers its remote port between runs (None: nowhere).
+        backoff: (first, longest) seconds between restarts.
+    """
+
+    def __init__(
+        self,
+        via: Via,
+        name: str,
+        relay: PinningRelay,
+        *,
+        on_change: Callable[[], None],
+        env: Mapping[str, str] | None = None,
+        memory: PortMemory | None = None,
+        backoff: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
+        self.via = via
+        self.name = name
+        self.relay = relay
+        self.env = dict(os.environ if env is None else env)
+        self.memory = memory
+        self.child: Child | None = None
+        self.status = ViaStatus(via.describe())
+        self._on_change = on_change
+        self._backoff = backoff
+        self._remote_port = 0  # plain ssh: the port asked for (0: any)
+        self._fixed_failures = 0
+        self._fixed_tries = FIXED_PORT_TRIES
+        self._run_got_url = False
+        self._memory_key = f"{name} {via.describe()}"
+        self._argv: Callable[[], list[str]] = list  # the provider's argv, once started
+
+    def _update(self, **changes: object) -> None:
+        self.status = replace(self.status, **changes)  # type: ignore[arg-type]
+        self._on_change()
+
+    async def start(self) -> None:
+        """Pin a relay port to the tunnel and start the provider; a missing program (or a bad
+        ``DEVTUNNEL_SSH_OPTIONS``) leaves the status ``failed`` with the reason."""
+        port = await self.relay.pin(self.name)
+        self._update(port=port)
+        try:
+            program = find_program(self.via, self.env)
+            extra = ssh_options(self.env) if program and self.via.program == "ssh" else ()
+        except ConfigError as exc:
+            log.error("tunnel %s: %s", self.name, exc)
+            self._update(state="failed", message=str(exc))
+            return
+        if self.via.kind == "ssh" and self.memory is not None:
+            self._remote_port = self.memory.get("ssh", self._memory_key) or 0
+            self._fixed_tries = 1  # remembered from another run: someone else may have it now
+        self._argv = lambda: self.via.command(port, program=program, extra_ssh=extra, remote_port=self._remote_port)
+        self.child = Child(
+            self.via.describe(), self._argv(), env=self.env, on_line=self._line, on_state=self._child_changed,
+            backoff=self._backoff, die_with_parent=True,
+        )
+        self.child.start()
+
+    async def stop(self) -> None:
+        """Stop the provider and the pinned port."""
+        if self.child is not None:
+            await self.child.stop()
+        if self.status.port is not None:
+            self.relay.unpin(self.status.port)
+        self._update(state="stopped", pid=None)
+
+    def _line(self, text: str) -> bool:
+        url = self.via.url_in(text)
+        if url is None:
+            return False
+        self._run_got_url = True
+        if self.via.kind == "ssh":
+            remote = urlsplit(url).port or 0
+            if remote and remote != self._remote_port:
+                self._remote_port = remote
+                assert self.child is not None
+                self.child.argv = self._argv()  # every restart asks for this port again
+            self._fixed_failures, self._fixed_tries = 0, FIXED_PORT_TRIES
+            if self.memory is not None and remote:
+                self.memory.put("ssh", self._memory_key, remote)
+        changed = url != self.status.url
+        self._update(url=url)
+        if changed and self.status.restarts:
+            log.warning("tunnel %s: %s gave a new public URL: %s", self.name, self.via.describe(), url)
+        return True
+
+    def _child_changed(self, child: ChildState) -> None:
+        if child.state == "ready":
+            if self.status.state == "restarting":
+                log.warning("tunnel %s: %s back online at %s", self.name, self.via.describe(), self.status.url)
+            self._update(state="online", pid=child.pid, restarts=child.restarts, message="")
+        elif child.state == "starting":
+            self._run_got_url = False
+            self._update(state="restarting" if child.restarts else "starting", pid=child.pid,
+                         restarts=child.restarts)
+        elif child.state == "crashed":
+            self._crashed(child)
+        elif child.state == "restarting":
+            self._update(state="restarting", pid=None, restarts=child.restarts,
+                         message=self._why(child.message))
+        elif child.state == "failed":
+            message = child.message
+            if "No such file" in message or "not found" in message:
+                message = f"--via {self.via.describe()}: {self.via.install_hint}"
+            log.error("tunnel %s: %s", self.name, message)
+            self._update(state="failed", pid=None, message=message)
+
+    def _crashed(self, child: ChildState) -> None:
+        why = self._why(child.message)
+        log.warning("tunnel %s: %s %s; restarting", self.name, self.via.describe(), why)
+        self._update(state="restarting", pid=None, message=why)
+        if self.via.kind != "ssh" or not self._remote_port or self.child is None:
+            return
+        if self._run_got_url:
+            return
+        self._fixed_failures += 1
+        if self._fixed_failures >= self._fixed_tries:  # the port is not coming back: take any
+            log.warning("tunnel %s: the server would not give port %d again; asking for any port (the URL changes)",
+                        self.name, self._remote_port)
+            self._remote_port, self._fixed_failures = 0, 0
+            self.child.argv = self._argv()
+
+    def _why(self, exit_message: str) -> str:
+        """``exited with code 255 (<its last error line>)``."""
+        if self.child is None:
+            return exit_message
+        errors = [line.text for line in self.child.log.lines() if line.stream == "err" and line.text.strip()
+                  and not line.text.startswith("debug")]
+        return f"{exit_message} ({errors[-1].strip()})" if errors else exit_message

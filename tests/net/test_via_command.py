@@ -1,0 +1,452 @@
+"""``devtunnel http TARGET --via PROVIDER`` as a real subprocess.
+
+Plain ``ssh:`` runs against a real OpenSSH server on loopback, started here with its own keys.
+cloudflared and the ssh services cannot be reached from tests: fake programs of the same name
+on PATH print the providers' documented output and forward traffic to the port they were given,
+so the whole path (provider -> pinned relay port -> tunnel -> app, captured) is exercised.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import getpass
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, wait_for
+from tests.net.test_agent_command import DEVTUNNEL, Proc
+from tests.net.tunnel_fixtures import LocalState, local_http
+from tests.test_via import CLOUDFLARED, LOCALHOST_RUN, PINGGY, SERVEO
+
+SSH_URL = re.compile(r"^Forwarding (http://127\.0\.0\.1:(\d+)) -> (\S+)$")
+
+
+# -- a real sshd on loopback ------------------------------------------------------------------------
+@dataclass
+class Sshd:
+    port: int
+    user: str
+    key: Path
+    known_hosts: Path
+    log: Path
+
+
+def _sshd_program() -> str | None:
+    return shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.access(p, os.X_OK)),
+                                        None)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """An OpenSSH server on 127.0.0.1 that lets this user in with a key made here."""
+    program = _sshd_program()
+    if program is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("OpenSSH (sshd, ssh, ssh-keygen) is not installed: apt-get install openssh-server")
+    base = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / name)], check=True)
+    (base / "authorized_keys").write_text((base / "user_key.pub").read_text())
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # its privilege separation directory
+    config = base / "sshd_config"
+    config.write_text("\n".join([
+        f"HostKey {base / 'host_key'}",
+        f"AuthorizedKeysFile {base / 'authorized_keys'}",
+        f"PidFile {base / 'sshd.pid'}",
+        "StrictModes no",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "PermitRootLogin prohibit-password",
+        "AllowTcpForwarding yes",
+        "GatewayPorts no",
+        "",
+    ]))
+    port = free_port()
+    log = base / "sshd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([program, "-D", "-e", "-f", str(config), "-p", str(port),
+                                 "-o", "ListenAddress=127.0.0.1"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"sshd exited {proc.returncode}: {log.read_text()}")
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, what="sshd to listen")
+        yield Sshd(port, getpass.getuser(), base / "user_key", base / "known_hosts", log)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    out = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_SSH_OPTIONS", "DEVTUNNEL_CONFIG"):
+        out.pop(name, None)
+    return out
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:  # SIGINT first: a devtunnel killed outright leaves its provider running
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.popen.wait(15)
+        p.kill()
+
+
+@pytest.fixture
+def local() -> Iterator[tuple[int, LocalState]]:
+    with local_http() as served:
+        yield served
+
+
+def start(procs: list[Proc], env: dict[str, str], *args: str) -> Proc:
+    proc = Proc([*DEVTUNNEL, *args], env)
+    procs.append(proc)
+    return proc
+
+
+def api_tunnel(api_port: int) -> dict:
+    [tunnel] = httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", trust_env=False).json()["tunnels"]
+    return tunnel
+
+
+def captured(env: dict[str, str], db: Path) -> list[dict]:
+    out = subprocess.run([*DEVTUNNEL, "requests", "--json", "--db", str(db), "-n", "0"], env=env,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def paths_captured(env: dict[str, str], db: Path) -> list[str]:
+    return [entry["path"] for entry in captured(env, db)]
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# -- plain ssh against a real sshd ------------------------------------------------------------------
+def test_via_ssh_serves_captures_and_comes_back_with_the_same_url_when_ssh_dies(
+    sshd: Sshd, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
+    db, api_port = tmp_path / "c.db", free_port()
+    via = f"ssh:{sshd.user}@127.0.0.1:{sshd.port}"
+    agent = start(procs, env, "http", str(local[0]), "--via", via, "--no-tui", "--name", "hooks",
+                  "--api-port", str(api_port), "--db", str(db))
+    line = agent.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    match = SSH_URL.match(line)
+    assert match is not None, (line, sshd.log.read_text())
+    url, remote_port, target = match.groups()
+    assert target == f"http://127.0.0.1:{local[0]}" and int(remote_port) not in (sshd.port, local[0])
+
+    r = httpx.post(f"{url}/echo?via=ssh", content=b"first", trust_env=False, timeout=10)
+    assert r.status_code == 200 and base64.b64decode(r.json()["body"]) == b"first"
+    assert b"/echo?via=ssh" in local[1].seen_targets
+    wait_for(lambda: "/echo?via=ssh" in paths_captured(env, db), what="the request in `devtunnel requests`")
+
+    tunnel = api_tunnel(api_port)
+    assert (tunnel["public_url"], tunnel["state"]) == (url, "online")
+    status = tunnel["via"]
+    assert (status["provider"], status["state"], status["restarts"]) == (via, "online", 0)
+    ssh_pid = status["pid"]
+    assert parent_of(ssh_pid) == agent.popen.pid, "the ssh devtunnel started"
+
+    os.kill(ssh_pid, signal.SIGKILL)
+
+    def back() -> dict | None:
+        t = api_tunnel(api_port)
+        v = t["via"]
+        return t if v["restarts"] >= 1 and v["state"] == "online" and v["pid"] != ssh_pid else None
+
+    again = wait_for(back, timeout=30, what="the ssh provider to come back")
+    assert again["public_url"] == url and again["state"] == "online"
+    r = httpx.get(f"{url}/echo?again=1", trust_env=False, timeout=10)
+    assert r.status_code == 200
+    wait_for(lambda: "/echo?again=1" in paths_captured(env, db), what="the second request captured")
+    new_pid = again["via"]["pid"]
+    assert agent.stop() == 0
+    assert [l for l in agent.out if l.startswith("Forwarding")] == [line], "the URL never changed"
+    wait_for(lambda: not alive(new_pid), what="ssh to stop with devtunnel")
+
+    # The next run asks the server for the same port: the URL pasted elsewhere still works.
+    second = start(procs, env, "http", str(local[0]), "--via", via, "--no-tui", "--name", "hooks",
+                   "--api-port", "0", "--db", str(db))
+    assert second.line(lambda l: l.startswith("Forwarding"), timeout=30) == line
+    assert httpx.get(f"{url}/echo?third=1", trust_env=False, timeout=10).status_code == 200
+    assert second.stop() == 0
+
+
+def test_via_ssh_takes_any_port_when_the_one_remembered_is_taken_on_the_server(
+    sshd: Sshd, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
+    via = f"ssh:{sshd.user}@127.0.0.1:{sshd.port}"
+    # The server (on this machine) cannot listen there any more: sshd forwards "localhost",
+    # both 127.0.0.1 and ::1, and is content with either.
+    with socket.socket() as taken, socket.socket(socket.AF_INET6) as taken6:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with contextlib.suppress(OSError):  # a machine without IPv6
+            taken6.bind(("::1", port))
+            taken6.listen(1)
+        state = Path(env["XDG_STATE_HOME"]) / "devtunnel"
+        state.mkdir(parents=True)
+        (state / "ports.json").write_text(json.dumps({"ssh": {f"moved {via}": port}}))
+        agent = start(procs, env, "http", str(local[0]), "--via", via, "--no-tui", "--name", "moved",
+                      "--api-port", "0", "--no-record")
+        match = SSH_URL.match(agent.line(lambda l: l.startswith("Forwarding"), timeout=60))
+        assert match is not None and int(match.group(2)) != port
+        agent.line(lambda l: f"the server would not give port {port} again; asking for any port" in l, lines="err")
+        assert httpx.get(f"{match.group(1)}/echo", trust_env=False, timeout=10).status_code == 200
+        assert agent.stop() == 0
+    assert json.loads((state / "ports.json").read_text())["ssh"][f"moved {via}"] == int(match.group(2))
+
+
+def test_via_ssh_that_cannot_log_in_keeps_retrying_and_says_why(
+    sshd: Sshd, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {stranger} -o UserKnownHostsFile={tmp_path / 'kh'} -o IdentitiesOnly=yes")
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--via", f"ssh:{sshd.user}@127.0.0.1:{sshd.port}", "--no-tui",
+                  "--api-port", str(api_port), "--no-record")
+    warning = agent.line(lambda l: "exited with code 255" in l, lines="err", timeout=30)
+    assert "Permission denied" in warning and "restarting" in warning
+    tunnel = api_tunnel(api_port)
+    assert tunnel["state"] in ("starting", "reconnecting") and tunnel["public_url"] == ""
+    assert tunnel["via"]["state"] in ("starting", "restarting")
+    assert not any(l.startswith("Forwarding") for l in agent.out)
+    assert agent.stop() == 0
+
+
+# -- fake cloudflared and ssh services ---------------------------------------------------------------
+FAKE = '''\
+#!{python}
+"""A stand-in for {name}: prints what the real one prints, then forwards to the port it was given."""
+import os, socket, sys, threading
+
+args = sys.argv[1:]
+if "--url" in args:
+    target = args[args.index("--url") + 1].split("://", 1)[1]
+else:
+    target = args[args.index("-R") + 1].split(":", 1)[1]
+host, port = target.rsplit(":", 1)
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+with open(os.environ["FAKE_PROVIDER_PORTS"], "a") as f:
+    f.write(str(listener.getsockname()[1]) + "\\n")
+with open(os.environ["FAKE_PROVIDER_PORTS"]) as f:
+    run = len(f.read().split())
+outputs = {outputs!r}
+destination = args[-1] if "--url" not in args else "cloudflared"
+stream = sys.stderr if destination == "cloudflared" else sys.stdout
+text = outputs[destination]
+if os.environ.get("FAKE_NEW_URL_EACH_RUN"):  # like a quick tunnel: a new name every time
+    text = text.replace("seasonal-deck", "run%d-deck" % run)
+stream.write(text)
+stream.flush()
+
+def pipe(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+while True:
+    client, _ = listener.accept()
+    upstream = socket.create_connection((host, int(port)))
+    threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+'''
+
+OUTPUTS = {"cloudflared": CLOUDFLARED, "nokey@localhost.run": LOCALHOST_RUN, "a.pinggy.io": PINGGY,
+           "serveo.net": SERVEO}
+
+
+def fake_bin(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("cloudflared", "ssh"):
+        program = bin_dir / name
+        program.write_text(FAKE.format(python=sys.executable, name=name, outputs=OUTPUTS))
+        program.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("via", "url"),
+    [
+        ("cloudflared", "https://seasonal-deck-organisms-sf.trycloudflare.com"),
+        ("localhost.run", "https://8beaa541ba3dc2.lhr.life"),
+        ("pinggy", "https://rnxyz-94-156-23-153.a.free.pinggy.link"),
+        ("serveo", "https://3a3ec5498a744c307bc67ca14072c0db.serveo.net"),
+    ],
+)
+def test_a_provider_prints_its_url_and_its_traffic_is_captured_on_the_way(
+    via: str, url: str, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    ports = tmp_path / "provider-ports"
+    # The tunnel is defined in a file (tunnels.NAME.via), as `devtunnel http NAME` starts it.
+    config = tmp_path / "devtunnel.toml"
+    config.write_text(f'[tunnels.shop]\ntarget = {local[0]}\nvia = "{via}"\n')
+    env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_PROVIDER_PORTS=str(ports),
+               DEVTUNNEL_CONFIG=str(config))
+    db, api_port = tmp_path / "c.db", free_port()
+    agent = start(procs, env, "http", "shop", "--no-tui", "--api-port", str(api_port), "--db", str(db))
+    assert agent.line(lambda l: l.startswith("Forwarding"), timeout=30) == f"Forwarding {url} -> http://127.0.0.1:{local[0]}"
+    [forwarder] = [int(p) for p in ports.read_text().split()]
+
+    # What the provider's edge sends: its own Host, through the provider to devtunnel.
+    public_host = url.split("://", 1)[1]
+    r = httpx.post(f"http://127.0.0.1:{forwarder}/echo?from={via}", content=b"event", trust_env=False, timeout=10,
+                   headers={"Host": public_host})
+    assert r.status_code == 200 and base64.b64decode(r.json()["body"]) == b"event"
+    assert ["host", public_host] in r.json()["headers"]
+    wait_for(lambda: f"/echo?from={via}" in paths_captured(env, db), what="the request captured")
+    [entry] = [e for e in captured(env, db) if e["path"] == f"/echo?from={via}"]
+    assert (entry["tunnel"], entry["host"], entry["status"]) == ("shop", public_host, 200)
+
+    tunnel = api_tunnel(api_port)
+    assert (tunnel["public_url"], tunnel["state"]) == (url, "online")
+    assert tunnel["via"]["provider"] == via and tunnel["via"]["state"] == "online"
+    endpoints = httpx.get(f"http://127.0.0.1:{api_port}/api/endpoints", trust_env=False).json()["endpoints"]
+    assert [e["url"] for e in endpoints] == [url]
+    assert agent.stop() == 0
+
+
+def test_a_provider_that_dies_is_restarted_and_a_new_url_is_printed_again(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    ports = tmp_path / "provider-ports"
+    env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_PROVIDER_PORTS=str(ports),
+               FAKE_NEW_URL_EACH_RUN="1")
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
+                  "--no-record")
+    first = "https://run1-deck-organisms-sf.trycloudflare.com"
+    agent.line(lambda l: l == f"Forwarding {first} -> http://127.0.0.1:{local[0]}", timeout=30)
+    status = api_tunnel(api_port)["via"]
+    assert parent_of(status["pid"]) == agent.popen.pid
+    os.kill(status["pid"], signal.SIGKILL)
+
+    second = "https://run2-deck-organisms-sf.trycloudflare.com"
+    agent.line(lambda l: l == f"Forwarding {second} -> http://127.0.0.1:{local[0]}", timeout=30)
+    agent.line(lambda l: "cloudflared exited with code -9 (" in l and l.endswith("); restarting"), lines="err")
+    agent.line(lambda l: f"cloudflared gave a new public URL: {second}" in l, lines="err")
+    tunnel = api_tunnel(api_port)
+    assert (tunnel["public_url"], tunnel["state"], tunnel["via"]["restarts"]) == (second, "online", 1)
+    forwarder = int(ports.read_text().split()[-1])
+    r = httpx.get(f"http://127.0.0.1:{forwarder}/echo", headers={"Host": second.split("//")[1]}, trust_env=False,
+                  timeout=10)
+    assert r.status_code == 200
+    assert agent.stop() == 0
+
+
+def test_a_provider_does_not_outlive_a_devtunnel_killed_outright(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}",
+               FAKE_PROVIDER_PORTS=str(tmp_path / "provider-ports"))
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
+                  "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    pid = api_tunnel(api_port)["via"]["pid"]
+    assert alive(pid)
+    agent.kill()  # SIGKILL: devtunnel gets no chance to stop it
+    wait_for(lambda: not alive(pid), what="the provider to end with devtunnel")
+
+
+# -- what is refused ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("via", "message"),
+    [
+        ("cloudflared", "devtunnel: --via cloudflared: cloudflared is not installed: get it from"),
+        ("pinggy", "devtunnel: --via pinggy: ssh is not installed: install the OpenSSH client"),
+        ("ssh:me@127.0.0.1", "devtunnel: --via ssh:me@127.0.0.1: ssh is not installed"),
+    ],
+)
+def test_a_missing_program_is_one_line_saying_what_to_install_and_exit_2(
+    via: str, message: str, tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    agent = start(procs, dict(env, PATH=str(empty)), "http", "8000", "--via", via, "--no-tui", "--api-port", "0",
+                  "--no-record")
+    assert agent.wait(30) == 2
+    assert len(agent.err) == 1 and agent.err[0].startswith(message), agent.err
+    assert agent.out == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--via", "ngrok"], "devtunnel: --via 'ngrok': expected one of relay, cloudflared"),
+        (["--via", "ssh:-oProxyCommand=x"], "expected ssh:USER@HOST"),
+        (["--via", "cloudflared", "--relay", "ws://127.0.0.1:9"], "devtunnel: give --via or --relay, not both"),
+    ],
+)
+def test_a_bad_via_is_refused_with_exit_2(args: list[str], message: str, env: dict[str, str], procs: list[Proc]) -> None:
+    agent = start(procs, env, "http", "8000", *args, "--no-tui", "--api-port", "0", "--no-record")
+    assert agent.wait(30) == 2
+    assert any(message in line for line in agent.err), agent.err
+    assert not any("Traceback" in line for line in agent.err)
+
+
+def test_the_api_reports_a_provider_that_cannot_start_as_a_failed_tunnel(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    api_port = free_port()
+    agent = start(procs, dict(env, PATH=str(empty)), "agent", "--api-port", str(api_port), "--db", str(tmp_path / "c.db"))
+    agent.line(lambda l: l.startswith("API "))
+    base = f"http://127.0.0.1:{api_port}/api/tunnels"
+    r = httpx.post(base, json={"addr": "8000", "name": "cf", "via": "cloudflared"}, trust_env=False, timeout=20)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["state"] == "failed" and "cloudflared is not installed" in body["error"]
+    assert body["via"]["state"] == "failed" and body["public_url"] == ""
+    bad = httpx.post(base, json={"addr": "8000", "via": "ngrok"}, trust_env=False, timeout=20)
+    assert bad.status_code == 400 and "expected one of" in bad.json()["msg"]
+    assert agent.stop() == 0

@@ -1,0 +1,60 @@
+"""``devtunnel http ... --via`` with the inspector: the agent it runs gets the provider, and the
+embedded relay's remembered port."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from devtunnel.cli import build_parser
+from devtunnel.commands.config import resolve_http
+from devtunnel.commands.inspect import check_http_args, http_agent_argv
+from devtunnel.config import load
+from devtunnel.errors import ConfigError
+from devtunnel.net.port_memory import PortMemory
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "state" / "devtunnel"
+
+
+def args_of(*argv: str):  # type: ignore[no-untyped-def]
+    args = build_parser().parse_args(["http", *argv])
+    args.settings = load()
+    return resolve_http(args)
+
+
+def test_the_agent_gets_the_provider_and_the_remembered_port(state: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    PortMemory().put("relay", "payments", port)
+    argv = http_agent_argv(args_of("8000", "--name", "Payments", "--via", "pinggy"))()
+    assert argv[argv.index("--via") + 1] == "pinggy"
+    assert argv[argv.index("--port") + 1] == str(port)
+
+
+def test_the_remembered_port_is_left_when_taken(state: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        PortMemory().put("relay", "payments", taken.getsockname()[1])
+        argv = http_agent_argv(args_of("8000", "--name", "payments"))()
+        assert argv[argv.index("--port") + 1] != str(taken.getsockname()[1])
+        assert "--via" not in argv
+
+
+def test_a_missing_provider_is_refused_before_the_screen_opens(state: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="cloudflared is not installed"):
+        check_http_args(args_of("8000", "--via", "cloudflared"))
