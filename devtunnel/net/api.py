@@ -36,11 +36,20 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from devtunnel import __version__
-from devtunnel.errors import ConfigError, NotFoundError
+from devtunnel.errors import ConfigError
 from devtunnel.net import api_captures, api_endpoints
 from devtunnel.net.agent import TunnelConfig
 from devtunnel.net.api_events import EventHub
-from devtunnel.net.api_http import EXCEPTION_HANDLERS, ApiError, json_body, no_content, ok, str_field
+from devtunnel.net.api_http import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    find_tunnel,
+    json_body,
+    no_content,
+    ok,
+    str_field,
+    tunnel_options,
+)
 from devtunnel.net.api_security import LoopbackOnly
 from devtunnel.net.api_shapes import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
 
@@ -52,13 +61,6 @@ PORT_TRIES = 100
 
 def _service(request: Request | WebSocket) -> Any:
     return request.app.state.service
-
-
-def _find_tunnel(service: Any, name: str) -> Any:
-    for info in service.tunnels():
-        if info.name == name:
-            return info
-    raise NotFoundError(f"no tunnel named {name!r}")
 
 
 async def root(request: Request) -> Response:
@@ -80,28 +82,20 @@ async def start_tunnel(request: Request) -> Response:
     proto = str_field(data, "proto") or "http"
     if proto != "http":
         raise ApiError(400, f"only http tunnels are supported, not {proto!r}")
-    host_header = str_field(data, "host_header") or "preserve"
-    if host_header not in ("preserve", "rewrite"):
-        raise ApiError(400, f"host_header must be preserve or rewrite, not {host_header!r}")
-    relay = str_field(data, "relay") or None
-    if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {relay!r}")
-    via = str_field(data, "via") or None
-    info = await _service(request).start_tunnel(TunnelConfig(target=addr, name=name, host_header=host_header,
-                                                              relay=relay, via=via))
+    info = await _service(request).start_tunnel(TunnelConfig(target=addr, name=name, **tunnel_options(data)))
     return ok(tunnel_json(info), status_code=201)
 
 
 async def get_tunnel(request: Request) -> Response:
     """``GET /api/tunnels/{name}``."""
-    return ok(tunnel_json(_find_tunnel(_service(request), request.path_params["name"])))
+    return ok(tunnel_json(find_tunnel(_service(request), request.path_params["name"])))
 
 
 async def stop_tunnel(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}`` (204)."""
     service = _service(request)
     name = request.path_params["name"]
-    _find_tunnel(service, name)
+    find_tunnel(service, name)
     await service.stop_tunnel(name)
     return no_content()
 

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from devtunnel.errors import ConfigError, NotFoundError
+from devtunnel.errors import ConfigError
 from devtunnel.net.agent import TunnelConfig
-from devtunnel.net.api_http import ApiError, json_body, no_content, ok, str_field
+from devtunnel.net.api_http import ApiError, find_tunnel, json_body, no_content, ok, str_field, tunnel_options
 from devtunnel.net.api_shapes import ENDPOINTS_URI, endpoint_json
 from devtunnel.net.names import label_from, validate_name
 
@@ -48,7 +48,7 @@ REFUSED_OPTIONS = {
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
 
 IGNORED_OPTIONS = frozenset(
-    {"name", "url", "upstream", "relay", "host_header", "description", "metadata", "inspect", "schemes",
+    {"name", "url", "upstream", "relay", "host_header", "via", "description", "metadata", "inspect", "schemes",
      "bind_tls", "bindings", "pooling_enabled", "proto", "addr", "compression", "websocket_tcp_converter"}
 )
 """Options understood (the first few) or harmless to leave out (the rest: labels, ngrok-side
@@ -57,13 +57,6 @@ switches whose default devtunnel already has)."""
 
 def _service(request: Request) -> Any:
     return request.app.state.service
-
-
-def _find(service: Any, name: str) -> Any:
-    for info in service.tunnels():
-        if info.name == name:
-            return info
-    raise NotFoundError(f"no endpoint named {name!r}")
 
 
 def endpoint_name(name: str | None, url: str | None) -> str | None:
@@ -127,29 +120,22 @@ async def start_endpoint(request: Request) -> Response:
     url = str_field(data, "url")
     name = endpoint_name(str_field(data, "name"), url)
     target = _upstream(data)
-    host_header = str_field(data, "host_header") or "preserve"
-    if host_header not in ("preserve", "rewrite"):
-        raise ApiError(400, f"host_header must be preserve or rewrite, not {host_header!r}")
-    relay = str_field(data, "relay") or None
-    if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {relay!r}")
     if data.get("pooling_enabled"):
         raise ApiError(400, "pooling_enabled: pools of agents are not supported yet; the endpoint was not started")
-    info = await _service(request).start_tunnel(TunnelConfig(target=target, name=name, host_header=host_header,
-                                                              relay=relay))
+    info = await _service(request).start_tunnel(TunnelConfig(target=target, name=name, **tunnel_options(data)))
     return ok(endpoint_json(info), status_code=201)
 
 
 async def get_endpoint(request: Request) -> Response:
     """``GET /api/endpoints/{name}``."""
-    return ok(endpoint_json(_find(_service(request), request.path_params["name"])))
+    return ok(endpoint_json(find_tunnel(_service(request), request.path_params["name"], "endpoint")))
 
 
 async def stop_endpoint(request: Request) -> Response:
     """``DELETE /api/endpoints/{name}`` (204)."""
     service = _service(request)
     name = request.path_params["name"]
-    _find(service, name)
+    find_tunnel(service, name, "endpoint")
     await service.stop_tunnel(name)
     return no_content()
 

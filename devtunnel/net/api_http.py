@@ -27,7 +27,8 @@ from devtunnel.errors import (
 )
 from devtunnel.net.api_shapes import error_json
 
-__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "no_content", "EXCEPTION_HANDLERS"]
+__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "no_content", "tunnel_options", "find_tunnel",
+           "EXCEPTION_HANDLERS"]
 
 MAX_BODY = 64 * 1024 * 1024
 """The largest request body the API reads (a replay may carry a large edited body)."""
@@ -95,6 +96,27 @@ def str_field(data: dict[str, Any], key: str, *, required: bool = False) -> str 
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ApiError(400, f"the field {key!r} must be a string")
     return str(value)
+
+
+def tunnel_options(data: dict[str, Any]) -> dict[str, str | None]:
+    """The options a started tunnel (or endpoint) may carry beside its target and name, checked:
+    ``host_header`` (``preserve`` or ``rewrite``), ``relay`` (a ws(s):// or http(s):// URL) and
+    ``via`` (checked by the agent, which knows the providers)."""
+    host_header = str_field(data, "host_header") or "preserve"
+    if host_header not in ("preserve", "rewrite"):
+        raise ApiError(400, f"host_header must be preserve or rewrite, not {host_header!r}")
+    relay = str_field(data, "relay") or None
+    if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
+        raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {relay!r}")
+    return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None}
+
+
+def find_tunnel(service: Any, name: str, what: str = "tunnel") -> Any:
+    """The running tunnel called ``name`` (a ``TunnelInfo``), or ``NotFoundError``."""
+    for info in service.tunnels():
+        if info.name == name:
+            return info
+    raise NotFoundError(f"no {what} named {name!r}")
 
 
 def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> int:
