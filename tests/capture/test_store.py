@@ -360,7 +360,7 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
     first.put_many([upload, download, pending])
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 1
-        conn.executescript(TO_SCHEMA_3 + "ALTER TABLE exchanges DROP COLUMN edited;" + """
+        conn.executescript(TO_SCHEMA_3 + """
             DROP VIEW bodies;
             CREATE TABLE bodies (id TEXT PRIMARY KEY, req BLOB NOT NULL, res BLOB);
             INSERT INTO bodies SELECT q.id, q.body, s.body FROM req_bodies q LEFT JOIN res_bodies s ON s.id = q.id;
