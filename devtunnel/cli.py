@@ -130,6 +130,8 @@ examples:
                         "or `devtunnel config add-token -`")
     p.add_argument("--token-file", metavar="FILE", help="read the relay token from the first line of FILE")
     p.add_argument("--name", help="tunnel name (default: a random readable one)")
+    p.add_argument("--pool", action="store_true", default=None,
+                   help="share --name with the other agents of the same token started with --pool: the relay spreads requests over them")
     # Unset flags are None: the command takes them from devtunnel.toml, then the defaults.
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")

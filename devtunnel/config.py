@@ -312,6 +312,9 @@ class TunnelSection:
     """Relay for this tunnel; unset uses ``relay.url``."""
     host_header: str | None = field(default=None, metadata=_kind(_Choice("preserve", "rewrite")))
     """Host header mode for this tunnel; unset uses ``agent.host_header``."""
+    pool: bool = field(default=False, metadata=_kind(_Bool()))
+    """Share the name with the other agents of the same token that ask for it with ``pool``: the
+    relay spreads requests over them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
                 out.relay = tunnel.relay
             if args.host_header is None and tunnel.host_header is not None:
                 out.host_header = tunnel.host_header
+            out.pool = bool(args.pool or tunnel.pool)
     return out
 
 

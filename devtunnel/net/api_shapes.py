@@ -124,8 +124,11 @@ def _value(x: object) -> object:
 
 
 def tunnel_json(info: Any) -> dict[str, Any]:
-    """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``.
+    """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
+    and ``pool``.
 
+    ``pool`` is null for a tunnel holding its name alone; for one sharing it (``--pool``) it is
+    ``{"members": N}``, the agents sharing the name as the relay last said (null while offline).
     ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
     keep ngrok's moving rates and percentiles, so those are left out rather than faked.
     """
@@ -140,7 +143,15 @@ def tunnel_json(info: Any) -> dict[str, Any]:
         "state": _value(info.state),
         "error": info.error or None,
         "next_retry_at": info.next_retry_at,
+        "pool": _pool(info),
     }
+
+
+def _pool(info: Any) -> dict[str, Any] | None:
+    config = getattr(info, "config", None)
+    if config is None or not getattr(config, "pool", False):
+        return None
+    return {"members": getattr(info, "pool_members", None)}
 
 
 def endpoint_json(info: Any) -> dict[str, Any]:
