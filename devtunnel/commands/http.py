@@ -202,7 +202,8 @@ async def _main(args: argparse.Namespace) -> int:
                 nonlocal announced
                 if info.state is TunnelState.ONLINE and not announced:
                     announced = True
-                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}", out)  # the URL is the relay's
+                    shared = f" (pool of {info.pool_members})" if info.pool_members else ""
+                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}{shared}", out)  # the URL is the relay's
                 elif info.state is TunnelState.FAILED and announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.

@@ -302,6 +302,24 @@ async def test_an_agent_asking_to_pool_a_name_held_alone_is_refused() -> None:
             assert relay.agents == {"api": 1}
 
 
+async def test_an_agent_alone_takes_the_name_of_a_pool_whose_every_member_is_silent() -> None:
+    async with running_relay(name_check_timeout=0.3, ping_interval=60, ping_timeout=60) as relay:
+        proxy = SilentDropProxy(relay.port)
+        await proxy.start()
+        try:
+            async with pool_agent(f"ws://127.0.0.1:{proxy.port}", "a"):
+                proxy.down = True
+                await proxy.drop()  # the relay still holds the member's connection
+                async with pool_agent(relay_ws(relay), "b", pool=False):
+                    assert relay.agents == {"api": 1}
+                    async with client() as c:
+                        assert [(await get(c, relay)).text for _ in range(3)] == ["b"] * 3
+                        page = await c.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "localhost"})
+                    assert "pool" not in page.text
+        finally:
+            await proxy.close()
+
+
 async def test_an_agent_with_another_token_cannot_join_a_pool() -> None:
     async with running_relay() as relay:
         async with pool_agent(relay_ws(relay), "a"):
@@ -371,7 +389,7 @@ async def test_the_command_joins_a_pool_from_the_flag_and_from_the_config_file(t
             finally:
                 proc.terminate()
                 out, err = await asyncio.wait_for(proc.communicate(), 30)
-            assert b"Forwarding http://api.localhost" in out, err
+            assert f"Forwarding http://api.localhost:{relay.port} -> http://127.0.0.1:{a.local_port} (pool of 2)".encode() in out, err  # type: ignore[attr-defined]
             await async_wait_for(lambda: relay.agents == {"api": 1}, what="the command to leave")
 
 
