@@ -418,5 +418,19 @@ def test_the_command_refuses_pool_without_a_name(tmp_path: Path) -> None:
         [sys.executable, "-m", "devtunnel", "http", "9", "--pool", "--no-tui", "--api-port", "0", "--no-record"],
         check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30, stdin=subprocess.DEVNULL,
     )
-    assert proc.returncode != 0
-    assert "--name NAME --pool" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert "a pool shares a name: give the tunnel one (--name NAME --pool)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_config_file_with_a_pool_that_is_not_a_boolean_is_refused_with_its_line(tmp_path: Path) -> None:
+    import subprocess
+
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    (tmp_path / "devtunnel.toml").write_text('[tunnels.api]\ntarget = "9"\npool = "yes"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "devtunnel", "http", "api", "--no-tui", "--api-port", "0", "--no-record"],
+        check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "devtunnel.toml:3: tunnels.api.pool: expected true or false, got 'yes'" in proc.stderr
+    assert "Traceback" not in proc.stderr
