@@ -26,10 +26,10 @@ from devtunnel.errors import ConfigError, NameInUseError, NameTakenError, Tunnel
 from devtunnel.net.agent import AgentService, Backoff, TunnelConfig, TunnelState
 from devtunnel.net.api import serve_api
 from devtunnel.net.relay import Relay
-from devtunnel.protocol.connection import Connection, Role
+from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import GoAway, Hello
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import TOKEN, running_relay
+from tests.net._relay_agent import TOKEN, AgentRequest, connect_agent, running_relay
 from tests.net.test_agent_names import SilentDropProxy
 
 FAST = Backoff(base=0.05, cap=0.2, rng=random.Random(5))
@@ -235,6 +235,35 @@ async def test_an_agent_stopped_mid_traffic_costs_only_the_requests_in_flight_on
         await async_wait_for(lambda: relay.agents == {}, what="the name to be free after the last agent left")
         async with client() as c:
             assert (await get(c, relay)).status_code == 404
+
+
+def answering(label: str) -> Callable[[AgentRequest], Awaitable[None]]:
+    async def handler(request: AgentRequest) -> None:
+        await request.body()
+        request.respond(200, [(b"Content-Length", str(len(label)).encode())])
+        await request.send(label.encode(), end=True)
+
+    return handler
+
+
+async def test_a_member_that_said_goaway_gets_no_new_requests_while_its_own_finish() -> None:
+    async with running_relay() as relay:
+        a = await connect_agent(relay, "api", handler=answering("a"), pool=True)
+        b = await connect_agent(relay, "api", handler=answering("b"), pool=True)
+        try:
+            a.conn.send_goaway(ErrorCode.NO_ERROR, "the agent is stopping")
+            a.flush()
+            await async_wait_for(lambda: relay._tunnels["api"].members[0].draining, what="the relay to hear the GOAWAY")
+            async with client() as c:
+                assert [(await get(c, relay)).text for _ in range(4)] == ["b"] * 4
+                await b.close()
+                await async_wait_for(lambda: relay.agents == {"api": 1}, what="b to leave")
+                # Only the leaving member is left: as for a lone agent that is leaving, 503.
+                response = await get(c, relay)
+            assert response.status_code == 503 and "restarting" in response.text
+        finally:
+            await a.close()
+            await b.close()
 
 
 async def test_an_agent_that_vanishes_without_closing_is_dropped_and_requests_keep_succeeding() -> None:
