@@ -262,11 +262,13 @@ class Relay:
         (``HttpForwarder.direct``); False leaves it to ``__call__``."""
         host = _host(cycle.scope["headers"])  # type: ignore[arg-type]
         pool, _ = self._pool_for(host)
+        if pool is None:
+            return False
         # The member is only taken if the request is: one left to __call__ is routed there anew.
-        tunnel = pool.peek() if pool is not None else None
+        tunnel = pool.peek()
         if tunnel is None or not self._forward_http.direct(tunnel, client, cycle, host):
             return False
-        pool.took(tunnel)  # type: ignore[union-attr]
+        pool.took(tunnel)
         return True
 
     def _route(self, host: bytes) -> tuple[Tunnel | None, bool]:
@@ -398,11 +400,14 @@ class Relay:
         finally:
             if protocol is not None:
                 protocol.on_bytes = None
-            self._leave(name, tunnel)
+            remaining = self._leave(name, tunnel)
             tunnel.close(f"tunnel {name} went offline")
             await tunnel.stop_writer()
             reason = tunnel.end_reason or reason
-            log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
+            if remaining:
+                log.log(self._log_level, "tunnel %s: agent %s left its pool (%s); %d remain", name, peer, reason, remaining)
+            else:
+                log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
 
     def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
         """The token the agent is known by, or why it is refused."""
@@ -482,15 +487,17 @@ class Relay:
         self._announce(pool, tunnel)
         return pool
 
-    def _leave(self, name: str, tunnel: Tunnel) -> None:
-        """Take ``tunnel`` out of its pool (if still in it) and free the name after the last one."""
+    def _leave(self, name: str, tunnel: Tunnel) -> int:
+        """Take ``tunnel`` out of its pool (if still in it) and free the name after the last one;
+        returns how many agents it leaves holding the name (0 for one already displaced)."""
         pool = self._tunnels.get(name)
         if pool is None or not pool.remove(tunnel):
-            return
-        if pool.members:
-            self._announce(pool)
-        else:
+            return 0
+        if not pool.members:
             del self._tunnels[name]
+            return 0
+        self._announce(pool)
+        return len(pool)
 
     @staticmethod
     def _announce(pool: Pool, joined: Tunnel | None = None) -> None:
