@@ -726,16 +726,16 @@ class Connection:
             raise ProtocolError("WELCOME before HELLO was sent")
         if self._handshake_received:
             raise ProtocolError("a second WELCOME frame")
-        version, name, url, info, pool = hs.decode_welcome_fields(payload, self._versions)
-        self._peer = Settings.from_info(info)
-        self.version = version
+        welcome = hs.decode_welcome(payload, self._versions)
+        self._peer = Settings.from_info(welcome.info)
+        self.version = welcome.version
         self._handshake_done()
-        events.append(Welcome(version, name, url, info, pool))
+        events.append(Welcome(welcome.version, welcome.name, welcome.url, welcome.info, welcome.pool))
 
     def _on_pool(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id:
             raise ProtocolError("POOL frame on a stream other than 0")
-        events.append(PoolChanged(hs.decode_pool(f.decode_json(payload, "POOL"), "POOL")))
+        events.append(PoolChanged(hs.decode_pool(payload)))
 
     def _on_goaway(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id:

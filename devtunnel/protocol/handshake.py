@@ -92,6 +92,18 @@ class HelloFields:
     """The agent asks to share its name with other agents of the same token (a pool)."""
 
 
+@dataclass(frozen=True, slots=True)
+class WelcomeFields:
+    """What a WELCOME payload carries."""
+
+    version: int
+    name: str
+    url: str
+    info: dict[str, Any]
+    pool: int | None = None
+    """Agents sharing the name (in answer to a HELLO asking for a pool), or None."""
+
+
 def check_instance(instance: str) -> None:
     """Raise ValueError unless ``instance`` is a valid agent instance id."""
     if not MIN_INSTANCE_LENGTH <= len(instance) <= MAX_INSTANCE_LENGTH or not set(instance) <= INSTANCE_ALPHABET:
@@ -168,22 +180,21 @@ def encode_pool(members: int) -> bytes:
     return f.encode_json({"members": members})
 
 
-def decode_pool(value: object, what: str) -> int:
-    """The member count of a WELCOME's ``pool`` object or a POOL payload's object."""
+def decode_pool(payload: bytes) -> int:
+    """Validate a POOL payload: the number of agents sharing the name."""
+    return _members(f.decode_json(payload, "POOL"), "POOL")
+
+
+def _members(value: object, what: str) -> int:
+    """The member count of a WELCOME's ``pool`` object or a POOL payload."""
     members = value.get("members") if isinstance(value, dict) else None
     if type(members) is not int or not 1 <= members <= f.MAX_WINDOW:
         raise ProtocolError(f"{what} must be an object with members, a positive integer")
     return members
 
 
-def decode_welcome(payload: bytes, offered: tuple[int, ...]) -> tuple[int, str, str, dict[str, Any]]:
-    """Validate a WELCOME payload against the versions we offered: (version, name, url, info)."""
-    version, name, url, info, _ = decode_welcome_fields(payload, offered)
-    return version, name, url, info
-
-
-def decode_welcome_fields(payload: bytes, offered: tuple[int, ...]) -> tuple[int, str, str, dict[str, Any], int | None]:
-    """Validate a WELCOME payload: (version, name, url, info, pool members or None)."""
+def decode_welcome(payload: bytes, offered: tuple[int, ...]) -> WelcomeFields:
+    """Validate a WELCOME payload against the versions we offered."""
     obj = f.decode_json(payload, "WELCOME")
     version, name, url, info = obj.get("version"), obj.get("name"), obj.get("url"), obj.get("info", {})
     if type(version) is not int or version not in offered:
@@ -194,5 +205,5 @@ def decode_welcome_fields(payload: bytes, offered: tuple[int, ...]) -> tuple[int
         raise ProtocolError("WELCOME name and url must be strings")
     if not isinstance(info, dict):
         raise ProtocolError("WELCOME info must be a JSON object")
-    pool = decode_pool(obj["pool"], "WELCOME pool") if "pool" in obj else None
-    return version, name, url, info, pool
+    pool = _members(obj["pool"], "WELCOME pool") if "pool" in obj else None
+    return WelcomeFields(version, name, url, info, pool)
