@@ -2,7 +2,7 @@
 
 A name is held by one agent, or shared by a pool: agents of the same token that all asked for
 it with ``pool`` (``devtunnel http PORT --name NAME --pool``). New requests go round robin over
-the members that take new streams; a member that leaves is removed at once by the relay, and
+the members that take new streams and have room for one; a member that leaves is removed at once by the relay, and
 the name is free when the last one left. A pool and an agent holding the name alone never mix.
 """
 
@@ -62,15 +62,25 @@ class Pool:
     def peek(self) -> Tunnel | None:
         """The member ``pick`` would return, without moving on (``took`` does).
 
-        When no member takes new streams (each is leaving), the first one: the request is
-        answered as one sent to a tunnel that is going away (503) rather than sent nowhere (404).
+        The next member in turn that takes new streams and has room for one more; a member
+        carrying its maximum of concurrent requests is passed over while another has room.
+        When every member is full, the next one taking new streams (its client gets the 503
+        of a full tunnel); when each is leaving, the first one (the 503 of a tunnel going away,
+        rather than the 404 of a name nobody holds).
         """
         members = self.members
         count = len(members)
+        open_one: Tunnel | None = None
         for step in range(count):
             tunnel = members[(self._turn + step) % count]
-            if not (tunnel.draining or tunnel.closed):
+            if tunnel.draining or tunnel.closed:
+                continue
+            if not tunnel.conn.streams_full:
                 return tunnel
+            if open_one is None:
+                open_one = tunnel
+        if open_one is not None:
+            return open_one
         return members[0] if members else None
 
     def took(self, tunnel: Tunnel) -> None:

@@ -630,6 +630,11 @@ class Connection:
         return len(self._streams)
 
     @property
+    def streams_full(self) -> bool:
+        """(relay) True while ``open_request`` would refuse a stream for the limit on concurrent streams."""
+        return len(self._streams) >= min(self._max_streams, self._peer.max_streams)
+
+    @property
     def handshake_complete(self) -> bool:
         """True once HELLO and WELCOME were both exchanged."""
         if self._relay:

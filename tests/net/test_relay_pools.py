@@ -266,6 +266,30 @@ async def test_a_member_that_said_goaway_gets_no_new_requests_while_its_own_fini
             await b.close()
 
 
+async def test_a_member_carrying_its_maximum_of_requests_is_passed_over_while_another_has_room() -> None:
+    release = asyncio.Event()
+
+    async def hold(request: AgentRequest) -> None:
+        await release.wait()
+        await answering("a")(request)
+
+    async with running_relay(max_streams=2, client_share=1) as relay:
+        a = await connect_agent(relay, "api", handler=hold, pool=True)
+        b = await connect_agent(relay, "api", handler=answering("b"), pool=True)
+        try:
+            async with client() as c:
+                first = [asyncio.ensure_future(get(c, relay)) for _ in range(4)]  # a, b, a, b
+                await async_wait_for(lambda: len(a.requests) == 2 and len(b.requests) == 2, what="two requests each")
+                # a is full: every request goes to b, none gets the 503 of a full tunnel.
+                assert [(await get(c, relay)).text for _ in range(4)] == ["b"] * 4
+                release.set()
+                assert sorted([(await r).text for r in first]) == ["a", "a", "b", "b"]
+        finally:
+            release.set()
+            await a.close()
+            await b.close()
+
+
 async def test_an_agent_that_vanishes_without_closing_is_dropped_and_requests_keep_succeeding() -> None:
     concurrency = 4
     async with running_relay(ping_interval=0.3, ping_timeout=0.5) as relay:

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from devtunnel.errors import ProtocolError
-from devtunnel.protocol import Connection, Hello, PoolChanged, Role, Welcome
+from devtunnel.protocol import Connection, ErrorCode, Hello, PoolChanged, Role, Welcome
 from devtunnel.protocol import frames as f
-from tests.protocol.pairs import exchange, handshaken
+from tests.protocol.pairs import exchange, handshaken, open_get
 
 
 def test_a_hello_asking_for_a_pool_is_answered_with_the_members_sharing_the_name() -> None:
@@ -101,3 +101,13 @@ def test_the_relay_refuses_a_pool_frame() -> None:
     relay, _ = handshaken()
     with pytest.raises(ProtocolError, match="only"):
         relay.receive_data(f.frame(f.POOL, 0, 0, b'{"members": 2}'))
+
+
+def test_the_relay_knows_when_an_agent_carries_its_maximum_of_streams() -> None:
+    relay, agent = handshaken({"max_streams": 4}, {"max_streams": 2})
+    assert not relay.streams_full
+    first = open_get(relay, agent, end_stream=False)
+    open_get(relay, agent, end_stream=False)
+    assert relay.streams_full  # the agent's limit, the lower one
+    relay.reset_stream(first, ErrorCode.CANCEL, "gone")
+    assert not relay.streams_full
