@@ -76,15 +76,15 @@ async def labelled_service(label: str) -> AsyncIterator[int]:
 
 
 @asynccontextmanager
-async def pool_agent(relay_url: str, label: str, *, name: str = "api", pool: bool = True, token: str = TOKEN,
-                     start: bool = True) -> AsyncIterator[AgentService]:
-    """An agent service in front of a local service answering ``label``, its tunnel started."""
+async def pool_agent(relay_url: str, label: str, *, name: str = "api", pool: bool = True, token: str = TOKEN
+                     ) -> AsyncIterator[AgentService]:
+    """An agent service in front of a local service answering ``label``, its tunnel started
+    (``local_port`` is the local service's port)."""
     async with labelled_service(label) as port:
         service = AgentService(relay=relay_url, token=token, backoff=FAST)
         service.local_port = port  # type: ignore[attr-defined]
         try:
-            if start:
-                await service.start_tunnel(TunnelConfig(target=str(port), name=name, pool=pool))
+            await service.start_tunnel(TunnelConfig(target=str(port), name=name, pool=pool))
             yield service
         finally:
             await service.stop()
