@@ -2,8 +2,9 @@
 
 A name is held by one agent, or shared by a pool: agents of the same token that all asked for
 it with ``pool`` (``devtunnel http PORT --name NAME --pool``). New requests go round robin over
-the members that take new streams and have room for one; a member that leaves is removed at once by the relay, and
-the name is free when the last one left. A pool and an agent holding the name alone never mix.
+the members that take new streams and have room for one; a member that leaves is removed at
+once by the relay, and the name is free when the last one left. A pool and an agent holding the
+name alone never mix.
 """
 
 from __future__ import annotations
