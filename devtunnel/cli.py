@@ -135,6 +135,8 @@ examples:
     p.add_argument("--via", metavar="PROVIDER",
                    help="public URL from cloudflared, localhost.run, pinggy, serveo or ssh:USER@HOST[:PORT] "
                         "instead of a relay; traffic still passes through devtunnel (docs/via.md)")
+    p.add_argument("--pool", action="store_true", default=None,
+                   help="share --name with the other agents of the same token started with --pool: the relay spreads requests over them")
     # Unset flags are None: the command takes them from devtunnel.toml, then the defaults.
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")

@@ -412,6 +412,9 @@ class TunnelSection:
     via: str | None = field(default=None, metadata=_kind(_Via()))
     """Where the public URL comes from: ``cloudflared``, ``localhost.run``, ``pinggy``, ``serveo``,
     ``ssh:USER@HOST[:PORT]`` or ``relay`` (the default: the relay's own URL)."""
+    pool: bool = field(default=False, metadata=_kind(_Bool()))
+    """Share the name with the other agents of the same token that ask for it with ``pool``: the
+    relay spreads requests over them."""
 
 
 @dataclass(frozen=True, slots=True)

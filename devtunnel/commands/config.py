@@ -87,6 +87,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
                 out.host_header = tunnel.host_header
             if getattr(args, "via", None) is None and tunnel.via is not None:
                 out.via = tunnel.via
+            out.pool = bool(args.pool or tunnel.pool)
         out.via = _via(args, out)
     return out
 

@@ -226,6 +226,7 @@ async def _main(args: argparse.Namespace) -> int:
                 host_header=args.host_header,
                 insecure=args.insecure,
                 via=via,
+                pool=bool(getattr(args, "pool", False)),
             )
             announced: str | None = None
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -234,7 +235,8 @@ async def _main(args: argparse.Namespace) -> int:
                 nonlocal announced
                 if info.state is TunnelState.ONLINE and info.public_url and info.public_url != announced:
                     announced = info.public_url
-                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}", out)  # the URL is the relay's or a provider's
+                    shared = f" (pool of {info.pool_members})" if info.pool_members else ""
+                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}{shared}", out)  # the URL is the relay's or a provider's
                 elif info.state is TunnelState.FAILED and announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.

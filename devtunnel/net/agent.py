@@ -98,6 +98,8 @@ class TunnelConfig:
         insecure: do not verify the relay's or an https target's certificate.
         via: the public URL's provider (``cloudflared``, ``ssh:me@host`` ..., see ``devtunnel.via``);
             None or ``relay``: the relay's own URL.
+        pool: share ``name`` with the other agents of the same token that ask for it with
+            ``pool`` too: the relay spreads requests over them (``docs/relay.md``, "Pools").
     """
 
     target: str
@@ -107,10 +109,13 @@ class TunnelConfig:
     host_header: str = "preserve"
     insecure: bool = False
     via: str | None = None
+    pool: bool = False
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):
             raise ConfigError(f"host_header must be 'preserve' or 'rewrite', not {self.host_header!r}")
+        if self.pool and not self.name:
+            raise ConfigError("a pool shares a name: give the tunnel one (--name NAME --pool)")
         if self.provider is not None and self.relay is not None:
             raise ConfigError(f"--via {self.via} carries traffic through the embedded relay: leave out --relay")
 
@@ -140,6 +145,8 @@ class TunnelInfo:
     config: TunnelConfig | None = None
     via: ViaStatus | None = None
     """The provider of the public URL, if the tunnel has one (``--via``)."""
+    pool_members: int | None = None
+    """Agents sharing the name at the relay, this one included (pools only, while online)."""
 
 
 @dataclass
@@ -240,6 +247,7 @@ class Tunnel:
         self._public_url: str | None = None
         self._error: str | None = None
         self._next_retry_at: float | None = None
+        self._pool_members: int | None = None
         self._runner: asyncio.Task[None] | None = None
         self._session: Session | None = None
         self._first: asyncio.Future[None] | None = None
@@ -279,6 +287,7 @@ class Tunnel:
             requests=self.requests,
             config=self.config,
             via=via,
+            pool_members=self._pool_members,
         )
 
     def notify(self) -> None:
@@ -406,15 +415,23 @@ class Tunnel:
         ws = await self._open_socket()
         session = Session(self, ws)
         try:
-            welcome = await session.handshake(self.config.token or "", self.name, self.instance)
+            welcome = await session.handshake(self.config.token or "", self.name, self.instance, pool=self.config.pool)
         except BaseException:
             await ws.close()
             raise
+        if self.config.pool and welcome.pool is None:
+            await session.leave("this agent asked for a pool")
+            raise TunnelError(
+                f"the relay at {self.relay_url} does not support pools (it said nothing of --pool): upgrade the"
+                " relay, or run this agent without --pool"
+            )
         self.name = welcome.name
         self.forwarder.tunnel = welcome.name
         self._session = session
         was_online_before = self._public_url is not None
-        self._set(TunnelState.ONLINE, public_url=welcome.url, error=None, next_retry_at=None)
+        self._set(
+            TunnelState.ONLINE, public_url=welcome.url, error=None, next_retry_at=None, pool_members=welcome.pool
+        )
         if was_online_before:
             log.warning("tunnel %s: back online at %s", self.name, welcome.url)
         self._settle_first()
@@ -422,6 +439,12 @@ class Tunnel:
             return await session.serve()
         finally:
             self._session = None
+            self._pool_members = None
+
+    def pool_changed(self, members: int) -> None:
+        """The relay says how many agents share this tunnel's name now."""
+        if self._state is TunnelState.ONLINE and members != self._pool_members:
+            self._set(TunnelState.ONLINE, pool_members=members)
 
     async def _open_socket(self) -> TunnelSocket:
         parts = urlsplit(self.relay_url)

@@ -128,8 +128,10 @@ def _value(x: object) -> object:
 
 def tunnel_json(info: Any) -> dict[str, Any]:
     """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
-    and ``via`` (the public URL's provider and its process, or null).
+    and ``via`` (the public URL's provider and its process, or null); and ``pool``.
 
+    ``pool`` is null for a tunnel holding its name alone; for one sharing it (``--pool``) it is
+    ``{"members": N}``, the agents sharing the name as the relay last said (null while offline).
     ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
     keep ngrok's moving rates and percentiles, so those are left out rather than faked.
     """
@@ -145,6 +147,7 @@ def tunnel_json(info: Any) -> dict[str, Any]:
         "error": info.error or None,
         "next_retry_at": info.next_retry_at,
         "via": _via_json(getattr(info, "via", None)),
+        "pool": _pool(info),
     }
 
 
@@ -160,6 +163,13 @@ def _via_json(status: Any) -> dict[str, Any] | None:
         "message": status.message or None,
         "local_port": status.port,
     }
+
+
+def _pool(info: Any) -> dict[str, Any] | None:
+    config = getattr(info, "config", None)
+    if config is None or not getattr(config, "pool", False):
+        return None
+    return {"members": getattr(info, "pool_members", None)}
 
 
 def endpoint_json(info: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from devtunnel.errors import ConfigError, ProtocolError
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
 from devtunnel.net.relay_log import PeerErrorLog
+from devtunnel.net.relay_pool import Pool, mix_refusal
 from devtunnel.net.relay_proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
 from devtunnel.net.relay_tunnel import BufferBudget, Tunnel, send_last_words
 from devtunnel.net.relay_ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
@@ -119,7 +120,8 @@ class Relay:
         self._domain = settings.domain.lower().strip(".").encode("idna")
         self._suffix = b"." + self._domain
         self._tokens = [token.encode() for token in settings.tokens]
-        self._tunnels: dict[str, Tunnel] = {}
+        self._tunnels: dict[str, Pool] = {}
+        """The agents holding each tunnel name online (one, or a pool sharing it), oldest name first."""
         self._budget = BufferBudget(settings.agent_buffer, settings.relay_buffer)
         self._public = urlsplit(settings.public_url) if settings.public_url else None
         proto = "https" if settings.tls or (self._public is not None and self._public.scheme == "https") else "http"
@@ -153,6 +155,11 @@ class Relay:
     def tunnels(self) -> list[str]:
         """Names of the tunnels online, oldest first."""
         return list(self._tunnels)
+
+    @property
+    def agents(self) -> dict[str, int]:
+        """How many agents hold each tunnel name online (more than one: a pool), oldest first."""
+        return {name: len(pool) for name, pool in self._tunnels.items()}
 
     @property
     def buffered(self) -> int:
@@ -249,7 +256,7 @@ class Relay:
 
     async def stop(self) -> None:
         """Tell every agent the relay is going away, then close all connections."""
-        for tunnel in list(self._tunnels.values()):
+        for tunnel in [member for pool in list(self._tunnels.values()) for member in pool.members]:
             await tunnel.disconnect(ErrorCode.SHUTTING_DOWN, "the relay is shutting down; reconnect", 1012)
         server, self._server = self._server, None
         if server is not None:
@@ -301,8 +308,15 @@ class Relay:
         """Take a request bound for a tunnel over from uvicorn, without an ASGI task
         (``HttpForwarder.direct``); False leaves it to ``__call__``."""
         host = _host(cycle.scope["headers"])  # type: ignore[arg-type]
-        tunnel, _ = self._route(host, cycle.scope.get("server"))
-        return tunnel is not None and self._forward_http.direct(tunnel, client, cycle, host)
+        pool, _ = self._pool_for(host, cycle.scope.get("server"))
+        if pool is None:
+            return False
+        # The member is only taken if the request is: one left to __call__ is routed there anew.
+        tunnel = pool.peek()
+        if tunnel is None or not self._forward_http.direct(tunnel, client, cycle, host):
+            return False
+        pool.took(tunnel)
+        return True
 
     def _pinned(self, server: Any) -> str | None:
         """The tunnel the local address ``server`` (a scope's ``server``) is pinned to, if any."""
@@ -310,7 +324,15 @@ class Relay:
 
     def _route(self, host: bytes, server: Any = None) -> tuple[Tunnel | None, bool]:
         """Where a request for ``host`` arriving at local address ``server`` goes: (tunnel, False),
-        (None, True) for the relay's own pages, or (None, False) for a tunnel that is not online."""
+        (None, True) for the relay's own pages, or (None, False) for a tunnel that is not online.
+        A pool's turn moves on."""
+        pool, own = self._pool_for(host, server)
+        return (pool.pick() if pool is not None else None), own
+
+    def _pool_for(self, host: bytes, server: Any = None) -> tuple[Pool | None, bool]:
+        """The agents holding the tunnel ``host`` (or the pinned port ``server`` arrived at) names:
+        (pool, False), (None, True) for the relay's own pages, or (None, False) for a tunnel that
+        is not online."""
         pinned = self._pinned(server)
         if pinned is not None:
             return self._tunnels.get(pinned), False
@@ -327,10 +349,21 @@ class Relay:
         if path == "/healthz":
             await send_plain(send, 200, "ok\n")
         elif path == "/":
-            count = len(self._tunnels)
-            await send_plain(send, 200, f"devtunnel relay {__version__}\ntunnels online: {count}\n")
+            await send_plain(send, 200, self._status_text())
         else:
             await send_plain(send, 404, f"nothing at {path} on {host.decode('latin-1')}\n")
+
+    def _status_text(self) -> str:
+        """The status page: version, tunnels and agents online, and each pool with its members.
+
+        Names held by one agent are only counted: a pool's name is one a team shares on purpose.
+        """
+        agents = sum(len(pool) for pool in self._tunnels.values())
+        lines = [f"devtunnel relay {__version__}", f"tunnels online: {len(self._tunnels)}", f"agents online: {agents}"]
+        for name, pool in self._tunnels.items():
+            if pool.shared:
+                lines.append(f"pool {name}: {len(pool)} agent{'' if len(pool) == 1 else 's'}")
+        return "\n".join(lines) + "\n"
 
     # -- agents ------------------------------------------------------------------------
     async def _serve_agent(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -365,28 +398,28 @@ class Relay:
             await _refuse(conn, send, code, reason, receive)
             return
         name, refusal = self._pick_name(hello.name)
-        old: Tunnel | None = None
+        displaced: list[Tunnel] = []
         if refusal is None:
-            old, refusal = await self._claim(name, token, hello.instance)
+            displaced, refusal = await self._claim(name, token, hello.instance, hello.pool)
         if refusal is not None:
             code, reason = refusal
             self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
             await _refuse(conn, send, code, reason, receive)
             return
-        # Take the name before any await, so no other agent can slip in between.
-        if old is not None:
-            del self._tunnels[name]
+        # Take the name (or a place in its pool) before any await, so no other agent can slip in between.
         tunnel = Tunnel(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
-        self._tunnels[name] = tunnel
-        conn.send_welcome(name, self.public_url_for(name), {"relay": f"devtunnel {__version__}"})
+        pool = self._join(name, token, hello.pool, tunnel, displaced)
+        members = len(pool) if hello.pool else None
+        conn.send_welcome(name, self.public_url_for(name), {"relay": f"devtunnel {__version__}"}, pool=members)
         tunnel.start_writer()
         tunnel.flush()
-        log.log(self._log_level, "tunnel %s online for agent %s (%s)", name, peer, self.public_url_for(name))
+        shared = f", pool of {len(pool)}" if hello.pool else ""
+        log.log(self._log_level, "tunnel %s online for agent %s (%s%s)", name, peer, self.public_url_for(name), shared)
         protocol = getattr(receive, "__self__", None)
         if isinstance(protocol, GuardedWebSocketProtocol):
             protocol.admitted()
             protocol.on_writable = tunnel.on_writable
-        if old is not None:
+        for old in displaced:
             if old.instance is not None and old.instance == hello.instance:
                 why = "the agent connected again; this connection of it is stale"
             else:
@@ -423,12 +456,14 @@ class Relay:
         finally:
             if protocol is not None:
                 protocol.on_bytes = None
-            if self._tunnels.get(name) is tunnel:
-                del self._tunnels[name]
+            remaining = self._leave(name, tunnel)
             tunnel.close(f"tunnel {name} went offline")
             await tunnel.stop_writer()
             reason = tunnel.end_reason or reason
-            log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
+            if remaining:
+                log.log(self._log_level, "tunnel %s: agent %s left its pool (%s); %d remain", name, peer, reason, remaining)
+            else:
+                log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
 
     def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
         """The token the agent is known by, or why it is refused."""
@@ -463,30 +498,73 @@ class Relay:
         return name, None
 
     async def _claim(
-        self, name: str, token: str, instance: str | None
-    ) -> tuple[Tunnel | None, tuple[ErrorCode, str] | None]:
-        """Whether an agent may have ``name``: (the connection it displaces or None, refusal or None).
+        self, name: str, token: str, instance: str | None, shared: bool
+    ) -> tuple[list[Tunnel], tuple[ErrorCode, str] | None]:
+        """Whether an agent may have ``name`` (``shared``: in a pool): (the connections it
+        displaces, refusal or None).
 
-        A name belongs to the token that holds it. Under the same token, an agent with the
-        holder's instance id is the holder coming back (its old connection is the stale one)
-        and takes the name at once; any other agent gets it only if the holder fails a
-        liveness check now: a healthy agent is never displaced. Returns with no await after
-        its last look, so the caller can take the name before anyone else.
+        A name belongs to the token that holds it. Under the same token, an agent with a
+        holder's instance id is that holder coming back (its old connection is the stale one)
+        and takes its place at once; an agent asking for a pool joins a pool; any other agent
+        (one alone against a pool, a pool against one alone, one alone against another) gets
+        the name only if every holder fails a liveness check now: a healthy agent is never
+        displaced. Returns with no await after its last look, so the caller can take the
+        name before anyone else.
         """
         while True:
-            holder = self._tunnels.get(name)
-            if holder is None:
-                return None, None
-            if not hmac.compare_digest(holder.token.encode(), token.encode()):
-                return None, (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
-            held = holder.instance
-            if instance is not None and held is not None and hmac.compare_digest(held.encode(), instance.encode()):
-                return holder, None
-            if await holder.answers(self.settings.name_check_timeout):
-                return None, (ErrorCode.NAME_IN_USE, f"tunnel name {name!r} is in use by another agent that is online")
-            if self._tunnels.get(name) is holder:
-                return holder, None
+            pool = self._tunnels.get(name)
+            if pool is None:
+                return [], None
+            if not hmac.compare_digest(pool.token.encode(), token.encode()):
+                return [], (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
+            stale = pool.find(instance) if instance is not None else None
+            if stale is not None and (len(pool) == 1 or (pool.shared and shared)):
+                return [stale], None
+            refusal = mix_refusal(pool, shared)
+            if refusal is None:
+                return [], None
+            holders = list(pool.members)
+            alive = await asyncio.gather(*(holder.answers(self.settings.name_check_timeout) for holder in holders))
+            if any(alive):
+                return [], (ErrorCode.NAME_IN_USE, refusal)
+            if self._tunnels.get(name) is pool and pool.members == holders:
+                return holders, None
             # The name changed hands during the check: look again.
+
+    def _join(self, name: str, token: str, shared: bool, tunnel: Tunnel, displaced: list[Tunnel]) -> Pool:
+        """Give ``tunnel`` its place under ``name`` (after ``_claim``), in place of ``displaced``."""
+        pool = self._tunnels.get(name)
+        if pool is not None:
+            for old in displaced:
+                pool.remove(old)
+        if pool is None or not pool.members:
+            pool = self._tunnels[name] = Pool(name, token, shared=shared)
+        pool.add(tunnel)
+        self._announce(pool, tunnel)
+        return pool
+
+    def _leave(self, name: str, tunnel: Tunnel) -> int:
+        """Take ``tunnel`` out of its pool (if still in it) and free the name after the last one;
+        returns how many agents it leaves holding the name (0 for one already displaced)."""
+        pool = self._tunnels.get(name)
+        if pool is None or not pool.remove(tunnel):
+            return 0
+        if not pool.members:
+            del self._tunnels[name]
+            return 0
+        self._announce(pool)
+        return len(pool)
+
+    @staticmethod
+    def _announce(pool: Pool, joined: Tunnel | None = None) -> None:
+        """Tell each member of a pool how many agents share the name now (``joined`` learns it
+        from its WELCOME)."""
+        if not pool.shared:
+            return
+        for member in pool.members:
+            if member is not joined and not member.closed:
+                member.conn.send_pool(len(pool))
+                member.flush()
 
 
 _FAILURE = "devtunnel.failure"

@@ -37,6 +37,7 @@ from devtunnel.protocol.events import (
     DataReceived,
     Event,
     GoAway,
+    PoolChanged,
     RequestReceived,
     StreamReset,
     WebSocketClosed,
@@ -179,18 +180,19 @@ class Session:
         return f"the connection to the relay was lost ({exc})"
 
     # -- handshake ----------------------------------------------------------------------
-    async def handshake(self, token: str, name: str, instance: str | None = None) -> Welcome:
+    async def handshake(self, token: str, name: str, instance: str | None = None, *, pool: bool = False) -> Welcome:
         """Say HELLO; return the WELCOME.
 
         ``instance`` is the tunnel's instance id: the relay gives the name straight back to a
-        connection with the instance id of the one holding it (``docs/protocol.md``).
+        connection with the instance id of the one holding it (``docs/protocol.md``). ``pool``
+        asks to share the name with the other agents of the token asking the same.
 
         Raises:
             AuthError, NameTakenError (NameInUseError), RelayUnreachableError.
         """
         # Not the target: the relay has no need to know local addresses.
         info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
-        self.conn.send_hello(token, name, info, instance=instance)
+        self.conn.send_hello(token, name, info, instance=instance, pool=pool)
         self._flush()
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -270,6 +272,8 @@ class Session:
                 if quick is not None:
                     stream.reset_code = event.code
                     quick.cancel("the public client went away before the response ended")
+            elif isinstance(event, PoolChanged):
+                self.tunnel.pool_changed(event.members)
             elif isinstance(event, GoAway):
                 self.goaway = event
                 log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, event.reason)

@@ -20,6 +20,7 @@ from devtunnel.protocol.events import (
     Hello,
     PingReceived,
     PongReceived,
+    PoolChanged,
     RequestReceived,
     ResponseReceived,
     StreamReset,
@@ -216,6 +217,7 @@ class Connection:
             f.WELCOME: self._wrong_direction if self._relay else self._on_welcome,
             f.REQUEST: self._wrong_direction if self._relay else self._on_request,
             f.RESPONSE: self._on_response if self._relay else self._wrong_direction,
+            f.POOL: self._wrong_direction if self._relay else self._on_pool,
         }
         self._ready_handlers = handlers
         # Before the peer's handshake frame only the handshake and GOAWAY may arrive.
@@ -224,12 +226,19 @@ class Connection:
 
     # -- handshake ---------------------------------------------------------------
     def send_hello(
-        self, token: str, name: str | None, info: dict[str, object] | None = None, *, instance: str | None = None
+        self,
+        token: str,
+        name: str | None,
+        info: dict[str, object] | None = None,
+        *,
+        instance: str | None = None,
+        pool: bool = False,
     ) -> None:
         """(agent) Queue the HELLO frame: versions spoken, token, wanted name, agent info.
 
         ``info`` is sent as given, plus this side's limits (the fields of ``Settings``).
-        ``instance`` identifies this running agent across its reconnections (``docs/protocol.md``).
+        ``instance`` identifies this running agent across its reconnections (``docs/protocol.md``);
+        ``pool`` asks to share the name with other agents of the same token.
 
         Raises:
             ValueError: ``instance`` is not a valid instance id.
@@ -240,12 +249,13 @@ class Connection:
             raise ProtocolError("HELLO was already sent")
         if instance is not None:
             hs.check_instance(instance)
-        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance)
+        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance, pool=pool)
         self._queue_head(f.HELLO, 0, 0, payload)
         self._hello_sent = True
 
-    def send_welcome(self, name: str, url: str, info: dict[str, object] | None = None) -> None:
-        """(relay) Accept the agent: the tunnel is ``name``, reachable at ``url``."""
+    def send_welcome(self, name: str, url: str, info: dict[str, object] | None = None, *, pool: int | None = None) -> None:
+        """(relay) Accept the agent: the tunnel is ``name``, reachable at ``url``; ``pool`` is the
+        number of agents sharing it, for an agent that asked for a pool."""
         if not self._relay:
             raise ProtocolError("only the relay sends WELCOME")
         if not self._handshake_received:
@@ -253,9 +263,17 @@ class Connection:
         if self._welcome_sent or self._goaway_sent:
             raise ProtocolError("the agent was already answered")
         assert self.version is not None  # set when the HELLO arrived
-        payload = hs.encode_welcome(self.version, name, url, self._settings.into(info))
+        payload = hs.encode_welcome(self.version, name, url, self._settings.into(info), pool=pool)
         self._queue_head(f.WELCOME, 0, 0, payload)
         self._welcome_sent = True
+
+    def send_pool(self, members: int) -> None:
+        """(relay) Tell a pool member how many agents share its name now."""
+        if not self._relay:
+            raise ProtocolError("only the relay sends POOL")
+        if not self._welcome_sent or self._goaway_sent:
+            return
+        self._out.append(f.frame(f.POOL, 0, 0, hs.encode_pool(members)))
 
     def send_goaway(self, code: ErrorCode, reason: str) -> None:
         """Queue a GOAWAY; after it, only frames for already open streams may be sent.
@@ -612,6 +630,11 @@ class Connection:
         return len(self._streams)
 
     @property
+    def streams_full(self) -> bool:
+        """(relay) True while ``open_request`` would refuse a stream for the limit on concurrent streams."""
+        return len(self._streams) >= min(self._max_streams, self._peer.max_streams)
+
+    @property
     def handshake_complete(self) -> bool:
         """True once HELLO and WELCOME were both exchanged."""
         if self._relay:
@@ -699,7 +722,7 @@ class Connection:
         self._peer = Settings.from_info(hello.info)
         self.version = version
         self._handshake_done()
-        events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance))
+        events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance, hello.pool))
 
     def _on_welcome(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id:
@@ -708,11 +731,16 @@ class Connection:
             raise ProtocolError("WELCOME before HELLO was sent")
         if self._handshake_received:
             raise ProtocolError("a second WELCOME frame")
-        version, name, url, info = hs.decode_welcome(payload, self._versions)
-        self._peer = Settings.from_info(info)
-        self.version = version
+        welcome = hs.decode_welcome(payload, self._versions)
+        self._peer = Settings.from_info(welcome.info)
+        self.version = welcome.version
         self._handshake_done()
-        events.append(Welcome(version, name, url, info))
+        events.append(Welcome(welcome.version, welcome.name, welcome.url, welcome.info, welcome.pool))
+
+    def _on_pool(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id:
+            raise ProtocolError("POOL frame on a stream other than 0")
+        events.append(PoolChanged(hs.decode_pool(payload)))
 
     def _on_goaway(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id:

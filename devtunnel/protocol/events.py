@@ -28,6 +28,8 @@ class Hello(Event):
     """The agent instance id: the same for every connection of one running tunnel (None from
     agents that send none). Tells an agent coming back after a network drop from another
     agent asking for the same name."""
+    pool: bool = False
+    """The agent asks to share ``name`` with the other agents of its token that ask the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,16 @@ class Welcome(Event):
     name: str
     url: str
     info: dict[str, Any] = field(default_factory=dict)
+    pool: int | None = None
+    """Agents sharing the name now, this one included, when the agent asked for a pool; None
+    when the relay said nothing of pools (one that does not know them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolChanged(Event):
+    """The agents sharing this tunnel's name changed (agent side, members of a pool only)."""
+
+    members: int
 
 
 @dataclass(frozen=True, slots=True)

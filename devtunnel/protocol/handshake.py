@@ -88,6 +88,20 @@ class HelloFields:
     info: dict[str, Any]
     instance: str | None = None
     """The agent instance id (``docs/protocol.md``), or None from an agent that sends none."""
+    pool: bool = False
+    """The agent asks to share its name with other agents of the same token (a pool)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomeFields:
+    """What a WELCOME payload carries."""
+
+    version: int
+    name: str
+    url: str
+    info: dict[str, Any]
+    pool: int | None = None
+    """Agents sharing the name (in answer to a HELLO asking for a pool), or None."""
 
 
 def check_instance(instance: str) -> None:
@@ -99,12 +113,21 @@ def check_instance(instance: str) -> None:
 
 
 def encode_hello(
-    versions: tuple[int, ...], token: str, name: str | None, info: dict[str, object], instance: str | None = None
+    versions: tuple[int, ...],
+    token: str,
+    name: str | None,
+    info: dict[str, object],
+    instance: str | None = None,
+    *,
+    pool: bool = False,
 ) -> bytes:
-    """The HELLO payload (``instance`` only when given: older relays never see the key otherwise)."""
+    """The HELLO payload (``instance`` and ``pool`` only when given: older relays never see the
+    keys otherwise)."""
     obj: dict[str, object] = {"versions": list(versions), "token": token, "name": name, "info": info}
     if instance is not None:
         obj["instance"] = instance
+    if pool:
+        obj["pool"] = True
     return f.encode_json(obj)
 
 
@@ -126,7 +149,10 @@ def decode_hello(payload: bytes) -> HelloFields:
             check_instance(instance)
         except ValueError as exc:
             raise ProtocolError(f"HELLO instance is invalid: {exc}") from None
-    return HelloFields(versions, token, name, info, instance)
+    pool = obj.get("pool", False)
+    if type(pool) is not bool:
+        raise ProtocolError("HELLO pool must be true, false or absent")
+    return HelloFields(versions, token, name, info, instance, pool)
 
 
 def choose_version(offered: list[int], spoken: tuple[int, ...]) -> int:
@@ -140,13 +166,35 @@ def choose_version(offered: list[int], spoken: tuple[int, ...]) -> int:
     return max(common)
 
 
-def encode_welcome(version: int, name: str, url: str, info: dict[str, object]) -> bytes:
-    """The WELCOME payload."""
-    return f.encode_json({"version": version, "name": name, "url": url, "info": info})
+def encode_welcome(version: int, name: str, url: str, info: dict[str, object], *, pool: int | None = None) -> bytes:
+    """The WELCOME payload; ``pool`` (the agents sharing the name, this one included) only in
+    answer to a HELLO that asked for a pool."""
+    obj: dict[str, object] = {"version": version, "name": name, "url": url, "info": info}
+    if pool is not None:
+        obj["pool"] = {"members": pool}
+    return f.encode_json(obj)
 
 
-def decode_welcome(payload: bytes, offered: tuple[int, ...]) -> tuple[int, str, str, dict[str, Any]]:
-    """Validate a WELCOME payload against the versions we offered: (version, name, url, info)."""
+def encode_pool(members: int) -> bytes:
+    """The POOL payload: how many agents share the name now."""
+    return f.encode_json({"members": members})
+
+
+def decode_pool(payload: bytes) -> int:
+    """Validate a POOL payload: the number of agents sharing the name."""
+    return _members(f.decode_json(payload, "POOL"), "POOL")
+
+
+def _members(value: object, what: str) -> int:
+    """The member count of a WELCOME's ``pool`` object or a POOL payload."""
+    members = value.get("members") if isinstance(value, dict) else None
+    if type(members) is not int or not 1 <= members <= f.MAX_WINDOW:
+        raise ProtocolError(f"{what} must be an object with members, a positive integer")
+    return members
+
+
+def decode_welcome(payload: bytes, offered: tuple[int, ...]) -> WelcomeFields:
+    """Validate a WELCOME payload against the versions we offered."""
     obj = f.decode_json(payload, "WELCOME")
     version, name, url, info = obj.get("version"), obj.get("name"), obj.get("url"), obj.get("info", {})
     if type(version) is not int or version not in offered:
@@ -157,4 +205,5 @@ def decode_welcome(payload: bytes, offered: tuple[int, ...]) -> tuple[int, str, 
         raise ProtocolError("WELCOME name and url must be strings")
     if not isinstance(info, dict):
         raise ProtocolError("WELCOME info must be a JSON object")
-    return version, name, url, info
+    pool = _members(obj["pool"], "WELCOME pool") if "pool" in obj else None
+    return WelcomeFields(version, name, url, info, pool)

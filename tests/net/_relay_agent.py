@@ -138,11 +138,12 @@ class ScriptedAgent:
 
     def __init__(self, port: int, *, token: str = "", name: str | None = None, handler: Handler | None = None,
                  scheme: str = "ws", ssl: Any = None, initial_window: int | None = None,
-                 instance: str | None = None) -> None:
+                 instance: str | None = None, pool: bool = False) -> None:
         self.url = f"{scheme}://127.0.0.1:{port}/_devtunnel/connect"
         self.token = token
         self.name = name
         self.instance = instance
+        self.pool = pool
         self.handler = handler
         self.ssl = ssl
         self.conn = Connection(Role.AGENT, **({"initial_window": initial_window} if initial_window else {}))
@@ -157,7 +158,7 @@ class ScriptedAgent:
     async def connect(self) -> Welcome | GoAway:
         """Open the WebSocket, send HELLO; return the relay's WELCOME or GOAWAY."""
         self.ws = await websockets.connect(self.url, ping_interval=None, max_size=None, compression=None, ssl=self.ssl)
-        self.conn.send_hello(self.token, self.name, {"agent": "test"}, instance=self.instance)
+        self.conn.send_hello(self.token, self.name, {"agent": "test"}, instance=self.instance, pool=self.pool)
         await self.ws.send(self.conn.data_to_send())
         while self.welcome is None and self.goaway is None:
             try:

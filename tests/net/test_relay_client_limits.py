@@ -81,7 +81,7 @@ async def test_a_body_that_stops_arriving_gets_408_and_the_agent_sees_the_stream
             assert b"no request body for 0.3 s (after 1 bytes)" in body
             await async_wait_for(lambda: len(resets) == 1, what="the agent to see the reset")
             await async_wait_for(
-                lambda: relay._slots.held(relay._tunnels["demo"], ATTACKER) == 0,  # type: ignore[attr-defined]
+                lambda: relay._slots.held(relay._tunnels["demo"].members[0], ATTACKER) == 0,  # type: ignore[attr-defined]
                 what="the stream to be given back",
             )
         finally:
@@ -232,7 +232,7 @@ async def test_an_address_gets_its_streams_back_once_its_requests_end() -> None:
             release.set()
             assert [status for status, _, _ in await asyncio.gather(*held)] == [200, 200]
             await async_wait_for(
-                lambda: relay._slots.held(relay._tunnels["demo"], ATTACKER) == 0,  # type: ignore[attr-defined]
+                lambda: relay._slots.held(relay._tunnels["demo"].members[0], ATTACKER) == 0,  # type: ignore[attr-defined]
                 what="the streams to be given back",
             )
             assert (await request_from(relay, ATTACKER, get))[0] == 200

@@ -417,6 +417,6 @@ async def test_client_leaving_resets_the_stream(relay: Relay, answered: bool) ->
         writer.close()
         await async_wait_for(lambda: resets, what="the agent to see the reset")
         assert resets[0].code == ErrorCode.CANCEL
-        await async_wait_for(lambda: not relay._tunnels["demo"].streams, what="the relay to forget the stream")
+        await async_wait_for(lambda: not relay._tunnels["demo"].members[0].streams, what="the relay to forget the stream")
     finally:
         await agent.close()

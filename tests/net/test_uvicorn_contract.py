@@ -252,7 +252,7 @@ async def test_uvicorn_websocket_objects_have_the_fields_the_relay_uses() -> Non
         try:
             # Relay._serve_agent finds the protocol as receive.__self__: uvicorn must pass the
             # protocol's bound method as the ASGI receive.
-            protocol = relay._tunnels["demo"].socket
+            protocol = relay._tunnels["demo"].members[0].socket
             assert isinstance(protocol, DeadPeerWebSocketProtocol), (
                 "uvicorn no longer passes WebSocketsSansIOProtocol.receive (a bound method) to the app"
             )

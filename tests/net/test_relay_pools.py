@@ -1,0 +1,489 @@
+"""Pools: agents of one token sharing a tunnel name (``--pool``), on real sockets.
+
+Each agent forwards to a local service of its own that answers with its label, so every
+response says which agent carried it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+
+from devtunnel.cli import EXIT_TUNNEL_REFUSED
+from devtunnel.errors import ConfigError, NameInUseError, NameTakenError, TunnelError
+from devtunnel.net.agent import AgentService, Backoff, TunnelConfig, TunnelState
+from devtunnel.net.api import serve_api
+from devtunnel.net.relay import Relay
+from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.events import GoAway, Hello
+from tests.helpers import async_wait_for
+from tests.net._relay_agent import TOKEN, AgentRequest, connect_agent, running_relay
+from tests.net.test_agent_names import SilentDropProxy
+
+FAST = Backoff(base=0.05, cap=0.2, rng=random.Random(5))
+
+
+# -- local services that say who answered ------------------------------------------------------
+def _labelled_app(label: str) -> Callable[..., Awaitable[None]]:
+    body = label.encode()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": label})
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@asynccontextmanager
+async def labelled_service(label: str) -> AsyncIterator[int]:
+    """A local HTTP and WebSocket service on loopback answering ``label``; yields its port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(_labelled_app(label), lifespan="off", log_config=None, access_log=False,
+                            http="httptools", proxy_headers=False)
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        await async_wait_for(lambda: server.started or task.done(), what=f"local service {label}")
+        assert not task.done(), task
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+@asynccontextmanager
+async def pool_agent(relay_url: str, label: str, *, name: str = "api", pool: bool = True, token: str = TOKEN
+                     ) -> AsyncIterator[AgentService]:
+    """An agent service in front of a local service answering ``label``, its tunnel started
+    (``local_port`` is the local service's port)."""
+    async with labelled_service(label) as port:
+        service = AgentService(relay=relay_url, token=token, backoff=FAST)
+        service.local_port = port  # type: ignore[attr-defined]
+        try:
+            await service.start_tunnel(TunnelConfig(target=str(port), name=name, pool=pool))
+            yield service
+        finally:
+            await service.stop()
+
+
+def relay_ws(relay: Relay) -> str:
+    return f"ws://127.0.0.1:{relay.port}"
+
+
+async def get(client: httpx.AsyncClient, relay: Relay, name: str = "api") -> httpx.Response:
+    return await client.get(f"http://127.0.0.1:{relay.port}/who", headers={"Host": f"{name}.localhost"})
+
+
+async def post_streamed(client: httpx.AsyncClient, relay: Relay) -> httpx.Response:
+    """A chunked upload: the relay forwards it on its ASGI path, not the direct one."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"part one "
+        yield b"part two"
+
+    return await client.post(f"http://127.0.0.1:{relay.port}/who", headers={"Host": "api.localhost"}, content=chunks())
+
+
+def client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(trust_env=False, timeout=20)
+
+
+async def load(relay: Relay, total: int, concurrency: int, on_response: Callable[[int], Awaitable[None]] | None = None
+               ) -> tuple[list[str], list[int]]:
+    """``total`` GETs with ``concurrency`` workers: (bodies of the 200s in order, other statuses)."""
+    answered: list[str] = []
+    failed: list[int] = []
+    sent = 0
+
+    async def worker(c: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while sent < total:
+            sent += 1
+            response = await get(c, relay)
+            if response.status_code == 200:
+                answered.append(response.text)
+            else:
+                failed.append(response.status_code)
+            if on_response is not None:
+                await on_response(len(answered) + len(failed))
+
+    async with client() as c:
+        await asyncio.wait_for(asyncio.gather(*(worker(c) for _ in range(concurrency))), 120)
+    return answered, failed
+
+
+# -- sharing a name ----------------------------------------------------------------------------
+async def test_requests_alternate_over_the_agents_of_a_pool_on_both_forwarding_paths() -> None:
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a") as a, pool_agent(relay_ws(relay), "b") as b:
+            assert relay.agents == {"api": 2}
+            async with client() as c:
+                direct = [(await get(c, relay)).text for _ in range(6)]
+                streamed = [(await post_streamed(c, relay)).text for _ in range(4)]
+            assert direct in (["a", "b"] * 3, ["b", "a"] * 3)
+            assert streamed in (["a", "b"] * 2, ["b", "a"] * 2)
+            # Each agent learns how many share the name, the first one from the relay's update.
+            await async_wait_for(lambda: a.tunnels()[0].pool_members == 2, what="the first agent to hear of the second")
+            assert b.tunnels()[0].pool_members == 2
+            assert a.tunnels()[0].public_url == b.tunnels()[0].public_url
+
+
+async def test_websockets_alternate_over_the_agents_of_a_pool() -> None:
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a"), pool_agent(relay_ws(relay), "b"):
+            labels = []
+            for _ in range(4):
+                async with websockets.connect(f"ws://api.localhost:{relay.port}/live", host="127.0.0.1",
+                                              port=relay.port, proxy=None) as ws:
+                    labels.append(await asyncio.wait_for(ws.recv(), 10))
+            assert labels in (["a", "b"] * 2, ["b", "a"] * 2)
+
+
+async def test_the_pool_shows_in_the_agent_api_and_on_the_relay_status_page() -> None:
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a") as a:
+            server, port = await serve_api(a, 0)
+            try:
+                async with client() as c:
+                    tunnel = (await c.get(f"http://127.0.0.1:{port}/api/tunnels")).json()["tunnels"][0]
+                    assert tunnel["pool"] == {"members": 1}
+                    async with pool_agent(relay_ws(relay), "b"):
+
+                        async def two() -> bool:
+                            listed = (await c.get(f"http://127.0.0.1:{port}/api/tunnels")).json()["tunnels"]
+                            return listed[0]["pool"] == {"members": 2}
+
+                        await async_wait_for(two, what="the API to show two members")
+                        page = await c.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "localhost"})
+                        assert "tunnels online: 1\nagents online: 2\npool api: 2 agents\n" in page.text
+                    await async_wait_for(two_becomes_one(c, port), what="the API to show one member again")
+                    page = await c.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "localhost"})
+                    assert "pool api: 1 agent\n" in page.text
+            finally:
+                await server.stop()
+
+
+def two_becomes_one(c: httpx.AsyncClient, port: int) -> Callable[[], Awaitable[bool]]:
+    async def one() -> bool:
+        listed = (await c.get(f"http://127.0.0.1:{port}/api/tunnels")).json()["tunnels"]
+        return listed[0]["pool"] == {"members": 1}
+
+    return one
+
+
+async def test_a_tunnel_without_pool_shows_no_pool_in_the_api_or_on_the_status_page() -> None:
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a", pool=False) as a:
+            assert a.tunnels()[0].pool_members is None
+            server, port = await serve_api(a, 0)
+            try:
+                async with client() as c:
+                    tunnel = (await c.get(f"http://127.0.0.1:{port}/api/tunnels")).json()["tunnels"][0]
+                    page = await c.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "localhost"})
+            finally:
+                await server.stop()
+            assert tunnel["pool"] is None
+            assert "agents online: 1\n" in page.text and "pool" not in page.text
+
+
+# -- members leaving -----------------------------------------------------------------------------
+async def test_an_agent_stopped_mid_traffic_costs_only_the_requests_in_flight_on_it() -> None:
+    concurrency, total = 4, 300
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a") as a, pool_agent(relay_ws(relay), "b"):
+            stopping: asyncio.Task[None] | None = None
+
+            async def stop_a_after_50(done: int) -> None:
+                nonlocal stopping
+                if done == 50 and stopping is None:
+                    stopping = asyncio.ensure_future(a.stop_tunnel("api"))
+
+            answered, failed = await load(relay, total, concurrency, stop_a_after_50)
+            assert stopping is not None
+            await stopping
+            # Only requests already sent to the stopped agent may fail; every other one went elsewhere.
+            assert len(failed) <= concurrency, failed
+            assert set(failed) <= {502}, failed
+            assert len(answered) + len(failed) == total
+            assert answered.count("a") >= 20 and answered.count("b") >= total - 50 - concurrency
+            assert answered[-100:] == ["b"] * 100
+            assert relay.agents == {"api": 1}
+        await async_wait_for(lambda: relay.agents == {}, what="the name to be free after the last agent left")
+        async with client() as c:
+            assert (await get(c, relay)).status_code == 404
+
+
+def answering(label: str) -> Callable[[AgentRequest], Awaitable[None]]:
+    async def handler(request: AgentRequest) -> None:
+        await request.body()
+        request.respond(200, [(b"Content-Length", str(len(label)).encode())])
+        await request.send(label.encode(), end=True)
+
+    return handler
+
+
+async def test_a_member_that_said_goaway_gets_no_new_requests_while_its_own_finish() -> None:
+    async with running_relay() as relay:
+        a = await connect_agent(relay, "api", handler=answering("a"), pool=True)
+        b = await connect_agent(relay, "api", handler=answering("b"), pool=True)
+        try:
+            a.conn.send_goaway(ErrorCode.NO_ERROR, "the agent is stopping")
+            a.flush()
+            await async_wait_for(lambda: relay._tunnels["api"].members[0].draining, what="the relay to hear the GOAWAY")
+            async with client() as c:
+                assert [(await get(c, relay)).text for _ in range(4)] == ["b"] * 4
+                await b.close()
+                await async_wait_for(lambda: relay.agents == {"api": 1}, what="b to leave")
+                # Only the leaving member is left: as for a lone agent that is leaving, 503.
+                response = await get(c, relay)
+            assert response.status_code == 503 and "restarting" in response.text
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_a_member_carrying_its_maximum_of_requests_is_passed_over_while_another_has_room() -> None:
+    release = asyncio.Event()
+
+    async def hold(request: AgentRequest) -> None:
+        await release.wait()
+        await answering("a")(request)
+
+    async with running_relay(max_streams=2, client_share=1) as relay:
+        a = await connect_agent(relay, "api", handler=hold, pool=True)
+        b = await connect_agent(relay, "api", handler=answering("b"), pool=True)
+        try:
+            async with client() as c:
+                first = [asyncio.ensure_future(get(c, relay)) for _ in range(4)]  # a, b, a, b
+                await async_wait_for(lambda: len(a.requests) == 2 and len(b.requests) == 2, what="two requests each")
+                # a is full: every request goes to b, none gets the 503 of a full tunnel.
+                assert [(await get(c, relay)).text for _ in range(4)] == ["b"] * 4
+                release.set()
+                assert sorted([(await r).text for r in first]) == ["a", "a", "b", "b"]
+        finally:
+            release.set()
+            await a.close()
+            await b.close()
+
+
+async def test_an_agent_that_vanishes_without_closing_is_dropped_and_requests_keep_succeeding() -> None:
+    concurrency = 4
+    async with running_relay(ping_interval=0.3, ping_timeout=0.5) as relay:
+        proxy = SilentDropProxy(relay.port)
+        await proxy.start()
+        try:
+            async with pool_agent(f"ws://127.0.0.1:{proxy.port}", "a"), pool_agent(relay_ws(relay), "b"):
+                assert relay.agents == {"api": 2}
+                proxy.down = True
+                await proxy.drop()  # the relay's side stays open and silent
+                answered, failed = await load(relay, 60, concurrency)
+                assert relay.agents == {"api": 1}
+                # Requests sent to the vanished agent before the liveness check dropped it fail
+                # (at most one per client worker); all the others are answered by the other agent.
+                assert 1 <= len(failed) <= concurrency, failed
+                assert set(failed) <= {502}, failed
+                assert set(answered) == {"b"}
+                async with client() as c:
+                    assert [(await get(c, relay)).text for _ in range(10)] == ["b"] * 10
+        finally:
+            await proxy.close()
+
+
+async def test_a_pool_member_coming_back_after_a_network_drop_rejoins_at_once() -> None:
+    # Neither the liveness check nor the keepalive can notice in time: only the instance id can.
+    async with running_relay(name_check_timeout=60, ping_interval=60, ping_timeout=60) as relay:
+        proxy = SilentDropProxy(relay.port)
+        await proxy.start()
+        try:
+            async with pool_agent(f"ws://127.0.0.1:{proxy.port}", "a") as a, pool_agent(relay_ws(relay), "b"):
+                states: list[TunnelState] = []
+                a.subscribe(lambda changed: states.append(changed.state))
+                await proxy.drop()
+                await async_wait_for(lambda: states[-1:] == [TunnelState.ONLINE], timeout=15, what="back online")
+                assert TunnelState.RECONNECTING in states
+                assert relay.agents == {"api": 2}  # the stale connection made way for the new one
+                async with client() as c:
+                    labels = {(await get(c, relay)).text for _ in range(4)}
+                assert labels == {"a", "b"}
+                assert a.tunnels()[0].pool_members == 2
+        finally:
+            await proxy.close()
+
+
+# -- refusals ----------------------------------------------------------------------------------------
+async def test_an_agent_asking_alone_for_a_pooled_name_is_refused_and_told_to_add_pool() -> None:
+    async with running_relay(name_check_timeout=0.5) as relay:
+        async with pool_agent(relay_ws(relay), "a"):
+            with pytest.raises(NameInUseError, match=r"shared by a pool of 1 agent \(--pool\).*add --pool"):
+                async with pool_agent(relay_ws(relay), "b", pool=False):
+                    pass
+            assert relay.agents == {"api": 1}
+            async with client() as c:
+                assert (await get(c, relay)).text == "a"
+
+
+async def test_an_agent_asking_to_pool_a_name_held_alone_is_refused() -> None:
+    async with running_relay(name_check_timeout=0.5) as relay:
+        async with pool_agent(relay_ws(relay), "a", pool=False):
+            with pytest.raises(NameInUseError, match=r"held by an agent that does not share it \(no --pool\)"):
+                async with pool_agent(relay_ws(relay), "b"):
+                    pass
+            assert relay.agents == {"api": 1}
+
+
+async def test_an_agent_alone_takes_the_name_of_a_pool_whose_every_member_is_silent() -> None:
+    async with running_relay(name_check_timeout=0.3, ping_interval=60, ping_timeout=60) as relay:
+        proxy = SilentDropProxy(relay.port)
+        await proxy.start()
+        try:
+            async with pool_agent(f"ws://127.0.0.1:{proxy.port}", "a"):
+                proxy.down = True
+                await proxy.drop()  # the relay still holds the member's connection
+                async with pool_agent(relay_ws(relay), "b", pool=False):
+                    assert relay.agents == {"api": 1}
+                    async with client() as c:
+                        assert [(await get(c, relay)).text for _ in range(3)] == ["b"] * 3
+                        page = await c.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "localhost"})
+                    assert "pool" not in page.text
+        finally:
+            await proxy.close()
+
+
+async def test_an_agent_with_another_token_cannot_join_a_pool() -> None:
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a"):
+            with pytest.raises(NameTakenError, match="another token") as caught:
+                async with pool_agent(relay_ws(relay), "b", token="other-token"):
+                    pass
+            assert not isinstance(caught.value, NameInUseError)
+            assert relay.agents == {"api": 1}
+
+
+async def test_a_pool_needs_a_name() -> None:
+    with pytest.raises(ConfigError, match="--name NAME --pool"):
+        TunnelConfig(target="8000", pool=True)
+
+
+@asynccontextmanager
+async def relay_without_pools() -> AsyncIterator[tuple[int, list[Hello], list[GoAway]]]:
+    """A relay of before pools: it ignores the HELLO's pool and welcomes the agent as it always
+    did; yields (port, the HELLOs it got, the GOAWAYs the agents sent)."""
+    hellos: list[Hello] = []
+    goaways: list[GoAway] = []
+
+    async def serve(ws: Any) -> None:
+        conn = Connection(Role.RELAY)
+        try:
+            async for message in ws:
+                for event in conn.receive_data(message):
+                    if isinstance(event, Hello):
+                        hellos.append(event)
+                        conn.send_welcome(event.name or "x", f"http://{event.name}.localhost")
+                    elif isinstance(event, GoAway):
+                        goaways.append(event)
+                data = conn.data_to_send()
+                if data:
+                    await ws.send(data)
+        except websockets.ConnectionClosed:
+            pass
+
+    async with websockets.serve(serve, "127.0.0.1", 0, compression=None) as server:
+        yield next(iter(server.sockets)).getsockname()[1], hellos, goaways
+
+
+async def test_an_agent_asking_for_a_pool_at_a_relay_without_pools_says_so_and_leaves() -> None:
+    async with relay_without_pools() as (port, hellos, goaways):
+        with pytest.raises(TunnelError, match="does not support pools.*without --pool"):
+            async with pool_agent(f"ws://127.0.0.1:{port}", "a"):
+                pass
+        assert hellos and hellos[0].pool is True
+        await async_wait_for(lambda: goaways, what="the agent to leave the relay")
+
+
+# -- the command ----------------------------------------------------------------------------------
+async def test_the_command_joins_a_pool_from_the_flag_and_from_the_config_file(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env.pop("DEVTUNNEL_RELAY", None)
+    env.pop("DEVTUNNEL_TOKEN", None)
+    async with running_relay() as relay, pool_agent(relay_ws(relay), "a") as a:
+        (tmp_path / "devtunnel.toml").write_text(f'[tunnels.api]\ntarget = "{a.local_port}"\npool = true\n')  # type: ignore[attr-defined]
+        for args in (["api"], [str(a.local_port), "--name", "api", "--pool"]):  # type: ignore[attr-defined]
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "devtunnel", "http", *args, "--relay", relay_ws(relay), "--token", TOKEN,
+                "--no-tui", "--api-port", "0", "--no-record",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
+            )
+            try:
+                await async_wait_for(lambda: relay.agents == {"api": 2}, timeout=30, what="the command to join")
+            finally:
+                proc.terminate()
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert f"Forwarding http://api.localhost:{relay.port} -> http://127.0.0.1:{a.local_port} (pool of 2)".encode() in out, err  # type: ignore[attr-defined]
+            await async_wait_for(lambda: relay.agents == {"api": 1}, what="the command to leave")
+
+
+async def test_the_command_refused_by_a_pool_says_why_and_exits(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env.pop("DEVTUNNEL_RELAY", None)
+    env.pop("DEVTUNNEL_TOKEN", None)
+    async with running_relay(name_check_timeout=0.5) as relay, pool_agent(relay_ws(relay), "a") as a:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "devtunnel", "http", str(a.local_port), "--name", "api",  # type: ignore[attr-defined]
+            "--relay", relay_ws(relay), "--token", TOKEN, "--no-tui", "--api-port", "0", "--no-record",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == EXIT_TUNNEL_REFUSED
+        assert "shared by a pool of 1 agent (--pool)" in err.decode() and "Traceback" not in err.decode()
+        assert b"Forwarding" not in out
+        assert relay.agents == {"api": 1}
+
+
+def test_the_command_refuses_pool_without_a_name(tmp_path: Path) -> None:
+    import subprocess
+
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "devtunnel", "http", "9", "--pool", "--no-tui", "--api-port", "0", "--no-record"],
+        check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "a pool shares a name: give the tunnel one (--name NAME --pool)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_config_file_with_a_pool_that_is_not_a_boolean_is_refused_with_its_line(tmp_path: Path) -> None:
+    import subprocess
+
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    (tmp_path / "devtunnel.toml").write_text('[tunnels.api]\ntarget = "9"\npool = "yes"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "devtunnel", "http", "api", "--no-tui", "--api-port", "0", "--no-record"],
+        check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "devtunnel.toml:3: tunnels.api.pool: expected true or false, got 'yes'" in proc.stderr
+    assert "Traceback" not in proc.stderr
