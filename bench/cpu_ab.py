@@ -77,11 +77,11 @@ def backend(args: argparse.Namespace, work: Path, port: int) -> subprocess.Popen
     return proc
 
 
-def one_round(tree: Path, args: argparse.Namespace, work: Path, lua: Path, backend_port: int) -> dict[str, float]:
+def one_round(tree: Path, python: str, args: argparse.Namespace, work: Path, lua: Path,
+              backend_port: int) -> dict[str, float]:
     relay_port = bench.free_port()
     env = dict(os.environ, XDG_STATE_HOME=str(work / f"state-{relay_port}"), PYTHONPATH=str(tree))
     pin = 1 if args.pin else None
-    python = sys.executable
     relay = subprocess.Popen(
         pinned(pin, [python, "-m", "devtunnel", "relay", "--listen", f"127.0.0.1:{relay_port}", "--domain", "localhost",
                      "--token", "bench"]),
@@ -94,7 +94,7 @@ def one_round(tree: Path, args: argparse.Namespace, work: Path, lua: Path, backe
             agent = subprocess.Popen(
                 pinned(pin, [python, "-m", "devtunnel", "http", f"127.0.0.1:{backend_port}", "--relay",
                              f"ws://127.0.0.1:{relay_port}", "--token", "bench", "--name", "bench", "--no-tui",
-                             "--api-port", "0"]),
+                             "--api-port", "0", *(["--no-record"] if args.no_record else [])]),
                 stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
         procs.append(agent)
         bench.wait_forwarding(agent, out)
@@ -122,9 +122,16 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=1, help="wrk connections (default 1)")
     ap.add_argument("--load", choices=("auto", "py"), default="auto",
                     help="py: bench/pyload.py's backend and client even where nginx and wrk exist")
+    ap.add_argument("--python", action="append",
+                    help="the interpreter that runs relay and agent, once per tree in order (default: this one)")
+    ap.add_argument("--no-record", action="store_true", help="run the agents with recording off")
     ap.add_argument("--pin", action="store_true", help="relay and agent on CPU 1, wrk and nginx on CPU 0")
     args = ap.parse_args()
     args.trees = [tree.resolve() for tree in args.trees]  # the processes run from a scratch directory
+    pythons = args.python or [sys.executable] * len(args.trees)
+    if len(pythons) != len(args.trees):
+        raise SystemExit("give --python once per tree, or not at all")
+    runs = [(f"{tree}" + (f" ({py})" if args.python else ""), tree, py) for tree, py in zip(args.trees, pythons)]
     for tree in args.trees:
         if not (tree / "devtunnel" / "__main__.py").is_file():
             raise SystemExit(f"{tree} holds no devtunnel package")
@@ -140,17 +147,17 @@ def main() -> int:
     lua.write_text(bench.WRK_LUA)
     backend_port = bench.free_port()
     nginx = backend(args, work, backend_port)
-    results: dict[Path, list[dict[str, float]]] = {tree: [] for tree in args.trees}
+    results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in runs}
     direct: list[dict[str, float]] = []
     try:
         for n in range(args.rounds):
             d = load(args, f"http://127.0.0.1:{backend_port}", None, args.conns, lua)
             direct.append(d)
             print(f"round {n + 1}: direct p50 {d['p50_ms']:.3f} ms, {d['rps']:,.0f} req/s")
-            for tree in args.trees:
-                row = one_round(tree, args, work, lua, backend_port)
-                results[tree].append(row)
-                print(f"  {tree}: p50 {row['p50_ms']:.3f} ms, {row['rps']:,.0f} req/s, "
+            for label, tree, py in runs:
+                row = one_round(tree, py, args, work, lua, backend_port)
+                results[label].append(row)
+                print(f"  {label}: p50 {row['p50_ms']:.3f} ms, {row['rps']:,.0f} req/s, "
                       f"relay {row['relay_us']:.0f} us/req, agent {row['agent_us']:.0f} us/req", flush=True)
     finally:
         bench.stop_all([nginx])
@@ -160,9 +167,9 @@ def main() -> int:
     print(f"\nmedians over {args.rounds} rounds, {args.conns} connection(s){', pinned' if args.pin else ''}:")
     print("| tree | p50 ms | p50 / direct | req/s | relay us/req | agent us/req |\n|---|---:|---:|---:|---:|---:|")
     print(f"| direct (nginx) | {direct_p50:.3f} | 1.00 | {statistics.median(d['rps'] for d in direct):,.0f} | | |")
-    for tree, rows in results.items():
+    for label, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        print(f"| {tree} | {med['p50_ms']:.3f} | {med['p50_ms'] / direct_p50:.2f} | {med['rps']:,.0f} | "
+        print(f"| {label} | {med['p50_ms']:.3f} | {med['p50_ms'] / direct_p50:.2f} | {med['rps']:,.0f} | "
               f"{med['relay_us']:.0f} | {med['agent_us']:.0f} |")
     return 0
 
