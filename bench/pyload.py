@@ -33,6 +33,15 @@ class _Backend(asyncio.Protocol):
             self.transport.write(RESPONSE * n)  # type: ignore[attr-defined]
 
 
+def _content_length(head: bytes) -> int:
+    """The Content-Length of a lower-cased response head, 0 without one."""
+    at = head.find(b"content-length:")
+    if at < 0:
+        return 0
+    end = head.find(b"\r\n", at)
+    return int(head[at + 15 : end if end > 0 else None])
+
+
 class _Client(asyncio.Protocol):
     def __init__(self, request: bytes, latencies: list[float], stop_at: float, done: asyncio.Future[None]) -> None:
         self.request, self.latencies, self.stop_at, self.done = request, latencies, stop_at, done
@@ -58,8 +67,7 @@ class _Client(asyncio.Protocol):
                 head = self.buf[:end].lower()
                 if not head.startswith(b"http/1.1 2"):
                     self.errors += 1
-                at = head.find(b"content-length:")
-                length = int(head[at + 15:head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+                length = _content_length(head)
                 self.need = end + 4 + length
             if len(self.buf) < self.need:
                 return
@@ -92,7 +100,10 @@ async def _load(url: str, host: str, conns: int, seconds: float) -> dict[str, fl
     await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), seconds + 30)
     elapsed = time.perf_counter() - start
     latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0  # noqa: E731
+
+    def pick(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
+
     return {"rps": len(latencies) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
             "errors": sum(c.errors for c in clients), "requests": len(latencies)}
 
