@@ -166,7 +166,8 @@ def main() -> int:
     direct_p50 = statistics.median(d["p50_ms"] for d in direct)
     print(f"\nmedians over {args.rounds} rounds, {args.conns} connection(s){', pinned' if args.pin else ''}:")
     print("| tree | p50 ms | p50 / direct | req/s | relay us/req | agent us/req |\n|---|---:|---:|---:|---:|---:|")
-    print(f"| direct (nginx) | {direct_p50:.3f} | 1.00 | {statistics.median(d['rps'] for d in direct):,.0f} | | |")
+    direct_name = "direct (pyload.py)" if use_py(args) else "direct (nginx)"
+    print(f"| {direct_name} | {direct_p50:.3f} | 1.00 | {statistics.median(d['rps'] for d in direct):,.0f} | | |")
     for label, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         print(f"| {label} | {med['p50_ms']:.3f} | {med['p50_ms'] / direct_p50:.2f} | {med['rps']:,.0f} | "
