@@ -17,12 +17,14 @@ less, and alternating the trees round by round spreads the drift over both. ``--
 relay and agent on CPU 1 and wrk and nginx on CPU 0, which steadies the figures further (the
 side-by-side benchmark with other tunnels does not pin).
 
-Needs wrk and nginx (``../shared/bench-peers/setup.sh`` installs them). Loopback only.
+Uses wrk and nginx when installed (``../shared/bench-peers/setup.sh`` installs them), else
+``bench/pyload.py``'s backend and load client (``--load py`` forces them). Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -47,11 +49,39 @@ def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
     return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
 
 
-def one_round(tree: Path, args: argparse.Namespace, work: Path, lua: Path, backend_port: int) -> dict[str, float]:
+PYLOAD = Path(__file__).resolve().parent / "pyload.py"
+
+
+def use_py(args: argparse.Namespace) -> bool:
+    return args.load == "py" or not (shutil.which("wrk") and os.path.exists("/usr/sbin/nginx"))
+
+
+def load(args: argparse.Namespace, url: str, host: str | None, conns: int, lua: Path,
+         duration: int | None = None) -> dict[str, float]:
+    duration = duration or args.duration
+    if not use_py(args):
+        return bench.wrk(url, host, conns, duration, lua)
+    out = subprocess.run([sys.executable, str(PYLOAD), "load", url, host or url.split("//", 1)[1], str(conns),
+                          str(duration)], check=False, capture_output=True, text=True, timeout=duration + 40).stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith("PYLOADJSON ")), None)
+    if line is None:
+        raise SystemExit(f"pyload printed no result:\n{out}")
+    return json.loads(line.split(" ", 1)[1])
+
+
+def backend(args: argparse.Namespace, work: Path, port: int) -> subprocess.Popen[bytes]:
+    if not use_py(args):
+        return bench.nginx(work, port, 1 << 20)
+    proc = subprocess.Popen([sys.executable, str(PYLOAD), "serve", str(port)])
+    bench.wait_port(port)
+    return proc
+
+
+def one_round(tree: Path, python: str, args: argparse.Namespace, work: Path, lua: Path,
+              backend_port: int) -> dict[str, float]:
     relay_port = bench.free_port()
     env = dict(os.environ, XDG_STATE_HOME=str(work / f"state-{relay_port}"), PYTHONPATH=str(tree))
     pin = 1 if args.pin else None
-    python = sys.executable
     relay = subprocess.Popen(
         pinned(pin, [python, "-m", "devtunnel", "relay", "--listen", f"127.0.0.1:{relay_port}", "--domain", "localhost",
                      "--token", "bench"]),
@@ -64,16 +94,16 @@ def one_round(tree: Path, args: argparse.Namespace, work: Path, lua: Path, backe
             agent = subprocess.Popen(
                 pinned(pin, [python, "-m", "devtunnel", "http", f"127.0.0.1:{backend_port}", "--relay",
                              f"ws://127.0.0.1:{relay_port}", "--token", "bench", "--name", "bench", "--no-tui",
-                             "--api-port", "0"]),
+                             "--api-port", "0", *(["--no-record"] if args.no_record else [])]),
                 stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
         procs.append(agent)
         bench.wait_forwarding(agent, out)
         url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"
-        bench.wrk(url, host, 1, 1, lua)  # warm-up
+        load(args, url, host, 1, lua, 1)  # warm-up
         before = cpu_seconds(relay.pid), cpu_seconds(agent.pid)
-        result = bench.wrk(url, host, args.conns, args.duration, lua)
+        result = load(args, url, host, args.conns, lua)
         after = cpu_seconds(relay.pid), cpu_seconds(agent.pid)
-        requests = result["rps"] * args.duration
+        requests = result.get("requests") or result["rps"] * args.duration
         return {
             "p50_ms": result["p50_ms"],
             "rps": result["rps"],
@@ -90,13 +120,22 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--duration", type=int, default=3, help="seconds of wrk per tree and round")
     ap.add_argument("--conns", type=int, default=1, help="wrk connections (default 1)")
+    ap.add_argument("--load", choices=("auto", "py"), default="auto",
+                    help="py: bench/pyload.py's backend and client even where nginx and wrk exist")
+    ap.add_argument("--python", action="append",
+                    help="the interpreter that runs relay and agent, once per tree in order (default: this one)")
+    ap.add_argument("--no-record", action="store_true", help="run the agents with recording off")
     ap.add_argument("--pin", action="store_true", help="relay and agent on CPU 1, wrk and nginx on CPU 0")
     args = ap.parse_args()
     args.trees = [tree.resolve() for tree in args.trees]  # the processes run from a scratch directory
+    pythons = args.python or [sys.executable] * len(args.trees)
+    if len(pythons) != len(args.trees):
+        raise SystemExit("give --python once per tree, or not at all")
+    runs = [(f"{tree}" + (f" ({py})" if args.python else ""), tree, py) for tree, py in zip(args.trees, pythons)]
     for tree in args.trees:
         if not (tree / "devtunnel" / "__main__.py").is_file():
             raise SystemExit(f"{tree} holds no devtunnel package")
-    for tool in ("wrk", "taskset") if args.pin else ("wrk",):
+    for tool in ("taskset",) if args.pin else ():
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing")
     if args.pin:
@@ -107,18 +146,18 @@ def main() -> int:
     lua = work / "report.lua"
     lua.write_text(bench.WRK_LUA)
     backend_port = bench.free_port()
-    nginx = bench.nginx(work, backend_port, 1 << 20)
-    results: dict[Path, list[dict[str, float]]] = {tree: [] for tree in args.trees}
+    nginx = backend(args, work, backend_port)
+    results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in runs}
     direct: list[dict[str, float]] = []
     try:
         for n in range(args.rounds):
-            d = bench.wrk(f"http://127.0.0.1:{backend_port}", None, args.conns, args.duration, lua)
+            d = load(args, f"http://127.0.0.1:{backend_port}", None, args.conns, lua)
             direct.append(d)
             print(f"round {n + 1}: direct p50 {d['p50_ms']:.3f} ms, {d['rps']:,.0f} req/s")
-            for tree in args.trees:
-                row = one_round(tree, args, work, lua, backend_port)
-                results[tree].append(row)
-                print(f"  {tree}: p50 {row['p50_ms']:.3f} ms, {row['rps']:,.0f} req/s, "
+            for label, tree, py in runs:
+                row = one_round(tree, py, args, work, lua, backend_port)
+                results[label].append(row)
+                print(f"  {label}: p50 {row['p50_ms']:.3f} ms, {row['rps']:,.0f} req/s, "
                       f"relay {row['relay_us']:.0f} us/req, agent {row['agent_us']:.0f} us/req", flush=True)
     finally:
         bench.stop_all([nginx])
@@ -127,10 +166,11 @@ def main() -> int:
     direct_p50 = statistics.median(d["p50_ms"] for d in direct)
     print(f"\nmedians over {args.rounds} rounds, {args.conns} connection(s){', pinned' if args.pin else ''}:")
     print("| tree | p50 ms | p50 / direct | req/s | relay us/req | agent us/req |\n|---|---:|---:|---:|---:|---:|")
-    print(f"| direct (nginx) | {direct_p50:.3f} | 1.00 | {statistics.median(d['rps'] for d in direct):,.0f} | | |")
-    for tree, rows in results.items():
+    direct_name = "direct (pyload.py)" if use_py(args) else "direct (nginx)"
+    print(f"| {direct_name} | {direct_p50:.3f} | 1.00 | {statistics.median(d['rps'] for d in direct):,.0f} | | |")
+    for label, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        print(f"| {tree} | {med['p50_ms']:.3f} | {med['p50_ms'] / direct_p50:.2f} | {med['rps']:,.0f} | "
+        print(f"| {label} | {med['p50_ms']:.3f} | {med['p50_ms'] / direct_p50:.2f} | {med['rps']:,.0f} | "
               f"{med['relay_us']:.0f} | {med['agent_us']:.0f} |")
     return 0
 
