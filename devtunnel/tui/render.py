@@ -551,7 +551,7 @@ SIGNATURE_MARKS: dict[Signature, tuple[str, str, str]] = {
 }
 """Per signature state: its one-cell mark in the request table, its style, and what it means."""
 
-DUPLICATE_MARK = "⧉"
+DUPLICATE_MARK = "≡"
 """Marks a delivery whose id was captured before (a provider's retry, or a resend)."""
 
 TABLE_LEGEND: list[tuple[str, str]] = [
@@ -564,7 +564,7 @@ TABLE_LEGEND: list[tuple[str, str]] = [
 
 
 def webhook_marks(verdict: Verdict | None) -> list[tuple[str, str]]:
-    """The two one-cell marks of a row, ``(text, style)``: the signature's, then ``⧉`` for a duplicate."""
+    """The two one-cell marks of a row, ``(text, style)``: the signature's, then ``≡`` for a duplicate."""
     if verdict is None:
         return [("  ", "")]
     mark, style, _meaning = SIGNATURE_MARKS.get(verdict.signature, SIGNATURE_MARKS[Signature.UNVERIFIED])
@@ -590,7 +590,8 @@ def webhook_section(verdict: Verdict, *, title: str = "", secret_env: str = "") 
         secret_env: the variable its secret is read from, for the hint when it was not verified.
     """
     mark, style, _meaning = SIGNATURE_MARKS.get(verdict.signature, SIGNATURE_MARKS[Signature.UNVERIFIED])
-    signature = Text(f"{mark} {verdict.signature.value}", style, end="")
+    signature = Text(end="")
+    signature.append(f"{mark} {verdict.signature.value}", style)
     if verdict.reason:
         signature.append(": ")
         signature.append(escape(verdict.reason), "red" if verdict.signature is Signature.INVALID else "")
@@ -602,8 +603,9 @@ def webhook_section(verdict: Verdict, *, title: str = "", secret_env: str = "") 
         ("Signature", signature),
     ]
     if verdict.duplicate_of:
-        duplicate = Text(f"{DUPLICATE_MARK} {stable_short_id(verdict.duplicate_of)}", "bold magenta", end="")
-        duplicate.append(f"  ({escape(verdict.duplicate_of)}, the first capture of this delivery id)", "dim")
+        duplicate = Text(end="")
+        duplicate.append(f"{DUPLICATE_MARK} {stable_short_id(verdict.duplicate_of)}", "bold magenta")
+        duplicate.append("  the first capture of this delivery id", "dim")
         rows.append(("Duplicate of", duplicate))
     if verdict.signature is Signature.UNVERIFIED and verdict.reason.startswith(_NO_SECRET):
         # The variable the agent looked in (config may name another than the conventional one).

@@ -80,7 +80,7 @@ class _Columns:
     DURATION: ClassVar[int] = 7
     SIZE: ClassVar[int] = 5
     MARKS: ClassVar[int] = 2
-    """The webhook marks: the signature's (✓ ✗ – ?) and the duplicate's (⧉)."""
+    """The webhook marks: the signature's (✓ ✗ – ?) and the duplicate's (≡)."""
 
     @classmethod
     def for_width(cls, width: int) -> _Columns:
@@ -89,7 +89,7 @@ class _Columns:
         fixed = (2 + cls.TIME + 1 + cls.METHOD + 1 + 1 + cls.MARKS + 1 + cls.STATUS + 1 + cls.DURATION + 1
                  + cls.SIZE)
         rest = width - fixed
-        tunnel = 0 if width < 96 else min(16, max(8, rest // 6))
+        tunnel = 0 if width < 96 else min(16, max(8, rest // 8))
         rest -= tunnel + 1 if tunnel else 0
         event = 0 if width < 70 else min(36, max(12, rest // 2))
         path = max(4, rest - (event + 1 if event else 0))
