@@ -196,3 +196,20 @@ def test_detail_webhook_section_of_a_stale_retry_at_100x30(snap_compare, tmp_pat
         await _open(pilot, fixed_id(23))
 
     assert snap_compare(_app(tmp_path), terminal_size=(100, 30), run_before=run_before)
+
+
+async def test_help_explains_every_mark_the_table_draws(tmp_path: Path) -> None:
+    from textual.widgets import Static
+
+    from devtunnel.tui.screens.help import HelpScreen
+
+    app = _app(tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _settle(pilot)
+        await pilot.press("question_mark")
+        await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
+        shown = " ".join(" ".join(str(static.render()).split()) for static in app.screen.query(Static))
+        assert "Marks in the request table" in shown
+        for line in ("✓ signature valid", "✗ signature invalid", "– unsigned", "? not verified",
+                     "≡ duplicate: the same delivery id was captured before"):
+            assert line in shown, line
