@@ -26,7 +26,7 @@ from devtunnel.webhooks import BUILTIN, Delivery, SignatureError, by_name
 from devtunnel.webhooks.samples import list_samples, sample
 from devtunnel.webhooks.secrets import secrets_for
 
-__all__ = ["Sent", "SendFailed", "missing_secret", "run", "send_sample", "send_url"]
+__all__ = ["SendFailed", "Sent", "missing_secret", "run", "send_sample", "send_url"]
 
 EXIT_USAGE = 2
 

@@ -304,7 +304,9 @@ class InspectorApp(App[None]):
             self.notify(str(exc), title="Replay failed", severity="error")
             return
         self.live.changed([new.id])
-        from devtunnel.tui.screens.edit import replay_notice  # with the screen that shows the same notice
+        from devtunnel.tui.screens.edit import (
+            replay_notice,  # with the screen that shows the same notice
+        )
 
         # What came back, as plain text: the reason and the error line come from the network.
         notice = replay_notice(exchange, new, lead=f"{new.id}: ", diff_hint="D diff with the original",

@@ -20,7 +20,15 @@ from devtunnel.tui.widgets.request_table import _Columns
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.webhooks import Signature, Verdict
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import fill, fixed_id, inspector, make_exchange, screen_lines, traffic, utc
+from tests.tui.app_fixtures import (
+    fill,
+    fixed_id,
+    inspector,
+    make_exchange,
+    screen_lines,
+    traffic,
+    utc,
+)
 from tests.tui.screen_fixtures import screen_text
 
 HOSTILE_EVENT = "[bold]pwn[/bold]\x1b[31m\x1b]52;c;SGVsbG8=\x07\u202eevil"

@@ -6,6 +6,8 @@ straight to a receiver for what the screen says without a secret, on a refusal a
 
 from __future__ import annotations
 
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,35 @@ async def test_bad_urls_and_unreachable_receivers_are_one_clear_line(url: str, m
         shown = screen_text(app)
         assert "\x1b" not in shown and "Traceback" not in shown and not screen.sent
         assert screen.query_one("#send-result").has_class("failed")
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """A receiver whose refusal holds markup in its reason and escape sequences in its body."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        body = "\x1b]52;c;SGVsbG8=\x07\u202e[red]refused[/red]\nsecond line".encode()
+        self.send_response(400, "[bold]Bad[/bold]")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_what_the_receiver_answers_is_shown_escaped() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        screen = SendSampleScreen(f"http://127.0.0.1:{server.server_address[1]}", environ=RECEIVER_SECRETS)
+        app = ScreenApp(screen)
+        async with app.run_test(size=(120, 24)) as pilot:
+            await pilot.click("#send-go")
+            await async_wait_for(lambda: screen.sent, what="the answer")
+            assert _result(screen).endswith(": 400 [bold]Bad[/bold]\n\\x1b]52;c;SGVsbG8=\\x07\\u202e[red]refused[/red]")
+            shown = screen_text(app)
+            assert "\x1b" not in shown and "\u202e" not in shown and "[bold]Bad[/bold]" in shown
+    finally:
+        server.shutdown()
+        server.server_close()
