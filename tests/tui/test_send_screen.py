@@ -158,3 +158,13 @@ async def test_what_the_receiver_answers_is_shown_escaped() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_snapshot_send_screen_without_a_secret_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    screen = SendSampleScreen("http://hooks.localhost:8000", environ={})
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        screen.query_one("#send-sample").value = _index("stripe", "payment_intent.succeeded")
+        await pilot.pause()
+
+    assert snap_compare(ScreenApp(screen), terminal_size=(80, 24), run_before=run_before)
