@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,12 +21,12 @@ import httpx
 
 from devtunnel.capture.jsonpath import apply_assignments
 from devtunnel.capture.model import Headers
-from devtunnel.errors import ConfigError
+from devtunnel.errors import ConfigError, DevtunnelError
 from devtunnel.webhooks import BUILTIN, Delivery, SignatureError, by_name
 from devtunnel.webhooks.samples import list_samples, sample
 from devtunnel.webhooks.secrets import secrets_for
 
-__all__ = ["run", "send_url"]
+__all__ = ["SendFailed", "Sent", "missing_secret", "run", "send_sample", "send_url"]
 
 EXIT_USAGE = 2
 
@@ -77,6 +79,92 @@ def _body(data: str | None, default: bytes) -> bytes:
     return data.encode("utf-8")
 
 
+class SendFailed(DevtunnelError):
+    """The sample could not be delivered (the receiver was unreachable, or the connection broke)."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What came of sending one sample."""
+
+    label: str
+    """``stripe invoice.paid``: the provider and the sample's name."""
+    delivery_id: str | None
+    """The delivery's id (the same one the inspector shows), or None for providers without one."""
+    signed: bool
+    """False when sent without a signature."""
+    status: int
+    reason: str
+    """The response's reason phrase (from the network: escape it before showing it)."""
+    first_line: str
+    """The first line of a response body that is not 2xx (from the network), else ``""``."""
+
+    @property
+    def ok(self) -> bool:
+        """The receiver answered 2xx."""
+        return 200 <= self.status < 300
+
+
+def missing_secret(provider_name: str, environ: Mapping[str, str], env_name: str | None = None) -> str | None:
+    """The variable to set when ``provider_name`` has no secret in ``environ``, else None."""
+    provider = by_name(provider_name, BUILTIN)
+    if provider is None or secrets_for(provider, environ, env_name=env_name):
+        return None
+    return env_name or provider.secret_env
+
+
+def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str, str],
+                data: str | None = None, assignments: Sequence[str] = (), env_name: str | None = None,
+                unsigned: bool = False, timeout: float = 10.0, insecure: bool = False) -> Sent:
+    """Make a fresh sample delivery, sign it with the provider's secret and POST it to ``to``.
+
+    The one sending path of ``devtunnel send`` and the inspector's "Send a sample webhook".
+
+    Args:
+        provider_name: ``stripe``, ``github`` ... (any case).
+        event: the sample's name (``devtunnel send --list``).
+        to: the URL; the sample's path is added when it has none.
+        environ: where the secret is read (its provider's variable, or ``env_name``).
+        data: a body instead of the sample's (``@FILE`` reads a file).
+        assignments: ``PATH=VALUE`` edits of the JSON body.
+        unsigned: send without a signature when there is no secret (otherwise that is an error).
+
+    Raises:
+        ConfigError: bad usage (unknown provider or sample, bad URL, no secret, a bad edit).
+        SendFailed: the receiver could not be reached, or the exchange broke.
+    """
+    provider = by_name(provider_name.lower(), BUILTIN)
+    if provider is None:
+        raise ConfigError(f"unknown provider {provider_name!r}; known: {', '.join(p.name for p in BUILTIN)}")
+    now = time.time()
+    made = sample(provider.name, event, now=now)
+    url, host = send_url(to, made.info.path)
+    body = apply_assignments(_body(data, made.body), list(assignments))
+    headers = Headers([("Host", host), *made.headers.items()])
+    secrets = secrets_for(provider, environ, env_name=env_name)
+    if secrets:
+        public_url = urlunsplit((urlsplit(to).scheme, host, urlsplit(url).path, urlsplit(url).query, ""))
+        try:
+            headers = provider.sign(Delivery("POST", public_url, headers, body), secrets[0], now)
+        except SignatureError as exc:
+            raise ConfigError(str(exc)) from None
+    elif not unsigned:
+        raise ConfigError(f"no secret for {provider.title}: set {env_name or provider.secret_env} "
+                          "to the receiver's secret (or --unsigned to send without a signature)")
+    label = f"{provider.name} {made.info.name}"
+    delivery_id = provider.delivery_id(Delivery("POST", url, headers, body))
+    try:
+        with httpx.Client(timeout=timeout, trust_env=False, verify=not insecure) as client:
+            response = client.post(url, headers=[(n, v) for n, v in headers.items() if n.lower() != "content-length"],
+                                   content=body)
+    except httpx.HTTPError as exc:
+        raise SendFailed(f"{label} to {to} failed: {str(exc) or type(exc).__name__}") from exc
+    first = ""
+    if not response.is_success and response.text.strip():
+        first = response.text.strip().splitlines()[0][:300]
+    return Sent(label, delivery_id, bool(secrets), response.status_code, response.reason_phrase, first)
+
+
 def run(args: argparse.Namespace) -> int:
     """Send one sample delivery; exit 0 when the receiver answered 2xx, 1 otherwise, 2 on bad usage."""
     from devtunnel.commands.output import safe
@@ -86,42 +174,18 @@ def run(args: argparse.Namespace) -> int:
             return _list()
         if not args.provider or not args.event or not args.to:
             raise ConfigError("give PROVIDER EVENT --to URL (devtunnel send --list shows the samples)")
-        provider = by_name(args.provider.lower(), BUILTIN)
-        if provider is None:
-            raise ConfigError(f"unknown provider {args.provider!r}; known: {', '.join(p.name for p in BUILTIN)}")
-        now = time.time()
-        made = sample(provider.name, args.event, now=now)
-        url, host = send_url(args.to, made.info.path)
-        body = apply_assignments(_body(args.data, made.body), args.set)
-        headers = Headers([("Host", host), *made.headers.items()])
-        secrets = secrets_for(provider, os.environ, env_name=args.secret_env)
-        if secrets:
-            public_url = urlunsplit((urlsplit(args.to).scheme, host, urlsplit(url).path, urlsplit(url).query, ""))
-            try:
-                headers = provider.sign(Delivery("POST", public_url, headers, body), secrets[0], now)
-            except SignatureError as exc:
-                raise ConfigError(str(exc)) from None
-        elif not args.unsigned:
-            raise ConfigError(f"no secret for {provider.title}: set {args.secret_env or provider.secret_env} "
-                              "to the receiver's secret (or --unsigned to send without a signature)")
+        sent = send_sample(args.provider, args.event, args.to, environ=os.environ, data=args.data,
+                           assignments=args.set or (), env_name=args.secret_env, unsigned=args.unsigned,
+                           timeout=args.timeout, insecure=args.insecure)
     except ConfigError as exc:
         print(f"devtunnel send: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    label = f"{provider.name} {made.info.name}"
-    delivery_id = provider.delivery_id(Delivery("POST", url, headers, body))
-    try:
-        with httpx.Client(timeout=args.timeout, trust_env=False, verify=not args.insecure) as client:
-            response = client.post(url, headers=[(n, v) for n, v in headers.items() if n.lower() != "content-length"],
-                                   content=body)
-    except httpx.HTTPError as exc:
-        print(f"devtunnel send: {label} to {safe(args.to)} failed: {safe(str(exc) or type(exc).__name__)}", file=sys.stderr)
+    except SendFailed as exc:
+        print(f"devtunnel send: {safe(str(exc))}", file=sys.stderr)
         return 1
-    signed = "signed" if secrets else "unsigned"
-    ident = f" ({safe(delivery_id)})" if delivery_id else ""
-    print(f"sent {label}{ident}, {signed}, to {safe(args.to)}: {response.status_code} {safe(response.reason_phrase)}")
-    if not response.is_success:
-        first = response.text.strip().splitlines()[0] if response.text.strip() else ""
-        if first:
-            print(f"  {safe(first[:300])}")
-        return 1
-    return 0
+    ident = f" ({safe(sent.delivery_id)})" if sent.delivery_id else ""
+    signed = "signed" if sent.signed else "unsigned"
+    print(f"sent {sent.label}{ident}, {signed}, to {safe(args.to)}: {sent.status} {safe(sent.reason)}")
+    if sent.first_line:
+        print(f"  {safe(sent.first_line)}")
+    return 0 if sent.ok else 1

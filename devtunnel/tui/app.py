@@ -267,12 +267,20 @@ class InspectorApp(App[None]):
 
     def action_help(self) -> None:
         from devtunnel.capture.filters import FILTER_HELP
+        from devtunnel.tui.render import TABLE_LEGEND
 
         self.push_screen(HelpScreen([
             ("Inspector", self.BINDINGS), ("Request table", RequestTable.BINDINGS),
             ("Filter bar", FilterBar.BINDINGS), ("Tunnels panel (tab to focus)", TunnelsPanel.BINDINGS),
             ("Request detail", DetailScreen.BINDINGS), ("Diff", DiffScreen.BINDINGS),
-        ], FILTER_HELP))
+        ], FILTER_HELP, TABLE_LEGEND))
+
+    def action_send_sample(self) -> None:
+        """Open the "send a sample webhook" screen, aimed at the selected tunnel's public URL."""
+        from devtunnel.tui.screens.send import SendSampleScreen
+
+        tunnel = self.query_one(TunnelsPanel).current
+        self.push_screen(SendSampleScreen(tunnel.public_url if tunnel is not None else ""))
 
     def action_new_tunnel(self) -> None:
         if not self.backend.api_url:
@@ -296,7 +304,9 @@ class InspectorApp(App[None]):
             self.notify(str(exc), title="Replay failed", severity="error")
             return
         self.live.changed([new.id])
-        from devtunnel.tui.screens.edit import replay_notice  # with the screen that shows the same notice
+        from devtunnel.tui.screens.edit import (
+            replay_notice,  # with the screen that shows the same notice
+        )
 
         # What came back, as plain text: the reason and the error line come from the network.
         notice = replay_notice(exchange, new, lead=f"{new.id}: ", diff_hint="D diff with the original",
@@ -392,6 +402,9 @@ class InspectorApp(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+        if screen is self.screen_stack[0]:
+            yield SystemCommand("Send a sample webhook…", "a signed sample delivery (like devtunnel send) to a tunnel",
+                                self.action_send_sample)
         for owner, bindings in ((self, self.BINDINGS), (self.table, RequestTable.BINDINGS),
                                 (self.query_one(TunnelsPanel), TunnelsPanel.BINDINGS)):
             for binding in bindings:

@@ -26,7 +26,9 @@ from rich.style import Style
 from rich.text import Text
 
 from devtunnel.capture.model import Request, Response
+from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.values.terminal import as_text, escape
+from devtunnel.webhooks.base import Signature, Verdict
 
 __all__ = [
     "BodyKind",
@@ -53,6 +55,12 @@ __all__ = [
     "format_timestamp",
     "format_ms",
     "status_style",
+    "SIGNATURE_MARKS",
+    "DUPLICATE_MARK",
+    "TABLE_LEGEND",
+    "webhook_marks",
+    "webhook_event",
+    "webhook_section",
 ]
 
 BodyKind = Literal["empty", "json", "form", "xml", "text", "binary"]
@@ -531,3 +539,82 @@ def status_style(status: int | None) -> str:
     if status >= 300:
         return "bold cyan"
     return "bold green"
+
+
+# ---------------------------------------------------------------------------- webhooks
+
+SIGNATURE_MARKS: dict[Signature, tuple[str, str, str]] = {
+    Signature.VALID: ("✓", "bold green", "signature valid (matches a known secret)"),
+    Signature.INVALID: ("✗", "bold red", "signature invalid (the detail says why)"),
+    Signature.UNSIGNED: ("–", "yellow", "unsigned: the provider's signature header is absent"),
+    Signature.UNVERIFIED: ("?", "dim", "not verified: no secret known (or the body was recorded only in part)"),
+}
+"""Per signature state: its one-cell mark in the request table, its style, and what it means."""
+
+DUPLICATE_MARK = "≡"
+"""Marks a delivery whose id was captured before (a provider's retry, or a resend)."""
+
+TABLE_LEGEND: list[tuple[str, str]] = [
+    *((mark, meaning) for mark, _style, meaning in SIGNATURE_MARKS.values()),
+    (DUPLICATE_MARK, "duplicate: the same delivery id was captured before"),
+    ("↻", "a replay (before the path)"),
+    ("↻✎", "a replay sent with changes"),
+]
+"""The marks of the request table, for the help screen (from the same values the table draws)."""
+
+
+def webhook_marks(verdict: Verdict | None) -> list[tuple[str, str]]:
+    """The two one-cell marks of a row, ``(text, style)``: the signature's, then ``≡`` for a duplicate."""
+    if verdict is None:
+        return [("  ", "")]
+    mark, style, _meaning = SIGNATURE_MARKS.get(verdict.signature, SIGNATURE_MARKS[Signature.UNVERIFIED])
+    return [(mark, style), (DUPLICATE_MARK if verdict.duplicate_of else " ", "bold magenta")]
+
+
+def webhook_event(verdict: Verdict | None) -> str:
+    """``stripe · payment_intent.succeeded`` (escaped: the event type comes from the sender); ``""`` for no webhook."""
+    if verdict is None:
+        return ""
+    return f"{escape(verdict.provider)} · {escape(verdict.event_type) if verdict.event_type else '?'}"
+
+
+_NO_SECRET = "no secret: set "
+
+
+def webhook_section(verdict: Verdict, *, title: str = "", secret_env: str = "") -> Text:
+    """The detail screen's Webhook section: provider, event, delivery id, signature and why, duplicate.
+
+    Args:
+        verdict: the verdict (its event type, delivery id and reason may hold anything the sender put).
+        title: the provider's name as people write it (``Stripe``), if known.
+        secret_env: the variable its secret is read from, for the hint when it was not verified.
+    """
+    mark, style, _meaning = SIGNATURE_MARKS.get(verdict.signature, SIGNATURE_MARKS[Signature.UNVERIFIED])
+    signature = Text(end="")
+    signature.append(f"{mark} {verdict.signature.value}", style)
+    if verdict.reason:
+        signature.append(": ")
+        signature.append(escape(verdict.reason), "red" if verdict.signature is Signature.INVALID else "")
+    rows: list[tuple[str, str | Text]] = [
+        ("Provider", escape(f"{title} ({verdict.provider})" if title and title.lower() != verdict.provider
+                            else title or verdict.provider)),
+        ("Event", escape(verdict.event_type) if verdict.event_type else Text("unknown", "dim")),
+        ("Delivery id", escape(verdict.delivery_id) if verdict.delivery_id else Text("none", "dim")),
+        ("Signature", signature),
+    ]
+    if verdict.duplicate_of:
+        duplicate = Text(end="")
+        duplicate.append(f"{DUPLICATE_MARK} {stable_short_id(verdict.duplicate_of)}", "bold magenta")
+        duplicate.append("  the first capture of this delivery id", "dim")
+        rows.append(("Duplicate of", duplicate))
+    if verdict.signature is Signature.UNVERIFIED and verdict.reason.startswith(_NO_SECRET):
+        # The variable the agent looked in (config may name another than the conventional one).
+        variable = verdict.reason[len(_NO_SECRET):].strip() or secret_env
+        rows.append(("Hint", Text(f"set {escape(variable)} to verify", "italic")))
+    text = Text(end="")
+    for label, value in rows:
+        text.append(f"{label:<13}", "bold")
+        text.append(value)
+        text.append("\n")
+    text.rstrip()
+    return text

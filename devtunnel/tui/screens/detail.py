@@ -21,9 +21,11 @@ from devtunnel.tui.render import (
     human_size,
     safe_text,
     status_style,
+    webhook_section,
 )
 from devtunnel.tui.screens.lines import LinesView
 from devtunnel.values.terminal import escape
+from devtunnel.webhooks import BUILTIN, by_name
 
 __all__ = ["DetailScreen", "HeadersView", "exchange_title", "ws_preview"]
 
@@ -150,6 +152,7 @@ class DetailScreen(Screen[None]):
         LinesView { padding: 0 1; }
         .none { padding: 1 2; color: $text-muted; }
         #timing-text { padding: 1 2; }
+        #webhook { height: auto; padding: 0 1; }
         #ws-messages { height: 1fr; }
     }
     """
@@ -188,6 +191,9 @@ class DetailScreen(Screen[None]):
         else:
             start = f"HTTP/{message.http_version} {message.status} {message.reason}".rstrip()
         yield Static(safe_text(start), classes="start-line")
+        if isinstance(message, Request) and self.exchange.webhook is not None:
+            yield Static("Webhook", classes="section", markup=False)
+            yield Static(self._webhook(), id="webhook")
         yield Static(f"Headers ({len(message.headers)})", classes="section", markup=False)
         yield HeadersView(message.headers, id=f"{side}-headers")
         with Vertical(id=f"{side}-body-box", classes="body-box"):
@@ -206,6 +212,13 @@ class DetailScreen(Screen[None]):
         elif body.lines is not None:
             # As received, a body is folded at the width: a minified JSON reads top to bottom.
             yield LinesView(body.lines, fold=not self._pretty, id=f"{side}-body")
+
+    def _webhook(self) -> Text:
+        verdict = self.exchange.webhook
+        assert verdict is not None
+        provider = by_name(verdict.provider, BUILTIN)
+        return webhook_section(verdict, title=provider.title if provider else "",
+                               secret_env=provider.secret_env if provider else "")
 
     def _no_response(self) -> Text:
         ex = self.exchange

@@ -1,4 +1,4 @@
-"""The help screen: every key (generated from the bindings) and the filter language."""
+"""The help screen: every key (generated from the bindings), the table's marks and the filter language."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def key_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
 
 
 class HelpScreen(ModalScreen[None]):
-    """Keys of every part of the inspector, then the filter language.
+    """Keys of every part of the inspector, the marks of the request table, then the filter language.
 
     | Key | Action |
     | :- | :- |
@@ -58,10 +58,13 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen .help-title { text-style: bold; color: $text-accent; margin-top: 1; }
     """
 
-    def __init__(self, sections: Sequence[KeySection], filter_help: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, sections: Sequence[KeySection], filter_help: Sequence[tuple[str, str]],
+                 legend: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__()
         self.sections = sections
         self.filter_help = filter_help
+        self.legend = legend
+        """``(mark, meaning)`` of each mark the request table draws."""
 
     @staticmethod
     def _table(rows: Sequence[tuple[str, str]]) -> Text:
@@ -75,5 +78,8 @@ class HelpScreen(ModalScreen[None]):
             for title, bindings in self.sections:
                 yield Static(Text(title), classes="help-title")
                 yield Static(self._table(key_rows(bindings)))
+            if self.legend:
+                yield Static(Text("Marks in the request table"), classes="help-title")
+                yield Static(self._table(list(self.legend)))
             yield Static(Text("Filter language"), classes="help-title")
             yield Static(self._table(list(self.filter_help)))

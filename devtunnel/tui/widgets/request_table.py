@@ -27,6 +27,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devtunnel.capture.store import Row
+from devtunnel.tui.render import webhook_event, webhook_marks
 from devtunnel.values.terminal import escape as printable
 
 RowLoader = Callable[[list[str]], Awaitable[list[Row]]]
@@ -70,19 +71,38 @@ class _Columns:
 
     tunnel: int
     path: int
+    event: int = 0
+    """The EVENT column (provider and event type); 0 when too narrow to show it."""
 
     TIME: ClassVar[int] = 8
     METHOD: ClassVar[int] = 7
     STATUS: ClassVar[int] = 3
     DURATION: ClassVar[int] = 7
     SIZE: ClassVar[int] = 5
+    MARKS: ClassVar[int] = 2
+    """The webhook marks: the signature's (✓ ✗ – ?) and the duplicate's (≡)."""
 
     @classmethod
     def for_width(cls, width: int) -> _Columns:
-        fixed = 2 + cls.TIME + 1 + cls.METHOD + 1 + 1 + cls.STATUS + 1 + cls.DURATION + 1 + cls.SIZE
-        tunnel = 0 if width < 72 else min(16, max(8, (width - fixed) // 6))
-        path = max(4, width - fixed - (tunnel + 1 if tunnel else 0))
-        return cls(tunnel, path)
+        # Below 96 cells TUNNEL yields (the tunnels panel names them) so PATH and EVENT stay
+        # readable at 80; below 70 EVENT yields too, and the marks alone say "a webhook".
+        fixed = (2 + cls.TIME + 1 + cls.METHOD + 1 + 1 + cls.MARKS + 1 + cls.STATUS + 1 + cls.DURATION + 1
+                 + cls.SIZE)
+        rest = width - fixed
+        tunnel = 0 if width < 96 else min(16, max(8, rest // 8))
+        rest -= tunnel + 1 if tunnel else 0
+        event = 0 if width < 70 else min(36, max(12, rest // 2))
+        path = max(4, rest - (event + 1 if event else 0))
+        return cls(tunnel, path, event)
+
+
+def _webhook_cells(row: Row, columns: _Columns, base: Style) -> list[Segment]:
+    """The marks cell and, when it fits, the EVENT column of a row (each followed by a space)."""
+    segments = [Segment(text, base + Style.parse(style) if style else base) for text, style in webhook_marks(row.webhook)]
+    segments.append(Segment(" ", base))
+    if columns.event:
+        segments += [Segment(_fit(webhook_event(row.webhook), columns.event), base), Segment(" ", base)]
+    return segments
 
 
 class RequestTable(ScrollView, can_focus=True):
@@ -407,8 +427,10 @@ class RequestTable(ScrollView, can_focus=True):
         cells = ["  ", _fit("TIME", _Columns.TIME), " "]
         if columns.tunnel:
             cells += [_fit("TUNNEL", columns.tunnel), " "]
-        cells += [_fit("METHOD", _Columns.METHOD), " ", _fit("PATH", columns.path), " ",
-                  _fit("ST", _Columns.STATUS), " ", _fit("DUR", _Columns.DURATION, right=True), " ",
+        cells += [_fit("METHOD", _Columns.METHOD), " ", _fit("PATH", columns.path), " ", " " * _Columns.MARKS, " "]
+        if columns.event:
+            cells += [_fit("EVENT", columns.event), " "]
+        cells += [_fit("ST", _Columns.STATUS), " ", _fit("DUR", _Columns.DURATION, right=True), " ",
                   _fit("SIZE", _Columns.SIZE, right=True)]
         return Strip([Segment("".join(cells), style)]).adjust_cell_length(width, style)
 
@@ -442,6 +464,7 @@ class RequestTable(ScrollView, can_focus=True):
                 Segment(" ", base),
                 Segment(_fit(path, columns.path), base),
                 Segment(" ", base),
+                *_webhook_cells(row, columns, base),
                 Segment(_fit(status, _Columns.STATUS, right=True), base + status_style),
                 Segment(" ", base),
                 Segment(_fit(format_duration(row.duration), _Columns.DURATION, right=True), dim),

@@ -1,0 +1,170 @@
+"""Sending a sample webhook from the inspector: to receivers that verify with the providers' libraries.
+
+Through a real agent and tunnel (the delivery then shows up in the table like a real one), and
+straight to a receiver for what the screen says without a secret, on a refusal and on bad input.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from devtunnel.tui.screens.new_tunnel import TunnelRequest
+from devtunnel.tui.screens.send import SendSampleScreen
+from devtunnel.tui.supervisor import agent_command
+from devtunnel.tui.widgets import RequestTable, TunnelsPanel
+from devtunnel.webhooks.samples import list_samples
+from tests.helpers import async_wait_for, free_port
+from tests.tui.app_fixtures import inspector, screen_lines
+from tests.tui.screen_fixtures import ScreenApp, screen_text
+from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _result(screen: SendSampleScreen) -> str:
+    """The result line as plain text (the dialog folds it over lines)."""
+    return str(screen.query_one("#send-result").render())
+
+
+def _index(provider: str, name: str) -> int:
+    return next(i for i, s in enumerate(list_samples()) if (s.provider, s.name) == (provider, name))
+
+
+async def test_palette_sends_a_signed_sample_through_the_tunnel_and_the_row_appears(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in RECEIVER_SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"])  # the agent's too
+    db = tmp_path / "captures.db"
+    with receiver() as rx:
+        app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
+                        agent_log=tmp_path / "agent.log", tunnels=[TunnelRequest(rx.url, "pay")])
+        async with app.run_test(size=(120, 30)) as pilot:
+            panel = app.query_one(TunnelsPanel)
+            table = app.query_one(RequestTable)
+            await async_wait_for(lambda: panel.tunnels.get("pay") and panel.tunnels["pay"].state == "online",
+                                 timeout=30, what="the tunnel online")
+            public_url = panel.tunnels["pay"].public_url
+
+            await pilot.press("ctrl+p")
+            await pilot.press(*"Send a sample webhook")
+            await async_wait_for(lambda: "Send a sample webhook" in screen_text(app), what="the command")
+            await pilot.press("enter")
+            await async_wait_for(lambda: isinstance(app.screen, SendSampleScreen), what="the send screen")
+            screen = app.screen
+            assert isinstance(screen, SendSampleScreen)
+            screen.query_one("#send-sample").value = _index("stripe", "payment_intent.succeeded")
+            await pilot.pause()
+            assert screen.query_one("#send-url").value == public_url + "/webhooks/stripe"
+            assert "Signed with the secret in STRIPE_WEBHOOK_SECRET." in screen_text(app)
+
+            await pilot.press("enter")  # in the URL field
+            await async_wait_for(lambda: screen.sent, timeout=30, what="the delivery sent")
+            assert screen.sent[0].ok and screen.sent[0].signed
+            assert rx.verdicts == [("/webhooks/stripe", 200, "ok")]
+            assert _result(screen).startswith("Sent stripe payment_intent.succeeded (evt_")
+            assert _result(screen).endswith(", signed: 200 OK")
+
+            await pilot.press("escape")
+            await async_wait_for(lambda: any("✓  stripe · payment_intent.succeeded" in line
+                                             for line in screen_lines(table)), timeout=20, what="the row, valid")
+            assert len(table.ids) == 1
+
+
+async def test_without_a_secret_the_screen_says_so_and_sends_unsigned() -> None:
+    with receiver() as rx:
+        screen = SendSampleScreen(rx.url, environ={})
+        app = ScreenApp(screen)
+        async with app.run_test(size=(100, 24)) as pilot:
+            screen.query_one("#send-sample").value = _index("github", "ping")
+            await pilot.pause()
+            assert "No secret: set GITHUB_WEBHOOK_SECRET, or send unsigned." in screen_text(app)
+            assert str(screen.query_one("#send-go").label) == "Send unsigned"
+            await pilot.click("#send-go")
+            await async_wait_for(lambda: screen.sent, what="the delivery sent")
+            assert not screen.sent[0].signed and screen.sent[0].status == 401
+            assert rx.verdicts == [("/webhooks/github", 401, "bad signature")]
+            assert "unsigned: 401 Unauthorized\nbad signature" in _result(screen)
+
+
+async def test_a_typed_url_is_kept_when_another_sample_is_chosen() -> None:
+    screen = SendSampleScreen("http://pay.localhost:8000", environ=RECEIVER_SECRETS)
+    app = ScreenApp(screen)
+    async with app.run_test(size=(100, 24)) as pilot:
+        url = screen.query_one("#send-url")
+        screen.query_one("#send-sample").value = _index("github", "push")
+        await pilot.pause()
+        assert url.value == "http://pay.localhost:8000/webhooks/github"
+        url.value = "http://pay.localhost:8000/hooks/in"
+        screen.query_one("#send-sample").value = _index("stripe", "invoice.paid")
+        await pilot.pause()
+        assert url.value == "http://pay.localhost:8000/hooks/in"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "Give a URL: a tunnel's public URL and a path."),
+        ("ftp://x/", "'ftp://x/': expected an http:// or https:// URL"),
+        ("http://127.0.0.1:{port}/webhooks/stripe", "stripe payment_intent.succeeded to http://127.0.0.1:"),
+    ],
+)
+async def test_bad_urls_and_unreachable_receivers_are_one_clear_line(url: str, message: str) -> None:
+    screen = SendSampleScreen("", environ=RECEIVER_SECRETS)
+    app = ScreenApp(screen)
+    async with app.run_test(size=(120, 24)) as pilot:
+        screen.query_one("#send-sample").value = _index("stripe", "payment_intent.succeeded")
+        screen.query_one("#send-url").value = url.format(port=free_port())
+        await pilot.pause()
+        await pilot.click("#send-go")
+        await async_wait_for(lambda: message in _result(screen), what="the message")
+        await async_wait_for(lambda: not screen.query_one("#send-go").disabled, what="ready again")
+        shown = screen_text(app)
+        assert "\x1b" not in shown and "Traceback" not in shown and not screen.sent
+        assert screen.query_one("#send-result").has_class("failed")
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """A receiver whose refusal holds markup in its reason and escape sequences in its body."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        body = "\x1b]52;c;SGVsbG8=\x07\u202e[red]refused[/red]\nsecond line".encode()
+        self.send_response(400, "[bold]Bad[/bold]")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_what_the_receiver_answers_is_shown_escaped() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        screen = SendSampleScreen(f"http://127.0.0.1:{server.server_address[1]}", environ=RECEIVER_SECRETS)
+        app = ScreenApp(screen)
+        async with app.run_test(size=(120, 24)) as pilot:
+            await pilot.click("#send-go")
+            await async_wait_for(lambda: screen.sent, what="the answer")
+            assert _result(screen).endswith(": 400 [bold]Bad[/bold]\n\\x1b]52;c;SGVsbG8=\\x07\\u202e[red]refused[/red]")
+            shown = screen_text(app)
+            assert "\x1b" not in shown and "\u202e" not in shown and "[bold]Bad[/bold]" in shown
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_snapshot_send_screen_without_a_secret_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    screen = SendSampleScreen("http://hooks.localhost:8000", environ={})
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        screen.query_one("#send-sample").value = _index("stripe", "payment_intent.succeeded")
+        await pilot.pause()
+
+    assert snap_compare(ScreenApp(screen), terminal_size=(80, 24), run_before=run_before)
