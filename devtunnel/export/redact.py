@@ -23,6 +23,7 @@ import functools
 import json
 import re
 import zlib
+from typing import Any
 from urllib.parse import unquote_plus
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
@@ -313,10 +314,10 @@ def redact_body(body: bytes, content_type: str) -> bytes:
     return body if redacted is text else redacted.encode("utf-8")
 
 
-def _redacted_message(message: Request | Response) -> dict[str, object]:
+def _redacted_message(message: Request | Response) -> dict[str, Any]:
     """The fields of ``message`` that change, as ``dataclasses.replace`` arguments."""
     headers = redact_headers(message.headers)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     body = message.body
     coding = (message.headers.get("content-encoding") or "").strip().lower()
     if coding and coding != "identity":
@@ -353,7 +354,7 @@ def redact_exchange(exchange: Exchange) -> Exchange:
     target = _redact_target(request.target)
     if target != request.target:
         changes["target"] = target
-    fields: dict[str, object] = {"request": dataclasses.replace(request, **changes)}
+    fields: dict[str, Any] = {"request": dataclasses.replace(request, **changes)}
     if exchange.response is not None:
         fields["response"] = dataclasses.replace(exchange.response, **_redacted_message(exchange.response))
     if exchange.ws_messages:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id

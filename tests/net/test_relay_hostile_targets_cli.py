@@ -13,7 +13,6 @@ import pytest
 from tests.helpers import free_port
 from tests.net.head_fixtures import recording_service
 from tests.net.test_agent_command import Proc, env, procs, start  # noqa: F401 (fixtures)
-from tests.net.test_agent_command import relay as start_relay
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 

@@ -11,13 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from textual.widgets import Input, Static, TextArea
 
-from devtunnel.capture.model import Exchange, Headers, Response
+from devtunnel.capture.model import Exchange, Headers
 from devtunnel.errors import ReplayError
 from devtunnel.net.replay import Edit, replay
 from devtunnel.tui.screens import DiffScreen, EditReplayScreen
 from devtunnel.tui.screens.edit import HeaderRow
 from tests.helpers import async_wait_for, free_port
-from tests.tui.screen_fixtures import HOSTILE, ScreenApp, binary_exchange, exchange, json_exchange, screen_text
+from tests.tui.screen_fixtures import HOSTILE, ScreenApp, exchange, json_exchange, screen_text
 
 
 class Recorder:

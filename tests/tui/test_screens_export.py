@@ -13,8 +13,8 @@ from devtunnel.tui.screens import ExportScreen
 from devtunnel.export import Export
 from devtunnel.tui.screens.export import copy_export, write_export
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import fill, fixed_id, inspector, make_exchange, traffic
-from tests.tui.screen_fixtures import PNG_HEAD, ScreenApp, exchange, json_exchange, screen_text
+from tests.tui.app_fixtures import fill, inspector, make_exchange, traffic
+from tests.tui.screen_fixtures import PNG_HEAD, ScreenApp, exchange, json_exchange
 
 
 @pytest.fixture(autouse=True)
