@@ -102,6 +102,7 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "replay_of": row.replay_of,
         "edited": row.edited,
         "websocket": row.websocket,
+        "rule": None if row.rule is None else row.rule.to_json(),
     }
 
 

@@ -44,6 +44,7 @@ from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.recording import LiveSnapshots
 from devtunnel.net.session import HANDSHAKE_TIMEOUT, Session
 from devtunnel.net.target import Target, parse_target
+from devtunnel.rules import Rule
 
 __all__ = [
     "TunnelConfig",
@@ -88,6 +89,7 @@ class TunnelConfig:
         host_header: ``"preserve"`` sends the public Host to the local service, ``"rewrite"``
             the target's.
         insecure: do not verify the relay's or an https target's certificate.
+        rules: the rules the relay enforces for this tunnel (docs/policy.md).
     """
 
     target: str
@@ -96,6 +98,7 @@ class TunnelConfig:
     token: str | None = None
     host_header: str = "preserve"
     insecure: bool = False
+    rules: tuple[Rule, ...] = ()
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):
@@ -211,6 +214,16 @@ class Tunnel:
         self.forwarder = Forwarder(
             self.name, self.target, host_header=config.host_header, insecure=config.insecure, head_timeout=head_timeout
         )
+        self.routes: dict[int, Forwarder] = {
+            rule.index: Forwarder(
+                self.name, parse_target(rule.target), host_header=config.host_header, insecure=config.insecure,
+                head_timeout=head_timeout,
+            )
+            for rule in config.rules
+            if rule.action == "forward"
+        }
+        """The local targets of the tunnel's ``forward`` rules, by rule number: the only places
+        a request the relay routes may go."""
         self._on_change = on_change
         self._backoff = backoff or Backoff()
         self._state = TunnelState.STARTING
@@ -267,6 +280,8 @@ class Tunnel:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
         self.forwarder.close()
+        for route in self.routes.values():
+            route.close()
         if self.live is not None:
             self.live.close()
         self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
@@ -366,6 +381,8 @@ class Tunnel:
             raise
         self.name = welcome.name
         self.forwarder.tunnel = welcome.name
+        for route in self.routes.values():
+            route.tunnel = welcome.name
         self._session = session
         was_online_before = self._public_url is not None
         self._set(TunnelState.ONLINE, public_url=welcome.url, error=None, next_retry_at=None)

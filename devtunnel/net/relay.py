@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import socket
 import ssl
@@ -24,11 +25,14 @@ from devtunnel.errors import ConfigError, ProtocolError
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
 from devtunnel.net.relay_log import PeerErrorLog
+from devtunnel.net.relay_rules import RuleBook
 from devtunnel.net.relay_proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
 from devtunnel.net.relay_tunnel import BufferBudget, Tunnel, send_last_words
 from devtunnel.net.relay_ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
+from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.rules import WIRE_VERSION, Rule, RulesError, rules_from_wire
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -96,6 +100,11 @@ class RelaySettings:
     are not read) beyond it."""
     relay_buffer: int = 256 << 20
     """Bytes the relay holds on their way to all agents together."""
+    rules: Sequence[Rule] = ()
+    """The relay's own rules, applied to every tunnel before the tunnel's (``relay --rules FILE``)."""
+    trusted_proxies: Sequence[str] = ()
+    """CIDRs of proxies in front of the relay: a request from one of them is judged by the
+    client address in X-Forwarded-For (``--trusted-proxy``); otherwise by the socket's."""
 
     @property
     def tls(self) -> bool:
@@ -125,14 +134,18 @@ class Relay:
         self._log_level = logging.DEBUG if settings.embedded else logging.INFO
         self._peer_errors = PeerErrorLog(log, settings.log_interval)
         self._slots = ClientSlots(client_limit(settings))
+        self._rules = RuleBook(settings.rules, _networks(settings.trusted_proxies))
         self._forward_http = HttpForwarder(
             max_body=settings.max_body,
             proto=proto,
             body_timeout=settings.body_timeout,
             slots=self._slots,
             peer_errors=self._peer_errors,
+            rules=self._rules,
         )
-        self._forward_ws = WebSocketForwarder(proto=proto, slots=self._slots, peer_errors=self._peer_errors)
+        self._forward_ws = WebSocketForwarder(
+            proto=proto, slots=self._slots, peer_errors=self._peer_errors, rules=self._rules
+        )
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
@@ -305,6 +318,9 @@ class Relay:
         if hello is None:
             return
         token, refusal = self._admit(hello)
+        rules: tuple[Rule, ...] | None = None
+        if refusal is None:
+            rules, refusal = _hello_rules(hello)
         if refusal is not None:
             code, reason = refusal
             self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
@@ -324,7 +340,11 @@ class Relay:
             del self._tunnels[name]
         tunnel = Tunnel(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
         self._tunnels[name] = tunnel
-        conn.send_welcome(name, self.public_url_for(name), {"relay": f"devtunnel {__version__}"})
+        self._rules.add(tunnel, rules)
+        info: dict[str, object] = {"relay": f"devtunnel {__version__}"}
+        if rules is not None:
+            info[RULES_ACK] = WIRE_VERSION
+        conn.send_welcome(name, self.public_url_for(name), info)
         tunnel.start_writer()
         tunnel.flush()
         log.log(self._log_level, "tunnel %s online for agent %s (%s)", name, peer, self.public_url_for(name))
@@ -371,6 +391,7 @@ class Relay:
                 protocol.on_bytes = None
             if self._tunnels.get(name) is tunnel:
                 del self._tunnels[name]
+            self._rules.remove(tunnel)
             tunnel.close(f"tunnel {name} went offline")
             await tunnel.stop_writer()
             reason = tunnel.end_reason or reason
@@ -433,6 +454,32 @@ class Relay:
             if self._tunnels.get(name) is holder:
                 return holder, None
             # The name changed hands during the check: look again.
+
+
+def _hello_rules(hello: Hello) -> tuple[tuple[Rule, ...] | None, tuple[ErrorCode, str] | None]:
+    """The rules a HELLO asks the relay to enforce (None: an agent that knows no rules), or why
+    they are refused (a version this relay does not know, or an invalid rule)."""
+    if hello.rules is None:
+        return None, None
+    version = hello.rules["version"]
+    if version != WIRE_VERSION:
+        reason = f"rules version {version} is not known to this relay (it enforces version {WIRE_VERSION}); upgrade it"
+        return None, (ErrorCode.RULES_REFUSED, reason)
+    try:
+        return rules_from_wire(hello.rules["list"]), None
+    except RulesError as exc:
+        return None, (ErrorCode.RULES_REFUSED, str(exc))
+
+
+def _networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``--trusted-proxy`` values as networks; ConfigError naming a bad one."""
+    out = []
+    for cidr in cidrs:
+        try:
+            out.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"--trusted-proxy {cidr!r} is not an address or CIDR (e.g. 10.0.0.0/8)") from None
+    return out
 
 
 _FAILURE = "devtunnel.failure"

@@ -11,6 +11,7 @@ the tunnel.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ from devtunnel.errors import (
 from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.forward import QuickAnswer, Start, answer_error
 from devtunnel.net.local_ws import forward_websocket
+from devtunnel.capture.model import RuleMark
+from devtunnel.net.forward import Forwarder
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
@@ -44,6 +47,8 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
+from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.rules import WIRE_VERSION, rules_to_wire
 from devtunnel.values.request_head import head_problem
 
 if TYPE_CHECKING:
@@ -80,6 +85,9 @@ class Session:
         self._welcome: asyncio.Future[Welcome] = self._loop.create_future()
         self._ended: asyncio.Future[str] = self._loop.create_future()
         """Set with the reason when the session must end although the socket is still open."""
+        self.rules_enforced = False
+        """The relay said it enforces rules (WELCOME): it strips ``devtunnel-rule`` from public
+        requests, so the header on a REQUEST is the relay's word."""
         ws.on_message = self._on_message
         ws.on_writable = self._wake_drainers
 
@@ -190,7 +198,9 @@ class Session:
         """
         # Not the target: the relay has no need to know local addresses.
         info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
-        self.conn.send_hello(token, name, info, instance=instance)
+        # Sent even without rules: it tells the relay that this agent understands its notices.
+        rules = {"version": WIRE_VERSION, "list": rules_to_wire(self.tunnel.config.rules)}
+        self.conn.send_hello(token, name, info, instance=instance, rules=rules)
         self._flush()
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -199,7 +209,15 @@ class Session:
             raise RelayUnreachableError(f"the relay did not answer the handshake in {HANDSHAKE_TIMEOUT:g} s") from exc
         if not self._welcome.done():
             raise RelayUnreachableError(f"the relay closed the connection during the handshake ({self.ws.close_exc})")
-        return self._welcome.result()
+        welcome = self._welcome.result()
+        self.rules_enforced = welcome.info.get(RULES_ACK) == WIRE_VERSION
+        if self.tunnel.config.rules and not self.rules_enforced:
+            relay = welcome.info.get("relay")
+            raise TunnelError(
+                f"the relay ({relay if isinstance(relay, str) else 'an older devtunnel'}) does not enforce rules, so"
+                " this tunnel's rules would not apply: upgrade the relay, or start the tunnel without rules"
+            )
+        return welcome
 
     # -- serving --------------------------------------------------------------------------
     async def serve(self) -> str:
@@ -276,35 +294,75 @@ class Session:
 
     def _open(self, head: RequestReceived) -> None:
         tunnel = self.tunnel
+        forwarder = tunnel.forwarder
+        mark: RuleMark | None = None
+        if self.rules_enforced:
+            head, mark, status = _rule_of(head)
+            if mark is not None and mark.action != "forward":
+                self._record_decided(head, mark, status)
+                return
+            if mark is not None:
+                route = tunnel.routes.get(mark.index) if mark.scope == "tunnel" else None
+                if route is None:
+                    mark = None  # not one of our forward rules: the tunnel's own target
+                else:
+                    forwarder = route
         # Checked here as at the relay: a relay (hostile, or older) must not make the agent
         # send anything but a path to the local service.
         problem = head_problem(head.method, head.target, head.headers, upgrade=head.websocket)
         # An HTTP request goes out on a kept-alive local connection first thing: the local
         # service works on it while the rest is set up (and before a task could run).
-        start = None if head.websocket or problem else tunnel.forwarder.start(head)
+        start = None if head.websocket or problem else forwarder.start(head)
         stream = TunnelStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
         tunnel.requests += 1
-        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, tunnel.target.url, tunnel.body_cap, live=tunnel.live)
+        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, forwarder.target.url, tunnel.body_cap, live=tunnel.live)
+        cap.rule = mark
         if start is not None and start.conn is not None and head.end_stream:
             self.quick[head.stream_id] = QuickAnswer(
-                tunnel.forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
+                forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
             )
             return
         if problem is not None:
             self._refuse(stream, head, cap, problem)
             return
-        self._spawn(stream, head, cap, start)
+        self._spawn(stream, head, cap, start, forwarder)
 
-    def _spawn(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None) -> None:
-        task = self._loop.create_task(self._serve_stream(stream, head, cap, start))
+    def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int) -> None:
+        """Record a request a rule at the relay answered; it goes nowhere (the relay answered it).
+
+        The stream carries the head (and the body that came with it) and is reset at once."""
+        tunnel = self.tunnel
+        tunnel.requests += 1
+        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, "", tunnel.body_cap)
+        cap.rule = mark
+        if status:
+            cap.response_head(status, b"", ())
+        else:
+            cap.exchange.error_message = f"the relay closed the connection ({mark.label()}: drop)"
+        try:
+            self.conn.reset_stream(head.stream_id, ErrorCode.NO_ERROR, "recorded")
+        except ProtocolError:
+            pass
+        self.kick()
+        cap.finish()
+
+    def _spawn(
+        self,
+        stream: TunnelStream,
+        head: RequestReceived,
+        cap: ExchangeCapture,
+        start: Start | None,
+        forwarder: Forwarder | None = None,
+    ) -> None:
+        task = self._loop.create_task(self._serve_stream(stream, head, cap, start, forwarder))
         self.tasks[head.stream_id] = task
         task.add_done_callback(functools.partial(self._stream_done, stream, cap, start))
 
     def _quick_hand_off(self, quick: QuickAnswer) -> None:
         """A quick answer cannot finish on its own: the stream's task takes over from the start."""
         del self.quick[quick.stream.stream_id]
-        self._spawn(quick.stream, quick.head, quick.cap, quick.start)
+        self._spawn(quick.stream, quick.head, quick.cap, quick.start, quick.forwarder)
 
     def _quick_done(self, quick: QuickAnswer) -> None:
         stream_id = quick.stream.stream_id
@@ -335,17 +393,23 @@ class Session:
             cap.end()
 
     async def _serve_stream(
-        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
+        self,
+        stream: TunnelStream,
+        head: RequestReceived,
+        cap: ExchangeCapture,
+        start: Start | None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         tunnel = self.tunnel
+        forwarder = forwarder or tunnel.forwarder
         try:
             if head.websocket:
                 await forward_websocket(
-                    stream, head, cap, tunnel=tunnel.name, target=tunnel.target,
+                    stream, head, cap, tunnel=tunnel.name, target=forwarder.target,
                     rewrite_host=tunnel.config.host_header == "rewrite", insecure=tunnel.config.insecure,
                 )
             else:
-                await tunnel.forwarder.handle(stream, head, cap, start)
+                await forwarder.handle(stream, head, cap, start)
         except asyncio.CancelledError:
             pass  # reset by the relay or the session is ending; the handler recorded why
         except Exception as exc:  # a defect must cost one stream, never the tunnel
@@ -375,11 +439,34 @@ class Session:
         cap.finish()
 
 
+_RULE_HEADER = b"devtunnel-rule"
+
+
+def _rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, int]:
+    """The head without the relay's ``devtunnel-rule`` header, the rule it names, and the
+    status the relay answered with (0: none, or the connection was dropped)."""
+    value = None
+    for name, v in head.headers:
+        if name == _RULE_HEADER:
+            value = v
+            break
+    if value is None:
+        return head, None, 0
+    head = dataclasses.replace(head, headers=tuple((n, v) for n, v in head.headers if n != _RULE_HEADER))
+    parts = value.decode("latin-1").split(";")
+    if len(parts) < 3 or parts[0] not in ("relay", "tunnel") or not parts[1].isdigit() or not parts[2]:
+        return head, None, 0
+    status = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() and len(parts[3]) <= 3 else 0
+    return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status
+
+
 # GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means a relay
 # older than NAME_IN_USE handed the name to another agent with the same token: taking it back
 # would only start a tug of war between the two. (Newer relays say NAME_IN_USE, and only to a
 # connection that is stale: that one reconnects, and waits while a live agent holds the name.)
-_FINAL_GOAWAYS = frozenset((ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR))
+_FINAL_GOAWAYS = frozenset(
+    (ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR, ErrorCode.RULES_REFUSED)
+)
 
 
 def _goaway_error(event: GoAway) -> TunnelError:
@@ -395,6 +482,8 @@ def _goaway_error(event: GoAway) -> TunnelError:
         )
     if event.code == ErrorCode.UNSUPPORTED_VERSION:
         return TunnelError(f"the relay speaks another protocol version: {reason}")
+    if event.code == ErrorCode.RULES_REFUSED:
+        return TunnelError(f"the relay refused the tunnel's rules: {reason}")
     if event.code == ErrorCode.NO_ERROR:
         return TunnelError(f"the relay ended the tunnel: {reason}")
     return RelayUnreachableError(f"the relay turned the tunnel away: {reason}")

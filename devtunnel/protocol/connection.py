@@ -81,6 +81,7 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED_VERSION = 10  # GOAWAY: no common protocol version
     SHUTTING_DOWN = 11  # GOAWAY: relay restarting; reconnect
     NAME_IN_USE = 12  # GOAWAY: a live connection with the same token holds the name; may retry later
+    RULES_REFUSED = 13  # GOAWAY: the relay cannot enforce the HELLO's rules (must not retry)
 
 
 class _Stream:
@@ -224,12 +225,19 @@ class Connection:
 
     # -- handshake ---------------------------------------------------------------
     def send_hello(
-        self, token: str, name: str | None, info: dict[str, object] | None = None, *, instance: str | None = None
+        self,
+        token: str,
+        name: str | None,
+        info: dict[str, object] | None = None,
+        *,
+        instance: str | None = None,
+        rules: dict[str, object] | None = None,
     ) -> None:
         """(agent) Queue the HELLO frame: versions spoken, token, wanted name, agent info.
 
         ``info`` is sent as given, plus this side's limits (the fields of ``Settings``).
-        ``instance`` identifies this running agent across its reconnections (``docs/protocol.md``).
+        ``instance`` identifies this running agent across its reconnections (``docs/protocol.md``);
+        ``rules`` are the rules the relay must enforce (``{"version": N, "list": [...]}``).
 
         Raises:
             ValueError: ``instance`` is not a valid instance id.
@@ -240,7 +248,7 @@ class Connection:
             raise ProtocolError("HELLO was already sent")
         if instance is not None:
             hs.check_instance(instance)
-        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance)
+        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance, rules)
         self._queue_head(f.HELLO, 0, 0, payload)
         self._hello_sent = True
 
@@ -699,7 +707,7 @@ class Connection:
         self._peer = Settings.from_info(hello.info)
         self.version = version
         self._handshake_done()
-        events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance))
+        events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance, hello.rules))
 
     def _on_welcome(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id:

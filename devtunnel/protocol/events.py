@@ -28,6 +28,8 @@ class Hello(Event):
     """The agent instance id: the same for every connection of one running tunnel (None from
     agents that send none). Tells an agent coming back after a network drop from another
     agent asking for the same name."""
+    rules: dict[str, Any] | None = None
+    """The rules the agent asks the relay to enforce: ``{"version": N, "list": [...]}``."""
 
 
 @dataclass(frozen=True, slots=True)

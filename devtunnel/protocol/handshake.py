@@ -27,6 +27,11 @@ INSTANCE_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 MIN_INSTANCE_LENGTH = 16  # an instance id stands for its agent: too short would be guessable
 MAX_INSTANCE_LENGTH = 128
 
+RULES_ACK = "rules"
+"""WELCOME ``info`` key by which a relay says it enforces the rules of the HELLO (their version).
+A relay that does not know rules ignores the HELLO's ``rules`` and never sets it: the agent
+then refuses to go online (``docs/protocol.md``, "Rules")."""
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -88,6 +93,8 @@ class HelloFields:
     info: dict[str, Any]
     instance: str | None = None
     """The agent instance id (``docs/protocol.md``), or None from an agent that sends none."""
+    rules: dict[str, Any] | None = None
+    """``{"version": N, "list": [...]}``: rules the relay must enforce (None: none sent)."""
 
 
 def check_instance(instance: str) -> None:
@@ -99,12 +106,20 @@ def check_instance(instance: str) -> None:
 
 
 def encode_hello(
-    versions: tuple[int, ...], token: str, name: str | None, info: dict[str, object], instance: str | None = None
+    versions: tuple[int, ...],
+    token: str,
+    name: str | None,
+    info: dict[str, object],
+    instance: str | None = None,
+    rules: dict[str, object] | None = None,
 ) -> bytes:
-    """The HELLO payload (``instance`` only when given: older relays never see the key otherwise)."""
+    """The HELLO payload (``instance`` and ``rules`` only when given: older relays never see
+    the keys otherwise)."""
     obj: dict[str, object] = {"versions": list(versions), "token": token, "name": name, "info": info}
     if instance is not None:
         obj["instance"] = instance
+    if rules is not None:
+        obj["rules"] = rules
     return f.encode_json(obj)
 
 
@@ -126,7 +141,12 @@ def decode_hello(payload: bytes) -> HelloFields:
             check_instance(instance)
         except ValueError as exc:
             raise ProtocolError(f"HELLO instance is invalid: {exc}") from None
-    return HelloFields(versions, token, name, info, instance)
+    rules = obj.get("rules")
+    if rules is not None and (
+        not isinstance(rules, dict) or type(rules.get("version")) is not int or not isinstance(rules.get("list"), list)
+    ):
+        raise ProtocolError('HELLO rules must be an object {"version": N, "list": [...]}')
+    return HelloFields(versions, token, name, info, instance, rules)
 
 
 def choose_version(offered: list[int], spoken: tuple[int, ...]) -> int:
