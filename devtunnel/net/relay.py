@@ -32,7 +32,7 @@ from devtunnel.net.relay_ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProt
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
 from devtunnel.protocol.handshake import RULES_ACK
-from devtunnel.rules import WIRE_VERSION, Rule, RulesError, rules_from_wire
+from devtunnel.rules import WIRE_VERSION, Engine, Rule, RulesError, rules_from_wire
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -102,6 +102,9 @@ class RelaySettings:
     """Bytes the relay holds on their way to all agents together."""
     rules: Sequence[Rule] = ()
     """The relay's own rules, applied to every tunnel before the tunnel's (``relay --rules FILE``)."""
+    rate_clients: int = 10_000
+    """Client addresses each rate-limit rule keeps a bucket for (the least recently seen go
+    first): what bounds its memory under many addresses."""
     trusted_proxies: Sequence[str] = ()
     """CIDRs of proxies in front of the relay: a request from one of them is judged by the
     client address in X-Forwarded-For (``--trusted-proxy``); otherwise by the socket's."""
@@ -134,7 +137,7 @@ class Relay:
         self._log_level = logging.DEBUG if settings.embedded else logging.INFO
         self._peer_errors = PeerErrorLog(log, settings.log_interval)
         self._slots = ClientSlots(client_limit(settings))
-        self._rules = RuleBook(settings.rules, _networks(settings.trusted_proxies))
+        self._rules = RuleBook(settings.rules, _networks(settings.trusted_proxies), max_buckets=settings.rate_clients)
         self._forward_http = HttpForwarder(
             max_body=settings.max_body,
             proto=proto,
@@ -160,6 +163,11 @@ class Relay:
     def tunnels(self) -> list[str]:
         """Names of the tunnels online, oldest first."""
         return list(self._tunnels)
+
+    def rules_of(self, name: str) -> Engine | None:
+        """The rules (with their state) of tunnel ``name`` while it is online."""
+        tunnel = self._tunnels.get(name)
+        return self._rules.engine(tunnel) if tunnel is not None else None
 
     @property
     def buffered(self) -> int:

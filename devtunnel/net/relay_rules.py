@@ -25,6 +25,7 @@ from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
 from devtunnel.net.relay_tunnel import Tunnel
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
+from devtunnel.rules.engine import MAX_BUCKETS
 from devtunnel.rules.model import Rule
 
 log = logging.getLogger("devtunnel.relay")
@@ -45,8 +46,11 @@ Fields = list[tuple[bytes, bytes]]
 class RuleBook:
     """The relay's rules and each online tunnel's, with their state (buckets, counts)."""
 
-    def __init__(self, relay_rules: Sequence[Rule] = (), trusted_proxies: Sequence[Network] = ()) -> None:
-        self.relay = Engine(relay_rules, "relay") if relay_rules else None
+    def __init__(
+        self, relay_rules: Sequence[Rule] = (), trusted_proxies: Sequence[Network] = (), *, max_buckets: int = MAX_BUCKETS
+    ) -> None:
+        self.max_buckets = max_buckets
+        self.relay = Engine(relay_rules, "relay", max_buckets=max_buckets) if relay_rules else None
         self.trusted = tuple(trusted_proxies)
         self._tunnels: dict[Tunnel, Engine] = {}
         self._aware: set[Tunnel] = set()
@@ -56,7 +60,7 @@ class RuleBook:
         if rules is not None:
             self._aware.add(tunnel)
             if rules:
-                self._tunnels[tunnel] = Engine(rules, "tunnel")
+                self._tunnels[tunnel] = Engine(rules, "tunnel", max_buckets=self.max_buckets)
 
     def remove(self, tunnel: Tunnel) -> None:
         self._tunnels.pop(tunnel, None)

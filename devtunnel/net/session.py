@@ -60,6 +60,8 @@ log = logging.getLogger("devtunnel.agent")
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds the relay has to answer the WebSocket upgrade, and then HELLO with WELCOME."""
+DECIDED_BODY_TIMEOUT = 5.0
+"""Seconds to wait for the body of a request a rule at the relay answered (it is already there)."""
 REQUEST_WINDOW = 4 << 20
 """Request body bytes the relay may send on a stream before the local service took them.
 
@@ -340,10 +342,35 @@ class Session:
             cap.response_head(status, b"", ())
         else:
             cap.exchange.error_message = f"the relay closed the connection ({mark.label()}: drop)"
+        if head.end_stream:
+            self._end_decided(head.stream_id, cap)
+            return
+        # The body that arrived with the head follows in one DATA frame: keep it for the record.
+        stream = TunnelStream(self, head.stream_id)
+        self.streams[head.stream_id] = stream
+        task = self._loop.create_task(self._collect_decided(stream, cap))
+        self.tasks[head.stream_id] = task
+        task.add_done_callback(lambda _: self._end_decided(head.stream_id, cap))
+
+    async def _collect_decided(self, stream: TunnelStream, cap: ExchangeCapture) -> None:
         try:
-            self.conn.reset_stream(head.stream_id, ErrorCode.NO_ERROR, "recorded")
+            async with asyncio.timeout(DECIDED_BODY_TIMEOUT):
+                while True:
+                    event = await stream.events.get()
+                    if isinstance(event, DataReceived):
+                        cap.request_body(event.data)
+                        if event.end_stream:
+                            return
+        except TimeoutError:
+            log.debug("tunnel %s: stream %d: the rest of a body a rule answered never came", self.tunnel.name, stream.stream_id)
+
+    def _end_decided(self, stream_id: int, cap: ExchangeCapture) -> None:
+        self.streams.pop(stream_id, None)
+        self.tasks.pop(stream_id, None)
+        try:
+            self.conn.reset_stream(stream_id, ErrorCode.NO_ERROR, "recorded")
         except ProtocolError:
-            pass
+            pass  # the relay closed it already, or the connection is gone
         self.kick()
         cap.finish()
 

@@ -340,7 +340,7 @@ def _rate(table: Mapping[str, Any]) -> dict[str, Any]:
         raise _Problem("rate", f"expected a rate like \"20/s\", \"600/m\" or \"1000/h\", not {text!r}")
     amount = float(m.group(1))
     rate = amount / _PER[m.group(2)]
-    burst = table.get("burst", max(1, math.ceil(amount)) if m.group(2).startswith("s") else max(1, math.ceil(rate)))
+    burst = table.get("burst", max(1, math.ceil(amount)))  # a full period's worth may come at once
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise _Problem("burst", "must be a whole number of requests, at least 1")
     return {"rate": rate, "rate_text": text.strip(), "burst": burst}

@@ -111,3 +111,198 @@ async def test_basic_auth_checks_users_and_removes_authorization(harness, local,
         assert status == 200
         seen = {n.lower() for n, _ in json.loads(body)["headers"]}
         assert "authorization" not in seen
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_allow_ip_and_negated_ip_match(harness, local, via):
+    port, state = local
+    await harness.start(
+        str(port),
+        rules=rules(
+            {"match": "path:/private", "action": "allow-ip", "ips": ["127.0.0.2/32", "::1"]},
+            {"match": "-ip:127.0.0.0/30", "action": "deny"},
+        ),
+    )
+    assert (await request(harness, "/private", via=via, source="127.0.0.1"))[0] == 403
+    assert (await request(harness, "/private", via=via, source="127.0.0.2"))[0] == 404  # reached the app
+    assert (await request(harness, "/echo", via=via, source="127.0.0.3"))[0] == 200
+    assert (await request(harness, "/echo", via=via, source="127.0.0.5"))[0] == 403
+    assert state.seen_targets == [b"/private", b"/echo"]
+    records = await harness.exchanges(4)
+    assert [(ex.rule.index, ex.rule.action) if ex.rule else None for ex in records] == [
+        (1, "allow-ip"), None, None, (2, "deny"),
+    ]
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_rate_limit_answers_429_with_retry_after_per_client(harness, local, via):
+    port, _ = local
+    await harness.start(str(port), rules=rules({"action": "rate-limit", "rate": "2/m"}))
+    first = [(await request(harness, via=via, source="127.0.0.1"))[0] for _ in range(3)]
+    assert first == [200, 200, 429]
+    status, headers, body = await request(harness, via=via, source="127.0.0.1")
+    assert status == 429 and int(headers[b"retry-after"]) >= 1 and b"2/m" in body
+    assert (await request(harness, via=via, source="127.0.0.2"))[0] == 200  # its own bucket
+    records = await harness.exchanges(5)
+    assert sum(1 for ex in records if ex.rule and ex.rule.action == "rate-limit" and ex.status == 429) == 2
+
+
+async def test_rate_limit_memory_stays_bounded_under_many_addresses(tmp_path, local):
+    port, _ = local
+    async with relay_and_agent(tmp_path, rate_clients=16) as harness:
+        await harness.start(str(port), rules=rules({"action": "rate-limit", "rate": "1/m"}))
+        for last in range(1, 41):
+            assert (await request(harness, "/status/204", source=f"127.0.0.{last}"))[0] == 204
+        engine = harness.relay.rules_of("app")
+        assert engine is not None and engine.buckets(1) == 16
+        # The most recent addresses still have their (empty) buckets.
+        assert (await request(harness, "/status/204", source="127.0.0.40"))[0] == 429
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_respond_count_then_forward_again(harness, local, via):
+    port, state = local
+    await harness.start(
+        str(port),
+        rules=rules({"match": "path:/hook", "action": "respond", "status": 500, "count": 3, "body": "drill\n",
+                     "headers": {"X-Drill": "yes"}}),
+    )
+    answers = [await request(harness, "/hook", via=via, method="POST", body=b'{"id": 1}') for _ in range(4)]
+    assert [a[0] for a in answers] == [500, 500, 500, 404]
+    assert answers[0][1][b"x-drill"] == b"yes" and answers[0][2] == b"drill\n"
+    assert state.seen_targets == [b"/hook"]
+    records = await harness.exchanges(4)
+    assert [ex.status for ex in records] == [500, 500, 500, 404]
+    assert all(ex.rule is not None and ex.rule.action == "respond" for ex in records[:3]) and records[3].rule is None
+    if via == "direct":  # the body came with the head: the record has it
+        assert records[0].request.body == b'{"id": 1}'
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_respond_delay_and_drop(harness, local, via):
+    port, state = local
+    await harness.start(
+        str(port),
+        rules=rules(
+            {"match": "path:/late", "action": "respond", "status": 503, "delay": "50ms"},
+            {"match": "path:/gone", "action": "respond", "drop": True},
+        ),
+    )
+    assert (await request(harness, "/late", via=via))[0] == 503
+    assert (await request(harness, "/gone", via=via))[0] == 0
+    assert state.seen_targets == []
+    late, gone = await harness.exchanges(2)
+    assert late.status == 503 and gone.response is None and "drop" in gone.error_message
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_headers_rule_edits_both_directions(harness, local, via):
+    port, _ = local
+    await harness.start(
+        str(port),
+        rules=rules({"action": "headers", "request": {"set": {"X-Env": "dev"}, "remove": ["X-Secret"]},
+                     "response": {"set": {"Strict-Transport-Security": "max-age=60"}, "remove": ["Content-Type"]}}),
+    )
+    status, headers, body = await request(harness, via=via, headers={"X-Secret": "1", "X-Env": "prod"})
+    assert status == 200
+    seen = json.loads(body)["headers"]
+    assert ["x-env", "dev"] in seen and not any(n == "x-secret" for n, _ in seen)
+    assert not any(n == "x-env" and v == "prod" for n, v in seen)
+    assert headers[b"strict-transport-security"] == b"max-age=60" and b"content-type" not in headers
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_forward_rule_routes_to_the_agents_other_target(harness, local, via):
+    port, state = local
+    with local_http() as (other_port, other):
+        await harness.start(str(port), rules=rules({"match": "path:/api", "action": "forward", "target": other_port}))
+        assert (await request(harness, "/api/x", via=via))[0] == 404
+        assert (await request(harness, "/echo", via=via))[0] == 200
+        assert other.seen_targets == [b"/api/x"] and state.seen_targets == [b"/echo"]
+        routed, plain = await harness.exchanges(2)
+        assert routed.rule is not None and (routed.rule.index, routed.rule.action) == (1, "forward")
+        assert routed.target_url.endswith(f":{other_port}") and plain.rule is None
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_client_cannot_spell_the_relays_rule_header(harness, local, via):
+    port, state = local
+    with local_http() as (other_port, other):
+        await harness.start(str(port), rules=rules({"match": "path:/api", "action": "forward", "target": other_port}))
+        status, _, body = await request(harness, "/echo", via=via, headers={"Devtunnel-Rule": "tunnel;1;forward"})
+        assert status == 200 and other.seen_targets == []
+        assert not any(n.lower() == "devtunnel-rule" for n, _ in json.loads(body)["headers"])
+        status, _, _ = await request(harness, "/echo", via=via, headers={"devtunnel-rule": "relay;1;deny;403"})
+        assert status == 200 and state.seen_targets == [b"/echo", b"/echo"]
+
+
+async def test_relay_rules_apply_first_and_are_recorded_as_the_relays(tmp_path, local):
+    port, _ = local
+    relay_rules = parse_rules([{"match": "path:/blocked", "action": "deny"}], "relay.toml", relay=True)
+    async with relay_and_agent(tmp_path, rules=relay_rules) as harness:
+        await harness.start(str(port), rules=rules({"match": "path:/blocked", "action": "respond", "status": 200}))
+        assert (await request(harness, "/blocked"))[0] == 403
+        (record,) = await harness.exchanges(1)
+        assert record.rule is not None and record.rule.to_json() == {"index": 1, "action": "deny", "scope": "relay"}
+
+
+async def test_websocket_handshake_is_judged_too(harness, local):
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": "path:/ws", "action": "deny", "status": 403}))
+    head = (f"GET /ws HTTP/1.1\r\nHost: {harness.host('app')}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port)
+    writer.write(head.encode())
+    async with asyncio.timeout(10):
+        line = await reader.readline()
+    writer.close()
+    assert line.startswith(b"HTTP/1.1 403")
+    (record,) = await harness.exchanges(1)
+    assert record.rule is not None and record.rule.action == "deny" and record.websocket
+
+
+async def test_trusted_proxy_lets_x_forwarded_for_name_the_client(tmp_path, local):
+    port, _ = local
+    async with relay_and_agent(tmp_path, trusted_proxies=["127.0.0.1/32"]) as harness:
+        await harness.start(str(port), rules=rules({"action": "allow-ip", "ips": ["198.51.100.7"]}))
+        via_proxy = {"X-Forwarded-For": "198.51.100.7"}
+        assert (await request(harness, headers=via_proxy, source="127.0.0.1"))[0] == 200
+        # The same header from an address that is not a trusted proxy counts for nothing.
+        assert (await request(harness, headers=via_proxy, source="127.0.0.2"))[0] == 403
+
+
+async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness, local, monkeypatch):
+    import devtunnel.net.relay as relay_module
+
+    # What a relay older than rules does: it ignores the HELLO's rules and never acknowledges them.
+    monkeypatch.setattr(relay_module, "_hello_rules", lambda hello: (None, None))
+    port, _ = local
+    with pytest.raises(Exception, match="does not enforce rules"):
+        await harness.start(str(port), rules=rules({"action": "deny"}))
+    info = await harness.start(str(port), name="plain")  # without rules it still works
+    assert info.state is TunnelState.ONLINE
+
+
+async def test_a_relay_refuses_rules_of_a_version_it_does_not_know(harness, local, monkeypatch):
+    import devtunnel.net.session as session_module
+
+    monkeypatch.setattr(session_module, "WIRE_VERSION", 99)
+    port, _ = local
+    with pytest.raises(Exception, match="rules version 99 is not known to this relay"):
+        await harness.start(str(port), rules=rules({"action": "deny"}))
+
+
+async def test_basic_auth_with_curl(harness, local):
+    port, _ = local
+    await harness.start(str(port), rules=rules({"action": "basic-auth", "users": ["admin:s3cret"], "forward_auth": True}))
+    url = f"http://{harness.host('app')}/echo"
+    base = ["curl", "-sS", "--max-time", "20", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}"]
+    base += ["--resolve", f"app.localhost:{harness.relay.port}:127.0.0.1"]
+    proc = await asyncio.create_subprocess_exec(*base, url, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert out.rsplit(b"\n", 1)[1] == b"401"
+    proc = await asyncio.create_subprocess_exec(*base, "-u", "admin:s3cret", url, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    body, code = out.rsplit(b"\n", 1)
+    assert code == b"200"
+    assert any(n.lower() == "authorization" for n, _ in json.loads(body)["headers"])  # forward_auth = true
