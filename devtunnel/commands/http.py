@@ -193,6 +193,7 @@ async def _main(args: argparse.Namespace) -> int:
                 token=token,
                 host_header=args.host_header,
                 insecure=args.insecure,
+                rules=getattr(args, "rules", ()) or (),
             )
             announced = False
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()

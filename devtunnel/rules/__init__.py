@@ -13,8 +13,11 @@ from devtunnel.rules.model import (
     RulesError,
     load_rules_file,
     parse_rules,
+    renumbered,
     rules_from_wire,
+    rules_to_tables,
     rules_to_wire,
+    shorthand_rules,
 )
 
 __all__ = [
@@ -29,6 +32,9 @@ __all__ = [
     "decide",
     "load_rules_file",
     "parse_rules",
+    "renumbered",
     "rules_from_wire",
+    "rules_to_tables",
     "rules_to_wire",
+    "shorthand_rules",
 ]

@@ -6,6 +6,7 @@ Every problem is one line naming the file, the rule's number (from 1), the key a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import importlib
@@ -41,7 +42,17 @@ MAX_BODY = 64 * 1024
 
 
 class RulesError(ConfigError):
-    """A rule is invalid; the message is one line (file, rule number, key, column)."""
+    """A rule is invalid; the message is one line (file, rule number, key, column).
+
+    Attributes:
+        number: the rule's number (from 1), or 0 for a problem with the whole list or file.
+        detail: the message without the file (``rule 2: match: column 7: ...``).
+    """
+
+    def __init__(self, message: str, number: int = 0, detail: str = "") -> None:
+        super().__init__(message)
+        self.number = number
+        self.detail = detail or message
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +148,8 @@ def parse_rules(
             rules.append(_rule(number, table, relay, base, wire))
         except _Problem as exc:
             key = f"{exc.key}: " if exc.key else ""
-            raise RulesError(f"{source}: rule {number}: {key}{exc}") from None
+            detail = f"rule {number}: {key}{exc}"
+            raise RulesError(f"{source}: {detail}", number, detail) from None
     return tuple(rules)
 
 
@@ -158,6 +170,48 @@ def load_rules_file(path: str | Path, *, relay: bool = False) -> tuple[Rule, ...
     if unknown:
         raise RulesError(f"{path}: unknown key {unknown[0]!r}; a rules file holds [[rules]] tables")
     return parse_rules(data.get("rules", []), str(path), relay=relay, base=file.parent)
+
+
+def renumbered(rules: Sequence[Rule]) -> tuple[Rule, ...]:
+    """``rules`` numbered 1, 2, ... in this order (rules from several places make one list)."""
+    return tuple(dataclasses.replace(rule, index=number) for number, rule in enumerate(rules, 1))
+
+
+def shorthand_rules(
+    basic_auth: Sequence[str] = (), allow_ip: Sequence[str] = (), rate_limit: str | None = None
+) -> tuple[Rule, ...]:
+    """The rules ``--allow-ip``, ``--basic-auth`` and ``--rate-limit`` stand for (in that order).
+
+    Raises:
+        RulesError: naming the flag.
+    """
+    tables: list[tuple[str, dict[str, object]]] = []
+    if allow_ip:
+        tables.append(("--allow-ip", {"action": "allow-ip", "ips": list(allow_ip)}))
+    if basic_auth:
+        tables.append(("--basic-auth", {"action": "basic-auth", "users": list(basic_auth)}))
+    if rate_limit is not None:
+        tables.append(("--rate-limit", {"action": "rate-limit", "rate": rate_limit}))
+    out: list[Rule] = []
+    for flag, table in tables:
+        try:
+            out += parse_rules([table], flag)
+        except RulesError as exc:
+            raise RulesError(f"{flag}: {exc.detail.split(': ', 2)[-1]}") from None
+    return tuple(out)
+
+
+def rules_to_tables(rules: Sequence[Rule], *, mask: bool = True) -> list[dict[str, object]]:
+    """The rules as TOML tables: for people (``config show``, passwords masked), or with
+    ``mask=False`` for a private rules file that reads back as the same rules."""
+    out = []
+    for table, rule in zip(rules_to_wire(rules), rules):
+        if rule.action == "basic-auth" and mask:
+            table["users"] = [f"{c.user}:********" for c in rule.users]
+        if rule.action == "forward":
+            table["target"] = rule.target
+        out.append(table)
+    return out
 
 
 def rules_to_wire(rules: Sequence[Rule]) -> list[dict[str, object]]:
