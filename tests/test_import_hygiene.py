@@ -32,6 +32,10 @@ CORE_MODULES = [
     "devtunnel.values",
     "devtunnel.values.terminal",
     "devtunnel.values.exchange_ids",
+    "devtunnel.rules",
+    "devtunnel.rules.model",
+    "devtunnel.rules.engine",
+    "devtunnel.capture.filters.edge",
 ]
 
 

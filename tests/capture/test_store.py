@@ -340,7 +340,9 @@ def test_a_version_2_file_is_upgraded_and_its_replays_read_as_not_edited(tmp_pat
     first.put(plain)
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 2
-        conn.executescript("ALTER TABLE exchanges DROP COLUMN edited; PRAGMA user_version = 2;")
+        conn.executescript("ALTER TABLE exchanges DROP COLUMN edited; ALTER TABLE exchanges DROP COLUMN rule_index;"
+                           " ALTER TABLE exchanges DROP COLUMN rule_action; ALTER TABLE exchanges DROP COLUMN rule_scope;"
+                           " PRAGMA user_version = 2;")
     with pytest.raises(StoreError, match="needs an upgrade"):
         Store(path, readonly=True).count()
     again = Store(path)
@@ -367,6 +369,9 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
             DROP TABLE res_bodies;
             DROP TRIGGER exchanges_delete;
             ALTER TABLE exchanges DROP COLUMN edited;
+            ALTER TABLE exchanges DROP COLUMN rule_index;
+            ALTER TABLE exchanges DROP COLUMN rule_action;
+            ALTER TABLE exchanges DROP COLUMN rule_scope;
             PRAGMA user_version = 1;
         """ + V1_DELETE_TRIGGER)
     again = Store(path)
@@ -377,5 +382,42 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
     assert again.count() == 2
     again.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         assert conn.execute("SELECT id FROM res_bodies").fetchall() == [(upload.id,)]  # the download's went
+
+
+def test_a_version_3_file_gains_the_rule_columns_and_rule_filters_run_in_sql(tmp_path: Path) -> None:
+    from devtunnel.capture.filters import parse
+    from devtunnel.capture.model import RuleMark
+
+    path = tmp_path / "v3.db"
+    plain = make(1)
+    first = Store(path)
+    first.put(plain)
+    first.close()
+    with sqlite3.connect(path) as conn:  # back to the layout of schema 3
+        conn.executescript("ALTER TABLE exchanges DROP COLUMN rule_index; ALTER TABLE exchanges DROP COLUMN rule_action;"
+                           " ALTER TABLE exchanges DROP COLUMN rule_scope; PRAGMA user_version = 3;")
+    again = Store(path)
+    assert again.get(plain.id) == plain and again.rows()[0].rule is None
+    limited = make(1, status=429)
+    limited.rule = RuleMark(3, "rate-limit")
+    limited.remote_addr = "10.1.2.3"
+    relayed = make(1, status=403)
+    relayed.rule = RuleMark(1, "deny", "relay")
+    relayed.remote_addr = "2001:db8::7"
+    again.put_many([limited, relayed])
+    assert again.get(limited.id).rule == RuleMark(3, "rate-limit")
+    assert again.get(relayed.id).rule == RuleMark(1, "deny", "relay")
+    for expression, wanted in [
+        ("rule", {limited.id, relayed.id}),
+        ("rule:rate-limit", {limited.id}),
+        ("rule:3", {limited.id}),
+        ("-rule", {plain.id}),
+        ("ip:10.0.0.0/8", {limited.id}),
+        ("ip:2001:db8::/32,192.0.2.1", {relayed.id}),
+        ("-ip:10.0.0.0/8 rule", {relayed.id}),
+    ]:
+        assert set(again.ids(expression)) == wanted, expression
+        assert {ex.id for ex in again.query() if parse(expression)(ex)} == wanted  # the Python twin agrees
+    again.close()
