@@ -15,6 +15,7 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -349,6 +350,8 @@ class Relay:
         tunnel = Tunnel(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
         self._tunnels[name] = tunnel
         self._rules.add(tunnel, rules)
+        if rules is not None:
+            tunnel.on_rules = self._rules_changer(tunnel, peer)
         info: dict[str, object] = {"relay": f"devtunnel {__version__}"}
         if rules is not None:
             info[RULES_ACK] = WIRE_VERSION
@@ -404,6 +407,24 @@ class Relay:
             await tunnel.stop_writer()
             reason = tunnel.end_reason or reason
             log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
+
+    def _rules_changer(self, tunnel: Tunnel, peer: str) -> Callable[[dict[str, Any]], None]:
+        """What a RULES frame from ``tunnel``'s agent does: its rules are replaced (their
+        counts and buckets start afresh). Rules the relay cannot enforce leave the old ones
+        in place and are logged: the agent checked them with the same code before sending."""
+
+        def change(wire: dict[str, Any]) -> None:
+            rules, refusal = _hello_rules(Hello(0, "", None, rules=wire))
+            if refusal is not None or rules is None:
+                reason = refusal[1] if refusal else "no rules"
+                self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s): rules kept: %s",
+                                      tunnel.name, peer, reason)
+                return
+            self._rules.remove(tunnel)
+            self._rules.add(tunnel, rules)
+            log.log(self._log_level, "tunnel %s: %d rules now", tunnel.name, len(rules))
+
+        return change
 
     def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
         """The token the agent is known by, or why it is refused."""

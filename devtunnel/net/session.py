@@ -201,8 +201,7 @@ class Session:
         # Not the target: the relay has no need to know local addresses.
         info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
         # Sent even without rules: it tells the relay that this agent understands its notices.
-        rules = {"version": WIRE_VERSION, "list": rules_to_wire(self.tunnel.config.rules)}
-        self.conn.send_hello(token, name, info, instance=instance, rules=rules)
+        self.conn.send_hello(token, name, info, instance=instance, rules=self._rules())
         self._flush()
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -220,6 +219,18 @@ class Session:
                 " this tunnel's rules would not apply: upgrade the relay, or start the tunnel without rules"
             )
         return welcome
+
+    def _rules(self) -> dict[str, object]:
+        return {"version": WIRE_VERSION, "list": rules_to_wire(self.tunnel.config.rules)}
+
+    def send_rules(self) -> None:
+        """Send the tunnel's rules as they are now (a RULES frame): the relay replaces its copy."""
+        try:
+            self.conn.send_rules(self._rules())
+        except ProtocolError as exc:  # the connection is ending: the next HELLO carries them
+            log.debug("tunnel %s: rules not sent: %s", self.tunnel.name, exc)
+            return
+        self.kick()
 
     # -- serving --------------------------------------------------------------------------
     async def serve(self) -> str:

@@ -22,6 +22,7 @@ from devtunnel.protocol.events import (
     PongReceived,
     RequestReceived,
     ResponseReceived,
+    RulesChanged,
     StreamReset,
     WebSocketClosed,
     WebSocketMessageReceived,
@@ -217,6 +218,7 @@ class Connection:
             f.WELCOME: self._wrong_direction if self._relay else self._on_welcome,
             f.REQUEST: self._wrong_direction if self._relay else self._on_request,
             f.RESPONSE: self._on_response if self._relay else self._wrong_direction,
+            f.RULES: self._on_rules if self._relay else self._wrong_direction,
         }
         self._ready_handlers = handlers
         # Before the peer's handshake frame only the handshake and GOAWAY may arrive.
@@ -251,6 +253,17 @@ class Connection:
         payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance, rules)
         self._queue_head(f.HELLO, 0, 0, payload)
         self._hello_sent = True
+
+    def send_rules(self, rules: dict[str, object]) -> None:
+        """(agent) Replace the tunnel's rules at the relay (``{"version": N, "list": [...]}``).
+
+        Only to a relay that acknowledged rules in its WELCOME: older relays skip the frame.
+        """
+        if self._relay:
+            raise ProtocolError("only the agent sends RULES")
+        if not self.handshake_complete:
+            raise ProtocolError("RULES before the handshake completed")
+        self._queue_head(f.RULES, 0, 0, hs.encode_rules(rules))
 
     def send_welcome(self, name: str, url: str, info: dict[str, object] | None = None) -> None:
         """(relay) Accept the agent: the tunnel is ``name``, reachable at ``url``."""
@@ -739,6 +752,11 @@ class Connection:
         if stream_id or len(payload) != 8:
             raise ProtocolError("PONG frame must carry 8 bytes on stream 0")
         events.append(PongReceived(payload))
+
+    def _on_rules(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id:
+            raise ProtocolError("RULES frame on a stream other than 0")
+        events.append(RulesChanged(hs.decode_rules(payload)))
 
     def _on_request(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id in self._streams:

@@ -125,6 +125,13 @@ class StreamReset(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class RulesChanged(Event):
+    """(relay) The agent replaced its tunnel's rules: ``{"version": N, "list": [...]}``."""
+
+    rules: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class PingReceived(Event):
     """The peer pinged (a pong was queued automatically)."""
 

@@ -59,6 +59,7 @@ class FrameType(enum.IntEnum):
     WS_CLOSE = 0xA
     PING = 0xB
     PONG = 0xC
+    RULES = 0xD  # agent -> relay: the tunnel's rules changed (JSON, as in HELLO)
 
 
 class Flag(enum.IntFlag):
@@ -83,15 +84,16 @@ WS_MESSAGE = int(FrameType.WS_MESSAGE)
 WS_CLOSE = int(FrameType.WS_CLOSE)
 PING = int(FrameType.PING)
 PONG = int(FrameType.PONG)
+RULES = int(FrameType.RULES)
 END_STREAM = int(Flag.END_STREAM)
 WEBSOCKET = int(Flag.WEBSOCKET)
 TEXT = int(Flag.TEXT)
 FIN = int(Flag.FIN)
 
 # Frames whose payload is a message head or handshake, bounded by ``max_head_size``.
-HEAD_TYPES = frozenset({HELLO, WELCOME, REQUEST, RESPONSE})
+HEAD_TYPES = frozenset({HELLO, WELCOME, REQUEST, RESPONSE, RULES})
 # Frames that belong to the connection (stream 0) rather than to one stream.
-CONNECTION_TYPES = frozenset({HELLO, WELCOME, GOAWAY, PING, PONG})
+CONNECTION_TYPES = frozenset({HELLO, WELCOME, GOAWAY, PING, PONG, RULES})
 KNOWN_TYPES = frozenset(int(t) for t in FrameType)
 
 _pack_header = HEADER.pack

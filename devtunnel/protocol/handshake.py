@@ -142,11 +142,27 @@ def decode_hello(payload: bytes) -> HelloFields:
         except ValueError as exc:
             raise ProtocolError(f"HELLO instance is invalid: {exc}") from None
     rules = obj.get("rules")
-    if rules is not None and (
-        not isinstance(rules, dict) or type(rules.get("version")) is not int or not isinstance(rules.get("list"), list)
-    ):
-        raise ProtocolError('HELLO rules must be an object {"version": N, "list": [...]}')
+    if rules is not None:
+        check_rules(rules, "HELLO")
     return HelloFields(versions, token, name, info, instance, rules)
+
+
+def encode_rules(rules: dict[str, object]) -> bytes:
+    """A RULES payload: the same object a HELLO carries under ``rules``."""
+    return f.encode_json(rules)
+
+
+def decode_rules(payload: bytes, what: str = "RULES") -> dict[str, Any]:
+    """Validate a RULES payload (``{"version": N, "list": [...]}``)."""
+    rules = f.decode_json(payload, what)
+    check_rules(rules, what)
+    return rules
+
+
+def check_rules(rules: object, what: str) -> None:
+    """ProtocolError unless ``rules`` is ``{"version": N, "list": [...]}``."""
+    if not isinstance(rules, dict) or type(rules.get("version")) is not int or not isinstance(rules.get("list"), list):
+        raise ProtocolError(f'{what} rules must be an object {{"version": N, "list": [...]}}')
 
 
 def choose_version(offered: list[int], spoken: tuple[int, ...]) -> int:

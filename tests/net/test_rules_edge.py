@@ -306,3 +306,42 @@ async def test_basic_auth_with_curl(harness, local):
     body, code = out.rsplit(b"\n", 1)
     assert code == b"200"
     assert any(n.lower() == "authorization" for n, _ in json.loads(body)["headers"])  # forward_auth = true
+
+
+async def test_a_drill_added_through_the_api_answers_the_next_n_then_forwards(harness, local):
+    import httpx
+
+    from devtunnel.net.api import serve_api
+
+    port, state = local
+    await harness.start(str(port), rules=rules({"action": "headers", "response": {"set": {"X-Edge": "1"}}}))
+    server, api_port = await serve_api(harness.service, 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", trust_env=False) as api:
+            drill = {"action": "respond", "match": "method:POST path:/hook", "status": 503, "count": 2}
+            added = await api.post("/api/tunnels/app/rules", json=drill)
+            assert added.status_code == 201, added.text
+            assert added.json()["index"] == 1 and added.json()["description"] == "rule 1 respond 503 x2 (method:POST path:/hook)"
+            listed = (await api.get("/api/tunnels/app/rules")).json()["rules"]
+            assert [r["action"] for r in listed] == ["respond", "headers"]
+
+            async def rule_count() -> bool:
+                engine = harness.relay.rules_of("app")
+                return engine is not None and len(engine.rules) == 2
+
+            from tests.helpers import async_wait_for
+
+            await async_wait_for(rule_count, what="the relay to take the new rules")
+            statuses = [(await request(harness, "/hook", method="POST", body=b"{}"))[0] for _ in range(3)]
+            assert statuses == [503, 503, 404]
+            assert state.seen_targets == [b"/hook"]
+            bad = await api.post("/api/tunnels/app/rules", json={"action": "respond", "status": 99})
+            assert bad.status_code == 400 and "rule 1: status: must be an HTTP status" in bad.json()["msg"]
+            assert (await api.post("/api/tunnels/nope/rules", json=drill)).status_code == 404
+            assert (await api.delete("/api/tunnels/app/rules/1")).status_code == 204
+            assert (await api.delete("/api/tunnels/app/rules/7")).status_code == 404
+            assert [r["action"] for r in (await api.get("/api/tunnels/app/rules")).json()["rules"]] == ["headers"]
+    finally:
+        await server.stop()
+    records = await harness.exchanges(3)
+    assert [ex.rule.action if ex.rule else None for ex in records] == ["respond", "respond", None]
