@@ -106,6 +106,13 @@ def _row_summary(row: Row) -> dict[str, Any]:
     }
 
 
+def _rule_mark(row: Row) -> str:
+    """``⊘`` before the path of a request a rule at the relay answered, ``→`` of one it routed."""
+    if row.rule is None:
+        return ""
+    return "→ " if row.rule.action == "forward" else "⊘ "
+
+
 def _status_cell(row: Row) -> str:
     if row.error:
         kind = row.error.removeprefix("local_")
@@ -150,7 +157,7 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             human_size(r.size),
-            ("↻✎ " if r.edited else "↻ " if r.replay_of else "") + r.target,
+            ("↻✎ " if r.edited else "↻ " if r.replay_of else _rule_mark(r)) + r.target,
         ]
         for r in rows
     ]

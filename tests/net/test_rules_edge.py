@@ -345,3 +345,20 @@ async def test_a_drill_added_through_the_api_answers_the_next_n_then_forwards(ha
         await server.stop()
     records = await harness.exchanges(3)
     assert [ex.rule.action if ex.rule else None for ex in records] == ["respond", "respond", None]
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_head_request_answered_by_a_rule_gets_no_body(harness, local, via):
+    port, _ = local
+    await harness.start(str(port), rules=rules({"action": "respond", "status": 503, "body": "down for a drill\n"}))
+    lines = [f"HEAD /x HTTP/1.1", f"Host: {harness.host('app')}", "Connection: close"]
+    if via == "asgi":
+        lines += ["Content-Length: 0", "Expect: 100-continue"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port)
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    async with asyncio.timeout(10):
+        raw = await reader.read(-1)
+    writer.close()
+    raw = raw.split(b"\r\n\r\n", 1)[1] if raw.startswith(b"HTTP/1.1 100") else raw
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503") and b"content-length: 17" in head.lower() and rest == b""

@@ -96,5 +96,7 @@ def test_shorthands_guard_the_tunnel_and_requests_show_the_rule(
     agent.line(lambda l: "401" in l)  # the agent logs the refused request too
     listed = json.loads(run(env, "requests", "--db", str(db), "--json", "--filter", "rule:basic-auth").stdout)
     assert [r["rule"] for r in listed] == [{"index": 2, "action": "basic-auth"}]
+    table = run(env, "requests", "--db", str(db)).stdout
+    assert "⊘ /echo" in table  # the refused request is marked in the table
     everything = json.loads(run(env, "requests", "--db", str(db), "--json").stdout)
     assert sorted(str(r["rule"]) for r in everything) == sorted(["None", str({"index": 2, "action": "basic-auth"})])
