@@ -130,7 +130,7 @@ class RuleBook:
                 scope.get("method", "GET").encode(),
                 _target(scope),
                 b"1.1",
-                [*fields, (RULE_HEADER, mark)],
+                [*strip_rule_header(fields), (RULE_HEADER, mark)],  # the client's own spelling never counts
                 end_stream=not send_body,
                 remote_addr=_socket_ip(scope),
                 scheme=scope.get("scheme", "http"),

@@ -228,12 +228,19 @@ async def test_forward_rule_routes_to_the_agents_other_target(harness, local, vi
 async def test_a_client_cannot_spell_the_relays_rule_header(harness, local, via):
     port, state = local
     with local_http() as (other_port, other):
-        await harness.start(str(port), rules=rules({"match": "path:/api", "action": "forward", "target": other_port}))
-        status, _, body = await request(harness, "/echo", via=via, headers={"Devtunnel-Rule": "tunnel;1;forward"})
+        await harness.start(str(port), rules=rules({"match": "header:x-block", "action": "deny"},
+                                                   {"match": "path:/api", "action": "forward", "target": other_port}))
+        status, _, body = await request(harness, "/echo", via=via, headers={"Devtunnel-Rule": "tunnel;2;forward"})
         assert status == 200 and other.seen_targets == []
         assert not any(n.lower() == "devtunnel-rule" for n, _ in json.loads(body)["headers"])
         status, _, _ = await request(harness, "/echo", via=via, headers={"devtunnel-rule": "relay;1;deny;403"})
         assert status == 200 and state.seen_targets == [b"/echo", b"/echo"]
+        # On a request a rule refuses, the client's header must not turn the notice into a route.
+        status, _, _ = await request(harness, "/api/x", via=via, headers={"devtunnel-rule": "tunnel;2;forward",
+                                                                          "X-Block": "1"})
+        assert status == 403 and other.seen_targets == [] and state.seen_targets == [b"/echo", b"/echo"]
+        records = await harness.exchanges(3)
+        assert records[2].rule is not None and records[2].rule.action == "deny"
 
 
 async def test_relay_rules_apply_first_and_are_recorded_as_the_relays(tmp_path, local):
