@@ -72,6 +72,8 @@ class RuleBook:
 
     def judge(self, tunnel: Tunnel, scope: dict[str, Any], body: bytes = b"") -> Decision | None:
         """The decision for this request (None: no rules apply to this tunnel at all)."""
+        if self.relay is None and not self._tunnels:
+            return None  # a relay without rules pays one look
         extensions = scope.get("extensions")
         if extensions is not None:
             known = extensions.get(DECISION_EXTENSION)

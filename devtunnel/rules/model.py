@@ -228,14 +228,27 @@ def rules_to_wire(rules: Sequence[Rule]) -> list[dict[str, object]]:
         elif rule.action == "rate-limit":
             item.update(rate=rule.rate_text, burst=rule.burst)
         elif rule.action in ("respond", "deny"):
-            item.update(status=rule.status, body=rule.body, headers=dict(rule.headers))
-            if rule.action == "respond":
-                item.update(delay=f"{rule.delay}s", drop=rule.drop)
-                if rule.count is not None:
-                    item["count"] = rule.count
+            item["status"] = rule.status
+            if rule.body:
+                item["body"] = rule.body
+            if rule.headers:
+                item["headers"] = dict(rule.headers)
+            if rule.count is not None:
+                item["count"] = rule.count
+            if rule.delay:
+                item["delay"] = f"{rule.delay:g}s"
+            if rule.drop:
+                item["drop"] = True
         elif rule.action == "headers":
-            item["request"] = {"set": dict(rule.request_set), "remove": list(rule.request_remove)}
-            item["response"] = {"set": dict(rule.response_set), "remove": list(rule.response_remove)}
+            for side, edits, removals in (("request", rule.request_set, rule.request_remove),
+                                          ("response", rule.response_set, rule.response_remove)):
+                spec: dict[str, object] = {}
+                if edits:
+                    spec["set"] = dict(edits)
+                if removals:
+                    spec["remove"] = list(removals)
+                if spec:
+                    item[side] = spec
         out.append(item)
     return out
 
