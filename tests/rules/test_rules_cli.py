@@ -100,3 +100,26 @@ def test_shorthands_guard_the_tunnel_and_requests_show_the_rule(
     assert "⊘ /echo" in table  # the refused request is marked in the table
     everything = json.loads(run(env, "requests", "--db", str(db), "--json").stdout)
     assert sorted(str(r["rule"]) for r in everything) == sorted(["None", str({"index": 2, "action": "basic-auth"})])
+
+
+def test_relay_rules_from_a_file_apply_to_every_tunnel(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]  # noqa: F811
+) -> None:
+    port, state = local
+    rules = tmp_path / "relay.toml"
+    rules.write_text('[[rules]]\nmatch = "path:/private"\naction = "deny"\n')
+    relay_port = free_port()
+    relay = start(procs, env, "relay", "--listen", f"127.0.0.1:{relay_port}", "--token", "t", "--rules", str(rules),
+                  "--trusted-proxy", "127.0.0.1")
+    relay.line(lambda l: l.startswith("Relay listening"))
+    agent = start(procs, env, "http", str(port), "--relay", f"ws://127.0.0.1:{relay_port}", "--token", "t",
+                  "--name", "web", "--no-tui", "--api-port", "0", "--db", str(tmp_path / "captures.db"))
+    agent.line(lambda l: l.startswith("Forwarding"))
+    curl = ["curl", "-sS", "--max-time", "20", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+            "--resolve", f"web.localhost:{relay_port}:127.0.0.1"]
+    url = f"http://web.localhost:{relay_port}"
+    assert subprocess.run([*curl, url + "/private"], capture_output=True, text=True, timeout=30).stdout == "403"
+    assert subprocess.run([*curl, url + "/echo"], capture_output=True, text=True, timeout=30).stdout == "200"
+    assert state.seen_targets == [b"/echo"]
+    line = agent.line(lambda l: "/private" in l)
+    assert "403" in line
