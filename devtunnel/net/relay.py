@@ -26,8 +26,8 @@ from devtunnel.errors import ConfigError, ProtocolError
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
 from devtunnel.net.relay_log import PeerErrorLog
-from devtunnel.net.relay_rules import RuleBook
 from devtunnel.net.relay_proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
+from devtunnel.net.relay_rules import RuleBook
 from devtunnel.net.relay_tunnel import BufferBudget, Tunnel, send_last_words
 from devtunnel.net.relay_ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role

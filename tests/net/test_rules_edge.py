@@ -266,6 +266,7 @@ async def test_websocket_handshake_is_judged_too(harness, local):
     assert line.startswith(b"HTTP/1.1 403")
     (record,) = await harness.exchanges(1)
     assert record.rule is not None and record.rule.action == "deny" and record.websocket
+    assert state.seen_targets == []
 
 
 async def test_trusted_proxy_lets_x_forwarded_for_name_the_client(tmp_path, local):
@@ -358,7 +359,7 @@ async def test_a_drill_added_through_the_api_answers_the_next_n_then_forwards(ha
 async def test_a_head_request_answered_by_a_rule_gets_no_body(harness, local, via):
     port, _ = local
     await harness.start(str(port), rules=rules({"action": "respond", "status": 503, "body": "down for a drill\n"}))
-    lines = [f"HEAD /x HTTP/1.1", f"Host: {harness.host('app')}", "Connection: close"]
+    lines = ["HEAD /x HTTP/1.1", f"Host: {harness.host('app')}", "Connection: close"]
     if via == "asgi":
         lines += ["Content-Length: 0", "Expect: 100-continue"]
     reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port)
