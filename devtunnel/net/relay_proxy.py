@@ -28,7 +28,7 @@ from devtunnel.net.relay_rules import RuleBook, answer_messages, edit_request, e
 from devtunnel.net.relay_tunnel import Stream, Tunnel
 from devtunnel.net.sizes import format_size
 from devtunnel.protocol.connection import Connection, ErrorCode
-from devtunnel.protocol.events import StreamReset, WebSocketClosed
+from devtunnel.protocol.events import Fields, StreamReset, WebSocketClosed
 from devtunnel.rules import Decision
 from devtunnel.values.request_head import head_problem
 
@@ -181,7 +181,7 @@ class HttpForwarder:
         self.peer_errors = peer_errors
         self._proto_bytes = proto.encode()
 
-    def _fields(self, scope: Scope, host: bytes) -> list[tuple[bytes, bytes]]:
+    def _fields(self, scope: Scope, host: bytes) -> Fields:
         """The request headers as they go to the agent (before the rules edit them)."""
         extensions = scope.get("extensions") or {}
         raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
@@ -194,8 +194,8 @@ class HttpForwarder:
             ProtocolError, ValueError: the tunnel connection would not open the stream.
         """
         ip = _client_ip(scope)
-        fields = self._fields(scope, host)
-        fields = edit_request(fields, decision) if decision is not None else strip_rule_header(fields)
+        raw = self._fields(scope, host)
+        fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
         return tunnel.conn.open_request(
             scope["method"].encode(),
             _target(scope),
@@ -741,8 +741,8 @@ class WebSocketForwarder:
         ip: str,
         decision: Decision | None = None,
     ) -> None:
-        fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
-        fields = edit_request(fields, decision) if decision is not None else strip_rule_header(fields)
+        raw = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+        fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
         try:
             stream_id = conn.open_request(
                 b"GET", _target(scope), b"1.1", fields, end_stream=True, remote_addr=ip, scheme=self.proto, websocket=True

@@ -40,7 +40,7 @@ _NOTICE_ROOM = 1 << 20
 _NOTICE_BODY = 64 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Fields = list[tuple[bytes, bytes]]
+Fields = Sequence[tuple[bytes, bytes]]
 
 
 class RuleBook:
@@ -132,7 +132,7 @@ class RuleBook:
                 scope.get("method", "GET").encode(),
                 _target(scope),
                 b"1.1",
-                [*strip_rule_header(fields), (RULE_HEADER, mark)],  # the client's own spelling never counts
+                (*strip_rule_header(fields), (RULE_HEADER, mark)),  # the client's own spelling never counts
                 end_stream=not send_body,
                 remote_addr=_socket_ip(scope),
                 scheme=scope.get("scheme", "http"),
@@ -146,24 +146,24 @@ class RuleBook:
         tunnel.flush()
 
 
-def edit_request(fields: Fields, decision: Decision | None) -> Fields:
+def edit_request(fields: Fields, decision: Decision | None) -> tuple[tuple[bytes, bytes], ...]:
     """The headers to forward: the rule header out (a client must not spell it), the rules'
     removals and settings applied, the route of a ``forward`` rule added."""
     if decision is None:
-        return fields
+        return tuple(fields)
     remove = decision.request_remove | {RULE_HEADER} | {n.lower() for n, _ in decision.request_set}
     out = [(n, v) for n, v in fields if n.lower() not in remove]
     out += decision.request_set
     if decision.route is not None:
         out.append((RULE_HEADER, f"tunnel;{decision.route};forward".encode()))
-    return out
+    return tuple(out)
 
 
-def strip_rule_header(fields: Fields) -> Fields:
+def strip_rule_header(fields: Fields) -> tuple[tuple[bytes, bytes], ...]:
     """``fields`` without a ``devtunnel-rule`` header a client sent."""
     if any(n.lower() == RULE_HEADER for n, _ in fields):
-        return [(n, v) for n, v in fields if n.lower() != RULE_HEADER]
-    return fields
+        return tuple((n, v) for n, v in fields if n.lower() != RULE_HEADER)
+    return fields if isinstance(fields, tuple) else tuple(fields)
 
 
 def edit_response(headers: list[tuple[bytes, bytes]], decision: Decision | None) -> list[tuple[bytes, bytes]]:

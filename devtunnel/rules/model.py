@@ -402,7 +402,7 @@ def _basic_auth(table: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
 
 def _rate(table: Mapping[str, Any]) -> dict[str, Any]:
     text = table.get("rate")
-    m = _RATE.fullmatch(text.strip()) if isinstance(text, str) else None
+    m = _RATE.fullmatch(text.strip()) if isinstance(text, str) else None  # group(0): the stripped text
     if m is None or float(m.group(1)) <= 0:
         raise _Problem("rate", f"expected a rate like \"20/s\", \"600/m\" or \"1000/h\", not {text!r}")
     amount = float(m.group(1))
@@ -410,7 +410,7 @@ def _rate(table: Mapping[str, Any]) -> dict[str, Any]:
     burst = table.get("burst", max(1, math.ceil(amount)))  # a full period's worth may come at once
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise _Problem("burst", "must be a whole number of requests, at least 1")
-    return {"rate": rate, "rate_text": text.strip(), "burst": burst}
+    return {"rate": rate, "rate_text": m.group(0), "burst": burst}
 
 
 def duration(value: object, key: str) -> float:
