@@ -111,6 +111,10 @@ async def test_basic_auth_checks_users_and_removes_authorization(harness, local,
         assert status == 200
         seen = {n.lower() for n, _ in json.loads(body)["headers"]}
         assert "authorization" not in seen
+    records = await harness.exchanges(4)
+    assert [ex.status for ex in records] == [401, 401, 200, 200]
+    # Neither the credentials tried nor the good ones reach the store.
+    assert all(not ex.request.headers.get("authorization") for ex in records)
 
 
 @pytest.mark.parametrize("via", PATHS)
