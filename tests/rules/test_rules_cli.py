@@ -123,3 +123,30 @@ def test_relay_rules_from_a_file_apply_to_every_tunnel(
     assert state.seen_targets == [b"/echo"]
     line = agent.line(lambda l: "/private" in l)
     assert "403" in line
+
+
+def test_the_inspectors_agent_gets_the_rules_in_a_private_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import stat
+
+    from devtunnel.commands.inspect import http_agent_argv
+    from devtunnel.rules import load_rules_file, parse_rules, renumbered
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    rules = renumbered(parse_rules([
+        {"action": "basic-auth", "users": ["admin:s3cret"]},
+        {"match": "path:/api", "action": "forward", "target": "8001"},
+        {"match": "path:/hook", "action": "respond", "status": 500, "count": 3, "delay": "250ms"},
+    ], "t"))
+    args = argparse.Namespace(target="8000", api_port=4999, db=str(tmp_path / "c.db"), name="shop", host_header="preserve",
+                              body_cap="10mb", relay=None, token=None, port=0, no_record=False, insecure=False,
+                              rules=rules, settings=None)
+    argv = http_agent_argv(args)()
+    assert "s3cret" not in " ".join(argv)
+    path = Path(argv[argv.index("--rules") + 1])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = load_rules_file(path)
+    assert [(r.action, r.match, r.target, r.count, r.delay) for r in again] == [
+        (r.action, r.match, r.target, r.count, r.delay) for r in rules
+    ]
+    assert again[0].users[0].accepts(b"s3cret")
