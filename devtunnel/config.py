@@ -353,6 +353,8 @@ class RelayServerSection:
     """Seconds a request body may go without a byte before it is dropped (408)."""
     client_share: float = field(default=0.25, metadata=_kind(_Fraction()))
     """Share of a tunnel's concurrent requests one client address may hold (1: no cap)."""
+    rules_file: Path | None = field(default=None, metadata=_kind(_Path()))
+    """A TOML file of ``[[rules]]`` applied to every tunnel, before each tunnel's own (docs/policy.md)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,6 +150,8 @@ def resolve_relay(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, name, None) is None:
             value = getattr(server, name)
             setattr(out, name, str(value) if name in ("tokens_file", "max_body") and value is not None else value)
+    if getattr(args, "rules", None) is None and server.rules_file is not None:
+        out.rules = str(server.rules_file)
     return out
 
 

@@ -150,3 +150,11 @@ def test_the_inspectors_agent_gets_the_rules_in_a_private_file(tmp_path: Path, m
         (r.action, r.match, r.target, r.count, r.delay) for r in rules
     ]
     assert again[0].users[0].accepts(b"s3cret")
+
+
+def test_relay_server_rules_file_in_devtunnel_toml_is_read(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "relay.toml").write_text('[[rules]]\naction = "forward"\ntarget = 1\n')
+    (tmp_path / "devtunnel.toml").write_text('[relay_server]\nrules_file = "relay.toml"\n')
+    done = run(env, "relay", "--listen", "127.0.0.1:0", cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE
+    assert f"{tmp_path / 'relay.toml'}: rule 1: action: a relay's own rules cannot forward" in done.stderr
