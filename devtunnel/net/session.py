@@ -80,6 +80,8 @@ class Session:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.quick: dict[int, QuickAnswer] = {}
         """Streams answered from callbacks, without a task (``forward.QuickAnswer``)."""
+        self.routed: dict[int, Forwarder] = {}
+        """Streams a ``forward`` rule routed to another of the tunnel's targets."""
         self.goaway: GoAway | None = None
         self._loop = asyncio.get_running_loop()
         self._flush_pending = False
@@ -339,7 +341,9 @@ class Session:
         if problem is not None:
             self._refuse(stream, head, cap, problem)
             return
-        self._spawn(stream, head, cap, start, forwarder)
+        if forwarder is not tunnel.forwarder:
+            self.routed[head.stream_id] = forwarder
+        self._spawn(stream, head, cap, start)
 
     def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int) -> None:
         """Record a request a rule at the relay answered; it goes nowhere (the relay answered it).
@@ -385,22 +389,17 @@ class Session:
         self.kick()
         cap.finish()
 
-    def _spawn(
-        self,
-        stream: TunnelStream,
-        head: RequestReceived,
-        cap: ExchangeCapture,
-        start: Start | None,
-        forwarder: Forwarder | None = None,
-    ) -> None:
-        task = self._loop.create_task(self._serve_stream(stream, head, cap, start, forwarder))
+    def _spawn(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None) -> None:
+        task = self._loop.create_task(self._serve_stream(stream, head, cap, start))
         self.tasks[head.stream_id] = task
         task.add_done_callback(functools.partial(self._stream_done, stream, cap, start))
 
     def _quick_hand_off(self, quick: QuickAnswer) -> None:
         """A quick answer cannot finish on its own: the stream's task takes over from the start."""
         del self.quick[quick.stream.stream_id]
-        self._spawn(quick.stream, quick.head, quick.cap, quick.start, quick.forwarder)
+        if quick.forwarder is not self.tunnel.forwarder:
+            self.routed[quick.stream.stream_id] = quick.forwarder
+        self._spawn(quick.stream, quick.head, quick.cap, quick.start)
 
     def _quick_done(self, quick: QuickAnswer) -> None:
         stream_id = quick.stream.stream_id
@@ -431,15 +430,10 @@ class Session:
             cap.end()
 
     async def _serve_stream(
-        self,
-        stream: TunnelStream,
-        head: RequestReceived,
-        cap: ExchangeCapture,
-        start: Start | None,
-        forwarder: Forwarder | None = None,
+        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
     ) -> None:
         tunnel = self.tunnel
-        forwarder = forwarder or tunnel.forwarder
+        forwarder = self.routed.get(stream.stream_id, tunnel.forwarder)
         try:
             if head.websocket:
                 await forward_websocket(
@@ -465,6 +459,7 @@ class Session:
     ) -> None:
         """After a stream's task, however it ended (even cancelled before it ever ran)."""
         self.streams.pop(stream.stream_id, None)
+        self.routed.pop(stream.stream_id, None)
         self.tasks.pop(stream.stream_id, None)
         if start is not None and start.conn is not None:
             start.conn.abort()  # the task never took over the connection its request went to
