@@ -106,6 +106,9 @@ examples:
     p.add_argument("--public-url", metavar="URL", help="public base URL when behind a TLS proxy, e.g. https://tunnel.example.com")
     p.add_argument("--body-timeout", type=float, metavar="SECONDS", help="drop a request body (408) after this long without a byte (default: 30)")
     p.add_argument("--client-share", type=float, metavar="FRACTION", help="share of a tunnel's concurrent requests one client address may hold; more get 429 (default: 0.25; 1 turns it off)")
+    p.add_argument("--rules", metavar="FILE", help="rules for every tunnel, applied before each tunnel's own (docs/policy.md)")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+                   help="a proxy in front of the relay: its X-Forwarded-For names the client for rules (repeatable)")
 
     # http ------------------------------------------------------------------------
     p = sub.add_parser(
@@ -145,6 +148,12 @@ examples:
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     p.add_argument("--insecure", action="store_true", help="do not verify the relay's or an https target's certificate")
+    p.add_argument("--rules", metavar="FILE", help="a TOML file of [[rules]] the relay enforces for this tunnel (docs/policy.md)")
+    p.add_argument("--basic-auth", action="append", default=[], metavar="USER:PASS",
+                   help="ask for this user and password at the relay (repeatable; PASS may be sha256:HEX)")
+    p.add_argument("--allow-ip", action="append", default=[], metavar="CIDR",
+                   help="answer only these client addresses or networks, others get 403 (repeatable)")
+    p.add_argument("--rate-limit", metavar="RATE", help="requests per client address, e.g. 20/s or 600/m; more get 429")
     p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="seconds the local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)

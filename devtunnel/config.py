@@ -47,6 +47,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.net.names import validate_name
 from devtunnel.net.sizes import parse_size
 from devtunnel.net.target import parse_target
+from devtunnel.rules import Rule, RulesError, parse_rules, rules_to_tables
 from devtunnel.webhooks import BUILTIN, CustomProvider
 from devtunnel.webhooks.custom import ALGORITHMS, ENCODINGS
 
@@ -294,6 +295,22 @@ class _Template(_Kind):
         return value
 
 
+class _Rules(_Kind):
+    """``[[tunnels.NAME.rules]]`` tables (``devtunnel.rules``); read by ``_read_tunnels``."""
+
+    def check(self, value: object) -> tuple[Rule, ...]:
+        try:
+            return parse_rules(value if isinstance(value, list) else {}, "rules")  # type: ignore[arg-type]
+        except RulesError as exc:
+            raise ValueError(exc.detail) from None
+
+    def from_text(self, text: str) -> object:
+        raise ValueError("rules are tables: write them in the file as [[tunnels.NAME.rules]] (docs/policy.md)")
+
+    def to_toml(self, value: Any) -> object:
+        return rules_to_tables(value) if value else None
+
+
 def _shown(value: object) -> str:
     kind = {bool: "a boolean", int: "an integer", float: "a number", str: "text", dict: "a table", list: "an array"}
     return f"{value!r}" if isinstance(value, str) else kind.get(type(value), type(value).__name__)
@@ -415,6 +432,10 @@ class TunnelSection:
     pool: bool = field(default=False, metadata=_kind(_Bool()))
     """Share the name with the other agents of the same token that ask for it with ``pool``: the
     relay spreads requests over them."""
+    rules: tuple[Rule, ...] = field(default=(), metadata=_kind(_Rules()))
+    """``[[tunnels.NAME.rules]]``: what the relay does with a request first (docs/policy.md)."""
+    rules_file: Path | None = field(default=None, metadata=_kind(_Path()))
+    """A TOML file of ``[[rules]]`` tables, applied after ``rules``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +456,8 @@ class RelayServerSection:
     """Seconds a request body may go without a byte before it is dropped (408)."""
     client_share: float = field(default=0.25, metadata=_kind(_Fraction()))
     """Share of a tunnel's concurrent requests one client address may hold (1: no cap)."""
+    rules_file: Path | None = field(default=None, metadata=_kind(_Path()))
+    """A TOML file of ``[[rules]]`` applied to every tunnel, before each tunnel's own (docs/policy.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,6 +670,9 @@ def _read_tunnels(table: object, source: _Source) -> dict[str, Any]:
                 continue
             if key not in _TUNNEL_KEYS:
                 raise _unknown(source, f"{prefix}.{key}", list(_TUNNEL_KEYS))
+            if key == "rules":
+                values[key] = _read_rules(source, f"{prefix}.rules", value)
+                continue
             values[key] = _check(source, f"{prefix}.{key}", _TUNNEL_KEYS[key], value)
         if "target" not in values:
             raise source.error(prefix, "target is missing, e.g. target = \"3000\"")
@@ -741,6 +767,29 @@ def _check_tunnel_providers(settings: Settings) -> None:
                     f"{section.origin}: tunnels.{tunnel.name}.webhooks.{section.name}: no provider named "
                     f"{section.name}: use one of {', '.join(sorted(_BUILTIN_NAMES))}, or describe it under "
                     f"[webhooks.{section.name}] (header = ...)")
+
+
+def _read_rules(source: _Source, dotted: str, value: object) -> tuple[Rule, ...]:
+    """``[[tunnels.NAME.rules]]``; an error names the line of the rule's own table."""
+    try:
+        return parse_rules(value if isinstance(value, list) else {}, dotted, base=source.folder)  # type: ignore[arg-type]
+    except RulesError as exc:
+        line = _line_of_table(source.text, dotted, exc.number) if source.text is not None else None
+        where = f"{source.label}:{line}" if line else source.label
+        raise ConfigError(f"{where}: {dotted}: {exc.detail}" if where else f"{dotted}: {exc.detail}") from None
+
+
+def _line_of_table(text: str, dotted: str, number: int) -> int | None:
+    """The line of the ``number``-th ``[[dotted]]`` table header (from 1)."""
+    want = _split_key(dotted)
+    seen = 0
+    for line_number, line in enumerate(text.splitlines(), 1):
+        stripped = line.split("#", 1)[0].strip()
+        if stripped.startswith("[[") and _split_key(stripped.strip("[] ")) == want:
+            seen += 1
+            if seen == max(number, 1):
+                return line_number
+    return _line_of(text, dotted.split("."))
 
 
 def _read_text(path: Path) -> str:
@@ -860,7 +909,9 @@ def _section_toml(section: Any, fields: Mapping[str, dataclasses.Field[Any]]) ->
     for key, f in fields.items():
         value = getattr(section, key)
         if value is not None and key != "name":
-            out[key] = f.metadata["kind"].to_toml(value)
+            shown = f.metadata["kind"].to_toml(value)
+            if shown is not None:
+                out[key] = shown
     return out
 
 

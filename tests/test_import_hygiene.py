@@ -34,6 +34,10 @@ CORE_MODULES = [
     "devtunnel.values.exchange_ids",
     "devtunnel.webhooks.context",
     "devtunnel.capture.filters.webhook",
+    "devtunnel.rules",
+    "devtunnel.rules.model",
+    "devtunnel.rules.engine",
+    "devtunnel.capture.filters.edge",
 ]
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "Response",
     "WsMessage",
     "Exchange",
+    "RuleMark",
     "ErrorKind",
     "new_id",
     "DEFAULT_BODY_CAP",
@@ -277,6 +278,30 @@ class WsMessage:
             self.size = len(self.payload)
 
 
+@dataclass(frozen=True, slots=True)
+class RuleMark:
+    """The rule that decided an exchange at the relay (docs/policy.md)."""
+
+    index: int
+    """The rule's number in its list, from 1."""
+    action: str
+    """``basic-auth``, ``deny``, ``allow-ip``, ``rate-limit``, ``forward`` or ``respond``."""
+    scope: str = "tunnel"
+    """``tunnel`` (the tunnel's own rules) or ``relay`` (the relay's, applied first)."""
+
+    def to_json(self) -> dict[str, object]:
+        """``{"index", "action"}``, plus ``"scope": "relay"`` for a relay-wide rule."""
+        out: dict[str, object] = {"index": self.index, "action": self.action}
+        if self.scope != "tunnel":
+            out["scope"] = self.scope
+        return out
+
+    def label(self) -> str:
+        """``rule 2 rate-limit`` (``relay rule 1 deny`` for the relay's own)."""
+        return f"{'relay ' if self.scope == 'relay' else ''}rule {self.index} {self.action}"
+
+
+
 @dataclass
 class Exchange:
     """One request through a tunnel and what came of it."""
@@ -309,6 +334,8 @@ class Exchange:
     webhook: Verdict | None = None
     """The verdict on a webhook delivery (provider, event, signature, duplicate), or None when
     no provider recognises the request. Set when the exchange is recorded."""
+    rule: RuleMark | None = None
+    """The rule at the relay that answered or routed this request (None: no rule decided it)."""
 
     @property
     def complete(self) -> bool:
@@ -347,4 +374,5 @@ class Exchange:
             "edited": self.edited,
             "websocket": self.websocket,
             "webhook": None if self.webhook is None else self.webhook.to_json(),
+            "rule": None if self.rule is None else self.rule.to_json(),
         }

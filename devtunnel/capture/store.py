@@ -38,7 +38,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from devtunnel.capture import filters as _filters
-from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
+from devtunnel.capture.filters.edge import ip_in_sql
+from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 from devtunnel.webhooks.base import Signature, Verdict
@@ -59,7 +60,7 @@ log = logging.getLogger("devtunnel.capture")
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
@@ -95,6 +96,8 @@ class Row:
     """True for a replay sent with changes."""
     webhook: Verdict | None = None
     """The webhook verdict, or None when no provider recognised the request."""
+    rule: RuleMark | None = None
+    """The rule at the relay that answered or routed it."""
 
 
 # --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
@@ -232,11 +235,18 @@ CREATE INDEX exchanges_wh_signature ON exchanges (wh_signature) WHERE wh_signatu
 CREATE INDEX exchanges_wh_duplicate ON exchanges (wh_duplicate_of) WHERE wh_duplicate_of IS NOT NULL;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+# Version 5: the rule at the relay that answered or routed an exchange (docs/policy.md).
+_SCHEMA_V5 = """
+ALTER TABLE exchanges ADD COLUMN rule_index INTEGER;
+ALTER TABLE exchanges ADD COLUMN rule_action TEXT;
+ALTER TABLE exchanges ADD COLUMN rule_scope TEXT;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 _BASE_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
-                 "error, replay_of, websocket, edited")
+                 "error, replay_of, websocket, edited, rule_index, rule_action, rule_scope")
 _WEBHOOK_COLUMNS = ("wh_provider", "wh_event", "wh_delivery", "wh_signature", "wh_reason", "wh_duplicate_of")
 """Always the last columns read, so ``_verdict(row[-6:])`` finds them."""
 _ROW_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_WEBHOOK_COLUMNS)
@@ -248,7 +258,7 @@ _INSERT_COLUMNS = (
     "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
     "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
-    "edited",
+    "edited", "rule_index", "rule_action", "rule_scope",
     *_WEBHOOK_COLUMNS,
 )
 
@@ -362,6 +372,7 @@ class Store:
         try:
             conn.create_function("REGEXP", 2, _filters.regexp, deterministic=True)
             conn.create_function("dt_headers", 4, _sql_headers, deterministic=True)
+            conn.create_function("dt_ip_in", 2, ip_in_sql, deterministic=True)
             # The schema check comes first: another application's file is refused before WAL,
             # a lasting change to the file, is switched on.
             with self._schema_lock:
@@ -623,7 +634,7 @@ class Store:
 
     def _build(self, conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
         (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
-         websocket, edited, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
+         websocket, edited, rule_index, rule_action, rule_scope, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
          ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
          res_body_size, res_truncated) = r[:-len(_WEBHOOK_COLUMNS)]
         heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
@@ -673,12 +684,13 @@ class Store:
             ws_messages=messages,
             ws_close_code=ws_close_code,  # type: ignore[arg-type]
             webhook=_verdict(r[-len(_WEBHOOK_COLUMNS):]),
+            rule=_rule_mark(rule_index, rule_action, rule_scope),
         )
 
 
 def _row(r: tuple[object, ...]) -> Row:
     return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]),  # type: ignore[arg-type]
-               bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]))
+               bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]), _rule_mark(r[13], r[14], r[15]))
 
 
 def _verdict(columns: Sequence[object]) -> Verdict | None:
@@ -731,6 +743,12 @@ def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) ->
                              [first, *chunk])
 
 
+def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
+    if not isinstance(index, int) or not isinstance(action, str):
+        return None
+    return RuleMark(index, action, scope if isinstance(scope, str) else "tunnel")
+
+
 def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
     """Upsert exchanges: a few many-row statements per table (a later version of an id wins)."""
     latest = {ex.id: ex for ex in exchanges}
@@ -752,7 +770,8 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
             ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
             None if res is None else res.http_version, None if res is None else res.reason,
             None if res is None else res.body_size, None if res is None else int(res.body_truncated),
-            int(ex.edited),
+            int(ex.edited), None if ex.rule is None else ex.rule.index, None if ex.rule is None else ex.rule.action,
+            None if ex.rule is None else ex.rule.scope,
             *_webhook_values(ex),
         ))
         heads.append((ex.id, req_heads, res_heads))

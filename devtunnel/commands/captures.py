@@ -105,7 +105,15 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "edited": row.edited,
         "websocket": row.websocket,
         "webhook": None if row.webhook is None else row.webhook.to_json(),
+        "rule": None if row.rule is None else row.rule.to_json(),
     }
+
+
+def _rule_mark(row: Row) -> str:
+    """``⊘`` before the path of a request a rule at the relay answered, ``→`` of one it routed."""
+    if row.rule is None:
+        return ""
+    return "→ " if row.rule.action == "forward" else "⊘ "
 
 
 def _status_cell(row: Row) -> str:
@@ -152,7 +160,7 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             human_size(r.size),
-            ("↻✎ " if r.edited else "↻ " if r.replay_of else "") + r.target,
+            ("↻✎ " if r.edited else "↻ " if r.replay_of else _rule_mark(r)) + r.target,
         ]
         for r in rows
     ]

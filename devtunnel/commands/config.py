@@ -16,6 +16,7 @@ import tomli_w
 
 from devtunnel.config import (
     Settings,
+    TunnelSection,
     add_tunnels,
     config_files,
     load,
@@ -27,6 +28,7 @@ from devtunnel.config import (
 )
 from devtunnel.errors import ConfigError
 from devtunnel.exit_codes import EXIT_USAGE
+from devtunnel.rules import Rule
 
 __all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "EXIT_USAGE"]
 
@@ -88,6 +90,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
             if getattr(args, "via", None) is None and tunnel.via is not None:
                 out.via = tunnel.via
             out.pool = bool(args.pool or tunnel.pool)
+        out.rules = _tunnel_rules(args, tunnel)
         out.via = _via(args, out)
     return out
 
@@ -104,6 +107,26 @@ def _via(args: argparse.Namespace, out: argparse.Namespace) -> str | None:
         raise ConfigError(f"give --via or --relay, not both: --via {via} carries traffic through the embedded relay")
     out.relay = out.token = None
     return via
+
+
+def _tunnel_rules(args: argparse.Namespace, tunnel: TunnelSection | None) -> tuple[Rule, ...]:
+    """The tunnel's rules, in order: the shorthand flags (``--allow-ip``, ``--basic-auth``,
+    ``--rate-limit``), then ``[[tunnels.NAME.rules]]``, its ``rules_file``, and ``--rules FILE``.
+
+    Raises:
+        RulesError: one line naming the file (or flag), the rule's number, the key.
+    """
+    from devtunnel.rules import load_rules_file, renumbered, shorthand_rules
+
+    rules = list(shorthand_rules(getattr(args, "basic_auth", ()) or (), getattr(args, "allow_ip", ()) or (),
+                                 getattr(args, "rate_limit", None)))
+    if tunnel is not None:
+        rules += tunnel.rules
+        if tunnel.rules_file is not None:
+            rules += load_rules_file(tunnel.rules_file)
+    if getattr(args, "rules", None):
+        rules += load_rules_file(Path(args.rules).expanduser())
+    return renumbered(rules)
 
 
 def _token_flag(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -146,6 +169,8 @@ def resolve_relay(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, name, None) is None:
             value = getattr(server, name)
             setattr(out, name, str(value) if name in ("tokens_file", "max_body") and value is not None else value)
+    if getattr(args, "rules", None) is None and server.rules_file is not None:
+        out.rules = str(server.rules_file)
     return out
 
 

@@ -227,6 +227,7 @@ async def _main(args: argparse.Namespace) -> int:
                 insecure=args.insecure,
                 via=via,
                 pool=bool(getattr(args, "pool", False)),
+                rules=getattr(args, "rules", ()) or (),
             )
             announced: str | None = None
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()

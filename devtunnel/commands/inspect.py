@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from devtunnel.capture.store import default_db_path
 from devtunnel.commands.config import store_path
+from devtunnel.rules import Rule
 from devtunnel.tui.supervisor import agent_command
 
 
@@ -77,6 +78,9 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     for flag in ("no_record", "insecure"):
         if getattr(args, flag, False):
             argv.append("--" + flag.replace("_", "-"))
+    rules = getattr(args, "rules", None)
+    if rules:  # passwords stay off the command line: a private file carries them
+        argv += ["--rules", str(_private_rules_file(rules, argv[argv.index("--name") + 1]))]
     # The token travels in the environment, not on a command line other users can read.
     if args.token:
         os.environ["DEVTUNNEL_TOKEN"] = args.token
@@ -89,6 +93,21 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     name = argv[argv.index("--name") + 1].lower()
     relay_port = _RelayPort(PortMemory().get("relay", name) or 0)
     return lambda: agent_command(*argv, "--port", relay_port())
+
+
+def _private_rules_file(rules: Sequence[Rule], name: str) -> Path:
+    """The tunnel's resolved rules (flags, devtunnel.toml, --rules) in a file only the user reads."""
+    import tomli_w
+
+    from devtunnel.rules import rules_to_tables
+
+    path = _state_dir() / f"rules-{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(tomli_w.dumps({"rules": rules_to_tables(rules, mask=False)}))
+    os.chmod(path, 0o600)
+    return path
 
 
 def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> int:

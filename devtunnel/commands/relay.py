@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from devtunnel.commands.config import resolve_relay
 from devtunnel.commands.output import EscapingFormatter, safe
 from devtunnel.errors import ConfigError
+from devtunnel.rules import load_rules_file
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
 from devtunnel.net.relay import Relay, RelaySettings
 from devtunnel.net.sizes import parse_size
@@ -98,7 +99,21 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         body_timeout=body_timeout,
         client_share=client_share,
         public_url=args.public_url,
+        rules=load_rules_file(Path(args.rules).expanduser(), relay=True) if getattr(args, "rules", None) else (),
+        trusted_proxies=_trusted_proxies(getattr(args, "trusted_proxy", None) or []),
     )
+
+
+def _trusted_proxies(cidrs: list[str]) -> list[str]:
+    """``--trusted-proxy`` values, checked (ConfigError naming a bad one)."""
+    import ipaddress
+
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"--trusted-proxy {cidr!r}: not an address or CIDR, e.g. 10.0.0.0/8") from None
+    return [c.strip() for c in cidrs]
 
 
 def _given(args: argparse.Namespace, name: str, default: float) -> float:

@@ -50,6 +50,7 @@ from devtunnel.net.port_memory import PortMemory
 from devtunnel.net.recording import LiveSnapshots
 from devtunnel.net.session import HANDSHAKE_TIMEOUT, Session
 from devtunnel.net.target import Target, parse_target
+from devtunnel.rules import Rule, parse_rules, renumbered
 from devtunnel.net.via_runner import ViaRunner, ViaStatus
 from devtunnel.via import Via, parse_via
 
@@ -100,6 +101,7 @@ class TunnelConfig:
             None or ``relay``: the relay's own URL.
         pool: share ``name`` with the other agents of the same token that ask for it with
             ``pool`` too: the relay spreads requests over them (``docs/relay.md``, "Pools").
+        rules: the rules the relay enforces for this tunnel (docs/policy.md).
     """
 
     target: str
@@ -110,6 +112,7 @@ class TunnelConfig:
     insecure: bool = False
     via: str | None = None
     pool: bool = False
+    rules: tuple[Rule, ...] = ()
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):
@@ -241,6 +244,9 @@ class Tunnel:
         self.forwarder = Forwarder(
             self.name, self.target, host_header=config.host_header, insecure=config.insecure, head_timeout=head_timeout
         )
+        self.routes: dict[int, Forwarder] = self._routes(config)
+        """The local targets of the tunnel's ``forward`` rules, by rule number: the only places
+        a request the relay routes may go."""
         self._on_change = on_change
         self._backoff = backoff or Backoff()
         self._state = TunnelState.STARTING
@@ -322,6 +328,8 @@ class Tunnel:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
         self.forwarder.close()
+        for route in self.routes.values():
+            route.close()
         if self.live is not None:
             self.live.close()
         self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
@@ -337,6 +345,33 @@ class Tunnel:
         session = self._session
         if session is not None:
             await session.leave("the agent is reconnecting")
+
+    def set_rules(self, rules: tuple[Rule, ...]) -> None:
+        """Replace the tunnel's rules; the relay enforces them at once (or from the next HELLO).
+
+        Raises:
+            TunnelError: the relay this tunnel is connected to does not enforce rules.
+        """
+        session = self._session
+        if session is not None and rules and not session.rules_enforced:
+            raise TunnelError("the relay does not enforce rules (an older devtunnel): upgrade it to use rules")
+        old_routes = self.routes
+        self.config = replace(self.config, rules=rules)
+        self.routes = self._routes(self.config)
+        for route in old_routes.values():
+            route.close()
+        if session is not None and session.rules_enforced:
+            session.send_rules()
+
+    def _routes(self, config: TunnelConfig) -> dict[int, Forwarder]:
+        return {
+            rule.index: Forwarder(
+                self.name, parse_target(rule.target), host_header=config.host_header, insecure=config.insecure,
+                head_timeout=self.forwarder.head_timeout,
+            )
+            for rule in config.rules
+            if rule.action == "forward"
+        }
 
     def _set(self, state: TunnelState, **changes: Any) -> None:
         self._state = state
@@ -427,6 +462,8 @@ class Tunnel:
             )
         self.name = welcome.name
         self.forwarder.tunnel = welcome.name
+        for route in self.routes.values():
+            route.tunnel = welcome.name
         self._session = session
         was_online_before = self._public_url is not None
         self._set(
@@ -599,6 +636,42 @@ class AgentService:
         finally:
             stop()
         return tunnel.info()
+
+    def rules(self, name: str) -> tuple[Rule, ...]:
+        """The rules of tunnel ``name``. Raises NotFoundError."""
+        return self._tunnel(name).config.rules
+
+    def add_rule(self, name: str, table: dict[str, Any], *, first: bool = True) -> Rule:
+        """Parse one rule (a table as in devtunnel.toml) and add it to tunnel ``name``, before
+        its other rules (``first``, what a drill wants) or after them; returns it as numbered.
+
+        Raises:
+            NotFoundError, RulesError, TunnelError (a relay that does not enforce rules).
+        """
+        tunnel = self._tunnel(name)
+        (rule,) = parse_rules([table], "the new rule")
+        rules = (rule, *tunnel.config.rules) if first else (*tunnel.config.rules, rule)
+        numbered = renumbered(rules)
+        tunnel.set_rules(numbered)
+        return numbered[0] if first else numbered[-1]
+
+    def remove_rule(self, name: str, index: int) -> None:
+        """Remove rule number ``index`` of tunnel ``name`` (the others are renumbered).
+
+        Raises:
+            NotFoundError: no such tunnel or rule.
+        """
+        tunnel = self._tunnel(name)
+        rules = tunnel.config.rules
+        if not 1 <= index <= len(rules):
+            raise NotFoundError(f"tunnel {name!r} has no rule {index} (it has {len(rules)})")
+        tunnel.set_rules(renumbered(rules[: index - 1] + rules[index:]))
+
+    def _tunnel(self, name: str) -> Tunnel:
+        tunnel = self._tunnels.get(name)
+        if tunnel is None:
+            raise NotFoundError(f"no tunnel named {name!r}")
+        return tunnel
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop and forget a tunnel. Raises NotFoundError."""

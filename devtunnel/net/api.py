@@ -14,7 +14,7 @@ ngrok's routes::
 
 devtunnel's additions: ``filter=`` on the list, ``POST /api/requests/http/{id}/replay`` with
 edits, ``GET /api/requests/http/{id}/export``, ``GET /api/diff``, ``GET /api/status`` and the
-``/api/events`` WebSocket. The reference with examples is docs/api.md.
+``/api/events`` WebSocket, and a tunnel's rules at ``/api/tunnels/{name}/rules`` (``api_rules``). The reference with examples is docs/api.md.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from starlette.websockets import WebSocket
 
 from devtunnel import __version__
 from devtunnel.errors import ConfigError
-from devtunnel.net import api_captures, api_endpoints
+from devtunnel.net import api_captures, api_endpoints, api_rules
 from devtunnel.net.agent import TunnelConfig
 from devtunnel.net.api_events import EventHub
 from devtunnel.net.api_http import (
@@ -140,6 +140,7 @@ def create_app(service: Any, *, events_interval: float = 0.1, events_max_ids: in
         Route(TUNNELS_URI + "/{name}", get_tunnel, methods=["GET"]),
         Route(TUNNELS_URI + "/{name}", stop_tunnel, methods=["DELETE"]),
         *api_endpoints.routes,
+        *api_rules.routes,
         *api_captures.routes,
         Route("/api/status", status, methods=["GET"]),
         WebSocketRoute("/api/events", events),

@@ -96,6 +96,7 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
         "response": None,
         "replay_of": exchange.replay_of,
         "edited": exchange.edited,
+        "rule": None if exchange.rule is None else exchange.rule.to_json(),
         "error": exchange.error,
         "error_message": exchange.error_message,
         "target_url": exchange.target_url,

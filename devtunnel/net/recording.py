@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
-from devtunnel.capture.model import Exchange, ErrorKind, Headers, Request, Response, WsMessage, new_id
+from devtunnel.capture.model import Exchange, ErrorKind, Headers, Request, Response, RuleMark, WsMessage, new_id
 from devtunnel.protocol.events import Fields, RequestReceived
 
 __all__ = ["ExchangeCapture", "ExchangeSink", "LiveSnapshots", "LIVE_AFTER", "LIVE_BODY_PREVIEW"]
@@ -114,7 +114,7 @@ class ExchangeCapture:
     __slots__ = (
         "_sink", "_t0", "_started_at", "_ended_at", "_cap", "_request_body", "_response_body", "_ws_budget",
         "_finished", "_id", "_tunnel", "_head", "_target_url", "_ttfb", "_response", "_error", "_exchange",
-        "__weakref__",
+        "rule", "__weakref__",
     )
 
     def __init__(
@@ -144,6 +144,8 @@ class ExchangeCapture:
         self._response: tuple[int, bytes, Fields, str, bool] | None = None
         self._error: tuple[ErrorKind, str] | None = None
         self._exchange: Exchange | None = None
+        self.rule: RuleMark | None = None
+        """The rule at the relay that answered or routed this request."""
         if sink is not None and live is not None:
             live.add(self)
 
@@ -167,6 +169,7 @@ class ExchangeCapture:
                 scheme=head.scheme,
                 target_url=self._target_url,
                 websocket=head.websocket,
+                rule=self.rule,
             )
         ex.ttfb = self._ttfb
         if self._response is not None and ex.response is None:

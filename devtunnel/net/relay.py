@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import socket
 import ssl
@@ -29,10 +30,13 @@ from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpP
 from devtunnel.net.relay_log import PeerErrorLog
 from devtunnel.net.relay_pool import Pool, mix_refusal
 from devtunnel.net.relay_proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
+from devtunnel.net.relay_rules import RuleBook
 from devtunnel.net.relay_tunnel import BufferBudget, Tunnel, send_last_words
 from devtunnel.net.relay_ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
+from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.rules import WIRE_VERSION, Engine, Rule, RulesError, rules_from_wire
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -100,6 +104,14 @@ class RelaySettings:
     are not read) beyond it."""
     relay_buffer: int = 256 << 20
     """Bytes the relay holds on their way to all agents together."""
+    rules: Sequence[Rule] = ()
+    """The relay's own rules, applied to every tunnel before the tunnel's (``relay --rules FILE``)."""
+    rate_clients: int = 10_000
+    """Client addresses each rate-limit rule keeps a bucket for (the least recently seen go
+    first): what bounds its memory under many addresses."""
+    trusted_proxies: Sequence[str] = ()
+    """CIDRs of proxies in front of the relay: a request from one of them is judged by the
+    client address in X-Forwarded-For (``--trusted-proxy``); otherwise by the socket's."""
 
     @property
     def tls(self) -> bool:
@@ -130,14 +142,18 @@ class Relay:
         self._log_level = logging.DEBUG if settings.embedded else logging.INFO
         self._peer_errors = PeerErrorLog(log, settings.log_interval)
         self._slots = ClientSlots(client_limit(settings))
+        self._rules = RuleBook(settings.rules, _networks(settings.trusted_proxies), max_buckets=settings.rate_clients)
         self._forward_http = HttpForwarder(
             max_body=settings.max_body,
             proto=proto,
             body_timeout=settings.body_timeout,
             slots=self._slots,
             peer_errors=self._peer_errors,
+            rules=self._rules,
         )
-        self._forward_ws = WebSocketForwarder(proto=proto, slots=self._slots, peer_errors=self._peer_errors)
+        self._forward_ws = WebSocketForwarder(
+            proto=proto, slots=self._slots, peer_errors=self._peer_errors, rules=self._rules
+        )
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
@@ -155,6 +171,12 @@ class Relay:
     def tunnels(self) -> list[str]:
         """Names of the tunnels online, oldest first."""
         return list(self._tunnels)
+
+    def rules_of(self, name: str) -> Engine | None:
+        """The rules (with their state) of tunnel ``name`` while it is online (a pool's first member's)."""
+        pool = self._tunnels.get(name)
+        tunnel = pool.members[0] if pool is not None and pool.members else None
+        return self._rules.engine(tunnel) if tunnel is not None else None
 
     @property
     def agents(self) -> dict[str, int]:
@@ -392,6 +414,9 @@ class Relay:
         if hello is None:
             return
         token, refusal = self._admit(hello)
+        rules: tuple[Rule, ...] | None = None
+        if refusal is None:
+            rules, refusal = _hello_rules(hello)
         if refusal is not None:
             code, reason = refusal
             self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
@@ -409,8 +434,14 @@ class Relay:
         # Take the name (or a place in its pool) before any await, so no other agent can slip in between.
         tunnel = Tunnel(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
         pool = self._join(name, token, hello.pool, tunnel, displaced)
+        self._rules.add(tunnel, rules)
+        if rules is not None:
+            tunnel.on_rules = self._rules_changer(tunnel, peer)
+        info: dict[str, object] = {"relay": f"devtunnel {__version__}"}
+        if rules is not None:
+            info[RULES_ACK] = WIRE_VERSION
         members = len(pool) if hello.pool else None
-        conn.send_welcome(name, self.public_url_for(name), {"relay": f"devtunnel {__version__}"}, pool=members)
+        conn.send_welcome(name, self.public_url_for(name), info, pool=members)
         tunnel.start_writer()
         tunnel.flush()
         shared = f", pool of {len(pool)}" if hello.pool else ""
@@ -457,6 +488,7 @@ class Relay:
             if protocol is not None:
                 protocol.on_bytes = None
             remaining = self._leave(name, tunnel)
+            self._rules.remove(tunnel)
             tunnel.close(f"tunnel {name} went offline")
             await tunnel.stop_writer()
             reason = tunnel.end_reason or reason
@@ -464,6 +496,24 @@ class Relay:
                 log.log(self._log_level, "tunnel %s: agent %s left its pool (%s); %d remain", name, peer, reason, remaining)
             else:
                 log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
+
+    def _rules_changer(self, tunnel: Tunnel, peer: str) -> Callable[[dict[str, Any]], None]:
+        """What a RULES frame from ``tunnel``'s agent does: its rules are replaced (their
+        counts and buckets start afresh). Rules the relay cannot enforce leave the old ones
+        in place and are logged: the agent checked them with the same code before sending."""
+
+        def change(wire: dict[str, Any]) -> None:
+            rules, refusal = _hello_rules(Hello(0, "", None, rules=wire))
+            if refusal is not None or rules is None:
+                reason = refusal[1] if refusal else "no rules"
+                self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s): rules kept: %s",
+                                      tunnel.name, peer, reason)
+                return
+            self._rules.remove(tunnel)
+            self._rules.add(tunnel, rules)
+            log.log(self._log_level, "tunnel %s: %d rules now", tunnel.name, len(rules))
+
+        return change
 
     def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
         """The token the agent is known by, or why it is refused."""
@@ -565,6 +615,32 @@ class Relay:
             if member is not joined and not member.closed:
                 member.conn.send_pool(len(pool))
                 member.flush()
+
+
+def _hello_rules(hello: Hello) -> tuple[tuple[Rule, ...] | None, tuple[ErrorCode, str] | None]:
+    """The rules a HELLO asks the relay to enforce (None: an agent that knows no rules), or why
+    they are refused (a version this relay does not know, or an invalid rule)."""
+    if hello.rules is None:
+        return None, None
+    version = hello.rules["version"]
+    if version != WIRE_VERSION:
+        reason = f"rules version {version} is not known to this relay (it enforces version {WIRE_VERSION}); upgrade it"
+        return None, (ErrorCode.RULES_REFUSED, reason)
+    try:
+        return rules_from_wire(hello.rules["list"]), None
+    except RulesError as exc:
+        return None, (ErrorCode.RULES_REFUSED, str(exc))
+
+
+def _networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``--trusted-proxy`` values as networks; ConfigError naming a bad one."""
+    out = []
+    for cidr in cidrs:
+        try:
+            out.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"--trusted-proxy {cidr!r} is not an address or CIDR (e.g. 10.0.0.0/8)") from None
+    return out
 
 
 _FAILURE = "devtunnel.failure"

@@ -24,10 +24,12 @@ from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.net.relay_headers import forward_request_headers, forward_response_headers, websocket_accept_headers
 from devtunnel.net.relay_http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
 from devtunnel.net.relay_log import PeerErrorLog
+from devtunnel.net.relay_rules import RuleBook, answer_messages, edit_request, edit_response, strip_rule_header
 from devtunnel.net.relay_tunnel import Stream, Tunnel
 from devtunnel.net.sizes import format_size
 from devtunnel.protocol.connection import Connection, ErrorCode
-from devtunnel.protocol.events import StreamReset, WebSocketClosed
+from devtunnel.protocol.events import Fields, StreamReset, WebSocketClosed
+from devtunnel.rules import Decision
 from devtunnel.values.request_head import head_problem
 
 log = logging.getLogger("devtunnel.relay")
@@ -162,8 +164,16 @@ class HttpForwarder:
     """
 
     def __init__(
-        self, *, max_body: int, proto: str, body_timeout: float, slots: ClientSlots, peer_errors: PeerErrorLog
+        self,
+        *,
+        max_body: int,
+        proto: str,
+        body_timeout: float,
+        slots: ClientSlots,
+        peer_errors: PeerErrorLog,
+        rules: RuleBook | None = None,
     ) -> None:
+        self.rules = rules or RuleBook()
         self.max_body = max_body
         self.proto = proto
         self.body_timeout = body_timeout
@@ -171,16 +181,21 @@ class HttpForwarder:
         self.peer_errors = peer_errors
         self._proto_bytes = proto.encode()
 
-    def _open(self, tunnel: Tunnel, scope: Scope, host: bytes, has_body: bool) -> int:
+    def _fields(self, scope: Scope, host: bytes) -> Fields:
+        """The request headers as they go to the agent (before the rules edit them)."""
+        extensions = scope.get("extensions") or {}
+        raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
+        return forward_request_headers(raw_headers, host, _client_ip(scope).encode(), self._proto_bytes)
+
+    def _open(self, tunnel: Tunnel, scope: Scope, host: bytes, has_body: bool, decision: Decision | None) -> int:
         """Queue the request head on the tunnel; returns the stream id.
 
         Raises:
             ProtocolError, ValueError: the tunnel connection would not open the stream.
         """
         ip = _client_ip(scope)
-        extensions = scope.get("extensions") or {}
-        raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
-        fields = forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes)
+        raw = self._fields(scope, host)
+        fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
         return tunnel.conn.open_request(
             scope["method"].encode(),
             _target(scope),
@@ -209,13 +224,19 @@ class HttpForwarder:
             return False
         if body and len(body) > tunnel.room:  # no room in the buffer budget: the ASGI path waits for it
             return False
+        decision = self.rules.judge(tunnel, scope, bytes(body))
+        if decision is not None and decision.answer is not None:
+            if cycle.flow.write_paused:
+                return False  # the ASGI path answers (the decision is kept: judged once)
+            self._answer_direct(tunnel, client, cycle, host, decision)
+            return True
         length, chunked = _body_length(scope["headers"])
         has_body = chunked or length > 0
         ip = _client_ip(scope)
         if not self.slots.take(tunnel, ip):
             return False  # the ASGI path answers 429
         try:
-            stream_id = self._open(tunnel, scope, host, has_body)
+            stream_id = self._open(tunnel, scope, host, has_body, decision)
         except (ProtocolError, ValueError):
             self.slots.give_back(tunnel, ip)
             return False  # the ASGI path meets the same refusal and answers it
@@ -226,8 +247,37 @@ class HttpForwarder:
         stream = Stream(stream_id)
         tunnel.open(stream)
         tunnel.flush()
-        DirectExchange(tunnel, stream, cycle, client, self.slots, ip)
+        DirectExchange(tunnel, stream, cycle, client, self.slots, ip, decision)
         return True
+
+    def _answer_direct(
+        self, tunnel: Tunnel, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes, decision: Decision
+    ) -> None:
+        """Answer as a rule says, from the callback (or after its ``delay``, from a timer)."""
+        answer = decision.answer
+        assert answer is not None
+        scope: Scope = cycle.scope  # type: ignore[assignment]
+        body = bytes(cycle.body)
+        cycle.body = bytearray()
+        cycle.flow.resume_reading()
+        self.rules.notify(tunnel, scope, self._fields(scope, host), decision, body)
+
+        def respond() -> None:
+            if cycle.disconnected or client.transport.is_closing():
+                return
+            if answer.drop:
+                client.abort()
+                return
+            if cycle.flow.write_paused:  # a response before it on the connection is still going
+                client.abort()
+                return
+            for message in answer_messages(answer):
+                _send_now(cycle, message)
+
+        if answer.delay > 0:
+            client.loop.call_later(answer.delay, respond)
+        else:
+            respond()
 
     async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         """Forward one request to ``tunnel`` and stream its response back."""
@@ -240,6 +290,11 @@ class HttpForwarder:
             text = f"request body of {length} bytes is larger than the relay's limit of {format_size(self.max_body)}\n"
             await send_plain(send, 413, text, close=True)
             return
+        decision = self.rules.judge(tunnel, scope)
+        if decision is not None and decision.answer is not None:
+            self.rules.notify(tunnel, scope, self._fields(scope, host), decision)
+            await _answer(decision, scope, send)
+            return
         if tunnel.draining or tunnel.closed:
             await send_plain(send, 503, f"tunnel {tunnel.name} is restarting; try again\n")
             return
@@ -251,18 +306,26 @@ class HttpForwarder:
                 await send(message)
             return
         try:
-            stream_id = self._open(tunnel, scope, host, has_body)
+            stream_id = self._open(tunnel, scope, host, has_body, decision)
         except (ProtocolError, ValueError) as exc:
             self.slots.give_back(tunnel, ip)
             await _refuse_open(send, tunnel, exc)
             return
         try:
-            await self._forward(tunnel, Stream(stream_id), scope, receive, send, has_body, ip)
+            await self._forward(tunnel, Stream(stream_id), scope, receive, send, has_body, ip, decision)
         finally:
             self.slots.give_back(tunnel, ip)
 
     async def _forward(
-        self, tunnel: Tunnel, stream: Stream, scope: Scope, receive: Receive, send: Send, has_body: bool, ip: str
+        self,
+        tunnel: Tunnel,
+        stream: Stream,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        has_body: bool,
+        ip: str,
+        decision: Decision | None = None,
     ) -> None:
         tunnel.open(stream)
         tunnel.flush()
@@ -274,7 +337,7 @@ class HttpForwarder:
             uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive, ip))
         responded = False
         try:
-            responded = await self._respond(tunnel, stream, scope, send, client)
+            responded = await self._respond(tunnel, stream, scope, send, client, decision)
         finally:
             if client is not None:
                 client.lost_callback = None
@@ -350,7 +413,13 @@ class HttpForwarder:
         stream.fail(BodyStalled(stream.id, int(ErrorCode.CANCEL), reason))
 
     async def _respond(
-        self, tunnel: Tunnel, stream: Stream, scope: Scope, send: Send, client: HeadLimitedHttpProtocol | None
+        self,
+        tunnel: Tunnel,
+        stream: Stream,
+        scope: Scope,
+        send: Send,
+        client: HeadLimitedHttpProtocol | None,
+        decision: Decision | None = None,
     ) -> bool:
         """Write the response to the client; True when it completed."""
         while stream.head is None:
@@ -360,7 +429,7 @@ class HttpForwarder:
                 await self._answer_failure(tunnel, stream.failure, send)
                 return False
             await stream.wait()
-        start = _response_start(stream)
+        start = _response_start(stream, decision)
         if start is None:
             await send_plain(send, 502, _invalid_status(tunnel, stream))
             return False
@@ -427,15 +496,34 @@ def _failure_answer(tunnel: Tunnel, failure: StreamReset) -> list[dict[str, Any]
     return _plain(502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
 
 
-def _response_start(stream: Stream) -> dict[str, Any] | None:
-    """The ``http.response.start`` message for the agent's response head; None if its status is invalid."""
+def _response_start(stream: Stream, decision: Decision | None = None) -> dict[str, Any] | None:
+    """The ``http.response.start`` message for the agent's response head (the rules' header
+    edits applied); None if its status is invalid."""
     head = stream.head
     assert head is not None
     status = head.status
     if not 200 <= status < 600:
         return None
     headers = forward_response_headers(head.headers, body_allowed=status not in _NO_BODY_STATUS)
-    return {"type": "http.response.start", "status": status, "headers": headers}
+    return {"type": "http.response.start", "status": status, "headers": edit_response(headers, decision)}
+
+
+async def _answer(decision: Decision, scope: Scope, send: Send, *, websocket: bool = False) -> None:
+    """Answer as a rule says, in a task: after its ``delay``; ``drop`` closes the connection."""
+    answer = decision.answer
+    assert answer is not None
+    if answer.delay > 0:
+        await asyncio.sleep(answer.delay)
+    if answer.drop:
+        client = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+        if client is not None:
+            client.abort()
+            return
+        if websocket:
+            await send({"type": "websocket.close", "code": 1000})
+            return
+    for message in answer_messages(answer, websocket=websocket):
+        await send(message)
 
 
 def _invalid_status(tunnel: Tunnel, stream: Stream) -> str:
@@ -471,6 +559,7 @@ class DirectExchange:
 
     __slots__ = (
         "_tunnel", "_stream", "_cycle", "_client", "_slots", "_ip", "_loop", "_scheduled", "_started", "_done",
+        "_decision",
     )
 
     def __init__(
@@ -481,7 +570,9 @@ class DirectExchange:
         client: HeadLimitedHttpProtocol,
         slots: ClientSlots,
         ip: str,
+        decision: Decision | None = None,
     ) -> None:
+        self._decision = decision
         self._tunnel = tunnel
         self._stream = stream
         self._cycle = cycle
@@ -533,7 +624,7 @@ class DirectExchange:
                         _send_now(cycle, message)  # the head waits for the body: one write
                     self._finish(complete=False)
                 return
-            start = _response_start(stream)
+            start = _response_start(stream, self._decision)
             if start is None:
                 for message in _plain(502, _invalid_status(self._tunnel, stream)):
                     _send_now(cycle, message)
@@ -593,7 +684,10 @@ def _sendable_close_code(code: int) -> int:
 class WebSocketForwarder:
     """Passes public WebSocket connections through tunnels (one instance per relay)."""
 
-    def __init__(self, *, proto: str, slots: ClientSlots, peer_errors: PeerErrorLog) -> None:
+    def __init__(
+        self, *, proto: str, slots: ClientSlots, peer_errors: PeerErrorLog, rules: RuleBook | None = None
+    ) -> None:
+        self.rules = rules or RuleBook()
         self.proto = proto
         self.slots = slots
         self.peer_errors = peer_errors
@@ -616,18 +710,39 @@ class WebSocketForwarder:
             return
         conn = tunnel.conn
         ip = _client_ip(scope)
+        decision = self.rules.judge(tunnel, scope)
+        if decision is not None and decision.answer is not None:
+            fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+            self.rules.notify(tunnel, scope, fields, decision)
+            if decision.answer.drop:
+                protocol = getattr(receive, "__self__", None)
+                transport = getattr(protocol, "transport", None)
+                if transport is not None:
+                    transport.abort()
+                    return
+            await _answer(decision, scope, send, websocket=True)
+            return
         if not self.slots.take(tunnel, ip):
             await _deny(send, 429, _over_share(tunnel, ip, self.slots, self.peer_errors), [_RETRY_AFTER])
             return
         try:
-            await self._pass_through(tunnel, conn, scope, receive, send, host, ip)
+            await self._pass_through(tunnel, conn, scope, receive, send, host, ip, decision)
         finally:
             self.slots.give_back(tunnel, ip)
 
     async def _pass_through(
-        self, tunnel: Tunnel, conn: Connection, scope: Scope, receive: Receive, send: Send, host: bytes, ip: str
+        self,
+        tunnel: Tunnel,
+        conn: Connection,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        host: bytes,
+        ip: str,
+        decision: Decision | None = None,
     ) -> None:
-        fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+        raw = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+        fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
         try:
             stream_id = conn.open_request(
                 b"GET", _target(scope), b"1.1", fields, end_stream=True, remote_addr=ip, scheme=self.proto, websocket=True
@@ -649,6 +764,7 @@ class WebSocketForwarder:
                 await self._deny_with_response(tunnel, stream, send)
                 return
             subprotocol, extra = websocket_accept_headers(head.headers)
+            extra = edit_response(extra, decision)
             try:
                 await send(
                     {

@@ -24,6 +24,7 @@ from devtunnel.protocol.events import (
     GoAway,
     PongReceived,
     ResponseReceived,
+    RulesChanged,
     StreamReset,
     WebSocketClosed,
     WebSocketMessageReceived,
@@ -234,6 +235,8 @@ class Tunnel:
         self._flush_pending = False
         self.socket: DirectSocket | None = None
         """The agent's WebSocket protocol, when it can send without a coroutine (``send_now``)."""
+        self.on_rules: Callable[[dict[str, Any]], None] | None = None
+        """Called with the rules of a RULES frame (the agent changed its tunnel's rules)."""
         if budget is not None:
             budget.add(self)
 
@@ -414,6 +417,9 @@ class Tunnel:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.fail(event)
+            elif isinstance(event, RulesChanged):
+                if self.on_rules is not None:
+                    self.on_rules(event.rules)
             elif isinstance(event, PongReceived):
                 if event.payload == self._probe_payload:
                     self._answered(True)

@@ -11,6 +11,7 @@ the tunnel.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ from devtunnel.errors import (
 from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.forward import QuickAnswer, Start, answer_error
 from devtunnel.net.local_ws import forward_websocket
+from devtunnel.capture.model import RuleMark
+from devtunnel.net.forward import Forwarder
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
@@ -45,6 +48,8 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
+from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.rules import WIRE_VERSION, rules_to_wire
 from devtunnel.values.request_head import head_problem
 
 if TYPE_CHECKING:
@@ -56,6 +61,8 @@ log = logging.getLogger("devtunnel.agent")
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds the relay has to answer the WebSocket upgrade, and then HELLO with WELCOME."""
+DECIDED_BODY_TIMEOUT = 5.0
+"""Seconds to wait for the body of a request a rule at the relay answered (it is already there)."""
 REQUEST_WINDOW = 4 << 20
 """Request body bytes the relay may send on a stream before the local service took them.
 
@@ -74,6 +81,8 @@ class Session:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.quick: dict[int, QuickAnswer] = {}
         """Streams answered from callbacks, without a task (``forward.QuickAnswer``)."""
+        self.routed: dict[int, Forwarder] = {}
+        """Streams a ``forward`` rule routed to another of the tunnel's targets."""
         self.goaway: GoAway | None = None
         self._loop = asyncio.get_running_loop()
         self._flush_pending = False
@@ -81,6 +90,9 @@ class Session:
         self._welcome: asyncio.Future[Welcome] = self._loop.create_future()
         self._ended: asyncio.Future[str] = self._loop.create_future()
         """Set with the reason when the session must end although the socket is still open."""
+        self.rules_enforced = False
+        """The relay said it enforces rules (WELCOME): it strips ``devtunnel-rule`` from public
+        requests, so the header on a REQUEST is the relay's word."""
         ws.on_message = self._on_message
         ws.on_writable = self._wake_drainers
 
@@ -192,7 +204,8 @@ class Session:
         """
         # Not the target: the relay has no need to know local addresses.
         info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
-        self.conn.send_hello(token, name, info, instance=instance, pool=pool)
+        # Sent even without rules: it tells the relay that this agent understands its notices.
+        self.conn.send_hello(token, name, info, instance=instance, pool=pool, rules=self._rules())
         self._flush()
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -201,7 +214,27 @@ class Session:
             raise RelayUnreachableError(f"the relay did not answer the handshake in {HANDSHAKE_TIMEOUT:g} s") from exc
         if not self._welcome.done():
             raise RelayUnreachableError(f"the relay closed the connection during the handshake ({self.ws.close_exc})")
-        return self._welcome.result()
+        welcome = self._welcome.result()
+        self.rules_enforced = welcome.info.get(RULES_ACK) == WIRE_VERSION
+        if self.tunnel.config.rules and not self.rules_enforced:
+            relay = welcome.info.get("relay")
+            raise TunnelError(
+                f"the relay ({relay if isinstance(relay, str) else 'an older devtunnel'}) does not enforce rules, so"
+                " this tunnel's rules would not apply: upgrade the relay, or start the tunnel without rules"
+            )
+        return welcome
+
+    def _rules(self) -> dict[str, object]:
+        return {"version": WIRE_VERSION, "list": rules_to_wire(self.tunnel.config.rules)}
+
+    def send_rules(self) -> None:
+        """Send the tunnel's rules as they are now (a RULES frame): the relay replaces its copy."""
+        try:
+            self.conn.send_rules(self._rules())
+        except ProtocolError as exc:  # the connection is ending: the next HELLO carries them
+            log.debug("tunnel %s: rules not sent: %s", self.tunnel.name, exc)
+            return
+        self.kick()
 
     # -- serving --------------------------------------------------------------------------
     async def serve(self) -> str:
@@ -280,25 +313,85 @@ class Session:
 
     def _open(self, head: RequestReceived) -> None:
         tunnel = self.tunnel
+        forwarder = tunnel.forwarder
+        mark: RuleMark | None = None
+        if self.rules_enforced:
+            head, mark, status = _rule_of(head)
+            if mark is not None and mark.action != "forward":
+                self._record_decided(head, mark, status)
+                return
+            if mark is not None:
+                route = tunnel.routes.get(mark.index) if mark.scope == "tunnel" else None
+                if route is None:
+                    mark = None  # not one of our forward rules: the tunnel's own target
+                else:
+                    forwarder = route
         # Checked here as at the relay: a relay (hostile, or older) must not make the agent
         # send anything but a path to the local service.
         problem = head_problem(head.method, head.target, head.headers, upgrade=head.websocket)
         # An HTTP request goes out on a kept-alive local connection first thing: the local
         # service works on it while the rest is set up (and before a task could run).
-        start = None if head.websocket or problem else tunnel.forwarder.start(head)
+        start = None if head.websocket or problem else forwarder.start(head)
         stream = TunnelStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
         tunnel.requests += 1
-        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, tunnel.target.url, tunnel.body_cap, live=tunnel.live)
+        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, forwarder.target.url, tunnel.body_cap, live=tunnel.live)
+        cap.rule = mark
         if start is not None and start.conn is not None and head.end_stream:
             self.quick[head.stream_id] = QuickAnswer(
-                tunnel.forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
+                forwarder, stream, head, cap, start, done=self._quick_done, hand_off=self._quick_hand_off
             )
             return
         if problem is not None:
             self._refuse(stream, head, cap, problem)
             return
+        if forwarder is not tunnel.forwarder:
+            self.routed[head.stream_id] = forwarder
         self._spawn(stream, head, cap, start)
+
+    def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int) -> None:
+        """Record a request a rule at the relay answered; it goes nowhere (the relay answered it).
+
+        The stream carries the head (and the body that came with it) and is reset at once."""
+        tunnel = self.tunnel
+        tunnel.requests += 1
+        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, "", tunnel.body_cap)
+        cap.rule = mark
+        if status:
+            cap.response_head(status, b"", ())
+        else:
+            cap.exchange.error_message = f"the relay closed the connection ({mark.label()}: drop)"
+        if head.end_stream:
+            self._end_decided(head.stream_id, cap)
+            return
+        # The body that arrived with the head follows in one DATA frame: keep it for the record.
+        stream = TunnelStream(self, head.stream_id)
+        self.streams[head.stream_id] = stream
+        task = self._loop.create_task(self._collect_decided(stream, cap))
+        self.tasks[head.stream_id] = task
+        task.add_done_callback(lambda _: self._end_decided(head.stream_id, cap))
+
+    async def _collect_decided(self, stream: TunnelStream, cap: ExchangeCapture) -> None:
+        try:
+            async with asyncio.timeout(DECIDED_BODY_TIMEOUT):
+                while True:
+                    event = await stream.events.get()
+                    if isinstance(event, DataReceived):
+                        cap.request_body(event.data)
+                        if event.end_stream:
+                            return
+        except TimeoutError:
+            log.debug("tunnel %s: stream %d: the rest of a body a rule answered never came", self.tunnel.name, stream.stream_id)
+
+    def _end_decided(self, stream_id: int, cap: ExchangeCapture) -> None:
+        self.streams.pop(stream_id, None)
+        self.tasks.pop(stream_id, None)
+        try:
+            self.conn.reset_stream(stream_id, ErrorCode.NO_ERROR, "recorded")
+        except ProtocolError:
+            pass  # the relay closed it already, or the connection is gone
+        self.kick()
+        cap.finish()
 
     def _spawn(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None) -> None:
         task = self._loop.create_task(self._serve_stream(stream, head, cap, start))
@@ -308,6 +401,8 @@ class Session:
     def _quick_hand_off(self, quick: QuickAnswer) -> None:
         """A quick answer cannot finish on its own: the stream's task takes over from the start."""
         del self.quick[quick.stream.stream_id]
+        if quick.forwarder is not self.tunnel.forwarder:
+            self.routed[quick.stream.stream_id] = quick.forwarder
         self._spawn(quick.stream, quick.head, quick.cap, quick.start)
 
     def _quick_done(self, quick: QuickAnswer) -> None:
@@ -342,14 +437,15 @@ class Session:
         self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
     ) -> None:
         tunnel = self.tunnel
+        forwarder = self.routed.get(stream.stream_id, tunnel.forwarder)
         try:
             if head.websocket:
                 await forward_websocket(
-                    stream, head, cap, tunnel=tunnel.name, target=tunnel.target,
+                    stream, head, cap, tunnel=tunnel.name, target=forwarder.target,
                     rewrite_host=tunnel.config.host_header == "rewrite", insecure=tunnel.config.insecure,
                 )
             else:
-                await tunnel.forwarder.handle(stream, head, cap, start)
+                await forwarder.handle(stream, head, cap, start)
         except asyncio.CancelledError:
             pass  # reset by the relay or the session is ending; the handler recorded why
         except Exception as exc:  # a defect must cost one stream, never the tunnel
@@ -367,6 +463,7 @@ class Session:
     ) -> None:
         """After a stream's task, however it ended (even cancelled before it ever ran)."""
         self.streams.pop(stream.stream_id, None)
+        self.routed.pop(stream.stream_id, None)
         self.tasks.pop(stream.stream_id, None)
         if start is not None and start.conn is not None:
             start.conn.abort()  # the task never took over the connection its request went to
@@ -379,11 +476,34 @@ class Session:
         cap.finish()
 
 
+_RULE_HEADER = b"devtunnel-rule"
+
+
+def _rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, int]:
+    """The head without the relay's ``devtunnel-rule`` header, the rule it names, and the
+    status the relay answered with (0: none, or the connection was dropped)."""
+    value = None
+    for name, v in head.headers:
+        if name == _RULE_HEADER:
+            value = v
+            break
+    if value is None:
+        return head, None, 0
+    head = dataclasses.replace(head, headers=tuple((n, v) for n, v in head.headers if n != _RULE_HEADER))
+    parts = value.decode("latin-1").split(";")
+    if len(parts) < 3 or parts[0] not in ("relay", "tunnel") or not parts[1].isdigit() or not parts[2]:
+        return head, None, 0
+    status = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() and len(parts[3]) <= 3 else 0
+    return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status
+
+
 # GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means a relay
 # older than NAME_IN_USE handed the name to another agent with the same token: taking it back
 # would only start a tug of war between the two. (Newer relays say NAME_IN_USE, and only to a
 # connection that is stale: that one reconnects, and waits while a live agent holds the name.)
-_FINAL_GOAWAYS = frozenset((ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR))
+_FINAL_GOAWAYS = frozenset(
+    (ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR, ErrorCode.RULES_REFUSED)
+)
 
 
 def _goaway_error(event: GoAway) -> TunnelError:
@@ -399,6 +519,8 @@ def _goaway_error(event: GoAway) -> TunnelError:
         )
     if event.code == ErrorCode.UNSUPPORTED_VERSION:
         return TunnelError(f"the relay speaks another protocol version: {reason}")
+    if event.code == ErrorCode.RULES_REFUSED:
+        return TunnelError(f"the relay refused the tunnel's rules: {reason}")
     if event.code == ErrorCode.NO_ERROR:
         return TunnelError(f"the relay ended the tunnel: {reason}")
     return RelayUnreachableError(f"the relay turned the tunnel away: {reason}")

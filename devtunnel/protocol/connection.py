@@ -23,6 +23,7 @@ from devtunnel.protocol.events import (
     PoolChanged,
     RequestReceived,
     ResponseReceived,
+    RulesChanged,
     StreamReset,
     WebSocketClosed,
     WebSocketMessageReceived,
@@ -82,6 +83,7 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED_VERSION = 10  # GOAWAY: no common protocol version
     SHUTTING_DOWN = 11  # GOAWAY: relay restarting; reconnect
     NAME_IN_USE = 12  # GOAWAY: a live connection with the same token holds the name; may retry later
+    RULES_REFUSED = 13  # GOAWAY: the relay cannot enforce the HELLO's rules (must not retry)
 
 
 class _Stream:
@@ -218,6 +220,7 @@ class Connection:
             f.REQUEST: self._wrong_direction if self._relay else self._on_request,
             f.RESPONSE: self._on_response if self._relay else self._wrong_direction,
             f.POOL: self._wrong_direction if self._relay else self._on_pool,
+            f.RULES: self._on_rules if self._relay else self._wrong_direction,
         }
         self._ready_handlers = handlers
         # Before the peer's handshake frame only the handshake and GOAWAY may arrive.
@@ -233,12 +236,14 @@ class Connection:
         *,
         instance: str | None = None,
         pool: bool = False,
+        rules: dict[str, object] | None = None,
     ) -> None:
         """(agent) Queue the HELLO frame: versions spoken, token, wanted name, agent info.
 
         ``info`` is sent as given, plus this side's limits (the fields of ``Settings``).
         ``instance`` identifies this running agent across its reconnections (``docs/protocol.md``);
         ``pool`` asks to share the name with other agents of the same token.
+        ``rules`` are the rules the relay must enforce (``{"version": N, "list": [...]}``).
 
         Raises:
             ValueError: ``instance`` is not a valid instance id.
@@ -249,9 +254,20 @@ class Connection:
             raise ProtocolError("HELLO was already sent")
         if instance is not None:
             hs.check_instance(instance)
-        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance, pool=pool)
+        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance, pool=pool, rules=rules)
         self._queue_head(f.HELLO, 0, 0, payload)
         self._hello_sent = True
+
+    def send_rules(self, rules: dict[str, object]) -> None:
+        """(agent) Replace the tunnel's rules at the relay (``{"version": N, "list": [...]}``).
+
+        Only to a relay that acknowledged rules in its WELCOME: older relays skip the frame.
+        """
+        if self._relay:
+            raise ProtocolError("only the agent sends RULES")
+        if not self.handshake_complete:
+            raise ProtocolError("RULES before the handshake completed")
+        self._queue_head(f.RULES, 0, 0, hs.encode_rules(rules))
 
     def send_welcome(self, name: str, url: str, info: dict[str, object] | None = None, *, pool: int | None = None) -> None:
         """(relay) Accept the agent: the tunnel is ``name``, reachable at ``url``; ``pool`` is the
@@ -722,7 +738,7 @@ class Connection:
         self._peer = Settings.from_info(hello.info)
         self.version = version
         self._handshake_done()
-        events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance, hello.pool))
+        events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance, hello.pool, hello.rules))
 
     def _on_welcome(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id:
@@ -759,6 +775,11 @@ class Connection:
         if stream_id or len(payload) != 8:
             raise ProtocolError("PONG frame must carry 8 bytes on stream 0")
         events.append(PongReceived(payload))
+
+    def _on_rules(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id:
+            raise ProtocolError("RULES frame on a stream other than 0")
+        events.append(RulesChanged(hs.decode_rules(payload)))
 
     def _on_request(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id in self._streams:

@@ -30,6 +30,8 @@ class Hello(Event):
     agent asking for the same name."""
     pool: bool = False
     """The agent asks to share ``name`` with the other agents of its token that ask the same."""
+    rules: dict[str, Any] | None = None
+    """The rules the agent asks the relay to enforce: ``{"version": N, "list": [...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,13 @@ class StreamReset(Event):
     stream_id: int
     code: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RulesChanged(Event):
+    """(relay) The agent replaced its tunnel's rules: ``{"version": N, "list": [...]}``."""
+
+    rules: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

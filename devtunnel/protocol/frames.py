@@ -60,6 +60,7 @@ class FrameType(enum.IntEnum):
     PING = 0xB
     PONG = 0xC
     POOL = 0xD
+    RULES = 0xE  # agent -> relay: the tunnel's rules changed (JSON, as in HELLO)
 
 
 class Flag(enum.IntFlag):
@@ -85,15 +86,16 @@ WS_CLOSE = int(FrameType.WS_CLOSE)
 PING = int(FrameType.PING)
 PONG = int(FrameType.PONG)
 POOL = int(FrameType.POOL)
+RULES = int(FrameType.RULES)
 END_STREAM = int(Flag.END_STREAM)
 WEBSOCKET = int(Flag.WEBSOCKET)
 TEXT = int(Flag.TEXT)
 FIN = int(Flag.FIN)
 
 # Frames whose payload is a message head or handshake, bounded by ``max_head_size``.
-HEAD_TYPES = frozenset({HELLO, WELCOME, REQUEST, RESPONSE})
+HEAD_TYPES = frozenset({HELLO, WELCOME, REQUEST, RESPONSE, RULES})
 # Frames that belong to the connection (stream 0) rather than to one stream.
-CONNECTION_TYPES = frozenset({HELLO, WELCOME, GOAWAY, PING, PONG, POOL})
+CONNECTION_TYPES = frozenset({HELLO, WELCOME, GOAWAY, PING, PONG, POOL, RULES})
 KNOWN_TYPES = frozenset(int(t) for t in FrameType)
 
 _pack_header = HEADER.pack

@@ -27,6 +27,11 @@ INSTANCE_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 MIN_INSTANCE_LENGTH = 16  # an instance id stands for its agent: too short would be guessable
 MAX_INSTANCE_LENGTH = 128
 
+RULES_ACK = "rules"
+"""WELCOME ``info`` key by which a relay says it enforces the rules of the HELLO (their version).
+A relay that does not know rules ignores the HELLO's ``rules`` and never sets it: the agent
+then refuses to go online (``docs/protocol.md``, "Rules")."""
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -90,6 +95,8 @@ class HelloFields:
     """The agent instance id (``docs/protocol.md``), or None from an agent that sends none."""
     pool: bool = False
     """The agent asks to share its name with other agents of the same token (a pool)."""
+    rules: dict[str, Any] | None = None
+    """``{"version": N, "list": [...]}``: rules the relay must enforce (None: none sent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +127,17 @@ def encode_hello(
     instance: str | None = None,
     *,
     pool: bool = False,
+    rules: dict[str, object] | None = None,
 ) -> bytes:
-    """The HELLO payload (``instance`` and ``pool`` only when given: older relays never see the
-    keys otherwise)."""
+    """The HELLO payload (``instance``, ``pool`` and ``rules`` only when given: older relays never
+    see the keys otherwise)."""
     obj: dict[str, object] = {"versions": list(versions), "token": token, "name": name, "info": info}
     if instance is not None:
         obj["instance"] = instance
     if pool:
         obj["pool"] = True
+    if rules is not None:
+        obj["rules"] = rules
     return f.encode_json(obj)
 
 
@@ -152,7 +162,28 @@ def decode_hello(payload: bytes) -> HelloFields:
     pool = obj.get("pool", False)
     if type(pool) is not bool:
         raise ProtocolError("HELLO pool must be true, false or absent")
-    return HelloFields(versions, token, name, info, instance, pool)
+    rules = obj.get("rules")
+    if rules is not None:
+        check_rules(rules, "HELLO")
+    return HelloFields(versions, token, name, info, instance, pool, rules)
+
+
+def encode_rules(rules: dict[str, object]) -> bytes:
+    """A RULES payload: the same object a HELLO carries under ``rules``."""
+    return f.encode_json(rules)
+
+
+def decode_rules(payload: bytes, what: str = "RULES") -> dict[str, Any]:
+    """Validate a RULES payload (``{"version": N, "list": [...]}``)."""
+    rules = f.decode_json(payload, what)
+    check_rules(rules, what)
+    return rules
+
+
+def check_rules(rules: object, what: str) -> None:
+    """ProtocolError unless ``rules`` is ``{"version": N, "list": [...]}``."""
+    if not isinstance(rules, dict) or type(rules.get("version")) is not int or not isinstance(rules.get("list"), list):
+        raise ProtocolError(f'{what} rules must be an object {{"version": N, "list": [...]}}')
 
 
 def choose_version(offered: list[int], spoken: tuple[int, ...]) -> int:

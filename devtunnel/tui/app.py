@@ -61,6 +61,7 @@ class InspectorApp(App[None]):
         Binding("D", "diff_original", "Diff replay", show=False),
         Binding("c", "copy_curl", "Copy curl", show=False),
         Binding("x", "export", "Export", show=False),
+        Binding("a", "drill", "Drill", show=False, tooltip="Answer the next N like this at the relay"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
@@ -313,6 +314,28 @@ class InspectorApp(App[None]):
                                ignore_headers=self.backend.replay_ignore_headers)
         self.notify(notice.plain, title="Replayed", markup=False,
                     severity="error" if new.response is None else "information")
+
+    @work(group="action", exit_on_error=False)
+    async def action_drill(self) -> None:
+        """Answer the next N requests like the current one with a status, at the relay."""
+        exchange = await self._current()
+        if exchange is None:
+            return
+        if not self.backend.api_url:
+            self.notify("No agent is running (devtunnel inspect shows stored captures only)", severity="warning")
+            return
+        from devtunnel.tui.screens.drill import DrillScreen
+
+        drill = await self.push_screen_wait(DrillScreen(exchange))
+        if drill is None:
+            return
+        try:
+            rule = await self.backend.add_rule(drill.tunnel, drill.rule())
+        except DevtunnelError as exc:
+            self.notify(str(exc), title="Drill not added", severity="error", markup=False)
+            return
+        self.notify(f"{rule.get('description', 'rule added')}: the next {drill.count} get {drill.status}",
+                    title="Drill at the relay", markup=False)
 
     @work(group="action", exit_on_error=False)
     async def action_edit(self) -> None:

@@ -243,6 +243,13 @@ class Backend:
                 problems.append(f"{name}: {exc}")
         return started, problems
 
+    async def add_rule(self, tunnel: str, rule: dict[str, Any]) -> dict[str, Any]:
+        """Add ``rule`` first among tunnel ``tunnel``'s rules at the relay; returns it as numbered."""
+        response = await self._request("POST", f"/api/tunnels/{tunnel}/rules", json=rule)
+        if response.status_code not in (200, 201):
+            raise TunnelError(_api_error(response))
+        return dict(response.json())
+
     async def stop_tunnel(self, name: str) -> None:
         """Stop the tunnel ``name``."""
         self.tunnel_requests.pop(name, None)

@@ -380,3 +380,40 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT id FROM res_bodies").fetchall() == [(upload.id,)]  # the download's went
+
+
+def test_a_version_4_file_gains_the_rule_columns_and_rule_filters_run_in_sql(tmp_path: Path) -> None:
+    from devtunnel.capture.filters import parse
+    from devtunnel.capture.model import RuleMark
+
+    path = tmp_path / "v4.db"
+    plain = make(1)
+    first = Store(path)
+    first.put(plain)
+    first.close()
+    with sqlite3.connect(path) as conn:  # back to the layout of schema 4
+        conn.executescript("ALTER TABLE exchanges DROP COLUMN rule_index; ALTER TABLE exchanges DROP COLUMN rule_action;"
+                           " ALTER TABLE exchanges DROP COLUMN rule_scope; PRAGMA user_version = 4;")
+    again = Store(path)
+    assert again.get(plain.id) == plain and again.rows()[0].rule is None
+    limited = make(1, status=429)
+    limited.rule = RuleMark(3, "rate-limit")
+    limited.remote_addr = "10.1.2.3"
+    relayed = make(1, status=403)
+    relayed.rule = RuleMark(1, "deny", "relay")
+    relayed.remote_addr = "2001:db8::7"
+    again.put_many([limited, relayed])
+    assert again.get(limited.id).rule == RuleMark(3, "rate-limit")
+    assert again.get(relayed.id).rule == RuleMark(1, "deny", "relay")
+    for expression, wanted in [
+        ("rule", {limited.id, relayed.id}),
+        ("rule:rate-limit", {limited.id}),
+        ("rule:3", {limited.id}),
+        ("-rule", {plain.id}),
+        ("ip:10.0.0.0/8", {limited.id}),
+        ("ip:2001:db8::/32,192.0.2.1", {relayed.id}),
+        ("-ip:10.0.0.0/8 rule", {relayed.id}),
+    ]:
+        assert set(again.ids(expression)) == wanted, expression
+        assert {ex.id for ex in again.query() if parse(expression)(ex)} == wanted  # the Python twin agrees
+    again.close()

@@ -17,6 +17,9 @@ from devtunnel.capture.store import SCHEMA_VERSION, Store
 from devtunnel.webhooks import Signature, Verdict
 
 TO_SCHEMA_3 = """
+    ALTER TABLE exchanges DROP COLUMN rule_index;
+    ALTER TABLE exchanges DROP COLUMN rule_action;
+    ALTER TABLE exchanges DROP COLUMN rule_scope;
     DROP INDEX exchanges_wh_delivery;
     DROP INDEX exchanges_wh_provider;
     DROP INDEX exchanges_wh_signature;
@@ -28,7 +31,7 @@ TO_SCHEMA_3 = """
     ALTER TABLE exchanges DROP COLUMN wh_reason;
     ALTER TABLE exchanges DROP COLUMN wh_duplicate_of;
 """
-"""Takes a schema 4 file back to the layout of schema 3."""
+"""Takes a schema 5 file back to the layout of schema 3 (no rule marks, no webhook verdicts)."""
 
 
 def delivery(delivery_id: str | None = "evt_1", *, provider: str = "stripe", replay_of: str | None = None,

@@ -375,3 +375,17 @@ FIELDS: dict[str, tuple[type[Filter], FieldBuilder]] = {
 
 FLAGS: dict[str, type[Filter]] = {"error": Error, "replay": Replay, "ws": WebSocket, "dup": Duplicate}
 """Bare words that are filters by themselves, not URL searches."""
+
+
+# --- rules at the edge (filters/edge.py) -------------------------------------------------------
+
+from devtunnel.capture.filters.edge import Ip, RuleAny, RuleMark, build_ip  # noqa: E402
+
+
+def _rule_value(value: str, pos: int) -> Filter:
+    return RuleMark(_needs_value("rule", value, pos))
+
+
+FIELDS["ip"] = (Ip, lambda v, p: build_ip(_needs_value("ip", v, p), p))
+FIELDS["rule"] = (RuleMark, _rule_value)
+FLAGS["rule"] = RuleAny

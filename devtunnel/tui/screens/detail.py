@@ -53,6 +53,8 @@ def exchange_title(exchange: Exchange) -> Text:
         title.append(f"  {format_ms(exchange.duration)}", "dim")
     if exchange.replay_of:
         title.append("  edited replay" if exchange.edited else "  replay", "italic magenta")
+    if exchange.rule is not None:
+        title.append(f"  {exchange.rule.label()}", "italic yellow")
     return title
 
 
@@ -245,6 +247,9 @@ class DetailScreen(Screen[None]):
         ]
         if ex.replay_of:
             rows.append(("Edited replay of" if ex.edited else "Replay of", ex.replay_of))
+        if ex.rule is not None:
+            how = "routed" if ex.rule.action == "forward" else "answered"
+            rows.append(("Rule", f"{ex.rule.label()} ({how} at the relay)"))
         if ex.websocket:
             code = "-" if ex.ws_close_code is None else str(ex.ws_close_code)
             rows.append(("WebSocket", f"{len(ex.ws_messages)} messages, close code {code}"))

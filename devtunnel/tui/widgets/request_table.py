@@ -454,6 +454,8 @@ class RequestTable(ScrollView, can_focus=True):
             path = printable(row.target)
             if row.replay_of:
                 path = ("↻✎ " if row.edited else "↻ ") + path  # ✎: sent with changes
+            elif row.rule is not None:
+                path = ("→ " if row.rule.action == "forward" else "⊘ ") + path  # decided by a rule at the relay
             method = "WS" if row.websocket else printable(row.method)
             segments = [mark, Segment(time.strftime("%H:%M:%S", time.localtime(row.started_at)), dim),
                         Segment(" ", base)]

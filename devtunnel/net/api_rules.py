@@ -1,0 +1,68 @@
+"""``/api/tunnels/{name}/rules``: a tunnel's rules at the relay, read and changed while it runs.
+
+    GET    /api/tunnels/{name}/rules            {"rules": [{"index", "action", ...}], "uri"}
+    POST   /api/tunnels/{name}/rules            one rule as in devtunnel.toml -> 201 the rule
+                                                (?position=last adds it after the others; first by default)
+    DELETE /api/tunnels/{name}/rules/{index}    remove it (204); the others are renumbered
+
+The inspector's drill ("answer the next N like this with STATUS") posts a ``respond`` rule
+with a ``count``. Passwords of basic-auth users are never shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from devtunnel.net.api_http import ApiError, json_body, no_content, ok
+from devtunnel.net.api_shapes import TUNNELS_URI
+from devtunnel.rules import Rule, rules_to_tables
+
+__all__ = ["routes", "rule_json"]
+
+
+def rule_json(rule: Rule) -> dict[str, Any]:
+    """One rule for the API: its number, what it does, a line for people; no password."""
+    (table,) = rules_to_tables([rule])
+    return {"index": rule.index, **table, "description": rule.describe()}
+
+
+def _uri(name: str) -> str:
+    return f"{TUNNELS_URI}/{name}/rules"
+
+
+async def list_rules(request: Request) -> Response:
+    """``GET /api/tunnels/{name}/rules``."""
+    name = request.path_params["name"]
+    rules = request.app.state.service.rules(name)
+    return ok({"rules": [rule_json(r) for r in rules], "uri": _uri(name)})
+
+
+async def add_rule(request: Request) -> Response:
+    """``POST /api/tunnels/{name}/rules``: 201 with the rule as numbered."""
+    name = request.path_params["name"]
+    data = await json_body(request)
+    position = request.query_params.get("position", "first")
+    if position not in ("first", "last"):
+        raise ApiError(400, f"position must be first or last, not {position!r}")
+    rule = request.app.state.service.add_rule(name, data, first=position == "first")
+    return ok(rule_json(rule), status_code=201)
+
+
+async def remove_rule(request: Request) -> Response:
+    """``DELETE /api/tunnels/{name}/rules/{index}`` (204)."""
+    text = request.path_params["index"]
+    if not text.isdigit():
+        raise ApiError(400, f"a rule is named by its number, not {text!r}")
+    request.app.state.service.remove_rule(request.path_params["name"], int(text))
+    return no_content()
+
+
+routes = [
+    Route(TUNNELS_URI + "/{name}/rules", list_rules, methods=["GET"]),
+    Route(TUNNELS_URI + "/{name}/rules", add_rule, methods=["POST"]),
+    Route(TUNNELS_URI + "/{name}/rules/{index}", remove_rule, methods=["DELETE"]),
+]

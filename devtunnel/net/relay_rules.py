@@ -1,0 +1,205 @@
+"""Rules at the relay: the one place both public paths (``HttpForwarder.direct`` from callbacks,
+and the ASGI path) and the WebSocket path ask what to do with a request.
+
+``RuleBook.judge`` runs the relay's own rules, then the tunnel's (``devtunnel.rules``), once per
+request; the decision is kept in the request's scope so a request the direct path hands over
+to the ASGI path is not judged (and counted against a rate limit) twice.
+
+A request a rule answers never crosses the tunnel. The agent still records it: the relay opens
+a stream whose REQUEST carries the head and the ``devtunnel-rule`` header naming the rule and
+the status given, with END_STREAM; the agent records it, forwards nothing and resets the stream
+(``docs/protocol.md``, "Rules"). A request routed by a ``forward`` rule carries the same header
+with the rule's number; the agent looks the target up in its own rules. The header is removed
+from every public request first, so a client cannot spell it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from devtunnel.capture.filters.edge import client_address
+from devtunnel.errors import ProtocolError
+from devtunnel.net.relay_tunnel import Tunnel
+from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
+from devtunnel.rules.engine import MAX_BUCKETS
+from devtunnel.rules.model import Rule
+
+log = logging.getLogger("devtunnel.relay")
+
+#: Request header from the relay to the agent naming the rule that decided a request.
+RULE_HEADER = b"devtunnel-rule"
+#: Key of the scope extension that keeps a request's decision (judged once).
+DECISION_EXTENSION = "devtunnel.decision"
+# A notice is not sent while the agent's buffer budget is this low: a flood that rules refuse
+# must not fill the relay's memory with its records.
+_NOTICE_ROOM = 1 << 20
+_NOTICE_BODY = 64 * 1024
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Fields = Sequence[tuple[bytes, bytes]]
+
+
+class RuleBook:
+    """The relay's rules and each online tunnel's, with their state (buckets, counts)."""
+
+    def __init__(
+        self, relay_rules: Sequence[Rule] = (), trusted_proxies: Sequence[Network] = (), *, max_buckets: int = MAX_BUCKETS
+    ) -> None:
+        self.max_buckets = max_buckets
+        self.relay = Engine(relay_rules, "relay", max_buckets=max_buckets) if relay_rules else None
+        self.trusted = tuple(trusted_proxies)
+        self._tunnels: dict[Tunnel, Engine] = {}
+        self._aware: set[Tunnel] = set()
+
+    def add(self, tunnel: Tunnel, rules: Sequence[Rule] | None) -> None:
+        """``tunnel`` is online with these rules (None: its agent knows nothing of rules)."""
+        if rules is not None:
+            self._aware.add(tunnel)
+            if rules:
+                self._tunnels[tunnel] = Engine(rules, "tunnel", max_buckets=self.max_buckets)
+
+    def remove(self, tunnel: Tunnel) -> None:
+        self._tunnels.pop(tunnel, None)
+        self._aware.discard(tunnel)
+
+    def engine(self, tunnel: Tunnel) -> Engine | None:
+        """The tunnel's rules and state (tests and status)."""
+        return self._tunnels.get(tunnel)
+
+    def judge(self, tunnel: Tunnel, scope: dict[str, Any], body: bytes = b"") -> Decision | None:
+        """The decision for this request (None: no rules apply to this tunnel at all)."""
+        if self.relay is None and not self._tunnels:
+            return None  # a relay without rules pays one look
+        extensions = scope.get("extensions")
+        if extensions is not None:
+            known = extensions.get(DECISION_EXTENSION)
+            if known is not None:
+                return known  # type: ignore[no-any-return]
+        engines = [e for e in (self.relay, self._tunnels.get(tunnel)) if e is not None]
+        if not engines:
+            return None
+        view = RequestView(
+            method=scope.get("method", "GET"),
+            target=_target(scope),
+            headers=scope["headers"],
+            ip=self.client_ip(scope),
+            body=body,
+            websocket=scope["type"] == "websocket",
+        )
+        decision = decide(engines, view, time.monotonic())
+        if extensions is not None:
+            extensions[DECISION_EXTENSION] = decision
+        return decision
+
+    def client_ip(self, scope: dict[str, Any]) -> str:
+        """The client's address: the socket's, or behind a trusted proxy the last address in
+        X-Forwarded-For that is not a trusted proxy itself."""
+        client = scope.get("client")
+        ip = str(client[0]) if client else ""
+        if not self.trusted or not _trusted(ip, self.trusted):
+            return ip
+        hops: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                hops += [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+        for hop in reversed(hops):
+            address = client_address(hop)
+            if address is None:
+                return ip  # a hop that is not an address: trust nothing further left
+            if not _trusted(str(address), self.trusted):
+                return str(address)
+        return ip
+
+    def notify(self, tunnel: Tunnel, scope: dict[str, Any], fields: Fields, decision: Decision, body: bytes = b"") -> None:
+        """Tell the tunnel's agent that a rule answered this request, so it records it.
+
+        Only agents that sent rules in their HELLO understand the notice; others are not told
+        (an older agent would forward it). Skipped, never waited for, when the tunnel is busy.
+        """
+        if tunnel not in self._aware or decision.rule is None or decision.answer is None:
+            return
+        if tunnel.closed or tunnel.draining or tunnel.room < _NOTICE_ROOM:
+            return
+        scope_name, index, action = decision.rule
+        if action == "basic-auth":  # the credentials tried are a secret (a typo of a real password)
+            fields = [(n, v) for n, v in fields if n.lower() != b"authorization"]
+        mark = f"{scope_name};{index};{action};{0 if decision.answer.drop else decision.answer.status}".encode()
+        send_body = bool(body) and len(body) <= min(_NOTICE_BODY, tunnel.conn.new_stream_window)
+        try:
+            stream_id = tunnel.conn.open_request(
+                scope.get("method", "GET").encode(),
+                _target(scope),
+                b"1.1",
+                (*strip_rule_header(fields), (RULE_HEADER, mark)),  # the client's own spelling never counts
+                end_stream=not send_body,
+                remote_addr=_socket_ip(scope),
+                scheme=scope.get("scheme", "http"),
+                websocket=scope["type"] == "websocket",
+            )
+            if send_body:
+                tunnel.conn.send_data(stream_id, body, end_stream=True)
+        except (ProtocolError, ValueError) as exc:
+            log.debug("tunnel %s: no record of a request rule %s answered: %s", tunnel.name, index, exc)
+            return
+        tunnel.flush()
+
+
+def edit_request(fields: Fields, decision: Decision | None) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers to forward: the rule header out (a client must not spell it), the rules'
+    removals and settings applied, the route of a ``forward`` rule added."""
+    if decision is None:
+        return tuple(fields)
+    remove = decision.request_remove | {RULE_HEADER} | {n.lower() for n, _ in decision.request_set}
+    out = [(n, v) for n, v in fields if n.lower() not in remove]
+    out += decision.request_set
+    if decision.route is not None:
+        out.append((RULE_HEADER, f"tunnel;{decision.route};forward".encode()))
+    return tuple(out)
+
+
+def strip_rule_header(fields: Fields) -> tuple[tuple[bytes, bytes], ...]:
+    """``fields`` without a ``devtunnel-rule`` header a client sent."""
+    if any(n.lower() == RULE_HEADER for n, _ in fields):
+        return tuple((n, v) for n, v in fields if n.lower() != RULE_HEADER)
+    return fields if isinstance(fields, tuple) else tuple(fields)
+
+
+def edit_response(headers: list[tuple[bytes, bytes]], decision: Decision | None) -> list[tuple[bytes, bytes]]:
+    """Response headers with the rules' removals and settings applied (names are lowercase)."""
+    if decision is None or not decision.edits_response:
+        return headers
+    remove = decision.response_remove | {n.lower() for n, _ in decision.response_set}
+    return [(n, v) for n, v in headers if n not in remove] + [(n.lower(), v) for n, v in decision.response_set]
+
+
+def answer_messages(answer: Answer, websocket: bool = False) -> list[dict[str, Any]]:
+    """The ASGI messages of a rule's answer (``websocket``: as a denied WebSocket handshake)."""
+    headers = [(n.lower(), v) for n, v in answer.headers if n.lower() not in (b"content-length", b"transfer-encoding")]
+    if not any(n == b"content-type" for n, _ in headers) and answer.body:
+        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+    headers.append((b"content-length", str(len(answer.body)).encode()))
+    prefix = "websocket.http.response" if websocket else "http.response"
+    return [
+        {"type": f"{prefix}.start", "status": answer.status, "headers": headers},
+        {"type": f"{prefix}.body", "body": answer.body},
+    ]
+
+
+def _trusted(ip: str, networks: Sequence[Network]) -> bool:
+    address = client_address(ip)
+    return address is not None and any(address.version == n.version and address in n for n in networks)
+
+
+def _socket_ip(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def _target(scope: dict[str, Any]) -> bytes:
+    query = scope.get("query_string")
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    return raw + b"?" + query if query else raw

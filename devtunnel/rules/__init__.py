@@ -1,0 +1,40 @@
+"""Rules at the edge: what the relay does with a request before it crosses a tunnel.
+
+Pure: ``model`` turns ``[[tunnels.NAME.rules]]`` tables (or a rules file) into typed rules,
+``engine`` decides, for one request, which rule answers it or how it goes on. The relay runs
+the engine (``net/relay_rules.py``); the agent only parses, sends and records. docs/policy.md.
+"""
+
+from devtunnel.rules.engine import Answer, Decision, Engine, RequestView, decide
+from devtunnel.rules.model import (
+    ACTIONS,
+    WIRE_VERSION,
+    Rule,
+    RulesError,
+    load_rules_file,
+    parse_rules,
+    renumbered,
+    rules_from_wire,
+    rules_to_tables,
+    rules_to_wire,
+    shorthand_rules,
+)
+
+__all__ = [
+    "ACTIONS",
+    "WIRE_VERSION",
+    "Answer",
+    "Decision",
+    "Engine",
+    "RequestView",
+    "Rule",
+    "RulesError",
+    "decide",
+    "load_rules_file",
+    "parse_rules",
+    "renumbered",
+    "rules_from_wire",
+    "rules_to_tables",
+    "rules_to_wire",
+    "shorthand_rules",
+]

@@ -1,0 +1,462 @@
+"""Rules as data: ``[[tunnels.NAME.rules]]`` tables (or a rules file) into typed, checked rules.
+
+Every problem is one line naming the file, the rule's number (from 1), the key and, for a
+``match`` filter, the column: ``devtunnel.toml: rule 2: match: column 7: unknown field 'pth'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import importlib
+import ipaddress
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devtunnel.capture.filters import Filter, parse
+from devtunnel.errors import ConfigError, FilterSyntaxError
+
+WIRE_VERSION = 1
+"""Version of the rules a HELLO carries (``docs/protocol.md``, "Rules")."""
+
+ACTIONS = ("basic-auth", "deny", "allow-ip", "rate-limit", "forward", "respond", "headers")
+"""Every action, in the order docs/policy.md explains them."""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Header = tuple[str, str]
+
+# Fields a request has before it is answered; the others (status, dur, ...) need a response.
+_RESPONSE_FIELDS = ("Status", "Duration", "Size", "ResponseBody", "Error", "Replay", "RuleMark", "RuleAny")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m)?")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)")
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+MAX_RULES = 256
+MAX_BODY = 64 * 1024
+
+
+class RulesError(ConfigError):
+    """A rule is invalid; the message is one line (file, rule number, key, column).
+
+    Attributes:
+        number: the rule's number (from 1), or 0 for a problem with the whole list or file.
+        detail: the message without the file (``rule 2: match: column 7: ...``).
+    """
+
+    def __init__(self, message: str, number: int = 0, detail: str = "") -> None:
+        super().__init__(message)
+        self.number = number
+        self.detail = detail or message
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One basic-auth user: the password in clear, or its ``sha256:HEX`` / bcrypt hash."""
+
+    user: str
+    secret: str
+
+    def accepts(self, password: bytes) -> bool:
+        """Whether ``password`` is this user's, compared in constant time."""
+        secret = self.secret
+        if secret.startswith("sha256:"):
+            digest = hashlib.sha256(password).hexdigest()
+            return hmac.compare_digest(digest, secret[7:].lower())
+        if secret.startswith("$2"):
+            bcrypt = importlib.import_module("bcrypt")
+            return bool(bcrypt.checkpw(password, secret.encode()))
+        return hmac.compare_digest(password, secret.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule: where it applies (``match``), what it does (``action``) and its settings."""
+
+    index: int
+    """Its number in its list, from 1 (what errors, records and the inspector show)."""
+    action: str
+    match: str = ""
+    """The filter expression; empty applies to every request."""
+    filter: Filter | None = field(default=None, compare=False, repr=False)
+    # basic-auth
+    users: tuple[Credential, ...] = ()
+    realm: str = "devtunnel"
+    forward_auth: bool = False
+    # allow-ip
+    networks: tuple[Network, ...] = ()
+    # rate-limit
+    rate: float = 0.0
+    """Requests per second."""
+    rate_text: str = ""
+    burst: int = 0
+    # forward
+    target: str = ""
+    """The local target (agent side only: it never travels to the relay)."""
+    # respond / deny
+    status: int = 0
+    body: str = ""
+    headers: tuple[Header, ...] = ()
+    count: int | None = None
+    delay: float = 0.0
+    drop: bool = False
+    # headers
+    request_set: tuple[Header, ...] = ()
+    request_remove: tuple[str, ...] = ()
+    response_set: tuple[Header, ...] = ()
+    response_remove: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for people: ``rule 2 rate-limit 20/s (path:/api)``."""
+        what = {
+            "rate-limit": f" {self.rate_text}",
+            "respond": f" {self.status}" + (f" x{self.count}" if self.count is not None else ""),
+            "forward": f" to {self.target}" if self.target else "",
+            "allow-ip": " " + " ".join(str(n) for n in self.networks),
+        }.get(self.action, "")
+        return f"rule {self.index} {self.action}{what}" + (f" ({self.match})" if self.match else "")
+
+
+class _Problem(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def parse_rules(
+    tables: Sequence[Any], source: str, *, relay: bool = False, base: Path | None = None, wire: bool = False
+) -> tuple[Rule, ...]:
+    """Typed rules from a list of tables (TOML or JSON). ``relay``: relay-wide rules, which
+    cannot forward (the relay knows no local targets); ``wire``: rules from a HELLO, whose
+    forward rules carry no target.
+
+    Raises:
+        RulesError: one line naming ``source``, the rule's number and key.
+    """
+    if not isinstance(tables, (list, tuple)):
+        raise RulesError(f"{source}: rules must be a list of tables ([[rules]])")
+    if len(tables) > MAX_RULES:
+        raise RulesError(f"{source}: {len(tables)} rules; at most {MAX_RULES}")
+    rules = []
+    for number, table in enumerate(tables, 1):
+        try:
+            rules.append(_rule(number, table, relay, base, wire))
+        except _Problem as exc:
+            key = f"{exc.key}: " if exc.key else ""
+            detail = f"rule {number}: {key}{exc}"
+            raise RulesError(f"{source}: {detail}", number, detail) from None
+    return tuple(rules)
+
+
+def load_rules_file(path: str | Path, *, relay: bool = False) -> tuple[Rule, ...]:
+    """The rules of a TOML file (``[[rules]]`` tables).
+
+    Raises:
+        RulesError: the file cannot be read, is not TOML, or a rule is invalid.
+    """
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read the rules file: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RulesError(f"{path}: not a valid TOML file: {exc}") from None
+    unknown = sorted(set(data) - {"rules"})
+    if unknown:
+        raise RulesError(f"{path}: unknown key {unknown[0]!r}; a rules file holds [[rules]] tables")
+    return parse_rules(data.get("rules", []), str(path), relay=relay, base=file.parent)
+
+
+def renumbered(rules: Sequence[Rule]) -> tuple[Rule, ...]:
+    """``rules`` numbered 1, 2, ... in this order (rules from several places make one list)."""
+    return tuple(dataclasses.replace(rule, index=number) for number, rule in enumerate(rules, 1))
+
+
+def shorthand_rules(
+    basic_auth: Sequence[str] = (), allow_ip: Sequence[str] = (), rate_limit: str | None = None
+) -> tuple[Rule, ...]:
+    """The rules ``--allow-ip``, ``--basic-auth`` and ``--rate-limit`` stand for (in that order).
+
+    Raises:
+        RulesError: naming the flag.
+    """
+    tables: list[tuple[str, dict[str, object]]] = []
+    if allow_ip:
+        tables.append(("--allow-ip", {"action": "allow-ip", "ips": list(allow_ip)}))
+    if basic_auth:
+        tables.append(("--basic-auth", {"action": "basic-auth", "users": list(basic_auth)}))
+    if rate_limit is not None:
+        tables.append(("--rate-limit", {"action": "rate-limit", "rate": rate_limit}))
+    out: list[Rule] = []
+    for flag, table in tables:
+        try:
+            out += parse_rules([table], flag)
+        except RulesError as exc:
+            raise RulesError(f"{flag}: {exc.detail.split(': ', 2)[-1]}") from None
+    return tuple(out)
+
+
+def rules_to_tables(rules: Sequence[Rule], *, mask: bool = True) -> list[dict[str, object]]:
+    """The rules as TOML tables: for people (``config show``, passwords masked), or with
+    ``mask=False`` for a private rules file that reads back as the same rules."""
+    out = []
+    for table, rule in zip(rules_to_wire(rules), rules):
+        if rule.action == "basic-auth" and mask:
+            table["users"] = [f"{c.user}:********" for c in rule.users]
+        if rule.action == "forward":
+            table["target"] = rule.target
+        out.append(table)
+    return out
+
+
+def rules_to_wire(rules: Sequence[Rule]) -> list[dict[str, object]]:
+    """The rules as the HELLO carries them: what the relay needs, never a local target."""
+    out: list[dict[str, object]] = []
+    for rule in rules:
+        item: dict[str, object] = {"action": rule.action}
+        if rule.match:
+            item["match"] = rule.match
+        if rule.action == "basic-auth":
+            item.update(users=[f"{c.user}:{c.secret}" for c in rule.users], realm=rule.realm, forward_auth=rule.forward_auth)
+        elif rule.action == "allow-ip":
+            item["ips"] = [str(n) for n in rule.networks]
+        elif rule.action == "rate-limit":
+            item.update(rate=rule.rate_text, burst=rule.burst)
+        elif rule.action in ("respond", "deny"):
+            item["status"] = rule.status
+            if rule.body:
+                item["body"] = rule.body
+            if rule.headers:
+                item["headers"] = dict(rule.headers)
+            if rule.count is not None:
+                item["count"] = rule.count
+            if rule.delay:
+                item["delay"] = f"{rule.delay:g}s"
+            if rule.drop:
+                item["drop"] = True
+        elif rule.action == "headers":
+            for side, edits, removals in (("request", rule.request_set, rule.request_remove),
+                                          ("response", rule.response_set, rule.response_remove)):
+                spec: dict[str, object] = {}
+                if edits:
+                    spec["set"] = dict(edits)
+                if removals:
+                    spec["remove"] = list(removals)
+                if spec:
+                    item[side] = spec
+        out.append(item)
+    return out
+
+
+def rules_from_wire(items: object) -> tuple[Rule, ...]:
+    """Rules from a HELLO; RulesError if the agent sent something invalid."""
+    return parse_rules(items if isinstance(items, list) else {}, "the agent's rules", wire=True)  # type: ignore[arg-type]
+
+
+# -- one rule ---------------------------------------------------------------------------
+
+
+_COMMON = {"action", "match"}
+_KEYS = {
+    "basic-auth": {"users", "users_file", "realm", "forward_auth"},
+    "deny": {"status", "body", "headers"},
+    "allow-ip": {"ips"},
+    "rate-limit": {"rate", "burst"},
+    "forward": {"target"},
+    "respond": {"status", "body", "headers", "count", "delay", "drop"},
+    "headers": {"request", "response"},
+}
+
+
+def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool = False) -> Rule:
+    if not isinstance(table, Mapping):
+        raise _Problem("", "must be a table with an action")
+    action = table.get("action")
+    if action not in _KEYS:
+        raise _Problem("action", f"expected one of {', '.join(ACTIONS)}, not {action!r}")
+    unknown = sorted(set(table) - _COMMON - _KEYS[action])
+    if unknown:
+        raise _Problem(unknown[0], f"not a key of a {action} rule (it takes {', '.join(sorted(_KEYS[action]))})")
+    match = table.get("match", "")
+    if not isinstance(match, str):
+        raise _Problem("match", "must be a filter expression (a string)")
+    flt = _match_filter(match) if match.strip() else None
+    fields: dict[str, Any] = {"index": number, "action": action, "match": match.strip(), "filter": flt}
+    if action == "basic-auth":
+        fields.update(_basic_auth(table, base))
+    elif action == "allow-ip":
+        ips = table.get("ips")
+        if isinstance(ips, str):
+            ips = [ips]
+        if not isinstance(ips, list) or not ips or not all(isinstance(i, str) for i in ips):
+            raise _Problem("ips", "must be a list of addresses or CIDRs, e.g. [\"10.0.0.0/8\"]")
+        fields["networks"] = tuple(network(i, "ips") for i in ips)
+    elif action == "rate-limit":
+        fields.update(_rate(table))
+    elif action == "forward":
+        if relay:
+            raise _Problem("action", "a relay's own rules cannot forward: only an agent knows its local targets")
+        target = table.get("target")
+        if wire and target is None:
+            target = "?"
+        if isinstance(target, bool) or not isinstance(target, (int, str)) or str(target).strip() == "":
+            raise _Problem("target", "must be a port or a URL of a local service, e.g. 8001")
+        fields["target"] = str(target).strip()
+    elif action in ("respond", "deny"):
+        fields.update(_respond(table, default_status=200 if action == "respond" else 403))
+    elif action == "headers":
+        for side in ("request", "response"):
+            spec = table.get(side, {})
+            if not isinstance(spec, Mapping) or set(spec) - {"set", "remove"}:
+                raise _Problem(side, f"takes {side}.set (a table of headers) and {side}.remove (a list of names)")
+            fields[f"{side}_set"] = _header_table(spec.get("set", {}), f"{side}.set")
+            remove = spec.get("remove", [])
+            if not isinstance(remove, list) or not all(isinstance(n, str) and _HEADER_NAME.fullmatch(n) for n in remove):
+                raise _Problem(f"{side}.remove", "must be a list of header names")
+            fields[f"{side}_remove"] = tuple(n.lower() for n in remove)
+    return Rule(**fields)
+
+
+def _match_filter(match: str) -> Filter:
+    try:
+        flt = parse(match)
+    except FilterSyntaxError as exc:
+        raise _Problem("match", f"column {exc.position + 1}: {exc.message}") from None
+    late = _response_field(flt)
+    if late is not None:
+        raise _Problem("match", f"{late} is known only once a response exists; a rule decides before that")
+    return flt
+
+
+def _response_field(flt: object, depth: int = 0) -> str | None:
+    """The first leaf of ``flt`` that needs a response (``status:`` ...), or None."""
+    if depth > 64:
+        return None
+    name = type(flt).__name__
+    if name in _RESPONSE_FIELDS:
+        return f"{getattr(flt, 'code', name)}:"
+    for value in vars(flt).values() if hasattr(flt, "__dict__") else ():
+        children = value if isinstance(value, (list, tuple)) else [value]
+        for child in children:
+            if isinstance(child, Filter):
+                found = _response_field(child, depth + 1)
+                if found:
+                    return found
+    return None
+
+
+def network(text: str, key: str) -> Network:
+    """An address or CIDR (IPv4 or IPv6) as a network; ``_Problem`` naming ``key`` otherwise."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise _Problem(key, f"{text!r} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)") from None
+
+
+def _basic_auth(table: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
+    entries: list[str] = []
+    users = table.get("users", [])
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        raise _Problem("users", "must be a list of \"name:password\" (or name:sha256:HEX) strings")
+    entries += users
+    users_file = table.get("users_file")
+    if users_file is not None:
+        if not isinstance(users_file, str):
+            raise _Problem("users_file", "must be a path")
+        path = Path(users_file).expanduser()
+        if base is not None and not path.is_absolute():
+            path = base / path
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _Problem("users_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
+        raise _Problem("users", "a basic-auth rule needs at least one user (users or users_file)")
+    credentials = []
+    for entry in entries:
+        user, sep, secret = entry.partition(":")
+        if not sep or not user or not secret:
+            raise _Problem("users", "each user is \"name:password\", \"name:sha256:HEX\" or \"name:$2b$...\" (bcrypt)")
+        if secret.startswith("sha256:") and not re.fullmatch(r"[0-9a-fA-F]{64}", secret[7:]):
+            raise _Problem("users", f"user {user!r}: a sha256 hash is 64 hex digits after 'sha256:'")
+        if secret.startswith("$2"):
+            try:
+                importlib.import_module("bcrypt")
+            except ImportError:
+                raise _Problem("users", f"user {user!r}: bcrypt hashes need the bcrypt package; use sha256:HEX") from None
+        credentials.append(Credential(user, secret))
+    realm = table.get("realm", "devtunnel")
+    if not isinstance(realm, str) or '"' in realm or "\\" in realm or not realm.isprintable():
+        raise _Problem("realm", "must be printable text without quotes or backslashes")
+    forward_auth = table.get("forward_auth", False)
+    if not isinstance(forward_auth, bool):
+        raise _Problem("forward_auth", "must be true or false")
+    return {"users": tuple(credentials), "realm": realm, "forward_auth": forward_auth}
+
+
+def _rate(table: Mapping[str, Any]) -> dict[str, Any]:
+    text = table.get("rate")
+    m = _RATE.fullmatch(text.strip()) if isinstance(text, str) else None  # group(0): the stripped text
+    if m is None or float(m.group(1)) <= 0:
+        raise _Problem("rate", f"expected a rate like \"20/s\", \"600/m\" or \"1000/h\", not {text!r}")
+    amount = float(m.group(1))
+    rate = amount / _PER[m.group(2)]
+    burst = table.get("burst", max(1, math.ceil(amount)))  # a full period's worth may come at once
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise _Problem("burst", "must be a whole number of requests, at least 1")
+    return {"rate": rate, "rate_text": m.group(0), "burst": burst}
+
+
+def duration(value: object, key: str) -> float:
+    """Seconds from ``"250ms"``, ``"2s"``, ``"1m"`` or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 3600:
+        return float(value)
+    m = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if m is None:
+        raise _Problem(key, f"expected a duration like \"0s\", \"250ms\" or \"2s\", not {value!r}")
+    seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2) or "s"]
+    if seconds > 3600:
+        raise _Problem(key, "at most an hour")
+    return seconds
+
+
+def _respond(table: Mapping[str, Any], default_status: int) -> dict[str, Any]:
+    status = table.get("status", default_status)
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise _Problem("status", f"must be an HTTP status from 200 to 599, not {status!r}")
+    body = table.get("body", "")
+    if not isinstance(body, str) or len(body.encode()) > MAX_BODY:
+        raise _Problem("body", f"must be text of at most {MAX_BODY // 1024} KiB")
+    count = table.get("count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise _Problem("count", "must be a whole number, at least 1 (leave it out for every request)")
+    drop = table.get("drop", False)
+    if not isinstance(drop, bool):
+        raise _Problem("drop", "must be true or false")
+    return {
+        "status": status,
+        "body": body,
+        "headers": _header_table(table.get("headers", {}), "headers"),
+        "count": count,
+        "delay": duration(table.get("delay", 0), "delay"),
+        "drop": drop,
+    }
+
+
+def _header_table(value: object, key: str) -> tuple[Header, ...]:
+    if not isinstance(value, Mapping):
+        raise _Problem(key, "must be a table of header names to values")
+    out = []
+    for name, text in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise _Problem(key, f"{name!r} is not a valid header name")
+        if not isinstance(text, str) or any(c in text for c in "\r\n\0") or not all(ord(c) < 256 for c in text):
+            raise _Problem(key, f"the value of {name} must be one line of Latin-1 text")
+        out.append((name, text))
+    return tuple(out)

@@ -1,0 +1,376 @@
+"""Rules at the edge on real sockets: every action on both relay paths, records, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtunnel.net.agent import TunnelState
+from devtunnel.rules import parse_rules
+from tests.net.tunnel_fixtures import Harness, LocalState, local_http, parse_response, relay_and_agent
+
+PATHS = ["direct", "asgi"]
+"""How the request reaches the relay: whole in one read (answered from callbacks), or with
+``Expect: 100-continue`` (the ASGI path)."""
+
+
+@pytest.fixture
+def local() -> Iterator[tuple[int, LocalState]]:
+    with local_http() as served:
+        yield served
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with relay_and_agent(tmp_path) as h:
+        yield h
+
+
+def rules(*tables: dict[str, Any]) -> tuple[Any, ...]:
+    return parse_rules(list(tables), "test")
+
+
+async def request(
+    harness: Harness,
+    path: str = "/echo",
+    *,
+    via: str = "direct",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    method: str = "GET",
+    source: str = "127.0.0.1",
+    name: str = "app",
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One request on its own connection from ``source``; (status, headers, body), status 0
+    when the relay closed the connection without answering."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {harness.host(name)}", "Connection: close"]
+    if body or via == "asgi":
+        lines.append(f"Content-Length: {len(body)}")
+    if via == "asgi":
+        lines.append("Expect: 100-continue")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port, local_addr=(source, 0))
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read(-1)
+    except ConnectionResetError:
+        raw = b""
+    finally:
+        writer.close()
+    if raw.startswith(b"HTTP/1.1 100"):
+        raw = raw.split(b"\r\n\r\n", 1)[1]
+    if not raw:
+        return 0, {}, b""
+    status, fields, payload = parse_response(raw)
+    return status, {n.lower(): v for n, v in fields}, payload
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_deny_answers_403_and_the_local_service_never_sees_it(harness, local, via):
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": "path:/admin", "action": "deny"}))
+    status, _, _ = await request(harness, "/admin/x", via=via)
+    assert status == 403
+    status, _, _ = await request(harness, "/echo", via=via)
+    assert status == 200
+    assert b"/admin/x" not in state.seen_targets
+    denied, passed = await harness.exchanges(2)
+    assert denied.rule is not None and (denied.rule.index, denied.rule.action) == (1, "deny")
+    assert denied.status == 403 and denied.request.path == "/admin/x"
+    assert passed.rule is None
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_basic_auth_checks_users_and_removes_authorization(harness, local, via):
+    port, _ = local
+    digest = hashlib.sha256(b"hunter2").hexdigest()
+    await harness.start(
+        str(port),
+        rules=rules({"action": "basic-auth", "users": ["admin:s3cret", f"ops:sha256:{digest}"], "realm": "demo"}),
+    )
+    status, headers, _ = await request(harness, via=via)
+    assert status == 401 and headers[b"www-authenticate"] == b'Basic realm="demo"'
+    status, _, _ = await request(harness, via=via, headers={"Authorization": basic("admin", "wrong")})
+    assert status == 401
+    for user, password in (("admin", "s3cret"), ("ops", "hunter2")):
+        status, _, body = await request(harness, via=via, headers={"Authorization": basic(user, password)})
+        assert status == 200
+        seen = {n.lower() for n, _ in json.loads(body)["headers"]}
+        assert "authorization" not in seen
+    records = await harness.exchanges(4)
+    assert [ex.status for ex in records] == [401, 401, 200, 200]
+    # Neither the credentials tried nor the good ones reach the store.
+    assert all(not ex.request.headers.get("authorization") for ex in records)
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_allow_ip_and_negated_ip_match(harness, local, via):
+    port, state = local
+    await harness.start(
+        str(port),
+        rules=rules(
+            {"match": "path:/private", "action": "allow-ip", "ips": ["127.0.0.2/32", "::1"]},
+            {"match": "-ip:127.0.0.0/30", "action": "deny"},
+        ),
+    )
+    assert (await request(harness, "/private", via=via, source="127.0.0.1"))[0] == 403
+    assert (await request(harness, "/private", via=via, source="127.0.0.2"))[0] == 404  # reached the app
+    assert (await request(harness, "/echo", via=via, source="127.0.0.3"))[0] == 200
+    assert (await request(harness, "/echo", via=via, source="127.0.0.5"))[0] == 403
+    assert state.seen_targets == [b"/private", b"/echo"]
+    records = await harness.exchanges(4)
+    assert [(ex.rule.index, ex.rule.action) if ex.rule else None for ex in records] == [
+        (1, "allow-ip"), None, None, (2, "deny"),
+    ]
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_rate_limit_answers_429_with_retry_after_per_client(harness, local, via):
+    port, _ = local
+    await harness.start(str(port), rules=rules({"action": "rate-limit", "rate": "2/m"}))
+    first = [(await request(harness, via=via, source="127.0.0.1"))[0] for _ in range(3)]
+    assert first == [200, 200, 429]
+    status, headers, body = await request(harness, via=via, source="127.0.0.1")
+    assert status == 429 and int(headers[b"retry-after"]) >= 1 and b"2/m" in body
+    assert (await request(harness, via=via, source="127.0.0.2"))[0] == 200  # its own bucket
+    records = await harness.exchanges(5)
+    assert sum(1 for ex in records if ex.rule and ex.rule.action == "rate-limit" and ex.status == 429) == 2
+
+
+async def test_rate_limit_memory_stays_bounded_under_many_addresses(tmp_path, local):
+    port, _ = local
+    async with relay_and_agent(tmp_path, rate_clients=16) as harness:
+        await harness.start(str(port), rules=rules({"action": "rate-limit", "rate": "1/m"}))
+        for last in range(1, 41):
+            assert (await request(harness, "/status/204", source=f"127.0.0.{last}"))[0] == 204
+        engine = harness.relay.rules_of("app")
+        assert engine is not None and engine.buckets(1) == 16
+        # The most recent addresses still have their (empty) buckets.
+        assert (await request(harness, "/status/204", source="127.0.0.40"))[0] == 429
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_respond_count_then_forward_again(harness, local, via):
+    port, state = local
+    await harness.start(
+        str(port),
+        rules=rules({"match": "path:/hook", "action": "respond", "status": 500, "count": 3, "body": "drill\n",
+                     "headers": {"X-Drill": "yes"}}),
+    )
+    answers = [await request(harness, "/hook", via=via, method="POST", body=b'{"id": 1}') for _ in range(4)]
+    assert [a[0] for a in answers] == [500, 500, 500, 404]
+    assert answers[0][1][b"x-drill"] == b"yes" and answers[0][2] == b"drill\n"
+    assert state.seen_targets == [b"/hook"]
+    records = await harness.exchanges(4)
+    assert [ex.status for ex in records] == [500, 500, 500, 404]
+    assert all(ex.rule is not None and ex.rule.action == "respond" for ex in records[:3]) and records[3].rule is None
+    if via == "direct":  # the body came with the head: the record has it
+        assert records[0].request.body == b'{"id": 1}'
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_respond_delay_and_drop(harness, local, via):
+    port, state = local
+    await harness.start(
+        str(port),
+        rules=rules(
+            {"match": "path:/late", "action": "respond", "status": 503, "delay": "50ms"},
+            {"match": "path:/gone", "action": "respond", "drop": True},
+        ),
+    )
+    assert (await request(harness, "/late", via=via))[0] == 503
+    assert (await request(harness, "/gone", via=via))[0] == 0
+    assert state.seen_targets == []
+    late, gone = await harness.exchanges(2)
+    assert late.status == 503 and gone.response is None and "drop" in gone.error_message
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_headers_rule_edits_both_directions(harness, local, via):
+    port, _ = local
+    await harness.start(
+        str(port),
+        rules=rules({"action": "headers", "request": {"set": {"X-Env": "dev"}, "remove": ["X-Secret"]},
+                     "response": {"set": {"Strict-Transport-Security": "max-age=60"}, "remove": ["Content-Type"]}}),
+    )
+    status, headers, body = await request(harness, via=via, headers={"X-Secret": "1", "X-Env": "prod"})
+    assert status == 200
+    seen = json.loads(body)["headers"]
+    assert ["x-env", "dev"] in seen and not any(n == "x-secret" for n, _ in seen)
+    assert not any(n == "x-env" and v == "prod" for n, v in seen)
+    assert headers[b"strict-transport-security"] == b"max-age=60" and b"content-type" not in headers
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_forward_rule_routes_to_the_agents_other_target(harness, local, via):
+    port, state = local
+    with local_http() as (other_port, other):
+        await harness.start(str(port), rules=rules({"match": "path:/api", "action": "forward", "target": other_port}))
+        assert (await request(harness, "/api/x", via=via))[0] == 404
+        assert (await request(harness, "/echo", via=via))[0] == 200
+        assert other.seen_targets == [b"/api/x"] and state.seen_targets == [b"/echo"]
+        routed, plain = await harness.exchanges(2)
+        assert routed.rule is not None and (routed.rule.index, routed.rule.action) == (1, "forward")
+        assert routed.target_url.endswith(f":{other_port}") and plain.rule is None
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_client_cannot_spell_the_relays_rule_header(harness, local, via):
+    port, state = local
+    with local_http() as (other_port, other):
+        await harness.start(str(port), rules=rules({"match": "header:x-block", "action": "deny"},
+                                                   {"match": "path:/api", "action": "forward", "target": other_port}))
+        status, _, body = await request(harness, "/echo", via=via, headers={"Devtunnel-Rule": "tunnel;2;forward"})
+        assert status == 200 and other.seen_targets == []
+        assert not any(n.lower() == "devtunnel-rule" for n, _ in json.loads(body)["headers"])
+        status, _, _ = await request(harness, "/echo", via=via, headers={"devtunnel-rule": "relay;1;deny;403"})
+        assert status == 200 and state.seen_targets == [b"/echo", b"/echo"]
+        # On a request a rule refuses, the client's header must not turn the notice into a route.
+        status, _, _ = await request(harness, "/api/x", via=via, headers={"devtunnel-rule": "tunnel;2;forward",
+                                                                          "X-Block": "1"})
+        assert status == 403 and other.seen_targets == [] and state.seen_targets == [b"/echo", b"/echo"]
+        records = await harness.exchanges(3)
+        assert records[2].rule is not None and records[2].rule.action == "deny"
+
+
+async def test_relay_rules_apply_first_and_are_recorded_as_the_relays(tmp_path, local):
+    port, _ = local
+    relay_rules = parse_rules([{"match": "path:/blocked", "action": "deny"}], "relay.toml", relay=True)
+    async with relay_and_agent(tmp_path, rules=relay_rules) as harness:
+        await harness.start(str(port), rules=rules({"match": "path:/blocked", "action": "respond", "status": 200}))
+        assert (await request(harness, "/blocked"))[0] == 403
+        (record,) = await harness.exchanges(1)
+        assert record.rule is not None and record.rule.to_json() == {"index": 1, "action": "deny", "scope": "relay"}
+
+
+async def test_websocket_handshake_is_judged_too(harness, local):
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": "path:/ws", "action": "deny", "status": 403}))
+    head = (f"GET /ws HTTP/1.1\r\nHost: {harness.host('app')}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port)
+    writer.write(head.encode())
+    async with asyncio.timeout(10):
+        line = await reader.readline()
+    writer.close()
+    assert line.startswith(b"HTTP/1.1 403")
+    (record,) = await harness.exchanges(1)
+    assert record.rule is not None and record.rule.action == "deny" and record.websocket
+    assert state.seen_targets == []
+
+
+async def test_trusted_proxy_lets_x_forwarded_for_name_the_client(tmp_path, local):
+    port, _ = local
+    async with relay_and_agent(tmp_path, trusted_proxies=["127.0.0.1/32"]) as harness:
+        await harness.start(str(port), rules=rules({"action": "allow-ip", "ips": ["198.51.100.7"]}))
+        via_proxy = {"X-Forwarded-For": "198.51.100.7"}
+        assert (await request(harness, headers=via_proxy, source="127.0.0.1"))[0] == 200
+        # The same header from an address that is not a trusted proxy counts for nothing.
+        assert (await request(harness, headers=via_proxy, source="127.0.0.2"))[0] == 403
+
+
+async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness, local, monkeypatch):
+    import devtunnel.net.relay as relay_module
+
+    # What a relay older than rules does: it ignores the HELLO's rules and never acknowledges them.
+    monkeypatch.setattr(relay_module, "_hello_rules", lambda hello: (None, None))
+    port, _ = local
+    with pytest.raises(Exception, match="does not enforce rules"):
+        await harness.start(str(port), rules=rules({"action": "deny"}))
+    info = await harness.start(str(port), name="plain")  # without rules it still works
+    assert info.state is TunnelState.ONLINE
+
+
+async def test_a_relay_refuses_rules_of_a_version_it_does_not_know(harness, local, monkeypatch):
+    import devtunnel.net.session as session_module
+
+    monkeypatch.setattr(session_module, "WIRE_VERSION", 99)
+    port, _ = local
+    with pytest.raises(Exception, match="rules version 99 is not known to this relay"):
+        await harness.start(str(port), rules=rules({"action": "deny"}))
+
+
+async def test_basic_auth_with_curl(harness, local):
+    port, _ = local
+    await harness.start(str(port), rules=rules({"action": "basic-auth", "users": ["admin:s3cret"], "forward_auth": True}))
+    url = f"http://{harness.host('app')}/echo"
+    base = ["curl", "-sS", "--max-time", "20", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}"]
+    base += ["--resolve", f"app.localhost:{harness.relay.port}:127.0.0.1"]
+    proc = await asyncio.create_subprocess_exec(*base, url, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert out.rsplit(b"\n", 1)[1] == b"401"
+    proc = await asyncio.create_subprocess_exec(*base, "-u", "admin:s3cret", url, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    body, code = out.rsplit(b"\n", 1)
+    assert code == b"200"
+    assert any(n.lower() == "authorization" for n, _ in json.loads(body)["headers"])  # forward_auth = true
+
+
+async def test_a_drill_added_through_the_api_answers_the_next_n_then_forwards(harness, local):
+    import httpx
+
+    from devtunnel.net.api import serve_api
+
+    port, state = local
+    await harness.start(str(port), rules=rules({"action": "headers", "response": {"set": {"X-Edge": "1"}}}))
+    server, api_port = await serve_api(harness.service, 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", trust_env=False) as api:
+            drill = {"action": "respond", "match": "method:POST path:/hook", "status": 503, "count": 2}
+            added = await api.post("/api/tunnels/app/rules", json=drill)
+            assert added.status_code == 201, added.text
+            assert added.json()["index"] == 1 and added.json()["description"] == "rule 1 respond 503 x2 (method:POST path:/hook)"
+            listed = (await api.get("/api/tunnels/app/rules")).json()["rules"]
+            assert [r["action"] for r in listed] == ["respond", "headers"]
+
+            async def rule_count() -> bool:
+                engine = harness.relay.rules_of("app")
+                return engine is not None and len(engine.rules) == 2
+
+            from tests.helpers import async_wait_for
+
+            await async_wait_for(rule_count, what="the relay to take the new rules")
+            statuses = [(await request(harness, "/hook", method="POST", body=b"{}"))[0] for _ in range(3)]
+            assert statuses == [503, 503, 404]
+            assert state.seen_targets == [b"/hook"]
+            bad = await api.post("/api/tunnels/app/rules", json={"action": "respond", "status": 99})
+            assert bad.status_code == 400 and "rule 1: status: must be an HTTP status" in bad.json()["msg"]
+            assert (await api.post("/api/tunnels/nope/rules", json=drill)).status_code == 404
+            assert (await api.delete("/api/tunnels/app/rules/1")).status_code == 204
+            assert (await api.delete("/api/tunnels/app/rules/7")).status_code == 404
+            assert [r["action"] for r in (await api.get("/api/tunnels/app/rules")).json()["rules"]] == ["headers"]
+    finally:
+        await server.stop()
+    records = await harness.exchanges(3)
+    assert [ex.rule.action if ex.rule else None for ex in records] == ["respond", "respond", None]
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_head_request_answered_by_a_rule_gets_no_body(harness, local, via):
+    port, _ = local
+    await harness.start(str(port), rules=rules({"action": "respond", "status": 503, "body": "down for a drill\n"}))
+    lines = ["HEAD /x HTTP/1.1", f"Host: {harness.host('app')}", "Connection: close"]
+    if via == "asgi":
+        lines += ["Content-Length: 0", "Expect: 100-continue"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port)
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    async with asyncio.timeout(10):
+        raw = await reader.read(-1)
+    writer.close()
+    raw = raw.split(b"\r\n\r\n", 1)[1] if raw.startswith(b"HTTP/1.1 100") else raw
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503") and b"content-length: 17" in head.lower() and rest == b""

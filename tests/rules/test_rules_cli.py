@@ -1,0 +1,160 @@
+"""Rules from the command line and devtunnel.toml, through the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtunnel.exit_codes import EXIT_USAGE
+from tests.helpers import free_port
+from tests.net.test_agent_command import FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
+from tests.net.tunnel_fixtures import LocalState, local_http
+
+DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
+
+
+@pytest.fixture
+def local() -> Iterator[tuple[int, LocalState]]:
+    with local_http() as served:
+        yield served
+
+
+def run(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DEVTUNNEL, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_a_bad_rules_file_stops_the_agent_with_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    rules = tmp_path / "edge.toml"
+    rules.write_text('[[rules]]\naction = "deny"\n\n[[rules]]\naction = "respond"\nmatch = "path:/a stauts:500"\n')
+    done = run(env, "http", "9", "--no-tui", "--api-port", "0", "--rules", str(rules))
+    assert done.returncode == EXIT_USAGE
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"devtunnel: {rules}: rule 2: match: column 9: unknown field 'stauts'")
+    assert "Traceback" not in done.stderr and not done.stdout
+
+
+def test_a_bad_rule_in_devtunnel_toml_names_its_line(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "devtunnel.toml").write_text(
+        '[tunnels.pay]\ntarget = 9\n\n[[tunnels.pay.rules]]\naction = "deny"\n\n'
+        '[[tunnels.pay.rules]]\naction = "rate-limit"\nrate = "lots"\n'
+    )
+    done = run(env, "http", "pay", "--no-tui", "--api-port", "0", cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.strip() == (
+        f"devtunnel: {tmp_path / 'devtunnel.toml'}:7: tunnels.pay.rules: rule 2: rate: "
+        "expected a rate like \"20/s\", \"600/m\" or \"1000/h\", not 'lots'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--rate-limit", "fast"], "devtunnel: --rate-limit: expected a rate like"),
+        (["--allow-ip", "10.0.0.0/99"], "devtunnel: --allow-ip: '10.0.0.0/99' is not an IP address or CIDR"),
+        (["--basic-auth", "admin"], "devtunnel: --basic-auth: each user is"),
+        (["--rules", "/nonexistent/edge.toml"], "devtunnel: /nonexistent/edge.toml: cannot read the rules file"),
+    ],
+)
+def test_bad_shorthands_exit_2(env: dict[str, str], flags: list[str], message: str) -> None:
+    done = run(env, "http", "9", "--no-tui", "--api-port", "0", *flags)
+    assert done.returncode == EXIT_USAGE and done.stderr.startswith(message), done.stderr
+
+
+def test_relay_refuses_a_forward_in_its_own_rules_and_a_bad_trusted_proxy(tmp_path: Path, env: dict[str, str]) -> None:
+    rules = tmp_path / "relay.toml"
+    rules.write_text('[[rules]]\naction = "forward"\ntarget = 8001\n')
+    done = run(env, "relay", "--listen", "127.0.0.1:0", "--rules", str(rules))
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.strip() == (
+        f"devtunnel relay: error: {rules}: rule 1: action: a relay's own rules cannot forward: only an agent knows its local targets"
+    )
+    done = run(env, "relay", "--listen", "127.0.0.1:0", "--trusted-proxy", "proxy")
+    assert done.returncode == EXIT_USAGE and "--trusted-proxy 'proxy'" in done.stderr
+
+
+def test_shorthands_guard_the_tunnel_and_requests_show_the_rule(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]  # noqa: F811
+) -> None:
+    port, state = local
+    db = tmp_path / "captures.db"
+    agent = start(procs, env, "http", str(port), "--no-tui", "--api-port", "0", "--db", str(db), "--port", str(free_port()),
+                  "--allow-ip", "127.0.0.0/8", "--basic-auth", "admin:s3cret", "--rate-limit", "100/s")
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    url = f"http://127.0.0.1:{match.group(3)}/echo"
+    curl = ["curl", "-sS", "--max-time", "20", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}"]
+    assert subprocess.run([*curl, url], capture_output=True, text=True, timeout=30).stdout == "401"
+    assert subprocess.run([*curl, "-u", "admin:s3cret", url], capture_output=True, text=True, timeout=30).stdout == "200"
+    assert state.seen_targets == [b"/echo"]
+    agent.line(lambda l: "401" in l)  # the agent logs the refused request too
+    listed = json.loads(run(env, "requests", "--db", str(db), "--json", "--filter", "rule:basic-auth").stdout)
+    assert [r["rule"] for r in listed] == [{"index": 2, "action": "basic-auth"}]
+    table = run(env, "requests", "--db", str(db)).stdout
+    assert "⊘ /echo" in table  # the refused request is marked in the table
+    everything = json.loads(run(env, "requests", "--db", str(db), "--json").stdout)
+    assert sorted(str(r["rule"]) for r in everything) == sorted(["None", str({"index": 2, "action": "basic-auth"})])
+
+
+def test_relay_rules_from_a_file_apply_to_every_tunnel(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]  # noqa: F811
+) -> None:
+    port, state = local
+    rules = tmp_path / "relay.toml"
+    rules.write_text('[[rules]]\nmatch = "path:/private"\naction = "deny"\n')
+    relay_port = free_port()
+    relay = start(procs, env, "relay", "--listen", f"127.0.0.1:{relay_port}", "--token", "t", "--rules", str(rules),
+                  "--trusted-proxy", "127.0.0.1")
+    relay.line(lambda l: l.startswith("Relay listening"))
+    agent = start(procs, env, "http", str(port), "--relay", f"ws://127.0.0.1:{relay_port}", "--token", "t",
+                  "--name", "web", "--no-tui", "--api-port", "0", "--db", str(tmp_path / "captures.db"))
+    agent.line(lambda l: l.startswith("Forwarding"))
+    curl = ["curl", "-sS", "--max-time", "20", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+            "--resolve", f"web.localhost:{relay_port}:127.0.0.1"]
+    url = f"http://web.localhost:{relay_port}"
+    assert subprocess.run([*curl, url + "/private"], capture_output=True, text=True, timeout=30).stdout == "403"
+    assert subprocess.run([*curl, url + "/echo"], capture_output=True, text=True, timeout=30).stdout == "200"
+    assert state.seen_targets == [b"/echo"]
+    line = agent.line(lambda l: "/private" in l)
+    assert "403" in line
+
+
+def test_the_inspectors_agent_gets_the_rules_in_a_private_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import stat
+
+    from devtunnel.commands.inspect import http_agent_argv
+    from devtunnel.rules import load_rules_file, parse_rules, renumbered
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    rules = renumbered(parse_rules([
+        {"action": "basic-auth", "users": ["admin:s3cret"]},
+        {"match": "path:/api", "action": "forward", "target": "8001"},
+        {"match": "path:/hook", "action": "respond", "status": 500, "count": 3, "delay": "250ms"},
+    ], "t"))
+    args = argparse.Namespace(target="8000", api_port=4999, db=str(tmp_path / "c.db"), name="shop", host_header="preserve",
+                              body_cap="10mb", relay=None, token=None, port=0, no_record=False, insecure=False,
+                              rules=rules, settings=None)
+    argv = http_agent_argv(args)()
+    assert "s3cret" not in " ".join(argv)
+    path = Path(argv[argv.index("--rules") + 1])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = load_rules_file(path)
+    assert [(r.action, r.match, r.target, r.count, r.delay) for r in again] == [
+        (r.action, r.match, r.target, r.count, r.delay) for r in rules
+    ]
+    assert again[0].users[0].accepts(b"s3cret")
+
+
+def test_relay_server_rules_file_in_devtunnel_toml_is_read(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "relay.toml").write_text('[[rules]]\naction = "forward"\ntarget = 1\n')
+    (tmp_path / "devtunnel.toml").write_text('[relay_server]\nrules_file = "relay.toml"\n')
+    done = run(env, "relay", "--listen", "127.0.0.1:0", cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE
+    assert f"{tmp_path / 'relay.toml'}: rule 1: action: a relay's own rules cannot forward" in done.stderr

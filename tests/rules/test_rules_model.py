@@ -1,0 +1,150 @@
+"""Rules as data: every action parses, every mistake is one clear line."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from devtunnel.rules import (
+    Engine,
+    RequestView,
+    RulesError,
+    decide,
+    load_rules_file,
+    parse_rules,
+    rules_from_wire,
+    rules_to_wire,
+)
+
+
+def view(path: str = "/", ip: str = "127.0.0.1", headers: list[tuple[bytes, bytes]] | None = None) -> RequestView:
+    return RequestView(method="GET", target=path.encode(), headers=headers or [], ip=ip)
+
+
+BAD = [
+    ({"action": "block"}, "rule 1: action: expected one of basic-auth, deny"),
+    ({"action": "deny", "match": "pth:/x"}, "rule 1: match: column 1: unknown field 'pth'"),
+    ({"action": "deny", "match": "path:/x status:500"}, "rule 1: match: status: is known only once a response exists"),
+    ({"action": "deny", "match": "method:GET ip:10.0.0.0/33"}, "rule 1: match: column 15: ip expects addresses"),
+    ({"action": "deny", "colour": "red"}, "rule 1: colour: not a key of a deny rule"),
+    ({"action": "basic-auth"}, "rule 1: users: a basic-auth rule needs at least one user"),
+    ({"action": "basic-auth", "users": ["nopassword"]}, "rule 1: users: each user is"),
+    ({"action": "basic-auth", "users": ["a:sha256:abc"]}, "rule 1: users: user 'a': a sha256 hash is 64 hex digits"),
+    ({"action": "basic-auth", "users": ["a:$2b$12$abc"]}, "rule 1: users: user 'a': bcrypt hashes need the bcrypt package"),
+    ({"action": "basic-auth", "users": ["a:b"], "realm": 'x"y'}, "rule 1: realm: must be printable text"),
+    ({"action": "allow-ip", "ips": []}, "rule 1: ips: must be a list of addresses"),
+    ({"action": "allow-ip", "ips": ["10.0.0.0/8", "ten"]}, "rule 1: ips: 'ten' is not an IP address or CIDR"),
+    ({"action": "rate-limit", "rate": "20 per second"}, "rule 1: rate: expected a rate like \"20/s\""),
+    ({"action": "rate-limit", "rate": "0/s"}, "rule 1: rate: expected a rate"),
+    ({"action": "rate-limit", "rate": "5/s", "burst": 0}, "rule 1: burst: must be a whole number"),
+    ({"action": "forward"}, "rule 1: target: must be a port or a URL"),
+    ({"action": "respond", "status": 99}, "rule 1: status: must be an HTTP status from 200 to 599"),
+    ({"action": "respond", "count": 0}, "rule 1: count: must be a whole number, at least 1"),
+    ({"action": "respond", "delay": "soon"}, "rule 1: delay: expected a duration"),
+    ({"action": "respond", "drop": "yes"}, "rule 1: drop: must be true or false"),
+    ({"action": "respond", "headers": {"X-A": "one\r\nX-B: two"}}, "rule 1: headers: the value of X-A must be one line"),
+    ({"action": "headers", "request": {"add": {}}}, "rule 1: request: takes request.set"),
+    ({"action": "headers", "response": {"remove": ["bad name"]}}, "rule 1: response.remove: must be a list of header names"),
+    ("deny", "rule 1: must be a table with an action"),
+]
+
+
+@pytest.mark.parametrize(("table", "message"), BAD, ids=[m.split(": ", 2)[1] + str(i) for i, (_, m) in enumerate(BAD)])
+def test_each_mistake_is_one_line_naming_file_rule_and_key(table, message):
+    with pytest.raises(RulesError) as caught:
+        parse_rules([table], "rules.toml")
+    text = str(caught.value)
+    assert text.startswith("rules.toml: " + message), text
+    assert "\n" not in text
+
+
+def test_the_rule_number_counts_from_one_in_file_order(tmp_path: Path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[[rules]]\naction = "deny"\n\n[[rules]]\naction = "respond"\nmatch = "path:/a & (method:GET"\n')
+    with pytest.raises(RulesError) as caught:
+        load_rules_file(path)
+    assert str(caught.value).startswith(f"{path}: rule 2: match: column ")
+
+
+def test_rules_file_problems(tmp_path: Path):
+    with pytest.raises(RulesError, match="cannot read the rules file"):
+        load_rules_file(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[rules]\n")
+    with pytest.raises(RulesError, match="not a valid TOML file"):
+        load_rules_file(bad)
+    other = tmp_path / "other.toml"
+    other.write_text('[tunnel]\nx = 1\n')
+    with pytest.raises(RulesError, match="unknown key 'tunnel'; a rules file holds"):
+        load_rules_file(other)
+    relay = tmp_path / "relay.toml"
+    relay.write_text('[[rules]]\naction = "forward"\ntarget = 8001\n')
+    with pytest.raises(RulesError, match="rule 1: action: a relay's own rules cannot forward"):
+        load_rules_file(relay, relay=True)
+
+
+def test_users_file_relative_to_the_rules_file(tmp_path: Path):
+    (tmp_path / "users").write_text("# team\nadmin:s3cret\n")
+    path = tmp_path / "edge.toml"
+    path.write_text('[[rules]]\naction = "basic-auth"\nusers_file = "users"\n')
+    (rule,) = load_rules_file(path)
+    assert [c.user for c in rule.users] == ["admin"]
+
+
+def test_wire_form_round_trips_without_local_targets():
+    rules = parse_rules(
+        [
+            {"action": "basic-auth", "users": ["a:b"], "match": "path:/admin"},
+            {"action": "allow-ip", "ips": ["10.0.0.0/8", "::1"]},
+            {"action": "rate-limit", "rate": "20/s"},
+            {"action": "forward", "target": "8001", "match": "path:/api"},
+            {"action": "respond", "status": 500, "count": 3, "delay": "250ms"},
+            {"action": "headers", "response": {"set": {"X-A": "1"}, "remove": ["Server"]}},
+        ],
+        "t",
+    )
+    wire = rules_to_wire(rules)
+    assert "target" not in wire[3]
+    back = rules_from_wire(wire)
+    assert [(r.action, r.match) for r in back] == [(r.action, r.match) for r in rules]
+    assert back[4].delay == 0.25 and back[4].count == 3 and back[2].burst == 20
+
+
+def test_order_first_answer_wins_and_edits_add_up():
+    digest = hashlib.sha256(b"pw").hexdigest()
+    engine = Engine(parse_rules([
+        {"action": "headers", "request": {"set": {"X-Env": "dev"}}},
+        {"action": "basic-auth", "users": [f"u:sha256:{digest}"], "match": "path:/admin"},
+        {"action": "respond", "status": 418, "match": "path:/tea"},
+        {"action": "deny"},
+    ], "t"))
+    d = decide([engine], view("/tea"), 0)
+    assert d.answer is not None and d.answer.status == 418 and d.rule == ("tunnel", 3, "respond")
+    assert d.request_set == [(b"X-Env", b"dev")]
+    d = decide([engine], view("/admin"), 0)
+    assert d.answer is not None and d.answer.status == 401
+    ok = [(b"Authorization", b"Basic dTpwdw==")]  # u:pw
+    d = decide([engine], view("/admin", headers=ok), 0)
+    assert d.answer is not None and d.rule == ("tunnel", 4, "deny")
+    assert b"authorization" in d.request_remove
+
+
+def test_rate_limit_refills_and_says_how_long_to_wait():
+    engine = Engine(parse_rules([{"action": "rate-limit", "rate": "2/s"}], "t"))
+    answers = [decide([engine], view(), 100.0).answer for _ in range(3)]
+    assert [a is None for a in answers] == [True, True, False]
+    assert dict(answers[2].headers)[b"retry-after"] == b"1"
+    assert decide([engine], view(), 100.5).answer is None  # a token came back
+    # IPv6 clients count by their /64.
+    assert decide([engine], view(ip="2001:db8::1"), 0).answer is None
+    assert decide([engine], view(ip="2001:db8::2"), 0).answer is None
+    assert decide([engine], view(ip="2001:db8::3"), 0).answer is not None
+
+
+def test_buckets_stay_bounded():
+    engine = Engine(parse_rules([{"action": "rate-limit", "rate": "1/h"}], "t"), max_buckets=100)
+    for n in range(5000):
+        decide([engine], view(ip=f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"), 0)
+    assert engine.buckets(1) == 100
