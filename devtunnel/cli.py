@@ -317,9 +317,10 @@ examples:
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     q = config.add_parser("import-ngrok", help="turn the tunnels of an ngrok.yml (v2 or v3) into named tunnels",
                           description="Read an ngrok agent configuration and save its http tunnels and endpoints "
-                                      "as [tunnels.NAME] in the user file (or --project). Tunnels with protections "
-                                      "devtunnel cannot enforce yet (basic auth, IP restrictions, OAuth, policies) "
-                                      "are not imported; every key left out is reported.")
+                                      "as [tunnels.NAME] in the user file (or --project). Basic auth and IP restrictions "
+                                      "become rules at the relay; tunnels with protections devtunnel cannot enforce "
+                                      "yet (OAuth, OIDC, mutual TLS, traffic policies) are not imported; every key "
+                                      "left out is reported.")
     q.add_argument("path", nargs="?", metavar="PATH",
                    help="the ngrok.yml (default: ngrok's own location, e.g. ~/.config/ngrok/ngrok.yml)")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")

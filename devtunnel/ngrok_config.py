@@ -9,17 +9,20 @@ ngrok                                       devtunnel ``[tunnels.NAME]``
 v2 ``tunnels.NAME`` / v3 ``endpoints[].name``  ``NAME`` (made a valid DNS label if it is not)
 ``addr`` (v2), ``upstream.url`` (v3)        ``target``
 ``host_header: rewrite`` / ``preserve``     ``host_header``
+``auth`` / ``basic_auth`` (v2)              a ``basic-auth`` rule, passwords stored as ``sha256:HEX``
+``ip_restriction`` (v2)                     ``deny`` (``deny_cidrs``) and ``allow-ip`` (``allow_cidrs``) rules
 ==========================================  =============================================
 
-A tunnel with a setting that protects it (basic auth, IP restrictions, OAuth, OIDC, mutual TLS,
-webhook verification, a traffic policy) is not imported: devtunnel cannot enforce those at its
-relay yet, and a tunnel that silently lost its protection would expose the service. Settings
-that change nothing important (``inspect``, ``schemes``, metadata) are left out with a note;
-so are the agent's own settings (``authtoken`` is an ngrok account's, not a relay token).
+A tunnel with a protection devtunnel cannot enforce at its relay (OAuth, OIDC, mutual TLS,
+webhook verification, a traffic policy) is not imported: a tunnel that silently lost its
+protection would expose the service. Settings that change nothing important (``inspect``,
+``schemes``, metadata) are left out with a note; so are the agent's own settings
+(``authtoken`` is an ngrok account's, not a relay token).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -32,13 +35,11 @@ import yaml  # type: ignore[import-untyped]
 from devtunnel.errors import ConfigError
 from devtunnel.net.names import label_from
 from devtunnel.net.target import parse_target
+from devtunnel.rules import RulesError, parse_rules
 
 __all__ = ["ImportedTunnel", "NgrokImport", "read_ngrok_config", "default_ngrok_paths", "PROTECTIONS"]
 
 PROTECTIONS = {
-    "auth": "basic auth",
-    "basic_auth": "basic auth",
-    "ip_restriction": "IP restrictions",
     "oauth": "OAuth",
     "oidc": "OpenID Connect",
     "mutual_tls_cas": "mutual TLS",
@@ -46,9 +47,11 @@ PROTECTIONS = {
     "traffic_policy": "a traffic policy",
     "traffic_policy_file": "a traffic policy",
 }
-"""Tunnel keys whose loss would expose the service: a tunnel with any of them is not imported."""
+"""Tunnel keys whose loss would expose the service and that have no rule to carry them: a tunnel
+with any of them is not imported."""
 
-_TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain"})
+_TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain",
+                    "auth", "basic_auth", "ip_restriction"})
 
 _IGNORED = {
     "inspect": "devtunnel records every exchange",
@@ -87,12 +90,16 @@ class ImportedTunnel:
     host_header: str | None = None
     source: str = ""
     """The tunnel's name in ngrok.yml."""
+    rules: tuple[dict[str, Any], ...] = ()
+    """``[[tunnels.NAME.rules]]`` tables carrying ngrok's basic auth and IP restrictions."""
 
     def table(self) -> dict[str, Any]:
         """The ``[tunnels.NAME]`` table (without the name)."""
         out: dict[str, Any] = {"target": self.target}
         if self.host_header is not None:
             out["host_header"] = self.host_header
+        if self.rules:
+            out["rules"] = [dict(rule) for rule in self.rules]
         return out
 
 
@@ -225,4 +232,49 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     for key in sorted(set(body) - _TAKEN):
         reason = _IGNORED.get(key, "no equivalent")
         result.notes.append(f"{name}: {key} left out ({reason})")
-    result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name))
+    try:
+        rules = _protection_rules(body)
+        parse_rules(list(rules), f"tunnels.{label}.rules")
+    except (ValueError, RulesError) as exc:
+        why = exc.detail if isinstance(exc, RulesError) else str(exc)
+        result.skipped.append((name, f"{why}: importing it without that protection would expose the service"))
+        taken.pop(label, None)
+        return
+    if rules:
+        kinds = sorted({"basic auth" if r["action"] == "basic-auth" else "IP restrictions" for r in rules})
+        result.notes.append(f"{name}: {' and '.join(kinds)} carried over as rules at the relay"
+                            + (" (passwords stored as sha256 hashes)" if "basic auth" in kinds else ""))
+    result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name, rules=rules))
+
+
+def _protection_rules(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """ngrok's basic auth and IP restrictions as devtunnel rules (deny first, then allow, then auth).
+
+    Raises:
+        ValueError: a value that cannot be carried over (the message says which).
+    """
+    rules: list[dict[str, Any]] = []
+    restriction = body.get("ip_restriction")
+    if restriction:
+        if not isinstance(restriction, dict):
+            raise ValueError("its ip_restriction is not a mapping of allow_cidrs / deny_cidrs")
+        deny, allow = restriction.get("deny_cidrs") or [], restriction.get("allow_cidrs") or []
+        if not all(isinstance(c, str) for c in [*deny, *allow]) or not isinstance(deny, list) or not isinstance(allow, list):
+            raise ValueError("its ip_restriction lists are not lists of CIDRs")
+        if deny:
+            rules.append({"match": "ip:" + ",".join(deny), "action": "deny"})
+        if allow:
+            rules.append({"action": "allow-ip", "ips": list(allow)})
+    users: list[str] = []
+    for key in ("auth", "basic_auth"):
+        value = body.get(key)
+        if not value:
+            continue
+        for credential in [value] if isinstance(value, str) else value if isinstance(value, list) else [None]:
+            if not isinstance(credential, str) or ":" not in credential:
+                raise ValueError(f"its {key} is not \"user:password\"")
+            user, password = credential.split(":", 1)
+            users.append(f"{user}:sha256:{hashlib.sha256(password.encode()).hexdigest()}")
+    if users:
+        rules.append({"action": "basic-auth", "users": users})
+    return tuple(rules)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -44,6 +45,13 @@ tunnels:
     proto: http
     addr: https://localhost:8443
     basic_auth: ["admin:s3cret"]
+    ip_restriction:
+      allow_cidrs: [10.0.0.0/8, "2001:db8::/32"]
+      deny_cidrs: [10.1.0.0/16]
+  sso:
+    proto: http
+    addr: 9092
+    oauth: {provider: google}
   ssh-access:
     proto: tcp
     addr: 22
@@ -89,9 +97,15 @@ def test_a_v2_file_gives_its_http_tunnels_and_says_what_it_left_out() -> None:
     result = read_ngrok_config(V2)
     assert result.version == "2"
     assert [(t.name, t.target, t.host_header) for t in result.tunnels] == [
-        ("httpbin", "8000", None), ("demo", "9090", "rewrite")]
+        ("httpbin", "8000", None), ("demo", "9090", "rewrite"), ("admin", "https://localhost:8443", None)]
+    admin = result.tunnels[2]
+    assert admin.rules == (
+        {"match": "ip:10.1.0.0/16", "action": "deny"},
+        {"action": "allow-ip", "ips": ["10.0.0.0/8", "2001:db8::/32"]},
+        {"action": "basic-auth", "users": ["admin:sha256:" + hashlib.sha256(b"s3cret").hexdigest()]},
+    )
     skipped = dict(result.skipped)
-    assert "basic auth" in skipped["admin"] and "expose" in skipped["admin"]
+    assert "OAuth" in skipped["sso"] and "expose" in skipped["sso"]
     assert "tcp tunnels are not supported" in skipped["ssh-access"]
     assert "serving files" in skipped["site"]
     notes = "\n".join(result.notes)
@@ -99,6 +113,8 @@ def test_a_v2_file_gives_its_http_tunnels_and_says_what_it_left_out() -> None:
     assert "httpbin: public address 'alan-httpbin' left out" in notes
     assert "demo: inspect left out" in notes and "demo: schemes left out" in notes
     assert "4nq9771bPxe8ctg7LKr_2ClH7Y15Zqe4bWLWF9p" not in notes  # never echo a secret
+    assert "admin: IP restrictions and basic auth carried over as rules at the relay" in notes
+    assert "s3cret" not in notes and "s3cret" not in repr(result.tunnels)
 
 
 def test_a_v3_file_gives_its_http_endpoints_with_cleaned_names() -> None:
@@ -137,6 +153,36 @@ def test_a_broken_file_is_one_clear_error(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         read_ngrok_config(text, "/x/ngrok.yml")
     assert str(info.value).startswith("/x/ngrok.yml: ") and message in str(info.value)
+
+
+def test_protections_that_do_not_fit_a_rule_keep_the_tunnel_out() -> None:
+    result = read_ngrok_config("tunnels:\n  a: {addr: 1, basic_auth: [nocolon]}\n"
+                               "  b: {addr: 2, ip_restriction: {allow_cidrs: [not-a-cidr]}}\n")
+    assert result.tunnels == []
+    skipped = dict(result.skipped)
+    assert "basic_auth is not \"user:password\"" in skipped["a"] and "not an IP address or CIDR" in skipped["b"]
+
+
+def test_an_imported_tunnel_keeps_its_basic_auth_at_a_real_relay(
+    home: Home, procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    (home.root / "project" / "ngrok.yml").write_text(
+        f"tunnels:\n  guarded:\n    addr: {local[0]}\n    basic_auth: [\"admin:s3cret\"]\n")
+    assert home.cli("config", "import-ngrok", "ngrok.yml", "--project").returncode == 0
+    # Proc runs in this folder: point at the project file the import wrote.
+    agent = Proc([*DEVTUNNEL, "http", "guarded", "--no-tui", "--api-port", "0", "--no-record"],
+                 {**home.env, "DEVTUNNEL_CONFIG": str(home.root / "project" / "devtunnel.toml")})
+    procs.append(agent)
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    public, port = match.group(1), match.group(3)
+    host = public.split("://", 1)[1]
+    refused = httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": host}, trust_env=False)
+    assert refused.status_code == 401 and "Basic" in refused.headers.get("www-authenticate", "")
+    allowed = httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": host}, auth=("admin", "s3cret"),
+                        trust_env=False)
+    assert allowed.status_code == 200
+    assert agent.stop() == 0
 
 
 def test_bad_tunnels_are_skipped_with_their_reason() -> None:
@@ -189,9 +235,11 @@ def test_import_ngrok_reads_the_default_location_and_writes_the_user_file(home: 
     assert done.returncode == 0, done.stderr
     assert f"read {ngrok_yml} (ngrok config version 2)" in done.stdout
     assert "imported demo: target 9090, host_header rewrite" in done.stdout
-    assert "skipped admin: it has basic auth" in done.stdout
-    assert tomllib.loads(home.user_file.read_text()) == {
-        "tunnels": {"httpbin": {"target": "8000"}, "demo": {"target": "9090", "host_header": "rewrite"}}}
+    assert "skipped sso: it has OAuth" in done.stdout
+    saved = tomllib.loads(home.user_file.read_text())["tunnels"]
+    assert saved["httpbin"] == {"target": "8000"} and saved["demo"] == {"target": "9090", "host_header": "rewrite"}
+    assert [r["action"] for r in saved["admin"]["rules"]] == ["deny", "allow-ip", "basic-auth"]
+    assert "s3cret" not in home.user_file.read_text()
     assert stat.S_IMODE(home.user_file.stat().st_mode) == 0o600
     shown = home.cli("config", "show")
     assert shown.returncode == 0 and "[tunnels.demo]" in shown.stdout
