@@ -52,7 +52,7 @@ log = logging.getLogger("devtunnel.capture")
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
@@ -86,6 +86,8 @@ class Row:
     websocket: bool
     edited: bool = False
     """True for a replay sent with changes."""
+    resigned: str | None = None
+    """For a replay signed afresh, the webhook provider that signed it."""
 
 
 # --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
@@ -207,11 +209,16 @@ _SCHEMA_V3 = """
 ALTER TABLE exchanges ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
-"""Script that brings a database from version ``n - 1`` to ``n``."""
+# Version 5: a replay of a webhook delivery signed afresh names the provider that signed it.
+_SCHEMA_V5 = """
+ALTER TABLE exchanges ADD COLUMN resigned TEXT;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 5: _SCHEMA_V5}
+"""Script that brings a database from version ``n - 1`` to ``n`` (a number left out changes nothing)."""
 
 _ROW_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
-                "error, replay_of, websocket, edited")
+                "error, replay_of, websocket, edited, resigned")
 _FULL_COLUMNS = (_ROW_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
                  "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
                  "res_version, res_reason, res_body_size, res_truncated")
@@ -220,7 +227,7 @@ _INSERT_COLUMNS = (
     "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
     "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
-    "edited",
+    "edited", "resigned",
 )
 
 
@@ -375,7 +382,7 @@ class Store:
                 log.warning("%s: upgrading the capture database from schema %d to %d (once; a large one "
                             "takes a while)", self.path, version, SCHEMA_VERSION)
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _split_script(_MIGRATIONS[target]):
+                for statement in _split_script(_MIGRATIONS.get(target, "")):
                     conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -594,7 +601,7 @@ class Store:
 
     def _build(self, conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
         (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
-         websocket, edited, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
+         websocket, edited, resigned, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
          ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
          res_body_size, res_truncated) = r
         heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
@@ -640,6 +647,7 @@ class Store:
             error_message=error_message,  # type: ignore[arg-type]
             replay_of=replay_of,  # type: ignore[arg-type]
             edited=bool(edited),
+            resigned=resigned,  # type: ignore[arg-type]
             websocket=bool(websocket),
             ws_messages=messages,
             ws_close_code=ws_close_code,  # type: ignore[arg-type]
@@ -647,7 +655,7 @@ class Store:
 
 
 def _row(r: tuple[object, ...]) -> Row:
-    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]), bool(r[12]))  # type: ignore[arg-type]
+    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]), bool(r[12]), r[13])  # type: ignore[arg-type]
 
 
 def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
@@ -671,7 +679,7 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
             ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
             None if res is None else res.http_version, None if res is None else res.reason,
             None if res is None else res.body_size, None if res is None else int(res.body_truncated),
-            int(ex.edited),
+            int(ex.edited), ex.resigned,
         ))
         heads.append((ex.id, req_heads, res_heads))
         bodies.append((ex.id, bytes(req.body), None if res is None else bytes(res.body)))

@@ -340,7 +340,8 @@ def test_a_version_2_file_is_upgraded_and_its_replays_read_as_not_edited(tmp_pat
     first.put(plain)
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 2
-        conn.executescript("ALTER TABLE exchanges DROP COLUMN edited; PRAGMA user_version = 2;")
+        conn.executescript("ALTER TABLE exchanges DROP COLUMN edited; ALTER TABLE exchanges DROP COLUMN resigned;"
+                           " PRAGMA user_version = 2;")
     with pytest.raises(StoreError, match="needs an upgrade"):
         Store(path, readonly=True).count()
     again = Store(path)
@@ -367,6 +368,7 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
             DROP TABLE res_bodies;
             DROP TRIGGER exchanges_delete;
             ALTER TABLE exchanges DROP COLUMN edited;
+            ALTER TABLE exchanges DROP COLUMN resigned;
             PRAGMA user_version = 1;
         """ + V1_DELETE_TRIGGER)
     again = Store(path)
@@ -377,5 +379,5 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
     assert again.count() == 2
     again.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert conn.execute("SELECT id FROM res_bodies").fetchall() == [(upload.id,)]  # the download's went
