@@ -384,7 +384,7 @@ def _json_str(data: Mapping[str, Any], key: str) -> str | None:
 
 
 def _json_kind(value: object) -> str:
-    kinds = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
     return kinds.get(type(value), type(value).__name__)
 
 

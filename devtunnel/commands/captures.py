@@ -23,7 +23,7 @@ from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import parse
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange, Request, Response
-from devtunnel.capture.outcome import replay_outcome
+from devtunnel.capture.outcome import replay_mark, replay_outcome
 from devtunnel.capture.store import Row, Store
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
@@ -101,6 +101,7 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "error": row.error,
         "replay_of": row.replay_of,
         "edited": row.edited,
+        "resigned": row.resigned,
         "websocket": row.websocket,
     }
 
@@ -149,7 +150,7 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             human_size(r.size),
-            ("↻✎ " if r.edited else "↻ " if r.replay_of else "") + r.target,
+            replay_mark(r) + r.target,
         ]
         for r in rows
     ]
@@ -218,6 +219,8 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
     if ex.replay_of:
         kind = "edited replay of" if ex.edited else "replay of"
         lines.append(f"{kind} {ex.replay_of}  (devtunnel diff {ex.replay_of} {ex.id})")
+        if ex.resigned:
+            lines.append(f"signature re-signed ({safe(ex.resigned)})")
     for r in replays:
         lines.append(f"replayed  {r.id}  {_status_cell(r)}")
     if ex.error:
@@ -360,6 +363,8 @@ def _edit(args: argparse.Namespace) -> Edit | None:
         set_headers=set_headers,  # type: ignore[arg-type]
         remove_headers=tuple(remove),
         body=body,
+        set_fields=tuple(args.set),
+        as_captured=args.as_captured,
     )
     return None if edit.is_empty else edit
 
@@ -370,6 +375,8 @@ def _outcome_lines(original: Exchange, result: Exchange, ignore_headers: list[st
     verdict = outcome.verdict
     if outcome.differs:
         verdict += f": devtunnel diff {original.id} {result.id}"
+    if result.resigned:
+        verdict += f"  re-signed ({result.resigned})"
     lines = [f"{original.id} -> {result.id}  {safe(outcome.status)}  {human_duration(result.duration)}  {safe(verdict)}"]
     if outcome.error_body:
         lines.append(f"  {safe(outcome.error_body)}")
@@ -389,6 +396,9 @@ def _replay(args: argparse.Namespace) -> int:
     # Every request is checked before the first is sent: a ReplayError means nothing went out.
     results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure))
     store.put_many(results)
+    # What kept a signature from being refreshed, said once however many replays it concerns.
+    for notice in dict.fromkeys(r.signature_notice for r in results if r.signature_notice):
+        err(notice)
     failed = 0
     summaries = []
     for original, result in zip(originals, results):

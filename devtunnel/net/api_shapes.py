@@ -68,7 +68,7 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
     """One exchange in ngrok's captured-request shape, plus devtunnel's fields.
 
     ngrok's fields: ``uri id tunnel_name remote_addr start duration request response``.
-    devtunnel adds ``replay_of``, ``edited``, ``error``, ``error_message``, ``target_url``, ``websocket``,
+    devtunnel adds ``replay_of``, ``edited``, ``resigned``, ``error``, ``error_message``, ``target_url``, ``websocket``,
     in each message ``body_size`` and ``body_truncated``, and for a WebSocket session
     ``ws_close_code`` and ``ws_messages`` (``sender opcode time size payload``; ``time`` in
     seconds since the epoch, ``payload`` the recorded part in base64, ``size`` the real size).
@@ -94,6 +94,7 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
         "response": None,
         "replay_of": exchange.replay_of,
         "edited": exchange.edited,
+        "resigned": exchange.resigned,
         "error": exchange.error,
         "error_message": exchange.error_message,
         "target_url": exchange.target_url,

@@ -259,8 +259,11 @@ class Backend:
         response = await self._request("POST", f"/api/requests/http/{exchange.id}/replay", json=body)
         if response.status_code not in (200, 201):
             raise ReplayError(_api_error(response))
-        new_id = str(response.json().get("id", ""))
-        return await self._wait_for_exchange(new_id)
+        answer = response.json()
+        new = await self._wait_for_exchange(str(answer.get("id", "")))
+        if isinstance(answer.get("signature"), str):  # said once, with the answer; not stored
+            new.signature_notice = "signature " + answer["signature"]
+        return new
 
     async def _wait_for_exchange(self, exchange_id: str, timeout: float = 5.0) -> Exchange:
         """Read a just-recorded exchange (the agent commits it from its recorder thread)."""

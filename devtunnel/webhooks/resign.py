@@ -17,6 +17,8 @@ Pure: the clock and the secrets are passed in.
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -60,7 +62,8 @@ class Resigned:
         request: the request to send (with fresh signature headers when ``provider`` is set).
         provider: the name of the provider whose signature was made afresh, or None.
         notice: one line for the user when something is worth saying (no secret, a scheme that
-            cannot be re-signed, a secret that did not verify the delivery as captured), or "".
+            cannot be re-signed, a secret that did not verify the delivery as captured), or "";
+            it starts with ``signature``.
     """
 
     request: Request
@@ -68,12 +71,21 @@ class Resigned:
     notice: str = ""
 
 
+def _ageless(provider: Provider) -> Provider:
+    """``provider`` judging signatures whatever their timestamp's age: does the secret fit?"""
+    if provider.tolerance is None:
+        return provider
+    lenient = copy.copy(provider)
+    lenient.tolerance = math.inf
+    return lenient
+
+
 def _variable(provider: Provider, keys: Any) -> str:
     return (getattr(keys, "secret_envs", None) or {}).get(provider.name) or provider.secret_env
 
 
 def resign(request: Request, url: str, *, keys: Any, now: float,
-           captured: Request | None = None, captured_url: str = "", captured_at: float | None = None) -> Resigned:
+           captured: Request | None = None, captured_url: str = "") -> Resigned:
     """``request`` with fresh signature headers, or as it is with the reason why not.
 
     Args:
@@ -84,7 +96,6 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
         captured: the request as captured, to tell when the known secret did not verify it
             (then the receiver will likely refuse the re-signed one too: a wrong secret).
         captured_url: the URL the captured request was called at.
-        captured_at: when it was captured (its timestamp is judged against this moment).
 
     A request its provider did not sign (no signature header) is sent unsigned, as captured.
     """
@@ -105,8 +116,8 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
     notice = ""
     if captured is not None and not captured.body_truncated:
         original = Delivery(captured.method, captured_url or url, captured.headers, captured.body)
-        check = provider.verify(original, secrets, now if captured_at is None else captured_at)
+        check = _ageless(provider).verify(original, secrets, now)
         if check.signature is Signature.INVALID and "does not match" in check.reason:
-            notice = (f"re-signed with {_variable(provider, keys)}, which did not verify the captured delivery: "
-                      "the receiver may hold another secret")
+            notice = (f"signature made with {_variable(provider, keys)}, which did not verify the captured "
+                      "delivery: the receiver may hold another secret")
     return Resigned(replace(request, headers=headers), provider.name, notice)

@@ -51,6 +51,8 @@ def exchange_title(exchange: Exchange) -> Text:
         title.append(f"  {format_ms(exchange.duration)}", "dim")
     if exchange.replay_of:
         title.append("  edited replay" if exchange.edited else "  replay", "italic magenta")
+        if exchange.resigned:
+            title.append(f"  re-signed ({escape(exchange.resigned)})", "italic magenta")
     return title
 
 
@@ -232,6 +234,8 @@ class DetailScreen(Screen[None]):
         ]
         if ex.replay_of:
             rows.append(("Edited replay of" if ex.edited else "Replay of", ex.replay_of))
+            if ex.resigned:
+                rows.append(("Signature", f"re-signed ({escape(ex.resigned)})"))
         if ex.websocket:
             code = "-" if ex.ws_close_code is None else str(ex.ws_close_code)
             rows.append(("WebSocket", f"{len(ex.ws_messages)} messages, close code {code}"))

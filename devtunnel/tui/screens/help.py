@@ -58,10 +58,13 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen .help-title { text-style: bold; color: $text-accent; margin-top: 1; }
     """
 
-    def __init__(self, sections: Sequence[KeySection], filter_help: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, sections: Sequence[KeySection], filter_help: Sequence[tuple[str, str]],
+                 marks: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__()
         self.sections = sections
         self.filter_help = filter_help
+        self.marks = marks
+        """``(mark, meaning)`` rows of the request table's marks."""
 
     @staticmethod
     def _table(rows: Sequence[tuple[str, str]]) -> Text:
@@ -75,5 +78,8 @@ class HelpScreen(ModalScreen[None]):
             for title, bindings in self.sections:
                 yield Static(Text(title), classes="help-title")
                 yield Static(self._table(key_rows(bindings)))
+            if self.marks:
+                yield Static(Text("Marks in the request table"), classes="help-title")
+                yield Static(self._table(list(self.marks)))
             yield Static(Text("Filter language"), classes="help-title")
             yield Static(self._table(list(self.filter_help)))

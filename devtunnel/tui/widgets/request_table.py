@@ -26,6 +26,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from devtunnel.capture.outcome import replay_mark
 from devtunnel.capture.store import Row
 from devtunnel.values.terminal import escape as printable
 
@@ -430,8 +431,7 @@ class RequestTable(ScrollView, can_focus=True):
         else:
             status, status_style = self._status_style(row)
             path = printable(row.target)
-            if row.replay_of:
-                path = ("↻✎ " if row.edited else "↻ ") + path  # ✎: sent with changes
+            path = replay_mark(row) + path  # ↻ a replay, ✎ sent with changes, s signed afresh
             method = "WS" if row.websocket else printable(row.method)
             segments = [mark, Segment(time.strftime("%H:%M:%S", time.localtime(row.started_at)), dim),
                         Segment(" ", base)]
