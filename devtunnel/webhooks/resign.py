@@ -94,15 +94,22 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
         keys: providers and secrets (a :class:`Keys` or the agent's webhook context).
         now: seconds since the epoch: the fresh timestamp.
         captured: the request as captured, to tell when the known secret did not verify it
-            (then the receiver will likely refuse the re-signed one too: a wrong secret).
+            (then the receiver will likely refuse the re-signed one too: a wrong secret) and
+            when the edit changed the signature headers itself.
         captured_url: the URL the captured request was called at.
 
-    A request its provider did not sign (no signature header) is sent unsigned, as captured.
+    A request its provider did not sign (no signature header) is sent unsigned, as captured; one
+    whose signature headers differ from ``captured``'s (typed by hand) is sent as it is.
     """
     delivery = Delivery(request.method, url, request.headers, request.body)
     provider = detect(delivery, getattr(keys, "providers", BUILTIN))
     if provider is None or not provider.signed(delivery):
         return Resigned(request)
+    if captured is not None:
+        changed = [name for name in provider.signature_headers
+                   if request.headers.get_all(name) != captured.headers.get_all(name)]
+        if changed:  # a signature typed by hand is what the user means to send
+            return Resigned(request, notice=f"signature sent as edited ({', '.join(changed)} changed by hand)")
     secrets = list(getattr(keys, "secrets", {}).get(provider.name, ()))
     if not secrets:
         return Resigned(request, notice=f"signature not refreshed: set {_variable(provider, keys)}")

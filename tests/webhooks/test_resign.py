@@ -142,3 +142,15 @@ def test_a_secret_that_did_not_verify_the_captured_delivery_is_doubted(name: str
     right = resign(signed_request(name, b"body"), URL, keys=wrong, now=LATER,  # an hour old, the right secret
                    captured=signed_request(name, b"body"), captured_url=URL)
     assert right.notice == ""
+
+
+def test_a_signature_changed_by_hand_is_sent_as_edited_and_said_so() -> None:
+    captured = signed_request("slack", b"{}")
+    by_hand = req(captured.headers.with_set("X-Slack-Request-Timestamp", "1"), b"{}")
+    result = resign(by_hand, URL, keys=keys(slack=SECRETS["slack"]), now=LATER, captured=captured, captured_url=URL)
+    assert (result.request, result.provider) == (by_hand, None)
+    assert result.notice == "signature sent as edited (X-Slack-Request-Timestamp changed by hand)"
+    # Only the body changed: signed afresh.
+    edited = req(captured.headers, b'{"a": 1}')
+    assert resign(edited, URL, keys=keys(slack=SECRETS["slack"]), now=LATER, captured=captured,
+                  captured_url=URL).provider == "slack"

@@ -217,6 +217,14 @@ def test_without_a_secret_the_replay_says_which_variable_once_and_sends_as_captu
     assert first["status"] == 400  # the hour-old signature, sent as captured
 
 
+def test_a_signature_header_given_by_hand_is_sent_as_given(captured: Setup) -> None:
+    done = _replay(captured, captured.ids["github"], "-H", "X-Hub-Signature-256: sha256=00", "--json",
+                   **RECEIVER_SECRETS)
+    assert done.err == "devtunnel: signature sent as edited (X-Hub-Signature-256 changed by hand)\n"
+    assert [(r["status"], r["resigned"]) for r in done.json] == [(401, None)]
+    assert _last_seen(captured) == ("/webhooks/github", 401, "bad signature")
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
