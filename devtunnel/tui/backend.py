@@ -82,6 +82,8 @@ class _Readers(Executor):
 
     def __init__(self, threads: int) -> None:
         self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"store-reader-{i}", daemon=True)
                          for i in range(threads)]
         for thread in self._threads:
@@ -98,12 +100,20 @@ class _Readers(Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
-        self._jobs.put((future, lambda: fn(*args, **kwargs)))
+        with self._lock:
+            if self._closed:
+                # Nobody is left to run it: the awaiting coroutine is cancelled, never left waiting
+                # (a table refreshing while the inspector quits would hold up its exit).
+                future.cancel()
+            else:
+                self._jobs.put((future, lambda: fn(*args, **kwargs)))
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._jobs.put(None)
 
 
 class Backend:

@@ -18,7 +18,7 @@ from devtunnel.capture.store import Store
 from devtunnel.tui.screens.edit import EditReplayScreen
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable
-from devtunnel.webhooks.providers import Stripe
+from devtunnel.webhooks.providers import GitHub, Stripe
 from devtunnel.webhooks import Delivery
 from tests.helpers import async_wait_for
 from tests.tui.app_fixtures import fill, fixed_id, inspector, screen_lines
@@ -43,6 +43,7 @@ def _message(screen: EditReplayScreen) -> str:
 async def test_edit_and_send_through_the_agent_re_signs_and_the_receiver_accepts_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", SECRET)  # the agent child inherits it
+    monkeypatch.delenv("GITHUB_WEBHOOK_SECRET", raising=False)
     db = tmp_path / "captures.db"
     with receiver() as rx:
         app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
@@ -98,7 +99,24 @@ async def test_edit_and_send_through_the_agent_re_signs_and_the_receiver_accepts
             await pilot.pause()
             shown = "\n".join(str(w.render()) for w in app.screen.query(Static))
             assert "re-signed (stripe)" in shown
-            await pilot.press("escape", "q")
+
+            # The agent knows no GitHub secret: r sends as captured and the notice names the variable.
+            await pilot.press("escape")
+            github = GitHub().sign(Delivery("POST", "", Headers([("Content-Type", "application/json"),
+                                                                 ("X-GitHub-Event", "ping")]), b"{}"),
+                                   RECEIVER_SECRETS["GITHUB_WEBHOOK_SECRET"], time.time())
+            async with httpx.AsyncClient(trust_env=False) as client:
+                await client.post(f"http://127.0.0.1:{url.port}/webhooks/github", content=b"{}",
+                                  headers=[*github.items(), ("Host", url.netloc)])
+            await async_wait_for(lambda: len(table.ids) == 4 and table.cached_row(table.ids[3]), what="the delivery")
+            app.clear_notifications()
+            table.focus()
+            await pilot.press("end", "r")
+            await async_wait_for(lambda: any(n.title == "Replayed" for n in app._notifications), what="the notice")
+            notice = next(n for n in app._notifications if n.title == "Replayed")
+            assert "200 OK" in notice.message and "signature not refreshed: set GITHUB_WEBHOOK_SECRET" in notice.message
+            assert rx.verdicts[-1] == ("/webhooks/github", 200, "ok")  # no timestamp: the captured one still holds
+            await pilot.press("q")
             await async_wait_for(lambda: not app.is_running, what="the app to quit")
 
 
