@@ -24,7 +24,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from devtunnel.capture.model import Request
-from devtunnel.webhooks import BUILTIN, Delivery, Provider, Signature, SignatureError, detect
+from devtunnel.webhooks import (
+    BUILTIN,
+    Delivery,
+    Provider,
+    Signature,
+    SignatureError,
+    detect,
+)
 from devtunnel.webhooks.secrets import known_secrets
 
 __all__ = ["Keys", "Resigned", "resign"]

@@ -18,8 +18,8 @@ from devtunnel.capture.store import Store
 from devtunnel.tui.screens.edit import EditReplayScreen
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable
-from devtunnel.webhooks.providers import GitHub, Stripe
 from devtunnel.webhooks import Delivery
+from devtunnel.webhooks.providers import GitHub, Stripe
 from tests.helpers import async_wait_for
 from tests.tui.app_fixtures import fill, fixed_id, inspector, screen_lines
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
