@@ -289,8 +289,8 @@ class EditReplayScreen(Screen[None]):
 
     def _signature_hint(self, as_captured: bool) -> str:
         if as_captured:
-            return f"ctrl+o · the captured {self._provider} signature is sent unchanged"
-        return f"ctrl+o · {self._provider} signature made afresh when sent (when its secret is known)"
+            return f"ctrl+o · the captured {self._provider} signature, unchanged"
+        return f"ctrl+o · {self._provider} signature made afresh when sent"
 
     @on(Checkbox.Changed, "#as-captured")
     def _as_captured_changed(self, event: Checkbox.Changed) -> None:
