@@ -22,6 +22,7 @@ from typing import Any
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import parse
 from devtunnel.capture.edit import Edit
+from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.outcome import replay_mark, replay_outcome
 from devtunnel.capture.store import Row, Store
@@ -357,6 +358,8 @@ def _edit(args: argparse.Namespace) -> Edit | None:
             body = args.body.encode("utf-8")
     if args.path is not None and not args.path.startswith("/"):
         raise ConfigError(f"--path must start with /, not {args.path!r}")
+    for text in args.set:
+        parse_assignment(text)  # a malformed --set is bad usage (ConfigError), before anything is read
     edit = Edit(
         method=args.method,
         target=args.path.encode("utf-8") if args.path is not None else None,

@@ -228,8 +228,8 @@ def test_a_signature_header_given_by_hand_is_sent_as_given(captured: Setup) -> N
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--set", "amount"], 1, "--set 'amount': expected PATH=VALUE, e.g. data.object.amount=999"),
-        (["--set", "data..x=1"], 1, "has an empty segment"),
+        (["--set", "amount"], 2, "--set 'amount': expected PATH=VALUE, e.g. data.object.amount=999"),
+        (["--set", "data..x=1"], 2, "has an empty segment"),
         (["--set", "data.object.amount.value=1"], 1, "data.object.amount is int 2000, not an object"),
     ],
 )
