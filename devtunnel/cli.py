@@ -214,7 +214,12 @@ examples:
   devtunnel replay --filter 'path:/webhooks status:5xx'
   devtunnel replay 01JD3X4K9A --method PUT --header 'X-Debug: 1' --body @event.json
   devtunnel replay 01JD3X4K9A --ignore-header X-Build --ignore-header ETag
+  devtunnel replay 01JD3X4K9A --set data.object.amount=999
+  devtunnel replay 01JD3X4K9A --as-captured
 
+A webhook delivery (Stripe, GitHub, Slack, Shopify, Standard Webhooks, Twilio) is signed afresh
+with the secret in its provider's variable (STRIPE_WEBHOOK_SECRET ...): what is sent, with a
+fresh timestamp and the same delivery id. --as-captured sends the captured signature instead.
 The method is sent as typed (methods are case-sensitive). A replay's response is "the same"
 when its status, headers and body match the original's, less volatile headers (Date, Age,
 Expires, Server-Timing, X-Request-Id and other per-request ids and traces) and any named
@@ -227,6 +232,10 @@ with --ignore-header.
     p.add_argument("--path", help="replace the path and query")
     p.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'", help="set a header (NAME: to delete)")
     p.add_argument("--body", metavar="TEXT|@FILE", help="replace the body")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="set a field of the JSON body by dotted path, after --body (VALUE read as JSON when it is; repeatable)")
+    p.add_argument("--as-captured", action="store_true",
+                   help="send a webhook's captured signature headers unchanged instead of signing it afresh")
     p.add_argument("--insecure", action="store_true", help="do not verify an https destination's certificate")
     p.add_argument("--ignore-header", action="append", default=[], metavar="NAME",
                    help="leave this response header out when telling whether the response differs (repeatable)")

@@ -24,6 +24,7 @@ CORE_MODULES = [
     "devtunnel.export",
     "devtunnel.ngrok_config",
     "devtunnel.webhooks",
+    "devtunnel.webhooks.resign",
     "devtunnel.via",
     "devtunnel.values.request_head",
     "devtunnel.export.assemble",

@@ -18,6 +18,10 @@ An ``Edit`` says how the request to replay differs from the captured one. Each p
     --header`` means "set this one").
 
 * ``body``: the new body.
+* ``set_fields``: ``PATH=VALUE`` edits of fields of a JSON body (``data.object.amount=999``,
+  ``devtunnel.capture.jsonpath``), applied in order after ``body``.
+* ``as_captured``: send the captured signature headers of a webhook delivery unchanged
+  instead of signing it afresh (``devtunnel.webhooks.resign``); it changes nothing else.
 
 Framing is computed, never edited: ``apply`` drops hop-by-hop fields (Connection and the
 fields it names, Keep-Alive, Transfer-Encoding, TE, Trailer, Upgrade, Proxy-Connection) and
@@ -36,16 +40,18 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from devtunnel.capture.jsonpath import apply_assignments, parse_assignment
 from devtunnel.capture.model import Exchange, Headers, Request
-from devtunnel.errors import ReplayError
+from devtunnel.errors import ConfigError, ReplayError
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, connection_listed
 
 __all__ = ["JSON_FIELDS", "Edit", "framed_headers"]
 
-JSON_FIELDS = ("method", "path", "headers", "set_headers", "remove_headers", "body", "body_base64")
+JSON_FIELDS = ("method", "path", "headers", "set_headers", "remove_headers", "body", "body_base64", "set",
+               "as_captured")
 """The keys of an edit's JSON form."""
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -146,6 +152,10 @@ class Edit:
     remove_headers: tuple[str, ...] = ()
     """Names whose every field is deleted."""
     body: bytes | None = None
+    set_fields: tuple[str, ...] = ()
+    """``PATH=VALUE`` edits of a JSON body, applied after ``body``."""
+    as_captured: bool = False
+    """Send a webhook delivery's captured signature headers instead of fresh ones."""
 
     def __post_init__(self) -> None:
         if self.method is not None:
@@ -173,6 +183,19 @@ class Edit:
             raise ReplayError(f"header {min(both)} is both set and removed: give one")
         if self.body is not None:
             object.__setattr__(self, "body", _bytes(self.body, "the body"))
+        if isinstance(self.set_fields, (str, bytes)) or not isinstance(self.set_fields, Iterable):
+            raise ReplayError("set must be a list of PATH=VALUE texts")
+        assignments = tuple(self.set_fields)
+        for text in assignments:
+            if not isinstance(text, str):
+                raise ReplayError(f"set: each item is a PATH=VALUE text, not {_json_kind(text)}")
+            try:
+                parse_assignment(text)
+            except ConfigError as exc:
+                raise ReplayError(str(exc)) from None
+        object.__setattr__(self, "set_fields", assignments)
+        if not isinstance(self.as_captured, bool):
+            raise ReplayError(f"as_captured must be true or false, not {_json_kind(self.as_captured)}")
 
     @property
     def is_empty(self) -> bool:
@@ -209,6 +232,11 @@ class Edit:
             )
         else:
             body = original.body
+        if self.set_fields:
+            try:
+                body = apply_assignments(body, list(self.set_fields))
+            except ConfigError as exc:
+                raise ReplayError(str(exc)) from None
         headers = self.headers if self.headers is not None else original.headers
         if self.remove_headers:
             headers = headers.without(*self.remove_headers)
@@ -232,7 +260,7 @@ class Edit:
 
     def changes(self, exchange: Exchange) -> bool:
         """True when the request this edit sends differs from a plain replay of ``exchange``."""
-        if self.is_empty:
+        if replace(self, as_captured=False).is_empty:
             return False
         try:
             plain = Edit().apply(exchange)
@@ -264,6 +292,10 @@ class Edit:
                 out["body"] = self.body.decode("utf-8")
             except UnicodeDecodeError:
                 out["body_base64"] = base64.b64encode(self.body).decode("ascii")
+        if self.set_fields:
+            out["set"] = list(self.set_fields)
+        if self.as_captured:
+            out["as_captured"] = True
         return out
 
     @classmethod
@@ -310,6 +342,14 @@ class Edit:
             body = (_json_str(data, "body") or "").encode("utf-8")
         elif data.get("body_base64") is not None:
             body = _b64(_json_str(data, "body_base64") or "", "body_base64")
+        assignments = data.get("set")
+        if assignments is None:
+            assignments = []
+        if not isinstance(assignments, list):
+            raise ReplayError(f"set must be a list of PATH=VALUE texts, not {_json_kind(assignments)}")
+        as_captured = data.get("as_captured", False)
+        if as_captured is None:
+            as_captured = False
         return cls(
             method=method,
             target=path.encode("utf-8") if path is not None else None,
@@ -317,6 +357,8 @@ class Edit:
             set_headers=_json_pairs(set_pairs, "set_headers"),  # type: ignore[arg-type]
             remove_headers=tuple(remove),
             body=body,
+            set_fields=tuple(assignments),
+            as_captured=as_captured,
         )
 
 
@@ -342,7 +384,7 @@ def _json_str(data: Mapping[str, Any], key: str) -> str | None:
 
 
 def _json_kind(value: object) -> str:
-    kinds = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
     return kinds.get(type(value), type(value).__name__)
 
 

@@ -328,6 +328,11 @@ class Exchange:
     """The id of the exchange this one replays, if it is a replay."""
     edited: bool = False
     """True for a replay sent with changes (method, target, headers or body): an edited replay."""
+    resigned: str | None = None
+    """For a replay of a webhook delivery signed afresh, the provider that signed it (``stripe``)."""
+    signature_notice: str = field(default="", compare=False)
+    """For a replay just sent, why its signature was not refreshed (``signature not refreshed:
+    set STRIPE_WEBHOOK_SECRET``) or what to doubt about it, else "". Not stored."""
     websocket: bool = False
     ws_messages: list[WsMessage] = field(default_factory=list)
     ws_close_code: int | None = None
@@ -372,6 +377,7 @@ class Exchange:
             "error": self.error,
             "replay_of": self.replay_of,
             "edited": self.edited,
+            "resigned": self.resigned,
             "websocket": self.websocket,
             "webhook": None if self.webhook is None else self.webhook.to_json(),
             "rule": None if self.rule is None else self.rule.to_json(),

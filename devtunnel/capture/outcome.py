@@ -24,7 +24,7 @@ from devtunnel.capture.diff import diff_bodies, diff_headers
 from devtunnel.capture.model import Exchange, Response
 from devtunnel.export.assemble import reason_of
 
-__all__ = ["VOLATILE_HEADERS", "ReplayOutcome", "error_excerpt", "replay_outcome", "status_line"]
+__all__ = ["REPLAY_MARKS", "VOLATILE_HEADERS", "ReplayOutcome", "error_excerpt", "replay_mark", "replay_outcome", "status_line"]
 
 VOLATILE_HEADERS: tuple[str, ...] = (
     "Date", "Age", "Expires", "Server-Timing", "X-Runtime", "X-Response-Time",
@@ -107,3 +107,24 @@ def replay_outcome(original: Exchange, replayed: Exchange, *, ignore_headers: It
     ignored = [*VOLATILE_HEADERS, *ignore_headers] if volatile else list(ignore_headers)
     same = _same_response(original.response, response, ignored)
     return ReplayOutcome(status, "same response" if same else "response differs", not same, excerpt)
+
+
+REPLAY_MARKS: tuple[tuple[str, str], ...] = (
+    ("↻", "a replay"),
+    ("↻✎", "a replay sent with changes (edited)"),
+    ("↻s", "a replay whose webhook signature was made afresh (re-signed; ↻✎s when edited too)"),
+)
+"""What each mark of :func:`replay_mark` means, for the help screen."""
+
+
+def replay_mark(row: object) -> str:
+    """What goes before a replay's path in the inspector's table and ``devtunnel requests``.
+
+    ``↻`` a replay, then ``✎`` when it was sent with changes, ``s`` when its webhook signature was
+    made afresh (re-signed), and a space; ``""`` for an exchange that is not a replay. ``row`` is
+    an ``Exchange`` or a store ``Row`` (both have ``replay_of``, ``edited`` and ``resigned``).
+    Every mark is one cell wide in any terminal.
+    """
+    if not getattr(row, "replay_of", None):
+        return ""
+    return "↻" + ("✎" if getattr(row, "edited", False) else "") + ("s" if getattr(row, "resigned", None) else "") + " "

@@ -60,7 +60,7 @@ log = logging.getLogger("devtunnel.capture")
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
@@ -98,6 +98,8 @@ class Row:
     """The webhook verdict, or None when no provider recognised the request."""
     rule: RuleMark | None = None
     """The rule at the relay that answered or routed it."""
+    resigned: str | None = None
+    """For a replay signed afresh, the webhook provider that signed it."""
 
 
 # --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
@@ -242,11 +244,16 @@ ALTER TABLE exchanges ADD COLUMN rule_action TEXT;
 ALTER TABLE exchanges ADD COLUMN rule_scope TEXT;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
+# Version 6: a replay of a webhook delivery signed afresh names the provider that signed it.
+_SCHEMA_V6 = """
+ALTER TABLE exchanges ADD COLUMN resigned TEXT;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 _BASE_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
-                 "error, replay_of, websocket, edited, rule_index, rule_action, rule_scope")
+                 "error, replay_of, websocket, edited, rule_index, rule_action, rule_scope, resigned")
 _WEBHOOK_COLUMNS = ("wh_provider", "wh_event", "wh_delivery", "wh_signature", "wh_reason", "wh_duplicate_of")
 """Always the last columns read, so ``_verdict(row[-6:])`` finds them."""
 _ROW_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_WEBHOOK_COLUMNS)
@@ -258,7 +265,7 @@ _INSERT_COLUMNS = (
     "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
     "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
-    "edited", "rule_index", "rule_action", "rule_scope",
+    "edited", "rule_index", "rule_action", "rule_scope", "resigned",
     *_WEBHOOK_COLUMNS,
 )
 
@@ -634,7 +641,7 @@ class Store:
 
     def _build(self, conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
         (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
-         websocket, edited, rule_index, rule_action, rule_scope, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
+         websocket, edited, rule_index, rule_action, rule_scope, resigned, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
          ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
          res_body_size, res_truncated) = r[:-len(_WEBHOOK_COLUMNS)]
         heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
@@ -680,6 +687,7 @@ class Store:
             error_message=error_message,  # type: ignore[arg-type]
             replay_of=replay_of,  # type: ignore[arg-type]
             edited=bool(edited),
+            resigned=resigned,  # type: ignore[arg-type]
             websocket=bool(websocket),
             ws_messages=messages,
             ws_close_code=ws_close_code,  # type: ignore[arg-type]
@@ -690,7 +698,7 @@ class Store:
 
 def _row(r: tuple[object, ...]) -> Row:
     return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]),  # type: ignore[arg-type]
-               bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]), _rule_mark(r[13], r[14], r[15]))
+               bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]), _rule_mark(r[13], r[14], r[15]), r[16])
 
 
 def _verdict(columns: Sequence[object]) -> Verdict | None:
@@ -771,7 +779,7 @@ def _write(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
             None if res is None else res.http_version, None if res is None else res.reason,
             None if res is None else res.body_size, None if res is None else int(res.body_truncated),
             int(ex.edited), None if ex.rule is None else ex.rule.index, None if ex.rule is None else ex.rule.action,
-            None if ex.rule is None else ex.rule.scope,
+            None if ex.rule is None else ex.rule.scope, ex.resigned,
             *_webhook_values(ex),
         ))
         heads.append((ex.id, req_heads, res_heads))

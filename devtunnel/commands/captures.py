@@ -23,8 +23,9 @@ from typing import Any
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import parse
 from devtunnel.capture.edit import Edit
+from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
-from devtunnel.capture.outcome import replay_outcome
+from devtunnel.capture.outcome import replay_mark, replay_outcome
 from devtunnel.capture.store import Row, Store
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
@@ -103,6 +104,7 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "error": row.error,
         "replay_of": row.replay_of,
         "edited": row.edited,
+        "resigned": row.resigned,
         "websocket": row.websocket,
         "webhook": None if row.webhook is None else row.webhook.to_json(),
         "rule": None if row.rule is None else row.rule.to_json(),
@@ -160,7 +162,7 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             human_size(r.size),
-            ("↻✎ " if r.edited else "↻ " if r.replay_of else _rule_mark(r)) + r.target,
+            (replay_mark(r) or _rule_mark(r)) + r.target,
         ]
         for r in rows
     ]
@@ -229,6 +231,8 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
     if ex.replay_of:
         kind = "edited replay of" if ex.edited else "replay of"
         lines.append(f"{kind} {ex.replay_of}  (devtunnel diff {ex.replay_of} {ex.id})")
+        if ex.resigned:
+            lines.append(f"signature re-signed ({safe(ex.resigned)})")
     for r in replays:
         lines.append(f"replayed  {r.id}  {_status_cell(r)}")
     if ex.error:
@@ -365,6 +369,8 @@ def _edit(args: argparse.Namespace) -> Edit | None:
             body = args.body.encode("utf-8")
     if args.path is not None and not args.path.startswith("/"):
         raise ConfigError(f"--path must start with /, not {args.path!r}")
+    for text in args.set:
+        parse_assignment(text)  # a malformed --set is bad usage (ConfigError), before anything is read
     try:
         edit = Edit(
             method=args.method,
@@ -372,6 +378,8 @@ def _edit(args: argparse.Namespace) -> Edit | None:
             set_headers=set_headers,  # type: ignore[arg-type]
             remove_headers=tuple(remove),
             body=body,
+            set_fields=tuple(args.set),
+            as_captured=args.as_captured,
         )
     except ReplayError as exc:  # an edit the flags describe badly: bad usage, nothing was sent
         raise ConfigError(str(exc)) from None
@@ -384,6 +392,8 @@ def _outcome_lines(original: Exchange, result: Exchange, ignore_headers: list[st
     verdict = outcome.verdict
     if outcome.differs:
         verdict += f": devtunnel diff {original.id} {result.id}"
+    if result.resigned:
+        verdict += f"  re-signed ({result.resigned})"
     lines = [f"{original.id} -> {result.id}  {safe(outcome.status)}  {human_duration(result.duration)}  {safe(verdict)}"]
     if outcome.error_body:
         lines.append(f"  {safe(outcome.error_body)}")
@@ -401,10 +411,15 @@ def _replay(args: argparse.Namespace) -> int:
     store = _open(args, readonly=False)
     originals = _resolve(store, args.ids, args.filter)
     # Every request is checked before the first is sent: a ReplayError means nothing went out.
-    results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure))
-    judge = webhook_context(settings_of(args))  # the verdict on what was sent, as the agent's recorder gives
+    # One context for re-signing what is sent and for the verdict on it, as the agent's recorder gives:
+    # config secrets and custom providers as well as the conventional variables.
+    judge = webhook_context(settings_of(args))
+    results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure, webhooks=judge))
     results = [replace(r, webhook=judge.judge(r)) if r.complete else r for r in results]
     store.put_many(results)
+    # What kept a signature from being refreshed, said once however many replays it concerns.
+    for notice in dict.fromkeys(r.signature_notice for r in results if r.signature_notice):
+        err(notice)
     failed = 0
     summaries = []
     for original, result in zip(originals, results):

@@ -78,7 +78,8 @@ def replay_edit(data: dict[str, Any]) -> Edit | None:
     """The ``Edit`` described by a replay request body (None when nothing is edited).
 
     The body is ``Edit.to_json``'s form (``method``, ``path``, ``headers``, ``set_headers``,
-    ``remove_headers``, ``body`` or ``body_base64``) plus ``to``; a bad field is a 400 that names it.
+    ``remove_headers``, ``body`` or ``body_base64``, ``set``, ``as_captured``) plus ``to``; a bad
+    field is a 400 that names it.
     """
     edit = Edit.from_json(data, allow=("to",))  # ReplayError: a 400, and nothing is sent
     return None if edit.is_empty else edit
@@ -96,8 +97,10 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     host_header = "rewrite" if getattr(config, "host_header", "preserve") == "rewrite" else "preserve"
     # An --insecure tunnel to a self-signed https target is replayed the same way.
     verify = not getattr(config, "insecure", False)
-    result = await replay(original, to=to, edit=edit, host_header=host_header, verify=verify)
     service = _service(request)
+    # Webhook deliveries are signed afresh with the secrets the agent was started with.
+    result = await replay(original, to=to, edit=edit, host_header=host_header, verify=verify,
+                          webhooks=getattr(service, "webhooks", None))
     recorder = getattr(service, "recorder", None)
     if recorder is not None:
         # Through the recorder, so /api/events announces it; flushed, so the id can be read at once.
@@ -127,7 +130,11 @@ async def replay_ngrok(request: Request) -> Response:
 
 
 async def replay_with_edits(request: Request) -> Response:
-    """``POST /api/requests/http/{id}/replay``: replay with optional edits; 201 with the new exchange."""
+    """``POST /api/requests/http/{id}/replay``: replay with optional edits; 201 with the new exchange.
+
+    Its ``signature`` field says why a webhook delivery's signature was not refreshed (``not
+    refreshed: set STRIPE_WEBHOOK_SECRET``), or what to doubt about it; null otherwise.
+    """
     data = await json_body(request, required=False)
     edit = replay_edit(data)
     to = str_field(data, "to")
@@ -135,7 +142,8 @@ async def replay_with_edits(request: Request) -> Response:
         raise ApiError(400, f"to must be an http:// or https:// URL, not {to!r}")
     original = await _get(request, request.path_params["id"])
     result = await _replay_and_store(request, original, to, edit)
-    return ok(capture_json(result), status_code=201)
+    notice = result.signature_notice.removeprefix("signature ") or None
+    return ok({**capture_json(result), "signature": notice}, status_code=201)
 
 
 def _flag(request: Request, key: str) -> bool:

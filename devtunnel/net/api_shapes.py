@@ -68,7 +68,7 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
     """One exchange in ngrok's captured-request shape, plus devtunnel's fields.
 
     ngrok's fields: ``uri id tunnel_name remote_addr start duration request response``.
-    devtunnel adds ``replay_of``, ``edited``, ``error``, ``error_message``, ``target_url``, ``websocket``,
+    devtunnel adds ``replay_of``, ``edited``, ``resigned``, ``error``, ``error_message``, ``target_url``, ``websocket``,
     ``webhook`` (the verdict: ``provider event_type delivery_id signature reason duplicate_of``, or
     null when no webhook provider recognised the request),
     in each message ``body_size`` and ``body_truncated``, and for a WebSocket session
@@ -97,6 +97,7 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
         "replay_of": exchange.replay_of,
         "edited": exchange.edited,
         "rule": None if exchange.rule is None else exchange.rule.to_json(),
+        "resigned": exchange.resigned,
         "error": exchange.error,
         "error_message": exchange.error_message,
         "target_url": exchange.target_url,

@@ -6,8 +6,13 @@ case, body, hop-by-hop headers dropped, Content-Length computed) and sends it wi
 tunnel's target (or ``to``). Redirects are never followed and the response is never decoded:
 its bytes are kept as they came.
 
+A webhook delivery is signed afresh on the way out (``devtunnel.webhooks.resign``): what is
+actually sent, with a fresh timestamp where the scheme has one, when its provider's secret is
+known; ``Edit(as_captured=True)`` sends the captured signature headers instead.
+
 The result is a new ``Exchange`` (new id, same tunnel, ``replay_of`` = the original's id,
-``edited`` when the edit changed what a plain replay would send);
+``edited`` when the edit changed what a plain replay would send, ``resigned`` the provider
+that signed it afresh, ``signature_notice`` why the signature was not refreshed);
 the original is not touched and nothing is stored: storing is the caller's job. A replay
 that reached the network and failed (refused, timed out, broken response) still returns an
 exchange, with ``error`` set; ``ReplayError`` is raised only when nothing could be sent.
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import os
 import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 
@@ -48,6 +54,8 @@ else:
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
 from devtunnel.errors import ReplayError
+from devtunnel.webhooks import delivery_of
+from devtunnel.webhooks.resign import Keys, resign
 
 __all__ = ["Edit", "replay", "replay_many"]
 
@@ -61,6 +69,8 @@ class _Prepared:
     scheme: str
     netloc: str
     edited: bool
+    resigned: str | None = None
+    signature_notice: str = ""
 
 
 def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
@@ -77,7 +87,17 @@ def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
     return parts.scheme, netloc, parts.path.rstrip("/")
 
 
-def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header: str) -> _Prepared:
+def _keys_for(webhooks: Any, exchange: Exchange) -> Any:
+    """The providers and secrets for ``exchange``'s tunnel: ``webhooks`` (the agent's context),
+    else the built-in providers with the secrets in their conventional variables."""
+    if webhooks is None:
+        return Keys.from_environment(os.environ)
+    for_tunnel = getattr(webhooks, "for_tunnel", None)
+    return for_tunnel(exchange.tunnel) if for_tunnel is not None else webhooks
+
+
+def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header: str,
+             webhooks: Any = None, now: float | None = None) -> _Prepared:
     if host_header not in ("preserve", "rewrite"):
         raise ReplayError(f"host_header must be 'preserve' or 'rewrite', not {host_header!r}")
     if exchange.websocket:
@@ -93,7 +113,16 @@ def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header:
     request.target = _HIGH_BYTE_RE.sub(lambda m: b"%%%02X" % m.group()[0], target)
     if host_header == "rewrite" and not edit.names_host and "host" in request.headers:
         request.headers = request.headers.with_set("Host", netloc)  # (without one, httpx sends netloc's)
-    return _Prepared(request, scheme, netloc, edit.changes(exchange))
+    edited = edit.changes(exchange)
+    if edit.as_captured:
+        return _Prepared(request, scheme, netloc, edited)
+    # The URL the receiver sees itself called at: its public one while the captured Host is
+    # sent, the destination's once Host is rewritten (Twilio signs it).
+    host = request.headers.get("host") or netloc
+    url = f"{exchange.scheme if host != netloc else scheme}://{host}{request.url_text}"
+    signed = resign(request, url, keys=_keys_for(webhooks, exchange), now=time.time() if now is None else now,
+                    captured=exchange.request, captured_url=delivery_of(exchange.request, exchange.scheme).url)
+    return _Prepared(signed.request, scheme, netloc, edited, signed.provider, signed.notice)
 
 
 def _failure_kind(exc: httpx.HTTPError) -> ErrorKind:
@@ -151,6 +180,8 @@ async def _send(
         target_url=base_url,
         replay_of=exchange.id,
         edited=prepared.edited,
+        resigned=prepared.resigned,
+        signature_notice=prepared.signature_notice,
     )
     start = time.perf_counter()
     try:
@@ -201,6 +232,8 @@ async def replay(
     timeout: float = 30.0,
     verify: bool = True,
     body_cap: int = DEFAULT_BODY_CAP,
+    webhooks: Any = None,
+    now: float | None = None,
 ) -> Exchange:
     """Send ``exchange``'s request again and return the new exchange.
 
@@ -215,6 +248,10 @@ async def replay(
         timeout: seconds for each network step, when no client is given.
         verify: check an https destination's certificate, when no client is given.
         body_cap: bytes of the response body to keep (the whole body is always read).
+        webhooks: the providers and secrets to sign webhook deliveries afresh with (the agent's
+            webhook context, or a ``webhooks.resign.Keys``); by default the built-in providers
+            with the secrets in their conventional variables (``STRIPE_WEBHOOK_SECRET`` ...).
+        now: the moment the fresh signatures are made at (seconds since the epoch; default: now).
 
     Returns:
         A new exchange with ``replay_of=exchange.id`` and a response, or an ``error`` of
@@ -224,7 +261,7 @@ async def replay(
         ReplayError: nothing could be sent (no destination, a WebSocket exchange, a body that
             was only partly recorded, or an invalid edit).
     """
-    prepared = _prepare(exchange, to, edit, host_header)
+    prepared = _prepare(exchange, to, edit, host_header, webhooks, now)
     if client is not None:
         return await _send(client, prepared, exchange, body_cap)
     # trust_env=False: a replay goes to the given service, never through an environment proxy.
@@ -242,6 +279,8 @@ async def replay_many(
     timeout: float = 30.0,
     verify: bool = True,
     body_cap: int = DEFAULT_BODY_CAP,
+    webhooks: Any = None,
+    now: float | None = None,
 ) -> list[Exchange]:
     """Replay ``exchanges`` one after another, in order, over one client.
 
@@ -249,7 +288,7 @@ async def replay_many(
     was sent. A failed send does not stop the rest: its result carries the error.
     """
     items: Sequence[Exchange] = list(exchanges)
-    prepared = [_prepare(ex, to, edit, host_header) for ex in items]
+    prepared = [_prepare(ex, to, edit, host_header, webhooks, now) for ex in items]
     if client is not None:
         return [await _send(client, p, ex, body_cap) for p, ex in zip(prepared, items)]
     async with httpx.AsyncClient(timeout=timeout, verify=verify, trust_env=False) as own:

@@ -269,12 +269,14 @@ class InspectorApp(App[None]):
     def action_help(self) -> None:
         from devtunnel.capture.filters import FILTER_HELP
         from devtunnel.tui.render import TABLE_LEGEND
+        from devtunnel.capture.outcome import REPLAY_MARKS
 
+        marks = [*REPLAY_MARKS, ("*", "marked (m)"), ("…", "still in flight"), ("ERR", "ended without a response")]
         self.push_screen(HelpScreen([
             ("Inspector", self.BINDINGS), ("Request table", RequestTable.BINDINGS),
             ("Filter bar", FilterBar.BINDINGS), ("Tunnels panel (tab to focus)", TunnelsPanel.BINDINGS),
             ("Request detail", DetailScreen.BINDINGS), ("Diff", DiffScreen.BINDINGS),
-        ], FILTER_HELP, TABLE_LEGEND))
+        ], FILTER_HELP, [*marks, *TABLE_LEGEND]))
 
     def action_send_sample(self) -> None:
         """Open the "send a sample webhook" screen, aimed at the selected tunnel's public URL."""
@@ -313,7 +315,7 @@ class InspectorApp(App[None]):
         notice = replay_notice(exchange, new, lead=f"{new.id}: ", diff_hint="D diff with the original",
                                ignore_headers=self.backend.replay_ignore_headers)
         self.notify(notice.plain, title="Replayed", markup=False,
-                    severity="error" if new.response is None else "information")
+                    severity="error" if new.response is None else "warning" if new.signature_notice else "information")
 
     @work(group="action", exit_on_error=False)
     async def action_drill(self) -> None:

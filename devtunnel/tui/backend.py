@@ -90,6 +90,8 @@ class _Readers(Executor):
 
     def __init__(self, threads: int) -> None:
         self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"store-reader-{i}", daemon=True)
                          for i in range(threads)]
         for thread in self._threads:
@@ -106,12 +108,20 @@ class _Readers(Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
-        self._jobs.put((future, lambda: fn(*args, **kwargs)))
+        with self._lock:
+            if self._closed:
+                # Nobody is left to run it: the awaiting coroutine is cancelled, never left waiting
+                # (a table refreshing while the inspector quits would hold up its exit).
+                future.cancel()
+            else:
+                self._jobs.put((future, lambda: fn(*args, **kwargs)))
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._jobs.put(None)
 
 
 class Backend:
@@ -277,8 +287,11 @@ class Backend:
         response = await self._request("POST", f"/api/requests/http/{exchange.id}/replay", json=body)
         if response.status_code not in (200, 201):
             raise ReplayError(_api_error(response))
-        new_id = str(response.json().get("id", ""))
-        return await self._wait_for_exchange(new_id)
+        answer = response.json()
+        new = await self._wait_for_exchange(str(answer.get("id", "")))
+        if isinstance(answer.get("signature"), str):  # said once, with the answer; not stored
+            new.signature_notice = "signature " + answer["signature"]
+        return new
 
     async def _wait_for_exchange(self, exchange_id: str, timeout: float = 5.0) -> Exchange:
         """Read a just-recorded exchange (the agent commits it from its recorder thread)."""

@@ -187,3 +187,45 @@ def test_bad_json_edits_say_what_is_wrong(data: object, message: str) -> None:
 
 def test_from_json_allows_the_callers_own_keys() -> None:
     assert Edit.from_json({"to": "http://127.0.0.1:1"}, allow=("to",)).is_empty
+
+
+def test_set_fields_edit_the_json_body_after_body_and_change_what_is_sent() -> None:
+    ex = captured(body=b'{"data": {"object": {"amount": 2000}}}')
+    sent = Edit(set_fields=("data.object.amount=999", "data.object.note=gift")).apply(ex)
+    assert json.loads(sent.body) == {"data": {"object": {"amount": 999, "note": "gift"}}}
+    assert sent.headers.get("content-length") == str(len(sent.body))
+    after_body = Edit(body=b'{"a": 1}', set_fields=("a=2",)).apply(ex)
+    assert json.loads(after_body.body) == {"a": 2}
+    assert Edit(set_fields=("data.object.amount=999",)).changes(ex)
+    assert not Edit(set_fields=("data.object.amount=2000",)).changes(ex)  # the same value: the same request
+
+
+def test_as_captured_alone_changes_nothing_sent() -> None:
+    ex = captured()
+    edit = Edit(as_captured=True)
+    assert not edit.is_empty and not edit.changes(ex)
+    assert edit.apply(ex) == Edit().apply(ex)
+
+
+def test_set_and_as_captured_in_the_json_form() -> None:
+    edit = Edit(set_fields=("a=1",), as_captured=True)
+    assert edit.to_json() == {"set": ["a=1"], "as_captured": True}
+    assert Edit.from_json(edit.to_json()) == edit
+    assert Edit.from_json({"set": None, "as_captured": None}) == Edit()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda: Edit(set_fields=("nope",)), "--set 'nope': expected PATH=VALUE"),
+        (lambda: Edit(set_fields="a=1"), "set must be a list of PATH=VALUE texts"),  # type: ignore[arg-type]
+        (lambda: Edit.from_json({"set": "a=1"}), "set must be a list of PATH=VALUE texts, not a string"),
+        (lambda: Edit.from_json({"set": [{"a": 1}]}), "set: each item is a PATH=VALUE text, not an object"),
+        (lambda: Edit.from_json({"as_captured": 1}), "as_captured must be true or false, not a number"),
+        (lambda: Edit(set_fields=("a.b=1",)).apply(captured(body=b"not json")), "--set needs a JSON body"),
+        (lambda: Edit(set_fields=("a.b=1",)).apply(captured(body=b'{"a": 5}')), "a is int 5, not an object"),
+    ],
+)
+def test_bad_set_and_as_captured_are_refused_with_a_sentence(edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ReplayError, match=re.escape(message)):
+        edit()

@@ -368,6 +368,7 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
             DROP TABLE res_bodies;
             DROP TRIGGER exchanges_delete;
             ALTER TABLE exchanges DROP COLUMN edited;
+            ALTER TABLE exchanges DROP COLUMN resigned;
             PRAGMA user_version = 1;
         """ + V1_DELETE_TRIGGER)
     again = Store(path)
@@ -392,8 +393,9 @@ def test_a_version_4_file_gains_the_rule_columns_and_rule_filters_run_in_sql(tmp
     first.put(plain)
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 4
-        conn.executescript("ALTER TABLE exchanges DROP COLUMN rule_index; ALTER TABLE exchanges DROP COLUMN rule_action;"
-                           " ALTER TABLE exchanges DROP COLUMN rule_scope; PRAGMA user_version = 4;")
+        conn.executescript("ALTER TABLE exchanges DROP COLUMN resigned; ALTER TABLE exchanges DROP COLUMN rule_index;"
+                           " ALTER TABLE exchanges DROP COLUMN rule_action; ALTER TABLE exchanges DROP COLUMN rule_scope;"
+                           " PRAGMA user_version = 4;")
     again = Store(path)
     assert again.get(plain.id) == plain and again.rows()[0].rule is None
     limited = make(1, status=429)

@@ -17,6 +17,7 @@ from devtunnel.capture.store import SCHEMA_VERSION, Store
 from devtunnel.webhooks import Signature, Verdict
 
 TO_SCHEMA_3 = """
+    ALTER TABLE exchanges DROP COLUMN resigned;
     ALTER TABLE exchanges DROP COLUMN rule_index;
     ALTER TABLE exchanges DROP COLUMN rule_action;
     ALTER TABLE exchanges DROP COLUMN rule_scope;
@@ -31,7 +32,7 @@ TO_SCHEMA_3 = """
     ALTER TABLE exchanges DROP COLUMN wh_reason;
     ALTER TABLE exchanges DROP COLUMN wh_duplicate_of;
 """
-"""Takes a schema 5 file back to the layout of schema 3 (no rule marks, no webhook verdicts)."""
+"""Takes a schema 6 file back to the layout of schema 3 (no re-signed marks, rule marks or webhook verdicts)."""
 
 
 def delivery(delivery_id: str | None = "evt_1", *, provider: str = "stripe", replay_of: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import threading
 from collections.abc import Iterator
@@ -80,3 +81,11 @@ async def test_an_edit_with_a_full_header_list_is_sent_from_here_without_an_agen
         assert store.get(new.id).edited is True
     finally:
         store.close()
+
+
+async def test_a_read_asked_for_after_the_backend_closed_is_cancelled_not_left_waiting(tmp_path: Path) -> None:
+    backend = Backend(tmp_path / "none.db")
+    assert await backend.ids() == []
+    await backend.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(backend.ids(), timeout=5)

@@ -41,6 +41,8 @@ class Receiver:
     url: str
     verdicts: list[tuple[str, int, str]] = field(default_factory=list)
     """(path, status, reason) per delivery received."""
+    bodies: list[bytes] = field(default_factory=list)
+    """The body of each delivery received, in the same order."""
 
 
 def _verify(path: str, headers: dict[str, str], body: bytes, url: str) -> tuple[int, str]:
@@ -87,6 +89,7 @@ def receiver() -> Iterator[Receiver]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             url = f"http://{self.headers.get('Host')}{self.path}"
             status, reason = _verify(self.path.split("?", 1)[0], headers, body, url)
+            made[0].bodies.append(body)
             made[0].verdicts.append((self.path, status, reason))
             out = reason.encode()
             self.send_response(status)

@@ -150,7 +150,7 @@ def test_deliveries_through_the_tunnel_get_verdicts_with_reasons_duplicates_and_
         assert shown["webhook"] == dup["webhook"]
 
         # A replay of the old delivery as captured: judged at its own time, not a duplicate.
-        [replayed] = _cli(env, tmp_path, "replay", invalid[1]["id"], "--json", "--db", str(db))
+        [replayed] = _cli(env, tmp_path, "replay", invalid[1]["id"], "--as-captured", "--json", "--db", str(db))
         assert replayed["replay_of"] == invalid[1]["id"] and replayed["status"] == 400
         assert replayed["webhook"]["reason"] == "timestamp outside the tolerance: 2.0 h old (tolerance 300 s)"
         assert replayed["webhook"]["duplicate_of"] is None

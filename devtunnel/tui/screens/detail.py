@@ -53,6 +53,8 @@ def exchange_title(exchange: Exchange) -> Text:
         title.append(f"  {format_ms(exchange.duration)}", "dim")
     if exchange.replay_of:
         title.append("  edited replay" if exchange.edited else "  replay", "italic magenta")
+        if exchange.resigned:
+            title.append(f"  re-signed ({escape(exchange.resigned)})", "italic magenta")
     if exchange.rule is not None:
         title.append(f"  {exchange.rule.label()}", "italic yellow")
     return title
@@ -247,6 +249,8 @@ class DetailScreen(Screen[None]):
         ]
         if ex.replay_of:
             rows.append(("Edited replay of" if ex.edited else "Replay of", ex.replay_of))
+            if ex.resigned:
+                rows.append(("Signature", f"re-signed ({escape(ex.resigned)})"))
         if ex.rule is not None:
             how = "routed" if ex.rule.action == "forward" else "answered"
             rows.append(("Rule", f"{ex.rule.label()} ({how} at the relay)"))

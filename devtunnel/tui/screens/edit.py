@@ -1,7 +1,8 @@
 """Edit a captured request (method, target, headers, body) and replay it beside the original.
 
 The form means "this is the request": the header rows are the complete list sent (a row
-removed is not sent). Framing is not edited: Content-Length and Transfer-Encoding are left out
+removed is not sent). A webhook delivery is signed afresh when sent (``devtunnel.webhooks.resign``);
+the "send captured signature" box (ctrl+o) sends the captured signature headers instead. Framing is not edited: Content-Length and Transfer-Encoding are left out
 of the rows and Content-Length is computed from the body when the request is sent
 (``devtunnel.capture.edit``, the one edit contract shared with the agent API and the CLI).
 """
@@ -20,7 +21,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Static, TextArea
+from textual.widgets import Button, Checkbox, Footer, Input, Static, TextArea
 
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange, Headers, Response
@@ -30,6 +31,7 @@ from devtunnel.values.http1 import FRAMING
 from devtunnel.tui.render import body_kind, describe_body, escape_control, human_size, status_style
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
+from devtunnel.webhooks import delivery_of, detect
 
 __all__ = ["EditReplayScreen", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
 
@@ -98,8 +100,13 @@ def replay_notice(original: Exchange, replayed: Exchange, *, lead: str = "Replay
     text.append(f" · {outcome.verdict}")
     if replayed.edited:
         text.append(" · edited", "italic")
+    if replayed.resigned:
+        text.append(f" · re-signed ({escape_control(replayed.resigned)})", "italic")
     if diff_hint:
         text.append(f"  {diff_hint}", "dim")
+    if replayed.signature_notice:
+        text.append("\n")
+        text.append(escape_control(replayed.signature_notice), "yellow")
     if outcome.error_body:
         text.append("\n")
         text.append(escape_control(outcome.error_body), "red")
@@ -160,6 +167,7 @@ class EditReplayScreen(Screen[None]):
     | ctrl+s | Send the edited request. |
     | ctrl+n | Add a header row. |
     | ctrl+r | Remove the header row that has the focus. |
+    | ctrl+o | Send a webhook's captured signature instead of signing it afresh (toggle). |
     | ctrl+d | Diff the original exchange against the replayed one (after a send). |
     | tab / shift+tab | Move between fields. |
     | escape | Close. |
@@ -170,6 +178,8 @@ class EditReplayScreen(Screen[None]):
         Binding("ctrl+s", "send", "Send", priority=True),
         Binding("ctrl+n", "add_header", "Add header", priority=True),
         Binding("ctrl+r", "remove_header", "Remove header", priority=True),
+        Binding("ctrl+o", "toggle_captured_signature", "Captured sig", priority=True,
+                tooltip="send a webhook's captured signature instead of signing it afresh (toggle)"),
         Binding("ctrl+d", "diff", "Diff", priority=True),
     ]
 
@@ -184,6 +194,9 @@ class EditReplayScreen(Screen[None]):
         #target { width: 1fr; }
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
         #headers { height: auto; max-height: 12; }
+        #signature-bar { height: 1; padding: 0 1; }
+        #as-captured { border: none; height: 1; padding: 0; background: $surface; }
+        #signature-hint { width: 1fr; color: $text-muted; padding: 0 1; }
         #body-bar { height: 1; }
         #body-label { width: 1fr; }
         #json-hint { width: auto; padding: 0 1; }
@@ -228,6 +241,10 @@ class EditReplayScreen(Screen[None]):
         self._original_body = request.body.decode("utf-8") if self._body_editable else ""
         self._initial_text = self._original_body
         """The editor's text before any change (it may normalise line endings)."""
+        delivery = delivery_of(request, exchange.scheme)
+        provider = detect(delivery)
+        self._provider = provider.title if provider is not None and provider.signed(delivery) else None
+        """The webhook provider whose signature the request carries (signed afresh when sent), or None."""
 
     # ------------------------------------------------------------------ layout
 
@@ -242,6 +259,10 @@ class EditReplayScreen(Screen[None]):
         with VerticalScroll(id="headers"):
             for raw in self._form_fields():
                 yield HeaderRow(*Headers([raw]).items()[0], raw=raw)
+        if self._provider is not None:
+            with Horizontal(id="signature-bar"):
+                yield Checkbox("send captured signature", id="as-captured", compact=True)
+                yield Static(self._signature_hint(False), id="signature-hint", markup=False)
         with Horizontal(id="body-bar", classes="section"):
             yield Static(self._body_label(), id="body-label", markup=False)
             yield Static("", id="json-hint")
@@ -265,6 +286,24 @@ class EditReplayScreen(Screen[None]):
     def _form_fields(self) -> list[tuple[bytes, bytes]]:
         """The captured header fields the form shows (all but framing)."""
         return [f for f in self.exchange.request.headers.fields if f[0].lower() not in FRAMING]
+
+    def _signature_hint(self, as_captured: bool) -> str:
+        if as_captured:
+            return f"ctrl+o · the captured {self._provider} signature, unchanged"
+        return f"ctrl+o · {self._provider} signature made afresh when sent"
+
+    @on(Checkbox.Changed, "#as-captured")
+    def _as_captured_changed(self, event: Checkbox.Changed) -> None:
+        self.query_one("#signature-hint", Static).update(self._signature_hint(event.value))
+
+    def action_toggle_captured_signature(self) -> None:
+        """Send the captured signature headers instead of fresh ones, or fresh ones again."""
+        self.query_one("#as-captured", Checkbox).toggle()
+
+    @property
+    def as_captured(self) -> bool:
+        """True when the captured signature is to be sent unchanged."""
+        return self._provider is not None and self.query_one("#as-captured", Checkbox).value
 
     def _body_label(self) -> str:
         request = self.exchange.request
@@ -322,7 +361,8 @@ class EditReplayScreen(Screen[None]):
             if text != self._initial_text:
                 body = text.encode("utf-8")
         headers = None if fields == self._form_fields() else Headers(fields)
-        return Edit(method=method, target=target, headers=headers, body=body)  # type: ignore[arg-type]
+        return Edit(method=method, target=target, headers=headers, body=body,  # type: ignore[arg-type]
+                    as_captured=self.as_captured)
 
     # ------------------------------------------------------------------ actions
 
@@ -385,7 +425,11 @@ class EditReplayScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Until there is a replay, ctrl+d is not ours: it deletes in the focused field.
-        return self.replayed is not None if action == "diff" else True
+        if action == "diff":
+            return self.replayed is not None
+        if action == "toggle_captured_signature":
+            return self._provider is not None  # only a signed webhook delivery has one to keep
+        return True
 
     def action_diff(self) -> None:
         """Compare the original exchange with the replay."""

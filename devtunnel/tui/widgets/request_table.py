@@ -26,6 +26,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from devtunnel.capture.outcome import replay_mark
 from devtunnel.capture.store import Row
 from devtunnel.tui.render import webhook_event, webhook_marks
 from devtunnel.values.terminal import escape as printable
@@ -453,7 +454,7 @@ class RequestTable(ScrollView, can_focus=True):
             status, status_style = self._status_style(row)
             path = printable(row.target)
             if row.replay_of:
-                path = ("↻✎ " if row.edited else "↻ ") + path  # ✎: sent with changes
+                path = replay_mark(row) + path  # ↻ a replay, ✎ sent with changes, s signed afresh
             elif row.rule is not None:
                 path = ("→ " if row.rule.action == "forward" else "⊘ ") + path  # decided by a rule at the relay
             method = "WS" if row.websocket else printable(row.method)

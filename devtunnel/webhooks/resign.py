@@ -1,0 +1,137 @@
+"""Sign a replayed webhook delivery again, so the receiver's own verification accepts it.
+
+A replay an hour after the delivery carries a timestamp its receiver refuses; an edited body no
+longer matches its signature. :func:`resign` takes the request about to be sent (the edit
+applied) and the URL it is sent as, finds its provider by the request itself, and gives back
+the request with fresh signature headers made with the first known secret: a fresh timestamp
+where the scheme has one, the same delivery id. When it cannot, the request goes as it is and
+the result says why, once::
+
+    result = resign(request, url, keys=Keys.from_environment(os.environ), now=time.time())
+    result.request     # what to send
+    result.provider    # "stripe" when re-signed, else None
+    result.notice      # "signature not refreshed: set STRIPE_WEBHOOK_SECRET", or ""
+
+Pure: the clock and the secrets are passed in.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from devtunnel.capture.model import Request
+from devtunnel.webhooks import (
+    BUILTIN,
+    Delivery,
+    Provider,
+    Signature,
+    SignatureError,
+    detect,
+)
+from devtunnel.webhooks.secrets import known_secrets
+
+__all__ = ["Keys", "Resigned", "resign"]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The providers to recognise and the secrets to sign with.
+
+    Any object with ``providers`` and ``secrets`` (and optionally ``secret_envs`` and
+    ``for_tunnel(name)``) serves as well, such as the agent's webhook context.
+
+    Attributes:
+        providers: the providers to try, in order (custom ones first).
+        secrets: known secrets by provider name; the first one signs.
+        secret_envs: the variable a provider's secret is read from where it is not the
+            conventional one (for the "set ..." notice).
+    """
+
+    providers: tuple[Provider, ...] = BUILTIN
+    secrets: Mapping[str, Sequence[str]] = field(default_factory=dict, repr=False)
+    secret_envs: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str], providers: tuple[Provider, ...] = BUILTIN) -> Keys:
+        """The built-in providers with the secrets in their conventional variables."""
+        return cls(providers, known_secrets(providers, environ))
+
+
+@dataclass(frozen=True)
+class Resigned:
+    """What re-signing came to.
+
+    Attributes:
+        request: the request to send (with fresh signature headers when ``provider`` is set).
+        provider: the name of the provider whose signature was made afresh, or None.
+        notice: one line for the user when something is worth saying (no secret, a scheme that
+            cannot be re-signed, a secret that did not verify the delivery as captured), or "";
+            it starts with ``signature``.
+    """
+
+    request: Request
+    provider: str | None = None
+    notice: str = ""
+
+
+def _ageless(provider: Provider) -> Provider:
+    """``provider`` judging signatures whatever their timestamp's age: does the secret fit?"""
+    if provider.tolerance is None:
+        return provider
+    lenient = copy.copy(provider)
+    lenient.tolerance = math.inf
+    return lenient
+
+
+def _variable(provider: Provider, keys: Any) -> str:
+    return (getattr(keys, "secret_envs", None) or {}).get(provider.name) or provider.secret_env
+
+
+def resign(request: Request, url: str, *, keys: Any, now: float,
+           captured: Request | None = None, captured_url: str = "") -> Resigned:
+    """``request`` with fresh signature headers, or as it is with the reason why not.
+
+    Args:
+        request: the request about to be sent (edit applied, framing computed).
+        url: the URL the receiver will see it called at (``scheme://Host/target``): Twilio signs it.
+        keys: providers and secrets (a :class:`Keys` or the agent's webhook context).
+        now: seconds since the epoch: the fresh timestamp.
+        captured: the request as captured, to tell when the known secret did not verify it
+            (then the receiver will likely refuse the re-signed one too: a wrong secret) and
+            when the edit changed the signature headers itself.
+        captured_url: the URL the captured request was called at.
+
+    A request its provider did not sign (no signature header) is sent unsigned, as captured; one
+    whose signature headers differ from ``captured``'s (typed by hand) is sent as it is.
+    """
+    delivery = Delivery(request.method, url, request.headers, request.body)
+    provider = detect(delivery, getattr(keys, "providers", BUILTIN))
+    if provider is None or not provider.signed(delivery):
+        return Resigned(request)
+    if captured is not None:
+        changed = [name for name in provider.signature_headers
+                   if request.headers.get_all(name) != captured.headers.get_all(name)]
+        if changed:  # a signature typed by hand is what the user means to send
+            return Resigned(request, notice=f"signature sent as edited ({', '.join(changed)} changed by hand)")
+    secrets = list(getattr(keys, "secrets", {}).get(provider.name, ()))
+    if not secrets:
+        return Resigned(request, notice=f"signature not refreshed: set {_variable(provider, keys)}")
+    problem = provider.secret_problem(secrets[0])
+    if problem:
+        return Resigned(request, notice=f"signature not refreshed: {problem}")
+    try:
+        headers = provider.sign(delivery, secrets[0], now)
+    except SignatureError as exc:
+        return Resigned(request, notice=f"signature not refreshed: {exc}")
+    notice = ""
+    if captured is not None and not captured.body_truncated:
+        original = Delivery(captured.method, captured_url or url, captured.headers, captured.body)
+        check = _ageless(provider).verify(original, secrets, now)
+        if check.signature is Signature.INVALID and "does not match" in check.reason:
+            notice = (f"signature made with {_variable(provider, keys)}, which did not verify the captured "
+                      "delivery: the receiver may hold another secret")
+    return Resigned(replace(request, headers=headers), provider.name, notice)

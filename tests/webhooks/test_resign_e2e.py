@@ -1,0 +1,283 @@
+"""Re-signing on replay, the way a user meets it: ``devtunnel http`` (a subprocess) in front of a receiver
+verifying with the providers' own libraries, deliveries signed an hour ago going through the public side,
+then ``devtunnel replay`` (a subprocess, secrets in its environment) and the agent API's replay.
+
+An hour-old delivery replayed is accepted (a fresh signature); ``--as-captured`` is refused; an edited
+body (``--set``) is accepted and reaches the receiver edited; a wrong secret is refused, and the replay
+says why; without a secret the replay says which variable to set, once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from devtunnel.capture.model import Headers
+from devtunnel.webhooks import Delivery, by_name
+from tests.helpers import free_port, wait_for
+from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
+from tests.webhooks.receivers import RECEIVER_SECRETS, Receiver, receiver
+
+pytestmark = pytest.mark.timeout(180)
+
+HOUR_AGO = time.time() - 3600
+SECRET_OF = {"stripe": "STRIPE_WEBHOOK_SECRET", "github": "GITHUB_WEBHOOK_SECRET", "slack": "SLACK_SIGNING_SECRET",
+             "shopify": "SHOPIFY_WEBHOOK_SECRET", "standard": "WEBHOOK_SECRET", "twilio": "TWILIO_AUTH_TOKEN"}
+TIMESTAMPED = ("stripe", "slack", "standard")
+
+
+def _clean_env(tmp_path: Path, **secrets: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and not k.startswith("DEVTUNNEL_")}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"), **secrets)
+    return env
+
+
+def _delivery(provider: str, public_url: str) -> tuple[str, Headers, bytes]:
+    """A delivery of ``provider`` as it sends them, signed an hour ago with the receiver's secret."""
+    json_type = [("Content-Type", "application/json")]
+    if provider == "stripe":
+        path, headers = "/webhooks/stripe", json_type
+        body = json.dumps({"id": "evt_" + uuid.uuid4().hex, "object": "event", "type": "payment_intent.succeeded",
+                           "data": {"object": {"id": "pi_1", "amount": 2000, "currency": "usd"}}}, indent=2).encode()
+    elif provider == "github":
+        path, headers = "/webhooks/github", [*json_type, ("X-GitHub-Event", "issues"),
+                                             ("X-GitHub-Delivery", str(uuid.uuid4()))]
+        body = json.dumps({"action": "opened", "issue": {"number": 7}}).encode()
+    elif provider == "slack":
+        path, headers = "/slack/events", json_type
+        body = json.dumps({"type": "event_callback", "event_id": "Ev1", "event": {"type": "app_mention"}}).encode()
+        headers = [*headers, ("X-Slack-Request-Timestamp", "0")]
+    elif provider == "shopify":
+        path, headers = "/webhooks/shopify", [*json_type, ("X-Shopify-Topic", "orders/create"),
+                                              ("X-Shopify-Webhook-Id", str(uuid.uuid4()))]
+        body = json.dumps({"id": 820982911946154508, "total_price": "10.00"}).encode()
+    elif provider == "standard":
+        path, headers = "/webhooks/standard", [*json_type, ("webhook-id", "msg_" + uuid.uuid4().hex)]
+        body = json.dumps({"type": "user.created", "data": {"id": "u_1"}}).encode()
+    else:
+        path, headers = "/twilio/sms", [("Content-Type", "application/x-www-form-urlencoded"),
+                                        ("I-Twilio-Idempotency-Token", str(uuid.uuid4()))]
+        body = urlencode({"From": "+15550001", "Body": "hello", "MessageSid": "SM1"}).encode()
+    signer = by_name(provider)
+    assert signer is not None
+    signed = signer.sign(Delivery("POST", public_url + path, Headers(headers), body),
+                         RECEIVER_SECRETS[SECRET_OF[provider]], HOUR_AGO)
+    return path, signed, body
+
+
+@dataclass
+class Setup:
+    tmp_path: Path
+    db: Path
+    api: str
+    rx: Receiver
+    ids: dict[str, str]
+    """Captured exchange id by provider."""
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """``devtunnel http`` before the receiver (the agent knows every secret but Twilio's), one
+    hour-old delivery per provider through the public side, each captured."""
+    tmp_path = tmp_path_factory.mktemp("resign")
+    db = tmp_path / "captures.db"
+    agent_secrets = {v: RECEIVER_SECRETS[v] for v in SECRET_OF.values() if v != "TWILIO_AUTH_TOKEN"}
+    with receiver() as rx:
+        api_port = free_port()
+        agent = Proc([*DEVTUNNEL, "http", rx.url.rsplit(":", 1)[1], "--no-tui", "--name", "hooks",
+                      "--api-port", str(api_port), "--db", str(db)], _clean_env(tmp_path, **agent_secrets))
+        try:
+            match = FORWARDING.match(agent.line(lambda line: line.startswith("Forwarding")))
+            assert match is not None
+            agent.line(lambda line: line.startswith("API "))
+            port = match.group(3)
+            public_url, host = f"http://hooks.localhost:{port}", f"hooks.localhost:{port}"
+            statuses = {}
+            with httpx.Client(trust_env=False) as client:
+                for provider in SECRET_OF:
+                    path, headers, body = _delivery(provider, public_url)
+                    answer = client.post(f"http://127.0.0.1:{port}{path}", headers=[*headers.items(), ("Host", host)],
+                                         content=body)
+                    statuses[provider] = answer.status_code
+            # The receiver refuses the hour-old timestamps; the schemes without one still pass.
+            assert statuses == {"stripe": 400, "github": 200, "slack": 400, "shopify": 200, "standard": 400,
+                                "twilio": 200}
+
+            def recorded() -> list[dict[str, Any]] | None:
+                rows = _cli(tmp_path, "requests", "--json", "--db", str(db), "--limit", "0").json
+                return rows if len(rows) == len(SECRET_OF) else None
+
+            rows = wait_for(recorded, timeout=20, what="every delivery recorded")
+            yield Setup(tmp_path, db, f"http://127.0.0.1:{api_port}", rx, dict(zip(SECRET_OF, (r["id"] for r in rows))))
+        finally:
+            agent.stop()
+
+
+@dataclass
+class Done:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def _cli(tmp_path: Path, *args: str, **secrets: str) -> Done:
+    done = subprocess.run([*DEVTUNNEL, *args], env=_clean_env(tmp_path, **secrets), capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert "Traceback" not in done.stderr
+    return Done(done.returncode, done.stdout, done.stderr)
+
+
+def _replay(setup: Setup, *args: str, **secrets: str) -> Done:
+    return _cli(setup.tmp_path, "replay", *args, "--db", str(setup.db), **secrets)
+
+
+def _last_seen(setup: Setup) -> tuple[str, int, str]:
+    return setup.rx.verdicts[-1]
+
+
+def test_an_hour_old_delivery_of_every_provider_replayed_is_accepted_with_a_fresh_signature(captured: Setup) -> None:
+    done = _replay(captured, *captured.ids.values(), "--json", **RECEIVER_SECRETS)
+    assert done.code == 0, done.out + done.err
+    assert done.err == ""
+    results = done.json
+    assert [r["status"] for r in results] == [200] * len(SECRET_OF)
+    assert [r["resigned"] for r in results] == list(SECRET_OF)
+    assert [v[1:] for v in captured.rx.verdicts[-len(SECRET_OF):]] == [(200, "ok")] * len(SECRET_OF)
+    # The table and show say it was signed afresh.
+    listing = _cli(captured.tmp_path, "requests", "--db", str(captured.db)).out
+    assert listing.count("↻s /webhooks/stripe") == 1 and "↻s /twilio/sms" in listing
+    shown = _cli(captured.tmp_path, "show", results[0]["id"], "--db", str(captured.db)).out
+    assert "signature re-signed (stripe)" in shown
+    plain = _replay(captured, captured.ids["stripe"], **RECEIVER_SECRETS)
+    assert "200 OK" in plain.out and "re-signed (stripe)" in plain.out
+
+
+def test_as_captured_sends_the_old_signature_and_the_receiver_refuses_it(captured: Setup) -> None:
+    ids = [captured.ids[p] for p in TIMESTAMPED]
+    done = _replay(captured, *ids, "--as-captured", "--json", **RECEIVER_SECRETS)
+    assert done.code == 0 and done.err == ""
+    assert [(r["status"], r["resigned"]) for r in done.json] == [(400, None)] * 3
+    assert "Timestamp outside the tolerance zone" in captured.rx.verdicts[-3][2]
+    # Without a timestamp, the captured signature still fails for an edited body.
+    edited = _replay(captured, captured.ids["github"], "--as-captured", "--set", "issue.number=8", "--json",
+                     **RECEIVER_SECRETS)
+    assert [(r["status"], r["resigned"], r["edited"]) for r in edited.json] == [(401, None, True)]
+
+
+def test_set_edits_a_json_field_then_the_delivery_is_signed_afresh_and_accepted(captured: Setup) -> None:
+    done = _replay(captured, captured.ids["stripe"], "--set", "data.object.amount=999", "--set",
+                   "data.object.note=gift", "--json", **RECEIVER_SECRETS)
+    assert done.code == 0, done.err
+    [result] = done.json
+    assert (result["status"], result["resigned"], result["edited"]) == (200, "stripe", True)
+    assert _last_seen(captured) == ("/webhooks/stripe", 200, "ok")
+    seen = json.loads(captured.rx.bodies[-1])
+    assert seen["data"]["object"]["amount"] == 999 and seen["data"]["object"]["note"] == "gift"
+    assert captured.rx.bodies[-1].startswith(b'{\n  "id"')  # the captured layout is kept
+    # Slack and Standard Webhooks too (each signs the body with its timestamp).
+    for provider, field in (("slack", "event.type=reaction_added"), ("standard", "data.id=u_2")):
+        again = _replay(captured, captured.ids[provider], "--set", field, "--json", **RECEIVER_SECRETS)
+        assert [(r["status"], r["resigned"]) for r in again.json] == [(200, provider)], again.out
+
+
+def test_a_wrong_secret_is_refused_and_the_replay_says_why(captured: Setup) -> None:
+    done = _replay(captured, captured.ids["stripe"], STRIPE_WEBHOOK_SECRET="whsec_not_the_receivers")
+    assert done.code == 0
+    assert "400 Bad Request" in done.out and "SignatureVerificationError" in done.out
+    assert done.err == ("devtunnel: signature made with STRIPE_WEBHOOK_SECRET, which did not verify the captured "
+                        "delivery: the receiver may hold another secret\n")
+    assert "whsec_not_the_receivers" not in done.out + done.err
+
+
+def test_without_a_secret_the_replay_says_which_variable_once_and_sends_as_captured(captured: Setup) -> None:
+    before = len(captured.rx.verdicts)
+    # Every Stripe delivery and replay so far, and the GitHub delivery: one line per variable.
+    done = _replay(captured, "--filter", "path:/webhooks/stripe or path:/webhooks/github", "--json")
+    assert done.err == ("devtunnel: signature not refreshed: set STRIPE_WEBHOOK_SECRET\n"
+                        "devtunnel: signature not refreshed: set GITHUB_WEBHOOK_SECRET\n")
+    results = done.json
+    assert len(results) > 2 and all(r["resigned"] is None for r in results)
+    assert len(captured.rx.verdicts) == before + len(results)
+    first = next(r for r in results if r["replay_of"] == captured.ids["stripe"])
+    assert first["status"] == 400  # the hour-old signature, sent as captured
+
+
+def test_a_signature_header_given_by_hand_is_sent_as_given(captured: Setup) -> None:
+    done = _replay(captured, captured.ids["github"], "-H", "X-Hub-Signature-256: sha256=00", "--json",
+                   **RECEIVER_SECRETS)
+    assert done.err == "devtunnel: signature sent as edited (X-Hub-Signature-256 changed by hand)\n"
+    assert [(r["status"], r["resigned"]) for r in done.json] == [(401, None)]
+    assert _last_seen(captured) == ("/webhooks/github", 401, "bad signature")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--set", "amount"], 2, "--set 'amount': expected PATH=VALUE, e.g. data.object.amount=999"),
+        (["--set", "data..x=1"], 2, "has an empty segment"),
+        (["--set", "data.object.amount.value=1"], 1, "data.object.amount is int 2000, not an object"),
+    ],
+)
+def test_a_bad_set_is_one_line_and_nothing_is_sent(captured: Setup, args: list[str], code: int, message: str) -> None:
+    before = len(captured.rx.verdicts)
+    done = _replay(captured, captured.ids["stripe"], *args, **RECEIVER_SECRETS)
+    assert (done.code, done.out) == (code, "")
+    assert done.err.startswith("devtunnel: ") and message in done.err and done.err.count("\n") == 1
+    assert len(captured.rx.verdicts) == before
+
+
+def test_set_on_a_body_that_is_not_json_is_refused_before_sending(captured: Setup) -> None:
+    before = len(captured.rx.verdicts)
+    done = _replay(captured, captured.ids["twilio"], "--set", "Body=x", **RECEIVER_SECRETS)
+    assert done.code == 1 and "--set needs a JSON body; this one is not JSON" in done.err
+    assert len(captured.rx.verdicts) == before
+
+
+def test_the_agent_api_replay_signs_afresh_edits_and_keeps_the_captured_signature_on_request(captured: Setup) -> None:
+    with httpx.Client(base_url=captured.api, trust_env=False, timeout=30) as api:
+        def replay(exchange_id: str, body: dict[str, Any]) -> httpx.Response:
+            return api.post(f"/api/requests/http/{exchange_id}/replay", json=body)
+
+        fresh = replay(captured.ids["stripe"], {})
+        assert fresh.status_code == 201
+        got = fresh.json()
+        assert (got["response"]["status_code"], got["resigned"], got["signature"]) == (200, "stripe", None)
+        assert _last_seen(captured) == ("/webhooks/stripe", 200, "ok")
+
+        edited = replay(captured.ids["stripe"], {"set": ["data.object.amount=999"]}).json()
+        assert (edited["resigned"], edited["edited"]) == ("stripe", True)
+        assert _last_seen(captured) == ("/webhooks/stripe", 200, "ok")
+        assert json.loads(captured.rx.bodies[-1])["data"]["object"]["amount"] == 999
+        assert api.get(f"/api/requests/http/{edited['id']}").json()["resigned"] == "stripe"
+
+        kept = replay(captured.ids["standard"], {"as_captured": True}).json()
+        assert kept["resigned"] is None and _last_seen(captured)[1] == 400
+
+        # The agent has no Twilio token: sent as captured, and the answer says which variable to set.
+        twilio = replay(captured.ids["twilio"], {}).json()
+        assert (twilio["resigned"], twilio["signature"]) == (None, "not refreshed: set TWILIO_AUTH_TOKEN")
+        assert _last_seen(captured) == ("/twilio/sms", 200, "ok")
+
+        before = len(captured.rx.verdicts)
+        for bad, message in (({"set": "a=1"}, "set must be a list of PATH=VALUE texts, not"),
+                             ({"set": [1]}, "set: each item is a PATH=VALUE text, not a number"),
+                             ({"as_captured": "yes"}, "as_captured must be true or false, not a string"),
+                             ({"set": ["nope"]}, "expected PATH=VALUE")):
+            refused = replay(captured.ids["stripe"], bad)
+            assert refused.status_code == 400 and message in refused.text, refused.text
+        assert len(captured.rx.verdicts) == before
