@@ -68,6 +68,16 @@ def _add_db(p: argparse.ArgumentParser) -> None:
                    help="capture database (default: $XDG_STATE_HOME/devtunnel/captures.db)")
 
 
+def _add_app_flags(p: argparse.ArgumentParser) -> None:
+    # Unset flags are None: ``http NAME`` takes them from [tunnels.NAME] in devtunnel.toml.
+    p.add_argument("--run", metavar="CMD",
+                   help="start the local app with this shell command; devtunnel watches, restarts and stops it")
+    p.add_argument("--health", metavar="PATH",
+                   help="with --run: the app is ready when GET PATH answers 2xx/3xx (default: when its port accepts)")
+    p.add_argument("--hold", metavar="DURATION",
+                   help="requests wait this long (e.g. 30s) while the app is down or restarting, then get 503")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line grammar."""
     parser = _Parser(
@@ -120,6 +130,7 @@ examples:
   devtunnel http 8080
   devtunnel http 8080 --no-tui
   devtunnel http 3000 --relay wss://tunnel.example.com --token s3cret --name payments
+  devtunnel http 8000 --run 'uvicorn app:app --port 8000 --reload' --hold 30s
   DEVTUNNEL_RELAY=wss://tunnel.example.com DEVTUNNEL_TOKEN=s3cret devtunnel http 3000
 """,
     )
@@ -140,6 +151,7 @@ examples:
     p.add_argument("--insecure", action="store_true", help="do not verify the relay's or an https target's certificate")
     p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="seconds the local service has to start its response before the client gets 504 (default: %(default)s)")
+    _add_app_flags(p)
     _add_db(p)
 
     # capture commands ---------------------------------------------------------------

@@ -84,6 +84,10 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
                 out.relay = tunnel.relay
             if args.host_header is None and tunnel.host_header is not None:
                 out.host_header = tunnel.host_header
+            # The app settings: a flag wins over the file, key by key.
+            for key in ("run", "health", "hold"):
+                if getattr(args, key, None) is None and getattr(tunnel, key) is not None:
+                    setattr(out, key, getattr(tunnel, key))
     return out
 
 

@@ -29,7 +29,7 @@ from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.net.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
 
-__all__ = ["run", "exchange_line"]
+__all__ = ["run", "exchange_line", "app_options"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -55,6 +55,30 @@ def exchange_line(ex: Exchange) -> str:
     if ex.error:
         line += f"  {ex.error}"
     return line
+
+
+def app_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``run``, ``health`` and ``hold`` of a ``TunnelConfig`` from ``--run``, ``--health`` and ``--hold``.
+
+    Raises:
+        ConfigError: ``--health`` or ``--hold`` without ``--run`` where it needs one, or a bad value.
+    """
+    from devtunnel.values.durations import parse_duration
+
+    run = getattr(args, "run", None)
+    health = getattr(args, "health", None)
+    hold_text = getattr(args, "hold", None)
+    if health and not run:
+        raise ConfigError("--health needs --run: it tells when the app devtunnel runs is ready")
+    if health:
+        from devtunnel.net.app_runner import check_health_path
+
+        check_health_path(health)
+    try:
+        hold = parse_duration(hold_text, what="--hold duration") if hold_text not in (None, "") else 0.0
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return {"run": run or None, "health": health or None, "hold": hold}
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -186,29 +210,35 @@ async def _main(args: argparse.Namespace) -> int:
         if is_http:
             exchange_log = _ExchangeLog(out)
             service.subscribe_exchanges(exchange_log)
-            config = TunnelConfig(
+            configs = getattr(args, "tunnel_configs", None) or [TunnelConfig(
                 target=args.target,
                 name=args.name,
                 relay=relay,
                 token=token,
                 host_header=args.host_header,
                 insecure=args.insecure,
-            )
-            announced = False
+                **app_options(args),
+            )]
+            announced: set[str] = set()
+            app_states: dict[str, str] = {}
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
             def announce(info: TunnelInfo) -> None:
-                nonlocal announced
-                if info.state is TunnelState.ONLINE and not announced:
-                    announced = True
+                if info.state is TunnelState.ONLINE and info.name not in announced:
+                    announced.add(info.name)
                     _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}", out)  # the URL is the relay's
-                elif info.state is TunnelState.FAILED and announced and not ended.done():
+                elif info.state is TunnelState.FAILED and info.name in announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.
                     ended.set_result(f"tunnel {info.name} stopped: {info.error}")
+                if info.app is not None and app_states.get(info.name) != info.app["state"]:
+                    app_states[info.name] = info.app["state"]
+                    log.info("tunnel %s: app %s%s", info.name, info.app["state"],
+                             f" ({info.app['message']})" if info.app["message"] else "")
 
             service.subscribe(announce)
-            await service.start_tunnel(config)
+            for config in configs:
+                await service.start_tunnel(config)
         api_port = args.api_port
         if api_port or not is_http:  # ``http --api-port 0`` turns the API off
             from devtunnel.net.api import serve_api

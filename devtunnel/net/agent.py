@@ -39,6 +39,9 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.net.agent_socket import TunnelSocket
+from devtunnel.net.app_runner import AppRunner
+from devtunnel.net.children import LogRing
+from devtunnel.net.hold import HoldGate
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.recording import LiveSnapshots
@@ -88,6 +91,9 @@ class TunnelConfig:
         host_header: ``"preserve"`` sends the public Host to the local service, ``"rewrite"``
             the target's.
         insecure: do not verify the relay's or an https target's certificate.
+        run: a shell command that starts the local app; devtunnel watches and restarts it.
+        health: a path on the target answering 2xx/3xx once the app is ready (default: the port accepts).
+        hold: seconds a request waits for the app while it is down, instead of failing (0: no wait).
     """
 
     target: str
@@ -96,10 +102,17 @@ class TunnelConfig:
     token: str | None = None
     host_header: str = "preserve"
     insecure: bool = False
+    run: str | None = None
+    health: str | None = None
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):
             raise ConfigError(f"host_header must be 'preserve' or 'rewrite', not {self.host_header!r}")
+        if self.run is not None and not self.run.strip():
+            raise ConfigError("run must be a command line, not empty text")
+        if not 0 <= self.hold <= 24 * 3600:
+            raise ConfigError(f"hold must be between 0 and 24h, not {self.hold:g} s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +130,8 @@ class TunnelInfo:
     requests: int = 0
     """Streams carried since the tunnel started."""
     config: TunnelConfig | None = None
+    app: dict[str, Any] | None = None
+    """The app devtunnel runs for this tunnel (``app_runner.app_json``), or None."""
 
 
 @dataclass
@@ -212,6 +227,12 @@ class Tunnel:
             self.name, self.target, host_header=config.host_header, insecure=config.insecure, head_timeout=head_timeout
         )
         self._on_change = on_change
+        self.app: AppRunner | None = None
+        if config.run or config.hold:
+            self.forwarder.gate = HoldGate(config.hold)
+        if config.run:
+            self.app = AppRunner(config.run, self.target, health=config.health, gate=self.forwarder.gate,
+                                 on_change=self._app_changed, env={"DEVTUNNEL_TUNNEL": self.name})
         self._backoff = backoff or Backoff()
         self._state = TunnelState.STARTING
         self._public_url: str | None = None
@@ -239,7 +260,12 @@ class Tunnel:
             error=self._error,
             requests=self.requests,
             config=self.config,
+            app=self.app.json(self.config.hold) if self.app is not None else None,
         )
+
+    def _app_changed(self) -> None:
+        if self._runner is not None:  # started: subscribers see the app's state with the tunnel's
+            self._on_change(self.info())
 
     async def start(self) -> TunnelInfo:
         """Start connecting; return once the tunnel is online or the first attempt failed.
@@ -251,6 +277,8 @@ class Tunnel:
             AuthError, NameTakenError, TunnelError: the relay refused the tunnel.
         """
         self._first = asyncio.get_running_loop().create_future()
+        if self.app is not None:
+            self.app.start()
         self._runner = asyncio.create_task(self._run(), name=f"tunnel-{self.name}")
         await asyncio.shield(self._first)
         return self.info()
@@ -269,6 +297,8 @@ class Tunnel:
         self.forwarder.close()
         if self.live is not None:
             self.live.close()
+        if self.app is not None:
+            await self.app.stop()
         self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
 
     async def restart(self) -> None:
@@ -508,6 +538,20 @@ class AgentService:
         if tunnel is None:
             raise NotFoundError(f"no tunnel named {name!r}")
         await tunnel.restart()
+
+    def app_log(self, name: str) -> LogRing:
+        """The output of the app tunnel ``name`` runs. Raises NotFoundError (no tunnel, or no app)."""
+        tunnel = self._tunnels.get(name)
+        if tunnel is None:
+            raise NotFoundError(f"no tunnel named {name!r}")
+        if tunnel.app is None:
+            raise NotFoundError(f"tunnel {name!r} runs no app (start it with --run, or run = ... in devtunnel.toml)")
+        return tunnel.app.log
+
+    async def restart_app(self, name: str) -> None:
+        """Restart the app tunnel ``name`` runs. Raises NotFoundError."""
+        self.app_log(name)
+        await self._tunnels[name].app.restart()  # type: ignore[union-attr]
 
     def tunnels(self) -> list[TunnelInfo]:
         """Every tunnel, in the order they were started."""

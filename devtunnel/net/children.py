@@ -65,6 +65,9 @@ class LogRing:
             listener(line)
         return line
 
+    def __len__(self) -> int:
+        return len(self._lines)
+
     def lines(self, contains: str | None = None) -> list[LogLine]:
         """The kept lines, oldest first; only those containing ``contains`` (case-insensitive) if given."""
         if not contains:
