@@ -29,7 +29,7 @@ from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.net.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
 
-__all__ = ["run", "exchange_line", "app_options"]
+__all__ = ["run", "run_headless", "exchange_line", "app_options"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -96,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
         from devtunnel.commands.inspect import run_http  # the inspector runs this command as its child
 
         return run_http(args)
+    return run_headless(args)
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    """Run the agent with resolved arguments until interrupted (``args.tunnel_configs``: several tunnels)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_guarded(_main(args)))
 

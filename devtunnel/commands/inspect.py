@@ -75,12 +75,33 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     for flag in ("no_record", "insecure"):
         if getattr(args, flag, False):
             argv.append("--" + flag.replace("_", "-"))
+    for flag in ("run", "health", "hold"):  # the app the agent runs, watches and stops
+        value = getattr(args, flag, None)
+        if value not in (None, ""):
+            argv += ["--" + flag, value if isinstance(value, str) else f"{value:g}"]
     # The token travels in the environment, not on a command line other users can read.
     if args.token:
         os.environ["DEVTUNNEL_TOKEN"] = args.token
     if args.relay:
         return lambda: agent_command(*argv)
     if args.port:  # the user's choice: never moved
+        return lambda: agent_command(*argv, "--port", str(args.port))
+    relay_port = _RelayPort()
+    return lambda: agent_command(*argv, "--port", relay_port())
+
+
+def up_agent_argv(args: argparse.Namespace, names: list[str]) -> Callable[[], list[str]]:
+    """Makes the ``devtunnel up NAME... --no-tui`` command line that carries the tunnels for the inspector.
+
+    The embedded relay keeps its port across agent restarts, as for ``http``.
+    """
+    api_port = args.api_port or _free_port()
+    argv = ["up", *names, "--no-tui", "--api-port", str(api_port), "--db", str(_db(args))]
+    if getattr(args, "no_record", False):
+        argv.append("--no-record")
+    if args.token:
+        os.environ["DEVTUNNEL_TOKEN"] = args.token
+    if args.port:
         return lambda: agent_command(*argv, "--port", str(args.port))
     relay_port = _RelayPort()
     return lambda: agent_command(*argv, "--port", relay_port())

@@ -144,7 +144,7 @@ class Child:
         self.argv = list(argv)
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
-        self.log = log or LogRing()
+        self.log = log if log is not None else LogRing()
         self._ready_check = ready
         self._ready_interval = ready_interval
         self._on_line = on_line
@@ -193,7 +193,7 @@ class Child:
                 await self._task
             self._task = None
         if self.state.state != "failed":
-            self._set(state="stopped", pid=None)
+            self._set(state="stopped", pid=None, message="")
 
     async def restart_now(self) -> None:
         """Stop the running process; the supervisor starts it again at once."""

@@ -1,0 +1,77 @@
+"""``devtunnel up [NAME...] [--no-tui]``: every tunnel of devtunnel.toml (or those named), with their apps.
+
+All of them run in one agent (one embedded relay, one agent API) and show in one inspector;
+``--no-tui`` runs the agent headless, printing a ``Forwarding`` line per tunnel and a line per
+request, as ``devtunnel http --no-tui`` does. Each tunnel's ``run``, ``health`` and ``hold``
+come from its ``[tunnels.NAME]`` table; relay, token, host header and the rest from the usual
+settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from devtunnel.commands.config import resolve_http
+from devtunnel.config import Settings, TunnelSection
+from devtunnel.errors import ConfigError
+from devtunnel.net.agent import TunnelConfig
+
+__all__ = ["run", "chosen_tunnels", "tunnel_configs"]
+
+
+def chosen_tunnels(settings: Settings, names: list[str]) -> list[TunnelSection]:
+    """The tunnels named (all when none is), in the files' order.
+
+    Raises:
+        ConfigError: no tunnel is defined, or a name is not one of them.
+    """
+    if not settings.tunnels:
+        raise ConfigError("no tunnels are defined: run devtunnel init for a devtunnel.toml here, "
+                          "or add [tunnels.NAME] tables (docs/config.md)")
+    defined = [t.name for t in settings.tunnels]
+    chosen = []
+    for name in names:
+        tunnel = settings.tunnel(name)
+        if tunnel is None:
+            raise ConfigError(f"no tunnel named {name!r} is defined (defined: {', '.join(defined)})")
+        if tunnel not in chosen:
+            chosen.append(tunnel)
+    return chosen or list(settings.tunnels)
+
+
+def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -> list[TunnelConfig]:
+    """The agent's configs of ``tunnels``, with the relay, token and modes ``resolved`` holds."""
+    settings: Settings = resolved.settings
+    return [
+        TunnelConfig(
+            target=t.target, name=t.name, relay=t.relay or resolved.relay, token=resolved.token,
+            host_header=t.host_header or settings.agent.host_header, insecure=settings.agent.insecure,
+            run=t.run, health=t.health, hold=t.hold or 0.0,
+        )
+        for t in tunnels
+    ]
+
+
+def _as_http(args: argparse.Namespace, first: TunnelSection) -> argparse.Namespace:
+    """``up``'s arguments in the shape ``resolve_http`` and the agent take."""
+    values = dict(vars(args))
+    values.update(command="http", target=first.name, name=None, relay=None, token=None, token_file=None,
+                  host_header=None, insecure=False, run=None, health=None, hold=None,
+                  local_timeout=60.0, body_cap=getattr(args, "body_cap", None))
+    return argparse.Namespace(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``devtunnel up``; returns the exit code."""
+    tunnels = chosen_tunnels(args.settings, list(args.names))
+    resolved = resolve_http(_as_http(args, tunnels[0]))
+    configs = tunnel_configs(tunnels, resolved)
+    if args.no_tui:
+        from devtunnel.commands.http import run_headless
+
+        resolved.tunnel_configs = configs
+        return run_headless(resolved)
+    from devtunnel.commands.inspect import open_inspector, up_agent_argv
+
+    return open_inspector(Path(resolved.db), up_agent_argv(resolved, [t.name for t in tunnels]), resolved)
