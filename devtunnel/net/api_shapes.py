@@ -126,7 +126,7 @@ def _value(x: object) -> object:
 def tunnel_json(info: Any) -> dict[str, Any]:
     """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
     and ``app`` (the app devtunnel runs for the tunnel: ``command state pid restarts exit_code message
-    since health hold log_lines``, or null).
+    since health hold log_lines waiting``, or null).
 
     ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
     keep ngrok's moving rates and percentiles, so those are left out rather than faked.

@@ -69,8 +69,9 @@ async def health_ok(target: Target, path: str, timeout: float = HEALTH_TIMEOUT) 
             and 200 <= int(parts[1]) < 400)
 
 
-def app_json(state: ChildState, *, command: str, health: str | None, hold: float, log_lines: int) -> dict[str, Any]:
-    """The ``app`` object of a tunnel in ``/api/tunnels``."""
+def app_json(state: ChildState, *, command: str, health: str | None, hold: float, log_lines: int,
+             waiting: int = 0) -> dict[str, Any]:
+    """The ``app`` object of a tunnel in ``/api/tunnels`` (``waiting``: requests held right now)."""
     return {
         "command": command,
         "state": state.state,
@@ -82,6 +83,7 @@ def app_json(state: ChildState, *, command: str, health: str | None, hold: float
         "health": health,
         "hold": hold,
         "log_lines": log_lines,
+        "waiting": waiting,
     }
 
 
@@ -162,4 +164,4 @@ class AppRunner:
     def json(self, hold: float) -> dict[str, Any]:
         """The ``app`` object of ``/api/tunnels``."""
         return app_json(self.child.state, command=self.command, health=self.health, hold=hold,
-                        log_lines=len(self.log))
+                        log_lines=len(self.log), waiting=self.gate.waiting if self.gate is not None else 0)

@@ -494,6 +494,7 @@ class Forwarder:
         # A pooled connection may have been closed by the local service a moment ago; a request
         # without a body is then safely sent again on a new connection.
         retry_allowed = lease.conn is not None and head.end_stream
+        held_again = False
         sent_at = start.sent_at
         try:
             while True:
@@ -517,6 +518,18 @@ class Forwarder:
                         lease.release(False)
                         sent_at = None
                         continue
+                    gate = self.gate
+                    if gate is not None and gate.managed and exc.nothing_received:
+                        # The app accepted and went down (it crashed, or a reload ended it): a
+                        # request without a body waits for it once more, if the tunnel holds.
+                        if gate.hold and head.end_stream and not held_again:
+                            held_again = True
+                            lease.release(False)
+                            sent_at = None
+                            continue
+                        await self._fail_before_head(stream, head, cap, 502, "app_restarting",
+                                                     f"{APP_RESTARTING}: {exc}")
+                        return
                     await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
                     return
                 except _BadResponse as exc:

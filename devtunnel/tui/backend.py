@@ -17,6 +17,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from websockets.asyncio.client import connect
@@ -25,7 +26,7 @@ from websockets.exceptions import WebSocketException
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Row, Store
-from devtunnel.errors import DevtunnelError, ReplayError, TunnelError
+from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, TunnelError
 
 T = TypeVar("T")
 
@@ -42,6 +43,11 @@ class TunnelView:
     next_retry_at: float | None = None
     error: str = ""
     requests: int = 0
+    app_state: str = ""
+    """The app devtunnel runs for the tunnel: ``starting``, ``ready``, ``crashed``, ``restarting``,
+    ``stopped``, ``failed``; empty when it runs none."""
+    app_restarts: int = 0
+    app_message: str = ""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TunnelView:
@@ -51,6 +57,8 @@ class TunnelView:
         conns = metrics.get("conns") or metrics.get("http") or {}
         requests = data.get("requests", conns.get("count", 0) if isinstance(conns, dict) else 0)
         retry = data.get("next_retry_at")
+        app = data.get("app") if isinstance(data.get("app"), dict) else {}
+        restarts = app.get("restarts")
         return cls(
             name=str(data.get("name", "")),
             public_url=str(data.get("public_url") or ""),
@@ -59,6 +67,9 @@ class TunnelView:
             next_retry_at=float(retry) if isinstance(retry, (int, float)) else None,
             error=str(data.get("error") or ""),
             requests=int(requests or 0),
+            app_state=str(app.get("state") or ""),
+            app_restarts=restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0,
+            app_message=str(app.get("message") or ""),
         )
 
 
@@ -232,6 +243,23 @@ class Backend:
             except DevtunnelError as exc:
                 problems.append(f"{name}: {exc}")
         return started, problems
+
+    async def app_logs(self, name: str, *, contains: str = "", limit: int = 2000) -> list[dict[str, Any]]:
+        """The last ``limit`` lines of the output of tunnel ``name``'s app (those containing ``contains``).
+
+        Raises:
+            TunnelError: no agent, or it did not answer; NotFoundError: no such tunnel or app.
+        """
+        params = {"limit": str(limit)}
+        if contains:
+            params["contains"] = contains
+        response = await self._request("GET", f"/api/tunnels/{quote(name, safe='')}/logs", params=params)
+        if response.status_code == 404:
+            raise NotFoundError(_api_error(response))
+        if response.status_code != 200:
+            raise TunnelError(_api_error(response))
+        lines = response.json().get("lines")
+        return [line for line in lines if isinstance(line, dict)] if isinstance(lines, list) else []
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop the tunnel ``name``."""
