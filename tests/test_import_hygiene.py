@@ -32,6 +32,8 @@ CORE_MODULES = [
     "devtunnel.values",
     "devtunnel.values.terminal",
     "devtunnel.values.exchange_ids",
+    "devtunnel.values.durations",
+    "devtunnel.values.health_path",
 ]
 
 

@@ -421,6 +421,8 @@ class Forwarder:
     def close(self) -> None:
         """Close idle local connections."""
         self.pool.close()
+        if self.gate is not None:
+            self.gate.close()
 
     # -- the request head we write ---------------------------------------------------------
     def request_head(self, head: RequestReceived, *, chunked: bool) -> bytes:

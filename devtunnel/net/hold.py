@@ -24,7 +24,7 @@ __all__ = ["HoldGate", "HoldExpired", "MAX_WAITING", "RETRY_INTERVAL", "APP_REST
 MAX_WAITING = 1000
 """Requests one tunnel holds at most; more are answered 503 at once."""
 RETRY_INTERVAL = 0.1
-"""Seconds between connection attempts while the target refuses but the app is not known down."""
+"""Seconds between two probes of a target that refuses connections while the app is not known down."""
 APP_RESTARTING = "local app restarting"
 """The reason recorded for requests the app's restart failed (the start of the error message)."""
 
@@ -61,6 +61,9 @@ class HoldGate:
         """The app's state in words (``starting``, ``restarting (2)``), for messages."""
         self._up = asyncio.Event()
         self._up.set()
+        self._reachable = asyncio.Event()
+        self._reachable.set()
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def app_down(self) -> bool:
@@ -72,6 +75,7 @@ class HoldGate:
         self.managed = True
         self.app_state = state
         if ready:
+            self._reachable.set()  # the supervisor's word is newer than a probe's
             self._up.set()
         else:
             self._up.clear()
@@ -84,17 +88,21 @@ class HoldGate:
     async def connect(self, connect: Callable[[], Awaitable[C]]) -> C:
         """A connection from ``connect()``, waiting for the app as the module describes.
 
+        Held requests wait on one event, set when the app's supervisor says it is ready or
+        when one probe finds the target accepting again: they are woken, and connect, in the
+        order they came.
+
         Raises:
             HoldExpired: held for ``hold`` seconds without success, or too many held already.
             ConnectionRefusedError, OSError, TimeoutError: from ``connect()`` when not holding.
         """
         if self.hold <= 0:
             return await connect()
-        if not self.app_down:
+        if self._open():
             try:
                 return await connect()
             except ConnectionRefusedError:
-                pass
+                self._refused(connect)
         if self.waiting >= self.max_waiting:
             self.expired += 1
             raise HoldExpired(f"{APP_RESTARTING}: {self.waiting} requests are already waiting for it")
@@ -106,21 +114,55 @@ class HoldGate:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                if self.app_down:
+                if not self._open():
                     try:
-                        await asyncio.wait_for(self._up.wait(), remaining)
+                        async with asyncio.timeout(remaining):
+                            await self._up.wait()
+                            await self._reachable.wait()
                     except TimeoutError:
                         break
-                else:
-                    await asyncio.sleep(min(self.retry_interval, remaining))
+                    continue  # both may have changed again meanwhile
                 try:
                     conn = await connect()
                 except ConnectionRefusedError:
+                    self._refused(connect)
                     continue
                 self.held += 1
                 return conn
         finally:
             self.waiting -= 1
+            if not self.waiting and self._probe is not None:
+                self._probe.cancel()
         self.expired += 1
         state = "is still down" if self.app_down else "still refuses connections"
         raise HoldExpired(f"{APP_RESTARTING}: the app {state} after {self.hold:g} s")
+
+    def _open(self) -> bool:
+        return self._up.is_set() and self._reachable.is_set()
+
+    def _refused(self, connect: Callable[[], Awaitable[object]]) -> None:
+        """The target refused while the app is not known down: one probe finds when it accepts again."""
+        self._reachable.clear()
+        if self._probe is None:
+            self._probe = asyncio.create_task(self._run_probe(connect), name="hold-probe")
+
+    async def _run_probe(self, connect: Callable[[], Awaitable[object]]) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.retry_interval)
+                try:
+                    conn = await connect()
+                except (OSError, TimeoutError):
+                    continue
+                abort = getattr(conn, "abort", None)
+                if abort is not None:
+                    abort()
+                return
+        finally:
+            self._probe = None
+            self._reachable.set()
+
+    def close(self) -> None:
+        """Stop probing (the tunnel stops)."""
+        if self._probe is not None:
+            self._probe.cancel()
