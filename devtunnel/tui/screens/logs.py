@@ -87,7 +87,7 @@ class LogsScreen(Screen[None]):
         self.problem = ""
 
     def compose(self) -> ComposeResult:
-        yield Static(f"Logs of {escape(self.tunnel)}'s app", id="logs-title", markup=False)
+        yield Static(f"Logs: {escape(self.tunnel)}'s app (stdout and stderr)", id="logs-title", markup=False)
         yield RichLog(wrap=True, markup=False, highlight=False, auto_scroll=True, max_lines=5000, id="logs")
         yield Input(placeholder="search the app's output (enter keeps it, esc clears)", id="logs-search")
         yield Static("", id="logs-status", markup=False)
