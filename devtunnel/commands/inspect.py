@@ -130,15 +130,18 @@ def check_http_args(args: argparse.Namespace) -> None:
     """Refuse bad ``http`` arguments here, with the agent's own messages, before the screen opens.
 
     Raises:
-        ConfigError: a bad target, name, relay URL or body cap.
+        ConfigError: a bad target, name, relay URL, body cap, health path or hold duration.
     """
     from devtunnel.net.agent import relay_connect_url
     from devtunnel.net.names import validate_name
     from devtunnel.net.sizes import parse_size
     from devtunnel.net.target import parse_target
 
+    from devtunnel.commands.http import app_options
+
     parse_target(str(args.target))
     parse_size(str(args.body_cap))
+    app_options(args)  # --run, --health, --hold
     if args.name:
         validate_name(args.name)
     if args.relay:
