@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import os
 import random
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -91,6 +94,23 @@ class ChildState:
     exit_code: int | None = None
     message: str = ""
     since: float = field(default_factory=time.time)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a function for the forked child that has the kernel send it SIGTERM when devtunnel
+    dies without stopping it (SIGKILL, a crash): the app does not outlive us holding its port.
+    Made in the parent, since the child may only call what is already loaded."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return functools.partial(prctl, _PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -242,7 +262,8 @@ class Child:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True,
+                preexec_fn=_die_with_parent())
         except OSError as exc:
             message = f"cannot start {self.argv[0]}: {exc.strerror or exc}"
             self.log.add("devtunnel", message)

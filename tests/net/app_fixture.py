@@ -3,7 +3,7 @@
     python app_fixture.py PORT [--exit-after N] [--ready-file PATH] [--child-pidfile PATH]
 
 * answers ``GET /anything`` with ``ok PID COUNT``; with ``--exit-after N`` it exits (code 3) right
-  after answering its Nth request: a crash mid-traffic;
+  after answering its Nth request and closing that connection: a crash mid-traffic;
 * ``/healthz`` answers 503 until ``--ready-file`` exists, then 200;
 * ``--child-pidfile`` starts a ``sleep`` child and writes its pid there (to prove the whole
   group is stopped);
@@ -45,8 +45,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         print(f"served {self.path} #{count}", flush=True)
         if args.exit_after and count >= args.exit_after:
-            print("exiting on purpose", file=sys.stderr, flush=True)
-            os._exit(3)
+            self.server.exit_after_this = True  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *values: object) -> None:
         pass
@@ -56,6 +55,16 @@ if args.child_pidfile:
     child = subprocess.Popen(["sleep", "600"])
     with open(args.child_pidfile, "w") as f:
         f.write(str(child.pid))
-server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+class Server(ThreadingHTTPServer):
+    exit_after_this = False
+
+    def shutdown_request(self, request: object) -> None:
+        super().shutdown_request(request)  # the answer is sent whole and the connection closed
+        if self.exit_after_this:
+            print("exiting on purpose", file=sys.stderr, flush=True)
+            os._exit(3)
+
+
+server = Server(("127.0.0.1", args.port), Handler)
 print(f"listening on {args.port} \x1b]0;pwned\x07\x1b[2J", flush=True)
 server.serve_forever()

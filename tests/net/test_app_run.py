@@ -269,3 +269,12 @@ def test_a_missing_program_is_said_and_not_retried(start, tmp_path: Path) -> Non
     lines = httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]
     assert any("not found" in l["text"] for l in lines)
     assert any("exited with code 127" in l["text"] for l in lines)
+
+
+def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
+    port = free_port()
+    run = start(str(port), "--run", app_command(port))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    pid = run.app()["pid"]
+    run.proc.kill()  # SIGKILL: devtunnel cannot stop anything itself
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), what="the app gone with devtunnel")
