@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -153,7 +152,7 @@ def test_up_starts_the_named_tunnels_with_their_apps_in_one_agent(tmp_path: Path
     api_port = free_port()
     up = _run(["up", "web", "api", "--no-tui", "--api-port", str(api_port), "--db", str(tmp_path / "c.db")], project)
     try:
-        lines = [up.line(lambda l: FORWARDING.match(l) is not None and f":{p}" in l) for p in (web, api)]
+        lines = [up.line(lambda l, p=p: FORWARDING.match(l) is not None and f":{p}" in l) for p in (web, api)]
         names = [FORWARDING.match(l).group(2) for l in lines]  # type: ignore[union-attr]
         assert names == ["web", "api"]
         relay = FORWARDING.match(lines[0]).group(3)  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -21,7 +22,7 @@ from devtunnel.config import FILE_NAME
 from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.net.names import label_from
 
-__all__ = ["run", "Guess", "guess_app", "render"]
+__all__ = ["Guess", "guess_app", "render", "run"]
 
 _READ_LIMIT = 1 << 20
 """Bytes read at most from a file looked at for a guess."""
@@ -44,20 +45,31 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _table(doc: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``doc[k1][k2]...`` when every step is a table, else an empty one (a file may hold anything)."""
+    for key in keys:
+        value = doc.get(key)
+        doc = value if isinstance(value, dict) else {}
+    return doc
+
+
+def _texts(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
 def _python_dependencies(folder: Path) -> tuple[str, str]:
     """The lowercased dependency text of pyproject.toml or requirements.txt, and that file's name."""
     pyproject = folder / "pyproject.toml"
     if pyproject.is_file():
         try:
-            doc = tomllib.loads(_read(pyproject))
+            doc: dict[str, Any] = tomllib.loads(_read(pyproject))
         except tomllib.TOMLDecodeError:
             doc = {}
-        project = doc.get("project") if isinstance(doc.get("project"), dict) else {}
-        parts = [str(d) for d in project.get("dependencies") or [] if isinstance(d, str)]
-        for group in (project.get("optional-dependencies") or {}).values():
-            parts += [str(d) for d in group if isinstance(d, str)] if isinstance(group, list) else []
-        poetry = ((doc.get("tool") or {}).get("poetry") or {}) if isinstance(doc.get("tool"), dict) else {}
-        parts += [str(k) for k in (poetry.get("dependencies") or {})] if isinstance(poetry, dict) else []
+        project = _table(doc, "project")
+        parts = _texts(project.get("dependencies"))
+        for group in _table(project, "optional-dependencies").values():
+            parts += _texts(group)
+        parts += list(_table(doc, "tool", "poetry", "dependencies"))
         if parts:
             return " ".join(parts).lower(), "pyproject.toml"
     requirements = folder / "requirements.txt"

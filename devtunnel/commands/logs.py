@@ -22,7 +22,7 @@ from devtunnel.commands.config import settings_of
 from devtunnel.commands.output import safe
 from devtunnel.errors import ConfigError, DevtunnelError, NotFoundError
 
-__all__ = ["run", "log_line_text", "PORTS_TRIED"]
+__all__ = ["PORTS_TRIED", "log_line_text", "run"]
 
 PORTS_TRIED = 10
 """Ports from ``agent.api_port`` on where an agent is looked for without ``--api``."""

@@ -17,7 +17,7 @@ from devtunnel.config import Settings, TunnelSection
 from devtunnel.errors import ConfigError
 from devtunnel.net.agent import TunnelConfig
 
-__all__ = ["run", "chosen_tunnels", "tunnel_configs"]
+__all__ = ["chosen_tunnels", "run", "tunnel_configs"]
 
 
 def chosen_tunnels(settings: Settings, names: list[str]) -> list[TunnelSection]:

@@ -41,8 +41,8 @@ from devtunnel.errors import (
 from devtunnel.net.agent_socket import TunnelSocket
 from devtunnel.net.app_runner import AppRunner
 from devtunnel.net.children import LogRing
-from devtunnel.net.hold import HoldGate
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
+from devtunnel.net.hold import HoldGate
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.recording import LiveSnapshots
 from devtunnel.net.session import HANDSHAKE_TIMEOUT, Session
@@ -547,11 +547,6 @@ class AgentService:
         if tunnel.app is None:
             raise NotFoundError(f"tunnel {name!r} runs no app (start it with --run, or run = ... in devtunnel.toml)")
         return tunnel.app.log
-
-    async def restart_app(self, name: str) -> None:
-        """Restart the app tunnel ``name`` runs. Raises NotFoundError."""
-        self.app_log(name)
-        await self._tunnels[name].app.restart()  # type: ignore[union-attr]
 
     def tunnels(self) -> list[TunnelInfo]:
         """Every tunnel, in the order they were started."""

@@ -23,7 +23,7 @@ from devtunnel.net.api_http import int_param, ok
 from devtunnel.net.api_shapes import tunnel_uri
 from devtunnel.net.children import LogLine, LogRing
 
-__all__ = ["routes", "line_json", "FOLLOW_QUEUE"]
+__all__ = ["FOLLOW_QUEUE", "line_json", "routes"]
 
 FOLLOW_QUEUE = 1000
 """Lines at most waiting to be sent to one following client."""

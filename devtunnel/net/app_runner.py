@@ -23,7 +23,7 @@ from devtunnel.net.hold import HoldGate
 from devtunnel.net.target import Target
 from devtunnel.values.health_path import health_path_problem
 
-__all__ = ["AppRunner", "health_ok", "check_health_path", "app_json", "HEALTH_TIMEOUT"]
+__all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_ok"]
 
 HEALTH_TIMEOUT = 2.0
 """Seconds one health check may take."""

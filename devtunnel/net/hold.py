@@ -19,7 +19,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["HoldGate", "HoldExpired", "MAX_WAITING", "RETRY_INTERVAL", "APP_RESTARTING"]
+__all__ = ["APP_RESTARTING", "MAX_WAITING", "RETRY_INTERVAL", "HoldExpired", "HoldGate"]
 
 MAX_WAITING = 1000
 """Requests one tunnel holds at most; more are answered 503 at once."""

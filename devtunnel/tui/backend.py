@@ -57,7 +57,8 @@ class TunnelView:
         conns = metrics.get("conns") or metrics.get("http") or {}
         requests = data.get("requests", conns.get("count", 0) if isinstance(conns, dict) else 0)
         retry = data.get("next_retry_at")
-        app = data.get("app") if isinstance(data.get("app"), dict) else {}
+        raw_app = data.get("app")
+        app: Mapping[str, Any] = raw_app if isinstance(raw_app, dict) else {}
         restarts = app.get("restarts")
         return cls(
             name=str(data.get("name", "")),

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["parse_duration", "format_duration"]
+__all__ = ["format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h)")
 _LONGEST = 24 * 3600.0
 
 
-def parse_duration(text: str | int | float, *, what: str = "duration") -> float:
+def parse_duration(text: str | float, *, what: str = "duration") -> float:
     """Seconds in ``text``: ``30s``, ``500ms``, ``2m``, ``1m30s``, ``1h``, or a bare number of seconds.
 
     Zero is allowed (it turns the setting off); negative, infinite and above a day are not.
@@ -22,7 +22,7 @@ def parse_duration(text: str | int | float, *, what: str = "duration") -> float:
     """
     hint = f"expected a {what} such as 30s, 500ms or 2m"
     if isinstance(text, bool):
-        raise ValueError(f"{hint}, got a boolean")
+        raise ValueError(f"{hint}, got a boolean")  # noqa: TRY004 - the settings' kinds raise ValueError
     if isinstance(text, int | float):
         seconds = float(text)
     else:

@@ -28,7 +28,7 @@ count = 0
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         global count
         if self.path == "/healthz":
             ready = args.ready_file is None or os.path.exists(args.ready_file)

@@ -13,7 +13,13 @@ import pytest
 
 from devtunnel.net.hold import HoldExpired, HoldGate
 from tests.helpers import async_wait_for, free_port
-from tests.net.tunnel_fixtures import Harness, LocalState, _pattern, local_http, relay_and_agent
+from tests.net.tunnel_fixtures import (
+    Harness,
+    LocalState,
+    _pattern,
+    local_http,
+    relay_and_agent,
+)
 
 
 @pytest.fixture
@@ -136,7 +142,7 @@ async def test_requests_wait_for_a_target_that_comes_up_and_arrive_in_order(harn
         tasks = []
         for i in range(5):
             tasks.append(asyncio.create_task(client.get(f"/r{i}")))
-            await async_wait_for(lambda: gate.waiting == i + 1, what=f"request {i} held")
+            await async_wait_for(lambda n=i + 1: gate.waiting == n, what=f"request {i} held")
         server = await _ordered_server(port, seen)
         try:
             responses = await asyncio.gather(*tasks)

@@ -4,7 +4,6 @@ snapshots of the panel and the view with frozen data."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path

@@ -21,7 +21,7 @@ from textual.widgets import Footer, Input, RichLog, Static
 from devtunnel.errors import DevtunnelError
 from devtunnel.values.terminal import escape
 
-__all__ = ["LogsScreen", "line_text", "POLL_INTERVAL"]
+__all__ = ["POLL_INTERVAL", "LogsScreen", "line_text"]
 
 POLL_INTERVAL = 1.0
 """Seconds between two reads of the app's log."""
