@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from textual.widgets import RichLog
 
@@ -73,8 +74,6 @@ async def test_the_logs_view_shows_the_apps_output_escaped_and_searches_it(tmp_p
 
 
 def _app_pid(app: Any) -> int:
-    import httpx
-
     api = app.backend.api_url
     return httpx.get(api + "/api/tunnels", timeout=5).json()["tunnels"][0]["app"]["pid"]
 
@@ -161,3 +160,31 @@ def test_logs_view_searching(snap_compare, tmp_path: Path) -> None:  # type: ign
         await pilot.pause()
 
     assert snap_compare(_base(tmp_path), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.timeout(90)
+async def test_up_runs_every_tunnel_and_app_under_one_inspector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    web, api = free_port(), free_port()
+    (tmp_path / "devtunnel.toml").write_text(f"""\
+[tunnels.web]
+target = {web}
+run = "{sys.executable} {APP} {web}"
+
+[tunnels.api]
+target = {api}
+run = "{sys.executable} {APP} {api}"
+hold = "5s"
+""")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    db = tmp_path / "captures.db"
+    argv = agent_command("up", "--no-tui", "--api-port", str(free_port()), "--db", str(db))
+    app = inspector(db, tmp_path, agent_argv=argv, agent_log=tmp_path / "agent.log")
+    async with app.run_test(size=(110, 30)):
+        panel = app.query_one(TunnelsPanel)
+        await async_wait_for(lambda: {n: t.app_state for n, t in panel.tunnels.items()} == {"web": "ready", "api": "ready"},
+                             timeout=40, what="both tunnels with their apps ready")
+        pids = [t["app"]["pid"] for t in httpx.get(app.backend.api_url + "/api/tunnels", timeout=5).json()["tunnels"]]
+        assert all(_alive(pid) for pid in pids)
+        await app.shutdown()
+    wait_for(lambda: not any(_alive(pid) for pid in pids), what="both apps stopped with the inspector")
