@@ -67,15 +67,16 @@ async def test_the_logs_view_shows_the_apps_output_escaped_and_searches_it(tmp_p
         assert "started app" not in _log_text(screen)
         await pilot.press("escape")  # closes the view
         await async_wait_for(lambda: not isinstance(app.screen, LogsScreen), what="the view closed")
-        app_pid = _app_pid(app)
+        [app_pid] = await _app_pids(app)
         assert _alive(app_pid)
         await app.shutdown()  # what q does: the agent stops, and its app with it
     wait_for(lambda: not _alive(app_pid), what="the app stopped with the inspector")
 
 
-def _app_pid(app: Any) -> int:
-    api = app.backend.api_url
-    return httpx.get(api + "/api/tunnels", timeout=5).json()["tunnels"][0]["app"]["pid"]
+async def _app_pids(app: Any) -> list[int]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        tunnels = (await client.get(app.backend.api_url + "/api/tunnels")).json()["tunnels"]
+    return [t["app"]["pid"] for t in tunnels]
 
 
 async def test_l_on_a_tunnel_without_app_says_how_to_get_one(tmp_path: Path) -> None:
@@ -184,7 +185,7 @@ hold = "5s"
         panel = app.query_one(TunnelsPanel)
         await async_wait_for(lambda: {n: t.app_state for n, t in panel.tunnels.items()} == {"web": "ready", "api": "ready"},
                              timeout=40, what="both tunnels with their apps ready")
-        pids = [t["app"]["pid"] for t in httpx.get(app.backend.api_url + "/api/tunnels", timeout=5).json()["tunnels"]]
+        pids = await _app_pids(app)
         assert all(_alive(pid) for pid in pids)
         await app.shutdown()
     wait_for(lambda: not any(_alive(pid) for pid in pids), what="both apps stopped with the inspector")
