@@ -225,3 +225,22 @@ async def test_without_hold_the_gate_only_connects() -> None:
     with pytest.raises(ConnectionRefusedError):
         await gate.connect(refused)
     assert gate.managed and gate.app_down and gate.app_state == "crashed"
+
+
+async def test_a_held_webhook_is_delivered_whole_once_the_app_is_ready(
+    harness: Harness, local: tuple[int, LocalState]
+) -> None:
+    await harness.start(str(local[0]), name="hooks", hold=20.0)
+    gate = _gate(harness, "hooks")
+    gate.set_app_state(False, "restarting (1)")  # as the app's supervisor says while it restarts
+    payload = _pattern(3 << 20)  # more than the relay's first window: the rest waits at the relay
+    async with _client(harness, "hooks") as client:
+        task = asyncio.create_task(client.post("/echo", content=payload))
+        await async_wait_for(lambda: gate.waiting == 1, what="the webhook held")
+        assert not task.done()
+        gate.set_app_state(True, "ready")
+        response = await task
+    assert response.status_code == 200
+    assert response.json()["sha256"] == hashlib.sha256(payload).hexdigest()
+    [ex] = await harness.exchanges(1)
+    assert ex.status == 200 and ex.error is None
