@@ -204,3 +204,19 @@ def test_http_name_takes_run_health_hold_from_the_file_and_flags_win(tmp_path: P
         assert (tunnel["app"]["health"], tunnel["app"]["hold"]) == ("/healthz", 2.0)
     finally:
         assert proc.stop(signal.SIGTERM) == 0
+
+
+def test_the_inspectors_agent_gets_the_app_settings(tmp_path: Path) -> None:
+    import argparse
+
+    from devtunnel.commands.inspect import http_agent_argv, up_agent_argv
+
+    common = dict(api_port=4040, db=str(tmp_path / "c.db"), relay=None, token=None, port=5555, no_record=False)
+    http = http_agent_argv(argparse.Namespace(target="8000", name="shop", host_header="preserve", body_cap="10mb",
+                                              insecure=False, run="uvicorn app:app --reload", health="/healthz",
+                                              hold=30.0, **common))()
+    assert http[http.index("--run") + 1] == "uvicorn app:app --reload"
+    assert http[http.index("--health") + 1] == "/healthz" and http[http.index("--hold") + 1] == "30"
+    up = up_agent_argv(argparse.Namespace(**common), ["web", "api"])()
+    assert up[up.index("up"):up.index("up") + 4] == ["up", "web", "api", "--no-tui"]
+    assert up[-2:] == ["--port", "5555"]
