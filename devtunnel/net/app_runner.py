@@ -28,6 +28,10 @@ __all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "heal
 HEALTH_TIMEOUT = 2.0
 """Seconds one health check may take."""
 _HEAD_LIMIT = 16 * 1024
+_SHELL_HINTS = {
+    127: "exit code 127: the shell found no such command; check the run command and the PATH",
+    126: "exit code 126: the command is not executable",
+}
 
 
 def check_health_path(path: str) -> str:
@@ -142,6 +146,8 @@ class AppRunner:
         return await port_accepts(self.target.host, self.target.port)
 
     def _state_changed(self, state: ChildState) -> None:
+        if state.state == "crashed" and state.exit_code in _SHELL_HINTS:
+            self.log.add("devtunnel", _SHELL_HINTS[state.exit_code])
         if self.gate is not None:
             self.gate.set_app_state(state.state == "ready", self.state_text)
         if self._on_change is not None:

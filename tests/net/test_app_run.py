@@ -261,7 +261,7 @@ def test_bad_app_flags_exit_2_with_one_line(flags: list[str], message: str, tmp_
     assert not proc.out
 
 
-def test_a_missing_program_is_said_and_not_retried(start, tmp_path: Path) -> None:
+def test_a_missing_program_is_said_in_the_log(start, tmp_path: Path) -> None:
     port = free_port()
     run = start(str(port), "--run", "definitely-not-a-program-devtunnel-test --port 1")
     # /bin/sh starts, says the program is missing and exits 127: devtunnel restarts it with backoff.
@@ -269,6 +269,7 @@ def test_a_missing_program_is_said_and_not_retried(start, tmp_path: Path) -> Non
     lines = httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]
     assert any("not found" in l["text"] for l in lines)
     assert any("exited with code 127" in l["text"] for l in lines)
+    assert any("the shell found no such command" in l["text"] for l in lines)
 
 
 def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
