@@ -52,6 +52,9 @@ MAIN_EXAMPLES = """\
 examples:
   devtunnel http 8080                      tunnel to localhost:8080 on an embedded relay, open the inspector
   devtunnel http 8080 --no-tui             same, headless: one log line per request
+  devtunnel http 8000 --run 'uvicorn app:app --port 8000 --reload' --hold 30s
+                                           also start your app, restart it, hold requests while it is down
+  devtunnel init && devtunnel up           a devtunnel.toml for this folder, then its tunnels and apps
   devtunnel relay --domain t.example.com --token s3cret
                                            run the public relay on a server
   devtunnel requests --filter 'status:>=400'
