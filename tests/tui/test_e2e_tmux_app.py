@@ -36,3 +36,29 @@ def test_the_app_state_shows_and_q_stops_the_app(tmp_path: Path, tmux: Tmux) -> 
     wait_for(status.exists, timeout=20, what="the inspector to exit")
     assert status.read_text().strip() == "0"
     wait_for(lambda: not _accepts(port), timeout=20, what="the app stopped with the inspector")
+
+
+def test_up_opens_one_inspector_for_every_tunnel_and_its_app(tmp_path: Path, tmux: Tmux) -> None:  # noqa: F811
+    web, api = free_port(), free_port()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "devtunnel.toml").write_text(f"""\
+[tunnels.web]
+target = {web}
+run = "{sys.executable} {APP} {web}"
+
+[tunnels.api]
+target = {api}
+run = "{sys.executable} {APP} {api}"
+""")
+    status = tmp_path / "status"
+    command = (f"cd {project} && env XDG_STATE_HOME={tmp_path / 'state'} XDG_CONFIG_HOME={tmp_path / 'config'} "
+               f"TERM=xterm-256color {DEVTUNNEL} up --db {tmp_path / 'captures.db'}; echo $? > {status}")
+    tmux.start(command, 120, 30)
+    tmux.wait_showing(r"(?s)http://web\.localhost:\d+.*app ready.*http://api\.localhost:\d+.*app ready", timeout=45,
+                      what="both tunnels with their apps ready")
+    assert _accepts(web) and _accepts(api)
+    tmux.run("send-keys", "-t", "e2e", "q")
+    wait_for(status.exists, timeout=20, what="the inspector to exit")
+    assert status.read_text().strip() == "0"
+    wait_for(lambda: not _accepts(web) and not _accepts(api), timeout=20, what="both apps stopped")
