@@ -192,6 +192,16 @@ def test_up_without_a_file_or_with_an_unknown_name_says_so(tmp_path: Path) -> No
     assert unknown.err == ["devtunnel: no tunnel named 'shop' is defined (defined: web, api, spare)"]
 
 
+def test_health_without_run_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "devtunnel.toml").write_text('[tunnels.web]\ntarget = 8000\nhealth = "/healthz"\n')
+    up = _run(["up", "--no-tui", "--api-port", "0"], tmp_path)
+    assert up.wait() == 2
+    assert up.err == ["devtunnel: tunnels.web.health needs tunnels.web.run: it tells when the app devtunnel runs is ready"]
+    http = _run(["http", "web", "--no-tui", "--api-port", "0"], tmp_path)
+    assert http.wait() == 2
+    assert "health needs run in devtunnel.toml" in http.err[0]
+
+
 def test_http_name_takes_run_health_hold_from_the_file_and_flags_win(tmp_path: Path) -> None:
     project, web, _ = _project(tmp_path)
     api_port = free_port()

@@ -69,7 +69,8 @@ def app_options(args: argparse.Namespace) -> dict[str, Any]:
     health = getattr(args, "health", None)
     hold_text = getattr(args, "hold", None)
     if health and not run:
-        raise ConfigError("--health needs --run: it tells when the app devtunnel runs is ready")
+        raise ConfigError("--health needs --run (health needs run in devtunnel.toml): it tells when the app "
+                          "devtunnel runs is ready")
     if health:
         from devtunnel.net.app_runner import check_health_path
 

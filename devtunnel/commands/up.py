@@ -41,8 +41,16 @@ def chosen_tunnels(settings: Settings, names: list[str]) -> list[TunnelSection]:
 
 
 def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -> list[TunnelConfig]:
-    """The agent's configs of ``tunnels``, with the relay, token and modes ``resolved`` holds."""
+    """The agent's configs of ``tunnels``, with the relay, token and modes ``resolved`` holds.
+
+    Raises:
+        ConfigError: a tunnel has ``health`` without ``run``.
+    """
     settings: Settings = resolved.settings
+    for t in tunnels:
+        if t.health and not t.run:
+            raise ConfigError(f"tunnels.{t.name}.health needs tunnels.{t.name}.run: it tells when the app "
+                              "devtunnel runs is ready")
     return [
         TunnelConfig(
             target=t.target, name=t.name, relay=t.relay or resolved.relay, token=resolved.token,
