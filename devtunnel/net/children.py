@@ -275,16 +275,41 @@ class Child:
         assert proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.create_task(self._pump(proc.stdout, "out")), asyncio.create_task(self._pump(proc.stderr, "err"))]
         watcher = asyncio.create_task(self._watch_ready(proc))
+        exited = asyncio.ensure_future(proc.wait())
         try:
-            code = await proc.wait()
-            await asyncio.gather(*readers, return_exceptions=True)
+            # wait() also waits for the output pipes to close, which what the program started may
+            # keep open (a --reload server's worker): the exit itself is seen in returncode.
+            while proc.returncode is None and not exited.done():
+                await asyncio.wait([exited], timeout=0.2)
+            code = proc.returncode if proc.returncode is not None else exited.result()
+            # What it left behind may hold the port and the pipes: end the group before starting again.
+            await self._end_group(proc.pid)
+            await asyncio.wait([exited, *readers], timeout=1.0)
         finally:
+            exited.cancel()
             watcher.cancel()
             for reader in readers:
                 reader.cancel()
             self.ready.clear()
             self._proc = None
         return code
+
+    async def _end_group(self, pgid: int) -> None:
+        """SIGTERM what is left of the process group, SIGKILL what is still there after a short grace."""
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return  # nothing left
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self._grace, 2.0)
+        while loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
     async def _watch_ready(self, proc: asyncio.subprocess.Process) -> None:
         if self._ready_check is None:
