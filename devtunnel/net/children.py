@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-__all__ = ["Child", "ChildState", "LogLine", "LogRing", "port_accepts", "MAX_LINE"]
+__all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "port_accepts"]
 
 MAX_LINE = 8192
 """Characters of one output line kept; a longer line is cut and marked with ``…``."""
@@ -117,7 +117,7 @@ async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when something accepts a TCP connection at ``host:port``."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     with contextlib.suppress(OSError):
@@ -227,7 +227,7 @@ class Child:
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), self._grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
