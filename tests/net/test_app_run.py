@@ -43,6 +43,9 @@ class Running:
     def get(self, client: httpx.Client, path: str) -> httpx.Response:
         return client.get(self.relay + path, headers={"Host": self.host})
 
+    def post(self, client: httpx.Client, path: str, body: bytes) -> httpx.Response:
+        return client.post(self.relay + path, content=body, headers={"Host": self.host})
+
     def app(self) -> dict:
         tunnels = httpx.get(self.api + "/api/tunnels", timeout=5).json()["tunnels"]
         return tunnels[0]["app"]
@@ -279,3 +282,38 @@ def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> N
     pid = run.app()["pid"]
     run.proc.kill()  # SIGKILL: devtunnel cannot stop anything itself
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), what="the app gone with devtunnel")
+
+
+ASGI_APP = '''\
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b"VERSION"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def test_a_save_under_uvicorn_reload_loses_no_delivery(start, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    source = project / "webapp.py"
+    source.write_text(ASGI_APP.replace("VERSION", "v1"))
+    port = free_port()
+    run = start(str(port), "--run", f"{sys.executable} -m uvicorn webapp:app --port {port} --reload "
+                f"--reload-dir {project}", "--hold", "10s", cwd=project)
+    wait_for(lambda: run.app()["state"] == "ready", timeout=30, what="uvicorn ready")
+    statuses: Counter[int] = Counter()
+    bodies: list[str] = []
+    deadline = time.monotonic() + 60
+    with httpx.Client(timeout=20) as client:
+        for i in range(400):  # until the saved version answers, bounded in count and time
+            if time.monotonic() > deadline or (bodies and bodies[-1] == "v2" and bodies.count("v2") >= 5):
+                break
+            if i == 5:
+                source.write_text(ASGI_APP.replace("VERSION", "v2"))  # the save
+            response = run.post(client, f"/hook{i}", b'{"type": "invoice.paid"}')
+            statuses[response.status_code] += 1
+            bodies.append(response.text)
+    assert set(statuses) == {200}, statuses
+    assert bodies[0] == "v1" and bodies[-1] == "v2"
