@@ -52,6 +52,9 @@ MAIN_EXAMPLES = """\
 examples:
   devtunnel http 8080                      tunnel to localhost:8080 on an embedded relay, open the inspector
   devtunnel http 8080 --no-tui             same, headless: one log line per request
+  devtunnel http 8000 --run 'uvicorn app:app --port 8000 --reload' --hold 30s
+                                           also start your app, restart it, hold requests while it is down
+  devtunnel init && devtunnel up           a devtunnel.toml for this folder, then its tunnels and apps
   devtunnel relay --domain t.example.com --token s3cret
                                            run the public relay on a server
   devtunnel requests --filter 'status:>=400'
@@ -66,6 +69,16 @@ def _add_db(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: a subcommand's unset --db must not hide one given before the subcommand.
     p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
                    help="capture database (default: $XDG_STATE_HOME/devtunnel/captures.db)")
+
+
+def _add_app_flags(p: argparse.ArgumentParser) -> None:
+    # Unset flags are None: ``http NAME`` takes them from [tunnels.NAME] in devtunnel.toml.
+    p.add_argument("--run", metavar="CMD",
+                   help="start the local app with this shell command; devtunnel watches, restarts and stops it")
+    p.add_argument("--health", metavar="PATH",
+                   help="with --run: the app is ready when GET PATH answers 2xx/3xx (default: when its port accepts)")
+    p.add_argument("--hold", metavar="DURATION",
+                   help="requests wait this long (e.g. 30s) while the app is down or restarting, then get 503")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +138,7 @@ examples:
   devtunnel http 3000 --relay wss://tunnel.example.com --token s3cret --name payments
   devtunnel http 8000 --via cloudflared           a public https URL from Cloudflare, no server needed
   devtunnel http 8000 --via ssh:me@myhost.example.com:22
+  devtunnel http 8000 --run 'uvicorn app:app --port 8000 --reload' --hold 30s
   DEVTUNNEL_RELAY=wss://tunnel.example.com DEVTUNNEL_TOKEN=s3cret devtunnel http 3000
 """,
     )
@@ -156,6 +170,7 @@ examples:
     p.add_argument("--rate-limit", metavar="RATE", help="requests per client address, e.g. 20/s or 600/m; more get 429")
     p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="seconds the local service has to start its response before the client gets 504 (default: %(default)s)")
+    _add_app_flags(p)
     _add_db(p)
 
     # capture commands ---------------------------------------------------------------
@@ -269,6 +284,46 @@ examples:
                    help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
 
+    p = sub.add_parser("up", help="start every tunnel of devtunnel.toml (or those named) with their apps",
+                       formatter_class=_F,
+                       description=("Start the tunnels defined in devtunnel.toml ([tunnels.NAME]), all of them or those named,\n"
+                                    "with the apps they run, in one agent and one inspector."),
+                       epilog="""\
+examples:
+  devtunnel init                 write a devtunnel.toml for this folder first
+  devtunnel up
+  devtunnel up payments --no-tui
+""")
+    p.add_argument("names", nargs="*", metavar="NAME", help="tunnels to start (default: every one defined)")
+    p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
+    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
+    p.add_argument("--api-port", type=_port, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken)")
+    p.add_argument("--no-record", action="store_true", help="do not record exchanges")
+    _add_db(p)
+
+    sub.add_parser("init", help="write a commented devtunnel.toml for this folder (never replaces one)",
+                   formatter_class=_F,
+                   description=("Write ./devtunnel.toml with one tunnel named after the folder, its run command guessed\n"
+                                "from pyproject.toml, requirements.txt, manage.py or package.json. Asks nothing;\n"
+                                "an existing file is left as it is (exit status 2)."),
+                   epilog="examples:\n  devtunnel init && devtunnel up\n")
+
+    p = sub.add_parser("logs", help="print the output of the app a tunnel runs (--run), -f to follow it",
+                       formatter_class=_F,
+                       description=("Print the last lines the app of tunnel NAME wrote (stdout and stderr), read from the agent\n"
+                                    "that runs it; -f keeps printing new lines until Ctrl-C."),
+                       epilog="""\
+examples:
+  devtunnel logs payments
+  devtunnel logs payments -f
+  devtunnel logs payments --grep Traceback -n 500
+""")
+    p.add_argument("name", metavar="NAME", help="the tunnel whose app's output to print")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they come")
+    p.add_argument("-n", "--lines", type=_count, default=100, help="the last N lines (default: %(default)s; 0 for all kept)")
+    p.add_argument("--grep", metavar="TEXT", help="only lines containing TEXT (case-insensitive)")
+    p.add_argument("--api", metavar="URL", help="the agent API (default: the first agent on 127.0.0.1 from agent.api_port on)")
+
     p = sub.add_parser("inspect", help="open the inspector on stored captures without starting tunnels", formatter_class=_F,
                        description="Browse, filter, diff and export the exchanges in a capture database, with no agent and no tunnel.",
                        epilog="examples:\n  devtunnel inspect\n  devtunnel inspect --db ./captures.db\n")
@@ -355,6 +410,9 @@ _COMMANDS = {
     "diff": "captures",
     "agent": "http",
     "inspect": "inspect",
+    "logs": "logs",
+    "up": "up",
+    "init": "init",
     "config": "config",
     "send": "send",
     "help": "help",

@@ -53,6 +53,8 @@ from devtunnel.webhooks.custom import ALGORITHMS, ENCODINGS
 
 if TYPE_CHECKING:
     from devtunnel.webhooks.context import WebhookContext
+from devtunnel.values.durations import format_duration, parse_duration
+from devtunnel.values.health_path import health_path_problem
 
 __all__ = [
     "AgentSection",
@@ -257,6 +259,35 @@ class _Listen(_Kind):
         return text
 
 
+class _Command(_Kind):
+    def check(self, value: object) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected a command line such as \"uvicorn app:app --port 8000\", got {_shown(value)}")
+        if "\x00" in value:
+            raise ValueError("expected a command line without NUL characters")
+        return value
+
+
+class _HealthPath(_Kind):
+    def check(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a path such as \"/healthz\", got {_shown(value)}")
+        problem = health_path_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+class _Duration(_Kind):
+    def check(self, value: object) -> float:
+        if not isinstance(value, str | int | float):
+            raise ValueError(f"expected a duration such as \"30s\", got {_shown(value)}")
+        return parse_duration(value)
+
+    def to_toml(self, value: Any) -> object:
+        return format_duration(value)
+
+
 class _HeaderNames(_Kind):
     """Header names: a TOML array of strings (typed text: names separated by commas)."""
 
@@ -436,6 +467,12 @@ class TunnelSection:
     """``[[tunnels.NAME.rules]]``: what the relay does with a request first (docs/policy.md)."""
     rules_file: Path | None = field(default=None, metadata=_kind(_Path()))
     """A TOML file of ``[[rules]]`` tables, applied after ``rules``."""
+    run: str | None = field(default=None, metadata=_kind(_Command()))
+    """Shell command that starts the local app; devtunnel starts, watches and restarts it."""
+    health: str | None = field(default=None, metadata=_kind(_HealthPath()))
+    """Path on the target answering 2xx/3xx once the app is ready; unset: its port accepts connections."""
+    hold: float | None = field(default=None, metadata=_kind(_Duration()))
+    """How long requests wait while the app is down, e.g. ``"30s"`` (answered 503 after); unset: no wait."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ CORE_MODULES = [
     "devtunnel.rules.model",
     "devtunnel.rules.engine",
     "devtunnel.capture.filters.edge",
+    "devtunnel.values.durations",
+    "devtunnel.values.health_path",
 ]
 
 

@@ -42,6 +42,7 @@ ErrorKind = Literal[
     "too_large",  # the request body exceeded the relay's limit
     "replay_failed",  # a replay could not be sent
     "bad_request",  # refused before forwarding: the target is not a path, or the head is malformed
+    "app_restarting",  # the local app devtunnel runs was down or restarting (502), or did not come back in time (503)
 ]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -698,7 +698,8 @@ class Store:
 
 def _row(r: tuple[object, ...]) -> Row:
     return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]),  # type: ignore[arg-type]
-               bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]), _rule_mark(r[13], r[14], r[15]), r[16])
+               bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]), _rule_mark(r[13], r[14], r[15]),
+               r[16] if isinstance(r[16], str) else None)
 
 
 def _verdict(columns: Sequence[object]) -> Verdict | None:

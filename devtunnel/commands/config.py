@@ -90,6 +90,10 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
             if getattr(args, "via", None) is None and tunnel.via is not None:
                 out.via = tunnel.via
             out.pool = bool(args.pool or tunnel.pool)
+            # The app settings: a flag wins over the file, key by key.
+            for key in ("run", "health", "hold"):
+                if getattr(args, key, None) is None and getattr(tunnel, key) is not None:
+                    setattr(out, key, getattr(tunnel, key))
         out.rules = _tunnel_rules(args, tunnel)
         out.via = _via(args, out)
     return out

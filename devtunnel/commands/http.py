@@ -34,7 +34,7 @@ from devtunnel.net.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.net.via_runner import find_program, ssh_options
 
-__all__ = ["run", "exchange_line", "check_via"]
+__all__ = ["run", "run_headless", "exchange_line", "app_options", "check_via"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -60,6 +60,31 @@ def exchange_line(ex: Exchange) -> str:
     if ex.error:
         line += f"  {ex.error}"
     return line
+
+
+def app_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``run``, ``health`` and ``hold`` of a ``TunnelConfig`` from ``--run``, ``--health`` and ``--hold``.
+
+    Raises:
+        ConfigError: ``--health`` or ``--hold`` without ``--run`` where it needs one, or a bad value.
+    """
+    from devtunnel.values.durations import parse_duration
+
+    run = getattr(args, "run", None)
+    health = getattr(args, "health", None)
+    hold_text = getattr(args, "hold", None)
+    if health and not run:
+        raise ConfigError("--health needs --run (health needs run in devtunnel.toml): it tells when the app "
+                          "devtunnel runs is ready")
+    if health:
+        from devtunnel.net.app_runner import check_health_path
+
+        check_health_path(health)
+    try:
+        hold = parse_duration(hold_text, what="--hold duration") if hold_text not in (None, "") else 0.0
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return {"run": run or None, "health": health or None, "hold": hold}
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -91,6 +116,11 @@ def run(args: argparse.Namespace) -> int:
         from devtunnel.commands.inspect import run_http  # the inspector runs this command as its child
 
         return run_http(args)
+    return run_headless(args)
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    """Run the agent with resolved arguments until interrupted (``args.tunnel_configs``: several tunnels)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_guarded(_main(args)))
 
@@ -218,7 +248,7 @@ async def _main(args: argparse.Namespace) -> int:
         if is_http:
             exchange_log = _ExchangeLog(out)
             service.subscribe_exchanges(exchange_log)
-            config = TunnelConfig(
+            configs = getattr(args, "tunnel_configs", None) or [TunnelConfig(
                 target=args.target,
                 name=args.name,
                 relay=relay,
@@ -228,23 +258,30 @@ async def _main(args: argparse.Namespace) -> int:
                 via=via,
                 pool=bool(getattr(args, "pool", False)),
                 rules=getattr(args, "rules", ()) or (),
-            )
-            announced: str | None = None
+                **app_options(args),
+            )]
+            announced: dict[str, str] = {}  # tunnel name -> the public URL last printed
+            app_states: dict[str, str] = {}
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
             def announce(info: TunnelInfo) -> None:
-                nonlocal announced
-                if info.state is TunnelState.ONLINE and info.public_url and info.public_url != announced:
-                    announced = info.public_url
+                if info.state is TunnelState.ONLINE and info.public_url and announced.get(info.name) != info.public_url:
+                    announced[info.name] = info.public_url
                     shared = f" (pool of {info.pool_members})" if info.pool_members else ""
-                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}{shared}", out)  # the URL is the relay's or a provider's
-                elif info.state is TunnelState.FAILED and announced and not ended.done():
+                    # The URL is the relay's or a provider's: escaped.
+                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}{shared}", out)
+                elif info.state is TunnelState.FAILED and info.name in announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.
                     ended.set_result(f"tunnel {info.name} stopped: {info.error}")
+                if info.app is not None and app_states.get(info.name) != info.app["state"]:
+                    app_states[info.name] = info.app["state"]
+                    log.info("tunnel %s: app %s%s", info.name, info.app["state"],
+                             f" ({info.app['message']})" if info.app["message"] else "")
 
             service.subscribe(announce)
-            await service.start_tunnel(config, via_wait=0)  # Forwarding is printed when the URL comes
+            for config in configs:
+                await service.start_tunnel(config, via_wait=0)  # Forwarding is printed when the URL comes
         api_port = args.api_port
         if api_port or not is_http:  # ``http --api-port 0`` turns the API off
             from devtunnel.net.api import serve_api

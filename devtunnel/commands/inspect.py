@@ -81,6 +81,10 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     rules = getattr(args, "rules", None)
     if rules:  # passwords stay off the command line: a private file carries them
         argv += ["--rules", str(_private_rules_file(rules, argv[argv.index("--name") + 1]))]
+    for flag in ("run", "health", "hold"):  # the app the agent runs, watches and stops
+        value = getattr(args, flag, None)
+        if value not in (None, ""):
+            argv += ["--" + flag, value if isinstance(value, str) else f"{value:g}"]
     # The token travels in the environment, not on a command line other users can read.
     if args.token:
         os.environ["DEVTUNNEL_TOKEN"] = args.token
@@ -110,6 +114,23 @@ def _private_rules_file(rules: Sequence[Rule], name: str) -> Path:
     return path
 
 
+def up_agent_argv(args: argparse.Namespace, names: list[str]) -> Callable[[], list[str]]:
+    """Makes the ``devtunnel up NAME... --no-tui`` command line that carries the tunnels for the inspector.
+
+    The embedded relay keeps its port across agent restarts, as for ``http``.
+    """
+    api_port = args.api_port or _free_port()
+    argv = ["up", *names, "--no-tui", "--api-port", str(api_port), "--db", str(_db(args))]
+    if getattr(args, "no_record", False):
+        argv.append("--no-record")
+    if args.token:
+        os.environ["DEVTUNNEL_TOKEN"] = args.token
+    if args.port:
+        return lambda: agent_command(*argv, "--port", str(args.port))
+    relay_port = _RelayPort()
+    return lambda: agent_command(*argv, "--port", relay_port())
+
+
 def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> int:
     """Run the inspector until the user quits; the agent (if any) is stopped on the way out."""
     from devtunnel.tui.app import InspectorApp
@@ -133,15 +154,18 @@ def check_http_args(args: argparse.Namespace) -> None:
     """Refuse bad ``http`` arguments here, with the agent's own messages, before the screen opens.
 
     Raises:
-        ConfigError: a bad target, name, relay URL or body cap.
+        ConfigError: a bad target, name, relay URL, body cap, health path or hold duration.
     """
     from devtunnel.net.agent import relay_connect_url
     from devtunnel.net.names import validate_name
     from devtunnel.net.sizes import parse_size
     from devtunnel.net.target import parse_target
 
+    from devtunnel.commands.http import app_options
+
     parse_target(str(args.target))
     parse_size(str(args.body_cap))
+    app_options(args)  # --run, --health, --hold
     if args.name:
         validate_name(args.name)
     if args.relay:

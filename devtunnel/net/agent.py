@@ -44,7 +44,10 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.net.agent_socket import TunnelSocket
+from devtunnel.net.app_runner import AppRunner
+from devtunnel.net.children import LogRing
 from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
+from devtunnel.net.hold import HoldGate
 from devtunnel.net.names import random_name, validate_name
 from devtunnel.net.port_memory import PortMemory
 from devtunnel.net.recording import LiveSnapshots
@@ -102,6 +105,9 @@ class TunnelConfig:
         pool: share ``name`` with the other agents of the same token that ask for it with
             ``pool`` too: the relay spreads requests over them (``docs/relay.md``, "Pools").
         rules: the rules the relay enforces for this tunnel (docs/policy.md).
+        run: a shell command that starts the local app; devtunnel watches and restarts it.
+        health: a path on the target answering 2xx/3xx once the app is ready (default: the port accepts).
+        hold: seconds a request waits for the app while it is down, instead of failing (0: no wait).
     """
 
     target: str
@@ -113,10 +119,17 @@ class TunnelConfig:
     via: str | None = None
     pool: bool = False
     rules: tuple[Rule, ...] = ()
+    run: str | None = None
+    health: str | None = None
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):
             raise ConfigError(f"host_header must be 'preserve' or 'rewrite', not {self.host_header!r}")
+        if self.run is not None and not self.run.strip():
+            raise ConfigError("run must be a command line, not empty text")
+        if not 0 <= self.hold <= 24 * 3600:
+            raise ConfigError(f"hold must be between 0 and 24h, not {self.hold:g} s")
         if self.pool and not self.name:
             raise ConfigError("a pool shares a name: give the tunnel one (--name NAME --pool)")
         if self.provider is not None and self.relay is not None:
@@ -150,6 +163,8 @@ class TunnelInfo:
     """The provider of the public URL, if the tunnel has one (``--via``)."""
     pool_members: int | None = None
     """Agents sharing the name at the relay, this one included (pools only, while online)."""
+    app: dict[str, Any] | None = None
+    """The app devtunnel runs for this tunnel (``app_runner.app_json``), or None."""
 
 
 @dataclass
@@ -248,6 +263,12 @@ class Tunnel:
         """The local targets of the tunnel's ``forward`` rules, by rule number: the only places
         a request the relay routes may go."""
         self._on_change = on_change
+        self.app: AppRunner | None = None
+        if config.run or config.hold:
+            self.forwarder.gate = HoldGate(config.hold)
+        if config.run:
+            self.app = AppRunner(config.run, self.target, health=config.health, gate=self.forwarder.gate,
+                                 on_change=self._app_changed, env={"DEVTUNNEL_TUNNEL": self.name})
         self._backoff = backoff or Backoff()
         self._state = TunnelState.STARTING
         self._public_url: str | None = None
@@ -294,11 +315,16 @@ class Tunnel:
             config=self.config,
             via=via,
             pool_members=self._pool_members,
+            app=self.app.json(self.config.hold) if self.app is not None else None,
         )
 
     def notify(self) -> None:
         """Tell the listener the tunnel changed (its provider calls this)."""
         self._on_change(self.info())
+
+    def _app_changed(self) -> None:
+        if self._runner is not None:  # started: subscribers see the app's state with the tunnel's
+            self._on_change(self.info())
 
     async def start(self) -> TunnelInfo:
         """Start connecting; return once the tunnel is online or the first attempt failed.
@@ -310,6 +336,8 @@ class Tunnel:
             AuthError, NameTakenError, TunnelError: the relay refused the tunnel.
         """
         self._first = asyncio.get_running_loop().create_future()
+        if self.app is not None:
+            self.app.start()
         self._runner = asyncio.create_task(self._run(), name=f"tunnel-{self.name}")
         await asyncio.shield(self._first)
         return self.info()
@@ -332,6 +360,8 @@ class Tunnel:
             route.close()
         if self.live is not None:
             self.live.close()
+        if self.app is not None:
+            await self.app.stop()
         self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
 
     async def restart(self) -> None:
@@ -686,6 +716,15 @@ class AgentService:
         if tunnel is None:
             raise NotFoundError(f"no tunnel named {name!r}")
         await tunnel.restart()
+
+    def app_log(self, name: str) -> LogRing:
+        """The output of the app tunnel ``name`` runs. Raises NotFoundError (no tunnel, or no app)."""
+        tunnel = self._tunnels.get(name)
+        if tunnel is None:
+            raise NotFoundError(f"no tunnel named {name!r}")
+        if tunnel.app is None:
+            raise NotFoundError(f"tunnel {name!r} runs no app (start it with --run, or run = ... in devtunnel.toml)")
+        return tunnel.app.log
 
     def tunnels(self) -> list[TunnelInfo]:
         """Every tunnel, in the order they were started."""

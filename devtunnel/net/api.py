@@ -6,6 +6,7 @@ ngrok's routes::
     POST   /api/tunnels                   {"addr", "name", "proto": "http"} -> 201 tunnel
     GET    /api/tunnels/{name}            one tunnel
     DELETE /api/tunnels/{name}            stop it (204)
+    GET    /api/tunnels/{name}/logs       the output of the app it runs (?follow=1, ?contains=, ?limit=)
     GET|POST /api/endpoints, GET|DELETE /api/endpoints/{name}   the same tunnels as ngrok v3's endpoints
     GET    /api/requests/http             ?limit=&tunnel_name= -> {"requests": [...], "uri"}
     GET    /api/requests/http/{id}        one captured exchange
@@ -37,7 +38,7 @@ from starlette.websockets import WebSocket
 
 from devtunnel import __version__
 from devtunnel.errors import ConfigError
-from devtunnel.net import api_captures, api_endpoints, api_rules
+from devtunnel.net import api_captures, api_endpoints, api_logs, api_rules
 from devtunnel.net.agent import TunnelConfig
 from devtunnel.net.api_events import EventHub
 from devtunnel.net.api_http import (
@@ -139,6 +140,7 @@ def create_app(service: Any, *, events_interval: float = 0.1, events_max_ids: in
         Route(TUNNELS_URI, start_tunnel, methods=["POST"]),
         Route(TUNNELS_URI + "/{name}", get_tunnel, methods=["GET"]),
         Route(TUNNELS_URI + "/{name}", stop_tunnel, methods=["DELETE"]),
+        *api_logs.routes,
         *api_endpoints.routes,
         *api_rules.routes,
         *api_captures.routes,

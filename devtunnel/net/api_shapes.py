@@ -130,7 +130,9 @@ def _value(x: object) -> object:
 
 def tunnel_json(info: Any) -> dict[str, Any]:
     """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
-    and ``via`` (the public URL's provider and its process, or null); and ``pool``.
+    and ``via`` (the public URL's provider and its process, or null); and ``pool``;
+    and ``app`` (the app devtunnel runs for the tunnel: ``command state pid restarts exit_code message
+    since health hold log_lines waiting``, or null).
 
     ``pool`` is null for a tunnel holding its name alone; for one sharing it (``--pool``) it is
     ``{"members": N}``, the agents sharing the name as the relay last said (null while offline).
@@ -150,6 +152,7 @@ def tunnel_json(info: Any) -> dict[str, Any]:
         "next_retry_at": info.next_retry_at,
         "via": _via_json(getattr(info, "via", None)),
         "pool": _pool(info),
+        "app": getattr(info, "app", None),
     }
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import os
 import random
 import signal
@@ -22,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-__all__ = ["Child", "ChildState", "LogLine", "LogRing", "port_accepts", "MAX_LINE"]
+__all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "port_accepts"]
 
 MAX_LINE = 8192
 """Characters of one output line kept; a longer line is cut and marked with ``…``."""
@@ -66,6 +68,9 @@ class LogRing:
             listener(line)
         return line
 
+    def __len__(self) -> int:
+        return len(self._lines)
+
     def lines(self, contains: str | None = None) -> list[LogLine]:
         """The kept lines, oldest first; only those containing ``contains`` (case-insensitive) if given."""
         if not contains:
@@ -91,11 +96,28 @@ class ChildState:
     since: float = field(default_factory=time.time)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a function for the forked child that has the kernel send it SIGTERM when devtunnel
+    dies without stopping it (SIGKILL, a crash): the app does not outlive us holding its port.
+    Made in the parent, since the child may only call what is already loaded."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return functools.partial(prctl, _PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
 async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when something accepts a TCP connection at ``host:port``."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     with contextlib.suppress(OSError):
@@ -120,7 +142,7 @@ class Child:
         backoff: (first wait, longest wait) in seconds between restarts, with jitter.
         grace: seconds between SIGTERM and SIGKILL when stopping.
         die_with_parent: on Linux, the kernel sends the program SIGTERM if devtunnel dies without
-            stopping it (killed outright): a provider must not outlive the port it forwards to.
+            stopping it (killed outright): an app or a provider must not outlive devtunnel.
     """
 
     def __init__(
@@ -139,13 +161,13 @@ class Child:
         backoff: tuple[float, float] = (0.5, 30.0),
         grace: float = 5.0,
         rng: random.Random | None = None,
-        die_with_parent: bool = False,
+        die_with_parent: bool = True,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
-        self.log = log or LogRing()
+        self.log = log if log is not None else LogRing()
         self._ready_check = ready
         self._ready_interval = ready_interval
         self._on_line = on_line
@@ -154,7 +176,7 @@ class Child:
         self._backoff = backoff
         self._grace = grace
         self._rng = rng or random.Random()
-        self._preexec = _parent_death_signal() if die_with_parent else None
+        self._preexec = _die_with_parent() if die_with_parent else None
         self.state = ChildState()
         self.ready = asyncio.Event()
         """Set while the child is ready; cleared when it exits."""
@@ -195,7 +217,7 @@ class Child:
                 await self._task
             self._task = None
         if self.state.state != "failed":
-            self._set(state="stopped", pid=None)
+            self._set(state="stopped", pid=None, message="")
 
     async def restart_now(self) -> None:
         """Stop the running process; the supervisor starts it again at once."""
@@ -209,7 +231,7 @@ class Child:
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), self._grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
@@ -257,16 +279,41 @@ class Child:
         assert proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.create_task(self._pump(proc.stdout, "out")), asyncio.create_task(self._pump(proc.stderr, "err"))]
         watcher = asyncio.create_task(self._watch_ready(proc))
+        exited = asyncio.ensure_future(proc.wait())
         try:
-            code = await proc.wait()
-            await asyncio.gather(*readers, return_exceptions=True)
+            # wait() also waits for the output pipes to close, which what the program started may
+            # keep open (a --reload server's worker): the exit itself is seen in returncode.
+            while proc.returncode is None and not exited.done():
+                await asyncio.wait([exited], timeout=0.2)
+            code = proc.returncode if proc.returncode is not None else exited.result()
+            # What it left behind may hold the port and the pipes: end the group before starting again.
+            await self._end_group(proc.pid)
+            await asyncio.wait([exited, *readers], timeout=1.0)
         finally:
+            exited.cancel()
             watcher.cancel()
             for reader in readers:
                 reader.cancel()
             self.ready.clear()
             self._proc = None
         return code
+
+    async def _end_group(self, pgid: int) -> None:
+        """SIGTERM what is left of the process group, SIGKILL what is still there after a short grace."""
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return  # nothing left
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self._grace, 2.0)
+        while loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
     async def _watch_ready(self, proc: asyncio.subprocess.Process) -> None:
         if self._ready_check is None:
@@ -305,25 +352,3 @@ class Child:
         self.log.add(stream, text)
         if self._on_line is not None and self._on_line(text):
             self._mark_ready()
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A function for ``preexec_fn`` that asks Linux to send SIGTERM to the child when this
-    process dies (``prctl(PR_SET_PDEATHSIG)``); None elsewhere.
-
-    The C function is looked up here, before any fork: the child only makes the one call.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-
-    return preexec

@@ -18,6 +18,7 @@ import httptools
 
 from devtunnel.capture.model import ErrorKind
 from devtunnel.errors import StreamClosedError
+from devtunnel.net.hold import APP_RESTARTING, HoldExpired, HoldGate
 from devtunnel.net.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
 from devtunnel.net.recording import ExchangeCapture
 from devtunnel.net.stream import TunnelStream
@@ -414,10 +415,14 @@ class Forwarder:
         self.rewrite_host = host_header == "rewrite"
         self.head_timeout = head_timeout
         self.pool = LocalPool(target, insecure=insecure, connect_timeout=connect_timeout)
+        self.gate: HoldGate | None = None
+        """Set for a tunnel whose app devtunnel runs or that holds requests (``net/hold.py``)."""
 
     def close(self) -> None:
         """Close idle local connections."""
         self.pool.close()
+        if self.gate is not None:
+            self.gate.close()
 
     # -- the request head we write ---------------------------------------------------------
     def request_head(self, head: RequestReceived, *, chunked: bool) -> bytes:
@@ -491,6 +496,7 @@ class Forwarder:
         # A pooled connection may have been closed by the local service a moment ago; a request
         # without a body is then safely sent again on a new connection.
         retry_allowed = lease.conn is not None and head.end_stream
+        held_again = False
         sent_at = start.sent_at
         try:
             while True:
@@ -514,6 +520,18 @@ class Forwarder:
                         lease.release(False)
                         sent_at = None
                         continue
+                    gate = self.gate
+                    if gate is not None and gate.managed and exc.nothing_received:
+                        # The app accepted and went down (it crashed, or a reload ended it): a
+                        # request without a body waits for it once more, if the tunnel holds.
+                        if gate.hold and head.end_stream and not held_again:
+                            held_again = True
+                            lease.release(False)
+                            sent_at = None
+                            continue
+                        await self._fail_before_head(stream, head, cap, 502, "app_restarting",
+                                                     f"{APP_RESTARTING}: {exc}")
+                        return
                     await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
                     return
                 except _BadResponse as exc:
@@ -534,9 +552,23 @@ class Forwarder:
 
     async def _connect(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> LocalConnection | None:
         """A new local connection, or None after answering the failure to the client."""
+        gate = self.gate
         try:
-            return await self.pool.connect()
+            if gate is None:
+                return await self.pool.connect()
+            return await gate.connect(self.pool.connect)
+        except HoldExpired as exc:
+            await self._record_unsent_body(stream, head, cap)
+            await self._fail_before_head(stream, head, cap, 503, "app_restarting", f"{exc}\n",
+                                         retry_after=gate.retry_after if gate is not None else None)
         except ConnectionRefusedError:
+            if gate is not None and gate.managed:
+                state = gate.app_state if gate.app_down else "going down"
+                message = (f"{APP_RESTARTING}: the tunnel {self.tunnel} is online, but its app at {self.target.url} "
+                           f"is not ready ({state}).\n")
+                await self._record_unsent_body(stream, head, cap)
+                await self._fail_before_head(stream, head, cap, 502, "app_restarting", message)
+                return None
             message = (
                 f"The tunnel {self.tunnel} is online, but the local service at {self.target.url} "
                 "refused the connection.\nMake sure a web service is running there, or start "
@@ -707,18 +739,21 @@ class Forwarder:
         stream.reset(ErrorCode.LOCAL_ERROR, message)
 
     async def _fail_before_head(
-        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str
+        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str,
+        *, retry_after: int | None = None,
     ) -> None:
         """Answer the public client ourselves: the local service gave no usable response."""
-        await answer_error(stream, cap, status, kind, message, head_only=head.method == b"HEAD")
+        await answer_error(stream, cap, status, kind, message, head_only=head.method == b"HEAD", retry_after=retry_after)
         if not head.end_stream:
             stream.reset(ErrorCode.NO_ERROR, "response complete")
 
 
 async def answer_error(
-    stream: TunnelStream, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str, *, head_only: bool = False
+    stream: TunnelStream, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str, *, head_only: bool = False,
+    retry_after: int | None = None,
 ) -> None:
-    """Send (and record) the agent's own plain-text answer (400, 502, 504), with ``X-Devtunnel-Error: KIND``."""
+    """Send (and record) the agent's own plain-text answer (400, 502, 503, 504), with ``X-Devtunnel-Error: KIND``
+    (and ``Retry-After`` when given)."""
     cap.fail(kind, message.strip())
     body = message.encode("utf-8")
     reason = HTTPStatus(status).phrase.encode("ascii")
@@ -727,6 +762,8 @@ async def answer_error(
         (b"Content-Length", str(len(body)).encode("ascii")),
         (ERROR_HEADER, kind.encode("ascii")),
     )
+    if retry_after is not None:
+        headers += ((b"Retry-After", str(retry_after).encode("ascii")),)
     cap.response_head(status, reason, headers)
     if head_only:
         stream.send_response(status, reason, headers, end_stream=True)

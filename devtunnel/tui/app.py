@@ -31,6 +31,7 @@ from devtunnel.tui.screens.detail import DetailScreen
 from devtunnel.tui.screens.diff import DiffScreen, DiffSettings
 from devtunnel.tui.screens.edit import EditReplayScreen
 from devtunnel.tui.screens.export import ExportScreen
+from devtunnel.tui.screens.logs import LogsScreen
 from devtunnel.tui.screens.help import HelpScreen, describe, key_label
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
 from devtunnel.tui.supervisor import AgentSupervisor
@@ -224,8 +225,17 @@ class InspectorApp(App[None]):
     def _tunnel_action(self, event: TunnelsPanel.Action) -> None:
         if event.action == "copy":
             self._copy(event.tunnel.public_url, "public URL")
+        elif event.action == "logs":
+            self._open_logs(event.tunnel)
         else:
             self._tunnel_command(event.action, event.tunnel)
+
+    def _open_logs(self, tunnel: TunnelView) -> None:
+        if not tunnel.app_state:
+            self.notify(f"{tunnel.name} runs no app: start it with --run CMD, or run = \"...\" in devtunnel.toml",
+                        title="No logs", severity="warning")
+            return
+        self.push_screen(LogsScreen(tunnel.name, lambda search: self.backend.app_logs(tunnel.name, contains=search)))
 
     @work(group="tunnels", exit_on_error=False)
     async def _tunnel_command(self, action: str, tunnel: TunnelView) -> None:
@@ -271,11 +281,13 @@ class InspectorApp(App[None]):
         from devtunnel.tui.render import TABLE_LEGEND
         from devtunnel.capture.outcome import REPLAY_MARKS
 
-        marks = [*REPLAY_MARKS, ("*", "marked (m)"), ("…", "still in flight"), ("ERR", "ended without a response")]
+        marks = [*REPLAY_MARKS, ("⊘", "answered by a rule at the relay"), ("→", "routed by a rule to another target"),
+                 ("*", "marked (m)"), ("…", "still in flight"), ("ERR", "ended without a response")]
         self.push_screen(HelpScreen([
             ("Inspector", self.BINDINGS), ("Request table", RequestTable.BINDINGS),
             ("Filter bar", FilterBar.BINDINGS), ("Tunnels panel (tab to focus)", TunnelsPanel.BINDINGS),
             ("Request detail", DetailScreen.BINDINGS), ("Diff", DiffScreen.BINDINGS),
+            ("Logs view (l in the tunnels panel)", LogsScreen.BINDINGS),
         ], FILTER_HELP, [*marks, *TABLE_LEGEND]))
 
     def action_send_sample(self) -> None:

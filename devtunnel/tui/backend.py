@@ -17,6 +17,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from websockets.asyncio.client import connect
@@ -25,7 +26,7 @@ from websockets.exceptions import WebSocketException
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Row, Store
-from devtunnel.errors import DevtunnelError, ReplayError, TunnelError
+from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, TunnelError
 
 T = TypeVar("T")
 
@@ -46,6 +47,11 @@ class TunnelView:
     """The public URL's provider (``cloudflared``, ``ssh:me@host``), or empty for the relay."""
     via_state: str = ""
     """The provider's ``starting``, ``online``, ``restarting``, ``failed`` or ``stopped``."""
+    app_state: str = ""
+    """The app devtunnel runs for the tunnel: ``starting``, ``ready``, ``crashed``, ``restarting``,
+    ``stopped``, ``failed``; empty when it runs none."""
+    app_restarts: int = 0
+    app_message: str = ""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TunnelView:
@@ -57,6 +63,9 @@ class TunnelView:
         retry = data.get("next_retry_at")
         via = data.get("via")
         via = via if isinstance(via, dict) else {}
+        raw_app = data.get("app")
+        app: Mapping[str, Any] = raw_app if isinstance(raw_app, dict) else {}
+        restarts = app.get("restarts")
         return cls(
             name=str(data.get("name", "")),
             public_url=str(data.get("public_url") or ""),
@@ -67,6 +76,9 @@ class TunnelView:
             requests=int(requests or 0),
             via=str(via.get("provider") or ""),
             via_state=str(via.get("state") or ""),
+            app_state=str(app.get("state") or ""),
+            app_restarts=restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0,
+            app_message=str(app.get("message") or ""),
         )
 
 
@@ -259,6 +271,23 @@ class Backend:
         if response.status_code not in (200, 201):
             raise TunnelError(_api_error(response))
         return dict(response.json())
+
+    async def app_logs(self, name: str, *, contains: str = "", limit: int = 2000) -> list[dict[str, Any]]:
+        """The last ``limit`` lines of the output of tunnel ``name``'s app (those containing ``contains``).
+
+        Raises:
+            TunnelError: no agent, or it did not answer; NotFoundError: no such tunnel or app.
+        """
+        params = {"limit": str(limit)}
+        if contains:
+            params["contains"] = contains
+        response = await self._request("GET", f"/api/tunnels/{quote(name, safe='')}/logs", params=params)
+        if response.status_code == 404:
+            raise NotFoundError(_api_error(response))
+        if response.status_code != 200:
+            raise TunnelError(_api_error(response))
+        lines = response.json().get("lines")
+        return [line for line in lines if isinstance(line, dict)] if isinstance(lines, list) else []
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop the tunnel ``name``."""

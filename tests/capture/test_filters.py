@@ -163,7 +163,7 @@ def test_flags_match_their_exchanges() -> None:
         ("~m", "~m expects a regular expression", 3),
         ("~c abc", "~c expects a status code number", 4),
         ('body:"open', 'unclosed quote "', 6),
-        ("status:5xx error:refused", "error expects a kind: agent_gone, bad_request, client_gone, local_error, "
+        ("status:5xx error:refused", "error expects a kind: agent_gone, app_restarting, bad_request, client_gone, local_error, "
                                      "local_refused, local_timeout, replay_failed, too_large", 18),
     ],
 )

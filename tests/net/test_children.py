@@ -150,3 +150,23 @@ async def test_a_line_without_end_is_cut_not_kept_whole() -> None:
     await child.stop()
     longest = max(len(l.text) for l in child.log.lines())
     assert longest <= MAX_LINE + 1
+
+
+async def test_what_a_crashed_program_left_behind_is_ended_before_it_starts_again(tmp_path: Path) -> None:
+    # The program starts a worker that keeps its output pipes (as a --reload server's worker
+    # would keep the port), then exits: the worker is ended and the exit is seen at once.
+    child = Child("app", script("""
+        import subprocess, sys
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        print("worker", worker.pid, flush=True)
+        sys.exit(4)
+    """), restart=False, grace=0.5)
+    child.start()
+    try:
+        await child.wait_state("crashed", timeout=20)
+    finally:
+        await child.stop()
+    line = next(l.text for l in child.log.lines() if l.text.startswith("worker"))
+    worker = int(line.split()[1])
+    await async_wait_for(lambda: not alive(worker), timeout=10, what="the worker ended")
+    assert child.state.exit_code == 4

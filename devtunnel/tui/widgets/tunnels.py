@@ -22,6 +22,20 @@ RATE_WINDOW = 10.0
 """Seconds of request counts the rate is averaged over."""
 
 
+_APP_STYLES = {"ready": "tunnels--online", "starting": "tunnels--starting", "restarting": "tunnels--reconnecting",
+               "crashed": "tunnels--reconnecting", "stopped": "tunnels--dim"}
+
+
+def app_state_text(tunnel: TunnelView) -> str:
+    """``ready``, ``restarting (2)``, ``failed: cannot start ...``: the app's state as the panel shows it."""
+    state = tunnel.app_state
+    if state == "restarting":
+        return f"restarting ({tunnel.app_restarts})"
+    if state in ("failed", "crashed") and tunnel.app_message:
+        return f"{state}: {escape(tunnel.app_message)}"
+    return state
+
+
 class TunnelsPanel(Widget, can_focus=True):
     """The agent's state and one line per tunnel; the cursor picks the tunnel keys act on.
 
@@ -31,6 +45,7 @@ class TunnelsPanel(Widget, can_focus=True):
     | s | stop the tunnel (posts ``Action``) |
     | R | reconnect the tunnel |
     | y | copy its public URL |
+    | l | the logs of the app it runs (``--run``) |
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -39,6 +54,7 @@ class TunnelsPanel(Widget, can_focus=True):
         Binding("s", "tunnel('stop')", "Stop", tooltip="Stop tunnel"),
         Binding("R", "tunnel('restart')", "Restart", tooltip="Restart tunnel"),
         Binding("y", "tunnel('copy')", "Copy URL"),
+        Binding("l", "tunnel('logs')", "Logs", tooltip="Logs of the tunnel's app"),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -67,7 +83,7 @@ class TunnelsPanel(Widget, can_focus=True):
     """Index of the chosen tunnel."""
 
     class Action(Message):
-        """A key asked to ``stop``, ``restart`` or ``copy`` the URL of tunnel ``tunnel``."""
+        """A key asked to ``stop``, ``restart``, ``copy`` the URL of, or see the ``logs`` of tunnel ``tunnel``."""
 
         def __init__(self, panel: TunnelsPanel, action: str, tunnel: TunnelView) -> None:
             super().__init__()
@@ -168,6 +184,9 @@ class TunnelsPanel(Widget, can_focus=True):
             state += f": {escape(tunnel.error)}"
         line.append(state, style=state_style)
         line.append(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)
+        if tunnel.app_state:
+            line.append("  app ", style=dim)
+            line.append(app_state_text(tunnel), style=self._style(_APP_STYLES.get(tunnel.app_state, "tunnels--failed")))
         if is_cursor:
             line.stylize(self._style("tunnels--cursor"))
         return line

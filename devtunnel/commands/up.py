@@ -1,0 +1,94 @@
+"""``devtunnel up [NAME...] [--no-tui]``: every tunnel of devtunnel.toml (or those named), with their apps.
+
+All of them run in one agent (one embedded relay, one agent API) and show in one inspector;
+``--no-tui`` runs the agent headless, printing a ``Forwarding`` line per tunnel and a line per
+request, as ``devtunnel http --no-tui`` does. Each tunnel's ``run``, ``health`` and ``hold``
+come from its ``[tunnels.NAME]`` table; relay, token, host header and the rest from the usual
+settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from devtunnel.commands.config import resolve_http
+from devtunnel.config import Settings, TunnelSection
+from devtunnel.errors import ConfigError
+from devtunnel.net.agent import TunnelConfig
+
+__all__ = ["chosen_tunnels", "run", "tunnel_configs"]
+
+
+def chosen_tunnels(settings: Settings, names: list[str]) -> list[TunnelSection]:
+    """The tunnels named (all when none is), in the files' order.
+
+    Raises:
+        ConfigError: no tunnel is defined, or a name is not one of them.
+    """
+    if not settings.tunnels:
+        raise ConfigError("no tunnels are defined: run devtunnel init for a devtunnel.toml here, "
+                          "or add [tunnels.NAME] tables (docs/config.md)")
+    defined = [t.name for t in settings.tunnels]
+    chosen = []
+    for name in names:
+        tunnel = settings.tunnel(name)
+        if tunnel is None:
+            raise ConfigError(f"no tunnel named {name!r} is defined (defined: {', '.join(defined)})")
+        if tunnel not in chosen:
+            chosen.append(tunnel)
+    return chosen or list(settings.tunnels)
+
+
+def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -> list[TunnelConfig]:
+    """The agent's configs of ``tunnels``, with the relay, token and modes ``resolved`` holds.
+
+    Raises:
+        ConfigError: a tunnel has ``health`` without ``run``.
+    """
+    settings: Settings = resolved.settings
+    for t in tunnels:
+        if t.health and not t.run:
+            raise ConfigError(f"tunnels.{t.name}.health needs tunnels.{t.name}.run: it tells when the app "
+                              "devtunnel runs is ready")
+    from devtunnel.commands.http import check_via
+    from devtunnel.rules import load_rules_file, renumbered
+    from devtunnel.via import parse_via
+
+    configs = []
+    for t in tunnels:
+        via = t.via if t.via is not None and parse_via(t.via).kind != "relay" else None
+        if via is not None:
+            check_via(via)  # a missing cloudflared or ssh is one line now, not a failed tunnel later
+        rules = [*t.rules, *(load_rules_file(t.rules_file) if t.rules_file is not None else ())]
+        configs.append(TunnelConfig(
+            target=t.target, name=t.name, relay=None if via else t.relay or resolved.relay, token=resolved.token,
+            host_header=t.host_header or settings.agent.host_header, insecure=settings.agent.insecure,
+            via=via, pool=t.pool, rules=renumbered(rules),
+            run=t.run, health=t.health, hold=t.hold or 0.0,
+        ))
+    return configs
+
+
+def _as_http(args: argparse.Namespace, first: TunnelSection) -> argparse.Namespace:
+    """``up``'s arguments in the shape ``resolve_http`` and the agent take."""
+    values = dict(vars(args))
+    values.update(command="http", target=first.name, name=None, relay=None, token=None, token_file=None,
+                  host_header=None, insecure=False, run=None, health=None, hold=None,
+                  local_timeout=60.0, body_cap=getattr(args, "body_cap", None))
+    return argparse.Namespace(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``devtunnel up``; returns the exit code."""
+    tunnels = chosen_tunnels(args.settings, list(args.names))
+    resolved = resolve_http(_as_http(args, tunnels[0]))
+    configs = tunnel_configs(tunnels, resolved)
+    if args.no_tui:
+        from devtunnel.commands.http import run_headless
+
+        resolved.tunnel_configs = configs
+        return run_headless(resolved)
+    from devtunnel.commands.inspect import open_inspector, up_agent_argv
+
+    return open_inspector(Path(resolved.db), up_agent_argv(resolved, [t.name for t in tunnels]), resolved)

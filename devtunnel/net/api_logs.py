@@ -1,0 +1,94 @@
+"""``GET /api/tunnels/{name}/logs``: the output of the app a tunnel runs.
+
+Without ``follow``: ``{"uri", "tunnel", "lines": [{"time", "stream", "text"}], "dropped"}``, the
+newest ``limit`` lines (default 500), only those containing ``contains`` (case-insensitive) if
+given. With ``follow=1``: newline-delimited JSON, one line object per line, first the newest
+``limit`` kept lines and then each new one as it comes, until the client goes away or the app's
+tunnel stops. A follower that reads too slowly loses lines (counted in a ``{"dropped": N}``
+object), never the agent's memory: at most ``FOLLOW_QUEUE`` lines wait for one client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from devtunnel.net.api_http import int_param, ok
+from devtunnel.net.api_shapes import tunnel_uri
+from devtunnel.net.children import LogLine, LogRing
+
+__all__ = ["FOLLOW_QUEUE", "line_json", "routes"]
+
+FOLLOW_QUEUE = 1000
+"""Lines at most waiting to be sent to one following client."""
+KEEPALIVE = 15.0
+"""Seconds of silence after which a following client is sent an empty line (finds a gone client)."""
+
+
+def line_json(line: LogLine) -> dict[str, Any]:
+    """One log line as the API sends it."""
+    return {"time": line.time, "stream": line.stream, "text": line.text}
+
+
+def _flag(request: Request, key: str) -> bool:
+    return request.query_params.get(key, "").lower() in ("1", "true", "yes", "on")
+
+
+async def app_logs(request: Request) -> Response:
+    """``GET /api/tunnels/{name}/logs?limit=&contains=&follow=``."""
+    name = request.path_params["name"]
+    ring: LogRing = request.app.state.service.app_log(name)  # NotFoundError -> 404
+    limit = int_param(request, "limit", 500)
+    contains = request.query_params.get("contains") or None
+    kept = ring.lines(contains)
+    kept = kept[-limit:] if limit else kept
+    if not _flag(request, "follow"):
+        return ok({"uri": tunnel_uri(name) + "/logs", "tunnel": name,
+                   "lines": [line_json(line) for line in kept], "dropped": ring.dropped})
+    return StreamingResponse(_follow(ring, kept, contains), media_type="application/x-ndjson",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _follow(ring: LogRing, kept: list[LogLine], contains: str | None) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[LogLine] = asyncio.Queue(FOLLOW_QUEUE)
+    dropped = 0
+    needle = contains.lower() if contains else None
+
+    def listener(line: LogLine) -> None:
+        nonlocal dropped
+        if needle is not None and needle not in line.text.lower():
+            return
+        if queue.full():
+            dropped += 1
+            return
+        queue.put_nowait(line)
+
+    unsubscribe = ring.subscribe(listener)
+    try:
+        if kept:
+            yield "".join(json.dumps(line_json(line)) + "\n" for line in kept).encode()
+        while True:
+            try:
+                line = await asyncio.wait_for(queue.get(), KEEPALIVE)
+            except TimeoutError:
+                yield b"\n"
+                continue
+            batch = [line]
+            while not queue.empty() and len(batch) < 256:
+                batch.append(queue.get_nowait())
+            out = "".join(json.dumps(line_json(item)) + "\n" for item in batch)
+            if dropped:
+                out += json.dumps({"dropped": dropped}) + "\n"
+                dropped = 0
+            yield out.encode()
+    finally:
+        unsubscribe()
+
+
+routes = [Route("/api/tunnels/{name}/logs", app_logs, methods=["GET"])]

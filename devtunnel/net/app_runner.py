@@ -1,0 +1,173 @@
+"""The local app a tunnel runs (``--run CMD``): started, watched, waited for, restarted, stopped.
+
+The command is the user's own, run as ``/bin/sh -c CMD`` in the current folder, in a process
+group of its own (see ``children.Child``), with this process's environment plus ``PORT`` (the
+target's port) and ``DEVTUNNEL_TUNNEL`` (the tunnel's name). It is ready when ``health`` (a path
+on the target) answers 2xx or 3xx, or without ``health`` when the target's port accepts a
+connection. Every change of state reaches the tunnel's :class:`~devtunnel.net.hold.HoldGate`,
+which holds requests while the app is not ready, and the tunnel's subscribers (API, inspector).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from devtunnel.errors import ConfigError
+from devtunnel.net.children import Child, ChildState, LogRing, port_accepts
+from devtunnel.net.hold import HoldGate
+from devtunnel.net.target import Target
+from devtunnel.values.health_path import health_path_problem
+
+__all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_ok"]
+
+HEALTH_TIMEOUT = 2.0
+"""Seconds one health check may take."""
+_HEAD_LIMIT = 16 * 1024
+_SHELL_HINTS = {
+    127: "exit code 127: the shell found no such command; check the run command and the PATH",
+    126: "exit code 126: the command is not executable",
+}
+
+
+def check_health_path(path: str) -> str:
+    """``path`` if it is a usable health path (``/healthz``, ``/ready?full=1``).
+
+    Raises:
+        ConfigError: it does not start with ``/``, or holds spaces, control or non-ASCII characters.
+    """
+    problem = health_path_problem(path)
+    if problem is not None:
+        raise ConfigError(f"health: {problem}")
+    return path
+
+
+async def health_ok(target: Target, path: str, timeout: float = HEALTH_TIMEOUT) -> bool:
+    """True when ``GET path`` on the target answers a 2xx or 3xx status within ``timeout``."""
+    ctx: ssl.SSLContext | None = None
+    if target.tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False  # our own app on loopback: whether it answers is the question
+        ctx.verify_mode = ssl.CERT_NONE
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(target.host, target.port, ssl=ctx,
+                                                           server_hostname=target.host if ctx else None)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {target.authority}\r\nUser-Agent: devtunnel-health\r\n"
+                         "Connection: close\r\n\r\n".encode("ascii"))
+            line = await reader.readuntil(b"\n")
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+    parts = line[:_HEAD_LIMIT].split(None, 2)
+    return (len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit()
+            and 200 <= int(parts[1]) < 400)
+
+
+def app_json(state: ChildState, *, command: str, health: str | None, hold: float, log_lines: int,
+             waiting: int = 0) -> dict[str, Any]:
+    """The ``app`` object of a tunnel in ``/api/tunnels`` (``waiting``: requests held right now)."""
+    return {
+        "command": command,
+        "state": state.state,
+        "pid": state.pid,
+        "restarts": state.restarts,
+        "exit_code": state.exit_code,
+        "message": state.message,
+        "since": state.since,
+        "health": health,
+        "hold": hold,
+        "log_lines": log_lines,
+        "waiting": waiting,
+    }
+
+
+class AppRunner:
+    """Runs one tunnel's app (see the module's docstring).
+
+    Args:
+        command: the shell command line.
+        target: where the app listens (readiness is checked there).
+        health: a path answering 2xx/3xx when ready, or None to wait for the port.
+        gate: told whether the app is ready.
+        on_change: called after every change of state.
+        env: extra environment variables.
+        cwd: the working folder (default: the current one).
+        backoff, grace: as ``Child`` takes them.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        target: Target,
+        *,
+        health: str | None = None,
+        gate: HoldGate | None = None,
+        on_change: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        grace: float = 5.0,
+    ) -> None:
+        self.command = command
+        self.target = target
+        self.health = check_health_path(health) if health else None
+        self.gate = gate
+        self._on_change = on_change
+        environment = {**os.environ, "PORT": str(target.port), **(env or {})}
+        self.log = LogRing()
+        self.child = Child("app", ["/bin/sh", "-c", command], env=environment, cwd=cwd, log=self.log,
+                           ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
+                           backoff=backoff, grace=grace)
+
+    @property
+    def state(self) -> ChildState:
+        """What the supervisor knows now."""
+        return self.child.state
+
+    @property
+    def state_text(self) -> str:
+        """``starting``, ``ready``, ``restarting (2)`` ... as the panel shows it."""
+        state = self.child.state
+        return f"{state.state} ({state.restarts})" if state.state == "restarting" else state.state
+
+    async def _ready(self) -> bool:
+        if self.health:
+            return await health_ok(self.target, self.health)
+        return await port_accepts(self.target.host, self.target.port)
+
+    def _state_changed(self, state: ChildState) -> None:
+        if state.state == "crashed" and state.exit_code in _SHELL_HINTS:
+            self.log.add("devtunnel", _SHELL_HINTS[state.exit_code])
+        if self.gate is not None:
+            self.gate.set_app_state(state.state == "ready", self.state_text)
+        if self._on_change is not None:
+            self._on_change()
+
+    def start(self) -> None:
+        """Start the app (in the running loop); returns at once."""
+        if self.gate is not None:
+            self.gate.set_app_state(False, "starting")
+        self.child.start()
+
+    async def stop(self) -> None:
+        """Stop the app and every process it started."""
+        await self.child.stop()
+
+    async def restart(self) -> None:
+        """Stop the running app; it is started again at once."""
+        await self.child.restart_now()
+
+    def json(self, hold: float) -> dict[str, Any]:
+        """The ``app`` object of ``/api/tunnels``."""
+        return app_json(self.child.state, command=self.command, health=self.health, hold=hold,
+                        log_lines=len(self.log), waiting=self.gate.waiting if self.gate is not None else 0)

@@ -1,0 +1,168 @@
+"""Hold: requests wait while the local app is down, instead of failing with 502.
+
+A tunnel whose app devtunnel runs (``--run``), or that has ``--hold``, gets one :class:`HoldGate`.
+The forwarder asks it for a local connection only when it has none from the pool; on the fast
+path (the app ready, no hold) the gate is one attribute check and one ``connect()``, exactly as
+without it.
+
+While the app is known to be down (starting, crashed, restarting) or the target refuses
+connections, a request waits, at most ``hold`` seconds and with at most ``max_waiting`` others,
+and is delivered once the app is ready, in the order the requests came. What cannot be delivered
+in time raises :class:`HoldExpired` (answered 503 with ``Retry-After``). Without hold, the gate
+only tells the forwarder that a refusal is the app restarting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["APP_RESTARTING", "MAX_WAITING", "RETRY_INTERVAL", "HoldExpired", "HoldGate"]
+
+MAX_WAITING = 1000
+"""Requests one tunnel holds at most; more are answered 503 at once."""
+RETRY_INTERVAL = 0.1
+"""Seconds between two probes of a target that refuses connections while the app is not known down."""
+APP_RESTARTING = "local app restarting"
+"""The reason recorded for requests the app's restart failed (the start of the error message)."""
+
+C = TypeVar("C")
+
+
+class HoldExpired(Exception):
+    """A held request could not be delivered in time (or the queue was full)."""
+
+
+class HoldGate:
+    """What the forwarder knows about the app behind a tunnel, and the queue of held requests.
+
+    Args:
+        hold: seconds a request may wait for the app (0: no waiting).
+        max_waiting: requests held at once at most.
+        retry_interval: seconds between attempts while the target refuses connections.
+    """
+
+    def __init__(self, hold: float = 0.0, *, max_waiting: int = MAX_WAITING,
+                 retry_interval: float = RETRY_INTERVAL) -> None:
+        self.hold = hold
+        self.max_waiting = max_waiting
+        self.retry_interval = retry_interval
+        self.waiting = 0
+        """Requests held right now."""
+        self.held = 0
+        """Requests that waited and were delivered."""
+        self.expired = 0
+        """Requests that waited and were answered 503."""
+        self.managed = False
+        """True when devtunnel runs the app: a refused connection then means it is going down."""
+        self.app_state = ""
+        """The app's state in words (``starting``, ``restarting (2)``), for messages."""
+        self._up = asyncio.Event()
+        self._up.set()
+        self._reachable = asyncio.Event()
+        self._reachable.set()
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def app_down(self) -> bool:
+        """True while the app is known not to be ready (starting, crashed, restarting)."""
+        return not self._up.is_set()
+
+    def set_app_state(self, ready: bool, state: str = "") -> None:
+        """Called by the app's supervisor on every change; ready releases the held requests in order."""
+        self.managed = True
+        self.app_state = state
+        if ready:
+            self._reachable.set()  # the supervisor's word is newer than a probe's
+            self._up.set()
+        else:
+            self._up.clear()
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a client is told to wait before trying again (``Retry-After``)."""
+        return max(1, min(60, math.ceil(self.hold or 5)))
+
+    async def connect(self, connect: Callable[[], Awaitable[C]]) -> C:
+        """A connection from ``connect()``, waiting for the app as the module describes.
+
+        Held requests wait on one event, set when the app's supervisor says it is ready or
+        when one probe finds the target accepting again: they are woken, and connect, in the
+        order they came.
+
+        Raises:
+            HoldExpired: held for ``hold`` seconds without success, or too many held already.
+            ConnectionRefusedError, OSError, TimeoutError: from ``connect()`` when not holding.
+        """
+        if self.hold <= 0:
+            return await connect()
+        if self._open():
+            try:
+                return await connect()
+            except ConnectionRefusedError:
+                self._refused(connect)
+        if self.waiting >= self.max_waiting:
+            self.expired += 1
+            raise HoldExpired(f"{APP_RESTARTING}: {self.waiting} requests are already waiting for it")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.hold
+        self.waiting += 1
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                if not self._open():
+                    try:
+                        async with asyncio.timeout(remaining):
+                            await self._up.wait()
+                            await self._reachable.wait()
+                    except TimeoutError:
+                        break
+                    continue  # both may have changed again meanwhile
+                try:
+                    conn = await connect()
+                except ConnectionRefusedError:
+                    self._refused(connect)
+                    continue
+                self.held += 1
+                return conn
+        finally:
+            self.waiting -= 1
+            if not self.waiting and self._probe is not None:
+                self._probe.cancel()
+        self.expired += 1
+        state = "is still down" if self.app_down else "still refuses connections"
+        raise HoldExpired(f"{APP_RESTARTING}: the app {state} after {self.hold:g} s")
+
+    def _open(self) -> bool:
+        return self._up.is_set() and self._reachable.is_set()
+
+    def _refused(self, connect: Callable[[], Awaitable[object]]) -> None:
+        """The target refused while the app is not known down: one probe finds when it accepts again."""
+        self._reachable.clear()
+        if self._probe is None:
+            self._probe = asyncio.create_task(self._run_probe(connect), name="hold-probe")
+
+    async def _run_probe(self, connect: Callable[[], Awaitable[object]]) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.retry_interval)
+                try:
+                    conn = await connect()
+                except (OSError, TimeoutError):
+                    continue
+                abort = getattr(conn, "abort", None)
+                if abort is not None:
+                    abort()
+                return
+        finally:
+            self._probe = None
+            self._reachable.set()
+
+    def close(self) -> None:
+        """Stop probing (the tunnel stops)."""
+        if self._probe is not None:
+            self._probe.cancel()

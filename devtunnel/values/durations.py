@@ -1,0 +1,52 @@
+"""Durations written by people: ``30s``, ``1.5m``, ``500ms``, ``2m30s``, or a number of seconds."""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["format_duration", "parse_duration"]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h)")
+_LONGEST = 24 * 3600.0
+
+
+def parse_duration(text: str | float, *, what: str = "duration") -> float:
+    """Seconds in ``text``: ``30s``, ``500ms``, ``2m``, ``1m30s``, ``1h``, or a bare number of seconds.
+
+    Zero is allowed (it turns the setting off); negative, infinite and above a day are not.
+
+    Raises:
+        ValueError: the text is not a duration (the message says what is expected).
+    """
+    hint = f"expected a {what} such as 30s, 500ms or 2m"
+    if isinstance(text, bool):
+        raise ValueError(f"{hint}, got a boolean")  # noqa: TRY004 - the settings' kinds raise ValueError
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        raw = text.strip().lower()
+        try:
+            seconds = float(raw)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            raw = raw.replace(" ", "")
+            for match in _PART.finditer(raw):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNITS[match.group(2)]
+                pos = match.end()
+            if not raw or pos != len(raw):
+                raise ValueError(f"{hint}, got {text!r}") from None
+    if math.isnan(seconds) or seconds < 0 or seconds > _LONGEST:
+        raise ValueError(f"{hint} (0 to 24h), got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``30s``, ``1.5s``, ``2m``, ``1m30s``: the short form people write."""
+    if seconds < 60 or seconds % 1:
+        return f"{seconds:g}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest}s" if rest else f"{minutes}m"

@@ -1,0 +1,70 @@
+"""A small real HTTP app for the ``--run`` tests, started by devtunnel as the user's command.
+
+    python app_fixture.py PORT [--exit-after N] [--ready-file PATH] [--child-pidfile PATH]
+
+* answers ``GET /anything`` with ``ok PID COUNT``; with ``--exit-after N`` it exits (code 3) right
+  after answering its Nth request and closing that connection: a crash mid-traffic;
+* ``/healthz`` answers 503 until ``--ready-file`` exists, then 200;
+* ``--child-pidfile`` starts a ``sleep`` child and writes its pid there (to prove the whole
+  group is stopped);
+* prints a hostile line (terminal escapes) at start, and one line per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("port", type=int)
+parser.add_argument("--exit-after", type=int, default=0)
+parser.add_argument("--ready-file")
+parser.add_argument("--child-pidfile")
+args = parser.parse_args()
+count = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        global count
+        if self.path == "/healthz":
+            ready = args.ready_file is None or os.path.exists(args.ready_file)
+            self.send_response(200 if ready else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        count += 1
+        body = f"ok {os.getpid()} {count}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        print(f"served {self.path} #{count}", flush=True)
+        if args.exit_after and count >= args.exit_after:
+            self.server.exit_after_this = True  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *values: object) -> None:
+        pass
+
+
+if args.child_pidfile:
+    child = subprocess.Popen(["sleep", "600"])
+    with open(args.child_pidfile, "w") as f:
+        f.write(str(child.pid))
+class Server(ThreadingHTTPServer):
+    exit_after_this = False
+
+    def shutdown_request(self, request: object) -> None:
+        super().shutdown_request(request)  # the answer is sent whole and the connection closed
+        if self.exit_after_this:
+            print("exiting on purpose", file=sys.stderr, flush=True)
+            os._exit(3)
+
+
+server = Server(("127.0.0.1", args.port), Handler)
+print(f"listening on {args.port} \x1b]0;pwned\x07\x1b[2J", flush=True)
+server.serve_forever()

@@ -1,0 +1,319 @@
+"""``devtunnel http PORT --run CMD [--health PATH] [--hold D] --no-tui`` and ``devtunnel logs``, as real
+subprocesses with a real app that devtunnel starts, crashes on purpose mid-traffic and restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtunnel.capture.store import Store
+from tests.helpers import free_port, wait_for
+from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
+
+APP = Path(__file__).with_name("app_fixture.py")
+
+
+def app_command(port: int, *extra: str) -> str:
+    return " ".join([sys.executable, str(APP), str(port), *extra])
+
+
+class Running:
+    """A ``devtunnel http --run`` process, its public address and its API."""
+
+    def __init__(self, proc: Proc, api: str) -> None:
+        self.proc = proc
+        self.api = api
+        line = proc.line(lambda l: FORWARDING.match(l) is not None)
+        match = FORWARDING.match(line)
+        assert match is not None
+        self.name = match.group(2)
+        self.relay = f"http://127.0.0.1:{match.group(3)}"
+        self.host = f"{self.name}.localhost:{match.group(3)}"
+        proc.line(lambda l: l.startswith("API "))
+
+    def get(self, client: httpx.Client, path: str) -> httpx.Response:
+        return client.get(self.relay + path, headers={"Host": self.host})
+
+    def post(self, client: httpx.Client, path: str, body: bytes) -> httpx.Response:
+        return client.post(self.relay + path, content=body, headers={"Host": self.host})
+
+    def app(self) -> dict:
+        tunnels = httpx.get(self.api + "/api/tunnels", timeout=5).json()["tunnels"]
+        return tunnels[0]["app"]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator:
+    procs: list[Proc] = []
+
+    def start(*flags: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Running:
+        api_port = free_port()
+        argv = [*DEVTUNNEL, "http", *flags, "--no-tui", "--api-port", str(api_port), "--db", str(tmp_path / "c.db")]
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = Proc(argv, environment) if cwd is None else _proc_in(argv, environment, cwd)
+        procs.append(proc)
+        return Running(proc, f"http://127.0.0.1:{api_port}")
+
+    yield start
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.stop(signal.SIGTERM)
+
+
+def _proc_in(argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return Proc(argv, env)
+    finally:
+        os.chdir(old)
+
+
+def _records(db: Path) -> list:
+    store = Store(db)
+    try:
+        return [store.get(i) for i in store.ids()]
+    finally:
+        store.close()
+
+
+def test_with_hold_a_crashing_app_loses_no_request(start, tmp_path: Path) -> None:
+    port = free_port()
+    run = start(str(port), "--run", app_command(port, "--exit-after", "4"), "--hold", "10s")
+    statuses: Counter[int] = Counter()
+    pids: set[str] = set()
+    deadline = time.monotonic() + 60
+    with httpx.Client(timeout=20) as client:
+        for i in range(18):  # the app crashes after every 4th request: 4 crashes mid-traffic
+            assert time.monotonic() < deadline
+            response = run.get(client, f"/n{i}")
+            statuses[response.status_code] += 1
+            if response.status_code == 200:
+                pids.add(response.text.split()[1])
+    assert statuses[502] == 0 and statuses[503] == 0, statuses
+    assert statuses[200] == 18
+    assert len(pids) >= 4, "the app was not restarted"
+    app = run.app()
+    assert app["restarts"] >= 4
+    assert app["command"].endswith("--exit-after 4")
+    wait_for(lambda: run.app()["state"] == "ready", timeout=30, what="the app ready again")
+    assert run.proc.stop(signal.SIGTERM) == 0
+
+
+def test_without_hold_the_502s_say_the_app_is_restarting(start, tmp_path: Path) -> None:
+    port = free_port()
+    run = start(str(port), "--run", app_command(port, "--exit-after", "2"))
+    statuses: Counter[int] = Counter()
+    kinds: Counter[str] = Counter()
+    deadline = time.monotonic() + 30
+    with httpx.Client(timeout=20) as client:
+        for i in range(300):  # until a 502 was seen and the app answered again after it
+            if time.monotonic() > deadline or (statuses[502] and statuses[200] >= 4):
+                break
+            response = run.get(client, f"/n{i}")
+            statuses[response.status_code] += 1
+            if response.status_code == 502:
+                kinds[response.headers.get("X-Devtunnel-Error", "")] += 1
+                assert "local app restarting" in response.text
+    assert statuses[502] > 0, statuses
+    assert set(kinds) == {"app_restarting"}, kinds
+    run.proc.stop(signal.SIGTERM)
+    failed = [ex for ex in _records(tmp_path / "c.db") if ex.status == 502]
+    assert len(failed) == statuses[502]
+    assert all(ex.error == "app_restarting" and ex.error_message.startswith("local app restarting") for ex in failed)
+
+
+def test_hold_expired_is_503_with_retry_after(start, tmp_path: Path) -> None:
+    port = free_port()
+    # The app never becomes ready: its health path answers 503 until a file that never comes.
+    run = start(str(port), "--run", app_command(port, "--ready-file", str(tmp_path / "never")),
+                "--health", "/healthz", "--hold", "1s")
+    with httpx.Client(timeout=20) as client:
+        response = run.get(client, "/late")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.headers["X-Devtunnel-Error"] == "app_restarting"
+    assert run.app()["state"] == "starting"
+    run.proc.stop(signal.SIGTERM)
+    [ex] = _records(tmp_path / "c.db")
+    assert ex.status == 503 and ex.error == "app_restarting" and "local app restarting" in ex.error_message
+
+
+def test_health_path_decides_readiness_and_held_requests_wait_for_it(start, tmp_path: Path) -> None:
+    port = free_port()
+    ready_file = tmp_path / "ready"
+    run = start(str(port), "--run", app_command(port, "--ready-file", str(ready_file)),
+                "--health", "/healthz", "--hold", "20s")
+    # The port accepts long before the health path says ready: the app stays "starting".
+    wait_for(lambda: any("listening" in l["text"] for l in
+                         httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]),
+             what="the app listening")
+    assert run.app()["state"] == "starting"
+    result: list[httpx.Response] = []
+    with httpx.Client(timeout=30) as client:
+        sender = threading.Thread(target=lambda: result.append(run.get(client, "/held")))
+        sender.start()
+        wait_for(lambda: run.app()["waiting"] == 1, what="the request held")
+        assert not result
+        ready_file.touch()
+        sender.join(30)
+    assert result and result[0].status_code == 200
+    assert run.app()["state"] == "ready"
+    assert run.app()["waiting"] == 0
+
+
+def test_devtunnel_stop_ends_the_app_and_its_children(start, tmp_path: Path) -> None:
+    port = free_port()
+    pidfile = tmp_path / "child.pid"
+    run = start(str(port), "--run", app_command(port, "--child-pidfile", str(pidfile)))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    app_pid = run.app()["pid"]
+    child_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="child pid"))
+    assert run.proc.stop(signal.SIGTERM) == 0
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(lambda: gone(app_pid) and gone(child_pid), what="the app and its child stopped")
+
+
+def test_sigint_stops_the_app_too(start, tmp_path: Path) -> None:
+    port = free_port()
+    run = start(str(port), "--run", app_command(port))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    pid = run.app()["pid"]
+    assert run.proc.stop(signal.SIGINT) == 0
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), what="app stopped")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_logs_command_prints_the_app_output_escaped_and_follows(start, tmp_path: Path) -> None:
+    port = free_port()
+    run = start(str(port), "--run", app_command(port), "--name", "payments")
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    once = Proc([*DEVTUNNEL, "logs", "payments", "--api", run.api], env)
+    assert once.wait() == 0, once.err
+    listening = next(l for l in once.out if "listening on" in l)
+    assert "\x1b" not in "\n".join(once.out) and "\x07" not in "\n".join(once.out)
+    assert "\\x1b]0;pwned" in listening
+    assert any("started app" in l for l in once.out)
+
+    follow = Proc([*DEVTUNNEL, "logs", "payments", "-f", "--api", run.api], env)
+    try:
+        follow.line(lambda l: "listening on" in l)
+        with httpx.Client(timeout=10) as client:
+            assert run.get(client, "/after").status_code == 200
+        follow.line(lambda l: "served /after #1" in l)
+    finally:
+        assert follow.stop(signal.SIGINT) == 0
+
+    grep = Proc([*DEVTUNNEL, "logs", "payments", "--grep", "SERVED", "--api", run.api], env)
+    assert grep.wait() == 0
+    assert grep.out and all("served" in l for l in grep.out)
+
+
+def test_logs_command_errors(start, tmp_path: Path) -> None:
+    port = free_port()
+    run = start(str(port))  # no --run: no app
+    env = {**os.environ}
+    missing = Proc([*DEVTUNNEL, "logs", "nope", "--api", run.api], env)
+    assert missing.wait() == 1
+    assert missing.err == ["devtunnel: no tunnel named 'nope'"]
+    no_app = Proc([*DEVTUNNEL, "logs", run.name, "--api", run.api], env)
+    assert no_app.wait() == 1
+    assert "runs no app" in no_app.err[0]
+    nobody = Proc([*DEVTUNNEL, "logs", "x", "--api", f"http://127.0.0.1:{free_port()}"], env)
+    assert nobody.wait() == 1
+    assert "no devtunnel agent answers" in nobody.err[0]
+    bad = Proc([*DEVTUNNEL, "logs", "x", "--api", "ftp://127.0.0.1:1"], env)
+    assert bad.wait() == 2 and "--api must be" in bad.err[0]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--hold", "soon"], "expected a --hold duration such as 30s"),
+    (["--hold=-3s"], "expected a --hold duration"),
+    (["--health", "/healthz"], "--health needs --run"),
+    (["--run", "true", "--health", "healthz"], "health: expected a path on the target"),
+    (["--run", "   "], "run must be a command line"),
+])
+def test_bad_app_flags_exit_2_with_one_line(flags: list[str], message: str, tmp_path: Path) -> None:
+    proc = Proc([*DEVTUNNEL, "http", "8000", *flags, "--no-tui", "--api-port", "0", "--db", str(tmp_path / "c.db")],
+                {**os.environ})
+    assert proc.wait() == 2
+    assert len(proc.err) == 1 and message in proc.err[0], proc.err
+    assert not proc.out
+
+
+def test_a_missing_program_is_said_in_the_log(start, tmp_path: Path) -> None:
+    port = free_port()
+    run = start(str(port), "--run", "definitely-not-a-program-devtunnel-test --port 1")
+    # /bin/sh starts, says the program is missing and exits 127: devtunnel restarts it with backoff.
+    wait_for(lambda: run.app()["restarts"] >= 1, what="a restart")
+    lines = httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]
+    assert any("not found" in l["text"] for l in lines)
+    assert any("exited with code 127" in l["text"] for l in lines)
+    assert any("the shell found no such command" in l["text"] for l in lines)
+
+
+def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
+    port = free_port()
+    run = start(str(port), "--run", app_command(port))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    pid = run.app()["pid"]
+    run.proc.kill()  # SIGKILL: devtunnel cannot stop anything itself
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), what="the app gone with devtunnel")
+
+
+ASGI_APP = '''\
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b"VERSION"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def test_a_save_under_uvicorn_reload_loses_no_delivery(start, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    source = project / "webapp.py"
+    source.write_text(ASGI_APP.replace("VERSION", "v1"))
+    port = free_port()
+    run = start(str(port), "--run", f"{sys.executable} -m uvicorn webapp:app --port {port} --reload "
+                f"--reload-dir {project}", "--hold", "10s", cwd=project)
+    wait_for(lambda: run.app()["state"] == "ready", timeout=30, what="uvicorn ready")
+    statuses: Counter[int] = Counter()
+    bodies: list[str] = []
+    deadline = time.monotonic() + 60
+    with httpx.Client(timeout=20) as client:
+        for i in range(400):  # until the saved version answers, bounded in count and time
+            if time.monotonic() > deadline or (bodies and bodies[-1] == "v2" and bodies.count("v2") >= 5):
+                break
+            if i == 5:
+                source.write_text(ASGI_APP.replace("VERSION", "v2"))  # the save
+            response = run.post(client, f"/hook{i}", b'{"type": "invoice.paid"}')
+            statuses[response.status_code] += 1
+            bodies.append(response.text)
+    assert set(statuses) == {200}, statuses
+    assert bodies[0] == "v1" and bodies[-1] == "v2"

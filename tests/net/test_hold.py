@@ -1,0 +1,246 @@
+"""Hold (``net/hold.py``): requests wait for the local app, in order and bounded, and a tunnel
+with hold configured forwards exactly as one without it while the app answers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtunnel.net.hold import HoldExpired, HoldGate
+from tests.helpers import async_wait_for, free_port
+from tests.net.tunnel_fixtures import (
+    Harness,
+    LocalState,
+    _pattern,
+    local_http,
+    relay_and_agent,
+)
+
+
+@pytest.fixture
+def local() -> Iterator[tuple[int, LocalState]]:
+    with local_http() as served:
+        yield served
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with relay_and_agent(tmp_path) as h:
+        yield h
+
+
+def _client(harness: Harness, name: str, timeout: float = 30) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=harness.base_url, headers={"Host": harness.host(name)}, timeout=timeout,
+                             trust_env=False)
+
+
+def _gate(harness: Harness, name: str) -> HoldGate:
+    gate = harness.service._tunnels[name].forwarder.gate
+    assert gate is not None
+    return gate
+
+
+async def _ordered_server(port: int, seen: list[str]) -> asyncio.Server:
+    """A minimal HTTP/1.1 server on ``port`` that notes each request's path, in arrival order."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                seen.append(path)
+                body = path.encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+# -- the fast path keeps the slow path's guarantees ---------------------------------------------------
+
+async def test_with_hold_configured_streaming_and_big_bodies_are_unchanged(
+    harness: Harness, local: tuple[int, LocalState]
+) -> None:
+    await harness.start(str(local[0]), name="held", hold=30.0)
+    state = local[1]
+    async with _client(harness, "held") as client:
+        async with client.stream("GET", "/sse") as response:
+            chunks = response.aiter_bytes()
+            async with asyncio.timeout(10):  # the local app holds the second event until released
+                assert await chunks.__anext__() == b"data: first\n\n"
+            state.release_sse.set()
+            assert b"".join([c async for c in chunks]) == b"data: second\n\n"
+        n = 8 << 20
+        payload = _pattern(n)
+        response = await client.post("/echo", content=payload)
+        assert response.status_code == 200
+        assert response.json()["sha256"] == hashlib.sha256(payload).hexdigest()
+        ports = {(await client.get("/echo")).json()["client_port"] for _ in range(5)}
+        assert len(ports) == 1  # keep-alive reuse as without hold
+    assert _gate(harness, "held").held == 0
+
+
+async def test_with_hold_configured_back_pressure_reaches_the_local_service(harness: Harness) -> None:
+    total = 64 << 20
+    sent = 0
+    chunk = b"x" * 65536
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        try:
+            while sent < total:
+                writer.write(chunk)
+                await writer.drain()  # blocks when nobody reads: back-pressure
+                sent += len(chunk)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await harness.start(str(port), name="bp", hold=30.0)
+        async with _client(harness, "bp") as client, client.stream("GET", "/big") as response:
+            stream = response.aiter_raw()
+            received = len(await stream.__anext__())
+            # The client reads nothing more: the local service must be stopped well before the end.
+            last, still = -1, 0
+            for _ in range(200):  # at most 20 s
+                await asyncio.sleep(0.1)
+                still = still + 1 if sent == last else 0
+                last = sent
+                if still >= 10:
+                    break
+            assert still >= 10 and sent < total // 2, f"the local service wrote {sent} of {total} bytes unread"
+            async for piece in stream:
+                received += len(piece)
+        assert received == total
+    finally:
+        server.close()
+
+
+# -- holding -------------------------------------------------------------------------------------
+
+async def test_requests_wait_for_a_target_that_comes_up_and_arrive_in_order(harness: Harness) -> None:
+    port = free_port()
+    await harness.start(str(port), name="later", hold=20.0)
+    gate = _gate(harness, "later")
+    seen: list[str] = []
+    async with _client(harness, "later") as client:
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.create_task(client.get(f"/r{i}")))
+            await async_wait_for(lambda n=i + 1: gate.waiting == n, what=f"request {i} held")
+        server = await _ordered_server(port, seen)
+        try:
+            responses = await asyncio.gather(*tasks)
+        finally:
+            server.close()
+    assert [r.status_code for r in responses] == [200] * 5
+    assert seen == [f"/r{i}" for i in range(5)]
+    assert gate.held == 5 and gate.waiting == 0
+
+
+async def test_hold_without_run_expires_with_503_and_retry_after(harness: Harness) -> None:
+    port = free_port()
+    await harness.start(str(port), name="never", hold=0.5)
+    async with _client(harness, "never") as client:
+        response = await client.post("/hook", content=b'{"id": 1}')
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["x-devtunnel-error"] == "app_restarting"
+    assert "local app restarting" in response.text
+    [ex] = await harness.exchanges(1)
+    assert (ex.status, ex.error) == (503, "app_restarting")
+    assert ex.request.body == b'{"id": 1}'  # the undelivered webhook is kept for a replay
+
+
+async def test_a_refused_target_without_hold_or_run_is_still_local_refused(harness: Harness) -> None:
+    await harness.start(str(free_port()), name="plain")
+    async with _client(harness, "plain") as client:
+        response = await client.get("/")
+    assert response.status_code == 502 and response.headers["x-devtunnel-error"] == "local_refused"
+
+
+# -- the gate on its own ------------------------------------------------------------------------------
+
+def _connect_recording(order: list[int], results: Callable[[], object]) -> Callable[[int], Callable[[], Awaitable[object]]]:
+    def make(i: int) -> Callable[[], Awaitable[object]]:
+        async def connect() -> object:
+            order.append(i)
+            return results()
+        return connect
+    return make
+
+
+async def test_held_requests_are_released_in_order_when_the_app_is_ready() -> None:
+    gate = HoldGate(10.0)
+    gate.set_app_state(False, "restarting (1)")
+    order: list[int] = []
+    make = _connect_recording(order, lambda: "conn")
+    tasks = [asyncio.create_task(gate.connect(make(i))) for i in range(20)]
+    await async_wait_for(lambda: gate.waiting == 20, what="all held")
+    assert order == []
+    gate.set_app_state(True, "ready")
+    assert await asyncio.gather(*tasks) == ["conn"] * 20
+    assert order == list(range(20))
+
+
+async def test_the_queue_is_bounded_and_the_hold_is_timed() -> None:
+    gate = HoldGate(0.3, max_waiting=3)
+    gate.set_app_state(False, "starting")
+
+    async def connect() -> object:
+        raise AssertionError("not called while the app is down")
+
+    held = [asyncio.create_task(gate.connect(connect)) for _ in range(3)]
+    await async_wait_for(lambda: gate.waiting == 3, what="three held")
+    with pytest.raises(HoldExpired, match="3 requests are already waiting"):
+        await gate.connect(connect)
+    for task in held:
+        with pytest.raises(HoldExpired, match="is still down after 0.3 s"):
+            await task
+    assert gate.waiting == 0 and gate.expired == 4
+
+
+async def test_without_hold_the_gate_only_connects() -> None:
+    gate = HoldGate(0.0)
+    gate.set_app_state(False, "crashed")
+
+    async def refused() -> object:
+        raise ConnectionRefusedError()
+
+    with pytest.raises(ConnectionRefusedError):
+        await gate.connect(refused)
+    assert gate.managed and gate.app_down and gate.app_state == "crashed"
+
+
+async def test_a_held_webhook_is_delivered_whole_once_the_app_is_ready(
+    harness: Harness, local: tuple[int, LocalState]
+) -> None:
+    await harness.start(str(local[0]), name="hooks", hold=20.0)
+    gate = _gate(harness, "hooks")
+    gate.set_app_state(False, "restarting (1)")  # as the app's supervisor says while it restarts
+    payload = _pattern(3 << 20)  # more than the relay's first window: the rest waits at the relay
+    async with _client(harness, "hooks") as client:
+        task = asyncio.create_task(client.post("/echo", content=payload))
+        await async_wait_for(lambda: gate.waiting == 1, what="the webhook held")
+        assert not task.done()
+        gate.set_app_state(True, "ready")
+        response = await task
+    assert response.status_code == 200
+    assert response.json()["sha256"] == hashlib.sha256(payload).hexdigest()
+    [ex] = await harness.exchanges(1)
+    assert ex.status == 200 and ex.error is None

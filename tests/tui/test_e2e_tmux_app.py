@@ -1,0 +1,64 @@
+"""End to end in a real terminal: ``devtunnel http PORT --run CMD`` in tmux shows the app's state,
+and quitting the inspector with q stops the app."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, wait_for
+from tests.tui.test_e2e_tmux import DEVTUNNEL, Tmux, tmux  # noqa: F401 - tmux is a fixture
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+APP = Path(__file__).parent.parent / "net" / "app_fixture.py"
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_app_state_shows_and_q_stops_the_app(tmp_path: Path, tmux: Tmux) -> None:  # noqa: F811
+    port = free_port()
+    status = tmp_path / "status"
+    command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
+               f"{DEVTUNNEL} http {port} --run '{sys.executable} {APP} {port}' --hold 10s "
+               f"--db {tmp_path / 'captures.db'} --name shop; echo $? > {status}")
+    tmux.start(command, 120, 30)
+    tmux.wait_showing(r"http://shop\.localhost:\d+.*online.*app ready", timeout=45, what="the app ready on screen")
+    assert _accepts(port)
+    tmux.run("send-keys", "-t", "e2e", "q")
+    wait_for(status.exists, timeout=20, what="the inspector to exit")
+    assert status.read_text().strip() == "0"
+    wait_for(lambda: not _accepts(port), timeout=20, what="the app stopped with the inspector")
+
+
+def test_up_opens_one_inspector_for_every_tunnel_and_its_app(tmp_path: Path, tmux: Tmux) -> None:  # noqa: F811
+    web, api = free_port(), free_port()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "devtunnel.toml").write_text(f"""\
+[tunnels.web]
+target = {web}
+run = "{sys.executable} {APP} {web}"
+
+[tunnels.api]
+target = {api}
+run = "{sys.executable} {APP} {api}"
+""")
+    status = tmp_path / "status"
+    command = (f"cd {project} && env XDG_STATE_HOME={tmp_path / 'state'} XDG_CONFIG_HOME={tmp_path / 'config'} "
+               f"TERM=xterm-256color {DEVTUNNEL} up --db {tmp_path / 'captures.db'}; echo $? > {status}")
+    tmux.start(command, 120, 30)
+    tmux.wait_showing(r"(?s)http://web\.localhost:\d+.*app ready.*http://api\.localhost:\d+.*app ready", timeout=45,
+                      what="both tunnels with their apps ready")
+    assert _accepts(web) and _accepts(api)
+    tmux.run("send-keys", "-t", "e2e", "q")
+    wait_for(status.exists, timeout=20, what="the inspector to exit")
+    assert status.read_text().strip() == "0"
+    wait_for(lambda: not _accepts(web) and not _accepts(api), timeout=20, what="both apps stopped")
