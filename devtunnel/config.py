@@ -963,6 +963,8 @@ def to_toml(settings: Settings, *, mask_token: bool = True) -> str:
     if settings.tunnels:
         doc["tunnels"] = {t.name: _section_toml(t, _TUNNEL_KEYS) for t in settings.tunnels}
         for t in settings.tunnels:
+            if not t.pool:  # a switch that is off says nothing a reader needs
+                doc["tunnels"][t.name].pop("pool", None)  # type: ignore[index, union-attr]
             if t.webhooks:
                 doc["tunnels"][t.name]["webhooks"] = _webhooks_toml(t.webhooks, mask_token)  # type: ignore[index]
     if settings.webhooks:

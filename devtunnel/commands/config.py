@@ -89,7 +89,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
                 out.host_header = tunnel.host_header
             if getattr(args, "via", None) is None and tunnel.via is not None:
                 out.via = tunnel.via
-            out.pool = bool(args.pool or tunnel.pool)
+            out.pool = bool(getattr(args, "pool", None) or tunnel.pool)
             # The app settings: a flag wins over the file, key by key.
             for key in ("run", "health", "hold"):
                 if getattr(args, key, None) is None and getattr(tunnel, key) is not None:

@@ -368,7 +368,6 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
             DROP TABLE res_bodies;
             DROP TRIGGER exchanges_delete;
             ALTER TABLE exchanges DROP COLUMN edited;
-            ALTER TABLE exchanges DROP COLUMN resigned;
             PRAGMA user_version = 1;
         """ + V1_DELETE_TRIGGER)
     again = Store(path)
