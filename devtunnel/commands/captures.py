@@ -43,7 +43,7 @@ from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.net.api_shapes import capture_json, status_text
-from devtunnel.net.replay import replay_many
+from devtunnel.replay import replay_many
 
 __all__ = ["run"]
 

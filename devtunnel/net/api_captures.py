@@ -23,7 +23,7 @@ from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.net.api_http import ApiError, int_param, json_body, no_content, ok, str_field
 from devtunnel.net.api_shapes import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
-from devtunnel.net.replay import replay
+from devtunnel.replay import replay
 
 __all__ = ["routes", "tunnel_filter", "replay_edit"]
 

@@ -336,7 +336,7 @@ class Backend:
                 await asyncio.sleep(0.05)
 
     async def _replay_here(self, exchange: Exchange, edit: Edit | None) -> Exchange:
-        from devtunnel.net.replay import replay
+        from devtunnel.replay import replay
 
         new = await replay(exchange, edit=edit)
 

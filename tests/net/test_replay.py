@@ -19,7 +19,7 @@ import uvicorn
 
 from devtunnel.capture.model import Headers, WsMessage
 from devtunnel.errors import ReplayError
-from devtunnel.net.replay import Edit, replay, replay_many
+from devtunnel.replay import Edit, replay, replay_many
 from tests.export.rawserver import RawServer
 from tests.export.support import make_exchange
 from tests.helpers import async_wait_for, free_port

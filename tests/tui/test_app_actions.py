@@ -139,7 +139,7 @@ async def test_e_opens_the_editor_and_x_the_export_of_the_marked_requests(tmp_pa
 
 
 async def test_edited_replay_sends_the_changes(tmp_path: Path, service: str) -> None:
-    from devtunnel.net.replay import Edit
+    from devtunnel.replay import Edit
 
     db = fill(tmp_path / "captures.db", [make_exchange(0, method="POST", target="/a", target_url=service)])
     app = inspector(db, tmp_path)

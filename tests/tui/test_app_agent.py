@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from devtunnel.net.replay import Edit
+from devtunnel.replay import Edit
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel

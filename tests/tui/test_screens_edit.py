@@ -13,7 +13,7 @@ from textual.widgets import Input, Static, TextArea
 
 from devtunnel.capture.model import Exchange, Headers
 from devtunnel.errors import ReplayError
-from devtunnel.net.replay import Edit, replay
+from devtunnel.replay import Edit, replay
 from devtunnel.tui.screens import DiffScreen, EditReplayScreen
 from devtunnel.tui.screens.edit import HeaderRow
 from tests.helpers import async_wait_for, free_port
