@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devtunnel.commands.init import guess_app, render, tunnel_name
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, process_alive, wait_for
 from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
 
 APP = Path(__file__).parent / "net" / "app_fixture.py"
@@ -171,15 +171,9 @@ def test_up_starts_the_named_tunnels_with_their_apps_in_one_agent(tmp_path: Path
     finally:
         code = up.stop(signal.SIGTERM)
     assert code == 0
-    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in pids if pid),
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") and process_alive(pid) for pid in pids if pid),
              what="the apps stopped with devtunnel")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_up_without_a_file_or_with_an_unknown_name_says_so(tmp_path: Path) -> None:

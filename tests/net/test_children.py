@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sys
 import textwrap
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtunnel.net.children import MAX_LINE, Child, LogRing, port_accepts
-from tests.helpers import async_wait_for, free_port
+from tests.helpers import async_wait_for, free_port, process_alive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,14 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 def script(code: str) -> list[str]:
     return [sys.executable, "-u", "-c", textwrap.dedent(code)]
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"
 
 
 async def test_a_crashing_child_is_restarted_with_its_output_kept() -> None:
@@ -60,9 +51,9 @@ async def test_stop_ends_the_whole_process_group_even_a_child_ignoring_sigterm()
                                 timeout=20, what="the grandchild's pid")
     grandchild = int(line.split()[1])
     pid = child.state.pid
-    assert pid is not None and alive(pid) and alive(grandchild)
+    assert pid is not None and process_alive(pid) and process_alive(grandchild)
     await child.stop()
-    await async_wait_for(lambda: not alive(pid) and not alive(grandchild), timeout=10, what="the group gone")
+    await async_wait_for(lambda: not process_alive(pid) and not process_alive(grandchild), timeout=10, what="the group gone")
     assert child.state.state == "stopped"
 
 
@@ -168,5 +159,5 @@ async def test_what_a_crashed_program_left_behind_is_ended_before_it_starts_agai
         await child.stop()
     line = next(l.text for l in child.log.lines() if l.text.startswith("worker"))
     worker = int(line.split()[1])
-    await async_wait_for(lambda: not alive(worker), timeout=10, what="the worker ended")
+    await async_wait_for(lambda: not process_alive(worker), timeout=10, what="the worker ended")
     assert child.state.exit_code == 4

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, process_alive, wait_for
 from tests.net.test_agent_command import DEVTUNNEL, Proc
 from tests.net.tunnel_fixtures import LocalState, local_http
 from tests.test_via import CLOUDFLARED, LOCALHOST_RUN, PINGGY, SERVEO
@@ -148,13 +148,6 @@ def parent_of(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
 
 # -- plain ssh against a real sshd ------------------------------------------------------------------
 def test_via_ssh_serves_captures_and_comes_back_with_the_same_url_when_ssh_dies(
@@ -198,7 +191,7 @@ def test_via_ssh_serves_captures_and_comes_back_with_the_same_url_when_ssh_dies(
     new_pid = again["via"]["pid"]
     assert agent.stop() == 0
     assert [l for l in agent.out if l.startswith("Forwarding")] == [line], "the URL never changed"
-    wait_for(lambda: not alive(new_pid), what="ssh to stop with devtunnel")
+    wait_for(lambda: not process_alive(new_pid), what="ssh to stop with devtunnel")
 
     # The next run asks the server for the same port: the URL pasted elsewhere still works.
     second = start(procs, env, "http", str(local[0]), "--via", via, "--no-tui", "--name", "hooks",
@@ -392,9 +385,9 @@ def test_a_provider_does_not_outlive_a_devtunnel_killed_outright(
                   "--no-record")
     agent.line(lambda l: l.startswith("Forwarding"), timeout=30)
     pid = api_tunnel(api_port)["via"]["pid"]
-    assert alive(pid)
+    assert process_alive(pid)
     agent.kill()  # SIGKILL: devtunnel gets no chance to stop it
-    wait_for(lambda: not alive(pid), what="the provider to end with devtunnel")
+    wait_for(lambda: not process_alive(pid), what="the provider to end with devtunnel")
 
 
 # -- what is refused ---------------------------------------------------------------------------------

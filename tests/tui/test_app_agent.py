@@ -14,19 +14,11 @@ from devtunnel.replay import Edit
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
-from tests.helpers import async_wait_for, free_port
+from tests.helpers import async_wait_for, free_port, process_alive
 from tests.tui.app_fixtures import inspector, screen_lines
 
 pytestmark = pytest.mark.timeout(90)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"
 
 
 async def _get(public_url: str, path: str) -> int:
@@ -116,4 +108,4 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         assert second_pid is not None and second_pid != first_pid
         await pilot.press("q")
         await async_wait_for(lambda: not app.is_running, what="the app to quit")
-    assert not _alive(second_pid)
+    assert not process_alive(second_pid)

@@ -17,7 +17,7 @@ from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.screens.logs import LogsScreen
 from devtunnel.tui.supervisor import AgentStatus, agent_command
 from devtunnel.tui.widgets import RequestTable, StatsStrip, TunnelsPanel
-from tests.helpers import async_wait_for, free_port, wait_for
+from tests.helpers import async_wait_for, free_port, process_alive, wait_for
 from tests.tui.app_fixtures import fill, inspector, traffic, utc
 
 APP = Path(__file__).parent.parent / "net" / "app_fixture.py"
@@ -27,13 +27,6 @@ APP = Path(__file__).parent.parent / "net" / "app_fixture.py"
 def _utc() -> Iterator[None]:
     yield from utc()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def _log_text(screen: LogsScreen) -> str:
@@ -68,9 +61,9 @@ async def test_the_logs_view_shows_the_apps_output_escaped_and_searches_it(tmp_p
         await pilot.press("escape")  # closes the view
         await async_wait_for(lambda: not isinstance(app.screen, LogsScreen), what="the view closed")
         [app_pid] = await _app_pids(app)
-        assert _alive(app_pid)
+        assert process_alive(app_pid)
         await app.shutdown()  # what q does: the agent stops, and its app with it
-    wait_for(lambda: not _alive(app_pid), what="the app stopped with the inspector")
+    wait_for(lambda: not process_alive(app_pid), what="the app stopped with the inspector")
 
 
 async def _app_pids(app: Any) -> list[int]:
@@ -186,6 +179,6 @@ hold = "5s"
         await async_wait_for(lambda: {n: t.app_state for n, t in panel.tunnels.items()} == {"web": "ready", "api": "ready"},
                              timeout=40, what="both tunnels with their apps ready")
         pids = await _app_pids(app)
-        assert all(_alive(pid) for pid in pids)
+        assert all(process_alive(pid) for pid in pids)
         await app.shutdown()
-    wait_for(lambda: not any(_alive(pid) for pid in pids), what="both apps stopped with the inspector")
+    wait_for(lambda: not any(process_alive(pid) for pid in pids), what="both apps stopped with the inspector")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from devtunnel.tui.supervisor import AgentStatus, AgentSupervisor
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, process_alive
 
 # A stand-in agent: serves HTTP on a free port and announces it the way the agent does.
 SERVING_CHILD = """
@@ -24,15 +24,6 @@ server.serve_forever()
 
 SILENT_CHILD = "import time\nwhile True: time.sleep(1)\n"
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purpose.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"
 
 
 @pytest.fixture
@@ -60,7 +51,7 @@ async def test_reads_the_api_line_and_restarts_a_killed_agent(tmp_path: Path, ch
     finally:
         await supervisor.stop()
     assert supervisor.status.state == "stopped"
-    assert second.pid is not None and not _alive(second.pid)
+    assert second.pid is not None and not process_alive(second.pid)
     out, err = capfd.readouterr()
     assert "API http" not in out + err and "stderr" not in out + err  # never on the terminal
     lines = log.read_text().splitlines()
@@ -76,7 +67,7 @@ async def test_agent_that_never_announces_its_api_is_killed_and_retried(tmp_path
     try:
         await async_wait_for(lambda: supervisor.status.restarts >= 1, what="a retry")
         killed = [c.pid for c in changes if c.state == "starting"][0]
-        assert killed is not None and not _alive(killed)
+        assert killed is not None and not process_alive(killed)
         assert any("no API line" in c.message for c in changes)
         assert supervisor.status.api_url is None
     finally:
@@ -118,7 +109,7 @@ async def test_stop_ends_an_agent_that_ignores_sigterm(tmp_path: Path, changes: 
     pid = supervisor.status.pid
     assert pid is not None
     await supervisor.stop()
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 async def test_an_agent_the_relay_refused_for_good_is_not_started_again(tmp_path: Path,
