@@ -385,6 +385,8 @@ def _basic_auth(table: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
             raise _Problem("users", "each user is \"name:password\", \"name:sha256:HEX\" or \"name:$2b$...\" (bcrypt)")
         if secret.startswith("sha256:") and not re.fullmatch(r"[0-9a-fA-F]{64}", secret[7:]):
             raise _Problem("users", f"user {user!r}: a sha256 hash is 64 hex digits after 'sha256:'")
+        if secret.startswith("$2") and not re.fullmatch(r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}", secret):
+            raise _Problem("users", f"user {user!r}: not a bcrypt hash ($2b$, the cost, $, then 53 characters)")
         if secret.startswith("$2"):
             try:
                 importlib.import_module("bcrypt")
