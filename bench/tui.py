@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id  # noqa: E402
 from devtunnel.capture.store import Store  # noqa: E402
+from bench.store_fill import fill  # noqa: E402
 
 FILTER = "method:POST path:/api status:>=400"
 METHODS = ("GET", "GET", "POST", "PUT", "DELETE")
@@ -205,11 +206,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "captures.db"
         t = time.perf_counter()
-        store = Store(db, max_exchanges=1_000_000)
-        now = time.time() - args.rows / 100
-        for start in range(0, args.rows, 5000):
-            store.put_many(exchange(n, now + n / 100) for n in range(start, min(args.rows, start + 5000)))
-        store.close()
+        fill(db, args.rows, lambda n, start: exchange(n, start + n / 100))
         print(f"store of {args.rows:,} exchanges built in {time.perf_counter() - t:.1f} s")
         asyncio.run(inspect(db, args.rate, args.seconds))
 

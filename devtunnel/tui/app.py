@@ -85,7 +85,7 @@ class InspectorApp(App[None]):
         yield TunnelsPanel(id="tunnels")
         yield StatsStrip(id="stats")
         yield FilterBar(self.history_path, id="filter")
-        yield RequestTable(self.backend.rows, id="requests")
+        yield RequestTable(id="requests")
         yield Footer(compact=True)
 
     @property

@@ -106,6 +106,26 @@ class _Readers(Executor):
             self._jobs.put(None)
 
 
+class StorePages:
+    """One filter's exchanges as pages read by keyset (a ``RowSource`` for the request table)."""
+
+    def __init__(self, backend: Backend, filter: object = None) -> None:
+        self.backend = backend
+        self.filter = filter
+
+    async def after(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        """The ``limit`` rows just after ``exchange_id`` (None: the oldest), passing over ``skip``."""
+        return await self.backend._read(lambda s: s.rows_after(self.filter, exchange_id, limit=limit, skip=skip), [])
+
+    async def before(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        """The ``limit`` rows just before ``exchange_id`` (None: the newest), passing over ``skip``."""
+        return await self.backend._read(lambda s: s.rows_before(self.filter, exchange_id, limit=limit, skip=skip), [])
+
+    async def position(self, exchange_id: str) -> int:
+        """How many rows come before ``exchange_id``."""
+        return await self.backend._read(lambda s: s.count_before(exchange_id, self.filter), 0)
+
+
 class Backend:
     """The store and the agent API as one object the app can await.
 
@@ -161,6 +181,22 @@ class Backend:
     async def count(self, filter: object = None) -> int:
         """How many exchanges match ``filter``."""
         return await self._read(lambda s: s.count(filter), 0)
+
+    async def count_estimate(self, filter: object = None) -> tuple[int, bool]:
+        """How many exchanges match ``filter``, at once: ``(count, exact)`` (see ``Store.count_estimate``)."""
+        return await self._read(lambda s: s.count_estimate(filter), (0, True))
+
+    def pages(self, filter: object = None) -> StorePages:
+        """The exchanges matching ``filter`` as pages for the request table."""
+        return StorePages(self, filter)
+
+    async def changed_rows(self, ids: Sequence[str], filter: object = None) -> tuple[list[Row], int | None]:
+        """Rows of those of ``ids`` that match ``filter`` and, without a filter, the store's exact count."""
+        def read(store: Store) -> tuple[list[Row], int | None]:
+            rows = store.matching_rows(ids, filter)
+            return rows, store.count() if filter is None else None
+
+        return await self._read(read, ([], 0 if filter is None else None))
 
     async def get(self, exchange_id: str) -> Exchange:
         """The full exchange (NotFoundError if it is gone)."""

@@ -1,9 +1,14 @@
-"""Keeps the request table in step with the store: filter results, live ids merged on an interval.
+"""Keeps the request table in step with the store: filter results, live changes merged per frame.
 
-Change notices from ``/api/events`` arrive in bursts (up to thousands of ids a second). They are
-collected here and applied to the table on each ``flush`` (the app calls it every 100 ms); with a filter set,
-the filtered id list is read again from the store instead (SQLite filters 100k rows quickly,
-and the filter may look at bodies the light rows do not carry).
+The table reads its own pages (``Backend.pages``); this module gives it the filter's source and
+the number of rows, an estimate first and the exact count from a worker afterwards. Change
+notices from ``/api/events`` arrive in bursts (up to thousands of ids a second): they are
+collected and applied on each ``flush`` (the app calls it on a short interval) with one store
+read of just those exchanges, filter applied; the whole list is never read again.
+
+Counting over a large store is the one cost that grows with it, so every count (the exact
+count of a filtered list, the status mix) is spaced by ten times what the last one took: at
+most a tenth of a reader thread's time, whatever the store's size.
 """
 
 from __future__ import annotations
@@ -20,6 +25,25 @@ STATUS_FILTERS = {"2xx": "status:2xx", "3xx": "status:3xx", "4xx": "status:4xx",
                   "errors": "~e"}
 """The filter expression counting each status mix bucket."""
 
+COUNT_SHARE = 10
+"""A count runs again no sooner than this many times its last duration after it."""
+
+
+class _Spaced:
+    """When a repeated costly read may run again: ``COUNT_SHARE`` times its last duration later."""
+
+    def __init__(self, least: float) -> None:
+        self.least = least
+        self.next_at = 0.0
+        self.running = False
+
+    def due(self) -> bool:
+        return not self.running and time.monotonic() >= self.next_at
+
+    def ran(self, started: float) -> None:
+        now = time.monotonic()
+        self.next_at = now + max(self.least, COUNT_SHARE * (now - started))
+
 
 class LiveView:
     """Feeds ``table`` (and ``stats``) from ``backend``.
@@ -30,7 +54,7 @@ class LiveView:
         stats: the stats strip to count into.
         run: starts a coroutine as a worker of the app (``App.run_worker``), so it is cancelled
             with the app; exceptions are the caller's to show.
-        refilter_every: least seconds between two re-reads of a filtered list under live traffic.
+        refilter_every: least seconds between two exact counts of a filtered list under live traffic.
     """
 
     def __init__(self, backend: Backend, table: RequestTable, stats: StatsStrip,
@@ -43,12 +67,14 @@ class LiveView:
         self.filter: object = None
         self.expression = ""
         self._pending: set[str] = set()
-        self._stale_filter = False
-        self._last_reload = 0.0
-        self._reloading = False
+        self._applying = False
+        self._generation = 0
+        self._count = _Spaced(refilter_every)
+        self._count_stale = False
+        self._mix = _Spaced(1.0)
         self._mix_stale = True
         self.loaded = asyncio.Event()
-        """Set once the first id list is on the table."""
+        """Set once the first list is on the table."""
 
     def set_filter(self, expression: str, compiled: object) -> None:
         """Show only exchanges matching ``compiled`` (None or an empty expression: everything)."""
@@ -57,21 +83,39 @@ class LiveView:
         self.reload()
 
     def reload(self) -> None:
-        """Read the whole (filtered) id list from the store again."""
-        self._stale_filter = False
-        self._reloading = True
-        self._run(self._reload(), group="ids", exclusive=True)
+        """Give the table the (filtered) list again, as the store has it now."""
+        self._generation += 1
+        self._run(self._reload(self._generation), group="ids", exclusive=True)
 
-    async def _reload(self) -> None:
+    async def _reload(self, generation: int) -> None:
+        flt = self.filter
+        total, exact = await self.backend.count_estimate(flt)
+        if generation != self._generation:
+            return
+        self.table.set_source(self.backend.pages(flt), total, exact=exact)
+        self.stats.shown = self.table.total
+        self._mix_stale = True
+        self._count_stale = not exact
+        self._count.next_at = 0.0
+        self.loaded.set()
+        self._count_if_due()
+
+    def _count_if_due(self) -> None:
+        if self._count_stale and self._count.due():
+            self._count_stale = False
+            self._count.running = True
+            self._run(self._count_exact(self._generation), group="count", exclusive=True)
+
+    async def _count_exact(self, generation: int) -> None:
+        started = time.monotonic()
         try:
-            self._last_reload = time.monotonic()
-            ids = await self.backend.ids(self.filter)
-            self.table.set_ids(ids)
-            self.stats.shown = len(self.table.ids)
-            self._mix_stale = True
-            self.loaded.set()
+            total = await self.backend.count(self.filter)
         finally:
-            self._reloading = False
+            self._count.running = False
+            self._count.ran(started)
+        if generation == self._generation:
+            self.table.set_total(total, exact=True)
+            self.stats.shown = total
 
     def changed(self, ids: Iterable[str]) -> None:
         """Note exchanges that were added or updated (applied at the next ``flush``)."""
@@ -79,30 +123,41 @@ class LiveView:
 
     def flush(self) -> None:
         """Apply the changes collected since the last flush (call on a short interval)."""
-        if self._pending:
+        if self._pending and not self._applying:
             ids, self._pending = self._pending, set()
             self.stats.count_requests(len(ids))
             self._mix_stale = True
-            self.table.invalidate(ids)
-            if self.filter is None:
-                self.table.add_ids(ids)
-                self.stats.shown = len(self.table.ids)
-            else:
-                self._stale_filter = True
-        if (self._stale_filter and not self._reloading
-                and time.monotonic() - self._last_reload >= self.refilter_every):
-            self.reload()
+            self._applying = True
+            self._run(self._apply(sorted(ids), self._generation), group="live")
+        self._count_if_due()
+
+    async def _apply(self, ids: list[str], generation: int) -> None:
+        try:
+            rows, total = await self.backend.changed_rows(ids, self.filter)
+            if generation != self._generation:
+                return
+            if not self.table.apply_changes(rows, ids, total):
+                self._count_stale = True
+            self.stats.shown = self.table.total
+        finally:
+            self._applying = False
 
     def refresh_mix(self) -> None:
         """Count the status mix again if captures changed (call every second or two)."""
-        if self._mix_stale:
+        if self._mix_stale and self._mix.due():
             self._mix_stale = False
+            self._mix.running = True
             self._run(self._count_mix(), group="mix", exclusive=True)
 
     async def _count_mix(self) -> None:
         from devtunnel.capture.filters import parse
 
-        mix = {}
-        for name in STATUS_CLASSES:
-            mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
+        started = time.monotonic()
+        try:
+            mix = {}
+            for name in STATUS_CLASSES:
+                mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
+        finally:
+            self._mix.running = False
+            self._mix.ran(started)
         self.stats.set_mix(mix)

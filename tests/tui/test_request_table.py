@@ -84,7 +84,7 @@ async def test_a_hundred_thousand_rows_open_and_scroll_to_both_ends(tmp_path: Pa
         await pilot.pause()
         assert "/items/99999" in line_text(table, table.scrollable_content_region.height - 1)
         assert table.following and table.current_id == fixed_id(99_999)
-        assert len(table._rows) <= table.CACHE_ROWS
+        assert len(table.window) <= table.WINDOW_ROWS
 
 
 async def test_clicking_a_row_selects_it_and_double_click_opens_detail(tmp_path: Path) -> None:
