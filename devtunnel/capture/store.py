@@ -621,7 +621,7 @@ class Store:
             return int(conn.execute(f"SELECT count(*) FROM exchanges e WHERE e.id < ? AND {where}",
                                     [exchange_id, *params]).fetchone()[0])
 
-    def count_estimate(self, filter: object = None, *, sample: int = 20_000) -> tuple[int, bool]:
+    def count_estimate(self, filter: object = None, *, sample: int = 5_000) -> tuple[int, bool]:
         """How many exchanges match, at once: ``(count, exact)``.
 
         Without a filter the count is exact (kept by triggers). With one, the share of matches

@@ -94,7 +94,8 @@ class InspectorApp(App[None]):
         return self.query_one(RequestTable)
 
     def on_mount(self) -> None:
-        self.live = LiveView(self.backend, self.table, self.query_one(StatsStrip), self.run_worker)
+        self.live = LiveView(self.backend, self.table, self.query_one(StatsStrip), self.run_worker,
+                             later=lambda delay, callback: self.set_timer(delay, callback))
         self.live.reload()
         self.table.focus()
         if self.supervisor is not None:

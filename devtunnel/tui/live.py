@@ -25,6 +25,9 @@ STATUS_FILTERS = {"2xx": "status:2xx", "3xx": "status:3xx", "4xx": "status:4xx",
                   "errors": "~e"}
 """The filter expression counting each status mix bucket."""
 
+FRAME = 1 / 30
+"""Changes arriving within this long of the first are applied together (one read, one redraw)."""
+
 COUNT_SHARE = 10
 """A count runs again no sooner than this many times its last duration after it."""
 
@@ -54,15 +57,20 @@ class LiveView:
         stats: the stats strip to count into.
         run: starts a coroutine as a worker of the app (``App.run_worker``), so it is cancelled
             with the app; exceptions are the caller's to show.
+        later: calls a function after a delay (``App.set_timer``); without it, changes wait for
+            the caller's next ``flush``.
         refilter_every: least seconds between two exact counts of a filtered list under live traffic.
     """
 
     def __init__(self, backend: Backend, table: RequestTable, stats: StatsStrip,
-                 run: Callable[..., object], *, refilter_every: float = 0.5) -> None:
+                 run: Callable[..., object], *, later: Callable[[float, Callable[[], None]], object] | None = None,
+                 refilter_every: float = 0.5) -> None:
         self.backend = backend
         self.table = table
         self.stats = stats
         self._run = run
+        self._later = later
+        self._flush_due = False
         self.refilter_every = refilter_every
         self.filter: object = None
         self.expression = ""
@@ -89,10 +97,12 @@ class LiveView:
 
     async def _reload(self, generation: int) -> None:
         flt = self.filter
-        total, exact = await self.backend.count_estimate(flt)
+        tail = self.table.tail_rows()
+        # The newest rows come with the count: a table that follows shows them without another read.
+        total, exact, rows = await self.backend.open_list(flt, tail)
         if generation != self._generation:
             return
-        self.table.set_source(self.backend.pages(flt), total, exact=exact)
+        self.table.set_source(self.backend.pages(flt), total, exact=exact, tail=(rows, tail))
         self.stats.shown = self.table.total
         self._mix_stale = True
         self._count_stale = not exact
@@ -118,11 +128,15 @@ class LiveView:
             self.stats.shown = total
 
     def changed(self, ids: Iterable[str]) -> None:
-        """Note exchanges that were added or updated (applied at the next ``flush``)."""
+        """Note exchanges that were added or updated (applied a frame later, with any others by then)."""
         self._pending.update(ids)
+        if self._later is not None and not self._flush_due and not self._applying:
+            self._flush_due = True
+            self._later(FRAME, self.flush)
 
     def flush(self) -> None:
-        """Apply the changes collected since the last flush (call on a short interval)."""
+        """Apply the changes collected since the last flush (also call on an interval, as a safety net)."""
+        self._flush_due = False
         if self._pending and not self._applying:
             ids, self._pending = self._pending, set()
             self.stats.count_requests(len(ids))
@@ -141,6 +155,10 @@ class LiveView:
             self.stats.shown = self.table.total
         finally:
             self._applying = False
+            if self._pending and self._later is not None and not self._flush_due:
+                # What arrived during this read waits one frame at most.
+                self._flush_due = True
+                self._later(FRAME, self.flush)
 
     def refresh_mix(self) -> None:
         """Count the status mix again if captures changed (call every second or two)."""

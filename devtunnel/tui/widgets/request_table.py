@@ -284,18 +284,38 @@ class RequestTable(ScrollView, can_focus=True):
         return self._rows[at] if at < len(self._ids) and self._ids[at] == exchange_id else None
 
     @property
+    def source(self) -> RowSource:
+        """Where the rows are read from."""
+        return self._source
+
+    @property
     def window(self) -> Sequence[Row]:
         """The rows in memory, oldest first."""
         return self._rows
 
-    def set_source(self, source: RowSource, total: int, *, exact: bool = True) -> None:
-        """Show the rows of ``source`` (``total`` of them), keeping the cursor on the same request if present."""
+    def tail_rows(self) -> int:
+        """How many of the newest rows the view holds when it shows the end of the list."""
+        return 3 * self._page
+
+    def set_source(self, source: RowSource, total: int, *, exact: bool = True,
+                   tail: tuple[Sequence[Row], int] | None = None) -> None:
+        """Show the rows of ``source`` (``total`` of them), keeping the cursor on the same request if present.
+
+        ``tail`` is the newest rows of the list if already read, and how many were asked for.
+        """
         current = None if self.following else self.current_id
         self._source = source
         self._generation += 1
         self._set_window([], 0, at_start=False, at_end=False)  # nothing read yet
+        if tail is not None and current is None:
+            rows, asked = tail
+            if len(rows) < asked:
+                total, exact = len(rows), True
+            self._set_window(list(rows), max(0, total - len(rows)), at_start=len(rows) < asked, at_end=True)
         self._lines.clear()
         self.set_total(total, exact=exact)
+        if self._at_end:
+            self._start = max(0, self.total - len(self._rows))
         if current is None:
             self._move(self.total - 1, keep_following=True)
             self._want_view()
