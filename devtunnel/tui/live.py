@@ -26,7 +26,8 @@ STATUS_FILTERS = {"2xx": "status:2xx", "3xx": "status:3xx", "4xx": "status:4xx",
 """The filter expression counting each status mix bucket."""
 
 FRAME = 1 / 30
-"""Changes arriving within this long of the first are applied together (one read, one redraw)."""
+"""Least time between two applications of live changes: what arrives meanwhile is applied
+together (one read, one redraw). A change after a quiet spell is applied at once."""
 
 COUNT_SHARE = 10
 """A count runs again no sooner than this many times its last duration after it."""
@@ -71,6 +72,7 @@ class LiveView:
         self._run = run
         self._later = later
         self._flush_due = False
+        self._applied_at = 0.0
         self.refilter_every = refilter_every
         self.filter: object = None
         self.expression = ""
@@ -131,8 +133,7 @@ class LiveView:
         """Note exchanges that were added or updated (applied a frame later, with any others by then)."""
         self._pending.update(ids)
         if self._later is not None and not self._flush_due and not self._applying:
-            self._flush_due = True
-            self._later(FRAME, self.flush)
+            self._flush_soon()
 
     def flush(self) -> None:
         """Apply the changes collected since the last flush (also call on an interval, as a safety net)."""
@@ -142,6 +143,7 @@ class LiveView:
             self.stats.count_requests(len(ids))
             self._mix_stale = True
             self._applying = True
+            self._applied_at = time.monotonic()
             self._run(self._apply(sorted(ids), self._generation), group="live")
         self._count_if_due()
 
@@ -156,9 +158,17 @@ class LiveView:
         finally:
             self._applying = False
             if self._pending and self._later is not None and not self._flush_due:
-                # What arrived during this read waits one frame at most.
-                self._flush_due = True
-                self._later(FRAME, self.flush)
+                self._flush_soon()  # what arrived during this read
+
+    def _flush_soon(self) -> None:
+        """Flush a frame after the last application began (at once if that is past)."""
+        assert self._later is not None
+        self._flush_due = True
+        delay = self._applied_at + FRAME - time.monotonic()
+        if delay > 0:
+            self._later(delay, self.flush)
+        else:
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def refresh_mix(self) -> None:
         """Count the status mix again if captures changed (call every second or two)."""

@@ -22,7 +22,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -254,6 +254,8 @@ class RequestTable(ScrollView, can_focus=True):
         self._wanted: tuple[int, int] | None = None
         self._loading = False
         self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
+        self._styles: dict[str, Style] = {}
+        self._pass: tuple[int, _Columns, Style] | None = None
         self.reads = 0
         """Pages read from the source so far (with ``rows_read``, what tests count)."""
         self.rows_read = 0
@@ -430,7 +432,7 @@ class RequestTable(ScrollView, can_focus=True):
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._lines.clear()
+        self._restyle()
 
     # -- cursor -----------------------------------------------------------------------
 
@@ -509,10 +511,10 @@ class RequestTable(ScrollView, can_focus=True):
         self.following = False
 
     def on_focus(self) -> None:
-        self.refresh()
+        self._restyle()  # the cursor's look follows focus
 
     def on_blur(self) -> None:
-        self.refresh()
+        self._restyle()
 
     # -- rows -------------------------------------------------------------------------
 
@@ -652,10 +654,35 @@ class RequestTable(ScrollView, can_focus=True):
 
     # -- rendering --------------------------------------------------------------------
 
-    def render_line(self, y: int) -> Strip:
+    def _style(self, name: str) -> Style:
+        """A component's style (``""``: the widget's own), looked up once per look of the widget."""
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(name) if name else self.rich_style
+        return style
+
+    def _restyle(self) -> None:
+        self._styles.clear()
+        self._lines.clear()
+        self.refresh()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # Once per frame rather than once per line: the widths, and whether the view needs rows.
         width = self.scrollable_content_region.width
-        columns = _Columns.for_width(width)
-        base = self.rich_style
+        self._pass = (width, _Columns.for_width(width), self._style(""))
+        if not self._covered(*self._view()):
+            self._want_view()
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass = None
+
+    def render_line(self, y: int) -> Strip:
+        if self._pass is None:
+            width = self.scrollable_content_region.width
+            width, columns, base = width, _Columns.for_width(width), self._style("")
+        else:
+            width, columns, base = self._pass
         if y == 0:
             return self._header(columns, width, base)
         index = round(self.scroll_y) + y - 1
@@ -665,8 +692,6 @@ class RequestTable(ScrollView, can_focus=True):
         if row is None:
             self._want_view()
             return self._render_row(None, columns, width, base, False)
-        if not (self._covered(*self._view())):
-            self._want_view()
         is_cursor = index == self.cursor
         marked = row.id in self.marked
         if is_cursor:  # one line, and its look follows focus: not cached
@@ -682,7 +707,7 @@ class RequestTable(ScrollView, can_focus=True):
         return strip
 
     def _header(self, columns: _Columns, width: int, base: Style) -> Strip:
-        style = base + self.get_component_rich_style("request-table--header")
+        style = base + self._style("request-table--header")
         cells = ["  ", _fit("TIME", _Columns.TIME), " "]
         if columns.tunnel:
             cells += [_fit("TUNNEL", columns.tunnel), " "]
@@ -693,16 +718,16 @@ class RequestTable(ScrollView, can_focus=True):
 
     def _status_style(self, row: Row) -> tuple[str, Style]:
         if row.error and row.status is None:
-            return "ERR", self.get_component_rich_style("request-table--status-error")
+            return "ERR", self._style("request-table--status-error")
         if row.status is None:
-            return "…", self.get_component_rich_style("request-table--dim")
+            return "…", self._style("request-table--dim")
         klass = min(max(row.status // 100, 2), 5)
-        return str(row.status), self.get_component_rich_style(f"request-table--status-{klass}xx")
+        return str(row.status), self._style(f"request-table--status-{klass}xx")
 
     def _render_row(self, row: Row | None, columns: _Columns, width: int, base: Style, is_cursor: bool) -> Strip:
-        dim = base + self.get_component_rich_style("request-table--dim")
+        dim = base + self._style("request-table--dim")
         marked = row is not None and row.id in self.marked
-        mark = Segment("* " if marked else "  ", base + self.get_component_rich_style("request-table--marked"))
+        mark = Segment("* " if marked else "  ", base + self._style("request-table--marked"))
         if row is None:
             segments = [mark, Segment(_fit("…", width - 2), dim)]
         else:
@@ -728,6 +753,6 @@ class RequestTable(ScrollView, can_focus=True):
             ]
         strip = Strip(segments).adjust_cell_length(width, base)
         if is_cursor:
-            cursor = self.get_component_rich_style("request-table--cursor")
+            cursor = self._style("request-table--cursor")
             strip = Strip(Segment.apply_style(strip, post_style=cursor), width)
         return strip
