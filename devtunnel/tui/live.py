@@ -82,6 +82,9 @@ class LiveView:
         self._count = _Spaced(refilter_every)
         self._count_stale = False
         self._mix = _Spaced(1.0)
+        self._sourced = -1
+        self._exact: tuple[int, int] | None = None
+        self._changes = 0
         self._mix_stale = True
         self.loaded = asyncio.Event()
         """Set once the first list is on the table."""
@@ -99,18 +102,23 @@ class LiveView:
 
     async def _reload(self, generation: int) -> None:
         flt = self.filter
+        if flt is not None:
+            # The exact count takes longest: it starts now, beside the first look below.
+            self._count_stale = True
+            self._count.next_at = 0.0
+            self._count.running = False  # a count of the former list is cancelled (same group)
+            self._count_if_due()
         tail = self.table.tail_rows()
         # The newest rows come with the count: a table that follows shows them without another read.
         total, exact, rows = await self.backend.open_list(flt, tail)
         if generation != self._generation:
             return
         self.table.set_source(self.backend.pages(flt), total, exact=exact, tail=(rows, tail))
+        self._sourced = generation
         self.stats.shown = self.table.total
+        self._show_exact()
         self._mix_stale = True
-        self._count_stale = not exact
-        self._count.next_at = 0.0
         self.loaded.set()
-        self._count_if_due()
 
     def _count_if_due(self) -> None:
         if self._count_stale and self._count.due():
@@ -120,14 +128,24 @@ class LiveView:
 
     async def _count_exact(self, generation: int) -> None:
         started = time.monotonic()
+        changes = self._changes
         try:
             total = await self.backend.count(self.filter)
         finally:
             self._count.running = False
             self._count.ran(started)
         if generation == self._generation:
-            self.table.set_total(total, exact=True)
-            self.stats.shown = total
+            if changes != self._changes:
+                self._count_stale = True  # changes were applied while it counted: count again later
+            self._exact = (generation, total)
+            self._show_exact()
+
+    def _show_exact(self) -> None:
+        """Give the table the exact count once both it and the list it counts are there."""
+        if self._exact is not None and self._exact[0] == self._sourced == self._generation:
+            self.table.set_total(self._exact[1], exact=True)
+            self.stats.shown = self.table.total
+            self._exact = None
 
     def changed(self, ids: Iterable[str]) -> None:
         """Note exchanges that were added or updated (applied a frame later, with any others by then)."""
@@ -152,6 +170,7 @@ class LiveView:
             rows, total = await self.backend.changed_rows(ids, self.filter)
             if generation != self._generation:
                 return
+            self._changes += 1
             if not self.table.apply_changes(rows, ids, total):
                 self._count_stale = True
             self.stats.shown = self.table.total
@@ -172,7 +191,8 @@ class LiveView:
 
     def refresh_mix(self) -> None:
         """Count the status mix again if captures changed (call every second or two)."""
-        if self._mix_stale and self._mix.due():
+        # The count a user waits on (a filter's) goes first.
+        if self._mix_stale and self._mix.due() and not self._count.running:
             self._mix_stale = False
             self._mix.running = True
             self._run(self._count_mix(), group="mix", exclusive=True)

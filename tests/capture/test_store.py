@@ -377,5 +377,5 @@ def test_a_version_1_file_is_upgraded_with_every_body_kept(tmp_path: Path, caplo
     assert again.count() == 2
     again.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         assert conn.execute("SELECT id FROM res_bodies").fetchall() == [(upload.id,)]  # the download's went
