@@ -62,8 +62,8 @@ def test_a_skip_lands_where_an_offset_from_either_end_would(store: Store, expres
 
 
 def test_a_range_on_an_indexed_column_pages_in_id_order_without_sorting_every_match(store: Store) -> None:
-    page = store.rows_before("status:>=400", None, limit=3)
-    assert all(r.status >= 400 for r in page) and page == store.rows("status:>=400")[-3:]
+    page = store.rows_before("status:4xx", None, limit=3)
+    assert all(400 <= r.status < 500 for r in page) and page == store.rows("status:4xx")[-3:]
     # The statement SQLite would have sorted was run walking the id order instead.
     assert any(sorts for sql, sorts in store._sort_plans.items() if "status >=" in sql)
 
