@@ -8,11 +8,13 @@ store is counted by a Backend subclass: the bound is on rows read, never on time
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import pytest
+from textual.app import App, ComposeResult
 
 from devtunnel.capture.filters import parse
 from devtunnel.capture.store import Row, Store
@@ -153,3 +155,58 @@ async def test_live_traffic_on_a_200k_store_reads_only_the_new_rows(big_db: Path
         assert "/new/9/49" in line_text(table, table.scrollable_content_region.height - 1)
         assert backend.rows - before < 2_000, backend.rows - before
         assert len(table.window) <= table.WINDOW_ROWS
+
+
+class ListSource:
+    """A RowSource over rows in memory (what a store's pages are, without the store)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.reads = 0
+
+    def _ids(self) -> list[str]:
+        return [r.id for r in self.rows]
+
+    async def after(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        self.reads += 1
+        start = 0 if exchange_id is None else bisect_right(self._ids(), exchange_id)
+        return self.rows[start + skip:start + skip + limit]
+
+    async def before(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        self.reads += 1
+        end = len(self.rows) if exchange_id is None else bisect_left(self._ids(), exchange_id)
+        end = max(0, end - skip)
+        return self.rows[max(0, end - limit):end]
+
+    async def position(self, exchange_id: str) -> int:
+        return bisect_left(self._ids(), exchange_id)
+
+
+class _TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield RequestTable()
+
+
+def _row(n: int) -> Row:
+    return Row(fixed_id(n), "shop", 0.0, "GET", f"/r/{n}", "x", 200, 0.1, 1, None, None, False)
+
+
+@pytest.mark.parametrize("told", [100, 900])
+async def test_scrolling_up_from_the_end_reaches_the_first_row_when_the_count_was_wrong(told: int) -> None:
+    rows = [_row(n) for n in range(500)]
+    app = _TableApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(RequestTable)
+        table.set_source(ListSource(rows), told, exact=False)  # an estimate, off either way
+        await async_wait_for(lambda: table.row_at(table.total - 1) is not None, what="the newest rows")
+        assert table.row_at(table.total - 1).id == fixed_id(499)  # type: ignore[union-attr]
+        for _ in range(60):
+            await pilot.press("pageup")
+            await async_wait_for(lambda: table.current_id is not None, what="the cursor's row")
+            top = table.cursor
+            shown = [table.row_at(i) for i in range(top, min(table.total, top + 5))]
+            ids = [r.id for r in shown if r is not None]
+            assert ids == sorted(ids) and len(set(ids)) == len(ids)
+            assert [int(i[5:]) for i in ids] == list(range(int(ids[0][5:]), int(ids[0][5:]) + len(ids)))
+        assert table.current_id == fixed_id(0) and table.cursor == 0
+        assert table.total == 500

@@ -594,13 +594,19 @@ class RequestTable(ScrollView, can_focus=True):
             self._rows[:0] = rows
             self._ids[:0] = [row.id for row in rows]
             self._start -= len(rows)
-            if len(rows) < want or self._start <= 0:
-                # The list starts here: indexes count from it.
-                self._at_start = True
+            shift = 0
+            if len(rows) < want:
+                self._at_start = True  # the list starts here: indexes count from it
                 shift = -self._start
-                self._start = 0
-                if shift:
-                    self.set_total(max(self.total + shift, len(self._rows)), exact=self.total_exact)
+            elif self._start <= 0 and self._ids:
+                # More rows before than the indexes left room for (an estimate, or the oldest
+                # removed meanwhile): ask where the window really is.
+                position = await self._source.position(self._ids[0])
+                if generation != self._generation:
+                    return
+                shift = position - self._start
+            if shift:
+                self._shift(shift)
             return
         want = hi - lo
         if self.total - hi <= lo:
@@ -636,6 +642,14 @@ class RequestTable(ScrollView, can_focus=True):
         else:
             self._set_window(rows, max(0, self.total - skip - len(rows)), at_start=False, at_end=skip == 0)
         self._lines.clear()
+
+    def _shift(self, by: int) -> None:
+        """Move the window, the cursor and the view ``by`` rows down the list (its true place)."""
+        self._start += by
+        self.set_total(max(self.total + by, self._start + len(self._rows)), exact=self.total_exact)
+        if not self.following:
+            self.set_reactive(RequestTable.cursor, max(0, min(self.cursor + by, self.total - 1)))
+        self.scroll_to(y=max(0, self.scroll_y + by), animate=False, immediate=True)
 
     def _trim(self) -> None:
         """Keep at most ``WINDOW_ROWS`` rows, dropping those farthest from the view."""
