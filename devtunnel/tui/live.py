@@ -204,6 +204,8 @@ class LiveView:
         try:
             mix = {}
             for name in STATUS_CLASSES:
+                while self._count.running:  # a filter's count, which someone waits on, goes first
+                    await asyncio.sleep(0.05)
                 mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
         finally:
             self._mix.running = False
