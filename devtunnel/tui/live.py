@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
+from devtunnel.errors import DevtunnelError
 from devtunnel.tui.backend import Backend
 from devtunnel.tui.widgets.request_table import RequestTable
 from devtunnel.tui.widgets.stats import STATUS_CLASSES, StatsStrip
@@ -131,6 +132,9 @@ class LiveView:
         changes = self._changes
         try:
             total = await self.backend.count(self.filter)
+        except DevtunnelError:
+            self._count_stale = True  # the estimate stays; counted again later
+            return
         finally:
             self._count.running = False
             self._count.ran(started)
@@ -167,7 +171,12 @@ class LiveView:
 
     async def _apply(self, ids: list[str], generation: int) -> None:
         try:
-            rows, total = await self.backend.changed_rows(ids, self.filter)
+            try:
+                rows, total = await self.backend.changed_rows(ids, self.filter)
+            except DevtunnelError as exc:  # say it, and try these again with the next changes
+                self._pending.update(ids)
+                self.table.notify(str(exc), title="Could not read captures", severity="error")
+                return
             if generation != self._generation:
                 return
             self._changes += 1
