@@ -256,6 +256,7 @@ class RequestTable(ScrollView, can_focus=True):
         self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
         self._styles: dict[str, Style] = {}
         self._pass: tuple[int, _Columns, Style] | None = None
+        self._clock_last: tuple[int, str] = (-1, "")
         self.reads = 0
         """Pages read from the source so far (with ``rows_read``, what tests count)."""
         self.rows_read = 0
@@ -730,6 +731,13 @@ class RequestTable(ScrollView, can_focus=True):
                   _fit("SIZE", _Columns.SIZE, right=True)]
         return Strip([Segment("".join(cells), style)]).adjust_cell_length(width, style)
 
+    def _clock(self, started_at: float) -> str:
+        """``HH:MM:SS`` of a time, remembered for the last second asked (rows arrive in runs)."""
+        second = int(started_at // 1)
+        if self._clock_last[0] != second:
+            self._clock_last = (second, time.strftime("%H:%M:%S", time.localtime(second)))
+        return self._clock_last[1]
+
     def _status_style(self, row: Row) -> tuple[str, Style]:
         if row.error and row.status is None:
             return "ERR", self._style("request-table--status-error")
@@ -750,7 +758,7 @@ class RequestTable(ScrollView, can_focus=True):
             if row.replay_of:
                 path = ("↻✎ " if row.edited else "↻ ") + path  # ✎: sent with changes
             method = "WS" if row.websocket else printable(row.method)
-            segments = [mark, Segment(time.strftime("%H:%M:%S", time.localtime(row.started_at)), dim),
+            segments = [mark, Segment(self._clock(row.started_at), dim),
                         Segment(" ", base)]
             if columns.tunnel:
                 segments += [Segment(_fit(printable(row.tunnel), columns.tunnel), dim), Segment(" ", base)]
