@@ -7,6 +7,7 @@ store is counted by a Backend subclass: the bound is on rows read, never on time
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
@@ -210,3 +211,34 @@ async def test_scrolling_up_from_the_end_reaches_the_first_row_when_the_count_wa
             assert [int(i[5:]) for i in ids] == list(range(int(ids[0][5:]), int(ids[0][5:]) + len(ids)))
         assert table.current_id == fixed_id(0) and table.cursor == 0
         assert table.total == 500
+
+
+class GatedSource(ListSource):
+    """Reads what the list holds when asked, but answers only once ``gate`` opens."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        super().__init__(rows)
+        self.gate = asyncio.Event()
+        self.asked = asyncio.Event()
+
+    async def before(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        answer = await super().before(exchange_id, limit, skip)
+        self.asked.set()
+        await self.gate.wait()
+        return answer
+
+
+async def test_a_page_read_before_live_rows_arrived_does_not_drop_them() -> None:
+    rows = [_row(0)]
+    source = GatedSource(rows)
+    app = _TableApp()
+    async with app.run_test(size=(80, 24)):
+        table = app.query_one(RequestTable)
+        table.set_source(source, 1)
+        await asyncio.wait_for(source.asked.wait(), 10)  # the newest page is being read: [row 0]
+        rows.append(_row(1))
+        table.apply_changes([rows[1]], [rows[1].id], total=2)  # row 1 arrives meanwhile
+        source.gate.set()
+        await async_wait_for(lambda: table.row_at(1) is not None, what="the live row")
+        assert [table.row_at(i).id for i in range(2)] == [fixed_id(0), fixed_id(1)]  # type: ignore[union-attr]
+        assert table.total == 2 and table.current_id == fixed_id(1)

@@ -251,6 +251,7 @@ class RequestTable(ScrollView, can_focus=True):
         self._at_start = True
         self._at_end = True
         self._generation = 0
+        self._edits = 0
         self._wanted: tuple[int, int] | None = None
         self._loading = False
         self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
@@ -298,7 +299,8 @@ class RequestTable(ScrollView, can_focus=True):
 
     def tail_rows(self) -> int:
         """How many of the newest rows the view holds when it shows the end of the list."""
-        return 3 * self._page
+        # Before the first layout the table has no height yet: the screen's bounds it.
+        return max(3 * self._page, 2 * self.app.size.height if self.is_attached else 0)
 
     def set_source(self, source: RowSource, total: int, *, exact: bool = True,
                    tail: tuple[Sequence[Row], int] | None = None) -> None:
@@ -318,7 +320,7 @@ class RequestTable(ScrollView, can_focus=True):
         self._lines.clear()
         self.set_total(total, exact=exact)
         if self._at_end:
-            self._start = max(0, self.total - len(self._rows))
+            self._anchor_end()
         if current is None:
             self._move(self.total - 1, keep_following=True)
             self._want_view()
@@ -333,7 +335,7 @@ class RequestTable(ScrollView, can_focus=True):
             return
         self.total = max(0, total)
         if self._at_end:
-            self._start = max(0, self.total - len(self._rows))
+            self._anchor_end()
         self._resize_virtual()
         if self.following:
             self._move(self.total - 1, keep_following=True)
@@ -362,6 +364,7 @@ class RequestTable(ScrollView, can_focus=True):
             False when a change fell outside the window where its effect on ``total`` is unknown
             (the caller should count again).
         """
+        self._edits += 1  # a page read before this is stale: it is read again
         matching = {row.id: row for row in rows}
         known = True
         delta = 0
@@ -400,7 +403,7 @@ class RequestTable(ScrollView, can_focus=True):
         new_total = total if total is not None else self.total + delta
         self.total = max(0, new_total, len(self._rows))
         if self._at_end:
-            self._start = self.total - len(self._rows)
+            self._anchor_end()
         self._resize_virtual()
         if self.following:
             self._move(self.total - 1, keep_following=True)
@@ -415,6 +418,12 @@ class RequestTable(ScrollView, can_focus=True):
         for exchange_id in ids:
             self._lines.pop(exchange_id, None)
         self.refresh()
+
+    def _anchor_end(self) -> None:
+        """Count a window that ends the list from the end; rows before it mean it does not start it."""
+        self._start = max(0, self.total - len(self._rows))
+        if self._start > 0:
+            self._at_start = False
 
     def _set_window(self, rows: list[Row], start: int, *, at_start: bool, at_end: bool) -> None:
         self._rows = rows
@@ -549,18 +558,17 @@ class RequestTable(ScrollView, can_focus=True):
                 self._wanted = None
                 if self._covered(lo, hi):
                     continue
-                generation = self._generation
+                generation = (self._generation, self._edits)
                 try:
                     await self._fetch(lo, hi, generation)
                 except Exception as exc:  # a store error must not kill the table; say it
                     self.notify(str(exc), title="Could not read captures", severity="error")
                     return
-                if generation == self._generation:
+                if generation[0] == self._generation:
                     self._trim()
                     self.refresh()
                     self.post_message(self.Highlighted(self, self.current_id))
-                else:
-                    self._want_view()
+                self._want_view()  # what the view needs now (nothing if it is covered)
         finally:
             self._loading = False
 
@@ -570,14 +578,19 @@ class RequestTable(ScrollView, can_focus=True):
         self.rows_read += len(rows)
         return rows
 
-    async def _fetch(self, lo: int, hi: int, generation: int) -> None:
+    def _stale(self, generation: tuple[int, int], *, ends_list: bool) -> bool:
+        """Whether a read begun at ``generation`` must be dropped: the list was replaced, or it
+        says where the list ends and live changes were applied meanwhile (rows it could not see)."""
+        return generation[0] != self._generation or (ends_list and generation[1] != self._edits)
+
+    async def _fetch(self, lo: int, hi: int, generation: tuple[int, int]) -> None:
         """Read rows ``lo:hi``: next to the window by keyset, or by a jump from the nearer end."""
         end = self._start + len(self._rows)
         reach = self._page * 4
         if self._rows and end < hi and lo <= end + reach and not self._at_end:
             want = hi - end
             rows = await self._read("after", self._ids[-1], want)
-            if generation != self._generation:
+            if self._stale(generation, ends_list=len(rows) < want) or (rows and rows[0].id <= self._ids[-1]):
                 return
             self._rows += rows
             self._ids += [row.id for row in rows]
@@ -590,7 +603,7 @@ class RequestTable(ScrollView, can_focus=True):
         if self._rows and lo < self._start and hi >= self._start - reach and not self._at_start:
             want = self._start - lo
             rows = await self._read("before", self._ids[0], want)
-            if generation != self._generation:
+            if self._stale(generation, ends_list=False) or (rows and rows[-1].id >= self._ids[0]):
                 return
             self._rows[:0] = rows
             self._ids[:0] = [row.id for row in rows]
@@ -602,8 +615,9 @@ class RequestTable(ScrollView, can_focus=True):
             elif self._start <= 0 and self._ids:
                 # More rows before than the indexes left room for (an estimate, or the oldest
                 # removed meanwhile): ask where the window really is.
-                position = await self._source.position(self._ids[0])
-                if generation != self._generation:
+                first = self._ids[0]
+                position = await self._source.position(first)
+                if self._stale(generation, ends_list=False) or not self._ids or self._ids[0] != first:
                     return
                 shift = position - self._start
             if shift:
@@ -616,7 +630,7 @@ class RequestTable(ScrollView, can_focus=True):
         else:
             skip = lo
             rows = await self._read("after", None, want, skip)
-            if generation != self._generation:
+            if self._stale(generation, ends_list=len(rows) < want):
                 return
             if rows:
                 at_end = len(rows) < want
@@ -627,13 +641,11 @@ class RequestTable(ScrollView, can_focus=True):
                 return
             skip = 0  # the list is shorter than the estimate said: read its end
             rows = await self._read("before", None, want)
-        if generation != self._generation:
-            return
-        if not rows and skip:
+        if not rows and skip and not self._stale(generation, ends_list=False):
             skip = 0
             rows = await self._read("before", None, want)
-            if generation != self._generation:
-                return
+        if self._stale(generation, ends_list=skip == 0 or len(rows) < want):
+            return
         at_start = len(rows) < want
         if at_start:
             # Fewer rows than asked for: the list starts in this page, so its size is known.
