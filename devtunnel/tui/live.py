@@ -7,8 +7,8 @@ collected and applied on each ``flush`` (the app calls it on a short interval) w
 read of just those exchanges, filter applied; the whole list is never read again.
 
 Counting over a large store is the one cost that grows with it, so every count (the exact
-count of a filtered list, the status mix) is spaced by ten times what the last one took: at
-most a tenth of a reader thread's time, whatever the store's size.
+count of a filtered list, the status mix) is spaced by twenty times what the last one took: at
+most a twentieth of a reader thread's time, whatever the store's size.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ FRAME = 1 / 20
 """Least time between two applications of live changes: what arrives meanwhile is applied
 together (one read, one redraw). A change after a quiet spell is applied at once."""
 
-COUNT_SHARE = 10
+COUNT_SHARE = 20
 """A count runs again no sooner than this many times its last duration after it."""
 
 
