@@ -26,7 +26,7 @@ STATUS_FILTERS = {"2xx": "status:2xx", "3xx": "status:3xx", "4xx": "status:4xx",
                   "errors": "~e"}
 """The filter expression counting each status mix bucket."""
 
-FRAME = 1 / 20
+FRAME = 1 / 10
 """Least time between two applications of live changes: what arrives meanwhile is applied
 together (one read, one redraw). A change after a quiet spell is applied at once."""
 
