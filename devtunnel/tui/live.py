@@ -118,6 +118,8 @@ class LiveView:
         self._sourced = generation
         self.stats.shown = self.table.total
         self._show_exact()
+        if self._pending and self._later is not None and not self._flush_due and not self._applying:
+            self._flush_soon()
         self._mix_stale = True
         self.loaded.set()
 
@@ -160,7 +162,7 @@ class LiveView:
     def flush(self) -> None:
         """Apply the changes collected since the last flush (also call on an interval, as a safety net)."""
         self._flush_due = False
-        if self._pending and not self._applying:
+        if self._pending and not self._applying and self._sourced == self._generation:
             ids, self._pending = self._pending, set()
             self.stats.count_requests(len(ids))
             self._mix_stale = True
@@ -177,7 +179,10 @@ class LiveView:
                 self._pending.update(ids)
                 self.table.notify(str(exc), title="Could not read captures", severity="error")
                 return
-            if generation != self._generation:
+            if generation != self._generation or self._sourced != generation:
+                # A new list is being read: its first look may predate these, so they are
+                # applied to it once it is on the table.
+                self._pending.update(ids)
                 return
             self._changes += 1
             if not self.table.apply_changes(rows, ids, total):

@@ -400,6 +400,10 @@ class RequestTable(ScrollView, can_focus=True):
                 delta -= 1
                 if cursor_id is not None and exchange_id < cursor_id:
                     before_cursor -= 1
+            elif total is not None and self._at_end and (last is None or exchange_id > last):
+                # Announced but not read with the rest (committed a moment after): the window
+                # no longer knows where the list ends, so the end is read again.
+                self._at_end = False
         new_total = total if total is not None else self.total + delta
         self.total = max(0, new_total, len(self._rows))
         if self._at_end:
