@@ -242,3 +242,14 @@ async def test_a_page_read_before_live_rows_arrived_does_not_drop_them() -> None
         await async_wait_for(lambda: table.row_at(1) is not None, what="the live row")
         assert [table.row_at(i).id for i in range(2)] == [fixed_id(0), fixed_id(1)]  # type: ignore[union-attr]
         assert table.total == 2 and table.current_id == fixed_id(1)
+
+
+async def test_the_first_batch_of_live_rows_on_an_empty_list_is_shown_whole() -> None:
+    app = _TableApp()
+    async with app.run_test(size=(80, 24)):
+        table = app.query_one(RequestTable)
+        table.set_source(ListSource([]), 0, tail=([], 60))
+        rows = [_row(0), _row(1), _row(2)]
+        table.apply_changes(rows, [r.id for r in rows], total=3)
+        assert [table.row_at(i).id for i in range(3)] == [fixed_id(0), fixed_id(1), fixed_id(2)]  # type: ignore[union-attr]
+        assert table.total == 3 and table.current_id == fixed_id(2)

@@ -372,11 +372,12 @@ class RequestTable(ScrollView, can_focus=True):
         cursor_id = self.current_id
         first = self._ids[0] if self._ids else None
         last = self._ids[-1] if self._ids else None
+        known_empty = not self._rows and self._at_start and self._at_end
         for exchange_id in sorted(set(changed) | matching.keys()):
             row = matching.get(exchange_id)
             inside = (first is not None and exchange_id >= first and (exchange_id <= last or self._at_end))  # type: ignore[operator]
-            if not self._rows and self._at_end and self._at_start:
-                inside = True  # an empty list: everything new lands in the window
+            if known_empty:
+                inside = True  # the list was empty: everything new lands in the window
             if not inside:
                 if first is not None and exchange_id < first and row is not None and self._at_start:
                     inside = True  # older than the whole list: it becomes the first row
