@@ -60,11 +60,13 @@ log = logging.getLogger("devtunnel.capture")
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
 _SQLITE_MAX_INT = 2**63 - 1
+_ID_ORDER = "sqlite_autoindex_exchanges_1"
+"""SQLite's name for the primary key of ``exchanges``: the table itself, in id order."""
 _SHORT_IDS_BY_QUERY = 256
 """Up to this many ids, ``short_ids`` asks the index for each one's neighbours; past it, reading
 every id once (a few MB for 100,000 exchanges) is faster than two queries per id."""
@@ -249,7 +251,20 @@ _SCHEMA_V6 = """
 ALTER TABLE exchanges ADD COLUMN resigned TEXT;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6}
+# Version 7: indexes for the column filters a list view counts over a large store (status,
+# method, tunnel; at 1M exchanges ``status:5xx`` counts in 13 ms instead of a 280 ms scan, and
+# ``~e`` in under 1 ms instead of 320 ms from a partial index of the few that failed). Each
+# holds the id too (the key of a WITHOUT ROWID table), so an equality reads its matches in id
+# order. Indexes only: nothing else in the file changes.
+_SCHEMA_V7 = """
+CREATE INDEX IF NOT EXISTS exchanges_status ON exchanges (status);
+CREATE INDEX IF NOT EXISTS exchanges_method ON exchanges (method COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS exchanges_tunnel ON exchanges (tunnel COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS exchanges_error ON exchanges (error) WHERE error IS NOT NULL;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
+                               7: _SCHEMA_V7}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 _BASE_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
@@ -306,6 +321,7 @@ class Store:
         self._local = threading.local()
         self._schema_lock = threading.Lock()
         self._schema_ready = False
+        self._sort_plans: dict[str, bool] = {}
         self._conn()  # fail now, with a clear message, rather than at the first put
 
     path: Path
@@ -596,6 +612,85 @@ class Store:
         sql, params = self._select("id", filter, None, 0, False)
         with self._reading() as conn:
             return [r[0] for r in conn.execute(sql, params)]
+
+    def rows_after(self, filter: object = None, after: str | None = None, *, limit: int,
+                   skip: int = 0) -> list[Row]:
+        """Keyset paging: the ``limit`` matching rows just after the id ``after`` (None: the oldest),
+        oldest first, passing over ``skip`` of them first. Costs the rows read, not the store's size."""
+        return self._page(filter, after, limit, skip, newest_first=False)
+
+    def rows_before(self, filter: object = None, before: str | None = None, *, limit: int,
+                    skip: int = 0) -> list[Row]:
+        """Keyset paging: the ``limit`` matching rows just before the id ``before`` (None: the newest),
+        oldest first, passing over the ``skip`` nearest to ``before`` first."""
+        return self._page(filter, before, limit, skip, newest_first=True)[::-1]
+
+    def _page(self, filter: object, key: str | None, limit: int, skip: int, *, newest_first: bool) -> list[Row]:
+        where, params = _filters.compile_filter(filter).sql()
+        if key is not None:
+            where, params = f"e.id {'<' if newest_first else '>'} ? AND {where}", [key, *params]
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT {_ROW_COLUMNS} FROM exchanges e WHERE {where} ORDER BY e.id {order} LIMIT ? OFFSET ?"
+        params += [min(limit, _SQLITE_MAX_INT), min(skip, _SQLITE_MAX_INT)]
+        with self._reading() as conn:
+            if self._sorts(conn, sql, params):
+                # A range on an indexed column would read every match and sort them for one page;
+                # walking the table in id order stops after the page instead. (The primary key of
+                # a WITHOUT ROWID table is this index; NOT INDEXED would not keep SQLite off the
+                # others.)
+                sql = sql.replace("FROM exchanges e WHERE", f"FROM exchanges e INDEXED BY {_ID_ORDER} WHERE", 1)
+            return [_row(r) for r in conn.execute(sql, params)]
+
+    def _sorts(self, conn: sqlite3.Connection, sql: str, params: list[object]) -> bool:
+        """Whether SQLite would sort the result of ``sql`` (remembered per statement text)."""
+        plans = self._sort_plans
+        if sql not in plans:
+            if len(plans) > 256:
+                plans.clear()
+            plan = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+            plans[sql] = any("TEMP B-TREE" in str(step[-1]) for step in plan)
+        return plans[sql]
+
+    def matching_rows(self, ids: Sequence[str], filter: object = None) -> list[Row]:
+        """Light rows of those of ``ids`` that match ``filter``, oldest first (missing ids skipped)."""
+        where, params = _filters.compile_filter(filter).sql()
+        found: list[Row] = []
+        with self._reading() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start:start + 500])
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {_ROW_COLUMNS} FROM exchanges e WHERE e.id IN ({marks}) AND {where}"
+                found += [_row(r) for r in conn.execute(sql, [*chunk, *params])]
+        found.sort(key=lambda row: row.id)
+        return found
+
+    def count_before(self, exchange_id: str, filter: object = None) -> int:
+        """How many exchanges matching ``filter`` have an id before ``exchange_id`` (its position)."""
+        where, params = _filters.compile_filter(filter).sql()
+        with self._reading() as conn:
+            return int(conn.execute(f"SELECT count(*) FROM exchanges e WHERE e.id < ? AND {where}",
+                                    [exchange_id, *params]).fetchone()[0])
+
+    def count_estimate(self, filter: object = None, *, sample: int = 5_000) -> tuple[int, bool]:
+        """How many exchanges match, at once: ``(count, exact)``.
+
+        Without a filter the count is exact (kept by triggers). With one, the share of matches
+        among the newest ``sample`` exchanges scales the total (exact when the store is no larger).
+        """
+        flt = _filters.compile_filter(filter)
+        with self._reading() as conn:
+            total = int(conn.execute("SELECT n FROM stats").fetchone()[0])
+            if isinstance(flt, _filters.MatchAll):
+                return total, True
+            # Bodies and headers cost far more per row than columns: look at fewer of them.
+            size = max(500, sample // (10 if flt.cost >= 3 else 1))
+            where, params = flt.sql()
+            matched = int(conn.execute(
+                f"SELECT count(*) FROM (SELECT * FROM exchanges ORDER BY id DESC LIMIT ?) e WHERE {where}",
+                [size, *params]).fetchone()[0])
+        if total <= size:
+            return matched, True
+        return round(matched * total / size), False
 
     def count(self, filter: object = None) -> int:
         """How many exchanges match."""

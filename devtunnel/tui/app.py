@@ -87,7 +87,7 @@ class InspectorApp(App[None]):
         yield TunnelsPanel(id="tunnels")
         yield StatsStrip(id="stats")
         yield FilterBar(self.history_path, id="filter")
-        yield RequestTable(self.backend.rows, id="requests")
+        yield RequestTable(id="requests")
         yield Footer(compact=True)
 
     @property
@@ -96,7 +96,8 @@ class InspectorApp(App[None]):
         return self.query_one(RequestTable)
 
     def on_mount(self) -> None:
-        self.live = LiveView(self.backend, self.table, self.query_one(StatsStrip), self.run_worker)
+        self.live = LiveView(self.backend, self.table, self.query_one(StatsStrip), self.run_worker,
+                             later=lambda delay, callback: self.set_timer(delay, callback))
         self.live.reload()
         self.table.focus()
         if self.supervisor is not None:

@@ -136,6 +136,28 @@ class _Readers(Executor):
                 self._jobs.put(None)
 
 
+class StorePages:
+    """One filter's exchanges as pages read by keyset (a ``RowSource`` for the request table)."""
+
+    def __init__(self, backend: Backend, filter: object = None) -> None:
+        self.backend = backend
+        self.filter = filter
+
+    async def after(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        """The ``limit`` rows just after ``exchange_id`` (None: the oldest), passing over ``skip``."""
+        return await self.backend._read(lambda s: s.rows_after(self.filter, exchange_id, limit=limit, skip=skip), [],
+                                        screen=True)
+
+    async def before(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        """The ``limit`` rows just before ``exchange_id`` (None: the newest), passing over ``skip``."""
+        return await self.backend._read(lambda s: s.rows_before(self.filter, exchange_id, limit=limit, skip=skip), [],
+                                        screen=True)
+
+    async def position(self, exchange_id: str) -> int:
+        """How many rows come before ``exchange_id``."""
+        return await self.backend._read(lambda s: s.count_before(exchange_id, self.filter), 0)
+
+
 class Backend:
     """The store and the agent API as one object the app can await.
 
@@ -157,6 +179,8 @@ class Backend:
         if api_url:
             self._api_ready.set()
         self._pool = _Readers(2)
+        self._screen = _Readers(1)
+        """Reads for what is on screen (pages, live rows): never queued behind a count."""
         self._store: Store | None = None
         self._client: httpx.AsyncClient | None = None
         self._closed = False
@@ -173,12 +197,12 @@ class Backend:
             self._store = Store(self.db_path, readonly=True, busy_timeout=1.0)
         return self._store
 
-    async def _read(self, fn: Callable[[Store], T], empty: T) -> T:
+    async def _read(self, fn: Callable[[Store], T], empty: T, *, screen: bool = False) -> T:
         def call() -> T:
             store = self._open()
             return empty if store is None else fn(store)
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await asyncio.get_running_loop().run_in_executor(self._screen if screen else self._pool, call)
 
     async def ids(self, filter: object = None) -> list[str]:
         """Every id matching ``filter``, oldest first."""
@@ -191,6 +215,30 @@ class Backend:
     async def count(self, filter: object = None) -> int:
         """How many exchanges match ``filter``."""
         return await self._read(lambda s: s.count(filter), 0)
+
+    async def count_estimate(self, filter: object = None) -> tuple[int, bool]:
+        """How many exchanges match ``filter``, at once: ``(count, exact)`` (see ``Store.count_estimate``)."""
+        return await self._read(lambda s: s.count_estimate(filter), (0, True), screen=True)
+
+    async def open_list(self, filter: object, tail: int) -> tuple[int, bool, list[Row]]:
+        """A list's first look in one read: its count estimate (``count, exact``) and its ``tail`` newest rows."""
+        def read(store: Store) -> tuple[int, bool, list[Row]]:
+            total, exact = store.count_estimate(filter)
+            return total, exact, store.rows_before(filter, limit=tail)
+
+        return await self._read(read, (0, True, []), screen=True)
+
+    def pages(self, filter: object = None) -> StorePages:
+        """The exchanges matching ``filter`` as pages for the request table."""
+        return StorePages(self, filter)
+
+    async def changed_rows(self, ids: Sequence[str], filter: object = None) -> tuple[list[Row], int | None]:
+        """Rows of those of ``ids`` that match ``filter`` and, without a filter, the store's exact count."""
+        def read(store: Store) -> tuple[list[Row], int | None]:
+            rows = store.matching_rows(ids, filter)
+            return rows, store.count() if filter is None else None
+
+        return await self._read(read, ([], 0 if filter is None else None), screen=True)
 
     async def get(self, exchange_id: str) -> Exchange:
         """The full exchange (NotFoundError if it is gone)."""
@@ -383,3 +431,4 @@ class Backend:
         if self._client is not None:
             await self._client.aclose()
         self._pool.shutdown(wait=False)
+        self._screen.shutdown(wait=False)

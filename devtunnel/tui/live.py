@@ -1,9 +1,14 @@
-"""Keeps the request table in step with the store: filter results, live ids merged on an interval.
+"""Keeps the request table in step with the store: filter results, live changes merged per frame.
 
-Change notices from ``/api/events`` arrive in bursts (up to thousands of ids a second). They are
-collected here and applied to the table on each ``flush`` (the app calls it every 100 ms); with a filter set,
-the filtered id list is read again from the store instead (SQLite filters 100k rows quickly,
-and the filter may look at bodies the light rows do not carry).
+The table reads its own pages (``Backend.pages``); this module gives it the filter's source and
+the number of rows, an estimate first and the exact count from a worker afterwards. Change
+notices from ``/api/events`` arrive in bursts (up to thousands of ids a second): they are
+collected and applied on each ``flush`` (the app calls it on a short interval) with one store
+read of just those exchanges, filter applied; the whole list is never read again.
+
+Counting over a large store is the one cost that grows with it, so every count (the exact
+count of a filtered list, the status mix) is spaced by twenty times what the last one took: at
+most a twentieth of a reader thread's time, whatever the store's size.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
+from devtunnel.errors import DevtunnelError
 from devtunnel.tui.backend import Backend
 from devtunnel.tui.widgets.request_table import RequestTable
 from devtunnel.tui.widgets.stats import STATUS_CLASSES, StatsStrip
@@ -19,6 +25,29 @@ from devtunnel.tui.widgets.stats import STATUS_CLASSES, StatsStrip
 STATUS_FILTERS = {"2xx": "status:2xx", "3xx": "status:3xx", "4xx": "status:4xx", "5xx": "status:5xx",
                   "errors": "~e"}
 """The filter expression counting each status mix bucket."""
+
+FRAME = 1 / 10
+"""Least time between two applications of live changes: what arrives meanwhile is applied
+together (one read, one redraw). A change after a quiet spell is applied at once."""
+
+COUNT_SHARE = 20
+"""A count runs again no sooner than this many times its last duration after it."""
+
+
+class _Spaced:
+    """When a repeated costly read may run again: ``COUNT_SHARE`` times its last duration later."""
+
+    def __init__(self, least: float) -> None:
+        self.least = least
+        self.next_at = 0.0
+        self.running = False
+
+    def due(self) -> bool:
+        return not self.running and time.monotonic() >= self.next_at
+
+    def ran(self, started: float) -> None:
+        now = time.monotonic()
+        self.next_at = now + max(self.least, COUNT_SHARE * (now - started))
 
 
 class LiveView:
@@ -30,25 +59,36 @@ class LiveView:
         stats: the stats strip to count into.
         run: starts a coroutine as a worker of the app (``App.run_worker``), so it is cancelled
             with the app; exceptions are the caller's to show.
-        refilter_every: least seconds between two re-reads of a filtered list under live traffic.
+        later: calls a function after a delay (``App.set_timer``); without it, changes wait for
+            the caller's next ``flush``.
+        refilter_every: least seconds between two exact counts of a filtered list under live traffic.
     """
 
     def __init__(self, backend: Backend, table: RequestTable, stats: StatsStrip,
-                 run: Callable[..., object], *, refilter_every: float = 0.5) -> None:
+                 run: Callable[..., object], *, later: Callable[[float, Callable[[], None]], object] | None = None,
+                 refilter_every: float = 0.5) -> None:
         self.backend = backend
         self.table = table
         self.stats = stats
         self._run = run
+        self._later = later
+        self._flush_due = False
+        self._applied_at = 0.0
         self.refilter_every = refilter_every
         self.filter: object = None
         self.expression = ""
         self._pending: set[str] = set()
-        self._stale_filter = False
-        self._last_reload = 0.0
-        self._reloading = False
+        self._applying = False
+        self._generation = 0
+        self._count = _Spaced(refilter_every)
+        self._count_stale = False
+        self._mix = _Spaced(1.0)
+        self._sourced = -1
+        self._exact: tuple[int, int] | None = None
+        self._changes = 0
         self._mix_stale = True
         self.loaded = asyncio.Event()
-        """Set once the first id list is on the table."""
+        """Set once the first list is on the table."""
 
     def set_filter(self, expression: str, compiled: object) -> None:
         """Show only exchanges matching ``compiled`` (None or an empty expression: everything)."""
@@ -57,52 +97,131 @@ class LiveView:
         self.reload()
 
     def reload(self) -> None:
-        """Read the whole (filtered) id list from the store again."""
-        self._stale_filter = False
-        self._reloading = True
-        self._run(self._reload(), group="ids", exclusive=True)
+        """Give the table the (filtered) list again, as the store has it now."""
+        self._generation += 1
+        self._run(self._reload(self._generation), group="ids", exclusive=True)
 
-    async def _reload(self) -> None:
+    async def _reload(self, generation: int) -> None:
+        flt = self.filter
+        if flt is not None:
+            # The exact count takes longest: it starts now, beside the first look below.
+            self._count_stale = True
+            self._count.next_at = 0.0
+            self._count.running = False  # a count of the former list is cancelled (same group)
+            self._count_if_due()
+        tail = self.table.tail_rows()
+        # The newest rows come with the count: a table that follows shows them without another read.
+        total, exact, rows = await self.backend.open_list(flt, tail)
+        if generation != self._generation:
+            return
+        self.table.set_source(self.backend.pages(flt), total, exact=exact, tail=(rows, tail))
+        self._sourced = generation
+        self.stats.shown = self.table.total
+        self._show_exact()
+        if self._pending and self._later is not None and not self._flush_due and not self._applying:
+            self._flush_soon()
+        self._mix_stale = True
+        self.loaded.set()
+
+    def _count_if_due(self) -> None:
+        if self._count_stale and self._count.due():
+            self._count_stale = False
+            self._count.running = True
+            self._run(self._count_exact(self._generation), group="count", exclusive=True)
+
+    async def _count_exact(self, generation: int) -> None:
+        started = time.monotonic()
+        changes = self._changes
         try:
-            self._last_reload = time.monotonic()
-            ids = await self.backend.ids(self.filter)
-            self.table.set_ids(ids)
-            self.stats.shown = len(self.table.ids)
-            self._mix_stale = True
-            self.loaded.set()
+            total = await self.backend.count(self.filter)
+        except DevtunnelError:
+            self._count_stale = True  # the estimate stays; counted again later
+            return
         finally:
-            self._reloading = False
+            self._count.running = False
+            self._count.ran(started)
+        if generation == self._generation:
+            if changes != self._changes:
+                self._count_stale = True  # changes were applied while it counted: count again later
+            self._exact = (generation, total)
+            self._show_exact()
+
+    def _show_exact(self) -> None:
+        """Give the table the exact count once both it and the list it counts are there."""
+        if self._exact is not None and self._exact[0] == self._sourced == self._generation:
+            self.table.set_total(self._exact[1], exact=True)
+            self.stats.shown = self.table.total
+            self._exact = None
 
     def changed(self, ids: Iterable[str]) -> None:
-        """Note exchanges that were added or updated (applied at the next ``flush``)."""
+        """Note exchanges that were added or updated (applied a frame later, with any others by then)."""
         self._pending.update(ids)
+        if self._later is not None and not self._flush_due and not self._applying:
+            self._flush_soon()
 
     def flush(self) -> None:
-        """Apply the changes collected since the last flush (call on a short interval)."""
-        if self._pending:
+        """Apply the changes collected since the last flush (also call on an interval, as a safety net)."""
+        self._flush_due = False
+        if self._pending and not self._applying and self._sourced == self._generation:
             ids, self._pending = self._pending, set()
             self.stats.count_requests(len(ids))
             self._mix_stale = True
-            self.table.invalidate(ids)
-            if self.filter is None:
-                self.table.add_ids(ids)
-                self.stats.shown = len(self.table.ids)
-            else:
-                self._stale_filter = True
-        if (self._stale_filter and not self._reloading
-                and time.monotonic() - self._last_reload >= self.refilter_every):
-            self.reload()
+            self._applying = True
+            self._applied_at = time.monotonic()
+            self._run(self._apply(sorted(ids), self._generation), group="live")
+        self._count_if_due()
+
+    async def _apply(self, ids: list[str], generation: int) -> None:
+        try:
+            try:
+                rows, total = await self.backend.changed_rows(ids, self.filter)
+            except DevtunnelError as exc:  # say it, and try these again with the next changes
+                self._pending.update(ids)
+                self.table.notify(str(exc), title="Could not read captures", severity="error")
+                return
+            if generation != self._generation or self._sourced != generation:
+                # A new list is being read: its first look may predate these, so they are
+                # applied to it once it is on the table.
+                self._pending.update(ids)
+                return
+            self._changes += 1
+            if not self.table.apply_changes(rows, ids, total):
+                self._count_stale = True
+            self.stats.shown = self.table.total
+        finally:
+            self._applying = False
+            if self._pending and self._later is not None and not self._flush_due:
+                self._flush_soon()  # what arrived during this read
+
+    def _flush_soon(self) -> None:
+        """Flush a frame after the last application began (at once if that is past)."""
+        assert self._later is not None
+        self._flush_due = True
+        delay = self._applied_at + FRAME - time.monotonic()
+        if delay > 0:
+            self._later(delay, self.flush)
+        else:
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def refresh_mix(self) -> None:
         """Count the status mix again if captures changed (call every second or two)."""
-        if self._mix_stale:
+        # The count a user waits on (a filter's) goes first.
+        if self._mix_stale and self._mix.due() and not self._count.running:
             self._mix_stale = False
+            self._mix.running = True
             self._run(self._count_mix(), group="mix", exclusive=True)
 
     async def _count_mix(self) -> None:
         from devtunnel.capture.filters import parse
 
-        mix = {}
-        for name in STATUS_CLASSES:
-            mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
+        started = time.monotonic()
+        try:
+            mix = {}
+            for name in STATUS_CLASSES:
+                while self._count.running:  # a filter's count, which someone waits on, goes first
+                    await asyncio.sleep(0.05)
+                mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
+        finally:
+            self._mix.running = False
+            self._mix.ran(started)
         self.stats.set_mix(mix)

@@ -84,7 +84,7 @@ async def test_a_hundred_thousand_rows_open_and_scroll_to_both_ends(tmp_path: Pa
         await pilot.pause()
         assert "/items/99999" in line_text(table, table.scrollable_content_region.height - 1)
         assert table.following and table.current_id == fixed_id(99_999)
-        assert len(table._rows) <= table.CACHE_ROWS
+        assert len(table.window) <= table.WINDOW_ROWS
 
 
 async def test_clicking_a_row_selects_it_and_double_click_opens_detail(tmp_path: Path) -> None:
@@ -139,3 +139,34 @@ async def test_narrow_table_drops_the_tunnel_column_and_cuts_long_paths(tmp_path
         header, row = screen_lines(table)[:2]
         assert "TUNNEL" not in header
         assert "…" in row and row.rstrip().endswith("512B")
+
+
+async def test_a_store_error_while_applying_live_changes_is_said_and_the_changes_are_kept(tmp_path: Path) -> None:
+    from devtunnel.errors import StoreError
+    from devtunnel.tui.app import InspectorApp
+    from devtunnel.tui.backend import Backend
+
+    class FailingOnce(Backend):
+        failed = False
+
+        async def changed_rows(self, ids, filter=None):  # type: ignore[no-untyped-def]
+            if not self.failed:
+                self.failed = True
+                raise StoreError(f"{self.db_path} is locked by another process (database is locked)")
+            return await super().changed_rows(ids, filter)
+
+    db = fill(tmp_path / "captures.db", traffic(3))
+    app = InspectorApp(FailingOnce(db), history_path=tmp_path / "history")
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(RequestTable)
+        await _rows_shown(table)
+        fill(db, [make_exchange(7, target="/late")])
+        app.live.changed([fixed_id(7)])
+        await async_wait_for(lambda: app._notifications, what="the notice")
+        assert "is locked by another process" in list(app._notifications)[-1].message
+        assert app.is_running
+        app.live.changed([])  # the next burst of changes retries the ones that failed
+        app.live.flush()
+        await async_wait_for(lambda: table.cached_row(fixed_id(7)) is not None, what="the late row")
+        await pilot.pause()
+        assert "/late" in screen_lines(table)[4]

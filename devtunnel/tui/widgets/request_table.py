@@ -1,9 +1,11 @@
-"""The live request table: a virtualised Line API view over a list of exchange ids.
+"""The live request table: a virtual Line API view over a window of a large, ordered list.
 
-The widget holds only the ordered ids it shows and a small cache of light ``Row``s; it asks its
-``loader`` (an async callable, normally the store through the backend's reader thread) for the
-rows of the lines about to be drawn, and renders each visible line as plain segments. Nothing
-captured is ever parsed as markup, and control characters are shown as visible escapes.
+The table knows how many rows there are (``total``) and holds only a window of them (a few
+screens' worth, at most ``WINDOW_ROWS``) plus an LRU of rendered lines. It reads rows from its
+``RowSource`` by keyset in the id (ULID) order: the next page after the window's last id, the
+one before its first, or, for a jump (home, end, a scrollbar drag), a page counted from the
+nearer end. So its cost grows with the screen, never with the store. Nothing captured is ever
+parsed as markup, and control characters are shown as visible escapes.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol, overload
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -31,8 +33,60 @@ from devtunnel.capture.store import Row
 from devtunnel.tui.render import webhook_event, webhook_marks
 from devtunnel.values.terminal import escape as printable
 
-RowLoader = Callable[[list[str]], Awaitable[list[Row]]]
-"""Loads light rows for ids (missing ids are skipped)."""
+
+class RowSource(Protocol):
+    """Where the table reads its rows: pages of one ordered (filtered) list, oldest first."""
+
+    async def after(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        """The ``limit`` rows just after ``exchange_id`` (None: the oldest), passing over ``skip``."""
+        ...
+
+    async def before(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        """The ``limit`` rows just before ``exchange_id`` (None: the newest), passing over the ``skip`` nearest."""
+        ...
+
+    async def position(self, exchange_id: str) -> int:
+        """How many rows come before ``exchange_id``."""
+        ...
+
+
+class _EmptySource:
+    async def after(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        return []
+
+    async def before(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
+        return []
+
+    async def position(self, exchange_id: str) -> int:
+        return 0
+
+
+class _Ids(Sequence[str]):
+    """The ids of a table by index: ``len`` is every row, an index outside the window reads ``""``."""
+
+    def __init__(self, table: RequestTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return self._table.total
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        row = self._table.row_at(index)
+        return row.id if row is not None else ""
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[i] for i in range(len(self)))
+
 
 def _fit(text: str, width: int, *, right: bool = False) -> str:
     """Pad or cut ``text`` to exactly ``width`` cells, ending a cut with an ellipsis."""
@@ -200,19 +254,34 @@ class RequestTable(ScrollView, can_focus=True):
         def control(self) -> RequestTable:
             return self.table
 
-    CACHE_ROWS = 4096
-    """Rows kept in memory; only a few screens' worth is ever needed."""
+    WINDOW_ROWS = 1024
+    """Rows kept in memory around the view (the window), whatever the size of the list."""
+    LINE_CACHE = 1000
+    """Rendered lines kept (least recently drawn go first), as Textual's DataTable keeps."""
 
-    def __init__(self, loader: RowLoader, *, name: str | None = None, id: str | None = None,
+    def __init__(self, source: RowSource | None = None, *, name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._loader = loader
+        self._source: RowSource = source or _EmptySource()
+        self.total = 0
+        """How many rows the list has (an estimate until ``total_exact``)."""
+        self.total_exact = True
+        self._rows: list[Row] = []
         self._ids: list[str] = []
-        self._known: set[str] = set()
-        self._rows: OrderedDict[str, Row] = OrderedDict()
-        self._wanted: set[str] = set()
+        self._start = 0
+        self._at_start = True
+        self._at_end = True
+        self._generation = 0
+        self._edits = 0
+        self._wanted: tuple[int, int] | None = None
         self._loading = False
-        self._lines: dict[tuple[str, int, bool, bool], Strip] = {}
+        self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
+        self._styles: dict[str, Style] = {}
+        self._pass: tuple[int, _Columns, Style] | None = None
+        self._clock_last: tuple[int, str] = (-1, "")
+        self.reads = 0
+        """Pages read from the source so far (with ``rows_read``, what tests count)."""
+        self.rows_read = 0
         self.marked: set[str] = set()
         """Ids marked with ``m`` (the first one is diffed against the cursor's)."""
 
@@ -220,77 +289,192 @@ class RequestTable(ScrollView, can_focus=True):
 
     @property
     def ids(self) -> Sequence[str]:
-        """The ids shown, oldest first."""
-        return self._ids
+        """The ids by index, oldest first (``""`` for a row outside the loaded window)."""
+        return _Ids(self)
 
     @property
     def current_id(self) -> str | None:
-        """The id under the cursor."""
-        return self._ids[self.cursor] if 0 <= self.cursor < len(self._ids) else None
+        """The id under the cursor (None while its row is not loaded)."""
+        row = self.row_at(self.cursor)
+        return row.id if row is not None else None
+
+    def row_at(self, index: int) -> Row | None:
+        """The row at ``index`` if it is in the window."""
+        at = index - self._start
+        return self._rows[at] if 0 <= at < len(self._rows) else None
 
     def cached_row(self, exchange_id: str) -> Row | None:
-        """The row for ``exchange_id`` if it is in the cache."""
-        return self._rows.get(exchange_id)
+        """The row for ``exchange_id`` if it is in the window."""
+        at = bisect_left(self._ids, exchange_id)
+        return self._rows[at] if at < len(self._ids) and self._ids[at] == exchange_id else None
 
-    def set_ids(self, ids: Iterable[str]) -> None:
-        """Show exactly ``ids`` (oldest first), keeping the cursor on the same request if present."""
-        current = self.current_id
-        self._ids = list(ids)
-        self._known = set(self._ids)
+    @property
+    def source(self) -> RowSource:
+        """Where the rows are read from."""
+        return self._source
+
+    @property
+    def window(self) -> Sequence[Row]:
+        """The rows in memory, oldest first."""
+        return self._rows
+
+    def tail_rows(self) -> int:
+        """How many of the newest rows the view holds when it shows the end of the list."""
+        # Before the first layout the table has no height yet: the screen's bounds it.
+        return max(3 * self._page, 2 * self.app.size.height if self.is_attached else 0)
+
+    def set_source(self, source: RowSource, total: int, *, exact: bool = True,
+                   tail: tuple[Sequence[Row], int] | None = None) -> None:
+        """Show the rows of ``source`` (``total`` of them), keeping the cursor on the same request if present.
+
+        ``tail`` is the newest rows of the list if already read, and how many were asked for.
+        """
+        current = None if self.following else self.current_id
+        self._source = source
+        self._generation += 1
+        self._set_window([], 0, at_start=False, at_end=False)  # nothing read yet
+        if tail is not None and current is None:
+            rows, asked = tail
+            if len(rows) < asked:
+                total, exact = len(rows), True
+            self._set_window(list(rows), max(0, total - len(rows)), at_start=len(rows) < asked, at_end=True)
         self._lines.clear()
-        self._resize_virtual()
-        if self.following or current is None:
-            self._move(len(self._ids) - 1, keep_following=True)
+        self.set_total(total, exact=exact)
+        if self._at_end:
+            self._anchor_end()
+        if current is None:
+            self._move(self.total - 1, keep_following=True)
+            self._want_view()
         else:
-            index = bisect_left(self._ids, current)
-            self._move(min(index, len(self._ids) - 1), keep_following=True)
+            self.run_worker(self._find(current, self._generation), group="request-table-find", exclusive=True)
         self.refresh()
 
-    def add_ids(self, ids: Iterable[str]) -> int:
-        """Insert new ids in order (ids already shown are ignored); returns how many were new."""
-        added = 0
-        for exchange_id in sorted(set(ids) - self._known):
-            if not self._ids or exchange_id > self._ids[-1]:
-                self._ids.append(exchange_id)
-            else:
-                index = bisect_left(self._ids, exchange_id)
-                self._ids.insert(index, exchange_id)
-                if index <= self.cursor:
-                    self.set_reactive(RequestTable.cursor, self.cursor + 1)
-            self._known.add(exchange_id)
-            added += 1
-        if added:
-            self._resize_virtual()
-            if self.following:
-                self._move(len(self._ids) - 1, keep_following=True)
-                # Read the new bottom page now rather than after a frame has drawn it empty.
-                self._want_range(max(0, len(self._ids) - self._page), len(self._ids))
-            self.refresh()
-        return added
+    def set_total(self, total: int, *, exact: bool = True) -> None:
+        """Correct the number of rows (an exact count arrived, or an estimate changed)."""
+        self.total_exact = exact
+        if total == self.total:
+            return
+        self.total = max(0, total)
+        if self._at_end:
+            self._anchor_end()
+        self._resize_virtual()
+        if self.following:
+            self._move(self.total - 1, keep_following=True)
+        elif self.cursor >= self.total:
+            self._move(self.total - 1, keep_following=True)
+        self.refresh()
+
+    async def _find(self, exchange_id: str, generation: int) -> None:
+        """Put the cursor on ``exchange_id`` (or the nearest row after it) in the new list."""
+        position = await self._source.position(exchange_id)
+        if generation != self._generation:
+            return
+        self._move(min(position, self.total - 1), keep_following=True)
+        self.call_after_refresh(self._scroll_cursor_into_view)
+        self._want_view()
+
+    def apply_changes(self, rows: Sequence[Row], changed: Iterable[str], total: int | None = None) -> bool:
+        """Apply exchanges that were added or updated.
+
+        Args:
+            rows: the changed exchanges that belong to the list now, oldest first.
+            changed: every changed id (those not in ``rows`` leave the list if they were in it).
+            total: the exact new number of rows if known (without a filter, the store's count).
+
+        Returns:
+            False when a change fell outside the window where its effect on ``total`` is unknown
+            (the caller should count again).
+        """
+        self._edits += 1  # a page read before this is stale: it is read again
+        matching = {row.id: row for row in rows}
+        known = True
+        delta = 0
+        before_cursor = 0
+        cursor_id = self.current_id
+        first = self._ids[0] if self._ids else None
+        last = self._ids[-1] if self._ids else None
+        known_empty = not self._rows and self._at_start and self._at_end
+        for exchange_id in sorted(set(changed) | matching.keys()):
+            row = matching.get(exchange_id)
+            inside = (first is not None and exchange_id >= first and (exchange_id <= last or self._at_end))  # type: ignore[operator]
+            if known_empty:
+                inside = True  # the list was empty: everything new lands in the window
+            if not inside:
+                if first is not None and exchange_id < first and row is not None and self._at_start:
+                    inside = True  # older than the whole list: it becomes the first row
+                else:
+                    known = False
+                    continue
+            at = bisect_left(self._ids, exchange_id)
+            present = at < len(self._ids) and self._ids[at] == exchange_id
+            if row is not None and present:
+                self._rows[at] = row
+                self._lines.pop(exchange_id, None)
+            elif row is not None:
+                self._rows.insert(at, row)
+                self._ids.insert(at, exchange_id)
+                delta += 1
+                if cursor_id is not None and exchange_id < cursor_id:
+                    before_cursor += 1
+            elif present:
+                del self._rows[at], self._ids[at]
+                self._lines.pop(exchange_id, None)
+                delta -= 1
+                if cursor_id is not None and exchange_id < cursor_id:
+                    before_cursor -= 1
+            elif total is not None and self._at_end and (last is None or exchange_id > last):
+                # Announced but not read with the rest (committed a moment after): the window
+                # no longer knows where the list ends, so the end is read again.
+                self._at_end = False
+        new_total = total if total is not None else self.total + delta
+        self.total = max(0, new_total, len(self._rows))
+        if self._at_end:
+            self._anchor_end()
+        self._resize_virtual()
+        if self.following:
+            self._move(self.total - 1, keep_following=True)
+        elif before_cursor:
+            self.set_reactive(RequestTable.cursor, max(0, self.cursor + before_cursor))
+        self._trim()
+        self.refresh()
+        return known or total is not None
 
     def invalidate(self, ids: Iterable[str]) -> None:
-        """Forget cached rows for ``ids`` (their exchanges changed) so they are read again."""
-        stale = False
+        """Forget the rendered lines of ``ids`` (their rows are read again by the caller)."""
         for exchange_id in ids:
-            if self._rows.pop(exchange_id, None) is not None:
-                stale = True
-        if stale:
-            self._lines.clear()
-            self.refresh()
+            self._lines.pop(exchange_id, None)
+        self.refresh()
+
+    def _anchor_end(self) -> None:
+        """Count a window that ends the list from the end; rows before it mean it does not start it."""
+        self._start = max(0, self.total - len(self._rows))
+        if self._start > 0:
+            self._at_start = False
+
+    def _set_window(self, rows: list[Row], start: int, *, at_start: bool, at_end: bool) -> None:
+        self._rows = rows
+        self._ids = [row.id for row in rows]
+        self._start = start
+        self._at_start = at_start
+        self._at_end = at_end
 
     def _resize_virtual(self) -> None:
-        self.virtual_size = Size(self.scrollable_content_region.width, len(self._ids) + 1)
+        self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
 
     def on_resize(self) -> None:
         self._lines.clear()
         self._resize_virtual()
         self._scroll_cursor_into_view()
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._restyle()
+
     # -- cursor -----------------------------------------------------------------------
 
     def _move(self, index: int, *, keep_following: bool = False) -> None:
-        index = max(-1 if not self._ids else 0, min(index, len(self._ids) - 1))
-        if not keep_following and self.following and index < len(self._ids) - 1:
+        index = max(-1 if not self.total else 0, min(index, self.total - 1))
+        if not keep_following and self.following and index < self.total - 1:
             self.following = False
         self.cursor = index
 
@@ -334,7 +518,7 @@ class RequestTable(ScrollView, can_focus=True):
     def action_follow(self) -> None:
         """Jump to the newest request and keep following new traffic."""
         self.following = True
-        self._move(len(self._ids) - 1, keep_following=True)
+        self._move(self.total - 1, keep_following=True)
 
     def action_select(self) -> None:
         if self.current_id is not None:
@@ -345,7 +529,7 @@ class RequestTable(ScrollView, can_focus=True):
         if exchange_id is None:
             return
         self.marked.symmetric_difference_update({exchange_id})
-        self._lines.clear()
+        self._lines.pop(exchange_id, None)
         self.refresh()
 
     def on_click(self, event: events.Click) -> None:
@@ -353,7 +537,7 @@ class RequestTable(ScrollView, can_focus=True):
         if offset is None or offset.y < 1:
             return
         index = round(self.scroll_y) + offset.y - 1
-        if index < len(self._ids):
+        if index < self.total:
             self._move(index)
             if event.chain >= 2:
                 self.action_select()
@@ -362,69 +546,221 @@ class RequestTable(ScrollView, can_focus=True):
         # Reading back through history with the wheel must not be yanked away by new traffic.
         self.following = False
 
+    def on_focus(self) -> None:
+        self._restyle()  # the cursor's look follows focus
+
+    def on_blur(self) -> None:
+        self._restyle()
+
     # -- rows -------------------------------------------------------------------------
 
-    def _want(self, index: int) -> None:
-        """Note that the row at ``index`` is missing and queue a load of the visible window."""
+    def _view(self) -> tuple[int, int]:
+        """The rows to hold for the current view: it and a page on each side."""
         top = round(self.scroll_y)
-        self._want_range(max(0, top - self._page), top + 2 * self._page)
+        if self.following or self.cursor >= top + self._page:
+            top = max(top, self.cursor - self._page + 1)
+        page = self._page
+        return max(0, top - page), min(self.total, top + 2 * page)
 
-    def _want_range(self, start: int, end: int) -> None:
-        """Queue a load of the rows at ``start:end`` that are not cached."""
-        for exchange_id in self._ids[start:end]:
-            if exchange_id not in self._rows:
-                self._wanted.add(exchange_id)
-        if self._wanted and not self._loading:
+    def _covered(self, lo: int, hi: int) -> bool:
+        if hi <= lo:
+            return True
+        end = self._start + len(self._rows)
+        return (self._start <= lo or self._at_start) and (hi <= end or self._at_end)
+
+    def _want_view(self) -> None:
+        lo, hi = self._view()
+        if self._covered(lo, hi):
+            return
+        self._wanted = (lo, hi)
+        if not self._loading:
             self._loading = True
-            self.call_later(self._load_wanted)
+            self.call_later(self._load)
 
-    async def _load_wanted(self) -> None:
+    async def _load(self) -> None:
         try:
-            while self._wanted:
-                batch, self._wanted = list(self._wanted), set()
+            while self._wanted is not None:
+                lo, hi = self._wanted
+                self._wanted = None
+                if self._covered(lo, hi):
+                    continue
+                generation = (self._generation, self._edits)
                 try:
-                    rows = await self._loader(batch)
-                except Exception as exc:  # a store error must not kill the table; say it once
+                    await self._fetch(lo, hi, generation)
+                except Exception as exc:  # a store error must not kill the table; say it
                     self.notify(str(exc), title="Could not read captures", severity="error")
                     return
-                for row in rows:
-                    self._rows[row.id] = row
-                    self._rows.move_to_end(row.id)
-                while len(self._rows) > self.CACHE_ROWS:
-                    self._rows.popitem(last=False)
-                self._lines.clear()
-                self.refresh()
+                if generation[0] == self._generation:
+                    self._trim()
+                    self.refresh()
+                    self.post_message(self.Highlighted(self, self.current_id))
+                self._want_view()  # what the view needs now (nothing if it is covered)
         finally:
             self._loading = False
 
+    async def _read(self, method: str, key: str | None, limit: int, skip: int = 0) -> list[Row]:
+        self.reads += 1
+        rows: list[Row] = await getattr(self._source, method)(key, limit, skip)
+        self.rows_read += len(rows)
+        return rows
+
+    def _stale(self, generation: tuple[int, int], *, ends_list: bool) -> bool:
+        """Whether a read begun at ``generation`` must be dropped: the list was replaced, or it
+        says where the list ends and live changes were applied meanwhile (rows it could not see)."""
+        return generation[0] != self._generation or (ends_list and generation[1] != self._edits)
+
+    async def _fetch(self, lo: int, hi: int, generation: tuple[int, int]) -> None:
+        """Read rows ``lo:hi``: next to the window by keyset, or by a jump from the nearer end."""
+        end = self._start + len(self._rows)
+        reach = self._page * 4
+        if self._rows and end < hi and lo <= end + reach and not self._at_end:
+            want = hi - end
+            rows = await self._read("after", self._ids[-1], want)
+            if self._stale(generation, ends_list=len(rows) < want) or (rows and rows[0].id <= self._ids[-1]):
+                return
+            self._rows += rows
+            self._ids += [row.id for row in rows]
+            if len(rows) < want:
+                self._at_end = True
+                self.set_total(self._start + len(self._rows), exact=self.total_exact)
+            if lo < self._start and not self._at_start:
+                self._wanted = (lo, hi)
+            return
+        if self._rows and lo < self._start and hi >= self._start - reach and not self._at_start:
+            want = self._start - lo
+            rows = await self._read("before", self._ids[0], want)
+            if self._stale(generation, ends_list=False) or (rows and rows[-1].id >= self._ids[0]):
+                return
+            self._rows[:0] = rows
+            self._ids[:0] = [row.id for row in rows]
+            self._start -= len(rows)
+            shift = 0
+            if len(rows) < want:
+                self._at_start = True  # the list starts here: indexes count from it
+                shift = -self._start
+            elif self._start <= 0 and self._ids:
+                # More rows before than the indexes left room for (an estimate, or the oldest
+                # removed meanwhile): ask where the window really is.
+                first = self._ids[0]
+                position = await self._source.position(first)
+                if self._stale(generation, ends_list=False) or not self._ids or self._ids[0] != first:
+                    return
+                shift = position - self._start
+            if shift:
+                self._shift(shift)
+            return
+        want = hi - lo
+        if self.total - hi <= lo:
+            skip = max(0, self.total - hi)
+            rows = await self._read("before", None, want, skip)
+        else:
+            skip = lo
+            rows = await self._read("after", None, want, skip)
+            if self._stale(generation, ends_list=len(rows) < want):
+                return
+            if rows:
+                at_end = len(rows) < want
+                self._set_window(rows, lo, at_start=lo == 0, at_end=at_end)
+                if at_end:
+                    self.set_total(lo + len(rows), exact=True)
+                self._lines.clear()
+                return
+            skip = 0  # the list is shorter than the estimate said: read its end
+            rows = await self._read("before", None, want)
+        if not rows and skip and not self._stale(generation, ends_list=False):
+            skip = 0
+            rows = await self._read("before", None, want)
+        if self._stale(generation, ends_list=skip == 0 or len(rows) < want):
+            return
+        at_start = len(rows) < want
+        if at_start:
+            # Fewer rows than asked for: the list starts in this page, so its size is known.
+            self._set_window(rows, 0, at_start=True, at_end=skip == 0)
+            if skip == 0 or rows:
+                self.set_total(skip + len(rows), exact=True)
+        else:
+            self._set_window(rows, max(0, self.total - skip - len(rows)), at_start=False, at_end=skip == 0)
+        self._lines.clear()
+
+    def _shift(self, by: int) -> None:
+        """Move the window, the cursor and the view ``by`` rows down the list (its true place)."""
+        self._start += by
+        self.set_total(max(self.total + by, self._start + len(self._rows)), exact=self.total_exact)
+        if not self.following:
+            self.set_reactive(RequestTable.cursor, max(0, min(self.cursor + by, self.total - 1)))
+        self.scroll_to(y=max(0, self.scroll_y + by), animate=False, immediate=True)
+
+    def _trim(self) -> None:
+        """Keep at most ``WINDOW_ROWS`` rows, dropping those farthest from the view."""
+        excess = len(self._rows) - self.WINDOW_ROWS
+        if excess <= 0:
+            return
+        lo, hi = self._view()
+        middle = (lo + hi) // 2 - self._start
+        if middle > len(self._rows) // 2:
+            del self._rows[:excess], self._ids[:excess]
+            self._start += excess
+            self._at_start = False
+        else:
+            del self._rows[-excess:], self._ids[-excess:]
+            self._at_end = False
+
     # -- rendering --------------------------------------------------------------------
 
-    def render_line(self, y: int) -> Strip:
+    def _style(self, name: str) -> Style:
+        """A component's style (``""``: the widget's own), looked up once per look of the widget."""
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(name) if name else self.rich_style
+        return style
+
+    def _restyle(self) -> None:
+        self._styles.clear()
+        self._lines.clear()
+        self.refresh()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # Once per frame rather than once per line: the widths, and whether the view needs rows.
         width = self.scrollable_content_region.width
-        columns = _Columns.for_width(width)
-        base = self.rich_style
+        self._pass = (width, _Columns.for_width(width), self._style(""))
+        if not self._covered(*self._view()):
+            self._want_view()
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass = None
+
+    def render_line(self, y: int) -> Strip:
+        if self._pass is None:
+            width = self.scrollable_content_region.width
+            width, columns, base = width, _Columns.for_width(width), self._style("")
+        else:
+            width, columns, base = self._pass
         if y == 0:
             return self._header(columns, width, base)
         index = round(self.scroll_y) + y - 1
-        if index >= len(self._ids):
+        if index >= self.total:
             return Strip.blank(width, base)
-        exchange_id = self._ids[index]
+        row = self.row_at(index)
+        if row is None:
+            self._want_view()
+            return self._render_row(None, columns, width, base, False)
         is_cursor = index == self.cursor
-        key = (exchange_id, width, is_cursor, exchange_id in self.marked)
-        strip = self._lines.get(key)
-        if strip is None:
-            row = self._rows.get(exchange_id)
-            if row is None:
-                self._want(index)
-            strip = self._render_row(exchange_id, row, columns, width, base, is_cursor)
-            if row is not None:
-                if len(self._lines) > self.CACHE_ROWS:
-                    self._lines.clear()  # rendered lines are cheap to redo; memory is bounded
-                self._lines[key] = strip
+        marked = row.id in self.marked
+        if is_cursor:  # one line, and its look follows focus: not cached
+            return self._render_row(row, columns, width, base, True)
+        cached = self._lines.get(row.id)
+        if cached is not None and cached[0] is row and cached[1] == width and cached[2] == marked:
+            self._lines.move_to_end(row.id)
+            return cached[3]
+        strip = self._render_row(row, columns, width, base, False)
+        self._lines[row.id] = (row, width, marked, strip)
+        if len(self._lines) > self.LINE_CACHE:
+            self._lines.popitem(last=False)
         return strip
 
     def _header(self, columns: _Columns, width: int, base: Style) -> Strip:
-        style = base + self.get_component_rich_style("request-table--header")
+        style = base + self._style("request-table--header")
         cells = ["  ", _fit("TIME", _Columns.TIME), " "]
         if columns.tunnel:
             cells += [_fit("TUNNEL", columns.tunnel), " "]
@@ -435,19 +771,25 @@ class RequestTable(ScrollView, can_focus=True):
                   _fit("SIZE", _Columns.SIZE, right=True)]
         return Strip([Segment("".join(cells), style)]).adjust_cell_length(width, style)
 
+    def _clock(self, started_at: float) -> str:
+        """``HH:MM:SS`` of a time, remembered for the last second asked (rows arrive in runs)."""
+        second = int(started_at // 1)
+        if self._clock_last[0] != second:
+            self._clock_last = (second, time.strftime("%H:%M:%S", time.localtime(second)))
+        return self._clock_last[1]
+
     def _status_style(self, row: Row) -> tuple[str, Style]:
         if row.error and row.status is None:
-            return "ERR", self.get_component_rich_style("request-table--status-error")
+            return "ERR", self._style("request-table--status-error")
         if row.status is None:
-            return "…", self.get_component_rich_style("request-table--dim")
+            return "…", self._style("request-table--dim")
         klass = min(max(row.status // 100, 2), 5)
-        return str(row.status), self.get_component_rich_style(f"request-table--status-{klass}xx")
+        return str(row.status), self._style(f"request-table--status-{klass}xx")
 
-    def _render_row(self, exchange_id: str, row: Row | None, columns: _Columns, width: int,
-                    base: Style, is_cursor: bool) -> Strip:
-        dim = base + self.get_component_rich_style("request-table--dim")
-        marked = exchange_id in self.marked
-        mark = Segment("* " if marked else "  ", base + self.get_component_rich_style("request-table--marked"))
+    def _render_row(self, row: Row | None, columns: _Columns, width: int, base: Style, is_cursor: bool) -> Strip:
+        dim = base + self._style("request-table--dim")
+        marked = row is not None and row.id in self.marked
+        mark = Segment("* " if marked else "  ", base + self._style("request-table--marked"))
         if row is None:
             segments = [mark, Segment(_fit("…", width - 2), dim)]
         else:
@@ -458,7 +800,7 @@ class RequestTable(ScrollView, can_focus=True):
             elif row.rule is not None:
                 path = ("→ " if row.rule.action == "forward" else "⊘ ") + path  # decided by a rule at the relay
             method = "WS" if row.websocket else printable(row.method)
-            segments = [mark, Segment(time.strftime("%H:%M:%S", time.localtime(row.started_at)), dim),
+            segments = [mark, Segment(self._clock(row.started_at), dim),
                         Segment(" ", base)]
             if columns.tunnel:
                 segments += [Segment(_fit(printable(row.tunnel), columns.tunnel), dim), Segment(" ", base)]
@@ -476,6 +818,6 @@ class RequestTable(ScrollView, can_focus=True):
             ]
         strip = Strip(segments).adjust_cell_length(width, base)
         if is_cursor:
-            cursor = self.get_component_rich_style("request-table--cursor")
+            cursor = self._style("request-table--cursor")
             strip = Strip(Segment.apply_style(strip, post_style=cursor), width)
         return strip
