@@ -22,8 +22,9 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Proc:
     old = os.getcwd()
     os.chdir(cwd)
     try:
-        return Proc([*DEVTUNNEL, *args], {**os.environ, "PYTHONUNBUFFERED": "1",
-                                         "XDG_CONFIG_HOME": str(cwd / ".xdg"), **(env or {})})
+        # Config and captures in the test's folder: never the user's own store or files.
+        return Proc([*DEVTUNNEL, *args], {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(cwd / ".xdg"),
+                                         "XDG_STATE_HOME": str(cwd / ".xdg-state"), **(env or {})})
     finally:
         os.chdir(old)
 

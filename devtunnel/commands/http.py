@@ -219,6 +219,7 @@ async def _main(args: argparse.Namespace) -> int:
     via = getattr(args, "via", None) if is_http else None
     if via:
         check_via(via)
+    app = app_options(args) if is_http else {}  # bad --run/--health/--hold: said before anything opens
 
     store = recorder = None
     webhooks: Any = None
@@ -258,7 +259,7 @@ async def _main(args: argparse.Namespace) -> int:
                 via=via,
                 pool=bool(getattr(args, "pool", False)),
                 rules=getattr(args, "rules", ()) or (),
-                **app_options(args),
+                **app,
             )]
             announced: dict[str, str] = {}  # tunnel name -> the public URL last printed
             app_states: dict[str, str] = {}
