@@ -437,12 +437,19 @@ async def test_the_command_joins_a_pool_from_the_flag_and_from_the_config_file(t
                 "--no-tui", "--api-port", "0", "--no-record",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
             )
+            expected = f"Forwarding http://api.localhost:{relay.port} -> http://127.0.0.1:{a.local_port} (pool of 2)"  # type: ignore[attr-defined]
+            lines: list[bytes] = []
             try:
                 await async_wait_for(lambda: relay.agents == {"api": 2}, timeout=30, what="the command to join")
+                # The relay counts the agent before the agent has read its WELCOME: wait for the line itself.
+                assert proc.stdout is not None
+                while not lines or lines[-1].rstrip().decode() != expected:
+                    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+                    assert line, f"the command ended without {expected!r}: {lines}"
+                    lines.append(line)
             finally:
                 proc.terminate()
-                out, err = await asyncio.wait_for(proc.communicate(), 30)
-            assert f"Forwarding http://api.localhost:{relay.port} -> http://127.0.0.1:{a.local_port} (pool of 2)".encode() in out, err  # type: ignore[attr-defined]
+                await asyncio.wait_for(proc.communicate(), 30)
             await async_wait_for(lambda: relay.agents == {"api": 1}, what="the command to leave")
 
 
