@@ -257,7 +257,7 @@ class RequestTable(ScrollView, can_focus=True):
     WINDOW_ROWS = 1024
     """Rows kept in memory around the view (the window), whatever the size of the list."""
     LINE_CACHE = 1000
-    """Rendered lines kept (least recently drawn go first), as Textual's DataTable keeps."""
+    """Rendered lines kept (least recently drawn go first), the way Textual's own table widget bounds its cache."""
 
     def __init__(self, source: RowSource | None = None, *, name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
