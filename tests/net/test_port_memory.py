@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtunnel.net.port_memory import MAX_ENTRIES, PortMemory
 from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
+from tests.net.test_via_command import env, procs  # noqa: F401 - fixtures shared with the --via tests
 
 
 def test_ports_are_remembered_per_kind_and_key_in_one_json_file(tmp_path: Path) -> None:
@@ -57,26 +55,6 @@ def test_an_unwritable_state_directory_is_not_an_error(tmp_path: Path) -> None:
 
 
 # -- devtunnel http, run again ---------------------------------------------------------------------------
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    out = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
-    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_CONFIG"):
-        out.pop(name, None)
-    return out
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:  # SIGINT first: a devtunnel killed outright leaves its provider running
-        if p.popen.poll() is None:
-            p.popen.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.popen.wait(15)
-        p.kill()
-
-
 def run_once(procs: list[Proc], env: dict[str, str], *extra: str) -> tuple[str, Proc]:
     proc = Proc([*DEVTUNNEL, "http", "8000", "--name", "payments", "--no-tui", "--api-port", "0", "--no-record",
                  *extra], env)
