@@ -44,9 +44,9 @@ import tomli_w
 
 from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, default_db_path
 from devtunnel.errors import ConfigError
-from devtunnel.net.names import validate_name
-from devtunnel.net.sizes import parse_size
-from devtunnel.net.target import parse_target
+from devtunnel.values.names import validate_name
+from devtunnel.values.sizes import parse_size
+from devtunnel.values.target import parse_target
 from devtunnel.rules import Rule, RulesError, parse_rules, rules_to_tables
 from devtunnel.webhooks import BUILTIN, CustomProvider
 from devtunnel.webhooks.custom import ALGORITHMS, ENCODINGS
@@ -166,7 +166,7 @@ class _Bool(_Kind):
 
 
 class _Size(_Kind):
-    """A byte count: an integer, or text such as ``"10mb"`` (``devtunnel.net.sizes``)."""
+    """A byte count: an integer, or text such as ``"10mb"`` (``devtunnel.values.sizes``)."""
 
     def __init__(self, low: int = 0) -> None:
         self.low = low
@@ -212,7 +212,7 @@ class _Path(_Kind):
 class _RelayUrl(_Kind):
     def check(self, value: object) -> str:
         text: str = super().check(value)
-        from devtunnel.net.agent import relay_connect_url  # loads websockets: only when a URL is set
+        from devtunnel.agent.service import relay_connect_url  # loads websockets: only when a URL is set
 
         try:
             relay_connect_url(text)

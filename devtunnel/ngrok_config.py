@@ -33,8 +33,8 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 from devtunnel.errors import ConfigError
-from devtunnel.net.names import label_from
-from devtunnel.net.target import parse_target
+from devtunnel.values.names import label_from
+from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, parse_rules
 
 __all__ = ["ImportedTunnel", "NgrokImport", "read_ngrok_config", "default_ngrok_paths", "PROTECTIONS"]

@@ -28,7 +28,7 @@ from devtunnel.config import (
     with_flags,
 )
 from devtunnel.errors import ConfigError
-from devtunnel.net.sizes import parse_size
+from devtunnel.values.sizes import parse_size
 from tests.helpers import free_port
 from tests.net.test_agent_command import FORWARDING, Proc, local, procs  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState

@@ -41,6 +41,10 @@ CORE_MODULES = [
     "devtunnel.capture.filters.edge",
     "devtunnel.values.durations",
     "devtunnel.values.health_path",
+    "devtunnel.values.target",
+    "devtunnel.values.names",
+    "devtunnel.values.sizes",
+    "devtunnel.export.agent_json",
 ]
 
 

@@ -13,7 +13,7 @@ from devtunnel.commands.config import resolve_http
 from devtunnel.commands.inspect import check_http_args, http_agent_argv
 from devtunnel.config import load
 from devtunnel.errors import ConfigError
-from devtunnel.net.port_memory import PortMemory
+from devtunnel.agent.port_memory import PortMemory
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyn
 from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
-from devtunnel.net.api_shapes import capture_json, status_text
+from devtunnel.export.agent_json import capture_json, status_text
 from devtunnel.replay import replay_many
 
 __all__ = ["run"]

@@ -152,7 +152,7 @@ def _token_flag(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def _check_target(target: str) -> None:
     """Refuse a TARGET that is neither an address nor a tunnel defined in a file, saying both."""
-    from devtunnel.net.target import parse_target
+    from devtunnel.values.target import parse_target
 
     try:
         parse_target(str(target))

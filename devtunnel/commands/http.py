@@ -27,12 +27,12 @@ from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
 from devtunnel.commands.output import EscapingFormatter, human_duration, safe
 from devtunnel.errors import ConfigError, TunnelError
-from devtunnel.net.agent import AgentService, TunnelConfig, TunnelInfo, TunnelState
-from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT
-from devtunnel.net.port_memory import PortMemory
-from devtunnel.net.sizes import parse_size
+from devtunnel.agent.service import AgentService, TunnelConfig, TunnelInfo, TunnelState
+from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
+from devtunnel.agent.port_memory import PortMemory
+from devtunnel.values.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
-from devtunnel.net.via_runner import find_program, ssh_options
+from devtunnel.agent.via_runner import find_program, ssh_options
 
 __all__ = ["run", "run_headless", "exchange_line", "app_options", "check_via"]
 
@@ -77,7 +77,7 @@ def app_options(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--health needs --run (health needs run in devtunnel.toml): it tells when the app "
                           "devtunnel runs is ready")
     if health:
-        from devtunnel.net.app_runner import check_health_path
+        from devtunnel.agent.app_runner import check_health_path
 
         check_health_path(health)
     try:
@@ -285,7 +285,7 @@ async def _main(args: argparse.Namespace) -> int:
                 await service.start_tunnel(config, via_wait=0)  # Forwarding is printed when the URL comes
         api_port = args.api_port
         if api_port or not is_http:  # ``http --api-port 0`` turns the API off
-            from devtunnel.net.api import serve_api
+            from devtunnel.api.app import serve_api
 
             api_server, bound = await serve_api(service, api_port)
             _print(f"API http://127.0.0.1:{bound}", out)

@@ -20,7 +20,7 @@ import tomli_w
 from devtunnel.commands.output import err, safe
 from devtunnel.config import FILE_NAME
 from devtunnel.exit_codes import EXIT_USAGE
-from devtunnel.net.names import label_from
+from devtunnel.values.names import label_from
 
 __all__ = ["Guess", "guess_app", "render", "run"]
 

@@ -63,7 +63,7 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     A name and an embedded relay port are fixed here when none were given, so the agent comes
     back with the same public URL when it is restarted.
     """
-    from devtunnel.net.names import random_name
+    from devtunnel.values.names import random_name
 
     # The inspector needs the API, and ``http --api-port 0`` means none: pick a free port then.
     # The agent moves on to the next free port if it is taken; the inspector reads the one printed.
@@ -92,7 +92,7 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
         return lambda: agent_command(*argv)
     if args.port:  # the user's choice: never moved
         return lambda: agent_command(*argv, "--port", str(args.port))
-    from devtunnel.net.port_memory import PortMemory
+    from devtunnel.agent.port_memory import PortMemory
 
     name = argv[argv.index("--name") + 1].lower()
     relay_port = _RelayPort(PortMemory().get("relay", name) or 0)
@@ -156,10 +156,10 @@ def check_http_args(args: argparse.Namespace) -> None:
     Raises:
         ConfigError: a bad target, name, relay URL, body cap, health path or hold duration.
     """
-    from devtunnel.net.agent import relay_connect_url
-    from devtunnel.net.names import validate_name
-    from devtunnel.net.sizes import parse_size
-    from devtunnel.net.target import parse_target
+    from devtunnel.agent.service import relay_connect_url
+    from devtunnel.values.names import validate_name
+    from devtunnel.values.sizes import parse_size
+    from devtunnel.values.target import parse_target
 
     from devtunnel.commands.http import app_options
 

@@ -16,8 +16,8 @@ from devtunnel.capture.model import Exchange, Headers, Response, WsMessage
 from devtunnel.capture.store import Recorder, Store
 from devtunnel.export import export
 from devtunnel.export.redact import is_secret_field, is_secret_header, redact_body, redact_exchange
-from devtunnel.net.agent import AgentService
-from devtunnel.net.api import serve_api
+from devtunnel.agent.service import AgentService
+from devtunnel.api.app import serve_api
 from tests.export.support import make_exchange
 
 # Every secret value below is a distinct marker: none may appear in a redacted export.

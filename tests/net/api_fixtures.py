@@ -16,8 +16,8 @@ import httpx
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
 from devtunnel.capture.store import Recorder, Store
-from devtunnel.net.agent import AgentService
-from devtunnel.net.api import serve_api
+from devtunnel.agent.service import AgentService
+from devtunnel.api.app import serve_api
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from devtunnel.net.relay import Relay
+from devtunnel.relay.server import Relay
 from tests.net._relay_agent import ScriptedAgent, connect_agent, running_relay
 
 

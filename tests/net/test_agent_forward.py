@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtunnel.net.forward import Forwarder, _BadResponse, _Response
-from devtunnel.net.target import parse_target
+from devtunnel.agent.forward import Forwarder, _BadResponse, _Response
+from devtunnel.values.target import parse_target
 from devtunnel.protocol.events import RequestReceived
 
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
-from devtunnel.net.agent import AgentService, Backoff, TunnelConfig, TunnelState
-from devtunnel.net.relay import Relay
+from devtunnel.agent.service import AgentService, Backoff, TunnelConfig, TunnelState
+from devtunnel.relay.server import Relay
 from devtunnel.protocol.events import Welcome
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, ScriptedAgent, connect_agent, running_relay

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from devtunnel.capture.model import Exchange
-from devtunnel.net.agent import Tunnel, TunnelConfig
+from devtunnel.agent.service import Tunnel, TunnelConfig
 from devtunnel.protocol.connection import Connection, Role
 from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
 from tests.helpers import async_wait_for

@@ -15,8 +15,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NameInUseError
-from devtunnel.net.agent import Backoff, Tunnel, TunnelConfig, TunnelInfo, TunnelState
-from devtunnel.net.session import Session
+from devtunnel.agent.service import Backoff, Tunnel, TunnelConfig, TunnelInfo, TunnelState
+from devtunnel.agent.session import Session
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import DataReceived, Event, Hello, RequestReceived, ResponseReceived
 from tests.helpers import async_wait_for

@@ -6,7 +6,7 @@ import os
 
 import websockets.frames
 
-from devtunnel.net.agent_socket import _MaskBytes
+from devtunnel.agent.socket import _MaskBytes
 
 
 def test_websockets_takes_its_masks_from_the_pool() -> None:

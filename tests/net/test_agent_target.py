@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devtunnel.errors import ConfigError
-from devtunnel.net.target import Target, parse_target
+from devtunnel.values.target import Target, parse_target
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ import websockets
 
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Recorder, Store
-from devtunnel.net.agent import AgentService
-from devtunnel.net.api import serve_api
+from devtunnel.agent.service import AgentService
+from devtunnel.api.app import serve_api
 from tests.helpers import async_wait_for
 from tests.net.api_fixtures import HOSTILE_PATH, PNG, echo_service, make_exchange, sample_exchanges
 

@@ -14,8 +14,8 @@ import pytest
 from pyngrok import conf, ngrok, process
 from pyngrok.exception import PyngrokNgrokHTTPError
 
-from devtunnel.net.api_endpoints import endpoint_name
-from devtunnel.net.api_http import ApiError
+from devtunnel.api.endpoints import endpoint_name
+from devtunnel.api.plumbing import ApiError
 from tests.helpers import wait_for
 from tests.net.api_fixtures import Agent, echo_service, running_agent
 from tests.net.test_agent_command import Proc

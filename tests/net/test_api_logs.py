@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtunnel.net.api import serve_api
-from devtunnel.net.api_logs import FOLLOW_QUEUE
+from devtunnel.api.app import serve_api
+from devtunnel.api.logs import FOLLOW_QUEUE
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import Harness, relay_and_agent
 

@@ -7,9 +7,9 @@ import base64
 import pytest
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
-from devtunnel.net.api_events import Outbox
-from devtunnel.net.api_security import is_loopback_host, is_loopback_origin
-from devtunnel.net.api_shapes import capture_json, raw_request, raw_response
+from devtunnel.api.events import Outbox
+from devtunnel.api.security import is_loopback_host, is_loopback_origin
+from devtunnel.export.agent_json import capture_json, raw_request, raw_response
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.net.children import MAX_LINE, Child, LogRing, port_accepts
+from devtunnel.agent.children import MAX_LINE, Child, LogRing, port_accepts
 from tests.helpers import async_wait_for, free_port, process_alive
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtunnel.net.hold import HoldExpired, HoldGate
+from devtunnel.agent.hold import HoldExpired, HoldGate
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import (
     Harness,

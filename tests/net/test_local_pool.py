@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from devtunnel.net.local_pool import LocalPool
-from devtunnel.net.target import parse_target
+from devtunnel.agent.local_pool import LocalPool
+from devtunnel.values.target import parse_target
 from tests.helpers import async_wait_for
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.net.port_memory import MAX_ENTRIES, PortMemory
+from devtunnel.agent.port_memory import MAX_ENTRIES, PortMemory
 from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
 from tests.net.test_via_command import env, procs  # noqa: F401 - fixtures shared with the --via tests
 

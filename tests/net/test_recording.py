@@ -8,8 +8,8 @@ import weakref
 import pytest
 
 from devtunnel.capture.model import Exchange
-from devtunnel.net import recording
-from devtunnel.net.recording import LIVE_AFTER, LIVE_BODY_PREVIEW, ExchangeCapture, LiveSnapshots
+from devtunnel.agent import recording
+from devtunnel.agent.recording import LIVE_AFTER, LIVE_BODY_PREVIEW, ExchangeCapture, LiveSnapshots
 from devtunnel.protocol.events import RequestReceived
 
 

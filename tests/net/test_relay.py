@@ -10,8 +10,8 @@ import httpx
 import pytest
 import websockets
 
-from devtunnel.net import relay as relay_module
-from devtunnel.net.relay import CONNECT_PATH, Relay
+from devtunnel.relay import server as relay_module
+from devtunnel.relay.server import CONNECT_PATH, Relay
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import GoAway
 from tests.helpers import async_wait_for

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.net.relay import Relay, RelaySettings, client_limit
-from devtunnel.net.relay_proxy import client_key
+from devtunnel.relay.server import Relay, RelaySettings, client_limit
+from devtunnel.relay.proxy import client_key
 from devtunnel.protocol.events import StreamReset
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, echo, running_relay

@@ -16,9 +16,9 @@ from devtunnel.cli import build_parser
 from devtunnel.commands.config import resolve_relay
 from devtunnel.commands.relay import is_loopback, parse_listen, settings_from_args
 from devtunnel.errors import ConfigError
-from devtunnel.net.names import random_name, validate_name
-from devtunnel.net.relay import RelaySettings
-from devtunnel.net.sizes import format_size, parse_size
+from devtunnel.values.names import random_name, validate_name
+from devtunnel.relay.server import RelaySettings
+from devtunnel.values.sizes import format_size, parse_size
 from tests.helpers import free_port, wait_for
 
 DEVTUNNEL = [sys.executable, "-m", "devtunnel"]

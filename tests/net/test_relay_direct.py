@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devtunnel.net.relay import Relay
-from devtunnel.net.relay_proxy import HttpForwarder
+from devtunnel.relay.server import Relay
+from devtunnel.relay.proxy import HttpForwarder
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import StreamReset
 from tests.helpers import async_wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from devtunnel.net.relay import Relay
+from devtunnel.relay.server import Relay
 from tests.net._relay_agent import AgentRequest, connect_agent
 from tests.net.test_relay_direct import HOST, asgi_calls  # noqa: F401  (a fixture)
 

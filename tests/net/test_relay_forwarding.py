@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from devtunnel.net.relay import Relay
+from devtunnel.relay.server import Relay
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import StreamReset
 from tests.helpers import async_wait_for

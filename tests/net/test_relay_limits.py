@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from devtunnel.net.relay import CONNECT_PATH, Relay
+from devtunnel.relay.server import CONNECT_PATH, Relay
 from devtunnel.protocol import frames as f
 from devtunnel.protocol.events import DataReceived
 from tests.helpers import async_wait_for

@@ -13,8 +13,8 @@ import sys
 import pytest
 import websockets
 
-from devtunnel.net.relay import CONNECT_PATH, Relay
-from devtunnel.net.relay_log import PeerErrorLog
+from devtunnel.relay.server import CONNECT_PATH, Relay
+from devtunnel.relay.log import PeerErrorLog
 from devtunnel.protocol import frames
 from devtunnel.protocol.events import WebSocketClosed
 from tests.helpers import async_wait_for, free_port

@@ -23,9 +23,9 @@ import websockets
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
 from devtunnel.errors import ConfigError, NameInUseError, NameTakenError, TunnelError
-from devtunnel.net.agent import AgentService, Backoff, TunnelConfig, TunnelState
-from devtunnel.net.api import serve_api
-from devtunnel.net.relay import Relay
+from devtunnel.agent.service import AgentService, Backoff, TunnelConfig, TunnelState
+from devtunnel.api.app import serve_api
+from devtunnel.relay.server import Relay
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import GoAway, Hello
 from tests.helpers import async_wait_for

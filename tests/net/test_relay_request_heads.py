@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from devtunnel.net.agent import AgentService, TunnelConfig
-from devtunnel.net.relay import Relay, RelaySettings
+from devtunnel.agent.service import AgentService, TunnelConfig
+from devtunnel.relay.server import Relay, RelaySettings
 from tests.helpers import async_wait_for
 from tests.net.head_fixtures import FORGED, Seen, recording_service
 from tests.net.tunnel_fixtures import TOKEN, Harness, parse_response, raw_request, relay_and_agent

@@ -12,7 +12,7 @@ import pytest
 import trustme
 import websockets
 
-from devtunnel.net.relay import Relay
+from devtunnel.relay.server import Relay
 from devtunnel.protocol.events import WebSocketClosed, WebSocketMessageReceived
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, running_relay

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from devtunnel.net.agent import TunnelState
+from devtunnel.agent.service import TunnelState
 from devtunnel.rules import parse_rules
 from tests.net.tunnel_fixtures import Harness, LocalState, local_http, parse_response, relay_and_agent
 
@@ -284,7 +284,7 @@ async def test_trusted_proxy_lets_x_forwarded_for_name_the_client(tmp_path, loca
 
 
 async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness, local, monkeypatch):
-    import devtunnel.net.relay as relay_module
+    import devtunnel.relay.server as relay_module
 
     # What a relay older than rules does: it ignores the HELLO's rules and never acknowledges them.
     monkeypatch.setattr(relay_module, "_hello_rules", lambda hello: (None, None))
@@ -296,7 +296,7 @@ async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness,
 
 
 async def test_a_relay_refuses_rules_of_a_version_it_does_not_know(harness, local, monkeypatch):
-    import devtunnel.net.session as session_module
+    import devtunnel.agent.session as session_module
 
     monkeypatch.setattr(session_module, "WIRE_VERSION", 99)
     port, _ = local
@@ -323,7 +323,7 @@ async def test_basic_auth_with_curl(harness, local):
 async def test_a_drill_added_through_the_api_answers_the_next_n_then_forwards(harness, local):
     import httpx
 
-    from devtunnel.net.api import serve_api
+    from devtunnel.api.app import serve_api
 
     port, state = local
     await harness.start(str(port), rules=rules({"action": "headers", "response": {"set": {"X-Edge": "1"}}}))

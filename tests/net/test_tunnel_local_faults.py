@@ -12,7 +12,7 @@ import httptools
 import httpx
 import pytest
 
-from devtunnel.net.session import Session
+from devtunnel.agent.session import Session
 from tests.net.tunnel_fixtures import Harness, raw_server, read_request_head, relay_and_agent
 
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 import trustme
 
-from devtunnel.net.agent import AgentService, TunnelConfig, TunnelState
-from devtunnel.net.relay import Relay, RelaySettings
+from devtunnel.agent.service import AgentService, TunnelConfig, TunnelState
+from devtunnel.relay.server import Relay, RelaySettings
 from tests.net.tunnel_fixtures import TOKEN, local_http, local_websocket, relay_and_agent
 
 

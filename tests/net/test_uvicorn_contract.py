@@ -35,10 +35,10 @@ from websockets.frames import Frame
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 
-from devtunnel.net.agent_socket import TunnelSocket, _MaskBytes
-from devtunnel.net.relay import Relay
-from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
-from devtunnel.net.relay_proxy import HttpForwarder
+from devtunnel.agent.socket import TunnelSocket, _MaskBytes
+from devtunnel.relay.server import Relay
+from devtunnel.relay.http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
+from devtunnel.relay.proxy import HttpForwarder
 from tests.net._relay_agent import connect_agent, running_relay
 
 

@@ -29,8 +29,8 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 from devtunnel.capture.store import Recorder, Store
-from devtunnel.net.agent import AgentService, Backoff, TunnelConfig, TunnelInfo
-from devtunnel.net.relay import Relay, RelaySettings
+from devtunnel.agent.service import AgentService, Backoff, TunnelConfig, TunnelInfo
+from devtunnel.relay.server import Relay, RelaySettings
 from tests.helpers import wait_for
 
 TOKEN = "s3cret-token"

@@ -8,8 +8,8 @@ import pytest
 
 from devtunnel.capture.model import RuleMark
 from devtunnel.capture.store import Recorder, Store
-from devtunnel.net.agent import AgentService, TunnelConfig
-from devtunnel.net.api import serve_api
+from devtunnel.agent.service import AgentService, TunnelConfig
+from devtunnel.api.app import serve_api
 from devtunnel.rules import parse_rules
 from devtunnel.tui.screens.detail import DetailScreen, exchange_title
 from devtunnel.tui.screens.drill import DrillScreen

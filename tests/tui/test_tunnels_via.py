@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from textual.app import App, ComposeResult
 
-from devtunnel.net.agent import TunnelInfo, TunnelState
-from devtunnel.net.api_shapes import tunnel_json
-from devtunnel.net.via_runner import ViaStatus
+from devtunnel.agent.service import TunnelInfo, TunnelState
+from devtunnel.export.agent_json import tunnel_json
+from devtunnel.agent.via_runner import ViaStatus
 from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.widgets import TunnelsPanel
 

@@ -23,10 +23,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devtunnel.errors import ConfigError
-from devtunnel.net.agent import TunnelConfig
-from devtunnel.net.api_http import ApiError, find_tunnel, json_body, no_content, ok, str_field, tunnel_options
-from devtunnel.net.api_shapes import ENDPOINTS_URI, endpoint_json
-from devtunnel.net.names import label_from, validate_name
+from devtunnel.agent.service import TunnelConfig
+from devtunnel.api.plumbing import ApiError, find_tunnel, json_body, no_content, ok, str_field, tunnel_options
+from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
+from devtunnel.values.names import label_from, validate_name
 
 __all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS", "IGNORED_OPTIONS"]
 

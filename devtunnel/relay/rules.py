@@ -23,7 +23,7 @@ from typing import Any
 
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
-from devtunnel.net.relay_tunnel import Tunnel
+from devtunnel.relay.tunnel import Tunnel
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
 from devtunnel.rules.engine import MAX_BUCKETS
 from devtunnel.rules.model import Rule

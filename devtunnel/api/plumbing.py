@@ -25,7 +25,7 @@ from devtunnel.errors import (
     StoreError,
     TunnelError,
 )
-from devtunnel.net.api_shapes import error_json
+from devtunnel.export.agent_json import error_json
 
 __all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "no_content", "tunnel_options", "find_tunnel",
            "EXCEPTION_HANDLERS"]

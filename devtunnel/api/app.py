@@ -38,10 +38,10 @@ from starlette.websockets import WebSocket
 
 from devtunnel import __version__
 from devtunnel.errors import ConfigError
-from devtunnel.net import api_captures, api_endpoints, api_logs, api_rules
-from devtunnel.net.agent import TunnelConfig
-from devtunnel.net.api_events import EventHub
-from devtunnel.net.api_http import (
+from devtunnel.api import captures as api_captures, endpoints as api_endpoints, logs as api_logs, rules as api_rules
+from devtunnel.agent.service import TunnelConfig
+from devtunnel.api.events import EventHub
+from devtunnel.api.plumbing import (
     EXCEPTION_HANDLERS,
     ApiError,
     find_tunnel,
@@ -51,8 +51,8 @@ from devtunnel.net.api_http import (
     str_field,
     tunnel_options,
 )
-from devtunnel.net.api_security import LoopbackOnly
-from devtunnel.net.api_shapes import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
+from devtunnel.api.security import LoopbackOnly
+from devtunnel.export.agent_json import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
 
 __all__ = ["create_app", "serve_api", "ApiServer", "PORT_TRIES"]
 
@@ -120,7 +120,7 @@ async def status(request: Request) -> Response:
 
 
 async def events(websocket: WebSocket) -> None:
-    """``/api/events``: the change feed (see ``devtunnel.net.api_events``)."""
+    """``/api/events``: the change feed (see ``devtunnel.api.events``)."""
     await websocket.app.state.events.serve(websocket)
 
 

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from devtunnel.net.api_http import int_param, ok
-from devtunnel.net.api_shapes import tunnel_uri
-from devtunnel.net.children import LogLine, LogRing
+from devtunnel.api.plumbing import int_param, ok
+from devtunnel.export.agent_json import tunnel_uri
+from devtunnel.agent.children import LogLine, LogRing
 
 __all__ = ["FOLLOW_QUEUE", "line_json", "routes"]
 

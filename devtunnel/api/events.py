@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from devtunnel.net.api_shapes import tunnel_json
+from devtunnel.export.agent_json import tunnel_json
 
 __all__ = ["Outbox", "EventHub"]
 

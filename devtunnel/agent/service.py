@@ -43,18 +43,18 @@ from devtunnel.errors import (
     RelayUnreachableError,
     TunnelError,
 )
-from devtunnel.net.agent_socket import TunnelSocket
-from devtunnel.net.app_runner import AppRunner
-from devtunnel.net.children import LogRing
-from devtunnel.net.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
-from devtunnel.net.hold import HoldGate
-from devtunnel.net.names import random_name, validate_name
-from devtunnel.net.port_memory import PortMemory
-from devtunnel.net.recording import LiveSnapshots
-from devtunnel.net.session import HANDSHAKE_TIMEOUT, Session
-from devtunnel.net.target import Target, parse_target
+from devtunnel.agent.socket import TunnelSocket
+from devtunnel.agent.app_runner import AppRunner
+from devtunnel.agent.children import LogRing
+from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
+from devtunnel.agent.hold import HoldGate
+from devtunnel.values.names import random_name, validate_name
+from devtunnel.agent.port_memory import PortMemory
+from devtunnel.agent.recording import LiveSnapshots
+from devtunnel.agent.session import HANDSHAKE_TIMEOUT, Session
+from devtunnel.values.target import Target, parse_target
 from devtunnel.rules import Rule, parse_rules, renumbered
-from devtunnel.net.via_runner import ViaRunner, ViaStatus
+from devtunnel.agent.via_runner import ViaRunner, ViaStatus
 from devtunnel.via import Via, parse_via
 
 __all__ = [
@@ -766,7 +766,7 @@ class AgentService:
         return f"ws://127.0.0.1:{self.embedded_relay.port}{CONNECT_PATH}"
 
     async def _start_relay(self, port: int) -> Any:
-        from devtunnel.net.relay import Relay, RelaySettings  # the relay pulls in uvicorn
+        from devtunnel.relay.server import Relay, RelaySettings  # the relay pulls in uvicorn
 
         relay = Relay(RelaySettings(host="127.0.0.1", port=port, domain="localhost", embedded=True))
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 
-from devtunnel.net.relay_tunnel import Tunnel
+from devtunnel.relay.tunnel import Tunnel
 
 __all__ = ["Pool", "mix_refusal"]
 

@@ -16,10 +16,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.http11 import Request as WsRequest
 
 from devtunnel.errors import StreamClosedError
-from devtunnel.net.forward import answer_error
-from devtunnel.net.recording import ExchangeCapture
-from devtunnel.net.stream import TunnelStream
-from devtunnel.net.target import Target
+from devtunnel.agent.forward import answer_error
+from devtunnel.agent.recording import ExchangeCapture
+from devtunnel.agent.stream import TunnelStream
+from devtunnel.values.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
 from devtunnel.values.request_head import field_is_safe
 

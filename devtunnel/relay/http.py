@@ -20,8 +20,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from devtunnel.net.relay_log import PeerErrorLog
-from devtunnel.net.sizes import format_size
+from devtunnel.relay.log import PeerErrorLog
+from devtunnel.values.sizes import format_size
 from devtunnel.values.request_head import head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).

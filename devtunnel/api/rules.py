@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from devtunnel.net.api_http import ApiError, json_body, no_content, ok
-from devtunnel.net.api_shapes import TUNNELS_URI
+from devtunnel.api.plumbing import ApiError, json_body, no_content, ok
+from devtunnel.export.agent_json import TUNNELS_URI
 from devtunnel.rules import Rule, rules_to_tables
 
 __all__ = ["routes", "rule_json"]

@@ -4,7 +4,7 @@ The command is the user's own, run as ``/bin/sh -c CMD`` in the current folder, 
 group of its own (see ``children.Child``), with this process's environment plus ``PORT`` (the
 target's port) and ``DEVTUNNEL_TUNNEL`` (the tunnel's name). It is ready when ``health`` (a path
 on the target) answers 2xx or 3xx, or without ``health`` when the target's port accepts a
-connection. Every change of state reaches the tunnel's :class:`~devtunnel.net.hold.HoldGate`,
+connection. Every change of state reaches the tunnel's :class:`~devtunnel.agent.hold.HoldGate`,
 which holds requests while the app is not ready, and the tunnel's subscribers (API, inspector).
 """
 
@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from devtunnel.errors import ConfigError
-from devtunnel.net.children import Child, ChildState, LogRing, port_accepts
-from devtunnel.net.hold import HoldGate
-from devtunnel.net.target import Target
+from devtunnel.agent.children import Child, ChildState, LogRing, port_accepts
+from devtunnel.agent.hold import HoldGate
+from devtunnel.values.target import Target
 from devtunnel.values.health_path import health_path_problem
 
 __all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_ok"]

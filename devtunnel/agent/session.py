@@ -28,13 +28,13 @@ from devtunnel.errors import (
     StreamClosedError,
     TunnelError,
 )
-from devtunnel.net.agent_socket import TunnelSocket
-from devtunnel.net.forward import QuickAnswer, Start, answer_error
-from devtunnel.net.local_ws import forward_websocket
+from devtunnel.agent.socket import TunnelSocket
+from devtunnel.agent.forward import QuickAnswer, Start, answer_error
+from devtunnel.agent.local_ws import forward_websocket
 from devtunnel.capture.model import RuleMark
-from devtunnel.net.forward import Forwarder
-from devtunnel.net.recording import ExchangeCapture
-from devtunnel.net.stream import TunnelStream
+from devtunnel.agent.forward import Forwarder
+from devtunnel.agent.recording import ExchangeCapture
+from devtunnel.agent.stream import TunnelStream
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import (
     DataReceived,
@@ -53,7 +53,7 @@ from devtunnel.rules import WIRE_VERSION, rules_to_wire
 from devtunnel.values.request_head import head_problem
 
 if TYPE_CHECKING:
-    from devtunnel.net.agent import Tunnel
+    from devtunnel.agent.service import Tunnel
 
 __all__ = ["Session", "HANDSHAKE_TIMEOUT"]
 

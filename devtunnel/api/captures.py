@@ -20,8 +20,8 @@ from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError
 from devtunnel.export import EXPORTERS, export, options_of
-from devtunnel.net.api_http import ApiError, int_param, json_body, no_content, ok, str_field
-from devtunnel.net.api_shapes import REQUESTS_URI, capture_json
+from devtunnel.api.plumbing import ApiError, int_param, json_body, no_content, ok, str_field
+from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
 from devtunnel.replay import replay
 

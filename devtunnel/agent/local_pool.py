@@ -10,7 +10,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 
-from devtunnel.net.target import Target
+from devtunnel.values.target import Target
 
 __all__ = ["LocalConnection", "LocalPool", "DEFAULT_CONNECT_TIMEOUT", "READ_BUFFER"]
 

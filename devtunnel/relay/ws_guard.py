@@ -23,8 +23,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from devtunnel.net.relay_http import DeadPeerWebSocketProtocol
-from devtunnel.net.sizes import format_size
+from devtunnel.relay.http import DeadPeerWebSocketProtocol
+from devtunnel.values.sizes import format_size
 
 log = logging.getLogger("devtunnel.relay")
 

@@ -21,12 +21,12 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from devtunnel.errors import DevtunnelError, ProtocolError
-from devtunnel.net.relay_headers import forward_request_headers, forward_response_headers, websocket_accept_headers
-from devtunnel.net.relay_http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
-from devtunnel.net.relay_log import PeerErrorLog
-from devtunnel.net.relay_rules import RuleBook, answer_messages, edit_request, edit_response, strip_rule_header
-from devtunnel.net.relay_tunnel import Stream, Tunnel
-from devtunnel.net.sizes import format_size
+from devtunnel.relay.headers import forward_request_headers, forward_response_headers, websocket_accept_headers
+from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
+from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, edit_response, strip_rule_header
+from devtunnel.relay.tunnel import Stream, Tunnel
+from devtunnel.values.sizes import format_size
 from devtunnel.protocol.connection import Connection, ErrorCode
 from devtunnel.protocol.events import Fields, StreamReset, WebSocketClosed
 from devtunnel.rules import Decision

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from devtunnel.net.api_shapes import error_json
+from devtunnel.export.agent_json import error_json
 
 __all__ = ["is_loopback_host", "is_loopback_origin", "LoopbackOnly"]
 

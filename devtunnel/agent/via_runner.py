@@ -4,7 +4,7 @@ The provider (cloudflared, or ssh to localhost.run, pinggy, serveo or your own s
 reach the app directly: the embedded relay listens on one more port pinned to the tunnel
 (``Relay.pin``) and the provider forwards public traffic there, so every request is captured,
 filtered and replayable as with devtunnel's own relay. :class:`ViaRunner` runs the provider as a
-supervised :class:`~devtunnel.net.children.Child` (own process group, bounded log, restarts with
+supervised :class:`~devtunnel.agent.children.Child` (own process group, bounded log, restarts with
 backoff, stopped with the tunnel) and reads the public URL from its output (``Via.url_in``).
 
 Plain ``ssh:`` keeps its URL: the first connection asks for any remote port (``-R 0:...``) and
@@ -24,8 +24,8 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from devtunnel.errors import ConfigError
-from devtunnel.net.children import Child, ChildState
-from devtunnel.net.port_memory import PortMemory
+from devtunnel.agent.children import Child, ChildState
+from devtunnel.agent.port_memory import PortMemory
 from devtunnel.via import Via
 
 __all__ = ["ENV_SSH_OPTIONS", "PinningRelay", "ViaRunner", "ViaStatus", "find_program", "ssh_options"]
@@ -59,7 +59,7 @@ class ViaStatus:
 
 
 class PinningRelay(Protocol):
-    """What the runner needs of the embedded relay (``devtunnel.net.relay.Relay``)."""
+    """What the runner needs of the embedded relay (``devtunnel.relay.server.Relay``)."""
 
     async def pin(self, name: str, port: int = 0) -> int: ...
 

@@ -25,14 +25,14 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from devtunnel import __version__
 from devtunnel.errors import ConfigError, ProtocolError
-from devtunnel.net.names import random_name, validate_name
-from devtunnel.net.relay_http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
-from devtunnel.net.relay_log import PeerErrorLog
-from devtunnel.net.relay_pool import Pool, mix_refusal
-from devtunnel.net.relay_proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
-from devtunnel.net.relay_rules import RuleBook
-from devtunnel.net.relay_tunnel import BufferBudget, Tunnel, send_last_words
-from devtunnel.net.relay_ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
+from devtunnel.values.names import random_name, validate_name
+from devtunnel.relay.http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
+from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.pool import Pool, mix_refusal
+from devtunnel.relay.proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
+from devtunnel.relay.rules import RuleBook
+from devtunnel.relay.tunnel import BufferBudget, Tunnel, send_last_words
+from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
 from devtunnel.protocol.handshake import RULES_ACK

@@ -18,11 +18,11 @@ import httptools
 
 from devtunnel.capture.model import ErrorKind
 from devtunnel.errors import StreamClosedError
-from devtunnel.net.hold import APP_RESTARTING, HoldExpired, HoldGate
-from devtunnel.net.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
-from devtunnel.net.recording import ExchangeCapture
-from devtunnel.net.stream import TunnelStream
-from devtunnel.net.target import Target
+from devtunnel.agent.hold import APP_RESTARTING, HoldExpired, HoldGate
+from devtunnel.agent.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
+from devtunnel.agent.recording import ExchangeCapture
+from devtunnel.agent.stream import TunnelStream
+from devtunnel.values.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
 from devtunnel.values.request_head import field_is_safe

@@ -1,0 +1,1 @@
+"""The relay: the public side of tunnels (uvicorn), routing NAME.DOMAIN to the agent holding NAME."""
