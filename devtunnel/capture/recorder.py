@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from devtunnel.capture.store import Store
     from devtunnel.webhooks.base import Verdict
 
-__all__ = ["Recorder", "Judge"]
+__all__ = ["Recorder", "Judge", "one_malloc_arena"]
 
 log = logging.getLogger("devtunnel.capture")
 
@@ -92,13 +92,16 @@ _TRIM = _malloc_trim()
 _M_ARENA_MAX = -8  # glibc's mallopt() parameter number
 
 
-def _one_malloc_arena() -> None:
+def one_malloc_arena() -> None:
     """Have glibc serve every thread of the process from one arena (where it is glibc).
 
     A body is received in the event loop's thread and written by the recorder's thread; with an
     arena per thread, memory freed by one is not reused by the other: three 1 GiB uploads and
     three downloads in a row peaked about 6 MiB higher. Small objects come from Python's own
     allocator under the GIL, so the threads hardly contend for the one arena.
+
+    It changes the whole process, so a ``Recorder`` does not do it: the agent's entry point
+    (``devtunnel.commands.http``) calls it before it makes its recorder.
     """
     mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is not None:
@@ -191,7 +194,6 @@ class Recorder:
         self._hurry = 0  # flush() calls waiting: write now instead of lingering
         self._listeners: list[Callable[[list[str]], None]] = []
         self._last_error: str | None = None
-        _one_malloc_arena()  # before the thread's first allocation gives it an arena of its own
         self._thread = threading.Thread(target=self._run, name="devtunnel-recorder", daemon=True)
         self._thread.start()
 

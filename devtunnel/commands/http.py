@@ -224,6 +224,7 @@ async def _main(args: argparse.Namespace) -> int:
     store = recorder = None
     webhooks: Any = None
     if record:
+        from devtunnel.capture.recorder import one_malloc_arena
         from devtunnel.capture.store import Recorder, Store
         from devtunnel.config import webhook_context
 
@@ -234,6 +235,7 @@ async def _main(args: argparse.Namespace) -> int:
         section = webhooks.tunnels.get(getattr(args, "config_tunnel", None) or "")
         if section is not None and getattr(args, "name", None):  # ``http payments --name other``
             webhooks = replace(webhooks, tunnels={**webhooks.tunnels, args.name: section})
+        one_malloc_arena()  # before the thread's first allocation gives it an arena of its own
         recorder = Recorder(store, webhooks=webhooks)
         known = set(webhooks.secrets).union(*(t.secrets for t in webhooks.tunnels.values()))
         if known:  # names only: the secrets themselves stay in memory
