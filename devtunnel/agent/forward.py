@@ -21,7 +21,7 @@ from devtunnel.errors import StreamClosedError
 from devtunnel.agent.hold import APP_RESTARTING, HoldExpired, HoldGate
 from devtunnel.agent.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
 from devtunnel.agent.recording import ExchangeCapture
-from devtunnel.agent.stream import TunnelStream
+from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
@@ -198,7 +198,7 @@ class QuickAnswer:
     def __init__(
         self,
         forwarder: Forwarder,
-        stream: TunnelStream,
+        stream: AgentStream,
         head: RequestReceived,
         cap: ExchangeCapture,
         start: Start,
@@ -465,7 +465,7 @@ class Forwarder:
         return start
 
     async def handle(
-        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None = None
+        self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None = None
     ) -> None:
         """Forward one request and its response; every outcome is recorded in ``cap``."""
         try:
@@ -479,7 +479,7 @@ class Forwarder:
         except StreamClosedError as exc:
             cap.fail("client_gone", str(exc))
 
-    async def _forward(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start) -> None:
+    async def _forward(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, start: Start) -> None:
         if start.response is not None:
             # A QuickAnswer sent the head on and read this far: carry on with the body.
             lease = _Lease(self.pool, start.conn)
@@ -550,7 +550,7 @@ class Forwarder:
         finally:
             lease.release(False)
 
-    async def _connect(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> LocalConnection | None:
+    async def _connect(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture) -> LocalConnection | None:
         """A new local connection, or None after answering the failure to the client."""
         gate = self.gate
         try:
@@ -586,7 +586,7 @@ class Forwarder:
             await self._fail_before_head(stream, head, cap, 502, "local_error", message)
         return None
 
-    async def _record_unsent_body(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture) -> None:
+    async def _record_unsent_body(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture) -> None:
         """Record the request body that could not be delivered (up to the cap, for a bounded time).
 
         A webhook that arrived while the local service was down is the one worth replaying
@@ -613,7 +613,7 @@ class Forwarder:
                 return
 
     async def _send_body(
-        self, stream: TunnelStream, conn: LocalConnection, chunked: bool, cap: ExchangeCapture
+        self, stream: AgentStream, conn: LocalConnection, chunked: bool, cap: ExchangeCapture
     ) -> float:
         """Copy the request body from the relay to the local service; returns when it ended."""
         events = stream.events
@@ -684,7 +684,7 @@ class Forwarder:
             response.feed(data)
 
     async def _relay_response(
-        self, stream: TunnelStream, head_only: bool, lease: _Lease, response: _Response, cap: ExchangeCapture
+        self, stream: AgentStream, head_only: bool, lease: _Lease, response: _Response, cap: ExchangeCapture
     ) -> None:
         """Send the response head and body through the stream.
 
@@ -705,7 +705,7 @@ class Forwarder:
         await self._relay_body(stream, lease, response, cap, body)
 
     async def _relay_body(
-        self, stream: TunnelStream, lease: _Lease, response: _Response, cap: ExchangeCapture, body: bytes
+        self, stream: AgentStream, lease: _Lease, response: _Response, cap: ExchangeCapture, body: bytes
     ) -> None:
         """Send the body of a response whose head was sent, starting with ``body`` (parsed, not sent)."""
         assert lease.conn is not None
@@ -734,12 +734,12 @@ class Forwarder:
                 return
             body = response.take_body()
 
-    def _broken_after_head(self, stream: TunnelStream, cap: ExchangeCapture, message: str) -> None:
+    def _broken_after_head(self, stream: AgentStream, cap: ExchangeCapture, message: str) -> None:
         cap.fail("local_error", message)
         stream.reset(ErrorCode.LOCAL_ERROR, message)
 
     async def _fail_before_head(
-        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str,
+        self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str,
         *, retry_after: int | None = None,
     ) -> None:
         """Answer the public client ourselves: the local service gave no usable response."""
@@ -749,7 +749,7 @@ class Forwarder:
 
 
 async def answer_error(
-    stream: TunnelStream, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str, *, head_only: bool = False,
+    stream: AgentStream, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str, *, head_only: bool = False,
     retry_after: int | None = None,
 ) -> None:
     """Send (and record) the agent's own plain-text answer (400, 502, 503, 504), with ``X-Devtunnel-Error: KIND``

@@ -18,7 +18,7 @@ from websockets.http11 import Request as WsRequest
 from devtunnel.errors import StreamClosedError
 from devtunnel.agent.forward import answer_error
 from devtunnel.agent.recording import ExchangeCapture
-from devtunnel.agent.stream import TunnelStream
+from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
 from devtunnel.values.request_head import field_is_safe
@@ -82,7 +82,7 @@ def _subprotocols(headers: Fields) -> list[str]:
 
 
 async def forward_websocket(
-    stream: TunnelStream,
+    stream: AgentStream,
     head: RequestReceived,
     cap: ExchangeCapture,
     *,
@@ -158,7 +158,7 @@ async def forward_websocket(
         cap.ws_closed(ws.close_code)
 
 
-def _accept(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
+def _accept(stream: AgentStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
     fields: list[tuple[bytes, bytes]] = []
     if ws.response is not None:
         fields = [
@@ -172,7 +172,7 @@ def _accept(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) ->
     stream.send_response(101, b"Switching Protocols", tuple(fields), end_stream=False)
 
 
-async def _pump(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
+async def _pump(stream: AgentStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
     """Copy messages both ways until the local side is closed, then pass its close code on."""
     to_local = asyncio.create_task(_client_to_local(stream, cap, ws))
     try:
@@ -197,7 +197,7 @@ async def _pump(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection
     stream.send_ws_close(ws.close_code or 1006, ws.close_reason or "")
 
 
-async def _client_to_local(stream: TunnelStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
+async def _client_to_local(stream: AgentStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
     fragments: list[bytes] = []
     while True:
         event = await stream.events.get()
@@ -218,7 +218,7 @@ async def _client_to_local(stream: TunnelStream, cap: ExchangeCapture, ws: Clien
             return
 
 
-async def _relay_rejection(stream: TunnelStream, cap: ExchangeCapture, exc: InvalidStatus) -> None:
+async def _relay_rejection(stream: AgentStream, cap: ExchangeCapture, exc: InvalidStatus) -> None:
     """The local service answered the upgrade with a normal HTTP response: pass it on."""
     response = exc.response
     fields = tuple(

@@ -34,7 +34,7 @@ from devtunnel.agent.local_ws import forward_websocket
 from devtunnel.capture.model import RuleMark
 from devtunnel.agent.forward import Forwarder
 from devtunnel.agent.recording import ExchangeCapture
-from devtunnel.agent.stream import TunnelStream
+from devtunnel.agent.stream import AgentStream
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import (
     DataReceived,
@@ -77,7 +77,7 @@ class Session:
         self.tunnel = tunnel
         self.ws = ws
         self.conn = Connection(Role.AGENT, initial_window=REQUEST_WINDOW)
-        self.streams: dict[int, TunnelStream] = {}
+        self.streams: dict[int, AgentStream] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.quick: dict[int, QuickAnswer] = {}
         """Streams answered from callbacks, without a task (``forward.QuickAnswer``)."""
@@ -332,7 +332,7 @@ class Session:
         # An HTTP request goes out on a kept-alive local connection first thing: the local
         # service works on it while the rest is set up (and before a task could run).
         start = None if head.websocket or problem else forwarder.start(head)
-        stream = TunnelStream(self, head.stream_id)
+        stream = AgentStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
         tunnel.requests += 1
         cap = ExchangeCapture(tunnel.sink, tunnel.name, head, forwarder.target.url, tunnel.body_cap, live=tunnel.live)
@@ -365,13 +365,13 @@ class Session:
             self._end_decided(head.stream_id, cap)
             return
         # The body that arrived with the head follows in one DATA frame: keep it for the record.
-        stream = TunnelStream(self, head.stream_id)
+        stream = AgentStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
         task = self._loop.create_task(self._collect_decided(stream, cap))
         self.tasks[head.stream_id] = task
         task.add_done_callback(lambda _: self._end_decided(head.stream_id, cap))
 
-    async def _collect_decided(self, stream: TunnelStream, cap: ExchangeCapture) -> None:
+    async def _collect_decided(self, stream: AgentStream, cap: ExchangeCapture) -> None:
         try:
             async with asyncio.timeout(DECIDED_BODY_TIMEOUT):
                 while True:
@@ -393,7 +393,7 @@ class Session:
         self.kick()
         cap.finish()
 
-    def _spawn(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None) -> None:
+    def _spawn(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None) -> None:
         task = self._loop.create_task(self._serve_stream(stream, head, cap, start))
         self.tasks[head.stream_id] = task
         task.add_done_callback(functools.partial(self._stream_done, stream, cap, start))
@@ -413,13 +413,13 @@ class Session:
         # As after a task: the record is built once the flush queued before it went out.
         self._loop.call_soon(quick.cap.finish)
 
-    def _refuse(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
+    def _refuse(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
         """Answer a request that fails the head rule with 400; the local service never sees it."""
         task = self._loop.create_task(self._answer_refusal(stream, head, cap, problem))
         self.tasks[head.stream_id] = task
         task.add_done_callback(functools.partial(self._stream_done, stream, cap, None))
 
-    async def _answer_refusal(self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
+    async def _answer_refusal(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, problem: str) -> None:
         log.debug("tunnel %s: stream %d refused: %s", self.tunnel.name, stream.stream_id, problem)
         message = f"devtunnel refused to forward this request: {problem}\n"
         try:
@@ -434,7 +434,7 @@ class Session:
             cap.end()
 
     async def _serve_stream(
-        self, stream: TunnelStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
+        self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, start: Start | None
     ) -> None:
         tunnel = self.tunnel
         forwarder = self.routed.get(stream.stream_id, tunnel.forwarder)
@@ -459,7 +459,7 @@ class Session:
             cap.end()
 
     def _stream_done(
-        self, stream: TunnelStream, cap: ExchangeCapture, start: Start | None, task: asyncio.Task[None]
+        self, stream: AgentStream, cap: ExchangeCapture, start: Start | None, task: asyncio.Task[None]
     ) -> None:
         """After a stream's task, however it ended (even cancelled before it ever ran)."""
         self.streams.pop(stream.stream_id, None)

@@ -1,8 +1,10 @@
 """One tunnel stream as the agent's handlers see it: events in, flow-controlled sends out.
 
-The tunnel (``net/agent.py``) owns the sans-IO ``Connection`` and the WebSocket to the relay.
+The session (``session.py``) owns the sans-IO ``Connection`` and the WebSocket to the relay.
 It puts each stream's events on that stream's queue and wakes it when the relay gives send
-credit; a handler (``forward.py``, ``local_ws.py``) only talks to its ``TunnelStream``.
+credit; a handler (``forward.py``, ``quick.py``, ``local_ws.py``) only talks to its ``AgentStream``.
+The relay has its own object for its end of each stream, and the protocol's ``Connection`` keeps
+each stream's state; this is only the agent's end.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from devtunnel.errors import StreamClosedError
 from devtunnel.protocol.connection import Connection, ErrorCode
 from devtunnel.protocol.events import Event, Fields
 
-__all__ = ["Link", "TunnelStream", "DRAIN_AFTER"]
+__all__ = ["Link", "AgentStream", "DRAIN_AFTER"]
 
 DRAIN_AFTER = 64 * 1024
 """A send of at least this many bytes (or one that does not end the message) waits until the
@@ -34,8 +36,8 @@ class Link(Protocol):
         """Wait until everything queued so far was handed to the relay socket."""
 
 
-class TunnelStream:
-    """A stream opened by the relay for one public request.
+class AgentStream:
+    """The agent's end of a stream the relay opened for one public request.
 
     Attributes:
         stream_id: the protocol's stream id.
@@ -62,7 +64,7 @@ class TunnelStream:
             events = self._events = asyncio.Queue()
         return events
 
-    # -- called by the tunnel ------------------------------------------------------
+    # -- called by the session -----------------------------------------------------
     def window_opened(self) -> None:
         """The relay gave more send credit (a WindowUpdated event)."""
         if self._window is not None:
