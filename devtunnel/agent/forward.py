@@ -2,24 +2,25 @@
 
 Requests are written by us: the request line and the headers exactly as the public client sent
 them (raw bytes, in order), then the body as it arrives from the relay, chunked when it has no
-Content-Length. Responses are read with ``httptools``; their head and body go back through the
-stream as they come, within the relay's flow-control window. Local connections come from a
-keep-alive pool (``local_pool.py``).
+Content-Length. Responses are read with ``httptools`` (``local_response.py``); their head and
+body go back through the stream as they come, within the relay's flow-control window. Local
+connections come from a keep-alive pool (``local_pool.py``).
+
+``Forwarder.start`` writes the request head from the callback that received the request; a
+request without a body may then be answered from the local connection's callbacks
+(``quick.py``), else ``Forwarder.handle`` carries on in the stream's task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from http import HTTPStatus
-from collections.abc import Callable
-
-import httptools
 
 from devtunnel.capture.model import ErrorKind
 from devtunnel.errors import StreamClosedError
 from devtunnel.agent.hold import APP_RESTARTING, HoldExpired, HoldGate
 from devtunnel.agent.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
+from devtunnel.agent.local_response import NO_BODY_STATUSES, BadResponse, LocalResponse
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
@@ -27,20 +28,13 @@ from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
 from devtunnel.values.request_head import field_is_safe
 
-__all__ = ["Forwarder", "QuickAnswer", "Start", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
-
-log = logging.getLogger("devtunnel.agent")
+__all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
 
 DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
 ERROR_HEADER = b"X-Devtunnel-Error"
-UNSENT_BODY_WAIT = 2.0  # seconds to keep reading a body the local service could not take
 """Header naming the failure on responses the agent makes up itself (502, 504)."""
-
-_NO_BODY_STATUSES = frozenset((204, 304))
-QUICK_MAX = 64 * 1024
-"""Bytes of an unfinished response head a ``QuickAnswer`` lets pile up before it hands the
-request to a task."""
+UNSENT_BODY_WAIT = 2.0  # seconds to keep reading a body the local service could not take
 
 
 class _ClosedEarly(Exception):
@@ -51,110 +45,8 @@ class _ClosedEarly(Exception):
         self.nothing_received = nothing_received
 
 
-class _BadResponse(Exception):
-    """The local service sent something that is not a valid HTTP/1.x response."""
-
-
 class _HeadTimeout(Exception):
     """The local service took longer than the head timeout to answer."""
-
-
-class _HeadDone(Exception):
-    """Raised inside the parser to stop after the head of a response to HEAD."""
-
-
-class _Response:
-    """``httptools`` callbacks collecting one response (1xx interim responses are skipped)."""
-
-    def __init__(self, head_only: bool) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.head_only = head_only
-        self.status = 0
-        self.reason = bytearray()
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.version = "1.1"
-        self.head_done = False
-        self.complete = False
-        self.framed = False
-        """The body length is known (Content-Length or chunked), so EOF before its end is an error."""
-        self.extra = False
-        """Bytes followed the response: the connection cannot be reused."""
-        self.keep_alive = False
-        """The local service keeps the connection open after this response."""
-        self.body: list[bytes] = []
-        self._interim = False
-
-    # httptools callbacks ------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        if self.head_done:
-            self.extra = True
-        self.reason.clear()
-        self.headers.clear()
-
-    def on_status(self, status: bytes) -> None:
-        self.reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            self._interim = True
-            return
-        self.status = status
-        self.version = self.parser.get_http_version()
-        self.head_done = True
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
-                self.framed = True
-        if self.head_only:
-            raise _HeadDone
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._interim:
-            self._interim = False
-            return
-        # Asked here: once the message is complete, llhttp forgets the framing it was based on.
-        self.keep_alive = self.parser.should_keep_alive()
-        self.complete = True
-
-    # ---------------------------------------------------------------------------------
-    def feed(self, data: bytes) -> None:
-        """Parse received bytes. Raises ``_BadResponse`` for invalid HTTP."""
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadDone):
-                # httptools cannot be told the request was HEAD: we stop here, and neither this
-                # parser nor the connection (which may hold bytes we did not parse) is used again.
-                self.complete = True
-                self.extra = True
-                return
-            raise _BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
-        except httptools.HttpParserUpgrade as exc:
-            raise _BadResponse("the local service switched protocols on a plain HTTP request") from exc
-        except httptools.HttpParserError as exc:
-            raise _BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
-
-    def take_body(self) -> bytes:
-        """The body bytes parsed since the last call, joined."""
-        body = self.body
-        if not body:
-            return b""
-        self.body = []
-        return body[0] if len(body) == 1 else b"".join(body)
-
-    def eof(self) -> None:
-        """The local service closed the connection. Raises ``_BadResponse`` if that cut the body."""
-        if self.head_done and not self.complete:
-            if self.framed:
-                raise _BadResponse("the local service closed the connection in the middle of the response body")
-            self.complete = True  # the body was delimited by the end of the connection
 
 
 class Start:
@@ -168,189 +60,10 @@ class Start:
         self.conn = conn
         """A kept-alive connection the request head was written to, or None (connect first)."""
         self.sent_at: float | None = None
-        self.response: _Response | None = None
+        self.response: LocalResponse | None = None
         """A response whose head was sent on already: the task carries on with its body."""
         self.pending = b""
         """Body bytes of ``response`` parsed but not sent yet."""
-
-
-class QuickAnswer:
-    """Answers a request without a body from the local connection's callbacks.
-
-    ``Forwarder.start`` wrote the request head to a kept-alive connection. When the whole
-    response is there (in one read or a few), its head and body go into the stream at once,
-    the connection goes back to the pool, and ``done`` is called: no task, no future, no
-    timer per read.
-
-    Until the response head is complete nothing is taken from the connection: anything this
-    cannot answer (a head longer than ``QUICK_MAX``, a connection that closed or broke, invalid
-    HTTP, the head timeout, a first body part larger than the send window) is handed untouched
-    to ``hand_off``, which runs the ordinary task from the start and sees every byte.
-
-    A head that arrives without the end of its response (a stream of events, a long poll, a
-    slow download) is sent on at once, never held for the rest: the body then follows from
-    here while it comes whole in one more read, else ``hand_off`` gives the task the parsed
-    response (``Start.response``) to carry on with, from the bytes not sent yet.
-    """
-
-    __slots__ = ("forwarder", "stream", "head", "cap", "start", "_done", "_hand_off", "_timer", "_response")
-
-    def __init__(
-        self,
-        forwarder: Forwarder,
-        stream: AgentStream,
-        head: RequestReceived,
-        cap: ExchangeCapture,
-        start: Start,
-        *,
-        done: Callable[[QuickAnswer], None],
-        hand_off: Callable[[QuickAnswer], None],
-    ) -> None:
-        conn = start.conn
-        assert conn is not None and head.end_stream
-        self.forwarder = forwarder
-        self.stream = stream
-        self.head = head
-        self.cap = cap
-        self.start = start
-        self._done = done
-        self._hand_off = hand_off
-        self._timer: asyncio.TimerHandle | None = conn.loop.call_later(forwarder.head_timeout, self.give_up)
-        self._response: _Response | None = None
-        """The response once its head was sent on; its parser has taken every byte read since."""
-        conn.listener = self._on_data
-
-    def give_up(self) -> None:
-        """Hand the request to a task (from the head timeout, or when this cannot answer)."""
-        if self._detach():
-            self._hand_off(self)
-
-    def cancel(self, reason: str) -> None:
-        """The relay reset the stream or the tunnel is going: drop the local connection."""
-        conn = self.start.conn
-        if not self._detach():
-            return
-        assert conn is not None
-        self.start.conn = None
-        conn.abort()
-        self.cap.fail("client_gone", reason)
-        self._done(self)
-
-    def _detach(self) -> bool:
-        """Stop listening; False if that was done already."""
-        conn = self.start.conn
-        if conn is None or conn.listener != self._on_data:
-            return False
-        conn.listener = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        return True
-
-    def _on_data(self) -> None:
-        try:
-            if self._response is None:
-                self._on_head_data()
-            else:
-                self._on_body_data(self._response)
-        except Exception as exc:  # a defect must cost one stream, never the tunnel
-            log.exception("tunnel %s: stream %d failed", self.forwarder.tunnel, self.stream.stream_id)
-            self._fail(f"internal error: {exc!r}", "internal error in the agent")
-
-    def _on_head_data(self) -> None:
-        conn = self.start.conn
-        assert conn is not None
-        data = conn.peek()
-        response = _Response(self.head.method == b"HEAD")
-        try:
-            if data:
-                response.feed(data)
-        except _BadResponse:
-            self.give_up()  # the task parses the same bytes and answers 502
-            return
-        if not response.head_done:
-            if conn.at_eof or len(data) > QUICK_MAX:
-                self.give_up()
-            return
-        body = response.take_body()
-        if response.status in _NO_BODY_STATUSES or self.head.method == b"HEAD":
-            body = b""
-        elif len(body) > self.stream.send_window or (conn.at_eof and not response.complete):
-            self.give_up()  # the task waits for credit, or finds out how the connection ended
-            return
-        # From here on the response is ours: nothing is handed over untouched any more.
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        conn.discard()
-        self._send_head(response, end_stream=response.complete and not body)
-        if response.complete:
-            self._finish(conn, response, body)
-            return
-        self._response = response
-        if body:
-            self._carry_on(response, body)
-
-    def _on_body_data(self, response: _Response) -> None:
-        conn = self.start.conn
-        assert conn is not None
-        data = conn.peek()
-        if not data:
-            if conn.at_eof:
-                self._carry_on(response, b"")  # the task reads the end, or the error, and says so
-            return
-        conn.discard()
-        try:
-            response.feed(data)
-        except _BadResponse as exc:
-            self._fail(str(exc), str(exc))
-            return
-        body = response.take_body()
-        if response.complete and len(body) <= self.stream.send_window:
-            self._finish(conn, response, body)
-        elif body or conn.at_eof:
-            self._carry_on(response, body)
-
-    def _send_head(self, response: _Response, *, end_stream: bool) -> None:
-        cap = self.cap
-        cap.first_byte()
-        headers = tuple(response.headers)
-        reason = bytes(response.reason)
-        cap.response_head(response.status, reason, headers, response.version, exact=True)
-        version = response.version.encode("ascii")
-        self.stream.send_response(response.status, reason, headers, end_stream=end_stream, http_version=version)
-
-    def _finish(self, conn: LocalConnection, response: _Response, body: bytes) -> None:
-        """The whole response is here: send the rest and give the connection back."""
-        self._detach()
-        self.start.conn = None
-        if not response.extra and response.keep_alive:
-            self.forwarder.pool.give_back(conn)
-        else:
-            conn.abort()
-        if body:
-            self.cap.response_body(body)
-            self.stream.send_last(body)
-        elif self._response is not None:
-            self.stream.send_last(b"")  # the head went without the end of the stream
-        self._done(self)
-
-    def _carry_on(self, response: _Response, body: bytes) -> None:
-        """The rest of the body takes waiting (for the service or for credit): a task sends it."""
-        if self._detach():
-            self.start.response = response
-            self.start.pending = body
-            self._hand_off(self)
-
-    def _fail(self, message: str, reason: str) -> None:
-        conn = self.start.conn
-        self._detach()
-        self.start.conn = None
-        if conn is not None:
-            conn.abort()
-        self.cap.fail("local_error", message)
-        self.stream.reset(ErrorCode.LOCAL_ERROR, reason)
-        self._done(self)
 
 
 class _Lease:
@@ -416,7 +129,7 @@ class Forwarder:
         self.head_timeout = head_timeout
         self.pool = LocalPool(target, insecure=insecure, connect_timeout=connect_timeout)
         self.gate: HoldGate | None = None
-        """Set for a tunnel whose app devtunnel runs or that holds requests (``net/hold.py``)."""
+        """Set for a tunnel whose app devtunnel runs or that holds requests (``hold.py``)."""
 
     def close(self) -> None:
         """Close idle local connections."""
@@ -511,7 +224,7 @@ class Forwarder:
                     sent_at = conn.loop.time()
                 if not head.end_stream:
                     lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap))
-                response = _Response(head_only)
+                response = LocalResponse(head_only)
                 try:
                     await self._read_head(conn, response, lease.body_task, sent_at, cap)
                 except _ClosedEarly as exc:
@@ -534,7 +247,7 @@ class Forwarder:
                         return
                     await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
                     return
-                except _BadResponse as exc:
+                except BadResponse as exc:
                     await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
                     return
                 except _HeadTimeout:
@@ -640,7 +353,7 @@ class Forwarder:
     async def _read_head(
         self,
         conn: LocalConnection,
-        response: _Response,
+        response: LocalResponse,
         body_task: asyncio.Task[float] | None,
         sent_at: float,
         cap: ExchangeCapture,
@@ -684,7 +397,7 @@ class Forwarder:
             response.feed(data)
 
     async def _relay_response(
-        self, stream: AgentStream, head_only: bool, lease: _Lease, response: _Response, cap: ExchangeCapture
+        self, stream: AgentStream, head_only: bool, lease: _Lease, response: LocalResponse, cap: ExchangeCapture
     ) -> None:
         """Send the response head and body through the stream.
 
@@ -695,7 +408,7 @@ class Forwarder:
         reason = bytes(response.reason)
         version = response.version.encode("ascii")
         cap.response_head(response.status, reason, headers, response.version, exact=True)
-        no_body = head_only or response.status in _NO_BODY_STATUSES
+        no_body = head_only or response.status in NO_BODY_STATUSES
         body = response.take_body()
         if no_body or (response.complete and not body):
             lease.release(response.complete and not response.extra and response.keep_alive)
@@ -705,7 +418,7 @@ class Forwarder:
         await self._relay_body(stream, lease, response, cap, body)
 
     async def _relay_body(
-        self, stream: AgentStream, lease: _Lease, response: _Response, cap: ExchangeCapture, body: bytes
+        self, stream: AgentStream, lease: _Lease, response: LocalResponse, cap: ExchangeCapture, body: bytes
     ) -> None:
         """Send the body of a response whose head was sent, starting with ``body`` (parsed, not sent)."""
         assert lease.conn is not None
@@ -729,7 +442,7 @@ class Forwarder:
                     response.feed(data)
                 else:
                     response.eof()
-            except _BadResponse as exc:
+            except BadResponse as exc:
                 self._broken_after_head(stream, cap, str(exc))
                 return
             body = response.take_body()

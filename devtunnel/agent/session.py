@@ -29,10 +29,10 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.agent.socket import TunnelSocket
-from devtunnel.agent.forward import QuickAnswer, Start, answer_error
+from devtunnel.agent.forward import Forwarder, Start, answer_error
 from devtunnel.agent.local_ws import forward_websocket
+from devtunnel.agent.quick import QuickAnswer
 from devtunnel.capture.model import RuleMark
-from devtunnel.agent.forward import Forwarder
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
@@ -80,7 +80,7 @@ class Session:
         self.streams: dict[int, AgentStream] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.quick: dict[int, QuickAnswer] = {}
-        """Streams answered from callbacks, without a task (``forward.QuickAnswer``)."""
+        """Streams answered from callbacks, without a task (``quick.QuickAnswer``)."""
         self.routed: dict[int, Forwarder] = {}
         """Streams a ``forward`` rule routed to another of the tunnel's targets."""
         self.goaway: GoAway | None = None

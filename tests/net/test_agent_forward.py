@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtunnel.agent.forward import Forwarder, _BadResponse, _Response
+from devtunnel.agent.forward import Forwarder
+from devtunnel.agent.local_response import BadResponse, LocalResponse
 from devtunnel.values.target import parse_target
 from devtunnel.protocol.events import RequestReceived
 
@@ -45,7 +46,7 @@ def test_request_head_never_lets_a_header_add_lines(bad: tuple[bytes, bytes]) ->
     assert raw == b"GET /p?q=1 HTTP/1.1\r\nHost: h\r\nOk: 1\r\n\r\n"
 
 
-def feed_all(response: _Response, parts: list[bytes]) -> _Response:
+def feed_all(response: LocalResponse, parts: list[bytes]) -> LocalResponse:
     for part in parts:
         response.feed(part)
     return response
@@ -63,45 +64,45 @@ RESPONSES = [
 def test_responses_parse_the_same_however_the_bytes_are_split(raw: bytes, cuts: list[int]) -> None:
     points = sorted({min(c, len(raw)) for c in cuts})
     parts = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)]) if raw[a:b]]
-    whole = feed_all(_Response(head_only=False), [raw])
-    split = feed_all(_Response(head_only=False), parts)
+    whole = feed_all(LocalResponse(head_only=False), [raw])
+    split = feed_all(LocalResponse(head_only=False), parts)
     body = b"".join(whole.body)
     assert (split.status, split.headers, b"".join(split.body), split.complete, split.keep_alive) == (
         whole.status, whole.headers, body, True, True)
 
 
 def test_interim_responses_are_skipped() -> None:
-    r = feed_all(_Response(head_only=False), [RESPONSES[2]])
+    r = feed_all(LocalResponse(head_only=False), [RESPONSES[2]])
     assert (r.status, r.headers, r.take_body()) == (200, [(b"Content-Length", b"2")], b"ok")
 
 
 def test_head_response_stops_after_the_head_and_the_connection_is_not_reused() -> None:
-    r = feed_all(_Response(head_only=True), [b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"])
+    r = feed_all(LocalResponse(head_only=True), [b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"])
     assert r.head_done and r.complete and r.extra
     assert r.headers == [(b"Content-Length", b"1234")]
 
 
 def test_keep_alive_follows_the_response_framing_and_connection_header() -> None:
-    close = feed_all(_Response(head_only=False), [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"])
-    old = feed_all(_Response(head_only=False), [b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    close = feed_all(LocalResponse(head_only=False), [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"])
+    old = feed_all(LocalResponse(head_only=False), [b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"])
     assert close.complete and old.complete and not close.keep_alive and not old.keep_alive
 
 
 def test_end_of_connection_completes_an_unframed_body_but_breaks_a_framed_one() -> None:
-    unframed = feed_all(_Response(head_only=False), [b"HTTP/1.1 200 OK\r\n\r\nuntil close"])
+    unframed = feed_all(LocalResponse(head_only=False), [b"HTTP/1.1 200 OK\r\n\r\nuntil close"])
     unframed.eof()
     assert unframed.complete and unframed.take_body() == b"until close" and not unframed.keep_alive
-    framed = feed_all(_Response(head_only=False), [b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort"])
-    with pytest.raises(_BadResponse, match="middle of the response body"):
+    framed = feed_all(LocalResponse(head_only=False), [b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort"])
+    with pytest.raises(BadResponse, match="middle of the response body"):
         framed.eof()
 
 
 def test_bytes_after_a_complete_response_mark_the_connection_unusable() -> None:
-    r = feed_all(_Response(head_only=False), [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n"])
+    r = feed_all(LocalResponse(head_only=False), [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n"])
     assert r.complete and r.extra
 
 
 @pytest.mark.parametrize("raw", [b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n", b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"])
 def test_invalid_responses_raise_bad_response(raw: bytes) -> None:
-    with pytest.raises(_BadResponse, match="invalid HTTP response"):
-        _Response(head_only=False).feed(raw)
+    with pytest.raises(BadResponse, match="invalid HTTP response"):
+        LocalResponse(head_only=False).feed(raw)

@@ -308,7 +308,7 @@ class _Stop(Exception):
 
 
 def test_httptools_wraps_an_exception_raised_in_a_callback_with_it_as_the_context() -> None:
-    # forward._Response (``_HeadDone``) and relay_http (``_HeadTooLarge``) tell their own stop
+    # local_response.LocalResponse (``_HeadDone``) and relay_http (``_HeadTooLarge``) tell their own stop
     # apart from invalid HTTP by the callback error's __context__.
     class Callbacks:
         def on_header(self, name: bytes, value: bytes) -> None:
@@ -321,7 +321,7 @@ def test_httptools_wraps_an_exception_raised_in_a_callback_with_it_as_the_contex
 
 
 def test_httptools_knows_keep_alive_when_a_response_completes() -> None:
-    # forward._Response asks should_keep_alive() from on_message_complete.
+    # local_response.LocalResponse asks should_keep_alive() from on_message_complete.
     answers: list[bool] = []
 
     class Callbacks:

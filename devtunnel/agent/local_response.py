@@ -1,0 +1,118 @@
+"""The local service's HTTP/1 response, read with ``httptools``.
+
+``LocalResponse`` collects one response from the bytes the local service sends: the status,
+the headers exactly as they came, the body as it is parsed, and whether the connection can be
+used again. Interim (1xx) responses are skipped. The forwarder (``forward.py``) and its quick
+path (``quick.py``) feed it and send what it parsed on through the tunnel stream.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+__all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES"]
+
+NO_BODY_STATUSES = frozenset((204, 304))
+"""Statuses whose responses never have a body."""
+
+
+class BadResponse(Exception):
+    """The local service sent something that is not a valid HTTP/1.x response."""
+
+
+class _HeadDone(Exception):
+    """Raised inside the parser to stop after the head of a response to HEAD."""
+
+
+class LocalResponse:
+    """``httptools`` callbacks collecting one response (1xx interim responses are skipped)."""
+
+    def __init__(self, head_only: bool) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.head_only = head_only
+        self.status = 0
+        self.reason = bytearray()
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.version = "1.1"
+        self.head_done = False
+        self.complete = False
+        self.framed = False
+        """The body length is known (Content-Length or chunked), so EOF before its end is an error."""
+        self.extra = False
+        """Bytes followed the response: the connection cannot be reused."""
+        self.keep_alive = False
+        """The local service keeps the connection open after this response."""
+        self.body: list[bytes] = []
+        self._interim = False
+
+    # httptools callbacks ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.head_done:
+            self.extra = True
+        self.reason.clear()
+        self.headers.clear()
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim = True
+            return
+        self.status = status
+        self.version = self.parser.get_http_version()
+        self.head_done = True
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+                self.framed = True
+        if self.head_only:
+            raise _HeadDone
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        # Asked here: once the message is complete, llhttp forgets the framing it was based on.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.complete = True
+
+    # ---------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Parse received bytes. Raises ``BadResponse`` for invalid HTTP."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadDone):
+                # httptools cannot be told the request was HEAD: we stop here, and neither this
+                # parser nor the connection (which may hold bytes we did not parse) is used again.
+                self.complete = True
+                self.extra = True
+                return
+            raise BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
+        except httptools.HttpParserUpgrade as exc:
+            raise BadResponse("the local service switched protocols on a plain HTTP request") from exc
+        except httptools.HttpParserError as exc:
+            raise BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
+
+    def take_body(self) -> bytes:
+        """The body bytes parsed since the last call, joined."""
+        body = self.body
+        if not body:
+            return b""
+        self.body = []
+        return body[0] if len(body) == 1 else b"".join(body)
+
+    def eof(self) -> None:
+        """The local service closed the connection. Raises ``BadResponse`` if that cut the body."""
+        if self.head_done and not self.complete:
+            if self.framed:
+                raise BadResponse("the local service closed the connection in the middle of the response body")
+            self.complete = True  # the body was delimited by the end of the connection
