@@ -212,7 +212,7 @@ class _Path(_Kind):
 class _RelayUrl(_Kind):
     def check(self, value: object) -> str:
         text: str = super().check(value)
-        from devtunnel.agent.service import relay_connect_url  # loads websockets: only when a URL is set
+        from devtunnel.agent.config import relay_connect_url  # the agent's own reading of a relay URL
 
         try:
             relay_connect_url(text)

@@ -1,7 +1,7 @@
 """One WebSocket connection of a tunnel to its relay, from HELLO to close.
 
 The session owns the sans-IO ``Connection``: it feeds it each message from the relay inside
-the socket's callback (``agent_socket.py``), hands each stream's events to that stream, and
+the socket's callback (``socket.py``), hands each stream's events to that stream, and
 sends everything the streams queued in one turn of the event loop as a single WebSocket
 message, from a ``call_soon`` callback. Each public request runs as its own task
 (``forward.py`` for HTTP, ``local_ws.py`` for WebSockets); a failure costs that stream, never
@@ -53,7 +53,7 @@ from devtunnel.rules import WIRE_VERSION, rules_to_wire
 from devtunnel.values.request_head import head_problem
 
 if TYPE_CHECKING:
-    from devtunnel.agent.service import Tunnel
+    from devtunnel.agent.tunnel import AgentTunnel
 
 __all__ = ["Session", "HANDSHAKE_TIMEOUT"]
 
@@ -73,7 +73,7 @@ batches even on loopback (100 MiB uploads: about 270-360 MiB/s at 1 MiB, 380-510
 class Session:
     """One WebSocket connection of a tunnel to its relay, from HELLO to close."""
 
-    def __init__(self, tunnel: Tunnel, ws: TunnelSocket) -> None:
+    def __init__(self, tunnel: AgentTunnel, ws: TunnelSocket) -> None:
         self.tunnel = tunnel
         self.ws = ws
         self.conn = Connection(Role.AGENT, initial_window=REQUEST_WINDOW)

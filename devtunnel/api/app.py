@@ -39,7 +39,7 @@ from starlette.websockets import WebSocket
 from devtunnel import __version__
 from devtunnel.errors import ConfigError
 from devtunnel.api import captures as api_captures, endpoints as api_endpoints, logs as api_logs, rules as api_rules
-from devtunnel.agent.service import TunnelConfig
+from devtunnel.agent.config import TunnelConfig
 from devtunnel.api.events import EventHub
 from devtunnel.api.plumbing import (
     EXCEPTION_HANDLERS,

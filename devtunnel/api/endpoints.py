@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devtunnel.errors import ConfigError
-from devtunnel.agent.service import TunnelConfig
+from devtunnel.agent.config import TunnelConfig
 from devtunnel.api.plumbing import ApiError, find_tunnel, json_body, no_content, ok, str_field, tunnel_options
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import label_from, validate_name

@@ -27,7 +27,9 @@ from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
 from devtunnel.commands.output import EscapingFormatter, human_duration, safe
 from devtunnel.errors import ConfigError, TunnelError
-from devtunnel.agent.service import AgentService, TunnelConfig, TunnelInfo, TunnelState
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.info import TunnelInfo, TunnelState
+from devtunnel.agent.service import AgentService
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.values.sizes import parse_size

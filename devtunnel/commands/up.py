@@ -15,7 +15,7 @@ from pathlib import Path
 from devtunnel.commands.config import resolve_http
 from devtunnel.config import Settings, TunnelSection
 from devtunnel.errors import ConfigError
-from devtunnel.agent.service import TunnelConfig
+from devtunnel.agent.config import TunnelConfig
 
 __all__ = ["chosen_tunnels", "run", "tunnel_configs"]
 

@@ -19,7 +19,10 @@ import httpx
 import pytest
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
-from devtunnel.agent.service import AgentService, Backoff, TunnelConfig, TunnelState
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.info import TunnelState
+from devtunnel.agent.service import AgentService
+from devtunnel.agent.tunnel import Backoff
 from devtunnel.relay.server import Relay
 from devtunnel.protocol.events import Welcome
 from tests.helpers import async_wait_for

@@ -15,7 +15,8 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from devtunnel.capture.model import Exchange
-from devtunnel.agent.service import Tunnel, TunnelConfig
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.protocol.connection import Connection, Role
 from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
 from tests.helpers import async_wait_for
@@ -107,7 +108,7 @@ async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: py
             await ws.wait_closed()
 
         async with serve(relay, "127.0.0.1", 0) as server:
-            tunnel = Tunnel(
+            tunnel = AgentTunnel(
                 TunnelConfig(target=str(victim_port), name="victim"),
                 relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
                 sink=lambda ex, final: records.append(ex) if final else None,

@@ -15,7 +15,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NameInUseError
-from devtunnel.agent.service import Backoff, Tunnel, TunnelConfig, TunnelInfo, TunnelState
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.info import TunnelInfo, TunnelState
+from devtunnel.agent.tunnel import AgentTunnel, Backoff
 from devtunnel.agent.session import Session
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import DataReceived, Event, Hello, RequestReceived, ResponseReceived
@@ -32,9 +34,9 @@ async def _accept(ws: ServerConnection) -> Connection:
     return conn
 
 
-def _tunnel(local: asyncio.Server, relay: Server, **options: Any) -> Tunnel:
+def _tunnel(local: asyncio.Server, relay: Server, **options: Any) -> AgentTunnel:
     """An agent tunnel from the scripted relay to the local service."""
-    return Tunnel(
+    return AgentTunnel(
         TunnelConfig(target=str(local.sockets[0].getsockname()[1]), name="scripted"),
         relay_url=f"ws://127.0.0.1:{relay.sockets[0].getsockname()[1]}/_devtunnel/connect",
         **{"sink": None, "on_change": lambda info: None, **options},

@@ -13,7 +13,7 @@ import pytest
 import trustme
 import websockets
 
-from devtunnel.agent.service import TunnelConfig
+from devtunnel.agent.config import TunnelConfig
 from tests.helpers import async_wait_for
 from tests.net.api_fixtures import Agent, running_agent
 from tests.net.tunnel_fixtures import local_http

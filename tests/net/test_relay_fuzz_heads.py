@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from devtunnel.agent.service import AgentService, TunnelConfig
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.service import AgentService
 from devtunnel.relay.server import Relay, RelaySettings
 from tests.net.head_fixtures import FORGED, Seen, recording_service
 from tests.net.tunnel_fixtures import TOKEN, LoopThread, parse_response

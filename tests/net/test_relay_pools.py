@@ -23,7 +23,10 @@ import websockets
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
 from devtunnel.errors import ConfigError, NameInUseError, NameTakenError, TunnelError
-from devtunnel.agent.service import AgentService, Backoff, TunnelConfig, TunnelState
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.info import TunnelState
+from devtunnel.agent.service import AgentService
+from devtunnel.agent.tunnel import Backoff
 from devtunnel.api.app import serve_api
 from devtunnel.relay.server import Relay
 from devtunnel.protocol.connection import Connection, ErrorCode, Role

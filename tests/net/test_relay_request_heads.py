@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from devtunnel.agent.service import AgentService, TunnelConfig
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.service import AgentService
 from devtunnel.relay.server import Relay, RelaySettings
 from tests.helpers import async_wait_for
 from tests.net.head_fixtures import FORGED, Seen, recording_service

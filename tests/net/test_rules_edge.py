@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from devtunnel.agent.service import TunnelState
+from devtunnel.agent.info import TunnelState
 from devtunnel.rules import parse_rules
 from tests.net.tunnel_fixtures import Harness, LocalState, local_http, parse_response, relay_and_agent
 

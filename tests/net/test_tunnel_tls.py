@@ -8,7 +8,9 @@ import httpx
 import pytest
 import trustme
 
-from devtunnel.agent.service import AgentService, TunnelConfig, TunnelState
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.info import TunnelState
+from devtunnel.agent.service import AgentService
 from devtunnel.relay.server import Relay, RelaySettings
 from tests.net.tunnel_fixtures import TOKEN, local_http, local_websocket, relay_and_agent
 

@@ -29,7 +29,10 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 from devtunnel.capture.store import Recorder, Store
-from devtunnel.agent.service import AgentService, Backoff, TunnelConfig, TunnelInfo
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.info import TunnelInfo
+from devtunnel.agent.service import AgentService
+from devtunnel.agent.tunnel import Backoff
 from devtunnel.relay.server import Relay, RelaySettings
 from tests.helpers import wait_for
 

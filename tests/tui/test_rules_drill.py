@@ -8,7 +8,8 @@ import pytest
 
 from devtunnel.capture.model import RuleMark
 from devtunnel.capture.store import Recorder, Store
-from devtunnel.agent.service import AgentService, TunnelConfig
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
 from devtunnel.rules import parse_rules
 from devtunnel.tui.screens.detail import DetailScreen, exchange_title

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.app import App, ComposeResult
 
-from devtunnel.agent.service import TunnelInfo, TunnelState
+from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.export.agent_json import tunnel_json
 from devtunnel.agent.via_runner import ViaStatus
 from devtunnel.tui.backend import TunnelView

@@ -1,0 +1,100 @@
+"""What a tunnel is asked to do: ``TunnelConfig``, and the relay URL it connects to.
+
+``relay_connect_url`` turns the relay a user names (``wss://relay.example``, ``https://...``,
+``host:port``) into the WebSocket URL of the relay's agent endpoint, ``CONNECT_PATH``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from devtunnel.errors import ConfigError
+from devtunnel.rules import Rule
+from devtunnel.via import Via, parse_via
+
+__all__ = ["TunnelConfig", "relay_connect_url", "CONNECT_PATH"]
+
+CONNECT_PATH = "/_devtunnel/connect"
+"""Where a relay accepts agent WebSockets."""
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelConfig:
+    """What a tunnel forwards and where it connects.
+
+    Attributes:
+        target: the local service: a port, ``HOST:PORT`` or an ``http(s)://`` URL.
+        name: the tunnel name wanted from the relay (default: a random readable one).
+        relay: the relay URL (``ws(s)://`` or ``http(s)://``); None means the embedded relay.
+        token: the token for the relay.
+        host_header: ``"preserve"`` sends the public Host to the local service, ``"rewrite"``
+            the target's.
+        insecure: do not verify the relay's or an https target's certificate.
+        via: the public URL's provider (``cloudflared``, ``ssh:me@host`` ..., see ``devtunnel.via``);
+            None or ``relay``: the relay's own URL.
+        pool: share ``name`` with the other agents of the same token that ask for it with
+            ``pool`` too: the relay spreads requests over them (``docs/relay.md``, "Pools").
+        rules: the rules the relay enforces for this tunnel (docs/policy.md).
+        run: a shell command that starts the local app; devtunnel watches and restarts it.
+        health: a path on the target answering 2xx/3xx once the app is ready (default: the port accepts).
+        hold: seconds a request waits for the app while it is down, instead of failing (0: no wait).
+    """
+
+    target: str
+    name: str | None = None
+    relay: str | None = None
+    token: str | None = None
+    host_header: str = "preserve"
+    insecure: bool = False
+    via: str | None = None
+    pool: bool = False
+    rules: tuple[Rule, ...] = ()
+    run: str | None = None
+    health: str | None = None
+    hold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.host_header not in ("preserve", "rewrite"):
+            raise ConfigError(f"host_header must be 'preserve' or 'rewrite', not {self.host_header!r}")
+        if self.run is not None and not self.run.strip():
+            raise ConfigError("run must be a command line, not empty text")
+        if not 0 <= self.hold <= 24 * 3600:
+            raise ConfigError(f"hold must be between 0 and 24h, not {self.hold:g} s")
+        if self.pool and not self.name:
+            raise ConfigError("a pool shares a name: give the tunnel one (--name NAME --pool)")
+        if self.provider is not None and self.relay is not None:
+            raise ConfigError(f"--via {self.via} carries traffic through the embedded relay: leave out --relay")
+
+    @property
+    def provider(self) -> Via | None:
+        """The parsed ``via`` when it names a provider to run (None for the relay)."""
+        if self.via is None:
+            return None
+        via = parse_via(self.via)
+        return None if via.kind == "relay" else via
+
+
+def relay_connect_url(relay: str) -> str:
+    """The WebSocket URL of a relay's agent endpoint.
+
+    ``http(s)://`` becomes ``ws(s)://``; a URL without a path gets ``/_devtunnel/connect``.
+
+    Raises:
+        ConfigError: the text is not a relay URL.
+    """
+    text = relay.strip()
+    if "://" not in text:
+        text = "ws://" + text
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"invalid relay URL {relay!r}: {exc}") from exc
+    scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(parts.scheme.lower())
+    if scheme is None:
+        raise ConfigError(f"invalid relay URL {relay!r}: use ws://, wss://, http:// or https://")
+    if not parts.hostname:
+        raise ConfigError(f"invalid relay URL {relay!r}: the host is missing")
+    path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))

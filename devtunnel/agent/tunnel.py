@@ -1,0 +1,407 @@
+"""One tunnel of the agent: a target, a relay, and the loop that keeps them connected.
+
+An ``AgentTunnel`` keeps one WebSocket to its relay (``/_devtunnel/connect``), a ``Session`` at a time,
+and reconnects by itself when it drops, with exponential backoff and full jitter capped at
+``MAX_BACKOFF``, asking for the same name again with the tunnel's instance id, so the relay
+hands the name straight back. A refused token, a name held by another token, or a name held by
+another live agent on the first connection ends the tunnel in ``FAILED`` without retrying; a
+tunnel that was online keeps retrying while another agent holds its name.
+
+The tunnel owns what outlives a connection: its ``Forwarder`` (and one per ``forward`` rule),
+the app it runs (``app_runner.py``), its public-URL provider (``via_runner.py``, set by the
+service) and the count of requests it carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from devtunnel import __version__
+from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
+from devtunnel.errors import (
+    AuthError,
+    ConfigError,
+    NameInUseError,
+    NameTakenError,
+    RelayUnreachableError,
+    TunnelError,
+)
+from devtunnel.agent.socket import TunnelSocket
+from devtunnel.agent.app_runner import AppRunner
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
+from devtunnel.agent.hold import HoldGate
+from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
+from devtunnel.values.names import random_name, validate_name
+from devtunnel.agent.recording import LiveSnapshots
+from devtunnel.agent.session import HANDSHAKE_TIMEOUT, Session
+from devtunnel.values.target import Target, parse_target
+from devtunnel.rules import Rule
+from devtunnel.agent.via_runner import ViaRunner
+
+__all__ = ["AgentTunnel", "Backoff", "MAX_BACKOFF"]
+
+log = logging.getLogger("devtunnel.agent")
+
+MAX_BACKOFF = 30.0
+"""The longest wait between two reconnection attempts, in seconds."""
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: attempt ``n`` waits ``uniform(0, min(cap, base * 2**n))``."""
+
+    base: float = 0.5
+    cap: float = MAX_BACKOFF
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt`` (0-based) of a series of failures."""
+        return self.rng.uniform(0.0, min(self.cap, self.base * (2 ** min(attempt, 32))))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AgentTunnel:
+    """One tunnel: a target, a relay, and the loop that keeps them connected.
+
+    Args:
+        config: what to forward and where to connect.
+        relay_url: the relay's WebSocket URL (``ws(s)://host:port/_devtunnel/connect``).
+        sink: receives exchanges (live snapshots and final records).
+        on_change: called with a ``TunnelInfo`` on every state change.
+        body_cap: bytes of each body to record.
+        live: submit long-running exchanges once early.
+        backoff: the reconnection delays.
+        head_timeout: seconds the local service has to answer.
+    """
+
+    def __init__(
+        self,
+        config: TunnelConfig,
+        *,
+        relay_url: str,
+        sink: Callable[[Exchange, bool], None] | None,
+        on_change: TunnelListener,
+        body_cap: int = DEFAULT_BODY_CAP,
+        live: bool = True,
+        backoff: Backoff | None = None,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    ) -> None:
+        self.config = config
+        self.target: Target = parse_target(config.target)
+        self.name = validate_name(config.name) if config.name else random_name()
+        self.instance = secrets.token_urlsafe(18)
+        """This tunnel's instance id, sent in every HELLO: the relay gives the name straight back
+        to a connection of the same instance (after a network drop), never to another agent
+        while this one answers. A credential of sorts: never logged or shown."""
+        self.relay_url = relay_url
+        self.sink = sink
+        self.body_cap = body_cap
+        self.live = LiveSnapshots() if live else None
+        self.requests = 0
+        self.forwarder = Forwarder(
+            self.name, self.target, host_header=config.host_header, insecure=config.insecure, head_timeout=head_timeout
+        )
+        self.routes: dict[int, Forwarder] = self._routes(config)
+        """The local targets of the tunnel's ``forward`` rules, by rule number: the only places
+        a request the relay routes may go."""
+        self._on_change = on_change
+        self.app: AppRunner | None = None
+        if config.run or config.hold:
+            self.forwarder.gate = HoldGate(config.hold)
+        if config.run:
+            self.app = AppRunner(config.run, self.target, health=config.health, gate=self.forwarder.gate,
+                                 on_change=self._app_changed, env={"DEVTUNNEL_TUNNEL": self.name})
+        self._backoff = backoff or Backoff()
+        self._state = TunnelState.STARTING
+        self._public_url: str | None = None
+        self._error: str | None = None
+        self._next_retry_at: float | None = None
+        self._pool_members: int | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._session: Session | None = None
+        self._first: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.provider: ViaRunner | None = None
+        """The public URL's provider (``--via``), set by the service before ``start``."""
+
+    @property
+    def state(self) -> TunnelState:
+        """The current state."""
+        return self._state
+
+    def info(self) -> TunnelInfo:
+        """A snapshot of the tunnel.
+
+        With a provider, the public URL is the provider's, and the tunnel is online only while
+        both its relay connection and its provider are.
+        """
+        public_url, state, error = self._public_url, self._state, self._error
+        via = self.provider.status if self.provider is not None else None
+        if via is not None:
+            public_url = via.url
+            if state is TunnelState.ONLINE and via.state != "online":
+                if via.state == "failed":
+                    state = TunnelState.FAILED
+                else:
+                    state = TunnelState.RECONNECTING if via.url or via.restarts else TunnelState.STARTING
+                error = via.message or None
+        return TunnelInfo(
+            name=self.name,
+            public_url=public_url,
+            target_url=self.target.url,
+            state=state,
+            next_retry_at=self._next_retry_at,
+            error=error,
+            requests=self.requests,
+            config=self.config,
+            via=via,
+            pool_members=self._pool_members,
+            app=self.app.json(self.config.hold) if self.app is not None else None,
+        )
+
+    def notify(self) -> None:
+        """Tell the listener the tunnel changed (its provider calls this)."""
+        self._on_change(self.info())
+
+    def _app_changed(self) -> None:
+        if self._runner is not None:  # started: subscribers see the app's state with the tunnel's
+            self._on_change(self.info())
+
+    async def start(self) -> TunnelInfo:
+        """Start connecting; return once the tunnel is online or the first attempt failed.
+
+        A relay that cannot be reached is retried in the background (the state is then
+        ``reconnecting``); a refused token or name raises.
+
+        Raises:
+            AuthError, NameTakenError, TunnelError: the relay refused the tunnel.
+        """
+        self._first = asyncio.get_running_loop().create_future()
+        if self.app is not None:
+            self.app.start()
+        self._runner = asyncio.create_task(self._run(), name=f"tunnel-{self.name}")
+        await asyncio.shield(self._first)
+        return self.info()
+
+    async def stop(self) -> None:
+        """Stop the provider, leave the relay and stop reconnecting."""
+        if self.provider is not None:
+            await self.provider.stop()
+        self._stopping = True
+        self._wake.set()
+        session = self._session
+        if session is not None:
+            await session.leave("the agent is stopping")
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        self.forwarder.close()
+        for route in self.routes.values():
+            route.close()
+        if self.live is not None:
+            self.live.close()
+        if self.app is not None:
+            await self.app.stop()
+        self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
+
+    async def restart(self) -> None:
+        """Drop the current connection (if any) and connect again at once."""
+        if self._runner is None or self._runner.done():
+            self._stopping = False
+            self._first = None
+            self._runner = asyncio.create_task(self._run(), name=f"tunnel-{self.name}")
+            return
+        self._wake.set()
+        session = self._session
+        if session is not None:
+            await session.leave("the agent is reconnecting")
+
+    def set_rules(self, rules: tuple[Rule, ...]) -> None:
+        """Replace the tunnel's rules; the relay enforces them at once (or from the next HELLO).
+
+        Raises:
+            TunnelError: the relay this tunnel is connected to does not enforce rules.
+        """
+        session = self._session
+        if session is not None and rules and not session.rules_enforced:
+            raise TunnelError("the relay does not enforce rules (an older devtunnel): upgrade it to use rules")
+        old_routes = self.routes
+        self.config = replace(self.config, rules=rules)
+        self.routes = self._routes(self.config)
+        for route in old_routes.values():
+            route.close()
+        if session is not None and session.rules_enforced:
+            session.send_rules()
+
+    def _routes(self, config: TunnelConfig) -> dict[int, Forwarder]:
+        return {
+            rule.index: Forwarder(
+                self.name, parse_target(rule.target), host_header=config.host_header, insecure=config.insecure,
+                head_timeout=self.forwarder.head_timeout,
+            )
+            for rule in config.rules
+            if rule.action == "forward"
+        }
+
+    def _set(self, state: TunnelState, **changes: Any) -> None:
+        self._state = state
+        for key, value in changes.items():
+            setattr(self, f"_{key}", value)
+        self._on_change(self.info())
+
+    def _settle_first(self, exc: BaseException | None = None) -> None:
+        first = self._first
+        if first is not None and not first.done():
+            if exc is None:
+                first.set_result(None)
+            else:
+                first.set_exception(exc)
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while not self._stopping:
+                try:
+                    reason = await self._connect_once()
+                    attempt = 0
+                except NameInUseError as exc:
+                    if self._public_url is None:  # never online: the name is someone else's
+                        self._fail(exc)
+                        return
+                    # Ours a moment ago (a rival took it while we were away): wait for it.
+                    reason = str(exc)
+                except (AuthError, NameTakenError) as exc:
+                    self._fail(exc)
+                    return
+                except RelayUnreachableError as exc:
+                    reason = str(exc)
+                except (TunnelError, ConfigError) as exc:
+                    self._fail(exc)
+                    return
+                except Exception as exc:  # a defect: say so once rather than retry it forever
+                    log.exception("tunnel %s: unexpected failure", self.name)
+                    self._fail(TunnelError(f"unexpected failure: {exc!r}"))
+                    return
+                if self._stopping:
+                    return
+                await self._wait_before_retry(attempt, reason)
+                attempt += 1
+        finally:
+            self._session = None
+            self._settle_first()
+
+    def _fail(self, exc: TunnelError | ConfigError) -> None:
+        log.error("tunnel %s: %s (not retrying)", self.name, exc)
+        self._set(TunnelState.FAILED, error=str(exc), next_retry_at=None)
+        self._settle_first(exc)
+
+    async def _wait_before_retry(self, attempt: int, reason: str) -> None:
+        if self._wake.is_set():  # restart() asked for a new connection now
+            self._wake.clear()
+            self._set(TunnelState.RECONNECTING, error=None, next_retry_at=None)
+            log.warning("tunnel %s: reconnecting now", self.name)
+            return
+        delay = self._backoff.delay(attempt)
+        at = time.time() + delay
+        self._set(TunnelState.RECONNECTING, error=reason, next_retry_at=at)
+        self._settle_first()
+        log.warning(
+            "tunnel %s: %s; reconnecting in %.1f s (at %s)",
+            self.name, reason, delay, time.strftime("%H:%M:%S", time.localtime(at)),
+        )
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _connect_once(self) -> str:
+        """One connection: open, handshake, serve. Returns why it ended (to retry)."""
+        ws = await self._open_socket()
+        session = Session(self, ws)
+        try:
+            welcome = await session.handshake(self.config.token or "", self.name, self.instance, pool=self.config.pool)
+        except BaseException:
+            await ws.close()
+            raise
+        if self.config.pool and welcome.pool is None:
+            await session.leave("this agent asked for a pool")
+            raise TunnelError(
+                f"the relay at {self.relay_url} does not support pools (it said nothing of --pool): upgrade the"
+                " relay, or run this agent without --pool"
+            )
+        self.name = welcome.name
+        self.forwarder.tunnel = welcome.name
+        for route in self.routes.values():
+            route.tunnel = welcome.name
+        self._session = session
+        was_online_before = self._public_url is not None
+        self._set(
+            TunnelState.ONLINE, public_url=welcome.url, error=None, next_retry_at=None, pool_members=welcome.pool
+        )
+        if was_online_before:
+            log.warning("tunnel %s: back online at %s", self.name, welcome.url)
+        self._settle_first()
+        try:
+            return await session.serve()
+        finally:
+            self._session = None
+            self._pool_members = None
+
+    def pool_changed(self, members: int) -> None:
+        """The relay says how many agents share this tunnel's name now."""
+        if self._state is TunnelState.ONLINE and members != self._pool_members:
+            self._set(TunnelState.ONLINE, pool_members=members)
+
+    async def _open_socket(self) -> TunnelSocket:
+        parts = urlsplit(self.relay_url)
+        options: dict[str, Any] = {}
+        if parts.scheme == "wss":
+            ctx = ssl.create_default_context()
+            if self.config.insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            options["ssl"] = ctx
+        if _is_loopback(parts.hostname or ""):
+            options["proxy"] = None
+        try:
+            return await connect(  # type: ignore[return-value]
+                self.relay_url,
+                create_connection=TunnelSocket,
+                compression=None,
+                max_size=None,
+                open_timeout=HANDSHAKE_TIMEOUT,
+                close_timeout=2,
+                user_agent_header=f"devtunnel/{__version__}",
+                **options,
+            )
+        except InvalidURI as exc:
+            raise ConfigError(f"invalid relay URL {self.relay_url!r}: {exc}") from exc
+        except TimeoutError as exc:
+            raise RelayUnreachableError(f"the relay at {self.relay_url} did not answer in time") from exc
+        except (OSError, InvalidHandshake) as exc:
+            raise RelayUnreachableError(f"cannot reach the relay at {self.relay_url}: {exc}") from exc
