@@ -1,39 +1,41 @@
 """One WebSocket connection of a tunnel to its relay, from HELLO to close.
 
 The session owns the sans-IO ``Connection``: it feeds it each message from the relay inside
-the socket's callback (``socket.py``), hands each stream's events to that stream, and
-sends everything the streams queued in one turn of the event loop as a single WebSocket
-message, from a ``call_soon`` callback. Each public request runs as its own task
-(``forward.py`` for HTTP, ``local_ws.py`` for WebSockets); a failure costs that stream, never
-the tunnel.
+the socket's callback (``socket.py``), hands each stream's events to that stream
+(``stream.AgentStream``), and sends everything the streams queued in one turn of the event loop
+as a single WebSocket message, from a ``call_soon`` callback. Each public request runs as its
+own task (``forward.py`` for HTTP, ``local_ws.py`` for WebSockets), or is answered from the
+local connection's callbacks (``quick.py``); a failure costs that stream, never the tunnel.
+
+The session reads and counts what it needs of its tunnel through ``TunnelContext``; what the
+relay decided (a rule's mark on a request, a GOAWAY) is read by ``relay_signals.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from websockets.exceptions import ConnectionClosedOK
 
 from devtunnel import __version__
 from devtunnel.errors import (
-    AuthError,
-    NameInUseError,
-    NameTakenError,
     ProtocolError,
     RelayUnreachableError,
     StreamClosedError,
     TunnelError,
 )
 from devtunnel.agent.socket import TunnelSocket
+from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.forward import Forwarder, Start, answer_error
 from devtunnel.agent.local_ws import forward_websocket
 from devtunnel.agent.quick import QuickAnswer
-from devtunnel.capture.model import RuleMark
-from devtunnel.agent.recording import ExchangeCapture
+from devtunnel.agent.relay_signals import FINAL_GOAWAYS, goaway_error, rule_of
+from devtunnel.capture.model import Exchange, RuleMark
+from devtunnel.agent.recording import ExchangeCapture, LiveSnapshots
 from devtunnel.agent.stream import AgentStream
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import (
@@ -52,10 +54,7 @@ from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.rules import WIRE_VERSION, rules_to_wire
 from devtunnel.values.request_head import head_problem
 
-if TYPE_CHECKING:
-    from devtunnel.agent.tunnel import AgentTunnel
-
-__all__ = ["Session", "HANDSHAKE_TIMEOUT"]
+__all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -70,10 +69,33 @@ Larger than the protocol's 1 MiB default: with 1 MiB a large upload waited for c
 batches even on loopback (100 MiB uploads: about 270-360 MiB/s at 1 MiB, 380-510 at 4 MiB)."""
 
 
+class TunnelContext(Protocol):
+    """What a session uses of its tunnel (``tunnel.AgentTunnel`` is one).
+
+    Read when needed, never copied: the name changes with the relay's WELCOME, the config and
+    the routes with the tunnel's rules.
+    """
+
+    name: str
+    config: TunnelConfig
+    """Its rules (sent in HELLO and RULES), and how a WebSocket reaches the target."""
+    forwarder: Forwarder
+    routes: dict[int, Forwarder]
+    """The targets of the tunnel's ``forward`` rules, by rule number."""
+    sink: Callable[[Exchange, bool], None] | None
+    body_cap: int
+    live: LiveSnapshots | None
+    requests: int
+    """Streams carried since the tunnel started: the session counts each request it opens."""
+
+    def pool_changed(self, members: int) -> None:
+        """The relay says how many agents share the tunnel's name now."""
+
+
 class Session:
     """One WebSocket connection of a tunnel to its relay, from HELLO to close."""
 
-    def __init__(self, tunnel: AgentTunnel, ws: TunnelSocket) -> None:
+    def __init__(self, tunnel: TunnelContext, ws: TunnelSocket) -> None:
         self.tunnel = tunnel
         self.ws = ws
         self.conn = Connection(Role.AGENT, initial_window=REQUEST_WINDOW)
@@ -163,7 +185,7 @@ class Session:
                     events = events[i + 1 :]
                     break
                 if isinstance(event, GoAway):
-                    self._welcome.set_exception(_goaway_error(event))
+                    self._welcome.set_exception(goaway_error(event))
                     return
             else:
                 return
@@ -251,8 +273,8 @@ class Session:
             await self.close_streams()
             await self.ws.close()
         if self.goaway is not None:
-            if self.goaway.code in _FINAL_GOAWAYS:
-                raise _goaway_error(self.goaway)
+            if self.goaway.code in FINAL_GOAWAYS:
+                raise goaway_error(self.goaway)
             if self.goaway.code == ErrorCode.NAME_IN_USE:
                 reason = f"the relay gave the name to another connection: {self.goaway.reason or 'no reason given'}"
             else:
@@ -316,7 +338,7 @@ class Session:
         forwarder = tunnel.forwarder
         mark: RuleMark | None = None
         if self.rules_enforced:
-            head, mark, status = _rule_of(head)
+            head, mark, status = rule_of(head)
             if mark is not None and mark.action != "forward":
                 self._record_decided(head, mark, status)
                 return
@@ -474,53 +496,3 @@ class Session:
         # The record is built and handed on after the last frames went out: their flush was
         # queued before this callback, so recording never delays the response.
         cap.finish()
-
-
-_RULE_HEADER = b"devtunnel-rule"
-
-
-def _rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, int]:
-    """The head without the relay's ``devtunnel-rule`` header, the rule it names, and the
-    status the relay answered with (0: none, or the connection was dropped)."""
-    value = None
-    for name, v in head.headers:
-        if name == _RULE_HEADER:
-            value = v
-            break
-    if value is None:
-        return head, None, 0
-    head = dataclasses.replace(head, headers=tuple((n, v) for n, v in head.headers if n != _RULE_HEADER))
-    parts = value.decode("latin-1").split(";")
-    if len(parts) < 3 or parts[0] not in ("relay", "tunnel") or not parts[1].isdigit() or not parts[2]:
-        return head, None, 0
-    status = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() and len(parts[3]) <= 3 else 0
-    return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status
-
-
-# GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means a relay
-# older than NAME_IN_USE handed the name to another agent with the same token: taking it back
-# would only start a tug of war between the two. (Newer relays say NAME_IN_USE, and only to a
-# connection that is stale: that one reconnects, and waits while a live agent holds the name.)
-_FINAL_GOAWAYS = frozenset(
-    (ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR, ErrorCode.RULES_REFUSED)
-)
-
-
-def _goaway_error(event: GoAway) -> TunnelError:
-    reason = event.reason or "no reason given"
-    if event.code == ErrorCode.AUTH_FAILED:
-        return AuthError(f"the relay refused the token: {reason}")
-    if event.code == ErrorCode.NAME_TAKEN:
-        return NameTakenError(f"the relay refused the tunnel name: {reason}")
-    if event.code == ErrorCode.NAME_IN_USE:
-        return NameInUseError(
-            f"the relay refused the tunnel name: {reason}. Stop the agent using it, or pick another name"
-            " (devtunnel http PORT --name OTHER-NAME, or no --name for a random one)"
-        )
-    if event.code == ErrorCode.UNSUPPORTED_VERSION:
-        return TunnelError(f"the relay speaks another protocol version: {reason}")
-    if event.code == ErrorCode.RULES_REFUSED:
-        return TunnelError(f"the relay refused the tunnel's rules: {reason}")
-    if event.code == ErrorCode.NO_ERROR:
-        return TunnelError(f"the relay ended the tunnel: {reason}")
-    return RelayUnreachableError(f"the relay turned the tunnel away: {reason}")
