@@ -45,7 +45,7 @@ import tomli_w
 from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, default_db_path
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import validate_name
-from devtunnel.values.sizes import parse_size
+from devtunnel.values.sizes import parse_size, size_text
 from devtunnel.values.target import parse_target
 from devtunnel.rules import Rule, RulesError, parse_rules, rules_to_tables
 from devtunnel.webhooks import BUILTIN, CustomProvider
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from devtunnel.webhooks.context import WebhookContext
 from devtunnel.values.durations import format_duration, parse_duration
 from devtunnel.values.health_path import health_path_problem
+from devtunnel.values.http1 import is_token
 
 __all__ = [
     "AgentSection",
@@ -74,7 +75,6 @@ __all__ = [
     "masked",
     "project_file",
     "set_value",
-    "size_text",
     "to_toml",
     "user_file",
     "webhook_context",
@@ -291,7 +291,6 @@ class _Duration(_Kind):
 class _HeaderNames(_Kind):
     """Header names: a TOML array of strings (typed text: names separated by commas)."""
 
-    _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
     def check(self, value: object) -> tuple[str, ...]:
         if isinstance(value, str):
@@ -299,7 +298,7 @@ class _HeaderNames(_Kind):
         if not isinstance(value, list | tuple):
             raise ValueError(f"expected a list of header names such as [\"X-Build\"], got {_shown(value)}")
         for name in value:
-            if not isinstance(name, str) or not self._TOKEN.fullmatch(name):
+            if not isinstance(name, str) or not is_token(name):
                 raise ValueError(f"expected header names such as X-Build, got {_shown(name)}")
         return tuple(value)
 
@@ -926,14 +925,6 @@ def with_flags(settings: Settings, flags: Mapping[str, tuple[str, object]]) -> S
 
 
 # Writing ------------------------------------------------------------------------------------
-
-
-def size_text(n: int) -> object:
-    """A byte count as ``parse_size`` reads it back: ``"10mb"`` when whole, else the integer."""
-    for unit, factor in (("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10)):
-        if n and n % factor == 0:
-            return f"{n // factor}{unit}"
-    return n
 
 
 def masked(token: str) -> str:

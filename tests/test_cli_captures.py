@@ -21,7 +21,8 @@ from devtunnel.capture.model import Exchange, WsMessage
 from devtunnel.commands.http import exchange_line
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.capture.store import Store
-from devtunnel.commands.output import Column, display_width, hex_preview, human_duration, human_size, safe, table, truncate
+from devtunnel.commands.output import Column, display_width, hex_preview, human_duration, safe, table, truncate
+from devtunnel.values.sizes import format_size
 from tests.net.api_fixtures import HOSTILE_PATH, PNG, Seen, echo_service, make_exchange, sample_exchanges
 
 # -- terminal-safe output ------------------------------------------------------------------
@@ -98,8 +99,8 @@ def test_table_escapes_hostile_cells() -> None:
 
 
 def test_human_units() -> None:
-    assert human_size(999) == "999 B"
-    assert human_size(1536) == "1.5 KB"
+    assert format_size(999) == "999 B"
+    assert format_size(1536) == "1.5 KiB"
     assert human_duration(None) == "-"
     assert human_duration(0.0123) == "12.3 ms"
     assert human_duration(2.5) == "2.50 s"
@@ -453,7 +454,7 @@ def test_show_says_when_only_part_of_a_body_was_recorded(captures: Captures) -> 
     store = Store(captures.db)
     store.put(ex)
     store.close()
-    assert "[body cut (first 1.0 KB of 50.0 MB recorded)]" in cli(captures, "show", ex.id).stdout
+    assert "[body cut (first 1 KiB of 50 MiB recorded)]" in cli(captures, "show", ex.id).stdout
 
 
 def test_requests_json_has_exactly_the_summary_of_each_exchange(captures: Captures) -> None:

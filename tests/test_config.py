@@ -23,12 +23,12 @@ from devtunnel.config import (
     Settings,
     load,
     set_value,
-    size_text,
     to_toml,
     with_flags,
 )
 from devtunnel.errors import ConfigError
 from devtunnel.values.sizes import parse_size
+from devtunnel.values.sizes import size_text
 from tests.helpers import free_port
 from tests.net.test_agent_command import FORWARDING, Proc, local, procs  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState

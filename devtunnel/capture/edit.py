@@ -46,7 +46,7 @@ from typing import Any
 from devtunnel.capture.jsonpath import apply_assignments, parse_assignment
 from devtunnel.capture.model import Exchange, Headers, Request
 from devtunnel.errors import ConfigError, ReplayError
-from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, connection_listed
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, connection_listed, is_token
 
 __all__ = ["JSON_FIELDS", "Edit", "framed_headers"]
 
@@ -54,7 +54,6 @@ JSON_FIELDS = ("method", "path", "headers", "set_headers", "remove_headers", "bo
                "as_captured")
 """The keys of an edit's JSON form."""
 
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _BAD_TARGET_RE = re.compile(rb"[\x00-\x20\x7f]")
 
@@ -71,7 +70,7 @@ def _name(name: object, where: str) -> str:
         name = name.decode("latin-1")
     if not isinstance(name, str):
         raise ReplayError(f"{where}: a header name must be text, not {type(name).__name__}")
-    if not _TOKEN_RE.fullmatch(name):
+    if not is_token(name):
         raise ReplayError(f"{where}: invalid header name {name!r}: a name is a token like X-Debug"
                           " (letters, digits and !#$%&'*+-.^_`|~; no spaces or colons)")
     return name
@@ -161,7 +160,7 @@ class Edit:
         if self.method is not None:
             if not isinstance(self.method, str):
                 raise ReplayError(f"the method must be text, not {type(self.method).__name__}")
-            if not _TOKEN_RE.fullmatch(self.method):
+            if not is_token(self.method):
                 raise ReplayError(f"invalid method {self.method!r}: a method is a token like GET or POST")
         if self.target is not None:
             target = _bytes(self.target, "the target")
@@ -218,7 +217,7 @@ class Edit:
         """
         original = exchange.request
         method = self.method if self.method is not None else original.method
-        if not _TOKEN_RE.fullmatch(method):
+        if not is_token(method):
             raise ReplayError(f"cannot replay with method {method!r}: a method is a token like GET or POST")
         target = self.target if self.target is not None else original.target
         if not target or _BAD_TARGET_RE.search(target):

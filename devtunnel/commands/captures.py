@@ -33,7 +33,6 @@ from devtunnel.commands.output import (
     err,
     hex_preview,
     human_duration,
-    human_size,
     safe,
     table,
 )
@@ -44,6 +43,7 @@ from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json, status_text
 from devtunnel.replay import replay_many
+from devtunnel.values.sizes import format_size
 
 __all__ = ["run"]
 
@@ -161,7 +161,7 @@ def _requests(args: argparse.Namespace) -> int:
             r.method,
             _status_cell(r),
             human_duration(r.duration),
-            human_size(r.size),
+            format_size(r.size),
             (replay_mark(r) or _rule_mark(r)) + r.target,
         ]
         for r in rows
@@ -190,7 +190,7 @@ def _is_text(data: bytes) -> bool:
 def _body_lines(message: Request | Response) -> list[str]:
     if not message.body and not message.body_size:
         return []
-    cut = f" (first {human_size(len(message.body))} of {human_size(message.body_size)} recorded)" if message.body_truncated else ""
+    cut = f" (first {format_size(len(message.body))} of {format_size(message.body_size)} recorded)" if message.body_truncated else ""
     if _is_text(message.body):
         text = message.body.decode("utf-8")
         if "json" in message.content_type:
@@ -249,7 +249,7 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
                 preview = safe(m.payload.decode("utf-8", "replace"))
             else:
                 preview = "binary " + m.payload[:32].hex(" ")
-            lines.append(f"{when} {arrow} {human_size(m.size):>8}  {preview}")
+            lines.append(f"{when} {arrow} {format_size(m.size):>8}  {preview}")
     return lines
 
 
@@ -323,7 +323,7 @@ def _export(args: argparse.Namespace) -> int:
     for name, data in result.files.items():
         path = _side_file(folder, name)
         _write(path, data)
-        print(f"wrote {safe(str(path))} ({human_size(len(data))})", file=sys.stderr)
+        print(f"wrote {safe(str(path))} ({format_size(len(data))})", file=sys.stderr)
     if out is not None:
         print(f"wrote {safe(str(out))}", file=sys.stderr)
         return 0

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from devtunnel.values.terminal import escape
 
-__all__ = ["safe", "display_width", "truncate", "Column", "table", "human_size", "human_duration", "hex_preview",
+__all__ = ["safe", "display_width", "truncate", "Column", "table", "human_duration", "hex_preview",
            "err", "EscapingFormatter"]
 
 
@@ -132,18 +132,6 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int |
         # Past the point where columns can go or shrink, the line itself is cut: it never wraps.
         lines.append(truncate("  ".join(parts).rstrip(), width))
     return lines
-
-
-def human_size(n: int) -> str:
-    """``1234`` -> ``"1.2 KB"``; bytes below 1 KB are shown exactly."""
-    if n < 1024:
-        return f"{n} B"
-    size = float(n)
-    for unit in ("KB", "MB", "GB", "TB"):
-        size /= 1024
-        if size < 1024 or unit == "TB":
-            break
-    return f"{size:.1f} {unit}"
 
 
 def human_duration(seconds: float | None) -> str:

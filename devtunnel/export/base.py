@@ -24,14 +24,12 @@ __all__ = [
     "Destination",
     "safe_text",
     "file_stem",
-    "TOKEN_RE",
     "base_url_parts",
     "destination",
     "prepared",
     "require_exchanges",
 ]
 
-TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 """An HTTP token (RFC 9110 section 5.6.2): what a header name or method may be."""
 
 

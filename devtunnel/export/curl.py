@@ -30,8 +30,8 @@ from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange, Request
 from devtunnel.errors import ExportError
-from devtunnel.export.base import TOKEN_RE, Export, destination, file_stem, prepared, safe_text
-from devtunnel.values.http1 import FRAMING, has_field
+from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text
+from devtunnel.values.http1 import FRAMING, has_field, is_token
 
 __all__ = ["export_curl", "INLINE_LIMIT"]
 
@@ -126,7 +126,7 @@ def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: st
 
 def _add_method(cmd: _Command, request: Request) -> None:
     method = request.method
-    if not TOKEN_RE.match(method.encode("latin-1", "replace")):
+    if not is_token(method):
         raise ExportError(f"method {method!r} is not an HTTP token; curl cannot send it")
     if _sends_body(request):
         if method != "POST":  # --data-binary makes curl POST
@@ -143,7 +143,7 @@ def _add_headers(cmd: _Command, exchange: Exchange) -> None:
     for index, (name, value) in enumerate(request.headers.fields):
         lower = name.lower()
         present.add(lower)
-        if not TOKEN_RE.match(name):
+        if not is_token(name):
             raise ExportError(f"exchange {exchange.id}: header name {name!r} is not an HTTP token; curl cannot send it")
         if any(b in value for b in b"\r\n\x00"):
             raise ExportError(f"exchange {exchange.id}: header {name!r} holds CR, LF or NUL; curl cannot send it")

@@ -19,9 +19,9 @@ from urllib.parse import quote, urlsplit
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.export.base import TOKEN_RE, Export, destination, file_stem, prepared, safe_text
+from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text
 from devtunnel.export.curl import INLINE_LIMIT
-from devtunnel.values.http1 import FRAMING
+from devtunnel.values.http1 import FRAMING, is_token
 
 __all__ = ["export_httpie"]
 
@@ -42,7 +42,7 @@ def _url(exchange: Exchange, base_url: str | None, local: bool) -> str:
 
 
 def _header_item(exchange: Exchange, name: bytes, value: bytes) -> str:
-    if not TOKEN_RE.match(name):
+    if not is_token(name):
         raise ExportError(f"exchange {exchange.id}: header name {name!r} is not an HTTP token")
     text = safe_text(value)
     if text is None:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
+from devtunnel.values.http1 import is_token
 
 __all__ = [
     "REDACTED",
@@ -88,7 +89,6 @@ _FIELD_NAMES = frozenset({"apikey", "accesskey", "secretkey", "privatekey", "sig
 _KEY_KINDS = frozenset({"api", "access", "secret", "private", "signing", "client", "auth", "encryption", "license"})
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _AUTH_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+\-.^_`|~]*) +\S")
-_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _JSON_TOKEN_RE = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"(\s*:)?', re.S)  # a string, and the colon of a member name
 _REDACTED_JSON = json.dumps(REDACTED)
 _JSON_SPACE = " \t\r\n"
@@ -150,12 +150,12 @@ def _redact_value(key: str, value: bytes) -> bytes:
     elif key == "cookie":
         # Keep the cookie names, which are not secret and say which session it was.
         names = [part.split("=", 1)[0].strip() for part in text.split(";") if part.strip()]
-        if names and all(_TOKEN_RE.match(n) for n in names):
+        if names and all(is_token(n) for n in names):
             return "; ".join(f"{n}={REDACTED}" for n in names).encode()
     elif key == "set-cookie":
         first, sep, attrs = text.partition(";")
         cookie_name = first.split("=", 1)[0].strip()
-        if "=" in first and _TOKEN_RE.match(cookie_name):
+        if "=" in first and is_token(cookie_name):
             return f"{cookie_name}={REDACTED}{sep}{attrs}".encode("latin-1")
     return REDACTED.encode()
 

@@ -8,13 +8,10 @@ header names are written lowercased by uvicorn.
 from __future__ import annotations
 
 from devtunnel.protocol.events import Fields
+from devtunnel.values.http1 import HOP_BY_HOP
 
 Header = tuple[bytes, bytes]
 
-#: Headers that describe one connection and must not travel past it (RFC 9110 section 7.6.1).
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)
 # What a request loop must look at: hop-by-hop headers, headers the relay sets, and the ones
 # that belong to the public WebSocket handshake (already settled between client and relay).
 _REQUEST_SPECIAL = HOP_BY_HOP | {

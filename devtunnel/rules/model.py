@@ -21,6 +21,7 @@ from typing import Any
 
 from devtunnel.capture.filters import Filter, parse
 from devtunnel.errors import ConfigError, FilterSyntaxError
+from devtunnel.values.http1 import is_token
 
 WIRE_VERSION = 1
 """Version of the rules a HELLO carries (``docs/protocol.md``, "Rules")."""
@@ -36,7 +37,6 @@ _RESPONSE_FIELDS = ("Status", "Duration", "Size", "ResponseBody", "Error", "Repl
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m)?")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 MAX_RULES = 256
 MAX_BODY = 64 * 1024
 
@@ -316,7 +316,7 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
                 raise _Problem(side, f"takes {side}.set (a table of headers) and {side}.remove (a list of names)")
             fields[f"{side}_set"] = _header_table(spec.get("set", {}), f"{side}.set")
             remove = spec.get("remove", [])
-            if not isinstance(remove, list) or not all(isinstance(n, str) and _HEADER_NAME.fullmatch(n) for n in remove):
+            if not isinstance(remove, list) or not all(isinstance(n, str) and is_token(n) for n in remove):
                 raise _Problem(f"{side}.remove", "must be a list of header names")
             fields[f"{side}_remove"] = tuple(n.lower() for n in remove)
     return Rule(**fields)
@@ -456,7 +456,7 @@ def _header_table(value: object, key: str) -> tuple[Header, ...]:
         raise _Problem(key, "must be a table of header names to values")
     out = []
     for name, text in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        if not isinstance(name, str) or not is_token(name):
             raise _Problem(key, f"{name!r} is not a valid header name")
         if not isinstance(text, str) or any(c in text for c in "\r\n\0") or not all(ord(c) < 256 for c in text):
             raise _Problem(key, f"the value of {name} must be one line of Latin-1 text")

@@ -29,6 +29,7 @@ from devtunnel.capture.model import Request, Response
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.values.terminal import as_text, escape
 from devtunnel.webhooks.base import Signature, Verdict
+from devtunnel.values.sizes import format_size
 
 __all__ = [
     "BodyKind",
@@ -49,7 +50,6 @@ __all__ = [
     "pretty_json",
     "pretty_xml",
     "hex_row",
-    "human_size",
     "highlight_json_line",
     "highlight_xml_line",
     "format_timestamp",
@@ -97,18 +97,6 @@ def escape_line(line: str) -> str:
 def safe_text(value: str, style: str | Style = "") -> Text:
     """Captured text as a one-line ``Text`` that shows exactly what was received (no markup)."""
     return as_text(value, style)
-
-
-def human_size(size: int) -> str:
-    """``1023 B``, ``1.5 KiB``, ``10.0 MiB``."""
-    if size < 1024:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-    return f"{value:.1f} TiB"
 
 
 # ---------------------------------------------------------------------------- classification
@@ -477,15 +465,15 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
     body = message.body
     notes: list[str] = []
     if message.body_truncated or message.body_size > len(body):
-        notes.append(f"truncated: recorded the first {human_size(len(body))} of {human_size(message.body_size)}")
-    size = human_size(max(message.body_size, len(body)))
+        notes.append(f"truncated: recorded the first {format_size(len(body))} of {format_size(message.body_size)}")
+    size = format_size(max(message.body_size, len(body)))
     encoding = (message.headers.get("content-encoding") or "").strip().lower()
     if encoding in _DECODERS and body and not hex_dump:
         decoded = decode_content(body, encoding)
         if decoded is not None:
             notes.append(f"decoded from {encoding} ({size})")
             body = decoded
-            size = human_size(len(decoded))
+            size = format_size(len(decoded))
     kind = body_kind(message.content_type, body)
     if kind == "empty":
         return Body("empty", " · ".join(["no body", *notes]))
@@ -495,7 +483,7 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
     text = body.decode("utf-8")
     reformatted: str | None = None
     if pretty and len(body) > PRETTY_LIMIT and kind in ("json", "xml"):
-        notes.append(f"shown as received: larger than {human_size(PRETTY_LIMIT)}")
+        notes.append(f"shown as received: larger than {format_size(PRETTY_LIMIT)}")
     elif pretty and kind == "json" and not message.body_truncated:
         reformatted = pretty_json(text)
         if reformatted is None:

@@ -7,9 +7,11 @@ body is written in chunked coding (RFC 9112 section 7.1).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 __all__ = [
+    "is_token",
     "HOP_BY_HOP",
     "FRAMING",
     "Field",
@@ -20,6 +22,18 @@ __all__ = [
 ]
 
 Field = tuple[bytes, bytes]
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # RFC 9110 section 5.6.2: field names, methods, cookie names
+_TOKEN_STR = re.compile(_TOKEN)
+_TOKEN_BYTES = re.compile(_TOKEN.encode())
+
+
+def is_token(value: str | bytes) -> bool:
+    """Whether ``value`` is an HTTP token (a field name, a method): one rule for every place that asks."""
+    if isinstance(value, bytes):
+        return _TOKEN_BYTES.fullmatch(value) is not None
+    return _TOKEN_STR.fullmatch(value) is not None
+
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}

@@ -20,12 +20,12 @@ fit to be sent back to the client in a 400 answer.
 from __future__ import annotations
 
 import re
+from devtunnel.values.http1 import is_token
 from collections.abc import Iterable
 
 __all__ = ["field_is_safe", "head_problem", "method_problem", "target_problem"]
 
 # RFC 9110 5.6.2: token = 1*tchar.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Bytes a request target may not hold: controls, space, DEL (high bytes pass, as in paths
 # that clients send unencoded; they cannot end the request line).
 _FORBIDDEN_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
@@ -50,7 +50,7 @@ def field_is_safe(name: bytes, value: bytes) -> bool:
 
 def method_problem(method: bytes) -> str | None:
     """Why ``method`` is not an HTTP method token, or None."""
-    if not _TOKEN.fullmatch(method):
+    if not is_token(method):
         return f"the method {_shown(method)} is not an HTTP token"
     return None
 

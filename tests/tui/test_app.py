@@ -250,13 +250,15 @@ def _footer(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("focus", ["table", "tunnels", "filter"])
 async def test_footer_shows_help_and_quit_at_80x24_wherever_they_work(db: Path, tmp_path: Path, focus: str) -> None:
     app = inspector(db, tmp_path)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24)):
         await _loaded(app, 12)
         if focus == "tunnels":
             app.query_one("#tunnels").focus()
         elif focus == "filter":
             app.query_one(FilterBar).focus_input()
-        await pilot.pause()
+        # The footer recomposes after the focus moves: wait for it to show the focused part's keys.
+        expected = "esc" if focus == "filter" else "?"
+        await async_wait_for(lambda: expected in _footer(app), what=f"the footer for the {focus}")
         shown = _footer(app)
         if focus == "filter":  # typing goes to the input: ? and q are letters there
             assert shown.get("esc") == "Clear filter" and "?" not in shown and "q" not in shown, shown

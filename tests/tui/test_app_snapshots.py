@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from devtunnel.capture.model import Headers
 from devtunnel.tui.backend import TunnelView
@@ -145,5 +146,8 @@ def test_new_tunnel_at_80x24(snap_compare, tmp_path: Path) -> None:  # type: ign
         await _settle(pilot)
         await pilot.app.push_screen(NewTunnelScreen())  # "n" needs a running agent
         await _open(pilot, "NewTunnelScreen")
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False  # a steady cursor: on a loaded machine the shot can land in either phase
+        await pilot.pause()
 
     assert snap_compare(_app(tmp_path), terminal_size=(80, 24), run_before=run_before)

@@ -17,11 +17,11 @@ from devtunnel.tui.render import (
     escape_control,
     escape_line,
     form_fields,
-    human_size,
     pretty_json,
     pretty_xml,
     safe_text,
 )
+from devtunnel.values.sizes import format_size
 
 
 def _shown(text: object) -> str:
@@ -145,8 +145,8 @@ def test_describe_body_of_invalid_json_says_so_and_shows_it() -> None:
     assert body.lines is not None and body.lines.line(0).plain == "{oops"
 
 
-def test_human_size() -> None:
-    assert [human_size(n) for n in (0, 1023, 1024, 10 * 1024 * 1024)] == ["0 B", "1023 B", "1.0 KiB", "10.0 MiB"]
+def test_sizes_in_the_inspector_read_as_in_the_cli() -> None:
+    assert [format_size(n) for n in (0, 1023, 1024, 1536, 10 * 1024 * 1024)] == ["0 B", "1023 B", "1 KiB", "1.5 KiB", "10 MiB"]
 
 
 def _gzip_response(body: bytes, content_type: str = "application/json") -> Response:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from devtunnel.capture.store import Store
-from devtunnel.tui.widgets.request_table import RequestTable, format_duration, format_size, printable
+from devtunnel.tui.widgets.request_table import RequestTable, format_duration, printable
+from devtunnel.values.sizes import compact_size
 from tests.helpers import async_wait_for
 from tests.tui.app_fixtures import (HOSTILE_PATH, fill, fixed_id, inspector, line_text, make_exchange,
                                     screen_lines, traffic, utc)
@@ -33,7 +34,7 @@ def test_printable_escapes_every_control_character_visibly_as_the_cli_does() -> 
 
 def test_durations_and_sizes_read_short() -> None:
     assert [format_duration(d) for d in (None, 0.0123, 1.5, 125)] == ["…", "12ms", "1.50s", "2m05s"]
-    assert [format_size(s) for s in (0, 900, 1536, 20 * 1024 * 1024)] == ["0B", "900B", "1.5K", "20M"]
+    assert [compact_size(s) for s in (0, 900, 1536, 20 * 1024 * 1024)] == ["0B", "900B", "1.5K", "20M"]
 
 
 async def test_hostile_paths_methods_and_tunnel_names_render_literally(tmp_path: Path) -> None:

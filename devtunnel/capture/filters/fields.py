@@ -25,6 +25,7 @@ from devtunnel.capture.filters.base import (
 from devtunnel.capture.filters.webhook import WEBHOOK_FIELDS, Duplicate
 from devtunnel.capture.model import ErrorKind, Exchange
 from devtunnel.errors import FilterSyntaxError
+from devtunnel.values.sizes import size_bytes
 
 
 class Method(Leaf):
@@ -159,7 +160,7 @@ class Duration(_Compare):
 class Size(_Compare):
     code = "size"
     syntax = "size:>1mb  size:<=512"
-    help = "response body size (units b, kb, mb, gb; bytes when omitted)"
+    help = "response body size (units k, kb, kib, m, mb, mib, g...; bytes when omitted)"
     column = "e.size"
 
     def _value(self, ex: Exchange) -> float | None:
@@ -270,11 +271,9 @@ class PathRegex(ColumnRegex):
 
 _NUMBER = r"(\d+(?:\.\d+)?|\.\d+)"
 _DURATION_RE = re.compile(_NUMBER + r"\s*(ms|s|m)?", re.IGNORECASE)
-_SIZE_RE = re.compile(_NUMBER + r"\s*(b|kb|mb|gb)?", re.IGNORECASE)
 STATUS_RE = re.compile(r"\d{1,4}")
 _CLASS_RE = re.compile(r"([1-9])xx", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
-_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 
 
 def _status_number(text: str) -> float | None:
@@ -286,13 +285,6 @@ def _duration_number(text: str) -> float | None:
     if not m:
         return None
     return float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "ms").lower()]
-
-
-def _size_number(text: str) -> float | None:
-    m = _SIZE_RE.fullmatch(text)
-    if not m:
-        return None
-    return int(round(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]))
 
 
 def _bounds(text: str, pos: int, number: Callable[[str], float | None], expects: str,
@@ -366,7 +358,7 @@ FIELDS: dict[str, tuple[type[Filter], FieldBuilder]] = {
     "res.body": (ResponseBody, lambda v, p: ResponseBody(_needs_value("res.body", v, p))),
     "dur": (Duration, lambda v, p: Duration(
         _bounds(v, p, _duration_number, "dur expects a duration like 500ms or 2s"))),
-    "size": (Size, lambda v, p: Size(_bounds(v, p, _size_number, "size expects a size like 512, 10kb or 1mb"))),
+    "size": (Size, lambda v, p: Size(_bounds(v, p, size_bytes, "size expects a size like 512, 10kb, 1mib or 1.5m"))),
     "error": (Error, lambda v, p: Error(_error_kind(v, p))),
     **WEBHOOK_FIELDS,
     "url": (Url, lambda v, p: Url(v)),

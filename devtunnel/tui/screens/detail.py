@@ -18,7 +18,6 @@ from devtunnel.tui.render import (
     describe_body,
     format_ms,
     format_timestamp,
-    human_size,
     safe_text,
     status_style,
     webhook_section,
@@ -26,6 +25,7 @@ from devtunnel.tui.render import (
 from devtunnel.tui.screens.lines import LinesView
 from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
+from devtunnel.values.sizes import format_size
 
 __all__ = ["DetailScreen", "HeadersView", "exchange_title", "ws_preview"]
 
@@ -240,8 +240,8 @@ class DetailScreen(Screen[None]):
             ("Started", format_timestamp(ex.started_at)),
             ("First byte", format_ms(ex.ttfb)),
             ("Duration", format_ms(ex.duration) if ex.duration is not None else "in flight"),
-            ("Request body", human_size(ex.request.body_size)),
-            ("Response body", human_size(ex.size) if ex.response is not None else "-"),
+            ("Request body", format_size(ex.request.body_size)),
+            ("Response body", format_size(ex.size) if ex.response is not None else "-"),
             ("Client", escape(ex.remote_addr) or "-"),
             ("Forwarded to", escape(ex.target_url) or "-"),
             ("Tunnel", escape(ex.tunnel)),
@@ -282,7 +282,7 @@ class DetailScreen(Screen[None]):
                 arrow,
                 Text(f"+{format_ms(message.time - start)}", justify="right"),
                 Text(_OPCODES.get(message.opcode, str(message.opcode))),
-                Text(human_size(message.size), justify="right"),
+                Text(format_size(message.size), justify="right"),
                 ws_preview(message),
             )
         return table

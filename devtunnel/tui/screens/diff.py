@@ -19,9 +19,10 @@ from textual.worker import get_current_worker
 
 from devtunnel.capture.diff import ExchangeDiff, SectionDiff, diff_exchanges
 from devtunnel.capture.model import Exchange
-from devtunnel.tui.render import escape_line, human_size
+from devtunnel.tui.render import escape_line
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.lines import LinesView
+from devtunnel.values.sizes import format_size
 
 __all__ = ["DiffScreen", "DiffLines", "DiffSettings", "parse_ignore"]
 
@@ -109,7 +110,7 @@ def _unified_rows(section: SectionDiff, context: int = _CONTEXT) -> list[_Row]:
 def _binary_rows(section: SectionDiff) -> list[_Row]:
     size_a, size_b = section.size_a or 0, section.size_b or 0
     rows = [
-        _note(f"size    A: {human_size(size_a)} ({size_a} B)    B: {human_size(size_b)} ({size_b} B)"),
+        _note(f"size    A: {format_size(size_a)} ({size_a} B)    B: {format_size(size_b)} ({size_b} B)"),
         _note(f"sha256  A: {section.sha_a}"),
         _note(f"        B: {section.sha_b}"),
     ]

@@ -28,10 +28,11 @@ from devtunnel.capture.model import Exchange, Headers, Response
 from devtunnel.capture.outcome import replay_outcome
 from devtunnel.errors import DevtunnelError, ReplayError
 from devtunnel.values.http1 import FRAMING
-from devtunnel.tui.render import body_kind, describe_body, escape_control, human_size, status_style
+from devtunnel.tui.render import body_kind, describe_body, escape_control, status_style
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
 from devtunnel.webhooks import delivery_of, detect
+from devtunnel.values.sizes import format_size
 
 __all__ = ["EditReplayScreen", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
 
@@ -271,7 +272,7 @@ class EditReplayScreen(Screen[None]):
             yield TextArea(self._original_body, id="body", language=language, soft_wrap=True, show_line_numbers=True)
         else:
             yield Static(
-                f"The {self._body_fixed_reason} body ({human_size(len(request.body))}) is sent as recorded.",
+                f"The {self._body_fixed_reason} body ({format_size(len(request.body))}) is sent as recorded.",
                 id="body-fixed",
                 markup=False,
             )
@@ -309,7 +310,7 @@ class EditReplayScreen(Screen[None]):
         request = self.exchange.request
         label = f"Body · {request.content_type or 'no content type'}"
         if request.body_truncated or request.body_size > len(request.body):
-            label += f" · truncated at capture: only the recorded {human_size(len(request.body))} of {human_size(request.body_size)} is sent"
+            label += f" · truncated at capture: only the recorded {format_size(len(request.body))} of {format_size(request.body_size)} is sent"
         return label
 
     def on_mount(self) -> None:

@@ -32,6 +32,7 @@ from devtunnel.capture.outcome import replay_mark
 from devtunnel.capture.store import Row
 from devtunnel.tui.render import webhook_event, webhook_marks
 from devtunnel.values.terminal import escape as printable
+from devtunnel.values.sizes import compact_size
 
 
 class RowSource(Protocol):
@@ -108,16 +109,6 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 60:
         return f"{seconds:.2f}s"
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-def format_size(size: int) -> str:
-    """Bytes as ``512B``, ``1.5K``, ``12M``."""
-    value = float(size)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{value:.0f}{unit}" if unit == "B" or value >= 10 else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{size}B"
 
 
 @dataclass(frozen=True)
@@ -814,7 +805,7 @@ class RequestTable(ScrollView, can_focus=True):
                 Segment(" ", base),
                 Segment(_fit(format_duration(row.duration), _Columns.DURATION, right=True), dim),
                 Segment(" ", base),
-                Segment(_fit(format_size(row.size), _Columns.SIZE, right=True), dim),
+                Segment(_fit(compact_size(row.size), _Columns.SIZE, right=True), dim),
             ]
         strip = Strip(segments).adjust_cell_length(width, base)
         if is_cursor:
