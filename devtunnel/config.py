@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 from devtunnel.values.durations import format_duration, parse_duration
 from devtunnel.values.health_path import health_path_problem
 from devtunnel.values.http1 import is_token
+from devtunnel.values.relay_url import relay_connect_url
 
 __all__ = [
     "AgentSection",
@@ -212,8 +213,6 @@ class _Path(_Kind):
 class _RelayUrl(_Kind):
     def check(self, value: object) -> str:
         text: str = super().check(value)
-        from devtunnel.agent.config import relay_connect_url  # the agent's own reading of a relay URL
-
         try:
             relay_connect_url(text)
         except ConfigError as exc:

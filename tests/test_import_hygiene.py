@@ -44,6 +44,7 @@ CORE_MODULES = [
     "devtunnel.values.target",
     "devtunnel.values.names",
     "devtunnel.values.sizes",
+    "devtunnel.values.relay_url",
     "devtunnel.export.agent_json",
 ]
 

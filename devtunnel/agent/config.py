@@ -1,23 +1,14 @@
-"""What a tunnel is asked to do: ``TunnelConfig``, and the relay URL it connects to.
-
-``relay_connect_url`` turns the relay a user names (``wss://relay.example``, ``https://...``,
-``host:port``) into the WebSocket URL of the relay's agent endpoint, ``CONNECT_PATH``.
-"""
+"""What a tunnel is asked to do: ``TunnelConfig``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 from devtunnel.errors import ConfigError
 from devtunnel.rules import Rule
 from devtunnel.via import Via, parse_via
 
-__all__ = ["TunnelConfig", "relay_connect_url", "CONNECT_PATH"]
-
-CONNECT_PATH = "/_devtunnel/connect"
-"""Where a relay accepts agent WebSockets."""
-
+__all__ = ["TunnelConfig"]
 
 @dataclass(frozen=True, slots=True)
 class TunnelConfig:
@@ -73,28 +64,3 @@ class TunnelConfig:
             return None
         via = parse_via(self.via)
         return None if via.kind == "relay" else via
-
-
-def relay_connect_url(relay: str) -> str:
-    """The WebSocket URL of a relay's agent endpoint.
-
-    ``http(s)://`` becomes ``ws(s)://``; a URL without a path gets ``/_devtunnel/connect``.
-
-    Raises:
-        ConfigError: the text is not a relay URL.
-    """
-    text = relay.strip()
-    if "://" not in text:
-        text = "ws://" + text
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ConfigError(f"invalid relay URL {relay!r}: {exc}") from exc
-    scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(parts.scheme.lower())
-    if scheme is None:
-        raise ConfigError(f"invalid relay URL {relay!r}: use ws://, wss://, http:// or https://")
-    if not parts.hostname:
-        raise ConfigError(f"invalid relay URL {relay!r}: the host is missing")
-    path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))

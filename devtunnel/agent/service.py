@@ -23,7 +23,8 @@ from typing import Any
 from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
 from devtunnel.errors import ConfigError, NotFoundError
 from devtunnel.agent.children import LogRing
-from devtunnel.agent.config import CONNECT_PATH, TunnelConfig, relay_connect_url
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
 from devtunnel.values.names import validate_name

@@ -156,7 +156,7 @@ def check_http_args(args: argparse.Namespace) -> None:
     Raises:
         ConfigError: a bad target, name, relay URL, body cap, health path or hold duration.
     """
-    from devtunnel.agent.config import relay_connect_url
+    from devtunnel.values.relay_url import relay_connect_url
     from devtunnel.values.names import validate_name
     from devtunnel.values.sizes import parse_size
     from devtunnel.values.target import parse_target

@@ -37,11 +37,11 @@ from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, Error
 from devtunnel.protocol.events import Hello
 from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.rules import WIRE_VERSION, Engine, Rule, RulesError, rules_from_wire
+from devtunnel.values.relay_url import CONNECT_PATH
 
 log = logging.getLogger("devtunnel.relay")
 
 #: Path on the relay where agents open their WebSocket.
-CONNECT_PATH = "/_devtunnel/connect"
 # Largest WebSocket message accepted, from agents (batched frames) and public clients alike.
 WS_MAX_SIZE = 64 << 20
 # Response bytes an agent may send on a stream before the relay has written them to the client.

@@ -12,7 +12,8 @@ import pytest
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import AuthError, ConfigError, NameInUseError, NameTakenError, NotFoundError
-from devtunnel.agent.config import TunnelConfig, relay_connect_url
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.values.relay_url import relay_connect_url
 from devtunnel.agent.info import TunnelState
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.tunnel import MAX_BACKOFF, Backoff

@@ -11,7 +11,8 @@ import pytest
 import websockets
 
 from devtunnel.relay import server as relay_module
-from devtunnel.relay.server import CONNECT_PATH, Relay
+from devtunnel.relay.server import Relay
+from devtunnel.values.relay_url import CONNECT_PATH
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import GoAway
 from tests.helpers import async_wait_for

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from devtunnel.relay.server import CONNECT_PATH, Relay
+from devtunnel.relay.server import Relay
+from devtunnel.values.relay_url import CONNECT_PATH
 from devtunnel.protocol import frames as f
 from devtunnel.protocol.events import DataReceived
 from tests.helpers import async_wait_for

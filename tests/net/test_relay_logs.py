@@ -13,7 +13,8 @@ import sys
 import pytest
 import websockets
 
-from devtunnel.relay.server import CONNECT_PATH, Relay
+from devtunnel.relay.server import Relay
+from devtunnel.values.relay_url import CONNECT_PATH
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.protocol import frames
 from devtunnel.protocol.events import WebSocketClosed

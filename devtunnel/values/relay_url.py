@@ -1,0 +1,42 @@
+"""The relay's agent endpoint: where a relay accepts agents, and the URL an agent dials for a relay a user names.
+
+The relay and the agent both read ``CONNECT_PATH`` from here; ``relay_connect_url`` turns
+``wss://relay.example``, ``https://...`` or ``host:port`` into the WebSocket URL of that endpoint
+(config checks a relay URL with it too, so a bad one is refused where it is written).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from devtunnel.errors import ConfigError
+
+__all__ = ["CONNECT_PATH", "relay_connect_url"]
+
+CONNECT_PATH = "/_devtunnel/connect"
+"""Where a relay accepts agent WebSockets."""
+
+
+def relay_connect_url(relay: str) -> str:
+    """The WebSocket URL of a relay's agent endpoint.
+
+    ``http(s)://`` becomes ``ws(s)://``; a URL without a path gets ``/_devtunnel/connect``.
+
+    Raises:
+        ConfigError: the text is not a relay URL.
+    """
+    text = relay.strip()
+    if "://" not in text:
+        text = "ws://" + text
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"invalid relay URL {relay!r}: {exc}") from exc
+    scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(parts.scheme.lower())
+    if scheme is None:
+        raise ConfigError(f"invalid relay URL {relay!r}: use ws://, wss://, http:// or https://")
+    if not parts.hostname:
+        raise ConfigError(f"invalid relay URL {relay!r}: the host is missing")
+    path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
