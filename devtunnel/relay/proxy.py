@@ -25,7 +25,7 @@ from devtunnel.relay.headers import forward_request_headers, forward_response_he
 from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, edit_response, strip_rule_header
-from devtunnel.relay.tunnel import Stream, Tunnel
+from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.values.sizes import format_size
 from devtunnel.protocol.connection import Connection, ErrorCode
 from devtunnel.protocol.events import Fields, StreamReset, WebSocketClosed
@@ -73,9 +73,9 @@ class ClientSlots:
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
-        self._held: dict[tuple[Tunnel, str], int] = {}
+        self._held: dict[tuple[AgentLink, str], int] = {}
 
-    def take(self, tunnel: Tunnel, ip: str) -> bool:
+    def take(self, tunnel: AgentLink, ip: str) -> bool:
         """Count one more stream of ``tunnel`` for ``ip``; False (nothing counted) past the limit."""
         if self.limit is None:
             return True
@@ -86,7 +86,7 @@ class ClientSlots:
         self._held[key] = held + 1
         return True
 
-    def give_back(self, tunnel: Tunnel, ip: str) -> None:
+    def give_back(self, tunnel: AgentLink, ip: str) -> None:
         """The stream counted by ``take`` is over."""
         if self.limit is None:
             return
@@ -97,7 +97,7 @@ class ClientSlots:
         else:
             self._held.pop(key, None)
 
-    def held(self, tunnel: Tunnel, ip: str) -> int:
+    def held(self, tunnel: AgentLink, ip: str) -> int:
         """Streams of ``tunnel`` that ``ip`` holds now."""
         return self._held.get((tunnel, client_key(ip)), 0)
 
@@ -117,7 +117,7 @@ def client_key(ip: str) -> str:
     return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
-def _over_share(tunnel: Tunnel, ip: str, slots: ClientSlots, peer_errors: PeerErrorLog) -> str:
+def _over_share(tunnel: AgentLink, ip: str, slots: ClientSlots, peer_errors: PeerErrorLog) -> str:
     """Log, and say to the client, that it already holds its share of ``tunnel``'s streams (429)."""
     peer_errors.log(
         "client-share", logging.WARNING, "client %s holds its share of tunnel %s (%d streams): 429", ip, tunnel.name,
@@ -187,7 +187,7 @@ class HttpForwarder:
         raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
         return forward_request_headers(raw_headers, host, _client_ip(scope).encode(), self._proto_bytes)
 
-    def _open(self, tunnel: Tunnel, scope: Scope, host: bytes, has_body: bool, decision: Decision | None) -> int:
+    def _open(self, tunnel: AgentLink, scope: Scope, host: bytes, has_body: bool, decision: Decision | None) -> int:
         """Queue the request head on the tunnel; returns the stream id.
 
         Raises:
@@ -206,7 +206,7 @@ class HttpForwarder:
             scheme=self.proto,
         )
 
-    def direct(self, tunnel: Tunnel, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes) -> bool:
+    def direct(self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes) -> bool:
         """Forward a request whose body has fully arrived, answering it from callbacks.
 
         Returns False, having done nothing, for anything the ASGI path must handle: a body
@@ -244,14 +244,14 @@ class HttpForwarder:
             conn.send_data(stream_id, bytes(body), end_stream=True)
             cycle.body = bytearray()
         cycle.flow.resume_reading()  # as receive() would: a large body paused reading
-        stream = Stream(stream_id)
+        stream = RelayStream(stream_id)
         tunnel.open(stream)
         tunnel.flush()
         DirectExchange(tunnel, stream, cycle, client, self.slots, ip, decision)
         return True
 
     def _answer_direct(
-        self, tunnel: Tunnel, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes, decision: Decision
+        self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes, decision: Decision
     ) -> None:
         """Answer as a rule says, from the callback (or after its ``delay``, from a timer)."""
         answer = decision.answer
@@ -279,7 +279,7 @@ class HttpForwarder:
         else:
             respond()
 
-    async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+    async def __call__(self, tunnel: AgentLink, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         """Forward one request to ``tunnel`` and stream its response back."""
         problem = _head_problem(scope)
         if problem is not None:
@@ -312,14 +312,14 @@ class HttpForwarder:
             await _refuse_open(send, tunnel, exc)
             return
         try:
-            await self._forward(tunnel, Stream(stream_id), scope, receive, send, has_body, ip, decision)
+            await self._forward(tunnel, RelayStream(stream_id), scope, receive, send, has_body, ip, decision)
         finally:
             self.slots.give_back(tunnel, ip)
 
     async def _forward(
         self,
-        tunnel: Tunnel,
-        stream: Stream,
+        tunnel: AgentLink,
+        stream: RelayStream,
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -350,7 +350,7 @@ class HttpForwarder:
                     request_sent = False
             tunnel.forget(stream, complete=responded and request_sent)
 
-    async def _upload(self, tunnel: Tunnel, stream: Stream, receive: Receive, ip: str) -> bool:
+    async def _upload(self, tunnel: AgentLink, stream: RelayStream, receive: Receive, ip: str) -> bool:
         """Send the request body within the send window; True once all of it was sent.
 
         Only the time spent waiting for the client counts towards ``body_timeout``: while the
@@ -398,7 +398,7 @@ class HttpForwarder:
             log.debug("tunnel %s: upload on stream %d stopped: %s", tunnel.name, stream_id, exc)
             return False
 
-    def _stalled(self, tunnel: Tunnel, stream: Stream, ip: str, received: int) -> None:
+    def _stalled(self, tunnel: AgentLink, stream: RelayStream, ip: str, received: int) -> None:
         """Give up on a request body that stopped arriving: reset the stream towards the agent
         (the local service sees an aborted request) and fail it here (the client gets 408, or
         a closed connection once its response has started)."""
@@ -414,8 +414,8 @@ class HttpForwarder:
 
     async def _respond(
         self,
-        tunnel: Tunnel,
-        stream: Stream,
+        tunnel: AgentLink,
+        stream: RelayStream,
         scope: Scope,
         send: Send,
         client: HeadLimitedHttpProtocol | None,
@@ -465,7 +465,7 @@ class HttpForwarder:
                 client.abort()
             return False
 
-    async def _answer_failure(self, tunnel: Tunnel, failure: StreamReset, send: Send) -> None:
+    async def _answer_failure(self, tunnel: AgentLink, failure: StreamReset, send: Send) -> None:
         for message in _failure_answer(tunnel, failure):
             await send(message)
 
@@ -483,7 +483,7 @@ def _plain(
     return [{"type": "http.response.start", "status": status, "headers": headers}, {"type": "http.response.body", "body": body}]
 
 
-def _failure_answer(tunnel: Tunnel, failure: StreamReset) -> list[dict[str, Any]]:
+def _failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, Any]]:
     """What the client gets when the stream failed before the response started."""
     if isinstance(failure, BodyStalled):
         return _plain(408, f"{failure.reason}\n", close=True)
@@ -496,7 +496,7 @@ def _failure_answer(tunnel: Tunnel, failure: StreamReset) -> list[dict[str, Any]
     return _plain(502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
 
 
-def _response_start(stream: Stream, decision: Decision | None = None) -> dict[str, Any] | None:
+def _response_start(stream: RelayStream, decision: Decision | None = None) -> dict[str, Any] | None:
     """The ``http.response.start`` message for the agent's response head (the rules' header
     edits applied); None if its status is invalid."""
     head = stream.head
@@ -526,12 +526,12 @@ async def _answer(decision: Decision, scope: Scope, send: Send, *, websocket: bo
         await send(message)
 
 
-def _invalid_status(tunnel: Tunnel, stream: Stream) -> str:
+def _invalid_status(tunnel: AgentLink, stream: RelayStream) -> str:
     assert stream.head is not None
     return f"tunnel {tunnel.name} answered with invalid status {stream.head.status}\n"
 
 
-def _log_invalid(tunnel: Tunnel, scope: Scope, exc: Exception) -> None:
+def _log_invalid(tunnel: AgentLink, scope: Scope, exc: Exception) -> None:
     log.warning("tunnel %s: response to %s %s is not valid HTTP: %s", tunnel.name, scope["method"], scope["path"], exc)
 
 
@@ -564,8 +564,8 @@ class DirectExchange:
 
     def __init__(
         self,
-        tunnel: Tunnel,
-        stream: Stream,
+        tunnel: AgentLink,
+        stream: RelayStream,
         cycle: RequestResponseCycle,
         client: HeadLimitedHttpProtocol,
         slots: ClientSlots,
@@ -666,7 +666,7 @@ class DirectExchange:
         self._tunnel.forget(stream, complete=complete)
 
 
-async def _refuse_open(send: Send, tunnel: Tunnel, exc: ProtocolError | ValueError) -> None:
+async def _refuse_open(send: Send, tunnel: AgentLink, exc: ProtocolError | ValueError) -> None:
     """Answer a request the tunnel connection would not open a stream for."""
     code = getattr(exc, "code", None)
     if code == ErrorCode.REFUSED_STREAM:
@@ -693,14 +693,14 @@ class WebSocketForwarder:
         self.peer_errors = peer_errors
         self._proto_bytes = b"https" if proto == "https" else b"http"
 
-    async def __call__(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+    async def __call__(self, tunnel: AgentLink, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         """Open a WebSocket stream; accept the client on 101, else send the agent's answer."""
         try:
             await self._forward(tunnel, scope, receive, send, host)
         except OSError as exc:  # uvicorn's ClientDisconnected: the client left mid-handshake
             log.debug("tunnel %s: websocket client left: %r", tunnel.name, exc)
 
-    async def _forward(self, tunnel: Tunnel, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+    async def _forward(self, tunnel: AgentLink, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
@@ -732,7 +732,7 @@ class WebSocketForwarder:
 
     async def _pass_through(
         self,
-        tunnel: Tunnel,
+        tunnel: AgentLink,
         conn: Connection,
         scope: Scope,
         receive: Receive,
@@ -750,7 +750,7 @@ class WebSocketForwarder:
         except (ProtocolError, ValueError) as exc:
             await _deny(send, 503, f"tunnel {tunnel.name} cannot take requests: {exc}\n")
             return
-        stream = Stream(stream_id, websocket=True)
+        stream = RelayStream(stream_id, websocket=True)
         tunnel.open(stream)
         tunnel.flush()
         try:
@@ -791,7 +791,7 @@ class WebSocketForwarder:
         finally:
             tunnel.forget(stream, complete=True)
 
-    async def _deny_with_response(self, tunnel: Tunnel, stream: Stream, send: Send) -> None:
+    async def _deny_with_response(self, tunnel: AgentLink, stream: RelayStream, send: Send) -> None:
         head = stream.head
         assert head is not None
         await send(
@@ -811,7 +811,7 @@ class WebSocketForwarder:
             await stream.wait()
         await send({"type": "websocket.http.response.body", "body": b"", "more_body": False})
 
-    async def _agent_to_client(self, tunnel: Tunnel, stream: Stream, send: Send) -> None:
+    async def _agent_to_client(self, tunnel: AgentLink, stream: RelayStream, send: Send) -> None:
         conn = tunnel.conn
         fragments: list[bytes] = []
         try:
@@ -846,13 +846,13 @@ class WebSocketForwarder:
         except Exception as exc:  # uvicorn raises ClientDisconnected once the client is gone
             log.debug("tunnel %s: websocket client of stream %d is gone: %r", tunnel.name, stream.id, exc)
 
-    async def _client_to_agent(self, tunnel: Tunnel, stream: Stream, receive: Receive) -> None:
+    async def _client_to_agent(self, tunnel: AgentLink, stream: RelayStream, receive: Receive) -> None:
         try:
             await self._pump_client(tunnel, stream, receive)
         except DevtunnelError as exc:  # the stream closed under us
             log.debug("tunnel %s: websocket stream %d: %s", tunnel.name, stream.id, exc)
 
-    async def _pump_client(self, tunnel: Tunnel, stream: Stream, receive: Receive) -> None:
+    async def _pump_client(self, tunnel: AgentLink, stream: RelayStream, receive: Receive) -> None:
         conn = tunnel.conn
         stream_id = stream.id
         while True:

@@ -31,7 +31,7 @@ from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool, mix_refusal
 from devtunnel.relay.proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
 from devtunnel.relay.rules import RuleBook
-from devtunnel.relay.tunnel import BufferBudget, Tunnel, send_last_words
+from devtunnel.relay.link import AgentLink, BufferBudget, send_last_words
 from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
@@ -344,7 +344,7 @@ class Relay:
         """The tunnel the local address ``server`` (a scope's ``server``) is pinned to, if any."""
         return self._pins.get(server[1]) if server and self._pins else None
 
-    def _route(self, host: bytes, server: Any = None) -> tuple[Tunnel | None, bool]:
+    def _route(self, host: bytes, server: Any = None) -> tuple[AgentLink | None, bool]:
         """Where a request for ``host`` arriving at local address ``server`` goes: (tunnel, False),
         (None, True) for the relay's own pages, or (None, False) for a tunnel that is not online.
         A pool's turn moves on."""
@@ -423,7 +423,7 @@ class Relay:
             await _refuse(conn, send, code, reason, receive)
             return
         name, refusal = self._pick_name(hello.name)
-        displaced: list[Tunnel] = []
+        displaced: list[AgentLink] = []
         if refusal is None:
             displaced, refusal = await self._claim(name, token, hello.instance, hello.pool)
         if refusal is not None:
@@ -432,7 +432,7 @@ class Relay:
             await _refuse(conn, send, code, reason, receive)
             return
         # Take the name (or a place in its pool) before any await, so no other agent can slip in between.
-        tunnel = Tunnel(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
+        tunnel = AgentLink(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
         pool = self._join(name, token, hello.pool, tunnel, displaced)
         self._rules.add(tunnel, rules)
         if rules is not None:
@@ -497,7 +497,7 @@ class Relay:
             else:
                 log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
 
-    def _rules_changer(self, tunnel: Tunnel, peer: str) -> Callable[[dict[str, Any]], None]:
+    def _rules_changer(self, tunnel: AgentLink, peer: str) -> Callable[[dict[str, Any]], None]:
         """What a RULES frame from ``tunnel``'s agent does: its rules are replaced (their
         counts and buckets start afresh). Rules the relay cannot enforce leave the old ones
         in place and are logged: the agent checked them with the same code before sending."""
@@ -549,7 +549,7 @@ class Relay:
 
     async def _claim(
         self, name: str, token: str, instance: str | None, shared: bool
-    ) -> tuple[list[Tunnel], tuple[ErrorCode, str] | None]:
+    ) -> tuple[list[AgentLink], tuple[ErrorCode, str] | None]:
         """Whether an agent may have ``name`` (``shared``: in a pool): (the connections it
         displaces, refusal or None).
 
@@ -581,7 +581,7 @@ class Relay:
                 return holders, None
             # The name changed hands during the check: look again.
 
-    def _join(self, name: str, token: str, shared: bool, tunnel: Tunnel, displaced: list[Tunnel]) -> Pool:
+    def _join(self, name: str, token: str, shared: bool, tunnel: AgentLink, displaced: list[AgentLink]) -> Pool:
         """Give ``tunnel`` its place under ``name`` (after ``_claim``), in place of ``displaced``."""
         pool = self._tunnels.get(name)
         if pool is not None:
@@ -593,7 +593,7 @@ class Relay:
         self._announce(pool, tunnel)
         return pool
 
-    def _leave(self, name: str, tunnel: Tunnel) -> int:
+    def _leave(self, name: str, tunnel: AgentLink) -> int:
         """Take ``tunnel`` out of its pool (if still in it) and free the name after the last one;
         returns how many agents it leaves holding the name (0 for one already displaced)."""
         pool = self._tunnels.get(name)
@@ -606,7 +606,7 @@ class Relay:
         return len(pool)
 
     @staticmethod
-    def _announce(pool: Pool, joined: Tunnel | None = None) -> None:
+    def _announce(pool: Pool, joined: AgentLink | None = None) -> None:
         """Tell each member of a pool how many agents share the name now (``joined`` learns it
         from its WELCOME)."""
         if not pool.shared:
@@ -647,7 +647,7 @@ _FAILURE = "devtunnel.failure"
 """Key of a receive() message carrying an exception raised while handling a message in the callback."""
 
 
-def _deliver(tunnel: Tunnel, protocol: DeadPeerWebSocketProtocol) -> Callable[[bytes], None]:
+def _deliver(tunnel: AgentLink, protocol: DeadPeerWebSocketProtocol) -> Callable[[bytes], None]:
     """Handle each message from the agent as it arrives, in the protocol's callback.
 
     The same as the receive() loop does, one task hop earlier. An exception (a protocol error,
