@@ -72,7 +72,7 @@ class RelayStream:
     ``WebSocketClosed`` events (WebSocket streams), in arrival order.
 
     The response side either awaits ``wait()`` in a task, or sets ``listener``, which ``wake``
-    calls instead (``relay.proxy.DirectExchange``).
+    calls instead (``http_direct.DirectExchange``).
     """
 
     __slots__ = (

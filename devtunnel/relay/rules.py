@@ -15,6 +15,7 @@ from every public request first, so a client cannot spell it.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -23,6 +24,8 @@ from typing import Any
 
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
+from devtunnel.relay.asgi import Scope, Send
+from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
 from devtunnel.rules.engine import MAX_BUCKETS
@@ -187,6 +190,24 @@ def answer_messages(answer: Answer, websocket: bool = False) -> list[dict[str, A
         {"type": f"{prefix}.start", "status": answer.status, "headers": headers},
         {"type": f"{prefix}.body", "body": answer.body},
     ]
+
+
+async def send_answer(decision: Decision, scope: Scope, send: Send, *, websocket: bool = False) -> None:
+    """Answer as a rule says, in a task: after its ``delay``; ``drop`` closes the connection."""
+    answer = decision.answer
+    assert answer is not None
+    if answer.delay > 0:
+        await asyncio.sleep(answer.delay)
+    if answer.drop:
+        client = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+        if client is not None:
+            client.abort()
+            return
+        if websocket:
+            await send({"type": "websocket.close", "code": 1000})
+            return
+    for message in answer_messages(answer, websocket=websocket):
+        await send(message)
 
 
 def _trusted(ip: str, networks: Sequence[Network]) -> bool:

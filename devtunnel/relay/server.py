@@ -29,7 +29,10 @@ from devtunnel.values.names import random_name, validate_name
 from devtunnel.relay.http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool, mix_refusal
-from devtunnel.relay.proxy import ClientSlots, HttpForwarder, Receive, Scope, Send, WebSocketForwarder, send_plain
+from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, send_plain
+from devtunnel.relay.http_proxy import HttpForwarder
+from devtunnel.relay.slots import ClientSlots
+from devtunnel.relay.ws_proxy import WebSocketForwarder
 from devtunnel.relay.rules import RuleBook
 from devtunnel.relay.link import AgentLink, BufferBudget, send_last_words
 from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
@@ -321,10 +324,7 @@ class Relay:
                 await self._forward_ws(tunnel, scope, receive, send, host)
             else:
                 await receive()
-                text = f"no tunnel is online at {host.decode('latin-1')}\n".encode()
-                headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
-                await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
-                await send({"type": "websocket.http.response.body", "body": text})
+                await deny_websocket(send, 404, f"no tunnel is online at {host.decode('latin-1')}\n")
 
     def _direct(self, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle) -> bool:
         """Take a request bound for a tunnel over from uvicorn, without an ASGI task
