@@ -13,7 +13,8 @@ import pytest
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import AuthError, ConfigError, NameInUseError, NameTakenError, NotFoundError
 from devtunnel.agent.service import MAX_BACKOFF, AgentService, Backoff, TunnelConfig, TunnelState, relay_connect_url
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import TOKEN, Harness, LocalState, local_http, relay_and_agent
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from devtunnel.relay import server as relay_module
+from devtunnel.relay import agents as relay_module
 from devtunnel.relay.server import CONNECT_PATH, Relay
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import GoAway

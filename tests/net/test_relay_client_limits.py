@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.relay.server import Relay, RelaySettings, client_limit
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings, client_limit
 from devtunnel.relay.slots import client_key
 from devtunnel.protocol.events import StreamReset
 from tests.helpers import async_wait_for

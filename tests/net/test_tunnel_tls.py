@@ -9,7 +9,8 @@ import pytest
 import trustme
 
 from devtunnel.agent.service import AgentService, TunnelConfig, TunnelState
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from tests.net.tunnel_fixtures import TOKEN, local_http, local_websocket, relay_and_agent
 
 

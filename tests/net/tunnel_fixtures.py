@@ -30,7 +30,8 @@ from websockets.http11 import Response as WsResponse
 
 from devtunnel.capture.store import Recorder, Store
 from devtunnel.agent.service import AgentService, Backoff, TunnelConfig, TunnelInfo
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from tests.helpers import wait_for
 
 TOKEN = "s3cret-token"
