@@ -18,7 +18,7 @@ from devtunnel.errors import ProtocolError
 from devtunnel.protocol.connection import Connection, ErrorCode, Role
 from devtunnel.protocol.events import Hello
 from devtunnel.protocol.handshake import RULES_ACK
-from devtunnel.relay.asgi import Receive, Scope, Send
+from devtunnel.relay.asgi import Receive, Scope, Send, protocol_of
 from devtunnel.relay.http import DeadPeerWebSocketProtocol
 from devtunnel.relay.link import AgentLink, BufferBudget, send_last_words
 from devtunnel.relay.log import PeerErrorLog
@@ -126,7 +126,7 @@ class AgentGate:
         tunnel.flush()
         shared = f", pool of {len(pool)}" if hello.pool else ""
         log.log(self._log_level, "tunnel %s online for agent %s (%s%s)", name, peer, self._public_url_for(name), shared)
-        protocol = getattr(receive, "__self__", None)
+        protocol = protocol_of(receive)
         if isinstance(protocol, GuardedWebSocketProtocol):
             protocol.admitted()
             protocol.on_writable = tunnel.on_writable
@@ -275,6 +275,6 @@ async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str, re
     conn.send_goaway(code, reason)
     close = {"type": "websocket.close", "code": 1008 if code == ErrorCode.AUTH_FAILED else 1000}
     await send_last_words(send, [{"type": "websocket.send", "bytes": conn.data_to_send()}, close])
-    protocol = getattr(receive, "__self__", None)
+    protocol = protocol_of(receive)
     if isinstance(protocol, GuardedWebSocketProtocol):
         protocol.transport.close()  # after what was written; a peer not reading is dropped by the guard

@@ -1,6 +1,6 @@
 """The ASGI pieces the relay's forwarders and its own pages share: the callable types, short
-text/plain answers (to a request or a WebSocket handshake), and what a request's scope says
-(client address, target, whether its head may be forwarded).
+text/plain answers (to a request or a WebSocket handshake), what a request's scope says (client
+address, target, whether its head may be forwarded) and the connection behind a ``receive``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ async def deny_websocket(send: Send, status: int, text: str, extra: list[tuple[b
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "websocket.http.response.body", "body": body})
+
+
+def protocol_of(receive: Receive) -> Any:
+    """The protocol object of the connection behind an ASGI ``receive`` (uvicorn passes a bound
+    method of it; for the relay's WebSockets a ``GuardedWebSocketProtocol``), or None."""
+    return getattr(receive, "__self__", None)
 
 
 def client_ip(scope: Scope) -> str:

@@ -26,7 +26,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.relay.agents import AgentGate
-from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, send_plain
+from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of, send_plain
 from devtunnel.relay.http import HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.link import AgentLink, BufferBudget
@@ -197,7 +197,7 @@ class Relay:
                 return
             tunnel, _ = self._route(host, server)
             if tunnel is not None:
-                protocol = getattr(receive, "__self__", None)
+                protocol = protocol_of(receive)
                 if isinstance(protocol, GuardedWebSocketProtocol):
                     protocol.opened()
                 await self._forward_ws(tunnel, scope, receive, send, host)

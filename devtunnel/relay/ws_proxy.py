@@ -11,7 +11,7 @@ import logging
 from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.protocol.connection import Connection
 from devtunnel.protocol.events import WebSocketClosed
-from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, deny_websocket, request_problem, target
+from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, deny_websocket, protocol_of, request_problem, target
 from devtunnel.relay.headers import forward_request_headers, forward_response_headers, websocket_accept_headers
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
@@ -63,7 +63,7 @@ class WebSocketForwarder:
             fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
             self.rules.notify(tunnel, scope, fields, decision)
             if decision.answer.drop:
-                protocol = getattr(receive, "__self__", None)
+                protocol = protocol_of(receive)
                 transport = getattr(protocol, "transport", None)
                 if transport is not None:
                     transport.abort()
