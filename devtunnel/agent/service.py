@@ -263,7 +263,8 @@ class AgentService:
         return f"ws://127.0.0.1:{self.embedded_relay.port}{CONNECT_PATH}"
 
     async def _start_relay(self, port: int) -> Any:
-        from devtunnel.relay.server import Relay, RelaySettings  # the relay pulls in uvicorn
+        from devtunnel.relay.server import Relay  # the relay pulls in uvicorn
+        from devtunnel.relay.settings import RelaySettings
 
         relay = Relay(RelaySettings(host="127.0.0.1", port=port, domain="localhost", embedded=True))
         try:

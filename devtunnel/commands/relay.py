@@ -16,7 +16,8 @@ from devtunnel.commands.output import EscapingFormatter, safe
 from devtunnel.errors import ConfigError
 from devtunnel.rules import load_rules_file
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from devtunnel.values.sizes import parse_size
 
 

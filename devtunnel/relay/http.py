@@ -113,7 +113,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     request runs at a time on a connection, so one slot is enough) and call ``abort()``.
 
     ``direct``, when configured, is offered each request before uvicorn starts an ASGI task for
-    it: it returns True when it took the request over (``relay_proxy.DirectExchange`` answers
+    it: it returns True when it took the request over (``http_direct.DirectExchange`` answers
     it from callbacks, through the same response cycle). A request whose head arrives in a
     read is offered once that whole read is parsed, so a body that came with the head is there.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 
-from devtunnel.relay.tunnel import Tunnel
+from devtunnel.relay.link import AgentLink
 
 __all__ = ["Pool", "mix_refusal"]
 
@@ -31,18 +31,18 @@ class Pool:
         self.name = name
         self.token = token
         self.shared = shared
-        self.members: list[Tunnel] = []
+        self.members: list[AgentLink] = []
         """The agents' connections, oldest first."""
         self._turn = 0
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def add(self, tunnel: Tunnel) -> None:
+    def add(self, tunnel: AgentLink) -> None:
         """Take ``tunnel`` in as a member."""
         self.members.append(tunnel)
 
-    def remove(self, tunnel: Tunnel) -> bool:
+    def remove(self, tunnel: AgentLink) -> bool:
         """Let ``tunnel`` go; False if it was not a member."""
         try:
             index = self.members.index(tunnel)
@@ -53,14 +53,14 @@ class Pool:
             self._turn -= 1
         return True
 
-    def pick(self) -> Tunnel | None:
+    def pick(self) -> AgentLink | None:
         """The member that takes the next request: round robin over those taking new streams."""
         tunnel = self.peek()
         if tunnel is not None:
             self.took(tunnel)
         return tunnel
 
-    def peek(self) -> Tunnel | None:
+    def peek(self) -> AgentLink | None:
         """The member ``pick`` would return, without moving on (``took`` does).
 
         The next member in turn that takes new streams and has room for one more; a member
@@ -71,7 +71,7 @@ class Pool:
         """
         members = self.members
         count = len(members)
-        open_one: Tunnel | None = None
+        open_one: AgentLink | None = None
         for step in range(count):
             tunnel = members[(self._turn + step) % count]
             if tunnel.draining or tunnel.closed:
@@ -84,14 +84,14 @@ class Pool:
             return open_one
         return members[0] if members else None
 
-    def took(self, tunnel: Tunnel) -> None:
+    def took(self, tunnel: AgentLink) -> None:
         """``tunnel`` took a request: the next one goes to the member after it."""
         try:
             self._turn = (self.members.index(tunnel) + 1) % len(self.members)
         except ValueError:
             pass
 
-    def find(self, instance: str) -> Tunnel | None:
+    def find(self, instance: str) -> AgentLink | None:
         """The member with agent instance id ``instance``, if any (its earlier connection)."""
         for tunnel in self.members:
             held = tunnel.instance

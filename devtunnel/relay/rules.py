@@ -15,6 +15,7 @@ from every public request first, so a client cannot spell it.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -23,7 +24,9 @@ from typing import Any
 
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
-from devtunnel.relay.tunnel import Tunnel
+from devtunnel.relay.asgi import Scope, Send
+from devtunnel.relay.http import CONNECTION_EXTENSION
+from devtunnel.relay.link import AgentLink
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
 from devtunnel.rules.engine import MAX_BUCKETS
 from devtunnel.rules.model import Rule
@@ -52,25 +55,25 @@ class RuleBook:
         self.max_buckets = max_buckets
         self.relay = Engine(relay_rules, "relay", max_buckets=max_buckets) if relay_rules else None
         self.trusted = tuple(trusted_proxies)
-        self._tunnels: dict[Tunnel, Engine] = {}
-        self._aware: set[Tunnel] = set()
+        self._tunnels: dict[AgentLink, Engine] = {}
+        self._aware: set[AgentLink] = set()
 
-    def add(self, tunnel: Tunnel, rules: Sequence[Rule] | None) -> None:
+    def add(self, tunnel: AgentLink, rules: Sequence[Rule] | None) -> None:
         """``tunnel`` is online with these rules (None: its agent knows nothing of rules)."""
         if rules is not None:
             self._aware.add(tunnel)
             if rules:
                 self._tunnels[tunnel] = Engine(rules, "tunnel", max_buckets=self.max_buckets)
 
-    def remove(self, tunnel: Tunnel) -> None:
+    def remove(self, tunnel: AgentLink) -> None:
         self._tunnels.pop(tunnel, None)
         self._aware.discard(tunnel)
 
-    def engine(self, tunnel: Tunnel) -> Engine | None:
+    def engine(self, tunnel: AgentLink) -> Engine | None:
         """The tunnel's rules and state (tests and status)."""
         return self._tunnels.get(tunnel)
 
-    def judge(self, tunnel: Tunnel, scope: dict[str, Any], body: bytes = b"") -> Decision | None:
+    def judge(self, tunnel: AgentLink, scope: dict[str, Any], body: bytes = b"") -> Decision | None:
         """The decision for this request (None: no rules apply to this tunnel at all)."""
         if self.relay is None and not self._tunnels:
             return None  # a relay without rules pays one look
@@ -114,7 +117,7 @@ class RuleBook:
                 return str(address)
         return ip
 
-    def notify(self, tunnel: Tunnel, scope: dict[str, Any], fields: Fields, decision: Decision, body: bytes = b"") -> None:
+    def notify(self, tunnel: AgentLink, scope: dict[str, Any], fields: Fields, decision: Decision, body: bytes = b"") -> None:
         """Tell the tunnel's agent that a rule answered this request, so it records it.
 
         Only agents that sent rules in their HELLO understand the notice; others are not told
@@ -187,6 +190,24 @@ def answer_messages(answer: Answer, websocket: bool = False) -> list[dict[str, A
         {"type": f"{prefix}.start", "status": answer.status, "headers": headers},
         {"type": f"{prefix}.body", "body": answer.body},
     ]
+
+
+async def send_answer(decision: Decision, scope: Scope, send: Send, *, websocket: bool = False) -> None:
+    """Answer as a rule says, in a task: after its ``delay``; ``drop`` closes the connection."""
+    answer = decision.answer
+    assert answer is not None
+    if answer.delay > 0:
+        await asyncio.sleep(answer.delay)
+    if answer.drop:
+        client = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+        if client is not None:
+            client.abort()
+            return
+        if websocket:
+            await send({"type": "websocket.close", "code": 1000})
+            return
+    for message in answer_messages(answer, websocket=websocket):
+        await send(message)
 
 
 def _trusted(ip: str, networks: Sequence[Network]) -> bool:

@@ -1,6 +1,6 @@
 """The relay's WebSocket protocol, with the limits an agent connection lives under.
 
-``GuardedWebSocketProtocol`` is ``DeadPeerWebSocketProtocol`` (``relay_http.py``) plus:
+``GuardedWebSocketProtocol`` is ``DeadPeerWebSocketProtocol`` (``http.py``) plus:
 
 - Every WebSocket starts **unadmitted**: its messages may be at most ``prelogin_max_size``
   bytes (a larger one is refused with close code 1009 before it is buffered), and a peer

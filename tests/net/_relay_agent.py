@@ -14,7 +14,8 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from devtunnel.protocol.connection import Connection, Role
 from devtunnel.protocol.events import (
     DataReceived,

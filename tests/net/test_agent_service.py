@@ -17,7 +17,8 @@ from devtunnel.values.relay_url import relay_connect_url
 from devtunnel.agent.info import TunnelState
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.tunnel import MAX_BACKOFF, Backoff
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import TOKEN, Harness, LocalState, local_http, relay_and_agent
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from devtunnel.relay import server as relay_module
+from devtunnel.relay import agents as relay_module
 from devtunnel.relay.server import Relay
 from devtunnel.values.relay_url import CONNECT_PATH
 from devtunnel.protocol.connection import Connection, ErrorCode, Role

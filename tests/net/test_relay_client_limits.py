@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.relay.server import Relay, RelaySettings, client_limit
-from devtunnel.relay.proxy import client_key
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings, client_limit
+from devtunnel.relay.slots import client_key
 from devtunnel.protocol.events import StreamReset
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, echo, running_relay

@@ -17,7 +17,7 @@ from devtunnel.commands.config import resolve_relay
 from devtunnel.commands.relay import is_loopback, parse_listen, settings_from_args
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import random_name, validate_name
-from devtunnel.relay.server import RelaySettings
+from devtunnel.relay.settings import RelaySettings
 from devtunnel.values.sizes import format_size, parse_size
 from tests.helpers import free_port, wait_for
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from devtunnel.relay.server import Relay
-from devtunnel.relay.proxy import HttpForwarder
+from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import StreamReset
 from tests.helpers import async_wait_for

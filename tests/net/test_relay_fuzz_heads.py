@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.service import AgentService
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from tests.net.head_fixtures import FORGED, Seen, recording_service
 from tests.net.tunnel_fixtures import TOKEN, LoopThread, parse_response
 

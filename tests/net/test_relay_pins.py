@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidHandshake
 
-from devtunnel.relay.proxy import HttpForwarder
+from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.protocol.events import Welcome
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import (

@@ -17,7 +17,8 @@ import uvicorn
 
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.service import AgentService
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from tests.helpers import async_wait_for
 from tests.net.head_fixtures import FORGED, Seen, recording_service
 from tests.net.tunnel_fixtures import TOKEN, Harness, parse_response, raw_request, relay_and_agent

@@ -284,7 +284,7 @@ async def test_trusted_proxy_lets_x_forwarded_for_name_the_client(tmp_path, loca
 
 
 async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness, local, monkeypatch):
-    import devtunnel.relay.server as relay_module
+    import devtunnel.relay.agents as relay_module
 
     # What a relay older than rules does: it ignores the HELLO's rules and never acknowledges them.
     monkeypatch.setattr(relay_module, "_hello_rules", lambda hello: (None, None))

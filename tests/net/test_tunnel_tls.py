@@ -11,7 +11,8 @@ import trustme
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelState
 from devtunnel.agent.service import AgentService
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from tests.net.tunnel_fixtures import TOKEN, local_http, local_websocket, relay_and_agent
 
 

@@ -38,7 +38,7 @@ from websockets.protocol import State
 from devtunnel.agent.socket import TunnelSocket, _MaskBytes
 from devtunnel.relay.server import Relay
 from devtunnel.relay.http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
-from devtunnel.relay.proxy import HttpForwarder
+from devtunnel.relay.http_proxy import HttpForwarder
 from tests.net._relay_agent import connect_agent, running_relay
 
 

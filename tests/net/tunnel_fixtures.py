@@ -33,7 +33,8 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.tunnel import Backoff
-from devtunnel.relay.server import Relay, RelaySettings
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
 from tests.helpers import wait_for
 
 TOKEN = "s3cret-token"

@@ -1,7 +1,9 @@
-"""One agent's WebSocket at the relay: the protocol connection, its writer and its streams.
+"""One agent's WebSocket at the relay (``AgentLink``): the protocol connection, its writer and
+its streams (``RelayStream``). These are the relay's side of a tunnel; the agent's side is
+``devtunnel.agent``'s ``Tunnel`` and ``TunnelStream``.
 
 The agent's messages are fed to the sans-IO ``Connection`` in the WebSocket protocol's
-callback, and each event goes to the ``Stream`` it belongs to. Request handlers queue frames
+callback, and each event goes to the ``RelayStream`` it belongs to. Request handlers queue frames
 through the same ``Connection`` and call ``flush()``: everything queued in one turn of the
 event loop goes out as a single WebSocket message, from a ``call_soon`` callback, so frames of
 many streams share messages; a writer task takes over only while the agent's socket is full.
@@ -37,7 +39,7 @@ ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class DirectSocket(Protocol):
-    """An agent WebSocket that can send a message from a plain callback (``relay_http.py``)."""
+    """An agent WebSocket that can send a message from a plain callback (``relay.http.DeadPeerWebSocketProtocol``)."""
 
     writable: asyncio.Event
     transport: asyncio.WriteTransport
@@ -63,14 +65,14 @@ async def send_last_words(send: ASGISend, messages: list[dict[str, Any]]) -> Non
         log.debug("could not finish talking to an agent: %r", exc)
 
 
-class Stream:
-    """What the relay knows of one stream: the response head, queued body, and failure.
+class RelayStream:
+    """What the relay knows of one stream of an ``AgentLink``: the response head, queued body, and failure.
 
     ``chunks`` holds response body bytes (HTTP streams) or ``WebSocketMessageReceived`` /
     ``WebSocketClosed`` events (WebSocket streams), in arrival order.
 
     The response side either awaits ``wait()`` in a task, or sets ``listener``, which ``wake``
-    calls instead (``relay_proxy.DirectExchange``).
+    calls instead (``http_direct.DirectExchange``).
     """
 
     __slots__ = (
@@ -142,7 +144,7 @@ class BufferBudget:
 
     What counts is what the relay holds for an agent: payload queued on its connection and not
     yet written (``Connection.queued_data``) plus its socket's write buffer. A request body
-    takes room before it is queued (``Tunnel.sendable``); a stream that finds none waits (its
+    takes room before it is queued (``AgentLink.sendable``); a stream that finds none waits (its
     ``wake_window``) until an agent's socket drained or a tunnel closed, and reads nothing more
     from its public client meanwhile: the client is slowed down, never buffered.
     """
@@ -150,15 +152,15 @@ class BufferBudget:
     def __init__(self, per_agent: int, total: int) -> None:
         self.per_agent = per_agent
         self.total = total
-        self._tunnels: set[Tunnel] = set()
-        self._waiting: set[Stream] = set()
+        self._tunnels: set[AgentLink] = set()
+        self._waiting: set[RelayStream] = set()
         self._poll: asyncio.TimerHandle | None = None
 
-    def add(self, tunnel: Tunnel) -> None:
+    def add(self, tunnel: AgentLink) -> None:
         """Count ``tunnel``'s bytes from now on."""
         self._tunnels.add(tunnel)
 
-    def remove(self, tunnel: Tunnel) -> None:
+    def remove(self, tunnel: AgentLink) -> None:
         """Stop counting ``tunnel`` (it closed) and let waiting streams look again."""
         self._tunnels.discard(tunnel)
         self.release()
@@ -168,11 +170,11 @@ class BufferBudget:
         """Bytes held for all agents now."""
         return sum(tunnel.buffered for tunnel in self._tunnels)
 
-    def room(self, tunnel: Tunnel) -> int:
+    def room(self, tunnel: AgentLink) -> int:
         """Bytes that may still be queued for ``tunnel`` (0 or less: none)."""
         return min(self.per_agent - tunnel.buffered, self.total - self.used)
 
-    def wait(self, stream: Stream) -> None:
+    def wait(self, stream: RelayStream) -> None:
         """Call ``stream.wake_window`` once there may be room again."""
         self._waiting.add(stream)
         if self._poll is None:
@@ -188,8 +190,8 @@ class BufferBudget:
             stream.wake_window()
 
 
-class Tunnel:
-    """One connected agent holding tunnel ``name``.
+class AgentLink:
+    """The relay's link to one connected agent holding tunnel ``name`` (a pool has several).
 
     Args:
         name: the tunnel name.
@@ -222,7 +224,7 @@ class Tunnel:
         """Messages received from the agent so far (proof of life while a ping is out)."""
         self._probe: asyncio.Future[bool] | None = None
         self._probe_payload = b""
-        self.streams: dict[int, Stream] = {}
+        self.streams: dict[int, RelayStream] = {}
         self.closed = False
         self.draining = False
         """GOAWAY was sent or received: no new streams, open ones may finish."""
@@ -254,7 +256,7 @@ class Tunnel:
         budget = self.budget
         return budget.room(self) if budget is not None else self.conn.new_stream_window
 
-    def sendable(self, stream: Stream) -> int:
+    def sendable(self, stream: RelayStream) -> int:
         """Payload bytes ``stream`` may queue now: its send window, within the buffer budget.
 
         When it returns 0, ``stream.wake_window`` is called once that may have changed (credit
@@ -368,11 +370,11 @@ class Tunnel:
                     return
 
     # -- streams -----------------------------------------------------------------------
-    def open(self, stream: Stream) -> None:
+    def open(self, stream: RelayStream) -> None:
         """Track a stream opened on ``conn``."""
         self.streams[stream.id] = stream
 
-    def forget(self, stream: Stream, *, complete: bool) -> None:
+    def forget(self, stream: RelayStream, *, complete: bool) -> None:
         """Stop tracking ``stream``; reset it on the wire unless it completed both ways."""
         self.streams.pop(stream.id, None)
         if not complete and not self.closed:

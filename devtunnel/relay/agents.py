@@ -1,0 +1,280 @@
+"""The relay's door for agents: the WebSocket at ``/_devtunnel/connect`` (``AgentGate``).
+
+An agent's connection is read until its HELLO, which is checked (token, rules, name) before the
+agent is given its name (``AgentRegistry``) and its ``AgentLink``; then the agent's messages are
+handled in the WebSocket protocol's callback until it disconnects, and the name is freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from devtunnel import __version__
+from devtunnel.errors import ProtocolError
+from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.events import Hello
+from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.relay.asgi import Receive, Scope, Send, protocol_of
+from devtunnel.relay.http import DeadPeerWebSocketProtocol
+from devtunnel.relay.link import AgentLink, BufferBudget, send_last_words
+from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.registry import AgentRegistry
+from devtunnel.relay.rules import RuleBook
+from devtunnel.relay.settings import RelaySettings
+from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
+from devtunnel.rules import WIRE_VERSION, Rule, RulesError, rules_from_wire
+
+log = logging.getLogger("devtunnel.relay")
+
+# Response bytes an agent may send on a stream before the relay has written them to the client.
+# With the protocol's default of 1 MiB a large download waited for credit between batches even
+# on loopback (100 MiB downloads: about 250-320 MiB/s at 1 MiB, 370-440 MiB/s at 4 MiB). It is
+# also what a slow client can leave buffered here per stream.
+RESPONSE_WINDOW = 4 << 20
+
+
+class AgentGate:
+    """Serves the agents' WebSockets (one instance per relay).
+
+    Args:
+        settings: the relay's settings (tokens, limits, timeouts).
+        registry: the names online, which an admitted agent joins and leaves.
+        budget: the buffer budget every agent's ``AgentLink`` draws on.
+        rules: the rule book an agent's rules are added to while it is online.
+        peer_errors: where refusals are logged, throttled.
+        public_url_for: the public URL of a tunnel name (it goes in the WELCOME).
+    """
+
+    def __init__(
+        self,
+        settings: RelaySettings,
+        registry: AgentRegistry,
+        budget: BufferBudget,
+        rules: RuleBook,
+        peer_errors: PeerErrorLog,
+        public_url_for: Callable[[str], str],
+    ) -> None:
+        self.settings = settings
+        self._tokens = [token.encode() for token in settings.tokens]
+        self._registry = registry
+        self._budget = budget
+        self._rules = rules
+        self._peer_errors = peer_errors
+        self._public_url_for = public_url_for
+        # Inside the agent, its own output already says when a tunnel comes and goes.
+        self._log_level = logging.DEBUG if settings.embedded else logging.INFO
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run one agent's tunnel connection, from HELLO until it disconnects."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else "?"
+        conn = Connection(
+            Role.RELAY,
+            max_streams=self.settings.max_streams,
+            initial_window=RESPONSE_WINDOW,
+            max_send_window=self.settings.max_window,
+        )
+        try:
+            hello = await asyncio.wait_for(_read_hello(conn, receive), self.settings.head_timeout)
+        except asyncio.TimeoutError:
+            reason = f"no HELLO within {self.settings.head_timeout:g} s"
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, reason, receive)
+            return
+        except ProtocolError as exc:
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, exc)
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc), receive)  # keeps a GOAWAY already queued
+            return
+        if hello is None:
+            return
+        token, refusal = self._admit(hello)
+        rules: tuple[Rule, ...] | None = None
+        if refusal is None:
+            rules, refusal = _hello_rules(hello)
+        if refusal is not None:
+            code, reason = refusal
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
+            await _refuse(conn, send, code, reason, receive)
+            return
+        name, refusal = self._registry.pick_name(hello.name)
+        displaced: list[AgentLink] = []
+        if refusal is None:
+            displaced, refusal = await self._registry.claim(name, token, hello.instance, hello.pool)
+        if refusal is not None:
+            code, reason = refusal
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
+            await _refuse(conn, send, code, reason, receive)
+            return
+        # Take the name (or a place in its pool) before any await, so no other agent can slip in between.
+        tunnel = AgentLink(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
+        pool = self._registry.join(name, token, hello.pool, tunnel, displaced)
+        self._rules.add(tunnel, rules)
+        if rules is not None:
+            tunnel.on_rules = self._rules_changer(tunnel, peer)
+        info: dict[str, object] = {"relay": f"devtunnel {__version__}"}
+        if rules is not None:
+            info[RULES_ACK] = WIRE_VERSION
+        members = len(pool) if hello.pool else None
+        conn.send_welcome(name, self._public_url_for(name), info, pool=members)
+        tunnel.start_writer()
+        tunnel.flush()
+        shared = f", pool of {len(pool)}" if hello.pool else ""
+        log.log(self._log_level, "tunnel %s online for agent %s (%s%s)", name, peer, self._public_url_for(name), shared)
+        protocol = protocol_of(receive)
+        if isinstance(protocol, GuardedWebSocketProtocol):
+            protocol.admitted()
+            protocol.on_writable = tunnel.on_writable
+        for old in displaced:
+            if old.instance is not None and old.instance == hello.instance:
+                why = "the agent connected again; this connection of it is stale"
+            else:
+                why = f"it did not answer within {self.settings.name_check_timeout:g} s; another agent took the name"
+            log.log(self._log_level, "tunnel %s: agent %s displaced (%s)", name, old.peer, why)
+            await old.disconnect(ErrorCode.NAME_IN_USE, why, 1000)
+        reason = "the agent disconnected"
+        if not isinstance(protocol, DeadPeerWebSocketProtocol):
+            protocol = None
+        try:
+            if protocol is not None:
+                # Binary messages are handled in the protocol's callback (see on_bytes); what
+                # still comes through receive() is the end, a text message, or a failure there.
+                protocol.on_bytes = _deliver(tunnel, protocol)
+                tunnel.socket = protocol
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    break
+                failure = message.get(_FAILURE)
+                if failure is not None:
+                    raise failure
+                data = message.get("bytes")
+                if data is None:
+                    raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
+                tunnel.handle(conn.receive_data(data))
+                if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
+                    tunnel.flush()
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))  # no-op if the connection queued its own
+            tunnel.close(f"tunnel {name} went offline")
+            await tunnel.finish_writing({"type": "websocket.close", "code": 1002})
+        finally:
+            if protocol is not None:
+                protocol.on_bytes = None
+            remaining = self._registry.leave(name, tunnel)
+            self._rules.remove(tunnel)
+            tunnel.close(f"tunnel {name} went offline")
+            await tunnel.stop_writer()
+            reason = tunnel.end_reason or reason
+            if remaining:
+                log.log(self._log_level, "tunnel %s: agent %s left its pool (%s); %d remain", name, peer, reason, remaining)
+            else:
+                log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
+
+    def _rules_changer(self, tunnel: AgentLink, peer: str) -> Callable[[dict[str, Any]], None]:
+        """What a RULES frame from ``tunnel``'s agent does: its rules are replaced (their
+        counts and buckets start afresh). Rules the relay cannot enforce leave the old ones
+        in place and are logged: the agent checked them with the same code before sending."""
+
+        def change(wire: dict[str, Any]) -> None:
+            rules, refusal = _hello_rules(Hello(0, "", None, rules=wire))
+            if refusal is not None or rules is None:
+                reason = refusal[1] if refusal else "no rules"
+                self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s): rules kept: %s",
+                                      tunnel.name, peer, reason)
+                return
+            self._rules.remove(tunnel)
+            self._rules.add(tunnel, rules)
+            log.log(self._log_level, "tunnel %s: %d rules now", tunnel.name, len(rules))
+
+        return change
+
+    def _admit(self, hello: Hello) -> tuple[str, tuple[ErrorCode, str] | None]:
+        """The token the agent is known by, or why it is refused."""
+        try:
+            hello.token.encode()
+        except UnicodeEncodeError:  # JSON can spell lone surrogates
+            return "", (ErrorCode.AUTH_FAILED, "token refused: it is not valid Unicode text")
+        if self.settings.embedded:
+            return hello.token, None
+        if not hello.token:
+            return "", (ErrorCode.AUTH_FAILED, "no token given: this relay needs one (--token or DEVTUNNEL_TOKEN)")
+        given = hello.token.encode()
+        accepted = False
+        for token in self._tokens:  # every token is compared, so timing does not tell which matched
+            accepted |= hmac.compare_digest(token, given)
+        if not accepted:
+            return "", (ErrorCode.AUTH_FAILED, "token refused: it is not one of the relay's tokens")
+        return hello.token, None
+
+
+def _hello_rules(hello: Hello) -> tuple[tuple[Rule, ...] | None, tuple[ErrorCode, str] | None]:
+    """The rules a HELLO asks the relay to enforce (None: an agent that knows no rules), or why
+    they are refused (a version this relay does not know, or an invalid rule)."""
+    if hello.rules is None:
+        return None, None
+    version = hello.rules["version"]
+    if version != WIRE_VERSION:
+        reason = f"rules version {version} is not known to this relay (it enforces version {WIRE_VERSION}); upgrade it"
+        return None, (ErrorCode.RULES_REFUSED, reason)
+    try:
+        return rules_from_wire(hello.rules["list"]), None
+    except RulesError as exc:
+        return None, (ErrorCode.RULES_REFUSED, str(exc))
+
+
+_FAILURE = "devtunnel.failure"
+"""Key of a receive() message carrying an exception raised while handling a message in the callback."""
+
+
+def _deliver(tunnel: AgentLink, protocol: DeadPeerWebSocketProtocol) -> Callable[[bytes], None]:
+    """Handle each message from the agent as it arrives, in the protocol's callback.
+
+    The same as the receive() loop does, one task hop earlier. An exception (a protocol error,
+    or a defect) must not escape into the transport's callback: it goes to the receive() loop
+    instead, through the queue, which raises it there as if the loop had handled the message.
+    """
+    conn = tunnel.conn
+
+    def deliver(data: bytes) -> None:
+        try:
+            tunnel.handle(conn.receive_data(data))
+        except Exception as exc:
+            protocol.on_bytes = None  # like the loop, handle nothing after the failure
+            protocol.queue.put_nowait({"type": "websocket.receive", _FAILURE: exc})
+            return
+        if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
+            tunnel.flush()
+
+    return deliver
+
+
+async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
+    """Read until the agent's HELLO; None if it disconnected first."""
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return None
+        data = message.get("bytes")
+        if data is None:
+            raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
+        for event in conn.receive_data(data):
+            if isinstance(event, Hello):
+                return event
+
+
+async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str, receive: Receive) -> None:
+    """Send a GOAWAY (unless the connection already queued one) and close, without waiting for
+    the agent's close frame: a refused connection is let go at once."""
+    conn.send_goaway(code, reason)
+    close = {"type": "websocket.close", "code": 1008 if code == ErrorCode.AUTH_FAILED else 1000}
+    await send_last_words(send, [{"type": "websocket.send", "bytes": conn.data_to_send()}, close])
+    protocol = protocol_of(receive)
+    if isinstance(protocol, GuardedWebSocketProtocol):
+        protocol.transport.close()  # after what was written; a peer not reading is dropped by the guard

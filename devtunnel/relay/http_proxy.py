@@ -1,0 +1,378 @@
+"""Forwarding one public HTTP request through a tunnel, streaming both ways.
+
+Request bodies are sent within the stream's send window; response bodies are written to the
+client with ASGI ``send`` (which waits for the socket to drain) and only then acknowledged to
+the agent, so a slow client slows its own stream and never fills the relay's memory.
+
+No client holds a tunnel's streams for free: a request body that stops arriving for
+``body_timeout`` seconds is dropped (408), and one client address holds at most
+``ClientSlots.limit`` of a tunnel's streams at once (429 beyond).
+
+A request whose whole body came with its head is answered from callbacks instead
+(``HttpForwarder.direct``, ``http_direct.DirectExchange``); the rest, in a task (``__call__``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from devtunnel.errors import DevtunnelError, ProtocolError
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import Fields, StreamReset
+from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, plain, request_problem, send_plain, target
+from devtunnel.relay.headers import forward_request_headers
+from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
+from devtunnel.relay.http_direct import DirectExchange, send_now
+from devtunnel.relay.http_responses import BodyStalled, failure_answer, invalid_status, log_invalid, response_start
+from devtunnel.relay.link import AgentLink, RelayStream
+from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, send_answer, strip_rule_header
+from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
+from devtunnel.rules import Decision
+from devtunnel.values.sizes import format_size
+
+log = logging.getLogger("devtunnel.relay")
+
+_HTTP_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0", "2": b"2", "2.0": b"2"}
+
+
+def _body_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, bool]:
+    """The request's Content-Length (-1 without one) and whether it is chunked."""
+    length = -1
+    chunked = False
+    for name, value in headers:
+        if name == b"content-length":
+            length = int(value)  # the parser accepted only digits (and surrounding blanks)
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
+
+
+class HttpForwarder:
+    """Forwards public HTTP requests into tunnels (one instance per relay).
+
+    A request arrives either as an ASGI call (``__call__``, run in a task by uvicorn) or, when
+    its whole body came with its head, from the HTTP protocol's callback (``direct``): then a
+    ``DirectExchange`` answers it from callbacks, without a task or a future.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_body: int,
+        proto: str,
+        body_timeout: float,
+        slots: ClientSlots,
+        peer_errors: PeerErrorLog,
+        rules: RuleBook | None = None,
+    ) -> None:
+        self.rules = rules or RuleBook()
+        self.max_body = max_body
+        self.proto = proto
+        self.body_timeout = body_timeout
+        self.slots = slots
+        self.peer_errors = peer_errors
+        self._proto_bytes = proto.encode()
+
+    def _fields(self, scope: Scope, host: bytes) -> Fields:
+        """The request headers as they go to the agent (before the rules edit them)."""
+        extensions = scope.get("extensions") or {}
+        raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
+        return forward_request_headers(raw_headers, host, client_ip(scope).encode(), self._proto_bytes)
+
+    def _open(self, tunnel: AgentLink, scope: Scope, host: bytes, has_body: bool, decision: Decision | None) -> int:
+        """Queue the request head on the tunnel; returns the stream id.
+
+        Raises:
+            ProtocolError, ValueError: the tunnel connection would not open the stream.
+        """
+        ip = client_ip(scope)
+        raw = self._fields(scope, host)
+        fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
+        return tunnel.conn.open_request(
+            scope["method"].encode(),
+            target(scope),
+            _HTTP_VERSIONS.get(scope["http_version"], b"1.1"),
+            fields,
+            end_stream=not has_body,
+            remote_addr=ip,
+            scheme=self.proto,
+        )
+
+    def direct(self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes) -> bool:
+        """Forward a request whose body has fully arrived, answering it from callbacks.
+
+        Returns False, having done nothing, for anything the ASGI path must handle: a body
+        still arriving, ``Expect: 100-continue``, a body over the limit or over the stream's
+        first send window, a tunnel that is going away or refuses the stream.
+        """
+        if cycle.more_body or cycle.waiting_for_100_continue or tunnel.draining or tunnel.closed:
+            return False
+        scope: Scope = cycle.scope  # type: ignore[assignment]
+        if request_problem(scope) is not None:
+            return False
+        body = cycle.body
+        conn = tunnel.conn
+        if len(body) > conn.new_stream_window or (self.max_body and len(body) > self.max_body):
+            return False
+        if body and len(body) > tunnel.room:  # no room in the buffer budget: the ASGI path waits for it
+            return False
+        decision = self.rules.judge(tunnel, scope, bytes(body))
+        if decision is not None and decision.answer is not None:
+            if cycle.flow.write_paused:
+                return False  # the ASGI path answers (the decision is kept: judged once)
+            self._answer_direct(tunnel, client, cycle, host, decision)
+            return True
+        length, chunked = _body_length(scope["headers"])
+        has_body = chunked or length > 0
+        ip = client_ip(scope)
+        if not self.slots.take(tunnel, ip):
+            return False  # the ASGI path answers 429
+        try:
+            stream_id = self._open(tunnel, scope, host, has_body, decision)
+        except (ProtocolError, ValueError):
+            self.slots.give_back(tunnel, ip)
+            return False  # the ASGI path meets the same refusal and answers it
+        if has_body:
+            conn.send_data(stream_id, bytes(body), end_stream=True)
+            cycle.body = bytearray()
+        cycle.flow.resume_reading()  # as receive() would: a large body paused reading
+        stream = RelayStream(stream_id)
+        tunnel.open(stream)
+        tunnel.flush()
+        DirectExchange(tunnel, stream, cycle, client, self.slots, ip, decision)
+        return True
+
+    def _answer_direct(
+        self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes, decision: Decision
+    ) -> None:
+        """Answer as a rule says, from the callback (or after its ``delay``, from a timer)."""
+        answer = decision.answer
+        assert answer is not None
+        scope: Scope = cycle.scope  # type: ignore[assignment]
+        body = bytes(cycle.body)
+        cycle.body = bytearray()
+        cycle.flow.resume_reading()
+        self.rules.notify(tunnel, scope, self._fields(scope, host), decision, body)
+
+        def respond() -> None:
+            if cycle.disconnected or client.transport.is_closing():
+                return
+            if answer.drop:
+                client.abort()
+                return
+            if cycle.flow.write_paused:  # a response before it on the connection is still going
+                client.abort()
+                return
+            for message in answer_messages(answer):
+                send_now(cycle, message)
+
+        if answer.delay > 0:
+            client.loop.call_later(answer.delay, respond)
+        else:
+            respond()
+
+    async def __call__(self, tunnel: AgentLink, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+        """Forward one request to ``tunnel`` and stream its response back."""
+        problem = request_problem(scope)
+        if problem is not None:
+            await send_plain(send, 400, f"{problem}\n", close=True)
+            return
+        length, chunked = _body_length(scope["headers"])
+        if self.max_body and length > self.max_body:
+            text = f"request body of {length} bytes is larger than the relay's limit of {format_size(self.max_body)}\n"
+            await send_plain(send, 413, text, close=True)
+            return
+        decision = self.rules.judge(tunnel, scope)
+        if decision is not None and decision.answer is not None:
+            self.rules.notify(tunnel, scope, self._fields(scope, host), decision)
+            await send_answer(decision, scope, send)
+            return
+        if tunnel.draining or tunnel.closed:
+            await send_plain(send, 503, f"tunnel {tunnel.name} is restarting; try again\n")
+            return
+        has_body = chunked or length > 0
+        ip = client_ip(scope)
+        if not self.slots.take(tunnel, ip):
+            text = over_share(tunnel, ip, self.slots, self.peer_errors)
+            for message in plain(429, text, close=True, extra=[RETRY_AFTER_HEADER]):
+                await send(message)
+            return
+        try:
+            stream_id = self._open(tunnel, scope, host, has_body, decision)
+        except (ProtocolError, ValueError) as exc:
+            self.slots.give_back(tunnel, ip)
+            await _refuse_open(send, tunnel, exc)
+            return
+        try:
+            await self._forward(tunnel, RelayStream(stream_id), scope, receive, send, has_body, ip, decision)
+        finally:
+            self.slots.give_back(tunnel, ip)
+
+    async def _forward(
+        self,
+        tunnel: AgentLink,
+        stream: RelayStream,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        has_body: bool,
+        ip: str,
+        decision: Decision | None = None,
+    ) -> None:
+        tunnel.open(stream)
+        tunnel.flush()
+        client: HeadLimitedHttpProtocol | None = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+        if client is not None:
+            client.lost_callback = stream.on_client_gone
+        uploader = None
+        if has_body:
+            uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive, ip))
+        responded = False
+        try:
+            responded = await self._respond(tunnel, stream, scope, send, client, decision)
+        finally:
+            if client is not None:
+                client.lost_callback = None
+            request_sent = True
+            if uploader is not None:
+                if not uploader.done():
+                    uploader.cancel()
+                    request_sent = False
+                elif uploader.cancelled() or uploader.exception() is not None or not uploader.result():
+                    request_sent = False
+            tunnel.forget(stream, complete=responded and request_sent)
+
+    async def _upload(self, tunnel: AgentLink, stream: RelayStream, receive: Receive, ip: str) -> bool:
+        """Send the request body within the send window; True once all of it was sent.
+
+        Only the time spent waiting for the client counts towards ``body_timeout``: while the
+        agent's window is full the client is not asked for more.
+        """
+        conn = tunnel.conn
+        stream_id = stream.id
+        total = 0
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        message = await receive()
+                except TimeoutError:
+                    self._stalled(tunnel, stream, ip, total)
+                    return False
+                if message["type"] != "http.request":
+                    stream.on_client_gone()
+                    return False
+                body: bytes = message.get("body", b"")
+                more = message.get("more_body", False)
+                total += len(body)
+                if self.max_body and total > self.max_body:
+                    reason = f"request body is larger than the relay's limit of {format_size(self.max_body)}"
+                    conn.reset_stream(stream_id, ErrorCode.TOO_LARGE, reason)
+                    tunnel.flush()
+                    stream.fail(StreamReset(stream_id, int(ErrorCode.TOO_LARGE), reason))
+                    return False
+                while True:
+                    if stream.failure is not None or stream.client_gone or tunnel.closed:
+                        return False
+                    window = tunnel.sendable(stream)  # 0: wait for credit or buffer room
+                    if len(body) <= window:
+                        conn.send_data(stream_id, body, end_stream=not more)
+                        break
+                    if window:
+                        conn.send_data(stream_id, body[:window])
+                        body = body[window:]
+                        tunnel.flush()
+                    await stream.wait_window()
+                tunnel.flush()
+                if not more:
+                    return True
+        except DevtunnelError as exc:  # the stream was closed under us (reset, tunnel gone)
+            log.debug("tunnel %s: upload on stream %d stopped: %s", tunnel.name, stream_id, exc)
+            return False
+
+    def _stalled(self, tunnel: AgentLink, stream: RelayStream, ip: str, received: int) -> None:
+        """Give up on a request body that stopped arriving: reset the stream towards the agent
+        (the local service sees an aborted request) and fail it here (the client gets 408, or
+        a closed connection once its response has started)."""
+        reason = f"the client sent no request body for {self.body_timeout:g} s (after {received} bytes)"
+        self.peer_errors.log(
+            "body-stalled", logging.WARNING, "tunnel %s: request body from %s stalled after %d bytes; dropped",
+            tunnel.name, ip, received,
+        )
+        if not tunnel.closed and stream.failure is None:
+            tunnel.conn.reset_stream(stream.id, ErrorCode.CANCEL, reason)
+            tunnel.flush()
+        stream.fail(BodyStalled(stream.id, int(ErrorCode.CANCEL), reason))
+
+    async def _respond(
+        self,
+        tunnel: AgentLink,
+        stream: RelayStream,
+        scope: Scope,
+        send: Send,
+        client: HeadLimitedHttpProtocol | None,
+        decision: Decision | None = None,
+    ) -> bool:
+        """Write the response to the client; True when it completed."""
+        while stream.head is None:
+            if stream.client_gone:
+                return False
+            if stream.failure is not None:
+                await self._answer_failure(tunnel, stream.failure, send)
+                return False
+            await stream.wait()
+        start = response_start(stream, decision)
+        if start is None:
+            await send_plain(send, 502, invalid_status(tunnel, stream))
+            return False
+        conn = tunnel.conn
+        chunks = stream.chunks
+        try:
+            await send(start)
+            while True:
+                if chunks:
+                    data = chunks.popleft()
+                    last = stream.ended and not chunks
+                    await send({"type": "http.response.body", "body": data, "more_body": not last})
+                    if last:
+                        return True
+                    if not stream.ended:
+                        conn.acknowledge(stream.id, len(data))
+                        tunnel.flush()
+                elif stream.ended:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return True
+                elif stream.client_gone:
+                    return False
+                elif stream.failure is not None:
+                    # The response has started: the only honest signal left is a broken connection.
+                    if client is not None:
+                        client.abort()
+                    return False
+                else:
+                    await stream.wait()
+        except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
+            log_invalid(tunnel, scope, exc)
+            if client is not None:
+                client.abort()
+            return False
+
+    async def _answer_failure(self, tunnel: AgentLink, failure: StreamReset, send: Send) -> None:
+        for message in failure_answer(tunnel, failure):
+            await send(message)
+
+
+async def _refuse_open(send: Send, tunnel: AgentLink, exc: ProtocolError | ValueError) -> None:
+    """Answer a request the tunnel connection would not open a stream for."""
+    code = getattr(exc, "code", None)
+    if code == ErrorCode.REFUSED_STREAM:
+        await send_plain(send, 503, f"tunnel {tunnel.name} is busy: {exc}; try again\n")
+    elif code == ErrorCode.TOO_LARGE or isinstance(exc, ValueError):
+        await send_plain(send, 431, f"request head too large for the tunnel: {exc}\n", close=True)
+    else:
+        await send_plain(send, 502, f"tunnel {tunnel.name} cannot take requests: {exc}\n")

@@ -1,0 +1,63 @@
+"""What a public HTTP client is sent for a forwarded request: the agent's response head (with the
+rules' edits), or the relay's own answer when the stream failed before the response started.
+
+Shared by the two ways a response is written: in a task (``http_proxy.HttpForwarder``) and from
+callbacks (``http_direct.DirectExchange``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import StreamReset
+from devtunnel.relay.asgi import Scope, plain
+from devtunnel.relay.headers import forward_response_headers
+from devtunnel.relay.link import AgentLink, RelayStream
+from devtunnel.relay.rules import edit_response
+from devtunnel.rules import Decision
+
+log = logging.getLogger("devtunnel.relay")
+
+NO_BODY_STATUS = (204, 304)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyStalled(StreamReset):
+    """The relay's own failure of a stream: the client's request body stopped arriving."""
+
+
+def failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, Any]]:
+    """What the client gets when the stream failed before the response started."""
+    if isinstance(failure, BodyStalled):
+        return plain(408, f"{failure.reason}\n", close=True)
+    if failure.code == ErrorCode.TOO_LARGE:
+        return plain(413, f"{failure.reason}\n", close=True)
+    if failure.code == ErrorCode.REFUSED_STREAM:
+        return plain(503, f"tunnel {tunnel.name} is busy: {failure.reason}\n")
+    if tunnel.closed:
+        return plain(502, f"tunnel {tunnel.name} went offline before answering\n")
+    return plain(502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
+
+
+def response_start(stream: RelayStream, decision: Decision | None = None) -> dict[str, Any] | None:
+    """The ``http.response.start`` message for the agent's response head (the rules' header
+    edits applied); None if its status is invalid."""
+    head = stream.head
+    assert head is not None
+    status = head.status
+    if not 200 <= status < 600:
+        return None
+    headers = forward_response_headers(head.headers, body_allowed=status not in NO_BODY_STATUS)
+    return {"type": "http.response.start", "status": status, "headers": edit_response(headers, decision)}
+
+
+def invalid_status(tunnel: AgentLink, stream: RelayStream) -> str:
+    assert stream.head is not None
+    return f"tunnel {tunnel.name} answered with invalid status {stream.head.status}\n"
+
+
+def log_invalid(tunnel: AgentLink, scope: Scope, exc: Exception) -> None:
+    log.warning("tunnel %s: response to %s %s is not valid HTTP: %s", tunnel.name, scope["method"], scope["path"], exc)

@@ -1,0 +1,138 @@
+"""How the relay listens: uvicorn, configured with the relay's own protocol classes, serving the
+relay's ASGI application on a socket bound here, and more listeners on the same server for
+pinned ports (``Relay.pin``).
+
+uvicorn is driven by hand (``Server.startup`` and ``shutdown`` rather than ``serve``), so it runs
+inside the caller's event loop; ``tests/net/test_uvicorn_contract.py`` checks what this relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from devtunnel.errors import ConfigError
+from devtunnel.relay.http import HeadLimitedHttpProtocol
+from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.settings import RelaySettings
+from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
+
+# Largest WebSocket message accepted, from agents (batched frames) and public clients alike.
+WS_MAX_SIZE = 64 << 20
+
+
+def server_config(
+    app: Any,
+    settings: RelaySettings,
+    *,
+    direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool],
+    peer_errors: PeerErrorLog,
+) -> uvicorn.Config:
+    """uvicorn's configuration for the relay (its protocols, limits and TLS), loaded.
+
+    Raises:
+        ConfigError: the TLS files are unusable.
+    """
+    s = settings
+    config = uvicorn.Config(
+        app,
+        http=HeadLimitedHttpProtocol.configured(
+            s.max_head, s.head_timeout, direct=direct, peer_errors=peer_errors
+        ),
+        ws=GuardedWebSocketProtocol.configured(PRELOGIN_MAX_SIZE, s.stall_timeout).logging_to(peer_errors),
+        ws_max_size=WS_MAX_SIZE,
+        ws_per_message_deflate=False,
+        ws_ping_interval=s.ping_interval,
+        ws_ping_timeout=s.ping_timeout,
+        lifespan="off",
+        interface="asgi3",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=max(1, int(s.shutdown_timeout)),
+        ssl_certfile=s.tls_cert,
+        ssl_keyfile=s.tls_key,
+    )
+    try:
+        config.load()
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use the TLS certificate {s.tls_cert} / key {s.tls_key}: {exc}") from exc
+    return config
+
+
+async def start_server(config: uvicorn.Config, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
+    """Start uvicorn on ``host:port``; returns once the socket accepts connections.
+
+    Raises:
+        ConfigError: the address cannot be listened on.
+    """
+    sock = bind(host, port)
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    try:
+        await server.startup(sockets=[sock])
+    except BaseException:
+        sock.close()
+        raise
+    return server, sock
+
+
+async def listen_more(server: uvicorn.Server, host: str, port: int) -> tuple[int, asyncio.AbstractServer]:
+    """One more listener on ``host:port`` (0: any free port) whose connections ``server`` serves
+    as it serves its own, and which its ``shutdown`` closes with the others. Returns the port
+    and the listener.
+
+    Raises:
+        ConfigError: the port cannot be listened on.
+    """
+    config = server.config
+    loop = asyncio.get_running_loop()
+    sock = bind(host, port)
+
+    def protocol() -> asyncio.Protocol:  # what uvicorn's own listener creates per connection
+        return config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=server.server_state, app_state=server.lifespan.state, _loop=loop)
+
+    try:
+        listener = await loop.create_server(protocol, sock=sock, ssl=config.ssl, backlog=config.backlog)
+    except BaseException:
+        sock.close()
+        raise
+    bound = int(sock.getsockname()[1])
+    server.servers.append(listener)  # closed with the others by ``shutdown``
+    return bound, listener
+
+
+def stop_listening(server: uvicorn.Server | None, listener: asyncio.AbstractServer) -> None:
+    """Close a listener ``listen_more`` opened (connections open there carry on)."""
+    listener.close()
+    if server is not None and listener in server.servers:
+        server.servers.remove(listener)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (uvicorn listens on it)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # A name like "localhost" may resolve to ::1 first; clients mostly try 127.0.0.1.
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.set_inheritable(True)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock

@@ -1,0 +1,112 @@
+"""Which agents hold which tunnel names at the relay (``AgentRegistry``): a new agent's name is
+picked or checked, claimed (against the token that holds it, and the holders' liveness), joined
+and left. Each name is held by a ``Pool``: one agent, or several sharing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from devtunnel.errors import ConfigError
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.relay.link import AgentLink
+from devtunnel.relay.pool import Pool, mix_refusal
+from devtunnel.values.names import random_name, validate_name
+
+
+class AgentRegistry:
+    """The tunnel names online, each with the agents holding it.
+
+    Args:
+        name_check_timeout: seconds a holder has to answer a ping when another agent with its
+            token asks for the name (``RelaySettings.name_check_timeout``).
+    """
+
+    def __init__(self, name_check_timeout: float) -> None:
+        self.name_check_timeout = name_check_timeout
+        self.pools: dict[str, Pool] = {}
+        """The agents holding each tunnel name online (one, or a pool sharing it), oldest name first."""
+
+    def pick_name(self, wanted: str | None) -> tuple[str, tuple[ErrorCode, str] | None]:
+        """The tunnel name to give, or why the wanted one is not a valid name."""
+        if not wanted:
+            name = random_name()
+            while name in self.pools:
+                name = random_name()
+            return name, None
+        try:
+            name = validate_name(wanted)
+        except ConfigError as exc:
+            # NAME_TAKEN is the code for "this name is refused; retrying will not help".
+            return wanted, (ErrorCode.NAME_TAKEN, str(exc))
+        return name, None
+
+    async def claim(
+        self, name: str, token: str, instance: str | None, shared: bool
+    ) -> tuple[list[AgentLink], tuple[ErrorCode, str] | None]:
+        """Whether an agent may have ``name`` (``shared``: in a pool): (the connections it
+        displaces, refusal or None).
+
+        A name belongs to the token that holds it. Under the same token, an agent with a
+        holder's instance id is that holder coming back (its old connection is the stale one)
+        and takes its place at once; an agent asking for a pool joins a pool; any other agent
+        (one alone against a pool, a pool against one alone, one alone against another) gets
+        the name only if every holder fails a liveness check now: a healthy agent is never
+        displaced. Returns with no await after its last look, so the caller can take the
+        name before anyone else.
+        """
+        while True:
+            pool = self.pools.get(name)
+            if pool is None:
+                return [], None
+            if not hmac.compare_digest(pool.token.encode(), token.encode()):
+                return [], (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
+            stale = pool.find(instance) if instance is not None else None
+            if stale is not None and (len(pool) == 1 or (pool.shared and shared)):
+                return [stale], None
+            refusal = mix_refusal(pool, shared)
+            if refusal is None:
+                return [], None
+            holders = list(pool.members)
+            alive = await asyncio.gather(*(holder.answers(self.name_check_timeout) for holder in holders))
+            if any(alive):
+                return [], (ErrorCode.NAME_IN_USE, refusal)
+            if self.pools.get(name) is pool and pool.members == holders:
+                return holders, None
+            # The name changed hands during the check: look again.
+
+    def join(self, name: str, token: str, shared: bool, tunnel: AgentLink, displaced: list[AgentLink]) -> Pool:
+        """Give ``tunnel`` its place under ``name`` (after ``claim``), in place of ``displaced``."""
+        pool = self.pools.get(name)
+        if pool is not None:
+            for old in displaced:
+                pool.remove(old)
+        if pool is None or not pool.members:
+            pool = self.pools[name] = Pool(name, token, shared=shared)
+        pool.add(tunnel)
+        self._announce(pool, tunnel)
+        return pool
+
+    def leave(self, name: str, tunnel: AgentLink) -> int:
+        """Take ``tunnel`` out of its pool (if still in it) and free the name after the last one;
+        returns how many agents it leaves holding the name (0 for one already displaced)."""
+        pool = self.pools.get(name)
+        if pool is None or not pool.remove(tunnel):
+            return 0
+        if not pool.members:
+            del self.pools[name]
+            return 0
+        self._announce(pool)
+        return len(pool)
+
+    @staticmethod
+    def _announce(pool: Pool, joined: AgentLink | None = None) -> None:
+        """Tell each member of a pool how many agents share the name now (``joined`` learns it
+        from its WELCOME)."""
+        if not pool.shared:
+            return
+        for member in pool.members:
+            if member is not joined and not member.closed:
+                member.conn.send_pool(len(pool))
+                member.flush()

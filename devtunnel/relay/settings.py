@@ -1,0 +1,100 @@
+"""``RelaySettings``: how a relay listens, whom it lets in, and its limits (one dataclass the
+``relay`` command and the agent's embedded relay fill in), and the values derived from them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from devtunnel.errors import ConfigError
+from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS
+from devtunnel.rules import Rule
+
+
+@dataclass
+class RelaySettings:
+    """How a relay listens, whom it lets in, and its limits."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 0
+    """Port to listen on; 0 picks a free one (read ``Relay.port`` after ``start``)."""
+    domain: str = "localhost"
+    """``NAME.DOMAIN`` goes to tunnel NAME."""
+    tokens: Sequence[str] = ()
+    """Tokens agents may present. Ignored when ``embedded``."""
+    tls_cert: str | None = None
+    """PEM certificate chain: serve https and wss."""
+    tls_key: str | None = None
+    """PEM private key for ``tls_cert``."""
+    max_body: int = 0
+    """Largest request body in bytes; 0 for no limit."""
+    head_timeout: float = 10.0
+    """Seconds a client (or an agent's HELLO) may take to send its request head."""
+    public_url: str | None = None
+    """Public base URL when a proxy terminates TLS, e.g. ``https://tunnel.example.com``."""
+    embedded: bool = False
+    """Run inside the agent on loopback: no token check; unknown hosts go to the oldest tunnel."""
+    max_head: int = 64 * 1024
+    """Largest request head (request line and headers) in bytes; larger ones get 431."""
+    ping_interval: float = 10.0
+    """Seconds between WebSocket pings to each agent."""
+    ping_timeout: float = 10.0
+    """Seconds to wait for a pong before dropping the agent and freeing its name."""
+    max_streams: int = DEFAULT_MAX_STREAMS
+    """Concurrent requests per tunnel; more get 503."""
+    body_timeout: float = 30.0
+    """Seconds a request body may go without a byte arriving before it is dropped (408)."""
+    client_share: float = 0.25
+    """Fraction of a tunnel's ``max_streams`` one client address may hold at once; more get 429.
+    Not applied when ``embedded``: every client of a loopback relay has the same address."""
+    log_interval: float = 10.0
+    """Seconds between log lines of one kind about peers' bad input (the rest are summarised)."""
+    shutdown_timeout: float = 3.0
+    """Seconds ``stop`` waits for requests in flight."""
+    name_check_timeout: float = 2.0
+    """Seconds the agent holding a name has to answer a ping when another agent with the same
+    token asks for the name; one that does not is displaced."""
+    stall_timeout: float = 15.0
+    """Seconds an agent's socket may stay full without draining a byte before the agent is dropped."""
+    max_window: int = 16 << 20
+    """Most flow-control credit the relay uses per stream toward an agent, whatever it announces."""
+    agent_buffer: int = 16 << 20
+    """Bytes the relay holds on their way to one agent; request bodies wait (and their clients
+    are not read) beyond it."""
+    relay_buffer: int = 256 << 20
+    """Bytes the relay holds on their way to all agents together."""
+    rules: Sequence[Rule] = ()
+    """The relay's own rules, applied to every tunnel before the tunnel's (``relay --rules FILE``)."""
+    rate_clients: int = 10_000
+    """Client addresses each rate-limit rule keeps a bucket for (the least recently seen go
+    first): what bounds its memory under many addresses."""
+    trusted_proxies: Sequence[str] = ()
+    """CIDRs of proxies in front of the relay: a request from one of them is judged by the
+    client address in X-Forwarded-For (``--trusted-proxy``); otherwise by the socket's."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the relay serves TLS itself."""
+        return bool(self.tls_cert)
+
+
+def client_limit(settings: RelaySettings) -> int | None:
+    """Streams of one tunnel one client address may hold at once (``client_share`` of
+    ``max_streams``); None when that is the whole tunnel anyway."""
+    if settings.embedded or settings.client_share >= 1:
+        return None
+    return max(1, int(settings.max_streams * settings.client_share))
+
+
+def trusted_networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``--trusted-proxy`` values as networks; ConfigError naming a bad one."""
+    out = []
+    for cidr in cidrs:
+        try:
+            out.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"--trusted-proxy {cidr!r} is not an address or CIDR (e.g. 10.0.0.0/8)") from None
+    return out

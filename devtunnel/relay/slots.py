@@ -1,0 +1,82 @@
+"""How many of a tunnel's streams one client address holds (``ClientSlots``), shared by the HTTP
+and WebSocket forwarders: past its share a client gets 429 while other addresses are still served.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from devtunnel.relay.link import AgentLink
+from devtunnel.relay.log import PeerErrorLog
+
+#: Seconds a client over its share is asked to wait.
+RETRY_AFTER = 1
+#: The header of a 429 that says so.
+RETRY_AFTER_HEADER = (b"retry-after", str(RETRY_AFTER).encode())
+
+
+class ClientSlots:
+    """How many of each tunnel's streams each client address holds, within ``limit``.
+
+    One address (a slowloris, a runaway script) must not take every stream of a tunnel and
+    leave the others 503s: past its share it gets 429 while other addresses are still served.
+    An IPv6 client counts by its /64, the block one host or site usually has to itself.
+    With ``limit`` None nothing is counted (a tunnel's own limit still applies: 503).
+    """
+
+    __slots__ = ("_held", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._held: dict[tuple[AgentLink, str], int] = {}
+
+    def take(self, tunnel: AgentLink, ip: str) -> bool:
+        """Count one more stream of ``tunnel`` for ``ip``; False (nothing counted) past the limit."""
+        if self.limit is None:
+            return True
+        key = (tunnel, client_key(ip))
+        held = self._held.get(key, 0)
+        if held >= self.limit:
+            return False
+        self._held[key] = held + 1
+        return True
+
+    def give_back(self, tunnel: AgentLink, ip: str) -> None:
+        """The stream counted by ``take`` is over."""
+        if self.limit is None:
+            return
+        key = (tunnel, client_key(ip))
+        held = self._held.get(key, 0) - 1
+        if held > 0:
+            self._held[key] = held
+        else:
+            self._held.pop(key, None)
+
+    def held(self, tunnel: AgentLink, ip: str) -> int:
+        """Streams of ``tunnel`` that ``ip`` holds now."""
+        return self._held.get((tunnel, client_key(ip)), 0)
+
+
+def client_key(ip: str) -> str:
+    """What a client address counts as: itself for IPv4, its /64 for IPv6 (an IPv4 address
+    mapped into IPv6, as a dual-stack listener sees IPv4 clients, counts as the IPv4 one)."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
+def over_share(tunnel: AgentLink, ip: str, slots: ClientSlots, peer_errors: PeerErrorLog) -> str:
+    """Log, and say to the client, that it already holds its share of ``tunnel``'s streams (429)."""
+    peer_errors.log(
+        "client-share", logging.WARNING, "client %s holds its share of tunnel %s (%d streams): 429", ip, tunnel.name,
+        slots.limit,
+    )
+    return f"too many requests from {ip} in flight on tunnel {tunnel.name} (at most {slots.limit}); try again\n"

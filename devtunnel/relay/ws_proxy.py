@@ -1,0 +1,230 @@
+"""Passing one public WebSocket through a tunnel: the handshake goes to the agent as a request,
+the client is accepted on its 101 (or sent its answer otherwise), then messages are pumped both
+ways within the stream's send window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from devtunnel.errors import DevtunnelError, ProtocolError
+from devtunnel.protocol.connection import Connection
+from devtunnel.protocol.events import WebSocketClosed
+from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, deny_websocket, protocol_of, request_problem, target
+from devtunnel.relay.headers import forward_request_headers, forward_response_headers, websocket_accept_headers
+from devtunnel.relay.link import AgentLink, RelayStream
+from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_answer, strip_rule_header
+from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
+from devtunnel.rules import Decision
+
+log = logging.getLogger("devtunnel.relay")
+
+# Close codes that name a condition but may not be sent in a close frame (RFC 6455 7.4.1).
+_UNSENDABLE_CLOSE = {1005: 1000, 1006: 1011, 1015: 1011}
+
+
+def _sendable_close_code(code: int) -> int:
+    return _UNSENDABLE_CLOSE.get(code, code)
+
+
+class WebSocketForwarder:
+    """Passes public WebSocket connections through tunnels (one instance per relay)."""
+
+    def __init__(
+        self, *, proto: str, slots: ClientSlots, peer_errors: PeerErrorLog, rules: RuleBook | None = None
+    ) -> None:
+        self.rules = rules or RuleBook()
+        self.proto = proto
+        self.slots = slots
+        self.peer_errors = peer_errors
+        self._proto_bytes = b"https" if proto == "https" else b"http"
+
+    async def __call__(self, tunnel: AgentLink, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+        """Open a WebSocket stream; accept the client on 101, else send the agent's answer."""
+        try:
+            await self._forward(tunnel, scope, receive, send, host)
+        except OSError as exc:  # uvicorn's ClientDisconnected: the client left mid-handshake
+            log.debug("tunnel %s: websocket client left: %r", tunnel.name, exc)
+
+    async def _forward(self, tunnel: AgentLink, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        problem = request_problem(scope)
+        if problem is not None:
+            await deny_websocket(send, 400, f"{problem}\n")
+            return
+        conn = tunnel.conn
+        ip = client_ip(scope)
+        decision = self.rules.judge(tunnel, scope)
+        if decision is not None and decision.answer is not None:
+            fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+            self.rules.notify(tunnel, scope, fields, decision)
+            if decision.answer.drop:
+                protocol = protocol_of(receive)
+                transport = getattr(protocol, "transport", None)
+                if transport is not None:
+                    transport.abort()
+                    return
+            await send_answer(decision, scope, send, websocket=True)
+            return
+        if not self.slots.take(tunnel, ip):
+            await deny_websocket(send, 429, over_share(tunnel, ip, self.slots, self.peer_errors), [RETRY_AFTER_HEADER])
+            return
+        try:
+            await self._pass_through(tunnel, conn, scope, receive, send, host, ip, decision)
+        finally:
+            self.slots.give_back(tunnel, ip)
+
+    async def _pass_through(
+        self,
+        tunnel: AgentLink,
+        conn: Connection,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        host: bytes,
+        ip: str,
+        decision: Decision | None = None,
+    ) -> None:
+        raw = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+        fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
+        try:
+            stream_id = conn.open_request(
+                b"GET", target(scope), b"1.1", fields, end_stream=True, remote_addr=ip, scheme=self.proto, websocket=True
+            )
+        except (ProtocolError, ValueError) as exc:
+            await deny_websocket(send, 503, f"tunnel {tunnel.name} cannot take requests: {exc}\n")
+            return
+        stream = RelayStream(stream_id, websocket=True)
+        tunnel.open(stream)
+        tunnel.flush()
+        try:
+            while stream.head is None:
+                if stream.failure is not None:
+                    await deny_websocket(send, 502, f"tunnel {tunnel.name} went offline before answering\n")
+                    return
+                await stream.wait()
+            head = stream.head
+            if head.status != 101:
+                await self._deny_with_response(tunnel, stream, send)
+                return
+            subprotocol, extra = websocket_accept_headers(head.headers)
+            extra = edit_response(extra, decision)
+            try:
+                await send(
+                    {
+                        "type": "websocket.accept",
+                        "subprotocol": subprotocol.decode("latin-1") if subprotocol else None,
+                        "headers": extra,
+                    }
+                )
+            except OSError:  # the client left while the local service was answering
+                tunnel.forget(stream, complete=False)
+                raise
+            pump = asyncio.get_running_loop().create_task(self._client_to_agent(tunnel, stream, receive))
+            try:
+                await self._agent_to_client(tunnel, stream, send)
+            finally:
+                if not pump.done():
+                    stream.client_gone = True
+                    stream.wake_window()
+                    # Let the client's close reply reach the agent, but do not wait forever.
+                    try:
+                        await asyncio.wait_for(pump, 10.0)
+                    except asyncio.TimeoutError:
+                        pass
+        finally:
+            tunnel.forget(stream, complete=True)
+
+    async def _deny_with_response(self, tunnel: AgentLink, stream: RelayStream, send: Send) -> None:
+        head = stream.head
+        assert head is not None
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": head.status,
+                "headers": forward_response_headers(head.headers, body_allowed=True),
+            }
+        )
+        while True:
+            while stream.chunks:
+                data = stream.chunks.popleft()
+                if isinstance(data, bytes):
+                    await send({"type": "websocket.http.response.body", "body": data, "more_body": True})
+            if stream.ended or stream.failure is not None:
+                break
+            await stream.wait()
+        await send({"type": "websocket.http.response.body", "body": b"", "more_body": False})
+
+    async def _agent_to_client(self, tunnel: AgentLink, stream: RelayStream, send: Send) -> None:
+        conn = tunnel.conn
+        fragments: list[bytes] = []
+        try:
+            while True:
+                while stream.chunks:
+                    event = stream.chunks.popleft()
+                    if isinstance(event, WebSocketClosed):
+                        code = _sendable_close_code(event.code)
+                        await send({"type": "websocket.close", "code": code, "reason": event.reason})
+                        return
+                    if isinstance(event, bytes):  # body bytes on a WebSocket stream: ignore
+                        continue
+                    fragments.append(event.data)
+                    if event.fin:
+                        data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
+                        fragments.clear()
+                        if event.text:
+                            await send({"type": "websocket.send", "text": data.decode("utf-8", "replace")})
+                        else:
+                            await send({"type": "websocket.send", "bytes": data})
+                    if not stream.client_gone and not tunnel.closed:
+                        conn.acknowledge(stream.id, len(event.data))
+                        tunnel.flush()
+                if stream.client_gone:
+                    return
+                if stream.failure is not None:
+                    await send({"type": "websocket.close", "code": 1011, "reason": "tunnel went offline"})
+                    return
+                await stream.wait()
+        except DevtunnelError as exc:
+            log.debug("tunnel %s: websocket stream %d ended: %s", tunnel.name, stream.id, exc)
+        except Exception as exc:  # uvicorn raises ClientDisconnected once the client is gone
+            log.debug("tunnel %s: websocket client of stream %d is gone: %r", tunnel.name, stream.id, exc)
+
+    async def _client_to_agent(self, tunnel: AgentLink, stream: RelayStream, receive: Receive) -> None:
+        try:
+            await self._pump_client(tunnel, stream, receive)
+        except DevtunnelError as exc:  # the stream closed under us
+            log.debug("tunnel %s: websocket stream %d: %s", tunnel.name, stream.id, exc)
+
+    async def _pump_client(self, tunnel: AgentLink, stream: RelayStream, receive: Receive) -> None:
+        conn = tunnel.conn
+        stream_id = stream.id
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                if not tunnel.closed and stream.failure is None:
+                    code = _sendable_close_code(int(message.get("code") or 1000))
+                    conn.send_ws_close(stream_id, code, message.get("reason") or "")
+                    tunnel.flush()
+                stream.on_client_gone()
+                return
+            text = message.get("text")
+            data: bytes = text.encode() if text is not None else message.get("bytes") or b""
+            is_text = text is not None
+            while True:
+                if stream.failure is not None or tunnel.closed:
+                    return
+                window = tunnel.sendable(stream)  # 0: wait for credit or buffer room
+                if len(data) <= window:
+                    conn.send_ws_message(stream_id, data, text=is_text, fin=True)
+                    break
+                if window:
+                    conn.send_ws_message(stream_id, data[:window], text=is_text, fin=False)
+                    data = data[window:]
+                    tunnel.flush()
+                await stream.wait_window()
+            tunnel.flush()
