@@ -45,6 +45,7 @@ CORE_MODULES = [
     "devtunnel.values.names",
     "devtunnel.values.sizes",
     "devtunnel.values.relay_url",
+    "devtunnel.values.websocket",
     "devtunnel.export.agent_json",
 ]
 

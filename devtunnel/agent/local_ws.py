@@ -22,6 +22,7 @@ from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
 from devtunnel.values.request_head import field_is_safe
+from devtunnel.values.websocket import sendable_close_code
 
 __all__ = ["forward_websocket"]
 
@@ -35,13 +36,6 @@ _SKIP_RESPONSE = frozenset(
     (b"connection", b"upgrade", b"sec-websocket-accept", b"sec-websocket-extensions", b"sec-websocket-protocol",
      b"content-length", b"transfer-encoding")
 )
-
-
-def _sendable_close_code(code: int) -> int:
-    """A close code that may appear in a close frame (1005/1006/1015 and unknown ones may not)."""
-    if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
-        return code
-    return 1000
 
 
 def _connection_for(path: str, host: str | None) -> type[ClientConnection]:
@@ -214,7 +208,7 @@ async def _client_to_local(stream: AgentStream, cap: ExchangeCapture, ws: Client
             await ws.send(data, text=event.text)
             stream.acknowledge(len(event.data))
         elif isinstance(event, WebSocketClosed):
-            await ws.close(_sendable_close_code(event.code), event.reason)
+            await ws.close(sendable_close_code(event.code), event.reason)
             return
 
 

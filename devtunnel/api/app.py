@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import socket
 from collections.abc import Generator
 from typing import Any
 
@@ -38,6 +36,7 @@ from starlette.websockets import WebSocket
 
 from devtunnel import __version__
 from devtunnel.errors import ConfigError
+from devtunnel.sockets import bind_free
 from devtunnel.api import captures as api_captures, endpoints as api_endpoints, logs as api_logs, rules as api_rules
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.api.events import EventHub
@@ -179,25 +178,6 @@ class ApiServer(uvicorn.Server):
             await self.task
 
 
-def _bind(port: int) -> socket.socket:
-    """A listening socket on 127.0.0.1 at ``port`` or the next free one (any free port for 0)."""
-    candidates = [0] if port == 0 else range(port, min(port + PORT_TRIES, 65536))
-    for candidate in candidates:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", candidate))
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                continue
-            raise ConfigError(f"cannot listen on 127.0.0.1:{candidate} for the agent API: {exc.strerror}") from exc
-        sock.setblocking(False)
-        return sock
-    raise ConfigError(f"no free port for the agent API on 127.0.0.1 from {port} to {port + PORT_TRIES - 1}")
-
-
 async def serve_api(service: Any, port: int = 4040, **app_options: Any) -> tuple[ApiServer, int]:
     """Serve the agent API in the running event loop on 127.0.0.1.
 
@@ -212,7 +192,7 @@ async def serve_api(service: Any, port: int = 4040, **app_options: Any) -> tuple
     Raises:
         ConfigError: no port could be bound.
     """
-    sock = _bind(port)
+    sock = bind_free(port, tries=PORT_TRIES, what="the agent API")
     bound = int(sock.getsockname()[1])
     config = uvicorn.Config(create_app(service, **app_options), lifespan="off", log_level="warning", access_log=False)
     server = ApiServer(config)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from devtunnel.capture.store import default_db_path
 from devtunnel.commands.config import store_path
 from devtunnel.rules import Rule
 from devtunnel.tui.supervisor import agent_command
+from devtunnel.sockets import bindable, free_port
 
 
 def _state_dir() -> Path:
@@ -28,32 +28,16 @@ def _db(args: argparse.Namespace) -> Path:
     return store_path(args)  # --db, else store.path from DEVTUNNEL_DB, devtunnel.toml or the default
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the relay's server binds
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class _RelayPort:
     """The embedded relay's port: the same one at every agent restart (so public URLs stay the
     same), unless something else took it meanwhile."""
 
     def __init__(self, port: int = 0) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
 
     def __call__(self) -> str:
-        if not _bindable(self.port):
-            self.port = _free_port()
+        if not bindable(self.port):
+            self.port = free_port()
         return str(self.port)
 
 
@@ -67,7 +51,7 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
 
     # The inspector needs the API, and ``http --api-port 0`` means none: pick a free port then.
     # The agent moves on to the next free port if it is taken; the inspector reads the one printed.
-    api_port = args.api_port or _free_port()
+    api_port = args.api_port or free_port()
     argv = ["http", str(args.target), "--no-tui", "--api-port", str(api_port), "--db", str(_db(args)),
             "--name", args.name or random_name(), "--host-header", args.host_header,
             "--body-cap", str(args.body_cap)]
@@ -119,7 +103,7 @@ def up_agent_argv(args: argparse.Namespace, names: list[str]) -> Callable[[], li
 
     The embedded relay keeps its port across agent restarts, as for ``http``.
     """
-    api_port = args.api_port or _free_port()
+    api_port = args.api_port or free_port()
     argv = ["up", *names, "--no-tui", "--api-port", str(api_port), "--db", str(_db(args))]
     if getattr(args, "no_record", False):
         argv.append("--no-record")

@@ -22,6 +22,7 @@ from devtunnel.relay.http import HeadLimitedHttpProtocol
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
+from devtunnel.sockets import bind
 
 # Largest WebSocket message accepted, from agents (batched frames) and public clients alike.
 WS_MAX_SIZE = 64 << 20
@@ -116,23 +117,3 @@ def stop_listening(server: uvicorn.Server | None, listener: asyncio.AbstractServ
     listener.close()
     if server is not None and listener in server.servers:
         server.servers.remove(listener)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on ``host:port`` (uvicorn listens on it)."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        # A name like "localhost" may resolve to ::1 first; clients mostly try 127.0.0.1.
-        infos.sort(key=lambda info: info[0] != socket.AF_INET)
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.set_inheritable(True)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock

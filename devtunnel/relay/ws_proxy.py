@@ -18,17 +18,11 @@ from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_answer, strip_rule_header
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.rules import Decision
+from devtunnel.values.websocket import sendable_close_code
 
 log = logging.getLogger("devtunnel.relay")
 
 # Close codes that name a condition but may not be sent in a close frame (RFC 6455 7.4.1).
-_UNSENDABLE_CLOSE = {1005: 1000, 1006: 1011, 1015: 1011}
-
-
-def _sendable_close_code(code: int) -> int:
-    return _UNSENDABLE_CLOSE.get(code, code)
-
-
 class WebSocketForwarder:
     """Passes public WebSocket connections through tunnels (one instance per relay)."""
 
@@ -167,7 +161,7 @@ class WebSocketForwarder:
                 while stream.chunks:
                     event = stream.chunks.popleft()
                     if isinstance(event, WebSocketClosed):
-                        code = _sendable_close_code(event.code)
+                        code = sendable_close_code(event.code)
                         await send({"type": "websocket.close", "code": code, "reason": event.reason})
                         return
                     if isinstance(event, bytes):  # body bytes on a WebSocket stream: ignore
@@ -207,7 +201,7 @@ class WebSocketForwarder:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 if not tunnel.closed and stream.failure is None:
-                    code = _sendable_close_code(int(message.get("code") or 1000))
+                    code = sendable_close_code(int(message.get("code") or 1000))
                     conn.send_ws_close(stream_id, code, message.get("reason") or "")
                     tunnel.flush()
                 stream.on_client_gone()

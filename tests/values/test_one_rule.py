@@ -11,6 +11,7 @@ from devtunnel.capture.edit import Edit
 from devtunnel.errors import ConfigError, ReplayError
 from devtunnel.values.http1 import is_token
 from devtunnel.values.request_head import method_problem
+from devtunnel.values.websocket import sendable_close_code
 from devtunnel.values.sizes import compact_size, format_size, parse_size, size_bytes, size_text
 
 
@@ -62,3 +63,12 @@ def test_every_place_that_checks_a_method_or_name_uses_the_token_rule() -> None:
         Edit(method="GET\n")
     with pytest.raises(ReplayError):
         Edit(set_headers=(("X-Hook\n", "1"),))
+
+
+@pytest.mark.parametrize(
+    ("code", "sent"),
+    [(1000, 1000), (1001, 1001), (1008, 1008), (1011, 1011), (1014, 1014), (3000, 3000), (4999, 4999),
+     (1005, 1000), (1006, 1011), (1015, 1011), (1004, 1000), (1016, 1000), (2999, 1000), (5000, 1000), (0, 1000)],
+)
+def test_a_close_code_either_travels_or_is_replaced_the_same_way_by_relay_and_agent(code: int, sent: int) -> None:
+    assert sendable_close_code(code) == sent
