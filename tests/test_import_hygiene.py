@@ -46,6 +46,7 @@ CORE_MODULES = [
     "devtunnel.values.sizes",
     "devtunnel.values.relay_url",
     "devtunnel.values.websocket",
+    "devtunnel.capture.verdict",
     "devtunnel.export.agent_json",
 ]
 

@@ -13,10 +13,9 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from devtunnel.webhooks.base import Verdict
+from devtunnel.capture.verdict import Verdict
 
 __all__ = [
     "Headers",

@@ -38,7 +38,7 @@ from devtunnel.errors import StoreError
 
 if TYPE_CHECKING:
     from devtunnel.capture.store import Store
-    from devtunnel.webhooks.base import Verdict
+    from devtunnel.capture.verdict import Verdict
 
 __all__ = ["Recorder", "Judge", "one_malloc_arena"]
 

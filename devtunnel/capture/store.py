@@ -42,7 +42,7 @@ from devtunnel.capture.filters.edge import ip_in_sql
 from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
-from devtunnel.webhooks.base import Signature, Verdict
+from devtunnel.capture.verdict import Signature, Verdict
 
 __all__ = [
     "DEFAULT_MAX_EXCHANGES",

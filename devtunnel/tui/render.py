@@ -28,7 +28,7 @@ from rich.text import Text
 from devtunnel.capture.model import Request, Response
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.values.terminal import as_text, escape
-from devtunnel.webhooks.base import Signature, Verdict
+from devtunnel.capture.verdict import Signature, Verdict
 from devtunnel.values.sizes import format_size
 
 __all__ = [

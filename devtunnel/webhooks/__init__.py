@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from devtunnel.capture.model import Request
-from devtunnel.webhooks.base import Check, Delivery, Provider, Signature, SignatureError, Verdict
+from devtunnel.capture.verdict import Signature, Verdict
+from devtunnel.webhooks.base import Check, Delivery, Provider, SignatureError
 from devtunnel.webhooks.custom import CustomProvider
 from devtunnel.webhooks.providers import GitHub, Shopify, Slack, StandardWebhooks, Stripe, Twilio
 

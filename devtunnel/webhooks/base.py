@@ -15,11 +15,11 @@ import hmac
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Headers
+from devtunnel.capture.verdict import Signature, Verdict
 
 __all__ = ["Delivery", "Signature", "Check", "Verdict", "Provider", "SignatureError", "hmac_digest", "json_field"]
 
@@ -29,17 +29,6 @@ DEFAULT_TOLERANCE = 300.0
 
 class SignatureError(ValueError):
     """A delivery cannot be signed as asked (a secret in the wrong form, a header the scheme needs)."""
-
-
-class Signature(StrEnum):
-    """How a delivery's signature fared."""
-
-    VALID = "valid"
-    INVALID = "invalid"
-    UNSIGNED = "unsigned"
-    """The provider's signature header is absent."""
-    UNVERIFIED = "unverified"
-    """No secret is known for the provider, or the body was recorded only in part."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,45 +80,6 @@ class Check:
 
     signature: Signature
     reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What devtunnel concluded about one captured request from a webhook provider.
-
-    ``duplicate_of`` is the id of the first captured exchange with the same provider and delivery
-    id (set by the store, which alone knows the earlier ones).
-    """
-
-    provider: str
-    event_type: str | None
-    delivery_id: str | None
-    signature: Signature
-    reason: str = ""
-    duplicate_of: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``webhook`` object of ``requests --json``, ``show --json`` and the agent API."""
-        return {
-            "provider": self.provider,
-            "event_type": self.event_type,
-            "delivery_id": self.delivery_id,
-            "signature": self.signature.value,
-            "reason": self.reason or None,
-            "duplicate_of": self.duplicate_of,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Verdict:
-        """The inverse of :meth:`to_json`."""
-        return cls(
-            provider=str(data["provider"]),
-            event_type=data.get("event_type"),
-            delivery_id=data.get("delivery_id"),
-            signature=Signature(data["signature"]),
-            reason=data.get("reason") or "",
-            duplicate_of=data.get("duplicate_of"),
-        )
 
 
 def hmac_digest(algorithm: str, key: bytes, message: bytes) -> bytes:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
-from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, Signature, SignatureError, hmac_digest, json_field
+from devtunnel.capture.verdict import Signature
+from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, SignatureError, hmac_digest, json_field
 
 __all__ = ["CustomProvider", "ALGORITHMS", "ENCODINGS"]
 

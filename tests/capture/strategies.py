@@ -8,7 +8,7 @@ import time
 from hypothesis import strategies as st
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, new_id
-from devtunnel.webhooks.base import Signature, Verdict
+from devtunnel.capture.verdict import Signature, Verdict
 
 # Text as it can reach the store: any character except lone surrogates (which no decoded
 # byte string contains).

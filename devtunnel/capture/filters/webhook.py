@@ -11,7 +11,7 @@ import re
 from devtunnel.capture.filters.base import Filter, Leaf, SqlParams, fold, regexp
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import FilterSyntaxError
-from devtunnel.webhooks.base import Signature
+from devtunnel.capture.verdict import Signature
 
 __all__ = ["SignatureState", "WebhookProvider", "EventType", "DeliveryId", "Duplicate", "WEBHOOK_FIELDS"]
 

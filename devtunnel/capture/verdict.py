@@ -1,0 +1,64 @@
+"""What devtunnel concluded about a captured webhook delivery: a value stored with its exchange.
+
+It lives with the capture model (an ``Exchange`` carries one, the store keeps its columns) rather
+than with the providers in ``webhooks/``, which judge deliveries and import it from here: so the
+model never needs the providers, and imports point one way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Signature", "Verdict"]
+
+
+class Signature(StrEnum):
+    """How a delivery's signature fared."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    UNSIGNED = "unsigned"
+    """The provider's signature header is absent."""
+    UNVERIFIED = "unverified"
+    """No secret is known for the provider, or the body was recorded only in part."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What devtunnel concluded about one captured request from a webhook provider.
+
+    ``duplicate_of`` is the id of the first captured exchange with the same provider and delivery
+    id (set by the store, which alone knows the earlier ones).
+    """
+
+    provider: str
+    event_type: str | None
+    delivery_id: str | None
+    signature: Signature
+    reason: str = ""
+    duplicate_of: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``webhook`` object of ``requests --json``, ``show --json`` and the agent API."""
+        return {
+            "provider": self.provider,
+            "event_type": self.event_type,
+            "delivery_id": self.delivery_id,
+            "signature": self.signature.value,
+            "reason": self.reason or None,
+            "duplicate_of": self.duplicate_of,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Verdict:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            provider=str(data["provider"]),
+            event_type=data.get("event_type"),
+            delivery_id=data.get("delivery_id"),
+            signature=Signature(data["signature"]),
+            reason=data.get("reason") or "",
+            duplicate_of=data.get("duplicate_of"),
+        )
