@@ -16,7 +16,7 @@ import pytest
 from devtunnel.capture.model import Exchange
 from devtunnel.tui.screens.detail import DetailScreen
 from devtunnel.tui.widgets import RequestTable
-from devtunnel.tui.widgets.request_table import _Columns
+from devtunnel.tui.widgets.table_rows import Columns
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.webhooks import Signature, Verdict
 from tests.helpers import async_wait_for
@@ -80,13 +80,13 @@ async def _settle(pilot, count: int = 25) -> RequestTable:  # type: ignore[no-un
 
 
 def test_tunnel_yields_first_then_event_and_the_marks_always_stay() -> None:
-    wide, eighty, narrow = _Columns.for_width(118), _Columns.for_width(78), _Columns.for_width(60)
+    wide, eighty, narrow = Columns.for_width(118), Columns.for_width(78), Columns.for_width(60)
     assert wide.tunnel and wide.event >= 30 and wide.path >= 30
     assert not eighty.tunnel and eighty.event >= 16 and eighty.path >= 16
     assert not narrow.tunnel and not narrow.event and narrow.path >= 4
     for width, columns in ((118, wide), (78, eighty), (60, narrow)):
-        fixed = (2 + _Columns.TIME + 1 + _Columns.METHOD + 1 + 1 + _Columns.MARKS + 1 + _Columns.STATUS + 1
-                 + _Columns.DURATION + 1 + _Columns.SIZE)
+        fixed = (2 + Columns.TIME + 1 + Columns.METHOD + 1 + 1 + Columns.MARKS + 1 + Columns.STATUS + 1
+                 + Columns.DURATION + 1 + Columns.SIZE)
         used = fixed + columns.path + (columns.tunnel + 1 if columns.tunnel else 0) + (columns.event + 1 if columns.event else 0)
         assert used == width
 

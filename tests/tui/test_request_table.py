@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from devtunnel.capture.store import Store
-from devtunnel.tui.widgets.request_table import RequestTable, format_duration, printable
+from devtunnel.tui.widgets.request_table import RequestTable
+from devtunnel.tui.widgets.table_rows import format_duration, printable
 from devtunnel.values.sizes import compact_size
 from tests.helpers import async_wait_for
 from tests.tui.app_fixtures import (HOSTILE_PATH, fill, fixed_id, inspector, line_text, make_exchange,

@@ -241,13 +241,13 @@ async def test_ten_mib_body_opens_and_scrolls_to_its_end() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         await pilot.press("2")
-        await pilot.pause()
+        await async_wait_for(lambda: bool(app.screen.query("#response-body")), what="the response body")
         view = app.screen.query_one("#response-body", LinesView)
+        await async_wait_for(lambda: view.max_scroll_y > 600_000, what="the whole body laid out")
         view.focus()
         await pilot.press("end")
-        await pilot.pause()
-        assert view.scroll_y == view.max_scroll_y > 600_000
-        assert "009ffff0  f0 f1 f2 f3" in screen_text(app)
+        await async_wait_for(lambda: view.scroll_y == view.max_scroll_y, what="the view at the end")
+        await async_wait_for(lambda: "009ffff0  f0 f1 f2 f3" in screen_text(app), what="the last line drawn")
 
 
 async def test_ten_mib_json_text_opens_as_received() -> None:

@@ -5,20 +5,21 @@ screens' worth, at most ``WINDOW_ROWS``) plus an LRU of rendered lines. It reads
 ``RowSource`` by keyset in the id (ULID) order: the next page after the window's last id, the
 one before its first, or, for a jump (home, end, a scrollbar drag), a page counted from the
 nearer end. So its cost grows with the screen, never with the store. Nothing captured is ever
-parsed as markup, and control characters are shown as visible escapes.
+parsed as markup, and control characters are shown as visible escapes. How rows are drawn is
+``table_rows`` (columns, cells, ``RowPainter``).
+
+Longer than our ~500 lines on purpose: the window (which rows are held), the count, the cursor
+and following are one state machine, changed together by every key, scroll, page read and live
+batch; cut into parts, each part would have to reach into the others' state.
 """
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import ClassVar, Protocol, overload
 
-from rich.cells import cell_len, set_cell_size
-from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
@@ -28,11 +29,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from devtunnel.capture.outcome import replay_mark
 from devtunnel.capture.store import Row
-from devtunnel.tui.render import webhook_event, webhook_marks
-from devtunnel.values.terminal import escape as printable
-from devtunnel.values.sizes import compact_size
+from devtunnel.tui.widgets.table_rows import Columns, RowPainter
 
 
 class RowSource(Protocol):
@@ -87,68 +85,6 @@ class _Ids(Sequence[str]):
 
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(len(self)))
-
-
-def _fit(text: str, width: int, *, right: bool = False) -> str:
-    """Pad or cut ``text`` to exactly ``width`` cells, ending a cut with an ellipsis."""
-    if width <= 0:
-        return ""
-    length = cell_len(text)
-    if length > width:
-        return set_cell_size(text, width - 1) + "…"
-    padding = " " * (width - length)
-    return padding + text if right else text + padding
-
-
-def format_duration(seconds: float | None) -> str:
-    """``850ms``, ``1.25s``, ``2m05s``; ``…`` while in flight."""
-    if seconds is None:
-        return "…"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-@dataclass(frozen=True)
-class _Columns:
-    """Cell widths of each column for one table width."""
-
-    tunnel: int
-    path: int
-    event: int = 0
-    """The EVENT column (provider and event type); 0 when too narrow to show it."""
-
-    TIME: ClassVar[int] = 8
-    METHOD: ClassVar[int] = 7
-    STATUS: ClassVar[int] = 3
-    DURATION: ClassVar[int] = 7
-    SIZE: ClassVar[int] = 5
-    MARKS: ClassVar[int] = 2
-    """The webhook marks: the signature's (✓ ✗ – ?) and the duplicate's (≡)."""
-
-    @classmethod
-    def for_width(cls, width: int) -> _Columns:
-        # Below 96 cells TUNNEL yields (the tunnels panel names them) so PATH and EVENT stay
-        # readable at 80; below 70 EVENT yields too, and the marks alone say "a webhook".
-        fixed = (2 + cls.TIME + 1 + cls.METHOD + 1 + 1 + cls.MARKS + 1 + cls.STATUS + 1 + cls.DURATION + 1
-                 + cls.SIZE)
-        rest = width - fixed
-        tunnel = 0 if width < 96 else min(16, max(8, rest // 8))
-        rest -= tunnel + 1 if tunnel else 0
-        event = 0 if width < 70 else min(36, max(12, rest // 2))
-        path = max(4, rest - (event + 1 if event else 0))
-        return cls(tunnel, path, event)
-
-
-def _webhook_cells(row: Row, columns: _Columns, base: Style) -> list[Segment]:
-    """The marks cell and, when it fits, the EVENT column of a row (each followed by a space)."""
-    segments = [Segment(text, base + Style.parse(style) if style else base) for text, style in webhook_marks(row.webhook)]
-    segments.append(Segment(" ", base))
-    if columns.event:
-        segments += [Segment(_fit(webhook_event(row.webhook), columns.event), base), Segment(" ", base)]
-    return segments
 
 
 class RequestTable(ScrollView, can_focus=True):
@@ -268,8 +204,8 @@ class RequestTable(ScrollView, can_focus=True):
         self._loading = False
         self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
         self._styles: dict[str, Style] = {}
-        self._pass: tuple[int, _Columns, Style] | None = None
-        self._clock_last: tuple[int, str] = (-1, "")
+        self._pass: tuple[int, Columns, Style] | None = None
+        self._painter = RowPainter(self._style)
         self.reads = 0
         """Pages read from the source so far (with ``rows_read``, what tests count)."""
         self.rows_read = 0
@@ -713,7 +649,7 @@ class RequestTable(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         # Once per frame rather than once per line: the widths, and whether the view needs rows.
         width = self.scrollable_content_region.width
-        self._pass = (width, _Columns.for_width(width), self._style(""))
+        self._pass = (width, Columns.for_width(width), self._style(""))
         if not self._covered(*self._view()):
             self._want_view()
         try:
@@ -724,91 +660,28 @@ class RequestTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         if self._pass is None:
             width = self.scrollable_content_region.width
-            width, columns, base = width, _Columns.for_width(width), self._style("")
+            width, columns, base = width, Columns.for_width(width), self._style("")
         else:
             width, columns, base = self._pass
         if y == 0:
-            return self._header(columns, width, base)
+            return self._painter.header(columns, width, base)
         index = round(self.scroll_y) + y - 1
         if index >= self.total:
             return Strip.blank(width, base)
         row = self.row_at(index)
         if row is None:
             self._want_view()
-            return self._render_row(None, columns, width, base, False)
+            return self._painter.row(None, columns, width, base, is_cursor=False, marked=False)
         is_cursor = index == self.cursor
         marked = row.id in self.marked
         if is_cursor:  # one line, and its look follows focus: not cached
-            return self._render_row(row, columns, width, base, True)
+            return self._painter.row(row, columns, width, base, is_cursor=True, marked=marked)
         cached = self._lines.get(row.id)
         if cached is not None and cached[0] is row and cached[1] == width and cached[2] == marked:
             self._lines.move_to_end(row.id)
             return cached[3]
-        strip = self._render_row(row, columns, width, base, False)
+        strip = self._painter.row(row, columns, width, base, is_cursor=False, marked=marked)
         self._lines[row.id] = (row, width, marked, strip)
         if len(self._lines) > self.LINE_CACHE:
             self._lines.popitem(last=False)
-        return strip
-
-    def _header(self, columns: _Columns, width: int, base: Style) -> Strip:
-        style = base + self._style("request-table--header")
-        cells = ["  ", _fit("TIME", _Columns.TIME), " "]
-        if columns.tunnel:
-            cells += [_fit("TUNNEL", columns.tunnel), " "]
-        cells += [_fit("METHOD", _Columns.METHOD), " ", _fit("PATH", columns.path), " ", " " * _Columns.MARKS, " "]
-        if columns.event:
-            cells += [_fit("EVENT", columns.event), " "]
-        cells += [_fit("ST", _Columns.STATUS), " ", _fit("DUR", _Columns.DURATION, right=True), " ",
-                  _fit("SIZE", _Columns.SIZE, right=True)]
-        return Strip([Segment("".join(cells), style)]).adjust_cell_length(width, style)
-
-    def _clock(self, started_at: float) -> str:
-        """``HH:MM:SS`` of a time, remembered for the last second asked (rows arrive in runs)."""
-        second = int(started_at // 1)
-        if self._clock_last[0] != second:
-            self._clock_last = (second, time.strftime("%H:%M:%S", time.localtime(second)))
-        return self._clock_last[1]
-
-    def _status_style(self, row: Row) -> tuple[str, Style]:
-        if row.error and row.status is None:
-            return "ERR", self._style("request-table--status-error")
-        if row.status is None:
-            return "…", self._style("request-table--dim")
-        klass = min(max(row.status // 100, 2), 5)
-        return str(row.status), self._style(f"request-table--status-{klass}xx")
-
-    def _render_row(self, row: Row | None, columns: _Columns, width: int, base: Style, is_cursor: bool) -> Strip:
-        dim = base + self._style("request-table--dim")
-        marked = row is not None and row.id in self.marked
-        mark = Segment("* " if marked else "  ", base + self._style("request-table--marked"))
-        if row is None:
-            segments = [mark, Segment(_fit("…", width - 2), dim)]
-        else:
-            status, status_style = self._status_style(row)
-            path = printable(row.target)
-            if row.replay_of:
-                path = replay_mark(row) + path  # ↻ a replay, ✎ sent with changes, s signed afresh
-            elif row.rule is not None:
-                path = ("→ " if row.rule.action == "forward" else "⊘ ") + path  # decided by a rule at the relay
-            method = "WS" if row.websocket else printable(row.method)
-            segments = [mark, Segment(self._clock(row.started_at), dim),
-                        Segment(" ", base)]
-            if columns.tunnel:
-                segments += [Segment(_fit(printable(row.tunnel), columns.tunnel), dim), Segment(" ", base)]
-            segments += [
-                Segment(_fit(method, _Columns.METHOD), base),
-                Segment(" ", base),
-                Segment(_fit(path, columns.path), base),
-                Segment(" ", base),
-                *_webhook_cells(row, columns, base),
-                Segment(_fit(status, _Columns.STATUS, right=True), base + status_style),
-                Segment(" ", base),
-                Segment(_fit(format_duration(row.duration), _Columns.DURATION, right=True), dim),
-                Segment(" ", base),
-                Segment(_fit(compact_size(row.size), _Columns.SIZE, right=True), dim),
-            ]
-        strip = Strip(segments).adjust_cell_length(width, base)
-        if is_cursor:
-            cursor = self._style("request-table--cursor")
-            strip = Strip(Segment.apply_style(strip, post_style=cursor), width)
         return strip

@@ -1,0 +1,163 @@
+"""How the request table draws: column widths for a table width, cell text, and the rows as strips.
+
+Pure drawing with Rich segments; the widget (``request_table.RequestTable``) decides which rows
+are on screen, caches their lines and owns the cursor and the marks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+
+from devtunnel.capture.outcome import replay_mark
+from devtunnel.capture.store import Row
+from devtunnel.tui.render import webhook_event, webhook_marks
+from devtunnel.values.sizes import compact_size
+from devtunnel.values.terminal import escape as printable
+
+__all__ = ["Columns", "RowPainter", "fit", "format_duration", "printable", "webhook_cells"]
+
+
+def fit(text: str, width: int, *, right: bool = False) -> str:
+    """Pad or cut ``text`` to exactly ``width`` cells, ending a cut with an ellipsis."""
+    if width <= 0:
+        return ""
+    length = cell_len(text)
+    if length > width:
+        return set_cell_size(text, width - 1) + "…"
+    padding = " " * (width - length)
+    return padding + text if right else text + padding
+
+
+def format_duration(seconds: float | None) -> str:
+    """``850ms``, ``1.25s``, ``2m05s``; ``…`` while in flight."""
+    if seconds is None:
+        return "…"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Cell widths of each column for one table width."""
+
+    tunnel: int
+    path: int
+    event: int = 0
+    """The EVENT column (provider and event type); 0 when too narrow to show it."""
+
+    TIME: ClassVar[int] = 8
+    METHOD: ClassVar[int] = 7
+    STATUS: ClassVar[int] = 3
+    DURATION: ClassVar[int] = 7
+    SIZE: ClassVar[int] = 5
+    MARKS: ClassVar[int] = 2
+    """The webhook marks: the signature's (✓ ✗ – ?) and the duplicate's (≡)."""
+
+    @classmethod
+    def for_width(cls, width: int) -> Columns:
+        # Below 96 cells TUNNEL yields (the tunnels panel names them) so PATH and EVENT stay
+        # readable at 80; below 70 EVENT yields too, and the marks alone say "a webhook".
+        fixed = (2 + cls.TIME + 1 + cls.METHOD + 1 + 1 + cls.MARKS + 1 + cls.STATUS + 1 + cls.DURATION + 1
+                 + cls.SIZE)
+        rest = width - fixed
+        tunnel = 0 if width < 96 else min(16, max(8, rest // 8))
+        rest -= tunnel + 1 if tunnel else 0
+        event = 0 if width < 70 else min(36, max(12, rest // 2))
+        path = max(4, rest - (event + 1 if event else 0))
+        return cls(tunnel, path, event)
+
+
+def webhook_cells(row: Row, columns: Columns, base: Style) -> list[Segment]:
+    """The marks cell and, when it fits, the EVENT column of a row (each followed by a space)."""
+    segments = [Segment(text, base + Style.parse(style) if style else base) for text, style in webhook_marks(row.webhook)]
+    segments.append(Segment(" ", base))
+    if columns.event:
+        segments += [Segment(fit(webhook_event(row.webhook), columns.event), base), Segment(" ", base)]
+    return segments
+
+
+class RowPainter:
+    """Draws the table's header and rows as strips, with the widget's component styles.
+
+    ``style(name)`` is the widget's style lookup (``""``: its own). Nothing captured is parsed as
+    markup: text reaches a ``Segment`` through ``values.terminal``'s escaping only.
+    """
+
+    def __init__(self, style: Callable[[str], Style]) -> None:
+        self._style = style
+        self._last_second: tuple[int, str] = (-1, "")
+
+    def header(self, columns: Columns, width: int, base: Style) -> Strip:
+        """The header line."""
+        style = base + self._style("request-table--header")
+        cells = ["  ", fit("TIME", Columns.TIME), " "]
+        if columns.tunnel:
+            cells += [fit("TUNNEL", columns.tunnel), " "]
+        cells += [fit("METHOD", Columns.METHOD), " ", fit("PATH", columns.path), " ", " " * Columns.MARKS, " "]
+        if columns.event:
+            cells += [fit("EVENT", columns.event), " "]
+        cells += [fit("ST", Columns.STATUS), " ", fit("DUR", Columns.DURATION, right=True), " ",
+                  fit("SIZE", Columns.SIZE, right=True)]
+        return Strip([Segment("".join(cells), style)]).adjust_cell_length(width, style)
+
+    def _clock(self, started_at: float) -> str:
+        """``HH:MM:SS`` of a time, remembered for the last second asked (rows arrive in runs)."""
+        second = int(started_at // 1)
+        if self._last_second[0] != second:
+            self._last_second = (second, time.strftime("%H:%M:%S", time.localtime(second)))
+        return self._last_second[1]
+
+    def _status_style(self, row: Row) -> tuple[str, Style]:
+        if row.error and row.status is None:
+            return "ERR", self._style("request-table--status-error")
+        if row.status is None:
+            return "…", self._style("request-table--dim")
+        klass = min(max(row.status // 100, 2), 5)
+        return str(row.status), self._style(f"request-table--status-{klass}xx")
+
+    def row(self, row: Row | None, columns: Columns, width: int, base: Style, *, is_cursor: bool, marked: bool) -> Strip:
+        """One row's line (``None``: a row not read yet, shown as ``…``)."""
+        dim = base + self._style("request-table--dim")
+        mark = Segment("* " if marked else "  ", base + self._style("request-table--marked"))
+        if row is None:
+            segments = [mark, Segment(fit("…", width - 2), dim)]
+        else:
+            status, status_style = self._status_style(row)
+            path = printable(row.target)
+            if row.replay_of:
+                path = replay_mark(row) + path  # ↻ a replay, ✎ sent with changes, s signed afresh
+            elif row.rule is not None:
+                path = ("→ " if row.rule.action == "forward" else "⊘ ") + path  # decided by a rule at the relay
+            method = "WS" if row.websocket else printable(row.method)
+            segments = [mark, Segment(self._clock(row.started_at), dim),
+                        Segment(" ", base)]
+            if columns.tunnel:
+                segments += [Segment(fit(printable(row.tunnel), columns.tunnel), dim), Segment(" ", base)]
+            segments += [
+                Segment(fit(method, Columns.METHOD), base),
+                Segment(" ", base),
+                Segment(fit(path, columns.path), base),
+                Segment(" ", base),
+                *webhook_cells(row, columns, base),
+                Segment(fit(status, Columns.STATUS, right=True), base + status_style),
+                Segment(" ", base),
+                Segment(fit(format_duration(row.duration), Columns.DURATION, right=True), dim),
+                Segment(" ", base),
+                Segment(fit(compact_size(row.size), Columns.SIZE, right=True), dim),
+            ]
+        strip = Strip(segments).adjust_cell_length(width, base)
+        if is_cursor:
+            cursor = self._style("request-table--cursor")
+            strip = Strip(Segment.apply_style(strip, post_style=cursor), width)
+        return strip
