@@ -35,7 +35,8 @@ from devtunnel.capture.model import RuleMark
 from devtunnel.agent.forward import Forwarder
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import TunnelStream
-from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.agent_side import AgentConnection
+from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import (
     DataReceived,
     Event,
@@ -76,7 +77,7 @@ class Session:
     def __init__(self, tunnel: Tunnel, ws: TunnelSocket) -> None:
         self.tunnel = tunnel
         self.ws = ws
-        self.conn = Connection(Role.AGENT, initial_window=REQUEST_WINDOW)
+        self.conn = AgentConnection(initial_window=REQUEST_WINDOW)
         self.streams: dict[int, TunnelStream] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.quick: dict[int, QuickAnswer] = {}

@@ -27,7 +27,8 @@ from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, edit_response, strip_rule_header
 from devtunnel.relay.tunnel import Stream, Tunnel
 from devtunnel.values.sizes import format_size
-from devtunnel.protocol.connection import Connection, ErrorCode
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import Fields, StreamReset, WebSocketClosed
 from devtunnel.rules import Decision
 from devtunnel.values.request_head import head_problem
@@ -733,7 +734,7 @@ class WebSocketForwarder:
     async def _pass_through(
         self,
         tunnel: Tunnel,
-        conn: Connection,
+        conn: RelayConnection,
         scope: Scope,
         receive: Receive,
         send: Send,

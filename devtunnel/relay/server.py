@@ -33,7 +33,8 @@ from devtunnel.relay.proxy import ClientSlots, HttpForwarder, Receive, Scope, Se
 from devtunnel.relay.rules import RuleBook
 from devtunnel.relay.tunnel import BufferBudget, Tunnel, send_last_words
 from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
-from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, Connection, ErrorCode, Role
+from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS, ErrorCode
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import Hello
 from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.rules import WIRE_VERSION, Engine, Rule, RulesError, rules_from_wire
@@ -395,8 +396,7 @@ class Relay:
         await send({"type": "websocket.accept"})
         client = scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else "?"
-        conn = Connection(
-            Role.RELAY,
+        conn = RelayConnection(
             max_streams=self.settings.max_streams,
             initial_window=RESPONSE_WINDOW,
             max_send_window=self.settings.max_window,
@@ -669,7 +669,7 @@ def _deliver(tunnel: Tunnel, protocol: DeadPeerWebSocketProtocol) -> Callable[[b
     return deliver
 
 
-async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
+async def _read_hello(conn: RelayConnection, receive: Receive) -> Hello | None:
     """Read until the agent's HELLO; None if it disconnected first."""
     while True:
         message = await receive()
@@ -683,7 +683,7 @@ async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
                 return event
 
 
-async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str, receive: Receive) -> None:
+async def _refuse(conn: RelayConnection, send: Send, code: ErrorCode, reason: str, receive: Receive) -> None:
     """Send a GOAWAY (unless the connection already queued one) and close, without waiting for
     the agent's close frame: a refused connection is let go at once."""
     conn.send_goaway(code, reason)
