@@ -17,7 +17,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from devtunnel.protocol import Connection, DataReceived, Role
+from devtunnel.protocol import AgentConnection, DataReceived, RelayConnection
 
 REQUEST_HEADERS = (
     (b"Host", b"demo.example.net"),
@@ -46,9 +46,9 @@ def best_rate(run: Callable[[], int], repeat: int) -> float:
     return best
 
 
-def handshaken(**options: int) -> tuple[Connection, Connection]:
-    relay = Connection(Role.RELAY, **options)
-    agent = Connection(Role.AGENT, **options)
+def handshaken(**options: int) -> tuple[RelayConnection, AgentConnection]:
+    relay = RelayConnection(**options)
+    agent = AgentConnection(**options)
     agent.send_hello("bench", "bench")
     relay.receive_data(agent.data_to_send())
     relay.send_welcome("bench", "http://bench.localhost")

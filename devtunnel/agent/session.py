@@ -37,7 +37,8 @@ from devtunnel.agent.relay_signals import FINAL_GOAWAYS, goaway_error, rule_of
 from devtunnel.capture.model import Exchange, RuleMark
 from devtunnel.agent.recording import ExchangeCapture, LiveSnapshots
 from devtunnel.agent.stream import AgentStream
-from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.agent_side import AgentConnection
+from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import (
     DataReceived,
     Event,
@@ -98,7 +99,7 @@ class Session:
     def __init__(self, tunnel: TunnelContext, ws: TunnelSocket) -> None:
         self.tunnel = tunnel
         self.ws = ws
-        self.conn = Connection(Role.AGENT, initial_window=REQUEST_WINDOW)
+        self.conn = AgentConnection(initial_window=REQUEST_WINDOW)
         self.streams: dict[int, AgentStream] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.quick: dict[int, QuickAnswer] = {}

@@ -13,7 +13,8 @@ import asyncio
 from typing import Protocol
 
 from devtunnel.errors import StreamClosedError
-from devtunnel.protocol.connection import Connection, ErrorCode
+from devtunnel.protocol.agent_side import AgentConnection
+from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import Event, Fields
 
 __all__ = ["Link", "AgentStream", "DRAIN_AFTER"]
@@ -27,7 +28,7 @@ final send does not wait, so a short response costs no extra trip through the ev
 class Link(Protocol):
     """What a stream needs from its tunnel connection."""
 
-    conn: Connection
+    conn: AgentConnection
 
     def kick(self, *, ending: bool = False) -> None:
         """Send whatever the connection has queued, soon (``ending``: the stream queued its last frame)."""

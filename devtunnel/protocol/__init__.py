@@ -1,8 +1,11 @@
 """The sans-IO tunnel protocol: bytes in, events out. No asyncio, no sockets.
 
-``Connection`` is the whole API; ``docs/protocol.md`` describes the wire format.
+Each end builds its own connection: ``RelayConnection`` (the relay) or ``AgentConnection``
+(the agent), both a ``Connection`` (what the two ends share). ``docs/protocol.md`` describes the
+wire format.
 """
 
+from devtunnel.protocol.agent_side import AgentConnection
 from devtunnel.protocol.connection import (
     DEFAULT_INITIAL_WINDOW,
     DEFAULT_MAX_FRAME_SIZE,
@@ -32,6 +35,7 @@ from devtunnel.protocol.events import (
     WindowUpdated,
 )
 from devtunnel.protocol.handshake import Settings
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.state import StreamState
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_STREAMS",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
+    "AgentConnection",
     "Connection",
     "DataReceived",
     "ErrorCode",
@@ -51,6 +56,7 @@ __all__ = [
     "PingReceived",
     "PongReceived",
     "PoolChanged",
+    "RelayConnection",
     "RequestReceived",
     "ResponseReceived",
     "Role",

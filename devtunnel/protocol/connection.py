@@ -1,33 +1,43 @@
-"""The sans-IO tunnel connection: bytes in, events out; calls in, bytes to send out.
+"""The sans-IO tunnel connection, common to both ends: frames, streams, flow control.
 
-The asyncio layer (net/) only ever calls these methods. ``docs/protocol.md`` describes the wire
-format, the handshake, stream states and flow control that this module implements.
+Bytes in, events out; calls in, bytes to send out. ``Connection`` is the part both ends share;
+each end is a subclass holding what only it sends and receives, the way websockets splits its
+``Protocol`` into ``ServerProtocol`` and ``ClientProtocol``:
+
+- ``relay_side.RelayConnection``: takes HELLO, sends WELCOME and POOL, opens a stream per public
+  request, takes the responses and the agent's RULES;
+- ``agent_side.AgentConnection``: sends HELLO and RULES, takes WELCOME and POOL, takes the
+  requests and sends the responses.
+
+A method one end may not call is absent from its class, so calling it is a type error (and an
+AttributeError), not a check at run time. The asyncio layers (relay/, agent/) only ever call
+these methods. ``docs/protocol.md`` describes the wire format, the handshake, stream states and
+flow control.
+
+Why this module is longer than ~500 lines: it is one object's state (the frame buffer, the
+table of open streams and their windows, the handshake and GOAWAY flags) and the code that
+moves it. The receive loop, the stream frames and the send calls all read and write the same
+fields on the hot path; splitting them into mixins would only scatter that state.
 """
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Callable
+from typing import ClassVar
 
 from devtunnel.errors import FlowControlError, ProtocolError, StreamClosedError
 from devtunnel.protocol import frames as f
-from devtunnel.protocol import handshake as hs
 from devtunnel.protocol.events import (
     DataReceived,
     Event,
-    Fields,
     GoAway,
-    Hello,
     PingReceived,
     PongReceived,
-    PoolChanged,
-    RequestReceived,
-    ResponseReceived,
-    RulesChanged,
     StreamReset,
     WebSocketClosed,
     WebSocketMessageReceived,
-    Welcome,
     WindowUpdated,
 )
 from devtunnel.protocol.handshake import (
@@ -50,18 +60,23 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "Connection",
     "ErrorCode",
+    "FrameHandler",
     "Role",
+    "StreamRecord",
 ]
 
 _END_STREAM = f.END_STREAM
 _HEADER = f.HEADER
 
-# A frame handler: (flags, stream_id, payload, events to append to).
-_Handler = Callable[[int, int, bytes, list[Event]], None]
+FrameHandler = Callable[[int, int, bytes, list[Event]], None]
+"""A frame handler: (flags, stream_id, payload, events to append to)."""
+
+_ONE_WAY_TYPES = (f.HELLO, f.WELCOME, f.REQUEST, f.RESPONSE, f.POOL, f.RULES)
+"""Frame types only one end may send; the other end fails the connection on receiving one."""
 
 
 class Role(enum.Enum):
-    """Which end of the tunnel this connection is."""
+    """Which end of the tunnel a connection is (``Connection.role``)."""
 
     RELAY = "relay"  # opens streams (one per public request), receives responses
     AGENT = "agent"  # receives requests, sends responses
@@ -86,8 +101,12 @@ class ErrorCode(enum.IntEnum):
     RULES_REFUSED = 13  # GOAWAY: the relay cannot enforce the HELLO's rules (must not retry)
 
 
-class _Stream:
-    """Per-stream bookkeeping. ``local`` is the direction we send, ``remote`` the peer's."""
+class StreamRecord:
+    """What the protocol keeps of one open stream: the state of each direction and its windows.
+
+    ``local`` is the direction we send, ``remote`` the peer's. Not the shells' stream objects
+    (the relay's and the agent's), which pump a stream's bytes; this is only the bookkeeping.
+    """
 
     __slots__ = ("local", "remote", "send_window", "recv_window", "pending", "websocket")
 
@@ -108,23 +127,9 @@ def _clip(text: str, limit: int) -> bytes:
     return raw[: max(limit, 0)].decode(errors="ignore").encode()
 
 
-def _head_action(status: int, end_stream: bool, websocket: bool) -> Action:
-    """The action a response head with ``status`` performs on its half."""
-    if status == 101:
-        if not websocket:
-            raise ProtocolError("101 response on a stream that did not ask for a WebSocket")
-        if end_stream:
-            raise ProtocolError("101 response cannot end the stream")
-        return Action.HEAD_UPGRADE
-    if status < 200:
-        if end_stream:
-            raise ProtocolError(f"interim {status} response cannot end the stream")
-        return Action.INTERIM
-    return Action.HEAD_END if end_stream else Action.HEAD
-
-
-class Connection:
-    """One tunnel connection's protocol state, for either role. Does no IO.
+class Connection(abc.ABC):
+    """What both ends of a tunnel connection share. Does no IO; build a ``RelayConnection`` or
+    an ``AgentConnection``.
 
     Usage (both roles): feed received bytes to ``receive_data`` and handle the events it
     returns; after any call, send ``data_to_send()`` to the peer (it batches every queued frame).
@@ -139,9 +144,12 @@ class Connection:
         version: the negotiated protocol version, None until the handshake settled it.
     """
 
+    role: ClassVar[Role]
+    _peer_handshake: ClassVar[str]
+    """The frame the peer must send before any other: HELLO to the relay, WELCOME to the agent."""
+
     def __init__(
         self,
-        role: Role,
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         initial_window: int = DEFAULT_INITIAL_WINDOW,
@@ -153,7 +161,6 @@ class Connection:
         """Create the protocol state of one end of a tunnel connection.
 
         Args:
-            role: which end this is.
             max_frame_size: largest non-head frame payload we accept (announced to the peer).
             initial_window: flow-control credit we grant the peer on each new stream.
             max_streams: concurrent streams (relay: opens at most; agent: accepts at most).
@@ -171,9 +178,7 @@ class Connection:
             raise ValueError(f"versions must be positive integers, not {versions!r}")
         if type(max_send_window) is not int or not 1 <= max_send_window <= f.MAX_WINDOW:
             raise ValueError(f"max_send_window must be an integer in 1..{f.MAX_WINDOW}, not {max_send_window!r}")
-        self.role = role
         self.version: int | None = None
-        self._relay = role is Role.RELAY
         self._settings = settings
         self._initial_window = initial_window
         self._max_streams = max_streams
@@ -184,14 +189,13 @@ class Connection:
         # Until the peer's handshake says otherwise, assume it uses the defaults.
         self._peer = Settings()
 
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, StreamRecord] = {}
         self._last_stream_id = 0  # highest stream id opened so far (always by the relay)
         # Streams we reset recently: the peer's frames for them may still be in flight.
         self._reset_ids: dict[int, None] = {}
         self._reset_memory = max(2 * max_streams, 256)
-        self._hello_sent = False
+        self._handshake_sent = False  # agent: HELLO queued; relay: WELCOME queued
         self._handshake_received = False  # relay: HELLO arrived; agent: WELCOME arrived
-        self._welcome_sent = False
         self._goaway_sent = False
         self._goaway_received = False
         self._error: ProtocolError | None = None
@@ -206,7 +210,7 @@ class Connection:
             limits[ftype] = max_head_size
         self._limits = limits
 
-        handlers: dict[int, _Handler] = {
+        handlers: dict[int, FrameHandler] = {
             f.DATA: self._on_data,
             f.WINDOW_UPDATE: self._on_window_update,
             f.RESET: self._on_reset,
@@ -215,82 +219,19 @@ class Connection:
             f.PING: self._on_ping,
             f.PONG: self._on_pong,
             f.GOAWAY: self._on_goaway,
-            f.HELLO: self._on_hello if self._relay else self._wrong_direction,
-            f.WELCOME: self._wrong_direction if self._relay else self._on_welcome,
-            f.REQUEST: self._wrong_direction if self._relay else self._on_request,
-            f.RESPONSE: self._on_response if self._relay else self._wrong_direction,
-            f.POOL: self._wrong_direction if self._relay else self._on_pool,
-            f.RULES: self._on_rules if self._relay else self._wrong_direction,
         }
+        handlers.update(dict.fromkeys(_ONE_WAY_TYPES, self._wrong_direction))
+        handlers.update(self._role_handlers())
         self._ready_handlers = handlers
         # Before the peer's handshake frame only the handshake and GOAWAY may arrive.
         early = {f.HELLO, f.WELCOME, f.GOAWAY}
         self._handlers = {t: (h if t in early else self._too_early) for t, h in handlers.items()}
 
-    # -- handshake ---------------------------------------------------------------
-    def send_hello(
-        self,
-        token: str,
-        name: str | None,
-        info: dict[str, object] | None = None,
-        *,
-        instance: str | None = None,
-        pool: bool = False,
-        rules: dict[str, object] | None = None,
-    ) -> None:
-        """(agent) Queue the HELLO frame: versions spoken, token, wanted name, agent info.
+    @abc.abstractmethod
+    def _role_handlers(self) -> dict[int, FrameHandler]:
+        """The handlers of the one-way frame types this end receives (the rest are refused)."""
 
-        ``info`` is sent as given, plus this side's limits (the fields of ``Settings``).
-        ``instance`` identifies this running agent across its reconnections (``docs/protocol.md``);
-        ``pool`` asks to share the name with other agents of the same token.
-        ``rules`` are the rules the relay must enforce (``{"version": N, "list": [...]}``).
-
-        Raises:
-            ValueError: ``instance`` is not a valid instance id.
-        """
-        if self._relay:
-            raise ProtocolError("only the agent sends HELLO")
-        if self._hello_sent:
-            raise ProtocolError("HELLO was already sent")
-        if instance is not None:
-            hs.check_instance(instance)
-        payload = hs.encode_hello(self._versions, token, name, self._settings.into(info), instance, pool=pool, rules=rules)
-        self._queue_head(f.HELLO, 0, 0, payload)
-        self._hello_sent = True
-
-    def send_rules(self, rules: dict[str, object]) -> None:
-        """(agent) Replace the tunnel's rules at the relay (``{"version": N, "list": [...]}``).
-
-        Only to a relay that acknowledged rules in its WELCOME: older relays skip the frame.
-        """
-        if self._relay:
-            raise ProtocolError("only the agent sends RULES")
-        if not self.handshake_complete:
-            raise ProtocolError("RULES before the handshake completed")
-        self._queue_head(f.RULES, 0, 0, hs.encode_rules(rules))
-
-    def send_welcome(self, name: str, url: str, info: dict[str, object] | None = None, *, pool: int | None = None) -> None:
-        """(relay) Accept the agent: the tunnel is ``name``, reachable at ``url``; ``pool`` is the
-        number of agents sharing it, for an agent that asked for a pool."""
-        if not self._relay:
-            raise ProtocolError("only the relay sends WELCOME")
-        if not self._handshake_received:
-            raise ProtocolError("WELCOME before the agent's HELLO")
-        if self._welcome_sent or self._goaway_sent:
-            raise ProtocolError("the agent was already answered")
-        assert self.version is not None  # set when the HELLO arrived
-        payload = hs.encode_welcome(self.version, name, url, self._settings.into(info), pool=pool)
-        self._queue_head(f.WELCOME, 0, 0, payload)
-        self._welcome_sent = True
-
-    def send_pool(self, members: int) -> None:
-        """(relay) Tell a pool member how many agents share its name now."""
-        if not self._relay:
-            raise ProtocolError("only the relay sends POOL")
-        if not self._welcome_sent or self._goaway_sent:
-            return
-        self._out.append(f.frame(f.POOL, 0, 0, hs.encode_pool(members)))
-
+    # -- connection ----------------------------------------------------------------
     def send_goaway(self, code: ErrorCode, reason: str) -> None:
         """Queue a GOAWAY; after it, only frames for already open streams may be sent.
 
@@ -301,89 +242,16 @@ class Connection:
         self._goaway_sent = True
         self._out.append(f.frame(f.GOAWAY, 0, 0, f.U32.pack(code) + _clip(reason, self._peer.max_frame_size - 4)))
 
+    def ping(self, payload: bytes = b"\0" * 8) -> None:
+        """Queue a PING (8 bytes); the peer answers with a PongReceived event."""
+        if len(payload) != 8:
+            raise ValueError(f"a PING carries exactly 8 bytes, not {len(payload)}")
+        # The peer refuses a PING that arrives before its handshake frame.
+        if not self._handshake_sent:
+            raise ProtocolError("cannot ping before the handshake frame was sent")
+        self._out.append(f.frame(f.PING, 0, 0, payload))
+
     # -- streams -----------------------------------------------------------------
-    def open_request(
-        self,
-        method: bytes,
-        target: bytes,
-        http_version: bytes,
-        headers: Fields,
-        *,
-        end_stream: bool,
-        remote_addr: str = "",
-        scheme: str = "http",
-        websocket: bool = False,
-    ) -> int:
-        """(relay) Open a stream carrying a public request head; returns its stream id.
-
-        Raises:
-            ProtocolError: with ``code`` REFUSED_STREAM when the agent already has its maximum
-                of concurrent streams or the connection is going away (answer 503); with
-                ``code`` TOO_LARGE when the head exceeds the agent's head limit (answer 431).
-                Nothing is queued and the connection stays usable.
-            ValueError: a field is longer than the wire format allows.
-        """
-        if not self._relay:
-            raise ProtocolError("only the relay opens streams")
-        if not self._welcome_sent:
-            raise ProtocolError("cannot open a stream before the handshake completed")
-        if self._goaway_sent or self._goaway_received:
-            raise ProtocolError("the tunnel connection is going away", code=ErrorCode.REFUSED_STREAM)
-        limit = min(self._max_streams, self._peer.max_streams)
-        if len(self._streams) >= limit:
-            raise ProtocolError(f"the tunnel already carries {limit} streams", code=ErrorCode.REFUSED_STREAM)
-        stream_id = self._last_stream_id + 2 if self._last_stream_id else 1
-        if stream_id > f.MAX_STREAM_ID:
-            raise ProtocolError("stream ids are exhausted; open a new connection", code=ErrorCode.REFUSED_STREAM)
-        payload = f.encode_request(method, target, http_version, headers, remote_addr, scheme)
-        flags = (_END_STREAM if end_stream else 0) | (f.WEBSOCKET if websocket else 0)
-        self._queue_head(f.REQUEST, flags, stream_id, payload)
-        self._last_stream_id = stream_id
-        self._streams[stream_id] = _Stream(
-            Half.DONE if end_stream else Half.BODY,
-            Half.IDLE,
-            self.new_stream_window,
-            self._initial_window,
-            websocket,
-        )
-        return stream_id
-
-    def send_response(
-        self,
-        stream_id: int,
-        status: int,
-        reason: bytes,
-        headers: Fields,
-        *,
-        end_stream: bool,
-        http_version: bytes = b"1.1",
-    ) -> None:
-        """(agent) Send the response head; 101 on a websocket stream accepts it.
-
-        A 1xx status other than 101 is an interim response: a final one must follow.
-
-        Raises:
-            StreamClosedError: the stream is closed or its response was already sent.
-            ProtocolError: the status does not fit the stream (101 on a plain HTTP stream), or
-                (``code`` TOO_LARGE) the head exceeds the relay's head limit.
-            ValueError: the status is not 100-999 or a field is too long for the wire format.
-        """
-        if self._relay:
-            raise ProtocolError("only the agent sends responses")
-        if not 100 <= status <= 999:
-            raise ValueError(f"response status {status} is not a 3-digit HTTP status")
-        stream = self._open_stream(stream_id)
-        action = _head_action(status, end_stream, stream.websocket)
-        local = advance(stream.local, action, stream_id, "we")
-        remote = advance(stream.remote, Action.UPGRADE, stream_id, "the peer") if local is Half.WEBSOCKET else None
-        payload = f.encode_response(status, reason, http_version, headers)
-        self._queue_head(f.RESPONSE, _END_STREAM if end_stream else 0, stream_id, payload)
-        stream.local = local
-        if remote is not None:
-            stream.remote = remote
-        if local is Half.DONE and stream.remote in FINISHED:
-            del self._streams[stream_id]
-
     def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool = False) -> None:
         """Send body bytes (split into frames as needed). Raises FlowControlError if ``len(data)``
         exceeds ``send_window(stream_id)``; raises StreamClosedError if the stream is closed."""
@@ -501,15 +369,6 @@ class Connection:
             stream.recv_window += pending
             pending = 0
         stream.pending = pending
-
-    def ping(self, payload: bytes = b"\0" * 8) -> None:
-        """Queue a PING (8 bytes); the peer answers with a PongReceived event."""
-        if len(payload) != 8:
-            raise ValueError(f"a PING carries exactly 8 bytes, not {len(payload)}")
-        # The peer refuses a PING that arrives before its handshake frame.
-        if not (self._welcome_sent if self._relay else self._hello_sent):
-            raise ProtocolError("cannot ping before the handshake frame was sent")
-        self._out.append(f.frame(f.PING, 0, 0, payload))
 
     def state(self, stream_id: int) -> StreamState:
         """The HTTP/2-style state of a stream as seen from this end."""
@@ -646,16 +505,9 @@ class Connection:
         return len(self._streams)
 
     @property
-    def streams_full(self) -> bool:
-        """(relay) True while ``open_request`` would refuse a stream for the limit on concurrent streams."""
-        return len(self._streams) >= min(self._max_streams, self._peer.max_streams)
-
-    @property
     def handshake_complete(self) -> bool:
         """True once HELLO and WELCOME were both exchanged."""
-        if self._relay:
-            return self._handshake_received and self._welcome_sent
-        return self._handshake_received
+        return self._handshake_received and self._handshake_sent
 
     @property
     def buffered(self) -> int:
@@ -676,7 +528,7 @@ class Connection:
         out.append(_HEADER.pack(len(payload) << 8 | ftype, flags, stream_id))
         out.append(payload)
 
-    def _open_stream(self, stream_id: int) -> _Stream:
+    def _open_stream(self, stream_id: int) -> StreamRecord:
         stream = self._streams.get(stream_id)
         if stream is None:
             raise self._closed_error(stream_id)
@@ -707,7 +559,7 @@ class Connection:
         self._handshake_received = True
         self._handlers = self._ready_handlers
 
-    def _stream_for(self, stream_id: int, what: str) -> _Stream | None:
+    def _stream_for(self, stream_id: int, what: str) -> StreamRecord | None:
         """The open stream a received frame belongs to; None when the frame is to be ignored."""
         stream = self._streams.get(stream_id)
         if stream is not None:
@@ -722,41 +574,10 @@ class Connection:
 
     # -- frame handlers: (flags, stream_id, payload, events) -------------------------
     def _too_early(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        expected = "HELLO" if self._relay else "WELCOME"
-        raise ProtocolError(f"a frame arrived before the {expected} that must come first")
+        raise ProtocolError(f"a frame arrived before the {self._peer_handshake} that must come first")
 
     def _wrong_direction(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        raise ProtocolError(f"the {'relay' if self._relay else 'agent'} received a frame only it may send")
-
-    def _on_hello(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if stream_id:
-            raise ProtocolError("HELLO frame on a stream other than 0")
-        if self._handshake_received:
-            raise ProtocolError("a second HELLO frame")
-        hello = hs.decode_hello(payload)
-        version = hs.choose_version(hello.versions, self._versions)
-        self._peer = Settings.from_info(hello.info)
-        self.version = version
-        self._handshake_done()
-        events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance, hello.pool, hello.rules))
-
-    def _on_welcome(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if stream_id:
-            raise ProtocolError("WELCOME frame on a stream other than 0")
-        if not self._hello_sent:
-            raise ProtocolError("WELCOME before HELLO was sent")
-        if self._handshake_received:
-            raise ProtocolError("a second WELCOME frame")
-        welcome = hs.decode_welcome(payload, self._versions)
-        self._peer = Settings.from_info(welcome.info)
-        self.version = welcome.version
-        self._handshake_done()
-        events.append(Welcome(welcome.version, welcome.name, welcome.url, welcome.info, welcome.pool))
-
-    def _on_pool(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if stream_id:
-            raise ProtocolError("POOL frame on a stream other than 0")
-        events.append(PoolChanged(hs.decode_pool(payload)))
+        raise ProtocolError(f"the {self.role.value} received a frame only it may send")
 
     def _on_goaway(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id:
@@ -775,53 +596,6 @@ class Connection:
         if stream_id or len(payload) != 8:
             raise ProtocolError("PONG frame must carry 8 bytes on stream 0")
         events.append(PongReceived(payload))
-
-    def _on_rules(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if stream_id:
-            raise ProtocolError("RULES frame on a stream other than 0")
-        events.append(RulesChanged(hs.decode_rules(payload)))
-
-    def _on_request(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if stream_id in self._streams:
-            raise ProtocolError(f"REQUEST frame on stream {stream_id}, which is already open")
-        if not stream_id & 1 or stream_id <= self._last_stream_id:
-            raise ProtocolError(
-                f"REQUEST frame on stream {stream_id}: streams are opened with odd, increasing ids"
-                f" (the last was {self._last_stream_id})"
-            )
-        method, target, version, scheme, remote_addr, headers = f.decode_request(payload)
-        self._last_stream_id = stream_id
-        end_stream = bool(flags & _END_STREAM)
-        if self._goaway_sent or len(self._streams) >= self._max_streams:
-            # Refuse without failing the connection; the relay answers its client with 503.
-            self._remember_reset(stream_id)
-            self._out.append(f.frame(f.RESET, 0, stream_id, f.U32.pack(ErrorCode.REFUSED_STREAM)))
-            return
-        websocket = bool(flags & f.WEBSOCKET)
-        self._streams[stream_id] = _Stream(
-            Half.IDLE,
-            Half.DONE if end_stream else Half.BODY,
-            self.new_stream_window,
-            self._initial_window,
-            websocket,
-        )
-        events.append(
-            RequestReceived(stream_id, method, target, version, headers, end_stream, remote_addr, scheme, websocket)
-        )
-
-    def _on_response(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        stream = self._stream_for(stream_id, "RESPONSE")
-        if stream is None:
-            return
-        status, version, reason, headers = f.decode_response(payload)
-        end_stream = bool(flags & _END_STREAM)
-        remote = advance(stream.remote, _head_action(status, end_stream, stream.websocket), stream_id, "the peer")
-        if remote is Half.WEBSOCKET:
-            stream.local = advance(stream.local, Action.UPGRADE, stream_id, "we")
-        stream.remote = remote
-        if remote is Half.DONE and stream.local in FINISHED:
-            del self._streams[stream_id]
-        events.append(ResponseReceived(stream_id, status, reason, headers, end_stream, version))
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         stream = self._streams.get(stream_id) or self._stream_for(stream_id, "DATA")

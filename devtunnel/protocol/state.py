@@ -104,6 +104,26 @@ def advance(half: Half, action: Action, stream_id: int, who: str) -> Half:
     raise ProtocolError(message)
 
 
+def head_action(status: int, end_stream: bool, websocket: bool) -> Action:
+    """The action a response head with ``status`` performs on its half.
+
+    Raises:
+        ProtocolError: a 101 on a stream that did not ask for a WebSocket, or a 1xx that ends
+            the stream.
+    """
+    if status == 101:
+        if not websocket:
+            raise ProtocolError("101 response on a stream that did not ask for a WebSocket")
+        if end_stream:
+            raise ProtocolError("101 response cannot end the stream")
+        return Action.HEAD_UPGRADE
+    if status < 200:
+        if end_stream:
+            raise ProtocolError(f"interim {status} response cannot end the stream")
+        return Action.INTERIM
+    return Action.HEAD_END if end_stream else Action.HEAD
+
+
 def stream_state(local: Half, remote: Half) -> StreamState:
     """The HTTP/2-style state of a stream from the states of what we send and receive."""
     local_done = local in FINISHED

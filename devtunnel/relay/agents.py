@@ -15,7 +15,8 @@ from typing import Any
 
 from devtunnel import __version__
 from devtunnel.errors import ProtocolError
-from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import Hello
 from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.relay.asgi import Receive, Scope, Send, protocol_of
@@ -75,8 +76,7 @@ class AgentGate:
         await send({"type": "websocket.accept"})
         client = scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else "?"
-        conn = Connection(
-            Role.RELAY,
+        conn = RelayConnection(
             max_streams=self.settings.max_streams,
             initial_window=RESPONSE_WINDOW,
             max_send_window=self.settings.max_window,
@@ -255,7 +255,7 @@ def _deliver(tunnel: AgentLink, protocol: DeadPeerWebSocketProtocol) -> Callable
     return deliver
 
 
-async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
+async def _read_hello(conn: RelayConnection, receive: Receive) -> Hello | None:
     """Read until the agent's HELLO; None if it disconnected first."""
     while True:
         message = await receive()
@@ -269,7 +269,7 @@ async def _read_hello(conn: Connection, receive: Receive) -> Hello | None:
                 return event
 
 
-async def _refuse(conn: Connection, send: Send, code: ErrorCode, reason: str, receive: Receive) -> None:
+async def _refuse(conn: RelayConnection, send: Send, code: ErrorCode, reason: str, receive: Receive) -> None:
     """Send a GOAWAY (unless the connection already queued one) and close, without waiting for
     the agent's close frame: a refused connection is let go at once."""
     conn.send_goaway(code, reason)

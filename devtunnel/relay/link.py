@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from devtunnel.errors import ProtocolError
-from devtunnel.protocol.connection import Connection, ErrorCode
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import (
     DataReceived,
     Event,
@@ -207,7 +208,7 @@ class AgentLink:
         self,
         name: str,
         token: str,
-        conn: Connection,
+        conn: RelayConnection,
         send: ASGISend,
         peer: str,
         *,

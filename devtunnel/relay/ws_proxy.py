@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from devtunnel.errors import DevtunnelError, ProtocolError
-from devtunnel.protocol.connection import Connection
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import WebSocketClosed
 from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, deny_websocket, protocol_of, request_problem, target
 from devtunnel.relay.headers import forward_request_headers, forward_response_headers, websocket_accept_headers
@@ -75,7 +75,7 @@ class WebSocketForwarder:
     async def _pass_through(
         self,
         tunnel: AgentLink,
-        conn: Connection,
+        conn: RelayConnection,
         scope: Scope,
         receive: Receive,
         send: Send,

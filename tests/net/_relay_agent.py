@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection
 
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
-from devtunnel.protocol.connection import Connection, Role
+from devtunnel.protocol.agent_side import AgentConnection
 from devtunnel.protocol.events import (
     DataReceived,
     Event,
@@ -147,7 +147,7 @@ class ScriptedAgent:
         self.pool = pool
         self.handler = handler
         self.ssl = ssl
-        self.conn = Connection(Role.AGENT, **({"initial_window": initial_window} if initial_window else {}))
+        self.conn = AgentConnection(**({"initial_window": initial_window} if initial_window else {}))
         self.ws: ClientConnection | None = None
         self.welcome: Welcome | None = None
         self.goaway: GoAway | None = None

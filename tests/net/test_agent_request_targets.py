@@ -17,7 +17,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from devtunnel.capture.model import Exchange
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.tunnel import AgentTunnel
-from devtunnel.protocol.connection import Connection, Role
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
 from tests.helpers import async_wait_for
 from tests.net.head_fixtures import recording_service
@@ -58,7 +58,7 @@ async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: py
     with recording_service(b"victim") as (victim_port, victim), recording_service(b"SECRET") as (second_port, second):
 
         async def relay(ws: ServerConnection) -> None:
-            conn = Connection(Role.RELAY)
+            conn = RelayConnection()
             async for message in ws:
                 if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
                     break

@@ -19,14 +19,15 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.agent.tunnel import AgentTunnel, Backoff
 from devtunnel.agent.session import Session
-from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import DataReceived, Event, Hello, RequestReceived, ResponseReceived
 from tests.helpers import async_wait_for
 
 
-async def _accept(ws: ServerConnection) -> Connection:
+async def _accept(ws: ServerConnection) -> RelayConnection:
     """The relay's side of the handshake: read up to the agent's HELLO and queue the WELCOME."""
-    conn = Connection(Role.RELAY)
+    conn = RelayConnection()
     async for message in ws:
         if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
             break
@@ -219,7 +220,7 @@ def _name_relay(hellos: list[Hello], refuse_from: int) -> Callable[[ServerConnec
     (0-based); from then on refuses the name with NAME_IN_USE."""
 
     async def relay(ws: ServerConnection) -> None:
-        conn = Connection(Role.RELAY)
+        conn = RelayConnection()
         async for message in ws:
             hello = next((e for e in conn.receive_data(message) if isinstance(e, Hello)), None)  # type: ignore[arg-type]
             if hello is None:

@@ -13,7 +13,8 @@ import websockets
 from devtunnel.relay import agents as relay_module
 from devtunnel.relay.server import Relay
 from devtunnel.values.relay_url import CONNECT_PATH
-from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.agent_side import AgentConnection
+from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import GoAway
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, ScriptedAgent, connect_agent, running_relay
@@ -184,7 +185,7 @@ async def test_stopping_the_relay_tells_agents_to_reconnect() -> None:
 
 async def _goaway_after(relay: Relay, payload: bytes | str | None) -> GoAway:
     """Open the agent WebSocket, send ``payload`` (None: nothing), return the relay's GOAWAY."""
-    conn = Connection(Role.AGENT)
+    conn = AgentConnection()
     async with websockets.connect(f"ws://127.0.0.1:{relay.port}{CONNECT_PATH}", ping_interval=None) as ws:
         if payload is not None:
             await ws.send(payload)
@@ -203,7 +204,7 @@ async def test_agent_sending_text_instead_of_frames_is_refused_with_reason(relay
 
 
 async def test_agent_speaking_another_protocol_version_is_refused(relay: Relay) -> None:
-    other = Connection(Role.AGENT, versions=(99,))
+    other = AgentConnection(versions=(99,))
     other.send_hello(TOKEN, "demo")
     goaway = await _goaway_after(relay, other.data_to_send())
     assert goaway.code == ErrorCode.UNSUPPORTED_VERSION

@@ -29,7 +29,8 @@ from devtunnel.agent.service import AgentService
 from devtunnel.agent.tunnel import Backoff
 from devtunnel.api.app import serve_api
 from devtunnel.relay.server import Relay
-from devtunnel.protocol.connection import Connection, ErrorCode, Role
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import GoAway, Hello
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, AgentRequest, connect_agent, running_relay
@@ -399,7 +400,7 @@ async def relay_without_pools() -> AsyncIterator[tuple[int, list[Hello], list[Go
     goaways: list[GoAway] = []
 
     async def serve(ws: Any) -> None:
-        conn = Connection(Role.RELAY)
+        conn = RelayConnection()
         try:
             async for message in ws:
                 for event in conn.receive_data(message):

@@ -1,10 +1,10 @@
-"""A relay-role and an agent-role Connection wired to each other, for protocol tests."""
+"""A RelayConnection and an AgentConnection wired to each other, for protocol tests."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from devtunnel.protocol import Connection, Event, Hello, Role, Welcome
+from devtunnel.protocol import AgentConnection, Connection, Event, Hello, RelayConnection, Welcome
 
 
 def exchange(sender: Connection, receiver: Connection) -> list[Event]:
@@ -14,10 +14,10 @@ def exchange(sender: Connection, receiver: Connection) -> list[Event]:
 
 def handshaken(
     relay_options: dict[str, Any] | None = None, agent_options: dict[str, Any] | None = None
-) -> tuple[Connection, Connection]:
+) -> tuple[RelayConnection, AgentConnection]:
     """A relay and an agent that completed HELLO/WELCOME (nothing left queued on either)."""
-    relay = Connection(Role.RELAY, **(relay_options or {}))
-    agent = Connection(Role.AGENT, **(agent_options or {}))
+    relay = RelayConnection(**(relay_options or {}))
+    agent = AgentConnection(**(agent_options or {}))
     agent.send_hello("secret", "demo", {"agent": "test"})
     [hello] = exchange(agent, relay)
     assert isinstance(hello, Hello)
@@ -27,7 +27,7 @@ def handshaken(
     return relay, agent
 
 
-def open_get(relay: Connection, agent: Connection, *, websocket: bool = False, end_stream: bool = True) -> int:
+def open_get(relay: RelayConnection, agent: AgentConnection, *, websocket: bool = False, end_stream: bool = True) -> int:
     """Open a stream with a body-less GET and deliver it; returns the stream id."""
     stream_id = relay.open_request(
         b"GET", b"/", b"1.1", ((b"host", b"demo.localhost"),), end_stream=end_stream, websocket=websocket

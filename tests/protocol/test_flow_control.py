@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devtunnel.errors import FlowControlError, ProtocolError
-from devtunnel.protocol import Connection, DataReceived, Role, WindowUpdated
+from devtunnel.protocol import DataReceived, RelayConnection, WindowUpdated
 from devtunnel.protocol import frames as f
 from tests.protocol.pairs import exchange, handshaken
 
@@ -176,7 +176,7 @@ def test_the_cap_applies_to_streams_the_agent_answers_too() -> None:
 @pytest.mark.parametrize("cap", [0, -1, 1 << 31, 2.5])
 def test_max_send_window_out_of_range_is_refused(cap: object) -> None:
     with pytest.raises(ValueError, match="max_send_window"):
-        Connection(Role.RELAY, max_send_window=cap)  # type: ignore[arg-type]
+        RelayConnection(max_send_window=cap)  # type: ignore[arg-type]
 
 
 def test_queued_data_counts_payload_until_it_is_taken() -> None:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtunnel.errors import ProtocolError
-from devtunnel.protocol import Connection, Role
+from devtunnel.protocol import AgentConnection, Connection, RelayConnection, Role
 from devtunnel.protocol import frames as f
 from tests.protocol.pairs import handshaken, open_get
 
@@ -29,15 +29,18 @@ def feed(conn: Connection, chunks: list[bytes]) -> None:
         conn.data_to_send()  # the GOAWAY queued on failure encodes without error
 
 
+ROLES: dict[Role, type[RelayConnection] | type[AgentConnection]] = {Role.RELAY: RelayConnection, Role.AGENT: AgentConnection}
+
+
 def fresh(role: Role) -> Connection:
-    conn = Connection(role, **OPTIONS)
-    if role is Role.AGENT:
+    conn = ROLES[role](**OPTIONS)
+    if isinstance(conn, AgentConnection):
         conn.send_hello("tok", "fuzz")
         conn.data_to_send()
     return conn
 
 
-def busy_pair() -> tuple[Connection, Connection]:
+def busy_pair() -> tuple[RelayConnection, AgentConnection]:
     """A handshaken pair with an open HTTP stream (1), a WebSocket stream (3) and a reset one (5)."""
     relay, agent = handshaken(OPTIONS, OPTIONS)
     open_get(relay, agent, end_stream=False)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from devtunnel.errors import ProtocolError
-from devtunnel.protocol import Connection, ErrorCode, GoAway, Hello, Role, Welcome
+from devtunnel.protocol import AgentConnection, ErrorCode, GoAway, Hello, RelayConnection, Welcome
 from devtunnel.protocol import frames as f
 from tests.protocol.pairs import exchange, handshaken
 
@@ -17,8 +17,8 @@ def hello_frame(obj: object) -> bytes:
 
 
 def test_handshake_carries_token_name_url_and_info_both_ways() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("tok-1", "shop", {"agent_version": "0.1"})
     [hello] = exchange(agent, relay)
     assert isinstance(hello, Hello)
@@ -33,16 +33,16 @@ def test_handshake_carries_token_name_url_and_info_both_ways() -> None:
 
 
 def test_hello_without_a_name_asks_the_relay_to_pick_one() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("tok", None)
     [hello] = exchange(agent, relay)
     assert isinstance(hello, Hello) and hello.name is None
 
 
 def test_relay_picks_the_highest_version_both_sides_speak() -> None:
-    relay = Connection(Role.RELAY, versions=(1, 2, 3))
-    agent = Connection(Role.AGENT, versions=(2, 1, 7))
+    relay = RelayConnection(versions=(1, 2, 3))
+    agent = AgentConnection(versions=(2, 1, 7))
     agent.send_hello("tok", "n")
     [hello] = exchange(agent, relay)
     assert isinstance(hello, Hello) and hello.version == 2
@@ -52,8 +52,8 @@ def test_relay_picks_the_highest_version_both_sides_speak() -> None:
 
 
 def test_no_common_version_answers_goaway_unsupported_version() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT, versions=(2, 3))
+    relay = RelayConnection()
+    agent = AgentConnection(versions=(2, 3))
     agent.send_hello("tok", "n")
     with pytest.raises(ProtocolError, match="no common protocol version") as info:
         exchange(agent, relay)
@@ -64,7 +64,7 @@ def test_no_common_version_answers_goaway_unsupported_version() -> None:
 
 
 def test_welcome_with_a_version_the_agent_did_not_offer_is_refused() -> None:
-    agent = Connection(Role.AGENT)
+    agent = AgentConnection()
     agent.send_hello("tok", "n")
     agent.data_to_send()
     welcome = f.frame(f.WELCOME, 0, 0, json.dumps({"version": 9, "name": "n", "url": "u", "info": {}}).encode())
@@ -86,29 +86,29 @@ def test_welcome_with_a_version_the_agent_did_not_offer_is_refused() -> None:
     ],
 )
 def test_malformed_hello_is_a_protocol_error(hello: object) -> None:
-    relay = Connection(Role.RELAY)
+    relay = RelayConnection()
     with pytest.raises(ProtocolError):
         relay.receive_data(hello_frame(hello))
 
 
 def test_hello_that_is_not_json_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="not valid UTF-8 JSON"):
-        Connection(Role.RELAY).receive_data(f.frame(f.HELLO, 0, 0, b"\xff{"))
+        RelayConnection().receive_data(f.frame(f.HELLO, 0, 0, b"\xff{"))
 
 
 @pytest.mark.parametrize("ftype", [f.PING, f.DATA, f.REQUEST, f.RESPONSE, f.WINDOW_UPDATE, f.RESET, f.WS_MESSAGE])
 def test_relay_refuses_any_frame_before_hello(ftype: int) -> None:
-    relay = Connection(Role.RELAY)
+    relay = RelayConnection()
     with pytest.raises(ProtocolError):
         relay.receive_data(f.frame(ftype, 0, 1, b"\0" * 8))
-    [goaway] = Connection(Role.AGENT).receive_data(relay.data_to_send())
+    [goaway] = AgentConnection().receive_data(relay.data_to_send())
     assert isinstance(goaway, GoAway) and goaway.code == ErrorCode.PROTOCOL_ERROR
 
 
 def test_agent_refuses_a_request_before_welcome() -> None:
     relay, _ = handshaken()
     relay.open_request(b"GET", b"/", b"1.1", (), end_stream=True)
-    agent = Connection(Role.AGENT)
+    agent = AgentConnection()
     agent.send_hello("tok", "n")
     with pytest.raises(ProtocolError, match="before the WELCOME"):
         agent.receive_data(relay.data_to_send())
@@ -117,12 +117,12 @@ def test_agent_refuses_a_request_before_welcome() -> None:
 def test_welcome_before_hello_was_sent_is_refused() -> None:
     welcome = f.frame(f.WELCOME, 0, 0, json.dumps({"version": 1, "name": "n", "url": "u"}).encode())
     with pytest.raises(ProtocolError, match="before HELLO"):
-        Connection(Role.AGENT).receive_data(welcome)
+        AgentConnection().receive_data(welcome)
 
 
 def test_second_hello_is_a_protocol_error() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("tok", "n")
     data = agent.data_to_send()
     relay.receive_data(data)
@@ -132,17 +132,15 @@ def test_second_hello_is_a_protocol_error() -> None:
 
 def test_handshake_frames_only_travel_their_own_way() -> None:
     relay, agent = handshaken()
-    with pytest.raises(ProtocolError, match="only the agent"):
-        relay.send_hello("tok", "n")
-    with pytest.raises(ProtocolError, match="only the relay"):
-        agent.send_welcome("n", "u")
+    assert not hasattr(relay, "send_hello")  # only the agent sends HELLO
+    assert not hasattr(agent, "send_welcome")  # only the relay sends WELCOME
     with pytest.raises(ProtocolError, match="received a frame only it may send"):
         agent.receive_data(hello_frame({"versions": [1], "token": "t", "name": None}))
 
 
 def test_relay_cannot_welcome_twice_or_before_hello() -> None:
     with pytest.raises(ProtocolError, match="before the agent's HELLO"):
-        Connection(Role.RELAY).send_welcome("n", "u")
+        RelayConnection().send_welcome("n", "u")
     relay, _ = handshaken()
     with pytest.raises(ProtocolError, match="already answered"):
         relay.send_welcome("n", "u")
@@ -159,8 +157,8 @@ def test_handshake_adopts_the_peer_frame_size_and_window() -> None:
 
 
 def test_auth_failure_goaway_reaches_the_agent_before_any_welcome() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("wrong", "n")
     exchange(agent, relay)
     relay.send_goaway(ErrorCode.AUTH_FAILED, "token refused")
@@ -221,20 +219,20 @@ def test_failed_connection_queues_goaway_and_refuses_more_input() -> None:
 
 def test_invalid_constructor_limits_are_rejected() -> None:
     with pytest.raises(ValueError, match="max_frame_size"):
-        Connection(Role.RELAY, max_frame_size=1 << 24)
+        RelayConnection(max_frame_size=1 << 24)
     with pytest.raises(ValueError, match="initial_window"):
-        Connection(Role.RELAY, initial_window=0)
+        RelayConnection(initial_window=0)
     with pytest.raises(ValueError, match="max_streams"):
-        Connection(Role.RELAY, max_streams=0)
+        RelayConnection(max_streams=0)
     with pytest.raises(ValueError, match="versions"):
-        Connection(Role.AGENT, versions=())
+        AgentConnection(versions=())
 
 
 def test_ping_waits_for_our_handshake_frame() -> None:
     with pytest.raises(ProtocolError, match="before the handshake"):
-        Connection(Role.AGENT).ping()
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+        AgentConnection().ping()
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("tok", "n")
     agent.ping(b"early!!!")
     with pytest.raises(ProtocolError, match="before the handshake"):
@@ -244,8 +242,8 @@ def test_ping_waits_for_our_handshake_frame() -> None:
 
 
 def test_unknown_frame_types_are_skipped_even_before_the_handshake() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("tok", "n")
     [hello] = relay.receive_data(f.frame(0x40, 0, 9, b"future") + agent.data_to_send())
     assert isinstance(hello, Hello)
@@ -258,8 +256,8 @@ def test_handshake_module_uses_the_error_code_of_the_connection() -> None:
 
 
 def test_our_limits_override_same_named_keys_the_caller_put_in_info() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT, initial_window=5000)
+    relay = RelayConnection()
+    agent = AgentConnection(initial_window=5000)
     agent.send_hello("tok", "n", {"initial_window": 1, "note": "kept"})
     [hello] = exchange(agent, relay)
     assert isinstance(hello, Hello)
@@ -267,8 +265,8 @@ def test_our_limits_override_same_named_keys_the_caller_put_in_info() -> None:
 
 
 def test_welcome_and_the_first_request_may_arrive_in_one_message() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("tok", "n")
     exchange(agent, relay)
     relay.send_welcome("n", "http://n.localhost")
@@ -279,31 +277,31 @@ def test_welcome_and_the_first_request_may_arrive_in_one_message() -> None:
 
 
 def test_hello_carries_the_agent_instance_id_when_given() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("tok", "shop", instance="kX3-q_0123456789abcdef")
     [hello] = exchange(agent, relay)
     assert isinstance(hello, Hello) and hello.instance == "kX3-q_0123456789abcdef"
 
 
 def test_a_hello_without_an_instance_id_from_an_older_agent_is_accepted() -> None:
-    relay = Connection(Role.RELAY)
+    relay = RelayConnection()
     [hello] = relay.receive_data(hello_frame({"versions": [1], "token": "t", "name": "n", "info": {}}))
     assert isinstance(hello, Hello) and hello.instance is None
-    agent = Connection(Role.AGENT)
+    agent = AgentConnection()
     agent.send_hello("t", "n")
     assert b"instance" not in agent.data_to_send()  # an older relay never sees the key
 
 
 @pytest.mark.parametrize("instance", [5, "short", "x" * 129, "has space in it here", "ünïcode-ünïcode-ü", ""])
 def test_a_malformed_instance_id_is_a_protocol_error(instance: object) -> None:
-    relay = Connection(Role.RELAY)
+    relay = RelayConnection()
     with pytest.raises(ProtocolError, match="HELLO instance"):
         relay.receive_data(hello_frame({"versions": [1], "token": "t", "name": "n", "instance": instance}))
 
 
 def test_sending_a_malformed_instance_id_raises_and_queues_nothing() -> None:
-    agent = Connection(Role.AGENT)
+    agent = AgentConnection()
     with pytest.raises(ValueError, match="instance id"):
         agent.send_hello("t", "n", instance="not valid!")
     assert agent.data_to_send() == b""
@@ -312,8 +310,8 @@ def test_sending_a_malformed_instance_id_raises_and_queues_nothing() -> None:
 
 
 def test_name_in_use_goaway_reaches_the_agent_with_its_code() -> None:
-    relay = Connection(Role.RELAY)
-    agent = Connection(Role.AGENT)
+    relay = RelayConnection()
+    agent = AgentConnection()
     agent.send_hello("t", "shop")
     exchange(agent, relay)
     relay.send_goaway(ErrorCode.NAME_IN_USE, "tunnel name 'shop' is in use")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devtunnel.protocol import Connection, Event, Role
+from devtunnel.protocol import AgentConnection, Connection, Event, RelayConnection
 
 Deliver = Callable[[Connection, bytes], list[Event]]
 
@@ -21,8 +21,8 @@ def conversation(deliver: Deliver) -> tuple[list[Event], list[Event], bytes, byt
 
     Returns the relay's events, the agent's events and the bytes sent each way.
     """
-    relay = Connection(Role.RELAY, max_frame_size=1024)
-    agent = Connection(Role.AGENT, max_frame_size=1024)
+    relay = RelayConnection(max_frame_size=1024)
+    agent = AgentConnection(max_frame_size=1024)
     relay_events: list[Event] = []
     agent_events: list[Event] = []
     wire = {"to_relay": bytearray(), "to_agent": bytearray()}
