@@ -15,9 +15,12 @@ from tests.helpers import async_wait_for, process_alive
 # A stand-in agent: serves HTTP on a free port and announces it the way the agent does.
 SERVING_CHILD = """
 import http.server, sys
+from devtunnel.tui.supervisor import take_api_pipe, tell_api_pipe
+pipe = take_api_pipe()
 server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
 print("Forwarding nothing", flush=True)
 print(f"API http://127.0.0.1:{server.server_address[1]}", flush=True)
+tell_api_pipe(pipe, f"http://127.0.0.1:{server.server_address[1]}")
 print("a line on stderr", file=sys.stderr, flush=True)
 server.serve_forever()
 """
@@ -128,3 +131,18 @@ async def test_an_agent_the_relay_refused_for_good_is_not_started_again(tmp_path
         assert [c.state for c in changes].count("starting") == 1
     finally:
         await supervisor.stop()
+
+
+async def test_the_api_url_is_the_one_on_the_agents_pipe_not_a_line_in_its_log(tmp_path: Path,
+                                                                                changes: list[AgentStatus]) -> None:
+    child = ("import os, time\nprint('API http://127.0.0.1:1', flush=True)\n"
+             "os.write(int(os.environ['DEVTUNNEL_API_FD']), b'API http://127.0.0.1:2\\n')\n"
+             "while True: time.sleep(1)\n")
+    supervisor = AgentSupervisor([sys.executable, "-c", child], tmp_path / "agent.log", changes.append)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: supervisor.status.state == "running", what="the agent to run")
+        assert supervisor.status.api_url == "http://127.0.0.1:2"
+    finally:
+        await supervisor.stop()
+
