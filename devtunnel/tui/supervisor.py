@@ -22,7 +22,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -64,14 +64,17 @@ class AgentSupervisor:
             names (``tell_api_pipe``).
         log_path: the file that receives the agent's stdout and stderr (appended).
         on_change: called (in the event loop) with the new status on every change.
+        env: variables the agent gets on top of this process's environment (which is left as it is).
         ready_timeout: seconds to wait for the API line before killing and retrying.
         max_backoff: longest pause between two restarts.
         stop_grace: seconds between SIGTERM and SIGKILL when stopping.
     """
 
     def __init__(self, argv: Sequence[str] | Callable[[], Sequence[str]], log_path: Path, on_change: Callable[[AgentStatus], object],
-                 *, ready_timeout: float = 20.0, max_backoff: float = 10.0, stop_grace: float = 5.0) -> None:
+                 *, env: Mapping[str, str] | None = None, ready_timeout: float = 20.0, max_backoff: float = 10.0,
+                 stop_grace: float = 5.0) -> None:
         self._argv = argv
+        self.env = dict(env or {})
         self.log_path = Path(log_path)
         self._on_change = on_change
         self.ready_timeout = ready_timeout
@@ -135,7 +138,7 @@ class AgentSupervisor:
                     *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(api_write,),
                     # its own session: a ctrl-c meant for the terminal is the inspector's to handle
                     start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", API_FD_ENV: str(api_write)},
+                    env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", API_FD_ENV: str(api_write)},
                 )
         except BaseException:
             os.close(api_read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -146,3 +147,29 @@ async def test_the_api_url_is_the_one_on_the_agents_pipe_not_a_line_in_its_log(t
     finally:
         await supervisor.stop()
 
+
+async def test_the_inspectors_agent_gets_the_token_and_the_inspectors_environment_is_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devtunnel.commands.inspect import agent_env, http_agent_argv, up_agent_argv
+    from tests.tui.app_fixtures import inspector
+
+    monkeypatch.delenv("DEVTUNNEL_TOKEN", raising=False)
+    before = dict(os.environ)
+    args = argparse.Namespace(target="8000", name="shop", host_header="preserve", body_cap="10mb", insecure=False,
+                              api_port=4040, db=str(tmp_path / "c.db"), relay=None, token="s3cret", port=5555,
+                              no_record=False)
+    argvs = [http_agent_argv(args)(), up_agent_argv(args, ["shop"])()]  # what run_http and up hand the inspector
+    assert dict(os.environ) == before
+    assert all("s3cret" not in argv for argv in argvs)  # not on a command line others can read
+
+    seen = tmp_path / "token"
+    child = f"import os\nopen({str(seen)!r}, 'w').write(os.environ.get('DEVTUNNEL_TOKEN', '(none)'))\n" + SERVING_CHILD
+    app = inspector(tmp_path / "c.db", tmp_path, agent_argv=[sys.executable, "-c", child], agent_env=agent_env(args),
+                    agent_log=tmp_path / "agent.log")
+    async with app.run_test(size=(110, 30)):
+        supervisor = app.supervisor
+        assert supervisor is not None
+        await async_wait_for(lambda: supervisor.status.state == "running", timeout=30, what="the agent to run")
+        assert seen.read_text() == "s3cret"
+        assert dict(os.environ) == before
+        await app.shutdown()
