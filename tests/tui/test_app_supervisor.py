@@ -173,3 +173,19 @@ async def test_the_inspectors_agent_gets_the_token_and_the_inspectors_environmen
         assert seen.read_text() == "s3cret"
         assert dict(os.environ) == before
         await app.shutdown()
+
+
+def test_the_agent_takes_only_a_pipe_from_the_variable_and_leaves_it_to_nobody_else(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devtunnel.tui.supervisor import API_FD_ENV, take_api_pipe, tell_api_pipe
+
+    with open(tmp_path / "not-a-pipe", "wb") as f:  # a stray variable naming some other file: never written
+        monkeypatch.setenv(API_FD_ENV, str(f.fileno()))
+        assert take_api_pipe() is None and API_FD_ENV not in os.environ
+    read, write = os.pipe()
+    with open(read, "rb") as r:
+        monkeypatch.setenv(API_FD_ENV, str(write))
+        fd = take_api_pipe()
+        assert fd == write and API_FD_ENV not in os.environ  # the apps the agent runs do not see it
+        tell_api_pipe(fd, "http://127.0.0.1:4040")
+        assert r.read() == b"API http://127.0.0.1:4040\n"  # written, then closed: the reader sees its end
