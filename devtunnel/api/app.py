@@ -58,6 +58,9 @@ __all__ = ["create_app", "serve_api", "ApiServer", "PORT_TRIES"]
 PORT_TRIES = 100
 """How many ports from the requested one ``serve_api`` tries before giving up."""
 
+START_TIMEOUT = 10.0
+"""Seconds ``serve_api`` gives uvicorn to listen on the bound socket (it takes milliseconds)."""
+
 
 def _service(request: Request | WebSocket) -> Any:
     return request.app.state.service
@@ -157,9 +160,19 @@ def create_app(service: Any, *, events_interval: float = 0.1, events_max_ids: in
 
 
 class ApiServer(uvicorn.Server):
-    """A uvicorn server that leaves the process's signal handlers to its owner and can be stopped."""
+    """A uvicorn server that leaves the process's signal handlers to its owner, says when it
+    listens (``listening``) and can be stopped."""
 
     task: asyncio.Task[None] | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+        """Set once ``startup`` has put the listeners up."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)  # raises (or exits the task) when it cannot listen
+        self.listening.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -196,11 +209,20 @@ async def serve_api(service: Any, port: int = 4040, **app_options: Any) -> tuple
     bound = int(sock.getsockname()[1])
     config = uvicorn.Config(create_app(service, **app_options), lifespan="off", log_level="warning", access_log=False)
     server = ApiServer(config)
-    server.task = asyncio.create_task(server.serve(sockets=[sock]), name=f"agent-api:{bound}")
-    while not server.started:
-        if server.task.done():
+    task = server.task = asyncio.create_task(server.serve(sockets=[sock]), name=f"agent-api:{bound}")
+    listening = asyncio.ensure_future(server.listening.wait())
+    try:
+        await asyncio.wait({listening, task}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        listening.cancel()
+        if not server.listening.is_set():
             sock.close()
-            server.task.result()  # raises what stopped it
-            raise ConfigError(f"the agent API on 127.0.0.1:{bound} stopped while starting")
-        await asyncio.sleep(0.01)
-    return server, bound
+            if not task.done():  # too slow, or we were cancelled: stop it
+                task.cancel()
+                await asyncio.wait({task})
+    if server.listening.is_set():
+        return server, bound
+    if not task.cancelled():
+        task.result()  # raises what stopped it
+        raise ConfigError(f"the agent API on 127.0.0.1:{bound} stopped while starting")
+    raise ConfigError(f"the agent API on 127.0.0.1:{bound} did not start within {START_TIMEOUT:g} s")

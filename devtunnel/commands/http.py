@@ -208,6 +208,9 @@ class _ExchangeLog:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from devtunnel.tui.supervisor import take_api_pipe, tell_api_pipe
+
+    api_pipe = take_api_pipe()  # the inspector that started us waits for the API line there
     _setup_logging()
     out = sys.stdout
     is_http = args.command == "http"
@@ -293,6 +296,7 @@ async def _main(args: argparse.Namespace) -> int:
 
             api_server, bound = await serve_api(service, api_port)
             _print(f"API http://127.0.0.1:{bound}", out)
+            tell_api_pipe(api_pipe, f"http://127.0.0.1:{bound}")
         if is_http:
             raise TunnelError(await ended)  # or until SIGINT / SIGTERM cancels us
         await asyncio.Event().wait()  # until SIGINT / SIGTERM cancels us

@@ -69,9 +69,6 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
         value = getattr(args, flag, None)
         if value not in (None, ""):
             argv += ["--" + flag, value if isinstance(value, str) else f"{value:g}"]
-    # The token travels in the environment, not on a command line other users can read.
-    if args.token:
-        os.environ["DEVTUNNEL_TOKEN"] = args.token
     if args.relay:
         return lambda: agent_command(*argv)
     if args.port:  # the user's choice: never moved
@@ -107,16 +104,27 @@ def up_agent_argv(args: argparse.Namespace, names: list[str]) -> Callable[[], li
     argv = ["up", *names, "--no-tui", "--api-port", str(api_port), "--db", str(_db(args))]
     if getattr(args, "no_record", False):
         argv.append("--no-record")
-    if args.token:
-        os.environ["DEVTUNNEL_TOKEN"] = args.token
     if args.port:
         return lambda: agent_command(*argv, "--port", str(args.port))
     relay_port = _RelayPort()
     return lambda: agent_command(*argv, "--port", relay_port())
 
 
+def agent_env(args: argparse.Namespace) -> dict[str, str]:
+    """What the agent of ``http`` or ``up`` gets in its environment on top of the inspector's.
+
+    The token travels there, not on a command line other users can read; the inspector's own
+    environment is left as it is.
+    """
+    token = getattr(args, "token", None)
+    return {"DEVTUNNEL_TOKEN": token} if token else {}
+
+
 def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> int:
-    """Run the inspector until the user quits; the agent (if any) is stopped on the way out."""
+    """Run the inspector until the user quits; the agent (if any) is stopped on the way out.
+
+    The agent gets ``agent_env(args)`` (the token of ``http`` and ``up``) in its environment.
+    """
     from devtunnel.tui.app import InspectorApp
     from devtunnel.tui.backend import Backend
     from devtunnel.tui.widgets.filter_bar import default_history_path
@@ -124,7 +132,7 @@ def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: a
     store = args.settings.store
     backend = Backend(db, max_exchanges=store.max_exchanges, max_bytes=store.max_bytes,
                       replay_ignore_headers=args.settings.replay.ignore_headers)
-    app = InspectorApp(backend, agent_argv=agent_argv, agent_log=_state_dir() / "agent.log",
+    app = InspectorApp(backend, agent_argv=agent_argv, agent_env=agent_env(args), agent_log=_state_dir() / "agent.log",
                        history_path=default_history_path())
     try:
         app.run()

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,6 +45,7 @@ class InspectorApp(App[None]):
         backend: the store and agent API.
         agent_argv: command line of the agent to supervise, or a function that makes it before
             each start (None: stored captures only).
+        agent_env: variables the agent gets on top of this process's environment.
         agent_log: where the agent's output goes.
         history_path: the recent-filters file (None: not kept).
         tunnels: targets to start as soon as the agent is up (``TunnelRequest``s).
@@ -69,13 +70,13 @@ class InspectorApp(App[None]):
     ]
 
     def __init__(self, backend: Backend, *, agent_argv: list[str] | Callable[[], list[str]] | None = None,
-                 agent_log: Path | None = None, history_path: Path | None = None,
+                 agent_env: Mapping[str, str] | None = None, agent_log: Path | None = None, history_path: Path | None = None,
                  tunnels: Iterable[TunnelRequest] = ()) -> None:
         super().__init__()
         self.backend = backend
         self.history_path = history_path
         self.supervisor = (AgentSupervisor(agent_argv, agent_log or Path("agent.log"),
-                                           lambda status: self.post_message(AgentChanged(status)))
+                                           lambda status: self.post_message(AgentChanged(status)), env=agent_env)
                            if agent_argv else None)
         self._initial_tunnels = list(tunnels)
         self.export_send_to = "public"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 import queue
 import threading
@@ -365,23 +364,11 @@ class Backend:
         if response.status_code not in (200, 201):
             raise ReplayError(_api_error(response))
         answer = response.json()
-        new = await self._wait_for_exchange(str(answer.get("id", "")))
+        # The agent answers once its recorder has committed the new exchange: it is in the store now.
+        new = await self.get(str(answer.get("id", "")))
         if isinstance(answer.get("signature"), str):  # said once, with the answer; not stored
             new.signature_notice = "signature " + answer["signature"]
         return new
-
-    async def _wait_for_exchange(self, exchange_id: str, timeout: float = 5.0) -> Exchange:
-        """Read a just-recorded exchange (the agent commits it from its recorder thread)."""
-        from devtunnel.errors import NotFoundError
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return await self.get(exchange_id)
-            except NotFoundError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
 
     async def _replay_here(self, exchange: Exchange, edit: Edit | None) -> Exchange:
         from devtunnel.replay import replay

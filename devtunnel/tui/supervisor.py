@@ -3,6 +3,13 @@
 The inspector never carries traffic: the agent runs in its own process, writing to a log file
 (never to the terminal the inspector draws on), so a slow or crashed screen cannot slow or
 drop requests, and a crashed agent loses nothing (captures are in SQLite).
+
+The agent says where its API is on a pipe of its own, as systemd's ``NOTIFY_SOCKET`` tells a
+service where to say it is ready: the supervisor passes the pipe's write end and names it in
+``DEVTUNNEL_API_FD``; the agent writes ``API http://127.0.0.1:PORT`` there once (and prints it
+to the log as before) and closes it. The agent's output stays out of the inspector's process:
+a pipe through it would stall the agent behind a busy screen and break under it when the
+inspector dies first.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ import contextlib
 import os
 import re
 import signal
+import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -24,6 +32,9 @@ from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
 AgentState = Literal["starting", "running", "restarting", "stopped", "failed"]
 
 _API_LINE = re.compile(rb"^API (http://127\.0\.0\.1:\d+)\s*$", re.MULTILINE)
+
+API_FD_ENV = "DEVTUNNEL_API_FD"
+"""Names the file descriptor a supervised agent writes its ``API http://127.0.0.1:PORT`` line to."""
 
 
 @dataclass(frozen=True)
@@ -49,17 +60,21 @@ class AgentSupervisor:
 
     Args:
         argv: the agent's command line (or a function called before each start that returns it);
-            the agent must print ``API http://127.0.0.1:PORT``.
+            the agent must write ``API http://127.0.0.1:PORT`` to the pipe ``DEVTUNNEL_API_FD``
+            names (``tell_api_pipe``).
         log_path: the file that receives the agent's stdout and stderr (appended).
         on_change: called (in the event loop) with the new status on every change.
+        env: variables the agent gets on top of this process's environment (which is left as it is).
         ready_timeout: seconds to wait for the API line before killing and retrying.
         max_backoff: longest pause between two restarts.
         stop_grace: seconds between SIGTERM and SIGKILL when stopping.
     """
 
     def __init__(self, argv: Sequence[str] | Callable[[], Sequence[str]], log_path: Path, on_change: Callable[[AgentStatus], object],
-                 *, ready_timeout: float = 20.0, max_backoff: float = 10.0, stop_grace: float = 5.0) -> None:
+                 *, env: Mapping[str, str] | None = None, ready_timeout: float = 20.0, max_backoff: float = 10.0,
+                 stop_grace: float = 5.0) -> None:
         self._argv = argv
+        self.env = dict(env or {})
         self.log_path = Path(log_path)
         self._on_change = on_change
         self.ready_timeout = ready_timeout
@@ -113,19 +128,27 @@ class AgentSupervisor:
     async def _run_once(self) -> int | None:
         argv = list(self._argv() if callable(self._argv) else self._argv)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv)}\n".encode())
-            log.flush()
-            offset = self._offset = log.tell()
-            self._process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                # its own session: a ctrl-c meant for the terminal is the inspector's to handle
-                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        api_read, api_write = os.pipe()
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv)}\n".encode())
+                log.flush()
+                self._offset = log.tell()
+                self._process = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(api_write,),
+                    # its own session: a ctrl-c meant for the terminal is the inspector's to handle
+                    start_new_session=True,
+                    env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", API_FD_ENV: str(api_write)},
+                )
+        except BaseException:
+            os.close(api_read)
+            raise
+        finally:
+            os.close(api_write)  # the agent holds its own copy: the pipe ends when it closes it or exits
         process = self._process
         self._set(state="starting", pid=process.pid, api_url=None)
-        api_url = await self._wait_for_api(process, offset)
-        if api_url is None and process.returncode is None:
+        api_url = await self._wait_for_api(process, api_read)
+        if api_url is None and process.returncode is None and not self._stopping:
             self._set(message=f"no API line after {self.ready_timeout:.0f}s; see {self.log_path}")
             await self._terminate(process)
         elif api_url is not None:
@@ -142,19 +165,33 @@ class AgentSupervisor:
             return ""
         return lines[-1].decode("utf-8", "replace")[:200] if lines else ""
 
-    async def _wait_for_api(self, process: asyncio.subprocess.Process, offset: int) -> str | None:
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline and not self._stopping:
-            with open(self.log_path, "rb") as log:
-                log.seek(offset)
-                match = _API_LINE.search(log.read())
-            if match:
-                return match.group(1).decode()
-            if process.returncode is not None:
-                return None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(process.wait()), 0.05)
-        return None
+    async def _wait_for_api(self, process: asyncio.subprocess.Process, api_read: int) -> str | None:
+        """The API URL the agent writes to the pipe ``api_read`` (which this closes).
+
+        None when the agent exits, ``stop()`` is called or ``ready_timeout`` passes before it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
+        reader = asyncio.StreamReader(limit=4096)
+        pipe = open(api_read, "rb", buffering=0)  # the transport closes it
+        try:
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        except BaseException:
+            pipe.close()
+            raise
+        read = asyncio.ensure_future(_read_api_url(reader))
+        ended = [asyncio.ensure_future(process.wait()), asyncio.ensure_future(self._stopped.wait())]
+        try:
+            await asyncio.wait([read, *ended], timeout=self.ready_timeout, return_when=asyncio.FIRST_COMPLETED)
+            if read.done() and read.result() is None:
+                # The pipe ended without the line: the agent is on its way out; say so once it is out.
+                await asyncio.wait(ended, timeout=max(0.0, deadline - loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (read, *ended):
+                waiting.cancel()
+            transport.close()
+        return read.result() if read.done() and not read.cancelled() else None
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         if process.returncode is not None:
@@ -185,3 +222,43 @@ class AgentSupervisor:
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, sig)
+
+
+async def _read_api_url(reader: asyncio.StreamReader) -> str | None:
+    """The URL of the first API line on ``reader``; None if it ends (or overflows) first."""
+    while True:
+        try:
+            line = await reader.readline()
+        except (ValueError, OSError):  # a line longer than the reader's limit (not the agent's), a broken pipe
+            return None
+        if not line:
+            return None
+        if match := _API_LINE.match(line):
+            return match.group(1).decode()
+
+
+def take_api_pipe() -> int | None:
+    """In the agent: the pipe its supervisor named in ``DEVTUNNEL_API_FD``, if any.
+
+    Taken out of the environment, so the programs the agent runs do not see it; anything but
+    an open pipe is ignored.
+    """
+    value = os.environ.pop(API_FD_ENV, "")
+    if not value.isdigit():
+        return None
+    try:
+        return int(value) if stat.S_ISFIFO(os.fstat(int(value)).st_mode) else None
+    except OSError:
+        return None
+
+
+def tell_api_pipe(fd: int | None, url: str) -> None:
+    """In the agent: write ``API URL`` to its supervisor's pipe (from ``take_api_pipe``) and close it."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, f"API {url}\n".encode())
+    except OSError:
+        pass  # the supervisor is gone
+    finally:
+        os.close(fd)

@@ -484,6 +484,25 @@ async def test_serve_api_takes_the_next_free_port(tmp_path: Path) -> None:
         store.close()
 
 
+async def test_serve_api_reports_at_once_a_server_that_cannot_listen(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # uvicorn's startup refuses a datagram socket: serve_api raises uvicorn's error as soon as its
+    # task ends, rather than when the start deadline (a ConfigError) runs out, and closes the socket.
+    from devtunnel.api import app as api_app
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    monkeypatch.setattr(api_app, "_bind", lambda port: udp)
+    store = Store(tmp_path / "captures.db")
+    try:
+        with pytest.raises(ValueError, match="Stream Socket was expected"):
+            await serve_api(AgentService(store=store), port=0)
+        assert udp.fileno() == -1
+    finally:
+        udp.close()
+        store.close()
+
+
 async def test_tunnel_name_with_quotes_and_spaces_is_matched_literally(api: Api) -> None:
     odd = make_exchange(tunnel='say "hi" (http)')
     api.store.put(odd)

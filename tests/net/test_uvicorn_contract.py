@@ -237,13 +237,27 @@ def test_uvicorn_server_takes_our_listening_sockets(method: str) -> None:
 
 def test_uvicorn_server_fields_and_hooks_we_drive_by_hand() -> None:
     # Relay.start sets server.lifespan from config.lifespan_class before startup(); api.ApiServer
-    # overrides capture_signals and stops through should_exit / force_exit / started.
+    # overrides capture_signals and stops through should_exit / force_exit.
     assert "self.lifespan.startup()" in _source(uvicorn.Server.startup), "uvicorn.Server.startup uses self.lifespan"
     assert "lifespan_class" in _source(uvicorn.Config.load), "uvicorn.Config.lifespan_class"
     assert callable(getattr(uvicorn.Server, "capture_signals", None)), "uvicorn.Server.capture_signals"
     server = uvicorn.Server(uvicorn.Config(app=None))  # type: ignore[arg-type]
-    for name in ("should_exit", "force_exit", "started"):
+    for name in ("should_exit", "force_exit"):
         assert hasattr(server, name), f"uvicorn.Server.{name} is gone (api.ApiServer uses it)"
+    assert not hasattr(server, "listening"), "uvicorn.Server.listening now exists: api.ApiServer's own event hides it"
+
+
+def test_uvicorn_serve_listens_through_startup_which_returns_once_listening() -> None:
+    # api.ApiServer overrides startup() and sets its listening event when uvicorn's returns:
+    # serve() must start through self.startup(sockets=...), and startup() must have put the
+    # listeners on the given sockets up (create_server serves at once) before it returns.
+    assert "await self.startup(sockets=sockets)" in _source(uvicorn.Server._serve), (
+        "uvicorn.Server._serve no longer starts through self.startup(sockets=sockets): api.ApiServer.startup"
+    )
+    startup = _source(uvicorn.Server.startup)
+    assert "await loop.create_server(create_protocol, sock=sock" in startup and "start_serving" not in startup, (
+        "uvicorn.Server.startup no longer listens on the given sockets before it returns: api.ApiServer.startup"
+    )
 
 
 async def test_uvicorn_websocket_objects_have_the_fields_the_relay_uses() -> None:

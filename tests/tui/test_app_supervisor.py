@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -15,9 +16,12 @@ from tests.helpers import async_wait_for, process_alive
 # A stand-in agent: serves HTTP on a free port and announces it the way the agent does.
 SERVING_CHILD = """
 import http.server, sys
+from devtunnel.tui.supervisor import take_api_pipe, tell_api_pipe
+pipe = take_api_pipe()
 server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
 print("Forwarding nothing", flush=True)
 print(f"API http://127.0.0.1:{server.server_address[1]}", flush=True)
+tell_api_pipe(pipe, f"http://127.0.0.1:{server.server_address[1]}")
 print("a line on stderr", file=sys.stderr, flush=True)
 server.serve_forever()
 """
@@ -128,3 +132,60 @@ async def test_an_agent_the_relay_refused_for_good_is_not_started_again(tmp_path
         assert [c.state for c in changes].count("starting") == 1
     finally:
         await supervisor.stop()
+
+
+async def test_the_api_url_is_the_one_on_the_agents_pipe_not_a_line_in_its_log(tmp_path: Path,
+                                                                                changes: list[AgentStatus]) -> None:
+    child = ("import os, time\nprint('API http://127.0.0.1:1', flush=True)\n"
+             "os.write(int(os.environ['DEVTUNNEL_API_FD']), b'API http://127.0.0.1:2\\n')\n"
+             "while True: time.sleep(1)\n")
+    supervisor = AgentSupervisor([sys.executable, "-c", child], tmp_path / "agent.log", changes.append)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: supervisor.status.state == "running", what="the agent to run")
+        assert supervisor.status.api_url == "http://127.0.0.1:2"
+    finally:
+        await supervisor.stop()
+
+
+async def test_the_inspectors_agent_gets_the_token_and_the_inspectors_environment_is_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devtunnel.commands.inspect import agent_env, http_agent_argv, up_agent_argv
+    from tests.tui.app_fixtures import inspector
+
+    monkeypatch.delenv("DEVTUNNEL_TOKEN", raising=False)
+    before = dict(os.environ)
+    args = argparse.Namespace(target="8000", name="shop", host_header="preserve", body_cap="10mb", insecure=False,
+                              api_port=4040, db=str(tmp_path / "c.db"), relay=None, token="s3cret", port=5555,
+                              no_record=False)
+    argvs = [http_agent_argv(args)(), up_agent_argv(args, ["shop"])()]  # what run_http and up hand the inspector
+    assert dict(os.environ) == before
+    assert all("s3cret" not in argv for argv in argvs)  # not on a command line others can read
+
+    seen = tmp_path / "token"
+    child = f"import os\nopen({str(seen)!r}, 'w').write(os.environ.get('DEVTUNNEL_TOKEN', '(none)'))\n" + SERVING_CHILD
+    app = inspector(tmp_path / "c.db", tmp_path, agent_argv=[sys.executable, "-c", child], agent_env=agent_env(args),
+                    agent_log=tmp_path / "agent.log")
+    async with app.run_test(size=(110, 30)):
+        supervisor = app.supervisor
+        assert supervisor is not None
+        await async_wait_for(lambda: supervisor.status.state == "running", timeout=30, what="the agent to run")
+        assert seen.read_text() == "s3cret"
+        assert dict(os.environ) == before
+        await app.shutdown()
+
+
+def test_the_agent_takes_only_a_pipe_from_the_variable_and_leaves_it_to_nobody_else(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devtunnel.tui.supervisor import API_FD_ENV, take_api_pipe, tell_api_pipe
+
+    with open(tmp_path / "not-a-pipe", "wb") as f:  # a stray variable naming some other file: never written
+        monkeypatch.setenv(API_FD_ENV, str(f.fileno()))
+        assert take_api_pipe() is None and API_FD_ENV not in os.environ
+    read, write = os.pipe()
+    with open(read, "rb") as r:
+        monkeypatch.setenv(API_FD_ENV, str(write))
+        fd = take_api_pipe()
+        assert fd == write and API_FD_ENV not in os.environ  # the apps the agent runs do not see it
+        tell_api_pipe(fd, "http://127.0.0.1:4040")
+        assert r.read() == b"API http://127.0.0.1:4040\n"  # written, then closed: the reader sees its end
