@@ -492,7 +492,7 @@ async def test_serve_api_reports_at_once_a_server_that_cannot_listen(tmp_path: P
 
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
-    monkeypatch.setattr(api_app, "_bind", lambda port: udp)
+    monkeypatch.setattr(api_app, "bind_free", lambda port, **where: udp)
     store = Store(tmp_path / "captures.db")
     try:
         with pytest.raises(ValueError, match="Stream Socket was expected"):
