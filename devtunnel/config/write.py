@@ -47,12 +47,13 @@ def to_toml(settings: Settings, *, mask_token: bool = True) -> str:
     if mask_token and token is not None:
         doc["relay"] = {**doc["relay"], "token": masked(token)}  # type: ignore[dict-item]
     if settings.tunnels:
-        doc["tunnels"] = {t.name: _section_toml(t, TUNNEL_KEYS) for t in settings.tunnels}
+        tunnels = {t.name: _section_toml(t, TUNNEL_KEYS) for t in settings.tunnels}
         for t in settings.tunnels:
             if not t.pool:  # a switch that is off says nothing a reader needs
-                doc["tunnels"][t.name].pop("pool", None)  # type: ignore[index, union-attr]
+                tunnels[t.name].pop("pool", None)
             if t.webhooks:
-                doc["tunnels"][t.name]["webhooks"] = _webhooks_toml(t.webhooks, mask_token)  # type: ignore[index]
+                tunnels[t.name]["webhooks"] = _webhooks_toml(t.webhooks, mask_token)
+        doc["tunnels"] = tunnels
     if settings.webhooks:
         doc["webhooks"] = _webhooks_toml(settings.webhooks, mask_token)
     return tomli_w.dumps(doc)
