@@ -1,0 +1,193 @@
+"""Reading the settings: files checked whole, then layered with the environment and the flags.
+
+``load`` starts from the defaults and applies, later layers winning, each file of
+``config_files()`` that exists, then the environment variables of ``ENV_SETTINGS``;
+``with_flags`` puts the command line on top. Each layer is a dict of checked values
+(``_Layer``); a tunnel or webhook table replaces one of the same name whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from devtunnel.config.files import ENV_CONFIG, config_files
+from devtunnel.config.kinds import shown
+from devtunnel.config.settings import SECTIONS, TUNNEL_KEYS, Settings, TunnelSection, fields_of
+from devtunnel.config.source import Source, check_field, line_of_table, unknown_key
+from devtunnel.config.webhooks import check_tunnel_providers, read_webhooks
+from devtunnel.errors import ConfigError
+from devtunnel.rules import Rule, RulesError, parse_rules
+from devtunnel.values.names import validate_name
+
+# environment variable -> setting it stands for
+ENV_SETTINGS = {"DEVTUNNEL_RELAY": "relay.url", "DEVTUNNEL_TOKEN": "relay.token", "DEVTUNNEL_DB": "store.path"}
+
+# One layer: {"relay": {"url": ...}, ..., "tunnels": {name: TunnelSection}}, checked values only.
+_Layer = dict[str, dict[str, Any]]
+
+
+def read_document(doc: Mapping[str, Any], source: Source) -> _Layer:
+    """Check a parsed TOML document against the tree; return its values."""
+    layer: _Layer = {}
+    for section, table in doc.items():
+        if section == "tunnels":
+            layer["tunnels"] = _read_tunnels(table, source)
+            continue
+        if section == "webhooks":
+            layer["webhooks"] = read_webhooks(table, source, "webhooks", custom=True)
+            continue
+        if section not in SECTIONS:
+            raise unknown_key(source, section, [*SECTIONS, "tunnels", "webhooks"])
+        if not isinstance(table, dict):
+            raise source.error(section, f"expected a table ([{section}]), got {shown(table)}")
+        fields = fields_of(SECTIONS[section])
+        values = layer.setdefault(section, {})
+        for key, value in table.items():
+            if key not in fields:
+                raise unknown_key(source, f"{section}.{key}", list(fields))
+            values[key] = check_field(source, f"{section}.{key}", fields[key], value)
+    return layer
+
+
+def _read_tunnels(table: object, source: Source) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise source.error("tunnels", f"expected tables such as [tunnels.web], got {shown(table)}")
+    tunnels: dict[str, Any] = {}
+    for raw_name, definition in table.items():
+        prefix = f"tunnels.{raw_name}"
+        try:
+            name = validate_name(raw_name)
+        except ConfigError as exc:
+            raise source.error(prefix, f"not a tunnel name: {exc}") from None
+        if not isinstance(definition, dict):
+            raise source.error(prefix, f"expected a table ([{prefix}]), got {shown(definition)}")
+        values: dict[str, Any] = {"name": name}
+        for key, value in definition.items():
+            if key == "webhooks":
+                values[key] = tuple(read_webhooks(value, source, f"{prefix}.webhooks", custom=False).values())
+                continue
+            if key not in TUNNEL_KEYS:
+                raise unknown_key(source, f"{prefix}.{key}", list(TUNNEL_KEYS))
+            if key == "rules":
+                values[key] = _read_rules(source, f"{prefix}.rules", value)
+                continue
+            values[key] = check_field(source, f"{prefix}.{key}", TUNNEL_KEYS[key], value)
+        if "target" not in values:
+            raise source.error(prefix, "target is missing, e.g. target = \"3000\"")
+        tunnels[name] = TunnelSection(**values)
+    return tunnels
+
+
+
+def _read_rules(source: Source, dotted: str, value: object) -> tuple[Rule, ...]:
+    """``[[tunnels.NAME.rules]]``; an error names the line of the rule's own table."""
+    try:
+        return parse_rules(value if isinstance(value, list) else {}, dotted, base=source.folder)  # type: ignore[arg-type]
+    except RulesError as exc:
+        line = line_of_table(source.text, dotted, exc.number) if source.text is not None else None
+        where = f"{source.label}:{line}" if line else source.label
+        raise ConfigError(f"{where}: {dotted}: {exc.detail}" if where else f"{dotted}: {exc.detail}") from None
+
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text at byte {exc.start}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def parse_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """The file's text and its TOML document; ``ConfigError`` names the file when it is not TOML."""
+    text = _read_text(path)
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _read_file(path: Path) -> _Layer:
+    text, doc = parse_file(path)
+    return read_document(doc, Source(str(path), text, path.parent, path))
+
+
+def _environment_layer(env: Mapping[str, str]) -> _Layer:
+    layer: _Layer = {}
+    for variable, dotted in ENV_SETTINGS.items():
+        text = env.get(variable)
+        if not text:  # set but empty means unset, as a shell's VAR= does
+            continue
+        section, key = dotted.split(".")
+        f = fields_of(SECTIONS[section])[key]
+        value = f.metadata["kind"].from_text(text)
+        layer.setdefault(section, {})[key] = check_field(Source(f"environment variable {variable}"), dotted, f, value)
+    return layer
+
+
+def _apply(settings: Settings, layer: _Layer) -> Settings:
+    changes: dict[str, Any] = {}
+    for section, values in layer.items():
+        if section in ("tunnels", "webhooks"):
+            # A definition replaces one of the same name whole: half of each would be a surprise.
+            merged = {t.name: t for t in getattr(settings, section)}
+            merged.update(values)
+            changes[section] = tuple(merged.values())
+        elif values:
+            changes[section] = dataclasses.replace(getattr(settings, section), **values)
+    return dataclasses.replace(settings, **changes)
+
+
+def load(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """The settings from defaults, files and environment (flags come later, ``with_flags``).
+
+    Args:
+        environ: the environment to read (default ``os.environ``); the default store path
+            follows the process's own ``XDG_STATE_HOME``, as the store does.
+        cwd: where ``./devtunnel.toml`` is looked for (default the current directory).
+
+    Raises:
+        ConfigError: a file cannot be read or is invalid, ``$DEVTUNNEL_CONFIG`` names a missing
+            file, or an environment variable has a bad value. The message names the file, line and key.
+    """
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    for file in config_files(env, cwd):
+        if file.role == ENV_CONFIG and not file.exists:
+            raise ConfigError(f"{file.path}: no such file (named by {ENV_CONFIG})")
+        if file.exists:
+            settings = _apply(settings, _read_file(file.path))
+    settings = _apply(settings, _environment_layer(env))
+    check_tunnel_providers(settings)
+    return settings
+
+
+def with_flags(settings: Settings, flags: Mapping[str, tuple[str, object]]) -> Settings:
+    """``settings`` with command-line values on top; flags that were not given are None.
+
+    Args:
+        settings: what ``load`` returned.
+        flags: dotted key -> (flag as typed, value), e.g. ``{"agent.body_cap": ("--body-cap", "1mb")}``.
+
+    Raises:
+        ConfigError: a flag value is invalid; the message names the flag.
+    """
+    layer: _Layer = {}
+    for dotted, (flag, value) in flags.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        f = fields_of(SECTIONS[section])[key]
+        try:
+            checked = f.metadata["kind"].check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        layer.setdefault(section, {})[key] = checked
+    return _apply(settings, layer)
+
