@@ -45,6 +45,7 @@ CORE_MODULES = [
     "devtunnel.values.names",
     "devtunnel.values.sizes",
     "devtunnel.export.agent_json",
+    "devtunnel.values.paths",
 ]
 
 
