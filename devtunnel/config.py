@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, default_db_path
+from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES
 from devtunnel.errors import ConfigError
+from devtunnel.values import paths
 from devtunnel.values.names import validate_name
 from devtunnel.values.sizes import parse_size
 from devtunnel.values.target import parse_target
@@ -382,7 +383,7 @@ class AgentSection:
 class StoreSection:
     """``[store]``: the capture database."""
 
-    path: Path = field(default_factory=default_db_path, metadata=_kind(_Path()))
+    path: Path = field(default_factory=paths.db_path, metadata=_kind(_Path()))
     """The SQLite file (default ``$XDG_STATE_HOME/devtunnel/captures.db``)."""
     max_exchanges: int = field(default=DEFAULT_MAX_EXCHANGES, metadata=_kind(_Int(1)))
     """Keep at most this many exchanges; the oldest go first."""
@@ -572,10 +573,8 @@ class ConfigFile:
 
 
 def user_file(environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CONFIG_HOME/devtunnel/devtunnel.toml`` (``~/.config/devtunnel/`` when unset)."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "devtunnel" / FILE_NAME
+    """``devtunnel.toml`` in ``values.paths.config_dir()`` (``$XDG_CONFIG_HOME/devtunnel/``, else ``~/.config/devtunnel/``)."""
+    return paths.config_dir(environ) / FILE_NAME
 
 
 def project_file(cwd: Path | None = None) -> Path:

@@ -42,6 +42,7 @@ from devtunnel.capture.filters.edge import ip_in_sql
 from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
+from devtunnel.values.paths import db_path
 from devtunnel.webhooks.base import Signature, Verdict
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "Row",
     "Store",
     "Recorder",
-    "default_db_path",
     "encode_headers",
     "decode_headers",
 ]
@@ -70,12 +70,6 @@ _ID_ORDER = "sqlite_autoindex_exchanges_1"
 _SHORT_IDS_BY_QUERY = 256
 """Up to this many ids, ``short_ids`` asks the index for each one's neighbours; past it, reading
 every id once (a few MB for 100,000 exchanges) is faster than two queries per id."""
-
-
-def default_db_path() -> Path:
-    """``$XDG_STATE_HOME/devtunnel/captures.db`` (``~/.local/state/devtunnel/`` when unset)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "devtunnel" / "captures.db"
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,13 +301,13 @@ class Store:
         """Open (or create) the store.
 
         Args:
-            path: the database file (``default_db_path()`` when None).
+            path: the database file (``values.paths.db_path()`` when None).
             max_exchanges: keep at most this many exchanges; the oldest go first.
             max_bytes: keep at most about this many bytes of captures; the oldest go first.
             readonly: open for reading only (never creates or migrates).
             busy_timeout: seconds to wait for another process's lock before failing.
         """
-        self.path = Path(path) if path is not None else default_db_path()
+        self.path = Path(path) if path is not None else db_path()
         self.max_exchanges = max_exchanges
         self.max_bytes = max_bytes
         self.readonly = readonly

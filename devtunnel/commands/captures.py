@@ -1,6 +1,6 @@
 """``devtunnel requests | show | export | replay | diff``: the capture store from the command line.
 
-Every command reads the same SQLite store (``--db``, default ``default_db_path()``), read-only
+Every command reads the same SQLite store (``--db``, default ``values.paths.db_path()``), read-only
 where it only reads. Captured text is escaped before it reaches the terminal. Bad input (an
 unknown id, an unreadable database, an unwritable file) is one line on stderr and exit 1; bad
 usage (a bad filter or flag value) exits 2. ``diff`` exits 2 for both, as its 1 means
