@@ -51,7 +51,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "Row",
     "Store",
-    "Recorder",
     "encode_headers",
     "decode_headers",
 ]
@@ -984,7 +983,3 @@ def _split_script(script: str) -> list[str]:
             statements.append(current.strip())
             current = ""
     return statements
-
-
-# The recorder lives in its own module; it is part of this module's contract.
-from devtunnel.capture.recorder import Recorder  # noqa: E402
