@@ -26,7 +26,8 @@ from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.outcome import replay_mark, replay_outcome
-from devtunnel.capture.store import Row, Store
+from devtunnel.capture.rows import Row
+from devtunnel.capture.store import Store
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
     Column,

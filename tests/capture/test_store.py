@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, new_id
-from devtunnel.capture.store import _SCHEMA_V1, SCHEMA_VERSION, Row, Store, decode_headers, encode_headers
+from devtunnel.capture.rows import Row, decode_headers, encode_headers
+from devtunnel.capture.schema import _SCHEMA_V1, SCHEMA_VERSION
+from devtunnel.capture.store import Store
 from devtunnel.values.paths import db_path
 from devtunnel.errors import NotFoundError, StoreError
 

@@ -29,7 +29,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devtunnel.capture.outcome import replay_mark
-from devtunnel.capture.store import Row
+from devtunnel.capture.rows import Row
 from devtunnel.tui.render import webhook_event, webhook_marks
 from devtunnel.values.terminal import escape as printable
 
