@@ -29,7 +29,9 @@ from pathlib import Path
 
 from devtunnel.capture.filters import parse
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
-from devtunnel.capture.store import Recorder, Store, encode_headers
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.rows import encode_headers
+from devtunnel.capture.store import Store
 
 EXPRESSIONS = [
     "method:POST path:/webhooks status:>=400",

@@ -17,6 +17,9 @@ CORE_MODULES = [
     "devtunnel.capture",
     "devtunnel.capture.model",
     "devtunnel.capture.store",
+    "devtunnel.capture.schema",
+    "devtunnel.capture.rows",
+    "devtunnel.capture.recorder",
     "devtunnel.capture.filters",
     "devtunnel.capture.diff",
     "devtunnel.capture.edit",
@@ -48,6 +51,7 @@ CORE_MODULES = [
     "devtunnel.values.websocket",
     "devtunnel.capture.verdict",
     "devtunnel.export.agent_json",
+    "devtunnel.values.paths",
 ]
 
 

@@ -18,11 +18,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from devtunnel.capture.store import default_db_path
+from devtunnel.values.paths import ports_file
 
-__all__ = ["FILE_NAME", "MAX_ENTRIES", "PortMemory"]
+__all__ = ["MAX_ENTRIES", "PortMemory"]
 
-FILE_NAME = "ports.json"
 MAX_ENTRIES = 200
 """Keys kept per table; the oldest entries go first (tunnel names come and go)."""
 
@@ -31,7 +30,7 @@ class PortMemory:
     """The remembered ports in ``path`` (default: ``ports.json`` in the state directory)."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path if path is not None else default_db_path().parent / FILE_NAME
+        self.path = path if path is not None else ports_file()
 
     def _read(self) -> dict[str, dict[str, int]]:
         try:

@@ -145,13 +145,6 @@ def _safe(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
 def _line_diff(a: Sequence[str], b: Sequence[str], keys_a: Sequence[str] | None = None,
                keys_b: Sequence[str] | None = None) -> list[DiffLine]:
     """Tagged lines; ``keys`` (when given) are what is compared, ``a``/``b`` what is shown."""

@@ -34,10 +34,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from devtunnel.capture.model import Exchange, Request, Response, WsMessage
+from devtunnel.capture.store import Store
 from devtunnel.errors import StoreError
 
 if TYPE_CHECKING:
-    from devtunnel.capture.store import Store
     from devtunnel.capture.verdict import Verdict
 
 __all__ = ["Recorder", "Judge", "one_malloc_arena"]

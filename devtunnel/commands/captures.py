@@ -1,6 +1,6 @@
 """``devtunnel requests | show | export | replay | diff``: the capture store from the command line.
 
-Every command reads the same SQLite store (``--db``, default ``default_db_path()``), read-only
+Every command reads the same SQLite store (``--db``, default ``values.paths.db_path()``), read-only
 where it only reads. Captured text is escaped before it reaches the terminal. Bad input (an
 unknown id, an unreadable database, an unwritable file) is one line on stderr and exit 1; bad
 usage (a bad filter or flag value) exits 2. ``diff`` exits 2 for both, as its 1 means
@@ -26,7 +26,8 @@ from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.outcome import replay_mark, replay_outcome
-from devtunnel.capture.store import Row, Store
+from devtunnel.capture.rows import Row
+from devtunnel.capture.store import Store
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
     Column,

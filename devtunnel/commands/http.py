@@ -229,8 +229,8 @@ async def _main(args: argparse.Namespace) -> int:
     store = recorder = None
     webhooks: Any = None
     if record:
-        from devtunnel.capture.recorder import one_malloc_arena
-        from devtunnel.capture.store import Recorder, Store
+        from devtunnel.capture.recorder import Recorder, one_malloc_arena
+        from devtunnel.capture.store import Store
         from devtunnel.config import webhook_context
 
         store = Store(args.db, max_exchanges=args.settings.store.max_exchanges,

@@ -13,15 +13,11 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from devtunnel.capture.store import default_db_path
 from devtunnel.commands.config import store_path
 from devtunnel.rules import Rule
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.sockets import bindable, free_port
-
-
-def _state_dir() -> Path:
-    return default_db_path().parent
+from devtunnel.values import paths
 
 
 def _db(args: argparse.Namespace) -> Path:
@@ -86,7 +82,7 @@ def _private_rules_file(rules: Sequence[Rule], name: str) -> Path:
 
     from devtunnel.rules import rules_to_tables
 
-    path = _state_dir() / f"rules-{name}.toml"
+    path = paths.state_dir() / f"rules-{name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -127,13 +123,12 @@ def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: a
     """
     from devtunnel.tui.app import InspectorApp
     from devtunnel.tui.backend import Backend
-    from devtunnel.tui.widgets.filter_bar import default_history_path
 
     store = args.settings.store
     backend = Backend(db, max_exchanges=store.max_exchanges, max_bytes=store.max_bytes,
                       replay_ignore_headers=args.settings.replay.ignore_headers)
-    app = InspectorApp(backend, agent_argv=agent_argv, agent_env=agent_env(args), agent_log=_state_dir() / "agent.log",
-                       history_path=default_history_path())
+    app = InspectorApp(backend, agent_argv=agent_argv, agent_env=agent_env(args), agent_log=paths.agent_log(),
+                       history_path=paths.filter_history())
     try:
         app.run()
     finally:

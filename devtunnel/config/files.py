@@ -1,8 +1,7 @@
 """Where the settings files are: the user file, the project file and ``$DEVTUNNEL_CONFIG``.
 
-Every path rule of the settings lives here, so a change to where files are looked for is one
-change in one module. The capture database's default path is the store's
-(``devtunnel.capture.store.default_db_path``).
+Which files the settings read lives here; the folders themselves (XDG rules) are
+``values.paths``, like the capture database's default path (``paths.db_path``).
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from devtunnel.values import paths
 
 FILE_NAME = "devtunnel.toml"
 ENV_CONFIG = "DEVTUNNEL_CONFIG"
@@ -32,10 +33,8 @@ class ConfigFile:
 
 
 def user_file(environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CONFIG_HOME/devtunnel/devtunnel.toml`` (``~/.config/devtunnel/`` when unset)."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "devtunnel" / FILE_NAME
+    """``devtunnel.toml`` in ``values.paths.config_dir()`` (``$XDG_CONFIG_HOME/devtunnel/``, else ``~/.config/devtunnel/``)."""
+    return paths.config_dir(environ) / FILE_NAME
 
 
 def project_file(cwd: Path | None = None) -> Path:

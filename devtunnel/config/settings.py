@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, default_db_path
+from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES
+from devtunnel.values import paths
 from devtunnel.config.kinds import (
     Bool,
     Choice,
@@ -73,7 +74,7 @@ class AgentSection:
 class StoreSection:
     """``[store]``: the capture database."""
 
-    path: Path = field(default_factory=default_db_path, metadata=_kind(FilePath()))
+    path: Path = field(default_factory=paths.db_path, metadata=_kind(FilePath()))
     """The SQLite file (default ``$XDG_STATE_HOME/devtunnel/captures.db``)."""
     max_exchanges: int = field(default=DEFAULT_MAX_EXCHANGES, metadata=_kind(Int(1)))
     """Keep at most this many exchanges; the oldest go first."""

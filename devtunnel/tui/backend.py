@@ -24,7 +24,8 @@ from websockets.exceptions import WebSocketException
 
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange
-from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Row, Store
+from devtunnel.capture.rows import Row
+from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Store
 from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, TunnelError
 
 T = TypeVar("T")

@@ -9,7 +9,8 @@ import sys
 import time
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
-from devtunnel.capture.store import Recorder, Store
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.store import Store
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from devtunnel.capture.model import Exchange, Request, Response, WsMessage, new_id
-from devtunnel.capture.store import Recorder, Store
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.store import Store
 from devtunnel.errors import StoreError
 from tests.helpers import wait_for
 

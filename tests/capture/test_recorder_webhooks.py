@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
-from devtunnel.capture.store import Recorder, Store
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.store import Store
 from devtunnel.webhooks import Delivery, Signature, Verdict
 from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.providers import Stripe

@@ -14,7 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, new_id
-from devtunnel.capture.store import _SCHEMA_V1, SCHEMA_VERSION, Row, Store, decode_headers, default_db_path, encode_headers
+from devtunnel.capture.rows import Row, decode_headers, encode_headers
+from devtunnel.capture.schema import _SCHEMA_V1, SCHEMA_VERSION
+from devtunnel.capture.store import Store
+from devtunnel.values.paths import db_path
 from devtunnel.errors import NotFoundError, StoreError
 
 from .strategies import exchanges, header_fields
@@ -255,7 +258,7 @@ def test_a_new_store_on_the_same_file_lists_yesterdays_captures(tmp_path: Path) 
 
 def test_default_path_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    assert default_db_path() == tmp_path / "state" / "devtunnel" / "captures.db"
+    assert db_path() == tmp_path / "state" / "devtunnel" / "captures.db"
     store = Store()
     store.put(make(1))
     assert (tmp_path / "state" / "devtunnel" / "captures.db").is_file()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response
-from devtunnel.capture.store import SCHEMA_VERSION, Store
+from devtunnel.capture.schema import SCHEMA_VERSION
+from devtunnel.capture.store import Store
 
 FILTERS = ["", "status:404", "status:>=400", "method:post status:4xx", "tunnel:B", "~e", "body:needle",
            "path:/p/1", "not status:200"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from devtunnel.capture.store import SCHEMA_VERSION, Store
+from devtunnel.capture.schema import SCHEMA_VERSION
+from devtunnel.capture.store import Store
 from tests.capture.test_store import make
 
 

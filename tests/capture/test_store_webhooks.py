@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
-from devtunnel.capture.store import SCHEMA_VERSION, Store
+from devtunnel.capture.schema import SCHEMA_VERSION
+from devtunnel.capture.store import Store
 from devtunnel.webhooks import Signature, Verdict
 
 TO_SCHEMA_3 = """

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtunnel.capture.model import Exchange, Headers, Response, WsMessage
-from devtunnel.capture.store import Recorder, Store
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.store import Store
 from devtunnel.export import export
 from devtunnel.export.redact import is_secret_field, is_secret_header, redact_body, redact_exchange
 from devtunnel.agent.service import AgentService

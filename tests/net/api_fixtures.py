@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
-from devtunnel.capture.store import Recorder, Store
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.store import Store
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
 

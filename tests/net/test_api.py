@@ -16,7 +16,8 @@ import pytest
 import websockets
 
 from devtunnel.capture.model import Exchange
-from devtunnel.capture.store import Recorder, Store
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.store import Store
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
 from tests.helpers import async_wait_for

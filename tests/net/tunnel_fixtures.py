@@ -28,7 +28,8 @@ from websockets.datastructures import Headers as WsHeaders
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
-from devtunnel.capture.store import Recorder, Store
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.store import Store
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.agent.service import AgentService

@@ -18,7 +18,8 @@ import pytest
 from textual.app import App, ComposeResult
 
 from devtunnel.capture.filters import parse
-from devtunnel.capture.store import Row, Store
+from devtunnel.capture.rows import Row
+from devtunnel.capture.store import Store
 from devtunnel.tui.app import InspectorApp
 from devtunnel.tui.backend import Backend
 from devtunnel.tui.widgets.request_table import RequestTable

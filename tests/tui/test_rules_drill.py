@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from devtunnel.capture.model import RuleMark
-from devtunnel.capture.store import Recorder, Store
+from devtunnel.capture.recorder import Recorder
+from devtunnel.capture.store import Store
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,12 +21,6 @@ HISTORY_SIZE = 50
 
 PLACEHOLDER = "filter: method:POST status:>=400 …  (/ to focus, ? for help)"
 """What the empty bar shows (dim): an example, and the keys to use it."""
-
-
-def default_history_path() -> Path:
-    """``$XDG_STATE_HOME/devtunnel/filter_history`` (``~/.local/state/devtunnel/`` when unset)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "devtunnel" / "filter_history"
 
 
 class FilterHistory:

@@ -29,7 +29,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from devtunnel.capture.store import Row
+from devtunnel.capture.rows import Row
 from devtunnel.tui.widgets.table_rows import Columns, RowPainter
 
 

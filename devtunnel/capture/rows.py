@@ -1,0 +1,360 @@
+"""The row codec: an ``Exchange`` as rows of the store's tables (``capture.schema``), and back.
+
+An exchange is one summary row in ``exchanges``, its header blobs in ``heads``, its bodies in
+``req_bodies`` and ``res_bodies`` and its WebSocket messages in ``ws_messages``; a ``Row`` is the
+summary alone, what list views read.
+
+``wh_duplicate_of`` is computed here, when an exchange is written: the id of the first stored
+exchange (the smallest id) with the same provider and delivery id. Replays are left out on both
+sides: a replay is never a duplicate, and never the delivery others duplicate (its
+``replay_of`` says what it repeats). It may name an exchange that retention or ``delete`` has
+since removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from devtunnel.capture import filters as _filters
+from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage
+from devtunnel.webhooks.base import Signature, Verdict
+
+__all__ = [
+    "Row",
+    "encode_headers",
+    "decode_headers",
+    "sql_headers",
+    "ROW_COLUMNS",
+    "FULL_COLUMNS",
+    "to_row",
+    "read_exchange",
+    "write_exchanges",
+]
+
+_ROW_OVERHEAD = 256
+"""Bytes counted per exchange on top of its blobs, for the byte budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """The light form of an exchange used by list views (no headers, no bodies)."""
+
+    id: str
+    tunnel: str
+    started_at: float
+    method: str
+    target: str
+    host: str
+    status: int | None
+    duration: float | None
+    size: int
+    error: str | None
+    replay_of: str | None
+    websocket: bool
+    edited: bool = False
+    """True for a replay sent with changes."""
+    webhook: Verdict | None = None
+    """The webhook verdict, or None when no provider recognised the request."""
+    rule: RuleMark | None = None
+    """The rule at the relay that answered or routed it."""
+    resigned: str | None = None
+    """For a replay signed afresh, the webhook provider that signed it."""
+
+
+# --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
+# --- decoding is two C-speed calls and some slicing (SQL filters decode one per row) -------------
+
+_COUNT = struct.Struct("<I")
+
+
+def encode_headers(headers: Headers) -> bytes:
+    """The compact blob form of header fields (exact bytes, order and case kept)."""
+    fields = headers.fields
+    parts = [x for pair in fields for x in pair]
+    return struct.pack(f"<I{len(parts)}I", len(fields), *map(len, parts)) + b"".join(parts)
+
+
+def decode_headers(blob: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """Header fields from ``encode_headers`` output."""
+    (count,) = _COUNT.unpack_from(blob)
+    lengths = struct.unpack_from(f"<{2 * count}I", blob, _COUNT.size)
+    pos = _COUNT.size + 8 * count
+    fields: list[tuple[bytes, bytes]] = []
+    for i in range(0, 2 * count, 2):
+        name_end = pos + lengths[i]
+        value_end = name_end + lengths[i + 1]
+        fields.append((blob[pos:name_end], blob[name_end:value_end]))
+        pos = value_end
+    return tuple(fields)
+
+
+def sql_headers(blob: bytes | None, op: str, a: str, b: str | None) -> int:
+    """The ``dt_headers`` SQL function: whether a header blob matches a header filter (1 or 0)."""
+    if blob is None:
+        return 0
+    if op == "has" and a.encode("utf-8").lower() not in blob.lower():
+        return 0  # the name is nowhere in the blob: no need to decode it
+    return 1 if _filters.headers_match(decode_headers(blob), op, a, b) else 0
+
+
+# --- columns: what a Row reads, what a whole exchange reads, what a write sets ------------------
+
+_BASE_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
+                 "error, replay_of, websocket, edited, rule_index, rule_action, rule_scope, resigned")
+_WEBHOOK_COLUMNS = ("wh_provider", "wh_event", "wh_delivery", "wh_signature", "wh_reason", "wh_duplicate_of")
+"""Always the last columns read, so ``_verdict(row[-6:])`` finds them."""
+ROW_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_WEBHOOK_COLUMNS)
+FULL_COLUMNS = (_BASE_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
+                "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
+                "res_version, res_reason, res_body_size, res_truncated, " + ", ".join(_WEBHOOK_COLUMNS))
+_INSERT_COLUMNS = (
+    "id", "tunnel", "started_at", "method", "target_text", "path", "host", "scheme", "status",
+    "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
+    "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
+    "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
+    "edited", "rule_index", "rule_action", "rule_scope", "resigned",
+    *_WEBHOOK_COLUMNS,
+)
+
+
+def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
+    """The whole exchange whose ``FULL_COLUMNS`` are ``r``: its heads, bodies and messages are read here."""
+    (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
+     websocket, edited, rule_index, rule_action, rule_scope, resigned, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
+     ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
+     res_body_size, res_truncated) = r[:-len(_WEBHOOK_COLUMNS)]
+    heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
+    bodies = conn.execute("SELECT req, res FROM bodies WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
+    request = Request(
+        headers=Headers(decode_headers(heads[0])),
+        body=bodies[0],
+        body_size=req_body_size,  # type: ignore[arg-type]
+        body_truncated=bool(req_truncated),
+        http_version=req_version,  # type: ignore[arg-type]
+        method=method,  # type: ignore[arg-type]
+        target=target,  # type: ignore[arg-type]
+    )
+    response = None
+    if has_response:
+        response = Response(
+            headers=Headers(decode_headers(heads[1] or b"")),
+            body=bodies[1] or b"",
+            body_size=res_body_size,  # type: ignore[arg-type]
+            body_truncated=bool(res_truncated),
+            http_version=res_version,  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]
+            reason=res_reason,  # type: ignore[arg-type]
+        )
+    messages = [
+        WsMessage(sender=s, opcode=o, time=t, payload=p, size=n)
+        for s, o, t, n, p in conn.execute(
+            "SELECT sender, opcode, time, size, payload FROM ws_messages WHERE id = ? ORDER BY seq", (ex_id,)
+        )
+    ]
+    return Exchange(
+        id=ex_id,  # type: ignore[arg-type]
+        tunnel=tunnel,  # type: ignore[arg-type]
+        started_at=started_at,  # type: ignore[arg-type]
+        request=request,
+        response=response,
+        remote_addr=remote_addr,  # type: ignore[arg-type]
+        scheme=scheme,  # type: ignore[arg-type]
+        target_url=target_url,  # type: ignore[arg-type]
+        ttfb=ttfb,  # type: ignore[arg-type]
+        duration=duration,  # type: ignore[arg-type]
+        error=error,  # type: ignore[arg-type]
+        error_message=error_message,  # type: ignore[arg-type]
+        replay_of=replay_of,  # type: ignore[arg-type]
+        edited=bool(edited),
+        resigned=resigned,  # type: ignore[arg-type]
+        websocket=bool(websocket),
+        ws_messages=messages,
+        ws_close_code=ws_close_code,  # type: ignore[arg-type]
+        webhook=_verdict(r[-len(_WEBHOOK_COLUMNS):]),
+        rule=_rule_mark(rule_index, rule_action, rule_scope),
+    )
+
+
+def to_row(r: tuple[object, ...]) -> Row:
+    """The ``Row`` whose ``ROW_COLUMNS`` are ``r``."""
+    return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]),  # type: ignore[arg-type]
+               bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]), _rule_mark(r[13], r[14], r[15]),
+               r[16] if isinstance(r[16], str) else None)
+
+
+def _verdict(columns: Sequence[object]) -> Verdict | None:
+    """The verdict from the ``wh_*`` columns (None when no provider recognised the request)."""
+    provider, event, delivery, signature, reason, duplicate_of = columns
+    if provider is None:
+        return None
+    try:
+        state = Signature(str(signature))
+    except ValueError:  # a state a later version wrote: say no more than that it was not checked
+        state = Signature.UNVERIFIED
+    return Verdict(str(provider), event, delivery, state, reason or "", duplicate_of)  # type: ignore[arg-type]
+
+
+def _webhook_values(ex: Exchange) -> tuple[object, ...]:
+    """The ``wh_*`` column values of an exchange; ``wh_duplicate_of`` is filled in by ``_mark_duplicates``."""
+    v = ex.webhook
+    if v is None:
+        return (None,) * len(_WEBHOOK_COLUMNS)
+    return (v.provider, v.event_type, v.delivery_id, v.signature.value, v.reason or None, None)
+
+
+_FIRST_DELIVERY = ("SELECT id FROM exchanges WHERE wh_delivery = ? AND wh_provider = ? AND replay_of IS NULL "
+                   "ORDER BY id LIMIT 1")
+# The index on (wh_delivery, wh_provider) holds the id too, in order: the first is one step away.
+_POINT_LATER_AT = ("UPDATE exchanges SET wh_duplicate_of = ?3 WHERE wh_delivery = ?1 AND wh_provider = ?2 "
+                   "AND replay_of IS NULL AND id > ?3 AND wh_duplicate_of IS NOT ?3")
+
+
+def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
+    """Point the deliveries just written at the first stored one of their provider and delivery id.
+
+    Usually the first was stored long ago and only the new rows change. When a delivery is
+    written after a later one of the same id (ids follow arrival, writes follow the end of each
+    exchange), the later ones are pointed at it.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for ex in exchanges:
+        v = ex.webhook
+        if v is not None and v.delivery_id and ex.replay_of is None:
+            groups.setdefault((v.delivery_id, v.provider), []).append(ex.id)
+    for (delivery, provider), ids in groups.items():
+        first = conn.execute(_FIRST_DELIVERY, (delivery, provider)).fetchone()[0]
+        if first in ids:
+            conn.execute(_POINT_LATER_AT, (delivery, provider, first))
+        else:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                conn.execute(f"UPDATE exchanges SET wh_duplicate_of = ? WHERE id IN ({', '.join('?' * len(chunk))})",
+                             [first, *chunk])
+
+
+def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
+    if not isinstance(index, int) or not isinstance(action, str):
+        return None
+    return RuleMark(index, action, scope if isinstance(scope, str) else "tunnel")
+
+
+def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
+    """Upsert exchanges: a few many-row statements per table (a later version of an id wins)."""
+    latest = {ex.id: ex for ex in exchanges}
+    summaries: list[tuple[object, ...]] = []
+    heads: list[tuple[object, ...]] = []
+    bodies: list[tuple[str, bytes, bytes | None]] = []
+    messages: list[tuple[object, ...]] = []
+    for ex in latest.values():
+        req, res = ex.request, ex.response
+        req_heads = encode_headers(req.headers)
+        res_heads = encode_headers(res.headers) if res is not None else None
+        blob_bytes = (len(req_heads) + len(req.body) + len(req.target)
+                      + (len(res_heads or b"") + len(res.body) if res is not None else 0)
+                      + sum(len(m.payload) for m in ex.ws_messages))
+        summaries.append((
+            ex.id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
+            ex.status, ex.duration, ex.ttfb, ex.size, ex.error, ex.replay_of, int(bool(ex.websocket)),
+            int(res is not None), _ROW_OVERHEAD + blob_bytes, req.target, ex.remote_addr, ex.target_url,
+            ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
+            None if res is None else res.http_version, None if res is None else res.reason,
+            None if res is None else res.body_size, None if res is None else int(res.body_truncated),
+            int(ex.edited), None if ex.rule is None else ex.rule.index, None if ex.rule is None else ex.rule.action,
+            None if ex.rule is None else ex.rule.scope, ex.resigned,
+            *_webhook_values(ex),
+        ))
+        heads.append((ex.id, req_heads, res_heads))
+        bodies.append((ex.id, bytes(req.body), None if res is None else bytes(res.body)))
+        messages += [(ex.id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
+                     for i, m in enumerate(ex.ws_messages)]
+    _execute_rows(conn, "upsert", summaries)
+    _mark_duplicates(conn, latest.values())
+    _execute_rows(conn, "heads", heads)
+    large: list[tuple[str, str, bytes]] = []
+    req_rows: list[tuple[object, ...]] = []
+    res_rows: list[tuple[object, ...]] = []
+    for ex_id, req_body, res_body in bodies:
+        for side, body, rows in (("req", req_body, req_rows), ("res", res_body, res_rows)):
+            if body is None:
+                continue
+            if len(body) > _LARGE_BODY:
+                large.append((ex_id, side, body))
+            else:
+                rows.append((ex_id, body))
+    _execute_rows(conn, "req_bodies", req_rows)
+    _execute_rows(conn, "res_bodies", res_rows)
+    # A newer version of an exchange without a response leaves no older response body behind.
+    _execute_rows(conn, "unres", [(row[0],) for row in bodies if row[2] is None])
+    for ex_id, side, body in large:
+        _write_large_body(conn, ex_id, side, body)
+    _execute_rows(conn, "unmessage", [(i,) for i in latest])
+    if messages:
+        _execute_rows(conn, "messages", messages)
+
+
+_LARGE_BODY = 256 * 1024
+"""Bodies above this size are written piece by piece through SQLite's incremental blob I/O."""
+
+
+def _write_large_body(conn: sqlite3.Connection, ex_id: str, side: str, body: bytes) -> None:
+    """Write one large body in pieces.
+
+    Bound as a parameter, a 10 MiB body is copied whole by sqlite3 and again into the record
+    SQLite builds; a zero-filled blob (which SQLite keeps as a length, the body being its row's
+    last column) written in 256 KiB pieces needs neither copy, which keeps the writer's peak
+    memory flat.
+    """
+    table = f"{side}_bodies"
+    cur = conn.execute(f"INSERT OR REPLACE INTO {table} (id, body) VALUES (?, zeroblob(?))", (ex_id, len(body)))
+    rowid = cur.lastrowid
+    assert rowid is not None
+    view = memoryview(body)
+    with conn.blobopen(table, "body", rowid) as blob:
+        for start in range(0, len(view), _LARGE_BODY):
+            blob.write(view[start : start + _LARGE_BODY])
+
+
+# Statements that take rows, as (text before the rows, text after them); each row is one
+# parenthesised group of ``?``.
+_ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
+    "upsert": (
+        f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ",
+        " ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:]),
+        len(_INSERT_COLUMNS),
+    ),
+    "heads": ("INSERT OR REPLACE INTO heads (id, req, res) VALUES ", "", 3),
+    "req_bodies": ("INSERT OR REPLACE INTO req_bodies (id, body) VALUES ", "", 2),
+    "res_bodies": ("INSERT OR REPLACE INTO res_bodies (id, body) VALUES ", "", 2),
+    "unres": ("DELETE FROM res_bodies WHERE id IN (", ")", 0),
+    "unmessage": ("DELETE FROM ws_messages WHERE id IN (", ")", 0),
+    "messages": ("INSERT INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES ", "", 7),
+}
+# Rows per statement: a batch is cut into these sizes, largest first, so the few statement
+# texts stay in sqlite3's statement cache.
+_ROWS_PER_STATEMENT = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+
+
+@functools.cache
+def _rows_sql(kind: str, rows: int) -> str:
+    head, tail, width = _ROW_STATEMENTS[kind]
+    group = "?" if width == 0 else "(" + ", ".join("?" * width) + ")"
+    return head + ", ".join([group] * rows) + tail
+
+
+def _execute_rows(conn: sqlite3.Connection, kind: str, rows: list[tuple[object, ...]]) -> None:
+    """Like ``executemany``, but many rows per statement.
+
+    sqlite3 lets go of the GIL around every statement it steps; ``executemany`` steps once per
+    row, and each time the writer thread must win the GIL back from the event loop. A statement
+    of up to 256 rows costs that once.
+    """
+    start, total = 0, len(rows)
+    for size in _ROWS_PER_STATEMENT:
+        while total - start >= size:
+            params = [value for row in rows[start : start + size] for value in row]
+            conn.execute(_rows_sql(kind, size), params)
+            start += size

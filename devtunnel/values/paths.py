@@ -1,0 +1,86 @@
+"""Where devtunnel keeps its files, by the XDG Base Directory rules.
+
+::
+
+    state_dir()     $XDG_STATE_HOME/devtunnel/    (~/.local/state/devtunnel/ by default)
+      db_path()         captures.db       the capture store
+      ports_file()      ports.json        ports remembered between runs
+      agent_log()       agent.log         the inspector's agent child's output
+      filter_history()  filter_history    the inspector's recent filters
+    config_dir()    $XDG_CONFIG_HOME/devtunnel/   (~/.config/devtunnel/ by default)
+                        devtunnel.toml    the user's settings (``config.user_file``)
+
+A variable that is unset, empty or relative is ignored and the default under the home
+directory is used: the spec requires these paths to be absolute and says a relative one is
+invalid. Each function reads the mapping it is given (``os.environ`` when None) and the home
+directory; nothing is created.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = [
+    "APP_DIR",
+    "state_home",
+    "config_home",
+    "state_dir",
+    "config_dir",
+    "db_path",
+    "ports_file",
+    "agent_log",
+    "filter_history",
+]
+
+APP_DIR = "devtunnel"
+"""devtunnel's folder inside each base directory."""
+
+
+def _base(variable: str, default: tuple[str, ...], environ: Mapping[str, str] | None) -> Path:
+    env = os.environ if environ is None else environ
+    value = env.get(variable, "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(os.path.expanduser("~"), *default)
+
+
+def state_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_STATE_HOME``, or ``~/.local/state`` when it is unset, empty or relative."""
+    return _base("XDG_STATE_HOME", (".local", "state"), environ)
+
+
+def config_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME``, or ``~/.config`` when it is unset, empty or relative."""
+    return _base("XDG_CONFIG_HOME", (".config",), environ)
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """devtunnel's state folder: captures, remembered ports, logs, history."""
+    return state_home(environ) / APP_DIR
+
+
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """devtunnel's config folder: the user's ``devtunnel.toml``."""
+    return config_home(environ) / APP_DIR
+
+
+def db_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The capture store's default file."""
+    return state_dir(environ) / "captures.db"
+
+
+def ports_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The ports remembered between runs (``agent.port_memory``)."""
+    return state_dir(environ) / "ports.json"
+
+
+def agent_log(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the inspector writes the output of the agent it runs."""
+    return state_dir(environ) / "agent.log"
+
+
+def filter_history(environ: Mapping[str, str] | None = None) -> Path:
+    """The inspector's recent filter expressions."""
+    return state_dir(environ) / "filter_history"
