@@ -34,7 +34,7 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
-from devtunnel.protocol.handshake import Settings
+from devtunnel.protocol.handshake import PeerLimits
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.state import StreamState
 
@@ -60,7 +60,7 @@ __all__ = [
     "RequestReceived",
     "ResponseReceived",
     "Role",
-    "Settings",
+    "PeerLimits",
     "StreamReset",
     "StreamState",
     "WebSocketClosed",

@@ -15,7 +15,7 @@ from devtunnel.protocol import frames as f
 from devtunnel.protocol import handshake as hs
 from devtunnel.protocol.connection import Connection, ErrorCode, FrameHandler, Role, StreamRecord
 from devtunnel.protocol.events import Event, Fields, PoolChanged, RequestReceived, Welcome
-from devtunnel.protocol.handshake import Settings
+from devtunnel.protocol.handshake import PeerLimits
 from devtunnel.protocol.state import FINISHED, Action, Half, advance, head_action
 
 __all__ = ["AgentConnection"]
@@ -49,7 +49,7 @@ class AgentConnection(Connection):
     ) -> None:
         """Queue the HELLO frame: versions spoken, token, wanted name, agent info.
 
-        ``info`` is sent as given, plus this side's limits (the fields of ``Settings``).
+        ``info`` is sent as given, plus this side's limits (the fields of ``PeerLimits``).
         ``instance`` identifies this running agent across its reconnections (``docs/protocol.md``);
         ``pool`` asks to share the name with other agents of the same token.
         ``rules`` are the rules the relay must enforce (``{"version": N, "list": [...]}``).
@@ -118,7 +118,7 @@ class AgentConnection(Connection):
         if self._handshake_received:
             raise ProtocolError("a second WELCOME frame")
         welcome = hs.decode_welcome(payload, self._versions)
-        self._peer = Settings.from_info(welcome.info)
+        self._peer = PeerLimits.from_info(welcome.info)
         self.version = welcome.version
         self._handshake_done()
         events.append(Welcome(welcome.version, welcome.name, welcome.url, welcome.info, welcome.pool))

@@ -47,7 +47,7 @@ from devtunnel.protocol.handshake import (
     DEFAULT_MAX_STREAMS,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
-    Settings,
+    PeerLimits,
 )
 from devtunnel.protocol.state import FINISHED, TRANSITIONS, Action, Half, StreamState, advance, stream_state
 
@@ -172,7 +172,7 @@ class Connection(abc.ABC):
         Raises:
             ValueError: a limit is out of range.
         """
-        settings = Settings(max_frame_size, max_head_size, initial_window, max_streams)
+        settings = PeerLimits(max_frame_size, max_head_size, initial_window, max_streams)
         settings.check()
         if not versions or any(type(v) is not int or v < 1 for v in versions):
             raise ValueError(f"versions must be positive integers, not {versions!r}")
@@ -187,7 +187,7 @@ class Connection(abc.ABC):
         # Credit goes back once half the window is consumed: few WINDOW_UPDATEs, no stalls.
         self._ack_threshold = max(1, initial_window // 2)
         # Until the peer's handshake says otherwise, assume it uses the defaults.
-        self._peer = Settings()
+        self._peer = PeerLimits()
 
         self._streams: dict[int, StreamRecord] = {}
         self._last_stream_id = 0  # highest stream id opened so far (always by the relay)

@@ -1,7 +1,7 @@
 """HELLO and WELCOME: how each side introduces itself, and the limits it announces.
 
 Both are JSON objects (``docs/protocol.md``, "Handshake and versioning"). Each side's limits
-travel in the ``info`` object under the keys of ``Settings``; a missing key means the default.
+travel in the ``info`` object under the keys of ``PeerLimits``; a missing key means the default.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ then refuses to go online (``docs/protocol.md``, "Rules")."""
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class PeerLimits:
     """The limits one side of a connection enforces, announced to the other in its handshake."""
 
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
@@ -64,7 +64,7 @@ class Settings:
                 raise ValueError(f"{key} must be an integer in {low}..{high}, not {value!r}")
 
     @classmethod
-    def from_info(cls, info: dict[str, Any]) -> Settings:
+    def from_info(cls, info: dict[str, Any]) -> PeerLimits:
         """The settings a peer announced in its handshake ``info``; ProtocolError if invalid."""
         values: dict[str, int] = {}
         for key, (low, high) in cls.bounds().items():

@@ -14,7 +14,7 @@ from devtunnel.protocol import frames as f
 from devtunnel.protocol import handshake as hs
 from devtunnel.protocol.connection import Connection, ErrorCode, FrameHandler, Role, StreamRecord
 from devtunnel.protocol.events import Event, Fields, Hello, ResponseReceived, RulesChanged
-from devtunnel.protocol.handshake import Settings
+from devtunnel.protocol.handshake import PeerLimits
 from devtunnel.protocol.state import FINISHED, Action, Half, advance, head_action
 
 __all__ = ["RelayConnection"]
@@ -112,7 +112,7 @@ class RelayConnection(Connection):
             raise ProtocolError("a second HELLO frame")
         hello = hs.decode_hello(payload)
         version = hs.choose_version(hello.versions, self._versions)
-        self._peer = Settings.from_info(hello.info)
+        self._peer = PeerLimits.from_info(hello.info)
         self.version = version
         self._handshake_done()
         events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance, hello.pool, hello.rules))

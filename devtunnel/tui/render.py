@@ -33,7 +33,7 @@ from devtunnel.values.sizes import format_size
 
 __all__ = [
     "BodyKind",
-    "Body",
+    "BodyView",
     "Lines",
     "TextLines",
     "FoldedLines",
@@ -441,7 +441,7 @@ class HexLines:
 
 
 @dataclass(frozen=True)
-class Body:
+class BodyView:
     """How one request or response body is shown."""
 
     kind: BodyKind
@@ -454,7 +454,7 @@ class Body:
     """The fields of a form body."""
 
 
-def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump: bool = False) -> Body:
+def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump: bool = False) -> BodyView:
     """Decide how to show ``message``'s body and prepare its rows (without rendering them).
 
     Args:
@@ -476,10 +476,10 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
             size = format_size(len(decoded))
     kind = body_kind(message.content_type, body)
     if kind == "empty":
-        return Body("empty", " · ".join(["no body", *notes]))
+        return BodyView("empty", " · ".join(["no body", *notes]))
     if hex_dump or kind == "binary":
         label = f"{'binary' if kind == 'binary' else kind} · {size} · hex dump"
-        return Body(kind, " · ".join([label, *notes]), lines=HexLines(body))
+        return BodyView(kind, " · ".join([label, *notes]), lines=HexLines(body))
     text = body.decode("utf-8")
     reformatted: str | None = None
     if pretty and len(body) > PRETTY_LIMIT and kind in ("json", "xml"):
@@ -491,14 +491,14 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
     elif pretty and kind == "xml":
         reformatted = pretty_xml(text)
     elif pretty and kind == "form":
-        return Body("form", " · ".join([f"form · {size}", *notes]), fields=form_fields(text))
+        return BodyView("form", " · ".join([f"form · {size}", *notes]), fields=form_fields(text))
     highlight = {"json": highlight_json_line, "xml": highlight_xml_line}.get(kind) if pretty else None
     shown = reformatted if reformatted is not None else text
     label = f"{kind} · {size}" + ("" if pretty else " · raw")
     lines = TextLines(shown, highlight)
     if not pretty and not lines.foldable():
         notes.append("too large to fold: scroll sideways")
-    return Body(kind, " · ".join([label, *notes]), lines=lines)
+    return BodyView(kind, " · ".join([label, *notes]), lines=lines)
 
 
 # ---------------------------------------------------------------------------- times
