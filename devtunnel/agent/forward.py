@@ -14,11 +14,13 @@ request without a body may then be answered from the local connection's callback
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from http import HTTPStatus
 
 from devtunnel.capture.model import ErrorKind
 from devtunnel.errors import StreamClosedError
 from devtunnel.agent.hold import APP_RESTARTING, HoldExpired, HoldGate
+from devtunnel.agent.lease import UNSENT_BODY_WAIT, BodyCopy, Lease, whole_body
 from devtunnel.agent.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
 from devtunnel.agent.local_response import NO_BODY_STATUSES, BadResponse, LocalResponse
 from devtunnel.agent.recording import ExchangeCapture
@@ -34,15 +36,16 @@ DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
 ERROR_HEADER = b"X-Devtunnel-Error"
 """Header naming the failure on responses the agent makes up itself (502, 504)."""
-UNSENT_BODY_WAIT = 2.0  # seconds to keep reading a body the local service could not take
 
 
 class _ClosedEarly(Exception):
     """The local service closed (or reset) the connection before a whole response head."""
 
-    def __init__(self, message: str, *, nothing_received: bool) -> None:
+    def __init__(self, message: str, *, nothing_received: bool, reset: bool = False) -> None:
         super().__init__(message)
         self.nothing_received = nothing_received
+        self.reset = reset
+        """The connection was reset: the local service closed it with bytes of the request unread."""
 
 
 class _HeadTimeout(Exception):
@@ -64,38 +67,6 @@ class Start:
         """A response whose head was sent on already: the task carries on with its body."""
         self.pending = b""
         """Body bytes of ``response`` parsed but not sent yet."""
-
-
-class _Lease:
-    """The local connection one request uses, and the task copying its request body."""
-
-    __slots__ = ("pool", "conn", "body_task", "body_cut")
-
-    def __init__(self, pool: LocalPool, conn: LocalConnection | None) -> None:
-        self.pool = pool
-        self.conn = conn
-        self.body_task: asyncio.Task[float] | None = None
-        self.body_cut = False
-        """The response ended before the whole request body was sent."""
-
-    def release(self, reusable: bool) -> None:
-        """Give the connection back to the pool if ``reusable`` and the request was sent whole,
-        else close it. Later calls do nothing."""
-        conn, self.conn = self.conn, None
-        task, self.body_task = self.body_task, None
-        if task is not None:
-            if not task.done():
-                task.cancel()
-                self.body_cut = True
-                reusable = False
-            elif task.cancelled() or task.exception() is not None:
-                reusable = False
-        if conn is None:
-            return
-        if reusable:
-            self.pool.give_back(conn)
-        else:
-            conn.abort()
 
 
 def _has_header(headers: Fields, name: bytes) -> bool:
@@ -195,7 +166,7 @@ class Forwarder:
     async def _forward(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, start: Start) -> None:
         if start.response is not None:
             # A QuickAnswer sent the head on and read this far: carry on with the body.
-            lease = _Lease(self.pool, start.conn)
+            lease = Lease(self.pool, start.conn)
             start.conn = None
             try:
                 await self._relay_body(stream, lease, start.response, cap, start.pending)
@@ -204,40 +175,51 @@ class Forwarder:
             return
         chunked, request_head = start.chunked, start.request_head
         head_only = head.method == b"HEAD"
-        lease = _Lease(self.pool, start.conn)
+        lease = Lease(self.pool, start.conn)
         start.conn = None  # the lease has it now
         # A pooled connection may have been closed by the local service a moment ago; a request
-        # without a body is then safely sent again on a new connection.
-        retry_allowed = lease.conn is not None and head.end_stream
+        # without a body is then safely sent again on a new connection, and so is one with a
+        # small body if the service reset the connection: it closed it with the request unread.
+        retry_allowed = lease.conn is not None
+        gate = self.gate
+        may_resend = retry_allowed or (gate is not None and gate.managed and gate.hold > 0)
+        copy = BodyCopy() if may_resend and not head.end_stream else None
+        resend: bytes | None = None
+        """The whole request body (framed) to send again, from ``copy``."""
         held_again = False
         sent_at = start.sent_at
         try:
             while True:
                 if lease.conn is None:
-                    lease.conn = await self._connect(stream, head, cap)
+                    lease.conn = await self._connect(stream, head, cap, body_read=resend is not None)
                     if lease.conn is None:
                         return
                     sent_at = None
                 conn = lease.conn
                 if sent_at is None:
                     conn.write(request_head)
+                    if resend is not None:
+                        conn.write(resend)
                     sent_at = conn.loop.time()
-                if not head.end_stream:
-                    lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap))
+                if not head.end_stream and resend is None:
+                    lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap, copy))
                 response = LocalResponse(head_only)
                 try:
                     await self._read_head(conn, response, lease.body_task, sent_at, cap)
                 except _ClosedEarly as exc:
-                    if retry_allowed and exc.nothing_received:
+                    if exc.nothing_received and copy is not None and resend is None:
+                        resend = await whole_body(lease, copy)
+                    if retry_allowed and exc.nothing_received and (head.end_stream or (exc.reset and resend is not None)):
                         retry_allowed = False
                         lease.release(False)
                         sent_at = None
                         continue
                     gate = self.gate
                     if gate is not None and gate.managed and exc.nothing_received:
-                        # The app accepted and went down (it crashed, or a reload ended it): a
-                        # request without a body waits for it once more, if the tunnel holds.
-                        if gate.hold and head.end_stream and not held_again:
+                        # The app accepted and went down (it crashed, or a reload ended it): the
+                        # request waits for it once more, if the tunnel holds (with a body only
+                        # when it was small enough to be kept whole).
+                        if gate.hold and (head.end_stream or resend is not None) and not held_again:
                             held_again = True
                             lease.release(False)
                             sent_at = None
@@ -263,8 +245,13 @@ class Forwarder:
         finally:
             lease.release(False)
 
-    async def _connect(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture) -> LocalConnection | None:
-        """A new local connection, or None after answering the failure to the client."""
+    async def _connect(
+        self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, *, body_read: bool = False
+    ) -> LocalConnection | None:
+        """A new local connection, or None after answering the failure to the client
+        (``body_read``: the whole request body was read from the relay already)."""
+        if body_read:
+            head = replace(head, end_stream=True)  # no more body to read and record
         gate = self.gate
         try:
             if gate is None:
@@ -326,9 +313,13 @@ class Forwarder:
                 return
 
     async def _send_body(
-        self, stream: AgentStream, conn: LocalConnection, chunked: bool, cap: ExchangeCapture
+        self, stream: AgentStream, conn: LocalConnection, chunked: bool, cap: ExchangeCapture,
+        copy: BodyCopy | None = None,
     ) -> float:
-        """Copy the request body from the relay to the local service; returns when it ended."""
+        """Copy the request body from the relay to the local service; returns when it ended.
+
+        With ``copy``, the body is also kept there, and read whole even if the connection breaks.
+        """
         events = stream.events
         while True:
             event = await events.get()
@@ -336,15 +327,27 @@ class Forwarder:
                 continue
             data = event.data
             if data:
-                if chunked:
-                    conn.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                if copy is not None:
+                    parts = (b"%x\r\n" % len(data), data, b"\r\n") if chunked else (data,)
+                    copy.add(parts)
+                    cap.request_body(data)
+                    await copy.send(conn, parts)
                 else:
-                    conn.write(data)
-                cap.request_body(data)
-                await conn.drain()
+                    if chunked:
+                        conn.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                    else:
+                        conn.write(data)
+                    cap.request_body(data)
+                    await conn.drain()
                 # Credit goes back only once the local socket took the bytes: back-pressure.
                 stream.acknowledge(len(data))
             if event.end_stream:
+                if copy is not None:
+                    end = (b"0\r\n\r\n",) if chunked else ()
+                    copy.add(end)
+                    copy.whole = True
+                    await copy.send(conn, end)
+                    return asyncio.get_running_loop().time()
                 if chunked:
                     conn.write(b"0\r\n\r\n")
                 await conn.drain()
@@ -386,7 +389,8 @@ class Forwarder:
             except TimeoutError:
                 continue
             except OSError as exc:
-                raise _ClosedEarly(f"the local service broke the connection: {exc}", nothing_received=not received) from exc
+                raise _ClosedEarly(f"the local service broke the connection: {exc}", nothing_received=not received,
+                                   reset=isinstance(exc, ConnectionResetError)) from exc
             if not data:
                 raise _ClosedEarly(
                     "the local service closed the connection without a response", nothing_received=not received
@@ -397,7 +401,7 @@ class Forwarder:
             response.feed(data)
 
     async def _relay_response(
-        self, stream: AgentStream, head_only: bool, lease: _Lease, response: LocalResponse, cap: ExchangeCapture
+        self, stream: AgentStream, head_only: bool, lease: Lease, response: LocalResponse, cap: ExchangeCapture
     ) -> None:
         """Send the response head and body through the stream.
 
@@ -418,7 +422,7 @@ class Forwarder:
         await self._relay_body(stream, lease, response, cap, body)
 
     async def _relay_body(
-        self, stream: AgentStream, lease: _Lease, response: LocalResponse, cap: ExchangeCapture, body: bytes
+        self, stream: AgentStream, lease: Lease, response: LocalResponse, cap: ExchangeCapture, body: bytes
     ) -> None:
         """Send the body of a response whose head was sent, starting with ``body`` (parsed, not sent)."""
         assert lease.conn is not None

@@ -244,3 +244,40 @@ async def test_a_held_webhook_is_delivered_whole_once_the_app_is_ready(
     assert response.json()["sha256"] == hashlib.sha256(payload).hexdigest()
     [ex] = await harness.exchanges(1)
     assert ex.status == 200 and ex.error is None
+
+
+async def test_a_webhook_the_app_dropped_unanswered_while_going_down_is_held_and_sent_again(
+    harness: Harness,
+) -> None:
+    # uvicorn --reload: the worker that stops closes the connections it has not read a request on.
+    bodies: list[bytes] = []
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.close()  # going down: nothing answered
+            return
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+        body = await reader.readexactly(length)
+        bodies.append(body)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        await harness.start(str(port), name="hooks", hold=20.0)
+        _gate(harness, "hooks").set_app_state(True, "ready")  # an app devtunnel runs, ready
+        async with _client(harness, "hooks") as client:
+            response = await client.post("/hook", content=b'{"type": "invoice.paid"}')
+    finally:
+        server.close()
+    assert response.status_code == 200 and response.text == '{"type": "invoice.paid"}'
+    assert bodies == [b'{"type": "invoice.paid"}'] and connections == 2
+    [ex] = await harness.exchanges(1)
+    assert ex.status == 200 and ex.request.body == b'{"type": "invoice.paid"}'

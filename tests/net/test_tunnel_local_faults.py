@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -239,6 +241,38 @@ async def test_request_without_body_is_retried_when_a_pooled_connection_was_drop
             response = await c.post("/", content=b"once")
     assert response.status_code == 502
     assert response.headers["x-devtunnel-error"] == "local_error"
+
+
+async def test_request_with_body_is_sent_again_when_a_pooled_connection_was_reset_unread(harness: Harness) -> None:
+    # A server closing an idle keep-alive connection just as the next request arrives (uvicorn's
+    # worker stopping for a --reload) closes it with the request unread: the peer sees a reset.
+    bodies: list[bytes] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        async for raw in request_heads(reader):
+            headers = dict((n.lower(), v) for n, v in parse_request(raw)[0])
+            body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+            if connections == 1 and bodies:
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()  # a reset, nothing answered
+                return
+            bodies.append(body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            assert (await c.post("/", content=b"first")).text == "first"
+            response = await c.post("/", content=b"webhook")
+    assert response.status_code == 200 and response.text == "webhook"
+    assert bodies == [b"first", b"webhook"] and connections == 2
+    exchanges = await harness.exchanges(2)
+    assert [(ex.status, ex.request.body) for ex in exchanges] == [(200, b"first"), (200, b"webhook")]
 
 
 async def test_head_timeout_starts_after_a_slow_upload_ends(harness: Harness) -> None:
