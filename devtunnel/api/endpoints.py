@@ -25,6 +25,7 @@ from starlette.routing import Route
 from devtunnel.errors import ConfigError
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.api.plumbing import ApiError, find_tunnel, json_body, no_content, ok, str_field, tunnel_options
+from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import label_from, validate_name
 
@@ -53,10 +54,6 @@ IGNORED_OPTIONS = frozenset(
 )
 """Options understood (the first few) or harmless to leave out (the rest: labels, ngrok-side
 switches whose default devtunnel already has)."""
-
-
-def _service(request: Request) -> Any:
-    return request.app.state.service
 
 
 def endpoint_name(name: str | None, url: str | None) -> str | None:
@@ -108,7 +105,7 @@ def _upstream(data: dict[str, Any]) -> str:
 
 async def list_endpoints(request: Request) -> Response:
     """``GET /api/endpoints``."""
-    return ok({"endpoints": [endpoint_json(t) for t in _service(request).tunnels()], "uri": ENDPOINTS_URI})
+    return ok({"endpoints": [endpoint_json(t) for t in service_of(request).tunnels()], "uri": ENDPOINTS_URI})
 
 
 async def start_endpoint(request: Request) -> Response:
@@ -122,18 +119,18 @@ async def start_endpoint(request: Request) -> Response:
     target = _upstream(data)
     if data.get("pooling_enabled"):
         raise ApiError(400, "pooling_enabled: pools of agents are not supported yet; the endpoint was not started")
-    info = await _service(request).start_tunnel(TunnelConfig(target=target, name=name, **tunnel_options(data)))
+    info = await service_of(request).start_tunnel(TunnelConfig(target=target, name=name, **tunnel_options(data)))
     return ok(endpoint_json(info), status_code=201)
 
 
 async def get_endpoint(request: Request) -> Response:
     """``GET /api/endpoints/{name}``."""
-    return ok(endpoint_json(find_tunnel(_service(request), request.path_params["name"], "endpoint")))
+    return ok(endpoint_json(find_tunnel(service_of(request), request.path_params["name"], "endpoint")))
 
 
 async def stop_endpoint(request: Request) -> Response:
     """``DELETE /api/endpoints/{name}`` (204)."""
-    service = _service(request)
+    service = service_of(request)
     name = request.path_params["name"]
     find_tunnel(service, name, "endpoint")
     await service.stop_tunnel(name)
