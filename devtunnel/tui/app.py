@@ -176,8 +176,8 @@ class InspectorApp(App[None]):
             kind = message.get("type")
             if kind == "exchanges":
                 self.post_message(ExchangesChanged([str(i) for i in message.get("ids", [])]))
-            elif kind == "tunnel" and isinstance(message.get("tunnel"), dict):
-                self.post_message(TunnelChanged(TunnelView.from_json(message["tunnel"])))
+            elif kind == "tunnel":
+                self.post_message(TunnelChanged(TunnelView.from_json(message.get("tunnel"))))
             elif kind == "resync":
                 self.post_message(Resync())
 
