@@ -29,7 +29,7 @@ from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import label_from, validate_name
 
-__all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS", "IGNORED_OPTIONS"]
+__all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
 
 REFUSED_OPTIONS = {
     "traffic_policy": "traffic policies",
@@ -47,13 +47,6 @@ REFUSED_OPTIONS = {
 }
 """Options that would protect or change the traffic: starting without them would expose the
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
-
-IGNORED_OPTIONS = frozenset(
-    {"name", "url", "upstream", "relay", "host_header", "via", "description", "metadata", "inspect", "schemes",
-     "bind_tls", "bindings", "pooling_enabled", "proto", "addr", "compression", "websocket_tcp_converter"}
-)
-"""Options understood (the first few) or harmless to leave out (the rest: labels, ngrok-side
-switches whose default devtunnel already has)."""
 
 
 def endpoint_name(name: str | None, url: str | None) -> str | None:

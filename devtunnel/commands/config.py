@@ -30,7 +30,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.rules import Rule
 
-__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "EXIT_USAGE"]
+__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay"]
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
