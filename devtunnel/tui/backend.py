@@ -275,8 +275,6 @@ class Backend:
 
         result = await self._read(get, None)
         if result is None:
-            from devtunnel.errors import NotFoundError
-
             raise NotFoundError(f"no exchange {exchange_id}: the capture database {self.db_path} does not exist")
         return result
 
