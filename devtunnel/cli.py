@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"devtunnel {__version__}")
     _add_db(parser)
-    parser.set_defaults(db=None)
+    parser.set_defaults(db=None, settings=None)  # settings: loaded by main() for the commands that take them
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # relay -----------------------------------------------------------------------
@@ -283,6 +283,8 @@ examples:
     p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
+    # ``agent`` runs the code of ``http`` with no tunnel: what http's flags would say comes from the settings.
+    p.set_defaults(relay=None, token=None, token_file=None, host_header=None, insecure=False, no_record=False)
 
     p = sub.add_parser("up", help="start every tunnel of devtunnel.toml (or those named) with their apps",
                        formatter_class=_F,

@@ -53,7 +53,7 @@ class _MaskBytes:
 
 
 if hasattr(getattr(websockets.frames, "secrets", None), "token_bytes"):  # where Frame.serialize finds it
-    websockets.frames.secrets = _MaskBytes()  # type: ignore[assignment]
+    websockets.frames.secrets = _MaskBytes()  # type: ignore[assignment,attr-defined]
 
 MessageHandler = Callable[[bytes, bool], None]
 """Called with each whole message and whether it was text."""

@@ -52,6 +52,7 @@ from devtunnel.api.plumbing import (
     tunnel_options,
 )
 from devtunnel.api.security import LoopbackOnly
+from devtunnel.api.service import Service, service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
 
 __all__ = ["create_app", "serve_api", "ApiServer", "PORT_TRIES"]
@@ -63,10 +64,6 @@ START_TIMEOUT = 10.0
 """Seconds ``serve_api`` gives uvicorn to listen on the bound socket (it takes milliseconds)."""
 
 
-def _service(request: Request | WebSocket) -> Any:
-    return request.app.state.service
-
-
 async def root(request: Request) -> Response:
     """``GET /api``: where the resources are."""
     return ok({"uri": "/api", "tunnels": TUNNELS_URI, "endpoints": ENDPOINTS_URI, "requests": REQUESTS_URI,
@@ -75,7 +72,7 @@ async def root(request: Request) -> Response:
 
 async def list_tunnels(request: Request) -> Response:
     """``GET /api/tunnels``."""
-    return ok({"tunnels": [tunnel_json(t) for t in _service(request).tunnels()], "uri": TUNNELS_URI})
+    return ok({"tunnels": [tunnel_json(t) for t in service_of(request).tunnels()], "uri": TUNNELS_URI})
 
 
 async def start_tunnel(request: Request) -> Response:
@@ -86,18 +83,18 @@ async def start_tunnel(request: Request) -> Response:
     proto = str_field(data, "proto") or "http"
     if proto != "http":
         raise ApiError(400, f"only http tunnels are supported, not {proto!r}")
-    info = await _service(request).start_tunnel(TunnelConfig(target=addr, name=name, **tunnel_options(data)))
+    info = await service_of(request).start_tunnel(TunnelConfig(target=addr, name=name, **tunnel_options(data)))
     return ok(tunnel_json(info), status_code=201)
 
 
 async def get_tunnel(request: Request) -> Response:
     """``GET /api/tunnels/{name}``."""
-    return ok(tunnel_json(find_tunnel(_service(request), request.path_params["name"])))
+    return ok(tunnel_json(find_tunnel(service_of(request), request.path_params["name"])))
 
 
 async def stop_tunnel(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}`` (204)."""
-    service = _service(request)
+    service = service_of(request)
     name = request.path_params["name"]
     find_tunnel(service, name)
     await service.stop_tunnel(name)
@@ -106,8 +103,8 @@ async def stop_tunnel(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     """``GET /api/status``: version, tunnels, capture count and database, connected event clients."""
-    service = _service(request)
-    store = getattr(service, "store", None)
+    service = service_of(request)
+    store = service.store
     count = await run_in_threadpool(store.count) if store is not None else 0
     return ok(
         {
@@ -116,7 +113,7 @@ async def status(request: Request) -> Response:
             "tunnels": [tunnel_json(t) for t in service.tunnels()],
             "requests": count,
             "db": str(store.path) if store is not None else None,
-            "recording": getattr(service, "recorder", None) is not None,
+            "recording": service.recorder is not None,
             "event_clients": request.app.state.events.clients,
         }
     )
@@ -127,12 +124,12 @@ async def events(websocket: WebSocket) -> None:
     await websocket.app.state.events.serve(websocket)
 
 
-def create_app(service: Any, *, events_interval: float = 0.1, events_max_ids: int = 1000) -> Starlette:
+def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids: int = 1000) -> Starlette:
     """The agent API as an ASGI app over ``service`` (an ``AgentService``).
 
     Args:
-        service: provides ``tunnels()``, ``start_tunnel``, ``stop_tunnel``, ``subscribe`` and the
-            ``store`` and ``recorder`` attributes (either may be None when recording is off).
+        service: what the routes use of the agent (``devtunnel.api.service.Service``); its
+            ``store`` and ``recorder`` may be None when recording is off.
         events_interval: least seconds between two ``/api/events`` messages to one client.
         events_max_ids: ids pending for one client before it is sent a resync instead.
     """
@@ -153,7 +150,7 @@ def create_app(service: Any, *, events_interval: float = 0.1, events_max_ids: in
     app = Starlette(
         routes=routes,
         middleware=[Middleware(LoopbackOnly)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.service = service
     app.state.events = EventHub(service, interval=events_interval, max_ids=events_max_ids)
@@ -192,7 +189,7 @@ class ApiServer(uvicorn.Server):
             await self.task
 
 
-async def serve_api(service: Any, port: int = 4040, **app_options: Any) -> tuple[ApiServer, int]:
+async def serve_api(service: Service, port: int = 4040, **app_options: Any) -> tuple[ApiServer, int]:
     """Serve the agent API in the running event loop on 127.0.0.1.
 
     Args:

@@ -7,22 +7,25 @@ carrying tunnel traffic meanwhile.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from devtunnel.capture.diff import diff_exchanges, render_unified
+from devtunnel.capture.diff import SectionDiff, diff_exchanges, render_unified
 from devtunnel.capture.filters import And, Filter, parse
 from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError
 from devtunnel.export import EXPORTERS, export, options_of
+from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.plumbing import ApiError, int_param, json_body, no_content, ok, str_field
+from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
+from devtunnel.capture.store import Store
 from devtunnel.replay import replay
 
 __all__ = ["routes", "tunnel_filter", "replay_edit"]
@@ -30,12 +33,8 @@ __all__ = ["routes", "tunnel_filter", "replay_edit"]
 DEFAULT_LIMIT = 50
 
 
-def _service(request: Request) -> Any:
-    return request.app.state.service
-
-
-def _store(request: Request) -> Any:
-    store = getattr(_service(request), "store", None)
+def _store(request: Request) -> Store:
+    store = service_of(request).store
     if store is None:
         raise ApiError(503, "recording is off: this agent keeps no captures")
     return store
@@ -85,23 +84,25 @@ def replay_edit(data: dict[str, Any]) -> Edit | None:
     return None if edit.is_empty else edit
 
 
-def _live_tunnel(request: Request, name: str) -> Any:
+def _live_tunnel(request: Request, name: str) -> TunnelInfo | None:
     """The running tunnel named ``name``, or None."""
-    return next((info for info in _service(request).tunnels() if info.name == name), None)
+    return next((info for info in service_of(request).tunnels() if info.name == name), None)
 
 
-async def _replay_and_store(request: Request, original: Exchange, to: str | None, edit: Edit | None, tunnel: Any = None) -> Exchange:
+async def _replay_and_store(request: Request, original: Exchange, to: str | None, edit: Edit | None,
+                            tunnel: TunnelInfo | None = None) -> Exchange:
     # Replay as the tunnel forwards: with its Host handling when it is still running.
     tunnel = tunnel or _live_tunnel(request, original.tunnel)
-    config = getattr(tunnel, "config", None)
-    host_header = "rewrite" if getattr(config, "host_header", "preserve") == "rewrite" else "preserve"
+    config = tunnel.config if tunnel is not None else None
+    host_header: Literal["preserve", "rewrite"] = (
+        "rewrite" if config is not None and config.host_header == "rewrite" else "preserve")
     # An --insecure tunnel to a self-signed https target is replayed the same way.
-    verify = not getattr(config, "insecure", False)
-    service = _service(request)
+    verify = not (config is not None and config.insecure)
+    service = service_of(request)
     # Webhook deliveries are signed afresh with the secrets the agent was started with.
     result = await replay(original, to=to, edit=edit, host_header=host_header, verify=verify,
-                          webhooks=getattr(service, "webhooks", None))
-    recorder = getattr(service, "recorder", None)
+                          webhooks=service.webhooks)
+    recorder = service.recorder
     if recorder is not None:
         # Through the recorder, so /api/events announces it; flushed, so the id can be read at once.
         recorder.submit(result)
@@ -182,7 +183,7 @@ async def export_request(request: Request) -> Response:
     return ok({"format": fmt, "text": result.text, "files": files})
 
 
-def _section_json(section: Any) -> dict[str, Any]:
+def _section_json(section: SectionDiff) -> dict[str, Any]:
     out: dict[str, Any] = {
         "title": section.title,
         "kind": section.kind,
@@ -190,9 +191,12 @@ def _section_json(section: Any) -> dict[str, Any]:
         "lines": [[line.tag, line.text] for line in section.lines],
     }
     if section.kind == "binary":
-        for key in ("size_a", "size_b", "sha_a", "sha_b", "first_difference"):
-            out[key] = getattr(section, key, None)
+        out.update(size_a=section.size_a, size_b=section.size_b, sha_a=section.sha_a, sha_b=section.sha_b,
+                   first_difference=section.first_difference)
     return out
+
+
+_SIDES: dict[str, Literal["both", "request", "response"]] = {"both": "both", "request": "request", "response": "response"}
 
 
 async def diff_requests(request: Request) -> Response:
@@ -201,9 +205,10 @@ async def diff_requests(request: Request) -> Response:
     b_id = request.query_params.get("b")
     if not a_id or not b_id:
         raise ApiError(400, "give two exchange ids as a= and b=")
-    side = request.query_params.get("side", "both")
-    if side not in ("both", "request", "response"):
-        raise ApiError(400, f"side must be both, request or response, not {side!r}")
+    text = request.query_params.get("side", "both")
+    side = _SIDES.get(text)
+    if side is None:
+        raise ApiError(400, f"side must be both, request or response, not {text!r}")
     ignore = tuple(p for value in request.query_params.getlist("ignore") for p in value.split(",") if p)
     a = await _get(request, a_id)
     b = await _get(request, b_id)

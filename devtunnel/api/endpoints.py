@@ -25,10 +25,11 @@ from starlette.routing import Route
 from devtunnel.errors import ConfigError
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.api.plumbing import ApiError, find_tunnel, json_body, no_content, ok, str_field, tunnel_options
+from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import label_from, validate_name
 
-__all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS", "IGNORED_OPTIONS"]
+__all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
 
 REFUSED_OPTIONS = {
     "traffic_policy": "traffic policies",
@@ -46,17 +47,6 @@ REFUSED_OPTIONS = {
 }
 """Options that would protect or change the traffic: starting without them would expose the
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
-
-IGNORED_OPTIONS = frozenset(
-    {"name", "url", "upstream", "relay", "host_header", "via", "description", "metadata", "inspect", "schemes",
-     "bind_tls", "bindings", "pooling_enabled", "proto", "addr", "compression", "websocket_tcp_converter"}
-)
-"""Options understood (the first few) or harmless to leave out (the rest: labels, ngrok-side
-switches whose default devtunnel already has)."""
-
-
-def _service(request: Request) -> Any:
-    return request.app.state.service
 
 
 def endpoint_name(name: str | None, url: str | None) -> str | None:
@@ -108,7 +98,7 @@ def _upstream(data: dict[str, Any]) -> str:
 
 async def list_endpoints(request: Request) -> Response:
     """``GET /api/endpoints``."""
-    return ok({"endpoints": [endpoint_json(t) for t in _service(request).tunnels()], "uri": ENDPOINTS_URI})
+    return ok({"endpoints": [endpoint_json(t) for t in service_of(request).tunnels()], "uri": ENDPOINTS_URI})
 
 
 async def start_endpoint(request: Request) -> Response:
@@ -122,18 +112,18 @@ async def start_endpoint(request: Request) -> Response:
     target = _upstream(data)
     if data.get("pooling_enabled"):
         raise ApiError(400, "pooling_enabled: pools of agents are not supported yet; the endpoint was not started")
-    info = await _service(request).start_tunnel(TunnelConfig(target=target, name=name, **tunnel_options(data)))
+    info = await service_of(request).start_tunnel(TunnelConfig(target=target, name=name, **tunnel_options(data)))
     return ok(endpoint_json(info), status_code=201)
 
 
 async def get_endpoint(request: Request) -> Response:
     """``GET /api/endpoints/{name}``."""
-    return ok(endpoint_json(find_tunnel(_service(request), request.path_params["name"], "endpoint")))
+    return ok(endpoint_json(find_tunnel(service_of(request), request.path_params["name"], "endpoint")))
 
 
 async def stop_endpoint(request: Request) -> Response:
     """``DELETE /api/endpoints/{name}`` (204)."""
-    service = _service(request)
+    service = service_of(request)
     name = request.path_params["name"]
     find_tunnel(service, name, "endpoint")
     await service.stop_tunnel(name)

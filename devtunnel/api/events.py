@@ -22,6 +22,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from devtunnel.agent.info import TunnelInfo
+from devtunnel.api.service import Service
 from devtunnel.export.agent_json import tunnel_json
 
 __all__ = ["Outbox", "EventHub"]
@@ -74,12 +76,12 @@ class EventHub:
     unsubscribes when the last one leaves.
 
     Args:
-        service: the agent service (its ``recorder`` attribute and ``subscribe``/``tunnels`` methods).
+        service: the agent service (its ``recorder``, ``subscribe`` and ``tunnels``).
         interval: the least time between two messages to one client, in seconds.
         max_ids: pending ids per client before it is told to resync.
     """
 
-    def __init__(self, service: Any, *, interval: float = 0.1, max_ids: int = 1000) -> None:
+    def __init__(self, service: Service, *, interval: float = 0.1, max_ids: int = 1000) -> None:
         self.service = service
         self.interval = interval
         self.max_ids = max_ids
@@ -91,7 +93,7 @@ class EventHub:
     def _on_commit(self, ids: list[str]) -> None:
         self._threadsafe(self._publish_ids, list(ids))
 
-    def _on_tunnel(self, info: Any) -> None:
+    def _on_tunnel(self, info: TunnelInfo) -> None:
         self._threadsafe(self._publish_tunnel, tunnel_json(info))
 
     def _threadsafe(self, fn: Callable[[Any], None], arg: Any) -> None:
@@ -113,7 +115,7 @@ class EventHub:
 
     def _attach(self) -> None:
         self._loop = asyncio.get_running_loop()
-        recorder = getattr(self.service, "recorder", None)
+        recorder = self.service.recorder
         if recorder is not None:
             self._unsubscribe.append(recorder.subscribe(self._on_commit))
         self._unsubscribe.append(self.service.subscribe(self._on_tunnel))

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from devtunnel.api.service import service_of
 from devtunnel.api.plumbing import int_param, ok
 from devtunnel.export.agent_json import tunnel_uri
 from devtunnel.agent.children import LogLine, LogRing
@@ -43,7 +44,7 @@ def _flag(request: Request, key: str) -> bool:
 async def app_logs(request: Request) -> Response:
     """``GET /api/tunnels/{name}/logs?limit=&contains=&follow=``."""
     name = request.path_params["name"]
-    ring: LogRing = request.app.state.service.app_log(name)  # NotFoundError -> 404
+    ring: LogRing = service_of(request).app_log(name)  # NotFoundError -> 404
     limit = int_param(request, "limit", 500)
     contains = request.query_params.get("contains") or None
     kept = ring.lines(contains)

@@ -7,7 +7,7 @@ a malformed body is a 400, never a 500.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,8 +26,10 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.export.agent_json import error_json
+from devtunnel.agent.info import TunnelInfo
+from devtunnel.api.service import Service
 
-__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "no_content", "tunnel_options", "find_tunnel",
+__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "no_content", "tunnel_options", "TunnelOptions", "find_tunnel",
            "EXCEPTION_HANDLERS"]
 
 MAX_BODY = 64 * 1024 * 1024
@@ -98,7 +100,15 @@ def str_field(data: dict[str, Any], key: str, *, required: bool = False) -> str 
     return str(value)
 
 
-def tunnel_options(data: dict[str, Any]) -> dict[str, str | None]:
+class TunnelOptions(TypedDict):
+    """What a started tunnel may carry beside its target and name (``TunnelConfig``'s fields)."""
+
+    host_header: str
+    relay: str | None
+    via: str | None
+
+
+def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     """The options a started tunnel (or endpoint) may carry beside its target and name, checked:
     ``host_header`` (``preserve`` or ``rewrite``), ``relay`` (a ws(s):// or http(s):// URL) and
     ``via`` (checked by the agent, which knows the providers)."""
@@ -111,7 +121,7 @@ def tunnel_options(data: dict[str, Any]) -> dict[str, str | None]:
     return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None}
 
 
-def find_tunnel(service: Any, name: str, what: str = "tunnel") -> Any:
+def find_tunnel(service: Service, name: str, what: str = "tunnel") -> TunnelInfo:
     """The running tunnel called ``name`` (a ``TunnelInfo``), or ``NotFoundError``."""
     for info in service.tunnels():
         if info.name == name:

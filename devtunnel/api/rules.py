@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from devtunnel.api.service import service_of
 from devtunnel.api.plumbing import ApiError, json_body, no_content, ok
 from devtunnel.export.agent_json import TUNNELS_URI
 from devtunnel.rules import Rule, rules_to_tables
@@ -37,7 +38,7 @@ def _uri(name: str) -> str:
 async def list_rules(request: Request) -> Response:
     """``GET /api/tunnels/{name}/rules``."""
     name = request.path_params["name"]
-    rules = request.app.state.service.rules(name)
+    rules = service_of(request).rules(name)
     return ok({"rules": [rule_json(r) for r in rules], "uri": _uri(name)})
 
 
@@ -48,7 +49,7 @@ async def add_rule(request: Request) -> Response:
     position = request.query_params.get("position", "first")
     if position not in ("first", "last"):
         raise ApiError(400, f"position must be first or last, not {position!r}")
-    rule = request.app.state.service.add_rule(name, data, first=position == "first")
+    rule = service_of(request).add_rule(name, data, first=position == "first")
     return ok(rule_json(rule), status_code=201)
 
 
@@ -57,7 +58,7 @@ async def remove_rule(request: Request) -> Response:
     text = request.path_params["index"]
     if not text.isdigit():
         raise ApiError(400, f"a rule is named by its number, not {text!r}")
-    request.app.state.service.remove_rule(request.path_params["name"], int(text))
+    service_of(request).remove_rule(request.path_params["name"], int(text))
     return no_content()
 
 

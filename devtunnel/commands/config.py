@@ -30,19 +30,18 @@ from devtunnel.errors import ConfigError
 from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.rules import Rule
 
-__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "EXIT_USAGE"]
+__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay"]
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    """The settings ``cli.main`` loaded into ``args.settings``, or loaded now."""
-    settings = getattr(args, "settings", None)
-    return settings if isinstance(settings, Settings) else load()
+    """The settings ``cli.main`` loaded into ``args.settings``, or loaded now (None: not loaded yet)."""
+    settings: Settings | None = args.settings
+    return settings if settings is not None else load()
 
 
 def store_path(args: argparse.Namespace) -> Path:
     """The capture database: ``--db``, else ``store.path`` (``DEVTUNNEL_DB``, files, default)."""
-    db = getattr(args, "db", None)
-    return Path(db).expanduser() if db else settings_of(args).store.path
+    return Path(args.db).expanduser() if args.db else settings_of(args).store.path
 
 
 def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
@@ -58,13 +57,13 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
     base = settings_of(args)
     is_http = args.command == "http"
     settings = with_flags(base, {
-        "relay.url": ("--relay", getattr(args, "relay", None)),
+        "relay.url": ("--relay", args.relay),
         "relay.token": _token_flag(args),
         "agent.api_port": ("--api-port", args.api_port),
         "agent.body_cap": ("--body-cap", args.body_cap),
-        "agent.host_header": ("--host-header", getattr(args, "host_header", None)),
-        "agent.insecure": ("--insecure", True if getattr(args, "insecure", False) else None),
-        "store.path": ("--db", getattr(args, "db", None)),
+        "agent.host_header": ("--host-header", args.host_header),
+        "agent.insecure": ("--insecure", True if args.insecure else None),
+        "store.path": ("--db", args.db),
     })
     out = argparse.Namespace(**vars(args))
     out.settings = settings
@@ -73,6 +72,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
     out.db = str(settings.store.path)
     out.relay = settings.relay.url
     out.token = settings.relay.token
+    out.config_tunnel = None
     if is_http:
         out.host_header = settings.agent.host_header
         out.insecure = settings.agent.insecure
@@ -87,12 +87,12 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
                 out.relay = tunnel.relay
             if args.host_header is None and tunnel.host_header is not None:
                 out.host_header = tunnel.host_header
-            if getattr(args, "via", None) is None and tunnel.via is not None:
+            if args.via is None and tunnel.via is not None:
                 out.via = tunnel.via
-            out.pool = bool(getattr(args, "pool", None) or tunnel.pool)
+            out.pool = bool(args.pool or tunnel.pool)
             # The app settings: a flag wins over the file, key by key.
             for key in ("run", "health", "hold"):
-                if getattr(args, key, None) is None and getattr(tunnel, key) is not None:
+                if getattr(args, key) is None and getattr(tunnel, key) is not None:
                     setattr(out, key, getattr(tunnel, key))
         out.rules = _tunnel_rules(args, tunnel)
         out.via = _via(args, out)
@@ -104,10 +104,10 @@ def _via(args: argparse.Namespace, out: argparse.Namespace) -> str | None:
     relay, and giving both flags is an error."""
     from devtunnel.via import parse_via
 
-    via = getattr(out, "via", None)
+    via = out.via
     if via is None or parse_via(via).kind == "relay":
         return None
-    if getattr(args, "relay", None):
+    if args.relay:
         raise ConfigError(f"give --via or --relay, not both: --via {via} carries traffic through the embedded relay")
     out.relay = out.token = None
     return via
@@ -122,23 +122,22 @@ def _tunnel_rules(args: argparse.Namespace, tunnel: TunnelSection | None) -> tup
     """
     from devtunnel.rules import load_rules_file, renumbered, shorthand_rules
 
-    rules = list(shorthand_rules(getattr(args, "basic_auth", ()) or (), getattr(args, "allow_ip", ()) or (),
-                                 getattr(args, "rate_limit", None)))
+    rules = list(shorthand_rules(args.basic_auth, args.allow_ip, args.rate_limit))
     if tunnel is not None:
         rules += tunnel.rules
         if tunnel.rules_file is not None:
             rules += load_rules_file(tunnel.rules_file)
-    if getattr(args, "rules", None):
+    if args.rules:
         rules += load_rules_file(Path(args.rules).expanduser())
     return renumbered(rules)
 
 
 def _token_flag(args: argparse.Namespace) -> tuple[str, str | None]:
     """``--token``, or the first line of the file ``--token-file`` names (kept out of ``ps``)."""
-    token_file = getattr(args, "token_file", None)
+    token_file = args.token_file
     if not token_file:
-        return ("--token", getattr(args, "token", None))
-    if getattr(args, "token", None):
+        return ("--token", args.token)
+    if args.token:
         raise ConfigError("give --token or --token-file, not both")
     try:
         with open(Path(token_file).expanduser(), encoding="utf-8") as f:
@@ -170,10 +169,10 @@ def resolve_relay(args: argparse.Namespace) -> argparse.Namespace:
     server = settings_of(args).relay_server
     out = argparse.Namespace(**vars(args))
     for name in ("listen", "domain", "tokens_file", "max_body", "head_timeout", "body_timeout", "client_share"):
-        if getattr(args, name, None) is None:
+        if getattr(args, name) is None:
             value = getattr(server, name)
             setattr(out, name, str(value) if name in ("tokens_file", "max_body") and value is not None else value)
-    if getattr(args, "rules", None) is None and server.rules_file is not None:
+    if args.rules is None and server.rules_file is not None:
         out.rules = str(server.rules_file)
     return out
 

@@ -20,23 +20,23 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
 from devtunnel.commands.output import EscapingFormatter, human_duration, safe
+from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.agent.service import AgentService
-from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.values.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.agent.via_runner import find_program, ssh_options
 
-__all__ = ["run", "run_headless", "exchange_line", "app_options", "check_via"]
+__all__ = ["run", "run_headless", "exchange_line", "app_options", "check_via", "AgentOptions", "agent_options"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -72,9 +72,7 @@ def app_options(args: argparse.Namespace) -> dict[str, Any]:
     """
     from devtunnel.values.durations import parse_duration
 
-    run = getattr(args, "run", None)
-    health = getattr(args, "health", None)
-    hold_text = getattr(args, "hold", None)
+    run, health, hold_text = args.run, args.health, args.hold
     if health and not run:
         raise ConfigError("--health needs --run (health needs run in devtunnel.toml): it tells when the app "
                           "devtunnel runs is ready")
@@ -121,10 +119,73 @@ def run(args: argparse.Namespace) -> int:
     return run_headless(args)
 
 
-def run_headless(args: argparse.Namespace) -> int:
-    """Run the agent with resolved arguments until interrupted (``args.tunnel_configs``: several tunnels)."""
+@dataclass(frozen=True)
+class AgentOptions:
+    """What ``http``, ``agent`` and ``up`` run the agent with, read from their resolved arguments."""
+
+    command: str
+    """``http`` (``up`` too) or ``agent``."""
+    settings: Settings
+    db: str
+    record: bool
+    body_cap: int
+    relay: str | None
+    token: str | None
+    head_timeout: float
+    embedded_port: int
+    api_port: int
+    """0: no API (``http --api-port 0``); ``agent`` then takes any free port."""
+    tunnels: list[TunnelConfig] = field(default_factory=list)
+    """The tunnels to start (none for ``agent``)."""
+    webhook_names: dict[str, str] = field(default_factory=dict)
+    """Tunnel name -> the ``[tunnels.NAME]`` whose webhook secrets it takes (``http payments --name other``)."""
+
+
+def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None = None) -> AgentOptions:
+    """Read and check what the agent runs with, from ``resolve_http``'s arguments; nothing is opened or started.
+
+    Args:
+        args: the resolved ``http`` or ``agent`` arguments (``up``'s, made ``http``'s).
+        tunnels: the tunnels to start instead of the one ``http``'s arguments describe (``up``).
+
+    Raises:
+        ConfigError: a bad body cap, --local-timeout, --via, --run, --health or --hold.
+    """
+    is_http = args.command == "http"
+    body_cap = parse_size(args.body_cap)
+    head_timeout = args.local_timeout
+    if not head_timeout > 0:
+        raise ConfigError(f"--local-timeout must be a positive number of seconds, not {head_timeout:g}")
+    via = args.via if is_http else None
+    if via:
+        check_via(via)
+    app = app_options(args) if is_http else {}  # bad --run/--health/--hold: said before anything opens
+    if tunnels is None:
+        tunnels = [TunnelConfig(
+            target=args.target,
+            name=args.name,
+            relay=args.relay,
+            token=args.token,
+            host_header=args.host_header,
+            insecure=args.insecure,
+            via=via,
+            pool=bool(args.pool),
+            rules=args.rules,
+            **app,
+        )] if is_http else []
+    # ``http payments --name other``: tunnel other takes the webhook secrets of [tunnels.payments].
+    webhook_names = {args.name: args.config_tunnel} if is_http and args.config_tunnel and args.name else {}
+    return AgentOptions(
+        command=args.command, settings=args.settings, db=args.db, record=not args.no_record, body_cap=body_cap,
+        relay=args.relay, token=args.token, head_timeout=head_timeout, embedded_port=args.port,
+        api_port=args.api_port, tunnels=tunnels, webhook_names=webhook_names,
+    )
+
+
+def run_headless(args: argparse.Namespace, tunnels: list[TunnelConfig] | None = None) -> int:
+    """Run the agent with resolved arguments until interrupted (``tunnels``: those to start instead of ``http``'s one)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_guarded(_main(args)))
+        return runner.run(_guarded(_main(args, tunnels)))
 
 
 async def _guarded(main: Coroutine[Any, Any, int]) -> int:
@@ -207,47 +268,39 @@ class _ExchangeLog:
         self.out.flush()
 
 
-async def _main(args: argparse.Namespace) -> int:
+async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None) -> int:
     from devtunnel.tui.supervisor import take_api_pipe, tell_api_pipe
 
     api_pipe = take_api_pipe()  # the inspector that started us waits for the API line there
     _setup_logging()
     out = sys.stdout
-    is_http = args.command == "http"
-    body_cap = parse_size(args.body_cap)
-    relay = args.relay
-    token = args.token
-    record = not getattr(args, "no_record", False)
-    head_timeout = getattr(args, "local_timeout", DEFAULT_HEAD_TIMEOUT)
-    if not head_timeout > 0:
-        raise ConfigError(f"--local-timeout must be a positive number of seconds, not {head_timeout:g}")
-    via = getattr(args, "via", None) if is_http else None
-    if via:
-        check_via(via)
-    app = app_options(args) if is_http else {}  # bad --run/--health/--hold: said before anything opens
+    options = agent_options(args, tunnels)  # bad flags: said before anything opens
+    is_http = options.command == "http"
 
     store = recorder = None
     webhooks: Any = None
-    if record:
+    if options.record:
         from devtunnel.capture.recorder import Recorder, one_malloc_arena
         from devtunnel.capture.store import Store
         from devtunnel.config import webhook_context
 
-        store = Store(args.db, max_exchanges=args.settings.store.max_exchanges,
-                      max_bytes=args.settings.store.max_bytes)
+        store = Store(options.db, max_exchanges=options.settings.store.max_exchanges,
+                      max_bytes=options.settings.store.max_bytes)
         # Providers and secrets are read once, here; the recorder's thread judges each delivery.
-        webhooks = webhook_context(args.settings)
-        section = webhooks.tunnels.get(getattr(args, "config_tunnel", None) or "")
-        if section is not None and getattr(args, "name", None):  # ``http payments --name other``
-            webhooks = replace(webhooks, tunnels={**webhooks.tunnels, args.name: section})
+        webhooks = webhook_context(options.settings)
+        for name, section_name in options.webhook_names.items():
+            section = webhooks.tunnels.get(section_name)
+            if section is not None:
+                webhooks = replace(webhooks, tunnels={**webhooks.tunnels, name: section})
         one_malloc_arena()  # before the thread's first allocation gives it an arena of its own
         recorder = Recorder(store, webhooks=webhooks)
         known = set(webhooks.secrets).union(*(t.secrets for t in webhooks.tunnels.values()))
         if known:  # names only: the secrets themselves stay in memory
             log.info("verifying webhook signatures of %s", ", ".join(sorted(known)))
     service = AgentService(
-        store=store, recorder=recorder, body_cap=body_cap, embedded_port=args.port, relay=relay, token=token,
-        head_timeout=head_timeout, webhooks=webhooks, ports=PortMemory() if is_http else None,
+        store=store, recorder=recorder, body_cap=options.body_cap, embedded_port=options.embedded_port,
+        relay=options.relay, token=options.token, head_timeout=options.head_timeout, webhooks=webhooks,
+        ports=PortMemory() if is_http else None,
     )
     api_server: Any = None
     exchange_log: _ExchangeLog | None = None
@@ -256,18 +309,6 @@ async def _main(args: argparse.Namespace) -> int:
         if is_http:
             exchange_log = _ExchangeLog(out)
             service.subscribe_exchanges(exchange_log)
-            configs = getattr(args, "tunnel_configs", None) or [TunnelConfig(
-                target=args.target,
-                name=args.name,
-                relay=relay,
-                token=token,
-                host_header=args.host_header,
-                insecure=args.insecure,
-                via=via,
-                pool=bool(getattr(args, "pool", False)),
-                rules=getattr(args, "rules", ()) or (),
-                **app,
-            )]
             announced: dict[str, str] = {}  # tunnel name -> the public URL last printed
             app_states: dict[str, str] = {}
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -288,9 +329,9 @@ async def _main(args: argparse.Namespace) -> int:
                              f" ({info.app['message']})" if info.app["message"] else "")
 
             service.subscribe(announce)
-            for config in configs:
+            for config in options.tunnels:
                 await service.start_tunnel(config, via_wait=0)  # Forwarding is printed when the URL comes
-        api_port = args.api_port
+        api_port = options.api_port
         if api_port or not is_http:  # ``http --api-port 0`` turns the API off
             from devtunnel.api.app import serve_api
 

@@ -157,7 +157,7 @@ def check_http_args(args: argparse.Namespace) -> None:
         validate_name(args.name)
     if args.relay:
         relay_connect_url(args.relay)
-    if getattr(args, "via", None):
+    if args.via:
         from devtunnel.commands.http import check_via
 
         check_via(args.via)

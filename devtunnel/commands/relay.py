@@ -100,8 +100,8 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         body_timeout=body_timeout,
         client_share=client_share,
         public_url=args.public_url,
-        rules=load_rules_file(Path(args.rules).expanduser(), relay=True) if getattr(args, "rules", None) else (),
-        trusted_proxies=_trusted_proxies(getattr(args, "trusted_proxy", None) or []),
+        rules=load_rules_file(Path(args.rules).expanduser(), relay=True) if args.rules else (),
+        trusted_proxies=_trusted_proxies(args.trusted_proxy),
     )
 
 
@@ -118,7 +118,7 @@ def _trusted_proxies(cidrs: list[str]) -> list[str]:
 
 
 def _given(args: argparse.Namespace, name: str, default: float) -> float:
-    value = getattr(args, name, None)
+    value = getattr(args, name)
     return default if value is None else float(value)
 
 

@@ -17,7 +17,7 @@ from devtunnel.config import Settings, TunnelSection
 from devtunnel.errors import ConfigError
 from devtunnel.agent.config import TunnelConfig
 
-__all__ = ["chosen_tunnels", "run", "tunnel_configs"]
+__all__ = ["chosen_tunnels", "run", "tunnel_configs", "resolve_up"]
 
 
 def chosen_tunnels(settings: Settings, names: list[str]) -> list[TunnelSection]:
@@ -73,22 +73,32 @@ def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -
 def _as_http(args: argparse.Namespace, first: TunnelSection) -> argparse.Namespace:
     """``up``'s arguments in the shape ``resolve_http`` and the agent take."""
     values = dict(vars(args))
+    # Every flag of ``http`` unset (``up`` has none of them): the files and the environment say.
     values.update(command="http", target=first.name, name=None, relay=None, token=None, token_file=None,
-                  host_header=None, insecure=False, run=None, health=None, hold=None,
-                  local_timeout=60.0, body_cap=getattr(args, "body_cap", None))
+                  host_header=None, insecure=False, via=None, pool=None, rules=None, basic_auth=[], allow_ip=[],
+                  rate_limit=None, run=None, health=None, hold=None, local_timeout=60.0, body_cap=None)
     return argparse.Namespace(**values)
+
+
+def resolve_up(args: argparse.Namespace) -> tuple[argparse.Namespace, list[TunnelConfig]]:
+    """``up``'s arguments resolved as ``http``'s (``resolve_http``), and the configs of the tunnels it starts.
+
+    Raises:
+        ConfigError: no tunnel is defined, a name is not one of them, or a tunnel's settings are invalid.
+    """
+    tunnels = chosen_tunnels(args.settings, list(args.names))
+    resolved = resolve_http(_as_http(args, tunnels[0]))
+    return resolved, tunnel_configs(tunnels, resolved)
 
 
 def run(args: argparse.Namespace) -> int:
     """``devtunnel up``; returns the exit code."""
-    tunnels = chosen_tunnels(args.settings, list(args.names))
-    resolved = resolve_http(_as_http(args, tunnels[0]))
-    configs = tunnel_configs(tunnels, resolved)
+    resolved, configs = resolve_up(args)
+    names = [config.name for config in configs]  # each [tunnels.NAME] keeps its name
     if args.no_tui:
         from devtunnel.commands.http import run_headless
 
-        resolved.tunnel_configs = configs
-        return run_headless(resolved)
+        return run_headless(resolved, configs)
     from devtunnel.commands.inspect import open_inspector, up_agent_argv
 
-    return open_inspector(Path(resolved.db), up_agent_argv(resolved, [t.name for t in tunnels]), resolved)
+    return open_inspector(Path(resolved.db), up_agent_argv(resolved, names), resolved)

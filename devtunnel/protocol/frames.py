@@ -133,11 +133,6 @@ def decode_json(payload: bytes, what: str) -> dict[str, Any]:
 # -- codes and reasons (GOAWAY, RESET, WS_CLOSE) ----------------------------------------------
 
 
-def encode_code_reason(code: int, reason: str) -> bytes:
-    """u32 code followed by the UTF-8 reason (GOAWAY, RESET)."""
-    return U32.pack(code) + reason.encode()
-
-
 def decode_code_reason(payload: bytes, what: str, size: int = 4) -> tuple[int, str]:
     """Split a code-and-reason payload; ``size`` is the width of the code (4, or 2 for WS_CLOSE)."""
     if len(payload) < size:

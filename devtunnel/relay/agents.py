@@ -247,7 +247,7 @@ def _deliver(tunnel: AgentLink, protocol: DeadPeerWebSocketProtocol) -> Callable
             tunnel.handle(conn.receive_data(data))
         except Exception as exc:
             protocol.on_bytes = None  # like the loop, handle nothing after the failure
-            protocol.queue.put_nowait({"type": "websocket.receive", _FAILURE: exc})
+            protocol.queue.put_nowait({"type": "websocket.receive", _FAILURE: exc})  # type: ignore[arg-type]  # our marker
             return
         if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
             tunnel.flush()

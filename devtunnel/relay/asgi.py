@@ -56,8 +56,9 @@ def client_ip(scope: Scope) -> str:
 
 def target(scope: Scope) -> bytes:
     """The request target as it arrived: raw path, then ``?`` and the query if there is one."""
-    query = scope.get("query_string")
-    return scope["raw_path"] + b"?" + query if query else scope["raw_path"]
+    raw_path: bytes = scope["raw_path"]
+    query: bytes | None = scope.get("query_string")
+    return raw_path + b"?" + query if query else raw_path
 
 
 def request_problem(scope: Scope) -> str | None:

@@ -228,10 +228,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._raw_headers = []
-        self.scope["extensions"] = {  # type: ignore[typeddict-unknown-key]
-            CONNECTION_EXTENSION: self,
-            RAW_HEADERS_EXTENSION: self._raw_headers,
-        }
+        extensions: dict[str, Any] = {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: self._raw_headers}
+        self.scope["extensions"] = extensions
         self._in_head = True
         self._head_size = self._pending = 0
         if self._head_timer is None:

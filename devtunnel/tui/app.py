@@ -23,13 +23,15 @@ from textual.widgets import Footer
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import DevtunnelError
+from devtunnel.export import export
 from devtunnel.tui.backend import Backend, TunnelView
 from devtunnel.tui.clipboard import copy
 from devtunnel.tui.live import LiveView
 from devtunnel.tui.messages import AgentChanged, ExchangesChanged, Resync, TunnelChanged
 from devtunnel.tui.screens.detail import DetailScreen
 from devtunnel.tui.screens.diff import DiffScreen, DiffSettings
-from devtunnel.tui.screens.edit import EditReplayScreen
+from devtunnel.tui.screens.drill import DrillScreen
+from devtunnel.tui.screens.edit import EditReplayScreen, replay_notice
 from devtunnel.tui.screens.export import ExportScreen
 from devtunnel.tui.screens.logs import LogsScreen
 from devtunnel.tui.screens.help import HelpScreen, describe, key_label
@@ -176,8 +178,8 @@ class InspectorApp(App[None]):
             kind = message.get("type")
             if kind == "exchanges":
                 self.post_message(ExchangesChanged([str(i) for i in message.get("ids", [])]))
-            elif kind == "tunnel" and isinstance(message.get("tunnel"), dict):
-                self.post_message(TunnelChanged(TunnelView.from_json(message["tunnel"])))
+            elif kind == "tunnel":
+                self.post_message(TunnelChanged(TunnelView.from_json(message.get("tunnel"))))
             elif kind == "resync":
                 self.post_message(Resync())
 
@@ -294,6 +296,8 @@ class InspectorApp(App[None]):
 
     def action_send_sample(self) -> None:
         """Open the "send a sample webhook" screen, aimed at the selected tunnel's public URL."""
+        # Imported here: the webhook samples it lists cost startup time. Not a worker: a failed
+        # import ends the app with its traceback, as at startup.
         from devtunnel.tui.screens.send import SendSampleScreen
 
         tunnel = self.query_one(TunnelsPanel).current
@@ -321,10 +325,6 @@ class InspectorApp(App[None]):
             self.notify(str(exc), title="Replay failed", severity="error")
             return
         self.live.changed([new.id])
-        from devtunnel.tui.screens.edit import (
-            replay_notice,  # with the screen that shows the same notice
-        )
-
         # What came back, as plain text: the reason and the error line come from the network.
         notice = replay_notice(exchange, new, lead=f"{new.id}: ", diff_hint="D diff with the original",
                                ignore_headers=self.backend.replay_ignore_headers)
@@ -340,8 +340,6 @@ class InspectorApp(App[None]):
         if not self.backend.api_url:
             self.notify("No agent is running (devtunnel inspect shows stored captures only)", severity="warning")
             return
-        from devtunnel.tui.screens.drill import DrillScreen
-
         drill = await self.push_screen_wait(DrillScreen(exchange))
         if drill is None:
             return
@@ -395,8 +393,6 @@ class InspectorApp(App[None]):
 
     @work(group="action", exit_on_error=False)
     async def action_copy_curl(self) -> None:
-        from devtunnel.export import export
-
         exchange = await self._current()
         if exchange is None:
             return

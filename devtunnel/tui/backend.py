@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 import queue
 import threading
 from concurrent.futures import Executor, Future
@@ -54,32 +54,61 @@ class TunnelView:
     app_message: str = ""
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> TunnelView:
-        """Read a tunnel from the API's JSON (ngrok's shape plus devtunnel's state fields)."""
-        config = data.get("config") or {}
-        metrics = data.get("metrics") or {}
-        conns = metrics.get("conns") or metrics.get("http") or {}
-        requests = data.get("requests", conns.get("count", 0) if isinstance(conns, dict) else 0)
-        retry = data.get("next_retry_at")
-        via = data.get("via")
-        via = via if isinstance(via, dict) else {}
-        raw_app = data.get("app")
-        app: Mapping[str, Any] = raw_app if isinstance(raw_app, dict) else {}
-        restarts = app.get("restarts")
+    def from_json(cls, data: object) -> TunnelView:
+        """Read a tunnel as the agent API sends it (``devtunnel.export.agent_json.tunnel_json``).
+
+        Raises:
+            TunnelError: ``data`` is not that shape; the message names the field.
+        """
+        config = _field(data, "config", dict, "tunnel")
+        http = _field(_field(data, "metrics", dict, "tunnel"), "http", dict, "tunnel.metrics")
+        via = _field(data, "via", (dict, type(None)), "tunnel")
+        app = _field(data, "app", (dict, type(None)), "tunnel")
         return cls(
-            name=str(data.get("name", "")),
-            public_url=str(data.get("public_url") or ""),
-            target=str(data.get("target_url") or config.get("addr") or ""),
-            state=str(data.get("state") or ("online" if data.get("public_url") else "starting")),
-            next_retry_at=float(retry) if isinstance(retry, (int, float)) else None,
-            error=str(data.get("error") or ""),
-            requests=int(requests or 0),
-            via=str(via.get("provider") or ""),
-            via_state=str(via.get("state") or ""),
-            app_state=str(app.get("state") or ""),
-            app_restarts=restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0,
-            app_message=str(app.get("message") or ""),
+            name=_field(data, "name", str, "tunnel"),
+            public_url=_field(data, "public_url", str, "tunnel"),
+            target=_field(config, "addr", str, "tunnel.config"),
+            state=_field(data, "state", str, "tunnel"),
+            next_retry_at=_field(data, "next_retry_at", (int, float, type(None)), "tunnel"),
+            error=_field(data, "error", (str, type(None)), "tunnel") or "",
+            requests=_field(http, "count", int, "tunnel.metrics.http"),
+            via=_field(via, "provider", str, "tunnel.via") if via is not None else "",
+            via_state=_field(via, "state", str, "tunnel.via") if via is not None else "",
+            app_state=_field(app, "state", str, "tunnel.app") if app is not None else "",
+            app_restarts=_field(app, "restarts", int, "tunnel.app") if app is not None else 0,
+            app_message=_field(app, "message", str, "tunnel.app") if app is not None else "",
         )
+
+
+def _field(data: object, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``data[key]`` of an agent API answer, of type ``kind`` (a bool is not an int here).
+
+    Raises:
+        TunnelError: ``data`` is not an object, has no ``key``, or its value is of another type.
+    """
+    if not isinstance(data, dict):
+        raise TunnelError(f"the agent API sent a malformed {where}: {type(data).__name__} instead of an object")
+    if key not in data:
+        raise TunnelError(f"the agent API sent a malformed {where}: it has no {key!r}")
+    value = data[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise TunnelError(f"the agent API sent a malformed {where}: {key!r} is {value!r}, not {expected}")
+    return value
+
+
+def _answer(response: httpx.Response) -> object:
+    """The JSON of an agent API answer.
+
+    Raises:
+        TunnelError: the body is not JSON.
+    """
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise TunnelError(f"the agent API answered {response.request.method} {response.request.url.path} "
+                          f"with something that is not JSON: {exc}") from None
 
 
 def _api_error(response: httpx.Response) -> str:
@@ -247,8 +276,6 @@ class Backend:
 
         result = await self._read(get, None)
         if result is None:
-            from devtunnel.errors import NotFoundError
-
             raise NotFoundError(f"no exchange {exchange_id}: the capture database {self.db_path} does not exist")
         return result
 
@@ -282,7 +309,7 @@ class Backend:
         response = await self._request("GET", "/api/tunnels")
         if response.status_code != 200:
             raise TunnelError(_api_error(response))
-        return [TunnelView.from_json(t) for t in response.json().get("tunnels", [])]
+        return [TunnelView.from_json(t) for t in _field(_answer(response), "tunnels", list, "tunnel list")]
 
     async def start_tunnel(self, target: str, name: str = "", relay: str = "", via: str = "") -> TunnelView:
         """Start a tunnel to ``target`` (a port, HOST:PORT or URL), its public URL from ``via`` if given."""
@@ -296,7 +323,7 @@ class Backend:
         response = await self._request("POST", "/api/tunnels", json=body)
         if response.status_code not in (200, 201):
             raise TunnelError(_api_error(response))
-        tunnel = TunnelView.from_json(response.json())
+        tunnel = TunnelView.from_json(_answer(response))
         self.tunnel_requests[tunnel.name] = {**body, "name": tunnel.name}
         return tunnel
 
@@ -334,8 +361,8 @@ class Backend:
             raise NotFoundError(_api_error(response))
         if response.status_code != 200:
             raise TunnelError(_api_error(response))
-        lines = response.json().get("lines")
-        return [line for line in lines if isinstance(line, dict)] if isinstance(lines, list) else []
+        lines: list[dict[str, Any]] = _field(_answer(response), "lines", list, "app log")
+        return lines
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop the tunnel ``name``."""
@@ -364,11 +391,12 @@ class Backend:
         response = await self._request("POST", f"/api/requests/http/{exchange.id}/replay", json=body)
         if response.status_code not in (200, 201):
             raise ReplayError(_api_error(response))
-        answer = response.json()
+        answer = _answer(response)
         # The agent answers once its recorder has committed the new exchange: it is in the store now.
-        new = await self.get(str(answer.get("id", "")))
-        if isinstance(answer.get("signature"), str):  # said once, with the answer; not stored
-            new.signature_notice = "signature " + answer["signature"]
+        new = await self.get(_field(answer, "id", str, "replay"))
+        signature = _field(answer, "signature", (str, type(None)), "replay")
+        if signature is not None:  # said once, with the answer; not stored
+            new.signature_notice = "signature " + signature
         return new
 
     async def _replay_here(self, exchange: Exchange, edit: Edit | None) -> Exchange:
@@ -403,10 +431,11 @@ class Backend:
                     async for raw in ws:
                         try:
                             message = json.loads(raw)
-                        except ValueError:
-                            continue
-                        if isinstance(message, dict):
-                            yield message
+                        except ValueError as exc:
+                            raise TunnelError(f"the agent API sent an event that is not JSON: {exc}") from None
+                        if not isinstance(message, dict):
+                            raise TunnelError(f"the agent API sent an event that is not an object: {raw!r:.80}")
+                        yield message
             except (OSError, WebSocketException, asyncio.TimeoutError):
                 pass
             if not self._closed:

@@ -335,10 +335,6 @@ class EditReplayScreen(Screen[None]):
 
     # ------------------------------------------------------------------ the edit
 
-    def header_fields(self) -> list[tuple[str, str]]:
-        """The header rows as typed, skipping rows left entirely blank."""
-        return [row.field for row in self.query(HeaderRow) if row.field != ("", "")]
-
     def build_edit(self) -> Edit:
         """The edit the form describes: only what differs from the original is set.
 

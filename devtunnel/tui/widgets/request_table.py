@@ -366,12 +366,6 @@ class RequestTable(ScrollView, can_focus=True):
         self.refresh()
         return known or total is not None
 
-    def invalidate(self, ids: Iterable[str]) -> None:
-        """Forget the rendered lines of ``ids`` (their rows are read again by the caller)."""
-        for exchange_id in ids:
-            self._lines.pop(exchange_id, None)
-        self.refresh()
-
     def _anchor_end(self) -> None:
         """Count a window that ends the list from the end; rows before it mean it does not start it."""
         self._start = max(0, self.total - len(self._rows))
