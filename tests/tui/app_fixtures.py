@@ -11,6 +11,7 @@ from devtunnel.capture.model import Exchange, Headers, Request, Response
 from devtunnel.capture.store import Store
 from devtunnel.tui.app import InspectorApp
 from devtunnel.tui.backend import Backend
+from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets.request_table import RequestTable
 
 T0 = 1_764_160_200.0
@@ -75,6 +76,12 @@ def fill(path: Path, exchanges: Iterable[Exchange]) -> Path:
 def inspector(db: Path, tmp_path: Path, **kwargs: object) -> InspectorApp:
     """The inspector on ``db`` with its history file under ``tmp_path``."""
     return InspectorApp(Backend(db), history_path=tmp_path / "filter_history", **kwargs)  # type: ignore[arg-type]
+
+
+def inspector_with_agent(db: Path, tmp_path: Path, **kwargs: object) -> InspectorApp:
+    """The inspector on ``db`` running its own agent (API on a free port, log in ``tmp_path``)."""
+    return inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
+                     agent_log=tmp_path / "agent.log", **kwargs)
 
 
 def line_text(table: RequestTable, y: int) -> str:

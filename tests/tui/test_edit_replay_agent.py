@@ -15,10 +15,9 @@ import pytest
 from textual.widgets import Input, Static, TextArea
 
 from devtunnel.tui.screens.edit import EditReplayScreen, HeaderRow
-from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import inspector, screen_lines
+from tests.tui.app_fixtures import inspector_with_agent, screen_lines
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -72,8 +71,7 @@ async def test_edited_headers_reach_the_service_through_the_agent_as_the_form_sh
         tmp_path: Path, recording_service: tuple[int, Seen]) -> None:
     port, seen = recording_service
     db = tmp_path / "captures.db"
-    app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
-                    agent_log=tmp_path / "agent.log")
+    app = inspector_with_agent(db, tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         supervisor = app.supervisor
         assert supervisor is not None

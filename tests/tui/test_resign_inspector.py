@@ -16,12 +16,11 @@ from textual.widgets import Checkbox, Static, TextArea
 from devtunnel.capture.model import Exchange, Headers, Request, Response
 from devtunnel.capture.store import Store
 from devtunnel.tui.screens.edit import EditReplayScreen
-from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable
 from devtunnel.webhooks import Delivery
 from devtunnel.webhooks.providers import GitHub, Stripe
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import fill, fixed_id, inspector, screen_lines
+from tests.tui.app_fixtures import fill, fixed_id, inspector, inspector_with_agent, screen_lines
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,8 +45,7 @@ async def test_edit_and_send_through_the_agent_re_signs_and_the_receiver_accepts
     monkeypatch.delenv("GITHUB_WEBHOOK_SECRET", raising=False)
     db = tmp_path / "captures.db"
     with receiver() as rx:
-        app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
-                        agent_log=tmp_path / "agent.log")
+        app = inspector_with_agent(db, tmp_path)
         async with app.run_test(size=(120, 40)) as pilot:
             supervisor = app.supervisor
             assert supervisor is not None

@@ -14,11 +14,10 @@ import pytest
 
 from devtunnel.tui.screens.new_tunnel import TunnelRequest
 from devtunnel.tui.screens.send import SendSampleScreen
-from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
 from devtunnel.webhooks.samples import list_samples
 from tests.helpers import async_wait_for, free_port
-from tests.tui.app_fixtures import inspector, screen_lines
+from tests.tui.app_fixtures import inspector_with_agent, screen_lines
 from tests.tui.screen_fixtures import ScreenApp, screen_text
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
@@ -41,8 +40,7 @@ async def test_palette_sends_a_signed_sample_through_the_tunnel_and_the_row_appe
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"])  # the agent's too
     db = tmp_path / "captures.db"
     with receiver() as rx:
-        app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
-                        agent_log=tmp_path / "agent.log", tunnels=[TunnelRequest(rx.url, "pay")])
+        app = inspector_with_agent(db, tmp_path, tunnels=[TunnelRequest(rx.url, "pay")])
         async with app.run_test(size=(120, 30)) as pilot:
             panel = app.query_one(TunnelsPanel)
             table = app.query_one(RequestTable)
