@@ -118,7 +118,7 @@ def test_localhost_names_are_reached_on_loopback_with_their_host_kept() -> None:
 
 
 def test_a_sample_sent_to_a_tunnels_public_url_is_captured_like_a_delivery(tmp_path: Path) -> None:
-    from tests.net.test_agent_command import FORWARDING, Proc
+    from tests.kit.procs import FORWARDING, Proc
 
     db = tmp_path / "c.db"
     env = {**{k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS}, "XDG_STATE_HOME": str(tmp_path)}
