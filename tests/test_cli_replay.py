@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Store
 from devtunnel.config import load, set_value, to_toml
 from devtunnel.errors import ConfigError
+from tests.kit.exchanges import make_exchange, make_response
 from tests.test_cli_captures import DEVTUNNEL, assert_one_line_error, cli
 
 HOSTILE_ERROR = b'\x1b]0;pwned\x07boom \x1b[31mred\nsecond line\n'
@@ -78,12 +79,10 @@ def captured(service: Service, target: bytes = b"/", headers: list[tuple[str, st
     """An exchange as if captured from ``service`` yesterday."""
     fields = headers if headers is not None else [("Host", "shop.localhost"), ("Content-Type", "application/json"),
                                                    ("Content-Length", "7"), ("Stripe-Signature", "t=1,v1=abc")]
-    response = Response(status=200, reason="OK", body=b"ok", body_size=2, headers=Headers(response_headers or [
+    response = make_response(200, response_headers or [
         ("Server", "test-service"), ("Date", "Mon, 01 Dec 2025 10:00:00 GMT"), ("Content-Type", "text/plain"), ("Content-Length", "2"),
-    ]))
-    return Exchange(id=new_id(), tunnel="shop", started_at=1.0, target_url=service.url, response=response,
-                    request=Request(method="POST", target=target, headers=Headers(fields), body=b'{"a":1}',
-                                    body_size=7))
+    ], b"ok", reason="OK")
+    return make_exchange("POST", target, fields, b'{"a":1}', response, tunnel="shop", started_at=1.0, target_url=service.url)
 
 
 def put(db: Path, *exchanges: Exchange) -> None:

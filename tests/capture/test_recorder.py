@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Request, Response, WsMessage, new_id
+from devtunnel.capture.model import Exchange, Request, Response, WsMessage
 from devtunnel.capture.store import Recorder, Store
 from devtunnel.errors import StoreError
 from tests.helpers import wait_for
+from tests.kit.exchanges import make_exchange
 from tests.kit.procs import Proc
 
 HERE = Path(__file__).resolve().parent
 
 
 def make(n: int = 0) -> Exchange:
-    return Exchange(id=new_id(), tunnel="web", started_at=time.time(),
-                    request=Request(method="GET", target=f"/{n}".encode()))
+    return make_exchange("GET", f"/{n}", [], tunnel="web", started_at=time.time())
 
 
 class Batches:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import httpx
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange, new_id
 from devtunnel.capture.store import Recorder, Store
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
+from tests.kit import exchanges as kit
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -101,18 +102,17 @@ def make_exchange(
     response = None
     if status is not None:
         rh = resp_headers if resp_headers is not None else [("Content-Type", "application/json"), ("Content-Length", str(len(resp_body)))]
-        response = Response(status=status, headers=Headers(rh), body=resp_body, body_size=len(resp_body))
-    return Exchange(
+        response = kit.make_response(status, rh, resp_body)
+    return kit.make_exchange(
+        method, target, headers, req_body, response,
         id=ulid_at(started) if started_at is not None else new_id(),
         tunnel=tunnel,
         started_at=started,
-        request=Request(method=method, target=target, headers=Headers(headers), body=req_body, body_size=len(req_body)),
-        response=response,
         remote_addr="203.0.113.7:52100",
         target_url=target_url,
         ttfb=0.004,
         duration=0.0123,
-        error=error,  # type: ignore[arg-type]
+        error=error,
         error_message="connection refused" if error else "",
         replay_of=replay_of,
     )

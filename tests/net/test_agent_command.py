@@ -15,10 +15,10 @@ import pytest
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
 
-from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.store import Store
 from devtunnel.commands.http import exchange_line
 from tests.helpers import free_port
+from tests.kit.exchanges import make_exchange, make_response
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
@@ -161,10 +161,9 @@ def test_bad_arguments_exit_2_with_one_clear_line(env: dict[str, str], args: lis
 
 
 def test_exchange_line_escapes_control_characters_in_hostile_paths() -> None:
-    ex = Exchange(
+    ex = make_exchange(
+        "GET", b"/\x1b[2J\x1b]0;pwned\x07/\xe2\x80\xaeevil\r\n", [], response=make_response(404),
         id="01", tunnel="t", started_at=0.0, duration=0.0123,
-        request=Request(method="GET", target=b"/\x1b[2J\x1b]0;pwned\x07/\xe2\x80\xaeevil\r\n"),
-        response=Response(status=404),
     )
     line = exchange_line(ex)
     assert not any(ord(c) < 0x20 or c == "\u202e" for c in line)

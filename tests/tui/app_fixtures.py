@@ -7,12 +7,13 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Store
 from devtunnel.tui.app import InspectorApp
 from devtunnel.tui.backend import Backend
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets.request_table import RequestTable
+from tests.kit import exchanges as kit
 
 T0 = 1_764_160_200.0
 """2025-11-26 12:30:00 UTC."""
@@ -31,17 +32,13 @@ def make_exchange(n: int, *, method: str = "GET", target: str | bytes = "/", sta
                   target_url: str = "http://127.0.0.1:9", error: str | None = None,
                   replay_of: str | None = None, body: bytes = b"") -> Exchange:
     """Exchange number ``n``, started ``n`` seconds after ``T0``."""
-    raw_target = target if isinstance(target, bytes) else target.encode("utf-8")
     response = None
     if status is not None:
-        response = Response(headers=Headers([("content-type", "application/json")]), body=b"{}",
-                            body_size=size, status=status, reason="")
-    return Exchange(
-        id=fixed_id(n), tunnel=tunnel, started_at=T0 + n,
-        request=Request(headers=Headers([("host", f"{tunnel}.localhost")]), body=body, body_size=len(body),
-                        method=method, target=raw_target),
-        response=response, target_url=target_url, duration=duration, ttfb=duration,
-        error=error, error_message="connection refused" if error else "", replay_of=replay_of,  # type: ignore[arg-type]
+        response = kit.make_response(status, [("content-type", "application/json")], b"{}", body_size=size)
+    return kit.make_exchange(
+        method, target, [("host", f"{tunnel}.localhost")], body, response,
+        id=fixed_id(n), tunnel=tunnel, started_at=T0 + n, target_url=target_url, duration=duration, ttfb=duration,
+        error=error, error_message="connection refused" if error else "", replay_of=replay_of,
     )
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, new_id
+from devtunnel.capture.model import Headers
 from devtunnel.capture.store import Store
 from devtunnel.tui.backend import Backend
+from tests.kit.exchanges import make_exchange
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
@@ -39,8 +40,7 @@ async def test_a_replay_without_an_agent_is_stored_under_the_configured_retentio
     db = tmp_path / "captures.db"
     store = Store(db)
     originals = [
-        Exchange(id=new_id(), tunnel="t", started_at=1.0, target_url=target,
-                 request=Request(method="GET", target=f"/{i}".encode(), headers=Headers([("Host", "t.localhost")])))
+        make_exchange("GET", f"/{i}", [("Host", "t.localhost")], tunnel="t", started_at=1.0, target_url=target)
         for i in range(3)
     ]
     store.put_many(originals)
@@ -62,9 +62,8 @@ async def test_an_edit_with_a_full_header_list_is_sent_from_here_without_an_agen
     from devtunnel.capture.edit import Edit
 
     db = tmp_path / "captures.db"
-    original = Exchange(id=new_id(), tunnel="t", started_at=1.0, target_url=target,
-                        request=Request(method="GET", target=b"/", headers=Headers([("Host", "t.localhost"),
-                                                                                    ("X-Gone", "1")])))
+    original = make_exchange("GET", b"/", [("Host", "t.localhost"), ("X-Gone", "1")], tunnel="t", started_at=1.0,
+                             target_url=target)
     store = Store(db)
     store.put(original)
     store.close()
