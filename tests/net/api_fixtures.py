@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,6 +16,7 @@ from devtunnel.capture.store import Recorder, Store
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
 from tests.kit import exchanges as kit
+from tests.kit.servers import Received, Reply, http_server
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -45,34 +43,12 @@ def echo_service() -> Iterator[tuple[str, Seen]]:
     """A real ``http.server`` on 127.0.0.1 that answers every request with a JSON echo of it."""
     seen = Seen()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def echo(request: Received) -> Reply:
+        seen.requests.append((request.method, request.path, request.lower_headers(), request.body))
+        return Reply.json({"method": request.method, "path": request.path, "size": len(request.body)})
 
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            seen.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            out = json.dumps({"method": self.command, "path": self.path, "size": len(body)}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with http_server(echo) as service:
+        yield service.url, seen
 
 
 def make_exchange(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,26 +12,13 @@ from devtunnel.capture.model import Headers
 from devtunnel.capture.store import Store
 from devtunnel.tui.backend import Backend
 from tests.kit.exchanges import make_exchange
-
-
-class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.kit.servers import Reply, http_server
 
 
 @pytest.fixture
 def target() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(lambda request: Reply(200, body=b"ok")) as server:
+        yield server.url
 
 
 async def test_a_replay_without_an_agent_is_stored_under_the_configured_retention(tmp_path: Path, target: str) -> None:
