@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from devtunnel.commands.send import send_url
 from devtunnel.errors import ConfigError
+from tests.kit.procs import DEVTUNNEL
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
-
-DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
 
 
 def send(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
