@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Store
 from devtunnel.config import load, set_value, to_toml
 from devtunnel.errors import ConfigError
+from tests.kit.exchanges import make_exchange, make_response
+from tests.kit.servers import Received, Reply, http_server
 from tests.test_cli_captures import DEVTUNNEL, assert_one_line_error, cli
 
 HOSTILE_ERROR = b'\x1b]0;pwned\x07boom \x1b[31mred\nsecond line\n'
@@ -24,7 +24,7 @@ HOSTILE_ERROR = b'\x1b]0;pwned\x07boom \x1b[31mred\nsecond line\n'
 @dataclass
 class Service:
     url: str
-    seen: list[tuple[str, str, list[tuple[str, str]], bytes]] = field(default_factory=list)
+    seen: list[Received] = field(default_factory=list)
     builds: int = 0
 
 
@@ -33,44 +33,17 @@ def service() -> Iterator[Service]:
     """Answers ``ok`` with a fresh Date; ``/build`` adds an X-Build that changes every time; ``/fail`` a 500."""
     state = Service("")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(request: Received) -> Reply:
+        out, status = (HOSTILE_ERROR, 500) if request.path == "/fail" else (b"ok", 200)
+        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))]
+        if request.path == "/build":
+            state.builds += 1
+            headers.append(("X-Build", str(state.builds)))
+        return Reply(status, headers, out)  # also sent: Server and a Date of now
 
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            state.seen.append((self.command, self.path, list(self.headers.items()), body))
-            out, status = (HOSTILE_ERROR, 500) if self.path == "/fail" else (b"ok", 200)
-            self.send_response(status)  # also sends Server and a Date of now
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(out)))
-            if self.path == "/build":
-                state.builds += 1
-                self.send_header("X-Build", str(state.builds))
-            self.end_headers()
-            self.wfile.write(out)
-
-        do_GET = do_POST = do_PUT = do_DELETE = _answer
-
-        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-            if name.startswith("do_"):
-                return self._answer  # any other method, as typed
-            raise AttributeError(name)
-
-        def version_string(self) -> str:
-            return "test-service"
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with http_server(answer, server_version="test-service") as server:
+        state.url, state.seen = server.url, server.received
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def captured(service: Service, target: bytes = b"/", headers: list[tuple[str, str]] | None = None,
@@ -78,12 +51,10 @@ def captured(service: Service, target: bytes = b"/", headers: list[tuple[str, st
     """An exchange as if captured from ``service`` yesterday."""
     fields = headers if headers is not None else [("Host", "shop.localhost"), ("Content-Type", "application/json"),
                                                    ("Content-Length", "7"), ("Stripe-Signature", "t=1,v1=abc")]
-    response = Response(status=200, reason="OK", body=b"ok", body_size=2, headers=Headers(response_headers or [
+    response = make_response(200, response_headers or [
         ("Server", "test-service"), ("Date", "Mon, 01 Dec 2025 10:00:00 GMT"), ("Content-Type", "text/plain"), ("Content-Length", "2"),
-    ]))
-    return Exchange(id=new_id(), tunnel="shop", started_at=1.0, target_url=service.url, response=response,
-                    request=Request(method="POST", target=target, headers=Headers(fields), body=b'{"a":1}',
-                                    body_size=7))
+    ], b"ok", reason="OK")
+    return make_exchange("POST", target, fields, b'{"a":1}', response, tunnel="shop", started_at=1.0, target_url=service.url)
 
 
 def put(db: Path, *exchanges: Exchange) -> None:

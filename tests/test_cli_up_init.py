@@ -13,20 +13,15 @@ import pytest
 
 from devtunnel.commands.init import guess_app, render, tunnel_name
 from tests.helpers import free_port, process_alive, wait_for
-from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
 
 APP = Path(__file__).parent / "net" / "app_fixture.py"
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Proc:
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        # Config and captures in the test's folder: never the user's own store or files.
-        return Proc([*DEVTUNNEL, *args], {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(cwd / ".xdg"),
-                                         "XDG_STATE_HOME": str(cwd / ".xdg-state"), **(env or {})})
-    finally:
-        os.chdir(old)
+    # Config and captures in the test's folder: never the user's own store or files.
+    return Proc([*DEVTUNNEL, *args], {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(cwd / ".xdg"),
+                                     "XDG_STATE_HOME": str(cwd / ".xdg-state"), **(env or {})}, cwd=cwd)
 
 
 # -- init ---------------------------------------------------------------------------------------------

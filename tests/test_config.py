@@ -6,7 +6,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -30,10 +29,10 @@ from devtunnel.errors import ConfigError
 from devtunnel.values.sizes import parse_size
 from devtunnel.values.sizes import size_text
 from tests.helpers import free_port
-from tests.net.test_agent_command import FORWARDING, Proc, local, procs  # noqa: F401 (fixtures)
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, procs  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
-DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
 
 
 class Places:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, new_id
+from devtunnel.capture.model import Exchange, Headers
 from devtunnel.config import WebhookSection, to_toml, webhook_context
 from devtunnel.errors import ConfigError
 from devtunnel.webhooks import CustomProvider, Delivery, Signature
 from devtunnel.webhooks.providers import GitHub, Stripe
+from tests.kit.exchanges import make_exchange
 from tests.test_config import Places, places  # noqa: F401 (fixture)
 
 SECRET = "whsec_a_secret_nobody_may_see_0001"
@@ -27,8 +28,7 @@ def stripe_exchange(secret: str, *, tunnel: str = "web", at: float | None = None
     now = time.time() if at is None else at
     body = b'{"id": "evt_1", "type": "invoice.paid"}'
     headers = Stripe().sign(Delivery("POST", "", Headers([("Host", "web.localhost")]), body), secret, now)
-    return Exchange(id=new_id(), tunnel=tunnel, started_at=now, duration=0.01,
-                    request=Request(method="POST", target=b"/hooks", headers=headers, body=body, body_size=len(body)))
+    return make_exchange("POST", b"/hooks", headers, body, tunnel=tunnel, started_at=now, duration=0.01)
 
 
 def test_secrets_come_from_the_file_then_the_conventional_variable(places: Places) -> None:
@@ -69,8 +69,7 @@ def test_a_custom_provider_is_described_in_config_and_judged(places: Places) -> 
     assert acme.name == "acme"
     body = b'{"event": {"kind": "order.shipped"}}'
     headers = acme.sign(Delivery("POST", "", Headers([("X-Acme-Delivery", "d-9")]), body), "acme-secret", 0)
-    ex = Exchange(id=new_id(), tunnel="web", started_at=time.time(), duration=0.01,
-                  request=Request(method="POST", target=b"/", headers=headers, body=body, body_size=len(body)))
+    ex = make_exchange("POST", b"/", headers, body, tunnel="web", started_at=time.time(), duration=0.01)
     verdict = ctx.judge(ex)
     assert verdict is not None
     assert (verdict.provider, verdict.event_type, verdict.delivery_id, verdict.signature) == (
@@ -162,7 +161,6 @@ def test_judging_logs_no_secret(places: Places, caplog: pytest.LogCaptureFixture
     ctx = webhook_context(places.load(), {})
     body = b"{}"
     headers = GitHub().sign(Delivery("POST", "", Headers([("X-GitHub-Event", "ping")]), body), "wrong", 0)
-    ex = Exchange(id=new_id(), tunnel="web", started_at=time.time(), duration=0.01,
-                  request=Request(method="POST", target=b"/", headers=headers, body=body, body_size=2))
+    ex = make_exchange("POST", b"/", headers, body, tunnel="web", started_at=time.time(), duration=0.01)
     assert ctx.judge(ex).signature is Signature.INVALID  # type: ignore[union-attr]
     assert SECRET not in repr(ctx) and SECRET not in caplog.text

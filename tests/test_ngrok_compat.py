@@ -6,9 +6,7 @@ import hashlib
 import os
 import stat
 import subprocess
-import sys
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +16,10 @@ import pytest
 from devtunnel.errors import ConfigError
 from devtunnel.ngrok_config import default_ngrok_paths, read_ngrok_config
 from tests.helpers import free_port
-from tests.net.test_agent_command import FORWARDING, Proc
-from tests.net.tunnel_fixtures import LocalState, local_http
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, procs  # noqa: F401 (fixtures)
+from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
-DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
 
 # The shapes of ngrok's documentation: a v2 file and its v3 migration, with endpoints.
 V2 = """\
@@ -283,20 +281,6 @@ def test_config_add_authtoken_is_add_token(home: Home) -> None:
     done = home.cli("config", "add-authtoken", "-", stdin="tok-from-hands\n")
     assert done.returncode == 0, done.stderr
     assert tomllib.loads(home.user_file.read_text()) == {"relay": {"token": "tok-from-hands"}}
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
 
 
 def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
 from devtunnel.commands.http import exchange_line
 from devtunnel.commands.output import safe
 from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
@@ -21,6 +20,7 @@ from devtunnel.protocol import frames
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.handshake import PROTOCOL_VERSION, encode_welcome
 from tests.helpers import wait_for
+from tests.kit.exchanges import make_exchange, make_response
 from tests.net.tunnel_fixtures import LoopThread
 
 
@@ -47,10 +47,9 @@ def test_safe_can_keep_newlines_for_bodies() -> None:
 
 
 def test_the_log_line_of_a_hostile_request_is_one_safe_line() -> None:
-    ex = Exchange(
+    ex = make_exchange(
+        "GE\x1bT", b"/x\n\x1b]0;pwned\x07", [], response=make_response(200, reason="OK"),
         id="01ARYZ6S41TSV4RRFFQ69G5FAV", tunnel="demo", started_at=1469918176.385,
-        request=Request(headers=Headers([]), http_version="1.1", method="GE\x1bT", target=b"/x\n\x1b]0;pwned\x07"),
-        response=Response(headers=Headers([]), http_version="1.1", status=200, reason="OK"),
         duration=0.0123,
     )
     line = exchange_line(ex)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from devtunnel.commands.send import send_url
 from devtunnel.errors import ConfigError
+from tests.kit.procs import DEVTUNNEL
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
-
-DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
 
 
 def send(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -118,7 +116,7 @@ def test_localhost_names_are_reached_on_loopback_with_their_host_kept() -> None:
 
 
 def test_a_sample_sent_to_a_tunnels_public_url_is_captured_like_a_delivery(tmp_path: Path) -> None:
-    from tests.net.test_agent_command import FORWARDING, Proc
+    from tests.kit.procs import FORWARDING, Proc
 
     db = tmp_path / "c.db"
     env = {**{k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS}, "XDG_STATE_HOME": str(tmp_path)}

@@ -2,7 +2,7 @@
 
 Pure: ``model`` turns ``[[tunnels.NAME.rules]]`` tables (or a rules file) into typed rules,
 ``engine`` decides, for one request, which rule answers it or how it goes on. The relay runs
-the engine (``net/relay_rules.py``); the agent only parses, sends and records. docs/policy.md.
+the engine (``relay/rules.py``); the agent only parses, sends and records. docs/policy.md.
 """
 
 from devtunnel.rules.engine import Answer, Decision, Engine, RequestView, decide

@@ -18,20 +18,19 @@ from devtunnel.capture.diff import (
     render_side_by_side,
     render_unified,
 )
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange, Headers
+from tests.kit.exchanges import make_exchange, make_response
 
 
 def event(event_id: str, created: int, amount: int, *, signature: str = "t=1,v1=aaa") -> Exchange:
     body = {"id": event_id, "created": created, "type": "invoice.paid",
             "data": {"object": {"id": f"in_{event_id}", "amount_paid": amount,
                                 "lines": [{"id": "il_1", "amount": amount}, {"id": "il_2", "amount": 5}]}}}
-    return Exchange(
-        id=new_id(), tunnel="shop", started_at=time.time(),
-        request=Request(method="POST", target=b"/webhooks/stripe",
-                        headers=Headers([("Host", "shop.localhost"), ("Content-Type", "application/json"),
-                                         ("Stripe-Signature", signature)]),
-                        body=json.dumps(body).encode()),
-        response=Response(status=200, headers=Headers([("Content-Type", "text/plain")]), body=b"ok\n"),
+    return make_exchange(
+        "POST", b"/webhooks/stripe",
+        [("Host", "shop.localhost"), ("Content-Type", "application/json"), ("Stripe-Signature", signature)],
+        json.dumps(body).encode(), make_response(200, [("Content-Type", "text/plain")], b"ok\n"),
+        tunnel="shop", started_at=time.time(),
     )
 
 

@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devtunnel.capture.edit import Edit
-from devtunnel.capture.model import Exchange, Headers, Request
+from devtunnel.capture.model import Exchange
 from devtunnel.errors import ReplayError
+from tests.kit.exchanges import make_exchange
 
 
 def captured(headers: list[tuple[str, str]] | None = None, body: bytes = b'{"a":1}', method: str = "POST") -> Exchange:
@@ -19,9 +20,8 @@ def captured(headers: list[tuple[str, str]] | None = None, body: bytes = b'{"a":
         ("Host", "shop.localhost"), ("Content-Type", "application/json"), ("Content-Length", "7"),
         ("X-Multi", "a"), ("x-multi", "b"), ("Stripe-Signature", "t=1,v1=abc"),
     ]
-    return Exchange(id="01KB0EDIT00000000000000001", tunnel="shop", started_at=1.0,
-                    request=Request(method=method, target=b"/hooks?x=1", headers=Headers(fields), body=body,
-                                    body_size=len(body)))
+    return make_exchange(method, b"/hooks?x=1", fields, body, id="01KB0EDIT00000000000000001", tunnel="shop",
+                         started_at=1.0)
 
 
 def test_an_empty_edit_sends_the_capture_with_its_framing() -> None:

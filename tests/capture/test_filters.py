@@ -13,28 +13,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtunnel.capture.filters import CODES, FIELDS, FILTER_HELP, FLAGS, Filter, parse
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange, Headers, Request
 from devtunnel.capture.store import Store
 from devtunnel.errors import FilterSyntaxError
+from tests.kit.exchanges import make_exchange, make_response
 
 from .strategies import LEAVES, filter_expressions, small_exchanges
 
 
 def stripe_webhook(**changes: object) -> Exchange:
-    ex = Exchange(
-        id=new_id(),
+    ex = make_exchange(
+        "POST",
+        b"/webhooks/stripe?attempt=2",
+        [("Host", "shop.tunnel.example"), ("Stripe-Signature", "t=1,v1=abc"), ("Content-Type", "application/json")],
+        b'{"type": "invoice.paid", "data": {"object": {"id": "in_1"}}}',
+        make_response(500, [("Content-Type", "text/plain")], b"boom", body_size=2 * 1024 * 1024),
         tunnel="shop",
         started_at=time.time(),
         scheme="https",
-        request=Request(
-            method="POST",
-            target=b"/webhooks/stripe?attempt=2",
-            headers=Headers([("Host", "shop.tunnel.example"), ("Stripe-Signature", "t=1,v1=abc"),
-                             ("Content-Type", "application/json")]),
-            body=b'{"type": "invoice.paid", "data": {"object": {"id": "in_1"}}}',
-        ),
-        response=Response(status=500, headers=Headers([("Content-Type", "text/plain")]), body=b"boom",
-                          body_size=2 * 1024 * 1024),
         duration=0.750,
     )
     for key, value in changes.items():

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.capture.model import Exchange, Response
 from devtunnel.capture.outcome import (
     VOLATILE_HEADERS,
     error_excerpt,
     replay_outcome,
     status_line,
 )
+from tests.kit.exchanges import make_exchange, make_response
 
 
 def answered(status: int = 200, headers: list[tuple[str, str]] | None = None, body: bytes = b'{"ok":true}',
              reason: str = "", **fields: object) -> Exchange:
-    response = Response(status=status, reason=reason, body=body, body_size=len(body),
-                        headers=Headers(headers if headers is not None else [("Content-Type", "application/json"),
-                                                                             ("Date", "Mon, 01 Dec 2026 10:00:00 GMT")]))
-    return Exchange(id="01KB0OUTC0ME00000000000001", tunnel="t", started_at=1.0, request=Request(),
-                    response=response, **fields)  # type: ignore[arg-type]
+    response = make_response(status, headers if headers is not None else [("Content-Type", "application/json"),
+                                                                          ("Date", "Mon, 01 Dec 2026 10:00:00 GMT")],
+                             body, reason=reason)
+    return make_exchange(response=response, id="01KB0OUTC0ME00000000000001", tunnel="t", started_at=1.0, **fields)
 
 
 def test_only_a_new_date_is_the_same_response() -> None:
@@ -63,14 +63,14 @@ def test_the_sent_reason_is_kept() -> None:
 
 
 def test_no_response_is_a_failure_with_its_message() -> None:
-    failed = Exchange(id="x", tunnel="t", started_at=1.0, request=Request(), error="local_refused",
-                      error_message="connection refused by http://127.0.0.1:9")
+    failed = make_exchange(id="x", tunnel="t", started_at=1.0, error="local_refused",
+                           error_message="connection refused by http://127.0.0.1:9")
     outcome = replay_outcome(answered(), failed)
     assert outcome.failed and outcome.status == "ERR local_refused"
     assert outcome.verdict == "failed: connection refused by http://127.0.0.1:9" and outcome.differs is None
 
 
 def test_an_original_without_a_response_cannot_be_compared() -> None:
-    original = Exchange(id="x", tunnel="t", started_at=1.0, request=Request(), error="local_refused")
+    original = make_exchange(id="x", tunnel="t", started_at=1.0, error="local_refused")
     outcome = replay_outcome(original, answered(503, body=b"down"))
     assert (outcome.verdict, outcome.differs, outcome.error_body) == ("original had no response", None, "down")

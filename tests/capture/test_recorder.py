@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -15,18 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Request, Response, WsMessage, new_id
+from devtunnel.capture.model import Exchange, Request, Response, WsMessage
 from devtunnel.capture.recorder import Recorder
 from devtunnel.capture.store import Store
 from devtunnel.errors import StoreError
 from tests.helpers import wait_for
+from tests.kit.exchanges import make_exchange
+from tests.kit.procs import Proc
 
 HERE = Path(__file__).resolve().parent
 
 
 def make(n: int = 0) -> Exchange:
-    return Exchange(id=new_id(), tunnel="web", started_at=time.time(),
-                    request=Request(method="GET", target=f"/{n}".encode()))
+    return make_exchange("GET", f"/{n}", [], tunnel="web", started_at=time.time())
 
 
 class Batches:
@@ -163,22 +162,14 @@ def test_close_stops_the_writer_and_refuses_later_submits(store: Store) -> None:
 
 def test_kill_9_of_a_recording_process_loses_only_uncommitted_exchanges(tmp_path: Path) -> None:
     db = tmp_path / "crash.db"
-    child = subprocess.Popen([sys.executable, str(HERE / "recorder_child.py"), str(db)],
-                             stdout=subprocess.PIPE, text=True, cwd=HERE.parents[1])
-    announced: list[str] = []
+    child = Proc([sys.executable, str(HERE / "recorder_child.py"), str(db)], cwd=HERE.parents[1])
     try:
-        assert child.stdout is not None
-        for line in child.stdout:
-            announced.append(line.strip())
-            if len(announced) >= 500:
-                break
-        os.kill(child.pid, signal.SIGKILL)
-        # Ids printed before the kill were committed: read the rest of the pipe.
-        announced += [line.strip() for line in child.stdout if line.strip()]
+        wait_for(lambda: len(child.out) >= 500 or child.popen.poll() is not None, timeout=60, what="500 committed ids")
+        # Ids printed before the kill were committed: stopping reads the rest of the pipe.
+        child.stop(signal.SIGKILL, timeout=10)
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(10)
+        child.kill()
+    announced = [line.strip() for line in child.out if line.strip()]
     assert child.returncode == -signal.SIGKILL
     assert len(announced) >= 500
     store = Store(db)

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange, Headers, new_id
 from devtunnel.capture.recorder import Recorder
 from devtunnel.capture.store import Store
 from devtunnel.webhooks import Delivery, Signature, Verdict
 from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.providers import Stripe
 from tests.helpers import wait_for
+from tests.kit.exchanges import make_exchange, make_response
 
 SECRET = "whsec_recorder_test"
 CONTEXT = WebhookContext(secrets={"stripe": (SECRET,)})
@@ -27,9 +28,8 @@ def delivery(at: float | None = None, *, secret: str = SECRET, body_size: int = 
     now = time.time() if at is None else at
     body = b'{"id": "evt_%d", "type": "invoice.paid", "pad": "%s"}' % (int(now * 1e6), b"x" * body_size)
     headers = Stripe().sign(Delivery("POST", "", Headers([("Host", "a.localhost")]), body), secret, now)
-    return Exchange(id=new_id(now), tunnel="web", started_at=now, duration=0.01 if done else None,
-                    request=Request(method="POST", target=b"/hooks", headers=headers, body=body, body_size=len(body)),
-                    response=Response(status=200, body=b"ok", body_size=2))
+    return make_exchange("POST", b"/hooks", headers, body, make_response(200, body=b"ok"), id=new_id(now), tunnel="web",
+                         started_at=now, duration=0.01 if done else None)
 
 
 class Spy:
@@ -127,8 +127,7 @@ def test_a_hostile_event_type_or_id_costs_no_capture(store: Store) -> None:
     exs = []
     for body in (b'{"id": "evt_\\ud800", "type": "invoice.\\udcff"}', b'{"id": "%s", "type": "t"}' % (b"x" * 100_000)):
         headers = Stripe().sign(Delivery("POST", "", Headers([("Host", "a.localhost")]), body), SECRET, now)
-        ex = Exchange(id=new_id(), tunnel="web", started_at=now, duration=0.01,
-                      request=Request(method="POST", target=b"/", headers=headers, body=body, body_size=len(body)))
+        ex = make_exchange("POST", b"/", headers, body, tunnel="web", started_at=now, duration=0.01)
         exs.append(ex)
         recorder.submit(ex)
     recorder.flush()

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, new_id
+from devtunnel.capture.model import Exchange, Headers, Response, WsMessage, new_id
 from devtunnel.capture.rows import Row, decode_headers, encode_headers
 from devtunnel.capture.schema import _SCHEMA_V1, SCHEMA_VERSION
 from devtunnel.capture.store import Store
 from devtunnel.values.paths import db_path
 from devtunnel.errors import NotFoundError, StoreError
+
+from tests.kit.exchanges import make_exchange, make_response
 
 from .strategies import exchanges, header_fields
 from .test_store_webhooks import TO_SCHEMA_3
@@ -26,17 +28,9 @@ from .test_store_webhooks import TO_SCHEMA_3
 
 def make(n: int = 0, *, body: bytes = b"", status: int | None = 200, now: float | None = None,
          ex_id: str | None = None) -> Exchange:
-    response = None if status is None else Response(status=status, body=b"ok", body_size=2,
-                                                    headers=Headers([("content-type", "text/plain")]))
-    return Exchange(
-        id=ex_id or new_id(now),
-        tunnel="web",
-        started_at=now or time.time(),
-        request=Request(method="POST", target=f"/hook/{n}?a=1".encode(), headers=Headers([("Host", "a.localhost")]),
-                        body=body, body_size=len(body)),
-        response=response,
-        duration=0.01 * n,
-    )
+    response = None if status is None else make_response(status, [("content-type", "text/plain")], b"ok")
+    return make_exchange("POST", f"/hook/{n}?a=1", [("Host", "a.localhost")], body, response,
+                         id=ex_id or new_id(now), tunnel="web", started_at=now or time.time(), duration=0.01 * n)
 
 
 @pytest.fixture

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Request, new_id
+from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Store
 from devtunnel.errors import StoreError
+from tests.kit.exchanges import make_exchange
 
 
 def make() -> Exchange:
-    return Exchange(id=new_id(), tunnel="web", started_at=time.time(), request=Request(body=b"kept"))
+    return make_exchange(headers=[], body=b"kept", tunnel="web", started_at=time.time())
 
 
 def one_line(err: pytest.ExceptionInfo[StoreError]) -> str:

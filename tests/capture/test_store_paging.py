@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.capture.model import Exchange
 from devtunnel.capture.schema import SCHEMA_VERSION
 from devtunnel.capture.store import Store
+from tests.kit.exchanges import make_exchange, make_response
 
 FILTERS = ["", "status:404", "status:>=400", "method:post status:4xx", "tunnel:B", "~e", "body:needle",
            "path:/p/1", "not status:200"]
@@ -21,11 +22,10 @@ FILTERS = ["", "status:404", "status:>=400", "method:post status:4xx", "tunnel:B
 def _exchange(n: int) -> Exchange:
     status = (200, 404, 500, 201)[n % 4] if n % 9 else None
     body = b"a needle" if n % 5 == 0 else b""
-    return Exchange(
+    return make_exchange(
+        "POST" if n % 2 else "GET", f"/p/{n}", [("host", "x.localhost")], body,
+        None if status is None else make_response(status),
         id=f"01KB0{n:021d}", tunnel="a" if n % 3 else "b", started_at=1_764_160_200.0 + n,
-        request=Request(method="POST" if n % 2 else "GET", target=f"/p/{n}".encode(),
-                        headers=Headers([("host", "x.localhost")]), body=body, body_size=len(body)),
-        response=None if status is None else Response(status=status, body=b"", body_size=0, headers=Headers([])),
         error="local_refused" if status is None else None,
     )
 

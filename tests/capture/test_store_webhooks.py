@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange, new_id
 from devtunnel.capture.schema import SCHEMA_VERSION
 from devtunnel.capture.store import Store
 from devtunnel.webhooks import Signature, Verdict
+from tests.kit.exchanges import make_exchange, make_response
 
 TO_SCHEMA_3 = """
     ALTER TABLE exchanges DROP COLUMN resigned;
@@ -40,13 +41,11 @@ def delivery(delivery_id: str | None = "evt_1", *, provider: str = "stripe", rep
              signature: Signature = Signature.VALID, reason: str = "", at: float | None = None,
              ex_id: str | None = None) -> Exchange:
     now = time.time() if at is None else at
-    return Exchange(
+    return make_exchange(
+        "POST", b"/webhooks", [("Host", "shop.localhost")], b'{"type": "invoice.paid"}', make_response(200, body=b"ok"),
         id=ex_id or new_id(now),
         tunnel="shop",
         started_at=now,
-        request=Request(method="POST", target=b"/webhooks", headers=Headers([("Host", "shop.localhost")]),
-                        body=b'{"type": "invoice.paid"}', body_size=24),
-        response=Response(status=200, body=b"ok", body_size=2),
         duration=0.01,
         replay_of=replay_of,
         webhook=Verdict(provider, "invoice.paid", delivery_id, signature, reason),

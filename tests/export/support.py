@@ -1,4 +1,4 @@
-"""Helpers for exporter and replay tests: an exchange factory and a runner for generated commands."""
+"""For exporter and replay tests: run a generated command in a folder of its own."""
 
 from __future__ import annotations
 
@@ -6,25 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
 from devtunnel.export import Export
-
-
-def make_exchange(
-    method: str = "GET",
-    target: bytes = b"/",
-    headers: list[tuple[bytes | str, bytes | str]] | None = None,
-    body: bytes = b"",
-    response: Response | None = None,
-    **fields: object,
-) -> Exchange:
-    """An exchange with sensible defaults (a Host header, started at a fixed time)."""
-    if headers is None:
-        headers = [("Host", "pub.example")]
-    request = Request(method=method, target=target, headers=Headers(headers), body=body, body_size=len(body))
-    values: dict[str, object] = {"tunnel": "demo", "started_at": 1_764_158_400.25, "target_url": "http://127.0.0.1:9"}
-    values.update(fields)
-    return Exchange(id=new_id(), request=request, response=response, **values)  # type: ignore[arg-type]
 
 
 def run_shell(result: Export, directory: Path, *, timeout: float = 20) -> subprocess.CompletedProcess[bytes]:

@@ -15,7 +15,7 @@ from devtunnel.capture.model import Headers, Request, Response
 from devtunnel.export import export
 from devtunnel.export.assemble import request_bytes, response_bytes
 from devtunnel.export.agent_json import capture_json
-from tests.export.support import make_exchange
+from tests.kit.exchanges import make_exchange
 from tests.net.tunnel_fixtures import local_http, parse_response, raw_request, relay_and_agent
 
 

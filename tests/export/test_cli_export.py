@@ -14,7 +14,8 @@ import pytest
 from devtunnel.capture.store import Store
 from devtunnel.export import Export
 from tests.export.rawserver import RawServer
-from tests.export.support import make_exchange, run_shell
+from tests.export.support import run_shell
+from tests.kit.exchanges import make_exchange
 
 DEVTUNNEL = str(Path(sys.executable).parent / "devtunnel")
 

@@ -8,7 +8,7 @@ import pytest
 
 from devtunnel.errors import ExportError
 from devtunnel.export import EXPORTERS, export, options_of
-from tests.export.support import make_exchange
+from tests.kit.exchanges import make_exchange
 
 BASE = [(b"Host", b"pub.example"), (b"User-Agent", b"ua"), (b"Accept", b"*/*")]
 

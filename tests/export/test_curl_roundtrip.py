@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from devtunnel.export import Export, export
 from tests.export.rawserver import RawServer
-from tests.export.support import make_exchange, run_shell
+from tests.export.support import run_shell
+from tests.kit.exchanges import make_exchange
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
 

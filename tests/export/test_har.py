@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from devtunnel.capture.model import Headers, Response, WsMessage
 from devtunnel.export import export
-from tests.export.support import make_exchange
+from tests.kit.exchanges import make_exchange
 
 # ----------------------------------------------------------------------------------------------
 # A checker written from the HAR 1.2 spec: (field, type, required) per object; custom fields

@@ -13,7 +13,8 @@ import pytest
 
 from devtunnel.errors import ExportError
 from devtunnel.export import Export, export
-from tests.export.support import make_exchange, run_shell
+from tests.export.support import run_shell
+from tests.kit.exchanges import make_exchange
 
 HTTP = shutil.which("http", path=str(Path(sys.executable).parent)) or shutil.which("http")
 CANARY = Path(tempfile.gettempdir()) / f"devtunnel-httpie-canary-{os.getpid()}"

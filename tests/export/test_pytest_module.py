@@ -12,11 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange
 from devtunnel.export import export
 from devtunnel.export.pytest_module import export_pytest
 from devtunnel.webhooks import Delivery, by_name
 from devtunnel.webhooks.samples import sample
+from tests.kit.exchanges import make_exchange, make_response
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 SENT = [("stripe", "invoice.paid"), ("github", "push"), ("shopify", "orders/create"), ("standard", "user.created"),
@@ -36,11 +37,9 @@ def _deliver(base: str, provider_name: str, name: str) -> Exchange:
     headers = provider.sign(Delivery("POST", url, made.headers, made.body), secret, time.time())
     response = httpx.post(url, headers=headers.items(), content=made.body, trust_env=False)
     host = base.split("://", 1)[1]
-    request = Request(method="POST", target=target.encode(), headers=Headers([("Host", host), *headers.items()]),
-                      body=made.body, body_size=len(made.body))
-    return Exchange(id=new_id(), tunnel="hooks", started_at=time.time(), request=request, target_url=base,
-                    response=Response(status=response.status_code, body=response.content, body_size=len(response.content)),
-                    duration=0.01)
+    return make_exchange("POST", target, [("Host", host), *headers.items()], made.body,
+                         make_response(response.status_code, body=response.content),
+                         tunnel="hooks", started_at=time.time(), target_url=base, duration=0.01)
 
 
 def _run(module: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -85,12 +84,11 @@ def test_the_base_url_variable_points_the_tests_elsewhere(tmp_path: Path) -> Non
 
 def test_hostile_captures_become_literals_and_unreplayable_ones_are_skipped_with_the_reason(tmp_path: Path) -> None:
     hostile = "/x\x1b]0;pwned\x07\"\"\"; import os; os.system('id') #\u202e"
-    plain = Exchange(id=new_id(), tunnel="t", started_at=0.0, target_url="http://127.0.0.1:9",
-                     request=Request(method="PUT", target=hostile.encode(), headers=Headers([("X-Evil", "a'b\"c\\\x00")]),
-                                     body=b"\x00\xff\"\"\""), response=Response(status=418), duration=0.1)
-    failed = Exchange(id=new_id(), tunnel="t", started_at=0.0, request=Request(), error="local_refused")
-    cut = Exchange(id=new_id(), tunnel="t", started_at=0.0, request=Request(body=b"ab", body_size=10, body_truncated=True),
-                   response=Response(status=200), duration=0.1)
+    plain = make_exchange("PUT", hostile, [("X-Evil", "a'b\"c\\\x00")], b"\x00\xff\"\"\"", make_response(418),
+                          tunnel="t", started_at=0.0, duration=0.1)
+    failed = make_exchange(headers=[], tunnel="t", started_at=0.0, target_url="", error="local_refused")
+    cut = make_exchange(headers=[], body=b"ab", body_size=10, body_truncated=True, response=make_response(200),
+                        tunnel="t", started_at=0.0, target_url="", duration=0.1)
     text = export_pytest([plain, failed, cut]).text
     compile(text, "x.py", "exec")
     assert "\x1b" not in text and "\u202e" not in text and "\x00" not in text
@@ -106,17 +104,15 @@ def test_hostile_captures_become_literals_and_unreplayable_ones_are_skipped_with
 
 
 def test_redact_replaces_credentials_in_what_the_tests_send() -> None:
-    ex = Exchange(id=new_id(), tunnel="t", started_at=0.0, target_url="http://127.0.0.1:9",
-                  request=Request(headers=Headers([("Authorization", "Bearer sk_live_abc"), ("Cookie", "sid=s3cret")])),
-                  response=Response(status=200), duration=0.1)
+    ex = make_exchange(headers=[("Authorization", "Bearer sk_live_abc"), ("Cookie", "sid=s3cret")],
+                       response=make_response(200), tunnel="t", started_at=0.0, duration=0.1)
     text = export("pytest", [ex], redact=True).text
     assert "sk_live_abc" not in text and "s3cret" not in text
 
 
 @pytest.mark.parametrize("count", [1, 12])
 def test_test_names_are_unique_and_ordered(count: int) -> None:
-    ex = Exchange(id=new_id(), tunnel="t", started_at=0.0, target_url="http://127.0.0.1:9",
-                  request=Request(target=b"/same"), response=Response(status=200), duration=0.1)
+    ex = make_exchange(target=b"/same", headers=[], response=make_response(200), tunnel="t", started_at=0.0, duration=0.1)
     text = export_pytest([ex] * count).text
     names = [line.split("(")[0][4:] for line in text.splitlines() if line.startswith("def test_")]
     assert len(set(names)) == count and names == sorted(names)

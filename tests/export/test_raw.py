@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from devtunnel.capture.model import Headers, Response
 from devtunnel.export import export
-from tests.export.support import make_exchange
+from tests.kit.exchanges import make_exchange
 
 HEADERS = [(b"Host", b"pub.example"), (b"content-type", b"text/plain"), (b"X-Multi", b"a"), (b"x-multi", b"b")]
 

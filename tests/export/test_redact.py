@@ -19,7 +19,7 @@ from devtunnel.export import export
 from devtunnel.export.redact import is_secret_field, is_secret_header, redact_body, redact_exchange
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
-from tests.export.support import make_exchange
+from tests.kit.exchanges import make_exchange
 
 # Every secret value below is a distinct marker: none may appear in a redacted export.
 SECRETS = [

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, new_id
+from devtunnel.capture.model import Exchange, new_id
 from devtunnel.capture.recorder import Recorder
 from devtunnel.capture.store import Store
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
+from tests.kit import exchanges as kit
+from tests.kit.servers import Received, Reply, http_server
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -45,34 +44,12 @@ def echo_service() -> Iterator[tuple[str, Seen]]:
     """A real ``http.server`` on 127.0.0.1 that answers every request with a JSON echo of it."""
     seen = Seen()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def echo(request: Received) -> Reply:
+        seen.requests.append((request.method, request.path, request.lower_headers(), request.body))
+        return Reply.json({"method": request.method, "path": request.path, "size": len(request.body)})
 
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            seen.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            out = json.dumps({"method": self.command, "path": self.path, "size": len(body)}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with http_server(echo) as service:
+        yield service.url, seen
 
 
 def make_exchange(
@@ -102,18 +79,17 @@ def make_exchange(
     response = None
     if status is not None:
         rh = resp_headers if resp_headers is not None else [("Content-Type", "application/json"), ("Content-Length", str(len(resp_body)))]
-        response = Response(status=status, headers=Headers(rh), body=resp_body, body_size=len(resp_body))
-    return Exchange(
+        response = kit.make_response(status, rh, resp_body)
+    return kit.make_exchange(
+        method, target, headers, req_body, response,
         id=ulid_at(started) if started_at is not None else new_id(),
         tunnel=tunnel,
         started_at=started,
-        request=Request(method=method, target=target, headers=Headers(headers), body=req_body, body_size=len(req_body)),
-        response=response,
         remote_addr="203.0.113.7:52100",
         target_url=target_url,
         ttfb=0.004,
         duration=0.0123,
-        error=error,  # type: ignore[arg-type]
+        error=error,
         error_message="connection refused" if error else "",
         replay_of=replay_of,
     )

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,92 +15,13 @@ import pytest
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
 
-from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.store import Store
 from devtunnel.commands.http import exchange_line
-from tests.helpers import free_port, wait_for
-from tests.net.tunnel_fixtures import LocalState, local_http
-
-DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
-FORWARDING = re.compile(r"^Forwarding (http://([a-z0-9-]+)\.localhost:(\d+)) -> (\S+)$")
-
-
-class Proc:
-    """A running command whose stdout and stderr lines are collected as they come."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.popen.stdout, self.out), daemon=True),
-            threading.Thread(target=self._pump, args=(self.popen.stderr, self.err), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-
-    @staticmethod
-    def _pump(stream: object, into: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            into.append(line.rstrip("\n"))
-
-    def line(self, predicate: Callable[[str], bool], lines: str = "out", timeout: float = 20.0) -> str:
-        source = self.out if lines == "out" else self.err
-
-        def found() -> str | None:
-            line = next((l for l in source if predicate(l)), None)
-            if line is None and self.popen.poll() is not None:
-                self.wait()  # every line is in now
-                line = next((l for l in source if predicate(l)), None)
-                if line is None:
-                    raise AssertionError(f"exited {self.popen.returncode}: out={self.out} err={self.err}")
-            return line
-
-        return wait_for(found, timeout=timeout, what=f"a matching line; out={self.out} err={self.err}")
-
-    def wait(self, timeout: float = 15.0) -> int:
-        """The exit code, once the process ended and all its output was read."""
-        code = self.popen.wait(timeout)
-        for t in self._threads:
-            t.join(5)
-        return code
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
-        self.popen.send_signal(sig)
-        return self.wait(timeout)
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    out = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
-    out.pop("DEVTUNNEL_RELAY", None)
-    out.pop("DEVTUNNEL_TOKEN", None)
-    return out
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
-
-
-def start(procs: list[Proc], env: dict[str, str], *args: str) -> Proc:
-    proc = Proc([*DEVTUNNEL, *args], env)
-    procs.append(proc)
-    return proc
+from tests.helpers import free_port
+from tests.kit.exchanges import make_exchange, make_response
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
+from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 
 def test_http_prints_forwarding_once_logs_requests_records_them_and_exits_0_on_sigint(
@@ -243,10 +161,9 @@ def test_bad_arguments_exit_2_with_one_clear_line(env: dict[str, str], args: lis
 
 
 def test_exchange_line_escapes_control_characters_in_hostile_paths() -> None:
-    ex = Exchange(
+    ex = make_exchange(
+        "GET", b"/\x1b[2J\x1b]0;pwned\x07/\xe2\x80\xaeevil\r\n", [], response=make_response(404),
         id="01", tunnel="t", started_at=0.0, duration=0.0123,
-        request=Request(method="GET", target=b"/\x1b[2J\x1b]0;pwned\x07/\xe2\x80\xaeevil\r\n"),
-        response=Response(status=404),
     )
     line = exchange_line(ex)
     assert not any(ord(c) < 0x20 or c == "\u202e" for c in line)

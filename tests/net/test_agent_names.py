@@ -11,12 +11,11 @@ import asyncio
 import os
 import random
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
 from devtunnel.agent.config import TunnelConfig
@@ -27,7 +26,8 @@ from devtunnel.relay.server import Relay
 from devtunnel.protocol.events import Welcome
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, ScriptedAgent, connect_agent, running_relay
-from tests.net.tunnel_fixtures import LocalState, local_http
+from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 FAST = Backoff(base=0.05, cap=0.2, rng=random.Random(3))
 
@@ -85,12 +85,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     except OSError:
         pass
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
 
 
 @asynccontextmanager

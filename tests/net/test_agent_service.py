@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,15 +19,10 @@ from devtunnel.agent.tunnel import MAX_BACKOFF, Backoff
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
 from tests.helpers import async_wait_for, free_port
-from tests.net.tunnel_fixtures import TOKEN, Harness, LocalState, local_http, relay_and_agent
+from tests.net.tunnel_fixtures import TOKEN, Harness, LocalState, relay_and_agent
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 FAST = Backoff(base=0.05, cap=0.2, rng=random.Random(7))
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
 
 
 async def get(harness: Harness, name: str, path: str = "/echo") -> httpx.Response:

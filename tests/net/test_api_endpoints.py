@@ -18,7 +18,7 @@ from devtunnel.api.endpoints import endpoint_name
 from devtunnel.api.plumbing import ApiError
 from tests.helpers import wait_for
 from tests.net.api_fixtures import Agent, echo_service, running_agent
-from tests.net.test_agent_command import Proc
+from tests.kit.procs import Proc
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,10 +6,11 @@ import base64
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
+from devtunnel.capture.model import Exchange, Response, WsMessage
 from devtunnel.api.events import Outbox
 from devtunnel.api.security import is_loopback_host, is_loopback_origin
 from devtunnel.export.agent_json import capture_json, raw_request, raw_response
+from tests.kit.exchanges import make_exchange, make_response
 
 
 @pytest.mark.parametrize(
@@ -53,18 +54,14 @@ def test_other_origins_are_refused(origin: str) -> None:
 
 
 def _exchange() -> Exchange:
-    return Exchange(
+    return make_exchange(
+        "POST", b"/hooks?x=1",
+        [("Host", "payments.localhost"), ("Transfer-Encoding", "chunked"), ("X-A", "1"), ("x-a", "2")], b"hello",
+        make_response(418, [("Content-Length", "3")], b"\x00\xff\x01"),
         id="01JD3X0000000000000000000A",
         tunnel="payments",
         started_at=1_700_000_000.25,
-        request=Request(
-            method="POST",
-            target=b"/hooks?x=1",
-            headers=Headers([("Host", "payments.localhost"), ("Transfer-Encoding", "chunked"), ("X-A", "1"), ("x-a", "2")]),
-            body=b"hello",
-            body_size=5,
-        ),
-        response=Response(status=418, headers=Headers([("Content-Length", "3")]), body=b"\x00\xff\x01", body_size=3),
+        target_url="",
         remote_addr="203.0.113.9:5555",
         duration=0.0125,
     )
@@ -85,10 +82,9 @@ def test_capture_json_has_ngrok_fields_and_units() -> None:
 
 
 def test_capture_json_of_a_websocket_session_carries_its_messages() -> None:
-    ex = Exchange(
-        id="01JD3X0000000000000000000B", tunnel="chat", started_at=1_700_000_000.0, duration=2.0, websocket=True,
-        request=Request(method="GET", target=b"/ws", headers=Headers([("Upgrade", "websocket")])),
-        response=Response(status=101),
+    ex = make_exchange(
+        "GET", b"/ws", [("Upgrade", "websocket")], response=Response(status=101),
+        id="01JD3X0000000000000000000B", tunnel="chat", started_at=1_700_000_000.0, target_url="", duration=2.0, websocket=True,
         ws_messages=[WsMessage("client", 1, 1_700_000_000.5, b"hello"),
                      WsMessage("server", 2, 1_700_000_001.0, b"\x00\xff", size=4096)],
         ws_close_code=4001,

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from devtunnel.capture.store import Store
-from tests.helpers import free_port, wait_for
-from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
+from tests.helpers import free_port, process_alive, wait_for
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
 
 APP = Path(__file__).with_name("app_fixture.py")
 
@@ -59,7 +59,7 @@ def start(tmp_path: Path) -> Iterator:
         api_port = free_port()
         argv = [*DEVTUNNEL, "http", *flags, "--no-tui", "--api-port", str(api_port), "--db", str(tmp_path / "c.db")]
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        proc = Proc(argv, environment) if cwd is None else _proc_in(argv, environment, cwd)
+        proc = Proc(argv, environment, cwd=cwd)
         procs.append(proc)
         return Running(proc, f"http://127.0.0.1:{api_port}")
 
@@ -67,15 +67,6 @@ def start(tmp_path: Path) -> Iterator:
     for proc in procs:
         if proc.popen.poll() is None:
             proc.stop(signal.SIGTERM)
-
-
-def _proc_in(argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return Proc(argv, env)
-    finally:
-        os.chdir(old)
 
 
 def _records(db: Path) -> list:
@@ -196,14 +187,7 @@ def test_sigint_stops_the_app_too(start, tmp_path: Path) -> None:
     wait_for(lambda: run.app()["state"] == "ready", what="app ready")
     pid = run.app()["pid"]
     assert run.proc.stop(signal.SIGINT) == 0
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), what="app stopped")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
-    except OSError:
-        return True
+    wait_for(lambda: not process_alive(pid), what="app stopped")
 
 
 def test_logs_command_prints_the_app_output_escaped_and_follows(start, tmp_path: Path) -> None:
@@ -281,7 +265,7 @@ def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> N
     wait_for(lambda: run.app()["state"] == "ready", what="app ready")
     pid = run.app()["pid"]
     run.proc.kill()  # SIGKILL: devtunnel cannot stop anything itself
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), what="the app gone with devtunnel")
+    wait_for(lambda: not process_alive(pid), what="the app gone with devtunnel")
 
 
 ASGI_APP = '''\

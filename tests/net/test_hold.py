@@ -1,11 +1,11 @@
-"""Hold (``net/hold.py``): requests wait for the local app, in order and bounded, and a tunnel
+"""Hold (``agent/hold.py``): requests wait for the local app, in order and bounded, and a tunnel
 with hold configured forwards exactly as one without it while the app answers."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -17,15 +17,9 @@ from tests.net.tunnel_fixtures import (
     Harness,
     LocalState,
     _pattern,
-    local_http,
     relay_and_agent,
 )
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtunnel.agent.port_memory import MAX_ENTRIES, PortMemory
-from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
-from tests.net.test_via_command import env, procs  # noqa: F401 - fixtures shared with the --via tests
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs  # noqa: F401 (fixtures)
 
 
 def test_ports_are_remembered_per_kind_and_key_in_one_json_file(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,50 +18,34 @@ from devtunnel.errors import ConfigError
 from devtunnel.values.names import random_name, validate_name
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.values.sizes import format_size, parse_size
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port
+from tests.kit.procs import DEVTUNNEL, Proc, procs  # noqa: F401 (a fixture)
 
-DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
 
 
 def run_relay(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*DEVTUNNEL, "relay", *args], capture_output=True, text=True, timeout=30)
 
 
-def test_relay_prints_listening_line_serves_and_exits_0_on_sigint(tmp_path: Path) -> None:
+def test_relay_prints_listening_line_serves_and_exits_0_on_sigint(tmp_path: Path, procs: list[Proc]) -> None:
     port = free_port()
     tokens = tmp_path / "tokens"
     tokens.write_text("# agents of the payments team\n\nfirst-token\n  second-token  \n")
-    proc = subprocess.Popen(
-        [*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--tokens-file", str(tokens), "--domain", "t.test"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line == f"Relay listening on http://127.0.0.1:{port} (tunnels at http://NAME.t.test:{port})\n"
-        r = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"Host": "t.test"})
-        assert (r.status_code, r.text) == (200, "ok\n")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--tokens-file", str(tokens), "--domain", "t.test"])
+    procs.append(proc)
+    line = proc.line(lambda l: True)  # the first line, without its end
+    assert line == f"Relay listening on http://127.0.0.1:{port} (tunnels at http://NAME.t.test:{port})"
+    r = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"Host": "t.test"})
+    assert (r.status_code, r.text) == (200, "ok\n")
+    assert proc.stop(signal.SIGINT) == 0
 
 
-def test_relay_exits_0_on_sigterm() -> None:
+def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:
     port = free_port()
-    proc = subprocess.Popen([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("Relay listening on")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}"])
+    procs.append(proc)
+    assert proc.line(lambda l: True).startswith("Relay listening on")
+    assert proc.stop(signal.SIGTERM) == 0
 
 
 @pytest.mark.parametrize(
@@ -147,7 +130,7 @@ def test_names_are_lowercased() -> None:
     assert validate_name("Payments-API") == "payments-api"
 
 
-def test_relay_listening_line_shows_https_with_tls(tmp_path: Path) -> None:
+def test_relay_listening_line_shows_https_with_tls(tmp_path: Path, procs: list[Proc]) -> None:
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     cert = ca.issue_cert("t.test", "*.t.test")
@@ -155,21 +138,12 @@ def test_relay_listening_line_shows_https_with_tls(tmp_path: Path) -> None:
     cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
     cert.private_key_pem.write_to_path(str(key))
     port = free_port()
-    proc = subprocess.Popen(
-        [*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--domain", "t.test", "--tls-cert", str(chain),
-         "--tls-key", str(key)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = wait_for(proc.stdout.readline, what="the listening line")
-        assert line == f"Relay listening on https://127.0.0.1:{port} (tunnels at https://NAME.t.test:{port})\n"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--domain", "t.test", "--tls-cert", str(chain),
+                 "--tls-key", str(key)])
+    procs.append(proc)
+    line = proc.line(lambda l: True)  # the first line, without its end
+    assert line == f"Relay listening on https://127.0.0.1:{port} (tunnels at https://NAME.t.test:{port})"
+    assert proc.stop(signal.SIGINT) == 0
 
 
 def test_unusable_tls_files_give_one_line_error_and_exit_2(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""A streamed response through the relay's direct path (``relay_proxy.DirectExchange``): each
+"""A streamed response through the relay's direct path (``relay.http_direct.DirectExchange``): each
 part reaches the public client as the agent sends it, on a kept-alive client connection."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import free_port
 from tests.net.head_fixtures import recording_service
-from tests.net.test_agent_command import Proc, env, procs, start  # noqa: F401 (fixtures)
+from tests.kit.procs import Proc, env, procs, start  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 

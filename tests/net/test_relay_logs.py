@@ -7,8 +7,6 @@ import logging
 import random
 import re
 import signal
-import subprocess
-import sys
 
 import pytest
 import websockets
@@ -19,6 +17,7 @@ from devtunnel.relay.log import PeerErrorLog
 from devtunnel.protocol import frames
 from devtunnel.protocol.events import WebSocketClosed
 from tests.helpers import async_wait_for, free_port
+from tests.kit.procs import DEVTUNNEL, Proc, procs  # noqa: F401 (a fixture)
 from tests.net._relay_agent import AgentRequest, connect_agent, running_relay
 
 BAD = b"\x00BAD\r\n\r\n"
@@ -73,21 +72,14 @@ async def test_a_flood_of_invalid_requests_gives_one_line_then_a_summary(caplog:
     assert not any(r.exc_info for r in records)
 
 
-def test_the_relay_command_writes_a_few_lines_for_a_flood_of_invalid_requests() -> None:
+def test_the_relay_command_writes_a_few_lines_for_a_flood_of_invalid_requests(procs: list[Proc]) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "devtunnel", "relay", "--listen", f"127.0.0.1:{port}", "--token", "good"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().startswith("Relay listening on")
-        asyncio.run(flood(port))
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--token", "good"])
+    procs.append(proc)
+    assert proc.line(lambda l: True).startswith("Relay listening on")
+    asyncio.run(flood(port))
+    proc.stop(signal.SIGINT)
+    err = "\n".join(proc.err)
     lines = err.splitlines()
     assert len(lines) <= 3, lines
     assert lines[0].endswith("devtunnel.relay invalid HTTP request from 127.0.0.1: Invalid method encountered")

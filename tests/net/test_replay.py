@@ -21,7 +21,7 @@ from devtunnel.capture.model import Headers, WsMessage
 from devtunnel.errors import ReplayError
 from devtunnel.replay import Edit, replay, replay_many
 from tests.export.rawserver import RawServer
-from tests.export.support import make_exchange
+from tests.kit.exchanges import make_exchange
 from tests.helpers import async_wait_for, free_port
 
 JSON_EVENT = b'{"type": "invoice.paid", "id": "evt_1"}'

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +14,12 @@ import pytest
 
 from devtunnel.agent.info import TunnelState
 from devtunnel.rules import parse_rules
-from tests.net.tunnel_fixtures import Harness, LocalState, local_http, parse_response, relay_and_agent
+from tests.net.tunnel_fixtures import Harness, local_http, parse_response, relay_and_agent
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 PATHS = ["direct", "asgi"]
 """How the request reaches the relay: whole in one read (answered from callbacks), or with
 ``Expect: 100-continue`` (the ASGI path)."""
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import base64
 import gzip
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,11 @@ from tests.net.tunnel_fixtures import (
     Harness,
     LocalState,
     _pattern,
-    local_http,
     parse_response,
     raw_request,
     relay_and_agent,
 )
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

@@ -322,7 +322,8 @@ async def test_early_response_before_the_body_is_read_ends_the_upload(harness: H
 async def test_http_1_0_static_file_server_works_through_the_tunnel(harness: Harness, tmp_path: Path) -> None:
     import functools
     import http.server
-    import threading
+
+    from tests.kit.servers import http_server
 
     (tmp_path / "www").mkdir()
     payload = bytes(range(256)) * 4000
@@ -332,19 +333,13 @@ async def test_http_1_0_static_file_server_works_through_the_tunnel(harness: Har
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "www")))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        await harness.start(str(server.server_address[1]))
+    with http_server(handler=functools.partial(Quiet, directory=str(tmp_path / "www"))) as server:
+        await harness.start(str(server.port))
         async with client_for(harness) as c:
             got = await c.get("/file.bin")
             head = await c.head("/file.bin")
             listing = await c.get("/")
             missing = await c.get("/nope")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert got.status_code == 200 and got.content == payload
     assert head.status_code == 200 and head.headers["content-length"] == str(len(payload)) and head.content == b""
     assert listing.status_code == 200 and b"file.bin" in listing.content

@@ -1,9 +1,9 @@
 """The internals of uvicorn, websockets and httptools that devtunnel builds on, each checked by name.
 
-The relay subclasses uvicorn's protocol classes (``net/relay_http.py``), reads and writes
-fields of its response cycle (``net/relay_proxy.py``), drives its server by hand
-(``net/relay.py``) and relies on its sans-IO WebSocket keepalive to find dead agents. The
-agent's WebSocket (``net/agent_socket.py``, ``net/local_ws.py``) hooks into websockets the same
+The relay subclasses uvicorn's protocol classes (``relay/http.py``), reads and writes
+fields of its response cycle (``relay/http_proxy.py``, ``relay/http_direct.py``), drives its server by hand
+(``relay/listening.py``) and relies on its sans-IO WebSocket keepalive to find dead agents. The
+agent's WebSocket (``agent/socket.py``, ``agent/local_ws.py``) hooks into websockets the same
 way, and both sides stop httptools from inside a parser callback. None of that is public API:
 a release can move any of it, and the code would then fail at some later request, or, worse,
 quietly stop doing its job (an override nobody calls, a keepalive that never runs). Each test
@@ -72,7 +72,7 @@ DATA_RECEIVED_LEFT_OUT = {
 @pytest.mark.parametrize("name", HTTP_PROTOCOL_METHODS)
 def test_uvicorn_httptools_protocol_has_the_method_the_relay_uses(name: str) -> None:
     assert callable(getattr(HttpToolsProtocol, name, None)), (
-        f"uvicorn's HttpToolsProtocol.{name} is gone: relay_http.HeadLimitedHttpProtocol overrides or calls it"
+        f"uvicorn's HttpToolsProtocol.{name} is gone: relay.http.HeadLimitedHttpProtocol overrides or calls it"
     )
 
 
@@ -123,19 +123,19 @@ def test_uvicorn_makes_a_request_scope_and_cycle_where_the_relay_hooks_in() -> N
 
 
 def test_uvicorn_response_cycle_writes_only_through_what_head_with_body_wraps() -> None:
-    # relay_http._HeadWithBody replaces cycle.transport and offers write, close and is_closing.
+    # relay.http._HeadWithBody replaces cycle.transport and offers write, close and is_closing.
     used = set(re.findall(r"self\.transport\.(\w+)", _source(RequestResponseCycle)))
     assert used <= {"write", "close", "is_closing"}, (
         f"uvicorn's RequestResponseCycle now uses transport.{sorted(used - {'write', 'close', 'is_closing'})}: "
-        "relay_http._HeadWithBody must offer it"
+        "relay.http._HeadWithBody must offer it"
     )
 
 
 def test_uvicorn_response_cycle_send_is_a_coroutine_the_direct_path_can_step() -> None:
-    # relay_proxy._send_now runs cycle.send(message) to its end by hand.
+    # relay.http_direct (send_now) runs cycle.send(message) to its end by hand.
     assert inspect.iscoroutinefunction(RequestResponseCycle.send), "uvicorn's RequestResponseCycle.send"
     assert "self.flow.write_paused" in _source(RequestResponseCycle.send), (
-        "uvicorn's RequestResponseCycle.send no longer waits only on flow.write_paused: relay_proxy._send_now"
+        "uvicorn's RequestResponseCycle.send no longer waits only on flow.write_paused: relay.http_direct (send_now)"
     )
 
 
@@ -143,11 +143,11 @@ def test_uvicorn_response_cycle_send_is_a_coroutine_the_direct_path_can_step() -
 def test_uvicorn_flow_control_has_what_the_direct_path_uses(name: str) -> None:
     flow = FlowControl.__new__(FlowControl)
     FlowControl.__init__(flow, None)  # type: ignore[arg-type]
-    assert hasattr(flow, name), f"uvicorn's FlowControl.{name} is gone: relay_proxy.HttpForwarder.direct uses it"
+    assert hasattr(flow, name), f"uvicorn's FlowControl.{name} is gone: relay.http_proxy.HttpForwarder.direct uses it"
 
 
 def test_uvicorn_client_disconnected_is_an_oserror() -> None:
-    # relay_tunnel and DeadPeerWebSocketProtocol.send_now raise or catch it as a broken connection.
+    # relay.link and DeadPeerWebSocketProtocol.send_now raise or catch it as a broken connection.
     assert issubclass(ClientDisconnected, OSError), "uvicorn.protocols.utils.ClientDisconnected"
 
 
@@ -180,9 +180,9 @@ async def test_uvicorn_request_objects_have_the_fields_the_relay_uses(
     [(client, cycle)] = seen
     assert isinstance(client, HeadLimitedHttpProtocol) and isinstance(cycle, RequestResponseCycle)
     for name in CYCLE_FIELDS:
-        assert hasattr(cycle, name), f"uvicorn's RequestResponseCycle.{name} is gone: relay_proxy uses it"
+        assert hasattr(cycle, name), f"uvicorn's RequestResponseCycle.{name} is gone: relay.http_direct uses it"
     for name in HTTP_PROTOCOL_FIELDS:
-        assert hasattr(client, name), f"uvicorn's HttpToolsProtocol.{name} is gone: relay_http uses it"
+        assert hasattr(client, name), f"uvicorn's HttpToolsProtocol.{name} is gone: relay.http uses it"
     assert isinstance(cycle.flow, FlowControl), "uvicorn's RequestResponseCycle.flow is no longer a FlowControl"
 
 
@@ -194,7 +194,7 @@ WS_PROTOCOL_METHODS = ["send_receive_event_to_app", "send", "keepalive_timeout",
 @pytest.mark.parametrize("name", WS_PROTOCOL_METHODS)
 def test_uvicorn_websocket_protocol_has_the_method_the_relay_uses(name: str) -> None:
     assert callable(getattr(WebSocketsSansIOProtocol, name, None)), (
-        f"uvicorn's WebSocketsSansIOProtocol.{name} is gone: relay_http.DeadPeerWebSocketProtocol needs it"
+        f"uvicorn's WebSocketsSansIOProtocol.{name} is gone: relay.http.DeadPeerWebSocketProtocol needs it"
     )
 
 
@@ -283,9 +283,9 @@ async def test_uvicorn_websocket_objects_have_the_fields_the_relay_uses() -> Non
 
 # -- websockets: what the agent's sockets hook into ---------------------------------------------------
 def test_websockets_masks_frames_with_secrets_token_bytes_from_its_frames_module() -> None:
-    # agent_socket replaces websockets.frames.secrets with a pooled source of mask bytes.
+    # agent.socket replaces websockets.frames.secrets with a pooled source of mask bytes.
     assert "secrets.token_bytes(" in _source(Frame.serialize), (
-        "websockets' Frame.serialize no longer takes its mask from secrets.token_bytes: agent_socket._MaskBytes"
+        "websockets' Frame.serialize no longer takes its mask from secrets.token_bytes: agent.socket._MaskBytes"
     )
     assert isinstance(websockets.frames.secrets, _MaskBytes), "websockets.frames.secrets was not replaced"
 
@@ -294,7 +294,7 @@ def test_websockets_masks_frames_with_secrets_token_bytes_from_its_frames_module
                                   "connection_lost", "data_received"])
 def test_websockets_connection_has_the_method_the_agent_socket_uses(name: str) -> None:
     assert callable(getattr(WsConnection, name, None)), (
-        f"websockets' asyncio Connection.{name} is gone: agent_socket.TunnelSocket overrides or calls it"
+        f"websockets' asyncio Connection.{name} is gone: agent.socket.TunnelSocket overrides or calls it"
     )
 
 
@@ -322,7 +322,7 @@ class _Stop(Exception):
 
 
 def test_httptools_wraps_an_exception_raised_in_a_callback_with_it_as_the_context() -> None:
-    # local_response.LocalResponse (``_HeadDone``) and relay_http (``_HeadTooLarge``) tell their own stop
+    # local_response.LocalResponse (``_HeadDone``) and relay.http (``_HeadTooLarge``) tell their own stop
     # apart from invalid HTTP by the callback error's __context__.
     class Callbacks:
         def on_header(self, name: bytes, value: bytes) -> None:

@@ -27,8 +27,9 @@ import httpx
 import pytest
 
 from tests.helpers import free_port, process_alive, wait_for
-from tests.net.test_agent_command import DEVTUNNEL, Proc
-from tests.net.tunnel_fixtures import LocalState, local_http
+from tests.kit.procs import DEVTUNNEL, Proc, env, procs, start  # noqa: F401 (fixtures)
+from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 from tests.test_via import CLOUDFLARED, LOCALHOST_RUN, PINGGY, SERVEO
 
 SSH_URL = re.compile(r"^Forwarding (http://127\.0\.0\.1:(\d+)) -> (\S+)$")
@@ -92,39 +93,6 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-# -- fixtures ---------------------------------------------------------------------------------------
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    out = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
-    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_SSH_OPTIONS", "DEVTUNNEL_CONFIG"):
-        out.pop(name, None)
-    return out
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:  # SIGINT first: a devtunnel killed outright leaves its provider running
-        if p.popen.poll() is None:
-            p.popen.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.popen.wait(15)
-        p.kill()
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
-
-
-def start(procs: list[Proc], env: dict[str, str], *args: str) -> Proc:
-    proc = Proc([*DEVTUNNEL, *args], env)
-    procs.append(proc)
-    return proc
 
 
 def api_tunnel(api_port: int) -> dict:

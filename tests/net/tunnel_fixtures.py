@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httptools
+import pytest
 import uvicorn
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers as WsHeaders
@@ -201,6 +202,13 @@ def local_http(state: LocalState | None = None, *, tls_pem: Path | None = None) 
         future.result(10)
         sock.close()
         thread.close()
+
+
+@pytest.fixture
+def local() -> Iterator[tuple[int, LocalState]]:
+    """The local app on a free port, for the test: (port, state)."""
+    with local_http() as served:
+        yield served
 
 
 # -- a raw TCP local service, for responses no framework would send -----------------------------------

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtunnel.exit_codes import EXIT_USAGE
 from tests.helpers import free_port
-from tests.net.test_agent_command import FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
-from tests.net.tunnel_fixtures import LocalState, local_http
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
+from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
-DEVTUNNEL = [sys.executable, "-m", "devtunnel"]
-
-
-@pytest.fixture
-def local() -> Iterator[tuple[int, LocalState]]:
-    with local_http() as served:
-        yield served
 
 
 def run(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

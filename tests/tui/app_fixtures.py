@@ -7,11 +7,13 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Store
 from devtunnel.tui.app import InspectorApp
 from devtunnel.tui.backend import Backend
+from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets.request_table import RequestTable
+from tests.kit import exchanges as kit
 
 T0 = 1_764_160_200.0
 """2025-11-26 12:30:00 UTC."""
@@ -30,17 +32,13 @@ def make_exchange(n: int, *, method: str = "GET", target: str | bytes = "/", sta
                   target_url: str = "http://127.0.0.1:9", error: str | None = None,
                   replay_of: str | None = None, body: bytes = b"") -> Exchange:
     """Exchange number ``n``, started ``n`` seconds after ``T0``."""
-    raw_target = target if isinstance(target, bytes) else target.encode("utf-8")
     response = None
     if status is not None:
-        response = Response(headers=Headers([("content-type", "application/json")]), body=b"{}",
-                            body_size=size, status=status, reason="")
-    return Exchange(
-        id=fixed_id(n), tunnel=tunnel, started_at=T0 + n,
-        request=Request(headers=Headers([("host", f"{tunnel}.localhost")]), body=body, body_size=len(body),
-                        method=method, target=raw_target),
-        response=response, target_url=target_url, duration=duration, ttfb=duration,
-        error=error, error_message="connection refused" if error else "", replay_of=replay_of,  # type: ignore[arg-type]
+        response = kit.make_response(status, [("content-type", "application/json")], b"{}", body_size=size)
+    return kit.make_exchange(
+        method, target, [("host", f"{tunnel}.localhost")], body, response,
+        id=fixed_id(n), tunnel=tunnel, started_at=T0 + n, target_url=target_url, duration=duration, ttfb=duration,
+        error=error, error_message="connection refused" if error else "", replay_of=replay_of,
     )
 
 
@@ -75,6 +73,12 @@ def fill(path: Path, exchanges: Iterable[Exchange]) -> Path:
 def inspector(db: Path, tmp_path: Path, **kwargs: object) -> InspectorApp:
     """The inspector on ``db`` with its history file under ``tmp_path``."""
     return InspectorApp(Backend(db), history_path=tmp_path / "filter_history", **kwargs)  # type: ignore[arg-type]
+
+
+def inspector_with_agent(db: Path, tmp_path: Path, **kwargs: object) -> InspectorApp:
+    """The inspector on ``db`` running its own agent (API on a free port, log in ``tmp_path``)."""
+    return inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
+                     agent_log=tmp_path / "agent.log", **kwargs)
 
 
 def line_text(table: RequestTable, y: int) -> str:

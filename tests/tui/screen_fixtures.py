@@ -7,7 +7,8 @@ import json
 from textual.app import App
 from textual.screen import Screen
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
+from devtunnel.capture.model import Exchange, WsMessage
+from tests.kit import exchanges as kit
 
 T0 = 1_764_160_200.0
 """2025-11-26 12:30:00 UTC: every frozen exchange starts here."""
@@ -47,36 +48,28 @@ def exchange(
     **fields: object,
 ) -> Exchange:
     """A complete exchange at ``T0`` with the given parts."""
-    request = Request(
-        method=method,
-        target=target,
-        headers=Headers(req_headers if req_headers is not None else [("Host", "shop.localhost"), ("User-Agent", "curl/8.5.0")]),
-        body=req_body,
-        body_size=len(req_body),
-    )
     response = None
     if status is not None:
-        response = Response(
-            status=status,
+        response = kit.make_response(
+            status,
+            resp_headers if resp_headers is not None else [("Content-Type", "application/json")],
+            resp_body,
             reason={200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found"}.get(status, ""),
-            headers=Headers(resp_headers if resp_headers is not None else [("Content-Type", "application/json")]),
-            body=resp_body,
-            body_size=len(resp_body) if resp_size is None else resp_size,
+            body_size=resp_size,
             body_truncated=resp_size is not None and resp_size > len(resp_body),
         )
     values: dict[str, object] = dict(
         id=id,
         tunnel="shop",
         started_at=T0,
-        request=request,
-        response=response,
         remote_addr="203.0.113.7:51234",
         target_url="http://127.0.0.1:8080",
         ttfb=0.0123,
         duration=0.0457,
     )
     values.update(fields)
-    return Exchange(**values)  # type: ignore[arg-type]
+    headers = req_headers if req_headers is not None else [("Host", "shop.localhost"), ("User-Agent", "curl/8.5.0")]
+    return kit.make_exchange(method, target, headers, req_body, response, **values)  # type: ignore[arg-type]
 
 
 ORDER = {"id": 42, "items": [{"sku": "A-1", "qty": 2, "price": 9.5}], "paid": True, "note": None}

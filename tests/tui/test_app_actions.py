@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,29 +10,20 @@ import pytest
 from devtunnel.capture.store import Store
 from devtunnel.tui.widgets import RequestTable
 from tests.helpers import async_wait_for
+from tests.kit.servers import Received, Reply, http_server
 from tests.tui.app_fixtures import fill, fixed_id, inspector, make_exchange, screen_lines, traffic, utc
 
 
-class _Echo(http.server.BaseHTTPRequestHandler):
+class _Echo:
     """Answers every request with its method and path, counting them."""
 
     seen: list[str] = []
 
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append(f"{self.command} {self.path} {body.decode()}")
-        payload = f'{{"method": "{self.command}", "path": "{self.path}", "n": {len(self.seen)}}}'.encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = _answer
-
-    def log_message(self, *args: object) -> None:
-        pass
+    @classmethod
+    def answer(cls, request: Received) -> Reply:
+        cls.seen.append(f"{request.method} {request.path} {request.body.decode()}")
+        payload = f'{{"method": "{request.method}", "path": "{request.path}", "n": {len(cls.seen)}}}'.encode()
+        return Reply(200, [("content-type", "application/json")], payload)
 
 
 @pytest.fixture(autouse=True)
@@ -45,12 +34,8 @@ def _utc() -> Iterator[None]:
 @pytest.fixture
 def service() -> Iterator[str]:
     _Echo.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(_Echo.answer) as server:
+        yield server.url
 
 
 async def _ready(app) -> RequestTable:  # type: ignore[no-untyped-def]

@@ -12,10 +12,9 @@ import pytest
 
 from devtunnel.replay import Edit
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen
-from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
 from tests.helpers import async_wait_for, free_port, process_alive
-from tests.tui.app_fixtures import inspector, screen_lines
+from tests.tui.app_fixtures import inspector_with_agent, screen_lines
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -32,8 +31,7 @@ async def _get(public_url: str, path: str) -> int:
 async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_crash(
         tmp_path: Path, service: int) -> None:
     db = tmp_path / "captures.db"
-    app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
-                    agent_log=tmp_path / "agent.log")
+    app = inspector_with_agent(db, tmp_path)
     async with app.run_test(size=(110, 30)) as pilot:
         supervisor = app.supervisor
         assert supervisor is not None

@@ -7,10 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import TunnelsPanel
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import inspector
+from tests.tui.app_fixtures import inspector_with_agent
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -18,8 +17,7 @@ pytestmark = pytest.mark.timeout(90)
 async def test_an_endpoint_started_through_the_api_appears_in_the_panel_and_leaves_when_deleted(
         tmp_path: Path, service: int) -> None:
     db = tmp_path / "captures.db"
-    app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
-                    agent_log=tmp_path / "agent.log")
+    app = inspector_with_agent(db, tmp_path)
     async with app.run_test(size=(110, 30)) as pilot:
         supervisor = app.supervisor
         assert supervisor is not None

@@ -3,44 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange, Headers, Request, new_id
+from devtunnel.capture.model import Headers
 from devtunnel.capture.store import Store
 from devtunnel.tui.backend import Backend
-
-
-class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.kit.exchanges import make_exchange
+from tests.kit.servers import Reply, http_server
 
 
 @pytest.fixture
 def target() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(lambda request: Reply(200, body=b"ok")) as server:
+        yield server.url
 
 
 async def test_a_replay_without_an_agent_is_stored_under_the_configured_retention(tmp_path: Path, target: str) -> None:
     db = tmp_path / "captures.db"
     store = Store(db)
     originals = [
-        Exchange(id=new_id(), tunnel="t", started_at=1.0, target_url=target,
-                 request=Request(method="GET", target=f"/{i}".encode(), headers=Headers([("Host", "t.localhost")])))
+        make_exchange("GET", f"/{i}", [("Host", "t.localhost")], tunnel="t", started_at=1.0, target_url=target)
         for i in range(3)
     ]
     store.put_many(originals)
@@ -62,9 +47,8 @@ async def test_an_edit_with_a_full_header_list_is_sent_from_here_without_an_agen
     from devtunnel.capture.edit import Edit
 
     db = tmp_path / "captures.db"
-    original = Exchange(id=new_id(), tunnel="t", started_at=1.0, target_url=target,
-                        request=Request(method="GET", target=b"/", headers=Headers([("Host", "t.localhost"),
-                                                                                    ("X-Gone", "1")])))
+    original = make_exchange("GET", b"/", [("Host", "t.localhost"), ("X-Gone", "1")], tunnel="t", started_at=1.0,
+                             target_url=target)
     store = Store(db)
     store.put(original)
     store.close()

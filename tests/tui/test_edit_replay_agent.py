@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,50 +13,24 @@ import pytest
 from textual.widgets import Input, Static, TextArea
 
 from devtunnel.tui.screens.edit import EditReplayScreen, HeaderRow
-from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import inspector, screen_lines
+from tests.kit.servers import Received, Reply, http_server
+from tests.tui.app_fixtures import inspector_with_agent, screen_lines
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @dataclass
 class Seen:
-    requests: list[tuple[str, str, list[tuple[str, str]], bytes]] = field(default_factory=list)
+    requests: list[Received]
 
 
 @pytest.fixture
 def recording_service() -> Iterator[tuple[int, Seen]]:
     """A local service that keeps every request's method, path, header fields and body."""
-    seen = Seen()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            seen.requests.append((self.command, self.path, list(self.headers.items()), body))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", "11")
-            self.end_headers()
-            self.wfile.write(b'{"ok":true}')
-
-        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-            if name.startswith("do_"):
-                return self._answer  # every method, as typed
-            raise AttributeError(name)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], seen
-    server.shutdown()
-    server.server_close()
+    with http_server(lambda request: Reply(200, [("Content-Type", "application/json")], b'{"ok":true}')) as server:
+        yield server.port, Seen(server.received)
 
 
 def _headers(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -72,8 +44,7 @@ async def test_edited_headers_reach_the_service_through_the_agent_as_the_form_sh
         tmp_path: Path, recording_service: tuple[int, Seen]) -> None:
     port, seen = recording_service
     db = tmp_path / "captures.db"
-    app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
-                    agent_log=tmp_path / "agent.log")
+    app = inspector_with_agent(db, tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         supervisor = app.supervisor
         assert supervisor is not None

@@ -22,6 +22,7 @@ from devtunnel.tui.render import (
     safe_text,
 )
 from devtunnel.values.sizes import format_size
+from tests.kit.exchanges import make_response
 
 
 def _shown(text: object) -> str:
@@ -153,8 +154,7 @@ def _gzip_response(body: bytes, content_type: str = "application/json") -> Respo
     import gzip
 
     packed = gzip.compress(body)
-    headers = Headers([("Content-Type", content_type), ("Content-Encoding", "gzip")])
-    return Response(headers=headers, body=packed, body_size=len(packed))
+    return make_response(headers=[("Content-Type", content_type), ("Content-Encoding", "gzip")], body=packed)
 
 
 def test_gzip_body_is_inflated_and_pretty_printed() -> None:

@@ -13,15 +13,15 @@ import httpx
 import pytest
 from textual.widgets import Checkbox, Static, TextArea
 
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.capture.model import Exchange, Headers
 from devtunnel.capture.store import Store
 from devtunnel.tui.screens.edit import EditReplayScreen
-from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable
 from devtunnel.webhooks import Delivery
 from devtunnel.webhooks.providers import GitHub, Stripe
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import fill, fixed_id, inspector, screen_lines
+from tests.kit.exchanges import make_exchange, make_response
+from tests.tui.app_fixtures import fill, fixed_id, inspector, inspector_with_agent, screen_lines
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,8 +46,7 @@ async def test_edit_and_send_through_the_agent_re_signs_and_the_receiver_accepts
     monkeypatch.delenv("GITHUB_WEBHOOK_SECRET", raising=False)
     db = tmp_path / "captures.db"
     with receiver() as rx:
-        app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
-                        agent_log=tmp_path / "agent.log")
+        app = inspector_with_agent(db, tmp_path)
         async with app.run_test(size=(120, 40)) as pilot:
             supervisor = app.supervisor
             assert supervisor is not None
@@ -121,12 +120,10 @@ async def test_edit_and_send_through_the_agent_re_signs_and_the_receiver_accepts
 
 def _captured(target_url: str) -> Exchange:
     headers, body = _stripe_delivery(time.time() - 3600)
-    return Exchange(
-        id=fixed_id(0), tunnel="pay", started_at=time.time() - 3600, target_url=target_url,
-        request=Request(method="POST", target=b"/webhooks/stripe", headers=Headers([("Host", "pay.localhost"),
-                        *headers.fields]), body=body, body_size=len(body)),
-        response=Response(status=200, reason="OK", headers=Headers([("Content-Type", "text/plain")]), body=b"ok",
-                          body_size=2), duration=0.01)
+    return make_exchange(
+        "POST", b"/webhooks/stripe", [("Host", "pay.localhost"), *headers.fields], body,
+        make_response(200, [("Content-Type", "text/plain")], b"ok", reason="OK"),
+        id=fixed_id(0), tunnel="pay", started_at=time.time() - 3600, target_url=target_url, duration=0.01)
 
 
 async def test_r_without_an_agent_re_signs_or_says_which_variable_to_set(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from textual.widgets import Input, Static, TextArea
@@ -17,6 +15,7 @@ from devtunnel.replay import Edit, replay
 from devtunnel.tui.screens import DiffScreen, EditReplayScreen
 from devtunnel.tui.screens.edit import HeaderRow
 from tests.helpers import async_wait_for, free_port
+from tests.kit.servers import Received, Reply, http_server
 from tests.tui.screen_fixtures import HOSTILE, ScreenApp, exchange, json_exchange, screen_text
 
 
@@ -344,33 +343,16 @@ async def test_an_error_line_from_the_network_is_shown_escaped() -> None:
         assert str(app.screen.query_one("#replayed", Static).render()).startswith("Edited replay\n502")
 
 
-class _Echo(BaseHTTPRequestHandler):
+def _echo(request: Received) -> Reply:
     """Answers every request with what it received, as JSON."""
-
-    def _echo(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", "replace")
-        reply = json.dumps({"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    do_GET = do_POST = do_PUT = do_PATCH = _echo
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    body = request.body.decode("utf-8", "replace")
+    return Reply.json({"method": request.method, "path": request.path, "headers": dict(request.headers), "body": body})
 
 
 @pytest.fixture
 def echo_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(_echo) as server:
+        yield server.url
 
 
 async def test_edited_request_is_replayed_to_a_real_service(echo_url: str) -> None:

@@ -6,19 +6,17 @@ straight to a receiver for what the screen says without a secret, on a refusal a
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
 
 from devtunnel.tui.screens.new_tunnel import TunnelRequest
 from devtunnel.tui.screens.send import SendSampleScreen
-from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
 from devtunnel.webhooks.samples import list_samples
 from tests.helpers import async_wait_for, free_port
-from tests.tui.app_fixtures import inspector, screen_lines
+from tests.kit.servers import Received, Reply, http_server
+from tests.tui.app_fixtures import inspector_with_agent, screen_lines
 from tests.tui.screen_fixtures import ScreenApp, screen_text
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
@@ -41,8 +39,7 @@ async def test_palette_sends_a_signed_sample_through_the_tunnel_and_the_row_appe
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"])  # the agent's too
     db = tmp_path / "captures.db"
     with receiver() as rx:
-        app = inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
-                        agent_log=tmp_path / "agent.log", tunnels=[TunnelRequest(rx.url, "pay")])
+        app = inspector_with_agent(db, tmp_path, tunnels=[TunnelRequest(rx.url, "pay")])
         async with app.run_test(size=(120, 30)) as pilot:
             panel = app.query_one(TunnelsPanel)
             table = app.query_one(RequestTable)
@@ -128,26 +125,15 @@ async def test_bad_urls_and_unreachable_receivers_are_one_clear_line(url: str, m
         assert screen.query_one("#send-result").has_class("failed")
 
 
-class _Hostile(http.server.BaseHTTPRequestHandler):
+def _hostile(request: Received) -> Reply:
     """A receiver whose refusal holds markup in its reason and escape sequences in its body."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", "0")))
-        body = "\x1b]52;c;SGVsbG8=\x07\u202e[red]refused[/red]\nsecond line".encode()
-        self.send_response(400, "[bold]Bad[/bold]")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+    body = "\x1b]52;c;SGVsbG8=\x07\u202e[red]refused[/red]\nsecond line".encode()
+    return Reply(400, body=body, reason="[bold]Bad[/bold]")
 
 
 async def test_what_the_receiver_answers_is_shown_escaped() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        screen = SendSampleScreen(f"http://127.0.0.1:{server.server_address[1]}", environ=RECEIVER_SECRETS)
+    with http_server(_hostile) as server:
+        screen = SendSampleScreen(server.url, environ=RECEIVER_SECRETS)
         app = ScreenApp(screen)
         async with app.run_test(size=(120, 24)) as pilot:
             await pilot.click("#send-go")
@@ -155,9 +141,6 @@ async def test_what_the_receiver_answers_is_shown_escaped() -> None:
             assert _result(screen).endswith(": 400 [bold]Bad[/bold]\n\\x1b]52;c;SGVsbG8=\\x07\\u202e[red]refused[/red]")
             shown = screen_text(app)
             assert "\x1b" not in shown and "\u202e" not in shown and "[bold]Bad[/bold]" in shown
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_snapshot_send_screen_without_a_secret_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]

@@ -12,17 +12,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
 import slack_sdk.signature
 import standardwebhooks
 import stripe
 from twilio.request_validator import RequestValidator
+
+from tests.kit.servers import Received, Reply, http_server
 
 __all__ = ["Receiver", "receiver", "RECEIVER_SECRETS"]
 
@@ -78,35 +78,15 @@ def _verify(path: str, headers: dict[str, str], body: bytes, url: str) -> tuple[
 @contextmanager
 def receiver() -> Iterator[Receiver]:
     """A verifying receiver on 127.0.0.1 (HTTP/1.1, keep-alive)."""
-    made: list[Receiver] = []
+    rx = Receiver("")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def verify(request: Received) -> Reply:
+        url = f"http://{request.header('Host')}{request.path}"
+        status, reason = _verify(request.path.split("?", 1)[0], request.lower_headers(), request.body, url)
+        rx.bodies.append(request.body)
+        rx.verdicts.append((request.path, status, reason))
+        return Reply(status, [("Content-Type", "text/plain")], reason.encode())
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            url = f"http://{self.headers.get('Host')}{self.path}"
-            status, reason = _verify(self.path.split("?", 1)[0], headers, body, url)
-            made[0].bodies.append(body)
-            made[0].verdicts.append((self.path, status, reason))
-            out = reason.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    made.append(Receiver(f"http://127.0.0.1:{server.server_address[1]}"))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield made[0]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(verify) as server:
+        rx.url = server.url
+        yield rx

@@ -7,10 +7,11 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devtunnel.capture.model import Exchange, Headers, Request, new_id
+from devtunnel.capture.model import Headers
 from devtunnel.webhooks import BUILTIN, CustomProvider, Delivery, judge
 from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.providers import GitHub, StandardWebhooks, Stripe
+from tests.kit.exchanges import make_exchange, make_request
 
 ACME = CustomProvider("acme", "X-Acme-Signature", id_header="X-Acme-Id", event_path="type")
 PROVIDERS = (ACME, *BUILTIN)
@@ -31,9 +32,8 @@ BODIES = [b"", b'{"id": "evt_1", "type": "invoice.paid"}', b'{"action": "opened"
 def test_the_quick_look_gives_the_verdict_a_full_judgement_gives(
         fields: list[tuple[str, str]], body: bytes, truncated: bool) -> None:
     now = time.time()
-    request = Request(method="POST", target=b"/hooks?x=1", headers=Headers(fields), body=body,
-                      body_size=len(body) + truncated, body_truncated=truncated)
-    ex = Exchange(id=new_id(), tunnel="web", started_at=now, request=request, duration=0.01, scheme="https")
+    request = make_request("POST", b"/hooks?x=1", fields, body, body_size=len(body) + truncated, body_truncated=truncated)
+    ex = make_exchange(request=request, tunnel="web", started_at=now, duration=0.01, scheme="https")
     ctx = WebhookContext(PROVIDERS, SECRETS)
     assert ctx.judge(ex) == judge(request, scheme="https", now=now, secrets=SECRETS, providers=PROVIDERS)
 
@@ -50,7 +50,6 @@ def test_signed_deliveries_of_each_kind_are_judged_valid() -> None:
     ]
     for provider, headers, secret in cases:
         signed = provider.sign(Delivery("POST", "", headers, body), secret, now)
-        ex = Exchange(id=new_id(), tunnel="web", started_at=now, duration=0.01,
-                      request=Request(method="POST", target=b"/", headers=signed, body=body, body_size=len(body)))
+        ex = make_exchange("POST", b"/", signed, body, tunnel="web", started_at=now, duration=0.01)
         verdict = ctx.judge(ex)
         assert verdict is not None and verdict.provider == provider.name and verdict.signature.value == "valid"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from devtunnel.capture.model import Headers, Request
 from devtunnel.webhooks import BUILTIN, Delivery, Signature, by_name
 from devtunnel.webhooks.resign import Keys, resign
+from tests.kit.exchanges import make_request
 
 T0 = 1_764_600_000.0
 LATER = T0 + 3600
@@ -28,7 +29,7 @@ def request(headers: list[tuple[str, str]], body: bytes) -> Request:
 
 
 def req(headers: Headers, body: bytes) -> Request:
-    return Request(method="POST", target=b"/hook", headers=headers, body=body, body_size=len(body))
+    return make_request("POST", b"/hook", headers, body)
 
 
 def signed_request(name: str, body: bytes, now: float = T0, secret: str | None = None) -> Request:

@@ -26,7 +26,7 @@ import pytest
 from devtunnel.capture.model import Headers
 from devtunnel.webhooks import Delivery, by_name
 from tests.helpers import free_port, wait_for
-from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
 from tests.webhooks.receivers import RECEIVER_SECRETS, Receiver, receiver
 
 pytestmark = pytest.mark.timeout(180)

@@ -23,7 +23,7 @@ from devtunnel.capture.model import Headers
 from devtunnel.webhooks import Delivery
 from devtunnel.webhooks.providers import GitHub, StandardWebhooks, Stripe
 from tests.helpers import free_port, wait_for
-from tests.net.test_agent_command import DEVTUNNEL, FORWARDING, Proc
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
 from tests.webhooks.receivers import RECEIVER_SECRETS, Receiver, receiver
 
 STRIPE_SECRET = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
