@@ -20,7 +20,7 @@ from devtunnel.capture.store import Store
 from devtunnel.cli import build_parser, main
 from devtunnel.commands.config import resolve_http, resolve_relay, store_path
 from devtunnel.commands.http import agent_options
-from devtunnel.commands.inspect import check_http_args
+from devtunnel.commands.tunnel_args import check_http_args
 from devtunnel.commands.relay import settings_from_args
 from devtunnel.commands.up import resolve_up
 from devtunnel.config import load

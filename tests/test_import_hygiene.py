@@ -94,3 +94,15 @@ def test_probe_sees_a_forbidden_import() -> None:
         check=True,
     )
     assert "asyncio" in json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_no_module_of_devtunnel_takes_part_in_an_import_circle() -> None:
+    # Lazy imports inside functions count too: a circle is a circle, whenever it closes.
+    import grimp  # import-linter's graph, in the test extras
+    graph = grimp.build_graph("devtunnel")
+    circles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if graph.chain_exists(importer=imported, imported=module):
+                circles.append((module, imported))
+    assert circles == [], circles

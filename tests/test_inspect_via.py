@@ -10,7 +10,8 @@ import pytest
 
 from devtunnel.cli import build_parser
 from devtunnel.commands.config import resolve_http
-from devtunnel.commands.inspect import check_http_args, http_agent_argv
+from devtunnel.commands.inspect import http_agent_argv
+from devtunnel.commands.tunnel_args import check_http_args
 from devtunnel.config import load
 from devtunnel.errors import ConfigError
 from devtunnel.agent.port_memory import PortMemory

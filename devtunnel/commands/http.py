@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
+from devtunnel.commands.tunnel_args import app_options, check_via
 from devtunnel.commands.output import EscapingFormatter, human_duration, safe
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError
@@ -34,9 +34,8 @@ from devtunnel.agent.service import AgentService
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.values.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
-from devtunnel.agent.via_runner import find_program, ssh_options
 
-__all__ = ["run", "run_headless", "exchange_line", "app_options", "check_via", "AgentOptions", "agent_options"]
+__all__ = ["run", "run_headless", "exchange_line", "AgentOptions", "agent_options"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -64,49 +63,12 @@ def exchange_line(ex: Exchange) -> str:
     return line
 
 
-def app_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``run``, ``health`` and ``hold`` of a ``TunnelConfig`` from ``--run``, ``--health`` and ``--hold``.
-
-    Raises:
-        ConfigError: ``--health`` or ``--hold`` without ``--run`` where it needs one, or a bad value.
-    """
-    from devtunnel.values.durations import parse_duration
-
-    run, health, hold_text = args.run, args.health, args.hold
-    if health and not run:
-        raise ConfigError("--health needs --run (health needs run in devtunnel.toml): it tells when the app "
-                          "devtunnel runs is ready")
-    if health:
-        from devtunnel.agent.app_runner import check_health_path
-
-        check_health_path(health)
-    try:
-        hold = parse_duration(hold_text, what="--hold duration") if hold_text not in (None, "") else 0.0
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return {"run": run or None, "health": health or None, "hold": hold}
-
-
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
     except ImportError:  # uvloop does not exist on Windows
         return None
     return uvloop.new_event_loop
-
-
-def check_via(text: str) -> None:
-    """Refuse a ``--via`` that names no provider, or one whose program is not installed.
-
-    Raises:
-        ConfigError: the one line to show (what to install).
-    """
-    from devtunnel.via import parse_via
-
-    via = parse_via(text)
-    if via.program is not None:
-        find_program(via, os.environ)
-        ssh_options(os.environ)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from devtunnel.commands.config import store_path
+from devtunnel.commands.tunnel_args import check_http_args
 from devtunnel.rules import Rule
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.sockets import bindable, free_port
@@ -135,32 +136,6 @@ def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: a
         if app.supervisor is not None:
             app.supervisor.kill_now()
     return 0
-
-
-def check_http_args(args: argparse.Namespace) -> None:
-    """Refuse bad ``http`` arguments here, with the agent's own messages, before the screen opens.
-
-    Raises:
-        ConfigError: a bad target, name, relay URL, body cap, health path or hold duration.
-    """
-    from devtunnel.values.relay_url import relay_connect_url
-    from devtunnel.values.names import validate_name
-    from devtunnel.values.sizes import parse_size
-    from devtunnel.values.target import parse_target
-
-    from devtunnel.commands.http import app_options
-
-    parse_target(str(args.target))
-    parse_size(str(args.body_cap))
-    app_options(args)  # --run, --health, --hold
-    if args.name:
-        validate_name(args.name)
-    if args.relay:
-        relay_connect_url(args.relay)
-    if args.via:
-        from devtunnel.commands.http import check_via
-
-        check_via(args.via)
 
 
 def run_http(args: argparse.Namespace) -> int:

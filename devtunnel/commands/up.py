@@ -51,7 +51,7 @@ def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -
         if t.health and not t.run:
             raise ConfigError(f"tunnels.{t.name}.health needs tunnels.{t.name}.run: it tells when the app "
                               "devtunnel runs is ready")
-    from devtunnel.commands.http import check_via
+    from devtunnel.commands.tunnel_args import check_via
     from devtunnel.rules import load_rules_file, renumbered
     from devtunnel.via import parse_via
 
