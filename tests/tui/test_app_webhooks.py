@@ -15,7 +15,7 @@ import pytest
 
 from devtunnel.capture.model import Exchange
 from devtunnel.tui.screens.detail import DetailScreen
-from devtunnel.tui.widgets import RequestTable
+from devtunnel.tui.widgets import RequestTable, StatsStrip
 from devtunnel.tui.widgets.table_rows import Columns
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.webhooks import Signature, Verdict
@@ -72,6 +72,8 @@ async def _settle(pilot, count: int = 25) -> RequestTable:  # type: ignore[no-un
     table = pilot.app.query_one(RequestTable)
     await async_wait_for(lambda: len(table.ids) == count, what="ids")
     await async_wait_for(lambda: all(table.cached_row(i) for i in table.ids[-15:]), what="rows")
+    stats = pilot.app.query_one(StatsStrip)
+    await async_wait_for(lambda: sum(stats.status_mix.values()) > 0, what="the status mix counted")
     await pilot.pause()
     return table
 
