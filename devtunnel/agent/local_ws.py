@@ -22,15 +22,15 @@ from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
 from devtunnel.values.request_head import field_is_safe
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP
 from devtunnel.values.websocket import sendable_close_code
 
 __all__ = ["forward_websocket"]
 
 # Handshake and hop-by-hop fields the websockets client writes itself (or must not send).
-_SKIP_REQUEST = frozenset(
-    (b"host", b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version",
-     b"sec-websocket-extensions", b"sec-websocket-protocol", b"content-length", b"transfer-encoding",
-     b"expect", b"keep-alive", b"te", b"trailer", b"proxy-connection")
+_SKIP_REQUEST = HOP_BY_HOP | FRAMING | frozenset(
+    (b"host", b"expect", b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
+     b"sec-websocket-protocol")
 )
 _SKIP_RESPONSE = frozenset(
     (b"connection", b"upgrade", b"sec-websocket-accept", b"sec-websocket-extensions", b"sec-websocket-protocol",

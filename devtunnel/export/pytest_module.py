@@ -18,12 +18,12 @@ from collections.abc import Sequence
 
 from devtunnel.capture.model import Exchange
 from devtunnel.export.base import Export, prepared
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP
 from devtunnel.webhooks import BUILTIN, delivery_of, detect
 
 __all__ = ["export_pytest"]
 
-_DROP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-                   "upgrade", "proxy-connection", "expect"})
+_DROP = frozenset(name.decode() for name in HOP_BY_HOP | FRAMING) | {"host", "expect"}
 
 _HEADER = '''\
 """{count} captured request(s) sent again to a running service, checking the status it answered then.
