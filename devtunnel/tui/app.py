@@ -108,8 +108,11 @@ class InspectorApp(App[None]):
             self.supervisor.start()
         if self.supervisor is not None or self.backend.api_url:
             self._follow_events()
-        self.set_interval(0.1, self.live.flush, name="flush")
-        self.set_interval(1.0, self._tick, name="tick")
+        # The timers belong to the main screen, so they stop with it: at exit the screens go
+        # first, and a tick after that would look for widgets no longer there.
+        main = self.screen_stack[0]
+        main.set_interval(0.1, self.live.flush, name="flush")
+        main.set_interval(1.0, self._tick, name="tick")
         # A kill (SIGTERM) or a closed terminal (SIGHUP) must not leave the agent running alone.
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
