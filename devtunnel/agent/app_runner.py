@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,18 @@ from devtunnel.values.target import Target
 from devtunnel.values.health_path import health_path_problem
 
 __all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_ok"]
+
+GUARD = 'trap "kill -TERM 0" HUP; /bin/sh -c "$1" & wait $!'
+"""The shell devtunnel starts around the user's command (``$1``).
+
+``/bin/sh -c CMD`` forks CMD rather than exec it, and the kernel's death signal reaches only the
+process devtunnel started: the shell. So this shell guards the group: it runs the command in the
+background and waits; when devtunnel dies (SIGHUP, its death signal) it sends SIGTERM to its
+whole process group, the app and everything the app started. A normal stop signals the group
+itself, once, and ``wait`` passes the command's exit status on. In the background of a
+non-interactive shell the command starts with SIGINT and SIGQUIT ignored; apps that handle them
+(uvicorn, node) install their own handlers, and devtunnel stops apps with SIGTERM.
+"""
 
 HEALTH_TIMEOUT = 2.0
 """Seconds one health check may take."""
@@ -125,9 +138,9 @@ class AppRunner:
         self._on_change = on_change
         environment = {**os.environ, "PORT": str(target.port), **(env or {})}
         self.log = LogRing()
-        self.child = Child("app", ["/bin/sh", "-c", command], env=environment, cwd=cwd, log=self.log,
+        self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
-                           backoff=backoff, grace=grace)
+                           backoff=backoff, grace=grace, death_signal=signal.SIGHUP)
 
     @property
     def state(self) -> ChildState:

@@ -100,17 +100,18 @@ _PR_SET_PDEATHSIG = 1
 
 
 @functools.cache
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, a function for the forked child that has the kernel send it SIGTERM when devtunnel
-    dies without stopping it (SIGKILL, a crash): the app does not outlive us holding its port.
-    Made in the parent, since the child may only call what is already loaded."""
+def _die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """On Linux, a function for the forked child that has the kernel send it ``signum`` when
+    devtunnel dies without stopping it (SIGKILL, a crash): the app does not outlive us holding its
+    port. Only the child devtunnel starts gets it (a shell's own children do not: see
+    ``app_runner``). Made in the parent, since the child may only call what is already loaded."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    return functools.partial(prctl, _PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    return functools.partial(prctl, _PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
 
 
 async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -162,6 +163,7 @@ class Child:
         grace: float = 5.0,
         rng: random.Random | None = None,
         die_with_parent: bool = True,
+        death_signal: int = signal.SIGTERM,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -176,7 +178,7 @@ class Child:
         self._backoff = backoff
         self._grace = grace
         self._rng = rng or random.Random()
-        self._preexec = _die_with_parent() if die_with_parent else None
+        self._preexec = _die_with_parent(death_signal) if die_with_parent else None
         self.state = ChildState()
         self.ready = asyncio.Event()
         """Set while the child is ready; cleared when it exits."""

@@ -264,8 +264,25 @@ def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> N
     run = start(str(port), "--run", app_command(port))
     wait_for(lambda: run.app()["state"] == "ready", what="app ready")
     pid = run.app()["pid"]
+    apps = _processes_running(str(APP), str(port))
+    assert apps and pid not in apps, (pid, apps)  # /bin/sh forks the command: the app is a grandchild
     run.proc.kill()  # SIGKILL: devtunnel cannot stop anything itself
-    wait_for(lambda: not process_alive(pid), what="the app gone with devtunnel")
+    wait_for(lambda: not process_alive(pid), what="the shell gone with devtunnel")
+    wait_for(lambda: not any(process_alive(app) for app in apps), what="the app itself gone with devtunnel")
+
+
+def _processes_running(*words: str) -> list[int]:
+    """The pids whose command line holds every one of ``words``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if all(word in argv for word in words):
+                found.append(int(entry.name))
+    return found
 
 
 ASGI_APP = '''\

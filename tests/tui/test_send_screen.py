@@ -70,6 +70,8 @@ async def test_palette_sends_a_signed_sample_through_the_tunnel_and_the_row_appe
             await async_wait_for(lambda: any("✓  stripe · payment_intent.succeeded" in line
                                              for line in screen_lines(table)), timeout=20, what="the row, valid")
             assert len(table.ids) == 1
+            await pilot.press("q")  # what a user does: the agent stops with the inspector
+            await async_wait_for(lambda: not app.is_running, what="the app to quit")
 
 
 async def test_without_a_secret_the_screen_says_so_and_sends_unsigned() -> None:
