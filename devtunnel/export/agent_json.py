@@ -9,8 +9,10 @@ devtunnel adds fields beside ngrok's (never renaming one), which ngrok's clients
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from devtunnel.capture.model import Exchange, Response
@@ -123,12 +125,61 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
     return out
 
 
-def _value(x: object) -> object:
-    """An enum's value, anything else unchanged (TunnelState may be an Enum or a string)."""
-    return getattr(x, "value", x)
+class ViaFacts(Protocol):
+    """What ``tunnel_json`` reads of a tunnel's public-URL provider (``agent.via_runner.ViaStatus``)."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
 
 
-def tunnel_json(info: Any) -> dict[str, Any]:
+class PoolFacts(Protocol):
+    """What ``tunnel_json`` reads of a tunnel's configuration (``agent.config.TunnelConfig``)."""
+
+    @property
+    def pool(self) -> bool: ...
+
+
+class TunnelFacts(Protocol):
+    """What ``tunnel_json`` reads of a tunnel (``agent.info.TunnelInfo``; the pure core cannot
+    import the agent, so the shape is named here and mypy checks that the agent's type has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def public_url(self) -> str | None: ...
+    @property
+    def target_url(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def next_retry_at(self) -> float | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def config(self) -> PoolFacts | None: ...
+    @property
+    def via(self) -> ViaFacts | None: ...
+    @property
+    def pool_members(self) -> int | None: ...
+    @property
+    def app(self) -> Mapping[str, Any] | None: ...
+
+
+def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
     """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
     and ``via`` (the public URL's provider and its process, or null); and ``pool``;
     and ``app`` (the app devtunnel runs for the tunnel: ``command state pid restarts exit_code message
@@ -146,17 +197,17 @@ def tunnel_json(info: Any) -> dict[str, Any]:
         "public_url": public_url,
         "proto": "https" if public_url.startswith("https:") else "http",
         "config": {"addr": info.target_url, "inspect": True},
-        "metrics": {"http": {"count": int(info.requests or 0)}},
-        "state": _value(info.state),
+        "metrics": {"http": {"count": info.requests}},
+        "state": str(info.state.value) if isinstance(info.state, Enum) else info.state,
         "error": info.error or None,
         "next_retry_at": info.next_retry_at,
-        "via": _via_json(getattr(info, "via", None)),
-        "pool": _pool(info),
-        "app": getattr(info, "app", None),
+        "via": _via_json(info.via),
+        "pool": None if info.config is None or not info.config.pool else {"members": info.pool_members},
+        "app": None if info.app is None else dict(info.app),
     }
 
 
-def _via_json(status: Any) -> dict[str, Any] | None:
+def _via_json(status: ViaFacts | None) -> dict[str, Any] | None:
     if status is None:
         return None
     return {
@@ -170,14 +221,8 @@ def _via_json(status: Any) -> dict[str, Any] | None:
     }
 
 
-def _pool(info: Any) -> dict[str, Any] | None:
-    config = getattr(info, "config", None)
-    if config is None or not getattr(config, "pool", False):
-        return None
-    return {"members": getattr(info, "pool_members", None)}
 
-
-def endpoint_json(info: Any) -> dict[str, Any]:
+def endpoint_json(info: TunnelFacts) -> dict[str, Any]:
     """A ``TunnelInfo`` in the shape of ngrok's v3 endpoints resource, beside the tunnel fields.
 
     ngrok's v3 agents answer ``url`` and ``upstream.url``; v2 clients read ``public_url`` and
