@@ -40,7 +40,23 @@ class _Spaced:
     def __init__(self, least: float) -> None:
         self.least = least
         self.next_at = 0.0
-        self.running = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def running(self) -> bool:
+        return not self._idle.is_set()
+
+    @running.setter
+    def running(self, value: bool) -> None:
+        if value:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no read of this kind runs (at once if none does)."""
+        await self._idle.wait()
 
     def due(self) -> bool:
         return not self.running and time.monotonic() >= self.next_at
@@ -219,7 +235,7 @@ class LiveView:
             mix = {}
             for name in STATUS_CLASSES:
                 while self._count.running:  # a filter's count, which someone waits on, goes first
-                    await asyncio.sleep(0.05)
+                    await self._count.idle()
                 mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
         finally:
             self._mix.running = False

@@ -1,0 +1,75 @@
+"""The live view's counts: the status mix waits for a filter's count a user is waiting on, and
+goes on as soon as that count ends (an event, not a polling interval)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from devtunnel.capture.filters import parse
+from devtunnel.tui.live import STATUS_FILTERS, LiveView
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.mix: dict[str, int] | None = None
+        self.shown = 0
+
+    def set_mix(self, mix: dict[str, int]) -> None:
+        self.mix = mix
+
+
+class _Backend:
+    """Counts answer when the test lets them; every count asked is recorded in order."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.release: dict[str, asyncio.Event] = {}
+
+    async def count(self, flt: Any) -> int:
+        key = "filter" if flt is not None and str(flt) == str(parse("method:POST")) else "mix"
+        self.asked.append(key)
+        if key == "filter":
+            await self.release.setdefault(key, asyncio.Event()).wait()
+            return 7
+        return 1
+
+
+async def _until(condition: Any, what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0)
+
+
+async def test_the_mix_waits_for_a_filters_count_and_follows_it_at_once() -> None:
+    backend = _Backend()
+    stats = _Stats()
+    tasks: list[asyncio.Task[None]] = []
+
+    def run(coro: Any, **_: Any) -> None:
+        tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    live = LiveView(backend, table=None, stats=stats, run=run)  # type: ignore[arg-type]
+    live.filter = parse("method:POST")
+    live._count_stale = True
+    live._count_if_due()  # the filter's count starts and blocks
+    await _until(lambda: backend.asked == ["filter"], "the filter's count to start")
+    live._mix.next_at = 0.0
+    live._count.running = False  # let refresh_mix start the mix beside it ...
+    live.refresh_mix()
+    live._count.running = True  # ... while the filter's count is still running
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert backend.asked == ["filter"], "the mix counted while a filter's count ran"
+    assert stats.mix is None
+
+    live._count.running = False  # the filter's count ends: the mix goes on without a pause
+    for _ in range(50):  # a few turns of the loop, no timer: a polling wait would still be asleep
+        if stats.mix is not None:
+            break
+        await asyncio.sleep(0)
+    assert stats.mix == dict.fromkeys(STATUS_FILTERS, 1)
+    backend.release["filter"].set()
+    await asyncio.gather(*tasks)
