@@ -20,6 +20,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer
+from textual.worker import Worker
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import DevtunnelError
@@ -38,6 +39,7 @@ from devtunnel.tui.screens.help import HelpScreen, describe, key_label
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
 from devtunnel.tui.supervisor import AgentSupervisor
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
+from devtunnel.tui.failures import tell_failure
 
 
 class InspectorApp(App[None]):
@@ -197,6 +199,9 @@ class InspectorApp(App[None]):
     @on(Resync)
     def _resync(self) -> None:
         self.live.reload()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        tell_failure(self, event)
 
     @work(group="poll", exclusive=True, exit_on_error=False)
     async def _poll_tunnels(self) -> None:

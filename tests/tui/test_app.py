@@ -329,3 +329,23 @@ async def test_command_palette_at_80x24_shows_keys_as_people_write_them(db: Path
         await pilot.press(*"help")
         await async_wait_for(lambda: "key: ?" in screen_text(app), what="the help command and its key")
         assert "question_mark" not in screen_text(app)
+
+
+async def test_an_action_failing_unexpectedly_is_said_and_the_inspector_goes_on(db: Path, tmp_path: Path) -> None:
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 12)
+
+        async def broken(exchange_id: str) -> None:
+            raise RuntimeError("the \x1b[2Jstore \x1b]52;c;eA==\x07 fell over")
+
+        app.backend.get = broken  # type: ignore[method-assign]
+        await pilot.press("enter")  # open the detail: reading the exchange fails
+        await async_wait_for(lambda: app._notifications, what="the error notice")
+        notice = list(app._notifications)[-1]
+        assert notice.title == "Unexpected error" and notice.severity == "error"
+        assert "RuntimeError: the" in notice.message and "fell over" in notice.message
+        assert "\x1b" not in notice.message and "\x07" not in notice.message
+        assert app.is_running and app.screen.query_one(RequestTable) is table
+        await pilot.press("down")  # still answering keys
+        assert table.current_id is not None

@@ -182,3 +182,17 @@ hold = "5s"
         assert all(process_alive(pid) for pid in pids)
         await app.shutdown()
     wait_for(lambda: not any(process_alive(pid) for pid in pids), what="both apps stopped with the inspector")
+
+
+async def test_a_log_read_failing_unexpectedly_is_said_on_the_logs_view(tmp_path: Path) -> None:
+    async def broken(search: str) -> list[dict[str, Any]]:
+        raise KeyError("lines")
+
+    app = _base(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot)
+        await app.push_screen(LogsScreen("payments", broken, poll=False))
+        await async_wait_for(lambda: app._notifications, what="the error notice")
+        notice = list(app._notifications)[-1]
+        assert notice.title == "Unexpected error" and "KeyError: 'lines' (in refresh logs)" in notice.message
+        assert isinstance(app.screen, LogsScreen) and app.is_running

@@ -22,6 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Static, TextArea
+from textual.worker import Worker
 
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange, Headers, Response
@@ -31,6 +32,7 @@ from devtunnel.values.http1 import FRAMING
 from devtunnel.tui.render import body_kind, describe_body, escape_control, status_style
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
+from devtunnel.tui.failures import tell_failure
 from devtunnel.webhooks import delivery_of, detect
 from devtunnel.values.sizes import format_size
 
@@ -382,6 +384,9 @@ class EditReplayScreen(Screen[None]):
             self._show_message("Put the cursor in a header row to remove it.", error=True)
             return
         await row.remove()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        tell_failure(self, event)
 
     def action_send(self) -> None:
         """Send the edited request in a worker."""

@@ -17,8 +17,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static
+from textual.worker import Worker
 
 from devtunnel.errors import DevtunnelError
+from devtunnel.tui.failures import tell_failure
 from devtunnel.values.terminal import escape
 
 __all__ = ["POLL_INTERVAL", "LogsScreen", "line_text"]
@@ -97,6 +99,9 @@ class LogsScreen(Screen[None]):
         self.refresh_logs()
         if self._poll:
             self.set_interval(POLL_INTERVAL, self.refresh_logs)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        tell_failure(self, event)
 
     @work(group="logs", exclusive=True, exit_on_error=False)
     async def refresh_logs(self) -> None:

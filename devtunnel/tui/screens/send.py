@@ -20,9 +20,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
+from textual.worker import Worker
 
 from devtunnel.commands.send import SendFailed, Sent, missing_secret, send_sample
 from devtunnel.errors import ConfigError
+from devtunnel.tui.failures import tell_failure
 from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
 from devtunnel.webhooks.samples import SampleInfo, list_samples
@@ -135,6 +137,9 @@ class SendSampleScreen(ModalScreen[None]):
         self.query_one("#send-go", Button).disabled = True
         self._result(Text(f"Sending {self.sample.provider} {self.sample.name}…", "dim"), failed=False)
         self._send(self.sample, url)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        tell_failure(self, event)
 
     @work(group="send", exit_on_error=False)
     async def _send(self, sample: SampleInfo, url: str) -> None:
