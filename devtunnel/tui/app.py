@@ -247,7 +247,7 @@ class InspectorApp(App[None]):
             self.notify(f"{tunnel.name} runs no app: start it with --run CMD, or run = \"...\" in devtunnel.toml",
                         title="No logs", severity="warning")
             return
-        self.push_screen(LogsScreen(tunnel.name, lambda search: self.backend.app_logs(tunnel.name, contains=search)))
+        self.push_screen(LogsScreen(tunnel.name, lambda search: self.backend.follow_app_logs(tunnel.name, contains=search)))
 
     @work(group="tunnels", exit_on_error=False)
     async def _tunnel_command(self, action: str, tunnel: TunnelView) -> None:

@@ -111,6 +111,46 @@ def _answer(response: httpx.Response) -> object:
                           f"with something that is not JSON: {exc}") from None
 
 
+_FOLLOW_TIMEOUT = httpx.Timeout(30.0, read=60.0)
+"""A followed log may be quiet for long; the agent sends an empty line every 15 s, so a minute
+without a byte means the agent is gone."""
+MAX_LOG_LINE = 1 << 20
+"""Bytes of one line of a followed log at most (the agent cuts app lines far shorter)."""
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Lines of an app's output as they arrived, and how many the agent dropped before them
+    because they were not read fast enough."""
+
+    lines: list[dict[str, Any]]
+    dropped: int = 0
+
+
+def _log_batch(raw_lines: list[bytes]) -> LogBatch:
+    """The lines of a followed log (newline-delimited JSON; empty lines keep the stream alive).
+
+    Raises:
+        TunnelError: a line is no JSON object.
+    """
+    lines: list[dict[str, Any]] = []
+    dropped = 0
+    for raw in raw_lines:
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except ValueError as exc:
+            raise TunnelError(f"the agent sent a log line that is not JSON: {exc}") from exc
+        if not isinstance(item, dict):
+            raise TunnelError("the agent sent a log line that is not a JSON object")
+        if "text" not in item and isinstance(item.get("dropped"), int):
+            dropped += item["dropped"]
+        else:
+            lines.append(item)
+    return LogBatch(lines, dropped)
+
+
 def _api_error(response: httpx.Response) -> str:
     """The ``msg`` of an API error body, or the status line."""
     try:
@@ -347,22 +387,43 @@ class Backend:
             raise TunnelError(_api_error(response))
         return dict(response.json())
 
-    async def app_logs(self, name: str, *, contains: str = "", limit: int = 2000) -> list[dict[str, Any]]:
-        """The last ``limit`` lines of the output of tunnel ``name``'s app (those containing ``contains``).
+    async def follow_app_logs(self, name: str, *, contains: str = "", limit: int = 2000) -> AsyncIterator[LogBatch]:
+        """The output of tunnel ``name``'s app: first its last ``limit`` kept lines (those
+        containing ``contains``), then each new line as the app writes it, in batches as they
+        arrive (``GET /api/tunnels/{name}/logs?follow=1``). Ends when the agent ends the stream
+        (the app's tunnel stopped); close it (``contextlib.aclosing``) to stop following.
 
         Raises:
-            TunnelError: no agent, or it did not answer; NotFoundError: no such tunnel or app.
+            TunnelError: no agent, it did not answer, or it sent something that is no log line;
+            NotFoundError: no such tunnel or app.
         """
-        params = {"limit": str(limit)}
+        if not self._api_url:
+            raise TunnelError("the agent is not running (no API to talk to)")
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=30.0)
+        params = {"limit": str(limit), "follow": "1"}
         if contains:
             params["contains"] = contains
-        response = await self._request("GET", f"/api/tunnels/{quote(name, safe='')}/logs", params=params)
-        if response.status_code == 404:
-            raise NotFoundError(_api_error(response))
-        if response.status_code != 200:
-            raise TunnelError(_api_error(response))
-        lines: list[dict[str, Any]] = _field(_answer(response), "lines", list, "app log")
-        return lines
+        url = f"{self._api_url}/api/tunnels/{quote(name, safe='')}/logs"
+        try:
+            async with self._client.stream("GET", url, params=params, timeout=_FOLLOW_TIMEOUT) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    error = NotFoundError if response.status_code == 404 else TunnelError
+                    raise error(_api_error(response))
+                pending = b""
+                async for chunk in response.aiter_bytes():
+                    pending += chunk
+                    if b"\n" not in chunk:
+                        if len(pending) > MAX_LOG_LINE:
+                            raise TunnelError(f"the agent sent a log line over {MAX_LOG_LINE} bytes")
+                        continue
+                    *complete, pending = pending.split(b"\n")
+                    batch = _log_batch(complete)
+                    if batch.lines or batch.dropped:
+                        yield batch
+        except httpx.HTTPError as exc:
+            raise TunnelError(f"the agent API at {self._api_url} did not answer: {exc}") from exc
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop the tunnel ``name``."""

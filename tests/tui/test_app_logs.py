@@ -4,16 +4,18 @@ snapshots of the panel and the view with frozen data."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from textual.widgets import RichLog
+from textual.widgets import RichLog, Static
 
-from devtunnel.tui.backend import TunnelView
+from devtunnel.errors import TunnelError
+from devtunnel.tui.backend import LogBatch, TunnelView
 from devtunnel.tui.screens.logs import LogsScreen
 from devtunnel.tui.supervisor import AgentStatus, agent_command
 from devtunnel.tui.widgets import RequestTable, StatsStrip, TunnelsPanel
@@ -54,6 +56,10 @@ async def test_the_logs_view_shows_the_apps_output_escaped_and_searches_it(tmp_p
         text = _log_text(screen)
         assert "\\x1b]0;pwned" in text and "\x1b" not in text
         assert "started app (pid" in text
+        async with httpx.AsyncClient(timeout=5) as client:  # the app prints a line per request
+            await client.get(f"http://127.0.0.1:{port}/followed")
+        await async_wait_for(lambda: "served /followed #1" in _log_text(screen), timeout=10,
+                             what="a new line of the app, streamed")
 
         await pilot.press("slash", *"PWNED", "enter")
         await async_wait_for(lambda: screen.search == "PWNED" and len(screen.lines) == 1, what="the search applied")
@@ -102,8 +108,9 @@ LINES: list[dict[str, Any]] = [
 ]
 
 
-async def _fixed(search: str) -> list[dict[str, Any]]:
-    return [line for line in LINES if search.lower() in line["text"].lower()]
+async def _fixed(search: str) -> AsyncIterator[LogBatch]:
+    yield LogBatch([line for line in LINES if search.lower() in line["text"].lower()])
+    await asyncio.Event().wait()  # following: nothing more comes
 
 
 def _base(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -137,7 +144,7 @@ def test_tunnels_panel_with_app_states(snap_compare, tmp_path: Path) -> None:  #
 def test_logs_view(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await _settle(pilot)
-        await pilot.app.push_screen(LogsScreen("payments", _fixed, poll=False))
+        await pilot.app.push_screen(LogsScreen("payments", _fixed))
         await async_wait_for(lambda: len(getattr(pilot.app.screen, "lines", [])) == len(LINES), what="lines")
         await pilot.pause()
 
@@ -147,7 +154,7 @@ def test_logs_view(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-unt
 def test_logs_view_searching(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await _settle(pilot)
-        await pilot.app.push_screen(LogsScreen("payments", _fixed, poll=False))
+        await pilot.app.push_screen(LogsScreen("payments", _fixed))
         await async_wait_for(lambda: len(getattr(pilot.app.screen, "lines", [])) == len(LINES), what="lines")
         await pilot.press("slash", *"served", "enter")
         await async_wait_for(lambda: len(pilot.app.screen.lines) == 2, what="the matches")
@@ -185,14 +192,45 @@ hold = "5s"
 
 
 async def test_a_log_read_failing_unexpectedly_is_said_on_the_logs_view(tmp_path: Path) -> None:
-    async def broken(search: str) -> list[dict[str, Any]]:
+    async def broken(search: str) -> AsyncIterator[LogBatch]:
         raise KeyError("lines")
+        yield LogBatch([])
 
     app = _base(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await _settle(pilot)
-        await app.push_screen(LogsScreen("payments", broken, poll=False))
+        await app.push_screen(LogsScreen("payments", broken))
         await async_wait_for(lambda: app._notifications, what="the error notice")
         notice = list(app._notifications)[-1]
-        assert notice.title == "Unexpected error" and "KeyError: 'lines' (in refresh logs)" in notice.message
+        assert notice.title == "Unexpected error" and "KeyError: 'lines' (in follow logs)" in notice.message
         assert isinstance(app.screen, LogsScreen) and app.is_running
+
+
+async def test_the_logs_view_follows_again_after_a_failure_and_replaces_the_lines(tmp_path: Path) -> None:
+    calls: list[str] = []
+    more = asyncio.Event()
+
+    async def flaky(search: str) -> AsyncIterator[LogBatch]:
+        calls.append(search)
+        if len(calls) == 1:
+            raise TunnelError("the agent API at http://127.0.0.1:1 did not answer")
+        if len(calls) == 2:
+            yield LogBatch(LINES[:2])
+            return  # the stream ends (the tunnel stopped): followed again
+        yield LogBatch(LINES[:3], dropped=4)
+        await more.wait()
+        yield LogBatch(LINES[3:4])
+        await asyncio.Event().wait()
+
+    app = _base(tmp_path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await _settle(pilot)
+        screen = LogsScreen("payments", flaky, retry=0.01)
+        await app.push_screen(screen)
+        await async_wait_for(lambda: len(calls) == 3 and len(screen.lines) == 3, what="the third follow's lines")
+        assert screen.lines == LINES[:3] and screen.problem == ""  # replaced, not appended to the second's
+        status = str(screen.query_one("#logs-status", Static).render())
+        assert "3 lines" in status and "4 lines dropped" in status
+        more.set()
+        await async_wait_for(lambda: len(screen.lines) == 4, what="a new line")
+        assert "hostile \\x1b]0;pwned" in _log_text(screen) and "\x1b" not in _log_text(screen)

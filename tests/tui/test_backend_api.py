@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import re
 import sys
@@ -15,9 +16,9 @@ import pytest
 
 from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.api.app import serve_api
-from devtunnel.errors import TunnelError
+from devtunnel.errors import NotFoundError, TunnelError
 from devtunnel.export.agent_json import tunnel_json
-from devtunnel.tui.backend import Backend, TunnelView
+from devtunnel.tui.backend import MAX_LOG_LINE, Backend, LogBatch, TunnelView
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import Harness, relay_and_agent
 
@@ -119,9 +120,10 @@ class _Answers(http.server.BaseHTTPRequestHandler):
     """An agent API that answers ``GET /api/tunnels`` with the body the test sets."""
 
     body = b""
+    status = 200
 
     def do_GET(self) -> None:
-        self.send_response(200)
+        self.send_response(self.status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(self.body)))
         self.end_headers()
@@ -156,5 +158,62 @@ async def test_a_malformed_tunnel_list_is_an_error_not_an_empty_panel(
     try:
         with pytest.raises(TunnelError, match="^" + re.escape(message)):
             await backend.tunnels()
+    finally:
+        await backend.aclose()
+
+
+async def _followed(backend: Backend, name: str, until: int) -> list[LogBatch]:
+    batches: list[LogBatch] = []
+    async with contextlib.aclosing(backend.follow_app_logs(name)) as stream:
+        async for batch in stream:
+            batches.append(batch)
+            if len(batches) == until:
+                break
+    return batches
+
+
+async def test_an_apps_log_is_followed_from_the_real_api(agent: tuple[Harness, Backend, int]) -> None:
+    _, backend, port = agent
+    async with contextlib.aclosing(backend.follow_app_logs("shop")) as stream:
+        seen: list[str] = []
+        async def until(text: str) -> None:
+            async for batch in stream:
+                seen.extend(line["text"] for line in batch.lines)
+                if any(text in t for t in seen):
+                    return
+        await asyncio.wait_for(until("listening on"), 20)
+        assert any(t.startswith("started app (pid") for t in seen)
+        async with httpx.AsyncClient(timeout=5) as client:
+            await client.get(f"http://127.0.0.1:{port}/now")
+        await asyncio.wait_for(until("served /now #1"), 10)
+    with pytest.raises(NotFoundError, match="runs no app|no app"):
+        await _followed(backend, "plain", 1)
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (200, b'{"time": 1, "stream": "out", "text": "a"}\n\n{"dropped": 3}\n{"time": 2, "stream": "err", "text": "b"}\n',
+     LogBatch([{"time": 1, "stream": "out", "text": "a"}, {"time": 2, "stream": "err", "text": "b"}], 3)),
+    (200, b'{"time": 1, "stream": "out", "text": "a"}\n<html>\n', "a log line that is not JSON"),
+    (200, b'[1, 2]\n', "a log line that is not a JSON object"),
+    (200, b"x" * (MAX_LOG_LINE + 10), f"a log line over {MAX_LOG_LINE} bytes"),
+    (404, b'{"error_code": 102, "status_code": 404, "msg": "tunnel shop runs no app", "details": {}}', NotFoundError),
+    (500, b'{"error_code": 107, "status_code": 500, "msg": "broken", "details": {}}', "broken"),
+])
+async def test_a_followed_log_is_read_line_by_line_and_bad_lines_are_errors(
+        tmp_path: Path, answers: tuple[str, type[_Answers]], status: int, body: bytes, expected: object) -> None:
+    url, handler = answers
+    handler.status, handler.body = status, body
+    backend = Backend(tmp_path / "captures.db", url)
+    try:
+        if isinstance(expected, LogBatch):
+            batches = await _followed(backend, "shop", 5)  # however the bytes were cut into reads
+            assert [line for b in batches for line in b.lines] == expected.lines
+            assert sum(b.dropped for b in batches) == expected.dropped
+        elif expected is NotFoundError:
+            with pytest.raises(NotFoundError, match="runs no app"):
+                await _followed(backend, "shop", 5)
+        else:
+            with pytest.raises(TunnelError, match=re.escape(str(expected))):
+                await _followed(backend, "shop", 5)
     finally:
         await backend.aclose()

@@ -1,14 +1,17 @@
 """The Logs view: the output of the app a tunnel runs, followed live, with search.
 
-The lines come from the agent API (``GET /api/tunnels/NAME/logs``), read again every
-``POLL_INTERVAL`` seconds by a worker; only new lines are added to the view. Every line is the
+The lines come from the agent API as a stream (``GET /api/tunnels/NAME/logs?follow=1``): the
+kept lines first, then each line as the app writes it, drawn as it arrives. Lines the agent had
+to drop because the view read too slowly are counted in the status line. Every line is the
 app's own output and is escaped before it is drawn.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -20,16 +23,19 @@ from textual.widgets import Footer, Input, RichLog, Static
 from textual.worker import Worker
 
 from devtunnel.errors import DevtunnelError
+from devtunnel.tui.backend import LogBatch
 from devtunnel.tui.failures import tell_failure
 from devtunnel.values.terminal import escape
 
-__all__ = ["POLL_INTERVAL", "LogsScreen", "line_text"]
+__all__ = ["RETRY_INTERVAL", "KEPT_LINES", "Follow", "LogsScreen", "line_text"]
 
-POLL_INTERVAL = 1.0
-"""Seconds between two reads of the app's log."""
+RETRY_INTERVAL = 1.0
+"""Seconds before following the log again after the agent could not be read or ended the stream."""
+KEPT_LINES = 5000
+"""Lines the view keeps (the oldest go first)."""
 
-Fetch = Callable[[str], Awaitable[list[dict[str, Any]]]]
-"""Reads the kept lines containing a text (all for ``""``)."""
+Follow = Callable[[str], AsyncIterator[LogBatch]]
+"""Follows the app's output: the kept lines containing a text (all for ``""``), then each new one."""
 
 _STREAM_STYLES = {"out": "", "err": "bold red", "devtunnel": "italic cyan"}
 
@@ -49,12 +55,9 @@ def line_text(line: dict[str, Any], search: str = "") -> Text:
     return text
 
 
-def _key(line: dict[str, Any]) -> tuple[Any, Any, Any]:
-    return line.get("time"), line.get("stream"), line.get("text")
-
-
 class LogsScreen(Screen[None]):
-    """The app's output of one tunnel, newest at the bottom.
+    """The app's output of one tunnel, newest at the bottom, as the app writes it (the agent
+    API streams it: no polling); after a failure it follows again ``retry`` seconds later.
 
     | Key | Action |
     | :- | :- |
@@ -77,64 +80,70 @@ class LogsScreen(Screen[None]):
     LogsScreen.searching Input { display: block; }
     """
 
-    def __init__(self, tunnel: str, fetch: Fetch, *, poll: bool = True) -> None:
+    def __init__(self, tunnel: str, follow: Follow, *, retry: float = RETRY_INTERVAL) -> None:
         super().__init__()
         self.tunnel = tunnel
-        self._fetch = fetch
-        self._poll = poll
+        self._follow = follow
+        self._retry = retry
         self.search = ""
         self.following = True
         self.lines: list[dict[str, Any]] = []
         """The lines shown."""
         self.problem = ""
+        self.dropped = 0
+        """Lines the agent dropped because they were not read fast enough."""
 
     def compose(self) -> ComposeResult:
         yield Static(f"Logs: {escape(self.tunnel)}'s app (stdout and stderr)", id="logs-title", markup=False)
-        yield RichLog(wrap=True, markup=False, highlight=False, auto_scroll=True, max_lines=5000, id="logs")
+        yield RichLog(wrap=True, markup=False, highlight=False, auto_scroll=True, max_lines=KEPT_LINES, id="logs")
         yield Input(placeholder="search the app's output (enter keeps it, esc clears)", id="logs-search")
         yield Static("", id="logs-status", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
-        self.refresh_logs()
-        if self._poll:
-            self.set_interval(POLL_INTERVAL, self.refresh_logs)
+        self.follow_logs()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         tell_failure(self, event)
 
     @work(group="logs", exclusive=True, exit_on_error=False)
-    async def refresh_logs(self) -> None:
-        """Read the log again and show the new lines."""
+    async def follow_logs(self) -> None:
+        """Follow the log (for the current search) until the view closes or the search changes."""
         search = self.search
-        try:
-            lines = await self._fetch(search)
-        except DevtunnelError as exc:
-            self.problem = str(exc)
+        while True:
+            fresh = True  # the agent sends the kept lines again: they replace what is shown
+            try:
+                async with contextlib.aclosing(self._follow(search)) as batches:
+                    async for batch in batches:
+                        if fresh:
+                            self._clear()
+                            fresh = False
+                        self.problem = ""
+                        self._show(batch)
+                self.problem = "the app's log ended (its tunnel stopped?); following again"
+            except DevtunnelError as exc:
+                self.problem = str(exc)
             self._status()
-            return
-        if search != self.search:
-            return  # the search changed meanwhile: its own read follows
-        self.problem = ""
-        self._show(lines)
+            await asyncio.sleep(self._retry)
 
-    def _show(self, lines: list[dict[str, Any]]) -> None:
+    def _clear(self) -> None:
+        self.lines = []
+        self.dropped = 0
+        self.query_one(RichLog).clear()
+
+    def _show(self, batch: LogBatch) -> None:
         view = self.query_one(RichLog)
-        start = 0
-        if self.lines:
-            last = _key(self.lines[-1])
-            index = next((i for i in range(len(lines) - 1, -1, -1) if _key(lines[i]) == last), None)
-            if index is None:
-                view.clear()
-            else:
-                start = index + 1
-        for line in lines[start:]:
+        for line in batch.lines:
             view.write(line_text(line, self.search), scroll_end=self.following)
-        self.lines = lines
+        self.lines += batch.lines
+        del self.lines[:-KEPT_LINES]
+        self.dropped += batch.dropped
         self._status()
 
     def _status(self) -> None:
         parts = [f"{len(self.lines)} lines", "following" if self.following else "paused (f follows)"]
+        if self.dropped:
+            parts.append(f"{self.dropped} lines dropped (read too slowly)")
         if self.search:
             parts.append(f"search: {escape(self.search)}")
         if self.problem:
@@ -142,9 +151,9 @@ class LogsScreen(Screen[None]):
         self.query_one("#logs-status", Static).update("  ·  ".join(parts))
 
     def _restart(self) -> None:
-        self.lines = []
-        self.query_one(RichLog).clear()
-        self.refresh_logs()
+        self._clear()
+        self._status()
+        self.follow_logs()
 
     def action_search(self) -> None:
         self.add_class("searching")
