@@ -9,7 +9,7 @@ each tree in turn (``python -m devtunnel`` with that tree first on ``sys.path``,
 scratch directory so the current one cannot shadow it), loads the tunnel with wrk, and reads
 the processes' CPU time from ``/proc/PID/stat`` around the load. Per round and as medians over
 rounds it prints: the wrk p50 and req/s, the relay's and the agent's CPU microseconds per
-request (the agent's includes its recorder thread), and the same load direct to nginx as the
+request (the agent's includes its recorder thread, also shown alone), and the same load direct to nginx as the
 baseline of that round.
 
 Latency on a shared 2-core machine moves 10-20 % from minute to minute; CPU per request moves
@@ -43,6 +43,21 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def side_threads_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process's threads other than its main thread, in seconds (in a loaded
+    agent that is its recorder thread, writing to SQLite: nothing else works beside the loop)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if task.name == str(pid):
+            continue
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
 
 
 def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
@@ -100,15 +115,17 @@ def one_round(tree: Path, python: str, args: argparse.Namespace, work: Path, lua
         bench.wait_forwarding(agent, out)
         url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"
         load(args, url, host, 1, lua, 1)  # warm-up
-        before = cpu_seconds(relay.pid), cpu_seconds(agent.pid)
+        before = cpu_seconds(relay.pid), cpu_seconds(agent.pid), side_threads_cpu_seconds(agent.pid)
         result = load(args, url, host, args.conns, lua)
-        after = cpu_seconds(relay.pid), cpu_seconds(agent.pid)
+        after = cpu_seconds(relay.pid), cpu_seconds(agent.pid), side_threads_cpu_seconds(agent.pid)
         requests = result.get("requests") or result["rps"] * args.duration
         return {
             "p50_ms": result["p50_ms"],
             "rps": result["rps"],
             "relay_us": (after[0] - before[0]) / requests * 1e6,
             "agent_us": (after[1] - before[1]) / requests * 1e6,
+            "recorder_us": (after[2] - before[2]) / requests * 1e6,
+            "total_us": (after[0] + after[1] - before[0] - before[1]) / requests * 1e6,
         }
     finally:
         bench.stop_all(procs)
@@ -158,20 +175,22 @@ def main() -> int:
                 row = one_round(tree, py, args, work, lua, backend_port)
                 results[label].append(row)
                 print(f"  {label}: p50 {row['p50_ms']:.3f} ms, {row['rps']:,.0f} req/s, "
-                      f"relay {row['relay_us']:.0f} us/req, agent {row['agent_us']:.0f} us/req", flush=True)
+                      f"relay {row['relay_us']:.0f} us/req, agent {row['agent_us']:.0f} us/req "
+                      f"(recorder thread {row['recorder_us']:.0f}), together {row['total_us']:.0f}", flush=True)
     finally:
         bench.stop_all([nginx])
         shutil.rmtree(work, ignore_errors=True)
 
     direct_p50 = statistics.median(d["p50_ms"] for d in direct)
     print(f"\nmedians over {args.rounds} rounds, {args.conns} connection(s){', pinned' if args.pin else ''}:")
-    print("| tree | p50 ms | p50 / direct | req/s | relay us/req | agent us/req |\n|---|---:|---:|---:|---:|---:|")
+    print("| tree | p50 ms | p50 / direct | req/s | relay us/req | agent us/req | of which recorder thread "
+          "| relay + agent us/req |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     direct_name = "direct (pyload.py)" if use_py(args) else "direct (nginx)"
-    print(f"| {direct_name} | {direct_p50:.3f} | 1.00 | {statistics.median(d['rps'] for d in direct):,.0f} | | |")
+    print(f"| {direct_name} | {direct_p50:.3f} | 1.00 | {statistics.median(d['rps'] for d in direct):,.0f} | | | | |")
     for label, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         print(f"| {label} | {med['p50_ms']:.3f} | {med['p50_ms'] / direct_p50:.2f} | {med['rps']:,.0f} | "
-              f"{med['relay_us']:.0f} | {med['agent_us']:.0f} |")
+              f"{med['relay_us']:.0f} | {med['agent_us']:.0f} | {med['recorder_us']:.0f} | {med['total_us']:.0f} |")
     return 0
 
 
