@@ -58,7 +58,7 @@ def _plain_response(status_line: bytes, text: str) -> bytes:
 
 
 class _HeadWithBody:
-    """The transport a response cycle writes to: the response head waits for the first body
+    """The transport a response cycle answering in an ASGI task writes to: the response head waits for the first body
     bytes written in the same loop iteration and goes out with them in one system call.
 
     uvicorn writes the head and the body of a response separately; on loopback each write is a
@@ -254,10 +254,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         problem = head_problem(self.parser.get_method(), self.url, self._raw_headers, upgrade=self.parser.should_upgrade())
         if problem is not None:
             raise _BadHead(problem)
-        cycle = self.cycle
         super().on_headers_complete()
-        if self.cycle is not cycle and self.cycle is not None:
-            self.cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_chunk_header(self) -> None:
         self._chunk_header = True
@@ -280,7 +277,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def _launch(self, cycle: RequestResponseCycle, app: Any) -> None:
         direct = self.direct
         if direct is not None and app is self.app and not self.transport.is_closing() and direct(self, cycle):
-            return
+            return  # the direct path writes its response to the transport itself (http_direct)
+        cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
         super()._start_asgi_task(cycle, app)
 
     def resume_writing(self) -> None:

@@ -26,7 +26,7 @@ from devtunnel.protocol.events import Fields, StreamReset
 from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, plain, request_problem, send_plain, target
 from devtunnel.relay.headers import forward_request_headers
 from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
-from devtunnel.relay.http_direct import DirectExchange, send_now
+from devtunnel.relay.http_direct import DirectExchange, write_messages
 from devtunnel.relay.http_responses import BodyStalled, failure_answer, invalid_status, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
@@ -168,8 +168,7 @@ class HttpForwarder:
             if cycle.flow.write_paused:  # a response before it on the connection is still going
                 client.abort()
                 return
-            for message in answer_messages(answer):
-                send_now(cycle, message)
+            write_messages(cycle, answer_messages(answer))
 
         if answer.delay > 0:
             client.loop.call_later(answer.delay, respond)

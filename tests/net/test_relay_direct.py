@@ -183,3 +183,46 @@ async def test_a_header_the_server_refuses_drops_the_client_resets_the_stream_an
             assert (r.status_code, r.text) == (200, "ok")
     finally:
         await agent.close()
+
+
+async def test_the_direct_path_frames_and_closes_as_uvicorn_does(relay: Relay, asgi_calls: list[bytes]) -> None:
+    async def answer(request: AgentRequest) -> None:
+        target = request.event.target
+        if target == b"/empty":
+            request.respond(204, [(b"Content-Length", b"0"), (b"X-A", b"1")], end=True)
+        elif target == b"/stream":  # no length: chunked, each piece as it comes
+            request.respond(200, [(b"Content-Type", b"text/plain")])
+            await request.send(b"one")
+            await request.send(b"two", end=True)
+        else:
+            request.respond(200, [(b"Content-Length", b"5"), (b"Connection", b"keep-alive")])
+            await request.send(b"hello", end=True)
+
+    agent = await connect_agent(relay, handler=answer)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"HEAD /head HTTP/1.1\r\n" + HOST + b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"  # and no body
+        writer.write(b"GET /empty HTTP/1.1\r\n" + HOST + b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head == b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n"
+        writer.write(b"GET /stream HTTP/1.1\r\n" + HOST + b"\r\n")
+        expected = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+        expected += b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n"
+        assert await asyncio.wait_for(reader.readexactly(len(expected)), 10) == expected
+        writer.write(b"GET /last HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+        rest = await asyncio.wait_for(reader.read(-1), 10)  # the relay closes after it
+        assert rest == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"GET /old HTTP/1.0\r\n" + HOST + b"\r\n")
+        rest = await asyncio.wait_for(reader.read(-1), 10)
+        assert rest == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+    finally:
+        writer.close()
+        await agent.close()
+    assert asgi_calls == []
+
