@@ -226,3 +226,19 @@ async def test_the_direct_path_frames_and_closes_as_uvicorn_does(relay: Relay, a
         await agent.close()
     assert asgi_calls == []
 
+
+async def test_a_kept_alive_client_sending_its_next_head_too_slowly_is_dropped() -> None:
+    async with running_relay(head_timeout=0.3) as relay:
+        agent = await connect_agent(relay)
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        try:
+            writer.write(b"GET /first HTTP/1.1\r\n" + HOST + b"\r\n")
+            [(status, _)] = await read_responses(reader, 1)
+            assert status == b"HTTP/1.1 200 OK"
+            writer.write(b"GET /second HTTP/1.1\r\nHost: demo.local")  # and never the rest
+            response = await asyncio.wait_for(reader.read(-1), 10)
+            assert response.startswith(b"HTTP/1.1 408")
+        finally:
+            writer.close()
+            await agent.close()
+
