@@ -242,3 +242,23 @@ async def test_a_kept_alive_client_sending_its_next_head_too_slowly_is_dropped()
             writer.close()
             await agent.close()
 
+
+async def test_a_clients_own_rule_header_never_reaches_the_agent(relay: Relay, asgi_calls: list[bytes]) -> None:
+    seen: list[list[bytes]] = []
+
+    async def answer(request: AgentRequest) -> None:
+        seen.append([v for n, v in request.event.headers if n.lower() == b"devtunnel-rule"])
+        request.respond(200, [(b"Content-Length", b"2")])
+        await request.send(b"ok", end=True)
+
+    agent = await connect_agent(relay, handler=answer)
+    try:
+        async with httpx.AsyncClient() as client:
+            for spelling in ["devtunnel-rule", "DevTunnel-Rule"]:
+                r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={
+                    "Host": "demo.localhost", spelling: "tunnel;1;forward"})
+                assert r.status_code == 200
+    finally:
+        await agent.close()
+    assert seen == [[], []]
+    assert asgi_calls == []

@@ -139,7 +139,7 @@ def test_uvicorn_response_cycle_send_is_a_coroutine_the_direct_path_can_step() -
     )
 
 
-@pytest.mark.parametrize("name", ["resume_reading", "write_paused"])
+@pytest.mark.parametrize("name", ["resume_reading", "read_paused", "write_paused"])
 def test_uvicorn_flow_control_has_what_the_direct_path_uses(name: str) -> None:
     flow = FlowControl.__new__(FlowControl)
     FlowControl.__init__(flow, None)  # type: ignore[arg-type]
