@@ -58,8 +58,9 @@ def _plain_response(status_line: bytes, text: str) -> bytes:
 
 
 class _HeadWithBody:
-    """The transport a response cycle answering in an ASGI task writes to: the response head waits for the first body
-    bytes written in the same loop iteration and goes out with them in one system call.
+    """The transport a response cycle answering in an ASGI task writes to: the response head
+    waits for the first body bytes written in the same loop iteration and goes out with them
+    in one system call. (The direct path writes them together itself: ``http_direct``.)
 
     uvicorn writes the head and the body of a response separately; on loopback each write is a
     send() and a TCP segment of its own. A head with no body right behind it is written once the

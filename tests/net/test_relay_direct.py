@@ -262,3 +262,43 @@ async def test_a_clients_own_rule_header_never_reaches_the_agent(relay: Relay, a
         await agent.close()
     assert seen == [[], []]
     assert asgi_calls == []
+
+
+async def test_a_whole_response_leaves_the_direct_path_in_one_write(
+    relay: Relay, agent: ScriptedAgent, asgi_calls: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devtunnel.relay.http import HeadLimitedHttpProtocol
+
+    writes: list[int] = []
+
+    class Counting:
+        def __init__(self, transport: Any) -> None:
+            self._transport = transport
+
+        def write(self, data: bytes) -> None:
+            writes.append(1)
+            self._transport.write(data)
+
+        def writelines(self, data: Any) -> None:
+            writes.append(1)
+            self._transport.writelines(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._transport, name)
+
+    original = HeadLimitedHttpProtocol.connection_made
+
+    def counting(self: HeadLimitedHttpProtocol, transport: Any) -> None:
+        original(self, Counting(transport))
+
+    monkeypatch.setattr(HeadLimitedHttpProtocol, "connection_made", counting)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        for n in range(3):
+            writer.write(b"GET /one HTTP/1.1\r\n" + HOST + b"\r\n")
+            [(status, body)] = await read_responses(reader, 1)
+            assert status == b"HTTP/1.1 200 OK" and body.startswith(b"GET /one\n")
+            assert len(writes) == n + 1, "the head and the body in one write"
+    finally:
+        writer.close()
+    assert asgi_calls == []

@@ -132,10 +132,11 @@ def test_uvicorn_response_cycle_writes_only_through_what_head_with_body_wraps() 
 
 
 def test_uvicorn_response_cycle_send_is_a_coroutine_the_direct_path_can_step() -> None:
-    # relay.http_direct (send_now) runs cycle.send(message) to its end by hand.
+    # relay.http_proxy's ASGI path relies on send waiting for the transport (flow.write_paused) for
+    # its back-pressure; relay.http_direct checks write_paused itself before each write.
     assert inspect.iscoroutinefunction(RequestResponseCycle.send), "uvicorn's RequestResponseCycle.send"
     assert "self.flow.write_paused" in _source(RequestResponseCycle.send), (
-        "uvicorn's RequestResponseCycle.send no longer waits only on flow.write_paused: relay.http_direct (send_now)"
+        "uvicorn's RequestResponseCycle.send no longer waits only on flow.write_paused: relay.http_proxy"
     )
 
 
