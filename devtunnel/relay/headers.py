@@ -12,6 +12,9 @@ from devtunnel.values.http1 import HOP_BY_HOP
 
 Header = tuple[bytes, bytes]
 
+#: Request header from the relay to the agent naming the rule that decided a request
+#: (``relay.rules``): only the relay writes it, a client's own is dropped.
+RULE_HEADER = b"devtunnel-rule"
 # What a request loop must look at: hop-by-hop headers, headers the relay sets, and the ones
 # that belong to the public WebSocket handshake (already settled between client and relay).
 _REQUEST_SPECIAL = HOP_BY_HOP | {
@@ -19,6 +22,7 @@ _REQUEST_SPECIAL = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
     b"sec-websocket-extensions",
+    RULE_HEADER,
 }
 _WEBSOCKET_KEEP = frozenset({b"connection", b"upgrade"})
 # Response headers the relay writes itself when accepting a public WebSocket.
@@ -40,7 +44,8 @@ def forward_request_headers(
     """The headers to send to the agent for a public request.
 
     Removes hop-by-hop headers (and every header ``Connection`` names), except ``Connection``
-    and ``Upgrade`` on a WebSocket handshake; appends the client address to ``X-Forwarded-For``
+    and ``Upgrade`` on a WebSocket handshake, and a ``devtunnel-rule`` header (``RULE_HEADER``,
+    the relay's own); appends the client address to ``X-Forwarded-For``
     (or adds one); sets ``X-Forwarded-Proto`` and ``X-Forwarded-Host``. Host is kept, and so
     are the names, values and order of everything else.
 

@@ -58,8 +58,9 @@ def _plain_response(status_line: bytes, text: str) -> bytes:
 
 
 class _HeadWithBody:
-    """The transport a response cycle writes to: the response head waits for the first body
-    bytes written in the same loop iteration and goes out with them in one system call.
+    """The transport a response cycle answering in an ASGI task writes to: the response head
+    waits for the first body bytes written in the same loop iteration and goes out with them
+    in one system call. (The direct path writes them together itself: ``http_direct``.)
 
     uvicorn writes the head and the body of a response separately; on loopback each write is a
     send() and a TCP segment of its own. A head with no body right behind it is written once the
@@ -213,6 +214,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
                 self._deferred = None
                 self._launch(*deferred)
         if self._in_head:
+            if self._head_timer is None:  # a head began in this read and is not complete
+                self._arm_head_timer()
             self._pending += len(data)
             if self._pending > self.max_head:
                 self._refuse_head()
@@ -232,32 +235,36 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.scope["extensions"] = extensions
         self._in_head = True
         self._head_size = self._pending = 0
-        if self._head_timer is None:
-            self._arm_head_timer()
+        # The head timer is armed once this read is parsed (data_received) if the head is
+        # still incomplete then: a head that came whole in one read never needs it.
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
+        size = self._head_size + len(url)
+        self._head_size = size
+        if size > self.max_head:
+            raise _HeadTooLarge
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer field: never a header of the request (RFC 9110 6.5.1)
-        self._count(len(name) + len(value) + 4)
+        size = self._head_size + len(name) + len(value) + 4
+        self._head_size = size
+        if size > self.max_head:
+            raise _HeadTooLarge
         self._raw_headers.append((name, value))
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._cancel_head_timer()
+        if self._head_timer is not None:
+            self._cancel_head_timer()
         self._chunk_header = False
         self._trailer_pending = 0
         problem = head_problem(self.parser.get_method(), self.url, self._raw_headers, upgrade=self.parser.should_upgrade())
         if problem is not None:
             raise _BadHead(problem)
-        cycle = self.cycle
         super().on_headers_complete()
-        if self.cycle is not cycle and self.cycle is not None:
-            self.cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_chunk_header(self) -> None:
         self._chunk_header = True
@@ -280,7 +287,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def _launch(self, cycle: RequestResponseCycle, app: Any) -> None:
         direct = self.direct
         if direct is not None and app is self.app and not self.transport.is_closing() and direct(self, cycle):
-            return
+            return  # the direct path writes its response to the transport itself (http_direct)
+        cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
         super()._start_asgi_task(cycle, app)
 
     def resume_writing(self) -> None:
@@ -290,11 +298,6 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             callback()
 
     # -- limits ------------------------------------------------------------------------
-    def _count(self, n: int) -> None:
-        self._head_size += n
-        if self._head_size > self.max_head:
-            raise _HeadTooLarge
-
     def _refuse_head(self) -> None:
         self._refused = True
         self._cancel_head_timer()

@@ -1,6 +1,12 @@
 """The relay's direct path: a request whose whole body came with its head is answered from
-callbacks (``DirectExchange``), without an ASGI task, through uvicorn's own response cycle.
+callbacks (``DirectExchange``), without an ASGI task, on uvicorn's own response cycle.
 ``HttpForwarder.direct`` (``http_proxy.py``) decides which requests take it.
+
+The response is written as uvicorn's ``RequestResponseCycle.send`` would write it, by
+``response_head`` (the status line and headers: uvicorn's keep-alive and close rules, framing
+for HEAD, 204, 304 and a response without a length) and ``body_bytes`` (the framing of each
+body message), without a coroutine or message dicts; the head goes out in one write with the
+first body bytes ready. ``tests/net/test_uvicorn_contract.py`` compares both with uvicorn's.
 """
 
 from __future__ import annotations
@@ -8,7 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.http import HeadLimitedHttpProtocol
@@ -20,26 +27,97 @@ from devtunnel.rules import Decision
 log = logging.getLogger("devtunnel.relay")
 
 
-def send_now(cycle: RequestResponseCycle, message: dict[str, Any]) -> None:
-    """Run uvicorn's ``send`` for ``message`` to its end, which it reaches without waiting
-    unless the transport paused writing (the caller checked that it did not)."""
-    step = cycle.send(message)  # type: ignore[arg-type]
-    try:
-        step.send(None)
-    except StopIteration:
-        return
-    step.close()
-    raise RuntimeError("the response cycle waited for the transport although it was writable")
+def response_head(cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The bytes uvicorn's ``RequestResponseCycle.send`` writes for an ``http.response.start``
+    message, with the same effects on ``cycle`` (response started, keep-alive, framing, the
+    access log line) and the same errors (``RuntimeError`` for a header it refuses)."""
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    default_headers = cycle.default_headers
+    if default_headers:
+        headers = default_headers + list(headers)
+    if cycle.access_log:
+        scope: Any = cycle.scope
+        cycle.access_logger.info(
+            '%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"], get_path_with_query_string(scope),
+            scope["http_version"], status,
+        )
+    content = [STATUS_LINE[status]]
+    has_connection_close = False
+    for name, value in headers:
+        if HEADER_RE.search(name):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(value):
+            raise RuntimeError("Invalid HTTP header value.")
+        name = name.lower()
+        if name == b"content-length" and cycle.chunked_encoding is None:
+            cycle.expected_content_length = int(value.decode())
+            cycle.chunked_encoding = False
+        elif name == b"transfer-encoding" and value.lower() == b"chunked":
+            cycle.expected_content_length = 0
+            cycle.chunked_encoding = True
+        elif name == b"connection":
+            if b"close" in [token.lower().strip() for token in value.split(b",")]:
+                cycle.keep_alive = False
+                has_connection_close = True
+        content += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive and not has_connection_close:
+        content.append(b"connection: close\r\n")
+    if cycle.chunked_encoding is None and cycle.scope["method"] != "HEAD" and status not in (204, 304):
+        cycle.chunked_encoding = True
+        content.append(b"transfer-encoding: chunked\r\n")
+    content.append(b"\r\n")
+    return b"".join(content)
+
+
+def body_bytes(cycle: RequestResponseCycle, body: bytes, more_body: bool) -> bytes:
+    """The bytes uvicorn's ``RequestResponseCycle.send`` writes for an ``http.response.body``
+    message (nothing for HEAD; chunk framing; the body as it is within Content-Length), and
+    its ``RuntimeError`` for a body longer than Content-Length. The caller writes them, then
+    calls ``complete`` after the last."""
+    if cycle.scope["method"] == "HEAD":
+        cycle.expected_content_length = 0
+        return b""
+    if cycle.chunked_encoding:
+        if more_body:
+            return b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+        return b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+    if len(body) > cycle.expected_content_length:
+        raise RuntimeError("Response content longer than Content-Length")
+    cycle.expected_content_length -= len(body)
+    return body
+
+
+def complete(cycle: RequestResponseCycle) -> None:
+    """End the response as uvicorn's ``send`` does after the last body message: the length
+    check, then the connection closes unless kept alive, and the protocol goes on to the next
+    request (``on_response``). (uvicorn also sets the cycle's ``message_event``, which only
+    its ``receive`` waits on: nothing on the direct path does.)"""
+    if cycle.expected_content_length != 0:
+        raise RuntimeError("Response content shorter than Content-Length")
+    cycle.response_complete = True
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+
+
+def write_messages(cycle: RequestResponseCycle, messages: list[dict[str, Any]]) -> None:
+    """Write a whole response given as a start and one last body message, in one write."""
+    start, body = messages
+    head = response_head(cycle, start["status"], start.get("headers", []))
+    data = body_bytes(cycle, body.get("body", b""), body.get("more_body", False))
+    cycle.transport.write(head + data)
+    complete(cycle)
 
 
 class DirectExchange:
     """Answers one forwarded request from callbacks: the stream's ``wake``, the client
     transport's ``resume_writing`` and its loss.
 
-    It does what ``HttpForwarder._respond`` does in a task, through the same uvicorn response
-    cycle (which writes the status line, framing and keep-alive), with the same
-    back-pressure: body bytes are acknowledged to the agent only once written, and nothing is
-    written while the client's transport asks to pause.
+    It does what ``HttpForwarder._respond`` does in a task, on the same uvicorn response
+    cycle, writing what uvicorn's ``send`` would (``response_head``, ``body_bytes``,
+    ``complete``), with the same back-pressure: body bytes are acknowledged to the agent only
+    once written, and nothing is written while the client's transport asks to pause.
     """
 
     __slots__ = (
@@ -102,38 +180,50 @@ class DirectExchange:
         flow = cycle.flow
         if flow.write_paused:
             return  # resume_writing wakes us
+        head = b""
         if not self._started:
             if stream.head is None:
                 if stream.failure is not None:
-                    for message in failure_answer(self._tunnel, stream.failure):
-                        send_now(cycle, message)  # the head waits for the body: one write
+                    write_messages(cycle, failure_answer(self._tunnel, stream.failure))
                     self._finish(complete=False)
                 return
             start = response_start(stream, self._decision)
             if start is None:
-                for message in plain(502, invalid_status(self._tunnel, stream)):
-                    send_now(cycle, message)
+                write_messages(cycle, plain(502, invalid_status(self._tunnel, stream)))
                 self._finish(complete=False)
                 return
             self._started = True
-            send_now(cycle, start)
+            head = response_head(cycle, start["status"], start["headers"])  # written with the first body bytes
+        transport = cycle.transport
         chunks = stream.chunks
         while chunks:
             if flow.write_paused:
-                return
+                return  # (never before the head is written: the first pass found it writable)
             data = chunks.popleft()
             last = stream.ended and not chunks
-            send_now(cycle, {"type": "http.response.body", "body": data, "more_body": not last})
+            out = body_bytes(cycle, data, not last)
+            if head:
+                transport.writelines((head, out))
+                head = b""
+            elif out:
+                transport.write(out)
             if last:
+                complete(cycle)
                 self._finish(complete=True)
                 return
             if not stream.ended:
                 self._tunnel.conn.acknowledge(stream.id, len(data))
                 self._tunnel.flush()
         if stream.ended:
-            send_now(cycle, {"type": "http.response.body", "body": b"", "more_body": False})
+            out = body_bytes(cycle, b"", False)
+            if head or out:
+                transport.write(head + out)
+            complete(cycle)
             self._finish(complete=True)
-        elif stream.failure is not None:
+            return
+        if head:
+            transport.write(head)
+        if stream.failure is not None:
             # The response has started: the only honest signal left is a broken connection.
             self._client.abort()
             self._finish(complete=False)

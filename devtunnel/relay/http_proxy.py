@@ -26,11 +26,11 @@ from devtunnel.protocol.events import Fields, StreamReset
 from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, plain, request_problem, send_plain, target
 from devtunnel.relay.headers import forward_request_headers
 from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
-from devtunnel.relay.http_direct import DirectExchange, send_now
+from devtunnel.relay.http_direct import DirectExchange, write_messages
 from devtunnel.relay.http_responses import BodyStalled, failure_answer, invalid_status, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
-from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, send_answer, strip_rule_header
+from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, send_answer
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.rules import Decision
 from devtunnel.values.sizes import format_size
@@ -78,21 +78,23 @@ class HttpForwarder:
         self.peer_errors = peer_errors
         self._proto_bytes = proto.encode()
 
-    def _fields(self, scope: Scope, host: bytes) -> Fields:
-        """The request headers as they go to the agent (before the rules edit them)."""
+    def _fields(self, scope: Scope, host: bytes, ip: str) -> Fields:
+        """The request headers as they go to the agent (before the rules edit them); ``ip`` is
+        the scope's ``client_ip``."""
         extensions = scope.get("extensions") or {}
         raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
-        return forward_request_headers(raw_headers, host, client_ip(scope).encode(), self._proto_bytes)
+        return forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes)
 
-    def _open(self, tunnel: AgentLink, scope: Scope, host: bytes, has_body: bool, decision: Decision | None) -> int:
+    def _open(
+        self, tunnel: AgentLink, scope: Scope, host: bytes, ip: str, has_body: bool, decision: Decision | None
+    ) -> int:
         """Queue the request head on the tunnel; returns the stream id.
 
         Raises:
             ProtocolError, ValueError: the tunnel connection would not open the stream.
         """
-        ip = client_ip(scope)
-        raw = self._fields(scope, host)
-        fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
+        raw = self._fields(scope, host, ip)  # without a client's devtunnel-rule header
+        fields = edit_request(raw, decision) if decision is not None else raw
         return tunnel.conn.open_request(
             scope["method"].encode(),
             target(scope),
@@ -112,15 +114,17 @@ class HttpForwarder:
         """
         if cycle.more_body or cycle.waiting_for_100_continue or tunnel.draining or tunnel.closed:
             return False
+        # The head passed request_problem's check already: HeadLimitedHttpProtocol, the only
+        # caller, refuses a head with a problem before it makes a cycle.
         scope: Scope = cycle.scope  # type: ignore[assignment]
-        if request_problem(scope) is not None:
-            return False
         body = cycle.body
         conn = tunnel.conn
-        if len(body) > conn.new_stream_window or (self.max_body and len(body) > self.max_body):
-            return False
-        if body and len(body) > tunnel.room:  # no room in the buffer budget: the ASGI path waits for it
-            return False
+        if body:
+            size = len(body)
+            if size > conn.new_stream_window or (self.max_body and size > self.max_body):
+                return False
+            if size > tunnel.room:  # no room in the buffer budget: the ASGI path waits for it
+                return False
         decision = self.rules.judge(tunnel, scope, bytes(body))
         if decision is not None and decision.answer is not None:
             if cycle.flow.write_paused:
@@ -133,14 +137,16 @@ class HttpForwarder:
         if not self.slots.take(tunnel, ip):
             return False  # the ASGI path answers 429
         try:
-            stream_id = self._open(tunnel, scope, host, has_body, decision)
+            stream_id = self._open(tunnel, scope, host, ip, has_body, decision)
         except (ProtocolError, ValueError):
             self.slots.give_back(tunnel, ip)
             return False  # the ASGI path meets the same refusal and answers it
         if has_body:
             conn.send_data(stream_id, bytes(body), end_stream=True)
             cycle.body = bytearray()
-        cycle.flow.resume_reading()  # as receive() would: a large body paused reading
+        flow = cycle.flow
+        if flow.read_paused:  # as receive() would: a large body paused reading
+            flow.resume_reading()
         stream = RelayStream(stream_id)
         tunnel.open(stream)
         tunnel.flush()
@@ -157,7 +163,7 @@ class HttpForwarder:
         body = bytes(cycle.body)
         cycle.body = bytearray()
         cycle.flow.resume_reading()
-        self.rules.notify(tunnel, scope, self._fields(scope, host), decision, body)
+        self.rules.notify(tunnel, scope, self._fields(scope, host, client_ip(scope)), decision, body)
 
         def respond() -> None:
             if cycle.disconnected or client.transport.is_closing():
@@ -168,8 +174,7 @@ class HttpForwarder:
             if cycle.flow.write_paused:  # a response before it on the connection is still going
                 client.abort()
                 return
-            for message in answer_messages(answer):
-                send_now(cycle, message)
+            write_messages(cycle, answer_messages(answer))
 
         if answer.delay > 0:
             client.loop.call_later(answer.delay, respond)
@@ -189,7 +194,7 @@ class HttpForwarder:
             return
         decision = self.rules.judge(tunnel, scope)
         if decision is not None and decision.answer is not None:
-            self.rules.notify(tunnel, scope, self._fields(scope, host), decision)
+            self.rules.notify(tunnel, scope, self._fields(scope, host, client_ip(scope)), decision)
             await send_answer(decision, scope, send)
             return
         if tunnel.draining or tunnel.closed:
@@ -203,7 +208,7 @@ class HttpForwarder:
                 await send(message)
             return
         try:
-            stream_id = self._open(tunnel, scope, host, has_body, decision)
+            stream_id = self._open(tunnel, scope, host, ip, has_body, decision)
         except (ProtocolError, ValueError) as exc:
             self.slots.give_back(tunnel, ip)
             await _refuse_open(send, tunnel, exc)

@@ -51,7 +51,9 @@ def response_start(stream: RelayStream, decision: Decision | None = None) -> dic
     if not 200 <= status < 600:
         return None
     headers = forward_response_headers(head.headers, body_allowed=status not in NO_BODY_STATUS)
-    return {"type": "http.response.start", "status": status, "headers": edit_response(headers, decision)}
+    if decision is not None:
+        headers = edit_response(headers, decision)
+    return {"type": "http.response.start", "status": status, "headers": headers}
 
 
 def invalid_status(tunnel: AgentLink, stream: RelayStream) -> str:

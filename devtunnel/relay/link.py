@@ -395,7 +395,11 @@ class AgentLink:
                         stream.chunks.append(event.data)
                     if event.end_stream:
                         stream.ended = True
-                    stream.wake()
+                    listener = stream.listener  # (stream.wake, without a call on the direct path)
+                    if listener is not None:
+                        listener()
+                    else:
+                        stream.wake()
             elif isinstance(event, ResponseReceived):
                 stream = streams.get(event.stream_id)
                 # Interim 1xx answers (other than 101 on a WebSocket) are not forwarded.
@@ -403,7 +407,11 @@ class AgentLink:
                     stream.head = event
                     if event.end_stream:
                         stream.ended = True
-                    stream.wake()
+                    listener = stream.listener
+                    if listener is not None:
+                        listener()
+                    else:
+                        stream.wake()
             elif isinstance(event, WindowUpdated):
                 stream = streams.get(event.stream_id)
                 if stream is not None:

@@ -25,6 +25,7 @@ from typing import Any
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
 from devtunnel.relay.asgi import Scope, Send
+from devtunnel.relay.headers import RULE_HEADER
 from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
@@ -33,8 +34,6 @@ from devtunnel.rules.model import Rule
 
 log = logging.getLogger("devtunnel.relay")
 
-#: Request header from the relay to the agent naming the rule that decided a request.
-RULE_HEADER = b"devtunnel-rule"
 #: Key of the scope extension that keeps a request's decision (judged once).
 DECISION_EXTENSION = "devtunnel.decision"
 # A notice is not sent while the agent's buffer budget is this low: a flood that rules refuse

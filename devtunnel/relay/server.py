@@ -232,9 +232,10 @@ class Relay:
         """The agents holding the tunnel ``host`` (or the pinned port ``server`` arrived at) names:
         (pool, False), (None, True) for the relay's own pages, or (None, False) for a tunnel that
         is not online."""
-        pinned = self._pinned(server)
-        if pinned is not None:
-            return self._tunnels.get(pinned), False
+        if self._pins:
+            pinned = self._pinned(server)
+            if pinned is not None:
+                return self._tunnels.get(pinned), False
         hostname = _hostname(host)
         if hostname.endswith(self._suffix):
             return self._tunnels.get(hostname[: -len(self._suffix)].decode("latin-1")), False

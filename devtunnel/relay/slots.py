@@ -35,7 +35,7 @@ class ClientSlots:
         """Count one more stream of ``tunnel`` for ``ip``; False (nothing counted) past the limit."""
         if self.limit is None:
             return True
-        key = (tunnel, client_key(ip))
+        key = (tunnel, ip if ":" not in ip else client_key(ip))  # (an IPv4 address is its own key)
         held = self._held.get(key, 0)
         if held >= self.limit:
             return False
@@ -46,7 +46,7 @@ class ClientSlots:
         """The stream counted by ``take`` is over."""
         if self.limit is None:
             return
-        key = (tunnel, client_key(ip))
+        key = (tunnel, ip if ":" not in ip else client_key(ip))
         held = self._held.get(key, 0) - 1
         if held > 0:
             self._held[key] = held

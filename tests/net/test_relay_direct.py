@@ -183,3 +183,122 @@ async def test_a_header_the_server_refuses_drops_the_client_resets_the_stream_an
             assert (r.status_code, r.text) == (200, "ok")
     finally:
         await agent.close()
+
+
+async def test_the_direct_path_frames_and_closes_as_uvicorn_does(relay: Relay, asgi_calls: list[bytes]) -> None:
+    async def answer(request: AgentRequest) -> None:
+        target = request.event.target
+        if target == b"/empty":
+            request.respond(204, [(b"Content-Length", b"0"), (b"X-A", b"1")], end=True)
+        elif target == b"/stream":  # no length: chunked, each piece as it comes
+            request.respond(200, [(b"Content-Type", b"text/plain")])
+            await request.send(b"one")
+            await request.send(b"two", end=True)
+        else:
+            request.respond(200, [(b"Content-Length", b"5"), (b"Connection", b"keep-alive")])
+            await request.send(b"hello", end=True)
+
+    agent = await connect_agent(relay, handler=answer)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"HEAD /head HTTP/1.1\r\n" + HOST + b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"  # and no body
+        writer.write(b"GET /empty HTTP/1.1\r\n" + HOST + b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head == b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n"
+        writer.write(b"GET /stream HTTP/1.1\r\n" + HOST + b"\r\n")
+        expected = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+        expected += b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n"
+        assert await asyncio.wait_for(reader.readexactly(len(expected)), 10) == expected
+        writer.write(b"GET /last HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+        rest = await asyncio.wait_for(reader.read(-1), 10)  # the relay closes after it
+        assert rest == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(b"GET /old HTTP/1.0\r\n" + HOST + b"\r\n")
+        rest = await asyncio.wait_for(reader.read(-1), 10)
+        assert rest == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+    finally:
+        writer.close()
+        await agent.close()
+    assert asgi_calls == []
+
+
+async def test_a_kept_alive_client_sending_its_next_head_too_slowly_is_dropped() -> None:
+    async with running_relay(head_timeout=0.3) as relay:
+        agent = await connect_agent(relay)
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        try:
+            writer.write(b"GET /first HTTP/1.1\r\n" + HOST + b"\r\n")
+            [(status, _)] = await read_responses(reader, 1)
+            assert status == b"HTTP/1.1 200 OK"
+            writer.write(b"GET /second HTTP/1.1\r\nHost: demo.local")  # and never the rest
+            response = await asyncio.wait_for(reader.read(-1), 10)
+            assert response.startswith(b"HTTP/1.1 408")
+        finally:
+            writer.close()
+            await agent.close()
+
+
+async def test_a_clients_own_rule_header_never_reaches_the_agent(relay: Relay, asgi_calls: list[bytes]) -> None:
+    seen: list[list[bytes]] = []
+
+    async def answer(request: AgentRequest) -> None:
+        seen.append([v for n, v in request.event.headers if n.lower() == b"devtunnel-rule"])
+        request.respond(200, [(b"Content-Length", b"2")])
+        await request.send(b"ok", end=True)
+
+    agent = await connect_agent(relay, handler=answer)
+    try:
+        async with httpx.AsyncClient() as client:
+            for spelling in ["devtunnel-rule", "DevTunnel-Rule"]:
+                r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={
+                    "Host": "demo.localhost", spelling: "tunnel;1;forward"})
+                assert r.status_code == 200
+    finally:
+        await agent.close()
+    assert seen == [[], []]
+    assert asgi_calls == []
+
+
+async def test_a_whole_response_leaves_the_direct_path_in_one_write(
+    relay: Relay, agent: ScriptedAgent, asgi_calls: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devtunnel.relay.http import HeadLimitedHttpProtocol
+
+    writes: list[int] = []
+
+    class Counting:
+        def __init__(self, transport: Any) -> None:
+            self._transport = transport
+
+        def write(self, data: bytes) -> None:
+            writes.append(1)
+            self._transport.write(data)
+
+        def writelines(self, data: Any) -> None:
+            writes.append(1)
+            self._transport.writelines(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._transport, name)
+
+    original = HeadLimitedHttpProtocol.connection_made
+
+    def counting(self: HeadLimitedHttpProtocol, transport: Any) -> None:
+        original(self, Counting(transport))
+
+    monkeypatch.setattr(HeadLimitedHttpProtocol, "connection_made", counting)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        for n in range(3):
+            writer.write(b"GET /one HTTP/1.1\r\n" + HOST + b"\r\n")
+            [(status, body)] = await read_responses(reader, 1)
+            assert status == b"HTTP/1.1 200 OK" and body.startswith(b"GET /one\n")
+            assert len(writes) == n + 1, "the head and the body in one write"
+    finally:
+        writer.close()
+    assert asgi_calls == []

@@ -132,14 +132,15 @@ def test_uvicorn_response_cycle_writes_only_through_what_head_with_body_wraps() 
 
 
 def test_uvicorn_response_cycle_send_is_a_coroutine_the_direct_path_can_step() -> None:
-    # relay.http_direct (send_now) runs cycle.send(message) to its end by hand.
+    # relay.http_proxy's ASGI path relies on send waiting for the transport (flow.write_paused) for
+    # its back-pressure; relay.http_direct checks write_paused itself before each write.
     assert inspect.iscoroutinefunction(RequestResponseCycle.send), "uvicorn's RequestResponseCycle.send"
     assert "self.flow.write_paused" in _source(RequestResponseCycle.send), (
-        "uvicorn's RequestResponseCycle.send no longer waits only on flow.write_paused: relay.http_direct (send_now)"
+        "uvicorn's RequestResponseCycle.send no longer waits only on flow.write_paused: relay.http_proxy"
     )
 
 
-@pytest.mark.parametrize("name", ["resume_reading", "write_paused"])
+@pytest.mark.parametrize("name", ["resume_reading", "read_paused", "write_paused"])
 def test_uvicorn_flow_control_has_what_the_direct_path_uses(name: str) -> None:
     flow = FlowControl.__new__(FlowControl)
     FlowControl.__init__(flow, None)  # type: ignore[arg-type]
@@ -346,3 +347,156 @@ def test_httptools_knows_keep_alive_when_a_response_completes() -> None:
     parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
     assert answers == [True, False], "httptools' should_keep_alive() inside on_message_complete"
+
+
+# -- uvicorn: the response the direct path writes as RequestResponseCycle.send would -----------------
+# relay.http_direct writes a response itself (response_head, body_bytes, complete, write_messages):
+# the same bytes, the same effects on the cycle and the same errors as uvicorn's send, case by case.
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def writelines(self, data: Any) -> None:
+        self.written.extend(bytes(d) for d in data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _cycle(method: str, http_version: str, keep_alive: bool, default_headers: list[tuple[bytes, bytes]]) -> Any:
+    import logging
+
+    transport = _Transport()
+    done: list[bool] = []
+    cycle = RequestResponseCycle(
+        scope={"type": "http", "method": method, "http_version": http_version, "path": "/p", "query_string": b"",
+               "client": ("127.0.0.1", 1), "headers": []},  # type: ignore[typeddict-item]
+        transport=transport,  # type: ignore[arg-type]
+        flow=FlowControl(transport),  # type: ignore[arg-type]
+        logger=logging.getLogger("uvicorn.error"),
+        access_logger=logging.getLogger("uvicorn.access"),
+        access_log=False,
+        default_headers=list(default_headers),
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=lambda: done.append(True),
+    )
+    return cycle, transport, done
+
+
+def _state(cycle: Any, transport: _Transport, done: list[bool]) -> tuple[Any, ...]:
+    return (b"".join(transport.written), transport.closed, bool(done), cycle.keep_alive, cycle.chunked_encoding,
+            cycle.expected_content_length, cycle.response_started, cycle.response_complete,
+            cycle.waiting_for_100_continue)
+
+
+def _by_uvicorn(cycle: Any, messages: list[dict[str, Any]]) -> str | None:
+    for message in messages:
+        step = cycle.send(message)
+        try:
+            step.send(None)
+        except StopIteration:
+            continue
+        except RuntimeError as exc:
+            return str(exc)
+        raise AssertionError("uvicorn's send waited with a writable transport")
+    return None
+
+
+def _by_direct_path(cycle: Any, messages: list[dict[str, Any]]) -> str | None:
+    from devtunnel.relay.http_direct import body_bytes, complete, response_head
+
+    try:
+        for message in messages:
+            if message["type"] == "http.response.start":
+                cycle.transport.write(response_head(cycle, message["status"], message.get("headers", [])))
+            else:
+                more = message.get("more_body", False)
+                cycle.transport.write(body_bytes(cycle, message.get("body", b""), more))
+                if not more:
+                    complete(cycle)
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+_LENGTH5 = [(b"Content-Type", b"text/plain"), (b"content-length", b"5")]
+_BODY = [{"type": "http.response.body", "body": b"hello"}]
+_STREAM = [{"type": "http.response.body", "body": b"one", "more_body": True},
+           {"type": "http.response.body", "body": b"", "more_body": True},
+           {"type": "http.response.body", "body": b"two", "more_body": True},
+           {"type": "http.response.body", "body": b"", "more_body": False}]
+RESPONSE_CASES = {
+    # name: (method, client's HTTP version, keep-alive, default headers, status, headers, body messages)
+    "keep-alive with a length": ("GET", "1.1", True, [], 200, _LENGTH5, _BODY),
+    "no length: chunked": ("GET", "1.1", True, [], 200, [(b"content-type", b"text/event-stream")], _STREAM),
+    "no length, last message with bytes": ("GET", "1.1", True, [], 200, [],
+                                           [{"type": "http.response.body", "body": b"x", "more_body": True},
+                                            {"type": "http.response.body", "body": b"yz"}]),
+    "the agent's own chunked": ("GET", "1.1", True, [], 200, [(b"Transfer-Encoding", b"chunked")], _STREAM),
+    "HEAD with a length": ("HEAD", "1.1", True, [], 200, _LENGTH5, [{"type": "http.response.body", "body": b""}]),
+    "HEAD without a length": ("HEAD", "1.1", True, [], 200, [], [{"type": "http.response.body", "body": b""}]),
+    "204": ("GET", "1.1", True, [], 204, [(b"x-a", b"1")], [{"type": "http.response.body", "body": b""}]),
+    "304": ("GET", "1.1", True, [], 304, [(b"etag", b'"1"')], [{"type": "http.response.body", "body": b""}]),
+    "HTTP/1.0 client": ("GET", "1.0", False, [], 200, _LENGTH5, _BODY),
+    "HTTP/1.0 client, no length": ("GET", "1.0", False, [], 200, [], _STREAM),
+    "client asked to close": ("GET", "1.1", False, [], 200, _LENGTH5, _BODY),
+    "response says close": ("GET", "1.1", True, [], 200, [*_LENGTH5, (b"Connection", b"keep-alive, Close")], _BODY),
+    "response says close, client too": ("GET", "1.1", False, [], 200, [*_LENGTH5, (b"connection", b"close")], _BODY),
+    "default headers": ("GET", "1.1", True, [(b"server", b"x"), (b"date", b"now")], 200, _LENGTH5, _BODY),
+    "two lengths": ("GET", "1.1", True, [], 200, [*_LENGTH5, (b"Content-Length", b"9")], _BODY),
+    "invalid header name": ("GET", "1.1", True, [], 200, [(b"bad name", b"1"), *_LENGTH5], _BODY),
+    "invalid header value": ("GET", "1.1", True, [], 200, [*_LENGTH5, (b"x", b"a\nb")], _BODY),
+    "body longer than its length": ("GET", "1.1", True, [], 200, _LENGTH5,
+                                    [{"type": "http.response.body", "body": b"hello!"}]),
+    "body shorter than its length": ("GET", "1.1", True, [], 200, _LENGTH5,
+                                     [{"type": "http.response.body", "body": b"hell"}]),
+    "502 of the relay": ("GET", "1.1", True, [], 502, [(b"content-length", b"2")],
+                         [{"type": "http.response.body", "body": b"no"}]),
+}
+
+
+@pytest.mark.parametrize("case", list(RESPONSE_CASES))
+def test_the_direct_path_writes_a_response_as_uvicorns_send_does(case: str) -> None:
+    method, version, keep_alive, default_headers, status, headers, body = RESPONSE_CASES[case]
+    messages = [{"type": "http.response.start", "status": status, "headers": headers}, *body]
+    uvicorn_cycle, uvicorn_transport, uvicorn_done = _cycle(method, version, keep_alive, default_headers)
+    uvicorn_error = _by_uvicorn(uvicorn_cycle, messages)
+    ours, our_transport, our_done = _cycle(method, version, keep_alive, default_headers)
+    our_error = _by_direct_path(ours, messages)
+    assert our_error == uvicorn_error
+    assert _state(ours, our_transport, our_done) == _state(uvicorn_cycle, uvicorn_transport, uvicorn_done), (
+        "relay.http_direct writes this response unlike uvicorn's RequestResponseCycle.send"
+    )
+
+
+def test_the_direct_paths_one_write_of_a_whole_response_is_uvicorns_bytes() -> None:
+    from devtunnel.relay.http_direct import write_messages
+
+    for method, version, keep_alive in [("GET", "1.1", True), ("HEAD", "1.1", True), ("GET", "1.0", False)]:
+        messages = [{"type": "http.response.start", "status": 429, "headers": [(b"retry-after", b"1")]},
+                    {"type": "http.response.body", "body": b"slow down"}]
+        uvicorn_cycle, uvicorn_transport, uvicorn_done = _cycle(method, version, keep_alive, [])
+        assert _by_uvicorn(uvicorn_cycle, messages) is None
+        ours, our_transport, our_done = _cycle(method, version, keep_alive, [])
+        write_messages(ours, messages)
+        assert len(our_transport.written) == 1, "a whole response goes out in one write"
+        assert _state(ours, our_transport, our_done) == _state(uvicorn_cycle, uvicorn_transport, uvicorn_done)
+
+
+def test_uvicorn_response_cycle_send_is_what_the_direct_paths_writer_copies() -> None:
+    # relay.http_direct.response_head and body_bytes follow these lines of uvicorn's send; a release
+    # that changes them must be compared again (the cases above run on the installed uvicorn).
+    source = _source(RequestResponseCycle.send)
+    for line in ["content = [STATUS_LINE[status_code]]", "headers = self.default_headers + list(",
+                 'self.scope["method"] != "HEAD" and status_code not in (204, 304)',
+                 'content.append(b"connection: close\\r\\n")', "self.on_response()"]:
+        assert line in source, f"uvicorn's RequestResponseCycle.send no longer has {line!r}"
