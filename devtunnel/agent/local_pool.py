@@ -46,7 +46,8 @@ class LocalConnection(asyncio.Protocol):
         self._quickack: Callable[[], None] | None = None
         self._own_sock: socket.socket | None = None
         self.listener: Callable[[], None] | None = None
-        """Called (from the protocol callback) whenever bytes, the end, or an error arrive."""
+        """Called (from the protocol callback) whenever bytes, the end, or an error arrive; it
+        must call ``acknowledge`` after bytes that leave a response unfinished."""
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,14 +64,8 @@ class LocalConnection(asyncio.Protocol):
             self._quickack = functools.partial(self._own_sock.setsockopt, socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def data_received(self, data: bytes) -> None:
-        if self._quickack is not None:
-            # Many development servers (http.server, Werkzeug) write a response's head and body
-            # in two sends without TCP_NODELAY: Nagle holds the body until the head is
-            # acknowledged, and a delayed ACK from us would cost every keep-alive request 40 ms.
-            try:
-                self._quickack()
-            except OSError:
-                self._quickack = None
+        if self.listener is None:
+            self.acknowledge()  # a listener parses first and acknowledges only an unfinished response
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > READ_BUFFER and not self._reading_paused and self.transport is not None:
@@ -103,6 +98,21 @@ class LocalConnection(asyncio.Protocol):
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def acknowledge(self) -> None:
+        """Acknowledge what was received at once, rather than after the kernel's ACK delay.
+
+        Many development servers (http.server, Werkzeug) write a response's head and body in
+        two sends without TCP_NODELAY: Nagle holds the body until the head is acknowledged, and
+        a delayed ACK from us would cost every keep-alive request 40 ms. Needed after every read
+        that leaves a response unfinished; one that completes it leaves nothing held back (the
+        next request carries the ACK), so the quick path skips the system call then.
+        """
+        if self._quickack is not None:
+            try:
+                self._quickack()
+            except OSError:
+                self._quickack = None
 
     def _wake_reader(self) -> None:
         listener = self.listener

@@ -102,6 +102,7 @@ class QuickAnswer:
         return True
 
     def _on_data(self) -> None:
+        conn = self.start.conn
         try:
             if self._response is None:
                 self._on_head_data()
@@ -110,6 +111,10 @@ class QuickAnswer:
         except Exception as exc:  # a defect must cost one stream, never the tunnel
             log.exception("tunnel %s: stream %d failed", self.forwarder.tunnel, self.stream.stream_id)
             self._fail(f"internal error: {exc!r}", "internal error in the agent")
+        if self.start.conn is not None and conn is not None:
+            # The response is not finished (here or in the task it went to): the service may be
+            # waiting for our ACK to send the rest (LocalConnection.acknowledge).
+            conn.acknowledge()
 
     def _on_head_data(self) -> None:
         conn = self.start.conn
