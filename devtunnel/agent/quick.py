@@ -171,11 +171,9 @@ class QuickAnswer:
             self._carry_on(response, body)
 
     def _send_head(self, response: LocalResponse, *, end_stream: bool) -> None:
-        cap = self.cap
-        cap.first_byte()
         headers = tuple(response.headers)
         reason = bytes(response.reason)
-        cap.response_head(response.status, reason, headers, response.version, exact=True)
+        self.cap.response_head(response.status, reason, headers, response.version, exact=True)  # the first byte too
         version = response.version.encode("ascii")
         self.stream.send_response(response.status, reason, headers, end_stream=end_stream, http_version=version)
 
