@@ -7,7 +7,6 @@ when it hands the request to the stream's task instead (``Forwarder.handle``, ``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -47,7 +46,7 @@ class QuickAnswer:
     response (``Start.response``) to carry on with, from the bytes not sent yet.
     """
 
-    __slots__ = ("forwarder", "stream", "head", "cap", "start", "_done", "_hand_off", "_timer", "_response")
+    __slots__ = ("forwarder", "stream", "head", "cap", "start", "_done", "_hand_off", "_response")
 
     def __init__(
         self,
@@ -69,7 +68,7 @@ class QuickAnswer:
         self.start = start
         self._done = done
         self._hand_off = hand_off
-        self._timer: asyncio.TimerHandle | None = conn.loop.call_later(forwarder.head_timeout, self.give_up)
+        conn.set_alarm(forwarder.head_timeout, self.give_up)  # the head timeout
         self._response: LocalResponse | None = None
         """The response once its head was sent on; its parser has taken every byte read since."""
         conn.listener = self._on_data
@@ -96,9 +95,7 @@ class QuickAnswer:
         if conn is None or conn.listener != self._on_data:
             return False
         conn.listener = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        conn.clear_alarm()
         return True
 
     def _on_data(self) -> None:
@@ -138,14 +135,12 @@ class QuickAnswer:
             self.give_up()  # the task waits for credit, or finds out how the connection ended
             return
         # From here on the response is ours: nothing is handed over untouched any more.
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         conn.discard()
         self._send_head(response, end_stream=response.complete and not body)
         if response.complete:
-            self._finish(conn, response, body)
+            self._finish(conn, response, body)  # which clears the head timeout
             return
+        conn.clear_alarm()  # the head is here: its timeout is over
         self._response = response
         if body:
             self._carry_on(response, body)

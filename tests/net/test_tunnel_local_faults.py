@@ -710,3 +710,29 @@ async def test_service_writing_a_response_in_pieces_without_nodelay_is_not_held_
     assert connections == 1  # every request went over the one kept-alive local connection
     # 40 ms each when delayed ACKs hold the last piece; a few ms otherwise, even on a busy machine.
     assert sorted(times)[3] < 0.025, times
+
+
+async def test_each_request_on_a_kept_alive_connection_gets_its_own_head_timeout(harness: Harness) -> None:
+    # The first answer takes 0.3 s of a 0.5 s head timeout; the second request, on the same
+    # connection, never gets one: it must time out 0.5 s after it went out, not when the first
+    # request's time would have run out.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        await asyncio.sleep(0.3)  # the service is slow, not the test waiting
+        writer.write(OK)
+        await writer.drain()
+        await read_request_head(reader)
+        await reader.read()  # never answers the second one
+        writer.close()
+
+    harness.service.head_timeout = 0.5
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            first = await c.get("/first")
+            sent = time.monotonic()
+            second = await c.get("/second")
+            waited = time.monotonic() - sent
+    assert (first.status_code, first.text) == (200, "ok")
+    assert second.status_code == 504 and second.headers["x-devtunnel-error"] == "local_timeout"
+    assert 0.45 <= waited < 5, waited
