@@ -62,6 +62,7 @@ def test_the_log_line_of_a_hostile_request_is_one_safe_line() -> None:
     ("GE\x1bT", b"/clean", False),  # only the method needs escaping
     ("POST", b"/a\\b\xe2\x80\xae", False),  # only the path: a backslash and a bidi override
     ("PROPFIND", b"/\xff\xfe", False),  # not UTF-8: shown as latin-1 text
+    ("GET", b"/a\xc2\xa0b", False),  # a no-break space: not isprintable(), shown as it is
     ("GET", b"/\xe3\x85\xa4", True),  # a WebSocket with an invisible letter in its path
 ])
 def test_the_log_line_escapes_method_and_path_each_as_safe_does(method: str, target: bytes, websocket: bool) -> None:

@@ -36,7 +36,7 @@ The API:
 - :func:`as_text` ``(text, style="") -> rich.text.Text``: the escaped text as a one-line Rich
   ``Text`` (Rich is imported only when this is called).
 - :func:`needs_escape` ``(ch) -> bool``: the rule for one character.
-- :func:`is_plain` ``(text) -> bool``: whether :func:`escape` leaves ``text`` as it is. The
+- :func:`is_plain` ``(text) -> bool``: True when :func:`escape` leaves ``text`` as it is. The
   rules go character by character, so one call over several values joined answers for each
   of them.
 """
@@ -68,7 +68,9 @@ def needs_escape(ch: str) -> bool:
 
 
 def is_plain(text: str) -> bool:
-    """Whether ``escape(text)`` (with its defaults) is ``text`` itself: nothing to escape."""
+    """True when ``escape(text)`` (with its defaults) is ``text`` itself: the quick check
+    ``escape`` starts with. False asks for ``escape``, which may still leave the text as it is
+    (a no-break space is not ``isprintable()`` but shows as itself)."""
     return text.isprintable() and _PRINTABLE_SPECIAL.search(text) is None
 
 

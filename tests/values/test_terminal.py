@@ -104,8 +104,17 @@ def test_escape_is_unambiguous(text: str) -> None:
 
 
 @given(st.text())
-def test_is_plain_says_whether_escape_leaves_the_text_as_it_is(text: str) -> None:
-    assert is_plain(text) == (escape(text) == text)
+def test_a_plain_text_is_left_as_it_is_by_escape(text: str) -> None:
+    if is_plain(text):
+        assert escape(text) == text
+    if escape(text) != text:
+        assert not is_plain(text)
+
+
+@pytest.mark.parametrize(("text", "plain"), [("/api/items?q=1", True), ("caf\u00e9 \u4e2d", True), ("a\\b", False),
+                                             ("\x1b[2J", False), ("\u202e", False), ("\u3164", False), ("\xa0", False)])
+def test_is_plain_on_named_texts(text: str, plain: bool) -> None:
+    assert is_plain(text) == plain
 
 
 @given(st.text(), st.text())
