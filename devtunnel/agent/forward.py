@@ -14,6 +14,7 @@ request without a body may then be answered from the local connection's callback
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from http import HTTPStatus
 
@@ -28,7 +29,7 @@ from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
-from devtunnel.values.request_head import field_is_safe
+from devtunnel.values.request_head import field_is_safe, fields_are_safe
 
 __all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
 
@@ -67,6 +68,10 @@ class Start:
         """A response whose head was sent on already: the task carries on with its body."""
         self.pending = b""
         """Body bytes of ``response`` parsed but not sent yet."""
+
+
+_SPECIAL_NAMES = re.compile(rb"^(?:host|expect|transfer-encoding)$", re.M)
+"""In lower-cased field names joined by newlines: those ``Forwarder.request_head`` may drop or rewrite."""
 
 
 def _has_header(headers: Fields, name: bytes) -> bool:
@@ -112,9 +117,19 @@ class Forwarder:
     def request_head(self, head: RequestReceived, *, chunked: bool) -> bytes:
         """Serialise the request head for the local service (always HTTP/1.1)."""
         out = [head.method, b" ", self.target.request_target(head.target), b" HTTP/1.1\r\n"]
+        headers = head.headers
+        if headers and not self.rewrite_host:
+            # The usual head: one Host, nothing to drop, every field safe. Checked and written
+            # for all fields at once; anything else goes through the loop below.
+            names, values = zip(*headers)
+            # A name holding a newline could fool the search: fields_are_safe refuses it.
+            if _SPECIAL_NAMES.findall(b"\n".join(names).lower()) == [b"host"] and fields_are_safe(names, values):
+                out += (b"\r\n".join(map(b": ".join, headers)),
+                        b"\r\nTransfer-Encoding: chunked\r\n\r\n" if chunked else b"\r\n\r\n")
+                return b"".join(out)
         host = self.target.authority.encode("ascii")
         saw_host = False
-        for name, value in head.headers:
+        for name, value in headers:
             lower = name.lower()
             if lower == b"host":
                 saw_host = True

@@ -45,8 +45,13 @@ class LocalConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._quickack: Callable[[], None] | None = None
         self._own_sock: socket.socket | None = None
+        self._alarm: asyncio.TimerHandle | None = None
+        self._alarm_at = 0.0
+        self._armed_at = 0.0
+        self._alarm_call: Callable[[], None] | None = None
         self.listener: Callable[[], None] | None = None
-        """Called (from the protocol callback) whenever bytes, the end, or an error arrive."""
+        """Called (from the protocol callback) whenever bytes, the end, or an error arrive; it
+        must call ``acknowledge`` after bytes that leave a response unfinished."""
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,14 +68,8 @@ class LocalConnection(asyncio.Protocol):
             self._quickack = functools.partial(self._own_sock.setsockopt, socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def data_received(self, data: bytes) -> None:
-        if self._quickack is not None:
-            # Many development servers (http.server, Werkzeug) write a response's head and body
-            # in two sends without TCP_NODELAY: Nagle holds the body until the head is
-            # acknowledged, and a delayed ACK from us would cost every keep-alive request 40 ms.
-            try:
-                self._quickack()
-            except OSError:
-                self._quickack = None
+        if self.listener is None:
+            self.acknowledge()  # a listener parses first and acknowledges only an unfinished response
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > READ_BUFFER and not self._reading_paused and self.transport is not None:
@@ -85,6 +84,9 @@ class LocalConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._quickack = None
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
         if self._own_sock is not None:
             self._own_sock.close()
             self._own_sock = None
@@ -103,6 +105,55 @@ class LocalConnection(asyncio.Protocol):
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def acknowledge(self) -> None:
+        """Acknowledge what was received at once, rather than after the kernel's ACK delay.
+
+        Many development servers (http.server, Werkzeug) write a response's head and body in
+        two sends without TCP_NODELAY: Nagle holds the body until the head is acknowledged, and
+        a delayed ACK from us would cost every keep-alive request 40 ms. Needed after every read
+        that leaves a response unfinished; one that completes it leaves nothing held back (the
+        next request carries the ACK), so the quick path skips the system call then.
+        """
+        if self._quickack is not None:
+            try:
+                self._quickack()
+            except OSError:
+                self._quickack = None
+
+    def set_alarm(self, delay: float, call: Callable[[], None]) -> None:
+        """Call ``call`` in ``delay`` seconds unless ``clear_alarm`` comes first.
+
+        One timer serves the connection's successive requests: a new alarm later than the
+        armed timer leaves it as it is, and the timer, when it fires, calls back only if the
+        current alarm is due, else it waits again for that one. So a request answered in time
+        (the usual case) costs no timer of its own.
+        """
+        at = self.loop.time() + delay
+        self._alarm_at = at
+        self._alarm_call = call
+        timer = self._alarm
+        if timer is None or self._armed_at > at:
+            if timer is not None:
+                timer.cancel()
+            self._alarm = self.loop.call_at(at, self._ring)
+            self._armed_at = at
+
+    def clear_alarm(self) -> None:
+        """No call for the alarm set last (the timer stays for the next one)."""
+        self._alarm_call = None
+
+    def _ring(self) -> None:
+        self._alarm = None
+        call = self._alarm_call
+        if call is None:
+            return
+        if self._alarm_at > self.loop.time():
+            self._alarm = self.loop.call_at(self._alarm_at, self._ring)  # set after this timer was
+            self._armed_at = self._alarm_at
+            return
+        self._alarm_call = None
+        call()
 
     def _wake_reader(self) -> None:
         listener = self.listener

@@ -7,7 +7,6 @@ when it hands the request to the stream's task instead (``Forwarder.handle``, ``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -47,7 +46,7 @@ class QuickAnswer:
     response (``Start.response``) to carry on with, from the bytes not sent yet.
     """
 
-    __slots__ = ("forwarder", "stream", "head", "cap", "start", "_done", "_hand_off", "_timer", "_response")
+    __slots__ = ("forwarder", "stream", "head", "cap", "start", "_done", "_hand_off", "_response")
 
     def __init__(
         self,
@@ -69,7 +68,7 @@ class QuickAnswer:
         self.start = start
         self._done = done
         self._hand_off = hand_off
-        self._timer: asyncio.TimerHandle | None = conn.loop.call_later(forwarder.head_timeout, self.give_up)
+        conn.set_alarm(forwarder.head_timeout, self.give_up)  # the head timeout
         self._response: LocalResponse | None = None
         """The response once its head was sent on; its parser has taken every byte read since."""
         conn.listener = self._on_data
@@ -96,12 +95,11 @@ class QuickAnswer:
         if conn is None or conn.listener != self._on_data:
             return False
         conn.listener = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        conn.clear_alarm()
         return True
 
     def _on_data(self) -> None:
+        conn = self.start.conn
         try:
             if self._response is None:
                 self._on_head_data()
@@ -110,6 +108,10 @@ class QuickAnswer:
         except Exception as exc:  # a defect must cost one stream, never the tunnel
             log.exception("tunnel %s: stream %d failed", self.forwarder.tunnel, self.stream.stream_id)
             self._fail(f"internal error: {exc!r}", "internal error in the agent")
+        if self.start.conn is not None and conn is not None:
+            # The response is not finished (here or in the task it went to): the service may be
+            # waiting for our ACK to send the rest (LocalConnection.acknowledge).
+            conn.acknowledge()
 
     def _on_head_data(self) -> None:
         conn = self.start.conn
@@ -133,14 +135,12 @@ class QuickAnswer:
             self.give_up()  # the task waits for credit, or finds out how the connection ended
             return
         # From here on the response is ours: nothing is handed over untouched any more.
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         conn.discard()
         self._send_head(response, end_stream=response.complete and not body)
         if response.complete:
-            self._finish(conn, response, body)
+            self._finish(conn, response, body)  # which clears the head timeout
             return
+        conn.clear_alarm()  # the head is here: its timeout is over
         self._response = response
         if body:
             self._carry_on(response, body)
@@ -166,11 +166,9 @@ class QuickAnswer:
             self._carry_on(response, body)
 
     def _send_head(self, response: LocalResponse, *, end_stream: bool) -> None:
-        cap = self.cap
-        cap.first_byte()
         headers = tuple(response.headers)
         reason = bytes(response.reason)
-        cap.response_head(response.status, reason, headers, response.version, exact=True)
+        self.cap.response_head(response.status, reason, headers, response.version, exact=True)  # the first byte too
         version = response.version.encode("ascii")
         self.stream.send_response(response.status, reason, headers, end_stream=end_stream, http_version=version)
 

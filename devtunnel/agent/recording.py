@@ -83,14 +83,14 @@ class _Body:
             room -= len(chunk)
         return b"".join(out)
 
-    @property
-    def truncated(self) -> bool:
-        return self.size > self.kept
-
 
 def _version(raw: bytes) -> str:
     text = raw.decode("latin-1")
     return text[5:] if text.upper().startswith("HTTP/") else text
+
+
+_VERSIONS = {raw: _version(raw) for raw in (b"1.1", b"1.0", b"HTTP/1.1", b"HTTP/1.0")}
+"""``_version`` of the versions requests come with, looked up rather than worked out."""
 
 
 class ExchangeCapture:
@@ -132,8 +132,8 @@ class ExchangeCapture:
         self._started_at = time.time()
         self._ended_at: float | None = None
         self._cap = body_cap
-        self._request_body = _Body(body_cap)
-        self._response_body = _Body(body_cap)
+        self._request_body: _Body | None = None  # made by the first chunk: most requests have none
+        self._response_body: _Body | None = None
         self._ws_budget = body_cap
         self._finished = False
         self._id = new_id(self._started_at)  # now: ids sort in the order requests arrived
@@ -161,7 +161,7 @@ class ExchangeCapture:
                 started_at=self._started_at,
                 request=Request(
                     headers=Headers.of_pairs(head.headers),  # the protocol's (bytes, bytes) tuple
-                    http_version=_version(head.http_version),
+                    http_version=_VERSIONS.get(head.http_version) or _version(head.http_version),
                     method=head.method.decode("latin-1"),
                     target=head.target,
                 ),
@@ -191,12 +191,16 @@ class ExchangeCapture:
 
     def request_body(self, chunk: bytes | memoryview) -> None:
         """Count (and keep up to the cap) a chunk of request body."""
-        self._request_body.add(chunk)
+        body = self._request_body
+        if body is None:
+            body = self._request_body = _Body(self._cap)
+        body.add(chunk)
 
     @property
     def request_body_full(self) -> bool:
         """True once as much of the request body as the cap allows is recorded."""
-        return self._request_body.kept >= self._cap
+        body = self._request_body
+        return (0 if body is None else body.kept) >= self._cap
 
     def first_byte(self) -> None:
         """The local service started answering."""
@@ -217,7 +221,10 @@ class ExchangeCapture:
 
     def response_body(self, chunk: bytes | memoryview) -> None:
         """Count (and keep up to the cap) a chunk of response body."""
-        self._response_body.add(chunk)
+        body = self._response_body
+        if body is None:
+            body = self._response_body = _Body(self._cap)
+        body.add(chunk)
 
     def ws_message(self, sender: str, text: bool, payload: bytes) -> None:
         """Record one WebSocket message; payloads are kept until the cap is spent."""
@@ -259,8 +266,11 @@ class ExchangeCapture:
         for message, body in ((ex.request, self._request_body), (ex.response, self._response_body)):
             if message is None:
                 continue
+            if body is None:  # no chunk came
+                message.body, message.body_truncated, message.body_size = b"", False, 0
+                continue
             if limit is None or body.kept <= limit:
-                message.body, message.body_truncated = body.value(), body.truncated
+                message.body, message.body_truncated = body.value(), body.size > body.kept
             else:
                 message.body, message.body_truncated = body.preview(limit), True
             message.body_size = body.size

@@ -34,6 +34,7 @@ from devtunnel.agent.service import AgentService
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.values.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
+from devtunnel.values.terminal import is_plain
 
 __all__ = ["run", "run_headless", "exchange_line", "AgentOptions", "agent_options"]
 
@@ -54,9 +55,13 @@ def exchange_line(ex: Exchange) -> str:
     request is made safe for a terminal first.
     """
     when = _clock_text(int(ex.started_at))
-    method = "WS" if ex.websocket else safe(ex.request.method)
-    status = str(ex.status) if ex.status is not None else "---"
-    line = (f"{when}  {stable_short_id(ex.id)}  {method:<7} {safe(ex.request.url_text)}  {status}  "
+    request, response = ex.request, ex.response
+    method = "WS" if ex.websocket else request.method
+    url = request.url_text
+    if not is_plain(method + url):  # one check for both: the usual method and path need no escape
+        method, url = safe(method), safe(url)
+    status = str(response.status) if response is not None else "---"
+    line = (f"{when}  {stable_short_id(ex.id)}  {method:<7} {url}  {status}  "
             f"{human_duration(ex.duration)}")
     if ex.error:
         line += f"  {ex.error}"

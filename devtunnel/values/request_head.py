@@ -23,7 +23,7 @@ import re
 from devtunnel.values.http1 import is_token
 from collections.abc import Iterable
 
-__all__ = ["field_is_safe", "head_problem", "method_problem", "target_problem"]
+__all__ = ["field_is_safe", "fields_are_safe", "head_problem", "method_problem", "target_problem"]
 
 # RFC 9110 5.6.2: token = 1*tchar.
 # Bytes a request target may not hold: controls, space, DEL (high bytes pass, as in paths
@@ -46,6 +46,19 @@ def field_is_safe(name: bytes, value: bytes) -> bool:
     """
     return not (b":" in name or b"\r" in name or b"\n" in name or b"\0" in name
                 or b"\r" in value or b"\n" in value or b"\0" in value)
+
+
+_UNSAFE_IN_NAMES = re.compile(rb"[:\r\n\0]")
+_UNSAFE_IN_VALUES = re.compile(rb"[\r\n\0]")
+
+
+def fields_are_safe(names: tuple[bytes, ...], values: tuple[bytes, ...]) -> bool:
+    """Whether ``field_is_safe(name, value)`` holds for every field, in two scans at C speed.
+
+    ``names`` and ``values`` are the fields' names and values (``zip(*fields)``); a forbidden
+    byte is in one of them exactly when it is in all of them joined.
+    """
+    return _UNSAFE_IN_NAMES.search(b"".join(names)) is None and _UNSAFE_IN_VALUES.search(b"".join(values)) is None
 
 
 def method_problem(method: bytes) -> str | None:

@@ -36,6 +36,9 @@ The API:
 - :func:`as_text` ``(text, style="") -> rich.text.Text``: the escaped text as a one-line Rich
   ``Text`` (Rich is imported only when this is called).
 - :func:`needs_escape` ``(ch) -> bool``: the rule for one character.
+- :func:`is_plain` ``(text) -> bool``: True when :func:`escape` leaves ``text`` as it is. The
+  rules go character by character, so one call over several values joined answers for each
+  of them.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     from rich.style import Style
     from rich.text import Text
 
-__all__ = ["as_text", "escape", "escape_bytes", "needs_escape"]
+__all__ = ["as_text", "escape", "escape_bytes", "is_plain", "needs_escape"]
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -62,6 +65,13 @@ _KEEPABLE = frozenset("\t\n")
 def needs_escape(ch: str) -> bool:
     """Whether the character ``ch`` is shown as an escape (the backslash aside)."""
     return unicodedata.category(ch) in _HIDDEN_CATEGORIES or ch in _INVISIBLE_LETTERS
+
+
+def is_plain(text: str) -> bool:
+    """True when ``escape(text)`` (with its defaults) is ``text`` itself: the quick check
+    ``escape`` starts with. False asks for ``escape``, which may still leave the text as it is
+    (a no-break space is not ``isprintable()`` but shows as itself)."""
+    return text.isprintable() and _PRINTABLE_SPECIAL.search(text) is None
 
 
 def _escape_char(ch: str) -> str:

@@ -10,6 +10,7 @@ from devtunnel.agent.forward import Forwarder
 from devtunnel.agent.local_response import BadResponse, LocalResponse
 from devtunnel.values.target import parse_target
 from devtunnel.protocol.events import RequestReceived
+from devtunnel.values.request_head import field_is_safe
 
 
 def head(headers: list[tuple[bytes, bytes]], *, method: bytes = b"GET", target: bytes = b"/p?q=1",
@@ -44,6 +45,46 @@ def test_request_head_drops_expect_continue_and_frames_a_body_without_length_as_
 def test_request_head_never_lets_a_header_add_lines(bad: tuple[bytes, bytes]) -> None:
     raw = forwarder().request_head(head([(b"Host", b"h"), bad, (b"Ok", b"1")]), chunked=False)
     assert raw == b"GET /p?q=1 HTTP/1.1\r\nHost: h\r\nOk: 1\r\n\r\n"
+
+
+def reference_request_head(fwd: Forwarder, h: RequestReceived, *, chunked: bool) -> bytes:
+    """The request head written field by field, each field checked on its own (the rule's plain form)."""
+    out = [h.method, b" ", fwd.target.request_target(h.target), b" HTTP/1.1\r\n"]
+    host, saw_host = fwd.target.authority.encode("ascii"), False
+    for name, value in h.headers:
+        lower = name.lower()
+        if lower == b"host":
+            saw_host = True
+            value = host if fwd.rewrite_host else value
+        elif (lower == b"expect" and value.lower() == b"100-continue") or lower == b"transfer-encoding":
+            continue
+        if field_is_safe(name, value):
+            out += (name, b": ", value, b"\r\n")
+    if not saw_host:
+        out += (b"Host: ", host, b"\r\n")
+    return b"".join(out) + (b"Transfer-Encoding: chunked\r\n" if chunked else b"") + b"\r\n"
+
+
+_NAMES = st.sampled_from([b"Host", b"host", b"HOST", b"Expect", b"Transfer-Encoding", b"transfer-encoding", b"Accept",
+                          b"X-A", b"hosts", b"xhost", b"Content-Length", b""]) | st.binary(max_size=12)
+_VALUES = st.sampled_from([b"h", b"100-continue", b"100-Continue", b"chunked", b"", b"a: b"]) | st.binary(max_size=12)
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8), st.booleans(), st.sampled_from(["preserve", "rewrite"]))
+def test_request_head_is_the_field_by_field_rule_whatever_the_fields(
+    headers: list[tuple[bytes, bytes]], chunked: bool, host_header: str
+) -> None:
+    fwd = forwarder("http://127.0.0.1:3000/base", host_header)
+    h = head(headers, end_stream=not chunked)
+    assert fwd.request_head(h, chunked=chunked) == reference_request_head(fwd, h, chunked=chunked)
+
+
+@pytest.mark.parametrize("names", [[b"Host", b"X\nHost"], [b"X\nexpect", b"Host"], [b"Host", b"a\nhost"],
+                                   [b"Host\n", b"Host"], [b"Host", b"Expect"], [b"Host", b"Host"], [b"X", b"Y"]])
+def test_request_head_is_the_field_by_field_rule_when_names_hide_newlines(names: list[bytes]) -> None:
+    fwd = forwarder()
+    h = head([(name, b"100-continue") for name in names])
+    assert fwd.request_head(h, chunked=False) == reference_request_head(fwd, h, chunked=False)
 
 
 def feed_all(response: LocalResponse, parts: list[bytes]) -> LocalResponse:

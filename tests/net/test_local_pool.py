@@ -56,3 +56,41 @@ async def test_connections_acknowledge_at_once_and_leave_no_descriptor_behind(ec
     # Every connection, and the duplicate descriptor each kept for its socket options, is closed.
     await async_wait_for(lambda: all(s.fileno() == -1 for s in socks), what="the duplicate descriptors to close")
     assert _open_fds() <= before
+
+
+async def test_alarms_ring_at_their_own_time_on_one_timer(echo_port: int) -> None:
+    loop = asyncio.get_running_loop()
+    conn = await LocalPool(parse_target(str(echo_port))).connect()
+    rang: list[tuple[str, float]] = []
+    done = asyncio.Event()
+
+    def ring(name: str) -> None:
+        rang.append((name, loop.time()))
+        done.set()
+
+    try:
+        # A later alarm after an earlier one was cleared: the timer armed for the first rings
+        # first and must wait again for the second.
+        t0 = loop.time()
+        conn.set_alarm(0.2, lambda: ring("cleared"))
+        conn.clear_alarm()
+        conn.set_alarm(0.5, lambda: ring("later"))
+        await asyncio.wait_for(done.wait(), 5)
+        assert [name for name, _ in rang] == ["later"] and rang[0][1] - t0 >= 0.49
+        # An earlier alarm than the armed timer: the timer moves up.
+        rang.clear()
+        done.clear()
+        t0 = loop.time()
+        conn.set_alarm(30, lambda: ring("cleared"))
+        conn.clear_alarm()
+        conn.set_alarm(0.1, lambda: ring("sooner"))
+        await asyncio.wait_for(done.wait(), 5)
+        assert [name for name, _ in rang] == ["sooner"] and rang[0][1] - t0 < 5
+        # A cleared alarm never rings, and a lost connection drops its timer.
+        conn.set_alarm(0.05, lambda: ring("cleared"))
+        conn.clear_alarm()
+        conn.set_alarm(30, lambda: ring("lost"))
+    finally:
+        conn.abort()
+    await async_wait_for(lambda: conn.at_eof, what="the connection to be lost")
+    assert conn._alarm is None and [name for name, _ in rang] == ["sooner"]

@@ -125,3 +125,38 @@ async def test_a_finished_capture_is_not_kept_alive_by_the_live_watch() -> None:
     gc.collect()
     assert ref() is None
     live.close()
+
+
+@pytest.mark.parametrize("cap_bytes", [0, 4, 1 << 20])
+async def test_bodies_that_never_came_are_empty_and_capped_ones_keep_their_real_size(cap_bytes: int) -> None:
+    sink: list[tuple[Exchange, bool]] = []
+    quiet = _capture(sink, cap=cap_bytes)
+    assert quiet.request_body_full == (cap_bytes == 0)
+    quiet._submit_live()
+    quiet.response_head(204, b"No Content", (), exact=True)
+    quiet.finish()
+    (live, _), (done, _) = sink
+    for message in (live.request, done.request, done.response):
+        assert message is not None
+        assert (message.body, message.body_size, message.body_truncated) == (b"", 0, False)
+
+    sink.clear()
+    full = _capture(sink, cap=cap_bytes)
+    full.request_body(b"12345678")
+    assert full.request_body_full == (cap_bytes <= 8)
+    full.response_head(200, b"OK", ())
+    full.response_body(memoryview(b"abcdef"))
+    full.response_body(b"gh")
+    [(done, _)] = [full.finish()] and sink
+    assert (done.request.body, done.request.body_size) == (b"12345678"[:cap_bytes], 8)
+    assert done.request.body_truncated == (cap_bytes < 8)
+    assert done.response is not None
+    assert (done.response.body, done.response.body_size) == (b"abcdefgh"[:cap_bytes], 8)
+    assert done.response.body_truncated == (cap_bytes < 8)
+
+
+@pytest.mark.parametrize(("raw", "shown"), [(b"1.1", "1.1"), (b"1.0", "1.0"), (b"HTTP/1.1", "1.1"), (b"http/1.0", "1.0"),
+                                            (b"2", "2"), (b"", "")])
+async def test_the_request_version_is_recorded_without_its_http_prefix(raw: bytes, shown: str) -> None:
+    head = RequestReceived(1, b"GET", b"/", raw, (), end_stream=True)
+    assert ExchangeCapture(None, "demo", head, "http://127.0.0.1:8080", 1024).finish().request.http_version == shown

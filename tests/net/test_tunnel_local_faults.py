@@ -6,6 +6,7 @@ import asyncio
 import socket
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -671,3 +672,67 @@ async def test_public_client_leaving_a_stream_on_a_kept_alive_connection_closes_
             await closed.wait()
     exchanges = {ex.request.target: ex for ex in await harness.exchanges(2)}
     assert exchanges[b"/events"].error == "client_gone"
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="Linux only")
+@pytest.mark.parametrize("parts", [2, 3], ids=["head-then-body", "head-body-in-two-writes"])
+async def test_service_writing_a_response_in_pieces_without_nodelay_is_not_held_by_delayed_acks(
+    harness: Harness, parts: int
+) -> None:
+    """A development server (http.server, Werkzeug) writes head and body in separate sends with
+    Nagle on: its second send waits for our ACK of the first. A delayed ACK costs 40 ms a request
+    on a kept-alive connection; the agent acknowledges at once whatever leaves a response unfinished."""
+    body = b"x" * 200
+    pieces = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)]
+    pieces += [body[:100], body[100:]] if parts == 3 else [body]
+    pieces = [pieces[0] + pieces[1], pieces[2]] if parts == 3 else pieces  # head and a first part, then the rest
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)  # Nagle on
+        async for _ in request_heads(reader):
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            times = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                response = await c.get("/piece")
+                times.append(time.perf_counter() - t0)
+                assert response.content == body
+    assert connections == 1  # every request went over the one kept-alive local connection
+    # 40 ms each when delayed ACKs hold the last piece; a few ms otherwise, even on a busy machine.
+    assert sorted(times)[3] < 0.025, times
+
+
+async def test_each_request_on_a_kept_alive_connection_gets_its_own_head_timeout(harness: Harness) -> None:
+    # The first answer takes 0.3 s of a 0.5 s head timeout; the second request, on the same
+    # connection, never gets one: it must time out 0.5 s after it went out, not when the first
+    # request's time would have run out.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        await asyncio.sleep(0.3)  # the service is slow, not the test waiting
+        writer.write(OK)
+        await writer.drain()
+        await read_request_head(reader)
+        await reader.read()  # never answers the second one
+        writer.close()
+
+    harness.service.head_timeout = 0.5
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            first = await c.get("/first")
+            sent = time.monotonic()
+            second = await c.get("/second")
+            waited = time.monotonic() - sent
+    assert (first.status_code, first.text) == (200, "ok")
+    assert second.status_code == 504 and second.headers["x-devtunnel-error"] == "local_timeout"
+    assert 0.45 <= waited < 5, waited

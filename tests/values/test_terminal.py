@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtunnel.values.terminal import as_text, escape, escape_bytes, needs_escape
+from devtunnel.values.terminal import as_text, escape, escape_bytes, is_plain, needs_escape
 
 HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
@@ -101,3 +101,22 @@ def test_escaped_bytes_never_hold_a_control_or_format_character(data: bytes) -> 
 @given(st.text(st.characters(blacklist_categories=("Cs",))))
 def test_escape_is_unambiguous(text: str) -> None:
     assert _unescape(escape(text)) == text
+
+
+@given(st.text())
+def test_a_plain_text_is_left_as_it_is_by_escape(text: str) -> None:
+    if is_plain(text):
+        assert escape(text) == text
+    if escape(text) != text:
+        assert not is_plain(text)
+
+
+@pytest.mark.parametrize(("text", "plain"), [("/api/items?q=1", True), ("caf\u00e9 \u4e2d", True), ("a\\b", False),
+                                             ("\x1b[2J", False), ("\u202e", False), ("\u3164", False), ("\xa0", False)])
+def test_is_plain_on_named_texts(text: str, plain: bool) -> None:
+    assert is_plain(text) == plain
+
+
+@given(st.text(), st.text())
+def test_is_plain_of_joined_texts_answers_for_each(a: str, b: str) -> None:
+    assert is_plain(a + b) == (is_plain(a) and is_plain(b))
