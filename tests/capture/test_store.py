@@ -415,3 +415,17 @@ def test_a_version_4_file_gains_the_rule_columns_and_rule_filters_run_in_sql(tmp
         assert set(again.ids(expression)) == wanted, expression
         assert {ex.id for ex in again.query() if parse(expression)(ex)} == wanted  # the Python twin agrees
     again.close()
+
+
+def test_none_and_bytes_bind_as_they_are_through_the_identity_adapters(store: Store) -> None:
+    import devtunnel.capture.rows  # noqa: F401  (registers the adapters)
+
+    blob = b"\x00\xffraw"
+    assert sqlite3.adapt(blob) is blob and sqlite3.adapt(None) is None
+    conn = store._conn()
+    assert conn.execute("SELECT typeof(?), typeof(?), ?", (None, blob, blob)).fetchone() == ("null", "blob", blob)
+
+    class Tagged(bytes):
+        pass
+
+    assert conn.execute("SELECT typeof(?)", (Tagged(b"t"),)).fetchone() == ("blob",)  # a subclass binds as before
