@@ -210,21 +210,20 @@ class Store:
     def _retain(self, conn: sqlite3.Connection) -> None:
         n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
         if n > self.max_exchanges:
-            conn.execute(
-                "DELETE FROM exchanges WHERE id IN (SELECT id FROM exchanges ORDER BY id LIMIT ?)",
-                (n - self.max_exchanges,),
-            )
+            doomed = conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT ?",
+                                  (n - self.max_exchanges,)).fetchall()
+            _delete_oldest(conn, doomed)
             n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
         while total > self.max_bytes and n > 0:
             excess = total - self.max_bytes
-            doomed: list[str] = []
+            doomed = []
             freed = 0
             for ex_id, size in conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT 256"):
-                doomed.append(ex_id)
+                doomed.append((ex_id, size))
                 freed += size
                 if freed >= excess:
                     break
-            _delete(conn, doomed)
+            _delete_oldest(conn, doomed)
             n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
 
     def delete(self, ids: Iterable[str]) -> int:
@@ -235,9 +234,9 @@ class Store:
     def clear(self) -> None:
         """Delete every exchange."""
         with self._writing() as conn:
-            for table in ("heads", "req_bodies", "res_bodies", "ws_messages"):
+            for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")
-            conn.execute("DELETE FROM exchanges")
+            conn.execute("UPDATE stats SET n = 0, bytes = 0")
 
     # --- reading --------------------------------------------------------------------------
 
@@ -450,10 +449,37 @@ class Store:
         return sql, params
 
 
+_TABLES = ("exchanges", "heads", "req_bodies", "res_bodies", "ws_messages")
+"""Every table that holds rows of an exchange, by its id."""
+
+
 def _delete(conn: sqlite3.Connection, ids: list[str]) -> int:
+    """Delete these exchanges and all their rows, and count them out of ``stats``."""
     deleted = 0
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        cur = conn.execute(f"DELETE FROM exchanges WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        deleted += cur.rowcount
+        marks = ", ".join("?" * len(chunk))
+        found = conn.execute(f"SELECT id, bytes FROM exchanges WHERE id IN ({marks})", chunk).fetchall()
+        if not found:
+            continue
+        gone = [ex_id for ex_id, _ in found]
+        marks = ", ".join("?" * len(gone))
+        for table in _TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE id IN ({marks})", gone)
+        conn.execute("UPDATE stats SET n = n - ?, bytes = bytes - ?", (len(found), sum(b for _, b in found)))
+        deleted += len(found)
     return deleted
+
+
+def _delete_oldest(conn: sqlite3.Connection, doomed: list[tuple[str, int]]) -> None:
+    """Delete the oldest exchanges, ``doomed`` being ``(id, bytes)`` of each, oldest first.
+
+    They are every exchange up to the last one's id, so each table loses a range of its key:
+    no statement per exchange.
+    """
+    if not doomed:
+        return
+    last = doomed[-1][0]
+    for table in _TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE id <= ?", (last,))
+    conn.execute("UPDATE stats SET n = n - ?, bytes = bytes - ?", (len(doomed), sum(b for _, b in doomed)))

@@ -23,7 +23,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from tests.kit.exchanges import make_exchange, make_response
 
 from .strategies import exchanges, header_fields
-from .test_store_webhooks import TO_SCHEMA_3
+from .test_store_webhooks import TO_SCHEMA_3, TO_SCHEMA_7
 
 
 def make(n: int = 0, *, body: bytes = b"", status: int | None = 200, now: float | None = None,
@@ -389,7 +389,7 @@ def test_a_version_4_file_gains_the_rule_columns_and_rule_filters_run_in_sql(tmp
     first.put(plain)
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 4
-        conn.executescript("ALTER TABLE exchanges DROP COLUMN resigned; ALTER TABLE exchanges DROP COLUMN rule_index;"
+        conn.executescript(TO_SCHEMA_7 + "ALTER TABLE exchanges DROP COLUMN resigned; ALTER TABLE exchanges DROP COLUMN rule_index;"
                            " ALTER TABLE exchanges DROP COLUMN rule_action; ALTER TABLE exchanges DROP COLUMN rule_scope;"
                            " PRAGMA user_version = 4;")
     again = Store(path)
