@@ -120,14 +120,17 @@ ROW_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_WEBHOOK_COLUMNS)
 FULL_COLUMNS = (_BASE_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
                 "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
                 "res_version, res_reason, res_body_size, res_truncated, " + ", ".join(_WEBHOOK_COLUMNS))
-_INSERT_COLUMNS = (
+_CORE_COLUMNS = (
     "id", "tunnel", "started_at", "method", "target_text", "path", "host", "scheme", "status",
-    "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
-    "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
-    "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
-    "edited", "rule_index", "rule_action", "rule_scope", "resigned",
-    *_WEBHOOK_COLUMNS,
+    "duration", "ttfb", "size", "websocket", "has_response", "bytes",
+    "target", "remote_addr", "target_url", "error_message", "req_version",
+    "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated", "edited",
 )
+_RARE_COLUMNS = ("error", "replay_of", "ws_close_code", "rule_index", "rule_action", "rule_scope", "resigned",
+                 *_WEBHOOK_COLUMNS)
+"""Columns that are NULL for most exchanges: a new exchange with all of them NULL leaves them out
+of its insert (13 parameters fewer; sqlite3 binds a None through its adapter registry)."""
+_INSERT_COLUMNS = _CORE_COLUMNS + _RARE_COLUMNS
 
 
 def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
@@ -262,7 +265,8 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
     """
     latest = {ex.id: ex for ex in exchanges}
     stored = _stored_ids(conn, latest)
-    fresh: list[tuple[object, ...]] = []
+    fresh: list[tuple[object, ...]] = []  # new, every rare column NULL
+    fresh_rare: list[tuple[object, ...]] = []
     again: list[tuple[object, ...]] = []
     heads: list[tuple[object, ...]] = []
     req_rows: list[tuple[object, ...]] = []
@@ -291,18 +295,25 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
                          for i, m in enumerate(ex.ws_messages)]
         row = (
             ex_id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
-            ex.status, ex.duration, ex.ttfb, ex.size, ex.error, ex.replay_of, int(bool(ex.websocket)),
+            ex.status, ex.duration, ex.ttfb, ex.size, int(bool(ex.websocket)),
             int(res is not None), blob_bytes, req.target, ex.remote_addr, ex.target_url,
-            ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
+            ex.error_message, req.http_version, req.body_size, int(req.body_truncated),
             *res_columns, int(ex.edited),
-            *((None, None, None) if rule is None else (rule.index, rule.action, rule.scope)),
-            ex.resigned, *_webhook_values(ex),
         )
-        if ex_id in stored:
-            again.append(row)
-        else:
+        common = (ex.error is None and ex.replay_of is None and ex.ws_close_code is None and rule is None
+                  and ex.resigned is None and ex.webhook is None)
+        if ex_id not in stored and common:
             fresh.append(row)
             fresh_bytes += blob_bytes
+        else:
+            row += (ex.error, ex.replay_of, ex.ws_close_code,
+                    *((None, None, None) if rule is None else (rule.index, rule.action, rule.scope)),
+                    ex.resigned, *_webhook_values(ex))
+            if ex_id in stored:
+                again.append(row)
+            else:
+                fresh_rare.append(row)
+                fresh_bytes += blob_bytes
         heads.append((ex_id, req_heads, res_heads))
         # No row for an empty request body (most requests); a response body has one, even empty.
         for side, body, rows in (("req", req_body or None, req_rows), ("res", res_body, res_rows)):
@@ -313,8 +324,9 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
             else:
                 rows.append((ex_id, body))
     _execute_rows(conn, "insert", fresh)
-    if fresh:
-        conn.execute("UPDATE stats SET n = n + ?, bytes = bytes + ?", (len(fresh), fresh_bytes))
+    _execute_rows(conn, "insert_rare", fresh_rare)
+    if fresh or fresh_rare:
+        conn.execute("UPDATE stats SET n = n + ?, bytes = bytes + ?", (len(fresh) + len(fresh_rare), fresh_bytes))
     _execute_rows(conn, "upsert", again)  # the update trigger moves the byte count
     _mark_duplicates(conn, latest.values())
     _execute_rows(conn, "heads", heads)
@@ -378,7 +390,8 @@ def _write_large_body(conn: sqlite3.Connection, ex_id: str, side: str, body: byt
 # Statements that take rows, as (text before the rows, text after them); each row is one
 # parenthesised group of ``?``.
 _ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
-    "insert": (f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ", "", len(_INSERT_COLUMNS)),
+    "insert": (f"INSERT INTO exchanges ({', '.join(_CORE_COLUMNS)}) VALUES ", "", len(_CORE_COLUMNS)),
+    "insert_rare": (f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ", "", len(_INSERT_COLUMNS)),
     "upsert": (
         f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ",
         " ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:]),

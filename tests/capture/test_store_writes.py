@@ -189,3 +189,20 @@ def test_a_version_7_file_is_upgraded_at_once_and_reads_and_counts_right(tmp_pat
         triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
         assert triggers == {"exchanges_update"}
         assert conn.execute("PRAGMA page_count").fetchone()[0] <= pages + 8  # nothing was rewritten
+
+
+def test_a_batch_mixing_plain_exchanges_and_ones_with_rare_columns_keeps_each_exactly(store: Store) -> None:
+    from devtunnel.capture.model import RuleMark
+    from devtunnel.webhooks import Signature, Verdict
+
+    plain, failed, replay, hooked, ruled, ws = (get(n) for n in range(6))
+    failed.error, failed.error_message = "local_refused", "connection refused"
+    replay.replay_of, replay.resigned = plain.id, "stripe"
+    hooked.webhook = Verdict("stripe", "invoice.paid", "evt_1", Signature.VALID, "")
+    ruled.rule = RuleMark(2, "rate-limit", "relay")
+    ws.websocket, ws.ws_close_code = True, 1000
+    batch = [plain, failed, replay, hooked, ruled, ws]
+    store.put_many(batch)
+    assert [store.get(ex.id) for ex in batch] == batch
+    assert store.ids("~e") == [failed.id] and store.ids("rule") == [ruled.id]
+    assert_consistent(store)
