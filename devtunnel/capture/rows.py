@@ -14,6 +14,7 @@ since removed.
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 import struct
 from collections.abc import Iterable, Sequence
@@ -80,11 +81,20 @@ class Row:
 _COUNT = struct.Struct("<I")
 
 
+_chain = itertools.chain.from_iterable
+
+
+@functools.cache
+def _lengths(count: int) -> struct.Struct:
+    """The count and ``2 * count`` lengths of a header blob (one compiled format per count)."""
+    return struct.Struct(f"<I{2 * count}I")
+
+
 def encode_headers(headers: Headers) -> bytes:
     """The compact blob form of header fields (exact bytes, order and case kept)."""
     fields = headers.fields
-    parts = [x for pair in fields for x in pair]
-    return struct.pack(f"<I{len(parts)}I", len(fields), *map(len, parts)) + b"".join(parts)
+    parts = list(_chain(fields))  # name, value, name, value, ...: no Python loop per field
+    return _lengths(len(fields)).pack(len(fields), *map(len, parts)) + b"".join(parts)
 
 
 def decode_headers(blob: bytes) -> tuple[tuple[bytes, bytes], ...]:
