@@ -388,8 +388,9 @@ class Store:
     def count_estimate(self, filter: object = None, *, sample: int = 5_000) -> tuple[int, bool]:
         """How many exchanges match, at once: ``(count, exact)``.
 
-        Without a filter the count is exact (kept by triggers). With one, the share of matches
-        among the newest ``sample`` exchanges scales the total (exact when the store is no larger).
+        Without a filter the count is exact (the ``stats`` row, kept as the store writes). With one,
+        the share of matches among the newest ``sample`` exchanges scales the total (exact when the
+        store is no larger).
         """
         flt = _filters.compile_filter(filter)
         with self._reading() as conn:
