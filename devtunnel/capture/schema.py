@@ -160,15 +160,16 @@ CREATE INDEX IF NOT EXISTS exchanges_error ON exchanges (error) WHERE error IS N
 # triggers ran a program per row (the stats update; four deletes of the exchange's other rows):
 # the writer counts the exchanges it inserts once per transaction, and deletes the other rows
 # of the exchanges it deletes by range or by id (``capture.store``). An empty request body has no
-# row, so the view reads the request side from ``exchanges`` (files of earlier versions keep
-# their empty rows, which read the same). Nothing is rewritten: the upgrade is instant.
+# row, so the view has a row for each exchange and reads each side by a lookup (only the side a
+# filter asks for is read, as fast as the join it replaces); files of earlier versions keep their
+# empty rows, which read the same. Nothing is rewritten: the upgrade is instant.
 _SCHEMA_V8 = """
 DROP TRIGGER IF EXISTS exchanges_insert;
 DROP TRIGGER IF EXISTS exchanges_delete;
 DROP VIEW bodies;
 CREATE VIEW bodies (id, req, res) AS
-    SELECT e.id, coalesce(q.body, x''), s.body FROM exchanges e
-    LEFT JOIN req_bodies q ON q.id = e.id LEFT JOIN res_bodies s ON s.id = e.id;
+    SELECT e.id, coalesce((SELECT body FROM req_bodies WHERE id = e.id), x''),
+           (SELECT body FROM res_bodies WHERE id = e.id) FROM exchanges e;
 """
 
 _MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
