@@ -14,6 +14,7 @@ since removed.
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 import struct
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,15 @@ __all__ = [
 
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
+
+# sqlite3 binds str, int and float as they are, but asks its adapter registry about every other
+# parameter: it builds a key, misses, then looks ``__adapt__`` up on its protocol type, which on
+# Python 3.11 raises (and clears) an AttributeError each time. An exchange binds about eighteen
+# Nones and blobs, and that lookup was a sixth of the recorder's instructions. Adapters that
+# give the value back as it is make it one dict lookup and one C call; what is bound is the same
+# object. (Exact types only: a subclass of bytes is asked about as before.)
+sqlite3.register_adapter(type(None), {}.get)  # type: ignore[arg-type]  # {}.get(None) is None
+sqlite3.register_adapter(bytes, bytes.__bytes__)  # the same bytes object, not a copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +81,20 @@ class Row:
 _COUNT = struct.Struct("<I")
 
 
+_chain = itertools.chain.from_iterable
+
+
+@functools.cache
+def _lengths(count: int) -> struct.Struct:
+    """The count and ``2 * count`` lengths of a header blob (one compiled format per count)."""
+    return struct.Struct(f"<I{2 * count}I")
+
+
 def encode_headers(headers: Headers) -> bytes:
     """The compact blob form of header fields (exact bytes, order and case kept)."""
     fields = headers.fields
-    parts = [x for pair in fields for x in pair]
-    return struct.pack(f"<I{len(parts)}I", len(fields), *map(len, parts)) + b"".join(parts)
+    parts = list(_chain(fields))  # name, value, name, value, ...: no Python loop per field
+    return _lengths(len(fields)).pack(len(fields), *map(len, parts)) + b"".join(parts)
 
 
 def decode_headers(blob: bytes) -> tuple[tuple[bytes, bytes], ...]:
@@ -111,14 +130,17 @@ ROW_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_WEBHOOK_COLUMNS)
 FULL_COLUMNS = (_BASE_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
                 "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
                 "res_version, res_reason, res_body_size, res_truncated, " + ", ".join(_WEBHOOK_COLUMNS))
-_INSERT_COLUMNS = (
+_CORE_COLUMNS = (
     "id", "tunnel", "started_at", "method", "target_text", "path", "host", "scheme", "status",
-    "duration", "ttfb", "size", "error", "replay_of", "websocket", "has_response", "bytes",
-    "target", "remote_addr", "target_url", "error_message", "ws_close_code", "req_version",
-    "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated",
-    "edited", "rule_index", "rule_action", "rule_scope", "resigned",
-    *_WEBHOOK_COLUMNS,
+    "duration", "ttfb", "size", "websocket", "has_response", "bytes",
+    "target", "remote_addr", "target_url", "error_message", "req_version",
+    "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated", "edited",
 )
+_RARE_COLUMNS = ("error", "replay_of", "ws_close_code", "rule_index", "rule_action", "rule_scope", "resigned",
+                 *_WEBHOOK_COLUMNS)
+"""Columns that are NULL for most exchanges: a new exchange with all of them NULL leaves them out
+of its insert (13 parameters fewer; sqlite3 binds a None through its adapter registry)."""
+_INSERT_COLUMNS = _CORE_COLUMNS + _RARE_COLUMNS
 
 
 def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
@@ -243,57 +265,114 @@ def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
 
 
 def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
-    """Upsert exchanges: a few many-row statements per table (a later version of an id wins)."""
+    """Upsert exchanges: a few many-row statements per table (a later version of an id wins).
+
+    Call it inside a write transaction: which ids are stored already is read first, and must
+    not change before the writes. Ids not stored yet (nearly all: ids grow with time, and an
+    exchange is written once unless it was seen live) take plain inserts, with nothing older to
+    remove; ``stats`` counts them here, once per call. Stored ones are updated in place, and lose
+    the bodies and messages their new version has not. An empty request body has no row.
+    """
     latest = {ex.id: ex for ex in exchanges}
-    summaries: list[tuple[object, ...]] = []
+    stored = _stored_ids(conn, latest)
+    fresh: list[tuple[object, ...]] = []  # new, every rare column NULL
+    fresh_rare: list[tuple[object, ...]] = []
+    again: list[tuple[object, ...]] = []
     heads: list[tuple[object, ...]] = []
-    bodies: list[tuple[str, bytes, bytes | None]] = []
-    messages: list[tuple[object, ...]] = []
-    for ex in latest.values():
-        req, res = ex.request, ex.response
-        req_heads = encode_headers(req.headers)
-        res_heads = encode_headers(res.headers) if res is not None else None
-        blob_bytes = (len(req_heads) + len(req.body) + len(req.target)
-                      + (len(res_heads or b"") + len(res.body) if res is not None else 0)
-                      + sum(len(m.payload) for m in ex.ws_messages))
-        summaries.append((
-            ex.id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
-            ex.status, ex.duration, ex.ttfb, ex.size, ex.error, ex.replay_of, int(bool(ex.websocket)),
-            int(res is not None), _ROW_OVERHEAD + blob_bytes, req.target, ex.remote_addr, ex.target_url,
-            ex.error_message, ex.ws_close_code, req.http_version, req.body_size, int(req.body_truncated),
-            None if res is None else res.http_version, None if res is None else res.reason,
-            None if res is None else res.body_size, None if res is None else int(res.body_truncated),
-            int(ex.edited), None if ex.rule is None else ex.rule.index, None if ex.rule is None else ex.rule.action,
-            None if ex.rule is None else ex.rule.scope, ex.resigned,
-            *_webhook_values(ex),
-        ))
-        heads.append((ex.id, req_heads, res_heads))
-        bodies.append((ex.id, bytes(req.body), None if res is None else bytes(res.body)))
-        messages += [(ex.id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
-                     for i, m in enumerate(ex.ws_messages)]
-    _execute_rows(conn, "upsert", summaries)
-    _mark_duplicates(conn, latest.values())
-    _execute_rows(conn, "heads", heads)
-    large: list[tuple[str, str, bytes]] = []
     req_rows: list[tuple[object, ...]] = []
     res_rows: list[tuple[object, ...]] = []
-    for ex_id, req_body, res_body in bodies:
-        for side, body, rows in (("req", req_body, req_rows), ("res", res_body, res_rows)):
+    large: list[tuple[str, str, bytes]] = []
+    messages: list[tuple[object, ...]] = []
+    fresh_bytes = 0
+    for ex_id, ex in latest.items():
+        req, res = ex.request, ex.response
+        req_heads = encode_headers(req.headers)
+        req_body = bytes(req.body)
+        rule = ex.rule
+        if res is None:
+            res_heads = res_body = None
+            blob_bytes = _ROW_OVERHEAD + len(req_heads) + len(req_body) + len(req.target)
+            res_columns: tuple[object, ...] = (None, None, None, None)
+        else:
+            res_heads = encode_headers(res.headers)
+            res_body = bytes(res.body)
+            blob_bytes = (_ROW_OVERHEAD + len(req_heads) + len(req_body) + len(req.target) + len(res_heads)
+                          + len(res_body))
+            res_columns = (res.http_version, res.reason, res.body_size, int(res.body_truncated))
+        if ex.ws_messages:
+            blob_bytes += sum(len(m.payload) for m in ex.ws_messages)
+            messages += [(ex_id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
+                         for i, m in enumerate(ex.ws_messages)]
+        row = (
+            ex_id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
+            ex.status, ex.duration, ex.ttfb, ex.size, int(bool(ex.websocket)),
+            int(res is not None), blob_bytes, req.target, ex.remote_addr, ex.target_url,
+            ex.error_message, req.http_version, req.body_size, int(req.body_truncated),
+            *res_columns, int(ex.edited),
+        )
+        common = (ex.error is None and ex.replay_of is None and ex.ws_close_code is None and rule is None
+                  and ex.resigned is None and ex.webhook is None)
+        if ex_id not in stored and common:
+            fresh.append(row)
+            fresh_bytes += blob_bytes
+        else:
+            row += (ex.error, ex.replay_of, ex.ws_close_code,
+                    *((None, None, None) if rule is None else (rule.index, rule.action, rule.scope)),
+                    ex.resigned, *_webhook_values(ex))
+            if ex_id in stored:
+                again.append(row)
+            else:
+                fresh_rare.append(row)
+                fresh_bytes += blob_bytes
+        heads.append((ex_id, req_heads, res_heads))
+        # No row for an empty request body (most requests); a response body has one, even empty.
+        for side, body, rows in (("req", req_body or None, req_rows), ("res", res_body, res_rows)):
             if body is None:
                 continue
             if len(body) > _LARGE_BODY:
                 large.append((ex_id, side, body))
             else:
                 rows.append((ex_id, body))
+    _execute_rows(conn, "insert", fresh)
+    _execute_rows(conn, "insert_rare", fresh_rare)
+    if fresh or fresh_rare:
+        conn.execute("UPDATE stats SET n = n + ?, bytes = bytes + ?", (len(fresh) + len(fresh_rare), fresh_bytes))
+    _execute_rows(conn, "upsert", again)  # the update trigger moves the byte count
+    _mark_duplicates(conn, latest.values())
+    _execute_rows(conn, "heads", heads)
     _execute_rows(conn, "req_bodies", req_rows)
     _execute_rows(conn, "res_bodies", res_rows)
-    # A newer version of an exchange without a response leaves no older response body behind.
-    _execute_rows(conn, "unres", [(row[0],) for row in bodies if row[2] is None])
     for ex_id, side, body in large:
         _write_large_body(conn, ex_id, side, body)
-    _execute_rows(conn, "unmessage", [(i,) for i in latest])
+    if stored:
+        # A newer version of a stored exchange leaves none of the older one's bodies or messages
+        # behind that it has not itself (an empty request body has no row; neither has the
+        # response body of an exchange without a response).
+        rewritten = [ex for ex_id, ex in latest.items() if ex_id in stored]
+        _execute_rows(conn, "unreq", [(ex.id,) for ex in rewritten if not ex.request.body])
+        _execute_rows(conn, "unres", [(ex.id,) for ex in rewritten if ex.response is None])
+        _execute_rows(conn, "unmessage", [(ex.id,) for ex in rewritten])
     if messages:
         _execute_rows(conn, "messages", messages)
+
+
+def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> set[str]:
+    """Which of these ids are stored already.
+
+    Ids grow with time: one above the largest stored id is new without a look. The others (an
+    exchange that began before one written already, or one written before while it ran) are
+    looked up in one statement.
+    """
+    top = conn.execute("SELECT max(id) FROM exchanges").fetchone()[0]
+    if top is None:
+        return set()
+    maybe = [ex_id for ex_id in latest if ex_id <= top]
+    stored: set[str] = set()
+    for start in range(0, len(maybe), 500):
+        chunk = maybe[start:start + 500]
+        stored.update(r[0] for r in conn.execute(
+            f"SELECT id FROM exchanges WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+    return stored
 
 
 _LARGE_BODY = 256 * 1024
@@ -321,6 +400,8 @@ def _write_large_body(conn: sqlite3.Connection, ex_id: str, side: str, body: byt
 # Statements that take rows, as (text before the rows, text after them); each row is one
 # parenthesised group of ``?``.
 _ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
+    "insert": (f"INSERT INTO exchanges ({', '.join(_CORE_COLUMNS)}) VALUES ", "", len(_CORE_COLUMNS)),
+    "insert_rare": (f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ", "", len(_INSERT_COLUMNS)),
     "upsert": (
         f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ",
         " ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:]),
@@ -329,6 +410,7 @@ _ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
     "heads": ("INSERT OR REPLACE INTO heads (id, req, res) VALUES ", "", 3),
     "req_bodies": ("INSERT OR REPLACE INTO req_bodies (id, body) VALUES ", "", 2),
     "res_bodies": ("INSERT OR REPLACE INTO res_bodies (id, body) VALUES ", "", 2),
+    "unreq": ("DELETE FROM req_bodies WHERE id IN (", ")", 0),
     "unres": ("DELETE FROM res_bodies WHERE id IN (", ")", 0),
     "unmessage": ("DELETE FROM ws_messages WHERE id IN (", ")", 0),
     "messages": ("INSERT INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES ", "", 7),

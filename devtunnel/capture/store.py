@@ -210,21 +210,20 @@ class Store:
     def _retain(self, conn: sqlite3.Connection) -> None:
         n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
         if n > self.max_exchanges:
-            conn.execute(
-                "DELETE FROM exchanges WHERE id IN (SELECT id FROM exchanges ORDER BY id LIMIT ?)",
-                (n - self.max_exchanges,),
-            )
+            doomed = conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT ?",
+                                  (n - self.max_exchanges,)).fetchall()
+            _delete_oldest(conn, doomed)
             n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
         while total > self.max_bytes and n > 0:
             excess = total - self.max_bytes
-            doomed: list[str] = []
+            doomed = []
             freed = 0
             for ex_id, size in conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT 256"):
-                doomed.append(ex_id)
+                doomed.append((ex_id, size))
                 freed += size
                 if freed >= excess:
                     break
-            _delete(conn, doomed)
+            _delete_oldest(conn, doomed)
             n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
 
     def delete(self, ids: Iterable[str]) -> int:
@@ -235,9 +234,9 @@ class Store:
     def clear(self) -> None:
         """Delete every exchange."""
         with self._writing() as conn:
-            for table in ("heads", "req_bodies", "res_bodies", "ws_messages"):
+            for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")
-            conn.execute("DELETE FROM exchanges")
+            conn.execute("UPDATE stats SET n = 0, bytes = 0")
 
     # --- reading --------------------------------------------------------------------------
 
@@ -389,8 +388,9 @@ class Store:
     def count_estimate(self, filter: object = None, *, sample: int = 5_000) -> tuple[int, bool]:
         """How many exchanges match, at once: ``(count, exact)``.
 
-        Without a filter the count is exact (kept by triggers). With one, the share of matches
-        among the newest ``sample`` exchanges scales the total (exact when the store is no larger).
+        Without a filter the count is exact (the ``stats`` row, kept as the store writes). With one,
+        the share of matches among the newest ``sample`` exchanges scales the total (exact when the
+        store is no larger).
         """
         flt = _filters.compile_filter(filter)
         with self._reading() as conn:
@@ -450,10 +450,37 @@ class Store:
         return sql, params
 
 
+_TABLES = ("exchanges", "heads", "req_bodies", "res_bodies", "ws_messages")
+"""Every table that holds rows of an exchange, by its id."""
+
+
 def _delete(conn: sqlite3.Connection, ids: list[str]) -> int:
+    """Delete these exchanges and all their rows, and count them out of ``stats``."""
     deleted = 0
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        cur = conn.execute(f"DELETE FROM exchanges WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        deleted += cur.rowcount
+        marks = ", ".join("?" * len(chunk))
+        found = conn.execute(f"SELECT id, bytes FROM exchanges WHERE id IN ({marks})", chunk).fetchall()
+        if not found:
+            continue
+        gone = [ex_id for ex_id, _ in found]
+        marks = ", ".join("?" * len(gone))
+        for table in _TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE id IN ({marks})", gone)
+        conn.execute("UPDATE stats SET n = n - ?, bytes = bytes - ?", (len(found), sum(b for _, b in found)))
+        deleted += len(found)
     return deleted
+
+
+def _delete_oldest(conn: sqlite3.Connection, doomed: list[tuple[str, int]]) -> None:
+    """Delete the oldest exchanges, ``doomed`` being ``(id, bytes)`` of each, oldest first.
+
+    They are every exchange up to the last one's id, so each table loses a range of its key:
+    no statement per exchange.
+    """
+    if not doomed:
+        return
+    last = doomed[-1][0]
+    for table in _TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE id <= ?", (last,))
+    conn.execute("UPDATE stats SET n = n - ?, bytes = bytes - ?", (len(doomed), sum(b for _, b in doomed)))

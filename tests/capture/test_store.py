@@ -23,7 +23,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from tests.kit.exchanges import make_exchange, make_response
 
 from .strategies import exchanges, header_fields
-from .test_store_webhooks import TO_SCHEMA_3
+from .test_store_webhooks import TO_SCHEMA_3, TO_SCHEMA_7
 
 
 def make(n: int = 0, *, body: bytes = b"", status: int | None = 200, now: float | None = None,
@@ -389,7 +389,7 @@ def test_a_version_4_file_gains_the_rule_columns_and_rule_filters_run_in_sql(tmp
     first.put(plain)
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 4
-        conn.executescript("ALTER TABLE exchanges DROP COLUMN resigned; ALTER TABLE exchanges DROP COLUMN rule_index;"
+        conn.executescript(TO_SCHEMA_7 + "ALTER TABLE exchanges DROP COLUMN resigned; ALTER TABLE exchanges DROP COLUMN rule_index;"
                            " ALTER TABLE exchanges DROP COLUMN rule_action; ALTER TABLE exchanges DROP COLUMN rule_scope;"
                            " PRAGMA user_version = 4;")
     again = Store(path)
@@ -415,3 +415,17 @@ def test_a_version_4_file_gains_the_rule_columns_and_rule_filters_run_in_sql(tmp
         assert set(again.ids(expression)) == wanted, expression
         assert {ex.id for ex in again.query() if parse(expression)(ex)} == wanted  # the Python twin agrees
     again.close()
+
+
+def test_none_and_bytes_bind_as_they_are_through_the_identity_adapters(store: Store) -> None:
+    import devtunnel.capture.rows  # noqa: F401  (registers the adapters)
+
+    blob = b"\x00\xffraw"
+    assert sqlite3.adapt(blob) is blob and sqlite3.adapt(None) is None
+    conn = store._conn()
+    assert conn.execute("SELECT typeof(?), typeof(?), ?", (None, blob, blob)).fetchone() == ("null", "blob", blob)
+
+    class Tagged(bytes):
+        pass
+
+    assert conn.execute("SELECT typeof(?)", (Tagged(b"t"),)).fetchone() == ("blob",)  # a subclass binds as before

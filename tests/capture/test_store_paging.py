@@ -13,6 +13,7 @@ import pytest
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.schema import SCHEMA_VERSION
 from devtunnel.capture.store import Store
+from tests.capture.test_store_webhooks import TO_SCHEMA_7
 from tests.kit.exchanges import make_exchange, make_response
 
 FILTERS = ["", "status:404", "status:>=400", "method:post status:4xx", "tunnel:B", "~e", "body:needle",
@@ -103,6 +104,7 @@ def test_an_older_file_gains_the_list_indexes_and_keeps_its_exchanges(tmp_path: 
     first.put_many(_exchange(n) for n in range(10))
     first.close()
     with sqlite3.connect(path) as conn:  # as schema 6 left it: without the list views' indexes
+        conn.executescript(TO_SCHEMA_7)
         for name in ("exchanges_status", "exchanges_method", "exchanges_tunnel", "exchanges_error"):
             conn.execute(f'DROP INDEX "{name}"')
         conn.execute("PRAGMA user_version = 6")

@@ -8,6 +8,7 @@ from pathlib import Path
 from devtunnel.capture.schema import SCHEMA_VERSION
 from devtunnel.capture.store import Store
 from tests.capture.test_store import make
+from tests.capture.test_store_webhooks import TO_SCHEMA_7
 
 
 def test_a_resigned_replay_keeps_its_provider_in_the_row_the_exchange_and_the_summary(tmp_path: Path) -> None:
@@ -29,7 +30,7 @@ def test_a_version_3_file_is_upgraded_and_its_replays_read_as_not_resigned(tmp_p
     first.put(old)
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 3
-        conn.executescript("ALTER TABLE exchanges DROP COLUMN resigned; PRAGMA user_version = 5;")
+        conn.executescript(TO_SCHEMA_7 + "ALTER TABLE exchanges DROP COLUMN resigned; PRAGMA user_version = 5;")
     again = Store(path)
     assert again.get(old.id) == old and again.rows()[0].resigned is None
     new = make(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import tempfile
 import time
@@ -13,12 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtunnel.capture.model import Exchange, new_id
-from devtunnel.capture.schema import SCHEMA_VERSION
+from devtunnel.capture.schema import _SCHEMA_V1, _SCHEMA_V2, SCHEMA_VERSION
 from devtunnel.capture.store import Store
 from devtunnel.webhooks import Signature, Verdict
 from tests.kit.exchanges import make_exchange, make_response
 
-TO_SCHEMA_3 = """
+TO_SCHEMA_7 = """
+    DROP VIEW bodies;
+    CREATE VIEW bodies (id, req, res) AS
+        SELECT q.id, q.body, s.body FROM req_bodies q LEFT JOIN res_bodies s ON s.id = q.id;
+    INSERT INTO req_bodies (id, body) SELECT id, x'' FROM exchanges WHERE id NOT IN (SELECT id FROM req_bodies);
+""" + re.search(r"CREATE TRIGGER exchanges_insert .*?END;", _SCHEMA_V1, re.S).group(0) + "\n" \
+    + re.search(r"CREATE TRIGGER exchanges_delete .*?END;", _SCHEMA_V2, re.S).group(0) + "\n"  # type: ignore[union-attr]
+"""Takes a file of this version back to the layout of schema 7 (its triggers, its view, a row for every
+request body, even empty)."""
+
+TO_SCHEMA_3 = TO_SCHEMA_7 + """
     ALTER TABLE exchanges DROP COLUMN resigned;
     ALTER TABLE exchanges DROP COLUMN rule_index;
     ALTER TABLE exchanges DROP COLUMN rule_action;

@@ -1,0 +1,208 @@
+"""How the store writes: new ids take plain inserts, stored ones are updated without leftovers, and the
+counts in ``stats`` stay exact through rewrites, deletes, retention, other writers and the schema 7 upgrade."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from devtunnel.capture.model import Exchange, Response, WsMessage, new_id
+from devtunnel.capture.schema import SCHEMA_VERSION
+from devtunnel.capture.store import Store
+from tests.capture.test_store_webhooks import TO_SCHEMA_7
+from tests.kit.exchanges import make_exchange, make_response
+
+_CHILD_TABLES = ("heads", "req_bodies", "res_bodies", "ws_messages")
+
+
+def get(n: int = 0, *, ex_id: str | None = None, body: bytes = b"", response: bool = True) -> Exchange:
+    res = make_response(200, [("Content-Type", "application/json")], b'{"n": %d}' % n) if response else None
+    return make_exchange("GET" if not body else "POST", f"/items/{n}", [("Host", "a.localhost"), ("Accept", "*/*")],
+                         body, res, id=ex_id or new_id(), tunnel="web", started_at=time.time(),
+                         duration=0.01 if response else None)
+
+
+def assert_consistent(store: Store) -> None:
+    """``stats`` says what the tables hold, and no table holds rows of an exchange that is gone."""
+    conn = sqlite3.connect(store.path)
+    try:
+        n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+        assert (n, total) == conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM exchanges").fetchone()
+        for table in _CHILD_TABLES:
+            orphans = conn.execute(f"SELECT count(*) FROM {table} WHERE id NOT IN (SELECT id FROM exchanges)")
+            assert orphans.fetchone()[0] == 0, table
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "captures.db")
+    yield s
+    s.close()
+
+
+def test_new_exchanges_take_plain_inserts_and_an_empty_request_body_has_no_row(store: Store) -> None:
+    store.put(get(0))
+    statements: list[str] = []
+    store._conn().set_trace_callback(statements.append)
+    try:
+        store.put_many([get(n) for n in range(1, 6)])
+    finally:
+        store._conn().set_trace_callback(None)
+    writes = [s.split(" VALUES")[0].split(" WHERE")[0] for s in statements
+              if s.startswith(("INSERT", "DELETE", "UPDATE"))]
+    assert not any(s.startswith("DELETE") for s in writes), writes  # nothing older to remove
+    assert not any("ON CONFLICT" in s for s in statements)
+    assert not any("req_bodies" in s for s in writes), writes
+    assert store.get(store.ids()[-1]).request.body == b""
+    conn = store._conn()
+    assert conn.execute("SELECT count(*) FROM req_bodies").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM bodies WHERE req = x''").fetchone()[0] == 6
+    assert_consistent(store)
+
+
+def test_an_exchange_written_live_then_finished_keeps_one_row_with_the_final_values(store: Store) -> None:
+    live = get(1, body=b"partial upload", response=False)
+    store.put(live)
+    store.put_many([get(n) for n in range(2, 4)])  # later ids in between: the final one is below the largest
+    final = replace(live, request=replace(live.request, body=b"partial upload, and the rest"),
+                    response=Response(status=201, body=b"made", body_size=4), duration=0.7)
+    store.put(final)
+    assert store.count() == 3
+    assert store.get(live.id) == final
+    assert store.ids("body:rest") == [live.id]
+    assert_consistent(store)
+    # ... and a newer version without a body or a response leaves neither behind
+    bare = replace(final, request=replace(final.request, body=b"", body_size=0), response=None)
+    store.put(bare)
+    assert store.get(live.id) == bare
+    assert store.ids("body:partial") == [] and store.ids("res.body:made") == []
+    conn = store._conn()
+    assert conn.execute("SELECT count(*) FROM req_bodies WHERE id = ?", (live.id,)).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM res_bodies WHERE id = ?", (live.id,)).fetchone()[0] == 0
+    assert_consistent(store)
+
+
+def test_a_websocket_exchange_written_again_drops_the_messages_its_new_version_has_not(store: Store) -> None:
+    ws = get(1)
+    ws.websocket = True
+    ws.ws_messages = [WsMessage("client", 1, 1.0, b"a"), WsMessage("server", 1, 2.0, b"b"),
+                      WsMessage("client", 2, 3.0, b"c")]
+    store.put(ws)
+    store.put(get(2))
+    fewer = replace(ws, ws_messages=[WsMessage("client", 1, 1.0, b"A")], ws_close_code=1000)
+    store.put(fewer)
+    assert store.get(ws.id).ws_messages == fewer.ws_messages
+    assert_consistent(store)
+
+
+def test_an_exchange_that_began_before_one_stored_is_inserted_and_counted(store: Store) -> None:
+    early, late = new_id(), new_id()
+    store.put(get(2, ex_id=late))
+    store.put(get(1, ex_id=early))
+    assert store.ids() == [early, late] and store.count() == 2
+    assert_consistent(store)
+
+
+def test_another_process_writing_the_same_ids_keeps_one_row_each_and_the_counts(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    a, b = Store(path), Store(path)
+    first = get(1, response=False)
+    a.put(first)
+    b.put_many([replace(first, response=make_response(200, body=b"done"), duration=0.2), get(2)])
+    a.put_many([get(3), replace(first, response=make_response(500, body=b"later"), duration=0.3)])
+    assert a.count() == b.count() == 3
+    assert b.get(first.id).status == 500 and b.get(first.id).response.body == b"later"  # type: ignore[union-attr]
+    assert_consistent(a)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_counts_stay_exact_through_any_mix_of_writes_deletes_and_retention(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    store = Store(tmp_path / "c.db", max_exchanges=rng.choice([15, 40, 1000]),
+                  max_bytes=rng.choice([6_000, 20_000, 10**9]))
+    live: list[Exchange] = []
+    for _ in range(40):
+        batch: list[Exchange] = []
+        for _ in range(rng.randrange(1, 12)):
+            roll = rng.random()
+            if live and roll < 0.3:  # a live exchange finishes (maybe after retention took it)
+                ex = live.pop(rng.randrange(len(live)))
+                batch.append(replace(ex, response=make_response(200, body=b"x" * rng.randrange(0, 900)),
+                                     duration=0.5))
+            else:
+                ex = get(rng.randrange(1000), body=b"y" * rng.choice([0, 0, 10, 700]), response=roll > 0.5)
+                if ex.response is None:
+                    live.append(ex)
+                if rng.random() < 0.2:
+                    ex.websocket = True
+                    ex.ws_messages = [WsMessage("client", 1, 1.0, b"m" * rng.randrange(50)) for _ in range(3)]
+                batch.append(ex)
+        rng.shuffle(batch)  # ids out of order within a batch
+        store.put_many(batch)
+        if rng.random() < 0.2 and store.count():
+            ids = store.ids()
+            store.delete(rng.sample(ids, min(len(ids), 3)) + ["nope"])
+        assert_consistent(store)
+        assert store.count() <= store.max_exchanges and store.total_bytes() <= max(store.max_bytes, 0) + 2_000
+    store.clear()
+    assert store.count() == 0 and store.total_bytes() == 0
+    assert_consistent(store)
+    store.close()
+
+
+def test_a_version_7_file_is_upgraded_at_once_and_reads_and_counts_right(tmp_path: Path) -> None:
+    path = tmp_path / "v7.db"
+    plain, posted, pending = get(1), get(2, body=b"form=data"), get(3, response=False)
+    first = Store(path)
+    first.put_many([plain, posted, pending])
+    first.close()
+    with sqlite3.connect(path) as conn:  # back to the layout of schema 7: triggers, its view, empty body rows
+        conn.executescript(TO_SCHEMA_7 + "PRAGMA user_version = 7;")
+        assert conn.execute("SELECT count(*) FROM req_bodies").fetchone()[0] == 3
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    again = Store(path)
+    assert [again.get(ex.id) for ex in (plain, posted, pending)] == [plain, posted, pending]
+    assert again.ids("body:form") == [posted.id]
+    assert again.ids("res.body:n") == [plain.id, posted.id]
+    # written again, deleted, written anew, and cut by retention: the old empty rows go with their exchanges
+    again.put(replace(pending, response=make_response(204), duration=0.1))
+    again.put_many([get(4), get(5, body=b"more")])
+    again.delete([plain.id])
+    assert again.count() == 4
+    assert_consistent(again)
+    again.max_exchanges = 2
+    again.put(get(6))
+    assert again.count() == 2
+    assert_consistent(again)
+    again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        assert triggers == {"exchanges_update"}
+        assert conn.execute("PRAGMA page_count").fetchone()[0] <= pages + 8  # nothing was rewritten
+
+
+def test_a_batch_mixing_plain_exchanges_and_ones_with_rare_columns_keeps_each_exactly(store: Store) -> None:
+    from devtunnel.capture.model import RuleMark
+    from devtunnel.webhooks import Signature, Verdict
+
+    plain, failed, replay, hooked, ruled, ws = (get(n) for n in range(6))
+    failed.error, failed.error_message = "local_refused", "connection refused"
+    replay.replay_of, replay.resigned = plain.id, "stripe"
+    hooked.webhook = Verdict("stripe", "invoice.paid", "evt_1", Signature.VALID, "")
+    ruled.rule = RuleMark(2, "rate-limit", "relay")
+    ws.websocket, ws.ws_close_code = True, 1000
+    batch = [plain, failed, replay, hooked, ruled, ws]
+    store.put_many(batch)
+    assert [store.get(ex.id) for ex in batch] == batch
+    assert store.ids("~e") == [failed.id] and store.ids("rule") == [ruled.id]
+    assert_consistent(store)
