@@ -139,6 +139,8 @@ class AgentConnection(Connection):
         method, target, version, scheme, remote_addr, headers = f.decode_request(payload)
         self._last_stream_id = stream_id
         end_stream = bool(flags & _END_STREAM)
+        if flags & f.WEBSOCKET and not end_stream:
+            raise ProtocolError(f"REQUEST frame on stream {stream_id}: a WebSocket request with a body")
         if self._goaway_sent or len(self._streams) >= self._max_streams:
             # Refuse without failing the connection; the relay answers its client with 503.
             self._remember_reset(stream_id)

@@ -72,10 +72,15 @@ class RelayConnection(Connection):
         Raises:
             ProtocolError: with ``code`` REFUSED_STREAM when the agent already has its maximum
                 of concurrent streams or the connection is going away (answer 503); with
-                ``code`` TOO_LARGE when the head exceeds the agent's head limit (answer 431).
-                Nothing is queued and the connection stays usable.
+                ``code`` TOO_LARGE when the head exceeds the agent's head limit (answer 431);
+                with ``code`` PROTOCOL_ERROR for a WebSocket request with a body (``end_stream``
+                false): after the agent's 101 the stream carries WebSocket messages only, so
+                body bytes still on their way would be refused. Nothing is queued and the
+                connection stays usable.
             ValueError: a field is longer than the wire format allows.
         """
+        if websocket and not end_stream:
+            raise ProtocolError("a WebSocket request carries no body (open it with end_stream)")
         if not self._handshake_sent:
             raise ProtocolError("cannot open a stream before the handshake completed")
         if self._goaway_sent or self._goaway_received:

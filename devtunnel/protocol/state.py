@@ -5,10 +5,12 @@ Each direction ("half") moves through its own small machine, driven by the frame
 direction::
 
     IDLE --head--> BODY --data(END)--> DONE
-      |              \\
-      |               `--upgrade (101 on a WebSocket stream)--> WEBSOCKET --ws_close--> CLOSED
-      +--head(END)--> DONE --upgrade--> WEBSOCKET
+      +--head(END)--> DONE --upgrade (101 on a WebSocket stream)--> WEBSOCKET --ws_close--> CLOSED
+      +--head_upgrade (the agent's 101)--> WEBSOCKET
       +--interim head (1xx)--> IDLE
+
+A WebSocket request has no body (its head ends the relay's half): body bytes still on their
+way when the agent's 101 crossed them would land on a half that carries WebSocket messages.
 
 A RESET from either side drops both halves at once (the stream is closed and forgotten).
 The familiar HTTP/2-style state of a stream follows from its two halves (``stream_state``):
@@ -70,7 +72,6 @@ TRANSITIONS: dict[tuple[Half, Action], Half] = {
     (IDLE, Action.HEAD_UPGRADE): WEBSOCKET,
     (BODY, Action.DATA): BODY,
     (BODY, Action.DATA_END): DONE,
-    (BODY, Action.UPGRADE): WEBSOCKET,
     (DONE, Action.UPGRADE): WEBSOCKET,
     (WEBSOCKET, Action.WS_MESSAGE): WEBSOCKET,
     (WEBSOCKET, Action.WS_CLOSE): CLOSED,

@@ -67,7 +67,7 @@ async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: py
             bodies: dict[int, bytes] = {}
 
             def request(method: bytes, target: bytes, headers: Any, websocket: bool = False, body: bytes = b"") -> int:
-                sid = conn.open_request(method, target, b"1.1", headers, end_stream=not body and not websocket,
+                sid = conn.open_request(method, target, b"1.1", headers, end_stream=not body,
                                         websocket=websocket)
                 if body:
                     conn.send_data(sid, body, end_stream=True)

@@ -50,6 +50,7 @@ def test_request_round_trips(
     scheme: str,
     websocket: bool,
 ) -> None:
+    end_stream = end_stream or websocket  # a WebSocket request has no body (test_streams)
     relay, agent = handshaken()
     sid = relay.open_request(
         method, target, version, headers, end_stream=end_stream, remote_addr=remote, scheme=scheme, websocket=websocket

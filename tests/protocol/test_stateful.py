@@ -66,8 +66,13 @@ class Conversation(RuleBasedStateMachine):
                 b"POST", b"/", b"1.1", ((b"k", b"v"),), end_stream=not body, websocket=websocket
             )
         except DevtunnelError as exc:
-            assert getattr(exc, "code", None) == ErrorCode.REFUSED_STREAM
+            if websocket and body:  # refused whatever the state: a WebSocket request has no body
+                assert getattr(exc, "code", None) == ErrorCode.PROTOCOL_ERROR, exc
+                assert "carries no body" in str(exc)
+            else:
+                assert getattr(exc, "code", None) == ErrorCode.REFUSED_STREAM
             return
+        assert not (websocket and body), "a WebSocket request with a body was opened"
         self.ids.append(sid)
 
     @precondition(lambda self: self.ids)

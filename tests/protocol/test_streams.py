@@ -219,3 +219,19 @@ def test_a_bad_frame_after_good_ones_fails_the_whole_call() -> None:
         relay.receive_data(data)
     with pytest.raises(ProtocolError, match="already failed"):
         relay.receive_data(f.frame(f.PING, 0, 0, b"\0" * 8))
+
+
+def test_a_websocket_request_with_a_body_is_refused_on_both_sides() -> None:
+    # Body bytes the relay sent before it saw the agent's 101 would reach a stream that carries
+    # WebSocket messages only, and the agent would fail the connection: such a stream never opens.
+    relay, agent = handshaken()
+    queued = len(relay._out)
+    with pytest.raises(ProtocolError, match="carries no body") as refused:
+        relay.open_request(b"GET", b"/", b"1.1", ((b"host", b"demo.localhost"),), end_stream=False, websocket=True)
+    assert refused.value.code == ErrorCode.PROTOCOL_ERROR and len(relay._out) == queued
+    assert open_get(relay, agent) == 1  # the connection goes on
+
+    # A hostile relay writing the frame itself: the agent refuses it, whatever comes after.
+    payload = f.encode_request(b"GET", b"/", b"1.1", ((b"host", b"demo.localhost"),), "", "http")
+    with pytest.raises(ProtocolError, match="a WebSocket request with a body"):
+        agent.receive_data(f.frame(f.REQUEST, f.WEBSOCKET, 3, payload))
