@@ -7,6 +7,8 @@ header names are written lowercased by uvicorn.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from devtunnel.protocol.events import Fields
 from devtunnel.values.http1 import HOP_BY_HOP
 
@@ -38,8 +40,17 @@ def _connection_tokens(value: bytes) -> list[bytes]:
     return [token.strip().lower() for token in value.split(b",") if token.strip()]
 
 
+_name = itemgetter(0)
+
+
 def forward_request_headers(
-    headers: list[Header], host: bytes, client_ip: bytes, proto: bytes, *, websocket: bool = False
+    headers: list[Header],
+    host: bytes,
+    client_ip: bytes,
+    proto: bytes,
+    *,
+    websocket: bool = False,
+    lowered: list[Header] | None = None,
 ) -> Fields:
     """The headers to send to the agent for a public request.
 
@@ -55,7 +66,14 @@ def forward_request_headers(
         client_ip: the client's address.
         proto: ``b"http"`` or ``b"https"``, as the public client sees the relay.
         websocket: whether this is a WebSocket handshake.
+        lowered: ``headers`` with their names lowercased, in the same order (uvicorn's
+            ``scope["headers"]``), when at hand: a request without any header this rule
+            looks at is then copied as it is, without a loop over its headers.
     """
+    if lowered is not None and not websocket and _REQUEST_SPECIAL.isdisjoint(map(_name, lowered)):
+        if host:
+            return (*headers, (b"X-Forwarded-For", client_ip), (b"X-Forwarded-Proto", proto), (b"X-Forwarded-Host", host))
+        return (*headers, (b"X-Forwarded-For", client_ip), (b"X-Forwarded-Proto", proto))
     out: list[Header] = []
     xff_index = -1
     listed: list[bytes] = []

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -55,6 +57,23 @@ def _plain_response(status_line: bytes, text: str) -> bytes:
             body,
         ]
     )
+
+
+class _Unwaited:
+    """The ``message_event`` of a request cycle until an ASGI task is started for it.
+
+    uvicorn makes an ``asyncio.Event`` for every request, which only its ``receive()`` waits
+    on; a request the direct path answers never calls ``receive()``. ``_launch`` puts a real
+    event in its place (set if the body is there) before a task starts.
+    """
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_UNWAITED: Any = _Unwaited()
 
 
 class _HeadWithBody:
@@ -123,6 +142,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     400 and the connection closes. Trailer fields of a chunked body are dropped (they never
     join the headers) and bounded like a head. A request asking to switch to a protocol other
     than WebSocket is answered as plain HTTP, then the connection closes.
+
+    The parser callbacks are uvicorn's, copied with these checks in them; uvicorn's
+    ``asyncio.Event`` per request is made only for a request an ASGI task answers, and one
+    keep-alive timer serves the successive requests of a connection (``on_response_complete``).
     """
 
     max_head: int = 64 * 1024
@@ -146,6 +169,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._chunk_header = False  # a chunk header was parsed and no body bytes followed yet
         self._body_in_read = False  # body bytes were parsed from the current read
         self._trailer_pending = 0  # bytes of reads holding no body, after a chunk header
+        self._idle_since: float | None = None  # loop time the last response completed, while no read came since
 
     @classmethod
     def configured(
@@ -184,7 +208,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        self._unset_keepalive_if_required()
+        self._idle_since = None  # (the keep-alive timer, when due, sees it: on_response_complete)
         after_chunk_header = self._chunk_header
         self._body_in_read = False
         self._feeding = True
@@ -228,11 +252,27 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
                 self.abort()
 
     # -- parser callbacks --------------------------------------------------------------
+    # uvicorn's callbacks copied, not called through super() (one Python call fewer each, per
+    # request and per header), with the relay's limits and checks in them; the differences:
+    # the cycle's message_event (``_Unwaited``), and the keep-alive timer (``on_response_complete``).
+    # tests/net/test_uvicorn_contract.py compares the scope and cycle they make with uvicorn's.
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._raw_headers = []
-        extensions: dict[str, Any] = {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: self._raw_headers}
-        self.scope["extensions"] = extensions
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self._raw_headers = raw_headers = []
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers},  # type: ignore[dict-item]
+        }
         self._in_head = True
         self._head_size = self._pending = 0
         # The head timer is armed once this read is parsed (data_received) if the head is
@@ -243,7 +283,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._head_size = size
         if size > self.max_head:
             raise _HeadTooLarge
-        super().on_url(url)
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
@@ -253,7 +293,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if size > self.max_head:
             raise _HeadTooLarge
         self._raw_headers.append((name, value))
-        super().on_header(name, value)
+        lower = name.lower()
+        if lower == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((lower, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -261,10 +304,54 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._cancel_head_timer()
         self._chunk_header = False
         self._trailer_pending = 0
-        problem = head_problem(self.parser.get_method(), self.url, self._raw_headers, upgrade=self.parser.should_upgrade())
+        parser = self.parser
+        method = parser.get_method()
+        upgrade = parser.should_upgrade()
+        problem = head_problem(method, self.url, self._raw_headers, upgrade=upgrade)
         if problem is not None:
             raise _BadHead(problem)
-        super().on_headers_complete()
+        http_version = parser.get_http_version()
+        scope = self.scope
+        scope["method"] = method.decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if upgrade and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root_path = self.root_path
+        scope["path"] = root_path + path
+        scope["raw_path"] = root_path.encode("ascii") + raw_path if root_path else raw_path
+        scope["query_string"] = parsed_url.query or b""
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        else:
+            app = self.app
+        existing_cycle = self.cycle
+        self.cycle = RequestResponseCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=_UNWAITED,  # a real one once a task is started for it (_launch)
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if existing_cycle is None or existing_cycle.response_complete:
+            self._start_asgi_task(self.cycle, app)
+        else:
+            # Pipelined HTTP requests need to be queued up.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, app))
 
     def on_chunk_header(self) -> None:
         self._chunk_header = True
@@ -276,7 +363,44 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._chunk_header = False
-        super().on_message_complete()
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cycle.more_body = False
+        event = cycle.message_event
+        if event is not _UNWAITED:
+            event.set()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, with one keep-alive timer for the connection's successive requests
+        instead of a ``call_later`` per response cancelled by the next read: the timer, when
+        due, closes the connection if it has been idle ``timeout_keep_alive`` seconds, and is
+        armed again for the rest of that time if it has not."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        flow = self.flow
+        if flow.read_paused:
+            flow.resume_reading()
+        if self.pipeline:
+            self._idle_since = None
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        since = self._idle_since
+        if since is None:
+            return  # a request came: the response that ends it arms the timer again
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if self._feeding:
@@ -288,6 +412,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         direct = self.direct
         if direct is not None and app is self.app and not self.transport.is_closing() and direct(self, cycle):
             return  # the direct path writes its response to the transport itself (http_direct)
+        if cycle.message_event is _UNWAITED:
+            event = cycle.message_event = asyncio.Event()
+            if cycle.body or not cycle.more_body or cycle.disconnected:
+                event.set()
         cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
         super()._start_asgi_task(cycle, app)
 

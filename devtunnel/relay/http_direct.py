@@ -151,10 +151,16 @@ class DirectExchange:
         client.writable_callback = self.wake
 
     def wake(self) -> None:
-        """Run a step once the current callbacks are done (all frames of a message handled)."""
+        """Run a step once all the frames of the agent's message are handled: right after,
+        when the tunnel is handing them out (``AgentLink.ready``), else once the current
+        callbacks are done (the client's transport resumed writing or was lost)."""
         if not self._scheduled and not self._done:
             self._scheduled = True
-            self._loop.call_soon(self._run)
+            ready = self._tunnel.ready
+            if ready is not None:
+                ready.append(self._run)
+            else:
+                self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False

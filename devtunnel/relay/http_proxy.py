@@ -82,8 +82,9 @@ class HttpForwarder:
         """The request headers as they go to the agent (before the rules edit them); ``ip`` is
         the scope's ``client_ip``."""
         extensions = scope.get("extensions") or {}
-        raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or scope["headers"]
-        return forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes)
+        lowered = scope["headers"]
+        raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or lowered
+        return forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes, lowered=lowered)
 
     def _open(
         self, tunnel: AgentLink, scope: Scope, host: bytes, ip: str, has_body: bool, decision: Decision | None

@@ -226,6 +226,9 @@ class AgentLink:
         self._probe: asyncio.Future[bool] | None = None
         self._probe_payload = b""
         self.streams: dict[int, RelayStream] = {}
+        self.ready: list[Callable[[], None]] | None = None
+        """While ``handle`` hands out a message's events: the response steps they woke, run
+        once all are handed out (``DirectExchange.wake``); None otherwise."""
         self.closed = False
         self.draining = False
         """GOAWAY was sent or received: no new streams, open ones may finish."""
@@ -383,60 +386,67 @@ class AgentLink:
             self.flush()
 
     def handle(self, events: list[Event]) -> None:
-        """Hand each received event to its stream."""
+        """Hand each received event to its stream; then run the response steps they woke
+        (``ready``: ``DirectExchange.wake``), once every event of the message is handed out."""
         self.heard += 1
         streams = self.streams
-        for event in events:
-            # Ordered by how often each event arrives.
-            if isinstance(event, DataReceived):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    if event.data:
-                        stream.chunks.append(event.data)
-                    if event.end_stream:
-                        stream.ended = True
-                    listener = stream.listener  # (stream.wake, without a call on the direct path)
-                    if listener is not None:
-                        listener()
-                    else:
-                        stream.wake()
-            elif isinstance(event, ResponseReceived):
-                stream = streams.get(event.stream_id)
-                # Interim 1xx answers (other than 101 on a WebSocket) are not forwarded.
-                if stream is not None and (event.status >= 200 or stream.websocket):
-                    stream.head = event
-                    if event.end_stream:
-                        stream.ended = True
-                    listener = stream.listener
-                    if listener is not None:
-                        listener()
-                    else:
-                        stream.wake()
-            elif isinstance(event, WindowUpdated):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.wake_window()
-                elif event.stream_id == 0:
-                    for stream in streams.values():
+        self.ready = ready = []
+        try:
+            for event in events:
+                # Ordered by how often each event arrives.
+                if isinstance(event, DataReceived):
+                    stream = streams.get(event.stream_id)
+                    if stream is not None:
+                        if event.data:
+                            stream.chunks.append(event.data)
+                        if event.end_stream:
+                            stream.ended = True
+                        listener = stream.listener  # (stream.wake, without a call on the direct path)
+                        if listener is not None:
+                            listener()
+                        else:
+                            stream.wake()
+                elif isinstance(event, ResponseReceived):
+                    stream = streams.get(event.stream_id)
+                    # Interim 1xx answers (other than 101 on a WebSocket) are not forwarded.
+                    if stream is not None and (event.status >= 200 or stream.websocket):
+                        stream.head = event
+                        if event.end_stream:
+                            stream.ended = True
+                        listener = stream.listener
+                        if listener is not None:
+                            listener()
+                        else:
+                            stream.wake()
+                elif isinstance(event, WindowUpdated):
+                    stream = streams.get(event.stream_id)
+                    if stream is not None:
                         stream.wake_window()
-            elif isinstance(event, (WebSocketMessageReceived, WebSocketClosed)):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.chunks.append(event)
-                    stream.wake()
-            elif isinstance(event, StreamReset):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.fail(event)
-            elif isinstance(event, RulesChanged):
-                if self.on_rules is not None:
-                    self.on_rules(event.rules)
-            elif isinstance(event, PongReceived):
-                if event.payload == self._probe_payload:
-                    self._answered(True)
-            elif isinstance(event, GoAway):
-                self.draining = True
-                self.end_reason = f"it left: {event.reason or 'no reason given'}"
+                    elif event.stream_id == 0:
+                        for stream in streams.values():
+                            stream.wake_window()
+                elif isinstance(event, (WebSocketMessageReceived, WebSocketClosed)):
+                    stream = streams.get(event.stream_id)
+                    if stream is not None:
+                        stream.chunks.append(event)
+                        stream.wake()
+                elif isinstance(event, StreamReset):
+                    stream = streams.get(event.stream_id)
+                    if stream is not None:
+                        stream.fail(event)
+                elif isinstance(event, RulesChanged):
+                    if self.on_rules is not None:
+                        self.on_rules(event.rules)
+                elif isinstance(event, PongReceived):
+                    if event.payload == self._probe_payload:
+                        self._answered(True)
+                elif isinstance(event, GoAway):
+                    self.draining = True
+                    self.end_reason = f"it left: {event.reason or 'no reason given'}"
+        finally:
+            self.ready = None
+            for step in ready:
+                step()
 
     # -- ending ------------------------------------------------------------------------
     def goaway(self, code: ErrorCode, reason: str) -> None:

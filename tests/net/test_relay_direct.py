@@ -302,3 +302,54 @@ async def test_a_whole_response_leaves_the_direct_path_in_one_write(
     finally:
         writer.close()
     assert asgi_calls == []
+
+
+async def test_a_response_is_written_while_the_tunnel_hands_out_the_message_that_completes_it(
+    relay: Relay, agent: ScriptedAgent, asgi_calls: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DirectExchange.wake runs its step once AgentLink.handle has handed out every event of the
+    # agent's message (head and body together: one write, the test above), before handle returns,
+    # not in a later callback of the loop.
+    from devtunnel.relay.http import HeadLimitedHttpProtocol
+    from devtunnel.relay.link import AgentLink
+
+    written: list[bytes] = []
+    after_handle: list[int] = []
+
+    class Recording:
+        def __init__(self, transport: Any) -> None:
+            self._transport = transport
+
+        def write(self, data: bytes) -> None:
+            written.append(bytes(data))
+            self._transport.write(data)
+
+        def writelines(self, data: Any) -> None:
+            written.append(b"".join(data))
+            self._transport.writelines(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._transport, name)
+
+    made, handle = HeadLimitedHttpProtocol.connection_made, AgentLink.handle
+
+    def recording(self: HeadLimitedHttpProtocol, transport: Any) -> None:
+        made(self, Recording(transport))
+
+    def handing_out(self: AgentLink, events: Any) -> None:
+        handle(self, events)
+        after_handle.append(len(written))
+
+    monkeypatch.setattr(HeadLimitedHttpProtocol, "connection_made", recording)
+    monkeypatch.setattr(AgentLink, "handle", handing_out)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        for n in range(3):
+            writer.write(b"GET /now HTTP/1.1\r\n" + HOST + b"\r\n")
+            [(status, body)] = await read_responses(reader, 1)
+            assert status == b"HTTP/1.1 200 OK" and body.startswith(b"GET /now\n")
+            assert len(written) == n + 1
+            assert n + 1 in after_handle, "the response was written after the tunnel's handle returned"
+    finally:
+        writer.close()
+    assert asgi_calls == []

@@ -58,14 +58,18 @@ def _own_methods(cls: type) -> Iterator[str]:
 # ours), and every one it calls on super() or self must still be there.
 HTTP_PROTOCOL_METHODS = [
     "connection_made", "connection_lost", "data_received", "on_message_begin", "on_url", "on_header",
-    "on_headers_complete", "on_body", "on_message_complete", "_start_asgi_task", "resume_writing",  # overridden
+    "on_headers_complete", "on_body", "on_message_complete", "on_response_complete", "_start_asgi_task",
+    "resume_writing",  # overridden
     "_unset_keepalive_if_required", "_should_upgrade", "handle_websocket_upgrade",
-    "send_400_response",  # called
+    "send_400_response", "timeout_keep_alive_handler",  # called
 ]
 DATA_RECEIVED_LEFT_OUT = {
     # uvicorn logs "Unsupported upgrade request." on every read after one; the relay answers such
     # a request as plain HTTP (or 400 when it carries a body) and closes, logging nothing per read.
     "_unsupported_upgrade_warning", "logger.warning",
+    # uvicorn cancels the keep-alive timer on every read; the relay's timer stays armed and, when
+    # due, closes only a connection idle since its last response (on_response_complete).
+    "_unset_keepalive_if_required",
 }
 
 
@@ -78,7 +82,7 @@ def test_uvicorn_httptools_protocol_has_the_method_the_relay_uses(name: str) -> 
 
 def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> None:
     ours = {"abort", "configured", "_launch", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
-            "_head_timed_out", "_refuse_bad_head", "_close_after_response",
+            "_head_timed_out", "_refuse_bad_head", "_close_after_response", "_keep_alive_due",
             "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
         assert name in ours or name in HTTP_PROTOCOL_METHODS, f"HeadLimitedHttpProtocol.{name}: add it to this contract"
@@ -108,17 +112,118 @@ def test_uvicorn_data_received_does_nothing_the_relays_copy_leaves_out() -> None
 
 
 def test_uvicorn_makes_a_request_scope_and_cycle_where_the_relay_hooks_in() -> None:
-    # on_message_begin makes a fresh scope (ours adds extensions to it after super()), and
-    # on_headers_complete makes the cycle (ours wraps its transport after super()).
-    assert "self.scope = " in _source(HttpToolsProtocol.on_message_begin), (
-        "uvicorn's HttpToolsProtocol.on_message_begin no longer makes self.scope"
-    )
-    assert "self.cycle = RequestResponseCycle(" in _source(HttpToolsProtocol.on_headers_complete), (
-        "uvicorn's HttpToolsProtocol.on_headers_complete no longer makes self.cycle"
-    )
-    # HeadLimitedHttpProtocol.abort marks the cycles waiting in the pipeline as (cycle, app) pairs.
-    assert "self.pipeline.appendleft((self.cycle, app))" in _source(HttpToolsProtocol.on_headers_complete), (
-        "uvicorn's HttpToolsProtocol.pipeline no longer holds (cycle, app) pairs"
+    # HeadLimitedHttpProtocol's parser callbacks are copies of these (compared below, on real
+    # heads): a release that changes what they do must be compared again.
+    for method, lines in {
+        HttpToolsProtocol.on_message_begin: ['"state": self.app_state.copy()', '"headers": self.headers'],
+        HttpToolsProtocol.on_url: ["self.url += url"],
+        HttpToolsProtocol.on_header: ['if name == b"expect" and value.lower() == b"100-continue":',
+                                      "self.headers.append((name, value))"],
+        HttpToolsProtocol.on_headers_complete: [
+            "self.cycle = RequestResponseCycle(", "message_event=asyncio.Event(),",
+            'keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),',
+            "self.pipeline.appendleft((self.cycle, app))", "self._start_asgi_task(self.cycle, app)",
+            "urllib.parse.unquote(path)", "app = service_unavailable"],
+        HttpToolsProtocol.on_message_complete: ["self.cycle.more_body = False", "self.cycle.message_event.set()"],
+        # The relay keeps one keep-alive timer in timeout_keep_alive_task: uvicorn's connection_lost
+        # cancels it through _unset_keepalive_if_required, and calls message_event.set(), which
+        # relay.http._Unwaited offers.
+        HttpToolsProtocol.on_response_complete: [
+            "self.server_state.total_requests += 1", "self.flow.resume_reading()",
+            "cycle, app = self.pipeline.pop()", "self.timeout_keep_alive_task = self.loop.call_later(",
+            "self.timeout_keep_alive, self.timeout_keep_alive_handler"],
+        HttpToolsProtocol._unset_keepalive_if_required: ["self.timeout_keep_alive_task.cancel()"],
+        HttpToolsProtocol.connection_lost: ["self.cycle.message_event.set()", "self._unset_keepalive_if_required()"],
+    }.items():
+        source = _source(method)
+        for line in lines:
+            assert line in source, f"uvicorn's HttpToolsProtocol.{method.__name__} no longer has {line!r}"
+    assert "self.message_event.wait()" in _source(RequestResponseCycle.receive), "uvicorn's receive()"
+
+
+class _ParserTransport:
+    """What a protocol asks of its transport while parsing heads."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 80)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+async def _asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    pass
+
+
+def _parsed(cls: type[HttpToolsProtocol], data: bytes, root_path: str) -> tuple[Any, list[Any], Any]:
+    """What ``cls``'s parser callbacks make of ``data``: the last scope, the started cycles and
+    the pipelined ones (fields compared, as plain values)."""
+    from uvicorn.server import ServerState
+
+    config = uvicorn.Config(_asgi_app, http=cls, lifespan="off", root_path=root_path, log_level="critical")
+    config.load()
+    protocol = cls(config=config, server_state=ServerState(), app_state={"k": 1}, _loop=asyncio.get_running_loop())
+    transport = _ParserTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    started: list[Any] = []
+    protocol._start_asgi_task = lambda cycle, app: started.append((cycle, app))  # type: ignore[method-assign]
+    try:
+        protocol.parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        pass
+
+    def fields(cycle: Any, app: Any) -> tuple[Any, ...]:
+        scope = {k: v for k, v in cycle.scope.items() if k != "extensions"}
+        return (scope, cycle.keep_alive, cycle.waiting_for_100_continue, bytes(cycle.body), cycle.more_body,
+                cycle.transport is transport, cycle.flow is protocol.flow, cycle.default_headers,
+                cycle.on_response == protocol.on_response_complete, app is protocol.app)
+
+    scope = {k: v for k, v in protocol.scope.items() if k != "extensions"}
+    protocol._unset_keepalive_if_required()
+    return scope, [fields(*pair) for pair in started], [fields(*pair) for pair in protocol.pipeline]
+
+
+HEAD_CASES = {
+    "GET": b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: h\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n",
+    "percent-encoded path": b"GET /a%20b/%C3%A9 HTTP/1.1\r\nHost: h\r\n\r\n",
+    "HTTP/1.0": b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+    "HTTP/1.0 keep-alive": b"GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n",
+    "close": b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    "HEAD": b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\n",
+    "POST with its body": b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    "POST, body to come": b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhe",
+    "chunked": b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "Expect": b"POST /e HTTP/1.1\r\nHost: h\r\nEXPECT: 100-Continue\r\nContent-Length: 2\r\n\r\n",
+    "pipelined": b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
+                 b"POST /3 HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nz",
+    "WebSocket upgrade": b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("root_path", ["", "/root"])
+@pytest.mark.parametrize("case", list(HEAD_CASES))
+async def test_the_relays_parser_callbacks_make_the_scope_and_cycle_uvicorns_make(case: str, root_path: str) -> None:
+    ours = _parsed(HeadLimitedHttpProtocol, HEAD_CASES[case], root_path)
+    assert ours == _parsed(HttpToolsProtocol, HEAD_CASES[case], root_path), (
+        "relay.http.HeadLimitedHttpProtocol's parser callbacks make a request unlike uvicorn's"
     )
 
 
