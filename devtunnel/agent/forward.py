@@ -101,6 +101,8 @@ class Forwarder:
     ) -> None:
         self.tunnel = tunnel
         self.target = target
+        self.target_url = target.url
+        """``target.url``, made once: every capture records it."""
         self.rewrite_host = host_header == "rewrite"
         self.head_timeout = head_timeout
         self.pool = LocalPool(target, insecure=insecure, connect_timeout=connect_timeout)

@@ -10,6 +10,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 
+from devtunnel.agent.local_response import LocalResponse
 from devtunnel.values.target import Target
 
 __all__ = ["LocalConnection", "LocalPool", "DEFAULT_CONNECT_TIMEOUT", "READ_BUFFER"]
@@ -49,6 +50,9 @@ class LocalConnection(asyncio.Protocol):
         self._alarm_at = 0.0
         self._armed_at = 0.0
         self._alarm_call: Callable[[], None] | None = None
+        self.spare_response: LocalResponse | None = None
+        """The parser of this connection's last response, when the quick path read it whole
+        and the connection was kept: the next quick answer here reuses it (``LocalResponse.again``)."""
         self.listener: Callable[[], None] | None = None
         """Called (from the protocol callback) whenever bytes, the end, or an error arrive; it
         must call ``acknowledge`` after bytes that leave a response unfinished."""

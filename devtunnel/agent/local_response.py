@@ -27,6 +27,9 @@ class _HeadDone(Exception):
 class LocalResponse:
     """``httptools`` callbacks collecting one response (1xx interim responses are skipped)."""
 
+    __slots__ = ("parser", "head_only", "status", "reason", "headers", "version", "head_done", "complete", "framed",
+                 "extra", "keep_alive", "body", "_interim")
+
     def __init__(self, head_only: bool) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.head_only = head_only
@@ -44,6 +47,27 @@ class LocalResponse:
         """The local service keeps the connection open after this response."""
         self.body: list[bytes] = []
         self._interim = False
+
+    def again(self, head_only: bool) -> LocalResponse:
+        """This object, emptied for the next response on the same connection; returns it.
+
+        Only after a response that ended cleanly with the connection kept alive (``complete``,
+        ``keep_alive``, not ``extra``): llhttp then waits for the next message in the state a
+        new parser starts in, and making one costs more than the rest of a small response's
+        parsing. Whoever had the last response keeps only copies of its head and body.
+        """
+        assert self.complete and self.keep_alive and not self.extra and not self._interim
+        self.head_only = head_only
+        self.status = 0
+        self.reason.clear()
+        self.headers.clear()
+        self.version = "1.1"
+        self.head_done = False
+        self.complete = False
+        self.framed = False
+        self.keep_alive = False
+        self.body = []
+        return self
 
     # httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:

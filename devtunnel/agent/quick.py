@@ -117,7 +117,12 @@ class QuickAnswer:
         conn = self.start.conn
         assert conn is not None
         data = conn.peek()
-        response = LocalResponse(self.head.method == b"HEAD")
+        response = conn.spare_response
+        if response is None:
+            response = LocalResponse(self.head.method == b"HEAD")
+        else:
+            conn.spare_response = None
+            response.again(self.head.method == b"HEAD")
         try:
             if data:
                 response.feed(data)
@@ -177,6 +182,7 @@ class QuickAnswer:
         self._detach()
         self.start.conn = None
         if not response.extra and response.keep_alive:
+            conn.spare_response = response  # for the next quick answer on this connection
             self.forwarder.pool.give_back(conn)
         else:
             conn.abort()

@@ -155,21 +155,21 @@ class ExchangeCapture:
         ex = self._exchange
         if ex is None:
             head = self._head
-            ex = self._exchange = Exchange(
-                id=self._id,
-                tunnel=self._tunnel,
-                started_at=self._started_at,
-                request=Request(
+            ex = self._exchange = Exchange.begun(
+                self._id,
+                self._tunnel,
+                self._started_at,
+                Request(
                     headers=Headers.of_pairs(head.headers),  # the protocol's (bytes, bytes) tuple
                     http_version=_VERSIONS.get(head.http_version) or _version(head.http_version),
                     method=head.method.decode("latin-1"),
                     target=head.target,
                 ),
-                remote_addr=head.remote_addr,
-                scheme=head.scheme,
-                target_url=self._target_url,
-                websocket=head.websocket,
-                rule=self.rule,
+                head.remote_addr,
+                head.scheme,
+                self._target_url,
+                head.websocket,
+                self.rule,
             )
         ex.ttfb = self._ttfb
         if self._response is not None and ex.response is None:

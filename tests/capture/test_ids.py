@@ -32,6 +32,26 @@ def test_the_time_part_is_the_ulid_spec_example_and_ids_round_trip() -> None:
     assert _decode(ulid) >> 80 == 1469918176385
 
 
+class _FixedBits:
+    def __init__(self, values: list[int]) -> None:
+        self.values = values
+
+    def getrandbits(self, k: int) -> int:
+        return self.values.pop(0) & ((1 << k) - 1)
+
+
+@pytest.mark.parametrize("bits", [0, 1, (1 << 79) - 1, 0x5A5A_5A5A_5A5A_5A5A_5A5A >> 1, 0x1234_5678_9ABC_DEF0_1357])
+def test_every_bit_of_the_time_and_the_random_part_is_written(monkeypatch: pytest.MonkeyPatch, bits: int) -> None:
+    monkeypatch.setattr(model, "_last_id", (0, 0))
+    monkeypatch.setattr(model, "_rng", _FixedBits([bits, (1 << 65) - 1]))
+    ms = 0xFFFF_FFFF_FFFE  # the largest 48-bit time but one: every time digit is used
+    first = new_id(ms / 1000 + 0.0001)
+    assert _decode(first) == ms << 80 | bits
+    second = new_id(ms / 1000 + 0.0001)  # the same millisecond: the step above the 65 low bits
+    rand = ((bits >> 65) + 1) << 65 | ((1 << 65) - 1)
+    assert _decode(second) == ms << 80 | rand
+
+
 def test_ids_are_unique_and_monotonic_within_a_millisecond_and_across_a_clock_step_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -112,6 +112,47 @@ def test_responses_parse_the_same_however_the_bytes_are_split(raw: bytes, cuts: 
         whole.status, whole.headers, body, True, True)
 
 
+KEPT_ALIVE = [*RESPONSES, b"HTTP/1.0 202 Accepted\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc",
+              b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"]
+
+
+def _parsed(r: LocalResponse) -> tuple[object, ...]:
+    return (r.status, bytes(r.reason), list(r.headers), r.version, r.head_done, r.complete, r.framed, r.extra,
+            r.keep_alive, r.take_body())
+
+
+@given(st.lists(st.tuples(st.sampled_from(KEPT_ALIVE), st.integers(min_value=0, max_value=120)), min_size=1, max_size=6))
+def test_a_response_parser_used_again_reads_each_next_response_as_a_new_one_would(
+    responses: list[tuple[bytes, int]],
+) -> None:
+    # The quick path keeps a connection's parser for its next response (LocalResponse.again).
+    reused = LocalResponse(head_only=False)
+    for i, (raw, cut) in enumerate(responses):
+        if i:
+            assert reused.again(False) is reused
+        fresh = LocalResponse(head_only=False)
+        cut = min(cut, len(raw))
+        for part in (raw[:cut], raw[cut:]):  # compared after each read: a quick answer looks at both
+            if part:
+                reused.feed(part)
+                fresh.feed(part)
+            assert _parsed(reused) == _parsed(fresh)
+
+
+@pytest.mark.parametrize("raw, head_only", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", True),  # HEAD: stopped after the head
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n", False),  # bytes after it
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhalf", False),  # not complete
+])
+def test_a_response_parser_is_not_used_again_unless_its_response_ended_cleanly_kept_alive(
+    raw: bytes, head_only: bool,
+) -> None:
+    r = feed_all(LocalResponse(head_only=head_only), [raw])
+    with pytest.raises(AssertionError):
+        r.again(False)
+
+
 def test_interim_responses_are_skipped() -> None:
     r = feed_all(LocalResponse(head_only=False), [RESPONSES[2]])
     assert (r.status, r.headers, r.take_body()) == (200, [(b"Content-Length", b"2")], b"ok")

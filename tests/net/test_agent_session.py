@@ -21,6 +21,7 @@ from devtunnel.agent.tunnel import AgentTunnel, Backoff
 from devtunnel.agent.session import Session
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
+from devtunnel.protocol import events as protocol_events
 from devtunnel.protocol.events import DataReceived, Event, Hello, RequestReceived, ResponseReceived
 from tests.helpers import async_wait_for
 
@@ -59,6 +60,15 @@ async def _local_service(seen: list[bytes]) -> asyncio.Server:
             writer.close()
 
     return await asyncio.start_server(serve_one, "127.0.0.1", 0)
+
+
+def test_the_events_the_session_dispatches_by_exact_type_have_no_subclasses() -> None:
+    # Session._dispatch tells the frequent events apart by ``type(event) is ...``: a subclass
+    # would fall through to the isinstance checks below and be lost.
+    exact = (protocol_events.RequestReceived, protocol_events.DataReceived,
+             protocol_events.WebSocketMessageReceived, protocol_events.WebSocketClosed)
+    for cls in exact:
+        assert cls.__subclasses__() == [], cls
 
 
 async def test_a_stream_reset_in_the_message_that_opened_it_costs_that_stream_only() -> None:
