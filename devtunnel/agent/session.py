@@ -305,9 +305,9 @@ class Session:
             # their exact type says which it is (no isinstance call per event).
             kind = type(event)
             if kind is RequestReceived:
-                self._open(event)
+                self._open(event)  # type: ignore[arg-type]  # mypy does not narrow by exact type
             elif kind is DataReceived or kind is WebSocketMessageReceived or kind is WebSocketClosed:
-                stream = streams.get(event.stream_id)
+                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
                 if stream is not None:
                     stream.events.put_nowait(event)
             elif isinstance(event, WindowUpdated):

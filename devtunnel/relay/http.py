@@ -260,7 +260,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
-        self._raw_headers = raw_headers = []
+        raw_headers: list[tuple[bytes, bytes]] = []
+        self._raw_headers = raw_headers
         self.scope = {  # type: ignore[typeddict-item]
             "type": "http",
             "asgi": {"version": self.asgi_version, "spec_version": "2.3"},

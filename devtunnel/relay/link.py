@@ -390,7 +390,8 @@ class AgentLink:
         (``ready``: ``DirectExchange.wake``), once every event of the message is handed out."""
         self.heard += 1
         streams = self.streams
-        self.ready = ready = []
+        ready: list[Callable[[], None]] = []
+        self.ready = ready
         try:
             for event in events:
                 # Ordered by how often each event arrives.
