@@ -284,6 +284,7 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
     res_rows: list[object] = []
     large: list[tuple[str, str, bytes]] = []
     messages: list[object] = []
+    hooked: list[Exchange] = []  # with a webhook verdict
     fresh_bytes = 0
     for ex_id, ex in latest.items():
         req, res = ex.request, ex.response
@@ -293,23 +294,26 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
         if res is None:
             res_heads = res_body = None
             blob_bytes = _ROW_OVERHEAD + len(req_heads) + len(req_body) + len(req.target)
-            res_columns: tuple[object, ...] = (None, None, None, None)
+            has_response = 0
+            res_version = res_reason = res_body_size = res_truncated = None
         else:
             res_heads = encode_headers(res.headers)
             res_body = bytes(res.body)
             blob_bytes = (_ROW_OVERHEAD + len(req_heads) + len(req_body) + len(req.target) + len(res_heads)
                           + len(res_body))
-            res_columns = (res.http_version, res.reason, res.body_size, int(res.body_truncated))
+            has_response = 1
+            res_version, res_reason, res_body_size = res.http_version, res.reason, res.body_size
+            res_truncated = 1 if res.body_truncated else 0
         if ex.ws_messages:
             blob_bytes += sum(len(m.payload) for m in ex.ws_messages)
             for i, m in enumerate(ex.ws_messages):
                 messages += (ex_id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
-        row = (
+        row: tuple[object, ...] = (
             ex_id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
-            ex.status, ex.duration, ex.ttfb, ex.size, int(bool(ex.websocket)),
-            int(res is not None), blob_bytes, req.target, ex.remote_addr, ex.target_url,
-            ex.error_message, req.http_version, req.body_size, int(req.body_truncated),
-            *res_columns, int(ex.edited),
+            ex.status, ex.duration, ex.ttfb, ex.size, 1 if ex.websocket else 0,
+            has_response, blob_bytes, req.target, ex.remote_addr, ex.target_url,
+            ex.error_message, req.http_version, req.body_size, 1 if req.body_truncated else 0,
+            res_version, res_reason, res_body_size, res_truncated, 1 if ex.edited else 0,
         )
         common = (ex.error is None and ex.replay_of is None and ex.ws_close_code is None and rule is None
                   and ex.resigned is None and ex.webhook is None)
@@ -317,6 +321,8 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
             fresh += row
             fresh_bytes += blob_bytes
         else:
+            if ex.webhook is not None:
+                hooked.append(ex)
             row += (ex.error, ex.replay_of, ex.ws_close_code,
                     *((None, None, None) if rule is None else (rule.index, rule.action, rule.scope)),
                     ex.resigned, *_webhook_values(ex))
@@ -343,7 +349,7 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
         added = len(fresh) // len(_CORE_COLUMNS) + len(fresh_rare) // len(_INSERT_COLUMNS)
         conn.execute("UPDATE stats SET n = n + ?, bytes = bytes + ?", (added, fresh_bytes))
     _execute_rows(conn, "upsert", again)  # the update trigger moves the byte count
-    _mark_duplicates(conn, latest.values())
+    _mark_duplicates(conn, hooked)
     _execute_rows(conn, "heads", heads)
     _execute_rows(conn, "req_bodies", req_rows)
     _execute_rows(conn, "res_bodies", res_rows)

@@ -24,7 +24,7 @@ NAMES = ["Stripe-Signature", "User-Agent", "user-agent", "X-GitHub-Event", "X-Hu
          "X-Slack-Signature", "X-Slack-Request-Timestamp", "X-Shopify-Topic", "X-Shopify-Hmac-Sha256",
          "webhook-id", "webhook-timestamp", "webhook-signature", "svix-id", "svix-signature", "svix-timestamp",
          "X-Twilio-Signature", "I-Twilio-Idempotency-Token", "X-Acme-Signature", "X-Acme-Id", "Host", "Accept",
-         "Content-Type", "X-\xffodd"]
+         "Content-Type", "X-\xffodd", "A\x00User-Agent"]
 VALUES = ["", "Stripe/1.0 (+https://stripe.com/docs/webhooks)", " Stripe/2.0", "Mozilla/5.0 Stripe/3", "stripe/1.0",
           "Stripe", "curl/8", "t=1,v1=abc", "sha256=00", "v0=00",
           "push", "1700000000", "v1,AAAA", "application/json", "application/x-www-form-urlencoded", "\x00\xff"]
