@@ -109,3 +109,16 @@ def test_browser_traffic_asks_no_provider(monkeypatch: pytest.MonkeyPatch) -> No
     ex = make_exchange("GET", b"/", [*BROWSER, ("X-GitHub-Event", "push")], tunnel="web", duration=0.01)
     assert WebhookContext().judge(ex) is None
     assert asked == ["GitHub"]
+
+
+def test_the_plans_remembered_stay_bounded_when_a_sender_varies_its_header_names() -> None:
+    from itertools import combinations
+
+    from devtunnel.webhooks.context import _Screen
+
+    screen = _Screen(PROVIDERS)
+    markers = sorted(screen.names)
+    for size in (1, 2, 3):
+        for names in combinations(markers, size):
+            screen.candidates(tuple((name, b"v") for name in names))
+    assert 0 < len(screen.plans) <= _Screen._MAX_PLANS
