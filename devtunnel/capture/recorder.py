@@ -344,12 +344,12 @@ class Recorder:
                     if self._closing and (not self._pending or self._last_error):
                         return
                     batch, self._pending = self._pending, {}
-                    self._pending_bytes = 0
+                    batch_bytes, self._pending_bytes = self._pending_bytes, 0  # what the batch's bodies hold
                     upto = self._submitted
                 if self.webhooks is not None:
                     self._judge(batch)
                 kept = self._write(batch)
-                if _TRIM is not None and _total_body_bytes(batch.values()) >= TRIM_AFTER:
+                if _TRIM is not None and batch_bytes >= TRIM_AFTER:
                     del batch
                     _TRIM()
                 note = None

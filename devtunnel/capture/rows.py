@@ -275,14 +275,16 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
     """
     latest = {ex.id: ex for ex in exchanges}
     stored = _stored_ids(conn, latest)
-    fresh: list[tuple[object, ...]] = []  # new, every rare column NULL
-    fresh_rare: list[tuple[object, ...]] = []
-    again: list[tuple[object, ...]] = []
-    heads: list[tuple[object, ...]] = []
-    req_rows: list[tuple[object, ...]] = []
-    res_rows: list[tuple[object, ...]] = []
+    # The parameters of each statement, row after row in one flat list (``_execute_rows``).
+    fresh: list[object] = []  # new, every rare column NULL
+    fresh_rare: list[object] = []
+    again: list[object] = []
+    heads: list[object] = []
+    req_rows: list[object] = []
+    res_rows: list[object] = []
     large: list[tuple[str, str, bytes]] = []
-    messages: list[tuple[object, ...]] = []
+    messages: list[object] = []
+    hooked: list[Exchange] = []  # with a webhook verdict
     fresh_bytes = 0
     for ex_id, ex in latest.items():
         req, res = ex.request, ex.response
@@ -292,53 +294,62 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
         if res is None:
             res_heads = res_body = None
             blob_bytes = _ROW_OVERHEAD + len(req_heads) + len(req_body) + len(req.target)
-            res_columns: tuple[object, ...] = (None, None, None, None)
+            has_response = 0
+            res_version = res_reason = res_body_size = res_truncated = None
         else:
             res_heads = encode_headers(res.headers)
             res_body = bytes(res.body)
             blob_bytes = (_ROW_OVERHEAD + len(req_heads) + len(req_body) + len(req.target) + len(res_heads)
                           + len(res_body))
-            res_columns = (res.http_version, res.reason, res.body_size, int(res.body_truncated))
+            has_response = 1
+            res_version, res_reason, res_body_size = res.http_version, res.reason, res.body_size
+            res_truncated = 1 if res.body_truncated else 0
         if ex.ws_messages:
             blob_bytes += sum(len(m.payload) for m in ex.ws_messages)
-            messages += [(ex_id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
-                         for i, m in enumerate(ex.ws_messages)]
-        row = (
+            for i, m in enumerate(ex.ws_messages):
+                messages += (ex_id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
+        row: tuple[object, ...] = (
             ex_id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
-            ex.status, ex.duration, ex.ttfb, ex.size, int(bool(ex.websocket)),
-            int(res is not None), blob_bytes, req.target, ex.remote_addr, ex.target_url,
-            ex.error_message, req.http_version, req.body_size, int(req.body_truncated),
-            *res_columns, int(ex.edited),
+            ex.status, ex.duration, ex.ttfb, ex.size, 1 if ex.websocket else 0,
+            has_response, blob_bytes, req.target, ex.remote_addr, ex.target_url,
+            ex.error_message, req.http_version, req.body_size, 1 if req.body_truncated else 0,
+            res_version, res_reason, res_body_size, res_truncated, 1 if ex.edited else 0,
         )
         common = (ex.error is None and ex.replay_of is None and ex.ws_close_code is None and rule is None
                   and ex.resigned is None and ex.webhook is None)
         if ex_id not in stored and common:
-            fresh.append(row)
+            fresh += row
             fresh_bytes += blob_bytes
         else:
+            if ex.webhook is not None:
+                hooked.append(ex)
             row += (ex.error, ex.replay_of, ex.ws_close_code,
                     *((None, None, None) if rule is None else (rule.index, rule.action, rule.scope)),
                     ex.resigned, *_webhook_values(ex))
             if ex_id in stored:
-                again.append(row)
+                again += row
             else:
-                fresh_rare.append(row)
+                fresh_rare += row
                 fresh_bytes += blob_bytes
-        heads.append((ex_id, req_heads, res_heads))
+        heads += (ex_id, req_heads, res_heads)
         # No row for an empty request body (most requests); a response body has one, even empty.
-        for side, body, rows in (("req", req_body or None, req_rows), ("res", res_body, res_rows)):
-            if body is None:
-                continue
-            if len(body) > _LARGE_BODY:
-                large.append((ex_id, side, body))
+        if req_body:
+            if len(req_body) > _LARGE_BODY:
+                large.append((ex_id, "req", req_body))
             else:
-                rows.append((ex_id, body))
+                req_rows += (ex_id, req_body)
+        if res_body is not None:
+            if len(res_body) > _LARGE_BODY:
+                large.append((ex_id, "res", res_body))
+            else:
+                res_rows += (ex_id, res_body)
     _execute_rows(conn, "insert", fresh)
     _execute_rows(conn, "insert_rare", fresh_rare)
     if fresh or fresh_rare:
-        conn.execute("UPDATE stats SET n = n + ?, bytes = bytes + ?", (len(fresh) + len(fresh_rare), fresh_bytes))
+        added = len(fresh) // len(_CORE_COLUMNS) + len(fresh_rare) // len(_INSERT_COLUMNS)
+        conn.execute("UPDATE stats SET n = n + ?, bytes = bytes + ?", (added, fresh_bytes))
     _execute_rows(conn, "upsert", again)  # the update trigger moves the byte count
-    _mark_duplicates(conn, latest.values())
+    _mark_duplicates(conn, hooked)
     _execute_rows(conn, "heads", heads)
     _execute_rows(conn, "req_bodies", req_rows)
     _execute_rows(conn, "res_bodies", res_rows)
@@ -349,9 +360,9 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
         # behind that it has not itself (an empty request body has no row; neither has the
         # response body of an exchange without a response).
         rewritten = [ex for ex_id, ex in latest.items() if ex_id in stored]
-        _execute_rows(conn, "unreq", [(ex.id,) for ex in rewritten if not ex.request.body])
-        _execute_rows(conn, "unres", [(ex.id,) for ex in rewritten if ex.response is None])
-        _execute_rows(conn, "unmessage", [(ex.id,) for ex in rewritten])
+        _execute_rows(conn, "unreq", [ex.id for ex in rewritten if not ex.request.body])
+        _execute_rows(conn, "unres", [ex.id for ex in rewritten if ex.response is None])
+        _execute_rows(conn, "unmessage", [ex.id for ex in rewritten])
     if messages:
         _execute_rows(conn, "messages", messages)
 
@@ -427,16 +438,19 @@ def _rows_sql(kind: str, rows: int) -> str:
     return head + ", ".join([group] * rows) + tail
 
 
-def _execute_rows(conn: sqlite3.Connection, kind: str, rows: list[tuple[object, ...]]) -> None:
-    """Like ``executemany``, but many rows per statement.
+def _execute_rows(conn: sqlite3.Connection, kind: str, params: list[object]) -> None:
+    """Like ``executemany``, but many rows per statement; ``params`` holds the rows' values one
+    row after another (built so: no tuple per row to flatten here).
 
     sqlite3 lets go of the GIL around every statement it steps; ``executemany`` steps once per
     row, and each time the writer thread must win the GIL back from the event loop. A statement
     of up to 256 rows costs that once.
     """
-    start, total = 0, len(rows)
+    width = _ROW_STATEMENTS[kind][2] or 1
+    if len(params) % width:
+        raise ValueError(f"{len(params)} values for rows of {width}")
+    start, total = 0, len(params) // width
     for size in _ROWS_PER_STATEMENT:
         while total - start >= size:
-            params = [value for row in rows[start : start + size] for value in row]
-            conn.execute(_rows_sql(kind, size), params)
+            conn.execute(_rows_sql(kind, size), params[start * width : (start + size) * width])
             start += size

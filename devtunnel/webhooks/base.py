@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -122,6 +123,12 @@ class Provider:
     """The headers that carry the signature (and its timestamp): re-signing replaces them."""
     tolerance: float | None = None
     """Seconds a signed timestamp may be off at delivery; None for schemes without a timestamp."""
+    value_markers: Mapping[str, str] = MappingProxyType({})
+    """Headers ``detects`` reads that make a request this provider's only with a certain value, by
+    name: text that value must contain (Stripe: a ``User-Agent`` holding ``Stripe/``). The recorder
+    does not ask about a request whose only headers of those ``detects`` reads are these and whose
+    header values nowhere contain their text (``webhooks.context``). Empty: any header it reads is
+    reason to ask."""
 
     def detects(self, delivery: Delivery) -> bool:
         """True when the delivery comes from this provider (by its headers)."""

@@ -8,6 +8,7 @@ exchange in its own thread: verification never runs in the forwarding path.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -101,6 +102,88 @@ def _markers(provider: Provider) -> frozenset[bytes] | None:
     return frozenset(name.encode("latin-1") for name in probe.asked)
 
 
+_name = operator.itemgetter(0)
+_value = operator.itemgetter(1)
+
+_Plan = tuple[tuple[Provider, tuple[bytes, ...] | None], ...]
+"""Providers to ask, in order, each with the texts one of which the header values must contain
+for it to be asked (None: asked whatever the values)."""
+
+
+class _Screen:
+    """Which of some providers could recognise a request, from its header names (and at most one
+    look at its values); the others need not be asked.
+
+    Most traffic is no webhook. The header names a request carries among those any provider's
+    ``detects`` reads (``_markers``) settle which providers to ask, and how is worked out once per
+    set of such names: a provider none of whose names is there is left out, and one whose names
+    there are only ``value_markers`` is asked only when the values hold one of their texts.
+    Detection depends on headers alone, so a provider left out would have said no.
+    """
+
+    __slots__ = ("providers", "names", "plans")
+
+    _MAX_PLANS = 256
+    """Sets of names remembered (a few in practice; bounded against a sender that varies them)."""
+
+    def __init__(self, providers: tuple[Provider, ...]) -> None:
+        self.providers = providers
+        names: set[bytes] = set()
+        for provider in providers:
+            names.update(_markers(provider) or ())
+        self.names = frozenset(names)
+        self.plans: dict[frozenset[bytes], _Plan] = {}
+
+    def candidates(self, fields: tuple[tuple[bytes, bytes], ...]) -> list[Provider]:
+        """The providers that could recognise a request with these header fields, in order."""
+        # One join, lower and split in C instead of a lower() per name. A name holding the
+        # separator only adds pieces, which are no marker: what is found is never less.
+        found = self.names.intersection(b"\0".join(map(_name, fields)).lower().split(b"\0"))
+        plan = self.plans.get(found)
+        if plan is None:
+            plan = self._plan(found)
+        if not plan:
+            return []
+        values = b""
+        candidates = []
+        for provider, texts in plan:
+            if texts is not None:
+                values = values or b"\0".join(map(_value, fields))
+                for text in texts:
+                    if text in values:
+                        break
+                else:
+                    continue
+            candidates.append(provider)
+        return candidates
+
+    def _plan(self, found: frozenset[bytes]) -> _Plan:
+        plan: list[tuple[Provider, tuple[bytes, ...] | None]] = []
+        for provider in self.providers:
+            markers = _markers(provider)
+            if markers is None:
+                plan.append((provider, None))
+                continue
+            present = markers & found
+            if not present:
+                continue
+            by_value = {name.lower().encode("latin-1"): text.encode("utf-8")
+                        for name, text in provider.value_markers.items()}
+            if present <= by_value.keys():
+                plan.append((provider, tuple(by_value[name] for name in sorted(present))))
+            else:
+                plan.append((provider, None))
+        if len(self.plans) >= self._MAX_PLANS:
+            self.plans.clear()
+        self.plans[found] = result = tuple(plan)
+        return result
+
+
+@functools.cache
+def _screen(providers: tuple[Provider, ...]) -> _Screen:
+    return _Screen(providers)
+
+
 @dataclass(frozen=True)
 class WebhookContext:
     """Providers and secrets, with other secrets for some tunnels.
@@ -125,9 +208,7 @@ class WebhookContext:
     def judge(self, exchange: Exchange) -> Verdict | None:
         """The verdict on an exchange at the time it began (``duplicate_of`` is the store's to set)."""
         ctx = self.for_tunnel(exchange.tunnel)
-        # Most traffic is no webhook: a look at its header names settles that.
-        names = {name.lower() for name, _ in exchange.request.headers.fields}
-        candidates = [p for p in ctx.providers if (m := _markers(p)) is None or not names.isdisjoint(m)]
+        candidates = _screen(ctx.providers).candidates(exchange.request.headers.fields)
         if not candidates:
             return None
         probe = Delivery(exchange.request.method, "", exchange.request.headers, b"")  # detection reads headers alone

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from types import MappingProxyType
 from urllib.parse import parse_qsl, urlsplit
 
 from devtunnel.capture.model import Headers
@@ -58,6 +59,7 @@ class Stripe(Provider):
     secret_env = "STRIPE_WEBHOOK_SECRET"
     signature_headers = ("Stripe-Signature",)
     tolerance = DEFAULT_TOLERANCE
+    value_markers = MappingProxyType({"user-agent": "Stripe/"})  # signed, or sent by Stripe's agent
 
     def detects(self, delivery: Delivery) -> bool:
         return self.signed(delivery) or (delivery.header("user-agent") or "").startswith("Stripe/")

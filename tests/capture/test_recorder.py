@@ -281,3 +281,31 @@ def test_websocket_payloads_count_against_the_bound_and_keep_their_sizes(tmp_pat
     last = store.get(exs[-1].id)
     assert last is not None and [m.payload for m in last.ws_messages] == [BODY, b"hi"]
     recorder.close()
+
+
+def test_memory_is_handed_back_after_a_batch_of_large_bodies_only(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trim follows the body bytes of what a batch writes: its newest versions, not every submit."""
+    from devtunnel.capture import recorder as recorder_module
+
+    trims: list[int] = []
+    monkeypatch.setattr(recorder_module, "_TRIM", lambda: trims.append(1))
+    monkeypatch.setattr(recorder_module, "LINGER", 60.0)  # a batch is what was submitted before flush()
+    recorder = Recorder(Store(tmp_path / "c.db"))
+    big = b"x" * (recorder_module.TRIM_AFTER // 2 + 1)
+    try:
+        for n in range(2):  # two halves: together past the threshold
+            recorder.submit(replace(make(n), response=Response(body=big, body_size=len(big))))
+        recorder.flush()
+        assert trims == [1]
+        for n in range(10):  # small bodies, however many
+            recorder.submit(make(10 + n))
+        recorder.flush()
+        assert trims == [1]
+        ex = make(30)
+        recorder.submit(replace(ex, response=Response(body=big * 2, body_size=2 * len(big))))
+        recorder.submit(ex)  # replaced before it was written: the batch holds a small body
+        recorder.flush()
+        assert trims == [1]
+    finally:
+        recorder.close()

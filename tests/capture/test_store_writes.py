@@ -206,3 +206,20 @@ def test_a_batch_mixing_plain_exchanges_and_ones_with_rare_columns_keeps_each_ex
     assert [store.get(ex.id) for ex in batch] == batch
     assert store.ids("~e") == [failed.id] and store.ids("rule") == [ruled.id]
     assert_consistent(store)
+
+
+def test_a_batch_of_hundreds_cut_into_statements_of_every_size_keeps_each_exchange(store: Store) -> None:
+    """389 = 256 + 128 + 4 + 1 rows: each statement takes its own rows' values, none shifted."""
+    batch = [get(n, body=b"b%d" % n if n % 3 else b"") for n in range(389)]
+    for ex in batch[::50]:
+        ex.error, ex.error_message = "local_refused", "refused"
+    for ex in batch[1::40]:
+        ex.websocket = True
+        ex.ws_messages = [WsMessage("client", 1, 1.0, b"m%d" % i) for i in range(3)]
+    store.put_many(batch)
+    assert [store.get(ex.id) for ex in batch] == batch
+    again = [replace(ex, response=make_response(201, body=b"again")) for ex in batch[::2]]
+    store.put_many(again)
+    assert [store.get(ex.id) for ex in again] == again
+    assert store.count() == len(batch)
+    assert_consistent(store)
