@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import os
 import random
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+
+from devtunnel import lifetime
 
 __all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "port_accepts"]
 
@@ -96,24 +95,6 @@ class ChildState:
     since: float = field(default_factory=time.time)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-@functools.cache
-def _die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """On Linux, a function for the forked child that has the kernel send it ``signum`` when
-    devtunnel dies without stopping it (SIGKILL, a crash): the app does not outlive us holding its
-    port. Only the child devtunnel starts gets it (a shell's own children do not: see
-    ``app_runner``). Made in the parent, since the child may only call what is already loaded."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return functools.partial(prctl, _PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
-
-
 async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when something accepts a TCP connection at ``host:port``."""
     try:
@@ -178,7 +159,7 @@ class Child:
         self._backoff = backoff
         self._grace = grace
         self._rng = rng or random.Random()
-        self._preexec = _die_with_parent(death_signal) if die_with_parent else None
+        self._preexec = lifetime.die_with_parent(death_signal) if die_with_parent else None
         self.state = ChildState()
         self.ready = asyncio.Event()
         """Set while the child is ready; cleared when it exits."""

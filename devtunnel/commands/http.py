@@ -236,9 +236,10 @@ class _ExchangeLog:
 
 
 async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None) -> int:
-    from devtunnel.tui.supervisor import take_api_pipe, tell_api_pipe
+    from devtunnel.tui.supervisor import follow_supervisor, take_api_pipe, tell_api_pipe
 
     api_pipe = take_api_pipe()  # the inspector that started us waits for the API line there
+    follow_supervisor()  # and we stop when it dies
     _setup_logging()
     out = sys.stdout
     options = agent_options(args, tunnels)  # bad flags: said before anything opens

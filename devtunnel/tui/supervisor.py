@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
+from devtunnel.lifetime import follow_parent
 
 AgentState = Literal["starting", "running", "restarting", "stopped", "failed"]
 
@@ -35,6 +36,9 @@ _API_LINE = re.compile(rb"^API (http://127\.0\.0\.1:\d+)\s*$", re.MULTILINE)
 
 API_FD_ENV = "DEVTUNNEL_API_FD"
 """Names the file descriptor a supervised agent writes its ``API http://127.0.0.1:PORT`` line to."""
+SUPERVISOR_ENV = "DEVTUNNEL_SUPERVISOR_PID"
+"""The inspector's process id, given to the agent it starts: the agent stops when that process
+dies, even killed (``follow_supervisor``)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,8 @@ class AgentSupervisor:
                     *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(api_write,),
                     # its own session: a ctrl-c meant for the terminal is the inspector's to handle
                     start_new_session=True,
-                    env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", API_FD_ENV: str(api_write)},
+                    env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", API_FD_ENV: str(api_write),
+                         SUPERVISOR_ENV: str(os.getpid())},
                 )
         except BaseException:
             os.close(api_read)
@@ -250,6 +255,17 @@ def take_api_pipe() -> int | None:
         return int(value) if stat.S_ISFIFO(os.fstat(int(value)).st_mode) else None
     except OSError:
         return None
+
+
+def follow_supervisor() -> None:
+    """In the agent: stop (SIGTERM, the agent's own clean stop) when the inspector that started
+    it dies, however it dies. The inspector runs the agent in a session of its own (a ctrl-c is
+    the inspector's), so neither a closed terminal nor a killed inspector would reach it
+    otherwise, and the agent would keep the tunnel, the API port and the apps it runs. Linux
+    only; the variable is taken out of the environment, as ``take_api_pipe`` does."""
+    value = os.environ.pop(SUPERVISOR_ENV, "")
+    if value.isdigit():
+        follow_parent(int(value))
 
 
 def tell_api_pipe(fd: int | None, url: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtunnel.tui.supervisor import AgentStatus, AgentSupervisor
-from tests.helpers import async_wait_for, process_alive
+from tests.helpers import async_wait_for, process_alive, wait_for
 
 # A stand-in agent: serves HTTP on a free port and announces it the way the agent does.
 SERVING_CHILD = """
@@ -189,3 +189,44 @@ def test_the_agent_takes_only_a_pipe_from_the_variable_and_leaves_it_to_nobody_e
         assert fd == write and API_FD_ENV not in os.environ  # the apps the agent runs do not see it
         tell_api_pipe(fd, "http://127.0.0.1:4040")
         assert r.read() == b"API http://127.0.0.1:4040\n"  # written, then closed: the reader sees its end
+
+
+# An inspector stand-in: supervises a real agent, prints its pid once its API is up, then waits.
+SUPERVISING_PARENT = """
+import asyncio, sys
+from pathlib import Path
+from devtunnel.tui.supervisor import AgentSupervisor, agent_command
+
+async def main() -> None:
+    running = asyncio.Event()
+    supervisor = AgentSupervisor(agent_command("agent", "--api-port", "0", "--db", sys.argv[1]), Path(sys.argv[2]),
+                                 lambda status: status.state == "running" and running.set())
+    supervisor.start()
+    await running.wait()
+    print(supervisor.status.pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_a_killed_inspector_does_not_leave_its_agent_running(tmp_path: Path) -> None:
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", SUPERVISING_PARENT, str(tmp_path / "captures.db"),
+                               str(tmp_path / "agent.log")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()  # the agent is running: its pid (EOF, "", if the parent died)
+        assert line.strip().isdigit(), (line, (tmp_path / "agent.log").read_text() if (tmp_path / "agent.log").exists() else "")
+        agent_pid = int(line)
+        assert process_alive(agent_pid)
+    finally:
+        parent.kill()  # no stop(), no cleanup: as if the inspector crashed or was killed
+        parent.wait(timeout=10)
+    try:
+        wait_for(lambda: not process_alive(agent_pid), timeout=20, what="the orphaned agent to stop")
+    finally:
+        if process_alive(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)
