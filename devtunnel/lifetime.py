@@ -21,7 +21,11 @@ _PR_SET_PDEATHSIG = 1
 def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
     """On Linux, a function that has the kernel send ``signum`` to the calling process when its
     parent dies; None elsewhere. Made once and ahead of time, so a forked child (``preexec_fn``)
-    calls only what is already loaded."""
+    calls only what is already loaded.
+
+    The kernel watches the *thread* that started the child, not the whole process: children
+    that use this are started from the event loop's thread, which lives as long as the process
+    (a child started from a worker thread would be signalled when that thread ends)."""
     if not sys.platform.startswith("linux"):
         return None
     try:

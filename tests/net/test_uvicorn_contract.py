@@ -236,7 +236,7 @@ def test_uvicorn_response_cycle_writes_only_through_what_head_with_body_wraps() 
     )
 
 
-def test_uvicorn_response_cycle_send_is_a_coroutine_the_direct_path_can_step() -> None:
+def test_uvicorn_response_cycle_send_waits_on_write_paused_for_the_asgi_path() -> None:
     # relay.http_proxy's ASGI path relies on send waiting for the transport (flow.write_paused) for
     # its back-pressure; relay.http_direct checks write_paused itself before each write.
     assert inspect.iscoroutinefunction(RequestResponseCycle.send), "uvicorn's RequestResponseCycle.send"
