@@ -264,7 +264,7 @@ def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
     return RuleMark(index, action, scope if isinstance(scope, str) else "tunnel")
 
 
-def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
+def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> tuple[int, int]:
     """Upsert exchanges: a few many-row statements per table (a later version of an id wins).
 
     Call it inside a write transaction: which ids are stored already is read first, and must
@@ -272,9 +272,11 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
     exchange is written once unless it was seen live) take plain inserts, with nothing older to
     remove; ``stats`` counts them here, once per call. Stored ones are updated in place, and lose
     the bodies and messages their new version has not. An empty request body has no row.
+
+    Returns what ``stats`` holds after the writes: how many exchanges, how many bytes.
     """
     latest = {ex.id: ex for ex in exchanges}
-    stored = _stored_ids(conn, latest)
+    stored, n, total = _stored_ids(conn, latest)
     # The parameters of each statement, row after row in one flat list (``_execute_rows``).
     fresh: list[object] = []  # new, every rare column NULL
     fresh_rare: list[object] = []
@@ -348,6 +350,7 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
     if fresh or fresh_rare:
         added = len(fresh) // len(_CORE_COLUMNS) + len(fresh_rare) // len(_INSERT_COLUMNS)
         conn.execute("UPDATE stats SET n = n + ?, bytes = bytes + ?", (added, fresh_bytes))
+        n, total = n + added, total + fresh_bytes
     _execute_rows(conn, "upsert", again)  # the update trigger moves the byte count
     _mark_duplicates(conn, hooked)
     _execute_rows(conn, "heads", heads)
@@ -365,25 +368,29 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
         _execute_rows(conn, "unmessage", [ex.id for ex in rewritten])
     if messages:
         _execute_rows(conn, "messages", messages)
+    if again:  # the update trigger moved the byte count by what it found in the rows replaced
+        n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+    return n, total
 
 
-def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> set[str]:
-    """Which of these ids are stored already.
+def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> tuple[set[str], int, int]:
+    """Which of these ids are stored already, and what ``stats`` holds (exchanges, bytes).
 
     Ids grow with time: one above the largest stored id is new without a look. The others (an
     exchange that began before one written already, or one written before while it ran) are
-    looked up in one statement.
+    looked up in one statement. The counts come with the largest id: one statement fewer than
+    reading them after the writes (each is a GIL handoff in the agent).
     """
-    top = conn.execute("SELECT max(id) FROM exchanges").fetchone()[0]
+    n, total, top = conn.execute("SELECT n, bytes, (SELECT max(id) FROM exchanges) FROM stats").fetchone()
     if top is None:
-        return set()
+        return set(), n, total
     maybe = [ex_id for ex_id in latest if ex_id <= top]
     stored: set[str] = set()
     for start in range(0, len(maybe), 500):
         chunk = maybe[start:start + 500]
         stored.update(r[0] for r in conn.execute(
             f"SELECT id FROM exchanges WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
-    return stored
+    return stored, n, total
 
 
 _LARGE_BODY = 256 * 1024

@@ -159,6 +159,33 @@ def test_the_counts_stay_exact_through_any_mix_of_writes_deletes_and_retention(t
     store.close()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_counts_write_exchanges_returns_are_what_stats_then_holds(tmp_path: Path, seed: int) -> None:
+    """Retention decides on the counts the writes worked out (read with the largest id before them,
+    moved by what they added); they are held here to the ``stats`` row read after the writes."""
+    from devtunnel.capture.rows import write_exchanges
+
+    rng = random.Random(seed)
+    store = Store(tmp_path / "c.db", max_exchanges=10**9)
+    conn = store._conn()
+    written: list[Exchange] = []
+    for _ in range(25):
+        batch = [get(rng.randrange(1000), body=b"y" * rng.choice([0, 10, 700]), response=rng.random() > 0.3)
+                 for _ in range(rng.randrange(0, 8))]
+        for ex in rng.sample(written, min(len(written), rng.choice([0, 0, 1, 3]))):  # stored ones again
+            batch.append(replace(ex, response=make_response(200, body=b"x" * rng.randrange(900)), duration=0.5))
+        if batch and rng.random() < 0.3:
+            batch[0].websocket = True
+            batch[0].ws_messages = [WsMessage("client", 1, 1.0, b"m" * rng.randrange(50))]
+        conn.execute("BEGIN IMMEDIATE")
+        returned = write_exchanges(conn, batch)
+        assert returned == conn.execute("SELECT n, bytes FROM stats").fetchone()
+        conn.execute("COMMIT")
+        written += batch
+    assert_consistent(store)
+    store.close()
+
+
 def test_a_version_7_file_is_upgraded_at_once_and_reads_and_counts_right(tmp_path: Path) -> None:
     path = tmp_path / "v7.db"
     plain, posted, pending = get(1), get(2, body=b"form=data"), get(3, response=False)
