@@ -3,6 +3,7 @@ counts in ``stats`` stay exact through rewrites, deletes, retention, other write
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
@@ -184,6 +185,33 @@ def test_the_counts_write_exchanges_returns_are_what_stats_then_holds(tmp_path: 
         written += batch
     assert_consistent(store)
     store.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="looks at the open files in /proc")
+def test_a_batch_of_new_exchanges_keeps_no_statement_journal_in_a_temporary_file(store: Store) -> None:
+    """Inserts of many rows that may abort copy every page they change to a statement journal, a
+    temporary file past 64 KiB (SQLite names them ``etilqs_*`` and unlinks them at once); the
+    writer's inserts never need one. Looked for while the statements run, from a progress handler."""
+    store.put_many([get(n, body=b"x" * 1000) for n in range(300)])
+    seen: set[str] = set()
+
+    def look() -> int:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if "etilqs_" in target:
+                seen.add(target)
+        return 0
+
+    store._conn().set_progress_handler(look, 200)
+    try:
+        store.put_many([get(n, body=b"y" * 2000) for n in range(256)])
+    finally:
+        store._conn().set_progress_handler(None, 0)
+    assert store.count() == 556
+    assert not seen
 
 
 def test_a_version_7_file_is_upgraded_at_once_and_reads_and_counts_right(tmp_path: Path) -> None:
