@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python bench/recorder_cpu.py [TREE ...] [--n 20000] [--batch 100] [--rounds 3]
-                                          [--full 20000] [--callgrind]
+                                          [--full 20000] [--callgrind | --syscalls]
 
 Each TREE is a devtunnel source tree (a ``git archive`` copy of another commit, or this one,
 the default); the first is the base the others are compared with. Every measurement runs in a
@@ -22,7 +22,13 @@ per exchange: the writer's thread (judge, rows, SQLite, commit) and the submitti
 (``submit``, ``flush``). With ``--callgrind`` it runs each child under ``valgrind
 --tool=callgrind --separate-threads=yes`` instead, once with the measured batches and once
 without, and prints the difference in instructions per exchange of each thread: figures that
-another process's load does not move.
+another process's load does not move. It also counts, per exchange, the writer's GIL releases
+(calls to ``PyEval_SaveThread`` in its thread: sqlite3 lets go of the GIL around each step, reset
+and some calls of every statement, and in the agent each one is a chance for the busy event
+loop to take the GIL, and a futex handoff to win it back). With ``--syscalls`` it runs each
+child under ``strace -f -c`` instead, with and without the measured batches, and prints the
+system calls per exchange by name (WAL and checkpoint writes and reads, temporary files):
+the file work is as deterministic as the pages written; futex and the like depend on timing.
 """
 
 from __future__ import annotations
@@ -140,12 +146,15 @@ def child_measure(path: str, n: int, batch: int, full: int, write: bool) -> dict
 # --- the parent -----------------------------------------------------------------------------------
 
 
-def _run_child(tree: Path, argv: list[str], *, callgrind_out: Path | None = None) -> dict[str, float]:
+def _run_child(tree: Path, argv: list[str], *, callgrind_out: Path | None = None,
+               strace_out: Path | None = None) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *argv]
     if callgrind_out is not None:
         cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
                f"--callgrind-out-file={callgrind_out}", *cmd]
+    if strace_out is not None:
+        cmd = ["strace", "-f", "-c", "-o", str(strace_out), *cmd]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
     if done.returncode != 0:
         raise SystemExit(f"child failed ({tree}):\n{done.stderr[-3000:]}")
@@ -163,6 +172,40 @@ def _thread_irs(prefix: Path) -> list[int]:
     return [ir for _, ir in sorted(irs)]
 
 
+def _thread_calls(prefix: Path, function: str) -> int:
+    """Calls to ``function`` (an exact name) from every thread but the first, from callgrind's files."""
+    total = 0
+    for file in prefix.parent.glob(prefix.name + "-*"):
+        if file.name.endswith("-01"):
+            continue
+        names: dict[str, str] = {}
+        target = None
+        with file.open(errors="replace") as lines:
+            for line in lines:
+                if line.startswith(("fn=", "cfn=")):
+                    found = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.rstrip("\n"))
+                    if found is None:
+                        continue
+                    if found.group(2):
+                        names[found.group(1)] = found.group(2).split(" [")[0]
+                    target = names.get(found.group(1)) if line.startswith("cfn=") else None
+                elif line.startswith("calls=") and target is not None:
+                    if target.rsplit(":", 1)[-1] == function:
+                        total += int(line[6:].split()[0])
+                    target = None
+    return total
+
+
+def _syscalls(path: Path) -> dict[str, int]:
+    """System calls by name from ``strace -c`` output."""
+    counts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        cols = line.split()
+        if len(cols) >= 5 and cols[0][0].isdigit() and cols[-1] != "total":
+            counts[cols[-1]] = int(cols[3])
+    return counts
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("trees", nargs="*", type=Path, help="source trees (default: this one); the first is the base")
@@ -172,6 +215,7 @@ def main() -> int:
                     help="exchanges in the store beforehand, and its limit (default %(default)s; 0: empty, no limit)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of thread CPU timing (default %(default)s)")
     ap.add_argument("--callgrind", action="store_true", help="count instructions under callgrind instead")
+    ap.add_argument("--syscalls", action="store_true", help="count system calls under strace instead")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -186,7 +230,7 @@ def main() -> int:
         return 0
 
     trees = [t.resolve() for t in args.trees] or [ROOT]
-    n = args.n if args.n != 20_000 or not args.callgrind else 2000
+    n = args.n if args.n != 20_000 or not (args.callgrind or args.syscalls) else 2000
     with tempfile.TemporaryDirectory(prefix="devtunnel-rec-bench-") as folder:
         work = Path(folder)
         templates: list[Path] = []
@@ -211,19 +255,36 @@ def main() -> int:
             results = []
             for i, tree in enumerate(trees):
                 per_thread: list[list[int]] = []
+                releases: list[int] = []
                 for write in (1, 0):
                     out = work / f"cg-{i}-{write}"
                     _run_child(tree, ["measure", fresh(i), str(n), str(args.batch), str(args.full), str(write)],
                                callgrind_out=out)
                     per_thread.append(_thread_irs(out))
+                    releases.append(_thread_calls(out, "PyEval_SaveThread"))
                 main_ir = (per_thread[0][0] - per_thread[1][0]) / n
                 writer_ir = (sum(per_thread[0][1:]) - sum(per_thread[1][1:])) / n
                 results.append((main_ir, writer_ir))
                 print(f"{str(tree):40} writer thread {writer_ir:10,.0f} Ir/exchange   "
-                      f"submitting thread {main_ir:8,.0f} Ir/exchange")
+                      f"submitting thread {main_ir:8,.0f} Ir/exchange   "
+                      f"writer GIL releases {(releases[0] - releases[1]) / n * args.batch:6.1f}/batch")
             for (tree, (m, w)) in list(zip(trees, results))[1:]:
                 print(f"{str(tree):40} / base: writer {w / results[0][1]:.3f}, submitting {m / results[0][0]:.3f}, "
                       f"both {(m + w) / sum(results[0]):.3f}")
+            return 0
+
+        if args.syscalls:
+            for i, tree in enumerate(trees):
+                counted: list[dict[str, int]] = []
+                for write in (1, 0):
+                    out = work / f"strace-{i}-{write}"
+                    _run_child(tree, ["measure", fresh(i), str(n), str(args.batch), str(args.full), str(write)],
+                               strace_out=out)
+                    counted.append(_syscalls(out))
+                per = {name: (k - counted[1].get(name, 0)) / n for name, k in counted[0].items()}
+                shown = "  ".join(f"{name} {k:.2f}" for name, k in sorted(per.items(), key=lambda kv: -kv[1])
+                                  if abs(k) >= 0.005)
+                print(f"{str(tree):40} per exchange: {shown}")
             return 0
 
         samples: list[list[dict[str, float]]] = [[] for _ in trees]

@@ -264,7 +264,7 @@ def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
     return RuleMark(index, action, scope if isinstance(scope, str) else "tunnel")
 
 
-def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
+def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> tuple[int, int]:
     """Upsert exchanges: a few many-row statements per table (a later version of an id wins).
 
     Call it inside a write transaction: which ids are stored already is read first, and must
@@ -272,9 +272,11 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
     exchange is written once unless it was seen live) take plain inserts, with nothing older to
     remove; ``stats`` counts them here, once per call. Stored ones are updated in place, and lose
     the bodies and messages their new version has not. An empty request body has no row.
+
+    Returns what ``stats`` holds after the writes: how many exchanges, how many bytes.
     """
     latest = {ex.id: ex for ex in exchanges}
-    stored = _stored_ids(conn, latest)
+    stored, n, total = _stored_ids(conn, latest)
     # The parameters of each statement, row after row in one flat list (``_execute_rows``).
     fresh: list[object] = []  # new, every rare column NULL
     fresh_rare: list[object] = []
@@ -348,42 +350,45 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
     if fresh or fresh_rare:
         added = len(fresh) // len(_CORE_COLUMNS) + len(fresh_rare) // len(_INSERT_COLUMNS)
         conn.execute("UPDATE stats SET n = n + ?, bytes = bytes + ?", (added, fresh_bytes))
+        n, total = n + added, total + fresh_bytes
     _execute_rows(conn, "upsert", again)  # the update trigger moves the byte count
     _mark_duplicates(conn, hooked)
+    if stored:
+        # A newer version of a stored exchange leaves nothing of the older one's heads, bodies or
+        # messages behind: they go first, and every row inserted below is a new one.
+        rewritten = [ex_id for ex_id in latest if ex_id in stored]
+        for kind in ("unheads", "unreq", "unres", "unmessage"):
+            _execute_rows(conn, kind, rewritten)
     _execute_rows(conn, "heads", heads)
     _execute_rows(conn, "req_bodies", req_rows)
     _execute_rows(conn, "res_bodies", res_rows)
     for ex_id, side, body in large:
         _write_large_body(conn, ex_id, side, body)
-    if stored:
-        # A newer version of a stored exchange leaves none of the older one's bodies or messages
-        # behind that it has not itself (an empty request body has no row; neither has the
-        # response body of an exchange without a response).
-        rewritten = [ex for ex_id, ex in latest.items() if ex_id in stored]
-        _execute_rows(conn, "unreq", [ex.id for ex in rewritten if not ex.request.body])
-        _execute_rows(conn, "unres", [ex.id for ex in rewritten if ex.response is None])
-        _execute_rows(conn, "unmessage", [ex.id for ex in rewritten])
     if messages:
         _execute_rows(conn, "messages", messages)
+    if again:  # the update trigger moved the byte count by what it found in the rows replaced
+        n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+    return n, total
 
 
-def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> set[str]:
-    """Which of these ids are stored already.
+def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> tuple[set[str], int, int]:
+    """Which of these ids are stored already, and what ``stats`` holds (exchanges, bytes).
 
     Ids grow with time: one above the largest stored id is new without a look. The others (an
     exchange that began before one written already, or one written before while it ran) are
-    looked up in one statement.
+    looked up in one statement. The counts come with the largest id: one statement fewer than
+    reading them after the writes (each is a GIL handoff in the agent).
     """
-    top = conn.execute("SELECT max(id) FROM exchanges").fetchone()[0]
+    n, total, top = conn.execute("SELECT n, bytes, (SELECT max(id) FROM exchanges) FROM stats").fetchone()
     if top is None:
-        return set()
+        return set(), n, total
     maybe = [ex_id for ex_id in latest if ex_id <= top]
     stored: set[str] = set()
     for start in range(0, len(maybe), 500):
         chunk = maybe[start:start + 500]
         stored.update(r[0] for r in conn.execute(
             f"SELECT id FROM exchanges WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
-    return stored
+    return stored, n, total
 
 
 _LARGE_BODY = 256 * 1024
@@ -410,21 +415,32 @@ def _write_large_body(conn: sqlite3.Connection, ex_id: str, side: str, body: byt
 
 # Statements that take rows, as (text before the rows, text after them); each row is one
 # parenthesised group of ``?``.
+#
+# New rows go in with ``INSERT OR FAIL``. A statement of many rows that may abort (``INSERT``'s
+# default on a constraint, and ``OR REPLACE``'s) makes SQLite keep a statement journal: a copy
+# of every page the statement changes that existed before it, so that it can undo the
+# statement alone. Past 64 KiB the copy goes to a temporary file, created, unlinked, written
+# and read back: the openat, unlink, access and pwrite64 calls seen in the agent, about one
+# file per write transaction. ``OR FAIL`` stops at a violated constraint without undoing the
+# statement's earlier rows, which is never needed here: any error rolls the whole transaction
+# back (``Store._writing``), and the recorder retries the batch one exchange at a time.
 _ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
-    "insert": (f"INSERT INTO exchanges ({', '.join(_CORE_COLUMNS)}) VALUES ", "", len(_CORE_COLUMNS)),
-    "insert_rare": (f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ", "", len(_INSERT_COLUMNS)),
+    "insert": (f"INSERT OR FAIL INTO exchanges ({', '.join(_CORE_COLUMNS)}) VALUES ", "", len(_CORE_COLUMNS)),
+    "insert_rare": (f"INSERT OR FAIL INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ", "",
+                    len(_INSERT_COLUMNS)),
     "upsert": (
         f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ",
         " ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:]),
         len(_INSERT_COLUMNS),
     ),
-    "heads": ("INSERT OR REPLACE INTO heads (id, req, res) VALUES ", "", 3),
-    "req_bodies": ("INSERT OR REPLACE INTO req_bodies (id, body) VALUES ", "", 2),
-    "res_bodies": ("INSERT OR REPLACE INTO res_bodies (id, body) VALUES ", "", 2),
+    "heads": ("INSERT OR FAIL INTO heads (id, req, res) VALUES ", "", 3),
+    "req_bodies": ("INSERT OR FAIL INTO req_bodies (id, body) VALUES ", "", 2),
+    "res_bodies": ("INSERT OR FAIL INTO res_bodies (id, body) VALUES ", "", 2),
+    "unheads": ("DELETE FROM heads WHERE id IN (", ")", 0),
     "unreq": ("DELETE FROM req_bodies WHERE id IN (", ")", 0),
     "unres": ("DELETE FROM res_bodies WHERE id IN (", ")", 0),
     "unmessage": ("DELETE FROM ws_messages WHERE id IN (", ")", 0),
-    "messages": ("INSERT INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES ", "", 7),
+    "messages": ("INSERT OR FAIL INTO ws_messages (id, seq, sender, opcode, time, size, payload) VALUES ", "", 7),
 }
 # Rows per statement: a batch is cut into these sizes, largest first, so the few statement
 # texts stay in sqlite3's statement cache.
@@ -438,7 +454,7 @@ def _rows_sql(kind: str, rows: int) -> str:
     return head + ", ".join([group] * rows) + tail
 
 
-def _execute_rows(conn: sqlite3.Connection, kind: str, params: list[object]) -> None:
+def _execute_rows(conn: sqlite3.Connection, kind: str, params: Sequence[object]) -> None:
     """Like ``executemany``, but many rows per statement; ``params`` holds the rows' values one
     row after another (built so: no tuple per row to flatten here).
 

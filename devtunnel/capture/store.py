@@ -204,27 +204,30 @@ class Store:
     def put_many(self, exchanges: Iterable[Exchange]) -> None:
         """Insert or replace many exchanges in one transaction, then apply retention."""
         with self._writing() as conn:
-            write_exchanges(conn, exchanges)
-            self._retain(conn)
+            n, total = write_exchanges(conn, exchanges)
+            self._retain(conn, n, total)
 
-    def _retain(self, conn: sqlite3.Connection) -> None:
-        n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+    def _retain(self, conn: sqlite3.Connection, n: int, total: int) -> None:
+        """Delete the oldest exchanges past the limits (``n`` and ``total``: what ``stats`` holds)."""
         if n > self.max_exchanges:
-            doomed = conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT ?",
-                                  (n - self.max_exchanges,)).fetchall()
-            _delete_oldest(conn, doomed)
-            n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+            # One row about the doomed, not a row each: sqlite3 lets go of the GIL for every row
+            # and column it reads, and in the agent each time the event loop may take it.
+            doomed, last, size = conn.execute(_OLDEST, (n - self.max_exchanges,)).fetchone()
+            if doomed:
+                _delete_oldest(conn, last, doomed, size)
+                n, total = n - doomed, total - size
         while total > self.max_bytes and n > 0:
             excess = total - self.max_bytes
-            doomed = []
-            freed = 0
-            for ex_id, size in conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT 256"):
-                doomed.append((ex_id, size))
+            doomed = freed = 0
+            for last, size in conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT 256"):
+                doomed += 1
                 freed += size
                 if freed >= excess:
                     break
-            _delete_oldest(conn, doomed)
-            n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+            if not doomed:
+                break
+            _delete_oldest(conn, last, doomed, freed)
+            n, total = n - doomed, total - freed
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete these exchanges; returns how many were deleted."""
@@ -472,15 +475,17 @@ def _delete(conn: sqlite3.Connection, ids: list[str]) -> int:
     return deleted
 
 
-def _delete_oldest(conn: sqlite3.Connection, doomed: list[tuple[str, int]]) -> None:
-    """Delete the oldest exchanges, ``doomed`` being ``(id, bytes)`` of each, oldest first.
+_OLDEST = "SELECT count(*), max(id), sum(bytes) FROM (SELECT id, bytes FROM exchanges ORDER BY id LIMIT ?)"
+"""How many of the oldest exchanges there are, up to a number; the last one's id; their bytes."""
+
+
+def _delete_oldest(conn: sqlite3.Connection, last: str, doomed: int, size: int) -> None:
+    """Delete the ``doomed`` oldest exchanges, ``last`` the id of the last of them and ``size``
+    their bytes, and count them out of ``stats``.
 
     They are every exchange up to the last one's id, so each table loses a range of its key:
     no statement per exchange.
     """
-    if not doomed:
-        return
-    last = doomed[-1][0]
     for table in _TABLES:
         conn.execute(f"DELETE FROM {table} WHERE id <= ?", (last,))
-    conn.execute("UPDATE stats SET n = n - ?, bytes = bytes - ?", (len(doomed), sum(b for _, b in doomed)))
+    conn.execute("UPDATE stats SET n = n - ?, bytes = bytes - ?", (doomed, size))
