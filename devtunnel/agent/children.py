@@ -107,6 +107,23 @@ async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     return True
 
 
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The protocol of ``create_subprocess_exec``, which also tells when the program exited.
+
+    ``Process.wait()`` (Python 3.11) returns only once the output pipes closed too, which what
+    the program started may keep open (a --reload server's worker).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)  # create_subprocess_exec's default limit
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 class Child:
     """One supervised program (see the module's docstring).
 
@@ -246,16 +263,18 @@ class Child:
     async def _run_once(self) -> int | None:
         self.ready.clear()
         self._set(state="starting", exit_code=None, message="")
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True,
-                preexec_fn=self._preexec)
+            transport, exits = await loop.subprocess_exec(
+                lambda: _ExitProtocol(loop), *self.argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd,
+                start_new_session=True, preexec_fn=self._preexec)
         except OSError as exc:
             message = f"cannot start {self.argv[0]}: {exc.strerror or exc}"
             self.log.add("devtunnel", message)
             self._set(state="failed", pid=None, message=message)
             return None
+        proc = asyncio.subprocess.Process(transport, exits, loop)
         self._proc = proc
         self._set(pid=proc.pid)
         self.log.add("devtunnel", f"started {self.name} (pid {proc.pid})")
@@ -264,11 +283,9 @@ class Child:
         watcher = asyncio.create_task(self._watch_ready(proc))
         exited = asyncio.ensure_future(proc.wait())
         try:
-            # wait() also waits for the output pipes to close, which what the program started may
-            # keep open (a --reload server's worker): the exit itself is seen in returncode.
-            while proc.returncode is None and not exited.done():
-                await asyncio.wait([exited], timeout=0.2)
-            code = proc.returncode if proc.returncode is not None else exited.result()
+            await exits.exited
+            code = proc.returncode
+            assert code is not None
             # What it left behind may hold the port and the pipes: end the group before starting again.
             await self._end_group(proc.pid)
             await asyncio.wait([exited, *readers], timeout=1.0)
@@ -290,7 +307,7 @@ class Child:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(self._grace, 2.0)
         while loop.time() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # polled: what is left are not our children, nothing to wait() on
             try:
                 os.killpg(pgid, 0)
             except (ProcessLookupError, PermissionError):

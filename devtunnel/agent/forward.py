@@ -204,6 +204,8 @@ class Forwarder:
         resend: bytes | None = None
         """The whole request body (framed) to send again, from ``copy``."""
         held_again = False
+        held_until = 0.0
+        """When a request held again after the app dropped it may be held no more."""
         sent_at = start.sent_at
         try:
             while True:
@@ -235,9 +237,18 @@ class Forwarder:
                     if gate is not None and gate.managed and exc.nothing_received:
                         # The app accepted and went down (it crashed, or a reload ended it): the
                         # request waits for it once more, if the tunnel holds (with a body only
-                        # when it was small enough to be kept whole).
-                        if gate.hold and (head.end_stream or resend is not None) and not held_again:
-                            held_again = True
+                        # when it was small enough to be kept whole). And again, while the hold
+                        # lasts, after each reset: the request was not read (a dying app's
+                        # listening socket resets the connections queued on it, and its
+                        # supervisor may not know yet), so it waits as after a refusal.
+                        if gate.hold and (head.end_stream or resend is not None) and (
+                            not held_again or (exc.reset and conn.loop.time() < held_until)
+                        ):
+                            if not held_again:
+                                held_again = True
+                                held_until = conn.loop.time() + gate.hold
+                            if exc.reset:
+                                gate.refused(self.pool.connect)
                             lease.release(False)
                             sent_at = None
                             continue

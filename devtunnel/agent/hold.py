@@ -102,7 +102,7 @@ class HoldGate:
             try:
                 return await connect()
             except ConnectionRefusedError:
-                self._refused(connect)
+                self.refused(connect)
         if self.waiting >= self.max_waiting:
             self.expired += 1
             raise HoldExpired(f"{APP_RESTARTING}: {self.waiting} requests are already waiting for it")
@@ -125,7 +125,7 @@ class HoldGate:
                 try:
                     conn = await connect()
                 except ConnectionRefusedError:
-                    self._refused(connect)
+                    self.refused(connect)
                     continue
                 self.held += 1
                 return conn
@@ -140,8 +140,9 @@ class HoldGate:
     def _open(self) -> bool:
         return self._up.is_set() and self._reachable.is_set()
 
-    def _refused(self, connect: Callable[[], Awaitable[object]]) -> None:
-        """The target refused while the app is not known down: one probe finds when it accepts again."""
+    def refused(self, connect: Callable[[], Awaitable[object]]) -> None:
+        """The target refused while the app is not known down (or reset a connection before reading
+        the request: the forwarder says so): one probe finds when it accepts again."""
         self._reachable.clear()
         if self._probe is None:
             self._probe = asyncio.create_task(self._run_probe(connect), name="hold-probe")

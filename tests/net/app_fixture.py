@@ -3,7 +3,10 @@
     python app_fixture.py PORT [--exit-after N] [--ready-file PATH] [--child-pidfile PATH]
 
 * answers ``GET /anything`` with ``ok PID COUNT``; with ``--exit-after N`` it exits (code 3) right
-  after answering its Nth request and closing that connection: a crash mid-traffic;
+  after answering its Nth request and closing that connection: a crash mid-traffic, between two
+  answers. Answers are written one at a time and the exit happens in the Nth's turn, so a request
+  that reaches the app meanwhile gets no byte (as from an app that died before reading it), never
+  an answer cut after its head; ``--exit-delay S`` makes the app that slow to die;
 * ``/healthz`` answers 503 until ``--ready-file`` exists, then 200;
 * ``--child-pidfile`` starts a ``sleep`` child and writes its pid there (to prove the whole
   group is stopped);
@@ -14,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 parser = argparse.ArgumentParser()
@@ -23,12 +29,19 @@ parser.add_argument("port", type=int)
 parser.add_argument("--exit-after", type=int, default=0)
 parser.add_argument("--ready-file")
 parser.add_argument("--child-pidfile")
+parser.add_argument("--exit-delay", type=float, default=0.0)
 args = parser.parse_args()
 count = 0
+turn = threading.Lock()
+"""Held while an answer is written; the exit keeps it."""
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        with turn:
+            self.answer()
+
+    def answer(self) -> None:
         global count
         if self.path == "/healthz":
             ready = args.ready_file is None or os.path.exists(args.ready_file)
@@ -45,7 +58,10 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         print(f"served {self.path} #{count}", flush=True)
         if args.exit_after and count >= args.exit_after:
-            self.server.exit_after_this = True  # type: ignore[attr-defined]
+            self.connection.shutdown(socket.SHUT_WR)  # the answer is sent whole and ended
+            time.sleep(args.exit_delay)
+            print("exiting on purpose", file=sys.stderr, flush=True)
+            os._exit(3)  # in this answer's turn: no other request is answered, even in part
 
     def log_message(self, format: str, *values: object) -> None:
         pass
@@ -55,16 +71,6 @@ if args.child_pidfile:
     child = subprocess.Popen(["sleep", "600"])
     with open(args.child_pidfile, "w") as f:
         f.write(str(child.pid))
-class Server(ThreadingHTTPServer):
-    exit_after_this = False
-
-    def shutdown_request(self, request: object) -> None:
-        super().shutdown_request(request)  # the answer is sent whole and the connection closed
-        if self.exit_after_this:
-            print("exiting on purpose", file=sys.stderr, flush=True)
-            os._exit(3)
-
-
-server = Server(("127.0.0.1", args.port), Handler)
+server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 print(f"listening on {args.port} \x1b]0;pwned\x07\x1b[2J", flush=True)
 server.serve_forever()

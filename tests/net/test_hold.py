@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -275,3 +277,46 @@ async def test_a_webhook_the_app_dropped_unanswered_while_going_down_is_held_and
     assert bodies == [b'{"type": "invoice.paid"}'] and connections == 2
     [ex] = await harness.exchanges(1)
     assert ex.status == 200 and ex.request.body == b'{"type": "invoice.paid"}'
+
+
+async def test_a_request_the_app_reset_unread_as_it_died_is_held_again(harness: Harness) -> None:
+    # An app dies with a request read: devtunnel holds the request once more, but its supervisor
+    # has not seen the death yet, and the next connection lands in the queue of the dying app's
+    # listening socket, which the kernel resets. The request was never read: it is held again.
+    connections = 0
+    answered: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.close()  # dying: the request read, nothing answered
+            return
+        if connections == 2:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # a reset before the request was read
+            return
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the gate's probe: it connects and goes
+        answered.append(connections)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        await harness.start(str(port), name="app", hold=20.0)
+        _gate(harness, "app").set_app_state(True, "ready")  # an app devtunnel runs, ready
+        async with _client(harness, "app") as client:
+            response = await client.get("/late")
+    finally:
+        server.close()
+    assert (response.status_code, response.text) == (200, "ok")
+    assert len(answered) == 1 and answered[0] >= 3
+    [ex] = await harness.exchanges(1)
+    assert ex.status == 200 and ex.error is None
