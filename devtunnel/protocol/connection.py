@@ -49,7 +49,19 @@ from devtunnel.protocol.handshake import (
     SUPPORTED_VERSIONS,
     PeerLimits,
 )
-from devtunnel.protocol.state import FINISHED, TRANSITIONS, Action, Half, StreamState, advance, stream_state
+from devtunnel.protocol.state import (
+    CLOSED,
+    DATA,
+    DATA_END,
+    DONE,
+    FINISHED,
+    TRANSITIONS,
+    Action,
+    Half,
+    StreamState,
+    advance,
+    stream_state,
+)
 
 __all__ = [
     "DEFAULT_INITIAL_WINDOW",
@@ -258,9 +270,10 @@ class Connection(abc.ABC):
         stream = self._streams.get(stream_id)
         if stream is None:
             raise self._closed_error(stream_id)
-        local = TRANSITIONS.get((stream.local, Action.DATA_END if end_stream else Action.DATA))
+        action = DATA_END if end_stream else DATA
+        local = TRANSITIONS.get((stream.local, action))
         if local is None:
-            local = advance(stream.local, Action.DATA_END if end_stream else Action.DATA, stream_id, "we")
+            local = advance(stream.local, action, stream_id, "we")
         n = len(data)
         if n > stream.send_window:
             raise FlowControlError(
@@ -361,7 +374,7 @@ class Connection(abc.ABC):
         if n > outstanding:
             raise ValueError(f"stream {stream_id}: acknowledged {n} bytes but only {outstanding} are unacknowledged")
         remote = stream.remote
-        if remote is Half.CLOSED or (remote is Half.DONE and not stream.websocket):
+        if remote is CLOSED or (remote is DONE and not stream.websocket):
             return  # the peer sends nothing more: credit would be wasted bytes
         pending = stream.pending + n
         if pending and (pending >= self._ack_threshold or flush):
@@ -602,7 +615,7 @@ class Connection(abc.ABC):
         if stream is None:
             return
         end_stream = bool(flags & _END_STREAM)
-        action = Action.DATA_END if end_stream else Action.DATA
+        action = DATA_END if end_stream else DATA
         remote = TRANSITIONS.get((stream.remote, action)) or advance(stream.remote, action, stream_id, "the peer")
         n = len(payload)
         if n > stream.recv_window:

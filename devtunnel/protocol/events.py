@@ -1,14 +1,27 @@
 """Events the sans-IO tunnel connection produces from received bytes.
 
 Every event is a frozen dataclass. Header lists are raw ``(name, value)`` byte pairs in order.
+
+The events made for every request (``RequestReceived``, ``ResponseReceived``, ``DataReceived``,
+``WindowUpdated``) have an ``__init__`` of their own with the signature ``dataclass`` would
+give them: a frozen dataclass's sets each field through ``object.__setattr__``, about 1,300
+instructions a field; the slots' own setters (``_slot_setters``) take half that. Frozen they
+stay: assigning to a field raises ``FrozenInstanceError``. tests/protocol/test_events.py holds
+each to the ``__init__`` dataclass makes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 Fields = tuple[tuple[bytes, bytes], ...]
+
+
+def _slot_setters(cls: type, names: str) -> tuple[Callable[[Any, Any], None], ...]:
+    """The ``__set__`` of each of ``cls``'s slots named in ``names`` (space-separated), in order."""
+    return tuple(cls.__dict__[name].__set__ for name in names.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +75,7 @@ class GoAway(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RequestReceived(Event):
     """A public request opened a new stream (agent side)."""
 
@@ -78,8 +91,36 @@ class RequestReceived(Event):
     websocket: bool = False
     """True for a WebSocket upgrade: answer with a 101 response, then WebSocket frames."""
 
+    def __init__(
+        self,
+        stream_id: int,
+        method: bytes,
+        target: bytes,
+        http_version: bytes,
+        headers: Fields,
+        end_stream: bool,
+        remote_addr: str = "",
+        scheme: str = "http",
+        websocket: bool = False,
+    ) -> None:
+        s_id, s_method, s_target, s_version, s_headers, s_end, s_remote, s_scheme, s_ws = _REQUEST_RECEIVED
+        s_id(self, stream_id)
+        s_method(self, method)
+        s_target(self, target)
+        s_version(self, http_version)
+        s_headers(self, headers)
+        s_end(self, end_stream)
+        s_remote(self, remote_addr)
+        s_scheme(self, scheme)
+        s_ws(self, websocket)
 
-@dataclass(frozen=True, slots=True)
+
+_REQUEST_RECEIVED = _slot_setters(
+    RequestReceived, "stream_id method target http_version headers end_stream remote_addr scheme websocket"
+)
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class ResponseReceived(Event):
     """The local service's response head (relay side). A 101 accepts a WebSocket stream."""
 
@@ -90,14 +131,38 @@ class ResponseReceived(Event):
     end_stream: bool
     http_version: bytes = b"1.1"
 
+    def __init__(
+        self, stream_id: int, status: int, reason: bytes, headers: Fields, end_stream: bool,
+        http_version: bytes = b"1.1",
+    ) -> None:
+        s_id, s_status, s_reason, s_headers, s_end, s_version = _RESPONSE_RECEIVED
+        s_id(self, stream_id)
+        s_status(self, status)
+        s_reason(self, reason)
+        s_headers(self, headers)
+        s_end(self, end_stream)
+        s_version(self, http_version)
 
-@dataclass(frozen=True, slots=True)
+
+_RESPONSE_RECEIVED = _slot_setters(ResponseReceived, "stream_id status reason headers end_stream http_version")
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class DataReceived(Event):
     """A chunk of body. Give credit back with ``Connection.acknowledge`` once it is consumed."""
 
     stream_id: int
     data: bytes
     end_stream: bool
+
+    def __init__(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        s_id, s_data, s_end = _DATA_RECEIVED
+        s_id(self, stream_id)
+        s_data(self, data)
+        s_end(self, end_stream)
+
+
+_DATA_RECEIVED = _slot_setters(DataReceived, "stream_id data end_stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +184,20 @@ class WebSocketClosed(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class WindowUpdated(Event):
     """The peer gave ``increment`` more bytes of send credit on ``stream_id``."""
 
     stream_id: int
     increment: int
+
+    def __init__(self, stream_id: int, increment: int) -> None:
+        s_id, s_increment = _WINDOW_UPDATED
+        s_id(self, stream_id)
+        s_increment(self, increment)
+
+
+_WINDOW_UPDATED = _slot_setters(WindowUpdated, "stream_id increment")
 
 
 @dataclass(frozen=True, slots=True)

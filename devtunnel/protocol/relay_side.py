@@ -15,7 +15,7 @@ from devtunnel.protocol import handshake as hs
 from devtunnel.protocol.connection import Connection, ErrorCode, FrameHandler, Role, StreamRecord
 from devtunnel.protocol.events import Event, Fields, Hello, ResponseReceived, RulesChanged
 from devtunnel.protocol.handshake import PeerLimits
-from devtunnel.protocol.state import FINISHED, Action, Half, advance, head_action
+from devtunnel.protocol.state import BODY, DONE, FINISHED, IDLE, WEBSOCKET, Action, advance, head_action
 
 __all__ = ["RelayConnection"]
 
@@ -96,8 +96,8 @@ class RelayConnection(Connection):
         self._queue_head(f.REQUEST, flags, stream_id, payload)
         self._last_stream_id = stream_id
         self._streams[stream_id] = StreamRecord(
-            Half.DONE if end_stream else Half.BODY,
-            Half.IDLE,
+            DONE if end_stream else BODY,
+            IDLE,
             self.new_stream_window,
             self._initial_window,
             websocket,
@@ -134,9 +134,9 @@ class RelayConnection(Connection):
         status, version, reason, headers = f.decode_response(payload)
         end_stream = bool(flags & _END_STREAM)
         remote = advance(stream.remote, head_action(status, end_stream, stream.websocket), stream_id, "the peer")
-        if remote is Half.WEBSOCKET:
+        if remote is WEBSOCKET:
             stream.local = advance(stream.local, Action.UPGRADE, stream_id, "we")
         stream.remote = remote
-        if remote is Half.DONE and stream.local in FINISHED:
+        if remote is DONE and stream.local in FINISHED:
             del self._streams[stream_id]
         events.append(ResponseReceived(stream_id, status, reason, headers, end_stream, version))

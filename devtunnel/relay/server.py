@@ -58,6 +58,7 @@ class Relay:
         self.settings = settings
         self._domain = settings.domain.lower().strip(".").encode("idna")
         self._suffix = b"." + self._domain
+        self._names = TunnelNames(self._suffix)
         self._registry = AgentRegistry(settings.name_check_timeout)
         self._tunnels = self._registry.pools
         """The agents holding each tunnel name online (one, or a pool sharing it), oldest name first."""
@@ -236,9 +237,10 @@ class Relay:
             pinned = self._pinned(server)
             if pinned is not None:
                 return self._tunnels.get(pinned), False
+        name = self._names[host]
+        if name is not None:
+            return self._tunnels.get(name), False
         hostname = _hostname(host)
-        if hostname.endswith(self._suffix):
-            return self._tunnels.get(hostname[: -len(self._suffix)].decode("latin-1")), False
         if hostname == self._domain or not self.settings.embedded:
             return None, True
         # Embedded: any other host (127.0.0.1:PORT ...) reaches the oldest tunnel.
@@ -250,6 +252,34 @@ def _host(headers: list[tuple[bytes, bytes]]) -> bytes:
         if name == b"host":
             return value
     return b""
+
+
+def tunnel_name(host: bytes, suffix: bytes) -> str | None:
+    """The tunnel name a Host header names under the relay's domain (``suffix``: ``.`` and the
+    domain), or None when it does not end in the domain."""
+    hostname = _hostname(host)
+    if hostname.endswith(suffix):
+        return hostname[: -len(suffix)].decode("latin-1")
+    return None
+
+
+class TunnelNames(dict[bytes, "str | None"]):
+    """``tunnel_name`` of the Host headers seen lately, by Host header (``names[host]``): each
+    worked out once, as a keep-alive client sends the same Host with every request. Holds at
+    most ``kept`` of them (then starts over), so a client inventing Host headers costs memory
+    no longer than that."""
+
+    def __init__(self, suffix: bytes, kept: int = 1024) -> None:
+        super().__init__()
+        self.suffix = suffix
+        self.kept = kept
+
+    def __missing__(self, host: bytes) -> str | None:
+        name = tunnel_name(host, self.suffix)
+        if len(self) >= self.kept:
+            self.clear()
+        self[host] = name
+        return name
 
 
 def _hostname(host: bytes) -> bytes:
