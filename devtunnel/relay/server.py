@@ -266,8 +266,11 @@ def tunnel_name(host: bytes, suffix: bytes) -> str | None:
 class TunnelNames(dict[bytes, "str | None"]):
     """``tunnel_name`` of the Host headers seen lately, by Host header (``names[host]``): each
     worked out once, as a keep-alive client sends the same Host with every request. Holds at
-    most ``kept`` of them (then starts over), so a client inventing Host headers costs memory
-    no longer than that."""
+    most ``kept`` of them (then starts over), and none longer than ``MAX_KEPT_HOST`` bytes (a
+    hostname and a port), so a client inventing Host headers, long ones too, costs at most
+    ``kept`` short entries."""
+
+    MAX_KEPT_HOST = 300
 
     def __init__(self, suffix: bytes, kept: int = 1024) -> None:
         super().__init__()
@@ -276,9 +279,10 @@ class TunnelNames(dict[bytes, "str | None"]):
 
     def __missing__(self, host: bytes) -> str | None:
         name = tunnel_name(host, self.suffix)
-        if len(self) >= self.kept:
-            self.clear()
-        self[host] = name
+        if len(host) <= self.MAX_KEPT_HOST:
+            if len(self) >= self.kept:
+                self.clear()
+            self[host] = name
         return name
 
 

@@ -32,3 +32,11 @@ def test_a_host_under_the_domain_names_its_label_and_others_name_none() -> None:
     assert names[b"app.tunnel.example."] == "app"
     assert names[b"tunnel.example"] is None
     assert names[b"app.example"] is None
+
+
+def test_a_long_host_is_worked_out_but_not_kept() -> None:
+    names = TunnelNames(SUFFIX)
+    long_host = b"a" * 60_000 + SUFFIX  # under the relay's head limit: a client may send it
+    assert names[long_host] == "a" * 60_000
+    assert long_host not in names and len(names) == 0
+    assert names[b"app" + SUFFIX] == "app" and len(names) == 1
