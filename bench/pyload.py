@@ -2,6 +2,7 @@
 
     python bench/pyload.py serve PORT                      # 200 with a 1 KiB body to every GET, keep-alive
     python bench/pyload.py load URL HOST CONNS SECONDS     # prints one line: PYLOADJSON {...}
+    python bench/pyload.py load URL HOST CONNS SECONDS REQUESTS   # stop after REQUESTS answers (SECONDS bounds it)
 
 Both run on uvloop when it is installed and parse only what they need (a request ends at its
 blank line; a response carries Content-Length), so they cost little CPU next to the tunnel they
@@ -43,8 +44,11 @@ def _content_length(head: bytes) -> int:
 
 
 class _Client(asyncio.Protocol):
-    def __init__(self, request: bytes, latencies: list[float], stop_at: float, done: asyncio.Future[None]) -> None:
+    def __init__(self, request: bytes, latencies: list[float], stop_at: float, done: asyncio.Future[None],
+                 budget: list[int]) -> None:
         self.request, self.latencies, self.stop_at, self.done = request, latencies, stop_at, done
+        self.budget = budget
+        """Requests still to send, shared by the connections (one item; negative: no limit)."""
         self.buf = b""
         self.need = -1
         self.errors = 0
@@ -54,6 +58,10 @@ class _Client(asyncio.Protocol):
         self._send()
 
     def _send(self) -> None:
+        if self.budget[0] == 0:
+            self.transport.close()
+            return
+        self.budget[0] -= 1
         self.sent = time.perf_counter()
         self.transport.write(self.request)  # type: ignore[attr-defined]
 
@@ -85,17 +93,18 @@ class _Client(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _load(url: str, host: str, conns: int, seconds: float) -> dict[str, float]:
+async def _load(url: str, host: str, conns: int, seconds: float, requests: int = -1) -> dict[str, float]:
     parts = urlsplit(url)
     request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pyload\r\n\r\n".encode()
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     start = time.perf_counter()
     clients = []
+    budget = [requests]
     for _ in range(conns):
         done: asyncio.Future[None] = loop.create_future()
         _, proto = await loop.create_connection(
-            lambda d=done: _Client(request, latencies, start + seconds, d), parts.hostname, parts.port)
+            lambda d=done: _Client(request, latencies, start + seconds, d, budget), parts.hostname, parts.port)
         clients.append(proto)
     await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), seconds + 30)
     elapsed = time.perf_counter() - start
@@ -124,7 +133,8 @@ def main() -> int:
         asyncio.run(_serve(int(sys.argv[2])))
     else:
         url, host, conns, seconds = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-        print("PYLOADJSON " + json.dumps(asyncio.run(_load(url, host, conns, seconds))), flush=True)
+        requests = int(sys.argv[6]) if len(sys.argv) > 6 else -1
+        print("PYLOADJSON " + json.dumps(asyncio.run(_load(url, host, conns, seconds, requests))), flush=True)
     return 0
 
 
