@@ -5,14 +5,14 @@
 For each tree (a directory holding a ``devtunnel`` package, e.g. ``git archive REV | tar -x -C
 /tmp/rev``) it starts ``bench/pyload.py serve`` as the local service, ``devtunnel relay`` and
 ``devtunnel http ... --no-tui`` with ``PYTHONPATH=TREE``, the agent under ``valgrind
---tool=callgrind --separate-threads=yes``, twice: once with no load and once with exactly
-``--requests`` GETs from ``bench/pyload.py load`` over ``--conns`` keep-alive connections
-(bounded by ``--timeout`` seconds). The difference of the two runs' instruction counts, per
-thread, divided by the requests, is what one request costs: the event loop (the main thread,
-callgrind's ``-01`` file) and the other threads together (the recorder's SQLite writer). Start
-and stop are left out by the subtraction; the loaded run's agent sits idle a little longer, which
-costs almost nothing. ``PYTHONHASHSEED`` is fixed, so two runs of one tree differ only by how
-requests batch (a few tenths of a percent).
+--tool=callgrind --separate-threads=yes``, twice: once with exactly ``--requests`` GETs from
+``bench/pyload.py load`` over ``--conns`` keep-alive connections (bounded by ``--timeout``
+seconds), then once idle for as long as that load lasted (timers cost by the second). The
+difference of the two runs' instruction counts, per thread, divided by the requests, is what one
+request costs: the event loop (the main thread, callgrind's ``-01`` file) and the other threads
+together (the recorder's SQLite writer). Start and stop are left out by the subtraction.
+``PYTHONHASHSEED`` is fixed; what still moves the figure is how requests batch, which follows
+the machine's load (a few percent between runs of one tree: see docs/performance.md).
 
 Loopback only; every process is stopped by its PID.
 """
@@ -46,8 +46,10 @@ def _thread_irs(prefix: Path) -> dict[int, int]:
     return irs
 
 
-def _run(tree: Path, requests: int, conns: int, timeout: float, work: Path, tag: str) -> tuple[int, dict[int, int]]:
-    """Requests answered and the agent's instructions per thread, for one run."""
+def _run(tree: Path, requests: int, conns: int, timeout: float, work: Path, tag: str,
+         hold: float = 0.0) -> tuple[int, float, dict[int, int]]:
+    """Requests answered, seconds from the tunnel up to the stop, and the agent's instructions
+    per thread, for one run; without requests the agent sits idle for ``hold`` seconds."""
     backend_port, relay_port = bench.free_port(), bench.free_port()
     env = dict(os.environ, XDG_STATE_HOME=str(work / f"state-{tag}"), PYTHONPATH=str(tree), PYTHONHASHSEED="0")
     procs: list[subprocess.Popen[bytes]] = [subprocess.Popen([sys.executable, str(PYLOAD), "serve", str(backend_port)])]
@@ -66,6 +68,7 @@ def _run(tree: Path, requests: int, conns: int, timeout: float, work: Path, tag:
                 stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
         procs.append(agent)
         bench.wait_forwarding(agent, out, timeout=180)
+        up = time.monotonic()
         served = 0
         if requests:
             url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"
@@ -80,9 +83,12 @@ def _run(tree: Path, requests: int, conns: int, timeout: float, work: Path, tag:
             if result["errors"] or served != requests:
                 raise SystemExit(f"{tree}: {served} of {requests} answered, {result['errors']} errors "
                                  f"(raise --timeout?)")
+        else:
+            time.sleep(hold)  # idle as long as the loaded run lasted: its timers cost the same
+        held = time.monotonic() - up
         agent.send_signal(signal.SIGINT)  # devtunnel stops cleanly, and callgrind writes its files
         agent.wait(timeout=120)
-        return served, _thread_irs(prefix)
+        return served, held, _thread_irs(prefix)
     finally:
         bench.stop_all(procs)
 
@@ -103,18 +109,17 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "devtunnel")], check=True)
     with tempfile.TemporaryDirectory(prefix="devtunnel-agent-cg-") as scratch:
         work = Path(scratch)
-        idle = {tree: _run(tree, 0, args.conns, args.timeout, work, f"idle-{i}")[1] for i, tree in enumerate(trees)}
         loops: dict[Path, list[float]] = {tree: [] for tree in trees}
         for run in range(args.runs):
             for i, tree in enumerate(trees):
                 started = time.monotonic()
-                served, busy = _run(tree, args.requests, args.conns, args.timeout, work, f"load-{i}-{run}")
-                loop = (busy.get(1, 0) - idle[tree].get(1, 0)) / served
-                others = (sum(v for k, v in busy.items() if k != 1)
-                          - sum(v for k, v in idle[tree].items() if k != 1)) / served
+                served, held, busy = _run(tree, args.requests, args.conns, args.timeout, work, f"load-{i}-{run}")
+                _, _, idle = _run(tree, 0, args.conns, args.timeout, work, f"idle-{i}-{run}", hold=held)
+                loop = (busy.get(1, 0) - idle.get(1, 0)) / served
+                others = (sum(v for k, v in busy.items() if k != 1) - sum(v for k, v in idle.items() if k != 1)) / served
                 loops[tree].append(loop)
-                print(f"| {tree} | {run + 1} | {loop:,.0f} | {others:,.0f} |  ({time.monotonic() - started:.0f} s)",
-                      flush=True)
+                print(f"| {tree} | {run + 1} | {loop:,.0f} | {others:,.0f} |  (load {held:.0f} s, "
+                      f"{time.monotonic() - started:.0f} s in all)", flush=True)
         base = sum(loops[trees[0]]) / len(loops[trees[0]])
         for tree in trees[1:]:
             mean = sum(loops[tree]) / len(loops[tree])
