@@ -20,7 +20,6 @@ Loopback only; every process is stopped by its PID.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -72,13 +71,7 @@ def _run(tree: Path, requests: int, conns: int, timeout: float, work: Path, tag:
         served = 0
         if requests:
             url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"
-            printed = subprocess.run(
-                [sys.executable, str(PYLOAD), "load", url, host, str(conns), str(timeout), str(requests)],
-                capture_output=True, text=True, timeout=timeout + 60, check=False).stdout
-            line = next((ln for ln in printed.splitlines() if ln.startswith("PYLOADJSON ")), None)
-            if line is None:
-                raise SystemExit(f"pyload printed no result:\n{printed}")
-            result = json.loads(line.split(" ", 1)[1])
+            result = bench.pyload(url, host, conns, timeout, requests)
             served = int(result["requests"])
             if result["errors"] or served != requests:
                 raise SystemExit(f"{tree}: {served} of {requests} answered, {result['errors']} errors "

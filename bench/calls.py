@@ -17,7 +17,6 @@ Loopback only; every process is stopped by its PID.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pstats
 import signal
@@ -59,12 +58,7 @@ def _run(tree: Path, seconds: int, conns: int, work: Path) -> tuple[float, int, 
         requests = 0.0
         if seconds:
             url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"
-            printed = subprocess.run([sys.executable, str(PYLOAD), "load", url, host, str(conns), str(seconds)],
-                                     capture_output=True, text=True, timeout=seconds + 60, check=False).stdout
-            line = next((ln for ln in printed.splitlines() if ln.startswith("PYLOADJSON ")), None)
-            if line is None:
-                raise SystemExit(f"pyload printed no result:\n{printed}")
-            result = json.loads(line.split(" ", 1)[1])
+            result = bench.pyload(url, host, conns, seconds)
             requests = float(result.get("requests") or result["rps"] * seconds)
         for proc in (agent, relay):  # SIGINT: devtunnel stops cleanly, and cProfile writes its file
             proc.send_signal(signal.SIGINT)

@@ -24,7 +24,6 @@ Uses wrk and nginx when installed (``../shared/bench-peers/setup.sh`` installs t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -76,12 +75,7 @@ def load(args: argparse.Namespace, url: str, host: str | None, conns: int, lua: 
     duration = duration or args.duration
     if not use_py(args):
         return bench.wrk(url, host, conns, duration, lua)
-    out = subprocess.run([sys.executable, str(PYLOAD), "load", url, host or url.split("//", 1)[1], str(conns),
-                          str(duration)], check=False, capture_output=True, text=True, timeout=duration + 40).stdout
-    line = next((ln for ln in out.splitlines() if ln.startswith("PYLOADJSON ")), None)
-    if line is None:
-        raise SystemExit(f"pyload printed no result:\n{out}")
-    return json.loads(line.split(" ", 1)[1])
+    return bench.pyload(url, host or url.split("//", 1)[1], conns, duration)
 
 
 def backend(args: argparse.Namespace, work: Path, port: int) -> subprocess.Popen[bytes]:

@@ -18,7 +18,6 @@ Loopback only; every process is stopped by its PID, and each load is bounded in 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -36,13 +35,7 @@ LOAD_SECONDS = 300  # the bound of one load; a request-count load under valgrind
 
 def _load(relay_port: int, conns: int, requests: int) -> int:
     url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"
-    printed = subprocess.run(
-        [sys.executable, str(PYLOAD), "load", url, host, str(conns), str(LOAD_SECONDS), str(requests)],
-        capture_output=True, text=True, timeout=LOAD_SECONDS + 60, check=False).stdout
-    line = next((ln for ln in printed.splitlines() if ln.startswith("PYLOADJSON ")), None)
-    if line is None:
-        raise SystemExit(f"pyload printed no result:\n{printed}")
-    result = json.loads(line.split(" ", 1)[1])
+    result = bench.pyload(url, host, conns, LOAD_SECONDS, requests)
     if result["errors"]:
         raise SystemExit(f"pyload saw {result['errors']} failed responses")
     return int(result["requests"])

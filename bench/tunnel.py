@@ -148,6 +148,22 @@ def wrk(url: str, host: str | None, conns: int, duration: int, lua: Path) -> dic
             "p99_ms": r["p99_us"] / 1000, "errors": r["errors"] + r["non2xx"]}
 
 
+PYLOAD = Path(__file__).resolve().parent / "pyload.py"
+
+
+def pyload(url: str, host: str, conns: int, seconds: float, requests: int | None = None) -> dict[str, float]:
+    """Run ``bench/pyload.py load`` (``requests``: stop after that many answers, ``seconds``
+    bounding it either way) and return what it printed on its ``PYLOADJSON`` line."""
+    argv = [sys.executable, str(PYLOAD), "load", url, host, str(conns), str(seconds)]
+    if requests is not None:
+        argv.append(str(requests))
+    printed = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False).stdout
+    line = next((ln for ln in printed.splitlines() if ln.startswith("PYLOADJSON ")), None)
+    if line is None:
+        raise SystemExit(f"pyload printed no result:\n{printed}")
+    return json.loads(line.split(" ", 1)[1])  # type: ignore[no-any-return]
+
+
 def transfer(kind: str, url: str, host: str | None, big: Path) -> float:
     cmd = ["curl", "-sS", "-m", "180", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{size_upload} %{time_total}"]
     if host:
