@@ -159,11 +159,11 @@ class ExchangeCapture:
                 self._id,
                 self._tunnel,
                 self._started_at,
-                Request(
-                    headers=Headers.of_pairs(head.headers),  # the protocol's (bytes, bytes) tuple
-                    http_version=_VERSIONS.get(head.http_version) or _version(head.http_version),
-                    method=head.method.decode("latin-1"),
-                    target=head.target,
+                Request.received(
+                    Headers.of_pairs(head.headers),  # the protocol's (bytes, bytes) tuple
+                    _VERSIONS.get(head.http_version) or _version(head.http_version),
+                    head.method.decode("latin-1"),
+                    head.target,
                 ),
                 head.remote_addr,
                 head.scheme,
@@ -174,11 +174,8 @@ class ExchangeCapture:
         ex.ttfb = self._ttfb
         if self._response is not None and ex.response is None:
             status, reason, headers, version, exact = self._response
-            ex.response = Response(
-                headers=Headers.of_pairs(headers) if exact else Headers(headers),
-                http_version=version,
-                status=status,
-                reason=reason.decode("latin-1"),
+            ex.response = Response.received(
+                Headers.of_pairs(headers) if exact else Headers(headers), version, status, reason.decode("latin-1"),
             )
         if self._error is not None and ex.error is None:
             ex.error, ex.error_message = self._error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from devtunnel.capture.model import Exchange, Headers, Request, RuleMark
+from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark
 
 
 def _request() -> Request:
@@ -26,3 +26,15 @@ def test_each_exchange_begun_has_its_own_message_list() -> None:
     a = Exchange.begun("a", "t", 1.0, _request(), "", "http", "", True, None)
     b = Exchange.begun("b", "t", 1.0, _request(), "", "http", "", True, None)
     assert a.ws_messages == [] and a.ws_messages is not b.ws_messages
+
+
+def test_request_and_response_received_set_every_field_as_the_dataclass_init_does() -> None:
+    headers = Headers.of_pairs(((b"Host", b"h"), (b"X", b"1")))
+    quick_req = Request.received(headers, "1.0", "POST", b"/hook?a=1")
+    made_req = Request(headers=headers, http_version="1.0", method="POST", target=b"/hook?a=1")
+    assert vars(quick_req) == vars(made_req) and type(quick_req) is Request
+    assert sorted(vars(quick_req)) == sorted(f.name for f in dataclasses.fields(Request))
+    quick_res = Response.received(headers, "1.1", 404, "Not Found")
+    made_res = Response(headers=headers, http_version="1.1", status=404, reason="Not Found")
+    assert vars(quick_res) == vars(made_res) and type(quick_res) is Response
+    assert sorted(vars(quick_res)) == sorted(f.name for f in dataclasses.fields(Response))
