@@ -55,8 +55,22 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        """Cancel what still runs there (a handler waiting on a kept-alive connection, say), as
+        ``asyncio.run`` does, then stop the loop: no task is left to be destroyed pending."""
+        if self.thread.is_alive():
+            try:
+                self.call(_cancel_the_rest(), timeout=5)
+            except (TimeoutError, RuntimeError):
+                pass  # a loop already stopped, or a task that ignores cancelling: stop anyway
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+async def _cancel_the_rest() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _listen() -> socket.socket:
