@@ -12,16 +12,16 @@ each to the ``__init__`` dataclass makes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from collections.abc import Callable
 from typing import Any
 
 Fields = tuple[tuple[bytes, bytes], ...]
 
 
-def _slot_setters(cls: type, names: str) -> tuple[Callable[[Any, Any], None], ...]:
-    """The ``__set__`` of each of ``cls``'s slots named in ``names`` (space-separated), in order."""
-    return tuple(cls.__dict__[name].__set__ for name in names.split())
+def _slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """The ``__set__`` of the slot of each of ``cls``'s fields, in the fields' order."""
+    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +115,7 @@ class RequestReceived(Event):
         s_ws(self, websocket)
 
 
-_REQUEST_RECEIVED = _slot_setters(
-    RequestReceived, "stream_id method target http_version headers end_stream remote_addr scheme websocket"
-)
+_REQUEST_RECEIVED = _slot_setters(RequestReceived)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -144,7 +142,7 @@ class ResponseReceived(Event):
         s_version(self, http_version)
 
 
-_RESPONSE_RECEIVED = _slot_setters(ResponseReceived, "stream_id status reason headers end_stream http_version")
+_RESPONSE_RECEIVED = _slot_setters(ResponseReceived)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -162,7 +160,7 @@ class DataReceived(Event):
         s_end(self, end_stream)
 
 
-_DATA_RECEIVED = _slot_setters(DataReceived, "stream_id data end_stream")
+_DATA_RECEIVED = _slot_setters(DataReceived)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +195,7 @@ class WindowUpdated(Event):
         s_increment(self, increment)
 
 
-_WINDOW_UPDATED = _slot_setters(WindowUpdated, "stream_id increment")
+_WINDOW_UPDATED = _slot_setters(WindowUpdated)
 
 
 @dataclass(frozen=True, slots=True)
