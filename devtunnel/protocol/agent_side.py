@@ -16,7 +16,7 @@ from devtunnel.protocol import handshake as hs
 from devtunnel.protocol.connection import Connection, ErrorCode, FrameHandler, Role, StreamRecord
 from devtunnel.protocol.events import Event, Fields, PoolChanged, RequestReceived, Welcome
 from devtunnel.protocol.handshake import PeerLimits
-from devtunnel.protocol.state import FINISHED, Action, Half, advance, head_action
+from devtunnel.protocol.state import BODY, DONE, FINISHED, IDLE, WEBSOCKET, Action, advance, head_action
 
 __all__ = ["AgentConnection"]
 
@@ -100,13 +100,13 @@ class AgentConnection(Connection):
         stream = self._open_stream(stream_id)
         action = head_action(status, end_stream, stream.websocket)
         local = advance(stream.local, action, stream_id, "we")
-        remote = advance(stream.remote, Action.UPGRADE, stream_id, "the peer") if local is Half.WEBSOCKET else None
+        remote = advance(stream.remote, Action.UPGRADE, stream_id, "the peer") if local is WEBSOCKET else None
         payload = f.encode_response(status, reason, http_version, headers)
         self._queue_head(f.RESPONSE, _END_STREAM if end_stream else 0, stream_id, payload)
         stream.local = local
         if remote is not None:
             stream.remote = remote
-        if local is Half.DONE and stream.remote in FINISHED:
+        if local is DONE and stream.remote in FINISHED:
             del self._streams[stream_id]
 
     # -- frame handlers: (flags, stream_id, payload, events) -------------------------
@@ -148,8 +148,8 @@ class AgentConnection(Connection):
             return
         websocket = bool(flags & f.WEBSOCKET)
         self._streams[stream_id] = StreamRecord(
-            Half.IDLE,
-            Half.DONE if end_stream else Half.BODY,
+            IDLE,
+            DONE if end_stream else BODY,
             self.new_stream_window,
             self._initial_window,
             websocket,
