@@ -20,8 +20,6 @@ Loopback only; every process is stopped by its PID.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -39,9 +37,9 @@ def _thread_irs(prefix: Path) -> dict[int, int]:
     """Instructions of each thread, by callgrind's thread number (1 is the main thread)."""
     irs: dict[int, int] = {}
     for file in prefix.parent.glob(prefix.name + "-*"):
-        found = re.search(r"^(?:summary|totals): (\d+)", file.read_text(errors="replace"), re.M)
-        if found:
-            irs[int(file.name.rsplit("-", 1)[1])] = int(found.group(1))
+        total = bench.callgrind_total(file)
+        if total is not None:
+            irs[int(file.name.rsplit("-", 1)[1])] = total
     return irs
 
 
@@ -49,24 +47,15 @@ def _run(tree: Path, requests: int, conns: int, timeout: float, work: Path, tag:
          hold: float = 0.0) -> tuple[int, float, dict[int, int]]:
     """Requests answered, seconds from the tunnel up to the stop, and the agent's instructions
     per thread, for one run; without requests the agent sits idle for ``hold`` seconds."""
-    backend_port, relay_port = bench.free_port(), bench.free_port()
-    env = dict(os.environ, XDG_STATE_HOME=str(work / f"state-{tag}"), PYTHONPATH=str(tree), PYTHONHASHSEED="0")
+    backend_port = bench.free_port()
+    prefix = work / f"cg-{tag}"
     procs: list[subprocess.Popen[bytes]] = [subprocess.Popen([sys.executable, str(PYLOAD), "serve", str(backend_port)])]
     try:
         bench.wait_port(backend_port)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "devtunnel", "relay", "--listen", f"127.0.0.1:{relay_port}", "--domain",
-             "localhost", "--token", "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=work))
-        bench.wait_port(relay_port)
-        out, prefix = work / f"agent-{tag}.out", work / f"cg-{tag}"
-        with open(out, "wb") as f:
-            agent = subprocess.Popen(
-                ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={prefix}",
-                 sys.executable, "-m", "devtunnel", "http", f"127.0.0.1:{backend_port}", "--relay",
-                 f"ws://127.0.0.1:{relay_port}", "--token", "bench", "--name", "bench", "--no-tui", "--api-port", "0"],
-                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
-        procs.append(agent)
-        bench.wait_forwarding(agent, out, timeout=180)
+        relay_port, _, agent = bench.start_tunnel(
+            tree, work, backend_port, procs, env={"PYTHONHASHSEED": "0"}, timeout=180,
+            agent_python=["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                          f"--callgrind-out-file={prefix}", sys.executable])
         up = time.monotonic()
         served = 0
         if requests:

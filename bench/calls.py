@@ -17,7 +17,6 @@ Loopback only; every process is stopped by its PID.
 from __future__ import annotations
 
 import argparse
-import os
 import pstats
 import signal
 import subprocess
@@ -37,24 +36,10 @@ def _run(tree: Path, seconds: int, conns: int, work: Path) -> tuple[float, int, 
     procs: list[subprocess.Popen[bytes]] = [subprocess.Popen([sys.executable, str(PYLOAD), "serve", str(backend_port)])]
     try:
         bench.wait_port(backend_port)
-        relay_port = bench.free_port()
-        env = dict(os.environ, XDG_STATE_HOME=str(work / f"state-{relay_port}"), PYTHONPATH=str(tree))
-        relay_prof, agent_prof = work / f"relay-{relay_port}.prof", work / f"agent-{relay_port}.prof"
-        relay = subprocess.Popen(
-            [sys.executable, "-m", "cProfile", "-o", str(relay_prof), "-m", "devtunnel", "relay", "--listen",
-             f"127.0.0.1:{relay_port}", "--domain", "localhost", "--token", "bench"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=work)
-        procs.append(relay)
-        bench.wait_port(relay_port)
-        out = work / f"agent-{relay_port}.out"
-        with open(out, "wb") as f:
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "cProfile", "-o", str(agent_prof), "-m", "devtunnel", "http",
-                 f"127.0.0.1:{backend_port}", "--relay", f"ws://127.0.0.1:{relay_port}", "--token", "bench",
-                 "--name", "bench", "--no-tui", "--api-port", "0"],
-                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
-        procs.append(agent)
-        bench.wait_forwarding(agent, out)
+        relay_prof, agent_prof = work / f"relay-{backend_port}.prof", work / f"agent-{backend_port}.prof"
+        relay_port, relay, agent = bench.start_tunnel(
+            tree, work, backend_port, procs, relay_python=[sys.executable, "-m", "cProfile", "-o", str(relay_prof)],
+            agent_python=[sys.executable, "-m", "cProfile", "-o", str(agent_prof)])
         requests = 0.0
         if seconds:
             url, host = f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}"

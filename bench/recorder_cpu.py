@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tunnel as bench  # noqa: E402  (bench/tunnel.py: callgrind_total)
 
 # --- the child: runs with PYTHONPATH=TREE ----------------------------------------------------------
 
@@ -165,10 +167,9 @@ def _thread_irs(prefix: Path) -> list[int]:
     """Instructions of each thread from callgrind's per-thread files (``PREFIX-01``, ``-02``, ...)."""
     irs: list[tuple[int, int]] = []
     for file in prefix.parent.glob(prefix.name + "-*"):
-        text = file.read_text(errors="replace")
-        found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-        if found:
-            irs.append((int(file.name.rsplit("-", 1)[1]), int(found.group(1))))
+        total = bench.callgrind_total(file)
+        if total is not None:
+            irs.append((int(file.name.rsplit("-", 1)[1]), total))
     return [ir for _, ir in sorted(irs)]
 
 

@@ -18,8 +18,6 @@ Loopback only; every process is stopped by its PID, and each load is bounded in 
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -49,10 +47,9 @@ def _dump(pid: int, out_dir: Path) -> int:
     while time.monotonic() < deadline:
         new = sorted(set(out_dir.glob("callgrind.out.*")) - before)
         for path in new:
-            text = path.read_text(errors="replace")
-            found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-            if found:
-                return int(found.group(1))
+            total = bench.callgrind_total(path)
+            if total is not None:
+                return total
         time.sleep(0.2)
     raise SystemExit("callgrind wrote no dump within 60 s")
 
@@ -63,26 +60,12 @@ def _run(tree: Path, requests: int, conns: int, work: Path) -> tuple[int, int, i
     procs: list[subprocess.Popen[bytes]] = [subprocess.Popen([sys.executable, str(PYLOAD), "serve", str(backend_port)])]
     try:
         bench.wait_port(backend_port)
-        relay_port = bench.free_port()
-        env = dict(os.environ, XDG_STATE_HOME=str(work / f"state-{relay_port}"), PYTHONPATH=str(tree))
-        out_dir = work / f"cg-{relay_port}"
+        out_dir = work / f"cg-{backend_port}"
         out_dir.mkdir()
-        relay = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out.%p",
-             sys.executable, "-m", "devtunnel", "relay", "--listen", f"127.0.0.1:{relay_port}",
-             "--domain", "localhost", "--token", "bench"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=work)
-        procs.append(relay)
-        bench.wait_port(relay_port, timeout=120)
-        out = work / f"agent-{relay_port}.out"
-        with open(out, "wb") as f:
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "devtunnel", "http", f"127.0.0.1:{backend_port}", "--relay",
-                 f"ws://127.0.0.1:{relay_port}", "--token", "bench", "--name", "bench", "--no-tui",
-                 "--api-port", "0"],
-                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
-        procs.append(agent)
-        bench.wait_forwarding(agent, out, timeout=120)
+        relay_port, relay, _ = bench.start_tunnel(
+            tree, work, backend_port, procs, timeout=120,
+            relay_python=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out.%p",
+                          sys.executable])
         _load(relay_port, conns, 200)  # warm-up: first-time paths, caches
         subprocess.run(["callgrind_control", "-z", str(relay.pid)], check=True, capture_output=True, timeout=120)
         started = time.monotonic()

@@ -91,6 +91,43 @@ def wait_forwarding(agent: subprocess.Popen[bytes], out: Path, timeout: float = 
         time.sleep(0.05)
 
 
+def start_tunnel(tree: Path, work: Path, backend_port: int, procs: list[subprocess.Popen[bytes]], *,
+                 relay_python: list[str] | None = None, agent_python: list[str] | None = None,
+                 env: dict[str, str] | None = None, timeout: float = 20.0,
+                 ) -> tuple[int, subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """Start ``devtunnel relay`` and ``devtunnel http 127.0.0.1:BACKEND_PORT --no-tui`` from
+    ``tree`` (appended to ``procs``, for ``stop_all``), and wait until the tunnel is up.
+
+    ``relay_python`` / ``agent_python``: the command that runs Python for each (a profiler's or
+    valgrind's in front of it, say; ``-m devtunnel ...`` follows). Returns the relay's port, the
+    relay's process and the agent's.
+    """
+    relay_port = free_port()
+    env = dict(os.environ, XDG_STATE_HOME=str(work / f"state-{relay_port}"), PYTHONPATH=str(tree), **(env or {}))
+    relay = subprocess.Popen(
+        [*(relay_python or [sys.executable]), "-m", "devtunnel", "relay", "--listen", f"127.0.0.1:{relay_port}",
+         "--domain", "localhost", "--token", "bench"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=work)
+    procs.append(relay)
+    wait_port(relay_port, timeout)
+    out = work / f"agent-{relay_port}.out"
+    with open(out, "wb") as f:
+        agent = subprocess.Popen(
+            [*(agent_python or [sys.executable]), "-m", "devtunnel", "http", f"127.0.0.1:{backend_port}",
+             "--relay", f"ws://127.0.0.1:{relay_port}", "--token", "bench", "--name", "bench", "--no-tui",
+             "--api-port", "0"],
+            stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work)
+    procs.append(agent)
+    wait_forwarding(agent, out, timeout)
+    return relay_port, relay, agent
+
+
+def callgrind_total(path: Path) -> int | None:
+    """The instructions a callgrind output file counts (None while it is not written whole)."""
+    found = re.search(r"^(?:summary|totals): (\d+)", path.read_text(errors="replace"), re.M)
+    return int(found.group(1)) if found else None
+
+
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM each process (last started first), then wait, killing any that hang."""
     for p in reversed(procs):
