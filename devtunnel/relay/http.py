@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.flow_control import FlowControl, service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -60,11 +60,11 @@ def _plain_response(status_line: bytes, text: str) -> bytes:
 
 
 class _Unwaited:
-    """The ``message_event`` of a request cycle until an ASGI task is started for it.
+    """The ``message_event`` of a ``DirectCycle``.
 
     uvicorn makes an ``asyncio.Event`` for every request, which only its ``receive()`` waits
-    on; a request the direct path answers never calls ``receive()``. ``_launch`` puts a real
-    event in its place (set if the body is there) before a task starts.
+    on; a request the direct path answers never calls ``receive()``. The cycle of a task gets
+    a real one (``DirectCycle.task_cycle``, set if the body is there).
     """
 
     __slots__ = ()
@@ -74,6 +74,83 @@ class _Unwaited:
 
 
 _UNWAITED: Any = _Unwaited()
+
+
+class DirectCycle:
+    """A request's response cycle until an ASGI task is started for it: uvicorn's
+    ``RequestResponseCycle``'s fields, without its methods, made positionally.
+
+    The parser callbacks make one of these for every request, and the direct path
+    (``http_direct``) answers most requests on it alone; ``task_cycle`` makes the
+    ``RequestResponseCycle`` uvicorn's task runs on only when one is started (``_launch``).
+    uvicorn's cycle is a class with an instance dict, called with eleven keywords.
+    """
+
+    __slots__ = (
+        "scope", "transport", "flow", "logger", "access_logger", "access_log", "default_headers", "message_event",
+        "on_response", "disconnected", "keep_alive", "waiting_for_100_continue", "body", "more_body",
+        "response_started", "response_complete", "chunked_encoding", "expected_content_length",
+    )
+    #: The fields that change while a request is parsed and answered (the rest are set once).
+    STATE = (
+        "disconnected", "keep_alive", "waiting_for_100_continue", "body", "more_body", "response_started",
+        "response_complete", "chunked_encoding", "expected_content_length",
+    )
+
+    def __init__(
+        self,
+        scope: Any,
+        transport: asyncio.Transport,
+        flow: FlowControl,
+        logger: logging.Logger,
+        access_logger: logging.Logger,
+        access_log: bool,
+        default_headers: list[tuple[bytes, bytes]],
+        expect_100_continue: bool,
+        keep_alive: bool,
+        on_response: Callable[[], None],
+    ) -> None:
+        self.scope = scope
+        self.transport = transport
+        self.flow = flow
+        self.logger = logger
+        self.access_logger = access_logger
+        self.access_log = access_log
+        self.default_headers = default_headers
+        self.message_event: Any = _UNWAITED  # only uvicorn's receive() waits on it: a task's cycle gets a real one
+        self.on_response = on_response
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = expect_100_continue
+        self.body = bytearray()
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+        self.chunked_encoding: bool | None = None
+        self.expected_content_length = 0
+
+    def task_cycle(self) -> RequestResponseCycle:
+        """uvicorn's cycle for this request, as its parser callbacks would have made it and
+        in the state this one is in now, with an ``asyncio.Event`` set if the body is there."""
+        event = asyncio.Event()
+        if self.body or not self.more_body or self.disconnected:
+            event.set()
+        cycle = RequestResponseCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.default_headers,
+            message_event=event,
+            expect_100_continue=self.waiting_for_100_continue,
+            keep_alive=self.keep_alive,
+            on_response=self.on_response,
+        )
+        for name in self.STATE:
+            setattr(cycle, name, getattr(self, name))
+        return cycle
 
 
 class _HeadWithBody:
@@ -150,7 +227,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     max_head: int = 64 * 1024
     head_timeout: float = 10.0
-    direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None
+    direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool] | None = None
     peer_errors: PeerErrorLog = _PEER_ERRORS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -159,7 +236,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.writable_callback: Callable[[], None] | None = None
         """Called when the transport asks for writes again after a pause."""
         self._feeding = False  # inside parser.feed_data: requests wait for the read to be parsed
-        self._deferred: tuple[RequestResponseCycle, Any] | None = None
+        self._deferred: tuple[DirectCycle, Any] | None = None
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
         self._head_size = 0  # bytes of url and header lines parsed in this head
@@ -176,7 +253,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         cls,
         max_head: int,
         head_timeout: float,
-        direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None,
+        direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool] | None = None,
         peer_errors: PeerErrorLog | None = None,
     ) -> type[HeadLimitedHttpProtocol]:
         """A subclass with these limits (and ``direct``), to pass as ``http=`` to ``uvicorn.Config``."""
@@ -334,25 +411,26 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         else:
             app = self.app
         existing_cycle = self.cycle
-        self.cycle = RequestResponseCycle(
-            scope=scope,
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=self.access_log,
-            default_headers=self.server_state.default_headers,
-            message_event=_UNWAITED,  # a real one once a task is started for it (_launch)
-            expect_100_continue=self.expect_100_continue,
-            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
-            on_response=self.on_response_complete,
+        cycle = DirectCycle(  # uvicorn's own cycle is made only for a task (_launch)
+            scope,
+            self.transport,
+            self.flow,
+            self.logger,
+            self.access_logger,
+            self.access_log,
+            self.server_state.default_headers,
+            self.expect_100_continue,
+            http_version != "1.0" and parser.should_keep_alive(),
+            self.on_response_complete,
         )
+        # self.cycle is a DirectCycle until a task starts for it (_launch puts uvicorn's in its place).
+        self.cycle = cycle  # type: ignore[assignment]
         if existing_cycle is None or existing_cycle.response_complete:
-            self._start_asgi_task(self.cycle, app)
+            self._start_asgi_task(cycle, app)
         else:
             # Pipelined HTTP requests need to be queued up.
             self.flow.pause_reading()
-            self.pipeline.appendleft((self.cycle, app))
+            self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
 
     def on_chunk_header(self) -> None:
         self._chunk_header = True
@@ -386,7 +464,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if self.pipeline:
             self._idle_since = None
             cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
+            self._start_asgi_task(cycle, app)  # type: ignore[arg-type]  # a DirectCycle (on_headers_complete)
         else:
             self._idle_since = self.loop.time()
             if self.timeout_keep_alive_task is None:
@@ -403,22 +481,22 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         else:
             self.timeout_keep_alive_handler()
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+    def _start_asgi_task(self, cycle: DirectCycle, app: Any) -> None:  # type: ignore[override]
         if self._feeding:
             self._deferred = (cycle, app)  # launched once this read is parsed (data_received)
         else:
             self._launch(cycle, app)
 
-    def _launch(self, cycle: RequestResponseCycle, app: Any) -> None:
+    def _launch(self, cycle: DirectCycle, app: Any) -> None:
         direct = self.direct
         if direct is not None and app is self.app and not self.transport.is_closing() and direct(self, cycle):
             return  # the direct path writes its response to the transport itself (http_direct)
-        if cycle.message_event is _UNWAITED:
-            event = cycle.message_event = asyncio.Event()
-            if cycle.body or not cycle.more_body or cycle.disconnected:
-                event.set()
-        cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
-        super()._start_asgi_task(cycle, app)
+        task_cycle = cycle.task_cycle()
+        current: Any = self.cycle
+        if current is cycle:  # (else a request parsed after it is the current one: pipelining)
+            self.cycle = task_cycle
+        task_cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+        super()._start_asgi_task(task_cycle, app)
 
     def resume_writing(self) -> None:
         super().resume_writing()

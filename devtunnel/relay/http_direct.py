@@ -18,7 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, ST
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from devtunnel.relay.asgi import plain
-from devtunnel.relay.http import HeadLimitedHttpProtocol
+from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_responses import failure_answer, invalid_status, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.slots import ClientSlots
@@ -26,8 +26,11 @@ from devtunnel.rules import Decision
 
 log = logging.getLogger("devtunnel.relay")
 
+#: What the writer writes on: the direct path's cycle, or uvicorn's (the same fields).
+Cycle = DirectCycle | RequestResponseCycle
 
-def response_head(cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+
+def response_head(cycle: Cycle, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     """The bytes uvicorn's ``RequestResponseCycle.send`` writes for an ``http.response.start``
     message, with the same effects on ``cycle`` (response started, keep-alive, framing, the
     access log line) and the same errors (``RuntimeError`` for a header it refuses)."""
@@ -70,7 +73,7 @@ def response_head(cycle: RequestResponseCycle, status: int, headers: list[tuple[
     return b"".join(content)
 
 
-def body_bytes(cycle: RequestResponseCycle, body: bytes, more_body: bool) -> bytes:
+def body_bytes(cycle: Cycle, body: bytes, more_body: bool) -> bytes:
     """The bytes uvicorn's ``RequestResponseCycle.send`` writes for an ``http.response.body``
     message (nothing for HEAD; chunk framing; the body as it is within Content-Length), and
     its ``RuntimeError`` for a body longer than Content-Length. The caller writes them, then
@@ -88,7 +91,7 @@ def body_bytes(cycle: RequestResponseCycle, body: bytes, more_body: bool) -> byt
     return body
 
 
-def complete(cycle: RequestResponseCycle) -> None:
+def complete(cycle: Cycle) -> None:
     """End the response as uvicorn's ``send`` does after the last body message: the length
     check, then the connection closes unless kept alive, and the protocol goes on to the next
     request (``on_response``). (uvicorn also sets the cycle's ``message_event``, which only
@@ -101,7 +104,7 @@ def complete(cycle: RequestResponseCycle) -> None:
     cycle.on_response()
 
 
-def write_messages(cycle: RequestResponseCycle, messages: list[dict[str, Any]]) -> None:
+def write_messages(cycle: Cycle, messages: list[dict[str, Any]]) -> None:
     """Write a whole response given as a start and one last body message, in one write."""
     start, body = messages
     head = response_head(cycle, start["status"], start.get("headers", []))
@@ -129,7 +132,7 @@ class DirectExchange:
         self,
         tunnel: AgentLink,
         stream: RelayStream,
-        cycle: RequestResponseCycle,
+        cycle: DirectCycle,
         client: HeadLimitedHttpProtocol,
         slots: ClientSlots,
         ip: str,
@@ -169,7 +172,7 @@ class DirectExchange:
         try:
             self._step()
         except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
-            log_invalid(self._tunnel, self._cycle.scope, exc)  # type: ignore[arg-type]
+            log_invalid(self._tunnel, self._cycle.scope, exc)
             self._client.abort()
             self._finish(complete=False)
         except Exception:  # a defect must not escape into the loop's callback

@@ -18,14 +18,12 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-
 from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import Fields, StreamReset
 from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, plain, request_problem, send_plain, target
 from devtunnel.relay.headers import forward_request_headers
-from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
+from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_direct import DirectExchange, write_messages
 from devtunnel.relay.http_responses import BodyStalled, failure_answer, invalid_status, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
@@ -106,7 +104,7 @@ class HttpForwarder:
             scheme=self.proto,
         )
 
-    def direct(self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes) -> bool:
+    def direct(self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: DirectCycle, host: bytes) -> bool:
         """Forward a request whose body has fully arrived, answering it from callbacks.
 
         Returns False, having done nothing, for anything the ASGI path must handle: a body
@@ -117,7 +115,7 @@ class HttpForwarder:
             return False
         # The head passed request_problem's check already: HeadLimitedHttpProtocol, the only
         # caller, refuses a head with a problem before it makes a cycle.
-        scope: Scope = cycle.scope  # type: ignore[assignment]
+        scope: Scope = cycle.scope
         body = cycle.body
         conn = tunnel.conn
         if body:
@@ -155,12 +153,12 @@ class HttpForwarder:
         return True
 
     def _answer_direct(
-        self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes, decision: Decision
+        self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: DirectCycle, host: bytes, decision: Decision
     ) -> None:
         """Answer as a rule says, from the callback (or after its ``delay``, from a timer)."""
         answer = decision.answer
         assert answer is not None
-        scope: Scope = cycle.scope  # type: ignore[assignment]
+        scope: Scope = cycle.scope
         body = bytes(cycle.body)
         cycle.body = bytearray()
         cycle.flow.resume_reading()
