@@ -12,6 +12,7 @@ first body bytes ready. ``tests/net/test_uvicorn_contract.py`` compares both wit
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
@@ -28,6 +29,20 @@ log = logging.getLogger("devtunnel.relay")
 
 #: What the writer writes on: the direct path's cycle, or uvicorn's (the same fields).
 Cycle = DirectCycle | RequestResponseCycle
+
+
+def refused_bytes(rule: re.Pattern[bytes]) -> bytes:
+    """A ``bytes.translate`` table that maps each byte ``rule`` finds to 0 and every other byte
+    to itself: for a rule that is one character class, as uvicorn's header rules are,
+    ``0 in data.translate(table)`` says what ``rule.search(data)`` says, for a fifth of the
+    instructions (a regex search is about 2,000; tests/net/test_relay_header_rules.py holds
+    the two to each other)."""
+    return bytes(0 if rule.search(bytes([byte])) else byte for byte in range(256))
+
+
+# uvicorn's own rules for response header names and values, as translate tables.
+_NAME_REFUSED = refused_bytes(HEADER_RE)
+_VALUE_REFUSED = refused_bytes(HEADER_VALUE_RE)
 
 
 def response_head(cycle: Cycle, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -48,9 +63,9 @@ def response_head(cycle: Cycle, status: int, headers: list[tuple[bytes, bytes]])
     content = [STATUS_LINE[status]]
     has_connection_close = False
     for name, value in headers:
-        if HEADER_RE.search(name):
+        if 0 in name.translate(_NAME_REFUSED):  # HEADER_RE.search(name)
             raise RuntimeError("Invalid HTTP header name.")
-        if HEADER_VALUE_RE.search(value):
+        if 0 in value.translate(_VALUE_REFUSED):  # HEADER_VALUE_RE.search(value)
             raise RuntimeError("Invalid HTTP header value.")
         name = name.lower()
         if name == b"content-length" and cycle.chunked_encoding is None:
