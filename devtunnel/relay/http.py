@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.flow_control import FlowControl, service_unavailable
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -78,18 +78,23 @@ _UNWAITED: Any = _Unwaited()
 
 class DirectCycle:
     """A request's response cycle until an ASGI task is started for it: uvicorn's
-    ``RequestResponseCycle``'s fields, without its methods, made positionally.
+    ``RequestResponseCycle``'s fields, without its methods, made positionally, and the
+    request's parts (method, version, target, headers) its ASGI scope is made of.
 
     The parser callbacks make one of these for every request, and the direct path
     (``http_direct``) answers most requests on it alone; ``task_cycle`` makes the
     ``RequestResponseCycle`` uvicorn's task runs on only when one is started (``_launch``).
-    uvicorn's cycle is a class with an instance dict, called with eleven keywords.
+    uvicorn's cycle is a class with an instance dict, called with eleven keywords; its scope a
+    dict of fourteen keys and three more dicts, about 7,000 instructions a request made and
+    freed. ``scope`` makes the very dict uvicorn's callbacks make, the first time it is asked
+    for (a task, the rules, a log line).
     """
 
     __slots__ = (
-        "scope", "transport", "flow", "logger", "access_logger", "access_log", "default_headers", "message_event",
+        "_scope", "transport", "flow", "logger", "access_logger", "access_log", "default_headers", "message_event",
         "on_response", "disconnected", "keep_alive", "waiting_for_100_continue", "body", "more_body",
         "response_started", "response_complete", "chunked_encoding", "expected_content_length",
+        "_protocol", "method", "http_version", "path", "raw_path", "query_string", "headers", "raw_headers",
     )
     #: The fields that change while a request is parsed and answered (the rest are set once).
     STATE = (
@@ -99,26 +104,34 @@ class DirectCycle:
 
     def __init__(
         self,
-        scope: Any,
-        transport: asyncio.Transport,
-        flow: FlowControl,
-        logger: logging.Logger,
-        access_logger: logging.Logger,
-        access_log: bool,
-        default_headers: list[tuple[bytes, bytes]],
+        protocol: HeadLimitedHttpProtocol,
+        method: str,
+        http_version: str,
+        path: str,
+        raw_path: bytes,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        raw_headers: list[tuple[bytes, bytes]],
         expect_100_continue: bool,
         keep_alive: bool,
-        on_response: Callable[[], None],
     ) -> None:
-        self.scope = scope
-        self.transport = transport
-        self.flow = flow
-        self.logger = logger
-        self.access_logger = access_logger
-        self.access_log = access_log
-        self.default_headers = default_headers
+        self._protocol = protocol
+        self.method = method
+        self.http_version = http_version
+        self.path = path  # root_path + the decoded path: scope["path"]
+        self.raw_path = raw_path  # root_path + the path as sent: scope["raw_path"]
+        self.query_string = query_string
+        self.headers = headers  # names lowercased: scope["headers"]
+        self.raw_headers = raw_headers  # as received: RAW_HEADERS_EXTENSION
+        self._scope: Any = None
+        self.transport = protocol.transport
+        self.flow = protocol.flow
+        self.logger = protocol.logger
+        self.access_logger = protocol.access_logger
+        self.access_log = protocol.access_log
+        self.default_headers = protocol.server_state.default_headers
         self.message_event: Any = _UNWAITED  # only uvicorn's receive() waits on it: a task's cycle gets a real one
-        self.on_response = on_response
+        self.on_response = protocol.on_response_complete
         self.disconnected = False
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue
@@ -128,6 +141,18 @@ class DirectCycle:
         self.response_complete = False
         self.chunked_encoding: bool | None = None
         self.expected_content_length = 0
+
+    @property
+    def scope(self) -> Any:
+        """The request's ASGI scope, as uvicorn's parser callbacks make it (made once, when first asked for)."""
+        scope = self._scope
+        if scope is None:
+            scope = self._protocol.request_scope(self.method, self.http_version, self.headers, self.raw_headers)
+            scope["path"] = self.path
+            scope["raw_path"] = self.raw_path
+            scope["query_string"] = self.query_string
+            self._scope = scope
+        return scope
 
     def task_cycle(self) -> RequestResponseCycle:
         """uvicorn's cycle for this request, as its parser callbacks would have made it and
@@ -337,24 +362,31 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
-        raw_headers: list[tuple[bytes, bytes]] = []
-        self._raw_headers = raw_headers
-        self.scope = {  # type: ignore[typeddict-item]
-            "type": "http",
-            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
-            "http_version": "1.1",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,  # type: ignore[typeddict-item]
-            "root_path": self.root_path,
-            "headers": self.headers,
-            "state": self.app_state.copy(),
-            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers},  # type: ignore[dict-item]
-        }
+        self._raw_headers = []
         self._in_head = True
         self._head_size = self._pending = 0
         # The head timer is armed once this read is parsed (data_received) if the head is
         # still incomplete then: a head that came whole in one read never needs it.
+        # The scope uvicorn makes here is made when asked for (DirectCycle.scope, request_scope).
+
+    def request_scope(
+        self, method: str, http_version: str, headers: list[tuple[bytes, bytes]], raw_headers: list[tuple[bytes, bytes]]
+    ) -> Any:
+        """The ASGI scope uvicorn's callbacks make for a request, up to its method (the path,
+        raw path and query string follow: ``DirectCycle.scope``), with the relay's extensions."""
+        return {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": headers,
+            "state": self.app_state.copy(),
+            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers},
+            "method": method,
+        }
 
     def on_url(self, url: bytes) -> None:
         size = self._head_size + len(url)
@@ -389,11 +421,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if problem is not None:
             raise _BadHead(problem)
         http_version = parser.get_http_version()
-        scope = self.scope
-        scope["method"] = method.decode("ascii")
-        if http_version != "1.1":
-            scope["http_version"] = http_version
+        method_name = method.decode("ascii")
         if upgrade and self._should_upgrade():
+            # handle_websocket_upgrade reads the method and headers from self.scope.
+            self.scope = self.request_scope(method_name, http_version, self.headers, self._raw_headers)
             return
         parsed_url = httptools.parse_url(self.url)
         raw_path = parsed_url.path
@@ -401,9 +432,6 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if "%" in path:
             path = urllib.parse.unquote(path)
         root_path = self.root_path
-        scope["path"] = root_path + path
-        scope["raw_path"] = root_path.encode("ascii") + raw_path if root_path else raw_path
-        scope["query_string"] = parsed_url.query or b""
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             app = service_unavailable
@@ -411,17 +439,17 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         else:
             app = self.app
         existing_cycle = self.cycle
-        cycle = DirectCycle(  # uvicorn's own cycle is made only for a task (_launch)
-            scope,
-            self.transport,
-            self.flow,
-            self.logger,
-            self.access_logger,
-            self.access_log,
-            self.server_state.default_headers,
+        cycle = DirectCycle(  # uvicorn's own cycle, and the scope, are made only when asked for (_launch)
+            self,
+            method_name,
+            http_version,
+            root_path + path,
+            root_path.encode("ascii") + raw_path if root_path else raw_path,
+            parsed_url.query or b"",
+            self.headers,
+            self._raw_headers,
             self.expect_100_continue,
             http_version != "1.0" and parser.should_keep_alive(),
-            self.on_response_complete,
         )
         # self.cycle is a DirectCycle until a task starts for it (_launch puts uvicorn's in its place).
         self.cycle = cycle  # type: ignore[assignment]

@@ -15,7 +15,7 @@ import logging
 import re
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from devtunnel.relay.asgi import plain
@@ -26,10 +26,6 @@ from devtunnel.relay.slots import ClientSlots
 from devtunnel.rules import Decision
 
 log = logging.getLogger("devtunnel.relay")
-
-#: What the writer writes on: the direct path's cycle, or uvicorn's (the same fields).
-Cycle = DirectCycle | RequestResponseCycle
-
 
 def refused_bytes(rule: re.Pattern[bytes]) -> bytes:
     """A ``bytes.translate`` table that maps each byte ``rule`` finds to 0 and every other byte
@@ -45,7 +41,7 @@ _NAME_REFUSED = refused_bytes(HEADER_RE)
 _VALUE_REFUSED = refused_bytes(HEADER_VALUE_RE)
 
 
-def response_head(cycle: Cycle, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+def response_head(cycle: DirectCycle, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     """The bytes uvicorn's ``RequestResponseCycle.send`` writes for an ``http.response.start``
     message, with the same effects on ``cycle`` (response started, keep-alive, framing, the
     access log line) and the same errors (``RuntimeError`` for a header it refuses)."""
@@ -81,19 +77,19 @@ def response_head(cycle: Cycle, status: int, headers: list[tuple[bytes, bytes]])
         content += (name, b": ", value, b"\r\n")
     if not cycle.keep_alive and not has_connection_close:
         content.append(b"connection: close\r\n")
-    if cycle.chunked_encoding is None and cycle.scope["method"] != "HEAD" and status not in (204, 304):
+    if cycle.chunked_encoding is None and cycle.method != "HEAD" and status not in (204, 304):
         cycle.chunked_encoding = True
         content.append(b"transfer-encoding: chunked\r\n")
     content.append(b"\r\n")
     return b"".join(content)
 
 
-def body_bytes(cycle: Cycle, body: bytes, more_body: bool) -> bytes:
+def body_bytes(cycle: DirectCycle, body: bytes, more_body: bool) -> bytes:
     """The bytes uvicorn's ``RequestResponseCycle.send`` writes for an ``http.response.body``
     message (nothing for HEAD; chunk framing; the body as it is within Content-Length), and
     its ``RuntimeError`` for a body longer than Content-Length. The caller writes them, then
     calls ``complete`` after the last."""
-    if cycle.scope["method"] == "HEAD":
+    if cycle.method == "HEAD":
         cycle.expected_content_length = 0
         return b""
     if cycle.chunked_encoding:
@@ -106,7 +102,7 @@ def body_bytes(cycle: Cycle, body: bytes, more_body: bool) -> bytes:
     return body
 
 
-def complete(cycle: Cycle) -> None:
+def complete(cycle: DirectCycle) -> None:
     """End the response as uvicorn's ``send`` does after the last body message: the length
     check, then the connection closes unless kept alive, and the protocol goes on to the next
     request (``on_response``). (uvicorn also sets the cycle's ``message_event``, which only
@@ -119,7 +115,7 @@ def complete(cycle: Cycle) -> None:
     cycle.on_response()
 
 
-def write_messages(cycle: Cycle, messages: list[dict[str, Any]]) -> None:
+def write_messages(cycle: DirectCycle, messages: list[dict[str, Any]]) -> None:
     """Write a whole response given as a start and one last body message, in one write."""
     start, body = messages
     head = response_head(cycle, start["status"], start.get("headers", []))

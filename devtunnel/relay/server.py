@@ -205,8 +205,8 @@ class Relay:
     def _direct(self, client: HeadLimitedHttpProtocol, cycle: DirectCycle) -> bool:
         """Take a request bound for a tunnel over from uvicorn, without an ASGI task
         (``HttpForwarder.direct``); False leaves it to ``__call__``."""
-        host = _host(cycle.scope["headers"])
-        pool, _ = self._pool_for(host, cycle.scope.get("server"))
+        host = _host(cycle.headers)
+        pool, _ = self._pool_for(host, client.server)  # (the scope's "server")
         if pool is None:
             return False
         # The member is only taken if the request is: one left to __call__ is routed there anew.

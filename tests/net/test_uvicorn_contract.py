@@ -81,7 +81,7 @@ def test_uvicorn_httptools_protocol_has_the_method_the_relay_uses(name: str) -> 
 
 
 def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> None:
-    ours = {"abort", "configured", "_launch", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
+    ours = {"abort", "configured", "_launch", "request_scope", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
             "_head_timed_out", "_refuse_bad_head", "_close_after_response", "_keep_alive_due",
             "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
@@ -202,7 +202,10 @@ def _parsed(cls: type[HttpToolsProtocol], data: bytes, root_path: str) -> tuple[
                 cycle.logger is protocol.logger, cycle.access_logger is protocol.access_logger,
                 cycle.message_event.is_set(), rest)
 
-    scope = {k: v for k, v in protocol.scope.items() if k != "extensions"}
+    # The last request's scope: uvicorn's protocol keeps it in self.scope, the relay's makes it
+    # when asked for (DirectCycle.scope), except before a WebSocket upgrade (no cycle then).
+    last = protocol.cycle.scope if protocol.cycle is not None else protocol.scope
+    scope = {k: v for k, v in last.items() if k != "extensions"}
     protocol._unset_keepalive_if_required()
     return scope, [fields(*pair) for pair in started], [fields(*pair) for pair in protocol.pipeline]
 
@@ -297,6 +300,7 @@ async def test_uvicorn_request_objects_have_the_fields_the_relay_uses(
         await agent.close()
     [(client, cycle)] = seen
     assert isinstance(client, HeadLimitedHttpProtocol) and isinstance(cycle, DirectCycle)
+    assert cycle._scope is None, "the direct path made the request's scope (only tasks, rules and logs need it)"
     task_cycle = cycle.task_cycle()
     for name in CYCLE_FIELDS:
         assert hasattr(task_cycle, name), f"uvicorn's RequestResponseCycle.{name} is gone: relay.http_direct uses it"
@@ -309,9 +313,10 @@ def test_the_direct_cycle_has_every_field_of_uvicorns_cycle_and_no_other() -> No
     # relay.http.DirectCycle stands in for uvicorn's RequestResponseCycle until a task starts:
     # the direct path's writer reads and sets the same fields, and task_cycle copies its STATE.
     cycle, _, _ = _cycle("GET", "1.1", True, [])
-    assert set(DirectCycle.__slots__) == set(vars(cycle)), (
-        "uvicorn's RequestResponseCycle has other fields than relay.http.DirectCycle"
-    )
+    ours = set(DirectCycle.__slots__) | {"scope"}  # (a property)
+    request = {"_scope", "_protocol", "method", "http_version", "path", "raw_path", "query_string", "headers",
+               "raw_headers"}  # the request's parts, which its scope is made of
+    assert ours - request == set(vars(cycle)), "uvicorn's RequestResponseCycle has other fields than relay.http.DirectCycle"
     init = set(inspect.signature(RequestResponseCycle.__init__).parameters) - {"self"}
     assert set(DirectCycle.STATE) == set(vars(cycle)) - init | {"keep_alive"}, "DirectCycle.STATE"
     assert "self.message_event.set()" in _source(RequestResponseCycle.send), (
@@ -526,9 +531,15 @@ def _cycle(method: str, http_version: str, keep_alive: bool, default_headers: li
 
 def _direct_cycle(method: str, http_version: str, keep_alive: bool, default_headers: list[tuple[bytes, bytes]]) -> Any:
     """``_cycle``'s request on the relay's own ``DirectCycle``, which the direct path writes on."""
+    import types
+
     cycle, transport, done = _cycle(method, http_version, keep_alive, default_headers)
-    direct = DirectCycle(cycle.scope, transport, cycle.flow, cycle.logger, cycle.access_logger,  # type: ignore[arg-type]
-                         cycle.access_log, cycle.default_headers, False, keep_alive, cycle.on_response)
+    protocol = types.SimpleNamespace(
+        transport=transport, flow=cycle.flow, logger=cycle.logger, access_logger=cycle.access_logger,
+        access_log=cycle.access_log, server_state=types.SimpleNamespace(default_headers=cycle.default_headers),
+        on_response_complete=cycle.on_response,
+    )
+    direct = DirectCycle(protocol, method, http_version, "/p", b"/p", b"", [], [], False, keep_alive)  # type: ignore[arg-type]
     return direct, transport, done
 
 
