@@ -50,14 +50,21 @@ def protocol_of(receive: Receive) -> Any:
 
 def client_ip(scope: Scope) -> str:
     """The client's address as the socket saw it ("" when unknown)."""
-    client = scope.get("client")
+    return address(scope.get("client"))
+
+
+def address(client: tuple[str, int] | None) -> str:
+    """The address of a scope's ``client`` (the socket's peer: host and port), "" when unknown."""
     return str(client[0]) if client else ""
 
 
 def target(scope: Scope) -> bytes:
     """The request target as it arrived: raw path, then ``?`` and the query if there is one."""
-    raw_path: bytes = scope["raw_path"]
-    query: bytes | None = scope.get("query_string")
+    return target_of(scope["raw_path"], scope.get("query_string"))
+
+
+def target_of(raw_path: bytes, query: bytes | None) -> bytes:
+    """``target`` from a scope's ``raw_path`` and ``query_string``."""
     return raw_path + b"?" + query if query else raw_path
 
 

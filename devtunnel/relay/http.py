@@ -60,11 +60,11 @@ def _plain_response(status_line: bytes, text: str) -> bytes:
 
 
 class _Unwaited:
-    """The ``message_event`` of a request cycle until an ASGI task is started for it.
+    """The ``message_event`` of a ``DirectCycle``.
 
     uvicorn makes an ``asyncio.Event`` for every request, which only its ``receive()`` waits
-    on; a request the direct path answers never calls ``receive()``. ``_launch`` puts a real
-    event in its place (set if the body is there) before a task starts.
+    on; a request the direct path answers never calls ``receive()``. The cycle of a task gets
+    a real one (``DirectCycle.task_cycle``, set if the body is there).
     """
 
     __slots__ = ()
@@ -74,6 +74,108 @@ class _Unwaited:
 
 
 _UNWAITED: Any = _Unwaited()
+
+
+class DirectCycle:
+    """A request's response cycle until an ASGI task is started for it: uvicorn's
+    ``RequestResponseCycle``'s fields, without its methods, made positionally, and the
+    request's parts (method, version, target, headers) its ASGI scope is made of.
+
+    The parser callbacks make one of these for every request, and the direct path
+    (``http_direct``) answers most requests on it alone; ``task_cycle`` makes the
+    ``RequestResponseCycle`` uvicorn's task runs on only when one is started (``_launch``).
+    uvicorn's cycle is a class with an instance dict, called with eleven keywords; its scope a
+    dict of fourteen keys and three more dicts, about 7,000 instructions a request made and
+    freed. ``scope`` makes the very dict uvicorn's callbacks make, the first time it is asked
+    for (a task, the rules, a log line).
+    """
+
+    __slots__ = (
+        "_scope", "transport", "flow", "logger", "access_logger", "access_log", "default_headers", "message_event",
+        "on_response", "disconnected", "keep_alive", "waiting_for_100_continue", "body", "more_body",
+        "response_started", "response_complete", "chunked_encoding", "expected_content_length",
+        "_protocol", "method", "http_version", "path", "raw_path", "query_string", "headers", "raw_headers",
+    )
+    #: The fields that change while a request is parsed and answered (the rest are set once).
+    STATE = (
+        "disconnected", "keep_alive", "waiting_for_100_continue", "body", "more_body", "response_started",
+        "response_complete", "chunked_encoding", "expected_content_length",
+    )
+
+    def __init__(
+        self,
+        protocol: HeadLimitedHttpProtocol,
+        method: str,
+        http_version: str,
+        path: str,
+        raw_path: bytes,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        raw_headers: list[tuple[bytes, bytes]],
+        expect_100_continue: bool,
+        keep_alive: bool,
+    ) -> None:
+        self._protocol = protocol
+        self.method = method
+        self.http_version = http_version
+        self.path = path  # root_path + the decoded path: scope["path"]
+        self.raw_path = raw_path  # root_path + the path as sent: scope["raw_path"]
+        self.query_string = query_string
+        self.headers = headers  # names lowercased: scope["headers"]
+        self.raw_headers = raw_headers  # as received: RAW_HEADERS_EXTENSION
+        self._scope: Any = None
+        self.transport = protocol.transport
+        self.flow = protocol.flow
+        self.logger = protocol.logger
+        self.access_logger = protocol.access_logger
+        self.access_log = protocol.access_log
+        self.default_headers = protocol.server_state.default_headers
+        self.message_event: Any = _UNWAITED  # only uvicorn's receive() waits on it: a task's cycle gets a real one
+        self.on_response = protocol.on_response_complete
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = expect_100_continue
+        self.body = bytearray()
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+        self.chunked_encoding: bool | None = None
+        self.expected_content_length = 0
+
+    @property
+    def scope(self) -> Any:
+        """The request's ASGI scope, as uvicorn's parser callbacks make it (made once, when first asked for)."""
+        scope = self._scope
+        if scope is None:
+            scope = self._protocol.request_scope(self.method, self.http_version, self.headers, self.raw_headers)
+            scope["path"] = self.path
+            scope["raw_path"] = self.raw_path
+            scope["query_string"] = self.query_string
+            self._scope = scope
+        return scope
+
+    def task_cycle(self) -> RequestResponseCycle:
+        """uvicorn's cycle for this request, as its parser callbacks would have made it and
+        in the state this one is in now, with an ``asyncio.Event`` set if the body is there."""
+        event = asyncio.Event()
+        if self.body or not self.more_body or self.disconnected:
+            event.set()
+        cycle = RequestResponseCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.default_headers,
+            message_event=event,
+            expect_100_continue=self.waiting_for_100_continue,
+            keep_alive=self.keep_alive,
+            on_response=self.on_response,
+        )
+        for name in self.STATE:
+            setattr(cycle, name, getattr(self, name))
+        return cycle
 
 
 class _HeadWithBody:
@@ -150,7 +252,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     max_head: int = 64 * 1024
     head_timeout: float = 10.0
-    direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None
+    direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool] | None = None
     peer_errors: PeerErrorLog = _PEER_ERRORS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -159,7 +261,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.writable_callback: Callable[[], None] | None = None
         """Called when the transport asks for writes again after a pause."""
         self._feeding = False  # inside parser.feed_data: requests wait for the read to be parsed
-        self._deferred: tuple[RequestResponseCycle, Any] | None = None
+        self._deferred: tuple[DirectCycle, Any] | None = None
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._in_head = True
         self._head_size = 0  # bytes of url and header lines parsed in this head
@@ -176,7 +278,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         cls,
         max_head: int,
         head_timeout: float,
-        direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool] | None = None,
+        direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool] | None = None,
         peer_errors: PeerErrorLog | None = None,
     ) -> type[HeadLimitedHttpProtocol]:
         """A subclass with these limits (and ``direct``), to pass as ``http=`` to ``uvicorn.Config``."""
@@ -260,24 +362,31 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
-        raw_headers: list[tuple[bytes, bytes]] = []
-        self._raw_headers = raw_headers
-        self.scope = {  # type: ignore[typeddict-item]
-            "type": "http",
-            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
-            "http_version": "1.1",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,  # type: ignore[typeddict-item]
-            "root_path": self.root_path,
-            "headers": self.headers,
-            "state": self.app_state.copy(),
-            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers},  # type: ignore[dict-item]
-        }
+        self._raw_headers = []
         self._in_head = True
         self._head_size = self._pending = 0
         # The head timer is armed once this read is parsed (data_received) if the head is
         # still incomplete then: a head that came whole in one read never needs it.
+        # The scope uvicorn makes here is made when asked for (DirectCycle.scope, request_scope).
+
+    def request_scope(
+        self, method: str, http_version: str, headers: list[tuple[bytes, bytes]], raw_headers: list[tuple[bytes, bytes]]
+    ) -> Any:
+        """The ASGI scope uvicorn's callbacks make for a request, up to its method (the path,
+        raw path and query string follow: ``DirectCycle.scope``), with the relay's extensions."""
+        return {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": headers,
+            "state": self.app_state.copy(),
+            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers},
+            "method": method,
+        }
 
     def on_url(self, url: bytes) -> None:
         size = self._head_size + len(url)
@@ -312,11 +421,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if problem is not None:
             raise _BadHead(problem)
         http_version = parser.get_http_version()
-        scope = self.scope
-        scope["method"] = method.decode("ascii")
-        if http_version != "1.1":
-            scope["http_version"] = http_version
+        method_name = method.decode("ascii")
         if upgrade and self._should_upgrade():
+            # handle_websocket_upgrade reads the method and headers from self.scope.
+            self.scope = self.request_scope(method_name, http_version, self.headers, self._raw_headers)
             return
         parsed_url = httptools.parse_url(self.url)
         raw_path = parsed_url.path
@@ -324,9 +432,6 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if "%" in path:
             path = urllib.parse.unquote(path)
         root_path = self.root_path
-        scope["path"] = root_path + path
-        scope["raw_path"] = root_path.encode("ascii") + raw_path if root_path else raw_path
-        scope["query_string"] = parsed_url.query or b""
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             app = service_unavailable
@@ -334,25 +439,26 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         else:
             app = self.app
         existing_cycle = self.cycle
-        self.cycle = RequestResponseCycle(
-            scope=scope,
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=self.access_log,
-            default_headers=self.server_state.default_headers,
-            message_event=_UNWAITED,  # a real one once a task is started for it (_launch)
-            expect_100_continue=self.expect_100_continue,
-            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
-            on_response=self.on_response_complete,
+        cycle = DirectCycle(  # uvicorn's own cycle, and the scope, are made only when asked for (_launch)
+            self,
+            method_name,
+            http_version,
+            root_path + path,
+            root_path.encode("ascii") + raw_path if root_path else raw_path,
+            parsed_url.query or b"",
+            self.headers,
+            self._raw_headers,
+            self.expect_100_continue,
+            http_version != "1.0" and parser.should_keep_alive(),
         )
+        # self.cycle is a DirectCycle until a task starts for it (_launch puts uvicorn's in its place).
+        self.cycle = cycle  # type: ignore[assignment]
         if existing_cycle is None or existing_cycle.response_complete:
-            self._start_asgi_task(self.cycle, app)
+            self._start_asgi_task(cycle, app)
         else:
             # Pipelined HTTP requests need to be queued up.
             self.flow.pause_reading()
-            self.pipeline.appendleft((self.cycle, app))
+            self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
 
     def on_chunk_header(self) -> None:
         self._chunk_header = True
@@ -386,7 +492,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if self.pipeline:
             self._idle_since = None
             cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
+            self._start_asgi_task(cycle, app)  # type: ignore[arg-type]  # a DirectCycle (on_headers_complete)
         else:
             self._idle_since = self.loop.time()
             if self.timeout_keep_alive_task is None:
@@ -403,22 +509,22 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         else:
             self.timeout_keep_alive_handler()
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+    def _start_asgi_task(self, cycle: DirectCycle, app: Any) -> None:  # type: ignore[override]
         if self._feeding:
             self._deferred = (cycle, app)  # launched once this read is parsed (data_received)
         else:
             self._launch(cycle, app)
 
-    def _launch(self, cycle: RequestResponseCycle, app: Any) -> None:
+    def _launch(self, cycle: DirectCycle, app: Any) -> None:
         direct = self.direct
         if direct is not None and app is self.app and not self.transport.is_closing() and direct(self, cycle):
             return  # the direct path writes its response to the transport itself (http_direct)
-        if cycle.message_event is _UNWAITED:
-            event = cycle.message_event = asyncio.Event()
-            if cycle.body or not cycle.more_body or cycle.disconnected:
-                event.set()
-        cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
-        super()._start_asgi_task(cycle, app)
+        task_cycle = cycle.task_cycle()
+        current: Any = self.cycle
+        if current is cycle:  # (else a request parsed after it is the current one: pipelining)
+            self.cycle = task_cycle
+        task_cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+        super()._start_asgi_task(task_cycle, app)
 
     def resume_writing(self) -> None:
         super().resume_writing()

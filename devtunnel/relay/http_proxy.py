@@ -18,14 +18,23 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-
 from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import Fields, StreamReset
-from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, plain, request_problem, send_plain, target
+from devtunnel.relay.asgi import (
+    Receive,
+    Scope,
+    Send,
+    address,
+    client_ip,
+    plain,
+    request_problem,
+    send_plain,
+    target,
+    target_of,
+)
 from devtunnel.relay.headers import forward_request_headers
-from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, HeadLimitedHttpProtocol
+from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_direct import DirectExchange, write_messages
 from devtunnel.relay.http_responses import BodyStalled, failure_answer, invalid_status, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
@@ -87,26 +96,34 @@ class HttpForwarder:
         return forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes, lowered=lowered)
 
     def _open(
-        self, tunnel: AgentLink, scope: Scope, host: bytes, ip: str, has_body: bool, decision: Decision | None
+        self,
+        tunnel: AgentLink,
+        method: str,
+        request_target: bytes,
+        http_version: str,
+        raw: Fields,
+        ip: str,
+        has_body: bool,
+        decision: Decision | None,
     ) -> int:
-        """Queue the request head on the tunnel; returns the stream id.
+        """Queue the request head on the tunnel; returns the stream id. ``raw``: the headers
+        as ``forward_request_headers`` makes them (``_fields``), before the rules edit them.
 
         Raises:
             ProtocolError, ValueError: the tunnel connection would not open the stream.
         """
-        raw = self._fields(scope, host, ip)  # without a client's devtunnel-rule header
         fields = edit_request(raw, decision) if decision is not None else raw
         return tunnel.conn.open_request(
-            scope["method"].encode(),
-            target(scope),
-            _HTTP_VERSIONS.get(scope["http_version"], b"1.1"),
+            method.encode(),
+            request_target,
+            _HTTP_VERSIONS.get(http_version, b"1.1"),
             fields,
             end_stream=not has_body,
             remote_addr=ip,
             scheme=self.proto,
         )
 
-    def direct(self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes) -> bool:
+    def direct(self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: DirectCycle, host: bytes) -> bool:
         """Forward a request whose body has fully arrived, answering it from callbacks.
 
         Returns False, having done nothing, for anything the ASGI path must handle: a body
@@ -116,8 +133,8 @@ class HttpForwarder:
         if cycle.more_body or cycle.waiting_for_100_continue or tunnel.draining or tunnel.closed:
             return False
         # The head passed request_problem's check already: HeadLimitedHttpProtocol, the only
-        # caller, refuses a head with a problem before it makes a cycle.
-        scope: Scope = cycle.scope  # type: ignore[assignment]
+        # caller, refuses a head with a problem before it makes a cycle. The request's scope
+        # is asked for only by the rules (when any are in force) and an answer of theirs.
         body = cycle.body
         conn = tunnel.conn
         if body:
@@ -126,19 +143,22 @@ class HttpForwarder:
                 return False
             if size > tunnel.room:  # no room in the buffer budget: the ASGI path waits for it
                 return False
-        decision = self.rules.judge(tunnel, scope, bytes(body))
+        rules = self.rules
+        decision = rules.judge(tunnel, cycle.scope, bytes(body)) if rules.in_force else None
         if decision is not None and decision.answer is not None:
             if cycle.flow.write_paused:
                 return False  # the ASGI path answers (the decision is kept: judged once)
             self._answer_direct(tunnel, client, cycle, host, decision)
             return True
-        length, chunked = _body_length(scope["headers"])
+        length, chunked = _body_length(cycle.headers)
         has_body = chunked or length > 0
-        ip = client_ip(scope)
+        ip = address(client.client)  # (the scope's client_ip)
         if not self.slots.take(tunnel, ip):
             return False  # the ASGI path answers 429
         try:
-            stream_id = self._open(tunnel, scope, host, ip, has_body, decision)
+            raw = forward_request_headers(cycle.raw_headers, host, ip.encode(), self._proto_bytes, lowered=cycle.headers)
+            request_target = target_of(cycle.raw_path, cycle.query_string)
+            stream_id = self._open(tunnel, cycle.method, request_target, cycle.http_version, raw, ip, has_body, decision)
         except (ProtocolError, ValueError):
             self.slots.give_back(tunnel, ip)
             return False  # the ASGI path meets the same refusal and answers it
@@ -155,12 +175,12 @@ class HttpForwarder:
         return True
 
     def _answer_direct(
-        self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle, host: bytes, decision: Decision
+        self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: DirectCycle, host: bytes, decision: Decision
     ) -> None:
         """Answer as a rule says, from the callback (or after its ``delay``, from a timer)."""
         answer = decision.answer
         assert answer is not None
-        scope: Scope = cycle.scope  # type: ignore[assignment]
+        scope: Scope = cycle.scope
         body = bytes(cycle.body)
         cycle.body = bytearray()
         cycle.flow.resume_reading()
@@ -209,7 +229,8 @@ class HttpForwarder:
                 await send(message)
             return
         try:
-            stream_id = self._open(tunnel, scope, host, ip, has_body, decision)
+            raw = self._fields(scope, host, ip)
+            stream_id = self._open(tunnel, scope["method"], target(scope), scope["http_version"], raw, ip, has_body, decision)
         except (ProtocolError, ValueError) as exc:
             self.slots.give_back(tunnel, ip)
             await _refuse_open(send, tunnel, exc)

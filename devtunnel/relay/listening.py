@@ -15,10 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-
 from devtunnel.errors import ConfigError
-from devtunnel.relay.http import HeadLimitedHttpProtocol
+from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
@@ -32,7 +30,7 @@ def server_config(
     app: Any,
     settings: RelaySettings,
     *,
-    direct: Callable[[HeadLimitedHttpProtocol, RequestResponseCycle], bool],
+    direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool],
     peer_errors: PeerErrorLog,
 ) -> uvicorn.Config:
     """uvicorn's configuration for the relay (its protocols, limits and TLS), loaded.

@@ -56,6 +56,8 @@ class RuleBook:
         self.trusted = tuple(trusted_proxies)
         self._tunnels: dict[AgentLink, Engine] = {}
         self._aware: set[AgentLink] = set()
+        self.in_force = self.relay is not None
+        """Whether any rules apply at all (False: ``judge`` decides nothing, for any request)."""
 
     def add(self, tunnel: AgentLink, rules: Sequence[Rule] | None) -> None:
         """``tunnel`` is online with these rules (None: its agent knows nothing of rules)."""
@@ -63,10 +65,12 @@ class RuleBook:
             self._aware.add(tunnel)
             if rules:
                 self._tunnels[tunnel] = Engine(rules, "tunnel", max_buckets=self.max_buckets)
+                self.in_force = True
 
     def remove(self, tunnel: AgentLink) -> None:
         self._tunnels.pop(tunnel, None)
         self._aware.discard(tunnel)
+        self.in_force = self.relay is not None or bool(self._tunnels)
 
     def engine(self, tunnel: AgentLink) -> Engine | None:
         """The tunnel's rules and state (tests and status)."""
@@ -74,7 +78,7 @@ class RuleBook:
 
     def judge(self, tunnel: AgentLink, scope: dict[str, Any], body: bytes = b"") -> Decision | None:
         """The decision for this request (None: no rules apply to this tunnel at all)."""
-        if self.relay is None and not self._tunnels:
+        if not self.in_force:
             return None  # a relay without rules pays one look
         extensions = scope.get("extensions")
         if extensions is not None:

@@ -21,13 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-
 from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.relay.agents import AgentGate
 from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of, send_plain
-from devtunnel.relay.http import HeadLimitedHttpProtocol
+from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.link import AgentLink, BufferBudget
 from devtunnel.relay.listening import listen_more, server_config, start_server, stop_listening
@@ -204,11 +202,11 @@ class Relay:
                 await receive()
                 await deny_websocket(send, 404, f"no tunnel is online at {host.decode('latin-1')}\n")
 
-    def _direct(self, client: HeadLimitedHttpProtocol, cycle: RequestResponseCycle) -> bool:
+    def _direct(self, client: HeadLimitedHttpProtocol, cycle: DirectCycle) -> bool:
         """Take a request bound for a tunnel over from uvicorn, without an ASGI task
         (``HttpForwarder.direct``); False leaves it to ``__call__``."""
-        host = _host(cycle.scope["headers"])  # type: ignore[arg-type]
-        pool, _ = self._pool_for(host, cycle.scope.get("server"))
+        host = _host(cycle.headers)
+        pool, _ = self._pool_for(host, client.server)  # (the scope's "server")
         if pool is None:
             return False
         # The member is only taken if the request is: one left to __call__ is routed there anew.

@@ -37,7 +37,7 @@ from websockets.protocol import State
 
 from devtunnel.agent.socket import TunnelSocket, _MaskBytes
 from devtunnel.relay.server import Relay
-from devtunnel.relay.http import DeadPeerWebSocketProtocol, HeadLimitedHttpProtocol
+from devtunnel.relay.http import DeadPeerWebSocketProtocol, DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from tests.net._relay_agent import connect_agent, running_relay
 
@@ -81,7 +81,7 @@ def test_uvicorn_httptools_protocol_has_the_method_the_relay_uses(name: str) -> 
 
 
 def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> None:
-    ours = {"abort", "configured", "_launch", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
+    ours = {"abort", "configured", "_launch", "request_scope", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
             "_head_timed_out", "_refuse_bad_head", "_close_after_response", "_keep_alive_due",
             "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
@@ -184,21 +184,36 @@ def _parsed(cls: type[HttpToolsProtocol], data: bytes, root_path: str) -> tuple[
     protocol.connection_made(transport)  # type: ignore[arg-type]
     started: list[Any] = []
     protocol._start_asgi_task = lambda cycle, app: started.append((cycle, app))  # type: ignore[method-assign]
+    # The relay's callbacks make a DirectCycle; a task runs on the RequestResponseCycle it makes.
+    as_task = (lambda cycle: cycle.task_cycle()) if cls is not HttpToolsProtocol else (lambda cycle: cycle)
     try:
         protocol.parser.feed_data(data)
     except httptools.HttpParserUpgrade:
         pass
 
     def fields(cycle: Any, app: Any) -> tuple[Any, ...]:
+        cycle = as_task(cycle)
+        assert type(cycle) is RequestResponseCycle
         scope = {k: v for k, v in cycle.scope.items() if k != "extensions"}
+        rest = {k: v for k, v in vars(cycle).items() if k not in _CYCLE_FIELDS_COMPARED}
         return (scope, cycle.keep_alive, cycle.waiting_for_100_continue, bytes(cycle.body), cycle.more_body,
                 cycle.transport is transport, cycle.flow is protocol.flow, cycle.default_headers,
-                cycle.on_response == protocol.on_response_complete, app is protocol.app)
+                cycle.on_response == protocol.on_response_complete, app is protocol.app,
+                cycle.logger is protocol.logger, cycle.access_logger is protocol.access_logger,
+                cycle.message_event.is_set(), rest)
 
-    scope = {k: v for k, v in protocol.scope.items() if k != "extensions"}
+    # The last request's scope: uvicorn's protocol keeps it in self.scope, the relay's makes it
+    # when asked for (DirectCycle.scope), except before a WebSocket upgrade (no cycle then).
+    last = protocol.cycle.scope if protocol.cycle is not None else protocol.scope
+    scope = {k: v for k, v in last.items() if k != "extensions"}
     protocol._unset_keepalive_if_required()
     return scope, [fields(*pair) for pair in started], [fields(*pair) for pair in protocol.pipeline]
 
+
+# Compared one by one in _parsed's fields (by identity, or the event by whether it is set);
+# every other field of uvicorn's cycle is compared by value.
+_CYCLE_FIELDS_COMPARED = {"scope", "transport", "flow", "on_response", "body", "logger", "access_logger",
+                          "message_event"}
 
 HEAD_CASES = {
     "GET": b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: h\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n",
@@ -284,12 +299,29 @@ async def test_uvicorn_request_objects_have_the_fields_the_relay_uses(
         writer.close()
         await agent.close()
     [(client, cycle)] = seen
-    assert isinstance(client, HeadLimitedHttpProtocol) and isinstance(cycle, RequestResponseCycle)
+    assert isinstance(client, HeadLimitedHttpProtocol) and isinstance(cycle, DirectCycle)
+    assert cycle._scope is None, "the direct path made the request's scope (only tasks, rules and logs need it)"
+    task_cycle = cycle.task_cycle()
     for name in CYCLE_FIELDS:
-        assert hasattr(cycle, name), f"uvicorn's RequestResponseCycle.{name} is gone: relay.http_direct uses it"
+        assert hasattr(task_cycle, name), f"uvicorn's RequestResponseCycle.{name} is gone: relay.http_direct uses it"
     for name in HTTP_PROTOCOL_FIELDS:
         assert hasattr(client, name), f"uvicorn's HttpToolsProtocol.{name} is gone: relay.http uses it"
     assert isinstance(cycle.flow, FlowControl), "uvicorn's RequestResponseCycle.flow is no longer a FlowControl"
+
+
+def test_the_direct_cycle_has_every_field_of_uvicorns_cycle_and_no_other() -> None:
+    # relay.http.DirectCycle stands in for uvicorn's RequestResponseCycle until a task starts:
+    # the direct path's writer reads and sets the same fields, and task_cycle copies its STATE.
+    cycle, _, _ = _cycle("GET", "1.1", True, [])
+    ours = set(DirectCycle.__slots__) | {"scope"}  # (a property)
+    request = {"_scope", "_protocol", "method", "http_version", "path", "raw_path", "query_string", "headers",
+               "raw_headers"}  # the request's parts, which its scope is made of
+    assert ours - request == set(vars(cycle)), "uvicorn's RequestResponseCycle has other fields than relay.http.DirectCycle"
+    init = set(inspect.signature(RequestResponseCycle.__init__).parameters) - {"self"}
+    assert set(DirectCycle.STATE) == set(vars(cycle)) - init | {"keep_alive"}, "DirectCycle.STATE"
+    assert "self.message_event.set()" in _source(RequestResponseCycle.send), (
+        "uvicorn's send sets message_event: http_direct.complete leaves it out (relay.http._Unwaited)"
+    )
 
 
 # -- uvicorn: the sans-IO WebSocket protocol, and its keepalive ----------------------------------------
@@ -497,6 +529,20 @@ def _cycle(method: str, http_version: str, keep_alive: bool, default_headers: li
     return cycle, transport, done
 
 
+def _direct_cycle(method: str, http_version: str, keep_alive: bool, default_headers: list[tuple[bytes, bytes]]) -> Any:
+    """``_cycle``'s request on the relay's own ``DirectCycle``, which the direct path writes on."""
+    import types
+
+    cycle, transport, done = _cycle(method, http_version, keep_alive, default_headers)
+    protocol = types.SimpleNamespace(
+        transport=transport, flow=cycle.flow, logger=cycle.logger, access_logger=cycle.access_logger,
+        access_log=cycle.access_log, server_state=types.SimpleNamespace(default_headers=cycle.default_headers),
+        on_response_complete=cycle.on_response,
+    )
+    direct = DirectCycle(protocol, method, http_version, "/p", b"/p", b"", [], [], False, keep_alive)  # type: ignore[arg-type]
+    return direct, transport, done
+
+
 def _state(cycle: Any, transport: _Transport, done: list[bool]) -> tuple[Any, ...]:
     return (b"".join(transport.written), transport.closed, bool(done), cycle.keep_alive, cycle.chunked_encoding,
             cycle.expected_content_length, cycle.response_started, cycle.response_complete,
@@ -575,7 +621,7 @@ def test_the_direct_path_writes_a_response_as_uvicorns_send_does(case: str) -> N
     messages = [{"type": "http.response.start", "status": status, "headers": headers}, *body]
     uvicorn_cycle, uvicorn_transport, uvicorn_done = _cycle(method, version, keep_alive, default_headers)
     uvicorn_error = _by_uvicorn(uvicorn_cycle, messages)
-    ours, our_transport, our_done = _cycle(method, version, keep_alive, default_headers)
+    ours, our_transport, our_done = _direct_cycle(method, version, keep_alive, default_headers)
     our_error = _by_direct_path(ours, messages)
     assert our_error == uvicorn_error
     assert _state(ours, our_transport, our_done) == _state(uvicorn_cycle, uvicorn_transport, uvicorn_done), (
@@ -591,7 +637,7 @@ def test_the_direct_paths_one_write_of_a_whole_response_is_uvicorns_bytes() -> N
                     {"type": "http.response.body", "body": b"slow down"}]
         uvicorn_cycle, uvicorn_transport, uvicorn_done = _cycle(method, version, keep_alive, [])
         assert _by_uvicorn(uvicorn_cycle, messages) is None
-        ours, our_transport, our_done = _cycle(method, version, keep_alive, [])
+        ours, our_transport, our_done = _direct_cycle(method, version, keep_alive, [])
         write_messages(ours, messages)
         assert len(our_transport.written) == 1, "a whole response goes out in one write"
         assert _state(ours, our_transport, our_done) == _state(uvicorn_cycle, uvicorn_transport, uvicorn_done)

@@ -1,0 +1,46 @@
+"""The direct path's header checks (``http_direct.response_head``) against uvicorn's rules: a
+``bytes.translate`` table made from each rule must find what the rule's regex search finds."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
+
+from devtunnel.relay.http_direct import refused_bytes
+
+RULES = {"name": HEADER_RE, "value": HEADER_VALUE_RE}
+# Bytes near the rules' edges (controls, tab, space, separators, DEL, high bytes) come up often.
+EDGES = st.sampled_from(b'\x00\x08\t\n\x1f !"(),:;<=>?@[\\]{}\x7f\x80\xff-_aZ09')
+DATA = st.lists(st.one_of(EDGES, st.integers(0, 255)), max_size=40).map(bytes)
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_the_table_refuses_each_byte_the_rule_refuses(rule: str) -> None:
+    table = refused_bytes(RULES[rule])
+    for byte in range(256):
+        data = bytes([byte])
+        assert (0 in data.translate(table)) == bool(RULES[rule].search(data)), f"byte {byte:#04x}"
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+@given(data=DATA)
+def test_the_table_finds_what_the_rule_finds(rule: str, data: bytes) -> None:
+    table = refused_bytes(RULES[rule])
+    assert (0 in data.translate(table)) == bool(RULES[rule].search(data))
+    assert (0 in bytearray(data).translate(table)) == bool(RULES[rule].search(data))
+
+
+def test_uvicorns_header_rules_are_one_character_class_each() -> None:
+    # What refused_bytes relies on: a rule that matched a sequence, or an anchor, could not be a table.
+    for rule in RULES.values():
+        assert re.fullmatch(rb"\[[^\[]*(\\\[[^\[]*)*\]", rule.pattern), f"uvicorn's rule {rule.pattern!r}"
+
+
+def test_a_table_only_ever_maps_a_byte_to_itself_or_to_0() -> None:
+    for rule in RULES.values():
+        table = refused_bytes(rule)
+        assert all(mapped in (0, byte) for byte, mapped in enumerate(table))
