@@ -146,9 +146,12 @@ _INSERT_COLUMNS = _CORE_COLUMNS + _RARE_COLUMNS
 # truncated, and an ASCII target. Its constant columns are literals, ``target`` is the bytes of
 # ``target_text`` (for an ASCII target, ``url_text`` is its bytes as they are) and
 # ``res_body_size`` is ``size``. Each value bound costs sqlite3 a call and SQLite a copy of a
-# text; a literal costs neither. The placeholders number the row's values: ``{0}`` is its first.
-_PLAIN_ROW = ("(?{0}, ?{1}, ?{2}, ?{3}, ?{4}, ?{5}, ?{6}, ?{7}, ?{8}, ?{9}, ?{10}, ?{11}, 0, 1, ?{12}, "
-              "CAST(?{4} AS BLOB), ?{13}, ?{14}, '', ?{15}, ?{16}, 0, ?{17}, ?{18}, ?{11}, 0, 0)")
+# text; a literal costs neither. ``?{4}`` and ``?{11}`` name the row's fifth and twelfth values
+# (each ``?`` takes the number after the largest so far). Only those two are numbered: SQLite
+# looks a numbered parameter up in a list of them as it compiles, so numbering every value made
+# preparing a statement of 256 rows take 125 ms instead of 5.
+_PLAIN_ROW = ("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1, ?, CAST(?{4} AS BLOB), ?, ?, '', ?, ?, 0, ?, ?, ?{11}, "
+              "0, 0)")
 """The values of ``_CORE_COLUMNS`` of a plain exchange: id, tunnel, started_at, method, target_text,
 path, host, scheme, status, duration, ttfb, size, websocket 0, has_response 1, bytes, target,
 remote_addr, target_url, error_message '', req_version, req_body_size, req_truncated 0,
@@ -478,7 +481,7 @@ def _rows_sql(kind: str, rows: int) -> str:
     head, tail, width = _ROW_STATEMENTS[kind]
     if kind == "insert_plain":
         return head + ", ".join(_PLAIN_ROW.format(*range(r * width + 1, r * width + width + 1))
-                                for r in range(rows))
+                                for r in range(rows))  # numbered from 1: the row's first is r * width + 1
     group = "?" if width == 0 else "(" + ", ".join("?" * width) + ")"
     return head + ", ".join([group] * rows) + tail
 
