@@ -6,19 +6,25 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devtunnel.capture.model import Exchange, Response, WsMessage, new_id
+from devtunnel.capture.rows import FULL_COLUMNS
 from devtunnel.capture.schema import SCHEMA_VERSION
 from devtunnel.capture.store import Store
+from tests.capture.strategies import exchanges, small_exchanges
 from tests.capture.test_store_webhooks import TO_SCHEMA_7
 from tests.kit.exchanges import make_exchange, make_response
 
 _CHILD_TABLES = ("heads", "req_bodies", "res_bodies", "ws_messages")
+_ALL_COLUMNS = [c.strip() for c in FULL_COLUMNS.split(",")] + ["path", "bytes"]
 
 
 def get(n: int = 0, *, ex_id: str | None = None, body: bytes = b"", response: bool = True) -> Exchange:
@@ -277,4 +283,80 @@ def test_a_batch_of_hundreds_cut_into_statements_of_every_size_keeps_each_exchan
     store.put_many(again)
     assert [store.get(ex.id) for ex in again] == again
     assert store.count() == len(batch)
+    assert_consistent(store)
+
+
+# --- a plain exchange binds fewer values (``capture.rows._PLAIN_ROW``): held to the full binding ---
+
+_TABLE_ROWS = {
+    "exchanges": "SELECT * FROM exchanges WHERE id = ?",
+    "exchanges_types": "SELECT " + ", ".join(f"typeof({c})" for c in _ALL_COLUMNS) + " FROM exchanges WHERE id = ?",
+    "heads": "SELECT * FROM heads WHERE id = ?",
+    "req_bodies": "SELECT id, body, typeof(body) FROM req_bodies WHERE id = ?",
+    "res_bodies": "SELECT id, body, typeof(body) FROM res_bodies WHERE id = ?",
+}
+
+
+def _stored_rows(store: Store, ex_id: str) -> dict[str, list[tuple[object, ...]]]:
+    conn = store._conn()
+    return {name: conn.execute(sql, (ex_id,)).fetchall() for name, sql in _TABLE_ROWS.items()}
+
+
+@st.composite
+def plain_looking_exchanges(draw: st.DrawFn) -> Exchange:
+    """Exchanges that mostly meet the plain row's conditions, with targets that test its SQL
+    (``?``, NUL, ``%``, quotes), and now and then one that does not (non-ASCII, truncated, ...)."""
+    ex = draw(exchanges() | small_exchanges())
+    target = draw(st.binary(max_size=40) | st.text("/?a%=&'\"\x00\x7f ", max_size=30).map(str.encode)
+                  | st.sampled_from([b"", b"?", b"/?", b"/a?b?c", b"/\x00?\x00", b"/\xff?x"]))
+    request = replace(ex.request, target=target, body_truncated=draw(st.booleans()) and draw(st.booleans()))
+    response = ex.response or make_response(draw(st.integers(0, 999)), body=draw(st.binary(max_size=50)))
+    response = replace(response, body_truncated=draw(st.booleans()) and draw(st.booleans()))
+    plain = draw(st.booleans())
+    return replace(ex, request=request, response=response,
+                   **({"error": None, "error_message": "", "replay_of": None, "edited": False, "resigned": None,
+                       "websocket": False, "ws_messages": [], "ws_close_code": None, "webhook": None, "rule": None}
+                      if plain else {}))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(plain_looking_exchanges(), min_size=1, max_size=5, unique_by=lambda ex: ex.id))
+def test_a_plain_exchange_is_stored_exactly_as_when_every_column_is_bound(batch: list[Exchange]) -> None:
+    # The same exchanges written new (plain ones take the short row) and written over an older
+    # version of each (the upsert binds every column): every table holds the same values, of the same types.
+    with tempfile.TemporaryDirectory() as folder:
+        new, again = Store(Path(folder) / "new.db"), Store(Path(folder) / "again.db")
+        try:
+            new.put_many(batch)
+            again.put_many([replace(ex, tunnel="older", response=None, request=replace(ex.request, body=b"x"))
+                            for ex in batch])
+            again.put_many(batch)
+            for ex in batch:
+                assert _stored_rows(new, ex.id) == _stored_rows(again, ex.id)
+                assert replace(new.get(ex.id), webhook=ex.webhook) == ex  # its duplicate_of is the store's
+            assert_consistent(new)
+            assert_consistent(again)
+        finally:
+            new.close()
+            again.close()
+
+
+def test_a_plain_get_takes_the_short_row_and_others_the_full_one(store: Store) -> None:
+    plain, query, odd, ws = get(1), get(2), get(3), get(4)
+    query.request.target = b"/items/2?page=3&q=%20x"
+    odd.request.target = b"/caf\xc3\xa9"  # not ASCII: bound in full
+    ws.websocket = True
+    statements: list[str] = []
+    store._conn().set_trace_callback(statements.append)
+    try:
+        store.put_many([plain, query, odd, ws])
+    finally:
+        store._conn().set_trace_callback(None)
+    inserts = [s for s in statements if s.startswith("INSERT OR FAIL INTO exchanges")]
+    assert len(inserts) == 2
+    short = next(s for s in inserts if "CAST(" in s)
+    assert short.count("CAST(") == 2 and plain.id in short and query.id in short
+    assert odd.id not in short and ws.id not in short
+    assert [store.get(ex.id) for ex in (plain, query, odd, ws)] == [plain, query, odd, ws]
+    assert store.rows("path:/items/2")[0].target == "/items/2?page=3&q=%20x"
     assert_consistent(store)
