@@ -71,6 +71,8 @@ def is_plain(text: str) -> bool:
     """True when ``escape(text)`` (with its defaults) is ``text`` itself: the quick check
     ``escape`` starts with. False asks for ``escape``, which may still leave the text as it is
     (a no-break space is not ``isprintable()`` but shows as itself)."""
+    if text.isascii():  # the usual path: of the special characters, ASCII holds the backslash only
+        return text.isprintable() and "\\" not in text
     return text.isprintable() and _PRINTABLE_SPECIAL.search(text) is None
 
 
@@ -101,7 +103,7 @@ def escape(text: str, *, keep: str = "", double_backslash: bool = True) -> str:
     """
     if not _KEEPABLE.issuperset(keep):
         raise ValueError(f"only tab and newline can be kept, not {keep!r}")
-    if text.isprintable() and _PRINTABLE_SPECIAL.search(text) is None:
+    if is_plain(text):
         return text  # the usual path: nothing hidden, no backslash, no invisible letter
     out: list[str] = []
     for ch in text:

@@ -87,3 +87,11 @@ def test_an_accepted_target_is_a_path_or_options_star_and_cannot_end_the_request
 )
 def test_a_field_is_safe_to_write_only_when_it_cannot_add_a_line(name: bytes, value: bytes, safe: bool) -> None:
     assert field_is_safe(name, value) is safe
+
+
+def test_the_usual_methods_looked_up_in_a_set_are_tokens() -> None:
+    from devtunnel.values.http1 import is_token
+    from devtunnel.values.request_head import _USUAL_METHODS
+
+    assert _USUAL_METHODS and all(is_token(method) for method in _USUAL_METHODS)
+    assert b"CONNECT" not in _USUAL_METHODS  # refused by target_problem, whatever the set says

@@ -120,3 +120,18 @@ def test_is_plain_on_named_texts(text: str, plain: bool) -> None:
 @given(st.text(), st.text())
 def test_is_plain_of_joined_texts_answers_for_each(a: str, b: str) -> None:
     assert is_plain(a + b) == (is_plain(a) and is_plain(b))
+
+
+def _plain_by_the_regex(text: str) -> bool:
+    """``is_plain`` as it reads without its ASCII shortcut."""
+    return text.isprintable() and re.search("[\\\\\u115f\u1160\u3164\uffa0]", text) is None
+
+
+@given(st.one_of(st.text(), st.text(st.characters(max_codepoint=127))))
+def test_is_plain_takes_its_ascii_shortcut_to_the_same_answer(text: str) -> None:
+    assert is_plain(text) == _plain_by_the_regex(text)
+
+
+@pytest.mark.parametrize("text", ["/a\\b", "\\", "/x\x7f", "/x\x00", "/x y", "/ok", "", "/\u3164", "/caf\u00e9\\"])
+def test_is_plain_on_ascii_and_not_agrees_with_the_regex(text: str) -> None:
+    assert is_plain(text) == _plain_by_the_regex(text)
