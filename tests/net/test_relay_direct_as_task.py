@@ -9,6 +9,8 @@ path answered, so a case that silently took the other path fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -70,12 +72,10 @@ CASES: dict[str, list[bytes]] = {
 }
 
 
-async def _served(
-    direct: bool, writes: list[bytes], *, handler: Any = answer, before_reading: Any = None
-) -> tuple[bytes, list[bytes]]:
-    """What a client writing ``writes`` (then ``LAST``) reads until the relay closes, and the
-    targets the ASGI path answered; through the direct path where it can, or only through tasks.
-    ``before_reading`` is awaited before the client reads anything."""
+@contextlib.asynccontextmanager
+async def _relay(direct: bool, handler: Any) -> AsyncIterator[tuple[Any, Any, list[bytes]]]:
+    """A relay and an agent answering with ``handler``, and the targets the ASGI path answered;
+    through the direct path where it can, or only through tasks."""
     tasks: list[bytes] = []
     original = HttpForwarder.__call__
 
@@ -89,18 +89,30 @@ async def _served(
             patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
         async with running_relay() as relay:
             agent = await connect_agent(relay, handler=handler)
-            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
             try:
-                for data in writes:
-                    writer.write(data)
-                    await writer.drain()
-                writer.write(LAST)
-                if before_reading is not None:
-                    await asyncio.wait_for(before_reading(), 20)
-                received = await asyncio.wait_for(reader.read(-1), 20)
+                yield relay, agent, tasks
             finally:
-                writer.close()
                 await agent.close()
+
+
+async def _served(
+    direct: bool, writes: list[bytes], *, handler: Any = answer, before_reading: Any = None
+) -> tuple[bytes, list[bytes]]:
+    """What a client writing ``writes`` (then ``LAST``) reads until the relay closes, and the
+    targets the ASGI path answered (``_relay``). ``before_reading`` is awaited before the
+    client reads anything."""
+    async with _relay(direct, handler) as (relay, _, tasks):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        try:
+            for data in writes:
+                writer.write(data)
+                await writer.drain()
+            writer.write(LAST)
+            if before_reading is not None:
+                await asyncio.wait_for(before_reading(), 20)
+            received = await asyncio.wait_for(reader.read(-1), 20)
+        finally:
+            writer.close()
     return received, tasks
 
 
@@ -139,31 +151,17 @@ async def test_a_client_that_stops_reading_gets_the_same_bytes_from_either_path(
 async def test_a_client_gone_before_its_response_resets_the_stream_on_either_path() -> None:
     async def run(direct: bool) -> tuple[list[Any], list[bytes]]:
         seen: list[Any] = []
-        tasks: list[bytes] = []
-        original = HttpForwarder.__call__
-
-        async def spy(self: HttpForwarder, tunnel: Any, scope: Any, *args: Any) -> None:
-            tasks.append(scope["raw_path"])
-            await original(self, tunnel, scope, *args)
 
         async def silent(request: AgentRequest) -> None:  # answers nothing; hears what the relay does
             event = await asyncio.wait_for(request.inbox.get(), 10)
             seen.append((type(event), getattr(event, "code", None)))
 
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(HttpForwarder, "__call__", spy)
-            if not direct:
-                patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
-            async with running_relay() as relay:
-                agent = await connect_agent(relay, handler=silent)
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
-                    writer.write(_get(b"/gone"))
-                    await async_wait_for(lambda: agent.requests, what="the request to reach the agent")
-                    writer.close()
-                    await async_wait_for(lambda: seen, what="the agent to hear the client went")
-                finally:
-                    await agent.close()
+        async with _relay(direct, silent) as (relay, agent, tasks):
+            _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(_get(b"/gone"))
+            await async_wait_for(lambda: agent.requests, what="the request to reach the agent")
+            writer.close()
+            await async_wait_for(lambda: seen, what="the agent to hear the client went")
         return seen, tasks
 
     direct, direct_tasks = await run(True)
