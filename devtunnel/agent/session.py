@@ -55,7 +55,7 @@ from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.rules import WIRE_VERSION, rules_to_wire
 from devtunnel.values.request_head import head_problem
 
-__all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT"]
+__all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT", "LEAVE_GRACE"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -63,6 +63,9 @@ HANDSHAKE_TIMEOUT = 10.0
 """Seconds the relay has to answer the WebSocket upgrade, and then HELLO with WELCOME."""
 DECIDED_BODY_TIMEOUT = 5.0
 """Seconds to wait for the body of a request a rule at the relay answered (it is already there)."""
+LEAVE_GRACE = 5.0
+"""Seconds a stopping tunnel gives the requests in flight to finish after its GOAWAY, before it
+closes the connection (and cuts what is still running)."""
 REQUEST_WINDOW = 4 << 20
 """Request body bytes the relay may send on a stream before the local service took them.
 
@@ -113,6 +116,10 @@ class Session:
         self._welcome: asyncio.Future[Welcome] = self._loop.create_future()
         self._ended: asyncio.Future[str] = self._loop.create_future()
         """Set with the reason when the session must end although the socket is still open."""
+        self._idle: asyncio.Future[None] | None = None
+        """While ``leave`` lets the open HTTP streams finish: set once none is left."""
+        self._websockets: set[int] = set()
+        """The open streams that carry a WebSocket (``leave`` does not wait for those)."""
         self.rules_enforced = False
         """The relay said it enforces rules (WELCOME): it strips ``devtunnel-rule`` from public
         requests, so the header on a REQUEST is the relay's word."""
@@ -292,11 +299,41 @@ class Session:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def leave(self, reason: str) -> None:
-        """Tell the relay we are going (GOAWAY) and close the socket."""
+    async def leave(self, reason: str, *, grace: float = 0.0) -> None:
+        """Tell the relay we are going (GOAWAY) and close the socket.
+
+        With ``grace``, the HTTP streams already open finish first, for up to ``grace`` seconds
+        (as GOAWAY allows, docs/protocol.md): a response whose head reached the public client
+        is not cut. The relay opens no new stream after the GOAWAY; the connection refuses one
+        that crossed it (RESET REFUSED_STREAM). WebSockets, which may last for hours, are not
+        waited for.
+        """
         self.conn.send_goaway(ErrorCode.NO_ERROR, reason)
         self._flush()
+        if grace > 0 and not self._http_done():
+            idle = self._idle = self._loop.create_future()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._until_closed_or(idle)
+            except TimeoutError:
+                log.warning("tunnel %s: %d requests still running after %g s; cutting them", self.tunnel.name,
+                            len(self.streams) - len(self._websockets), grace)
+            finally:
+                self._idle = None
+            self._flush()  # the last frames of the streams that finished
         await self.ws.close()
+
+    def _forget(self, stream_id: int) -> None:
+        """A stream ended: stop tracking it (and tell ``leave`` when it was the last HTTP one)."""
+        self.streams.pop(stream_id, None)
+        self._websockets.discard(stream_id)
+        idle = self._idle
+        if idle is not None and self._http_done() and not idle.done():
+            idle.set_result(None)
+
+    def _http_done(self) -> bool:
+        """No stream is open but WebSockets."""
+        return len(self.streams) == len(self._websockets)
 
     def _dispatch(self, events: list[Event]) -> None:
         streams = self.streams
@@ -359,6 +396,8 @@ class Session:
         start = None if head.websocket or problem else forwarder.start(head)
         stream = AgentStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
+        if head.websocket:
+            self._websockets.add(head.stream_id)
         tunnel.requests += 1
         cap = ExchangeCapture(tunnel.sink, tunnel.name, head, forwarder.target_url, tunnel.body_cap, live=tunnel.live)
         cap.rule = mark
@@ -409,7 +448,7 @@ class Session:
             log.debug("tunnel %s: stream %d: the rest of a body a rule answered never came", self.tunnel.name, stream.stream_id)
 
     def _end_decided(self, stream_id: int, cap: ExchangeCapture) -> None:
-        self.streams.pop(stream_id, None)
+        self._forget(stream_id)
         self.tasks.pop(stream_id, None)
         try:
             self.conn.reset_stream(stream_id, ErrorCode.NO_ERROR, "recorded")
@@ -432,7 +471,7 @@ class Session:
 
     def _quick_done(self, quick: QuickAnswer) -> None:
         stream_id = quick.stream.stream_id
-        self.streams.pop(stream_id, None)
+        self._forget(stream_id)
         self.quick.pop(stream_id, None)
         quick.cap.end()
         # As after a task: the record is built once the flush queued before it went out.
@@ -487,7 +526,7 @@ class Session:
         self, stream: AgentStream, cap: ExchangeCapture, start: Start | None, task: asyncio.Task[None]
     ) -> None:
         """After a stream's task, however it ended (even cancelled before it ever ran)."""
-        self.streams.pop(stream.stream_id, None)
+        self._forget(stream.stream_id)
         self.routed.pop(stream.stream_id, None)
         self.tasks.pop(stream.stream_id, None)
         if start is not None and start.conn is not None:

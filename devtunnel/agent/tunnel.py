@@ -47,7 +47,7 @@ from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
 from devtunnel.values.names import random_name, validate_name
 from devtunnel.agent.recording import LiveSnapshots
-from devtunnel.agent.session import HANDSHAKE_TIMEOUT, Session
+from devtunnel.agent.session import HANDSHAKE_TIMEOUT, LEAVE_GRACE, Session
 from devtunnel.values.target import Target, parse_target
 from devtunnel.rules import Rule
 from devtunnel.agent.via_runner import ViaRunner
@@ -214,7 +214,7 @@ class AgentTunnel:
         self._wake.set()
         session = self._session
         if session is not None:
-            await session.leave("the agent is stopping")
+            await session.leave("the agent is stopping", grace=LEAVE_GRACE)
         runner = self._runner
         if runner is not None:
             runner.cancel()

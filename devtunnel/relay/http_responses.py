@@ -35,9 +35,10 @@ def failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, An
         return plain(408, f"{failure.reason}\n", close=True)
     if failure.code == ErrorCode.TOO_LARGE:
         return plain(413, f"{failure.reason}\n", close=True)
-    if failure.code == ErrorCode.REFUSED_STREAM:
+    if failure.code == ErrorCode.REFUSED_STREAM and not tunnel.draining:
         return plain(503, f"tunnel {tunnel.name} is busy: {failure.reason}\n")
-    if tunnel.closed:
+    # A stream refused by an agent that is leaving crossed its GOAWAY: as in flight on an agent that left.
+    if tunnel.closed or failure.code == ErrorCode.REFUSED_STREAM:
         return plain(502, f"tunnel {tunnel.name} went offline before answering\n")
     return plain(502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
 

@@ -62,10 +62,17 @@ def _labelled_app(label: str) -> Callable[..., Awaitable[None]]:
 @asynccontextmanager
 async def labelled_service(label: str) -> AsyncIterator[int]:
     """A local HTTP and WebSocket service on loopback answering ``label``; yields its port."""
+    async with local_service(_labelled_app(label), label) as port:
+        yield port
+
+
+@asynccontextmanager
+async def local_service(app: Callable[..., Awaitable[None]], label: str) -> AsyncIterator[int]:
+    """The ASGI ``app`` served on loopback; yields its port."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(_labelled_app(label), lifespan="off", log_config=None, access_log=False,
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                             http="httptools", proxy_headers=False)
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -241,6 +248,83 @@ async def test_an_agent_stopped_mid_traffic_costs_only_the_requests_in_flight_on
             assert (await get(c, relay)).status_code == 404
 
 
+def _head_then_body(release: asyncio.Event) -> Callable[..., Awaitable[None]]:
+    """An app that sends its response head at once and its body (``slow``) once ``release`` is set."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+        await release.wait()
+        await send({"type": "http.response.body", "body": b"slow"})
+
+    return app
+
+
+async def test_an_agent_stopped_while_a_response_is_on_its_way_finishes_it_before_it_leaves() -> None:
+    # The head reached the public client: the stop must not cut the body (GOAWAY lets open streams finish).
+    release = asyncio.Event()
+    async with running_relay() as relay, local_service(_head_then_body(release), "slow") as port:
+        service = AgentService(relay=relay_ws(relay), token=TOKEN, backoff=FAST)
+        try:
+            await service.start_tunnel(TunnelConfig(target=str(port), name="api", pool=True))
+            async with client() as c:
+                url = f"http://127.0.0.1:{relay.port}/who"
+                async with c.stream("GET", url, headers={"Host": "api.localhost"}) as response:
+                    assert response.status_code == 200
+                    stopping = asyncio.ensure_future(service.stop_tunnel("api"))
+                    link = relay._tunnels["api"].members[0]
+                    await async_wait_for(lambda: link.draining, what="the relay to hear the agent's GOAWAY")
+                    assert not stopping.done() and not link.closed
+                    release.set()
+                    assert await response.aread() == b"slow"
+                await asyncio.wait_for(stopping, 10)
+                await async_wait_for(lambda: relay.agents == {}, what="the agent to leave")
+        finally:
+            release.set()
+            await service.stop()
+
+
+async def test_a_stopping_agent_cuts_what_still_runs_after_its_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("devtunnel.agent.tunnel.LEAVE_GRACE", 0.3)
+    release = asyncio.Event()
+    async with running_relay() as relay, local_service(_head_then_body(release), "slow") as port:
+        service = AgentService(relay=relay_ws(relay), token=TOKEN, backoff=FAST)
+        try:
+            await service.start_tunnel(TunnelConfig(target=str(port), name="api", pool=True))
+            async with client() as c:
+                url = f"http://127.0.0.1:{relay.port}/who"
+                async with c.stream("GET", url, headers={"Host": "api.localhost"}) as response:
+                    await asyncio.wait_for(service.stop_tunnel("api"), 10)  # never released
+                    with pytest.raises(httpx.RemoteProtocolError, match="without sending complete message body"):
+                        await response.aread()
+        finally:
+            release.set()
+            await service.stop()
+
+
+async def _open_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app whose WebSockets stay open until the client closes them."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def test_a_stopping_agent_does_not_wait_for_its_websockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("devtunnel.agent.tunnel.LEAVE_GRACE", 60)
+    async with running_relay() as relay, local_service(_open_websocket, "ws") as port:
+        service = AgentService(relay=relay_ws(relay), token=TOKEN, backoff=FAST)
+        try:
+            await service.start_tunnel(TunnelConfig(target=str(port), name="api", pool=True))
+            async with websockets.connect(f"ws://api.localhost:{relay.port}/live", host="127.0.0.1", port=relay.port,
+                                          proxy=None) as ws:
+                await asyncio.wait_for(service.stop_tunnel("api"), 10)  # not the 60 s of grace
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+        finally:
+            await service.stop()
+
+
 def answering(label: str) -> Callable[[AgentRequest], Awaitable[None]]:
     async def handler(request: AgentRequest) -> None:
         await request.body()
@@ -268,6 +352,23 @@ async def test_a_member_that_said_goaway_gets_no_new_requests_while_its_own_fini
         finally:
             await a.close()
             await b.close()
+
+
+async def test_a_request_that_crossed_a_leaving_members_goaway_gets_the_502_of_a_member_that_left() -> None:
+    async def leave_and_refuse(request: AgentRequest) -> None:
+        # What the agent's connection does with a REQUEST that arrives after its GOAWAY.
+        request.agent.conn.send_goaway(ErrorCode.NO_ERROR, "the agent is stopping")
+        request.agent.conn.reset_stream(request.id, ErrorCode.REFUSED_STREAM)
+        request.agent.flush()
+
+    async with running_relay() as relay:
+        a = await connect_agent(relay, "api", handler=leave_and_refuse, pool=True)
+        try:
+            async with client() as c:
+                response = await get(c, relay)
+            assert response.status_code == 502 and "went offline before answering" in response.text
+        finally:
+            await a.close()
 
 
 async def test_a_member_carrying_its_maximum_of_requests_is_passed_over_while_another_has_room() -> None:
