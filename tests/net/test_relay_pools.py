@@ -260,9 +260,10 @@ def _head_then_body(release: asyncio.Event) -> Callable[..., Awaitable[None]]:
     return app
 
 
-async def test_an_agent_stopped_while_a_response_is_on_its_way_finishes_it_before_it_leaves() -> None:
-    # The head reached the public client: the stop must not cut the body (GOAWAY lets open streams finish).
-    release = asyncio.Event()
+@asynccontextmanager
+async def _response_on_its_way(release: asyncio.Event) -> AsyncIterator[tuple[Relay, AgentService, httpx.Response]]:
+    """A pool agent serving tunnel "api", and a public client's GET whose head arrived and whose
+    body the local service holds until ``release`` is set."""
     async with running_relay() as relay, local_service(_head_then_body(release), "slow") as port:
         service = AgentService(relay=relay_ws(relay), token=TOKEN, backoff=FAST)
         try:
@@ -270,36 +271,34 @@ async def test_an_agent_stopped_while_a_response_is_on_its_way_finishes_it_befor
             async with client() as c:
                 url = f"http://127.0.0.1:{relay.port}/who"
                 async with c.stream("GET", url, headers={"Host": "api.localhost"}) as response:
-                    assert response.status_code == 200
-                    stopping = asyncio.ensure_future(service.stop_tunnel("api"))
-                    link = relay._tunnels["api"].members[0]
-                    await async_wait_for(lambda: link.draining, what="the relay to hear the agent's GOAWAY")
-                    assert not stopping.done() and not link.closed
-                    release.set()
-                    assert await response.aread() == b"slow"
-                await asyncio.wait_for(stopping, 10)
-                await async_wait_for(lambda: relay.agents == {}, what="the agent to leave")
+                    yield relay, service, response
         finally:
             release.set()
             await service.stop()
+
+
+async def test_an_agent_stopped_while_a_response_is_on_its_way_finishes_it_before_it_leaves() -> None:
+    # The head reached the public client: the stop must not cut the body (GOAWAY lets open streams finish).
+    release = asyncio.Event()
+    async with _response_on_its_way(release) as (relay, service, response):
+        assert response.status_code == 200
+        stopping = asyncio.ensure_future(service.stop_tunnel("api"))
+        link = relay._tunnels["api"].members[0]
+        await async_wait_for(lambda: link.draining, what="the relay to hear the agent's GOAWAY")
+        assert not stopping.done() and not link.closed
+        release.set()
+        assert await response.aread() == b"slow"
+        await asyncio.wait_for(stopping, 10)
+        await async_wait_for(lambda: relay.agents == {}, what="the agent to leave")
 
 
 async def test_a_stopping_agent_cuts_what_still_runs_after_its_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("devtunnel.agent.tunnel.LEAVE_GRACE", 0.3)
     release = asyncio.Event()
-    async with running_relay() as relay, local_service(_head_then_body(release), "slow") as port:
-        service = AgentService(relay=relay_ws(relay), token=TOKEN, backoff=FAST)
-        try:
-            await service.start_tunnel(TunnelConfig(target=str(port), name="api", pool=True))
-            async with client() as c:
-                url = f"http://127.0.0.1:{relay.port}/who"
-                async with c.stream("GET", url, headers={"Host": "api.localhost"}) as response:
-                    await asyncio.wait_for(service.stop_tunnel("api"), 10)  # never released
-                    with pytest.raises(httpx.RemoteProtocolError, match="without sending complete message body"):
-                        await response.aread()
-        finally:
-            release.set()
-            await service.stop()
+    async with _response_on_its_way(release) as (_, service, response):
+        await asyncio.wait_for(service.stop_tunnel("api"), 10)  # never released
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending complete message body"):
+            await response.aread()
 
 
 async def _open_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
