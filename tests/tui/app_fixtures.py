@@ -12,6 +12,7 @@ from devtunnel.capture.store import Store
 from devtunnel.tui.app import InspectorApp
 from devtunnel.tui.backend import Backend
 from devtunnel.tui.supervisor import agent_command
+from tests.helpers import async_wait_for
 from devtunnel.tui.widgets.request_table import RequestTable
 from tests.kit import exchanges as kit
 
@@ -79,6 +80,16 @@ def inspector_with_agent(db: Path, tmp_path: Path, **kwargs: object) -> Inspecto
     """The inspector on ``db`` running its own agent (API on a free port, log in ``tmp_path``)."""
     return inspector(db, tmp_path, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
                      agent_log=tmp_path / "agent.log", **kwargs)
+
+
+async def agent_serving(app: InspectorApp, what: str = "the agent") -> None:
+    """Wait until the inspector's agent runs and the app has heard so: the supervisor's status
+    changes first, and the backend gets the API's URL only when the app handles the message
+    about it (a test that calls ``app.backend`` in between finds no API to talk to)."""
+    supervisor = app.supervisor
+    assert supervisor is not None
+    await async_wait_for(lambda: supervisor.status.state == "running"
+                         and app.backend.api_url == supervisor.status.api_url, timeout=30, what=what)
 
 
 def line_text(table: RequestTable, y: int) -> str:

@@ -14,7 +14,7 @@ from devtunnel.replay import Edit
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
 from tests.helpers import async_wait_for, free_port, process_alive
-from tests.tui.app_fixtures import inspector_with_agent, screen_lines
+from tests.tui.app_fixtures import agent_serving, inspector_with_agent, screen_lines
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,7 +37,7 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         assert supervisor is not None
         panel = app.query_one(TunnelsPanel)
         table = app.query_one(RequestTable)
-        await async_wait_for(lambda: supervisor.status.state == "running", timeout=30, what="the agent")
+        await agent_serving(app)
         assert "press n" in str(panel.render())
 
         # n: the form refuses a bad target, then starts the tunnel.
@@ -95,7 +95,7 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         assert first_pid is not None
         os.kill(first_pid, signal.SIGKILL)
         await async_wait_for(lambda: supervisor.status.restarts == 1, what="the restart to be counted")
-        await async_wait_for(lambda: supervisor.status.state == "running", timeout=30, what="the agent again")
+        await agent_serving(app, "the agent again")
         await async_wait_for(lambda: "restarts: 1" in str(panel.render()), what="the restart shown")
         await async_wait_for(lambda: panel.tunnels.get("shop") and panel.tunnels["shop"].state == "online"
                              and panel.tunnels["shop"].public_url, timeout=20, what="the tunnel back")

@@ -16,7 +16,7 @@ from devtunnel.tui.screens.edit import EditReplayScreen, HeaderRow
 from devtunnel.tui.widgets import RequestTable
 from tests.helpers import async_wait_for
 from tests.kit.servers import Received, Reply, http_server
-from tests.tui.app_fixtures import inspector_with_agent, screen_lines
+from tests.tui.app_fixtures import agent_serving, inspector_with_agent, screen_lines
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -49,7 +49,7 @@ async def test_edited_headers_reach_the_service_through_the_agent_as_the_form_sh
         supervisor = app.supervisor
         assert supervisor is not None
         table = app.query_one(RequestTable)
-        await async_wait_for(lambda: supervisor.status.state == "running", timeout=30, what="the agent")
+        await agent_serving(app)
         tunnel = await app.backend.start_tunnel(str(port), "shop")
         url = urlsplit(tunnel.public_url)
         async with httpx.AsyncClient() as client:

@@ -21,7 +21,7 @@ from devtunnel.webhooks import Delivery
 from devtunnel.webhooks.providers import GitHub, Stripe
 from tests.helpers import async_wait_for
 from tests.kit.exchanges import make_exchange, make_response
-from tests.tui.app_fixtures import fill, fixed_id, inspector, inspector_with_agent, screen_lines
+from tests.tui.app_fixtures import agent_serving, fill, fixed_id, inspector, inspector_with_agent, screen_lines
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 pytestmark = pytest.mark.timeout(120)
@@ -51,7 +51,7 @@ async def test_edit_and_send_through_the_agent_re_signs_and_the_receiver_accepts
             supervisor = app.supervisor
             assert supervisor is not None
             table = app.query_one(RequestTable)
-            await async_wait_for(lambda: supervisor.status.state == "running", timeout=30, what="the agent")
+            await agent_serving(app)
             tunnel = await app.backend.start_tunnel(rx.url.rsplit(":", 1)[1], "pay")
             url = urlsplit(tunnel.public_url)
             headers, body = _stripe_delivery(time.time() - 3600)
