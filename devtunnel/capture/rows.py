@@ -329,14 +329,16 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
                 messages += (ex_id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
         common = (ex.error is None and ex.replay_of is None and ex.ws_close_code is None and rule is None
                   and ex.resigned is None and ex.webhook is None)
+        new = ex_id not in stored
+        if new:
+            fresh_bytes += blob_bytes
         target = req.target
-        if (common and res is not None and not res_truncated and not ex.error_message and not ex.websocket
-                and not ex.edited and not req.body_truncated and target.isascii() and ex_id not in stored):
+        if (new and common and res is not None and not res_truncated and not ex.error_message and not ex.websocket
+                and not ex.edited and not req.body_truncated and target.isascii()):
             text = target.decode("ascii")  # what ``url_text`` is for an ASCII target
             plain += (ex_id, ex.tunnel, ex.started_at, req.method, text, text.partition("?")[0], req.host,
                       ex.scheme, res.status, ex.duration, ex.ttfb, res_body_size, blob_bytes, ex.remote_addr,
                       ex.target_url, req.http_version, req.body_size, res_version, res_reason)
-            fresh_bytes += blob_bytes
         else:
             row: tuple[object, ...] = (
                 ex_id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
@@ -345,20 +347,18 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
                 ex.error_message, req.http_version, req.body_size, 1 if req.body_truncated else 0,
                 res_version, res_reason, res_body_size, res_truncated, 1 if ex.edited else 0,
             )
-            if ex_id not in stored and common:
+            if new and common:
                 fresh += row
-                fresh_bytes += blob_bytes
             else:
                 if ex.webhook is not None:
                     hooked.append(ex)
                 row += (ex.error, ex.replay_of, ex.ws_close_code,
                         *((None, None, None) if rule is None else (rule.index, rule.action, rule.scope)),
                         ex.resigned, *_webhook_values(ex))
-                if ex_id in stored:
-                    again += row
-                else:
+                if new:
                     fresh_rare += row
-                    fresh_bytes += blob_bytes
+                else:
+                    again += row
         heads += (ex_id, req_heads, res_heads)
         # No row for an empty request body (most requests); a response body has one, even empty.
         if req_body:
