@@ -178,6 +178,29 @@ async def test_embedded_relay_serves_name_localhost_and_bare_address(local: tupl
         await service.stop()
 
 
+async def test_a_tunnel_whose_stop_fails_does_not_keep_the_others_or_the_relay_running(
+    local: tuple[int, LocalState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = AgentService()
+    try:
+        for name in ("a", "b", "c"):
+            await service.start_tunnel(TunnelConfig(target=str(local[0]), name=name))
+        relay = service.embedded_relay
+        broken = service._tunnels["a"]
+
+        async def fails() -> None:
+            raise RuntimeError("stop failed")
+
+        monkeypatch.setattr(broken, "stop", fails)
+        with pytest.raises(RuntimeError, match="stop failed"):
+            await service.stop()
+        assert [t.state for t in service.tunnels() if t.name != "a"] == [TunnelState.STOPPED] * 2
+        assert service.embedded_relay is None and relay._server is None  # stopped
+    finally:
+        monkeypatch.undo()
+        await service.stop()
+
+
 # -- recording --------------------------------------------------------------------------------------
 async def test_bodies_are_recorded_up_to_the_cap_with_their_real_size(tmp_path: Path, local: tuple[int, LocalState]) -> None:
     async with relay_and_agent(tmp_path, body_cap=100) as h:

@@ -12,7 +12,7 @@ import random
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +299,34 @@ async def test_a_stopping_agent_cuts_what_still_runs_after_its_grace(monkeypatch
         await asyncio.wait_for(service.stop_tunnel("api"), 10)  # never released
         with pytest.raises(httpx.RemoteProtocolError, match="without sending complete message body"):
             await response.aread()
+
+
+async def test_an_agent_stopping_lets_all_its_tunnels_finish_their_responses_at_once() -> None:
+    # One tunnel after the other, each tunnel's grace would add up: an agent with a slow response
+    # on each of N tunnels would take N grace periods to exit.
+    release = asyncio.Event()
+    names = ("api", "web")
+    async with running_relay() as relay, local_service(_head_then_body(release), "slow") as port:
+        service = AgentService(relay=relay_ws(relay), token=TOKEN, backoff=FAST)
+        try:
+            for name in names:
+                await service.start_tunnel(TunnelConfig(target=str(port), name=name, pool=True))
+            async with client() as c, AsyncExitStack() as streams:
+                url = f"http://127.0.0.1:{relay.port}/who"
+                responses = [await streams.enter_async_context(c.stream("GET", url, headers={"Host": f"{name}.localhost"}))
+                             for name in names]
+                assert [r.status_code for r in responses] == [200, 200]
+                stopping = asyncio.ensure_future(service.stop())
+                links = [relay._tunnels[name].members[0] for name in names]
+                await async_wait_for(lambda: all(link.draining for link in links),
+                                     what="every tunnel to say GOAWAY while its response still runs")
+                assert not stopping.done()
+                release.set()
+                assert [await r.aread() for r in responses] == [b"slow", b"slow"]
+                await asyncio.wait_for(stopping, 10)
+        finally:
+            release.set()
+            await service.stop()
 
 
 async def _open_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
