@@ -107,6 +107,11 @@ class AgentService:
             if isinstance(outcome, BaseException):
                 raise outcome
 
+    def hurry(self) -> None:
+        """Cut short a ``stop`` under way: tunnels stop waiting for their running requests."""
+        for tunnel in list(self._tunnels.values()):
+            tunnel.hurry()
+
     async def start_tunnel(self, config: TunnelConfig, *, via_wait: float = 15.0) -> TunnelInfo:
         """Start a tunnel; returns when it is online or is retrying an unreachable relay.
 

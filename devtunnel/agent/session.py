@@ -311,17 +311,28 @@ class Session:
         self.conn.send_goaway(ErrorCode.NO_ERROR, reason)
         self._flush()
         if grace > 0 and not self._http_done():
+            log.info("tunnel %s: letting running requests finish (%d, up to %g s)", self.tunnel.name,
+                     self._http_running(), grace)
             idle = self._idle = self._loop.create_future()
             try:
                 async with asyncio.timeout(grace):
                     await self._until_closed_or(idle)
+                why = "told to stop now" if idle.done() else "the connection closed"
             except TimeoutError:
-                log.warning("tunnel %s: %d requests still running after %g s; cutting them", self.tunnel.name,
-                            len(self.streams) - len(self._websockets), grace)
+                why = f"after {grace:g} s"
             finally:
                 self._idle = None
+            if not self._http_done():
+                log.warning("tunnel %s: cutting the requests still running (%d, %s)", self.tunnel.name,
+                            self._http_running(), why)
             self._flush()  # the last frames of the streams that finished
         await self.ws.close()
+
+    def hurry(self) -> None:
+        """Stop waiting for the requests ``leave`` lets finish: it closes the connection now."""
+        idle = self._idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     def _forget(self, stream_id: int) -> None:
         """A stream ended: stop tracking it (and tell ``leave`` when it was the last HTTP one)."""
@@ -334,6 +345,9 @@ class Session:
     def _http_done(self) -> bool:
         """No stream is open but WebSockets."""
         return len(self.streams) == len(self._websockets)
+
+    def _http_running(self) -> int:
+        return len(self.streams) - len(self._websockets)
 
     def _dispatch(self, events: list[Event]) -> None:
         streams = self.streams

@@ -228,6 +228,12 @@ class AgentTunnel:
             await self.app.stop()
         self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
 
+    def hurry(self) -> None:
+        """Cut short a ``stop`` that is letting requests finish: the connection closes now."""
+        session = self._session
+        if session is not None:
+            session.hurry()
+
     async def restart(self) -> None:
         """Drop the current connection (if any) and connect again at once."""
         if self._runner is None or self._runner.done():

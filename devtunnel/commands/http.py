@@ -152,11 +152,16 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
 def run_headless(args: argparse.Namespace, tunnels: list[TunnelConfig] | None = None) -> int:
     """Run the agent with resolved arguments until interrupted (``tunnels``: those to start instead of ``http``'s one)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_guarded(_main(args, tunnels)))
+        hurry: list[Callable[[], None]] = []
+        return runner.run(_guarded(_main(args, tunnels, hurry), hurry))
 
 
-async def _guarded(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main``, turning SIGINT / SIGTERM into a clean exit with code 0."""
+async def _guarded(main: Coroutine[Any, Any, int], hurry: list[Callable[[], None]]) -> int:
+    """Run ``main``, turning SIGINT / SIGTERM into a clean exit with code 0.
+
+    A second signal while it stops calls ``hurry``'s callbacks: the tunnels stop waiting for
+    their running requests (the shutdown itself, the store's last writes included, goes on).
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -167,6 +172,9 @@ async def _guarded(main: Coroutine[Any, Any, int]) -> int:
         if not stopping:
             stopping = True
             task.cancel()
+        else:
+            for callback in hurry:
+                callback()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers on Windows
@@ -235,7 +243,7 @@ class _ExchangeLog:
         self.out.flush()
 
 
-async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None) -> int:
+async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hurry: list[Callable[[], None]]) -> int:
     from devtunnel.tui.supervisor import follow_supervisor, take_api_pipe, tell_api_pipe
 
     api_pipe = take_api_pipe()  # the inspector that started us waits for the API line there
@@ -270,6 +278,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None) ->
         relay=options.relay, token=options.token, head_timeout=options.head_timeout, webhooks=webhooks,
         ports=PortMemory() if is_http else None,
     )
+    hurry.append(service.hurry)
     api_server: Any = None
     exchange_log: _ExchangeLog | None = None
     try:

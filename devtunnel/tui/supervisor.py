@@ -71,18 +71,22 @@ class AgentSupervisor:
         env: variables the agent gets on top of this process's environment (which is left as it is).
         ready_timeout: seconds to wait for the API line before killing and retrying.
         max_backoff: longest pause between two restarts.
-        stop_grace: seconds between SIGTERM and SIGKILL when stopping.
+        hurry_after: seconds after SIGTERM before a second SIGTERM, which tells the agent to
+            stop waiting for the requests it lets finish (it waits up to ``LEAVE_GRACE``, 5 s, on
+            the first) and to shut down now, its recorder's last writes included.
+        stop_grace: seconds after the second SIGTERM before SIGKILL.
     """
 
     def __init__(self, argv: Sequence[str] | Callable[[], Sequence[str]], log_path: Path, on_change: Callable[[AgentStatus], object],
                  *, env: Mapping[str, str] | None = None, ready_timeout: float = 20.0, max_backoff: float = 10.0,
-                 stop_grace: float = 5.0) -> None:
+                 hurry_after: float = 2.0, stop_grace: float = 5.0) -> None:
         self._argv = argv
         self.env = dict(env or {})
         self.log_path = Path(log_path)
         self._on_change = on_change
         self.ready_timeout = ready_timeout
         self.max_backoff = max_backoff
+        self.hurry_after = hurry_after
         self.stop_grace = stop_grace
         self.status = AgentStatus("stopped")
         self._process: asyncio.subprocess.Process | None = None
@@ -201,14 +205,17 @@ class AgentSupervisor:
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         if process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), self.stop_grace)
-        except asyncio.TimeoutError:
+        for patience in (self.hurry_after, self.stop_grace):
             with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), patience)
+                return
+            except asyncio.TimeoutError:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
 
     async def stop(self) -> None:
         """Stop the agent (SIGTERM, then SIGKILL after a grace period) and stop restarting it."""

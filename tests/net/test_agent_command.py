@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import signal
 import socket
@@ -17,7 +18,7 @@ from devtunnel.cli import EXIT_TUNNEL_REFUSED
 
 from devtunnel.capture.store import Store
 from devtunnel.commands.http import exchange_line
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 from tests.kit.exchanges import make_exchange, make_response
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState
@@ -191,6 +192,49 @@ def test_local_timeout_flag_turns_a_silent_local_service_into_504(
         assert agent.stop() == 0
     finally:
         silent.close()
+
+
+def _slow_request(port: str, name: str) -> concurrent.futures.Future[httpx.Response]:
+    """A GET of ``/slow`` through the tunnel, in a thread (the local app holds it until released)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(httpx.get, f"http://127.0.0.1:{port}/slow", headers={"Host": f"{name}.localhost:{port}"},
+                         trust_env=False, timeout=30)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_ctrl_c_lets_a_running_request_finish_before_the_agent_exits(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
+    name, port = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding"))).group(2, 3)  # type: ignore[union-attr]
+    slow = _slow_request(port, name)
+    wait_for(lambda: b"/slow" in local[1].seen_targets, what="the request at the local app")
+    agent.popen.send_signal(signal.SIGINT)
+    agent.line(lambda l: "letting running requests finish (1, up to 5 s)" in l, lines="err")
+    assert agent.popen.poll() is None
+    local[1].release_slow.set()
+    response = slow.result(30)
+    assert (response.status_code, response.text) == (200, "slow done")
+    assert agent.wait() == 0
+    assert not [l for l in agent.err if "cutting" in l]
+
+
+def test_a_second_ctrl_c_stops_the_agent_without_waiting_for_running_requests(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
+    name, port = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding"))).group(2, 3)  # type: ignore[union-attr]
+    slow = _slow_request(port, name)
+    wait_for(lambda: b"/slow" in local[1].seen_targets, what="the request at the local app")
+    agent.popen.send_signal(signal.SIGTERM)  # as the inspector stops its agent (tui/supervisor.py)
+    agent.line(lambda l: "letting running requests finish" in l, lines="err")
+    agent.popen.send_signal(signal.SIGTERM)  # Ctrl-C twice does the same
+    agent.line(lambda l: "cutting the requests still running (1, told to stop now)" in l, lines="err")
+    assert agent.wait() == 0  # a clean exit, its shutdown done
+    with pytest.raises(httpx.HTTPError):
+        slow.result(30).raise_for_status()  # cut: the client is told, not left waiting
+    assert not [l for l in agent.err if "Traceback" in l]
 
 
 def test_captures_survive_an_agent_restart(

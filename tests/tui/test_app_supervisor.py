@@ -116,6 +116,26 @@ async def test_stop_ends_an_agent_that_ignores_sigterm(tmp_path: Path, changes: 
     assert not process_alive(pid)
 
 
+async def test_stop_tells_a_slow_agent_twice_before_it_kills_it(tmp_path: Path, changes: list[AgentStatus]) -> None:
+    # The agent lets running requests finish for up to 5 s on its first SIGTERM and stops at once,
+    # cleanly, on its second: stop must send that second one before SIGKILL could cut its shutdown.
+    twice = (
+        "import os, signal\nterms = []\n"
+        "def on_term(*_):\n    terms.append(1)\n    print(f'SIGTERM {len(terms)}', flush=True)\n"
+        "    if len(terms) == 2:\n        os._exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+    ) + SERVING_CHILD
+    log = tmp_path / "agent.log"
+    supervisor = AgentSupervisor([sys.executable, "-c", twice], log, changes.append, hurry_after=0.2, stop_grace=30)
+    supervisor.start()
+    await async_wait_for(lambda: supervisor.status.state == "running", what="the agent to run")
+    process = supervisor._process
+    assert process is not None
+    await supervisor.stop()
+    assert process.returncode == 0  # it exited by itself, on the second SIGTERM: not killed
+    assert [line for line in log.read_text().splitlines() if line.startswith("SIGTERM")] == ["SIGTERM 1", "SIGTERM 2"]
+
+
 async def test_an_agent_the_relay_refused_for_good_is_not_started_again(tmp_path: Path,
                                                                       changes: list[AgentStatus]) -> None:
     from devtunnel.cli import EXIT_TUNNEL_REFUSED
