@@ -112,7 +112,9 @@ class AgentGate:
             await _refuse(conn, send, code, reason, receive)
             return
         # Take the name (or a place in its pool) before any await, so no other agent can slip in between.
-        tunnel = AgentLink(name, token, conn, send, peer, instance=hello.instance, budget=self._budget)
+        tunnel = AgentLink(
+            name, token, conn, send, peer, instance=hello.instance, budget=self._budget, pooled=hello.pool
+        )
         pool = self._registry.join(name, token, hello.pool, tunnel, displaced)
         self._rules.add(tunnel, rules)
         if rules is not None:

@@ -43,6 +43,14 @@ def _connection_tokens(value: bytes) -> list[bytes]:
 _name = itemgetter(0)
 
 
+def request_host(headers: list[Header]) -> bytes:
+    """The Host header's value (``headers`` with lowercase names, as in an ASGI scope); b"" without one."""
+    for name, value in headers:
+        if name == b"host":
+            return value
+    return b""
+
+
 def forward_request_headers(
     headers: list[Header],
     host: bytes,

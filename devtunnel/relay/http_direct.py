@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from devtunnel.protocol.events import StreamReset
 from devtunnel.relay.asgi import plain
+from devtunnel.relay.headers import request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_responses import failure_answer, invalid_status, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
@@ -124,6 +126,25 @@ def write_messages(cycle: DirectCycle, messages: list[dict[str, Any]]) -> None:
     complete(cycle)
 
 
+class Forwarder(Protocol):
+    """What an exchange asks of the forwarder that started it (``http_proxy.HttpForwarder``)."""
+
+    slots: ClientSlots
+
+    def resend(
+        self,
+        tunnel: AgentLink,
+        failure: StreamReset,
+        scope: Any,
+        host: bytes,
+        ip: str,
+        decision: Decision | None,
+        body: bytes | None,
+        tried: list[AgentLink],
+    ) -> tuple[AgentLink, RelayStream] | None:
+        """Send a request ``tunnel`` refused to another pool member (``HttpForwarder.resend``)."""
+
+
 class DirectExchange:
     """Answers one forwarded request from callbacks: the stream's ``wake``, the client
     transport's ``resume_writing`` and its loss.
@@ -132,12 +153,19 @@ class DirectExchange:
     cycle, writing what uvicorn's ``send`` would (``response_head``, ``body_bytes``,
     ``complete``), with the same back-pressure: body bytes are acknowledged to the agent only
     once written, and nothing is written while the client's transport asks to pause.
+
+    A stream the agent refused before answering goes to another pool member when it can
+    (``HttpForwarder.resend``, with ``body``: the request body as sent, when it was kept):
+    another exchange answers then, on the same cycle.
     """
 
     __slots__ = (
-        "_tunnel", "_stream", "_cycle", "_client", "_slots", "_ip", "_loop", "_scheduled", "_started", "_done",
-        "_decision",
+        "_tunnel", "_stream", "_cycle", "_client", "_forwarder", "_ip", "_loop", "_scheduled", "_started", "_done",
+        "_decision", "_body", "_tried",
     )
+    # Set only on an exchange for a request sent again (_resend): a slot left unset costs a
+    # request nothing; getattr reads it with its default.
+    _tried: list[AgentLink]
 
     def __init__(
         self,
@@ -145,16 +173,18 @@ class DirectExchange:
         stream: RelayStream,
         cycle: DirectCycle,
         client: HeadLimitedHttpProtocol,
-        slots: ClientSlots,
+        forwarder: Forwarder,
         ip: str,
         decision: Decision | None = None,
+        body: bytes | None = None,
     ) -> None:
         self._decision = decision
+        self._body = body
         self._tunnel = tunnel
         self._stream = stream
         self._cycle = cycle
         self._client = client
-        self._slots = slots
+        self._forwarder = forwarder
         self._ip = ip
         self._loop = client.loop
         self._scheduled = False
@@ -203,7 +233,7 @@ class DirectExchange:
         head = b""
         if not self._started:
             if stream.head is None:
-                if stream.failure is not None:
+                if stream.failure is not None and not self._resend(stream.failure):
                     write_messages(cycle, failure_answer(self._tunnel, stream.failure))
                     self._finish(complete=False)
                 return
@@ -248,6 +278,23 @@ class DirectExchange:
             self._client.abort()
             self._finish(complete=False)
 
+    def _resend(self, failure: StreamReset) -> bool:
+        """Send the request to another pool member (``HttpForwarder.resend``); True when one
+        took it: a new exchange answers it, and this one is over."""
+        tried = getattr(self, "_tried", [])
+        cycle = self._cycle
+        forwarder = self._forwarder
+        resent = forwarder.resend(
+            self._tunnel, failure, cycle.scope, request_host(cycle.headers), self._ip, self._decision, self._body, tried
+        )
+        if resent is None:
+            return False
+        self._finish(complete=False)
+        tunnel, stream = resent
+        exchange = DirectExchange(tunnel, stream, cycle, self._client, forwarder, self._ip, self._decision, self._body)
+        exchange._tried = tried
+        return True
+
     def _finish(self, *, complete: bool) -> None:
         self._done = True
         stream = self._stream
@@ -257,5 +304,5 @@ class DirectExchange:
             client.lost_callback = None
         if client.writable_callback == self.wake:
             client.writable_callback = None
-        self._slots.give_back(self._tunnel, self._ip)
+        self._forwarder.slots.give_back(self._tunnel, self._ip)
         self._tunnel.forget(stream, complete=complete)

@@ -10,6 +10,11 @@ No client holds a tunnel's streams for free: a request body that stops arriving 
 
 A request whose whole body came with its head is answered from callbacks instead
 (``HttpForwarder.direct``, ``http_direct.DirectExchange``); the rest, in a task (``__call__``).
+
+A request a pool member refused with REFUSED_STREAM (it crossed the member's GOAWAY, or the
+member was full) was not processed by it, and goes to another member as it was sent
+(``HttpForwarder.resend``), on either path, when the relay still holds all of it: no body, or
+a body of at most ``KEPT_BODY`` bytes sent whole, which a pool member's requests keep.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from devtunnel.relay.http_direct import DirectExchange, write_messages
 from devtunnel.relay.http_responses import BodyStalled, failure_answer, invalid_status, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.pool import Pool
 from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, send_answer
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.rules import Decision
@@ -47,6 +53,12 @@ from devtunnel.values.sizes import format_size
 log = logging.getLogger("devtunnel.relay")
 
 _HTTP_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0", "2": b"2", "2.0": b"2"}
+
+#: The largest request body a pool member's request keeps, until it is answered, to send it
+#: again to another member if the first refuses it (``HttpForwarder.resend``).
+KEPT_BODY = 16 * 1024
+#: The most times one request is sent again (each time to a member that has not refused it).
+MAX_RESENDS = 3
 
 
 def _body_length(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, bool]:
@@ -78,8 +90,11 @@ class HttpForwarder:
         slots: ClientSlots,
         peer_errors: PeerErrorLog,
         rules: RuleBook | None = None,
+        pools: dict[str, Pool] | None = None,
     ) -> None:
         self.rules = rules or RuleBook()
+        self.pools: dict[str, Pool] = pools if pools is not None else {}
+        """The agents holding each tunnel name (the relay's registry): where a refused request may go."""
         self.max_body = max_body
         self.proto = proto
         self.body_timeout = body_timeout
@@ -162,17 +177,82 @@ class HttpForwarder:
         except (ProtocolError, ValueError):
             self.slots.give_back(tunnel, ip)
             return False  # the ASGI path meets the same refusal and answers it
+        kept = None
         if has_body:
-            conn.send_data(stream_id, bytes(body), end_stream=True)
+            data = bytes(body)
+            conn.send_data(stream_id, data, end_stream=True)
             cycle.body = bytearray()
+            if tunnel.pooled and len(data) <= KEPT_BODY:
+                kept = data  # to send again if the member refuses it (resend)
         flow = cycle.flow
         if flow.read_paused:  # as receive() would: a large body paused reading
             flow.resume_reading()
         stream = RelayStream(stream_id)
         tunnel.open(stream)
         tunnel.flush()
-        DirectExchange(tunnel, stream, cycle, client, self.slots, ip, decision)
+        DirectExchange(tunnel, stream, cycle, client, self, ip, decision, kept)
         return True
+
+    def resend(
+        self,
+        tunnel: AgentLink,
+        failure: StreamReset,
+        scope: Scope,
+        host: bytes,
+        ip: str,
+        decision: Decision | None,
+        body: bytes | None,
+        tried: list[AgentLink],
+    ) -> tuple[AgentLink, RelayStream] | None:
+        """Send a request ``tunnel`` refused to another member of its pool, as it was sent.
+
+        A stream reset with REFUSED_STREAM was not processed by the agent (it crossed the
+        agent's GOAWAY, or the agent had its maximum of streams), so the request goes to the
+        next member in turn that takes new requests, has room for it (the client within its
+        share of it too) and has not refused it (``tried``, to which ``tunnel`` is added), at
+        most ``MAX_RESENDS`` times: with the same
+        head, the same decision of the rules (judged once; only to a member with the same rules)
+        and ``body``, the whole body as it was sent (None: not kept, or there is none).
+
+        Returns the member and its stream, opened and tracked, with the client's slot on it
+        taken (the caller gives back the one on ``tunnel``); None when the request cannot go
+        elsewhere: the caller answers ``failure`` as before.
+        """
+        tried.append(tunnel)
+        if failure.code != ErrorCode.REFUSED_STREAM or len(tried) > MAX_RESENDS:
+            return None
+        length, chunked = _body_length(scope["headers"])
+        has_body = chunked or length > 0
+        if has_body and body is None:
+            return None  # part of it is gone: it cannot be sent as the client sent it
+        pool = self.pools.get(tunnel.name)
+        if pool is None or pool.token != tunnel.token:
+            return None
+        other = pool.another(tried)
+        if other is None or not self.rules.same_rules(tunnel, other):
+            return None
+        if body and (len(body) > other.conn.new_stream_window or len(body) > other.room):
+            return None
+        if not self.slots.take(other, ip):
+            return None
+        try:
+            raw = self._fields(scope, host, ip)
+            stream_id = self._open(other, scope["method"], target(scope), scope["http_version"], raw, ip, has_body, decision)
+        except (ProtocolError, ValueError):
+            self.slots.give_back(other, ip)
+            return None
+        if has_body:
+            assert body is not None
+            other.conn.send_data(stream_id, body, end_stream=True)
+        pool.took(other)
+        stream = RelayStream(stream_id)
+        other.open(stream)
+        other.flush()
+        log.info(
+            "tunnel %s: %s %s refused by agent %s (%s); sent to agent %s", tunnel.name, scope["method"], scope["path"],
+            tunnel.peer, failure.reason or "refused", other.peer,
+        )
+        return other, stream
 
     def _answer_direct(
         self, tunnel: AgentLink, client: HeadLimitedHttpProtocol, cycle: DirectCycle, host: bytes, decision: Decision
@@ -235,10 +315,17 @@ class HttpForwarder:
             self.slots.give_back(tunnel, ip)
             await _refuse_open(send, tunnel, exc)
             return
-        try:
-            await self._forward(tunnel, RelayStream(stream_id), scope, receive, send, has_body, ip, decision)
-        finally:
-            self.slots.give_back(tunnel, ip)
+        stream = RelayStream(stream_id)
+        tried: list[AgentLink] = []
+        body: bytes | None = None
+        while True:
+            try:
+                resent = await self._forward(tunnel, stream, scope, receive, send, has_body, ip, host, decision, tried, body)
+            finally:
+                self.slots.give_back(tunnel, ip)
+            if resent is None:
+                return
+            tunnel, stream, body = resent  # (its slot taken by resend)
 
     async def _forward(
         self,
@@ -249,33 +336,57 @@ class HttpForwarder:
         send: Send,
         has_body: bool,
         ip: str,
-        decision: Decision | None = None,
-    ) -> None:
-        tunnel.open(stream)
-        tunnel.flush()
+        host: bytes,
+        decision: Decision | None,
+        tried: list[AgentLink],
+        body: bytes | None,
+    ) -> tuple[AgentLink, RelayStream, bytes | None] | None:
+        """Stream the request and its response. When ``tunnel`` refused the request and it
+        could be sent again (``resend``): the member and stream it went to, and its body.
+
+        ``tried``: the members that refused it so far; when there are any, ``resend`` sent the
+        request (with ``body``, its whole body) on ``stream`` already.
+        """
+        if not tried:
+            tunnel.open(stream)
+            tunnel.flush()
         client: HeadLimitedHttpProtocol | None = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
         if client is not None:
             client.lost_callback = stream.on_client_gone
         uploader = None
-        if has_body:
+        if has_body and not tried:
             uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive, ip))
         responded = False
+        request_sent = True
         try:
             responded = await self._respond(tunnel, stream, scope, send, client, decision)
         finally:
             if client is not None:
                 client.lost_callback = None
-            request_sent = True
             if uploader is not None:
                 if not uploader.done():
                     uploader.cancel()
                     request_sent = False
-                elif uploader.cancelled() or uploader.exception() is not None or not uploader.result():
+                elif uploader.cancelled() or uploader.exception() is not None:
                     request_sent = False
+                else:
+                    request_sent, body = uploader.result()
             tunnel.forget(stream, complete=responded and request_sent)
+        failure = stream.failure
+        if stream.head is not None or failure is None or stream.client_gone:
+            return None
+        if request_sent:
+            resent = self.resend(tunnel, failure, scope, host, ip, decision, body, tried)
+            if resent is not None:
+                return (*resent, body)
+        await self._answer_failure(tunnel, failure, send)
+        return None
 
-    async def _upload(self, tunnel: AgentLink, stream: RelayStream, receive: Receive, ip: str) -> bool:
-        """Send the request body within the send window; True once all of it was sent.
+    async def _upload(
+        self, tunnel: AgentLink, stream: RelayStream, receive: Receive, ip: str
+    ) -> tuple[bool, bytes | None]:
+        """Send the request body within the send window: (True once all of it was sent, and
+        the whole body when it was kept: at most ``KEPT_BODY`` bytes to a pool member).
 
         Only the time spent waiting for the client counts towards ``body_timeout``: while the
         agent's window is full the client is not asked for more.
@@ -283,6 +394,7 @@ class HttpForwarder:
         conn = tunnel.conn
         stream_id = stream.id
         total = 0
+        kept: bytearray | None = bytearray() if tunnel.pooled else None
         try:
             while True:
                 try:
@@ -290,22 +402,27 @@ class HttpForwarder:
                         message = await receive()
                 except TimeoutError:
                     self._stalled(tunnel, stream, ip, total)
-                    return False
+                    return False, None
                 if message["type"] != "http.request":
                     stream.on_client_gone()
-                    return False
+                    return False, None
                 body: bytes = message.get("body", b"")
                 more = message.get("more_body", False)
                 total += len(body)
+                if kept is not None:
+                    if total <= KEPT_BODY:
+                        kept += body
+                    else:
+                        kept = None
                 if self.max_body and total > self.max_body:
                     reason = f"request body is larger than the relay's limit of {format_size(self.max_body)}"
                     conn.reset_stream(stream_id, ErrorCode.TOO_LARGE, reason)
                     tunnel.flush()
                     stream.fail(StreamReset(stream_id, int(ErrorCode.TOO_LARGE), reason))
-                    return False
+                    return False, None
                 while True:
                     if stream.failure is not None or stream.client_gone or tunnel.closed:
-                        return False
+                        return False, None
                     window = tunnel.sendable(stream)  # 0: wait for credit or buffer room
                     if len(body) <= window:
                         conn.send_data(stream_id, body, end_stream=not more)
@@ -317,10 +434,10 @@ class HttpForwarder:
                     await stream.wait_window()
                 tunnel.flush()
                 if not more:
-                    return True
+                    return True, bytes(kept) if kept is not None else None
         except DevtunnelError as exc:  # the stream was closed under us (reset, tunnel gone)
             log.debug("tunnel %s: upload on stream %d stopped: %s", tunnel.name, stream_id, exc)
-            return False
+            return False, None
 
     def _stalled(self, tunnel: AgentLink, stream: RelayStream, ip: str, received: int) -> None:
         """Give up on a request body that stopped arriving: reset the stream towards the agent
@@ -345,12 +462,10 @@ class HttpForwarder:
         client: HeadLimitedHttpProtocol | None,
         decision: Decision | None = None,
     ) -> bool:
-        """Write the response to the client; True when it completed."""
+        """Write the response to the client; True when it completed. A stream that failed
+        before its response started is answered by the caller (``_forward``)."""
         while stream.head is None:
-            if stream.client_gone:
-                return False
-            if stream.failure is not None:
-                await self._answer_failure(tunnel, stream.failure, send)
+            if stream.client_gone or stream.failure is not None:
                 return False
             await stream.wait()
         start = response_start(stream, decision)

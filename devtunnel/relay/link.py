@@ -202,6 +202,8 @@ class AgentLink:
         peer: the agent's address, for log lines.
         instance: the agent instance id from its HELLO (None if it sent none).
         budget: the relay's buffer budget this tunnel's request bodies draw on (None: unlimited).
+        pooled: the agent asked to share its name (``--pool``): a request it refuses may go to
+            another member (``HttpForwarder.resend``), so its small request bodies are kept.
     """
 
     def __init__(
@@ -214,8 +216,10 @@ class AgentLink:
         *,
         instance: str | None = None,
         budget: BufferBudget | None = None,
+        pooled: bool = False,
     ) -> None:
         self.name = name
+        self.pooled = pooled
         self.token = token
         self.conn = conn
         self.peer = peer

@@ -84,6 +84,17 @@ class Pool:
             return open_one
         return members[0] if members else None
 
+    def another(self, tried: list[AgentLink]) -> AgentLink | None:
+        """The member a request refused by each of ``tried`` goes to: the next in turn that
+        takes new streams and has room for one, and is not in ``tried``; None when there is none."""
+        members = self.members
+        count = len(members)
+        for step in range(count):
+            tunnel = members[(self._turn + step) % count]
+            if tunnel not in tried and not (tunnel.draining or tunnel.closed or tunnel.conn.streams_full):
+                return tunnel
+        return None
+
     def took(self, tunnel: AgentLink) -> None:
         """``tunnel`` took a request: the next one goes to the member after it."""
         try:

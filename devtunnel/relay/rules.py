@@ -101,6 +101,11 @@ class RuleBook:
             extensions[DECISION_EXTENSION] = decision
         return decision
 
+    def same_rules(self, tunnel: AgentLink, other: AgentLink) -> bool:
+        """Whether ``other`` has the rules ``tunnel`` has (a decision judged for one holds for the other)."""
+        mine, theirs = self._tunnels.get(tunnel), self._tunnels.get(other)
+        return (mine.rules if mine else ()) == (theirs.rules if theirs else ())
+
     def client_ip(self, scope: dict[str, Any]) -> str:
         """The client's address: the socket's, or behind a trusted proxy the last address in
         X-Forwarded-For that is not a trusted proxy itself."""

@@ -25,6 +25,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.relay.agents import AgentGate
 from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of, send_plain
+from devtunnel.relay.headers import request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.link import AgentLink, BufferBudget
@@ -74,6 +75,7 @@ class Relay:
             slots=self._slots,
             peer_errors=self._peer_errors,
             rules=self._rules,
+            pools=self._tunnels,
         )
         self._forward_ws = WebSocketForwarder(
             proto=proto, slots=self._slots, peer_errors=self._peer_errors, rules=self._rules
@@ -178,7 +180,7 @@ class Relay:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            host = _host(scope["headers"])
+            host = request_host(scope["headers"])
             tunnel, own = self._route(host, scope.get("server"))
             if tunnel is not None:
                 await self._forward_http(tunnel, scope, receive, send, host)
@@ -187,7 +189,7 @@ class Relay:
             else:
                 await send_plain(send, 404, f"no tunnel is online at {host.decode('latin-1')}\n")
         elif kind == "websocket":
-            host = _host(scope["headers"])
+            host = request_host(scope["headers"])
             server = scope.get("server")
             if scope["path"] == CONNECT_PATH and not _hostname(host).endswith(self._suffix) and not self._pinned(server):
                 await self._gate.serve(scope, receive, send)
@@ -205,7 +207,7 @@ class Relay:
     def _direct(self, client: HeadLimitedHttpProtocol, cycle: DirectCycle) -> bool:
         """Take a request bound for a tunnel over from uvicorn, without an ASGI task
         (``HttpForwarder.direct``); False leaves it to ``__call__``."""
-        host = _host(cycle.headers)
+        host = request_host(cycle.headers)
         pool, _ = self._pool_for(host, client.server)  # (the scope's "server")
         if pool is None:
             return False
@@ -243,13 +245,6 @@ class Relay:
             return None, True
         # Embedded: any other host (127.0.0.1:PORT ...) reaches the oldest tunnel.
         return next(iter(self._tunnels.values()), None), False
-
-
-def _host(headers: list[tuple[bytes, bytes]]) -> bytes:
-    for name, value in headers:
-        if name == b"host":
-            return value
-    return b""
 
 
 def tunnel_name(host: bytes, suffix: bytes) -> str | None:

@@ -28,12 +28,14 @@ from devtunnel.agent.info import TunnelState
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.tunnel import Backoff
 from devtunnel.api.app import serve_api
+from devtunnel.relay.http_proxy import KEPT_BODY, HttpForwarder
 from devtunnel.relay.server import Relay
+from devtunnel.rules.model import Rule
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import GoAway, Hello
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import TOKEN, AgentRequest, connect_agent, running_relay
+from tests.net._relay_agent import TOKEN, AgentRequest, ScriptedAgent, connect_agent, echo, running_relay
 from tests.net.test_agent_names import SilentDropProxy
 
 FAST = Backoff(base=0.05, cap=0.2, rng=random.Random(5))
@@ -381,21 +383,201 @@ async def test_a_member_that_said_goaway_gets_no_new_requests_while_its_own_fini
             await b.close()
 
 
-async def test_a_request_that_crossed_a_leaving_members_goaway_gets_the_502_of_a_member_that_left() -> None:
-    async def leave_and_refuse(request: AgentRequest) -> None:
-        # What the agent's connection does with a REQUEST that arrives after its GOAWAY.
-        request.agent.conn.send_goaway(ErrorCode.NO_ERROR, "the agent is stopping")
+def refusing(*, leave: bool) -> Callable[[AgentRequest], Awaitable[None]]:
+    """A member that refuses each request with REFUSED_STREAM: as its connection does with a
+    REQUEST that arrives after its GOAWAY (``leave``: it says GOAWAY first), or over its
+    maximum of streams."""
+
+    async def handler(request: AgentRequest) -> None:
+        if leave:
+            request.agent.conn.send_goaway(ErrorCode.NO_ERROR, "the agent is stopping")
         request.agent.conn.reset_stream(request.id, ErrorCode.REFUSED_STREAM)
         request.agent.flush()
 
-    async with running_relay() as relay:
-        a = await connect_agent(relay, "api", handler=leave_and_refuse, pool=True)
+    return handler
+
+
+@asynccontextmanager
+async def pool_of(direct: bool, *handlers: Callable[[AgentRequest], Awaitable[None]]
+                  ) -> AsyncIterator[tuple[Relay, list[ScriptedAgent], list[bytes]]]:
+    """A relay and a pool of agents answering with ``handlers`` (the first is first in turn),
+    and the targets the ASGI task path answered: the direct path takes what it can, or with
+    ``direct`` false nothing (as tests/net/test_relay_direct_as_task.py does)."""
+    tasks: list[bytes] = []
+    original = HttpForwarder.__call__
+
+    async def spy(self: HttpForwarder, tunnel: Any, scope: Any, *args: Any) -> None:
+        tasks.append(scope["raw_path"])
+        await original(self, tunnel, scope, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HttpForwarder, "__call__", spy)
+        if not direct:
+            patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
+        async with running_relay() as relay:
+            agents: list[ScriptedAgent] = []
+            try:
+                for handler in handlers:
+                    agents.append(await connect_agent(relay, "api", handler=handler, pool=True))
+                yield relay, agents, tasks
+            finally:
+                for agent in agents:
+                    await agent.close()
+
+
+async def exchange(relay: Relay, data: bytes, *, until_head: bool = False) -> bytes:
+    """What the relay answers a client that sends ``data`` (a request with Connection: close),
+    read to the end (``until_head``: to the end of the response head)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        read = reader.readuntil(b"\r\n\r\n") if until_head else reader.read(-1)
+        return await asyncio.wait_for(read, 20)
+    finally:
+        writer.close()
+
+
+async def nothing_held(relay: Relay) -> None:
+    """Every stream of every member is over, and no client holds a slot on any."""
+    members = relay._tunnels["api"].members
+    await async_wait_for(
+        lambda: all(not m.streams and not m.conn.open_streams for m in members) and not relay._slots._held,
+        what="every stream and client slot to be given back",
+    )
+
+
+def _request(method: bytes, target: bytes, headers: bytes = b"", body: bytes = b"") -> bytes:
+    return method + b" " + target + b" HTTP/1.1\r\nHost: api.localhost\r\n" + headers + b"Connection: close\r\n\r\n" + body
+
+
+PATHS = {"direct path": True, "task path": False}
+RESENDABLE = {
+    "GET": _request(b"GET", b"/who?x=1", b"X-Mine: 1\r\n"),
+    "POST": _request(b"POST", b"/form", b"Content-Type: text/plain\r\nContent-Length: 11\r\n", b"hello world"),
+    "chunked POST": _request(b"POST", b"/c", b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+    "POST of 16 KiB": _request(b"POST", b"/big", b"Content-Length: 16384\r\n", bytes(range(256)) * 64),
+}
+
+
+def _took_path(direct: bool, tasks: list[bytes], count: int) -> None:
+    """The requests went the way the test meant (none silently took the other path)."""
+    assert len(tasks) == (0 if direct else count), tasks
+
+
+@pytest.mark.parametrize("kind", list(RESENDABLE))
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_a_request_that_crossed_a_leaving_members_goaway_is_answered_by_another_member(path: str, kind: str) -> None:
+    request = RESENDABLE[kind]
+    async with pool_of(PATHS[path], refusing(leave=True), echo) as (relay, (a, b), tasks):
+        resent = await exchange(relay, request)  # to a (first in turn), which refuses it: then to b
+        assert (len(a.requests), len(b.requests)) == (1, 1)
+        assert a.goaway is None and relay._tunnels["api"].members[0].draining
+        straight = await exchange(relay, request)  # a is leaving: to b at once
+        assert len(b.requests) == 2
+        # The client of the refused request gets what b answers it, byte for byte: b saw the
+        # same head and the same body.
+        assert resent == straight
+        assert resent.startswith(b"HTTP/1.1 200 ")
+        assert resent.endswith(b"body=" + request.partition(b"\r\n\r\n")[2].replace(
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"))
+        _took_path(PATHS[path], tasks, 2)
+        await nothing_held(relay)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_a_refused_request_holds_the_client_slot_of_the_member_it_went_to(path: str) -> None:
+    release = asyncio.Event()
+
+    async def held(request: AgentRequest) -> None:
+        await release.wait()
+        await echo(request)
+
+    async with pool_of(PATHS[path], refusing(leave=True), held) as (relay, (a, b), _):
+        a_link, b_link = relay._tunnels["api"].members
+        answer = asyncio.ensure_future(exchange(relay, RESENDABLE["POST"]))
         try:
-            async with client() as c:
-                response = await get(c, relay)
-            assert response.status_code == 502 and "went offline before answering" in response.text
+            await async_wait_for(lambda: b.requests, what="the request to reach b")
+            assert (relay._slots.held(a_link, "127.0.0.1"), relay._slots.held(b_link, "127.0.0.1")) == (0, 1)
+            assert (len(a_link.streams), len(b_link.streams)) == (0, 1)
         finally:
-            await a.close()
+            release.set()
+        assert (await answer).startswith(b"HTTP/1.1 200 ")
+        await nothing_held(relay)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_a_refused_request_whose_body_the_relay_did_not_keep_gets_the_502(path: str) -> None:
+    # Larger than the relay keeps (KEPT_BODY): what went to a is gone, it cannot be sent again.
+    request = _request(b"POST", b"/big", b"Content-Length: 16385\r\n", b"x" * (KEPT_BODY + 1))
+    async with pool_of(PATHS[path], refusing(leave=True), echo) as (relay, (a, b), tasks):
+        response = await exchange(relay, request)
+        assert response.startswith(b"HTTP/1.1 502 ") and b"went offline before answering" in response
+        assert (len(a.requests), len(b.requests)) == (1, 0)
+        _took_path(PATHS[path], tasks, 1)
+        await nothing_held(relay)
+
+
+async def test_a_refused_request_whose_body_is_still_arriving_gets_the_502() -> None:
+    # The task path: half the body is sent, the rest never comes before the refusal.
+    async with pool_of(True, refusing(leave=True), echo) as (relay, (a, b), tasks):
+        response = await exchange(relay, _request(b"POST", b"/half", b"Content-Length: 10\r\n", b"hello"), until_head=True)
+        assert response.startswith(b"HTTP/1.1 502 ")
+        assert (len(a.requests), len(b.requests)) == (1, 0) and tasks == [b"/half"]
+        await nothing_held(relay)
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["same rules", "other rules"])
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_a_refused_request_goes_only_to_a_member_with_the_same_rules(path: str, same: bool) -> None:
+    # The decision of the rules is a's (judged once): it holds for b only if b has a's rules.
+    rules = [Rule(index=1, action="headers", request_set=(("X-Rule", "1"),))]
+    async with pool_of(PATHS[path], refusing(leave=True), echo) as (relay, (a, b), tasks):
+        a_link, b_link = relay._tunnels["api"].members
+        relay._forward_http.rules.add(b_link, rules)
+        if same:
+            relay._forward_http.rules.add(a_link, rules)
+        response = await exchange(relay, RESENDABLE["GET"])
+        if same:
+            assert response.startswith(b"HTTP/1.1 200 ") and b"\nX-Rule: 1\n" in response
+            assert (len(a.requests), len(b.requests)) == (1, 1)
+        else:
+            assert response.startswith(b"HTTP/1.1 502 ")
+            assert (len(a.requests), len(b.requests)) == (1, 0)
+        _took_path(PATHS[path], tasks, 1)
+        await nothing_held(relay)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_a_request_that_crossed_the_goaway_of_the_only_member_gets_the_502_of_a_member_that_left(
+    path: str,
+) -> None:
+    async with pool_of(PATHS[path], refusing(leave=True)) as (relay, _, tasks):
+        response = await exchange(relay, RESENDABLE["POST"])
+        assert response.startswith(b"HTTP/1.1 502 ") and b"went offline before answering" in response
+        _took_path(PATHS[path], tasks, 1)
+        await nothing_held(relay)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_a_request_refused_by_a_full_member_is_answered_by_another_with_room(path: str) -> None:
+    async with pool_of(PATHS[path], refusing(leave=False), echo) as (relay, (a, b), tasks):
+        resent = await exchange(relay, RESENDABLE["POST"])
+        assert (len(a.requests), len(b.requests)) == (1, 1)
+        assert not relay._tunnels["api"].members[0].draining
+        assert resent.startswith(b"HTTP/1.1 200 ") and resent.endswith(b"body=hello world")
+        _took_path(PATHS[path], tasks, 1)
+        await nothing_held(relay)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_a_request_every_member_refuses_gets_the_503_of_a_busy_tunnel_once_each_refused(path: str) -> None:
+    async with pool_of(PATHS[path], refusing(leave=False), refusing(leave=False)) as (relay, (a, b), tasks):
+        response = await exchange(relay, RESENDABLE["GET"])
+        assert response.startswith(b"HTTP/1.1 503 ") and b"tunnel api is busy" in response
+        assert (len(a.requests), len(b.requests)) == (1, 1)  # each once: no loop between them
+        _took_path(PATHS[path], tasks, 1)
+        await nothing_held(relay)
 
 
 async def test_a_member_carrying_its_maximum_of_requests_is_passed_over_while_another_has_room() -> None:
