@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -447,3 +448,40 @@ def test_http_name_starts_a_tunnel_defined_in_the_file_through_a_real_relay(
                    trust_env=False)
     assert r.status_code == 200
     assert agent.stop() == 0
+
+
+# What a devtunnel.toml says reaches the terminal escaped (a cloned project brings its own file) ----
+
+
+def _hidden(text: str) -> list[str]:
+    from devtunnel.values.terminal import needs_escape
+
+    return [ch for ch in text if ch != "\n" and needs_escape(ch)]
+
+
+def test_config_show_writes_characters_a_terminal_acts_on_or_hides_as_toml_escapes(places: Places) -> None:
+    run = "make dev \x1b]0;pwned\x07 \u202eevil \u3164 \x9b31m \u2028"
+    places.write_project(f"[tunnels.shop]\ntarget = \"8080\"\nrun = {json.dumps(run)}\n")
+    shown = places.cli("config", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert not _hidden(shown.stdout), _hidden(shown.stdout)
+    assert tomllib.loads(shown.stdout)["tunnels"]["shop"]["run"] == run  # the same value, written visibly
+
+
+@pytest.mark.parametrize("args", [["config", "show"], ["send", "stripe", "invoice.paid", "--to", "http://127.0.0.1:9"]])
+def test_a_config_error_quoting_the_file_is_escaped(places: Places, args: list[str]) -> None:
+    places.write_project('[tunnels."bad\\u001b]0;pwned\\u0007\\u009b2J"]\ntarget = "8080"\n')
+    done = places.cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert "bad\\x1b]0;pwned\\x07\\x9b2J" in done.stderr or "bad\\\\x1b]0;pwned\\\\x07\\\\x9b2J" in done.stderr, done.stderr
+    assert not _hidden(done.stderr), done.stderr
+
+
+def test_config_import_ngrok_escapes_what_the_ngrok_file_says(places: Places) -> None:
+    ngrok = places.project / "ngrok.yml"
+    ngrok.write_text('version: "2"\ntunnels:\n  shop:\n    proto: http\n    addr: "8080"\n'
+                     '  "w\\e]0;pwned\\a\\u202e":\n    proto: tcp\n    addr: 22\n')
+    done = places.cli("config", "import-ngrok", str(ngrok), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "skipped w\\x1b]0;pwned\\x07\\u202e: tcp tunnels" in done.stdout, done.stdout
+    assert not _hidden(done.stdout), done.stdout

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from devtunnel.commands.http import exchange_line
-from devtunnel.commands.output import safe
+from devtunnel.commands.output import display_width, safe
 from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
 from devtunnel.protocol import frames
 from devtunnel.protocol.connection import ErrorCode
@@ -70,6 +70,16 @@ def test_the_log_line_escapes_method_and_path_each_as_safe_does(method: str, tar
                        tunnel="demo", started_at=1469918176.385, duration=1.5, websocket=websocket)
     shown = "WS" if websocket else safe(ex.request.method)
     assert exchange_line(ex).split("  ", 2)[2] == f"{shown:<7} {safe(ex.request.url_text)}  201  1.50 s"
+
+
+def test_the_log_line_of_a_huge_path_or_method_stays_one_short_line() -> None:
+    """A public client controls the path (tens of KB pass the relay); one request must not fill
+    the screen. The short id leads to all of it (``devtunnel show``)."""
+    ex = make_exchange("X" * 5000, b"/long" + b"\xe4\xb8\xad" * 20000 + b"?q=1", [], response=make_response(200),
+                       id="01ARYZ6S41TSV4RRFFQ69G5FAV", tunnel="demo", started_at=1469918176.385, duration=0.0123)
+    line = exchange_line(ex)
+    assert display_width(line) < 400, display_width(line)
+    assert "/long中中" in line and "…" in line and line.endswith("  200  12.3 ms")
 
 
 # -- text from a hostile relay never drives the terminal --------------------------------------------------

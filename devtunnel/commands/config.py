@@ -23,9 +23,11 @@ from devtunnel.config import (
     project_file,
     set_value,
     to_toml,
+    visible_toml,
     user_file,
     with_flags,
 )
+from devtunnel.commands.output import safe
 from devtunnel.errors import ConfigError
 from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.rules import Rule
@@ -236,25 +238,25 @@ def _import_ngrok(args: argparse.Namespace) -> int:
     result = read_ngrok_config(text, str(source))
     tables = {t.name: t.table() for t in result.tunnels}
     target = _target_file(args)
-    print(f"read {source} (ngrok config version {result.version})")
+    print(safe(f"read {source} (ngrok config version {result.version})"))
     if args.dry_run:
         written, kept = list(tables), []
         if tables:
-            print(tomli_w.dumps({"tunnels": tables}), end="")
+            print(visible_toml(tomli_w.dumps({"tunnels": tables})), end="")
     else:
         written, kept = add_tunnels(target, tables, force=args.force)
     for name in written:
         t = next(t for t in result.tunnels if t.name == name)
         verb = "would import" if args.dry_run else "imported"
-        print(f"{verb} {name}: target {t.target}" + (f", host_header {t.host_header}" if t.host_header else ""))
+        print(safe(f"{verb} {name}: target {t.target}" + (f", host_header {t.host_header}" if t.host_header else "")))
     for name in kept:
-        print(f"kept {name}: {target} defines it already (--force to replace it)")
+        print(safe(f"kept {name}: {target} defines it already (--force to replace it)"))
     for name, why in result.skipped:
-        print(f"skipped {name}: {why}")
+        print(safe(f"skipped {name}: {why}"))
     for note in result.notes:
-        print(f"note: {note}")
+        print(safe(f"note: {note}"))
     if written and not args.dry_run:
-        print(f"saved in {target}; start one with: devtunnel http {written[0]}")
+        print(safe(f"saved in {target}; start one with: devtunnel http {written[0]}"))
     elif not written:
         print("nothing to import" if not kept else "nothing new to import")
     return 0
@@ -274,5 +276,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _ACTIONS[args.action](args)
     except ConfigError as exc:
-        print(f"devtunnel config: {exc}", file=sys.stderr)
+        print(f"devtunnel config: {safe(str(exc))}", file=sys.stderr)  # it may quote a file: escaped
         return EXIT_USAGE

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
 from devtunnel.commands.tunnel_args import app_options, check_via
-from devtunnel.commands.output import EscapingFormatter, human_duration, safe
+from devtunnel.commands.output import EscapingFormatter, human_duration, safe, truncate
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.agent.config import TunnelConfig
@@ -47,12 +47,16 @@ def _clock_text(second: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(second))
 
 
+_SHOWN = 300
+"""Columns of a path shown in a log line at most (cut with "…"; ``devtunnel show ID`` has it all)."""
+
+
 def exchange_line(ex: Exchange) -> str:
     """One log line for a finished exchange: time, short id, method, path, status, duration.
 
     The id is the fixed-length short form (``stable_short_id``): ``devtunnel show``, ``replay``
     and ``export`` take it as it is, whatever is recorded later. Everything taken from the
-    request is made safe for a terminal first.
+    request is made safe for a terminal first, and a very long method or path is cut (``…``).
     """
     when = _clock_text(int(ex.started_at))
     request, response = ex.request, ex.response
@@ -60,6 +64,8 @@ def exchange_line(ex: Exchange) -> str:
     url = request.url_text
     if not is_plain(method + url):  # one check for both: the usual method and path need no escape
         method, url = safe(method), safe(url)
+    if len(method) + len(url) > _SHOWN // 2:  # a client's 60 KB path must not fill the screen
+        method, url = truncate(method, 40), truncate(url, _SHOWN)
     status = str(response.status) if response is not None else "---"
     line = (f"{when}  {stable_short_id(ex.id)}  {method:<7} {url}  {status}  "
             f"{human_duration(ex.duration)}")

@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                            assignments=args.set or (), env_name=args.secret_env, unsigned=args.unsigned,
                            timeout=args.timeout, insecure=args.insecure)
     except ConfigError as exc:
-        print(f"devtunnel send: {exc}", file=sys.stderr)
+        print(f"devtunnel send: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except SendFailed as exc:
         print(f"devtunnel send: {safe(str(exc))}", file=sys.stderr)

@@ -61,7 +61,7 @@ from devtunnel.config.settings import (
     key_names,
 )
 from devtunnel.config.webhooks import webhook_context
-from devtunnel.config.write import add_tunnels, masked, set_value, to_toml
+from devtunnel.config.write import add_tunnels, masked, set_value, to_toml, visible_toml
 
 __all__ = [
     "AgentSection",
@@ -82,6 +82,7 @@ __all__ = [
     "project_file",
     "set_value",
     "to_toml",
+    "visible_toml",
     "user_file",
     "webhook_context",
     "with_flags",

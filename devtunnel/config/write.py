@@ -20,6 +20,7 @@ from devtunnel.config.settings import SECTIONS, TUNNEL_KEYS, WEBHOOK_KEYS, Setti
 from devtunnel.config.source import Source, unknown_key
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import validate_name
+from devtunnel.values.terminal import is_plain, needs_escape
 
 
 def masked(token: str) -> str:
@@ -56,7 +57,21 @@ def to_toml(settings: Settings, *, mask_token: bool = True) -> str:
         doc["tunnels"] = tunnels
     if settings.webhooks:
         doc["webhooks"] = _webhooks_toml(settings.webhooks, mask_token)
-    return tomli_w.dumps(doc)
+    return visible_toml(tomli_w.dumps(doc))
+
+
+def visible_toml(text: str) -> str:
+    """TOML ``text`` with every character ``values.terminal`` would escape written as a TOML escape
+    (``\\u202e``): the same document, safe to print (``tomli_w`` escapes controls only)."""
+    if is_plain(text.replace("\\", "").replace("\n", "")):
+        return text
+    return "".join(_toml_escape(ch) if ch != "\n" and needs_escape(ch) else ch for ch in text)
+
+
+def _toml_escape(ch: str) -> str:
+    # Such characters occur only inside the basic strings tomli_w writes, where \u and \U are escapes.
+    code = ord(ch)
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _webhooks_toml(sections: tuple[WebhookSection, ...], mask: bool) -> dict[str, object]:

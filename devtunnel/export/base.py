@@ -1,15 +1,15 @@
 """What every exporter shares: the ``Export`` result, the safe-text test, and where a request is sent.
 
 Captured bytes are hostile. An exporter puts them inline in its text only when they are valid
-UTF-8 without control or format characters (which could rewrite a terminal line, hide text
-with bidi overrides, or be turned into a newline by a terminal's line discipline); anything
-else goes into a side file in ``Export.files``.
+UTF-8 that ``values.terminal`` shows as it is: no control or format character (which could
+rewrite a terminal line, hide text with bidi overrides, or be turned into a newline by a
+terminal's line discipline), no line separator, no letter that draws as nothing; anything else
+goes into a side file in ``Export.files``.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
 from devtunnel.export.redact import redact_exchange
+from devtunnel.values.terminal import needs_escape
 
 __all__ = [
     "Export",
@@ -60,8 +61,9 @@ def safe_text(raw: bytes, *, allow: str = "\t") -> str | None:
         allow: control characters tolerated (tab by default; add ``"\\n"`` for bodies).
 
     Returns:
-        The UTF-8 text, or None when ``raw`` is not UTF-8 or holds a control, format,
-        surrogate, private-use or unassigned character outside ``allow``.
+        The UTF-8 text, or None when ``raw`` is not UTF-8 or holds a character outside ``allow``
+        that ``values.terminal`` shows as an escape (a control, format, surrogate, private-use or
+        unassigned character, a line or paragraph separator, a letter that draws as nothing).
     """
     try:
         text = raw.decode("utf-8")
@@ -73,9 +75,7 @@ def safe_text(raw: bytes, *, allow: str = "\t") -> str | None:
             return text
         return None
     for ch in text:
-        if ch in allow:
-            continue
-        if unicodedata.category(ch)[0] == "C":
+        if ch not in allow and needs_escape(ch):  # the terminal's rule: one for every output
             return None
     return text
 

@@ -4,9 +4,10 @@ HTTPie is for reading and tweaking a request, not for byte-exact reproduction (u
 that): it frames the body itself (Content-Length and Transfer-Encoding are left out), may
 normalise the URL, and sends header values as UTF-8. Headers HTTPie would add on its own are
 switched off with ``Name:``; an empty value is written ``Name;``; a value starting with ``=``
-or ``@`` is escaped so it is not read as another kind of item. The body is given with
-``--raw=TEXT`` when it is printable text, otherwise it is read from a side file on standard
-input (``< DIR/ID.body``).
+or ``@`` is escaped so it is not read as another kind of item; ``--`` comes before the method
+when a header name starts with ``-`` (the item ``-o:x`` would be read as the option ``-o``).
+The body is given with ``--raw=TEXT`` when it is printable text, otherwise it is read from a
+side file on standard input (``< DIR/ID.body``).
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ def httpie_command(
     url = _url(exchange, base_url, local)
     if any(seg in (".", "..") for seg in urlsplit(url).path.split("/")):
         words.append("--path-as-is")
-    words += [shlex.quote(request.method), shlex.quote(url)]
     items: list[str] = []
     present: set[bytes] = set()
     for name, value in headers.fields:
@@ -102,6 +102,9 @@ def httpie_command(
         if name.lower() in FRAMING:
             continue
         items.append(shlex.quote(_header_item(exchange, name, value)))
+    if any(name.startswith(b"-") for name, _ in headers.fields):
+        words.append("--")  # else the item of a header named -o or -a is read as that option
+    words += [shlex.quote(request.method), shlex.quote(url)]
     defaults = _DEFAULTS + ([b"Content-Type"] if request.body else [])
     items += [shlex.quote(n.decode() + ":") for n in defaults if n.lower() not in present]
     if body_word:

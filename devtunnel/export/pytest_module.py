@@ -8,7 +8,11 @@ still passes next month; without the variable, a delivery whose scheme has a tim
 skipped (its old signature would be refused) and the others are sent as captured.
 
 The module imports only pytest, httpx and the standard library. Captured values enter it only
-as Python literals (``repr``), never as code or comments.
+as ASCII Python literals (``ascii``/``repr``: a str when the bytes are UTF-8, else bytes), never
+as code or comments, so nothing in it can hide on a terminal. A test sends the method, target,
+headers and body byte for byte as captured (httpx's URL normalisation, method upper-casing and
+default headers are bypassed), but for Host and the framing, which are the client's, and bytes
+of the target outside visible ASCII, which go percent-encoded (h11 refuses them raw).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import time
 from urllib.parse import parse_qsl
 
@@ -48,12 +53,17 @@ import pytest
 
 
 def _set(headers, name, value):
-    out = [(n, v) for n, v in headers if n.lower() != name.lower()]
+    out = [(n, v) for n, v in headers if str(n).lower() != name.lower()]
     return out + [(name, value)]
 
 
 def _get(headers, name):
-    return next((v for n, v in headers if n.lower() == name.lower()), None)
+    value = next((v for n, v in headers if str(n).lower() == name.lower()), None)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _bytes(value):
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _mac(algorithm, key, message):
@@ -103,17 +113,36 @@ SIGNERS = {{"stripe": _sign_stripe, "github": _sign_github, "slack": _sign_slack
 
 
 def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False):
+    """Send the request as captured: text values as UTF-8, bytes as they are, the target and the
+    method unchanged (httpx would normalise the one and upper-case the other), no header added
+    but Host and Content-Length."""
     base = (os.environ.get("DEVTUNNEL_BASE_URL") or captured_base).rstrip("/")
-    url = base + target
+    url = base + (target if isinstance(target, str) else target.decode("latin-1"))
     if provider is not None:
         secrets = os.environ.get(secret_env, "").replace(",", " ").split()
         if secrets:
             headers = SIGNERS[provider](headers, body, url, secrets[0])
         elif timestamped:
             pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature has expired)")
+    # h11 (httpx's HTTP/1.1) refuses other bytes in a target: they go percent-encoded.
+    raw_target = re.sub(rb"[^\\x21-\\x7e]", lambda m: b"%%%02X" % m[0][0], _bytes(target))
+    if raw_target.startswith(b"/"):
+        raw_target = httpx.URL(base).raw_path.split(b"?")[0].rstrip(b"/") + raw_target
     with httpx.Client(timeout=30, trust_env=False) as client:
-        return client.request(method, url, headers=headers, content=body)
+        client.headers.clear()  # no Accept, User-Agent ... of httpx's own
+        request = client.build_request(method, base, headers=[(_bytes(n), _bytes(v)) for n, v in headers],
+                                       content=body, extensions={{"target": raw_target}})
+        request.method = method
+        return client.send(request)
 '''
+
+
+def _literal(raw: bytes) -> str:
+    """``raw`` as a Python literal in ASCII: a str when it is UTF-8 (readable, edited as text), else bytes."""
+    try:
+        return ascii(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(raw)
 
 
 def _slug(text: str) -> str:
@@ -138,10 +167,10 @@ def _test(index: int, exchange: Exchange, width: int) -> str:
         lines.append(f"    pytest.skip({skip!r})")
         return "\n".join(lines) + "\n"
     assert exchange.response is not None
-    pairs = [(n, v) for n, v in request.headers.items() if n.lower() not in _DROP]
+    pairs = [(n, v) for n, v in request.headers if n.decode("latin-1").lower() not in _DROP]
     base = exchange.target_url or "http://127.0.0.1"
-    args = [repr(request.method), repr(base), repr(request.url_text), "[" + ", ".join(repr(p) for p in pairs) + "]",
-            repr(request.body)]
+    args = [ascii(request.method), ascii(base), _literal(request.target),
+            "[" + ", ".join(f"({_literal(n)}, {_literal(v)})" for n, v in pairs) + "]", repr(request.body)]
     if provider is not None:
         args += [f"provider={provider.name!r}", f"secret_env={provider.secret_env!r}",
                  f"timestamped={provider.tolerance is not None}"]

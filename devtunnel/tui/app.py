@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -40,6 +41,7 @@ from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
 from devtunnel.tui.supervisor import AgentSupervisor
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
 from devtunnel.tui.failures import tell_failure
+from devtunnel.values.terminal import escape
 
 
 class InspectorApp(App[None]):
@@ -259,6 +261,18 @@ class InspectorApp(App[None]):
                 self.query_one(TunnelsPanel).update_tunnels([await self.backend.restart_tunnel(tunnel)])
         except DevtunnelError as exc:
             self.notify(str(exc), title=f"Could not {action} {tunnel.name}", severity="error")
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Show a notification as plain text, escaped, whatever ``markup`` says (every ``notify`` of a
+        screen or widget comes here).
+
+        Messages quote errors, and errors quote captured bytes and what a relay said (a header name,
+        a refusal reason): as Textual markup, ``[/]`` there raised when the toast was drawn and
+        ``[@click=app.quit]`` or ``[link=...]`` made the text act.
+        """
+        super().notify(escape(message, keep="\n", double_backslash=False), title=escape(title, double_backslash=False),
+                       severity=severity, timeout=timeout, markup=False)
 
     # -- actions -----------------------------------------------------------------------
 

@@ -185,3 +185,28 @@ def test_several_exchanges_run_as_several_commands(tmp_path: Path) -> None:
         (b"POST", b"/one", b"\x00\x01"),
         (b"DELETE", b"/two", b""),
     ]
+
+
+# What the terminal rule (values.terminal) calls hidden although Unicode does not call it a control:
+# line and paragraph separators and the letters that draw as nothing.
+HIDDEN = ["\u2028", "\u2029", "\u3164", "\u115f", "\u1160", "\uffa0"]
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_characters_a_terminal_hides_never_print_inline_and_still_arrive(tmp_path: Path, hidden: str) -> None:
+    """``X-Token: ㅤ`` printed inline looks like an empty value: the exported text may hold only what
+    ``values.terminal`` shows as itself, in the header, the target and the body alike."""
+    from devtunnel.values.terminal import escape
+
+    value = f"a{hidden}b".encode()
+    target = b"/p?" + value
+    exchange = make_exchange(method="POST", target=target,
+                             headers=[(b"Host", b"h"), (b"X-Token", value), (b"Content-Length", b"5")], body=value)
+    with RawServer() as server:
+        result = export("curl", exchange, base_url=server.url)
+        assert escape(result.text, keep="\n", double_backslash=False) == result.text, result.text  # nothing a terminal hides or acts on
+        proc = run_shell(result, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    got = server.received[0]
+    assert (got.target, got.body) == (target, value)
+    assert (b"X-Token", value) in got.headers

@@ -92,3 +92,17 @@ def test_redact_hides_credentials() -> None:
     ex = make_exchange(headers=[(b"Host", b"h"), (b"Authorization", b"Bearer tok_123"), (b"X-Slack-Signature", b"v0=9")])
     text = export("httpie", ex, redact=True).text
     assert "tok_123" not in text and "v0=9" not in text and "'Authorization:Bearer <redacted>'" in text
+
+
+@needs_httpie
+def test_header_names_that_look_like_options_stay_header_items(tmp_path: Path) -> None:
+    """``-o: x`` is a header a public client may send (the relay takes any token); as the item
+    ``-o:x`` HTTPie read it as ``-o :x`` and created the file ``:x``; ``-a:secret`` would be
+    credentials sent along."""
+    headers = [(b"Host", b"pub.example"), (b"-o", b"owned.txt"), (b"-a", b"user:pw"), (b"--verbose", b"x"),
+               (b"-v", b"1")]
+    ex = make_exchange("GET", b"/x", headers, b"")
+    start, got, _ = offline(export("httpie", ex, base_url="http://127.0.0.1:1"), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert start == "GET /x HTTP/1.1"
+    assert Counter(got) == Counter((n.decode(), v.decode()) for n, v in headers)

@@ -116,3 +116,29 @@ def test_test_names_are_unique_and_ordered(count: int) -> None:
     text = export_pytest([ex] * count).text
     names = [line.split("(")[0][4:] for line in text.splitlines() if line.startswith("def test_")]
     assert len(set(names)) == count and names == sorted(names)
+
+
+def test_the_module_sends_the_captured_method_target_headers_and_body_byte_for_byte(tmp_path: Path) -> None:
+    """What a test sends is what was captured: non-ASCII and non-UTF-8 header values (httpx refused
+    the text of any non-ASCII value with UnicodeEncodeError), a target httpx would rewrite (dot
+    segments, quotes; non-ASCII bytes percent-encoded), a method it would upper-case, repeated headers in
+    order, and no header httpx adds by itself (Host aside, which names the server sent to)."""
+    from tests.export.rawserver import RawServer
+
+    target = b'/a/../b/./c?q="<x>"&r=\xff&s=caf\xc3\xa9&t=%zz'
+    headers = [(b"Host", b"shop.example"), (b"X-Utf8", "café ✓".encode()), (b"X-Latin1", b"caf\xe9"),
+               (b"X-Rep", b"1"), (b"x-rep", b"2"), (b"X-Hidden", "a\u3164b".encode()), (b"Content-Length", b"7")]
+    body = b"\x00\xff'''\\N"
+    with RawServer() as server:
+        ex = make_exchange("patch", target, headers, body, make_response(200), tunnel="t", started_at=0.0,
+                           target_url=server.url, duration=0.1)
+        text = export_pytest([ex]).text
+        assert text.isascii(), [ch for ch in text if not ch.isascii()]  # nothing a terminal could hide
+        module = tmp_path / "test_exact.py"
+        module.write_text(text)
+        done = _run(module)
+        assert done.returncode == 0, done.stdout + done.stderr
+        [got] = server.received
+    sent_target = b'/a/../b/./c?q="<x>"&r=%FF&s=caf%C3%A9&t=%zz'  # h11 refuses raw bytes past ASCII
+    assert (got.method, got.target, got.body) == (b"patch", sent_target, body)
+    assert got.headers == [(b"Host", f"127.0.0.1:{server.port}".encode()), *headers[1:-1], (b"Content-Length", b"7")]

@@ -194,3 +194,33 @@ async def test_diff_mode_and_ignored_fields_are_kept_for_the_next_diff(tmp_path:
         assert screen.mode == "unified" and screen.ignore == ("Date", "id")  # type: ignore[attr-defined]
         assert screen.query_one("#ignore", Input).value == "Date, id"
         assert "ignoring Date, id · unified" in str(screen.query_one("#diff-status").render())
+
+
+@pytest.mark.parametrize("name", ["X-[/]", "X-[@click=app.quit]q[/]", "X-[link='http://evil.example']L[/link]",
+                                  b"X-\x1b]52;c;SGVsbG8=\x07\xe2\x80\xae"])
+async def test_a_notification_quoting_a_captured_header_name_shows_it_literally(tmp_path: Path, name: str | bytes) -> None:
+    """A hostile relay can record any header name but ``:``, CR, LF, NUL; copying such a request as
+    curl fails with a message quoting the name. The notification must show it as text: Textual
+    notifications are markup by default, where ``[/]`` raised MarkupError when the toast was drawn
+    and ``[@click=...]`` made the text run an action."""
+    from textual.content import Content
+
+    from tests.kit import exchanges as kit
+
+    raw = name.encode() if isinstance(name, str) else name
+    ex = kit.make_exchange("GET", "/x", [(b"host", b"shop.localhost"), (raw, b"v")], b"", kit.make_response(200),
+                           id=fixed_id(1), tunnel="shop", started_at=0.0, target_url="http://127.0.0.1:9", duration=0.01)
+    app = inspector(fill(tmp_path / "captures.db", [ex]), tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("c")
+        await async_wait_for(lambda: app._notifications, what="the notification")
+        notification = list(app._notifications)[-1]
+        assert notification.title == "Cannot copy as curl"
+        # What the toast draws (textual.widgets._toast.Toast.render, less the title).
+        shown = Content.from_markup(notification.message) if notification.markup else Content(notification.message)
+        assert "not an HTTP token" in shown.plain
+        assert not any("@click" in str(span.style) or "link" in str(span.style) for span in shown.spans), shown.spans
+        assert "\x1b" not in shown.plain and "\u202e" not in shown.plain
+        if isinstance(name, str):
+            assert name in shown.plain  # literally, brackets included
