@@ -104,6 +104,20 @@ async def test_bad_filter_is_a_400_with_the_message_and_position(api: Api) -> No
     assert "column" in body["msg"]
 
 
+@pytest.mark.parametrize(
+    ("expression", "position"),
+    [
+        ("(" * 5000 + "method:GET" + ")" * 5000, 8),  # was a 500 and a RecursionError traceback in the log
+        (" or ".join(["body:x"] * 1000), 256 * len("body:x or ")),  # was a 503: "Expression tree is too large"
+        ("(method:GET or method:GET " * 13 + "method:GET" + ")" * 13, 8 * len("(method:GET or method:GET ")),
+    ],
+)
+async def test_a_filter_too_deep_or_too_long_is_a_400_at_its_position(api: Api, expression: str, position: int) -> None:
+    body = assert_error(await api.client.get("/api/requests/http", params={"filter": expression}), 400)
+    assert body["details"]["position"] == position
+    assert (await api.client.get("/api/requests/http")).status_code == 200
+
+
 @pytest.mark.parametrize("limit", ["x", "-1", "0", "1.5"])
 async def test_bad_limit_is_a_400(api: Api, limit: str) -> None:
     assert_error(await api.client.get("/api/requests/http", params={"limit": limit}), 400)
