@@ -60,7 +60,8 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
     """The request's JSON object body (``{}`` when empty and not required).
 
     Raises:
-        ApiError: 400 for a missing or malformed body, 413 when too large, 415 for another media type.
+        ApiError: 400 for a missing or malformed body (a lone surrogate escape such as ``"\ud800"``
+            included), 413 when too large, 415 for another media type.
     """
     chunks: list[bytes] = []
     size = 0
@@ -85,6 +86,13 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         raise ApiError(400, "the body is not valid JSON: nested too deeply") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
+    try:
+        # JSON may escape half a surrogate pair ("\ud800"), which is no text: every route would
+        # fail on it later, when it encodes the string (a method, a path, a body, a name).
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON text: it holds {exc.object[exc.start:exc.end]!a}, "
+                            "half of a UTF-16 surrogate pair") from None
     return data
 
 

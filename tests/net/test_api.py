@@ -273,6 +273,22 @@ async def test_malformed_json_bodies_are_400s_never_500s(api: Api, content: byte
     assert_error(resp, 400)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b'{"path": "/\\ud800"}', b'{"body": "\\udfff"}', b'{"set_headers": {"X-A": "\\ud800"}}',
+     b'{"headers": [["Host", "a\\ud800"]]}', b'{"set": ["a=\\ud800"]}', b'{"to": "http://127.0.0.1:9/\\ud800"}'],
+)
+async def test_half_a_surrogate_pair_in_an_edit_is_a_400_and_sends_nothing(api: Api, content: bytes) -> None:
+    # JSON can escape a lone UTF-16 surrogate; Python decodes it to a str that cannot be encoded.
+    # These were 500s (UnicodeEncodeError) with a traceback in the agent's log.
+    before = len(api.seen.requests)
+    resp = await api.client.post(f"/api/requests/http/{api.exchanges[0].id}/replay", content=content,
+                                 headers={"Content-Type": "application/json"})
+    assert "surrogate" in assert_error(resp, 400)["msg"]
+    assert len(api.seen.requests) == before
+    assert all(r.replay_of is None for r in api.store.rows())
+
+
 async def test_a_body_that_is_not_json_is_a_415(api: Api) -> None:
     resp = await api.client.post("/api/requests/http", content=b"id=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert_error(resp, 415)
