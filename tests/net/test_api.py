@@ -254,6 +254,7 @@ async def test_replay_to_another_url(api: Api) -> None:
         ({"path": "no-slash"}, "invalid target 'no-slash'"),
         ({"path": "/a b"}, "invalid target '/a b'"),
         ({"to": "ftp://127.0.0.1/"}, "to must be an http:// or https:// URL"),
+        ({"to": "http://[::1"}, "cannot replay to 'http://[::1': Invalid IPv6 URL"),  # was a 500
         ({"body": "a", "body_base64": "YQ=="}, "give body or body_base64, not both"),
         ({"method": 5.5}, "method must be a string, not a number"),
         ({"header": [["X-A", "1"]]}, "unknown field 'header'"),
