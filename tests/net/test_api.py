@@ -6,7 +6,8 @@ import asyncio
 import base64
 import json
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.capture.recorder import Recorder
 from devtunnel.capture.store import Store
 from devtunnel.agent.service import AgentService
+from devtunnel.api import captures as api_captures
 from devtunnel.api.app import serve_api
 from tests.helpers import async_wait_for
 from tests.net.api_fixtures import HOSTILE_PATH, PNG, echo_service, make_exchange, sample_exchanges
@@ -362,6 +364,41 @@ async def test_diff_reports_sections_and_a_unified_text(api: Api) -> None:
 @pytest.mark.parametrize("params", [{"a": "x"}, {"a": "01", "b": "02", "side": "left"}])
 async def test_bad_diff_queries_are_400s(api: Api, params: dict[str, str]) -> None:
     assert_error(await api.client.get("/api/diff", params=params), 400)
+
+
+@pytest.mark.parametrize(
+    ("builder", "route"),
+    [
+        ("capture_json", "/api/requests/http?limit=1"),
+        ("capture_json", "/api/requests/http/{id}"),
+        ("export", "/api/requests/http/{id}/export?format=har"),
+        ("diff_exchanges", "/api/diff?a={id}&b={id}"),
+    ],
+)
+async def test_answers_made_of_captured_bodies_are_built_off_the_event_loop(
+    api: Api, monkeypatch: pytest.MonkeyPatch, builder: str, route: str
+) -> None:
+    # Building them takes as long as the bodies are big (a list of 50 exchanges with 10 MB
+    # bodies: 266 MiB of JSON, 11 s), and on the event loop it held every tunnel meanwhile (a
+    # request through the tunnel waited 8 s). The builder here waits until another request to
+    # the API has been answered, which only a free event loop can do.
+    entered, probed = threading.Event(), threading.Event()
+    released: list[bool] = []
+    original: Callable[..., Any] = getattr(api_captures, builder)
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        released.append(probed.wait(5))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api_captures, builder, gated)
+    answer = asyncio.create_task(api.client.get(route.format(id=api.exchanges[0].id)))
+    await async_wait_for(entered.is_set, what="the answer being built")
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as other:
+        assert (await other.get("/api")).status_code == 200
+    probed.set()
+    assert (await answer).status_code == 200
+    assert released and all(released)
 
 
 async def test_status_counts_captures(api: Api) -> None:
