@@ -7,8 +7,8 @@ a malformed body is a 400, never a 500.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypedDict, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypedDict
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -64,27 +64,24 @@ async def ok_off_loop(build: Callable[[], Any], status_code: int = 200) -> JSONR
     return await run_in_threadpool(lambda: JSONResponse(build(), status_code=status_code))
 
 
-T = TypeVar("T")
-
-
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
-def json_list_chunks(key: str, items: Sequence[T], item_json: Callable[[T], Any], rest: dict[str, Any]) -> Iterator[bytes]:
-    """The bytes of ``{key: [item_json(item), ...], **rest}`` as ``JSONResponse`` writes them,
-    one item at a time."""
+def json_list_chunks(key: str, values: Iterable[Any], rest: dict[str, Any]) -> Iterator[bytes]:
+    """The bytes of ``{key: [*values], **rest}`` as ``JSONResponse`` writes them, one value at a
+    time as ``values`` makes them."""
     yield b"{" + _json_bytes(key) + b":["
-    for i, item in enumerate(items):
-        yield (b"," if i else b"") + _json_bytes(item_json(item))
+    for i, value in enumerate(values):
+        yield (b"," if i else b"") + _json_bytes(value)
     yield b"]" + (b"," + _json_bytes(rest)[1:] if rest else b"}")
 
 
-def ok_list_streamed(key: str, items: Sequence[T], item_json: Callable[[T], Any], rest: dict[str, Any]) -> StreamingResponse:
-    """``{key: [item_json(item), ...], **rest}``, each item made and sent in turn from the thread
-    pool: one item at a time in memory, and the event loop runs between items (the C encoder of
-    ``json.dumps`` holds the GIL for a whole call, seconds for a list of 50 big captures)."""
-    return StreamingResponse(json_list_chunks(key, items, item_json, rest), media_type="application/json")
+def ok_list_streamed(key: str, values: Iterable[Any], rest: dict[str, Any]) -> StreamingResponse:
+    """``{key: [*values], **rest}``, each value made (``values`` is lazy) and sent in turn from the
+    thread pool: one value in memory at a time, and the event loop runs between values (the C
+    encoder of ``json.dumps`` holds the GIL for a whole call: seconds for 50 big captures)."""
+    return StreamingResponse(json_list_chunks(key, values, rest), media_type="application/json")
 
 
 def no_content() -> Response:

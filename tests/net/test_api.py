@@ -7,6 +7,8 @@ import base64
 import json
 import socket
 import threading
+import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -399,6 +401,26 @@ async def test_answers_made_of_captured_bodies_are_built_off_the_event_loop(
     probed.set()
     assert (await answer).status_code == 200
     assert released and all(released)
+
+
+async def test_the_list_holds_one_exchange_in_memory_at_a_time(api: Api) -> None:
+    # Before, the list read every exchange with its bodies at once: 50 exchanges with 10 MB
+    # bodies (the default cap, within any public client's reach) held over 1 GB.
+    body = bytes(range(256)) * 4096  # 1 MiB, not text: base64 in the answer
+    big = [make_exchange(started_at=time.time() + i, req_body=body, resp_body=body) for i in range(60)]
+    api.store.put_many(big)
+    tracemalloc.start()
+    try:
+        size = 0
+        async with api.client.stream("GET", "/api/requests/http", params={"limit": 100}) as resp:
+            assert resp.status_code == 200
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size > 60 * 2 * len(body) * 4 // 3  # every body went out, in base64
+    assert peak < 16 * 2 * len(body), f"peak {peak >> 20} MiB"  # a few exchanges' worth (15 MiB), not 60 (134 MiB)
 
 
 async def test_status_counts_captures(api: Api) -> None:

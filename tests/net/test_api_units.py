@@ -153,5 +153,5 @@ def test_a_list_sent_item_by_item_is_the_bytes_of_the_whole_answer(key: str, ite
     # ok_list_streamed (the list of captures) against what JSONResponse writes for the same object.
     if key in rest:
         return
-    streamed = b"".join(json_list_chunks(key, items, lambda item: item, rest))
+    streamed = b"".join(json_list_chunks(key, iter(items), rest))
     assert streamed == JSONResponse({key: items, **rest}).body
