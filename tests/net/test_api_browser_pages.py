@@ -1,5 +1,5 @@
-"""A web page in the developer's browser against a real ``devtunnel http`` (subprocess): what it
-can reach on 127.0.0.1 besides the agent API, and what that would let it do to the API."""
+"""Callers other than this machine's tools against a real ``devtunnel http`` (subprocess): a web
+page in the developer's browser, and the public coming through a tunnel to the API itself."""
 
 from __future__ import annotations
 
@@ -68,3 +68,32 @@ async def test_a_web_page_cannot_hold_a_tunnel_on_the_embedded_relay(
         assert served.status_code == 200
         tunnels = (await client.get(f"http://127.0.0.1:{api_port}/api/tunnels")).json()["tunnels"]
         assert [t["name"] for t in tunnels] == ["dev"]
+
+
+@pytest.mark.parametrize("host_header", ["rewrite", "preserve"])
+async def test_a_tunnel_to_the_api_itself_does_not_open_the_api_to_its_public(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState], host_header: str
+) -> None:
+    # devtunnel http 4040 (or 4041, where a second agent's API went): before, whoever reached the
+    # tunnel drove the API, e.g. started a tunnel to any address this machine reaches.
+    relay_port, api_port = _agent(procs, env, local[0])
+    async with httpx.AsyncClient(trust_env=False, timeout=20) as client:
+        started = await client.post(f"http://127.0.0.1:{api_port}/api/tunnels",
+                                    json={"addr": str(api_port), "name": "api", "host_header": host_header})
+        assert started.status_code == 201, started.text
+        public = {"Host": f"api.localhost:{relay_port}"}
+        for method, path, body in (("GET", "/api/status", None), ("GET", "/api/requests/http", None),
+                                   ("POST", "/api/tunnels", {"addr": "169.254.169.254:80", "name": "pivot"})):
+            answer = await client.request(method, f"http://127.0.0.1:{relay_port}{path}", headers=public, json=body)
+            assert answer.status_code == 403, answer.text
+            assert "forwarded by a proxy or a tunnel" in answer.json()["msg"]
+        names = [t["name"] for t in (await client.get(f"http://127.0.0.1:{api_port}/api/tunnels")).json()["tunnels"]]
+        assert names == ["dev", "api"]
+        for header in ("X-Forwarded-For", "X-Forwarded-Host", "Forwarded"):
+            direct = await client.get(f"http://127.0.0.1:{api_port}/api/status", headers={header: "for=203.0.113.7"})
+            assert direct.status_code == 403
+    with pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(f"ws://api.localhost:{relay_port}/api/events", proxy=None,  # type: ignore[arg-type]
+                                      host="127.0.0.1", port=relay_port):
+            pass
+    assert refused.value.response.status_code == 403
