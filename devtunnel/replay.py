@@ -77,7 +77,10 @@ def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
     base = to if to is not None else exchange.target_url
     if not base:
         raise ReplayError(f"exchange {exchange.id} has no target URL to replay to: give a destination URL")
-    parts = urlsplit(base)
+    try:
+        parts = urlsplit(base)
+    except ValueError as exc:  # an unclosed "[" of an IPv6 address
+        raise ReplayError(f"cannot replay to {base!r}: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ReplayError(f"cannot replay to {base!r}: give an http:// or https:// URL")
     try:

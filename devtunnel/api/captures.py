@@ -7,6 +7,7 @@ carrying tunnel traffic meanwhile.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +22,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.agent.info import TunnelInfo
-from devtunnel.api.plumbing import ApiError, int_param, json_body, no_content, ok, str_field
+from devtunnel.api.plumbing import ApiError, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
@@ -57,13 +58,26 @@ async def list_requests(request: Request) -> Response:
     limit = int_param(request, "limit", DEFAULT_LIMIT, minimum=1)
     flt = tunnel_filter(request.query_params.get("filter", ""), request.query_params.get("tunnel_name"))
     store = _store(request)
-    exchanges = await run_in_threadpool(lambda: store.query(flt, limit=limit, newest_first=True))
-    return ok({"requests": [capture_json(ex) for ex in exchanges], "uri": REQUESTS_URI})
+    # The ids first (no bodies), then each exchange as it is sent: 50 exchanges with 10 MB
+    # bodies are 1 GB, which a list read at once held in memory.
+    rows = await run_in_threadpool(lambda: store.rows(flt, limit=limit, newest_first=True))
+    return ok_list_streamed("requests", _captures_json(store, [row.id for row in rows]), {"uri": REQUESTS_URI})
+
+
+def _captures_json(store: Store, ids: list[str]) -> Iterator[dict[str, Any]]:
+    """``capture_json`` of each exchange, read when it is its turn (skipped if deleted since)."""
+    for exchange_id in ids:
+        try:
+            exchange = store.get(exchange_id)
+        except NotFoundError:
+            continue  # cleared or pushed out of the store since the list was read
+        yield capture_json(exchange)
 
 
 async def get_request(request: Request) -> Response:
     """``GET /api/requests/http/{id}``: one exchange (a unique id prefix also works)."""
-    return ok(capture_json(await _get(request, request.path_params["id"])))
+    exchange = await _get(request, request.path_params["id"])
+    return await ok_off_loop(lambda: capture_json(exchange))
 
 
 async def clear_requests(request: Request) -> Response:
@@ -144,7 +158,7 @@ async def replay_with_edits(request: Request) -> Response:
     original = await _get(request, request.path_params["id"])
     result = await _replay_and_store(request, original, to, edit)
     notice = result.signature_notice.removeprefix("signature ") or None
-    return ok({**capture_json(result), "signature": notice}, status_code=201)
+    return await ok_off_loop(lambda: {**capture_json(result), "signature": notice}, status_code=201)
 
 
 def _flag(request: Request, key: str) -> bool:
@@ -178,9 +192,13 @@ async def export_request(request: Request) -> Response:
         if to is not None and local:
             raise ApiError(400, "give to= or local=true, not both")
     exchange = await _get(request, request.path_params["id"])
-    result = export(fmt, [exchange], **options)
-    files = {name: base64.b64encode(data).decode("ascii") for name, data in result.files.items()}
-    return ok({"format": fmt, "text": result.text, "files": files})
+
+    def build() -> dict[str, Any]:
+        result = export(fmt, [exchange], **options)
+        files = {name: base64.b64encode(data).decode("ascii") for name, data in result.files.items()}
+        return {"format": fmt, "text": result.text, "files": files}
+
+    return await ok_off_loop(build)
 
 
 def _section_json(section: SectionDiff) -> dict[str, Any]:
@@ -212,17 +230,19 @@ async def diff_requests(request: Request) -> Response:
     ignore = tuple(p for value in request.query_params.getlist("ignore") for p in value.split(",") if p)
     a = await _get(request, a_id)
     b = await _get(request, b_id)
-    result = diff_exchanges(a, b, side=side, ignore=ignore)
-    sections = [_section_json(s) for s in result.sections]
-    return ok(
-        {
+
+    def build() -> dict[str, Any]:
+        result = diff_exchanges(a, b, side=side, ignore=ignore)
+        sections = [_section_json(s) for s in result.sections]
+        return {
             "a": a.id,
             "b": b.id,
             "identical": all(s["identical"] for s in sections),
             "unified": render_unified(result),
             "sections": sections,
         }
-    )
+
+    return await ok_off_loop(build)
 
 
 routes = [

@@ -60,10 +60,13 @@ def endpoint_name(name: str | None, url: str | None) -> str | None:
         ApiError: the URL is not an http(s) URL.
     """
     if url:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
+        try:
+            parts = urlsplit(url if "://" in url else f"https://{url}")
+            host = parts.hostname or ""
+        except ValueError as exc:  # an unclosed "[" of an IPv6 address
+            raise ApiError(400, f"url {url!r}: {exc}") from None
         if parts.scheme not in ("http", "https"):
             raise ApiError(400, f"only http and https endpoints are supported, not {parts.scheme}://")
-        host = parts.hostname or ""
         if host:
             try:
                 return validate_name(host.split(".", 1)[0])

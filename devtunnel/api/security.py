@@ -3,7 +3,8 @@
 The API listens on 127.0.0.1, but a web page in a local browser can still reach it: through
 DNS rebinding (a hostile name that resolves to 127.0.0.1, so the Host header is that name) or
 through a plain cross-site request. :class:`LoopbackOnly` refuses both before any route runs:
-the Host must be a loopback name, and a browser request must come from a loopback origin.
+the Host must be a loopback name, and a browser request must come from a loopback origin. It
+also refuses what a proxy forwarded (a tunnel to the API's own port), whatever its Host.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def is_loopback_origin(value: str) -> bool:
     return parts.scheme in ("http", "https") and host is not None and _loopback_name(host)
 
 
+_PROXIED = ("x-forwarded-for", "x-forwarded-host", "forwarded")
+"""Headers proxies add, and this machine's tools never send: every relay adds X-Forwarded-For."""
+
+
 def _refusal(scope: Scope) -> str | None:
     """Why this request must be refused, or None when it may proceed."""
     headers: dict[str, str] = {}
@@ -85,6 +90,11 @@ def _refusal(scope: Scope) -> str | None:
     host = headers.get("host")
     if host is None or not is_loopback_host(host):
         return "the agent API answers only to a loopback Host (127.0.0.1, localhost, [::1], *.localhost)"
+    if any(name in headers for name in _PROXIED):
+        # A tunnel to the API's own port (devtunnel http 4040, or 4041 where a second agent's
+        # API went) would put it on the internet: with --host-header rewrite every request
+        # arrives with Host 127.0.0.1:4040, and on the embedded relay with NAME.localhost.
+        return "the agent API does not answer requests forwarded by a proxy or a tunnel (X-Forwarded-For, Forwarded)"
     origin = headers.get("origin")
     if origin is not None and not is_loopback_origin(origin):
         return "cross-origin requests to the agent API are refused"

@@ -19,7 +19,7 @@ from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import Hello
 from devtunnel.protocol.handshake import RULES_ACK
-from devtunnel.relay.asgi import Receive, Scope, Send, protocol_of
+from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of
 from devtunnel.relay.http import DeadPeerWebSocketProtocol
 from devtunnel.relay.link import AgentLink, BufferBudget, send_last_words
 from devtunnel.relay.log import PeerErrorLog
@@ -36,6 +36,8 @@ log = logging.getLogger("devtunnel.relay")
 # on loopback (100 MiB downloads: about 250-320 MiB/s at 1 MiB, 370-440 MiB/s at 4 MiB). It is
 # also what a slow client can leave buffered here per stream.
 RESPONSE_WINDOW = 4 << 20
+
+BROWSER_REFUSAL = "a web page cannot connect as an agent (the handshake has an Origin header)"
 
 
 class AgentGate:
@@ -73,9 +75,16 @@ class AgentGate:
         """Run one agent's tunnel connection, from HELLO until it disconnects."""
         if (await receive())["type"] != "websocket.connect":
             return
-        await send({"type": "websocket.accept"})
         client = scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else "?"
+        if any(name.lower() == b"origin" for name, _ in scope.get("headers", ())):
+            # Only browsers send Origin (on every WebSocket, and agents never do): a web page must
+            # not hold a tunnel, least of all on the tokenless embedded relay on 127.0.0.1, where
+            # it would serve its own pages from NAME.localhost, a loopback origin.
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, BROWSER_REFUSAL)
+            await deny_websocket(send, 403, BROWSER_REFUSAL + "\n")
+            return
+        await send({"type": "websocket.accept"})
         conn = RelayConnection(
             max_streams=self.settings.max_streams,
             initial_window=RESPONSE_WINDOW,

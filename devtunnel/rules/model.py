@@ -22,6 +22,7 @@ from typing import Any
 from devtunnel.capture.filters import Filter, parse
 from devtunnel.errors import ConfigError, FilterSyntaxError
 from devtunnel.values.http1 import is_token
+from devtunnel.values.target import parse_target
 
 WIRE_VERSION = 1
 """Version of the rules a HELLO carries (``docs/protocol.md``, "Rules")."""
@@ -307,6 +308,11 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
         if isinstance(target, bool) or not isinstance(target, (int, str)) or str(target).strip() == "":
             raise _Problem("target", "must be a port or a URL of a local service, e.g. 8001")
         fields["target"] = str(target).strip()
+        if not wire:
+            try:
+                parse_target(fields["target"])
+            except ConfigError as exc:
+                raise _Problem("target", str(exc)) from None
     elif action in ("respond", "deny"):
         fields.update(_respond(table, default_status=200 if action == "respond" else 403))
     elif action == "headers":

@@ -6,7 +6,10 @@ import asyncio
 import base64
 import json
 import socket
-from collections.abc import AsyncIterator
+import threading
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.capture.recorder import Recorder
 from devtunnel.capture.store import Store
 from devtunnel.agent.service import AgentService
+from devtunnel.api import captures as api_captures
 from devtunnel.api.app import serve_api
 from tests.helpers import async_wait_for
 from tests.net.api_fixtures import HOSTILE_PATH, PNG, echo_service, make_exchange, sample_exchanges
@@ -102,6 +106,20 @@ async def test_bad_filter_is_a_400_with_the_message_and_position(api: Api) -> No
     body = assert_error(await api.client.get("/api/requests/http", params={"filter": "status:>=abc"}), 400)
     assert body["details"]["position"] >= 0
     assert "column" in body["msg"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "position"),
+    [
+        ("(" * 5000 + "method:GET" + ")" * 5000, 8),  # was a 500 and a RecursionError traceback in the log
+        (" or ".join(["body:x"] * 1000), 256 * len("body:x or ")),  # was a 503: "Expression tree is too large"
+        ("(method:GET or method:GET " * 13 + "method:GET" + ")" * 13, 8 * len("(method:GET or method:GET ")),
+    ],
+)
+async def test_a_filter_too_deep_or_too_long_is_a_400_at_its_position(api: Api, expression: str, position: int) -> None:
+    body = assert_error(await api.client.get("/api/requests/http", params={"filter": expression}), 400)
+    assert body["details"]["position"] == position
+    assert (await api.client.get("/api/requests/http")).status_code == 200
 
 
 @pytest.mark.parametrize("limit", ["x", "-1", "0", "1.5"])
@@ -240,6 +258,7 @@ async def test_replay_to_another_url(api: Api) -> None:
         ({"path": "no-slash"}, "invalid target 'no-slash'"),
         ({"path": "/a b"}, "invalid target '/a b'"),
         ({"to": "ftp://127.0.0.1/"}, "to must be an http:// or https:// URL"),
+        ({"to": "http://[::1"}, "cannot replay to 'http://[::1': Invalid IPv6 URL"),  # was a 500
         ({"body": "a", "body_base64": "YQ=="}, "give body or body_base64, not both"),
         ({"method": 5.5}, "method must be a string, not a number"),
         ({"header": [["X-A", "1"]]}, "unknown field 'header'"),
@@ -257,6 +276,22 @@ async def test_bad_replay_edits_are_400s_that_say_why_and_send_nothing(api: Api,
 async def test_malformed_json_bodies_are_400s_never_500s(api: Api, content: bytes) -> None:
     resp = await api.client.post("/api/requests/http", content=content, headers={"Content-Type": "application/json"})
     assert_error(resp, 400)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"path": "/\\ud800"}', b'{"body": "\\udfff"}', b'{"set_headers": {"X-A": "\\ud800"}}',
+     b'{"headers": [["Host", "a\\ud800"]]}', b'{"set": ["a=\\ud800"]}', b'{"to": "http://127.0.0.1:9/\\ud800"}'],
+)
+async def test_half_a_surrogate_pair_in_an_edit_is_a_400_and_sends_nothing(api: Api, content: bytes) -> None:
+    # JSON can escape a lone UTF-16 surrogate; Python decodes it to a str that cannot be encoded.
+    # These were 500s (UnicodeEncodeError) with a traceback in the agent's log.
+    before = len(api.seen.requests)
+    resp = await api.client.post(f"/api/requests/http/{api.exchanges[0].id}/replay", content=content,
+                                 headers={"Content-Type": "application/json"})
+    assert "surrogate" in assert_error(resp, 400)["msg"]
+    assert len(api.seen.requests) == before
+    assert all(r.replay_of is None for r in api.store.rows())
 
 
 async def test_a_body_that_is_not_json_is_a_415(api: Api) -> None:
@@ -331,6 +366,61 @@ async def test_diff_reports_sections_and_a_unified_text(api: Api) -> None:
 @pytest.mark.parametrize("params", [{"a": "x"}, {"a": "01", "b": "02", "side": "left"}])
 async def test_bad_diff_queries_are_400s(api: Api, params: dict[str, str]) -> None:
     assert_error(await api.client.get("/api/diff", params=params), 400)
+
+
+@pytest.mark.parametrize(
+    ("builder", "route"),
+    [
+        ("capture_json", "/api/requests/http?limit=1"),
+        ("capture_json", "/api/requests/http/{id}"),
+        ("export", "/api/requests/http/{id}/export?format=har"),
+        ("diff_exchanges", "/api/diff?a={id}&b={id}"),
+    ],
+)
+async def test_answers_made_of_captured_bodies_are_built_off_the_event_loop(
+    api: Api, monkeypatch: pytest.MonkeyPatch, builder: str, route: str
+) -> None:
+    # Building them takes as long as the bodies are big (a list of 50 exchanges with 10 MB
+    # bodies: 266 MiB of JSON, 11 s), and on the event loop it held every tunnel meanwhile (a
+    # request through the tunnel waited 8 s). The builder here waits until another request to
+    # the API has been answered, which only a free event loop can do.
+    entered, probed = threading.Event(), threading.Event()
+    released: list[bool] = []
+    original: Callable[..., Any] = getattr(api_captures, builder)
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        released.append(probed.wait(5))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api_captures, builder, gated)
+    answer = asyncio.create_task(api.client.get(route.format(id=api.exchanges[0].id)))
+    await async_wait_for(entered.is_set, what="the answer being built")
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as other:
+        assert (await other.get("/api")).status_code == 200
+    probed.set()
+    assert (await answer).status_code == 200
+    assert released and all(released)
+
+
+async def test_the_list_holds_one_exchange_in_memory_at_a_time(api: Api) -> None:
+    # Before, the list read every exchange with its bodies at once: 50 exchanges with 10 MB
+    # bodies (the default cap, within any public client's reach) held over 1 GB.
+    body = bytes(range(256)) * 4096  # 1 MiB, not text: base64 in the answer
+    big = [make_exchange(started_at=time.time() + i, req_body=body, resp_body=body) for i in range(60)]
+    api.store.put_many(big)
+    tracemalloc.start()
+    try:
+        size = 0
+        async with api.client.stream("GET", "/api/requests/http", params={"limit": 100}) as resp:
+            assert resp.status_code == 200
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size > 60 * 2 * len(body) * 4 // 3  # every body went out, in base64
+    assert peak < 16 * 2 * len(body), f"peak {peak >> 20} MiB"  # a few exchanges' worth (15 MiB), not 60 (134 MiB)
 
 
 async def test_status_counts_captures(api: Api) -> None:

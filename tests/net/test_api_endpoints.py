@@ -82,6 +82,7 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         ({"name": "a", "upstream": {"url": "8080", "protocol": "http2"}}, "'http2' is not supported"),
         ({"url": "tcp://1.tcp.ngrok.io:1234", "upstream": {"url": "8080"}}, "only http and https endpoints"),
         ({"url": "https://Bad_Name.example", "upstream": {"url": "8080"}}, "not a valid DNS label"),
+        ({"url": "https://[::1", "upstream": {"url": "8080"}}, "url 'https://[::1': Invalid IPv6 URL"),  # was a 500
         ({"name": "a", "upstream": {"url": "8080"}, "traffic_policy": {"on_http_request": []}}, "traffic policies"),
         ({"name": "a", "upstream": {"url": "8080"}, "basic_auth": ["u:p"]}, "basic auth"),
         ({"name": "a", "upstream": {"url": "8080"}, "pooling_enabled": True}, "pools"),

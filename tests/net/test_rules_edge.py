@@ -354,6 +354,38 @@ async def test_a_drill_added_through_the_api_answers_the_next_n_then_forwards(ha
     assert [ex.rule.action if ex.rule else None for ex in records] == ["respond", "respond", None]
 
 
+async def test_a_forward_rule_with_a_bad_target_is_refused_through_the_api_and_changes_nothing(harness, local):
+    # Before, the rule was added (the list showed it, the relay never heard of it) and the 400
+    # came after; from then on every change of the tunnel's rules failed with that same error.
+    import httpx
+
+    from devtunnel.api.app import serve_api
+    from tests.helpers import async_wait_for
+
+    port, state = local
+    await harness.start(str(port), rules=rules({"action": "headers", "response": {"set": {"X-Edge": "1"}}}))
+    server, api_port = await serve_api(harness.service, 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", trust_env=False) as api:
+            for target in ("ftp://x", "127.0.0.1:0", "http://[::1"):
+                bad = await api.post("/api/tunnels/app/rules", json={"action": "forward", "target": target})
+                assert bad.status_code == 400, bad.text
+                assert bad.json()["msg"].startswith(f"the new rule: rule 1: target: invalid target {target!r}")
+                assert [r["action"] for r in (await api.get("/api/tunnels/app/rules")).json()["rules"]] == ["headers"]
+            drill = {"action": "respond", "match": "path:/hook", "status": 503, "count": 1}
+            assert (await api.post("/api/tunnels/app/rules", json=drill)).status_code == 201
+
+            async def rule_count() -> bool:
+                engine = harness.relay.rules_of("app")
+                return engine is not None and len(engine.rules) == 2
+
+            await async_wait_for(rule_count, what="the relay to take the new rule")
+            assert (await request(harness, "/hook"))[0] == 503
+            assert (await api.delete("/api/tunnels/app/rules/2")).status_code == 204
+    finally:
+        await server.stop()
+
+
 @pytest.mark.parametrize("via", PATHS)
 async def test_a_head_request_answered_by_a_rule_gets_no_body(harness, local, via):
     port, _ = local

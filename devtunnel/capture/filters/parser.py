@@ -33,6 +33,14 @@ class _Token:
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 _KEYWORDS = {"and", "or", "not"}
 
+MAX_NESTING = 8
+"""Parentheses and ``not`` nested in each other at most this deep. SQLite's parser gives up on
+SQL nested a little deeper ("parser stack overflow" from 13 levels of ``(A or B (...``), and
+deeper recursion here would end in a RecursionError: either would be a failure, not a message."""
+MAX_TERMS = 256
+"""Terms in one expression at most: SQLite refuses an expression about 1000 deep, which a long
+chain of ``or`` reaches."""
+
 
 def _tokenize(expression: str) -> list[_Token]:
     tokens: list[_Token] = []
@@ -103,6 +111,9 @@ class _Parser:
         self.expression = expression
         self.tokens = _tokenize(expression)
         self.i = 0
+        self.depth = 0
+        """Parentheses and ``not`` open around the token being parsed."""
+        self.terms = 0
 
     def error(self, message: str, pos: int) -> FilterSyntaxError:
         return FilterSyntaxError(message, pos, self.expression)
@@ -152,24 +163,34 @@ class _Parser:
             if tok is not None:
                 raise self.error(f"'{tok.text}' needs a filter on its left", tok.pos)
             raise self.error("expected a filter", where)
-        if tok.kind == "not":
+        if tok.kind in ("not", "("):
             self.take()
-            return Not(self.parse_not(after=tok))
-        if tok.kind == "(":
-            self.take()
-            if (nxt := self.peek()) is not None and nxt.kind == ")":
-                raise self.error("empty parentheses", tok.pos)
-            if nxt is None:
-                raise self.error("unbalanced '(': it is never closed", tok.pos)
-            inner = self.parse_or()
-            close = self.peek()
-            if close is None or close.kind != ")":
-                raise self.error("unbalanced '(': it is never closed", tok.pos)
-            self.take()
-            return inner
+            self.depth += 1
+            try:
+                if self.depth > MAX_NESTING:
+                    raise self.error(f"parentheses and 'not' nest more than {MAX_NESTING} deep", tok.pos)
+                return Not(self.parse_not(after=tok)) if tok.kind == "not" else self.parse_group(tok)
+            finally:
+                self.depth -= 1
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise self.error(f"more than {MAX_TERMS} terms in one filter", tok.pos)
         if tok.kind == "code":
             return self.parse_code(self.take())
         return self.parse_term(self.take())
+
+    def parse_group(self, tok: _Token) -> Filter:
+        """What follows ``(`` (``tok``), up to and with its ``)``."""
+        if (nxt := self.peek()) is not None and nxt.kind == ")":
+            raise self.error("empty parentheses", tok.pos)
+        if nxt is None:
+            raise self.error("unbalanced '(': it is never closed", tok.pos)
+        inner = self.parse_or()
+        close = self.peek()
+        if close is None or close.kind != ")":
+            raise self.error("unbalanced '(': it is never closed", tok.pos)
+        self.take()
+        return inner
 
     def parse_code(self, tok: _Token) -> Filter:
         cls = CODES.get(tok.text)
