@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from devtunnel.errors import ProtocolError
 from devtunnel.protocol import AgentConnection, Connection, RelayConnection, Role
+from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol import frames as f
 from tests.protocol.pairs import handshaken, open_get
 
@@ -47,8 +48,8 @@ def busy_pair() -> tuple[RelayConnection, AgentConnection]:
     open_get(relay, agent, websocket=True)
     agent.send_response(3, 101, b"Switching Protocols", (), end_stream=False)
     open_get(relay, agent)
-    relay.reset_stream(5, 2)
-    agent.reset_stream(5, 2)
+    relay.reset_stream(5, ErrorCode.CANCEL)
+    agent.reset_stream(5, ErrorCode.CANCEL)
     relay.data_to_send()
     agent.data_to_send()
     return relay, agent

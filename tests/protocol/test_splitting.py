@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtunnel.protocol import AgentConnection, Connection, Event, RelayConnection
+from devtunnel.protocol.connection import ErrorCode
 
 Deliver = Callable[[Connection, bytes], list[Event]]
 
@@ -56,10 +57,10 @@ def conversation(deliver: Deliver) -> tuple[list[Event], list[Event], bytes, byt
     relay.acknowledge(ws, len("ünïcode".encode()), flush=True)
     relay.send_ws_message(ws, b"\x00" * 1500, text=False)
     relay.send_ws_close(ws, 1001, "going")
-    relay.reset_stream(relay.open_request(b"GET", b"/gone", b"1.1", (), end_stream=True), 2, "cancel")
+    relay.reset_stream(relay.open_request(b"GET", b"/gone", b"1.1", (), end_stream=True), ErrorCode.CANCEL, "cancel")
     r2a()
     agent.send_ws_close(ws, 1000)
-    agent.send_goaway(0, "bye")
+    agent.send_goaway(ErrorCode.NO_ERROR, "bye")
     a2r()
     return relay_events, agent_events, bytes(wire["to_relay"]), bytes(wire["to_agent"])
 
