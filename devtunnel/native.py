@@ -7,7 +7,7 @@ both (``.ci/run``), and mypyc checks at run time the types that mypy checks here
 
 They are the modules every request through the tunnel runs: the protocol's frames and
 connection on both sides, the request head's checks, the relay's direct path and links, the
-agent's quick answers and local responses, the store's rows. A module is listed only when it
+agent's quick answers and local responses. A module is listed only when it
 compiles and its tests pass compiled; what keeps the others out is in docs/performance.md.
 """
 
@@ -28,7 +28,6 @@ NATIVE_MODULES = (
     "devtunnel.values.terminal",
     "devtunnel.values.exchange_ids",
     "devtunnel.values.http1",
-    "devtunnel.capture.rows",
     "devtunnel.agent.quick",
     "devtunnel.agent.local_response",
     "devtunnel.agent.stream",
