@@ -61,3 +61,56 @@ def test_an_editable_install_is_never_compiled(monkeypatch: pytest.MonkeyPatch) 
     backend = _backend(monkeypatch, compiling=True)
     with pytest.raises(RuntimeError, match=r"works with `pip install \.`, not `pip install -e \.`"):
         backend.get_requires_for_build_editable()
+
+
+def _classes_of_native_modules() -> dict[str, set[str]]:
+    """The classes each listed module defines (at its top level)."""
+    out = {}
+    for name in native.NATIVE_MODULES:
+        tree = ast.parse((ROOT / (name.replace(".", "/") + ".py")).read_text())
+        out[name] = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    return out
+
+
+def test_no_interpreted_class_inherits_from_a_compiled_one() -> None:
+    """mypyc makes no instance of an interpreted subclass of a compiled class (TypeError:
+    interpreted classes cannot inherit from compiled), and says so only when one is made: a
+    subclass of ``StreamReset`` in an interpreted module left the relay's stalled-body stream
+    unfailed and its client waiting. Such subclasses live in a listed module, compiled with
+    their base. Read from the sources (``from M import C`` and ``M.C`` bases), so the pure run
+    holds every module and test to it too (package re-exports are looked up)."""
+    classes = _classes_of_native_modules()
+    found = []
+    for path in sorted([*(ROOT / "devtunnel").rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if module in classes:
+            continue
+        tree = ast.parse(path.read_text())
+        imported: dict[str, str] = {}  # local name -> "module.Class" or "module" of a listed module
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module is not None:
+                for alias in node.names:
+                    qualified = f"{node.module}.{alias.name}"
+                    if any(m.startswith(node.module + ".") for m in classes) and qualified not in classes:
+                        # A package's re-export (devtunnel.protocol's StreamReset): where it is defined.
+                        value = getattr(importlib.import_module(node.module), alias.name, None)
+                        if isinstance(value, type):
+                            qualified = f"{value.__module__}.{value.__qualname__}"
+                    owner, _, name = qualified.rpartition(".")
+                    if owner in classes and name in classes[owner] or qualified in classes:
+                        imported[alias.asname or alias.name] = qualified
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name in classes and alias.asname:
+                        imported[alias.asname] = alias.name
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for base in node.bases:
+                if isinstance(base, ast.Name) and base.id in imported and imported[base.id] not in classes:
+                    found.append(f"{module}.{node.name}({imported[base.id]})")
+                elif isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name):
+                    owner = imported.get(base.value.id)
+                    if owner in classes and base.attr in classes[owner]:
+                        found.append(f"{module}.{node.name}({owner}.{base.attr})")
+    assert found == []
