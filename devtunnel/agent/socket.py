@@ -6,6 +6,11 @@ each complete binary message is handed to ``on_message`` inside ``data_received`
 that saves the agent two trips through the event loop per request (the reader task waking for
 the message, and a writer task waking to send the answer). Everything else (the opening
 handshake, pings, the closing handshake) stays with ``websockets``.
+
+The tunnel protocol is a byte stream (message boundaries mean nothing), so a fragmented message
+is handed on fragment by fragment, never joined: a relay that never ends a message cannot make
+the agent hold it. One frame is at most ``MAX_FRAME`` bytes (``websockets`` refuses a larger one
+by its header, with close code 1009, before buffering it).
 """
 
 from __future__ import annotations
@@ -55,12 +60,17 @@ class _MaskBytes:
 if hasattr(getattr(websockets.frames, "secrets", None), "token_bytes"):  # where Frame.serialize finds it
     websockets.frames.secrets = _MaskBytes()  # type: ignore[assignment,attr-defined]
 
+MAX_FRAME = 64 << 20
+"""Largest WebSocket frame accepted from the relay: the limit the relay puts on the agent's
+messages (``relay.listening.WS_MAX_SIZE``). A relay sends each batch of tunnel frames as one
+WebSocket frame; the batches of a devtunnel relay stay far below it."""
+
 MessageHandler = Callable[[bytes, bool], None]
-"""Called with each whole message and whether it was text."""
+"""Called with each message, or each fragment of one, and whether it was text."""
 
 
 class TunnelSocket(ClientConnection):
-    """A client connection that delivers whole messages to ``on_message`` as they arrive.
+    """A client connection that delivers messages (fragment by fragment) to ``on_message`` as they arrive.
 
     Until ``on_message`` is set, messages queue for ``recv()`` as usual.
     """
@@ -70,7 +80,6 @@ class TunnelSocket(ClientConnection):
         self.on_message: MessageHandler | None = None
         self.on_writable: Callable[[], None] | None = None
         """Called when the transport's buffer drained below its low-water mark, or the connection ended."""
-        self._fragments: list[bytes] | None = None
         self._text = False
 
     # -- receiving ----------------------------------------------------------------------
@@ -83,16 +92,11 @@ class TunnelSocket(ClientConnection):
         if opcode is Opcode.BINARY or opcode is Opcode.TEXT:
             if event.fin:
                 handler(bytes(event.data), opcode is Opcode.TEXT)
-            else:
-                self._fragments = [bytes(event.data)]
+            else:  # the first fragment: handed on at once, as every one after it
                 self._text = opcode is Opcode.TEXT
-        elif opcode is Opcode.CONT:
-            if self._fragments is None:  # the protocol layer already refuses this; never reached
-                return
-            self._fragments.append(bytes(event.data))
-            if event.fin:
-                data, self._fragments = b"".join(self._fragments), None
-                handler(data, self._text)
+                handler(bytes(event.data), self._text)
+        elif opcode is Opcode.CONT:  # websockets refuses one outside a fragmented message
+            handler(bytes(event.data), self._text)
         else:
             super().process_event(event)  # PING, PONG, CLOSE
 
