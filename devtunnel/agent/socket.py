@@ -11,10 +11,19 @@ The tunnel protocol is a byte stream (message boundaries mean nothing), so a fra
 is handed on fragment by fragment, never joined: a relay that never ends a message cannot make
 the agent hold it. One frame is at most ``MAX_FRAME`` bytes (``websockets`` refuses a larger one
 by its header, with close code 1009, before buffering it).
+
+While the socket is full (the transport asked to pause writing), the agent stops reading the
+relay: what a relay sends can make the agent answer (PONGs, refused streams, 400s), and a relay
+that does not read those answers must not grow the agent's buffer with them. A socket that stays
+full without draining a byte for ``STALL_TIMEOUT`` seconds is dropped (the tunnel reconnects):
+``websockets``' own keepalive ping and closing handshake wait for the buffer to drain, so they
+would wait for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -24,7 +33,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
-__all__ = ["TunnelSocket"]
+__all__ = ["MAX_FRAME", "STALL_TIMEOUT", "TunnelSocket"]
+
+log = logging.getLogger("devtunnel.agent")
+
+STALL_TIMEOUT = 15.0
+"""Seconds the relay socket may stay full without draining a byte before the agent drops it
+(the relay gives an agent the same)."""
 
 
 class _MaskBytes:
@@ -81,6 +96,7 @@ class TunnelSocket(ClientConnection):
         self.on_writable: Callable[[], None] | None = None
         """Called when the transport's buffer drained below its low-water mark, or the connection ended."""
         self._text = False
+        self._stall: asyncio.TimerHandle | None = None
 
     # -- receiving ----------------------------------------------------------------------
     def process_event(self, event: Event) -> None:
@@ -118,13 +134,41 @@ class TunnelSocket(ClientConnection):
         return True
 
     # -- flow control -------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.transport.pause_reading()  # the module docstring says why
+        if self._stall is None:
+            self._stall = self.loop.call_later(STALL_TIMEOUT, _check_stall, self, self.transport.get_write_buffer_size())
+
     def resume_writing(self) -> None:
         super().resume_writing()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
         if self.on_writable is not None:
             self.on_writable()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         super().connection_lost(exc)
         if self.on_writable is not None:
             self.on_writable()
+
+
+def _check_stall(sock: TunnelSocket, mark: int) -> None:
+    """``STALL_TIMEOUT`` after the socket filled: drop it unless it drained something since."""
+    sock._stall = None
+    if not sock.paused or sock.transport.is_closing():
+        return
+    held = sock.transport.get_write_buffer_size()
+    if held < mark:  # a slow relay, not a stuck one: watch again
+        sock._stall = sock.loop.call_later(STALL_TIMEOUT, _check_stall, sock, held)
+        return
+    log.warning("the relay read nothing for %g s (%d bytes waiting): dropping the connection", STALL_TIMEOUT, held)
+    sock.set_connection_exc(TimeoutError(f"the relay read nothing for {STALL_TIMEOUT:g} s"))
+    sock.transport.abort()
 

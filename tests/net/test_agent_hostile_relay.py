@@ -11,7 +11,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+import devtunnel.agent.socket as socket_module
 
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.socket import MAX_FRAME
@@ -19,6 +23,7 @@ from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.protocol import frames as f
 from devtunnel.protocol.events import Hello
 from devtunnel.protocol.relay_side import RelayConnection
+from tests.helpers import async_wait_for
 
 RelayScript = Callable[[ServerConnection, RelayConnection], Awaitable[None]]
 
@@ -124,3 +129,53 @@ async def test_a_frame_of_max_frame_bytes_is_taken() -> None:
 
     async with hostile_relay(script):
         await asyncio.wait_for(ponged.wait(), 30)
+
+
+async def test_a_relay_that_stops_reading_cannot_grow_the_agents_buffer_and_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The relay floods PINGs and reads nothing. Before, the agent kept reading and queued a PONG
+    # for each (21 MB of PINGs: 12.7 MB held in its socket's buffer), and the connection hung for
+    # ever: websockets' keepalive ping and closing handshake wait for that buffer to drain.
+    # Now the agent stops reading while its socket is full, and drops a socket that stays full.
+    monkeypatch.setattr(socket_module, "STALL_TIMEOUT", 1.0)
+    connections: list[ServerConnection] = []
+    dropped = asyncio.Event()
+    sent = 0
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        nonlocal sent
+        connections.append(ws)
+        if len(connections) > 1:
+            await ws.wait_closed()  # the reconnection: a quiet relay
+            return
+        batch = _pings(60_000)  # 1 MB
+        try:
+            async with asyncio.timeout(5):
+                while sent < 40 << 20:
+                    await ws.send(batch)
+                    sent += len(batch)
+        except (TimeoutError, ConnectionClosed):
+            pass  # the agent stopped reading (our own send waits on it), or dropped us
+        await ws.wait_closed()
+        dropped.set()
+
+    async with hostile_relay(script, max_queue=1) as tunnel:
+        session = tunnel._session
+        assert session is not None
+        transport = session.ws.transport
+        held = 0
+
+        async def watch() -> None:
+            nonlocal held
+            while True:
+                held = max(held, transport.get_write_buffer_size())
+                await asyncio.sleep(0.02)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.wait_for(dropped.wait(), 30)
+        finally:
+            watcher.cancel()
+            assert held < 4 << 20, f"the agent held {held} bytes for a relay that reads nothing ({sent} bytes sent)"
+        await async_wait_for(lambda: len(connections) == 2, what="the agent to reconnect")
