@@ -29,12 +29,18 @@ from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
+from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
 from devtunnel.values.request_head import field_is_safe, fields_are_safe
 
-__all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
+__all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER", "MAX_HEAD"]
 
 DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
+MAX_HEAD = DEFAULT_MAX_HEAD_SIZE
+"""Bytes the local service may send before its final response head ends, interim (1xx)
+responses included; past them it gets 502. A relay takes no larger RESPONSE head (256 KiB), and
+``httptools`` sets no bound of its own: a head that never ended grew the agent's memory until
+the head timeout. (A ``QuickAnswer`` hands an unfinished head to the task long before.)"""
 ERROR_HEADER = b"X-Devtunnel-Error"
 """Header naming the failure on responses the agent makes up itself (502, 504)."""
 
@@ -395,7 +401,7 @@ class Forwarder:
         from the public client never counts against the local service.
         """
         loop = conn.loop
-        received = False
+        received = 0  # bytes of the response so far
         sent: float | None = sent_at
         if body_task is None:
             try:
@@ -424,9 +430,12 @@ class Forwarder:
                     "the local service closed the connection without a response", nothing_received=not received
                 )
             if not received:
-                received = True
                 cap.first_byte()
+            received += len(data)
             response.feed(data)
+            if received > MAX_HEAD and not response.head_done:
+                raise BadResponse(f"the local service sent {received} bytes without ending its response head"
+                                  f" (at most {MAX_HEAD >> 10} KiB)")
 
     async def _relay_response(
         self, stream: AgentStream, head_only: bool, lease: Lease, response: LocalResponse, cap: ExchangeCapture
