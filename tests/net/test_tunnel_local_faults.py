@@ -814,3 +814,39 @@ async def test_a_large_response_head_within_max_head_passes(harness: Harness) ->
     status, headers, body = parse_response(raw)  # httpx refuses a head this large
     assert (status, body) == (200, b"ok")
     assert (b"x-pad-1399", b"a" * 100) in [(n.lower(), v) for n, v in headers]
+
+
+@pytest.mark.parametrize(("first", "expected"), [
+    (b"HTTP/1.1 204 No Content\r\n\r\n", (204, b"")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", (200, b"ok")),
+])
+async def test_a_response_followed_by_another_in_the_same_write_reaches_the_client_alone(
+    harness: Harness, first: bytes, expected: tuple[int, bytes]
+) -> None:
+    # A service (or a proxy in front of one) writes a second response behind the first. The
+    # agent used to parse it into the first: a 204 reached the client as "200 EVIL", a 200 "ok"
+    # as a head and body that disagree (the client saw the connection drop). The client gets
+    # the first response; the connection is not used again, so the next request is not answered
+    # with the queued one either.
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first_connection = connections == 1
+        async for _ in request_heads(reader):
+            if first_connection:
+                writer.write(first + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+                first_connection = False
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.get("/first")
+            after = await c.get("/second")
+    assert (response.status_code, response.content) == expected
+    assert (after.status_code, after.content) == (200, b"good")
