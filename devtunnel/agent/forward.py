@@ -401,7 +401,8 @@ class Forwarder:
         from the public client never counts against the local service.
         """
         loop = conn.loop
-        received = 0  # bytes of the response so far
+        received = False
+        unfinished = 0  # bytes read while the head was still unfinished
         sent: float | None = sent_at
         if body_task is None:
             try:
@@ -430,12 +431,14 @@ class Forwarder:
                     "the local service closed the connection without a response", nothing_received=not received
                 )
             if not received:
+                received = True
                 cap.first_byte()
-            received += len(data)
             response.feed(data)
-            if received > MAX_HEAD and not response.head_done:
-                raise BadResponse(f"the local service sent {received} bytes without ending its response head"
-                                  f" (at most {MAX_HEAD >> 10} KiB)")
+            if not response.head_done:
+                unfinished += len(data)
+                if unfinished > MAX_HEAD:
+                    raise BadResponse(f"the local service sent {unfinished} bytes without ending its response head"
+                                      f" (at most {MAX_HEAD >> 10} KiB)")
 
     async def _relay_response(
         self, stream: AgentStream, head_only: bool, lease: Lease, response: LocalResponse, cap: ExchangeCapture
