@@ -438,6 +438,13 @@ class HttpForwarder:
         except DevtunnelError as exc:  # the stream was closed under us (reset, tunnel gone)
             log.debug("tunnel %s: upload on stream %d stopped: %s", tunnel.name, stream_id, exc)
             return False, None
+        except Exception:
+            # A fault of ours: the response side waits on the stream, not on this task, so the
+            # stream fails here (the client gets 502, the agent a reset) and the error is logged,
+            # instead of the request hanging with the exception unread in this task.
+            log.exception("tunnel %s: upload on stream %d failed", tunnel.name, stream_id)
+            stream.fail(StreamReset(stream_id, int(ErrorCode.CANCEL), "the relay failed to forward the request body"))
+            return False, None
 
     def _stalled(self, tunnel: AgentLink, stream: RelayStream, ip: str, received: int) -> None:
         """Give up on a request body that stopped arriving: reset the stream towards the agent

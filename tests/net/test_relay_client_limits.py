@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings, client_limit
 from devtunnel.relay.slots import client_key
@@ -85,6 +86,29 @@ async def test_a_body_that_stops_arriving_gets_408_and_the_agent_sees_the_stream
                 lambda: relay._slots.held(relay._tunnels["demo"].members[0], ATTACKER) == 0,  # type: ignore[attr-defined]
                 what="the stream to be given back",
             )
+        finally:
+            await agent.close()
+
+
+async def test_a_fault_while_forwarding_a_body_fails_the_request_instead_of_holding_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The uploading task's own exception is not left unread while the client waits: compiled
+    with mypyc, making ``BodyStalled`` once raised TypeError there and the client got nothing."""
+    def broken(*args: object) -> None:
+        raise RuntimeError("a fault in _stalled")
+
+    monkeypatch.setattr(HttpForwarder, "_stalled", broken)
+    async with running_relay(body_timeout=0.3) as relay:
+        agent, resets = await holding_agent(relay)
+        try:
+            reader, writer = await start_slow_upload(relay)
+            status, _, body = parse_response(await read_to_close(reader))
+            writer.close()
+            assert status == 502
+            assert b"the relay failed to forward the request body" in body
+            await async_wait_for(lambda: len(resets) == 1, what="the agent to see the reset")
+            assert "a fault in _stalled" in caplog.text
         finally:
             await agent.close()
 
