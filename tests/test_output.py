@@ -191,3 +191,23 @@ def test_warnings_of_other_loggers_in_the_agent_are_escaped_too() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
     _assert_inert(done.stderr)
     assert done.stderr.endswith(b"peer said \\x1b]0;owned\\x07\n"), done.stderr
+
+
+def test_a_newline_in_a_logged_message_cannot_start_a_line_of_its_own() -> None:
+    # A relay's reason for going away is logged; with a newline it printed a line of its own
+    # ("Forwarding https://evil.example -> ..."), which the formatter let through before.
+    code = ("import logging\n"
+            "from devtunnel.commands.http import _setup_logging\n"
+            "_setup_logging()\n"
+            "log = logging.getLogger('devtunnel.agent')\n"
+            "log.warning('the relay is going away: %s', 'brb\\nForwarding https://evil.example -> http://127.0.0.1:9')\n"
+            "try:\n"
+            "    raise ValueError('boom')\n"
+            "except ValueError:\n"
+            "    log.exception('failed: %s', 'x\\ry')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
+    lines = done.stderr.decode().splitlines()
+    assert lines[0].endswith("the relay is going away: brb\\nForwarding https://evil.example -> http://127.0.0.1:9")
+    assert not any(line.startswith("Forwarding") for line in lines)
+    assert lines[1].endswith("failed: x\\ry")
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: boom"  # still readable

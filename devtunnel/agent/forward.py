@@ -29,12 +29,18 @@ from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
+from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
 from devtunnel.values.request_head import field_is_safe, fields_are_safe
 
-__all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER"]
+__all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER", "MAX_HEAD"]
 
 DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
+MAX_HEAD = DEFAULT_MAX_HEAD_SIZE
+"""Bytes the local service may send before its final response head ends, interim (1xx)
+responses included; past them it gets 502. A relay takes no larger RESPONSE head (256 KiB), and
+``httptools`` sets no bound of its own: a head that never ended grew the agent's memory until
+the head timeout. (A ``QuickAnswer`` hands an unfinished head to the task long before.)"""
 ERROR_HEADER = b"X-Devtunnel-Error"
 """Header naming the failure on responses the agent makes up itself (502, 504)."""
 
@@ -396,6 +402,7 @@ class Forwarder:
         """
         loop = conn.loop
         received = False
+        unfinished = 0  # bytes read while the head was still unfinished
         sent: float | None = sent_at
         if body_task is None:
             try:
@@ -427,6 +434,11 @@ class Forwarder:
                 received = True
                 cap.first_byte()
             response.feed(data)
+            if not response.head_done:
+                unfinished += len(data)
+                if unfinished > MAX_HEAD:
+                    raise BadResponse(f"the local service sent {unfinished} bytes without ending its response head"
+                                      f" (at most {MAX_HEAD >> 10} KiB)")
 
     async def _relay_response(
         self, stream: AgentStream, head_only: bool, lease: Lease, response: LocalResponse, cap: ExchangeCapture

@@ -21,7 +21,8 @@ class BadResponse(Exception):
 
 
 class _HeadDone(Exception):
-    """Raised inside the parser to stop after the head of a response to HEAD."""
+    """Raised inside the parser to stop after the head of a response to HEAD, or before bytes
+    that follow a complete response (they are not parsed into it)."""
 
 
 class LocalResponse:
@@ -72,7 +73,9 @@ class LocalResponse:
     # httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
         if self.head_done:
-            self.extra = True
+            # A message after the response: not ours to parse (it would replace the response's
+            # status, headers and body), and the connection cannot be used again.
+            raise _HeadDone
         self.reason.clear()
         self.headers.clear()
 
@@ -115,8 +118,9 @@ class LocalResponse:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadDone):
-                # httptools cannot be told the request was HEAD: we stop here, and neither this
-                # parser nor the connection (which may hold bytes we did not parse) is used again.
+                # After the head of a response to HEAD (httptools cannot be told the request was
+                # HEAD), or before a message that followed the response: we stop here, and neither
+                # this parser nor the connection (which holds bytes we did not parse) is used again.
                 self.complete = True
                 self.extra = True
                 return

@@ -6,10 +6,24 @@ each complete binary message is handed to ``on_message`` inside ``data_received`
 that saves the agent two trips through the event loop per request (the reader task waking for
 the message, and a writer task waking to send the answer). Everything else (the opening
 handshake, pings, the closing handshake) stays with ``websockets``.
+
+The tunnel protocol is a byte stream (message boundaries mean nothing), so a fragmented message
+is handed on fragment by fragment, never joined: a relay that never ends a message cannot make
+the agent hold it. One frame is at most ``MAX_FRAME`` bytes (``websockets`` refuses a larger one
+by its header, with close code 1009, before buffering it).
+
+While the socket is full (the transport asked to pause writing), the agent stops reading the
+relay: what a relay sends can make the agent answer (PONGs, refused streams, 400s), and a relay
+that does not read those answers must not grow the agent's buffer with them. A socket that stays
+full without draining a byte for ``STALL_TIMEOUT`` seconds is dropped (the tunnel reconnects):
+``websockets``' own keepalive ping and closing handshake wait for the buffer to drain, so they
+would wait for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -19,7 +33,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
-__all__ = ["TunnelSocket"]
+__all__ = ["MAX_FRAME", "STALL_TIMEOUT", "TunnelSocket"]
+
+log = logging.getLogger("devtunnel.agent")
+
+STALL_TIMEOUT = 15.0
+"""Seconds the relay socket may stay full without draining a byte before the agent drops it
+(the relay gives an agent the same)."""
 
 
 class _MaskBytes:
@@ -55,12 +75,17 @@ class _MaskBytes:
 if hasattr(getattr(websockets.frames, "secrets", None), "token_bytes"):  # where Frame.serialize finds it
     websockets.frames.secrets = _MaskBytes()  # type: ignore[assignment,attr-defined]
 
+MAX_FRAME = 64 << 20
+"""Largest WebSocket frame accepted from the relay: the limit the relay puts on the agent's
+messages (``relay.listening.WS_MAX_SIZE``). A relay sends each batch of tunnel frames as one
+WebSocket frame; the batches of a devtunnel relay stay far below it."""
+
 MessageHandler = Callable[[bytes, bool], None]
-"""Called with each whole message and whether it was text."""
+"""Called with each message, or each fragment of one, and whether it was text."""
 
 
 class TunnelSocket(ClientConnection):
-    """A client connection that delivers whole messages to ``on_message`` as they arrive.
+    """A client connection that delivers messages (fragment by fragment) to ``on_message`` as they arrive.
 
     Until ``on_message`` is set, messages queue for ``recv()`` as usual.
     """
@@ -70,8 +95,8 @@ class TunnelSocket(ClientConnection):
         self.on_message: MessageHandler | None = None
         self.on_writable: Callable[[], None] | None = None
         """Called when the transport's buffer drained below its low-water mark, or the connection ended."""
-        self._fragments: list[bytes] | None = None
         self._text = False
+        self._stall: asyncio.TimerHandle | None = None
 
     # -- receiving ----------------------------------------------------------------------
     def process_event(self, event: Event) -> None:
@@ -83,16 +108,11 @@ class TunnelSocket(ClientConnection):
         if opcode is Opcode.BINARY or opcode is Opcode.TEXT:
             if event.fin:
                 handler(bytes(event.data), opcode is Opcode.TEXT)
-            else:
-                self._fragments = [bytes(event.data)]
+            else:  # the first fragment: handed on at once, as every one after it
                 self._text = opcode is Opcode.TEXT
-        elif opcode is Opcode.CONT:
-            if self._fragments is None:  # the protocol layer already refuses this; never reached
-                return
-            self._fragments.append(bytes(event.data))
-            if event.fin:
-                data, self._fragments = b"".join(self._fragments), None
-                handler(data, self._text)
+                handler(bytes(event.data), self._text)
+        elif opcode is Opcode.CONT:  # websockets refuses one outside a fragmented message
+            handler(bytes(event.data), self._text)
         else:
             super().process_event(event)  # PING, PONG, CLOSE
 
@@ -114,13 +134,41 @@ class TunnelSocket(ClientConnection):
         return True
 
     # -- flow control -------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.transport.pause_reading()  # the module docstring says why
+        if self._stall is None:
+            self._stall = self.loop.call_later(STALL_TIMEOUT, _check_stall, self, self.transport.get_write_buffer_size())
+
     def resume_writing(self) -> None:
         super().resume_writing()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
         if self.on_writable is not None:
             self.on_writable()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         super().connection_lost(exc)
         if self.on_writable is not None:
             self.on_writable()
+
+
+def _check_stall(sock: TunnelSocket, mark: int) -> None:
+    """``STALL_TIMEOUT`` after the socket filled: drop it unless it drained something since."""
+    sock._stall = None
+    if not sock.paused or sock.transport.is_closing():
+        return
+    held = sock.transport.get_write_buffer_size()
+    if held < mark:  # a slow relay, not a stuck one: watch again
+        sock._stall = sock.loop.call_later(STALL_TIMEOUT, _check_stall, sock, held)
+        return
+    log.warning("the relay read nothing for %g s (%d bytes waiting): dropping the connection", STALL_TIMEOUT, held)
+    sock.set_connection_exc(TimeoutError(f"the relay read nothing for {STALL_TIMEOUT:g} s"))
+    sock.transport.abort()
 

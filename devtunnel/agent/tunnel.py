@@ -39,7 +39,7 @@ from devtunnel.errors import (
     RelayUnreachableError,
     TunnelError,
 )
-from devtunnel.agent.socket import TunnelSocket
+from devtunnel.agent.socket import MAX_FRAME, TunnelSocket
 from devtunnel.agent.app_runner import AppRunner
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
@@ -399,7 +399,7 @@ class AgentTunnel:
                 self.relay_url,
                 create_connection=TunnelSocket,
                 compression=None,
-                max_size=None,
+                max_size=(None, MAX_FRAME),
                 open_timeout=HANDSHAKE_TIMEOUT,
                 close_timeout=2,
                 user_agent_header=f"devtunnel/{__version__}",

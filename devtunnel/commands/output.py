@@ -162,7 +162,14 @@ def err(message: str, stream: TextIO | None = None) -> None:
 
 class EscapingFormatter(logging.Formatter):
     """Log lines carry text from the network (a relay's refusal reason, a client's request):
-    anything that could drive the terminal is escaped; newlines of tracebacks are kept."""
+    anything that could drive the terminal is escaped. A message stays one line (a newline in it
+    shows as ``\\n``: a relay's reason cannot print a line of its own, such as a forged
+    ``Forwarding`` line); the newlines of a traceback after it are kept."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record), keep="\t")
 
     def format(self, record: logging.LogRecord) -> str:
-        return escape(super().format(record), keep="\n\t")
+        # The message holds no newline now: the first one starts the traceback (or stack).
+        line, newline, rest = super().format(record).partition("\n")
+        return line + newline + escape(rest, keep="\n\t") if newline else line

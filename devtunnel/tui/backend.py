@@ -334,13 +334,19 @@ class Backend:
         else:
             self._api_ready.clear()
 
+    def _api_client(self) -> httpx.AsyncClient:
+        """The client of the agent API, made once. The API is on this machine's loopback: no
+        proxy from the environment (HTTP_PROXY ...) may carry the calls, and the API refuses
+        what a proxy forwarded."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=30.0, trust_env=False)
+        return self._client
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if not self._api_url:
             raise TunnelError("the agent is not running (no API to talk to)")
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=30.0)
         try:
-            return await self._client.request(method, self._api_url + path, **kwargs)
+            return await self._api_client().request(method, self._api_url + path, **kwargs)
         except httpx.HTTPError as exc:
             raise TunnelError(f"the agent API at {self._api_url} did not answer: {exc}") from exc
 
@@ -399,14 +405,13 @@ class Backend:
         """
         if not self._api_url:
             raise TunnelError("the agent is not running (no API to talk to)")
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=30.0)
+        client = self._api_client()
         params = {"limit": str(limit), "follow": "1"}
         if contains:
             params["contains"] = contains
         url = f"{self._api_url}/api/tunnels/{quote(name, safe='')}/logs"
         try:
-            async with self._client.stream("GET", url, params=params, timeout=_FOLLOW_TIMEOUT) as response:
+            async with client.stream("GET", url, params=params, timeout=_FOLLOW_TIMEOUT) as response:
                 if response.status_code != 200:
                     await response.aread()
                     error = NotFoundError if response.status_code == 404 else TunnelError

@@ -7,13 +7,15 @@ body and answers with the helpers below (respecting flow control, like the real 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.protocol.agent_side import AgentConnection
@@ -246,3 +248,21 @@ class ScriptedAgent:
                     request.inbox.put_nowait(event)
                     if isinstance(event, StreamReset):
                         request.window.set()
+
+
+@contextmanager
+def task_path_spied(direct: bool) -> Iterator[list[bytes]]:
+    """The targets the relay's ASGI task path answers while this lasts (a spy on
+    ``HttpForwarder.__call__``); with ``direct`` false the direct path is off, so tasks answer all."""
+    tasks: list[bytes] = []
+    original = HttpForwarder.__call__
+
+    async def spy(self: HttpForwarder, tunnel: Any, scope: Any, *args: Any) -> None:
+        tasks.append(scope["raw_path"])
+        await original(self, tunnel, scope, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HttpForwarder, "__call__", spy)
+        if not direct:
+            patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
+        yield tasks

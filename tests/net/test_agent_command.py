@@ -194,22 +194,25 @@ def test_local_timeout_flag_turns_a_silent_local_service_into_504(
         silent.close()
 
 
-def _slow_request(port: str, name: str) -> concurrent.futures.Future[httpx.Response]:
-    """A GET of ``/slow`` through the tunnel, in a thread (the local app holds it until released)."""
+def _agent_with_a_slow_request(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> tuple[Proc, concurrent.futures.Future[httpx.Response]]:
+    """A headless agent, and a GET of ``/slow`` through it (in a thread) that the local app holds
+    until released; returns once the request is at the app."""
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
+    name, port = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding"))).group(2, 3)  # type: ignore[union-attr]
     pool = concurrent.futures.ThreadPoolExecutor(1)
-    future = pool.submit(httpx.get, f"http://127.0.0.1:{port}/slow", headers={"Host": f"{name}.localhost:{port}"},
-                         trust_env=False, timeout=30)
+    slow = pool.submit(httpx.get, f"http://127.0.0.1:{port}/slow", headers={"Host": f"{name}.localhost:{port}"},
+                       trust_env=False, timeout=30)
     pool.shutdown(wait=False)
-    return future
+    wait_for(lambda: b"/slow" in local[1].seen_targets, what="the request at the local app")
+    return agent, slow
 
 
 def test_ctrl_c_lets_a_running_request_finish_before_the_agent_exits(
     env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
-    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
-    name, port = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding"))).group(2, 3)  # type: ignore[union-attr]
-    slow = _slow_request(port, name)
-    wait_for(lambda: b"/slow" in local[1].seen_targets, what="the request at the local app")
+    agent, slow = _agent_with_a_slow_request(env, procs, local)
     agent.popen.send_signal(signal.SIGINT)
     agent.line(lambda l: "letting running requests finish (1, up to 5 s)" in l, lines="err")
     assert agent.popen.poll() is None
@@ -223,10 +226,7 @@ def test_ctrl_c_lets_a_running_request_finish_before_the_agent_exits(
 def test_a_second_ctrl_c_stops_the_agent_without_waiting_for_running_requests(
     env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
-    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
-    name, port = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding"))).group(2, 3)  # type: ignore[union-attr]
-    slow = _slow_request(port, name)
-    wait_for(lambda: b"/slow" in local[1].seen_targets, what="the request at the local app")
+    agent, slow = _agent_with_a_slow_request(env, procs, local)
     agent.popen.send_signal(signal.SIGTERM)  # as the inspector stops its agent (tui/supervisor.py)
     agent.line(lambda l: "letting running requests finish" in l, lines="err")
     agent.popen.send_signal(signal.SIGTERM)  # Ctrl-C twice does the same

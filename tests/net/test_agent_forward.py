@@ -188,3 +188,24 @@ def test_bytes_after_a_complete_response_mark_the_connection_unusable() -> None:
 def test_invalid_responses_raise_bad_response(raw: bytes) -> None:
     with pytest.raises(BadResponse, match="invalid HTTP response"):
         LocalResponse(head_only=False).feed(raw)
+
+
+@given(st.sampled_from(RESPONSES), st.sampled_from([
+    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL",
+    b"HTTP/1.1 500 Evil\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nEVIL\r\n0\r\n\r\n",
+    b"\x00junk\r\n",
+    b"H",
+]), st.integers(min_value=0, max_value=200))
+def test_bytes_after_a_complete_response_are_not_parsed_into_it(raw: bytes, after: bytes, cut: int) -> None:
+    # They used to be: a second response queued behind the first replaced its status, headers
+    # and body (a 204 followed by "200 EVIL" reached the client as "200 EVIL").
+    alone = feed_all(LocalResponse(head_only=False), [raw])
+    both = raw + after
+    r = LocalResponse(head_only=False)
+    for part in (both[:cut], both[cut:]):
+        if not r.complete:  # as the forwarder: nothing is fed after a complete response
+            r.feed(part)
+    assert (r.status, r.headers, r.take_body()) == (alone.status, alone.headers, alone.take_body())
+    # Unusable once a byte after the response was seen; cut right after it, none was fed (the
+    # pool finds bytes arriving later: LocalConnection.usable).
+    assert r.complete and r.extra == (cut != len(raw))

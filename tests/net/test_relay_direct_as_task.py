@@ -16,10 +16,8 @@ from typing import Any
 import pytest
 
 from devtunnel.protocol.events import StreamReset
-from devtunnel.relay.http_proxy import HttpForwarder
-from devtunnel.relay.server import Relay
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import AgentRequest, connect_agent, echo, running_relay
+from tests.net._relay_agent import AgentRequest, connect_agent, echo, running_relay, task_path_spied
 
 HOST = b"Host: demo.localhost\r\n"
 # Sent after each case's requests: the connection ends, so the client reads to EOF either way.
@@ -76,17 +74,7 @@ CASES: dict[str, list[bytes]] = {
 async def _relay(direct: bool, handler: Any) -> AsyncIterator[tuple[Any, Any, list[bytes]]]:
     """A relay and an agent answering with ``handler``, and the targets the ASGI path answered;
     through the direct path where it can, or only through tasks."""
-    tasks: list[bytes] = []
-    original = HttpForwarder.__call__
-
-    async def spy(self: HttpForwarder, tunnel: Any, scope: Any, *args: Any) -> None:
-        tasks.append(scope["raw_path"])
-        await original(self, tunnel, scope, *args)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(HttpForwarder, "__call__", spy)
-        if not direct:
-            patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
+    with task_path_spied(direct) as tasks:
         async with running_relay() as relay:
             agent = await connect_agent(relay, handler=handler)
             try:

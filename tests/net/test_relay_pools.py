@@ -28,14 +28,14 @@ from devtunnel.agent.info import TunnelState
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.tunnel import Backoff
 from devtunnel.api.app import serve_api
-from devtunnel.relay.http_proxy import KEPT_BODY, HttpForwarder
+from devtunnel.relay.http_proxy import KEPT_BODY
 from devtunnel.relay.server import Relay
 from devtunnel.rules.model import Rule
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import GoAway, Hello
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import TOKEN, AgentRequest, ScriptedAgent, connect_agent, echo, running_relay
+from tests.net._relay_agent import TOKEN, AgentRequest, ScriptedAgent, connect_agent, echo, running_relay, task_path_spied
 from tests.net.test_agent_names import SilentDropProxy
 
 FAST = Backoff(base=0.05, cap=0.2, rng=random.Random(5))
@@ -403,17 +403,7 @@ async def pool_of(direct: bool, *handlers: Callable[[AgentRequest], Awaitable[No
     """A relay and a pool of agents answering with ``handlers`` (the first is first in turn),
     and the targets the ASGI task path answered: the direct path takes what it can, or with
     ``direct`` false nothing (as tests/net/test_relay_direct_as_task.py does)."""
-    tasks: list[bytes] = []
-    original = HttpForwarder.__call__
-
-    async def spy(self: HttpForwarder, tunnel: Any, scope: Any, *args: Any) -> None:
-        tasks.append(scope["raw_path"])
-        await original(self, tunnel, scope, *args)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(HttpForwarder, "__call__", spy)
-        if not direct:
-            patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
+    with task_path_spied(direct) as tasks:
         async with running_relay() as relay:
             agents: list[ScriptedAgent] = []
             try:

@@ -15,8 +15,16 @@ import httptools
 import httpx
 import pytest
 
+from devtunnel.agent.forward import MAX_HEAD
 from devtunnel.agent.session import Session
-from tests.net.tunnel_fixtures import Harness, raw_server, read_request_head, relay_and_agent
+from tests.net.tunnel_fixtures import (
+    Harness,
+    parse_response,
+    raw_request,
+    raw_server,
+    read_request_head,
+    relay_and_agent,
+)
 
 
 @pytest.fixture
@@ -738,3 +746,107 @@ async def test_each_request_on_a_kept_alive_connection_gets_its_own_head_timeout
     assert (first.status_code, first.text) == (200, "ok")
     assert second.status_code == 504 and second.headers["x-devtunnel-error"] == "local_timeout"
     assert 0.45 <= waited < 5, waited
+
+
+
+@pytest.mark.parametrize(("start", "piece"), [
+    (b"HTTP/1.1 200 OK\r\n", b"X-Pad: " + b"a" * 100 + b"\r\n"),  # header lines that never end the head
+    (b"HTTP/1.1 200 ", b"a" * 100),  # a reason phrase that never ends
+    (b"HTTP/1.1 200 OK\r\nX-A: ", b"a" * 100),  # one header value that never ends
+    (b"", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),  # interim responses, never a final one
+], ids=["header-lines", "reason", "header-value", "interim-storm"])
+async def test_a_response_head_that_never_ends_gets_502_and_the_agent_stops_reading_it(
+    harness: Harness, start: bytes, piece: bytes
+) -> None:
+    # A service writing its head for ever (here: up to 64 MB). httptools sets no bound, and the
+    # agent held every byte until the head timeout (60 s; 200 MB of header lines: 460 MB more in
+    # the agent). It answers 502 once the head passes MAX_HEAD and closes the connection: the
+    # service cannot write the rest.
+    written = 0
+    cut = threading.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        await read_request_head(reader)
+        chunk = piece * (60_000 // len(piece))
+        writer.write(start)
+        try:
+            while written < 64 << 20:
+                writer.write(chunk)
+                await writer.drain()
+                written += len(chunk)
+        except ConnectionError:
+            cut.set()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.get("/")
+        assert response.status_code == 502
+        assert response.headers["x-devtunnel-error"] == "local_error"
+        assert "without ending its response head" in response.text
+        await asyncio.to_thread(cut.wait, 10)
+    assert cut.is_set(), f"the service wrote {written} bytes of head without the agent closing the connection"
+    assert written < 16 << 20
+
+
+async def test_a_large_response_head_within_max_head_passes(harness: Harness) -> None:
+    # Up to MAX_HEAD a head is the local service's business: 150 KiB of header lines, written in
+    # pieces (the quick path hands such a head to the stream's task, which reads it whole).
+    lines = [b"X-Pad-%d: %s\r\n" % (i, b"a" * 100) for i in range(1400)]
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"".join(lines) + b"\r\n"
+    assert 128 << 10 < len(head) < MAX_HEAD
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        for start in range(0, len(head), 16_000):
+            writer.write(head[start : start + 16_000])
+            await writer.drain()
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        raw = await raw_request(harness.relay.port, b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                                % harness.host("app").encode())
+    status, headers, body = parse_response(raw)  # httpx refuses a head this large
+    assert (status, body) == (200, b"ok")
+    assert (b"x-pad-1399", b"a" * 100) in [(n.lower(), v) for n, v in headers]
+
+
+@pytest.mark.parametrize(("first", "expected"), [
+    (b"HTTP/1.1 204 No Content\r\n\r\n", (204, b"")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", (200, b"ok")),
+])
+async def test_a_response_followed_by_another_in_the_same_write_reaches_the_client_alone(
+    harness: Harness, first: bytes, expected: tuple[int, bytes]
+) -> None:
+    # A service (or a proxy in front of one) writes a second response behind the first. The
+    # agent used to parse it into the first: a 204 reached the client as "200 EVIL", a 200 "ok"
+    # as a head and body that disagree (the client saw the connection drop). The client gets
+    # the first response; the connection is not used again, so the next request is not answered
+    # with the queued one either.
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first_connection = connections == 1
+        async for _ in request_heads(reader):
+            if first_connection:
+                writer.write(first + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+                first_connection = False
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.get("/first")
+            after = await c.get("/second")
+    assert (response.status_code, response.content) == expected
+    assert (after.status_code, after.content) == (200, b"good")

@@ -429,7 +429,7 @@ def test_websockets_masks_frames_with_secrets_token_bytes_from_its_frames_module
 
 
 @pytest.mark.parametrize("name", ["process_event", "send_data", "set_connection_exc", "resume_writing",
-                                  "connection_lost", "data_received"])
+                                  "pause_writing", "connection_lost", "data_received"])
 def test_websockets_connection_has_the_method_the_agent_socket_uses(name: str) -> None:
     assert callable(getattr(WsConnection, name, None)), (
         f"websockets' asyncio Connection.{name} is gone: agent.socket.TunnelSocket overrides or calls it"

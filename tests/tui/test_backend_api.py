@@ -217,3 +217,17 @@ async def test_a_followed_log_is_read_line_by_line_and_bad_lines_are_errors(
                 await _followed(backend, "shop", 5)
     finally:
         await backend.aclose()
+
+
+async def test_the_api_is_called_directly_whatever_proxy_the_environment_names(
+    agent: tuple[Harness, Backend, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy in the environment must not carry calls to this machine's loopback (the API refuses
+    # what a proxy forwarded): this one is a closed port, so a call through it would fail.
+    _, backend, _ = agent
+    dead = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert {view.name for view in await backend.tunnels()} == {"shop", "plain"}
