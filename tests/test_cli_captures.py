@@ -597,3 +597,28 @@ def test_a_prefix_of_many_says_how_many_it_matches(one_millisecond: tuple[Path, 
     line = assert_one_line_error(cli(None, "export", millisecond.lower(), "--format", "curl", db=db))
     assert "ambiguous: 6 matches" in line
     assert "ambiguous: 7 matches" in assert_one_line_error(cli(None, "show", "0", db=db))
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [("Größe".encode(), "Größe"), (b"Gr\xf6\xdfe", "Gr\\xf6\\xdfe"), (b"caf\xc3\xa9\x1b[2J", "café\\x1b[2J")],
+    ids=["utf-8", "not-utf-8", "utf-8-with-escape"],
+)
+def test_a_reason_phrase_shows_as_utf8_and_is_kept_byte_for_byte(captures: Captures, reason: bytes, shown: str) -> None:
+    """The reason came from the network as bytes: ``show`` and ``replay`` read them as UTF-8 where
+    they are (they printed latin-1, ``GrÃ¶Ãe``), escaped where not; the capture keeps the bytes."""
+    from devtunnel.export.assemble import response_bytes
+    from tests.export.rawserver import RawServer
+
+    answer = b"HTTP/1.1 418 " + reason + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ex = captures.exchanges[0]
+    with RawServer(answer) as server:
+        proc = cli(captures, "replay", ex.id, "--to", server.url)
+    assert proc.returncode == 0, proc.stderr
+    (new,) = [e for e in _stored(captures) if e.replay_of == ex.id]
+    assert proc.stdout.split("  ")[1] == f"418 {shown}", proc.stdout
+    assert new.response is not None and new.response.reason.encode("latin-1") == reason  # stored as received
+    out = cli(captures, "show", new.id).stdout
+    assert f"HTTP/1.1 418 {shown}\n" in out, out
+    assert "\x1b" not in out
+    assert response_bytes(new.response).startswith(b"HTTP/1.1 418 " + reason + b"\r\n")  # exports: as received

@@ -25,7 +25,7 @@ from devtunnel.capture.filters import parse
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
-from devtunnel.capture.outcome import replay_mark, replay_outcome
+from devtunnel.capture.outcome import replay_mark, replay_outcome, status_line
 from devtunnel.capture.rows import Row
 from devtunnel.capture.store import Store
 from devtunnel.commands.config import settings_of, store_path
@@ -42,7 +42,7 @@ from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyn
 from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
-from devtunnel.export.agent_json import capture_json, status_text
+from devtunnel.export.agent_json import capture_json
 from devtunnel.replay import replay_many
 from devtunnel.values.sizes import format_size
 
@@ -215,7 +215,7 @@ def _request_lines(req: Request) -> list[str]:
 
 
 def _response_lines(resp: Response) -> list[str]:
-    return [f"HTTP/{safe(resp.http_version)} {safe(status_text(resp))}", *_header_lines(resp), *_body_lines(resp)]
+    return [f"HTTP/{safe(resp.http_version)} {safe(status_line(resp))}", *_header_lines(resp), *_body_lines(resp)]
 
 
 def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
