@@ -622,3 +622,27 @@ def test_a_reason_phrase_shows_as_utf8_and_is_kept_byte_for_byte(captures: Captu
     assert f"HTTP/1.1 418 {shown}\n" in out, out
     assert "\x1b" not in out
     assert response_bytes(new.response).startswith(b"HTTP/1.1 418 " + reason + b"\r\n")  # exports: as received
+
+
+def test_show_and_replay_escape_ids_and_error_kinds_read_from_the_database(captures: Captures) -> None:
+    """A database is a file: one copied from elsewhere, or written by another program, can hold
+    any text in its id, replay_of and error columns; ``show`` and ``replay`` printed those raw."""
+    from devtunnel.values.terminal import needs_escape
+
+    hostile = "\x1b]0;pwned\x07\u202e"
+    original = replace(captures.exchanges[0], id="01HOSTILE" + hostile, error="local_" + hostile + "kind",
+                       error_message="x", replay_of="01PARENT" + hostile, duration=0.01)
+    replay_row = replace(captures.exchanges[3], id="01KIDREPLAY" + hostile, replay_of=original.id,
+                         error=hostile + "kind", response=None)
+    store = Store(captures.db)
+    store.put_many([original, replay_row])
+    store.close()
+    for args in (["show", "01HOSTILE"], ["replay", "01HOSTILE"]):
+        proc = cli(captures, *args)
+        out = proc.stdout + proc.stderr
+        assert "01HOSTILE\\x1b]0;pwned\\x07\\u202e" in out, out
+        assert not [ch for ch in out if ch != "\n" and needs_escape(ch)], out
+    shown = cli(captures, "show", "01HOSTILE").stdout
+    assert "replay of 01PARENT\\x1b]0;pwned\\x07\\u202e" in shown
+    assert "replayed  01KIDREPLAY\\x1b]0;pwned\\x07\\u202e  ERR \\x1b]0;pwned\\x07\\u202ekind" in shown, shown
+    assert "error     local_\\x1b]0;pwned\\x07\\u202ekind: x" in shown, shown
