@@ -646,3 +646,29 @@ def test_show_and_replay_escape_ids_and_error_kinds_read_from_the_database(captu
     assert "replay of 01PARENT\\x1b]0;pwned\\x07\\u202e" in shown
     assert "replayed  01KIDREPLAY\\x1b]0;pwned\\x07\\u202e  ERR \\x1b]0;pwned\\x07\\u202ekind" in shown, shown
     assert "error     local_\\x1b]0;pwned\\x07\\u202ekind: x" in shown, shown
+
+
+def test_a_warning_of_a_command_without_its_own_log_setup_is_escaped(tmp_path: Path) -> None:
+    """The capture database's upgrade notice quotes its path (``--db``, ``DEVTUNNEL_DB``): in a
+    command that sets up no logging (``replay`` opens the file writable) logging's last resort
+    printed it raw."""
+    import sqlite3
+
+    from devtunnel.values.terminal import needs_escape
+    from tests.capture.test_store_webhooks import TO_SCHEMA_7
+
+    folder = tmp_path / "db\x1b]0;pwned\x07\nforged line"
+    folder.mkdir()
+    path = folder / "old.db"
+    store = Store(path)
+    ex = make_exchange()
+    store.put(ex)
+    store.close()
+    with sqlite3.connect(path) as conn:  # back to the layout of schema 7
+        conn.executescript(TO_SCHEMA_7 + "PRAGMA user_version = 7;")
+    with socket.socket() as closed:  # a port nothing listens on: the replay fails, after the upgrade
+        closed.bind(("127.0.0.1", 0))
+        proc = cli(None, "replay", ex.id, "--to", f"http://127.0.0.1:{closed.getsockname()[1]}", db=path)
+    assert "db\\x1b]0;pwned\\x07\\nforged line/old.db: upgrading the capture database" in proc.stderr, proc.stderr
+    assert not any(line.startswith("forged line") for line in proc.stderr.splitlines()), proc.stderr
+    assert not [ch for ch in proc.stderr if ch != "\n" and needs_escape(ch)], proc.stderr
