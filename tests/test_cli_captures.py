@@ -224,6 +224,17 @@ def test_a_bad_filter_is_bad_usage_in_one_line_with_its_column(captures: Capture
     assert "\x1b" not in line
 
 
+def test_a_filter_regex_that_backtracks_is_stopped_and_said_in_one_line(captures: Captures) -> None:
+    # With re, this search ran for ever on the body below (the command never ended).
+    store = Store(captures.db)
+    store.put(make_exchange(req_body=b"a" * 5000 + b"!"))
+    store.close()
+    started = time.monotonic()
+    line = assert_one_line_error(cli(captures, "requests", "--filter", '~b "(a|a)+$"'), code=2)
+    assert time.monotonic() - started < 20
+    assert line.startswith("devtunnel: filter regex took too long: (?s)(a|a)+$")
+
+
 def test_a_missing_database_says_there_are_no_captures_yet(tmp_path: Path) -> None:
     missing = tmp_path / "none" / "captures.db"
     line = assert_one_line_error(cli(None, "requests", db=missing))

@@ -3,7 +3,7 @@
 Every command reads the same SQLite store (``--db``, default ``values.paths.db_path()``), read-only
 where it only reads. Captured text is escaped before it reaches the terminal. Bad input (an
 unknown id, an unreadable database, an unwritable file) is one line on stderr and exit 1; bad
-usage (a bad filter or flag value) exits 2. ``diff`` exits 2 for both, as its 1 means
+usage (a bad filter or flag value, a filter regex that took too long) exits 2. ``diff`` exits 2 for both, as its 1 means
 "different" as in diff(1).
 """
 
@@ -38,7 +38,16 @@ from devtunnel.commands.output import (
     table,
 )
 from devtunnel.config import webhook_context
-from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, ReplayError, StoreError
+from devtunnel.errors import (
+    ConfigError,
+    DevtunnelError,
+    ExportError,
+    FilterSyntaxError,
+    FilterTimeoutError,
+    NotFoundError,
+    ReplayError,
+    StoreError,
+)
 from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
@@ -463,7 +472,7 @@ def run(args: argparse.Namespace) -> int:
     error_exit = EXIT_DIFF_ERROR if args.command == "diff" else EXIT_ERROR
     try:
         return _HANDLERS[args.command](args)
-    except ConfigError as exc:  # bad usage: a bad filter, ids and --filter together ...
+    except (ConfigError, FilterTimeoutError) as exc:  # bad usage: a bad filter, ids and --filter together ...
         err(str(exc))
         return EXIT_DIFF_ERROR if args.command == "diff" else EXIT_USAGE
     except DevtunnelError as exc:
