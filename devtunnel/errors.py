@@ -17,6 +17,7 @@ print one clear line and never a stray traceback::
     ├── StoreError                 the capture database is corrupt, locked or read-only
     ├── NotFoundError              no exchange (or tunnel) with that id
     ├── FilterSyntaxError          a filter expression does not parse (has ``position``)
+    ├── FilterTimeoutError         a filter's regex took too long (``capture.filters.base.regexp``)
     ├── ExportError                an exchange cannot be exported in that format
     └── ReplayError                a replay could not be sent
 """
@@ -89,6 +90,18 @@ class FilterSyntaxError(DevtunnelError):
         self.position = position
         self.expression = expression
         super().__init__(f"{message}, at column {position + 1}")
+
+
+class FilterTimeoutError(DevtunnelError):
+    """A regular expression of a filter took longer than its time bound; the search was stopped.
+
+    Attributes:
+        pattern: the regex as the filter ran it (with its inline flags).
+    """
+
+    def __init__(self, message: str, pattern: str = "") -> None:
+        self.pattern = pattern
+        super().__init__(message)
 
 
 class ExportError(DevtunnelError):

@@ -224,6 +224,17 @@ def test_a_bad_filter_is_bad_usage_in_one_line_with_its_column(captures: Capture
     assert "\x1b" not in line
 
 
+def test_a_filter_regex_that_backtracks_is_stopped_and_said_in_one_line(captures: Captures) -> None:
+    # With re, this search ran for ever on the body below (the command never ended).
+    store = Store(captures.db)
+    store.put(make_exchange(req_body=b"a" * 5000 + b"!"))
+    store.close()
+    started = time.monotonic()
+    line = assert_one_line_error(cli(captures, "requests", "--filter", '~b "(a|a)+$"'), code=2)
+    assert time.monotonic() - started < 20
+    assert line.startswith("devtunnel: filter regex took too long: (?s)(a|a)+$")
+
+
 def test_a_missing_database_says_there_are_no_captures_yet(tmp_path: Path) -> None:
     missing = tmp_path / "none" / "captures.db"
     line = assert_one_line_error(cli(None, "requests", db=missing))
@@ -597,3 +608,78 @@ def test_a_prefix_of_many_says_how_many_it_matches(one_millisecond: tuple[Path, 
     line = assert_one_line_error(cli(None, "export", millisecond.lower(), "--format", "curl", db=db))
     assert "ambiguous: 6 matches" in line
     assert "ambiguous: 7 matches" in assert_one_line_error(cli(None, "show", "0", db=db))
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [("Größe".encode(), "Größe"), (b"Gr\xf6\xdfe", "Gr\\xf6\\xdfe"), (b"caf\xc3\xa9\x1b[2J", "café\\x1b[2J")],
+    ids=["utf-8", "not-utf-8", "utf-8-with-escape"],
+)
+def test_a_reason_phrase_shows_as_utf8_and_is_kept_byte_for_byte(captures: Captures, reason: bytes, shown: str) -> None:
+    """The reason came from the network as bytes: ``show`` and ``replay`` read them as UTF-8 where
+    they are (they printed latin-1, ``GrÃ¶Ãe``), escaped where not; the capture keeps the bytes."""
+    from devtunnel.export.assemble import response_bytes
+    from tests.export.rawserver import RawServer
+
+    answer = b"HTTP/1.1 418 " + reason + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ex = captures.exchanges[0]
+    with RawServer(answer) as server:
+        proc = cli(captures, "replay", ex.id, "--to", server.url)
+    assert proc.returncode == 0, proc.stderr
+    (new,) = [e for e in _stored(captures) if e.replay_of == ex.id]
+    assert proc.stdout.split("  ")[1] == f"418 {shown}", proc.stdout
+    assert new.response is not None and new.response.reason.encode("latin-1") == reason  # stored as received
+    out = cli(captures, "show", new.id).stdout
+    assert f"HTTP/1.1 418 {shown}\n" in out, out
+    assert "\x1b" not in out
+    assert response_bytes(new.response).startswith(b"HTTP/1.1 418 " + reason + b"\r\n")  # exports: as received
+
+
+def test_show_and_replay_escape_ids_and_error_kinds_read_from_the_database(captures: Captures) -> None:
+    """A database is a file: one copied from elsewhere, or written by another program, can hold
+    any text in its id, replay_of and error columns; ``show`` and ``replay`` printed those raw."""
+    from devtunnel.values.terminal import needs_escape
+
+    hostile = "\x1b]0;pwned\x07\u202e"
+    original = replace(captures.exchanges[0], id="01HOSTILE" + hostile, error="local_" + hostile + "kind",
+                       error_message="x", replay_of="01PARENT" + hostile, duration=0.01)
+    replay_row = replace(captures.exchanges[3], id="01KIDREPLAY" + hostile, replay_of=original.id,
+                         error=hostile + "kind", response=None)
+    store = Store(captures.db)
+    store.put_many([original, replay_row])
+    store.close()
+    for args in (["show", "01HOSTILE"], ["replay", "01HOSTILE"]):
+        proc = cli(captures, *args)
+        out = proc.stdout + proc.stderr
+        assert "01HOSTILE\\x1b]0;pwned\\x07\\u202e" in out, out
+        assert not [ch for ch in out if ch != "\n" and needs_escape(ch)], out
+    shown = cli(captures, "show", "01HOSTILE").stdout
+    assert "replay of 01PARENT\\x1b]0;pwned\\x07\\u202e" in shown
+    assert "replayed  01KIDREPLAY\\x1b]0;pwned\\x07\\u202e  ERR \\x1b]0;pwned\\x07\\u202ekind" in shown, shown
+    assert "error     local_\\x1b]0;pwned\\x07\\u202ekind: x" in shown, shown
+
+
+def test_a_warning_of_a_command_without_its_own_log_setup_is_escaped(tmp_path: Path) -> None:
+    """The capture database's upgrade notice quotes its path (``--db``, ``DEVTUNNEL_DB``): in a
+    command that sets up no logging (``replay`` opens the file writable) logging's last resort
+    printed it raw."""
+    import sqlite3
+
+    from devtunnel.values.terminal import needs_escape
+    from tests.capture.test_store_webhooks import TO_SCHEMA_7
+
+    folder = tmp_path / "db\x1b]0;pwned\x07\nforged line"
+    folder.mkdir()
+    path = folder / "old.db"
+    store = Store(path)
+    ex = make_exchange()
+    store.put(ex)
+    store.close()
+    with sqlite3.connect(path) as conn:  # back to the layout of schema 7
+        conn.executescript(TO_SCHEMA_7 + "PRAGMA user_version = 7;")
+    with socket.socket() as closed:  # a port nothing listens on: the replay fails, after the upgrade
+        closed.bind(("127.0.0.1", 0))
+        proc = cli(None, "replay", ex.id, "--to", f"http://127.0.0.1:{closed.getsockname()[1]}", db=path)
+    assert "db\\x1b]0;pwned\\x07\\nforged line/old.db: upgrading the capture database" in proc.stderr, proc.stderr
+    assert not any(line.startswith("forged line") for line in proc.stderr.splitlines()), proc.stderr
+    assert not [ch for ch in proc.stderr if ch != "\n" and needs_escape(ch)], proc.stderr

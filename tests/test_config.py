@@ -485,3 +485,35 @@ def test_config_import_ngrok_escapes_what_the_ngrok_file_says(places: Places) ->
     assert done.returncode == 0, done.stderr
     assert "skipped w\\x1b]0;pwned\\x07\\u202e: tcp tunnels" in done.stdout, done.stdout
     assert not _hidden(done.stdout), done.stdout
+
+
+# A folder name from the environment: ESC and BEL (an OSC title), a newline (a line of its own),
+# a bidi override and a byte that is not UTF-8.
+HOSTILE_DIR = "d\x1b]0;pwned\x07\nforged line\u202e\udcff"
+HOSTILE_SHOWN = "d\\x1b]0;pwned\\x07\\nforged line\\u202e\\xff"
+
+
+@pytest.mark.parametrize(
+    ("args", "lines"),
+    [(["config", "path"], 4), (["config", "show"], None), (["config", "set", "agent.api_port", "4041"], 1),
+     (["config", "add-token", "tok_1"], 1)],
+)
+def test_every_config_command_prints_paths_from_the_environment_escaped(
+        places: Places, args: list[str], lines: int | None) -> None:
+    """``XDG_CONFIG_HOME`` and ``DEVTUNNEL_CONFIG`` name folders the user did not necessarily
+    choose (a shell rc, a direnv file): ``config`` printed them raw, so they could retitle the
+    window or print a line of their own."""
+    xdg = places.root / HOSTILE_DIR
+    pointed = places.root / HOSTILE_DIR / "pointed.toml"
+    pointed.parent.mkdir()
+    pointed.write_text("[agent]\napi_port = 4042\n")
+    done = subprocess.run([*DEVTUNNEL, *args], capture_output=True, timeout=30, cwd=places.project,
+                          env=places.process_env(XDG_CONFIG_HOME=str(xdg), DEVTUNNEL_CONFIG=str(pointed)))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode("utf-8")  # strict: a raw byte that is not UTF-8 would fail here
+    assert not _hidden(out) and b"Traceback" not in done.stderr, out
+    assert HOSTILE_SHOWN in out, out
+    if lines is not None:
+        assert len(out.splitlines()) == lines, out
+    else:
+        assert tomllib.loads(out)["agent"]["api_port"] == 4042  # the comment line stayed one line

@@ -137,3 +137,16 @@ def test_a_sample_sent_to_a_tunnels_public_url_is_captured_like_a_delivery(tmp_p
     rows = json.loads(listed.stdout)
     assert [(r["method"], r["path"], r["status"], r["host"]) for r in rows] == [
         ("POST", "/webhooks/stripe", 200, public.split("://", 1)[1])]
+
+
+@pytest.mark.parametrize(("reason", "shown"), [("Größe".encode(), "418 Größe"), (b"Gr\xf6\xdfe\x1b[2J", "418 Gr\\xf6\\xdfe\\x1b[2J")])
+def test_the_receivers_reason_reads_as_utf8_where_it_is_and_escaped_where_not(reason: bytes, shown: str) -> None:
+    """httpx reads a reason as ASCII and drops the rest: 'Größe' printed as 'Gre'."""
+    from tests.export.rawserver import RawServer
+
+    answer = b"HTTP/1.1 418 " + reason + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    with RawServer(answer) as server:
+        done = send("github", "ping", "--to", server.url + "/hook", "--unsigned")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.rstrip("\n").endswith(f": {shown}"), done.stdout
+    assert "\x1b" not in done.stdout

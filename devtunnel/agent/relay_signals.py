@@ -1,5 +1,9 @@
-"""What the relay decided, read by the agent: the rule that decided a request, and the GOAWAY
-that ended a connection.
+"""What the relay decided, read by the agent: the name and URL it gave a tunnel, the rule that
+decided a request, and the GOAWAY that ended a connection.
+
+``check_welcome`` takes a WELCOME only for the tunnel that asked: the name it asked for (so no
+tunnel of the agent can take another's name, which keys it in the service and the API) and a
+plain ``http(s)://NAME.…`` URL (so what the API, the log and the terminal show is a URL of it).
 
 A request a rule at the relay answered (or routed) arrives with the relay's ``devtunnel-rule``
 header naming the rule (``relay/rules.py`` writes it; ``docs/protocol.md``, "Rules");
@@ -10,15 +14,68 @@ reports, and ``FINAL_GOAWAYS`` are those after which reconnecting cannot help.
 from __future__ import annotations
 
 import dataclasses
+import re
+from urllib.parse import urlsplit
 
 from devtunnel.capture.model import RuleMark
 from devtunnel.errors import AuthError, NameInUseError, NameTakenError, RelayUnreachableError, TunnelError
 from devtunnel.protocol.connection import ErrorCode
-from devtunnel.protocol.events import GoAway, RequestReceived
+from devtunnel.protocol.events import GoAway, RequestReceived, Welcome
+from devtunnel.values.terminal import escape
 
-__all__ = ["rule_of", "goaway_error", "FINAL_GOAWAYS"]
+__all__ = ["check_welcome", "rule_of", "goaway_error", "FINAL_GOAWAYS", "MAX_PUBLIC_URL"]
 
 _RULE_HEADER = b"devtunnel-rule"
+
+MAX_PUBLIC_URL = 2048
+"""The longest public URL the agent takes from a relay (a devtunnel relay's are under 100)."""
+_URL_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: a URL as written on the wire
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A relay's value quoted for a message: escaped for the terminal, cut to ``limit`` characters."""
+    cut = text[:limit] + ("..." if len(text) > limit else "")
+    return f"'{escape(cut)}'"
+
+
+def check_welcome(asked: str, welcome: Welcome) -> None:
+    """Take the relay's WELCOME for the tunnel that asked for name ``asked``, or say why not.
+
+    The name must be the one asked for: the agent knows its tunnels by name, and a relay that
+    renamed one could give it the name of another tunnel of the agent. The URL must be a plain
+    ``http(s)://`` URL whose host starts with that name (a devtunnel relay's always is), so no
+    tunnel shows another's URL and no control character or bidi override rides along.
+
+    Raises:
+        TunnelError: the relay answered for another name, or with something that is not a URL of it.
+    """
+    if welcome.name != asked:
+        raise TunnelError(
+            f"the relay answered this tunnel's request for the name '{asked}' with the name {_shown(welcome.name)};"
+            " the agent keeps the name it asked for, so it refused the tunnel (is the relay a devtunnel relay?)"
+        )
+    url = welcome.url
+    why = None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        why = "its port is not a port"
+    else:
+        if len(url) > MAX_PUBLIC_URL:
+            why = f"it is {len(url)} characters long (at most {MAX_PUBLIC_URL})"
+        elif not _URL_CHARS.fullmatch(url):
+            why = "it holds spaces, control or non-ASCII characters"
+        elif parts.scheme not in ("http", "https") or not parts.hostname:
+            why = "it is not an http:// or https:// URL with a host"
+        elif "@" in parts.netloc:
+            why = "it carries a user name"
+        elif parts.hostname.split(".", 1)[0] != asked:
+            why = f"its host is not '{asked}.' followed by the relay's domain"
+    if why is not None:
+        raise TunnelError(
+            f"the relay gave the tunnel '{asked}' the address {_shown(url)}, which is not a public URL of it: {why}"
+        )
 
 
 def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, int]:

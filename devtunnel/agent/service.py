@@ -156,8 +156,6 @@ class AgentService:
             self._tunnels.pop(key, None)
             await tunnel.stop()
             raise
-        if tunnel.name != key:  # the relay gave another name than the one asked for
-            self._tunnels = {(tunnel.name if k == key else k): t for k, t in self._tunnels.items()}
         return info
 
     async def _first_url(self, tunnel: AgentTunnel, timeout: float) -> TunnelInfo:

@@ -33,7 +33,7 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.forward import Forwarder, Start, answer_error
 from devtunnel.agent.local_ws import forward_websocket
 from devtunnel.agent.quick import QuickAnswer
-from devtunnel.agent.relay_signals import FINAL_GOAWAYS, goaway_error, rule_of
+from devtunnel.agent.relay_signals import FINAL_GOAWAYS, check_welcome, goaway_error, rule_of
 from devtunnel.capture.model import Exchange, RuleMark
 from devtunnel.agent.recording import ExchangeCapture, LiveSnapshots
 from devtunnel.agent.stream import AgentStream
@@ -76,8 +76,7 @@ batches even on loopback (100 MiB uploads: about 270-360 MiB/s at 1 MiB, 380-510
 class TunnelContext(Protocol):
     """What a session uses of its tunnel (``tunnel.AgentTunnel`` is one).
 
-    Read when needed, never copied: the name changes with the relay's WELCOME, the config and
-    the routes with the tunnel's rules.
+    Read when needed, never copied: the config and the routes change with the tunnel's rules.
     """
 
     name: str
@@ -231,6 +230,8 @@ class Session:
 
         Raises:
             AuthError, NameTakenError (NameInUseError), RelayUnreachableError.
+            TunnelError: the WELCOME is for another name or has no public URL of this one
+                (``relay_signals.check_welcome``), or the relay does not enforce the rules.
         """
         # Not the target: the relay has no need to know local addresses.
         info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
@@ -245,6 +246,7 @@ class Session:
         if not self._welcome.done():
             raise RelayUnreachableError(f"the relay closed the connection during the handshake ({self.ws.close_exc})")
         welcome = self._welcome.result()
+        check_welcome(name, welcome)
         self.rules_enforced = welcome.info.get(RULES_ACK) == WIRE_VERSION
         if self.tunnel.config.rules and not self.rules_enforced:
             relay = welcome.info.get("relay")

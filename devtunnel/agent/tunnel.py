@@ -111,6 +111,7 @@ class AgentTunnel:
         self.config = config
         self.target: Target = parse_target(config.target)
         self.name = validate_name(config.name) if config.name else random_name()
+        """Asked for in every HELLO and never changed: a WELCOME for another name is refused."""
         self.instance = secrets.token_urlsafe(18)
         """This tunnel's instance id, sent in every HELLO: the relay gives the name straight back
         to a connection of the same instance (after a network drop), never to another agent
@@ -360,10 +361,6 @@ class AgentTunnel:
                 f"the relay at {self.relay_url} does not support pools (it said nothing of --pool): upgrade the"
                 " relay, or run this agent without --pool"
             )
-        self.name = welcome.name
-        self.forwarder.tunnel = welcome.name
-        for route in self.routes.values():
-            route.tunnel = welcome.name
         self._session = session
         was_online_before = self._public_url is not None
         self._set(

@@ -21,6 +21,7 @@ from devtunnel.errors import (
     DevtunnelError,
     ExportError,
     FilterSyntaxError,
+    FilterTimeoutError,
     NameTakenError,
     NotFoundError,
     ReplayError,
@@ -208,6 +209,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 _STATUS: list[tuple[type[DevtunnelError], int]] = [
     (NotFoundError, 404),
     (FilterSyntaxError, 400),
+    (FilterTimeoutError, 400),  # the caller's regex: "filter regex took too long"
     (ConfigError, 400),
     (ExportError, 400),
     (NameTakenError, 409),

@@ -284,6 +284,21 @@ class Response(_Message):
 
     status: int = 200
     reason: str = ""
+    """The reason phrase as received, one character per byte (latin-1), so exports give the bytes back."""
+
+    @property
+    def reason_text(self) -> str:
+        """The reason phrase for a terminal: its bytes read as UTF-8 (``Größe``, not ``GrÃ¶Ãe``).
+
+        A byte that is not UTF-8 stays a ``surrogateescape`` surrogate, which
+        ``values.terminal.escape`` shows as ``\\xNN``: escape the result before showing it,
+        and do not put it in JSON.
+        """
+        try:
+            raw = self.reason.encode("latin-1")
+        except UnicodeEncodeError:
+            return self.reason  # text given as text (an edit, an import), not bytes received
+        return raw.decode("utf-8", "surrogateescape")
 
     @classmethod
     def received(cls, headers: Headers, http_version: str, status: int, reason: str) -> Response:

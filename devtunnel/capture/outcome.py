@@ -57,8 +57,9 @@ class ReplayOutcome:
 
 
 def status_line(response: Response) -> str:
-    """``"404 Not Found"``: the status with its reason (the standard one when none was sent)."""
-    return f"{response.status} {reason_of(response)}".rstrip()
+    """``"404 Not Found"``: the status with its reason (the standard one when none was sent),
+    the reason read as UTF-8 (``Response.reason_text``: escape it for the terminal)."""
+    return f"{response.status} {response.reason_text or reason_of(response)}".rstrip()
 
 
 def error_excerpt(response: Response, limit: int = EXCERPT_LIMIT) -> str:

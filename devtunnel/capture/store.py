@@ -30,6 +30,9 @@ __all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "Store"]
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
 _SQLITE_MAX_INT = 2**63 - 1
+QUERY_REGEX_BUDGET = 10.0
+"""Seconds from its start after which a query runs no more filter regexes (each search:
+``filters.REGEX_TIMEOUT``): one that would stops with ``FilterTimeoutError``."""
 _ID_ORDER = "sqlite_autoindex_exchanges_1"
 """SQLite's name for the primary key of ``exchanges``: the table itself, in id order."""
 _SHORT_IDS_BY_QUERY = 256
@@ -44,7 +47,9 @@ class Store:
     as ``StoreError`` with a one-line message naming the file and what to do. Thread-safe: one
     connection per thread. ``filter`` arguments are a filter expression string or a compiled
     ``devtunnel.capture.filters.Filter``; ``None`` matches everything. Order is by id (oldest
-    first) unless ``newest_first``.
+    first) unless ``newest_first``. A query whose filter regex takes too long (one search more
+    than ``filters.REGEX_TIMEOUT``, all of them more than ``QUERY_REGEX_BUDGET``) raises
+    ``FilterTimeoutError``.
     """
 
     def __init__(
@@ -165,10 +170,16 @@ class Store:
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+        with _filters.regex_budget(QUERY_REGEX_BUDGET):
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                # A REGEXP stopped for its time bound reaches us as "user-defined function
+                # raised exception": say what happened instead.
+                timeout = _filters.regex_timeout()
+                if timeout is not None:
+                    raise timeout from exc
+                raise self._error(exc) from exc
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:

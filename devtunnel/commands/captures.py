@@ -3,7 +3,7 @@
 Every command reads the same SQLite store (``--db``, default ``values.paths.db_path()``), read-only
 where it only reads. Captured text is escaped before it reaches the terminal. Bad input (an
 unknown id, an unreadable database, an unwritable file) is one line on stderr and exit 1; bad
-usage (a bad filter or flag value) exits 2. ``diff`` exits 2 for both, as its 1 means
+usage (a bad filter or flag value, a filter regex that took too long) exits 2. ``diff`` exits 2 for both, as its 1 means
 "different" as in diff(1).
 """
 
@@ -25,7 +25,7 @@ from devtunnel.capture.filters import parse
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
-from devtunnel.capture.outcome import replay_mark, replay_outcome
+from devtunnel.capture.outcome import replay_mark, replay_outcome, status_line
 from devtunnel.capture.rows import Row
 from devtunnel.capture.store import Store
 from devtunnel.commands.config import settings_of, store_path
@@ -38,11 +38,20 @@ from devtunnel.commands.output import (
     table,
 )
 from devtunnel.config import webhook_context
-from devtunnel.errors import ConfigError, DevtunnelError, ExportError, FilterSyntaxError, NotFoundError, ReplayError, StoreError
+from devtunnel.errors import (
+    ConfigError,
+    DevtunnelError,
+    ExportError,
+    FilterSyntaxError,
+    FilterTimeoutError,
+    NotFoundError,
+    ReplayError,
+    StoreError,
+)
 from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
-from devtunnel.export.agent_json import capture_json, status_text
+from devtunnel.export.agent_json import capture_json
 from devtunnel.replay import replay_many
 from devtunnel.values.sizes import format_size
 
@@ -215,12 +224,13 @@ def _request_lines(req: Request) -> list[str]:
 
 
 def _response_lines(resp: Response) -> list[str]:
-    return [f"HTTP/{safe(resp.http_version)} {safe(status_text(resp))}", *_header_lines(resp), *_body_lines(resp)]
+    return [f"HTTP/{safe(resp.http_version)} {safe(status_line(resp))}", *_header_lines(resp), *_body_lines(resp)]
 
 
 def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
     started = datetime.fromtimestamp(ex.started_at).astimezone().isoformat(sep=" ", timespec="milliseconds")
-    lines = [f"exchange  {ex.id}", f"tunnel    {safe(ex.tunnel)}", f"started   {started}"]
+    # Ids and error kinds are read from the database, a file anyone may have written: escaped.
+    lines = [f"exchange  {safe(ex.id)}", f"tunnel    {safe(ex.tunnel)}", f"started   {started}"]
     if ex.remote_addr:
         lines.append(f"from      {safe(ex.remote_addr)}")
     if ex.target_url:
@@ -231,13 +241,13 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
     lines.append(f"timing    {timing}")
     if ex.replay_of:
         kind = "edited replay of" if ex.edited else "replay of"
-        lines.append(f"{kind} {ex.replay_of}  (devtunnel diff {ex.replay_of} {ex.id})")
+        lines.append(f"{kind} {safe(ex.replay_of)}  (devtunnel diff {safe(ex.replay_of)} {safe(ex.id)})")
         if ex.resigned:
             lines.append(f"signature re-signed ({safe(ex.resigned)})")
     for r in replays:
-        lines.append(f"replayed  {r.id}  {_status_cell(r)}")
+        lines.append(f"replayed  {safe(r.id)}  {safe(_status_cell(r))}")
     if ex.error:
-        lines.append(f"error     {ex.error}: {safe(ex.error_message)}")
+        lines.append(f"error     {safe(ex.error)}: {safe(ex.error_message)}")
     lines += ["", "── request " + "─" * 40, *_request_lines(ex.request)]
     if ex.response is not None:
         lines += ["", "── response " + "─" * 39, *_response_lines(ex.response)]
@@ -395,7 +405,7 @@ def _outcome_lines(original: Exchange, result: Exchange, ignore_headers: list[st
         verdict += f": devtunnel diff {original.id} {result.id}"
     if result.resigned:
         verdict += f"  re-signed ({result.resigned})"
-    lines = [f"{original.id} -> {result.id}  {safe(outcome.status)}  {human_duration(result.duration)}  {safe(verdict)}"]
+    lines = [f"{safe(original.id)} -> {safe(result.id)}  {safe(outcome.status)}  {human_duration(result.duration)}  {safe(verdict)}"]
     if outcome.error_body:
         lines.append(f"  {safe(outcome.error_body)}")
     return lines
@@ -462,7 +472,7 @@ def run(args: argparse.Namespace) -> int:
     error_exit = EXIT_DIFF_ERROR if args.command == "diff" else EXIT_ERROR
     try:
         return _HANDLERS[args.command](args)
-    except ConfigError as exc:  # bad usage: a bad filter, ids and --filter together ...
+    except (ConfigError, FilterTimeoutError) as exc:  # bad usage: a bad filter, ids and --filter together ...
         err(str(exc))
         return EXIT_DIFF_ERROR if args.command == "diff" else EXIT_USAGE
     except DevtunnelError as exc:

@@ -182,17 +182,21 @@ def resolve_relay(args: argparse.Namespace) -> argparse.Namespace:
 # devtunnel config ---------------------------------------------------------------------------
 
 
+# Every line below may quote a path from the environment (XDG_CONFIG_HOME, DEVTUNNEL_CONFIG,
+# the working folder): each goes through ``safe``, the terminal rule, like a settings file's values.
+
+
 def _path(args: argparse.Namespace) -> int:
     print("files read in this order (later ones win; then the environment, then flags):")
     for file in config_files():
-        print(f"{file.role:<17} {'found' if file.exists else 'missing':<8} {file.path}")
+        print(f"{file.role:<17} {'found' if file.exists else 'missing':<8} {safe(str(file.path))}")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     settings = load()
     read = [str(f.path) for f in config_files() if f.exists]
-    print(f"# effective settings; files read: {', '.join(read) if read else 'none'}")
+    print(f"# effective settings; files read: {safe(', '.join(read)) if read else 'none'}")
     print(to_toml(settings), end="")
     return 0
 
@@ -204,7 +208,7 @@ def _target_file(args: argparse.Namespace) -> Path:
 def _set(args: argparse.Namespace) -> int:
     path = _target_file(args)
     set_value(path, args.key, args.value)
-    print(f"saved {args.key} in {path}")
+    print(safe(f"saved {args.key} in {path}"))
     return 0
 
 
@@ -216,7 +220,7 @@ def _add_token(args: argparse.Namespace) -> int:
         raise ConfigError("the token is empty")
     path = _target_file(args)
     set_value(path, "relay.token", token)
-    print(f"saved relay.token in {path} (mode 0600)")
+    print(safe(f"saved relay.token in {path} (mode 0600)"))
     return 0
 
 

@@ -132,7 +132,9 @@ async def serve(settings: RelaySettings) -> None:
         loop.add_signal_handler(signum, stop.set)
     scheme = "https" if settings.tls else "http"
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"Relay listening on {scheme}://{host}:{relay.port} (tunnels at {relay.public_url_for('NAME')})", flush=True)
+    # The domain and public URL may come from a settings file (a cloned project's): escaped.
+    print(safe(f"Relay listening on {scheme}://{host}:{relay.port} (tunnels at {relay.public_url_for('NAME')})"),
+          flush=True)
     try:
         await stop.wait()
     finally:

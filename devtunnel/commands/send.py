@@ -95,7 +95,8 @@ class Sent:
     """False when sent without a signature."""
     status: int
     reason: str
-    """The response's reason phrase (from the network: escape it before showing it)."""
+    """The response's reason phrase read as UTF-8, a byte that is not kept as a surrogate (from
+    the network: escape it before showing it, ``values.terminal.escape`` shows that byte as ``\\xNN``)."""
     first_line: str
     """The first line of a response body that is not 2xx (from the network), else ``""``."""
 
@@ -162,7 +163,11 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     first = ""
     if not response.is_success and response.text.strip():
         first = response.text.strip().splitlines()[0][:300]
-    return Sent(label, delivery_id, bool(secrets), response.status_code, response.reason_phrase, first)
+    # httpx reads the reason as ASCII and drops the rest ("Größe" -> "Gre"): read its bytes as
+    # Response.reason_text reads a captured one, UTF-8 with any other byte shown as \xNN once escaped.
+    raw_reason = response.extensions.get("reason_phrase")
+    reason = raw_reason.decode("utf-8", "surrogateescape") if isinstance(raw_reason, bytes) else response.reason_phrase
+    return Sent(label, delivery_id, bool(secrets), response.status_code, reason, first)
 
 
 def run(args: argparse.Namespace) -> int:

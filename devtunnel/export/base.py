@@ -5,11 +5,17 @@ UTF-8 that ``values.terminal`` shows as it is: no control or format character (w
 rewrite a terminal line, hide text with bidi overrides, or be turned into a newline by a
 terminal's line discipline), no line separator, no letter that draws as nothing; anything else
 goes into a side file in ``Export.files``.
+
+Shell commands (curl, HTTPie) quote every argument with :func:`shell_word`: POSIX single quotes
+for text the terminal shows as it is, ANSI-C quotes (``$'a\\tb'``) for text holding a character
+the terminal rule escapes (a tab, the one control let inline), so the printed command holds no raw control
+character and bash or zsh still pass the exact bytes.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
@@ -17,13 +23,14 @@ from urllib.parse import SplitResult, urlsplit
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
 from devtunnel.export.redact import redact_exchange
-from devtunnel.values.terminal import needs_escape
+from devtunnel.values.terminal import escape, needs_escape
 
 __all__ = [
     "Export",
     "Exporter",
     "Destination",
     "safe_text",
+    "shell_word",
     "file_stem",
     "base_url_parts",
     "destination",
@@ -78,6 +85,47 @@ def safe_text(raw: bytes, *, allow: str = "\t") -> str | None:
         if ch not in allow and needs_escape(ch):  # the terminal's rule: one for every output
             return None
     return text
+
+
+_ANSI_C_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+
+
+def shell_word(text: str, *, keep: str = "") -> str:
+    """``text`` as one shell word that bash and zsh read back as exactly ``text``, with nothing a
+    terminal would act on or hide.
+
+    Text ``values.terminal`` shows as it is gets POSIX single quotes (``shlex.quote``). Text with
+    a character that rule escapes (a tab, a control, a bidi override ...) is written in ANSI-C
+    quotes, ``$'...'`` (bash, zsh, ksh; not dash), with each such character as ``\\t``, ``\\r``,
+    ``\\n`` or the ``\\xNN`` of its UTF-8 bytes, so the shell makes the same bytes in any locale.
+    A raw tab is what breaks a printed command: copied from the screen it becomes spaces, and
+    pasted into an interactive shell it asks for completion.
+
+    Args:
+        text: the argument; a byte that was not UTF-8 may be carried as a ``surrogateescape``
+            surrogate and is written ``\\xNN``.
+        keep: characters among ``"\\n"`` left as they are (a multi-line body stays multi-line).
+
+    Raises:
+        ValueError: ``text`` holds NUL, which no shell argument can carry.
+    """
+    if escape(text, keep=keep, double_backslash=False) == text:
+        return shlex.quote(text)
+    if "\x00" in text:
+        raise ValueError("a shell argument cannot hold NUL")
+    out: list[str] = []
+    for ch in text:
+        if ch in keep:
+            out.append(ch)
+        elif ch in _ANSI_C_NAMED:
+            out.append(_ANSI_C_NAMED[ch])
+        elif needs_escape(ch):
+            # A byte that was not UTF-8 comes back as itself; another lone surrogate as its 3 bytes.
+            raw = ch.encode("utf-8", "surrogateescape" if "\udc80" <= ch <= "\udcff" else "surrogatepass")
+            out.extend(f"\\x{b:02x}" for b in raw)
+        else:
+            out.append(ch)
+    return "$'" + "".join(out) + "'"
 
 
 _STEM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

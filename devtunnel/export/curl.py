@@ -7,8 +7,10 @@ off (``-H 'Accept:'``, ``-H 'User-Agent:'``, ``-H 'Content-Type:'``, ``-H 'Expec
 The framing is curl's: Content-Length and Transfer-Encoding are left out and curl counts the
 body it sends, so a command whose body is edited still sends a valid request.
 
-Every argument is quoted with ``shlex.quote``. Bytes a pasted command cannot carry (NUL,
-non-UTF-8, control characters, a body over ``inline_limit``) go to side files:
+Every argument is quoted with ``export.base.shell_word``: POSIX single quotes, or ANSI-C
+quotes (``$'a\\tb'``, read by bash and zsh) for a value holding a tab, so the printed command
+shows no raw control character. Bytes a pasted command cannot carry (NUL, non-UTF-8, other
+control characters, a body over ``inline_limit``) go to side files:
 
 * a body: ``--data-binary @DIR/ID.body``;
 * a header line: ``-H @DIR/ID.headerN.txt`` (curl reads header lines from a file, in place);
@@ -24,13 +26,12 @@ from __future__ import annotations
 
 import posixpath
 import re
-import shlex
 from collections.abc import Sequence
 from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange, Request
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text
+from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text, shell_word
 from devtunnel.values.http1 import FRAMING, has_field, is_token
 
 __all__ = ["export_curl", "INLINE_LIMIT"]
@@ -81,8 +82,8 @@ class _Command:
         self.files[path] = content
         return path
 
-    def option(self, flag: str, value: str) -> None:
-        self.options.append(f"{flag} {shlex.quote(value)}")
+    def option(self, flag: str, value: str, *, keep: str = "") -> None:
+        self.options.append(f"{flag} {shell_word(value, keep=keep)}")
 
     def text(self) -> str:
         return _CONTINUATION.join([" ".join(self.words), *self.options])
@@ -121,7 +122,7 @@ def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: st
                 cmd.option("-K", cmd.side_file(".target.curlrc", config))
     if any(ch in full_url for ch in "[]{}"):
         cmd.words.append("--globoff")  # an IPv6 host would otherwise be read as a glob range
-    cmd.words.append(shlex.quote(full_url))
+    cmd.words.append(shell_word(full_url))
 
 
 def _add_method(cmd: _Command, request: Request) -> None:
@@ -130,11 +131,11 @@ def _add_method(cmd: _Command, request: Request) -> None:
         raise ExportError(f"method {method!r} is not an HTTP token; curl cannot send it")
     if _sends_body(request):
         if method != "POST":  # --data-binary makes curl POST
-            cmd.words += ["-X", shlex.quote(method)]
+            cmd.words += ["-X", shell_word(method)]
     elif method == "HEAD":
         cmd.words.append("--head")
     elif method != "GET":
-        cmd.words += ["-X", shlex.quote(method)]
+        cmd.words += ["-X", shell_word(method)]
 
 
 def _add_headers(cmd: _Command, exchange: Exchange) -> None:
@@ -175,7 +176,7 @@ def _add_body(cmd: _Command, request: Request, inline_limit: int) -> None:
     if len(body) <= inline_limit and not body.startswith(b"@"):  # a leading @ means "read a file"
         text = safe_text(body, allow="\t\n")
     if text is not None:
-        cmd.option("--data-binary", text)
+        cmd.option("--data-binary", text, keep="\n")  # a multi-line body stays multi-line
     else:
         cmd.option("--data-binary", "@" + cmd.side_file(".body", body))
 

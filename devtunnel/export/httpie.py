@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import posixpath
 import re
-import shlex
 from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text
+from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text, shell_word
 from devtunnel.export.curl import INLINE_LIMIT
 from devtunnel.values.http1 import FRAMING, is_token
 
@@ -85,11 +84,11 @@ def httpie_command(
     if request.body:
         text = safe_text(request.body, allow="\t\n") if len(request.body) <= INLINE_LIMIT else None
         if text is not None:
-            words += ["--ignore-stdin", shlex.quote("--raw=" + text)]
+            words += ["--ignore-stdin", shell_word("--raw=" + text, keep="\n")]
         else:
             path = posixpath.join(body_dir, f"{file_stem(exchange, index)}.body")
             files[path] = request.body
-            body_word = "< " + shlex.quote(path)
+            body_word = "< " + shell_word(path)
     else:
         words.append("--ignore-stdin")
     url = _url(exchange, base_url, local)
@@ -101,12 +100,12 @@ def httpie_command(
         present.add(name.lower())
         if name.lower() in FRAMING:
             continue
-        items.append(shlex.quote(_header_item(exchange, name, value)))
+        items.append(shell_word(_header_item(exchange, name, value)))
     if any(name.startswith(b"-") for name, _ in headers.fields):
         words.append("--")  # else the item of a header named -o or -a is read as that option
-    words += [shlex.quote(request.method), shlex.quote(url)]
+    words += [shell_word(request.method), shell_word(url)]
     defaults = _DEFAULTS + ([b"Content-Type"] if request.body else [])
-    items += [shlex.quote(n.decode() + ":") for n in defaults if n.lower() not in present]
+    items += [shell_word(n.decode() + ":") for n in defaults if n.lower() not in present]
     if body_word:
         items.append(body_word)
     text = _CONTINUATION.join([" ".join(words), *items])

@@ -8,6 +8,12 @@ Order: relay-wide rules first, then the tunnel's, each list top to bottom. A rul
 ``allow-ip`` (address not listed), ``rate-limit`` (bucket empty) and ``respond`` answer and
 stop; a passed check goes on. ``forward`` picks the local target (the first matching one
 wins) and ``headers`` edits add up; both go on.
+
+The regexes of the ``match`` filters of one request run within ``RULES_REGEX_BUDGET`` in all
+(``capture.filters.regex_budget``): the relay decides on its event loop, and a public client
+must not hold it with a body or path that makes a rule's regex backtrack. A rule whose match
+is stopped for time answers 503 itself: the request is refused, never let past a rule that
+could not be checked.
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from devtunnel.capture.filters import regex_budget
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.capture.filters.edge import ip_in as _ip_in
 from devtunnel.capture.model import Exchange, Headers, Request
+from devtunnel.errors import FilterTimeoutError
 from devtunnel.rules.model import Rule
 
+RULES_REGEX_BUDGET = 0.05
+"""Seconds the ``match`` regexes of all rules may run on one request (a path or header takes
+microseconds with any ordinary pattern)."""
 MAX_BUCKETS = 10_000
 """Client addresses one rate-limit rule keeps a bucket for; the least recently seen go first."""
 
@@ -147,7 +158,15 @@ class Engine:
     def apply(self, view: RequestView, decision: Decision, now: float) -> bool:
         """Run the rules on ``view`` into ``decision``; True when one answered (stop there)."""
         for rule in self.rules:
-            if rule.filter is not None and not rule.filter(view.exchange()):
+            try:
+                skipped = rule.filter is not None and not rule.filter(view.exchange())
+            except FilterTimeoutError:
+                decision.answer = _plain(
+                    503, f"the {self.scope}'s rule {rule.index} could not decide in time (its match regex took too long)\n"
+                )
+                decision.rule = (self.scope, rule.index, rule.action)
+                return True
+            if skipped:
                 continue
             action = rule.action
             answer: Answer | None = None
@@ -197,9 +216,10 @@ class Engine:
 def decide(engines: Sequence[Engine], view: RequestView, now: float) -> Decision:
     """Run each list of rules in turn (relay-wide first) until one answers."""
     decision = Decision()
-    for engine in engines:
-        if engine.apply(view, decision, now):
-            break
+    with regex_budget(RULES_REGEX_BUDGET):
+        for engine in engines:
+            if engine.apply(view, decision, now):
+                break
     return decision
 
 

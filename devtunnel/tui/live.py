@@ -17,9 +17,9 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
-from devtunnel.errors import DevtunnelError
+from devtunnel.errors import DevtunnelError, FilterTimeoutError
 from devtunnel.tui.backend import Backend
-from devtunnel.tui.widgets.request_table import RequestTable
+from devtunnel.tui.widgets.request_table import EmptySource, RequestTable
 from devtunnel.tui.widgets.stats import STATUS_CLASSES, StatsStrip
 
 STATUS_FILTERS = {"2xx": "status:2xx", "3xx": "status:3xx", "4xx": "status:4xx", "5xx": "status:5xx",
@@ -127,7 +127,19 @@ class LiveView:
             self._count_if_due()
         tail = self.table.tail_rows()
         # The newest rows come with the count: a table that follows shows them without another read.
-        total, exact, rows = await self.backend.open_list(flt, tail)
+        try:
+            total, exact, rows = await self.backend.open_list(flt, tail)
+        except FilterTimeoutError as exc:
+            # The filter's regex was stopped: show no rows rather than the last list under a filter
+            # it does not answer to, and read nothing more with it (changes and counts wait for
+            # the next filter).
+            if generation == self._generation:
+                self._count_stale = False
+                self.table.set_source(EmptySource(), 0)
+                self.stats.shown = 0
+                self.table.notify(str(exc), title="Filter stopped", severity="error", timeout=10, markup=False)
+                self.loaded.set()
+            return
         if generation != self._generation:
             return
         self.table.set_source(self.backend.pages(flt), total, exact=exact, tail=(rows, tail))
@@ -150,6 +162,8 @@ class LiveView:
         changes = self._changes
         try:
             total = await self.backend.count(self.filter)
+        except FilterTimeoutError:
+            return  # the list says so (``_reload``); counting again would only take as long again
         except DevtunnelError:
             self._count_stale = True  # the estimate stays; counted again later
             return
@@ -193,7 +207,7 @@ class LiveView:
                 rows, total = await self.backend.changed_rows(ids, self.filter)
             except DevtunnelError as exc:  # say it, and try these again with the next changes
                 self._pending.update(ids)
-                self.table.notify(str(exc), title="Could not read captures", severity="error")
+                self.table.notify(str(exc), title="Could not read captures", severity="error", markup=False)
                 return
             if generation != self._generation or self._sourced != generation:
                 # A new list is being read: its first look may predate these, so they are

@@ -10,7 +10,8 @@ from devtunnel.export import Export
 
 
 def run_shell(result: Export, directory: Path, *, timeout: float = 20) -> subprocess.CompletedProcess[bytes]:
-    """Write ``result.files`` under ``directory`` and run ``result.text`` with ``sh -c`` there.
+    """Write ``result.files`` under ``directory`` and run ``result.text`` with ``bash -c`` there
+    (a value holding a tab is written in ANSI-C quotes, ``$'...'``, which bash and zsh read).
 
     HOME points at ``directory`` so no user configuration (.curlrc) changes the request, and
     proxy variables are removed so the command talks to loopback directly.
@@ -22,5 +23,5 @@ def run_shell(result: Export, directory: Path, *, timeout: float = 20) -> subpro
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["HOME"] = str(directory)
     return subprocess.run(
-        ["sh", "-c", result.text], cwd=directory, env=env, capture_output=True, timeout=timeout, check=False
+        ["bash", "-c", result.text], cwd=directory, env=env, capture_output=True, timeout=timeout, check=False
     )

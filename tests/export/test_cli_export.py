@@ -27,13 +27,14 @@ HOOK = make_exchange(
     target_url="http://127.0.0.1:9",
 )
 CR_BODY = make_exchange("POST", b"/cr", [(b"Host", b"h"), (b"Content-Length", b"19")], b"visible\rHIDDEN-TEXT")
+TABS = make_exchange("POST", b"/t", [(b"Host", b"h"), (b"X-Tab", b"a\tb"), (b"Content-Length", b"13")], b"col1\tcol2\n'q'")
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "captures.db"
     store = Store(path)
-    store.put_many([HOOK, CR_BODY])
+    store.put_many([HOOK, CR_BODY, TABS])
     store.close()
     return path
 
@@ -63,6 +64,18 @@ def test_to_sends_the_captured_path_and_query_to_another_base_url(db: Path, tmp_
     assert got.target == b"/hooks/stripe?attempt=2&api_key=QK1"
     assert got.body == b'{"amount": 20, "password": "PW1"}'[:32]
     assert (b"Host", b"shop.example") in got.headers
+
+
+def test_tabs_print_escaped_and_the_printed_command_sends_them(db: Path, tmp_path: Path) -> None:
+    """A tab printed raw turns into spaces when the command is copied from the terminal."""
+    with RawServer() as server:
+        proc = run(db, TABS.id, "--format", "curl", "--to", server.url, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "\t" not in proc.stdout and "$'a\\tb'" not in proc.stdout and "$'X-Tab: a\\tb'" in proc.stdout
+        done = run_shell(Export(proc.stdout), tmp_path)
+        assert done.returncode == 0, done.stderr
+    (got,) = server.received
+    assert (b"X-Tab", b"a\tb") in got.headers and got.body == TABS.request.body
 
 
 def test_to_local_uses_each_exchanges_local_service(db: Path, tmp_path: Path) -> None:

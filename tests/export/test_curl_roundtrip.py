@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtunnel.export import Export, export
+from devtunnel.values.terminal import escape
 from tests.export.rawserver import RawServer
 from tests.export.support import run_shell
 from tests.kit.exchanges import make_exchange
@@ -74,12 +75,19 @@ def requests(draw: st.DrawFn) -> dict[str, object]:
     return {"method": draw(methods), "target": draw(targets), "headers": headers, "body": body}
 
 
+def shows_as_is(text: str) -> bool:
+    """True when the terminal rule leaves ``text`` as it is: no tab or other control character
+    (a raw tab copied from the screen becomes spaces), only the newlines between lines."""
+    return escape(text, keep="\n", double_backslash=False) == text
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(req=requests())
 def test_curl_command_reproduces_method_target_headers_and_body_exactly(req: dict, tmp_path: Path) -> None:
     exchange = make_exchange(**req)  # type: ignore[arg-type]
     with RawServer() as server:
         result = export("curl", exchange, base_url=server.url)
+        assert shows_as_is(result.text), result.text
         with tempfile.TemporaryDirectory(dir=tmp_path) as workdir:
             proc = run_shell(result, Path(workdir))
         assert proc.returncode == 0, (result.text, proc.stderr)
@@ -196,17 +204,41 @@ HIDDEN = ["\u2028", "\u2029", "\u3164", "\u115f", "\u1160", "\uffa0"]
 def test_characters_a_terminal_hides_never_print_inline_and_still_arrive(tmp_path: Path, hidden: str) -> None:
     """``X-Token: ㅤ`` printed inline looks like an empty value: the exported text may hold only what
     ``values.terminal`` shows as itself, in the header, the target and the body alike."""
-    from devtunnel.values.terminal import escape
-
     value = f"a{hidden}b".encode()
     target = b"/p?" + value
     exchange = make_exchange(method="POST", target=target,
                              headers=[(b"Host", b"h"), (b"X-Token", value), (b"Content-Length", b"5")], body=value)
     with RawServer() as server:
         result = export("curl", exchange, base_url=server.url)
-        assert escape(result.text, keep="\n", double_backslash=False) == result.text, result.text  # nothing a terminal hides or acts on
+        assert shows_as_is(result.text), result.text  # nothing a terminal hides or acts on
         proc = run_shell(result, tmp_path)
         assert proc.returncode == 0, proc.stderr
     got = server.received[0]
     assert (got.target, got.body) == (target, value)
     assert (b"X-Token", value) in got.headers
+
+
+# What the terminal rule escapes: a tab, CR, other C0 controls, DEL, C1 (as UTF-8), a bidi override.
+CONTROLS = ["\t", "\r", "\x01", "\x1b", "\x7f", "\u009b", "\u202e"]
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=repr)
+def test_controls_in_header_target_and_body_never_print_raw_and_arrive_byte_for_byte(tmp_path: Path, control: str) -> None:
+    """A tab was written raw inside the quotes (copied from a terminal it turns into spaces, pasted
+    into bash it asks for completion): every control shows escaped, and bash sends the exact bytes."""
+    value = f"a{control}b 'q' \\ $x".encode()
+    body = b'{"k": "' + value + b'"}\n'
+    if control == "\r":
+        value = value.replace(b"\r", b"\t")  # no CR in a head: the relay refuses it, curl cannot send it
+    target = b"/p?v=" + value
+    headers = [(b"Host", b"h"), (b"X-Ctl", value), (b"X-Tab", b"x\ty\tz"), (b"Content-Length", str(len(body)).encode())]
+    exchange = make_exchange(method="PUT", target=target, headers=headers, body=body)
+    with RawServer() as server:
+        result = export("curl", exchange, base_url=server.url)
+        assert shows_as_is(result.text), result.text
+        proc = run_shell(result, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    got = server.received[0]
+    assert (got.method, got.target, got.body) == (b"PUT", target, body)
+    assert got.headers[:3] == [(b"Host", b"h"), (b"X-Ctl", value), (b"X-Tab", b"x\ty\tz")], result.text
+    assert not CANARY.exists()

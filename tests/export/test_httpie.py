@@ -106,3 +106,17 @@ def test_header_names_that_look_like_options_stay_header_items(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == []
     assert start == "GET /x HTTP/1.1"
     assert Counter(got) == Counter((n.decode(), v.decode()) for n, v in headers)
+
+
+@needs_httpie
+def test_tabs_in_header_and_body_never_print_raw_and_are_sent(tmp_path: Path) -> None:
+    """A tab was written raw inside the quotes: copied from a terminal it becomes spaces."""
+    from devtunnel.values.terminal import escape
+
+    body = b'{"k": "a\tb \'q\'"}\n'
+    headers = [(b"Host", b"h"), (b"X-Tab", b"x\ty"), (b"Content-Type", b"application/json")]
+    result = export("httpie", make_exchange("POST", b"/t", headers, body), base_url="http://127.0.0.1:1")
+    assert escape(result.text, keep="\n", double_backslash=False) == result.text, result.text
+    _, got, sent_body = offline(result, tmp_path)
+    assert ("X-Tab", "x\ty") in got
+    assert sent_body.rstrip(b"\n") == body.rstrip(b"\n")

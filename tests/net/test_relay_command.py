@@ -40,6 +40,26 @@ def test_relay_prints_listening_line_serves_and_exits_0_on_sigint(tmp_path: Path
     assert proc.stop(signal.SIGINT) == 0
 
 
+@pytest.mark.parametrize("where", ["file", "flag"])
+def test_the_listening_line_shows_a_domain_or_public_url_from_a_settings_file_escaped(
+        tmp_path: Path, procs: list[Proc], where: str) -> None:
+    """A cloned project's devtunnel.toml names the domain: its ESC ... BEL retitled the window."""
+    port = free_port()
+    args = [*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}"]
+    env = {k: v for k, v in os.environ.items() if k != "DEVTUNNEL_CONFIG"}
+    if where == "file":
+        (tmp_path / "devtunnel.toml").write_text('[relay_server]\ndomain = "t\\u001b]0;pwned\\u0007.test"\n')
+        shown = f"http://NAME.t\\x1b]0;pwned\\x07.test:{port}"
+    else:
+        args += ["--public-url", "https://x\x1b\x07\u202e.example"]
+        shown = "https://NAME.x\\x1b\\x07\\u202e.example"
+    proc = Proc(args, env, cwd=tmp_path)
+    procs.append(proc)
+    line = proc.line(lambda l: True)
+    assert line == f"Relay listening on http://127.0.0.1:{port} (tunnels at {shown})", line
+    assert proc.stop(signal.SIGINT) == 0
+
+
 def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:
     port = free_port()
     proc = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}"])

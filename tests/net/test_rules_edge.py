@@ -401,3 +401,24 @@ async def test_a_head_request_answered_by_a_rule_gets_no_body(harness, local, vi
     raw = raw.split(b"\r\n\r\n", 1)[1] if raw.startswith(b"HTTP/1.1 100") else raw
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503") and b"content-length: 17" in head.lower() and rest == b""
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_rule_regex_that_backtracks_refuses_that_request_in_bounded_time(harness, local, via):
+    # The rule's regex backtracks for ever on a path of a's and a '!'. With re, the relay's
+    # event loop (here the agent's too) stood still on that one request; now the match stops
+    # after RULES_REGEX_BUDGET, the request is refused (never let past a rule that could not
+    # decide), and the relay goes on serving.
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": 'path:~"(a|a)+$"', "action": "deny"}))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status, _, body = await request(harness, "/" + "a" * 2000 + "!", via=via)
+    assert status == 503 and b"rule 1 could not decide in time" in body
+    assert loop.time() - started < 5
+    assert (await request(harness, "/echo", via=via))[0] == 200
+    assert (await request(harness, "/aaaa", via=via))[0] == 403
+    refused, passed, denied = await harness.exchanges(3)
+    assert refused.status == 503 and refused.rule is not None and refused.rule.index == 1
+    assert passed.rule is None and denied.status == 403
+    assert not any(b"!" in target for target in state.seen_targets)

@@ -10,7 +10,7 @@ import pytest
 from devtunnel.tui.screens.help import HelpScreen
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import fill, fixed_id, inspector, screen_lines, traffic, utc
+from tests.tui.app_fixtures import fill, fixed_id, inspector, make_exchange, screen_lines, traffic, utc
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +89,22 @@ async def test_filter_applies_as_typed_and_error_keeps_last_result(db: Path, tmp
         await pilot.press("escape")
         await async_wait_for(lambda: len(table.ids) == 12, what="every request again")
         assert bar.input.value == "" and bar.error is None and table.has_focus
+
+
+async def test_a_filter_regex_that_backtracks_is_stopped_said_and_shows_no_rows(tmp_path: Path) -> None:
+    # With re, the search ran for ever in a reader thread holding the GIL: the inspector froze.
+    db = fill(tmp_path / "captures.db", [*traffic(12), make_exchange(12, method="POST", body=b"a" * 5000 + b"!")])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 13)
+        await pilot.press("slash", *'~b "(a|a)+$"')
+        await async_wait_for(lambda: app._notifications, timeout=15, what="the notice")
+        notice = list(app._notifications)[-1]
+        assert notice.title == "Filter stopped" and notice.severity == "error"
+        assert notice.message.startswith("filter regex took too long: (?s)(a|a)+$")
+        assert len(table.ids) == 0
+        await pilot.press("escape")
+        await async_wait_for(lambda: len(table.ids) == 13, what="every request again")
 
 
 async def test_enter_remembers_filter_and_up_down_recall_it_across_runs(db: Path, tmp_path: Path) -> None:

@@ -224,6 +224,21 @@ async def test_hostile_headers_paths_and_bodies_show_literally() -> None:
         assert "\x1b" not in screen_text(app)
 
 
+@pytest.mark.parametrize(("reason", "shown"), [("Größe".encode(), "418 Größe"), (b"Gr\xf6\xdfe", "418 Gr\\xf6\\xdfe")])
+async def test_a_reason_phrase_reads_as_utf8_where_it_is_and_escaped_where_not(reason: bytes, shown: str) -> None:
+    ex = exchange(status=418)
+    assert ex.response is not None
+    ex.response.reason = reason.decode("latin-1")  # as the agent records the bytes it received
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")  # the response tab: its status line
+        await pilot.pause()
+        text = screen_text(app)
+        assert text.count(shown) == 2, text  # the title and the status line
+        assert "Ã" not in text
+
+
 async def test_hostile_websocket_preview_is_escaped() -> None:
     app = ScreenApp(DetailScreen(ws_exchange()))
     async with app.run_test(size=(160, 30)) as pilot:

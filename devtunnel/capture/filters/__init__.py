@@ -22,9 +22,13 @@ from devtunnel.capture.filters.base import (
     MatchAll,
     Not,
     Or,
+    REGEX_TIMEOUT,
     headers_match,
     headers_text,
+    regex_budget,
+    regex_timeout,
     regexp,
+    search_bounded,
 )
 from devtunnel.capture.filters.codes import CODES
 from devtunnel.capture.filters.fields import FIELDS, FLAGS, Url
@@ -43,6 +47,10 @@ __all__ = [
     "FLAGS",
     "CODES",
     "regexp",
+    "REGEX_TIMEOUT",
+    "regex_budget",
+    "regex_timeout",
+    "search_bounded",
     "headers_match",
     "headers_text",
 ]

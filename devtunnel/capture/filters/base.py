@@ -4,29 +4,124 @@ Every leaf's SQL is never NULL (so ``NOT`` behaves like Python's ``not``), text 
 ASCII-only on both sides (SQLite's ``lower()`` and ``NOCASE``), and regexes and header matching
 call the very functions below, which the store registers on each connection (``REGEXP`` and
 ``dt_headers``): the Python answer and the SQL answer are the same by construction.
+
+Every regex of a filter runs through ``search_bounded``, with a time bound: a pattern such as
+``(a|a)+$`` backtracks for ever on ``aaaa...!``, and Python's ``re`` cannot be interrupted (nor
+can SQLite interrupt a Python function mid-call), so a filter from the API, the inspector, the
+command line or a rule at the edge could hold its thread, and with it the GIL, for minutes.
+Patterns are checked with ``re`` (its syntax and messages stay the language's) and run with the
+third-party ``regex`` module in its ``re``-compatible mode, which stops a search after
+``REGEX_TIMEOUT`` seconds (``FilterTimeoutError``) and lets other threads run meanwhile. A
+caller that runs many searches (a store query, the rules of one request) bounds their total
+with ``regex_budget``.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import ClassVar
 
+import regex as _regex
+
 from devtunnel.capture.model import Exchange, Headers
-from devtunnel.errors import FilterSyntaxError
+from devtunnel.errors import FilterSyntaxError, FilterTimeoutError
+from devtunnel.values.terminal import escape
 
 SqlParams = list[object]
 
+REGEX_TIMEOUT = 1.0
+"""Seconds one search of a filter's regex may take on one value (a body of megabytes takes
+milliseconds with any ordinary pattern)."""
+
 
 @functools.lru_cache(maxsize=512)
-def _text_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _text_regex(pattern: str) -> _regex.Pattern[str]:
+    return _regex.compile(pattern, _regex.VERSION0)
 
 
 @functools.lru_cache(maxsize=512)
-def _bytes_regex(pattern: str) -> re.Pattern[bytes]:
-    return re.compile(pattern.encode("utf-8"))
+def _bytes_regex(pattern: str) -> _regex.Pattern[bytes]:
+    return _regex.compile(pattern.encode("utf-8"), _regex.VERSION0)
+
+
+class _Budget(threading.local):
+    until: float | None = None
+    """``time.monotonic()`` past which the current ``regex_budget`` block runs no more regexes
+    (None: not in one)."""
+    timed_out: FilterTimeoutError | None = None
+    """The time-out that stopped a search in the current block (SQLite keeps only its own message)."""
+
+
+_budget = _Budget()
+
+
+@contextmanager
+def regex_budget(seconds: float) -> Iterator[None]:
+    """Let the filter regexes run on this thread within the block for ``seconds`` from now.
+
+    Each search still stops after ``REGEX_TIMEOUT``; a nested block ends no later than its
+    outer one. A search past the end raises ``FilterTimeoutError``.
+    """
+    outer = _budget.until
+    until = time.monotonic() + seconds
+    _budget.until = until if outer is None else min(until, outer)
+    _budget.timed_out = None
+    try:
+        yield
+    finally:
+        _budget.until = outer
+
+
+def regex_timeout() -> FilterTimeoutError | None:
+    """The ``FilterTimeoutError`` that stopped a search in the current ``regex_budget`` block, if
+    any (once). For the store: SQLite reports a failed ``REGEXP`` only as "user-defined function
+    raised exception"."""
+    error, _budget.timed_out = _budget.timed_out, None
+    return error
+
+
+def _timed_out(rx: _regex.Pattern[str] | _regex.Pattern[bytes], budget: bool) -> FilterTimeoutError:
+    pattern = rx.pattern if isinstance(rx.pattern, str) else rx.pattern.decode("utf-8", "replace")
+    shown = escape(pattern if len(pattern) <= 80 else pattern[:80] + "...")
+    if budget:
+        why = "this filter's regexes ran longer in all than one search of the captures may take"
+    else:
+        why = f"it ran more than {REGEX_TIMEOUT:g} s on one value"
+    error = FilterTimeoutError(
+        f"filter regex took too long: {shown} ({why}); simplify it (a nested repeat such as (a+)+ or (a|a)+"
+        " can take exponential time) or narrow the filter with other terms",
+        pattern,
+    )
+    _budget.timed_out = error
+    return error
+
+
+def search_bounded(rx: _regex.Pattern[str] | _regex.Pattern[bytes], value: str | bytes) -> bool:
+    """Whether ``rx`` is found in ``value``, in at most ``REGEX_TIMEOUT`` seconds (and within the
+    current ``regex_budget``); the one place a filter's regex runs.
+
+    Raises:
+        FilterTimeoutError: the search took too long and was stopped.
+    """
+    until = _budget.until
+    timeout = REGEX_TIMEOUT
+    if until is not None:
+        timeout = min(timeout, until - time.monotonic())
+        if timeout <= 0:
+            raise _timed_out(rx, budget=True)
+    try:
+        # Positional, as keywords cost regex twice the time of a short search. concurrent=True:
+        # the GIL is released while it searches (str and bytes cannot change meanwhile), so the
+        # event loop and the other threads go on.
+        found = rx.search(value, None, None, True, False, timeout)  # type: ignore[arg-type]
+    except TimeoutError:
+        raise _timed_out(rx, budget=timeout < REGEX_TIMEOUT) from None
+    return found is not None
 
 
 def regexp(pattern: str, value: object) -> int:
@@ -34,11 +129,14 @@ def regexp(pattern: str, value: object) -> int:
 
     NULL never matches. Flags travel inside the pattern (``(?i)``), so one cached compile serves
     both the Python filter and SQL.
+
+    Raises:
+        FilterTimeoutError: the search took too long (``search_bounded``).
     """
     if isinstance(value, str):
-        return 1 if _text_regex(pattern).search(value) else 0
+        return 1 if search_bounded(_text_regex(pattern), value) else 0
     if isinstance(value, bytes):
-        return 1 if _bytes_regex(pattern).search(value) else 0
+        return 1 if search_bounded(_bytes_regex(pattern), value) else 0
     return 0
 
 
@@ -63,10 +161,10 @@ def headers_match(fields: Sequence[tuple[bytes, bytes]], op: str, a: str, b: str
         wanted = None if b is None else b.encode("utf-8").lower()
         return any(n.lower() == name and (wanted is None or wanted in v.lower()) for n, v in fields)
     if op == "re":
-        return bool(_bytes_regex(a).search(headers_text(fields)))
+        return search_bounded(_bytes_regex(a), headers_text(fields))
     if op == "ctype":
         rx = _bytes_regex(a)
-        return any(n.lower() == b"content-type" and rx.search(v) for n, v in fields)
+        return any(n.lower() == b"content-type" and search_bounded(rx, v) for n, v in fields)
     raise ValueError(f"unknown header predicate {op!r}")
 
 
@@ -286,11 +384,18 @@ class ColumnRegex(RegexLeaf):
 
 
 def _check_regex(pattern: str, flags: str, binary: bool, pos: int) -> None:
+    # Python's re says what the language accepts, in its words; the regex module, which runs
+    # the search, must take the pattern too (it accepts all but a few of re's).
     inline = re.IGNORECASE * ("i" in flags) | re.MULTILINE * ("m" in flags) | re.DOTALL * ("s" in flags)
     try:
         re.compile(pattern.encode("utf-8") if binary else pattern, inline)
     except re.error as exc:
         raise FilterSyntaxError(f"bad regular expression: {exc.msg}", pos + (exc.pos or 0)) from exc
+    full = (f"(?{flags})" if flags else "") + pattern
+    try:
+        _bytes_regex(full) if binary else _text_regex(full)
+    except _regex.error as exc:
+        raise FilterSyntaxError(f"bad regular expression: {getattr(exc, 'msg', exc)}", pos) from exc
 
 
 def build_regex(cls: type[RegexLeaf], pattern: str, pos: int) -> RegexLeaf:

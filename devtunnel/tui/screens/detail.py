@@ -41,7 +41,7 @@ def exchange_title(exchange: Exchange) -> Text:
     title.append(escape(exchange.url))
     title.append("  ")
     if exchange.response is not None:
-        reason = exchange.response.reason
+        reason = exchange.response.reason_text
         title.append(f"{exchange.response.status}", status_style(exchange.response.status))
         if reason:
             title.append(" " + escape(reason))
@@ -193,7 +193,7 @@ class DetailScreen(Screen[None]):
         if isinstance(message, Request):
             start = f"{message.method} {message.url_text} HTTP/{message.http_version}"
         else:
-            start = f"HTTP/{message.http_version} {message.status} {message.reason}".rstrip()
+            start = f"HTTP/{message.http_version} {message.status} {message.reason_text}".rstrip()
         yield Static(safe_text(start), classes="start-line")
         if isinstance(message, Request) and self.exchange.webhook is not None:
             yield Static("Webhook", classes="section", markup=False)

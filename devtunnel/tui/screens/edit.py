@@ -67,7 +67,7 @@ def response_preview(title: str, response: Response | None, error: str = "") -> 
         text.append("no response" + (": " + escape_control(error) if error else ""), "bold red")
         return text
     text.append(f"{response.status}", status_style(response.status))
-    text.append(" " + escape_control(response.reason) + "\n")
+    text.append(" " + escape_control(response.reason_text) + "\n")
     for name, value in response.headers.items():
         text.append(escape_control(name), "bold")
         text.append(": " + escape_control(value) + "\n")

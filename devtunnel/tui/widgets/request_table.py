@@ -49,7 +49,9 @@ class RowSource(Protocol):
         ...
 
 
-class _EmptySource:
+class EmptySource:
+    """No rows: the table's source before its first list, or for a list that could not be read."""
+
     async def after(self, exchange_id: str | None, limit: int, skip: int = 0) -> list[Row]:
         return []
 
@@ -189,7 +191,7 @@ class RequestTable(ScrollView, can_focus=True):
     def __init__(self, source: RowSource | None = None, *, name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._source: RowSource = source or _EmptySource()
+        self._source: RowSource = source or EmptySource()
         self.total = 0
         """How many rows the list has (an estimate until ``total_exact``)."""
         self.total_exact = True
@@ -509,7 +511,7 @@ class RequestTable(ScrollView, can_focus=True):
                 try:
                     await self._fetch(lo, hi, generation)
                 except Exception as exc:  # a store error must not kill the table; say it
-                    self.notify(str(exc), title="Could not read captures", severity="error")
+                    self.notify(str(exc), title="Could not read captures", severity="error", markup=False)
                     return
                 if generation[0] == self._generation:
                     self._trim()
