@@ -82,6 +82,18 @@ def _add_app_flags(p: argparse.ArgumentParser) -> None:
                    help="requests wait this long (e.g. 30s) while the app is down or restarting, then get 503")
 
 
+class _Version(argparse.Action):
+    """``--version``: the version, and whether the per-request modules run compiled (native.py).
+
+    Looked up when asked for, not each time the command line is parsed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from devtunnel.native import describe
+
+        print(f"devtunnel {__version__} ({describe()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line grammar."""
     parser = _Parser(
@@ -90,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=MAIN_EXAMPLES,
         formatter_class=_F,
     )
-    parser.add_argument("--version", action="version", version=f"devtunnel {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version (and whether it runs compiled) and exit")
     _add_db(parser)
     parser.set_defaults(db=None, settings=None)  # settings: loaded by main() for the commands that take them
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -32,7 +32,7 @@ MAX_STREAM_ID = (1 << 31) - 1
 MAX_WINDOW = (1 << 31) - 1
 
 # The 24-bit length and the 8-bit type share one big-endian u32.
-HEADER = struct.Struct(">IBI")
+HEADER: struct.Struct = struct.Struct(">IBI")
 U32 = struct.Struct(">I")
 U16 = struct.Struct(">H")
 PING_PAYLOAD = struct.Struct(">8s")
@@ -73,24 +73,24 @@ class Flag(enum.IntFlag):
 
 
 # Plain ints for the hot path: IntEnum/IntFlag arithmetic is several times slower.
-HELLO = int(FrameType.HELLO)
-WELCOME = int(FrameType.WELCOME)
-GOAWAY = int(FrameType.GOAWAY)
-REQUEST = int(FrameType.REQUEST)
-RESPONSE = int(FrameType.RESPONSE)
-DATA = int(FrameType.DATA)
-WINDOW_UPDATE = int(FrameType.WINDOW_UPDATE)
-RESET = int(FrameType.RESET)
-WS_MESSAGE = int(FrameType.WS_MESSAGE)
-WS_CLOSE = int(FrameType.WS_CLOSE)
-PING = int(FrameType.PING)
-PONG = int(FrameType.PONG)
-POOL = int(FrameType.POOL)
-RULES = int(FrameType.RULES)
-END_STREAM = int(Flag.END_STREAM)
-WEBSOCKET = int(Flag.WEBSOCKET)
-TEXT = int(Flag.TEXT)
-FIN = int(Flag.FIN)
+HELLO: int = int(FrameType.HELLO)
+WELCOME: int = int(FrameType.WELCOME)
+GOAWAY: int = int(FrameType.GOAWAY)
+REQUEST: int = int(FrameType.REQUEST)
+RESPONSE: int = int(FrameType.RESPONSE)
+DATA: int = int(FrameType.DATA)
+WINDOW_UPDATE: int = int(FrameType.WINDOW_UPDATE)
+RESET: int = int(FrameType.RESET)
+WS_MESSAGE: int = int(FrameType.WS_MESSAGE)
+WS_CLOSE: int = int(FrameType.WS_CLOSE)
+PING: int = int(FrameType.PING)
+PONG: int = int(FrameType.PONG)
+POOL: int = int(FrameType.POOL)
+RULES: int = int(FrameType.RULES)
+END_STREAM: int = int(Flag.END_STREAM)
+WEBSOCKET: int = int(Flag.WEBSOCKET)
+TEXT: int = int(Flag.TEXT)
+FIN: int = int(Flag.FIN)
 
 # Frames whose payload is a message head or handshake, bounded by ``max_head_size``.
 HEAD_TYPES = frozenset({HELLO, WELCOME, REQUEST, RESPONSE, RULES})

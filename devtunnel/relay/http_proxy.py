@@ -41,8 +41,8 @@ from devtunnel.relay.asgi import (
 from devtunnel.relay.headers import forward_request_headers
 from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_direct import DirectExchange, write_messages
-from devtunnel.relay.http_responses import BodyStalled, failure_answer, invalid_status, log_invalid, response_start
-from devtunnel.relay.link import AgentLink, RelayStream
+from devtunnel.relay.http_responses import failure_answer, invalid_status, log_invalid, response_start
+from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool
 from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, send_answer

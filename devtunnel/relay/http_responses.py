@@ -8,25 +8,19 @@ callbacks (``http_direct.DirectExchange``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import StreamReset
 from devtunnel.relay.asgi import Scope, plain
 from devtunnel.relay.headers import forward_response_headers
-from devtunnel.relay.link import AgentLink, RelayStream
+from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.rules import edit_response
 from devtunnel.rules import Decision
 
 log = logging.getLogger("devtunnel.relay")
 
 NO_BODY_STATUS = (204, 304)
-
-
-@dataclass(frozen=True, slots=True)
-class BodyStalled(StreamReset):
-    """The relay's own failure of a stream: the client's request body stopped arriving."""
 
 
 def failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, Any]]:

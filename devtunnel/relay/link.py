@@ -16,6 +16,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from devtunnel.errors import ProtocolError
@@ -64,6 +65,17 @@ async def send_last_words(send: ASGISend, messages: list[dict[str, Any]]) -> Non
                 await send(message)
     except Exception as exc:  # gone, or not reading: the heartbeat will drop it
         log.debug("could not finish talking to an agent: %r", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyStalled(StreamReset):
+    """The relay's own failure of a stream: the client's request body stopped arriving (the
+    client gets 408, ``http_responses.failure_answer``).
+
+    Defined here, in a module compiled with ``StreamReset`` (devtunnel/native.py): mypyc's
+    classes cannot be subclassed by interpreted ones (instances of such a subclass cannot be
+    made: TypeError), so the class of a ``RelayStream``'s failure is compiled when the events are.
+    """
 
 
 class RelayStream:

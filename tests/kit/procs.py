@@ -88,9 +88,22 @@ class Proc:
         return code
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
-        """Send ``sig`` to the process (by its pid) and return its exit code."""
+        """Send ``sig`` to the process (by its pid) and return its exit code.
+
+        A process still running after ``timeout`` gets SIGABRT, and the test fails showing its
+        output: run with ``PYTHONFAULTHANDLER=1`` in its environment, a Python child prints the
+        stack of each of its threads to stderr on SIGABRT, which says where it hung.
+        """
         self.popen.send_signal(sig)
-        return self.wait(timeout)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.wait(5)
+            self.kill()
+            stderr = "\n".join(self.err)
+            raise AssertionError(f"still running {timeout} s after signal {sig}: out={self.out}\nerr:\n{stderr}") from None
 
     def kill(self) -> None:
         """SIGKILL, unless it already exited; then reap it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from devtunnel import native
 from devtunnel.errors import FlowControlError, ProtocolError
 from devtunnel.protocol import DataReceived, RelayConnection, WindowUpdated
 from devtunnel.protocol import frames as f
@@ -173,10 +174,19 @@ def test_the_cap_applies_to_streams_the_agent_answers_too() -> None:
     assert agent.send_window(sid) == 4096
 
 
-@pytest.mark.parametrize("cap", [0, -1, 1 << 31, 2.5])
-def test_max_send_window_out_of_range_is_refused(cap: object) -> None:
+@pytest.mark.parametrize("cap", [0, -1, 1 << 31])
+def test_max_send_window_out_of_range_is_refused(cap: int) -> None:
     with pytest.raises(ValueError, match="max_send_window"):
-        RelayConnection(max_send_window=cap)  # type: ignore[arg-type]
+        RelayConnection(max_send_window=cap)
+
+
+def test_a_max_send_window_that_is_no_int_is_refused() -> None:
+    """Only our own code gives it (``RelaySettings.max_window``: no option, settings file or peer
+    sets it), typed ``int`` for mypy. Compiled with mypyc (devtunnel/native.py), the call itself
+    refuses a float (TypeError) before the check in ``__init__`` runs; pure, the check does."""
+    compiled = "devtunnel.protocol.connection" in native.compiled_modules()
+    with pytest.raises(TypeError if compiled else ValueError, match="int"):
+        RelayConnection(max_send_window=2.5)  # type: ignore[arg-type]
 
 
 def test_queued_data_counts_payload_until_it_is_taken() -> None:

@@ -1,0 +1,54 @@
+"""The modules an install may compile with mypyc, and which of them this one did.
+
+``DEVTUNNEL_USE_MYPYC=1 pip install .`` compiles the modules below to C extensions with mypyc
+(``setup.py``; it needs a C compiler and Python's headers). Any other install, ``pip install
+-e .`` included, runs them as the Python they are. They behave the same: the tests run against
+both (``.ci/run``), and mypyc checks at run time the types that mypy checks here before.
+
+They are the modules every request through the tunnel runs: the protocol's frames and
+connection on both sides, the request head's checks, the relay's direct path and links, the
+agent's quick answers and local responses. A module is listed only when it
+compiles and its tests pass compiled; what keeps the others out is in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+__all__ = ["NATIVE_MODULES", "compiled_modules", "describe"]
+
+NATIVE_MODULES = (
+    "devtunnel.protocol.frames",
+    "devtunnel.protocol.events",
+    "devtunnel.protocol.state",
+    "devtunnel.protocol.connection",
+    "devtunnel.protocol.relay_side",
+    "devtunnel.protocol.agent_side",
+    "devtunnel.values.request_head",
+    "devtunnel.values.terminal",
+    "devtunnel.values.exchange_ids",
+    "devtunnel.values.http1",
+    "devtunnel.agent.quick",
+    "devtunnel.agent.local_response",
+    "devtunnel.agent.stream",
+    "devtunnel.relay.link",
+    "devtunnel.relay.headers",
+    "devtunnel.relay.http_direct",
+)
+"""Compiled by ``DEVTUNNEL_USE_MYPYC=1`` (setup.py reads this tuple from this file)."""
+
+
+def compiled_modules() -> list[str]:
+    """Those of ``NATIVE_MODULES`` that this install loads from a compiled extension."""
+    out = []
+    for name in NATIVE_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin is not None and not spec.origin.endswith(".py"):
+            out.append(name)
+    return out
+
+
+def describe() -> str:
+    """For ``--version``: how many of the per-request modules run compiled."""
+    n = len(compiled_modules())
+    return f"{n} of {len(NATIVE_MODULES)} per-request modules compiled with mypyc" if n else "pure Python"
