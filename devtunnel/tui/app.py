@@ -166,12 +166,12 @@ class InspectorApp(App[None]):
         elif restarted:
             self._restore_tunnels()
 
-    @work(group="tunnels")
+    @work(group="tunnels", exit_on_error=False)
     async def _start_initial_tunnels(self) -> None:
         for request in self._initial_tunnels:
             await self._start_tunnel(request)
 
-    @work(group="tunnels")
+    @work(group="tunnels", exit_on_error=False)
     async def _restore_tunnels(self) -> None:
         started, problems = await self.backend.restore_tunnels()
         self.query_one(TunnelsPanel).update_tunnels(started)
@@ -179,16 +179,28 @@ class InspectorApp(App[None]):
             self.notify(problem, title="Tunnel not restored", severity="error")
         self.live.reload()
 
-    @work(group="events")
+    @work(group="events", exit_on_error=False)
     async def _follow_events(self) -> None:
-        async for message in self.backend.events():
-            kind = message.get("type")
-            if kind == "exchanges":
-                self.post_message(ExchangesChanged([str(i) for i in message.get("ids", [])]))
-            elif kind == "tunnel":
-                self.post_message(TunnelChanged(TunnelView.from_json(message.get("tunnel"))))
-            elif kind == "resync":
+        said = ""
+        while True:
+            try:
+                async for message in self.backend.events():
+                    kind = message.get("type")
+                    if kind == "exchanges":
+                        self.post_message(ExchangesChanged([str(i) for i in message.get("ids", [])]))
+                    elif kind == "tunnel":
+                        self.post_message(TunnelChanged(TunnelView.from_json(message.get("tunnel"))))
+                    elif kind == "resync":
+                        self.post_message(Resync())
+                return  # the backend was closed
+            except DevtunnelError as exc:
+                # The agent sent an event we cannot read: say it (once per kind), and follow again;
+                # what was missed meanwhile is read again with the whole list.
+                if str(exc) != said:
+                    said = str(exc)
+                    self.notify(said, title="Agent events", severity="error", timeout=10)
                 self.post_message(Resync())
+                await asyncio.sleep(1.0)
 
     @on(ExchangesChanged)
     def _exchanges_changed(self, event: ExchangesChanged) -> None:
@@ -332,7 +344,7 @@ class InspectorApp(App[None]):
 
         def started(request: TunnelRequest | None) -> None:
             if request is not None:
-                self.run_worker(self._start_tunnel(request), group="tunnels")
+                self.run_worker(self._start_tunnel(request), group="tunnels", exit_on_error=False)
 
         self.push_screen(NewTunnelScreen(), started)
 
