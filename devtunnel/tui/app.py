@@ -41,7 +41,7 @@ from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
 from devtunnel.tui.supervisor import AgentSupervisor
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
 from devtunnel.tui.failures import tell_failure
-from devtunnel.values.terminal import escape
+from devtunnel.tui.render import escape_control, message_line
 
 
 class InspectorApp(App[None]):
@@ -283,7 +283,7 @@ class InspectorApp(App[None]):
         a refusal reason): as Textual markup, ``[/]`` there raised when the toast was drawn and
         ``[@click=app.quit]`` or ``[link=...]`` made the text act.
         """
-        super().notify(escape(message, keep="\n", double_backslash=False), title=escape(title, double_backslash=False),
+        super().notify(message_line(message), title=escape_control(title),
                        severity=severity, timeout=timeout, markup=False)
 
     # -- actions -----------------------------------------------------------------------
