@@ -89,6 +89,7 @@ class InspectorApp(App[None]):
         """Where copied and exported commands send: ``"public"`` or ``"local"`` (the export dialog's last choice)."""
         self.diff_settings = DiffSettings()
         """Diff mode and ignored fields, kept from one diff to the next for the session."""
+        self._poll_failing = False
 
     def compose(self) -> ComposeResult:
         yield TunnelsPanel(id="tunnels")
@@ -219,7 +220,16 @@ class InspectorApp(App[None]):
 
     @work(group="poll", exclusive=True, exit_on_error=False)
     async def _poll_tunnels(self) -> None:
-        self.query_one(TunnelsPanel).update_tunnels(await self.backend.tunnels(), replace=True)
+        try:
+            tunnels = await self.backend.tunnels()
+        except DevtunnelError as exc:
+            # Polled every two seconds: said once until a poll succeeds again; the panel stays.
+            if not self._poll_failing:
+                self._poll_failing = True
+                self.notify(str(exc), title="Could not list tunnels", severity="error", timeout=10)
+            return
+        self._poll_failing = False
+        self.query_one(TunnelsPanel).update_tunnels(tunnels, replace=True)
 
     async def _start_tunnel(self, request: TunnelRequest) -> None:
         try:

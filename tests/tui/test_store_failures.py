@@ -121,3 +121,24 @@ async def test_an_event_the_agent_api_sends_that_cannot_be_read_is_said_and_even
             fill(db, traffic(13)[12:])
             await async_wait_for(lambda: len(table.ids) == 13, timeout=15, what="the row the next event announces")
             assert app.is_running and connections >= 2
+
+
+async def test_an_agent_api_that_fails_to_list_tunnels_is_said_once_not_every_poll(tmp_path: Path) -> None:
+    """Before: each poll (every two seconds) ended in an 'Unexpected error' notice of its own."""
+    from tests.kit.servers import Received, Reply, http_server
+
+    polls = 0
+
+    def agent_api(request: Received) -> Reply:
+        nonlocal polls
+        polls += request.path == "/api/tunnels"  # /api/events is tried too (and refused)
+        return Reply.json({"msg": "the agent is [bold]busy[/]"}, status=500)
+
+    db = fill(tmp_path / "captures.db", traffic(3))
+    with http_server(agent_api) as server:
+        app = InspectorApp(Backend(db, api_url=server.url), history_path=tmp_path / "filter_history")
+        async with app.run_test(size=(100, 30)):
+            await _loaded(app, 3)
+            await async_wait_for(lambda: polls >= 3, timeout=20, what="three polls")
+            assert _notices(app, "Could not list tunnels") == ["the agent is [bold]busy[/]"]
+            assert not _notices(app, "Unexpected error") and app.is_running
