@@ -75,9 +75,9 @@ class LiveView:
         stats: the stats strip to count into.
         run: starts a coroutine as a worker of the app (``App.run_worker``), so it is cancelled
             with the app. Each is started with ``exit_on_error=False``: a store that is locked,
-            corrupt or gone is said here (one notice until a read succeeds again, the last rows stay on the
-            table, the read is tried again with the next change); any other exception is the
-            caller's to show (``tell_failure``), and never closes the inspector.
+            corrupt or gone is said here (one notice until a read succeeds again; the last rows
+            stay on the table and the list is read again with the next change); any other
+            exception is the caller's to show (``tell_failure``), and never closes the inspector.
         later: calls a function after a delay (``App.set_timer``); without it, changes wait for
             the caller's next ``flush``.
         refilter_every: least seconds between two exact counts of a filtered list under live traffic.
@@ -107,6 +107,7 @@ class LiveView:
         self._changes = 0
         self._mix_stale = True
         self._retry = False
+        """The last list read failed: the next change reads it again."""
         self._failing = False
         """A read of the store failed and was said; no read has succeeded since."""
         self.loaded = asyncio.Event()
