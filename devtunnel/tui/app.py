@@ -41,7 +41,7 @@ from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
 from devtunnel.tui.supervisor import AgentSupervisor
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
 from devtunnel.tui.failures import tell_failure
-from devtunnel.values.terminal import escape
+from devtunnel.tui.render import escape_control, message_line
 
 
 class InspectorApp(App[None]):
@@ -89,6 +89,7 @@ class InspectorApp(App[None]):
         """Where copied and exported commands send: ``"public"`` or ``"local"`` (the export dialog's last choice)."""
         self.diff_settings = DiffSettings()
         """Diff mode and ignored fields, kept from one diff to the next for the session."""
+        self._poll_failing = False
 
     def compose(self) -> ComposeResult:
         yield TunnelsPanel(id="tunnels")
@@ -166,12 +167,12 @@ class InspectorApp(App[None]):
         elif restarted:
             self._restore_tunnels()
 
-    @work(group="tunnels")
+    @work(group="tunnels", exit_on_error=False)
     async def _start_initial_tunnels(self) -> None:
         for request in self._initial_tunnels:
             await self._start_tunnel(request)
 
-    @work(group="tunnels")
+    @work(group="tunnels", exit_on_error=False)
     async def _restore_tunnels(self) -> None:
         started, problems = await self.backend.restore_tunnels()
         self.query_one(TunnelsPanel).update_tunnels(started)
@@ -179,16 +180,28 @@ class InspectorApp(App[None]):
             self.notify(problem, title="Tunnel not restored", severity="error")
         self.live.reload()
 
-    @work(group="events")
+    @work(group="events", exit_on_error=False)
     async def _follow_events(self) -> None:
-        async for message in self.backend.events():
-            kind = message.get("type")
-            if kind == "exchanges":
-                self.post_message(ExchangesChanged([str(i) for i in message.get("ids", [])]))
-            elif kind == "tunnel":
-                self.post_message(TunnelChanged(TunnelView.from_json(message.get("tunnel"))))
-            elif kind == "resync":
+        said = ""
+        while True:
+            try:
+                async for message in self.backend.events():
+                    kind = message.get("type")
+                    if kind == "exchanges":
+                        self.post_message(ExchangesChanged([str(i) for i in message.get("ids", [])]))
+                    elif kind == "tunnel":
+                        self.post_message(TunnelChanged(TunnelView.from_json(message.get("tunnel"))))
+                    elif kind == "resync":
+                        self.post_message(Resync())
+                return  # the backend was closed
+            except DevtunnelError as exc:
+                # The agent sent an event we cannot read: say it (once per kind), and follow again;
+                # what was missed meanwhile is read again with the whole list.
+                if str(exc) != said:
+                    said = str(exc)
+                    self.notify(said, title="Agent events", severity="error", timeout=10)
                 self.post_message(Resync())
+                await asyncio.sleep(1.0)
 
     @on(ExchangesChanged)
     def _exchanges_changed(self, event: ExchangesChanged) -> None:
@@ -207,7 +220,16 @@ class InspectorApp(App[None]):
 
     @work(group="poll", exclusive=True, exit_on_error=False)
     async def _poll_tunnels(self) -> None:
-        self.query_one(TunnelsPanel).update_tunnels(await self.backend.tunnels(), replace=True)
+        try:
+            tunnels = await self.backend.tunnels()
+        except DevtunnelError as exc:
+            # Polled every two seconds: said once until a poll succeeds again; the panel stays.
+            if not self._poll_failing:
+                self._poll_failing = True
+                self.notify(str(exc), title="Could not list tunnels", severity="error", timeout=10)
+            return
+        self._poll_failing = False
+        self.query_one(TunnelsPanel).update_tunnels(tunnels, replace=True)
 
     async def _start_tunnel(self, request: TunnelRequest) -> None:
         try:
@@ -271,7 +293,7 @@ class InspectorApp(App[None]):
         a refusal reason): as Textual markup, ``[/]`` there raised when the toast was drawn and
         ``[@click=app.quit]`` or ``[link=...]`` made the text act.
         """
-        super().notify(escape(message, keep="\n", double_backslash=False), title=escape(title, double_backslash=False),
+        super().notify(message_line(message), title=escape_control(title),
                        severity=severity, timeout=timeout, markup=False)
 
     # -- actions -----------------------------------------------------------------------
@@ -332,7 +354,7 @@ class InspectorApp(App[None]):
 
         def started(request: TunnelRequest | None) -> None:
             if request is not None:
-                self.run_worker(self._start_tunnel(request), group="tunnels")
+                self.run_worker(self._start_tunnel(request), group="tunnels", exit_on_error=False)
 
         self.push_screen(NewTunnelScreen(), started)
 

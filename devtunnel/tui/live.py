@@ -74,7 +74,10 @@ class LiveView:
         table: the request table to fill.
         stats: the stats strip to count into.
         run: starts a coroutine as a worker of the app (``App.run_worker``), so it is cancelled
-            with the app; exceptions are the caller's to show.
+            with the app. Each is started with ``exit_on_error=False``: a store that is locked,
+            corrupt or gone is said here (one notice until a read succeeds again; the last rows
+            stay on the table and the list is read again with the next change); any other
+            exception is the caller's to show (``tell_failure``), and never closes the inspector.
         later: calls a function after a delay (``App.set_timer``); without it, changes wait for
             the caller's next ``flush``.
         refilter_every: least seconds between two exact counts of a filtered list under live traffic.
@@ -103,6 +106,10 @@ class LiveView:
         self._exact: tuple[int, int] | None = None
         self._changes = 0
         self._mix_stale = True
+        self._retry = False
+        """The last list read failed: the next change reads it again."""
+        self._failing = False
+        """A read of the store failed and was said; no read has succeeded since."""
         self.loaded = asyncio.Event()
         """Set once the first list is on the table."""
 
@@ -115,9 +122,33 @@ class LiveView:
     def reload(self) -> None:
         """Give the table the (filtered) list again, as the store has it now."""
         self._generation += 1
-        self._run(self._reload(self._generation), group="ids", exclusive=True)
+        self._retry = False
+        self._run(self._reload(self._generation), group="ids", exclusive=True, exit_on_error=False)
 
     async def _reload(self, generation: int) -> None:
+        try:
+            await self._read_list(generation)
+        except DevtunnelError as exc:
+            # The store is locked, corrupt or gone: the last rows stay, and the next change reads again.
+            if generation == self._generation:
+                self._retry = True
+                self._cannot_read(exc)
+        except Exception:
+            if generation == self._generation:
+                self._retry = True
+            raise  # an error we did not foresee: the app says it (``tell_failure``)
+
+    def _cannot_read(self, exc: DevtunnelError) -> None:
+        """Say that the store could not be read, once until a read succeeds again (retries under
+        traffic run up to ten times a second, and SQLite words one broken file several ways)."""
+        if not self._failing:
+            self._failing = True
+            self.table.notify(str(exc), title="Could not read captures", severity="error", timeout=10)
+
+    def _read_ok(self) -> None:
+        self._failing = False
+
+    async def _read_list(self, generation: int) -> None:
         flt = self.filter
         if flt is not None:
             # The exact count takes longest: it starts now, beside the first look below.
@@ -140,6 +171,7 @@ class LiveView:
                 self.table.notify(str(exc), title="Filter stopped", severity="error", timeout=10, markup=False)
                 self.loaded.set()
             return
+        self._read_ok()
         if generation != self._generation:
             return
         self.table.set_source(self.backend.pages(flt), total, exact=exact, tail=(rows, tail))
@@ -155,7 +187,7 @@ class LiveView:
         if self._count_stale and self._count.due():
             self._count_stale = False
             self._count.running = True
-            self._run(self._count_exact(self._generation), group="count", exclusive=True)
+            self._run(self._count_exact(self._generation), group="count", exclusive=True, exit_on_error=False)
 
     async def _count_exact(self, generation: int) -> None:
         started = time.monotonic()
@@ -184,8 +216,14 @@ class LiveView:
             self._exact = None
 
     def changed(self, ids: Iterable[str]) -> None:
-        """Note exchanges that were added or updated (applied a frame later, with any others by then)."""
+        """Note exchanges that were added or updated (applied a frame later, with any others by then).
+
+        If the list could not be read last time, it is read again now (the changes with it).
+        """
         self._pending.update(ids)
+        if self._retry:
+            self.reload()
+            return
         if self._later is not None and not self._flush_due and not self._applying:
             self._flush_soon()
 
@@ -198,7 +236,7 @@ class LiveView:
             self._mix_stale = True
             self._applying = True
             self._applied_at = time.monotonic()
-            self._run(self._apply(sorted(ids), self._generation), group="live")
+            self._run(self._apply(sorted(ids), self._generation), group="live", exit_on_error=False)
         self._count_if_due()
 
     async def _apply(self, ids: list[str], generation: int) -> None:
@@ -207,8 +245,9 @@ class LiveView:
                 rows, total = await self.backend.changed_rows(ids, self.filter)
             except DevtunnelError as exc:  # say it, and try these again with the next changes
                 self._pending.update(ids)
-                self.table.notify(str(exc), title="Could not read captures", severity="error", markup=False)
+                self._cannot_read(exc)
                 return
+            self._read_ok()
             if generation != self._generation or self._sourced != generation:
                 # A new list is being read: its first look may predate these, so they are
                 # applied to it once it is on the table.
@@ -239,7 +278,7 @@ class LiveView:
         if self._mix_stale and self._mix.due() and not self._count.running:
             self._mix_stale = False
             self._mix.running = True
-            self._run(self._count_mix(), group="mix", exclusive=True)
+            self._run(self._count_mix(), group="mix", exclusive=True, exit_on_error=False)
 
     async def _count_mix(self) -> None:
         from devtunnel.capture.filters import parse
@@ -251,6 +290,10 @@ class LiveView:
                 while self._count.running:  # a filter's count, which someone waits on, goes first
                     await self._count.idle()
                 mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
+        except DevtunnelError as exc:
+            self._mix_stale = True  # the last mix stays; counted again later (spaced as ever)
+            self._cannot_read(exc)
+            return
         finally:
             self._mix.running = False
             self._mix.ran(started)

@@ -43,6 +43,8 @@ __all__ = [
     "escape_control",
     "escape_line",
     "safe_text",
+    "message_line",
+    "message_text",
     "body_kind",
     "describe_body",
     "form_fields",
@@ -97,6 +99,19 @@ def escape_line(line: str) -> str:
 def safe_text(value: str, style: str | Style = "") -> Text:
     """Captured text as a one-line ``Text`` that shows exactly what was received (no markup)."""
     return as_text(value, style)
+
+
+def message_line(value: str) -> str:
+    """A message not written by us (an exception, what a relay or service said, a path, filter
+    text) as a string fit for a notification with ``markup=False``: control and invisible
+    characters as visible escapes, line breaks and backslashes kept."""
+    return escape(value, keep="\n", double_backslash=False)
+
+
+def message_text(value: str, style: str | Style = "") -> Text:
+    """:func:`message_line` as ``Text`` for a ``Static`` or ``Label``: never read as markup, so
+    ``[@click=...]`` stays text and an unbalanced ``[/x]`` cannot raise."""
+    return Text(message_line(value), style=style, end="")
 
 
 # ---------------------------------------------------------------------------- classification

@@ -15,10 +15,11 @@ from textual.binding import Binding, BindingType
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from devtunnel.capture.diff import ExchangeDiff, SectionDiff, diff_exchanges
 from devtunnel.capture.model import Exchange
+from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.render import escape_line
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.lines import LinesView
@@ -255,7 +256,10 @@ class DiffScreen(Screen[None]):
         self.query_one("#diff", LinesView).focus()
         self._compute(self.ignore)
 
-    @work(thread=True, exclusive=True, group="diff")
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        tell_failure(self, event)
+
+    @work(thread=True, exclusive=True, group="diff", exit_on_error=False)
     def _compute(self, ignore: tuple[str, ...]) -> None:
         # Bodies can be megabytes: diff them off the event loop so typing stays responsive.
         diff = diff_exchanges(self.a, self.b, ignore=ignore)

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from devtunnel.capture.model import Exchange
+from devtunnel.tui.render import message_text
 from devtunnel.values.terminal import as_text
 
 
@@ -96,7 +97,7 @@ class DrillScreen(ModalScreen[Drill | None]):
         status = self.query_one("#status", Input).value.strip()
         problem = check(count, status)
         if problem is not None:
-            self.query_one("#drill-error", Static).update(Text(problem))
+            self.query_one("#drill-error", Static).update(message_text(problem))
             return
         self.dismiss(Drill(self.exchange.tunnel, like(self.exchange), int(count), int(status)))
 

@@ -29,7 +29,7 @@ from devtunnel.capture.model import Exchange, Headers, Response
 from devtunnel.capture.outcome import replay_outcome
 from devtunnel.errors import DevtunnelError, ReplayError
 from devtunnel.values.http1 import FRAMING
-from devtunnel.tui.render import body_kind, describe_body, escape_control, status_style
+from devtunnel.tui.render import body_kind, describe_body, escape_control, message_text, status_style
 from devtunnel.tui.screens.detail import exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
 from devtunnel.tui.failures import tell_failure
@@ -332,7 +332,7 @@ class EditReplayScreen(Screen[None]):
 
     def _show_message(self, message: str | Text, *, error: bool = False) -> None:
         widget = self.query_one("#message", Static)
-        widget.update(Text(message, end="") if isinstance(message, str) else message)
+        widget.update(message_text(message) if isinstance(message, str) else message)
         widget.set_class(error, "error")
 
     # ------------------------------------------------------------------ the edit

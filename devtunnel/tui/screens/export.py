@@ -19,7 +19,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.errors import DevtunnelError, ExportError
 from devtunnel.export import EXPORTERS, Export, export, options_of
 from devtunnel.tui.clipboard import copy_text
-from devtunnel.tui.render import safe_text
+from devtunnel.tui.render import message_text, safe_text
 
 __all__ = ["ExportScreen", "SEND_TO", "copy_export", "write_export", "SUFFIXES"]
 
@@ -245,7 +245,7 @@ class ExportScreen(ModalScreen[str | None]):
 
     def _show(self, message: str, *, error: bool = False) -> None:
         widget = self.query_one("#export-message", Static)
-        widget.update(Text(message, end=""))
+        widget.update(message_text(message))
         widget.set_class(error, "error")
 
     # ------------------------------------------------------------------ actions

@@ -6,13 +6,14 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
+
+from devtunnel.tui.render import message_text
 
 _TARGET = re.compile(r"^(\d{1,5}|[\w.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}|https?://\S+)$")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -91,7 +92,7 @@ class NewTunnelScreen(ModalScreen[TunnelRequest | None]):
         target, name, relay = self._value("target"), self._value("name"), self._value("relay")
         problem = check(target, name, relay)
         if problem is not None:
-            self.query_one("#tunnel-error", Static).update(Text(problem))
+            self.query_one("#tunnel-error", Static).update(message_text(problem))
             return
         self.dismiss(TunnelRequest(target, name, relay))
 

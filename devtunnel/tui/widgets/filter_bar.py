@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -16,6 +15,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Static
 
 from devtunnel.errors import FilterSyntaxError
+from devtunnel.tui.render import message_text
 
 HISTORY_SIZE = 50
 
@@ -173,7 +173,7 @@ class FilterBar(Vertical):
             return
         # The input has one cell of padding; the caret points at the offending column.
         caret = " " * max(0, error.position - round(self.input.scroll_x)) + "^ "
-        message.update(Text(caret + f"{error.message} (column {error.position + 1})"))
+        message.update(message_text(caret + f"{error.message} (column {error.position + 1})"))
 
     def action_history(self, step: int) -> None:
         """Recall an older (-1) or newer (+1) filter into the input."""

@@ -275,7 +275,8 @@ class RequestTable(ScrollView, can_focus=True):
             self._move(self.total - 1, keep_following=True)
             self._want_view()
         else:
-            self.run_worker(self._find(current, self._generation), group="request-table-find", exclusive=True)
+            self.run_worker(self._find(current, self._generation), group="request-table-find", exclusive=True,
+                            exit_on_error=False)
         self.refresh()
 
     def set_total(self, total: int, *, exact: bool = True) -> None:
@@ -295,7 +296,11 @@ class RequestTable(ScrollView, can_focus=True):
 
     async def _find(self, exchange_id: str, generation: int) -> None:
         """Put the cursor on ``exchange_id`` (or the nearest row after it) in the new list."""
-        position = await self._source.position(exchange_id)
+        try:
+            position = await self._source.position(exchange_id)
+        except Exception as exc:  # a store error must not kill the table; the cursor stays, say it
+            self.notify(str(exc), title="Could not read captures", severity="error")
+            return
         if generation != self._generation:
             return
         self._move(min(position, self.total - 1), keep_following=True)
