@@ -92,7 +92,8 @@ class HostileRelay:
 
     ``mode`` says what it does after the agent's HELLO:
     ``refuse``: GOAWAY "token refused" with an escape-laden reason;
-    ``welcome-then-take``: WELCOME with an escape-laden name and URL, then GOAWAY "name taken";
+    ``welcome-then-take``: WELCOME with an escape-laden name and URL (another name than the one
+    asked for, which the agent refuses), then GOAWAY "name taken";
     ``going-away``: GOAWAY "shutting down" (the agent retries and logs the reason).
     """
 
@@ -164,7 +165,9 @@ def test_a_relays_refusal_reaches_the_terminal_escaped(tmp_path: Path, hostile_r
     assert b"\\x1b]0;owned\\x07\\x1b]52;c;" in err  # the reason is there, to be read, not obeyed
     assert b"Traceback" not in err
     if hostile_relay.mode == "welcome-then-take":
-        assert out.startswith(b"Forwarding http://x\\x1b]0;owned\\x07"), out
+        # The WELCOME names another tunnel than the one asked for: refused, never printed as Forwarding.
+        assert b"Forwarding" not in out, out
+        assert b"with the name 'x\\\\x1b]0;owned\\\\x07" in err and b"refused the tunnel" in err, err
 
 
 @pytest.mark.parametrize("hostile_relay", ["going-away"], indirect=True)
