@@ -672,3 +672,21 @@ def test_a_warning_of_a_command_without_its_own_log_setup_is_escaped(tmp_path: P
     assert "db\\x1b]0;pwned\\x07\\nforged line/old.db: upgrading the capture database" in proc.stderr, proc.stderr
     assert not any(line.startswith("forged line") for line in proc.stderr.splitlines()), proc.stderr
     assert not [ch for ch in proc.stderr if ch != "\n" and needs_escape(ch)], proc.stderr
+
+
+def test_diff_prints_each_hidden_character_escaped_once_as_the_inspector_shows_it(tmp_path: Path) -> None:
+    """The diff's own rule let a bidi override or a BOM through, and the command line escaped its
+    escapes again (``\\\\x1b`` where the inspector and ``show`` print ``\\x1b``)."""
+    a = make_exchange(target=b"/d", req_body=b'{"k": "x"}', resp_body=b"plain\n",
+                      resp_headers=[("Content-Type", "text/plain")], started_at=time.time() - 2)
+    b = make_exchange(target=b"/d", req_body=b'{"k": "\\u202ey"}', resp_body=b"red\x1b[31m \xe2\x80\xae\n",
+                      resp_headers=[("Content-Type", "text/plain")], started_at=time.time() - 1)
+    db = tmp_path / "captures.db"
+    store = Store(db)
+    store.put_many([a, b])
+    store.close()
+    done = cli(None, "diff", a.id, b.id, db=db)
+    assert done.returncode == 1, done.stderr
+    assert '+  "k": "\\u202ey"\n' in done.stdout, done.stdout
+    assert "+red\\x1b[31m \\u202e\n" in done.stdout, done.stdout
+    assert "\x1b" not in done.stdout and "\u202e" not in done.stdout

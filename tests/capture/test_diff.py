@@ -105,7 +105,7 @@ def test_a_line_break_inside_a_form_value_cannot_forge_a_diff_line() -> None:
     section = diff_bodies(b"a=1%0A%2Bamount%3D0", form, b"a=2", form)
     assert section.kind == "form"
     assert all("\n" not in line.text and "\r" not in line.text for line in section.lines)
-    assert ("-", "a=1\\x0a+amount=0") in changed(section.lines)
+    assert ("-", "a=1\\n+amount=0") in changed(section.lines)  # the terminal rule spells LF \\n
 
 
 def test_text_bodies_compare_line_by_line() -> None:
@@ -206,3 +206,23 @@ def test_big_bodies_diff_around_the_change_and_unrelated_rewrites_do_not_align()
     b = b"\n".join(b"b%d" % i for i in range(5_000))
     rewrite = diff_bodies(a, "text/plain", b, "text/plain")
     assert [line.tag for line in rewrite.lines] == ["-"] * 5_000 + ["+"] * 5_000
+
+
+def test_diff_lines_follow_the_one_terminal_rule_in_every_kind_of_section() -> None:
+    """The diff had its own rule (C0 and C1 controls only): a bidi override, a zero-width space or
+    a BOM went out raw, in text, form, header and JSON lines alike."""
+    from devtunnel.values.terminal import is_plain
+
+    hidden = "a\u202eb\u200bc\ufeffd\x9b"
+    shown = "a\\u202eb\\u200bc\\ufeffd\\x9b"
+    text = diff_bodies(b"x\n", "text/plain", hidden.encode() + b"\n", "text/plain")
+    form = diff_bodies(b"k=x", "application/x-www-form-urlencoded", f"k={hidden}".encode(), "application/x-www-form-urlencoded")
+    data = diff_bodies(b'{"k": "x"}', "application/json", json.dumps({"k": hidden}).encode(), "application/json")
+    headers = diff_headers(Headers([("X-K", "x")]), Headers([("X-K", hidden)]))
+    assert ("+", shown) in changed(text.lines)
+    assert ("+", f"k={shown}") in changed(form.lines)
+    assert ("+", f'  "k": "{shown}"') in changed(data.lines)
+    assert ("+", f"X-K: {shown}") in changed(headers.lines)
+    for section in (text, form, data, headers):
+        assert all(is_plain(line.text.replace("\\", "")) for line in section.lines), section.lines
+
