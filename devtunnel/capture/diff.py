@@ -25,7 +25,7 @@ from typing import Literal
 from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response
-from devtunnel.values.terminal import escape
+from devtunnel.values.terminal import escape, read_utf8
 
 __all__ = [
     "DiffLine",
@@ -191,7 +191,7 @@ def diff_headers(a: Headers, b: Headers, *, title: str = "headers", ignore: Iter
     dropped = {name.lower() for name in ignore}
 
     def prepare(headers: Headers) -> tuple[list[str], list[str]]:
-        fields = [(n, v) for n, v in headers.items() if n.lower() not in dropped]
+        fields = [(n, v) for n, v in headers.display_items() if n.lower() not in dropped]
         if not ordered:
             # Stable: repeated fields keep their order among themselves.
             fields.sort(key=lambda f: f[0].lower())
@@ -228,7 +228,8 @@ def _as_text(raw: bytes, content_type: str) -> str | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("latin-1") if content_type.lower().startswith("text/") else None
+        # Read as a header value or a reason phrase is: a byte that is not UTF-8 shows as \xNN.
+        return read_utf8(raw) if content_type.lower().startswith("text/") else None
     return None if "\x00" in text else text
 
 
@@ -313,7 +314,7 @@ def _request_line(r: Request) -> str:
 def _status_line(r: Response | None) -> str:
     if r is None:
         return "(no response)"
-    return _safe(f"HTTP/{r.http_version} {r.status} {r.reason}".rstrip())
+    return _safe(f"HTTP/{r.http_version} {r.status} {r.reason_text}".rstrip())
 
 
 def _truncation_notes(section: SectionDiff, a: Request | Response | None, b: Request | Response | None) -> None:

@@ -208,7 +208,7 @@ def _body_lines(message: Request | Response) -> list[str]:
 
 
 def _header_lines(message: Request | Response) -> list[str]:
-    return [f"{safe(n)}: {safe(v)}" for n, v in message.headers.items()]
+    return [f"{safe(n)}: {safe(v)}" for n, v in message.headers.display_items()]
 
 
 def _request_lines(req: Request) -> list[str]:

@@ -226,3 +226,21 @@ def test_diff_lines_follow_the_one_terminal_rule_in_every_kind_of_section() -> N
     for section in (text, form, data, headers):
         assert all(is_plain(line.text.replace("\\", "")) for line in section.lines), section.lines
 
+
+def test_bytes_that_are_not_utf8_show_as_escapes_and_the_lines_encode() -> None:
+    """A ``text/*`` body that is not UTF-8 read as latin-1 (guessed letters); a reason phrase or a
+    header value holding such bytes now reads as everywhere else: ``\\xNN``, and every line encodes
+    as UTF-8 (the API sends them as JSON)."""
+    a = make_exchange("GET", "/", [("Host", "h")], b"", make_response(200, [("X-N", b"Gr\xf6\xdfe")], b"caf\xe9\n",  # type: ignore[list-item]
+                                                                        reason="OK"))
+    b = make_exchange("GET", "/", [("Host", "h")], b"", make_response(418, [("X-N", b"x")], b"cafe\n",
+                                                                        reason=b"Gr\xf6\xdfe".decode("latin-1")))
+    a.response.headers = Headers([("X-N", b"Gr\xf6\xdfe"), ("Content-Type", b"text/plain")])  # type: ignore[union-attr]
+    b.response.headers = Headers([("X-N", b"x"), ("Content-Type", b"text/plain")])  # type: ignore[union-attr]
+    result = diff_exchanges(a, b, side="response")
+    lines = [(line.tag, line.text) for section in result.sections for line in section.lines]
+    assert ("+", "HTTP/1.1 418 Gr\\xf6\\xdfe") in lines
+    assert ("-", "X-N: Gr\\xf6\\xdfe") in lines
+    assert ("-", "caf\\xe9") in lines
+    json.dumps(lines, ensure_ascii=False).encode("utf-8")
+    render_unified(result).encode("utf-8")
