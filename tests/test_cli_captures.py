@@ -683,3 +683,65 @@ def test_a_warning_of_a_command_without_its_own_log_setup_is_escaped(tmp_path: P
     assert "db\\x1b]0;pwned\\x07\\nforged line/old.db: upgrading the capture database" in proc.stderr, proc.stderr
     assert not any(line.startswith("forged line") for line in proc.stderr.splitlines()), proc.stderr
     assert not [ch for ch in proc.stderr if ch != "\n" and needs_escape(ch)], proc.stderr
+
+
+def test_diff_prints_each_hidden_character_escaped_once_as_the_inspector_shows_it(tmp_path: Path) -> None:
+    """The diff's own rule let a bidi override or a BOM through, and the command line escaped its
+    escapes again (``\\\\x1b`` where the inspector and ``show`` print ``\\x1b``)."""
+    a = make_exchange(target=b"/d", req_body=b'{"k": "x"}', resp_body=b"plain\n",
+                      resp_headers=[("Content-Type", "text/plain")], started_at=time.time() - 2)
+    b = make_exchange(target=b"/d", req_body=b'{"k": "\\u202ey"}', resp_body=b"red\x1b[31m \xe2\x80\xae\n",
+                      resp_headers=[("Content-Type", "text/plain")], started_at=time.time() - 1)
+    db = tmp_path / "captures.db"
+    store = Store(db)
+    store.put_many([a, b])
+    store.close()
+    done = cli(None, "diff", a.id, b.id, db=db)
+    assert done.returncode == 1, done.stderr
+    assert '+  "k": "\\u202ey"\n' in done.stdout, done.stdout
+    assert "+red\\x1b[31m \\u202e\n" in done.stdout, done.stdout
+    assert "\x1b" not in done.stdout and "\u202e" not in done.stdout
+
+
+# A reason phrase and a header value holding the same bytes: UTF-8, not UTF-8 (latin-1 letters),
+# UTF-8 with ESC. Shown: read as UTF-8, other bytes \xNN; in JSON: other bytes U+FFFD.
+SAME_BYTES = [("Größe".encode(), "Größe", "Größe"), (b"Gr\xf6\xdfe", "Gr\\xf6\\xdfe", "Gr\ufffd\ufffde"),
+              (b"caf\xc3\xa9\x1b[2J", "café\\x1b[2J", "café\x1b[2J")]
+
+
+@pytest.mark.parametrize(("raw", "shown", "in_json"), SAME_BYTES, ids=["utf-8", "not-utf-8", "utf-8-with-escape"])
+def test_a_reason_and_a_header_value_read_the_same_everywhere_and_json_always_encodes(
+        captures: Captures, raw: bytes, shown: str, in_json: str) -> None:
+    """``show`` read the reason as UTF-8 (``\\xNN`` for other bytes) but a header value as latin-1
+    when not UTF-8 (``Größe``), the diff's status line and HAR's ``statusText`` and ``show --json``'s
+    ``status`` read the reason as latin-1 (``GrÃ¶Ãe``). One reading now for a person, and for JSON
+    the same with U+FFFD for a byte that is not UTF-8; the raw response keeps the bytes."""
+    from devtunnel.export.assemble import response_bytes
+    from tests.export.rawserver import RawServer
+
+    answer = b"HTTP/1.1 418 " + raw + b"\r\nX-Reason: " + raw + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ex = captures.exchanges[0]
+    with RawServer(answer) as server:
+        assert cli(captures, "replay", ex.id, "--to", server.url).returncode == 0
+    (new,) = [e for e in _stored(captures) if e.replay_of == ex.id]
+    assert new.response is not None
+    assert response_bytes(new.response).startswith(answer.split(b"\r\nContent-Length")[0])  # as received
+
+    out = cli(captures, "show", new.id).stdout
+    assert f"HTTP/1.1 418 {shown}\n" in out and f"X-Reason: {shown}\n" in out, out
+    diff = cli(captures, "diff", ex.id, new.id, "--side", "response")
+    assert diff.returncode == 1, diff.stderr
+    assert f"+HTTP/1.1 418 {shown}\n" in diff.stdout and f"+X-Reason: {shown}\n" in diff.stdout, diff.stdout
+    for text in (out, diff.stdout):
+        assert "\x1b" not in text and "Ã" not in text
+
+    har = cli(captures, "export", new.id, "--format", "har")
+    assert har.returncode == 0, har.stderr
+    har.stdout.encode("utf-8")  # strict: no lone surrogate went out
+    (entry,) = json.loads(har.stdout)["log"]["entries"]
+    assert entry["response"]["statusText"] == in_json
+    assert {"name": "X-Reason", "value": in_json} in entry["response"]["headers"]
+    shown_json = cli(captures, "show", new.id, "--json")
+    assert shown_json.returncode == 0, shown_json.stderr
+    assert "\\ud" not in shown_json.stdout  # no lone surrogate escaped into the JSON either
+    assert json.loads(shown_json.stdout)["response"]["status"] == f"418 {in_json}"

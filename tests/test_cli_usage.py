@@ -99,6 +99,17 @@ def test_help_of_a_command_is_its_own_help(tmp_path: Path) -> None:
         (["diff", "A", "B", "--side", "left"], "argument --side: invalid choice: 'left'"),
         (["nonsense"], "invalid choice: 'nonsense'"),
         (["requests", "--bogus"], "unrecognized arguments: --bogus"),
+        # URLs urlsplit cannot split (or whose port it refuses) ended in a ValueError traceback.
+        (["relay", "--public-url", "http://[bad"], "--public-url 'http://[bad': not a valid URL (Invalid IPv6 URL)"),
+        (["relay", "--public-url", "https://t.example:99999"], "--public-url 'https://t.example:99999': the port is not a number of 0-65535"),
+        (["send", "github", "ping", "--to", "http://[bad"], "--to 'http://[bad': not a valid URL (Invalid IPv6 URL)"),
+        (["logs", "web", "--api", "http://[bad"], "--api 'http://[bad': not a valid URL (Invalid IPv6 URL)"),
+        (["logs", "web", "--api", "[::1"], "--api 'http://[::1': not a valid URL (Invalid IPv6 URL)"),
+        (["http", "8080", "--relay", "http://[bad"], "invalid relay URL 'http://[bad': Invalid IPv6 URL"),
+        # --domain took any text: a relay served "NAME.a/b".
+        (["relay", "--domain", "a/b"], "--domain: 'a/b' is not a host name: only letters a-z, digits, '-' and '.' are allowed"),
+        (["relay", "--domain=-a.example"], "its label '-a' starts or ends with '-'"),
+        (["relay", "--domain", "a..example"], "it has an empty label (two dots in a row)"),
     ],
 )
 def test_bad_usage_exits_2_with_one_clear_line(args: list[str], says: str, tmp_path: Path) -> None:

@@ -517,3 +517,21 @@ def test_every_config_command_prints_paths_from_the_environment_escaped(
         assert len(out.splitlines()) == lines, out
     else:
         assert tomllib.loads(out)["agent"]["api_port"] == 4042  # the comment line stayed one line
+
+
+def test_config_show_stays_valid_toml_when_a_path_holds_a_byte_that_is_not_utf8(places: Places) -> None:
+    """``DEVTUNNEL_DB`` naming ``d<0xFF>`` came out as ``path = "...d\\udcff..."``, which tomllib
+    refuses (not a Unicode scalar value): TOML cannot write such a byte. The line is printed as a
+    comment, the byte shown as ``\\xff``, and the rest of the document loads."""
+    places.write_project('[relay_server]\ndomain = "t.example"\n')
+    db = str(places.root / "d\udcff\u202e" / "c.db")
+    done = subprocess.run([*DEVTUNNEL, "config", "show"], capture_output=True, timeout=30, cwd=places.project,
+                          env=places.process_env(DEVTUNNEL_DB=db))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode("utf-8")  # strict
+    loaded = tomllib.loads(out)
+    assert "path" not in loaded["store"] and loaded["relay_server"]["domain"] == "t.example"
+    assert loaded["store"]["max_exchanges"] == 100000  # the lines after it are kept
+    (line,) = [x for x in out.splitlines() if "c.db" in x]
+    assert line.startswith("# path = ") and "d\\xff\\u202e" in line and "not UTF-8" in line, line
+    assert not _hidden(out), out

@@ -7,8 +7,9 @@ SHA-256 with the first differing offset. ``ignore`` names leave fields out of th
 ``id``, ``created``, ``data.object.id``, ``items[0].id``, ``items[*].price`` for JSON; a plain
 name also drops a form field or a header.
 
-Lines never carry raw control characters (they become ``\\xNN``), so a hostile body cannot
-drive the terminal that shows the diff.
+Lines go through the terminal rule (``values.terminal.escape``): no raw control, bidi or other
+hidden character (they become ``\\x1b``, ``\\n``, ``\\u202e``), so a hostile body cannot drive
+the terminal that shows the diff, and the API's JSON of the lines always encodes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Literal
 from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.values.terminal import escape, read_utf8
 
 __all__ = [
     "DiffLine",
@@ -137,12 +139,12 @@ def _drop(value: object, path: Sequence[str | int]) -> object:
 
 # --- lines ------------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
-
 def _safe(text: str) -> str:
-    """Control characters as ``\\xNN`` (tabs stay; a line break in a form value cannot start a line)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` through the terminal rule (``values.terminal.escape``): controls, bidi and other
+    hidden characters, bytes that were not UTF-8, as visible escapes; a line break in a form value
+    cannot start a line. Tabs stay, and backslashes stay single, as in a body (a JSON ``\\"``
+    reads as JSON): the screen and the command line show the lines through the same rule."""
+    return escape(text, keep="\t", double_backslash=False)
 
 
 def _line_diff(a: Sequence[str], b: Sequence[str], keys_a: Sequence[str] | None = None,
@@ -189,7 +191,7 @@ def diff_headers(a: Headers, b: Headers, *, title: str = "headers", ignore: Iter
     dropped = {name.lower() for name in ignore}
 
     def prepare(headers: Headers) -> tuple[list[str], list[str]]:
-        fields = [(n, v) for n, v in headers.items() if n.lower() not in dropped]
+        fields = [(n, v) for n, v in headers.display_items() if n.lower() not in dropped]
         if not ordered:
             # Stable: repeated fields keep their order among themselves.
             fields.sort(key=lambda f: f[0].lower())
@@ -226,7 +228,8 @@ def _as_text(raw: bytes, content_type: str) -> str | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("latin-1") if content_type.lower().startswith("text/") else None
+        # Read as a header value or a reason phrase is: a byte that is not UTF-8 shows as \xNN.
+        return read_utf8(raw) if content_type.lower().startswith("text/") else None
     return None if "\x00" in text else text
 
 
@@ -266,7 +269,8 @@ def _json_section(title: str, a: object, b: object, ignore: Sequence[str]) -> Se
         a, b = _drop(a, segments), _drop(b, segments)
 
     def pretty(value: object) -> list[str]:
-        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+        # JSON escapes the C0 controls itself; the rule still catches C1, bidi and zero-width.
+        return [_safe(line) for line in json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()]
 
     return _section(title, "json", _line_diff(pretty(a), pretty(b)))
 
@@ -310,7 +314,7 @@ def _request_line(r: Request) -> str:
 def _status_line(r: Response | None) -> str:
     if r is None:
         return "(no response)"
-    return _safe(f"HTTP/{r.http_version} {r.status} {r.reason}".rstrip())
+    return _safe(f"HTTP/{r.http_version} {r.status} {r.reason_text}".rstrip())
 
 
 def _truncation_notes(section: SectionDiff, a: Request | Response | None, b: Request | Response | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from devtunnel.capture.verdict import Verdict
+from devtunnel.values.terminal import read_utf8
 
 __all__ = [
     "Headers",
@@ -97,9 +99,14 @@ def new_id(now: float | None = None) -> str:
 
 _new_object = object.__new__
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A character no UTF-8 encoder takes: a byte kept by ``surrogateescape``, or a lone surrogate."""
+
 
 def _text(raw: bytes) -> str:
-    """Decode captured bytes for display: UTF-8 where valid, latin-1 otherwise (never fails)."""
+    """Decode captured bytes as a string that always encodes (JSON, the database, filters):
+    UTF-8 where valid, latin-1 otherwise. To show to a person, use ``values.terminal.read_utf8``
+    (``Headers.display_items``, ``Response.reason_text``): latin-1 guesses letters for bytes."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -155,6 +162,12 @@ class Headers:
     def items(self) -> list[tuple[str, str]]:
         """All fields as text pairs, in order (names in the sender's case)."""
         return [(_text(n), _text(v)) for n, v in self._fields]
+
+    def display_items(self) -> list[tuple[str, str]]:
+        """All fields in order, read for a person as a reason phrase is (``values.terminal.read_utf8``):
+        UTF-8 where they are, any other byte a surrogate that ``values.terminal.escape`` shows as
+        ``\\xNN``. Escape before showing; not for JSON (:meth:`items` always encodes)."""
+        return [(read_utf8(n), read_utf8(v)) for n, v in self._fields]
 
     def as_multidict(self) -> dict[str, list[str]]:
         """``{name: [values]}`` keyed by the first spelling seen (ngrok's API shape)."""
@@ -288,17 +301,25 @@ class Response(_Message):
 
     @property
     def reason_text(self) -> str:
-        """The reason phrase for a terminal: its bytes read as UTF-8 (``Größe``, not ``GrÃ¶Ãe``).
+        """The reason phrase for a person: its bytes read as UTF-8 (``Größe``, not ``GrÃ¶Ãe``),
+        by ``values.terminal.read_utf8``, as header values are (``Headers.display_items``).
 
         A byte that is not UTF-8 stays a ``surrogateescape`` surrogate, which
         ``values.terminal.escape`` shows as ``\\xNN``: escape the result before showing it,
-        and do not put it in JSON.
+        and for JSON use :attr:`reason_json`.
         """
         try:
             raw = self.reason.encode("latin-1")
         except UnicodeEncodeError:
             return self.reason  # text given as text (an edit, an import), not bytes received
-        return raw.decode("utf-8", "surrogateescape")
+        return read_utf8(raw)
+
+    @property
+    def reason_json(self) -> str:
+        """The reason phrase for JSON (HAR ``statusText``, the agent API's ``status``): read as
+        :attr:`reason_text`, each byte that is not UTF-8 as U+FFFD, so the document always
+        encodes. Control characters stay (JSON escapes them); the raw exports keep the bytes."""
+        return _LONE_SURROGATE.sub("\ufffd", self.reason_text)
 
     @classmethod
     def received(cls, headers: Headers, http_version: str, status: int, reason: str) -> Response:

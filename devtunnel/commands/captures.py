@@ -54,6 +54,7 @@ from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
 from devtunnel.replay import replay_many
 from devtunnel.values.sizes import format_size
+from devtunnel.values.terminal import escape
 
 __all__ = ["run"]
 
@@ -216,7 +217,7 @@ def _body_lines(message: Request | Response) -> list[str]:
 
 
 def _header_lines(message: Request | Response) -> list[str]:
-    return [f"{safe(n)}: {safe(v)}" for n, v in message.headers.items()]
+    return [f"{safe(n)}: {safe(v)}" for n, v in message.headers.display_items()]
 
 
 def _request_lines(req: Request) -> list[str]:
@@ -454,7 +455,10 @@ def _diff(args: argparse.Namespace) -> int:
     result = diff_exchanges(a, b, side=args.side, ignore=tuple(args.ignore))
     text = render_unified(result)
     if text:
-        print(safe(text, keep_newlines=True).rstrip("\n"))
+        # The diff's lines went through the terminal rule, backslashes single as in a body (as
+        # the inspector shows them); this pass, the same rule, catches the ids and titles and
+        # leaves those lines as they are (safe() would double each backslash of their escapes).
+        print(escape(text, keep="\n\t", double_backslash=False).rstrip("\n"))
     return 0 if all(s.identical for s in result.sections) else 1
 
 

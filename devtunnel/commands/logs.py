@@ -16,11 +16,12 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from devtunnel.commands.config import settings_of
 from devtunnel.commands.output import safe
 from devtunnel.errors import ConfigError, DevtunnelError, NotFoundError
+from devtunnel.values.urls import split_url
 
 __all__ = ["PORTS_TRIED", "log_line_text", "run"]
 
@@ -39,14 +40,10 @@ def log_line_text(line: dict[str, Any]) -> str:
 
 def _candidates(args: argparse.Namespace) -> list[tuple[str, int]]:
     if args.api:
-        parts = urlsplit(args.api if "://" in args.api else "http://" + args.api)
+        parts = split_url(args.api if "://" in args.api else "http://" + args.api, "--api")
         if parts.scheme != "http" or not parts.hostname:
             raise ConfigError(f"--api must be the agent API's http:// URL, e.g. http://127.0.0.1:4040, not {args.api!r}")
-        try:
-            port = parts.port or 80
-        except ValueError:
-            raise ConfigError(f"--api {args.api!r}: the port is not a number of 0-65535") from None
-        return [(parts.hostname, port)]
+        return [(parts.hostname, parts.port or 80)]
     first = settings_of(args).agent.api_port or 4040
     return [("127.0.0.1", port) for port in range(first, min(first + PORTS_TRIED, 65536))]
 

@@ -9,7 +9,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from devtunnel.commands.config import resolve_relay
 from devtunnel.commands.output import EscapingFormatter, safe
@@ -18,7 +17,9 @@ from devtunnel.rules import load_rules_file
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
+from devtunnel.values.names import validate_domain
 from devtunnel.values.sizes import parse_size
+from devtunnel.values.urls import split_url
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -82,12 +83,13 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     if not 0 < client_share <= 1:
         raise ConfigError(f"--client-share {client_share}: must be more than 0 and at most 1, e.g. 0.25")
     if args.public_url:
-        parts = urlsplit(args.public_url)
+        parts = split_url(args.public_url, "--public-url")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"--public-url {args.public_url!r}: expected http(s)://HOST, e.g. https://tunnel.example.com")
-    domain = args.domain.strip().strip(".").lower()
-    if not domain:
-        raise ConfigError("--domain cannot be empty")
+    try:
+        domain = validate_domain(args.domain)  # [relay_server] domain went through it when read
+    except ConfigError as exc:
+        raise ConfigError(f"--domain: {exc}") from None
     return RelaySettings(
         host=host,
         port=port,

@@ -22,6 +22,7 @@ import httpx
 from devtunnel.capture.jsonpath import apply_assignments
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError, DevtunnelError
+from devtunnel.values.urls import split_url
 from devtunnel.webhooks import BUILTIN, Delivery, SignatureError, by_name
 from devtunnel.webhooks.samples import list_samples, sample
 from devtunnel.webhooks.secrets import secrets_for
@@ -40,15 +41,11 @@ def send_url(text: str, default_path: str) -> tuple[str, str]:
     Raises:
         ConfigError: not an http(s) URL with a host.
     """
-    parts = urlsplit(text)
+    parts = split_url(text, "--to")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"--to {text!r}: expected an http:// or https:// URL, e.g. http://payments.localhost:41234/webhooks/stripe")
     if parts.username or parts.password:
         raise ConfigError(f"--to {text!r}: user info in the URL is not supported")
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError(f"--to {text!r}: the port is not a number from 1 to 65535") from None
     path = parts.path if parts.path not in ("", "/") else default_path
     host = parts.netloc
     connect = parts.netloc

@@ -21,6 +21,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.rules import Rule, RulesError, parse_rules, rules_to_tables
 from devtunnel.values.durations import format_duration, parse_duration
 from devtunnel.values.health_path import health_path_problem
+from devtunnel.values.names import validate_domain
 from devtunnel.values.http1 import is_token
 from devtunnel.values.relay_url import relay_connect_url
 from devtunnel.values.sizes import parse_size, size_text
@@ -190,6 +191,18 @@ class Listen(Kind):
         if match is None or int(match.group(2)) > 65535:
             raise ValueError(f"expected HOST:PORT with a port of 0-65535, e.g. 0.0.0.0:8000, got {text!r}")
         return text
+
+
+class Domain(Kind):
+    """A host name (``values.names.validate_domain``, the rule of ``devtunnel relay --domain``)."""
+
+    def check(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a host name such as tunnel.example.com, got {shown(value)}")
+        try:
+            return validate_domain(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class Command(Kind):

@@ -19,6 +19,7 @@ from devtunnel.config.kinds import (
     Bool,
     Choice,
     Command,
+    Domain,
     Duration,
     EnvName,
     FilePath,
@@ -173,8 +174,8 @@ class RelayServerSection:
 
     listen: str = field(default="127.0.0.1:8000", metadata=_kind(Listen()))
     """Address to serve on, ``HOST:PORT``."""
-    domain: str = field(default="localhost", metadata=_kind(Kind()))
-    """``NAME.DOMAIN`` goes to tunnel NAME."""
+    domain: str = field(default="localhost", metadata=_kind(Domain()))
+    """``NAME.DOMAIN`` goes to tunnel NAME: a host name (letters, digits, ``-`` and ``.``)."""
     tokens_file: Path | None = field(default=None, metadata=_kind(FilePath()))
     """File with one accepted agent token per line (``#`` comments)."""
     max_body: int = field(default=0, metadata=_kind(Size()))

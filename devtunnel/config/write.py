@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ from devtunnel.config.settings import SECTIONS, TUNNEL_KEYS, WEBHOOK_KEYS, Setti
 from devtunnel.config.source import Source, unknown_key
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import validate_name
-from devtunnel.values.terminal import is_plain, needs_escape
+from devtunnel.values.terminal import escape, is_plain, needs_escape
+
+_NOT_UTF8 = re.compile("[\\ud800-\\udfff]")
+"""A byte that was not UTF-8 (a ``surrogateescape`` surrogate), or any lone surrogate."""
 
 
 def masked(token: str) -> str:
@@ -62,10 +66,23 @@ def to_toml(settings: Settings, *, mask_token: bool = True) -> str:
 
 def visible_toml(text: str) -> str:
     """TOML ``text`` with every character ``values.terminal`` would escape written as a TOML escape
-    (``\\u202e``): the same document, safe to print (``tomli_w`` escapes controls only)."""
+    (``\\u202e``): the same document, safe to print (``tomli_w`` escapes controls only).
+
+    A line holding a byte that is not UTF-8 (a path or a value from the environment, carried as a
+    ``surrogateescape`` surrogate) is printed as a comment, the byte shown as ``\\xNN``: TOML
+    strings are Unicode, with no escape for such a byte (``\\udcff`` is refused), so no value
+    would name the same file; the rest of the document still loads.
+    """
     if is_plain(text.replace("\\", "").replace("\n", "")):
         return text
-    return "".join(_toml_escape(ch) if ch != "\n" and needs_escape(ch) else ch for ch in text)
+    return "\n".join(_visible_line(line) for line in text.split("\n"))
+
+
+def _visible_line(line: str) -> str:
+    if _NOT_UTF8.search(line):
+        return (f"# {escape(line, double_backslash=False)}"
+                "  # left out: holds a byte that is not UTF-8, which TOML cannot write")
+    return "".join(_toml_escape(ch) if needs_escape(ch) else ch for ch in line)
 
 
 def _toml_escape(ch: str) -> str:

@@ -53,8 +53,10 @@ raw_response = response_bytes
 
 
 def status_text(response: Response) -> str:
-    """``"404 Not Found"``: the status with the captured reason (or the standard one)."""
-    return f"{response.status} {reason_of(response)}".rstrip()
+    """``"404 Not Found"``: the status with the captured reason (or the standard one), the reason
+    read as UTF-8 with any other byte as U+FFFD (``Response.reason_json``: the JSON always encodes;
+    ``raw`` has the bytes)."""
+    return f"{response.status} {response.reason_json or reason_of(response)}".rstrip()
 
 
 def iso_time(epoch: float) -> str:

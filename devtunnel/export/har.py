@@ -194,7 +194,7 @@ def _response(exchange: Exchange) -> _JSON:
     headers = response.headers
     return {
         "status": response.status,
-        "statusText": response.reason,
+        "statusText": response.reason_json,
         "httpVersion": version,
         "cookies": _response_cookies(headers),
         "headers": _headers(headers),

@@ -34,7 +34,7 @@ from devtunnel.tui.screens.detail import DetailScreen
 from devtunnel.tui.screens.diff import DiffScreen, DiffSettings
 from devtunnel.tui.screens.drill import DrillScreen
 from devtunnel.tui.screens.edit import EditReplayScreen, replay_notice
-from devtunnel.tui.screens.export import ExportScreen
+from devtunnel.tui.screens.export import ExportScreen, clipboard_text
 from devtunnel.tui.screens.logs import LogsScreen
 from devtunnel.tui.screens.help import HelpScreen, describe, key_label
 from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
@@ -442,9 +442,11 @@ class InspectorApp(App[None]):
             return
         local = self.export_send_to == "local"
         try:
-            text = export("curl", [exchange], **({"local": True} if local else {})).text  # type: ignore[arg-type]
+            # The rule of the export dialog's clipboard choice: a command reading side files
+            # (binary or large bodies) is refused, not copied pointing at files never written.
+            text = clipboard_text(export("curl", [exchange], **({"local": True} if local else {})), "curl")  # type: ignore[arg-type]
         except DevtunnelError as exc:
-            self.notify(str(exc), title="Cannot copy as curl", severity="error")
+            self.notify(f"Nothing copied: {exc}", title="Cannot copy as curl", severity="error")
             return
         where = "the local service" if local else "the public URL"
         self._copy(text, "curl command", note=f"It sends to {where}: x chooses public URL or local service.")

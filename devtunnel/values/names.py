@@ -1,4 +1,4 @@
-"""Tunnel names: random readable ones (``brave-otter-4821``) and the DNS-label rule."""
+"""Tunnel names: random readable ones (``brave-otter-4821``) and the DNS-label rule; the relay's domain."""
 
 from __future__ import annotations
 
@@ -49,6 +49,30 @@ def validate_name(name: str) -> str:
     else:
         why = "only letters a-z, digits and '-' are allowed"
     raise ConfigError(f"tunnel name {name!r} is not a valid DNS label: {why}")
+
+
+def validate_domain(text: str) -> str:
+    """``text`` as the relay's domain (``NAME.DOMAIN`` goes to tunnel NAME): lowercased, without
+    the dots at its ends, every label a DNS label (letters a-z, digits and ``-``, not at a label's
+    ends, 1 to 63 characters), 253 characters at most. ``--domain`` and ``[relay_server] domain``
+    are both checked here.
+
+    Raises:
+        ConfigError: not such a host name; the message says why (the caller adds the flag or key).
+    """
+    domain = text.strip().strip(".").lower()
+    if not domain:
+        raise ConfigError("the domain is empty; give a host name such as tunnel.example.com")
+    if len(domain) > 253:
+        raise ConfigError(f"the domain is {len(domain)} characters long (at most 253)")
+    for label in domain.split("."):
+        if not _LABEL_RE.fullmatch(label):
+            why = ("it has an empty label (two dots in a row)" if not label else
+                   f"its label {label!r} starts or ends with '-'" if label.startswith("-") or label.endswith("-") else
+                   f"its label {label!r} is {len(label)} characters long (at most 63)" if len(label) > 63 else
+                   "only letters a-z, digits, '-' and '.' are allowed")
+            raise ConfigError(f"'{text}' is not a host name: {why}")  # not repr: the terminal rule escapes once
+    return domain
 
 
 def label_from(text: str) -> str | None:

@@ -33,6 +33,10 @@ The API:
   body; ``double_backslash=False`` shows backslashes as they are (bodies, where JSON's
   ``\\"`` must read as JSON).
 - :func:`escape_bytes` ``(data, ...) -> str``: the same for raw bytes, invalid UTF-8 as ``\\xNN``.
+- :func:`read_utf8` ``(data) -> str``: how captured bytes read as text for a person (a header
+  value, a reason phrase): UTF-8 where they are, each other byte kept as a ``surrogateescape``
+  surrogate that :func:`escape` shows as ``\\xNN``. Escape the result before showing it; it is
+  not for JSON or a database (a lone surrogate does not encode).
 - :func:`as_text` ``(text, style="") -> rich.text.Text``: the escaped text as a one-line Rich
   ``Text`` (Rich is imported only when this is called).
 - :func:`needs_escape` ``(ch) -> bool``: the rule for one character.
@@ -51,7 +55,7 @@ if TYPE_CHECKING:
     from rich.style import Style
     from rich.text import Text
 
-__all__ = ["as_text", "escape", "escape_bytes", "is_plain", "needs_escape"]
+__all__ = ["as_text", "escape", "escape_bytes", "is_plain", "needs_escape", "read_utf8"]
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -118,9 +122,18 @@ def escape(text: str, *, keep: str = "", double_backslash: bool = True) -> str:
     return "".join(out)
 
 
+def read_utf8(data: bytes) -> str:
+    """``data`` read as UTF-8, each byte that is not kept as a surrogate (``\\xNN`` once escaped).
+
+    The one reading of captured bytes shown to a person: ``Größe`` reads as itself, not as the
+    latin-1 ``GrÃ¶Ãe``, and a stray ``\\xf6`` shows as that byte, not as a guessed letter.
+    """
+    return data.decode("utf-8", "surrogateescape")
+
+
 def escape_bytes(data: bytes, *, keep: str = "", double_backslash: bool = True) -> str:
     """``data`` as UTF-8 text made safe by :func:`escape`; bytes that are not UTF-8 become ``\\xNN``."""
-    return escape(data.decode("utf-8", "surrogateescape"), keep=keep, double_backslash=double_backslash)
+    return escape(read_utf8(data), keep=keep, double_backslash=double_backslash)
 
 
 def as_text(text: str, style: str | Style = "") -> Text:

@@ -105,7 +105,7 @@ def test_a_line_break_inside_a_form_value_cannot_forge_a_diff_line() -> None:
     section = diff_bodies(b"a=1%0A%2Bamount%3D0", form, b"a=2", form)
     assert section.kind == "form"
     assert all("\n" not in line.text and "\r" not in line.text for line in section.lines)
-    assert ("-", "a=1\\x0a+amount=0") in changed(section.lines)
+    assert ("-", "a=1\\n+amount=0") in changed(section.lines)  # the terminal rule spells LF \\n
 
 
 def test_text_bodies_compare_line_by_line() -> None:
@@ -206,3 +206,41 @@ def test_big_bodies_diff_around_the_change_and_unrelated_rewrites_do_not_align()
     b = b"\n".join(b"b%d" % i for i in range(5_000))
     rewrite = diff_bodies(a, "text/plain", b, "text/plain")
     assert [line.tag for line in rewrite.lines] == ["-"] * 5_000 + ["+"] * 5_000
+
+
+def test_diff_lines_follow_the_one_terminal_rule_in_every_kind_of_section() -> None:
+    """The diff had its own rule (C0 and C1 controls only): a bidi override, a zero-width space or
+    a BOM went out raw, in text, form, header and JSON lines alike."""
+    from devtunnel.values.terminal import is_plain
+
+    hidden = "a\u202eb\u200bc\ufeffd\x9b"
+    shown = "a\\u202eb\\u200bc\\ufeffd\\x9b"
+    text = diff_bodies(b"x\n", "text/plain", hidden.encode() + b"\n", "text/plain")
+    form = diff_bodies(b"k=x", "application/x-www-form-urlencoded", f"k={hidden}".encode(), "application/x-www-form-urlencoded")
+    data = diff_bodies(b'{"k": "x"}', "application/json", json.dumps({"k": hidden}).encode(), "application/json")
+    headers = diff_headers(Headers([("X-K", "x")]), Headers([("X-K", hidden)]))
+    assert ("+", shown) in changed(text.lines)
+    assert ("+", f"k={shown}") in changed(form.lines)
+    assert ("+", f'  "k": "{shown}"') in changed(data.lines)
+    assert ("+", f"X-K: {shown}") in changed(headers.lines)
+    for section in (text, form, data, headers):
+        assert all(is_plain(line.text.replace("\\", "")) for line in section.lines), section.lines
+
+
+def test_bytes_that_are_not_utf8_show_as_escapes_and_the_lines_encode() -> None:
+    """A ``text/*`` body that is not UTF-8 read as latin-1 (guessed letters); a reason phrase or a
+    header value holding such bytes now reads as everywhere else: ``\\xNN``, and every line encodes
+    as UTF-8 (the API sends them as JSON)."""
+    a = make_exchange("GET", "/", [("Host", "h")], b"", make_response(200, [("X-N", b"Gr\xf6\xdfe")], b"caf\xe9\n",  # type: ignore[list-item]
+                                                                        reason="OK"))
+    b = make_exchange("GET", "/", [("Host", "h")], b"", make_response(418, [("X-N", b"x")], b"cafe\n",
+                                                                        reason=b"Gr\xf6\xdfe".decode("latin-1")))
+    a.response.headers = Headers([("X-N", b"Gr\xf6\xdfe"), ("Content-Type", b"text/plain")])  # type: ignore[union-attr]
+    b.response.headers = Headers([("X-N", b"x"), ("Content-Type", b"text/plain")])  # type: ignore[union-attr]
+    result = diff_exchanges(a, b, side="response")
+    lines = [(line.tag, line.text) for section in result.sections for line in section.lines]
+    assert ("+", "HTTP/1.1 418 Gr\\xf6\\xdfe") in lines
+    assert ("-", "X-N: Gr\\xf6\\xdfe") in lines
+    assert ("-", "caf\\xe9") in lines
+    json.dumps(lines, ensure_ascii=False).encode("utf-8")
+    render_unified(result).encode("utf-8")

@@ -620,3 +620,28 @@ async def test_stopping_the_server_closes_connected_event_clients(tmp_path: Path
 
 async def _status_field_at(client: httpx.AsyncClient, port: int) -> bool:
     return bool((await client.get(f"http://127.0.0.1:{port}/api/status")).json()["event_clients"] == 1)
+
+
+@pytest.mark.parametrize(("raw", "in_json"), [("Größe".encode(), "Größe"), (b"Gr\xf6\xdfe", "Gr\ufffd\ufffde"),
+                                             (b"caf\xc3\xa9\x1b[2J", "caf\xe9\x1b[2J")],
+                         ids=["utf-8", "not-utf-8", "utf-8-with-escape"])
+async def test_a_reason_phrase_goes_out_as_json_read_as_utf8_and_always_encodes(api: Api, raw: bytes, in_json: str) -> None:
+    """``status`` and HAR's ``statusText`` read the reason's bytes as latin-1 (``GrÃ¶Ãe``); now as
+    UTF-8 with U+FFFD for another byte, ESC escaped by JSON; ``raw`` keeps the bytes; the diff's
+    lines (the terminal rule) encode too."""
+    ex = make_exchange(method="GET", target=b"/teapot", req_body=b"", status=418, resp_headers=[("Content-Length", "0")],
+                       resp_body=b"")
+    assert ex.response is not None
+    ex.response.reason = raw.decode("latin-1")  # as the agent records the bytes it received
+    api.store.put_many([ex])
+    resp = await api.client.get(f"/api/requests/http/{ex.id}")
+    assert resp.status_code == 200 and b"\x1b" not in resp.content
+    data = json.loads(resp.content.decode("utf-8"))  # strict UTF-8
+    assert data["response"]["status"] == f"418 {in_json}"
+    assert base64.b64decode(data["response"]["raw"]).startswith(b"HTTP/1.1 418 " + raw + b"\r\n")
+    har = (await api.client.get(f"/api/requests/http/{ex.id}/export", params={"format": "har"})).json()
+    assert json.loads(har["text"])["log"]["entries"][0]["response"]["statusText"] == in_json
+    diff = await api.client.get("/api/diff", params={"a": api.exchanges[0].id, "b": ex.id, "side": "response"})
+    assert diff.status_code == 200, diff.text
+    shown = {b"Gr\xf6\xdfe": "Gr\\xf6\\xdfe", b"caf\xc3\xa9\x1b[2J": "caf\xe9\\x1b[2J"}.get(raw, in_json)
+    assert f"+HTTP/1.1 418 {shown}\n" in json.loads(diff.content.decode("utf-8"))["unified"]

@@ -43,13 +43,15 @@ def test_relay_prints_listening_line_serves_and_exits_0_on_sigint(tmp_path: Path
 @pytest.mark.parametrize("where", ["file", "flag"])
 def test_the_listening_line_shows_a_domain_or_public_url_from_a_settings_file_escaped(
         tmp_path: Path, procs: list[Proc], where: str) -> None:
-    """A cloned project's devtunnel.toml names the domain: its ESC ... BEL retitled the window."""
+    """A cloned project's devtunnel.toml names the domain (a domain holding ESC ... BEL is now
+    refused, see below; a valid one is lowercased), and --public-url may hold what the window
+    would act on: the line prints it escaped."""
     port = free_port()
     args = [*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}"]
     env = {k: v for k, v in os.environ.items() if k != "DEVTUNNEL_CONFIG"}
     if where == "file":
-        (tmp_path / "devtunnel.toml").write_text('[relay_server]\ndomain = "t\\u001b]0;pwned\\u0007.test"\n')
-        shown = f"http://NAME.t\\x1b]0;pwned\\x07.test:{port}"
+        (tmp_path / "devtunnel.toml").write_text('[relay_server]\ndomain = "T.Example."\n')
+        shown = f"http://NAME.t.example:{port}"
     else:
         args += ["--public-url", "https://x\x1b\x07\u202e.example"]
         shown = "https://NAME.x\\x1b\\x07\\u202e.example"
@@ -58,6 +60,30 @@ def test_the_listening_line_shows_a_domain_or_public_url_from_a_settings_file_es
     line = proc.line(lambda l: True)
     assert line == f"Relay listening on http://127.0.0.1:{port} (tunnels at {shown})", line
     assert proc.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [('"t\\u001b]0;pwned\\u0007.test"', "relay_server.domain: 't\\x1b]0;pwned\\x07.test' is not a host name"),
+     ('"a/b"', "relay_server.domain: 'a/b' is not a host name: only letters a-z, digits, '-' and '.' are allowed"),
+     ('"tunnel..example.com"', "relay_server.domain: 'tunnel..example.com' is not a host name: it has an empty label"),
+     ('""', "relay_server.domain: the domain is empty"),
+     ("5", "relay_server.domain: expected a host name such as tunnel.example.com, got an integer")],
+    ids=["escape", "slash", "empty-label", "empty", "integer"],
+)
+def test_a_domain_in_a_settings_file_is_checked_as_the_flag_is(tmp_path: Path, value: str, says: str) -> None:
+    """``[relay_server] domain`` took any string: a relay served ``NAME.a/b``, or printed a domain
+    holding ESC ... BEL. It goes through the rule of ``--domain`` now, with the file and key named."""
+    (tmp_path / "devtunnel.toml").write_text(f"[relay_server]\ndomain = {value}\n")
+    env = {k: v for k, v in os.environ.items() if k != "DEVTUNNEL_CONFIG"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    done = subprocess.run([*DEVTUNNEL, "relay", "--listen", "127.0.0.1:0"], capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert f"{tmp_path / 'devtunnel.toml'}:2: {says}" in line, line
+    assert "\x1b" not in line and "\x07" not in line and "Traceback" not in done.stderr
 
 
 def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:

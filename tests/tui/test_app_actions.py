@@ -224,3 +224,41 @@ async def test_a_notification_quoting_a_captured_header_name_shows_it_literally(
         assert "\x1b" not in shown.plain and "\u202e" not in shown.plain
         if isinstance(name, str):
             assert name in shown.plain  # literally, brackets included
+
+
+@pytest.mark.parametrize("body", [b"\x89PNG\r\n\x1a\n\x00\x00", b"a" * (64 * 1024 + 1)], ids=["binary", "large"])
+async def test_c_refuses_a_command_that_would_read_a_side_file_never_written(tmp_path: Path, body: bytes,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``c`` copied ``curl ... --data-binary @./ID.body`` and wrote no such file, so the pasted
+    command failed (or sent nothing). It now follows the export dialog's clipboard rule: nothing
+    copied, and the notification says why and to export to a file, which writes the body too."""
+    monkeypatch.delenv("DISPLAY", raising=False)  # only the terminal's clipboard (OSC 52) here
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    upload = make_exchange(0, method="PUT", target="/avatar", body=body)
+    app = inspector(fill(tmp_path / "captures.db", [upload]), tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("c")
+        await async_wait_for(lambda: app._notifications, what="the notification")
+        (notification,) = app._notifications
+        assert app.clipboard == ""
+        assert notification.title == "Cannot copy as curl" and notification.severity == "error"
+        assert notification.message.startswith("Nothing copied: "), notification.message
+        assert f"./{upload.id}.body" in notification.message
+        assert "export it to a file instead (x, To: file)" in notification.message
+
+
+async def test_c_copies_a_command_whose_body_fits_inline_and_says_where_it_went(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    app = inspector(fill(tmp_path / "captures.db", [make_exchange(0, method="POST", body=b'{"a": 1}')]), tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("c")
+        await async_wait_for(lambda: app._notifications, what="the notification")
+        (notification,) = app._notifications
+        assert app.clipboard.startswith("curl ") and "--data-binary '{\"a\": 1}'" in app.clipboard
+        assert "@" not in app.clipboard
+        assert notification.message.startswith(
+            f"Sent {len(app.clipboard.encode())} bytes to the terminal's clipboard (OSC 52)"), notification.message

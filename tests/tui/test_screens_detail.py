@@ -239,6 +239,22 @@ async def test_a_reason_phrase_reads_as_utf8_where_it_is_and_escaped_where_not(r
         assert "Ã" not in text
 
 
+@pytest.mark.parametrize(("raw", "shown"), [("Größe".encode(), "Größe"), (b"Gr\xf6\xdfe", "Gr\\xf6\\xdfe")])
+async def test_a_header_value_reads_as_the_reason_phrase_does(raw: bytes, shown: str) -> None:
+    """The reason's bytes read as UTF-8 with ``\\xNN`` for the rest, a header value's fell back to
+    latin-1 as a whole (``Größe`` for the bytes the status line showed as ``Gr\\xf6\\xdfe``)."""
+    ex = exchange(status=418, resp_headers=[("X-Reason", raw)])  # type: ignore[list-item]
+    assert ex.response is not None
+    ex.response.reason = raw.decode("latin-1")  # as the agent records the bytes it received
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")  # the response tab: status line and headers
+        await pilot.pause()
+        text = screen_text(app)
+        assert f"418 {shown}" in text and f"X-Reason  {shown}" in " ".join(text.split("│")), text
+
+
 async def test_hostile_websocket_preview_is_escaped() -> None:
     app = ScreenApp(DetailScreen(ws_exchange()))
     async with app.run_test(size=(160, 30)) as pilot:

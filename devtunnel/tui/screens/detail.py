@@ -83,7 +83,7 @@ class HeadersView(VerticalScroll):
 
     def __init__(self, headers: Headers, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="headers")
-        self.fields: list[tuple[str, str]] = [(escape(name), escape(value)) for name, value in headers.items()]
+        self.fields: list[tuple[str, str]] = [(escape(name), escape(value)) for name, value in headers.display_items()]
         """The ``(name, value)`` pairs as shown: escaped, in the order received."""
 
     def compose(self) -> ComposeResult:

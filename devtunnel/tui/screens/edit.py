@@ -68,7 +68,7 @@ def response_preview(title: str, response: Response | None, error: str = "") -> 
         return text
     text.append(f"{response.status}", status_style(response.status))
     text.append(" " + escape_control(response.reason_text) + "\n")
-    for name, value in response.headers.items():
+    for name, value in response.headers.display_items():
         text.append(escape_control(name), "bold")
         text.append(": " + escape_control(value) + "\n")
     body = describe_body(response)

@@ -21,10 +21,29 @@ from devtunnel.export import EXPORTERS, Export, export, options_of
 from devtunnel.tui.clipboard import copy_text
 from devtunnel.tui.render import message_text, safe_text
 
-__all__ = ["ExportScreen", "SEND_TO", "copy_export", "write_export", "SUFFIXES"]
+__all__ = ["ExportScreen", "SEND_TO", "clipboard_text", "copy_export", "write_export", "SUFFIXES"]
 
 SUFFIXES = {"curl": ".sh", "har": ".har", "raw": ".http", "httpie": ".sh"}
 """File name endings offered for each format."""
+
+
+def clipboard_text(result: Export, format: str) -> str:
+    """The text of ``result`` when it can be copied alone: the one rule for every copy (the
+    export dialog's clipboard choice and ``c``, copy as curl).
+
+    Raises:
+        ExportError: the text refers to side files (binary or large bodies), which a copy cannot
+            carry: the copied command would read files that were never written. The message
+            names them and says what to do instead (export to a file, which writes them next to it).
+    """
+    if result.files:
+        names = ", ".join(sorted(result.files))
+        raise ExportError(
+            f"this {format} export refers to {len(result.files)} side file(s) for binary or large bodies "
+            f"({names}), which a copy cannot carry: export it to a file instead "
+            "(x, To: file), which writes them next to it"
+        )
+    return result.text
 
 
 def copy_export(app: App[object], format: str, exchanges: Sequence[Exchange], **options: object) -> str:
@@ -32,15 +51,9 @@ def copy_export(app: App[object], format: str, exchanges: Sequence[Exchange], **
 
     Raises:
         ExportError: the format cannot export these exchanges, or the text needs side files
-            (binary or large bodies), which only a file destination can hold.
+            (:func:`clipboard_text`), which only a file destination can hold.
     """
-    result = export(format, exchanges, **options)
-    if result.files:
-        raise ExportError(
-            f"this {format} export refers to {len(result.files)} side file(s) for binary or large bodies: "
-            "export it to a file instead"
-        )
-    return copy_text(app, result.text)
+    return copy_text(app, clipboard_text(export(format, exchanges, **options), format))
 
 
 def write_export(result: Export, path: Path) -> list[Path]:

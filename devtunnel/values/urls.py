@@ -1,0 +1,35 @@
+"""A URL given on the command line or in a settings file, split without a stray ``ValueError``.
+
+``urllib.parse.urlsplit`` raises ``ValueError`` for an unclosed IPv6 bracket (``http://[bad``)
+and ``SplitResult.port`` for a port that is not a number of 0-65535; a flag's value reaching
+either ended ``devtunnel relay --public-url``, ``send --to`` and ``logs --api`` in a traceback.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import SplitResult, urlsplit
+
+from devtunnel.errors import ConfigError
+
+__all__ = ["split_url"]
+
+
+def split_url(text: str, what: str) -> SplitResult:
+    """``text`` split by ``urlsplit``, its port checked.
+
+    Args:
+        text: the URL as given.
+        what: where it was given (``--public-url``), to start the message with.
+
+    Raises:
+        ConfigError: ``urlsplit`` cannot split it, or its port is not a number of 0-65535.
+    """
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {text!r}: not a valid URL ({exc})") from None
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number of 0-65535
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: the port is not a number of 0-65535") from None
+    return parts
