@@ -535,3 +535,24 @@ def test_config_show_stays_valid_toml_when_a_path_holds_a_byte_that_is_not_utf8(
     (line,) = [x for x in out.splitlines() if "c.db" in x]
     assert line.startswith("# path = ") and "d\\xff\\u202e" in line and "not UTF-8" in line, line
     assert not _hidden(out), out
+
+
+def test_config_set_refuses_a_value_holding_a_byte_that_is_not_utf8(places: Places) -> None:
+    """``config set store.path $'/tmp/d\\xff/c.db'`` ended in a UnicodeEncodeError traceback (a
+    byte of the command line that is not UTF-8 becomes a lone surrogate, and a TOML file is UTF-8).
+    Now: one line naming the byte, exit 2, and no file written (an existing one is untouched)."""
+    bad = str(places.root / "d\udcff" / "c.db")
+    done = subprocess.run([*DEVTUNNEL, "config", "set", "store.path", bad], capture_output=True, timeout=30,
+                          cwd=places.project, env=places.process_env())
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.decode("utf-8")
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "the byte 0xff, which is not UTF-8" in err and "not written" in err, err
+    assert not places.user_file.exists()
+    ok = subprocess.run([*DEVTUNNEL, "config", "set", "store.path", "/tmp/fine.db"], capture_output=True, timeout=30,
+                        cwd=places.project, env=places.process_env())
+    assert ok.returncode == 0, ok.stderr
+    before = places.user_file.read_bytes()
+    again = subprocess.run([*DEVTUNNEL, "config", "set", "store.path", bad], capture_output=True, timeout=30,
+                           cwd=places.project, env=places.process_env())
+    assert again.returncode == 2 and places.user_file.read_bytes() == before

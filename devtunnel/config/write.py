@@ -189,12 +189,18 @@ def add_tunnels(path: Path, tunnels: Mapping[str, Mapping[str, Any]], *, force: 
 
 
 def _write(path: Path, text: str) -> None:
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a byte of the command line that is not UTF-8 (a lone surrogate)
+        bad = ", ".join(f"the byte 0x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"U+{ord(c):04X}"
+                        for c in exc.object[exc.start:exc.end])
+        raise ConfigError(f"{path}: not written: a value holds {bad}, which is not UTF-8, and a TOML file is UTF-8 only") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         os.chmod(tmp, 0o600)  # O_CREAT's mode does not apply to a stale file of the same name
         os.replace(tmp, path)
     except OSError as exc:
