@@ -285,7 +285,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._chunks = _NO_CHUNK_HEADER  # where a chunked body stands (_NO_CHUNK_HEADER ... _CARRIED)
         self._trailer_size = 0  # trailer fields parsed: name, value and 4 bytes each, as a head's
-        self._trailer_open = 0  # bytes received of the trailer field the parser holds, not yet parsed
+        self._trailer_open = 0  # bytes received of the trailer field the parser holds (CR and LF left out)
         self._idle_since: float | None = None  # loop time the last response completed, while no read came since
 
     @classmethod
@@ -559,26 +559,34 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
         Such a chunk header is the last chunk's, followed by the trailer section, or one whose
         data has not come yet, the read ending with its size line. httptools holds the trailer
-        field by field across reads: the fields it reported were counted by ``on_header``; this
-        counts the raw bytes of the one it holds, the read's last line (no field spans two
-        lines: llhttp refuses obsolete line folding). A read that parsed a chunk header and
-        ends with a whole line that is not a field's ends with a size line: no trailer bytes.
-        So the count never takes in the head, body bytes or size lines (with extensions or not),
-        however the client's bytes were cut into reads, and a client that sends a long trailer
-        and waits for an answer is dropped whether it came in one read or many.
+        field by field across reads: the fields it reported were counted by ``on_header``
+        (name, value and 4); this counts the one it holds as the bytes of its line received so
+        far, CR and LF left out, and 2. That line is the read's last (no field spans two lines:
+        llhttp refuses obsolete line folding), or the whole read continues it (``_CARRIED``). A
+        read that parsed a chunk header and ends with a whole line that is not a field's ends
+        with a size line: no trailer bytes. So the count never takes in the head, body bytes or
+        size lines (with extensions or not), however the client's bytes were cut into reads,
+        and a client that sends a long trailer and waits for an answer is dropped whether it
+        came in one read or many.
         """
+        end = len(data)
+        while end and data[end - 1] in b"\r\n":  # a line's end, and the CR of the empty line that ends the trailer
+            end -= 1
         chunks = self._chunks
         if chunks == _CARRIED:
-            size = self._trailer_open + len(data)  # the whole read continues the field held
+            held = self._trailer_open + end
         else:
-            end = len(data)
-            start = data.rfind(b"\n", 0, end - 1) + 1  # of the read's last line
-            if chunks == _CHUNK_HEADER_HERE and data[-1] == 10 and (start == 0 or not _FIELD_LINE.match(data, start)):
-                size = 0  # a size line (a field line after it would start past the size line's LF, so past 0)
+            start = data.rfind(b"\n", 0, end) + 1  # of the read's last line with bytes in it
+            if (
+                chunks == _CHUNK_HEADER_HERE
+                and b"\n" in data[end:]
+                and (start == 0 or not _FIELD_LINE.match(data, start))
+            ):
+                held = 0  # a size line (a field line after it would start past its LF, so past 0)
             else:
-                size = end - start
-        self._trailer_open = size
-        if self._trailer_size + size > self.max_head:
+                held = end - start
+        self._trailer_open = held
+        if held and self._trailer_size + held + 2 > self.max_head:
             self._drop_trailer()
 
     def _drop_trailer(self) -> None:

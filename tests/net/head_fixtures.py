@@ -135,6 +135,13 @@ class Reads:
                 self._closed.add(port)
             self._changed.notify_all()
 
+    def forget(self, port: int) -> None:
+        """Forget what was read from ``port``: call it for a new connection before sending on it
+        (a client port is used again once a connection from it has closed)."""
+        with self._changed:
+            self._sizes.pop(port, None)
+            self._closed.discard(port)
+
     def sizes(self, port: int) -> list[int]:
         with self._changed:
             return list(self._sizes.get(port, []))

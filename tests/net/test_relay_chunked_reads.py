@@ -95,10 +95,12 @@ def upload(host: bytes, body: bytes, extensions: list[bytes], size_format: bytes
 
 
 def cuts_of(data: bytes, trailer_start: int) -> st.SearchStrategy[list[int]]:
-    """Points to cut ``data`` at: anywhere, or near the end of the last chunk's size line."""
+    """Points to cut ``data`` at: anywhere, or near the end of the last chunk's size line, or
+    near the end (inside the last field's CRLF or the empty line's)."""
     anywhere = st.integers(1, len(data) - 1)
     near_trailer = st.integers(-8, 8).map(lambda d: min(max(trailer_start + d, 1), len(data) - 1))
-    return st.lists(anywhere | near_trailer, max_size=6).map(lambda cs: sorted(set(cs)))
+    near_end = st.integers(1, 5).map(lambda d: max(len(data) - d, 1))
+    return st.lists(anywhere | near_trailer | near_end, max_size=6).map(lambda cs: sorted(set(cs)))
 
 
 def exchange(w: World, data: bytes, cuts: list[int]) -> bytes:
@@ -106,6 +108,7 @@ def exchange(w: World, data: bytes, cuts: list[int]) -> bytes:
     closes (an answered request here ends its connection) or resets the connection (b"")."""
     with socket.create_connection(("127.0.0.1", w.port), timeout=10) as sock:
         me = sock.getsockname()[1]
+        w.reads.forget(me)
         bounds = [0, *cuts, len(data)]
         for begin, end in zip(bounds, bounds[1:]):
             try:

@@ -305,6 +305,7 @@ async def test_a_trailer_over_the_bound_in_the_read_that_holds_the_whole_request
         async with small_head_tunnel(port) as relay:
             sock = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
             client_port = sock.getsockname()[1]
+            reads.forget(client_port)
             sock.sendall(request)  # blocking: the relay reads nothing until all of it is sent
             reader, writer = await asyncio.open_connection(sock=sock)
             try:
