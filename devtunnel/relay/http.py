@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,20 @@ class _HeadTooLarge(Exception):
 
 class _BadHead(Exception):
     """Raised inside a parser callback to stop parsing a head that must not be forwarded."""
+
+
+class _TrailerTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing an oversized trailer section."""
+
+
+# Where a chunked body's parsing stands at the end of a read (``HeadLimitedHttpProtocol._chunks``),
+# for the bound on its trailer section:
+_NO_CHUNK_HEADER = 0  # no chunk header waits for its data: not in a chunked body, or body bytes came last
+_CHUNK_HEADER_HERE = 1  # the read parsed a chunk header and no body bytes after it
+_FIELD_HERE = 2  # the read began a trailer field (the one the parser holds, unreported, at its end)
+_CARRIED = 3  # one of the two before was true at the end of an earlier read and nothing has changed since
+# The start of a trailer field line (a token, then a colon); never of a chunk's size line.
+_FIELD_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:")
 
 
 def _plain_response(status_line: bytes, text: str) -> bytes:
@@ -268,9 +283,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._pending = 0  # bytes received while the head stays incomplete
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
-        self._chunk_header = False  # a chunk header was parsed and no body bytes followed yet
-        self._body_in_read = False  # body bytes were parsed from the current read
-        self._trailer_pending = 0  # bytes of reads holding no body, after a chunk header
+        self._chunks = _NO_CHUNK_HEADER  # where a chunked body stands (_NO_CHUNK_HEADER ... _CARRIED)
+        self._trailer_size = 0  # trailer fields parsed: name, value and 4 bytes each, as a head's
+        self._trailer_open = 0  # bytes received of the trailer field the parser holds (CR and LF left out)
         self._idle_since: float | None = None  # loop time the last response completed, while no read came since
 
     @classmethod
@@ -311,8 +326,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._idle_since = None  # (the keep-alive timer, when due, sees it: on_response_complete)
-        after_chunk_header = self._chunk_header
-        self._body_in_read = False
+        if self._chunks:
+            self._chunks = _CARRIED
         self._feeding = True
         try:
             self.parser.feed_data(data)
@@ -325,6 +340,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse_head()
+            elif isinstance(exc.__context__, _TrailerTooLarge):
+                self._drop_trailer()
             elif isinstance(exc.__context__, _BadHead):
                 self._refuse_bad_head(str(exc.__context__))
             else:
@@ -345,13 +362,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._pending += len(data)
             if self._pending > self.max_head:
                 self._refuse_head()
-        elif after_chunk_header and self._chunk_header and not self._body_in_read:
-            # A whole read after a chunk header and no body in it: a chunk size line, or the
-            # trailer section, which the parser buffers field by field. Bounded like a head.
-            self._trailer_pending += len(data)
-            if self._trailer_pending > self.max_head:
-                self.logger.debug("Trailer section larger than %d bytes: connection dropped.", self.max_head)
-                self.abort()
+        elif self._chunks:
+            self._bound_trailer(data)
 
     # -- parser callbacks --------------------------------------------------------------
     # uvicorn's callbacks copied, not called through super() (one Python call fewer each, per
@@ -397,7 +409,16 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
-            return  # a trailer field: never a header of the request (RFC 9110 6.5.1)
+            # A trailer field: never a header of the request (RFC 9110 6.5.1), but bounded like
+            # one. httptools reports a field once the next one begins (or the trailer ends): the
+            # field it holds now began in this read (_bound_trailer).
+            size = self._trailer_size + len(name) + len(value) + 4
+            if size > self.max_head:
+                raise _TrailerTooLarge
+            self._trailer_size = size
+            self._trailer_open = 0
+            self._chunks = _FIELD_HERE
+            return
         size = self._head_size + len(name) + len(value) + 4
         self._head_size = size
         if size > self.max_head:
@@ -412,8 +433,6 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         if self._head_timer is not None:
             self._cancel_head_timer()
-        self._chunk_header = False
-        self._trailer_pending = 0
         parser = self.parser
         method = parser.get_method()
         upgrade = parser.should_upgrade()
@@ -461,15 +480,16 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
 
     def on_chunk_header(self) -> None:
-        self._chunk_header = True
+        # The trailer section follows the last chunk header: each one starts its count afresh.
+        self._chunks = _CHUNK_HEADER_HERE
+        self._trailer_size = self._trailer_open = 0
 
     def on_body(self, body: bytes) -> None:
-        self._chunk_header = self._body_in_read = False
-        self._trailer_pending = 0
+        self._chunks = _NO_CHUNK_HEADER
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._chunk_header = False
+        self._chunks = _NO_CHUNK_HEADER
         cycle = self.cycle
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
             return
@@ -533,6 +553,46 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             callback()
 
     # -- limits ------------------------------------------------------------------------
+    def _bound_trailer(self, data: bytes) -> None:
+        """Count the trailer bytes of a read that left a chunked body after a chunk header with
+        no body bytes since (``_chunks``), and drop the connection past ``max_head``.
+
+        Such a chunk header is the last chunk's, followed by the trailer section, or one whose
+        data has not come yet, the read ending with its size line. httptools holds the trailer
+        field by field across reads: the fields it reported were counted by ``on_header``
+        (name, value and 4); this counts the one it holds as the bytes of its line received so
+        far, CR and LF left out, and 2. That line is the read's last (no field spans two lines:
+        llhttp refuses obsolete line folding), or the whole read continues it (``_CARRIED``). A
+        read that parsed a chunk header and ends with a whole line that is not a field's ends
+        with a size line: no trailer bytes. So the count never takes in the head, body bytes or
+        size lines (with extensions or not), however the client's bytes were cut into reads,
+        and a client that sends a long trailer and waits for an answer is dropped whether it
+        came in one read or many.
+        """
+        end = len(data)
+        while end and data[end - 1] in b"\r\n":  # a line's end, and the CR of the empty line that ends the trailer
+            end -= 1
+        chunks = self._chunks
+        if chunks == _CARRIED:
+            held = self._trailer_open + end
+        else:
+            start = data.rfind(b"\n", 0, end) + 1  # of the read's last line with bytes in it
+            if (
+                chunks == _CHUNK_HEADER_HERE
+                and b"\n" in data[end:]
+                and (start == 0 or not _FIELD_LINE.match(data, start))
+            ):
+                held = 0  # a size line (a field line after it would start past its LF, so past 0)
+            else:
+                held = end - start
+        self._trailer_open = held
+        if held and self._trailer_size + held + 2 > self.max_head:
+            self._drop_trailer()
+
+    def _drop_trailer(self) -> None:
+        self.logger.debug("Trailer section larger than %d bytes: connection dropped.", self.max_head)
+        self.abort()
+
     def _refuse_head(self) -> None:
         self._refused = True
         self._cancel_head_timer()

@@ -1,7 +1,8 @@
-"""Local services that record every connection and request head they get, for the tests of
-what the relay and the agent let through (hostile targets, trailers, duplicate Host).
+"""Local services that record every connection and request they get, for the tests of
+what the relay and the agent let through (hostile targets, trailers, duplicate Host), and a
+spy on the reads the relay's HTTP protocol gets.
 
-Each runs in its own thread and event loop (``tunnel_fixtures.raw_server``), answers every
+Each service runs in its own thread and event loop (``tunnel_fixtures.raw_server``), answers every
 request with 200 and a fixed body, and answers an upgrade request the same way, then closes.
 """
 
@@ -14,7 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httptools
+import pytest
 
+from devtunnel.relay.http import HeadLimitedHttpProtocol
 from tests.net.tunnel_fixtures import raw_server
 
 # Header fields and targets the hostile requests carry; none may ever reach a service.
@@ -28,6 +31,7 @@ class SeenRequest:
     method: bytes
     target: bytes
     headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes = b""
 
     def header(self, name: bytes) -> list[bytes]:
         return [v for n, v in self.headers if n.lower() == name]
@@ -52,11 +56,13 @@ class _Parse:
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.body = bytearray()
         self.done: list[SeenRequest] = []
 
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.body = bytearray()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -64,8 +70,11 @@ class _Parse:
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))  # trailers too: a service that merges them must not get forged ones
 
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
     def on_message_complete(self) -> None:
-        self.done.append(SeenRequest(self.parser.get_method(), self.url, tuple(self.headers)))
+        self.done.append(SeenRequest(self.parser.get_method(), self.url, tuple(self.headers), bytes(self.body)))
 
 
 @contextmanager
@@ -108,3 +117,60 @@ def recording_service(body: bytes = b"ok") -> Iterator[tuple[int, Seen]]:
 
     with raw_server(handle) as port:
         yield port, seen
+
+
+class Reads:
+    """What the relay's HTTP protocol read from each client connection (by the client's port):
+    the size of every read, and whether the relay had closed the connection after it."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[int, list[int]] = {}
+        self._closed: set[int] = set()
+        self._changed = threading.Condition()
+
+    def add(self, port: int, size: int, closing: bool) -> None:
+        with self._changed:
+            self._sizes.setdefault(port, []).append(size)
+            if closing:
+                self._closed.add(port)
+            self._changed.notify_all()
+
+    def forget(self, port: int) -> None:
+        """Forget what was read from ``port``: call it for a new connection before sending on it
+        (a client port is used again once a connection from it has closed)."""
+        with self._changed:
+            self._sizes.pop(port, None)
+            self._closed.discard(port)
+
+    def sizes(self, port: int) -> list[int]:
+        with self._changed:
+            return list(self._sizes.get(port, []))
+
+    def closed(self, port: int) -> bool:
+        with self._changed:
+            return port in self._closed
+
+    def wait_read(self, port: int, total: int, timeout: float = 10.0) -> bool:
+        """Wait until the relay has read and parsed ``total`` bytes from ``port``, or closed the
+        connection; returns False if it closed it. Fails after ``timeout`` seconds."""
+        with self._changed:
+            done = self._changed.wait_for(
+                lambda: port in self._closed or sum(self._sizes.get(port, [])) >= total, timeout)
+            assert done, f"the relay read {sum(self._sizes.get(port, []))} of {total} bytes in {timeout} s"
+            return port not in self._closed
+
+
+@contextmanager
+def reads_spied() -> Iterator[Reads]:
+    """Record every read of every relay HTTP connection while this lasts (a spy on
+    ``HeadLimitedHttpProtocol.data_received``, which records once the read is parsed)."""
+    reads = Reads()
+    original = HeadLimitedHttpProtocol.data_received
+
+    def spy(self: HeadLimitedHttpProtocol, data: bytes) -> None:
+        original(self, data)
+        reads.add(self.client[1] if self.client else 0, len(data), self.transport.is_closing())
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HeadLimitedHttpProtocol, "data_received", spy)
+        yield reads

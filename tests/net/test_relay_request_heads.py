@@ -9,7 +9,9 @@ server-side request forgery where ``*@127.0.0.1:PORT/x`` reached any address).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from devtunnel.agent.service import AgentService
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
 from tests.helpers import async_wait_for
-from tests.net.head_fixtures import FORGED, Seen, recording_service
+from tests.net.head_fixtures import FORGED, Seen, reads_spied, recording_service
 from tests.net.tunnel_fixtures import TOKEN, Harness, parse_response, raw_request, relay_and_agent
 
 UPGRADE = (
@@ -250,41 +252,79 @@ async def test_chunked_trailer_fields_never_reach_the_service_as_headers(
         assert forged not in received
 
 
-async def test_a_trailer_section_larger_than_a_head_drops_the_connection(tmp_path: Path) -> None:
+@asynccontextmanager
+async def small_head_tunnel(port: int) -> AsyncIterator[Relay]:
+    """A relay whose heads (and so trailer sections) are bounded at 4 KiB, tunnel ``victim`` to ``port``."""
+    relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN], max_head=4096))
+    await relay.start()
+    service = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
+    try:
+        await service.start_tunnel(TunnelConfig(target=str(port), name="victim"))
+        yield relay
+    finally:
+        await service.stop()
+        await relay.stop()
+
+
+LONG_TRAILER_START = (b"POST /hook HTTP/1.1\r\nHost: victim.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"2\r\nhi\r\n0\r\nX-Long: ")
+
+
+@pytest.mark.parametrize("writes", ["1 KiB writes", "one write"])
+async def test_a_trailer_section_larger_than_a_head_drops_the_connection(writes: str) -> None:
+    """However the relay's reads cut the request (the head, body, last chunk and the start of the
+    trailer in one read, or not), the trailer's bytes count: past the bound the connection drops."""
     with recording_service() as (port, seen):
-        relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN], max_head=4096))
-        await relay.start()
-        service = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
-        try:
-            await service.start_tunnel(TunnelConfig(target=str(port), name="victim"))
+        async with small_head_tunnel(port) as relay:
             reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
-            writer.write(b"POST /hook HTTP/1.1\r\nHost: victim.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         b"2\r\nhi\r\n0\r\nX-Long: ")
             try:
                 async with asyncio.timeout(10):
-                    for _ in range(64):  # 64 KiB of one trailer line, far over the 4 KiB limit
-                        writer.write(b"a" * 1024)
-                        await writer.drain()
+                    if writes == "one write":
+                        writer.write(LONG_TRAILER_START + b"a" * 64 * 1024)
+                    else:
+                        writer.write(LONG_TRAILER_START)
+                        for _ in range(64):  # 64 KiB of one trailer line, far over the 4 KiB limit
+                            writer.write(b"a" * 1024)
+                            await writer.drain()
+                    await writer.drain()
                     assert await reader.read(-1) == b""
             except ConnectionError:
-                pass  # the relay dropped the connection while we were writing
+                pass  # the relay dropped the connection while we were writing, or reset it
             finally:
                 writer.close()
-        finally:
-            await service.stop()
-            await relay.stop()
         assert seen.snapshot()[1] == []  # the request never ended: its trailer was cut off
 
 
-async def test_a_chunked_upload_whose_reads_end_after_chunk_headers_goes_through(tmp_path: Path) -> None:
-    """Only reads with no body bytes count towards the trailer limit: a read ending just after
-    a chunk header (body bytes, then the next chunk's size line) is an ordinary upload."""
+async def test_a_trailer_over_the_bound_in_the_read_that_holds_the_whole_request_drops_the_connection() -> None:
+    """The head, the body, the last chunk and 32 KiB of a trailer line reach the relay in ONE
+    read (written while the loop that runs the relay is held here), and the client then waits
+    for an answer: the relay must count that read's trailer bytes and drop the connection,
+    not wait for a read that never comes."""
+    request = LONG_TRAILER_START + b"a" * 32 * 1024
+    with recording_service() as (port, seen), reads_spied() as reads:
+        async with small_head_tunnel(port) as relay:
+            sock = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+            client_port = sock.getsockname()[1]
+            reads.forget(client_port)
+            sock.sendall(request)  # blocking: the relay reads nothing until all of it is sent
+            reader, writer = await asyncio.open_connection(sock=sock)
+            try:
+                async with asyncio.timeout(5):
+                    answer = await reader.read(-1)
+            except ConnectionError:
+                answer = b""  # reset: dropped
+            finally:
+                writer.close()
+        assert reads.sizes(client_port) == [len(request)], "the relay did not get the request in one read"
+        assert answer == b""
+        assert seen.snapshot()[1] == []
+
+
+async def test_a_chunked_upload_whose_reads_end_after_chunk_headers_goes_through() -> None:
+    """Only trailer bytes count towards the trailer bound: a read ending just after a chunk
+    header (body bytes, then the next chunk's size line) is an ordinary upload."""
     with recording_service() as (port, seen):
-        relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN], max_head=4096))
-        await relay.start()
-        service = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
-        try:
-            await service.start_tunnel(TunnelConfig(target=str(port), name="victim"))
+        async with small_head_tunnel(port) as relay:
             reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
             writer.write(b"POST /upload HTTP/1.1\r\nHost: victim.localhost\r\nTransfer-Encoding: chunked\r\n"
                          b"Connection: close\r\n\r\n2000\r\n")
@@ -295,9 +335,6 @@ async def test_a_chunked_upload_whose_reads_end_after_chunk_headers_goes_through
             async with asyncio.timeout(10):
                 raw = await reader.read(-1)
             writer.close()
-        finally:
-            await service.stop()
-            await relay.stop()
         assert parse_response(raw)[0] == 200
         assert seen.snapshot()[2].count(b"z" * 0x2000) == 1
 
