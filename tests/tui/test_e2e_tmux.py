@@ -82,6 +82,18 @@ class Tmux:
             raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
 
 
+def exit_status(status: Path, timeout: float = 20) -> str:
+    """The exit code the pane's shell wrote to ``status`` (``...; echo $? > status``), once written.
+
+    The shell creates the file before it writes the line: waiting for the file alone can read it empty.
+    """
+    def written() -> str | None:
+        text = status.read_text() if status.exists() else ""
+        return text.strip() if text.endswith("\n") else None
+
+    return wait_for(written, timeout=timeout, what="the inspector to exit")
+
+
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     # A server per test: one killed by the previous test may still be on its way out.
@@ -178,7 +190,6 @@ def test_sigterm_quits_cleanly_and_stops_the_agent(tmp_path: Path, service: int,
     shell = tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip()
     inspector_pid = int(subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()[0])
     os.kill(inspector_pid, signal.SIGTERM)
-    wait_for(status.exists, timeout=20, what="the inspector to exit")
-    assert status.read_text().strip() == "0"
+    assert exit_status(status) == "0"
     wait_for(lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
                                     timeout=15).returncode != 0, timeout=20, what="the agent to stop")

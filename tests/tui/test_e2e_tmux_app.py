@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port, wait_for
-from tests.tui.test_e2e_tmux import DEVTUNNEL, Tmux, tmux  # noqa: F401 - tmux is a fixture
+from tests.tui.test_e2e_tmux import DEVTUNNEL, Tmux, exit_status, tmux  # noqa: F401 - tmux is a fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -33,8 +33,7 @@ def test_the_app_state_shows_and_q_stops_the_app(tmp_path: Path, tmux: Tmux) -> 
     tmux.wait_showing(r"http://shop\.localhost:\d+.*online.*app ready", timeout=45, what="the app ready on screen")
     assert _accepts(port)
     tmux.run("send-keys", "-t", "e2e", "q")
-    wait_for(status.exists, timeout=20, what="the inspector to exit")
-    assert status.read_text().strip() == "0"
+    assert exit_status(status) == "0"
     wait_for(lambda: not _accepts(port), timeout=20, what="the app stopped with the inspector")
 
 
@@ -59,6 +58,5 @@ run = "{sys.executable} {APP} {api}"
                       what="both tunnels with their apps ready")
     assert _accepts(web) and _accepts(api)
     tmux.run("send-keys", "-t", "e2e", "q")
-    wait_for(status.exists, timeout=20, what="the inspector to exit")
-    assert status.read_text().strip() == "0"
+    assert exit_status(status) == "0"
     wait_for(lambda: not _accepts(web) and not _accepts(api), timeout=20, what="both apps stopped")
