@@ -108,6 +108,11 @@ async def test_a_relay_refusal_reason_shows_literally_in_the_notice_and_the_tunn
             await async_wait_for(lambda: any(n.title == "Tunnel not started" for n in app._notifications),
                                  what="the notice")
             _literal(_notice(app, "Tunnel not started"), f"the relay refused the tunnel: {text}")
+            # The inspector polls the agent's tunnels every 2 s and replaces the panel's lines with
+            # that list (empty here): stop the poll, so the line set below is the one on screen.
+            app.backend.api_url = None
+            app.workers.cancel_group(app, "poll")
+            await pilot.pause()
             panel = app.query_one(TunnelsPanel)
             panel.update_tunnels([TunnelView("shop", "", "http://127.0.0.1:3000", "failed", error=f"GOAWAY: {text}")])
             await pilot.pause()
