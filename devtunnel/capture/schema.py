@@ -174,19 +174,19 @@ CREATE VIEW bodies (id, req, res) AS
            (SELECT body FROM res_bodies WHERE id = e.id) FROM exchanges e;
 """
 
-# Version 9: a devtunnel of an earlier version still running on the file when a newer one
-# upgrades it cannot write it any more. Such a process checked the schema once, when it opened
-# the file, and goes on with its own statements: from schema 7, an insert counted by the trigger
-# that version 8 dropped, deletes whose trigger counted them out and removed the exchange's other
-# rows. Its exchanges went in uncounted, and ``stats`` (the total shown, what retention prunes)
-# drifted for good. Every write transaction of theirs writes ``exchanges``; that name is now a
-# view, which SQLite refuses to modify ("cannot modify exchanges because it is a view"), so the
-# transaction rolls back whole, and the old recorder reports the failure and keeps its bounded
-# backlog. Their reads go through the view unchanged (except a page by ``INDEXED BY`` the old
-# primary key's name). A trigger keeping the count for them instead would cost every exchange
-# this version writes and deletes a trigger program (about 5,800 instructions in a test of
-# insert and delete triggers whose WHEN was false; ``docs/architecture.md``); the view costs
-# nothing: the table is renamed, nothing is rewritten.
+# Version 9: a devtunnel of an earlier version still running on the file when a newer one upgrades
+# it cannot write it any more. Such a process checked the schema once, when it opened the file, and
+# goes on with its own statements: from schema 7, an insert counted by the trigger that version 8
+# dropped, deletes whose trigger counted them out and removed the exchange's other rows. Its
+# exchanges went in uncounted, and ``stats`` (the total shown, what retention prunes) drifted for
+# good. Every write transaction of theirs writes ``exchanges``; that name is now a view, which
+# SQLite refuses to modify ("cannot modify exchanges because it is a view"), so the transaction
+# rolls back whole: the old recorder logs each exchange it could not store ("dropped exchange ID:
+# ... cannot modify exchanges because it is a view"). Their reads go through the view unchanged
+# (except a page by ``INDEXED BY`` the old primary key's name). A trigger keeping the count for
+# them instead would cost every exchange this version writes and deletes a trigger program (about
+# 5,800 instructions in a test of insert and delete triggers whose WHEN was false;
+# ``docs/architecture.md``); the view costs nothing: the table is renamed, nothing is rewritten.
 _SCHEMA_V9 = """
 ALTER TABLE exchanges RENAME TO exchange_rows;
 CREATE VIEW exchanges AS SELECT * FROM exchange_rows;
