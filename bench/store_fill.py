@@ -42,7 +42,7 @@ def fill(db: Path, rows: int, make: Callable[[int, float], Exchange], *, max_exc
         template_ids = [t.id for t in templates]
         ids = [new_id(start + n / rate) for n in range(rows)]
         # The templates took the first places (made with the same clock); copies follow them.
-        for table in ("exchanges", "heads", "req_bodies", "res_bodies"):
+        for table in ("exchange_rows", "heads", "req_bodies", "res_bodies"):
             columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
             source = {r[0]: r for r in conn.execute(f"SELECT {', '.join(columns)} FROM {table}")}
             at = columns.index("started_at") if "started_at" in columns else -1
@@ -64,8 +64,8 @@ def fill(db: Path, rows: int, make: Callable[[int, float], Exchange], *, max_exc
         for _, sql in indexes:
             conn.execute(sql)
         # The store counts what it writes itself (schema 8): these copies are counted here.
-        conn.execute("UPDATE stats SET n = (SELECT count(*) FROM exchanges), "
-                     "bytes = (SELECT coalesce(sum(bytes), 0) FROM exchanges)")
+        conn.execute("UPDATE stats SET n = (SELECT count(*) FROM exchange_rows), "
+                     "bytes = (SELECT coalesce(sum(bytes), 0) FROM exchange_rows)")
         conn.execute("COMMIT")
     finally:
         conn.close()

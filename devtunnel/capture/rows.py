@@ -1,6 +1,6 @@
 """The row codec: an ``Exchange`` as rows of the store's tables (``capture.schema``), and back.
 
-An exchange is one summary row in ``exchanges``, its header blobs in ``heads``, its bodies in
+An exchange is one summary row in ``exchange_rows``, its header blobs in ``heads``, its bodies in
 ``req_bodies`` and ``res_bodies`` and its WebSocket messages in ``ws_messages``; a ``Row`` is the
 summary alone, what list views read.
 
@@ -244,10 +244,10 @@ def _webhook_values(ex: Exchange) -> tuple[object, ...]:
     return (v.provider, v.event_type, v.delivery_id, v.signature.value, v.reason or None, None)
 
 
-_FIRST_DELIVERY = ("SELECT id FROM exchanges WHERE wh_delivery = ? AND wh_provider = ? AND replay_of IS NULL "
+_FIRST_DELIVERY = ("SELECT id FROM exchange_rows WHERE wh_delivery = ? AND wh_provider = ? AND replay_of IS NULL "
                    "ORDER BY id LIMIT 1")
 # The index on (wh_delivery, wh_provider) holds the id too, in order: the first is one step away.
-_POINT_LATER_AT = ("UPDATE exchanges SET wh_duplicate_of = ?3 WHERE wh_delivery = ?1 AND wh_provider = ?2 "
+_POINT_LATER_AT = ("UPDATE exchange_rows SET wh_duplicate_of = ?3 WHERE wh_delivery = ?1 AND wh_provider = ?2 "
                    "AND replay_of IS NULL AND id > ?3 AND wh_duplicate_of IS NOT ?3")
 
 
@@ -270,7 +270,7 @@ def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) ->
         else:
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
-                conn.execute(f"UPDATE exchanges SET wh_duplicate_of = ? WHERE id IN ({', '.join('?' * len(chunk))})",
+                conn.execute(f"UPDATE exchange_rows SET wh_duplicate_of = ? WHERE id IN ({', '.join('?' * len(chunk))})",
                              [first, *chunk])
 
 
@@ -407,7 +407,7 @@ def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> tuple[
     looked up in one statement. The counts come with the largest id: one statement fewer than
     reading them after the writes (each is a GIL handoff in the agent).
     """
-    n, total, top = conn.execute("SELECT n, bytes, (SELECT max(id) FROM exchanges) FROM stats").fetchone()
+    n, total, top = conn.execute("SELECT n, bytes, (SELECT max(id) FROM exchange_rows) FROM stats").fetchone()
     if top is None:
         return set(), n, total
     maybe = [ex_id for ex_id in latest if ex_id <= top]
@@ -415,7 +415,7 @@ def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> tuple[
     for start in range(0, len(maybe), 500):
         chunk = maybe[start:start + 500]
         stored.update(r[0] for r in conn.execute(
-            f"SELECT id FROM exchanges WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+            f"SELECT id FROM exchange_rows WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
     return stored, n, total
 
 
@@ -453,12 +453,12 @@ def _write_large_body(conn: sqlite3.Connection, ex_id: str, side: str, body: byt
 # statement's earlier rows, which is never needed here: any error rolls the whole transaction
 # back (``Store._writing``), and the recorder retries the batch one exchange at a time.
 _ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
-    "insert_plain": (f"INSERT OR FAIL INTO exchanges ({', '.join(_CORE_COLUMNS)}) VALUES ", "", _PLAIN_WIDTH),
-    "insert": (f"INSERT OR FAIL INTO exchanges ({', '.join(_CORE_COLUMNS)}) VALUES ", "", len(_CORE_COLUMNS)),
-    "insert_rare": (f"INSERT OR FAIL INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ", "",
+    "insert_plain": (f"INSERT OR FAIL INTO exchange_rows ({', '.join(_CORE_COLUMNS)}) VALUES ", "", _PLAIN_WIDTH),
+    "insert": (f"INSERT OR FAIL INTO exchange_rows ({', '.join(_CORE_COLUMNS)}) VALUES ", "", len(_CORE_COLUMNS)),
+    "insert_rare": (f"INSERT OR FAIL INTO exchange_rows ({', '.join(_INSERT_COLUMNS)}) VALUES ", "",
                     len(_INSERT_COLUMNS)),
     "upsert": (
-        f"INSERT INTO exchanges ({', '.join(_INSERT_COLUMNS)}) VALUES ",
+        f"INSERT INTO exchange_rows ({', '.join(_INSERT_COLUMNS)}) VALUES ",
         " ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:]),
         len(_INSERT_COLUMNS),
     ),

@@ -33,8 +33,8 @@ _SQLITE_MAX_INT = 2**63 - 1
 QUERY_REGEX_BUDGET = 10.0
 """Seconds from its start after which a query runs no more filter regexes (each search:
 ``filters.REGEX_TIMEOUT``): one that would stops with ``FilterTimeoutError``."""
-_ID_ORDER = "sqlite_autoindex_exchanges_1"
-"""SQLite's name for the primary key of ``exchanges``: the table itself, in id order."""
+_ID_ORDER = "sqlite_autoindex_exchange_rows_1"
+"""SQLite's name for the primary key of ``exchange_rows``: the table itself, in id order."""
 _SHORT_IDS_BY_QUERY = 256
 """Up to this many ids, ``short_ids`` asks the index for each one's neighbours; past it, reading
 every id once (a few MB for 100,000 exchanges) is faster than two queries per id."""
@@ -230,7 +230,7 @@ class Store:
         while total > self.max_bytes and n > 0:
             excess = total - self.max_bytes
             doomed = freed = 0
-            for last, size in conn.execute("SELECT id, bytes FROM exchanges ORDER BY id LIMIT 256"):
+            for last, size in conn.execute("SELECT id, bytes FROM exchange_rows ORDER BY id LIMIT 256"):
                 doomed += 1
                 freed += size
                 if freed >= excess:
@@ -258,7 +258,7 @@ class Store:
         """The exchange with this id (a unique prefix also works); NotFoundError otherwise."""
         with self._reading() as conn:
             full_id = self._resolve(conn, exchange_id)
-            row = conn.execute(f"SELECT {FULL_COLUMNS} FROM exchanges WHERE id = ?", (full_id,)).fetchone()
+            row = conn.execute(f"SELECT {FULL_COLUMNS} FROM exchange_rows WHERE id = ?", (full_id,)).fetchone()
             if row is None:  # deleted between the two statements
                 raise NotFoundError(f"no exchange with id {exchange_id}")
             return read_exchange(conn, row)
@@ -266,7 +266,7 @@ class Store:
     def _resolve(self, conn: sqlite3.Connection, prefix: str) -> str:
         if not prefix:
             raise NotFoundError("no exchange id given")
-        if conn.execute("SELECT 1 FROM exchanges WHERE id = ?", (prefix,)).fetchone():
+        if conn.execute("SELECT 1 FROM exchange_rows WHERE id = ?", (prefix,)).fetchone():
             return prefix
         found: list[str] = []
         matches = 0
@@ -274,10 +274,10 @@ class Store:
             # A range on the primary key instead of LIKE: no wildcards, and it uses the index.
             bounds = (p, p + "\U0010ffff")
             ids = [r[0] for r in conn.execute(
-                "SELECT id FROM exchanges WHERE id >= ? AND id < ? ORDER BY id LIMIT 3", bounds)]
+                "SELECT id FROM exchange_rows WHERE id >= ? AND id < ? ORDER BY id LIMIT 3", bounds)]
             found += ids
             if len(ids) > 1:
-                matches += conn.execute("SELECT count(*) FROM exchanges WHERE id >= ? AND id < ?", bounds).fetchone()[0]
+                matches += conn.execute("SELECT count(*) FROM exchange_rows WHERE id >= ? AND id < ?", bounds).fetchone()[0]
             else:
                 matches += len(ids)
         if not found:
@@ -296,7 +296,7 @@ class Store:
         wanted = list(ids)
         with self._reading() as conn:
             if len(wanted) > _SHORT_IDS_BY_QUERY:
-                every = [r[0] for r in conn.execute("SELECT id FROM exchanges ORDER BY id")]
+                every = [r[0] for r in conn.execute("SELECT id FROM exchange_rows ORDER BY id")]
 
                 def around(exchange_id: str) -> tuple[str, str | None, str | None]:
                     at = bisect.bisect_left(every, exchange_id)
@@ -304,8 +304,8 @@ class Store:
                     return exchange_id, every[at - 1] if at else None, every[after] if after < len(every) else None
             else:
                 def around(exchange_id: str) -> tuple[str, str | None, str | None]:
-                    before = conn.execute("SELECT max(id) FROM exchanges WHERE id < ?", (exchange_id,)).fetchone()[0]
-                    after = conn.execute("SELECT min(id) FROM exchanges WHERE id > ?", (exchange_id,)).fetchone()[0]
+                    before = conn.execute("SELECT max(id) FROM exchange_rows WHERE id < ?", (exchange_id,)).fetchone()[0]
+                    after = conn.execute("SELECT min(id) FROM exchange_rows WHERE id > ?", (exchange_id,)).fetchone()[0]
                     return exchange_id, before, after
 
             return short_ids([around(i) for i in wanted], minimum)
@@ -331,7 +331,7 @@ class Store:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start:start + 500])
                 marks = ", ".join("?" * len(chunk))
-                for r in conn.execute(f"SELECT {ROW_COLUMNS} FROM exchanges WHERE id IN ({marks})", chunk):
+                for r in conn.execute(f"SELECT {ROW_COLUMNS} FROM exchange_rows WHERE id IN ({marks})", chunk):
                     found[r[0]] = to_row(r)
         return [found[i] for i in ids if i in found]
 
@@ -358,7 +358,7 @@ class Store:
         if key is not None:
             where, params = f"e.id {'<' if newest_first else '>'} ? AND {where}", [key, *params]
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT {ROW_COLUMNS} FROM exchanges e WHERE {where} ORDER BY e.id {order} LIMIT ? OFFSET ?"
+        sql = f"SELECT {ROW_COLUMNS} FROM exchange_rows e WHERE {where} ORDER BY e.id {order} LIMIT ? OFFSET ?"
         params += [min(limit, _SQLITE_MAX_INT), min(skip, _SQLITE_MAX_INT)]
         with self._reading() as conn:
             if self._sorts(conn, sql, params):
@@ -366,7 +366,7 @@ class Store:
                 # walking the table in id order stops after the page instead. (The primary key of
                 # a WITHOUT ROWID table is this index; NOT INDEXED would not keep SQLite off the
                 # others.)
-                sql = sql.replace("FROM exchanges e WHERE", f"FROM exchanges e INDEXED BY {_ID_ORDER} WHERE", 1)
+                sql = sql.replace("FROM exchange_rows e WHERE", f"FROM exchange_rows e INDEXED BY {_ID_ORDER} WHERE", 1)
             return [to_row(r) for r in conn.execute(sql, params)]
 
     def _sorts(self, conn: sqlite3.Connection, sql: str, params: list[object]) -> bool:
@@ -387,7 +387,7 @@ class Store:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start:start + 500])
                 marks = ", ".join("?" * len(chunk))
-                sql = f"SELECT {ROW_COLUMNS} FROM exchanges e WHERE e.id IN ({marks}) AND {where}"
+                sql = f"SELECT {ROW_COLUMNS} FROM exchange_rows e WHERE e.id IN ({marks}) AND {where}"
                 found += [to_row(r) for r in conn.execute(sql, [*chunk, *params])]
         found.sort(key=lambda row: row.id)
         return found
@@ -396,7 +396,7 @@ class Store:
         """How many exchanges matching ``filter`` have an id before ``exchange_id`` (its position)."""
         where, params = _filters.compile_filter(filter).sql()
         with self._reading() as conn:
-            return int(conn.execute(f"SELECT count(*) FROM exchanges e WHERE e.id < ? AND {where}",
+            return int(conn.execute(f"SELECT count(*) FROM exchange_rows e WHERE e.id < ? AND {where}",
                                     [exchange_id, *params]).fetchone()[0])
 
     def count_estimate(self, filter: object = None, *, sample: int = 5_000) -> tuple[int, bool]:
@@ -415,7 +415,7 @@ class Store:
             size = max(500, sample // (10 if flt.cost >= 3 else 1))
             where, params = flt.sql()
             matched = int(conn.execute(
-                f"SELECT count(*) FROM (SELECT * FROM exchanges ORDER BY id DESC LIMIT ?) e WHERE {where}",
+                f"SELECT count(*) FROM (SELECT * FROM exchange_rows ORDER BY id DESC LIMIT ?) e WHERE {where}",
                 [size, *params]).fetchone()[0])
         if total <= size:
             return matched, True
@@ -428,7 +428,7 @@ class Store:
             if isinstance(flt, _filters.MatchAll):
                 return int(conn.execute("SELECT n FROM stats").fetchone()[0])
             where, params = flt.sql()
-            return int(conn.execute(f"SELECT count(*) FROM exchanges e WHERE {where}", params).fetchone()[0])
+            return int(conn.execute(f"SELECT count(*) FROM exchange_rows e WHERE {where}", params).fetchone()[0])
 
     def total_bytes(self) -> int:
         """The bytes counted against ``max_bytes`` (blobs plus a fixed overhead per exchange)."""
@@ -456,7 +456,7 @@ class Store:
     def _select(self, columns: str, filter: object, limit: int | None, offset: int,
                 newest_first: bool) -> tuple[str, list[object]]:
         where, params = _filters.compile_filter(filter).sql()
-        sql = f"SELECT {columns} FROM exchanges e WHERE {where} ORDER BY e.id {'DESC' if newest_first else 'ASC'}"
+        sql = f"SELECT {columns} FROM exchange_rows e WHERE {where} ORDER BY e.id {'DESC' if newest_first else 'ASC'}"
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
@@ -464,7 +464,7 @@ class Store:
         return sql, params
 
 
-_TABLES = ("exchanges", "heads", "req_bodies", "res_bodies", "ws_messages")
+_TABLES = ("exchange_rows", "heads", "req_bodies", "res_bodies", "ws_messages")
 """Every table that holds rows of an exchange, by its id."""
 
 
@@ -474,7 +474,7 @@ def _delete(conn: sqlite3.Connection, ids: list[str]) -> int:
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         marks = ", ".join("?" * len(chunk))
-        found = conn.execute(f"SELECT id, bytes FROM exchanges WHERE id IN ({marks})", chunk).fetchall()
+        found = conn.execute(f"SELECT id, bytes FROM exchange_rows WHERE id IN ({marks})", chunk).fetchall()
         if not found:
             continue
         gone = [ex_id for ex_id, _ in found]
@@ -486,7 +486,7 @@ def _delete(conn: sqlite3.Connection, ids: list[str]) -> int:
     return deleted
 
 
-_OLDEST = "SELECT count(*), max(id), sum(bytes) FROM (SELECT id, bytes FROM exchanges ORDER BY id LIMIT ?)"
+_OLDEST = "SELECT count(*), max(id), sum(bytes) FROM (SELECT id, bytes FROM exchange_rows ORDER BY id LIMIT ?)"
 """How many of the oldest exchanges there are, up to a number; the last one's id; their bytes."""
 
 

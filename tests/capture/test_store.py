@@ -227,10 +227,10 @@ def test_retention_at_the_limit_never_counts_or_sums_the_whole_table(tmp_path: P
         store.put(make(99, body=b"x" * 500))
     finally:
         store._conn().set_trace_callback(None)
-    assert any(s.startswith("DELETE FROM exchanges") for s in statements)  # something was dropped
+    assert any(s.startswith("DELETE FROM exchange_rows") for s in statements)  # something was dropped
     for sql in statements:  # counts and sums only over a limited number of the oldest
         assert "count(" not in sql.lower() and "sum(" not in sql.lower() or "ORDER BY id LIMIT" in sql, sql
-        assert "FROM exchanges ORDER BY id" not in sql or "LIMIT" in sql, sql
+        assert "FROM exchange_rows ORDER BY id" not in sql or "LIMIT" in sql, sql
 
 
 # --- persistence and concurrency --------------------------------------------------------------

@@ -19,7 +19,13 @@ from devtunnel.capture.store import Store
 from devtunnel.webhooks import Signature, Verdict
 from tests.kit.exchanges import make_exchange, make_response
 
-TO_SCHEMA_7 = """
+TO_SCHEMA_8 = """
+    DROP VIEW exchanges;
+    ALTER TABLE exchange_rows RENAME TO exchanges;
+"""
+"""Takes a file of this version back to the layout of schema 8 (the table named ``exchanges``, no view)."""
+
+TO_SCHEMA_7 = TO_SCHEMA_8 + """
     DROP VIEW bodies;
     CREATE VIEW bodies (id, req, res) AS
         SELECT q.id, q.body, s.body FROM req_bodies q LEFT JOIN res_bodies s ON s.id = q.id;

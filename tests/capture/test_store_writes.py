@@ -352,7 +352,7 @@ def test_a_plain_get_takes_the_short_row_and_others_the_full_one(store: Store) -
         store.put_many([plain, query, odd, ws])
     finally:
         store._conn().set_trace_callback(None)
-    inserts = [s for s in statements if s.startswith("INSERT OR FAIL INTO exchanges")]
+    inserts = [s for s in statements if s.startswith("INSERT OR FAIL INTO exchange_rows")]
     assert len(inserts) == 2
     short = next(s for s in inserts if "CAST(" in s)
     assert short.count("CAST(") == 2 and plain.id in short and query.id in short

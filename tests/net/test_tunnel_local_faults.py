@@ -19,6 +19,7 @@ from devtunnel.agent.forward import MAX_HEAD
 from devtunnel.agent.session import Session
 from tests.net.tunnel_fixtures import (
     Harness,
+    RawHandler,
     parse_response,
     raw_request,
     raw_server,
@@ -57,6 +58,26 @@ async def report_drop(reader: asyncio.StreamReader, dropped: asyncio.Event, loop
     except OSError:
         pass
     loop.call_soon_threadsafe(dropped.set)
+
+
+async def get_local_error_502(harness: Harness, handler: RawHandler, says: str, *,
+                              serving_until: threading.Event | None = None) -> httpx.Response:
+    """Serve ``handler`` as the local service and GET / through the tunnel: the answer must be the
+    agent's own 502, ``X-Devtunnel-Error: local_error``, its text saying ``says``.
+
+    With ``serving_until`` the service stays up after the answer until that event is set (10 s at
+    most), for a handler that reports what became of its connection.
+    """
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.get("/")
+        assert response.status_code == 502
+        assert response.headers["x-devtunnel-error"] == "local_error"
+        assert says in response.text
+        if serving_until is not None:
+            await asyncio.to_thread(serving_until.wait, 10)
+    return response
 
 
 def parse_request(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -181,13 +202,7 @@ async def test_invalid_http_from_local_service_gets_502(harness: Harness) -> Non
         await writer.drain()
         writer.close()
 
-    with raw_server(handler) as port:
-        await harness.start(str(port))
-        async with client_for(harness) as c:
-            response = await c.get("/")
-    assert response.status_code == 502
-    assert response.headers["x-devtunnel-error"] == "local_error"
-    assert "invalid HTTP response" in response.text
+    await get_local_error_502(harness, handler, "invalid HTTP response")
 
 
 async def test_local_service_too_slow_for_the_head_timeout_gets_504(harness: Harness) -> None:
@@ -779,14 +794,7 @@ async def test_a_response_head_that_never_ends_gets_502_and_the_agent_stops_read
             cut.set()
         writer.close()
 
-    with raw_server(handler) as port:
-        await harness.start(str(port))
-        async with client_for(harness) as c:
-            response = await c.get("/")
-        assert response.status_code == 502
-        assert response.headers["x-devtunnel-error"] == "local_error"
-        assert "without ending its response head" in response.text
-        await asyncio.to_thread(cut.wait, 10)
+    await get_local_error_502(harness, handler, "without ending its response head", serving_until=cut)
     assert cut.is_set(), f"the service wrote {written} bytes of head without the agent closing the connection"
     assert written < 16 << 20
 

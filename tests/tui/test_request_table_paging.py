@@ -68,18 +68,18 @@ def _big_store(path: Path) -> Path:
                               status=404 if n % 10 == 0 else 200) for n in range(1000)])
     conn = sqlite3.connect(path)
     try:
-        columns = [r[1] for r in conn.execute("PRAGMA table_info(exchanges)")]
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(exchange_rows)")]
         copied = ", ".join({"id": "printf('01KB0%021d', n.x)", "started_at": "t.started_at + n.x - n.x % 1000",
                             "target_text": "'/items/' || n.x", "path": "'/items/' || n.x"}.get(c, f"t.{c}")
                            for c in columns)
         with conn:
             conn.execute(f"""
                 WITH RECURSIVE n(x) AS (SELECT 1000 UNION ALL SELECT x + 1 FROM n WHERE x < {ROWS - 1})
-                INSERT INTO exchanges ({', '.join(columns)})
-                SELECT {copied} FROM n JOIN exchanges t ON t.id = printf('01KB0%021d', n.x % 1000)""")
+                INSERT INTO exchange_rows ({', '.join(columns)})
+                SELECT {copied} FROM n JOIN exchange_rows t ON t.id = printf('01KB0%021d', n.x % 1000)""")
             # The store counts what it writes itself: rows copied in SQL are counted here.
-            conn.execute("UPDATE stats SET n = (SELECT count(*) FROM exchanges), "
-                         "bytes = (SELECT sum(bytes) FROM exchanges)")
+            conn.execute("UPDATE stats SET n = (SELECT count(*) FROM exchange_rows), "
+                         "bytes = (SELECT sum(bytes) FROM exchange_rows)")
     finally:
         conn.close()
     return path

@@ -6,7 +6,7 @@ Two spellings share one grammar and mean the same thing::
     ~m POST & ~u /hooks & !~c 200                  mitmproxy's flow filter codes
 
 ``parse(expression)`` returns a ``Filter``. A filter is callable on an Exchange and its
-``sql()`` returns ``(where, params)`` over the store's tables (``exchanges e``, ``heads``,
+``sql()`` returns ``(where, params)`` over the store's tables (``exchange_rows e``, ``heads``,
 ``bodies``), so the store filters in SQLite, with the same answer as Python (see ``base``).
 Captured data is never interpolated into SQL: every value is a bound parameter.
 

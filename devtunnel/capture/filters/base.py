@@ -202,7 +202,7 @@ class Filter:
         raise NotImplementedError
 
     def sql(self) -> tuple[str, SqlParams]:
-        """A WHERE clause over ``exchanges e`` (never NULL) and its parameters."""
+        """A WHERE clause over ``exchange_rows e`` (never NULL) and its parameters."""
         raise NotImplementedError
 
 
