@@ -727,14 +727,17 @@ async def test_service_writing_a_response_in_pieces_without_nodelay_is_not_held_
         await harness.start(str(port))
         async with client_for(harness) as c:
             times = []
-            for _ in range(7):
+            for _ in range(15):
                 t0 = time.perf_counter()
                 response = await c.get("/piece")
                 times.append(time.perf_counter() - t0)
                 assert response.content == body
     assert connections == 1  # every request went over the one kept-alive local connection
-    # 40 ms each when delayed ACKs hold the last piece; a few ms otherwise, even on a busy machine.
-    assert sorted(times)[3] < 0.025, times
+    # Once the kernel sees the request-response rhythm (the first few requests), a delayed ACK
+    # holds the last piece of every response for at least 40 ms (Linux's minimum ACK delay): then
+    # no request takes less. Answered at once, a request takes a few ms, so the fastest of the
+    # later ones is well under that even on a machine busy enough to slow most of them.
+    assert min(times[4:]) < 0.035, times
 
 
 async def test_each_request_on_a_kept_alive_connection_gets_its_own_head_timeout(harness: Harness) -> None:
