@@ -402,6 +402,30 @@ def test_replay_to_a_closed_port_fails_with_a_line_and_nonzero_exit(captures: Ca
     assert "Traceback" not in proc.stderr
 
 
+def test_replay_to_a_development_server_error_page_prints_its_text_not_its_doctype(captures: Captures) -> None:
+    # Python's http.server, a real one on loopback, answers the replayed POST with its HTML 501 page.
+    import http.server
+    import threading
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proc = cli(captures, "replay", captures.exchanges[0].id, "--to", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "501 Unsupported method ('POST')" in lines[0]
+    assert lines[1].strip().startswith("Error response — Error code: 501 Message: Unsupported method ('POST').")
+    assert "DOCTYPE" not in proc.stdout
+
+
 @pytest.mark.parametrize("args", [["--header", "no colon"], ["--body", "@/nonexistent/file"], ["--to", "ftp://x"], ["--path", "nope"]])
 def test_bad_replay_arguments_are_bad_usage_and_send_nothing(captures: Captures, args: list[str]) -> None:
     assert_one_line_error(cli(captures, "replay", captures.exchanges[0].id, *args), code=2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from html.parser import HTMLParser
 
 from devtunnel.capture.diff import diff_bodies, diff_headers
 from devtunnel.capture.model import Exchange, Response
@@ -62,8 +63,63 @@ def status_line(response: Response) -> str:
     return f"{response.status} {response.reason_text or reason_of(response)}".rstrip()
 
 
+_HTML_READ = 64 * 1024
+"""Characters of an HTML error page read for its excerpt, at most (a debug page can be large)."""
+
+
+class _PageText(HTMLParser):
+    """The title and the visible text of an HTML page, whitespace collapsed; no script or style."""
+
+    _HIDDEN = frozenset({"script", "style", "head", "template", "noscript", "svg"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.title: list[str] = []
+        self.text: list[str] = []
+        self.size = 0
+        self._hidden = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in self._HIDDEN:
+            self._hidden += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in self._HIDDEN and self._hidden:
+            self._hidden -= 1
+
+    def handle_data(self, data: str) -> None:
+        words = " ".join(data.split())
+        if not words:
+            return
+        if self._in_title:
+            self.title.append(words)
+        elif not self._hidden:
+            self.text.append(words)
+            self.size += len(words) + 1
+
+
+def _html_excerpt(text: str, limit: int) -> str:
+    """``TITLE — first visible text`` of an HTML page (``Error response — Error code: 501 ...``)."""
+    page = _PageText()
+    for start in range(0, min(len(text), _HTML_READ), 4096):
+        page.feed(text[start:start + 4096])
+        if page.size > limit:
+            break
+    title = " ".join(page.title)
+    words = " ".join(page.text)
+    if title and words.startswith(title):  # the page repeats its title as its heading
+        words = words[len(title):].lstrip()
+    return " — ".join(part for part in (title, words) if part)
+
+
 def error_excerpt(response: Response, limit: int = EXCERPT_LIMIT) -> str:
-    """The first non-blank line of the body (JSON on one line), cut to ``limit`` characters."""
+    """The first non-blank line of the body (JSON on one line; an HTML page's title and text),
+    cut to ``limit`` characters."""
     body = response.body
     if not body.strip():
         return ""
@@ -71,11 +127,14 @@ def error_excerpt(response: Response, limit: int = EXCERPT_LIMIT) -> str:
         return f"(binary body, {response.body_size} bytes)"
     text = body.decode("utf-8", "replace")
     line = ""
-    if "json" in response.content_type:
+    content_type = response.content_type
+    if "json" in content_type:
         try:
             line = json.dumps(json.loads(text), ensure_ascii=False, separators=(", ", ": "))
         except (ValueError, RecursionError):
             line = ""
+    elif "html" in content_type:
+        line = _html_excerpt(text, limit)
     if not line:
         line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"

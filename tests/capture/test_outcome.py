@@ -74,3 +74,46 @@ def test_an_original_without_a_response_cannot_be_compared() -> None:
     original = make_exchange(id="x", tunnel="t", started_at=1.0, error="local_refused")
     outcome = replay_outcome(original, answered(503, body=b"down"))
     assert (outcome.verdict, outcome.differs, outcome.error_body) == ("original had no response", None, "down")
+
+
+def test_an_html_error_page_gives_its_title_and_text_not_its_doctype() -> None:
+    # The page Python's http.server sends for a 501, as it sends it (a development server's
+    # default error page): its first line is the doctype, which says nothing.
+    import http.server
+    import io
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def __init__(self) -> None:  # no socket: only send_error's output is wanted
+            self.wfile = io.BytesIO()
+            self.request_version = "HTTP/1.1"
+            self.command = "POST"
+            self.requestline = "POST / HTTP/1.1"
+            self.client_address = ("127.0.0.1", 0)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    handler = Handler()
+    handler.send_error(501, "Unsupported method ('POST')")
+    head, body = handler.wfile.getvalue().split(b"\r\n\r\n", 1)
+    assert body.startswith(b"<!DOCTYPE HTML>")
+    page = make_response(501, [("Content-Type", "text/html;charset=utf-8")], body)
+    assert error_excerpt(page) == ("Error response — Error code: 501 Message: Unsupported method ('POST'). "
+                                   "Error code explanation: 501 - Server does not support this operation.")
+
+
+def test_an_html_error_page_leaves_out_scripts_styles_and_markup_and_is_cut_short() -> None:
+    body = (b"<!doctype html><html><head><title>KeyError at /hook</title><style>h1{color:red}</style>"
+            b"<script>var a = '<b>';</script></head><body>\n<h1>KeyError at /hook</h1>\n"
+            b"<pre class='exception_value'>'amount' &amp; more</pre><script>track()</script>"
+            + b"<p>" + b"word " * 400 + b"</p></body></html>")
+    page = make_response(500, [("Content-Type", "text/html")], body)
+    excerpt = error_excerpt(page)
+    assert excerpt.startswith("KeyError at /hook — 'amount' & more word word")
+    assert len(excerpt) == 160 and excerpt.endswith("…")
+    assert "color" not in excerpt and "track" not in excerpt and "<" not in excerpt
+    # A body that says text/html but holds no markup is its own text; no text at all, the first line.
+    plain = make_response(500, [("Content-Type", "text/html")], b"Internal Server Error")
+    assert error_excerpt(plain) == "Internal Server Error"
+    empty = make_response(500, [("Content-Type", "text/html")], b"<html><script>x()</script></html>")
+    assert error_excerpt(empty) == "<html><script>x()</script></html>"
