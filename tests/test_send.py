@@ -57,6 +57,28 @@ def test_a_wrong_secret_is_refused_by_the_receiver_and_exits_1_with_its_reason()
         assert ": 400 Bad Request" in done.stdout and "SignatureVerificationError" in done.stdout
 
 
+def test_a_development_server_error_page_prints_its_text_not_its_doctype() -> None:
+    # Python's http.server on loopback (nothing listens for POST): its HTML 501 page.
+    import http.server
+    import threading
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = send("stripe", "invoice.paid", "--to", f"http://127.0.0.1:{server.server_address[1]}/hook",
+                    STRIPE_WEBHOOK_SECRET="whsec_x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1
+    assert ": 501 Unsupported method ('POST')\n  Error response — Error code: 501 Message: Unsupported method ('POST')." in done.stdout
+    assert "DOCTYPE" not in done.stdout
+
+
 def test_no_secret_is_bad_usage_unless_unsigned() -> None:
     with receiver() as rx:
         done = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe")

@@ -25,7 +25,7 @@ from devtunnel.capture.diff import diff_bodies, diff_headers
 from devtunnel.capture.model import Exchange, Response
 from devtunnel.export.assemble import reason_of
 
-__all__ = ["REPLAY_MARKS", "VOLATILE_HEADERS", "ReplayOutcome", "error_excerpt", "replay_mark", "replay_outcome", "status_line"]
+__all__ = ["REPLAY_MARKS", "VOLATILE_HEADERS", "ReplayOutcome", "body_excerpt", "error_excerpt", "replay_mark", "replay_outcome", "status_line"]
 
 VOLATILE_HEADERS: tuple[str, ...] = (
     "Date", "Age", "Expires", "Server-Timing", "X-Runtime", "X-Response-Time",
@@ -120,14 +120,18 @@ def _html_excerpt(text: str, limit: int) -> str:
 def error_excerpt(response: Response, limit: int = EXCERPT_LIMIT) -> str:
     """The first non-blank line of the body (JSON on one line; an HTML page's title and text),
     cut to ``limit`` characters."""
-    body = response.body
+    return body_excerpt(response.body, response.content_type, limit, size=response.body_size)
+
+
+def body_excerpt(body: bytes, content_type: str, limit: int = EXCERPT_LIMIT, *, size: int | None = None) -> str:
+    """``error_excerpt`` of a body and its media type (lower-case, no parameters) that are not
+    a captured ``Response`` (``devtunnel send``'s answer); ``size``: the whole body's, if cut."""
     if not body.strip():
         return ""
     if b"\x00" in body:
-        return f"(binary body, {response.body_size} bytes)"
+        return f"(binary body, {len(body) if size is None else size} bytes)"
     text = body.decode("utf-8", "replace")
     line = ""
-    content_type = response.content_type
     if "json" in content_type:
         try:
             line = json.dumps(json.loads(text), ensure_ascii=False, separators=(", ", ": "))

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from devtunnel.capture.jsonpath import apply_assignments
+from devtunnel.capture.outcome import body_excerpt
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError, DevtunnelError
 from devtunnel.values.urls import split_url
@@ -158,8 +159,9 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     except httpx.HTTPError as exc:
         raise SendFailed(f"{label} to {to} failed: {str(exc) or type(exc).__name__}") from exc
     first = ""
-    if not response.is_success and response.text.strip():
-        first = response.text.strip().splitlines()[0][:300]
+    if not response.is_success:  # what replay says of an error body, the same way (an HTML page's text)
+        media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        first = body_excerpt(response.content, media_type, 300)
     # httpx reads the reason as ASCII and drops the rest ("Größe" -> "Gre"): read its bytes as
     # Response.reason_text reads a captured one, UTF-8 with any other byte shown as \xNN once escaped.
     raw_reason = response.extensions.get("reason_phrase")
