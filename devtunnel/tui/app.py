@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -354,7 +355,7 @@ class InspectorApp(App[None]):
 
         def started(request: TunnelRequest | None) -> None:
             if request is not None:
-                self.run_worker(self._start_tunnel(request), group="tunnels", exit_on_error=False)
+                self.run_worker(partial(self._start_tunnel, request), group="tunnels", exit_on_error=False)
 
         self.push_screen(NewTunnelScreen(), started)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from devtunnel.errors import DevtunnelError, FilterTimeoutError
 from devtunnel.tui.backend import Backend
@@ -73,8 +74,10 @@ class LiveView:
         backend: the store and agent API.
         table: the request table to fill.
         stats: the stats strip to count into.
-        run: starts a coroutine as a worker of the app (``App.run_worker``), so it is cancelled
-            with the app. Each is started with ``exit_on_error=False``: a store that is locked,
+        run: starts an async function (called with no arguments) as a worker of the app
+            (``App.run_worker``), so it is cancelled with the app. A function, never a coroutine
+            object: a worker cancelled before it starts (a newer one of its group, or the app
+            quitting) would leave that coroutine never awaited. Each is started with ``exit_on_error=False``: a store that is locked,
             corrupt or gone is said here (one notice until a read succeeds again; the last rows
             stay on the table and the list is read again with the next change); any other
             exception is the caller's to show (``tell_failure``), and never closes the inspector.
@@ -123,7 +126,7 @@ class LiveView:
         """Give the table the (filtered) list again, as the store has it now."""
         self._generation += 1
         self._retry = False
-        self._run(self._reload(self._generation), group="ids", exclusive=True, exit_on_error=False)
+        self._run(partial(self._reload, self._generation), group="ids", exclusive=True, exit_on_error=False)
 
     async def _reload(self, generation: int) -> None:
         try:
@@ -187,7 +190,7 @@ class LiveView:
         if self._count_stale and self._count.due():
             self._count_stale = False
             self._count.running = True
-            self._run(self._count_exact(self._generation), group="count", exclusive=True, exit_on_error=False)
+            self._run(partial(self._count_exact, self._generation), group="count", exclusive=True, exit_on_error=False)
 
     async def _count_exact(self, generation: int) -> None:
         started = time.monotonic()
@@ -236,7 +239,7 @@ class LiveView:
             self._mix_stale = True
             self._applying = True
             self._applied_at = time.monotonic()
-            self._run(self._apply(sorted(ids), self._generation), group="live", exit_on_error=False)
+            self._run(partial(self._apply, sorted(ids), self._generation), group="live", exit_on_error=False)
         self._count_if_due()
 
     async def _apply(self, ids: list[str], generation: int) -> None:
@@ -278,7 +281,7 @@ class LiveView:
         if self._mix_stale and self._mix.due() and not self._count.running:
             self._mix_stale = False
             self._mix.running = True
-            self._run(self._count_mix(), group="mix", exclusive=True, exit_on_error=False)
+            self._run(self._count_mix, group="mix", exclusive=True, exit_on_error=False)
 
     async def _count_mix(self) -> None:
         from devtunnel.capture.filters import parse

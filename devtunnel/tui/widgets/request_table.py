@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 from typing import ClassVar, Protocol, overload
 
 from rich.style import Style
@@ -275,7 +276,7 @@ class RequestTable(ScrollView, can_focus=True):
             self._move(self.total - 1, keep_following=True)
             self._want_view()
         else:
-            self.run_worker(self._find(current, self._generation), group="request-table-find", exclusive=True,
+            self.run_worker(partial(self._find, current, self._generation), group="request-table-find", exclusive=True,
                             exit_on_error=False)
         self.refresh()
 
