@@ -146,6 +146,7 @@ class InspectorApp(App[None]):
     def _tick(self) -> None:
         self.query_one(StatsStrip).tick()
         self.query_one(TunnelsPanel).refresh()
+        self.live.watch_store()
         if int(time.monotonic()) % 2 == 0:
             self.live.refresh_mix()
             if self.backend.api_url:

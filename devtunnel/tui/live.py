@@ -111,6 +111,9 @@ class LiveView:
         self._mix_stale = True
         self._retry = False
         """The last list read failed: the next change reads it again."""
+        self._retry_soon = False
+        """The last list read failed on the store (locked, say): ``watch_store`` reads it again
+        without waiting for a change. (An error nobody foresaw waits for one: it is said each time.)"""
         self._failing = False
         """A read of the store failed and was said; no read has succeeded since."""
         self.loaded = asyncio.Event()
@@ -125,7 +128,7 @@ class LiveView:
     def reload(self) -> None:
         """Give the table the (filtered) list again, as the store has it now."""
         self._generation += 1
-        self._retry = False
+        self._retry = self._retry_soon = False
         self._run(partial(self._reload, self._generation), group="ids", exclusive=True, exit_on_error=False)
 
     async def _reload(self, generation: int) -> None:
@@ -134,12 +137,37 @@ class LiveView:
         except DevtunnelError as exc:
             # The store is locked, corrupt or gone: the last rows stay, and the next change reads again.
             if generation == self._generation:
-                self._retry = True
+                self._retry = self._retry_soon = True
                 self._cannot_read(exc)
         except Exception:
             if generation == self._generation:
                 self._retry = True
             raise  # an error we did not foresee: the app says it (``tell_failure``)
+
+    def watch_store(self) -> None:
+        """Follow the database file, and read the list again after it failed (call every second or so).
+
+        Another file at the path (an agent made a new one) is said once and its list is shown;
+        a deleted file is said once and its rows stay (the file stays open: an agent still
+        running records into it until it restarts). A list that could not be read (the store
+        locked by another process, say) is read again without waiting for a change, so the
+        inspector recovers on its own when the lock is let go.
+        """
+        change = self.backend.file_change()
+        path = self.backend.db_path
+        if change == "deleted":
+            self.table.notify(f"{path} was deleted. The captures shown are still read from the deleted file, "
+                              "which a running agent records into until it restarts; a new file there will be "
+                              "shown as soon as it appears.", title="Capture database deleted", severity="warning",
+                              timeout=15)
+        elif change is not None:
+            if change == "replaced":
+                self.table.notify(f"{path} is another file now: showing its captures.",
+                                  title="Capture database replaced", severity="warning", timeout=10)
+            self._failing = False  # a failure to read the new file is said anew
+            self.reload()
+        elif self._retry_soon:
+            self.reload()
 
     def _cannot_read(self, exc: DevtunnelError) -> None:
         """Say that the store could not be read, once until a read succeeds again (retries under
