@@ -107,6 +107,7 @@ class InspectorApp(App[None]):
     def on_mount(self) -> None:
         self.live = LiveView(self.backend, self.table, self.query_one(StatsStrip), self.run_worker,
                              later=lambda delay, callback: self.set_timer(delay, callback))
+        self.table.read_failed = self.live.cannot_read  # one notice about the store, whoever read it
         self.live.reload()
         self.table.focus()
         if self.supervisor is not None:

@@ -138,7 +138,7 @@ class LiveView:
             # The store is locked, corrupt or gone: the last rows stay, and the next change reads again.
             if generation == self._generation:
                 self._retry = self._retry_soon = True
-                self._cannot_read(exc)
+                self.cannot_read(exc)
         except Exception:
             if generation == self._generation:
                 self._retry = True
@@ -169,9 +169,10 @@ class LiveView:
         elif self._retry_soon:
             self.reload()
 
-    def _cannot_read(self, exc: DevtunnelError) -> None:
+    def cannot_read(self, exc: Exception) -> None:
         """Say that the store could not be read, once until a read succeeds again (retries under
-        traffic run up to ten times a second, and SQLite words one broken file several ways)."""
+        traffic run up to ten times a second, and SQLite words one broken file several ways).
+        The table's own page reads say their failures here too (``RequestTable.read_failed``)."""
         if not self._failing:
             self._failing = True
             self.table.notify(str(exc), title="Could not read captures", severity="error", timeout=10)
@@ -276,7 +277,7 @@ class LiveView:
                 rows, total = await self.backend.changed_rows(ids, self.filter)
             except DevtunnelError as exc:  # say it, and try these again with the next changes
                 self._pending.update(ids)
-                self._cannot_read(exc)
+                self.cannot_read(exc)
                 return
             self._read_ok()
             if generation != self._generation or self._sourced != generation:
@@ -323,7 +324,7 @@ class LiveView:
                 mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
         except DevtunnelError as exc:
             self._mix_stale = True  # the last mix stays; counted again later (spaced as ever)
-            self._cannot_read(exc)
+            self.cannot_read(exc)
             return
         finally:
             self._mix.running = False

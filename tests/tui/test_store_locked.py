@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +144,33 @@ async def test_a_new_file_held_locked_keeps_the_rows_shown_until_it_can_be_read(
                              what="the new file's rows")
         assert len(_notices(app, "Could not read captures")) == 1
         assert len(_notices(app, "Capture database replaced")) == 1
+
+
+async def test_keys_move_the_table_at_once_while_its_page_reads_wait_on_a_lock(
+        tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
+    """Before: the table read its pages in a callback of its own, and its keys waited behind each
+    read (a second on the lock, two a page): six pages up took eight seconds, and each failed read
+    was a notice of its own."""
+    db = fill(tmp_path / "captures.db", [make_exchange(n) for n in range(300)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(RequestTable)
+        await async_wait_for(lambda: table.total == 300 and table.cached_row(fixed_id(299)), what="300 rows")
+        new = fill(tmp_path / "next.db", [make_exchange(n) for n in range(400, 700)])
+        locker = _lock(procs, new)
+        for name in ("captures.db", "captures.db-wal", "captures.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        os.replace(new, db)
+        await async_wait_for(lambda: _notices(app, "Capture database replaced"), timeout=15, what="the notice")
+        started = time.monotonic()
+        for _ in range(6):  # past the rows held: each page up needs a read, which waits on the lock
+            before = table.cursor
+            await pilot.press("pageup")
+            assert table.cursor < before
+        assert time.monotonic() - started < 3.0
+        await async_wait_for(lambda: _notices(app, "Could not read captures"), timeout=15, what="the lock's notice")
+        await pilot.pause(1.5)
+        assert len(_notices(app, "Could not read captures")) == 1
+        assert locker.stop() == 0
+        await async_wait_for(lambda: table.total == 300 and table.cached_row(fixed_id(699)), timeout=15,
+                             what="the new file's rows")
