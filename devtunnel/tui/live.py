@@ -77,10 +77,11 @@ class LiveView:
         run: starts an async function (called with no arguments) as a worker of the app
             (``App.run_worker``), so it is cancelled with the app. A function, never a coroutine
             object: a worker cancelled before it starts (a newer one of its group, or the app
-            quitting) would leave that coroutine never awaited. Each is started with ``exit_on_error=False``: a store that is locked,
-            corrupt or gone is said here (one notice until a read succeeds again; the last rows
-            stay on the table and the list is read again with the next change); any other
-            exception is the caller's to show (``tell_failure``), and never closes the inspector.
+            quitting) would leave that coroutine never awaited. Each is started with
+            ``exit_on_error=False``: a store that is locked, corrupt or gone is said here (one
+            notice until a read succeeds again; the last rows stay on the table and the list is
+            read again by ``watch_store`` and with the next change); any other exception is the
+            caller's to show (``tell_failure``), and never closes the inspector.
         later: calls a function after a delay (``App.set_timer``); without it, changes wait for
             the caller's next ``flush``.
         refilter_every: least seconds between two exact counts of a filtered list under live traffic.
