@@ -11,15 +11,17 @@ again every second until the lock is let go, without any change to wait for.
 
 from __future__ import annotations
 
-import asyncio
 import os
+import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from devtunnel.capture.store import Store
 from devtunnel.tui.app import InspectorApp
 from devtunnel.tui.screens.help import HelpScreen
 from devtunnel.tui.widgets import FilterBar, RequestTable
@@ -57,25 +59,20 @@ def _notices(app: InspectorApp, title: str) -> list[str]:
     return [n.message for n in app._notifications if n.title == title]
 
 
-class _LoopLag:
-    """The longest the event loop (the screen's thread) went without running a task, sampled every 20 ms."""
+@pytest.fixture
+def read_threads(monkeypatch: pytest.MonkeyPatch) -> set[int]:
+    """The threads every read of the inspector's ran on (each takes its thread's connection first): a read
+    that waits a second on the lock must never run on the screen's thread."""
+    threads: set[int] = set()
+    conn = Store._conn
 
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._task = asyncio.get_running_loop().create_task(self._sample())
+    def recorded(self: Store) -> sqlite3.Connection:
+        if self.readonly:  # the inspector's (the tests fill their files with a writer first)
+            threads.add(threading.get_ident())
+        return conn(self)
 
-    async def _sample(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while True:
-            await asyncio.sleep(0.02)
-            now = loop.time()
-            self.longest = max(self.longest, now - last - 0.02)
-            last = now
-
-    def stop(self) -> float:
-        self._task.cancel()
-        return self.longest
+    monkeypatch.setattr(Store, "_conn", recorded)
+    return threads
 
 
 async def _keys_work(app: InspectorApp, pilot) -> None:  # type: ignore[no-untyped-def]
@@ -91,12 +88,11 @@ async def _keys_work(app: InspectorApp, pilot) -> None:  # type: ignore[no-untyp
 
 
 async def test_a_store_locked_when_the_inspector_starts_is_said_once_and_read_once_let_go(
-        tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
+        tmp_path: Path, procs: list[Proc], read_threads: set[int]) -> None:  # noqa: F811
     db = fill(tmp_path / "captures.db", traffic(12))
     locker = _lock(procs, db)
     app = inspector(db, tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        lag = _LoopLag()
         table = app.query_one(RequestTable)
         await async_wait_for(lambda: _notices(app, "Could not read captures"), timeout=15, what="the notice")
         assert "is locked by another process" in _notices(app, "Could not read captures")[0]
@@ -107,7 +103,7 @@ async def test_a_store_locked_when_the_inspector_starts_is_said_once_and_read_on
         assert len(_notices(app, "Could not read captures")) == 1
         assert not table.ids and app.is_running
         # Each read waited a second on the lock, on a reader thread: the screen never did.
-        assert lag.stop() < 0.9
+        assert read_threads and threading.get_ident() not in read_threads
         assert locker.stop() == 0 and locker.out[-1] == "released"
         await async_wait_for(lambda: len(table.ids) == 12 and table.cached_row(fixed_id(11)), timeout=15,
                              what="the rows once the lock is let go")
@@ -115,7 +111,7 @@ async def test_a_store_locked_when_the_inspector_starts_is_said_once_and_read_on
 
 
 async def test_a_new_file_held_locked_keeps_the_rows_shown_until_it_can_be_read(
-        tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
+        tmp_path: Path, procs: list[Proc], read_threads: set[int]) -> None:  # noqa: F811
     db = fill(tmp_path / "captures.db", traffic(12))
     app = inspector(db, tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -127,7 +123,6 @@ async def test_a_new_file_held_locked_keeps_the_rows_shown_until_it_can_be_read(
         for name in ("captures.db", "captures.db-wal", "captures.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
         os.replace(new, db)
-        lag = _LoopLag()
         await async_wait_for(lambda: _notices(app, "Could not read captures"), timeout=15, what="the lock's notice")
         assert "is locked by another process" in _notices(app, "Could not read captures")[0]
         assert _notices(app, "Capture database replaced") == [f"{db} is another file now: showing its captures."]
@@ -138,7 +133,7 @@ async def test_a_new_file_held_locked_keeps_the_rows_shown_until_it_can_be_read(
         tried = app.live._generation
         await async_wait_for(lambda: app.live._generation >= tried + 2, timeout=15, what="two more reads")
         assert len(_notices(app, "Could not read captures")) == 1
-        assert lag.stop() < 0.9
+        assert read_threads and threading.get_ident() not in read_threads
         assert locker.stop() == 0
         await async_wait_for(lambda: list(table.ids) == [fixed_id(n) for n in (20, 21, 22)], timeout=15,
                              what="the new file's rows")
@@ -147,7 +142,7 @@ async def test_a_new_file_held_locked_keeps_the_rows_shown_until_it_can_be_read(
 
 
 async def test_keys_move_the_table_at_once_while_its_page_reads_wait_on_a_lock(
-        tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
+        tmp_path: Path, procs: list[Proc], read_threads: set[int]) -> None:  # noqa: F811
     """Before: the table read its pages in a callback of its own, and its keys waited behind each
     read (a second on the lock, two a page): six pages up took eight seconds, and each failed read
     was a notice of its own."""
@@ -167,9 +162,13 @@ async def test_keys_move_the_table_at_once_while_its_page_reads_wait_on_a_lock(
             before = table.cursor
             await pilot.press("pageup")
             assert table.cursor < before
-        assert time.monotonic() - started < 3.0
+        # Each page's read waits at least a second on the lock: six presses that each waited for
+        # their read took six seconds and more (10.3 s measured before); they take milliseconds.
+        assert time.monotonic() - started < 5.0
+        assert threading.get_ident() not in read_threads
         await async_wait_for(lambda: _notices(app, "Could not read captures"), timeout=15, what="the lock's notice")
-        await pilot.pause(1.5)
+        failed = table.reads
+        await async_wait_for(lambda: table.reads >= failed + 2, timeout=15, what="two more page reads")
         assert len(_notices(app, "Could not read captures")) == 1
         assert locker.stop() == 0
         await async_wait_for(lambda: table.total == 300 and table.cached_row(fixed_id(699)), timeout=15,
