@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -106,6 +107,7 @@ class InspectorApp(App[None]):
     def on_mount(self) -> None:
         self.live = LiveView(self.backend, self.table, self.query_one(StatsStrip), self.run_worker,
                              later=lambda delay, callback: self.set_timer(delay, callback))
+        self.table.read_failed = self.live.cannot_read  # one notice about the store, whoever read it
         self.live.reload()
         self.table.focus()
         if self.supervisor is not None:
@@ -145,6 +147,7 @@ class InspectorApp(App[None]):
     def _tick(self) -> None:
         self.query_one(StatsStrip).tick()
         self.query_one(TunnelsPanel).refresh()
+        self.live.watch_store()
         if int(time.monotonic()) % 2 == 0:
             self.live.refresh_mix()
             if self.backend.api_url:
@@ -354,7 +357,7 @@ class InspectorApp(App[None]):
 
         def started(request: TunnelRequest | None) -> None:
             if request is not None:
-                self.run_worker(self._start_tunnel(request), group="tunnels", exit_on_error=False)
+                self.run_worker(partial(self._start_tunnel, request), group="tunnels", exit_on_error=False)
 
         self.push_screen(NewTunnelScreen(), started)
 

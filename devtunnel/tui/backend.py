@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 import queue
 import threading
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -205,6 +206,16 @@ class _Readers(Executor):
                 self._jobs.put(None)
 
 
+FileChange = Literal["deleted", "replaced", "created"]
+"""What ``Backend.file_change`` found."""
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """The device and inode of ``path``: another file at the path has another."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 class StorePages:
     """One filter's exchanges as pages read by keyset (a ``RowSource`` for the request table)."""
 
@@ -251,6 +262,12 @@ class Backend:
         self._screen = _Readers(1)
         """Reads for what is on screen (pages, live rows): never queued behind a count."""
         self._store: Store | None = None
+        self._file: tuple[int, int] | None = None
+        """The device and inode of the file ``_store`` reads (None: none is open)."""
+        self._deleted = False
+        """The file ``_store`` reads was deleted (``file_change``); nothing is at the path."""
+        self._thread = threading.local()
+        """The store each reader thread last read (its connection is closed when the store is replaced)."""
         self._client: httpx.AsyncClient | None = None
         self._closed = False
         self.tunnel_requests: dict[str, dict[str, Any]] = {}
@@ -260,18 +277,59 @@ class Backend:
 
     def _open(self) -> Store | None:
         if self._store is None:
-            if not self.db_path.exists():
+            try:
+                before = _identity(self.db_path)
+            except FileNotFoundError:
+                self._file = None
                 return None
             # A screen should not wait long on the agent's locks: it reads again soon anyway.
-            self._store = Store(self.db_path, readonly=True, busy_timeout=1.0)
+            store = Store(self.db_path, readonly=True, busy_timeout=1.0)
+            self._store, self._file = store, before
         return self._store
+
+    def file_change(self) -> FileChange | None:
+        """What became of the database file since the store opened it (one ``stat``: call it every second or so).
+
+        ``"deleted"``: nothing is at the path any more; the store reads on the file it has open
+        (an agent still running records into it until it restarts). ``"replaced"``: another file
+        is at the path (an agent made a new one, or one was moved there); the next read opens it.
+        ``"created"``: a file is there where none was when the store was first read. Each change
+        is returned once; None: nothing changed.
+        """
+        try:
+            now: tuple[int, int] | None = _identity(self.db_path)
+        except FileNotFoundError:
+            now = None
+        except OSError:
+            return None  # cannot tell (a folder we may not search): the reads will say what is wrong
+        if now == self._file:
+            return None
+        if now is None:
+            if self._store is None:  # nothing open: an empty list, read again when a file is there
+                self._file = None
+                return None
+            if self._deleted:
+                return None
+            self._deleted = True
+            return "deleted"
+        change: FileChange = "created" if self._store is None and self._file is None else "replaced"
+        # Each reader thread closes its connection to the former file at its next read (``_read``).
+        self._store, self._file, self._deleted = None, now, False
+        return change
 
     async def _read(self, fn: Callable[[Store], T], empty: T, *, screen: bool = False) -> T:
         def call() -> T:
             store = self._open()
+            former = getattr(self._thread, "store", None)
+            if former is not None and former is not store:
+                former.close()  # this thread's connection to a file no longer at the path
+            self._thread.store = store
             return empty if store is None else fn(store)
 
-        return await asyncio.get_running_loop().run_in_executor(self._screen if screen else self._pool, call)
+        # Once the file is deleted only connections opened before can read it: the screen's reader
+        # has one (it reads every list first), the others may not, so every read goes there.
+        readers = self._screen if screen or self._deleted else self._pool
+        return await asyncio.get_running_loop().run_in_executor(readers, call)
 
     async def ids(self, filter: object = None) -> list[str]:
         """Every id matching ``filter``, oldest first."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from devtunnel.errors import DevtunnelError, FilterTimeoutError
 from devtunnel.tui.backend import Backend
@@ -73,11 +74,14 @@ class LiveView:
         backend: the store and agent API.
         table: the request table to fill.
         stats: the stats strip to count into.
-        run: starts a coroutine as a worker of the app (``App.run_worker``), so it is cancelled
-            with the app. Each is started with ``exit_on_error=False``: a store that is locked,
-            corrupt or gone is said here (one notice until a read succeeds again; the last rows
-            stay on the table and the list is read again with the next change); any other
-            exception is the caller's to show (``tell_failure``), and never closes the inspector.
+        run: starts an async function (called with no arguments) as a worker of the app
+            (``App.run_worker``), so it is cancelled with the app. A function, never a coroutine
+            object: a worker cancelled before it starts (a newer one of its group, or the app
+            quitting) would leave that coroutine never awaited. Each is started with
+            ``exit_on_error=False``: a store that is locked, corrupt or gone is said here (one
+            notice until a read succeeds again; the last rows stay on the table and the list is
+            read again by ``watch_store`` and with the next change); any other exception is the
+            caller's to show (``tell_failure``), and never closes the inspector.
         later: calls a function after a delay (``App.set_timer``); without it, changes wait for
             the caller's next ``flush``.
         refilter_every: least seconds between two exact counts of a filtered list under live traffic.
@@ -108,6 +112,9 @@ class LiveView:
         self._mix_stale = True
         self._retry = False
         """The last list read failed: the next change reads it again."""
+        self._retry_soon = False
+        """The last list read failed on the store (locked, say): ``watch_store`` reads it again
+        without waiting for a change. (An error nobody foresaw waits for one: it is said each time.)"""
         self._failing = False
         """A read of the store failed and was said; no read has succeeded since."""
         self.loaded = asyncio.Event()
@@ -122,8 +129,8 @@ class LiveView:
     def reload(self) -> None:
         """Give the table the (filtered) list again, as the store has it now."""
         self._generation += 1
-        self._retry = False
-        self._run(self._reload(self._generation), group="ids", exclusive=True, exit_on_error=False)
+        self._retry = self._retry_soon = False
+        self._run(partial(self._reload, self._generation), group="ids", exclusive=True, exit_on_error=False)
 
     async def _reload(self, generation: int) -> None:
         try:
@@ -131,16 +138,42 @@ class LiveView:
         except DevtunnelError as exc:
             # The store is locked, corrupt or gone: the last rows stay, and the next change reads again.
             if generation == self._generation:
-                self._retry = True
-                self._cannot_read(exc)
+                self._retry = self._retry_soon = True
+                self.cannot_read(exc)
         except Exception:
             if generation == self._generation:
                 self._retry = True
             raise  # an error we did not foresee: the app says it (``tell_failure``)
 
-    def _cannot_read(self, exc: DevtunnelError) -> None:
+    def watch_store(self) -> None:
+        """Follow the database file, and read the list again after it failed (call every second or so).
+
+        Another file at the path (an agent made a new one) is said once and its list is shown;
+        a deleted file is said once and its rows stay (the file stays open: an agent still
+        running records into it until it restarts). A list that could not be read (the store
+        locked by another process, say) is read again without waiting for a change, so the
+        inspector recovers on its own when the lock is let go.
+        """
+        change = self.backend.file_change()
+        path = self.backend.db_path
+        if change == "deleted":
+            self.table.notify(f"{path} was deleted. The captures shown are still read from the deleted file, "
+                              "which a running agent records into until it restarts; a new file there will be "
+                              "shown as soon as it appears.", title="Capture database deleted", severity="warning",
+                              timeout=15)
+        elif change is not None:
+            if change == "replaced":
+                self.table.notify(f"{path} is another file now: showing its captures.",
+                                  title="Capture database replaced", severity="warning", timeout=10)
+            self._failing = False  # a failure to read the new file is said anew
+            self.reload()
+        elif self._retry_soon:
+            self.reload()
+
+    def cannot_read(self, exc: Exception) -> None:
         """Say that the store could not be read, once until a read succeeds again (retries under
-        traffic run up to ten times a second, and SQLite words one broken file several ways)."""
+        traffic run up to ten times a second, and SQLite words one broken file several ways).
+        The table's own page reads say their failures here too (``RequestTable.read_failed``)."""
         if not self._failing:
             self._failing = True
             self.table.notify(str(exc), title="Could not read captures", severity="error", timeout=10)
@@ -187,7 +220,7 @@ class LiveView:
         if self._count_stale and self._count.due():
             self._count_stale = False
             self._count.running = True
-            self._run(self._count_exact(self._generation), group="count", exclusive=True, exit_on_error=False)
+            self._run(partial(self._count_exact, self._generation), group="count", exclusive=True, exit_on_error=False)
 
     async def _count_exact(self, generation: int) -> None:
         started = time.monotonic()
@@ -236,7 +269,7 @@ class LiveView:
             self._mix_stale = True
             self._applying = True
             self._applied_at = time.monotonic()
-            self._run(self._apply(sorted(ids), self._generation), group="live", exit_on_error=False)
+            self._run(partial(self._apply, sorted(ids), self._generation), group="live", exit_on_error=False)
         self._count_if_due()
 
     async def _apply(self, ids: list[str], generation: int) -> None:
@@ -245,7 +278,7 @@ class LiveView:
                 rows, total = await self.backend.changed_rows(ids, self.filter)
             except DevtunnelError as exc:  # say it, and try these again with the next changes
                 self._pending.update(ids)
-                self._cannot_read(exc)
+                self.cannot_read(exc)
                 return
             self._read_ok()
             if generation != self._generation or self._sourced != generation:
@@ -278,7 +311,7 @@ class LiveView:
         if self._mix_stale and self._mix.due() and not self._count.running:
             self._mix_stale = False
             self._mix.running = True
-            self._run(self._count_mix(), group="mix", exclusive=True, exit_on_error=False)
+            self._run(self._count_mix, group="mix", exclusive=True, exit_on_error=False)
 
     async def _count_mix(self) -> None:
         from devtunnel.capture.filters import parse
@@ -292,7 +325,7 @@ class LiveView:
                 mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
         except DevtunnelError as exc:
             self._mix_stale = True  # the last mix stays; counted again later (spaced as ever)
-            self._cannot_read(exc)
+            self.cannot_read(exc)
             return
         finally:
             self._mix.running = False

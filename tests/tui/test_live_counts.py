@@ -48,8 +48,8 @@ async def test_the_mix_waits_for_a_filters_count_and_follows_it_at_once() -> Non
     stats = _Stats()
     tasks: list[asyncio.Task[None]] = []
 
-    def run(coro: Any, **_: Any) -> None:
-        tasks.append(asyncio.get_running_loop().create_task(coro))
+    def run(work: Any, **_: Any) -> None:
+        tasks.append(asyncio.get_running_loop().create_task(work()))
 
     live = LiveView(backend, table=None, stats=stats, run=run)  # type: ignore[arg-type]
     live.filter = parse("method:POST")

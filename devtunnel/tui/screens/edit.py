@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import ClassVar
 
 from rich.text import Text
@@ -396,7 +397,7 @@ class EditReplayScreen(Screen[None]):
             self._show_message(f"Not sent: {escape_control(str(exc))}", error=True)
             return
         self._show_message(Text("Sending…", "dim"))
-        self.run_worker(self._replay(edit), group="replay", exclusive=True, exit_on_error=False)
+        self.run_worker(partial(self._replay, edit), group="replay", exclusive=True, exit_on_error=False)
 
     async def _replay(self, edit: Edit) -> None:
         try:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import ClassVar, Protocol, overload
 
 from rich.style import Style
@@ -204,6 +205,10 @@ class RequestTable(ScrollView, can_focus=True):
         self._edits = 0
         self._wanted: tuple[int, int] | None = None
         self._loading = False
+        self._read_failing = False
+        self.read_failed: Callable[[Exception], None] | None = None
+        """Where a failed read of the source is said (the app's one notice about the store);
+        None: the table says it, once until a read succeeds."""
         self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
         self._styles: dict[str, Style] = {}
         self._pass: tuple[int, Columns, Style] | None = None
@@ -275,7 +280,7 @@ class RequestTable(ScrollView, can_focus=True):
             self._move(self.total - 1, keep_following=True)
             self._want_view()
         else:
-            self.run_worker(self._find(current, self._generation), group="request-table-find", exclusive=True,
+            self.run_worker(partial(self._find, current, self._generation), group="request-table-find", exclusive=True,
                             exit_on_error=False)
         self.refresh()
 
@@ -299,8 +304,9 @@ class RequestTable(ScrollView, can_focus=True):
         try:
             position = await self._source.position(exchange_id)
         except Exception as exc:  # a store error must not kill the table; the cursor stays, say it
-            self.notify(str(exc), title="Could not read captures", severity="error")
+            self._cannot_read(exc)
             return
+        self._read_failing = False
         if generation != self._generation:
             return
         self._move(min(position, self.total - 1), keep_following=True)
@@ -503,7 +509,9 @@ class RequestTable(ScrollView, can_focus=True):
         self._wanted = (lo, hi)
         if not self._loading:
             self._loading = True
-            self.call_later(self._load)
+            # A worker, not a callback: the table's own messages (keys) must not wait on a read,
+            # and a store held locked by another process holds a read for a second.
+            self.run_worker(self._load, group="request-table-load", exit_on_error=False)
 
     async def _load(self) -> None:
         try:
@@ -516,8 +524,9 @@ class RequestTable(ScrollView, can_focus=True):
                 try:
                     await self._fetch(lo, hi, generation)
                 except Exception as exc:  # a store error must not kill the table; say it
-                    self.notify(str(exc), title="Could not read captures", severity="error", markup=False)
+                    self._cannot_read(exc)
                     return
+                self._read_failing = False
                 if generation[0] == self._generation:
                     self._trim()
                     self.refresh()
@@ -525,6 +534,14 @@ class RequestTable(ScrollView, can_focus=True):
                 self._want_view()  # what the view needs now (nothing if it is covered)
         finally:
             self._loading = False
+
+    def _cannot_read(self, exc: Exception) -> None:
+        """Say that a read failed, once until one succeeds (to ``read_failed`` if it is set)."""
+        if self.read_failed is not None:
+            self.read_failed(exc)
+        elif not self._read_failing:
+            self._read_failing = True
+            self.notify(str(exc), title="Could not read captures", severity="error", markup=False)
 
     async def _read(self, method: str, key: str | None, limit: int, skip: int = 0) -> list[Row]:
         self.reads += 1
