@@ -290,8 +290,9 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
     try:
         await service.start()
         if is_http:
-            exchange_log = _ExchangeLog(out)
-            service.subscribe_exchanges(exchange_log)
+            if api_pipe is None:  # under an inspector, which shows every exchange, its log file gets no line of each
+                exchange_log = _ExchangeLog(out)
+                service.subscribe_exchanges(exchange_log)
             announced: dict[str, str] = {}  # tunnel name -> the public URL last printed
             app_states: dict[str, str] = {}
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()

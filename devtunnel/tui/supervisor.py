@@ -59,6 +59,22 @@ def agent_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "devtunnel", *args]
 
 
+AGENT_LOG_MAX = 8 << 20
+"""Bytes of the agent's log after which the next start moves it to ``agent.log.1`` (replacing
+the one before) and begins a new one: every session appends to it, and an agent's warnings
+across months of sessions would otherwise grow it without end."""
+
+
+def keep_log_bounded(path: Path, limit: int = AGENT_LOG_MAX) -> None:
+    """Move ``path`` to ``path.1`` when it holds more than ``limit`` bytes (best effort: a log
+    that cannot be moved is appended to as before)."""
+    try:
+        if path.stat().st_size > limit:
+            path.replace(path.with_name(path.name + ".1"))
+    except OSError:
+        pass
+
+
 class AgentSupervisor:
     """Keeps one agent process running until ``stop()``.
 
@@ -66,7 +82,8 @@ class AgentSupervisor:
         argv: the agent's command line (or a function called before each start that returns it);
             the agent must write ``API http://127.0.0.1:PORT`` to the pipe ``DEVTUNNEL_API_FD``
             names (``tell_api_pipe``).
-        log_path: the file that receives the agent's stdout and stderr (appended).
+        log_path: the file that receives the agent's stdout and stderr (appended; moved to
+            ``NAME.1`` at a start when it is over ``AGENT_LOG_MAX``).
         on_change: called (in the event loop) with the new status on every change.
         env: variables the agent gets on top of this process's environment (which is left as it is).
         ready_timeout: seconds to wait for the API line before killing and retrying.
@@ -136,6 +153,7 @@ class AgentSupervisor:
     async def _run_once(self) -> int | None:
         argv = list(self._argv() if callable(self._argv) else self._argv)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        keep_log_bounded(self.log_path)
         api_read, api_write = os.pipe()
         try:
             with open(self.log_path, "ab") as log:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.tui.supervisor import AgentStatus, AgentSupervisor
+from devtunnel.tui.supervisor import AGENT_LOG_MAX, AgentStatus, AgentSupervisor
 from tests.helpers import async_wait_for, process_alive, wait_for
 
 # A stand-in agent: serves HTTP on a free port and announces it the way the agent does.
@@ -61,6 +61,35 @@ async def test_reads_the_api_line_and_restarts_a_killed_agent(tmp_path: Path, ch
     lines = log.read_text().splitlines()
     assert sum(line.startswith("API http://127.0.0.1:") for line in lines) == 2
     assert lines.count("a line on stderr") == 2
+
+
+async def test_a_log_grown_past_its_bound_is_moved_aside_at_the_next_start(tmp_path: Path,
+                                                                            changes: list[AgentStatus]) -> None:
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as f:  # months of sessions' warnings (sparse: no disk used)
+        f.write(b"old session\n")
+        f.truncate(AGENT_LOG_MAX + 1)
+    (tmp_path / "agent.log.1").write_bytes(b"older still\n")
+    supervisor = AgentSupervisor([sys.executable, "-c", SERVING_CHILD], log, changes.append)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: supervisor.status.state == "running", what="the agent to run")
+        await async_wait_for(lambda: b"a line on stderr" in log.read_bytes(), what="the agent's lines")
+    finally:
+        await supervisor.stop()
+    moved = tmp_path / "agent.log.1"
+    assert moved.stat().st_size == AGENT_LOG_MAX + 1 and moved.read_bytes().startswith(b"old session\n")
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("--- ") and "starting" in lines[0] and "old session" not in lines
+    assert log.stat().st_size < 4096
+    # Under the bound, a log is appended to as before.
+    supervisor = AgentSupervisor([sys.executable, "-c", SERVING_CHILD], log, changes.append)
+    supervisor.start()
+    try:
+        await async_wait_for(lambda: log.read_text().count("a line on stderr") == 2, what="the second session's lines")
+    finally:
+        await supervisor.stop()
+    assert log.read_text().startswith(lines[0]) and moved.stat().st_size == AGENT_LOG_MAX + 1
 
 
 async def test_agent_that_never_announces_its_api_is_killed_and_retried(tmp_path: Path,

@@ -147,6 +147,7 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
     assert (tmp_path / "status").read_text().strip() == "0"
     log = (tmp_path / "state" / "devtunnel" / "agent.log").read_text()
     assert "Forwarding http://e2e.localhost:" in log
+    assert "/teapot" not in log  # no line per exchange: the inspector shows them, the file would only grow
     # The agent went with the inspector: nothing listens on the relay port any more.
     wait_for(lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
                                     timeout=15).returncode != 0, timeout=15, what="the agent to stop")
