@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Signature", "Verdict"]
+__all__ = ["DUPLICATE_MARK", "SIGNATURE_MARKS", "Signature", "Verdict"]
 
 
 class Signature(StrEnum):
@@ -23,6 +23,18 @@ class Signature(StrEnum):
     """The provider's signature header is absent."""
     UNVERIFIED = "unverified"
     """No secret is known for the provider, or the body was recorded only in part."""
+
+
+SIGNATURE_MARKS: dict[Signature, tuple[str, str]] = {
+    Signature.VALID: ("✓", "signature valid (matches a known secret)"),
+    Signature.INVALID: ("✗", "signature invalid (the detail says why)"),
+    Signature.UNSIGNED: ("–", "unsigned: the provider's signature header is absent"),
+    Signature.UNVERIFIED: ("?", "not verified: no secret known (or the body was recorded only in part)"),
+}
+"""Per signature state: its one-cell mark (the inspector's table, ``devtunnel requests``) and what it means."""
+
+DUPLICATE_MARK = "≡"
+"""Marks a delivery whose id was captured before (a provider's retry, or a resend)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,11 @@ class Verdict:
     signature: Signature
     reason: str = ""
     duplicate_of: str | None = None
+
+    @property
+    def mark(self) -> str:
+        """The signature's one-cell mark (``SIGNATURE_MARKS``)."""
+        return SIGNATURE_MARKS.get(self.signature, SIGNATURE_MARKS[Signature.UNVERIFIED])[0]
 
     def to_json(self) -> dict[str, Any]:
         """The ``webhook`` object of ``requests --json``, ``show --json`` and the agent API."""

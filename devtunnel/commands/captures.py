@@ -27,6 +27,7 @@ from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.outcome import replay_mark, replay_outcome, status_line
 from devtunnel.capture.rows import Row
+from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
 from devtunnel.capture.store import Store
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
@@ -146,8 +147,30 @@ _REQUEST_COLUMNS = [
     Column("STATUS"),
     Column("DURATION", align=">"),
     Column("SIZE", align=">", optional=2),
+    Column("EVENT", optional=2),
     Column("PATH", flexible=True),
 ]
+"""The columns of ``requests``; EVENT only when a listed request is a webhook delivery."""
+
+
+def event_cell(verdict: Verdict | None) -> str:
+    """``✓ stripe invoice.paid`` (``≡`` after the mark for a duplicate delivery): the inspector's
+    EVENT column as text; ``""`` for a request that is no webhook delivery."""
+    if verdict is None:
+        return ""
+    duplicate = DUPLICATE_MARK if verdict.duplicate_of else ""
+    return f"{verdict.mark}{duplicate} {verdict.provider} {verdict.event_type or '?'}"
+
+
+def _webhook_lines(verdict: Verdict) -> list[str]:
+    """``show``'s lines for a webhook delivery: provider, event and delivery id, signature, duplicate."""
+    delivery = f"  (delivery {safe(verdict.delivery_id)})" if verdict.delivery_id else ""
+    signature = f"{verdict.mark} {verdict.signature.value}" + (f": {safe(verdict.reason)}" if verdict.reason else "")
+    lines = [f"webhook   {safe(verdict.provider)} {safe(verdict.event_type or '?')}{delivery}",
+             f"signature {signature}"]
+    if verdict.duplicate_of:
+        lines.append(f"duplicate {DUPLICATE_MARK} of {safe(verdict.duplicate_of)}  (the first capture of this delivery id)")
+    return lines
 
 
 def _requests(args: argparse.Namespace) -> int:
@@ -173,11 +196,16 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             format_size(r.size),
+            event_cell(r.webhook),
             (replay_mark(r) or _rule_mark(r)) + r.target,
         ]
         for r in rows
     ]
-    for line in table(_REQUEST_COLUMNS, cells):
+    columns = _REQUEST_COLUMNS
+    if not any(r.webhook for r in rows):
+        columns = [c for c in columns if c.title != "EVENT"]
+        cells = [row[:-2] + row[-1:] for row in cells]
+    for line in table(columns, cells):
         print(line)
     return 0
 
@@ -249,6 +277,10 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
         lines.append(f"replayed  {safe(r.id)}  {safe(_status_cell(r))}")
     if ex.error:
         lines.append(f"error     {safe(ex.error)}: {safe(ex.error_message)}")
+    if ex.rule is not None:
+        lines.append(f"rule      {safe(ex.rule.label())} (at the relay)")
+    if ex.webhook is not None:
+        lines += _webhook_lines(ex.webhook)
     lines += ["", "── request " + "─" * 40, *_request_lines(ex.request)]
     if ex.response is not None:
         lines += ["", "── response " + "─" * 39, *_response_lines(ex.response)]

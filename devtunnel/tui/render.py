@@ -28,7 +28,8 @@ from rich.text import Text
 from devtunnel.capture.model import Request, Response
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.values.terminal import as_text, escape
-from devtunnel.capture.verdict import Signature, Verdict
+from devtunnel.capture.verdict import DUPLICATE_MARK, Signature, Verdict
+from devtunnel.capture.verdict import SIGNATURE_MARKS as VERDICT_MARKS
 from devtunnel.values.sizes import format_size
 
 __all__ = [
@@ -546,16 +547,13 @@ def status_style(status: int | None) -> str:
 
 # ---------------------------------------------------------------------------- webhooks
 
+_SIGNATURE_STYLES = {Signature.VALID: "bold green", Signature.INVALID: "bold red", Signature.UNSIGNED: "yellow",
+                     Signature.UNVERIFIED: "dim"}
 SIGNATURE_MARKS: dict[Signature, tuple[str, str, str]] = {
-    Signature.VALID: ("✓", "bold green", "signature valid (matches a known secret)"),
-    Signature.INVALID: ("✗", "bold red", "signature invalid (the detail says why)"),
-    Signature.UNSIGNED: ("–", "yellow", "unsigned: the provider's signature header is absent"),
-    Signature.UNVERIFIED: ("?", "dim", "not verified: no secret known (or the body was recorded only in part)"),
+    state: (mark, _SIGNATURE_STYLES[state], meaning) for state, (mark, meaning) in VERDICT_MARKS.items()
 }
-"""Per signature state: its one-cell mark in the request table, its style, and what it means."""
-
-DUPLICATE_MARK = "≡"
-"""Marks a delivery whose id was captured before (a provider's retry, or a resend)."""
+"""Per signature state: its one-cell mark in the request table, its style, and what it means
+(the marks and meanings are ``capture.verdict``'s, which ``devtunnel requests`` shows too)."""
 
 TABLE_LEGEND: list[tuple[str, str]] = [
     *((mark, meaning) for mark, _style, meaning in SIGNATURE_MARKS.values()),

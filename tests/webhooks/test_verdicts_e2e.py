@@ -148,6 +148,21 @@ def test_deliveries_through_the_tunnel_get_verdicts_with_reasons_duplicates_and_
                                                                                                unsigned["id"]]
         shown = _cli(env, tmp_path, "show", dup["id"], "--json", "--db", str(db))
         assert shown["webhook"] == dup["webhook"]
+        # The same verdicts as text, as people read them: an EVENT column, and show's lines.
+        env_wide = {**env, "COLUMNS": "160"}
+        listed = _cli(env_wide, tmp_path, "requests", "--db", str(db), "--limit", "0").splitlines()
+        assert listed[0].split() == ["ID", "TIME", "TUNNEL", "METHOD", "STATUS", "DURATION", "SIZE", "EVENT", "PATH"]
+        at, end = listed[0].index("EVENT"), listed[0].index("PATH")
+        events = [line[at:end].strip() for line in listed[1:]]
+        assert events == ["✓ stripe invoice.paid", "✓ stripe invoice.paid", "✗ stripe invoice.paid",
+                          "✗ stripe invoice.paid", "✓ github pull_request.opened", "✓≡ github pull_request.opened",
+                          "– github pull_request.opened", "? standard user.created"]
+        text = _cli(env, tmp_path, "show", dup["id"], "--db", str(db)).splitlines()
+        assert "webhook   github pull_request.opened  (delivery d-1)" in text
+        assert "signature ✓ valid" in text
+        assert f"duplicate ≡ of {first['id']}  (the first capture of this delivery id)" in text
+        text = _cli(env, tmp_path, "show", invalid[1]["id"], "--db", str(db)).splitlines()
+        assert "signature ✗ invalid: timestamp outside the tolerance: 2.0 h old (tolerance 300 s)" in text
 
         # A replay of the old delivery as captured: judged at its own time, not a duplicate.
         [replayed] = _cli(env, tmp_path, "replay", invalid[1]["id"], "--as-captured", "--json", "--db", str(db))
