@@ -769,3 +769,18 @@ def test_a_reason_and_a_header_value_read_the_same_everywhere_and_json_always_en
     assert shown_json.returncode == 0, shown_json.stderr
     assert "\\ud" not in shown_json.stdout  # no lone surrogate escaped into the JSON either
     assert json.loads(shown_json.stdout)["response"]["status"] == f"418 {in_json}"
+
+
+def test_show_names_the_rule_that_answered_at_the_relay_and_requests_marks_it(captures: Captures) -> None:
+    from devtunnel.capture.model import RuleMark
+
+    denied = replace(make_exchange(target=b"/admin", status=403), rule=RuleMark(2, "deny"))
+    store = Store(captures.db)
+    store.put(denied)
+    store.close()
+    shown = cli(captures, "show", denied.id)
+    assert shown.returncode == 0, shown.stderr
+    assert "rule      rule 2 deny (at the relay)" in shown.stdout.splitlines()
+    assert "EVENT" not in cli(captures, "requests").stdout  # no delivery listed: no EVENT column
+    assert any(line.endswith("⊘ /admin") for line in cli(captures, "requests").stdout.splitlines())
+
