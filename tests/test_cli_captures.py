@@ -784,3 +784,20 @@ def test_show_names_the_rule_that_answered_at_the_relay_and_requests_marks_it(ca
     assert "EVENT" not in cli(captures, "requests").stdout  # no delivery listed: no EVENT column
     assert any(line.endswith("⊘ /admin") for line in cli(captures, "requests").stdout.splitlines())
 
+
+
+def test_requests_after_devtunnel_was_upgraded_upgrades_the_file_and_lists_it(captures: Captures) -> None:
+    # A file the previous devtunnel wrote (schema 8), read before any agent of the new one opened it.
+    import sqlite3
+
+    from devtunnel.capture.schema import SCHEMA_VERSION
+    from tests.capture.test_store_webhooks import TO_SCHEMA_8
+
+    with sqlite3.connect(captures.db) as conn:
+        conn.executescript(TO_SCHEMA_8 + "PRAGMA user_version = 8;")
+    proc = cli(captures, "requests", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["id"] for r in json.loads(proc.stdout)] == [ex.id for ex in captures.exchanges]
+    assert "upgrading the capture database from schema 8" in proc.stderr and "Traceback" not in proc.stderr
+    with sqlite3.connect(captures.db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

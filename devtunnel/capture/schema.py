@@ -29,7 +29,7 @@ from pathlib import Path
 
 from devtunnel.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "prepare_schema"]
+__all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "UpgradeNeeded", "prepare_schema"]
 
 log = logging.getLogger("devtunnel.capture")
 
@@ -197,6 +197,10 @@ _MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 
+class UpgradeNeeded(StoreError):
+    """A read-only open met a file of an older schema (``Store`` upgrades it when it may write it)."""
+
+
 def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
     """Check that the file behind ``conn`` is ours (or empty) and bring it to ``SCHEMA_VERSION``.
 
@@ -221,7 +225,8 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
     if version == SCHEMA_VERSION:
         return
     if readonly:
-        raise StoreError(f"{path} needs an upgrade that a read-only open cannot do; open it writable once")
+        raise UpgradeNeeded(f"{path} is of an older devtunnel (schema {version}) and needs an upgrade to schema "
+                            f"{SCHEMA_VERSION}, which this user cannot write; fix its permissions or pass --db")
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Re-read under the write lock: another process may have migrated meanwhile.

@@ -20,7 +20,7 @@ from devtunnel.capture import filters as _filters
 from devtunnel.capture.filters.edge import ip_in_sql
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.rows import FULL_COLUMNS, ROW_COLUMNS, Row, read_exchange, sql_headers, to_row, write_exchanges
-from devtunnel.capture.schema import prepare_schema
+from devtunnel.capture.schema import UpgradeNeeded, prepare_schema
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 from devtunnel.values.paths import db_path
@@ -157,7 +157,14 @@ class Store:
             # a lasting change to the file, is switched on.
             with self._schema_lock:
                 if not self._schema_ready:
-                    prepare_schema(conn, self.path, readonly=self.readonly)
+                    try:
+                        prepare_schema(conn, self.path, readonly=self.readonly)
+                    except UpgradeNeeded:
+                        # devtunnel was upgraded, and a reader (``requests``, the inspector) opens
+                        # the file before an agent has: upgrade it as any writer would, if we may.
+                        if not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK)):
+                            raise
+                        Store(self.path, busy_timeout=self.busy_timeout).close()
                     self._schema_ready = True
             if not self.readonly:
                 conn.execute("PRAGMA journal_mode=WAL")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import tempfile
@@ -23,7 +24,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from tests.kit.exchanges import make_exchange, make_response
 
 from .strategies import exchanges, header_fields
-from .test_store_webhooks import TO_SCHEMA_3, TO_SCHEMA_7
+from .test_store_webhooks import TO_SCHEMA_3, TO_SCHEMA_7, TO_SCHEMA_8
 
 
 def make(n: int = 0, *, body: bytes = b"", status: int | None = 200, now: float | None = None,
@@ -329,6 +330,23 @@ def test_a_newer_version_without_a_response_leaves_no_response_body(store: Store
     assert store.ids("res.body:ok") == []
 
 
+def test_a_reader_that_may_not_write_an_old_file_says_so_and_leaves_it(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "old.db"
+    first = Store(path)
+    first.put(make(1))
+    first.close()
+    with sqlite3.connect(path) as conn:
+        conn.executescript(TO_SCHEMA_8 + "PRAGMA user_version = 8;")
+    # A file of another user's (the tests may run as root, whom no permission bit stops).
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: not mode & os.W_OK)
+    with pytest.raises(StoreError, match=r"older devtunnel \(schema 8\) and needs an upgrade to schema \d+, "
+                                         r"which this user cannot write; fix its permissions or pass --db"):
+        Store(path, readonly=True).count()
+    monkeypatch.undo()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 8
+
+
 def test_a_version_2_file_is_upgraded_and_its_replays_read_as_not_edited(tmp_path: Path) -> None:
     path = tmp_path / "v2.db"
     plain, edited = make(1), make(2)
@@ -339,8 +357,10 @@ def test_a_version_2_file_is_upgraded_and_its_replays_read_as_not_edited(tmp_pat
     first.close()
     with sqlite3.connect(path) as conn:  # back to the layout of schema 2
         conn.executescript(TO_SCHEMA_3 + "ALTER TABLE exchanges DROP COLUMN edited; PRAGMA user_version = 2;")
-    with pytest.raises(StoreError, match="needs an upgrade"):
-        Store(path, readonly=True).count()
+    reader = Store(path, readonly=True)  # a reader first (devtunnel requests after an upgrade): it upgrades the file
+    assert reader.count() == 1 and reader.rows()[0].edited is False
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    reader.close()
     again = Store(path)
     assert again.get(plain.id) == plain and again.rows()[0].edited is False
     again.put(edited)
