@@ -28,6 +28,7 @@ __all__ = [
     "ErrorKind",
     "new_id",
     "DEFAULT_BODY_CAP",
+    "wire_bytes",
 ]
 
 DEFAULT_BODY_CAP = 10 * 1024 * 1024
@@ -103,6 +104,25 @@ _new_object = object.__new__
 # them with ``values.terminal.read_utf8`` (``Headers.display_items``, ``Request.display_url``,
 # ``Response.reason_text``), which keeps such a byte for ``escape`` to show as ``\xNN``.
 _text = read_utf8_json
+
+
+def wire_bytes(text: str) -> bytes:
+    """The bytes a captured text field stands for (``Request.method``, ``Response.reason``).
+
+    The agent records such a field one character per byte received (latin-1), and those come
+    back exactly. Text given as text (an edit, an import) may hold a character above U+00FF: it
+    is UTF-8, which ``values.terminal.read_utf8`` (``Response.reason_text``) reads back as the
+    same text, a ``surrogateescape`` surrogate as the byte it stands for. A lone surrogate of
+    another kind, which no encoder takes, is ``?``.
+    """
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 class Headers:
@@ -306,7 +326,8 @@ class Response(_Message):
 
     status: int = 200
     reason: str = ""
-    """The reason phrase as received, one character per byte (latin-1), so exports give the bytes back."""
+    """The reason phrase as received, one character per byte (latin-1), so exports give the bytes
+    back (``wire_bytes``); text given as text holding a character above U+00FF goes out as UTF-8."""
 
     @property
     def reason_text(self) -> str:
@@ -320,7 +341,7 @@ class Response(_Message):
         try:
             raw = self.reason.encode("latin-1")
         except UnicodeEncodeError:
-            return self.reason  # text given as text (an edit, an import), not bytes received
+            return self.reason  # text given as text (an edit, an import): ``wire_bytes`` sends it as UTF-8
         return read_utf8(raw)
 
     @property
