@@ -261,7 +261,7 @@ class EditReplayScreen(Screen[None]):
                      classes="section", markup=False)
         with VerticalScroll(id="headers"):
             for raw in self._form_fields():
-                yield HeaderRow(*Headers([raw]).items()[0], raw=raw)
+                yield HeaderRow(*Headers([raw]).display_items()[0], raw=raw)
         if self._provider is not None:
             with Horizontal(id="signature-bar"):
                 yield Checkbox("send captured signature", id="as-captured", compact=True)
