@@ -173,7 +173,7 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             format_size(r.size),
-            (replay_mark(r) or _rule_mark(r)) + r.target,
+            (replay_mark(r) or _rule_mark(r)) + r.display_target,
         ]
         for r in rows
     ]

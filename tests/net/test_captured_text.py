@@ -124,6 +124,10 @@ async def test_a_target_reads_as_utf8_in_show_the_api_and_har(tmp_path: Path) ->
     assert "Ã" not in proc.stdout
     listed = await asyncio.to_thread(_cli, c.db, "requests", "--json")
     assert [r["path"] for r in json.loads(listed.stdout)] == ["/headers", "/Größe/\ufffd?q=Größe", "/\ufffd"]
+    table = await asyncio.to_thread(_cli, c.db, "requests")  # the list reads the target as show does
+    assert table.returncode == 0, table.stderr
+    assert [line.rsplit(" ", 1)[-1] for line in table.stdout.splitlines()[1:]] == [
+        "/headers", "/Größe/\\xf6?q=Größe", "/\\xf6"], table.stdout
 
 
 async def test_the_path_filter_reads_the_target_as_the_json_does(tmp_path: Path) -> None:
