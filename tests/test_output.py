@@ -61,7 +61,7 @@ def test_the_log_line_of_a_hostile_request_is_one_safe_line() -> None:
     ("GET", b"/plain?q=1", False),
     ("GE\x1bT", b"/clean", False),  # only the method needs escaping
     ("POST", b"/a\\b\xe2\x80\xae", False),  # only the path: a backslash and a bidi override
-    ("PROPFIND", b"/\xff\xfe", False),  # not UTF-8: shown as latin-1 text
+    ("PROPFIND", b"/\xff\xfe", False),  # not UTF-8: each byte as \xNN (it was latin-1 text, /ÿþ)
     ("GET", b"/a\xc2\xa0b", False),  # a no-break space: not isprintable(), shown as it is
     ("GET", b"/\xe3\x85\xa4", True),  # a WebSocket with an invisible letter in its path
 ])
@@ -69,7 +69,9 @@ def test_the_log_line_escapes_method_and_path_each_as_safe_does(method: str, tar
     ex = make_exchange(method, target, [], response=make_response(201), id="01ARYZ6S41TSV4RRFFQ69G5FAV",
                        tunnel="demo", started_at=1469918176.385, duration=1.5, websocket=websocket)
     shown = "WS" if websocket else safe(ex.request.method)
-    assert exchange_line(ex).split("  ", 2)[2] == f"{shown:<7} {safe(ex.request.url_text)}  201  1.50 s"
+    assert exchange_line(ex).split("  ", 2)[2] == f"{shown:<7} {safe(ex.request.display_url)}  201  1.50 s"
+    if target == b"/\xff\xfe":
+        assert "PROPFIND /\\xff\\xfe  201" in exchange_line(ex)
 
 
 def test_the_log_line_of_a_huge_path_or_method_stays_one_short_line() -> None:

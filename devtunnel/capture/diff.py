@@ -308,7 +308,7 @@ def _binary_section(title: str, a: bytes, b: bytes) -> SectionDiff:
 
 
 def _request_line(r: Request) -> str:
-    return _safe(f"{r.method} {r.url_text} HTTP/{r.http_version}")
+    return _safe(f"{r.method} {r.display_url} HTTP/{r.http_version}")
 
 
 def _status_line(r: Response | None) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from devtunnel.capture.verdict import Verdict
-from devtunnel.values.terminal import read_utf8
+from devtunnel.values.terminal import json_safe, read_utf8, read_utf8_json
 
 __all__ = [
     "Headers",
@@ -29,6 +28,7 @@ __all__ = [
     "ErrorKind",
     "new_id",
     "DEFAULT_BODY_CAP",
+    "wire_bytes",
 ]
 
 DEFAULT_BODY_CAP = 10 * 1024 * 1024
@@ -99,18 +99,30 @@ def new_id(now: float | None = None) -> str:
 
 _new_object = object.__new__
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-"""A character no UTF-8 encoder takes: a byte kept by ``surrogateescape``, or a lone surrogate."""
+# Captured bytes as a string that always encodes (JSON, the database, filters), by the one rule
+# ``values.terminal.read_utf8_json``: UTF-8, each other byte U+FFFD. To show to a person, read
+# them with ``values.terminal.read_utf8`` (``Headers.display_items``, ``Request.display_url``,
+# ``Response.reason_text``), which keeps such a byte for ``escape`` to show as ``\xNN``.
+_text = read_utf8_json
 
 
-def _text(raw: bytes) -> str:
-    """Decode captured bytes as a string that always encodes (JSON, the database, filters):
-    UTF-8 where valid, latin-1 otherwise. To show to a person, use ``values.terminal.read_utf8``
-    (``Headers.display_items``, ``Response.reason_text``): latin-1 guesses letters for bytes."""
+def wire_bytes(text: str) -> bytes:
+    """The bytes a captured text field stands for (``Request.method``, ``Response.reason``).
+
+    The agent records such a field one character per byte received (latin-1), and those come
+    back exactly. Text given as text (an edit, an import) may hold a character above U+00FF: it
+    is UTF-8, which ``values.terminal.read_utf8`` (``Response.reason_text``) reads back as the
+    same text, a ``surrogateescape`` surrogate as the byte it stands for. A lone surrogate of
+    another kind, which no encoder takes, is ``?``.
+    """
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 class Headers:
@@ -239,7 +251,8 @@ class _Message:
 
     @property
     def body_text(self) -> str:
-        """The recorded body as text (UTF-8, falling back to latin-1)."""
+        """The recorded body as text that always encodes: UTF-8, each other byte U+FFFD
+        (``values.terminal.read_utf8_json``)."""
         return _text(self.body)
 
 
@@ -271,8 +284,16 @@ class Request(_Message):
 
     @property
     def path(self) -> str:
-        """The path part of the target, as text."""
+        """The path part of the target as text that always encodes (JSON, the database, the
+        ``path:`` filter): UTF-8, each other byte U+FFFD (``values.terminal.read_utf8_json``)."""
         return _text(self.target.split(b"?", 1)[0])
+
+    @property
+    def display_path(self) -> str:
+        """The path part of the target for a person (``values.terminal.read_utf8``): a byte that
+        is not UTF-8 stays a surrogate that ``values.terminal.escape`` shows as ``\\xNN``.
+        Escape before showing; for JSON use :attr:`path`."""
+        return read_utf8(self.target.split(b"?", 1)[0])
 
     @property
     def query(self) -> bytes:
@@ -282,8 +303,16 @@ class Request(_Message):
 
     @property
     def url_text(self) -> str:
-        """The whole target as text, for display and bare-word filters."""
+        """The whole target as text that always encodes (JSON, the database, bare-word filters):
+        UTF-8, each other byte U+FFFD (``values.terminal.read_utf8_json``)."""
         return _text(self.target)
+
+    @property
+    def display_url(self) -> str:
+        """The whole target for a person, read as header values are (``values.terminal.read_utf8``):
+        a byte that is not UTF-8 stays a surrogate that ``values.terminal.escape`` shows as
+        ``\\xNN``. Escape before showing; for JSON use :attr:`url_text`."""
+        return read_utf8(self.target)
 
     @property
     def host(self) -> str:
@@ -297,7 +326,8 @@ class Response(_Message):
 
     status: int = 200
     reason: str = ""
-    """The reason phrase as received, one character per byte (latin-1), so exports give the bytes back."""
+    """The reason phrase as received, one character per byte (latin-1), so exports give the bytes
+    back (``wire_bytes``); text given as text holding a character above U+00FF goes out as UTF-8."""
 
     @property
     def reason_text(self) -> str:
@@ -311,7 +341,7 @@ class Response(_Message):
         try:
             raw = self.reason.encode("latin-1")
         except UnicodeEncodeError:
-            return self.reason  # text given as text (an edit, an import), not bytes received
+            return self.reason  # text given as text (an edit, an import): ``wire_bytes`` sends it as UTF-8
         return read_utf8(raw)
 
     @property
@@ -319,7 +349,7 @@ class Response(_Message):
         """The reason phrase for JSON (HAR ``statusText``, the agent API's ``status``): read as
         :attr:`reason_text`, each byte that is not UTF-8 as U+FFFD, so the document always
         encodes. Control characters stay (JSON escapes them); the raw exports keep the bytes."""
-        return _LONE_SURROGATE.sub("\ufffd", self.reason_text)
+        return json_safe(self.reason_text)
 
     @classmethod
     def received(cls, headers: Headers, http_version: str, status: int, reason: str) -> Response:

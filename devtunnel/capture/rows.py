@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from devtunnel.capture import filters as _filters
 from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage
+from devtunnel.values.terminal import read_utf8
 from devtunnel.webhooks.base import Signature, Verdict
 
 __all__ = [
@@ -73,6 +74,15 @@ class Row:
     """The rule at the relay that answered or routed it."""
     resigned: str | None = None
     """For a replay signed afresh, the webhook provider that signed it."""
+    raw_target: bytes | None = None
+    """The target's bytes when ``target`` (the JSON reading) holds a U+FFFD, a byte that was
+    not UTF-8 perhaps; else None (``target`` says it all)."""
+
+    @property
+    def display_target(self) -> str:
+        """The target for a person, as ``Request.display_url`` reads it: a byte that is not
+        UTF-8 a surrogate that ``values.terminal.escape`` shows as ``\\xNN``. Escape it."""
+        return self.target if self.raw_target is None else read_utf8(self.raw_target)
 
 
 # --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
@@ -126,7 +136,9 @@ _BASE_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, dur
                  "error, replay_of, websocket, edited, rule_index, rule_action, rule_scope, resigned")
 _WEBHOOK_COLUMNS = ("wh_provider", "wh_event", "wh_delivery", "wh_signature", "wh_reason", "wh_duplicate_of")
 """Always the last columns read, so ``_verdict(row[-6:])`` finds them."""
-ROW_COLUMNS = _BASE_COLUMNS + ", " + ", ".join(_WEBHOOK_COLUMNS)
+# The raw target only where the text reads a U+FFFD: the list shows such a byte as \xNN.
+ROW_COLUMNS = (_BASE_COLUMNS + ", CASE WHEN instr(target_text, char(65533)) > 0 THEN target END, "
+               + ", ".join(_WEBHOOK_COLUMNS))
 FULL_COLUMNS = (_BASE_COLUMNS + ", scheme, ttfb, has_response, target, remote_addr, target_url, "
                 "error_message, ws_close_code, req_version, req_body_size, req_truncated, "
                 "res_version, res_reason, res_body_size, res_truncated, " + ", ".join(_WEBHOOK_COLUMNS))
@@ -221,7 +233,7 @@ def to_row(r: tuple[object, ...]) -> Row:
     """The ``Row`` whose ``ROW_COLUMNS`` are ``r``."""
     return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]),  # type: ignore[arg-type]
                bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]), _rule_mark(r[13], r[14], r[15]),
-               r[16] if isinstance(r[16], str) else None)
+               r[16] if isinstance(r[16], str) else None, r[17] if isinstance(r[17], bytes) else None)
 
 
 def _verdict(columns: Sequence[object]) -> Verdict | None:

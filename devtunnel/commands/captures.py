@@ -197,7 +197,7 @@ def _requests(args: argparse.Namespace) -> int:
             human_duration(r.duration),
             format_size(r.size),
             event_cell(r.webhook),
-            (replay_mark(r) or _rule_mark(r)) + r.target,
+            (replay_mark(r) or _rule_mark(r)) + r.display_target,
         ]
         for r in rows
     ]
@@ -249,7 +249,7 @@ def _header_lines(message: Request | Response) -> list[str]:
 
 
 def _request_lines(req: Request) -> list[str]:
-    return [f"{safe(req.method)} {safe(req.url_text)} HTTP/{safe(req.http_version)}", *_header_lines(req), *_body_lines(req)]
+    return [f"{safe(req.method)} {safe(req.display_url)} HTTP/{safe(req.http_version)}", *_header_lines(req), *_body_lines(req)]
 
 
 def _response_lines(resp: Response) -> list[str]:

@@ -61,7 +61,7 @@ def exchange_line(ex: Exchange) -> str:
     when = _clock_text(int(ex.started_at))
     request, response = ex.request, ex.response
     method = "WS" if ex.websocket else request.method
-    url = request.url_text
+    url = request.display_url
     if not is_plain(method + url):  # one check for both: the usual method and path need no escape
         method, url = safe(method), safe(url)
     if len(method) + len(url) > _SHOWN // 2:  # a client's 60 KB path must not fill the screen

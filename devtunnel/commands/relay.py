@@ -86,6 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         parts = split_url(args.public_url, "--public-url")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"--public-url {args.public_url!r}: expected http(s)://HOST, e.g. https://tunnel.example.com")
+        _check_public_host(parts.hostname)
     try:
         domain = validate_domain(args.domain)  # [relay_server] domain went through it when read
     except ConfigError as exc:
@@ -105,6 +106,18 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         rules=load_rules_file(Path(args.rules).expanduser(), relay=True) if args.rules else (),
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
     )
+
+
+def _check_public_host(host: str) -> None:
+    """The host of ``--public-url``: a host name or an IP address, or ConfigError. It goes to every
+    agent in the URL of its tunnel (WELCOME), so a control character or a space must not pass."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            validate_domain(host)
+        except ConfigError as exc:
+            raise ConfigError(f"--public-url: {exc}") from None
 
 
 def _trusted_proxies(cidrs: list[str]) -> list[str]:

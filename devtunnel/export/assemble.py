@@ -20,7 +20,7 @@ from __future__ import annotations
 import http
 from dataclasses import dataclass
 
-from devtunnel.capture.model import Request, Response
+from devtunnel.capture.model import Request, Response, wire_bytes
 from devtunnel.values.http1 import chunked, has_field, is_chunked
 
 __all__ = ["Message", "assemble_request", "assemble_response", "reason_of", "request_bytes", "response_bytes"]
@@ -54,7 +54,7 @@ def _framed(fields: list[tuple[bytes, bytes]], body: bytes, body_size: int, *, r
 def assemble_request(request: Request) -> Message:
     """The request line, headers in order with their case, and the body framed as on the wire."""
     fields, body = _framed(list(request.headers.fields), request.body, request.body_size, request=True)
-    start = request.method.encode("latin-1", "replace") + b" " + request.target + b" HTTP/" + request.http_version.encode()
+    start = wire_bytes(request.method) + b" " + request.target + b" HTTP/" + request.http_version.encode()
     return Message(_head(start, fields), body)
 
 
@@ -71,8 +71,9 @@ def reason_of(response: Response) -> str:
 def assemble_response(response: Response) -> Message:
     """The status line, headers in order with their case, and the body framed as on the wire."""
     fields, body = _framed(list(response.headers.fields), response.body, response.body_size, request=False)
-    start = f"HTTP/{response.http_version} {response.status} {reason_of(response)}".rstrip()
-    return Message(_head(start.encode("latin-1", "replace"), fields), body)
+    # The reason as the bytes it stands for: an edited one above U+00FF as UTF-8, not "?".
+    start = f"HTTP/{response.http_version} {response.status} ".encode() + wire_bytes(reason_of(response))
+    return Message(_head(start.rstrip(), fields), body)
 
 
 def request_bytes(request: Request) -> bytes:

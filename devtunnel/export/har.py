@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 from devtunnel import __version__
 from devtunnel.capture.model import Exchange, Headers, Request, Response
 from devtunnel.export.base import Export, destination, prepared
+from devtunnel.values.terminal import read_utf8_json
 
 __all__ = ["export_har", "har_log"]
 
@@ -33,12 +34,9 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
-
-
 def _headers(headers: Headers) -> list[_JSON]:
-    return [{"name": name.decode("latin-1"), "value": _text(value)} for name, value in headers.fields]
+    # ``Headers.items``, as the agent API's ``as_multidict``: one reading of a header for JSON.
+    return [{"name": name, "value": value} for name, value in headers.items()]
 
 
 def _head_size(start_line: str, headers: Headers) -> int:
@@ -154,7 +152,7 @@ def _request(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
     request = exchange.request
     headers = request.headers
     version = f"HTTP/{request.http_version}"
-    query = request.query.decode("utf-8", "replace")
+    query = read_utf8_json(request.query)
     entry: _JSON = {
         "method": request.method,
         "url": _absolute_url(exchange, base_url, local),
@@ -235,7 +233,7 @@ def _entry(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
                 "type": "send" if m.sender == "client" else "receive",
                 "time": m.time,
                 "opcode": m.opcode,
-                "data": m.payload.decode("utf-8", "replace") if m.opcode == 1 else base64.b64encode(m.payload).decode(),
+                "data": read_utf8_json(m.payload) if m.opcode == 1 else base64.b64encode(m.payload).decode(),
             }
             for m in exchange.ws_messages
         ]

@@ -37,6 +37,9 @@ The API:
   value, a reason phrase): UTF-8 where they are, each other byte kept as a ``surrogateescape``
   surrogate that :func:`escape` shows as ``\\xNN``. Escape the result before showing it; it is
   not for JSON or a database (a lone surrogate does not encode).
+- :func:`read_utf8_json` ``(data) -> str``: the same reading for JSON, a database or a filter:
+  each byte that is not UTF-8 is U+FFFD (one where the terminal shows one ``\\xNN``), so the
+  text always encodes. :func:`json_safe` ``(text) -> str`` does that to text already read.
 - :func:`as_text` ``(text, style="") -> rich.text.Text``: the escaped text as a one-line Rich
   ``Text`` (Rich is imported only when this is called).
 - :func:`needs_escape` ``(ch) -> bool``: the rule for one character.
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
     from rich.style import Style
     from rich.text import Text
 
-__all__ = ["as_text", "escape", "escape_bytes", "is_plain", "needs_escape", "read_utf8"]
+__all__ = ["as_text", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "read_utf8", "read_utf8_json"]
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -64,6 +67,8 @@ _INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 # The only characters ``str.isprintable()`` passes that may still need a change.
 _PRINTABLE_SPECIAL = re.compile("[\\\\\u115f\u1160\u3164\uffa0]")
 _KEEPABLE = frozenset("\t\n")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A character no UTF-8 encoder takes: a byte kept by ``surrogateescape``, or a lone surrogate."""
 
 
 def needs_escape(ch: str) -> bool:
@@ -129,6 +134,24 @@ def read_utf8(data: bytes) -> str:
     latin-1 ``GrÃ¶Ãe``, and a stray ``\\xf6`` shows as that byte, not as a guessed letter.
     """
     return data.decode("utf-8", "surrogateescape")
+
+
+def json_safe(text: str) -> str:
+    """``text`` with each lone surrogate (a byte :func:`read_utf8` kept) as U+FFFD, so it encodes."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def read_utf8_json(data: bytes) -> str:
+    """``data`` read as :func:`read_utf8` does, each byte that is not UTF-8 as U+FFFD: the one
+    reading of captured bytes for JSON (the agent API, HAR), the database and the filters.
+
+    ``Größe`` reads as itself; a stray ``\\xf6`` is one U+FFFD, where the terminal shows
+    ``\\xf6``. The text always encodes.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return json_safe(read_utf8(data))
 
 
 def escape_bytes(data: bytes, *, keep: str = "", double_backslash: bool = True) -> str:

@@ -57,8 +57,11 @@ def test_get_rebuilds_any_exchange_exactly(ex: Exchange) -> None:
         store.put(ex)
         assert store.get(ex.id) == ex
         [row] = store.rows()
+        odd = ex.request.target if "\ufffd" in ex.request.url_text else None  # the list's raw target
         assert row == Row(ex.id, ex.tunnel, ex.started_at, ex.request.method, ex.request.url_text, ex.request.host,
-                          ex.status, ex.duration, ex.size, ex.error, ex.replay_of, ex.websocket, ex.edited)
+                          ex.status, ex.duration, ex.size, ex.error, ex.replay_of, ex.websocket, ex.edited,
+                          raw_target=odd)
+        assert row.display_target == ex.request.display_url
         assert store.query() == [ex]
         store.close()
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import h11
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,3 +164,37 @@ async def test_raw_export_of_a_chunked_request_through_a_tunnel_is_accepted_by_a
     assert answer.status_code == 200
     report = json.loads(echoed)
     assert base64.b64decode(report["body"]) == body and report["method"] == "POST"
+
+
+@pytest.mark.parametrize("reason", ["Größe ✓", "Gr\udcf6e ✓"], ids=["utf-8", "with-a-byte-kept"])
+def test_an_edited_reason_above_latin_1_goes_out_as_utf8_and_reads_back_the_same(reason: str) -> None:
+    """A reason given as text (an edit, an import) holding a character above U+00FF was encoded
+    as latin-1 with "?" for the rest (``Größe ?``, the byte ``\\xf6`` for ``ö``); it goes out as
+    UTF-8, which a parser reads back, and the agent records (one character per byte) as the same
+    text. A byte kept from an earlier reading (a ``surrogateescape`` surrogate) goes out as itself."""
+    edited = Response(status=418, reason=reason, headers=Headers([("Content-Length", "0")]))
+    ex = make_exchange("GET", b"/teapot", [(b"Host", b"h")], response=edited)
+    raw = response_bytes(edited)
+    wire = reason.encode("utf-8", "surrogateescape")
+    assert raw.startswith(b"HTTP/1.1 418 " + wire + b"\r\n"), raw
+    head, _ = parsed_response(raw)
+    assert head.reason == wire
+    back = Response(status=head.status_code, reason=head.reason.decode("latin-1"))  # as the agent records a reason
+    assert back.reason_text == reason
+    assert back.reason_json == edited.reason_json == reason.replace("\udcf6", "\ufffd")
+    assert base64.b64decode(capture_json(ex)["response"]["raw"]) == raw  # the API's raw: the same bytes
+    result = export("raw", ex, response=True)
+    if reason.isprintable():
+        assert f"\r\nHTTP/1.1 418 {reason}\r\n" in result.text, result.text
+    else:  # a head that is not UTF-8 is written exactly to a side file
+        assert raw in result.files.values()
+    har = json.loads(export("har", ex).text)
+    assert har["log"]["entries"][0]["response"]["statusText"] == edited.reason_json
+
+
+def test_a_method_given_as_text_is_not_cut_to_a_question_mark() -> None:
+    """The request line's method had the same latin-1 "replace": one from a database written
+    elsewhere lost its characters above U+00FF."""
+    request = Request(method="GÉT✓", target=b"/", headers=Headers([(b"Host", b"h")]))
+    assert request_bytes(request).startswith("GÉT✓ / HTTP/1.1\r\n".encode())
+    assert request_bytes(Request(method="G\xc9T", target=b"/")).startswith(b"G\xc9T / HTTP/1.1\r\n")  # as received

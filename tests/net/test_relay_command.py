@@ -41,11 +41,11 @@ def test_relay_prints_listening_line_serves_and_exits_0_on_sigint(tmp_path: Path
 
 
 @pytest.mark.parametrize("where", ["file", "flag"])
-def test_the_listening_line_shows_a_domain_or_public_url_from_a_settings_file_escaped(
+def test_the_listening_line_shows_a_domain_or_public_url_from_a_settings_file(
         tmp_path: Path, procs: list[Proc], where: str) -> None:
     """A cloned project's devtunnel.toml names the domain (a domain holding ESC ... BEL is now
-    refused, see below; a valid one is lowercased), and --public-url may hold what the window
-    would act on: the line prints it escaped."""
+    refused, see below; a valid one is lowercased), and so does --public-url (its host is checked
+    as the domain is: ``test_a_public_url_host_that_is_no_host_name_is_refused``)."""
     port = free_port()
     args = [*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}"]
     env = {k: v for k, v in os.environ.items() if k != "DEVTUNNEL_CONFIG"}
@@ -53,8 +53,8 @@ def test_the_listening_line_shows_a_domain_or_public_url_from_a_settings_file_es
         (tmp_path / "devtunnel.toml").write_text('[relay_server]\ndomain = "T.Example."\n')
         shown = f"http://NAME.t.example:{port}"
     else:
-        args += ["--public-url", "https://x\x1b\x07\u202e.example"]
-        shown = "https://NAME.x\\x1b\\x07\\u202e.example"
+        args += ["--public-url", "https://Tunnel.Example:8443/"]
+        shown = "https://NAME.tunnel.example:8443"
     proc = Proc(args, env, cwd=tmp_path)
     procs.append(proc)
     line = proc.line(lambda l: True)
@@ -84,6 +84,32 @@ def test_a_domain_in_a_settings_file_is_checked_as_the_flag_is(tmp_path: Path, v
     (line,) = done.stderr.splitlines()
     assert f"{tmp_path / 'devtunnel.toml'}:2: {says}" in line, line
     assert "\x1b" not in line and "\x07" not in line and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("https://x\x1b\x07\u202e.example", "'x\\x1b\\x07\\u202e.example' is not a host name"),
+     ("https://x%1b.example", "'x%1b.example' is not a host name"),
+     ("http://a b.example", "'a b.example' is not a host name"),
+     ("https://tunnel..example", "'tunnel..example' is not a host name: it has an empty label")],
+    ids=["escape", "percent", "space", "empty-label"],
+)
+def test_a_public_url_host_that_is_no_host_name_is_refused(url: str, says: str) -> None:
+    """--public-url's host went to every agent in its tunnel's URL (WELCOME) whatever it held:
+    only its printed line was escaped. A host that is neither a host name nor an IP address is
+    refused in one line, exit 2, and the relay does not start."""
+    result = run_relay("--listen", "127.0.0.1:0", "--public-url", url)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert f"--public-url: {says}" in line, line
+    assert "\x1b" not in line and "\x07" not in line and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["https://tunnel.example.com", "http://127.0.0.1:8000", "https://[::1]:8443"])
+def test_a_public_url_with_a_host_name_or_ip_address_is_taken(url: str) -> None:
+    settings = settings_from_args(resolve_relay(build_parser().parse_args(["relay", "--listen", "127.0.0.1:0", "--public-url", url])))
+    assert settings.public_url == url
 
 
 def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:

@@ -391,3 +391,21 @@ async def test_refused_connection_is_shown_inline() -> None:
         await async_wait_for(lambda: "Replay failed" in _message(app), timeout=20, what="the error")
         assert _message(app).startswith("Replay failed: local_refused")
         assert isinstance(app.screen, EditReplayScreen)
+
+
+async def test_a_target_and_a_header_value_not_utf8_show_their_bytes_and_are_sent_unchanged() -> None:
+    """The fields read as the rest of the inspector does: UTF-8, any other byte ``\\xNN``. The
+    target read as latin-1 as a whole (``/GrÃ¶Ãe/ö``) and a header value as latin-1 (``Gröe``),
+    then with U+FFFD (``Headers.items``, the JSON reading). Left alone, they are sent as captured."""
+    ex = exchange(req_headers=[(b"X-Stray", b"Gr\xf6e"), (b"X-Utf8", "Größe".encode())],  # type: ignore[list-item]
+                  target="/Größe/".encode() + b"\xf6")
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        assert app.screen.query_one("#target", Input).value == "/Größe/\\xf6"
+        rows = {r.query_one(".name", Input).value: r.query_one(".value", Input).value for r in app.screen.query(HeaderRow)}
+        assert rows["X-Stray"] == "Gr\\xf6e" and rows["X-Utf8"] == "Größe", rows
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0] == Edit(method=None, target=None, headers=None, body=None)

@@ -191,7 +191,7 @@ class DetailScreen(Screen[None]):
 
     def _message(self, side: str, message: Request | Response) -> ComposeResult:
         if isinstance(message, Request):
-            start = f"{message.method} {message.url_text} HTTP/{message.http_version}"
+            start = f"{message.method} {message.display_url} HTTP/{message.http_version}"
         else:
             start = f"HTTP/{message.http_version} {message.status} {message.reason_text}".rstrip()
         yield Static(safe_text(start), classes="start-line")

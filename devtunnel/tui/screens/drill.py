@@ -77,7 +77,7 @@ class DrillScreen(ModalScreen[Drill | None]):
         with Vertical() as form:
             form.border_title = "Drill: answer at the relay"
             what = Text("Requests like ")
-            what.append_text(as_text(f"{ex.request.method} {ex.request.path}", "bold"))
+            what.append_text(as_text(f"{ex.request.method} {ex.request.display_path}", "bold"))
             what.append(f" on tunnel {ex.tunnel} never reach the local service until the count is spent.")
             yield Static(what)
             yield Label("How many of the next requests")

@@ -257,12 +257,12 @@ class EditReplayScreen(Screen[None]):
         yield Static(Text.assemble(("Edit and replay · ", "bold"), exchange_title(self.exchange)), id="edit-title")
         with Horizontal(id="request-line"):
             yield Input(escape_control(request.method), id="method", placeholder="METHOD", select_on_focus=False)
-            yield Input(escape_control(request.url_text), id="target", placeholder="/path?query", select_on_focus=False)
+            yield Input(escape_control(request.display_url), id="target", placeholder="/path?query", select_on_focus=False)
         yield Static("Headers · ctrl+n add · ctrl+r remove · Content-Length is computed when sent",
                      classes="section", markup=False)
         with VerticalScroll(id="headers"):
             for raw in self._form_fields():
-                yield HeaderRow(*Headers([raw]).items()[0], raw=raw)
+                yield HeaderRow(*Headers([raw]).display_items()[0], raw=raw)
         if self._provider is not None:
             with Horizontal(id="signature-bar"):
                 yield Checkbox("send captured signature", id="as-captured", compact=True)
@@ -352,7 +352,7 @@ class EditReplayScreen(Screen[None]):
         if method == escape_control(request.method):
             method = None  # untouched: sent exactly as captured
         target: str | None = self.query_one("#target", Input).value.strip()
-        if target == escape_control(request.url_text):
+        if target == escape_control(request.display_url):
             target = None
         fields = [row.wire_field for row in self.query(HeaderRow) if row.field != ("", "")]
         body: bytes | None = None

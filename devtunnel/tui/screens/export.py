@@ -157,7 +157,7 @@ class ExportScreen(ModalScreen[str | None]):
     def _title(self) -> Text:
         if len(self.exchanges) == 1:
             request = self.exchanges[0].request
-            return Text("Export 1 exchange: ", end="").append_text(safe_text(f"{request.method} {request.url_text}"))
+            return Text("Export 1 exchange: ", end="").append_text(safe_text(f"{request.method} {request.display_url}"))
         if self.current is not None:
             return Text(f"Export · {len(self.exchanges)} exchanges given", end="")
         return Text(f"Export {len(self.exchanges)} exchanges", end="")

@@ -134,7 +134,7 @@ class RowPainter:
             segments = [mark, Segment(fit("…", width - 2), dim)]
         else:
             status, status_style = self._status_style(row)
-            path = printable(row.target)
+            path = printable(row.display_target)
             if row.replay_of:
                 path = replay_mark(row) + path  # ↻ a replay, ✎ sent with changes, s signed afresh
             elif row.rule is not None:
