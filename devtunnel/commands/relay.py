@@ -109,8 +109,9 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
 
 
 def _check_public_host(host: str) -> None:
-    """The host of ``--public-url``: a host name or an IP address, or ConfigError. It goes to every
-    agent in the URL of its tunnel (WELCOME), so a control character or a space must not pass."""
+    """The host of ``--public-url``: a host name, or ConfigError. It goes to every agent in the URL
+    of its tunnel (WELCOME), so a control character or a space must not pass; and a tunnel's URL
+    puts its name before it (``NAME.HOST``), which an IP address cannot take."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -118,6 +119,9 @@ def _check_public_host(host: str) -> None:
             validate_domain(host)
         except ConfigError as exc:
             raise ConfigError(f"--public-url: {exc}") from None
+    else:
+        raise ConfigError(f"--public-url: {safe(host)} is an IP address, and a tunnel's URL is NAME.HOST: give the "
+                          "host name whose subdomains (a wildcard DNS record *.HOST) reach this relay")
 
 
 def _trusted_proxies(cidrs: list[str]) -> list[str]:

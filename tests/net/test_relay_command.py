@@ -91,13 +91,16 @@ def test_a_domain_in_a_settings_file_is_checked_as_the_flag_is(tmp_path: Path, v
     [("https://x\x1b\x07\u202e.example", "'x\\x1b\\x07\\u202e.example' is not a host name"),
      ("https://x%1b.example", "'x%1b.example' is not a host name"),
      ("http://a b.example", "'a b.example' is not a host name"),
-     ("https://tunnel..example", "'tunnel..example' is not a host name: it has an empty label")],
-    ids=["escape", "percent", "space", "empty-label"],
+     ("https://tunnel..example", "'tunnel..example' is not a host name: it has an empty label"),
+     # A tunnel's URL is NAME.HOST: NAME.127.0.0.1 and NAME.::1 are no addresses at all.
+     ("http://127.0.0.1:8000", "127.0.0.1 is an IP address, and a tunnel's URL is NAME.HOST"),
+     ("https://[::1]:8443", "::1 is an IP address, and a tunnel's URL is NAME.HOST")],
+    ids=["escape", "percent", "space", "empty-label", "ipv4", "ipv6"],
 )
 def test_a_public_url_host_that_is_no_host_name_is_refused(url: str, says: str) -> None:
     """--public-url's host went to every agent in its tunnel's URL (WELCOME) whatever it held:
-    only its printed line was escaped. A host that is neither a host name nor an IP address is
-    refused in one line, exit 2, and the relay does not start."""
+    only its printed line was escaped. A host that is no host name (an IP address included: no
+    tunnel URL can be made of it) is refused in one line, exit 2, and the relay does not start."""
     result = run_relay("--listen", "127.0.0.1:0", "--public-url", url)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
@@ -106,8 +109,8 @@ def test_a_public_url_host_that_is_no_host_name_is_refused(url: str, says: str) 
     assert "\x1b" not in line and "\x07" not in line and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("url", ["https://tunnel.example.com", "http://127.0.0.1:8000", "https://[::1]:8443"])
-def test_a_public_url_with_a_host_name_or_ip_address_is_taken(url: str) -> None:
+@pytest.mark.parametrize("url", ["https://tunnel.example.com", "http://tunnels.localhost:8000", "https://t.example:8443"])
+def test_a_public_url_with_a_host_name_is_taken(url: str) -> None:
     settings = settings_from_args(resolve_relay(build_parser().parse_args(["relay", "--listen", "127.0.0.1:0", "--public-url", url])))
     assert settings.public_url == url
 
