@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from devtunnel import __version__
-from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.capture.model import Exchange, Headers, Request, Response, wire_bytes
 from devtunnel.export.base import Export, destination, prepared
 from devtunnel.values.terminal import read_utf8_json
 
@@ -39,8 +39,9 @@ def _headers(headers: Headers) -> list[_JSON]:
     return [{"name": name, "value": value} for name, value in headers.items()]
 
 
-def _head_size(start_line: str, headers: Headers) -> int:
-    size = len(start_line.encode("latin-1", "replace")) + 2
+def _head_size(start_line: bytes, headers: Headers) -> int:
+    """Bytes of the head as it was on the wire: start line, fields, blank line (HAR's ``headersSize``)."""
+    size = len(start_line) + 2
     size += sum(len(name) + 2 + len(value) + 2 for name, value in headers.fields)
     return size + 2
 
@@ -160,7 +161,7 @@ def _request(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
         "cookies": _request_cookies(headers),
         "headers": _headers(headers),
         "queryString": [{"name": n, "value": v} for n, v in parse_qsl(query, keep_blank_values=True)],
-        "headersSize": _head_size(f"{request.method} {request.url_text} {version}", headers),
+        "headersSize": _head_size(wire_bytes(request.method) + b" " + request.target + b" " + version.encode(), headers),
         "bodySize": request.body_size,
     }
     post = _post_data(request)
@@ -198,7 +199,7 @@ def _response(exchange: Exchange) -> _JSON:
         "headers": _headers(headers),
         "content": _content(response),
         "redirectURL": response.headers.get("location") or "",
-        "headersSize": _head_size(f"{version} {response.status} {response.reason}", headers),
+        "headersSize": _head_size(f"{version} {response.status} ".encode() + wire_bytes(response.reason), headers),
         "bodySize": response.body_size,
     }
 

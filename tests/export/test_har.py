@@ -167,6 +167,20 @@ def test_request_fields_headers_cookies_query_and_text_body() -> None:
     assert entry["time"] == 50.0 and entry["timings"] == {"send": 0.0, "wait": 30.0, "receive": 20.0}
 
 
+def test_headers_size_counts_the_bytes_of_the_head_as_sent() -> None:
+    # UTF-8 in the target, a header value and the reason: each character of two bytes counts two.
+    ex = make_exchange(
+        "GET", "/Größe?q=✓".encode(), [(b"Host", b"pub.example"), (b"X-Name", "Größe".encode())], b"",
+        response=Response(status=200, reason="Größe".encode().decode("latin-1"),
+                          headers=Headers.of_pairs([(b"X-Name", "✓".encode())])),
+    )
+    entry = har(ex)["log"]["entries"][0]
+    request_head = "GET /Größe?q=✓ HTTP/1.1\r\nHost: pub.example\r\nX-Name: Größe\r\n\r\n".encode()
+    response_head = "HTTP/1.1 200 Größe\r\nX-Name: ✓\r\n\r\n".encode()
+    assert entry["request"]["headersSize"] == len(request_head)
+    assert entry["response"]["headersSize"] == len(response_head)
+
+
 def test_binary_bodies_are_base64_and_round_trip() -> None:
     request_body = bytes(range(256))
     response_body = b"\x89PNG\r\n\x1a\n\x00\xff" * 10
