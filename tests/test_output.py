@@ -166,10 +166,13 @@ def test_a_relays_refusal_reaches_the_terminal_escaped(tmp_path: Path, hostile_r
     _assert_inert(err)
     assert b"\\x1b]0;owned\\x07\\x1b]52;c;" in err  # the reason is there, to be read, not obeyed
     assert b"Traceback" not in err
+    # Escaped once: an ESC reads \x1b, never \\x1b (the message quoted the value escaped, then the
+    # log escaped the message again).
+    assert b"\\\\" not in err, err
     if hostile_relay.mode == "welcome-then-take":
         # The WELCOME names another tunnel than the one asked for: refused, never printed as Forwarding.
         assert b"Forwarding" not in out, out
-        assert b"with the name 'x\\\\x1b]0;owned\\\\x07" in err and b"refused the tunnel" in err, err
+        assert b"with the name 'x\\x1b]0;owned\\x07" in err and b"refused the tunnel" in err, err
 
 
 @pytest.mark.parametrize("hostile_relay", ["going-away"], indirect=True)

@@ -9,6 +9,13 @@ A request a rule at the relay answered (or routed) arrives with the relay's ``de
 header naming the rule (``relay/rules.py`` writes it; ``docs/protocol.md``, "Rules");
 ``rule_of`` takes it off the head. ``goaway_error`` turns a GOAWAY into the error the tunnel
 reports, and ``FINAL_GOAWAYS`` are those after which reconnecting cannot help.
+
+Text the relay chose (a GOAWAY's reason, a name or URL it answered with, what it said when it
+broke the protocol) goes into a message through ``relay_text`` alone, which keeps at most
+``MAX_RELAY_TEXT`` characters of it: a relay can send a reason of a megabyte. The message keeps
+it as sent, and each output escapes the message once (``values.terminal.escape``): the log's
+formatter, the CLI's error line, the API (a tunnel's ``error`` and a tunnel error's ``msg``),
+and the inspector, which shows what the API escaped without doubling its backslashes.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from devtunnel.capture.model import RuleMark
 from devtunnel.errors import AuthError, NameInUseError, NameTakenError, RelayUnreachableError, TunnelError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import GoAway, RequestReceived, Welcome
-from devtunnel.values.terminal import escape
 
-__all__ = ["check_welcome", "rule_of", "goaway_error", "FINAL_GOAWAYS", "MAX_PUBLIC_URL"]
+__all__ = [
+    "check_welcome", "rule_of", "goaway_error", "goaway_reason", "relay_text", "FINAL_GOAWAYS", "MAX_PUBLIC_URL",
+    "MAX_RELAY_TEXT",
+]
 
 _RULE_HEADER = b"devtunnel-rule"
 
@@ -32,10 +41,21 @@ MAX_PUBLIC_URL = 2048
 _URL_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: a URL as written on the wire
 
 
-def _shown(text: str, limit: int = 80) -> str:
-    """A relay's value quoted for a message: escaped for the terminal, cut to ``limit`` characters."""
-    cut = text[:limit] + ("..." if len(text) > limit else "")
-    return f"'{escape(cut)}'"
+MAX_RELAY_TEXT = 200
+"""Characters of a text from the relay a message keeps (``relay_text``)."""
+
+
+def relay_text(text: str) -> str:
+    """``text`` from the relay as a message keeps and shows it: its first ``MAX_RELAY_TEXT``
+    characters, then ``… (N more characters)`` if it was longer. Not escaped: the outputs do it."""
+    if len(text) <= MAX_RELAY_TEXT:
+        return text
+    return f"{text[:MAX_RELAY_TEXT]}… ({len(text) - MAX_RELAY_TEXT} more characters)"
+
+
+def _shown(text: str) -> str:
+    """A relay's value quoted for a message (``relay_text``)."""
+    return f"'{relay_text(text)}'"
 
 
 def check_welcome(asked: str, welcome: Welcome) -> None:
@@ -105,9 +125,14 @@ FINAL_GOAWAYS = frozenset(
 )
 
 
+def goaway_reason(event: GoAway) -> str:
+    """The reason a GOAWAY gives, as a message shows it (``relay_text``)."""
+    return relay_text(event.reason) if event.reason else "no reason given"
+
+
 def goaway_error(event: GoAway) -> TunnelError:
     """The error a GOAWAY from the relay means for the tunnel."""
-    reason = event.reason or "no reason given"
+    reason = goaway_reason(event)
     if event.code == ErrorCode.AUTH_FAILED:
         return AuthError(f"the relay refused the token: {reason}")
     if event.code == ErrorCode.NAME_TAKEN:

@@ -33,7 +33,7 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.forward import Forwarder, Start, answer_error
 from devtunnel.agent.local_ws import forward_websocket
 from devtunnel.agent.quick import QuickAnswer
-from devtunnel.agent.relay_signals import FINAL_GOAWAYS, check_welcome, goaway_error, rule_of
+from devtunnel.agent.relay_signals import FINAL_GOAWAYS, check_welcome, goaway_error, goaway_reason, relay_text, rule_of
 from devtunnel.capture.model import Exchange, RuleMark
 from devtunnel.agent.recording import ExchangeCapture, LiveSnapshots
 from devtunnel.agent.stream import AgentStream
@@ -183,7 +183,7 @@ class Session:
         except ProtocolError as exc:
             self.conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))
             self._flush()
-            self._end(f"the relay broke the tunnel protocol: {exc}")
+            self._end(f"the relay broke the tunnel protocol: {relay_text(str(exc))}")  # (it may quote the relay)
             return
         if not self._welcome.done():
             for i, event in enumerate(events):
@@ -251,8 +251,8 @@ class Session:
         if self.tunnel.config.rules and not self.rules_enforced:
             relay = welcome.info.get("relay")
             raise TunnelError(
-                f"the relay ({relay if isinstance(relay, str) else 'an older devtunnel'}) does not enforce rules, so"
-                " this tunnel's rules would not apply: upgrade the relay, or start the tunnel without rules"
+                f"the relay ({relay_text(relay) if isinstance(relay, str) else 'an older devtunnel'}) does not enforce"
+                " rules, so this tunnel's rules would not apply: upgrade the relay, or start the tunnel without rules"
             )
         return welcome
 
@@ -286,9 +286,9 @@ class Session:
             if self.goaway.code in FINAL_GOAWAYS:
                 raise goaway_error(self.goaway)
             if self.goaway.code == ErrorCode.NAME_IN_USE:
-                reason = f"the relay gave the name to another connection: {self.goaway.reason or 'no reason given'}"
+                reason = f"the relay gave the name to another connection: {goaway_reason(self.goaway)}"
             else:
-                reason = f"the relay is going away: {self.goaway.reason or 'no reason given'}"
+                reason = f"the relay is going away: {goaway_reason(self.goaway)}"
         return reason
 
     async def close_streams(self) -> None:
@@ -387,7 +387,7 @@ class Session:
                 self.tunnel.pool_changed(event.members)
             elif isinstance(event, GoAway):
                 self.goaway = event
-                log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, event.reason)
+                log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, goaway_reason(event))
 
     def _open(self, head: RequestReceived) -> None:
         tunnel = self.tunnel

@@ -45,6 +45,7 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
 from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
+from devtunnel.agent.relay_signals import relay_text
 from devtunnel.values.names import random_name, validate_name
 from devtunnel.agent.recording import LiveSnapshots
 from devtunnel.agent.session import HANDSHAKE_TIMEOUT, LEAVE_GRACE, Session
@@ -407,4 +408,5 @@ class AgentTunnel:
         except TimeoutError as exc:
             raise RelayUnreachableError(f"the relay at {self.relay_url} did not answer in time") from exc
         except (OSError, InvalidHandshake) as exc:
-            raise RelayUnreachableError(f"cannot reach the relay at {self.relay_url}: {exc}") from exc
+            # (An invalid handshake quotes the relay's answer: its status line or a header.)
+            raise RelayUnreachableError(f"cannot reach the relay at {self.relay_url}: {relay_text(str(exc))}") from exc

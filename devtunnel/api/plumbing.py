@@ -29,6 +29,7 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.export.agent_json import error_json
+from devtunnel.values.terminal import escape
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
 
@@ -225,7 +226,8 @@ async def _devtunnel_error(request: Request, exc: Exception) -> Response:
     details: dict[str, Any] = {}
     if isinstance(exc, FilterSyntaxError):
         details = {"position": exc.position, "column": exc.position + 1, "message": exc.message}
-    return _error(status, str(exc), details)
+    # A tunnel's error may quote what a relay said: escaped as the log and the tunnel's "error" show it.
+    return _error(status, escape(str(exc)) if isinstance(exc, TunnelError) else str(exc), details)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

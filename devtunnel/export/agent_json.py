@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from devtunnel.capture.model import Exchange, Response
 from devtunnel.export.assemble import reason_of, request_bytes, response_bytes
+from devtunnel.values.terminal import escape
 
 __all__ = [
     "REQUESTS_URI",
@@ -191,6 +192,8 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
     ``{"members": N}``, the agents sharing the name as the relay last said (null while offline).
     ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
     keep ngrok's moving rates and percentiles, so those are left out rather than faked.
+    ``error`` reads as the log line saying it: escaped (``values.terminal.escape``), since it may
+    quote what a relay said.
     """
     public_url = info.public_url or ""
     return {
@@ -201,7 +204,7 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
         "config": {"addr": info.target_url, "inspect": True},
         "metrics": {"http": {"count": info.requests}},
         "state": str(info.state.value) if isinstance(info.state, Enum) else info.state,
-        "error": info.error or None,
+        "error": escape(info.error) if info.error else None,
         "next_retry_at": info.next_retry_at,
         "via": _via_json(info.via),
         "pool": None if info.config is None or not info.config.pool else {"members": info.pool_members},

@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from devtunnel.agent.service import AgentService
+from devtunnel.commands.output import EscapingFormatter
 from devtunnel.api.app import serve_api
 from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
 from devtunnel.protocol.relay_side import RelayConnection
@@ -166,8 +167,13 @@ async def test_a_welcome_url_that_is_not_a_plain_http_url_never_reaches_the_api_
         assert resp.status_code == 502, resp.text
         msg = resp.json()["msg"]
         assert "is not a public URL" in msg
+        # The log as the agent writes it (its records keep the relay's text as sent: the
+        # formatter escapes each line once).
+        logged = "\n".join(EscapingFormatter().format(record) for record in caplog.records)
+        assert "is not a public URL" in logged
         for bad in ("\x1b", "\x07", "\u202e", "x" * 300):
-            assert bad not in msg and bad not in caplog.text
+            assert bad not in msg and bad not in logged
+        assert "\\\\" not in msg and "\\\\" not in logged  # escaped once: never \\x1b
         assert await agent.names() == []
 
 

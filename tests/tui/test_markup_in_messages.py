@@ -19,6 +19,7 @@ from devtunnel.tui.app import InspectorApp
 from devtunnel.tui.backend import Backend, TunnelView
 from devtunnel.tui.screens import ExportScreen
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
+from devtunnel.values.terminal import escape
 from tests.helpers import async_wait_for
 from tests.kit.servers import Received, Reply, http_server
 from tests.tui.app_fixtures import fill, inspector, make_exchange, traffic, utc
@@ -117,6 +118,39 @@ async def test_a_relay_refusal_reason_shows_literally_in_the_notice_and_the_tunn
             panel.update_tunnels([TunnelView("shop", "", "http://127.0.0.1:3000", "failed", error=f"GOAWAY: {text}")])
             await pilot.pause()
             _literal(_shown(panel.render()), f"GOAWAY: {text}")
+            assert app.is_running
+
+
+async def test_a_refusal_the_agent_api_escaped_shows_escaped_once_in_the_notice_and_the_tunnels_panel(
+        tmp_path: Path) -> None:
+    """The agent API gives a tunnel's error, and a tunnel error's ``msg``, escaped as its log line
+    reads (they may quote a relay): the inspector shows that text as it is, never escaping its
+    backslashes again (an ESC the relay sent reads ``\\x1b``, not ``\\\\x1b``)."""
+    said = "bad token \x1b]0;owned\x07 in C:\\relay"
+    escaped = escape(said)  # what the API sends: the ESC as \x1b, the backslash doubled
+    assert escaped == "bad token \\x1b]0;owned\\x07 in C:\\\\relay"
+
+    def agent_api(request: Received) -> Reply:
+        if request.method == "POST":
+            return Reply.json({"msg": f"the relay refused the token: {escaped}"}, status=502)
+        return Reply.json({"tunnels": []})
+
+    with http_server(agent_api) as server:
+        app = InspectorApp(Backend(tmp_path / "captures.db", api_url=server.url), history_path=tmp_path / "history")
+        async with app.run_test(size=(200, 30)) as pilot:
+            app.run_worker(app._start_tunnel(_request("3000")), exit_on_error=False)
+            await async_wait_for(lambda: any(n.title == "Tunnel not started" for n in app._notifications),
+                                 what="the notice")
+            assert f"the relay refused the token: {escaped}" in _notice(app, "Tunnel not started").plain
+            app.backend.api_url = None  # (the 2 s poll would replace the panel's lines: see the test above)
+            app.workers.cancel_group(app, "poll")
+            await pilot.pause()
+            panel = app.query_one(TunnelsPanel)
+            panel.update_tunnels([TunnelView("shop", "", "http://127.0.0.1:3000", "failed", error=escaped)])
+            await pilot.pause()
+            shown = _shown(panel.render()).plain
+            assert f"failed: {escaped}" in shown, shown
+            assert "\\\\x1b" not in shown and "\x1b" not in shown
             assert app.is_running
 
 

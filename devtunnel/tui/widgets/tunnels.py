@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from devtunnel.tui.backend import TunnelView
+from devtunnel.tui.render import escape_control
 from devtunnel.tui.supervisor import AgentStatus
 from devtunnel.values.terminal import escape
 
@@ -181,7 +182,7 @@ class TunnelsPanel(Widget, can_focus=True):
         if state == "reconnecting" and tunnel.next_retry_at is not None:
             state += f" (retry in {max(0, tunnel.next_retry_at - self._clock()):.0f}s)"
         elif state == "failed" and tunnel.error:
-            state += f": {escape(tunnel.error)}"
+            state += f": {escape_control(tunnel.error)}"  # escaped by the API already: backslashes kept
         line.append(state, style=state_style)
         line.append(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)
         if tunnel.app_state:
