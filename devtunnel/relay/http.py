@@ -642,25 +642,27 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.abort()
 
     def _refuse_head(self) -> None:
-        self._refused = True
         self._cancel_head_timer()
-        text = f"request head larger than {format_size(self.max_head)}\n"
-        self.transport.write(_plain_response(b"HTTP/1.1 431 Request Header Fields Too Large\r\n", text))
-        self.transport.close()
+        self._refuse(b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+                     f"request head larger than {format_size(self.max_head)}\n")
 
     def _refuse_bad_head(self, problem: str) -> None:
-        """Answer a head that must not be forwarded with 400, and close the connection.
+        """Answer a head that must not be forwarded with 400, and close the connection."""
+        self.logger.debug("Request refused: %s", problem)
+        self._refuse(b"HTTP/1.1 400 Bad Request\r\n", f"{problem}\n")
 
-        Behind a response still being sent (pipelining), the connection closes once it is
-        sent instead: a 400 written now would land inside it.
+    def _refuse(self, status_line: bytes, text: str) -> None:
+        """Answer a head with ``status_line`` and close the connection; read nothing more.
+
+        Behind responses still to be sent (pipelining), the connection closes once the last
+        of them is sent instead: an answer written now would land inside one of them.
         """
         self._refused = True
-        self.logger.debug("Request refused: %s", problem)
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            cycle.keep_alive = False
+        last = self.pipeline[0][0] if self.pipeline else self.cycle  # the newest waits at the left
+        if last is not None and not last.response_complete:
+            last.keep_alive = False
             return
-        self.transport.write(_plain_response(b"HTTP/1.1 400 Bad Request\r\n", f"{problem}\n"))
+        self.transport.write(_plain_response(status_line, text))
         self.transport.close()
 
     def _close_after_response(self) -> None:

@@ -259,8 +259,10 @@ def test_a_head_over_the_bound_gets_431_however_it_is_read(w: World) -> None:
         cuts = data.draw(cuts_in(len(request), near), label="cuts") if data is not None else []
         before = len(w.seen.snapshot()[1])
         raw = exchange(w, request, cuts)
-        assert b"HTTP/1.1 431 " in raw
-        # (The 431 goes out at once and the connection closes: the POST may not be answered.)
-        assert all(r.method == b"POST" for r in w.seen.snapshot()[1][before:])
+        # Behind the POST, its whole answer comes first; then the 431 if that answer was sent
+        # when the head passed the bound, or else only the close (a 431 then would have landed
+        # inside the answer).
+        assert statuses(raw) in ([200, 431], [200]) if behind_post else statuses(raw) == [431]
+        assert [r.method for r in w.seen.snapshot()[1][before:]] == ([b"POST"] if behind_post else [])
 
     check()
