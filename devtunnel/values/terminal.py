@@ -67,7 +67,7 @@ _INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 # The only characters ``str.isprintable()`` passes that may still need a change.
 _PRINTABLE_SPECIAL = re.compile("[\\\\\u115f\u1160\u3164\uffa0]")
 _KEEPABLE = frozenset("\t\n")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # escapes re reads: mypyc takes no surrogate in a literal
 """A character no UTF-8 encoder takes: a byte kept by ``surrogateescape``, or a lone surrogate."""
 
 
