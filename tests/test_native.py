@@ -35,6 +35,18 @@ def test_every_listed_module_is_a_source_file_setup_py_compiles() -> None:
     assert "_native_modules()" in (ROOT / "setup.py").read_text()
 
 
+def test_no_listed_module_holds_a_surrogate_in_a_string_literal() -> None:
+    """mypyc refuses one ("Surrogate codepoints in string literals not supported"): the compiled
+    build fails, which only the compiled CI run would show. Write such a character as an escape
+    the code reads (``re``'s ``\\udcff``, ``chr(0xDCFF)``)."""
+    for name in native.NATIVE_MODULES:
+        path = ROOT / (name.replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                bad = [ch for ch in node.value if 0xD800 <= ord(ch) <= 0xDFFF]
+                assert not bad, f"{path.relative_to(ROOT)}:{node.lineno}: a surrogate in a string literal"
+
+
 def test_version_says_whether_the_per_request_modules_run_compiled() -> None:
     out = subprocess.run([sys.executable, "-m", "devtunnel", "--version"], capture_output=True, text=True, check=True,
                          cwd=ROOT)
