@@ -18,6 +18,11 @@ While writes fail (a full disk, a database locked by another process) exchanges 
 memory to be retried, within two bounds: past ``UNWRITTEN_BYTES`` of bodies the oldest bodies
 are dropped (the exchange itself is kept, marked truncated), past ``UNWRITTEN_EXCHANGES`` the
 oldest exchanges are. Both are counted, and said once in the log.
+
+Before it writes, at most once every ``FOLLOW_EVERY`` seconds, the writer looks whether the
+database file is still the one at its path (``Store.follow_path``): deleted, a new one is created
+there; replaced by another capture file, that one is written from then on; replaced by a file
+the store refuses, writes fail (and wait, bounded) until the path holds a usable file again.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ UNWRITTEN_BYTES = 32 << 20
 """Body bytes (request, response, WebSocket payloads) kept in memory while writes fail."""
 UNWRITTEN_EXCHANGES = 5000
 """Exchanges kept in memory while writes fail, their bodies dropped first (about 4 KiB each)."""
+FOLLOW_EVERY = 1.0
+"""Seconds between two looks (one ``stat``) at whether the database file is still at its path."""
 
 
 class Judge(Protocol):
@@ -194,6 +201,8 @@ class Recorder:
         self._hurry = 0  # flush() calls waiting: write now instead of lingering
         self._listeners: list[Callable[[list[str]], None]] = []
         self._last_error: str | None = None
+        self._next_look = time.monotonic() + FOLLOW_EVERY  # when the writer looks at the path again
+        self._refused = False  # the file at the path was refused: look again before every retry
         self._thread = threading.Thread(target=self._run, name="devtunnel-recorder", daemon=True)
         self._thread.start()
 
@@ -339,16 +348,24 @@ class Recorder:
             while True:
                 with self._cond:
                     while not self._pending and not self._closing:
-                        self._cond.wait()
-                    self._linger()
-                    if self._closing and (not self._pending or self._last_error):
-                        return
-                    batch, self._pending = self._pending, {}
-                    batch_bytes, self._pending_bytes = self._pending_bytes, 0  # what the batch's bodies hold
-                    upto = self._submitted
+                        left = self._next_look - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                    idle = not self._pending and not self._closing
+                    if not idle:
+                        self._linger()
+                        if self._closing and (not self._pending or self._last_error):
+                            return
+                        batch, self._pending = self._pending, {}
+                        batch_bytes, self._pending_bytes = self._pending_bytes, 0  # what the batch's bodies hold
+                        upto = self._submitted
+                if idle:  # nothing to write: look at the path all the same, to notice a deletion soon
+                    self._follow()
+                    continue
                 if self.webhooks is not None:
                     self._judge(batch)
-                kept = self._write(batch)
+                kept = self._write(batch) if self._follow() else batch
                 if _TRIM is not None and batch_bytes >= TRIM_AFTER:
                     del batch
                     _TRIM()
@@ -400,6 +417,26 @@ class Recorder:
                 continue
             if verdict is not None:
                 batch[ex_id] = replace(ex, webhook=verdict)
+
+    def _follow(self) -> bool:
+        """Follow the database file to what is at its path now (at most every ``FOLLOW_EVERY``
+        seconds, on every retry while it is refused); False while that file is refused."""
+        now = time.monotonic()
+        if not self._refused and now < self._next_look:
+            return True
+        self._next_look = now + FOLLOW_EVERY
+        try:
+            change = self.store.follow_path()
+        except Exception as exc:  # noqa: BLE001 - the writer must survive anything
+            self._refused = True
+            self._report(exc)
+            return False
+        self._refused = False
+        if change == "deleted":
+            log.warning("the capture database %s was deleted; recording into a new one there", self.store.path)
+        elif change == "replaced":
+            log.warning("another capture database is at %s; recording into it", self.store.path)
+        return True
 
     def _write(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
         """Write a batch; returns what must be retried later."""

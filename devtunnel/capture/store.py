@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from devtunnel.capture import filters as _filters
@@ -79,7 +80,13 @@ class Store:
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._sort_plans: dict[str, bool] = {}
-        self._conn()  # fail now, with a clear message, rather than at the first put
+        self._generation = 0
+        """Bumped when ``follow_path`` moves to another file: each thread's connection opens again."""
+        self._file: tuple[int, int] | None = None
+        """The device and inode of the file the connections have open (None: unknown)."""
+        self._companions: tuple[tuple[int, int] | None, ...] = ()
+        """The identities of that file's ``-wal`` and ``-shm`` (None: not there)."""
+        self._note_file()  # fail now, with a clear message, rather than at the first put
 
     path: Path
 
@@ -105,12 +112,71 @@ class Store:
         return StoreError(f"{name}: {detail}")
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is not None:
-            return conn
+            if local.generation == self._generation:
+                return conn
+            local.conn = None
+            conn.close()  # on the file that was at the path before ``follow_path`` moved on
+        generation = self._generation
         conn = self._open()
-        self._local.conn = conn
+        local.conn, local.generation = conn, generation
         return conn
+
+    def follow_path(self) -> Literal["deleted", "replaced"] | None:
+        """Move to the file now at the path if it is no longer the one open (one ``stat`` when not).
+
+        For a long-lived writer (the agent) whose file is deleted (``rm captures.db*``) or
+        replaced while it runs: SQLite would go on writing into the file it has open, unlinked,
+        where nobody else sees it. Returns ``"deleted"`` when nothing was at the path and a new
+        database was created there (as ``Store(path)`` does), ``"replaced"`` when another file is
+        there and is now the one read and written, None when the path still holds the open file.
+        Every thread's connection opens again at its next use. What was written between the
+        change and the call went into the file left behind.
+
+        Call it from one thread (the recorder's writer), every second or so.
+
+        Raises:
+            StoreError: the file now at the path is refused as ``Store(path)`` refuses it (not
+                a devtunnel database, a newer schema, read-only). Every thread's reads and
+                writes raise it too, until the path holds a file this store can use and
+                ``follow_path`` is called again.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            now = None
+        except OSError:
+            return None  # cannot tell (a folder we may no longer search): the writes say what is wrong
+        else:
+            now = st.st_dev, st.st_ino
+        if now is not None and now == self._file:
+            return None
+        # The old file's -wal and -shm, if still at the path (``rm captures.db`` alone, or another
+        # file moved onto it), would be taken for the new file's by SQLite: they would corrupt it.
+        for companion, known in zip(self._companion_paths(), self._companions):
+            if known is not None and _identity(companion) == known:
+                companion.unlink(missing_ok=True)
+        self._companions = ()
+        with self._schema_lock:
+            self._schema_ready = False  # the new file is checked (or created) as at the start
+        self._generation += 1
+        self._note_file()  # raises StoreError for a file it refuses; the next call tries again
+        return "deleted" if now is None else "replaced"
+
+    def _note_file(self) -> None:
+        """Open this thread's connection and note which files it has open (for ``follow_path``)."""
+        try:
+            # A first read makes SQLite open (and create) the -wal and -shm of a WAL database.
+            self._conn().execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        self._file = _identity(self.path)
+        self._companions = tuple(_identity(p) for p in self._companion_paths())
+
+    def _companion_paths(self) -> list[Path]:
+        return [self.path.with_name(self.path.name + suffix) for suffix in _COMPANIONS]
 
     def _open(self) -> sqlite3.Connection:
         if self.path.is_dir():
@@ -469,6 +535,19 @@ class Store:
             # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
             params = [*params, -1 if limit is None else min(limit, _SQLITE_MAX_INT), min(offset, _SQLITE_MAX_INT)]
         return sql, params
+
+
+_COMPANIONS = ("-wal", "-shm")
+"""The files SQLite keeps next to a database in WAL mode."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of ``path`` (another file at the path has another); None when it has none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 _TABLES = ("exchange_rows", "heads", "req_bodies", "res_bodies", "ws_messages")

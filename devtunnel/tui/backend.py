@@ -291,8 +291,9 @@ class Backend:
         """What became of the database file since the store opened it (one ``stat``: call it every second or so).
 
         ``"deleted"``: nothing is at the path any more; the store reads on the file it has open
-        (an agent still running records into it until it restarts). ``"replaced"``: another file
-        is at the path (an agent made a new one, or one was moved there); the next read opens it.
+        (an agent still running makes a new one at the path within about a second).
+        ``"replaced"``: another file is at the path (an agent made a new one, or one was moved
+        there); the next read opens it.
         ``"created"``: a file is there where none was when the store was first read. Each change
         is returned once; None: nothing changed.
         """

@@ -149,17 +149,17 @@ class LiveView:
         """Follow the database file, and read the list again after it failed (call every second or so).
 
         Another file at the path (an agent made a new one) is said once and its list is shown;
-        a deleted file is said once and its rows stay (the file stays open: an agent still
-        running records into it until it restarts). A list that could not be read (the store
+        a deleted file is said once and its rows stay (the file stays open; an agent still
+        running makes a new one at the path within about a second). A list that could not be read (the store
         locked by another process, say) is read again without waiting for a change, so the
         inspector recovers on its own when the lock is let go.
         """
         change = self.backend.file_change()
         path = self.backend.db_path
         if change == "deleted":
-            self.table.notify(f"{path} was deleted. The captures shown are still read from the deleted file, "
-                              "which a running agent records into until it restarts; a new file there will be "
-                              "shown as soon as it appears.", title="Capture database deleted", severity="warning",
+            self.table.notify(f"{path} was deleted. The captures shown are still read from the deleted file; "
+                              "a running agent makes a new one there within about a second, shown as soon "
+                              "as it appears.", title="Capture database deleted", severity="warning",
                               timeout=15)
         elif change is not None:
             if change == "replaced":

@@ -2,8 +2,8 @@
 
 Before, nothing looked at the file: the old rows stayed on screen with no word, whatever was at
 the path now. The backend now compares the file's device and inode once a second (one stat).
-A deleted file is said once and still read (its connections stay open, and an agent still
-running records into it until it restarts); another file at the path is said once and shown.
+A deleted file is said once and still read (its connections stay open; an agent still
+running makes a new one at the path within about a second); another file at the path is said once and shown.
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""The agent (``devtunnel http --no-tui``) after its capture database is deleted or replaced while it
+runs: it records into a new file at the path, which ``devtunnel requests`` and the agent API read;
+a file that is no capture database is refused in one log line while traffic goes on."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import free_port, wait_for
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
+from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
+
+
+def start_agent(procs: list[Proc], env: dict[str, str], local_port: int, db: Path) -> tuple[Proc, str, int]:
+    """The agent as the CLI starts it; returns it, its public port and its API port."""
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local_port), "--no-tui", "--name", "rm", "--api-port", str(api_port),
+                  "--db", str(db))
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    agent.line(lambda l: l.startswith("API "))
+    return agent, match.group(3), api_port
+
+
+def get(port: str, target: str) -> None:
+    """A request through the tunnel, answered by the local app; waits for the agent to log it."""
+    r = httpx.get(f"http://127.0.0.1:{port}{target}", headers={"Host": f"rm.localhost:{port}"}, trust_env=False)
+    assert r.status_code == 200
+
+
+def requests_listed(env: dict[str, str], db: Path) -> str:
+    done = subprocess.run([*DEVTUNNEL, "requests", "--db", str(db)], capture_output=True, text=True, timeout=30,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_after_rm_of_its_database_the_agent_records_into_a_new_one_that_requests_and_the_api_read(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "captures.db"
+    agent, port, api_port = start_agent(procs, env, local[0], db)
+    get(port, "/echo?first")
+    wait_for(lambda: "/echo?first" in requests_listed(env, db), what="the first request in the file")
+    for file in tmp_path.glob("captures.db*"):  # what a user starting afresh does
+        file.unlink()
+    # Within about a second, without traffic, the agent notices and says so once.
+    said = agent.line(lambda l: "was deleted" in l, lines="err")
+    assert said.endswith(f"the capture database {db} was deleted; recording into a new one there")
+    assert db.exists()
+    get(port, "/echo?second")
+    listed = wait_for(lambda: (out := requests_listed(env, db)) and "/echo?second" in out and out,
+                      what="the second request listed by devtunnel requests")
+    assert "/echo?first" not in listed
+    api = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http", trust_env=False).json()
+    assert [r["request"]["uri"] for r in api["requests"]] == ["/echo?second"]
+    assert agent.stop() == 0
+    assert [l for l in agent.err if "was deleted" in l] == [said]
+    assert not any("Traceback" in l for l in agent.err)
+
+
+def test_a_file_that_is_no_capture_database_moved_onto_the_path_is_refused_once_and_traffic_goes_on(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "captures.db"
+    agent, port, api_port = start_agent(procs, env, local[0], db)
+    get(port, "/echo?first")
+    wait_for(lambda: "/echo?first" in requests_listed(env, db), what="the first request in the file")
+    notes = tmp_path / "notes.db"
+    with sqlite3.connect(notes) as conn:
+        conn.execute("CREATE TABLE notes (text)")
+    conn.close()
+    notes.replace(db)
+    refused = agent.line(lambda l: "is not a devtunnel database" in l, lines="err")
+    assert f"cannot write captures: {db} is not a devtunnel database" in refused
+    for i in range(5):
+        get(port, f"/echo?after{i}")
+    agent.line(lambda l: "/echo?after4" in l)  # served and logged
+    api = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http", trust_env=False)
+    assert api.status_code == 503 and "is not a devtunnel database" in api.text
+    assert agent.popen.poll() is None
+    # At exit, as for any store that cannot be written, it says what was not written (and exits 1).
+    assert agent.stop() == 1
+    assert agent.err[-1].endswith("5 exchange(s) not written after 5s "
+                                  f"({db} is not a devtunnel database (it holds other tables); move it away or pass --db)")
+    assert [l for l in agent.err if "cannot write captures" in l] == [refused]
+    assert not any("Traceback" in l for l in agent.err), agent.err
+    with sqlite3.connect(db) as conn:  # left as it was
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
+    conn.close()
