@@ -53,7 +53,8 @@ async def test_reads_the_api_line_and_restarts_a_killed_agent(tmp_path: Path, ch
         assert second.pid != first.pid and second.api_url is not None
         assert [c.state for c in changes][:4] == ["starting", "running", "restarting", "starting"]
         # The child writes its stderr line after the API line: stopped at once, it may not have.
-        await async_wait_for(lambda: log.read_text().count("a line on stderr") == 2, what="the second child's lines")
+        await async_wait_for(lambda: log.read_text().splitlines().count("a line on stderr") == 2,
+                             what="the second child's lines")
     finally:
         await supervisor.stop()
     assert supervisor.status.state == "stopped"
