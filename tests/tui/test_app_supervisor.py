@@ -77,7 +77,7 @@ async def test_a_log_grown_past_its_bound_is_moved_aside_at_the_next_start(tmp_p
     supervisor.start()
     try:
         await async_wait_for(lambda: supervisor.status.state == "running", what="the agent to run")
-        await async_wait_for(lambda: b"a line on stderr" in log.read_bytes(), what="the agent's lines")
+        await async_wait_for(lambda: log.read_text().splitlines().count("a line on stderr") == 1, what="the agent's lines")
     finally:
         await supervisor.stop()
     moved = tmp_path / "agent.log.1"
@@ -89,7 +89,8 @@ async def test_a_log_grown_past_its_bound_is_moved_aside_at_the_next_start(tmp_p
     supervisor = AgentSupervisor([sys.executable, "-c", SERVING_CHILD], log, changes.append)
     supervisor.start()
     try:
-        await async_wait_for(lambda: log.read_text().count("a line on stderr") == 2, what="the second session's lines")
+        await async_wait_for(lambda: log.read_text().splitlines().count("a line on stderr") == 2,
+                             what="the second session's lines")
     finally:
         await supervisor.stop()
     assert log.read_text().startswith(lines[0]) and moved.stat().st_size == AGENT_LOG_MAX + 1
