@@ -147,7 +147,7 @@ _REQUEST_COLUMNS = [
     Column("STATUS"),
     Column("DURATION", align=">"),
     Column("SIZE", align=">", optional=2),
-    Column("EVENT", optional=2),
+    Column("EVENT", optional=1),  # wide ("✓ github pull_request.opened"): the path matters more
     Column("PATH", flexible=True),
 ]
 """The columns of ``requests``; EVENT only when a listed request is a webhook delivery."""
