@@ -1,6 +1,6 @@
 """Local services that record every connection and request they get, for the tests of
-what the relay and the agent let through (hostile targets, trailers, duplicate Host), and a
-spy on the reads the relay's HTTP protocol gets.
+what the relay and the agent let through (hostile targets, trailers, duplicate Host), a spy on
+the reads the relay's HTTP protocol gets, and a relay with an agent holding tunnels to them.
 
 Each service runs in its own thread and event loop (``tunnel_fixtures.raw_server``), answers every
 request with 200 and a fixed body, and answers an upgrade request the same way, then closes.
@@ -17,8 +17,12 @@ from dataclasses import dataclass, field
 import httptools
 import pytest
 
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.service import AgentService
 from devtunnel.relay.http import HeadLimitedHttpProtocol
-from tests.net.tunnel_fixtures import raw_server
+from devtunnel.relay.server import Relay
+from devtunnel.relay.settings import RelaySettings
+from tests.net.tunnel_fixtures import TOKEN, LoopThread, raw_server
 
 # Header fields and targets the hostile requests carry; none may ever reach a service.
 FORGED = (b"admin.internal", b"Bearer forged")
@@ -174,3 +178,30 @@ def reads_spied() -> Iterator[Reads]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(HeadLimitedHttpProtocol, "data_received", spy)
         yield reads
+
+
+@contextmanager
+def relay_with_tunnels(tunnels: list[TunnelConfig], **settings: object) -> Iterator[int]:
+    """A relay (``RelaySettings(port=0, domain="localhost", tokens=[TOKEN], **settings)``) and an
+    agent holding ``tunnels``, in an event loop of their own thread; yields the relay's port."""
+    thread = LoopThread()
+    try:
+        async def start() -> tuple[Relay, AgentService]:
+            relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN], **settings))  # type: ignore[arg-type]
+            await relay.start()
+            agent = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
+            for tunnel in tunnels:
+                await agent.start_tunnel(tunnel)
+            return relay, agent
+
+        async def stop(relay: Relay, agent: AgentService) -> None:
+            await agent.stop()
+            await relay.stop()
+
+        relay, agent = thread.call(start())
+        try:
+            yield relay.port
+        finally:
+            thread.call(stop(relay, agent))
+    finally:
+        thread.close()

@@ -18,11 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devtunnel.agent.config import TunnelConfig
-from devtunnel.agent.service import AgentService
-from devtunnel.relay.server import Relay
-from devtunnel.relay.settings import RelaySettings
-from tests.net.head_fixtures import FORGED, Seen, recording_service
-from tests.net.tunnel_fixtures import TOKEN, LoopThread, parse_response
+from tests.net.head_fixtures import FORGED, Seen, recording_service, relay_with_tunnels
+from tests.net.tunnel_fixtures import parse_response
 
 _PATH_OR_STAR = re.compile(rb"/[\x21-\x7e\x80-\xff]*")
 
@@ -43,26 +40,11 @@ def world() -> Iterator[World]:
         preserve_port, preserve = stack.enter_context(recording_service(b"victim"))
         rewrite_port, rewrite = stack.enter_context(recording_service(b"victim"))
         second_port, second = stack.enter_context(recording_service(b"SECRET"))
-        thread = LoopThread()
-        stack.callback(thread.close)
-
-        async def start() -> tuple[Relay, AgentService]:
-            relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN]))
-            await relay.start()
-            service = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
-            await service.start_tunnel(TunnelConfig(target=str(preserve_port), name="victim"))
-            await service.start_tunnel(TunnelConfig(target=str(rewrite_port), name="rewritten", host_header="rewrite"))
-            return relay, service
-
-        async def stop(relay: Relay, service: AgentService) -> None:
-            await service.stop()
-            await relay.stop()
-
-        relay, service = thread.call(start())
-        try:
-            yield World(relay.port, preserve, rewrite, rewrite_port, second_port, second)
-        finally:
-            thread.call(stop(relay, service))
+        relay_port = stack.enter_context(relay_with_tunnels([
+            TunnelConfig(target=str(preserve_port), name="victim"),
+            TunnelConfig(target=str(rewrite_port), name="rewritten", host_header="rewrite"),
+        ]))
+        yield World(relay_port, preserve, rewrite, rewrite_port, second_port, second)
 
 
 def _targets(second_port: int) -> st.SearchStrategy[bytes]:

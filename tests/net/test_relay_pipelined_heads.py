@@ -26,12 +26,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devtunnel.agent.config import TunnelConfig
-from devtunnel.agent.service import AgentService
-from devtunnel.relay.server import Relay
-from devtunnel.relay.settings import RelaySettings
 from devtunnel.relay.http import HeadLimitedHttpProtocol
-from tests.net.head_fixtures import Seen, recording_service
-from tests.net.tunnel_fixtures import TOKEN, LoopThread
+from tests.net.head_fixtures import Seen, recording_service, relay_with_tunnels
 
 LIMIT = 64 * 1024  # the relay's max_head (its default)
 BODY = bytes(range(256)) * 400  # 100 KiB, every byte value, newlines included
@@ -102,25 +98,9 @@ def world() -> Iterator[World]:
     with ExitStack() as stack:
         service_port, seen = stack.enter_context(recording_service())
         reads = stack.enter_context(planned_reads())
-        thread = LoopThread()
-        stack.callback(thread.close)
-
-        async def start() -> tuple[Relay, AgentService]:
-            relay = Relay(RelaySettings(port=0, domain="localhost", tokens=[TOKEN], max_head=LIMIT))
-            await relay.start()
-            agent = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN)
-            await agent.start_tunnel(TunnelConfig(target=str(service_port), name="victim"))
-            return relay, agent
-
-        async def stop(relay: Relay, agent: AgentService) -> None:
-            await agent.stop()
-            await relay.stop()
-
-        relay, agent = thread.call(start())
-        try:
-            yield World(relay.port, b"victim.localhost:%d" % relay.port, seen, reads)
-        finally:
-            thread.call(stop(relay, agent))
+        port = stack.enter_context(relay_with_tunnels([TunnelConfig(target=str(service_port), name="victim")],
+                                                      max_head=LIMIT))
+        yield World(port, b"victim.localhost:%d" % port, seen, reads)
 
 
 @pytest.fixture(scope="module")
