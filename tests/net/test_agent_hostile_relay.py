@@ -21,9 +21,9 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.socket import MAX_FRAME
 from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.protocol import frames as f
-from devtunnel.protocol.events import Hello
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for
+from tests.net.tunnel_fixtures import read_hello
 
 RelayScript = Callable[[ServerConnection, RelayConnection], Awaitable[None]]
 
@@ -34,9 +34,7 @@ async def hostile_relay(script: RelayScript, **server: object) -> AsyncIterator[
 
     async def relay(ws: ServerConnection) -> None:
         conn = RelayConnection()
-        async for message in ws:
-            if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
-                break
+        await read_hello(ws, conn)
         conn.send_welcome("hostile", "http://hostile.localhost", {})
         await ws.send(conn.data_to_send())
         await script(ws, conn)

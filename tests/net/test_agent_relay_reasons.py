@@ -27,10 +27,10 @@ from devtunnel.api.app import serve_api
 from devtunnel.commands.output import EscapingFormatter
 from devtunnel.protocol import frames
 from devtunnel.protocol.connection import ErrorCode
-from devtunnel.protocol.events import Hello
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for
 from tests.net.api_fixtures import echo_service
+from tests.net.tunnel_fixtures import read_hello
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,12 +57,8 @@ class ScriptedRelay:
 
     async def handler(self, ws: ServerConnection) -> None:
         conn = RelayConnection()
-        asked = ""
-        async for message in ws:
-            hellos = [e for e in conn.receive_data(message) if isinstance(e, Hello)]  # type: ignore[arg-type]
-            if hellos:
-                asked = hellos[0].name or ""
-                break
+        hello = await read_hello(ws, conn)
+        asked = hello.name or "" if hello is not None else ""
         answer = self.answers(self.connections)
         self.connections += 1
         if answer.refuse is not None:

@@ -18,9 +18,10 @@ from devtunnel.capture.model import Exchange
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.protocol.relay_side import RelayConnection
-from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
+from devtunnel.protocol.events import DataReceived, ResponseReceived
 from tests.helpers import async_wait_for
 from tests.net.head_fixtures import recording_service
+from tests.net.tunnel_fixtures import read_hello
 
 HOST = (b"Host", b"victim.localhost")
 
@@ -59,9 +60,7 @@ async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: py
 
         async def relay(ws: ServerConnection) -> None:
             conn = RelayConnection()
-            async for message in ws:
-                if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
-                    break
+            await read_hello(ws, conn)
             conn.send_welcome("victim", "http://victim.localhost", {})
             heads: dict[int, tuple[int, dict[bytes, bytes]]] = {}
             bodies: dict[int, bytes] = {}

@@ -24,14 +24,13 @@ from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol import events as protocol_events
 from devtunnel.protocol.events import DataReceived, Event, Hello, RequestReceived, ResponseReceived
 from tests.helpers import async_wait_for
+from tests.net.tunnel_fixtures import read_hello
 
 
 async def _accept(ws: ServerConnection) -> RelayConnection:
     """The relay's side of the handshake: read up to the agent's HELLO and queue the WELCOME."""
     conn = RelayConnection()
-    async for message in ws:
-        if any(isinstance(e, Hello) for e in conn.receive_data(message)):  # type: ignore[arg-type]
-            break
+    await read_hello(ws, conn)
     conn.send_welcome("scripted", "http://scripted.localhost", {})
     return conn
 

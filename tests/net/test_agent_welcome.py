@@ -21,10 +21,11 @@ from websockets.exceptions import ConnectionClosed
 from devtunnel.agent.service import AgentService
 from devtunnel.commands.output import EscapingFormatter
 from devtunnel.api.app import serve_api
-from devtunnel.protocol.events import DataReceived, Hello, ResponseReceived
+from devtunnel.protocol.events import DataReceived, ResponseReceived
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for
 from tests.net.api_fixtures import Seen, echo_service
+from tests.net.tunnel_fixtures import read_hello
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,12 +45,8 @@ class ScriptedRelay:
 
     async def handler(self, ws: ServerConnection) -> None:
         conn = RelayConnection()
-        asked = ""
-        async for message in ws:
-            hellos = [e for e in conn.receive_data(message) if isinstance(e, Hello)]  # type: ignore[arg-type]
-            if hellos:
-                asked = hellos[0].name or ""
-                break
+        hello = await read_hello(ws, conn)
+        asked = hello.name or "" if hello is not None else ""
         name, url = self.answer(asked)
         conn.send_welcome(name, url, {})
         await ws.send(conn.data_to_send())

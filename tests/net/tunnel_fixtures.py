@@ -35,6 +35,8 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.tunnel import Backoff
+from devtunnel.protocol import RelayConnection
+from devtunnel.protocol.events import Hello
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
 from tests.helpers import wait_for
@@ -378,3 +380,13 @@ async def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
             return await reader.read(-1)
     finally:
         writer.close()
+
+
+async def read_hello(ws: ServerConnection, conn: RelayConnection) -> Hello | None:
+    """A fake relay's side of the handshake: the agent's messages up to its HELLO, read into
+    ``conn`` (None: the agent left before sending one)."""
+    async for message in ws:
+        for event in conn.receive_data(message):  # type: ignore[arg-type]
+            if isinstance(event, Hello):
+                return event
+    return None
