@@ -26,7 +26,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 from devtunnel.values.paths import db_path
 
-__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "Store"]
+__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "Store", "file_identity"]
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
@@ -144,13 +144,9 @@ class Store:
                 ``follow_path`` is called again.
         """
         try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            now = None
+            now = file_identity(self.path)
         except OSError:
             return None  # cannot tell (a folder we may no longer search): the writes say what is wrong
-        else:
-            now = st.st_dev, st.st_ino
         if now is not None and now == self._file:
             return None
         # The old file's -wal and -shm, if still at the path (``rm captures.db`` alone, or another
@@ -541,13 +537,23 @@ _COMPANIONS = ("-wal", "-shm")
 """The files SQLite keeps next to a database in WAL mode."""
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The device and inode of ``path`` (another file at the path has another); None when it has none."""
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path`` (another file there has another); None when
+    nothing is there. Any other ``OSError`` (a folder that cannot be searched) is raised: the
+    caller cannot tell. The one rule by which the store and the inspector follow a database file."""
     try:
         st = os.stat(path)
-    except OSError:
+    except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``file_identity``, None also when it cannot tell (for the -wal and -shm files)."""
+    try:
+        return file_identity(path)
+    except OSError:
+        return None
 
 
 _TABLES = ("exchange_rows", "heads", "req_bodies", "res_bodies", "ws_messages")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 import queue
 import threading
@@ -26,7 +25,7 @@ from websockets.exceptions import WebSocketException
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.rows import Row
-from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Store
+from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Store, file_identity
 from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, TunnelError
 
 T = TypeVar("T")
@@ -210,11 +209,6 @@ FileChange = Literal["deleted", "replaced", "created"]
 """What ``Backend.file_change`` found."""
 
 
-def _identity(path: Path) -> tuple[int, int]:
-    """The device and inode of ``path``: another file at the path has another."""
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
-
 
 class StorePages:
     """One filter's exchanges as pages read by keyset (a ``RowSource`` for the request table)."""
@@ -277,9 +271,8 @@ class Backend:
 
     def _open(self) -> Store | None:
         if self._store is None:
-            try:
-                before = _identity(self.db_path)
-            except FileNotFoundError:
+            before = file_identity(self.db_path)
+            if before is None:
                 self._file = None
                 return None
             # A screen should not wait long on the agent's locks: it reads again soon anyway.
@@ -298,9 +291,7 @@ class Backend:
         is returned once; None: nothing changed.
         """
         try:
-            now: tuple[int, int] | None = _identity(self.db_path)
-        except FileNotFoundError:
-            now = None
+            now = file_identity(self.db_path)
         except OSError:
             return None  # cannot tell (a folder we may not search): the reads will say what is wrong
         if now == self._file:
