@@ -801,3 +801,22 @@ def test_requests_after_devtunnel_was_upgraded_upgrades_the_file_and_lists_it(ca
     assert "upgrading the capture database from schema 8" in proc.stderr and "Traceback" not in proc.stderr
     with sqlite3.connect(captures.db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_hostile_event_type_and_reason_are_escaped_in_requests_and_show(captures: Captures) -> None:
+    # The event type and delivery id come from the delivery's body, the reason quotes its header.
+    from devtunnel.capture.verdict import Signature, Verdict
+
+    verdict = Verdict("stripe", "\x1b]0;pwned\x07[bold]x[/]", "evt_\x1b[2J", Signature.INVALID, "bad \x1b[31mheader")
+    hook = replace(make_exchange(target=b"/hook"), webhook=verdict)
+    store = Store(captures.db)
+    store.put(hook)
+    store.close()
+    listed = cli(captures, "requests", columns=200).stdout
+    shown = cli(captures, "show", hook.id).stdout
+    for out in (listed, shown):
+        assert "\x1b" not in out and "\x07" not in out
+        assert "\\x1b]0;pwned\\x07[bold]x[/]" in out
+    assert "✗ stripe \\x1b]0;pwned\\x07[bold]x[/]" in listed
+    assert "webhook   stripe \\x1b]0;pwned\\x07[bold]x[/]  (delivery evt_\\x1b[2J)" in shown.splitlines()
+    assert "signature ✗ invalid: bad \\x1b[31mheader" in shown.splitlines()
