@@ -9,6 +9,16 @@ They are the modules every request through the tunnel runs: the protocol's frame
 connection on both sides, the request head's checks, the relay's direct path and links, the
 agent's quick answers and local responses. A module is listed only when it
 compiles and its tests pass compiled; what keeps the others out is in docs/performance.md.
+
+A listed module never suspends while an exception is being handled: no ``await`` (nor ``async
+for``, ``async with`` or ``yield``) inside an ``except`` or ``finally`` block, and ``async with``
+only for ``asyncio.timeout``, whose exit never suspends. A compiled coroutine sets the thread's
+handled exception itself and does not put it aside while suspended, so every other task then
+runs as if inside that handler, and may be left so for good: each exception raised afterwards
+takes it as its ``__context__``, where httptools' callback errors carry the exception a parser
+callback raised (``HttpParserCallbackError.__context__``), which the relay and the agent read.
+Such code handles the exception into a variable and awaits after the handler.
+``tests/test_native.py`` reads the sources for it and shows it on the pinned mypyc.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,124 @@ def test_no_interpreted_class_inherits_from_a_compiled_one() -> None:
                     if owner in classes and base.attr in classes[owner]:
                         found.append(f"{module}.{node.name}({owner}.{base.attr})")
     assert found == []
+
+
+_TIMEOUT = "asyncio.timeout"
+
+
+def _suspensions_while_handling(tree: ast.AST) -> list[tuple[int, str]]:
+    """Where a coroutine would suspend inside an ``except`` or ``finally`` block, and each
+    ``async with`` that is not ``asyncio.timeout(...)`` (its exit runs in an exception handler)."""
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, handling: bool) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            handling = False  # a function defined here runs when it is called
+        if handling and isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith, ast.Yield, ast.YieldFrom)):
+            found.append((node.lineno, type(node).__name__.lower() + " inside an except or finally block"))
+        if isinstance(node, ast.AsyncWith):
+            for item in node.items:
+                call = item.context_expr
+                if not (isinstance(call, ast.Call) and ast.unparse(call.func) == _TIMEOUT):
+                    found.append((node.lineno, f"async with {ast.unparse(call)}"))
+        if isinstance(node, (ast.Try, ast.TryStar)):
+            for child in [*node.body, *node.orelse]:
+                visit(child, handling)
+            for handler in node.handlers:
+                for child in handler.body:
+                    visit(child, True)
+            for child in node.finalbody:
+                visit(child, True)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child, handling)
+
+    visit(tree, False)
+    return found
+
+
+def test_no_listed_module_suspends_while_an_exception_is_being_handled() -> None:
+    """devtunnel/native.py says why: compiled, such a coroutine leaks the exception it handles
+    into every other task (``test_a_compiled_coroutine_suspended_in_a_handler_leaks_its_exception``)."""
+    found = []
+    for name in native.NATIVE_MODULES:
+        path = ROOT / (name.replace(".", "/") + ".py")
+        found += [f"{path.relative_to(ROOT)}:{line}: {what}" for line, what in _suspensions_while_handling(ast.parse(path.read_text()))]
+    assert found == []
+
+
+def test_the_rule_finds_each_way_of_suspending_in_a_handler() -> None:
+    source = '''
+async def f(ev, lock):
+    try:
+        await ev.wait()                      # fine: the try block itself
+    except ValueError:
+        await ev.wait()                      # 6
+    finally:
+        async for _ in ev: pass              # 8
+    try:
+        pass
+    except* KeyError:
+        async with lock: pass                # 12 (twice: in a handler, and not a timeout)
+    async with asyncio.timeout(1):           # fine
+        await ev.wait()
+    try:
+        pass
+    finally:
+        async def later():
+            await ev.wait()                  # fine: runs when called
+'''
+    assert _suspensions_while_handling(ast.parse(source)) == [
+        (6, "await inside an except or finally block"),
+        (8, "asyncfor inside an except or finally block"),
+        (12, "asyncwith inside an except or finally block"),
+        (12, "async with lock"),
+    ]
+
+
+_LEAKS = '''
+import asyncio
+import sys
+
+
+async def handling(ev: asyncio.Event) -> None:
+    try:
+        raise ValueError("handled in a suspended coroutine")
+    except ValueError:
+        await ev.wait()
+
+
+async def probe() -> str:
+    ev = asyncio.Event()
+    task = asyncio.ensure_future(handling(ev))
+    await asyncio.sleep(0)
+    seen = repr(sys.exc_info()[1])  # in another task, while ``handling`` waits in its handler
+    ev.set()
+    await task
+    return seen
+
+
+def main() -> str:
+    return asyncio.run(probe())
+'''
+
+
+def test_a_compiled_coroutine_suspended_in_a_handler_leaks_its_exception(tmp_path: Path) -> None:
+    """Why the rule above holds for listed modules: the installed mypyc compiles a coroutine that
+    awaits in an ``except`` block, and another task sees its exception as the one being
+    handled. Interpreted, it sees none. Should a mypyc release put it aside while suspended,
+    this fails, and the rule in devtunnel/native.py may go."""
+    pytest.importorskip("mypyc.build", reason="mypyc comes with mypy, in the test extras")
+    if not _can_compile():
+        pytest.skip("no C compiler or Python headers (CI installs them: .ci/run)")
+    (tmp_path / "leaks.py").write_text(_LEAKS)
+    run = "import leaks; print(leaks.__file__.endswith('.py'), leaks.main())"
+    interpreted = subprocess.run([sys.executable, "-c", run], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert interpreted.stdout == "True None\n"
+    subprocess.run([sys.executable, "-m", "mypyc", "leaks.py"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    compiled = subprocess.run([sys.executable, "-c", run], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert compiled.stdout == "False ValueError('handled in a suspended coroutine')\n"
+
+
+def _can_compile() -> bool:
+    return shutil.which("cc") is not None and Path(sysconfig.get_paths()["include"], "Python.h").is_file()

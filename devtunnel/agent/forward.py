@@ -231,46 +231,49 @@ class Forwarder:
                 response = LocalResponse(head_only)
                 try:
                     await self._read_head(conn, response, lease.body_task, sent_at, cap)
-                except _ClosedEarly as exc:
-                    if exc.nothing_received and copy is not None and resend is None:
-                        resend = await whole_body(lease, copy)
-                    if retry_allowed and exc.nothing_received and (head.end_stream or (exc.reset and resend is not None)):
-                        retry_allowed = False
-                        lease.release(False)
-                        sent_at = None
-                        continue
-                    gate = self.gate
-                    if gate is not None and gate.managed and exc.nothing_received:
-                        # The app accepted and went down (it crashed, or a reload ended it): the
-                        # request waits for it once more, if the tunnel holds (with a body only
-                        # when it was small enough to be kept whole). And again, while the hold
-                        # lasts, after each reset: the request was not read (a dying app's
-                        # listening socket resets the connections queued on it, and its
-                        # supervisor may not know yet), so it waits as after a refusal.
-                        if gate.hold and (head.end_stream or resend is not None) and (
-                            not held_again or (exc.reset and conn.loop.time() < held_until)
-                        ):
-                            if not held_again:
-                                held_again = True
-                                held_until = conn.loop.time() + gate.hold
-                            if exc.reset:
-                                gate.refused(self.pool.connect)
-                            lease.release(False)
-                            sent_at = None
-                            continue
-                        await self._fail_before_head(stream, head, cap, 502, "app_restarting",
-                                                     f"{APP_RESTARTING}: {exc}")
-                        return
-                    await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
-                    return
-                except BadResponse as exc:
-                    await self._fail_before_head(stream, head, cap, 502, "local_error", str(exc))
-                    return
-                except _HeadTimeout:
+                    break
+                except (_ClosedEarly, BadResponse, _HeadTimeout) as exc:
+                    failed = exc
+                # Answered outside the handler: nothing awaits while an exception is being
+                # handled (devtunnel/native.py says why).
+                if isinstance(failed, _HeadTimeout):
                     message = f"the local service at {self.target.url} did not answer within {self.head_timeout:g} s"
                     await self._fail_before_head(stream, head, cap, 504, "local_timeout", message)
                     return
-                break
+                if isinstance(failed, BadResponse):
+                    await self._fail_before_head(stream, head, cap, 502, "local_error", str(failed))
+                    return
+                if failed.nothing_received and copy is not None and resend is None:
+                    resend = await whole_body(lease, copy)
+                if retry_allowed and failed.nothing_received and (head.end_stream or (failed.reset and resend is not None)):
+                    retry_allowed = False
+                    lease.release(False)
+                    sent_at = None
+                    continue
+                gate = self.gate
+                if gate is not None and gate.managed and failed.nothing_received:
+                    # The app accepted and went down (it crashed, or a reload ended it): the
+                    # request waits for it once more, if the tunnel holds (with a body only
+                    # when it was small enough to be kept whole). And again, while the hold
+                    # lasts, after each reset: the request was not read (a dying app's
+                    # listening socket resets the connections queued on it, and its
+                    # supervisor may not know yet), so it waits as after a refusal.
+                    if gate.hold and (head.end_stream or resend is not None) and (
+                        not held_again or (failed.reset and conn.loop.time() < held_until)
+                    ):
+                        if not held_again:
+                            held_again = True
+                            held_until = conn.loop.time() + gate.hold
+                        if failed.reset:
+                            gate.refused(self.pool.connect)
+                        lease.release(False)
+                        sent_at = None
+                        continue
+                    await self._fail_before_head(stream, head, cap, 502, "app_restarting",
+                                                 f"{APP_RESTARTING}: {failed}")
+                    return
+                await self._fail_before_head(stream, head, cap, 502, "local_error", str(failed))
+                return
             await self._relay_response(stream, head_only, lease, response, cap)
             if lease.body_cut:
                 # The local service answered before reading the whole request body: tell the
@@ -291,33 +294,36 @@ class Forwarder:
             if gate is None:
                 return await self.pool.connect()
             return await gate.connect(self.pool.connect)
-        except HoldExpired as exc:
-            await self._record_unsent_body(stream, head, cap)
-            await self._fail_before_head(stream, head, cap, 503, "app_restarting", f"{exc}\n",
-                                         retry_after=gate.retry_after if gate is not None else None)
-        except ConnectionRefusedError:
+        except (HoldExpired, OSError) as exc:  # OSError: refused, timed out, unreachable, TLS
+            failed = exc
+        # Answered outside the handler: nothing awaits while an exception is being handled
+        # (devtunnel/native.py says why).
+        retry_after = None
+        kind: ErrorKind
+        if isinstance(failed, HoldExpired):
+            status, kind, message = 503, "app_restarting", f"{failed}\n"
+            retry_after = gate.retry_after if gate is not None else None
+        elif isinstance(failed, ConnectionRefusedError):
             if gate is not None and gate.managed:
                 state = gate.app_state if gate.app_down else "going down"
+                status, kind = 502, "app_restarting"
                 message = (f"{APP_RESTARTING}: the tunnel {self.tunnel} is online, but its app at {self.target.url} "
                            f"is not ready ({state}).\n")
-                await self._record_unsent_body(stream, head, cap)
-                await self._fail_before_head(stream, head, cap, 502, "app_restarting", message)
-                return None
-            message = (
-                f"The tunnel {self.tunnel} is online, but the local service at {self.target.url} "
-                "refused the connection.\nMake sure a web service is running there, or start "
-                f"devtunnel with the address it listens on.\n"
-            )
-            await self._record_unsent_body(stream, head, cap)
-            await self._fail_before_head(stream, head, cap, 502, "local_refused", message)
-        except TimeoutError:
+            else:
+                status, kind = 502, "local_refused"
+                message = (
+                    f"The tunnel {self.tunnel} is online, but the local service at {self.target.url} "
+                    "refused the connection.\nMake sure a web service is running there, or start "
+                    f"devtunnel with the address it listens on.\n"
+                )
+        elif isinstance(failed, TimeoutError):
+            status, kind = 504, "local_timeout"
             message = f"the local service at {self.target.url} did not accept a connection in time"
-            await self._record_unsent_body(stream, head, cap)
-            await self._fail_before_head(stream, head, cap, 504, "local_timeout", message)
-        except OSError as exc:  # unreachable host, unknown name, TLS handshake failure
-            message = f"cannot connect to the local service at {self.target.url}: {exc}"
-            await self._record_unsent_body(stream, head, cap)
-            await self._fail_before_head(stream, head, cap, 502, "local_error", message)
+        else:  # unreachable host, unknown name, TLS handshake failure
+            status, kind = 502, "local_error"
+            message = f"cannot connect to the local service at {self.target.url}: {failed}"
+        await self._record_unsent_body(stream, head, cap)
+        await self._fail_before_head(stream, head, cap, status, kind, message, retry_after=retry_after)
         return None
 
     async def _record_unsent_body(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture) -> None:

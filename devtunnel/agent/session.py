@@ -276,12 +276,18 @@ class Session:
             AuthError, NameTakenError: the relay ended the tunnel for good.
         """
         self.kick()
+        failed: BaseException | None = None
         try:
             await self._until_closed_or(self._ended)  # type: ignore[arg-type]
             reason = self._ended.result() if self._ended.done() else self._closed_reason()
-        finally:
-            await self.close_streams()
-            await self.ws.close()
+        except BaseException as exc:  # cancelled, or a defect: closed first, then raised again
+            failed = exc
+        # After the handler, not in a ``finally``: nothing awaits while an exception is being
+        # handled (devtunnel/native.py says why).
+        await self.close_streams()
+        await self.ws.close()
+        if failed is not None:
+            raise failed
         if self.goaway is not None:
             if self.goaway.code in FINAL_GOAWAYS:
                 raise goaway_error(self.goaway)
