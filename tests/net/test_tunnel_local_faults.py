@@ -9,14 +9,12 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httptools
 import httpx
 import pytest
 
 from devtunnel.agent.forward import MAX_HEAD
-from devtunnel.agent.session import Session
 from tests.net.tunnel_fixtures import (
     Harness,
     RawHandler,
@@ -24,6 +22,7 @@ from tests.net.tunnel_fixtures import (
     raw_request,
     raw_server,
     read_request_head,
+    StreamTasks,
     relay_and_agent,
 )
 
@@ -460,9 +459,7 @@ async def test_kept_alive_responses_whole_or_in_pieces_all_arrive_intact(harness
     assert exchanges[b"/empty"].status == 204
 
 
-async def test_kept_alive_responses_a_callback_cannot_finish_go_to_the_streams_task(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_kept_alive_responses_a_callback_cannot_finish_go_to_the_streams_task(harness: Harness) -> None:
     # On a kept-alive connection a request without a body is answered from the connection's
     # callback when its whole response arrives; a long response, one delimited by the end of
     # the connection, or invalid HTTP is handed to a task, which must see every byte.
@@ -486,18 +483,17 @@ async def test_kept_alive_responses_a_callback_cannot_finish_go_to_the_streams_t
         writer.close()
 
     spawned: list[bytes] = []
-    original = Session._spawn
-
-    def spy(self: Session, stream: object, head: Any, cap: object, start: object) -> None:
-        spawned.append(head.target)
-        original(self, stream, head, cap, start)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Session, "_spawn", spy)
     paths = ("/warm", "/quick", "/large", "/quick", "/until-close", "/warm", "/invalid", "/warm", "/quick")
+    results = []
     with raw_server(handler) as port:
         await harness.start(str(port))
         async with client_for(harness) as c:
-            results = [await c.get(path) for path in paths]
+            with StreamTasks() as tasks:
+                for path in paths:
+                    before = tasks.count
+                    results.append(await c.get(path))
+                    if tasks.count > before:
+                        spawned.append(path.encode())
     assert [r.status_code for r in results] == [200, 200, 200, 200, 200, 200, 502, 200, 200]
     assert results[2].content == large and results[4].content == large
     assert results[6].headers["x-devtunnel-error"] == "local_error"
@@ -558,9 +554,7 @@ STREAMED: dict[str, list[tuple[bytes, bytes]]] = {
 }
 
 
-async def test_streamed_responses_on_a_kept_alive_connection_reach_the_client_as_they_are_written(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_streamed_responses_on_a_kept_alive_connection_reach_the_client_as_they_are_written(harness: Harness) -> None:
     # The same local connection serves every request: after the first, a request without a
     # body is answered from the connection's callback, which must not hold a response back
     # until it is whole. The service writes the next part only once the test saw the public
@@ -591,32 +585,29 @@ async def test_streamed_responses_on_a_kept_alive_connection_reach_the_client_as
         writer.close()
 
     spawned: list[bytes] = []
-    original = Session._spawn
-
-    def spy(self: Session, stream: object, head: Any, cap: object, start: object) -> None:
-        spawned.append(head.target)
-        original(self, stream, head, cap, start)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Session, "_spawn", spy)
     bodies: dict[str, bytes] = {}
     with raw_server(handler) as port:
         await harness.start(str(port))
         async with client_for(harness) as c:
-            for path in paths:
-                steps = STREAMED.get(path[1:].split("?")[0], [(OK, b"ok")])
-                async with asyncio.timeout(10):
-                    async with c.stream("GET", path) as response:
-                        assert response.status_code == 200
-                        parts = response.aiter_raw()
-                        got = b""
-                        for step in range(1, len(steps)):
-                            wanted = b"".join(body for _, body in steps[:step])
-                            while len(got) < len(wanted):
-                                got += await anext(parts)
-                            assert got == wanted, path
-                            released[path, step].set()
-                        got += b"".join([part async for part in parts])
-                bodies[path] = got
+            with StreamTasks() as tasks:
+                for path in paths:
+                    before = tasks.count
+                    steps = STREAMED.get(path[1:].split("?")[0], [(OK, b"ok")])
+                    async with asyncio.timeout(10):
+                        async with c.stream("GET", path) as response:
+                            assert response.status_code == 200
+                            parts = response.aiter_raw()
+                            got = b""
+                            for step in range(1, len(steps)):
+                                wanted = b"".join(body for _, body in steps[:step])
+                                while len(got) < len(wanted):
+                                    got += await anext(parts)
+                                assert got == wanted, path
+                                released[path, step].set()
+                            got += b"".join([part async for part in parts])
+                    bodies[path] = got
+                    if tasks.count > before:
+                        spawned.append(path.encode())
     assert connections == [1]
     # A body that comes whole in one read after its head still needs no task; one that
     # keeps coming is carried on by the stream's task.

@@ -390,3 +390,30 @@ async def read_hello(ws: ServerConnection, conn: RelayConnection) -> Hello | Non
             if isinstance(event, Hello):
                 return event
     return None
+
+
+class StreamTasks:
+    """Counts the tasks the agent's session starts to carry a stream (``Session._serve_stream``),
+    seen from the running loop's task factory: a patched method of the session would not be
+    seen where it runs compiled (devtunnel/native.py). Requests sent one after another tell
+    which of them took a task (a quick answer takes none)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> StreamTasks:
+        self._loop = asyncio.get_running_loop()
+        self._previous = self._loop.get_task_factory()
+        self._loop.set_task_factory(self._make)  # type: ignore[arg-type]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.set_task_factory(self._previous)
+
+    def _make(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        # Interpreted, a coroutine has a qualified name; compiled, its class is named for it.
+        if "_serve_stream" in (getattr(coro, "__qualname__", None) or type(coro).__name__):
+            self.count += 1
+        if self._previous is not None:
+            return self._previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
