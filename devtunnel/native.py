@@ -44,6 +44,9 @@ NATIVE_MODULES = (
     "devtunnel.relay.link",
     "devtunnel.relay.headers",
     "devtunnel.relay.http_direct",
+    "devtunnel.agent.forward",
+    "devtunnel.agent.session",
+    "devtunnel.agent.local_pool",
 )
 """Compiled by ``DEVTUNNEL_USE_MYPYC=1`` (setup.py reads this tuple from this file)."""
 
