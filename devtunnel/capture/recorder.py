@@ -13,6 +13,7 @@ the thread taking the GIL from the event loop for every single request.
 Given a webhook context (``Recorder(store, webhooks=...)``), the writer also judges each
 finished exchange before writing it: the provider, event, delivery id and signature verdict,
 at the time the exchange began. That costs the writer's thread, never the forwarding path.
+``subscribe_verdicts`` hears of each delivery judged (the headless agent's follow-up log line).
 
 While writes fail (a full disk, a database locked by another process) exchanges wait in
 memory to be retried, within two bounds: past ``UNWRITTEN_BYTES`` of bodies the oldest bodies
@@ -200,6 +201,7 @@ class Recorder:
         self._closing = False
         self._hurry = 0  # flush() calls waiting: write now instead of lingering
         self._listeners: list[Callable[[list[str]], None]] = []
+        self._verdict_listeners: list[Callable[[list[Exchange]], None]] = []
         self._last_error: str | None = None
         self._next_look = time.monotonic() + FOLLOW_EVERY  # when the writer looks at the path again
         self._refused = False  # the file at the path was refused: look again before every retry
@@ -234,6 +236,24 @@ class Recorder:
             with self._cond:
                 if listener in self._listeners:
                     self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def subscribe_verdicts(self, listener: Callable[[list[Exchange]], None]) -> Callable[[], None]:
+        """Call ``listener(exchanges)`` with the webhook deliveries of each batch as soon as they are
+        judged (each carrying its ``webhook`` verdict, ``duplicate_of`` not yet set), before they are
+        written; returns an unsubscribe function.
+
+        It is called from the writer thread, once per batch that holds a delivery: traffic that is no
+        webhook never calls it.
+        """
+        with self._cond:
+            self._verdict_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._cond:
+                if listener in self._verdict_listeners:
+                    self._verdict_listeners.remove(listener)
 
         return unsubscribe
 
@@ -364,7 +384,9 @@ class Recorder:
                     self._follow()
                     continue
                 if self.webhooks is not None:
-                    self._judge(batch)
+                    judged = self._judge(batch)
+                    if judged:
+                        self._announce_verdicts(judged)
                 kept = self._write(batch) if self._follow() else batch
                 if _TRIM is not None and batch_bytes >= TRIM_AFTER:
                     del batch
@@ -398,13 +420,15 @@ class Recorder:
                 return
             self._cond.wait(left)
 
-    def _judge(self, batch: dict[str, Exchange]) -> None:
-        """Give each finished exchange of the batch its webhook verdict (in place in the batch).
+    def _judge(self, batch: dict[str, Exchange]) -> list[Exchange]:
+        """Give each finished exchange of the batch its webhook verdict (in place in the batch);
+        returns the exchanges that were given one.
 
         A live snapshot is left alone: its request body may still be arriving. So is an exchange
         judged already: one kept for a retry may since have lost its body to the memory bounds.
         """
         judge = self.webhooks.judge  # type: ignore[union-attr]
+        judged: list[Exchange] = []
         for ex_id, ex in batch.items():
             if ex.duration is None or ex.webhook is not None:
                 continue
@@ -416,7 +440,18 @@ class Recorder:
                     log.error("cannot judge webhook deliveries (first failure on %s): %s", ex_id, type(exc).__name__)
                 continue
             if verdict is not None:
-                batch[ex_id] = replace(ex, webhook=verdict)
+                batch[ex_id] = judged_ex = replace(ex, webhook=verdict)
+                judged.append(judged_ex)
+        return judged
+
+    def _announce_verdicts(self, judged: list[Exchange]) -> None:
+        with self._cond:
+            listeners = list(self._verdict_listeners)
+        for listener in listeners:
+            try:
+                listener(judged)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop recording
+                log.exception("verdict listener %r failed", listener)
 
     def _follow(self) -> bool:
         """Follow the database file to what is at its path now (at most every ``FOLLOW_EVERY``

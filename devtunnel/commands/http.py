@@ -2,7 +2,8 @@
 
 ``http`` starts one tunnel and prints ``Forwarding PUBLIC_URL -> TARGET_URL`` once it is first
 online (scripts wait for that line; again if a ``--via`` provider gives a new URL), then
-``API http://127.0.0.1:PORT`` once the agent API serves, then one line per finished exchange.
+``API http://127.0.0.1:PORT`` once the agent API serves, then one line per finished exchange,
+and for a webhook delivery a second line once the recorder has judged it (``webhook_line``).
 ``agent`` serves the API with no tunnel. Both run until Ctrl-C or SIGTERM and then exit 0; a
 relay that refuses the token or the name ends ``http`` at once with the relay's reason and a
 non-zero exit code.
@@ -36,7 +37,7 @@ from devtunnel.values.sizes import parse_size
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.values.terminal import is_plain
 
-__all__ = ["run", "run_headless", "exchange_line", "AgentOptions", "agent_options"]
+__all__ = ["run", "run_headless", "exchange_line", "webhook_line", "AgentOptions", "agent_options"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -72,6 +73,29 @@ def exchange_line(ex: Exchange) -> str:
     if ex.error:
         line += f"  {ex.error}"
     return line
+
+
+_SHOWN_FIELD = 100
+"""Columns of a delivery's event type or id shown in a log line at most (``devtunnel show ID`` has it all)."""
+
+
+def webhook_line(ex: Exchange) -> str:
+    """The line that follows a webhook delivery's own once the recorder has judged it: time and
+    short id as on the delivery's line, then provider, event type, delivery id and signature::
+
+        10:00:00  01M8V2JDA09PA  -->     stripe invoice.paid [evt_123]  ✓ signature valid
+        10:00:01  01M8V2JE3K1QC  -->     github push [72d3162e-...]  ? signature unverified: no secret: set GITHUB_WEBHOOK_SECRET
+
+    The event type, delivery id and reason come from the sender: each is made safe for a
+    terminal, and a very long one is cut (``…``).
+    """
+    verdict = ex.webhook
+    assert verdict is not None, "webhook_line is for a judged delivery"
+    event = truncate(safe(verdict.event_type or "?"), _SHOWN_FIELD)
+    delivery = f" [{truncate(safe(verdict.delivery_id), _SHOWN_FIELD)}]" if verdict.delivery_id else ""
+    reason = f": {truncate(safe(verdict.reason), _SHOWN)}" if verdict.reason else ""
+    return (f"{_clock_text(int(ex.started_at))}  {stable_short_id(ex.id)}  {'-->':<7} {safe(verdict.provider)} "
+            f"{event}{delivery}  {verdict.mark} signature {verdict.signature.value}{reason}")
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -222,6 +246,10 @@ class _ExchangeLog:
 
     A flush per line costs a system call per request under load; lines still reach a pipe
     within a fraction of a second.
+
+    A webhook delivery gets a second line (``webhook_line``) once the recorder's thread has
+    judged it: ``verdicts`` is called back on the loop, for deliveries only, so the line of a
+    request waits for nothing and traffic that is no webhook costs the loop nothing more.
     """
 
     FLUSH_AFTER = 0.05
@@ -237,6 +265,24 @@ class _ExchangeLog:
         self._lines.append(exchange_line(exchange))
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
+
+    def verdicts(self, exchanges: list[Exchange]) -> None:
+        """Keep a line for each delivery the recorder has judged (on the loop)."""
+        for exchange in exchanges:
+            if exchange.replay_of is None:  # a replay made through the API had no line of its own
+                self._lines.append(webhook_line(exchange))
+        if self._lines and self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
+
+    def verdicts_from(self, loop: asyncio.AbstractEventLoop) -> Callable[[list[Exchange]], None]:
+        """A listener for ``Recorder.subscribe_verdicts``: called on the recorder's thread, it
+        hands the deliveries to ``verdicts`` on ``loop``."""
+
+        def listener(exchanges: list[Exchange]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is gone
+                loop.call_soon_threadsafe(self.verdicts, exchanges)
+
+        return listener
 
     def flush(self) -> None:
         """Write the lines kept so far (also called once on the way out)."""
@@ -293,6 +339,8 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
             if api_pipe is None:  # under an inspector, which shows every exchange, its log file gets no line of each
                 exchange_log = _ExchangeLog(out)
                 service.subscribe_exchanges(exchange_log)
+                if recorder is not None and webhooks is not None:
+                    recorder.subscribe_verdicts(exchange_log.verdicts_from(asyncio.get_running_loop()))
             announced: dict[str, str] = {}  # tunnel name -> the public URL last printed
             app_states: dict[str, str] = {}
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -333,10 +381,13 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
         if api_server is not None:
             await api_server.stop()
         await service.stop()
-        if exchange_log is not None:
-            exchange_log.flush()
-        out.flush()
-        if recorder is not None:
-            recorder.close()
+        try:
+            if recorder is not None:
+                recorder.close()  # its last batch's deliveries are judged: their lines are on their way
+        finally:
+            if exchange_log is not None:
+                await asyncio.sleep(0)  # one turn of the loop: what the recorder sent back arrives
+                exchange_log.flush()
+            out.flush()
         if store is not None:
             store.close()

@@ -136,3 +136,37 @@ def test_a_hostile_event_type_or_id_costs_no_capture(store: Store) -> None:
     assert (surrogate.delivery_id, surrogate.event_type) == ("evt_\\ud800", "invoice.\\udcff")
     assert long is not None and long.delivery_id == "x" * 512
     recorder.close()
+
+
+def test_verdict_listeners_hear_each_delivery_once_and_nothing_of_other_traffic(store: Store) -> None:
+    recorder = Recorder(store, webhooks=CONTEXT)
+    heard: list[tuple[str, str, Signature]] = []
+
+    def listener(exchanges: list[Exchange]) -> None:
+        heard.extend((threading.current_thread().name, ex.id, ex.webhook.signature)  # type: ignore[union-attr]
+                     for ex in exchanges)
+
+    unsubscribe = recorder.subscribe_verdicts(listener)
+    plain = make_exchange("GET", b"/health", Headers([("Host", "a.localhost")]), b"", make_response(200), duration=0.01)
+    recorder.submit(plain)
+    recorder.flush()
+    assert heard == []  # traffic that is no webhook is never announced
+
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the first write fails and is retried: judged (and heard) once all the same
+    valid, wrong = delivery(), delivery(secret="whsec_other")
+    recorder.submit(valid)
+    recorder.submit(wrong)
+    wait_for(lambda: recorder.failing and len(heard) == 2, what="both judged and a write failed")
+    assert sorted(heard) == sorted([("devtunnel-recorder", valid.id, Signature.VALID),
+                                    ("devtunnel-recorder", wrong.id, Signature.INVALID)])
+    holder.execute("ROLLBACK")
+    holder.close()
+    recorder.flush(timeout=10)
+    assert len(heard) == 2
+
+    unsubscribe()
+    recorder.submit(delivery())
+    recorder.flush()
+    assert len(heard) == 2
+    recorder.close()
