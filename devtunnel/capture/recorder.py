@@ -132,6 +132,7 @@ def _total_body_bytes(exchanges: Iterable[Exchange]) -> int:
 
 
 _M = TypeVar("_M", Request, Response)
+_T = TypeVar("_T")
 
 
 def _truncated(message: _M) -> _M:
@@ -229,15 +230,7 @@ class Recorder:
 
     def subscribe(self, listener: Callable[[list[str]], None]) -> Callable[[], None]:
         """Call ``listener(ids)`` after each commit; returns an unsubscribe function."""
-        with self._cond:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._cond:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._add(self._listeners, listener)
 
     def subscribe_verdicts(self, listener: Callable[[list[Exchange]], None]) -> Callable[[], None]:
         """Call ``listener(exchanges)`` with the webhook deliveries of each batch as soon as they are
@@ -247,13 +240,17 @@ class Recorder:
         It is called from the writer thread, once per batch that holds a delivery: traffic that is no
         webhook never calls it.
         """
+        return self._add(self._verdict_listeners, listener)
+
+    def _add(self, listeners: list[Callable[[_T], None]], listener: Callable[[_T], None]) -> Callable[[], None]:
+        """Add ``listener`` to ``listeners`` (under the lock); returns the function that takes it out."""
         with self._cond:
-            self._verdict_listeners.append(listener)
+            listeners.append(listener)
 
         def unsubscribe() -> None:
             with self._cond:
-                if listener in self._verdict_listeners:
-                    self._verdict_listeners.remove(listener)
+                if listener in listeners:
+                    listeners.remove(listener)
 
         return unsubscribe
 
