@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import tomllib
@@ -162,7 +163,12 @@ def test_up_starts_the_named_tunnels_with_their_apps_in_one_agent(tmp_path: Path
             for i in range(5):  # api's app exits after every 2nd request: held, never lost
                 response = client.get(f"http://127.0.0.1:{relay}/x{i}", headers={"Host": f"api.localhost:{relay}"})
                 assert response.status_code == 200
+            assert client.get(f"http://127.0.0.1:{relay}/w", headers={"Host": f"web.localhost:{relay}"}).status_code == 200
         assert tunnels()["api"]["app"]["restarts"] >= 2
+        # Several tunnels in one agent: each request's line names its tunnel, after the id.
+        request_line = re.compile(r"^\d\d:\d\d:\d\d  \w{13}  (\w+)  GET     (/\S+)  200  ")
+        lines = [up.line(lambda l, path=path: f"GET     {path}  200" in l) for path in ("/x4", "/w")]
+        assert [request_line.match(line).groups() for line in lines] == [("api", "/x4"), ("web", "/w")]  # type: ignore[union-attr]
         pids = [t["app"]["pid"] for t in tunnels().values()]
     finally:
         code = up.stop(signal.SIGTERM)

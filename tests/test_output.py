@@ -84,6 +84,16 @@ def test_the_log_line_of_a_huge_path_or_method_stays_one_short_line() -> None:
     assert "/long中中" in line and "…" in line and line.endswith("  200  12.3 ms")
 
 
+
+def test_the_log_line_names_the_tunnel_in_a_column_when_an_agent_carries_several() -> None:
+    ex = make_exchange("GET", b"/x", [], response=make_response(200), id="01ARYZ6S41TSV4RRFFQ69G5FAV",
+                       tunnel="api", started_at=1469918176.385, duration=0.0123)
+    alone = exchange_line(ex)
+    start, rest = alone[:len("00:00:00  0123456789ABC  ")], alone[len("00:00:00  0123456789ABC  "):]
+    assert exchange_line(ex, 8) == f"{start}api       {rest}"  # padded to 8 columns, then two spaces
+    assert rest == "GET     /x  200  12.3 ms"
+
+
 # -- text from a hostile relay never drives the terminal --------------------------------------------------
 
 _TITLE_AND_CLIPBOARD = "\x1b]0;owned\x07\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2J\u202e"

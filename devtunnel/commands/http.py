@@ -19,7 +19,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -52,14 +52,23 @@ _SHOWN = 300
 """Columns of a path shown in a log line at most (cut with "…"; ``devtunnel show ID`` has it all)."""
 
 
-def exchange_line(ex: Exchange) -> str:
-    """One log line for a finished exchange: time, short id, method, path, status, duration.
+def _line_start(ex: Exchange, tunnel_width: int) -> str:
+    """What every log line of an exchange starts with: time, short id, and with ``tunnel_width``
+    (an agent carrying several tunnels) the tunnel's name padded to it."""
+    start = f"{_clock_text(int(ex.started_at))}  {stable_short_id(ex.id)}  "
+    if tunnel_width:
+        start += f"{safe(ex.tunnel):<{tunnel_width}}  "
+    return start
+
+
+def exchange_line(ex: Exchange, tunnel_width: int = 0) -> str:
+    """One log line for a finished exchange: time, short id, method, path, status, duration
+    (and the tunnel's name after the id, ``tunnel_width`` columns, when there are several).
 
     The id is the fixed-length short form (``stable_short_id``): ``devtunnel show``, ``replay``
     and ``export`` take it as it is, whatever is recorded later. Everything taken from the
     request is made safe for a terminal first, and a very long method or path is cut (``…``).
     """
-    when = _clock_text(int(ex.started_at))
     request, response = ex.request, ex.response
     method = "WS" if ex.websocket else request.method
     url = request.display_url
@@ -68,8 +77,7 @@ def exchange_line(ex: Exchange) -> str:
     if len(method) + len(url) > _SHOWN // 2:  # a client's 60 KB path must not fill the screen
         method, url = truncate(method, 40), truncate(url, _SHOWN)
     status = str(response.status) if response is not None else "---"
-    line = (f"{when}  {stable_short_id(ex.id)}  {method:<7} {url}  {status}  "
-            f"{human_duration(ex.duration)}")
+    line = f"{_line_start(ex, tunnel_width)}{method:<7} {url}  {status}  {human_duration(ex.duration)}"
     if ex.error:
         line += f"  {ex.error}"
     return line
@@ -79,9 +87,10 @@ _SHOWN_FIELD = 100
 """Columns of a delivery's event type or id shown in a log line at most (``devtunnel show ID`` has it all)."""
 
 
-def webhook_line(ex: Exchange) -> str:
+def webhook_line(ex: Exchange, tunnel_width: int = 0) -> str:
     """The line that follows a webhook delivery's own once the recorder has judged it: time and
-    short id as on the delivery's line, then provider, event type, delivery id and signature::
+    short id (and tunnel) as on the delivery's line, then provider, event type, delivery id and
+    signature::
 
         10:00:00  01M8V2JDA09PA  -->     stripe invoice.paid [evt_123]  ✓ signature valid
         10:00:01  01M8V2JE3K1QC  -->     github push [72d3162e-...]  ? signature unverified: no secret: set GITHUB_WEBHOOK_SECRET
@@ -94,7 +103,7 @@ def webhook_line(ex: Exchange) -> str:
     event = truncate(safe(verdict.event_type or "?"), _SHOWN_FIELD)
     delivery = f" [{truncate(safe(verdict.delivery_id), _SHOWN_FIELD)}]" if verdict.delivery_id else ""
     reason = f": {truncate(safe(verdict.reason), _SHOWN)}" if verdict.reason else ""
-    return (f"{_clock_text(int(ex.started_at))}  {stable_short_id(ex.id)}  {'-->':<7} {safe(verdict.provider)} "
+    return (f"{_line_start(ex, tunnel_width)}{'-->':<7} {safe(verdict.provider)} "
             f"{event}{delivery}  {verdict.mark} signature {verdict.signature.value}{reason}")
 
 
@@ -254,15 +263,18 @@ class _ExchangeLog:
 
     FLUSH_AFTER = 0.05
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, tunnels: Sequence[str] = ()) -> None:
         self.out = out
+        # Several tunnels (``devtunnel up``): each line names its tunnel, in a column as wide as
+        # the longest name. One tunnel: its name is in the Forwarding line already.
+        self._tunnel_width = max(len(safe(name)) for name in tunnels) if len(tunnels) > 1 else 0
         self._lines: list[str] = []
         self._flush: asyncio.TimerHandle | None = None
 
     def __call__(self, exchange: Exchange) -> None:
         # Kept here, not written: an unbuffered stdout (a terminal, PYTHONUNBUFFERED) would
         # otherwise cost one write() per request.
-        self._lines.append(exchange_line(exchange))
+        self._lines.append(exchange_line(exchange, self._tunnel_width))
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
 
@@ -270,7 +282,7 @@ class _ExchangeLog:
         """Keep a line for each delivery the recorder has judged (on the loop)."""
         for exchange in exchanges:
             if exchange.replay_of is None:  # a replay made through the API had no line of its own
-                self._lines.append(webhook_line(exchange))
+                self._lines.append(webhook_line(exchange, self._tunnel_width))
         if self._lines and self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
 
@@ -337,7 +349,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
         await service.start()
         if is_http:
             if api_pipe is None:  # under an inspector, which shows every exchange, its log file gets no line of each
-                exchange_log = _ExchangeLog(out)
+                exchange_log = _ExchangeLog(out, [config.name for config in options.tunnels])
                 service.subscribe_exchanges(exchange_log)
                 if recorder is not None and webhooks is not None:
                     recorder.subscribe_verdicts(exchange_log.verdicts_from(asyncio.get_running_loop()))
