@@ -76,11 +76,11 @@ async def test_ids_follow_arrival_and_duration_stops_at_end_not_at_finish(monkey
 async def test_the_first_failure_and_the_last_response_head_win() -> None:
     sink: list[tuple[Exchange, bool]] = []
     cap = _capture(sink)
-    cap.response_head(502, b"Bad Gateway", [(b"X-A", b"1")])
+    cap.response_head(502, b"Bad Gateway", ((b"X-A", b"1"),))
     cap.fail("local_refused", "refused")
     cap.fail("local_error", "later")
     assert cap.exchange.response is not None and cap.exchange.status == 502
-    cap.response_head(504, b"Gateway Timeout", [(b"X-B", b"2")])
+    cap.response_head(504, b"Gateway Timeout", ((b"X-B", b"2"),))
     ex = cap.finish()
     assert ex.error == "local_refused" and ex.error_message == "refused"
     assert ex.status == 504 and ex.response is not None and ex.response.reason == "Gateway Timeout"
