@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -108,13 +106,13 @@ class ExchangeCapture:
         target_url: the local service the request goes to.
         body_cap: bytes of each body (and of all WebSocket payloads together) to keep.
         live: where to wait for a snapshot of an exchange still running after ``LIVE_AFTER``
-            seconds; None submits only the final record.
+            seconds (``finish()`` stops the wait); None submits only the final record.
     """
 
     __slots__ = (
         "_sink", "_t0", "_started_at", "_ended_at", "_cap", "_request_body", "_response_body", "_ws_budget",
         "_finished", "_id", "_tunnel", "_head", "_target_url", "_ttfb", "_response", "_error", "_exchange",
-        "rule", "__weakref__",
+        "rule", "_live",
     )
 
     def __init__(
@@ -146,7 +144,9 @@ class ExchangeCapture:
         self._exchange: Exchange | None = None
         self.rule: RuleMark | None = None
         """The rule at the relay that answered or routed this request."""
+        self._live: LiveSnapshots | None = None
         if sink is not None and live is not None:
+            self._live = live
             live.add(self)
 
     @property
@@ -251,6 +251,10 @@ class ExchangeCapture:
         if self._finished:
             return self.exchange
         self._finished = True
+        live = self._live
+        if live is not None:
+            self._live = None
+            live.discard(self)
         self.end()
         ex = self.exchange
         ex.duration = self._ended_at - self._t0  # type: ignore[operator]
@@ -291,33 +295,45 @@ class LiveSnapshots:
     """Submits a snapshot of each exchange still running ``LIVE_AFTER`` seconds after it began.
 
     One timer for all the exchanges of a tunnel rather than one each: captures wait in the
-    order they began (held weakly, so a finished one is not kept alive by waiting here), and
-    each tick snapshots those whose time has come.
+    order they began, each until it finishes (``ExchangeCapture.finish`` takes it out) or its
+    snapshot is taken, whichever comes first, so none is held longer than ``LIVE_AFTER``
+    seconds and a finished one not at all. Each tick snapshots those whose time has come.
     """
 
     def __init__(self) -> None:
-        self._waiting: deque[weakref.ref[ExchangeCapture]] = deque()
+        self._waiting: dict[ExchangeCapture, None] = {}
+        """The captures waiting, in the order they began (a dict: one in the middle can leave)."""
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def waiting(self) -> int:
+        """How many captures wait for their snapshot."""
+        return len(self._waiting)
 
     def add(self, capture: ExchangeCapture) -> None:
         """Watch ``capture`` (just created)."""
-        self._waiting.append(weakref.ref(capture))
+        self._waiting[capture] = None
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(LIVE_AFTER, self._tick)
+
+    def discard(self, capture: ExchangeCapture) -> None:
+        """Stop watching ``capture`` (it finished); nothing if it is not watched."""
+        self._waiting.pop(capture, None)
 
     def _tick(self) -> None:
         self._timer = None
         waiting = self._waiting
         now = time.monotonic()
-        while waiting:
-            capture = waiting[0]()
-            if capture is not None and not capture._finished:
-                due = capture._t0 + LIVE_AFTER
-                if due > now:
-                    self._timer = asyncio.get_running_loop().call_later(due - now, self._tick)
-                    return
-                capture._submit_live()
-            waiting.popleft()
+        due: list[ExchangeCapture] = []
+        for capture in waiting:
+            when = capture._t0 + LIVE_AFTER
+            if when > now:
+                self._timer = asyncio.get_running_loop().call_later(when - now, self._tick)
+                break
+            due.append(capture)
+        for capture in due:
+            del waiting[capture]
+            capture._submit_live()
 
     def close(self) -> None:
         """Stop watching (the tunnel is stopping)."""

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import gc
-import weakref
+import asyncio
+from pathlib import Path
 
+import httpx
 import pytest
 
 from devtunnel.capture.model import Exchange
 from devtunnel.agent import recording
 from devtunnel.agent.recording import LIVE_AFTER, LIVE_BODY_PREVIEW, ExchangeCapture, LiveSnapshots
 from devtunnel.protocol.events import RequestReceived
+from tests.helpers import async_wait_for
+from tests.net.tunnel_fixtures import LocalState, relay_and_agent
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 
 def _head(target: bytes = b"/upload") -> RequestReceived:
@@ -72,11 +76,11 @@ async def test_ids_follow_arrival_and_duration_stops_at_end_not_at_finish(monkey
 async def test_the_first_failure_and_the_last_response_head_win() -> None:
     sink: list[tuple[Exchange, bool]] = []
     cap = _capture(sink)
-    cap.response_head(502, b"Bad Gateway", [(b"X-A", b"1")])
+    cap.response_head(502, b"Bad Gateway", ((b"X-A", b"1"),))
     cap.fail("local_refused", "refused")
     cap.fail("local_error", "later")
     assert cap.exchange.response is not None and cap.exchange.status == 502
-    cap.response_head(504, b"Gateway Timeout", [(b"X-B", b"2")])
+    cap.response_head(504, b"Gateway Timeout", ((b"X-B", b"2"),))
     ex = cap.finish()
     assert ex.error == "local_refused" and ex.error_message == "refused"
     assert ex.status == 504 and ex.response is not None and ex.response.reason == "Gateway Timeout"
@@ -115,16 +119,50 @@ async def test_live_snapshots_come_once_for_running_exchanges_and_never_for_fini
     live.close()
 
 
-async def test_a_finished_capture_is_not_kept_alive_by_the_live_watch() -> None:
+async def test_a_capture_leaves_the_live_watch_when_it_finishes_or_its_snapshot_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(recording.time, "monotonic", lambda: clock[0])
     live = LiveSnapshots()
-    cap = ExchangeCapture(lambda ex, final: None, "demo", _head(), "http://127.0.0.1:8080", 1 << 20, live=live)
-    cap.request_body(b"x" * 1000)
-    cap.finish()
-    ref = weakref.ref(cap)
-    del cap
-    gc.collect()
-    assert ref() is None
+    caps = [ExchangeCapture(lambda ex, final: None, "demo", _head(), "http://127.0.0.1:8080", 1 << 20, live=live)
+            for _ in range(3)]
+    quiet = ExchangeCapture(None, "demo", _head(), "http://127.0.0.1:8080", 1 << 20, live=live)  # records nothing
+    assert live.waiting == 3
+    caps[1].request_body(b"x" * 1000)
+    caps[1].finish()  # long before its snapshot is due
+    assert live.waiting == 2
+    clock[0] += LIVE_AFTER
+    live._tick()  # the others' snapshots are taken: nothing waits for them any more
+    assert live.waiting == 0 and live._timer is None
+    for cap in (caps[0], caps[2], quiet):
+        cap.finish()
+    assert live.waiting == 0
     live.close()
+
+
+async def test_no_capture_waits_for_a_snapshot_once_its_request_is_answered_or_abandoned(
+    tmp_path: Path, local: tuple[int, LocalState],
+) -> None:
+    """Answered requests and requests whose client went away mid-way leave nothing behind."""
+    port, state = local
+    async with relay_and_agent(tmp_path) as harness:
+        await harness.start(str(port))
+        live = harness.service._tunnels["app"].live
+        assert live is not None
+        async with httpx.AsyncClient(base_url=harness.base_url, headers={"Host": harness.host("app")},
+                                     timeout=10, trust_env=False) as client:
+            for i in range(20):
+                assert (await client.get(f"/echo?n={i}")).status_code == 200
+        for i in range(5):  # the local service holds /slow: the client gives up waiting
+            reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port)
+            writer.write(f"GET /slow?n={i} HTTP/1.1\r\nHost: {harness.host('app')}\r\n\r\n".encode())
+            await writer.drain()
+            await async_wait_for(lambda: f"/slow?n={i}".encode() in state.seen_targets, what="the request to arrive")
+            writer.close()
+        done = await harness.exchanges(25)
+        assert sorted(ex.error for ex in done if ex.request.path == "/slow") == ["client_gone"] * 5
+        assert live.waiting == 0
 
 
 @pytest.mark.parametrize("cap_bytes", [0, 4, 1 << 20])
