@@ -39,6 +39,12 @@ _SHOWN = 80  # characters of a refused value quoted back
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]++|%[0-9A-Fa-f]{2})*+)(?::[0-9]*)?")
 # A byte no part of a Host value ever holds (the first one found is named in the answer).
 _NOT_IN_HOST = re.compile(rb"[^0-9A-Za-z._~!$&'()*+,;=%:\[\]-]")
+# Host values found good lately: a keep-alive client sends the same one with every request,
+# looked up here for a fraction of the match's cost. At most _HOSTS_KEPT of them, none longer
+# than _HOST_KEPT_SIZE (a host name and a port), so a client inventing hosts costs little memory.
+_GOOD_HOSTS: dict[bytes, None] = {}
+_HOSTS_KEPT = 1024
+_HOST_KEPT_SIZE = 300
 
 
 def _shown(value: bytes) -> str:
@@ -108,6 +114,10 @@ def host_problem(host: bytes) -> str | None:
     """
     value = host.rstrip(b" \t")
     if _HOST.fullmatch(value) is not None:
+        if len(host) <= _HOST_KEPT_SIZE:
+            if len(_GOOD_HOSTS) >= _HOSTS_KEPT:
+                _GOOD_HOSTS.clear()
+            _GOOD_HOSTS[host] = None
         return None
     bad = _NOT_IN_HOST.search(value)
     if bad is None:
@@ -145,8 +155,8 @@ def head_problem(
             body = True
     if hosts > 1:
         return "the request has more than one Host header"
-    if hosts and _HOST.fullmatch(host) is None:
-        problem = host_problem(host)  # (None for a value with spaces after it: still a host)
+    if hosts and host not in _GOOD_HOSTS:
+        problem = host_problem(host)
         if problem is not None:
             return problem
     if upgrade and body:

@@ -118,3 +118,16 @@ def test_a_host_and_an_optional_port_is_a_host_header(host: bytes) -> None:
 def test_a_host_header_with_anything_a_host_never_holds_is_refused(host: bytes, why: str) -> None:
     problem = head_problem(b"GET", b"/", [(b"host", host)])
     assert problem is not None and problem.startswith("the Host header ") and why in problem, problem
+
+
+def test_the_hosts_found_good_are_kept_bounded_and_a_bad_one_is_never_kept() -> None:
+    from devtunnel.values import request_head
+
+    for i in range(3000):
+        assert head_problem(b"GET", b"/", [(b"Host", b"h%d.localhost" % i)]) is None
+    assert head_problem(b"GET", b"/", [(b"Host", b"x" * 400)]) is None
+    assert 0 < len(request_head._GOOD_HOSTS) <= request_head._HOSTS_KEPT
+    assert b"x" * 400 not in request_head._GOOD_HOSTS
+    for _ in range(2):  # refused every time, not only the first
+        assert head_problem(b"GET", b"/", [(b"Host", b"a@h1.localhost")]) is not None
+    assert b"a@h1.localhost" not in request_head._GOOD_HOSTS
