@@ -61,8 +61,13 @@ _CARRIED = 3  # one of the two before was true at the end of an earlier read and
 _FIELD_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:")
 # The end of a request line: the version and CRLF (llhttp takes no other line end).
 _VERSION_LINE_END = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
-# ``_head_open[0]`` while the parser is in a request line (its method and version are not counted).
-_REQUEST_LINE = -1
+# Where the parser stands in the messages of a connection (``HeadLimitedHttpProtocol._in_head``):
+_BODY = 0  # past a head: in its body, or its trailer (falsy: the only state a trailer field comes in)
+_HEAD = 1  # in a head that was in progress when the read began, or began in it behind blank lines only
+_BEHIND = 2  # in a head that began in this read behind the end of another message (_bound_head)
+_BETWEEN = 3  # no message in progress since an earlier read: a new connection, or one between requests
+_ENDED = 4  # a message ended in this read and no other began after it
+_NOTHING_OPEN = (0, 0)
 
 
 def _plain_response(status_line: bytes, text: str) -> bytes:
@@ -243,9 +248,11 @@ class _HeadWithBody:
 class HeadLimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a head size limit, a head timeout and a lost-hook.
 
-    A head larger than ``max_head`` bytes is answered with 431; a client that has not sent a
-    complete head ``head_timeout`` seconds after connecting (or after starting the head of a
-    keep-alive request) is dropped. Configure both with ``configured()``.
+    A head larger than ``max_head`` bytes is answered with 431 (while it is incomplete, every
+    byte received for it counts, blank lines before it and spaces the parser skips included:
+    ``_bound_head``); a client that has not sent a complete head ``head_timeout`` seconds after
+    connecting (or after starting the head of a keep-alive request) is dropped, with 408 once it
+    has begun a request line. Configure both with ``configured()``.
 
     The ASGI scope of every request carries the headers as received (uvicorn lowercases the
     names in ``scope["headers"]``) under ``RAW_HEADERS_EXTENSION``, and this protocol under
@@ -282,18 +289,19 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._feeding = False  # inside parser.feed_data: requests wait for the read to be parsed
         self._deferred: tuple[DirectCycle, Any] | None = None
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._in_head = True
+        self._in_head = _BETWEEN  # where the parser stands: _BODY ... _ENDED
         self._head_size = 0  # bytes of url and header lines parsed in this head
-        # When a read last left the head incomplete: the bytes of the line the parser holds,
-        # unreported, and _head_size then (_bound_head). One attribute: with uvicorn's, an instance
-        # holds 42, the most a dict of 64 slots takes; a 43rd made every request cost more.
-        self._head_open = (0, 0)
+        # When a read last left the head incomplete: the bytes received for it that the parser
+        # has not reported, and _head_size then (_bound_head); between requests, the blank lines
+        # received and 0 (_bound_blank). One attribute: with uvicorn's, an instance holds 42, the
+        # most a dict of 64 slots takes; a 43rd made every request cost more.
+        self._head_open = _NOTHING_OPEN
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._chunks = _NO_CHUNK_HEADER  # where a chunked body stands (_NO_CHUNK_HEADER ... _CARRIED)
         self._trailer_size = 0  # trailer fields parsed: name, value and 4 bytes each, as a head's
         self._trailer_open = 0  # bytes received of the trailer field the parser holds (CR and LF left out)
-        self._idle_since: float | None = None  # loop time the last response completed, while no read came since
+        self._idle_since: float | None = None  # loop time the last response completed, while no request began since
 
     @classmethod
     def configured(
@@ -332,7 +340,6 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        self._idle_since = None  # (the keep-alive timer, when due, sees it: on_response_complete)
         if self._chunks:
             self._chunks = _CARRIED
         self._feeding = True
@@ -363,8 +370,17 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             if deferred is not None:
                 self._deferred = None
                 self._launch(*deferred)
-        if self._in_head:
-            self._bound_head(data)
+        at = self._in_head
+        if at == _ENDED:  # (every read that holds whole requests, and nothing after them)
+            self._in_head = _BETWEEN
+            self._head_open = _NOTHING_OPEN
+        elif at == _HEAD:
+            self._bound_head(data, True)
+        elif at == _BEHIND:
+            self._in_head = _HEAD
+            self._bound_head(data, False)
+        elif at == _BETWEEN:
+            self._bound_blank(data)
         elif self._chunks:
             self._bound_trailer(data)
 
@@ -378,8 +394,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.expect_100_continue = False
         self.headers = []
         self._raw_headers = []
-        self._in_head = True
+        # A head that begins behind another message's end in the same read: where it begins
+        # in the read is not known (_bound_head).
+        self._in_head = _HEAD if self._in_head == _BETWEEN else _BEHIND
         self._head_size = 0
+        self._idle_since = None  # a request began (the keep-alive timer, when due, sees it: on_response_complete)
         # The head timer is armed once this read is parsed (data_received) if the head is
         # still incomplete then: a head that came whole in one read never needs it.
         # The scope uvicorn makes here is made when asked for (DirectCycle.scope, request_scope).
@@ -433,7 +452,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.headers.append((lower, value))
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head = _BODY
         if self._head_timer is not None:
             self._cancel_head_timer()
         parser = self.parser
@@ -493,6 +512,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._chunks = _NO_CHUNK_HEADER
+        self._in_head = _ENDED
         cycle = self.cycle
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
             return
@@ -556,38 +576,93 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             callback()
 
     # -- limits ------------------------------------------------------------------------
-    def _bound_head(self, data: bytes) -> None:
+    def _bound_head(self, data: bytes, whole: bool) -> None:
         """Count the bytes of a read that left a head incomplete, and answer 431 once the head
-        is over ``max_head``; arm the head timer if the head began in this read.
+        is over ``max_head``; arm the head timer if the head began after a response.
+
+        Every byte received for an incomplete head counts: the blank lines before it, and the
+        spaces llhttp lets repeat between the request line's parts and before a field's value,
+        though the parser keeps none of them; so a client cannot hold a head open with bytes that
+        are never reported, only the head timeout stopping it.
 
         The parser reported the head's target (``on_url``) and its complete header lines
-        (``on_header``), counted in ``_head_size``; what it holds unreported is the line it is
-        in (``_head_open``): the request line's method and version (which it does not keep:
-        not counted) or a header line, whose bytes count as they come. That line is the read's last
-        (CR and LF at its end left out) if the parser reported part of the head in this read or
-        the head began in it, or else the whole read continues it. So the count never takes in
-        the bytes of the request before (its body, in a pipelining client's read), however the
-        client's bytes were cut into reads, and a client that sends a head over the bound, in
-        one read or many, whether it ends the head or waits, gets 431.
+        (``on_header``), counted in ``_head_size``; ``_head_open`` keeps the bytes received that
+        it has not reported (a line it holds, spaces it skipped). ``whole``: every byte of the
+        read was the head's, or blank lines before it (it began between requests, or inside the
+        head), and they all count. Otherwise the head began in the read behind the end of the
+        request before (its body, in a pipelining client's read), whose last bytes cannot be told
+        from blank lines: then what counts is the line the parser holds, the read's last (CR and
+        LF at its end left out), or the request line so far (``_request_line_held``), and
+        whatever the client sends next. So the count never takes in the bytes of the request
+        before, however the client's bytes were cut into reads, and a client that sends a head
+        over the bound, in one read or many, whether it ends the head or waits, gets 431.
         """
-        end = len(data)
-        while end and data[end - 1] in b"\r\n":
-            end -= 1
-        began = self._head_timer is None  # (cancelled when the head before ended: on_headers_complete)
-        start = data.rfind(b"\n", 0, end) + 1  # of the read's last line with bytes in it
         held, seen = self._head_open
         size = self._head_size
-        if began or size != seen:
-            held = end - start if self._raw_headers or self._request_line_ends_at(data, start) else _REQUEST_LINE
-        elif held != _REQUEST_LINE:
-            held += end
-        elif start:  # the request line ended in this read (the parser reported nothing): a header line follows
-            held = end - start
+        if whole:
+            held += seen + len(data) - size  # (below 0 when fields with no space after the colon came)
+        else:
+            end = len(data)
+            while end and data[end - 1] in b"\r\n":
+                end -= 1
+            start = data.rfind(b"\n", 0, end) + 1  # of the read's last line with bytes in it
+            if self._raw_headers or self._request_line_ends_at(data, start):
+                held = end - start
+            else:
+                held = self._request_line_held(data, start, end)
         self._head_open = (held, size)
-        if began:
+        if self._head_timer is None:  # (cancelled when the head before ended: on_headers_complete)
             self._arm_head_timer()
-        if held > 0 and size + held > self.max_head:
+        if size + held > self.max_head:
             self._refuse_head()
+
+    def _bound_blank(self, data: bytes) -> None:
+        """Count a read of blank lines (CR and LF) between requests, or before the first: llhttp
+        skips them, as nginx does, but they count toward the head that would follow them, so a
+        client sending nothing else is answered 431 past ``max_head``. (One that stops sending
+        is an idle connection: closed silently at the head timeout, before a first request,
+        or the keep-alive timeout after a response.)"""
+        held = self._head_open[0] + len(data)
+        self._head_open = (held, 0)
+        if held > self.max_head:
+            self._refuse_head()
+
+    def _request_line_held(self, data: bytes, start: int, end: int) -> int:
+        """The bytes of the request line that ends ``data[start:end]``, but for its target
+        (``on_url`` counted it): the method, the spaces and the version so far.
+
+        The line began in this read, behind bytes of the request before: it is found from its
+        end, as the target so far (``self.url``, all in this read) with spaces and the method
+        before it, and spaces and the version so far after it. 0 while the read ends in the
+        method (a few bytes: llhttp refuses a longer one), or if the line is not found so.
+        """
+        url = self.url
+        if not url:
+            return self._method_held(data, start, end, end)
+        # The target ends the read, or spaces and the version so far follow it.
+        ends = []
+        if data.endswith(url, start, end) and end - len(url) > start and data[end - len(url) - 1] == 0x20:
+            ends.append(end)
+        space = data.rfind(b" ", start, end)  # the last before the version so far
+        after = start + len(data[start:space].rstrip(b" ")) if space >= 0 else end
+        if after < end and data.endswith(url, start, after):
+            ends.append(after)
+        for after in ends:
+            held = self._method_held(data, start, after - len(url), end)
+            if held:
+                return held - len(url)
+        return 0
+
+    def _method_held(self, data: bytes, start: int, target: int, end: int) -> int:
+        """``end`` less where the request line begins, if it has its method and spaces just before
+        ``target`` (the start of its target) in ``data[start:]``, else 0."""
+        method_end = start + len(data[start:target].rstrip(b" "))
+        if method_end == target:
+            return 0  # no space after the method yet: the read ends in it
+        method = self.parser.get_method()
+        if not data.endswith(method, start, method_end):
+            return 0
+        return end - (method_end - len(method))
 
     def _request_line_ends_at(self, data: bytes, start: int) -> bool:
         """Whether the request line of this head ends in ``data`` just before ``start``: with
@@ -688,10 +763,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if not self._in_head or self.transport.is_closing():
+        at = self._in_head
+        if not at or self.transport.is_closing():
             return
         self._refused = True
-        if self._head_size or self._head_open[0]:  # (_REQUEST_LINE too: a request line has begun)
+        # A head begun gets 408; a connection that never began a request (nothing, or blank
+        # lines only) is an idle one, closed silently as nginx does.
+        if at != _BETWEEN:
             text = f"request head not received within {self.head_timeout:g} s\n"
             self.transport.write(_plain_response(b"HTTP/1.1 408 Request Timeout\r\n", text))
         self.transport.close()

@@ -10,7 +10,10 @@ request a relay sends it (a hostile or outdated relay included):
   does not start with ``/`` (``*@host:port/x``, ``@host/x``) are refused: glued after an
   authority, such text names another host (RFC 3986 reads ``*@`` as user info);
 - the target holds no space, control character or DEL;
-- there is at most one ``Host`` header (two let the router and the service disagree);
+- there is at most one ``Host`` header (two let the router and the service disagree), and
+  its value is a host and an optional port (``uri-host [":" port]``, RFC 9110 7.2): no user
+  info (``evil@name``), path, space, control or other byte a host name or address never holds,
+  which would make the router and the service read different hosts;
 - an upgrade request (``Connection: upgrade``) carries no body.
 
 Each check returns ``None`` when the value is fine, else a short sentence saying why not,
@@ -23,13 +26,25 @@ import re
 from devtunnel.values.http1 import is_token
 from collections.abc import Iterable
 
-__all__ = ["field_is_safe", "fields_are_safe", "head_problem", "method_problem", "target_problem"]
+__all__ = ["field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
 
 # RFC 9110 5.6.2: token = 1*tchar.
 # Bytes a request target may not hold: controls, space, DEL (high bytes pass, as in paths
 # that clients send unencoded; they cannot end the request line).
 _FORBIDDEN_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _SHOWN = 80  # characters of a refused value quoted back
+# RFC 3986 3.2.2: uri-host = IP-literal / IPv4address / reg-name, then ":" port (RFC 9110 7.2).
+# A reg-name is unreserved, sub-delims and %XX; an IP-literal is "[" IPv6 or IPvFuture "]".
+# (Possessive runs: a usual host is matched in one step per run, not one per byte.)
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]++|%[0-9A-Fa-f]{2})*+)(?::[0-9]*)?")
+# A byte no part of a Host value ever holds (the first one found is named in the answer).
+_NOT_IN_HOST = re.compile(rb"[^0-9A-Za-z._~!$&'()*+,;=%:\[\]-]")
+# Host values found good lately: a keep-alive client sends the same one with every request,
+# looked up here for a fraction of the match's cost. At most _HOSTS_KEPT of them, none longer
+# than _HOST_KEPT_SIZE (a host name and a port), so a client inventing hosts costs little memory.
+_GOOD_HOSTS: dict[bytes, None] = {}
+_HOSTS_KEPT = 1024
+_HOST_KEPT_SIZE = 300
 
 
 def _shown(value: bytes) -> str:
@@ -90,6 +105,30 @@ def target_problem(method: bytes, target: bytes) -> str | None:
     return None
 
 
+def host_problem(host: bytes) -> str | None:
+    """Why ``host``, a Host header's value, is not a host and an optional port, or None.
+
+    An empty value passes (RFC 9112 3.2 allows it for a target without an authority), and so
+    do spaces and tabs after the value (whitespace around a field value is not part of it,
+    RFC 9110 5.5; llhttp keeps what follows the value).
+    """
+    value = host.rstrip(b" \t")
+    if _HOST.fullmatch(value) is not None:
+        if len(host) <= _HOST_KEPT_SIZE:
+            if len(_GOOD_HOSTS) >= _HOSTS_KEPT:
+                _GOOD_HOSTS.clear()
+            _GOOD_HOSTS[host] = None
+        return None
+    bad = _NOT_IN_HOST.search(value)
+    if bad is None:
+        return f"the Host header {_shown(host)} is not a host name or address with an optional port"
+    byte = bad.group()[0]
+    if byte == 0x40:  # @
+        return f"the Host header {_shown(host)} holds user info (name@): a Host is a host and an optional port"
+    what = repr(chr(byte)) if 0x20 < byte < 0x7F else f"byte 0x{byte:02x}"
+    return f"the Host header {_shown(host)} holds {what}, which no host name or address does"
+
+
 def head_problem(
     method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], *, upgrade: bool = False
 ) -> str | None:
@@ -105,15 +144,21 @@ def head_problem(
     if problem is not None:
         return problem
     hosts = 0
+    host = b""
     body = False
     for name, value in headers:
         lower = name.lower()
         if lower == b"host":
             hosts += 1
+            host = value
         elif lower == b"transfer-encoding" or (lower == b"content-length" and value.strip().lstrip(b"0")):
             body = True
     if hosts > 1:
         return "the request has more than one Host header"
+    if hosts and host not in _GOOD_HOSTS:
+        problem = host_problem(host)
+        if problem is not None:
+            return problem
     if upgrade and body:
         return "an upgrade request must not carry a body"
     return None

@@ -107,3 +107,27 @@ async def test_a_connection_with_a_request_in_flight_is_not_idle(port: int) -> N
         assert await _response(reader) == b"fast"
     finally:
         writer.close()
+
+
+async def test_blank_lines_after_a_response_do_not_keep_the_connection_open(port: int) -> None:
+    """Blank lines begin no request (llhttp skips them): the connection is still idle, and
+    closes after the keep-alive timeout however many of them keep coming."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(REQUEST % b"fast")
+        assert await _response(reader) == b"fast"
+
+        async def blank_lines() -> None:
+            while True:  # until the relay closes the connection (or the deadline below)
+                writer.write(b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(KEEP_ALIVE / 10)
+
+        sending = asyncio.get_running_loop().create_task(blank_lines())
+        try:
+            assert await asyncio.wait_for(reader.read(1), 10) == b"", "nothing is sent on an idle connection"
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+    finally:
+        writer.close()

@@ -352,6 +352,51 @@ async def test_two_host_headers_get_400(
     assert victim_service[1].snapshot()[0] == 0
 
 
+
+def hostile_hosts(relay_port: int, name: str) -> list[bytes]:
+    """Host headers holding what a host never does: user info, a path, a backslash, a space, a tab
+    (other control bytes llhttp refuses itself)."""
+    named = b"%s.localhost:%d" % (name.encode(), relay_port)
+    return [b"evil@" + named, b"a@127.0.0.1:%d" % relay_port, named + b"/x", named.replace(b".", b"\\", 1),
+            b"a b." + named, b"a\t" + named]
+
+
+@pytest.mark.parametrize("upgrade", [False, True], ids=["plain", "upgrade"])
+async def test_a_host_header_that_is_not_a_host_gets_400_and_reaches_no_service(
+    tunnel: Harness, victim_service: tuple[int, Seen], upgrade: bool
+) -> None:
+    extra = UPGRADE.replace(b"Connection: Upgrade\r\n", b"") if upgrade else b""
+    for host in hostile_hosts(tunnel.relay.port, "victim"):
+        request = b"GET /x HTTP/1.1\r\nHost: %s\r\n%sConnection: %s\r\n\r\n" % (
+            host, extra, b"Upgrade" if upgrade else b"close")
+        status, _, body = parse_response(await raw_request(tunnel.relay.port, request))
+        assert status == 400 and body.startswith(b"the Host header "), (host, status, body)
+    assert victim_service[1].snapshot()[0] == 0
+    # A plain host still reaches the service.
+    status, _, body = parse_response(await raw_request(tunnel.relay.port, head(b"GET", b"/ok", tunnel.host("victim").encode())))
+    assert (status, body) == (200, b"victim")
+
+
+async def test_the_embedded_relay_refuses_a_host_header_that_is_not_a_host_before_routing(
+    victim_service: tuple[int, Seen]
+) -> None:
+    """The embedded relay routes any host to its tunnel: ``a@127.0.0.1`` must not get there."""
+    service = AgentService()
+    try:
+        await service.start_tunnel(TunnelConfig(target=str(victim_service[0]), name="emb"))
+        relay = service.embedded_relay
+        assert relay is not None
+        for host in hostile_hosts(relay.port, "emb"):
+            status, _, body = parse_response(await raw_request(relay.port, head(b"GET", b"/x", host)))
+            assert status == 400 and body.startswith(b"the Host header "), (host, status, body)
+        assert victim_service[1].snapshot()[0] == 0
+        for host in (b"emb.localhost:%d" % relay.port, b"127.0.0.1:%d" % relay.port):
+            status, _, body = parse_response(await raw_request(relay.port, head(b"GET", b"/ok", host)))
+            assert (status, body) == (200, b"victim"), host
+    finally:
+        await service.stop()
+
+
 # -- the ASGI application keeps the rule when served without the relay's HTTP protocol ------------------
 async def test_the_relay_application_refuses_bad_heads_under_a_stock_server(
     victim_service: tuple[int, Seen], second_service: tuple[int, Seen]

@@ -83,7 +83,8 @@ def test_uvicorn_httptools_protocol_has_the_method_the_relay_uses(name: str) -> 
 def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> None:
     ours = {"abort", "configured", "_launch", "request_scope", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
             "_head_timed_out", "_refuse_bad_head", "_refuse", "_close_after_response", "_keep_alive_due",
-            "_bound_trailer", "_drop_trailer", "_bound_head", "_request_line_ends_at",
+            "_bound_trailer", "_drop_trailer", "_bound_head", "_bound_blank", "_request_line_held", "_method_held",
+            "_request_line_ends_at",
             "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
         assert name in ours or name in HTTP_PROTOCOL_METHODS, f"HeadLimitedHttpProtocol.{name}: add it to this contract"

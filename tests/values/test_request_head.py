@@ -95,3 +95,39 @@ def test_the_usual_methods_looked_up_in_a_set_are_tokens() -> None:
 
     assert _USUAL_METHODS and all(is_token(method) for method in _USUAL_METHODS)
     assert b"CONNECT" not in _USUAL_METHODS  # refused by target_problem, whatever the set says
+
+
+@pytest.mark.parametrize("host", [b"", b"victim.localhost", b"victim.localhost:8080", b"127.0.0.1:80", b"[::1]:80",
+                                  b"[::1]", b"xn--caf-dma.localhost", b"host.:", b"victim.localhost:80 \t"])
+def test_a_host_and_an_optional_port_is_a_host_header(host: bytes) -> None:
+    assert head_problem(b"GET", b"/", [(b"Host", host)]) is None
+
+
+@pytest.mark.parametrize("host, why", [
+    (b"evil@victim.localhost", "holds user info (name@)"),
+    (b"a@127.0.0.1", "holds user info (name@)"),
+    (b"user:pw@127.0.0.1:80", "holds user info (name@)"),
+    (b"victim.localhost/x", "holds '/'"),
+    (b"victim.localhost\\x", "holds '\\\\'"),
+    (b"victim .localhost", "holds byte 0x20"),
+    (b"victim\x01.localhost", "holds byte 0x01"),
+    (b"caf\xc3\xa9.localhost", "holds byte 0xc3"),
+    (b"victim.localhost:80:81", "is not a host name or address with an optional port"),
+    (b"[::1", "is not a host name or address with an optional port"),
+])
+def test_a_host_header_with_anything_a_host_never_holds_is_refused(host: bytes, why: str) -> None:
+    problem = head_problem(b"GET", b"/", [(b"host", host)])
+    assert problem is not None and problem.startswith("the Host header ") and why in problem, problem
+
+
+def test_the_hosts_found_good_are_kept_bounded_and_a_bad_one_is_never_kept() -> None:
+    from devtunnel.values import request_head
+
+    for i in range(3000):
+        assert head_problem(b"GET", b"/", [(b"Host", b"h%d.localhost" % i)]) is None
+    assert head_problem(b"GET", b"/", [(b"Host", b"x" * 400)]) is None
+    assert 0 < len(request_head._GOOD_HOSTS) <= request_head._HOSTS_KEPT
+    assert b"x" * 400 not in request_head._GOOD_HOSTS
+    for _ in range(2):  # refused every time, not only the first
+        assert head_problem(b"GET", b"/", [(b"Host", b"a@h1.localhost")]) is not None
+    assert b"a@h1.localhost" not in request_head._GOOD_HOSTS
