@@ -47,6 +47,7 @@ NATIVE_MODULES = (
     "devtunnel.agent.forward",
     "devtunnel.agent.session",
     "devtunnel.agent.local_pool",
+    "devtunnel.agent.recording",
 )
 """Compiled by ``DEVTUNNEL_USE_MYPYC=1`` (setup.py reads this tuple from this file)."""
 
