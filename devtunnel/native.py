@@ -6,9 +6,10 @@
 both (``.ci/run``), and mypyc checks at run time the types that mypy checks here before.
 
 They are the modules every request through the tunnel runs: the protocol's frames and
-connection on both sides, the request head's checks, the relay's direct path and links, the
-agent's quick answers and local responses. A module is listed only when it
-compiles and its tests pass compiled; what keeps the others out is in docs/performance.md.
+connection on both sides, the request head's checks, the relay's forwarder, direct path, links
+and agent gate, the agent's quick answers, local responses, session and forwarding. A module is
+listed only when it compiles and its tests pass compiled; what keeps the others out is in
+docs/performance.md.
 
 A listed module never suspends while an exception is being handled: no ``await`` (nor ``async
 for``, ``async with`` or ``yield``) inside an ``except`` or ``finally`` block, and ``async with``
@@ -48,6 +49,8 @@ NATIVE_MODULES = (
     "devtunnel.agent.session",
     "devtunnel.agent.local_pool",
     "devtunnel.agent.recording",
+    "devtunnel.relay.http_proxy",
+    "devtunnel.relay.agents",
 )
 """Compiled by ``DEVTUNNEL_USE_MYPYC=1`` (setup.py reads this tuple from this file)."""
 

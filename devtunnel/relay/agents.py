@@ -90,15 +90,20 @@ class AgentGate:
             initial_window=RESPONSE_WINDOW,
             max_send_window=self.settings.max_window,
         )
+        unheard: asyncio.TimeoutError | ProtocolError | None = None
         try:
             hello = await asyncio.wait_for(_read_hello(conn, receive), self.settings.head_timeout)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, ProtocolError) as exc:
+            unheard = exc
+        # Refused outside the handler: nothing awaits while an exception is being handled
+        # (devtunnel/native.py says why).
+        if isinstance(unheard, asyncio.TimeoutError):
             reason = f"no HELLO within {self.settings.head_timeout:g} s"
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, reason, receive)
             return
-        except ProtocolError as exc:
-            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, exc)
-            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(exc), receive)  # keeps a GOAWAY already queued
+        if unheard is not None:
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, unheard)
+            await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(unheard), receive)  # keeps a GOAWAY already queued
             return
         if hello is None:
             return
@@ -151,42 +156,52 @@ class AgentGate:
         reason = "the agent disconnected"
         if not isinstance(protocol, DeadPeerWebSocketProtocol):
             protocol = None
+        # The handlers only keep the exception; what they did runs after them: nothing awaits
+        # while an exception is being handled (devtunnel/native.py says why).
+        failed: BaseException | None = None
         try:
-            if protocol is not None:
-                # Binary messages are handled in the protocol's callback (see on_bytes); what
-                # still comes through receive() is the end, a text message, or a failure there.
-                protocol.on_bytes = _deliver(tunnel, protocol)
-                tunnel.socket = protocol
-            while True:
-                message = await receive()
-                if message["type"] != "websocket.receive":
-                    break
-                failure = message.get(_FAILURE)
-                if failure is not None:
-                    raise failure
-                data = message.get("bytes")
-                if data is None:
-                    raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
-                tunnel.handle(conn.receive_data(data))
-                if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
-                    tunnel.flush()
-        except ProtocolError as exc:
-            reason = f"protocol error: {exc}"
-            conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(exc))  # no-op if the connection queued its own
-            tunnel.close(f"tunnel {name} went offline")
-            await tunnel.finish_writing({"type": "websocket.close", "code": 1002})
-        finally:
-            if protocol is not None:
-                protocol.on_bytes = None
-            remaining = self._registry.leave(name, tunnel)
-            self._rules.remove(tunnel)
-            tunnel.close(f"tunnel {name} went offline")
-            await tunnel.stop_writer()
-            reason = tunnel.end_reason or reason
-            if remaining:
-                log.log(self._log_level, "tunnel %s: agent %s left its pool (%s); %d remain", name, peer, reason, remaining)
-            else:
-                log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
+            broken: ProtocolError | None = None
+            try:
+                if protocol is not None:
+                    # Binary messages are handled in the protocol's callback (see on_bytes); what
+                    # still comes through receive() is the end, a text message, or a failure there.
+                    protocol.on_bytes = _deliver(tunnel, protocol)
+                    tunnel.socket = protocol
+                while True:
+                    message = await receive()
+                    if message["type"] != "websocket.receive":
+                        break
+                    failure = message.get(_FAILURE)
+                    if failure is not None:
+                        raise failure
+                    data = message.get("bytes")
+                    if data is None:
+                        raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
+                    tunnel.handle(conn.receive_data(data))
+                    if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
+                        tunnel.flush()
+            except ProtocolError as exc:
+                broken = exc
+            if broken is not None:
+                reason = f"protocol error: {broken}"
+                conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(broken))  # no-op if the connection queued its own
+                tunnel.close(f"tunnel {name} went offline")
+                await tunnel.finish_writing({"type": "websocket.close", "code": 1002})
+        except BaseException as exc:  # cancelled, or a defect: the tunnel is let go first, then raised again
+            failed = exc
+        if protocol is not None:
+            protocol.on_bytes = None
+        remaining = self._registry.leave(name, tunnel)
+        self._rules.remove(tunnel)
+        tunnel.close(f"tunnel {name} went offline")
+        await tunnel.stop_writer()
+        reason = tunnel.end_reason or reason
+        if remaining:
+            log.log(self._log_level, "tunnel %s: agent %s left its pool (%s); %d remain", name, peer, reason, remaining)
+        else:
+            log.log(self._log_level, "tunnel %s offline (agent %s: %s)", name, peer, reason)
+        if failed is not None:
+            raise failed
 
     def _rules_changer(self, tunnel: AgentLink, peer: str) -> Callable[[dict[str, Any]], None]:
         """What a RULES frame from ``tunnel``'s agent does: its rules are replaced (their

@@ -308,12 +308,17 @@ class HttpForwarder:
             for message in plain(429, text, close=True, extra=[RETRY_AFTER_HEADER]):
                 await send(message)
             return
+        refused: ProtocolError | ValueError | None = None
         try:
             raw = self._fields(scope, host, ip)
             stream_id = self._open(tunnel, scope["method"], target(scope), scope["http_version"], raw, ip, has_body, decision)
         except (ProtocolError, ValueError) as exc:
             self.slots.give_back(tunnel, ip)
-            await _refuse_open(send, tunnel, exc)
+            refused = exc
+        # Answered outside the handler: nothing awaits while an exception is being handled
+        # (devtunnel/native.py says why).
+        if refused is not None:
+            await _refuse_open(send, tunnel, refused)
             return
         stream = RelayStream(stream_id)
         tried: list[AgentLink] = []

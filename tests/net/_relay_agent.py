@@ -250,19 +250,62 @@ class ScriptedAgent:
                         request.window.set()
 
 
-@contextmanager
-def task_path_spied(direct: bool) -> Iterator[list[bytes]]:
-    """The targets the relay's ASGI task path answers while this lasts (a spy on
-    ``HttpForwarder.__call__``); with ``direct`` false the direct path is off, so tasks answer all."""
-    tasks: list[bytes] = []
-    original = HttpForwarder.__call__
+class ForwarderCalls:
+    """What reached the relay's ``HttpForwarder`` while ``forwarder_spied`` lasted: the targets
+    of the requests its ASGI task path answered (``__call__``), and the (client, cycle) of each
+    request offered to its direct path (``direct``)."""
 
-    async def spy(self: HttpForwarder, tunnel: Any, scope: Any, *args: Any) -> None:
-        tasks.append(scope["raw_path"])
-        await original(self, tunnel, scope, *args)
+    def __init__(self) -> None:
+        self.tasks: list[bytes] = []
+        self.direct: list[tuple[Any, Any]] = []
+
+
+class _SpiedForwarder:
+    """A relay's ``HttpForwarder`` as its ``Relay`` sees it while spied: the calls are noted,
+    then made; everything else is the forwarder's own."""
+
+    def __init__(self, forwarder: HttpForwarder, calls: ForwarderCalls) -> None:
+        self._forwarder = forwarder
+        self._calls = calls
+
+    async def __call__(self, tunnel: Any, scope: Any, *args: Any) -> None:
+        self._calls.tasks.append(scope["raw_path"])
+        await self._forwarder(tunnel, scope, *args)
+
+    def direct(self, tunnel: Any, client: Any, cycle: Any, host: bytes) -> bool:
+        self._calls.direct.append((client, cycle))
+        return self._forwarder.direct(tunnel, client, cycle, host)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._forwarder, name)
+
+
+@contextmanager
+def forwarder_spied() -> Iterator[ForwarderCalls]:
+    """The calls every relay (running or started while this lasts) makes to its forwarder.
+
+    Seen from the interpreted ``Relay``, the forwarder's only caller: a patched method of
+    ``HttpForwarder`` would not be seen where http_proxy runs compiled (devtunnel/native.py). A
+    property over ``Relay._forward_http`` hands out the forwarder wrapped; the instance keeps the
+    forwarder itself, so nothing is left behind."""
+    calls = ForwarderCalls()
+
+    def get(relay: Relay) -> _SpiedForwarder:
+        return _SpiedForwarder(relay.__dict__["_forward_http"], calls)
+
+    def put(relay: Relay, forwarder: HttpForwarder) -> None:
+        relay.__dict__["_forward_http"] = forwarder
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(HttpForwarder, "__call__", spy)
+        patch.setattr(Relay, "_forward_http", property(get, put), raising=False)
+        yield calls
+
+
+@contextmanager
+def task_path_spied(direct: bool) -> Iterator[list[bytes]]:
+    """The targets the relay's ASGI task path answers while this lasts (``forwarder_spied``);
+    with ``direct`` false the direct path is off, so tasks answer all."""
+    with forwarder_spied() as calls, pytest.MonkeyPatch.context() as patch:
         if not direct:
             patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
-        yield tasks
+        yield calls.tasks

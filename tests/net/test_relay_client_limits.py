@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings, client_limit
 from devtunnel.relay.slots import client_key
@@ -94,12 +94,18 @@ async def test_a_fault_while_forwarding_a_body_fails_the_request_instead_of_hold
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The uploading task's own exception is not left unread while the client waits: compiled
-    with mypyc, making ``BodyStalled`` once raised TypeError there and the client got nothing."""
-    def broken(*args: object) -> None:
-        raise RuntimeError("a fault in _stalled")
-
-    monkeypatch.setattr(HttpForwarder, "_stalled", broken)
+    with mypyc, making ``BodyStalled`` once raised TypeError there and the client got nothing.
+    The fault is raised where ``HttpForwarder._stalled`` logs the stall, through the relay's
+    (interpreted) error log, which the forwarder still calls where it runs compiled."""
     async with running_relay(body_timeout=0.3) as relay:
+        log = relay._peer_errors.log
+
+        def broken(key: str, *args: Any) -> None:
+            if key == "body-stalled":
+                raise RuntimeError("a fault in _stalled")
+            log(key, *args)
+
+        monkeypatch.setattr(relay._peer_errors, "log", broken)
         agent, resets = await holding_agent(relay)
         try:
             reader, writer = await start_slow_upload(relay)

@@ -7,18 +7,19 @@ the ASGI path alike; nothing else is served there (no relay pages, no agent logi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.exceptions import InvalidHandshake
 
-from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.protocol.events import Welcome
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import (
     AgentRequest,
     ScriptedAgent,
     connect_agent,
+    forwarder_spied,
     running_relay,
 )
 from tests.net.test_relay_direct import read_responses
@@ -35,17 +36,10 @@ def answer(name: bytes) -> Any:
 
 
 @pytest.fixture
-def asgi_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+def asgi_calls() -> Iterator[list[bytes]]:
     """Targets of the requests that went through the ASGI path (``HttpForwarder.__call__``)."""
-    calls: list[bytes] = []
-    original = HttpForwarder.__call__
-
-    async def spy(self: HttpForwarder, tunnel: Any, scope: Any, *args: Any) -> None:
-        calls.append(scope["raw_path"])
-        await original(self, tunnel, scope, *args)
-
-    monkeypatch.setattr(HttpForwarder, "__call__", spy)
-    return calls
+    with forwarder_spied() as calls:
+        yield calls.tasks
 
 
 async def exchange(port: int, raw: bytes, later: bytes = b"", *, wait_for: ScriptedAgent | None = None) -> bytes:

@@ -281,8 +281,11 @@ async def test_trusted_proxy_lets_x_forwarded_for_name_the_client(tmp_path, loca
 async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness, local, monkeypatch):
     import devtunnel.relay.agents as relay_module
 
-    # What a relay older than rules does: it ignores the HELLO's rules and never acknowledges them.
-    monkeypatch.setattr(relay_module, "_hello_rules", lambda hello: (None, None))
+    # What a relay older than rules does, as its agent sees it: its WELCOME never acknowledges
+    # them (here it does under another name). Patched where the relay's gate reads it when it
+    # welcomes an agent, which it still does where relay.agents runs compiled: a patched
+    # function of that module would not be seen there (devtunnel/native.py).
+    monkeypatch.setattr(relay_module, "RULES_ACK", "rules-unknown-to-the-agent")
     port, _ = local
     with pytest.raises(Exception, match="does not enforce rules"):
         await harness.start(str(port), rules=rules({"action": "deny"}))

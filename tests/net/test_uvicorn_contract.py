@@ -38,8 +38,7 @@ from websockets.protocol import State
 from devtunnel.agent.socket import TunnelSocket, _MaskBytes
 from devtunnel.relay.server import Relay
 from devtunnel.relay.http import DeadPeerWebSocketProtocol, DirectCycle, HeadLimitedHttpProtocol
-from devtunnel.relay.http_proxy import HttpForwarder
-from tests.net._relay_agent import connect_agent, running_relay
+from tests.net._relay_agent import connect_agent, forwarder_spied, running_relay
 
 
 def _source(obj: Any) -> str:
@@ -279,28 +278,20 @@ CYCLE_FIELDS = ["scope", "more_body", "waiting_for_100_continue", "body", "flow"
 HTTP_PROTOCOL_FIELDS = ["cycle", "pipeline", "transport", "parser", "scope", "app", "loop", "logger"]
 
 
-async def test_uvicorn_request_objects_have_the_fields_the_relay_uses(
-    relay: Relay, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[tuple[Any, Any]] = []
-    original = HttpForwarder.direct
-
-    def spy(self: HttpForwarder, tunnel: Any, client: Any, cycle: Any, host: bytes) -> bool:
-        seen.append((client, cycle))
-        return original(self, tunnel, client, cycle, host)
-
-    monkeypatch.setattr(HttpForwarder, "direct", spy)
+async def test_uvicorn_request_objects_have_the_fields_the_relay_uses(relay: Relay) -> None:
     agent = await connect_agent(relay)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
     try:
-        writer.write(b"GET /contract HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
-        async with asyncio.timeout(10):
-            head = await reader.readuntil(b"\r\n\r\n")
+        with forwarder_spied() as calls:  # what the direct path (HttpForwarder.direct) is given
+            writer.write(b"GET /contract HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK"), "a request through the relay's direct path"
+        assert calls.tasks == [], "the request was answered by a task, not the direct path"
     finally:
         writer.close()
         await agent.close()
-    [(client, cycle)] = seen
+    [(client, cycle)] = calls.direct
     assert isinstance(client, HeadLimitedHttpProtocol) and isinstance(cycle, DirectCycle)
     assert cycle._scope is None, "the direct path made the request's scope (only tasks, rules and logs need it)"
     task_cycle = cycle.task_cycle()
