@@ -47,6 +47,11 @@ NATIVE_MODULES = (
     "devtunnel.agent.forward",
     "devtunnel.agent.session",
     "devtunnel.agent.local_pool",
+    "devtunnel.relay.pool",
+    "devtunnel.relay.slots",
+    "devtunnel.relay.http_responses",
+    "devtunnel.relay.asgi",
+    "devtunnel.relay.server",
 )
 """Compiled by ``DEVTUNNEL_USE_MYPYC=1`` (setup.py reads this tuple from this file)."""
 

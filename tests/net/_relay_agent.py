@@ -15,6 +15,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from devtunnel.relay.http import HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
@@ -264,5 +265,12 @@ def task_path_spied(direct: bool) -> Iterator[list[bytes]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(HttpForwarder, "__call__", spy)
         if not direct:
-            patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
+            # The protocol class made when the relay starts gets no direct path. (Not a patch of
+            # ``Relay._direct``: a compiled class takes none, and its compiled callers would not see it.)
+            configured = HeadLimitedHttpProtocol.configured
+
+            def without_direct(cls: Any, *args: Any, direct: Any = None, **kwargs: Any) -> Any:
+                return configured(*args, **kwargs)
+
+            patch.setattr(HeadLimitedHttpProtocol, "configured", classmethod(without_direct))
         yield tasks
