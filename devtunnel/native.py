@@ -51,6 +51,10 @@ NATIVE_MODULES = (
     "devtunnel.agent.recording",
     "devtunnel.relay.http_proxy",
     "devtunnel.relay.agents",
+    "devtunnel.relay.pool",
+    "devtunnel.relay.slots",
+    "devtunnel.relay.http_responses",
+    "devtunnel.relay.asgi",
 )
 """Compiled by ``DEVTUNNEL_USE_MYPYC=1`` (setup.py reads this tuple from this file)."""
 

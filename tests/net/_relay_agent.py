@@ -15,6 +15,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from devtunnel.relay.http import HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
@@ -307,5 +308,12 @@ def task_path_spied(direct: bool) -> Iterator[list[bytes]]:
     with ``direct`` false the direct path is off, so tasks answer all."""
     with forwarder_spied() as calls, pytest.MonkeyPatch.context() as patch:
         if not direct:
-            patch.setattr(Relay, "_direct", lambda self, client, cycle: False)
+            # The protocol class made when the relay starts gets no direct path. (Not a patch of
+            # ``Relay._direct``, which compiled callers would not see.)
+            configured = HeadLimitedHttpProtocol.configured
+
+            def without_direct(cls: Any, *args: Any, direct: Any = None, **kwargs: Any) -> Any:
+                return configured(*args, **kwargs)
+
+            patch.setattr(HeadLimitedHttpProtocol, "configured", classmethod(without_direct))
         yield calls.tasks
