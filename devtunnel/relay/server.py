@@ -263,7 +263,7 @@ class TunnelNames(dict[bytes, "str | None"]):
     hostname and a port), so a client inventing Host headers, long ones too, costs at most
     ``kept`` short entries."""
 
-    MAX_KEPT_HOST: Final = 300  # (Final: compiled, a plain class attribute was missing on these instances)
+    MAX_KEPT_HOST: Final = 300  # (Final: compiled, as relay.server can be, a plain class attribute was missing on these instances)
 
     def __init__(self, suffix: bytes, kept: int = 1024) -> None:
         super().__init__()
