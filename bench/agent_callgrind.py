@@ -1,6 +1,6 @@
 """Instructions per request in the agent's event-loop thread, under callgrind: a figure load does not move.
 
-    .venv/bin/python bench/agent_callgrind.py TREE [TREE ...] [--requests 2000] [--conns 50] [--runs 1]
+    .venv/bin/python bench/agent_callgrind.py TREE [TREE ...] [--requests 2000] [--conns 50] [--runs 1] [--keep DIR]
 
 For each tree (a directory holding a ``devtunnel`` package, e.g. ``git archive REV | tar -x -C
 /tmp/rev``) it starts ``bench/pyload.py serve`` as the local service, ``devtunnel relay`` and
@@ -82,6 +82,7 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=50, help="keep-alive connections (default %(default)s)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds the load may take at most (default %(default)s)")
     ap.add_argument("--runs", type=int, default=1, help="loaded runs per tree, in turns (default %(default)s)")
+    ap.add_argument("--keep", type=Path, help="keep the callgrind dumps here (for callgrind_annotate)")
     args = ap.parse_args()
     print(f"{args.requests:,} GETs of 1 KiB over {args.conns} connections; agent instructions per request")
     print("| tree | run | event loop Ir/req | other threads Ir/req |")
@@ -91,6 +92,9 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "devtunnel")], check=True)
     with tempfile.TemporaryDirectory(prefix="devtunnel-agent-cg-") as scratch:
         work = Path(scratch)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            work = args.keep.resolve()
         loops: dict[Path, list[float]] = {tree: [] for tree in trees}
         for run in range(args.runs):
             for i, tree in enumerate(trees):

@@ -14,7 +14,6 @@ request without a body may then be answered from the local connection's callback
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import replace
 from http import HTTPStatus
 
@@ -76,8 +75,13 @@ class Start:
         """Body bytes of ``response`` parsed but not sent yet."""
 
 
-_SPECIAL_NAMES = re.compile(rb"^(?:host|expect|transfer-encoding)$", re.M)
-"""In lower-cased field names joined by newlines: those ``Forwarder.request_head`` may drop or rewrite."""
+def _only_host_special(names: tuple[bytes, ...]) -> bool:
+    """Whether exactly one of ``names`` is ``Host`` and none is one of the others
+    ``Forwarder.request_head`` may drop or rewrite (``Expect``, ``Transfer-Encoding``), in any
+    case. A name holding a newline could fool the search: the caller refuses those too
+    (``fields_are_safe``). (``find``, not ``in``: see ``values.request_head.field_is_safe``.)"""
+    lines = b"\n" + b"\n".join(names).lower() + b"\n"
+    return lines.count(b"\nhost\n") == 1 and lines.find(b"\nexpect\n") < 0 and lines.find(b"\ntransfer-encoding\n") < 0
 
 
 def _has_header(headers: Fields, name: bytes) -> bool:
@@ -130,8 +134,7 @@ class Forwarder:
             # The usual head: one Host, nothing to drop, every field safe. Checked and written
             # for all fields at once; anything else goes through the loop below.
             names, values = zip(*headers)
-            # A name holding a newline could fool the search: fields_are_safe refuses it.
-            if _SPECIAL_NAMES.findall(b"\n".join(names).lower()) == [b"host"] and fields_are_safe(names, values):
+            if _only_host_special(names) and fields_are_safe(names, values):
                 out += (b"\r\n".join(map(b": ".join, headers)),
                         b"\r\nTransfer-Encoding: chunked\r\n\r\n" if chunked else b"\r\n\r\n")
                 return b"".join(out)

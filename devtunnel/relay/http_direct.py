@@ -12,13 +12,13 @@ first body bytes ready. ``tests/net/test_uvicorn_contract.py`` compares both wit
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from devtunnel.protocol.events import StreamReset
+from devtunnel.values.http1 import refused_bytes
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.headers import request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
@@ -28,15 +28,6 @@ from devtunnel.relay.slots import ClientSlots
 from devtunnel.rules import Decision
 
 log = logging.getLogger("devtunnel.relay")
-
-def refused_bytes(rule: re.Pattern[bytes]) -> bytes:
-    """A ``bytes.translate`` table that maps each byte ``rule`` finds to 0 and every other byte
-    to itself: for a rule that is one character class, as uvicorn's header rules are,
-    ``0 in data.translate(table)`` says what ``rule.search(data)`` says, for a fifth of the
-    instructions (a regex search is about 2,000; tests/net/test_relay_header_rules.py holds
-    the two to each other)."""
-    return bytes(0 if rule.search(bytes([byte])) else byte for byte in range(256))
-
 
 # uvicorn's own rules for response header names and values, as translate tables.
 _NAME_REFUSED = refused_bytes(HEADER_RE)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "is_token",
+    "refused_bytes",
     "HOP_BY_HOP",
     "FRAMING",
     "Field",
@@ -33,6 +34,15 @@ def is_token(value: str | bytes) -> bool:
     if isinstance(value, bytes):
         return _TOKEN_BYTES.fullmatch(value) is not None
     return _TOKEN_STR.fullmatch(value) is not None
+
+
+def refused_bytes(rule: re.Pattern[bytes]) -> bytes:
+    """A ``bytes.translate`` table that maps each byte ``rule`` finds to 0 and every other byte
+    to itself: for a rule that is one character class, ``0 in data.translate(table)`` says what
+    ``rule.search(data)`` says, for a fraction of the instructions (a regex search tests a
+    character class byte by byte, about ten instructions a byte, with about 500 more a call;
+    tests/net/test_relay_header_rules.py holds the two to each other)."""
+    return bytes(0 if rule.search(bytes([byte])) else byte for byte in range(256))
 
 
 HOP_BY_HOP = frozenset(

@@ -23,7 +23,7 @@ fit to be sent back to the client in a 400 answer.
 from __future__ import annotations
 
 import re
-from devtunnel.values.http1 import is_token
+from devtunnel.values.http1 import is_token, refused_bytes
 from collections.abc import Iterable
 
 __all__ = ["field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
@@ -32,6 +32,7 @@ __all__ = ["field_is_safe", "fields_are_safe", "head_problem", "host_problem", "
 # Bytes a request target may not hold: controls, space, DEL (high bytes pass, as in paths
 # that clients send unencoded; they cannot end the request line).
 _FORBIDDEN_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_TARGET_REFUSED = refused_bytes(_FORBIDDEN_IN_TARGET)
 _SHOWN = 80  # characters of a refused value quoted back
 # RFC 3986 3.2.2: uri-host = IP-literal / IPv4address / reg-name, then ":" port (RFC 9110 7.2).
 # A reg-name is unreserved, sub-delims and %XX; an IP-literal is "[" IPv6 or IPvFuture "]".
@@ -53,27 +54,30 @@ def _shown(value: bytes) -> str:
     return repr(text + ("..." if len(value) > _SHOWN else ""))
 
 
+_UNSAFE_IN_NAME = refused_bytes(re.compile(rb"[:\r\n\0]"))
+_UNSAFE_IN_VALUE = refused_bytes(re.compile(rb"[\r\n\0]"))
+
+
 def field_is_safe(name: bytes, value: bytes) -> bool:
     """Whether a header field can be written on a line of its own as ``name: value``.
 
     A name holding ``:`` or any of CR, LF, NUL there would start another field or end the
     head: such a field is dropped, never written.
+
+    (Translate tables rather than ``b"\\r" in value``: CPython's ``in`` on bytes first tries
+    the needle as an integer, and formats and drops a TypeError for a bytes needle, about
+    2,000 instructions each time.)
     """
-    return not (b":" in name or b"\r" in name or b"\n" in name or b"\0" in name
-                or b"\r" in value or b"\n" in value or b"\0" in value)
-
-
-_UNSAFE_IN_NAMES = re.compile(rb"[:\r\n\0]")
-_UNSAFE_IN_VALUES = re.compile(rb"[\r\n\0]")
+    return 0 not in name.translate(_UNSAFE_IN_NAME) and 0 not in value.translate(_UNSAFE_IN_VALUE)
 
 
 def fields_are_safe(names: tuple[bytes, ...], values: tuple[bytes, ...]) -> bool:
-    """Whether ``field_is_safe(name, value)`` holds for every field, in two scans at C speed.
+    """Whether ``field_is_safe(name, value)`` holds for every field, asked once.
 
     ``names`` and ``values`` are the fields' names and values (``zip(*fields)``); a forbidden
     byte is in one of them exactly when it is in all of them joined.
     """
-    return _UNSAFE_IN_NAMES.search(b"".join(names)) is None and _UNSAFE_IN_VALUES.search(b"".join(values)) is None
+    return field_is_safe(b"".join(names), b"".join(values))
 
 
 _USUAL_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"))
@@ -100,7 +104,7 @@ def target_problem(method: bytes, target: bytes) -> str | None:
         return "the request target '*' is only allowed with OPTIONS"
     if not target.startswith(b"/"):
         return f"the request target {_shown(target)} is not a path: send /path?query (origin-form)"
-    if _FORBIDDEN_IN_TARGET.search(target):
+    if 0 in target.translate(_TARGET_REFUSED):  # _FORBIDDEN_IN_TARGET.search(target)
         return f"the request target {_shown(target)} holds a space or a control character"
     return None
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 
-from devtunnel.relay.http_direct import refused_bytes
+from devtunnel.values.http1 import refused_bytes
 
 RULES = {"name": HEADER_RE, "value": HEADER_VALUE_RE}
 # Bytes near the rules' edges (controls, tab, space, separators, DEL, high bytes) come up often.

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtunnel.values.request_head import field_is_safe, head_problem, method_problem, target_problem
+from devtunnel.values.request_head import field_is_safe, fields_are_safe, head_problem, method_problem, target_problem
 
 HOST = (b"Host", b"app.localhost")
 
@@ -131,3 +131,17 @@ def test_the_hosts_found_good_are_kept_bounded_and_a_bad_one_is_never_kept() -> 
     for _ in range(2):  # refused every time, not only the first
         assert head_problem(b"GET", b"/", [(b"Host", b"a@h1.localhost")]) is not None
     assert b"a@h1.localhost" not in request_head._GOOD_HOSTS
+
+
+@given(st.binary(max_size=40))
+def test_a_target_is_refused_exactly_when_it_holds_a_space_control_or_del(rest: bytes) -> None:
+    # The check is a translate table made from the rule; this holds the two to each other.
+    target = b"/" + rest
+    refused = any(byte <= 0x20 or byte == 0x7F for byte in target)
+    assert (target_problem(b"GET", target) is not None) is refused
+
+
+@given(st.lists(st.tuples(st.binary(max_size=6), st.binary(max_size=6)), min_size=1, max_size=6))
+def test_fields_are_safe_exactly_when_each_field_is(fields: list[tuple[bytes, bytes]]) -> None:
+    names, values = zip(*fields)
+    assert fields_are_safe(names, values) is all(field_is_safe(n, v) for n, v in fields)
