@@ -54,6 +54,7 @@ else:
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
 from devtunnel.errors import ReplayError
+from devtunnel.values.request_head import target_problem
 from devtunnel.webhooks import delivery_of
 from devtunnel.webhooks.resign import Keys, resign
 
@@ -87,7 +88,11 @@ def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
         netloc = httpx.URL(f"{parts.scheme}://{parts.netloc}/").netloc.decode("ascii")
     except (httpx.InvalidURL, UnicodeError) as exc:
         raise ReplayError(f"cannot replay to {base!r}: {exc}") from exc
-    return parts.scheme, netloc, parts.path.rstrip("/")
+    prefix = parts.path.rstrip("/")
+    # The path goes before every request's target: it must be one (the rule the relay applies).
+    if prefix and (problem := target_problem(b"GET", prefix.encode("utf-8", "surrogateescape"))):
+        raise ReplayError(f"cannot replay to {base!r}: its path is put before the request's, and {problem}")
+    return parts.scheme, netloc, prefix
 
 
 def _keys_for(webhooks: Any, exchange: Exchange) -> Any:

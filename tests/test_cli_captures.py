@@ -820,3 +820,29 @@ def test_a_hostile_event_type_and_reason_are_escaped_in_requests_and_show(captur
     assert "✗ stripe \\x1b]0;pwned\\x07[bold]x[/]" in listed
     assert "webhook   stripe \\x1b]0;pwned\\x07[bold]x[/]  (delivery evt_\\x1b[2J)" in shown.splitlines()
     assert "signature ✗ invalid: bad \\x1b[31mheader" in shown.splitlines()
+
+
+def test_one_delivery_with_a_long_event_type_does_not_hide_every_deliverys_event_column(captures: Captures) -> None:
+    """The event type comes from a delivery's body: anyone who can POST to the public URL picks
+    it. One of 3,000 characters made EVENT (and TUNNEL) too wide for any terminal, so ``requests``
+    left both out for every row listed: no signature mark on any delivery. A long method (an
+    edited replay's) did the same to every column but METHOD. Each is cut with ``…``, as the
+    inspector cuts them."""
+    from devtunnel.capture.verdict import Signature, Verdict
+
+    good = replace(make_exchange(target=b"/webhooks/stripe"),
+                   webhook=Verdict("stripe", "invoice.paid", "evt_1", Signature.VALID, ""))
+    long = replace(make_exchange(target=b"/webhooks/stripe"),
+                   webhook=Verdict("stripe", "E" * 3000, "evt_2", Signature.INVALID, "no"))
+    wide = make_exchange(method="M" * 3000, target=b"/edited")
+    store = Store(captures.db)
+    store.put_many([good, long, wide])
+    store.close()
+    done = cli(captures, "requests", "--limit", "3", columns=150)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[:4] == ["ID", "TIME", "TUNNEL", "METHOD"] and "EVENT" in header, done.stdout
+    assert "✓ stripe invoice.paid" in rows[0] and rows[0].endswith("/webhooks/stripe"), done.stdout
+    assert "✗ stripe EEE" in rows[1] and "…" in rows[1] and rows[1].endswith("/webhooks/stripe"), done.stdout
+    assert "MMM" in rows[2] and rows[2].endswith("/edited"), done.stdout
+    assert all(len(line) <= 150 for line in done.stdout.splitlines()), done.stdout

@@ -161,6 +161,21 @@ def test_bad_edits_are_one_line_errors_and_send_nothing(service: Service, tmp_pa
     assert service.seen == [] and len(stored(db)) == 1
 
 
+@pytest.mark.parametrize("path", ["/a b", "/v1\x7f", "/x\x1b[2J"])
+def test_a_destination_whose_path_cannot_be_sent_is_refused_before_anything_is_sent(
+        service: Service, tmp_path: Path, path: str) -> None:
+    """``--to URL/PATH`` puts PATH before the request's target. A space or a control character
+    in it was found only when sending: a failed replay was recorded ('the replay is not a valid
+    HTTP/1.1 request, nothing was sent: Illegal target characters'), where a bad --path is
+    refused before anything is read (and the agent API's ``to`` answered 201, not 400)."""
+    db = tmp_path / "c.db"
+    ex = captured(service)
+    put(db, ex)
+    message = assert_one_line_error(cli(None, "replay", ex.id, "--to", service.url + path, db=db))
+    assert "cannot replay to" in message and "space or a control character" in message, message
+    assert service.seen == [] and len(stored(db)) == 1
+
+
 # replay.ignore_headers in devtunnel.toml ---------------------------------------------------
 
 

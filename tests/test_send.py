@@ -103,6 +103,11 @@ def test_no_secret_is_bad_usage_unless_unsigned() -> None:
         (["stripe", "invoice.paid", "--to", "http://x:99999/"], "the port is not a number"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--set", "id.x=1"], "--set id.x: id is str"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--data", "@/nonexistent"], "cannot read it"),
+        # httpx refused these (InvalidURL) or the resolver did (UnicodeError): each was a traceback.
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/hook\x1b[31m"], "not a valid URL"),
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/\x7f"], "not a valid URL"),
+        (["stripe", "invoice.paid", "--to", "http://a..b/"], "not a valid URL"),
+        (["stripe", "invoice.paid", "--to", "http://" + "a" * 64 + ".example.com/"], "not a valid URL"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -135,6 +140,16 @@ def test_localhost_names_are_reached_on_loopback_with_their_host_kept() -> None:
     assert send_url("https://hooks.example.com/in?x=1", "/p") == ("https://hooks.example.com/in?x=1", "hooks.example.com")
     with pytest.raises(ConfigError):
         send_url("payments.localhost", "/")
+
+
+def test_a_localhost_name_that_is_not_ascii_is_sent_as_its_idna_form() -> None:
+    """'http://ü.localhost:PORT' put the name in Host as typed: httpx refused it (UnicodeEncodeError, a traceback)."""
+    from tests.export.rawserver import RawServer
+
+    with RawServer() as server:
+        done = send("github", "ping", "--to", f"http://ü.localhost:{server.port}/hook", "--unsigned")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [dict(r.headers)[b"Host"] for r in server.received] == [f"xn--tda.localhost:{server.port}".encode()]
 
 
 def test_a_sample_sent_to_a_tunnels_public_url_is_captured_like_a_delivery(tmp_path: Path) -> None:

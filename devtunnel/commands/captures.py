@@ -143,11 +143,13 @@ _REQUEST_COLUMNS = [
     Column("ID"),
     Column("TIME", optional=3),
     Column("TUNNEL", optional=1),
-    Column("METHOD"),
+    # A method and an event type can be as long as their sender likes (an edited replay's
+    # method; the event type comes from a delivery's body): they are cut, as the inspector cuts them.
+    Column("METHOD", max_width=16),  # VERSION-CONTROL and BASELINE-CONTROL whole
     Column("STATUS"),
     Column("DURATION", align=">"),
     Column("SIZE", align=">", optional=2),
-    Column("EVENT", optional=1),  # wide ("✓ github pull_request.opened"): the path matters more
+    Column("EVENT", optional=1, max_width=40),  # wide ("✓ github pull_request.opened"): the path matters more
     Column("PATH", flexible=True),
 ]
 """The columns of ``requests``; EVENT only when a listed request is a webhook delivery."""

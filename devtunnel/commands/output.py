@@ -73,6 +73,9 @@ class Column:
         min_width: the narrowest a flexible column gets.
         optional: 0 for a column always shown; otherwise columns are left out, 1 first, then 2
             ..., while the table would not fit even with the flexible column at ``min_width``.
+        max_width: the widest its cells are shown (cut with ``…``), or None. For a column of
+            values a sender chooses (an event type): one very wide cell must not leave no room
+            for the others, and make the table drop optional columns for every row.
     """
 
     title: str
@@ -80,6 +83,7 @@ class Column:
     flexible: bool = False
     min_width: int = 8
     optional: int = 0
+    max_width: int | None = None
 
 
 def _pad(text: str, width: int, align: str) -> str:
@@ -102,6 +106,10 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int |
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
     cells = [[safe(c) for c in row] for row in rows]
+    for i, col in enumerate(columns):
+        if col.max_width is not None:
+            for row in cells:
+                row[i] = truncate(row[i], col.max_width)
     widths = [max([display_width(c.title)] + [display_width(r[i]) for r in cells]) for i, c in enumerate(columns)]
     keep = list(range(len(columns)))
 

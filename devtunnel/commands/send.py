@@ -39,17 +39,27 @@ def send_url(text: str, default_path: str) -> tuple[str, str]:
     A ``*.localhost`` host is reached on 127.0.0.1 with its name kept in ``Host``: the
     embedded relay routes by it, and not every resolver knows ``*.localhost``.
 
+    A host name that is not ASCII goes in ``Host`` in its IDNA form (``xn--...``), as on the wire.
+
     Raises:
-        ConfigError: not an http(s) URL with a host.
+        ConfigError: not an http(s) URL with a host, or one that cannot be sent (a control
+            character, a host name that is not one: an empty label or one over 63 characters).
     """
     parts = split_url(text, "--to")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"--to {text!r}: expected an http:// or https:// URL, e.g. http://payments.localhost:41234/webhooks/stripe")
     if parts.username or parts.password:
         raise ConfigError(f"--to {text!r}: user info in the URL is not supported")
+    try:
+        # What httpx would refuse when sending (InvalidURL), and the name as the resolver takes
+        # it (the IDNA codec refuses an empty label or one over 63 characters: UnicodeError).
+        wire = httpx.URL(text)
+        wire.raw_host.decode("ascii").encode("idna")
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ConfigError(f"--to {text!r}: not a valid URL ({exc})") from None
     path = parts.path if parts.path not in ("", "/") else default_path
-    host = parts.netloc
-    connect = parts.netloc
+    host = wire.netloc.decode("ascii")
+    connect = host
     hostname = parts.hostname.lower()
     if parts.scheme == "http" and (hostname == "localhost" or hostname.endswith(".localhost")):
         connect = "127.0.0.1" + (f":{parts.port}" if parts.port else "")

@@ -106,6 +106,7 @@ class LiveView:
         self._count = _Spaced(refilter_every)
         self._count_stale = False
         self._mix = _Spaced(1.0)
+        self._outside = _Spaced(1.0)
         self._sourced = -1
         self._exact: tuple[int, int] | None = None
         self._changes = 0
@@ -169,6 +170,33 @@ class LiveView:
             self.reload()
         elif self._retry_soon:
             self.reload()
+        elif (self.filter is None and self._sourced == self._generation and not self._pending
+              and not self._applying and self._outside.due()):
+            self._outside.running = True
+            self._run(partial(self._count_outside, self._generation), group="outside", exclusive=True,
+                      exit_on_error=False)
+
+    async def _count_outside(self, generation: int) -> None:
+        """Count the store (a list without a filter) and apply the difference, if any, as a change.
+
+        What another process stores is never announced by the agent: ``devtunnel replay`` from
+        the CLI records its replay itself. Counted now and then (spaced as the other counts),
+        such a row shows within about a second even when no traffic follows it.
+        """
+        started = time.monotonic()
+        try:
+            total = await self.backend.count(None)
+        except DevtunnelError:
+            return  # the next read says it, if it lasts
+        finally:
+            self._outside.running = False
+            self._outside.ran(started)
+        if (total != self.table.total and generation == self._generation == self._sourced and self.filter is None
+                and not self._pending and not self._applying):
+            self._mix_stale = True
+            self._applying = True
+            self._applied_at = time.monotonic()
+            self._run(partial(self._apply, [], generation), group="live", exit_on_error=False)
 
     def cannot_read(self, exc: Exception) -> None:
         """Say that the store could not be read, once until a read succeeds again (retries under

@@ -73,6 +73,41 @@ async def test_new_requests_follow_at_the_bottom_but_not_when_paused(tmp_path: P
         assert table.current_id == fixed_id(9)
 
 
+async def test_a_request_another_process_stored_shows_with_the_next_announced_one(tmp_path: Path) -> None:
+    """``devtunnel replay ID`` in another terminal stores its replay itself: the agent never
+    announces it. The next announced request's count said 12, but the table kept 11 rows (the
+    replay never appeared, whatever the scrolling) and its last rows blank."""
+    exchanges = traffic(12)
+    db = fill(tmp_path / "captures.db", exchanges[:10])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 10)
+        fill(db, exchanges[10:11])  # the CLI's replay: stored, not announced
+        fill(db, exchanges[11:12])
+        app.live.changed([fixed_id(11)])  # the agent's next request
+        await async_wait_for(lambda: list(table.ids) == [fixed_id(n) for n in range(12)]
+                             and all(table.cached_row(i) for i in table.ids), what="both new rows")
+        await pilot.pause()
+        lines = screen_lines(table)
+        assert "/webhooks/github" in lines[11] and "/health" in lines[12], lines
+        assert table.current_id == fixed_id(11)
+
+
+async def test_a_request_another_process_stored_shows_without_traffic_after_it(tmp_path: Path) -> None:
+    """The same with nothing announced after it: the replay showed only in the count, never as a row."""
+    exchanges = traffic(12)
+    db = fill(tmp_path / "captures.db", exchanges[:10])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 10)
+        fill(db, exchanges[10:12])  # stored by another process; the agent says nothing
+        await async_wait_for(lambda: list(table.ids) == [fixed_id(n) for n in range(12)]
+                             and all(table.cached_row(i) for i in table.ids), what="the rows stored elsewhere")
+        await pilot.pause()
+        assert "/health" in screen_lines(table)[12]
+        assert table.current_id == fixed_id(11)
+
+
 async def test_filter_applies_as_typed_and_error_keeps_last_result(db: Path, tmp_path: Path) -> None:
     app = inspector(db, tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -366,6 +366,16 @@ class RequestTable(ScrollView, can_focus=True):
                 # Announced but not read with the rest (committed a moment after): the window
                 # no longer knows where the list ends, so the end is read again.
                 self._at_end = False
+        if known and total is not None and self._at_end and total > self.total + delta:
+            # More rows than were announced: another process stored some (``devtunnel replay``
+            # from the CLI records its replay itself; the agent never announces it). They come
+            # after the window's end as it was, so that end is read again, with the new rows.
+            if last is not None:
+                keep = bisect_left(self._ids, last) + 1
+                for dropped in self._ids[keep:]:
+                    self._lines.pop(dropped, None)
+                del self._rows[keep:], self._ids[keep:]
+            self._at_end = False
         new_total = total if total is not None else self.total + delta
         self.total = max(0, new_total, len(self._rows))
         if self._at_end:
