@@ -274,6 +274,24 @@ def test_retention_by_bytes_deletes_down_to_a_64th_below_the_limit(tmp_path: Pat
     assert dropped and all(after <= 64_000 - 64_000 // 64 for after in dropped)
 
 
+@pytest.mark.parametrize("how", ["delete", "clear"])
+def test_what_a_user_deletes_is_overwritten_in_the_file_whatever_the_writes_use(
+        tmp_path: Path, how: str) -> None:
+    secret = b"sk_live_0123456789abcdef"
+    store = Store(tmp_path / "c.db")
+    exs = [make(i, body=secret * 80) for i in range(60)]  # about 2 KiB each: leaf pages that become free
+    store.put_many(exs)
+    if how == "delete":
+        assert store.delete([e.id for e in exs]) == 60
+    else:
+        store.clear()
+    conn = store._conn()
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 2  # FAST again for the writes
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    assert secret not in (tmp_path / "c.db").read_bytes()
+
+
 # --- persistence and concurrency --------------------------------------------------------------
 
 
