@@ -26,7 +26,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 from devtunnel.values.paths import db_path
 
-__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "Store", "file_identity"]
+__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "Store", "file_identity"]
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
@@ -35,7 +35,11 @@ RETENTION_RUN = 64
 (1,562 below 100,000 exchanges; 32 MiB below 2 GiB), not to the limit itself: at the limit a
 write transaction deletes once every 16 batches of 100 instead of with each one (retention's
 read of the oldest, its range delete per table and its ``stats`` update, each statement a GIL
-release in the agent). The store never holds more than its limits."""
+release in the agent). The store never holds more than its limits. A run is at most
+``_RUN_EXCHANGES`` exchanges and ``_RUN_BYTES`` bytes below the limit, so that no write
+transaction of a large store spends long deleting."""
+_RUN_EXCHANGES = 2_048
+_RUN_BYTES = 32 * 1024 * 1024
 _SQLITE_MAX_INT = 2**63 - 1
 QUERY_REGEX_BUDGET = 10.0
 """Seconds from its start after which a query runs no more filter regexes (each search:
@@ -73,7 +77,8 @@ class Store:
         Args:
             path: the database file (``values.paths.db_path()`` when None).
             max_exchanges: keep at most this many exchanges; the oldest go first, down to
-                ``1 / RETENTION_RUN`` of the limit below it (so deletes come in runs).
+                ``1 / RETENTION_RUN`` of the limit below it (so deletes come in runs; at most
+                2,048 below it).
             max_bytes: keep at most about this many bytes of captures; the oldest go first, as
                 for ``max_exchanges``.
             readonly: open for reading only (never creates or migrates).
@@ -301,13 +306,13 @@ class Store:
         if n > self.max_exchanges:
             # One row about the doomed, not a row each: sqlite3 lets go of the GIL for every row
             # and column it reads, and in the agent each time the event loop may take it.
-            excess = n - self.max_exchanges + self.max_exchanges // RETENTION_RUN
+            excess = n - self.max_exchanges + min(self.max_exchanges // RETENTION_RUN, _RUN_EXCHANGES)
             doomed, last, size = conn.execute(_OLDEST, (excess,)).fetchone()
             if doomed:
                 _delete_oldest(conn, last, doomed, size)
                 n, total = n - doomed, total - size
         while total > self.max_bytes and n > 0:
-            excess = total - self.max_bytes + self.max_bytes // RETENTION_RUN
+            excess = total - self.max_bytes + min(self.max_bytes // RETENTION_RUN, _RUN_BYTES)
             doomed = freed = 0
             for last, size in conn.execute("SELECT id, bytes FROM exchange_rows ORDER BY id LIMIT 256"):
                 doomed += 1

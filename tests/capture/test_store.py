@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from devtunnel.capture.model import Exchange, Headers, Response, WsMessage, new_id
 from devtunnel.capture.rows import Row, decode_headers, encode_headers
 from devtunnel.capture.schema import _SCHEMA_V1, SCHEMA_VERSION
+from devtunnel.capture import store as store_module
 from devtunnel.capture.store import Store
 from devtunnel.values.paths import db_path
 from devtunnel.errors import NotFoundError, StoreError
@@ -260,6 +261,13 @@ def test_retention_deletes_in_runs_down_to_a_64th_below_the_limit_and_never_keep
     assert max(counts) <= 640
     assert store.ids() == [e.id for e in exs[-counts[-1]:]]  # always the newest
     assert_consistent(store)
+
+
+def test_a_retention_run_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_RUN_EXCHANGES", 4)  # instead of 640 // 64 = 10
+    store = Store(tmp_path / "c.db", max_exchanges=640)
+    store.put_many(make(i, now=1_700_000_000 + i) for i in range(641))
+    assert store.count() == 636
 
 
 def test_retention_by_bytes_deletes_down_to_a_64th_below_the_limit(tmp_path: Path) -> None:
