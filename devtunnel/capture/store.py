@@ -26,10 +26,20 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 from devtunnel.values.paths import db_path
 
-__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "Store", "file_identity"]
+__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "Store", "file_identity"]
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
+RETENTION_RUN = 64
+"""Past a limit, retention deletes the oldest down to the limit less ``1 / RETENTION_RUN`` of it
+(1,562 below 100,000 exchanges; 32 MiB below 2 GiB), not to the limit itself: at the limit a
+write transaction deletes once every 16 batches of 100 instead of with each one (retention's
+read of the oldest, its range delete per table and its ``stats`` update, each statement a GIL
+release in the agent). The store never holds more than its limits. A run is at most
+``_RUN_EXCHANGES`` exchanges and ``_RUN_BYTES`` bytes below the limit, so that no write
+transaction of a large store spends long deleting."""
+_RUN_EXCHANGES = 2_048
+_RUN_BYTES = 32 * 1024 * 1024
 _SQLITE_MAX_INT = 2**63 - 1
 QUERY_REGEX_BUDGET = 10.0
 """Seconds from its start after which a query runs no more filter regexes (each search:
@@ -66,8 +76,11 @@ class Store:
 
         Args:
             path: the database file (``values.paths.db_path()`` when None).
-            max_exchanges: keep at most this many exchanges; the oldest go first.
-            max_bytes: keep at most about this many bytes of captures; the oldest go first.
+            max_exchanges: keep at most this many exchanges; the oldest go first, down to
+                ``1 / RETENTION_RUN`` of the limit below it (so deletes come in runs; at most
+                2,048 below it).
+            max_bytes: keep at most about this many bytes of captures; the oldest go first, as
+                for ``max_exchanges``.
             readonly: open for reading only (never creates or migrates).
             busy_timeout: seconds to wait for another process's lock before failing.
         """
@@ -231,6 +244,7 @@ class Store:
             if not self.readonly:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA secure_delete = {_AGED_OUT}")
         except BaseException:
             conn.close()
             raise
@@ -292,12 +306,13 @@ class Store:
         if n > self.max_exchanges:
             # One row about the doomed, not a row each: sqlite3 lets go of the GIL for every row
             # and column it reads, and in the agent each time the event loop may take it.
-            doomed, last, size = conn.execute(_OLDEST, (n - self.max_exchanges,)).fetchone()
+            excess = n - self.max_exchanges + min(self.max_exchanges // RETENTION_RUN, _RUN_EXCHANGES)
+            doomed, last, size = conn.execute(_OLDEST, (excess,)).fetchone()
             if doomed:
                 _delete_oldest(conn, last, doomed, size)
                 n, total = n - doomed, total - size
         while total > self.max_bytes and n > 0:
-            excess = total - self.max_bytes
+            excess = total - self.max_bytes + min(self.max_bytes // RETENTION_RUN, _RUN_BYTES)
             doomed = freed = 0
             for last, size in conn.execute("SELECT id, bytes FROM exchange_rows ORDER BY id LIMIT 256"):
                 doomed += 1
@@ -310,13 +325,14 @@ class Store:
             n, total = n - doomed, total - freed
 
     def delete(self, ids: Iterable[str]) -> int:
-        """Delete these exchanges; returns how many were deleted."""
-        with self._writing() as conn:
+        """Delete these exchanges; returns how many were deleted. What they held is overwritten
+        in the file (``_overwriting``)."""
+        with self._writing() as conn, _overwriting(conn):
             return _delete(conn, list(ids))
 
     def clear(self) -> None:
-        """Delete every exchange."""
-        with self._writing() as conn:
+        """Delete every exchange, overwriting what they held in the file (``_overwriting``)."""
+        with self._writing() as conn, _overwriting(conn):
             for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("UPDATE stats SET n = 0, bytes = 0")
@@ -554,6 +570,30 @@ def _identity(path: Path) -> tuple[int, int] | None:
         return file_identity(path)
     except OSError:
         return None
+
+
+_AGED_OUT = "FAST"
+"""``PRAGMA secure_delete`` of a writing connection: what retention and a rewritten exchange
+delete is zeroed where it shares a page with what stays (a page written anyway), not in pages
+that become free (they are reused by the next writes, which at the limit follow at once).
+Debian's and Ubuntu's SQLite default to ``ON``, which also zeroes every page that becomes free
+and writes it to the WAL: at the limit, 2 % of the recorder's instructions. SQLite itself, and
+so most other builds, defaults to ``OFF``, which zeroes nothing."""
+
+
+@contextmanager
+def _overwriting(conn: sqlite3.Connection) -> Iterator[None]:
+    """Within the block, deleted content is zeroed, free pages too (``PRAGMA secure_delete = ON``).
+
+    For what a user deletes (``delete``, ``clear``): a capture they remove because it held a
+    secret does not stay in the file's free pages, whatever the platform's SQLite defaults to.
+    (Older versions of pages may remain in the ``-wal`` file until SQLite overwrites it.)
+    """
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {_AGED_OUT}")
 
 
 _TABLES = ("exchange_rows", "heads", "req_bodies", "res_bodies", "ws_messages")

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from devtunnel.capture.model import Exchange, Headers, Response, WsMessage, new_id
 from devtunnel.capture.rows import Row, decode_headers, encode_headers
 from devtunnel.capture.schema import _SCHEMA_V1, SCHEMA_VERSION
+from devtunnel.capture import store as store_module
 from devtunnel.capture.store import Store
 from devtunnel.values.paths import db_path
 from devtunnel.errors import NotFoundError, StoreError
@@ -24,6 +25,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from tests.kit.exchanges import make_exchange, make_response
 
 from .strategies import exchanges, header_fields
+from .test_store_writes import assert_consistent
 from .test_store_webhooks import TO_SCHEMA_3, TO_SCHEMA_7, TO_SCHEMA_8
 
 
@@ -228,13 +230,74 @@ def test_retention_at_the_limit_never_counts_or_sums_the_whole_table(tmp_path: P
     statements: list[str] = []
     store._conn().set_trace_callback(statements.append)
     try:
-        store.put(make(99, body=b"x" * 500))
+        store.put(make(99, body=b"x" * 1500))  # past the bytes left below the limit (RETENTION_RUN)
     finally:
         store._conn().set_trace_callback(None)
     assert any(s.startswith("DELETE FROM exchange_rows") for s in statements)  # something was dropped
     for sql in statements:  # counts and sums only over a limited number of the oldest
         assert "count(" not in sql.lower() and "sum(" not in sql.lower() or "ORDER BY id LIMIT" in sql, sql
         assert "FROM exchange_rows ORDER BY id" not in sql or "LIMIT" in sql, sql
+
+
+def test_retention_deletes_in_runs_down_to_a_64th_below_the_limit_and_never_keeps_more(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db", max_exchanges=640)
+    exs = [make(i, now=1_700_000_000 + i) for i in range(700)]
+    store.put_many(exs[:640])
+    assert store.count() == 640  # at the limit: nothing deleted yet
+    deletes: list[int] = []
+    counts: list[int] = []
+    for ex in exs[640:]:
+        statements: list[str] = []
+        store._conn().set_trace_callback(statements.append)
+        try:
+            store.put(ex)
+        finally:
+            store._conn().set_trace_callback(None)
+        deletes.append(sum(s.startswith("DELETE FROM exchange_rows") for s in statements))
+        counts.append(store.count())
+    # Over the limit by one: down to 640 - 640 // 64 = 630 at once; then ten writes delete nothing.
+    assert counts[:12] == [630, *range(631, 641), 630]
+    assert deletes[:12] == [1, *[0] * 10, 1]
+    assert max(counts) <= 640
+    assert store.ids() == [e.id for e in exs[-counts[-1]:]]  # always the newest
+    assert_consistent(store)
+
+
+def test_a_retention_run_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_RUN_EXCHANGES", 4)  # instead of 640 // 64 = 10
+    store = Store(tmp_path / "c.db", max_exchanges=640)
+    store.put_many(make(i, now=1_700_000_000 + i) for i in range(641))
+    assert store.count() == 636
+
+
+def test_retention_by_bytes_deletes_down_to_a_64th_below_the_limit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db", max_bytes=64_000)
+    totals: list[int] = []
+    for i in range(120):
+        store.put(make(i, body=b"x" * 1000, now=1_700_000_000 + i))
+        totals.append(store.total_bytes())
+    assert max(totals) <= 64_000
+    # Each time retention ran, it left at most 63,000 bytes (64,000 less a 64th).
+    dropped = [after for before, after in zip(totals, totals[1:]) if after < before]
+    assert dropped and all(after <= 64_000 - 64_000 // 64 for after in dropped)
+
+
+@pytest.mark.parametrize("how", ["delete", "clear"])
+def test_what_a_user_deletes_is_overwritten_in_the_file_whatever_the_writes_use(
+        tmp_path: Path, how: str) -> None:
+    secret = b"sk_live_0123456789abcdef"
+    store = Store(tmp_path / "c.db")
+    exs = [make(i, body=secret * 80) for i in range(60)]  # about 2 KiB each: leaf pages that become free
+    store.put_many(exs)
+    if how == "delete":
+        assert store.delete([e.id for e in exs]) == 60
+    else:
+        store.clear()
+    conn = store._conn()
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 2  # FAST again for the writes
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    assert secret not in (tmp_path / "c.db").read_bytes()
 
 
 # --- persistence and concurrency --------------------------------------------------------------
