@@ -7,15 +7,12 @@ display without ever failing.
 
 from __future__ import annotations
 
-import os
-import random
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 from devtunnel.capture.verdict import Verdict
+from devtunnel.values.exchange_ids import new_id
 from devtunnel.values.terminal import json_safe, read_utf8, read_utf8_json
 
 __all__ = [
@@ -45,57 +42,6 @@ ErrorKind = Literal[
     "bad_request",  # refused before forwarding: the target is not a path, or the head is malformed
     "app_restarting",  # the local app devtunnel runs was down or restarting (502), or did not come back in time (503)
 ]
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DIGIT_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
-"""Two Crockford digits for every 10-bit number: 13 lookups make the 26 digits of a ULID."""
-_id_lock = threading.Lock()
-_last_id: tuple[int, int] = (0, 0)
-_rng = random.Random(os.urandom(32))
-# A forked child must not draw the same random parts as its parent.
-os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
-
-
-_STEP_SHIFT = 65
-"""Ids of one millisecond step the random part's top 15 bits (its first 3 characters, so the
-first 13 of the id differ: ``values.exchange_ids.STABLE_SHORT``) and draw the 65 below afresh."""
-
-
-def new_id(now: float | None = None) -> str:
-    """A 26-character ULID: sortable by creation time, unique, monotonic within a process.
-
-    Ids made in the same millisecond by one process differ within their first 13 characters
-    (the ULID spec's "add 1" would make them differ only in the last one, so no short prefix
-    could tell them apart).
-
-    Args:
-        now: seconds since the epoch (defaults to ``time.time()``); tests pass a frozen clock.
-    """
-    global _last_id
-    ms = int((time.time() if now is None else now) * 1000)
-    with _id_lock:
-        last_ms, last_rand = _last_id
-        if ms <= last_ms:
-            # The same millisecond, or the clock stepped back: keep the order of creation.
-            ms = last_ms
-            rand = ((last_rand >> _STEP_SHIFT) + 1) << _STEP_SHIFT | _rng.getrandbits(_STEP_SHIFT)
-            if rand >> 80:  # 16,384 ids or more in one millisecond: go on in the next one
-                ms, rand = ms + 1, _rng.getrandbits(79)
-        else:
-            # Seeded from the OS once per process: ids need to be unique, not secret. 79 bits
-            # leave room for at least 2**14 steps before the 80-bit part would overflow.
-            rand = _rng.getrandbits(79)
-        _last_id = (ms, rand)
-    # The 26 digits: 2 zero bits and the 48-bit time (10 digits), then the 80 random bits in
-    # two halves of 40 (8 digits each). Small ints shift faster than the 128-bit whole.
-    d = _DIGIT_PAIRS
-    hi, lo = (rand >> 40) & 0xFFFFFFFFFF, rand & 0xFFFFFFFFFF
-    return "".join((
-        d[(ms >> 40) & 1023], d[(ms >> 30) & 1023], d[(ms >> 20) & 1023], d[(ms >> 10) & 1023], d[ms & 1023],
-        d[hi >> 30], d[(hi >> 20) & 1023], d[(hi >> 10) & 1023], d[hi & 1023],
-        d[lo >> 30], d[(lo >> 20) & 1023], d[(lo >> 10) & 1023], d[lo & 1023],
-    ))
-
 
 _new_object = object.__new__
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 
-from devtunnel.capture import model
+from devtunnel.values import exchange_ids
 from devtunnel.capture.model import new_id
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -32,8 +33,11 @@ def test_the_time_part_is_the_ulid_spec_example_and_ids_round_trip() -> None:
     assert _decode(ulid) >> 80 == 1469918176385
 
 
-class _FixedBits:
+class _FixedBits(random.Random):
+    """Hands out the given numbers (a ``random.Random``: compiled, ``new_id`` takes nothing else)."""
+
     def __init__(self, values: list[int]) -> None:
+        super().__init__()
         self.values = values
 
     def getrandbits(self, k: int) -> int:
@@ -42,8 +46,8 @@ class _FixedBits:
 
 @pytest.mark.parametrize("bits", [0, 1, (1 << 79) - 1, 0x5A5A_5A5A_5A5A_5A5A_5A5A >> 1, 0x1234_5678_9ABC_DEF0_1357])
 def test_every_bit_of_the_time_and_the_random_part_is_written(monkeypatch: pytest.MonkeyPatch, bits: int) -> None:
-    monkeypatch.setattr(model, "_last_id", (0, 0))
-    monkeypatch.setattr(model, "_rng", _FixedBits([bits, (1 << 65) - 1]))
+    monkeypatch.setattr(exchange_ids, "_last_id", (0, 0))
+    monkeypatch.setattr(exchange_ids, "_rng", _FixedBits([bits, (1 << 65) - 1]))
     ms = 0xFFFF_FFFF_FFFE  # the largest 48-bit time but one: every time digit is used
     first = new_id(ms / 1000 + 0.0001)
     assert _decode(first) == ms << 80 | bits
@@ -55,7 +59,7 @@ def test_every_bit_of_the_time_and_the_random_part_is_written(monkeypatch: pytes
 def test_ids_are_unique_and_monotonic_within_a_millisecond_and_across_a_clock_step_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(model, "_last_id", (0, 0))  # restored after: later ids go back to the real clock
+    monkeypatch.setattr(exchange_ids, "_last_id", (0, 0))  # restored after: later ids go back to the real clock
     ids = [new_id(2_000_000_000.0) for _ in range(1000)] + [new_id(1_999_999_999.0)]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
@@ -67,7 +71,7 @@ def test_ids_are_unique_and_monotonic_within_a_millisecond_and_across_a_clock_st
 def test_more_ids_than_one_millisecond_holds_go_on_in_the_next_one_still_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(model, "_last_id", (0, 0))
+    monkeypatch.setattr(exchange_ids, "_last_id", (0, 0))
     ids = [new_id(2_000_000_000.0) for _ in range(40_000)]  # at least 2**14 fit in one millisecond
     assert len(set(ids)) == len(ids) and ids == sorted(ids)
     assert len({ulid[:13] for ulid in ids}) == len(ids)

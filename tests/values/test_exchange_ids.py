@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from devtunnel.capture import model
+from devtunnel.values import exchange_ids
 from devtunnel.capture.model import new_id
 from devtunnel.values.exchange_ids import MIN_SHORT, STABLE_SHORT, shared_prefix, short_ids, stable_short_id
 
@@ -20,7 +20,7 @@ def _neighbours(ids: list[str]) -> list[tuple[str, str | None, str | None]]:
 @pytest.fixture(autouse=True)
 def _own_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids made here at chosen times; restored after, so later ids go back to the real clock."""
-    monkeypatch.setattr(model, "_last_id", (0, 0))
+    monkeypatch.setattr(exchange_ids, "_last_id", (0, 0))
 
 
 def test_each_short_id_is_the_shortest_prefix_no_other_id_shares() -> None:
