@@ -122,6 +122,24 @@ async def test_a_filter_too_deep_or_too_long_is_a_400_at_its_position(api: Api, 
     assert (await api.client.get("/api/requests/http")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("expression", "position"),
+    [
+        ("~zz" + "a" * 10_000, 0),  # the message quoted the whole unknown code
+        ("foo" + "a" * 10_000 + ":x", 0),  # ... the unknown field, twice
+        ("ip:1.2.3.4," + "a" * 10_000, 11),  # ... the value that is no address
+    ],
+    ids=["code", "field", "ip"],
+)
+async def test_a_filter_error_quotes_a_bounded_part_of_a_long_expression(
+    api: Api, expression: str, position: int
+) -> None:
+    body = assert_error(await api.client.get("/api/requests/http", params={"filter": expression}), 400)
+    assert body["details"]["position"] == position
+    assert len(body["msg"]) < 400 and len(body["details"]["message"]) < 400, body["msg"][:200]
+    assert "a" * 20 + "…" in body["details"]["message"]  # cut, and says so
+
+
 @pytest.mark.parametrize("limit", ["x", "-1", "0", "1.5"])
 async def test_bad_limit_is_a_400(api: Api, limit: str) -> None:
     assert_error(await api.client.get("/api/requests/http", params={"limit": limit}), 400)
