@@ -125,3 +125,18 @@ def test_the_inspectors_supervisor_takes_exit_codes_without_loading_the_command_
     code = "import sys, devtunnel.tui.supervisor as s; print('devtunnel.cli' in sys.modules, s.EXIT_TUNNEL_REFUSED)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.split() == ["False", "3"]
+
+
+def test_a_filter_error_quotes_at_most_a_part_of_a_long_expression(tmp_path: Path) -> None:
+    # A 50 KB --filter printed a 50 KB error line: the expression whole, then again in the message.
+    for expression, column, shown in [
+        ("~u " + "a" * 50_000 + ")", 50_004, "'\u2026" + "a" * 39 + ")'"),  # around the column, not the start
+        ("~zz" + "a" * 50_000, 1, "unknown filter ~zz" + "a" * 37 + "\u2026;"),
+        ("foo" + "a" * 50_000 + ":x", 1, "unknown field 'foo" + "a" * 37 + "\u2026'"),
+    ]:
+        done = run("requests", "--filter", expression, tmp_path=tmp_path)
+        assert done.returncode == EXIT_USAGE, done.stderr[:300]
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and len(lines[0]) < 500, done.stderr[:300]
+        assert lines[0].startswith("devtunnel: invalid filter ") and f"at column {column}" in lines[0], lines[0]
+        assert shown in lines[0], lines[0]

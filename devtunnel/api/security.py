@@ -78,14 +78,19 @@ _PROXIED = ("x-forwarded-for", "x-forwarded-host", "forwarded")
 """Headers proxies add, and this machine's tools never send: every relay adds X-Forwarded-For."""
 
 
+_SINGLE = {"host": "Host", "origin": "Origin", "sec-fetch-site": "Sec-Fetch-Site"}
+"""The headers a refusal reads, which a request may carry once (by their spelling in messages)."""
+
+
 def _refusal(scope: Scope) -> str | None:
     """Why this request must be refused, or None when it may proceed."""
     headers: dict[str, str] = {}
     for name, value in scope.get("headers", ()):
-        # First value wins; a duplicated Host is itself suspicious, so refuse it.
+        # First value wins; a duplicated header that decides is itself suspicious, so refuse it
+        # (a loopback Origin ahead of the page's own one let a cross-origin request through).
         key = name.decode("latin-1").lower()
-        if key == "host" and key in headers:
-            return "more than one Host header"
+        if key in _SINGLE and key in headers:
+            return f"more than one {_SINGLE[key]} header"
         headers.setdefault(key, value.decode("latin-1"))
     host = headers.get("host")
     if host is None or not is_loopback_host(host):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
-from devtunnel.capture.filters import parse
+from devtunnel.capture.filters import excerpt, parse
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
@@ -80,7 +80,8 @@ def _filter(expression: str) -> Any:
     try:
         return parse(expression)
     except FilterSyntaxError as exc:
-        raise ConfigError(f"invalid filter {expression!r}: {exc}") from exc
+        # The column counts in the whole expression; the quote is the part around it.
+        raise ConfigError(f"invalid filter {excerpt(expression, exc.position)!r}: {exc}") from exc
 
 
 def _resolve(store: Store, ids: list[str], expression: str) -> list[Exchange]:

@@ -28,6 +28,26 @@ DEFAULT_TOLERANCE = 300.0
 """Seconds a signed timestamp may differ from the moment of delivery (Stripe's, Slack's, Svix's)."""
 
 
+MAX_TIMESTAMP_DIGITS = 15
+"""Digits a signed timestamp has at most: seconds since the epoch have 10 until the year 2286,
+so 15 still lets a timestamp in milliseconds be judged (as far in the future) rather than called
+malformed; more is no timestamp (and a few hundred digits are no float to compare with now)."""
+
+
+def timestamp_seconds(text: str) -> int | None:
+    """The seconds since the epoch that a signature's timestamp (Stripe's ``t=``, Slack's
+    X-Slack-Request-Timestamp, Standard Webhooks' webhook-timestamp, a custom scheme's header)
+    says, or None when it is not 1 to ``MAX_TIMESTAMP_DIGITS`` ASCII digits.
+
+    ``int()`` alone also takes a sign, ``_`` between digits, surrounding whitespace and the
+    digits of every script (``١٢٣``): a sender signs one spelling of a number, and such a value
+    was judged as a number, with "outside the tolerance" for a reason.
+    """
+    if not 0 < len(text) <= MAX_TIMESTAMP_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 class SignatureError(ValueError):
     """A delivery cannot be signed as asked (a secret in the wrong form, a header the scheme needs)."""
 
@@ -196,9 +216,8 @@ class Provider:
         """The integer timestamp, or the Check that refuses it."""
         if not stamp:
             return Check(Signature.INVALID, "missing timestamp")
-        try:
-            value = int(stamp)
-        except ValueError:
+        value = timestamp_seconds(stamp)
+        if value is None:
             return Check(Signature.INVALID, f"malformed timestamp {stamp[:40]!r}")
         tolerance = self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE
         age = now - value

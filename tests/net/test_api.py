@@ -122,6 +122,24 @@ async def test_a_filter_too_deep_or_too_long_is_a_400_at_its_position(api: Api, 
     assert (await api.client.get("/api/requests/http")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("expression", "position"),
+    [
+        ("~zz" + "a" * 10_000, 0),  # the message quoted the whole unknown code
+        ("foo" + "a" * 10_000 + ":x", 0),  # ... the unknown field, twice
+        ("ip:1.2.3.4," + "a" * 10_000, 11),  # ... the value that is no address
+    ],
+    ids=["code", "field", "ip"],
+)
+async def test_a_filter_error_quotes_a_bounded_part_of_a_long_expression(
+    api: Api, expression: str, position: int
+) -> None:
+    body = assert_error(await api.client.get("/api/requests/http", params={"filter": expression}), 400)
+    assert body["details"]["position"] == position
+    assert len(body["msg"]) < 400 and len(body["details"]["message"]) < 400, body["msg"][:200]
+    assert "a" * 20 + "…" in body["details"]["message"]  # cut, and says so
+
+
 @pytest.mark.parametrize("limit", ["x", "-1", "0", "1.5"])
 async def test_bad_limit_is_a_400(api: Api, limit: str) -> None:
     assert_error(await api.client.get("/api/requests/http", params={"limit": limit}), 400)
@@ -470,6 +488,43 @@ async def test_a_cross_origin_browser_request_is_refused(api: Api) -> None:
     assert_error(await api.client.post("/api/requests/http", json={"id": api.exchanges[0].id}, headers={"Origin": "null"}), 403)
     assert_error(await api.client.get("/api/status", headers={"Sec-Fetch-Site": "cross-site"}), 403)
     assert api.store.count() == len(api.exchanges)  # nothing was cleared
+
+
+async def _raw(port: int, head: bytes) -> tuple[int, bytes]:
+    """The status and body of one request written to the API's socket as it is."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "reason"),
+    [
+        # The first value won: a loopback Origin ahead of the page's own one let it through.
+        (b"Origin: http://localhost", b"Origin: http://evil.example", "more than one Origin header"),
+        (b"Origin: http://localhost", b"origin: http://localhost:3000", "more than one Origin header"),
+        (b"Sec-Fetch-Site: same-origin", b"Sec-Fetch-Site: cross-site", "more than one Sec-Fetch-Site header"),
+    ],
+    ids=["origin-evil", "origin-twice", "sec-fetch-site"],
+)
+async def test_a_duplicated_origin_is_refused_like_a_duplicated_host(
+    api: Api, first: bytes, second: bytes, reason: str
+) -> None:
+    head = (b"DELETE /api/requests/http HTTP/1.1\r\nHost: 127.0.0.1\r\n" + first + b"\r\n" + second
+            + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    status, body = await _raw(api.port, head)
+    assert status == 403 and json.loads(body)["msg"] == reason, body
+    assert api.store.count() == len(api.exchanges)  # nothing was cleared
+    twice = b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    assert (await _raw(api.port, twice))[0] == 403  # the same as two Host headers
+    one = b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n" + first + b"\r\nConnection: close\r\n\r\n"
+    assert (await _raw(api.port, one))[0] == 200
 
 
 async def test_a_loopback_origin_is_served(api: Api) -> None:

@@ -126,6 +126,20 @@ async def test_filter_applies_as_typed_and_error_keeps_last_result(db: Path, tmp
         assert bar.input.value == "" and bar.error is None and table.has_focus
 
 
+async def test_a_filter_error_in_the_bar_quotes_a_bounded_part_of_a_pasted_expression(db: Path, tmp_path: Path) -> None:
+    # The bar showed the whole unknown code of a pasted 10 KB filter in its message.
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("slash")
+        bar = app.query_one(FilterBar)
+        bar.input.value = "~zz" + "a" * 10_000  # as pasted
+        await async_wait_for(lambda: bar.error is not None, what="the error")
+        message = str(app.query_one("#filter-error").render())
+        assert "unknown filter ~zz" in message and "\u2026" in message and "(column 1)" in message, message[:300]
+        assert len(message) < 400, message[:300]
+
+
 async def test_a_filter_regex_that_backtracks_is_stopped_said_and_shows_no_rows(tmp_path: Path) -> None:
     # With re, the search ran for ever in a reader thread holding the GIL: the inspector froze.
     db = fill(tmp_path / "captures.db", [*traffic(12), make_exchange(12, method="POST", body=b"a" * 5000 + b"!")])

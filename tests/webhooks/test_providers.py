@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -312,3 +313,74 @@ def test_sign_then_verify_round_trips_for_every_scheme(name: str, body: bytes, n
         flipped = bytes([body[0] ^ 1]) + body[1:]
         assert provider.verify(Delivery(d.method, d.url, d.headers, flipped), [SECRETS[name]], now).signature \
             is Signature.INVALID
+
+
+# Timestamps: one rule for every scheme that signs one -------------------------------------------
+
+_ACME = CustomProvider("acme", "X-Acme-Signature", template="{timestamp}.{body}", timestamp_header="X-Acme-Time")
+_STAMPED = [  # (provider, secret, extra headers, how the timestamp is carried)
+    (Stripe(), STRIPE_SECRET, [], "stripe-signature"),
+    (Slack(), "8f742231b10e8888abcd99yyyzzz85a5", [], "x-slack-request-timestamp"),
+    (StandardWebhooks(), SVIX_SECRET, [("webhook-id", "msg_1")], "webhook-timestamp"),
+    (StandardWebhooks(), SVIX_SECRET, [("svix-id", "msg_1"), ("svix-timestamp", "1")], "svix-timestamp"),
+    (_ACME, "k", [], "x-acme-time"),
+]
+_ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+
+
+@pytest.mark.parametrize(("provider", "secret", "extra", "carrier"), _STAMPED,
+                         ids=["stripe", "slack", "standard-webhooks", "svix", "custom"])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        # int() read these as NOW: the signature over NOW's digits then passed for valid.
+        str(int(NOW)).translate(_ARABIC_INDIC),
+        f"+{int(NOW)}",
+        f"{int(NOW)}".replace("17", "1_7"),
+        f"{int(NOW)} ",
+        f" {int(NOW)}",
+        # ... these as numbers: "timestamp outside the tolerance: 20790.7 days old".
+        "\u0661\u0662\u0663",
+        "+123",
+        "1_0",
+        "-5",
+        # a number too long for a float: the comparison with now raised OverflowError.
+        "9" * 400,
+    ],
+    ids=["arabic-indic-now", "plus-now", "underscore-now", "space-after", "space-before", "arabic-indic-123",
+         "plus", "underscore", "minus", "400-digits"],
+)
+def test_a_timestamp_that_is_not_ascii_digits_is_malformed_for_every_scheme(
+    provider: Any, secret: str, extra: list[tuple[str, str]], carrier: str, stamp: str
+) -> None:
+    d = delivery([("Content-Type", "application/json"), *extra], STRIPE_EVENT)
+    headers = provider.sign(d, secret, NOW)
+    if carrier == "stripe-signature":
+        signature = headers.get(carrier)
+        headers = headers.with_set(carrier, signature.replace(f"t={int(NOW)}", f"t={stamp}"))
+    else:
+        assert headers.get(carrier) == str(int(NOW))
+        headers = headers.with_set(carrier, stamp)
+    sent = Delivery(d.method, d.url, headers, d.body)
+    assert provider.verify(Delivery(d.method, d.url, provider.sign(d, secret, NOW), d.body), [secret], NOW).signature \
+        is Signature.VALID  # the same delivery with the timestamp as signed
+    check = provider.verify(sent, [secret], NOW)
+    if stamp != stamp.strip() and (carrier != "stripe-signature" or stamp.endswith(" ")):
+        # Space around a header's value (HTTP's optional whitespace) or around an item of
+        # Stripe's comma list ("t=1 ,v1=..") is syntax, not part of the timestamp.
+        assert check.signature is Signature.VALID
+        return
+    assert (check.signature, check.reason) == (Signature.INVALID, f"malformed timestamp {stamp[:40]!r}")
+    verdict = judge(Request(method="POST", target=b"/hook", headers=Headers([("Host", "hooks.example.com"),
+                                                                            *headers.items()]),
+                            body=d.body), scheme="https", now=NOW,
+                    secrets={provider.name: [secret]}, providers=[_ACME, *BUILTIN])
+    assert verdict is not None and verdict.provider == provider.name
+    assert (verdict.signature, verdict.reason) == (Signature.INVALID, f"malformed timestamp {stamp[:40]!r}")
+
+
+def test_a_timestamp_of_ascii_digits_is_still_judged_by_its_age() -> None:
+    d = signed("slack", delivery([], b"command=%2Fdeploy"), "s", NOW - 3600)
+    assert Slack().verify(d, ["s"], NOW).reason == "timestamp outside the tolerance: 60 min old (tolerance 300 s)"
+    millis = Delivery(d.method, d.url, d.headers.with_set("X-Slack-Request-Timestamp", str(int(NOW) * 1000)), d.body)
+    assert Slack().verify(millis, ["s"], NOW).reason.startswith("timestamp outside the tolerance")

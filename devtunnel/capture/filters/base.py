@@ -34,6 +34,25 @@ from devtunnel.values.terminal import escape
 
 SqlParams = list[object]
 
+QUOTE_LIMIT = 40
+"""Characters of the expression a filter error quotes at most: a filter can be as long as the
+user's paste (a 50 KB ``--filter``), and its error is one line of a terminal or of a JSON body."""
+
+
+def excerpt(text: str, position: int = 0, limit: int = QUOTE_LIMIT) -> str:
+    """At most ``limit`` characters of ``text``, around ``position``, with ``…`` where cut.
+
+    The one rule for quoting a filter (or a piece of one) in an error: the parser's messages
+    quote tokens with it and every command, screen and API answer that shows the expression
+    does too, so the column in the message is what points into the whole expression.
+    """
+    if len(text) <= limit:
+        return text
+    start = max(0, min(position - limit // 2, len(text) - limit))
+    end = start + limit
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
 REGEX_TIMEOUT = 1.0
 """Seconds one search of a filter's regex may take on one value (a body of megabytes takes
 milliseconds with any ordinary pattern)."""

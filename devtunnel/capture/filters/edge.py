@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from devtunnel.capture.filters.base import Leaf, SqlParams, fold
+from devtunnel.capture.filters.base import Leaf, SqlParams, excerpt, fold
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import FilterSyntaxError
 
@@ -72,7 +72,7 @@ def build_ip(value: str, pos: int) -> Ip:
             networks.append(ipaddress.ip_network(part.strip(), strict=False))
         except ValueError:
             raise FilterSyntaxError(
-                f"ip expects addresses or networks like 10.0.0.0/8 or ::1, not {part.strip()!r}", pos + offset
+                f"ip expects addresses or networks like 10.0.0.0/8 or ::1, not {excerpt(part.strip())!r}", pos + offset
             ) from None
         offset += len(part) + 1
     return Ip(networks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from devtunnel.capture.filters.base import And, Filter, MatchAll, Not, Or, build_regex
+from devtunnel.capture.filters.base import And, Filter, MatchAll, Not, Or, build_regex, excerpt
 from devtunnel.capture.filters.codes import CODES, FLAG_CODES, MCode
 from devtunnel.capture.filters.fields import FIELDS, FLAGS, STATUS_RE, Url
 from devtunnel.errors import FilterSyntaxError
@@ -116,6 +116,7 @@ class _Parser:
         self.terms = 0
 
     def error(self, message: str, pos: int) -> FilterSyntaxError:
+        """The error to raise; a message quotes the expression only through ``excerpt``."""
         return FilterSyntaxError(message, pos, self.expression)
 
     def peek(self) -> _Token | None:
@@ -196,7 +197,7 @@ class _Parser:
         cls = CODES.get(tok.text)
         if cls is None:
             known = " ".join(sorted(CODES))
-            raise self.error(f"unknown filter {tok.text}; known: {known}", tok.pos)
+            raise self.error(f"unknown filter {excerpt(tok.text)}; known: {known}", tok.pos)
         if cls in FLAG_CODES:
             return cls()
         arg = self.peek()
@@ -232,8 +233,8 @@ class _Parser:
         if entry is None:
             known = ", ".join(sorted(set(FIELDS) | set(FLAGS)))
             raise self.error(
-                f"unknown field '{text[:colon]}' (known: {known}); "
-                f"to search URLs for the text, quote it: \"{text}\"",
+                f"unknown field '{excerpt(text[:colon])}' (known: {known}); "
+                f"to search URLs for the text, quote it: \"{excerpt(text)}\"",
                 tok.pos,
             )
         try:
