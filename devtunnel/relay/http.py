@@ -67,7 +67,85 @@ _HEAD = 1  # in a head that was in progress when the read began, or began in it 
 _BEHIND = 2  # in a head that began in this read behind the end of another message (_bound_head)
 _BETWEEN = 3  # no message in progress since an earlier read: a new connection, or one between requests
 _ENDED = 4  # a message ended in this read and no other began after it
-_NOTHING_OPEN = (0, 0)
+_NOTHING_OPEN = (0, 0, 0)
+# The first byte of a request line after blank lines (_Walk.head_ends).
+_NOT_CR_LF = re.compile(rb"[^\r\n]")
+# The end of a chunked body: its last chunk's size line, trailer fields, the empty line (_Walk.message_end).
+_LAST_CHUNK_END = re.compile(rb"(?:^|\r\n)0+(?:;[^\r\n]*)?\r\n(?:[^\r\n]+\r\n)*\r\n")
+
+
+class _Walk:
+    """Where the parser stands in one read, followed callback by callback: made for a read in
+    which a head could pass ``max_head`` unseen (``HeadLimitedHttpProtocol._walk_for``).
+
+    llhttp reports what it keeps (target, field names and values, body bytes), never where in
+    the read it is; the bytes it skips (spaces between a request line's parts and before a
+    field's value, blank lines between requests) are found by position: ``pos`` is the end of
+    what the callbacks so far account for (a head's end, body bytes, a chunk's size line, a
+    message's end), ``head`` where the bytes counted for the head in progress begin in the read
+    (at the end of the message before it, so the blank lines after that count; below 0 for a
+    head that began in an earlier read, which ended with ``-head - 1`` bytes of CR and LF), ``carried``
+    what was counted for it in earlier reads. ``pos`` is ``None`` while a read that began inside
+    a chunked body is in it (its framing is not followed across reads); where that body ends is
+    taken to be the earliest place it can end, so what follows it counts in full, or more.
+    """
+
+    __slots__ = ("data", "pos", "head", "carried", "after_data", "chunked")
+
+    def __init__(self, data: bytes, pos: int | None, head: int | None, carried: int, chunked: bool = False) -> None:
+        self.data = data
+        self.pos = pos
+        self.head = head  # None: the next head begins where the message in progress ends (message_end)
+        self.carried = carried
+        self.after_data = False  # chunk data came last: its CRLF comes before the next size line
+        self.chunked = chunked  # the message in progress has a chunked body: it ends after its trailer section
+
+    def message_end(self) -> int | None:
+        """Where the message in progress ends, found when asked (a head behind it ended, or the
+        read did): after its body bytes, or after the empty line that ends a chunked body's
+        trailer section (the earliest place a last chunk and trailer end, if ``pos`` is not
+        known). Blank lines after it count toward the next head."""
+        pos = self.pos
+        if self.chunked:
+            self.chunked = False
+            data = self.data
+            if pos is None:
+                last = _LAST_CHUNK_END.search(data)
+                pos = last.end() if last is not None else 0
+            elif data.startswith(b"\r\n", pos):
+                pos += 2
+            else:
+                found = data.find(b"\r\n\r\n", pos)
+                pos = found + 4 if found >= 0 else None
+            self.pos = pos
+        return pos
+
+    def head_ends(self) -> int | None:
+        """The bytes counted for the head that just ended (``on_headers_complete``), its end
+        becoming ``pos``; None if where it began in this read is not known."""
+        data, head = self.data, self.head
+        if head is None:
+            head = self.message_end()
+        self.head = None
+        self.after_data = False
+        end: int | None = None
+        counted = self.carried
+        self.carried = 0
+        if head is not None and head < 0:  # begun in an earlier read, which ended with -head - 1 of CR LF CR
+            tail = b"\r\n\r"[:-head - 1]
+            found = (tail + data[:4]).find(b"\r\n\r\n") if tail else -1
+            if found >= 0:
+                end = found + 4 - len(tail)  # the empty line ends across the two reads
+            else:
+                found = data.find(b"\r\n\r\n")
+                end = found + 4 if found >= 0 else None
+        elif head is not None:
+            first = _NOT_CR_LF.search(data, head)  # the request line, behind blank lines (they count)
+            found = data.find(b"\r\n\r\n", first.start()) if first is not None else -1
+            end = found + 4 if found >= 0 else None
+            counted -= head
+        self.pos = end
+        return None if end is None else counted + end
 
 
 def _plain_response(status_line: bytes, text: str) -> bytes:
@@ -248,9 +326,9 @@ class _HeadWithBody:
 class HeadLimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a head size limit, a head timeout and a lost-hook.
 
-    A head larger than ``max_head`` bytes is answered with 431 (while it is incomplete, every
-    byte received for it counts, blank lines before it and spaces the parser skips included:
-    ``_bound_head``); a client that has not sent a complete head ``head_timeout`` seconds after
+    A head larger than ``max_head`` bytes is answered with 431 (every byte received for it
+    counts, blank lines before it and spaces the parser skips included, while it is incomplete:
+    ``_bound_head``, and when it comes whole in one read: ``_Walk``); a client that has not sent a complete head ``head_timeout`` seconds after
     connecting (or after starting the head of a keep-alive request) is dropped, with 408 once it
     has begun a request line. Configure both with ``configured()``.
 
@@ -286,7 +364,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.lost_callback: Callable[[], None] | None = None
         self.writable_callback: Callable[[], None] | None = None
         """Called when the transport asks for writes again after a pause."""
-        self._feeding = False  # inside parser.feed_data: requests wait for the read to be parsed
+        # Inside parser.feed_data: requests wait for the read to be parsed. A _Walk instead of
+        # True while a read is followed by position (_walk_for): no attribute of its own (below).
+        self._feeding: bool | _Walk = False
         self._deferred: tuple[DirectCycle, Any] | None = None
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._in_head = _BETWEEN  # where the parser stands: _BODY ... _ENDED
@@ -313,6 +393,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     ) -> type[HeadLimitedHttpProtocol]:
         """A subclass with these limits (and ``direct``), to pass as ``http=`` to ``uvicorn.Config``."""
         # staticmethod: a plain function stored on the class would be bound to each instance.
+        global _small_read
+        _small_read = min(_small_read, max_head)
         attrs = {"max_head": max_head, "head_timeout": head_timeout, "direct": staticmethod(direct) if direct else None}
         if peer_errors is not None:
             attrs["peer_errors"] = peer_errors  # type: ignore[assignment]
@@ -342,27 +424,26 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             return
         if self._chunks:
             self._chunks = _CARRIED
+        # A read that could hold more of a head than the bound, counted with what was counted
+        # before it, or that ends with more CR and LF than a head's end (blank lines after a
+        # request): followed by position (_Walk). Any other read is too short for a head in it
+        # to pass the bound, and ends with no blank lines (but up to 4 bytes of them behind a
+        # body of known length, which are let go: one request's worth, a few bytes).
+        # Each operation here is paid by every request, so the usual read is let through on
+        # cheap tests first: no longer than the smallest bound in this process, nothing counted
+        # before it (_NOTHING_OPEN itself), its 5th byte from the end not CR, LF or another
+        # control byte (no slice, no "in" over bytes); _walk_for checks the rest.
+        size = len(data)
+        if size > _small_read or self._head_open is not _NOTHING_OPEN or size < 5 or data[-5] < 14:
+            walk = self._walk_for(data)
+            if walk is not None:
+                self._read_walked(data, walk)
+                return
         self._feeding = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._close_after_response()
-            return
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
-                self._refuse_head()
-            elif isinstance(exc.__context__, _TrailerTooLarge):
-                self._drop_trailer()
-            elif isinstance(exc.__context__, _BadHead):
-                self._refuse_bad_head(str(exc.__context__))
-            else:
-                self.peer_errors.log(
-                    "invalid-http", logging.WARNING, "invalid HTTP request from %s: %s", _address(self.client), exc
-                )
-                self.send_400_response("Invalid HTTP request received.")
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc)
             return
         finally:
             self._feeding = False
@@ -380,9 +461,60 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._in_head = _HEAD
             self._bound_head(data, False)
         elif at == _BETWEEN:
-            self._bound_blank(data)
+            self._bound_blank(size)
         elif self._chunks:
             self._bound_trailer(data)
+
+    def _read_walked(self, data: bytes, walk: _Walk) -> None:
+        """``data_received`` for a read followed by position (``_Walk``): the blank lines after
+        the last request's end count, and a head begun behind it counts from there."""
+        self._feeding = walk
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc)
+            return
+        finally:
+            self._feeding = False
+            deferred = self._deferred
+            if deferred is not None:
+                self._deferred = None
+                self._launch(*deferred)
+        at = self._in_head
+        if at == _ENDED:
+            self._in_head = _BETWEEN
+            self._head_open = _NOTHING_OPEN
+            end = walk.message_end()
+            if end is not None and end < len(data):
+                self._bound_blank(len(data) - end)
+        elif at == _HEAD:
+            self._bound_head(data, True)
+        elif at == _BEHIND:
+            self._in_head = _HEAD
+            self._bound_head(data, False, walk.message_end())
+        elif at == _BETWEEN:
+            self._bound_blank(len(data))
+        elif self._chunks:
+            self._bound_trailer(data)
+
+    def _parse_failed(self, exc: Exception) -> None:
+        """The parser stopped in a read: an upgrade, a refused head or trailer, or invalid HTTP."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._close_after_response()
+        elif isinstance(exc.__context__, _HeadTooLarge):
+            self._refuse_head()
+        elif isinstance(exc.__context__, _TrailerTooLarge):
+            self._drop_trailer()
+        elif isinstance(exc.__context__, _BadHead):
+            self._refuse_bad_head(str(exc.__context__))
+        else:
+            self.peer_errors.log(
+                "invalid-http", logging.WARNING, "invalid HTTP request from %s: %s", _address(self.client), exc
+            )
+            self.send_400_response("Invalid HTTP request received.")
 
     # -- parser callbacks --------------------------------------------------------------
     # uvicorn's callbacks copied, not called through super() (one Python call fewer each, per
@@ -453,8 +585,16 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = _BODY
+        if self._feeding is not True:  # (checked first: it is True for every read but a walked one)
+            # Every byte of the head counts, the ones the parser skips too, also when the
+            # whole head came in this read (one of more than the bound: _Walk).
+            walk: Any = self._feeding
+            counted = walk.head_ends() if walk else None
+            if counted is not None and counted > self.max_head:
+                raise _HeadTooLarge
         if self._head_timer is not None:
             self._cancel_head_timer()
+            self._head_open = _NOTHING_OPEN  # (a read of its body must not look like one of a head)
         parser = self.parser
         method = parser.get_method()
         upgrade = parser.should_upgrade()
@@ -505,9 +645,21 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         # The trailer section follows the last chunk header: each one starts its count afresh.
         self._chunks = _CHUNK_HEADER_HERE
         self._trailer_size = self._trailer_open = 0
+        walk: Any = self._feeding
+        if walk is not True and walk:
+            walk.chunked = True
+            if walk.pos is not None:  # past the chunk's size line (and the CRLF before)
+                found = walk.data.find(b"\n", walk.pos + 2 if walk.after_data else walk.pos)
+                walk.pos = found + 1 if found >= 0 else None
+                walk.after_data = False
 
     def on_body(self, body: bytes) -> None:
         self._chunks = _NO_CHUNK_HEADER
+        if self._feeding is not True:
+            walk: Any = self._feeding
+            if walk and walk.pos is not None:
+                walk.pos += len(body)
+                walk.after_data = True
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -576,7 +728,25 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             callback()
 
     # -- limits ------------------------------------------------------------------------
-    def _bound_head(self, data: bytes, whole: bool) -> None:
+    def _walk_for(self, data: bytes) -> _Walk | None:
+        """A ``_Walk`` of ``data`` from where the parser stands before it: between requests
+        (the blank lines counted so far carried), in a head (all of it counted so far carried),
+        or in a body (where in a chunked body's framing is not known: ``_Walk``); None if
+        the read cannot hold more of a head than the bound and ends with no blank lines."""
+        held, seen, tail = self._head_open
+        size = len(data)
+        if size + held + self._head_size <= self.max_head and size >= 5 and data[-5] >= 14:
+            return None
+        at = self._in_head
+        if at == _BETWEEN:
+            return _Walk(data, 0, 0, held)
+        if at == _HEAD:
+            return _Walk(data, 0, -tail - 1, held + seen)
+        if self._chunks or any(name == b"transfer-encoding" for name, _ in self.headers):
+            return _Walk(data, None, None, 0, chunked=True)
+        return _Walk(data, 0, None, 0)
+
+    def _bound_head(self, data: bytes, whole: bool, begun: int | None = None) -> None:
         """Count the bytes of a read that left a head incomplete, and answer 431 once the head
         is over ``max_head``; arm the head timer if the head began after a response.
 
@@ -591,39 +761,49 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         read was the head's, or blank lines before it (it began between requests, or inside the
         head), and they all count. Otherwise the head began in the read behind the end of the
         request before (its body, in a pipelining client's read), whose last bytes cannot be told
-        from blank lines: then what counts is the line the parser holds, the read's last (CR and
-        LF at its end left out), or the request line so far (``_request_line_held``), and
-        whatever the client sends next. So the count never takes in the bytes of the request
-        before, however the client's bytes were cut into reads, and a client that sends a head
-        over the bound, in one read or many, whether it ends the head or waits, gets 431.
+        from blank lines: then what counts is the line the parser holds, the read's last (with
+        the CR and LF after it), or the request line so far (``_request_line_held``), and
+        whatever the client sends next. (``begun``: where the head's bytes began in the read, the
+        end of the request before it, when a ``_Walk`` of the read knows it: they all count,
+        the blank lines before the request line too.) So the count never takes in the bytes of
+        the request before, however the client's bytes were cut into reads, and a client that
+        sends a head over the bound, in one read or many, whether it ends the head or waits,
+        gets 431.
+
+        ``_head_open`` also keeps how many bytes of CR and LF (3 at most) the head so far ends
+        with, for a ``_Walk`` of the next read to find the head's end across the two.
         """
-        held, seen = self._head_open
+        held, seen, tail = self._head_open
         size = self._head_size
+        end = len(data)
+        while end and data[end - 1] in b"\r\n":
+            end -= 1
+        tail = min(3, len(data) - end + (tail if whole and not end else 0))
         if whole:
             held += seen + len(data) - size  # (below 0 when fields with no space after the colon came)
+        elif begun is not None:
+            held = len(data) - begun - size
         else:
-            end = len(data)
-            while end and data[end - 1] in b"\r\n":
-                end -= 1
             start = data.rfind(b"\n", 0, end) + 1  # of the read's last line with bytes in it
             if self._raw_headers or self._request_line_ends_at(data, start):
-                held = end - start
+                held = len(data) - start
             else:
-                held = self._request_line_held(data, start, end)
-        self._head_open = (held, size)
+                held = self._request_line_held(data, start, end) + len(data) - end
+        self._head_open = (held, size, tail)
         if self._head_timer is None:  # (cancelled when the head before ended: on_headers_complete)
             self._arm_head_timer()
         if size + held > self.max_head:
             self._refuse_head()
 
-    def _bound_blank(self, data: bytes) -> None:
-        """Count a read of blank lines (CR and LF) between requests, or before the first: llhttp
+    def _bound_blank(self, count: int) -> None:
+        """Count blank lines (CR and LF) between requests, or before the first: llhttp
         skips them, as nginx does, but they count toward the head that would follow them, so a
         client sending nothing else is answered 431 past ``max_head``. (One that stops sending
         is an idle connection: closed silently at the head timeout, before a first request,
-        or the keep-alive timeout after a response.)"""
-        held = self._head_open[0] + len(data)
-        self._head_open = (held, 0)
+        or the keep-alive timeout after a response.) ``count``: the read's blank lines, all of
+        it but after the end of a request in the same read."""
+        held = self._head_open[0] + count
+        self._head_open = (held, 0, 0)
         if held > self.max_head:
             self._refuse_head()
 
@@ -847,6 +1027,11 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
         self.transport.abort()
+
+
+# The smallest max_head of the protocol classes configured in this process: a read no longer
+# than this, with nothing counted before it, holds no head over its bound (data_received).
+_small_read = HeadLimitedHttpProtocol.max_head
 
 
 def _is_utf8(frames: list[bytes]) -> bool:

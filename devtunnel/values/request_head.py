@@ -13,7 +13,8 @@ request a relay sends it (a hostile or outdated relay included):
 - there is at most one ``Host`` header (two let the router and the service disagree), and
   its value is a host and an optional port (``uri-host [":" port]``, RFC 9110 7.2): no user
   info (``evil@name``), path, space, control or other byte a host name or address never holds,
-  which would make the router and the service read different hosts;
+  which would make the router and the service read different hosts; a port with no host
+  before it (``:80``, ``:``) is not a host either;
 - an upgrade request (``Connection: upgrade``) carries no body.
 
 Each check returns ``None`` when the value is fine, else a short sentence saying why not,
@@ -36,8 +37,9 @@ _TARGET_REFUSED = refused_bytes(_FORBIDDEN_IN_TARGET)
 _SHOWN = 80  # characters of a refused value quoted back
 # RFC 3986 3.2.2: uri-host = IP-literal / IPv4address / reg-name, then ":" port (RFC 9110 7.2).
 # A reg-name is unreserved, sub-delims and %XX; an IP-literal is "[" IPv6 or IPvFuture "]".
+# A port needs a host before it (":80" names no host); an empty value passes (RFC 9112 3.2).
 # (Possessive runs: a usual host is matched in one step per run, not one per byte.)
-_HOST = re.compile(rb"(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]++|%[0-9A-Fa-f]{2})*+)(?::[0-9]*)?")
+_HOST = re.compile(rb"(?:(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]++|%[0-9A-Fa-f]{2})++)(?::[0-9]*)?)?")
 # A byte no part of a Host value ever holds (the first one found is named in the answer).
 _NOT_IN_HOST = re.compile(rb"[^0-9A-Za-z._~!$&'()*+,;=%:\[\]-]")
 # Host values found good lately: a keep-alive client sends the same one with every request,
@@ -112,9 +114,10 @@ def target_problem(method: bytes, target: bytes) -> str | None:
 def host_problem(host: bytes) -> str | None:
     """Why ``host``, a Host header's value, is not a host and an optional port, or None.
 
-    An empty value passes (RFC 9112 3.2 allows it for a target without an authority), and so
-    do spaces and tabs after the value (whitespace around a field value is not part of it,
-    RFC 9110 5.5; llhttp keeps what follows the value).
+    An empty value passes (RFC 9112 3.2 allows it for a target without an authority), a port
+    alone (``:80``, ``:``) does not: it names no host. Spaces and tabs after the value pass
+    (whitespace around a field value is not part of it, RFC 9110 5.5; llhttp keeps what
+    follows the value).
     """
     value = host.rstrip(b" \t")
     if _HOST.fullmatch(value) is not None:
@@ -125,6 +128,8 @@ def host_problem(host: bytes) -> str | None:
         return None
     bad = _NOT_IN_HOST.search(value)
     if bad is None:
+        if value.startswith(b":") and b":" not in value[1:]:
+            return f"the Host header {_shown(host)} has a port but no host name or address before it"
         return f"the Host header {_shown(host)} is not a host name or address with an optional port"
     byte = bad.group()[0]
     if byte == 0x40:  # @

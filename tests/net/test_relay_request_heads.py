@@ -355,10 +355,10 @@ async def test_two_host_headers_get_400(
 
 def hostile_hosts(relay_port: int, name: str) -> list[bytes]:
     """Host headers holding what a host never does: user info, a path, a backslash, a space, a tab
-    (other control bytes llhttp refuses itself)."""
+    (other control bytes llhttp refuses itself), a port with no host before it."""
     named = b"%s.localhost:%d" % (name.encode(), relay_port)
     return [b"evil@" + named, b"a@127.0.0.1:%d" % relay_port, named + b"/x", named.replace(b".", b"\\", 1),
-            b"a b." + named, b"a\t" + named]
+            b"a b." + named, b"a\t" + named, b":%d" % relay_port, b":"]
 
 
 @pytest.mark.parametrize("upgrade", [False, True], ids=["plain", "upgrade"])
@@ -375,6 +375,17 @@ async def test_a_host_header_that_is_not_a_host_gets_400_and_reaches_no_service(
     # A plain host still reaches the service.
     status, _, body = parse_response(await raw_request(tunnel.relay.port, head(b"GET", b"/ok", tunnel.host("victim").encode())))
     assert (status, body) == (200, b"victim")
+
+
+@pytest.mark.parametrize("host", [b":%d", b":"], ids=["port", "colon"])
+async def test_a_host_header_with_a_port_and_no_host_gets_400_naming_it(
+    tunnel: Harness, victim_service: tuple[int, Seen], host: bytes
+) -> None:
+    """An empty Host is allowed (RFC 9112 3.2); a port alone names no host, and reaches nothing."""
+    value = host % tunnel.relay.port if b"%" in host else host
+    status, _, body = parse_response(await raw_request(tunnel.relay.port, head(b"GET", b"/x", value)))
+    assert (status, body) == (400, b"the Host header '%s' has a port but no host name or address before it\n" % value)
+    assert victim_service[1].snapshot()[0] == 0
 
 
 async def test_the_embedded_relay_refuses_a_host_header_that_is_not_a_host_before_routing(

@@ -14,13 +14,14 @@ within that can only come from the bound.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from devtunnel.relay.server import Relay
 from devtunnel.values.sizes import format_size
 from tests.net._relay_agent import running_relay
+from tests.net.test_relay_pipelined_heads import PlannedReads, planned_reads
 
 LIMIT = 64 * 1024
 REFUSAL = b"request head larger than %s\n" % format_size(LIMIT).encode()
@@ -139,3 +140,76 @@ async def test_at_the_head_timeout_only_a_begun_head_gets_408(sent: bytes) -> No
             assert raw.startswith(b"HTTP/1.1 408 ")
         else:
             assert raw == b""
+
+
+# -- a head that ends in the read it came in, and blank lines read with a request's end ----------------
+# These bytes reach the relay in one read whatever segments the kernel cuts them into
+# (PlannedReads hands the relay's protocol the reads planned for a connection): llhttp then
+# reports the head whole, and the count must still take in what it skipped.
+NO_TUNNEL = b"Host: nothing.localhost\r\n"
+
+
+@pytest.fixture
+def reads() -> Iterator[PlannedReads]:
+    with planned_reads() as plans:
+        yield plans
+
+
+async def _in_reads(port: int, reads: PlannedReads, writes: list[bytes], *, answers_between: int = 0) -> bytes:
+    """Send each of ``writes`` to arrive in a read of its own, the first ``answers_between`` of
+    them waiting for a response first; return all the relay answers until it closes (10 s)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        me = writer.get_extra_info("sockname")[1]
+        ends, total = [], 0
+        for data in writes:
+            total += len(data)
+            ends.append(total)
+        reads.plan(me, ends)
+        got = b""
+        for i, data in enumerate(writes):
+            writer.write(data)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+            if i < answers_between:
+                got += await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                length = int(got.lower().rsplit(b"content-length: ", 1)[1].split(b"\r\n")[0])
+                got += await asyncio.wait_for(reader.readexactly(length), 10)
+        return got + await asyncio.wait_for(reader.read(-1), 10)
+    finally:
+        writer.close()
+        reads.forget(me)
+
+
+def spaced_head(size: int, where: str, host: bytes = b"nothing.localhost") -> bytes:
+    """A whole GET head of exactly ``size`` bytes, padded with spaces llhttp skips at ``where``."""
+    line, version = b"GET /x", b" HTTP/1.1\r\n"
+    fields = b"Host: %s\r\nConnection: close\r\n" % host
+    pad = size - len(line + version + fields + b"X-Pad: v\r\n\r\n")
+    if where == "request-line":
+        return line + b" " * pad + version + fields + b"X-Pad: v\r\n\r\n"
+    return line + version + fields + b"X-Pad:" + b" " * (pad + 1) + b"v\r\n\r\n"
+
+
+@pytest.mark.parametrize("where", ["request-line", "before-a-value"])
+async def test_a_whole_head_in_one_read_counts_the_spaces_the_parser_skips(
+    relay: Relay, reads: PlannedReads, where: str
+) -> None:
+    """Exactly the bound is answered (404: no tunnel); one byte more, every byte counted, is 431."""
+    at_bound = await _in_reads(relay.port, reads, [spaced_head(LIMIT, where)])
+    assert _status_and_body(at_bound)[0] == b"HTTP/1.1 404 Not Found"
+    over = await _in_reads(relay.port, reads, [spaced_head(LIMIT + 1, where)])
+    assert _status_and_body(over) == (b"HTTP/1.1 431 Request Header Fields Too Large", REFUSAL)
+
+
+async def test_blank_lines_read_with_the_end_of_a_request_count_toward_the_bound(
+    relay: Relay, reads: PlannedReads
+) -> None:
+    """Half the bound in blank lines in the request's read, half and a few more in later reads: 431."""
+    first = b"GET /first HTTP/1.1\r\n%s\r\n" % NO_TUNNEL
+    half = b"\r\n" * (LIMIT // 4)
+    raw = await _in_reads(relay.port, reads, [first + half, half, b"\r\n" * 8], answers_between=1)
+    assert raw.startswith(b"HTTP/1.1 404 ")
+    assert raw.endswith(REFUSAL) and raw.count(b"HTTP/1.1 431 ") == 1

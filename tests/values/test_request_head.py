@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtunnel.values.request_head import field_is_safe, fields_are_safe, head_problem, method_problem, target_problem
+from devtunnel.values import request_head
+from devtunnel.values.request_head import (
+    field_is_safe, fields_are_safe, head_problem, host_problem, method_problem, target_problem,
+)
 
 HOST = (b"Host", b"app.localhost")
 
@@ -114,10 +117,20 @@ def test_a_host_and_an_optional_port_is_a_host_header(host: bytes) -> None:
     (b"caf\xc3\xa9.localhost", "holds byte 0xc3"),
     (b"victim.localhost:80:81", "is not a host name or address with an optional port"),
     (b"[::1", "is not a host name or address with an optional port"),
+    (b":80", "has a port but no host name or address before it"),
+    (b":", "has a port but no host name or address before it"),
+    (b": \t", "has a port but no host name or address before it"),
 ])
 def test_a_host_header_with_anything_a_host_never_holds_is_refused(host: bytes, why: str) -> None:
     problem = head_problem(b"GET", b"/", [(b"host", host)])
     assert problem is not None and problem.startswith("the Host header ") and why in problem, problem
+
+
+@pytest.mark.parametrize("host", [b":80", b":", b":8080 "])
+def test_a_port_with_no_host_before_it_is_not_a_host(host: bytes) -> None:
+    """RFC 9112 3.2 allows an empty Host; a port alone names no host, and the answer quotes it."""
+    assert host_problem(host) == f"the Host header {host.decode()!r} has a port but no host name or address before it"
+    assert host not in request_head._GOOD_HOSTS
 
 
 def test_the_hosts_found_good_are_kept_bounded_and_a_bad_one_is_never_kept() -> None:
