@@ -148,6 +148,13 @@ class _Walk:
         return None if end is None else counted + end
 
 
+_UNKNOWN_METHOD = (
+    "the relay does not carry this request method: it forwards the methods its HTTP parser (llhttp) "
+    "knows, in capitals (GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE, PURGE, QUERY, WebDAV's "
+    "and others); see docs/relay.md\n"
+)
+
+
 def _plain_response(status_line: bytes, text: str) -> bytes:
     body = text.encode()
     return b"".join(
@@ -510,6 +517,14 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._drop_trailer()
         elif isinstance(exc.__context__, _BadHead):
             self._refuse_bad_head(str(exc.__context__))
+        elif isinstance(exc, httptools.HttpParserInvalidMethodError):
+            # A method token llhttp has no name for (it parses methods from a fixed list, with
+            # no setting for others): not a malformed request but one the relay cannot carry,
+            # RFC 9110 15.6.2's 501.
+            self.peer_errors.log(
+                "invalid-method", logging.INFO, "request from %s with a method the relay cannot parse", _address(self.client)
+            )
+            self._refuse(b"HTTP/1.1 501 Not Implemented\r\n", _UNKNOWN_METHOD)
         else:
             self.peer_errors.log(
                 "invalid-http", logging.WARNING, "invalid HTTP request from %s: %s", _address(self.client), exc

@@ -437,3 +437,24 @@ async def test_the_relay_application_refuses_bad_heads_under_a_stock_server(
         await service.stop()
         server.should_exit = True
         await serving
+
+
+@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"purge", b"X-CUSTOM-METHOD"])
+async def test_a_method_the_parser_does_not_know_gets_501_naming_the_limit(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen], method: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    raw = await raw_request(tunnel.relay.port, head(method, b"/x", tunnel.host("victim").encode()))
+    status, _, body = parse_response(raw)
+    assert status == 501, raw
+    assert b"does not carry this request method" in body and b"docs/relay.md" in body
+    assert_untouched(victim_service[1], second_service[1])
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_method_the_parser_knows_reaches_the_service(tunnel: Harness, victim_service: tuple[int, Seen]) -> None:
+    raw = await raw_request(tunnel.relay.port, head(b"PURGE", b"/cache/x", tunnel.host("victim").encode()))
+    status, _, body = parse_response(raw)
+    assert status == 200 and body == b"victim", raw
+    seen = victim_service[1].snapshot()[1][-1]
+    assert (seen.method, seen.target) == (b"PURGE", b"/cache/x")
