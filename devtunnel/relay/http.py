@@ -446,18 +446,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             if walk is not None:
                 self._read_walked(data, walk)
                 return
-        self._feeding = True
-        try:
-            self.parser.feed_data(data)
-        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
-            self._parse_failed(exc)
+        if not self._feed(data, True):
             return
-        finally:
-            self._feeding = False
-            deferred = self._deferred
-            if deferred is not None:
-                self._deferred = None
-                self._launch(*deferred)
         at = self._in_head
         if at == _ENDED:  # (every read that holds whole requests, and nothing after them)
             self._in_head = _BETWEEN
@@ -472,21 +462,29 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         elif self._chunks:
             self._bound_trailer(data)
 
-    def _read_walked(self, data: bytes, walk: _Walk) -> None:
-        """``data_received`` for a read followed by position (``_Walk``): the blank lines after
-        the last request's end count, and a head begun behind it counts from there."""
-        self._feeding = walk
+    def _feed(self, data: bytes, feeding: bool | _Walk) -> bool:
+        """Feed ``data`` to the parser with ``_feeding`` set (True, or the read's ``_Walk``), then
+        launch the request its callbacks deferred; False when the parser stopped (handled by
+        ``_parse_failed``)."""
+        self._feeding = feeding
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
             self._parse_failed(exc)
-            return
+            return False
         finally:
             self._feeding = False
             deferred = self._deferred
             if deferred is not None:
                 self._deferred = None
                 self._launch(*deferred)
+        return True
+
+    def _read_walked(self, data: bytes, walk: _Walk) -> None:
+        """``data_received`` for a read followed by position (``_Walk``): the blank lines after
+        the last request's end count, and a head begun behind it counts from there."""
+        if not self._feed(data, walk):
+            return
         at = self._in_head
         if at == _ENDED:
             self._in_head = _BETWEEN

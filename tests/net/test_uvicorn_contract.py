@@ -83,7 +83,7 @@ def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> Non
     ours = {"abort", "configured", "_launch", "request_scope", "_count", "_refuse_head", "_arm_head_timer", "_cancel_head_timer",
             "_head_timed_out", "_refuse_bad_head", "_refuse", "_close_after_response", "_keep_alive_due",
             "_bound_trailer", "_drop_trailer", "_bound_head", "_bound_blank", "_request_line_held", "_method_held",
-            "_request_line_ends_at", "_walk_for", "_read_walked", "_parse_failed",
+            "_request_line_ends_at", "_walk_for", "_read_walked", "_feed", "_parse_failed",
             "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
         assert name in ours or name in HTTP_PROTOCOL_METHODS, f"HeadLimitedHttpProtocol.{name}: add it to this contract"
@@ -108,8 +108,10 @@ def test_uvicorn_data_received_does_nothing_the_relays_copy_leaves_out() -> None
     def calls(method: Any) -> set[str]:
         return set(re.findall(r"self\.([\w.]+)\(", _source(method)))
 
-    # (what a failed parse calls is in _parse_failed, shared with the read followed by position)
-    ours = calls(HeadLimitedHttpProtocol.data_received) | calls(HeadLimitedHttpProtocol._parse_failed)
+    # (the feeding is in _feed and what a failed parse calls in _parse_failed, both shared with the
+    # read followed by position)
+    ours = (calls(HeadLimitedHttpProtocol.data_received) | calls(HeadLimitedHttpProtocol._feed)
+            | calls(HeadLimitedHttpProtocol._parse_failed))
     missing = calls(HttpToolsProtocol.data_received) - ours - DATA_RECEIVED_LEFT_OUT
     assert not missing, f"uvicorn's HttpToolsProtocol.data_received now also calls {sorted(missing)}"
 
