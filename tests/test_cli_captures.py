@@ -19,6 +19,7 @@ import pytest
 
 from devtunnel.capture.model import Exchange, WsMessage
 from devtunnel.commands.http import exchange_line
+from devtunnel.values import exchange_ids
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.capture.store import Store
 from devtunnel.commands.output import Column, display_width, hex_preview, human_duration, safe, table, truncate
@@ -585,7 +586,7 @@ def one_millisecond(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Pa
     """A store holding 6 exchanges begun in one millisecond, and one an hour earlier."""
     from devtunnel.capture import model
 
-    monkeypatch.setattr(model, "_last_id", (0, 0))  # new_id(at) is then exactly that millisecond
+    monkeypatch.setattr(exchange_ids, "_last_id", (0, 0))  # new_id(at) is then exactly that millisecond
     at = time.time() - 60
     burst = [replace(make_exchange(started_at=at, target=f"/burst/{i}".encode()), id=model.new_id(at)) for i in range(6)]
     earlier = make_exchange(started_at=at - 3600, target=b"/earlier")

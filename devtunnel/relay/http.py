@@ -25,6 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.values.sizes import format_size
+from devtunnel.values.http1 import is_token
 from devtunnel.values.request_head import head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
@@ -148,6 +149,8 @@ class _Walk:
         return None if end is None else counted + end
 
 
+_METHOD_SHOWN = 64
+"""Bytes of a read's first word looked at to tell a method token from garbage (``_parse_failed``)."""
 _UNKNOWN_METHOD = (
     "the relay does not carry this request method: it forwards the methods its HTTP parser (llhttp) "
     "knows, in capitals (GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE, PURGE, QUERY, WebDAV's "
@@ -470,7 +473,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
-            self._parse_failed(exc)
+            self._parse_failed(exc, data)
             return False
         finally:
             self._feeding = False
@@ -502,8 +505,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         elif self._chunks:
             self._bound_trailer(data)
 
-    def _parse_failed(self, exc: Exception) -> None:
-        """The parser stopped in a read: an upgrade, a refused head or trailer, or invalid HTTP."""
+    def _parse_failed(self, exc: Exception, data: bytes) -> None:
+        """The parser stopped in ``data``, a read: an upgrade, a refused head or trailer, a method
+        it has no name for, or invalid HTTP."""
         if isinstance(exc, httptools.HttpParserUpgrade):
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -515,10 +519,12 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._drop_trailer()
         elif isinstance(exc.__context__, _BadHead):
             self._refuse_bad_head(str(exc.__context__))
-        elif isinstance(exc, httptools.HttpParserInvalidMethodError):
+        elif isinstance(exc, httptools.HttpParserInvalidMethodError) and is_token(
+            data.lstrip(b"\r\n").partition(b" ")[0][:_METHOD_SHOWN]
+        ):
             # A method token llhttp has no name for (it parses methods from a fixed list, with
             # no setting for others): not a malformed request but one the relay cannot carry,
-            # RFC 9110 15.6.2's 501.
+            # RFC 9110 15.6.2's 501. (Bytes that are no token, a TLS hello say, are invalid HTTP.)
             self.peer_errors.log(
                 "invalid-method", logging.INFO, "request from %s with a method the relay cannot parse", _address(self.client)
             )
