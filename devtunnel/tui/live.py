@@ -176,6 +176,13 @@ class LiveView:
             self._run(partial(self._count_outside, self._generation), group="outside", exclusive=True,
                       exit_on_error=False)
 
+    def _start_apply(self, ids: list[str], generation: int) -> None:
+        """Apply ``ids`` (announced; none for rows stored elsewhere) to the table in a worker."""
+        self._mix_stale = True
+        self._applying = True
+        self._applied_at = time.monotonic()
+        self._run(partial(self._apply, ids, generation), group="live", exit_on_error=False)
+
     async def _count_outside(self, generation: int) -> None:
         """Count the store (a list without a filter) and apply the difference, if any, as a change.
 
@@ -193,10 +200,7 @@ class LiveView:
             self._outside.ran(started)
         if (total != self.table.total and generation == self._generation == self._sourced and self.filter is None
                 and not self._pending and not self._applying):
-            self._mix_stale = True
-            self._applying = True
-            self._applied_at = time.monotonic()
-            self._run(partial(self._apply, [], generation), group="live", exit_on_error=False)
+            self._start_apply([], generation)
 
     def cannot_read(self, exc: Exception) -> None:
         """Say that the store could not be read, once until a read succeeds again (retries under
@@ -294,10 +298,7 @@ class LiveView:
         if self._pending and not self._applying and self._sourced == self._generation:
             ids, self._pending = self._pending, set()
             self.stats.count_requests(len(ids))
-            self._mix_stale = True
-            self._applying = True
-            self._applied_at = time.monotonic()
-            self._run(partial(self._apply, sorted(ids), self._generation), group="live", exit_on_error=False)
+            self._start_apply(sorted(ids), self._generation)
         self._count_if_due()
 
     async def _apply(self, ids: list[str], generation: int) -> None:
