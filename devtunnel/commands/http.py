@@ -14,97 +14,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 import sys
-import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-from devtunnel.capture.model import Exchange
 from devtunnel.commands.config import resolve_http
 from devtunnel.commands.tunnel_args import app_options, check_via
-from devtunnel.commands.output import EscapingFormatter, human_duration, safe, truncate
+from devtunnel.commands.output import EscapingFormatter, safe
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.exchange_log import ExchangeLog, exchange_line, webhook_line
 from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.values.sizes import parse_size
-from devtunnel.values.exchange_ids import stable_short_id
-from devtunnel.values.terminal import is_plain
 
 __all__ = ["run", "run_headless", "exchange_line", "webhook_line", "AgentOptions", "agent_options"]
 
 log = logging.getLogger("devtunnel.agent")
-
-
-@functools.lru_cache(maxsize=4)
-def _clock_text(second: int) -> str:
-    """``HH:MM:SS`` local time of a second since the epoch (requests arrive many to a second)."""
-    return time.strftime("%H:%M:%S", time.localtime(second))
-
-
-_SHOWN = 300
-"""Columns of a path shown in a log line at most (cut with "…"; ``devtunnel show ID`` has it all)."""
-
-
-def _line_start(ex: Exchange, tunnel_width: int) -> str:
-    """What every log line of an exchange starts with: time, short id, and with ``tunnel_width``
-    (an agent carrying several tunnels) the tunnel's name padded to it."""
-    start = f"{_clock_text(int(ex.started_at))}  {stable_short_id(ex.id)}  "
-    if tunnel_width:
-        start += f"{safe(ex.tunnel):<{tunnel_width}}  "
-    return start
-
-
-def exchange_line(ex: Exchange, tunnel_width: int = 0) -> str:
-    """One log line for a finished exchange: time, short id, method, path, status, duration
-    (and the tunnel's name after the id, ``tunnel_width`` columns, when there are several).
-
-    The id is the fixed-length short form (``stable_short_id``): ``devtunnel show``, ``replay``
-    and ``export`` take it as it is, whatever is recorded later. Everything taken from the
-    request is made safe for a terminal first, and a very long method or path is cut (``…``).
-    """
-    request, response = ex.request, ex.response
-    method = "WS" if ex.websocket else request.method
-    url = request.display_url
-    if not is_plain(method + url):  # one check for both: the usual method and path need no escape
-        method, url = safe(method), safe(url)
-    if len(method) + len(url) > _SHOWN // 2:  # a client's 60 KB path must not fill the screen
-        method, url = truncate(method, 40), truncate(url, _SHOWN)
-    status = str(response.status) if response is not None else "---"
-    line = f"{_line_start(ex, tunnel_width)}{method:<7} {url}  {status}  {human_duration(ex.duration)}"
-    if ex.error:
-        line += f"  {ex.error}"
-    return line
-
-
-_SHOWN_FIELD = 100
-"""Columns of a delivery's event type or id shown in a log line at most (``devtunnel show ID`` has it all)."""
-
-
-def webhook_line(ex: Exchange, tunnel_width: int = 0) -> str:
-    """The line that follows a webhook delivery's own once the recorder has judged it: time and
-    short id (and tunnel) as on the delivery's line, then provider, event type, delivery id and
-    signature::
-
-        10:00:00  01M8V2JDA09PA  -->     stripe invoice.paid [evt_123]  ✓ signature valid
-        10:00:01  01M8V2JE3K1QC  -->     github push [72d3162e-...]  ? signature unverified: no secret: set GITHUB_WEBHOOK_SECRET
-
-    The event type, delivery id and reason come from the sender: each is made safe for a
-    terminal, and a very long one is cut (``…``).
-    """
-    verdict = ex.webhook
-    assert verdict is not None, "webhook_line is for a judged delivery"
-    event = truncate(safe(verdict.event_type or "?"), _SHOWN_FIELD)
-    delivery = f" [{truncate(safe(verdict.delivery_id), _SHOWN_FIELD)}]" if verdict.delivery_id else ""
-    reason = f": {truncate(safe(verdict.reason), _SHOWN)}" if verdict.reason else ""
-    return (f"{_line_start(ex, tunnel_width)}{'-->':<7} {safe(verdict.provider)} "
-            f"{event}{delivery}  {verdict.mark} signature {verdict.signature.value}{reason}")
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -250,63 +181,6 @@ def _print(line: str, out: TextIO) -> None:
     out.flush()
 
 
-class _ExchangeLog:
-    """Writes one line per finished exchange, flushing at most every ``FLUSH_AFTER`` seconds.
-
-    A flush per line costs a system call per request under load; lines still reach a pipe
-    within a fraction of a second.
-
-    A webhook delivery gets a second line (``webhook_line``) once the recorder's thread has
-    judged it: ``verdicts`` is called back on the loop, for deliveries only, so the line of a
-    request waits for nothing and traffic that is no webhook costs the loop nothing more.
-    """
-
-    FLUSH_AFTER = 0.05
-
-    def __init__(self, out: TextIO, tunnels: Sequence[str] = ()) -> None:
-        self.out = out
-        # Several tunnels (``devtunnel up``): each line names its tunnel, in a column as wide as
-        # the longest name. One tunnel: its name is in the Forwarding line already.
-        self._tunnel_width = max(len(safe(name)) for name in tunnels) if len(tunnels) > 1 else 0
-        self._lines: list[str] = []
-        self._flush: asyncio.TimerHandle | None = None
-
-    def __call__(self, exchange: Exchange) -> None:
-        # Kept here, not written: an unbuffered stdout (a terminal, PYTHONUNBUFFERED) would
-        # otherwise cost one write() per request.
-        self._lines.append(exchange_line(exchange, self._tunnel_width))
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
-
-    def verdicts(self, exchanges: list[Exchange]) -> None:
-        """Keep a line for each delivery the recorder has judged (on the loop)."""
-        for exchange in exchanges:
-            if exchange.replay_of is None:  # a replay made through the API had no line of its own
-                self._lines.append(webhook_line(exchange, self._tunnel_width))
-        if self._lines and self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
-
-    def verdicts_from(self, loop: asyncio.AbstractEventLoop) -> Callable[[list[Exchange]], None]:
-        """A listener for ``Recorder.subscribe_verdicts``: called on the recorder's thread, it
-        hands the deliveries to ``verdicts`` on ``loop``."""
-
-        def listener(exchanges: list[Exchange]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is gone
-                loop.call_soon_threadsafe(self.verdicts, exchanges)
-
-        return listener
-
-    def flush(self) -> None:
-        """Write the lines kept so far (also called once on the way out)."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        if self._lines:
-            self.out.write("\n".join(self._lines) + "\n")
-            self._lines.clear()
-        self.out.flush()
-
-
 async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hurry: list[Callable[[], None]]) -> int:
     from devtunnel.tui.supervisor import follow_supervisor, take_api_pipe, tell_api_pipe
 
@@ -344,12 +218,12 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
     )
     hurry.append(service.hurry)
     api_server: Any = None
-    exchange_log: _ExchangeLog | None = None
+    exchange_log: ExchangeLog | None = None
     try:
         await service.start()
         if is_http:
             if api_pipe is None:  # under an inspector, which shows every exchange, its log file gets no line of each
-                exchange_log = _ExchangeLog(out, [config.name for config in options.tunnels])
+                exchange_log = ExchangeLog(out, [config.name for config in options.tunnels])
                 service.subscribe_exchanges(exchange_log)
                 if recorder is not None and webhooks is not None:
                     recorder.subscribe_verdicts(exchange_log.verdicts_from(asyncio.get_running_loop()))

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from devtunnel.values.terminal import escape
+from devtunnel.values.durations import human_duration
+from devtunnel.values.terminal import display_width, escape, truncate
 
 __all__ = ["safe", "display_width", "truncate", "Column", "table", "human_duration", "hex_preview",
            "err", "EscapingFormatter"]
@@ -31,35 +31,6 @@ def safe(text: str, *, keep_newlines: bool = False) -> str:
         keep_newlines: let ``\\n`` and ``\\t`` through, for multi-line bodies.
     """
     return escape(text, keep="\n\t" if keep_newlines else "")
-
-
-def _char_width(ch: str) -> int:
-    if unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-
-
-def display_width(text: str) -> int:
-    """Terminal columns taken by ``text`` (already escaped): wide CJK characters count twice."""
-    return sum(_char_width(ch) for ch in text)
-
-
-def truncate(text: str, width: int, ellipsis: str = "…") -> str:
-    """``text`` cut to at most ``width`` columns, ending in ``ellipsis`` when cut."""
-    if width <= 0:
-        return ""
-    if display_width(text) <= width:
-        return text
-    room = width - display_width(ellipsis)
-    out: list[str] = []
-    used = 0
-    for ch in text:
-        w = _char_width(ch)
-        if used + w > room:
-            break
-        out.append(ch)
-        used += w
-    return "".join(out) + ellipsis if room >= 0 else ellipsis[:width]
 
 
 @dataclass(frozen=True)
@@ -140,15 +111,6 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int |
         # Past the point where columns can go or shrink, the line itself is cut: it never wraps.
         lines.append(truncate("  ".join(parts).rstrip(), width))
     return lines
-
-
-def human_duration(seconds: float | None) -> str:
-    """``0.0123`` -> ``"12.3 ms"``; ``None`` (still in flight) -> ``"-"``."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.1f} ms"
-    return f"{seconds:.2f} s"
 
 
 def hex_preview(data: bytes, limit: int = 64) -> list[str]:

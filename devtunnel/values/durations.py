@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["format_duration", "human_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h)")
@@ -50,3 +50,14 @@ def format_duration(seconds: float) -> str:
         return f"{seconds:g}s"
     minutes, rest = divmod(int(seconds), 60)
     return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+
+
+def human_duration(seconds: float | None) -> str:
+    """``0.0123`` -> ``"12.3 ms"``; ``None`` (still in flight) -> ``"-"``."""
+    if seconds is None:
+        return "-"
+    # ``%`` rather than an f-string's format specification: the same text, and compiled
+    # (``devtunnel.native``) no ``str.format`` to parse its template on every request's log line.
+    if seconds < 1:
+        return "%.1f ms" % (seconds * 1000)
+    return "%.2f s" % seconds

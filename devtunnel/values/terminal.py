@@ -46,6 +46,9 @@ The API:
 - :func:`is_plain` ``(text) -> bool``: True when :func:`escape` leaves ``text`` as it is. The
   rules go character by character, so one call over several values joined answers for each
   of them.
+- :func:`display_width` ``(text) -> int`` and :func:`truncate` ``(text, width) -> str``: the
+  columns escaped text takes (wide CJK counts twice), and the text cut to ``width`` columns
+  ending in ``…``.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ if TYPE_CHECKING:
     from rich.style import Style
     from rich.text import Text
 
-__all__ = ["as_text", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "read_utf8", "read_utf8_json"]
+__all__ = ["as_text", "display_width", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "read_utf8",
+           "read_utf8_json", "truncate"]
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -165,3 +169,32 @@ def as_text(text: str, style: str | Style = "") -> Text:
     from rich.text import Text
 
     return Text(escape(text), style=style, no_wrap=True, end="")
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Terminal columns taken by ``text`` (already escaped): wide CJK characters count twice."""
+    return sum(_char_width(ch) for ch in text)
+
+
+def truncate(text: str, width: int, ellipsis: str = "…") -> str:
+    """``text`` cut to at most ``width`` columns, ending in ``ellipsis`` when cut."""
+    if width <= 0:
+        return ""
+    if display_width(text) <= width:
+        return text
+    room = width - display_width(ellipsis)
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        w = _char_width(ch)
+        if used + w > room:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + ellipsis if room >= 0 else ellipsis[:width]
