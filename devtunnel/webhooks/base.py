@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Headers
 from devtunnel.capture.verdict import Signature, Verdict
+from devtunnel.values.terminal import quoted
 
 __all__ = ["Delivery", "Signature", "Check", "Verdict", "Provider", "SignatureError", "hmac_digest", "json_field"]
 
@@ -218,7 +219,7 @@ class Provider:
             return Check(Signature.INVALID, "missing timestamp")
         value = timestamp_seconds(stamp)
         if value is None:
-            return Check(Signature.INVALID, f"malformed timestamp {stamp[:40]!r}")
+            return Check(Signature.INVALID, f"malformed timestamp {quoted(stamp[:40])}")
         tolerance = self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE
         age = now - value
         if abs(age) > tolerance:

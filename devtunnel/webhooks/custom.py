@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
 from devtunnel.capture.verdict import Signature
+from devtunnel.values.terminal import quoted
 from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, SignatureError, hmac_digest, json_field
 
 __all__ = ["CustomProvider", "ALGORITHMS", "ENCODINGS"]
@@ -66,9 +67,9 @@ class CustomProvider(Provider):
         if not header:
             raise ConfigError(f"{where}.header: the signature header is required")
         if algorithm not in ALGORITHMS:
-            raise ConfigError(f"{where}.algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+            raise ConfigError(f"{where}.algorithm: expected one of {', '.join(ALGORITHMS)}, got {quoted(algorithm)}")
         if encoding not in ENCODINGS:
-            raise ConfigError(f"{where}.encoding: expected hex or base64, got {encoding!r}")
+            raise ConfigError(f"{where}.encoding: expected hex or base64, got {quoted(encoding)}")
         for field_name in _FIELD.findall(template):
             if field_name not in _PLACES:
                 raise ConfigError(f"{where}.template: unknown field {{{field_name}}}; "

@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
 
 __all__ = ["Sample", "SampleInfo", "list_samples", "sample"]
 
@@ -107,8 +108,8 @@ def sample(provider: str, name: str, *, now: float, rng: random.Random | None = 
         names = sorted(n for p, n in fixtures if p == provider)
         if not names:
             providers = sorted({p for p, _ in fixtures})
-            raise ConfigError(f"no samples for provider {provider!r}; providers: {', '.join(providers)}")
-        raise ConfigError(f"no {provider} sample named {name!r}; {provider} has: {', '.join(names)}")
+            raise ConfigError(f"no samples for provider {quoted(provider)}; providers: {', '.join(providers)}")
+        raise ConfigError(f"no {provider} sample named {quoted(name)}; {provider} has: {', '.join(names)}")
     rng = rng or random.SystemRandom()
     memo: dict[str, str] = {}
     headers = [(k, str(_fill(v, now, rng, memo))) for k, v in data["headers"].items() if v != ""]
