@@ -321,6 +321,39 @@ def _write(path: Path, data: bytes) -> None:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def _write_new(path: Path, data: bytes) -> bool:
+    """Write the side file ``path``, never over a file that is there: True when written, False
+    when one holding exactly ``data`` is there already (an earlier export of the same exchange).
+
+    Raises:
+        ExportError: a file of that name holds other bytes (it is left as it was).
+    """
+    try:
+        with path.open("xb") as file:
+            file.write(data)
+        return True
+    except FileExistsError:
+        if _holds(path, data):
+            return False
+        raise _taken(path) from None
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _taken(path: Path) -> ExportError:
+    """The error for a side file whose name a file of other bytes holds."""
+    return ExportError(f"refusing to replace {path.absolute()}: a file of that name is there; move it away and "
+                       "export again, or export with -o FILE to put the side files next to FILE")
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a file of exactly the bytes ``data``."""
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def _side_file(folder: Path, name: str) -> Path:
     """Where a side file goes: its name is the path the text spells, which must lie in ``folder``."""
     path = Path(name)
@@ -364,13 +397,18 @@ def _export(args: argparse.Namespace) -> int:
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
     result = export(args.format, exchanges, **options)
-    # The main output first: if -o cannot be written, no side files are left behind.
+    # Side files are named by the export, not by the user: none replaces a file that is there
+    # (checked before anything is written; one of the same bytes is kept). Then the main output:
+    # if -o cannot be written, no side files are left behind.
+    side_files = [(_side_file(folder, name), data) for name, data in result.files.items()]
+    for path, data in side_files:
+        if path.exists() and not _holds(path, data):
+            raise _taken(path)
     if out is not None:
         _write(out, result.text.encode("utf-8"))
-    for name, data in result.files.items():
-        path = _side_file(folder, name)
-        _write(path, data)
-        print(f"wrote {safe(str(path))} ({format_size(len(data))})", file=sys.stderr)
+    for path, data in side_files:
+        done = "wrote" if _write_new(path, data) else "kept (same bytes)"
+        print(f"{done} {safe(str(path.absolute()))} ({format_size(len(data))})", file=sys.stderr)
     if out is not None:
         print(f"wrote {safe(str(out))}", file=sys.stderr)
         return 0
