@@ -26,7 +26,7 @@ from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
 from devtunnel.capture.verdict import Signature
 from devtunnel.values.terminal import quoted
-from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, SignatureError, hmac_digest, json_field
+from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, SignatureError, hmac_digest, json_field, stamped
 
 __all__ = ["CustomProvider", "ALGORITHMS", "ENCODINGS"]
 
@@ -116,10 +116,11 @@ class CustomProvider(Provider):
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         stamp = ""
         if self.spec.timestamp_header:
-            value = self._timestamp_check(delivery.header(self.spec.timestamp_header), now)
+            given_stamp = delivery.header(self.spec.timestamp_header)
+            value = self._timestamp_check(given_stamp, now)
             if isinstance(value, Check):
                 return value
-            stamp = str(value)
+            stamp = given_stamp or ""  # the header's text as sent: what the sender signed
         given = delivery.header(self.spec.header) or ""
         if not given.startswith(self.spec.prefix):
             return Check(Signature.INVALID, f"malformed {self.spec.header} header (expected {self.spec.prefix}DIGEST)")
@@ -135,8 +136,7 @@ class CustomProvider(Provider):
         headers = delivery.headers
         stamp = ""
         if self.spec.timestamp_header:
-            stamp = str(int(now))
-            headers = headers.with_set(self.spec.timestamp_header, stamp)
+            headers, stamp = stamped(headers, self.spec.timestamp_header, now)
         if "{id}" in self.spec.template and not self.delivery_id(delivery):
             raise SignatureError(f"{self.name}: the delivery has no {self.spec.id_header} header to sign")
         digest = hmac_digest(self.spec.algorithm, secret.encode(), self._content(delivery, stamp))

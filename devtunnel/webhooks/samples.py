@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
+from devtunnel.webhooks.base import timestamp_text
 
 __all__ = ["Sample", "SampleInfo", "list_samples", "sample"]
 
@@ -82,7 +83,7 @@ def _fill(value: Any, now: float, rng: random.Random, memo: dict[str, str]) -> A
         key = match.group(1)
         if key not in memo:
             if key == "now":
-                memo[key] = str(int(now))
+                memo[key] = timestamp_text(now)  # the text a re-signed timestamp header holds
             elif key == "now_iso":
                 memo[key] = datetime.fromtimestamp(int(now), tz=timezone.utc).isoformat().replace("+00:00", "Z")
             elif key == "uuid":
