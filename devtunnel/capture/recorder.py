@@ -234,8 +234,8 @@ class Recorder:
 
     def subscribe_verdicts(self, listener: Callable[[list[Exchange]], None]) -> Callable[[], None]:
         """Call ``listener(exchanges)`` with the webhook deliveries of each batch as soon as they are
-        judged (each carrying its ``webhook`` verdict, ``duplicate_of`` not yet set), before they are
-        written; returns an unsubscribe function.
+        judged (each carrying its ``webhook`` verdict, ``duplicate_of`` as the store will set it when
+        they are written), before they are written; returns an unsubscribe function.
 
         It is called from the writer thread, once per batch that holds a delivery: traffic that is no
         webhook never calls it.
@@ -444,6 +444,16 @@ class Recorder:
     def _announce_verdicts(self, judged: list[Exchange]) -> None:
         with self._cond:
             listeners = list(self._verdict_listeners)
+        if not listeners:
+            return
+        try:
+            firsts = self.store.first_deliveries(judged)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be read now is reported by the write
+            log.debug("cannot look up earlier deliveries: %s", exc)
+            firsts = {}
+        if firsts:  # the listeners' copies only: the store sets the column itself when it writes
+            judged = [replace(ex, webhook=replace(ex.webhook, duplicate_of=firsts[ex.id]))  # type: ignore[type-var]
+                      if ex.id in firsts else ex for ex in judged]
         for listener in listeners:
             try:
                 listener(judged)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from devtunnel.capture.model import Exchange
+from devtunnel.capture.verdict import DUPLICATE_MARK
 from devtunnel.commands.config import resolve_http
 from devtunnel.commands.tunnel_args import app_options, check_via
 from devtunnel.commands.output import EscapingFormatter, human_duration, safe, truncate
@@ -94,17 +95,21 @@ def webhook_line(ex: Exchange, tunnel_width: int = 0) -> str:
 
         10:00:00  01M8V2JDA09PA  -->     stripe invoice.paid [evt_123]  ✓ signature valid
         10:00:01  01M8V2JE3K1QC  -->     github push [72d3162e-...]  ? signature unverified: no secret: set GITHUB_WEBHOOK_SECRET
+        10:00:02  01M8V2JF7Q2RD  -->     stripe invoice.paid [evt_123]  ✓ signature valid  ≡ duplicate of 01M8V2JDA09PA
 
-    The event type, delivery id and reason come from the sender: each is made safe for a
-    terminal, and a very long one is cut (``…``).
+    A delivery whose id was captured before ends with the inspector's mark (``DUPLICATE_MARK``)
+    and the first capture's short id. The event type, delivery id and reason come from the
+    sender: each is made safe for a terminal, and a very long one is cut (``…``).
     """
     verdict = ex.webhook
     assert verdict is not None, "webhook_line is for a judged delivery"
     event = truncate(safe(verdict.event_type or "?"), _SHOWN_FIELD)
     delivery = f" [{truncate(safe(verdict.delivery_id), _SHOWN_FIELD)}]" if verdict.delivery_id else ""
     reason = f": {truncate(safe(verdict.reason), _SHOWN)}" if verdict.reason else ""
+    duplicate = (f"  {DUPLICATE_MARK} duplicate of {safe(stable_short_id(verdict.duplicate_of))}"
+                 if verdict.duplicate_of else "")
     return (f"{_line_start(ex, tunnel_width)}{'-->':<7} {safe(verdict.provider)} "
-            f"{event}{delivery}  {verdict.mark} signature {verdict.signature.value}{reason}")
+            f"{event}{delivery}  {verdict.mark} signature {verdict.signature.value}{reason}{duplicate}")
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
