@@ -12,6 +12,7 @@ from devtunnel import __version__
 from devtunnel.commands.output import EscapingFormatter, err, safe
 from devtunnel.errors import ConfigError, DevtunnelError, TunnelError
 from devtunnel.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_TUNNEL_REFUSED, EXIT_USAGE, HELP_TABLE
+from devtunnel.values.terminal import quoted
 
 __all__ = ["main", "build_parser", "EXIT_TUNNEL_REFUSED"]
 
@@ -28,14 +29,14 @@ class _Parser(argparse.ArgumentParser):
 def _port(text: str) -> int:
     """A TCP port number, 0 included (0 means "any free port" or "off", as each flag says)."""
     if not (text.isascii() and text.isdigit()) or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number of 0-65535, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a port number of 0-65535, not {quoted(text)}")
     return int(text)
 
 
 def _count(text: str) -> int:
     """A whole number of 0 or more."""
     if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, not {quoted(text)}")
     return int(text)
 
 
@@ -46,7 +47,7 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {quoted(text)}")
     return value
 
 MAIN_EXAMPLES = """\

@@ -36,6 +36,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.values.names import label_from
 from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, parse_rules
+from devtunnel.values.terminal import quoted
 
 __all__ = ["ImportedTunnel", "NgrokImport", "read_ngrok_config", "default_ngrok_paths", "PROTECTIONS"]
 
@@ -154,7 +155,7 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
         raise ConfigError(f"{source}: expected a mapping of settings, got {type(doc).__name__}")
     version = str(doc.get("version", "2")).strip().strip('"')
     if version not in ("1", "2", "3"):
-        raise ConfigError(f"{source}: version {version!r} is not an ngrok configuration version (2 or 3)")
+        raise ConfigError(f"{source}: version {quoted(version)} is not an ngrok configuration version (2 or 3)")
     result = NgrokImport(version=version)
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
@@ -215,20 +216,20 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.skipped.append((name, "its name has no letters or digits to make a tunnel name of"))
         return
     if label in taken:
-        result.skipped.append((name, f"its name becomes {label!r}, already taken by {taken[label]!r}"))
+        result.skipped.append((name, f"its name becomes {quoted(label)}, already taken by {quoted(taken[label])}"))
         return
     taken[label] = name
     if label != name:
-        result.notes.append(f"{name}: named {label!r} (tunnel names are DNS labels)")
+        result.notes.append(f"{name}: named {quoted(label)} (tunnel names are DNS labels)")
     host_header = body.get("host_header")
     mode: str | None = None
     if host_header in ("rewrite", "preserve"):
         mode = str(host_header)
     elif host_header:
-        result.notes.append(f"{name}: host_header {host_header!r}: only rewrite or preserve exist; left out")
+        result.notes.append(f"{name}: host_header {quoted(host_header)}: only rewrite or preserve exist; left out")
     public = next((body.get(k) for k in ("url", "domain", "hostname", "subdomain") if body.get(k)), None)
     if public:
-        result.notes.append(f"{name}: public address {public!r} left out: the relay names it {label}.DOMAIN")
+        result.notes.append(f"{name}: public address {quoted(public)} left out: the relay names it {label}.DOMAIN")
     for key in sorted(set(body) - _TAKEN):
         reason = _IGNORED.get(key, "no equivalent")
         result.notes.append(f"{name}: {key} left out ({reason})")

@@ -55,6 +55,7 @@ from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
 from devtunnel.errors import ReplayError
 from devtunnel.values.request_head import target_problem
+from devtunnel.values.terminal import quoted
 from devtunnel.webhooks import delivery_of
 from devtunnel.webhooks.resign import Keys, resign
 
@@ -81,17 +82,17 @@ def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
     try:
         parts = urlsplit(base)
     except ValueError as exc:  # an unclosed "[" of an IPv6 address
-        raise ReplayError(f"cannot replay to {base!r}: {exc}") from exc
+        raise ReplayError(f"cannot replay to {quoted(base)}: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ReplayError(f"cannot replay to {base!r}: give an http:// or https:// URL")
+        raise ReplayError(f"cannot replay to {quoted(base)}: give an http:// or https:// URL")
     try:
         netloc = httpx.URL(f"{parts.scheme}://{parts.netloc}/").netloc.decode("ascii")
     except (httpx.InvalidURL, UnicodeError) as exc:
-        raise ReplayError(f"cannot replay to {base!r}: {exc}") from exc
+        raise ReplayError(f"cannot replay to {quoted(base)}: {exc}") from exc
     prefix = parts.path.rstrip("/")
     # The path goes before every request's target: it must be one (the rule the relay applies).
     if prefix and (problem := target_problem(b"GET", prefix.encode("utf-8", "surrogateescape"))):
-        raise ReplayError(f"cannot replay to {base!r}: its path is put before the request's, and {problem}")
+        raise ReplayError(f"cannot replay to {quoted(base)}: its path is put before the request's, and {problem}")
     return parts.scheme, netloc, prefix
 
 
@@ -107,7 +108,7 @@ def _keys_for(webhooks: Any, exchange: Exchange) -> Any:
 def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header: str,
              webhooks: Any = None, now: float | None = None) -> _Prepared:
     if host_header not in ("preserve", "rewrite"):
-        raise ReplayError(f"host_header must be 'preserve' or 'rewrite', not {host_header!r}")
+        raise ReplayError(f"host_header must be 'preserve' or 'rewrite', not {quoted(host_header)}")
     if exchange.websocket:
         raise ReplayError(f"exchange {exchange.id} is a WebSocket session; only HTTP requests can be replayed")
     edit = edit or Edit()

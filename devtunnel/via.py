@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
 
 __all__ = ["Via", "parse_via", "VIA_NAMES", "SSH_OPTIONS"]
 
@@ -160,10 +161,10 @@ def parse_via(text: str) -> Via:
     if lowered.startswith("ssh:"):
         match = _USER_HOST.fullmatch(value[4:])
         if match is None or value[4:].startswith("-"):
-            raise ConfigError(f"--via {text!r}: expected ssh:USER@HOST or ssh:USER@HOST:PORT")
+            raise ConfigError(f"--via {quoted(text)}: expected ssh:USER@HOST or ssh:USER@HOST:PORT")
         user, host, port = match.groups()
         port_number = int(port) if port else None
         if port_number is not None and not 0 < port_number < 65536:
-            raise ConfigError(f"--via {text!r}: the port must be 1-65535")
+            raise ConfigError(f"--via {quoted(text)}: the port must be 1-65535")
         return Via("ssh", user=user, host=host.strip("[]") if host.startswith("[") else host, port=port_number)
-    raise ConfigError(f"--via {text!r}: expected one of {', '.join(VIA_NAMES)}")
+    raise ConfigError(f"--via {quoted(text)}: expected one of {', '.join(VIA_NAMES)}")

@@ -140,3 +140,22 @@ def test_a_filter_error_quotes_at_most_a_part_of_a_long_expression(tmp_path: Pat
         assert len(lines) == 1 and len(lines[0]) < 500, done.stderr[:300]
         assert lines[0].startswith("devtunnel: invalid filter ") and f"at column {column}" in lines[0], lines[0]
         assert shown in lines[0], lines[0]
+
+
+HOSTILE = "a\x1b[31m'b"
+"""A value that holds an ESC and a quote: each error names it escaped once, ESC as ``\\x1b``."""
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["http", f"{HOSTILE}:80"], "invalid target \"a\\x1b[31m'b:80\""),
+    (["help", HOSTILE], "no help on \"a\\x1b[31m'b\""),
+    (["http", "8080", "--relay", f"ftp://{HOSTILE}"], "invalid relay URL \"ftp://a\\x1b[31m'b\""),
+    (["requests", "--filter", f"foo:{HOSTILE}"], "invalid filter \"foo:a\\x1b[31m'b\""),
+    (["http", "8080", "--body-cap", HOSTILE], "\"a\\x1b[31m'b\" is not a size"),
+    (["http", "8080", "--health", f"/{HOSTILE}", "--run", "true"], "got \"/a\\x1b[31m'b\""),
+])
+def test_an_error_names_a_hostile_value_escaped_once(args: list[str], named: str, tmp_path: Path) -> None:
+    done = run(*args, tmp_path=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "\x1b" not in done.stderr and "\\\\" not in done.stderr, done.stderr  # escaped, and only once
+    assert named in done.stderr, done.stderr

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from devtunnel.errors import ConfigError
 from devtunnel.rules import Rule
+from devtunnel.values.terminal import quoted
 from devtunnel.via import Via, parse_via
 
 __all__ = ["TunnelConfig"]
@@ -47,7 +48,7 @@ class TunnelConfig:
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):
-            raise ConfigError(f"host_header must be 'preserve' or 'rewrite', not {self.host_header!r}")
+            raise ConfigError(f"host_header must be 'preserve' or 'rewrite', not {quoted(self.host_header)}")
         if self.run is not None and not self.run.strip():
             raise ConfigError("run must be a command line, not empty text")
         if not 0 <= self.hold <= 24 * 3600:

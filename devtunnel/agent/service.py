@@ -32,6 +32,7 @@ from devtunnel.agent.port_memory import PortMemory
 from devtunnel.rules import Rule, parse_rules, renumbered
 from devtunnel.agent.tunnel import AgentTunnel, Backoff
 from devtunnel.agent.via_runner import ViaRunner
+from devtunnel.values.terminal import quoted
 
 __all__ = ["AgentService"]
 
@@ -140,7 +141,7 @@ class AgentService:
             key = tunnel.name
             old = self._tunnels.get(key)
             if old is not None and old.state is not TunnelState.FAILED:
-                raise ConfigError(f"a tunnel named {key!r} is already running")
+                raise ConfigError(f"a tunnel named {quoted(key)} is already running")
             if old is not None:  # a failed tunnel makes way for a new try under its name
                 await old.stop()
             self._tunnels[key] = tunnel
@@ -201,36 +202,36 @@ class AgentService:
         tunnel = self._tunnel(name)
         rules = tunnel.config.rules
         if not 1 <= index <= len(rules):
-            raise NotFoundError(f"tunnel {name!r} has no rule {index} (it has {len(rules)})")
+            raise NotFoundError(f"tunnel {quoted(name)} has no rule {index} (it has {len(rules)})")
         tunnel.set_rules(renumbered(rules[: index - 1] + rules[index:]))
 
     def _tunnel(self, name: str) -> AgentTunnel:
         tunnel = self._tunnels.get(name)
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {name!r}")
+            raise NotFoundError(f"no tunnel named {quoted(name)}")
         return tunnel
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop and forget a tunnel. Raises NotFoundError."""
         tunnel = self._tunnels.pop(name, None)
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {name!r}")
+            raise NotFoundError(f"no tunnel named {quoted(name)}")
         await tunnel.stop()
 
     async def restart_tunnel(self, name: str) -> None:
         """Reconnect a tunnel now (resetting its backoff). Raises NotFoundError."""
         tunnel = self._tunnels.get(name)
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {name!r}")
+            raise NotFoundError(f"no tunnel named {quoted(name)}")
         await tunnel.restart()
 
     def app_log(self, name: str) -> LogRing:
         """The output of the app tunnel ``name`` runs. Raises NotFoundError (no tunnel, or no app)."""
         tunnel = self._tunnels.get(name)
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {name!r}")
+            raise NotFoundError(f"no tunnel named {quoted(name)}")
         if tunnel.app is None:
-            raise NotFoundError(f"tunnel {name!r} runs no app (start it with --run, or run = ... in devtunnel.toml)")
+            raise NotFoundError(f"tunnel {quoted(name)} runs no app (start it with --run, or run = ... in devtunnel.toml)")
         return tunnel.app.log
 
     def tunnels(self) -> list[TunnelInfo]:

@@ -52,6 +52,7 @@ from devtunnel.agent.session import HANDSHAKE_TIMEOUT, LEAVE_GRACE, Session
 from devtunnel.values.target import Target, parse_target
 from devtunnel.rules import Rule
 from devtunnel.agent.via_runner import ViaRunner
+from devtunnel.values.terminal import quoted
 
 __all__ = ["AgentTunnel", "Backoff", "MAX_BACKOFF"]
 
@@ -404,7 +405,7 @@ class AgentTunnel:
                 **options,
             )
         except InvalidURI as exc:
-            raise ConfigError(f"invalid relay URL {self.relay_url!r}: {exc}") from exc
+            raise ConfigError(f"invalid relay URL {quoted(self.relay_url)}: {exc}") from exc
         except TimeoutError as exc:
             raise RelayUnreachableError(f"the relay at {self.relay_url} did not answer in time") from exc
         except (OSError, InvalidHandshake) as exc:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from devtunnel.errors import ConfigError
 from devtunnel.agent.children import Child, ChildState
 from devtunnel.agent.port_memory import PortMemory
+from devtunnel.values.terminal import quoted
 from devtunnel.via import Via
 
 __all__ = ["ENV_SSH_OPTIONS", "PinningRelay", "ViaRunner", "ViaStatus", "find_program", "ssh_options"]
@@ -76,7 +77,7 @@ def ssh_options(env: Mapping[str, str]) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(text))
     except ValueError as exc:
-        raise ConfigError(f"{ENV_SSH_OPTIONS}={text!r}: {exc}") from None
+        raise ConfigError(f"{ENV_SSH_OPTIONS}={quoted(text)}: {exc}") from None
 
 
 def find_program(via: Via, env: Mapping[str, str]) -> str:

@@ -54,6 +54,7 @@ from devtunnel.api.plumbing import (
 from devtunnel.api.security import LoopbackOnly
 from devtunnel.api.service import Service, service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
+from devtunnel.values.terminal import quoted
 
 __all__ = ["create_app", "serve_api", "ApiServer", "PORT_TRIES"]
 
@@ -82,7 +83,7 @@ async def start_tunnel(request: Request) -> Response:
     name = str_field(data, "name") or None
     proto = str_field(data, "proto") or "http"
     if proto != "http":
-        raise ApiError(400, f"only http tunnels are supported, not {proto!r}")
+        raise ApiError(400, f"only http tunnels are supported, not {quoted(proto)}")
     info = await service_of(request).start_tunnel(TunnelConfig(target=addr, name=name, **tunnel_options(data)))
     return ok(tunnel_json(info), status_code=201)
 

@@ -28,6 +28,7 @@ from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.store import Store
 from devtunnel.replay import replay
+from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "tunnel_filter", "replay_edit"]
 
@@ -138,7 +139,7 @@ async def replay_ngrok(request: Request) -> Response:
     if tunnel_name:
         tunnel = _live_tunnel(request, tunnel_name)
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {tunnel_name!r}")
+            raise NotFoundError(f"no tunnel named {quoted(tunnel_name)}")
     original = await _get(request, exchange_id)
     await _replay_and_store(request, original, tunnel.target_url if tunnel else None, None, tunnel)
     return no_content()
@@ -154,7 +155,7 @@ async def replay_with_edits(request: Request) -> Response:
     edit = replay_edit(data)
     to = str_field(data, "to")
     if to is not None and not to.startswith(("http://", "https://")):
-        raise ApiError(400, f"to must be an http:// or https:// URL, not {to!r}")
+        raise ApiError(400, f"to must be an http:// or https:// URL, not {quoted(to)}")
     original = await _get(request, request.path_params["id"])
     result = await _replay_and_store(request, original, to, edit)
     notice = result.signature_notice.removeprefix("signature ") or None
@@ -167,7 +168,7 @@ def _flag(request: Request, key: str) -> bool:
         return False
     if value in ("1", "true", "yes"):
         return True
-    raise ApiError(400, f"{key} must be true or false, not {value!r}")
+    raise ApiError(400, f"{key} must be true or false, not {quoted(value)}")
 
 
 async def export_request(request: Request) -> Response:
@@ -181,7 +182,7 @@ async def export_request(request: Request) -> Response:
     """
     fmt = request.query_params.get("format", "curl")
     if fmt not in EXPORTERS:
-        raise ApiError(400, f"unknown format {fmt!r}; use one of {', '.join(sorted(EXPORTERS))}")
+        raise ApiError(400, f"unknown format {quoted(fmt)}; use one of {', '.join(sorted(EXPORTERS))}")
     options: dict[str, object] = {"redact": True} if _flag(request, "redact") else {}
     to = request.query_params.get("to")
     local = _flag(request, "local")
@@ -226,7 +227,7 @@ async def diff_requests(request: Request) -> Response:
     text = request.query_params.get("side", "both")
     side = _SIDES.get(text)
     if side is None:
-        raise ApiError(400, f"side must be both, request or response, not {text!r}")
+        raise ApiError(400, f"side must be both, request or response, not {quoted(text)}")
     ignore = tuple(p for value in request.query_params.getlist("ignore") for p in value.split(",") if p)
     a = await _get(request, a_id)
     b = await _get(request, b_id)

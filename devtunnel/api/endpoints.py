@@ -28,6 +28,7 @@ from devtunnel.api.plumbing import ApiError, find_tunnel, json_body, no_content,
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import label_from, validate_name
+from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
 
@@ -64,14 +65,14 @@ def endpoint_name(name: str | None, url: str | None) -> str | None:
             parts = urlsplit(url if "://" in url else f"https://{url}")
             host = parts.hostname or ""
         except ValueError as exc:  # an unclosed "[" of an IPv6 address
-            raise ApiError(400, f"url {url!r}: {exc}") from None
+            raise ApiError(400, f"url {quoted(url)}: {exc}") from None
         if parts.scheme not in ("http", "https"):
             raise ApiError(400, f"only http and https endpoints are supported, not {parts.scheme}://")
         if host:
             try:
                 return validate_name(host.split(".", 1)[0])
             except ConfigError as exc:
-                raise ApiError(400, f"url {url!r}: {exc}") from None
+                raise ApiError(400, f"url {quoted(url)}: {exc}") from None
     if name:
         return label_from(name)
     return None
@@ -90,12 +91,12 @@ def _upstream(data: dict[str, Any]) -> str:
         raise ApiError(400, "the field 'upstream' must be an object with a 'url'")
     protocol = upstream.get("protocol", "http1")
     if protocol != "http1":
-        raise ApiError(400, f"upstream protocol {protocol!r} is not supported (only http1)")
+        raise ApiError(400, f"upstream protocol {quoted(protocol)} is not supported (only http1)")
     url = str_field(upstream, "url", required=True) or ""
     if "://" in url:
         scheme = url.split("://", 1)[0].lower()
         if scheme not in ("http", "https"):
-            raise ApiError(400, f"upstream url {url!r}: only http and https upstreams are supported")
+            raise ApiError(400, f"upstream url {quoted(url)}: only http and https upstreams are supported")
     return url
 
 

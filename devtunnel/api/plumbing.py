@@ -29,7 +29,7 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.export.agent_json import error_json
-from devtunnel.values.terminal import escape
+from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
 
@@ -136,10 +136,10 @@ def str_field(data: dict[str, Any], key: str, *, required: bool = False) -> str 
     value = data.get(key)
     if value is None:
         if required:
-            raise ApiError(400, f"the field {key!r} is required")
+            raise ApiError(400, f"the field {quoted(key)} is required")
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ApiError(400, f"the field {key!r} must be a string")
+        raise ApiError(400, f"the field {quoted(key)} must be a string")
     return str(value)
 
 
@@ -157,10 +157,10 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     ``via`` (checked by the agent, which knows the providers)."""
     host_header = str_field(data, "host_header") or "preserve"
     if host_header not in ("preserve", "rewrite"):
-        raise ApiError(400, f"host_header must be preserve or rewrite, not {host_header!r}")
+        raise ApiError(400, f"host_header must be preserve or rewrite, not {quoted(host_header)}")
     relay = str_field(data, "relay") or None
     if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {relay!r}")
+        raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {quoted(relay)}")
     return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None}
 
 
@@ -169,7 +169,7 @@ def find_tunnel(service: Service, name: str, what: str = "tunnel") -> TunnelInfo
     for info in service.tunnels():
         if info.name == name:
             return info
-    raise NotFoundError(f"no {what} named {name!r}")
+    raise NotFoundError(f"no {what} named {quoted(name)}")
 
 
 def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> int:
@@ -180,7 +180,7 @@ def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> 
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ApiError(400, f"{key} must be an integer, not {raw!r}") from exc
+        raise ApiError(400, f"{key} must be an integer, not {quoted(raw)}") from exc
     if value < minimum:
         raise ApiError(400, f"{key} must be at least {minimum}")
     return value

@@ -21,6 +21,7 @@ from devtunnel.api.service import service_of
 from devtunnel.api.plumbing import ApiError, json_body, no_content, ok
 from devtunnel.export.agent_json import TUNNELS_URI
 from devtunnel.rules import Rule, rules_to_tables
+from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "rule_json"]
 
@@ -48,7 +49,7 @@ async def add_rule(request: Request) -> Response:
     data = await json_body(request)
     position = request.query_params.get("position", "first")
     if position not in ("first", "last"):
-        raise ApiError(400, f"position must be first or last, not {position!r}")
+        raise ApiError(400, f"position must be first or last, not {quoted(position)}")
     rule = service_of(request).add_rule(name, data, first=position == "first")
     return ok(rule_json(rule), status_code=201)
 
@@ -57,7 +58,7 @@ async def remove_rule(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}/rules/{index}`` (204)."""
     text = request.path_params["index"]
     if not text.isdigit():
-        raise ApiError(400, f"a rule is named by its number, not {text!r}")
+        raise ApiError(400, f"a rule is named by its number, not {quoted(text)}")
     service_of(request).remove_rule(request.path_params["name"], int(text))
     return no_content()
 

@@ -47,6 +47,7 @@ from devtunnel.capture.jsonpath import apply_assignments, parse_assignment
 from devtunnel.capture.model import Exchange, Headers, Request
 from devtunnel.errors import ConfigError, ReplayError
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, connection_listed, is_token
+from devtunnel.values.terminal import quoted
 
 __all__ = ["JSON_FIELDS", "Edit", "framed_headers"]
 
@@ -71,7 +72,7 @@ def _name(name: object, where: str) -> str:
     if not isinstance(name, str):
         raise ReplayError(f"{where}: a header name must be text, not {type(name).__name__}")
     if not is_token(name):
-        raise ReplayError(f"{where}: invalid header name {name!r}: a name is a token like X-Debug"
+        raise ReplayError(f"{where}: invalid header name {quoted(name)}: a name is a token like X-Debug"
                           " (letters, digits and !#$%&'*+-.^_`|~; no spaces or colons)")
     return name
 
@@ -161,11 +162,11 @@ class Edit:
             if not isinstance(self.method, str):
                 raise ReplayError(f"the method must be text, not {type(self.method).__name__}")
             if not is_token(self.method):
-                raise ReplayError(f"invalid method {self.method!r}: a method is a token like GET or POST")
+                raise ReplayError(f"invalid method {quoted(self.method)}: a method is a token like GET or POST")
         if self.target is not None:
             target = _bytes(self.target, "the target")
             if not target.startswith(b"/") or _BAD_TARGET_RE.search(target):
-                raise ReplayError(f"invalid target {target.decode('utf-8', 'replace')!r}: it must start with /"
+                raise ReplayError(f"invalid target {quoted(target.decode('utf-8', 'replace'))}: it must start with /"
                                   " and hold no spaces or control characters")
             object.__setattr__(self, "target", target)
         if self.headers is not None and not isinstance(self.headers, Headers):
@@ -218,10 +219,10 @@ class Edit:
         original = exchange.request
         method = self.method if self.method is not None else original.method
         if not is_token(method):
-            raise ReplayError(f"cannot replay with method {method!r}: a method is a token like GET or POST")
+            raise ReplayError(f"cannot replay with method {quoted(method)}: a method is a token like GET or POST")
         target = self.target if self.target is not None else original.target
         if not target or _BAD_TARGET_RE.search(target):
-            raise ReplayError(f"cannot replay to target {target!r}: it is empty or holds spaces or control characters")
+            raise ReplayError(f"cannot replay to target {quoted(target)}: it is empty or holds spaces or control characters")
         if self.body is not None:
             body = self.body
         elif original.body_truncated:
@@ -313,7 +314,7 @@ class Edit:
             raise ReplayError("an edit must be a JSON object")
         unknown = sorted(set(data) - set(JSON_FIELDS) - set(allow))
         if unknown:
-            raise ReplayError(f"unknown field {unknown[0]!r}; an edit has {', '.join(JSON_FIELDS)}")
+            raise ReplayError(f"unknown field {quoted(unknown[0])}; an edit has {', '.join(JSON_FIELDS)}")
         method = _json_str(data, "method")
         path = _json_str(data, "path")
         headers = data.get("headers")
@@ -407,8 +408,8 @@ def _json_pairs(pairs: list[Any], what: str) -> list[tuple[str, bytes]]:
         elif isinstance(value, str):
             out.append((name, value.encode("utf-8")))
         elif value is None:
-            raise ReplayError(f"{what}: the value of {name!r} is null; to delete a header, name it in remove_headers")
+            raise ReplayError(f"{what}: the value of {quoted(name)} is null; to delete a header, name it in remove_headers")
         else:
-            raise ReplayError(f"{what}: the value of {name!r} must be a string (or {{\"base64\": ...}}),"
+            raise ReplayError(f"{what}: the value of {quoted(name)} must be a string (or {{\"base64\": ...}}),"
                               f" not {_json_kind(value)}")
     return out

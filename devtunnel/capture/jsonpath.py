@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
 
 __all__ = ["Assignment", "parse_assignment", "set_path", "apply_assignments"]
 
@@ -28,10 +29,10 @@ def parse_assignment(text: str) -> Assignment:
     """
     path, sep, raw = text.partition("=")
     if not sep or not path:
-        raise ConfigError(f"--set {text!r}: expected PATH=VALUE, e.g. data.object.amount=999")
+        raise ConfigError(f"--set {quoted(text)}: expected PATH=VALUE, e.g. data.object.amount=999")
     parts = [p.replace("\\.", ".") for p in re.split(r"(?<!\\)\.", path)]
     if any(not p for p in parts):
-        raise ConfigError(f"--set {text!r}: the path {path!r} has an empty segment")
+        raise ConfigError(f"--set {quoted(text)}: the path {quoted(path)} has an empty segment")
     try:
         value: Any = json.loads(raw)
     except ValueError:

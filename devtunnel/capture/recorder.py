@@ -64,7 +64,8 @@ UNWRITTEN_BYTES = 32 << 20
 UNWRITTEN_EXCHANGES = 5000
 """Exchanges kept in memory while writes fail, their bodies dropped first (about 4 KiB each)."""
 FOLLOW_EVERY = 1.0
-"""Seconds between two looks (one ``stat``) at whether the database file is still at its path."""
+"""Seconds between two looks (one ``stat``) at whether the database file is still at its path while
+nothing is written; a write looks right before and after it (``Recorder._write_at_path``)."""
 
 
 class Judge(Protocol):
@@ -206,6 +207,7 @@ class Recorder:
         self._last_error: str | None = None
         self._next_look = time.monotonic() + FOLLOW_EVERY  # when the writer looks at the path again
         self._refused = False  # the file at the path was refused: look again before every retry
+        self._moved = False  # the last look at the path moved to another file (``_follow``)
         self._thread = threading.Thread(target=self._run, name="devtunnel-recorder", daemon=True)
         self._thread.start()
 
@@ -234,8 +236,8 @@ class Recorder:
 
     def subscribe_verdicts(self, listener: Callable[[list[Exchange]], None]) -> Callable[[], None]:
         """Call ``listener(exchanges)`` with the webhook deliveries of each batch as soon as they are
-        judged (each carrying its ``webhook`` verdict, ``duplicate_of`` not yet set), before they are
-        written; returns an unsubscribe function.
+        judged (each carrying its ``webhook`` verdict, ``duplicate_of`` as the store will set it when
+        they are written), before they are written; returns an unsubscribe function.
 
         It is called from the writer thread, once per batch that holds a delivery: traffic that is no
         webhook never calls it.
@@ -384,7 +386,7 @@ class Recorder:
                     judged = self._judge(batch)
                     if judged:
                         self._announce_verdicts(judged)
-                kept = self._write(batch) if self._follow() else batch
+                kept = self._write_at_path(batch)
                 if _TRIM is not None and batch_bytes >= TRIM_AFTER:
                     del batch
                     _TRIM()
@@ -444,17 +446,43 @@ class Recorder:
     def _announce_verdicts(self, judged: list[Exchange]) -> None:
         with self._cond:
             listeners = list(self._verdict_listeners)
+        if not listeners:
+            return
+        try:
+            firsts = self.store.first_deliveries(judged)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be read now is reported by the write
+            log.debug("cannot look up earlier deliveries: %s", exc)
+            firsts = {}
+        if firsts:  # the listeners' copies only: the store sets the column itself when it writes
+            judged = [replace(ex, webhook=replace(ex.webhook, duplicate_of=firsts[ex.id]))  # type: ignore[type-var]
+                      if ex.id in firsts else ex for ex in judged]
         for listener in listeners:
             try:
                 listener(judged)
             except Exception:  # noqa: BLE001 - a broken listener must not stop recording
                 log.exception("verdict listener %r failed", listener)
 
-    def _follow(self) -> bool:
-        """Follow the database file to what is at its path now (at most every ``FOLLOW_EVERY``
-        seconds, on every retry while it is refused); False while that file is refused."""
+    def _write_at_path(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
+        """Write a batch into the file at the store's path; returns what must be retried later.
+
+        The path is looked at (one ``stat``) right before the write, so nothing is written into
+        a file deleted before it, and right after: a batch that went into a file deleted while it
+        was written is written again into the new one (rows are upserts by id).
+        """
+        if not self._follow(at_once=True):
+            return batch
+        kept = self._write(batch)
+        if kept or not self._follow(at_once=True) or not self._moved:
+            return kept
+        return self._write(batch)
+
+    def _follow(self, at_once: bool = False) -> bool:
+        """Follow the database file to what is at its path now (``at_once``, or at most every
+        ``FOLLOW_EVERY`` seconds; on every retry while it is refused); False while that file is
+        refused. ``_moved`` says whether this call moved to another file."""
+        self._moved = False
         now = time.monotonic()
-        if not self._refused and now < self._next_look:
+        if not at_once and not self._refused and now < self._next_look:
             return True
         self._next_look = now + FOLLOW_EVERY
         try:
@@ -464,6 +492,7 @@ class Recorder:
             self._report(exc)
             return False
         self._refused = False
+        self._moved = change is not None
         if change == "deleted":
             log.warning("the capture database %s was deleted; recording into a new one there", self.store.path)
         elif change == "replaced":

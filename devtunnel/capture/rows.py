@@ -263,6 +263,28 @@ _POINT_LATER_AT = ("UPDATE exchange_rows SET wh_duplicate_of = ?3 WHERE wh_deliv
                    "AND replay_of IS NULL AND id > ?3 AND wh_duplicate_of IS NOT ?3")
 
 
+def _deliveries(exchanges: Iterable[Exchange]) -> dict[tuple[str, str], list[str]]:
+    """The ids of the deliveries among ``exchanges`` (no replays) by delivery id and provider."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for ex in exchanges:
+        v = ex.webhook
+        if v is not None and v.delivery_id and ex.replay_of is None:
+            groups.setdefault((v.delivery_id, v.provider), []).append(ex.id)
+    return groups
+
+
+def first_deliveries(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> dict[str, str]:
+    """What ``_mark_duplicates`` will point each of ``exchanges`` (not written yet) at: the id of
+    the first capture of its provider and delivery id, stored or among ``exchanges``, by the
+    id of each that is not that first one itself."""
+    firsts: dict[str, str] = {}
+    for (delivery, provider), ids in _deliveries(exchanges).items():
+        stored = conn.execute(_FIRST_DELIVERY, (delivery, provider)).fetchone()
+        first = min(ids) if stored is None else min(stored[0], *ids)
+        firsts.update((ex_id, first) for ex_id in ids if ex_id != first)
+    return firsts
+
+
 def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
     """Point the deliveries just written at the first stored one of their provider and delivery id.
 
@@ -270,12 +292,7 @@ def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) ->
     written after a later one of the same id (ids follow arrival, writes follow the end of each
     exchange), the later ones are pointed at it.
     """
-    groups: dict[tuple[str, str], list[str]] = {}
-    for ex in exchanges:
-        v = ex.webhook
-        if v is not None and v.delivery_id and ex.replay_of is None:
-            groups.setdefault((v.delivery_id, v.provider), []).append(ex.id)
-    for (delivery, provider), ids in groups.items():
+    for (delivery, provider), ids in _deliveries(exchanges).items():
         first = conn.execute(_FIRST_DELIVERY, (delivery, provider)).fetchone()[0]
         if first in ids:
             conn.execute(_POINT_LATER_AT, (delivery, provider, first))

@@ -20,7 +20,9 @@ from urllib.parse import quote
 from devtunnel.capture import filters as _filters
 from devtunnel.capture.filters.edge import ip_in_sql
 from devtunnel.capture.model import Exchange
-from devtunnel.capture.rows import FULL_COLUMNS, ROW_COLUMNS, Row, read_exchange, sql_headers, to_row, write_exchanges
+from devtunnel.capture.rows import (
+    FULL_COLUMNS, ROW_COLUMNS, Row, first_deliveries, read_exchange, sql_headers, to_row, write_exchanges,
+)
 from devtunnel.capture.schema import UpgradeNeeded, prepare_schema
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
@@ -371,6 +373,13 @@ class Store:
             some = ", ".join(sorted(found)[:3]) + (", ..." if matches > 3 else "")
             raise NotFoundError(f"the id prefix {prefix} is ambiguous: {matches} matches ({some}); type more of it")
         return found[0]
+
+    def first_deliveries(self, exchanges: Iterable[Exchange]) -> dict[str, str]:
+        """For webhook deliveries about to be written: the id of the first capture of the same
+        provider and delivery id (stored, or among ``exchanges``), by the id of each delivery that
+        is a duplicate of it; what ``duplicate_of`` will say once they are written."""
+        with self._reading() as conn:
+            return first_deliveries(conn, exchanges)
 
     def short_ids(self, ids: Iterable[str], minimum: int = MIN_SHORT) -> dict[str, str]:
         """The shortest prefix of each id that no other stored id starts with, at least ``minimum`` long.

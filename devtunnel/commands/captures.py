@@ -55,7 +55,7 @@ from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
 from devtunnel.replay import replay_many
 from devtunnel.values.sizes import format_size
-from devtunnel.values.terminal import escape
+from devtunnel.values.terminal import escape, quoted
 
 __all__ = ["run"]
 
@@ -81,7 +81,7 @@ def _filter(expression: str) -> Any:
         return parse(expression)
     except FilterSyntaxError as exc:
         # The column counts in the whole expression; the quote is the part around it.
-        raise ConfigError(f"invalid filter {excerpt(expression, exc.position)!r}: {exc}") from exc
+        raise ConfigError(f"invalid filter {quoted(excerpt(expression, exc.position))}: {exc}") from exc
 
 
 def _resolve(store: Store, ids: list[str], expression: str) -> list[Exchange]:
@@ -94,7 +94,7 @@ def _resolve(store: Store, ids: list[str], expression: str) -> list[Exchange]:
     if expression:
         exchanges = store.query(_filter(expression))
         if not exchanges:
-            raise NotFoundError(f"no exchange matches {expression!r}")
+            raise NotFoundError(f"no exchange matches {quoted(expression)}")
         return exchanges
     raise ConfigError("give one or more exchange ids, or --filter EXPR")
 
@@ -321,11 +321,44 @@ def _write(path: Path, data: bytes) -> None:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def _write_new(path: Path, data: bytes) -> bool:
+    """Write the side file ``path``, never over a file that is there: True when written, False
+    when one holding exactly ``data`` is there already (an earlier export of the same exchange).
+
+    Raises:
+        ExportError: a file of that name holds other bytes (it is left as it was).
+    """
+    try:
+        with path.open("xb") as file:
+            file.write(data)
+        return True
+    except FileExistsError:
+        if _holds(path, data):
+            return False
+        raise _taken(path) from None
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _taken(path: Path) -> ExportError:
+    """The error for a side file whose name a file of other bytes holds."""
+    return ExportError(f"refusing to replace {path.absolute()}: a file of that name is there; move it away and "
+                       "export again, or export with -o FILE to put the side files next to FILE")
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a file of exactly the bytes ``data``."""
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def _side_file(folder: Path, name: str) -> Path:
     """Where a side file goes: its name is the path the text spells, which must lie in ``folder``."""
     path = Path(name)
     if folder.resolve() not in path.resolve().parents:
-        raise ExportError(f"refusing to write a side file outside {folder}: {name!r}")
+        raise ExportError(f"refusing to write a side file outside {folder}: {quoted(name)}")
     return path
 
 
@@ -351,7 +384,7 @@ def _for_terminal(text: str) -> str:
 
 def _export(args: argparse.Namespace) -> int:
     if args.format not in EXPORTERS:
-        raise ConfigError(f"unknown format {args.format!r}; use one of {', '.join(sorted(EXPORTERS))}")
+        raise ConfigError(f"unknown format {quoted(args.format)}; use one of {', '.join(sorted(EXPORTERS))}")
     options = _destination_options(args.format, args.to)
     out = Path(args.output) if args.output else None
     if out is not None and out.is_dir():
@@ -364,13 +397,18 @@ def _export(args: argparse.Namespace) -> int:
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
     result = export(args.format, exchanges, **options)
-    # The main output first: if -o cannot be written, no side files are left behind.
+    # Side files are named by the export, not by the user: none replaces a file that is there
+    # (checked before anything is written; one of the same bytes is kept). Then the main output:
+    # if -o cannot be written, no side files are left behind.
+    side_files = [(_side_file(folder, name), data) for name, data in result.files.items()]
+    for path, data in side_files:
+        if path.exists() and not _holds(path, data):
+            raise _taken(path)
     if out is not None:
         _write(out, result.text.encode("utf-8"))
-    for name, data in result.files.items():
-        path = _side_file(folder, name)
-        _write(path, data)
-        print(f"wrote {safe(str(path))} ({format_size(len(data))})", file=sys.stderr)
+    for path, data in side_files:
+        done = "wrote" if _write_new(path, data) else "kept (same bytes)"
+        print(f"{done} {safe(str(path.absolute()))} ({format_size(len(data))})", file=sys.stderr)
     if out is not None:
         print(f"wrote {safe(str(out))}", file=sys.stderr)
         return 0
@@ -400,7 +438,7 @@ def _edit(args: argparse.Namespace) -> Edit | None:
         name, sep, value = spec.partition(":")
         name, value = name.strip(), value.strip()
         if not sep or not name:
-            raise ConfigError(f"--header takes 'NAME: VALUE' (or 'NAME:' to delete), not {spec!r}")
+            raise ConfigError(f"--header takes 'NAME: VALUE' (or 'NAME:' to delete), not {quoted(spec)}")
         if value:
             set_headers.append((name, value))
         else:
@@ -415,7 +453,7 @@ def _edit(args: argparse.Namespace) -> Edit | None:
         else:
             body = args.body.encode("utf-8")
     if args.path is not None and not args.path.startswith("/"):
-        raise ConfigError(f"--path must start with /, not {args.path!r}")
+        raise ConfigError(f"--path must start with /, not {quoted(args.path)}")
     for text in args.set:
         parse_assignment(text)  # a malformed --set is bad usage (ConfigError), before anything is read
     try:
@@ -449,10 +487,10 @@ def _outcome_lines(original: Exchange, result: Exchange, ignore_headers: list[st
 
 def _replay(args: argparse.Namespace) -> int:
     if args.to is not None and not args.to.startswith(("http://", "https://")):
-        raise ConfigError(f"--to must be an http:// or https:// URL, not {args.to!r}")
+        raise ConfigError(f"--to must be an http:// or https:// URL, not {quoted(args.to)}")
     for name in args.ignore_header:
         if not name or any(c in name for c in ": \t\r\n"):
-            raise ConfigError(f"--ignore-header takes a header name such as X-Build, not {name!r}")
+            raise ConfigError(f"--ignore-header takes a header name such as X-Build, not {quoted(name)}")
     ignore_headers = [*settings_of(args).replay.ignore_headers, *args.ignore_header]
     edit = _edit(args)
     store = _open(args, readonly=False)

@@ -31,6 +31,7 @@ from devtunnel.commands.output import safe
 from devtunnel.errors import ConfigError
 from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.rules import Rule
+from devtunnel.values.terminal import quoted
 
 __all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay"]
 
@@ -159,7 +160,7 @@ def _check_target(target: str) -> None:
         parse_target(str(target))
     except ConfigError as exc:
         if any(c.isalpha() for c in str(target)) and ":" not in str(target):
-            raise ConfigError(f"{exc}; no tunnel named {target!r} is defined either (devtunnel config show)") from None
+            raise ConfigError(f"{exc}; no tunnel named {quoted(target)} is defined either (devtunnel config show)") from None
         raise
 
 

@@ -12,6 +12,7 @@ import textwrap
 
 from devtunnel.commands.output import err
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
+from devtunnel.values.terminal import quoted
 
 __all__ = ["run", "filters_reference", "TOPICS"]
 
@@ -68,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
         commands[topic].print_help()
         return EXIT_OK
     names = ", ".join([*TOPICS, *(c for c in commands if c != "help")])
-    err(f"no help on {topic!r}: ask for one of {names}")
+    err(f"no help on {quoted(topic)}: ask for one of {names}")
     return EXIT_USAGE

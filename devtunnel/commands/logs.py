@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 from devtunnel.commands.config import settings_of
 from devtunnel.commands.output import safe
 from devtunnel.errors import ConfigError, DevtunnelError, NotFoundError
+from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
 
 __all__ = ["PORTS_TRIED", "log_line_text", "run"]
@@ -42,7 +43,7 @@ def _candidates(args: argparse.Namespace) -> list[tuple[str, int]]:
     if args.api:
         parts = split_url(args.api if "://" in args.api else "http://" + args.api, "--api")
         if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"--api must be the agent API's http:// URL, e.g. http://127.0.0.1:4040, not {args.api!r}")
+            raise ConfigError(f"--api must be the agent API's http:// URL, e.g. http://127.0.0.1:4040, not {quoted(args.api)}")
         return [(parts.hostname, parts.port or 80)]
     first = settings_of(args).agent.api_port or 4040
     return [("127.0.0.1", port) for port in range(first, min(first + PORTS_TRIED, 65536))]
@@ -128,9 +129,9 @@ def run(args: argparse.Namespace) -> int:
                 _print(f"--- {int(item['dropped'])} lines left out (read too slowly)", out)
             else:
                 _print(log_line_text(item), out)
-        raise DevtunnelError(f"the agent stopped sending the logs of {args.name!r} (tunnel stopped or agent gone)")
+        raise DevtunnelError(f"the agent stopped sending the logs of {quoted(args.name)} (tunnel stopped or agent gone)")
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise DevtunnelError(f"reading the logs of {args.name!r} failed: {exc}") from None
+        raise DevtunnelError(f"reading the logs of {quoted(args.name)} failed: {exc}") from None
     except KeyboardInterrupt:
         return 0
     finally:

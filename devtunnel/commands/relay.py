@@ -19,6 +19,7 @@ from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.values.names import validate_domain
 from devtunnel.values.sizes import parse_size
+from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
 
 
@@ -29,7 +30,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, port_text = "127.0.0.1", text
     host = host.strip("[]")
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"--listen {text!r}: expected HOST:PORT with a port of 0-65535, e.g. 0.0.0.0:8000")
+        raise ConfigError(f"--listen {quoted(text)}: expected HOST:PORT with a port of 0-65535, e.g. 0.0.0.0:8000")
     return host or "0.0.0.0", int(port_text)
 
 
@@ -85,7 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     if args.public_url:
         parts = split_url(args.public_url, "--public-url")
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"--public-url {args.public_url!r}: expected http(s)://HOST, e.g. https://tunnel.example.com")
+            raise ConfigError(f"--public-url {quoted(args.public_url)}: expected http(s)://HOST, e.g. https://tunnel.example.com")
         _check_public_host(parts.hostname)
     try:
         domain = validate_domain(args.domain)  # [relay_server] domain went through it when read
@@ -120,7 +121,7 @@ def _check_public_host(host: str) -> None:
         except ConfigError as exc:
             raise ConfigError(f"--public-url: {exc}") from None
     else:
-        raise ConfigError(f"--public-url: {safe(host)} is an IP address, and a tunnel's URL is NAME.HOST: give the "
+        raise ConfigError(f"--public-url: {host} is an IP address, and a tunnel's URL is NAME.HOST: give the "
                           "host name whose subdomains (a wildcard DNS record *.HOST) reach this relay")
 
 
@@ -132,7 +133,7 @@ def _trusted_proxies(cidrs: list[str]) -> list[str]:
         try:
             ipaddress.ip_network(cidr.strip(), strict=False)
         except ValueError:
-            raise ConfigError(f"--trusted-proxy {cidr!r}: not an address or CIDR, e.g. 10.0.0.0/8") from None
+            raise ConfigError(f"--trusted-proxy {quoted(cidr)}: not an address or CIDR, e.g. 10.0.0.0/8") from None
     return [c.strip() for c in cidrs]
 
 

@@ -23,6 +23,7 @@ from devtunnel.capture.jsonpath import apply_assignments
 from devtunnel.capture.outcome import body_excerpt
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError, DevtunnelError
+from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
 from devtunnel.webhooks import BUILTIN, Delivery, SignatureError, by_name
 from devtunnel.webhooks.samples import list_samples, sample
@@ -47,16 +48,16 @@ def send_url(text: str, default_path: str) -> tuple[str, str]:
     """
     parts = split_url(text, "--to")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--to {text!r}: expected an http:// or https:// URL, e.g. http://payments.localhost:41234/webhooks/stripe")
+        raise ConfigError(f"--to {quoted(text)}: expected an http:// or https:// URL, e.g. http://payments.localhost:41234/webhooks/stripe")
     if parts.username or parts.password:
-        raise ConfigError(f"--to {text!r}: user info in the URL is not supported")
+        raise ConfigError(f"--to {quoted(text)}: user info in the URL is not supported")
     try:
         # What httpx would refuse when sending (InvalidURL), and the name as the resolver takes
         # it (the IDNA codec refuses an empty label or one over 63 characters: UnicodeError).
         wire = httpx.URL(text)
         wire.raw_host.decode("ascii").encode("idna")
     except (httpx.InvalidURL, UnicodeError) as exc:
-        raise ConfigError(f"--to {text!r}: not a valid URL ({exc})") from None
+        raise ConfigError(f"--to {quoted(text)}: not a valid URL ({exc})") from None
     path = parts.path if parts.path not in ("", "/") else default_path
     host = wire.netloc.decode("ascii")
     connect = host
@@ -144,7 +145,7 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     """
     provider = by_name(provider_name.lower(), BUILTIN)
     if provider is None:
-        raise ConfigError(f"unknown provider {provider_name!r}; known: {', '.join(p.name for p in BUILTIN)}")
+        raise ConfigError(f"unknown provider {quoted(provider_name)}; known: {', '.join(p.name for p in BUILTIN)}")
     now = time.time()
     made = sample(provider.name, event, now=now)
     url, host = send_url(to, made.info.path)

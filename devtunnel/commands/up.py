@@ -16,6 +16,7 @@ from devtunnel.commands.config import resolve_http
 from devtunnel.config import Settings, TunnelSection
 from devtunnel.errors import ConfigError
 from devtunnel.agent.config import TunnelConfig
+from devtunnel.values.terminal import quoted
 
 __all__ = ["chosen_tunnels", "run", "tunnel_configs", "resolve_up"]
 
@@ -34,7 +35,7 @@ def chosen_tunnels(settings: Settings, names: list[str]) -> list[TunnelSection]:
     for name in names:
         tunnel = settings.tunnel(name)
         if tunnel is None:
-            raise ConfigError(f"no tunnel named {name!r} is defined (defined: {', '.join(defined)})")
+            raise ConfigError(f"no tunnel named {quoted(name)} is defined (defined: {', '.join(defined)})")
         if tunnel not in chosen:
             chosen.append(tunnel)
     return chosen or list(settings.tunnels)

@@ -26,6 +26,7 @@ from devtunnel.values.http1 import is_token
 from devtunnel.values.relay_url import relay_connect_url
 from devtunnel.values.sizes import parse_size, size_text
 from devtunnel.values.target import parse_target
+from devtunnel.values.terminal import quoted
 
 
 class Kind:
@@ -110,7 +111,7 @@ class Size(Kind):
     def check(self, value: object) -> int:
         if isinstance(value, str):
             if value.strip().startswith("-"):
-                raise ValueError(f"a size cannot be negative, got {value!r}")
+                raise ValueError(f"a size cannot be negative, got {quoted(value)}")
             try:
                 value = parse_size(value)
             except ConfigError as exc:
@@ -189,7 +190,7 @@ class Listen(Kind):
         text: str = super().check(value)
         match = self._RE.fullmatch(text)
         if match is None or int(match.group(2)) > 65535:
-            raise ValueError(f"expected HOST:PORT with a port of 0-65535, e.g. 0.0.0.0:8000, got {text!r}")
+            raise ValueError(f"expected HOST:PORT with a port of 0-65535, e.g. 0.0.0.0:8000, got {quoted(text)}")
         return text
 
 
@@ -259,7 +260,7 @@ class EnvName(Kind):
     def check(self, value: object) -> str:
         text: str = super().check(value)
         if not self._RE.fullmatch(text):
-            raise ValueError(f"expected an environment variable name such as STRIPE_WEBHOOK_SECRET, got {text!r}")
+            raise ValueError(f"expected an environment variable name such as STRIPE_WEBHOOK_SECRET, got {quoted(text)}")
         return text
 
 
@@ -291,4 +292,4 @@ class RuleTables(Kind):
 def shown(value: object) -> str:
     """How a wrong value is named in a message: text as itself, anything else by its type."""
     kind = {bool: "a boolean", int: "an integer", float: "a number", str: "text", dict: "a table", list: "an array"}
-    return f"{value!r}" if isinstance(value, str) else kind.get(type(value), type(value).__name__)
+    return f"{quoted(value)}" if isinstance(value, str) else kind.get(type(value), type(value).__name__)

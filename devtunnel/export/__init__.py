@@ -21,6 +21,7 @@ from devtunnel.export.httpie import export_httpie
 from devtunnel.export.pytest_module import export_pytest
 from devtunnel.export.raw import export_raw
 from devtunnel.export.redact import REDACTED, SECRET_HEADERS, redact_exchange, redact_headers
+from devtunnel.values.terminal import quoted
 
 __all__ = [
     "EXPORTERS",
@@ -55,7 +56,7 @@ def _exporter(format: str) -> Exporter:
         return EXPORTERS[format]
     except KeyError:
         known = ", ".join(EXPORTERS)
-        raise ExportError(f"unknown export format {format!r}; known formats: {known}") from None
+        raise ExportError(f"unknown export format {quoted(format)}; known formats: {known}") from None
 
 
 def export(format: str, exchanges: Exchange | Iterable[Exchange], **options: object) -> Export:

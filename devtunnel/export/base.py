@@ -23,7 +23,7 @@ from urllib.parse import SplitResult, urlsplit
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
 from devtunnel.export.redact import redact_exchange
-from devtunnel.values.terminal import escape, needs_escape
+from devtunnel.values.terminal import escape, needs_escape, quoted
 
 __all__ = [
     "Export",
@@ -175,18 +175,18 @@ def base_url_parts(url: str) -> SplitResult:
             control characters (the message says which).
     """
     if safe_text(url.encode("utf-8", "surrogatepass"), allow="") is None or " " in url:
-        raise ExportError(f"{url!r} contains spaces or control characters")
+        raise ExportError(f"{quoted(url)} contains spaces or control characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError as exc:
-        raise ExportError(f"{url!r} is not a valid URL: {exc}") from None
+        raise ExportError(f"{quoted(url)} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ExportError(f"{url!r} is not an http:// or https:// URL")
+        raise ExportError(f"{quoted(url)} is not an http:// or https:// URL")
     if "@" in parts.netloc:
-        raise ExportError(f"{url!r} holds user info: give credentials as headers, not in the URL")
+        raise ExportError(f"{quoted(url)} holds user info: give credentials as headers, not in the URL")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ExportError(f"{url!r} has a query or fragment: give a base URL (scheme://host[:port][/prefix])")
+        raise ExportError(f"{quoted(url)} has a query or fragment: give a base URL (scheme://host[:port][/prefix])")
     return parts
 
 

@@ -33,6 +33,7 @@ from devtunnel.capture.model import Exchange, Request
 from devtunnel.errors import ExportError
 from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text, shell_word
 from devtunnel.values.http1 import FRAMING, has_field, is_token
+from devtunnel.values.terminal import quoted
 
 __all__ = ["export_curl", "INLINE_LIMIT"]
 
@@ -56,9 +57,9 @@ def _is_plain(target: bytes) -> bool:
 def _checked_url(url: str) -> SplitResult:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ExportError(f"{url!r} is not an http:// or https:// URL")
+        raise ExportError(f"{quoted(url)} is not an http:// or https:// URL")
     if safe_text(url.encode("utf-8", "surrogatepass"), allow="") is None:
-        raise ExportError(f"{url!r} contains control characters")
+        raise ExportError(f"{quoted(url)} contains control characters")
     return parts
 
 
@@ -128,7 +129,7 @@ def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: st
 def _add_method(cmd: _Command, request: Request) -> None:
     method = request.method
     if not is_token(method):
-        raise ExportError(f"method {method!r} is not an HTTP token; curl cannot send it")
+        raise ExportError(f"method {quoted(method)} is not an HTTP token; curl cannot send it")
     if _sends_body(request):
         if method != "POST":  # --data-binary makes curl POST
             cmd.words += ["-X", shell_word(method)]
@@ -145,9 +146,9 @@ def _add_headers(cmd: _Command, exchange: Exchange) -> None:
         lower = name.lower()
         present.add(lower)
         if not is_token(name):
-            raise ExportError(f"exchange {exchange.id}: header name {name!r} is not an HTTP token; curl cannot send it")
+            raise ExportError(f"exchange {exchange.id}: header name {quoted(name)} is not an HTTP token; curl cannot send it")
         if any(b in value for b in b"\r\n\x00"):
-            raise ExportError(f"exchange {exchange.id}: header {name!r} holds CR, LF or NUL; curl cannot send it")
+            raise ExportError(f"exchange {exchange.id}: header {quoted(name)} holds CR, LF or NUL; curl cannot send it")
         if lower in FRAMING:
             continue  # curl frames the body it sends, so an edited body stays a valid request
         # "Name;" is curl's spelling of a header with an empty value ("Name:" would remove it).

@@ -22,6 +22,7 @@ from devtunnel.errors import ExportError
 from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text, shell_word
 from devtunnel.export.curl import INLINE_LIMIT
 from devtunnel.values.http1 import FRAMING, is_token
+from devtunnel.values.terminal import quoted
 
 __all__ = ["export_httpie"]
 
@@ -43,7 +44,7 @@ def _url(exchange: Exchange, base_url: str | None, local: bool) -> str:
 
 def _header_item(exchange: Exchange, name: bytes, value: bytes) -> str:
     if not is_token(name):
-        raise ExportError(f"exchange {exchange.id}: header name {name!r} is not an HTTP token")
+        raise ExportError(f"exchange {exchange.id}: header name {quoted(name)} is not an HTTP token")
     text = safe_text(value)
     if text is None:
         raise ExportError(
@@ -77,7 +78,7 @@ def httpie_command(
     if exchange.websocket:
         raise ExportError(f"exchange {exchange.id} is a WebSocket session; HTTPie cannot replay it")
     if not _METHOD_RE.match(request.method):
-        raise ExportError(f"method {request.method!r} cannot be given to HTTPie (letters only); use the curl format")
+        raise ExportError(f"method {quoted(request.method)} cannot be given to HTTPie (letters only); use the curl format")
     headers = request.headers
     words = ["http"]
     body_word = ""

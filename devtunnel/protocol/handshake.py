@@ -12,6 +12,7 @@ from typing import Any
 
 from devtunnel.errors import ProtocolError
 from devtunnel.protocol import frames as f
+from devtunnel.values.terminal import quoted
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
@@ -61,7 +62,7 @@ class PeerLimits:
         for key, (low, high) in self.bounds().items():
             value = getattr(self, key)
             if type(value) is not int or not low <= value <= high:
-                raise ValueError(f"{key} must be an integer in {low}..{high}, not {value!r}")
+                raise ValueError(f"{key} must be an integer in {low}..{high}, not {quoted(value)}")
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> PeerLimits:
@@ -72,7 +73,7 @@ class PeerLimits:
                 continue
             value = info[key]
             if type(value) is not int or not low <= value <= high:
-                raise ProtocolError(f"handshake setting {key}={value!r} is not an integer in {low}..{high}")
+                raise ProtocolError(f"handshake setting {key}={quoted(value)} is not an integer in {low}..{high}")
             values[key] = value
         return cls(**values)
 
@@ -230,7 +231,7 @@ def decode_welcome(payload: bytes, offered: tuple[int, ...]) -> WelcomeFields:
     version, name, url, info = obj.get("version"), obj.get("name"), obj.get("url"), obj.get("info", {})
     if type(version) is not int or version not in offered:
         raise ProtocolError(
-            f"the relay chose protocol version {version!r}, not one of {list(offered)}", code=UNSUPPORTED_VERSION
+            f"the relay chose protocol version {quoted(version)}, not one of {list(offered)}", code=UNSUPPORTED_VERSION
         )
     if not isinstance(name, str) or not isinstance(url, str):
         raise ProtocolError("WELCOME name and url must be strings")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 
 from devtunnel.relay.link import AgentLink
+from devtunnel.values.terminal import quoted
 
 __all__ = ["Pool", "mix_refusal"]
 
@@ -120,12 +121,12 @@ def mix_refusal(pool: Pool, shared: bool) -> str | None:
         count = len(pool)
         agents = "agent" if count == 1 else "agents"
         return (
-            f"tunnel name {pool.name!r} is shared by a pool of {count} {agents} (--pool); this agent asked for it"
+            f"tunnel name {quoted(pool.name)} is shared by a pool of {count} {agents} (--pool); this agent asked for it"
             " alone: add --pool to join the pool"
         )
     if shared:
         return (
-            f"tunnel name {pool.name!r} is held by an agent that does not share it (no --pool); this agent asked"
+            f"tunnel name {quoted(pool.name)} is held by an agent that does not share it (no --pool); this agent asked"
             " to join a pool"
         )
-    return f"tunnel name {pool.name!r} is in use by another agent that is online"
+    return f"tunnel name {quoted(pool.name)} is in use by another agent that is online"

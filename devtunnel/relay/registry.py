@@ -13,6 +13,7 @@ from devtunnel.protocol.connection import ErrorCode
 from devtunnel.relay.link import AgentLink
 from devtunnel.relay.pool import Pool, mix_refusal
 from devtunnel.values.names import random_name, validate_name
+from devtunnel.values.terminal import quoted
 
 
 class AgentRegistry:
@@ -61,7 +62,7 @@ class AgentRegistry:
             if pool is None:
                 return [], None
             if not hmac.compare_digest(pool.token.encode(), token.encode()):
-                return [], (ErrorCode.NAME_TAKEN, f"tunnel name {name!r} is in use by an agent with another token")
+                return [], (ErrorCode.NAME_TAKEN, f"tunnel name {quoted(name)} is in use by an agent with another token")
             stale = pool.find(instance) if instance is not None else None
             if stale is not None and (len(pool) == 1 or (pool.shared and shared)):
                 return [stale], None

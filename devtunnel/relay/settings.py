@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS
 from devtunnel.rules import Rule
+from devtunnel.values.terminal import quoted
 
 
 @dataclass
@@ -96,5 +97,5 @@ def trusted_networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipadd
         try:
             out.append(ipaddress.ip_network(cidr.strip(), strict=False))
         except ValueError:
-            raise ConfigError(f"--trusted-proxy {cidr!r} is not an address or CIDR (e.g. 10.0.0.0/8)") from None
+            raise ConfigError(f"--trusted-proxy {quoted(cidr)} is not an address or CIDR (e.g. 10.0.0.0/8)") from None
     return out

@@ -23,6 +23,7 @@ from devtunnel.capture.filters import Filter, parse
 from devtunnel.errors import ConfigError, FilterSyntaxError
 from devtunnel.values.http1 import is_token
 from devtunnel.values.target import parse_target
+from devtunnel.values.terminal import quoted
 
 WIRE_VERSION = 1
 """Version of the rules a HELLO carries (``docs/protocol.md``, "Rules")."""
@@ -169,7 +170,7 @@ def load_rules_file(path: str | Path, *, relay: bool = False) -> tuple[Rule, ...
         raise RulesError(f"{path}: not a valid TOML file: {exc}") from None
     unknown = sorted(set(data) - {"rules"})
     if unknown:
-        raise RulesError(f"{path}: unknown key {unknown[0]!r}; a rules file holds [[rules]] tables")
+        raise RulesError(f"{path}: unknown key {quoted(unknown[0])}; a rules file holds [[rules]] tables")
     return parse_rules(data.get("rules", []), str(path), relay=relay, base=file.parent)
 
 
@@ -279,7 +280,7 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
         raise _Problem("", "must be a table with an action")
     action = table.get("action")
     if action not in _KEYS:
-        raise _Problem("action", f"expected one of {', '.join(ACTIONS)}, not {action!r}")
+        raise _Problem("action", f"expected one of {', '.join(ACTIONS)}, not {quoted(action)}")
     unknown = sorted(set(table) - _COMMON - _KEYS[action])
     if unknown:
         raise _Problem(unknown[0], f"not a key of a {action} rule (it takes {', '.join(sorted(_KEYS[action]))})")
@@ -361,7 +362,7 @@ def network(text: str, key: str) -> Network:
     try:
         return ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
-        raise _Problem(key, f"{text!r} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)") from None
+        raise _Problem(key, f"{quoted(text)} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)") from None
 
 
 def _basic_auth(table: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
@@ -390,14 +391,14 @@ def _basic_auth(table: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
         if not sep or not user or not secret:
             raise _Problem("users", "each user is \"name:password\", \"name:sha256:HEX\" or \"name:$2b$...\" (bcrypt)")
         if secret.startswith("sha256:") and not re.fullmatch(r"[0-9a-fA-F]{64}", secret[7:]):
-            raise _Problem("users", f"user {user!r}: a sha256 hash is 64 hex digits after 'sha256:'")
+            raise _Problem("users", f"user {quoted(user)}: a sha256 hash is 64 hex digits after 'sha256:'")
         if secret.startswith("$2") and not re.fullmatch(r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}", secret):
-            raise _Problem("users", f"user {user!r}: not a bcrypt hash ($2b$, the cost, $, then 53 characters)")
+            raise _Problem("users", f"user {quoted(user)}: not a bcrypt hash ($2b$, the cost, $, then 53 characters)")
         if secret.startswith("$2"):
             try:
                 importlib.import_module("bcrypt")
             except ImportError:
-                raise _Problem("users", f"user {user!r}: bcrypt hashes need the bcrypt package; use sha256:HEX") from None
+                raise _Problem("users", f"user {quoted(user)}: bcrypt hashes need the bcrypt package; use sha256:HEX") from None
         credentials.append(Credential(user, secret))
     realm = table.get("realm", "devtunnel")
     if not isinstance(realm, str) or '"' in realm or "\\" in realm or not realm.isprintable():
@@ -412,7 +413,7 @@ def _rate(table: Mapping[str, Any]) -> dict[str, Any]:
     text = table.get("rate")
     m = _RATE.fullmatch(text.strip()) if isinstance(text, str) else None  # group(0): the stripped text
     if m is None or float(m.group(1)) <= 0:
-        raise _Problem("rate", f"expected a rate like \"20/s\", \"600/m\" or \"1000/h\", not {text!r}")
+        raise _Problem("rate", f"expected a rate like \"20/s\", \"600/m\" or \"1000/h\", not {quoted(text)}")
     amount = float(m.group(1))
     rate = amount / _PER[m.group(2)]
     burst = table.get("burst", max(1, math.ceil(amount)))  # a full period's worth may come at once
@@ -427,7 +428,7 @@ def duration(value: object, key: str) -> float:
         return float(value)
     m = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
     if m is None:
-        raise _Problem(key, f"expected a duration like \"0s\", \"250ms\" or \"2s\", not {value!r}")
+        raise _Problem(key, f"expected a duration like \"0s\", \"250ms\" or \"2s\", not {quoted(value)}")
     seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2) or "s"]
     if seconds > 3600:
         raise _Problem(key, "at most an hour")
@@ -437,7 +438,7 @@ def duration(value: object, key: str) -> float:
 def _respond(table: Mapping[str, Any], default_status: int) -> dict[str, Any]:
     status = table.get("status", default_status)
     if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
-        raise _Problem("status", f"must be an HTTP status from 200 to 599, not {status!r}")
+        raise _Problem("status", f"must be an HTTP status from 200 to 599, not {quoted(status)}")
     body = table.get("body", "")
     if not isinstance(body, str) or len(body.encode()) > MAX_BODY:
         raise _Problem("body", f"must be text of at most {MAX_BODY // 1024} KiB")
@@ -463,7 +464,7 @@ def _header_table(value: object, key: str) -> tuple[Header, ...]:
     out = []
     for name, text in value.items():
         if not isinstance(name, str) or not is_token(name):
-            raise _Problem(key, f"{name!r} is not a valid header name")
+            raise _Problem(key, f"{quoted(name)} is not a valid header name")
         if not isinstance(text, str) or any(c in text for c in "\r\n\0") or not all(ord(c) < 256 for c in text):
             raise _Problem(key, f"the value of {name} must be one line of Latin-1 text")
         out.append((name, text))

@@ -27,6 +27,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.capture.rows import Row
 from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Store, file_identity
 from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, TunnelError
+from devtunnel.values.terminal import quoted
 
 T = TypeVar("T")
 
@@ -89,12 +90,12 @@ def _field(data: object, key: str, kind: type | tuple[type, ...], where: str) ->
     if not isinstance(data, dict):
         raise TunnelError(f"the agent API sent a malformed {where}: {type(data).__name__} instead of an object")
     if key not in data:
-        raise TunnelError(f"the agent API sent a malformed {where}: it has no {key!r}")
+        raise TunnelError(f"the agent API sent a malformed {where}: it has no {quoted(key)}")
     value = data[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-        raise TunnelError(f"the agent API sent a malformed {where}: {key!r} is {value!r}, not {expected}")
+        raise TunnelError(f"the agent API sent a malformed {where}: {quoted(key)} is {quoted(value)}, not {expected}")
     return value
 
 

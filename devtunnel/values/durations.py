@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from devtunnel.values.terminal import quoted
+
 __all__ = ["format_duration", "human_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -38,9 +40,9 @@ def parse_duration(text: str | float, *, what: str = "duration") -> float:
                 seconds += float(match.group(1)) * _UNITS[match.group(2)]
                 pos = match.end()
             if not raw or pos != len(raw):
-                raise ValueError(f"{hint}, got {text!r}") from None
+                raise ValueError(f"{hint}, got {quoted(text)}") from None
     if math.isnan(seconds) or seconds < 0 or seconds > _LONGEST:
-        raise ValueError(f"{hint} (0 to 24h), got {text!r}")
+        raise ValueError(f"{hint} (0 to 24h), got {quoted(text)}")
     return seconds
 
 

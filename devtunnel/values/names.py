@@ -6,6 +6,7 @@ import random
 import re
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
 
 ADJECTIVES = (
     "amber", "bold", "brave", "bright", "calm", "clever", "cosmic", "crisp", "daring", "eager",
@@ -48,7 +49,7 @@ def validate_name(name: str) -> str:
         why = "it starts or ends with '-'"
     else:
         why = "only letters a-z, digits and '-' are allowed"
-    raise ConfigError(f"tunnel name {name!r} is not a valid DNS label: {why}")
+    raise ConfigError(f"tunnel name {quoted(name)} is not a valid DNS label: {why}")
 
 
 def validate_domain(text: str) -> str:
@@ -68,8 +69,8 @@ def validate_domain(text: str) -> str:
     for label in domain.split("."):
         if not _LABEL_RE.fullmatch(label):
             why = ("it has an empty label (two dots in a row)" if not label else
-                   f"its label {label!r} starts or ends with '-'" if label.startswith("-") or label.endswith("-") else
-                   f"its label {label!r} is {len(label)} characters long (at most 63)" if len(label) > 63 else
+                   f"its label {quoted(label)} starts or ends with '-'" if label.startswith("-") or label.endswith("-") else
+                   f"its label {quoted(label)} is {len(label)} characters long (at most 63)" if len(label) > 63 else
                    "only letters a-z, digits, '-' and '.' are allowed")
             raise ConfigError(f"'{text}' is not a host name: {why}")  # not repr: the terminal rule escapes once
     return domain

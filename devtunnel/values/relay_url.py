@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
 
 __all__ = ["CONNECT_PATH", "relay_connect_url"]
 
@@ -32,11 +33,11 @@ def relay_connect_url(relay: str) -> str:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
-        raise ConfigError(f"invalid relay URL {relay!r}: {exc}") from exc
+        raise ConfigError(f"invalid relay URL {quoted(relay)}: {exc}") from exc
     scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(parts.scheme.lower())
     if scheme is None:
-        raise ConfigError(f"invalid relay URL {relay!r}: use ws://, wss://, http:// or https://")
+        raise ConfigError(f"invalid relay URL {quoted(relay)}: use ws://, wss://, http:// or https://")
     if not parts.hostname:
-        raise ConfigError(f"invalid relay URL {relay!r}: the host is missing")
+        raise ConfigError(f"invalid relay URL {quoted(relay)}: the host is missing")
     path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))

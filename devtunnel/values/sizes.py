@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
 
 _UNITS = {
     "": 1,
@@ -45,7 +46,7 @@ def parse_size(text: str) -> int:
     """
     size = size_bytes(text)
     if size is None:
-        raise ConfigError(f"{text!r} is not a size: use a number of bytes or a unit such as 512k, 10mb, 1gb")
+        raise ConfigError(f"{quoted(text)} is not a size: use a number of bytes or a unit such as 512k, 10mb, 1gb")
     return size
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
 
 __all__ = ["Target", "parse_target"]
 
@@ -60,22 +61,22 @@ class Target:
 
 def _port(text: str, original: str) -> int:
     if not text.isdigit():
-        raise ConfigError(f"invalid target {original!r}: port {text!r} is not a number; {_EXAMPLES}")
+        raise ConfigError(f"invalid target {quoted(original)}: port {quoted(text)} is not a number; {_EXAMPLES}")
     port = int(text)
     if not 1 <= port <= 65535:
-        raise ConfigError(f"invalid target {original!r}: port {port} is not between 1 and 65535")
+        raise ConfigError(f"invalid target {quoted(original)}: port {port} is not between 1 and 65535")
     return port
 
 
 def _check_host(host: str, original: str) -> str:
     if not host:
-        raise ConfigError(f"invalid target {original!r}: the host is missing; {_EXAMPLES}")
+        raise ConfigError(f"invalid target {quoted(original)}: the host is missing; {_EXAMPLES}")
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
     if not _HOSTNAME.match(host):
-        raise ConfigError(f"invalid target {original!r}: {host!r} is not a valid host name")
+        raise ConfigError(f"invalid target {quoted(original)}: {quoted(host)} is not a valid host name")
     return host
 
 
@@ -96,34 +97,34 @@ def parse_target(text: str) -> Target:
         return Target("http", "127.0.0.1", _port(text, original))
     if "://" not in text:
         if "/" in text:
-            raise ConfigError(f"invalid target {original!r}: a path needs a URL with a scheme; {_EXAMPLES}")
+            raise ConfigError(f"invalid target {quoted(original)}: a path needs a URL with a scheme; {_EXAMPLES}")
         if text.startswith("["):
             host, sep, port_part = text[1:].partition("]:")
             if not sep:
-                raise ConfigError(f"invalid target {original!r}: the port is missing; {_EXAMPLES}")
+                raise ConfigError(f"invalid target {quoted(original)}: the port is missing; {_EXAMPLES}")
         else:
             host, sep, port_part = text.rpartition(":")
             if not sep:
-                raise ConfigError(f"invalid target {original!r}: the port is missing; {_EXAMPLES}")
+                raise ConfigError(f"invalid target {quoted(original)}: the port is missing; {_EXAMPLES}")
             if ":" in host:
-                raise ConfigError(f"invalid target {original!r}: write an IPv6 address as [ADDRESS]:PORT")
+                raise ConfigError(f"invalid target {quoted(original)}: write an IPv6 address as [ADDRESS]:PORT")
         return Target("http", _check_host(host, original), _port(port_part, original))
 
     try:
         parts = urlsplit(text)
         port_text = parts.netloc.rpartition(":")[2] if parts.port is not None else ""
     except ValueError as exc:
-        raise ConfigError(f"invalid target {original!r}: {exc}; {_EXAMPLES}") from exc
+        raise ConfigError(f"invalid target {quoted(original)}: {exc}; {_EXAMPLES}") from exc
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise ConfigError(f"invalid target {original!r}: the scheme must be http or https, not {parts.scheme!r}")
+        raise ConfigError(f"invalid target {quoted(original)}: the scheme must be http or https, not {quoted(parts.scheme)}")
     if parts.username is not None or parts.password is not None:
-        raise ConfigError(f"invalid target {original!r}: credentials in the target URL are not supported")
+        raise ConfigError(f"invalid target {quoted(original)}: credentials in the target URL are not supported")
     if parts.query or parts.fragment:
-        raise ConfigError(f"invalid target {original!r}: a target URL cannot have a query or a fragment")
+        raise ConfigError(f"invalid target {quoted(original)}: a target URL cannot have a query or a fragment")
     host = _check_host(parts.hostname or "", original)
     port = _port(port_text, original) if port_text else _DEFAULT_PORTS[scheme]
     base = parts.path.rstrip("/")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in base):
-        raise ConfigError(f"invalid target {original!r}: the base path contains spaces or control characters")
+        raise ConfigError(f"invalid target {quoted(original)}: the base path contains spaces or control characters")
     return Target(scheme, host, port, base)

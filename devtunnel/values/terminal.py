@@ -42,6 +42,10 @@ The API:
   text always encodes. :func:`json_safe` ``(text) -> str`` does that to text already read.
 - :func:`as_text` ``(text, style="") -> rich.text.Text``: the escaped text as a one-line Rich
   ``Text`` (Rich is imported only when this is called).
+- :func:`quoted` ``(value) -> str``: a value between quotes for a message, *not* escaped: the
+  message keeps it as it came, and each output escapes the whole message once (the CLI's error
+  line, the log's formatter, the inspector). ``repr()`` in a message would escape it a first
+  time, and the output a second (an ESC shown as ``\\\\x1b``, a quote as ``\\\\'``).
 - :func:`needs_escape` ``(ch) -> bool``: the rule for one character.
 - :func:`is_plain` ``(text) -> bool``: True when :func:`escape` leaves ``text`` as it is. The
   rules go character by character, so one call over several values joined answers for each
@@ -61,8 +65,10 @@ if TYPE_CHECKING:
     from rich.style import Style
     from rich.text import Text
 
-__all__ = ["as_text", "display_width", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "read_utf8",
-           "read_utf8_json", "truncate"]
+__all__ = [
+    "as_text", "display_width", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "quoted", "read_utf8",
+    "read_utf8_json", "truncate",
+]
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -129,6 +135,19 @@ def escape(text: str, *, keep: str = "", double_backslash: bool = True) -> str:
         else:
             out.append(ch)  # printable, or a space separator (NBSP, ideographic space)
     return "".join(out)
+
+
+def quoted(value: object) -> str:
+    """``value`` named in a message: text between quotes as it is, anything else as ``repr()``.
+
+    Not escaped: every output escapes a message once (``escape``), so a value quoted here shows
+    an ESC as ``\\x1b`` and a quote as itself. The quotes are ``'`` unless the text holds one
+    and no ``"``, as ``repr()`` picks them.
+    """
+    if not isinstance(value, str):
+        return repr(value)
+    mark = '"' if "'" in value and '"' not in value else "'"
+    return f"{mark}{value}{mark}"
 
 
 def read_utf8(data: bytes) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
 
 __all__ = ["split_url"]
 
@@ -27,9 +28,9 @@ def split_url(text: str, what: str) -> SplitResult:
     try:
         parts = urlsplit(text)
     except ValueError as exc:
-        raise ConfigError(f"{what} {text!r}: not a valid URL ({exc})") from None
+        raise ConfigError(f"{what} {quoted(text)}: not a valid URL ({exc})") from None
     try:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number of 0-65535
     except ValueError:
-        raise ConfigError(f"{what} {text!r}: the port is not a number of 0-65535") from None
+        raise ConfigError(f"{what} {quoted(text)}: the port is not a number of 0-65535") from None
     return parts

@@ -21,8 +21,10 @@ from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Headers
 from devtunnel.capture.verdict import Signature, Verdict
+from devtunnel.values.terminal import quoted
 
-__all__ = ["Delivery", "Signature", "Check", "Verdict", "Provider", "SignatureError", "hmac_digest", "json_field"]
+__all__ = ["Delivery", "Signature", "Check", "Verdict", "Provider", "SignatureError", "hmac_digest", "json_field",
+           "stamped", "timestamp_text"]
 
 DEFAULT_TOLERANCE = 300.0
 """Seconds a signed timestamp may differ from the moment of delivery (Stripe's, Slack's, Svix's)."""
@@ -46,6 +48,20 @@ def timestamp_seconds(text: str) -> int | None:
     if not 0 < len(text) <= MAX_TIMESTAMP_DIGITS or not (text.isascii() and text.isdigit()):
         return None
     return int(text)
+
+
+def timestamp_text(now: float) -> str:
+    """A fresh signature timestamp: the whole seconds of ``now`` since the epoch, as ASCII digits."""
+    return str(int(now))
+
+
+def stamped(headers: Headers, name: str, now: float) -> tuple[Headers, str]:
+    """``headers`` with the timestamp header ``name`` set afresh (``timestamp_text``), and the
+    text that header holds: the one a scheme that signs its timestamp header's text (Slack's
+    ``v0:TIMESTAMP:BODY``, a custom template's ``{timestamp}``) puts in what it signs. Re-signing
+    makes both here, from one value, so the header sent and the text signed cannot differ."""
+    text = timestamp_text(now)
+    return headers.with_set(name, text), text
 
 
 class SignatureError(ValueError):
@@ -218,7 +234,7 @@ class Provider:
             return Check(Signature.INVALID, "missing timestamp")
         value = timestamp_seconds(stamp)
         if value is None:
-            return Check(Signature.INVALID, f"malformed timestamp {stamp[:40]!r}")
+            return Check(Signature.INVALID, f"malformed timestamp {quoted(stamp[:40])}")
         tolerance = self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE
         age = now - value
         if abs(age) > tolerance:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
 from devtunnel.capture.verdict import Signature
-from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, SignatureError, hmac_digest, json_field
+from devtunnel.values.terminal import quoted
+from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, SignatureError, hmac_digest, json_field, stamped
 
 __all__ = ["CustomProvider", "ALGORITHMS", "ENCODINGS"]
 
@@ -66,9 +67,9 @@ class CustomProvider(Provider):
         if not header:
             raise ConfigError(f"{where}.header: the signature header is required")
         if algorithm not in ALGORITHMS:
-            raise ConfigError(f"{where}.algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+            raise ConfigError(f"{where}.algorithm: expected one of {', '.join(ALGORITHMS)}, got {quoted(algorithm)}")
         if encoding not in ENCODINGS:
-            raise ConfigError(f"{where}.encoding: expected hex or base64, got {encoding!r}")
+            raise ConfigError(f"{where}.encoding: expected hex or base64, got {quoted(encoding)}")
         for field_name in _FIELD.findall(template):
             if field_name not in _PLACES:
                 raise ConfigError(f"{where}.template: unknown field {{{field_name}}}; "
@@ -115,10 +116,11 @@ class CustomProvider(Provider):
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         stamp = ""
         if self.spec.timestamp_header:
-            value = self._timestamp_check(delivery.header(self.spec.timestamp_header), now)
+            given_stamp = delivery.header(self.spec.timestamp_header)
+            value = self._timestamp_check(given_stamp, now)
             if isinstance(value, Check):
                 return value
-            stamp = str(value)
+            stamp = given_stamp or ""  # the header's text as sent: what the sender signed
         given = delivery.header(self.spec.header) or ""
         if not given.startswith(self.spec.prefix):
             return Check(Signature.INVALID, f"malformed {self.spec.header} header (expected {self.spec.prefix}DIGEST)")
@@ -134,8 +136,7 @@ class CustomProvider(Provider):
         headers = delivery.headers
         stamp = ""
         if self.spec.timestamp_header:
-            stamp = str(int(now))
-            headers = headers.with_set(self.spec.timestamp_header, stamp)
+            headers, stamp = stamped(headers, self.spec.timestamp_header, now)
         if "{id}" in self.spec.template and not self.delivery_id(delivery):
             raise SignatureError(f"{self.name}: the delivery has no {self.spec.id_header} header to sign")
         digest = hmac_digest(self.spec.algorithm, secret.encode(), self._content(delivery, stamp))

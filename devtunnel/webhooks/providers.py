@@ -30,6 +30,8 @@ from devtunnel.webhooks.base import (
     SignatureError,
     hmac_digest,
     json_field,
+    stamped,
+    timestamp_text,
 )
 
 __all__ = ["Stripe", "GitHub", "Slack", "Shopify", "StandardWebhooks", "Twilio"]
@@ -101,7 +103,7 @@ class Stripe(Provider):
         return self._matches(expected, signatures)
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
-        stamp = int(now)
+        stamp = timestamp_text(now)
         signature = hmac_digest("sha256", secret.encode(), f"{stamp}.".encode() + delivery.body).hex()
         return delivery.headers.with_set("Stripe-Signature", f"t={stamp},v1={signature}")
 
@@ -172,17 +174,21 @@ class Slack(Provider):
         raw = _unhex(digest) if sep and version == "v0" else None
         if raw is None:
             return Check(Signature.INVALID, "malformed X-Slack-Signature header (expected v0=HEX)")
-        value = self._timestamp_check(delivery.header("x-slack-request-timestamp"), now)
+        stamp = delivery.header("x-slack-request-timestamp")
+        value = self._timestamp_check(stamp, now)
         if isinstance(value, Check):
             return value
-        expected = hmac_digest("sha256", secret.encode(), f"v0:{value}:".encode() + delivery.body)
-        return self._matches(expected, [raw])
+        return self._matches(self._digest(secret, stamp or "", delivery.body), [raw])  # the text as sent
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
-        stamp = int(now)
-        digest = hmac_digest("sha256", secret.encode(), f"v0:{stamp}:".encode() + delivery.body).hex()
-        return delivery.headers.with_set("X-Slack-Request-Timestamp", str(stamp)).with_set(
-            "X-Slack-Signature", f"v0={digest}")
+        headers, stamp = stamped(delivery.headers, "X-Slack-Request-Timestamp", now)
+        return headers.with_set("X-Slack-Signature", f"v0={self._digest(secret, stamp, delivery.body).hex()}")
+
+    @staticmethod
+    def _digest(secret: str, stamp: str, body: bytes) -> bytes:
+        """Slack's signature of ``body`` at the timestamp header's text ``stamp``, as sent (not
+        read as a number and written again: slack_sdk signs the header's text)."""
+        return hmac_digest("sha256", secret.encode(), f"v0:{stamp}:".encode() + body)
 
 
 class Shopify(Provider):
@@ -278,10 +284,9 @@ class StandardWebhooks(Provider):
         msg_id = delivery.header(f"{prefix}-id")
         if not msg_id:
             raise SignatureError(f"a Standard Webhooks delivery needs a {prefix}-id header to be signed")
-        stamp = int(now)
+        headers, stamp = stamped(delivery.headers, f"{prefix}-timestamp", now)
         digest = hmac_digest("sha256", self._key(secret), f"{msg_id}.{stamp}.".encode() + delivery.body)
-        return delivery.headers.with_set(f"{prefix}-timestamp", str(stamp)).with_set(
-            f"{prefix}-signature", f"v1,{_b64(digest)}")
+        return headers.with_set(f"{prefix}-signature", f"v1,{_b64(digest)}")
 
 
 class Twilio(Provider):

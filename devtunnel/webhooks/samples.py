@@ -28,6 +28,8 @@ from urllib.parse import urlencode
 
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
+from devtunnel.values.terminal import quoted
+from devtunnel.webhooks.base import timestamp_text
 
 __all__ = ["Sample", "SampleInfo", "list_samples", "sample"]
 
@@ -81,7 +83,7 @@ def _fill(value: Any, now: float, rng: random.Random, memo: dict[str, str]) -> A
         key = match.group(1)
         if key not in memo:
             if key == "now":
-                memo[key] = str(int(now))
+                memo[key] = timestamp_text(now)  # the text a re-signed timestamp header holds
             elif key == "now_iso":
                 memo[key] = datetime.fromtimestamp(int(now), tz=timezone.utc).isoformat().replace("+00:00", "Z")
             elif key == "uuid":
@@ -107,8 +109,8 @@ def sample(provider: str, name: str, *, now: float, rng: random.Random | None = 
         names = sorted(n for p, n in fixtures if p == provider)
         if not names:
             providers = sorted({p for p, _ in fixtures})
-            raise ConfigError(f"no samples for provider {provider!r}; providers: {', '.join(providers)}")
-        raise ConfigError(f"no {provider} sample named {name!r}; {provider} has: {', '.join(names)}")
+            raise ConfigError(f"no samples for provider {quoted(provider)}; providers: {', '.join(providers)}")
+        raise ConfigError(f"no {provider} sample named {quoted(name)}; {provider} has: {', '.join(names)}")
     rng = rng or random.SystemRandom()
     memo: dict[str, str] = {}
     headers = [(k, str(_fill(v, now, rng, memo))) for k, v in data["headers"].items() if v != ""]

@@ -146,3 +146,29 @@ def test_raw_to_a_pipe_or_file_keeps_the_exact_bytes(db: Path, tmp_path: Path) -
     proc = subprocess.run([DEVTUNNEL, "export", CR_BODY.id, "--format", "raw", "--db", str(db)], capture_output=True,
                           cwd=tmp_path, timeout=60, check=False)
     assert proc.returncode == 0 and b"visible\rHIDDEN-TEXT" in proc.stdout
+
+
+BINARY = make_exchange("POST", b"/bin", [(b"Host", b"h"), (b"Content-Length", b"4")], b"\x00\xff\x01\x02")
+
+
+def test_raw_to_a_pipe_never_replaces_a_file_and_says_where_side_files_went(tmp_path: Path) -> None:
+    db = tmp_path / "captures.db"
+    store = Store(db)
+    store.put_many([BINARY])
+    store.close()
+    work = tmp_path / "work"
+    work.mkdir()
+    side = work / f"{BINARY.id}.request.http"
+    side.write_bytes(b"the user's own file\n")
+    refused = run(db, BINARY.id, "--format", "raw", cwd=work)
+    assert refused.returncode == 1 and refused.stdout == "", refused.stdout
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("devtunnel: refusing to replace ") and str(side) in line, line
+    assert side.read_bytes() == b"the user's own file\n"  # left as it was
+    side.unlink()
+    first = run(db, BINARY.id, "--format", "raw", cwd=work)
+    assert first.returncode == 0, first.stderr
+    assert f"wrote {side} (" in first.stderr  # the full path: piped, it went to the current directory
+    assert side.read_bytes().endswith(b"\r\n\r\n\x00\xff\x01\x02") and side.name in first.stdout
+    again = run(db, BINARY.id, "--format", "raw", cwd=work)  # the same bytes: kept, not an error
+    assert again.returncode == 0 and f"kept (same bytes) {side} (" in again.stderr, again.stderr

@@ -64,6 +64,28 @@ def test_after_rm_of_its_database_the_agent_records_into_a_new_one_that_requests
     assert not any("Traceback" in l for l in agent.err)
 
 
+def test_a_request_right_after_rm_of_the_database_is_written_into_the_new_one_not_the_deleted_file(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "captures.db"
+    agent, port, _ = start_agent(procs, env, local[0], db)
+    get(port, "/echo?first")
+    wait_for(lambda: "/echo?first" in requests_listed(env, db), what="the first request in the file")
+    for file in tmp_path.glob("captures.db*"):
+        file.unlink()
+    # At once, before the agent's idle look at the path (every second) could notice.
+    get(port, "/echo?right-after")
+    agent.line(lambda l: "/echo?right-after" in l)
+    said = agent.line(lambda l: "was deleted" in l, lines="err")
+    assert said.endswith(f"the capture database {db} was deleted; recording into a new one there")
+    listed = wait_for(lambda: (out := requests_listed(env, db)) and "/echo?right-after" in out and out,
+                      what="the request sent right after the deletion, in the new file")
+    assert "/echo?first" not in listed
+    assert agent.stop() == 0
+    assert [l for l in agent.err if "was deleted" in l] == [said]
+    assert not any("Traceback" in l for l in agent.err)
+
+
 def test_a_file_that_is_no_capture_database_moved_onto_the_path_is_refused_once_and_traffic_goes_on(
     tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:

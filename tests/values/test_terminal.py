@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtunnel.values.terminal import as_text, escape, escape_bytes, is_plain, needs_escape
+from devtunnel.values.terminal import as_text, escape, escape_bytes, is_plain, needs_escape, quoted
 
 HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
@@ -135,3 +135,10 @@ def test_is_plain_takes_its_ascii_shortcut_to_the_same_answer(text: str) -> None
 @pytest.mark.parametrize("text", ["/a\\b", "\\", "/x\x7f", "/x\x00", "/x y", "/ok", "", "/\u3164", "/caf\u00e9\\"])
 def test_is_plain_on_ascii_and_not_agrees_with_the_regex(text: str) -> None:
     assert is_plain(text) == _plain_by_the_regex(text)
+
+
+def test_quoted_names_a_value_for_a_message_that_is_escaped_once_later() -> None:
+    assert quoted("a\x1bb") == "'a\x1bb'"  # not escaped here: the output escapes the message
+    assert escape(f"no tunnel named {quoted(chr(27) + 'x')}") == "no tunnel named '\\x1bx'"
+    assert quoted("it's") == '"it\'s"' and quoted("'\"") == "''\"'"
+    assert quoted(3) == "3" and quoted(None) == "None"

@@ -105,3 +105,28 @@ def test_a_delivery_gets_a_line_with_provider_event_id_and_verdict_and_a_plain_r
             agent.kill()
     assert not any(STRIPE_SECRET in line or "\x1b" in line or "\u202e" in line for line in agent.out + agent.err)
 
+
+
+def test_a_duplicate_delivery_says_so_and_names_the_first_capture(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    event = tmp_path / "event.json"  # one delivery id, sent twice (as a sender retries)
+    event.write_text(json.dumps({"id": "evt_twice", "object": "event", "type": "invoice.paid", "data": {"object": {}}}))
+    with receiver() as rx:
+        agent = Proc([*DEVTUNNEL, "http", rx.url.rsplit(":", 1)[1], "--no-tui", "--name", "hooks", "--api-port", "0",
+                      "--db", str(tmp_path / "c.db")], env)
+        try:
+            match = FORWARDING.match(agent.line(lambda line: line.startswith("Forwarding")))
+            assert match is not None
+            for path in ("/first", "/again"):
+                done = send("stripe", "invoice.paid", "--data", f"@{event}", "--to", match.group(1) + path,
+                            STRIPE_WEBHOOK_SECRET=STRIPE_SECRET)
+                assert done.stdout.startswith("sent "), done.stdout + done.stderr
+            first = LINE.match(agent.line(lambda line: "  /first  " in line))
+            assert first is not None
+            _, verdict = _lines_of(agent, "/again")
+            assert verdict == f"-->     stripe invoice.paid [evt_twice]  ✓ signature valid  ≡ duplicate of {first.group(1)}"
+            _, verdict = _lines_of(agent, "/first")
+            assert "duplicate" not in verdict and "≡" not in verdict
+            assert agent.stop(signal.SIGINT) == 0
+        finally:
+            agent.kill()

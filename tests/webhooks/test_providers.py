@@ -147,6 +147,33 @@ def test_slack_signature_is_accepted_by_slack_sdk_and_its_by_ours() -> None:
     assert Slack().verify(ours, ["8f742231b10e8888abcd99yyyzzz85a5"], NOW).signature is Signature.VALID
 
 
+class _Clock(slack_sdk.signature.Clock):
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+def test_slack_signs_and_checks_the_timestamp_header_as_sent_as_slack_sdk_does() -> None:
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    verifier = slack_sdk.signature.SignatureVerifier(secret, clock=_Clock(NOW))
+    body = b"command=%2Fdeploy"
+    # Digits slack_sdk takes as they are (its age check reads them as a number, its signature as text).
+    stamp = "0" + str(int(NOW))
+    theirs = verifier.generate_signature(timestamp=stamp, body=body)
+    assert verifier.is_valid(body, stamp, theirs)
+    d = delivery([("X-Slack-Request-Timestamp", stamp), ("X-Slack-Signature", theirs)], body)
+    assert Slack().verify(d, [secret], NOW).signature is Signature.VALID
+    # Re-signed at a moment between two seconds: the header sent is the text signed.
+    later = NOW + 60.999
+    headers = Slack().sign(d, secret, later)
+    sent = headers.get("x-slack-request-timestamp")
+    assert sent == str(int(later)) and len(headers.get_all("x-slack-request-timestamp")) == 1
+    verifier = slack_sdk.signature.SignatureVerifier(secret, clock=_Clock(later))
+    assert verifier.is_valid(body, sent, headers.get("x-slack-signature"))
+
+
 def test_slack_event_types_and_ids() -> None:
     callback = delivery([("X-Slack-Request-Timestamp", "1")],
                         b'{"type": "event_callback", "event_id": "Ev1", "event": {"type": "app_mention"}}')
@@ -245,6 +272,21 @@ def test_a_custom_scheme_signs_and_verifies_its_template() -> None:
     assert acme.verify(again, ["k"], NOW + 301).reason.startswith("timestamp outside the tolerance")
     assert (acme.event_type(again), acme.delivery_id(again), acme.secret_env) == ("order.paid", "d7", "ACME_WEBHOOK_SECRET")
     assert detect(again, [acme, *BUILTIN]) is acme
+
+
+def test_a_custom_scheme_signs_and_checks_its_timestamp_header_as_sent() -> None:
+    acme = CustomProvider("acme", "X-Acme-Signature", template="{timestamp}.{body}", timestamp_header="X-Acme-Time")
+    body = b'{"type": "order.paid"}'
+    stamp = "0" + str(int(NOW))  # what the sender put in the header is what it signed
+    given = hmac.new(b"k", f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    d = delivery([("X-Acme-Time", stamp), ("X-Acme-Signature", given)], body)
+    assert acme.verify(d, ["k"], NOW).signature is Signature.VALID
+    later = NOW + 0.999
+    headers = acme.sign(d, "k", later)
+    sent = headers.get("x-acme-time")
+    assert sent == str(int(later))
+    assert headers.get("x-acme-signature") == hmac.new(b"k", f"{sent}.".encode() + body, hashlib.sha256).hexdigest()
+
 
 
 @pytest.mark.parametrize(

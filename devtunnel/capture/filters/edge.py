@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from devtunnel.capture.filters.base import Leaf, SqlParams, excerpt, fold
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import FilterSyntaxError
+from devtunnel.values.terminal import quoted
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -72,7 +73,7 @@ def build_ip(value: str, pos: int) -> Ip:
             networks.append(ipaddress.ip_network(part.strip(), strict=False))
         except ValueError:
             raise FilterSyntaxError(
-                f"ip expects addresses or networks like 10.0.0.0/8 or ::1, not {excerpt(part.strip())!r}", pos + offset
+                f"ip expects addresses or networks like 10.0.0.0/8 or ::1, not {quoted(excerpt(part.strip()))}", pos + offset
             ) from None
         offset += len(part) + 1
     return Ip(networks)
