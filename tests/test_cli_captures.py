@@ -233,7 +233,17 @@ def test_a_filter_regex_that_backtracks_is_stopped_and_said_in_one_line(captures
     started = time.monotonic()
     line = assert_one_line_error(cli(captures, "requests", "--filter", '~b "(a|a)+$"'), code=2)
     assert time.monotonic() - started < 20
-    assert line.startswith("devtunnel: filter regex took too long: (?s)(a|a)+$")
+    assert line.startswith("devtunnel: filter regex took too long: '(?s)(a|a)+$'")
+
+
+def test_a_stopped_filter_regex_is_escaped_once_on_the_error_line(captures: Captures) -> None:
+    # The message escaped the pattern and err() escaped it again: an ESC showed as \\x1b.
+    store = Store(captures.db)
+    store.put(make_exchange(req_body=b"a" * 5000 + b"!"))
+    store.close()
+    line = assert_one_line_error(cli(captures, "requests", "--filter", '~b "(?:\x1b]0;\\d)?(a|a)+$"'), code=2)
+    assert "filter regex took too long: '(?s)(?:\\x1b]0;\\\\d)?(a|a)+$' (it ran" in line, line
+    assert "\x1b" not in line and "\\\\x1b" not in line
 
 
 def test_a_missing_database_says_there_are_no_captures_yet(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from devtunnel.values.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
-from devtunnel.values.request_head import field_is_safe, fields_are_safe
+from devtunnel.values.request_head import answer_text, field_is_safe, fields_are_safe
 
 __all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER", "MAX_HEAD"]
 
@@ -523,9 +523,12 @@ async def answer_error(
     retry_after: int | None = None,
 ) -> None:
     """Send (and record) the agent's own plain-text answer (400, 502, 503, 504), with ``X-Devtunnel-Error: KIND``
-    (and ``Retry-After`` when given)."""
+    (and ``Retry-After`` when given).
+
+    ``message`` is kept as it is in the record (its outputs escape it) and escaped once in the
+    body, which a client's terminal shows as it is."""
     cap.fail(kind, message.strip())
-    body = message.encode("utf-8")
+    body = answer_text(message).encode("utf-8")
     reason = HTTPStatus(status).phrase.encode("ascii")
     headers: Fields = (
         (b"Content-Type", b"text/plain; charset=utf-8"),

@@ -186,8 +186,18 @@ def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> 
     return value
 
 
+class _ErrorJSON(JSONResponse):
+    """An error body in ASCII: a message quotes values as they came (``values.terminal.quoted``),
+    and JSON escapes them once, every control, bidi or invisible character included, so the body
+    read in a terminal (``curl``) acts on nothing; a client reads the message back as it was and
+    escapes it once where it shows it."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _error(status: int, msg: str, details: dict[str, Any] | None = None, headers: Any = None) -> JSONResponse:
-    return JSONResponse(error_json(status, msg, details), status_code=status, headers=headers)
+    return _ErrorJSON(error_json(status, msg, details), status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -26,7 +26,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import is_token
-from devtunnel.values.request_head import head_problem
+from devtunnel.values.request_head import answer_text, head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
 CONNECTION_EXTENSION = "devtunnel.connection"
@@ -923,7 +923,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def _refuse_bad_head(self, problem: str) -> None:
         """Answer a head that must not be forwarded with 400, and close the connection."""
         self.logger.debug("Request refused: %s", problem)
-        self._refuse(b"HTTP/1.1 400 Bad Request\r\n", f"{problem}\n")
+        self._refuse(b"HTTP/1.1 400 Bad Request\r\n", answer_text(f"{problem}\n"))
 
     def _refuse(self, status_line: bytes, text: str) -> None:
         """Answer a head with ``status_line`` and close the connection; read nothing more.

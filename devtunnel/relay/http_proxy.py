@@ -49,6 +49,7 @@ from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, send_
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.rules import Decision
 from devtunnel.values.sizes import format_size
+from devtunnel.values.request_head import answer_text
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -286,7 +287,7 @@ class HttpForwarder:
         """Forward one request to ``tunnel`` and stream its response back."""
         problem = request_problem(scope)
         if problem is not None:
-            await send_plain(send, 400, f"{problem}\n", close=True)
+            await send_plain(send, 400, answer_text(f"{problem}\n"), close=True)
             return
         length, chunked = _body_length(scope["headers"])
         if self.max_body and length > self.max_body:

@@ -17,17 +17,20 @@ request a relay sends it (a hostile or outdated relay included):
   before it (``:80``, ``:``) is not a host either;
 - an upgrade request (``Connection: upgrade``) carries no body.
 
-Each check returns ``None`` when the value is fine, else a short sentence saying why not,
-fit to be sent back to the client in a 400 answer.
+Each check returns ``None`` when the value is fine, else a short sentence saying why not. The
+sentence quotes the value as it came (``values.terminal.quoted``, bytes that are not UTF-8 as
+U+FFFD): each output escapes it once, the log's formatter, the inspector and the CLI, and the
+400 answer to the client (:func:`answer_text`), so a control byte never reaches a terminal.
 """
 
 from __future__ import annotations
 
 import re
 from devtunnel.values.http1 import is_token, refused_bytes
+from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
-__all__ = ["field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
+__all__ = ["answer_text", "field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
 
 # RFC 9110 5.6.2: token = 1*tchar.
 # Bytes a request target may not hold: controls, space, DEL (high bytes pass, as in paths
@@ -51,9 +54,14 @@ _HOST_KEPT_SIZE = 300
 
 
 def _shown(value: bytes) -> str:
-    """``value`` quoted for a message: repr() escapes control and format characters."""
-    text = value[:_SHOWN].decode("utf-8", "backslashreplace")
-    return repr(text + ("..." if len(value) > _SHOWN else ""))
+    """``value`` quoted for a message, as it came (cut): the message's outputs escape it."""
+    return quoted(read_utf8_json(value[:_SHOWN]) + ("…" if len(value) > _SHOWN else ""))
+
+
+def answer_text(problem: str) -> str:
+    """The body of a plain-text answer stating ``problem`` to a client: escaped once, as the
+    client's terminal (``curl``) shows it as it is."""
+    return escape(problem, keep="\n")
 
 
 _UNSAFE_IN_NAME = refused_bytes(re.compile(rb"[:\r\n\0]"))
@@ -134,7 +142,7 @@ def host_problem(host: bytes) -> str | None:
     byte = bad.group()[0]
     if byte == 0x40:  # @
         return f"the Host header {_shown(host)} holds user info (name@): a Host is a host and an optional port"
-    what = repr(chr(byte)) if 0x20 < byte < 0x7F else f"byte 0x{byte:02x}"
+    what = quoted(chr(byte)) if 0x20 < byte < 0x7F else f"byte 0x{byte:02x}"
     return f"the Host header {_shown(host)} holds {what}, which no host name or address does"
 
 

@@ -71,7 +71,7 @@ async def test_a_catastrophic_filter_regex_is_a_400_and_the_tunnel_carries_traff
     resp, took, served = await _search_while_serving(running, public_url, f'~b "{pattern}"')
     assert resp.status_code == 400, resp.text
     msg = resp.json()["msg"]
-    assert msg.startswith(f"filter regex took too long: (?s){pattern}") and "Traceback" not in msg
+    assert msg.startswith(f"filter regex took too long: '(?s){pattern}'") and "Traceback" not in msg
     assert took < 10
     # The search ran about REGEX_TIMEOUT (1 s): the tunnel answered many requests meanwhile,
     # each at once.
@@ -79,3 +79,14 @@ async def test_a_catastrophic_filter_regex_is_a_400_and_the_tunnel_carries_traff
     # The API still answers filters that are fine.
     listed = (await running.client.get("/api/requests/http", params={"filter": '~b "a{5000}!"'})).json()
     assert [r["request"]["uri"] for r in listed["requests"]] == ["/hook"]
+
+
+async def test_a_stopped_regex_is_in_the_json_error_as_it_came_and_the_body_is_ascii(agent: tuple[Agent, str]) -> None:
+    # The message escaped the pattern, so a client escaping msg once showed \\x1b (and \\\\d).
+    running, _ = agent
+    resp = await running.client.get("/api/requests/http", params={"filter": '~b "(?:\x1b]0;\u202e\\d)?(a|a)+$"'})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["msg"].startswith("filter regex took too long: '(?s)(?:\x1b]0;\u202e\\d)?(a|a)+$' (it ran")
+    # Read in a terminal (curl), the body acts on nothing: JSON escapes each character once.
+    assert resp.content.isascii() and b"\x1b" not in resp.content
+    assert b"(?:\\u001b]0;\\u202e\\\\d)?" in resp.content

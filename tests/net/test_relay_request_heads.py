@@ -388,6 +388,25 @@ async def test_a_host_header_with_a_port_and_no_host_gets_400_naming_it(
     assert victim_service[1].snapshot()[0] == 0
 
 
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [
+        (b"a\xffb", "the Host header 'a\ufffdb' holds byte 0xff"),
+        (b"a\\b", "the Host header 'a\\\\b' holds '\\\\'"),
+        (b"a\xe2\x80\xaeb", "the Host header 'a\\u202eb' holds byte 0xe2"),
+    ],
+    ids=["not-utf8", "backslash", "bidi"],
+)
+async def test_a_refused_host_is_escaped_once_in_the_400_text(
+    tunnel: Harness, victim_service: tuple[int, Seen], host: bytes, shown: str
+) -> None:
+    """The client's terminal shows the plain-text body as it is: no raw control or bidi
+    character, and no escape of an escape (repr() of backslashreplace gave 'a\\\\xffb')."""
+    status, _, body = parse_response(await raw_request(tunnel.relay.port, head(b"GET", b"/x", host)))
+    assert status == 400 and body.decode("utf-8").startswith(shown), body
+    assert body.isascii() or "\u202e" not in body.decode("utf-8")
+
+
 async def test_the_embedded_relay_refuses_a_host_header_that_is_not_a_host_before_routing(
     victim_service: tuple[int, Seen]
 ) -> None:

@@ -150,10 +150,22 @@ async def test_a_filter_regex_that_backtracks_is_stopped_said_and_shows_no_rows(
         await async_wait_for(lambda: app._notifications, timeout=15, what="the notice")
         notice = list(app._notifications)[-1]
         assert notice.title == "Filter stopped" and notice.severity == "error"
-        assert notice.message.startswith("filter regex took too long: (?s)(a|a)+$")
+        assert notice.message.startswith("filter regex took too long: '(?s)(a|a)+$'")
         assert len(table.ids) == 0
         await pilot.press("escape")
         await async_wait_for(lambda: len(table.ids) == 13, what="every request again")
+
+
+async def test_a_stopped_filter_regex_is_escaped_once_in_the_notice(tmp_path: Path) -> None:
+    db = fill(tmp_path / "captures.db", [*traffic(2), make_exchange(2, method="POST", body=b"a" * 5000 + b"!")])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 3)
+        await pilot.press("slash")
+        app.query_one(FilterBar).input.value = '~b "(?:\x1b]0;\u202e)?(a|a)+$"'  # as pasted
+        await async_wait_for(lambda: app._notifications, timeout=15, what="the notice")
+        notice = list(app._notifications)[-1]
+        assert notice.message.startswith("filter regex took too long: '(?s)(?:\\x1b]0;\\u202e)?(a|a)+$'")
 
 
 async def test_enter_remembers_filter_and_up_down_recall_it_across_runs(db: Path, tmp_path: Path) -> None:

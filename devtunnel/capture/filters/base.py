@@ -30,7 +30,7 @@ import regex as _regex
 
 from devtunnel.capture.model import Exchange, Headers
 from devtunnel.errors import FilterSyntaxError, FilterTimeoutError
-from devtunnel.values.terminal import escape
+from devtunnel.values.terminal import quoted
 
 SqlParams = list[object]
 
@@ -106,7 +106,9 @@ def regex_timeout() -> FilterTimeoutError | None:
 
 def _timed_out(rx: _regex.Pattern[str] | _regex.Pattern[bytes], budget: bool) -> FilterTimeoutError:
     pattern = rx.pattern if isinstance(rx.pattern, str) else rx.pattern.decode("utf-8", "replace")
-    shown = escape(pattern if len(pattern) <= 80 else pattern[:80] + "...")
+    # As it came, cut: every output (the CLI's error line, the API's JSON, the inspector) escapes
+    # the whole message once.
+    shown = quoted(excerpt(pattern))
     if budget:
         why = "this filter's regexes ran longer in all than one search of the captures may take"
     else:

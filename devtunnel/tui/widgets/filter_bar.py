@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from rich.cells import cell_len
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -165,15 +166,35 @@ class FilterBar(Vertical):
     def watch_expression(self, expression: str) -> None:
         self.set_class(bool(expression.strip()), "-active")
 
+    def on_mount(self) -> None:
+        # The input scrolls after its value changed (to the cursor): the caret follows.
+        self.watch(self.input, "scroll_x", lambda _: self._show_error(), init=False)
+
+    def on_resize(self) -> None:
+        self._show_error()
+
     def watch_error(self, error: FilterSyntaxError | None) -> None:
         self.set_class(error is not None, "-invalid")
+        self._show_error()
+
+    def _show_error(self) -> None:
+        """The error under the input: a caret under the offending column when the input shows
+        it, else the message alone (its column says where)."""
+        error = self.error
         message = self.query_one("#filter-error", Static)
         if error is None:
             message.update("")
             return
-        # The input has one cell of padding; the caret points at the offending column.
-        caret = " " * max(0, error.position - round(self.input.scroll_x)) + "^ "
-        message.update(message_text(caret + f"{error.message} (column {error.position + 1})"))
+        text = f"{error.message} (column {error.position + 1})"
+        # Cells, not characters (a wide character takes two), from the input's visible start;
+        # both the input and the message have one cell of padding.
+        column = cell_len(self.input.value[: error.position]) - round(self.input.scroll_x)
+        width = self.input.content_size.width
+        if 0 <= column < width:
+            # The message after the caret, or before it when it would not fit on the line.
+            before = column - cell_len(text) - 1
+            text = " " * before + text + " ^" if column + 2 + cell_len(text) > width and before >= 0 else " " * column + "^ " + text
+        message.update(message_text(text))
 
     def action_history(self, step: int) -> None:
         """Recall an older (-1) or newer (+1) filter into the input."""
