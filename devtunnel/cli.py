@@ -364,8 +364,8 @@ examples:
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="change a JSON field by dotted path, e.g. data.object.amount=999 (repeatable)")
     p.add_argument("--data", metavar="TEXT|@FILE", help="send this body instead of the sample's")
-    p.add_argument("--secret-env", metavar="VAR", help="read the secret from VAR instead of the provider's usual variable")
-    p.add_argument("--unsigned", action="store_true", help="send without a signature when no secret is set")
+    p.add_argument("--secret-env", metavar="VAR", help="read the secret from VAR instead of devtunnel.toml and the provider's usual variable")
+    p.add_argument("--unsigned", action="store_true", help="send without a signature, even with a secret set")
     p.add_argument("--insecure", action="store_true", help="do not verify an https URL's certificate")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="give up after this long (default: %(default)s)")
     p.add_argument("--list", action="store_true", help="list the samples and exit")

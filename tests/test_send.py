@@ -15,9 +15,10 @@ from tests.kit.procs import DEVTUNNEL
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 
-def send(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def send(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS}
-    return subprocess.run([*DEVTUNNEL, "send", *args], capture_output=True, text=True, timeout=60, env={**clean, **env})
+    return subprocess.run([*DEVTUNNEL, "send", *args], capture_output=True, text=True, timeout=60, env={**clean, **env},
+                          cwd=cwd)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +91,34 @@ def test_no_secret_is_bad_usage_unless_unsigned() -> None:
         other = send("github", "ping", "--to", rx.url + "/webhooks/github", "--secret-env", "MY_GH",
                      MY_GH=RECEIVER_SECRETS["GITHUB_WEBHOOK_SECRET"])
         assert other.returncode == 0, other.stdout + other.stderr
+
+
+def test_the_secrets_of_devtunnel_toml_sign_a_sample_as_they_sign_a_replay(tmp_path: Path) -> None:
+    """send read only the conventional variable: a project's secret_env or secret was ignored."""
+    config = tmp_path / "devtunnel.toml"
+    github_secret = RECEIVER_SECRETS["GITHUB_WEBHOOK_SECRET"]
+    config.write_text(f'[webhooks.stripe]\nsecret_env = "PAYMENTS_STRIPE_SECRET"\n\n[webhooks.github]\nsecret = "{github_secret}"\n')
+    config.chmod(0o600)
+    home = {"XDG_CONFIG_HOME": str(tmp_path / "user-config")}
+    with receiver() as rx:
+        stripe = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe", cwd=tmp_path, **home,
+                      PAYMENTS_STRIPE_SECRET=RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"])
+        assert stripe.returncode == 0, stripe.stdout + stripe.stderr
+        github = send("github", "push", "--to", rx.url + "/webhooks/github", cwd=tmp_path, **home)
+        assert github.returncode == 0, github.stdout + github.stderr
+        assert rx.verdicts == [("/webhooks/stripe", 200, "ok"), ("/webhooks/github", 200, "ok")]
+        missing = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe", cwd=tmp_path, **home)
+        assert missing.returncode == 2 and len(rx.verdicts) == 2
+        assert missing.stderr == ("devtunnel send: no secret for Stripe: set PAYMENTS_STRIPE_SECRET to the receiver's "
+                                  "secret (or --unsigned to send without a signature)\n")
+
+
+def test_unsigned_sends_no_signature_even_with_a_secret_set() -> None:
+    """--unsigned was ignored when the provider's variable was set: the sample went out signed."""
+    with receiver() as rx:
+        done = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe", "--unsigned", **RECEIVER_SECRETS)
+        assert done.returncode == 1 and ", unsigned, to " in done.stdout
+        assert rx.verdicts[-1][:2] == ("/webhooks/stripe", 400)
 
 
 @pytest.mark.parametrize(
