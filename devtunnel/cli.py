@@ -436,6 +436,15 @@ _COMMANDS = {
 }
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command``, else ``parser``."""
+    found = parser
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            found = action.choices[command]
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``devtunnel`` console script.
 
@@ -447,7 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # quotes its path) is printed by logging's last resort: escaped like every other line.
         logging.lastResort.setFormatter(EscapingFormatter())
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser, whose --help lists the flags it takes
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "help":
         args.parser = parser
     module = importlib.import_module(f"devtunnel.commands.{_COMMANDS[args.command]}")

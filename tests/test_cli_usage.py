@@ -121,6 +121,14 @@ def test_bad_usage_exits_2_with_one_clear_line(args: list[str], says: str, tmp_p
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize("args", [["show", "01M8V2JD", "--bogus"], ["replay", "--bogus", "01M8V2JD"], ["send", "--list", "--bogus"]])
+def test_an_unknown_flag_sends_to_the_commands_own_help(args: list[str], tmp_path: Path) -> None:
+    """It said "devtunnel: ... (see: devtunnel --help)", whose page lists no flag of the command."""
+    done = run(*args, tmp_path=tmp_path)
+    assert done.returncode == EXIT_USAGE and done.stdout == ""
+    assert done.stderr == f"devtunnel {args[0]}: unrecognized arguments: --bogus (see: devtunnel {args[0]} --help)\n"
+
+
 def test_the_inspectors_supervisor_takes_exit_codes_without_loading_the_command_line() -> None:
     code = "import sys, devtunnel.tui.supervisor as s; print('devtunnel.cli' in sys.modules, s.EXIT_TUNNEL_REFUSED)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
