@@ -212,8 +212,8 @@ The filter language: devtunnel help filters
     p.add_argument("--json", action="store_true", help="print as JSON (ngrok API shape)")
     _add_db(p)
 
-    p = sub.add_parser("export", help="export exchanges as curl, HAR, raw HTTP or httpie", formatter_class=_F,
-                       description="Write captured exchanges as curl commands, a HAR file, raw HTTP or httpie commands.",
+    p = sub.add_parser("export", help="export exchanges as curl, HAR, raw HTTP, httpie or a pytest module", formatter_class=_F,
+                       description="Write captured exchanges as curl commands, a HAR file, raw HTTP, httpie commands or a pytest module.",
                        epilog="""\
 examples:
   devtunnel export 01JD3X4K9A --format curl
@@ -221,9 +221,10 @@ examples:
   devtunnel export 01JD3X4K9A --format curl --redact
   devtunnel export 01JD3X4K9A --format curl --to http://127.0.0.1:8080
   devtunnel export 01JD3X4K9A --format curl --to local
+  devtunnel export 01JD3X4K9A --format pytest -o tests/test_hooks.py
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes (default with --filter: every match)")
-    p.add_argument("--format", "-F", default="curl", help="curl, har, raw or httpie (default: %(default)s)")
+    p.add_argument("--format", "-F", default="curl", help="curl, har, raw, httpie or pytest (default: %(default)s)")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="export every exchange matching EXPR")
     p.add_argument("--redact", action="store_true",
                    help="replace credentials, signatures and secret fields (query, form, JSON) with placeholders")

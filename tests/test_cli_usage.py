@@ -55,6 +55,16 @@ def test_diff_help_explains_both_ids_and_side(tmp_path: Path) -> None:
     assert re.search(r"--side \{request,response,both\}\n +compare only the requests", text), text
 
 
+def test_export_help_names_every_format_the_registry_has(tmp_path: Path) -> None:
+    """--format's help said "curl, har, raw or httpie": pytest, documented in docs/webhooks.md, was missing."""
+    from devtunnel.export import EXPORTERS
+
+    done = run("export", "--help", tmp_path=tmp_path)
+    assert done.returncode == 0
+    format_help = " ".join(done.stdout.split("--format FORMAT, -F FORMAT", 1)[1].split("--filter EXPR", 1)[0].split())
+    assert [name for name in sorted(EXPORTERS) if name not in format_help] == []
+
+
 def test_requests_help_points_at_a_reference_the_installed_package_has(tmp_path: Path) -> None:
     text = run("requests", "--help", tmp_path=tmp_path).stdout
     assert "docs/filters.md" not in text
