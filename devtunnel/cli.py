@@ -368,7 +368,7 @@ examples:
     p.add_argument("--secret-env", metavar="VAR", help="read the secret from VAR instead of devtunnel.toml and the provider's usual variable")
     p.add_argument("--unsigned", action="store_true", help="send without a signature, even with a secret set")
     p.add_argument("--insecure", action="store_true", help="do not verify an https URL's certificate")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="give up after this long (default: %(default)s)")
+    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="give up after this long (default: %(default)s)")
     p.add_argument("--list", action="store_true", help="list the samples and exit")
 
     # config ----------------------------------------------------------------------

@@ -132,6 +132,11 @@ def test_unsigned_sends_no_signature_even_with_a_secret_set() -> None:
         (["stripe", "invoice.paid", "--to", "http://x:99999/"], "the port is not a number"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--set", "id.x=1"], "--set id.x: id is str"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--data", "@/nonexistent"], "cannot read it"),
+        # socket.settimeout refused these: a ValueError traceback (0: "Operation now in progress").
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "-1"], "--timeout: expected a positive number of seconds, not '-1'"),
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "0"], "--timeout: expected a positive number of seconds, not '0'"),
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "nan"], "--timeout: expected a positive number of seconds"),
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "inf"], "--timeout: expected a positive number of seconds"),
         # httpx refused these (InvalidURL) or the resolver did (UnicodeError): each was a traceback.
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/hook\x1b[31m"], "not a valid URL"),
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/\x7f"], "not a valid URL"),
@@ -143,6 +148,14 @@ def test_bad_usage_is_one_line_and_exit_2(args: list[str], message: str) -> None
     done = send(*args, **RECEIVER_SECRETS)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_a_timeout_too_long_for_a_socket_waits_instead_of_failing() -> None:
+    """1e12 seconds overflowed socket.settimeout (OverflowError, a traceback)."""
+    with receiver() as rx:
+        done = send("github", "ping", "--to", rx.url + "/webhooks/github", "--timeout", "1e12", **RECEIVER_SECRETS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rx.verdicts == [("/webhooks/github", 200, "ok")]
 
 
 def test_list_shows_every_sample() -> None:

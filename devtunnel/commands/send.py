@@ -34,6 +34,7 @@ from devtunnel.webhooks.secrets import secrets_for
 __all__ = ["SendFailed", "Sent", "missing_secret", "run", "send_sample", "send_url"]
 
 EXIT_USAGE = 2
+_LONGEST_TIMEOUT = 365 * 86400.0
 
 
 def send_url(text: str, default_path: str) -> tuple[str, str]:
@@ -176,7 +177,8 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     label = f"{provider.name} {made.info.name}"
     delivery_id = provider.delivery_id(Delivery("POST", url, headers, body))
     try:
-        with httpx.Client(timeout=timeout, trust_env=False, verify=not insecure) as client:
+        # A socket takes no timeout past time_t's range (OverflowError); a year is as good as forever.
+        with httpx.Client(timeout=min(timeout, _LONGEST_TIMEOUT), trust_env=False, verify=not insecure) as client:
             response = client.post(url, headers=[(n, v) for n, v in headers.items() if n.lower() != "content-length"],
                                    content=body)
     except httpx.HTTPError as exc:
