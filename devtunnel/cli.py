@@ -212,8 +212,8 @@ The filter language: devtunnel help filters
     p.add_argument("--json", action="store_true", help="print as JSON (ngrok API shape)")
     _add_db(p)
 
-    p = sub.add_parser("export", help="export exchanges as curl, HAR, raw HTTP or httpie", formatter_class=_F,
-                       description="Write captured exchanges as curl commands, a HAR file, raw HTTP or httpie commands.",
+    p = sub.add_parser("export", help="export exchanges as curl, HAR, raw HTTP, httpie or a pytest module", formatter_class=_F,
+                       description="Write captured exchanges as curl commands, a HAR file, raw HTTP, httpie commands or a pytest module.",
                        epilog="""\
 examples:
   devtunnel export 01JD3X4K9A --format curl
@@ -221,9 +221,10 @@ examples:
   devtunnel export 01JD3X4K9A --format curl --redact
   devtunnel export 01JD3X4K9A --format curl --to http://127.0.0.1:8080
   devtunnel export 01JD3X4K9A --format curl --to local
+  devtunnel export 01JD3X4K9A --format pytest -o tests/test_hooks.py
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes (default with --filter: every match)")
-    p.add_argument("--format", "-F", default="curl", help="curl, har, raw or httpie (default: %(default)s)")
+    p.add_argument("--format", "-F", default="curl", help="curl, har, raw, httpie or pytest (default: %(default)s)")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="export every exchange matching EXPR")
     p.add_argument("--redact", action="store_true",
                    help="replace credentials, signatures and secret fields (query, form, JSON) with placeholders")
@@ -364,10 +365,10 @@ examples:
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="change a JSON field by dotted path, e.g. data.object.amount=999 (repeatable)")
     p.add_argument("--data", metavar="TEXT|@FILE", help="send this body instead of the sample's")
-    p.add_argument("--secret-env", metavar="VAR", help="read the secret from VAR instead of the provider's usual variable")
-    p.add_argument("--unsigned", action="store_true", help="send without a signature when no secret is set")
+    p.add_argument("--secret-env", metavar="VAR", help="read the secret from VAR instead of devtunnel.toml and the provider's usual variable")
+    p.add_argument("--unsigned", action="store_true", help="send without a signature, even with a secret set")
     p.add_argument("--insecure", action="store_true", help="do not verify an https URL's certificate")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="give up after this long (default: %(default)s)")
+    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="give up after this long (default: %(default)s)")
     p.add_argument("--list", action="store_true", help="list the samples and exit")
 
     # config ----------------------------------------------------------------------
@@ -436,6 +437,15 @@ _COMMANDS = {
 }
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command``, else ``parser``."""
+    found = parser
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            found = action.choices[command]
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``devtunnel`` console script.
 
@@ -447,7 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # quotes its path) is printed by logging's last resort: escaped like every other line.
         logging.lastResort.setFormatter(EscapingFormatter())
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser, whose --help lists the flags it takes
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "help":
         args.parser = parser
     module = importlib.import_module(f"devtunnel.commands.{_COMMANDS[args.command]}")

@@ -568,6 +568,32 @@ def test_a_read_only_database_is_read_by_requests_and_refused_by_replay_in_one_l
         shutil.rmtree(folder)
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None, reason="needs root and chattr")
+def test_a_database_on_a_read_only_file_system_is_read_by_requests_show_and_export(captures: Captures) -> None:
+    """EROFS, not a permission: SQLite said 'unable to open database file' (it cannot make the -shm
+    file), and every reading command refused the file as if its folder were missing."""
+    folder = captures.db.parent / "frozen"
+    folder.mkdir()
+    db = folder / "captures.db"
+    shutil.copy(captures.db, db)
+    # An immutable file in an immutable folder: as a read-only mount, even root cannot write there.
+    if subprocess.run(["chattr", "+i", str(db), str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this file system has no immutable attribute")
+    try:
+        first = captures.exchanges[0].id
+        listed = cli(captures, "requests", "--json", db=db)
+        assert (listed.returncode, listed.stderr) == (0, "")
+        assert [r["id"] for r in json.loads(listed.stdout)] == [e.id for e in captures.exchanges]
+        for args in (["show", first], ["export", first, "--format", "curl"]):
+            done = cli(captures, *args, db=db)
+            assert (done.returncode, done.stderr) == (0, ""), args
+        replay = cli(captures, "replay", first, db=db)
+        assert (replay.returncode, replay.stderr) == (1, f"devtunnel: {db} is read-only; fix its permissions or pass --db\n")
+        assert captures.seen.requests == []
+    finally:
+        subprocess.run(["chattr", "-i", str(db), str(folder)], check=True)
+
+
 @pytest.mark.parametrize(("flags", "status"), [((), "ERR"), (("--insecure",), "200")])
 def test_replay_to_a_self_signed_https_target_needs_insecure(tmp_path: Path, flags: tuple[str, ...], status: str) -> None:
     import trustme

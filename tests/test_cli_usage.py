@@ -55,6 +55,16 @@ def test_diff_help_explains_both_ids_and_side(tmp_path: Path) -> None:
     assert re.search(r"--side \{request,response,both\}\n +compare only the requests", text), text
 
 
+def test_export_help_names_every_format_the_registry_has(tmp_path: Path) -> None:
+    """--format's help said "curl, har, raw or httpie": pytest, documented in docs/webhooks.md, was missing."""
+    from devtunnel.export import EXPORTERS
+
+    done = run("export", "--help", tmp_path=tmp_path)
+    assert done.returncode == 0
+    format_help = " ".join(done.stdout.split("--format FORMAT, -F FORMAT", 1)[1].split("--filter EXPR", 1)[0].split())
+    assert [name for name in sorted(EXPORTERS) if name not in format_help] == []
+
+
 def test_requests_help_points_at_a_reference_the_installed_package_has(tmp_path: Path) -> None:
     text = run("requests", "--help", tmp_path=tmp_path).stdout
     assert "docs/filters.md" not in text
@@ -119,6 +129,14 @@ def test_bad_usage_exits_2_with_one_clear_line(args: list[str], says: str, tmp_p
     assert len(lines) == 1 and lines[0].startswith("devtunnel"), done.stderr
     assert says in lines[0]
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["show", "01M8V2JD", "--bogus"], ["replay", "--bogus", "01M8V2JD"], ["send", "--list", "--bogus"]])
+def test_an_unknown_flag_sends_to_the_commands_own_help(args: list[str], tmp_path: Path) -> None:
+    """It said "devtunnel: ... (see: devtunnel --help)", whose page lists no flag of the command."""
+    done = run(*args, tmp_path=tmp_path)
+    assert done.returncode == EXIT_USAGE and done.stdout == ""
+    assert done.stderr == f"devtunnel {args[0]}: unrecognized arguments: --bogus (see: devtunnel {args[0]} --help)\n"
 
 
 def test_the_inspectors_supervisor_takes_exit_codes_without_loading_the_command_line() -> None:

@@ -15,9 +15,10 @@ from tests.kit.procs import DEVTUNNEL
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 
-def send(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def send(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS}
-    return subprocess.run([*DEVTUNNEL, "send", *args], capture_output=True, text=True, timeout=60, env={**clean, **env})
+    return subprocess.run([*DEVTUNNEL, "send", *args], capture_output=True, text=True, timeout=60, env={**clean, **env},
+                          cwd=cwd)
 
 
 @pytest.mark.parametrize(
@@ -92,6 +93,34 @@ def test_no_secret_is_bad_usage_unless_unsigned() -> None:
         assert other.returncode == 0, other.stdout + other.stderr
 
 
+def test_the_secrets_of_devtunnel_toml_sign_a_sample_as_they_sign_a_replay(tmp_path: Path) -> None:
+    """send read only the conventional variable: a project's secret_env or secret was ignored."""
+    config = tmp_path / "devtunnel.toml"
+    github_secret = RECEIVER_SECRETS["GITHUB_WEBHOOK_SECRET"]
+    config.write_text(f'[webhooks.stripe]\nsecret_env = "PAYMENTS_STRIPE_SECRET"\n\n[webhooks.github]\nsecret = "{github_secret}"\n')
+    config.chmod(0o600)
+    home = {"XDG_CONFIG_HOME": str(tmp_path / "user-config")}
+    with receiver() as rx:
+        stripe = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe", cwd=tmp_path, **home,
+                      PAYMENTS_STRIPE_SECRET=RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"])
+        assert stripe.returncode == 0, stripe.stdout + stripe.stderr
+        github = send("github", "push", "--to", rx.url + "/webhooks/github", cwd=tmp_path, **home)
+        assert github.returncode == 0, github.stdout + github.stderr
+        assert rx.verdicts == [("/webhooks/stripe", 200, "ok"), ("/webhooks/github", 200, "ok")]
+        missing = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe", cwd=tmp_path, **home)
+        assert missing.returncode == 2 and len(rx.verdicts) == 2
+        assert missing.stderr == ("devtunnel send: no secret for Stripe: set PAYMENTS_STRIPE_SECRET to the receiver's "
+                                  "secret (or --unsigned to send without a signature)\n")
+
+
+def test_unsigned_sends_no_signature_even_with_a_secret_set() -> None:
+    """--unsigned was ignored when the provider's variable was set: the sample went out signed."""
+    with receiver() as rx:
+        done = send("stripe", "invoice.paid", "--to", rx.url + "/webhooks/stripe", "--unsigned", **RECEIVER_SECRETS)
+        assert done.returncode == 1 and ", unsigned, to " in done.stdout
+        assert rx.verdicts[-1][:2] == ("/webhooks/stripe", 400)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -103,6 +132,11 @@ def test_no_secret_is_bad_usage_unless_unsigned() -> None:
         (["stripe", "invoice.paid", "--to", "http://x:99999/"], "the port is not a number"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--set", "id.x=1"], "--set id.x: id is str"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--data", "@/nonexistent"], "cannot read it"),
+        # socket.settimeout refused these: a ValueError traceback (0: "Operation now in progress").
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "-1"], "--timeout: expected a positive number of seconds, not '-1'"),
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "0"], "--timeout: expected a positive number of seconds, not '0'"),
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "nan"], "--timeout: expected a positive number of seconds"),
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "inf"], "--timeout: expected a positive number of seconds"),
         # httpx refused these (InvalidURL) or the resolver did (UnicodeError): each was a traceback.
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/hook\x1b[31m"], "not a valid URL"),
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/\x7f"], "not a valid URL"),
@@ -114,6 +148,14 @@ def test_bad_usage_is_one_line_and_exit_2(args: list[str], message: str) -> None
     done = send(*args, **RECEIVER_SECRETS)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_a_timeout_too_long_for_a_socket_waits_instead_of_failing() -> None:
+    """1e12 seconds overflowed socket.settimeout (OverflowError, a traceback)."""
+    with receiver() as rx:
+        done = send("github", "ping", "--to", rx.url + "/webhooks/github", "--timeout", "1e12", **RECEIVER_SECRETS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rx.verdicts == [("/webhooks/github", 200, "ok")]
 
 
 def test_list_shows_every_sample() -> None:

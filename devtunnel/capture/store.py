@@ -214,9 +214,11 @@ class Store:
             return self._connect(uri)
         except sqlite3.Error as exc:
             # A WAL database in a folder we cannot write has no -shm file to share, so SQLite
-            # refuses even to read it. Nobody can be writing it through a path we cannot write
-            # either (short of its owner), so read it as an immutable file.
-            if not (self.readonly and "readonly" in str(exc)):
+            # refuses even to read it ("readonly" for a permission; "unable to open" on a
+            # read-only file system, or an immutable folder). Nobody can be writing it through a
+            # path we cannot write either (short of its owner), so read it as an immutable file.
+            unwritable = "readonly" in str(exc) or not os.access(self.path.parent, os.W_OK)
+            if not (self.readonly and unwritable):
                 raise self._error(exc) from exc
             try:
                 return self._connect(uri + "&immutable=1")

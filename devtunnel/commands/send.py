@@ -1,9 +1,10 @@
 """``devtunnel send PROVIDER EVENT --to URL``: a realistic, signed sample delivery, like ``stripe trigger``.
 
 The sample comes from the shipped fixtures (``--list`` shows them), gets fresh ids and times,
-``--data`` and ``--set`` edits, and a signature made with the provider's secret (its
-conventional variable, e.g. ``STRIPE_WEBHOOK_SECRET``, or ``--secret-env``). Sent to a tunnel's
-public URL it is captured like a real delivery.
+``--data`` and ``--set`` edits, and a signature made with the provider's secret (``--secret-env``,
+else those devtunnel.toml gives or points to and its conventional variable, e.g.
+``STRIPE_WEBHOOK_SECRET``, as a replay signs). Sent to a tunnel's public URL it is captured like
+a real delivery.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from devtunnel.errors import ConfigError, DevtunnelError
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
 from devtunnel.webhooks import BUILTIN, Delivery, SignatureError, by_name
+from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.samples import list_samples, sample
 from devtunnel.webhooks.secrets import secrets_for
 
 __all__ = ["SendFailed", "Sent", "missing_secret", "run", "send_sample", "send_url"]
 
 EXIT_USAGE = 2
+_LONGEST_TIMEOUT = 365 * 86400.0
 
 
 def send_url(text: str, default_path: str) -> tuple[str, str]:
@@ -125,7 +128,8 @@ def missing_secret(provider_name: str, environ: Mapping[str, str], env_name: str
 
 def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str, str],
                 data: str | None = None, assignments: Sequence[str] = (), env_name: str | None = None,
-                unsigned: bool = False, timeout: float = 10.0, insecure: bool = False) -> Sent:
+                unsigned: bool = False, timeout: float = 10.0, insecure: bool = False,
+                webhooks: WebhookContext | None = None) -> Sent:
     """Make a fresh sample delivery, sign it with the provider's secret and POST it to ``to``.
 
     The one sending path of ``devtunnel send`` and the inspector's "Send a sample webhook".
@@ -137,7 +141,9 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
         environ: where the secret is read (its provider's variable, or ``env_name``).
         data: a body instead of the sample's (``@FILE`` reads a file).
         assignments: ``PATH=VALUE`` edits of the JSON body.
-        unsigned: send without a signature when there is no secret (otherwise that is an error).
+        unsigned: send without a signature (with no secret known, sending is otherwise an error).
+        webhooks: the secrets devtunnel.toml adds or points to, as a replay signs with them
+            (``config.webhook_context``); ``env_name`` wins over them.
 
     Raises:
         ConfigError: bad usage (unknown provider or sample, bad URL, no secret, a bad edit).
@@ -151,20 +157,28 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     url, host = send_url(to, made.info.path)
     body = apply_assignments(_body(data, made.body), list(assignments))
     headers = Headers([("Host", host), *made.headers.items()])
-    secrets = secrets_for(provider, environ, env_name=env_name)
-    if secrets:
+    variable = env_name or provider.secret_env
+    if env_name is None and webhooks is not None:
+        secrets = list(webhooks.secrets.get(provider.name, ()))
+        variable = webhooks.secret_envs.get(provider.name, variable)
+    else:
+        secrets = secrets_for(provider, environ, env_name=env_name)
+    if unsigned:
+        secrets = []
+    elif secrets:
         public_url = urlunsplit((urlsplit(to).scheme, host, urlsplit(url).path, urlsplit(url).query, ""))
         try:
             headers = provider.sign(Delivery("POST", public_url, headers, body), secrets[0], now)
         except SignatureError as exc:
             raise ConfigError(str(exc)) from None
-    elif not unsigned:
-        raise ConfigError(f"no secret for {provider.title}: set {env_name or provider.secret_env} "
+    else:
+        raise ConfigError(f"no secret for {provider.title}: set {variable} "
                           "to the receiver's secret (or --unsigned to send without a signature)")
     label = f"{provider.name} {made.info.name}"
     delivery_id = provider.delivery_id(Delivery("POST", url, headers, body))
     try:
-        with httpx.Client(timeout=timeout, trust_env=False, verify=not insecure) as client:
+        # A socket takes no timeout past time_t's range (OverflowError); a year is as good as forever.
+        with httpx.Client(timeout=min(timeout, _LONGEST_TIMEOUT), trust_env=False, verify=not insecure) as client:
             response = client.post(url, headers=[(n, v) for n, v in headers.items() if n.lower() != "content-length"],
                                    content=body)
     except httpx.HTTPError as exc:
@@ -182,7 +196,9 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
 
 def run(args: argparse.Namespace) -> int:
     """Send one sample delivery; exit 0 when the receiver answered 2xx, 1 otherwise, 2 on bad usage."""
+    from devtunnel.commands.config import settings_of
     from devtunnel.commands.output import safe
+    from devtunnel.config import webhook_context
 
     try:
         if args.list:
@@ -191,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give PROVIDER EVENT --to URL (devtunnel send --list shows the samples)")
         sent = send_sample(args.provider, args.event, args.to, environ=os.environ, data=args.data,
                            assignments=args.set or (), env_name=args.secret_env, unsigned=args.unsigned,
-                           timeout=args.timeout, insecure=args.insecure)
+                           timeout=args.timeout, insecure=args.insecure,
+                           webhooks=webhook_context(settings_of(args), os.environ))
     except ConfigError as exc:
         print(f"devtunnel send: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
