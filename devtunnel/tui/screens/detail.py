@@ -119,6 +119,7 @@ class DetailScreen(Screen[None]):
     | escape, q | Close. |
     | 1 / 2 / 3 / 4 | Request, Response, Timing, Messages (WebSockets). |
     | r | Replay this exchange. |
+    | D | Diff it with its latest replay by r (or, for a replay, with its original). |
     | e | Edit, then replay it. |
     | c | Copy it as a curl command. |
     | x | Export it (curl, HAR, raw, httpie). |
@@ -126,12 +127,13 @@ class DetailScreen(Screen[None]):
     | h | Toggle the hex dump of the bodies. |
     | tab | Move to the headers (to scroll them when they do not all fit) and the bodies. |
 
-    The keys r, e, c and x run the app's actions, on the exchange this screen shows.
+    The keys r, D, e, c and x run the app's actions, on the exchange this screen shows.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "close", "Close"),
         Binding("r", "app.replay", "Replay"),
+        Binding("D", "app.diff_original", "Diff replay", show=False),
         Binding("e", "app.edit", "Edit", tooltip="Edit+replay"),
         Binding("c", "app.copy_curl", "Curl", tooltip="Copy curl"),
         Binding("x", "app.export", "Export"),
