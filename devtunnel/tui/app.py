@@ -324,7 +324,7 @@ class InspectorApp(App[None]):
     async def _open_detail(self) -> None:
         exchange = await self._current()
         if exchange is not None:
-            await self.push_screen(DetailScreen(exchange))
+            await self.push_screen(DetailScreen(exchange, self.backend.get))
 
     def action_focus_filter(self) -> None:
         self.query_one(FilterBar).focus_input()

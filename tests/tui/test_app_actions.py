@@ -299,3 +299,26 @@ async def test_c_copies_a_command_whose_body_fits_inline_and_says_where_it_went(
         assert "@" not in app.clipboard
         assert notification.message.startswith(
             f"Sent {len(app.clipboard.encode())} bytes to the terminal's clipboard (OSC 52)"), notification.message
+
+
+async def test_the_detail_of_a_request_in_flight_shows_its_response_once_it_ends(tmp_path: Path) -> None:
+    from textual.widgets import TabbedContent
+
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/slow", status=None, duration=None)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app)
+        await pilot.press("enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail")
+        await pilot.press("2")
+        assert app.screen.exchange.response is None  # type: ignore[attr-defined]
+        assert not app.screen.query("#response-headers")
+
+        store = Store(db)  # the agent records the end of the exchange
+        try:
+            store.put(make_exchange(0, target="/slow", status=201))
+        finally:
+            store.close()
+        await async_wait_for(lambda: app.screen.query("#response-headers"), what="the response shown")
+        assert app.screen.exchange.status == 201  # type: ignore[attr-defined]
+        assert app.screen.query_one(TabbedContent).active == "response"  # the tab stays
