@@ -90,6 +90,8 @@ class InspectorApp(App[None]):
         """Where copied and exported commands send: ``"public"`` or ``"local"`` (the export dialog's last choice)."""
         self.diff_settings = DiffSettings()
         """Diff mode and ignored fields, kept from one diff to the next for the session."""
+        self._latest_replay: dict[str, str] = {}
+        """Exchange id -> the id of its latest replay by ``r``: what D diffs on the original."""
         self._poll_failing = False
 
     def compose(self) -> ComposeResult:
@@ -136,7 +138,7 @@ class InspectorApp(App[None]):
                                      "export", "new_tunnel"})
     """App actions about the main screen's table: off while another screen is on top."""
 
-    EXCHANGE_ACTIONS = frozenset({"replay", "edit", "copy_curl", "export"})
+    EXCHANGE_ACTIONS = frozenset({"replay", "edit", "diff_original", "copy_curl", "export"})
     """Actions on one exchange: also on in the detail screen, on the exchange it shows."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -322,7 +324,7 @@ class InspectorApp(App[None]):
     async def _open_detail(self) -> None:
         exchange = await self._current()
         if exchange is not None:
-            await self.push_screen(DetailScreen(exchange))
+            await self.push_screen(DetailScreen(exchange, self.backend.get))
 
     def action_focus_filter(self) -> None:
         self.query_one(FilterBar).focus_input()
@@ -372,6 +374,7 @@ class InspectorApp(App[None]):
             self.notify(str(exc), title="Replay failed", severity="error")
             return
         self.live.changed([new.id])
+        self._latest_replay[exchange.id] = new.id
         # What came back, as plain text: the reason and the error line come from the network.
         notice = replay_notice(exchange, new, lead=f"{new.id}: ", diff_hint="D diff with the original",
                                ignore_headers=self.backend.replay_ignore_headers)
@@ -426,10 +429,12 @@ class InspectorApp(App[None]):
         exchange = await self._current()
         if exchange is None:
             return
-        if exchange.replay_of is None:
+        if exchange.replay_of is not None:
+            await self._diff(exchange.replay_of, exchange.id)
+        elif exchange.id in self._latest_replay:  # the original, just replayed with r
+            await self._diff(exchange.id, self._latest_replay[exchange.id])
+        else:
             self.notify("This request is not a replay (r replays it)", severity="warning")
-            return
-        await self._diff(exchange.replay_of, exchange.id)
 
     async def _diff(self, a: str, b: str) -> None:
         try:

@@ -99,6 +99,43 @@ async def test_shift_d_diffs_a_replay_with_its_original(tmp_path: Path) -> None:
         assert app.screen.a.id == fixed_id(0) and app.screen.b.id == fixed_id(1)  # type: ignore[attr-defined]
 
 
+async def test_shift_d_after_r_on_an_older_row_diffs_that_replay(tmp_path: Path, service: str) -> None:
+    """r's notice says "D diff with the original": D does, though the cursor stays on the original."""
+    pytest.importorskip("devtunnel.capture.diff")
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/zero", target_url=service),
+                                         make_exchange(1, target="/one", target_url=service)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _ready(app)
+        await pilot.press("up")  # paused on /zero: the replay does not move the cursor
+        await pilot.press("r")
+        await async_wait_for(lambda: len(table.ids) == 3, what="the replay on the table")
+        await async_wait_for(lambda: any(n.title == "Replayed" for n in app._notifications), what="the notice")
+        assert "D diff with the original" in [n.message for n in app._notifications if n.title == "Replayed"][-1]
+        assert table.current_id == fixed_id(0)
+        await pilot.press("D")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DiffScreen", what="the diff screen")
+        assert app.screen.a.id == fixed_id(0) and app.screen.b.id == table.ids[-1]  # type: ignore[attr-defined]
+
+
+async def test_shift_d_after_r_in_the_detail_screen_diffs_that_replay(tmp_path: Path, service: str) -> None:
+    pytest.importorskip("devtunnel.capture.diff")
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/zero", target_url=service)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await _ready(app)
+        await pilot.press("enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail")
+        await pilot.press("r")
+        await async_wait_for(lambda: len(table.ids) == 2, what="the replay on the table")
+        await async_wait_for(lambda: any(n.title == "Replayed" for n in app._notifications), what="the notice")
+        await pilot.press("D")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DiffScreen", what="the diff screen")
+        assert app.screen.a.id == fixed_id(0) and app.screen.b.id == table.ids[-1]  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="back on the detail")
+
+
 async def test_shift_d_on_a_request_that_is_no_replay_explains(tmp_path: Path) -> None:
     db = fill(tmp_path / "captures.db", traffic(3))
     app = inspector(db, tmp_path)
@@ -262,3 +299,26 @@ async def test_c_copies_a_command_whose_body_fits_inline_and_says_where_it_went(
         assert "@" not in app.clipboard
         assert notification.message.startswith(
             f"Sent {len(app.clipboard.encode())} bytes to the terminal's clipboard (OSC 52)"), notification.message
+
+
+async def test_the_detail_of_a_request_in_flight_shows_its_response_once_it_ends(tmp_path: Path) -> None:
+    from textual.widgets import TabbedContent
+
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/slow", status=None, duration=None)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app)
+        await pilot.press("enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail")
+        await pilot.press("2")
+        assert app.screen.exchange.response is None  # type: ignore[attr-defined]
+        assert not app.screen.query("#response-headers")
+
+        store = Store(db)  # the agent records the end of the exchange
+        try:
+            store.put(make_exchange(0, target="/slow", status=201))
+        finally:
+            store.close()
+        await async_wait_for(lambda: app.screen.query("#response-headers"), what="the response shown")
+        assert app.screen.exchange.status == 201  # type: ignore[attr-defined]
+        assert app.screen.query_one(TabbedContent).active == "response"  # the tab stays

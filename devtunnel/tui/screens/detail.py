@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 from rich.table import Table
@@ -12,6 +13,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
+from devtunnel.errors import DevtunnelError
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.tui.render import (
@@ -119,6 +121,7 @@ class DetailScreen(Screen[None]):
     | escape, q | Close. |
     | 1 / 2 / 3 / 4 | Request, Response, Timing, Messages (WebSockets). |
     | r | Replay this exchange. |
+    | D | Diff it with its latest replay by r (or, for a replay, with its original). |
     | e | Edit, then replay it. |
     | c | Copy it as a curl command. |
     | x | Export it (curl, HAR, raw, httpie). |
@@ -126,12 +129,13 @@ class DetailScreen(Screen[None]):
     | h | Toggle the hex dump of the bodies. |
     | tab | Move to the headers (to scroll them when they do not all fit) and the bodies. |
 
-    The keys r, e, c and x run the app's actions, on the exchange this screen shows.
+    The keys r, D, e, c and x run the app's actions, on the exchange this screen shows.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "close", "Close"),
         Binding("r", "app.replay", "Replay"),
+        Binding("D", "app.diff_original", "Diff replay", show=False),
         Binding("e", "app.edit", "Edit", tooltip="Edit+replay"),
         Binding("c", "app.copy_curl", "Curl", tooltip="Copy curl"),
         Binding("x", "app.export", "Export"),
@@ -161,25 +165,49 @@ class DetailScreen(Screen[None]):
     }
     """
 
-    def __init__(self, exchange: Exchange) -> None:
+    IN_FLIGHT_POLL = 0.5
+    """Seconds between reads of an exchange still in flight, until it ends."""
+
+    def __init__(self, exchange: Exchange, reload: Callable[[str], Awaitable[Exchange]] | None = None) -> None:
         super().__init__()
         self.exchange = exchange
+        self._reload = reload
+        """Reads the exchange again by id: an exchange shown in flight is redrawn once it has ended."""
         self._pretty = True
         self._hex = False
+
+    def on_mount(self) -> None:
+        if self._reload is not None and not self.exchange.complete:
+            self._poll = self.set_interval(self.IN_FLIGHT_POLL, self._read_again)
+
+    async def _read_again(self) -> None:
+        assert self._reload is not None
+        try:
+            exchange = await self._reload(self.exchange.id)
+        except DevtunnelError:
+            return  # read again at the next tick
+        if exchange.complete:
+            self._poll.stop()  # this cancels the timer's task: redraw outside it
+            self.call_later(self._show_ended, exchange)
+
+    async def _show_ended(self, exchange: Exchange) -> None:
+        """Redraw what an exchange's end changes: the title, the response and the timing."""
+        self.exchange = exchange
+        self.query_one("#detail-title", Static).update(self._title())
+        pane = self.query_one("#response", TabPane)
+        await pane.remove_children()
+        await pane.mount_compose(self._response())
+        self.query_one("#timing-text", Static).update(self._timing())
 
     def compose(self) -> ComposeResult:
         ex = self.exchange
         # The id as the log line prints it: ``devtunnel show`` / ``replay`` take it.
-        yield Static(Text.assemble((stable_short_id(ex.id) + "  ", "dim"), exchange_title(ex), no_wrap=True,
-                                   overflow="ellipsis", end=""), id="detail-title")
+        yield Static(self._title(), id="detail-title")
         with TabbedContent(initial="request"):
             with TabPane("Request", id="request"):
                 yield from self._message("request", ex.request)
             with TabPane("Response", id="response"):
-                if ex.response is not None:
-                    yield from self._message("response", ex.response)
-                else:
-                    yield Static(self._no_response(), classes="none")
+                yield from self._response()
             with TabPane("Timing", id="timing"):
                 yield Static(self._timing(), id="timing-text")
             if ex.websocket:
@@ -188,6 +216,17 @@ class DetailScreen(Screen[None]):
         yield Footer(compact=True)
 
     # ------------------------------------------------------------------ parts
+
+    def _title(self) -> Text:
+        ex = self.exchange
+        return Text.assemble((stable_short_id(ex.id) + "  ", "dim"), exchange_title(ex), no_wrap=True,
+                             overflow="ellipsis", end="")
+
+    def _response(self) -> ComposeResult:
+        if self.exchange.response is not None:
+            yield from self._message("response", self.exchange.response)
+        else:
+            yield Static(self._no_response(), classes="none")
 
     def _message(self, side: str, message: Request | Response) -> ComposeResult:
         if isinstance(message, Request):
