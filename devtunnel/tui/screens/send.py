@@ -18,7 +18,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from devtunnel.tui.screens.dialog import Dialog
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker
 
@@ -42,7 +42,7 @@ def _label(sample: SampleInfo) -> str:
     return label if sample.name == sample.event else f"{label} ({sample.name})"
 
 
-class SendSampleScreen(ModalScreen[None]):
+class SendSampleScreen(Dialog[None]):
     """Choose a sample delivery and a URL, and send it, signed, as many times as wanted.
 
     | Key | Action |
@@ -82,7 +82,7 @@ class SendSampleScreen(ModalScreen[None]):
         """Every delivery sent from this screen, in order."""
         self._default_url = ""
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         with Vertical() as form:
             form.border_title = "Send a sample webhook"
             yield Label("Sample (provider · event)")
