@@ -20,6 +20,8 @@ print one clear line and never a stray traceback::
     ├── FilterTimeoutError         a filter's regex took too long (``capture.filters.base.regexp``)
     ├── ExportError                an exchange cannot be exported in that format
     └── ReplayError                a replay could not be sent
+        └── EditError              the edit does not fit the request (a --set path into a string,
+                                   a body that is not JSON): bad usage, nothing was sent
 """
 
 from __future__ import annotations
@@ -110,3 +112,8 @@ class ExportError(DevtunnelError):
 
 class ReplayError(DevtunnelError):
     """A replay could not be sent to its target."""
+
+
+class EditError(ReplayError):
+    """The edit asked for does not fit the request it is applied to: what the user typed cannot be
+    applied (the command line exits 2, the agent API answers 400), and nothing was sent."""

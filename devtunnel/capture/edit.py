@@ -45,7 +45,7 @@ from typing import Any
 
 from devtunnel.capture.jsonpath import apply_assignments, parse_assignment
 from devtunnel.capture.model import Exchange, Headers, Request
-from devtunnel.errors import ConfigError, ReplayError
+from devtunnel.errors import ConfigError, EditError, ReplayError
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, connection_listed, is_token
 from devtunnel.values.terminal import quoted
 
@@ -215,6 +215,8 @@ class Edit:
         Raises:
             ReplayError: the result cannot be sent: the captured method or target is not valid
                 HTTP, or the body was recorded only in part and the edit gives none.
+            EditError: the ``set`` fields do not fit the body (it is not JSON, or a path runs
+                into a number or a string).
         """
         original = exchange.request
         method = self.method if self.method is not None else original.method
@@ -236,7 +238,7 @@ class Edit:
             try:
                 body = apply_assignments(body, list(self.set_fields))
             except ConfigError as exc:
-                raise ReplayError(str(exc)) from None
+                raise EditError(str(exc)) from None
         headers = self.headers if self.headers is not None else original.headers
         if self.remove_headers:
             headers = headers.without(*self.remove_headers)

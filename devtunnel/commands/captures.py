@@ -42,6 +42,7 @@ from devtunnel.config import webhook_context
 from devtunnel.errors import (
     ConfigError,
     DevtunnelError,
+    EditError,
     ExportError,
     FilterSyntaxError,
     FilterTimeoutError,
@@ -549,7 +550,7 @@ def run(args: argparse.Namespace) -> int:
     error_exit = EXIT_DIFF_ERROR if args.command == "diff" else EXIT_ERROR
     try:
         return _HANDLERS[args.command](args)
-    except (ConfigError, FilterTimeoutError) as exc:  # bad usage: a bad filter, ids and --filter together ...
+    except (ConfigError, FilterTimeoutError, EditError) as exc:  # bad usage: a bad filter, a --set that does not fit ...
         err(str(exc))
         return EXIT_DIFF_ERROR if args.command == "diff" else EXIT_USAGE
     except DevtunnelError as exc:

@@ -122,6 +122,7 @@ def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: a
 
     The agent gets ``agent_env(args)`` (the token of ``http`` and ``up``) in its environment.
     """
+    from devtunnel.config import webhook_context
     from devtunnel.tui.app import InspectorApp
     from devtunnel.tui.backend import Backend
 
@@ -129,7 +130,7 @@ def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: a
     backend = Backend(db, max_exchanges=store.max_exchanges, max_bytes=store.max_bytes,
                       replay_ignore_headers=args.settings.replay.ignore_headers)
     app = InspectorApp(backend, agent_argv=agent_argv, agent_env=agent_env(args), agent_log=paths.agent_log(),
-                       history_path=paths.filter_history())
+                       history_path=paths.filter_history(), webhooks=webhook_context(args.settings))
     try:
         app.run()
     finally:

@@ -26,12 +26,12 @@ from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError, DevtunnelError
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
-from devtunnel.webhooks import BUILTIN, Delivery, SignatureError, by_name
+from devtunnel.webhooks import BUILTIN, Delivery, Provider, SignatureError, by_name
 from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.samples import list_samples, sample
 from devtunnel.webhooks.secrets import secrets_for
 
-__all__ = ["SendFailed", "Sent", "missing_secret", "run", "send_sample", "send_url"]
+__all__ = ["SendFailed", "Sent", "missing_secret", "run", "send_sample", "send_url", "signing_secrets"]
 
 EXIT_USAGE = 2
 _LONGEST_TIMEOUT = 365 * 86400.0
@@ -118,12 +118,27 @@ class Sent:
         return 200 <= self.status < 300
 
 
-def missing_secret(provider_name: str, environ: Mapping[str, str], env_name: str | None = None) -> str | None:
-    """The variable to set when ``provider_name`` has no secret in ``environ``, else None."""
+def signing_secrets(provider: Provider, environ: Mapping[str, str], env_name: str | None = None,
+                    webhooks: WebhookContext | None = None) -> tuple[list[str], str]:
+    """The secrets a sample of ``provider`` is signed with, and the variable that holds or would hold them.
+
+    ``env_name`` (``--secret-env``) wins; else ``webhooks`` (``config.webhook_context``: those
+    devtunnel.toml gives or points to, then the conventional variable); else ``environ`` alone.
+    """
+    variable = env_name or provider.secret_env
+    if env_name is None and webhooks is not None:
+        return list(webhooks.secrets.get(provider.name, ())), webhooks.secret_envs.get(provider.name, variable)
+    return secrets_for(provider, environ, env_name=env_name), variable
+
+
+def missing_secret(provider_name: str, environ: Mapping[str, str], env_name: str | None = None,
+                   webhooks: WebhookContext | None = None) -> str | None:
+    """The variable to set when ``provider_name`` has no secret to sign with, else None."""
     provider = by_name(provider_name, BUILTIN)
-    if provider is None or secrets_for(provider, environ, env_name=env_name):
+    if provider is None:
         return None
-    return env_name or provider.secret_env
+    secrets, variable = signing_secrets(provider, environ, env_name, webhooks)
+    return None if secrets else variable
 
 
 def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str, str],
@@ -157,12 +172,7 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     url, host = send_url(to, made.info.path)
     body = apply_assignments(_body(data, made.body), list(assignments))
     headers = Headers([("Host", host), *made.headers.items()])
-    variable = env_name or provider.secret_env
-    if env_name is None and webhooks is not None:
-        secrets = list(webhooks.secrets.get(provider.name, ()))
-        variable = webhooks.secret_envs.get(provider.name, variable)
-    else:
-        secrets = secrets_for(provider, environ, env_name=env_name)
+    secrets, variable = signing_secrets(provider, environ, env_name, webhooks)
     if unsigned:
         secrets = []
     elif secrets:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -44,6 +44,9 @@ from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPa
 from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.render import escape_control, message_line
 
+if TYPE_CHECKING:
+    from devtunnel.webhooks.context import WebhookContext
+
 
 class InspectorApp(App[None]):
     """See, filter, diff, replay and copy every request through the tunnels.
@@ -56,6 +59,8 @@ class InspectorApp(App[None]):
         agent_log: where the agent's output goes.
         history_path: the recent-filters file (None: not kept).
         tunnels: targets to start as soon as the agent is up (``TunnelRequest``s).
+        webhooks: the providers' secrets a sample webhook is signed with, as ``devtunnel send``
+            signs (``config.webhook_context``; None: the providers' variables only).
     """
 
     CSS_PATH = "app.tcss"
@@ -78,7 +83,7 @@ class InspectorApp(App[None]):
 
     def __init__(self, backend: Backend, *, agent_argv: list[str] | Callable[[], list[str]] | None = None,
                  agent_env: Mapping[str, str] | None = None, agent_log: Path | None = None, history_path: Path | None = None,
-                 tunnels: Iterable[TunnelRequest] = ()) -> None:
+                 tunnels: Iterable[TunnelRequest] = (), webhooks: WebhookContext | None = None) -> None:
         super().__init__()
         self.backend = backend
         self.history_path = history_path
@@ -86,6 +91,7 @@ class InspectorApp(App[None]):
                                            lambda status: self.post_message(AgentChanged(status)), env=agent_env)
                            if agent_argv else None)
         self._initial_tunnels = list(tunnels)
+        self.webhooks = webhooks
         self.export_send_to = "public"
         """Where copied and exported commands send: ``"public"`` or ``"local"`` (the export dialog's last choice)."""
         self.diff_settings = DiffSettings()
@@ -350,7 +356,7 @@ class InspectorApp(App[None]):
         from devtunnel.tui.screens.send import SendSampleScreen
 
         tunnel = self.query_one(TunnelsPanel).current
-        self.push_screen(SendSampleScreen(tunnel.public_url if tunnel is not None else ""))
+        self.push_screen(SendSampleScreen(tunnel.public_url if tunnel is not None else "", webhooks=self.webhooks))
 
     def action_new_tunnel(self) -> None:
         if not self.backend.api_url:

@@ -316,6 +316,40 @@ async def test_table_keys_are_off_while_another_screen_is_on_top(db: Path, tmp_p
         assert not any("curl command" in n.title for n in app._notifications)
 
 
+def _dialog(name: str, app):  # type: ignore[no-untyped-def]
+    """A dialog opened over the detail screen of the app's current exchange."""
+    from devtunnel.tui.screens.drill import DrillScreen
+    from devtunnel.tui.screens.export import ExportScreen
+    from devtunnel.tui.screens.new_tunnel import NewTunnelScreen
+    from devtunnel.tui.screens.send import SendSampleScreen
+
+    exchange = app.screen.exchange
+    return {"export": lambda: ExportScreen([exchange]), "help": lambda: HelpScreen([], []),
+            "drill": lambda: DrillScreen(exchange), "send": lambda: SendSampleScreen(environ={}),
+            "new tunnel": NewTunnelScreen}[name]()
+
+
+@pytest.mark.parametrize("dialog", ["export", "help", "drill", "send", "new tunnel"])
+async def test_the_key_bar_over_a_dialog_lists_the_dialogs_keys(db: Path, tmp_path: Path, dialog: str) -> None:
+    from tests.tui.screen_fixtures import screen_text
+
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail screen")
+        await pilot.pause()
+        assert "p Raw" in screen_text(app).splitlines()[-1]
+        screen = _dialog(dialog, app)
+        await app.push_screen(screen)
+        await async_wait_for(lambda: app.screen is screen, what=dialog)
+        await pilot.pause()
+        bar = screen_text(app).splitlines()[-1]
+        shown = [b for b in screen.BINDINGS if b.show]  # type: ignore[union-attr]
+        assert shown and all(b.description in bar for b in shown), bar  # type: ignore[union-attr]
+        assert not any(word in bar for word in ("Raw", "Hex", "Replay", "Help")), bar
+
+
 def _footer(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The footer's keys wholly on screen, as ``{key: description}``."""
     from textual.widgets._footer import FooterKey

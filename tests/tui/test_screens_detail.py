@@ -379,3 +379,18 @@ def test_snapshot_json_detail(snap_compare, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_snapshot_binary_detail(snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
     assert snap_compare(ScreenApp(DetailScreen(binary_exchange())), press=["2"], terminal_size=(100, 24))
+
+
+async def test_at_80x24_the_title_keeps_the_status_and_the_duration() -> None:
+    """A long URL gives way (reason phrase first, then its middle), not what the request came to."""
+    app = ScreenApp(DetailScreen(json_exchange()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        title = screen_text(app).splitlines()[0]
+        assert title.rstrip().endswith("201  45.7 ms"), title
+        assert "POST http://shop.localhost/api/o" in title and "…" in title and title.rstrip().endswith("ms")
+    app = ScreenApp(DetailScreen(json_exchange()))
+    async with app.run_test(size=(100, 24)) as pilot:  # room enough: all of it
+        await pilot.pause()
+        title = screen_text(app).splitlines()[0]
+        assert "POST http://shop.localhost/api/orders?expand=items  201 Created  45.7 ms" in title

@@ -409,3 +409,27 @@ async def test_a_target_and_a_header_value_not_utf8_show_their_bytes_and_are_sen
         await pilot.press("ctrl+s")
         await async_wait_for(lambda: send.edits, what="send")
         assert send.edits[0] == Edit(method=None, target=None, headers=None, body=None)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+async def test_at_80x24_the_title_and_every_key_fit_after_a_replay(tmp_path, signed: bool) -> None:  # type: ignore[no-untyped-def]
+    """In the inspector (whose ? Help and q Quit join the bar), with every key of the screen on."""
+    from textual.widgets import Button
+
+    from tests.tui.app_fixtures import fill, inspector
+    from tests.tui.screen_fixtures import stripe_exchange
+
+    ex = stripe_exchange() if signed else json_exchange()
+    app = inspector(fill(tmp_path / "captures.db", [ex]), tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = EditReplayScreen(ex, Recorder(ex))
+        await app.push_screen(screen)
+        await async_wait_for(lambda: app.screen is screen and screen.query(Button), what="the edit screen")
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: screen.replayed, what="the replay")
+        screen.query(Button).first().focus()  # not a field: the app's ? and q are keys here
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        assert lines[0].rstrip().endswith("45.7 ms"), lines[0]
+        keys = ["esc Close", "^s Send", "^n Add", "^r Remove", "^d Diff", "? Help", "q Quit", "^p palette"]
+        assert all(key in lines[-1] for key in keys + (["^o Keep sig"] if signed else [])), lines[-1]

@@ -90,6 +90,40 @@ async def test_without_a_secret_the_screen_says_so_and_sends_unsigned() -> None:
             assert "unsigned: 401 Unauthorized\nbad signature" in _result(screen)
 
 
+async def test_a_secret_in_devtunnel_toml_signs_the_sample_as_devtunnel_send_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devtunnel.config import load, webhook_context
+    from tests.tui.app_fixtures import fill, inspector
+
+    for name in RECEIVER_SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    config = project / "devtunnel.toml"
+    config.write_text(f'[webhooks.stripe]\nsecret = "{RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]}"\n')
+    config.chmod(0o600)
+    environ = {"XDG_CONFIG_HOME": str(tmp_path / "no-user-config")}
+    webhooks = webhook_context(load(environ, cwd=project), environ)
+    with receiver() as rx:
+        app = inspector(fill(tmp_path / "captures.db", []), tmp_path, webhooks=webhooks)
+        async with app.run_test(size=(100, 24)) as pilot:
+            await pilot.pause()
+            app.action_send_sample()  # the palette's "Send a sample webhook"
+            await async_wait_for(lambda: isinstance(app.screen, SendSampleScreen) and app.screen.query("#send-go"),
+                                 what="the send screen")
+            screen = app.screen
+            assert isinstance(screen, SendSampleScreen)
+            screen.query_one("#send-sample").value = _index("stripe", "payment_intent.succeeded")
+            screen.query_one("#send-url").value = rx.url + "/webhooks/stripe"
+            await pilot.pause()
+            assert "Signed with the secret in the config file." in screen_text(app)
+            assert str(screen.query_one("#send-go").label) == "Send"
+            await pilot.click("#send-go")
+            await async_wait_for(lambda: screen.sent, what="the delivery sent")
+            assert screen.sent[0].signed and screen.sent[0].ok
+            assert rx.verdicts == [("/webhooks/stripe", 200, "ok")]
+
+
 async def test_a_typed_url_is_kept_when_another_sample_is_chosen() -> None:
     screen = SendSampleScreen("http://pay.localhost:8000", environ=RECEIVER_SECRETS)
     app = ScreenApp(screen)

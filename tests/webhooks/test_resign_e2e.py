@@ -230,7 +230,10 @@ def test_a_signature_header_given_by_hand_is_sent_as_given(captured: Setup) -> N
     [
         (["--set", "amount"], 2, "--set 'amount': expected PATH=VALUE, e.g. data.object.amount=999"),
         (["--set", "data..x=1"], 2, "has an empty segment"),
-        (["--set", "data.object.amount.value=1"], 1, "data.object.amount is int 2000, not an object"),
+        # What was typed does not fit the body: bad usage too, as a missing = or an unreadable --body.
+        (["--set", "data.object.amount.value=1"], 2, "data.object.amount is int 2000, not an object"),
+        (["--set", "id.x=1"], 2, "--set id.x: id is str"),
+        (["--body", "@/nonexistent/body.json"], 2, "cannot read /nonexistent/body.json"),
     ],
 )
 def test_a_bad_set_is_one_line_and_nothing_is_sent(captured: Setup, args: list[str], code: int, message: str) -> None:
@@ -244,7 +247,7 @@ def test_a_bad_set_is_one_line_and_nothing_is_sent(captured: Setup, args: list[s
 def test_set_on_a_body_that_is_not_json_is_refused_before_sending(captured: Setup) -> None:
     before = len(captured.rx.verdicts)
     done = _replay(captured, captured.ids["twilio"], "--set", "Body=x", **RECEIVER_SECRETS)
-    assert done.code == 1 and "--set needs a JSON body; this one is not JSON" in done.err
+    assert done.code == 2 and "--set needs a JSON body; this one is not JSON" in done.err and done.err.count("\n") == 1
     assert len(captured.rx.verdicts) == before
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.table import Table
 from rich.text import Text
@@ -29,24 +29,45 @@ from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
 from devtunnel.values.sizes import format_size
 
-__all__ = ["DetailScreen", "HeadersView", "exchange_title", "ws_preview"]
+__all__ = ["DetailScreen", "HeadersView", "TitleLine", "exchange_title", "ws_preview"]
 
 _OPCODES = {0: "cont", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 _PREVIEW = 120
 
 
-def exchange_title(exchange: Exchange) -> Text:
-    """One line naming an exchange: method, URL, status and duration (captured parts escaped)."""
+_SHORTEST_URL = 16
+"""Characters of the URL a narrow title keeps (with an ellipsis for the rest)."""
+
+
+def exchange_title(exchange: Exchange, width: int | None = None) -> Text:
+    """One line naming an exchange: method, URL, status and duration (captured parts escaped).
+
+    With ``width`` (cells), the least important parts give way first so that the status and the
+    duration stay in sight: the reason phrase goes, then the middle of the URL.
+    """
+    url = escape(exchange.url)
+    title = _title(exchange, url, reason=True)
+    if width is None or title.cell_len <= width:
+        return title
+    title = _title(exchange, url, reason=False)
+    keep = max(_SHORTEST_URL, len(url) - (title.cell_len - width) - 1)  # the ellipsis takes one
+    if title.cell_len > width and keep < len(url):
+        head = keep - keep // 3  # more of the start: host and path
+        title = _title(exchange, url[:head] + "…" + url[len(url) - (keep - head):], reason=False)
+    return title
+
+
+def _title(exchange: Exchange, url: str, *, reason: bool) -> Text:
     title = Text(no_wrap=True, overflow="ellipsis", end="")
     title.append(escape(exchange.request.method), "bold")
     title.append(" ")
-    title.append(escape(exchange.url))
+    title.append(url)
     title.append("  ")
     if exchange.response is not None:
-        reason = exchange.response.reason_text
+        reason_text = exchange.response.reason_text
         title.append(f"{exchange.response.status}", status_style(exchange.response.status))
-        if reason:
-            title.append(" " + escape(reason))
+        if reason and reason_text:
+            title.append(" " + escape(reason_text))
     elif exchange.error:
         title.append(exchange.error, "bold red")
     else:
@@ -60,6 +81,18 @@ def exchange_title(exchange: Exchange) -> Text:
     if exchange.rule is not None:
         title.append(f"  {exchange.rule.label()}", "italic yellow")
     return title
+
+
+class TitleLine(Static):
+    """A one-line title made again for the width it has (``make(width)``), so that a narrow
+    screen keeps its important parts (see ``exchange_title``)."""
+
+    def __init__(self, make: Callable[[int], Text], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._make = make
+
+    def render(self) -> Text:
+        return self._make(self.content_size.width)
 
 
 class HeadersView(VerticalScroll):
@@ -193,7 +226,7 @@ class DetailScreen(Screen[None]):
     async def _show_ended(self, exchange: Exchange) -> None:
         """Redraw what an exchange's end changes: the title, the response and the timing."""
         self.exchange = exchange
-        self.query_one("#detail-title", Static).update(self._title())
+        self.query_one("#detail-title", TitleLine).refresh()
         pane = self.query_one("#response", TabPane)
         await pane.remove_children()
         await pane.mount_compose(self._response())
@@ -202,7 +235,7 @@ class DetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         ex = self.exchange
         # The id as the log line prints it: ``devtunnel show`` / ``replay`` take it.
-        yield Static(self._title(), id="detail-title")
+        yield TitleLine(self._title, id="detail-title")
         with TabbedContent(initial="request"):
             with TabPane("Request", id="request"):
                 yield from self._message("request", ex.request)
@@ -217,9 +250,10 @@ class DetailScreen(Screen[None]):
 
     # ------------------------------------------------------------------ parts
 
-    def _title(self) -> Text:
+    def _title(self, width: int) -> Text:
         ex = self.exchange
-        return Text.assemble((stable_short_id(ex.id) + "  ", "dim"), exchange_title(ex), no_wrap=True,
+        short_id = stable_short_id(ex.id) + "  "
+        return Text.assemble((short_id, "dim"), exchange_title(ex, width - len(short_id)), no_wrap=True,
                              overflow="ellipsis", end="")
 
     def _response(self) -> ComposeResult:

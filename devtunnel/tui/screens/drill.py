@@ -10,7 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from devtunnel.tui.screens.dialog import Dialog
 from textual.widgets import Button, Input, Label, Static
 
 from devtunnel.capture.model import Exchange
@@ -48,7 +48,7 @@ def check(count: str, status: str) -> str | None:
     return None
 
 
-class DrillScreen(ModalScreen[Drill | None]):
+class DrillScreen(Dialog[Drill | None]):
     """Dismisses with a ``Drill`` (or None when cancelled).
 
     | Key | Action |
@@ -72,7 +72,7 @@ class DrillScreen(ModalScreen[Drill | None]):
         super().__init__()
         self.exchange = exchange
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         ex = self.exchange
         with Vertical() as form:
             form.border_title = "Drill: answer at the relay"

@@ -31,7 +31,7 @@ from devtunnel.capture.outcome import replay_outcome
 from devtunnel.errors import DevtunnelError, ReplayError
 from devtunnel.values.http1 import FRAMING
 from devtunnel.tui.render import body_kind, describe_body, escape_control, message_text, status_style
-from devtunnel.tui.screens.detail import exchange_title
+from devtunnel.tui.screens.detail import TitleLine, exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
 from devtunnel.tui.failures import tell_failure
 from devtunnel.webhooks import delivery_of, detect
@@ -180,9 +180,10 @@ class EditReplayScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close"),
         Binding("ctrl+s", "send", "Send", priority=True),
-        Binding("ctrl+n", "add_header", "Add header", priority=True),
-        Binding("ctrl+r", "remove_header", "Remove header", priority=True),
-        Binding("ctrl+o", "toggle_captured_signature", "Captured sig", priority=True,
+        # Short labels: at 80 columns the key bar holds every key with ? Help and q Quit.
+        Binding("ctrl+n", "add_header", "Add", priority=True, tooltip="Add a header row"),
+        Binding("ctrl+r", "remove_header", "Remove", priority=True, tooltip="Remove the header row"),
+        Binding("ctrl+o", "toggle_captured_signature", "Keep sig", priority=True,
                 tooltip="send a webhook's captured signature instead of signing it afresh (toggle)"),
         Binding("ctrl+d", "diff", "Diff", priority=True),
     ]
@@ -254,7 +255,7 @@ class EditReplayScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         request = self.exchange.request
-        yield Static(Text.assemble(("Edit and replay · ", "bold"), exchange_title(self.exchange)), id="edit-title")
+        yield TitleLine(self._title, id="edit-title")
         with Horizontal(id="request-line"):
             yield Input(escape_control(request.method), id="method", placeholder="METHOD", select_on_focus=False)
             yield Input(escape_control(request.display_url), id="target", placeholder="/path?query", select_on_focus=False)
@@ -285,7 +286,12 @@ class EditReplayScreen(Screen[None]):
                 yield Static(id="original")
             with VerticalScroll(id="replayed-box"):
                 yield Static(id="replayed")
-        yield Footer()
+        yield Footer(compact=True)
+
+    def _title(self, width: int) -> Text:
+        lead = "Edit and replay · "
+        return Text.assemble((lead, "bold"), exchange_title(self.exchange, width - len(lead)), no_wrap=True,
+                             overflow="ellipsis", end="")
 
     def _form_fields(self) -> list[tuple[bytes, bytes]]:
         """The captured header fields the form shows (all but framing)."""

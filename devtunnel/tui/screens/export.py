@@ -12,7 +12,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen
+from devtunnel.tui.screens.dialog import Dialog
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from devtunnel.capture.model import Exchange
@@ -93,7 +93,7 @@ def _where(exchange: Exchange, send_to: str) -> str:
     return f"{exchange.scheme}://{host}" if host else exchange.target_url or "(no Host header)"
 
 
-class ExportScreen(ModalScreen[str | None]):
+class ExportScreen(Dialog[str | None]):
     """Choose a format, where commands send, options and a destination, then export.
 
     Dismisses with the sentence it notified, or None. With several exchanges and a ``current``
@@ -162,7 +162,7 @@ class ExportScreen(ModalScreen[str | None]):
             return Text(f"Export · {len(self.exchanges)} exchanges given", end="")
         return Text(f"Export {len(self.exchanges)} exchanges", end="")
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         formats = list(EXPORTERS)
         with Vertical(id="export-dialog"):
             yield Static(self._title(), classes="title")

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.keys import format_key
-from textual.screen import ModalScreen
+from devtunnel.tui.screens.dialog import Dialog
 from textual.widgets import Static
 
 KeySection = tuple[str, Sequence[BindingType]]
@@ -39,7 +39,7 @@ def key_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
     return [(key_label(binding.key), describe(binding)) for binding in map(_as_binding, bindings)]
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Dialog[None]):
     """Keys of every part of the inspector, the marks of the request table, then the filter language.
 
     | Key | Action |
@@ -72,7 +72,7 @@ class HelpScreen(ModalScreen[None]):
         # Plain Text: the filter help mentions brackets and tildes that must not read as markup.
         return Text("\n").join(Text(f"  {k.ljust(width)}  {d}") for k, d in rows)
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         with VerticalScroll() as scroll:
             scroll.border_title = "Help (esc to close)"
             for title, bindings in self.sections:

@@ -10,7 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from devtunnel.tui.screens.dialog import Dialog
 from textual.widgets import Button, Input, Label, Static
 
 from devtunnel.tui.render import message_text
@@ -44,7 +44,7 @@ def check(target: str, name: str, relay: str) -> str | None:
     return None
 
 
-class NewTunnelScreen(ModalScreen[TunnelRequest | None]):
+class NewTunnelScreen(Dialog[TunnelRequest | None]):
     """A small form; dismisses with a ``TunnelRequest`` (or None when cancelled).
 
     | Key | Action |
@@ -69,7 +69,7 @@ class NewTunnelScreen(ModalScreen[TunnelRequest | None]):
         super().__init__()
         self._initial_target = target
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         with Vertical() as form:
             form.border_title = "New tunnel"
             yield Label("Target (port, HOST:PORT or URL)")

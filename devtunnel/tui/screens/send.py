@@ -1,7 +1,8 @@
 """Send a sample webhook from the inspector: the command palette's "Send a sample webhook…".
 
 The same sending path as ``devtunnel send`` (:func:`devtunnel.commands.send.send_sample`): a
-shipped sample, fresh ids and times, signed with the provider's secret from its variable. Sent
+shipped sample, fresh ids and times, signed with the provider's secret from the same places
+(``config.webhook_context``: devtunnel.toml, then the provider's variable). Sent
 to a tunnel's public URL, it goes through the tunnel and shows up in the table like a real
 delivery. The send runs in a worker thread: the inspector keeps drawing while it waits.
 """
@@ -18,16 +19,18 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from devtunnel.tui.screens.dialog import Dialog
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker
 
-from devtunnel.commands.send import SendFailed, Sent, missing_secret, send_sample
+from devtunnel.commands.send import SendFailed, Sent, missing_secret, send_sample, signing_secrets
 from devtunnel.errors import ConfigError
 from devtunnel.tui.failures import tell_failure
 from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
+from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.samples import SampleInfo, list_samples
+from devtunnel.webhooks.secrets import secrets_for
 
 __all__ = ["SendSampleScreen", "sample_url"]
 
@@ -42,7 +45,7 @@ def _label(sample: SampleInfo) -> str:
     return label if sample.name == sample.event else f"{label} ({sample.name})"
 
 
-class SendSampleScreen(ModalScreen[None]):
+class SendSampleScreen(Dialog[None]):
     """Choose a sample delivery and a URL, and send it, signed, as many times as wanted.
 
     | Key | Action |
@@ -52,7 +55,9 @@ class SendSampleScreen(ModalScreen[None]):
 
     Args:
         base_url: the selected tunnel's public URL, to which the sample's path is added ("" for none).
-        environ: where secrets are read (the provider's variable, as ``devtunnel send`` reads it).
+        environ: where secrets are read without ``webhooks`` (the provider's variable).
+        webhooks: the providers' secrets as ``devtunnel send`` signs with them
+            (``config.webhook_context``: devtunnel.toml, then the variables).
         samples: the samples to offer (the shipped ones by default).
         timeout: seconds to wait for the receiver.
     """
@@ -72,17 +77,19 @@ class SendSampleScreen(ModalScreen[None]):
     """
 
     def __init__(self, base_url: str = "", *, environ: Mapping[str, str] | None = None,
-                 samples: Sequence[SampleInfo] | None = None, timeout: float = 10.0) -> None:
+                 webhooks: WebhookContext | None = None, samples: Sequence[SampleInfo] | None = None,
+                 timeout: float = 10.0) -> None:
         super().__init__()
         self.base_url = base_url
         self.environ = os.environ if environ is None else environ
+        self.webhooks = webhooks
         self.samples = list(samples) if samples is not None else list_samples()
         self.timeout = timeout
         self.sent: list[Sent] = []
         """Every delivery sent from this screen, in order."""
         self._default_url = ""
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         with Vertical() as form:
             form.border_title = "Send a sample webhook"
             yield Label("Sample (provider · event)")
@@ -114,17 +121,25 @@ class SendSampleScreen(ModalScreen[None]):
         if url.value in ("", self._default_url):  # not typed over: follow the sample's path
             url.value = default
         self._default_url = default
-        variable = missing_secret(sample.provider, self.environ)
+        variable = missing_secret(sample.provider, self.environ, webhooks=self.webhooks)
         note = self.query_one("#send-secret", Static)
         note.set_class(variable is not None, "missing")
         button = self.query_one("#send-go", Button)
         if variable is None:
-            provider = by_name(sample.provider, BUILTIN)
-            note.update(Text(f"Signed with the secret in {provider.secret_env if provider else 'its variable'}."))
+            note.update(Text(f"Signed with the secret in {self._secret_source(sample.provider)}."))
             button.label = "Send"
         else:
             note.update(Text(f"No secret: set {variable}, or send unsigned."))
             button.label = "Send unsigned"
+
+    def _secret_source(self, provider_name: str) -> str:
+        """Where the secret a sample is signed with comes from: its variable, else the config file."""
+        provider = by_name(provider_name, BUILTIN)
+        if provider is None:
+            return "its variable"
+        secrets, variable = signing_secrets(provider, self.environ, webhooks=self.webhooks)
+        from_variable = secrets_for(provider, self.environ, env_name=variable)
+        return variable if secrets and secrets[0] in from_variable else "the config file"
 
     @on(Input.Submitted, "#send-url")
     @on(Button.Pressed, "#send-go")
@@ -143,10 +158,10 @@ class SendSampleScreen(ModalScreen[None]):
 
     @work(group="send", exit_on_error=False)
     async def _send(self, sample: SampleInfo, url: str) -> None:
-        unsigned = missing_secret(sample.provider, self.environ) is not None
+        unsigned = missing_secret(sample.provider, self.environ, webhooks=self.webhooks) is not None
         try:
             sent = await asyncio.to_thread(send_sample, sample.provider, sample.name, url, environ=self.environ,
-                                           unsigned=unsigned, timeout=self.timeout)
+                                           unsigned=unsigned, timeout=self.timeout, webhooks=self.webhooks)
         except (ConfigError, SendFailed) as exc:
             # The shared messages name the CLI's flag; here the URL is the field above.
             self._result(Text(escape(str(exc).removeprefix("--to "))), failed=True)
