@@ -883,3 +883,29 @@ def test_one_delivery_with_a_long_event_type_does_not_hide_every_deliverys_event
     assert "✗ stripe EEE" in rows[1] and "…" in rows[1] and rows[1].endswith("/webhooks/stripe"), done.stdout
     assert "MMM" in rows[2] and rows[2].endswith("/edited"), done.stdout
     assert all(len(line) <= 150 for line in done.stdout.splitlines()), done.stdout
+
+
+def test_at_80_columns_a_list_of_deliveries_keeps_their_event_and_cuts_the_path(captures: Captures) -> None:
+    """The signature mark and event type say more than the end of a path: PATH is cut and the
+    event type after it, while TUNNEL, SIZE and TIME go; a list without a delivery is laid out as before."""
+    from devtunnel.capture.verdict import Signature, Verdict
+
+    before = cli(captures, "requests", columns=80).stdout.splitlines()
+    assert before[0].split() == ["ID", "TIME", "TUNNEL", "METHOD", "STATUS", "DURATION", "SIZE", "PATH"], before
+    assert any(line.endswith("  /health") for line in before), before
+    store = Store(captures.db)
+    store.put_many([
+        replace(make_exchange(target=b"/webhooks/stripe"),
+                webhook=Verdict("stripe", "payment_intent.succeeded", "evt_1", Signature.VALID, "")),
+        replace(make_exchange(target=b"/webhooks/github?attempt=2"),
+                webhook=Verdict("github", "pull_request.opened", "d1", Signature.INVALID, "bad")),
+    ])
+    store.close()
+    for columns in (80, 100):
+        done = cli(captures, "requests", columns=columns)
+        assert done.returncode == 0, done.stderr
+        header, *rows = done.stdout.splitlines()
+        assert "EVENT" in header and header.split()[-1] == "PATH", done.stdout
+        assert all(len(line) <= columns for line in done.stdout.splitlines()), done.stdout
+        assert "✓ stripe payment_intent" in rows[-2] and "✗ github pull_request" in rows[-1], done.stdout
+        assert rows[-1].split()[-1].startswith("/webh"), done.stdout

@@ -151,7 +151,9 @@ _REQUEST_COLUMNS = [
     Column("STATUS"),
     Column("DURATION", align=">"),
     Column("SIZE", align=">", optional=2),
-    Column("EVENT", optional=1, max_width=40),  # wide ("✓ github pull_request.opened"): the path matters more
+    # A delivery's signature mark and event type say more than the end of its path: the path is
+    # cut first, then the event type (to "✓ stripe payment_intent…"), and EVENT goes last of all.
+    Column("EVENT", flexible=True, min_width=24, optional=4, max_width=40),
     Column("PATH", flexible=True),
 ]
 """The columns of ``requests``; EVENT only when a listed request is a webhook delivery."""

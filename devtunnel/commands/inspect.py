@@ -12,6 +12,7 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devtunnel.commands.config import store_path
 from devtunnel.commands.tunnel_args import check_http_args
@@ -19,6 +20,9 @@ from devtunnel.rules import Rule
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.sockets import bindable, free_port
 from devtunnel.values import paths
+
+if TYPE_CHECKING:
+    from devtunnel.tui.app import InspectorApp
 
 
 def _db(args: argparse.Namespace) -> Path:
@@ -117,10 +121,11 @@ def agent_env(args: argparse.Namespace) -> dict[str, str]:
     return {"DEVTUNNEL_TOKEN": token} if token else {}
 
 
-def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> int:
-    """Run the inspector until the user quits; the agent (if any) is stopped on the way out.
+def inspector_app(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> InspectorApp:
+    """The inspector of ``http``, ``inspect`` and ``up``, made from the command's arguments and settings.
 
-    The agent gets ``agent_env(args)`` (the token of ``http`` and ``up``) in its environment.
+    The agent gets ``agent_env(args)`` (the token of ``http`` and ``up``) in its environment; the
+    send-sample screen signs with the secrets of devtunnel.toml (``config.webhook_context``).
     """
     from devtunnel.config import webhook_context
     from devtunnel.tui.app import InspectorApp
@@ -129,8 +134,13 @@ def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: a
     store = args.settings.store
     backend = Backend(db, max_exchanges=store.max_exchanges, max_bytes=store.max_bytes,
                       replay_ignore_headers=args.settings.replay.ignore_headers)
-    app = InspectorApp(backend, agent_argv=agent_argv, agent_env=agent_env(args), agent_log=paths.agent_log(),
-                       history_path=paths.filter_history(), webhooks=webhook_context(args.settings))
+    return InspectorApp(backend, agent_argv=agent_argv, agent_env=agent_env(args), agent_log=paths.agent_log(),
+                        history_path=paths.filter_history(), webhooks=webhook_context(args.settings))
+
+
+def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> int:
+    """Run the inspector (``inspector_app``) until the user quits; the agent (if any) is stopped on the way out."""
+    app = inspector_app(db, agent_argv, args)
     try:
         app.run()
     finally:

@@ -40,7 +40,8 @@ class Column:
     Attributes:
         title: the header text.
         align: ``"<"`` (left) or ``">"`` (right).
-        flexible: this column shrinks (truncating its cells) to fit the width; at most one should.
+        flexible: this column shrinks (truncating its cells) to fit the width. Of several, the
+            last shrinks first, to its ``min_width``, then the one before it.
         min_width: the narrowest a flexible column gets.
         optional: 0 for a column always shown; otherwise columns are left out, 1 first, then 2
             ..., while the table would not fit even with the flexible column at ``min_width``.
@@ -66,8 +67,9 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int |
     """Lay out ``rows`` as aligned lines no wider than ``width`` terminal columns.
 
     Cells are escaped here, so callers pass captured text as it is. Optional columns are left
-    out when even a narrowed flexible column would not fit; the flexible column then takes
-    whatever width the others leave and truncates its cells. The last column is never padded.
+    out when even narrowed flexible columns would not fit; the flexible columns then take
+    whatever width the others leave (the last gives way first) and truncate their cells. The last
+    column is never padded.
 
     Args:
         columns: the column descriptions.
@@ -98,9 +100,11 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int |
     titles = [c.title for c in columns]
     gaps = 2 * (len(columns) - 1)
     total = sum(widths) + gaps
-    for i, col in enumerate(columns):
-        if col.flexible and total > width:
-            widths[i] = max(col.min_width, widths[i] - (total - width))
+    for i in reversed(range(len(columns))):
+        if columns[i].flexible and total > width:
+            cut = max(0, min(widths[i] - columns[i].min_width, total - width))
+            widths[i] -= cut
+            total -= cut
     lines = []
     for row in [titles, *cells]:
         parts = []

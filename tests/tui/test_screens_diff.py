@@ -207,3 +207,26 @@ async def test_side_by_side_folds_a_long_changed_value_so_both_are_whole_at_80_c
         assert f"Stripe-Signature: {other}" in right
         assert "…" not in "".join(rows[start : start + 4])
         assert max(len(row.rstrip()) for row in rows) <= 80
+
+
+async def test_at_80x24_the_titles_keep_the_status_and_the_duration() -> None:
+    """A long URL gives way (reason phrase first, then its middle), not what each request came to."""
+    host = [("Host", "shop.localhost")]
+    a = exchange(req_headers=host, target=b"/api/orders/ord_1/items?expand=customer,shipping")
+    b = exchange(id="01KB0DETA1L0000000000000BB", replay_of=a.id, req_headers=host,
+                 target=b"/api/orders/ord_1/items?expand=customer,shipping,invoice", status=404)
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _diffed(app)
+        await pilot.pause()
+        first, second = screen_text(app).splitlines()[:2]
+        assert first.startswith(" A POST http://shop.localhost/api/o") and "…" in first, first
+        assert first.rstrip().endswith("201  45.7 ms"), first
+        assert second.startswith(" B POST http://shop.localhost/api/o") and "…" in second, second
+        assert second.rstrip().endswith("404  45.7 ms  replay"), second
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(140, 24)) as pilot:  # room enough: all of it
+        await _diffed(app)
+        await pilot.pause()
+        first = screen_text(app).splitlines()[0]
+        assert "A POST http://shop.localhost/api/orders/ord_1/items?expand=customer,shipping  201 Created" in first

@@ -124,6 +124,41 @@ async def test_a_secret_in_devtunnel_toml_signs_the_sample_as_devtunnel_send_doe
             assert rx.verdicts == [("/webhooks/stripe", 200, "ok")]
 
 
+async def test_devtunnel_inspect_hands_the_secrets_of_devtunnel_toml_to_the_send_screen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's own way from its arguments and settings to the inspector (``http`` takes it too)."""
+    from devtunnel.cli import build_parser
+    from devtunnel.commands.inspect import _db, inspector_app
+    from devtunnel.config import load
+    from tests.tui.app_fixtures import fill
+
+    for name in [*RECEIVER_SECRETS, "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    project = tmp_path / "project"
+    project.mkdir()
+    config = project / "devtunnel.toml"
+    secret = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
+    config.write_text(f'[webhooks.stripe]\nsecret = "{secret}"\n')
+    config.chmod(0o600)
+    monkeypatch.chdir(project)
+    args = build_parser().parse_args(["inspect", "--db", str(fill(tmp_path / "captures.db", []))])
+    args.settings = load()  # as cli.main does
+    app = inspector_app(_db(args), None, args)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await pilot.pause()
+        app.action_send_sample()
+        await async_wait_for(lambda: isinstance(app.screen, SendSampleScreen) and app.screen.query("#send-go"),
+                             what="the send screen")
+        screen = app.screen
+        assert isinstance(screen, SendSampleScreen)
+        assert screen.webhooks is not None and screen.webhooks.secrets.get("stripe") == (secret,)
+        screen.query_one("#send-sample").value = _index("stripe", "payment_intent.succeeded")
+        await pilot.pause()
+        assert "Signed with the secret in the config file." in screen_text(app)
+
+
 async def test_a_typed_url_is_kept_when_another_sample_is_chosen() -> None:
     screen = SendSampleScreen("http://pay.localhost:8000", environ=RECEIVER_SECRETS)
     app = ScreenApp(screen)

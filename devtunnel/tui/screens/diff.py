@@ -21,7 +21,7 @@ from devtunnel.capture.diff import ExchangeDiff, SectionDiff, diff_exchanges
 from devtunnel.capture.model import Exchange
 from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.render import escape_line
-from devtunnel.tui.screens.detail import exchange_title
+from devtunnel.tui.screens.detail import TitleLine, exchange_title
 from devtunnel.tui.screens.lines import LinesView
 from devtunnel.values.sizes import format_size
 
@@ -243,12 +243,17 @@ class DiffScreen(Screen[None]):
         """The diff on screen (None while the first one is computed)."""
 
     def compose(self) -> ComposeResult:
-        yield Static(Text.assemble(("A ", "bold red"), exchange_title(self.a)), classes="diff-title")
-        yield Static(Text.assemble(("B ", "bold green"), exchange_title(self.b)), classes="diff-title")
+        yield TitleLine(lambda width: self._title("A ", "bold red", self.a, width), classes="diff-title")
+        yield TitleLine(lambda width: self._title("B ", "bold green", self.b, width), classes="diff-title")
         yield Input(", ".join(self.ignore), id="ignore", placeholder="fields to ignore: id, timestamp, Date")
         yield Static("", id="diff-status")
         yield LinesView(id="diff")
         yield Footer(compact=True)
+
+    @staticmethod
+    def _title(lead: str, style: str, exchange: Exchange, width: int) -> Text:
+        return Text.assemble((lead, style), exchange_title(exchange, width - len(lead)), no_wrap=True,
+                             overflow="ellipsis", end="")
 
     def on_mount(self) -> None:
         if self.ignore:
