@@ -40,15 +40,23 @@ def requests_listed(env: dict[str, str], db: Path) -> str:
     return done.stdout
 
 
+def _recorded_then_deleted(tmp_path: Path, env: dict[str, str], procs: list[Proc],
+                           local: tuple[int, LocalState], db: Path) -> tuple[Proc, str, int]:
+    """An agent recording into ``db``, one request in the file, then the file deleted (with its
+    -wal and -shm), as a user starting afresh does; returns the agent and its two ports."""
+    agent, port, api_port = start_agent(procs, env, local[0], db)
+    get(port, "/echo?first")
+    wait_for(lambda: "/echo?first" in requests_listed(env, db), what="the first request in the file")
+    for file in tmp_path.glob("captures.db*"):
+        file.unlink()
+    return agent, port, api_port
+
+
 def test_after_rm_of_its_database_the_agent_records_into_a_new_one_that_requests_and_the_api_read(
     tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
     db = tmp_path / "captures.db"
-    agent, port, api_port = start_agent(procs, env, local[0], db)
-    get(port, "/echo?first")
-    wait_for(lambda: "/echo?first" in requests_listed(env, db), what="the first request in the file")
-    for file in tmp_path.glob("captures.db*"):  # what a user starting afresh does
-        file.unlink()
+    agent, port, api_port = _recorded_then_deleted(tmp_path, env, procs, local, db)
     # Within about a second, without traffic, the agent notices and says so once.
     said = agent.line(lambda l: "was deleted" in l, lines="err")
     assert said.endswith(f"the capture database {db} was deleted; recording into a new one there")
@@ -68,11 +76,7 @@ def test_a_request_right_after_rm_of_the_database_is_written_into_the_new_one_no
     tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
     db = tmp_path / "captures.db"
-    agent, port, _ = start_agent(procs, env, local[0], db)
-    get(port, "/echo?first")
-    wait_for(lambda: "/echo?first" in requests_listed(env, db), what="the first request in the file")
-    for file in tmp_path.glob("captures.db*"):
-        file.unlink()
+    agent, port, _ = _recorded_then_deleted(tmp_path, env, procs, local, db)
     # At once, before the agent's idle look at the path (every second) could notice.
     get(port, "/echo?right-after")
     agent.line(lambda l: "/echo?right-after" in l)

@@ -35,6 +35,20 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _headless_agent(tmp_path: Path, env: dict[str, str], receiver_url: str) -> tuple[Proc, re.Match[str]]:
+    """``devtunnel http PORT --no-tui --name hooks`` in front of the receiver, once it says
+    Forwarding; returns it and the Forwarding line's match (public URL, port)."""
+    agent = Proc([*DEVTUNNEL, "http", receiver_url.rsplit(":", 1)[1], "--no-tui", "--name", "hooks", "--api-port", "0",
+                  "--db", str(tmp_path / "c.db")], env)
+    try:
+        match = FORWARDING.match(agent.line(lambda line: line.startswith("Forwarding")))
+        assert match is not None
+    except BaseException:
+        agent.kill()
+        raise
+    return agent, match
+
+
 def _lines_of(agent: Proc, path: str) -> tuple[str, str]:
     """The id and the rest of the exchange line of the one request to ``path``, and the rest of the
     webhook line with the same id (waited for)."""
@@ -56,11 +70,8 @@ def test_a_delivery_gets_a_line_with_provider_event_id_and_verdict_and_a_plain_r
     hostile.write_text(json.dumps({"id": "evt_\u202ehostile", "object": "event",
                                    "type": "invoice.paid\x1b]0;owned\x07\x1b[2J", "data": {"object": {}}}))
     with receiver() as rx:
-        agent = Proc([*DEVTUNNEL, "http", rx.url.rsplit(":", 1)[1], "--no-tui", "--name", "hooks", "--api-port", "0",
-                      "--db", str(tmp_path / "c.db")], env)
+        agent, match = _headless_agent(tmp_path, env, rx.url)
         try:
-            match = FORWARDING.match(agent.line(lambda line: line.startswith("Forwarding")))
-            assert match is not None
             public, port = match.group(1), match.group(3)
 
             plain = httpx.get(f"http://127.0.0.1:{port}/plain?q=1", headers={"Host": f"hooks.localhost:{port}"},
@@ -112,11 +123,8 @@ def test_a_duplicate_delivery_says_so_and_names_the_first_capture(tmp_path: Path
     event = tmp_path / "event.json"  # one delivery id, sent twice (as a sender retries)
     event.write_text(json.dumps({"id": "evt_twice", "object": "event", "type": "invoice.paid", "data": {"object": {}}}))
     with receiver() as rx:
-        agent = Proc([*DEVTUNNEL, "http", rx.url.rsplit(":", 1)[1], "--no-tui", "--name", "hooks", "--api-port", "0",
-                      "--db", str(tmp_path / "c.db")], env)
+        agent, match = _headless_agent(tmp_path, env, rx.url)
         try:
-            match = FORWARDING.match(agent.line(lambda line: line.startswith("Forwarding")))
-            assert match is not None
             for path in ("/first", "/again"):
                 done = send("stripe", "invoice.paid", "--data", f"@{event}", "--to", match.group(1) + path,
                             STRIPE_WEBHOOK_SECRET=STRIPE_SECRET)
