@@ -48,6 +48,7 @@ from devtunnel.api.plumbing import (
     json_body,
     no_content,
     ok,
+    refuse_unsupported,
     str_field,
     tunnel_options,
 )
@@ -79,6 +80,7 @@ async def list_tunnels(request: Request) -> Response:
 async def start_tunnel(request: Request) -> Response:
     """``POST /api/tunnels`` ``{"addr", "name", "proto": "http", "host_header", "relay", "via"}``: 201 with the tunnel."""
     data = await json_body(request)
+    refuse_unsupported(data, "tunnel")
     addr = str_field(data, "addr", required=True) or ""
     name = str_field(data, "name") or None
     proto = str_field(data, "proto") or "http"

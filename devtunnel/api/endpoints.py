@@ -24,30 +24,23 @@ from starlette.routing import Route
 
 from devtunnel.errors import ConfigError
 from devtunnel.agent.config import TunnelConfig
-from devtunnel.api.plumbing import ApiError, find_tunnel, json_body, no_content, ok, str_field, tunnel_options
+from devtunnel.api.plumbing import (
+    REFUSED_OPTIONS,
+    ApiError,
+    find_tunnel,
+    json_body,
+    no_content,
+    ok,
+    refuse_unsupported,
+    str_field,
+    tunnel_options,
+)
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import label_from, validate_name
 from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
-
-REFUSED_OPTIONS = {
-    "traffic_policy": "traffic policies",
-    "basic_auth": "basic auth",
-    "auth": "basic auth",
-    "oauth": "OAuth",
-    "oidc": "OpenID Connect",
-    "ip_restriction": "IP restrictions",
-    "mutual_tls_cas": "mutual TLS",
-    "circuit_breaker": "circuit breakers",
-    "request_header": "header rules",
-    "response_header": "header rules",
-    "webhook_verification": "webhook verification at the edge",
-    "user_agent_filter": "user agent filters",
-}
-"""Options that would protect or change the traffic: starting without them would expose the
-service in a way the caller did not ask for, so such a request is refused (400) instead."""
 
 
 def endpoint_name(name: str | None, url: str | None) -> str | None:
@@ -108,9 +101,7 @@ async def list_endpoints(request: Request) -> Response:
 async def start_endpoint(request: Request) -> Response:
     """``POST /api/endpoints`` with ngrok's v3 fields: 201 with the endpoint."""
     data = await json_body(request)
-    for key, what in REFUSED_OPTIONS.items():
-        if data.get(key):
-            raise ApiError(400, f"{key}: {what} are not supported by devtunnel's agent yet; the endpoint was not started")
+    refuse_unsupported(data, "endpoint")
     url = str_field(data, "url")
     name = endpoint_name(str_field(data, "name"), url)
     target = _upstream(data)

@@ -33,7 +33,7 @@ from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
 
-__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "TunnelOptions", "find_tunnel",
+__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "TunnelOptions", "find_tunnel",
            "EXCEPTION_HANDLERS"]
 
 MAX_BODY = 64 * 1024 * 1024
@@ -141,6 +141,33 @@ def str_field(data: dict[str, Any], key: str, *, required: bool = False) -> str 
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ApiError(400, f"the field {quoted(key)} must be a string")
     return str(value)
+
+
+REFUSED_OPTIONS = {
+    "traffic_policy": "traffic policies",
+    "basic_auth": "basic auth",
+    "auth": "basic auth",
+    "oauth": "OAuth",
+    "oidc": "OpenID Connect",
+    "ip_restriction": "IP restrictions",
+    "mutual_tls_cas": "mutual TLS",
+    "circuit_breaker": "circuit breakers",
+    "request_header": "header rules",
+    "response_header": "header rules",
+    "webhook_verification": "webhook verification at the edge",
+    "user_agent_filter": "user agent filters",
+}
+"""Options that would protect or change the traffic: starting without them would expose the
+service in a way the caller did not ask for, so such a request is refused (400) instead."""
+
+
+def refuse_unsupported(data: dict[str, Any], what: str) -> None:
+    """Refuse (400) a tunnel or endpoint asked for with an option of ``REFUSED_OPTIONS``, before
+    anything starts: ngrok v2 clients send ``auth``/``basic_auth`` to ``/api/tunnels``, v3 clients
+    to ``/api/endpoints``, and both must be refused alike."""
+    for key, name in REFUSED_OPTIONS.items():
+        if data.get(key):
+            raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
 
 
 class TunnelOptions(TypedDict):

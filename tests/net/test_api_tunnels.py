@@ -103,6 +103,9 @@ async def test_ngrok_replay_through_a_named_tunnel_goes_to_its_target(agent: Age
         ({"addr": "8080", "host_header": "example.com"}, 400),
         ({"addr": ["8080"]}, 400),
         ({"addr": "8080", "relay": "ftp://relay.example"}, 400),
+        ({"addr": "8080", "auth": "user:secret"}, 400),  # pyngrok v2's auth= was dropped: a public tunnel without it
+        ({"addr": "8080", "basic_auth": ["user:secret"]}, 400),
+        ({"addr": "8080", "oauth": {"provider": "google"}}, 400),
     ],
 )
 async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, body: dict[str, Any], status: int) -> None:
