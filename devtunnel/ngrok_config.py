@@ -135,6 +135,26 @@ def default_ngrok_paths(environ: Mapping[str, str] | None = None, platform: str 
     return [first, home / ".ngrok2" / "ngrok.yml"]
 
 
+class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """``yaml.SafeLoader`` refusing a key given twice in one mapping, as ngrok does: PyYAML keeps
+    the last one, so a second ``web:`` tunnel would silently replace the first."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader says so itself
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{quoted(str(key))} is given twice in the same mapping", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
 def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     """The devtunnel tunnels an ngrok.yml describes.
 
@@ -143,7 +163,7 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
             names ``source``.
     """
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

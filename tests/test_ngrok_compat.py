@@ -145,6 +145,8 @@ def test_names_that_clean_to_the_same_label_keep_the_first() -> None:
         ("version: 4\n", "version '4' is not an ngrok configuration version"),
         ("tunnels: [a, b]\n", "tunnels: expected a mapping"),
         ("version: 3\nendpoints: {a: 1}\n", "endpoints: expected a list"),
+        ("tunnels:\n  web: {addr: 1}\n  web: {addr: 2}\n", "(line 3, column 3): 'web' is given twice"),
+        ("tunnels:\n  web: {addr: 1, addr: 2}\n", "(line 2, column 18): 'addr' is given twice"),
     ],
 )
 def test_a_broken_file_is_one_clear_error(text: str, message: str) -> None:
@@ -274,6 +276,16 @@ def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     bad = home.cli("config", "import-ngrok", "bad.yml")
     assert (bad.returncode, bad.stderr.count("\n")) == (2, 1) and "not valid YAML" in bad.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
+    assert not home.user_file.exists()
+
+
+def test_import_ngrok_refuses_a_tunnel_named_twice_rather_than_losing_one(home: Home) -> None:
+    (home.root / "project" / "ngrok.yml").write_text(
+        'version: "2"\ntunnels:\n  web:\n    proto: http\n    addr: 8080\n  web:\n    proto: http\n    addr: 9090\n'
+    )
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert "ngrok.yml: not valid YAML (line 6, column 3): 'web' is given twice" in done.stderr
     assert not home.user_file.exists()
 
 
