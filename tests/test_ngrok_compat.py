@@ -295,6 +295,14 @@ def test_config_add_authtoken_is_add_token(home: Home) -> None:
     assert tomllib.loads(home.user_file.read_text()) == {"relay": {"token": "tok-from-hands"}}
 
 
+@pytest.mark.parametrize("token", ["tok en", "ab\ncd", "ab\x1bcd"])
+def test_a_token_with_spaces_or_control_characters_is_refused_in_one_line(home: Home, token: str) -> None:
+    done = home.cli("config", "add-authtoken", token)
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert "relay.token: a token cannot hold spaces or control characters" in done.stderr
+    assert "\x1b" not in done.stderr and not home.user_file.exists()
+
+
 def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(
     home: Home, procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:

@@ -128,6 +128,17 @@ class Size(Kind):
         return size_text(value)
 
 
+class Token(Kind):
+    """A relay token: one word of printable characters. A space or a control character (a pasted
+    newline) would make a token no relay's tokens file (one per line, trimmed) can hold."""
+
+    def check(self, value: object) -> str:
+        token = super().check(value)
+        if any(c.isspace() or not c.isprintable() for c in token):
+            raise ValueError(f"a token cannot hold spaces or control characters, got {shown(value)}")
+        return str(token)
+
+
 class Choice(Kind):
     def __init__(self, *choices: str) -> None:
         self.choices = choices

@@ -35,6 +35,7 @@ from devtunnel.config.kinds import (
     Size,
     Target,
     Template,
+    Token,
     Via,
 )
 from devtunnel.rules import Rule
@@ -53,7 +54,7 @@ class RelaySection:
 
     url: str | None = field(default=None, metadata=_kind(RelayUrl()))
     """Relay URL such as ``wss://tunnel.example.com``; unset runs an embedded relay on 127.0.0.1."""
-    token: str | None = field(default=None, metadata=_kind(Kind()))
+    token: str | None = field(default=None, metadata=_kind(Token()))
     """Token the relay accepts (``devtunnel config add-token`` saves it)."""
 
 
