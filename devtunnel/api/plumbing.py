@@ -98,6 +98,9 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         ApiError: 400 for a missing or malformed body (a lone surrogate escape such as ``"\ud800"``
             included), 413 when too large, 415 for another media type.
     """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:  # said up front: no need to wait for it
+        raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

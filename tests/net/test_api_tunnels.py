@@ -115,6 +115,19 @@ async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, bo
     assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
 
 
+async def test_a_body_declared_over_the_limit_is_refused_at_once(agent: Agent) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    writer.write(b"POST /api/tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 99999999999\r\n\r\n{}")
+    await writer.drain()
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)  # it waited for the body forever
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
 async def test_events_report_tunnel_changes_and_new_exchanges(agent: Agent) -> None:
     async with websockets.connect(f"ws://127.0.0.1:{agent.port}/api/events") as ws:
         async def registered() -> bool:
