@@ -99,7 +99,7 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
             included), 413 when too large, 415 for another media type.
     """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:  # said up front: no need to wait for it
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:  # said up front: no wait for it
         raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
