@@ -12,6 +12,7 @@ from pathlib import Path
 
 from devtunnel.commands.config import resolve_relay
 from devtunnel.commands.output import EscapingFormatter, safe
+from devtunnel.config.kinds import token_problem
 from devtunnel.errors import ConfigError
 from devtunnel.rules import load_rules_file
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
@@ -40,7 +41,16 @@ def read_tokens_file(path: str) -> list[str]:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--tokens-file {path}: cannot read it ({exc})") from exc
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    tokens: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        problem = token_problem(token)
+        if problem is not None:
+            raise ConfigError(f"--tokens-file {quoted(path)} line {number}: {problem}")
+        tokens.append(token)
+    return tokens
 
 
 def is_loopback(host: str) -> bool:
@@ -61,10 +71,12 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     """
     host, port = parse_listen(args.listen)
     tokens = list(args.token)
+    for token in tokens:
+        problem = token_problem(token)
+        if problem is not None:
+            raise ConfigError(f"--token: {problem}")
     if args.tokens_file:
         tokens += read_tokens_file(args.tokens_file)
-    if any(not token for token in tokens):
-        raise ConfigError("--token: a token cannot be empty")
     if not tokens and not is_loopback(host):
         raise ConfigError(
             f"refusing to listen on {host}:{port} without a token: anyone could open tunnels."

@@ -128,14 +128,28 @@ class Size(Kind):
         return size_text(value)
 
 
+def token_problem(token: str) -> str | None:
+    """What makes ``token`` unusable as a relay token, in words; None if it is one.
+
+    A token is one word of printable characters: a space or a control character (a pasted
+    newline) would make a token no relay's tokens file (one per line, trimmed) can hold, and no
+    agent can send. The relay's ``--token``/``--tokens-file`` and the agent's token use this rule.
+    """
+    if not token:
+        return "a token cannot be empty"
+    if any(c.isspace() or not c.isprintable() for c in token):
+        return f"a token cannot hold spaces or control characters, got {shown(token)}"
+    return None
+
+
 class Token(Kind):
-    """A relay token: one word of printable characters. A space or a control character (a pasted
-    newline) would make a token no relay's tokens file (one per line, trimmed) can hold."""
+    """A relay token (``token_problem`` says which texts are not)."""
 
     def check(self, value: object) -> str:
         token = super().check(value)
-        if any(c.isspace() or not c.isprintable() for c in token):
-            raise ValueError(f"a token cannot hold spaces or control characters, got {shown(value)}")
+        problem = token_problem(str(token))
+        if problem is not None:
+            raise ValueError(problem)
         return str(token)
 
 

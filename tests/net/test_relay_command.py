@@ -138,6 +138,9 @@ def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:
         (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "no such file"),
         (["--tokens-file", "/nonexistent/tokens"], "cannot read it"),
+        (["--token", ""], "--token: a token cannot be empty"),
+        (["--token", "two words"], "--token: a token cannot hold spaces or control characters, got 'two words'"),
+        (["--token", "pasted\n"], "--token: a token cannot hold spaces or control characters, got 'pasted\\n'"),
         (["--public-url", "tunnel.example.com"], "expected http(s)://HOST"),
     ],
 )
@@ -148,6 +151,16 @@ def test_bad_flag_values_give_one_line_error_and_exit_2(args: list[str], message
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
+
+
+def test_a_tokens_file_line_no_agent_could_send_is_refused_by_line(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# team\nfirst-token\nsecond token\n")
+    result = run_relay("--tokens-file", str(tokens))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "line 3: a token cannot hold spaces or control characters, got 'second token'" in lines[0]
 
 
 def test_port_already_in_use_gives_one_line_error_and_exit_2() -> None:
