@@ -7,12 +7,13 @@ a malformed body is a 400, never a 500.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypedDict
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from devtunnel.errors import (
@@ -35,6 +36,8 @@ from devtunnel.api.service import Service
 
 __all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "TunnelOptions", "find_tunnel",
            "EXCEPTION_HANDLERS"]
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024 * 1024
 """The largest request body the API reads (a replay may carry a large edited body)."""
@@ -270,6 +273,14 @@ async def _devtunnel_error(request: Request, exc: Exception) -> Response:
     return _error(status, escape(str(exc)) if isinstance(exc, TunnelError) else str(exc), details)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The caller hung up before its whole body arrived: there is no one to answer, and nothing
+    # went wrong here, so a note for whoever debugs the API instead of an ASGI traceback.
+    log.debug("agent API: the client closed the connection before sending the whole body of %s %s; nothing answered",
+              request.method, quoted(request.url.path))
+    return Response(status_code=400)  # never sent: uvicorn drops what is sent on a closed connection
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(500, f"internal error: {type(exc).__name__}")
 
@@ -278,5 +289,6 @@ EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     HTTPException: _http_error,
     DevtunnelError: _devtunnel_error,
+    ClientDisconnect: _client_gone,
     Exception: _unexpected,
 }

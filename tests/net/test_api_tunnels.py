@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,34 @@ async def test_a_body_declared_over_the_limit_is_refused_at_once(agent: Agent) -
         writer.close()
     assert head.startswith(b"HTTP/1.1 413 "), head
     assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_a_client_gone_mid_body_is_a_debug_note_not_a_traceback(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn's own logger may not propagate to the root (its default log config): listen on it too.
+    caplog.set_level(logging.DEBUG, logger="devtunnel.api")
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.addHandler(caplog.handler)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+        writer.write(b"POST /api/tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"addr\": 1")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+        def handled() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.levelno >= logging.ERROR or "closed the connection" in r.getMessage()]
+
+        await async_wait_for(handled, what="the agent API to handle the closed connection")
+        # The next caller is served as usual, and nothing was started.
+        assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+    finally:
+        uvicorn_error.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING], caplog.text
+    [note] = [r for r in caplog.records if "closed the connection" in r.getMessage()]
+    assert note.levelno == logging.DEBUG and "\n" not in note.getMessage()
 
 
 async def test_a_declared_length_in_other_digits_is_read_as_the_body_says() -> None:
