@@ -100,6 +100,8 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
     Raises:
         ApiError: 400 for a missing or malformed body (a lone surrogate escape such as ``"\ud800"``
             included), 413 when too large, 415 for another media type.
+        ClientDisconnect: the caller hung up before its whole body came (a debug note by the
+            API's handler: no one is left to answer).
     """
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:  # said up front: no wait for it
