@@ -6,6 +6,7 @@ a malformed body is a 400, never a 500.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -30,11 +31,12 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.export.agent_json import error_json
+from devtunnel.values.ngrok_keys import NGROK_KEYS
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
 
-__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "TunnelOptions", "find_tunnel",
+__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel",
            "EXCEPTION_HANDLERS"]
 
 log = logging.getLogger(__name__)
@@ -169,10 +171,30 @@ REFUSED_OPTIONS = {
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
 
 
+OWN_OPTIONS = frozenset({"relay", "via"})
+"""devtunnel's own keys of a tunnel or endpoint asked for, beside ngrok's (``tunnel_options``)."""
+
+
+def _unknown_keys(data: dict[str, Any]) -> str | None:
+    unknown = sorted(key for key in data if key not in NGROK_KEYS and key not in OWN_OPTIONS)
+    if not unknown:
+        return None
+    shown = [quoted(key if len(key) <= 64 else key[:64] + "...") for key in unknown[:5]]
+    hint = difflib.get_close_matches(unknown[0], sorted(NGROK_KEYS | OWN_OPTIONS), n=1)
+    return (f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(shown)}{', ...' if len(unknown) > 5 else ''}"
+            + (f" (did you mean {quoted(hint[0])}?)" if hint and len(unknown) == 1 else "")
+            + ": no option of ngrok's tunnels or endpoints, nor of devtunnel's")
+
+
 def refuse_unsupported(data: dict[str, Any], what: str) -> None:
-    """Refuse (400) a tunnel or endpoint asked for with an option of ``REFUSED_OPTIONS``, before
-    anything starts: ngrok v2 clients send ``auth``/``basic_auth`` to ``/api/tunnels``, v3 clients
-    to ``/api/endpoints``, and both must be refused alike."""
+    """Refuse (400) a tunnel or endpoint asked for with a key that is no ngrok option
+    (``values.ngrok_keys``) nor devtunnel's (``OWN_OPTIONS``), a typo that would otherwise start
+    it with defaults, or with an option of ``REFUSED_OPTIONS``; before anything starts: ngrok v2
+    clients send ``auth``/``basic_auth`` to ``/api/tunnels``, v3 clients to ``/api/endpoints``,
+    and both must be refused alike."""
+    unknown = _unknown_keys(data)
+    if unknown is not None:
+        raise ApiError(400, f"{unknown}; the {what} was not started")
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
             raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")

@@ -116,6 +116,49 @@ async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, bo
     assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
 
 
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"adress": "8080"}, "unknown field 'adress' (did you mean 'addr'?)"),  # not "'addr' is required"
+        ({"addr": "8080", "prot": "http"}, "unknown field 'prot' (did you mean 'proto'?)"),
+        ({"addr": "8080", "hostheader": "rewrite"}, "'hostheader' (did you mean 'host_header'?)"),
+        ({"addr": "8080", "zz": 1, "yy": 2}, "unknown fields 'yy', 'zz':"),
+    ],
+)
+async def test_a_key_that_is_no_ngrok_option_is_refused_by_name_and_starts_nothing(
+    agent: Agent, body: dict[str, Any], fragment: str
+) -> None:
+    resp = await agent.client.post("/api/tunnels", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error_code"] == 100
+    assert fragment in resp.json()["msg"] and resp.json()["msg"].endswith("the tunnel was not started")
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_an_unknown_key_is_named_in_ascii_json_whatever_it_holds(agent: Agent) -> None:
+    key = "x\x1b]0;pwned\x07\u202e" + "k" * 200
+    resp = await agent.client.post("/api/tunnels", json={"addr": "8080", key: True})
+    assert resp.status_code == 400
+    assert resp.content.isascii() and b"\\u001b]0;pwned\\u0007\\u202e" in resp.content
+    assert "'" + key[:64] + "...'" in resp.json()["msg"]  # as it came, cut: the client escapes it once
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_every_ngrok_tunnel_key_is_still_taken_as_before(agent: Agent) -> None:
+    # What pyngrok v5 to v7 sends with a v2 definition of ngrok.yml merged in: keys devtunnel
+    # ignores start the tunnel; keys it cannot honour are refused, never called unknown.
+    body = {"addr": agent.target, "proto": "http", "name": "http-8080-1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "inspect": True, "bind_tls": True, "schemes": ["https"], "metadata": "team=payments",
+            "host_header": "rewrite", "subdomain": "payments", "hostname": "payments.example.com",
+            "domain": "payments.ngrok.app", "compression": True, "proxy_proto": "", "websocket_tcp_converter": False,
+            "crt": "", "key": "", "remote_addr": "", "labels": [], "relay": None, "via": None}
+    resp = await agent.client.post("/api/tunnels", json=body)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["name"] == body["name"]
+    resp = await agent.client.post("/api/tunnels", json={"addr": "8080", "name": "b", "ip_restriction": {"allow_cidrs": ["10.0.0.0/8"]}})
+    assert resp.status_code == 400 and "IP restrictions are not supported" in resp.json()["msg"]
+
+
 async def test_a_body_declared_over_the_limit_is_refused_at_once(agent: Agent) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
     writer.write(b"POST /api/tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
