@@ -155,6 +155,8 @@ def str_field(data: dict[str, Any], key: str, *, required: bool = False) -> str 
 
 REFUSED_OPTIONS = {
     "traffic_policy": "traffic policies",
+    "traffic_policy_file": "traffic policies",
+    "policy": "traffic policies",  # traffic_policy's name before ngrok agent 3.14
     "basic_auth": "basic auth",
     "auth": "basic auth",
     "oauth": "OAuth",
@@ -165,6 +167,7 @@ REFUSED_OPTIONS = {
     "request_header": "header rules",
     "response_header": "header rules",
     "webhook_verification": "webhook verification at the edge",
+    "verify_webhook": "webhook verification at the edge",  # the key of ngrok.yml and the agent API
     "user_agent_filter": "user agent filters",
 }
 """Options that would protect or change the traffic: starting without them would expose the

@@ -107,6 +107,9 @@ async def test_ngrok_replay_through_a_named_tunnel_goes_to_its_target(agent: Age
         ({"addr": "8080", "auth": "user:secret"}, 400),  # pyngrok v2's auth= was dropped: a public tunnel without it
         ({"addr": "8080", "basic_auth": ["user:secret"]}, 400),
         ({"addr": "8080", "oauth": {"provider": "google"}}, 400),
+        ({"addr": "8080", "verify_webhook": {"provider": "stripe", "secret": "whsec_x"}}, 400),  # ngrok.yml's key
+        ({"addr": "8080", "policy": {"inbound": [{"actions": [{"type": "deny"}]}]}}, 400),  # before agent 3.14
+        ({"addr": "8080", "traffic_policy_file": "/etc/ngrok/policy.yml"}, 400),
     ],
 )
 async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, body: dict[str, Any], status: int) -> None:
