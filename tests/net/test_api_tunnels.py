@@ -162,6 +162,20 @@ async def test_every_ngrok_tunnel_key_is_still_taken_as_before(agent: Agent) -> 
     assert resp.status_code == 400 and "IP restrictions are not supported" in resp.json()["msg"]
 
 
+async def test_a_bare_number_is_a_local_port_and_a_second_tunnel_of_a_name_is_a_400_as_ngrok_answers(agent: Agent) -> None:
+    port = int(agent.target.rsplit(":", 1)[1])
+    first = await agent.client.post("/api/tunnels", json={"addr": port, "name": "a"})
+    assert first.status_code == 201 and first.json()["config"]["addr"] == agent.target
+    endpoint = await agent.client.post("/api/endpoints", json={"upstream": port, "name": "b"})
+    assert endpoint.status_code == 201 and endpoint.json()["upstream"]["url"] == agent.target
+    # ngrok (agent 3.29 on) answers 400 "tunnel ... already exists"; the first tunnel stays.
+    for path, body in [("/api/tunnels", {"addr": "9", "name": "a"}), ("/api/endpoints", {"upstream": 9, "name": "A"})]:
+        resp = await agent.client.post(path, json=body)
+        assert resp.status_code == 400 and "'a' is already running" in resp.json()["msg"], resp.text
+    tunnels = (await agent.client.get("/api/tunnels")).json()["tunnels"]
+    assert sorted((t["name"], t["config"]["addr"]) for t in tunnels) == [("a", agent.target), ("b", agent.target)]
+
+
 async def test_a_body_declared_over_the_limit_is_refused_at_once(agent: Agent) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
     writer.write(b"POST /api/tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
