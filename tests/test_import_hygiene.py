@@ -52,6 +52,7 @@ CORE_MODULES = [
     "devtunnel.capture.verdict",
     "devtunnel.export.agent_json",
     "devtunnel.values.paths",
+    "devtunnel.values.ngrok_keys",
 ]
 
 

@@ -192,6 +192,14 @@ def test_bad_tunnels_are_skipped_with_their_reason() -> None:
     assert "no addr" in skipped["b"] and "not a mapping" in skipped["c"]
 
 
+def test_every_key_the_import_knows_is_one_the_agent_api_takes_for_ngrok_s() -> None:
+    from devtunnel import ngrok_config
+    from devtunnel.values.ngrok_keys import NGROK_KEYS
+
+    known = ngrok_config._TAKEN | set(ngrok_config._IGNORED) | set(ngrok_config.PROTECTIONS)
+    assert known <= NGROK_KEYS, sorted(known - NGROK_KEYS)
+
+
 def test_default_paths_follow_ngrok_per_system() -> None:
     env = {"HOME": "/home/u", "LOCALAPPDATA": "C:/Users/u/AppData/Local"}
     assert default_ngrok_paths(env, "linux")[0] == Path("/home/u/.config/ngrok/ngrok.yml")

@@ -6,13 +6,15 @@ a malformed body is a 400, never a 500.
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypedDict
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from devtunnel.errors import (
@@ -29,12 +31,15 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.export.agent_json import error_json
+from devtunnel.values.ngrok_keys import NGROK_KEYS
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
 
-__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "TunnelOptions", "find_tunnel",
+__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel",
            "EXCEPTION_HANDLERS"]
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024 * 1024
 """The largest request body the API reads (a replay may carry a large edited body)."""
@@ -97,6 +102,8 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
     Raises:
         ApiError: 400 for a missing or malformed body (a lone surrogate escape such as ``"\ud800"``
             included), 413 when too large, 415 for another media type.
+        ClientDisconnect: the caller hung up before its whole body came (a debug note by the
+            API's handler: no one is left to answer).
     """
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:  # said up front: no wait for it
@@ -148,6 +155,8 @@ def str_field(data: dict[str, Any], key: str, *, required: bool = False) -> str 
 
 REFUSED_OPTIONS = {
     "traffic_policy": "traffic policies",
+    "traffic_policy_file": "traffic policies",
+    "policy": "traffic policies",  # traffic_policy's name before ngrok agent 3.14
     "basic_auth": "basic auth",
     "auth": "basic auth",
     "oauth": "OAuth",
@@ -158,16 +167,37 @@ REFUSED_OPTIONS = {
     "request_header": "header rules",
     "response_header": "header rules",
     "webhook_verification": "webhook verification at the edge",
+    "verify_webhook": "webhook verification at the edge",  # the key of ngrok.yml and the agent API
     "user_agent_filter": "user agent filters",
 }
 """Options that would protect or change the traffic: starting without them would expose the
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
 
 
+OWN_OPTIONS = frozenset({"relay", "via"})
+"""devtunnel's own keys of a tunnel or endpoint asked for, beside ngrok's (``tunnel_options``)."""
+
+
+def _unknown_keys(data: dict[str, Any]) -> str | None:
+    unknown = sorted(key for key in data if key not in NGROK_KEYS and key not in OWN_OPTIONS)
+    if not unknown:
+        return None
+    shown = [quoted(key if len(key) <= 64 else key[:64] + "...") for key in unknown[:5]]
+    hint = difflib.get_close_matches(unknown[0], sorted(NGROK_KEYS | OWN_OPTIONS), n=1)
+    return (f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(shown)}{', ...' if len(unknown) > 5 else ''}"
+            + (f" (did you mean {quoted(hint[0])}?)" if hint and len(unknown) == 1 else "")
+            + ": no option of ngrok's tunnels or endpoints, nor of devtunnel's")
+
+
 def refuse_unsupported(data: dict[str, Any], what: str) -> None:
-    """Refuse (400) a tunnel or endpoint asked for with an option of ``REFUSED_OPTIONS``, before
-    anything starts: ngrok v2 clients send ``auth``/``basic_auth`` to ``/api/tunnels``, v3 clients
-    to ``/api/endpoints``, and both must be refused alike."""
+    """Refuse (400) a tunnel or endpoint asked for with a key that is no ngrok option
+    (``values.ngrok_keys``) nor devtunnel's (``OWN_OPTIONS``), a typo that would otherwise start
+    it with defaults, or with an option of ``REFUSED_OPTIONS``; before anything starts: ngrok v2
+    clients send ``auth``/``basic_auth`` to ``/api/tunnels``, v3 clients to ``/api/endpoints``,
+    and both must be refused alike."""
+    unknown = _unknown_keys(data)
+    if unknown is not None:
+        raise ApiError(400, f"{unknown}; the {what} was not started")
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
             raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
@@ -270,6 +300,14 @@ async def _devtunnel_error(request: Request, exc: Exception) -> Response:
     return _error(status, escape(str(exc)) if isinstance(exc, TunnelError) else str(exc), details)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The caller hung up before its whole body arrived: there is no one to answer, and nothing
+    # went wrong here, so a note for whoever debugs the API instead of an ASGI traceback.
+    log.debug("agent API: the client closed the connection before sending the whole body of %s %s; nothing answered",
+              request.method, quoted(request.url.path))
+    return Response(status_code=400)  # never sent: uvicorn drops what is sent on a closed connection
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(500, f"internal error: {type(exc).__name__}")
 
@@ -278,5 +316,6 @@ EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     HTTPException: _http_error,
     DevtunnelError: _devtunnel_error,
+    ClientDisconnect: _client_gone,
     Exception: _unexpected,
 }

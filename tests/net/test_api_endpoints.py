@@ -87,6 +87,8 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         ({"name": "a", "upstream": {"url": "8080"}, "basic_auth": ["u:p"]}, "basic auth"),
         ({"name": "a", "upstream": {"url": "8080"}, "pooling_enabled": True}, "pools"),
         ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
+        ({"name": "a", "upstream": {"url": "8080"}, "descripton": "typo"}, "unknown field 'descripton' (did you mean 'description'?)"),
+        ({"name": "a", "upstrem": {"url": "8080"}}, "unknown field 'upstrem'"),  # not "'upstream' is required"
     ],
 )
 async def test_bad_endpoint_requests_are_refused_with_a_reason_and_start_nothing(
@@ -207,3 +209,28 @@ def test_pyngrok_sees_a_refused_option_as_an_api_error(pyngrok_on: Any) -> None:
         ngrok.connect("8080", pyngrok_config=config, traffic_policy={"on_http_request": []})
     assert info.value.status_code == 400
     assert "traffic policies" in info.value.body
+
+
+def test_pyngrok_starts_ngrok_yml_definitions_with_the_keys_devtunnel_ignores(pyngrok_on: Any, tmp_path: Path) -> None:
+    # pyngrok merges the definition named in ngrok.yml into its request: every key of it is an
+    # ngrok key, and none may be taken for a typo.
+    with echo_service() as (target, _seen):
+        port = target.rsplit(":", 1)[1]
+        (tmp_path / "ngrok2.yml").write_text(
+            "version: 2\ntunnels:\n  hooks:\n"
+            f"    proto: http\n    addr: {port}\n    inspect: true\n    bind_tls: true\n    schemes: [https]\n"
+            "    host_header: rewrite\n    metadata: team=payments\n    subdomain: hooks\n    compression: true\n")
+        (tmp_path / "ngrok3.yml").write_text(
+            "version: 3\nendpoints:\n  - name: orders\n    description: order webhooks\n    metadata: team=orders\n"
+            f"    url: https://orders.ngrok.app\n    upstream:\n      url: {port}\n      protocol: http1\n"
+            f"tunnels:\n  legacy:\n    proto: http\n    addr: {port}\n    inspect: false\n    schemes: [http]\n")
+        v2, v3 = pyngrok_on("2"), pyngrok_on("3")
+        started = [ngrok.connect(name="hooks", pyngrok_config=v2), ngrok.connect(name="orders", pyngrok_config=v3),
+                   ngrok.connect(name="legacy", pyngrok_config=v3)]
+        assert [t.name for t in started] == ["hooks-api", "orders", "legacy-api"]
+        assert sorted(t.name for t in ngrok.get_tunnels(pyngrok_config=v3)) == ["hooks-api", "legacy-api", "orders"]
+        with pytest.raises(PyngrokNgrokHTTPError) as info:
+            ngrok.connect(port, pyngrok_config=v3, descripton="typo")
+        assert info.value.status_code == 400
+        assert "unknown field 'descripton' (did you mean 'description'?)" in info.value.body
+        assert len(ngrok.get_tunnels(pyngrok_config=v3)) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,9 @@ async def test_ngrok_replay_through_a_named_tunnel_goes_to_its_target(agent: Age
         ({"addr": "8080", "auth": "user:secret"}, 400),  # pyngrok v2's auth= was dropped: a public tunnel without it
         ({"addr": "8080", "basic_auth": ["user:secret"]}, 400),
         ({"addr": "8080", "oauth": {"provider": "google"}}, 400),
+        ({"addr": "8080", "verify_webhook": {"provider": "stripe", "secret": "whsec_x"}}, 400),  # ngrok.yml's key
+        ({"addr": "8080", "policy": {"inbound": [{"actions": [{"type": "deny"}]}]}}, 400),  # before agent 3.14
+        ({"addr": "8080", "traffic_policy_file": "/etc/ngrok/policy.yml"}, 400),
     ],
 )
 async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, body: dict[str, Any], status: int) -> None:
@@ -113,6 +117,63 @@ async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, bo
     assert resp.status_code == status, resp.text
     assert resp.json()["status_code"] == status
     assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"adress": "8080"}, "unknown field 'adress' (did you mean 'addr'?)"),  # not "'addr' is required"
+        ({"addr": "8080", "prot": "http"}, "unknown field 'prot' (did you mean 'proto'?)"),
+        ({"addr": "8080", "hostheader": "rewrite"}, "'hostheader' (did you mean 'host_header'?)"),
+        ({"addr": "8080", "zz": 1, "yy": 2}, "unknown fields 'yy', 'zz':"),
+    ],
+)
+async def test_a_key_that_is_no_ngrok_option_is_refused_by_name_and_starts_nothing(
+    agent: Agent, body: dict[str, Any], fragment: str
+) -> None:
+    resp = await agent.client.post("/api/tunnels", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error_code"] == 100
+    assert fragment in resp.json()["msg"] and resp.json()["msg"].endswith("the tunnel was not started")
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_an_unknown_key_is_named_in_ascii_json_whatever_it_holds(agent: Agent) -> None:
+    key = "x\x1b]0;pwned\x07\u202e" + "k" * 200
+    resp = await agent.client.post("/api/tunnels", json={"addr": "8080", key: True})
+    assert resp.status_code == 400
+    assert resp.content.isascii() and b"\\u001b]0;pwned\\u0007\\u202e" in resp.content
+    assert "'" + key[:64] + "...'" in resp.json()["msg"]  # as it came, cut: the client escapes it once
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_every_ngrok_tunnel_key_is_still_taken_as_before(agent: Agent) -> None:
+    # What pyngrok v5 to v7 sends with a v2 definition of ngrok.yml merged in: keys devtunnel
+    # ignores start the tunnel; keys it cannot honour are refused, never called unknown.
+    body = {"addr": agent.target, "proto": "http", "name": "http-8080-1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "inspect": True, "bind_tls": True, "schemes": ["https"], "metadata": "team=payments",
+            "host_header": "rewrite", "subdomain": "payments", "hostname": "payments.example.com",
+            "domain": "payments.ngrok.app", "compression": True, "proxy_proto": "", "websocket_tcp_converter": False,
+            "crt": "", "key": "", "remote_addr": "", "labels": [], "relay": None, "via": None}
+    resp = await agent.client.post("/api/tunnels", json=body)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["name"] == body["name"]
+    resp = await agent.client.post("/api/tunnels", json={"addr": "8080", "name": "b", "ip_restriction": {"allow_cidrs": ["10.0.0.0/8"]}})
+    assert resp.status_code == 400 and "IP restrictions are not supported" in resp.json()["msg"]
+
+
+async def test_a_bare_number_is_a_local_port_and_a_second_tunnel_of_a_name_is_a_400_as_ngrok_answers(agent: Agent) -> None:
+    port = int(agent.target.rsplit(":", 1)[1])
+    first = await agent.client.post("/api/tunnels", json={"addr": port, "name": "a"})
+    assert first.status_code == 201 and first.json()["config"]["addr"] == agent.target
+    endpoint = await agent.client.post("/api/endpoints", json={"upstream": port, "name": "b"})
+    assert endpoint.status_code == 201 and endpoint.json()["upstream"]["url"] == agent.target
+    # ngrok (agent 3.29 on) answers 400 "tunnel ... already exists"; the first tunnel stays.
+    for path, body in [("/api/tunnels", {"addr": "9", "name": "a"}), ("/api/endpoints", {"upstream": 9, "name": "A"})]:
+        resp = await agent.client.post(path, json=body)
+        assert resp.status_code == 400 and "'a' is already running" in resp.json()["msg"], resp.text
+    tunnels = (await agent.client.get("/api/tunnels")).json()["tunnels"]
+    assert sorted((t["name"], t["config"]["addr"]) for t in tunnels) == [("a", agent.target), ("b", agent.target)]
 
 
 async def test_a_body_declared_over_the_limit_is_refused_at_once(agent: Agent) -> None:
@@ -126,6 +187,34 @@ async def test_a_body_declared_over_the_limit_is_refused_at_once(agent: Agent) -
         writer.close()
     assert head.startswith(b"HTTP/1.1 413 "), head
     assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_a_client_gone_mid_body_is_a_debug_note_not_a_traceback(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn's own logger may not propagate to the root (its default log config): listen on it too.
+    caplog.set_level(logging.DEBUG, logger="devtunnel.api")
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.addHandler(caplog.handler)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+        writer.write(b"POST /api/tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"addr\": 1")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+        def handled() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.levelno >= logging.ERROR or "closed the connection" in r.getMessage()]
+
+        await async_wait_for(handled, what="the agent API to handle the closed connection")
+        # The next caller is served as usual, and nothing was started.
+        assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+    finally:
+        uvicorn_error.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING], caplog.text
+    [note] = [r for r in caplog.records if "closed the connection" in r.getMessage()]
+    assert note.levelno == logging.DEBUG and "\n" not in note.getMessage()
 
 
 async def test_a_declared_length_in_other_digits_is_read_as_the_body_says() -> None:
