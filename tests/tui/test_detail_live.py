@@ -22,6 +22,7 @@ import pytest
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.rows import Row
 from devtunnel.capture.store import Store
+from devtunnel.errors import StoreError
 from devtunnel.tui.app import InspectorApp
 from devtunnel.tui.backend import Backend, TunnelView
 from devtunnel.tui.screens.detail import DetailScreen
@@ -133,12 +134,12 @@ async def test_a_request_in_flight_is_read_again_only_when_the_agent_says_it_cha
                 # tunnels twice, seconds apart: nothing happened to this one, so it is not read.
                 for n in range(3):
                     assert await _get(public_url, f"/other/{n}") == 200
-                await async_wait_for(lambda: len(table.ids) == 4 and table.cached_row(table.ids[-1]),
-                                     what="the other requests on the table")
+                # (Counted on the table: it reads their rows only once it is in sight again.)
+                await async_wait_for(lambda: table.total == 4, what="the other requests on the table")
                 polls = backend.polls
                 await async_wait_for(lambda: backend.polls >= polls + 2, timeout=20, what="two tunnel polls")
                 assert backend.gets[slow_id] == reads
-                assert all(backend.gets[i] == 0 for i in table.ids[1:])
+                assert set(backend.gets) == {slow_id}
 
                 # The service answers: the agent announces the end, and the detail shows it.
                 gate.set()
@@ -177,10 +178,13 @@ async def test_notices_read_the_exchange_in_flight_a_bounded_number_of_times_and
         screen = await _detail(app, backend, pilot)
         reads = backend.gets[stream]
 
-        # Notices about other exchanges: the table reads them, the detail reads nothing.
-        applied = backend.changed_reads
+        # Notices about other exchanges, and two tunnel polls of the app seconds apart: the
+        # table reads them, the detail reads nothing.
+        applied, polls = backend.changed_reads, backend.polls
         app.live.changed([other])
+        await async_wait_for(lambda: backend.polls > polls, timeout=20, what="a tunnel poll")
         app.live.changed([fixed_id(7), other])
+        await async_wait_for(lambda: backend.polls > polls + 1, timeout=20, what="another tunnel poll")
         await async_wait_for(lambda: backend.changed_reads > applied and not app.live._pending,
                              what="the table to apply the notices")
         assert backend.gets[stream] == reads
@@ -216,7 +220,7 @@ async def test_a_closed_detail_of_a_request_in_flight_reads_it_no_more(tmp_path:
         await agent_serving(app)
         table = app.query_one(RequestTable)
         await async_wait_for(lambda: table.ids and table.cached_row(table.ids[0]), what="the row")
-        screen = await _detail(app, backend, pilot)
+        await _detail(app, backend, pilot)
         reads = backend.gets[stream]
         app.live.changed([stream])
         await async_wait_for(lambda: backend.gets[stream] == reads + 1 and not backend.getting,
@@ -229,3 +233,32 @@ async def test_a_closed_detail_of_a_request_in_flight_reads_it_no_more(tmp_path:
         await async_wait_for(lambda: backend.changed_reads > applied and not app.live._pending,
                              what="the table to apply the notice")
         assert backend.gets[stream] == reads + 1
+
+
+class FailingOnce(CountingBackend):
+    """A store locked for the first read the detail makes after it opened."""
+
+    fail_next = False
+
+    async def get(self, exchange_id: str) -> Exchange:
+        if self.fail_next:
+            self.fail_next = False
+            self.gets[exchange_id] += 1
+            raise StoreError("database is locked")
+        return await super().get(exchange_id)
+
+
+async def test_a_read_that_failed_is_tried_again_without_waiting_for_another_notice(tmp_path: Path) -> None:
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/events", status=None, duration=None)])
+    backend = FailingOnce(db)
+    app = InspectorApp(backend, agent_argv=agent_command("agent", "--api-port", "0", "--db", str(db)),
+                       agent_log=tmp_path / "agent.log", history_path=tmp_path / "filter_history")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await agent_serving(app)
+        table = app.query_one(RequestTable)
+        await async_wait_for(lambda: table.ids and table.cached_row(table.ids[0]), what="the row")
+        screen = await _detail(app, backend, pilot)
+        _record(db, make_exchange(0, target="/events", status=200))
+        backend.fail_next = True
+        app.live.changed([fixed_id(0)])
+        await async_wait_for(lambda: screen.query("#response-headers"), what="the response shown")
