@@ -251,7 +251,7 @@ class DetailScreen(Screen[None]):
         if self._reload is None or self.exchange.complete:
             return
         if self._notices is None:
-            self._poll = self.set_interval(self.UNFED_POLL, self._read_again)
+            self._poll = self.set_interval(self.UNFED_POLL, self._read_once)
             return
         self._stop_listening = self._notices.listen(self._changed)
         if self._heard is not None and self._notices.heard != self._heard:
@@ -291,9 +291,6 @@ class DetailScreen(Screen[None]):
                     return
         finally:
             self._reading = False
-
-    async def _read_again(self) -> None:
-        await self._read_once()
 
     async def _read_once(self) -> Exchange | None:
         """Read the exchange; once it has ended, redraw it and stop following it. Returns None
