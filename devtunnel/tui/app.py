@@ -99,6 +99,8 @@ class InspectorApp(App[None]):
         self._latest_replay: dict[str, str] = {}
         """Exchange id -> the id of its latest replay by ``r``: what D diffs on the original."""
         self._poll_failing = False
+        self._fed = False
+        """Change notices come (the agent's ``/api/events``); without, nothing says when an exchange changes."""
 
     def compose(self) -> ComposeResult:
         yield TunnelsPanel(id="tunnels")
@@ -121,7 +123,8 @@ class InspectorApp(App[None]):
         if self.supervisor is not None:
             self.query_one(TunnelsPanel).set_agent(self.supervisor.status)
             self.supervisor.start()
-        if self.supervisor is not None or self.backend.api_url:
+        self._fed = self.supervisor is not None or bool(self.backend.api_url)
+        if self._fed:
             self._follow_events()
         # The timers belong to the main screen, so they stop with it: at exit the screens go
         # first, and a tick after that would look for widgets no longer there.
@@ -224,7 +227,7 @@ class InspectorApp(App[None]):
 
     @on(Resync)
     def _resync(self) -> None:
-        self.live.reload()
+        self.live.resync()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         tell_failure(self, event)
@@ -328,9 +331,13 @@ class InspectorApp(App[None]):
 
     @work(group="action", exit_on_error=False)
     async def _open_detail(self) -> None:
+        heard = self.live.heard
         exchange = await self._current()
         if exchange is not None:
-            await self.push_screen(DetailScreen(exchange, self.backend.get))
+            # An exchange in flight is read again when a notice names it; with no agent to send
+            # notices, on a slow timer.
+            await self.push_screen(DetailScreen(exchange, self.backend.get, self.live if self._fed else None,
+                                                heard=heard))
 
     def action_focus_filter(self) -> None:
         self.query_one(FilterBar).focus_input()

@@ -4,7 +4,8 @@ The table reads its own pages (``Backend.pages``); this module gives it the filt
 the number of rows, an estimate first and the exact count from a worker afterwards. Change
 notices from ``/api/events`` arrive in bursts (up to thousands of ids a second): they are
 collected and applied on each ``flush`` (the app calls it on a short interval) with one store
-read of just those exchanges, filter applied; the whole list is never read again.
+read of just those exchanges, filter applied; the whole list is never read again. Others hear
+of the same notices through ``LiveView.listen`` (the detail of an exchange in flight).
 
 Counting over a large store is the one cost that grows with it, so every count (the exact
 count of a filtered list, the status mix) is spaced by twenty times what the last one took: at
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from functools import partial
 
 from devtunnel.errors import DevtunnelError, FilterTimeoutError
@@ -33,6 +34,9 @@ together (one read, one redraw). A change after a quiet spell is applied at once
 
 COUNT_SHARE = 20
 """A count runs again no sooner than this many times its last duration after it."""
+
+Listener = Callable[[Collection[str] | None], None]
+"""Hears the ids a change notice names, or None when anything may have changed (a resync)."""
 
 
 class _Spaced:
@@ -120,6 +124,32 @@ class LiveView:
         """A read of the store failed and was said; no read has succeeded since."""
         self.loaded = asyncio.Event()
         """Set once the first list is on the table."""
+        self._listeners: list[Listener] = []
+        self.heard = 0
+        """How many change notices came so far (whoever they named): a reader compares it before
+        and after a read to know whether one may have come meanwhile, before it listened."""
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Tell ``listener`` of each change notice as it comes (not merged per frame); returns
+        the function that stops it."""
+        self._listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return stop
+
+    def _tell(self, ids: Collection[str] | None) -> None:
+        self.heard += 1
+        for listener in list(self._listeners):
+            listener(ids)
+
+    def resync(self) -> None:
+        """Anything may have changed (the agent's feed was down, or too much changed to list):
+        read the list again, and tell the listeners so."""
+        self._tell(None)
+        self.reload()
 
     def set_filter(self, expression: str, compiled: object) -> None:
         """Show only exchanges matching ``compiled`` (None or an empty expression: everything)."""
@@ -167,6 +197,7 @@ class LiveView:
                 self.table.notify(f"{path} is another file now: showing its captures.",
                                   title="Capture database replaced", severity="warning", timeout=10)
             self._failing = False  # a failure to read the new file is said anew
+            self._tell(None)
             self.reload()
         elif self._retry_soon:
             self.reload()
@@ -285,7 +316,9 @@ class LiveView:
 
         If the list could not be read last time, it is read again now (the changes with it).
         """
-        self._pending.update(ids)
+        named = set(ids)
+        self._tell(named)
+        self._pending.update(named)
         if self._retry:
             self.reload()
             return

@@ -1,9 +1,16 @@
-"""The detail of one exchange: request and response headers and bodies, timing, WebSocket messages."""
+"""The detail of one exchange: request and response headers and bodies, timing, WebSocket messages.
+
+An exchange shown while still in flight is read again when a change notice names it (the
+agent's ``/api/events``, through ``LiveView.listen``), never on a timer: a WebSocket or an
+event stream left open in the detail for an hour costs no reads while nothing happens to it.
+Only without notices (``devtunnel inspect``, no agent: another process may be recording it)
+is it read every ``DetailScreen.UNFED_POLL`` seconds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, ClassVar, Protocol
 
 from rich.table import Table
 from rich.text import Text
@@ -11,9 +18,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
-from devtunnel.errors import DevtunnelError
+from devtunnel.errors import DevtunnelError, NotFoundError
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.tui.render import (
@@ -29,7 +37,7 @@ from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
 from devtunnel.values.sizes import format_size
 
-__all__ = ["DetailScreen", "HeadersView", "TitleLine", "exchange_title", "ws_preview"]
+__all__ = ["ChangeNotices", "DetailScreen", "HeadersView", "TitleLine", "exchange_title", "ws_preview"]
 
 _OPCODES = {0: "cont", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 _PREVIEW = 120
@@ -146,6 +154,18 @@ def ws_preview(message: WsMessage) -> Text:
     return text
 
 
+class ChangeNotices(Protocol):
+    """Where the detail hears that exchanges changed in the store (``devtunnel.tui.live.LiveView``)."""
+
+    heard: int
+    """How many notices came so far, whatever they named."""
+
+    def listen(self, listener: Callable[[Collection[str] | None], None]) -> Callable[[], None]:
+        """Call ``listener`` with the ids of each notice (None: anything may have changed);
+        returns the function that stops it."""
+        ...
+
+
 class DetailScreen(Screen[None]):
     """Everything captured about one exchange, in tabs.
 
@@ -163,6 +183,14 @@ class DetailScreen(Screen[None]):
     | tab | Move to the headers (to scroll them when they do not all fit) and the bodies. |
 
     The keys r, D, e, c and x run the app's actions, on the exchange this screen shows.
+
+    Args:
+        exchange: what to show.
+        reload: reads the exchange again by id: one shown in flight is redrawn once it has ended.
+        notices: the change notices that say when to read it again (None: it is read every
+            ``UNFED_POLL`` seconds until it ends).
+        heard: ``notices.heard`` from before ``exchange`` was read: if notices came since, it is
+            read once more at once (one of them may have been about its end).
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -198,30 +226,89 @@ class DetailScreen(Screen[None]):
     }
     """
 
-    IN_FLIGHT_POLL = 0.5
-    """Seconds between reads of an exchange still in flight, until it ends."""
+    UNFED_POLL = 2.0
+    """Seconds between reads of an exchange still in flight when no change notices come."""
 
-    def __init__(self, exchange: Exchange, reload: Callable[[str], Awaitable[Exchange]] | None = None) -> None:
+    RETRY = 1.0
+    """Seconds before a read that failed (the store locked, say) is tried again."""
+
+    def __init__(self, exchange: Exchange, reload: Callable[[str], Awaitable[Exchange]] | None = None,
+                 notices: ChangeNotices | None = None, *, heard: int | None = None) -> None:
         super().__init__()
         self.exchange = exchange
         self._reload = reload
-        """Reads the exchange again by id: an exchange shown in flight is redrawn once it has ended."""
+        self._notices = notices
+        self._heard = heard
+        self._stop_listening: Callable[[], None] | None = None
+        self._reading = False
+        self._again = False
+        """Notices about it came during the read in progress: read once more after it."""
+        self._poll: Timer | None = None
         self._pretty = True
         self._hex = False
 
     def on_mount(self) -> None:
-        if self._reload is not None and not self.exchange.complete:
-            self._poll = self.set_interval(self.IN_FLIGHT_POLL, self._read_again)
+        if self._reload is None or self.exchange.complete:
+            return
+        if self._notices is None:
+            self._poll = self.set_interval(self.UNFED_POLL, self._read_once)
+            return
+        self._stop_listening = self._notices.listen(self._changed)
+        if self._heard is not None and self._notices.heard != self._heard:
+            self._changed(None)
 
-    async def _read_again(self) -> None:
+    def on_unmount(self) -> None:
+        self._stop_following()
+
+    def _stop_following(self) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+        if self._poll is not None:
+            self._poll.stop()
+            self._poll = None
+
+    def _changed(self, ids: Collection[str] | None) -> None:
+        """A change notice: read the exchange again if it names it (None names every exchange).
+
+        One read at a time: notices that come during it make one more read after it, however many.
+        """
+        if self._stop_listening is None or (ids is not None and self.exchange.id not in ids):
+            return
+        if self._reading:
+            self._again = True
+            return
+        self._reading = True
+        self.run_worker(self._read_while_changed, group="read-again", exit_on_error=False)
+
+    async def _read_while_changed(self) -> None:
+        try:
+            self._again = True
+            while self._again and self._stop_listening is not None:
+                self._again = False
+                exchange = await self._read_once()
+                if exchange is None:
+                    return
+        finally:
+            self._reading = False
+
+    async def _read_once(self) -> Exchange | None:
+        """Read the exchange; once it has ended, redraw it and stop following it. Returns None
+        when there is nothing more to read for now (it ended, or the read failed)."""
         assert self._reload is not None
         try:
             exchange = await self._reload(self.exchange.id)
+        except NotFoundError:
+            return None  # gone from the store: read again only if a notice names it
         except DevtunnelError:
-            return  # read again at the next tick
+            if self._poll is None:  # the poll reads again at its next tick
+                self.set_timer(self.RETRY, lambda: self._changed(None))
+            return None
         if exchange.complete:
-            self._poll.stop()  # this cancels the timer's task: redraw outside it
+            self._stop_following()  # this cancels the poll's task: redraw outside it
             self.call_later(self._show_ended, exchange)
+            return None
+        return exchange
 
     async def _show_ended(self, exchange: Exchange) -> None:
         """Redraw what an exchange's end changes: the title, the response and the timing."""
