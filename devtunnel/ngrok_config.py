@@ -45,8 +45,11 @@ PROTECTIONS = {
     "oidc": "OpenID Connect",
     "mutual_tls_cas": "mutual TLS",
     "webhook_verification": "webhook verification",
+    "verify_webhook": "webhook verification",  # the key ngrok.yml documents
     "traffic_policy": "a traffic policy",
     "traffic_policy_file": "a traffic policy",
+    "policy": "a traffic policy",  # traffic_policy's name before ngrok agent 3.14
+    "user_agent_filter": "a user agent filter",
 }
 """Tunnel keys whose loss would expose the service and that have no rule to carry them: a tunnel
 with any of them is not imported."""
@@ -67,7 +70,6 @@ _IGNORED = {
     "request_header": "header rules are not supported yet",
     "response_header": "header rules are not supported yet",
     "websocket_tcp_converter": "no equivalent",
-    "user_agent_filter": "no equivalent",
     "verify_upstream_tls": "set agent.insecure for every tunnel instead",
     "labels": "labeled tunnels have no equivalent",
     "crt": "the relay holds the certificate",

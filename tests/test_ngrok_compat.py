@@ -185,6 +185,28 @@ def test_an_imported_tunnel_keeps_its_basic_auth_at_a_real_relay(
     assert agent.stop() == 0
 
 
+@pytest.mark.parametrize(("body", "what"), [
+    ("verify_webhook: {provider: github, secret: s}", "webhook verification"),
+    ("policy: {inbound: []}", "a traffic policy"),
+    ("user_agent_filter: {deny: ['(curl)']}", "a user agent filter"),
+])
+def test_ngrok_yml_protection_keys_keep_the_tunnel_out(body: str, what: str) -> None:
+    result = read_ngrok_config(f"tunnels:\n  guarded:\n    addr: 8080\n    {body}\n")
+    assert result.tunnels == []
+    reason = dict(result.skipped)["guarded"]
+    assert what in reason and "expose the service" in reason
+
+
+def test_every_protection_the_agent_api_refuses_is_kept_out_by_the_import_or_carried_as_a_rule() -> None:
+    from devtunnel import ngrok_config
+    from devtunnel.api.plumbing import REFUSED_OPTIONS
+
+    carried = ngrok_config._TAKEN  # basic_auth, auth and ip_restriction become rules at the relay
+    # header edits and a circuit breaker change the traffic but guard no one: the import says it left them
+    changes = {"request_header", "response_header", "circuit_breaker"}
+    assert set(REFUSED_OPTIONS) - carried - changes <= set(ngrok_config.PROTECTIONS)
+
+
 def test_bad_tunnels_are_skipped_with_their_reason() -> None:
     result = read_ngrok_config("tunnels:\n  a: {addr: 'not a port'}\n  b: {proto: http}\n  c: 7\n  d: {addr: 70000}\n")
     skipped = dict(result.skipped)
