@@ -338,15 +338,16 @@ async def test_the_key_bar_over_a_dialog_lists_the_dialogs_keys(db: Path, tmp_pa
         await _loaded(app, 12)
         await pilot.press("enter")
         await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail screen")
-        await pilot.pause()
-        assert "p Raw" in screen_text(app).splitlines()[-1]
+        # The footer recomposes after a refresh (Footer.bindings_changed): wait for its keys drawn.
+        await async_wait_for(lambda: "p Raw" in screen_text(app).splitlines()[-1], what="the detail's key bar")
         screen = _dialog(dialog, app)
         await app.push_screen(screen)
         await async_wait_for(lambda: app.screen is screen, what=dialog)
-        await pilot.pause()
-        bar = screen_text(app).splitlines()[-1]
         shown = [b for b in screen.BINDINGS if b.show]  # type: ignore[union-attr]
-        assert shown and all(b.description in bar for b in shown), bar  # type: ignore[union-attr]
+        assert shown
+        await async_wait_for(lambda: all(b.description in screen_text(app).splitlines()[-1] for b in shown),  # type: ignore[union-attr]
+                             what=f"the {dialog}'s key bar")
+        bar = screen_text(app).splitlines()[-1]
         assert not any(word in bar for word in ("Raw", "Hex", "Replay", "Help")), bar
 
 
@@ -386,10 +387,13 @@ async def test_detail_footer_shows_its_keys_and_help_at_80x24(db: Path, tmp_path
         await _loaded(app, 12)
         await pilot.press("enter")
         await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail")
-        await pilot.pause()
+        expected = {"esc": "Close", "r": "Replay", "e": "Edit", "c": "Curl", "x": "Export", "p": "Raw", "h": "Hex",
+                    "?": "Help"}
+        # The footer recomposes after a refresh (Footer.bindings_changed): wait for the detail's keys.
+        await async_wait_for(lambda: all(_footer(app).get(key) == d for key, d in expected.items()),
+                             what="the detail's keys in the footer")
         shown = _footer(app)
-        for key, description in {"esc": "Close", "r": "Replay", "e": "Edit", "c": "Curl", "x": "Export",
-                                 "p": "Raw", "h": "Hex", "?": "Help"}.items():
+        for key, description in expected.items():
             assert shown.get(key) == description, shown
 
 

@@ -73,18 +73,19 @@ async def test_a_hundred_thousand_rows_open_and_scroll_to_both_ends(tmp_path: Pa
         table = app.query_one(RequestTable)
         await async_wait_for(lambda: len(table.ids) == 100_000, timeout=30, what="100k ids")
         await _rows_shown(table)
-        await pilot.pause()
-        assert "/items/99999" in screen_lines(table)[-1]
+        # On screen, not only read: the table scrolls to the cursor after a refresh (call_after_refresh),
+        # so each line drawn is waited for.
+        await async_wait_for(lambda: "/items/99999" in screen_lines(table)[-1], what="the newest row on screen")
         await pilot.press("home")
         await async_wait_for(lambda: table.cached_row(fixed_id(0)), what="first rows")
-        await pilot.pause()
-        assert "/items/0 " in line_text(table, 1) and not table.following
+        await async_wait_for(lambda: "/items/0 " in line_text(table, 1), what="the first row on screen")
+        assert not table.following
         await pilot.press("pagedown", "pagedown")
         assert table.cursor == 2 * table._page
         await pilot.press("end")
         await async_wait_for(lambda: table.cached_row(fixed_id(99_999)), what="last rows")
-        await pilot.pause()
-        assert "/items/99999" in line_text(table, table.scrollable_content_region.height - 1)
+        await async_wait_for(lambda: "/items/99999" in line_text(table, table.scrollable_content_region.height - 1),
+                             what="the newest row on screen")
         assert table.following and table.current_id == fixed_id(99_999)
         assert len(table.window) <= table.WINDOW_ROWS
 

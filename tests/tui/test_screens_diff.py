@@ -230,3 +230,50 @@ async def test_at_80x24_the_titles_keep_the_status_and_the_duration() -> None:
         await pilot.pause()
         first = screen_text(app).splitlines()[0]
         assert "A POST http://shop.localhost/api/orders/ord_1/items?expand=customer,shipping  201 Created" in first
+
+
+async def test_a_diff_finished_after_a_newer_one_is_not_shown_over_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The diff runs in a thread; typing starts a new one and cancels the last. A thread already
+    past its check for cancellation, and stalled there, drew its older diff over the newer one:
+    the status said "ignoring id, cr" under a field that said "id, created"."""
+    import threading
+
+    from devtunnel.tui.screens import diff as diff_module
+
+    newer_shown = threading.Event()
+    stalled = []
+    real = diff_module.get_current_worker
+
+    class Stalling:
+        """A worker whose check for cancellation reads it, then waits until the newer diff is shown."""
+
+        def __init__(self, worker) -> None:  # type: ignore[no-untyped-def]
+            self.worker = worker
+
+        @property
+        def is_cancelled(self) -> bool:
+            cancelled = self.worker.is_cancelled
+            newer_shown.wait(10)
+            return cancelled
+
+    def current_worker():  # type: ignore[no-untyped-def]
+        worker = real()
+        if worker.description == "_compute(('id', 'cr'))":
+            stalled.append(worker)
+            return Stalling(worker)
+        return worker
+
+    monkeypatch.setattr(diff_module, "get_current_worker", current_worker)
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)):
+        await _diffed(app)
+        field = app.screen.query_one("#ignore", Input)
+        field.value = "id, cr"
+        await async_wait_for(lambda: stalled, what="the diff ignoring id, cr")
+        field.value = "id, created"
+        await async_wait_for(lambda: app.screen.ignore == ("id", "created"), what="the newer diff")
+        newer_shown.set()  # the older diff goes on: shown, it would be drawn before its worker ends
+        await async_wait_for(lambda: stalled[0].is_finished, what="the older diff's worker to end")
+        assert app.screen.ignore == ("id", "created")
+        assert "ignoring id, created" in _status(app)

@@ -268,10 +268,15 @@ class DiffScreen(Screen[None]):
     def _compute(self, ignore: tuple[str, ...]) -> None:
         # Bodies can be megabytes: diff them off the event loop so typing stays responsive.
         diff = diff_exchanges(self.a, self.b, ignore=ignore)
-        if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show, diff, ignore)
+        worker = get_current_worker()
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show, diff, ignore, worker)
 
-    def _show(self, diff: ExchangeDiff, ignore: tuple[str, ...]) -> None:
+    def _show(self, diff: ExchangeDiff, ignore: tuple[str, ...], worker: Worker[None]) -> None:
+        # Asked again here, on the event loop where a newer diff cancels this one: between the
+        # thread's check and this call, a newer diff may have been started and even shown.
+        if worker.is_cancelled:
+            return
         self.result = diff
         self.ignore = self.settings.ignore = ignore
         self._draw()
