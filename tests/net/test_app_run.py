@@ -194,6 +194,30 @@ def test_sigint_stops_the_app_too(start, tmp_path: Path) -> None:
     wait_for(lambda: not process_alive(pid), what="app stopped")
 
 
+def test_ctrl_c_gives_the_app_time_to_shut_down_cleanly(start, tmp_path: Path) -> None:
+    # SIGTERM, then SIGKILL only after the grace: an app finishing its work (uvicorn's shutdown,
+    # a flush) is not cut short.
+    port = free_port()
+    stopped = tmp_path / "stopped"
+    run = start(str(port), "--run", app_command(port, "--stopped-file", str(stopped), "--stop-delay", "1"))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    assert run.proc.stop(signal.SIGINT) == 0
+    assert stopped.read_text() == "stopped cleanly\n"
+
+
+def test_an_app_ignoring_sigterm_is_killed_after_the_grace_with_its_children(start, tmp_path: Path) -> None:
+    port = free_port()
+    pidfile = tmp_path / "child.pid"
+    run = start(str(port), "--run", "trap '' TERM; " + app_command(port, "--child-pidfile", str(pidfile)))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    group = run.app()["pid"]
+    child_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="child pid"))
+    began = time.monotonic()
+    assert run.proc.stop(signal.SIGINT) == 0
+    assert time.monotonic() - began >= 4  # the 5 s grace, then SIGKILL
+    wait_for(lambda: not process_alive(child_pid) and not process_alive(group), what="the whole group gone")
+
+
 def test_logs_command_prints_the_app_output_escaped_and_follows(start, tmp_path: Path) -> None:
     port = free_port()
     run = start(str(port), "--run", app_command(port), "--name", "payments")
