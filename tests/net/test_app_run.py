@@ -267,6 +267,10 @@ def test_logs_command_errors(start, tmp_path: Path) -> None:
     (["--health", "/healthz"], "--health needs --run"),
     (["--run", "true", "--health", "healthz"], "health: expected a path on the target"),
     (["--run", "   "], "run must be a command line"),
+    # An empty value (``--run "$APP"`` with APP unset) is refused, not taken as "no app":
+    (["--run", ""], "--run must be a command line, not empty text"),
+    (["--run", "true", "--health", ""], "health: expected a path on the target"),
+    (["--hold", ""], "expected a --hold duration such as 30s"),
 ])
 def test_bad_app_flags_exit_2_with_one_line(flags: list[str], message: str, tmp_path: Path) -> None:
     proc = Proc([*DEVTUNNEL, "http", "8000", *flags, "--no-tui", "--api-port", "0", "--db", str(tmp_path / "c.db")],
