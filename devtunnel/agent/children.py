@@ -217,6 +217,12 @@ class Child:
         if self._on_state is not None:
             self._on_state(self.state)
 
+    def note(self, message: str) -> None:
+        """Say why the child is in its state (``health /healthz answered 404``), in the log once."""
+        if message != self.state.message:
+            self.log.add("devtunnel", message)
+            self._set(message=message)
+
     async def wait_state(self, *states: str, timeout: float) -> ChildState:
         """Wait until the state is one of ``states``; raises ``TimeoutError`` after ``timeout``."""
         async def reached() -> ChildState:

@@ -166,6 +166,23 @@ def test_health_path_decides_readiness_and_held_requests_wait_for_it(start, tmp_
     assert run.app()["waiting"] == 0
 
 
+def test_a_health_path_answering_an_error_is_said_not_just_starting(start, tmp_path: Path) -> None:
+    # A wrong or failing health path keeps the app "starting" forever: the answer it gets is
+    # shown in the state line, /api/tunnels and the app's log, once.
+    port = free_port()
+    ready_file = tmp_path / "ready"
+    run = start(str(port), "--run", app_command(port, "--ready-file", str(ready_file)), "--health", "/healthz")
+    said = "health /healthz answered 503, not 2xx/3xx"
+    run.proc.line(lambda l: l.endswith(f"app starting ({said})"), lines="err")
+    assert run.app()["state"] == "starting" and run.app()["message"] == said
+    logs = Proc([*DEVTUNNEL, "logs", run.name, "--api", run.api], {**os.environ})
+    assert logs.wait() == 0
+    assert sum(said in line for line in logs.out) == 1, logs.out
+    ready_file.touch()
+    run.proc.line(lambda l: l.endswith("app ready"), lines="err")
+    assert run.app()["message"] == ""
+
+
 def test_devtunnel_stop_ends_the_app_and_its_children(start, tmp_path: Path) -> None:
     port = free_port()
     pidfile = tmp_path / "child.pid"
