@@ -35,6 +35,11 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Proc:
     ({"pyproject.toml": '[project]\nname = "x"\ndependencies = ["fastapi"]\n',
       "app/main.py": "from fastapi import FastAPI\napp = FastAPI()\n"},
      "uvicorn app.main:app --port 8000 --reload", 8000, "pyproject.toml"),
+    # The app is not always called app: uvicorn needs the name the module gives it.
+    ({"requirements.txt": "fastapi\n", "main.py": "import fastapi\n\napi: fastapi.FastAPI = fastapi.FastAPI(title='x')\n"},
+     "uvicorn main:api --port 8000 --reload", 8000, "requirements.txt"),
+    ({"requirements.txt": "fastapi\n", "server.py": "from fastapi import FastAPI\nserver = FastAPI()\n"},
+     "uvicorn server:server --port 8000 --reload", 8000, "requirements.txt"),
     ({"requirements.txt": "Flask==3.0\n"}, "flask run --port 5000 --reload", 5000, "requirements.txt"),
     ({"pyproject.toml": '[tool.poetry.dependencies]\npython = "^3.12"\ndjango = "^5"\n'},
      "python manage.py runserver 8000", 8000, "pyproject.toml"),

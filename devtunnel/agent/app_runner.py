@@ -24,7 +24,7 @@ from devtunnel.agent.hold import HoldGate
 from devtunnel.values.target import Target
 from devtunnel.values.health_path import health_path_problem
 
-__all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_ok"]
+__all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_status"]
 
 GUARD = 'trap "kill -TERM 0" HUP; /bin/sh -c "$1" & wait $!'
 """The shell devtunnel starts around the user's command (``$1``).
@@ -59,8 +59,8 @@ def check_health_path(path: str) -> str:
     return path
 
 
-async def health_ok(target: Target, path: str, timeout: float = HEALTH_TIMEOUT) -> bool:
-    """True when ``GET path`` on the target answers a 2xx or 3xx status within ``timeout``."""
+async def health_status(target: Target, path: str, timeout: float = HEALTH_TIMEOUT) -> int | None:
+    """The status ``GET path`` on the target answers within ``timeout``; None without an answer."""
     ctx: ssl.SSLContext | None = None
     if target.tls:
         ctx = ssl.create_default_context()
@@ -82,8 +82,9 @@ async def health_ok(target: Target, path: str, timeout: float = HEALTH_TIMEOUT) 
             with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
     parts = line[:_HEAD_LIMIT].split(None, 2)
-    return (len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit()
-            and 200 <= int(parts[1]) < 400)
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit() and len(parts[1]) == 3:
+        return int(parts[1])
+    return None
 
 
 def app_json(state: ChildState, *, command: str, health: str | None, hold: float, log_lines: int,
@@ -155,7 +156,11 @@ class AppRunner:
 
     async def _ready(self) -> bool:
         if self.health:
-            return await health_ok(self.target, self.health)
+            status = await health_status(self.target, self.health)
+            if status is not None and not 200 <= status < 400:
+                # The app answers, but not ready: say so, or "starting" forever hides a wrong path.
+                self.child.note(f"health {self.health} answered {status}, not 2xx/3xx")
+            return status is not None and 200 <= status < 400
         return await port_accepts(self.target.host, self.target.port)
 
     def _state_changed(self, state: ChildState) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from devtunnel import lifetime
 
-__all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "port_accepts"]
+__all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "group_running", "port_accepts"]
 
 MAX_LINE = 8192
 """Characters of one output line kept; a longer line is cut and marked with ``…``."""
@@ -107,6 +107,31 @@ async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     return True
 
 
+def group_running(pgid: int) -> bool:
+    """True while a process of group ``pgid`` runs (zombies, exited but not yet reaped, do not count).
+
+    Orphans are reaped by the system's init, which in a container or a VM may take seconds or
+    never come: waiting for the group to be empty would then wait out every grace.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True  # no /proc (macOS): the group exists, zombies or not
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
 class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     """The protocol of ``create_subprocess_exec``, which also tells when the program exited.
 
@@ -184,12 +209,19 @@ class Child:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._changed = asyncio.Event()
+        self._ending: asyncio.Future[None] | None = None
 
     def _set(self, **changes: object) -> None:
         self.state = replace(self.state, since=time.time(), **changes)  # type: ignore[arg-type]
         self._changed.set()
         if self._on_state is not None:
             self._on_state(self.state)
+
+    def note(self, message: str) -> None:
+        """Say why the child is in its state (``health /healthz answered 404``), in the log once."""
+        if message != self.state.message:
+            self.log.add("devtunnel", message)
+            self._set(message=message)
 
     async def wait_state(self, *states: str, timeout: float) -> ChildState:
         """Wait until the state is one of ``states``; raises ``TimeoutError`` after ``timeout``."""
@@ -225,19 +257,17 @@ class Child:
 
     async def _terminate(self) -> None:
         proc = self._proc
-        if proc is None or proc.returncode is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self._grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-        # The program's own children (a --reload server's worker) may outlive it: end the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        await self._end_group_once(proc.pid, self._grace)
+        await proc.wait()
+
+    async def _end_group_once(self, pgid: int, grace: float) -> None:
+        """End the group, or wait for the ending under way: a second SIGTERM would hurry the
+        app (uvicorn exits at once on a second signal) or shorten its grace."""
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._end_group(pgid, grace))
+        await asyncio.shield(self._ending)
 
     async def _supervise(self) -> None:
         failures = 0
@@ -287,7 +317,7 @@ class Child:
             code = proc.returncode
             assert code is not None
             # What it left behind may hold the port and the pipes: end the group before starting again.
-            await self._end_group(proc.pid)
+            await self._end_group_once(proc.pid, min(self._grace, 2.0))
             await asyncio.wait([exited, *readers], timeout=1.0)
         finally:
             exited.cancel()
@@ -296,21 +326,24 @@ class Child:
                 reader.cancel()
             self.ready.clear()
             self._proc = None
+            self._ending = None
         return code
 
-    async def _end_group(self, pgid: int) -> None:
-        """SIGTERM what is left of the process group, SIGKILL what is still there after a short grace."""
+    async def _end_group(self, pgid: int, grace: float) -> None:
+        """SIGTERM the process group, SIGKILL what is still there after ``grace`` seconds.
+
+        The group, not the program devtunnel started, is waited for: that program is a shell
+        (``/bin/sh -c``) that SIGTERM ends at once, while the app it started shuts down.
+        """
         try:
             os.killpg(pgid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             return  # nothing left
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(self._grace, 2.0)
+        deadline = loop.time() + grace
         while loop.time() < deadline:
             await asyncio.sleep(0.05)  # polled: what is left are not our children, nothing to wait() on
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
+            if not group_running(pgid):
                 return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)

@@ -228,7 +228,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
                 if recorder is not None and webhooks is not None:
                     recorder.subscribe_verdicts(exchange_log.verdicts_from(asyncio.get_running_loop()))
             announced: dict[str, str] = {}  # tunnel name -> the public URL last printed
-            app_states: dict[str, str] = {}
+            app_states: dict[str, tuple[str, str]] = {}  # tunnel name -> the app's state and message last printed
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
             def announce(info: TunnelInfo) -> None:
@@ -241,8 +241,8 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.
                     ended.set_result(f"tunnel {info.name} stopped: {info.error}")
-                if info.app is not None and app_states.get(info.name) != info.app["state"]:
-                    app_states[info.name] = info.app["state"]
+                if info.app is not None and app_states.get(info.name) != (info.app["state"], info.app["message"]):
+                    app_states[info.name] = (info.app["state"], info.app["message"])
                     log.info("tunnel %s: app %s%s", info.name, info.app["state"],
                              f" ({info.app['message']})" if info.app["message"] else "")
 

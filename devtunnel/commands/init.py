@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +79,18 @@ def _python_dependencies(folder: Path) -> tuple[str, str]:
     return "", ""
 
 
+_ASGI_APP = re.compile(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=\s*(?:fastapi\.)?FastAPI\(", re.MULTILINE)
+"""``api = FastAPI(`` (or ``app: FastAPI = FastAPI(``) at the top level of a module: the app's name."""
+
+
 def _asgi_module(folder: Path) -> str:
-    """``main:app``: the module that most likely creates the FastAPI app."""
+    """``main:app``: the module that most likely creates the FastAPI app, and the app's name there."""
     for candidate in ("main.py", "app.py", "app/main.py", "src/main.py", "api.py", "server.py"):
         path = folder / candidate
-        if path.is_file() and "FastAPI(" in _read(path):
-            return candidate[:-3].replace("/", ".") + ":app"
+        text = _read(path) if path.is_file() else ""
+        if "FastAPI(" in text:
+            found = _ASGI_APP.search(text)
+            return candidate[:-3].replace("/", ".") + ":" + (found.group(1) if found else "app")
     return "app:app" if (folder / "app.py").is_file() else "main:app"
 
 

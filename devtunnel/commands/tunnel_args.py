@@ -25,15 +25,17 @@ def app_options(args: argparse.Namespace) -> dict[str, Any]:
     from devtunnel.values.durations import parse_duration
 
     run, health, hold_text = args.run, args.health, args.hold
-    if health and not run:
+    if run is not None and not run.strip():  # --run "$UNSET": said, not a tunnel without its app
+        raise ConfigError("--run must be a command line, not empty text")
+    if health is not None and not run:
         raise ConfigError("--health needs --run (health needs run in devtunnel.toml): it tells when the app "
                           "devtunnel runs is ready")
-    if health:
+    if health is not None:
         from devtunnel.agent.app_runner import check_health_path
 
         check_health_path(health)
     try:
-        hold = parse_duration(hold_text, what="--hold duration") if hold_text not in (None, "") else 0.0
+        hold = parse_duration(hold_text, what="--hold duration") if hold_text is not None else 0.0
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return {"run": run or None, "health": health or None, "hold": hold}

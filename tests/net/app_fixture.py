@@ -10,6 +10,8 @@
 * ``/healthz`` answers 503 until ``--ready-file`` exists, then 200;
 * ``--child-pidfile`` starts a ``sleep`` child and writes its pid there (to prove the whole
   group is stopped);
+* ``--stopped-file PATH``: on SIGTERM it takes ``--stop-delay`` seconds to shut down, as an app
+  finishing its work does, then writes PATH and exits 0;
 * prints a hostile line (terminal escapes) at start, and one line per request.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +33,8 @@ parser.add_argument("--exit-after", type=int, default=0)
 parser.add_argument("--ready-file")
 parser.add_argument("--child-pidfile")
 parser.add_argument("--exit-delay", type=float, default=0.0)
+parser.add_argument("--stopped-file")
+parser.add_argument("--stop-delay", type=float, default=0.5)
 args = parser.parse_args()
 count = 0
 turn = threading.Lock()
@@ -67,6 +72,14 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+if args.stopped_file:
+    def shut_down(signum: int, frame: object) -> None:
+        time.sleep(args.stop_delay)
+        with open(args.stopped_file, "w") as f:
+            f.write("stopped cleanly\n")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shut_down)
 if args.child_pidfile:
     child = subprocess.Popen(["sleep", "600"])
     with open(args.child_pidfile, "w") as f:

@@ -166,6 +166,23 @@ def test_health_path_decides_readiness_and_held_requests_wait_for_it(start, tmp_
     assert run.app()["waiting"] == 0
 
 
+def test_a_health_path_answering_an_error_is_said_not_just_starting(start, tmp_path: Path) -> None:
+    # A wrong or failing health path keeps the app "starting" forever: the answer it gets is
+    # shown in the state line, /api/tunnels and the app's log, once.
+    port = free_port()
+    ready_file = tmp_path / "ready"
+    run = start(str(port), "--run", app_command(port, "--ready-file", str(ready_file)), "--health", "/healthz")
+    said = "health /healthz answered 503, not 2xx/3xx"
+    run.proc.line(lambda l: l.endswith(f"app starting ({said})"), lines="err")
+    assert run.app()["state"] == "starting" and run.app()["message"] == said
+    logs = Proc([*DEVTUNNEL, "logs", run.name, "--api", run.api], {**os.environ})
+    assert logs.wait() == 0
+    assert sum(said in line for line in logs.out) == 1, logs.out
+    ready_file.touch()
+    run.proc.line(lambda l: l.endswith("app ready"), lines="err")
+    assert run.app()["message"] == ""
+
+
 def test_devtunnel_stop_ends_the_app_and_its_children(start, tmp_path: Path) -> None:
     port = free_port()
     pidfile = tmp_path / "child.pid"
@@ -192,6 +209,30 @@ def test_sigint_stops_the_app_too(start, tmp_path: Path) -> None:
     pid = run.app()["pid"]
     assert run.proc.stop(signal.SIGINT) == 0
     wait_for(lambda: not process_alive(pid), what="app stopped")
+
+
+def test_ctrl_c_gives_the_app_time_to_shut_down_cleanly(start, tmp_path: Path) -> None:
+    # SIGTERM, then SIGKILL only after the grace: an app finishing its work (uvicorn's shutdown,
+    # a flush) is not cut short.
+    port = free_port()
+    stopped = tmp_path / "stopped"
+    run = start(str(port), "--run", app_command(port, "--stopped-file", str(stopped), "--stop-delay", "1"))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    assert run.proc.stop(signal.SIGINT) == 0
+    assert stopped.read_text() == "stopped cleanly\n"
+
+
+def test_an_app_ignoring_sigterm_is_killed_after_the_grace_with_its_children(start, tmp_path: Path) -> None:
+    port = free_port()
+    pidfile = tmp_path / "child.pid"
+    run = start(str(port), "--run", "trap '' TERM; " + app_command(port, "--child-pidfile", str(pidfile)))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    group = run.app()["pid"]
+    child_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="child pid"))
+    began = time.monotonic()
+    assert run.proc.stop(signal.SIGINT) == 0
+    assert time.monotonic() - began >= 4  # the 5 s grace, then SIGKILL
+    wait_for(lambda: not process_alive(child_pid) and not process_alive(group), what="the whole group gone")
 
 
 def test_logs_command_prints_the_app_output_escaped_and_follows(start, tmp_path: Path) -> None:
@@ -243,6 +284,10 @@ def test_logs_command_errors(start, tmp_path: Path) -> None:
     (["--health", "/healthz"], "--health needs --run"),
     (["--run", "true", "--health", "healthz"], "health: expected a path on the target"),
     (["--run", "   "], "run must be a command line"),
+    # An empty value (``--run "$APP"`` with APP unset) is refused, not taken as "no app":
+    (["--run", ""], "--run must be a command line, not empty text"),
+    (["--run", "true", "--health", ""], "health: expected a path on the target"),
+    (["--hold", ""], "expected a --hold duration such as 30s"),
 ])
 def test_bad_app_flags_exit_2_with_one_line(flags: list[str], message: str, tmp_path: Path) -> None:
     proc = Proc([*DEVTUNNEL, "http", "8000", *flags, "--no-tui", "--api-port", "0", "--db", str(tmp_path / "c.db")],

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from devtunnel.agent.children import MAX_LINE, Child, LogRing, port_accepts
-from tests.helpers import async_wait_for, free_port, process_alive
+from devtunnel.agent.children import MAX_LINE, Child, LogRing, group_running, port_accepts
+from tests.helpers import async_wait_for, free_port, process_alive, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,3 +163,20 @@ async def test_what_a_crashed_program_left_behind_is_ended_before_it_starts_agai
     worker = int(line.split()[1])
     await async_wait_for(lambda: not process_alive(worker), timeout=10, what="the worker ended")
     assert child.state.exit_code == 4
+
+
+def test_a_group_left_with_only_zombies_is_not_running() -> None:
+    # An orphan the system's init is slow to reap (a container, a VM) must not hold a stop for
+    # the whole grace: exited is exited.
+    sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    quick = subprocess.Popen(["true"], start_new_session=True)
+    try:
+        assert group_running(sleeper.pid)
+        wait_for(lambda: open(f"/proc/{quick.pid}/stat", "rb").read().rpartition(b")")[2].split()[0] == b"Z",
+                 what="the exited child a zombie (not reaped yet)")
+        os.killpg(quick.pid, 0)  # the group still exists ...
+        assert not group_running(quick.pid)  # ... but nothing of it runs
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        quick.wait()

@@ -32,7 +32,7 @@ def app_state_text(tunnel: TunnelView) -> str:
     state = tunnel.app_state
     if state == "restarting":
         return f"restarting ({tunnel.app_restarts})"
-    if state in ("failed", "crashed") and tunnel.app_message:
+    if state in ("failed", "crashed", "starting") and tunnel.app_message:
         return f"{state}: {escape(tunnel.app_message)}"
     return state
 
