@@ -284,7 +284,9 @@ class Forwarder:
             await self._relay_response(stream, head_only, lease, response, cap)
             if lease.body_cut:
                 # The local service answered before reading the whole request body: tell the
-                # relay to stop sending it (the connection was not reused).
+                # relay to stop sending it (the connection was not reused). The record says
+                # the body is partial: replayed as it stands, it would be another request.
+                cap.request_body_cut()
                 stream.reset(ErrorCode.NO_ERROR, "response complete")
         finally:
             lease.release(False)

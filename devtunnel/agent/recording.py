@@ -112,7 +112,7 @@ class ExchangeCapture:
     __slots__ = (
         "_sink", "_t0", "_started_at", "_ended_at", "_cap", "_request_body", "_response_body", "_ws_budget",
         "_finished", "_id", "_tunnel", "_head", "_target_url", "_ttfb", "_response", "_error", "_exchange",
-        "rule", "_live",
+        "rule", "_live", "_request_cut",
     )
 
     def __init__(
@@ -131,6 +131,7 @@ class ExchangeCapture:
         self._ended_at: float | None = None
         self._cap = body_cap
         self._request_body: _Body | None = None  # made by the first chunk: most requests have none
+        self._request_cut = False
         self._response_body: _Body | None = None
         self._ws_budget = body_cap
         self._finished = False
@@ -192,6 +193,12 @@ class ExchangeCapture:
         if body is None:
             body = self._request_body = _Body(self._cap)
         body.add(chunk)
+
+    def request_body_cut(self) -> None:
+        """The exchange ended before the whole request body came (the local service answered
+        first and the relay stopped sending it): the record says the body is partial, never
+        that the bytes that came are all of it."""
+        self._request_cut = True
 
     @property
     def request_body_full(self) -> bool:
@@ -275,6 +282,14 @@ class ExchangeCapture:
             else:
                 message.body, message.body_truncated = body.preview(limit), True
             message.body_size = body.size
+        request = ex.request
+        if self._request_cut:
+            # What the client said it would send: the bytes that came are the first of it.
+            declared = request.headers.get("content-length") or ""
+            size = int(declared) if declared.isascii() and declared.isdigit() and len(declared) <= 18 else None
+            if size is None or request.body_size < size:
+                request.body_truncated = True
+                request.body_size = max(request.body_size, size or 0)
 
     def _submit_live(self) -> None:
         if self._finished or self._sink is None:

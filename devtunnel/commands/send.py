@@ -209,14 +209,22 @@ def run(args: argparse.Namespace) -> int:
     from devtunnel.commands.config import settings_of
     from devtunnel.commands.output import safe
     from devtunnel.config import webhook_context
+    from devtunnel.config.kinds import EnvName
 
     try:
         if args.list:
             return _list()
         if not args.provider or not args.event or not args.to:
             raise ConfigError("give PROVIDER EVENT --to URL (devtunnel send --list shows the samples)")
+        env_name = args.secret_env
+        if env_name is not None:
+            # An empty one (--secret-env "$VAR" with VAR unset) read the usual secrets instead.
+            try:
+                env_name = EnvName().check(env_name)
+            except ValueError as exc:
+                raise ConfigError(f"--secret-env: {exc}") from None
         sent = send_sample(args.provider, args.event, args.to, environ=os.environ, data=args.data,
-                           assignments=args.set or (), env_name=args.secret_env, unsigned=args.unsigned,
+                           assignments=args.set or (), env_name=env_name, unsigned=args.unsigned,
                            timeout=args.timeout, insecure=args.insecure,
                            webhooks=webhook_context(settings_of(args), os.environ))
     except ConfigError as exc:

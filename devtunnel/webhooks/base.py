@@ -223,7 +223,7 @@ class Provider:
         elif not self.signed(delivery):
             check = Check(Signature.UNSIGNED, f"no {self.signature_headers[0]} header")
         else:
-            check = Check(Signature.UNVERIFIED, "the body was recorded only in part (raise --body-cap)")
+            check = Check(Signature.UNVERIFIED, "the body was recorded only in part (over --body-cap, or answered before all of it came)")
         return Verdict(self.name, self.event_type(delivery), self.delivery_id(delivery), check.signature, check.reason)
 
     # Helpers for the subclasses ---------------------------------------------------------------

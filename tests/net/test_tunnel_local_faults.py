@@ -401,6 +401,37 @@ async def test_request_body_is_recorded_when_the_local_service_answers_without_r
     assert ex.request.body == payload
 
 
+async def test_request_body_a_kept_alive_service_answered_before_is_recorded_as_partial(harness: Harness) -> None:
+    # A webhook receiver that 404s a wrong path (or 401s from a middleware) answers from the
+    # head alone and keeps the connection; the relay then stops sending the body. What came of
+    # it was recorded as the whole body: a verdict on an empty delivery, a replay sending none.
+    answered = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nNot Found")
+        await writer.drain()
+        loop.call_soon_threadsafe(answered.set)
+        await reader.read()
+
+    payload = b'{"type": "user.created", "id": "evt_1"}'
+
+    async def late_body() -> AsyncIterator[bytes]:
+        await asyncio.wait_for(answered.wait(), 10)  # the body leaves once the answer was written
+        yield payload
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            response = await c.post("/webhooks", content=late_body(),
+                                    headers={"Content-Length": str(len(payload))})
+    assert response.status_code == 404
+    [ex] = await harness.exchanges(1)
+    assert payload.startswith(ex.request.body)
+    assert (ex.request.body_size, ex.request.body_truncated) == (len(payload), True)
+
+
 async def test_kept_alive_connection_that_goes_silent_gets_504_after_the_head_timeout(harness: Harness) -> None:
     # The second request goes out on the kept-alive connection, where a whole response is
     # answered from the connection's callback: the head timeout must still apply there.
