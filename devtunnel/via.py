@@ -26,6 +26,7 @@ program's output. Starting, watching and restarting the program is the agent's j
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -150,6 +151,17 @@ class Via:
         return match.group(1) if match else None
 
 
+def _bracketed_ok(host: str) -> bool:
+    """``[...]`` holds an IPv6 address; other hosts are checked by the pattern."""
+    if not host.startswith("["):
+        return True
+    try:
+        ipaddress.IPv6Address(host[1:-1])
+    except ValueError:
+        return False
+    return True
+
+
 def parse_via(text: str) -> Via:
     """Read ``--via`` / ``tunnels.NAME.via``.
 
@@ -166,9 +178,10 @@ def parse_via(text: str) -> Via:
         return Via("localhost.run")
     if lowered.startswith("ssh:"):
         match = _USER_HOST.fullmatch(value[4:])
-        if match is None or value[4:].startswith("-"):
+        user, host, port = match.groups() if match else (None, "", None)
+        # Nothing may read as an option, to ssh or to a ProxyCommand given %h / %r (``me@-oX``).
+        if match is None or (user or "").startswith("-") or host[:1] in ("-", ".") or not _bracketed_ok(host):
             raise ConfigError(f"--via {quoted(text)}: expected ssh:USER@HOST or ssh:USER@HOST:PORT")
-        user, host, port = match.groups()
         port_number = int(port) if port else None
         if port_number is not None and not 0 < port_number < 65536:
             raise ConfigError(f"--via {quoted(text)}: the port must be 1-65535")

@@ -404,6 +404,9 @@ def test_a_missing_program_is_one_line_saying_what_to_install_and_exit_2(
     [
         (["--via", "ngrok"], "devtunnel: --via 'ngrok': expected one of relay, cloudflared"),
         (["--via", "ssh:-oProxyCommand=x"], "expected ssh:USER@HOST"),
+        (["--via", "ssh:me@-oProxyCommand"], "devtunnel: --via 'ssh:me@-oProxyCommand': expected ssh:USER@HOST"),
+        (["--via", "ssh:"], "devtunnel: --via 'ssh:': expected ssh:USER@HOST"),
+        (["--via", "ssh:host:notaport"], "devtunnel: --via 'ssh:host:notaport': expected ssh:USER@HOST"),
         (["--via", "cloudflared", "--relay", "ws://127.0.0.1:9"], "devtunnel: give --via or --relay, not both"),
     ],
 )
