@@ -9,10 +9,12 @@ program's output. Starting, watching and restarting the program is the agent's j
                       ``https://<words>.trycloudflare.com``
 ``localhost.run``     ``ssh -R 80:127.0.0.1:PORT nokey@localhost.run``; prints
                       ``<id>.lhr.life tunneled with tls termination, https://<id>.lhr.life``
+                      (``localhost.run`` too, its former domain)
 ``pinggy``            ``ssh -p 443 -R0:127.0.0.1:PORT a.pinggy.io``; prints
                       ``https://<id>.a.free.pinggy.link`` (also an http:// line)
 ``serveo``            ``ssh -R 80:127.0.0.1:PORT serveo.net``; prints
                       ``Forwarding HTTP traffic from https://<id>.serveo.net``
+                      (``serveousercontent.com`` too)
 ``ssh:USER@HOST[:P]`` ``ssh -N -R 0:127.0.0.1:PORT USER@HOST``; OpenSSH prints
                       ``Allocated port N for remote forward to 127.0.0.1:PORT``: the URL is
                       ``http://HOST:N`` (the server needs ``GatewayPorts yes`` to serve others).
@@ -24,6 +26,7 @@ program's output. Starting, watching and restarting the program is the agent's j
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -45,10 +48,14 @@ SSH_OPTIONS = (
 a dead connection within ~45 s, trust a host key on first use, never prompt (no terminal)."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_CLOUDFLARED = re.compile(r"(https://[a-z0-9-]+\.trycloudflare\.com)\b")
-_LHR = re.compile(r"tunneled with tls termination, (https://[A-Za-z0-9.-]+)")
-_PINGGY = re.compile(r"(https://[A-Za-z0-9.-]+\.pinggy\.(?:link|online))\b")
-_SERVEO = re.compile(r"Forwarding HTTP traffic from (https://[A-Za-z0-9.-]+)")
+_URL_END = r"(?![\w@:-]|\.[\w-])"
+"""Where a provider's URL ends: not in the middle of a longer host (``...trycloudflare.com.evil.com``),
+a login (``...@evil.com``) or a port."""
+_CLOUDFLARED = re.compile(r"(https://[a-z0-9-]+\.trycloudflare\.com)" + _URL_END)
+_LHR = re.compile(r"tunneled with tls termination, (https://(?:[A-Za-z0-9-]+\.)+(?:lhr\.life|localhost\.run))" + _URL_END)
+_PINGGY = re.compile(r"(https://(?:[A-Za-z0-9-]+\.)+pinggy\.(?:link|online))" + _URL_END)
+_SERVEO = re.compile(r"Forwarding HTTP traffic from (https://(?:[A-Za-z0-9-]+\.)+(?:serveo\.net|serveousercontent\.com))"
+                     + _URL_END)
 _ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward to ")
 _FORWARDED = re.compile(r"^debug1: remote forward success for: listen (\d+), connect ")
 _USER_HOST = re.compile(r"(?:([A-Za-z0-9._-]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
@@ -144,6 +151,17 @@ class Via:
         return match.group(1) if match else None
 
 
+def _bracketed_ok(host: str) -> bool:
+    """``[...]`` holds an IPv6 address; other hosts are checked by the pattern."""
+    if not host.startswith("["):
+        return True
+    try:
+        ipaddress.IPv6Address(host[1:-1])
+    except ValueError:
+        return False
+    return True
+
+
 def parse_via(text: str) -> Via:
     """Read ``--via`` / ``tunnels.NAME.via``.
 
@@ -160,9 +178,10 @@ def parse_via(text: str) -> Via:
         return Via("localhost.run")
     if lowered.startswith("ssh:"):
         match = _USER_HOST.fullmatch(value[4:])
-        if match is None or value[4:].startswith("-"):
+        user, host, port = match.groups() if match else (None, "", None)
+        # Nothing may read as an option, to ssh or to a ProxyCommand given %h / %r (``me@-oX``).
+        if match is None or (user or "").startswith("-") or host[:1] in ("-", ".") or not _bracketed_ok(host):
             raise ConfigError(f"--via {quoted(text)}: expected ssh:USER@HOST or ssh:USER@HOST:PORT")
-        user, host, port = match.groups()
         port_number = int(port) if port else None
         if port_number is not None and not 0 < port_number < 65536:
             raise ConfigError(f"--via {quoted(text)}: the port must be 1-65535")

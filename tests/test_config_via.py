@@ -43,6 +43,8 @@ def test_a_tunnel_names_its_provider_and_devtunnel_http_name_uses_it(tmp_path: P
     ("value", "message"),
     [('"ngrok"', r"tunnels\.hooks\.via: --via 'ngrok': expected one of relay, cloudflared"),
      ('"ssh:-oProxyCommand=x"', r"tunnels\.hooks\.via: --via .*expected ssh:USER@HOST"),
+     ('"ssh:me@-oProxyCommand"', r"tunnels\.hooks\.via: --via .*expected ssh:USER@HOST"),
+     ('""', r"tunnels\.hooks\.via: expected non-empty text"),
      ("1", r"tunnels\.hooks\.via: expected non-empty text")],
 )
 def test_a_bad_via_in_a_file_names_the_file_line_and_key(tmp_path: Path, value: str, message: str) -> None:

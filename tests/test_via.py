@@ -66,6 +66,38 @@ def test_links_that_are_not_the_tunnel_are_not_taken() -> None:
     assert parse_via("ssh:h").url_in("Warning: Permanently added 'h' (ED25519) to the list of known hosts.") is None
 
 
+@pytest.mark.parametrize(
+    ("via", "line"),
+    [
+        # another domain than the provider's, where its URL is printed
+        ("localhost.run", "evil.example.com tunneled with tls termination, https://evil.example.com"),
+        ("localhost.run", "x tunneled with tls termination, https://x.lhr.life.evil.example.com"),
+        ("serveo", "Forwarding HTTP traffic from https://evil.example.com"),
+        ("serveo", "Forwarding HTTP traffic from https://x.serveo.net.evil.example.com"),
+        # the provider's domain as the start of a longer host, a login or a port
+        ("cloudflared", "INF |  https://abc.trycloudflare.com.evil.example.com  |"),
+        ("cloudflared", "INF |  https://abc.trycloudflare.com@evil.example.com  |"),
+        ("cloudflared", "INF |  https://abc.trycloudflare.com:8443  |"),
+        ("pinggy", "https://abc.a.free.pinggy.link.evil.example.com"),
+        ("pinggy", "https://abc.a.free.pinggy.link@evil.example.com"),
+        # not https, or no host at all
+        ("cloudflared", "INF |  http://abc.trycloudflare.com  |"),
+        ("serveo", "Forwarding HTTP traffic from http://x.serveo.net"),
+        ("localhost.run", "x tunneled with tls termination, https://.lhr.life"),
+    ],
+)
+def test_a_url_off_the_providers_domain_is_not_taken(via: str, line: str) -> None:
+    assert parse_via(via).url_in(line) is None
+
+
+def test_the_url_is_taken_without_what_follows_it() -> None:
+    assert parse_via("localhost.run").url_in(
+        "x tunneled with tls termination, https://x.lhr.life\x1b]0;title\x07") == "https://x.lhr.life"
+    assert parse_via("serveo").url_in("Forwarding HTTP traffic from https://x.serveousercontent.com") == \
+        "https://x.serveousercontent.com"
+    assert parse_via("cloudflared").url_in("Visit https://a-b.trycloudflare.com.") == "https://a-b.trycloudflare.com"
+
+
 def test_commands_are_argv_lists_to_loopback() -> None:
     assert parse_via("cloudflared").command(41000) == [
         "cloudflared", "tunnel", "--no-autoupdate", "--url", "http://127.0.0.1:41000"]
@@ -91,6 +123,12 @@ def test_names_people_write_are_understood_and_described_back() -> None:
         ("ngrok", "expected one of relay, cloudflared, localhost.run, pinggy, serveo, ssh:USER@HOST[:PORT]"),
         ("ssh:", "expected ssh:USER@HOST"),
         ("ssh:-oProxyCommand=evil", "expected ssh:USER@HOST"),
+        ("ssh:host:notaport", "expected ssh:USER@HOST"),
+        ("ssh:me@-oProxyCommand", "expected ssh:USER@HOST"),
+        ("ssh:-oUser@host", "expected ssh:USER@HOST"),
+        ("ssh:me@.example.com", "expected ssh:USER@HOST"),
+        ("ssh:me@[1.2.3.4]", "expected ssh:USER@HOST"),
+        ("ssh:me@[:]", "expected ssh:USER@HOST"),
         ("ssh:me@host;rm -rf /", "expected ssh:USER@HOST"),
         ("ssh:me@host:0", "the port must be 1-65535"),
         ("ssh:me@host:99999", "the port must be 1-65535"),

@@ -208,7 +208,10 @@ async def serve_api(service: Service, port: int = 4040, **app_options: Any) -> t
     """
     sock = bind_free(port, tries=PORT_TRIES, what="the agent API")
     bound = int(sock.getsockname()[1])
-    config = uvicorn.Config(create_app(service, **app_options), lifespan="off", log_level="warning", access_log=False)
+    # log_config=None: uvicorn's records go through the process's handlers (escaped on stderr, or
+    # the agent's log file under the inspector), not a stderr handler of uvicorn's own.
+    config = uvicorn.Config(create_app(service, **app_options), lifespan="off", log_level="warning",
+                            log_config=None, access_log=False)
     server = ApiServer(config)
     task = server.task = asyncio.create_task(server.serve(sockets=[sock]), name=f"agent-api:{bound}")
     listening = asyncio.ensure_future(server.listening.wait())

@@ -132,8 +132,11 @@ class StreamRecord:
 
 
 def _clip(text: str, limit: int) -> bytes:
-    """UTF-8 encode ``text`` and cut it to ``limit`` bytes without splitting a character."""
-    raw = text.encode()
+    """UTF-8 encode ``text`` and cut it to ``limit`` bytes without splitting a character.
+
+    A lone surrogate (a peer's JSON may hold ``"\\udfff"``, quoted back in a refusal) is sent as
+    ``?``: it has no UTF-8 form, and the frame must still go out."""
+    raw = text.encode(errors="replace")
     if len(raw) <= limit:
         return raw
     return raw[: max(limit, 0)].decode(errors="ignore").encode()

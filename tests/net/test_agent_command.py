@@ -343,3 +343,20 @@ def test_ctrl_c_with_a_stream_in_flight_exits_0_and_records_it(
     assert (ex.request.target, ex.status) == (b"/sse", 200)
     assert ex.response is not None and ex.response.body.startswith(b"data: first")
     assert ex.error is not None  # it did not end normally
+
+
+def test_garbage_to_the_api_port_is_one_escaped_line_of_devtunnels_own_log(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    """uvicorn's warning goes through devtunnel's handler (``HH:MM:SS message``, escaped), not a
+    stderr handler of uvicorn's own (``WARNING:  message``)."""
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", str(api_port), "--no-record")
+    agent.line(lambda l: l.startswith("API "))
+    with socket.create_connection(("127.0.0.1", api_port), timeout=10) as sock:
+        sock.sendall(b"\x00\x1b[2J garbage\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    line = agent.line(lambda l: "Invalid HTTP request received." in l, lines="err")
+    assert re.fullmatch(r"\d\d:\d\d:\d\d Invalid HTTP request received\.", line), line
+    assert agent.stop() == 0
+    assert not any(l.startswith("WARNING:") for l in agent.err), agent.err

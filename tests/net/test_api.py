@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import socket
 import threading
 import time
@@ -700,3 +701,30 @@ async def test_a_reason_phrase_goes_out_as_json_read_as_utf8_and_always_encodes(
     assert diff.status_code == 200, diff.text
     shown = {b"Gr\xf6\xdfe": "Gr\\xf6\\xdfe", b"caf\xc3\xa9\x1b[2J": "caf\xe9\\x1b[2J"}.get(raw, in_json)
     assert f"+HTTP/1.1 418 {shown}\n" in json.loads(diff.content.decode("utf-8"))["unified"]
+
+
+@pytest.fixture
+def uvicorn_loggers_as_fresh() -> Any:
+    """uvicorn's loggers as in a fresh process: no handler of their own, propagating (another
+    test's server may have configured them)."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers, logger.propagate = [], True
+    return None
+
+
+async def test_uvicorns_records_go_through_the_processs_handlers_not_its_own(
+    uvicorn_loggers_as_fresh: None, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage sent to the API port: uvicorn's warning reaches the root logger (devtunnel's
+    escaping handler on stderr, the agent's log file under the inspector, caplog here), not a
+    stderr handler of uvicorn's own that writes it raw."""
+    assert logging.getLogger("uvicorn").handlers == [] and logging.getLogger("uvicorn.error").propagate
+    caplog.set_level(logging.WARNING)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    writer.write(b"\x00\x1b[2J garbage\r\n\r\n")
+    await writer.drain()
+    assert (await reader.read()).startswith(b"HTTP/1.1 400 ")
+    writer.close()
+    await async_wait_for(lambda: any(r.name == "uvicorn.error" for r in caplog.records), what="uvicorn's warning")
+    assert [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"] == ["Invalid HTTP request received."]

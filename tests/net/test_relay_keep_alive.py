@@ -42,7 +42,7 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
     cls = HeadLimitedHttpProtocol.configured(64 * 1024, 10.0, direct=_direct)
-    config = uvicorn.Config(_app, http=cls, lifespan="off", timeout_keep_alive=KEEP_ALIVE, log_level="critical")
+    config = uvicorn.Config(_app, http=cls, lifespan="off", timeout_keep_alive=KEEP_ALIVE, log_level="critical", log_config=None)
     config.load()
     state = ServerState()
     loop = asyncio.get_running_loop()

@@ -270,7 +270,7 @@ async def test_replay_many_checks_every_exchange_before_sending_any(server: RawS
 async def uvicorn_server(app, **ssl: str) -> AsyncIterator[int]:  # type: ignore[no-untyped-def]
     """Serve ``app`` with uvicorn on a loopback port for the duration of the block."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **ssl))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None, lifespan="off", **ssl))
     task = asyncio.create_task(server.serve())
     try:
         await async_wait_for(lambda: server.started or task.done(), what="uvicorn to start")

@@ -182,7 +182,7 @@ def _parsed(cls: type[HttpToolsProtocol], data: bytes, root_path: str) -> tuple[
     the pipelined ones (fields compared, as plain values)."""
     from uvicorn.server import ServerState
 
-    config = uvicorn.Config(_asgi_app, http=cls, lifespan="off", root_path=root_path, log_level="critical")
+    config = uvicorn.Config(_asgi_app, http=cls, lifespan="off", root_path=root_path, log_level="critical", log_config=None)
     config.load()
     protocol = cls(config=config, server_state=ServerState(), app_state={"k": 1}, _loop=asyncio.get_running_loop())
     transport = _ParserTransport()
@@ -376,7 +376,7 @@ def test_uvicorn_server_fields_and_hooks_we_drive_by_hand() -> None:
     assert "self.lifespan.startup()" in _source(uvicorn.Server.startup), "uvicorn.Server.startup uses self.lifespan"
     assert "lifespan_class" in _source(uvicorn.Config.load), "uvicorn.Config.lifespan_class"
     assert callable(getattr(uvicorn.Server, "capture_signals", None)), "uvicorn.Server.capture_signals"
-    server = uvicorn.Server(uvicorn.Config(app=None))  # type: ignore[arg-type]
+    server = uvicorn.Server(uvicorn.Config(app=None, log_config=None))  # type: ignore[arg-type]
     for name in ("should_exit", "force_exit"):
         assert hasattr(server, name), f"uvicorn.Server.{name} is gone (api.ApiServer uses it)"
     assert not hasattr(server, "listening"), "uvicorn.Server.listening now exists: api.ApiServer's own event hides it"

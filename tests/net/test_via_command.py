@@ -358,6 +358,26 @@ def test_a_provider_does_not_outlive_a_devtunnel_killed_outright(
     wait_for(lambda: not process_alive(pid), what="the provider to end with devtunnel")
 
 
+def test_a_url_off_the_providers_domain_is_not_announced(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "ssh"  # localhost.run's ssh, told what to print by the test
+    program.write_text(f"#!{sys.executable}\nimport os, sys, time\n"
+                       "sys.stdout.write(os.environ['FAKE_OUTPUT']); sys.stdout.flush(); time.sleep(600)\n")
+    program.chmod(0o755)
+    output = ("evil.example.com tunneled with tls termination, https://evil.example.com\n"
+              "x tunneled with tls termination, https://x.lhr.life.evil.example.com\n"
+              "8beaa541ba3dc2.lhr.life tunneled with tls termination, https://8beaa541ba3dc2.lhr.life\n")
+    agent = start(procs, dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", FAKE_OUTPUT=output), "http", "8000",
+                  "--via", "localhost.run", "--no-tui", "--api-port", "0", "--no-record")
+    first = agent.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    assert first == "Forwarding https://8beaa541ba3dc2.lhr.life -> http://127.0.0.1:8000"
+    assert agent.stop() == 0
+    assert not any("evil" in line for line in agent.out + agent.err), (agent.out, agent.err)
+
+
 # -- what is refused ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("via", "message"),
@@ -384,6 +404,9 @@ def test_a_missing_program_is_one_line_saying_what_to_install_and_exit_2(
     [
         (["--via", "ngrok"], "devtunnel: --via 'ngrok': expected one of relay, cloudflared"),
         (["--via", "ssh:-oProxyCommand=x"], "expected ssh:USER@HOST"),
+        (["--via", "ssh:me@-oProxyCommand"], "devtunnel: --via 'ssh:me@-oProxyCommand': expected ssh:USER@HOST"),
+        (["--via", "ssh:"], "devtunnel: --via 'ssh:': expected ssh:USER@HOST"),
+        (["--via", "ssh:host:notaport"], "devtunnel: --via 'ssh:host:notaport': expected ssh:USER@HOST"),
         (["--via", "cloudflared", "--relay", "ws://127.0.0.1:9"], "devtunnel: give --via or --relay, not both"),
     ],
 )

@@ -198,7 +198,7 @@ def local_http(state: LocalState | None = None, *, tls_pem: Path | None = None) 
     thread = LoopThread()
     sock = _listen()
     tls = {"ssl_certfile": str(tls_pem), "ssl_keyfile": str(tls_pem)} if tls_pem else {}
-    config = uvicorn.Config(make_local_app(state), lifespan="off", log_level="warning", access_log=False,
+    config = uvicorn.Config(make_local_app(state), lifespan="off", log_level="warning", log_config=None, access_log=False,
                             http="httptools", timeout_keep_alive=30, proxy_headers=False, **tls)
     server = uvicorn.Server(config)
     future = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), thread.loop)
