@@ -214,7 +214,7 @@ class DetailScreen(Screen[None]):
         #detail-title { height: 1; padding: 0 1; background: $panel; }
         TabbedContent { height: 1fr; }
         TabPane { padding: 0; height: 1fr; }
-        .start-line { height: 1; padding: 0 1; color: $text-muted; }
+        .start-line { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
         DataTable.form { height: 1fr; }
         .body-box { height: 1fr; }
@@ -354,7 +354,10 @@ class DetailScreen(Screen[None]):
             start = f"{message.method} {message.display_url} HTTP/{message.http_version}"
         else:
             start = f"HTTP/{message.http_version} {message.status} {message.reason_text}".rstrip()
-        yield Static(safe_text(start), classes="start-line")
+        # A long target is one word (no spaces to wrap at): folded, not pushed off the row.
+        line = safe_text(start)
+        line.overflow = "fold"
+        yield Static(line, classes="start-line")
         if isinstance(message, Request) and self.exchange.webhook is not None:
             yield Static("Webhook", classes="section", markup=False)
             yield Static(self._webhook(), id="webhook")
