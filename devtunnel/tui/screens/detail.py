@@ -378,7 +378,7 @@ class DetailScreen(Screen[None]):
             yield table
         elif body.lines is not None:
             # As received, a body is folded at the width: a minified JSON reads top to bottom.
-            yield LinesView(body.lines, fold=not self._pretty, id=f"{side}-body")
+            yield LinesView(body.lines, fold=body.fold, id=f"{side}-body")
 
     def _webhook(self) -> Text:
         verdict = self.exchange.webhook
