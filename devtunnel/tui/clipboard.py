@@ -11,9 +11,11 @@ so it is always used. The system clipboard is tried as well where it can work:
   ``/dev/null`` and they run in their own session, without the terminal.
 
 OSC 52 is a request to the terminal, with no answer: whether the text arrived is unknown, so the
-sentence shown says what was sent, not "copied". Inside tmux (``TMUX`` set) the request reaches
-the outer terminal only when tmux's ``set-clipboard`` option is ``on`` or ``external``; when it
-is ``off`` tmux drops it, and the sentence says so and how to turn it on.
+sentence shown says what was sent, not "copied". Inside tmux (``TMUX`` set) a program's request
+is taken (and passed to the outer terminal) only when tmux's ``set-clipboard`` option is ``on``;
+``off`` and ``external``, tmux's default, drop it (``external`` only sends what is copied in tmux
+itself: tmux's ``input_osc_52`` returns unless the option is ``on``), and the sentence says so
+and how to turn it on.
 
 Nothing here raises: a headless box simply gets the OSC 52 request.
 """
@@ -113,6 +115,11 @@ def tmux_set_clipboard(environ: Mapping[str, str] | None = None) -> str | None:
     return value if done.returncode == 0 and value in ("on", "off", "external") else None
 
 
+def _dropped_by(setting: str | None) -> str | None:
+    """``setting`` if tmux drops a program's OSC 52 under it: every value but ``on``."""
+    return setting if setting in ("off", "external") else None
+
+
 @dataclass(frozen=True)
 class Copied:
     """What became of a copy.
@@ -120,12 +127,13 @@ class Copied:
     Attributes:
         size: bytes of UTF-8 text.
         system: the system clipboard took the text (known to have worked).
-        tmux_blocks: inside tmux with ``set-clipboard off``: the terminal request was dropped.
+        tmux_blocks: inside tmux, the ``set-clipboard`` value (``off`` or ``external``) under
+            which tmux dropped the terminal request; None when it was not dropped.
     """
 
     size: int
     system: bool
-    tmux_blocks: bool
+    tmux_blocks: str | None
 
     @property
     def sentence(self) -> str:
@@ -136,7 +144,7 @@ class Copied:
         else:
             head = f"Sent {sent}"
         if self.tmux_blocks:
-            head += f". tmux drops it: its set-clipboard option is off. To enable: {TMUX_ENABLE}"
+            head += f". tmux drops it: its set-clipboard option is {self.tmux_blocks}. To enable: {TMUX_ENABLE}"
         return head
 
 
@@ -146,7 +154,7 @@ def copy(app: App[object], text: str) -> Copied:
     return Copied(
         size=len(text.encode("utf-8")),
         system=copy_to_system_clipboard(text),
-        tmux_blocks=tmux_set_clipboard() == "off",
+        tmux_blocks=_dropped_by(tmux_set_clipboard()),
     )
 
 

@@ -468,6 +468,10 @@ class BodyView:
     """Rows to show (None for an empty body or a form)."""
     fields: Sequence[tuple[str, str]] = ()
     """The fields of a form body."""
+    fold: bool = False
+    """Fold the rows at the view's width: text shown as received (not reformatted), whose long
+    lines are cut every ``MAX_ROW`` characters, reads top to bottom instead of skipping what
+    runs past the right edge."""
 
 
 def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump: bool = False) -> BodyView:
@@ -512,9 +516,9 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
     shown = reformatted if reformatted is not None else text
     label = f"{kind} · {size}" + ("" if pretty else " · raw")
     lines = TextLines(shown, highlight)
-    if not pretty and not lines.foldable():
+    if reformatted is None and not lines.foldable():
         notes.append("too large to fold: scroll sideways")
-    return BodyView(kind, " · ".join([label, *notes]), lines=lines)
+    return BodyView(kind, " · ".join([label, *notes]), lines=lines, fold=reformatted is None)
 
 
 # ---------------------------------------------------------------------------- times

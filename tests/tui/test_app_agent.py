@@ -107,3 +107,24 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         await pilot.press("q")
         await async_wait_for(lambda: not app.is_running, what="the app to quit")
     assert not process_alive(second_pid)
+
+
+async def test_the_cursor_stays_on_a_restarted_tunnel_so_the_next_key_acts_on_it(tmp_path: Path, service: int) -> None:
+    """R starts the tunnel again, after the others: the cursor follows it instead of staying on
+    its row, where s would then stop another tunnel."""
+    app = inspector_with_agent(tmp_path / "captures.db", tmp_path)
+    async with app.run_test(size=(110, 30)) as pilot:
+        panel = app.query_one(TunnelsPanel)
+        await agent_serving(app)
+        for name in ("one", "two"):
+            await app.backend.start_tunnel(str(service), name, "", "")
+        await async_wait_for(lambda: [t.name for t in panel.tunnels.values() if t.state == "online"] == ["one", "two"],
+                             timeout=20, what="both tunnels online")
+        panel.focus()
+        await pilot.press("R")
+        await async_wait_for(lambda: list(panel.tunnels) == ["two", "one"] and panel.tunnels["one"].state == "online",
+                             timeout=20, what="the restarted tunnel listed last")
+        assert panel.current is not None and panel.current.name == "one"
+        await pilot.press("s")
+        await async_wait_for(lambda: "one" not in panel.tunnels, what="the restarted tunnel stopped")
+        assert list(panel.tunnels) == ["two"]

@@ -125,9 +125,19 @@ async def test_inside_tmux_with_set_clipboard_off_says_nothing_arrived_and_how_t
     assert record.read_text() == "show -gv set-clipboard\n"
 
 
-@pytest.mark.parametrize("setting", ["on", "external"])
-async def test_inside_tmux_that_passes_osc52_on_nothing_is_added(in_tmux: Path, setting: str) -> None:
-    _fake_tmux(in_tmux, setting)
+async def test_inside_tmux_with_set_clipboard_external_the_default_says_nothing_arrived(in_tmux: Path) -> None:
+    """``external`` only sends what is copied in tmux itself: a program's OSC 52 is dropped as with ``off``."""
+    _fake_tmux(in_tmux, "external")
+    app: App[None] = App()
+    async with app.run_test():
+        copied = copy(app, TEXT)
+    assert copied.tmux_blocks == "external"
+    assert copied.sentence == (f"{SENT}. tmux drops it: its set-clipboard option is external. "
+                               "To enable: tmux set -g set-clipboard on")
+
+
+async def test_inside_tmux_that_passes_osc52_on_nothing_is_added(in_tmux: Path) -> None:
+    _fake_tmux(in_tmux, "on")
     app: App[None] = App()
     async with app.run_test():
         assert copy_text(app, TEXT) == SENT

@@ -394,3 +394,31 @@ async def test_at_80x24_the_title_keeps_the_status_and_the_duration() -> None:
         await pilot.pause()
         title = screen_text(app).splitlines()[0]
         assert "POST http://shop.localhost/api/orders?expand=items  201 Created  45.7 ms" in title
+
+
+async def test_a_request_line_longer_than_the_screen_shows_its_target_folded() -> None:
+    """An OAuth callback's long query is one word: wrapped at spaces, the line showed only ``GET``."""
+    target = b"/callback?code=" + b"x" * 120 + b"&state=" + b"y" * 20
+    app = ScreenApp(DetailScreen(exchange(method="GET", target=target, status=200)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("GET"))
+        shown = "".join(lines[start : start + 4]).replace(" ", "")
+        assert shown == f"GET{target.decode()}HTTP/1.1", lines[start : start + 4]
+        assert any(line.lstrip().startswith("Headers (") for line in lines), lines
+
+
+async def test_a_body_too_large_to_pretty_print_is_folded_so_rows_read_on() -> None:
+    """Shown as received in the pretty view, a minified JSON is one long line cut every 1,000
+    characters: unfolded, each row showed its first 78 and the next row skipped the rest."""
+    body = b'{"items": [' + b", ".join(b'{"id": %d, "name": "%s"}' % (i, b"x" * 50) for i in range(20_000)) + b"]}"
+    app = ScreenApp(DetailScreen(exchange(req_headers=[("Content-Type", "application/json")], req_body=body)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert "shown as received" in str(app.screen.query_one("#request-body-label", Static).render())
+        view = app.screen.query_one("#request-body", LinesView)
+        await async_wait_for(lambda: view.lines.width < 80, what="the body folded at the width")
+        rows = [view.lines.line(i).plain for i in range(3)]
+        assert "".join(rows) == body[: sum(map(len, rows))].decode()
+        assert view.max_scroll_x == 0

@@ -114,6 +114,21 @@ async def test_ctrl_r_removes_the_header_row_with_the_cursor() -> None:
         assert [r.field[0] for r in app.screen.query(HeaderRow)] == ["Content-Type"]
 
 
+async def test_a_header_field_with_the_focus_shows_its_text() -> None:
+    """A header row is one line high: the focused field's border would cover its text."""
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        row = app.screen.query(HeaderRow).last()
+        for field, shown in ((".name", "Content-Type"), (".value", "application/json")):
+            row.query_one(field, Input).focus()
+            await pilot.press("end", *"X")
+            await pilot.pause()
+            line = next(line for line in screen_text(app).splitlines() if "✕" in line and "Host" not in line)
+            assert shown + "X" in line, line
+
+
 @pytest.mark.parametrize(
     ("keys", "message"),
     [

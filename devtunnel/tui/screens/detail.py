@@ -214,7 +214,7 @@ class DetailScreen(Screen[None]):
         #detail-title { height: 1; padding: 0 1; background: $panel; }
         TabbedContent { height: 1fr; }
         TabPane { padding: 0; height: 1fr; }
-        .start-line { height: 1; padding: 0 1; color: $text-muted; }
+        .start-line { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
         DataTable.form { height: 1fr; }
         .body-box { height: 1fr; }
@@ -354,7 +354,10 @@ class DetailScreen(Screen[None]):
             start = f"{message.method} {message.display_url} HTTP/{message.http_version}"
         else:
             start = f"HTTP/{message.http_version} {message.status} {message.reason_text}".rstrip()
-        yield Static(safe_text(start), classes="start-line")
+        # A long target is one word (no spaces to wrap at): folded, not pushed off the row.
+        line = safe_text(start)
+        line.overflow = "fold"
+        yield Static(line, classes="start-line")
         if isinstance(message, Request) and self.exchange.webhook is not None:
             yield Static("Webhook", classes="section", markup=False)
             yield Static(self._webhook(), id="webhook")
@@ -375,7 +378,7 @@ class DetailScreen(Screen[None]):
             yield table
         elif body.lines is not None:
             # As received, a body is folded at the width: a minified JSON reads top to bottom.
-            yield LinesView(body.lines, fold=not self._pretty, id=f"{side}-body")
+            yield LinesView(body.lines, fold=body.fold, id=f"{side}-body")
 
     def _webhook(self) -> Text:
         verdict = self.exchange.webhook

@@ -123,7 +123,7 @@ class HeaderRow(Horizontal):
     DEFAULT_CSS = """
     HeaderRow {
         height: 1;
-        Input { border: none; height: 1; padding: 0 1; }
+        Input, Input:focus { border: none; height: 1; padding: 0 1; }
         Input { background: $boost; }
         Input.name { width: 30; margin-right: 1; }
         Input.value { width: 1fr; }

@@ -103,9 +103,14 @@ class TunnelsPanel(Widget, can_focus=True):
         self.agent: AgentStatus | None = None
         """The supervised agent's status (None when the inspector runs without an agent)."""
         self._samples: dict[str, deque[tuple[float, int]]] = {}
+        self._chosen: str | None = None
+        """The tunnel the cursor was put on: the cursor follows it when the list changes order (a
+        restarted tunnel comes back last) and goes back to it when it returns after a stop."""
 
     def update_tunnels(self, tunnels: Iterable[TunnelView], *, replace: bool = False) -> None:
         """Merge (or with ``replace``, set) the tunnels shown."""
+        if self._chosen is None and self.current is not None:
+            self._chosen = self.current.name
         if replace:
             self.tunnels = {}
         now = self._clock()
@@ -118,7 +123,10 @@ class TunnelsPanel(Widget, can_focus=True):
             samples.append((now, tunnel.requests))
             while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW:
                 samples.popleft()
-        self.cursor = min(self.cursor, max(0, len(self.tunnels) - 1))
+        names = list(self.tunnels)
+        # Not through watch_cursor: a chosen tunnel away for a moment (stopped, then started again) stays chosen.
+        self.set_reactive(TunnelsPanel.cursor, names.index(self._chosen) if self._chosen in names
+                          else min(self.cursor, max(0, len(names) - 1)))
         self.refresh(layout=True)
 
     def set_agent(self, status: AgentStatus | None) -> None:
@@ -143,6 +151,9 @@ class TunnelsPanel(Widget, can_focus=True):
     def action_move(self, step: int) -> None:
         self.cursor = max(0, min(len(self.tunnels) - 1, self.cursor + step))
         self.refresh()
+
+    def watch_cursor(self) -> None:
+        self._chosen = self.current.name if self.current is not None else None
 
     def action_tunnel(self, action: str) -> None:
         if self.current is not None:
