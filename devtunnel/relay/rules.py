@@ -180,11 +180,12 @@ def strip_rule_header(fields: Fields) -> tuple[tuple[bytes, bytes], ...]:
 
 
 def edit_response(headers: list[tuple[bytes, bytes]], decision: Decision | None) -> list[tuple[bytes, bytes]]:
-    """Response headers with the rules' removals and settings applied (names are lowercase)."""
+    """Response headers with the rules' removals and settings applied (a local service's names
+    come in whatever case it wrote them; the rules' are lowercase)."""
     if decision is None or not decision.edits_response:
         return headers
     remove = decision.response_remove | {n.lower() for n, _ in decision.response_set}
-    return [(n, v) for n, v in headers if n not in remove] + [(n.lower(), v) for n, v in decision.response_set]
+    return [(n, v) for n, v in headers if n.lower() not in remove] + [(n.lower(), v) for n, v in decision.response_set]
 
 
 def answer_messages(answer: Answer, websocket: bool = False) -> list[dict[str, Any]]:

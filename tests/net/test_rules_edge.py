@@ -14,7 +14,7 @@ import pytest
 
 from devtunnel.agent.info import TunnelState
 from devtunnel.rules import parse_rules
-from tests.net.tunnel_fixtures import Harness, local_http, parse_response, relay_and_agent
+from tests.net.tunnel_fixtures import Harness, local_http, parse_response, raw_server, read_request_head, relay_and_agent
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 PATHS = ["direct", "asgi"]
@@ -45,6 +45,24 @@ async def request(
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     """One request on its own connection from ``source``; (status, headers, body), status 0
     when the relay closed the connection without answering."""
+    status, payload, fields = await request_fields(
+        harness, path, via=via, headers=headers, body=body, method=method, source=source, name=name
+    )
+    return status, {n.lower(): v for n, v in fields}, payload
+
+
+async def request_fields(
+    harness: Harness,
+    path: str = "/echo",
+    *,
+    via: str = "direct",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    method: str = "GET",
+    source: str = "127.0.0.1",
+    name: str = "app",
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """As ``request``, with the response's header fields as sent: (status, body, fields)."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {harness.host(name)}", "Connection: close"]
     if body or via == "asgi":
         lines.append(f"Content-Length: {len(body)}")
@@ -65,9 +83,9 @@ async def request(
     if raw.startswith(b"HTTP/1.1 100"):
         raw = raw.split(b"\r\n\r\n", 1)[1]
     if not raw:
-        return 0, {}, b""
+        return 0, b"", []
     status, fields, payload = parse_response(raw)
-    return status, {n.lower(): v for n, v in fields}, payload
+    return status, payload, list(fields)
 
 
 def basic(user: str, password: str) -> str:
@@ -208,6 +226,32 @@ async def test_headers_rule_edits_both_directions(harness, local, via):
     assert ["x-env", "dev"] in seen and not any(n == "x-secret" for n, _ in seen)
     assert not any(n == "x-env" and v == "prod" for n, v in seen)
     assert headers[b"strict-transport-security"] == b"max-age=60" and b"content-type" not in headers
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_response_header_edits_match_names_in_any_case(harness, via):
+    """A local service that writes ``Server`` and ``Strict-Transport-Security`` (as http.server,
+    Go and Node do) gets them removed and replaced, not kept beside the rule's."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nServer: leaky/1.0\r\nStrict-Transport-Security: max-age=1\r\n"
+                     b"X-Powered-By: php\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(
+            str(port),
+            rules=rules({"action": "headers", "response": {"set": {"Strict-Transport-Security": "max-age=60"},
+                                                           "remove": ["Server", "x-powered-by"]}}),
+        )
+        status, _, raw_headers = await request_fields(harness, via=via)
+    assert status == 200
+    names = [n.lower() for n, _ in raw_headers]
+    assert b"x-powered-by" not in names
+    assert [v for n, v in raw_headers if n.lower() == b"strict-transport-security"] == [b"max-age=60"]
+    assert not any(n.lower() == b"server" and v == b"leaky/1.0" for n, v in raw_headers)
 
 
 @pytest.mark.parametrize("via", PATHS)
