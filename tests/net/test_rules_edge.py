@@ -108,6 +108,24 @@ async def test_deny_answers_403_and_the_local_service_never_sees_it(harness, loc
 
 
 @pytest.mark.parametrize("via", PATHS)
+async def test_a_path_rule_sees_the_path_as_the_local_service_reads_it(harness, local, via):
+    """``/%61dmin`` is ``/admin`` to Starlette, Flask or Go: a rule on ``path:/admin`` judges it
+    (and dot segments and repeated slashes) rather than let it past to the local service."""
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": "path:/admin", "action": "deny"}))
+    spellings = ["/%61dmin", "/%61%64%6D%69%6E/x", "//admin", "/x/../admin", "/./admin", "/x/%2e%2e/admin",
+                 "/%2fadmin"]
+    for target in spellings:
+        status, _, _ = await request(harness, target, via=via)
+        assert status == 403, target
+    status, _, _ = await request(harness, "/administrator/../echo", via=via)  # /echo: passes, as sent
+    assert status != 403
+    assert state.seen_targets == [b"/administrator/../echo"]
+    records = await harness.exchanges(len(spellings) + 1)
+    assert [r.request.path for r in records[:2]] == ["/%61dmin", "/%61%64%6D%69%6E/x"]  # recorded as sent
+
+
+@pytest.mark.parametrize("via", PATHS)
 async def test_basic_auth_checks_users_and_removes_authorization(harness, local, via):
     port, _ = local
     digest = hashlib.sha256(b"hunter2").hexdigest()
