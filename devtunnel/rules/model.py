@@ -279,6 +279,8 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
     if not isinstance(table, Mapping):
         raise _Problem("", "must be a table with an action")
     action = table.get("action")
+    if action is None:
+        raise _Problem("action", f"missing: every rule has one of {', '.join(ACTIONS)}")
     if action not in _KEYS:
         raise _Problem("action", f"expected one of {', '.join(ACTIONS)}, not {quoted(action)}")
     unknown = sorted(set(table) - _COMMON - _KEYS[action])
