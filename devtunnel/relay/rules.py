@@ -59,12 +59,18 @@ class RuleBook:
         self.in_force = self.relay is not None
         """Whether any rules apply at all (False: ``judge`` decides nothing, for any request)."""
 
-    def add(self, tunnel: AgentLink, rules: Sequence[Rule] | None) -> None:
-        """``tunnel`` is online with these rules (None: its agent knows nothing of rules)."""
+    def add(self, tunnel: AgentLink, rules: Sequence[Rule] | None, peers: Sequence[AgentLink] = ()) -> None:
+        """``tunnel`` is online with these rules (None: its agent knows nothing of rules).
+
+        ``peers``: the other members of its pool. One of them with the same rules shares its
+        state with ``tunnel``, so a pool's ``respond`` counts and rate-limit buckets are the
+        pool's, not each member's (``count = 3`` answers 3 requests, however many members)."""
         if rules is not None:
             self._aware.add(tunnel)
             if rules:
-                self._tunnels[tunnel] = Engine(rules, "tunnel", max_buckets=self.max_buckets)
+                rules = tuple(rules)
+                shared = next((e for e in map(self._tunnels.get, peers) if e is not None and e.rules == rules), None)
+                self._tunnels[tunnel] = shared or Engine(rules, "tunnel", max_buckets=self.max_buckets)
                 self.in_force = True
 
     def remove(self, tunnel: AgentLink) -> None:
@@ -101,10 +107,19 @@ class RuleBook:
             extensions[DECISION_EXTENSION] = decision
         return decision
 
+    def fits(self, rules: Sequence[Rule] | None, members: Sequence[AgentLink]) -> bool:
+        """Whether an agent with ``rules`` may join a pool of ``members``: one of them has the
+        same rules (members that differ only by a change made through one agent since)."""
+        wanted = tuple(rules or ())
+        return not members or any(self._rules_of(m) == wanted for m in members)
+
+    def _rules_of(self, tunnel: AgentLink) -> tuple[Rule, ...]:
+        engine = self._tunnels.get(tunnel)
+        return engine.rules if engine else ()
+
     def same_rules(self, tunnel: AgentLink, other: AgentLink) -> bool:
         """Whether ``other`` has the rules ``tunnel`` has (a decision judged for one holds for the other)."""
-        mine, theirs = self._tunnels.get(tunnel), self._tunnels.get(other)
-        return (mine.rules if mine else ()) == (theirs.rules if theirs else ())
+        return self._rules_of(tunnel) == self._rules_of(other)
 
     def client_ip(self, scope: dict[str, Any]) -> str:
         """The client's address: the socket's, or behind a trusted proxy the last address in
