@@ -151,7 +151,9 @@ class RuleBook:
         if tunnel.closed or tunnel.draining or tunnel.room < _NOTICE_ROOM:
             return
         scope_name, index, action = decision.rule
-        if action == "basic-auth":  # the credentials tried are a secret (a typo of a real password)
+        # The credentials tried are a secret (a typo of a real password); good ones that a later
+        # rule answered (a rate limit, a drill) are the password itself.
+        if action == "basic-auth" or b"authorization" in decision.request_remove:
             fields = [(n, v) for n, v in fields if n.lower() != b"authorization"]
         mark = f"{scope_name};{index};{action};{0 if decision.answer.drop else decision.answer.status}".encode()
         send_body = bool(body) and len(body) <= min(_NOTICE_BODY, tunnel.conn.new_stream_window)

@@ -149,6 +149,23 @@ async def test_basic_auth_checks_users_and_removes_authorization(harness, local,
 
 
 @pytest.mark.parametrize("via", PATHS)
+async def test_good_credentials_answered_by_a_later_rule_do_not_reach_the_store(harness, local, via):
+    # --basic-auth admin:s3cret --rate-limit 1/m: the second request passes the password check
+    # and is refused by the rate limit; its record must not keep the password it carried.
+    port, _ = local
+    await harness.start(
+        str(port),
+        rules=rules({"action": "basic-auth", "users": ["admin:s3cret"]}, {"action": "rate-limit", "rate": "1/m"},),
+    )
+    statuses = [(await request(harness, via=via, headers={"Authorization": basic("admin", "s3cret")}))[0]
+                for _ in range(2)]
+    assert statuses == [200, 429]
+    records = await harness.exchanges(2)
+    assert records[1].rule is not None and records[1].rule.action == "rate-limit"
+    assert all(not ex.request.headers.get("authorization") for ex in records)
+
+
+@pytest.mark.parametrize("via", PATHS)
 async def test_allow_ip_and_negated_ip_match(harness, local, via):
     port, state = local
     await harness.start(
