@@ -125,11 +125,15 @@ class RuleBook:
         """The client's address: the socket's, or behind a trusted proxy the last address in
         X-Forwarded-For that is not a trusted proxy itself."""
         client = scope.get("client")
-        ip = str(client[0]) if client else ""
+        return self.client_of(str(client[0]) if client else "", scope["headers"])
+
+    def client_of(self, ip: str, headers: Fields) -> str:
+        """``client_ip`` from the socket's address ``ip`` and the request's ``headers`` (names
+        lowercase): the address rules judge, and the one the agent records."""
         if not self.trusted or not _trusted(ip, self.trusted):
             return ip
         hops: list[str] = []
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"x-forwarded-for":
                 hops += [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
         for hop in reversed(hops):
@@ -164,7 +168,7 @@ class RuleBook:
                 b"1.1",
                 (*strip_rule_header(fields), (RULE_HEADER, mark)),  # the client's own spelling never counts
                 end_stream=not send_body,
-                remote_addr=_socket_ip(scope),
+                remote_addr=self.client_ip(scope),
                 scheme=scope.get("scheme", "http"),
                 websocket=scope["type"] == "websocket",
             )
@@ -241,9 +245,6 @@ def _trusted(ip: str, networks: Sequence[Network]) -> bool:
     return address is not None and any(address.version == n.version and address in n for n in networks)
 
 
-def _socket_ip(scope: dict[str, Any]) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else ""
 
 
 def _target(scope: dict[str, Any]) -> bytes:

@@ -357,6 +357,20 @@ async def test_trusted_proxy_lets_x_forwarded_for_name_the_client(tmp_path, loca
         assert (await request(harness, headers=via_proxy, source="127.0.0.2"))[0] == 403
 
 
+@pytest.mark.parametrize("via", PATHS)
+async def test_behind_a_trusted_proxy_records_name_the_client_the_rules_judged(tmp_path, local, via):
+    # A request an allow-ip rule let through and one it refused are recorded from the client
+    # address the rule saw (what `ip:` in the inspector finds), not the proxy's.
+    port, _ = local
+    async with relay_and_agent(tmp_path, trusted_proxies=["127.0.0.1/32"]) as harness:
+        await harness.start(str(port), rules=rules({"action": "allow-ip", "ips": ["198.51.100.7"]}))
+        for client in ("198.51.100.7", "203.0.113.9"):
+            await request(harness, via=via, headers={"X-Forwarded-For": f"10.0.0.1, {client}"})
+        passed, refused = await harness.exchanges(2)
+    assert (passed.status, passed.remote_addr) == (200, "198.51.100.7")
+    assert (refused.status, refused.remote_addr) == (403, "203.0.113.9")
+
+
 async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness, local, monkeypatch):
     import devtunnel.relay.agents as relay_module
 
