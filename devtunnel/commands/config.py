@@ -123,15 +123,15 @@ def _tunnel_rules(args: argparse.Namespace, tunnel: TunnelSection | None) -> tup
     Raises:
         RulesError: one line naming the file (or flag), the rule's number, the key.
     """
-    from devtunnel.rules import load_rules_file, renumbered, shorthand_rules
+    from devtunnel.rules import load_rules_file, renumbered, rules_flag, shorthand_rules
 
     rules = list(shorthand_rules(args.basic_auth, args.allow_ip, args.rate_limit))
     if tunnel is not None:
         rules += tunnel.rules
         if tunnel.rules_file is not None:
             rules += load_rules_file(tunnel.rules_file)
-    if args.rules:
-        rules += load_rules_file(Path(args.rules).expanduser())
+    if args.rules is not None:
+        rules += rules_flag(args.rules)
     return renumbered(rules)
 
 

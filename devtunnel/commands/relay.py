@@ -14,7 +14,7 @@ from devtunnel.commands.config import resolve_relay
 from devtunnel.commands.output import EscapingFormatter, safe
 from devtunnel.config.kinds import token_problem
 from devtunnel.errors import ConfigError
-from devtunnel.rules import load_rules_file
+from devtunnel.rules import rules_flag
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
@@ -116,7 +116,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         body_timeout=body_timeout,
         client_share=client_share,
         public_url=args.public_url,
-        rules=load_rules_file(Path(args.rules).expanduser(), relay=True) if args.rules else (),
+        rules=rules_flag(args.rules, relay=True) if args.rules is not None else (),
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
     )
 

@@ -119,7 +119,9 @@ class AgentGate:
         name, refusal = self._registry.pick_name(hello.name)
         displaced: list[AgentLink] = []
         if refusal is None:
-            displaced, refusal = await self._registry.claim(name, token, hello.instance, hello.pool)
+            displaced, refusal = await self._registry.claim(
+                name, token, hello.instance, hello.pool, fits=lambda members: self._rules.fits(rules, members)
+            )
         if refusal is not None:
             code, reason = refusal
             self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
@@ -130,7 +132,7 @@ class AgentGate:
             name, token, conn, send, peer, instance=hello.instance, budget=self._budget, pooled=hello.pool
         )
         pool = self._registry.join(name, token, hello.pool, tunnel, displaced)
-        self._rules.add(tunnel, rules)
+        self._rules.add(tunnel, rules, peers=[m for m in pool.members if m is not tunnel])
         if rules is not None:
             tunnel.on_rules = self._rules_changer(tunnel, peer)
         info: dict[str, object] = {"relay": f"devtunnel {__version__}"}

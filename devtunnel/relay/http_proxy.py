@@ -118,12 +118,13 @@ class HttpForwarder:
         request_target: bytes,
         http_version: str,
         raw: Fields,
-        ip: str,
+        remote: str,
         has_body: bool,
         decision: Decision | None,
     ) -> int:
         """Queue the request head on the tunnel; returns the stream id. ``raw``: the headers
-        as ``forward_request_headers`` makes them (``_fields``), before the rules edit them.
+        as ``forward_request_headers`` makes them (``_fields``), before the rules edit them;
+        ``remote``: the client's address as the rules judge it (``RuleBook.client_of``).
 
         Raises:
             ProtocolError, ValueError: the tunnel connection would not open the stream.
@@ -135,7 +136,7 @@ class HttpForwarder:
             _HTTP_VERSIONS.get(http_version, b"1.1"),
             fields,
             end_stream=not has_body,
-            remote_addr=ip,
+            remote_addr=remote,
             scheme=self.proto,
         )
 
@@ -174,7 +175,8 @@ class HttpForwarder:
         try:
             raw = forward_request_headers(cycle.raw_headers, host, ip.encode(), self._proto_bytes, lowered=cycle.headers)
             request_target = target_of(cycle.raw_path, cycle.query_string)
-            stream_id = self._open(tunnel, cycle.method, request_target, cycle.http_version, raw, ip, has_body, decision)
+            remote = rules.client_of(ip, cycle.headers)
+            stream_id = self._open(tunnel, cycle.method, request_target, cycle.http_version, raw, remote, has_body, decision)
         except (ProtocolError, ValueError):
             self.slots.give_back(tunnel, ip)
             return False  # the ASGI path meets the same refusal and answers it
@@ -238,7 +240,8 @@ class HttpForwarder:
             return None
         try:
             raw = self._fields(scope, host, ip)
-            stream_id = self._open(other, scope["method"], target(scope), scope["http_version"], raw, ip, has_body, decision)
+            remote = self.rules.client_ip(scope)
+            stream_id = self._open(other, scope["method"], target(scope), scope["http_version"], raw, remote, has_body, decision)
         except (ProtocolError, ValueError):
             self.slots.give_back(other, ip)
             return None
@@ -312,7 +315,8 @@ class HttpForwarder:
         refused: ProtocolError | ValueError | None = None
         try:
             raw = self._fields(scope, host, ip)
-            stream_id = self._open(tunnel, scope["method"], target(scope), scope["http_version"], raw, ip, has_body, decision)
+            remote = self.rules.client_ip(scope)
+            stream_id = self._open(tunnel, scope["method"], target(scope), scope["http_version"], raw, remote, has_body, decision)
         except (ProtocolError, ValueError) as exc:
             self.slots.give_back(tunnel, ip)
             refused = exc

@@ -14,7 +14,7 @@ import hmac
 from devtunnel.relay.link import AgentLink
 from devtunnel.values.terminal import quoted
 
-__all__ = ["Pool", "mix_refusal"]
+__all__ = ["Pool", "mix_refusal", "rules_refusal"]
 
 
 class Pool:
@@ -130,3 +130,13 @@ def mix_refusal(pool: Pool, shared: bool) -> str | None:
             " to join a pool"
         )
     return f"tunnel name {quoted(pool.name)} is in use by another agent that is online"
+
+
+def rules_refusal(pool: Pool) -> str:
+    """Why an agent whose rules differ from every member's cannot join ``pool``."""
+    count = len(pool)
+    agents = "agent" if count == 1 else "agents"
+    return (
+        f"tunnel name {quoted(pool.name)} is shared by a pool of {count} {agents} whose rules differ from this agent's:"
+        " start every member with the same rules (--basic-auth, --allow-ip, --rate-limit, --rules, [[tunnels.NAME.rules]])"
+    )

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 
 from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.relay.link import AgentLink
-from devtunnel.relay.pool import Pool, mix_refusal
+from devtunnel.relay.pool import Pool, mix_refusal, rules_refusal
 from devtunnel.values.names import random_name, validate_name
 from devtunnel.values.terminal import quoted
 
@@ -44,10 +45,17 @@ class AgentRegistry:
         return name, None
 
     async def claim(
-        self, name: str, token: str, instance: str | None, shared: bool
+        self,
+        name: str,
+        token: str,
+        instance: str | None,
+        shared: bool,
+        fits: Callable[[list[AgentLink]], bool] | None = None,
     ) -> tuple[list[AgentLink], tuple[ErrorCode, str] | None]:
         """Whether an agent may have ``name`` (``shared``: in a pool): (the connections it
-        displaces, refusal or None).
+        displaces, refusal or None). ``fits``: whether its rules fit a pool of these members
+        (each member judges the requests it takes by its own rules: one without the pool's
+        basic auth would let every other request past it).
 
         A name belongs to the token that holds it. Under the same token, an agent with a
         holder's instance id is that holder coming back (its old connection is the stale one)
@@ -67,6 +75,8 @@ class AgentRegistry:
             if stale is not None and (len(pool) == 1 or (pool.shared and shared)):
                 return [stale], None
             refusal = mix_refusal(pool, shared)
+            if refusal is None and fits is not None and not fits(pool.members):
+                refusal = rules_refusal(pool)
             if refusal is None:
                 return [], None
             holders = list(pool.members)

@@ -59,12 +59,18 @@ class RuleBook:
         self.in_force = self.relay is not None
         """Whether any rules apply at all (False: ``judge`` decides nothing, for any request)."""
 
-    def add(self, tunnel: AgentLink, rules: Sequence[Rule] | None) -> None:
-        """``tunnel`` is online with these rules (None: its agent knows nothing of rules)."""
+    def add(self, tunnel: AgentLink, rules: Sequence[Rule] | None, peers: Sequence[AgentLink] = ()) -> None:
+        """``tunnel`` is online with these rules (None: its agent knows nothing of rules).
+
+        ``peers``: the other members of its pool. One of them with the same rules shares its
+        state with ``tunnel``, so a pool's ``respond`` counts and rate-limit buckets are the
+        pool's, not each member's (``count = 3`` answers 3 requests, however many members)."""
         if rules is not None:
             self._aware.add(tunnel)
             if rules:
-                self._tunnels[tunnel] = Engine(rules, "tunnel", max_buckets=self.max_buckets)
+                rules = tuple(rules)
+                shared = next((e for e in map(self._tunnels.get, peers) if e is not None and e.rules == rules), None)
+                self._tunnels[tunnel] = shared or Engine(rules, "tunnel", max_buckets=self.max_buckets)
                 self.in_force = True
 
     def remove(self, tunnel: AgentLink) -> None:
@@ -101,20 +107,33 @@ class RuleBook:
             extensions[DECISION_EXTENSION] = decision
         return decision
 
+    def fits(self, rules: Sequence[Rule] | None, members: Sequence[AgentLink]) -> bool:
+        """Whether an agent with ``rules`` may join a pool of ``members``: one of them has the
+        same rules (members that differ only by a change made through one agent since)."""
+        wanted = tuple(rules or ())
+        return not members or any(self._rules_of(m) == wanted for m in members)
+
+    def _rules_of(self, tunnel: AgentLink) -> tuple[Rule, ...]:
+        engine = self._tunnels.get(tunnel)
+        return engine.rules if engine else ()
+
     def same_rules(self, tunnel: AgentLink, other: AgentLink) -> bool:
         """Whether ``other`` has the rules ``tunnel`` has (a decision judged for one holds for the other)."""
-        mine, theirs = self._tunnels.get(tunnel), self._tunnels.get(other)
-        return (mine.rules if mine else ()) == (theirs.rules if theirs else ())
+        return self._rules_of(tunnel) == self._rules_of(other)
 
     def client_ip(self, scope: dict[str, Any]) -> str:
         """The client's address: the socket's, or behind a trusted proxy the last address in
         X-Forwarded-For that is not a trusted proxy itself."""
         client = scope.get("client")
-        ip = str(client[0]) if client else ""
+        return self.client_of(str(client[0]) if client else "", scope["headers"])
+
+    def client_of(self, ip: str, headers: Fields) -> str:
+        """``client_ip`` from the socket's address ``ip`` and the request's ``headers`` (names
+        lowercase): the address rules judge, and the one the agent records."""
         if not self.trusted or not _trusted(ip, self.trusted):
             return ip
         hops: list[str] = []
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"x-forwarded-for":
                 hops += [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
         for hop in reversed(hops):
@@ -136,7 +155,9 @@ class RuleBook:
         if tunnel.closed or tunnel.draining or tunnel.room < _NOTICE_ROOM:
             return
         scope_name, index, action = decision.rule
-        if action == "basic-auth":  # the credentials tried are a secret (a typo of a real password)
+        # The credentials tried are a secret (a typo of a real password); good ones that a later
+        # rule answered (a rate limit, a drill) are the password itself.
+        if action == "basic-auth" or b"authorization" in decision.request_remove:
             fields = [(n, v) for n, v in fields if n.lower() != b"authorization"]
         mark = f"{scope_name};{index};{action};{0 if decision.answer.drop else decision.answer.status}".encode()
         send_body = bool(body) and len(body) <= min(_NOTICE_BODY, tunnel.conn.new_stream_window)
@@ -147,7 +168,7 @@ class RuleBook:
                 b"1.1",
                 (*strip_rule_header(fields), (RULE_HEADER, mark)),  # the client's own spelling never counts
                 end_stream=not send_body,
-                remote_addr=_socket_ip(scope),
+                remote_addr=self.client_ip(scope),
                 scheme=scope.get("scheme", "http"),
                 websocket=scope["type"] == "websocket",
             )
@@ -180,11 +201,12 @@ def strip_rule_header(fields: Fields) -> tuple[tuple[bytes, bytes], ...]:
 
 
 def edit_response(headers: list[tuple[bytes, bytes]], decision: Decision | None) -> list[tuple[bytes, bytes]]:
-    """Response headers with the rules' removals and settings applied (names are lowercase)."""
+    """Response headers with the rules' removals and settings applied (a local service's names
+    come in whatever case it wrote them; the rules' are lowercase)."""
     if decision is None or not decision.edits_response:
         return headers
     remove = decision.response_remove | {n.lower() for n, _ in decision.response_set}
-    return [(n, v) for n, v in headers if n not in remove] + [(n.lower(), v) for n, v in decision.response_set]
+    return [(n, v) for n, v in headers if n.lower() not in remove] + [(n.lower(), v) for n, v in decision.response_set]
 
 
 def answer_messages(answer: Answer, websocket: bool = False) -> list[dict[str, Any]]:
@@ -223,9 +245,6 @@ def _trusted(ip: str, networks: Sequence[Network]) -> bool:
     return address is not None and any(address.version == n.version and address in n for n in networks)
 
 
-def _socket_ip(scope: dict[str, Any]) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else ""
 
 
 def _target(scope: dict[str, Any]) -> bytes:

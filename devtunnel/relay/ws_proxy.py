@@ -87,7 +87,8 @@ class WebSocketForwarder:
         fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
         try:
             stream_id = conn.open_request(
-                b"GET", target(scope), b"1.1", fields, end_stream=True, remote_addr=ip, scheme=self.proto, websocket=True
+                b"GET", target(scope), b"1.1", fields, end_stream=True, remote_addr=self.rules.client_ip(scope),
+                scheme=self.proto, websocket=True,
             )
         except (ProtocolError, ValueError) as exc:
             await deny_websocket(send, 503, f"tunnel {tunnel.name} cannot take requests: {exc}\n")

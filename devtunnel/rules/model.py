@@ -174,6 +174,18 @@ def load_rules_file(path: str | Path, *, relay: bool = False) -> tuple[Rule, ...
     return parse_rules(data.get("rules", []), str(path), relay=relay, base=file.parent)
 
 
+def rules_flag(value: str, *, relay: bool = False) -> tuple[Rule, ...]:
+    """The rules of the file ``--rules`` names (``~`` expanded).
+
+    Raises:
+        RulesError: as ``load_rules_file``; an empty value (``--rules "$RULES"`` with RULES
+            unset) is refused too, rather than taken as no rules: a guard left out is said.
+    """
+    if not value.strip():
+        raise RulesError("--rules must name a rules file, not empty text")
+    return load_rules_file(Path(value).expanduser(), relay=relay)
+
+
 def renumbered(rules: Sequence[Rule]) -> tuple[Rule, ...]:
     """``rules`` numbered 1, 2, ... in this order (rules from several places make one list)."""
     return tuple(dataclasses.replace(rule, index=number) for number, rule in enumerate(rules, 1))
@@ -279,6 +291,8 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
     if not isinstance(table, Mapping):
         raise _Problem("", "must be a table with an action")
     action = table.get("action")
+    if action is None:
+        raise _Problem("action", f"missing: every rule has one of {', '.join(ACTIONS)}")
     if action not in _KEYS:
         raise _Problem("action", f"expected one of {', '.join(ACTIONS)}, not {quoted(action)}")
     unknown = sorted(set(table) - _COMMON - _KEYS[action])

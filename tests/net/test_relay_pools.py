@@ -30,6 +30,7 @@ from devtunnel.agent.tunnel import Backoff
 from devtunnel.api.app import serve_api
 from devtunnel.relay.http_proxy import KEPT_BODY
 from devtunnel.relay.server import Relay
+from devtunnel.rules import parse_rules
 from devtunnel.rules.model import Rule
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
@@ -89,15 +90,15 @@ async def local_service(app: Callable[..., Awaitable[None]], label: str) -> Asyn
 
 
 @asynccontextmanager
-async def pool_agent(relay_url: str, label: str, *, name: str = "api", pool: bool = True, token: str = TOKEN
-                     ) -> AsyncIterator[AgentService]:
+async def pool_agent(relay_url: str, label: str, *, name: str = "api", pool: bool = True, token: str = TOKEN,
+                     rules: tuple[Rule, ...] = ()) -> AsyncIterator[AgentService]:
     """An agent service in front of a local service answering ``label``, its tunnel started
     (``local_port`` is the local service's port)."""
     async with labelled_service(label) as port:
         service = AgentService(relay=relay_url, token=token, backoff=FAST)
         service.local_port = port  # type: ignore[attr-defined]
         try:
-            await service.start_tunnel(TunnelConfig(target=str(port), name=name, pool=pool))
+            await service.start_tunnel(TunnelConfig(target=str(port), name=name, pool=pool, rules=rules))
             yield service
         finally:
             await service.stop()
@@ -675,6 +676,34 @@ async def test_an_agent_alone_takes_the_name_of_a_pool_whose_every_member_is_sil
                     assert "pool" not in page.text
         finally:
             await proxy.close()
+
+
+async def test_an_agent_with_other_rules_cannot_join_a_pool() -> None:
+    # Each member's rules judge the requests it takes: a member without the pool's basic auth
+    # would let every other request past it.
+    auth = parse_rules([{"action": "basic-auth", "users": ["admin:s3cret"]}], "edge.toml")
+    async with running_relay(name_check_timeout=0.5) as relay:
+        async with pool_agent(relay_ws(relay), "a", rules=auth):
+            for other in ((), parse_rules([{"action": "basic-auth", "users": ["admin:other"]}], "edge.toml")):
+                with pytest.raises(NameInUseError, match=r"rules differ from this agent's.*same rules"):
+                    async with pool_agent(relay_ws(relay), "b", rules=other):
+                        pass
+            assert relay.agents == {"api": 1}
+            async with pool_agent(relay_ws(relay), "c", rules=auth):
+                assert relay.agents == {"api": 2}
+                async with client() as c:
+                    assert {(await get(c, relay)).status_code for _ in range(4)} == {401}
+
+
+async def test_the_members_of_a_pool_share_their_rules_counts_and_rate_limits() -> None:
+    rules = parse_rules([{"action": "rate-limit", "rate": "5/m"},
+                         {"match": "path:/who", "action": "respond", "status": 500, "count": 3}], "edge.toml")
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a", rules=rules), pool_agent(relay_ws(relay), "b", rules=rules):
+            assert relay.agents == {"api": 2}
+            async with client() as c:
+                statuses = [(await get(c, relay)).status_code for _ in range(7)]
+    assert statuses == [500, 500, 500, 200, 200, 429, 429]
 
 
 async def test_an_agent_with_another_token_cannot_join_a_pool() -> None:

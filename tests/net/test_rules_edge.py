@@ -14,7 +14,7 @@ import pytest
 
 from devtunnel.agent.info import TunnelState
 from devtunnel.rules import parse_rules
-from tests.net.tunnel_fixtures import Harness, local_http, parse_response, relay_and_agent
+from tests.net.tunnel_fixtures import Harness, local_http, parse_response, raw_server, read_request_head, relay_and_agent
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 PATHS = ["direct", "asgi"]
@@ -45,6 +45,24 @@ async def request(
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     """One request on its own connection from ``source``; (status, headers, body), status 0
     when the relay closed the connection without answering."""
+    status, payload, fields = await request_fields(
+        harness, path, via=via, headers=headers, body=body, method=method, source=source, name=name
+    )
+    return status, {n.lower(): v for n, v in fields}, payload
+
+
+async def request_fields(
+    harness: Harness,
+    path: str = "/echo",
+    *,
+    via: str = "direct",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    method: str = "GET",
+    source: str = "127.0.0.1",
+    name: str = "app",
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """As ``request``, with the response's header fields as sent: (status, body, fields)."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {harness.host(name)}", "Connection: close"]
     if body or via == "asgi":
         lines.append(f"Content-Length: {len(body)}")
@@ -65,9 +83,9 @@ async def request(
     if raw.startswith(b"HTTP/1.1 100"):
         raw = raw.split(b"\r\n\r\n", 1)[1]
     if not raw:
-        return 0, {}, b""
+        return 0, b"", []
     status, fields, payload = parse_response(raw)
-    return status, {n.lower(): v for n, v in fields}, payload
+    return status, payload, list(fields)
 
 
 def basic(user: str, password: str) -> str:
@@ -90,6 +108,24 @@ async def test_deny_answers_403_and_the_local_service_never_sees_it(harness, loc
 
 
 @pytest.mark.parametrize("via", PATHS)
+async def test_a_path_rule_sees_the_path_as_the_local_service_reads_it(harness, local, via):
+    """``/%61dmin`` is ``/admin`` to Starlette, Flask or Go: a rule on ``path:/admin`` judges it
+    (and dot segments and repeated slashes) rather than let it past to the local service."""
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": "path:/admin", "action": "deny"}))
+    spellings = ["/%61dmin", "/%61%64%6D%69%6E/x", "//admin", "/x/../admin", "/./admin", "/x/%2e%2e/admin",
+                 "/%2fadmin"]
+    for target in spellings:
+        status, _, _ = await request(harness, target, via=via)
+        assert status == 403, target
+    status, _, _ = await request(harness, "/administrator/../echo", via=via)  # /echo: passes, as sent
+    assert status != 403
+    assert state.seen_targets == [b"/administrator/../echo"]
+    records = await harness.exchanges(len(spellings) + 1)
+    assert [r.request.path for r in records[:2]] == ["/%61dmin", "/%61%64%6D%69%6E/x"]  # recorded as sent
+
+
+@pytest.mark.parametrize("via", PATHS)
 async def test_basic_auth_checks_users_and_removes_authorization(harness, local, via):
     port, _ = local
     digest = hashlib.sha256(b"hunter2").hexdigest()
@@ -109,6 +145,23 @@ async def test_basic_auth_checks_users_and_removes_authorization(harness, local,
     records = await harness.exchanges(4)
     assert [ex.status for ex in records] == [401, 401, 200, 200]
     # Neither the credentials tried nor the good ones reach the store.
+    assert all(not ex.request.headers.get("authorization") for ex in records)
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_good_credentials_answered_by_a_later_rule_do_not_reach_the_store(harness, local, via):
+    # --basic-auth admin:s3cret --rate-limit 1/m: the second request passes the password check
+    # and is refused by the rate limit; its record must not keep the password it carried.
+    port, _ = local
+    await harness.start(
+        str(port),
+        rules=rules({"action": "basic-auth", "users": ["admin:s3cret"]}, {"action": "rate-limit", "rate": "1/m"},),
+    )
+    statuses = [(await request(harness, via=via, headers={"Authorization": basic("admin", "s3cret")}))[0]
+                for _ in range(2)]
+    assert statuses == [200, 429]
+    records = await harness.exchanges(2)
+    assert records[1].rule is not None and records[1].rule.action == "rate-limit"
     assert all(not ex.request.headers.get("authorization") for ex in records)
 
 
@@ -211,6 +264,32 @@ async def test_headers_rule_edits_both_directions(harness, local, via):
 
 
 @pytest.mark.parametrize("via", PATHS)
+async def test_response_header_edits_match_names_in_any_case(harness, via):
+    """A local service that writes ``Server`` and ``Strict-Transport-Security`` (as http.server,
+    Go and Node do) gets them removed and replaced, not kept beside the rule's."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nServer: leaky/1.0\r\nStrict-Transport-Security: max-age=1\r\n"
+                     b"X-Powered-By: php\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(
+            str(port),
+            rules=rules({"action": "headers", "response": {"set": {"Strict-Transport-Security": "max-age=60"},
+                                                           "remove": ["Server", "x-powered-by"]}}),
+        )
+        status, _, raw_headers = await request_fields(harness, via=via)
+    assert status == 200
+    names = [n.lower() for n, _ in raw_headers]
+    assert b"x-powered-by" not in names
+    assert [v for n, v in raw_headers if n.lower() == b"strict-transport-security"] == [b"max-age=60"]
+    assert not any(n.lower() == b"server" and v == b"leaky/1.0" for n, v in raw_headers)
+
+
+@pytest.mark.parametrize("via", PATHS)
 async def test_forward_rule_routes_to_the_agents_other_target(harness, local, via):
     port, state = local
     with local_http() as (other_port, other):
@@ -276,6 +355,20 @@ async def test_trusted_proxy_lets_x_forwarded_for_name_the_client(tmp_path, loca
         assert (await request(harness, headers=via_proxy, source="127.0.0.1"))[0] == 200
         # The same header from an address that is not a trusted proxy counts for nothing.
         assert (await request(harness, headers=via_proxy, source="127.0.0.2"))[0] == 403
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_behind_a_trusted_proxy_records_name_the_client_the_rules_judged(tmp_path, local, via):
+    # A request an allow-ip rule let through and one it refused are recorded from the client
+    # address the rule saw (what `ip:` in the inspector finds), not the proxy's.
+    port, _ = local
+    async with relay_and_agent(tmp_path, trusted_proxies=["127.0.0.1/32"]) as harness:
+        await harness.start(str(port), rules=rules({"action": "allow-ip", "ips": ["198.51.100.7"]}))
+        for client in ("198.51.100.7", "203.0.113.9"):
+            await request(harness, via=via, headers={"X-Forwarded-For": f"10.0.0.1, {client}"})
+        passed, refused = await harness.exchanges(2)
+    assert (passed.status, passed.remote_addr) == (200, "198.51.100.7")
+    assert (refused.status, refused.remote_addr) == (403, "203.0.113.9")
 
 
 async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness, local, monkeypatch):

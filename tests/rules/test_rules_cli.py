@@ -52,6 +52,8 @@ def test_a_bad_rule_in_devtunnel_toml_names_its_line(tmp_path: Path, env: dict[s
         (["--allow-ip", "10.0.0.0/99"], "devtunnel: --allow-ip: '10.0.0.0/99' is not an IP address or CIDR"),
         (["--basic-auth", "admin"], "devtunnel: --basic-auth: each user is"),
         (["--rules", "/nonexistent/edge.toml"], "devtunnel: /nonexistent/edge.toml: cannot read the rules file"),
+        # ``--rules "$RULES"`` with RULES unset: said, not a tunnel started without its rules
+        (["--rules", ""], "devtunnel: --rules must name a rules file, not empty text"),
     ],
 )
 def test_bad_shorthands_exit_2(env: dict[str, str], flags: list[str], message: str) -> None:
@@ -69,6 +71,9 @@ def test_relay_refuses_a_forward_in_its_own_rules_and_a_bad_trusted_proxy(tmp_pa
     )
     done = run(env, "relay", "--listen", "127.0.0.1:0", "--trusted-proxy", "proxy")
     assert done.returncode == EXIT_USAGE and "--trusted-proxy 'proxy'" in done.stderr
+    done = run(env, "relay", "--listen", "127.0.0.1:0", "--rules", "")
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.strip() == "devtunnel relay: error: --rules must name a rules file, not empty text"
 
 
 def test_shorthands_guard_the_tunnel_and_requests_show_the_rule(

@@ -26,6 +26,7 @@ def view(path: str = "/", ip: str = "127.0.0.1", headers: list[tuple[bytes, byte
 
 BAD = [
     ({"action": "block"}, "rule 1: action: expected one of basic-auth, deny"),
+    ({"match": "path:/a"}, "rule 1: action: missing: every rule has one of basic-auth, deny"),
     ({"action": "deny", "match": "pth:/x"}, "rule 1: match: column 1: unknown field 'pth'"),
     ({"action": "deny", "match": "path:/x status:500"}, "rule 1: match: status: is known only once a response exists"),
     ({"action": "deny", "match": "method:GET ip:10.0.0.0/33"}, "rule 1: match: column 15: ip expects addresses"),
