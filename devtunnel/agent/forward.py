@@ -43,6 +43,9 @@ the head timeout. (A ``QuickAnswer`` hands an unfinished head to the task long b
 ERROR_HEADER = b"X-Devtunnel-Error"
 """Header naming the failure on responses the agent makes up itself (502, 504)."""
 
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+"""Methods a request may be sent again with once the app closed it unanswered (RFC 9110 9.2.2)."""
+
 
 class _ClosedEarly(Exception):
     """The local service closed (or reset) the connection before a whole response head."""
@@ -264,14 +267,20 @@ class Forwarder:
                     # when it was small enough to be kept whole). And again, while the hold
                     # lasts, after each reset: the request was not read (a dying app's
                     # listening socket resets the connections queued on it, and its
-                    # supervisor may not know yet), so it waits as after a refusal.
+                    # supervisor may not know yet), so it waits as after a refusal. An
+                    # idempotent request (RFC 9110 9.2.2: sent twice, it does what it does
+                    # once) waits again after a plain close too: an app slow to die accepts
+                    # and reads it, and closes it unanswered as it exits, before its
+                    # supervisor knows; a probe spaces the attempts.
+                    again = held_again
                     if gate.hold and (head.end_stream or resend is not None) and (
-                        not held_again or (failed.reset and conn.loop.time() < held_until)
+                        not held_again
+                        or ((failed.reset or head.method in _IDEMPOTENT) and conn.loop.time() < held_until)
                     ):
                         if not held_again:
                             held_again = True
                             held_until = conn.loop.time() + gate.hold
-                        if failed.reset:
+                        if failed.reset or again:
                             gate.refused(self.pool.connect)
                         lease.release(False)
                         sent_at = None

@@ -7,6 +7,8 @@
   answers. Answers are written one at a time and the exit happens in the Nth's turn, so a request
   that reaches the app meanwhile gets no byte (as from an app that died before reading it), never
   an answer cut after its head; ``--exit-delay S`` makes the app that slow to die;
+* ``--drop N``: the first N requests to each path starting ``/drop`` are read and their
+  connection closed unanswered (as an app slow to die does with what reaches it as it exits);
 * ``/healthz`` answers 503 until ``--ready-file`` exists, then 200;
 * ``--child-pidfile`` starts a ``sleep`` child and writes its pid there (to prove the whole
   group is stopped);
@@ -35,14 +37,21 @@ parser.add_argument("--child-pidfile")
 parser.add_argument("--exit-delay", type=float, default=0.0)
 parser.add_argument("--stopped-file")
 parser.add_argument("--stop-delay", type=float, default=0.5)
+parser.add_argument("--drop", type=int, default=0)
 args = parser.parse_args()
 count = 0
+drops: dict[str, int] = {}
 turn = threading.Lock()
 """Held while an answer is written; the exit keeps it."""
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        with turn:
+            self.answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with turn:
             self.answer()
 
@@ -54,6 +63,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if self.path.startswith("/drop"):
+            drops[self.path] = drops.get(self.path, 0) + 1
+            if drops[self.path] <= args.drop:
+                print(f"dropped {self.path} #{drops[self.path]}", flush=True)
+                self.close_connection = True
+                return  # read, never answered: the connection closes with no byte sent
         count += 1
         body = f"ok {os.getpid()} {count}\n".encode()
         self.send_response(200)

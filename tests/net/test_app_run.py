@@ -104,6 +104,23 @@ def test_with_hold_a_crashing_app_loses_no_request(start, tmp_path: Path) -> Non
     assert run.proc.stop(signal.SIGTERM) == 0
 
 
+def test_with_hold_a_get_the_app_closes_unanswered_is_sent_again_a_post_only_once(start, tmp_path: Path) -> None:
+    # As an app slow to die does: it reads what reaches it and closes it unanswered, before its
+    # supervisor knows it is going. A GET (idempotent) waits and goes again while the hold lasts;
+    # a POST is sent again once only (it may have done its work), then answered 502.
+    port = free_port()
+    run = start(str(port), "--run", app_command(port, "--drop", "3"), "--hold", "10s")
+    with httpx.Client(timeout=30) as client:
+        got = run.get(client, "/drop/get")
+        assert got.status_code == 200 and got.text.startswith("ok "), (got.status_code, got.text)
+        posted = run.post(client, "/drop/post", b'{"id": 1}')
+    assert posted.status_code == 502, (posted.status_code, posted.text)
+    assert posted.headers["X-Devtunnel-Error"] == "app_restarting"
+    lines = [line["text"] for line in httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]]
+    assert sum("dropped /drop/get" in l for l in lines) == 3 and sum("dropped /drop/post" in l for l in lines) == 2, lines
+    assert run.proc.stop(signal.SIGTERM) == 0
+
+
 def test_without_hold_the_502s_say_the_app_is_restarting(start, tmp_path: Path) -> None:
     port = free_port()
     run = start(str(port), "--run", app_command(port, "--exit-after", "2"))
