@@ -30,6 +30,14 @@ NEVER_AWAITED = (
 """A coroutine handed to a worker that never ran it fails the inspector's tests (see test_worker_coroutines)."""
 
 
+@pytest.fixture(autouse=True)
+def _not_the_callers_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The terminal the suite runs in (inside tmux, a desktop session) must not change what the
+    inspector says it copied: a test that wants one of these sets it itself."""
+    for name in ("TMUX", "TMUX_PANE", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
