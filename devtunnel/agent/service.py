@@ -187,7 +187,7 @@ class AgentService:
             NotFoundError, RulesError, TunnelError (a relay that does not enforce rules).
         """
         tunnel = self._tunnel(name)
-        (rule,) = parse_rules([table], "the new rule")
+        (rule,) = parse_rules([table], "the new rule", files=False)
         rules = (rule, *tunnel.config.rules) if first else (*tunnel.config.rules, rule)
         numbered = renumbered(rules)
         tunnel.set_rules(numbered)

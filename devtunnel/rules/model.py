@@ -131,11 +131,13 @@ class _Problem(Exception):
 
 
 def parse_rules(
-    tables: Sequence[Any], source: str, *, relay: bool = False, base: Path | None = None, wire: bool = False
+    tables: Sequence[Any], source: str, *, relay: bool = False, base: Path | None = None, wire: bool = False,
+    files: bool = True,
 ) -> tuple[Rule, ...]:
     """Typed rules from a list of tables (TOML or JSON). ``relay``: relay-wide rules, which
     cannot forward (the relay knows no local targets); ``wire``: rules from a HELLO, whose
-    forward rules carry no target.
+    forward rules carry no target; ``files=False``: rules from the agent API, which may not name
+    a file to read (``users_file``: the agent would read any file it can and answer about it).
 
     Raises:
         RulesError: one line naming ``source``, the rule's number and key.
@@ -147,7 +149,7 @@ def parse_rules(
     rules = []
     for number, table in enumerate(tables, 1):
         try:
-            rules.append(_rule(number, table, relay, base, wire))
+            rules.append(_rule(number, table, relay, base, wire, files))
         except _Problem as exc:
             key = f"{exc.key}: " if exc.key else ""
             detail = f"rule {number}: {key}{exc}"
@@ -287,7 +289,7 @@ _KEYS = {
 }
 
 
-def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool = False) -> Rule:
+def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool = False, files: bool = True) -> Rule:
     if not isinstance(table, Mapping):
         raise _Problem("", "must be a table with an action")
     action = table.get("action")
@@ -304,7 +306,7 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
     flt = _match_filter(match) if match.strip() else None
     fields: dict[str, Any] = {"index": number, "action": action, "match": match.strip(), "filter": flt}
     if action == "basic-auth":
-        fields.update(_basic_auth(table, base))
+        fields.update(_basic_auth(table, base, files))
     elif action == "allow-ip":
         ips = table.get("ips")
         if isinstance(ips, str):
@@ -379,7 +381,7 @@ def network(text: str, key: str) -> Network:
         raise _Problem(key, f"{quoted(text)} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)") from None
 
 
-def _basic_auth(table: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
+def _basic_auth(table: Mapping[str, Any], base: Path | None, files: bool = True) -> dict[str, Any]:
     entries: list[str] = []
     users = table.get("users", [])
     if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
@@ -387,6 +389,9 @@ def _basic_auth(table: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
     entries += users
     users_file = table.get("users_file")
     if users_file is not None:
+        if not files:
+            raise _Problem("users_file", "not taken here: give the users themselves (\"name:sha256:HEX\"),"
+                           " or put the rule in devtunnel.toml or a --rules file")
         if not isinstance(users_file, str):
             raise _Problem("users_file", "must be a path")
         path = Path(users_file).expanduser()
@@ -399,11 +404,14 @@ def _basic_auth(table: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
         entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not entries:
         raise _Problem("users", "a basic-auth rule needs at least one user (users or users_file)")
-    credentials = []
+    credentials: list[Credential] = []
     for entry in entries:
         user, sep, secret = entry.partition(":")
         if not sep or not user or not secret:
             raise _Problem("users", "each user is \"name:password\", \"name:sha256:HEX\" or \"name:$2b$...\" (bcrypt)")
+        if any(c.user == user for c in credentials):
+            # Two passwords for one name would both be accepted: almost always a stale line left behind.
+            raise _Problem("users", f"user {quoted(user)} is given twice; keep one password per user")
         if secret.startswith("sha256:") and not re.fullmatch(r"[0-9a-fA-F]{64}", secret[7:]):
             raise _Problem("users", f"user {quoted(user)}: a sha256 hash is 64 hex digits after 'sha256:'")
         if secret.startswith("$2") and not re.fullmatch(r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}", secret):

@@ -468,6 +468,13 @@ async def test_a_forward_rule_with_a_bad_target_is_refused_through_the_api_and_c
                 assert bad.status_code == 400, bad.text
                 assert bad.json()["msg"].startswith(f"the new rule: rule 1: target: invalid target {target!r}")
                 assert [r["action"] for r in (await api.get("/api/tunnels/app/rules")).json()["rules"]] == ["headers"]
+            # A file named through the API is not read: the agent would open any file it can
+            # (and say which lines are not users); before, /etc/passwd was read and judged.
+            bad = await api.post("/api/tunnels/app/rules", json={"action": "basic-auth", "users_file": "/etc/passwd"})
+            assert bad.status_code == 400, bad.text
+            assert bad.json()["msg"].startswith("the new rule: rule 1: users_file: not taken here: give the users themselves")
+            assert "root" not in bad.text
+            assert [r["action"] for r in (await api.get("/api/tunnels/app/rules")).json()["rules"]] == ["headers"]
             drill = {"action": "respond", "match": "path:/hook", "status": 503, "count": 1}
             assert (await api.post("/api/tunnels/app/rules", json=drill)).status_code == 201
 

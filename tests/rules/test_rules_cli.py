@@ -51,6 +51,9 @@ def test_a_bad_rule_in_devtunnel_toml_names_its_line(tmp_path: Path, env: dict[s
         (["--rate-limit", "fast"], "devtunnel: --rate-limit: expected a rate like"),
         (["--allow-ip", "10.0.0.0/99"], "devtunnel: --allow-ip: '10.0.0.0/99' is not an IP address or CIDR"),
         (["--basic-auth", "admin"], "devtunnel: --basic-auth: each user is"),
+        # two passwords for one user would both open the tunnel
+        (["--basic-auth", "admin:old", "--basic-auth", "admin:new"],
+         "devtunnel: --basic-auth: user 'admin' is given twice; keep one password per user"),
         (["--rules", "/nonexistent/edge.toml"], "devtunnel: /nonexistent/edge.toml: cannot read the rules file"),
         # ``--rules "$RULES"`` with RULES unset: said, not a tunnel started without its rules
         (["--rules", ""], "devtunnel: --rules must name a rules file, not empty text"),

@@ -33,6 +33,7 @@ BAD = [
     ({"action": "deny", "colour": "red"}, "rule 1: colour: not a key of a deny rule"),
     ({"action": "basic-auth"}, "rule 1: users: a basic-auth rule needs at least one user"),
     ({"action": "basic-auth", "users": ["nopassword"]}, "rule 1: users: each user is"),
+    ({"action": "basic-auth", "users": ["a:x", "b:y", "a:z"]}, "rule 1: users: user 'a' is given twice"),
     ({"action": "basic-auth", "users": ["a:sha256:abc"]}, "rule 1: users: user 'a': a sha256 hash is 64 hex digits"),
     ({"action": "basic-auth", "users": ["a:$2b$12$abc"]}, "rule 1: users: user 'a': not a bcrypt hash"),
     ({"action": "basic-auth", "users": ["a:b"], "realm": 'x"y'}, "rule 1: realm: must be printable text"),
