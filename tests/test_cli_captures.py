@@ -219,6 +219,16 @@ def test_requests_filter_narrows(captures: Captures) -> None:
     assert [r["id"] for r in rows] == [captures.exchanges[2].id, captures.exchanges[3].id]
 
 
+def test_a_number_past_64_bits_in_a_filter_is_compared_not_a_traceback(captures: Captures) -> None:
+    huge = "9" * 30
+    sized = [r["id"] for r in json.loads(cli(captures, "requests", "--json").stdout) if r["size"] is not None]
+    assert sized
+    for expression, expected in ((f"size:<{huge}gb", sized), (f"size:>{huge}", []), (f"rule:{huge}", [])):
+        proc = cli(captures, "requests", "--filter", expression, "--json")
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (expression, proc.stderr)
+        assert [r["id"] for r in json.loads(proc.stdout)] == expected, expression
+
+
 def test_a_bad_filter_is_bad_usage_in_one_line_with_its_column(captures: Captures) -> None:
     line = assert_one_line_error(cli(captures, "requests", "--filter", "status:>=abc \x1b[2J"), code=2)
     assert "column" in line

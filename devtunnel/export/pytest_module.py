@@ -11,8 +11,12 @@ The module imports only pytest, httpx and the standard library. Captured values 
 as ASCII Python literals (``ascii``/``repr``: a str when the bytes are UTF-8, else bytes), never
 as code or comments, so nothing in it can hide on a terminal. A test sends the method, target,
 headers and body byte for byte as captured (httpx's URL normalisation, method upper-casing and
-default headers are bypassed), but for Host and the framing, which are the client's, and bytes
-of the target outside visible ASCII, which go percent-encoded (h11 refuses them raw).
+default headers are bypassed), but for Host and the framing, which are the client's, bytes
+of the target outside visible ASCII, which go percent-encoded (h11 refuses them raw), and spaces
+and tabs around a header value, which are not part of it (RFC 9110 section 5.5) and which h11
+refuses to send. A request httpx cannot send at all (a method or header name that is not a
+token, a control byte in a header value) and one a rule at the relay answered (it never reached
+the service) become a skipped test that says why.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Sequence
 
 from devtunnel.capture.model import Exchange
 from devtunnel.export.base import Export, prepared
-from devtunnel.values.http1 import FRAMING, HOP_BY_HOP
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, is_token
 from devtunnel.webhooks import BUILTIN, delivery_of, detect
 
 __all__ = ["export_pytest"]
@@ -145,6 +149,25 @@ def _literal(raw: bytes) -> str:
         return repr(raw)
 
 
+_OWS = b" \t"
+# What h11 (httpx's HTTP/1.1) sends in a header value: visible ASCII, obs-text, inner spaces and tabs.
+_UNSENDABLE_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _unsendable(exchange: Exchange) -> str | None:
+    """Why httpx cannot send ``exchange``'s request, or None."""
+    request = exchange.request
+    if not is_token(request.method):
+        return "its method is not an HTTP token; httpx cannot send it"
+    for name, value in request.headers.fields:
+        if not is_token(name):
+            return f"the header name {name!r} is not an HTTP token; httpx cannot send it"
+        if _UNSENDABLE_IN_VALUE.search(value):
+            return f"the header {name.decode('latin-1')!r} holds a control byte; httpx cannot send it"
+    return None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
 
@@ -155,19 +178,25 @@ def _test(index: int, exchange: Exchange, width: int) -> str:
     event = provider.event_type(delivery_of(request, exchange.scheme)) if provider else None
     name = "_".join(p for p in (f"test_{index:0{width}d}", _slug(request.method), _slug(request.path),
                                 _slug(event or "")) if p)
-    lines = [f"def {name}():", f"    # exchange {exchange.id}"]
+    # Only an id that is a word goes into the comment as it is: a newline would end the comment.
+    shown_id = exchange.id if _SAFE_ID.fullmatch(exchange.id) else ascii(exchange.id)
+    lines = [f"def {name}():", f"    # exchange {shown_id}"]
     skip = None
     if exchange.websocket:
         skip = "a WebSocket session cannot be sent again as one request"
+    elif exchange.rule is not None and exchange.rule.action != "forward":
+        skip = f"{exchange.rule.label()} at the relay answered it; it never reached the service"
+    elif (unsendable := _unsendable(exchange)) is not None:
+        skip = unsendable
     elif exchange.response is None:
         skip = f"no response was recorded ({exchange.error or 'in flight'})"
     elif request.body_truncated:
         skip = "the request body was recorded only in part"
     if skip is not None:
-        lines.append(f"    pytest.skip({skip!r})")
+        lines.append(f"    pytest.skip({ascii(skip)})")
         return "\n".join(lines) + "\n"
     assert exchange.response is not None
-    pairs = [(n, v) for n, v in request.headers if n.decode("latin-1").lower() not in _DROP]
+    pairs = [(n, v.strip(_OWS)) for n, v in request.headers if n.decode("latin-1").lower() not in _DROP]
     base = exchange.target_url or "http://127.0.0.1"
     args = [ascii(request.method), ascii(base), _literal(request.target),
             "[" + ", ".join(f"({_literal(n)}, {_literal(v)})" for n, v in pairs) + "]", repr(request.body)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtunnel.capture.model import Exchange
+from devtunnel.capture.model import Exchange, RuleMark
 from devtunnel.export import export
 from devtunnel.export.pytest_module import export_pytest
 from devtunnel.webhooks import Delivery, by_name
@@ -100,7 +100,8 @@ def test_hostile_captures_become_literals_and_unreplayable_ones_are_skipped_with
     module = tmp_path / "test_hostile.py"
     module.write_text(text)
     done = _run(module)
-    assert "1 failed" in done.stdout and "2 skipped" in done.stdout  # nothing listens on port 9
+    assert done.returncode == 0 and "3 skipped" in done.stdout, done.stdout  # the NUL in X-Evil: httpx cannot send it
+    assert "the header 'X-Evil' holds a control byte; httpx cannot send it" in text
 
 
 def test_redact_replaces_credentials_in_what_the_tests_send() -> None:
@@ -142,3 +143,40 @@ def test_the_module_sends_the_captured_method_target_headers_and_body_byte_for_b
     sent_target = b'/a/../b/./c?q="<x>"&r=%FF&s=caf%C3%A9&t=%zz'  # h11 refuses raw bytes past ASCII
     assert (got.method, got.target, got.body) == (b"patch", sent_target, body)
     assert got.headers == [(b"Host", f"127.0.0.1:{server.port}".encode()), *headers[1:-1], (b"Content-Length", b"7")]
+
+
+def test_relay_answers_and_requests_httpx_cannot_send_are_skipped_and_the_rest_pass(tmp_path: Path) -> None:
+    """Found by exporting real relay traffic: a request a basic-auth rule answered 401 became a test
+    asserting 401 from the service (which never saw it, and answers 200); a header value with
+    spaces after it (llhttp keeps them, RFC 9110 says they are not part of the value), a method or
+    header name that is no token, or a CR in a value failed the test in h11 with a traceback, as
+    if the service were broken. An exchange id is a comment only when it is one word."""
+    from tests.export.rawserver import RawServer
+
+    def made(method: str, target: str, headers: list[tuple[bytes, bytes]], status: int, **fields: object) -> Exchange:
+        return make_exchange(method, target, [(b"Host", b"shop.example"), *headers], b"",
+                             make_response(status), tunnel="t", started_at=0.0, target_url=server.url,
+                             duration=0.1, **fields)
+
+    with RawServer() as server:
+        spaced = made("GET", "/spaced", [(b"X-Spaced", b"v  \t"), (b"X-Inner", b"a  b")], 200)
+        refused = made("GET", "/refused", [], 401, rule=RuleMark(1, "basic-auth"))
+        routed = made("GET", "/routed", [], 200, rule=RuleMark(2, "forward"))
+        bad_method = made('G"ET', "/m", [], 200)
+        bad_name = made("GET", "/n", [(b"Bad Name", b"v")], 200)
+        crlf = made("GET", "/v", [(b"X-Crlf", b"a\r\nInjected: 1")], 200)
+        odd_id = made("GET", "/id", [], 200)
+        odd_id.id = "01ABC\nraise SystemExit(3)"
+        text = export_pytest([spaced, refused, routed, bad_method, bad_name, crlf, odd_id]).text
+        module = tmp_path / "test_relay.py"
+        module.write_text(text)
+        done = _run(module)
+        received = {got.target: got for got in server.received}
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed, 4 skipped" in done.stdout, done.stdout
+    assert "rule 1 basic-auth at the relay answered it; it never reached the service" in done.stdout
+    assert "its method is not an HTTP token; httpx cannot send it" in done.stdout
+    assert "the header 'X-Crlf' holds a control byte; httpx cannot send it" in done.stdout
+    assert "# exchange '01ABC\\nraise SystemExit(3)'" in text
+    assert sorted(received) == [b"/id", b"/routed", b"/spaced"]
+    assert received[b"/spaced"].headers[1:] == [(b"X-Spaced", b"v"), (b"X-Inner", b"a  b")]

@@ -34,6 +34,14 @@ from devtunnel.values.terminal import quoted
 
 SqlParams = list[object]
 
+_SQLITE_INTEGERS = range(-(1 << 63), 1 << 63)
+
+
+def sql_number(n: float) -> float:
+    """``n`` as a parameter SQLite can bind: an integer past its 64 bits goes as a float, which
+    SQLite compares by value as Python does (an int past the range would raise OverflowError)."""
+    return float(n) if isinstance(n, int) and n not in _SQLITE_INTEGERS else n
+
 QUOTE_LIMIT = 40
 """Characters of the expression a filter error quotes at most: a filter can be as long as the
 user's paste (a 50 KB ``--filter``), and its error is one line of a terminal or of a JSON body."""

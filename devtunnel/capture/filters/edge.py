@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from devtunnel.capture.filters.base import Leaf, SqlParams, excerpt, fold
+from devtunnel.capture.filters.base import Leaf, SqlParams, excerpt, fold, sql_number
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import FilterSyntaxError
 from devtunnel.values.terminal import quoted
@@ -86,16 +86,19 @@ class RuleMark(Leaf):
 
     def __init__(self, value: str) -> None:
         self.value = fold(value)
+        # The rule's number, read the same way for both twins (rule:02 is rule 2); only ASCII
+        # digits, since str.isdigit() also takes "²", which int() refuses.
+        self.number = int(self.value) if self.value.isascii() and self.value.isdigit() else None
 
     def __call__(self, ex: Exchange) -> bool:
         rule = ex.rule
         if rule is None:
             return False
-        return str(rule.index) == self.value if self.value.isdigit() else rule.action == self.value
+        return rule.index == self.number if self.number is not None else rule.action == self.value
 
     def sql(self) -> tuple[str, SqlParams]:
-        if self.value.isdigit():
-            return "(e.rule_index IS NOT NULL AND e.rule_index = ?)", [int(self.value)]
+        if self.number is not None:
+            return "(e.rule_index IS NOT NULL AND e.rule_index = ?)", [sql_number(self.number)]
         return "(e.rule_action IS NOT NULL AND e.rule_action = ?)", [self.value]
 
 

@@ -20,6 +20,7 @@ from devtunnel.capture.filters.base import (
     fold,
     headers_match,
     headers_of,
+    sql_number,
     headers_sql,
 )
 from devtunnel.capture.filters.webhook import WEBHOOK_FIELDS, Duplicate
@@ -134,7 +135,7 @@ class _Compare(Leaf):
     def sql(self) -> tuple[str, SqlParams]:
         # "IS NOT NULL AND" keeps the clause 0 (never NULL) for exchanges without a value.
         terms = [f"{self.column} IS NOT NULL"] + [f"{self.column} {op} ?" for op, _ in self.bounds]
-        return "(" + " AND ".join(terms) + ")", [n for _, n in self.bounds]
+        return "(" + " AND ".join(terms) + ")", [sql_number(n) for _, n in self.bounds]
 
 
 class Status(_Compare):
