@@ -54,6 +54,7 @@ else:
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
 from devtunnel.errors import ReplayError
+from devtunnel.values.http1 import field_value
 from devtunnel.values.request_head import target_problem
 from devtunnel.values.terminal import quoted
 from devtunnel.webhooks import delivery_of
@@ -164,7 +165,7 @@ async def _send(
         request = httpx.Request(
             wanted.method,
             base_url + "/",
-            headers=list(wanted.headers.fields),
+            headers=[(name, field_value(value)) for name, value in wanted.headers.fields],
             content=wanted.body,
             # The raw target goes on the wire as is; httpx's URL would re-quote it.
             extensions={"target": wanted.target},

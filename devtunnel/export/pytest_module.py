@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from devtunnel.capture.model import Exchange
 from devtunnel.export.base import Export, prepared
-from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, is_token
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_value, is_token
 from devtunnel.webhooks import BUILTIN, delivery_of, detect
 
 __all__ = ["export_pytest"]
@@ -149,7 +149,6 @@ def _literal(raw: bytes) -> str:
         return repr(raw)
 
 
-_OWS = b" \t"
 # What h11 (httpx's HTTP/1.1) sends in a header value: visible ASCII, obs-text, inner spaces and tabs.
 _UNSENDABLE_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -196,7 +195,7 @@ def _test(index: int, exchange: Exchange, width: int) -> str:
         lines.append(f"    pytest.skip({ascii(skip)})")
         return "\n".join(lines) + "\n"
     assert exchange.response is not None
-    pairs = [(n, v.strip(_OWS)) for n, v in request.headers if n.decode("latin-1").lower() not in _DROP]
+    pairs = [(n, field_value(v)) for n, v in request.headers if n.decode("latin-1").lower() not in _DROP]
     base = exchange.target_url or "http://127.0.0.1"
     args = [ascii(request.method), ascii(base), _literal(request.target),
             "[" + ", ".join(f"({_literal(n)}, {_literal(v)})" for n, v in pairs) + "]", repr(request.body)]

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 __all__ = [
     "is_token",
+    "OWS",
+    "field_value",
     "refused_bytes",
     "HOP_BY_HOP",
     "FRAMING",
@@ -34,6 +36,17 @@ def is_token(value: str | bytes) -> bool:
     if isinstance(value, bytes):
         return _TOKEN_BYTES.fullmatch(value) is not None
     return _TOKEN_STR.fullmatch(value) is not None
+
+
+OWS = b" \t"
+"""Optional whitespace around a field value (RFC 9110 section 5.6.3)."""
+
+
+def field_value(raw: bytes) -> bytes:
+    """A field's value without the whitespace around it, which is no part of it (RFC 9110 section
+    5.5). llhttp drops what comes before a value but keeps what comes after, and h11 (what
+    replays send with) refuses a value that ends in it."""
+    return raw.strip(OWS)
 
 
 def refused_bytes(rule: re.Pattern[bytes]) -> bytes:
