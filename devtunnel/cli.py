@@ -231,7 +231,7 @@ examples:
     p.add_argument("--to", metavar="URL",
                    help="send to this base URL (scheme://host[:port][/prefix]; path and query kept) instead of the "
                         "public URL, or 'local' for each exchange's local service (curl, httpie, har)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout (- is stdout)")
     _add_db(p)
 
     p = sub.add_parser("replay", help="send captured requests again", formatter_class=_F,

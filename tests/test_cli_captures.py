@@ -336,6 +336,13 @@ def test_export_to_a_file_puts_side_files_next_to_it(captures: Captures, tmp_pat
     assert list(captures.cwd.iterdir()) == []
 
 
+def test_export_to_dash_writes_to_stdout_not_a_file_named_dash(captures: Captures) -> None:
+    proc = cli(captures, "export", captures.exchanges[0].id, "--format", "curl", "-o", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("curl") and "/webhooks/stripe" in proc.stdout
+    assert list(captures.cwd.iterdir()) == [] and proc.stderr == ""
+
+
 def test_export_har_of_a_filter(captures: Captures, tmp_path: Path) -> None:
     out = tmp_path / "hooks.har"
     proc = cli(captures, "export", "--filter", "path:/webhooks", "--format", "har", "-o", str(out))

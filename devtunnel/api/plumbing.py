@@ -1,7 +1,7 @@
 """Request and response plumbing shared by the agent API's routes: JSON in, JSON out, errors as ngrok does.
 
 Every failure becomes ``{"error_code", "status_code", "msg", "details"}`` with the right status;
-a malformed body is a 400, never a 500.
+a malformed body is a 400, never a 500. Every JSON answer is ASCII (``AsciiJSON``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
 
-__all__ = ["ApiError", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel",
+__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel",
            "EXCEPTION_HANDLERS"]
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,24 @@ class ApiError(Exception):
         self.details = details or {}
 
 
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+class AsciiJSON(JSONResponse):
+    """A JSON answer in ASCII. Answers quote captured bytes (header values, a status line, a
+    body as text) and error messages quote values as they came (``values.terminal.quoted``):
+    JSON escapes C0 controls only, so a C1 control (U+009B is CSI) or a bidi override would
+    reach the terminal of whoever reads the answer with ``curl``. Escaped as ``\\uXXXX``, every
+    such character acts on nothing, and a client reads the same value back."""
+
+    def render(self, content: Any) -> bytes:
+        return _json_bytes(content)
+
+
 def ok(data: Any, status_code: int = 200) -> JSONResponse:
     """A JSON answer."""
-    return JSONResponse(data, status_code=status_code)
+    return AsciiJSON(data, status_code=status_code)
 
 
 async def ok_off_loop(build: Callable[[], Any], status_code: int = 200) -> JSONResponse:
@@ -68,15 +83,11 @@ async def ok_off_loop(build: Callable[[], Any], status_code: int = 200) -> JSONR
     every tunnel's traffic meanwhile. In a thread the loop runs between the thread's steps
     (though not during one C call, such as ``json.dumps`` of the whole answer).
     """
-    return await run_in_threadpool(lambda: JSONResponse(build(), status_code=status_code))
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return await run_in_threadpool(lambda: AsciiJSON(build(), status_code=status_code))
 
 
 def json_list_chunks(key: str, values: Iterable[Any], rest: dict[str, Any]) -> Iterator[bytes]:
-    """The bytes of ``{key: [*values], **rest}`` as ``JSONResponse`` writes them, one value at a
+    """The bytes of ``{key: [*values], **rest}`` as ``AsciiJSON`` writes them, one value at a
     time as ``values`` makes them."""
     yield b"{" + _json_bytes(key) + b":["
     for i, value in enumerate(values):
@@ -246,18 +257,9 @@ def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> 
     return value
 
 
-class _ErrorJSON(JSONResponse):
-    """An error body in ASCII: a message quotes values as they came (``values.terminal.quoted``),
-    and JSON escapes them once, every control, bidi or invisible character included, so the body
-    read in a terminal (``curl``) acts on nothing; a client reads the message back as it was and
-    escapes it once where it shows it."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
 def _error(status: int, msg: str, details: dict[str, Any] | None = None, headers: Any = None) -> JSONResponse:
-    return _ErrorJSON(error_json(status, msg, details), status_code=status, headers=headers)
+    # A message quotes values as they came; a client reads it back as it was and escapes it once where it shows it.
+    return AsciiJSON(error_json(status, msg, details), status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -5,6 +5,8 @@ DNS rebinding (a hostile name that resolves to 127.0.0.1, so the Host header is 
 through a plain cross-site request. :class:`LoopbackOnly` refuses both before any route runs:
 the Host must be a loopback name, and a browser request must come from a loopback origin. It
 also refuses what a proxy forwarded (a tunnel to the API's own port), whatever its Host.
+Every HTTP answer says ``X-Content-Type-Options: nosniff``: answers quote captured data
+(``<script>`` in a path or body), which a browser must never read as anything but JSON.
 """
 
 from __future__ import annotations
@@ -108,8 +110,23 @@ def _refusal(scope: Scope) -> str | None:
     return None
 
 
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+def _no_sniffing(send: Send) -> Send:
+    """``send`` with ``X-Content-Type-Options: nosniff`` added to the answer's head."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), _NOSNIFF]}
+        await send(message)
+
+    return sending
+
+
 class LoopbackOnly:
-    """ASGI middleware: 403 (JSON, ngrok's error shape) for a non-loopback Host or a cross-site caller.
+    """ASGI middleware: 403 (JSON, ngrok's error shape) for a non-loopback Host or a cross-site
+    caller; ``nosniff`` on every HTTP answer.
 
     WebSocket handshakes are refused by closing before accepting, which the server turns into
     an HTTP 403.
@@ -124,7 +141,7 @@ class LoopbackOnly:
             return
         reason = _refusal(scope)
         if reason is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _no_sniffing(send) if scope["type"] == "http" else send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": ""})
         else:
@@ -133,7 +150,8 @@ class LoopbackOnly:
                 {
                     "type": "http.response.start",
                     "status": 403,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                _NOSNIFF],
                 }
             )
             await send({"type": "http.response.body", "body": body})

@@ -389,7 +389,8 @@ def _export(args: argparse.Namespace) -> int:
     if args.format not in EXPORTERS:
         raise ConfigError(f"unknown format {quoted(args.format)}; use one of {', '.join(sorted(EXPORTERS))}")
     options = _destination_options(args.format, args.to)
-    out = Path(args.output) if args.output else None
+    # "-o -" is stdout, as for curl: it wrote a file named "-" in the current folder.
+    out = Path(args.output) if args.output and args.output != "-" else None
     if out is not None and out.is_dir():
         raise ExportError(f"cannot write {out}: it is a folder")
     folder = out.parent if out is not None else Path(".")

@@ -528,6 +528,25 @@ async def test_a_duplicated_origin_is_refused_like_a_duplicated_host(
     assert (await _raw(api.port, one))[0] == 200
 
 
+async def test_no_answer_may_be_sniffed_as_html_by_a_browser(api: Api) -> None:
+    # Answers quote captured data (a path of <script>, a body of HTML): a browser that reaches
+    # one (an old one sending no Origin nor Sec-Fetch-Site) must read it as JSON and nothing else.
+    hostile = "/api/<script>alert(document.domain)</script>"
+    answers = [
+        await api.client.get(f"/api/requests/http/{api.exchanges[1].id}"),
+        await api.client.get("/api/requests/http"),  # streamed
+        await api.client.get(hostile),  # 404 quoting the path
+        await api.client.put("/api/requests/http"),  # 405
+        await api.client.get("/api/status", headers={"Origin": "https://evil.example"}),  # refused
+        await api.client.get("/api/status", headers={"Host": "evil.example"}),  # refused
+        await api.client.post(f"/api/requests/http/{api.exchanges[0].id}/replay"),  # 201
+        await api.client.delete("/api/requests/http"),  # 204
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 404, 405, 403, 403, 201, 204]
+    for answer in answers:
+        assert answer.headers.get_list("x-content-type-options") == ["nosniff"], (answer.request.url, answer.headers)
+
+
 async def test_a_loopback_origin_is_served(api: Api) -> None:
     assert (await api.client.get("/api/status", headers={"Origin": "http://localhost:3000"})).status_code == 200
 

@@ -10,6 +10,7 @@ value holding a byte that is not UTF-8.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -146,3 +147,47 @@ async def test_the_path_filter_reads_the_target_as_the_json_does(tmp_path: Path)
     assert await asyncio.to_thread(ids, "path:/ö") == []
     assert await asyncio.to_thread(ids, "Größe") == [hostile]  # a bare word: the URL holds it
     assert await asyncio.to_thread(ids, "path:/\ufffd") == [stray]
+
+
+C1_AND_BIDI = "\u009b2J \u009d52;c;cHduZWQ=\u009c \u202eevil\u202c"
+"""A C1 CSI (clear the screen), an OSC 52 (write the clipboard) in C1 form and a bidi override:
+characters past ASCII that JSON does not escape unless asked to."""
+
+
+async def test_every_api_answer_quoting_captured_text_is_ascii(tmp_path: Path) -> None:
+    """The exchange, the list, each export and the diff quote captured header values and bodies;
+    sent in UTF-8, ``curl localhost:4040/api/requests/http`` put a C1 control or a bidi override
+    from anyone on the internet on the developer's terminal (error answers were ASCII already).
+    Escaped, a client still reads the very values."""
+    with local_http() as (port, _state):
+        async with relay_and_agent(tmp_path) as h:
+            await h.start(f"http://127.0.0.1:{port}")
+            async with httpx.AsyncClient(trust_env=False, timeout=10) as public:
+                for body in ("first " + C1_AND_BIDI, "second " + C1_AND_BIDI):
+                    answer = await public.post(f"http://127.0.0.1:{h.relay.port}/echo", content=body.encode(),
+                                               headers={"Host": h.host("app"), "X-C1": C1_AND_BIDI.encode(),
+                                                        "Content-Type": "text/plain"})
+                    assert answer.status_code == 200, answer.text
+            first, second = sorted(await h.exchanges(2), key=lambda e: e.started_at)
+            server, api_port = await serve_api(h.service, port=0)
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as client:
+                    answers = {
+                        "one": await client.get(f"/api/requests/http/{first.id}"),
+                        "list": await client.get("/api/requests/http"),
+                        "diff": await client.get("/api/diff", params={"a": first.id, "b": second.id}),
+                        **{fmt: await client.get(f"/api/requests/http/{first.id}/export", params={"format": fmt})
+                           for fmt in ("curl", "har", "raw")},
+                        "replay": await client.post(f"/api/requests/http/{first.id}/replay", json={}),
+                    }
+            finally:
+                await server.stop()
+    for name, resp in answers.items():
+        assert resp.status_code in (200, 201), (name, resp.text)
+        assert resp.content.isascii(), (name, [ch for ch in resp.content.decode() if not ch.isascii()][:5])
+    one = answers["one"].json()
+    assert one["request"]["headers"]["X-C1"] == [C1_AND_BIDI]
+    assert base64.b64decode(one["request"]["raw"]).endswith(("first " + C1_AND_BIDI).encode())
+    assert [r["request"]["headers"]["X-C1"] for r in answers["list"].json()["requests"]] == [[C1_AND_BIDI]] * 2
+    assert not answers["diff"].json()["identical"]
+    assert answers["replay"].json()["request"]["headers"]["X-C1"] == [C1_AND_BIDI]
