@@ -44,7 +44,7 @@ def server_config(
         http=HeadLimitedHttpProtocol.configured(
             s.max_head, s.head_timeout, direct=direct, peer_errors=peer_errors
         ),
-        ws=GuardedWebSocketProtocol.configured(PRELOGIN_MAX_SIZE, s.stall_timeout).logging_to(peer_errors),
+        ws=GuardedWebSocketProtocol.configured(PRELOGIN_MAX_SIZE, s.stall_timeout, s.relay_buffer).logging_to(peer_errors),
         ws_max_size=WS_MAX_SIZE,
         ws_per_message_deflate=False,
         ws_ping_interval=s.ping_interval,

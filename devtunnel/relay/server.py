@@ -118,6 +118,14 @@ class Relay:
         return self._budget.used
 
     @property
+    def held_messages(self) -> int:
+        """Bytes of public WebSockets' messages held now (at most ``relay_buffer``, plus 64 KiB
+        per WebSocket: ``ws_guard.HeldMessages``)."""
+        config = self._server.config if self._server is not None else None
+        protocol = getattr(config, "ws_protocol_class", None)
+        return protocol.held_messages.used if protocol is not None else 0
+
+    @property
     def connections(self) -> int:
         """Open client connections (HTTP and WebSocket, public and agents)."""
         return len(self._server.server_state.connections) if self._server is not None else 0

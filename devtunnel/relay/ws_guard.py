@@ -11,6 +11,13 @@
   ``ws_max_size``, and the agent is dropped when its socket stays full without draining a
   byte for ``stall_timeout`` seconds (an agent that stopped reading holds the relay's memory;
   a slow one keeps draining). ``opened()`` gives a public WebSocket the ordinary limits.
+- A public WebSocket's messages are held whole (uvicorn joins the frames; the relay passes a
+  message on only as fast as the agent grants credit), so what all public WebSockets hold
+  together is counted (``HeldMessages``): from the bytes of a message being received to the
+  client's next ``receive()``, which comes once the relay passed the message on. One that grows
+  beyond ``MESSAGE_FLOOR`` while the relay holds more than its ceiling is closed with 1013
+  (try again later): without it a client with a few hundred WebSockets each sending 64 MiB to
+  a service that does not read held gigabytes.
 - While the socket is full, pings are not answered: each pong would only grow the buffer
   the peer is not reading (RFC 6455 5.5.3 lets an endpoint skip pongs to earlier pings).
 - ``on_writable`` is called when the socket drained below its low-water mark.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +38,18 @@ log = logging.getLogger("devtunnel.relay")
 
 PRELOGIN_MAX_SIZE = 64 << 10
 """Largest WebSocket message accepted before the agent was welcomed (a HELLO is far smaller)."""
+MESSAGE_FLOOR = 64 << 10
+"""Bytes of messages a public WebSocket may hold whatever the others hold (``HeldMessages``)."""
+
+
+class HeldMessages:
+    """Bytes of public WebSockets' messages the relay holds, all together, within ``limit``."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
 
 
 class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
@@ -40,6 +60,7 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
 
     prelogin_max_size: int = PRELOGIN_MAX_SIZE
     stall_timeout: float = 15.0
+    held_messages: HeldMessages = HeldMessages(256 << 20)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,11 +70,20 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         self._opened = False
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_mark = 0
+        self._held = 0  # bytes of this WebSocket's messages counted in held_messages
+        self._queued: deque[int] = deque()  # sizes of the messages queued for receive()
+        self._taken = 0  # size of the message receive() returned last (the relay is passing it on)
 
     @classmethod
-    def configured(cls, prelogin_max_size: int, stall_timeout: float) -> type[GuardedWebSocketProtocol]:
-        """A subclass with these limits, to pass as ``ws=`` to ``uvicorn.Config``."""
-        attrs = {"prelogin_max_size": prelogin_max_size, "stall_timeout": stall_timeout}
+    def configured(
+        cls, prelogin_max_size: int, stall_timeout: float, held_limit: int = 256 << 20
+    ) -> type[GuardedWebSocketProtocol]:
+        """A subclass with these limits, to pass as ``ws=`` to ``uvicorn.Config``; its WebSockets
+        share one ``HeldMessages`` of ``held_limit`` bytes."""
+        attrs = {
+            "prelogin_max_size": prelogin_max_size, "stall_timeout": stall_timeout,
+            "held_messages": HeldMessages(held_limit),
+        }
         return type(cls.__name__, (cls,), attrs)
 
     # -- what the relay tells us ---------------------------------------------------------
@@ -87,6 +117,9 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_stall_watch()
+        self._queued.clear()
+        self._taken = 0
+        self._count(0)
         super().connection_lost(exc)
         callback, self.on_writable = self.on_writable, None
         if callback is not None:
@@ -97,6 +130,56 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
             super().handle_ping()
         else:
             self.conn.data_to_send()  # the pongs websockets queued: dropped, see the module docstring
+
+    # -- what a public WebSocket holds --------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._opened:
+            return
+        self._recount()
+        held = self.held_messages
+        if held.used > held.limit and self._held > MESSAGE_FLOOR and not self.transport.is_closing():
+            self.peer_errors.log(
+                "held-messages", logging.WARNING,
+                "closed public WebSocket %s with 1013: WebSockets hold %s of messages (at most %s)",
+                self._peer(), format_size(held.used), format_size(held.limit),
+            )
+            self.frames = []
+            self.conn.send_close(1013, "the relay holds too many messages; try again later")
+            self.handle_parser_exception()
+            self._queued.clear()
+            self._taken = 0
+            self._count(0)
+
+    def send_receive_event_to_app(self) -> None:
+        size = sum(len(frame) for frame in self.frames)
+        queued = self.queue.qsize()
+        super().send_receive_event_to_app()
+        if self._opened and self.queue.qsize() > queued:
+            self._queued.append(size)
+
+    async def receive(self) -> Any:
+        if self._opened:  # the relay asks for the next message once it passed the last one on
+            self._taken = 0
+            self._recount()
+        message = await super().receive()
+        if message["type"] == "websocket.receive" and self._queued:
+            self._taken = self._queued.popleft()  # (counted already, as queued)
+        return message
+
+    def _recount(self) -> None:
+        """Count what this WebSocket holds now: the message being received, those queued for
+        ``receive()`` and the one the relay is passing on (nothing once it is closing)."""
+        if self.transport.is_closing():
+            self._count(0)
+            return
+        receiving = len(self.conn.reader.buffer) + sum(len(frame) for frame in self.frames)
+        self._count(receiving + sum(self._queued) + self._taken)
+
+    def _count(self, held: int) -> None:
+        """Make this WebSocket count ``held`` bytes in ``held_messages``."""
+        self.held_messages.used += held - self._held
+        self._held = held
 
     # -- the stall watch ----------------------------------------------------------------
     def _arm_stall_watch(self) -> None:

@@ -210,16 +210,21 @@ class WebSocketForwarder:
             text = message.get("text")
             data: bytes = text.encode() if text is not None else message.get("bytes") or b""
             is_text = text is not None
+            # One copy of the message is held while it waits for credit (ws_guard counts one):
+            # its text is let go once encoded, and its fragments are cut from it where they start.
+            del message, text
+            sent = 0
             while True:
                 if stream.failure is not None or tunnel.closed:
                     return
                 window = tunnel.sendable(stream)  # 0: wait for credit or buffer room
-                if len(data) <= window:
-                    conn.send_ws_message(stream_id, data, text=is_text, fin=True)
+                if len(data) - sent <= window:
+                    conn.send_ws_message(stream_id, data[sent:] if sent else data, text=is_text, fin=True)
                     break
                 if window:
-                    conn.send_ws_message(stream_id, data[:window], text=is_text, fin=False)
-                    data = data[window:]
+                    conn.send_ws_message(stream_id, data[sent:sent + window], text=is_text, fin=False)
+                    sent += window
                     tunnel.flush()
                 await stream.wait_window()
+            data = b""
             tunnel.flush()

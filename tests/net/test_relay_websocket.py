@@ -176,3 +176,39 @@ async def test_websocket_message_larger_than_the_window_arrives_whole(relay: Rel
         assert len(fragments) >= 12
     finally:
         await agent.close()
+
+
+async def test_public_websocket_messages_an_agent_does_not_take_hold_at_most_the_relay_ceiling() -> None:
+    """Each public WebSocket may send a message of up to 64 MiB; one the agent does not take
+    stays in the relay, so a client opening many (a quarter of a tunnel's 1024 streams) held
+    gigabytes. Past ``relay_buffer`` held together, the WebSocket growing beyond 64 KiB is
+    closed with 1013 (try again later); the others go on."""
+    MiB = 1 << 20
+    ceiling = 4 * MiB
+
+    async def never_takes(request: AgentRequest) -> None:  # a 101, then no credit back: a local app that does not read
+        request.respond(101, [])
+        request.agent.flush()
+        while not isinstance(await request.inbox.get(), WebSocketClosed):
+            pass
+
+    async with running_relay(relay_buffer=ceiling) as relay:
+        agent = await connect_agent(relay, handler=never_takes, initial_window=64 << 10)
+        clients = [await connect(ws_url(relay), max_size=None, compression=None).__aenter__() for _ in range(4)]
+        try:
+            for ws in clients[:2]:
+                held = relay.held_messages
+                await ws.send(b"z" * (3 * MiB // 2))
+                await async_wait_for(lambda: relay.held_messages >= held + MiB, what="the relay to hold the message")
+            for ws in clients[2:]:
+                with pytest.raises(websockets.ConnectionClosed) as info:
+                    await ws.send(b"z" * (3 * MiB // 2))
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+                assert relay.held_messages <= ceiling + (1 * MiB)
+            assert [ws.state for ws in clients[:2]] == [websockets.State.OPEN] * 2
+        finally:
+            for ws in clients:
+                await ws.close()
+            await agent.close()
+        await async_wait_for(lambda: relay.held_messages == 0, what="the relay to let the messages go")

@@ -411,6 +411,8 @@ async def test_uvicorn_websocket_objects_have_the_fields_the_relay_uses() -> Non
             assert isinstance(protocol.writable, asyncio.Event), "uvicorn's WebSocketsSansIOProtocol.writable"
             for name in ("send_binary", "data_to_send"):
                 assert callable(getattr(protocol.conn, name, None)), f"websockets ServerProtocol.{name}"
+            # ws_guard counts a message being received by the bytes websockets' reader holds.
+            assert isinstance(protocol.conn.reader.buffer, bytearray), "websockets ServerProtocol.reader.buffer"
             assert protocol.ping_timer is not None, "uvicorn's WebSocket keepalive did not schedule a ping"
         finally:
             await agent.close()
