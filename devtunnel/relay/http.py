@@ -25,7 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.values.sizes import format_size
-from devtunnel.values.http1 import is_token
+from devtunnel.values.http1 import field_value, is_token
 from devtunnel.values.request_head import answer_text, head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
@@ -596,6 +596,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._head_size = size
         if size > self.max_head:
             raise _HeadTooLarge
+        value = field_value(value)  # llhttp keeps the spaces after a value, no part of it
         self._raw_headers.append((name, value))
         lower = name.lower()
         if lower == b"expect" and value.lower() == b"100-continue":

@@ -80,6 +80,24 @@ async def test_a_fully_qualified_host_with_a_trailing_dot_reaches_its_tunnel(rel
         await agent.close()
 
 
+async def test_spaces_after_a_header_value_are_no_part_of_it(relay: Relay) -> None:
+    # llhttp drops the spaces before a value and keeps those after it: a Host with spaces after
+    # it reached no tunnel (404), and every such value was recorded and replayed with them
+    # (h11, which replays send with, refuses it). RFC 9110 5.5: they are no part of the value.
+    agent = await agent_for(relay)
+    try:
+        head = (f"GET /sp HTTP/1.1\r\nHost: demo.localhost:{relay.port}   \r\nX-Trace:  a b \t \r\n"
+                "Connection: close\r\n\r\n").encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(head)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert f"\nHost: demo.localhost:{relay.port}\n".encode() in answer and b"\nX-Trace: a b\n" in answer, answer
+    finally:
+        await agent.close()
+
+
 @pytest.mark.parametrize(
     ("token", "reason"),
     [("wrong-token", "token refused"), ("", "no token given")],
