@@ -11,7 +11,7 @@ import asyncio
 import ssl
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.http11 import Request as WsRequest
 
@@ -19,6 +19,7 @@ from devtunnel.errors import StreamClosedError
 from devtunnel.agent.forward import answer_error
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
+from devtunnel.agent.ws_client import connect_here
 from devtunnel.values.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
 from devtunnel.values.request_head import field_is_safe
@@ -111,7 +112,7 @@ async def forward_websocket(
             ctx.verify_mode = ssl.CERT_NONE
         options["ssl"] = ctx
     try:
-        ws = await connect(
+        ws = await connect_here(
             uri,
             additional_headers=headers,
             user_agent_header=None,
