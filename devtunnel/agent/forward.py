@@ -29,7 +29,7 @@ from devtunnel.values.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
-from devtunnel.values.request_head import answer_text, field_is_safe, fields_are_safe
+from devtunnel.values.request_head import answer_text, declared_length, field_is_safe, fields_are_safe
 
 __all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER", "MAX_HEAD"]
 
@@ -61,14 +61,32 @@ class _HeadTimeout(Exception):
     """The local service took longer than the head timeout to answer."""
 
 
+class _BodyMismatch(Exception):
+    """The relay sent a body longer or shorter than the request's Content-Length.
+
+    The body goes to the local service as it comes, within that length: bytes past it would be
+    read as another request (one the agent never checked), and a body that ends short would
+    take the next request's bytes on a kept-alive connection. The connection is closed."""
+
+
+def _raise_body_mismatch(body_task: asyncio.Task[float] | None) -> None:
+    """Raise the ``_BodyMismatch`` the body task ended with, if it did (it closed the connection)."""
+    if body_task is not None and body_task.done() and not body_task.cancelled():
+        exc = body_task.exception()
+        if isinstance(exc, _BodyMismatch):
+            raise exc
+
+
 class Start:
     """What ``Forwarder.start`` (and a ``QuickAnswer``) did before the stream's task ran."""
 
-    __slots__ = ("request_head", "chunked", "conn", "sent_at", "response", "pending")
+    __slots__ = ("request_head", "chunked", "length", "conn", "sent_at", "response", "pending")
 
-    def __init__(self, request_head: bytes, chunked: bool, conn: LocalConnection | None) -> None:
+    def __init__(self, request_head: bytes, chunked: bool, conn: LocalConnection | None, length: int = -1) -> None:
         self.request_head = request_head
         self.chunked = chunked
+        self.length = length
+        """The body length the request declares (Content-Length), -1 without one."""
         self.conn = conn
         """A kept-alive connection the request head was written to, or None (connect first)."""
         self.sent_at: float | None = None
@@ -89,10 +107,6 @@ def _only_host_special(names: tuple[bytes, ...]) -> bool:
         elif lower == b"expect" or lower == b"transfer-encoding":
             return False
     return hosts == 1
-
-
-def _has_header(headers: Fields, name: bytes) -> bool:
-    return any(n.lower() == name for n, _ in headers)
 
 
 class Forwarder:
@@ -174,8 +188,9 @@ class Forwarder:
         On a kept-alive local connection the request head is written here, without waiting
         for the stream's task to be scheduled; ``handle`` carries on from there.
         """
-        chunked = not head.end_stream and not _has_header(head.headers, b"content-length")
-        start = Start(self.request_head(head, chunked=chunked), chunked, self.pool.take())
+        length = declared_length(head.headers)
+        chunked = not head.end_stream and length < 0
+        start = Start(self.request_head(head, chunked=chunked), chunked, self.pool.take(), length)
         if start.conn is not None:
             start.conn.write(start.request_head)
             start.sent_at = start.conn.loop.time()
@@ -237,15 +252,19 @@ class Forwarder:
                         conn.write(resend)
                     sent_at = conn.loop.time()
                 if not head.end_stream and resend is None:
-                    lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap, copy))
+                    lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap, copy, start.length))
                 response = LocalResponse(head_only)
                 try:
                     await self._read_head(conn, response, lease.body_task, sent_at, cap)
                     break
-                except (_ClosedEarly, BadResponse, _HeadTimeout) as exc:
+                except (_ClosedEarly, BadResponse, _HeadTimeout, _BodyMismatch) as exc:
                     failed = exc
                 # Answered outside the handler: nothing awaits while an exception is being
                 # handled (devtunnel/native.py says why).
+                if isinstance(failed, _BodyMismatch):
+                    await self._fail_before_head(stream, head, cap, 400, "bad_request",
+                                                 f"devtunnel refused to forward this request: {failed}\n")
+                    return
                 if isinstance(failed, _HeadTimeout):
                     message = f"the local service at {self.target.url} did not answer within {self.head_timeout:g} s"
                     await self._fail_before_head(stream, head, cap, 504, "local_timeout", message)
@@ -372,18 +391,32 @@ class Forwarder:
 
     async def _send_body(
         self, stream: AgentStream, conn: LocalConnection, chunked: bool, cap: ExchangeCapture,
-        copy: BodyCopy | None = None,
+        copy: BodyCopy | None = None, length: int = -1,
     ) -> float:
         """Copy the request body from the relay to the local service; returns when it ended.
 
         With ``copy``, the body is also kept there, and read whole even if the connection breaks.
+        Not ``chunked``, the body must be ``length`` bytes (its Content-Length): one that goes
+        past it or ends short aborts the connection and raises ``_BodyMismatch``.
+
+        Raises:
+            _BodyMismatch: the relay sent more or fewer bytes than ``length``.
         """
         events = stream.events
+        left = length
         while True:
             event = await events.get()
             if not isinstance(event, DataReceived):
                 continue
             data = event.data
+            if not chunked:
+                left -= len(data)
+                if left < 0 or (event.end_stream and left):
+                    conn.abort()
+                    if left < 0:
+                        raise _BodyMismatch(f"the relay sent more body than its Content-Length of {length} bytes")
+                    raise _BodyMismatch(f"the relay ended the body after {length - left} of the {length} bytes"
+                                        " its Content-Length declares")
             if data:
                 if copy is not None:
                     parts = (b"%x\r\n" % len(data), data, b"\r\n") if chunked else (data,)
@@ -448,9 +481,11 @@ class Forwarder:
             except TimeoutError:
                 continue
             except OSError as exc:
+                _raise_body_mismatch(body_task)
                 raise _ClosedEarly(f"the local service broke the connection: {exc}", nothing_received=not received,
                                    reset=isinstance(exc, ConnectionResetError)) from exc
             if not data:
+                _raise_body_mismatch(body_task)
                 raise _ClosedEarly(
                     "the local service closed the connection without a response", nothing_received=not received
                 )

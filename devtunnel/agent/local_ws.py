@@ -11,7 +11,7 @@ import asyncio
 import ssl
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.http11 import Request as WsRequest
 
@@ -19,13 +19,20 @@ from devtunnel.errors import StreamClosedError
 from devtunnel.agent.forward import answer_error
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
+from devtunnel.agent.ws_client import connect_here
 from devtunnel.values.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
 from devtunnel.values.request_head import field_is_safe
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP
 from devtunnel.values.websocket import sendable_close_code
 
-__all__ = ["forward_websocket"]
+__all__ = ["MAX_MESSAGE", "forward_websocket"]
+
+MAX_MESSAGE = 64 << 20
+"""Largest WebSocket message gathered from its fragments for the local service: what a devtunnel
+relay takes from a public client in one message (``relay.listening.WS_MAX_SIZE``). Fragments are
+credited as they arrive (the local service takes whole messages only), so flow control does
+not bound a message that never ends: past this, the WebSocket is closed with 1009."""
 
 # Handshake and hop-by-hop fields the websockets client writes itself (or must not send).
 _SKIP_REQUEST = HOP_BY_HOP | FRAMING | frozenset(
@@ -111,7 +118,7 @@ async def forward_websocket(
             ctx.verify_mode = ssl.CERT_NONE
         options["ssl"] = ctx
     try:
-        ws = await connect(
+        ws = await connect_here(
             uri,
             additional_headers=headers,
             user_agent_header=None,
@@ -193,10 +200,16 @@ async def _pump(stream: AgentStream, cap: ExchangeCapture, ws: ClientConnection)
 
 async def _client_to_local(stream: AgentStream, cap: ExchangeCapture, ws: ClientConnection) -> None:
     fragments: list[bytes] = []
+    gathered = 0
     while True:
         event = await stream.events.get()
         if isinstance(event, WebSocketMessageReceived):
             fragments.append(event.data)
+            gathered += len(event.data)
+            if gathered > MAX_MESSAGE:
+                # The local side closes with 1009; _pump passes that code on to the relay.
+                await ws.close(1009, f"message larger than {MAX_MESSAGE >> 20} MiB")
+                return
             if not event.fin:
                 # The local service takes whole messages only: a message larger than the window
                 # must be gathered here, so its fragments are credited as they arrive.
@@ -204,6 +217,7 @@ async def _client_to_local(stream: AgentStream, cap: ExchangeCapture, ws: Client
                 continue
             data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
             fragments = []
+            gathered = 0
             cap.ws_message("client", event.text, data)
             await ws.send(data, text=event.text)
             stream.acknowledge(len(event.data))

@@ -412,7 +412,7 @@ class Session:
                     forwarder = route
         # Checked here as at the relay: a relay (hostile, or older) must not make the agent
         # send anything but a path to the local service.
-        problem = head_problem(head.method, head.target, head.headers, upgrade=head.websocket)
+        problem = head_problem(head.method, head.target, head.headers, upgrade=head.websocket, ended=head.end_stream)
         # An HTTP request goes out on a kept-alive local connection first thing: the local
         # service works on it while the rest is set up (and before a task could run).
         start = None if head.websocket or problem else forwarder.start(head)

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from devtunnel import __version__
 from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
@@ -52,6 +51,7 @@ from devtunnel.agent.session import HANDSHAKE_TIMEOUT, LEAVE_GRACE, Session
 from devtunnel.values.target import Target, parse_target
 from devtunnel.rules import Rule
 from devtunnel.agent.via_runner import ViaRunner
+from devtunnel.agent.ws_client import connect_here
 from devtunnel.values.terminal import quoted
 
 __all__ = ["AgentTunnel", "Backoff", "MAX_BACKOFF"]
@@ -394,7 +394,7 @@ class AgentTunnel:
         if _is_loopback(parts.hostname or ""):
             options["proxy"] = None
         try:
-            return await connect(  # type: ignore[return-value]
+            return await connect_here(  # type: ignore[return-value]
                 self.relay_url,
                 create_connection=TunnelSocket,
                 compression=None,
@@ -408,6 +408,16 @@ class AgentTunnel:
             raise ConfigError(f"invalid relay URL {quoted(self.relay_url)}: {exc}") from exc
         except TimeoutError as exc:
             raise RelayUnreachableError(f"the relay at {self.relay_url} did not answer in time") from exc
+        except InvalidStatus as exc:
+            location = exc.response.headers.get("Location")
+            if 300 <= exc.response.status_code < 400 and location is not None:
+                # Not followed (ws_client.py): the token goes to the relay URL given, nowhere else.
+                raise RelayUnreachableError(
+                    f"the relay at {self.relay_url} answered with a redirect to {quoted(relay_text(location))},"
+                    " which devtunnel does not follow (the token goes only to the relay URL given):"
+                    " give the relay's own URL with --relay"
+                ) from exc
+            raise RelayUnreachableError(f"cannot reach the relay at {self.relay_url}: {relay_text(str(exc))}") from exc
         except (OSError, InvalidHandshake) as exc:
             # (An invalid handshake quotes the relay's answer: its status line or a header.)
             raise RelayUnreachableError(f"cannot reach the relay at {self.relay_url}: {relay_text(str(exc))}") from exc

@@ -15,7 +15,10 @@ request a relay sends it (a hostile or outdated relay included):
   info (``evil@name``), path, space, control or other byte a host name or address never holds,
   which would make the router and the service read different hosts; a port with no host
   before it (``:80``, ``:``) is not a host either;
-- an upgrade request (``Connection: upgrade``) carries no body.
+- an upgrade request (``Connection: upgrade``) carries no body;
+- there is at most one ``Content-Length``, and it is a number (up to 18 digits): the agent
+  writes a body of that length as it comes, so it and the service must read the same length
+  (``declared_length``); a request that ends with its head (``ended``) declares none.
 
 Each check returns ``None`` when the value is fine, else a short sentence saying why not. The
 sentence quotes the value as it came (``values.terminal.quoted``, bytes that are not UTF-8 as
@@ -30,7 +33,7 @@ from devtunnel.values.http1 import is_token, refused_bytes
 from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
-__all__ = ["answer_text", "field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
+__all__ = ["answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
 
 # RFC 9110 5.6.2: token = 1*tchar.
 # Bytes a request target may not hold: controls, space, DEL (high bytes pass, as in paths
@@ -146,8 +149,22 @@ def host_problem(host: bytes) -> str | None:
     return f"the Host header {_shown(host)} holds {what}, which no host name or address does"
 
 
+_MAX_LENGTH_DIGITS = 18  # a Content-Length of up to 999 PB: always an int, never a 4,300-digit parse
+
+
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The body length a ``Content-Length`` field declares, or -1 without one.
+
+    For headers that passed ``head_problem`` (one such field, a number)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return int(value.strip(b" \t"))
+    return -1
+
+
 def head_problem(
-    method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], *, upgrade: bool = False
+    method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], *, upgrade: bool = False,
+    ended: bool = False,
 ) -> str | None:
     """Why a request head may not be forwarded, or None.
 
@@ -156,19 +173,27 @@ def head_problem(
         target: the request target as received.
         headers: the header fields (names in any case).
         upgrade: the request asks to switch protocols (``Connection: upgrade`` with ``Upgrade``).
+        ended: the request ends with its head: no body follows (a REQUEST with END_STREAM).
     """
     problem = method_problem(method) or target_problem(method, target)
     if problem is not None:
         return problem
     hosts = 0
     host = b""
+    lengths = 0
+    length = b""
     body = False
     for name, value in headers:
         lower = name.lower()
         if lower == b"host":
             hosts += 1
             host = value
-        elif lower == b"transfer-encoding" or (lower == b"content-length" and value.strip().lstrip(b"0")):
+        elif lower == b"content-length":
+            lengths += 1
+            length = value.strip(b" \t")
+            if length.lstrip(b"0"):
+                body = True
+        elif lower == b"transfer-encoding":
             body = True
     if hosts > 1:
         return "the request has more than one Host header"
@@ -176,6 +201,13 @@ def head_problem(
         problem = host_problem(host)
         if problem is not None:
             return problem
+    if lengths:
+        if lengths > 1:
+            return "the request has more than one Content-Length header"
+        if not length.isdigit() or len(length) > _MAX_LENGTH_DIGITS:
+            return f"the Content-Length {_shown(length)} is not a number of bytes"
+        if ended and body:
+            return f"the request declares a body of {int(length)} bytes (Content-Length) but carries none"
     if upgrade and body:
         return "an upgrade request must not carry a body"
     return None

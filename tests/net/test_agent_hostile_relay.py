@@ -15,22 +15,24 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+import devtunnel.agent.local_ws as local_ws_module
 import devtunnel.agent.socket as socket_module
 
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.socket import MAX_FRAME
 from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.protocol import frames as f
+from devtunnel.protocol.events import ResponseReceived, WebSocketClosed
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for
-from tests.net.tunnel_fixtures import read_hello
+from tests.net.tunnel_fixtures import local_websocket, read_hello
 
 RelayScript = Callable[[ServerConnection, RelayConnection], Awaitable[None]]
 
 
 @asynccontextmanager
-async def hostile_relay(script: RelayScript, **server: object) -> AsyncIterator[AgentTunnel]:
-    """An agent tunnel connected to a relay that welcomes it, then runs ``script``."""
+async def hostile_relay(script: RelayScript, *, target: str = "9", **server: object) -> AsyncIterator[AgentTunnel]:
+    """An agent tunnel (to ``target``) connected to a relay that welcomes it, then runs ``script``."""
 
     async def relay(ws: ServerConnection) -> None:
         conn = RelayConnection()
@@ -44,7 +46,7 @@ async def hostile_relay(script: RelayScript, **server: object) -> AsyncIterator[
     async with serve(relay, "127.0.0.1", 0, **options) as srv:  # type: ignore[arg-type]
         port = srv.sockets[0].getsockname()[1]
         tunnel = AgentTunnel(
-            TunnelConfig(target="9", name="hostile"),
+            TunnelConfig(target=target, name="hostile"),
             relay_url=f"ws://127.0.0.1:{port}/_devtunnel/connect",
             sink=None,
             on_change=lambda info: None,
@@ -177,3 +179,35 @@ async def test_a_relay_that_stops_reading_cannot_grow_the_agents_buffer_and_is_d
             watcher.cancel()
             assert held < 4 << 20, f"the agent held {held} bytes for a relay that reads nothing ({sent} bytes sent)"
         await async_wait_for(lambda: len(connections) == 2, what="the agent to reconnect")
+
+
+async def test_a_websocket_message_that_never_ends_is_closed_with_1009(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The agent gathers a message's fragments for the local service, crediting each as it comes.
+    # Before, a relay that never sent the last fragment grew that message without bound (flow
+    # control gave the credit back each time); now past MAX_MESSAGE the WebSocket closes with 1009.
+    monkeypatch.setattr(local_ws_module, "MAX_MESSAGE", 1 << 20)
+    closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    sent = 0
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        nonlocal sent
+        sid = conn.open_request(b"GET", b"/chat", b"1.1", ((b"Host", b"hostile.localhost"),), end_stream=True,
+                                websocket=True)
+        await ws.send(conn.data_to_send())
+        accepted = False
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, ResponseReceived):
+                    accepted = event.status == 101
+                elif isinstance(event, WebSocketClosed) and not closed.done():
+                    closed.set_result(event.code)
+            if accepted and not closed.done() and sent < 8 << 20:
+                while conn.send_window(sid) >= 65536 and sent < 8 << 20:
+                    conn.send_ws_message(sid, bytes(65536), text=False, fin=False)  # never the last fragment
+                    sent += 65536
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+
+    with local_websocket() as (port, _):
+        async with hostile_relay(script, target=str(port)):
+            assert await asyncio.wait_for(closed, 15) == 1009

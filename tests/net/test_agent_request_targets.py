@@ -147,3 +147,86 @@ async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: py
     assert len(refused_records) == len(opened) - 5
     assert all(ex.status == 400 for ex in refused_records)
     assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_a_relay_cannot_smuggle_a_request_in_a_body_nor_end_one_short(caplog: pytest.LogCaptureFixture) -> None:
+    # The agent writes a body with a Content-Length as it comes. Before, bytes past that length
+    # reached the local service as a request of their own (never checked: any target or Host),
+    # and a body that ended short (or never came) left the service waiting for bytes it then took
+    # from the next request on the kept-alive connection, or answered 504 after a minute.
+    smuggled = b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: admin.internal\r\n\r\n"
+    cases = [
+        (b"/long", ((b"Content-Length", b"5"),), b"hello" + smuggled, b"more body than its Content-Length of 5 bytes"),
+        (b"/zero", ((b"Content-Length", b"0"),), smuggled, b"more body than its Content-Length of 0 bytes"),
+        (b"/short", ((b"Content-Length", b"40"),), b"hi", b"ended the body after 2 of the 40 bytes"),
+        (b"/none", ((b"Content-Length", b"40"),), b"", b"declares a body of 40 bytes (Content-Length) but carries none"),
+        (b"/two", ((b"Content-Length", b"2"), (b"content-length", b"2")), b"hi", b"more than one Content-Length"),
+        (b"/list", ((b"Content-Length", b"2, 2"),), b"hi", b"the Content-Length '2, 2' is not a number of bytes"),
+        (b"/sign", ((b"Content-Length", b"+2"),), b"hi", b"the Content-Length '+2' is not a number of bytes"),
+    ]
+    answers: dict[int, tuple[int, bytes]] = {}
+    records: list[Exchange] = []
+    relay_done = asyncio.Event()
+
+    with recording_service(b"victim") as (victim_port, victim):
+
+        async def relay(ws: ServerConnection) -> None:
+            conn = RelayConnection()
+            await read_hello(ws, conn)
+            conn.send_welcome("victim", "http://victim.localhost", {})
+            statuses: dict[int, int] = {}
+            bodies: dict[int, bytes] = {}
+
+            async def exchange(target: bytes, fields: Any, body: bytes, *, ended: bool = False) -> int:
+                sid = conn.open_request(b"POST", target, b"1.1", (HOST, *fields), end_stream=ended)
+                if not ended:
+                    conn.send_data(sid, body, end_stream=True)
+                await ws.send(conn.data_to_send())
+                async for message in ws:
+                    for event in conn.receive_data(message):  # type: ignore[arg-type]
+                        if isinstance(event, ResponseReceived):
+                            statuses[event.stream_id] = event.status
+                        elif isinstance(event, DataReceived):
+                            bodies[event.stream_id] = bodies.get(event.stream_id, b"") + bytes(event.data)
+                        if getattr(event, "end_stream", False):
+                            answers[event.stream_id] = (statuses[event.stream_id], bodies.get(event.stream_id, b""))  # type: ignore[attr-defined]
+                    if conn.wants_to_send:
+                        await ws.send(conn.data_to_send())
+                    if sid in answers:
+                        return sid
+                return sid
+
+            # Each after a request that left a kept-alive local connection: the next is written to it.
+            for target, fields, body, _ in cases:
+                await exchange(b"/warm", ((b"Content-Length", b"2"),), b"ok")
+                await exchange(target, fields, body, ended=not body)
+            await exchange(b"/after", ((b"Content-Length", b"5"),), b"hello")
+            relay_done.set()
+            await ws.wait_closed()
+
+        async with serve(relay, "127.0.0.1", 0) as server:
+            tunnel = AgentTunnel(
+                TunnelConfig(target=str(victim_port), name="victim"),
+                relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
+                sink=lambda ex, final: records.append(ex) if final else None,
+                on_change=lambda info: None,
+            )
+            await tunnel.start()
+            try:
+                await asyncio.wait_for(relay_done.wait(), 20)  # a request left waiting took 60 s
+                await async_wait_for(lambda: len(records) == len(answers), what="every exchange to be recorded")
+            finally:
+                await tunnel.stop()
+        _, seen, raw = victim.snapshot()
+
+    refused = [answers[sid] for sid in sorted(answers)][1:-1:2]
+    for (target, _, _, why), (status, body) in zip(cases, refused, strict=True):
+        if target == b"/zero" and status == 200:
+            continue  # its head is a whole request: the service may answer it before the body comes
+        assert status == 400 and why in body, (target, status, body)
+    # Only whole requests the agent wrote reach the service: none of the smuggled bytes.
+    assert [r.target for r in seen if r.target not in (b"/warm", b"/zero")] == [b"/after"]
+    assert seen[-1].body == b"hello"
+    assert b"admin.internal" not in raw and b"127.0.0.1:1" not in raw
+    assert all(ex.error == "bad_request" for ex in records if ex.status == 400)
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
