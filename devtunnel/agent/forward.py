@@ -22,24 +22,23 @@ from devtunnel.errors import StreamClosedError
 from devtunnel.agent.hold import APP_RESTARTING, HoldExpired, HoldGate
 from devtunnel.agent.lease import UNSENT_BODY_WAIT, BodyCopy, Lease, whole_body
 from devtunnel.agent.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
-from devtunnel.agent.local_response import NO_BODY_STATUSES, BadResponse, LocalResponse
+from devtunnel.agent.local_response import MAX_HEAD, NO_BODY_STATUSES, BadResponse, LocalResponse
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
 from devtunnel.values.target import Target
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
-from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
 from devtunnel.values.request_head import answer_text, declared_length, field_is_safe, fields_are_safe
 
 __all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER", "MAX_HEAD"]
 
 DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
-MAX_HEAD = DEFAULT_MAX_HEAD_SIZE
-"""Bytes the local service may send before its final response head ends, interim (1xx)
-responses included; past them it gets 502. A relay takes no larger RESPONSE head (256 KiB), and
-``httptools`` sets no bound of its own: a head that never ended grew the agent's memory until
-the head timeout. (A ``QuickAnswer`` hands an unfinished head to the task long before.)"""
+# MAX_HEAD (local_response): bytes the local service may send before its final response head
+# ends, interim (1xx) responses included; past them it gets 502. A relay takes no larger RESPONSE
+# head (256 KiB), and ``httptools`` sets no bound of its own: a head that never ended grew the
+# agent's memory until the head timeout. (A ``QuickAnswer`` hands an unfinished head to the task
+# long before.) A whole head is measured as the wire encodes it (LocalResponse).
 ERROR_HEADER = b"X-Devtunnel-Error"
 """Header naming the failure on responses the agent makes up itself (502, 504)."""
 

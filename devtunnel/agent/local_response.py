@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import httptools
 
-__all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES"]
+from devtunnel.protocol.frames import FIELD, RESPONSE_PREFIX
+from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
+
+__all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD"]
+
+MAX_HEAD = DEFAULT_MAX_HEAD_SIZE
+"""The largest response head the relay takes, as the tunnel's wire encodes it (what a relay
+announces unless told otherwise)."""
+_FIELD_SIZE = FIELD.size
+_PREFIX_SIZE = RESPONSE_PREFIX.size + 3  # and the version, "1.1"
 
 NO_BODY_STATUSES = frozenset((204, 304))
 """Statuses whose responses never have a body."""
@@ -18,6 +27,10 @@ NO_BODY_STATUSES = frozenset((204, 304))
 
 class BadResponse(Exception):
     """The local service sent something that is not a valid HTTP/1.x response."""
+
+
+class _HeadTooLarge(Exception):
+    """Raised inside the parser: a whole head larger than the tunnel carries (``MAX_HEAD``)."""
 
 
 class _HeadDone(Exception):
@@ -93,10 +106,16 @@ class LocalResponse:
         self.status = status
         self.version = self.parser.get_http_version()
         self.head_done = True
+        size = _PREFIX_SIZE + len(self.reason)
         for name, value in self.headers:
+            size += _FIELD_SIZE + len(name) + len(value)
             lower = name.lower()
             if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
                 self.framed = True
+        if size > MAX_HEAD:
+            # Bytes that came in one read are not counted by the reader's bound on an unfinished
+            # head; the tunnel's encoder would refuse this one.
+            raise _HeadTooLarge(size)
         if self.head_only:
             raise _HeadDone
 
@@ -124,6 +143,10 @@ class LocalResponse:
                 self.complete = True
                 self.extra = True
                 return
+            context = exc.__context__
+            if isinstance(context, _HeadTooLarge):
+                raise BadResponse(f"the local service sent a response head of {context.args[0] >> 10} KiB"
+                                  f" (at most {MAX_HEAD >> 10} KiB go through the tunnel)") from None
             raise BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
         except httptools.HttpParserUpgrade as exc:
             raise BadResponse("the local service switched protocols on a plain HTTP request") from exc

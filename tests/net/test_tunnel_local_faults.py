@@ -849,6 +849,32 @@ async def test_a_large_response_head_within_max_head_passes(harness: Harness) ->
     assert (b"x-pad-1399", b"a" * 100) in [(n.lower(), v) for n, v in headers]
 
 
+@pytest.mark.parametrize("pieces", [1, 40], ids=["one-write", "in-pieces"])
+async def test_a_whole_response_head_past_max_head_gets_502_not_a_traceback(harness: Harness, pieces: int) -> None:
+    # The bound on an unfinished head counted only reads that left it unfinished: a head past
+    # MAX_HEAD that came whole in one read reached the wire encoder, which refused it (a
+    # ProtocolError traceback in the agent, a bare 502 "internal error in the agent").
+    lines = [b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(300)]
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"".join(lines) + b"\r\n"
+    assert len(head) > MAX_HEAD
+    step = -(-len(head) // pieces)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        for start in range(0, len(head), step):
+            writer.write(head[start : start + step])
+        writer.write(b"ok")
+        try:
+            await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    await get_local_error_502(harness, handler, "response head")
+    (ex,) = await harness.exchanges(1)
+    assert ex.error == "local_error" and "KiB" in (ex.error_message or ""), ex.error_message
+
+
 @pytest.mark.parametrize(("first", "expected"), [
     (b"HTTP/1.1 204 No Content\r\n\r\n", (204, b"")),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", (200, b"ok")),
