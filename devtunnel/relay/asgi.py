@@ -21,12 +21,17 @@ async def send_plain(send: Send, status: int, text: str, *, close: bool = False)
         await send(message)
 
 
+PLAIN_TYPE = [(b"content-type", b"text/plain; charset=utf-8"), (b"x-content-type-options", b"nosniff")]
+"""The type of the relay's own answers: text, never sniffed as HTML (they quote the path or Host
+a public client sent)."""
+
+
 def plain(
     status: int, text: str, *, close: bool = False, extra: list[tuple[bytes, bytes]] | None = None
 ) -> list[dict[str, Any]]:
     """The ASGI messages of a short text/plain response."""
     body = text.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    headers = [*PLAIN_TYPE, (b"content-length", str(len(body)).encode())]
     if extra:
         headers += extra
     if close:
@@ -37,7 +42,7 @@ def plain(
 async def deny_websocket(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     """Refuse a WebSocket handshake with a short text/plain response."""
     body = text.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    headers = [*PLAIN_TYPE, (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "websocket.http.response.body", "body": body})
 

@@ -23,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from devtunnel.relay.asgi import PLAIN_TYPE
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import field_value, is_token
@@ -163,7 +164,7 @@ def _plain_response(status_line: bytes, text: str) -> bytes:
     return b"".join(
         [
             status_line,
-            b"content-type: text/plain; charset=utf-8\r\n",
+            b"".join(b"%s: %s\r\n" % field for field in PLAIN_TYPE),
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n\r\n",
             body,

@@ -24,7 +24,7 @@ from typing import Any
 
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
-from devtunnel.relay.asgi import Scope, Send
+from devtunnel.relay.asgi import PLAIN_TYPE, Scope, Send
 from devtunnel.relay.headers import RULE_HEADER
 from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
@@ -213,7 +213,7 @@ def answer_messages(answer: Answer, websocket: bool = False) -> list[dict[str, A
     """The ASGI messages of a rule's answer (``websocket``: as a denied WebSocket handshake)."""
     headers = [(n.lower(), v) for n, v in answer.headers if n.lower() not in (b"content-length", b"transfer-encoding")]
     if not any(n == b"content-type" for n, _ in headers) and answer.body:
-        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        headers += PLAIN_TYPE
     headers.append((b"content-length", str(len(answer.body)).encode()))
     prefix = "websocket.http.response" if websocket else "http.response"
     return [

@@ -55,6 +55,21 @@ async def test_unknown_tunnel_name_gets_404_naming_the_host(relay: Relay) -> Non
     assert "nobody.localhost" in body
 
 
+async def test_every_answer_of_the_relay_itself_says_nosniff(relay: Relay) -> None:
+    # They quote what a public client sent (a Host, a path): a browser must read them as text.
+    cases = [
+        ("-H", "Host: <b>x</b>.localhost", "/<script>alert(1)</script>"),  # 404, no such tunnel
+        ("-H", f"Host: localhost:{relay.port}", "/"),  # the status page
+        ("-H", f"Host: localhost:{relay.port}", "/healthz"),
+        ("-X", "BREW", "/"),  # 400 before any route (the relay's own parser answers)
+    ]
+    for flag, value, path in cases:
+        code, out, _ = await curl("-i", flag, value, f"http://127.0.0.1:{relay.port}{path}")
+        head = out.split("\r\n\r\n", 1)[0].lower()
+        assert code == 0 and "x-content-type-options: nosniff" in head, (flag, value, path, out)
+        assert "content-type: text/plain; charset=utf-8" in head, out
+
+
 async def test_request_reaches_agent_through_curl_and_response_comes_back(relay: Relay) -> None:
     agent = await agent_for(relay)
     try:
