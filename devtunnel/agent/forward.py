@@ -187,7 +187,9 @@ class Forwarder:
         On a kept-alive local connection the request head is written here, without waiting
         for the stream's task to be scheduled; ``handle`` carries on from there.
         """
-        length = declared_length(head.headers)
+        # A request that ended with its head has no body to hold to a length (head_problem
+        # refused one declaring a body): its fields are not read again.
+        length = -1 if head.end_stream else declared_length(head.headers)
         chunked = not head.end_stream and length < 0
         start = Start(self.request_head(head, chunked=chunked), chunked, self.pool.take(), length)
         if start.conn is not None:
