@@ -51,8 +51,8 @@ async def test_a_web_page_cannot_hold_a_tunnel_on_the_embedded_relay(
     # The whole agent, as a page would run it: the tunnel never comes online, the name serves nothing.
     import devtunnel.agent.tunnel as tunnel_module
 
-    plain = tunnel_module.connect
-    monkeypatch.setattr(tunnel_module, "connect", lambda *a, **kw: plain(*a, origin="https://attacker.example", **kw))
+    plain = tunnel_module.connect_here
+    monkeypatch.setattr(tunnel_module, "connect_here", lambda *a, **kw: plain(*a, origin="https://attacker.example", **kw))
     service = AgentService(relay=f"ws://127.0.0.1:{relay_port}")
     try:
         info = await asyncio.wait_for(service.start_tunnel(TunnelConfig(target=str(local[0]), name="pwn")), 20)
