@@ -9,6 +9,7 @@ service and a second service on another port get nothing, and nothing is logged 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,6 +25,25 @@ from tests.net.head_fixtures import recording_service
 from tests.net.tunnel_fixtures import read_hello
 
 HOST = (b"Host", b"victim.localhost")
+
+
+async def run_agent_against(relay: Any, victim_port: int, records: list[Exchange], relay_done: asyncio.Event,
+                            expected: Callable[[], int]) -> None:
+    """Serve ``relay`` (a scripted relay's handler) and run a real tunnel named victim to
+    ``victim_port`` against it until the relay is done and ``expected()`` exchanges are recorded."""
+    async with serve(relay, "127.0.0.1", 0) as server:
+        tunnel = AgentTunnel(
+            TunnelConfig(target=str(victim_port), name="victim"),
+            relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
+            sink=lambda ex, final: records.append(ex) if final else None,
+            on_change=lambda info: None,
+        )
+        await tunnel.start()
+        try:
+            await asyncio.wait_for(relay_done.wait(), 20)
+            await async_wait_for(lambda: len(records) == expected(), what="every exchange to be recorded")
+        finally:
+            await tunnel.stop()
 
 
 def refused_heads(port: int) -> list[tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...], bool]]:
@@ -106,19 +126,7 @@ async def test_a_relay_cannot_make_the_agent_send_anything_but_a_path(caplog: py
             relay_done.set()
             await ws.wait_closed()
 
-        async with serve(relay, "127.0.0.1", 0) as server:
-            tunnel = AgentTunnel(
-                TunnelConfig(target=str(victim_port), name="victim"),
-                relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
-                sink=lambda ex, final: records.append(ex) if final else None,
-                on_change=lambda info: None,
-            )
-            await tunnel.start()
-            try:
-                await asyncio.wait_for(relay_done.wait(), 20)
-                await async_wait_for(lambda: len(records) == len(opened), what="every exchange to be recorded")
-            finally:
-                await tunnel.stop()
+        await run_agent_against(relay, victim_port, records, relay_done, lambda: len(opened))
 
         _, seen, raw = victim.snapshot()
         assert second.snapshot()[0] == 0, "the second service got a connection"
@@ -204,19 +212,8 @@ async def test_a_relay_cannot_smuggle_a_request_in_a_body_nor_end_one_short(capl
             relay_done.set()
             await ws.wait_closed()
 
-        async with serve(relay, "127.0.0.1", 0) as server:
-            tunnel = AgentTunnel(
-                TunnelConfig(target=str(victim_port), name="victim"),
-                relay_url=f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/_devtunnel/connect",
-                sink=lambda ex, final: records.append(ex) if final else None,
-                on_change=lambda info: None,
-            )
-            await tunnel.start()
-            try:
-                await asyncio.wait_for(relay_done.wait(), 20)  # a request left waiting took 60 s
-                await async_wait_for(lambda: len(records) == len(answers), what="every exchange to be recorded")
-            finally:
-                await tunnel.stop()
+        # (a request left waiting took 60 s)
+        await run_agent_against(relay, victim_port, records, relay_done, lambda: len(answers))
         _, seen, raw = victim.snapshot()
 
     refused = [answers[sid] for sid in sorted(answers)][1:-1:2]
