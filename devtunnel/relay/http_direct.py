@@ -228,7 +228,7 @@ class DirectExchange:
                     write_messages(cycle, failure_answer(self._tunnel, stream.failure))
                     self._finish(complete=False)
                 return
-            start = response_start(stream, self._decision)
+            start = response_start(stream, request_host(self._cycle.headers), self._decision)
             if start is None:
                 write_messages(cycle, plain(502, invalid_status(self._tunnel, stream)))
                 self._finish(complete=False)

@@ -13,7 +13,7 @@ from typing import Any
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import StreamReset
 from devtunnel.relay.asgi import Scope, plain
-from devtunnel.relay.headers import forward_response_headers
+from devtunnel.relay.headers import forward_response_headers, scope_cookies
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.rules import edit_response
 from devtunnel.rules import Decision
@@ -37,9 +37,10 @@ def failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, An
     return plain(502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
 
 
-def response_start(stream: RelayStream, decision: Decision | None = None) -> dict[str, Any] | None:
-    """The ``http.response.start`` message for the agent's response head (the rules' header
-    edits applied); None if its status is invalid."""
+def response_start(stream: RelayStream, host: bytes, decision: Decision | None = None) -> dict[str, Any] | None:
+    """The ``http.response.start`` message for the agent's response head to a request for
+    ``host`` (the rules' header edits applied, cookies kept to ``host``: ``scope_cookies``);
+    None if its status is invalid."""
     head = stream.head
     assert head is not None
     status = head.status
@@ -48,7 +49,7 @@ def response_start(stream: RelayStream, decision: Decision | None = None) -> dic
     headers = forward_response_headers(head.headers, body_allowed=status not in NO_BODY_STATUS)
     if decision is not None:
         headers = edit_response(headers, decision)
-    return {"type": "http.response.start", "status": status, "headers": headers}
+    return {"type": "http.response.start", "status": status, "headers": scope_cookies(headers, host)}
 
 
 def invalid_status(tunnel: AgentLink, stream: RelayStream) -> str:

@@ -1,0 +1,94 @@
+"""Agents of different tokens on one relay (several developers' tunnels): what one tunnel's
+answers can do to another's users.
+
+Real relay on loopback, scripted agents with two tokens (``tests/net/_relay_agent.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from devtunnel.relay.server import Relay
+from tests.net._relay_agent import TOKEN, AgentRequest, connect_agent, running_relay
+
+OTHER = "other-token"
+DOMAIN = "t.localhost"
+
+
+async def _exchange(relay: Relay, request: bytes) -> bytes:
+    """Send ``request`` on a new connection; everything the relay answers until it closes
+    (or the end of a WebSocket handshake's head)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(request)
+    await writer.drain()
+    data = b""
+    try:
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(65536):
+                data += chunk
+                if data.startswith(b"HTTP/1.1 101") and b"\r\n\r\n" in data:
+                    break
+    finally:
+        writer.close()
+    return data
+
+
+def _cookies(response: bytes) -> list[bytes]:
+    head = response.split(b"\r\n\r\n", 1)[0]
+    return [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:] if line.lower().startswith(b"set-cookie:")]
+
+
+_SET = [
+    (b"Set-Cookie", b"wide=1; Path=/; Domain=t.localhost; HttpOnly"),
+    (b"Set-Cookie", b"dotted=1; domain=.T.LOCALHOST."),
+    (b"Set-Cookie", b"theirs=1; Domain=alice.t.localhost"),
+    (b"Set-Cookie", b"own=1; Domain=bob.t.localhost; Secure"),
+    (b"Set-Cookie", b"under=1; Domain=.x.bob.t.localhost"),
+    (b"Set-Cookie", b"plain=1; Path=/"),
+]
+# What a browser may keep of each: no cookie reaches another tunnel's host (alice) or the
+# relay's domain (where every tunnel would get it).
+_KEPT = [
+    b"wide=1; Path=/; HttpOnly",
+    b"dotted=1",
+    b"theirs=1",
+    b"own=1; Domain=bob.t.localhost; Secure",
+    b"under=1; Domain=.x.bob.t.localhost",
+    b"plain=1; Path=/",
+]
+
+
+async def _set_cookies(request: AgentRequest) -> None:
+    await request.body()
+    if request.event.websocket:
+        request.respond(101, [*_SET, (b"Sec-WebSocket-Protocol", b"chat")])
+        return
+    request.respond(200, [*_SET, (b"Content-Length", b"2")])
+    await request.send(b"ok", end=True)
+
+
+async def test_a_tunnel_cannot_set_cookies_for_the_relay_domain_or_another_tunnel() -> None:
+    async with running_relay(domain=DOMAIN) as relay:
+        alice = await connect_agent(relay, "alice", token=TOKEN)
+        bob = await connect_agent(relay, "bob", token=OTHER, handler=_set_cookies)
+        try:
+            host = f"Host: bob.{DOMAIN}:{relay.port}\r\n".encode()
+            # A GET (answered from callbacks) and a body still to come (answered in a task).
+            got = await _exchange(relay, b"GET / HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+            assert got.startswith(b"HTTP/1.1 200"), got
+            assert _cookies(got) == _KEPT
+            upload = b"POST / HTTP/1.1\r\n" + host + b"Expect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+            got = await _exchange(relay, upload + b"hi")
+            assert b"HTTP/1.1 200" in got, got
+            assert _cookies(got.split(b"HTTP/1.1 200", 1)[1]) == _KEPT
+            handshake = (
+                b"GET /ws HTTP/1.1\r\n" + host + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Protocol: chat\r\n\r\n"
+            )
+            got = await _exchange(relay, handshake)
+            assert got.startswith(b"HTTP/1.1 101"), got
+            assert _cookies(got) == _KEPT
+        finally:
+            await bob.close()
+            await alice.close()
