@@ -24,6 +24,7 @@ from devtunnel.relay.headers import request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_responses import failure_answer, invalid_status, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
+from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.slots import ClientSlots
 from devtunnel.rules import Decision
 
@@ -121,6 +122,7 @@ class Forwarder(Protocol):
     """What an exchange asks of the forwarder that started it (``http_proxy.HttpForwarder``)."""
 
     slots: ClientSlots
+    peer_errors: PeerErrorLog
 
     def resend(
         self,
@@ -204,7 +206,7 @@ class DirectExchange:
         try:
             self._step()
         except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
-            log_invalid(self._tunnel, self._cycle.scope, exc)
+            log_invalid(self._forwarder.peer_errors, self._tunnel, self._cycle.scope, exc)
             self._client.abort()
             self._finish(complete=False)
         except Exception:  # a defect must not escape into the loop's callback

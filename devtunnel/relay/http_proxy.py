@@ -516,7 +516,7 @@ class HttpForwarder:
                 else:
                     await stream.wait()
         except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
-            log_invalid(tunnel, scope, exc)
+            log_invalid(self.peer_errors, tunnel, scope, exc)
             if client is not None:
                 client.abort()
             return False

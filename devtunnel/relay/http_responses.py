@@ -15,6 +15,7 @@ from devtunnel.protocol.events import StreamReset
 from devtunnel.relay.asgi import Scope, plain
 from devtunnel.relay.headers import forward_response_headers, scope_cookies
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
+from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import edit_response
 from devtunnel.rules import Decision
 
@@ -57,5 +58,9 @@ def invalid_status(tunnel: AgentLink, stream: RelayStream) -> str:
     return f"tunnel {tunnel.name} answered with invalid status {stream.head.status}\n"
 
 
-def log_invalid(tunnel: AgentLink, scope: Scope, exc: Exception) -> None:
-    log.warning("tunnel %s: response to %s %s is not valid HTTP: %s", tunnel.name, scope["method"], scope["path"], exc)
+def log_invalid(peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, exc: Exception) -> None:
+    """Log a response the agent sent that uvicorn refused (rate-limited: the agent chooses how often)."""
+    peer_errors.log(
+        "invalid-response", logging.WARNING, "tunnel %s: response to %s %s is not valid HTTP: %s",
+        tunnel.name, scope["method"], scope["path"], exc,
+    )

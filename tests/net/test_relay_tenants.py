@@ -7,9 +7,15 @@ Real relay on loopback, scripted agents with two tokens (``tests/net/_relay_agen
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
+
+from devtunnel.protocol.connection import ErrorCode
 from devtunnel.relay.server import Relay
+from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, AgentRequest, connect_agent, running_relay
+from tests.net.test_relay_logs import summarised
 
 OTHER = "other-token"
 DOMAIN = "t.localhost"
@@ -92,3 +98,42 @@ async def test_a_tunnel_cannot_set_cookies_for_the_relay_domain_or_another_tunne
         finally:
             await bob.close()
             await alice.close()
+
+
+async def _invalid_header(request: AgentRequest) -> None:
+    await request.body()
+    request.respond(200, [(b"X-Bad", b"a\r\nInjected: 1"), (b"Content-Length", b"2")])
+    await request.send(b"ok", end=True)
+
+
+async def test_an_agent_answering_every_request_with_invalid_http_costs_the_log_a_line_and_a_summary(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_relay(domain=DOMAIN, log_interval=0.5) as relay:
+        agent = await connect_agent(relay, "bob", token=OTHER, handler=_invalid_header)
+        try:
+            host = f"Host: bob.{DOMAIN}\r\n".encode()
+            for _ in range(40):  # the agent's own clients: it chooses how many
+                got = await _exchange(relay, b"GET / HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+                assert b"Injected" not in got
+            await async_wait_for(lambda: summarised(caplog.records, "agent responses that were not valid HTTP") == 39,
+                                 what="the summary of the invalid responses")
+        finally:
+            await agent.close()
+    lines = [r for r in caplog.records if "is not valid HTTP" in r.getMessage()]
+    assert len(lines) == 1
+
+
+async def test_an_agent_leaving_with_a_huge_reason_costs_the_log_one_short_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_relay(domain=DOMAIN) as relay:
+        agent = await connect_agent(relay, "bob", token=OTHER)
+        agent.conn.send_goaway(ErrorCode.NO_ERROR, "bye\n" + "x" * 900_000)
+        agent.flush()
+        [link] = relay._tunnels["bob"].members
+        await async_wait_for(lambda: link.draining, what="the relay to read the GOAWAY")
+        await agent.close()
+        await async_wait_for(lambda: relay.tunnels == [], what="the agent to leave")
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tunnel bob offline")]
+    assert line.endswith("it left: bye\n" + "x" * 196 + "… (899804 more characters))")
