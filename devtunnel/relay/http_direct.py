@@ -22,7 +22,7 @@ from devtunnel.values.http1 import refused_bytes
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.headers import request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
-from devtunnel.relay.http_responses import failure_answer, invalid_status, log_invalid, response_start
+from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.slots import ClientSlots
@@ -232,7 +232,7 @@ class DirectExchange:
                 return
             start = response_start(stream, request_host(self._cycle.headers), self._decision)
             if start is None:
-                write_messages(cycle, plain(502, invalid_status(self._tunnel, stream)))
+                write_messages(cycle, plain(502, invalid_response(self._tunnel, stream)))
                 self._finish(complete=False)
                 return
             self._started = True

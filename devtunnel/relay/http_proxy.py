@@ -41,7 +41,7 @@ from devtunnel.relay.asgi import (
 from devtunnel.relay.headers import forward_request_headers, request_host
 from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_direct import DirectExchange, write_messages
-from devtunnel.relay.http_responses import failure_answer, invalid_status, log_invalid, response_start
+from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool
@@ -487,7 +487,7 @@ class HttpForwarder:
             await stream.wait()
         start = response_start(stream, request_host(scope["headers"]), decision)
         if start is None:
-            await send_plain(send, 502, invalid_status(tunnel, stream))
+            await send_plain(send, 502, invalid_response(tunnel, stream))
             return False
         conn = tunnel.conn
         chunks = stream.chunks

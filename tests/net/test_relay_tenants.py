@@ -137,3 +137,41 @@ async def test_an_agent_leaving_with_a_huge_reason_costs_the_log_one_short_line(
         await async_wait_for(lambda: relay.tunnels == [], what="the agent to leave")
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tunnel bob offline")]
     assert line.endswith("it left: bye\n" + "x" * 196 + "… (899804 more characters))")
+
+
+_LENGTHS = {
+    b"/two": [(b"Content-Length", b"2"), (b"Content-Length", b"5")],
+    b"/plus": [(b"Content-Length", b"+2")],
+    b"/word": [(b"Content-Length", b"two")],
+}
+
+
+async def _bad_lengths(request: AgentRequest) -> None:
+    await request.body()
+    request.respond(200, _LENGTHS[request.event.target])
+    await request.send(b"ok", end=True)
+
+
+@pytest.mark.parametrize(("path", "says"), [
+    (b"/two", b"two different Content-Length values"),
+    (b"/plus", b"an invalid Content-Length"),
+    (b"/word", b"an invalid Content-Length"),
+])
+async def test_a_response_length_a_client_or_proxy_could_read_otherwise_gets_502(path: bytes, says: bytes) -> None:
+    # A proxy in front of the relay keeps connections to it for every tunnel: a response whose
+    # length it reads differently would shift the next answer on that connection, another tunnel's.
+    async with running_relay(domain=DOMAIN) as relay:
+        agent = await connect_agent(relay, "bob", token=OTHER, handler=_bad_lengths)
+        try:
+            host = f"Host: bob.{DOMAIN}\r\n".encode()
+            for request in (
+                b"GET " + path + b" HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n",
+                b"POST " + path + b" HTTP/1.1\r\n" + host + b"Expect: 100-continue\r\nContent-Length: 2\r\n"
+                b"Connection: close\r\n\r\nhi",
+            ):
+                got = await _exchange(relay, request)
+                assert b"HTTP/1.1 502" in got, got
+                assert got.endswith(b"tunnel bob answered with " + says + b"\n")
+                assert b"content-length: 5\r\n" not in got and b": +2" not in got
+        finally:
+            await agent.close()
