@@ -28,6 +28,7 @@ from devtunnel.capture.model import RuleMark
 from devtunnel.errors import AuthError, NameInUseError, NameTakenError, RelayUnreachableError, TunnelError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import GoAway, RequestReceived, Welcome
+from devtunnel.values.terminal import clipped
 
 __all__ = [
     "check_welcome", "rule_of", "goaway_error", "goaway_reason", "relay_text", "FINAL_GOAWAYS", "MAX_PUBLIC_URL",
@@ -48,9 +49,7 @@ MAX_RELAY_TEXT = 200
 def relay_text(text: str) -> str:
     """``text`` from the relay as a message keeps and shows it: its first ``MAX_RELAY_TEXT``
     characters, then ``… (N more characters)`` if it was longer. Not escaped: the outputs do it."""
-    if len(text) <= MAX_RELAY_TEXT:
-        return text
-    return f"{text[:MAX_RELAY_TEXT]}… ({len(text) - MAX_RELAY_TEXT} more characters)"
+    return clipped(text, MAX_RELAY_TEXT)
 
 
 def _shown(text: str) -> str:

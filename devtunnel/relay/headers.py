@@ -1,4 +1,5 @@
-"""Header rewriting at the relay: hop-by-hop headers out, X-Forwarded-* in.
+"""Header rewriting at the relay: hop-by-hop headers out, X-Forwarded-* in, cookies kept to
+the tunnel that set them.
 
 Request headers reach the agent as the client wrote them (the relay's HTTP protocol keeps the
 raw names uvicorn would lowercase); values, order and repeats are kept byte for byte. Response
@@ -41,6 +42,50 @@ def _connection_tokens(value: bytes) -> list[bytes]:
 
 
 _name = itemgetter(0)
+
+
+def hostname_of(host: bytes) -> bytes:
+    """A Host header's host, lowercased, without its port or a fully qualified name's final dot
+    (IPv6 literals keep their brackets)."""
+    host = host.lower()
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return host[: end + 1] if end > 0 else host
+    colon = host.rfind(b":")
+    return (host[:colon] if colon >= 0 else host).rstrip(b".")
+
+
+def scope_cookies(headers: list[Header], host: bytes) -> list[Header]:
+    """``headers`` with every ``Set-Cookie`` kept to the host that answered (``host``: the
+    request's Host header).
+
+    A ``Domain`` attribute naming anything but that host or a name under it is removed, so the
+    cookie is the host's own: ``Domain=`` the relay's domain would make a browser send it to
+    every tunnel on the relay (each another developer's), and one tunnel could set cookies for
+    another's users (the relay's domain is not on the Public Suffix List, which keeps ngrok's
+    tunnels apart). The rest of the cookie is kept as the service wrote it.
+    """
+    if not any(name.lower() == b"set-cookie" for name, _ in headers):
+        return headers
+    own = hostname_of(host)
+    out: list[Header] = []
+    for name, value in headers:
+        if name.lower() == b"set-cookie" and b"=" in value.partition(b";")[2]:
+            first, *attributes = value.split(b";")
+            kept = [a for a in attributes if not _foreign_domain(a, own)]
+            if len(kept) != len(attributes):
+                value = b";".join([first, *kept])
+        out.append((name, value))
+    return out
+
+
+def _foreign_domain(attribute: bytes, own: bytes) -> bool:
+    """Whether a cookie ``attribute`` is a ``Domain`` reaching beyond the host ``own``."""
+    key, _, domain = attribute.partition(b"=")
+    if key.strip().lower() != b"domain":
+        return False
+    domain = domain.strip().lstrip(b".").rstrip(b".").lower()  # RFC 6265 5.2.3 ignores a leading dot
+    return not own or (domain != own and not domain.endswith(b"." + own))
 
 
 def request_host(headers: list[Header]) -> bytes:

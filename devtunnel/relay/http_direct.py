@@ -22,8 +22,9 @@ from devtunnel.values.http1 import refused_bytes
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.headers import request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
-from devtunnel.relay.http_responses import failure_answer, invalid_status, log_invalid, response_start
+from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
+from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.slots import ClientSlots
 from devtunnel.rules import Decision
 
@@ -121,6 +122,7 @@ class Forwarder(Protocol):
     """What an exchange asks of the forwarder that started it (``http_proxy.HttpForwarder``)."""
 
     slots: ClientSlots
+    peer_errors: PeerErrorLog
 
     def resend(
         self,
@@ -204,7 +206,7 @@ class DirectExchange:
         try:
             self._step()
         except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
-            log_invalid(self._tunnel, self._cycle.scope, exc)
+            log_invalid(self._forwarder.peer_errors, self._tunnel, self._cycle.scope, exc)
             self._client.abort()
             self._finish(complete=False)
         except Exception:  # a defect must not escape into the loop's callback
@@ -228,9 +230,9 @@ class DirectExchange:
                     write_messages(cycle, failure_answer(self._tunnel, stream.failure))
                     self._finish(complete=False)
                 return
-            start = response_start(stream, self._decision)
+            start = response_start(stream, request_host(self._cycle.headers), self._decision)
             if start is None:
-                write_messages(cycle, plain(502, invalid_status(self._tunnel, stream)))
+                write_messages(cycle, plain(502, invalid_response(self._tunnel, stream)))
                 self._finish(complete=False)
                 return
             self._started = True

@@ -38,10 +38,10 @@ from devtunnel.relay.asgi import (
     target,
     target_of,
 )
-from devtunnel.relay.headers import forward_request_headers
+from devtunnel.relay.headers import forward_request_headers, request_host
 from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_direct import DirectExchange, write_messages
-from devtunnel.relay.http_responses import failure_answer, invalid_status, log_invalid, response_start
+from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool
@@ -279,7 +279,7 @@ class HttpForwarder:
             if cycle.flow.write_paused:  # a response before it on the connection is still going
                 client.abort()
                 return
-            write_messages(cycle, answer_messages(answer))
+            write_messages(cycle, answer_messages(answer, request_host(cycle.headers)))
 
         if answer.delay > 0:
             client.loop.call_later(answer.delay, respond)
@@ -485,9 +485,9 @@ class HttpForwarder:
             if stream.client_gone or stream.failure is not None:
                 return False
             await stream.wait()
-        start = response_start(stream, decision)
+        start = response_start(stream, request_host(scope["headers"]), decision)
         if start is None:
-            await send_plain(send, 502, invalid_status(tunnel, stream))
+            await send_plain(send, 502, invalid_response(tunnel, stream))
             return False
         conn = tunnel.conn
         chunks = stream.chunks
@@ -516,7 +516,7 @@ class HttpForwarder:
                 else:
                     await stream.wait()
         except (RuntimeError, ValueError) as exc:  # uvicorn refused what the agent sent
-            log_invalid(tunnel, scope, exc)
+            log_invalid(self.peer_errors, tunnel, scope, exc)
             if client is not None:
                 client.abort()
             return False

@@ -11,10 +11,11 @@ import logging
 from typing import Any
 
 from devtunnel.protocol.connection import ErrorCode
-from devtunnel.protocol.events import StreamReset
+from devtunnel.protocol.events import Fields, StreamReset
 from devtunnel.relay.asgi import Scope, plain
-from devtunnel.relay.headers import forward_response_headers
+from devtunnel.relay.headers import forward_response_headers, scope_cookies
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
+from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import edit_response
 from devtunnel.rules import Decision
 
@@ -37,24 +38,53 @@ def failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, An
     return plain(502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
 
 
-def response_start(stream: RelayStream, decision: Decision | None = None) -> dict[str, Any] | None:
-    """The ``http.response.start`` message for the agent's response head (the rules' header
-    edits applied); None if its status is invalid."""
+def response_start(stream: RelayStream, host: bytes, decision: Decision | None = None) -> dict[str, Any] | None:
+    """The ``http.response.start`` message for the agent's response head to a request for
+    ``host`` (the rules' header edits applied, cookies kept to ``host``: ``scope_cookies``);
+    None if its status or its Content-Length is invalid (``invalid_response`` says which)."""
     head = stream.head
     assert head is not None
     status = head.status
-    if not 200 <= status < 600:
+    if not 200 <= status < 600 or length_problem(head.headers) is not None:
         return None
     headers = forward_response_headers(head.headers, body_allowed=status not in NO_BODY_STATUS)
     if decision is not None:
         headers = edit_response(headers, decision)
-    return {"type": "http.response.start", "status": status, "headers": headers}
+    return {"type": "http.response.start", "status": status, "headers": scope_cookies(headers, host)}
 
 
-def invalid_status(tunnel: AgentLink, stream: RelayStream) -> str:
-    assert stream.head is not None
-    return f"tunnel {tunnel.name} answered with invalid status {stream.head.status}\n"
+def invalid_response(tunnel: AgentLink, stream: RelayStream) -> str:
+    """The 502 body for a response head ``response_start`` refused."""
+    head = stream.head
+    assert head is not None
+    if not 200 <= head.status < 600:
+        return f"tunnel {tunnel.name} answered with invalid status {head.status}\n"
+    return f"tunnel {tunnel.name} answered with {length_problem(head.headers)}\n"
 
 
-def log_invalid(tunnel: AgentLink, scope: Scope, exc: Exception) -> None:
-    log.warning("tunnel %s: response to %s %s is not valid HTTP: %s", tunnel.name, scope["method"], scope["path"], exc)
+def length_problem(headers: Fields) -> str | None:
+    """Why a response's ``Content-Length`` fields cannot be written as they are, or None.
+
+    Each must be digits alone, and several must agree: uvicorn frames the body by the first
+    and writes them all, so ``2`` and ``5``, or ``+5`` (a number to Python, not to HTTP),
+    would tell the client, or a proxy in front of the relay, another length than the body's:
+    the next response on its connection would be read from the wrong byte (RFC 9110 8.6).
+    """
+    length: bytes | None = None
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            value = value.strip(b" \t")
+            if not value.isdigit() or not value.isascii():
+                return "an invalid Content-Length"
+            if length is not None and value.lstrip(b"0") != length.lstrip(b"0"):
+                return "two different Content-Length values"
+            length = value
+    return None
+
+
+def log_invalid(peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, exc: Exception) -> None:
+    """Log a response the agent sent that uvicorn refused (rate-limited: the agent chooses how often)."""
+    peer_errors.log(
+        "invalid-response", logging.WARNING, "tunnel %s: response to %s %s is not valid HTTP: %s",
+        tunnel.name, scope["method"], scope["path"], exc,
+    )

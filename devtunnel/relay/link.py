@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from devtunnel.errors import ProtocolError
+from devtunnel.values.terminal import clipped
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import (
@@ -36,6 +37,10 @@ from devtunnel.protocol.events import (
 )
 
 log = logging.getLogger("devtunnel.relay")
+
+MAX_AGENT_TEXT = 200
+"""Characters of a text the agent chose (its GOAWAY's reason) a log line keeps (``clipped``):
+one agent leaving writes one line, not the megabyte its reason may be."""
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -459,7 +464,7 @@ class AgentLink:
                         self._answered(True)
                 elif isinstance(event, GoAway):
                     self.draining = True
-                    self.end_reason = f"it left: {event.reason or 'no reason given'}"
+                    self.end_reason = f"it left: {clipped(event.reason, MAX_AGENT_TEXT) or 'no reason given'}"
         finally:
             self.ready = None
             for step in ready:

@@ -23,6 +23,7 @@ KINDS = {
     "body-stalled": "stalled request bodies",
     "client-share": "requests over a client address's share of a tunnel",
     "agent-refused": "agents refused",
+    "invalid-response": "agent responses that were not valid HTTP",
 }
 
 

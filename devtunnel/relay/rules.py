@@ -25,7 +25,7 @@ from typing import Any
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
 from devtunnel.relay.asgi import PLAIN_TYPE, Scope, Send
-from devtunnel.relay.headers import RULE_HEADER
+from devtunnel.relay.headers import RULE_HEADER, request_host, scope_cookies
 from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
@@ -209,9 +209,11 @@ def edit_response(headers: list[tuple[bytes, bytes]], decision: Decision | None)
     return [(n, v) for n, v in headers if n.lower() not in remove] + [(n.lower(), v) for n, v in decision.response_set]
 
 
-def answer_messages(answer: Answer, websocket: bool = False) -> list[dict[str, Any]]:
-    """The ASGI messages of a rule's answer (``websocket``: as a denied WebSocket handshake)."""
+def answer_messages(answer: Answer, host: bytes, websocket: bool = False) -> list[dict[str, Any]]:
+    """The ASGI messages of a rule's answer to a request for ``host`` (``websocket``: as a
+    denied WebSocket handshake); its cookies are kept to ``host`` (``scope_cookies``)."""
     headers = [(n.lower(), v) for n, v in answer.headers if n.lower() not in (b"content-length", b"transfer-encoding")]
+    headers = scope_cookies(headers, host)
     if not any(n == b"content-type" for n, _ in headers) and answer.body:
         headers += PLAIN_TYPE
     headers.append((b"content-length", str(len(answer.body)).encode()))
@@ -236,7 +238,7 @@ async def send_answer(decision: Decision, scope: Scope, send: Send, *, websocket
         if websocket:
             await send({"type": "websocket.close", "code": 1000})
             return
-    for message in answer_messages(answer, websocket=websocket):
+    for message in answer_messages(answer, request_host(scope["headers"]), websocket=websocket):
         await send(message)
 
 

@@ -25,7 +25,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.relay.agents import AgentGate
 from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of, send_plain
-from devtunnel.relay.headers import request_host
+from devtunnel.relay.headers import hostname_of as _hostname, request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.link import AgentLink, BufferBudget
@@ -286,13 +286,3 @@ class TunnelNames(dict[bytes, "str | None"]):
             self[host] = name
         return name
 
-
-def _hostname(host: bytes) -> bytes:
-    """``host`` lowercased, without its port or a fully qualified name's final dot
-    (IPv6 literals keep their brackets)."""
-    host = host.lower()
-    if host.startswith(b"["):
-        end = host.find(b"]")
-        return host[: end + 1] if end > 0 else host
-    colon = host.rfind(b":")
-    return (host[:colon] if colon >= 0 else host).rstrip(b".")

@@ -12,7 +12,12 @@ from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import WebSocketClosed
 from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, deny_websocket, protocol_of, request_problem, target
-from devtunnel.relay.headers import forward_request_headers, forward_response_headers, websocket_accept_headers
+from devtunnel.relay.headers import (
+    forward_request_headers,
+    forward_response_headers,
+    scope_cookies,
+    websocket_accept_headers,
+)
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_answer, strip_rule_header
@@ -104,10 +109,10 @@ class WebSocketForwarder:
                 await stream.wait()
             head = stream.head
             if head.status != 101:
-                await self._deny_with_response(tunnel, stream, send)
+                await self._deny_with_response(tunnel, stream, send, host)
                 return
             subprotocol, extra = websocket_accept_headers(head.headers)
-            extra = edit_response(extra, decision)
+            extra = scope_cookies(edit_response(extra, decision), host)
             try:
                 await send(
                     {
@@ -134,14 +139,14 @@ class WebSocketForwarder:
         finally:
             tunnel.forget(stream, complete=True)
 
-    async def _deny_with_response(self, tunnel: AgentLink, stream: RelayStream, send: Send) -> None:
+    async def _deny_with_response(self, tunnel: AgentLink, stream: RelayStream, send: Send, host: bytes) -> None:
         head = stream.head
         assert head is not None
         await send(
             {
                 "type": "websocket.http.response.start",
                 "status": head.status,
-                "headers": forward_response_headers(head.headers, body_allowed=True),
+                "headers": scope_cookies(forward_response_headers(head.headers, body_allowed=True), host),
             }
         )
         while True:

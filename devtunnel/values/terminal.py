@@ -46,6 +46,8 @@ The API:
   message keeps it as it came, and each output escapes the whole message once (the CLI's error
   line, the log's formatter, the inspector). ``repr()`` in a message would escape it a first
   time, and the output a second (an ESC shown as ``\\\\x1b``, a quote as ``\\\\'``).
+- :func:`clipped` ``(text, limit) -> str``: a peer's text as a message keeps it, its first
+  ``limit`` characters and ``… (N more characters)``; not escaped either.
 - :func:`needs_escape` ``(ch) -> bool``: the rule for one character.
 - :func:`is_plain` ``(text) -> bool``: True when :func:`escape` leaves ``text`` as it is. The
   rules go character by character, so one call over several values joined answers for each
@@ -66,7 +68,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 __all__ = [
-    "as_text", "display_width", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "quoted", "read_utf8",
+    "as_text", "clipped", "display_width", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "quoted", "read_utf8",
     "read_utf8_json", "truncate",
 ]
 
@@ -148,6 +150,15 @@ def quoted(value: object) -> str:
         return repr(value)
     mark = '"' if "'" in value and '"' not in value else "'"
     return f"{mark}{value}{mark}"
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text`` from a peer as a message keeps it: its first ``limit`` characters, then
+    ``… (N more characters)`` if it was longer (a peer's reason can be a megabyte). Not
+    escaped: the outputs do it."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def read_utf8(data: bytes) -> str:
