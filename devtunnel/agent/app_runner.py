@@ -75,7 +75,7 @@ async def health_status(target: Target, path: str, timeout: float = HEALTH_TIMEO
                          "Connection: close\r\n\r\n".encode("ascii"))
             line = await reader.readuntil(b"\n")
     except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        return False
+        return None
     finally:
         if writer is not None:
             writer.close()

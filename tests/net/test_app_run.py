@@ -200,6 +200,15 @@ def test_a_health_path_answering_an_error_is_said_not_just_starting(start, tmp_p
     assert run.app()["message"] == ""
 
 
+def test_a_health_path_not_yet_listening_is_no_answer_to_report(start, tmp_path: Path) -> None:
+    # While the app's port refused, the probe's "no answer" came back as False, which the note
+    # told as a status: "app starting (health /healthz answered False, not 2xx/3xx)".
+    port = free_port()
+    run = start(str(port), "--run", f"sleep 1; exec {app_command(port)}", "--health", "/healthz")
+    run.proc.line(lambda l: l.endswith("app ready"), lines="err")
+    assert not [line for line in run.proc.err if "answered" in line], run.proc.err
+
+
 def test_devtunnel_stop_ends_the_app_and_its_children(start, tmp_path: Path) -> None:
     port = free_port()
     pidfile = tmp_path / "child.pid"

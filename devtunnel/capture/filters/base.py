@@ -22,6 +22,7 @@ import functools
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
@@ -417,7 +418,12 @@ def _check_regex(pattern: str, flags: str, binary: bool, pos: int) -> None:
     # the search, must take the pattern too (it accepts all but a few of re's).
     inline = re.IGNORECASE * ("i" in flags) | re.MULTILINE * ("m" in flags) | re.DOTALL * ("s" in flags)
     try:
-        re.compile(pattern.encode("utf-8") if binary else pattern, inline)
+        with warnings.catch_warnings():
+            # re warns of forms a later Python may read otherwise ([[:alpha:]], [a&&b]); the
+            # regex module, which runs the search, defines them (docs/filters.md), and the
+            # warning would print a line of this file over the user's terminal.
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(pattern.encode("utf-8") if binary else pattern, inline)
     except re.error as exc:
         raise FilterSyntaxError(f"bad regular expression: {exc.msg}", pos + (exc.pos or 0)) from exc
     full = (f"(?{flags})" if flags else "") + pattern
