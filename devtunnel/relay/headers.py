@@ -161,26 +161,68 @@ def forward_request_headers(
     return tuple(out)
 
 
-def forward_response_headers(headers: Fields, *, body_allowed: bool) -> list[Header]:
-    """The agent's response headers as the public client should get them.
+def forward_response_headers(headers: Fields, *, body_allowed: bool, host: bytes) -> list[Header] | None:
+    """The agent's response headers as the public client should get them, for a request to
+    ``host``; None when its ``Content-Length`` fields cannot be written as they are
+    (``length_problem`` says why).
 
     Hop-by-hop headers go (uvicorn frames the body itself). When the status forbids a body
-    (204, 304) Content-Length goes too, since uvicorn would then expect that many bytes.
+    (204, 304) Content-Length goes too, since uvicorn would then expect that many bytes. Each
+    Set-Cookie is kept to ``host`` (``scope_cookies``). One walk over the fields does it all:
+    it runs for every response.
     """
     out: list[Header] = []
     listed: set[bytes] = set()
+    length: bytes | None = None
+    cookies = False
     for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP:
             if lower == b"connection":
                 listed.update(_connection_tokens(value))
             continue
-        if not body_allowed and lower == b"content-length":
-            continue
+        if lower == b"content-length":
+            digits = _length_digits(value)
+            if digits is None or (length is not None and digits != length):
+                return None
+            length = digits
+            if not body_allowed:
+                continue
+        elif lower == b"set-cookie":
+            cookies = True
         out.append((name, value))
     if listed:
         out = [(n, v) for n, v in out if n.lower() not in listed]
-    return out
+    return scope_cookies(out, host) if cookies else out
+
+
+def _length_digits(value: bytes) -> bytes | None:
+    """A Content-Length value's number without its leading zeros (``b""`` for 0), or None
+    unless it is ASCII digits alone."""
+    value = value.strip(b" \t")
+    if not value.isdigit() or not value.isascii():
+        return None
+    return value.lstrip(b"0")
+
+
+def length_problem(headers: Fields) -> str | None:
+    """Why a response's ``Content-Length`` fields cannot be written as they are, or None.
+
+    Each must be digits alone, and several must agree: uvicorn frames the body by the first
+    and writes them all, so ``2`` and ``5``, or ``+5`` (a number to Python, not to HTTP),
+    would tell the client, or a proxy in front of the relay, another length than the body's:
+    the next response on its connection would be read from the wrong byte (RFC 9110 8.6).
+    """
+    length: bytes | None = None
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            digits = _length_digits(value)
+            if digits is None:
+                return "an invalid Content-Length"
+            if length is not None and digits != length:
+                return "two different Content-Length values"
+            length = digits
+    return None
 
 
 def websocket_accept_headers(headers: Fields) -> tuple[bytes | None, list[Header]]:

@@ -11,9 +11,9 @@ import logging
 from typing import Any
 
 from devtunnel.protocol.connection import ErrorCode
-from devtunnel.protocol.events import Fields, StreamReset
+from devtunnel.protocol.events import StreamReset
 from devtunnel.relay.asgi import Scope, plain
-from devtunnel.relay.headers import forward_response_headers, scope_cookies
+from devtunnel.relay.headers import forward_response_headers, length_problem, scope_cookies
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import edit_response
@@ -45,12 +45,14 @@ def response_start(stream: RelayStream, host: bytes, decision: Decision | None =
     head = stream.head
     assert head is not None
     status = head.status
-    if not 200 <= status < 600 or length_problem(head.headers) is not None:
+    if not 200 <= status < 600:
         return None
-    headers = forward_response_headers(head.headers, body_allowed=status not in NO_BODY_STATUS)
-    if decision is not None:
-        headers = edit_response(headers, decision)
-    return {"type": "http.response.start", "status": status, "headers": scope_cookies(headers, host)}
+    headers = forward_response_headers(head.headers, body_allowed=status not in NO_BODY_STATUS, host=host)
+    if headers is None:
+        return None
+    if decision is not None and decision.edits_response:
+        headers = scope_cookies(edit_response(headers, decision), host)  # the rule's own cookies too
+    return {"type": "http.response.start", "status": status, "headers": headers}
 
 
 def invalid_response(tunnel: AgentLink, stream: RelayStream) -> str:
@@ -60,26 +62,6 @@ def invalid_response(tunnel: AgentLink, stream: RelayStream) -> str:
     if not 200 <= head.status < 600:
         return f"tunnel {tunnel.name} answered with invalid status {head.status}\n"
     return f"tunnel {tunnel.name} answered with {length_problem(head.headers)}\n"
-
-
-def length_problem(headers: Fields) -> str | None:
-    """Why a response's ``Content-Length`` fields cannot be written as they are, or None.
-
-    Each must be digits alone, and several must agree: uvicorn frames the body by the first
-    and writes them all, so ``2`` and ``5``, or ``+5`` (a number to Python, not to HTTP),
-    would tell the client, or a proxy in front of the relay, another length than the body's:
-    the next response on its connection would be read from the wrong byte (RFC 9110 8.6).
-    """
-    length: bytes | None = None
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            value = value.strip(b" \t")
-            if not value.isdigit() or not value.isascii():
-                return "an invalid Content-Length"
-            if length is not None and value.lstrip(b"0") != length.lstrip(b"0"):
-                return "two different Content-Length values"
-            length = value
-    return None
 
 
 def log_invalid(peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, exc: Exception) -> None:

@@ -15,6 +15,7 @@ from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, deny_websocket
 from devtunnel.relay.headers import (
     forward_request_headers,
     forward_response_headers,
+    length_problem,
     scope_cookies,
     websocket_accept_headers,
 )
@@ -142,13 +143,11 @@ class WebSocketForwarder:
     async def _deny_with_response(self, tunnel: AgentLink, stream: RelayStream, send: Send, host: bytes) -> None:
         head = stream.head
         assert head is not None
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": head.status,
-                "headers": scope_cookies(forward_response_headers(head.headers, body_allowed=True), host),
-            }
-        )
+        headers = forward_response_headers(head.headers, body_allowed=True, host=host)
+        if headers is None:
+            await deny_websocket(send, 502, f"tunnel {tunnel.name} answered with {length_problem(head.headers)}\n")
+            return
+        await send({"type": "websocket.http.response.start", "status": head.status, "headers": headers})
         while True:
             while stream.chunks:
                 data = stream.chunks.popleft()

@@ -168,6 +168,9 @@ async def test_a_response_length_a_client_or_proxy_could_read_otherwise_gets_502
                 b"GET " + path + b" HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n",
                 b"POST " + path + b" HTTP/1.1\r\n" + host + b"Expect: 100-continue\r\nContent-Length: 2\r\n"
                 b"Connection: close\r\n\r\nhi",
+                # a WebSocket handshake the service refuses with such an answer
+                b"GET " + path + b" HTTP/1.1\r\n" + host + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             ):
                 got = await _exchange(relay, request)
                 assert b"HTTP/1.1 502" in got, got
