@@ -129,6 +129,32 @@ def test_agent_reconnects_after_relay_restart_and_prints_forwarding_once(
     assert [l for l in agent.out if l.startswith("Forwarding")] == [forwarding]
 
 
+def test_a_relay_outage_is_one_log_line_however_many_attempts_fail(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    port, api_port = free_port(), free_port()
+    first = relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "patient", "--no-tui", "--api-port", str(api_port), "--no-record")
+    agent.line(lambda l: l.startswith("API "))
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # gone without a word, as a relay losing its host
+    retries: set[float] = set()
+
+    def attempts() -> bool:
+        [tunnel] = httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", trust_env=False).json()["tunnels"]
+        if tunnel["state"] == "reconnecting" and tunnel["next_retry_at"]:
+            retries.add(tunnel["next_retry_at"])
+        return len(retries) >= 4
+
+    wait_for(attempts, timeout=40, what="four reconnection attempts")
+    refused = [l for l in agent.err if "cannot reach the relay" in l]
+    assert len(refused) == 1 and "reconnecting in" in refused[0], agent.err
+    relay(procs, env, port)
+    agent.line(lambda l: "back online" in l, lines="err", timeout=45)
+    assert agent.stop() == 0
+    assert [l for l in agent.err if "cannot reach the relay" in l] == refused
+
+
 def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[str, str], procs: list[Proc]) -> None:
     agent = start(procs, env, "agent", "--api-port", "0", "--db", str(tmp_path / "c.db"))
     line = agent.line(lambda l: l.startswith("API "))
