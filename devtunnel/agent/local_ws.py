@@ -151,7 +151,7 @@ async def forward_websocket(
     except StreamClosedError as exc:
         cap.fail("client_gone", str(exc))
     except asyncio.CancelledError:
-        cap.fail("client_gone", "the public client or the relay went away")
+        cap.fail(*stream.cut("while the WebSocket was open"))
         raise
     finally:
         if ws.close_code is None:

@@ -155,6 +155,45 @@ def test_a_relay_outage_is_one_log_line_however_many_attempts_fail(
     assert [l for l in agent.err if "cannot reach the relay" in l] == refused
 
 
+def test_requests_cut_by_a_lost_relay_are_recorded_as_agent_gone_not_client_gone(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    port, db = free_port(), tmp_path / "c.db"
+    first = relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "cut", "--no-tui", "--api-port", "0", "--db", str(db))
+    agent.line(lambda l: l.startswith("Forwarding"))
+    host = f"cut.localhost:{port}"
+    assert httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": host}, trust_env=False).status_code == 200
+    clients = []
+    for request in (  # answered from the kept-alive connection's callbacks / by a task / a response under way
+        f"GET /slow?quick HTTP/1.1\r\nHost: {host}\r\n\r\n",
+        f"POST /slow?task HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\nhi",
+        f"GET /sse HTTP/1.1\r\nHost: {host}\r\n\r\n",
+    ):
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(request.encode())
+        clients.append(client)
+    wait_for(lambda: {b"/slow?quick", b"/slow?task", b"/sse"} <= set(local[1].seen_targets), what="the local app to see all three")
+    assert clients[2].recv(4096).startswith(b"HTTP/1.1 200")  # the event stream's head is through
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    for path in ("/slow?quick", "/slow?task", "/sse"):
+        assert "agent_gone" in agent.line(lambda l, path=path: f" {path} " in l)
+    for client in clients:
+        client.close()
+    assert agent.stop() == 0
+    store = Store(db, readonly=True)
+    try:
+        cut = {ex.request.target.decode(): ex for ex in store.query() if ex.request.path != "/echo"}
+    finally:
+        store.close()
+    assert {key: (ex.error, ex.error_message) for key, ex in cut.items()} == {
+        "/slow?quick": ("agent_gone", "the connection to the relay was lost before the response ended"),
+        "/slow?task": ("agent_gone", "the connection to the relay was lost before the response ended"),
+        "/sse": ("agent_gone", "the connection to the relay was lost before the response ended"),
+    }
+
+
 def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[str, str], procs: list[Proc]) -> None:
     agent = start(procs, env, "agent", "--api-port", "0", "--db", str(tmp_path / "c.db"))
     line = agent.line(lambda l: l.startswith("API "))
