@@ -8,11 +8,14 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
+from websockets.sync.server import ServerConnection, serve as ws_serve
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
 
@@ -192,6 +195,42 @@ def test_requests_cut_by_a_lost_relay_are_recorded_as_agent_gone_not_client_gone
         "/slow?task": ("agent_gone", "the connection to the relay was lost before the response ended"),
         "/sse": ("agent_gone", "the connection to the relay was lost before the response ended"),
     }
+
+
+def test_a_websocket_open_when_the_relay_is_lost_is_closed_with_1001_on_the_local_side_and_recorded(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    closes: list[tuple[int | None, str | None]] = []
+
+    def echo(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+        closes.append((ws.close_code, ws.close_reason))
+
+    with ws_serve(echo, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port, db = free_port(), tmp_path / "c.db"
+        first = relay(procs, env, port)
+        agent = start(procs, env, "http", str(server.socket.getsockname()[1]), "--relay", f"ws://127.0.0.1:{port}",
+                      "--token", "good", "--name", "chat", "--no-tui", "--api-port", "0", "--db", str(db))
+        agent.line(lambda l: l.startswith("Forwarding"))
+        sock = socket.create_connection(("127.0.0.1", port))
+        with ws_connect(f"ws://chat.localhost:{port}/live", sock=sock) as public:
+            public.send("hi")
+            assert public.recv(timeout=10) == "hi"
+            assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+            wait_for(lambda: closes, what="the local WebSocket to be closed")
+        server.shutdown()
+    why = "the connection to the relay was lost while the WebSocket was open"
+    assert closes == [(1001, why)]
+    assert "agent_gone" in agent.line(lambda l: " /live " in l)
+    assert agent.stop() == 0
+    store = Store(db, readonly=True)
+    try:
+        [ex] = store.query()
+    finally:
+        store.close()
+    assert (ex.error, ex.error_message, ex.ws_close_code) == ("agent_gone", why, 1001)
 
 
 def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[str, str], procs: list[Proc]) -> None:
