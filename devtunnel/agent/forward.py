@@ -204,10 +204,7 @@ class Forwarder:
         try:
             await self._forward(stream, head, cap, start or self.start(head))
         except asyncio.CancelledError:
-            if stream.reset_code is not None:
-                cap.fail("client_gone", "the public client went away before the response ended")
-            else:
-                cap.fail("client_gone", "the connection to the relay was lost")
+            cap.fail(*stream.cut("before the response ended"))
             raise
         except StreamClosedError as exc:
             cap.fail("client_gone", str(exc))

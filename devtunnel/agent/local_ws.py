@@ -14,6 +14,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.http11 import Request as WsRequest
+from websockets.protocol import State
 
 from devtunnel.errors import StreamClosedError
 from devtunnel.agent.forward import answer_error
@@ -27,6 +28,9 @@ from devtunnel.values.http1 import FRAMING, HOP_BY_HOP
 from devtunnel.values.websocket import sendable_close_code
 
 __all__ = ["MAX_MESSAGE", "forward_websocket"]
+
+MAX_CLOSE_REASON = 123
+"""Bytes a close frame's reason may hold (RFC 6455 5.5: 125 bytes of payload, 2 for the code)."""
 
 MAX_MESSAGE = 64 << 20
 """Largest WebSocket message gathered from its fragments for the local service: what a devtunnel
@@ -151,12 +155,33 @@ async def forward_websocket(
     except StreamClosedError as exc:
         cap.fail("client_gone", str(exc))
     except asyncio.CancelledError:
-        cap.fail("client_gone", "the public client or the relay went away")
+        kind, why = stream.cut("while the WebSocket was open")
+        cap.fail(kind, why)
+        _going_away(ws, why)
         raise
     finally:
-        if ws.close_code is None:
+        if ws.close_code is None and ws.protocol.close_sent is None:
             ws.transport.abort()
-        cap.ws_closed(ws.close_code)
+        cap.ws_closed(ws.close_code if ws.close_code is not None else _close_sent(ws))
+
+
+def _going_away(ws: ClientConnection, why: str) -> None:
+    """Close the local WebSocket with 1001 (going away) and ``why`` at once, without waiting
+    for its answer: the stream was cut (the relay connection lost, or the public client gone),
+    and the local service is told so in a close frame rather than by a dropped connection."""
+    if ws.protocol.state is not State.OPEN:
+        return
+    try:
+        ws.protocol.send_close(1001, why[:MAX_CLOSE_REASON])
+        ws.send_data()
+    except Exception:  # the connection broke under us: the finally below aborts it
+        return
+    ws.transport.close()  # after the close frame is written
+
+
+def _close_sent(ws: ClientConnection) -> int | None:
+    sent = ws.protocol.close_sent
+    return sent.code if sent is not None else None
 
 
 def _accept(stream: AgentStream, cap: ExchangeCapture, ws: ClientConnection) -> None:

@@ -78,7 +78,7 @@ class QuickAnswer:
         if self._detach():
             self._hand_off(self)
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self) -> None:
         """The relay reset the stream or the tunnel is going: drop the local connection."""
         conn = self.start.conn
         if not self._detach():
@@ -86,7 +86,7 @@ class QuickAnswer:
         assert conn is not None
         self.start.conn = None
         conn.abort()
-        self.cap.fail("client_gone", reason)
+        self.cap.fail(*self.stream.cut("before the response ended"))
         self._done(self)
 
     def _detach(self) -> bool:

@@ -300,7 +300,7 @@ class Session:
     async def close_streams(self) -> None:
         """Cancel every stream still running (their exchanges are recorded as cut short)."""
         for quick in list(self.quick.values()):
-            quick.cancel("the connection to the relay was lost")
+            quick.cancel()
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
@@ -388,7 +388,7 @@ class Session:
                 quick = self.quick.get(event.stream_id)
                 if quick is not None:
                     stream.reset_code = event.code
-                    quick.cancel("the public client went away before the response ended")
+                    quick.cancel()
             elif isinstance(event, PoolChanged):
                 self.tunnel.pool_changed(event.members)
             elif isinstance(event, GoAway):
@@ -555,8 +555,7 @@ class Session:
             start.conn.abort()  # the task never took over the connection its request went to
             start.conn = None
         if task.cancelled():
-            gone = "the public client went away" if stream.reset_code is not None else "the connection to the relay was lost"
-            cap.fail("client_gone", f"{gone} before the request was forwarded")
+            cap.fail(*stream.cut("before the request was forwarded"))
         # The record is built and handed on after the last frames went out: their flush was
         # queued before this callback, so recording never delays the response.
         cap.finish()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from devtunnel.capture.model import ErrorKind
 from devtunnel.errors import StreamClosedError
 from devtunnel.protocol.agent_side import AgentConnection
 from devtunnel.protocol.connection import ErrorCode
@@ -143,6 +144,15 @@ class AgentStream:
         if n:
             self._link.conn.acknowledge(self.stream_id, n)
             self._link.kick()
+
+    def cut(self, when: str) -> tuple[ErrorKind, str]:
+        """Why the stream's handler was stopped, as its record says it (``when``: "before ..."):
+        the relay reset the stream (the public client went away), or the tunnel's connection to
+        the relay was lost (``agent_gone``, as the relay records it: the public client was not
+        the one who left)."""
+        if self.reset_code is not None:
+            return "client_gone", f"the public client went away {when}"
+        return "agent_gone", f"the connection to the relay was lost {when}"
 
     def reset(self, code: ErrorCode, reason: str = "") -> None:
         """Abandon the stream (a no-op when it is already closed)."""

@@ -147,6 +147,9 @@ class AgentTunnel:
         self._first: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._said: str | None = None
+        """The reason the last reconnection line gave (None: none since the tunnel was online):
+        a retry for the same reason is logged at debug level, so an outage is one line."""
         self.provider: ViaRunner | None = None
         """The public URL's provider (``--via``), set by the service before ``start``."""
 
@@ -331,6 +334,7 @@ class AgentTunnel:
     async def _wait_before_retry(self, attempt: int, reason: str) -> None:
         if self._wake.is_set():  # restart() asked for a new connection now
             self._wake.clear()
+            self._said = None  # asked for: the outcome of this attempt is said again
             self._set(TunnelState.RECONNECTING, error=None, next_retry_at=None)
             log.warning("tunnel %s: reconnecting now", self.name)
             return
@@ -338,8 +342,12 @@ class AgentTunnel:
         at = time.time() + delay
         self._set(TunnelState.RECONNECTING, error=reason, next_retry_at=at)
         self._settle_first()
-        log.warning(
-            "tunnel %s: %s; reconnecting in %.1f s (at %s)",
+        # One line when the tunnel goes offline and one when the reason changes, not one per
+        # attempt: the API and the inspector show when the next one is.
+        level = logging.DEBUG if reason == self._said else logging.WARNING
+        self._said = reason
+        log.log(
+            level, "tunnel %s: %s; reconnecting in %.1f s (at %s)",
             self.name, reason, delay, time.strftime("%H:%M:%S", time.localtime(at)),
         )
         try:
@@ -364,6 +372,7 @@ class AgentTunnel:
                 " relay, or run this agent without --pool"
             )
         self._session = session
+        self._said = None
         was_online_before = self._public_url is not None
         self._set(
             TunnelState.ONLINE, public_url=welcome.url, error=None, next_retry_at=None, pool_members=welcome.pool

@@ -36,7 +36,7 @@ ErrorKind = Literal[
     "local_timeout",  # the local service did not answer in time
     "local_error",  # the local service broke the connection or sent invalid HTTP
     "client_gone",  # the public client went away before the exchange finished
-    "agent_gone",  # (relay side) the agent disconnected mid-exchange
+    "agent_gone",  # the tunnel's connection between the agent and the relay broke mid-exchange
     "too_large",  # the request body exceeded the relay's limit
     "replay_failed",  # a replay could not be sent
     "bad_request",  # refused before forwarding: the target is not a path, or the head is malformed

@@ -193,6 +193,8 @@ class AgentGate:
             failed = exc
         if protocol is not None:
             protocol.on_bytes = None
+            if protocol.unanswered_ping:  # not "disconnected": a laptop asleep, a network gone
+                reason = f"it did not answer a ping within {self.settings.ping_timeout:g} s"
         remaining = self._registry.leave(name, tunnel)
         self._rules.remove(tunnel)
         tunnel.close(f"tunnel {name} went offline")

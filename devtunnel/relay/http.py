@@ -995,6 +995,8 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     on_bytes: Callable[[bytes], None] | None = None
     """Called with each complete binary message instead of queueing it for ``receive()``."""
     peer_errors: PeerErrorLog = _PEER_ERRORS
+    unanswered_ping = False
+    """The peer was dropped because it did not answer a ping in time (it froze or vanished)."""
 
     @classmethod
     def logging_to(cls, peer_errors: PeerErrorLog) -> type[DeadPeerWebSocketProtocol]:
@@ -1046,6 +1048,7 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete = True
 
     def keepalive_timeout(self) -> None:
+        self.unanswered_ping = True
         super().keepalive_timeout()
         self.transport.abort()
 

@@ -8,11 +8,14 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
+from websockets.sync.server import ServerConnection, serve as ws_serve
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
 
@@ -127,6 +130,107 @@ def test_agent_reconnects_after_relay_restart_and_prints_forwarding_once(
     assert r.status_code == 200
     assert agent.stop() == 0
     assert [l for l in agent.out if l.startswith("Forwarding")] == [forwarding]
+
+
+def test_a_relay_outage_is_one_log_line_however_many_attempts_fail(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    port, api_port = free_port(), free_port()
+    first = relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "patient", "--no-tui", "--api-port", str(api_port), "--no-record")
+    agent.line(lambda l: l.startswith("API "))
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # gone without a word, as a relay losing its host
+    retries: set[float] = set()
+
+    def attempts() -> bool:
+        [tunnel] = httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", trust_env=False).json()["tunnels"]
+        if tunnel["state"] == "reconnecting" and tunnel["next_retry_at"]:
+            retries.add(tunnel["next_retry_at"])
+        return len(retries) >= 4
+
+    wait_for(attempts, timeout=40, what="four reconnection attempts")
+    refused = [l for l in agent.err if "cannot reach the relay" in l]
+    assert len(refused) == 1 and "reconnecting in" in refused[0], agent.err
+    relay(procs, env, port)
+    agent.line(lambda l: "back online" in l, lines="err", timeout=45)
+    assert agent.stop() == 0
+    assert [l for l in agent.err if "cannot reach the relay" in l] == refused
+
+
+def test_requests_cut_by_a_lost_relay_are_recorded_as_agent_gone_not_client_gone(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    port, db = free_port(), tmp_path / "c.db"
+    first = relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "cut", "--no-tui", "--api-port", "0", "--db", str(db))
+    agent.line(lambda l: l.startswith("Forwarding"))
+    host = f"cut.localhost:{port}"
+    assert httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": host}, trust_env=False).status_code == 200
+    clients = []
+    for request in (  # answered from the kept-alive connection's callbacks / by a task / a response under way
+        f"GET /slow?quick HTTP/1.1\r\nHost: {host}\r\n\r\n",
+        f"POST /slow?task HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\nhi",
+        f"GET /sse HTTP/1.1\r\nHost: {host}\r\n\r\n",
+    ):
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(request.encode())
+        clients.append(client)
+    wait_for(lambda: {b"/slow?quick", b"/slow?task", b"/sse"} <= set(local[1].seen_targets), what="the local app to see all three")
+    assert clients[2].recv(4096).startswith(b"HTTP/1.1 200")  # the event stream's head is through
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    for path in ("/slow?quick", "/slow?task", "/sse"):
+        assert "agent_gone" in agent.line(lambda l, path=path: f" {path} " in l)
+    for client in clients:
+        client.close()
+    assert agent.stop() == 0
+    store = Store(db, readonly=True)
+    try:
+        cut = {ex.request.target.decode(): ex for ex in store.query() if ex.request.path != "/echo"}
+    finally:
+        store.close()
+    assert {key: (ex.error, ex.error_message) for key, ex in cut.items()} == {
+        "/slow?quick": ("agent_gone", "the connection to the relay was lost before the response ended"),
+        "/slow?task": ("agent_gone", "the connection to the relay was lost before the response ended"),
+        "/sse": ("agent_gone", "the connection to the relay was lost before the response ended"),
+    }
+
+
+def test_a_websocket_open_when_the_relay_is_lost_is_closed_with_1001_on_the_local_side_and_recorded(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    closes: list[tuple[int | None, str | None]] = []
+
+    def echo(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+        closes.append((ws.close_code, ws.close_reason))
+
+    with ws_serve(echo, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port, db = free_port(), tmp_path / "c.db"
+        first = relay(procs, env, port)
+        agent = start(procs, env, "http", str(server.socket.getsockname()[1]), "--relay", f"ws://127.0.0.1:{port}",
+                      "--token", "good", "--name", "chat", "--no-tui", "--api-port", "0", "--db", str(db))
+        agent.line(lambda l: l.startswith("Forwarding"))
+        sock = socket.create_connection(("127.0.0.1", port))
+        with ws_connect(f"ws://chat.localhost:{port}/live", sock=sock) as public:
+            public.send("hi")
+            assert public.recv(timeout=10) == "hi"
+            assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+            wait_for(lambda: closes, what="the local WebSocket to be closed")
+        server.shutdown()
+    why = "the connection to the relay was lost while the WebSocket was open"
+    assert closes == [(1001, why)]
+    assert "agent_gone" in agent.line(lambda l: " /live " in l)
+    assert agent.stop() == 0
+    store = Store(db, readonly=True)
+    try:
+        [ex] = store.query()
+    finally:
+        store.close()
+    assert (ex.error, ex.error_message, ex.ws_close_code) == ("agent_gone", why, 1001)
 
 
 def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[str, str], procs: list[Proc]) -> None:

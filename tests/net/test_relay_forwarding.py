@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -269,12 +270,15 @@ async def test_agent_reset_with_local_refused_passes_reason_as_502(relay: Relay)
         await agent.close()
 
 
-async def test_dead_agent_is_dropped_by_heartbeat_and_its_name_freed() -> None:
+async def test_dead_agent_is_dropped_by_heartbeat_and_its_name_freed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "devtunnel.relay")
     async with running_relay(ping_interval=0.2, ping_timeout=0.2) as relay:
         agent = await connect_agent(relay, name="sleepy")
         assert relay.tunnels == ["sleepy"]
         agent.ws.transport.pause_reading()  # type: ignore[union-attr]  # stops answering pings
         await async_wait_for(lambda: relay.tunnels == [], timeout=10, what="the dead agent to be dropped")
+        [offline] = [r.getMessage() for r in caplog.records if "tunnel sleepy offline" in r.getMessage()]
+        assert offline.endswith(": it did not answer a ping within 0.2 s)"), offline
         agent.abort()
         again = await connect_agent(relay, name="sleepy", token="other-token")
         await again.close()
