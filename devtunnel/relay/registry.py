@@ -23,10 +23,13 @@ class AgentRegistry:
     Args:
         name_check_timeout: seconds a holder has to answer a ping when another agent with its
             token asks for the name (``RelaySettings.name_check_timeout``).
+        names_per_token: names one token may hold at once; 0 for no limit
+            (``RelaySettings.tunnels_per_token``).
     """
 
-    def __init__(self, name_check_timeout: float) -> None:
+    def __init__(self, name_check_timeout: float, names_per_token: int = 0) -> None:
         self.name_check_timeout = name_check_timeout
+        self.names_per_token = names_per_token
         self.pools: dict[str, Pool] = {}
         """The agents holding each tunnel name online (one, or a pool sharing it), oldest name first."""
 
@@ -62,13 +65,15 @@ class AgentRegistry:
         and takes its place at once; an agent asking for a pool joins a pool; any other agent
         (one alone against a pool, a pool against one alone, one alone against another) gets
         the name only if every holder fails a liveness check now: a healthy agent is never
-        displaced. Returns with no await after its last look, so the caller can take the
-        name before anyone else.
+        displaced. A name the token does not hold yet is refused while the token holds
+        ``names_per_token`` others: a name it holds already (a pool joined, a holder coming
+        back or displaced) is never counted twice. Returns with no await after its last look,
+        so the caller can take the name before anyone else.
         """
         while True:
             pool = self.pools.get(name)
             if pool is None:
-                return [], None
+                return [], self._limit_refusal(token)
             if not hmac.compare_digest(pool.token.encode(), token.encode()):
                 return [], (ErrorCode.NAME_TAKEN, f"tunnel name {quoted(name)} is in use by an agent with another token")
             stale = pool.find(instance) if instance is not None else None
@@ -86,6 +91,22 @@ class AgentRegistry:
             if self.pools.get(name) is pool and pool.members == holders:
                 return holders, None
             # The name changed hands during the check: look again.
+
+    def _limit_refusal(self, token: str) -> tuple[ErrorCode, str] | None:
+        """Why ``token`` may not take one more name (it holds ``names_per_token``), or None."""
+        limit = self.names_per_token
+        if not limit:
+            return None
+        # A scan, not a count kept up to date: one HELLO's worth of work, and nothing to get out of step.
+        held = sum(1 for pool in self.pools.values() if pool.token == token)
+        if held < limit:
+            return None
+        tunnels = "tunnel" if limit == 1 else "tunnels"
+        # NAME_TAKEN: final, as for a name of another token (an agent of any version stops and says why).
+        return ErrorCode.NAME_TAKEN, (
+            f"this token holds {held} {tunnels} on the relay already, the most it allows one token"
+            " (devtunnel relay --tunnels-per-token): stop one of them first"
+        )
 
     def join(self, name: str, token: str, shared: bool, tunnel: AgentLink, displaced: list[AgentLink]) -> Pool:
         """Give ``tunnel`` its place under ``name`` (after ``claim``), in place of ``displaced``."""

@@ -58,7 +58,9 @@ class Relay:
         self._domain = settings.domain.lower().strip(".").encode("idna")
         self._suffix = b"." + self._domain
         self._names = TunnelNames(self._suffix)
-        self._registry = AgentRegistry(settings.name_check_timeout)
+        # The embedded relay holds one person's tunnels, all without a token.
+        per_token = 0 if settings.embedded else settings.tunnels_per_token
+        self._registry = AgentRegistry(settings.name_check_timeout, per_token)
         self._tunnels = self._registry.pools
         """The agents holding each tunnel name online (one, or a pool sharing it), oldest name first."""
         self._budget = BufferBudget(settings.agent_buffer, settings.relay_buffer)

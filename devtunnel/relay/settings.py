@@ -58,6 +58,9 @@ class RelaySettings:
     name_check_timeout: float = 2.0
     """Seconds the agent holding a name has to answer a ping when another agent with the same
     token asks for the name; one that does not is displaced."""
+    tunnels_per_token: int = 32
+    """Tunnel names one token may hold at once (a pool's members hold one name together); an
+    agent asking for one more is refused. 0: no limit. Not applied when ``embedded``."""
     stall_timeout: float = 15.0
     """Seconds an agent's socket may stay full without draining a byte before the agent is dropped."""
     max_window: int = 16 << 20

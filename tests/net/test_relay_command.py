@@ -135,6 +135,9 @@ def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:
         (["--body-timeout", "inf"], "--body-timeout"),
         (["--client-share", "0"], "--client-share"),
         (["--client-share", "1.5"], "--client-share"),
+        (["--tunnels-per-token", "-1"], "--tunnels-per-token: expected a whole number of 0 or more, not '-1'"),
+        (["--tunnels-per-token", "many"], "--tunnels-per-token: expected a whole number of 0 or more, not 'many'"),
+        (["--tunnels-per-token", "2.5"], "--tunnels-per-token: expected a whole number of 0 or more, not '2.5'"),
         (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "no such file"),
         (["--tokens-file", "/nonexistent/tokens"], "cannot read it"),
@@ -298,4 +301,29 @@ def test_a_client_share_out_of_range_in_the_file_is_one_line_and_exit_2(tmp_path
                             env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
     assert result.returncode == 2
     assert "relay_server.client_share: expected a fraction more than 0 and at most 1, got 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tunnels_per_token_comes_from_the_flag_then_the_file_then_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+
+    def settings(*flags: str) -> RelaySettings:
+        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
+
+    assert settings().tunnels_per_token == 32
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\ntunnels_per_token = 4\n")
+    assert settings().tunnels_per_token == 4
+    assert settings("--tunnels-per-token", "0").tunnels_per_token == 0
+
+
+def test_a_negative_tunnels_per_token_in_the_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\ntunnels_per_token = -1\n")
+    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "relay_server.tunnels_per_token: expected an integer of 0 or more, got -1" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
