@@ -81,6 +81,12 @@ class InspectorApp(App[None]):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
+    HELP_ONLY_KEYS: ClassVar[list[BindingType]] = [
+        Binding("tab", "focus_next", "Move between the tunnels panel, the filter and the table"),
+        Binding("ctrl+p", "command_palette", "Command palette (every action, Send a sample webhook…)"),
+    ]
+    """Keys Textual binds for every screen, listed by the help screen with the inspector's own."""
+
     def __init__(self, backend: Backend, *, agent_argv: list[str] | Callable[[], list[str]] | None = None,
                  agent_env: Mapping[str, str] | None = None, agent_log: Path | None = None, history_path: Path | None = None,
                  tunnels: Iterable[TunnelRequest] = (), webhooks: WebhookContext | None = None) -> None:
@@ -350,9 +356,10 @@ class InspectorApp(App[None]):
         marks = [*REPLAY_MARKS, ("⊘", "answered by a rule at the relay"), ("→", "routed by a rule to another target"),
                  ("*", "marked (m)"), ("…", "still in flight"), ("ERR", "ended without a response")]
         self.push_screen(HelpScreen([
-            ("Inspector", self.BINDINGS), ("Request table", RequestTable.BINDINGS),
+            ("Inspector", [*self.BINDINGS, *self.HELP_ONLY_KEYS]), ("Request table", RequestTable.BINDINGS),
             ("Filter bar", FilterBar.BINDINGS), ("Tunnels panel (tab to focus)", TunnelsPanel.BINDINGS),
-            ("Request detail", DetailScreen.BINDINGS), ("Diff", DiffScreen.BINDINGS),
+            ("Request detail", [*DetailScreen.BINDINGS, *DetailScreen.HELP_ONLY_KEYS]), ("Diff", DiffScreen.BINDINGS),
+            ("Edit and replay (e)", EditReplayScreen.BINDINGS), ("Export (x)", ExportScreen.BINDINGS),
             ("Logs view (l in the tunnels panel)", LogsScreen.BINDINGS),
         ], FILTER_HELP, [*marks, *TABLE_LEGEND]))
 

@@ -562,8 +562,6 @@ SIGNATURE_MARKS: dict[Signature, tuple[str, str, str]] = {
 TABLE_LEGEND: list[tuple[str, str]] = [
     *((mark, meaning) for mark, _style, meaning in SIGNATURE_MARKS.values()),
     (DUPLICATE_MARK, "duplicate: the same delivery id was captured before"),
-    ("↻", "a replay (before the path)"),
-    ("↻✎", "a replay sent with changes"),
 ]
 """The marks of the request table, for the help screen (from the same values the table draws)."""
 

@@ -225,6 +225,15 @@ async def test_help_lists_every_key_and_the_filter_language(db: Path, tmp_path: 
             assert description in text
         for syntax, _ in FILTER_HELP:
             assert syntax in text
+        # Keys of the other screens docs/inspector.md names, and the ones Textual binds everywhere.
+        for row in ("tab  Move between the tunnels panel, the filter and the table", "ctrl+p  Command palette",
+                    "tab  To the headers", "ctrl+s  Send", "ctrl+n  Add a header row", "ctrl+r  Remove the header row",
+                    "ctrl+o  send a webhook's captured signature", "ctrl+d  Diff", "ctrl+s  Export"):
+            assert " ".join(row.split()) in " ".join(text.split()), row
+        # Each mark once: the replay marks come from capture.outcome, not again from the legend.
+        legend = text.split("Marks in the request table", 1)[1].split("Filter language", 1)[0]
+        marks = [line.split()[0] for line in legend.splitlines() if line.strip()]
+        assert len(marks) == len(set(marks)), marks
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 

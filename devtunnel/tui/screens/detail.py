@@ -209,6 +209,11 @@ class DetailScreen(Screen[None]):
         Binding("h", "toggle_hex", "Hex"),
     ]
 
+    HELP_ONLY_KEYS: ClassVar[list[BindingType]] = [
+        Binding("tab", "focus_next", "To the headers, then the body (Textual's focus key)"),
+    ]
+    """Keys the screen gets from Textual, listed by the help screen with its own."""
+
     DEFAULT_CSS = """
     DetailScreen {
         #detail-title { height: 1; padding: 0 1; background: $panel; }

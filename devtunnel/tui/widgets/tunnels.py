@@ -117,9 +117,12 @@ class TunnelsPanel(Widget, can_focus=True):
         for tunnel in tunnels:
             if tunnel.state == "stopped":
                 self.tunnels.pop(tunnel.name, None)
+                self._samples.pop(tunnel.name, None)
                 continue
             self.tunnels[tunnel.name] = tunnel
             samples = self._samples.setdefault(tunnel.name, deque())
+            if samples and tunnel.requests < samples[-1][1]:
+                samples.clear()  # counted afresh (a restart): the old counts say nothing of the new rate
             samples.append((now, tunnel.requests))
             while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW:
                 samples.popleft()
