@@ -184,6 +184,7 @@ class DirectExchange:
         self._started = False
         self._done = False
         stream.listener = self.wake
+        stream.client = client
         client.lost_callback = stream.on_client_gone
         client.writable_callback = self.wake
 
@@ -238,11 +239,13 @@ class DirectExchange:
             self._started = True
             head = response_head(cycle, start["status"], start["headers"])  # written with the first body bytes
         transport = cycle.transport
+        tunnel = self._tunnel
         chunks = stream.chunks
         while chunks:
             if flow.write_paused:
                 return  # (never before the head is written: the first pass found it writable)
             data = chunks.popleft()
+            tunnel.taken(stream, len(data))
             last = stream.ended and not chunks
             out = body_bytes(cycle, data, not last)
             if head:
@@ -255,8 +258,8 @@ class DirectExchange:
                 self._finish(complete=True)
                 return
             if not stream.ended:
-                self._tunnel.conn.acknowledge(stream.id, len(data))
-                self._tunnel.flush()
+                tunnel.conn.acknowledge(stream.id, len(data))
+                tunnel.flush()
         if stream.ended:
             out = body_bytes(cycle, b"", False)
             if head or out:

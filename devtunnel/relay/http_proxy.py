@@ -2,7 +2,8 @@
 
 Request bodies are sent within the stream's send window; response bodies are written to the
 client with ASGI ``send`` (which waits for the socket to drain) and only then acknowledged to
-the agent, so a slow client slows its own stream and never fills the relay's memory.
+the agent, so a slow client slows its own stream; what streams hold of responses their
+clients have not read is bounded per agent and for the relay (``link.BufferBudget``).
 
 No client holds a tunnel's streams for free: a request body that stops arriving for
 ``body_timeout`` seconds is dropped (408), and one client address holds at most
@@ -363,6 +364,7 @@ class HttpForwarder:
         client: HeadLimitedHttpProtocol | None = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
         if client is not None:
             client.lost_callback = stream.on_client_gone
+            stream.client = client
         uploader = None
         if has_body and not tried:
             uploader = asyncio.get_running_loop().create_task(self._upload(tunnel, stream, receive, ip))
@@ -496,6 +498,7 @@ class HttpForwarder:
             while True:
                 if chunks:
                     data = chunks.popleft()
+                    tunnel.taken(stream, len(data))
                     last = stream.ended and not chunks
                     await send({"type": "http.response.body", "body": data, "more_body": not last})
                     if last:

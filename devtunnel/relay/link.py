@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from devtunnel.errors import ProtocolError
+from devtunnel.relay.log import PeerErrorLog
+from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import clipped
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
@@ -55,6 +57,13 @@ class DirectSocket(Protocol):
         """Send one binary message now; False while the transport is paused."""
 
 
+class Abortable(Protocol):
+    """A public client's connection the relay can cut (``relay.http.HeadLimitedHttpProtocol``)."""
+
+    def abort(self) -> None:
+        """Close the connection at once, dropping what is not written."""
+
+
 LAST_WORDS_TIMEOUT = 1.0
 """Seconds to spend sending a GOAWAY and close to an agent on the way out."""
 BUDGET_POLL = 0.05
@@ -87,14 +96,17 @@ class RelayStream:
     """What the relay knows of one stream of an ``AgentLink``: the response head, queued body, and failure.
 
     ``chunks`` holds response body bytes (HTTP streams) or ``WebSocketMessageReceived`` /
-    ``WebSocketClosed`` events (WebSocket streams), in arrival order.
+    ``WebSocketClosed`` events (WebSocket streams), in arrival order; ``held`` counts the bytes
+    of the body chunks and messages in it, which the response side gives back with
+    ``AgentLink.taken`` as it takes them (``BufferBudget`` bounds them).
 
     The response side either awaits ``wait()`` in a task, or sets ``listener``, which ``wake``
     calls instead (``http_direct.DirectExchange``).
     """
 
     __slots__ = (
-        "id", "websocket", "head", "chunks", "ended", "failure", "client_gone", "listener", "_waiter", "_window_waiter",
+        "id", "websocket", "head", "chunks", "held", "ended", "failure", "client_gone", "listener", "client",
+        "_waiter", "_window_waiter",
     )
 
     def __init__(self, stream_id: int, websocket: bool = False) -> None:
@@ -102,12 +114,17 @@ class RelayStream:
         self.websocket = websocket
         self.head: ResponseReceived | None = None
         self.chunks: deque[Any] = deque()
+        self.held = 0
+        """Bytes of body and messages in ``chunks``, counted in the link's ``held``."""
         self.ended = False
         self.failure: StreamReset | None = None
         """Set when the agent reset the stream or the tunnel went away."""
         self.client_gone = False
         self.listener: Callable[[], None] | None = None
         """Called by ``wake`` (from inside the tunnel's message callback: it must not block)."""
+        self.client: Abortable | None = None
+        """The public client's connection, set by the response side: cut when the relay drops
+        the stream for holding too much (``AgentLink.shed``)."""
         self._waiter: asyncio.Future[None] | None = None
         self._window_waiter: asyncio.Future[None] | None = None
 
@@ -165,18 +182,73 @@ class BufferBudget:
     takes room before it is queued (``AgentLink.sendable``); a stream that finds none waits (its
     ``wake_window``) until an agent's socket drained or a tunnel closed, and reads nothing more
     from its public client meanwhile: the client is slowed down, never buffered.
+
+    It also bounds the response bytes the relay holds on their way from agents: received
+    (``RelayStream.chunks``) and not yet taken to be written to a public client. Each agent may
+    send a stream's whole window (4 MiB) before its client reads a byte, so these are counted
+    as they arrive and are taken (``AgentLink.handle``, ``AgentLink.taken``: a few additions,
+    no scan), per agent (``per_agent_responses``) and for all together (``total_responses``).
+    Past either, ``shed`` drops the stream holding the most (of that agent, or of the agent
+    holding the most): a RESET to its agent, its public client cut, one line in the peer log.
+    A link that closed while its streams still hold bytes counts until they are forgotten.
     """
 
-    def __init__(self, per_agent: int, total: int) -> None:
+    def __init__(
+        self,
+        per_agent: int,
+        total: int,
+        per_agent_responses: int = 64 << 20,
+        total_responses: int = 256 << 20,
+        peer_errors: PeerErrorLog | None = None,
+    ) -> None:
         self.per_agent = per_agent
         self.total = total
+        self.per_agent_responses = per_agent_responses
+        self.total_responses = total_responses
+        self.responses = 0
+        """Response bytes held for all agents now (the sum of their links' ``held``)."""
+        self.peer_errors = peer_errors
         self._tunnels: set[AgentLink] = set()
+        self._holders: set[AgentLink] = set()  # open links, and closed ones still holding response bytes
         self._waiting: set[RelayStream] = set()
         self._poll: asyncio.TimerHandle | None = None
 
     def add(self, tunnel: AgentLink) -> None:
         """Count ``tunnel``'s bytes from now on."""
         self._tunnels.add(tunnel)
+        self._holders.add(tunnel)
+
+    def let_go(self, tunnel: AgentLink) -> None:
+        """``tunnel`` closed and holds no response bytes any more: forget it."""
+        self._holders.discard(tunnel)
+
+    def shed(self, tunnel: AgentLink) -> None:
+        """``tunnel``'s message left the response bytes held past a ceiling: drop the streams
+        holding the most until they are within both again."""
+        while True:
+            if tunnel.held > self.per_agent_responses:
+                over, now, limit, whose = tunnel, tunnel.held, self.per_agent_responses, "for this agent"
+            elif self.responses > self.total_responses:
+                over = max(self._holders, key=_held, default=tunnel)
+                now, limit, whose = self.responses, self.total_responses, "for all agents"
+            else:
+                return
+            stream = max(over.streams.values(), key=_stream_held, default=None)
+            if stream is None or not stream.held:
+                return  # (not reached: the bytes counted are in the streams)
+            held = stream.held
+            reason = (
+                f"the relay holds {format_size(now)} of responses public clients have not read "
+                f"(at most {format_size(limit)} {whose}); this stream held the most: {format_size(held)}"
+            )
+            if self.peer_errors is not None:
+                self.peer_errors.log(
+                    "held-responses", logging.WARNING,
+                    "tunnel %s: reset stream %d, the one holding the most response bytes its client had not read"
+                    " (%s): the relay held %s of them %s (at most %s)",
+                    over.name, stream.id, format_size(held), format_size(now), whose, format_size(limit),
+                )
+            over.shed(stream, reason)
 
     def remove(self, tunnel: AgentLink) -> None:
         """Stop counting ``tunnel`` (it closed) and let waiting streams look again."""
@@ -206,6 +278,14 @@ class BufferBudget:
         waiting, self._waiting = self._waiting, set()
         for stream in waiting:
             stream.wake_window()
+
+
+def _held(tunnel: AgentLink) -> int:
+    return tunnel.held
+
+
+def _stream_held(stream: RelayStream) -> int:
+    return stream.held
 
 
 class AgentLink:
@@ -247,6 +327,8 @@ class AgentLink:
         self._probe: asyncio.Future[bool] | None = None
         self._probe_payload = b""
         self.streams: dict[int, RelayStream] = {}
+        self.held = 0
+        """Response bytes its streams hold (``RelayStream.held``), within ``budget``."""
         self.ready: list[Callable[[], None]] | None = None
         """While ``handle`` hands out a message's events: the response steps they woke, run
         once all are handed out (``DirectExchange.wake``); None otherwise."""
@@ -296,6 +378,30 @@ class AgentLink:
             budget.wait(stream)
             return 0
         return min(window, room)
+
+    def taken(self, stream: RelayStream, n: int) -> None:
+        """The response side took ``n`` bytes out of ``stream.chunks`` (to write them to the
+        public client): the relay no longer counts them as held."""
+        stream.held -= n
+        self.held -= n
+        budget = self.budget
+        if budget is not None:
+            budget.responses -= n
+
+    def shed(self, stream: RelayStream, reason: str) -> None:
+        """Drop what ``stream`` holds, reset it towards the agent with ``reason`` and cut its
+        public client (``BufferBudget.shed``: it held the most past a ceiling)."""
+        self.streams.pop(stream.id, None)  # what still comes for it is not held
+        stream.chunks.clear()
+        stream.ended = False  # what was dropped must not pass for a complete response
+        self.taken(stream, stream.held)
+        if not self.closed:
+            self.conn.reset_stream(stream.id, ErrorCode.TOO_LARGE, reason)
+            self.flush()
+        stream.fail(StreamReset(stream.id, int(ErrorCode.TOO_LARGE), reason))
+        client = stream.client
+        if client is not None:
+            client.abort()
 
     def on_writable(self) -> None:
         """The agent's socket drained below its low-water mark: there may be room again."""
@@ -402,13 +508,22 @@ class AgentLink:
     def forget(self, stream: RelayStream, *, complete: bool) -> None:
         """Stop tracking ``stream``; reset it on the wire unless it completed both ways."""
         self.streams.pop(stream.id, None)
+        if stream.held:
+            stream.chunks.clear()
+            self.taken(stream, stream.held)
+        if self.closed and not self.held and self.budget is not None:
+            self.budget.let_go(self)
         if not complete and not self.closed:
             self.conn.reset_stream(stream.id, ErrorCode.CANCEL, "the public client went away")
             self.flush()
 
     def handle(self, events: list[Event]) -> None:
         """Hand each received event to its stream; then run the response steps they woke
-        (``ready``: ``DirectExchange.wake``), once every event of the message is handed out."""
+        (``ready``: ``DirectExchange.wake``), once every event of the message is handed out.
+
+        Then the response bytes still held are looked at (``BufferBudget``): what the steps
+        wrote to their clients at once does not count, however many streams' frames the message
+        carried."""
         self.heard += 1
         streams = self.streams
         ready: list[Callable[[], None]] = []
@@ -419,8 +534,10 @@ class AgentLink:
                 if isinstance(event, DataReceived):
                     stream = streams.get(event.stream_id)
                     if stream is not None:
-                        if event.data:
-                            stream.chunks.append(event.data)
+                        data = event.data
+                        if data:
+                            stream.chunks.append(data)
+                            self._hold(stream, len(data))
                         if event.end_stream:
                             stream.ended = True
                         listener = stream.listener  # (stream.wake, without a call on the direct path)
@@ -451,6 +568,8 @@ class AgentLink:
                     stream = streams.get(event.stream_id)
                     if stream is not None:
                         stream.chunks.append(event)
+                        if isinstance(event, WebSocketMessageReceived):
+                            self._hold(stream, len(event.data))
                         stream.wake()
                 elif isinstance(event, StreamReset):
                     stream = streams.get(event.stream_id)
@@ -469,6 +588,19 @@ class AgentLink:
             self.ready = None
             for step in ready:
                 step()
+            budget = self.budget
+            if budget is not None and (
+                self.held > budget.per_agent_responses or budget.responses > budget.total_responses
+            ):
+                budget.shed(self)
+
+    def _hold(self, stream: RelayStream, n: int) -> None:
+        """Count ``n`` response bytes ``stream`` received (``handle`` looks at the ceilings)."""
+        stream.held += n
+        self.held += n
+        budget = self.budget
+        if budget is not None:
+            budget.responses += n
 
     # -- ending ------------------------------------------------------------------------
     def goaway(self, code: ErrorCode, reason: str) -> None:
@@ -488,11 +620,17 @@ class AgentLink:
         self._wake.set()
         self._answered(False)
         failure = StreamReset(0, int(ErrorCode.CANCEL), reason)
+        holding = {}
         for stream in list(self.streams.values()):
             stream.fail(failure)
-        self.streams.clear()
+            if stream.held:
+                holding[stream.id] = stream
+        # Streams still holding response bytes stay, to be shed or forgotten (BufferBudget).
+        self.streams = holding
         if self.budget is not None:
             self.budget.remove(self)
+            if not self.held:
+                self.budget.let_go(self)
 
     async def disconnect(self, code: ErrorCode, reason: str, ws_code: int) -> None:
         """End this connection from the relay's side: GOAWAY, fail streams, close the WebSocket."""

@@ -24,6 +24,7 @@ KINDS = {
     "client-share": "requests over a client address's share of a tunnel",
     "agent-refused": "agents refused",
     "invalid-response": "agent responses that were not valid HTTP",
+    "held-responses": "streams reset for holding responses their clients had not read",
 }
 
 

@@ -63,11 +63,14 @@ class Relay:
         self._registry = AgentRegistry(settings.name_check_timeout, per_token)
         self._tunnels = self._registry.pools
         """The agents holding each tunnel name online (one, or a pool sharing it), oldest name first."""
-        self._budget = BufferBudget(settings.agent_buffer, settings.relay_buffer)
         self._public = urlsplit(settings.public_url) if settings.public_url else None
         proto = "https" if settings.tls or (self._public is not None and self._public.scheme == "https") else "http"
         self._scheme = proto
         self._peer_errors = PeerErrorLog(log, settings.log_interval)
+        self._budget = BufferBudget(
+            settings.agent_buffer, settings.relay_buffer, settings.agent_responses, settings.relay_buffer,
+            self._peer_errors,
+        )
         self._slots = ClientSlots(client_limit(settings))
         self._rules = RuleBook(settings.rules, trusted_networks(settings.trusted_proxies), max_buckets=settings.rate_clients)
         self._forward_http = HttpForwarder(
@@ -118,6 +121,12 @@ class Relay:
     def buffered(self) -> int:
         """Bytes held now on their way to agents (at most ``relay_buffer``, give or take control frames)."""
         return self._budget.used
+
+    @property
+    def held_responses(self) -> int:
+        """Bytes of responses received from agents and not yet taken to be written to public
+        clients (at most ``relay_buffer``, plus one frame: ``BufferBudget``)."""
+        return self._budget.responses
 
     @property
     def held_messages(self) -> int:

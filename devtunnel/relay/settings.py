@@ -69,7 +69,12 @@ class RelaySettings:
     """Bytes the relay holds on their way to one agent; request bodies wait (and their clients
     are not read) beyond it."""
     relay_buffer: int = 256 << 20
-    """Bytes the relay holds on their way to all agents together."""
+    """Bytes the relay holds on their way to all agents together; also the most bytes of
+    responses it holds from all agents together (``agent_responses``)."""
+    agent_responses: int = 64 << 20
+    """Bytes of responses from one agent the relay holds for public clients that have not read
+    them yet; past it (or past ``relay_buffer`` for all agents) the stream holding the most is
+    reset and its client cut. Each stream may hold its window (4 MiB) of them."""
     rules: Sequence[Rule] = ()
     """The relay's own rules, applied to every tunnel before the tunnel's (``relay --rules FILE``)."""
     rate_clients: int = 10_000

@@ -152,6 +152,7 @@ class WebSocketForwarder:
             while stream.chunks:
                 data = stream.chunks.popleft()
                 if isinstance(data, bytes):
+                    tunnel.taken(stream, len(data))
                     await send({"type": "websocket.http.response.body", "body": data, "more_body": True})
             if stream.ended or stream.failure is not None:
                 break
@@ -170,7 +171,9 @@ class WebSocketForwarder:
                         await send({"type": "websocket.close", "code": code, "reason": event.reason})
                         return
                     if isinstance(event, bytes):  # body bytes on a WebSocket stream: ignore
+                        tunnel.taken(stream, len(event))
                         continue
+                    tunnel.taken(stream, len(event.data))
                     fragments.append(event.data)
                     if event.fin:
                         data = fragments[0] if len(fragments) == 1 else b"".join(fragments)

@@ -1,0 +1,202 @@
+"""The relay's memory for responses its public clients do not read: an agent may send each
+stream's window (4 MiB) before the client reads a byte, so what the relay holds is bounded per
+agent (``agent_responses``) and for all agents (``relay_buffer``), past which the stream holding
+the most is reset and its client cut. Real relay on loopback, a scripted agent, raw public
+sockets that stop reading; the relay's own counter (``Relay.held_responses``) is what is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from devtunnel.protocol.events import StreamReset
+from devtunnel.relay.server import Relay
+from tests.helpers import async_wait_for
+from tests.net._relay_agent import AgentRequest, connect_agent, echo, running_relay
+
+MiB = 1 << 20
+FRAME = 256 << 10
+
+
+def serving(body: bytes, resets: list[str]) -> Callable[[AgentRequest], object]:
+    """A handler answering every request with ``body`` as fast as the window allows; a stream
+    the relay resets ends it, its reason kept in ``resets``."""
+
+    async def handler(request: AgentRequest) -> None:
+        request.respond(200, [(b"Content-Length", str(len(body)).encode())])
+        conn = request.agent.conn
+        sent = 0
+        while sent < len(body):
+            window = min(conn.send_window(request.id), len(body) - sent, FRAME)
+            if window:
+                conn.send_data(request.id, body[sent:sent + window], end_stream=sent + window == len(body))
+                sent += window
+                request.agent.flush()
+                await asyncio.sleep(0)
+                continue
+            while not request.inbox.empty():
+                event = request.inbox.get_nowait()
+                if isinstance(event, StreamReset):
+                    resets.append(event.reason)
+                    return
+            request.window.clear()
+            await request.window.wait()
+
+    return handler
+
+
+async def stalled_get(port: int, name: str) -> socket.socket:
+    """GET / from tunnel ``name`` on a socket with a small receive buffer that is never read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, f"GET / HTTP/1.1\r\nHost: {name}.localhost\r\n\r\n".encode())
+    return sock
+
+
+class Peak:
+    """The most ``relay.held_responses`` showed, looked at between every two callbacks of the
+    event loop (each agent message is handled in one) from creation to ``stop()``."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.value = 0
+        self._handle = asyncio.get_running_loop().call_soon(self._sample)
+
+    def _sample(self) -> None:
+        self.value = max(self.value, self.relay.held_responses)
+        self._handle = asyncio.get_running_loop().call_soon(self._sample)
+
+    def stop(self) -> int:
+        self._handle.cancel()
+        return self.value
+
+
+async def get_text(port: int, name: str) -> tuple[int, str]:
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        r = await client.get(f"http://127.0.0.1:{port}/ok", headers={"Host": f"{name}.localhost"})
+    return r.status_code, r.text
+
+
+async def test_an_agent_flooding_clients_that_do_not_read_holds_at_most_its_ceiling(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ceiling = 2 * MiB
+    resets: list[str] = []
+    async with running_relay(agent_responses=ceiling) as relay:
+        flood = await connect_agent(relay, "flood", handler=serving(b"x" * (32 * MiB), resets))
+        other = await connect_agent(relay, "other", handler=echo)
+        peak = Peak(relay)
+        socks = [await stalled_get(relay.port, "flood") for _ in range(6)]
+        try:
+            with caplog.at_level(logging.WARNING, logger="devtunnel.relay"):
+                await async_wait_for(lambda: len(resets) == 6, what="the relay to reset every stream")
+            assert ceiling // 2 < peak.stop() <= ceiling
+            assert "of responses public clients have not read (at most 2 MiB for this agent)" in resets[0]
+            assert any("client had not read" in r.getMessage() for r in caplog.records)
+            # The other tunnel is served all along.
+            assert (await get_text(relay.port, "other"))[0] == 200
+            assert relay.held_responses <= ceiling
+        finally:
+            for sock in socks:
+                sock.close()
+        await async_wait_for(lambda: relay.held_responses == 0, what="the held responses to be let go")
+        await flood.close()
+        await other.close()
+
+
+async def test_agents_together_hold_at_most_the_relay_ceiling_and_another_tunnel_is_served() -> None:
+    total = 3 * MiB
+    resets: list[str] = []
+    async with running_relay(agent_responses=64 * MiB, relay_buffer=total) as relay:
+        agents = [await connect_agent(relay, name, handler=serving(b"y" * (32 * MiB), resets)) for name in ("a", "b")]
+        other = await connect_agent(relay, "other", handler=echo)
+        peak = Peak(relay)
+        socks = [await stalled_get(relay.port, name) for name in ("a", "b", "a", "b")]
+        try:
+            await async_wait_for(lambda: len(resets) == 4, what="the relay to reset every stream")
+            assert total // 2 < peak.stop() <= total
+            assert "(at most 3 MiB for all agents)" in resets[0]
+            status, text = await get_text(relay.port, "other")
+            assert status == 200 and text.startswith("GET /ok")
+        finally:
+            for sock in socks:
+                sock.close()
+        await async_wait_for(lambda: relay.held_responses == 0, what="the held responses to be let go")
+        for agent in [*agents, other]:
+            await agent.close()
+
+
+async def test_a_closed_agent_s_unread_responses_still_count_and_are_shed_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    resets: list[str] = []
+    async with running_relay(agent_responses=5 * MiB, relay_buffer=6 * MiB, log_interval=0.001) as relay:
+        first = await connect_agent(relay, "gone", handler=serving(b"z" * (32 * MiB), resets))
+        socks = [await stalled_get(relay.port, "gone")]  # holds at most its window (4 MiB)
+        again = None
+        try:
+            await async_wait_for(lambda: relay.held_responses > 2 * MiB, what="the relay to hold responses")
+            first.abort()
+            await async_wait_for(lambda: relay.tunnels == [], what="the agent to be gone")
+            assert relay.held_responses > 2 * MiB  # its clients may still read them
+            # Another agent's streams push the total over: the closed one holds the most, and
+            # its streams go first.
+            peak = Peak(relay)
+            with caplog.at_level(logging.WARNING, logger="devtunnel.relay"):
+                again = await connect_agent(relay, "again", handler=serving(b"w" * (32 * MiB), resets))
+                socks += [await stalled_get(relay.port, "again") for _ in range(2)]
+                await async_wait_for(
+                    lambda: any(r.getMessage().startswith("tunnel gone: reset stream") for r in caplog.records),
+                    what="the closed agent's stream to be shed",
+                )
+            assert peak.stop() <= 6 * MiB
+        finally:
+            for sock in socks:
+                sock.close()
+        await async_wait_for(lambda: relay.held_responses == 0, what="the held responses to be let go")
+        await again.close()
+
+
+async def test_downloads_to_slow_clients_under_the_ceiling_arrive_whole() -> None:
+    size = 12 * MiB
+    body = os.urandom(size)
+    resets: list[str] = []
+    async with running_relay(agent_responses=16 * MiB, relay_buffer=16 * MiB) as relay:
+        agent = await connect_agent(relay, "dl", handler=serving(body, resets))
+        socks = [await stalled_get(relay.port, "dl") for _ in range(3)]
+        loop = asyncio.get_running_loop()
+
+        async def read_all(sock: socket.socket) -> bytes:
+            data = bytearray()
+            while True:
+                part = await loop.sock_recv(sock, 1 << 20)
+                if not part:
+                    return bytes(data)
+                data += part
+                head, sep, rest = bytes(data).partition(b"\r\n\r\n")
+                if sep and len(rest) >= size:
+                    return rest
+
+        try:
+            # The clients read nothing until the relay holds most of each stream's window (4 MiB,
+            # once the kernel's buffers are full): under the ceiling.
+            await async_wait_for(lambda: relay.held_responses > 9 * MiB, timeout=20, what="the relay to hold responses")
+            bodies = await asyncio.wait_for(asyncio.gather(*(read_all(s) for s in socks)), 30)
+            assert [hashlib.sha256(b).hexdigest() for b in bodies] == [hashlib.sha256(body).hexdigest()] * 3
+            assert resets == []
+        finally:
+            for sock in socks:
+                sock.close()
+        await async_wait_for(lambda: relay.held_responses == 0, what="the held responses to be let go")
+        await agent.close()
