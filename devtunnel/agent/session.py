@@ -54,8 +54,9 @@ from devtunnel.protocol.events import (
 from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.rules import WIRE_VERSION, rules_to_wire
 from devtunnel.values.request_head import head_problem
+from devtunnel.values.sizes import format_size
 
-__all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT", "LEAVE_GRACE"]
+__all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT", "HELD_REQUESTS", "LEAVE_GRACE"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -71,6 +72,14 @@ REQUEST_WINDOW = 4 << 20
 
 Larger than the protocol's 1 MiB default: with 1 MiB a large upload waited for credit between
 batches even on loopback (100 MiB uploads: about 270-360 MiB/s at 1 MiB, 380-510 at 4 MiB)."""
+HELD_REQUESTS = 64 << 20
+"""Request body bytes (and WebSocket messages) the relay sent that the local service has not
+taken yet, at most, over all the streams of one connection (``Session.shed``).
+
+A relay may send each stream's window (``REQUEST_WINDOW``) before the local service reads a
+byte, and may open 1,024 streams: 4 GiB. Sixteen uploads to a service that stopped reading fit."""
+SHED_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about streams ``Session.shed`` reset."""
 
 
 class TunnelContext(Protocol):
@@ -109,6 +118,12 @@ class Session:
         self.routed: dict[int, Forwarder] = {}
         """Streams a ``forward`` rule routed to another of the tunnel's targets."""
         self.goaway: GoAway | None = None
+        self.held = 0
+        """Bytes the relay sent on the streams that were not acknowledged yet (the sum of their
+        ``AgentStream.held``): the local service has not taken them."""
+        self.held_limit = HELD_REQUESTS
+        self._shed_quiet_until = 0.0
+        self._shed_unlogged = 0
         self._loop = asyncio.get_running_loop()
         self._flush_pending = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -344,7 +359,10 @@ class Session:
 
     def _forget(self, stream_id: int) -> None:
         """A stream ended: stop tracking it (and tell ``leave`` when it was the last HTTP one)."""
-        self.streams.pop(stream_id, None)
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None and stream.held:
+            self.held -= stream.held  # what it was sent and never passed on
+            stream.held = 0
         self._websockets.discard(stream_id)
         idle = self._idle
         if idle is not None and self._http_done() and not idle.done():
@@ -369,6 +387,13 @@ class Session:
                 stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
                 if stream is not None:
                     stream.events.put_nowait(event)
+                    if kind is not WebSocketClosed:
+                        # Counted until the handler acknowledges them (AgentStream.acknowledge).
+                        n = len(event.data)  # type: ignore[attr-defined]
+                        stream.held += n
+                        self.held += n
+                        if self.held > self.held_limit:
+                            self.shed()
             elif isinstance(event, WindowUpdated):
                 if event.stream_id == 0:
                     for stream in streams.values():
@@ -394,6 +419,49 @@ class Session:
             elif isinstance(event, GoAway):
                 self.goaway = event
                 log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, goaway_reason(event))
+
+    def shed(self) -> None:
+        """The streams hold more than ``held_limit`` bytes the local service has not taken:
+        reset the ones holding the most until they are within it again.
+
+        Each goes with a RESET (TOO_LARGE) saying why, its local connection closed (its task
+        is cancelled) and its exchange recorded as ``too_large``; one log line per
+        ``SHED_LOG_INTERVAL``. Looking for the largest is a scan, but only past the ceiling."""
+        limit = self.held_limit
+        while self.held > limit:
+            stream = max(self.streams.values(), key=_held)
+            held = stream.held
+            if not held:
+                return  # (not reached: the bytes counted are in the streams)
+            total = self.held
+            reason = (
+                f"the agent holds {format_size(total)} of request bodies the local service has not read "
+                f"(at most {format_size(limit)}); this stream held the most: {format_size(held)}"
+            )
+            stream_id = stream.stream_id
+            self._forget(stream_id)  # its bytes no longer count, nor do those still on their way
+            stream.shed = reason
+            stream.reset_code = ErrorCode.TOO_LARGE
+            self.conn.reset_stream(stream_id, ErrorCode.TOO_LARGE, reason)
+            self.kick()
+            task = self.tasks.get(stream_id)
+            if task is not None:
+                task.cancel()
+            quick = self.quick.get(stream_id)
+            if quick is not None:
+                quick.cancel()
+            now = self._loop.time()
+            if now < self._shed_quiet_until:
+                self._shed_unlogged += 1
+                continue
+            more, self._shed_unlogged = self._shed_unlogged, 0
+            self._shed_quiet_until = now + SHED_LOG_INTERVAL
+            log.warning(
+                "tunnel %s: reset stream %d, the one holding the most request body bytes the local service had"
+                " not read (%s): the agent held %s of them (at most %s)%s",
+                self.tunnel.name, stream_id, format_size(held), format_size(total), format_size(limit),
+                f"; {more} more reset since the last such line" if more else "",
+            )
 
     def _open(self, head: RequestReceived) -> None:
         tunnel = self.tunnel
@@ -559,3 +627,7 @@ class Session:
         # The record is built and handed on after the last frames went out: their flush was
         # queued before this callback, so recording never delays the response.
         cap.finish()
+
+
+def _held(stream: AgentStream) -> int:
+    return stream.held

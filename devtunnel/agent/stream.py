@@ -30,6 +30,9 @@ class Link(Protocol):
     """What a stream needs from its tunnel connection."""
 
     conn: AgentConnection
+    held: int
+    """Bytes the relay sent on the connection's streams that were not acknowledged yet
+    (``session.Session``: bounded by ``HELD_REQUESTS``)."""
 
     def kick(self, *, ending: bool = False) -> None:
         """Send whatever the connection has queued, soon (``ending``: the stream queued its last frame)."""
@@ -47,13 +50,18 @@ class AgentStream:
             for this stream, in order. Flow control bounds what can pile up here: the relay
             sends no more than the window we give back with ``acknowledge``.
         reset_code: the ``ErrorCode`` the relay reset this stream with, or None.
+        held: bytes of ``DataReceived`` and ``WebSocketMessageReceived`` events the session put
+            here and ``acknowledge`` did not give back yet (counted in the link's ``held``).
+        shed: why the session dropped the stream for holding the most (``Session.shed``), or "".
     """
 
-    __slots__ = ("stream_id", "reset_code", "_events", "_link", "_window")
+    __slots__ = ("stream_id", "reset_code", "held", "shed", "_events", "_link", "_window")
 
     def __init__(self, link: Link, stream_id: int) -> None:
         self.stream_id = stream_id
         self.reset_code: int | None = None
+        self.held = 0
+        self.shed = ""
         self._link = link
         # Made when first needed: a request answered at once never waits for either.
         self._events: asyncio.Queue[Event] | None = None
@@ -142,14 +150,22 @@ class AgentStream:
     def acknowledge(self, n: int) -> None:
         """Give ``n`` consumed bytes of credit back to the relay."""
         if n:
-            self._link.conn.acknowledge(self.stream_id, n)
-            self._link.kick()
+            link = self._link
+            held = self.held
+            if held:  # (0 once the stream was shed or forgotten: its bytes no longer count)
+                taken = n if n < held else held
+                self.held = held - taken
+                link.held -= taken
+            link.conn.acknowledge(self.stream_id, n)
+            link.kick()
 
     def cut(self, when: str) -> tuple[ErrorKind, str]:
         """Why the stream's handler was stopped, as its record says it (``when``: "before ..."):
         the relay reset the stream (the public client went away), or the tunnel's connection to
         the relay was lost (``agent_gone``, as the relay records it: the public client was not
-        the one who left)."""
+        the one who left), or the agent dropped it for holding too much of the relay's bytes."""
+        if self.shed:
+            return "too_large", self.shed
         if self.reset_code is not None:
             return "client_gone", f"the public client went away {when}"
         return "agent_gone", f"the connection to the relay was lost {when}"

@@ -158,6 +158,12 @@ class AgentTunnel:
         """The current state."""
         return self._state
 
+    @property
+    def held_requests(self) -> int:
+        """Request body bytes from the relay the local service has not taken yet (``Session.held``)."""
+        session = self._session
+        return 0 if session is None else session.held
+
     def info(self) -> TunnelInfo:
         """A snapshot of the tunnel.
 

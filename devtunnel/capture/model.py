@@ -37,7 +37,7 @@ ErrorKind = Literal[
     "local_error",  # the local service broke the connection or sent invalid HTTP
     "client_gone",  # the public client went away before the exchange finished
     "agent_gone",  # the tunnel's connection between the agent and the relay broke mid-exchange
-    "too_large",  # the request body exceeded the relay's limit
+    "too_large",  # a request body exceeded the relay's limit, or the agent held too much of it
     "replay_failed",  # a replay could not be sent
     "bad_request",  # refused before forwarding: the target is not a path, or the head is malformed
     "app_restarting",  # the local app devtunnel runs was down or restarting (502), or did not come back in time (503)

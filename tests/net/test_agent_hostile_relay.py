@@ -2,12 +2,16 @@
 
 A scripted relay (a real websockets server speaking the tunnel protocol with the protocol's own
 encoder) welcomes a real ``AgentTunnel``, then misbehaves at the WebSocket level: a message that
-never ends, a frame announcing more bytes than any batch, a relay that stops reading.
+never ends, a frame announcing more bytes than any batch, a relay that stops reading, request
+bodies sent to a local service that does not read them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -16,13 +20,16 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 import devtunnel.agent.local_ws as local_ws_module
+import devtunnel.agent.session as session_module
 import devtunnel.agent.socket as socket_module
 
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.socket import MAX_FRAME
 from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.protocol import frames as f
-from devtunnel.protocol.events import ResponseReceived, WebSocketClosed
+from devtunnel.capture.model import Exchange
+from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import DataReceived, ResponseReceived, StreamReset, WebSocketClosed
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for
 from tests.net.tunnel_fixtures import local_websocket, read_hello
@@ -31,7 +38,9 @@ RelayScript = Callable[[ServerConnection, RelayConnection], Awaitable[None]]
 
 
 @asynccontextmanager
-async def hostile_relay(script: RelayScript, *, target: str = "9", **server: object) -> AsyncIterator[AgentTunnel]:
+async def hostile_relay(
+    script: RelayScript, *, target: str = "9", sink: Callable[[Exchange, bool], None] | None = None, **server: object
+) -> AsyncIterator[AgentTunnel]:
     """An agent tunnel (to ``target``) connected to a relay that welcomes it, then runs ``script``."""
 
     async def relay(ws: ServerConnection) -> None:
@@ -48,7 +57,7 @@ async def hostile_relay(script: RelayScript, *, target: str = "9", **server: obj
         tunnel = AgentTunnel(
             TunnelConfig(target=target, name="hostile"),
             relay_url=f"ws://127.0.0.1:{port}/_devtunnel/connect",
-            sink=None,
+            sink=sink,
             on_change=lambda info: None,
         )
         await tunnel.start()
@@ -211,3 +220,204 @@ async def test_a_websocket_message_that_never_ends_is_closed_with_1009(monkeypat
     with local_websocket() as (port, _):
         async with hostile_relay(script, target=str(port)):
             assert await asyncio.wait_for(closed, 15) == 1009
+
+
+MiB = 1 << 20
+FRAME = 256 << 10
+
+
+class _LocalService(asyncio.Protocol):
+    """A local HTTP service on loopback: answers ``GET`` at once; reads a ``POST`` body whole
+    and answers with its length and SHA-256, or (``reads=False``) reads nothing past its head."""
+
+    def __init__(self, reads: bool, open_: list[asyncio.Transport]) -> None:
+        self.reads = reads
+        self.open = open_
+        self.buffer = b""
+        self.body: hashlib._Hash | None = None
+        self.left = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.open.append(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.body is not None:
+            self._take(data)
+            return
+        self.buffer += data
+        head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        self.buffer = b""
+        if head.startswith(b"GET"):
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            return
+        if not self.reads:
+            self.transport.pause_reading()  # never reads the body: it piles up in front of it
+            return
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        self.body, self.left = hashlib.sha256(), length
+        self._take(rest)
+
+    def _take(self, data: bytes) -> None:
+        assert self.body is not None
+        self.body.update(data)
+        self.left -= len(data)
+        if self.left == 0:
+            answer = f"{self.body.hexdigest()}".encode()
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            self.body = None
+
+
+@asynccontextmanager
+async def local_service(*, reads: bool) -> AsyncIterator[int]:
+    """``_LocalService`` on a loopback port with small socket buffers (the kernel holds little of
+    what it does not read); yields the port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind(("127.0.0.1", 0))
+    transports: list[asyncio.Transport] = []
+    server = await asyncio.get_running_loop().create_server(lambda: _LocalService(reads, transports), sock=sock)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.close()
+        for transport in transports:
+            transport.abort()
+
+
+class Peak:
+    """The most ``tunnel.held_requests`` showed between any two callbacks of the event loop (each
+    relay message is handled in one), from creation to ``stop()``."""
+
+    def __init__(self, tunnel: AgentTunnel) -> None:
+        self.tunnel = tunnel
+        self.value = 0
+        self._handle = asyncio.get_running_loop().call_soon(self._sample)
+
+    def _sample(self) -> None:
+        self.value = max(self.value, self.tunnel.held_requests)
+        self._handle = asyncio.get_running_loop().call_soon(self._sample)
+
+    def stop(self) -> int:
+        self._handle.cancel()
+        return self.value
+
+
+class Uploads:
+    """A relay script: POSTs of ``size`` bytes on ``count`` streams, each sent as fast as its
+    window allows; the answers, bodies and resets the agent sends are kept by stream."""
+
+    def __init__(self, count: int, size: int, body: bytes | None = None) -> None:
+        self.count, self.size = count, size
+        self.body = body if body is not None else bytes(size)
+        self.sent: dict[int, int] = {}
+        self.resets: dict[int, str] = {}
+        self.status: dict[int, int] = {}
+        self.bodies: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.conn: RelayConnection | None = None
+        self.ws: ServerConnection | None = None
+        self.changed = asyncio.Event()
+
+    def open(self, method: bytes, path: bytes, size: int = 0) -> int:
+        assert self.conn is not None
+        headers = ((b"Host", b"hostile.localhost"), (b"Content-Length", str(size).encode()))
+        sid = self.conn.open_request(method, path, b"1.1", headers if size else headers[:1], end_stream=not size)
+        self.bodies[sid] = b""
+        if size:
+            self.sent[sid] = 0
+        return sid
+
+    def pump(self) -> None:
+        assert self.conn is not None
+        for sid, sent in self.sent.items():
+            while sent < self.size and sid not in self.resets:
+                n = min(self.conn.send_window(sid), self.size - sent, FRAME)
+                if not n:
+                    break
+                self.conn.send_data(sid, self.body[sent:sent + n], end_stream=sent + n == self.size)
+                sent += n
+            self.sent[sid] = sent
+
+    async def flush(self) -> None:
+        assert self.conn is not None and self.ws is not None
+        if self.conn.wants_to_send:
+            await self.ws.send(self.conn.data_to_send())
+
+    async def __call__(self, ws: ServerConnection, conn: RelayConnection) -> None:
+        self.ws, self.conn = ws, conn
+        for _ in range(self.count):
+            self.open(b"POST", b"/upload", self.size)
+        self.pump()
+        await self.flush()
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, StreamReset):
+                    self.resets[event.stream_id] = event.reason
+                elif isinstance(event, ResponseReceived):
+                    self.status[event.stream_id] = event.status
+                elif isinstance(event, DataReceived):
+                    self.bodies[event.stream_id] += bytes(event.data)
+                    conn.acknowledge(event.stream_id, len(event.data))
+                    if event.end_stream:
+                        self.ended.add(event.stream_id)
+            self.pump()
+            await self.flush()
+            self.changed.set()
+
+    async def until(self, predicate: Callable[[], bool], what: str, timeout: float = 20) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_bodies_a_local_service_does_not_read_are_held_within_a_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each stream may be sent its window (4 MiB) before the local service reads a byte, and a
+    # relay may open 1,024 streams: before, 200 POSTs to a service that read nothing took the
+    # agent from 45 to 999 MiB. Past the ceiling the stream holding the most is reset.
+    ceiling = 4 * MiB
+    monkeypatch.setattr(session_module, "HELD_REQUESTS", ceiling)
+    records: list[Exchange] = []
+    uploads = Uploads(8, 32 * MiB)
+    async with local_service(reads=False) as port:
+        async with hostile_relay(uploads, target=str(port), sink=lambda ex, final: final and records.append(ex)) as tunnel:
+            peak = Peak(tunnel)
+            await uploads.until(lambda: len(uploads.resets) >= 4, "the agent to reset the streams holding the most")
+            assert peak.stop() <= ceiling
+            assert tunnel.held_requests <= ceiling
+            reason = next(iter(uploads.resets.values()))
+            assert "of request bodies the local service has not read (at most 4 MiB)" in reason, reason
+            # Another request to the same service is answered all along.
+            sid = uploads.open(b"GET", b"/ok")
+            await uploads.flush()
+            await uploads.until(lambda: sid in uploads.ended, "the GET to be answered")
+            assert uploads.status[sid] == 200 and uploads.bodies[sid] == b"ok"
+            # The streams still open end (the relay cancels them): nothing is held any more.
+            assert uploads.conn is not None
+            for open_sid in set(uploads.sent) - set(uploads.resets):
+                uploads.conn.reset_stream(open_sid, ErrorCode.CANCEL, "client gone")
+            await uploads.flush()
+            await async_wait_for(lambda: tunnel.held_requests == 0, what="the held bodies to be let go")
+            await async_wait_for(lambda: len(records) >= 9, what="the exchanges to be recorded")
+    shed = [ex for ex in records if ex.error == "too_large"]
+    assert len(shed) == len(uploads.resets)
+    assert all("of request bodies the local service has not read" in ex.error_message for ex in shed)
+
+
+async def test_uploads_to_a_service_that_reads_arrive_whole_under_the_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three streams' windows fill the ceiling at most: three large uploads are never cut.
+    monkeypatch.setattr(session_module, "HELD_REQUESTS", 12 * MiB)
+    size = 24 * MiB
+    body = os.urandom(size)
+    uploads = Uploads(3, size, body)
+    async with local_service(reads=True) as port:
+        async with hostile_relay(uploads, target=str(port)) as tunnel:
+            peak = Peak(tunnel)
+            await uploads.until(lambda: len(uploads.ended) == 3, "the uploads to be answered", timeout=60)
+            assert peak.stop() <= 12 * MiB
+            assert uploads.resets == {}
+            assert set(uploads.bodies.values()) == {hashlib.sha256(body).hexdigest().encode()}
+            await async_wait_for(lambda: tunnel.held_requests == 0, what="the held bodies to be let go")
