@@ -237,15 +237,18 @@ async def _client_to_local(stream: AgentStream, cap: ExchangeCapture, ws: Client
                 return
             if not event.fin:
                 # The local service takes whole messages only: a message larger than the window
-                # must be gathered here, so its fragments are credited as they arrive.
-                stream.acknowledge(len(event.data))
+                # must be gathered here, so its fragments are credited as they arrive; they
+                # still count as held (the session's ceiling) until the message went.
+                stream.acknowledge(len(event.data), keep=True)
                 continue
             data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
+            earlier = gathered - len(event.data)
             fragments = []
             gathered = 0
             cap.ws_message("client", event.text, data)
             await ws.send(data, text=event.text)
             stream.acknowledge(len(event.data))
+            stream.release(earlier)
         elif isinstance(event, WebSocketClosed):
             await ws.close(sendable_close_code(event.code), event.reason)
             return

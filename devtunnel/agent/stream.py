@@ -147,17 +147,24 @@ class AgentStream:
         self._link.conn.send_ws_close(self.stream_id, code, reason)
         self._link.kick()
 
-    def acknowledge(self, n: int) -> None:
-        """Give ``n`` consumed bytes of credit back to the relay."""
+    def acknowledge(self, n: int, *, keep: bool = False) -> None:
+        """Give ``n`` consumed bytes of credit back to the relay (``keep``: they are still held
+        here, as a WebSocket message's fragments are until the whole message went: ``release``
+        then stops counting them)."""
         if n:
             link = self._link
-            held = self.held
-            if held:  # (0 once the stream was shed or forgotten: its bytes no longer count)
-                taken = n if n < held else held
-                self.held = held - taken
-                link.held -= taken
+            if not keep:
+                self.release(n)
             link.conn.acknowledge(self.stream_id, n)
             link.kick()
+
+    def release(self, n: int) -> None:
+        """Stop counting ``n`` bytes as held: the local service took them."""
+        held = self.held
+        if held:  # (0 once the stream was shed or forgotten: its bytes no longer count)
+            taken = n if n < held else held
+            self.held = held - taken
+            self._link.held -= taken
 
     def cut(self, when: str) -> tuple[ErrorKind, str]:
         """Why the stream's handler was stopped, as its record says it (``when``: "before ..."):

@@ -421,3 +421,54 @@ async def test_uploads_to_a_service_that_reads_arrive_whole_under_the_ceiling(mo
             assert uploads.resets == {}
             assert set(uploads.bodies.values()) == {hashlib.sha256(body).hexdigest().encode()}
             await async_wait_for(lambda: tunnel.held_requests == 0, what="the held bodies to be let go")
+
+
+async def test_websocket_messages_gathered_for_the_local_service_count_toward_the_ceiling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A message's fragments are credited as they arrive (the local service takes whole messages
+    # only) and were no longer counted: a relay sending fragments that never end on many
+    # WebSockets made the agent hold up to 64 MiB each, past any ceiling (a window, 4 MiB, on
+    # its way at a time: without the gathered bytes the count never passed 8 MiB). They count now until
+    # their message goes, and the WebSocket gathering the most is reset past the ceiling.
+    ceiling = 8 * MiB
+    monkeypatch.setattr(session_module, "HELD_REQUESTS", ceiling)
+    monkeypatch.setattr(local_ws_module, "MAX_MESSAGE", 64 * MiB)
+    resets: dict[int, str] = {}
+    sent: dict[int, int] = {}
+    accepted: set[int] = set()
+    changed = asyncio.Event()
+    each = 16 * MiB
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        for _ in range(1):
+            sid = conn.open_request(b"GET", b"/chat", b"1.1", ((b"Host", b"hostile.localhost"),), end_stream=True,
+                                    websocket=True)
+            sent[sid] = 0
+        await ws.send(conn.data_to_send())
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, ResponseReceived) and event.status == 101:
+                    accepted.add(event.stream_id)
+                elif isinstance(event, StreamReset):
+                    resets[event.stream_id] = event.reason
+            for sid in accepted - set(resets):
+                # At most a window (4 MiB) on its way: what reaches the agent alone stays under
+                # the ceiling; what it gathers grows past it.
+                while conn.send_window(sid) >= 65536 and sent[sid] < each:
+                    conn.send_ws_message(sid, bytes(65536), text=False, fin=False)  # never the last fragment
+                    sent[sid] += 65536
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+            changed.set()
+
+    with local_websocket() as (port, _):
+        async with hostile_relay(script, target=str(port)) as tunnel:
+            peak = Peak(tunnel)
+            async with asyncio.timeout(20):
+                while not resets:
+                    changed.clear()
+                    await changed.wait()
+            assert peak.stop() <= ceiling
+            reason = next(iter(resets.values()))
+            assert "of request bodies the local service has not read (at most 8 MiB)" in reason, reason
