@@ -116,6 +116,9 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         body_timeout=body_timeout,
         client_share=client_share,
         tunnels_per_token=RelaySettings.tunnels_per_token if args.tunnels_per_token is None else args.tunnels_per_token,
+        connections_per_token=(
+            RelaySettings.connections_per_token if args.connections_per_token is None else args.connections_per_token
+        ),
         public_url=args.public_url,
         rules=rules_flag(args.rules, relay=True) if args.rules is not None else (),
         trusted_proxies=_trusted_proxies(args.trusted_proxy),

@@ -189,6 +189,8 @@ class RelayServerSection:
     """Share of a tunnel's concurrent requests one client address may hold (1: no cap)."""
     tunnels_per_token: int = field(default=32, metadata=_kind(Int(0)))
     """Tunnel names one agent token may hold at once (a pool counts once); 0: no limit."""
+    connections_per_token: int = field(default=64, metadata=_kind(Int(0)))
+    """Agent connections one token may hold at once (each member of a pool counts); 0: no limit."""
     rules_file: Path | None = field(default=None, metadata=_kind(FilePath()))
     """A TOML file of ``[[rules]]`` applied to every tunnel, before each tunnel's own (docs/policy.md)."""
 

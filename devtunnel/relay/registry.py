@@ -1,6 +1,7 @@
 """Which agents hold which tunnel names at the relay (``AgentRegistry``): a new agent's name is
-picked or checked, claimed (against the token that holds it, and the holders' liveness), joined
-and left. Each name is held by a ``Pool``: one agent, or several sharing it.
+picked or checked, claimed (against the token that holds it, the holders' liveness, and what the
+token holds already), joined and left. Each name is held by a ``Pool``: one agent, or several
+sharing it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ class AgentRegistry:
             token asks for the name (``RelaySettings.name_check_timeout``).
         names_per_token: names one token may hold at once; 0 for no limit
             (``RelaySettings.tunnels_per_token``).
+        connections_per_token: agent connections one token may hold at once, over all its
+            names and pools; 0 for no limit (``RelaySettings.connections_per_token``).
     """
 
-    def __init__(self, name_check_timeout: float, names_per_token: int = 0) -> None:
+    def __init__(self, name_check_timeout: float, names_per_token: int = 0, connections_per_token: int = 0) -> None:
         self.name_check_timeout = name_check_timeout
         self.names_per_token = names_per_token
+        self.connections_per_token = connections_per_token
         self.pools: dict[str, Pool] = {}
         """The agents holding each tunnel name online (one, or a pool sharing it), oldest name first."""
 
@@ -67,29 +71,30 @@ class AgentRegistry:
         the name only if every holder fails a liveness check now: a healthy agent is never
         displaced. A name the token does not hold yet is refused while the token holds
         ``names_per_token`` others: a name it holds already (a pool joined, a holder coming
-        back or displaced) is never counted twice. Returns with no await after its last look,
-        so the caller can take the name before anyone else.
+        back or displaced) is never counted twice. Any agent is refused while the token holds
+        ``connections_per_token`` connections besides those it would displace. Returns with no
+        await after its last look, so the caller can take the name before anyone else.
         """
         while True:
             pool = self.pools.get(name)
             if pool is None:
-                return [], self._limit_refusal(token)
+                return [], self._limit_refusal(token) or self._connections_refusal(token, [])
             if not hmac.compare_digest(pool.token.encode(), token.encode()):
                 return [], (ErrorCode.NAME_TAKEN, f"tunnel name {quoted(name)} is in use by an agent with another token")
             stale = pool.find(instance) if instance is not None else None
             if stale is not None and (len(pool) == 1 or (pool.shared and shared)):
-                return [stale], None
+                return [stale], self._connections_refusal(token, [stale])
             refusal = mix_refusal(pool, shared)
             if refusal is None and fits is not None and not fits(pool.members):
                 refusal = rules_refusal(pool)
             if refusal is None:
-                return [], None
+                return [], self._connections_refusal(token, [])
             holders = list(pool.members)
             alive = await asyncio.gather(*(holder.answers(self.name_check_timeout) for holder in holders))
             if any(alive):
                 return [], (ErrorCode.NAME_IN_USE, refusal)
             if self.pools.get(name) is pool and pool.members == holders:
-                return holders, None
+                return holders, self._connections_refusal(token, holders)
             # The name changed hands during the check: look again.
 
     def _limit_refusal(self, token: str) -> tuple[ErrorCode, str] | None:
@@ -106,6 +111,22 @@ class AgentRegistry:
         return ErrorCode.NAME_TAKEN, (
             f"this token holds {held} {tunnels} on the relay already, the most it allows one token"
             " (devtunnel relay --tunnels-per-token): stop one of them first"
+        )
+
+    def _connections_refusal(self, token: str, displaced: list[AgentLink]) -> tuple[ErrorCode, str] | None:
+        """Why ``token`` may not open one more agent connection, in place of ``displaced`` (its
+        own, let go when it joins): it holds ``connections_per_token`` others. Or None."""
+        limit = self.connections_per_token
+        if not limit:
+            return None
+        # A scan, as for names: the members of this token's pools are its connections online.
+        held = sum(len(pool) for pool in self.pools.values() if pool.token == token) - len(displaced)
+        if held < limit:
+            return None
+        connections = "agent connection" if held == 1 else "agent connections"
+        return ErrorCode.TOO_MANY_CONNECTIONS, (
+            f"this token holds {held} {connections} on the relay already, the most it allows one token"
+            " (devtunnel relay --connections-per-token): stop one of them first"
         )
 
     def join(self, name: str, token: str, shared: bool, tunnel: AgentLink, displaced: list[AgentLink]) -> Pool:

@@ -59,8 +59,8 @@ class Relay:
         self._suffix = b"." + self._domain
         self._names = TunnelNames(self._suffix)
         # The embedded relay holds one person's tunnels, all without a token.
-        per_token = 0 if settings.embedded else settings.tunnels_per_token
-        self._registry = AgentRegistry(settings.name_check_timeout, per_token)
+        names, connections = (0, 0) if settings.embedded else (settings.tunnels_per_token, settings.connections_per_token)
+        self._registry = AgentRegistry(settings.name_check_timeout, names, connections)
         self._tunnels = self._registry.pools
         """The agents holding each tunnel name online (one, or a pool sharing it), oldest name first."""
         self._public = urlsplit(settings.public_url) if settings.public_url else None

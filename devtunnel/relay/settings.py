@@ -61,6 +61,10 @@ class RelaySettings:
     tunnels_per_token: int = 32
     """Tunnel names one token may hold at once (a pool's members hold one name together); an
     agent asking for one more is refused. 0: no limit. Not applied when ``embedded``."""
+    connections_per_token: int = 64
+    """Agent connections one token may hold at once (each member of a pool is one; an agent
+    coming back in place of its stale connection is not one more); one more is refused. Each
+    costs the relay a task and its buffers. 0: no limit. Not applied when ``embedded``."""
     stall_timeout: float = 15.0
     """Seconds an agent's socket may stay full without draining a byte before the agent is dropped."""
     max_window: int = 16 << 20

@@ -138,6 +138,9 @@ def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:
         (["--tunnels-per-token", "-1"], "--tunnels-per-token: expected a whole number of 0 or more, not '-1'"),
         (["--tunnels-per-token", "many"], "--tunnels-per-token: expected a whole number of 0 or more, not 'many'"),
         (["--tunnels-per-token", "2.5"], "--tunnels-per-token: expected a whole number of 0 or more, not '2.5'"),
+        (["--connections-per-token", "-1"], "--connections-per-token: expected a whole number of 0 or more, not '-1'"),
+        (["--connections-per-token", "lots"], "--connections-per-token: expected a whole number of 0 or more, not 'lots'"),
+        (["--connections-per-token", "1e3"], "--connections-per-token: expected a whole number of 0 or more, not '1e3'"),
         (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "no such file"),
         (["--tokens-file", "/nonexistent/tokens"], "cannot read it"),
@@ -326,4 +329,37 @@ def test_a_negative_tunnels_per_token_in_the_file_is_one_line_and_exit_2(tmp_pat
                             env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
     assert result.returncode == 2
     assert "relay_server.tunnels_per_token: expected an integer of 0 or more, got -1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_connections_per_token_comes_from_the_flag_then_the_file_then_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+
+    def settings(*flags: str) -> RelaySettings:
+        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
+
+    assert settings().connections_per_token == 64
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\nconnections_per_token = 8\n")
+    assert settings().connections_per_token == 8
+    assert settings("--connections-per-token", "0").connections_per_token == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "relay_server.connections_per_token: expected an integer of 0 or more, got -1"),
+        ('"many"', "relay_server.connections_per_token: expected an integer, got 'many'"),
+        ("2.5", "relay_server.connections_per_token: expected an integer, got a number"),
+    ],
+)
+def test_a_bad_connections_per_token_in_the_file_is_one_line_and_exit_2(tmp_path: Path, value: str, message: str) -> None:
+    (tmp_path / "devtunnel.toml").write_text(f"[relay_server]\nconnections_per_token = {value}\n")
+    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -1,6 +1,7 @@
-"""How many tunnel names one agent token may hold on a relay (``--tunnels-per-token``): several
-developers share a relay, one token each, and none may hold every name (nor the relay's memory
-and sockets with them).
+"""How many tunnel names (``--tunnels-per-token``) and agent connections
+(``--connections-per-token``) one agent token may hold on a relay: several developers share a
+relay, one token each, and none may hold every name (nor the relay's memory and sockets with
+them), nor open connections without end into one pool.
 
 Real relay on loopback, scripted agents (``tests/net/_relay_agent.py``) and the real command.
 """
@@ -21,6 +22,10 @@ from tests.net._relay_agent import TOKEN, ScriptedAgent, connect_agent, running_
 OTHER = "other-token"
 LAPTOP = "laptop-instance-0001"
 LIMIT_SAYS = "this token holds 2 tunnels on the relay already, the most it allows one token"
+CONNECTIONS_SAY = (
+    "this token holds 3 agent connections on the relay already, the most it allows one token"
+    " (devtunnel relay --connections-per-token): stop one of them first"
+)
 
 
 async def _refused(agent: ScriptedAgent) -> GoAway:
@@ -132,3 +137,93 @@ async def test_the_command_refused_for_its_tokens_limit_says_why_in_one_line_and
             assert relay.tunnels == ["shop"] and not holder.closed.is_set()
         finally:
             await holder.close()
+
+
+# -- agent connections per token ----------------------------------------------------------------
+async def test_a_token_at_its_connection_limit_is_refused_one_more_until_one_closes() -> None:
+    async with running_relay(connections_per_token=3) as relay:
+        pool = [await connect_agent(relay, "api", pool=True) for _ in range(3)]
+        others: list[ScriptedAgent] = []
+        try:
+            refusal = await _refused(ScriptedAgent(relay.port, token=TOKEN, name="api", pool=True))
+            assert refusal.code == ErrorCode.TOO_MANY_CONNECTIONS  # final: the agent stops and says why
+            assert refusal.reason == CONNECTIONS_SAY
+            # The limit is the token's, over all its names, and no other token's.
+            assert (await _refused(ScriptedAgent(relay.port, token=TOKEN, name="web"))).reason == CONNECTIONS_SAY
+            others = [await connect_agent(relay, "api2", token=OTHER, pool=True) for _ in range(3)]
+            assert relay.agents == {"api": 3, "api2": 3}
+            await pool.pop().close()
+            await async_wait_for(lambda: relay.agents["api"] == 2, what="the closed member to leave the pool")
+            pool.append(await connect_agent(relay, "api", pool=True))
+            assert relay.agents == {"api": 3, "api2": 3}
+            await _refused(ScriptedAgent(relay.port, token=TOKEN, name="api", pool=True))
+        finally:
+            for agent in pool + others:
+                await agent.close()
+
+
+async def test_a_connection_dropped_for_an_unanswered_ping_gives_its_place_back() -> None:
+    async with running_relay(connections_per_token=2, ping_interval=0.2, ping_timeout=0.3) as relay:
+        hung, alive = await connect_agent(relay, "api", pool=True), await connect_agent(relay, "api", pool=True)
+        agents = [hung, alive]
+        try:
+            hung.stop_reading()  # no pong: the relay drops it within ping interval + timeout
+            refusal = await _refused(ScriptedAgent(relay.port, token=TOKEN, name="api", pool=True))
+            assert refusal.code == ErrorCode.TOO_MANY_CONNECTIONS
+            await async_wait_for(lambda: relay.agents == {"api": 1}, timeout=10, what="the hung agent to be dropped")
+            agents.append(await connect_agent(relay, "api", pool=True))
+            assert relay.agents == {"api": 2}
+        finally:
+            hung.abort()
+            for agent in agents:
+                await agent.close()
+
+
+async def test_an_agent_coming_back_at_the_connection_limit_takes_its_own_place_again() -> None:
+    async with running_relay(connections_per_token=2, name_check_timeout=60) as relay:
+        other = await connect_agent(relay, "api", pool=True)
+        stale = await connect_agent(relay, "api", pool=True, instance=LAPTOP)
+        stale.stop_reading()  # its network went away: the relay still holds the connection
+        back = ScriptedAgent(relay.port, token=TOKEN, name="api", pool=True, instance=LAPTOP)
+        try:
+            assert isinstance(await asyncio.wait_for(back.connect(), 10), Welcome)
+            assert relay.agents == {"api": 2}
+            await _refused(ScriptedAgent(relay.port, token=TOKEN, name="api", pool=True))
+        finally:
+            stale.abort()
+            for agent in (stale, back, other):
+                await agent.close()
+
+
+async def test_an_agent_taking_the_name_of_a_dead_holder_at_the_connection_limit_is_let_in() -> None:
+    # The holder it displaces is not counted: the token holds as many connections after as before.
+    async with running_relay(connections_per_token=2, name_check_timeout=0.3, ping_interval=60, ping_timeout=60) as relay:
+        other = await connect_agent(relay, "web")
+        dead = await connect_agent(relay, "shop")
+        dead.stop_reading()  # it cannot answer the liveness check
+        newcomer = ScriptedAgent(relay.port, token=TOKEN, name="shop")
+        try:
+            assert isinstance(await asyncio.wait_for(newcomer.connect(), 10), Welcome)
+            assert relay.agents == {"web": 1, "shop": 1}
+        finally:
+            dead.abort()
+            for agent in (dead, newcomer, other):
+                await agent.close()
+
+
+async def test_no_connection_limit_with_0_nor_on_the_embedded_relay() -> None:
+    async with running_relay(connections_per_token=0) as relay:
+        agents = [await connect_agent(relay, "api", pool=True) for _ in range(70)]  # more than the default of 64
+        try:
+            assert relay.agents == {"api": 70}
+        finally:
+            for agent in agents:
+                await agent.close()
+    async with running_relay(embedded=True, connections_per_token=1) as relay:
+        agents = [await connect_agent(relay, name, token="") for name in ("one", "two")]
+        try:
+            assert relay.agents == {"one": 1, "two": 1}
+        finally:
+            for agent in agents:
+                await agent.close()
+
