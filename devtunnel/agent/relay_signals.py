@@ -120,7 +120,10 @@ def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, in
 # would only start a tug of war between the two. (Newer relays say NAME_IN_USE, and only to a
 # connection that is stale: that one reconnects, and waits while a live agent holds the name.)
 FINAL_GOAWAYS = frozenset(
-    (ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR, ErrorCode.RULES_REFUSED)
+    (
+        ErrorCode.AUTH_FAILED, ErrorCode.NAME_TAKEN, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_ERROR,
+        ErrorCode.RULES_REFUSED, ErrorCode.TOO_MANY_CONNECTIONS,
+    )
 )
 
 
@@ -145,6 +148,8 @@ def goaway_error(event: GoAway) -> TunnelError:
         return TunnelError(f"the relay speaks another protocol version: {reason}")
     if event.code == ErrorCode.RULES_REFUSED:
         return TunnelError(f"the relay refused the tunnel's rules: {reason}")
+    if event.code == ErrorCode.TOO_MANY_CONNECTIONS:
+        return TunnelError(f"the relay refused the connection: {reason}")
     if event.code == ErrorCode.NO_ERROR:
         return TunnelError(f"the relay ended the tunnel: {reason}")
     return RelayUnreachableError(f"the relay turned the tunnel away: {reason}")

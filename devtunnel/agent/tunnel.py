@@ -3,9 +3,10 @@
 An ``AgentTunnel`` keeps one WebSocket to its relay (``/_devtunnel/connect``), a ``Session`` at a time,
 and reconnects by itself when it drops, with exponential backoff and full jitter capped at
 ``MAX_BACKOFF``, asking for the same name again with the tunnel's instance id, so the relay
-hands the name straight back. A refused token, a name held by another token, or a name held by
-another live agent on the first connection ends the tunnel in ``FAILED`` without retrying; a
-tunnel that was online keeps retrying while another agent holds its name.
+hands the name straight back. A refused token, a name held by another token, a token at the
+relay's limit of names or connections, or a name held by another live agent on the first
+connection ends the tunnel in ``FAILED`` without retrying; a tunnel that was online keeps
+retrying while another agent holds its name.
 
 The tunnel owns what outlives a connection: its ``Forwarder`` (and one per ``forward`` rule),
 the app it runs (``app_runner.py``), its public-URL provider (``via_runner.py``, set by the

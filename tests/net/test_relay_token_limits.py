@@ -227,3 +227,29 @@ async def test_no_connection_limit_with_0_nor_on_the_embedded_relay() -> None:
             for agent in agents:
                 await agent.close()
 
+
+async def test_the_command_refused_for_its_tokens_connections_says_why_in_one_line_and_exits_3(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    env.pop("DEVTUNNEL_RELAY", None)
+    env.pop("DEVTUNNEL_TOKEN", None)
+    async with running_relay(connections_per_token=1) as relay:
+        holder = await connect_agent(relay, "api", pool=True)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "devtunnel", "http", "9", "--relay", f"ws://127.0.0.1:{relay.port}",
+                "--token", TOKEN, "--name", "api", "--pool", "--no-tui", "--api-port", "0", "--no-record",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            )
+            # It stops at the first refusal: reconnecting cannot help.
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == EXIT_TUNNEL_REFUSED
+            errors = err.decode()
+            assert "Traceback" not in errors and "reconnecting" not in errors
+            assert errors.strip().splitlines()[-1] == (
+                "devtunnel: the relay refused the connection: this token holds 1 agent connection on the relay"
+                " already, the most it allows one token (devtunnel relay --connections-per-token): stop one of them first"
+            )
+            assert b"Forwarding" not in out
+            assert relay.agents == {"api": 1} and not holder.closed.is_set()
+        finally:
+            await holder.close()
