@@ -116,7 +116,10 @@ async def test_an_agent_flooding_clients_that_do_not_read_holds_at_most_its_ceil
 
 
 async def test_agents_together_hold_at_most_the_relay_ceiling_and_another_tunnel_is_served() -> None:
-    total = 3 * MiB
+    # Under what one stream holds once its client stopped reading (its window, 4 MiB, less what
+    # the kernel and the transport took: about 1 MiB), so every stream is shed however the
+    # four fill up, not only while others hold more beside it.
+    total = 2 * MiB
     resets: list[str] = []
     async with running_relay(agent_responses=64 * MiB, relay_buffer=total) as relay:
         agents = [await connect_agent(relay, name, handler=serving(b"y" * (32 * MiB), resets)) for name in ("a", "b")]
@@ -126,7 +129,7 @@ async def test_agents_together_hold_at_most_the_relay_ceiling_and_another_tunnel
         try:
             await async_wait_for(lambda: len(resets) == 4, what="the relay to reset every stream")
             assert total // 2 < peak.stop() <= total
-            assert "(at most 3 MiB for all agents)" in resets[0]
+            assert "(at most 2 MiB for all agents)" in resets[0]
             status, text = await get_text(relay.port, "other")
             assert status == 200 and text.startswith("GET /ok")
         finally:
@@ -190,14 +193,15 @@ async def test_downloads_to_slow_clients_under_the_ceiling_arrive_whole() -> Non
                 if not part:
                     return bytes(data)
                 data += part
-                head, sep, rest = bytes(data).partition(b"\r\n\r\n")
-                if sep and len(rest) >= size:
-                    return rest
+                end = data.find(b"\r\n\r\n")  # (a head is short: found in the first reads)
+                if end >= 0 and len(data) - end - 4 >= size:
+                    return bytes(data[end + 4:])
 
         try:
             # The clients read nothing until the relay holds most of each stream's window (4 MiB,
-            # once the kernel's buffers are full): under the ceiling.
-            await async_wait_for(lambda: relay.held_responses > 9 * MiB, timeout=20, what="the relay to hold responses")
+            # less what the kernel's buffers and the transport took: 1 MiB a stream is usual, so
+            # 9 MiB in all, which is where the bound sits): under the ceiling.
+            await async_wait_for(lambda: relay.held_responses >= 8 * MiB, timeout=20, what="the relay to hold responses")
             bodies = await asyncio.wait_for(asyncio.gather(*(read_all(s) for s in socks)), 30)
             assert [hashlib.sha256(b).hexdigest() for b in bodies] == [hashlib.sha256(body).hexdigest()] * 3
             assert resets == []
