@@ -1,6 +1,6 @@
 """How the relay listens: uvicorn, configured with the relay's own protocol classes, serving the
-relay's ASGI application on a socket bound here, and more listeners on the same server for
-pinned ports (``Relay.pin``).
+relay's ASGI application on a socket bound here, more listeners on the same server for pinned
+ports (``Relay.pin``), and how it stops taking requests when it drains (``stop_accepting``).
 
 uvicorn is driven by hand (``Server.startup`` and ``shutdown`` rather than ``serve``), so it runs
 inside the caller's event loop; ``tests/net/test_uvicorn_contract.py`` checks what this relies on.
@@ -108,6 +108,24 @@ async def listen_more(server: uvicorn.Server, host: str, port: int) -> tuple[int
     bound = int(sock.getsockname()[1])
     server.servers.append(listener)  # closed with the others by ``shutdown``
     return bound, listener
+
+
+def stop_accepting(server: uvicorn.Server) -> None:
+    """The first half of ``server.shutdown``, WebSockets left out: close every listener (its own
+    and ``listen_more``'s), so new connections are refused, and ask each public HTTP connection
+    to close: at once when no response is under way on it, else after that response, which says
+    ``Connection: close`` if its head is not written yet (uvicorn's ``shutdown`` of its HTTP
+    protocol; the direct path writes through the same cycle: ``http_direct.response_head``,
+    ``complete``). WebSockets, the agents' and the public ones, stay open.
+
+    Asking again is harmless: it also reaches a connection the loop was still setting up when
+    the listeners closed.
+    """
+    for listener in server.servers:
+        listener.close()
+    for connection in list(server.server_state.connections):
+        if isinstance(connection, HeadLimitedHttpProtocol):
+            connection.shutdown()
 
 
 def stop_listening(server: uvicorn.Server | None, listener: asyncio.AbstractServer) -> None:

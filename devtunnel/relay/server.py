@@ -15,6 +15,7 @@ name), ``pages`` answers on the relay's own domain, ``listening`` sets uvicorn u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from typing import Any, Final
@@ -29,7 +30,7 @@ from devtunnel.relay.headers import hostname_of as _hostname, request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.link import AgentLink, BufferBudget
-from devtunnel.relay.listening import listen_more, server_config, start_server, stop_listening
+from devtunnel.relay.listening import listen_more, server_config, start_server, stop_accepting, stop_listening
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pages import own_page
 from devtunnel.relay.pool import Pool
@@ -44,9 +45,13 @@ from devtunnel.values.relay_url import CONNECT_PATH
 
 log = logging.getLogger("devtunnel.relay")
 
+DRAIN_POLL = 0.05
+"""Seconds between two looks at the requests in flight while the relay drains (``Relay.drain``)."""
+
 
 class Relay:
-    """A running relay. ``await start()``, then ``await stop()``.
+    """A running relay. ``await start()``, then ``await stop()``; ``await drain(...)`` before
+    ``stop`` lets the requests in flight finish.
 
     The instance is also the ASGI application uvicorn serves.
     """
@@ -141,6 +146,18 @@ class Relay:
         """Open client connections (HTTP and WebSocket, public and agents)."""
         return len(self._server.server_state.connections) if self._server is not None else 0
 
+    @property
+    def requests_in_flight(self) -> int:
+        """HTTP requests through tunnels whose response has not all come from the agent yet:
+        the open HTTP streams of every agent's link (public WebSockets, and the agents' own
+        connections, are not counted)."""
+        return sum(
+            not stream.websocket
+            for pool in self._tunnels.values()
+            for tunnel in pool.members
+            for stream in tunnel.streams.values()
+        )
+
     async def start(self) -> None:
         """Listen; returns once the socket accepts connections.
 
@@ -175,6 +192,41 @@ class Relay:
         listener = self._pin_listeners.pop(port, None)
         if listener is not None:
             stop_listening(self._server, listener)
+
+    def stop_accepting(self) -> None:
+        """Take no new requests: every listener closes (pinned ports too), so new connections
+        are refused, and each public HTTP connection closes once its response is written (that
+        response says ``Connection: close`` when its head was not written yet), an idle
+        kept-alive one at once (``listening.stop_accepting``). Agents stay connected, and
+        public WebSockets open."""
+        if self._server is not None:
+            stop_accepting(self._server)
+
+    async def drain(self, timeout: float, interrupted: asyncio.Event | None = None) -> int:
+        """Take no new requests (``stop_accepting``) and let the HTTP requests in flight through
+        tunnels finish, before ``stop``: agents stay connected, as the streams they serve must
+        finish. Returns once none is in flight (``requests_in_flight``), ``timeout`` seconds
+        have passed, or ``interrupted`` is set; with how many are still in flight then (0: all
+        finished), which ``stop`` cuts.
+
+        ``devtunnel relay`` drains; the embedded relay does not (its agent goes away with it).
+        """
+        server = self._server
+        if server is None:
+            return 0
+        if interrupted is None:
+            interrupted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            stop_accepting(server)  # each time: also a connection the loop was still setting up
+            left = self.requests_in_flight
+            remaining = deadline - loop.time()
+            if not left or remaining <= 0 or interrupted.is_set():
+                return left
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(DRAIN_POLL, remaining)):
+                    await interrupted.wait()
 
     async def stop(self) -> None:
         """Tell every agent the relay is going away, then close all connections."""
