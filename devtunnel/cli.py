@@ -135,6 +135,9 @@ examples:
     p.add_argument("--client-share", type=float, metavar="FRACTION", help="share of a tunnel's concurrent requests one client address may hold; more get 429 (default: 0.25; 1 turns it off)")
     p.add_argument("--tunnels-per-token", type=_count, metavar="N", help="tunnel names one token may hold at once; a pool counts once (default: 32; 0: no limit)")
     p.add_argument("--connections-per-token", type=_count, metavar="N", help="agent connections one token may hold at once; each member of a pool counts (default: 64; 0: no limit)")
+    p.add_argument("--drain-timeout", metavar="SECONDS",
+                   help="on SIGTERM or SIGINT, take no new requests and let those in flight finish for up to this long "
+                        "(10, 30s, 1m; default: 10; 0: stop at once)")
     p.add_argument("--rules", metavar="FILE", help="rules for every tunnel, applied before each tunnel's own (docs/policy.md)")
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
                    help="a proxy in front of the relay: its X-Forwarded-For names the client for rules (repeatable)")

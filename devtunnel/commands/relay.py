@@ -18,10 +18,13 @@ from devtunnel.rules import rules_flag
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
+from devtunnel.values.durations import parse_duration
 from devtunnel.values.names import validate_domain
 from devtunnel.values.sizes import parse_size
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
+
+log = logging.getLogger("devtunnel.relay")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -95,6 +98,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     client_share = _given(args, "client_share", RelaySettings.client_share)
     if not 0 < client_share <= 1:
         raise ConfigError(f"--client-share {client_share}: must be more than 0 and at most 1, e.g. 0.25")
+    drain_timeout = _drain_timeout(args.drain_timeout)
     if args.public_url:
         parts = split_url(args.public_url, "--public-url")
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -122,7 +126,18 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         public_url=args.public_url,
         rules=rules_flag(args.rules, relay=True) if args.rules is not None else (),
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
+        drain_timeout=drain_timeout,
     )
+
+
+def _drain_timeout(value: str | float | None) -> float:
+    """``--drain-timeout`` (text, or seconds from ``[relay_server]``) in seconds, or ConfigError."""
+    if value is None:
+        return RelaySettings.drain_timeout
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--drain-timeout: {exc}") from None
 
 
 def _check_public_host(host: str) -> None:
@@ -159,7 +174,8 @@ def _given(args: argparse.Namespace, name: str, default: float) -> float:
 
 
 async def serve(settings: RelaySettings) -> None:
-    """Start the relay, print where it listens, and run until SIGINT or SIGTERM."""
+    """Start the relay, print where it listens, and run until SIGINT or SIGTERM; then drain
+    (``Relay.drain``, up to ``settings.drain_timeout``; a second signal ends it) and stop."""
     relay = Relay(settings)
     await relay.start()
     stop = asyncio.Event()
@@ -173,8 +189,33 @@ async def serve(settings: RelaySettings) -> None:
           flush=True)
     try:
         await stop.wait()
+        stop.clear()
+        if settings.drain_timeout > 0:
+            await drain(relay, settings.drain_timeout, stop)
     finally:
         await relay.stop()
+
+
+async def drain(relay: Relay, timeout: float, interrupted: asyncio.Event) -> None:
+    """Let the requests in flight finish (``Relay.drain``), saying so in a log line when it
+    begins (once no new connection is taken) and one when it ends."""
+    relay.stop_accepting()
+    log.info(
+        "stopping: %s in flight; taking no new connections, waiting up to %g s for them to finish"
+        " (a second Ctrl-C or SIGTERM stops at once)",
+        _requests(relay.requests_in_flight), timeout,
+    )
+    left = await relay.drain(timeout, interrupted)
+    if not left:
+        log.info("stopping: every request in flight finished")
+    elif interrupted.is_set():
+        log.info("stopping at once (a second signal): %s still in flight cut", _requests(left))
+    else:
+        log.info("stopping: drain timeout of %g s reached, %s still in flight cut", timeout, _requests(left))
+
+
+def _requests(count: int) -> str:
+    return f"{count} request{'' if count == 1 else 's'}"
 
 
 def _use_uvloop() -> None:

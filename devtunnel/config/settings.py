@@ -191,6 +191,8 @@ class RelayServerSection:
     """Tunnel names one agent token may hold at once (a pool counts once); 0: no limit."""
     connections_per_token: int = field(default=64, metadata=_kind(Int(0)))
     """Agent connections one token may hold at once (each member of a pool counts); 0: no limit."""
+    drain_timeout: float = field(default=10.0, metadata=_kind(Duration()))
+    """How long the requests in flight may take to finish on SIGTERM or SIGINT, e.g. ``"30s"``; 0: stop at once."""
     rules_file: Path | None = field(default=None, metadata=_kind(FilePath()))
     """A TOML file of ``[[rules]]`` applied to every tunnel, before each tunnel's own (docs/policy.md)."""
 

@@ -55,6 +55,10 @@ class RelaySettings:
     """Seconds between log lines of one kind about peers' bad input (the rest are summarised)."""
     shutdown_timeout: float = 3.0
     """Seconds ``stop`` waits for requests in flight."""
+    drain_timeout: float = 10.0
+    """Seconds ``devtunnel relay`` lets the HTTP requests in flight finish on SIGTERM or SIGINT,
+    taking no new ones, before it stops (``Relay.drain``); 0: it stops at once. Not applied when
+    ``embedded``: its agent goes away with it."""
     name_check_timeout: float = 2.0
     """Seconds the agent holding a name has to answer a ping when another agent with the same
     token asks for the name; one that does not is displaced."""

@@ -141,6 +141,12 @@ def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:
         (["--connections-per-token", "-1"], "--connections-per-token: expected a whole number of 0 or more, not '-1'"),
         (["--connections-per-token", "lots"], "--connections-per-token: expected a whole number of 0 or more, not 'lots'"),
         (["--connections-per-token", "1e3"], "--connections-per-token: expected a whole number of 0 or more, not '1e3'"),
+        (["--drain-timeout", "-1"], "--drain-timeout: expected a duration such as 30s, 500ms or 2m (0 to 24h), got '-1'"),
+        (["--drain-timeout", "soon"], "--drain-timeout: expected a duration such as 30s, 500ms or 2m, got 'soon'"),
+        (["--drain-timeout", "inf"], "--drain-timeout: expected a duration such as 30s, 500ms or 2m (0 to 24h), got 'inf'"),
+        (["--drain-timeout", "nan"], "--drain-timeout: expected a duration such as 30s, 500ms or 2m (0 to 24h), got 'nan'"),
+        (["--drain-timeout", "25h"], "--drain-timeout: expected a duration such as 30s, 500ms or 2m (0 to 24h), got '25h'"),
+        (["--drain-timeout", ""], "--drain-timeout: expected a duration such as 30s, 500ms or 2m, got ''"),
         (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "no such file"),
         (["--tokens-file", "/nonexistent/tokens"], "cannot read it"),
@@ -362,4 +368,42 @@ def test_a_bad_connections_per_token_in_the_file_is_one_line_and_exit_2(tmp_path
                             env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
     assert result.returncode == 2
     assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_drain_timeout_comes_from_the_flag_then_the_file_then_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+
+    def settings(*flags: str) -> RelaySettings:
+        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
+
+    assert settings().drain_timeout == 10
+    (tmp_path / "devtunnel.toml").write_text('[relay_server]\ndrain_timeout = "1m"\n')
+    assert settings().drain_timeout == 60
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\ndrain_timeout = 2.5\n")
+    assert settings().drain_timeout == 2.5
+    assert settings("--drain-timeout", "0").drain_timeout == 0
+    assert settings("--drain-timeout", "30s").drain_timeout == 30
+    assert settings("--drain-timeout", "45").drain_timeout == 45
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "relay_server.drain_timeout: expected a duration such as 30s, 500ms or 2m (0 to 24h), got -1"),
+        ('"soon"', "relay_server.drain_timeout: expected a duration such as 30s, 500ms or 2m, got 'soon'"),
+        ("inf", "relay_server.drain_timeout: expected a duration such as 30s, 500ms or 2m (0 to 24h), got inf"),
+        ("true", "relay_server.drain_timeout: expected a duration such as 30s, 500ms or 2m, got a boolean"),
+    ],
+)
+def test_a_bad_drain_timeout_in_the_file_is_one_line_and_exit_2(tmp_path: Path, value: str, message: str) -> None:
+    (tmp_path / "devtunnel.toml").write_text(f"[relay_server]\ndrain_timeout = {value}\n")
+    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    assert result.returncode == 2, result
+    assert message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
