@@ -198,12 +198,16 @@ async def serve(settings: RelaySettings) -> None:
 
 async def drain(relay: Relay, timeout: float, interrupted: asyncio.Event) -> None:
     """Let the requests in flight finish (``Relay.drain``), saying so in a log line when it
-    begins (once no new connection is taken) and one when it ends."""
+    begins (once no new connection is taken) and one when it ends. With none in flight there
+    is nothing to wait for, nor to say."""
     relay.stop_accepting()
+    count = relay.requests_in_flight
+    if not count:
+        return
     log.info(
         "stopping: %s in flight; taking no new connections, waiting up to %g s for them to finish"
         " (a second Ctrl-C or SIGTERM stops at once)",
-        _requests(relay.requests_in_flight), timeout,
+        _requests(count), timeout,
     )
     left = await relay.drain(timeout, interrupted)
     if not left:

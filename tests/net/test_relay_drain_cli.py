@@ -170,6 +170,17 @@ def test_a_drain_timeout_of_0_stops_at_once_as_before(env: dict[str, str], procs
     assert not any("stopping" in l for l in relay.err), relay.err
 
 
+def test_with_no_request_in_flight_the_relay_stops_at_once_without_a_drain_line(
+    env: dict[str, str], procs: list[Proc], slow: Slow
+) -> None:
+    relay, port = tunnel(procs, env, slow.service, "--drain-timeout", "600")
+    client = send(port, "GET /fast HTTP/1.1\r\nHost: HOST\r\n\r\n")
+    assert response(client.recv(65536))[0] == b"HTTP/1.1 200 OK"  # answered: kept alive, idle
+    assert relay.stop(signal.SIGTERM, timeout=15) == 0
+    assert not any("stopping" in l for l in relay.err), relay.err
+    client.close()
+
+
 def test_the_embedded_relay_of_devtunnel_http_does_not_drain(env: dict[str, str], procs: list[Proc], slow: Slow) -> None:
     """Its agent goes away with it: on SIGTERM the agent's tunnel lets its request finish for
     a while (``LEAVE_GRACE``), then the embedded relay stops as before, saying nothing of a
