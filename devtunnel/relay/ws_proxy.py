@@ -23,6 +23,7 @@ from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_answer, strip_rule_header
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
+from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.rules import Decision
 from devtunnel.values.websocket import sendable_close_code
 
@@ -125,6 +126,9 @@ class WebSocketForwarder:
             except OSError:  # the client left while the local service was answering
                 tunnel.forget(stream, complete=False)
                 raise
+            protocol = protocol_of(receive)
+            if isinstance(protocol, GuardedWebSocketProtocol):
+                stream.client = protocol  # closed with 1013 if the relay sheds the stream (AgentLink.shed)
             pump = asyncio.get_running_loop().create_task(self._client_to_agent(tunnel, stream, receive))
             try:
                 await self._agent_to_client(tunnel, stream, send)
