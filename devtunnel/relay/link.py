@@ -100,7 +100,9 @@ class RelayStream:
     ``chunks`` holds response body bytes (HTTP streams) or ``WebSocketMessageReceived`` /
     ``WebSocketClosed`` events (WebSocket streams), in arrival order; ``held`` counts the bytes
     of the body chunks and messages in it, which the response side gives back with
-    ``AgentLink.taken`` as it takes them (``BufferBudget`` bounds them).
+    ``AgentLink.taken`` as it takes them (``BufferBudget`` bounds them). The fragments of a
+    WebSocket message are given back once the whole message was taken: until then the
+    response side gathers them (``ws_proxy``), and they still count.
 
     The response side either awaits ``wait()`` in a task, or sets ``listener``, which ``wake``
     calls instead (``http_direct.DirectExchange``).

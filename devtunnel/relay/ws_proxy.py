@@ -165,7 +165,12 @@ class WebSocketForwarder:
 
     async def _agent_to_client(self, tunnel: AgentLink, stream: RelayStream, send: Send) -> None:
         conn = tunnel.conn
+        # The client is sent whole messages: a message's fragments are gathered here, credited
+        # to the agent as they arrive (it could not send the rest otherwise), and still held
+        # (``stream.held``, within the relay's ceilings) until their message goes: an agent
+        # sending fragments that never end on many WebSockets is shed, not held without end.
         fragments: list[bytes] = []
+        gathered = 0
         try:
             while True:
                 while stream.chunks:
@@ -177,11 +182,14 @@ class WebSocketForwarder:
                     if isinstance(event, bytes):  # body bytes on a WebSocket stream: ignore
                         tunnel.taken(stream, len(event))
                         continue
-                    tunnel.taken(stream, len(event.data))
                     fragments.append(event.data)
-                    if event.fin:
+                    if not event.fin:
+                        gathered += len(event.data)
+                    else:
                         data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
                         fragments.clear()
+                        tunnel.taken(stream, gathered + len(event.data))
+                        gathered = 0
                         if event.text:
                             await send({"type": "websocket.send", "text": data.decode("utf-8", "replace")})
                         else:
@@ -192,6 +200,7 @@ class WebSocketForwarder:
                 if stream.client_gone:
                     return
                 if stream.failure is not None:
+                    fragments.clear()  # (counted off with the rest of the stream: when shed, or by forget)
                     await send({"type": "websocket.close", "code": 1011, "reason": "tunnel went offline"})
                     return
                 await stream.wait()

@@ -304,3 +304,79 @@ async def test_a_shed_websocket_whose_client_never_reads_is_dropped(
                 assert harness.relay.held_responses == 0
             finally:
                 ws.transport.abort()
+
+
+def never_ending(resets: dict[tuple[str, int], str], sent: dict[tuple[str, int], int], limit: int = 32 * MiB,
+                 ) -> Callable[[AgentRequest], object]:
+    """A hostile agent's handler: accept each WebSocket, then send it fragments of one binary
+    message that never ends (up to ``limit`` bytes), as fast as the relay grants credit; the
+    reason of a stream the relay resets is kept in ``resets``, the bytes sent in ``sent``."""
+
+    async def handler(request: AgentRequest) -> None:
+        agent = request.agent
+        key = (agent.name or "", request.id)
+        request.respond(101, [])
+        conn = agent.conn
+        sent[key] = 0
+        while True:
+            while not request.inbox.empty():
+                event = request.inbox.get_nowait()
+                if isinstance(event, StreamReset):
+                    resets[key] = event.reason
+                    return
+            if conn.send_window(request.id) >= FRAME and sent[key] < limit:
+                conn.send_ws_message(request.id, bytes(FRAME), text=False, fin=False)  # never the last fragment
+                sent[key] += FRAME
+                agent.flush()
+                await asyncio.sleep(0)
+                continue
+            request.window.clear()
+            await request.window.wait()
+
+    return handler
+
+
+@pytest.mark.parametrize("ceiling", ["agent_responses", "relay_buffer"])
+async def test_websocket_fragments_gathered_for_a_client_count_toward_the_ceilings(
+    ceiling: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A message's fragments are credited to the agent as they arrive (the client is sent whole
+    # messages) and were no longer counted: an agent sending fragments that never end on many
+    # WebSockets made the relay hold without bound. They count now until their message goes,
+    # and the stream gathering the most is shed past either ceiling, its client closed with 1013.
+    limit = 4 * MiB
+    resets: dict[tuple[str, int], str] = {}
+    sent: dict[tuple[str, int], int] = {}
+    settings = {"agent_responses": 64 * MiB, "relay_buffer": 64 * MiB, ceiling: limit}
+    async with running_relay(log_interval=0.001, **settings) as relay:
+        hostile = [
+            await connect_agent(relay, name, handler=never_ending(resets, sent)) for name in ("hostile", "evil")
+        ]
+        other = await connect_agent(relay, "other", handler=echo)
+        peak = Peak(relay)
+        names = ["hostile", "evil"] * 3 if ceiling == "relay_buffer" else ["hostile"] * 6
+        clients = [
+            await websockets.connect(f"ws://{name}.localhost:{relay.port}/feed", host="127.0.0.1", max_size=None)
+            for name in names
+        ]
+        try:
+            with caplog.at_level(logging.WARNING, logger="devtunnel.relay"):
+                await async_wait_for(lambda: len(resets) == len(clients), timeout=30, what="every stream to be shed")
+            assert peak.stop() <= limit + FRAME
+            assert sum(sent.values()) > 2 * limit  # what the relay would have held
+            whose = "for all agents" if ceiling == "relay_buffer" else "for this agent"
+            assert all(f"(at most 4 MiB {whose})" in reason for reason in resets.values()), resets
+            assert any(" reset stream " in r.getMessage() for r in caplog.records)
+            for ws in clients:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert ws.close_code == 1013
+            # The other tunnel is served all along.
+            status, text = await get_text(relay.port, "other")
+            assert status == 200 and text.startswith("GET /ok")
+        finally:
+            for ws in clients:
+                await ws.close()
+        await async_wait_for(lambda: relay.held_responses == 0, what="the held fragments to be let go")
+        for agent in [*hostile, other]:
+            await agent.close()
