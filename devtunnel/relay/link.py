@@ -58,10 +58,12 @@ class DirectSocket(Protocol):
 
 
 class Abortable(Protocol):
-    """A public client's connection the relay can cut (``relay.http.HeadLimitedHttpProtocol``)."""
+    """A public client's connection the relay can cut (``relay.http.HeadLimitedHttpProtocol``,
+    ``relay.ws_guard.GuardedWebSocketProtocol``)."""
 
     def abort(self) -> None:
-        """Close the connection at once, dropping what is not written."""
+        """Cut the connection: an HTTP client's at once, dropping what is not written; a
+        WebSocket's with a close frame (1013) it has a moment to read first."""
 
 
 LAST_WORDS_TIMEOUT = 1.0
@@ -98,7 +100,9 @@ class RelayStream:
     ``chunks`` holds response body bytes (HTTP streams) or ``WebSocketMessageReceived`` /
     ``WebSocketClosed`` events (WebSocket streams), in arrival order; ``held`` counts the bytes
     of the body chunks and messages in it, which the response side gives back with
-    ``AgentLink.taken`` as it takes them (``BufferBudget`` bounds them).
+    ``AgentLink.taken`` as it takes them (``BufferBudget`` bounds them). The fragments of a
+    WebSocket message are given back once the whole message was taken: until then the
+    response side gathers them (``ws_proxy``), and they still count.
 
     The response side either awaits ``wait()`` in a task, or sets ``listener``, which ``wake``
     calls instead (``http_direct.DirectExchange``).
@@ -123,8 +127,8 @@ class RelayStream:
         self.listener: Callable[[], None] | None = None
         """Called by ``wake`` (from inside the tunnel's message callback: it must not block)."""
         self.client: Abortable | None = None
-        """The public client's connection, set by the response side: cut when the relay drops
-        the stream for holding too much (``AgentLink.shed``)."""
+        """The public client's connection (or WebSocket), set by the response side: cut when
+        the relay drops the stream for holding too much (``AgentLink.shed``)."""
         self._waiter: asyncio.Future[None] | None = None
         self._window_waiter: asyncio.Future[None] | None = None
 
@@ -189,7 +193,8 @@ class BufferBudget:
     as they arrive and are taken (``AgentLink.handle``, ``AgentLink.taken``: a few additions,
     no scan), per agent (``per_agent_responses``) and for all together (``total_responses``).
     Past either, ``shed`` drops the stream holding the most (of that agent, or of the agent
-    holding the most): a RESET to its agent, its public client cut, one line in the peer log.
+    holding the most): a RESET to its agent, its public client cut (a WebSocket closed with
+    1013: ``ws_guard``), one line in the peer log.
     A link that closed while its streams still hold bytes counts until they are forgotten.
     """
 

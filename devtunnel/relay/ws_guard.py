@@ -18,6 +18,11 @@
   beyond ``MESSAGE_FLOOR`` while the relay holds more than its ceiling is closed with 1013
   (try again later): without it a client with a few hundred WebSockets each sending 64 MiB to
   a service that does not read held gigabytes.
+- ``abort()`` is how the relay cuts a public WebSocket whose stream it shed for holding too
+  much its client had not read (``link.AgentLink.shed``): a close frame with 1013, which waits
+  behind what the client has not read, and the connection dropped if the client did not read
+  up to it within ``close_grace`` seconds. Without it the WebSocket stayed open (and its write
+  buffer held) until the client left or a ping went unanswered.
 - While the socket is full, pings are not answered: each pong would only grow the buffer
   the peer is not reading (RFC 6455 5.5.3 lets an endpoint skip pongs to earlier pings).
 - ``on_writable`` is called when the socket drained below its low-water mark.
@@ -40,6 +45,11 @@ PRELOGIN_MAX_SIZE = 64 << 10
 """Largest WebSocket message accepted before the agent was welcomed (a HELLO is far smaller)."""
 MESSAGE_FLOOR = 64 << 10
 """Bytes of messages a public WebSocket may hold whatever the others hold (``HeldMessages``)."""
+CLOSE_GRACE = 2.0
+"""Seconds a public WebSocket cut by ``abort`` has to read up to its close frame before its
+connection is dropped."""
+SHED_REASON = "the relay holds too much this client has not read; try again later"
+"""The reason of the 1013 ``abort`` closes a public WebSocket with."""
 
 
 class HeldMessages:
@@ -60,6 +70,7 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
 
     prelogin_max_size: int = PRELOGIN_MAX_SIZE
     stall_timeout: float = 15.0
+    close_grace: float = CLOSE_GRACE
     held_messages: HeldMessages = HeldMessages(256 << 20)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -69,6 +80,7 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         self._admitted = False
         self._opened = False
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._drop_timer: asyncio.TimerHandle | None = None  # (abort: the close frame's grace)
         self._stall_mark = 0
         self._held = 0  # bytes of this WebSocket's messages counted in held_messages
         self._queued: deque[int] = deque()  # sizes of the messages queued for receive()
@@ -99,6 +111,22 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         self._opened = True
         self.conn.max_message_size = self.config.ws_max_size
 
+    def abort(self) -> None:
+        """Cut this public WebSocket: the relay shed its stream (``link.Abortable``). Close
+        with 1013 (``SHED_REASON``) and stop reading; the client has ``close_grace`` seconds to
+        read what was written before the close frame, then the connection is dropped with
+        whatever it did not read. The relay's task sending to it (waiting for the client to
+        read) ends with the connection."""
+        if not self.close_sent and self.handshake_complete and not self.transport.is_closing():
+            self.frames = []
+            self.conn.send_close(1013, SHED_REASON)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1013, "reason": SHED_REASON})
+        self.transport.close()
+        if self._drop_timer is None and not self.disconnected:
+            self._drop_timer = self.loop.call_later(self.close_grace, self.transport.abort)
+
     # -- transport flow control -----------------------------------------------------------
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -117,6 +145,9 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_stall_watch()
+        if self._drop_timer is not None:
+            self._drop_timer.cancel()
+            self._drop_timer = None
         self._queued.clear()
         self._taken = 0
         self._count(0)

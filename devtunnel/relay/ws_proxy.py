@@ -23,6 +23,7 @@ from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_answer, strip_rule_header
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
+from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.rules import Decision
 from devtunnel.values.websocket import sendable_close_code
 
@@ -125,6 +126,9 @@ class WebSocketForwarder:
             except OSError:  # the client left while the local service was answering
                 tunnel.forget(stream, complete=False)
                 raise
+            protocol = protocol_of(receive)
+            if isinstance(protocol, GuardedWebSocketProtocol):
+                stream.client = protocol  # closed with 1013 if the relay sheds the stream (AgentLink.shed)
             pump = asyncio.get_running_loop().create_task(self._client_to_agent(tunnel, stream, receive))
             try:
                 await self._agent_to_client(tunnel, stream, send)
@@ -161,7 +165,12 @@ class WebSocketForwarder:
 
     async def _agent_to_client(self, tunnel: AgentLink, stream: RelayStream, send: Send) -> None:
         conn = tunnel.conn
+        # The client is sent whole messages: a message's fragments are gathered here, credited
+        # to the agent as they arrive (it could not send the rest otherwise), and still held
+        # (``stream.held``, within the relay's ceilings) until their message goes: an agent
+        # sending fragments that never end on many WebSockets is shed, not held without end.
         fragments: list[bytes] = []
+        gathered = 0
         try:
             while True:
                 while stream.chunks:
@@ -173,11 +182,14 @@ class WebSocketForwarder:
                     if isinstance(event, bytes):  # body bytes on a WebSocket stream: ignore
                         tunnel.taken(stream, len(event))
                         continue
-                    tunnel.taken(stream, len(event.data))
                     fragments.append(event.data)
-                    if event.fin:
+                    if not event.fin:
+                        gathered += len(event.data)
+                    else:
                         data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
                         fragments.clear()
+                        tunnel.taken(stream, gathered + len(event.data))
+                        gathered = 0
                         if event.text:
                             await send({"type": "websocket.send", "text": data.decode("utf-8", "replace")})
                         else:
@@ -188,6 +200,7 @@ class WebSocketForwarder:
                 if stream.client_gone:
                     return
                 if stream.failure is not None:
+                    fragments.clear()  # (counted off with the rest of the stream: when shed, or by forget)
                     await send({"type": "websocket.close", "code": 1011, "reason": "tunnel went offline"})
                     return
                 await stream.wait()

@@ -12,15 +12,22 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.server import ServerConnection, serve
 
 from devtunnel.protocol.events import StreamReset
 from devtunnel.relay.server import Relay
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import AgentRequest, connect_agent, echo, running_relay
+from tests.net.tunnel_fixtures import LoopThread, relay_and_agent
 
 MiB = 1 << 20
 FRAME = 256 << 10
@@ -210,3 +217,170 @@ async def test_downloads_to_slow_clients_under_the_ceiling_arrive_whole() -> Non
                 sock.close()
         await async_wait_for(lambda: relay.held_responses == 0, what="the held responses to be let go")
         await agent.close()
+
+
+@contextmanager
+def pushing_websocket(size: int = 64 << 10) -> Iterator[int]:
+    """A local WebSocket service that sends binary messages of ``size`` bytes to each client as
+    fast as it can until the client is gone (a live feed); yields its port."""
+    thread = LoopThread()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+
+    async def push(ws: ServerConnection) -> None:
+        message = bytes(size)
+        try:
+            while True:
+                await ws.send(message)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def start() -> Any:
+        return await serve(push, sock=sock, compression=None, max_size=None)
+
+    server = thread.call(start())
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.close()
+        thread.close()
+
+
+async def stalled_websocket(port: int, host: str) -> ClientConnection:
+    """A public WebSocket to ``host`` through the relay on ``port``, on a socket with a small
+    receive buffer, that reads nothing until its transport's reading is resumed."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    ws = await websockets.connect(f"ws://{host}/feed", sock=sock, compression=None, max_size=None, ping_interval=None)
+    ws.transport.pause_reading()
+    return ws
+
+
+async def test_a_websocket_whose_client_does_not_read_is_closed_with_1013_when_shed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The relay sheds the stream holding the most past the agent's ceiling; a public WebSocket
+    # on it was left open (the relay held no handle on it) until its client left or a ping
+    # failed. It is closed with 1013 now, and its client sees why once it reads.
+    with pushing_websocket() as port, caplog.at_level(logging.WARNING, logger="devtunnel.relay"):
+        async with relay_and_agent(tmp_path, agent_responses=MiB // 4) as harness:
+            await harness.start(str(port), name="feed")
+            ws = await stalled_websocket(harness.relay.port, harness.host("feed"))
+            try:
+                await async_wait_for(
+                    lambda: any("client had not read" in r.getMessage() for r in caplog.records),
+                    timeout=20, what="the relay to shed the stream",
+                )
+                ws.transport.resume_reading()
+                async with asyncio.timeout(5):
+                    with pytest.raises(websockets.ConnectionClosed):
+                        while True:
+                            await ws.recv()
+                assert ws.close_code == 1013
+                assert ws.close_reason == "the relay holds too much this client has not read; try again later"
+            finally:
+                await ws.close()
+            await async_wait_for(lambda: harness.relay.held_responses == 0, what="the held responses to be let go")
+
+
+async def test_a_shed_websocket_whose_client_never_reads_is_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pushing_websocket() as port, caplog.at_level(logging.WARNING, logger="devtunnel.relay"):
+        async with relay_and_agent(tmp_path, agent_responses=MiB // 4) as harness:
+            await harness.start(str(port), name="feed")
+            before = harness.relay.connections
+            ws = await stalled_websocket(harness.relay.port, harness.host("feed"))
+            try:
+                await async_wait_for(lambda: harness.relay.connections == before + 1, what="the WebSocket to open")
+                await async_wait_for(
+                    lambda: any("client had not read" in r.getMessage() for r in caplog.records),
+                    timeout=20, what="the relay to shed the stream",
+                )
+                # Its close frame waits behind what the client does not read: the connection is
+                # dropped once the client had a moment (CLOSE_GRACE) to read it.
+                await async_wait_for(
+                    lambda: harness.relay.connections == before, timeout=5, what="the relay to drop the client",
+                )
+                assert harness.relay.held_responses == 0
+            finally:
+                ws.transport.abort()
+
+
+def never_ending(resets: dict[tuple[str, int], str], sent: dict[tuple[str, int], int], limit: int = 32 * MiB,
+                 ) -> Callable[[AgentRequest], object]:
+    """A hostile agent's handler: accept each WebSocket, then send it fragments of one binary
+    message that never ends (up to ``limit`` bytes), as fast as the relay grants credit; the
+    reason of a stream the relay resets is kept in ``resets``, the bytes sent in ``sent``."""
+
+    async def handler(request: AgentRequest) -> None:
+        agent = request.agent
+        key = (agent.name or "", request.id)
+        request.respond(101, [])
+        conn = agent.conn
+        sent[key] = 0
+        while True:
+            while not request.inbox.empty():
+                event = request.inbox.get_nowait()
+                if isinstance(event, StreamReset):
+                    resets[key] = event.reason
+                    return
+            if conn.send_window(request.id) >= FRAME and sent[key] < limit:
+                conn.send_ws_message(request.id, bytes(FRAME), text=False, fin=False)  # never the last fragment
+                sent[key] += FRAME
+                agent.flush()
+                await asyncio.sleep(0)
+                continue
+            request.window.clear()
+            await request.window.wait()
+
+    return handler
+
+
+@pytest.mark.parametrize("ceiling", ["agent_responses", "relay_buffer"])
+async def test_websocket_fragments_gathered_for_a_client_count_toward_the_ceilings(
+    ceiling: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A message's fragments are credited to the agent as they arrive (the client is sent whole
+    # messages) and were no longer counted: an agent sending fragments that never end on many
+    # WebSockets made the relay hold without bound. They count now until their message goes,
+    # and the stream gathering the most is shed past either ceiling, its client closed with 1013.
+    limit = 4 * MiB
+    resets: dict[tuple[str, int], str] = {}
+    sent: dict[tuple[str, int], int] = {}
+    settings = {"agent_responses": 64 * MiB, "relay_buffer": 64 * MiB, ceiling: limit}
+    async with running_relay(log_interval=0.001, **settings) as relay:
+        hostile = [
+            await connect_agent(relay, name, handler=never_ending(resets, sent)) for name in ("hostile", "evil")
+        ]
+        other = await connect_agent(relay, "other", handler=echo)
+        peak = Peak(relay)
+        names = ["hostile", "evil"] * 3 if ceiling == "relay_buffer" else ["hostile"] * 6
+        clients = [
+            await websockets.connect(f"ws://{name}.localhost:{relay.port}/feed", host="127.0.0.1", max_size=None)
+            for name in names
+        ]
+        try:
+            with caplog.at_level(logging.WARNING, logger="devtunnel.relay"):
+                await async_wait_for(lambda: len(resets) == len(clients), timeout=30, what="every stream to be shed")
+            assert peak.stop() <= limit + FRAME
+            assert sum(sent.values()) > 2 * limit  # what the relay would have held
+            whose = "for all agents" if ceiling == "relay_buffer" else "for this agent"
+            assert all(f"(at most 4 MiB {whose})" in reason for reason in resets.values()), resets
+            assert any(" reset stream " in r.getMessage() for r in caplog.records)
+            for ws in clients:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert ws.close_code == 1013
+            # The other tunnel is served all along.
+            status, text = await get_text(relay.port, "other")
+            assert status == 200 and text.startswith("GET /ok")
+        finally:
+            for ws in clients:
+                await ws.close()
+        await async_wait_for(lambda: relay.held_responses == 0, what="the held fragments to be let go")
+        for agent in [*hostile, other]:
+            await agent.close()

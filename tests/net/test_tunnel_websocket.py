@@ -50,6 +50,7 @@ async def test_large_binary_message_beyond_the_window_arrives_whole(harness: Har
     async with connect(url(harness), **opts(harness)) as ws:  # type: ignore[arg-type]
         await ws.send(big)
         assert await ws.recv() == big
+        assert harness.relay.held_responses == 0  # its fragments, gathered by the relay, were let go
 
 
 async def test_local_close_code_reaches_the_public_client(harness: Harness) -> None:
