@@ -12,6 +12,7 @@ import httptools
 
 from devtunnel.protocol.frames import FIELD, RESPONSE_PREFIX
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
+from devtunnel.values.http1 import content_length_digits
 
 __all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD"]
 
@@ -42,8 +43,12 @@ def _announces_body(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether a head declares a body: a Transfer-Encoding, or a Content-Length other than 0."""
     for name, value in headers:
         lower = name.lower()
-        if lower == b"transfer-encoding" or (lower == b"content-length" and value.strip(b" \t0")):
+        if lower == b"transfer-encoding":
             return True
+        if lower == b"content-length":
+            digits = content_length_digits(value)
+            if digits is None or digits.lstrip(b"0"):
+                return True
     return False
 
 
