@@ -379,6 +379,26 @@ def test_bad_exports_are_one_line_errors(captures: Captures, args: list[str], co
     assert_one_line_error(cli(captures, "export", *args), code=code)
 
 
+@pytest.mark.parametrize(("fmt", "header", "says"), [
+    ("curl", (b"X Bad\x1b[31m", b"1"), "header name 'X Bad\\x1b[31m' is not an HTTP token; curl cannot send it"),
+    ("httpie", (b"X Bad\x1b[31m", b"1"), "header name 'X Bad\\x1b[31m' is not an HTTP token"),
+    ("curl", (b"X-Split", b"a\rb"), "header 'X-Split' holds CR, LF or NUL; curl cannot send it"),
+])
+def test_an_export_refusing_a_header_names_it_as_text_escaped_once(
+    captures: Captures, fmt: str, header: tuple[bytes, bytes], says: str
+) -> None:
+    # The message named the header as Python bytes (b'X Bad\x1b[31m'), whose escapes the error
+    # line then escaped again (\\x1b).
+    from tests.kit import exchanges as kit
+
+    ex = kit.make_exchange("GET", "/x", [(b"Host", b"shop.localhost"), header], b"", kit.make_response(200))
+    store = Store(captures.db)
+    store.put(ex)
+    store.close()
+    line = assert_one_line_error(cli(captures, "export", ex.id, "--format", fmt))
+    assert line == f"devtunnel: exchange {ex.id}: {says}", line
+
+
 def _stored(captures: Captures) -> list[Exchange]:
     store = Store(captures.db, readonly=True)
     try:

@@ -170,13 +170,30 @@ def test_list_shows_every_sample() -> None:
     assert any(line.split()[:2] == ["shopify", "orders/create"] for line in lines)
 
 
+@pytest.mark.parametrize(("given", "path", "shown"), [
+    ("{url}", "/webhooks/github", "{url}/webhooks/github"),
+    ("{url}/", "/webhooks/github", "{url}/webhooks/github"),
+    ("{url}?a=1#frag", "/webhooks/github?a=1", "{url}/webhooks/github?a=1"),
+    ("{url}/hook", "/hook", "{url}/hook"),
+])
+def test_the_line_names_the_url_the_sample_was_sent_to(given: str, path: str, shown: str) -> None:
+    """A URL without a path got the sample's path, but the line printed the URL as given."""
+    from tests.export.rawserver import RawServer
+
+    with RawServer() as server:
+        done = send("github", "ping", "--to", given.format(url=server.url), "--unsigned")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r.target for r in server.received] == [path.encode()]
+    assert done.stdout.splitlines()[0].endswith(f", unsigned, to {shown.format(url=server.url)}: 200 OK"), done.stdout
+
+
 def test_an_unreachable_receiver_is_one_line_and_exit_1() -> None:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     done = send("github", "ping", "--to", f"http://127.0.0.1:{port}/hook", **RECEIVER_SECRETS)
-    assert done.returncode == 1 and done.stderr.startswith("devtunnel send: github ping to http://127.0.0.1:")
+    assert done.returncode == 1 and done.stderr.startswith(f"devtunnel send: github ping to http://127.0.0.1:{port}/hook failed")
     assert "Traceback" not in done.stderr
 
 
@@ -211,7 +228,8 @@ def test_a_sample_sent_to_a_tunnels_public_url_is_captured_like_a_delivery(tmp_p
             public = match.group(1)
             done = send("stripe", "payment_intent.succeeded", "--to", public, **RECEIVER_SECRETS)
             assert done.returncode == 0, done.stdout + done.stderr
-            assert f"to {public}: 200 OK" in done.stdout and rx.verdicts[-1] == ("/webhooks/stripe", 200, "ok")
+            # The URL it was sent to: the public URL had no path, the sample's was added.
+            assert f"to {public}/webhooks/stripe: 200 OK" in done.stdout and rx.verdicts[-1] == ("/webhooks/stripe", 200, "ok")
             agent.line(lambda l: "/webhooks/stripe" in l)
         finally:
             agent.stop()

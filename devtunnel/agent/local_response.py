@@ -12,6 +12,7 @@ import httptools
 
 from devtunnel.protocol.frames import FIELD, RESPONSE_PREFIX
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
+from devtunnel.values.http1 import content_length_digits
 
 __all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD"]
 
@@ -38,6 +39,19 @@ class _HeadDone(Exception):
     that follow a complete response (they are not parsed into it)."""
 
 
+def _announces_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a head declares a body: a Transfer-Encoding, or a Content-Length other than 0."""
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            return True
+        if lower == b"content-length":
+            digits = content_length_digits(value)
+            if digits is None or digits.lstrip(b"0"):
+                return True
+    return False
+
+
 class LocalResponse:
     """``httptools`` callbacks collecting one response (1xx interim responses are skipped)."""
 
@@ -56,7 +70,8 @@ class LocalResponse:
         self.framed = False
         """The body length is known (Content-Length or chunked), so EOF before its end is an error."""
         self.extra = False
-        """Bytes followed the response: the connection cannot be reused."""
+        """Bytes followed the response, or a 204 or 304 announced a body it cannot have: the
+        connection cannot be reused."""
         self.keep_alive = False
         """The local service keeps the connection open after this response."""
         self.body: list[bytes] = []
@@ -116,6 +131,11 @@ class LocalResponse:
             # Bytes that came in one read are not counted by the reader's bound on an unfinished
             # head; the tunnel's encoder would refuse this one.
             raise _HeadTooLarge(size)
+        if self.framed and status in NO_BODY_STATUSES and _announces_body(self.headers):
+            # These statuses have no body, whatever the head says (llhttp reads none, nor do h11
+            # and nginx). A service that announced one may still write it, after the head and
+            # in a write of its own: it would be read as the start of the next response here.
+            self.extra = True
         if self.head_only:
             raise _HeadDone
 

@@ -230,6 +230,14 @@ class ExchangeCapture:
             body = self._response_body = _Body(self._cap)
         body.add(chunk)
 
+    def response_body_unseen(self, size: int) -> None:
+        """Count ``size`` bytes of response body the agent never had (a rule at the relay
+        answered with them): the record has the size, and says its body is cut."""
+        body = self._response_body
+        if body is None:
+            body = self._response_body = _Body(self._cap)
+        body.size += size
+
     def ws_message(self, sender: str, text: bool, payload: bytes) -> None:
         """Record one WebSocket message; payloads are kept until the cap is spent."""
         keep = payload[: max(0, self._ws_budget)]

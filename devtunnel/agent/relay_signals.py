@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _RULE_HEADER = b"devtunnel-rule"
+_MAX_SIZE_DIGITS = 18  # a body size the header names: always an int, never a 4,300-digit parse
 
 MAX_PUBLIC_URL = 2048
 """The longest public URL the agent takes from a relay (a devtunnel relay's are under 100)."""
@@ -97,22 +98,24 @@ def check_welcome(asked: str, welcome: Welcome) -> None:
         )
 
 
-def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, int]:
-    """The head without the relay's ``devtunnel-rule`` header, the rule it names, and the
-    status the relay answered with (0: none, or the connection was dropped)."""
+def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, int, int]:
+    """The head without the relay's ``devtunnel-rule`` header, the rule it names, the status
+    the relay answered with (0: none, or the connection was dropped) and the size of the body
+    it answered with (0 from a relay that does not say)."""
     value = None
     for name, v in head.headers:
         if name == _RULE_HEADER:
             value = v
             break
     if value is None:
-        return head, None, 0
+        return head, None, 0, 0
     head = dataclasses.replace(head, headers=tuple((n, v) for n, v in head.headers if n != _RULE_HEADER))
     parts = value.decode("latin-1").split(";")
     if len(parts) < 3 or parts[0] not in ("relay", "tunnel") or not parts[1].isdigit() or not parts[2]:
-        return head, None, 0
+        return head, None, 0, 0
     status = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() and len(parts[3]) <= 3 else 0
-    return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status
+    size = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() and len(parts[4]) <= _MAX_SIZE_DIGITS else 0
+    return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status, size
 
 
 # GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means a relay

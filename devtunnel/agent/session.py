@@ -468,9 +468,9 @@ class Session:
         forwarder = tunnel.forwarder
         mark: RuleMark | None = None
         if self.rules_enforced:
-            head, mark, status = rule_of(head)
+            head, mark, status, size = rule_of(head)
             if mark is not None and mark.action != "forward":
-                self._record_decided(head, mark, status)
+                self._record_decided(head, mark, status, size)
                 return
             if mark is not None:
                 route = tunnel.routes.get(mark.index) if mark.scope == "tunnel" else None
@@ -503,8 +503,9 @@ class Session:
             self.routed[head.stream_id] = forwarder
         self._spawn(stream, head, cap, start)
 
-    def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int) -> None:
-        """Record a request a rule at the relay answered; it goes nowhere (the relay answered it).
+    def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int, size: int) -> None:
+        """Record a request a rule at the relay answered with ``status`` and a body of ``size``
+        bytes; it goes nowhere (the relay answered it).
 
         The stream carries the head (and the body that came with it) and is reset at once."""
         tunnel = self.tunnel
@@ -513,6 +514,7 @@ class Session:
         cap.rule = mark
         if status:
             cap.response_head(status, b"", ())
+            cap.response_body_unseen(size)
         else:
             cap.exchange.error_message = f"the relay closed the connection ({mark.label()}: drop)"
         if head.end_stream:

@@ -101,6 +101,8 @@ class Sent:
 
     label: str
     """``stripe invoice.paid``: the provider and the sample's name."""
+    url: str
+    """Where it was sent: ``--to`` with the sample's path when it gave none, its host as sent in ``Host``."""
     delivery_id: str | None
     """The delivery's id (the same one the inspector shows), or None for providers without one."""
     signed: bool
@@ -170,13 +172,14 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     now = time.time()
     made = sample(provider.name, event, now=now)
     url, host = send_url(to, made.info.path)
+    parts = urlsplit(url)
+    public_url = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
     body = apply_assignments(_body(data, made.body), list(assignments))
     headers = Headers([("Host", host), *made.headers.items()])
     secrets, variable = signing_secrets(provider, environ, env_name, webhooks)
     if unsigned:
         secrets = []
     elif secrets:
-        public_url = urlunsplit((urlsplit(to).scheme, host, urlsplit(url).path, urlsplit(url).query, ""))
         try:
             headers = provider.sign(Delivery("POST", public_url, headers, body), secrets[0], now)
         except SignatureError as exc:
@@ -192,7 +195,7 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
             response = client.post(url, headers=[(n, v) for n, v in headers.items() if n.lower() != "content-length"],
                                    content=body)
     except httpx.HTTPError as exc:
-        raise SendFailed(f"{label} to {to} failed: {str(exc) or type(exc).__name__}") from exc
+        raise SendFailed(f"{label} to {public_url} failed: {str(exc) or type(exc).__name__}") from exc
     first = ""
     if not response.is_success:  # what replay says of an error body, the same way (an HTML page's text)
         media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -201,7 +204,7 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     # Response.reason_text reads a captured one, UTF-8 with any other byte shown as \xNN once escaped.
     raw_reason = response.extensions.get("reason_phrase")
     reason = raw_reason.decode("utf-8", "surrogateescape") if isinstance(raw_reason, bytes) else response.reason_phrase
-    return Sent(label, delivery_id, bool(secrets), response.status_code, reason, first)
+    return Sent(label, public_url, delivery_id, bool(secrets), response.status_code, reason, first)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     ident = f" ({safe(sent.delivery_id)})" if sent.delivery_id else ""
     signed = "signed" if sent.signed else "unsigned"
-    print(f"sent {sent.label}{ident}, {signed}, to {safe(args.to)}: {sent.status} {safe(sent.reason)}")
+    print(f"sent {sent.label}{ident}, {signed}, to {safe(sent.url)}: {sent.status} {safe(sent.reason)}")
     if sent.first_line:
         print(f"  {safe(sent.first_line)}")
     return 0 if sent.ok else 1

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from devtunnel.capture.model import Exchange
 from devtunnel.export.base import Export, prepared
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_value, is_token
+from devtunnel.values.terminal import quoted
 from devtunnel.webhooks import BUILTIN, delivery_of, detect
 
 __all__ = ["export_pytest"]
@@ -161,9 +162,9 @@ def _unsendable(exchange: Exchange) -> str | None:
         return "its method is not an HTTP token; httpx cannot send it"
     for name, value in request.headers.fields:
         if not is_token(name):
-            return f"the header name {name!r} is not an HTTP token; httpx cannot send it"
+            return f"the header name {quoted(name)} is not an HTTP token; httpx cannot send it"
         if _UNSENDABLE_IN_VALUE.search(value):
-            return f"the header {name.decode('latin-1')!r} holds a control byte; httpx cannot send it"
+            return f"the header {quoted(name)} holds a control byte; httpx cannot send it"
     return None
 
 

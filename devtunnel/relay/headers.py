@@ -11,7 +11,7 @@ from __future__ import annotations
 from operator import itemgetter
 
 from devtunnel.protocol.events import Fields
-from devtunnel.values.http1 import HOP_BY_HOP
+from devtunnel.values.http1 import HOP_BY_HOP, content_length_digits
 
 Header = tuple[bytes, bytes]
 
@@ -182,8 +182,11 @@ def forward_response_headers(headers: Fields, *, body_allowed: bool, host: bytes
                 listed.update(_connection_tokens(value))
             continue
         if lower == b"content-length":
-            digits = _length_digits(value)
-            if digits is None or (length is not None and digits != length):
+            digits = content_length_digits(value)
+            if digits is None:
+                return None
+            digits = digits.lstrip(b"0")
+            if length is not None and digits != length:
                 return None
             length = digits
             if not body_allowed:
@@ -194,15 +197,6 @@ def forward_response_headers(headers: Fields, *, body_allowed: bool, host: bytes
     if listed:
         out = [(n, v) for n, v in out if n.lower() not in listed]
     return scope_cookies(out, host) if cookies else out
-
-
-def _length_digits(value: bytes) -> bytes | None:
-    """A Content-Length value's number without its leading zeros (``b""`` for 0), or None
-    unless it is ASCII digits alone."""
-    value = value.strip(b" \t")
-    if not value.isdigit() or not value.isascii():
-        return None
-    return value.lstrip(b"0")
 
 
 def length_problem(headers: Fields) -> str | None:
@@ -216,9 +210,10 @@ def length_problem(headers: Fields) -> str | None:
     length: bytes | None = None
     for name, value in headers:
         if name.lower() == b"content-length":
-            digits = _length_digits(value)
+            digits = content_length_digits(value)
             if digits is None:
                 return "an invalid Content-Length"
+            digits = digits.lstrip(b"0")
             if length is not None and digits != length:
                 return "two different Content-Length values"
             length = digits

@@ -6,8 +6,8 @@ request; the decision is kept in the request's scope so a request the direct pat
 to the ASGI path is not judged (and counted against a rate limit) twice.
 
 A request a rule answers never crosses the tunnel. The agent still records it: the relay opens
-a stream whose REQUEST carries the head and the ``devtunnel-rule`` header naming the rule and
-the status given, with END_STREAM; the agent records it, forwards nothing and resets the stream
+a stream whose REQUEST carries the head and the ``devtunnel-rule`` header naming the rule, the
+status given and the size of the body answered, with END_STREAM; the agent records it, forwards nothing and resets the stream
 (``docs/protocol.md``, "Rules"). A request routed by a ``forward`` rule carries the same header
 with the rule's number; the agent looks the target up in its own rules. The header is removed
 from every public request first, so a client cannot spell it.
@@ -159,7 +159,11 @@ class RuleBook:
         # rule answered (a rate limit, a drill) are the password itself.
         if action == "basic-auth" or b"authorization" in decision.request_remove:
             fields = [(n, v) for n, v in fields if n.lower() != b"authorization"]
-        mark = f"{scope_name};{index};{action};{0 if decision.answer.drop else decision.answer.status}".encode()
+        answer = decision.answer
+        # The body's size (what the client got: none for HEAD): the record counts it, and a
+        # listing shows it; its bytes stay here.
+        size = 0 if answer.drop or scope.get("method") == "HEAD" else len(answer.body)
+        mark = f"{scope_name};{index};{action};{0 if answer.drop else answer.status};{size}".encode()
         send_body = bool(body) and len(body) <= min(_NOTICE_BODY, tunnel.conn.new_stream_window)
         try:
             stream_id = tunnel.conn.open_request(

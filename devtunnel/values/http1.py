@@ -1,19 +1,22 @@
 """HTTP/1.1 header rules and chunked framing, as bytes in and bytes out.
 
 One place says which header fields describe a connection rather than a message (hop-by-hop,
-RFC 9110 section 7.6.1) and which frame the body (Content-Length, Transfer-Encoding), and how a
-body is written in chunked coding (RFC 9112 section 7.1).
+RFC 9110 section 7.6.1) and which frame the body (Content-Length, Transfer-Encoding), what a
+Content-Length must be (digits), and how a body is written in chunked coding (RFC 9112
+section 7.1).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Final
 
 __all__ = [
     "is_token",
     "OWS",
     "field_value",
+    "content_length_digits",
     "refused_bytes",
     "HOP_BY_HOP",
     "FRAMING",
@@ -38,8 +41,9 @@ def is_token(value: str | bytes) -> bool:
     return _TOKEN_STR.fullmatch(value) is not None
 
 
-OWS = b" \t"
-"""Optional whitespace around a field value (RFC 9110 section 5.6.3)."""
+OWS: Final = b" \t"
+"""Optional whitespace around a field value (RFC 9110 section 5.6.3). (Final: compiled, a
+module's plain global is looked up in a dict on every use.)"""
 
 
 def field_value(raw: bytes) -> bytes:
@@ -47,6 +51,15 @@ def field_value(raw: bytes) -> bytes:
     5.5). llhttp drops what comes before a value but keeps what comes after, and h11 (what
     replays send with) refuses a value that ends in it."""
     return raw.strip(OWS)
+
+
+def content_length_digits(value: bytes) -> bytes | None:
+    """A Content-Length value's digits without the whitespace around them (``OWS``), or None
+    unless they are digits alone: no sign, no other character, and no other script's digits
+    (``bytes.isdigit`` knows ASCII digits only). Leading zeros are kept: each caller bounds the
+    number, or compares it, as its own contract says."""
+    digits = value.strip(OWS)
+    return digits if digits.isdigit() else None
 
 
 def refused_bytes(rule: re.Pattern[bytes]) -> bytes:

@@ -29,7 +29,7 @@ U+FFFD): each output escapes it once, the log's formatter, the inspector and the
 from __future__ import annotations
 
 import re
-from devtunnel.values.http1 import is_token, refused_bytes
+from devtunnel.values.http1 import OWS, content_length_digits, is_token, refused_bytes
 from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
@@ -190,9 +190,7 @@ def head_problem(
             host = value
         elif lower == b"content-length":
             lengths += 1
-            length = value.strip(b" \t")
-            if length.lstrip(b"0"):
-                body = True
+            length = value
         elif lower == b"transfer-encoding":
             body = True
     if hosts > 1:
@@ -204,10 +202,13 @@ def head_problem(
     if lengths:
         if lengths > 1:
             return "the request has more than one Content-Length header"
-        if not length.isdigit() or len(length) > _MAX_LENGTH_DIGITS:
-            return f"the Content-Length {_shown(length)} is not a number of bytes"
+        digits = content_length_digits(length)
+        if digits is None or len(digits) > _MAX_LENGTH_DIGITS:
+            return f"the Content-Length {_shown(length.strip(OWS))} is not a number of bytes"
+        if digits.lstrip(b"0"):
+            body = True
         if ended and body:
-            return f"the request declares a body of {int(length)} bytes (Content-Length) but carries none"
+            return f"the request declares a body of {int(digits)} bytes (Content-Length) but carries none"
     if upgrade and body:
         return "an upgrade request must not carry a body"
     return None

@@ -42,9 +42,9 @@ The API:
   text always encodes. :func:`json_safe` ``(text) -> str`` does that to text already read.
 - :func:`as_text` ``(text, style="") -> rich.text.Text``: the escaped text as a one-line Rich
   ``Text`` (Rich is imported only when this is called).
-- :func:`quoted` ``(value) -> str``: a value between quotes for a message, *not* escaped: the
-  message keeps it as it came, and each output escapes the whole message once (the CLI's error
-  line, the log's formatter, the inspector). ``repr()`` in a message would escape it a first
+- :func:`quoted` ``(value) -> str``: a value (text, or bytes read as text) between quotes for a
+  message, *not* escaped: the message keeps it as it came, and each output escapes the whole
+  message once (the CLI's error line, the log's formatter, the inspector). ``repr()`` in a message would escape it a first
   time, and the output a second (an ESC shown as ``\\\\x1b``, a quote as ``\\\\'``).
 - :func:`clipped` ``(text, limit) -> str``: a peer's text as a message keeps it, its first
   ``limit`` characters and ``… (N more characters)``; not escaped either.
@@ -140,12 +140,16 @@ def escape(text: str, *, keep: str = "", double_backslash: bool = True) -> str:
 
 
 def quoted(value: object) -> str:
-    """``value`` named in a message: text between quotes as it is, anything else as ``repr()``.
+    """``value`` named in a message: text between quotes as it is, bytes (a captured header
+    name) as the text :func:`read_utf8_json` reads, anything else as ``repr()``.
 
     Not escaped: every output escapes a message once (``escape``), so a value quoted here shows
-    an ESC as ``\\x1b`` and a quote as itself. The quotes are ``'`` unless the text holds one
-    and no ``"``, as ``repr()`` picks them.
+    an ESC as ``\\x1b`` and a quote as itself (``repr()`` of bytes would show ``b'\\\\x1b'``
+    once escaped). The quotes are ``'`` unless the text holds one and no ``"``, as ``repr()``
+    picks them.
     """
+    if isinstance(value, bytes):
+        value = read_utf8_json(value)  # a message may be stored or sent as JSON: text that encodes
     if not isinstance(value, str):
         return repr(value)
     mark = '"' if "'" in value and '"' not in value else "'"

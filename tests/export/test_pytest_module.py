@@ -177,6 +177,7 @@ def test_relay_answers_and_requests_httpx_cannot_send_are_skipped_and_the_rest_p
     assert "rule 1 basic-auth at the relay answered it; it never reached the service" in done.stdout
     assert "its method is not an HTTP token; httpx cannot send it" in done.stdout
     assert "the header 'X-Crlf' holds a control byte; httpx cannot send it" in done.stdout
+    assert "the header name 'Bad Name' is not an HTTP token; httpx cannot send it" in done.stdout  # not b'Bad Name'
     assert "# exchange '01ABC\\nraise SystemExit(3)'" in text
     assert sorted(received) == [b"/id", b"/routed", b"/spaced"]
     assert received[b"/spaced"].headers[1:] == [(b"X-Spaced", b"v"), (b"X-Inner", b"a  b")]

@@ -231,6 +231,52 @@ async def test_respond_count_then_forward_again(harness, local, via):
 
 
 @pytest.mark.parametrize("via", PATHS)
+async def test_an_answer_a_rule_gave_is_recorded_with_the_size_of_its_body(local, tmp_path, via):
+    # The record had the status alone: `devtunnel requests` listed 0 B for every answer a rule gave.
+    import subprocess
+
+    from tests.kit.procs import DEVTUNNEL
+
+    port, _ = local
+    relay_rules = parse_rules([{"match": "path:/blocked", "action": "deny"}], "relay.toml", relay=True)
+    async with relay_and_agent(tmp_path / "relay", rules=relay_rules) as h:
+        await h.start(str(port), rules=rules(
+            {"match": "path:/drill", "action": "respond", "status": 503, "body": "maintenance drill\n"},
+            {"match": "path:/gone", "action": "respond", "drop": True},
+            {"match": "path:/limited", "action": "rate-limit", "rate": "1/m"},
+        ))
+        answers = [await request(h, path, via=via, method=method) for path, method in (
+            ("/drill", "GET"), ("/drill", "HEAD"), ("/blocked", "GET"), ("/limited", "GET"), ("/limited", "GET"),
+            ("/gone", "GET"))]
+        records = await h.exchanges(len(answers))
+    assert [a[0] for a in answers] == [503, 503, 403, 404, 429, 0]
+    assert [a[2] for a in answers][:3] == [b"maintenance drill\n", b"", b"forbidden\n"]
+    assert [ex.size for ex in records] == [len(a[2]) for a in answers]
+    cut = records[0].response
+    assert cut is not None and (cut.body, cut.body_size, cut.body_truncated) == (b"", 18, True)  # the bytes were the relay's
+    listed = subprocess.run([*DEVTUNNEL, "requests", "--json", "--db", str(tmp_path / "relay" / "captures.db")],
+                            capture_output=True, text=True, timeout=60)
+    assert [row["size"] for row in json.loads(listed.stdout)] == [len(a[2]) for a in answers], listed.stderr
+
+
+@pytest.mark.parametrize(("value", "status", "size"), [
+    (b"tunnel;1;respond;503;18", 503, 18),
+    (b"relay;2;deny;403", 403, 0),  # from a relay that does not name the size
+    (b"tunnel;1;respond;0;0", 0, 0),  # a dropped connection
+    (b"tunnel;1;respond;503;1" + b"0" * 30, 503, 0),  # no int of 31 digits
+    (b"tunnel;1;respond;503;-5", 503, 0),
+])
+def test_a_rule_notice_names_the_status_and_the_size_of_the_body_answered(value, status, size):
+    from devtunnel.agent.relay_signals import rule_of
+    from devtunnel.protocol.events import RequestReceived
+
+    head = RequestReceived(1, b"GET", b"/", b"1.1", ((b"Host", b"app"), (b"devtunnel-rule", value)), True)
+    stripped, mark, got_status, got_size = rule_of(head)
+    assert stripped.headers == ((b"Host", b"app"),) and mark is not None
+    assert (got_status, got_size) == (status, size)
+
+
+@pytest.mark.parametrize("via", PATHS)
 async def test_respond_delay_and_drop(harness, local, via):
     port, state = local
     await harness.start(

@@ -909,3 +909,57 @@ async def test_a_response_followed_by_another_in_the_same_write_reaches_the_clie
             after = await c.get("/second")
     assert (response.status_code, response.content) == expected
     assert (after.status_code, after.content) == (200, b"good")
+
+
+@pytest.mark.parametrize(("status", "framing", "body"), [
+    (b"204 No Content", b"Content-Length: 5", b"hello"),
+    (b"304 Not Modified", b"Content-Length: 5", b"hello"),
+    (b"204 No Content", b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n"),
+])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_body_a_no_content_answer_announces_is_dropped_with_its_connection(
+    harness: Harness, status: bytes, framing: bytes, body: bytes, method: str
+) -> None:
+    # A 204 or 304 has no body (RFC 9112 6.3), whatever its head says: the client gets the
+    # status alone, as from nginx or h11. A service that announces one anyway often writes it
+    # after the head (http.server writes the head, then the body): it came at the front of the
+    # next response on the kept-alive connection, and the next request got the agent's 502
+    # ("invalid HTTP response"). Here it comes exactly then, if the connection is used again.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = b""
+        async for head in request_heads(reader):
+            if method == "POST":
+                await reader.readexactly(4)  # curl sends "data" with every request
+            if b" /nothing " in head:
+                writer.write(b"HTTP/1.1 " + status + b"\r\n" + framing + b"\r\n\r\n")
+                pending = body
+            else:
+                writer.write(pending + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+                pending = b""
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        url = harness.base_url
+        # curl keeps its connection to the relay; the first request opens the agent's local
+        # connection, the next ones find it in the pool (GETs are answered from its callbacks,
+        # POSTs with their bodies in the streams' tasks).
+        proc = await asyncio.create_subprocess_exec(
+            "curl", "-sS", "-i", "--max-time", "20", "-H", f"Host: {harness.host('app')}",
+            f"{url}/first", *(["-X", "POST", "-d", "data"] if method == "POST" else []), f"{url}/nothing", f"{url}/after",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+    code = status.split()[0]
+    assert out.count(b"HTTP/1.1 ") == 3, out
+    first, nothing, after = out.split(b"HTTP/1.1 ")[1:]
+    assert first.endswith(b"\r\n\r\nnext") and after.startswith(b"200 OK") and after.endswith(b"\r\n\r\nnext"), out
+    assert nothing.startswith(code) and nothing.endswith(b"\r\n\r\n") and b"hello" not in nothing, out
+    recorded = {ex.request.target: ex for ex in await harness.exchanges(3)}
+    ex = recorded[b"/nothing"]
+    assert ex.status == int(code) and ex.error is None and ex.response is not None
+    assert ex.response.body == b"" and ex.response.body_size == 0
+    assert ex.response.headers.fields[-1] == tuple(framing.split(b": ")), "the head as the service sent it"
+    assert recorded[b"/after"].status == 200 and recorded[b"/after"].error is None

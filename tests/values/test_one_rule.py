@@ -72,3 +72,18 @@ def test_every_place_that_checks_a_method_or_name_uses_the_token_rule() -> None:
 )
 def test_a_close_code_either_travels_or_is_replaced_the_same_way_by_relay_and_agent(code: int, sent: int) -> None:
     assert sendable_close_code(code) == sent
+
+
+@given(st.binary(max_size=24) | st.sampled_from(
+    [b"5", b" 5\t", b"007", b"0", b"", b"+5", b"-0", b"5 5", b"0x5", b"5.0", "\u0665".encode(), b"\xd9\xa5", b"1" * 18, b"1" * 19]))
+def test_a_content_length_is_digits_alike_in_a_request_at_the_agent_and_a_response_at_the_relay(value: bytes) -> None:
+    from devtunnel.relay.headers import length_problem
+    from devtunnel.values.http1 import content_length_digits
+    from devtunnel.values.request_head import head_problem
+
+    digits = content_length_digits(value)
+    assert digits is None or (digits.isascii() and digits.isdigit() and digits == value.strip(b" \t"))
+    response_ok = length_problem(((b"Content-Length", value),)) is None
+    request_ok = head_problem(b"POST", b"/", ((b"Host", b"a"), (b"Content-Length", value))) is None
+    assert response_ok == (digits is not None)
+    assert request_ok == (digits is not None and len(digits) <= 18)  # the agent's bound: always an int

@@ -142,3 +142,10 @@ def test_quoted_names_a_value_for_a_message_that_is_escaped_once_later() -> None
     assert escape(f"no tunnel named {quoted(chr(27) + 'x')}") == "no tunnel named '\\x1bx'"
     assert quoted("it's") == '"it\'s"' and quoted("'\"") == "''\"'"
     assert quoted(3) == "3" and quoted(None) == "None"
+
+
+def test_quoted_reads_captured_bytes_as_text_not_as_their_repr() -> None:
+    # A header name quoted as b'X' read as Python, and its escapes were escaped again by the output.
+    assert quoted(b"X Bad\x1b") == "'X Bad\x1b'"
+    name = quoted(b"Caf\xc3\xa9 \xff")  # UTF-8 where it is; a byte that is not, U+FFFD (the text always encodes)
+    assert escape(f"header name {name}") == "header name 'Caf\u00e9 \ufffd'"
