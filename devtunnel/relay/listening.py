@@ -128,6 +128,18 @@ def stop_accepting(server: uvicorn.Server) -> None:
             connection.shutdown()
 
 
+def cut_unread_websockets(server: uvicorn.Server) -> int:
+    """Drop each public WebSocket whose client has not read what was written to it
+    (``GuardedWebSocketProtocol.cut_if_unread``), before ``server.shutdown``, which would
+    otherwise wait for it up to its graceful timeout and then cancel the task writing to it.
+    Returns how many were cut."""
+    return sum(
+        connection.cut_if_unread()
+        for connection in list(server.server_state.connections)
+        if isinstance(connection, GuardedWebSocketProtocol)
+    )
+
+
 def stop_listening(server: uvicorn.Server | None, listener: asyncio.AbstractServer) -> None:
     """Close a listener ``listen_more`` opened (connections open there carry on)."""
     listener.close()

@@ -30,7 +30,14 @@ from devtunnel.relay.headers import hostname_of as _hostname, request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.link import AgentLink, BufferBudget
-from devtunnel.relay.listening import listen_more, server_config, start_server, stop_accepting, stop_listening
+from devtunnel.relay.listening import (
+    cut_unread_websockets,
+    listen_more,
+    server_config,
+    start_server,
+    stop_accepting,
+    stop_listening,
+)
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pages import own_page
 from devtunnel.relay.pool import Pool
@@ -229,11 +236,17 @@ class Relay:
                     await interrupted.wait()
 
     async def stop(self) -> None:
-        """Tell every agent the relay is going away, then close all connections."""
+        """Tell every agent the relay is going away, then close all connections: a public
+        WebSocket whose client has not read what was written to it is dropped at once, with
+        one log line saying how many (``listening.cut_unread_websockets``)."""
         for tunnel in [member for pool in list(self._tunnels.values()) for member in pool.members]:
             await tunnel.disconnect(ErrorCode.SHUTTING_DOWN, "the relay is shutting down; reconnect", 1012)
         server, self._server = self._server, None
         if server is not None:
+            cut = cut_unread_websockets(server)
+            if cut:
+                log.info("stopping: %d public WebSocket%s cut, not reading what the relay sent",
+                         cut, "" if cut == 1 else "s")
             await server.shutdown(sockets=[self._socket] if self._socket else None)
         self._socket = None
         self._peer_errors.close()

@@ -23,6 +23,10 @@
   behind what the client has not read, and the connection dropped if the client did not read
   up to it within ``close_grace`` seconds. Without it the WebSocket stayed open (and its write
   buffer held) until the client left or a ping went unanswered.
+- ``cut_if_unread()`` is how the relay stops (``Relay.stop``): a public WebSocket whose client
+  has not read what was written to it is dropped at once. uvicorn's shutdown would close it
+  politely, and the close waits behind what the client does not read: uvicorn then waited its
+  whole graceful timeout and cancelled the relay's task sending to it, logging a traceback.
 - While the socket is full, pings are not answered: each pong would only grow the buffer
   the peer is not reading (RFC 6455 5.5.3 lets an endpoint skip pongs to earlier pings).
 - ``on_writable`` is called when the socket drained below its low-water mark.
@@ -126,6 +130,17 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         self.transport.close()
         if self._drop_timer is None and not self.disconnected:
             self._drop_timer = self.loop.call_later(self.close_grace, self.transport.abort)
+
+    def cut_if_unread(self) -> bool:
+        """The relay is stopping: drop this public WebSocket at once if what was written to it
+        waits for its client to read (a close frame would wait behind it). The relay's task
+        sending to it ends with the connection. Returns whether it was cut."""
+        if not self._opened or self.disconnected:
+            return False
+        if self.writable.is_set() and not self.transport.get_write_buffer_size():
+            return False
+        self.transport.abort()
+        return True
 
     # -- transport flow control -----------------------------------------------------------
     def pause_writing(self) -> None:
