@@ -2,7 +2,8 @@
 
 ``LocalResponse`` collects one response from the bytes the local service sends: the status,
 the headers exactly as they came, the body as it is parsed, and whether the connection can be
-used again. Interim (1xx) responses are skipped. The forwarder (``forward.py``) and its quick
+used again. Interim (1xx) responses are skipped, and so are the trailer fields of a chunked
+body (the tunnel carries none: they never become headers). The forwarder (``forward.py``) and its quick
 path (``quick.py``) feed it and send what it parsed on through the tunnel stream.
 """
 
@@ -39,7 +40,7 @@ class _HeadDone(Exception):
 
 
 class LocalResponse:
-    """``httptools`` callbacks collecting one response (1xx interim responses are skipped)."""
+    """``httptools`` callbacks collecting one response (1xx interim responses and trailer fields are skipped)."""
 
     __slots__ = ("parser", "head_only", "status", "reason", "headers", "version", "head_done", "complete", "framed",
                  "extra", "keep_alive", "body", "_interim")
@@ -96,6 +97,10 @@ class LocalResponse:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            # A trailer field of a chunked body: never one of the head's (RFC 9110 6.5.1), which
+            # the tunnel carries alone (as nginx drops an upstream's trailer fields).
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:

@@ -909,3 +909,49 @@ async def test_a_response_followed_by_another_in_the_same_write_reaches_the_clie
             after = await c.get("/second")
     assert (response.status_code, response.content) == expected
     assert (after.status_code, after.content) == (200, b"good")
+
+
+TRAILED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+           b"5\r\nhello\r\n6\r\n world\r\n")
+TRAILER = b"0\r\nX-Checksum: abc123\r\nSet-Cookie: sid=evil\r\nLocation: http://elsewhere.example/\r\n\r\n"
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["same-write", "later-write"])
+async def test_trailer_fields_of_a_response_never_become_its_headers(harness: Harness, late: bool) -> None:
+    # A chunked response's trailer fields are not headers (RFC 9110 6.5.1: never merged into
+    # the header section). The agent parsed them into the headers when they came in the same
+    # read as the head (a Set-Cookie or Location the service put after the body reached the
+    # client as a header) and dropped them when they came later: what the client saw depended
+    # on how the bytes were cut. They are dropped either way, as nginx drops an upstream's;
+    # the tunnel carries no trailers. Both paths: a kept-alive connection's callback (the
+    # second request) and the stream's task (the first, on a new connection).
+    head_seen = threading.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for _ in request_heads(reader):
+            if late:
+                writer.write(TRAILED)
+                await writer.drain()
+                await asyncio.get_running_loop().run_in_executor(None, head_seen.wait, 10)
+                head_seen.clear()
+                writer.write(TRAILER)
+            else:
+                writer.write(TRAILED + TRAILER)
+            await writer.drain()
+        writer.close()
+
+    results = []
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            for path in ("/first", "/second"):
+                async with c.stream("GET", path) as response:
+                    head_seen.set()
+                    await response.aread()
+                    results.append(response)
+    for response in results:
+        assert (response.status_code, response.content) == (200, b"hello world")
+        assert not {"x-checksum", "set-cookie", "location"} & set(response.headers), response.headers
+    for ex in await harness.exchanges(2):
+        assert ex.response is not None
+        assert not {b"x-checksum", b"set-cookie", b"location"} & {n.lower() for n, _ in ex.response.headers.fields}
