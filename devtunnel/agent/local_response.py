@@ -46,7 +46,11 @@ class LocalResponse:
                  "extra", "keep_alive", "body", "_interim")
 
     def __init__(self, head_only: bool) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        parser = self.parser = httptools.HttpResponseParser(self)
+        # A line may end in LF alone (RFC 9112 2.2 lets a recipient take it): a hand-written
+        # service (``printf ... | nc -l``) answers so, and curl, browsers and nginx take it. No one
+        # reads these bytes after the agent: the relay writes the head anew from its fields.
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.head_only = head_only
         self.status = 0
         self.reason = bytearray()

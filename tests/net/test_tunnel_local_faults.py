@@ -955,3 +955,28 @@ async def test_trailer_fields_of_a_response_never_become_its_headers(harness: Ha
     for ex in await harness.exchanges(2):
         assert ex.response is not None
         assert not {b"x-checksum", b"set-cookie", b"location"} & {n.lower() for n, _ in ex.response.headers.fields}
+
+
+async def test_a_response_head_with_bare_lf_line_ends_passes_as_it_does_to_curl(harness: Harness) -> None:
+    # `printf 'HTTP/1.1 200 OK\n\nhi' | nc -l 8080`, a hand-written mock or a device's firmware:
+    # line ends without CR, which RFC 9112 2.2 lets a recipient take, and which curl, browsers and
+    # nginx in front of such a service take. The agent's strict parser answered 502 ("Missing
+    # expected CR after response line"). Kept-alive (the callback's quick path after the first
+    # request's task) and ended by the close alike.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for head in request_heads(reader):
+            if b"/nc" in head:
+                writer.write(b"HTTP/1.0 200 OK\nContent-Type: text/plain\n\nhello from nc\n")
+                await writer.drain()
+                break
+            writer.write(b"HTTP/1.1 200 OK\nContent-Length: 2\nX-Line: lf\r\n\nok")
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            results = [await c.get(path) for path in ("/kept", "/kept", "/nc")]
+    assert [(r.status_code, r.content) for r in results] == [(200, b"ok"), (200, b"ok"), (200, b"hello from nc\n")]
+    assert [r.headers.get("x-line") for r in results[:2]] == ["lf", "lf"]
+    assert results[2].headers["content-type"] == "text/plain"
