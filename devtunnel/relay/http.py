@@ -650,7 +650,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             parsed_url.query or b"",
             self.headers,
             self._raw_headers,
-            self.expect_100_continue,
+            # HTTP/1.0 has no 1xx: its 100-continue is ignored (RFC 9110 10.1.1), as nginx does.
+            self.expect_100_continue and http_version != "1.0",
             http_version != "1.0" and parser.should_keep_alive(),
         )
         # self.cycle is a DirectCycle until a task starts for it (_launch puts uvicorn's in its place).

@@ -323,6 +323,18 @@ async def test_expect_100_continue_is_answered_and_body_forwarded(relay: Relay, 
     assert (b"Expect", b"100-continue") in seen.headers
 
 
+
+async def test_an_http_1_0_client_is_sent_no_100_continue(relay: Relay, agent: ScriptedAgent) -> None:
+    # HTTP/1.0 has no 1xx statuses: a server must ignore an HTTP/1.0 request's 100-continue
+    # expectation and send it no 1xx (RFC 9110 10.1.1, 15.2), as nginx and h11 do. uvicorn wrote
+    # "HTTP/1.1 100 Continue" before the response, which such a client reads as the response.
+    response = await raw_exchange(relay.port, b"POST /c HTTP/1.0\r\nHost: demo.localhost\r\nContent-Length: 5\r\n"
+                                              b"Expect: 100-continue\r\n\r\nhello")
+    assert response.startswith(b"HTTP/1.1 200 "), response
+    assert b"100 Continue" not in response
+    assert response.endswith(b"body=hello")
+
+
 async def test_too_many_concurrent_streams_get_503() -> None:
     async with running_relay(max_streams=2, client_share=1) as relay:  # one address may fill it
         release = asyncio.Event()
