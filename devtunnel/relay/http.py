@@ -188,6 +188,44 @@ class _Unwaited:
 
 _UNWAITED: Any = _Unwaited()
 
+UNTIL_CLOSE = 1 << 62
+"""A cycle's ``expected_content_length`` once its response turned out to end with the
+connection: a response without a length to an HTTP/1.0 client, which reads no chunked coding
+(RFC 9112 6.1; nginx and h11 answer such a client so, uvicorn chunks). Larger than any body, so
+the checks of a body against its length pass; ``until_close`` tells it from a length."""
+
+
+def until_close(expected_content_length: int) -> bool:
+    """Whether a cycle with this ``expected_content_length`` writes a body ended by the close
+    (``UNTIL_CLOSE``, less what was written of it)."""
+    return expected_content_length > UNTIL_CLOSE >> 1
+
+
+def _has_length(headers: Any) -> bool:
+    """Whether response ``headers`` frame the body as uvicorn's send reads them (a
+    Content-Length, or chunked Transfer-Encoding)."""
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length" or (name == b"transfer-encoding" and value.lower() == b"chunked"):
+            return True
+    return False
+
+
+class UntilCloseCycle(RequestResponseCycle):
+    """uvicorn's cycle for an HTTP/1.0 request, whose response, when it has no length, ends with
+    the connection (``UNTIL_CLOSE``) instead of being chunked: as ``http_direct.response_head``
+    writes it on the direct path. Such a connection is never kept alive, so it closes after."""
+
+    async def send(self, message: Any) -> None:
+        if not self.response_started:
+            if (message["type"] == "http.response.start" and self.scope["method"] != "HEAD"
+                    and message["status"] not in (204, 304) and not _has_length(message.get("headers", ()))):
+                self.chunked_encoding = False
+                self.expected_content_length = UNTIL_CLOSE
+        elif until_close(self.expected_content_length) and not message.get("more_body", False):
+            self.expected_content_length = len(message.get("body", b""))  # its last bytes: all that is left
+        await super().send(message)
+
 
 class DirectCycle:
     """A request's response cycle until an ASGI task is started for it: uvicorn's
@@ -273,7 +311,7 @@ class DirectCycle:
         event = asyncio.Event()
         if self.body or not self.more_body or self.disconnected:
             event.set()
-        cycle = RequestResponseCycle(
+        cycle = (UntilCloseCycle if self.http_version == "1.0" else RequestResponseCycle)(
             scope=self.scope,
             transport=self.transport,
             flow=self.flow,

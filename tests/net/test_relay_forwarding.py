@@ -335,6 +335,42 @@ async def test_an_http_1_0_client_is_sent_no_100_continue(relay: Relay, agent: S
     assert response.endswith(b"body=hello")
 
 
+@pytest.mark.parametrize("body_later", [False, True], ids=["direct", "asgi-task"])
+async def test_an_http_1_0_client_gets_a_body_without_length_ended_by_the_close(body_later: bool) -> None:
+    # A response without Content-Length to an HTTP/1.0 client ends when the connection closes:
+    # such a client reads no chunked coding (RFC 9112 6.1: a server must not send it
+    # Transfer-Encoding), and took "5\r\nhello..." for the body. nginx and h11 answer so; uvicorn
+    # chunked it. Both ways through the relay: a request whose body came with its head, one
+    # whose body came later (an ASGI task).
+    async def stream(request: AgentRequest) -> None:
+        await request.body()
+        request.respond(200, [(b"Content-Type", b"text/plain")])
+        await request.send(b"hello ")
+        await request.send(b"world", end=True)
+
+    async with running_relay() as relay:
+        agent = await connect_agent(relay, handler=stream)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            head = b"POST /s HTTP/1.0\r\nHost: demo.localhost\r\nContent-Length: 2\r\n\r\n"
+            if body_later:
+                writer.write(head)
+                await async_wait_for(lambda: agent.requests, what="the request at the agent")
+                writer.write(b"ok")
+            else:
+                writer.write(head + b"ok")
+            async with asyncio.timeout(10):
+                response = await reader.read(-1)
+            writer.close()
+        finally:
+            await agent.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body == b"hello world"
+
+
 async def test_too_many_concurrent_streams_get_503() -> None:
     async with running_relay(max_streams=2, client_share=1) as relay:  # one address may fill it
         release = asyncio.Event()
