@@ -980,3 +980,46 @@ async def test_a_response_head_with_bare_lf_line_ends_passes_as_it_does_to_curl(
     assert [(r.status_code, r.content) for r in results] == [(200, b"ok"), (200, b"ok"), (200, b"hello from nc\n")]
     assert [r.headers.get("x-line") for r in results[:2]] == ["lf", "lf"]
     assert results[2].headers["content-type"] == "text/plain"
+
+
+async def test_head_requests_keep_the_local_connection_alive(harness: Harness) -> None:
+    # A response to HEAD ends with its head, whatever length it declares. The agent closed the
+    # local connection after every one (llhttp cannot be told the request was HEAD, and it could
+    # not tell whether bytes followed the head), so a monitor's HEAD every few seconds, or a link
+    # checker, cost the service a connection each where a client talking to it directly keeps
+    # one. Now a head that ends the bytes read keeps the connection for the next request, on the
+    # stream's task (the first request) and on the callback's quick path alike; one followed by
+    # bytes (a body sent to HEAD) still closes it.
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        async for head in request_heads(reader):
+            if head.startswith(b"HEAD /chunked"):
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            elif head.startswith(b"HEAD /interim"):
+                writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+            elif head.startswith(b"HEAD /with-body"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            elif head.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-Head: yes\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nconnection %d" % (
+                    len(b"connection %d" % connections), connections))
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            heads = [await c.head(path) for path in ("/a", "/b", "/chunked", "/interim")]
+            after = await c.get("/next")
+            with_body = await c.head("/with-body")
+            last = await c.get("/last")
+    assert [(r.status_code, r.content) for r in heads] == [(200, b"")] * 4
+    assert heads[0].headers["content-length"] == "1234" and heads[1].headers["x-head"] == "yes"
+    assert heads[3].headers["content-length"] == "9"
+    assert after.text == "connection 1"
+    assert (with_body.status_code, with_body.content) == (200, b"")
+    assert last.text == "connection 2"  # the body sent to HEAD was not read as this response
