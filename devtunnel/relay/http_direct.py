@@ -4,8 +4,8 @@ callbacks (``DirectExchange``), without an ASGI task, on uvicorn's own response 
 
 The response is written as uvicorn's ``RequestResponseCycle.send`` would write it, by
 ``response_head`` (the status line and headers: uvicorn's keep-alive and close rules, framing
-for HEAD, 204, 304 and a response without a length, which ends with the connection for an
-HTTP/1.0 client: ``http.UNTIL_CLOSE``) and ``body_bytes`` (the framing of each
+for HEAD, 204, 304 and a response without a length; an HTTP/1.0 client's as ``http.frame_http10``
+says) and ``body_bytes`` (the framing of each
 body message), without a coroutine or message dicts; the head goes out in one write with the
 first body bytes ready. ``tests/net/test_uvicorn_contract.py`` compares both with uvicorn's.
 """
@@ -22,7 +22,7 @@ from devtunnel.protocol.events import StreamReset
 from devtunnel.values.http1 import refused_bytes
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.headers import request_host
-from devtunnel.relay.http import UNTIL_CLOSE, DirectCycle, HeadLimitedHttpProtocol, until_close
+from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol, frame_http10, until_close
 from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
@@ -70,13 +70,17 @@ def response_head(cycle: DirectCycle, status: int, headers: list[tuple[bytes, by
                 cycle.keep_alive = False
                 has_connection_close = True
         content += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive and not has_connection_close:
-        content.append(b"connection: close\r\n")
-    if cycle.chunked_encoding is None and cycle.method != "HEAD" and status not in (204, 304):
-        if cycle.http_version == "1.0":  # the body ends with the connection (UNTIL_CLOSE)
-            cycle.chunked_encoding = False
-            cycle.expected_content_length = UNTIL_CLOSE
-        else:
+    unframed = cycle.chunked_encoding is None and cycle.method != "HEAD" and status not in (204, 304)
+    if cycle.http_version == "1.0":  # as http.Http10Cycle has uvicorn's send write it
+        frame_http10(cycle, unframed)
+        if cycle.keep_alive:
+            content.append(b"connection: keep-alive\r\n")
+        elif not has_connection_close:
+            content.append(b"connection: close\r\n")
+    else:
+        if not cycle.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if unframed:
             cycle.chunked_encoding = True
             content.append(b"transfer-encoding: chunked\r\n")
     content.append(b"\r\n")
