@@ -2,11 +2,14 @@
 
 ``LocalResponse`` collects one response from the bytes the local service sends: the status,
 the headers exactly as they came, the body as it is parsed, and whether the connection can be
-used again. Interim (1xx) responses are skipped. The forwarder (``forward.py``) and its quick
+used again. Interim (1xx) responses are skipped, and so are the trailer fields of a chunked
+body (the tunnel carries none: they never become headers). The forwarder (``forward.py``) and its quick
 path (``quick.py``) feed it and send what it parsed on through the tunnel stream.
 """
 
 from __future__ import annotations
+
+import re
 
 import httptools
 
@@ -24,6 +27,8 @@ _PREFIX_SIZE = RESPONSE_PREFIX.size + 3  # and the version, "1.1"
 
 NO_BODY_STATUSES = frozenset((204, 304))
 """Statuses whose responses never have a body."""
+_HEAD_END = re.compile(rb"\n\r?\n")
+# The empty line that ends a response head, after a CRLF or a bare LF (the parser takes both).
 
 
 class BadResponse(Exception):
@@ -53,13 +58,13 @@ def _announces_body(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class LocalResponse:
-    """``httptools`` callbacks collecting one response (1xx interim responses are skipped)."""
+    """``httptools`` callbacks collecting one response (1xx interim responses and trailer fields are skipped)."""
 
     __slots__ = ("parser", "head_only", "status", "reason", "headers", "version", "head_done", "complete", "framed",
-                 "extra", "keep_alive", "body", "_interim")
+                 "extra", "keep_alive", "body", "_interim", "_interims", "_raw")
 
     def __init__(self, head_only: bool) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = _parser(self)
         self.head_only = head_only
         self.status = 0
         self.reason = bytearray()
@@ -76,6 +81,9 @@ class LocalResponse:
         """The local service keeps the connection open after this response."""
         self.body: list[bytes] = []
         self._interim = False
+        self._interims = 0  # interim heads before the final one
+        self._raw = bytearray()
+        """The bytes of a response to HEAD fed so far: whether any follow its head is read in them."""
 
     def again(self, head_only: bool) -> LocalResponse:
         """This object, emptied for the next response on the same connection; returns it.
@@ -86,6 +94,11 @@ class LocalResponse:
         parsing. Whoever had the last response keeps only copies of its head and body.
         """
         assert self.complete and self.keep_alive and not self.extra and not self._interim
+        if self.head_only:  # llhttp stopped for good after the head of that response to HEAD
+            self.parser = _parser(self)
+        if head_only:
+            self._raw.clear()
+            self._interims = 0
         self.head_only = head_only
         self.status = 0
         self.reason.clear()
@@ -111,12 +124,17 @@ class LocalResponse:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            # A trailer field of a chunked body: never one of the head's (RFC 9110 6.5.1), which
+            # the tunnel carries alone (as nginx drops an upstream's trailer fields).
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._interim = True
+            self._interims += 1
             return
         self.status = status
         self.version = self.parser.get_http_version()
@@ -137,6 +155,7 @@ class LocalResponse:
             # in a write of its own: it would be read as the start of the next response here.
             self.extra = True
         if self.head_only:
+            self.keep_alive = self.parser.should_keep_alive()
             raise _HeadDone
 
     def on_body(self, body: bytes) -> None:
@@ -153,15 +172,19 @@ class LocalResponse:
     # ---------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Parse received bytes. Raises ``BadResponse`` for invalid HTTP."""
+        if self.head_only:
+            self._raw += data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadDone):
                 # After the head of a response to HEAD (httptools cannot be told the request was
-                # HEAD), or before a message that followed the response: we stop here, and neither
-                # this parser nor the connection (which holds bytes we did not parse) is used again.
+                # HEAD: this parser is done, ``again`` makes another), or before a message that
+                # followed the response: we stop here. The connection is used again only when
+                # no byte followed a HEAD response's head (bytes we did not parse would be read
+                # as the next response).
                 self.complete = True
-                self.extra = True
+                self.extra = not self.head_only or not _head_ends(self._raw, self._interims + 1)
                 return
             context = exc.__context__
             if isinstance(context, _HeadTooLarge):
@@ -187,3 +210,23 @@ class LocalResponse:
             if self.framed:
                 raise BadResponse("the local service closed the connection in the middle of the response body")
             self.complete = True  # the body was delimited by the end of the connection
+
+
+def _parser(response: LocalResponse) -> httptools.HttpResponseParser:
+    """A parser calling back ``response``."""
+    parser = httptools.HttpResponseParser(response)
+    # A line may end in LF alone (RFC 9112 2.2 lets a recipient take it): a hand-written
+    # service (``printf ... | nc -l``) answers so, and curl, browsers and nginx take it. No one
+    # reads these bytes after the agent: the relay writes the head anew from its fields.
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    return parser
+
+
+def _head_ends(raw: bytearray, heads: int) -> bool:
+    """Whether the ``heads``-th response head in ``raw`` (interim ones counted) ends where ``raw``
+    does: nothing follows it."""
+    for end in _HEAD_END.finditer(raw):
+        heads -= 1
+        if not heads:
+            return end.end() == len(raw)
+    return False

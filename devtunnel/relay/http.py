@@ -188,6 +188,62 @@ class _Unwaited:
 
 _UNWAITED: Any = _Unwaited()
 
+UNTIL_CLOSE = 1 << 62
+"""A cycle's ``expected_content_length`` once its response turned out to end with the
+connection: a response without a length to an HTTP/1.0 client, which reads no chunked coding
+(RFC 9112 6.1; nginx and h11 answer such a client so, uvicorn chunks). Larger than any body, so
+the checks of a body against its length pass; ``until_close`` tells it from a length."""
+
+
+def until_close(expected_content_length: int) -> bool:
+    """Whether a cycle with this ``expected_content_length`` writes a body ended by the close
+    (``UNTIL_CLOSE``, less what was written of it)."""
+    return expected_content_length > UNTIL_CLOSE >> 1
+
+
+def frame_http10(cycle: Any, unframed: bool) -> None:
+    """Frame the response to an HTTP/1.0 request on ``cycle`` (uvicorn's or a ``DirectCycle``)
+    as such a client reads it: a body without a length (``unframed``) ends with the connection
+    (``UNTIL_CLOSE``), which then cannot be kept alive. A connection still kept alive after this
+    (the client asked for it, the response has a length) is said to be: the caller writes
+    ``Connection: keep-alive``, without which an HTTP/1.0 client takes it to close, as nginx and
+    Go's server write it."""
+    if unframed:
+        cycle.chunked_encoding = False
+        cycle.expected_content_length = UNTIL_CLOSE
+        cycle.keep_alive = False
+
+
+def _framing(headers: Any) -> tuple[bool, bool]:
+    """Whether response ``headers`` frame the body as uvicorn's send reads them (a
+    Content-Length, or chunked Transfer-Encoding), and whether a Connection field says close."""
+    framed = close = False
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length" or (name == b"transfer-encoding" and value.lower() == b"chunked"):
+            framed = True
+        elif name == b"connection" and b"close" in [token.lower().strip() for token in value.split(b",")]:
+            close = True
+    return framed, close
+
+
+class Http10Cycle(RequestResponseCycle):
+    """uvicorn's cycle for an HTTP/1.0 request, framing its response as ``frame_http10`` says
+    (uvicorn chunks a body without a length, and keeps no HTTP/1.0 connection alive): as
+    ``http_direct.response_head`` writes it on the direct path."""
+
+    async def send(self, message: Any) -> None:
+        if not self.response_started:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", ())
+                framed, close = _framing(headers)
+                frame_http10(self, not framed and self.scope["method"] != "HEAD" and message["status"] not in (204, 304))
+                if self.keep_alive and not close:
+                    message = {**message, "headers": [*headers, (b"connection", b"keep-alive")]}
+        elif until_close(self.expected_content_length) and not message.get("more_body", False):
+            self.expected_content_length = len(message.get("body", b""))  # its last bytes: all that is left
+        await super().send(message)
+
 
 class DirectCycle:
     """A request's response cycle until an ASGI task is started for it: uvicorn's
@@ -273,7 +329,7 @@ class DirectCycle:
         event = asyncio.Event()
         if self.body or not self.more_body or self.disconnected:
             event.set()
-        cycle = RequestResponseCycle(
+        cycle = (Http10Cycle if self.http_version == "1.0" else RequestResponseCycle)(
             scope=self.scope,
             transport=self.transport,
             flow=self.flow,
@@ -640,6 +696,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self.logger.warning("Exceeded concurrency limit.")
         else:
             app = self.app
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and http_version == "1.0":
+            # Kept alive when asked (Connection: keep-alive: frame_http10), but not after an HTTP/1.0
+            # message with Transfer-Encoding, whose framing is faulty (RFC 9112 6.1): llhttp keeps it.
+            keep_alive = not any(name == b"transfer-encoding" for name, _ in self.headers)
         existing_cycle = self.cycle
         cycle = DirectCycle(  # uvicorn's own cycle, and the scope, are made only when asked for (_launch)
             self,
@@ -650,8 +711,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             parsed_url.query or b"",
             self.headers,
             self._raw_headers,
-            self.expect_100_continue,
-            http_version != "1.0" and parser.should_keep_alive(),
+            # HTTP/1.0 has no 1xx: its 100-continue is ignored (RFC 9110 10.1.1), as nginx does.
+            self.expect_100_continue and http_version != "1.0",
+            keep_alive,
         )
         # self.cycle is a DirectCycle until a task starts for it (_launch puts uvicorn's in its place).
         self.cycle = cycle  # type: ignore[assignment]

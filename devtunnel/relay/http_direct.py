@@ -4,7 +4,8 @@ callbacks (``DirectExchange``), without an ASGI task, on uvicorn's own response 
 
 The response is written as uvicorn's ``RequestResponseCycle.send`` would write it, by
 ``response_head`` (the status line and headers: uvicorn's keep-alive and close rules, framing
-for HEAD, 204, 304 and a response without a length) and ``body_bytes`` (the framing of each
+for HEAD, 204, 304 and a response without a length; an HTTP/1.0 client's as ``http.frame_http10``
+says) and ``body_bytes`` (the framing of each
 body message), without a coroutine or message dicts; the head goes out in one write with the
 first body bytes ready. ``tests/net/test_uvicorn_contract.py`` compares both with uvicorn's.
 """
@@ -21,7 +22,7 @@ from devtunnel.protocol.events import StreamReset
 from devtunnel.values.http1 import refused_bytes
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.headers import request_host
-from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
+from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol, frame_http10, until_close
 from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
@@ -69,11 +70,19 @@ def response_head(cycle: DirectCycle, status: int, headers: list[tuple[bytes, by
                 cycle.keep_alive = False
                 has_connection_close = True
         content += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive and not has_connection_close:
-        content.append(b"connection: close\r\n")
-    if cycle.chunked_encoding is None and cycle.method != "HEAD" and status not in (204, 304):
-        cycle.chunked_encoding = True
-        content.append(b"transfer-encoding: chunked\r\n")
+    unframed = cycle.chunked_encoding is None and cycle.method != "HEAD" and status not in (204, 304)
+    if cycle.http_version == "1.0":  # as http.Http10Cycle has uvicorn's send write it
+        frame_http10(cycle, unframed)
+        if cycle.keep_alive:
+            content.append(b"connection: keep-alive\r\n")
+        elif not has_connection_close:
+            content.append(b"connection: close\r\n")
+    else:
+        if not cycle.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if unframed:
+            cycle.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
     content.append(b"\r\n")
     return b"".join(content)
 
@@ -102,7 +111,9 @@ def complete(cycle: DirectCycle) -> None:
     request (``on_response``). (uvicorn also sets the cycle's ``message_event``, which only
     its ``receive`` waits on: nothing on the direct path does.)"""
     if cycle.expected_content_length != 0:
-        raise RuntimeError("Response content shorter than Content-Length")
+        if not until_close(cycle.expected_content_length):
+            raise RuntimeError("Response content shorter than Content-Length")
+        cycle.expected_content_length = 0  # a body ended by the close: what came was all of it
     cycle.response_complete = True
     if not cycle.keep_alive:
         cycle.transport.close()

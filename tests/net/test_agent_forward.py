@@ -114,6 +114,12 @@ def test_responses_parse_the_same_however_the_bytes_are_split(raw: bytes, cuts: 
 
 KEPT_ALIVE = [*RESPONSES, b"HTTP/1.0 202 Accepted\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc",
               b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"]
+HEAD_KEPT_ALIVE = [  # responses to HEAD that keep the connection: each ends with its head
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-A: 1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 3\n\n",
+]
 
 
 def _parsed(r: LocalResponse) -> tuple[object, ...]:
@@ -121,16 +127,21 @@ def _parsed(r: LocalResponse) -> tuple[object, ...]:
             r.keep_alive, r.take_body())
 
 
-@given(st.lists(st.tuples(st.sampled_from(KEPT_ALIVE), st.integers(min_value=0, max_value=120)), min_size=1, max_size=6))
+_ANY_KEPT_ALIVE = [(raw, False) for raw in KEPT_ALIVE] + [(raw, True) for raw in HEAD_KEPT_ALIVE]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_ANY_KEPT_ALIVE), st.integers(min_value=0, max_value=120)), min_size=1,
+                max_size=6))
 def test_a_response_parser_used_again_reads_each_next_response_as_a_new_one_would(
-    responses: list[tuple[bytes, int]],
+    responses: list[tuple[tuple[bytes, bool], int]],
 ) -> None:
-    # The quick path keeps a connection's parser for its next response (LocalResponse.again).
-    reused = LocalResponse(head_only=False)
-    for i, (raw, cut) in enumerate(responses):
+    # The quick path keeps a connection's parser for its next response (LocalResponse.again),
+    # after a response to HEAD too (whose parser stopped after the head).
+    reused = LocalResponse(head_only=responses[0][0][1])
+    for i, ((raw, head_only), cut) in enumerate(responses):
         if i:
-            assert reused.again(False) is reused
-        fresh = LocalResponse(head_only=False)
+            assert reused.again(head_only) is reused
+        fresh = LocalResponse(head_only=head_only)
         cut = min(cut, len(raw))
         for part in (raw[:cut], raw[cut:]):  # compared after each read: a quick answer looks at both
             if part:
@@ -140,7 +151,10 @@ def test_a_response_parser_used_again_reads_each_next_response_as_a_new_one_woul
 
 
 @pytest.mark.parametrize("raw, head_only", [
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", True),  # HEAD: stopped after the head
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody", True),  # HEAD answered with a body
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n\r\n", True),  # ... or anything else after its head
+    (b"HTTP/1.1 200 OK\r\n\r\n", True),  # HEAD without a length: the connection's end may delimit a GET's
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\n", True),
     (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", False),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n", False),  # bytes after it
     (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhalf", False),  # not complete
@@ -158,10 +172,14 @@ def test_interim_responses_are_skipped() -> None:
     assert (r.status, r.headers, r.take_body()) == (200, [(b"Content-Length", b"2")], b"ok")
 
 
-def test_head_response_stops_after_the_head_and_the_connection_is_not_reused() -> None:
-    r = feed_all(LocalResponse(head_only=True), [b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"])
-    assert r.head_done and r.complete and r.extra
-    assert r.headers == [(b"Content-Length", b"1234")]
+@pytest.mark.parametrize("raw", HEAD_KEPT_ALIVE)
+def test_a_head_response_ends_with_its_head_and_keeps_the_connection_however_its_bytes_are_split(raw: bytes) -> None:
+    for cut in range(len(raw) + 1):
+        r = feed_all(LocalResponse(head_only=True), [part for part in (raw[:cut], raw[cut:]) if part])
+        assert r.head_done and r.complete and r.keep_alive and not r.extra, cut
+        assert r.status == 200 and r.take_body() == b""
+    followed = feed_all(LocalResponse(head_only=True), [raw[:-1], raw[-1:] + b"HTTP/1.1 200 OK\r\n\r\n"])
+    assert followed.complete and followed.extra
 
 
 def test_keep_alive_follows_the_response_framing_and_connection_header() -> None:

@@ -323,6 +323,123 @@ async def test_expect_100_continue_is_answered_and_body_forwarded(relay: Relay, 
     assert (b"Expect", b"100-continue") in seen.headers
 
 
+
+async def test_an_http_1_0_client_is_sent_no_100_continue(relay: Relay, agent: ScriptedAgent) -> None:
+    # HTTP/1.0 has no 1xx statuses: a server must ignore an HTTP/1.0 request's 100-continue
+    # expectation and send it no 1xx (RFC 9110 10.1.1, 15.2), as nginx and h11 do. uvicorn wrote
+    # "HTTP/1.1 100 Continue" before the response, which such a client reads as the response.
+    response = await raw_exchange(relay.port, b"POST /c HTTP/1.0\r\nHost: demo.localhost\r\nContent-Length: 5\r\n"
+                                              b"Expect: 100-continue\r\n\r\nhello")
+    assert response.startswith(b"HTTP/1.1 200 "), response
+    assert b"100 Continue" not in response
+    assert response.endswith(b"body=hello")
+
+
+@pytest.mark.parametrize("body_later", [False, True], ids=["direct", "asgi-task"])
+async def test_an_http_1_0_client_gets_a_body_without_length_ended_by_the_close(body_later: bool) -> None:
+    # A response without Content-Length to an HTTP/1.0 client ends when the connection closes:
+    # such a client reads no chunked coding (RFC 9112 6.1: a server must not send it
+    # Transfer-Encoding), and took "5\r\nhello..." for the body. nginx and h11 answer so; uvicorn
+    # chunked it. Both ways through the relay: a request whose body came with its head, one
+    # whose body came later (an ASGI task).
+    async def stream(request: AgentRequest) -> None:
+        await request.body()
+        request.respond(200, [(b"Content-Type", b"text/plain")])
+        await request.send(b"hello ")
+        await request.send(b"world", end=True)
+
+    async with running_relay() as relay:
+        agent = await connect_agent(relay, handler=stream)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            head = b"POST /s HTTP/1.0\r\nHost: demo.localhost\r\nContent-Length: 2\r\n\r\n"
+            if body_later:
+                writer.write(head)
+                await async_wait_for(lambda: agent.requests, what="the request at the agent")
+                writer.write(b"ok")
+            else:
+                writer.write(head + b"ok")
+            async with asyncio.timeout(10):
+                response = await reader.read(-1)
+            writer.close()
+        finally:
+            await agent.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body == b"hello world"
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One response with a Content-Length from ``reader``: its head (lowercased) and body."""
+    async with asyncio.timeout(10):
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        return head, await reader.readexactly(length)
+
+
+@pytest.mark.parametrize("body_later", [False, True], ids=["direct", "asgi-task"])
+async def test_an_http_1_0_client_asking_for_keep_alive_keeps_its_connection(body_later: bool) -> None:
+    # An HTTP/1.0 client sends Connection: keep-alive to keep its connection (ab -k does, for
+    # every request): nginx and Go's server keep it and say so (Connection: keep-alive), which
+    # such a client needs to hear. The relay closed it after each response, as uvicorn does. A
+    # response without a length still closes it (its end is the close), and a request without
+    # keep-alive too.
+    async def answer(request: AgentRequest) -> None:
+        body = await request.body()
+        if request.event.target == b"/stream":
+            request.respond(200)
+            await request.send(b"until ")
+            await request.send(b"close", end=True)
+            return
+        text = request.event.target + b" " + body
+        request.respond(200, [(b"Content-Length", str(len(text)).encode()), (b"Connection", b"keep-alive")])
+        await request.send(text, end=True)
+
+    async with running_relay() as relay:
+        agent = await connect_agent(relay, handler=answer)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            answers = []
+            for i, path in enumerate((b"/a", b"/b")):
+                head = b"POST %s HTTP/1.0\r\nHost: demo.localhost\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n" % path
+                if body_later:
+                    writer.write(head)
+                    await async_wait_for(lambda: len(agent.requests) > i, what="the request at the agent")
+                    writer.write(b"%d!" % i)
+                else:
+                    writer.write(head + b"%d!" % i)
+                answers.append(await read_response(reader))
+            writer.write(b"GET /stream HTTP/1.0\r\nHost: demo.localhost\r\nConnection: keep-alive\r\n\r\n")
+            async with asyncio.timeout(10):
+                streamed = await reader.read(-1)  # ends with the connection
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"POST /c HTTP/1.0\r\nHost: demo.localhost\r\nContent-Length: 2\r\n\r\n2!")
+            async with asyncio.timeout(10):
+                plain = await reader.read(-1)  # no keep-alive asked: closed after the response
+            writer.close()
+            # An HTTP/1.0 message with Transfer-Encoding has faulty framing: the connection closes
+            # after it (RFC 9112 6.1), and what follows on it is not read as a request.
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"POST /te HTTP/1.0\r\nHost: demo.localhost\r\nConnection: keep-alive\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n2\r\n3!\r\n0\r\n\r\n"
+                         b"GET /smuggled HTTP/1.0\r\nHost: demo.localhost\r\nConnection: keep-alive\r\n\r\n")
+            async with asyncio.timeout(10):
+                chunked = await reader.read(-1)
+            writer.close()
+        finally:
+            await agent.close()
+    assert [body for _, body in answers] == [b"/a 0!", b"/b 1!"]
+    assert all(b"\r\nconnection: keep-alive\r\n" in head for head, _ in answers), answers
+    assert streamed.lower().split(b"\r\n\r\n", 1) == [b"http/1.1 200 ok\r\nconnection: close", b"until close"]
+    assert b"\r\nconnection: close\r\n" in plain and plain.endswith(b"/c 2!")
+    assert b"\r\nconnection: close\r\n" in chunked and chunked.endswith(b"/te 3!")
+    assert b"/smuggled" not in chunked
+
+
+
 async def test_too_many_concurrent_streams_get_503() -> None:
     async with running_relay(max_streams=2, client_share=1) as relay:  # one address may fill it
         release = asyncio.Event()

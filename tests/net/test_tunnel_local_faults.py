@@ -963,3 +963,117 @@ async def test_a_body_a_no_content_answer_announces_is_dropped_with_its_connecti
     assert ex.response.body == b"" and ex.response.body_size == 0
     assert ex.response.headers.fields[-1] == tuple(framing.split(b": ")), "the head as the service sent it"
     assert recorded[b"/after"].status == 200 and recorded[b"/after"].error is None
+
+
+TRAILED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+           b"5\r\nhello\r\n6\r\n world\r\n")
+TRAILER = b"0\r\nX-Checksum: abc123\r\nSet-Cookie: sid=evil\r\nLocation: http://elsewhere.example/\r\n\r\n"
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["same-write", "later-write"])
+async def test_trailer_fields_of_a_response_never_become_its_headers(harness: Harness, late: bool) -> None:
+    # A chunked response's trailer fields are not headers (RFC 9110 6.5.1: never merged into
+    # the header section). The agent parsed them into the headers when they came in the same
+    # read as the head (a Set-Cookie or Location the service put after the body reached the
+    # client as a header) and dropped them when they came later: what the client saw depended
+    # on how the bytes were cut. They are dropped either way, as nginx drops an upstream's;
+    # the tunnel carries no trailers. Both paths: a kept-alive connection's callback (the
+    # second request) and the stream's task (the first, on a new connection).
+    head_seen = threading.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for _ in request_heads(reader):
+            if late:
+                writer.write(TRAILED)
+                await writer.drain()
+                await asyncio.get_running_loop().run_in_executor(None, head_seen.wait, 10)
+                head_seen.clear()
+                writer.write(TRAILER)
+            else:
+                writer.write(TRAILED + TRAILER)
+            await writer.drain()
+        writer.close()
+
+    results = []
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            for path in ("/first", "/second"):
+                async with c.stream("GET", path) as response:
+                    head_seen.set()
+                    await response.aread()
+                    results.append(response)
+    for response in results:
+        assert (response.status_code, response.content) == (200, b"hello world")
+        assert not {"x-checksum", "set-cookie", "location"} & set(response.headers), response.headers
+    for ex in await harness.exchanges(2):
+        assert ex.response is not None
+        assert not {b"x-checksum", b"set-cookie", b"location"} & {n.lower() for n, _ in ex.response.headers.fields}
+
+
+async def test_a_response_head_with_bare_lf_line_ends_passes_as_it_does_to_curl(harness: Harness) -> None:
+    # `printf 'HTTP/1.1 200 OK\n\nhi' | nc -l 8080`, a hand-written mock or a device's firmware:
+    # line ends without CR, which RFC 9112 2.2 lets a recipient take, and which curl, browsers and
+    # nginx in front of such a service take. The agent's strict parser answered 502 ("Missing
+    # expected CR after response line"). Kept-alive (the callback's quick path after the first
+    # request's task) and ended by the close alike.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for head in request_heads(reader):
+            if b"/nc" in head:
+                writer.write(b"HTTP/1.0 200 OK\nContent-Type: text/plain\n\nhello from nc\n")
+                await writer.drain()
+                break
+            writer.write(b"HTTP/1.1 200 OK\nContent-Length: 2\nX-Line: lf\r\n\nok")
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            results = [await c.get(path) for path in ("/kept", "/kept", "/nc")]
+    assert [(r.status_code, r.content) for r in results] == [(200, b"ok"), (200, b"ok"), (200, b"hello from nc\n")]
+    assert [r.headers.get("x-line") for r in results[:2]] == ["lf", "lf"]
+    assert results[2].headers["content-type"] == "text/plain"
+
+
+async def test_head_requests_keep_the_local_connection_alive(harness: Harness) -> None:
+    # A response to HEAD ends with its head, whatever length it declares. The agent closed the
+    # local connection after every one (llhttp cannot be told the request was HEAD, and it could
+    # not tell whether bytes followed the head), so a monitor's HEAD every few seconds, or a link
+    # checker, cost the service a connection each where a client talking to it directly keeps
+    # one. Now a head that ends the bytes read keeps the connection for the next request, on the
+    # stream's task (the first request) and on the callback's quick path alike; one followed by
+    # bytes (a body sent to HEAD) still closes it.
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        async for head in request_heads(reader):
+            if head.startswith(b"HEAD /chunked"):
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            elif head.startswith(b"HEAD /interim"):
+                writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+            elif head.startswith(b"HEAD /with-body"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            elif head.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-Head: yes\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nconnection %d" % (
+                    len(b"connection %d" % connections), connections))
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            heads = [await c.head(path) for path in ("/a", "/b", "/chunked", "/interim")]
+            after = await c.get("/next")
+            with_body = await c.head("/with-body")
+            last = await c.get("/last")
+    assert [(r.status_code, r.content) for r in heads] == [(200, b"")] * 4
+    assert heads[0].headers["content-length"] == "1234" and heads[1].headers["x-head"] == "yes"
+    assert heads[3].headers["content-length"] == "9"
+    assert after.text == "connection 1"
+    assert (with_body.status_code, with_body.content) == (200, b"")
+    assert last.text == "connection 2"  # the body sent to HEAD was not read as this response

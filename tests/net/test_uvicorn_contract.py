@@ -37,7 +37,7 @@ from websockets.protocol import State
 
 from devtunnel.agent.socket import TunnelSocket, _MaskBytes
 from devtunnel.relay.server import Relay
-from devtunnel.relay.http import DeadPeerWebSocketProtocol, DirectCycle, HeadLimitedHttpProtocol
+from devtunnel.relay.http import DeadPeerWebSocketProtocol, DirectCycle, HeadLimitedHttpProtocol, Http10Cycle
 from tests.net._relay_agent import connect_agent, forwarder_spied, running_relay
 
 
@@ -198,7 +198,9 @@ def _parsed(cls: type[HttpToolsProtocol], data: bytes, root_path: str) -> tuple[
 
     def fields(cycle: Any, app: Any) -> tuple[Any, ...]:
         cycle = as_task(cycle)
-        assert type(cycle) is RequestResponseCycle
+        # (The relay runs an HTTP/1.0 request's task on Http10Cycle: uvicorn's, but for how its
+        # response is framed; it holds the same fields.)
+        assert type(cycle) in (RequestResponseCycle, Http10Cycle)
         scope = {k: v for k, v in cycle.scope.items() if k != "extensions"}
         rest = {k: v for k, v in vars(cycle).items() if k not in _CYCLE_FIELDS_COMPARED}
         return (scope, cycle.keep_alive, cycle.waiting_for_100_continue, bytes(cycle.body), cycle.more_body,
@@ -242,9 +244,13 @@ HEAD_CASES = {
 @pytest.mark.parametrize("case", list(HEAD_CASES))
 async def test_the_relays_parser_callbacks_make_the_scope_and_cycle_uvicorns_make(case: str, root_path: str) -> None:
     ours = _parsed(HeadLimitedHttpProtocol, HEAD_CASES[case], root_path)
-    assert ours == _parsed(HttpToolsProtocol, HEAD_CASES[case], root_path), (
-        "relay.http.HeadLimitedHttpProtocol's parser callbacks make a request unlike uvicorn's"
-    )
+    uvicorns = _parsed(HttpToolsProtocol, HEAD_CASES[case], root_path)
+    if case == "HTTP/1.0 keep-alive":
+        # The one difference: the relay keeps an HTTP/1.0 connection alive when asked (Http10Cycle).
+        [(scope, keep_alive, *rest, fields)] = uvicorns[1]
+        assert keep_alive is False and fields["keep_alive"] is False
+        uvicorns = (uvicorns[0], [(scope, True, *rest, {**fields, "keep_alive": True})], uvicorns[2])
+    assert ours == uvicorns, "relay.http.HeadLimitedHttpProtocol's parser callbacks make a request unlike uvicorn's"
 
 
 def test_uvicorn_response_cycle_writes_only_through_what_head_with_body_wraps() -> None:
@@ -487,7 +493,9 @@ def test_httptools_knows_keep_alive_when_a_response_completes() -> None:
 
 # -- uvicorn: the response the direct path writes as RequestResponseCycle.send would -----------------
 # relay.http_direct writes a response itself (response_head, body_bytes, complete, write_messages):
-# the same bytes, the same effects on the cycle and the same errors as uvicorn's send, case by case.
+# the same bytes, the same effects on the cycle and the same errors as uvicorn's send, case by case
+# (for an HTTP/1.0 request, as relay.http.Http10Cycle's, which ends a body without a length with
+# the connection instead of chunking it, and keeps the connection alive when the client asks).
 class _Transport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
@@ -511,7 +519,8 @@ def _cycle(method: str, http_version: str, keep_alive: bool, default_headers: li
 
     transport = _Transport()
     done: list[bool] = []
-    cycle = RequestResponseCycle(
+    # The cycle the relay's ASGI path writes on (DirectCycle.task_cycle): uvicorn's, Http10Cycle for HTTP/1.0.
+    cycle = (Http10Cycle if http_version == "1.0" else RequestResponseCycle)(
         scope={"type": "http", "method": method, "http_version": http_version, "path": "/p", "query_string": b"",
                "client": ("127.0.0.1", 1), "headers": []},  # type: ignore[typeddict-item]
         transport=transport,  # type: ignore[arg-type]
@@ -598,6 +607,14 @@ RESPONSE_CASES = {
     "304": ("GET", "1.1", True, [], 304, [(b"etag", b'"1"')], [{"type": "http.response.body", "body": b""}]),
     "HTTP/1.0 client": ("GET", "1.0", False, [], 200, _LENGTH5, _BODY),
     "HTTP/1.0 client, no length": ("GET", "1.0", False, [], 200, [], _STREAM),
+    "HTTP/1.0 keep-alive": ("GET", "1.0", True, [], 200, _LENGTH5, _BODY),
+    "HTTP/1.0 keep-alive, no length": ("GET", "1.0", True, [], 200, [], _STREAM),
+    "HTTP/1.0 keep-alive, HEAD without a length": ("HEAD", "1.0", True, [], 200, [],
+                                                   [{"type": "http.response.body", "body": b""}]),
+    "HTTP/1.0 keep-alive, 304": ("GET", "1.0", True, [], 304, [(b"etag", b'"1"')],
+                                 [{"type": "http.response.body", "body": b""}]),
+    "HTTP/1.0 keep-alive, response says close": ("GET", "1.0", True, [], 200, [*_LENGTH5, (b"Connection", b"close")],
+                                                 _BODY),
     "client asked to close": ("GET", "1.1", False, [], 200, _LENGTH5, _BODY),
     "response says close": ("GET", "1.1", True, [], 200, [*_LENGTH5, (b"Connection", b"keep-alive, Close")], _BODY),
     "response says close, client too": ("GET", "1.1", False, [], 200, [*_LENGTH5, (b"connection", b"close")], _BODY),
@@ -646,7 +663,11 @@ def test_uvicorn_response_cycle_send_is_what_the_direct_paths_writer_copies() ->
     # relay.http_direct.response_head and body_bytes follow these lines of uvicorn's send; a release
     # that changes them must be compared again (the cases above run on the installed uvicorn).
     source = _source(RequestResponseCycle.send)
+    # relay.http.Http10Cycle sets chunked_encoding, expected_content_length and keep_alive before
+    # send reads the headers: a Content-Length is read only while chunked_encoding is None.
     for line in ["content = [STATUS_LINE[status_code]]", "headers = self.default_headers + list(",
                  'self.scope["method"] != "HEAD" and status_code not in (204, 304)',
+                 'if name == b"content-length" and self.chunked_encoding is None:',
+                 "if num_bytes > self.expected_content_length:",
                  'content.append(b"connection: close\\r\\n")', "self.on_response()"]:
         assert line in source, f"uvicorn's RequestResponseCycle.send no longer has {line!r}"
