@@ -15,8 +15,8 @@ finished exchange before writing it: the provider, event, delivery id and signat
 at the time the exchange began. That costs the writer's thread, never the forwarding path.
 ``subscribe_verdicts`` hears of each delivery judged (the headless agent's follow-up log line).
 
-While writes fail (a full disk, a database locked by another process) exchanges wait in
-memory to be retried, within two bounds: past ``UNWRITTEN_BYTES`` of bodies the oldest bodies
+While writes fail (a full disk, a database locked by another process, a damaged file) exchanges
+wait in memory to be retried, within two bounds: past ``UNWRITTEN_BYTES`` of bodies the oldest bodies
 are dropped (the exchange itself is kept, marked truncated), past ``UNWRITTEN_EXCHANGES`` the
 oldest exchanges are. Both are counted, and said once in the log.
 
@@ -153,13 +153,21 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.3g} MiB"
 
 
-def _is_transient(exc: BaseException) -> bool:
-    """True when retrying later may succeed (another process holds the lock, disk full)."""
-    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
-    text = str(cause).lower()
-    return isinstance(cause, sqlite3.OperationalError) and any(
-        word in text for word in ("locked", "busy", "disk i/o", "full")
-    )
+def _about_the_file(exc: BaseException) -> bool:
+    """True when a write failed because of the database file, not of an exchange it held.
+
+    The file's troubles (another process holds the lock, the disk is full, the file is damaged,
+    read-only or refused) fail every write alike: the batch waits, to be retried, and the log says
+    so once; the user can fix them (free space, move the file away) and nothing is lost meanwhile.
+    An exchange the store cannot take (text that cannot be encoded, a number or blob too big for
+    SQLite) fails alone, and only it is dropped.
+    """
+    if not isinstance(exc, StoreError):
+        return False  # a fault of ours on one exchange
+    cause = exc.__cause__
+    if cause is None:
+        return True  # refused before SQLite was asked: a directory, a read-only file or folder
+    return isinstance(cause, sqlite3.Error) and not isinstance(cause, (sqlite3.DataError, sqlite3.IntegrityError))
 
 
 class Recorder:
@@ -170,9 +178,9 @@ class Recorder:
     and at most the last 20 ms of finished ones).
     Listeners are called from the writer thread with the ids just committed.
 
-    A failing write is logged once (not once per exchange). Exchanges that failed because the
-    database was busy or the disk full stay queued and are retried with backoff; an exchange
-    that can never be stored is dropped, with its id in the log.
+    A failing write is logged once (not once per exchange). Exchanges that failed because of the
+    file (busy, the disk full, damaged, refused) stay queued and are retried with backoff; an
+    exchange that can never be stored is dropped, with its id in the log.
 
     While writes fail, what waits in memory is bounded: past ``max_unwritten_bytes`` of bodies
     the oldest exchanges lose their bodies (they are stored later marked truncated), past
@@ -504,7 +512,7 @@ class Recorder:
         try:
             self.store.put_many(batch.values())
         except Exception as exc:  # noqa: BLE001 - the writer must survive anything
-            if _is_transient(exc):
+            if _about_the_file(exc):
                 self._report(exc)
                 return batch
             # One bad exchange must not sink the others: write them one by one.
@@ -519,7 +527,7 @@ class Recorder:
             try:
                 self.store.put(ex)
             except Exception as exc:  # noqa: BLE001
-                if _is_transient(exc):
+                if _about_the_file(exc):
                     kept[ex_id] = ex
                     self._report(exc)
                 else:

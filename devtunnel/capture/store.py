@@ -112,7 +112,9 @@ class Store:
         name = str(self.path)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         low = detail.lower()
-        if "not a database" in low or "malformed" in low or "file is encrypted" in low:
+        if "malformed" in low:
+            return StoreError(f"{name} is damaged ({detail}); move it away or pass --db")
+        if "not a database" in low or "file is encrypted" in low:
             return StoreError(f"{name} is not a devtunnel database ({detail}); move it away or pass --db")
         if "locked" in low or "busy" in low:
             return StoreError(f"{name} is locked by another process ({detail}); close it or pass --db")

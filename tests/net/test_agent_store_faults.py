@@ -1,0 +1,75 @@
+"""The agent (``devtunnel http --no-tui``) when its capture database goes wrong while it runs: traffic
+goes on at once, the log says what is wrong in one line and what to do, and says so again when
+recording works again; nothing is stored wrongly."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from devtunnel.capture.store import Store
+from tests.helpers import wait_for
+from tests.kit.exchanges import make_exchange
+from tests.kit.procs import DEVTUNNEL, Proc, env, procs  # noqa: F401 (fixtures)
+from tests.net.test_agent_db_deleted import start_agent
+from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
+
+
+def get(port: str, target: str) -> None:
+    """A request through the tunnel, answered by the local app at once."""
+    r = httpx.get(f"http://127.0.0.1:{port}{target}", headers={"Host": f"rm.localhost:{port}"}, trust_env=False,
+                  timeout=5)
+    assert r.status_code == 200
+
+
+def listed(env: dict[str, str], db: Path) -> str:
+    """What ``devtunnel requests`` lists, or "" while it cannot (no file there yet, say)."""
+    done = subprocess.run([*DEVTUNNEL, "requests", "--db", str(db)], capture_output=True, text=True, timeout=30,
+                          env=env)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def damage_a_table(db: Path, table: str) -> None:
+    """Overwrite the root page of ``table`` with garbage, as a failing disk or a stray write would:
+    the file still opens (its first page is intact), and every statement on that table fails
+    with "database disk image is malformed"."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
+
+
+def test_a_database_found_damaged_while_recording_is_one_line_and_traffic_goes_on(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "captures.db"
+    with Store(db) as store:
+        store.put(make_exchange("GET", "/yesterday", [], tunnel="rm", started_at=time.time()))
+    damage_a_table(db, "stats")  # every write reads and updates it
+    agent, port, _ = start_agent(procs, env, local[0], db)
+    for i in range(30):
+        get(port, f"/echo?n={i}")
+    agent.line(lambda l: "/echo?n=29" in l)  # every one answered and logged
+    said = agent.line(lambda l: "cannot write captures" in l, lines="err")
+    assert said.endswith(f"cannot write captures: {db} is damaged (database disk image is malformed); "
+                         "move it away or pass --db")
+    # Moved away, as the line says: a new database is started at the path, and what waited is in it.
+    db.rename(tmp_path / "damaged.db")
+    for companion in tmp_path.glob("captures.db-*"):
+        companion.unlink()
+    now = wait_for(lambda: (out := listed(env, db)) and "/echo?n=29" in out and out,
+                   what="the requests that waited, in the new file")
+    assert [line.split()[-1] for line in now.splitlines()[1:]] == [f"/echo?n={i}" for i in range(30)]
+    assert agent.stop() == 0
+    assert [l for l in agent.err if "cannot write captures" in l] == [said]
+    assert not [l for l in agent.err if "dropped exchange" in l]
+    assert not any("Traceback" in l for l in agent.err), agent.err
