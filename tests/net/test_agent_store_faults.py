@@ -73,3 +73,26 @@ def test_a_database_found_damaged_while_recording_is_one_line_and_traffic_goes_o
     assert [l for l in agent.err if "cannot write captures" in l] == [said]
     assert not [l for l in agent.err if "dropped exchange" in l]
     assert not any("Traceback" in l for l in agent.err), agent.err
+
+
+def test_an_agent_that_could_not_write_for_a_lock_says_when_it_writes_again(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "captures.db"
+    agent, port, _ = start_agent(procs, env, local[0], db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another program writing, and taking its time
+        get(port, "/echo?while-locked")
+        agent.line(lambda l: "/echo?while-locked" in l)
+        said = agent.line(lambda l: "cannot write captures" in l, lines="err")
+        assert said.endswith(f"cannot write captures: {db} is locked by another process (database is locked); "
+                             "close it or pass --db")
+    finally:
+        holder.close()
+    again = agent.line(lambda l: "writing captures again" in l, lines="err")
+    assert again.endswith(" writing captures again")
+    assert "/echo?while-locked" in listed(env, db)
+    assert agent.stop() == 0
+    assert [l for l in agent.err if "cannot write captures" in l] == [said]
+    assert not any("Traceback" in l for l in agent.err), agent.err
