@@ -63,6 +63,9 @@ UNWRITTEN_BYTES = 32 << 20
 """Body bytes (request, response, WebSocket payloads) kept in memory while writes fail."""
 UNWRITTEN_EXCHANGES = 5000
 """Exchanges kept in memory while writes fail, their bodies dropped first (about 4 KiB each)."""
+WAL_WARN = 512 << 20
+"""Size of the database's ``-wal`` file past which the writer says, once, that a program keeps a
+read open: SQLite then cannot fold the log back into the database, and it grows with every write."""
 FOLLOW_EVERY = 1.0
 """Seconds between two looks (one ``stat``) at whether the database file is still at its path while
 nothing is written; a write looks right before and after it (``Recorder._write_at_path``)."""
@@ -191,7 +194,7 @@ class Recorder:
 
     def __init__(
         self, store: Store, *, max_unwritten_bytes: int = UNWRITTEN_BYTES, max_unwritten: int = UNWRITTEN_EXCHANGES,
-        webhooks: Judge | None = None,
+        webhooks: Judge | None = None, max_wal_bytes: int = WAL_WARN,
     ) -> None:
         self.store = store
         self.webhooks = webhooks
@@ -199,6 +202,8 @@ class Recorder:
         self._judge_failed = False
         self.max_unwritten_bytes = max_unwritten_bytes
         self.max_unwritten = max_unwritten
+        self.max_wal_bytes = max_wal_bytes
+        self._wal_said = False  # the -wal's growth was said, and it has not shrunk below the bound since
         self._cond = threading.Condition(threading.Lock())
         self._pending: dict[str, Exchange] = {}
         self._pending_bytes = 0  # body bytes held by the exchanges in _pending
@@ -214,6 +219,7 @@ class Recorder:
         self._verdict_listeners: list[Callable[[list[Exchange]], None]] = []
         self._last_error: str | None = None
         self._next_look = time.monotonic() + FOLLOW_EVERY  # when the writer looks at the path again
+        self._next_wal_look = self._next_look  # and at the size of the -wal (``_watch_wal``)
         self._refused = False  # the file at the path was refused: look again before every retry
         self._moved = False  # the last look at the path moved to another file (``_follow``)
         self._thread = threading.Thread(target=self._run, name="devtunnel-recorder", daemon=True)
@@ -492,6 +498,9 @@ class Recorder:
         now = time.monotonic()
         if not at_once and not self._refused and now < self._next_look:
             return True
+        if now >= self._next_wal_look:
+            self._next_wal_look = now + FOLLOW_EVERY
+            self._watch_wal()
         self._next_look = now + FOLLOW_EVERY
         try:
             change = self.store.follow_path()
@@ -506,6 +515,17 @@ class Recorder:
         elif change == "replaced":
             log.warning("another capture database is at %s; recording into it", self.store.path)
         return True
+
+    def _watch_wal(self) -> None:
+        """Say once when the ``-wal`` has grown past ``max_wal_bytes`` (again once it shrank back)."""
+        size = self.store.wal_bytes()
+        if size <= self.max_wal_bytes:
+            self._wal_said = False
+        elif not self._wal_said:
+            self._wal_said = True
+            log.warning("%s-wal has grown to %s: a program keeps a read of the capture database open (an sqlite3 "
+                        "shell, a database browser?), so SQLite cannot fold the log back into it; close that program",
+                        self.store.path, _mib(size))
 
     def _write(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
         """Write a batch; returns what must be retried later."""

@@ -28,7 +28,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 from devtunnel.values.paths import db_path
 
-__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "Store", "file_identity"]
+__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "WAL_KEPT", "Store", "file_identity"]
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
@@ -43,6 +43,12 @@ transaction of a large store spends long deleting."""
 _RUN_EXCHANGES = 2_048
 _RUN_BYTES = 32 * 1024 * 1024
 _SQLITE_MAX_INT = 2**63 - 1
+WAL_KEPT = 64 * 1024 * 1024
+"""Bytes of the ``-wal`` file kept on disk once SQLite has folded it into the database and starts it
+over (``PRAGMA journal_size_limit``). The log grows to the largest transaction, and much further
+while another program keeps a read open (every commit meanwhile is appended); without a limit
+SQLite reuses the file from its start but keeps it at its largest until the last connection
+closes: hundreds of MB for as long as the agent runs."""
 QUERY_REGEX_BUDGET = 10.0
 """Seconds from its start after which a query runs no more filter regexes (each search:
 ``filters.REGEX_TIMEOUT``): one that would stops with ``FilterTimeoutError``."""
@@ -251,6 +257,7 @@ class Store:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA secure_delete = {_AGED_OUT}")
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_KEPT}")
         except BaseException:
             conn.close()
             raise
@@ -532,6 +539,13 @@ class Store:
         """The bytes counted against ``max_bytes`` (blobs plus a fixed overhead per exchange)."""
         with self._reading() as conn:
             return int(conn.execute("SELECT bytes FROM stats").fetchone()[0])
+
+    def wal_bytes(self) -> int:
+        """The size of the database's ``-wal`` file (0 when there is none, or it cannot be seen)."""
+        try:
+            return self._companion_paths()[0].stat().st_size
+        except OSError:
+            return 0
 
     def close(self) -> None:
         """Close this thread's connection."""
