@@ -866,6 +866,31 @@ def test_requests_after_devtunnel_was_upgraded_upgrades_the_file_and_lists_it(ca
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_requests_while_another_devtunnel_upgrades_the_file_says_so_in_one_line_and_exits_1(captures: Captures) -> None:
+    # The agent of the new devtunnel upgrading a large file from the previous one holds its write
+    # lock for the one transaction of the upgrade (25 s for 1 GB of schema 1): a reader that meets
+    # the old schema meanwhile cannot upgrade it itself. It said "locked by another process; close it".
+    import sqlite3
+
+    from devtunnel.capture.schema import SCHEMA_VERSION
+    from tests.capture.test_store_webhooks import TO_SCHEMA_8
+
+    with sqlite3.connect(captures.db) as conn:
+        conn.executescript(TO_SCHEMA_8 + "PRAGMA user_version = 8;")
+    conn.close()
+    upgrading = sqlite3.connect(captures.db, isolation_level=None)
+    try:
+        upgrading.execute("BEGIN IMMEDIATE")
+        proc = cli(captures, "requests")
+    finally:
+        upgrading.close()
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"devtunnel: {captures.db} is being upgraded to schema {SCHEMA_VERSION} by another devtunnel (a large file "
+        "takes a while); try again when it is done, or pass --db"]
+    assert cli(captures, "requests").returncode == 0  # and then it is
+
+
 def test_a_hostile_event_type_and_reason_are_escaped_in_requests_and_show(captures: Captures) -> None:
     # The event type and delivery id come from the delivery's body, the reason quotes its header.
     from devtunnel.capture.verdict import Signature, Verdict
