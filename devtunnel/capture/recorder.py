@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from devtunnel.capture.model import Exchange, Request, Response, WsMessage
+from devtunnel.capture.model import Exchange, body_bytes, cut_bodies
 from devtunnel.capture.store import Store
 from devtunnel.errors import StoreError
 
@@ -121,35 +121,11 @@ def one_malloc_arena() -> None:
         mallopt(_M_ARENA_MAX, 1)
 
 
-def _body_bytes(ex: Exchange) -> int:
-    """Bytes of recorded body an exchange holds: request, response and WebSocket payloads."""
-    n = len(ex.request.body)
-    if ex.response is not None:
-        n += len(ex.response.body)
-    if ex.ws_messages:
-        n += sum(len(m.payload) for m in ex.ws_messages)
-    return n
-
-
 def _total_body_bytes(exchanges: Iterable[Exchange]) -> int:
-    return sum(_body_bytes(ex) for ex in exchanges)
+    return sum(body_bytes(ex) for ex in exchanges)
 
 
-_M = TypeVar("_M", Request, Response)
 _T = TypeVar("_T")
-
-
-def _truncated(message: _M) -> _M:
-    if not message.body:
-        return message
-    return replace(message, body=b"", body_size=max(message.body_size, len(message.body)), body_truncated=True)
-
-
-def _without_bodies(ex: Exchange) -> Exchange:
-    """The exchange with every recorded body dropped; sizes stay, bodies read as truncated."""
-    response = _truncated(ex.response) if ex.response is not None else None
-    messages: list[WsMessage] = [replace(m, payload=b"") if m.payload else m for m in ex.ws_messages]
-    return replace(ex, request=_truncated(ex.request), response=response, ws_messages=messages)
 
 
 def _mib(n: int) -> str:
@@ -234,7 +210,7 @@ class Recorder:
             pending = self._pending
             old = pending.get(exchange.id)
             pending[exchange.id] = exchange
-            self._pending_bytes += _body_bytes(exchange) - (_body_bytes(old) if old is not None else 0)
+            self._pending_bytes += body_bytes(exchange) - (body_bytes(old) if old is not None else 0)
             self._submitted += 1
             # The writer waits only while the queue is empty (or a full batch wakes it early):
             # waking it for every submit would hand it the GIL once per request.
@@ -355,15 +331,15 @@ class Recorder:
             for ex_id, ex in pending.items():  # oldest first; replacing values keeps the order
                 if self._pending_bytes <= goal:
                     break
-                size = _body_bytes(ex)
+                size = body_bytes(ex)
                 if size:
-                    pending[ex_id] = _without_bodies(ex)
+                    pending[ex_id] = cut_bodies(ex, 0)
                     self._pending_bytes -= size
                     self._dropped_bodies += 1
         if over_count:
             oldest = list(itertools.islice(pending, len(pending) - self.max_unwritten * 7 // 8))
             for ex_id in oldest:
-                self._pending_bytes -= _body_bytes(pending.pop(ex_id))
+                self._pending_bytes -= body_bytes(pending.pop(ex_id))
             self._dropped_exchanges += len(oldest)
         if not starting:
             return None

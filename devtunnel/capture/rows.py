@@ -35,6 +35,7 @@ __all__ = [
     "to_row",
     "read_exchange",
     "write_exchanges",
+    "stored_bytes",
 ]
 
 _ROW_OVERHEAD = 256
@@ -307,6 +308,16 @@ def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
     if not isinstance(index, int) or not isinstance(action, str):
         return None
     return RuleMark(index, action, scope if isinstance(scope, str) else "tunnel")
+
+
+def stored_bytes(ex: Exchange) -> int:
+    """The bytes an exchange counts against the store's ``max_bytes``: its heads, target, bodies and
+    WebSocket payloads, and ``_ROW_OVERHEAD`` (what ``write_exchanges`` counts, with the heads it
+    encodes anyway)."""
+    n = _ROW_OVERHEAD + len(encode_headers(ex.request.headers)) + len(ex.request.target) + len(ex.request.body)
+    if ex.response is not None:
+        n += len(encode_headers(ex.response.headers)) + len(ex.response.body)
+    return n + sum(len(m.payload) for m in ex.ws_messages)
 
 
 def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> tuple[int, int]:

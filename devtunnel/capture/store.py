@@ -19,9 +19,10 @@ from urllib.parse import quote
 
 from devtunnel.capture import filters as _filters
 from devtunnel.capture.filters.edge import ip_in_sql
-from devtunnel.capture.model import Exchange
+from devtunnel.capture.model import Exchange, body_bytes, cut_bodies
 from devtunnel.capture.rows import (
-    FULL_COLUMNS, ROW_COLUMNS, Row, first_deliveries, read_exchange, sql_headers, to_row, write_exchanges,
+    FULL_COLUMNS, ROW_COLUMNS, Row, first_deliveries, read_exchange, sql_headers, stored_bytes, to_row,
+    write_exchanges,
 )
 from devtunnel.capture.schema import UpgradeNeeded, prepare_schema
 from devtunnel.errors import NotFoundError, StoreError
@@ -309,10 +310,26 @@ class Store:
         self.put_many([exchange])
 
     def put_many(self, exchanges: Iterable[Exchange]) -> None:
-        """Insert or replace many exchanges in one transaction, then apply retention."""
+        """Insert or replace many exchanges in one transaction, then apply retention.
+
+        An exchange larger than the store keeps (``max_bytes``) is stored with its bodies cut to
+        fit (``_fit``), not deleted by the retention of its own write.
+        """
         with self._writing() as conn:
-            n, total = write_exchanges(conn, exchanges)
+            n, total = write_exchanges(conn, map(self._fit, exchanges))
             self._retain(conn, n, total)
+
+    def _fit(self, exchange: Exchange) -> Exchange:
+        """The exchange with its bodies cut (marked truncated, real sizes kept) so that it fits in
+        what retention keeps: otherwise retention would delete it with everything older, and a
+        store of 5 MB would be left empty by one 9 MB response."""
+        if body_bytes(exchange) <= self.max_bytes // 2:
+            return exchange  # nearly always: no header is counted
+        # What retention keeps of the limit once past it: an exchange at the limit would go too.
+        over = stored_bytes(exchange) - (self.max_bytes - self._bytes_run())
+        if over <= 0:
+            return exchange
+        return cut_bodies(exchange, body_bytes(exchange) - over)
 
     def _retain(self, conn: sqlite3.Connection, n: int, total: int) -> None:
         """Delete the oldest exchanges past the limits (``n`` and ``total``: what ``stats`` holds)."""
@@ -325,7 +342,7 @@ class Store:
                 _delete_oldest(conn, last, doomed, size)
                 n, total = n - doomed, total - size
         while total > self.max_bytes and n > 0:
-            excess = total - self.max_bytes + min(self.max_bytes // RETENTION_RUN, _RUN_BYTES)
+            excess = total - self.max_bytes + self._bytes_run()
             doomed = freed = 0
             for last, size in conn.execute("SELECT id, bytes FROM exchange_rows ORDER BY id LIMIT 256"):
                 doomed += 1
@@ -336,6 +353,10 @@ class Store:
                 break
             _delete_oldest(conn, last, doomed, freed)
             n, total = n - doomed, total - freed
+
+    def _bytes_run(self) -> int:
+        """Bytes below ``max_bytes`` that retention deletes down to once past it."""
+        return min(self.max_bytes // RETENTION_RUN, _RUN_BYTES)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete these exchanges; returns how many were deleted. What they held is overwritten
