@@ -12,10 +12,15 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
+
+try:
+    import resource
+except ImportError:  # Windows: no file size limit of this kind
+    resource = None  # type: ignore[assignment]
 
 from devtunnel.capture import filters as _filters
 from devtunnel.capture.filters.edge import ip_in_sql
@@ -133,7 +138,24 @@ class Store:
             )
         if "full" in low:
             return StoreError(f"{name}: the disk is full ({detail}); free some space or pass --db")
+        if "disk i/o" in low:
+            return StoreError(self._io_error(detail))
         return StoreError(f"{name}: {detail}")
+
+    def _io_error(self, detail: str) -> str:
+        """What a "disk I/O error" most likely means. SQLite says no more: a write refused for the
+        process's file size limit (EFBIG), a disk quota (EDQUOT) and a failing disk all read alike."""
+        limit = _file_size_limit()
+        if limit is not None:
+            sizes = [0]
+            for path in (self.path, *self._companion_paths()):
+                with suppress(OSError):
+                    sizes.append(path.stat().st_size)
+            if max(sizes) + _GROWTH >= limit:
+                return (f"{self.path}: the file size limit of this process ({limit} bytes, ulimit -f) stops it from "
+                        f"growing ({detail}); raise the limit or pass --db")
+        return (f"{self.path}: a read or write failed ({detail}): the disk may be over a quota, failing or gone; "
+                "check it or pass --db")
 
     def _conn(self) -> sqlite3.Connection:
         local = self._local
@@ -595,6 +617,18 @@ class Store:
             # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
             params = [*params, -1 if limit is None else min(limit, _SQLITE_MAX_INT), min(offset, _SQLITE_MAX_INT)]
         return sql, params
+
+
+_GROWTH = 1024 * 1024
+"""Bytes by which a file may have been about to grow when a write failed (a WAL frame is a page)."""
+
+
+def _file_size_limit() -> int | None:
+    """The process's file size limit (``ulimit -f``, RLIMIT_FSIZE) in bytes; None when there is none."""
+    if resource is None:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 _COMPANIONS = ("-wal", "-shm")

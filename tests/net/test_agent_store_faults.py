@@ -14,7 +14,7 @@ import httpx
 from devtunnel.capture.store import Store
 from tests.helpers import wait_for
 from tests.kit.exchanges import make_exchange
-from tests.kit.procs import DEVTUNNEL, Proc, env, procs  # noqa: F401 (fixtures)
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs  # noqa: F401 (fixtures)
 from tests.net.test_agent_db_deleted import start_agent
 from tests.net.tunnel_fixtures import LocalState
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
@@ -95,4 +95,30 @@ def test_an_agent_that_could_not_write_for_a_lock_says_when_it_writes_again(
     assert "/echo?while-locked" in listed(env, db)
     assert agent.stop() == 0
     assert [l for l in agent.err if "cannot write captures" in l] == [said]
+    assert not any("Traceback" in l for l in agent.err), agent.err
+
+
+def test_a_file_size_limit_reached_while_recording_is_named_with_what_to_do(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # ``ulimit -f`` (RLIMIT_FSIZE) for the agent alone: a write past it fails with EFBIG, which
+    # SQLite reports as a bare "disk I/O error", the line the agent printed.
+    limit = 600_000
+    db = tmp_path / "captures.db"
+    agent = Proc(["prlimit", f"--fsize={limit}:unlimited", "--", *DEVTUNNEL, "http", str(local[0]), "--no-tui",
+                  "--name", "rm", "--api-port", "0", "--db", str(db)], env)
+    procs.append(agent)
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    port = match.group(3)
+    for i in range(8):
+        r = httpx.post(f"http://127.0.0.1:{port}/echo?n={i}", headers={"Host": f"rm.localhost:{port}"},
+                       content=b"x" * 100_000, trust_env=False, timeout=5)
+        assert r.status_code == 200
+    said = agent.line(lambda l: "cannot write captures" in l, lines="err")
+    assert said.endswith(f"cannot write captures: {db}: the file size limit of this process ({limit} bytes, "
+                         "ulimit -f) stops it from growing (disk I/O error); raise the limit or pass --db")
+    assert [l for l in agent.err if "cannot write captures" in l] == [said]
+    assert agent.stop() == 1  # what could not be written is said at exit
+    assert agent.err[-1].startswith(f"devtunnel: {db}: ")
     assert not any("Traceback" in l for l in agent.err), agent.err
