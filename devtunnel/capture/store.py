@@ -236,8 +236,13 @@ class Store:
             # SQLite would open a read-only file read-only without a word and fail at the first
             # write; WAL also needs to create files next to the database.
             if self.path.exists() and not os.access(self.path, os.W_OK):
+                if _on_read_only_mount(folder):
+                    raise StoreError(f"{self.path} is on a read-only file system; pass --db with a writable path")
                 raise StoreError(f"{self.path} is read-only; fix its permissions or pass --db")
             if not os.access(folder, os.W_OK | os.X_OK):
+                if _on_read_only_mount(folder):
+                    raise StoreError(f"cannot write in the folder {folder} (a read-only file system); "
+                                     "pass --db with a writable path")
                 raise StoreError(f"cannot write in the folder {folder} (permission denied); "
                                  "fix its permissions or pass --db")
         uri = f"file:{quote(str(self.path.absolute()))}?mode={'ro' if self.readonly else 'rwc'}"
@@ -617,6 +622,14 @@ class Store:
             # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
             params = [*params, -1 if limit is None else min(limit, _SQLITE_MAX_INT), min(offset, _SQLITE_MAX_INT)]
         return sql, params
+
+
+def _on_read_only_mount(folder: Path) -> bool:
+    """True when ``folder`` is on a file system mounted read-only (no permission makes it writable)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # gone, or no statvfs (Windows)
+        return False
 
 
 _GROWTH = 1024 * 1024

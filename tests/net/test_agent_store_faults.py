@@ -4,12 +4,15 @@ recording works again; nothing is stored wrongly."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from devtunnel.capture.store import Store
 from tests.helpers import wait_for
@@ -122,3 +125,34 @@ def test_a_file_size_limit_reached_while_recording_is_named_with_what_to_do(
     assert agent.stop() == 1  # what could not be written is said at exit
     assert agent.err[-1].startswith(f"devtunnel: {db}: ")
     assert not any("Traceback" in l for l in agent.err), agent.err
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs holding a capture database (``captures.db``), mounted read-only."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and a tmpfs mount")
+    try:
+        Store(folder / "captures.db").close()
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("captures.db", "{db} is on a read-only file system; pass --db with a writable path"),
+    ("new.db", "cannot write in the folder {folder} (a read-only file system); pass --db with a writable path"),
+])
+def test_a_database_on_a_read_only_file_system_stops_the_agent_with_one_line_saying_so(
+    read_only_mount: Path, env: dict[str, str], local: tuple[int, LocalState], name: str, says: str
+) -> None:
+    # It said "fix its permissions", which no chmod can do on a read-only mount.
+    db = read_only_mount / name
+    done = subprocess.run([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", "0", "--db", str(db)],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.splitlines() == ["devtunnel: " + says.format(db=db, folder=read_only_mount)]
