@@ -195,6 +195,12 @@ class Store:
             return None  # cannot tell (a folder we may no longer search): the writes say what is wrong
         if now is not None and now == self._file:
             return None
+        # What is still in the old file's -wal goes into the old file, wherever it went: a file moved
+        # away (``mv captures.db kept.db``) leaves its -wal at the path, removed below.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and not self.readonly:
+            with suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         # The old file's -wal and -shm, if still at the path (``rm captures.db`` alone, or another
         # file moved onto it), would be taken for the new file's by SQLite: they would corrupt it.
         for companion, known in zip(self._companion_paths(), self._companions):
