@@ -129,6 +129,8 @@ _T = TypeVar("_T")
 
 
 def _mib(n: int) -> str:
+    if n >= 1000 << 20:
+        return f"{n / (1 << 30):.3g} GiB"
     return f"{n / (1 << 20):.3g} MiB"
 
 
@@ -475,8 +477,8 @@ class Recorder:
         if not at_once and not self._refused and now < self._next_look:
             return True
         if now >= self._next_wal_look:
-            self._next_wal_look = now + FOLLOW_EVERY
             self._watch_wal()
+            self._next_wal_look = now + FOLLOW_EVERY
         self._next_look = now + FOLLOW_EVERY
         try:
             change = self.store.follow_path()
@@ -497,7 +499,7 @@ class Recorder:
         size = self.store.wal_bytes()
         if size <= self.max_wal_bytes:
             self._wal_said = False
-        elif not self._wal_said:
+        elif not self._wal_said and self.store.wal_held():  # not one large transaction, folded already
             self._wal_said = True
             log.warning("%s-wal has grown to %s: a program keeps a read of the capture database open (an sqlite3 "
                         "shell, a database browser?), so SQLite cannot fold the log back into it; close that program",

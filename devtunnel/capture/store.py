@@ -601,6 +601,16 @@ class Store:
         except OSError:
             return 0
 
+    def wal_held(self) -> bool:
+        """Whether the ``-wal`` holds pages SQLite cannot fold into the database now (another
+        connection's read began before they were written); it folds in what it can meanwhile
+        (``PRAGMA wal_checkpoint(PASSIVE)``: it waits for no one)."""
+        try:
+            busy, logged, folded = self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return False  # the writes say what is wrong with the file
+        return bool(busy) or folded < logged
+
     def close(self) -> None:
         """Close this thread's connection."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -82,3 +82,20 @@ def test_a_wal_a_reader_keeps_growing_is_said_once_with_what_to_do(tmp_path: Pat
             recorder.flush()
         assert len([r for r in caplog.records if wal in r.getMessage()]) == 1
     recorder.close()
+
+
+def test_a_wal_large_from_one_transaction_that_nobody_holds_is_not_blamed_on_a_reader(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The upgrade of a large file, or a batch of large bodies, leaves a -wal as large as that one
+    # transaction until the next write starts it over: no program holds a read. The writer said
+    # "a program keeps a read of the capture database open" after upgrading 1 GB of schema 1.
+    caplog.set_level(logging.INFO, logger="devtunnel.capture")
+    store = Store(tmp_path / "captures.db")
+    store.put_many([with_body(MIB) for _ in range(8)])  # one transaction
+    assert wal_size(store) > 4 * MIB
+    recorder = Recorder(store, max_wal_bytes=4 * MIB)
+    looked = recorder._next_wal_look
+    wait_for(lambda: recorder._next_wal_look > looked, timeout=5, what="the writer's look at the -wal")
+    assert not [r for r in caplog.records if "-wal" in r.getMessage()]
+    recorder.close()
