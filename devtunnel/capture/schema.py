@@ -250,7 +250,8 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself on a full disk or an I/O error
+            conn.execute("ROLLBACK")
         raise
 
 

@@ -156,3 +156,18 @@ def test_a_database_on_a_read_only_file_system_stops_the_agent_with_one_line_say
                           capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr.splitlines() == ["devtunnel: " + says.format(db=db, folder=read_only_mount)]
+
+
+def test_a_new_database_that_cannot_be_written_stops_the_agent_with_the_reason_not_a_rollback_error(
+    tmp_path: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    # Creating the tables failed (a full disk, a file size limit), SQLite rolled the transaction
+    # back itself, and the ROLLBACK sent after it failed in turn: the agent said "cannot rollback -
+    # no transaction is active" instead of why.
+    db = tmp_path / "captures.db"
+    done = subprocess.run(["prlimit", "--fsize=20000:unlimited", "--", *DEVTUNNEL, "http", str(local[0]), "--no-tui",
+                           "--api-port", "0", "--db", str(db)], capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.splitlines() == [
+        f"devtunnel: {db}: the file size limit of this process (20000 bytes, ulimit -f) stops it from growing "
+        "(disk I/O error); raise the limit or pass --db"]
