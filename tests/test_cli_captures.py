@@ -398,6 +398,28 @@ def test_replay_sends_again_stores_a_linked_exchange_and_prints_a_line(captures:
     assert "differs" in proc.stdout  # the echo service answers differently than the capture
 
 
+def test_a_replay_sent_but_not_recorded_is_printed_and_said_so_in_one_line(captures: Captures) -> None:
+    # Another program holding the file's write lock past the busy timeout: the request went out
+    # (a webhook replayed may have charged a card), but only "is locked ...; close it" was printed,
+    # as if nothing had been sent.
+    import sqlite3
+
+    ex = captures.exchanges[0]
+    holder = sqlite3.connect(captures.db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        proc = cli(captures, "replay", ex.id)
+    finally:
+        holder.close()
+    assert proc.returncode == 1
+    assert captures.seen.requests[-1][0::3] == ("POST", ex.request.body)  # sent
+    assert proc.stdout.split()[:4][0::3] == [ex.id, "200"]
+    assert proc.stderr.splitlines()[-1:] == [  # after the line on its signature
+        f"devtunnel: 1 replay sent but not recorded: {captures.db} is locked by another process (database is "
+        "locked); close it or pass --db"]
+    assert [e for e in _stored(captures) if e.replay_of == ex.id] == []
+
+
 def test_replay_keeps_the_configured_retention_not_the_defaults(captures: Captures, tmp_path: Path) -> None:
     config = tmp_path / "devtunnel.toml"
     config.write_text("[store]\nmax_exchanges = 3\n")
