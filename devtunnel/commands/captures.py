@@ -54,7 +54,7 @@ from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
-from devtunnel.replay import replay_many
+from devtunnel.replay import not_recorded, replay_many
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
 
@@ -524,7 +524,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summaries, indent=2))
     if unrecorded is not None:
-        err(f"{len(results)} replay{'s' if len(results) > 1 else ''} sent but not recorded: {unrecorded}")
+        err(str(not_recorded(results, unrecorded)))
         return EXIT_ERROR
     return 1 if failed else 0
 

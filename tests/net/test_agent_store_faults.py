@@ -171,3 +171,25 @@ def test_a_new_database_that_cannot_be_written_stops_the_agent_with_the_reason_n
     assert done.stderr.splitlines() == [
         f"devtunnel: {db}: the file size limit of this process (20000 bytes, ulimit -f) stops it from growing "
         "(disk I/O error); raise the limit or pass --db"]
+
+
+def test_an_api_replay_sent_while_the_database_is_locked_says_it_was_sent(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The inspector's r and POST .../replay: the request went out, but the answer (503) said only
+    # "N exchange(s) not written after 5s", read as a replay that failed, so one tried again.
+    db = tmp_path / "captures.db"
+    agent, port, api_port = start_agent(procs, env, local[0], db)
+    get(port, "/echo?original")
+    api = f"http://127.0.0.1:{api_port}/api/requests/http"
+    [original] = wait_for(lambda: httpx.get(api, trust_env=False).json()["requests"], what="the original stored")
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        r = httpx.post(f"{api}/{original['id']}/replay", json={}, trust_env=False, timeout=30)
+    finally:
+        holder.close()
+    assert local[1].seen_targets.count(b"/echo?original") == 2  # sent
+    assert r.status_code == 503
+    assert r.json()["msg"].startswith(f"1 replay sent but not recorded: {db}: 1 exchange(s) not written after ")
+    assert agent.stop() == 0
