@@ -229,6 +229,10 @@ class Store:
     def _open(self) -> sqlite3.Connection:
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a database file; pass --db with a file path")
+        if self.path.exists() and not self.path.is_file():
+            # A device (``--db /dev/null``), a FIFO or a socket: SQLite would fail with an I/O error
+            # after making a journal beside it, or wait for good on a FIFO opened to read.
+            raise StoreError(f"{self.path} is not a regular file; pass --db with a file path")
         if self.readonly and not self.path.exists():
             raise StoreError(f"{self.path} does not exist; record some traffic first or pass --db")
         if not self.readonly:

@@ -193,3 +193,23 @@ def test_an_api_replay_sent_while_the_database_is_locked_says_it_was_sent(
     assert r.status_code == 503
     assert r.json()["msg"].startswith(f"1 replay sent but not recorded: {db}: 1 exchange(s) not written after ")
     assert agent.stop() == 0
+
+
+def test_a_db_that_is_no_regular_file_is_refused_in_one_line_before_sqlite_opens_it(
+    tmp_path: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    # ``--db /dev/null`` to record nothing (as other tools take it) said "disk I/O error: the disk
+    # may be failing" and left a hot journal, /dev/null-journal, in /dev; a FIFO hung ``devtunnel
+    # requests`` for good (opening one to read waits for a writer).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    agent = subprocess.run([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", "0", "--db", str(fifo)],
+                           capture_output=True, text=True, timeout=30, env=env)
+    assert agent.returncode == 1
+    assert agent.stderr.splitlines() == [f"devtunnel: {fifo} is not a regular file; pass --db with a file path"]
+    for path in (fifo, Path(os.devnull)):
+        listed = subprocess.run([*DEVTUNNEL, "requests", "--db", str(path)], capture_output=True, text=True,
+                                timeout=30, env=env)
+        assert listed.returncode == 1
+        assert listed.stderr.splitlines() == [f"devtunnel: {path} is not a regular file; pass --db with a file path"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
