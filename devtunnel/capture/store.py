@@ -136,7 +136,7 @@ class Store:
             return StoreError(
                 f"cannot open {name} ({detail}); check that its folder exists and is writable, or pass --db"
             )
-        if "full" in low:
+        if "full" in low or ("disk i/o" in low and _disk_full(self.path.parent)):
             return StoreError(f"{name}: the disk is full ({detail}); free some space or pass --db")
         if "disk i/o" in low:
             return StoreError(self._io_error(detail))
@@ -144,7 +144,8 @@ class Store:
 
     def _io_error(self, detail: str) -> str:
         """What a "disk I/O error" most likely means. SQLite says no more: a write refused for the
-        process's file size limit (EFBIG), a disk quota (EDQUOT) and a failing disk all read alike."""
+        process's file size limit (EFBIG), a disk quota (EDQUOT) and a failing disk all read alike
+        (and a full disk, when it made the ``-shm`` file: ``_error`` looks at the free space first)."""
         limit = _file_size_limit()
         if limit is not None:
             sizes = [0]
@@ -642,6 +643,16 @@ class Store:
             # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
             params = [*params, -1 if limit is None else min(limit, _SQLITE_MAX_INT), min(offset, _SQLITE_MAX_INT)]
         return sql, params
+
+
+def _disk_full(folder: Path) -> bool:
+    """True when the file system of ``folder`` has less than 64 KiB free for this user (a WAL frame
+    is a page; the ``-shm`` file 32 KiB)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # gone, or no statvfs (Windows)
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def _on_read_only_mount(folder: Path) -> bool:

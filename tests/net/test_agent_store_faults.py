@@ -128,6 +128,48 @@ def test_a_file_size_limit_reached_while_recording_is_named_with_what_to_do(
 
 
 @pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a tmpfs of 1 MiB, unmounted at the end."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and a tmpfs mount")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill(folder: Path) -> None:
+    """Write into ``folder`` until its disk is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # ENOSPC: full
+    finally:
+        os.close(fd)
+
+
+def test_reading_a_database_on_a_full_disk_says_the_disk_is_full(
+    small_disk: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    # With no agent on it, a reader makes the -shm file WAL needs: on a full disk SQLite says only
+    # "disk I/O error", which read as a failing disk.
+    db = small_disk / "captures.db"
+    with Store(db) as store:
+        store.put(make_exchange("GET", "/kept", [], tunnel="rm", started_at=time.time()))
+    fill(small_disk)
+    listed = subprocess.run([*DEVTUNNEL, "requests", "--db", str(db)], capture_output=True, text=True, timeout=30,
+                            env=env)
+    assert listed.returncode == 1
+    assert listed.stderr.splitlines() == [
+        f"devtunnel: {db}: the disk is full (disk I/O error); free some space or pass --db"]
+
+
+@pytest.fixture
 def read_only_mount(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs holding a capture database (``captures.db``), mounted read-only."""
     folder = tmp_path / "ro"
