@@ -24,10 +24,9 @@ except ImportError:  # Windows: no file size limit of this kind
 
 from devtunnel.capture import filters as _filters
 from devtunnel.capture.filters.edge import ip_in_sql
-from devtunnel.capture.model import Exchange, body_bytes, cut_bodies
+from devtunnel.capture.model import Exchange
 from devtunnel.capture.rows import (
-    FULL_COLUMNS, ROW_COLUMNS, Row, first_deliveries, read_exchange, sql_headers, stored_bytes, to_row,
-    write_exchanges,
+    FULL_COLUMNS, ROW_COLUMNS, Row, first_deliveries, read_exchange, sql_headers, to_row, write_exchanges,
 )
 from devtunnel.capture.schema import UpgradeNeeded, prepare_schema
 from devtunnel.errors import NotFoundError, StoreError
@@ -350,24 +349,13 @@ class Store:
     def put_many(self, exchanges: Iterable[Exchange]) -> None:
         """Insert or replace many exchanges in one transaction, then apply retention.
 
-        An exchange larger than the store keeps (``max_bytes``) is stored with its bodies cut to
-        fit (``_fit``), not deleted by the retention of its own write.
+        An exchange larger than the store keeps (``max_bytes``, less what one retention run deletes
+        below it) is stored with its bodies cut to fit, not deleted by the retention of its own
+        write with everything older (a store of 5 MB was left empty by one 9 MB response).
         """
         with self._writing() as conn:
-            n, total = write_exchanges(conn, map(self._fit, exchanges))
+            n, total = write_exchanges(conn, exchanges, self.max_bytes - self._bytes_run())
             self._retain(conn, n, total)
-
-    def _fit(self, exchange: Exchange) -> Exchange:
-        """The exchange with its bodies cut (marked truncated, real sizes kept) so that it fits in
-        what retention keeps: otherwise retention would delete it with everything older, and a
-        store of 5 MB would be left empty by one 9 MB response."""
-        if body_bytes(exchange) <= self.max_bytes // 2:
-            return exchange  # nearly always: no header is counted
-        # What retention keeps of the limit once past it: an exchange at the limit would go too.
-        over = stored_bytes(exchange) - (self.max_bytes - self._bytes_run())
-        if over <= 0:
-            return exchange
-        return cut_bodies(exchange, body_bytes(exchange) - over)
 
     def _retain(self, conn: sqlite3.Connection, n: int, total: int) -> None:
         """Delete the oldest exchanges past the limits (``n`` and ``total``: what ``stats`` holds)."""
