@@ -141,14 +141,16 @@ def _about_the_file(exc: BaseException) -> bool:
     read-only or refused) fail every write alike: the batch waits, to be retried, and the log says
     so once; the user can fix them (free space, move the file away) and nothing is lost meanwhile.
     An exchange the store cannot take (text that cannot be encoded, a number or blob too big for
-    SQLite) fails alone, and only it is dropped.
+    SQLite, a value it cannot bind) fails alone, and only it is dropped.
     """
     if not isinstance(exc, StoreError):
         return False  # a fault of ours on one exchange
     cause = exc.__cause__
     if cause is None:
         return True  # refused before SQLite was asked: a directory, a read-only file or folder
-    return isinstance(cause, sqlite3.Error) and not isinstance(cause, (sqlite3.DataError, sqlite3.IntegrityError))
+    # Locked, busy, full, I/O, read-only: OperationalError; damaged or no database: DatabaseError
+    # itself. Its other kinds (DataError, IntegrityError, ProgrammingError ...) are about a row.
+    return isinstance(cause, sqlite3.OperationalError) or type(cause) is sqlite3.DatabaseError
 
 
 class Recorder:
