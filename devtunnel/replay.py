@@ -53,14 +53,14 @@ else:
 
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import DEFAULT_BODY_CAP, ErrorKind, Exchange, Headers, Request, Response, new_id
-from devtunnel.errors import ReplayError
+from devtunnel.errors import ReplayError, StoreError
 from devtunnel.values.http1 import field_value
 from devtunnel.values.request_head import target_problem
 from devtunnel.values.terminal import quoted
 from devtunnel.webhooks import delivery_of
 from devtunnel.webhooks.resign import Keys, resign
 
-__all__ = ["Edit", "replay", "replay_many"]
+__all__ = ["Edit", "replay", "replay_many", "not_recorded"]
 
 _HIGH_BYTE_RE = re.compile(rb"[\x80-\xff]")
 
@@ -303,3 +303,10 @@ async def replay_many(
         return [await _send(client, p, ex, body_cap) for p, ex in zip(prepared, items)]
     async with httpx.AsyncClient(timeout=timeout, verify=verify, trust_env=False) as own:
         return [await _send(own, p, ex, body_cap) for p, ex in zip(prepared, items)]
+
+
+def not_recorded(sent: Sequence[Exchange], error: StoreError) -> StoreError:
+    """What to say of replays that went out but could not be stored: that they went out, and why
+    they are not in the store (the CLI, the agent API and the inspector say it alike)."""
+    n = len(sent)
+    return StoreError(f"{n} replay{'s' if n != 1 else ''} sent but not recorded: {error}")

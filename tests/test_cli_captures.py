@@ -418,6 +418,28 @@ def test_replay_sends_again_stores_a_linked_exchange_and_prints_a_line(captures:
     assert "differs" in proc.stdout  # the echo service answers differently than the capture
 
 
+def test_a_replay_sent_but_not_recorded_is_printed_and_said_so_in_one_line(captures: Captures) -> None:
+    # Another program holding the file's write lock past the busy timeout: the request went out
+    # (a webhook replayed may have charged a card), but only "is locked ...; close it" was printed,
+    # as if nothing had been sent.
+    import sqlite3
+
+    ex = captures.exchanges[0]
+    holder = sqlite3.connect(captures.db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        proc = cli(captures, "replay", ex.id)
+    finally:
+        holder.close()
+    assert proc.returncode == 1
+    assert captures.seen.requests[-1][0::3] == ("POST", ex.request.body)  # sent
+    assert proc.stdout.split()[:4][0::3] == [ex.id, "200"]
+    assert proc.stderr.splitlines()[-1:] == [  # after the line on its signature
+        f"devtunnel: 1 replay sent but not recorded: {captures.db} is locked by another process (database is "
+        "locked); close it or pass --db"]
+    assert [e for e in _stored(captures) if e.replay_of == ex.id] == []
+
+
 def test_replay_keeps_the_configured_retention_not_the_defaults(captures: Captures, tmp_path: Path) -> None:
     config = tmp_path / "devtunnel.toml"
     config.write_text("[store]\nmax_exchanges = 3\n")
@@ -884,6 +906,31 @@ def test_requests_after_devtunnel_was_upgraded_upgrades_the_file_and_lists_it(ca
     assert "upgrading the capture database from schema 8" in proc.stderr and "Traceback" not in proc.stderr
     with sqlite3.connect(captures.db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_requests_while_another_devtunnel_upgrades_the_file_says_so_in_one_line_and_exits_1(captures: Captures) -> None:
+    # The agent of the new devtunnel upgrading a large file from the previous one holds its write
+    # lock for the one transaction of the upgrade (25 s for 1 GB of schema 1): a reader that meets
+    # the old schema meanwhile cannot upgrade it itself. It said "locked by another process; close it".
+    import sqlite3
+
+    from devtunnel.capture.schema import SCHEMA_VERSION
+    from tests.capture.test_store_webhooks import TO_SCHEMA_8
+
+    with sqlite3.connect(captures.db) as conn:
+        conn.executescript(TO_SCHEMA_8 + "PRAGMA user_version = 8;")
+    conn.close()
+    upgrading = sqlite3.connect(captures.db, isolation_level=None)
+    try:
+        upgrading.execute("BEGIN IMMEDIATE")
+        proc = cli(captures, "requests")
+    finally:
+        upgrading.close()
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"devtunnel: {captures.db} is being upgraded to schema {SCHEMA_VERSION} by another devtunnel (a large file "
+        "takes a while); try again when it is done, or pass --db"]
+    assert cli(captures, "requests").returncode == 0  # and then it is
 
 
 def test_a_hostile_event_type_and_reason_are_escaped_in_requests_and_show(captures: Captures) -> None:

@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -556,3 +557,38 @@ def test_config_set_refuses_a_value_holding_a_byte_that_is_not_utf8(places: Plac
     again = subprocess.run([*DEVTUNNEL, "config", "set", "store.path", bad], capture_output=True, timeout=30,
                            cwd=places.project, env=places.process_env())
     assert again.returncode == 2 and places.user_file.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop to another user")
+def test_a_user_file_in_a_folder_this_user_cannot_search_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # ``sudo -u other devtunnel ...`` keeping HOME: ~/.config of the first user cannot be searched,
+    # and looking for the file raised PermissionError out of ``load()`` as a traceback.
+    import devtunnel.commands.captures  # noqa: F401 (imported here: the other user may not read every module)
+    from devtunnel.cli import main
+
+    config = tmp_path / "private" / "devtunnel"  # tmp_path: searchable by its owner only
+    config.mkdir(parents=True)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop rights, run the command, report, leave without pytest's teardown
+        code = 99
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.environ["XDG_CONFIG_HOME"] = str(tmp_path / "private")
+            os.chdir("/")
+            sys.stderr = os.fdopen(write_end, "w")  # the child's own: pytest's capture stays behind
+            code = main(["requests", "--db", "/nonexistent/captures.db"])
+            sys.stderr.flush()
+        except BaseException as exc:  # noqa: BLE001
+            os.write(write_end, f"raised {type(exc).__name__}: {exc}\n".encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        said = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert said.splitlines() == [f"devtunnel: {config / 'devtunnel.toml'}: cannot read it (Permission denied)"]
+    assert os.waitstatus_to_exitcode(status) == 2

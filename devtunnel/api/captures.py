@@ -19,7 +19,7 @@ from devtunnel.capture.diff import SectionDiff, diff_exchanges, render_unified
 from devtunnel.capture.filters import And, Filter, parse
 from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
-from devtunnel.errors import NotFoundError
+from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.plumbing import ApiError, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field
@@ -27,7 +27,7 @@ from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.store import Store
-from devtunnel.replay import replay
+from devtunnel.replay import not_recorded, replay
 from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "tunnel_filter", "replay_edit"]
@@ -118,12 +118,15 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     result = await replay(original, to=to, edit=edit, host_header=host_header, verify=verify,
                           webhooks=service.webhooks)
     recorder = service.recorder
-    if recorder is not None:
-        # Through the recorder, so /api/events announces it; flushed, so the id can be read at once.
-        recorder.submit(result)
-        await run_in_threadpool(recorder.flush)
-    else:
-        await run_in_threadpool(_store(request).put, result)
+    try:
+        if recorder is not None:
+            # Through the recorder, so /api/events announces it; flushed, so the id can be read at once.
+            recorder.submit(result)
+            await run_in_threadpool(recorder.flush)
+        else:
+            await run_in_threadpool(_store(request).put, result)
+    except StoreError as exc:  # it went out all the same: not a failure to replay
+        raise not_recorded([result], exc) from exc
     return result
 
 

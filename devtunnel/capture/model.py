@@ -8,8 +8,8 @@ display without ever failing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal, TypeVar
 
 from devtunnel.capture.verdict import Verdict
 from devtunnel.values.exchange_ids import new_id
@@ -26,7 +26,11 @@ __all__ = [
     "new_id",
     "DEFAULT_BODY_CAP",
     "wire_bytes",
+    "body_bytes",
+    "cut_bodies",
 ]
+
+_M = TypeVar("_M", bound="_Message")
 
 DEFAULT_BODY_CAP = 10 * 1024 * 1024
 """Bytes of each body recorded by default; the traffic itself is never cut."""
@@ -470,3 +474,40 @@ class Exchange:
             "webhook": None if self.webhook is None else self.webhook.to_json(),
             "rule": None if self.rule is None else self.rule.to_json(),
         }
+
+
+def body_bytes(exchange: Exchange) -> int:
+    """Bytes of recorded body an exchange holds: request, response and WebSocket payloads."""
+    n = len(exchange.request.body)
+    if exchange.response is not None:
+        n += len(exchange.response.body)
+    if exchange.ws_messages:
+        n += sum(len(m.payload) for m in exchange.ws_messages)
+    return n
+
+
+def cut_bodies(exchange: Exchange, keep: int) -> Exchange:
+    """The exchange with at most ``keep`` bytes of recorded body: the request's first, then the
+    response's, then the WebSocket payloads in order. A body cut is marked truncated and keeps its
+    real size, as one past the body cap is."""
+    room = max(0, keep)
+
+    def cut(message: _M) -> _M:
+        nonlocal room
+        body = message.body
+        kept = body[:room]
+        room -= len(kept)
+        if len(kept) == len(body):
+            return message
+        return replace(message, body=kept, body_size=max(message.body_size, len(body)), body_truncated=True)
+
+    request = cut(exchange.request)
+    response = cut(exchange.response) if exchange.response is not None else None
+    messages = exchange.ws_messages
+    if messages:
+        messages = []
+        for m in exchange.ws_messages:
+            payload = m.payload[:room]
+            room -= len(payload)
+            messages.append(m if len(payload) == len(m.payload) else replace(m, payload=payload))
+    return replace(exchange, request=request, response=response, ws_messages=messages)

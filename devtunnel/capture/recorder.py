@@ -15,8 +15,8 @@ finished exchange before writing it: the provider, event, delivery id and signat
 at the time the exchange began. That costs the writer's thread, never the forwarding path.
 ``subscribe_verdicts`` hears of each delivery judged (the headless agent's follow-up log line).
 
-While writes fail (a full disk, a database locked by another process) exchanges wait in
-memory to be retried, within two bounds: past ``UNWRITTEN_BYTES`` of bodies the oldest bodies
+While writes fail (a full disk, a database locked by another process, a damaged file) exchanges
+wait in memory to be retried, within two bounds: past ``UNWRITTEN_BYTES`` of bodies the oldest bodies
 are dropped (the exchange itself is kept, marked truncated), past ``UNWRITTEN_EXCHANGES`` the
 oldest exchanges are. Both are counted, and said once in the log.
 
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from devtunnel.capture.model import Exchange, Request, Response, WsMessage
+from devtunnel.capture.model import Exchange, body_bytes, cut_bodies
 from devtunnel.capture.store import Store
 from devtunnel.errors import StoreError
 
@@ -63,6 +63,9 @@ UNWRITTEN_BYTES = 32 << 20
 """Body bytes (request, response, WebSocket payloads) kept in memory while writes fail."""
 UNWRITTEN_EXCHANGES = 5000
 """Exchanges kept in memory while writes fail, their bodies dropped first (about 4 KiB each)."""
+WAL_WARN = 512 << 20
+"""Size of the database's ``-wal`` file past which the writer says, once, that a program keeps a
+read open: SQLite then cannot fold the log back into the database, and it grows with every write."""
 FOLLOW_EVERY = 1.0
 """Seconds between two looks (one ``stat``) at whether the database file is still at its path while
 nothing is written; a write looks right before and after it (``Recorder._write_at_path``)."""
@@ -118,48 +121,36 @@ def one_malloc_arena() -> None:
         mallopt(_M_ARENA_MAX, 1)
 
 
-def _body_bytes(ex: Exchange) -> int:
-    """Bytes of recorded body an exchange holds: request, response and WebSocket payloads."""
-    n = len(ex.request.body)
-    if ex.response is not None:
-        n += len(ex.response.body)
-    if ex.ws_messages:
-        n += sum(len(m.payload) for m in ex.ws_messages)
-    return n
-
-
 def _total_body_bytes(exchanges: Iterable[Exchange]) -> int:
-    return sum(_body_bytes(ex) for ex in exchanges)
+    return sum(body_bytes(ex) for ex in exchanges)
 
 
-_M = TypeVar("_M", Request, Response)
 _T = TypeVar("_T")
 
 
-def _truncated(message: _M) -> _M:
-    if not message.body:
-        return message
-    return replace(message, body=b"", body_size=max(message.body_size, len(message.body)), body_truncated=True)
-
-
-def _without_bodies(ex: Exchange) -> Exchange:
-    """The exchange with every recorded body dropped; sizes stay, bodies read as truncated."""
-    response = _truncated(ex.response) if ex.response is not None else None
-    messages: list[WsMessage] = [replace(m, payload=b"") if m.payload else m for m in ex.ws_messages]
-    return replace(ex, request=_truncated(ex.request), response=response, ws_messages=messages)
-
-
 def _mib(n: int) -> str:
+    if n >= 1000 << 20:
+        return f"{n / (1 << 30):.3g} GiB"
     return f"{n / (1 << 20):.3g} MiB"
 
 
-def _is_transient(exc: BaseException) -> bool:
-    """True when retrying later may succeed (another process holds the lock, disk full)."""
-    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
-    text = str(cause).lower()
-    return isinstance(cause, sqlite3.OperationalError) and any(
-        word in text for word in ("locked", "busy", "disk i/o", "full")
-    )
+def _about_the_file(exc: BaseException) -> bool:
+    """True when a write failed because of the database file, not of an exchange it held.
+
+    The file's troubles (another process holds the lock, the disk is full, the file is damaged,
+    read-only or refused) fail every write alike: the batch waits, to be retried, and the log says
+    so once; the user can fix them (free space, move the file away) and nothing is lost meanwhile.
+    An exchange the store cannot take (text that cannot be encoded, a number or blob too big for
+    SQLite, a value it cannot bind) fails alone, and only it is dropped.
+    """
+    if not isinstance(exc, StoreError):
+        return False  # a fault of ours on one exchange
+    cause = exc.__cause__
+    if cause is None:
+        return True  # refused before SQLite was asked: a directory, a read-only file or folder
+    # Locked, busy, full, I/O, read-only: OperationalError; damaged or no database: DatabaseError
+    # itself. Its other kinds (DataError, IntegrityError, ProgrammingError ...) are about a row.
+    return isinstance(cause, sqlite3.OperationalError) or type(cause) is sqlite3.DatabaseError
 
 
 class Recorder:
@@ -170,9 +161,9 @@ class Recorder:
     and at most the last 20 ms of finished ones).
     Listeners are called from the writer thread with the ids just committed.
 
-    A failing write is logged once (not once per exchange). Exchanges that failed because the
-    database was busy or the disk full stay queued and are retried with backoff; an exchange
-    that can never be stored is dropped, with its id in the log.
+    A failing write is logged once (not once per exchange). Exchanges that failed because of the
+    file (busy, the disk full, damaged, refused) stay queued and are retried with backoff; an
+    exchange that can never be stored is dropped, with its id in the log.
 
     While writes fail, what waits in memory is bounded: past ``max_unwritten_bytes`` of bodies
     the oldest exchanges lose their bodies (they are stored later marked truncated), past
@@ -183,7 +174,7 @@ class Recorder:
 
     def __init__(
         self, store: Store, *, max_unwritten_bytes: int = UNWRITTEN_BYTES, max_unwritten: int = UNWRITTEN_EXCHANGES,
-        webhooks: Judge | None = None,
+        webhooks: Judge | None = None, max_wal_bytes: int = WAL_WARN,
     ) -> None:
         self.store = store
         self.webhooks = webhooks
@@ -191,6 +182,8 @@ class Recorder:
         self._judge_failed = False
         self.max_unwritten_bytes = max_unwritten_bytes
         self.max_unwritten = max_unwritten
+        self.max_wal_bytes = max_wal_bytes
+        self._wal_said = False  # the -wal's growth was said, and it has not shrunk below the bound since
         self._cond = threading.Condition(threading.Lock())
         self._pending: dict[str, Exchange] = {}
         self._pending_bytes = 0  # body bytes held by the exchanges in _pending
@@ -206,6 +199,7 @@ class Recorder:
         self._verdict_listeners: list[Callable[[list[Exchange]], None]] = []
         self._last_error: str | None = None
         self._next_look = time.monotonic() + FOLLOW_EVERY  # when the writer looks at the path again
+        self._next_wal_look = self._next_look  # and at the size of the -wal (``_watch_wal``)
         self._refused = False  # the file at the path was refused: look again before every retry
         self._moved = False  # the last look at the path moved to another file (``_follow``)
         self._thread = threading.Thread(target=self._run, name="devtunnel-recorder", daemon=True)
@@ -220,7 +214,7 @@ class Recorder:
             pending = self._pending
             old = pending.get(exchange.id)
             pending[exchange.id] = exchange
-            self._pending_bytes += _body_bytes(exchange) - (_body_bytes(old) if old is not None else 0)
+            self._pending_bytes += body_bytes(exchange) - (body_bytes(old) if old is not None else 0)
             self._submitted += 1
             # The writer waits only while the queue is empty (or a full batch wakes it early):
             # waking it for every submit would hand it the GIL once per request.
@@ -341,15 +335,15 @@ class Recorder:
             for ex_id, ex in pending.items():  # oldest first; replacing values keeps the order
                 if self._pending_bytes <= goal:
                     break
-                size = _body_bytes(ex)
+                size = body_bytes(ex)
                 if size:
-                    pending[ex_id] = _without_bodies(ex)
+                    pending[ex_id] = cut_bodies(ex, 0)
                     self._pending_bytes -= size
                     self._dropped_bodies += 1
         if over_count:
             oldest = list(itertools.islice(pending, len(pending) - self.max_unwritten * 7 // 8))
             for ex_id in oldest:
-                self._pending_bytes -= _body_bytes(pending.pop(ex_id))
+                self._pending_bytes -= body_bytes(pending.pop(ex_id))
             self._dropped_exchanges += len(oldest)
         if not starting:
             return None
@@ -484,6 +478,9 @@ class Recorder:
         now = time.monotonic()
         if not at_once and not self._refused and now < self._next_look:
             return True
+        if now >= self._next_wal_look:
+            self._watch_wal()
+            self._next_wal_look = now + FOLLOW_EVERY
         self._next_look = now + FOLLOW_EVERY
         try:
             change = self.store.follow_path()
@@ -499,12 +496,23 @@ class Recorder:
             log.warning("another capture database is at %s; recording into it", self.store.path)
         return True
 
+    def _watch_wal(self) -> None:
+        """Say once when the ``-wal`` has grown past ``max_wal_bytes`` (again once it shrank back)."""
+        size = self.store.wal_bytes()
+        if size <= self.max_wal_bytes:
+            self._wal_said = False
+        elif not self._wal_said and self.store.wal_held():  # not one large transaction, folded already
+            self._wal_said = True
+            log.warning("%s-wal has grown to %s: a program keeps a read of the capture database open (an sqlite3 "
+                        "shell, a database browser?), so SQLite cannot fold the log back into it; close that program",
+                        self.store.path, _mib(size))
+
     def _write(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
         """Write a batch; returns what must be retried later."""
         try:
             self.store.put_many(batch.values())
         except Exception as exc:  # noqa: BLE001 - the writer must survive anything
-            if _is_transient(exc):
+            if _about_the_file(exc):
                 self._report(exc)
                 return batch
             # One bad exchange must not sink the others: write them one by one.
@@ -519,7 +527,7 @@ class Recorder:
             try:
                 self.store.put(ex)
             except Exception as exc:  # noqa: BLE001
-                if _is_transient(exc):
+                if _about_the_file(exc):
                     kept[ex_id] = ex
                     self._report(exc)
                 else:

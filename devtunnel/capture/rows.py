@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from devtunnel.capture import filters as _filters
-from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage
+from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage, body_bytes, cut_bodies
 from devtunnel.values.terminal import read_utf8
 from devtunnel.webhooks.base import Signature, Verdict
 
@@ -309,8 +309,13 @@ def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
     return RuleMark(index, action, scope if isinstance(scope, str) else "tunnel")
 
 
-def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> tuple[int, int]:
+def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange], room: int | None = None) -> tuple[int, int]:
     """Upsert exchanges: a few many-row statements per table (a later version of an id wins).
+
+    With ``room``, an exchange that counts more bytes than that (its bodies larger than the store
+    keeps) is written again with its bodies cut to fit (``model.cut_bodies``: marked cut, real
+    sizes kept) before this returns; otherwise retention would delete it with everything older.
+    Rare, so the common case pays one comparison per exchange.
 
     Call it inside a write transaction: which ids are stored already is read first, and must
     not change before the writes. Ids not stored yet (nearly all: ids grow with time, and an
@@ -333,6 +338,7 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
     large: list[tuple[str, str, bytes]] = []
     messages: list[object] = []
     hooked: list[Exchange] = []  # with a webhook verdict
+    over: list[tuple[Exchange, int]] = []  # larger than ``room``: the exchange and its bytes
     fresh_bytes = 0
     for ex_id, ex in latest.items():
         req, res = ex.request, ex.response
@@ -356,6 +362,8 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
             blob_bytes += sum(len(m.payload) for m in ex.ws_messages)
             for i, m in enumerate(ex.ws_messages):
                 messages += (ex_id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
+        if room is not None and blob_bytes > room:
+            over.append((ex, blob_bytes))
         common = (ex.error is None and ex.replay_of is None and ex.ws_close_code is None and rule is None
                   and ex.resigned is None and ex.webhook is None)
         new = ex_id not in stored
@@ -425,6 +433,8 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> 
         _execute_rows(conn, "messages", messages)
     if again:  # the update trigger moved the byte count by what it found in the rows replaced
         n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
+    if over and room is not None:  # each again, cut to fit: stored now, it is updated in place
+        return write_exchanges(conn, [cut_bodies(ex, body_bytes(ex) - (size - room)) for ex, size in over])
     return n, total
 
 

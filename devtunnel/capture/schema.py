@@ -227,7 +227,15 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
     if readonly:
         raise UpgradeNeeded(f"{path} is of an older devtunnel (schema {version}) and needs an upgrade to schema "
                             f"{SCHEMA_VERSION}, which this user cannot write; fix its permissions or pass --db")
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if version == 0 or "locked" not in str(exc):
+            raise
+        # The one transaction of an upgrade holds the lock for as long as it takes (25 s for 1 GB of
+        # schema 1): "locked by another process; close it" would send the user after the wrong thing.
+        raise StoreError(f"{path} is being upgraded to schema {SCHEMA_VERSION} by another devtunnel (a large file "
+                         "takes a while); try again when it is done, or pass --db") from exc
     try:
         # Re-read under the write lock: another process may have migrated meanwhile.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -242,7 +250,8 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself on a full disk or an I/O error
+            conn.execute("ROLLBACK")
         raise
 
 

@@ -12,10 +12,15 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
+
+try:
+    import resource
+except ImportError:  # Windows: no file size limit of this kind
+    resource = None  # type: ignore[assignment]
 
 from devtunnel.capture import filters as _filters
 from devtunnel.capture.filters.edge import ip_in_sql
@@ -28,7 +33,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 from devtunnel.values.paths import db_path
 
-__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "Store", "file_identity"]
+__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "WAL_KEPT", "Store", "file_identity"]
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
@@ -43,6 +48,12 @@ transaction of a large store spends long deleting."""
 _RUN_EXCHANGES = 2_048
 _RUN_BYTES = 32 * 1024 * 1024
 _SQLITE_MAX_INT = 2**63 - 1
+WAL_KEPT = 64 * 1024 * 1024
+"""Bytes of the ``-wal`` file kept on disk once SQLite has folded it into the database and starts it
+over (``PRAGMA journal_size_limit``). The log grows to the largest transaction, and much further
+while another program keeps a read open (every commit meanwhile is appended); without a limit
+SQLite reuses the file from its start but keeps it at its largest until the last connection
+closes: hundreds of MB for as long as the agent runs."""
 QUERY_REGEX_BUDGET = 10.0
 """Seconds from its start after which a query runs no more filter regexes (each search:
 ``filters.REGEX_TIMEOUT``): one that would stops with ``FilterTimeoutError``."""
@@ -112,7 +123,9 @@ class Store:
         name = str(self.path)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         low = detail.lower()
-        if "not a database" in low or "malformed" in low or "file is encrypted" in low:
+        if "malformed" in low:
+            return StoreError(f"{name} is damaged ({detail}); move it away or pass --db")
+        if "not a database" in low or "file is encrypted" in low:
             return StoreError(f"{name} is not a devtunnel database ({detail}); move it away or pass --db")
         if "locked" in low or "busy" in low:
             return StoreError(f"{name} is locked by another process ({detail}); close it or pass --db")
@@ -122,9 +135,27 @@ class Store:
             return StoreError(
                 f"cannot open {name} ({detail}); check that its folder exists and is writable, or pass --db"
             )
-        if "full" in low:
+        if "full" in low or ("disk i/o" in low and _disk_full(self.path.parent)):
             return StoreError(f"{name}: the disk is full ({detail}); free some space or pass --db")
+        if "disk i/o" in low:
+            return StoreError(self._io_error(detail))
         return StoreError(f"{name}: {detail}")
+
+    def _io_error(self, detail: str) -> str:
+        """What a "disk I/O error" most likely means. SQLite says no more: a write refused for the
+        process's file size limit (EFBIG), a disk quota (EDQUOT) and a failing disk all read alike
+        (and a full disk, when it made the ``-shm`` file: ``_error`` looks at the free space first)."""
+        limit = _file_size_limit()
+        if limit is not None:
+            sizes = [0]
+            for path in (self.path, *self._companion_paths()):
+                with suppress(OSError):
+                    sizes.append(path.stat().st_size)
+            if max(sizes) + _GROWTH >= limit:
+                return (f"{self.path}: the file size limit of this process ({limit} bytes, ulimit -f) stops it from "
+                        f"growing ({detail}); raise the limit or pass --db")
+        return (f"{self.path}: a read or write failed ({detail}): the disk may be over a quota, failing or gone; "
+                "check it or pass --db")
 
     def _conn(self) -> sqlite3.Connection:
         local = self._local
@@ -164,6 +195,12 @@ class Store:
             return None  # cannot tell (a folder we may no longer search): the writes say what is wrong
         if now is not None and now == self._file:
             return None
+        # What is still in the old file's -wal goes into the old file, wherever it went: a file moved
+        # away (``mv captures.db kept.db``) leaves its -wal at the path, removed below.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and not self.readonly:
+            with suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         # The old file's -wal and -shm, if still at the path (``rm captures.db`` alone, or another
         # file moved onto it), would be taken for the new file's by SQLite: they would corrupt it.
         for companion, known in zip(self._companion_paths(), self._companions):
@@ -192,6 +229,10 @@ class Store:
     def _open(self) -> sqlite3.Connection:
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a database file; pass --db with a file path")
+        if self.path.exists() and not self.path.is_file():
+            # A device (``--db /dev/null``), a FIFO or a socket: SQLite would fail with an I/O error
+            # after making a journal beside it, or wait for good on a FIFO opened to read.
+            raise StoreError(f"{self.path} is not a regular file; pass --db with a file path")
         if self.readonly and not self.path.exists():
             raise StoreError(f"{self.path} does not exist; record some traffic first or pass --db")
         if not self.readonly:
@@ -205,8 +246,13 @@ class Store:
             # SQLite would open a read-only file read-only without a word and fail at the first
             # write; WAL also needs to create files next to the database.
             if self.path.exists() and not os.access(self.path, os.W_OK):
+                if _on_read_only_mount(folder):
+                    raise StoreError(f"{self.path} is on a read-only file system; pass --db with a writable path")
                 raise StoreError(f"{self.path} is read-only; fix its permissions or pass --db")
             if not os.access(folder, os.W_OK | os.X_OK):
+                if _on_read_only_mount(folder):
+                    raise StoreError(f"cannot write in the folder {folder} (a read-only file system); "
+                                     "pass --db with a writable path")
                 raise StoreError(f"cannot write in the folder {folder} (permission denied); "
                                  "fix its permissions or pass --db")
         uri = f"file:{quote(str(self.path.absolute()))}?mode={'ro' if self.readonly else 'rwc'}"
@@ -249,6 +295,7 @@ class Store:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA secure_delete = {_AGED_OUT}")
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_KEPT}")
         except BaseException:
             conn.close()
             raise
@@ -300,9 +347,14 @@ class Store:
         self.put_many([exchange])
 
     def put_many(self, exchanges: Iterable[Exchange]) -> None:
-        """Insert or replace many exchanges in one transaction, then apply retention."""
+        """Insert or replace many exchanges in one transaction, then apply retention.
+
+        An exchange larger than the store keeps (``max_bytes``, less what one retention run deletes
+        below it) is stored with its bodies cut to fit, not deleted by the retention of its own
+        write with everything older (a store of 5 MB was left empty by one 9 MB response).
+        """
         with self._writing() as conn:
-            n, total = write_exchanges(conn, exchanges)
+            n, total = write_exchanges(conn, exchanges, self.max_bytes - self._bytes_run())
             self._retain(conn, n, total)
 
     def _retain(self, conn: sqlite3.Connection, n: int, total: int) -> None:
@@ -316,7 +368,7 @@ class Store:
                 _delete_oldest(conn, last, doomed, size)
                 n, total = n - doomed, total - size
         while total > self.max_bytes and n > 0:
-            excess = total - self.max_bytes + min(self.max_bytes // RETENTION_RUN, _RUN_BYTES)
+            excess = total - self.max_bytes + self._bytes_run()
             doomed = freed = 0
             for last, size in conn.execute("SELECT id, bytes FROM exchange_rows ORDER BY id LIMIT 256"):
                 doomed += 1
@@ -327,6 +379,10 @@ class Store:
                 break
             _delete_oldest(conn, last, doomed, freed)
             n, total = n - doomed, total - freed
+
+    def _bytes_run(self) -> int:
+        """Bytes below ``max_bytes`` that retention deletes down to once past it."""
+        return min(self.max_bytes // RETENTION_RUN, _RUN_BYTES)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete these exchanges; returns how many were deleted. What they held is overwritten
@@ -531,6 +587,23 @@ class Store:
         with self._reading() as conn:
             return int(conn.execute("SELECT bytes FROM stats").fetchone()[0])
 
+    def wal_bytes(self) -> int:
+        """The size of the database's ``-wal`` file (0 when there is none, or it cannot be seen)."""
+        try:
+            return self._companion_paths()[0].stat().st_size
+        except OSError:
+            return 0
+
+    def wal_held(self) -> bool:
+        """Whether the ``-wal`` holds pages SQLite cannot fold into the database now (another
+        connection's read began before they were written); it folds in what it can meanwhile
+        (``PRAGMA wal_checkpoint(PASSIVE)``: it waits for no one)."""
+        try:
+            busy, logged, folded = self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return False  # the writes say what is wrong with the file
+        return bool(busy) or folded < logged
+
     def close(self) -> None:
         """Close this thread's connection."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -558,6 +631,36 @@ class Store:
             # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
             params = [*params, -1 if limit is None else min(limit, _SQLITE_MAX_INT), min(offset, _SQLITE_MAX_INT)]
         return sql, params
+
+
+def _disk_full(folder: Path) -> bool:
+    """True when the file system of ``folder`` has less than 64 KiB free for this user (a WAL frame
+    is a page; the ``-shm`` file 32 KiB)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # gone, or no statvfs (Windows)
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def _on_read_only_mount(folder: Path) -> bool:
+    """True when ``folder`` is on a file system mounted read-only (no permission makes it writable)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # gone, or no statvfs (Windows)
+        return False
+
+
+_GROWTH = 1024 * 1024
+"""Bytes by which a file may have been about to grow when a write failed (a WAL frame is a page)."""
+
+
+def _file_size_limit() -> int | None:
+    """The process's file size limit (``ulimit -f``, RLIMIT_FSIZE) in bytes; None when there is none."""
+    if resource is None:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 _COMPANIONS = ("-wal", "-shm")

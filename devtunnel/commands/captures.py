@@ -54,7 +54,7 @@ from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
-from devtunnel.replay import replay_many
+from devtunnel.replay import not_recorded, replay_many
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
 
@@ -505,7 +505,11 @@ def _replay(args: argparse.Namespace) -> int:
     judge = webhook_context(settings_of(args))
     results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure, webhooks=judge))
     results = [replace(r, webhook=judge.judge(r)) if r.complete else r for r in results]
-    store.put_many(results)
+    unrecorded: StoreError | None = None
+    try:
+        store.put_many(results)
+    except StoreError as exc:  # they were sent all the same: each is printed, then this is said
+        unrecorded = exc
     # What kept a signature from being refreshed, said once however many replays it concerns.
     for notice in dict.fromkeys(r.signature_notice for r in results if r.signature_notice):
         err(notice)
@@ -519,6 +523,9 @@ def _replay(args: argparse.Namespace) -> int:
             failed += 1
     if args.json:
         print(json.dumps(summaries, indent=2))
+    if unrecorded is not None:
+        err(str(not_recorded(results, unrecorded)))
+        return EXIT_ERROR
     return 1 if failed else 0
 
 

@@ -164,7 +164,8 @@ async def _guarded(main: Coroutine[Any, Any, int], hurry: list[Callable[[], None
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    for name in ("devtunnel.agent", "devtunnel.relay"):
+    # devtunnel.capture: the recorder's lines, "writing captures again" (info) among them.
+    for name in ("devtunnel.agent", "devtunnel.relay", "devtunnel.capture"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -28,8 +28,15 @@ class ConfigFile:
 
     @property
     def exists(self) -> bool:
-        """Whether there is something at ``path``."""
-        return self.path.exists()
+        """Whether there is something at ``path``; True when that cannot be told (a folder this user
+        cannot search, as ``sudo -u`` keeping HOME gives): reading it then says why in one line."""
+        try:
+            self.path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            return True
+        return True
 
 
 def user_file(environ: Mapping[str, str] | None = None) -> Path:

@@ -26,7 +26,7 @@ from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.rows import Row
 from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Store, file_identity
-from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, TunnelError
+from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, StoreError, TunnelError
 from devtunnel.values.terminal import quoted
 
 T = TypeVar("T")
@@ -517,7 +517,7 @@ class Backend:
         return new
 
     async def _replay_here(self, exchange: Exchange, edit: Edit | None) -> Exchange:
-        from devtunnel.replay import replay
+        from devtunnel.replay import not_recorded, replay
 
         new = await replay(exchange, edit=edit)
 
@@ -528,7 +528,10 @@ class Backend:
             finally:
                 store.close()
 
-        await asyncio.get_running_loop().run_in_executor(self._pool, put)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, put)
+        except StoreError as exc:  # it went out all the same: not a failure to replay
+            raise not_recorded([new], exc) from exc
         return new
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:

@@ -360,3 +360,29 @@ def test_a_plain_get_takes_the_short_row_and_others_the_full_one(store: Store) -
     assert [store.get(ex.id) for ex in (plain, query, odd, ws)] == [plain, query, odd, ws]
     assert store.rows("path:/items/2")[0].target == "/items/2?page=3&q=%20x"
     assert_consistent(store)
+
+
+def test_an_exchange_larger_than_the_store_is_kept_with_its_bodies_cut_to_fit(tmp_path: Path) -> None:
+    # Before, retention deleted it with everything older: a store of 1 MiB was left empty by one
+    # 3 MiB response, logged by the agent with an id that nothing could show.
+    limit = 1024 * 1024
+    store = Store(tmp_path / "c.db", max_bytes=limit)
+    small = [get(n) for n in range(3)]
+    store.put_many(small)
+    upload = b"u" * (2 * limit)
+    big = replace(get(9, body=upload), response=make_response(200, [("Content-Type", "text/plain")], b"r" * limit))
+    store.put(big)
+    stored = store.get(big.id)
+    assert stored.request.body == upload[: len(stored.request.body)] and stored.request.body_truncated
+    assert stored.request.body_size == 2 * limit
+    assert stored.response is not None and stored.response.body == b"" and stored.response.body_truncated
+    assert stored.response.body_size == limit
+    assert store.total_bytes() <= limit
+    assert limit - 64 * 1024 < store.total_bytes()  # cut to what fits, not further
+    assert_consistent(store)
+    # Within the limit, nothing is cut.
+    fits = replace(get(10, body=b"f" * (limit // 4)), id=new_id())
+    store.put(fits)
+    assert store.get(fits.id).request.body == b"f" * (limit // 4)
+    assert not store.get(fits.id).request.body_truncated
+    store.close()

@@ -119,3 +119,24 @@ def test_a_file_that_is_no_capture_database_moved_onto_the_path_is_refused_once_
     with sqlite3.connect(db) as conn:  # left as it was
         assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
     conn.close()
+
+
+def test_a_database_moved_away_while_the_agent_runs_keeps_everything_recorded_into_it(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # ``mv captures.db kept.db`` to keep a session: the newest pages are still in captures.db-wal,
+    # left at the path, and went with it when the agent started a new file there. The moved copy
+    # lacked them (no exchange at all after a few requests).
+    db = tmp_path / "captures.db"
+    agent, port, _ = start_agent(procs, env, local[0], db)
+    for i in range(5):
+        get(port, f"/echo?kept={i}")
+    wait_for(lambda: "/echo?kept=4" in requests_listed(env, db), what="the requests in the file")
+    kept = tmp_path / "kept.db"
+    db.rename(kept)
+    agent.line(lambda l: "was deleted" in l, lines="err")
+    assert db.exists()
+    listed = requests_listed(env, kept)
+    assert [line.split()[-1] for line in listed.splitlines()[1:]] == [f"/echo?kept={i}" for i in range(5)]
+    assert agent.stop() == 0
+    assert not any("Traceback" in l for l in agent.err)

@@ -1,0 +1,257 @@
+"""The agent (``devtunnel http --no-tui``) when its capture database goes wrong while it runs: traffic
+goes on at once, the log says what is wrong in one line and what to do, and says so again when
+recording works again; nothing is stored wrongly."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtunnel.capture.store import Store
+from tests.helpers import wait_for
+from tests.kit.exchanges import make_exchange
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs  # noqa: F401 (fixtures)
+from tests.net.test_agent_db_deleted import start_agent
+from tests.net.tunnel_fixtures import LocalState
+from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
+
+
+def get(port: str, target: str) -> None:
+    """A request through the tunnel, answered by the local app at once."""
+    r = httpx.get(f"http://127.0.0.1:{port}{target}", headers={"Host": f"rm.localhost:{port}"}, trust_env=False,
+                  timeout=5)
+    assert r.status_code == 200
+
+
+def listed(env: dict[str, str], db: Path) -> str:
+    """What ``devtunnel requests`` lists, or "" while it cannot (no file there yet, say)."""
+    done = subprocess.run([*DEVTUNNEL, "requests", "--db", str(db)], capture_output=True, text=True, timeout=30,
+                          env=env)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def damage_a_table(db: Path, table: str) -> None:
+    """Overwrite the root page of ``table`` with garbage, as a failing disk or a stray write would:
+    the file still opens (its first page is intact), and every statement on that table fails
+    with "database disk image is malformed"."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
+
+
+def test_a_database_found_damaged_while_recording_is_one_line_and_traffic_goes_on(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "captures.db"
+    with Store(db) as store:
+        store.put(make_exchange("GET", "/yesterday", [], tunnel="rm", started_at=time.time()))
+    damage_a_table(db, "stats")  # every write reads and updates it
+    agent, port, _ = start_agent(procs, env, local[0], db)
+    for i in range(30):
+        get(port, f"/echo?n={i}")
+    agent.line(lambda l: "/echo?n=29" in l)  # every one answered and logged
+    said = agent.line(lambda l: "cannot write captures" in l, lines="err")
+    assert said.endswith(f"cannot write captures: {db} is damaged (database disk image is malformed); "
+                         "move it away or pass --db")
+    # Moved away, as the line says: a new database is started at the path, and what waited is in it.
+    db.rename(tmp_path / "damaged.db")
+    for companion in tmp_path.glob("captures.db-*"):
+        companion.unlink()
+    now = wait_for(lambda: (out := listed(env, db)) and "/echo?n=29" in out and out,
+                   what="the requests that waited, in the new file")
+    assert [line.split()[-1] for line in now.splitlines()[1:]] == [f"/echo?n={i}" for i in range(30)]
+    assert agent.stop() == 0
+    assert [l for l in agent.err if "cannot write captures" in l] == [said]
+    assert not [l for l in agent.err if "dropped exchange" in l]
+    assert not any("Traceback" in l for l in agent.err), agent.err
+
+
+def test_an_agent_that_could_not_write_for_a_lock_says_when_it_writes_again(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    db = tmp_path / "captures.db"
+    agent, port, _ = start_agent(procs, env, local[0], db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another program writing, and taking its time
+        get(port, "/echo?while-locked")
+        agent.line(lambda l: "/echo?while-locked" in l)
+        said = agent.line(lambda l: "cannot write captures" in l, lines="err")
+        assert said.endswith(f"cannot write captures: {db} is locked by another process (database is locked); "
+                             "close it or pass --db")
+    finally:
+        holder.close()
+    again = agent.line(lambda l: "writing captures again" in l, lines="err")
+    assert again.endswith(" writing captures again")
+    assert "/echo?while-locked" in listed(env, db)
+    assert agent.stop() == 0
+    assert [l for l in agent.err if "cannot write captures" in l] == [said]
+    assert not any("Traceback" in l for l in agent.err), agent.err
+
+
+def test_a_file_size_limit_reached_while_recording_is_named_with_what_to_do(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # ``ulimit -f`` (RLIMIT_FSIZE) for the agent alone: a write past it fails with EFBIG, which
+    # SQLite reports as a bare "disk I/O error", the line the agent printed.
+    limit = 600_000
+    db = tmp_path / "captures.db"
+    agent = Proc(["prlimit", f"--fsize={limit}:unlimited", "--", *DEVTUNNEL, "http", str(local[0]), "--no-tui",
+                  "--name", "rm", "--api-port", "0", "--db", str(db)], env)
+    procs.append(agent)
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    port = match.group(3)
+    for i in range(8):
+        r = httpx.post(f"http://127.0.0.1:{port}/echo?n={i}", headers={"Host": f"rm.localhost:{port}"},
+                       content=b"x" * 100_000, trust_env=False, timeout=5)
+        assert r.status_code == 200
+    said = agent.line(lambda l: "cannot write captures" in l, lines="err")
+    assert said.endswith(f"cannot write captures: {db}: the file size limit of this process ({limit} bytes, "
+                         "ulimit -f) stops it from growing (disk I/O error); raise the limit or pass --db")
+    assert [l for l in agent.err if "cannot write captures" in l] == [said]
+    assert agent.stop() == 1  # what could not be written is said at exit
+    assert agent.err[-1].startswith(f"devtunnel: {db}: ")
+    assert not any("Traceback" in l for l in agent.err), agent.err
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a tmpfs of 1 MiB, unmounted at the end."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and a tmpfs mount")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill(folder: Path) -> None:
+    """Write into ``folder`` until its disk is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # ENOSPC: full
+    finally:
+        os.close(fd)
+
+
+def test_reading_a_database_on_a_full_disk_says_the_disk_is_full(
+    small_disk: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    # With no agent on it, a reader makes the -shm file WAL needs: on a full disk SQLite says only
+    # "disk I/O error", which read as a failing disk.
+    db = small_disk / "captures.db"
+    with Store(db) as store:
+        store.put(make_exchange("GET", "/kept", [], tunnel="rm", started_at=time.time()))
+    fill(small_disk)
+    listed = subprocess.run([*DEVTUNNEL, "requests", "--db", str(db)], capture_output=True, text=True, timeout=30,
+                            env=env)
+    assert listed.returncode == 1
+    assert listed.stderr.splitlines() == [
+        f"devtunnel: {db}: the disk is full (disk I/O error); free some space or pass --db"]
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs holding a capture database (``captures.db``), mounted read-only."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and a tmpfs mount")
+    try:
+        Store(folder / "captures.db").close()
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("captures.db", "{db} is on a read-only file system; pass --db with a writable path"),
+    ("new.db", "cannot write in the folder {folder} (a read-only file system); pass --db with a writable path"),
+])
+def test_a_database_on_a_read_only_file_system_stops_the_agent_with_one_line_saying_so(
+    read_only_mount: Path, env: dict[str, str], local: tuple[int, LocalState], name: str, says: str
+) -> None:
+    # It said "fix its permissions", which no chmod can do on a read-only mount.
+    db = read_only_mount / name
+    done = subprocess.run([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", "0", "--db", str(db)],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.splitlines() == ["devtunnel: " + says.format(db=db, folder=read_only_mount)]
+
+
+def test_a_new_database_that_cannot_be_written_stops_the_agent_with_the_reason_not_a_rollback_error(
+    tmp_path: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    # Creating the tables failed (a full disk, a file size limit), SQLite rolled the transaction
+    # back itself, and the ROLLBACK sent after it failed in turn: the agent said "cannot rollback -
+    # no transaction is active" instead of why.
+    db = tmp_path / "captures.db"
+    done = subprocess.run(["prlimit", "--fsize=20000:unlimited", "--", *DEVTUNNEL, "http", str(local[0]), "--no-tui",
+                           "--api-port", "0", "--db", str(db)], capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.splitlines() == [
+        f"devtunnel: {db}: the file size limit of this process (20000 bytes, ulimit -f) stops it from growing "
+        "(disk I/O error); raise the limit or pass --db"]
+
+
+def test_an_api_replay_sent_while_the_database_is_locked_says_it_was_sent(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The inspector's r and POST .../replay: the request went out, but the answer (503) said only
+    # "N exchange(s) not written after 5s", read as a replay that failed, so one tried again.
+    db = tmp_path / "captures.db"
+    agent, port, api_port = start_agent(procs, env, local[0], db)
+    get(port, "/echo?original")
+    api = f"http://127.0.0.1:{api_port}/api/requests/http"
+    [original] = wait_for(lambda: httpx.get(api, trust_env=False).json()["requests"], what="the original stored")
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        r = httpx.post(f"{api}/{original['id']}/replay", json={}, trust_env=False, timeout=30)
+    finally:
+        holder.close()
+    assert local[1].seen_targets.count(b"/echo?original") == 2  # sent
+    assert r.status_code == 503
+    assert r.json()["msg"].startswith(f"1 replay sent but not recorded: {db}: 1 exchange(s) not written after ")
+    assert agent.stop() == 0
+
+
+def test_a_db_that_is_no_regular_file_is_refused_in_one_line_before_sqlite_opens_it(
+    tmp_path: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    # ``--db /dev/null`` to record nothing (as other tools take it) said "disk I/O error: the disk
+    # may be failing" and left a hot journal, /dev/null-journal, in /dev; a FIFO hung ``devtunnel
+    # requests`` for good (opening one to read waits for a writer).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    agent = subprocess.run([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", "0", "--db", str(fifo)],
+                           capture_output=True, text=True, timeout=30, env=env)
+    assert agent.returncode == 1
+    assert agent.stderr.splitlines() == [f"devtunnel: {fifo} is not a regular file; pass --db with a file path"]
+    for path in (fifo, Path(os.devnull)):
+        listed = subprocess.run([*DEVTUNNEL, "requests", "--db", str(path)], capture_output=True, text=True,
+                                timeout=30, env=env)
+        assert listed.returncode == 1
+        assert listed.stderr.splitlines() == [f"devtunnel: {path} is not a regular file; pass --db with a file path"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
