@@ -21,7 +21,6 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer
 from textual.worker import Worker
 
 from devtunnel.capture.model import Exchange
@@ -43,6 +42,7 @@ from devtunnel.tui.supervisor import AgentSupervisor
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
 from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.render import escape_control, message_line
+from devtunnel.tui.widgets.footer import Footer
 
 if TYPE_CHECKING:
     from devtunnel.webhooks.context import WebhookContext

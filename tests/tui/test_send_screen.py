@@ -28,6 +28,13 @@ def _result(screen: SendSampleScreen) -> str:
     return str(screen.query_one("#send-result").render())
 
 
+def _send_screen_mounted(app) -> bool:  # type: ignore[no-untyped-def]
+    """The send screen is on top with its button and the label of its sample choice mounted (the
+    choice's label comes after the button: setting the choice before it is there fails)."""
+    return isinstance(app.screen, SendSampleScreen) and bool(app.screen.query("#send-go")) and bool(
+        app.screen.query("#send-sample #label"))
+
+
 def _index(provider: str, name: str) -> int:
     return next(i for i, s in enumerate(list_samples()) if (s.provider, s.name) == (provider, name))
 
@@ -109,7 +116,7 @@ async def test_a_secret_in_devtunnel_toml_signs_the_sample_as_devtunnel_send_doe
         async with app.run_test(size=(100, 24)) as pilot:
             await pilot.pause()
             app.action_send_sample()  # the palette's "Send a sample webhook"
-            await async_wait_for(lambda: isinstance(app.screen, SendSampleScreen) and app.screen.query("#send-go"),
+            await async_wait_for(lambda: _send_screen_mounted(app),
                                  what="the send screen")
             screen = app.screen
             assert isinstance(screen, SendSampleScreen)
@@ -149,7 +156,7 @@ async def test_devtunnel_inspect_hands_the_secrets_of_devtunnel_toml_to_the_send
     async with app.run_test(size=(100, 24)) as pilot:
         await pilot.pause()
         app.action_send_sample()
-        await async_wait_for(lambda: isinstance(app.screen, SendSampleScreen) and app.screen.query("#send-go"),
+        await async_wait_for(lambda: _send_screen_mounted(app),
                              what="the send screen")
         screen = app.screen
         assert isinstance(screen, SendSampleScreen)

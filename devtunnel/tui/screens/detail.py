@@ -19,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from devtunnel.errors import DevtunnelError, NotFoundError
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
@@ -33,6 +33,7 @@ from devtunnel.tui.render import (
     webhook_section,
 )
 from devtunnel.tui.screens.lines import LinesView
+from devtunnel.tui.widgets.footer import Footer
 from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
 from devtunnel.values.sizes import format_size

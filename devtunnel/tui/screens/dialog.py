@@ -12,7 +12,8 @@ from typing import TypeVar
 
 from textual.app import ComposeResult
 from textual.screen import ModalScreen
-from textual.widgets import Footer
+
+from devtunnel.tui.widgets.footer import Footer
 
 __all__ = ["Dialog"]
 

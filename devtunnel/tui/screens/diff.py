@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 from textual.worker import Worker, get_current_worker
 
 from devtunnel.capture.diff import ExchangeDiff, SectionDiff, diff_exchanges
@@ -23,6 +23,7 @@ from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.render import escape_line
 from devtunnel.tui.screens.detail import TitleLine, exchange_title
 from devtunnel.tui.screens.lines import LinesView
+from devtunnel.tui.widgets.footer import Footer
 from devtunnel.values.sizes import format_size
 
 __all__ = ["DiffScreen", "DiffLines", "DiffSettings", "parse_ignore"]

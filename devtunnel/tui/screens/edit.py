@@ -22,7 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Input, Static, TextArea
+from textual.widgets import Button, Checkbox, Input, Static, TextArea
 from textual.worker import Worker
 
 from devtunnel.capture.edit import Edit
@@ -34,6 +34,7 @@ from devtunnel.tui.render import body_kind, describe_body, escape_control, messa
 from devtunnel.tui.screens.detail import TitleLine, exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
 from devtunnel.tui.failures import tell_failure
+from devtunnel.tui.widgets.footer import Footer
 from devtunnel.webhooks import delivery_of, detect
 from devtunnel.values.sizes import format_size
 

@@ -19,12 +19,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Input, RichLog, Static
+from textual.widgets import Input, RichLog, Static
 from textual.worker import Worker
 
 from devtunnel.errors import DevtunnelError
 from devtunnel.tui.backend import LogBatch
 from devtunnel.tui.failures import tell_failure
+from devtunnel.tui.widgets.footer import Footer
 from devtunnel.values.terminal import escape
 
 __all__ = ["RETRY_INTERVAL", "KEPT_LINES", "Follow", "LogsScreen", "line_text"]
