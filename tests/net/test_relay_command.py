@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,31 @@ from devtunnel.values.sizes import format_size, parse_size
 from tests.helpers import free_port
 from tests.kit.procs import DEVTUNNEL, Proc, procs  # noqa: F401 (a fixture)
 
+
+
+@pytest.fixture
+def relay_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., RelaySettings]:
+    """The relay's settings from flags, in a folder where only the test's devtunnel.toml (if it
+    writes one) sets anything."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+
+    def settings(*flags: str) -> RelaySettings:
+        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
+
+    return settings
+
+
+def refusal_of_file(folder: Path, toml: str) -> str:
+    """What ``devtunnel relay`` says, in one line and with exit 2, of ``toml`` as the
+    devtunnel.toml of ``folder``."""
+    (folder / "devtunnel.toml").write_text(toml)
+    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=folder,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(folder)})
+    assert result.returncode == 2, result
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
 
 
 def run_relay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -272,15 +298,9 @@ def test_only_loopback_addresses_may_go_without_a_token() -> None:
 
 
 def test_body_timeout_and_client_share_flags_reach_the_relay_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, relay_settings: Callable[..., RelaySettings]
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # no project or user file sets anything
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
-
-    def settings(*flags: str) -> RelaySettings:
-        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
-
+    settings = relay_settings
     given = settings("--body-timeout", "0.5", "--client-share", "0.5")
     assert (given.body_timeout, given.client_share) == (0.5, 0.5)
     defaults = settings()
@@ -288,16 +308,10 @@ def test_body_timeout_and_client_share_flags_reach_the_relay_settings(
 
 
 def test_relay_server_section_sets_body_timeout_and_client_share_unless_flags_do(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, relay_settings: Callable[..., RelaySettings]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
+    settings = relay_settings
     (tmp_path / "devtunnel.toml").write_text("[relay_server]\nbody_timeout = 5\nclient_share = 0.5\n")
-
-    def settings(*flags: str) -> RelaySettings:
-        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
-
     from_file = settings()
     assert (from_file.body_timeout, from_file.client_share) == (5.0, 0.5)
     from_flags = settings("--body-timeout", "7", "--client-share", "1")
@@ -305,24 +319,13 @@ def test_relay_server_section_sets_body_timeout_and_client_share_unless_flags_do
 
 
 def test_a_client_share_out_of_range_in_the_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "devtunnel.toml").write_text("[relay_server]\nclient_share = 2\n")
-    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
-                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
-    assert result.returncode == 2
-    assert "relay_server.client_share: expected a fraction more than 0 and at most 1, got 2" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert "relay_server.client_share: expected a fraction more than 0 and at most 1, got 2" in refusal_of_file(tmp_path, "[relay_server]\nclient_share = 2\n")
 
 
 def test_tunnels_per_token_comes_from_the_flag_then_the_file_then_the_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, relay_settings: Callable[..., RelaySettings]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
-
-    def settings(*flags: str) -> RelaySettings:
-        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
-
+    settings = relay_settings
     assert settings().tunnels_per_token == 32
     (tmp_path / "devtunnel.toml").write_text("[relay_server]\ntunnels_per_token = 4\n")
     assert settings().tunnels_per_token == 4
@@ -330,24 +333,13 @@ def test_tunnels_per_token_comes_from_the_flag_then_the_file_then_the_default(
 
 
 def test_a_negative_tunnels_per_token_in_the_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "devtunnel.toml").write_text("[relay_server]\ntunnels_per_token = -1\n")
-    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
-                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
-    assert result.returncode == 2
-    assert "relay_server.tunnels_per_token: expected an integer of 0 or more, got -1" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert "relay_server.tunnels_per_token: expected an integer of 0 or more, got -1" in refusal_of_file(tmp_path, "[relay_server]\ntunnels_per_token = -1\n")
 
 
 def test_connections_per_token_comes_from_the_flag_then_the_file_then_the_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, relay_settings: Callable[..., RelaySettings]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
-
-    def settings(*flags: str) -> RelaySettings:
-        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
-
+    settings = relay_settings
     assert settings().connections_per_token == 64
     (tmp_path / "devtunnel.toml").write_text("[relay_server]\nconnections_per_token = 8\n")
     assert settings().connections_per_token == 8
@@ -363,24 +355,13 @@ def test_connections_per_token_comes_from_the_flag_then_the_file_then_the_defaul
     ],
 )
 def test_a_bad_connections_per_token_in_the_file_is_one_line_and_exit_2(tmp_path: Path, value: str, message: str) -> None:
-    (tmp_path / "devtunnel.toml").write_text(f"[relay_server]\nconnections_per_token = {value}\n")
-    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
-                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert message in refusal_of_file(tmp_path, f"[relay_server]\nconnections_per_token = {value}\n")
 
 
 def test_drain_timeout_comes_from_the_flag_then_the_file_then_the_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, relay_settings: Callable[..., RelaySettings]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv("DEVTUNNEL_CONFIG", raising=False)
-
-    def settings(*flags: str) -> RelaySettings:
-        return settings_from_args(resolve_relay(build_parser().parse_args(["relay", *flags])))
-
+    settings = relay_settings
     assert settings().drain_timeout == 10
     (tmp_path / "devtunnel.toml").write_text('[relay_server]\ndrain_timeout = "1m"\n')
     assert settings().drain_timeout == 60
@@ -401,9 +382,4 @@ def test_drain_timeout_comes_from_the_flag_then_the_file_then_the_default(
     ],
 )
 def test_a_bad_drain_timeout_in_the_file_is_one_line_and_exit_2(tmp_path: Path, value: str, message: str) -> None:
-    (tmp_path / "devtunnel.toml").write_text(f"[relay_server]\ndrain_timeout = {value}\n")
-    result = subprocess.run([*DEVTUNNEL, "relay"], capture_output=True, text=True, timeout=30, cwd=tmp_path,
-                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
-    assert result.returncode == 2, result
-    assert message in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert message in refusal_of_file(tmp_path, f"[relay_server]\ndrain_timeout = {value}\n")
