@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +21,11 @@ def _utc() -> Iterator[None]:
     yield from utc()
 
 
-def _dead_keys() -> int:
-    """Key bar keys alive in memory but on no screen (their bar recomposed or their screen closed)."""
+def _dead_keys() -> list[FooterKey]:
+    """Key bar keys alive in memory but on no screen (their bar recomposed or their screen closed),
+    this test's and any earlier test's in the same process."""
     gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, FooterKey) and not o.is_attached)
+    return [o for o in gc.get_objects() if isinstance(o, FooterKey) and not o.is_attached]
 
 
 async def test_screens_opened_and_closed_leave_no_key_bar_keys_alive(tmp_path: Path) -> None:
@@ -32,6 +34,7 @@ async def test_screens_opened_and_closed_leave_no_key_bar_keys_alive(tmp_path: P
     # binding of a removed key only when ``compact`` changed, which it never does: each help or
     # detail screen opened kept a bar's worth of dead keys, with their rendered lines, for good.
     app = inspector(fill(tmp_path / "captures.db", traffic(12)), tmp_path)
+    before = weakref.WeakSet(_dead_keys())  # left by earlier tests of the run: not this app's
     async with app.run_test(size=(100, 30)) as pilot:
         await async_wait_for(lambda: app.live.loaded.is_set(), what="the list loaded")
         for _ in range(5):
@@ -41,4 +44,5 @@ async def test_screens_opened_and_closed_leave_no_key_bar_keys_alive(tmp_path: P
                 await pilot.press("escape")
                 await async_wait_for(lambda screen=screen: not isinstance(app.screen, screen),
                                      what=f"{screen.__name__} closed")
-        await async_wait_for(lambda: _dead_keys() == 0, interval=0.2, what="no key of a recomposed or closed key bar alive")
+        await async_wait_for(lambda: not [k for k in _dead_keys() if k not in before], interval=0.2,
+                             what="no key of a recomposed or closed key bar alive")
