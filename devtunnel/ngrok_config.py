@@ -37,6 +37,7 @@ from devtunnel.values.names import label_from
 from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, parse_rules
 from devtunnel.values.terminal import quoted
+from devtunnel.values.numbers import is_decimal
 
 __all__ = ["ImportedTunnel", "NgrokImport", "read_ngrok_config", "default_ngrok_paths", "PROTECTIONS"]
 
@@ -226,7 +227,7 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     if addr_text.startswith("file://"):
         result.skipped.append((name, "serving files has no equivalent"))
         return
-    if "://" not in addr_text and addr_text.startswith("localhost:") and addr_text[10:].isdigit():
+    if "://" not in addr_text and addr_text.startswith("localhost:") and is_decimal(addr_text[10:]):
         addr_text = addr_text[10:]  # ngrok's localhost is devtunnel's default host
     try:
         parse_target(addr_text)

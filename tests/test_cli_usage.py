@@ -95,6 +95,10 @@ def test_help_of_a_command_is_its_own_help(tmp_path: Path) -> None:
         (["http", "8080", "--api-port", "70000"], "--api-port: expected a port number of 0-65535, not '70000'"),
         (["http", "8080", "--port", "-1"], "--port: expected a port number of 0-65535, not '-1'"),
         (["http", "8080", "--port", "\u0668\u0660"], "--port: expected a port number of 0-65535"),  # Arabic-Indic 80
+        # str.isdigit() takes "²", which int() refuses: these were ValueError tracebacks.
+        (["http", "\u00b2"], "invalid target '\u00b2': the port is missing"),
+        (["http", "localhost:\u00b2"], "invalid target 'localhost:\u00b2': port '\u00b2' is not a number"),
+        (["relay", "--listen", "\u00b2"], "--listen '\u00b2': expected HOST:PORT"),
         (["http", "8080", "--name", "No Spaces"], "is not a valid DNS label"),
         (["http", "8080", "--relay", "ftp://relay"], "invalid relay URL"),
         (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),

@@ -47,6 +47,7 @@ CORE_MODULES = [
     "devtunnel.values.target",
     "devtunnel.values.names",
     "devtunnel.values.sizes",
+    "devtunnel.values.numbers",
     "devtunnel.values.relay_url",
     "devtunnel.values.websocket",
     "devtunnel.capture.verdict",

@@ -29,6 +29,7 @@ from devtunnel.errors import AuthError, NameInUseError, NameTakenError, RelayUnr
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import GoAway, RequestReceived, Welcome
 from devtunnel.values.terminal import clipped
+from devtunnel.values.numbers import is_decimal
 
 __all__ = [
     "check_welcome", "rule_of", "goaway_error", "goaway_reason", "relay_text", "FINAL_GOAWAYS", "MAX_PUBLIC_URL",
@@ -111,10 +112,10 @@ def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, in
         return head, None, 0, 0
     head = dataclasses.replace(head, headers=tuple((n, v) for n, v in head.headers if n != _RULE_HEADER))
     parts = value.decode("latin-1").split(";")
-    if len(parts) < 3 or parts[0] not in ("relay", "tunnel") or not parts[1].isdigit() or not parts[2]:
+    if len(parts) < 3 or parts[0] not in ("relay", "tunnel") or not is_decimal(parts[1]) or not parts[2]:
         return head, None, 0, 0
-    status = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() and len(parts[3]) <= 3 else 0
-    size = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() and len(parts[4]) <= _MAX_SIZE_DIGITS else 0
+    status = int(parts[3]) if len(parts) > 3 and is_decimal(parts[3]) and len(parts[3]) <= 3 else 0
+    size = int(parts[4]) if len(parts) > 4 and is_decimal(parts[4]) and len(parts[4]) <= _MAX_SIZE_DIGITS else 0
     return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status, size
 
 

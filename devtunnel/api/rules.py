@@ -22,6 +22,7 @@ from devtunnel.api.plumbing import ApiError, json_body, no_content, ok
 from devtunnel.export.agent_json import TUNNELS_URI
 from devtunnel.rules import Rule, rules_to_tables
 from devtunnel.values.terminal import quoted
+from devtunnel.values.numbers import is_decimal
 
 __all__ = ["routes", "rule_json"]
 
@@ -57,7 +58,7 @@ async def add_rule(request: Request) -> Response:
 async def remove_rule(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}/rules/{index}`` (204)."""
     text = request.path_params["index"]
-    if not text.isdigit():
+    if not is_decimal(text):
         raise ApiError(400, f"a rule is named by its number, not {quoted(text)}")
     service_of(request).remove_rule(request.path_params["name"], int(text))
     return no_content()

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from devtunnel.export.agent_json import error_json
+from devtunnel.values.numbers import is_decimal
 
 __all__ = ["is_loopback_host", "is_loopback_origin", "LoopbackOnly"]
 
@@ -36,11 +37,11 @@ def _split_host(value: str) -> str | None:
         if end < 0:
             return None
         host, rest = value[1:end], value[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        if rest and not (rest.startswith(":") and is_decimal(rest[1:])):
             return None
         return host
     host, sep, port = value.partition(":")
-    if sep and not port.isdigit():
+    if sep and not is_decimal(port):
         return None
     return host
 

@@ -23,6 +23,7 @@ from devtunnel.values.names import validate_domain
 from devtunnel.values.sizes import parse_size
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
+from devtunnel.values.numbers import is_decimal
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -33,7 +34,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep:
         host, port_text = "127.0.0.1", text
     host = host.strip("[]")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not is_decimal(port_text) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"--listen {quoted(text)}: expected HOST:PORT with a port of 0-65535, e.g. 0.0.0.0:8000")
     return host or "0.0.0.0", int(port_text)
 

@@ -29,6 +29,7 @@ from typing import Literal
 
 from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
 from devtunnel.lifetime import follow_parent
+from devtunnel.values.numbers import is_decimal
 
 AgentState = Literal["starting", "running", "restarting", "stopped", "failed"]
 
@@ -274,7 +275,7 @@ def take_api_pipe() -> int | None:
     an open pipe is ignored.
     """
     value = os.environ.pop(API_FD_ENV, "")
-    if not value.isdigit():
+    if not is_decimal(value):
         return None
     try:
         return int(value) if stat.S_ISFIFO(os.fstat(int(value)).st_mode) else None
@@ -289,7 +290,7 @@ def follow_supervisor() -> None:
     otherwise, and the agent would keep the tunnel, the API port and the apps it runs. Linux
     only; the variable is taken out of the environment, as ``take_api_pipe`` does."""
     value = os.environ.pop(SUPERVISOR_ENV, "")
-    if value.isdigit():
+    if is_decimal(value):
         follow_parent(int(value))
 
 

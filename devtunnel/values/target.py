@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
+from devtunnel.values.numbers import is_decimal
 
 __all__ = ["Target", "parse_target"]
 
@@ -60,7 +61,7 @@ class Target:
 
 
 def _port(text: str, original: str) -> int:
-    if not text.isdigit():
+    if not is_decimal(text):
         raise ConfigError(f"invalid target {quoted(original)}: port {quoted(text)} is not a number; {_EXAMPLES}")
     port = int(text)
     if not 1 <= port <= 65535:
@@ -93,7 +94,7 @@ def parse_target(text: str) -> Target:
     text = text.strip()
     if not text:
         raise ConfigError(f"the target is empty; {_EXAMPLES}")
-    if text.isdigit():
+    if is_decimal(text):
         return Target("http", "127.0.0.1", _port(text, original))
     if "://" not in text:
         if "/" in text:

@@ -265,6 +265,8 @@ async def test_an_answer_a_rule_gave_is_recorded_with_the_size_of_its_body(local
     (b"tunnel;1;respond;0;0", 0, 0),  # a dropped connection
     (b"tunnel;1;respond;503;1" + b"0" * 30, 503, 0),  # no int of 31 digits
     (b"tunnel;1;respond;503;-5", 503, 0),
+    (b"tunnel;1;respond;503;\xb2", 503, 0),  # "\u00b2".isdigit(), which int() refuses: a ValueError before
+    (b"tunnel;1;respond;\xb2\xb2\xb2;0", 0, 0),
 ])
 def test_a_rule_notice_names_the_status_and_the_size_of_the_body_answered(value, status, size):
     from devtunnel.agent.relay_signals import rule_of
@@ -274,6 +276,15 @@ def test_a_rule_notice_names_the_status_and_the_size_of_the_body_answered(value,
     stripped, mark, got_status, got_size = rule_of(head)
     assert stripped.headers == ((b"Host", b"app"),) and mark is not None
     assert (got_status, got_size) == (status, size)
+
+
+def test_a_rule_notice_whose_number_is_no_ascii_number_names_no_rule():
+    from devtunnel.agent.relay_signals import rule_of
+    from devtunnel.protocol.events import RequestReceived
+
+    head = RequestReceived(1, b"GET", b"/", b"1.1", ((b"Host", b"app"), (b"devtunnel-rule", b"tunnel;\xb2;respond;503")), True)
+    stripped, mark, status, size = rule_of(head)
+    assert stripped.headers == ((b"Host", b"app"),) and (mark, status, size) == (None, 0, 0)
 
 
 @pytest.mark.parametrize("via", PATHS)

@@ -14,6 +14,7 @@ from devtunnel.capture.filters.base import Leaf, SqlParams, excerpt, fold, sql_n
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import FilterSyntaxError
 from devtunnel.values.terminal import quoted
+from devtunnel.values.numbers import is_decimal
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -86,9 +87,8 @@ class RuleMark(Leaf):
 
     def __init__(self, value: str) -> None:
         self.value = fold(value)
-        # The rule's number, read the same way for both twins (rule:02 is rule 2); only ASCII
-        # digits, since str.isdigit() also takes "²", which int() refuses.
-        self.number = int(self.value) if self.value.isascii() and self.value.isdigit() else None
+        # The rule's number, read the same way for both twins (rule:02 is rule 2).
+        self.number = int(self.value) if is_decimal(self.value) else None
 
     def __call__(self, ex: Exchange) -> bool:
         rule = ex.rule

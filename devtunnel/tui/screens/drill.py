@@ -16,6 +16,7 @@ from textual.widgets import Button, Input, Label, Static
 from devtunnel.capture.model import Exchange
 from devtunnel.tui.render import message_text
 from devtunnel.values.terminal import as_text
+from devtunnel.values.numbers import is_decimal
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,9 @@ def like(exchange: Exchange) -> str:
 
 def check(count: str, status: str) -> str | None:
     """The problem with the form's values, or None."""
-    if not count.isdigit() or not 1 <= int(count) <= 10_000:
+    if not is_decimal(count) or not 1 <= int(count) <= 10_000:
         return "count must be a whole number from 1 to 10000"
-    if not status.isdigit() or not 200 <= int(status) <= 599:
+    if not is_decimal(status) or not 200 <= int(status) <= 599:
         return "status must be an HTTP status from 200 to 599"
     return None
 

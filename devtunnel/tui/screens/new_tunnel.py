@@ -15,6 +15,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from devtunnel.tui.render import message_text
 from devtunnel.values.terminal import quoted
+from devtunnel.values.numbers import is_decimal
 
 _TARGET = re.compile(r"^(\d{1,5}|[\w.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}|https?://\S+)$")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -35,7 +36,7 @@ def check(target: str, name: str, relay: str) -> str | None:
         return "target is required: a port (8080), HOST:PORT or a URL"
     if not _TARGET.match(target):
         return f"target {quoted(target)} is not a port, HOST:PORT or http(s) URL"
-    if target.isdigit() and not 0 < int(target) < 65536:
+    if is_decimal(target) and not 0 < int(target) < 65536:
         return f"port {target} is out of range (1-65535)"
     if name and not _NAME.match(name):
         return "name must be lower-case letters, digits and dashes (a DNS label)"
