@@ -11,7 +11,7 @@ from __future__ import annotations
 from operator import itemgetter
 
 from devtunnel.protocol.events import Fields
-from devtunnel.values.http1 import HOP_BY_HOP, content_length_digits
+from devtunnel.values.http1 import HOP_BY_HOP, connection_tokens, content_length_digits
 
 Header = tuple[bytes, bytes]
 
@@ -35,10 +35,6 @@ _WEBSOCKET_ACCEPT_DROP = HOP_BY_HOP | {
     b"sec-websocket-extensions",
     b"content-length",
 }
-
-
-def _connection_tokens(value: bytes) -> list[bytes]:
-    return [token.strip().lower() for token in value.split(b",") if token.strip()]
 
 
 _name = itemgetter(0)
@@ -136,7 +132,7 @@ def forward_request_headers(
             if lower == b"x-forwarded-for":
                 xff_index = len(out)
             elif lower == b"connection":
-                listed += _connection_tokens(value)
+                listed += connection_tokens(value)
                 if not websocket:
                     continue
             elif websocket and lower in _WEBSOCKET_KEEP:
@@ -179,7 +175,7 @@ def forward_response_headers(headers: Fields, *, body_allowed: bool, host: bytes
         lower = name.lower()
         if lower in HOP_BY_HOP:
             if lower == b"connection":
-                listed.update(_connection_tokens(value))
+                listed.update(connection_tokens(value))
             continue
         if lower == b"content-length":
             digits = content_length_digits(value)

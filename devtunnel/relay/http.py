@@ -26,7 +26,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from devtunnel.relay.asgi import PLAIN_TYPE
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.values.sizes import format_size
-from devtunnel.values.http1 import field_value, is_token
+from devtunnel.values.http1 import connection_tokens, field_value, is_token
 from devtunnel.values.request_head import answer_text, head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
@@ -222,7 +222,7 @@ def _framing(headers: Any) -> tuple[bool, bool]:
         name = name.lower()
         if name == b"content-length" or (name == b"transfer-encoding" and value.lower() == b"chunked"):
             framed = True
-        elif name == b"connection" and b"close" in [token.lower().strip() for token in value.split(b",")]:
+        elif name == b"connection" and b"close" in connection_tokens(value):
             close = True
     return framed, close
 

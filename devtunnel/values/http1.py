@@ -17,6 +17,7 @@ __all__ = [
     "OWS",
     "field_value",
     "content_length_digits",
+    "connection_tokens",
     "refused_bytes",
     "HOP_BY_HOP",
     "FRAMING",
@@ -60,6 +61,12 @@ def content_length_digits(value: bytes) -> bytes | None:
     number, or compares it, as its own contract says."""
     digits = value.strip(OWS)
     return digits if digits.isdigit() else None
+
+
+def connection_tokens(value: bytes) -> list[bytes]:
+    """The options a ``Connection`` field's value lists, lower-case (``close``, ``keep-alive``,
+    the names of hop-by-hop fields: RFC 9110 7.6.1)."""
+    return [token.strip().lower() for token in value.split(b",") if token.strip()]
 
 
 def refused_bytes(rule: re.Pattern[bytes]) -> bytes:
