@@ -309,7 +309,9 @@ def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
     return RuleMark(index, action, scope if isinstance(scope, str) else "tunnel")
 
 
-def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange], room: int | None = None) -> tuple[int, int]:
+def write_exchanges(
+    conn: sqlite3.Connection, exchanges: Iterable[Exchange], room: int | None = None
+) -> tuple[int, int, int]:
     """Upsert exchanges: a few many-row statements per table (a later version of an id wins).
 
     With ``room``, an exchange that counts more bytes than that (its bodies larger than the store
@@ -323,7 +325,8 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange], roo
     remove; ``stats`` counts them here, once per call. Stored ones are updated in place, and lose
     the bodies and messages their new version has not. An empty request body has no row.
 
-    Returns what ``stats`` holds after the writes: how many exchanges, how many bytes.
+    Returns what ``stats`` holds after the writes (how many exchanges, how many bytes) and how
+    many blobs it opened on ``conn`` (one per body over ``_LARGE_BODY``: ``Store`` counts them).
     """
     latest = {ex.id: ex for ex in exchanges}
     stored, n, total = _stored_ids(conn, latest)
@@ -434,8 +437,9 @@ def write_exchanges(conn: sqlite3.Connection, exchanges: Iterable[Exchange], roo
     if again:  # the update trigger moved the byte count by what it found in the rows replaced
         n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
     if over and room is not None:  # each again, cut to fit: stored now, it is updated in place
-        return write_exchanges(conn, [cut_bodies(ex, body_bytes(ex) - (size - room)) for ex, size in over])
-    return n, total
+        n, total, blobs = write_exchanges(conn, [cut_bodies(ex, body_bytes(ex) - (size - room)) for ex, size in over])
+        return n, total, blobs + len(large)
+    return n, total, len(large)
 
 
 def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> tuple[set[str], int, int]:

@@ -57,6 +57,12 @@ closes: hundreds of MB for as long as the agent runs."""
 QUERY_REGEX_BUDGET = 10.0
 """Seconds from its start after which a query runs no more filter regexes (each search:
 ``filters.REGEX_TIMEOUT``): one that would stops with ``FilterTimeoutError``."""
+BLOBS_PER_CONNECTION = 256
+"""Blobs a thread's connection opens (the writer: one per body over 256 KiB) before it is opened
+again. CPython's sqlite3 keeps a weak reference to every blob a connection opened, dead ones
+too, until the connection closes (python/cpython#144424): an agent's writer, whose connection
+lives as long as the agent, grew by one for each large body it recorded. Opening it again costs
+a few statements once per 64 MiB or more written."""
 _ID_ORDER = "sqlite_autoindex_exchange_rows_1"
 """SQLite's name for the primary key of ``exchange_rows``: the table itself, in id order."""
 _SHORT_IDS_BY_QUERY = 256
@@ -167,8 +173,16 @@ class Store:
             conn.close()  # on the file that was at the path before ``follow_path`` moved on
         generation = self._generation
         conn = self._open()
-        local.conn, local.generation = conn, generation
+        local.conn, local.generation, local.blobs = conn, generation, 0
         return conn
+
+    def _opened_blobs(self, count: int) -> None:
+        """This thread's connection opened ``count`` more blobs: past ``BLOBS_PER_CONNECTION``,
+        close it (its next use opens another), which lets go of what each blob left on it."""
+        local = self._local
+        local.blobs = getattr(local, "blobs", 0) + count
+        if local.blobs >= BLOBS_PER_CONNECTION:
+            self.close()
 
     def follow_path(self) -> Literal["deleted", "replaced"] | None:
         """Move to the file now at the path if it is no longer the one open (one ``stat`` when not).
@@ -354,8 +368,10 @@ class Store:
         write with everything older (a store of 5 MB was left empty by one 9 MB response).
         """
         with self._writing() as conn:
-            n, total = write_exchanges(conn, exchanges, self.max_bytes - self._bytes_run())
+            n, total, blobs = write_exchanges(conn, exchanges, self.max_bytes - self._bytes_run())
             self._retain(conn, n, total)
+        if blobs:
+            self._opened_blobs(blobs)
 
     def _retain(self, conn: sqlite3.Connection, n: int, total: int) -> None:
         """Delete the oldest exchanges past the limits (``n`` and ``total``: what ``stats`` holds)."""

@@ -3,11 +3,13 @@ counts in ``stats`` stay exact through rewrites, deletes, retention, other write
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import sqlite3
 import tempfile
 import time
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from devtunnel.capture.model import Exchange, Response, WsMessage, new_id
 from devtunnel.capture.rows import FULL_COLUMNS
 from devtunnel.capture.schema import SCHEMA_VERSION
-from devtunnel.capture.store import Store
+from devtunnel.capture.store import BLOBS_PER_CONNECTION, Store
 from tests.capture.strategies import exchanges, small_exchanges
 from tests.capture.test_store_webhooks import TO_SCHEMA_7
 from tests.kit.exchanges import make_exchange, make_response
@@ -185,8 +187,8 @@ def test_the_counts_write_exchanges_returns_are_what_stats_then_holds(tmp_path: 
             batch[0].websocket = True
             batch[0].ws_messages = [WsMessage("client", 1, 1.0, b"m" * rng.randrange(50))]
         conn.execute("BEGIN IMMEDIATE")
-        returned = write_exchanges(conn, batch)
-        assert returned == conn.execute("SELECT n, bytes FROM stats").fetchone()
+        n, total, _ = write_exchanges(conn, batch)
+        assert (n, total) == conn.execute("SELECT n, bytes FROM stats").fetchone()
         conn.execute("COMMIT")
         written += batch
     assert_consistent(store)
@@ -385,4 +387,26 @@ def test_an_exchange_larger_than_the_store_is_kept_with_its_bodies_cut_to_fit(tm
     store.put(fits)
     assert store.get(fits.id).request.body == b"f" * (limit // 4)
     assert not store.get(fits.id).request.body_truncated
+    store.close()
+
+
+def _dead_weakrefs() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is weakref.ReferenceType and o() is None)
+
+
+def test_large_bodies_written_all_day_leave_a_bounded_trace_on_the_writer(tmp_path: Path) -> None:
+    """CPython's sqlite3 keeps a weak reference to every blob a connection opened, dead or not,
+    until the connection closes (python/cpython#144424); the writer writes each body over 256
+    KiB through a blob, so a long-running agent's writer grew with every large body recorded
+    (about 250 a minute in a soak of uploads and downloads). Its connection is opened again
+    after ``BLOBS_PER_CONNECTION`` blobs, which lets go of them."""
+    store = Store(tmp_path / "c.db", max_bytes=8 * 2**20)
+    body = b"x" * (256 * 1024 + 1)
+    before = _dead_weakrefs()
+    for start in range(0, 2 * BLOBS_PER_CONNECTION + 10, 10):
+        store.put_many([get(start + k, body=body) for k in range(10)])
+    assert _dead_weakrefs() - before <= BLOBS_PER_CONNECTION
+    assert store.count() > 0 and store.get(store.ids()[-1]).request.body == body
+    assert_consistent(store)
     store.close()
