@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from devtunnel.capture.store import Store
 from devtunnel.tui.screens.help import HelpScreen
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip
 from tests.helpers import async_wait_for
@@ -105,6 +106,28 @@ async def test_a_request_another_process_stored_shows_without_traffic_after_it(t
                              and all(table.cached_row(i) for i in table.ids), what="the rows stored elsewhere")
         await pilot.pause()
         assert "/health" in screen_lines(table)[12]
+        assert table.current_id == fixed_id(11)
+
+
+async def test_requests_retention_removed_leave_the_table_when_new_ones_come(tmp_path: Path) -> None:
+    """An agent's store at its limit removes its oldest exchanges as it records new ones, and
+    announces only the new ones. The table kept the removed rows (it never counted fewer rows
+    than its window held): with large bodies filling a store of 150 MB, the inspector showed
+    284 requests, the oldest gone from the store, while the store held 51."""
+    exchanges = traffic(12)
+    db = fill(tmp_path / "captures.db", exchanges[:10])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await _loaded(app, 10)
+        writer = Store(db, max_exchanges=5)  # the agent's, with store.max_exchanges = 5
+        writer.put_many(exchanges[10:12])
+        writer.close()
+        app.live.changed([fixed_id(10), fixed_id(11)])
+        kept = [fixed_id(n) for n in range(7, 12)]
+        await async_wait_for(lambda: list(table.ids) == kept and all(table.cached_row(i) for i in table.ids),
+                             what="the five rows the store kept, and no other")
+        await pilot.pause()
+        assert table.total == 5 and app.query_one(StatsStrip).shown == 5
         assert table.current_id == fixed_id(11)
 
 

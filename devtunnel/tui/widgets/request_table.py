@@ -366,6 +366,13 @@ class RequestTable(ScrollView, can_focus=True):
                 # Announced but not read with the rest (committed a moment after): the window
                 # no longer knows where the list ends, so the end is read again.
                 self._at_end = False
+        if total is not None and total < self.total + delta:
+            # Fewer rows than were announced: some left the list unannounced (the agent's store
+            # at its limit removes its oldest as it records new ones; another process deleted
+            # some). The window may hold them and its indexes count them: it is read again from
+            # the source, the cursor kept on its request (or following).
+            self.set_source(self._source, total)
+            return True
         if known and total is not None and self._at_end and total > self.total + delta:
             # More rows than were announced: another process stored some (``devtunnel replay``
             # from the CLI records its replay itself; the agent never announces it). They come
