@@ -12,6 +12,7 @@ from devtunnel import __version__
 from devtunnel.commands.output import EscapingFormatter, err, safe
 from devtunnel.errors import ConfigError, DevtunnelError, TunnelError
 from devtunnel.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_TUNNEL_REFUSED, EXIT_USAGE, HELP_TABLE
+from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import quoted
 
 __all__ = ["main", "build_parser", "EXIT_TUNNEL_REFUSED"]
@@ -28,14 +29,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _port(text: str) -> int:
     """A TCP port number, 0 included (0 means "any free port" or "off", as each flag says)."""
-    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+    if not is_decimal(text) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number of 0-65535, not {quoted(text)}")
     return int(text)
 
 
 def _count(text: str) -> int:
     """A whole number of 0 or more."""
-    if not (text.isascii() and text.isdigit()):
+    if not is_decimal(text):
         raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, not {quoted(text)}")
     return int(text)
 

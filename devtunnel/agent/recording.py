@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from devtunnel.capture.model import Exchange, ErrorKind, Headers, Request, Response, RuleMark, WsMessage, new_id
 from devtunnel.protocol.events import Fields, RequestReceived
+from devtunnel.values.numbers import is_decimal
 
 __all__ = ["ExchangeCapture", "ExchangeSink", "LiveSnapshots", "LIVE_AFTER", "LIVE_BODY_PREVIEW"]
 
@@ -294,7 +295,7 @@ class ExchangeCapture:
         if self._request_cut:
             # What the client said it would send: the bytes that came are the first of it.
             declared = request.headers.get("content-length") or ""
-            size = int(declared) if declared.isascii() and declared.isdigit() and len(declared) <= 18 else None
+            size = int(declared) if is_decimal(declared) and len(declared) <= 18 else None
             if size is None or request.body_size < size:
                 request.body_truncated = True
                 request.body_size = max(request.body_size, size or 0)

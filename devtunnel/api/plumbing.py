@@ -32,6 +32,7 @@ from devtunnel.errors import (
 )
 from devtunnel.export.agent_json import error_json
 from devtunnel.values.ngrok_keys import NGROK_KEYS
+from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
@@ -117,7 +118,7 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
             API's handler: no one is left to answer).
     """
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:  # said up front: no wait for it
+    if is_decimal(declared) and int(declared) > MAX_BODY:  # said up front: no wait for it
         raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Headers
 from devtunnel.capture.verdict import Signature, Verdict
+from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import quoted
 
 __all__ = ["Delivery", "Signature", "Check", "Verdict", "Provider", "SignatureError", "hmac_digest", "json_field",
@@ -45,7 +46,7 @@ def timestamp_seconds(text: str) -> int | None:
     digits of every script (``١٢٣``): a sender signs one spelling of a number, and such a value
     was judged as a number, with "outside the tolerance" for a reason.
     """
-    if not 0 < len(text) <= MAX_TIMESTAMP_DIGITS or not (text.isascii() and text.isdigit()):
+    if not 0 < len(text) <= MAX_TIMESTAMP_DIGITS or not is_decimal(text):
         return None
     return int(text)
 
