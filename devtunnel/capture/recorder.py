@@ -491,7 +491,7 @@ class Recorder:
         self._refused = False
         self._moved = change is not None
         if change == "deleted":
-            log.warning("the capture database %s was deleted; recording into a new one there", self.store.path)
+            log.warning("the capture database %s was moved or deleted; recording into a new one there", self.store.path)
         elif change == "replaced":
             log.warning("another capture database is at %s; recording into it", self.store.path)
         return True

@@ -188,9 +188,9 @@ class LiveView:
         change = self.backend.file_change()
         path = self.backend.db_path
         if change == "deleted":
-            self.table.notify(f"{path} was deleted. The captures shown are still read from the deleted file; "
+            self.table.notify(f"{path} was moved or deleted. The captures shown are still read from that file; "
                               "a running agent makes a new one there within about a second, shown as soon "
-                              "as it appears.", title="Capture database deleted", severity="warning",
+                              "as it appears.", title="Capture database moved or deleted", severity="warning",
                               timeout=15)
         elif change is not None:
             if change == "replaced":

@@ -58,8 +58,8 @@ def test_after_rm_of_its_database_the_agent_records_into_a_new_one_that_requests
     db = tmp_path / "captures.db"
     agent, port, api_port = _recorded_then_deleted(tmp_path, env, procs, local, db)
     # Within about a second, without traffic, the agent notices and says so once.
-    said = agent.line(lambda l: "was deleted" in l, lines="err")
-    assert said.endswith(f"the capture database {db} was deleted; recording into a new one there")
+    said = agent.line(lambda l: "moved or deleted" in l, lines="err")
+    assert said.endswith(f"the capture database {db} was moved or deleted; recording into a new one there")
     assert db.exists()
     get(port, "/echo?second")
     listed = wait_for(lambda: (out := requests_listed(env, db)) and "/echo?second" in out and out,
@@ -68,7 +68,7 @@ def test_after_rm_of_its_database_the_agent_records_into_a_new_one_that_requests
     api = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http", trust_env=False).json()
     assert [r["request"]["uri"] for r in api["requests"]] == ["/echo?second"]
     assert agent.stop() == 0
-    assert [l for l in agent.err if "was deleted" in l] == [said]
+    assert [l for l in agent.err if "moved or deleted" in l] == [said]
     assert not any("Traceback" in l for l in agent.err)
 
 
@@ -80,13 +80,13 @@ def test_a_request_right_after_rm_of_the_database_is_written_into_the_new_one_no
     # At once, before the agent's idle look at the path (every second) could notice.
     get(port, "/echo?right-after")
     agent.line(lambda l: "/echo?right-after" in l)
-    said = agent.line(lambda l: "was deleted" in l, lines="err")
-    assert said.endswith(f"the capture database {db} was deleted; recording into a new one there")
+    said = agent.line(lambda l: "moved or deleted" in l, lines="err")
+    assert said.endswith(f"the capture database {db} was moved or deleted; recording into a new one there")
     listed = wait_for(lambda: (out := requests_listed(env, db)) and "/echo?right-after" in out and out,
                       what="the request sent right after the deletion, in the new file")
     assert "/echo?first" not in listed
     assert agent.stop() == 0
-    assert [l for l in agent.err if "was deleted" in l] == [said]
+    assert [l for l in agent.err if "moved or deleted" in l] == [said]
     assert not any("Traceback" in l for l in agent.err)
 
 
@@ -134,7 +134,7 @@ def test_a_database_moved_away_while_the_agent_runs_keeps_everything_recorded_in
     wait_for(lambda: "/echo?kept=4" in requests_listed(env, db), what="the requests in the file")
     kept = tmp_path / "kept.db"
     db.rename(kept)
-    agent.line(lambda l: "was deleted" in l, lines="err")
+    agent.line(lambda l: "moved or deleted" in l, lines="err")
     assert db.exists()
     listed = requests_listed(env, kept)
     assert [line.split()[-1] for line in listed.splitlines()[1:]] == [f"/echo?kept={i}" for i in range(5)]

@@ -71,21 +71,21 @@ async def test_a_deleted_database_is_said_once_read_on_and_a_new_file_there_is_f
         async with app.run_test(size=(100, 30)):
             await _rows(app, [fixed_id(n) for n in range(12)])
             _remove(db)
-            await async_wait_for(lambda: _notices(app, "Capture database deleted"), timeout=15, what="the notice")
-            assert _notices(app, "Capture database deleted")[0].startswith(f"{db} was deleted.")
+            await async_wait_for(lambda: _notices(app, "Capture database moved or deleted"), timeout=15, what="the notice")
+            assert _notices(app, "Capture database moved or deleted")[0].startswith(f"{db} was moved or deleted.")
             # The agent goes on recording into the deleted file, and the inspector goes on showing it.
             agent.put(make_exchange(12, target="/after-rm"))
             app.live.changed([fixed_id(12)])
             await _rows(app, [fixed_id(n) for n in range(13)])
             await _two_more_looks(app)
-            assert len(_notices(app, "Capture database deleted")) == 1
+            assert len(_notices(app, "Capture database moved or deleted")) == 1
             assert not _notices(app, "Could not read captures") and not _notices(app, "Unexpected error")
             # The agent restarts: a new file at the path, and the view follows it.
             agent.close()
             fill(db, [make_exchange(n, target=f"/new/{n}") for n in (30, 31)])
             await _rows(app, [fixed_id(30), fixed_id(31)])
             assert _notices(app, "Capture database replaced") == [f"{db} is another file now: showing its captures."]
-            assert len(_notices(app, "Capture database deleted")) == 1
+            assert len(_notices(app, "Capture database moved or deleted")) == 1
             assert not _notices(app, "Could not read captures")
     finally:
         agent.close()
@@ -103,7 +103,7 @@ async def test_a_database_moved_over_the_path_is_said_once_and_shown(tmp_path: P
         assert table.current_id == fixed_id(42)
         await _two_more_looks(app)
         assert _notices(app, "Capture database replaced") == [f"{db} is another file now: showing its captures."]
-        assert not _notices(app, "Capture database deleted") and not _notices(app, "Could not read captures")
+        assert not _notices(app, "Capture database moved or deleted") and not _notices(app, "Could not read captures")
 
 
 async def test_a_database_made_after_the_inspector_started_is_shown_without_a_notice(tmp_path: Path) -> None:
