@@ -32,6 +32,8 @@ def failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, An
         return plain(413, f"{failure.reason}\n", close=True)
     if failure.code == ErrorCode.REFUSED_STREAM and not tunnel.draining:
         return plain(503, f"tunnel {tunnel.name} is busy: {failure.reason}\n")
+    if tunnel.end_code == ErrorCode.SHUTTING_DOWN:  # the drain timeout passed, or a second signal came
+        return plain(503, f"the relay is stopping: tunnel {tunnel.name} did not answer in time\n", close=True)
     # A stream refused by an agent that is leaving crossed its GOAWAY: as in flight on an agent that left.
     if tunnel.closed or failure.code == ErrorCode.REFUSED_STREAM:
         return plain(502, f"tunnel {tunnel.name} went offline before answering\n")

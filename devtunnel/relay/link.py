@@ -342,6 +342,8 @@ class AgentLink:
         """GOAWAY was sent or received: no new streams, open ones may finish."""
         self.end_reason: str | None = None
         """Why the connection is ending, once a GOAWAY was sent or received."""
+        self.end_code: ErrorCode | None = None
+        """The code of the GOAWAY the relay ended it with (``disconnect``); None otherwise."""
         self._send = send
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -639,7 +641,7 @@ class AgentLink:
 
     async def disconnect(self, code: ErrorCode, reason: str, ws_code: int) -> None:
         """End this connection from the relay's side: GOAWAY, fail streams, close the WebSocket."""
-        self.end_reason = reason
+        self.end_reason, self.end_code = reason, code
         self.goaway(code, reason)
         self.close(reason)
         await self.finish_writing({"type": "websocket.close", "code": ws_code, "reason": reason[:120]})

@@ -145,7 +145,8 @@ def test_requests_still_in_flight_at_the_drain_timeout_are_cut_and_the_log_says_
     assert any(l.endswith("stopping: drain timeout of 0.5 s reached, 2 requests still in flight cut") for l in relay.err), relay.err
     for client in clients:
         status, _, body = response(read_to_end(client))
-        assert (status, body) == (b"HTTP/1.1 502 Bad Gateway", b"tunnel drain went offline before answering\n")
+        assert (status, body) == (b"HTTP/1.1 503 Service Unavailable",
+                                  b"the relay is stopping: tunnel drain did not answer in time\n")
 
 
 def test_a_second_sigterm_during_the_drain_stops_the_relay_at_once(
@@ -158,7 +159,7 @@ def test_a_second_sigterm_during_the_drain_stops_the_relay_at_once(
     relay.line(lambda l: DRAIN_STARTS in l, lines="err")
     assert relay.stop(signal.SIGTERM, timeout=15) == 0  # not the 600 s
     assert any(l.endswith("stopping at once (a second signal): 1 request still in flight cut") for l in relay.err), relay.err
-    assert response(read_to_end(client))[0] == b"HTTP/1.1 502 Bad Gateway"
+    assert response(read_to_end(client))[0] == b"HTTP/1.1 503 Service Unavailable"
 
 
 def test_a_drain_timeout_of_0_stops_at_once_as_before(env: dict[str, str], procs: list[Proc], slow: Slow) -> None:
@@ -166,7 +167,7 @@ def test_a_drain_timeout_of_0_stops_at_once_as_before(env: dict[str, str], procs
     client = send(port, "GET /slow HTTP/1.1\r\nHost: HOST\r\n\r\n")
     slow.seen(1)
     assert relay.stop(signal.SIGINT, timeout=15) == 0
-    assert response(read_to_end(client))[0] == b"HTTP/1.1 502 Bad Gateway"
+    assert response(read_to_end(client))[0] == b"HTTP/1.1 503 Service Unavailable"
     assert not any("stopping" in l for l in relay.err), relay.err
 
 
