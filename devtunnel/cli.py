@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -488,4 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (``| head``, ``| less`` quit): no message, as with any Unix tool.
+        # stdout goes to /dev/null so the flush at exit does not fail on the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK

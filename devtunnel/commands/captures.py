@@ -567,10 +567,7 @@ def run(args: argparse.Namespace) -> int:
         err(str(exc))
         return error_exit
     except BrokenPipeError:
-        # The reader (head, less) went away: not an error worth a message.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        raise  # the reader (head, less) went away: cli.main ends quietly
     except OSError as exc:
         err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
         return error_exit
