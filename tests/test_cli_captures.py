@@ -169,6 +169,23 @@ def assert_short_ids(shown: list[str], exchanges: list[Exchange]) -> None:
         assert 8 <= len(short) < len(ex.id) and ex.id.startswith(short), (short, ex.id)
 
 
+def test_requests_piped_keeps_every_path_whole(captures: Captures) -> None:
+    """``devtunnel requests | grep PATH`` found no long path: piped, lines were cut at 100 columns."""
+    from tests.kit import exchanges as kit
+
+    path = "/webhooks/stripe/" + "x" * 150
+    ex = kit.make_exchange("POST", path, [(b"Host", b"shop.localhost")], b"{}", kit.make_response(200))
+    store = Store(captures.db)
+    store.put(ex)
+    store.close()
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run([DEVTUNNEL, "requests", "--db", str(captures.db)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith(" " + path), proc.stdout
+    assert "…" not in proc.stdout
+
+
 def test_requests_lists_oldest_first_in_a_table_that_fits_the_terminal(captures: Captures) -> None:
     proc = cli(captures, "requests", columns=80)
     assert proc.returncode == 0, proc.stderr
