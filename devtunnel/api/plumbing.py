@@ -185,6 +185,14 @@ REFUSED_OPTIONS = {
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
 
 
+_AS_RULES = dict.fromkeys(
+    ("auth", "basic_auth", "ip_restriction"),
+    " (devtunnel enforces it as a rule at the relay: devtunnel http PORT --basic-auth USER:PASS / --allow-ip CIDR,"
+    " or [[tunnels.NAME.rules]] in devtunnel.toml, docs/policy.md)",
+)
+"""Refused options devtunnel has as rules: the refusal says where to give them."""
+
+
 OWN_OPTIONS = frozenset({"relay", "via"})
 """devtunnel's own keys of a tunnel or endpoint asked for, beside ngrok's (``tunnel_options``)."""
 
@@ -211,7 +219,8 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
         raise ApiError(400, f"{unknown}; the {what} was not started")
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
-            raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
+            hint = _AS_RULES.get(key, "")
+            raise ApiError(400, f"{key}: {name} cannot be asked for through the agent API{hint}; the {what} was not started")
 
 
 class TunnelOptions(TypedDict):

@@ -159,7 +159,8 @@ async def test_every_ngrok_tunnel_key_is_still_taken_as_before(agent: Agent) -> 
     assert resp.status_code == 201, resp.text
     assert resp.json()["name"] == body["name"]
     resp = await agent.client.post("/api/tunnels", json={"addr": "8080", "name": "b", "ip_restriction": {"allow_cidrs": ["10.0.0.0/8"]}})
-    assert resp.status_code == 400 and "IP restrictions are not supported" in resp.json()["msg"]
+    assert resp.status_code == 400 and "IP restrictions cannot be asked for through the agent API" in resp.json()["msg"]
+    assert "--allow-ip CIDR" in resp.json()["msg"]  # said "not supported yet" though rules at the relay do it
 
 
 async def test_a_bare_number_is_a_local_port_and_a_second_tunnel_of_a_name_is_a_400_as_ngrok_answers(agent: Agent) -> None:
