@@ -40,6 +40,14 @@ def test_every_command_says_what_it_does_in_its_own_help(command: str, tmp_path:
     assert len(description(done.stdout)) > 30, done.stdout
 
 
+@pytest.mark.parametrize("action", ["path", "show", "set", "add-token", "add-authtoken", "import-ngrok"])
+def test_every_config_action_says_what_it_does_in_its_own_help(action: str, tmp_path: Path) -> None:
+    """``devtunnel config show --help`` printed only its usage line."""
+    done = run("config", action, "--help", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(description(done.stdout)) > 30, done.stdout
+
+
 def test_the_main_help_lists_every_command_with_a_line_and_the_exit_statuses(tmp_path: Path) -> None:
     done = run("--help", tmp_path=tmp_path)
     assert done.returncode == 0
