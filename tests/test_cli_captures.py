@@ -284,8 +284,20 @@ def test_a_stopped_filter_regex_is_escaped_once_on_the_error_line(captures: Capt
 
 def test_a_missing_database_says_there_are_no_captures_yet(tmp_path: Path) -> None:
     missing = tmp_path / "none" / "captures.db"
-    line = assert_one_line_error(cli(None, "requests", db=missing))
+    line = assert_one_line_error(cli(None, "show", "01M8", db=missing))
     assert f"no captures yet at {missing}" in line
+    assert not missing.exists()
+
+
+def test_requests_before_any_capture_is_an_empty_list_not_an_error(tmp_path: Path) -> None:
+    # It exited 1 with no JSON: 'devtunnel requests --json | jq length' failed on a fresh machine,
+    # while an empty database printed [] and exited 0.
+    missing = tmp_path / "none" / "captures.db"
+    listed = cli(None, "requests", "--json", db=missing)
+    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "[]\n", "")
+    table_ = cli(None, "requests", db=missing)
+    assert (table_.returncode, table_.stderr) == (0, "")
+    assert table_.stdout == f"no requests captured yet (no capture database at {missing})\n"
     assert not missing.exists()
 
 

@@ -182,6 +182,12 @@ def _requests(args: argparse.Namespace) -> int:
     flt = _filter(args.filter)
     if args.limit < 0:
         raise ConfigError("--limit must be 0 (all) or more")
+    path = _db_path(args)
+    if not path.exists():
+        # Nothing captured yet is an empty list, as with an empty database, not an error: a
+        # script reading --json on a fresh machine gets [] and exit 0.
+        print("[]" if args.json else f"no requests captured yet (no capture database at {safe(str(path))})")
+        return 0
     store = _open(args)
     rows = store.rows(flt, limit=args.limit or None, newest_first=True)
     rows.reverse()  # the newest N, printed oldest first like a log
