@@ -31,6 +31,7 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.export.agent_json import error_json
+from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.ngrok_keys import NGROK_KEYS
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
@@ -168,11 +169,8 @@ REFUSED_OPTIONS = {
     "traffic_policy": "traffic policies",
     "traffic_policy_file": "traffic policies",
     "policy": "traffic policies",  # traffic_policy's name before ngrok agent 3.14
-    "basic_auth": "basic auth",
-    "auth": "basic auth",
     "oauth": "OAuth",
     "oidc": "OpenID Connect",
-    "ip_restriction": "IP restrictions",
     "mutual_tls_cas": "mutual TLS",
     "circuit_breaker": "circuit breakers",
     "request_header": "header rules",
@@ -183,14 +181,6 @@ REFUSED_OPTIONS = {
 }
 """Options that would protect or change the traffic: starting without them would expose the
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
-
-
-_AS_RULES = dict.fromkeys(
-    ("auth", "basic_auth", "ip_restriction"),
-    " (devtunnel enforces it as a rule at the relay: devtunnel http PORT --basic-auth USER:PASS / --allow-ip CIDR,"
-    " or [[tunnels.NAME.rules]] in devtunnel.toml, docs/policy.md)",
-)
-"""Refused options devtunnel has as rules: the refusal says where to give them."""
 
 
 OWN_OPTIONS = frozenset({"relay", "via"})
@@ -219,8 +209,20 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
         raise ApiError(400, f"{unknown}; the {what} was not started")
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
-            hint = _AS_RULES.get(key, "")
-            raise ApiError(400, f"{key}: {name} cannot be asked for through the agent API{hint}; the {what} was not started")
+            raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
+
+
+def ngrok_rules(data: dict[str, Any], what: str) -> tuple[Rule, ...]:
+    """ngrok's ``auth`` / ``basic_auth`` and ``ip_restriction`` of a tunnel or endpoint asked for,
+    as rules at the relay (``rules.ngrok_protection_rules``, as ``config import-ngrok`` carries
+    them); a 400, before anything starts, when one cannot be carried."""
+    try:
+        tables = ngrok_protection_rules(data)
+        return parse_rules(list(tables), "auth, basic_auth or ip_restriction") if tables else ()
+    except RulesError as exc:
+        raise ApiError(400, f"{exc}; the {what} was not started") from exc
+    except ValueError as exc:
+        raise ApiError(400, f"{str(exc).removeprefix('its ')}; the {what} was not started") from exc
 
 
 class TunnelOptions(TypedDict):
