@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -392,14 +394,23 @@ examples:
   devtunnel config show
 """)
     config = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    config.add_parser("path", help="list the files settings are read from, in order, and which exist")
-    config.add_parser("show", help="print the effective settings as TOML (token masked)")
-    q = config.add_parser("set", help="check a value and save it in the user file (or --project)")
+    config.add_parser("path", help="list the files settings are read from, in order, and which exist",
+                      description="List the settings files in the order they are read (later ones win) and "
+                                  "whether each exists.")
+    config.add_parser("show", help="print the effective settings as TOML (token masked)",
+                      description="Print the settings in effect, from every file, the environment and the "
+                                  "defaults, as TOML; the token and webhook secrets are masked.")
+    q = config.add_parser("set", help="check a value and save it in the user file (or --project)",
+                          description="Check VALUE for KEY, check the whole file as it would be, and only then "
+                                      "save it (mode 0600; comments in the file are not kept). Keys: docs/config.md.")
     q.add_argument("key", metavar="KEY", help="SECTION.KEY or tunnels.NAME.KEY, e.g. relay.url")
-    q.add_argument("value", metavar="VALUE")
+    q.add_argument("value", metavar="VALUE", help="the value as you would type it: 3000, wss://..., 10mb, 30s; "
+                                                  "a list comma-separated")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     q = config.add_parser("add-token", aliases=["add-authtoken"],
-                          help="save the relay token (relay.token) in a file only you can read")
+                          help="save the relay token (relay.token) in a file only you can read",
+                          description="Save the relay token as relay.token in the user file (or --project), "
+                                      "mode 0600. add-authtoken is the same, by ngrok's name.")
     q.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     q = config.add_parser("import-ngrok", help="turn the tunnels of an ngrok.yml (v2 or v3) into named tunnels",
@@ -489,4 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (``| head``, ``| less`` quit): no message, as with any Unix tool.
+        # stdout goes to /dev/null so the flush at exit does not fail on the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK

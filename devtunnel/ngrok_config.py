@@ -22,7 +22,6 @@ protection would expose the service. Settings that change nothing important (``i
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -35,7 +34,7 @@ import yaml  # type: ignore[import-untyped]
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import label_from
 from devtunnel.values.target import parse_target
-from devtunnel.rules import RulesError, parse_rules
+from devtunnel.rules import RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.terminal import quoted
 from devtunnel.values.numbers import is_decimal
 
@@ -257,7 +256,7 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         reason = _IGNORED.get(key, "no equivalent")
         result.notes.append(f"{name}: {key} left out ({reason})")
     try:
-        rules = _protection_rules(body)
+        rules = ngrok_protection_rules(body)
         parse_rules(list(rules), f"tunnels.{label}.rules")
     except (ValueError, RulesError) as exc:
         why = exc.detail if isinstance(exc, RulesError) else str(exc)
@@ -269,36 +268,3 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.notes.append(f"{name}: {' and '.join(kinds)} carried over as rules at the relay"
                             + (" (passwords stored as sha256 hashes)" if "basic auth" in kinds else ""))
     result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name, rules=rules))
-
-
-def _protection_rules(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-    """ngrok's basic auth and IP restrictions as devtunnel rules (deny first, then allow, then auth).
-
-    Raises:
-        ValueError: a value that cannot be carried over (the message says which).
-    """
-    rules: list[dict[str, Any]] = []
-    restriction = body.get("ip_restriction")
-    if restriction:
-        if not isinstance(restriction, dict):
-            raise ValueError("its ip_restriction is not a mapping of allow_cidrs / deny_cidrs")
-        deny, allow = restriction.get("deny_cidrs") or [], restriction.get("allow_cidrs") or []
-        if not all(isinstance(c, str) for c in [*deny, *allow]) or not isinstance(deny, list) or not isinstance(allow, list):
-            raise ValueError("its ip_restriction lists are not lists of CIDRs")
-        if deny:
-            rules.append({"match": "ip:" + ",".join(deny), "action": "deny"})
-        if allow:
-            rules.append({"action": "allow-ip", "ips": list(allow)})
-    users: list[str] = []
-    for key in ("auth", "basic_auth"):
-        value = body.get(key)
-        if not value:
-            continue
-        for credential in [value] if isinstance(value, str) else value if isinstance(value, list) else [None]:
-            if not isinstance(credential, str) or ":" not in credential:
-                raise ValueError(f"its {key} is not \"user:password\"")
-            user, password = credential.split(":", 1)
-            users.append(f"{user}:sha256:{hashlib.sha256(password.encode()).hexdigest()}")
-    if users:
-        rules.append({"action": "basic-auth", "users": users})
-    return tuple(rules)

@@ -79,7 +79,8 @@ class _Prepared:
 def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
     base = to if to is not None else exchange.target_url
     if not base:
-        raise ReplayError(f"exchange {exchange.id} has no target URL to replay to: give a destination URL")
+        why = " (a rule at the relay answered it, so it reached no local service)" if exchange.rule else ""
+        raise ReplayError(f"exchange {exchange.id} has no target URL to replay to{why}: give a destination URL")
     try:
         parts = urlsplit(base)
     except ValueError as exc:  # an unclosed "[" of an IPv6 address

@@ -169,6 +169,23 @@ def assert_short_ids(shown: list[str], exchanges: list[Exchange]) -> None:
         assert 8 <= len(short) < len(ex.id) and ex.id.startswith(short), (short, ex.id)
 
 
+def test_requests_piped_keeps_every_path_whole(captures: Captures) -> None:
+    """``devtunnel requests | grep PATH`` found no long path: piped, lines were cut at 100 columns."""
+    from tests.kit import exchanges as kit
+
+    path = "/webhooks/stripe/" + "x" * 150
+    ex = kit.make_exchange("POST", path, [(b"Host", b"shop.localhost")], b"{}", kit.make_response(200))
+    store = Store(captures.db)
+    store.put(ex)
+    store.close()
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run([DEVTUNNEL, "requests", "--db", str(captures.db)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith(" " + path), proc.stdout
+    assert "…" not in proc.stdout
+
+
 def test_requests_lists_oldest_first_in_a_table_that_fits_the_terminal(captures: Captures) -> None:
     proc = cli(captures, "requests", columns=80)
     assert proc.returncode == 0, proc.stderr
@@ -267,8 +284,20 @@ def test_a_stopped_filter_regex_is_escaped_once_on_the_error_line(captures: Capt
 
 def test_a_missing_database_says_there_are_no_captures_yet(tmp_path: Path) -> None:
     missing = tmp_path / "none" / "captures.db"
-    line = assert_one_line_error(cli(None, "requests", db=missing))
+    line = assert_one_line_error(cli(None, "show", "01M8", db=missing))
     assert f"no captures yet at {missing}" in line
+    assert not missing.exists()
+
+
+def test_requests_before_any_capture_is_an_empty_list_not_an_error(tmp_path: Path) -> None:
+    # It exited 1 with no JSON: 'devtunnel requests --json | jq length' failed on a fresh machine,
+    # while an empty database printed [] and exited 0.
+    missing = tmp_path / "none" / "captures.db"
+    listed = cli(None, "requests", "--json", db=missing)
+    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "[]\n", "")
+    table_ = cli(None, "requests", db=missing)
+    assert (table_.returncode, table_.stderr) == (0, "")
+    assert table_.stdout == f"no requests captured yet (no capture database at {missing})\n"
     assert not missing.exists()
 
 

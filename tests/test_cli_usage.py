@@ -40,6 +40,14 @@ def test_every_command_says_what_it_does_in_its_own_help(command: str, tmp_path:
     assert len(description(done.stdout)) > 30, done.stdout
 
 
+@pytest.mark.parametrize("action", ["path", "show", "set", "add-token", "add-authtoken", "import-ngrok"])
+def test_every_config_action_says_what_it_does_in_its_own_help(action: str, tmp_path: Path) -> None:
+    """``devtunnel config show --help`` printed only its usage line."""
+    done = run("config", action, "--help", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(description(done.stdout)) > 30, done.stdout
+
+
 def test_the_main_help_lists_every_command_with_a_line_and_the_exit_statuses(tmp_path: Path) -> None:
     done = run("--help", tmp_path=tmp_path)
     assert done.returncode == 0
@@ -181,3 +189,20 @@ def test_an_error_names_a_hostile_value_escaped_once(args: list[str], named: str
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "\x1b" not in done.stderr and "\\\\" not in done.stderr, done.stderr  # escaped, and only once
     assert named in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("command", [["config", "path"], ["config", "show"], ["help", "filters"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(command: list[str], tmp_path: Path) -> None:
+    """``devtunnel config show | head -1`` ended in a BrokenPipeError traceback and exit 1."""
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_DB", "DEVTUNNEL_CONFIG"):
+        env.pop(name, None)
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader has gone before the command writes its first line
+    try:
+        done = subprocess.run([DEVTUNNEL, *command], stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(writer)
+    assert done.stderr == ""
+    assert done.returncode == 0

@@ -337,10 +337,11 @@ def test_capture_commands_use_the_store_path_from_the_file(places: Places) -> No
     db = places.root / "elsewhere" / "c.db"
     places.write_project(f'[store]\npath = "{db}"\n')
     done = places.cli("requests")
-    assert done.returncode == 1
-    assert done.stderr.strip().endswith(f"no captures yet at {db}")
+    assert done.returncode == 0
+    assert done.stdout.strip().endswith(f"no capture database at {db})")
     flag_db = places.root / "flag.db"
-    assert places.cli("requests", "--db", str(flag_db)).stderr.strip().endswith(f"no captures yet at {flag_db}")
+    assert places.cli("requests", "--db", str(flag_db)).stdout.strip().endswith(f"no capture database at {flag_db})")
+    assert places.cli("show", "01M8").stderr.strip().endswith(f"no captures yet at {db}")
 
 
 # Commands taking their settings ---------------------------------------------------------------

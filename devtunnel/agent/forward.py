@@ -14,6 +14,7 @@ request without a body may then be answered from the local connection's callback
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import replace
 from http import HTTPStatus
 
@@ -357,6 +358,8 @@ class Forwarder:
         else:  # unreachable host, unknown name, TLS handshake failure
             status, kind = 502, "local_error"
             message = f"cannot connect to the local service at {self.target.url}: {failed}"
+            if isinstance(failed, ssl.SSLCertVerificationError):
+                message += " (start devtunnel with --insecure to accept a self-signed certificate)"
         await self._record_unsent_body(stream, head, cap)
         await self._fail_before_head(stream, head, cap, status, kind, message, retry_after=retry_after)
         return None

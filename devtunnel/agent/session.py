@@ -418,7 +418,8 @@ class Session:
                 self.tunnel.pool_changed(event.members)
             elif isinstance(event, GoAway):
                 self.goaway = event
-                log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, goaway_reason(event))
+                # Debug: the line saying the tunnel went offline gives this reason (one line an outage).
+                log.debug("tunnel %s: the relay is going away: %s", self.tunnel.name, goaway_reason(event))
 
     def shed(self) -> None:
         """The streams hold more than ``held_limit`` bytes the local service has not taken:

@@ -48,6 +48,7 @@ from devtunnel.api.plumbing import (
     json_body,
     no_content,
     ok,
+    ngrok_rules,
     refuse_unsupported,
     str_field,
     tunnel_options,
@@ -86,7 +87,9 @@ async def start_tunnel(request: Request) -> Response:
     proto = str_field(data, "proto") or "http"
     if proto != "http":
         raise ApiError(400, f"only http tunnels are supported, not {quoted(proto)}")
-    info = await service_of(request).start_tunnel(TunnelConfig(target=addr, name=name, **tunnel_options(data)))
+    rules = ngrok_rules(data, "tunnel")  # ngrok's basic auth and IP restrictions, at the relay
+    config = TunnelConfig(target=addr, name=name, rules=rules, **tunnel_options(data))
+    info = await service_of(request).start_tunnel(config)
     return ok(tunnel_json(info), status_code=201)
 
 

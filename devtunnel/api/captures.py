@@ -108,6 +108,10 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
                             tunnel: TunnelInfo | None = None) -> Exchange:
     # Replay as the tunnel forwards: with its Host handling when it is still running.
     tunnel = tunnel or _live_tunnel(request, original.tunnel)
+    if to is None and not original.target_url and tunnel is not None:
+        # A request a rule at the relay answered never reached a local service: it goes where
+        # the tunnel would have sent it (the drill's 500s, replayed once the handler is fixed).
+        to = tunnel.target_url
     config = tunnel.config if tunnel is not None else None
     host_header: Literal["preserve", "rewrite"] = (
         "rewrite" if config is not None and config.host_header == "rewrite" else "preserve")

@@ -31,6 +31,7 @@ from devtunnel.api.plumbing import (
     json_body,
     no_content,
     ok,
+    ngrok_rules,
     refuse_unsupported,
     str_field,
     tunnel_options,
@@ -107,7 +108,9 @@ async def start_endpoint(request: Request) -> Response:
     target = _upstream(data)
     if data.get("pooling_enabled"):
         raise ApiError(400, "pooling_enabled: pools of agents are not supported yet; the endpoint was not started")
-    info = await service_of(request).start_tunnel(TunnelConfig(target=target, name=name, **tunnel_options(data)))
+    rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth and IP restrictions, at the relay
+    config = TunnelConfig(target=target, name=name, rules=rules, **tunnel_options(data))
+    info = await service_of(request).start_tunnel(config)
     return ok(endpoint_json(info), status_code=201)
 
 

@@ -31,6 +31,7 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.export.agent_json import error_json
+from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.ngrok_keys import NGROK_KEYS
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
@@ -169,11 +170,8 @@ REFUSED_OPTIONS = {
     "traffic_policy": "traffic policies",
     "traffic_policy_file": "traffic policies",
     "policy": "traffic policies",  # traffic_policy's name before ngrok agent 3.14
-    "basic_auth": "basic auth",
-    "auth": "basic auth",
     "oauth": "OAuth",
     "oidc": "OpenID Connect",
-    "ip_restriction": "IP restrictions",
     "mutual_tls_cas": "mutual TLS",
     "circuit_breaker": "circuit breakers",
     "request_header": "header rules",
@@ -213,6 +211,19 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
             raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
+
+
+def ngrok_rules(data: dict[str, Any], what: str) -> tuple[Rule, ...]:
+    """ngrok's ``auth`` / ``basic_auth`` and ``ip_restriction`` of a tunnel or endpoint asked for,
+    as rules at the relay (``rules.ngrok_protection_rules``, as ``config import-ngrok`` carries
+    them); a 400, before anything starts, when one cannot be carried."""
+    try:
+        tables = ngrok_protection_rules(data)
+        return parse_rules(list(tables), "auth, basic_auth or ip_restriction") if tables else ()
+    except RulesError as exc:
+        raise ApiError(400, f"{exc}; the {what} was not started") from exc
+    except ValueError as exc:
+        raise ApiError(400, f"{str(exc).removeprefix('its ')}; the {what} was not started") from exc
 
 
 class TunnelOptions(TypedDict):

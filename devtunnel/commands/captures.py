@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -183,6 +182,12 @@ def _requests(args: argparse.Namespace) -> int:
     flt = _filter(args.filter)
     if args.limit < 0:
         raise ConfigError("--limit must be 0 (all) or more")
+    path = _db_path(args)
+    if not path.exists():
+        # Nothing captured yet is an empty list, as with an empty database, not an error: a
+        # script reading --json on a fresh machine gets [] and exit 0.
+        print("[]" if args.json else f"no requests captured yet (no capture database at {safe(str(path))})")
+        return 0
     store = _open(args)
     rows = store.rows(flt, limit=args.limit or None, newest_first=True)
     rows.reverse()  # the newest N, printed oldest first like a log
@@ -567,10 +572,7 @@ def run(args: argparse.Namespace) -> int:
         err(str(exc))
         return error_exit
     except BrokenPipeError:
-        # The reader (head, less) went away: not an error worth a message.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        raise  # the reader (head, less) went away: cli.main ends quietly
     except OSError as exc:
         err(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
         return error_exit

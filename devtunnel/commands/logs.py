@@ -130,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 _print(log_line_text(item), out)
         raise DevtunnelError(f"the agent stopped sending the logs of {quoted(args.name)} (tunnel stopped or agent gone)")
+    except BrokenPipeError:
+        raise  # the reader (head, less) went away: cli.main ends quietly
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise DevtunnelError(f"reading the logs of {quoted(args.name)} failed: {exc}") from None
     except KeyboardInterrupt:

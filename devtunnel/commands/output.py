@@ -10,6 +10,7 @@ themselves, and nothing here interprets markup.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import TextIO
 from devtunnel.values.durations import human_duration
 from devtunnel.values.terminal import display_width, escape, truncate
 
-__all__ = ["safe", "display_width", "truncate", "Column", "table", "human_duration", "hex_preview",
+__all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "human_duration", "hex_preview",
            "err", "EscapingFormatter"]
 
 
@@ -63,6 +64,17 @@ def _pad(text: str, width: int, align: str) -> str:
     return gap + text if align == ">" else text + gap
 
 
+def output_width() -> int:
+    """The width lines are fitted to: ``COLUMNS``, else the terminal's; a pipe or a file has none.
+
+    ``devtunnel requests | grep /webhooks/stripe`` must find the whole path, as ``ps`` and
+    ``kubectl get`` leave piped lines whole.
+    """
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return shutil.get_terminal_size((100, 24)).columns
+    return sys.maxsize
+
+
 def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None = None) -> list[str]:
     """Lay out ``rows`` as aligned lines no wider than ``width`` terminal columns.
 
@@ -74,10 +86,10 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int |
     Args:
         columns: the column descriptions.
         rows: one sequence of cell texts per row.
-        width: the terminal width (default: ``shutil.get_terminal_size().columns``).
+        width: the terminal width (default: ``output_width()``).
     """
     if width is None:
-        width = shutil.get_terminal_size((100, 24)).columns
+        width = output_width()
     cells = [[safe(c) for c in row] for row in rows]
     for i, col in enumerate(columns):
         if col.max_width is not None:

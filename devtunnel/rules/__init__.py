@@ -20,6 +20,7 @@ from devtunnel.rules.model import (
     rules_to_wire,
     shorthand_rules,
 )
+from devtunnel.rules.ngrok import ngrok_protection_rules
 
 __all__ = [
     "ACTIONS",
@@ -32,6 +33,7 @@ __all__ = [
     "RulesError",
     "decide",
     "load_rules_file",
+    "ngrok_protection_rules",
     "parse_rules",
     "renumbered",
     "rules_flag",

@@ -206,3 +206,25 @@ async def test_a_welcome_refused_on_reconnecting_is_escaped_once_in_the_tunnels_
     for line in lines:
         assert "with the name 'x\\x1b]0;owned\\x07\\x1b[2J\\u202e'" in line, line
         assert "\x1b" not in line and "\\\\" not in line, line
+
+
+async def test_a_relay_going_away_is_one_log_line_until_the_tunnel_is_back(caplog: pytest.LogCaptureFixture) -> None:
+    # The GOAWAY was logged as it came and again as the reason the tunnel went offline: two
+    # lines saying the same for one outage (README: one line when offline, one when back).
+    caplog.set_level(logging.INFO, logger="devtunnel")
+    second = asyncio.Event()
+
+    def answers(n: int) -> Answer:
+        if n == 0:
+            return Answer(then=(ErrorCode.SHUTTING_DOWN, "restarting"))
+        second.set()
+        return Answer()
+
+    async with agent_with_relay(answers) as agent:
+        assert (await agent.start("shop")).status_code == 201
+        await async_wait_for(lambda: second.is_set() and agent.relay.open, what="the second connection")
+        await _until(agent, "shop", "online")
+        await async_wait_for(lambda: any("back online" in line for line in logged(caplog)), what="the back-online line")
+    going = [line for line in logged(caplog) if "restarting" in line]
+    assert len(going) == 1, going
+    assert "the relay is going away: restarting; reconnecting in" in going[0]

@@ -84,7 +84,8 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         ({"url": "https://Bad_Name.example", "upstream": {"url": "8080"}}, "not a valid DNS label"),
         ({"url": "https://[::1", "upstream": {"url": "8080"}}, "url 'https://[::1': Invalid IPv6 URL"),  # was a 500
         ({"name": "a", "upstream": {"url": "8080"}, "traffic_policy": {"on_http_request": []}}, "traffic policies"),
-        ({"name": "a", "upstream": {"url": "8080"}, "basic_auth": ["u:p"]}, "basic auth"),
+        ({"name": "a", "upstream": {"url": "8080"}, "basic_auth": ["no colon"]}, 'basic_auth is not "user:password"'),
+        ({"name": "a", "upstream": {"url": "8080"}, "oauth": {"provider": "google"}}, "OAuth"),
         ({"name": "a", "upstream": {"url": "8080"}, "pooling_enabled": True}, "pools"),
         ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
         ({"name": "a", "upstream": {"url": "8080"}, "descripton": "typo"}, "unknown field 'descripton' (did you mean 'description'?)"),

@@ -104,8 +104,9 @@ async def test_ngrok_replay_through_a_named_tunnel_goes_to_its_target(agent: Age
         ({"addr": "8080", "host_header": "example.com"}, 400),
         ({"addr": ["8080"]}, 400),
         ({"addr": "8080", "relay": "ftp://relay.example"}, 400),
-        ({"addr": "8080", "auth": "user:secret"}, 400),  # pyngrok v2's auth= was dropped: a public tunnel without it
-        ({"addr": "8080", "basic_auth": ["user:secret"]}, 400),
+        ({"addr": "8080", "auth": "no colon"}, 400),  # not "user:password": started without it, it would be open
+        ({"addr": "8080", "basic_auth": ["user:secret", "user:other"]}, 400),  # a user twice: either would open it
+        ({"addr": "8080", "ip_restriction": {"allow_cidrs": ["not an address"]}}, 400),
         ({"addr": "8080", "oauth": {"provider": "google"}}, 400),
         ({"addr": "8080", "verify_webhook": {"provider": "stripe", "secret": "whsec_x"}}, 400),  # ngrok.yml's key
         ({"addr": "8080", "policy": {"inbound": [{"actions": [{"type": "deny"}]}]}}, 400),  # before agent 3.14
@@ -158,8 +159,31 @@ async def test_every_ngrok_tunnel_key_is_still_taken_as_before(agent: Agent) -> 
     resp = await agent.client.post("/api/tunnels", json=body)
     assert resp.status_code == 201, resp.text
     assert resp.json()["name"] == body["name"]
-    resp = await agent.client.post("/api/tunnels", json={"addr": "8080", "name": "b", "ip_restriction": {"allow_cidrs": ["10.0.0.0/8"]}})
-    assert resp.status_code == 400 and "IP restrictions are not supported" in resp.json()["msg"]
+    resp = await agent.client.post("/api/tunnels", json={"addr": "8080", "name": "b", "oauth": {"provider": "google"}})
+    assert resp.status_code == 400 and "OAuth are not supported" in resp.json()["msg"]
+
+
+@pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
+async def test_ngrok_basic_auth_and_ip_restriction_guard_the_tunnel_at_the_relay(agent: Agent, path: str) -> None:
+    # pyngrok's connect(8080, auth="user:pass") was refused with 400 though devtunnel enforces
+    # basic auth at the relay, and config import-ngrok carries the same keys over as rules.
+    body = {"name": "guarded", "auth": "alice:s3cret", "basic_auth": ["bob:hunter2"],
+            "ip_restriction": {"allow_cidrs": ["127.0.0.0/8"], "deny_cidrs": ["127.0.0.2/32"]}}
+    body |= {"addr": agent.target} if path == "/api/tunnels" else {"upstream": {"url": agent.target}}
+    resp = await agent.client.post(path, json=body)
+    assert resp.status_code == 201, resp.text
+    public_url = resp.json()["public_url"]
+    rules = (await agent.client.get("/api/tunnels/guarded/rules")).json()["rules"]
+    assert [r["action"] for r in rules] == ["deny", "allow-ip", "basic-auth"]
+    assert "s3cret" not in json.dumps(rules) and "hunter2" not in json.dumps(rules)
+    before = len(agent.seen.requests)
+    assert (await _public("GET", public_url, "/x")).status_code == 401
+    url = httpx.URL(public_url)
+    for user, password, status in [("alice", "s3cret", 200), ("bob", "hunter2", 200), ("alice", "wrong", 401)]:
+        async with httpx.AsyncClient(auth=(user, password)) as public:
+            answered = await public.get(url.copy_with(host="127.0.0.1", path="/x"), headers={"Host": url.netloc.decode()})
+        assert answered.status_code == status, (user, answered.text)
+    assert len(agent.seen.requests) == before + 2
 
 
 async def test_a_bare_number_is_a_local_port_and_a_second_tunnel_of_a_name_is_a_400_as_ngrok_answers(agent: Agent) -> None:

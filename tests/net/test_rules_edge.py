@@ -582,3 +582,30 @@ async def test_a_rule_regex_that_backtracks_refuses_that_request_in_bounded_time
     assert refused.status == 503 and refused.rule is not None and refused.rule.index == 1
     assert passed.rule is None and denied.status == 403
     assert not any(b"!" in target for target in state.seen_targets)
+
+
+async def test_a_request_a_rule_answered_is_replayed_to_the_tunnels_target(harness, local):
+    # It never reached the local service, so it has no target of its own: r on a drill's row
+    # (the inspector replays through this API) said "no target URL to replay to", and so did
+    # ngrok's replay without tunnel_name.
+    import httpx
+
+    from devtunnel.api.app import serve_api
+
+    port, state = local
+    await harness.start(str(port), rules=rules({"action": "respond", "match": "path:/hook", "status": 500, "count": 1}))
+    assert (await request(harness, "/hook", method="POST", body=b"{}"))[0] == 500
+    [answered] = await harness.exchanges(1)
+    assert answered.rule is not None and answered.target_url == "" and state.seen_targets == []
+    server, api_port = await serve_api(harness.service, 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", trust_env=False) as api:
+            replayed = await api.post(f"/api/requests/http/{answered.id}/replay")
+            assert replayed.status_code == 201, replayed.text
+            assert replayed.json()["replay_of"] == answered.id
+            assert replayed.json()["target_url"] == f"http://127.0.0.1:{port}"
+            ngrok = await api.post("/api/requests/http", json={"id": answered.id})
+            assert ngrok.status_code == 204, ngrok.text
+    finally:
+        await server.stop()
+    assert state.seen_targets == [b"/hook", b"/hook"]

@@ -35,6 +35,7 @@ async def test_https_target_is_verified_unless_insecure(tmp_path: Path, pem: Pat
             if not insecure:
                 assert response.headers["x-devtunnel-error"] == "local_error"
                 assert "CERTIFICATE_VERIFY_FAILED" in response.text
+                assert "start devtunnel with --insecure" in response.text  # the README's way out, named
 
 
 async def test_wss_relay_is_verified_unless_insecure(pem: Path) -> None:
