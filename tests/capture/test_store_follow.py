@@ -67,14 +67,14 @@ def test_recorder_after_rm_records_into_a_new_file_at_the_path(
         rm_db(path)
         # The writer looks at the path about once a second, also while it has nothing to write.
         wait_for(lambda: path.exists(), what="a new database at the path")
-        wait_for(lambda: messages(caplog, "was deleted"), what="the log line")
+        wait_for(lambda: messages(caplog, "moved or deleted"), what="the log line")
         recorder.submit(second := make(2))
         recorder.flush()
         with Store(path, readonly=True) as reader:
             assert reader.ids() == [second.id] and reader.count() == 1
         assert store.count() == 1 and count_in_thread(store) == 1
-        assert messages(caplog, "was deleted") == [
-            f"the capture database {path} was deleted; recording into a new one there"]
+        assert messages(caplog, "moved or deleted") == [
+            f"the capture database {path} was moved or deleted; recording into a new one there"]
     finally:
         recorder.close()
 
