@@ -139,8 +139,8 @@ def goaway_reason(event: GoAway) -> str:
 def goaway_error(event: GoAway) -> TunnelError:
     """The error a GOAWAY from the relay means for the tunnel."""
     reason = goaway_reason(event)
-    if event.code == ErrorCode.AUTH_FAILED:
-        return AuthError(f"the relay refused the token: {reason}")
+    if event.code == ErrorCode.AUTH_FAILED:  # a devtunnel relay's reason starts by saying so again
+        return AuthError(f"the relay refused the token: {reason.removeprefix('token refused: ')}")
     if event.code == ErrorCode.NAME_TAKEN:
         return NameTakenError(f"the relay refused the tunnel name: {reason}")
     if event.code == ErrorCode.NAME_IN_USE:

@@ -85,7 +85,7 @@ def test_refused_token_exits_non_zero_with_the_relays_reason(env: dict[str, str]
     agent = start(procs, env, "http", "9", "--relay", f"ws://127.0.0.1:{port}", "--token", "bad", "--no-tui", "--api-port", "0")
     assert agent.wait(20) == EXIT_TUNNEL_REFUSED
     errors = "\n".join(agent.err)
-    assert "devtunnel: the relay refused the token: token refused" in errors
+    assert "devtunnel: the relay refused the token: it is not one of the relay's tokens" in agent.err, errors
     assert "reconnecting" not in errors
     assert not any(l.startswith("Forwarding") for l in agent.out)
 
