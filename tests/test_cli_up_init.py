@@ -40,6 +40,13 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Proc:
      "uvicorn main:api --port 8000 --reload", 8000, "requirements.txt"),
     ({"requirements.txt": "fastapi\n", "server.py": "from fastapi import FastAPI\nserver = FastAPI()\n"},
      "uvicorn server:server --port 8000 --reload", 8000, "requirements.txt"),
+    # A src layout, and a package named after the project: uvicorn imports them as their import path says.
+    ({"requirements.txt": "fastapi\n", "src/shop/__init__.py": "", "src/shop/main.py": "import fastapi\napp = fastapi.FastAPI()\n"},
+     "uvicorn shop.main:app --app-dir src --port 8000 --reload", 8000, "requirements.txt"),
+    ({"requirements.txt": "fastapi\n", "src/main.py": "from fastapi import FastAPI\nweb = FastAPI()\n"},
+     "uvicorn main:web --app-dir src --port 8000 --reload", 8000, "requirements.txt"),
+    ({"requirements.txt": "fastapi\n", "shop/__init__.py": "", "shop/api.py": "from fastapi import FastAPI\napp = FastAPI()\n"},
+     "uvicorn shop.api:app --port 8000 --reload", 8000, "requirements.txt"),
     ({"requirements.txt": "Flask==3.0\n"}, "flask run --port 5000 --reload", 5000, "requirements.txt"),
     ({"pyproject.toml": '[tool.poetry.dependencies]\npython = "^3.12"\ndjango = "^5"\n'},
      "python manage.py runserver 8000", 8000, "pyproject.toml"),

@@ -83,14 +83,37 @@ _ASGI_APP = re.compile(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=\s*(?:fastapi\.)?FastAP
 """``api = FastAPI(`` (or ``app: FastAPI = FastAPI(``) at the top level of a module: the app's name."""
 
 
+_ASGI_FILES = ("main.py", "app.py", "api.py", "server.py", "asgi.py")
+"""The names a module creating the app usually has, most likely first."""
+
+
+def _asgi_candidates(folder: Path) -> list[tuple[Path, str]]:
+    """Each file that may create the app, with the folder uvicorn is to import it from (``.``, or
+    ``src`` for a src layout), most likely first: the folder's own modules, then its packages'
+    (``app/main.py``), then a src layout's (``src/main.py``, ``src/shop/main.py``)."""
+    found = [(folder / name, "") for name in _ASGI_FILES]
+    src = folder / "src"
+    found += [(src / name, "src") for name in _ASGI_FILES]
+    packages = [(folder, "")] + ([(src, "src")] if src.is_dir() else [])
+    for base, app_dir in packages:
+        try:
+            children = sorted(p for p in base.iterdir() if p.is_dir() and ((p / "__init__.py").is_file() or p.name == "app"))
+        except OSError:
+            continue
+        for child in children[:50]:  # bounded: a folder of many packages is not searched whole
+            found += [(child / name, app_dir) for name in _ASGI_FILES]
+    return found
+
+
 def _asgi_module(folder: Path) -> str:
-    """``main:app``: the module that most likely creates the FastAPI app, and the app's name there."""
-    for candidate in ("main.py", "app.py", "app/main.py", "src/main.py", "api.py", "server.py"):
-        path = folder / candidate
+    """``main:app``: the module that most likely creates the FastAPI app, and the app's name there
+    (with ``--app-dir src`` when it lives under ``src/``)."""
+    for path, app_dir in _asgi_candidates(folder):
         text = _read(path) if path.is_file() else ""
         if "FastAPI(" in text:
             found = _ASGI_APP.search(text)
-            return candidate[:-3].replace("/", ".") + ":" + (found.group(1) if found else "app")
+            module = path.relative_to(folder / app_dir).with_suffix("").as_posix().replace("/", ".")
+            return f"{module}:{found.group(1) if found else 'app'}" + (f" --app-dir {app_dir}" if app_dir else "")
     return "app:app" if (folder / "app.py").is_file() else "main:app"
 
 
