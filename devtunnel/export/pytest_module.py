@@ -107,10 +107,13 @@ def _sign_standard(headers, body, url, secret):
 
 
 def _sign_twilio(headers, body, url, secret):
+    settings = (_get(headers, "X-Twilio-Webhooks-Signature-Settings") or "").split(",")
+    algorithm = "sha256" if any(p.partition("=")[0].strip() == "algorithm" and p.partition("=")[2].strip().upper()
+                                == "HMAC_SHA256" for p in settings) else "sha1"
     params = ""
     if (_get(headers, "Content-Type") or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
         params = "".join(k + v for k, v in sorted(parse_qsl(body.decode(), keep_blank_values=True)))
-    return _set(headers, "X-Twilio-Signature", base64.b64encode(_mac("sha1", secret.encode(), (url + params).encode())).decode())
+    return _set(headers, "X-Twilio-Signature", base64.b64encode(_mac(algorithm, secret.encode(), (url + params).encode())).decode())
 
 
 SIGNERS = {{"stripe": _sign_stripe, "github": _sign_github, "slack": _sign_slack, "shopify": _sign_shopify,

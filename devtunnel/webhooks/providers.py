@@ -8,7 +8,8 @@ GitHub             ``X-Hub-Signature-256: sha256=hex(HMAC-SHA256(secret, body))`
 Slack              ``X-Slack-Signature: v0=hex(HMAC-SHA256(secret, "v0:TS:" + body))``
 Shopify            ``X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(secret, body))``
 Standard Webhooks  ``webhook-signature: v1,base64(HMAC-SHA256(b64decode(secret), "ID.TS." + body))``
-Twilio             ``X-Twilio-Signature: base64(HMAC-SHA1(token, URL + sorted form params))``
+Twilio             ``X-Twilio-Signature: base64(HMAC-SHA1(token, URL + sorted form params))``, or
+                   HMAC-SHA256 where ``X-Twilio-Webhooks-Signature-Settings`` says ``algorithm=HMAC_SHA256``
 =================  ==========================================================================
 """
 
@@ -21,6 +22,7 @@ from types import MappingProxyType
 from urllib.parse import parse_qsl, urlsplit
 
 from devtunnel.capture.model import Headers
+from devtunnel.values.terminal import quoted
 from devtunnel.webhooks.base import (
     DEFAULT_TOLERANCE,
     Check,
@@ -35,6 +37,10 @@ from devtunnel.webhooks.base import (
 )
 
 __all__ = ["Stripe", "GitHub", "Slack", "Shopify", "StandardWebhooks", "Twilio"]
+
+
+_TWILIO_ALGORITHMS = MappingProxyType({"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"})
+"""The algorithms X-Twilio-Webhooks-Signature-Settings may name, and their hashes."""
 
 
 def _unhex(text: str) -> bytes | None:
@@ -290,7 +296,12 @@ class StandardWebhooks(Provider):
 
 
 class Twilio(Provider):
-    """Twilio signs the URL it called: replays are signed for the URL they are sent with."""
+    """Twilio signs the URL it called: replays are signed for the URL they are sent with.
+
+    With the account's Auth Token it signs with HMAC-SHA1; with a SharedKey, the request says so
+    in ``X-Twilio-Webhooks-Signature-Settings: key=...,algorithm=HMAC_SHA256`` (what twilio's
+    ``RequestValidator`` reads with ``get_signature_algorithm``), and the key is the secret.
+    """
 
     name = "twilio"
     title = "Twilio"
@@ -302,6 +313,17 @@ class Twilio(Provider):
 
     def delivery_id(self, delivery: Delivery) -> str | None:
         return delivery.header("i-twilio-idempotency-token")
+
+    @staticmethod
+    def _algorithm(delivery: Delivery) -> tuple[str | None, str]:
+        """The hash the delivery says it was signed with (``sha1`` without a settings header),
+        or None for one Twilio does not name, and the name it gave."""
+        for part in (delivery.header("x-twilio-webhooks-signature-settings") or "").split(","):
+            key, sep, value = part.partition("=")
+            if sep and key.strip() == "algorithm" and value.strip():
+                name = value.strip()
+                return _TWILIO_ALGORITHMS.get(name.upper()), name
+        return "sha1", "HMAC_SHA1"
 
     @staticmethod
     def _content(delivery: Delivery) -> bytes:
@@ -319,7 +341,11 @@ class Twilio(Provider):
         query = dict(parse_qsl(urlsplit(delivery.url).query, keep_blank_values=True))
         if "bodySHA256" in query and query["bodySHA256"] != hashlib.sha256(delivery.body).hexdigest():
             return Check(Signature.INVALID, "the body does not match the bodySHA256 in the URL: altered body")
-        check = self._matches(hmac_digest("sha1", secret.encode(), self._content(delivery)), [raw])
+        algorithm, algorithm_name = self._algorithm(delivery)
+        if algorithm is None:
+            return Check(Signature.INVALID, f"unknown signature algorithm {quoted(algorithm_name[:40])} in "
+                                            "X-Twilio-Webhooks-Signature-Settings (expected HMAC_SHA1 or HMAC_SHA256)")
+        check = self._matches(hmac_digest(algorithm, secret.encode(), self._content(delivery)), [raw])
         if check.signature is Signature.INVALID:
             return Check(Signature.INVALID, "signature does not match: wrong token, altered body, or another URL "
                                             f"({delivery.url})")
@@ -330,5 +356,9 @@ class Twilio(Provider):
         query = parse_qsl(parts.query, keep_blank_values=True)
         if any(k == "bodySHA256" for k, _ in query) and dict(query)["bodySHA256"] != hashlib.sha256(delivery.body).hexdigest():
             raise SignatureError("this Twilio request carries bodySHA256 in its URL: an edited body needs a new URL")
-        digest = hmac_digest("sha1", secret.encode(), self._content(delivery))
+        algorithm, algorithm_name = self._algorithm(delivery)
+        if algorithm is None:
+            raise SignatureError(f"X-Twilio-Webhooks-Signature-Settings names an unknown algorithm, "
+                                 f"{quoted(algorithm_name[:40])}")
+        digest = hmac_digest(algorithm, secret.encode(), self._content(delivery))
         return delivery.headers.with_set("X-Twilio-Signature", _b64(digest))

@@ -256,6 +256,28 @@ def test_twilio_json_body_signs_the_url_carrying_the_body_hash() -> None:
         Twilio().sign(altered, "tok", NOW)
 
 
+
+@pytest.mark.parametrize("algorithm", ["HMAC_SHA1", "HMAC_SHA256", "hmac_sha256"])
+def test_twilio_signs_and_verifies_with_the_algorithm_the_settings_header_names(algorithm: str) -> None:
+    params = {"From": "+15550001", "Body": "hi"}
+    url = "https://hooks.example.com/sms"
+    settings_header = ("X-Twilio-Webhooks-Signature-Settings", f"key=webhooks_sharedkey_1, algorithm={algorithm}")
+    d = signed("twilio", delivery([("Content-Type", "application/x-www-form-urlencoded"), settings_header],
+                                  urlencode(params).encode(), url), "shared")
+    assert RequestValidator("shared").validate(url, params, d.header("x-twilio-signature"), algorithm.upper())
+    assert Twilio().verify(d, ["shared"], NOW).signature is Signature.VALID
+
+
+def test_twilio_an_algorithm_it_does_not_know_is_invalid_and_cannot_be_signed() -> None:
+    d = delivery([("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", "AAAA"),
+                  ("X-Twilio-Webhooks-Signature-Settings", "algorithm=HMAC_SHA3")], b"a=1", "https://h/x")
+    check = Twilio().verify(d, ["tok"], NOW)
+    assert check.signature is Signature.INVALID
+    assert check.reason == ("unknown signature algorithm 'HMAC_SHA3' in X-Twilio-Webhooks-Signature-Settings "
+                            "(expected HMAC_SHA1 or HMAC_SHA256)")
+    with pytest.raises(SignatureError, match="unknown algorithm"):
+        Twilio().sign(d, "tok", NOW)
+
 # Custom ------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,107 @@
+"""Deliveries the providers' own libraries accept (or refuse), through ``devtunnel http`` as a user
+runs it: the verdict devtunnel records agrees with the receiver, and a replay it signs afresh is
+accepted. Each delivery is signed by the provider's library, sent through the public side to a
+receiver verifying with the same libraries (``tests.webhooks.receivers``), then read back with
+``devtunnel requests --json`` and replayed with ``devtunnel replay`` (subprocesses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from tests.helpers import wait_for
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
+from tests.webhooks.receivers import RECEIVER_SECRETS, Receiver, receiver
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@dataclass
+class Tunnel:
+    tmp_path: Path
+    env: dict[str, str]
+    db: Path
+    public_url: str
+    rx: Receiver
+
+    def deliver(self, path: str, headers: list[tuple[str, str]], body: bytes) -> tuple[int, dict[str, Any]]:
+        """POST through the public side; the receiver's status and the delivery's recorded verdict."""
+        before = len(self.rows())
+        port = self.public_url.rsplit(":", 1)[1]
+        with httpx.Client(trust_env=False) as client:
+            status = client.post(f"http://127.0.0.1:{port}{path}", content=body,
+                                 headers=[*headers, ("Host", self.public_url.split("//", 1)[1])]).status_code
+
+        def recorded() -> dict[str, Any] | None:
+            rows = self.rows()
+            return rows[-1] if len(rows) > before and rows[-1]["webhook"] else None
+
+        return status, wait_for(recorded, timeout=20, what="the delivery recorded with its verdict")
+
+    def rows(self) -> list[dict[str, Any]]:
+        return json.loads(self.cli("requests", "--json", "--db", str(self.db), "--limit", "0").stdout)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*DEVTUNNEL, *args], env=self.env, capture_output=True, text=True, timeout=60,
+                              check=False)
+        assert "Traceback" not in done.stderr
+        return done
+
+
+@pytest.fixture(scope="module")
+def tunnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tunnel]:
+    """``devtunnel http`` before the verifying receiver, knowing the receiver's secrets."""
+    tmp_path = tmp_path_factory.mktemp("edges")
+    env = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and not k.startswith("DEVTUNNEL_")}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"), **RECEIVER_SECRETS)
+    db = tmp_path / "captures.db"
+    with receiver() as rx:
+        agent = Proc([*DEVTUNNEL, "http", rx.url.rsplit(":", 1)[1], "--no-tui", "--name", "edges", "--db", str(db)],
+                     env)
+        try:
+            match = FORWARDING.match(agent.line(lambda line: line.startswith("Forwarding")))
+            assert match is not None
+            yield Tunnel(tmp_path, env, db, match.group(1), rx)
+        finally:
+            agent.stop()
+
+
+def test_a_twilio_delivery_signed_with_a_shared_key_hmac_sha256_is_judged_and_re_signed_as_such(
+        tunnel: Tunnel) -> None:
+    # Signed as twilio's RequestValidator computes it for the algorithm the settings header names.
+    path, params = "/twilio/sms", {"From": "+15550001", "Body": "hello", "MessageSid": "SM" + uuid.uuid4().hex}
+    signature = RequestValidator(RECEIVER_SECRETS["TWILIO_AUTH_TOKEN"]).compute_signature(
+        tunnel.public_url + path, params, "HMAC_SHA256")
+    headers = [("Content-Type", "application/x-www-form-urlencoded"), ("I-Twilio-Idempotency-Token", str(uuid.uuid4())),
+               ("X-Twilio-Webhooks-Signature-Settings", "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"),
+               ("X-Twilio-Signature", signature)]
+    status, row = tunnel.deliver(path, headers, urlencode(params).encode())
+    assert status == 200
+    assert (row["webhook"]["signature"], row["webhook"]["reason"]) == ("valid", None)
+    # An edited body, signed afresh with the same algorithm: the receiver accepts it.
+    done = tunnel.cli("replay", row["id"], "--db", str(tunnel.db), "--json",
+                      "--body", urlencode({**params, "Body": "edited"}))
+    assert done.returncode == 0 and done.stderr == ""
+    assert [(r["status"], r["resigned"]) for r in json.loads(done.stdout)] == [(200, "twilio")]
+    assert tunnel.rx.verdicts[-1] == (path, 200, "ok")
+    # The exported test signs it afresh the same way, and passes against the receiver.
+    module = tunnel.tmp_path / "test_twilio_export.py"
+    assert tunnel.cli("export", "--format", "pytest", "-o", str(module), row["id"], "--db",
+                      str(tunnel.db)).returncode == 0
+    run = subprocess.run([*DEVTUNNEL[:-2], "-m", "pytest", "-q", "-p", "no:cacheprovider", str(module)],
+                         env={**tunnel.env, "DEVTUNNEL_BASE_URL": tunnel.rx.url, "PYTHONPATH": ""},
+                         capture_output=True, text=True, timeout=60, check=False, cwd=tunnel.tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert tunnel.rx.verdicts[-1] == (path, 200, "ok")
