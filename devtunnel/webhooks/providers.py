@@ -61,12 +61,20 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _text(signature: str) -> bytes:
+    """A signature as the text it was sent as, to compare with the digest encoded as its provider
+    encodes it: the providers' libraries compare text (``hmac.compare_digest(expected_hex, header)``),
+    so ``A1B2`` is not ``a1b2`` to them, and a receiver refuses what decoding first would accept."""
+    return signature.encode("utf-8", "surrogateescape")
+
+
 class Stripe(Provider):
     name = "stripe"
     title = "Stripe"
     secret_env = "STRIPE_WEBHOOK_SECRET"
     signature_headers = ("Stripe-Signature",)
     tolerance = DEFAULT_TOLERANCE
+    refuses_future = False  # stripe.WebhookSignature.verify_header refuses only old timestamps
     value_markers = MappingProxyType({"user-agent": "Stripe/"})  # signed, or sent by Stripe's agent
 
     def detects(self, delivery: Delivery) -> bool:
@@ -79,34 +87,33 @@ class Stripe(Provider):
         return json_field(delivery.json(), "id")
 
     @staticmethod
-    def _parts(header: str) -> tuple[str | None, list[bytes]] | None:
+    def _parts(header: str) -> tuple[str | None, list[bytes]]:
+        """The timestamp and the v1 signatures, read as Stripe's libraries read them: items
+        between commas with their keys as they are (``t=1, v1=...`` has no ``v1`` item, but
+        `` v1``), the first ``t=`` the timestamp, each ``v1=`` a signature compared as text with
+        the lower-case hex digest; any other item (``v0=``, a scheme to come, no ``=`` at all)
+        passed over."""
         stamp: str | None = None
         signatures: list[bytes] = []
         for item in header.split(","):
-            key, sep, value = item.strip().partition("=")
-            if not sep:
-                return None
-            if key == "t":
-                stamp = value
+            key, *values = item.split("=", 2)
+            if not values:
+                continue
+            if key == "t" and stamp is None:
+                stamp = values[0].rstrip()  # "t=1 ,v1=...": the space is the list's, not the number's
             elif key == "v1":
-                raw = _unhex(value)
-                if raw is None:
-                    return None
-                signatures.append(raw)
+                signatures.append(_text(values[0]))
         return stamp, signatures
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        parts = self._parts(delivery.header("stripe-signature") or "")
-        if parts is None:
-            return Check(Signature.INVALID, "malformed Stripe-Signature header")
-        stamp, signatures = parts
+        stamp, signatures = self._parts(delivery.header("stripe-signature") or "")
         if not signatures:
             return Check(Signature.INVALID, "malformed Stripe-Signature header: no v1 signature")
         value = self._timestamp_check(stamp, now)
         if isinstance(value, Check):
             return value
         expected = hmac_digest("sha256", secret.encode(), f"{value}.".encode() + delivery.body)
-        return self._matches(expected, signatures)
+        return self._matches(expected.hex().encode(), signatures)
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         stamp = timestamp_text(now)
@@ -136,10 +143,9 @@ class GitHub(Provider):
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         header = delivery.header("x-hub-signature-256") or ""
         algorithm, sep, digest = header.partition("=")
-        raw = _unhex(digest) if sep and algorithm == "sha256" else None
-        if raw is None:
+        if not (sep and algorithm == "sha256" and _unhex(digest) is not None):
             return Check(Signature.INVALID, "malformed X-Hub-Signature-256 header (expected sha256=HEX)")
-        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body), [raw])
+        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body).hex().encode(), [_text(digest)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         headers = delivery.headers.with_set(
@@ -177,14 +183,14 @@ class Slack(Provider):
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         header = delivery.header("x-slack-signature") or ""
         version, sep, digest = header.partition("=")
-        raw = _unhex(digest) if sep and version == "v0" else None
-        if raw is None:
+        if not (sep and version == "v0" and _unhex(digest) is not None):
             return Check(Signature.INVALID, "malformed X-Slack-Signature header (expected v0=HEX)")
         stamp = delivery.header("x-slack-request-timestamp")
         value = self._timestamp_check(stamp, now)
         if isinstance(value, Check):
             return value
-        return self._matches(self._digest(secret, stamp or "", delivery.body), [raw])  # the text as sent
+        return self._matches(self._digest(secret, stamp or "", delivery.body).hex().encode(),  # the text as sent
+                             [_text(digest)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         headers, stamp = stamped(delivery.headers, "X-Slack-Request-Timestamp", now)
@@ -213,10 +219,10 @@ class Shopify(Provider):
         return delivery.header("x-shopify-webhook-id")
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        raw = _unb64(delivery.header("x-shopify-hmac-sha256") or "")
-        if raw is None:
+        given = delivery.header("x-shopify-hmac-sha256") or ""
+        if _unb64(given) is None:
             return Check(Signature.INVALID, "malformed X-Shopify-Hmac-Sha256 header (expected base64)")
-        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body), [raw])
+        return self._matches(_b64(hmac_digest("sha256", secret.encode(), delivery.body)).encode(), [_text(given)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         return delivery.headers.with_set(
@@ -272,18 +278,16 @@ class StandardWebhooks(Provider):
         value = self._timestamp_check(delivery.header(f"{prefix}-timestamp"), now)
         if isinstance(value, Check):
             return value
-        given: list[bytes] = []
-        for item in (delivery.header(f"{prefix}-signature") or "").split():
-            version, sep, encoded = item.partition(",")
-            raw = _unb64(encoded) if sep else None
-            if raw is None:
-                return Check(Signature.INVALID, f"malformed {prefix}-signature header (expected v1,BASE64)")
-            if version == "v1":
-                given.append(raw)
+        # As standardwebhooks reads it: signatures between single spaces, each compared as the
+        # text "v1,BASE64"; another scheme's (v1a,...) or a malformed one is passed over.
+        items = (delivery.header(f"{prefix}-signature") or "").split(" ")
+        given = [_text(item) for item in items if item.startswith("v1,")]
         if not given:
+            if any(item.partition(",")[1] == "" or _unb64(item.partition(",")[2]) is None for item in items):
+                return Check(Signature.INVALID, f"malformed {prefix}-signature header (expected v1,BASE64)")
             return Check(Signature.INVALID, f"malformed {prefix}-signature header: no v1 signature")
         expected = hmac_digest("sha256", self._key(secret), f"{msg_id}.{value}.".encode() + delivery.body)
-        return self._matches(expected, given)
+        return self._matches(("v1," + _b64(expected)).encode(), given)
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         prefix = self._prefix(delivery)
@@ -335,8 +339,8 @@ class Twilio(Provider):
         return (delivery.url + "".join(k + v for k, v in params)).encode()
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        raw = _unb64(delivery.header("x-twilio-signature") or "")
-        if raw is None:
+        given = delivery.header("x-twilio-signature") or ""
+        if _unb64(given) is None:
             return Check(Signature.INVALID, "malformed X-Twilio-Signature header (expected base64)")
         query = dict(parse_qsl(urlsplit(delivery.url).query, keep_blank_values=True))
         if "bodySHA256" in query and query["bodySHA256"] != hashlib.sha256(delivery.body).hexdigest():
@@ -345,7 +349,8 @@ class Twilio(Provider):
         if algorithm is None:
             return Check(Signature.INVALID, f"unknown signature algorithm {quoted(algorithm_name[:40])} in "
                                             "X-Twilio-Webhooks-Signature-Settings (expected HMAC_SHA1 or HMAC_SHA256)")
-        check = self._matches(hmac_digest(algorithm, secret.encode(), self._content(delivery)), [raw])
+        check = self._matches(_b64(hmac_digest(algorithm, secret.encode(), self._content(delivery))).encode(),
+                              [_text(given)])
         if check.signature is Signature.INVALID:
             return Check(Signature.INVALID, "signature does not match: wrong token, altered body, or another URL "
                                             f"({delivery.url})")

@@ -7,18 +7,24 @@ receiver verifying with the same libraries (``tests.webhooks.receivers``), then 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+import standardwebhooks
+import stripe
 from twilio.request_validator import RequestValidator
 
 from tests.helpers import wait_for
@@ -105,3 +111,43 @@ def test_a_twilio_delivery_signed_with_a_shared_key_hmac_sha256_is_judged_and_re
                          capture_output=True, text=True, timeout=60, check=False, cwd=tunnel.tmp_path)
     assert run.returncode == 0, run.stdout[-2000:]
     assert tunnel.rx.verdicts[-1] == (path, 200, "ok")
+
+
+def _stripe_header(body: bytes, at: float, shape: str) -> list[tuple[str, str]]:
+    t = int(at)
+    sig = stripe.WebhookSignature._compute_signature(f"{t}.{body.decode()}", RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"])
+    return [("Stripe-Signature", shape.format(t=t, sig=sig, SIG=sig.upper()))]
+
+
+def _github_header(body: bytes, upper: bool) -> list[tuple[str, str]]:
+    digest = hmac.new(RECEIVER_SECRETS["GITHUB_WEBHOOK_SECRET"].encode(), body, hashlib.sha256).hexdigest()
+    return [("X-GitHub-Event", "issues"), ("X-GitHub-Delivery", str(uuid.uuid4())),
+            ("X-Hub-Signature-256", "sha256=" + (digest.upper() if upper else digest))]
+
+
+def _standard_header(body: bytes, before: str) -> list[tuple[str, str]]:
+    msg_id, now = "msg_" + uuid.uuid4().hex, datetime.now(tz=timezone.utc)
+    signature = standardwebhooks.Webhook(RECEIVER_SECRETS["WEBHOOK_SECRET"]).sign(msg_id, now, body)
+    return [("webhook-id", msg_id), ("webhook-timestamp", str(int(now.timestamp()))),
+            ("webhook-signature", f"{before} {signature}")]
+
+
+@pytest.mark.parametrize(
+    ("path", "make", "accepted"),
+    [
+        ("/webhooks/stripe", lambda b: _stripe_header(b, time.time(), "t={t},v1={sig},junk"), True),
+        ("/webhooks/stripe", lambda b: _stripe_header(b, time.time(), "t={t},v1=zz,v1={sig}"), True),
+        ("/webhooks/stripe", lambda b: _stripe_header(b, time.time() + 3600, "t={t},v1={sig}"), True),
+        ("/webhooks/stripe", lambda b: _stripe_header(b, time.time(), "t={t}, v1={sig}"), False),
+        ("/webhooks/stripe", lambda b: _stripe_header(b, time.time(), "t={t},v1={SIG}"), False),
+        ("/webhooks/github", lambda b: _github_header(b, upper=True), False),
+        ("/webhooks/standard", lambda b: _standard_header(b, "v1,@@@"), True),
+    ],
+    ids=["stripe-junk-item", "stripe-unreadable-v1-first", "stripe-an-hour-ahead", "stripe-space-before-v1",
+         "stripe-upper-case-hex", "github-upper-case-hex", "standard-unreadable-signature-first"],
+)
+def test_the_verdict_agrees_with_the_receivers_library(tunnel: Tunnel, path: str, make: Any, accepted: bool) -> None:
+    body = json.dumps({"id": "evt_" + uuid.uuid4().hex, "type": "invoice.paid", "action": "opened"}).encode()
+    status, row = tunnel.deliver(path, [("Content-Type", "application/json"), *make(body)], body)
+    assert (status == 200) is accepted, tunnel.rx.verdicts[-1]
+    assert (row["webhook"]["signature"] == "valid") is accepted, row["webhook"]
