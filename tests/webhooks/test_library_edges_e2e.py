@@ -125,11 +125,11 @@ def _github_header(body: bytes, upper: bool) -> list[tuple[str, str]]:
             ("X-Hub-Signature-256", "sha256=" + (digest.upper() if upper else digest))]
 
 
-def _standard_header(body: bytes, before: str) -> list[tuple[str, str]]:
+def _standard_header(body: bytes, before: str = "") -> list[tuple[str, str]]:
     msg_id, now = "msg_" + uuid.uuid4().hex, datetime.now(tz=timezone.utc)
     signature = standardwebhooks.Webhook(RECEIVER_SECRETS["WEBHOOK_SECRET"]).sign(msg_id, now, body)
     return [("webhook-id", msg_id), ("webhook-timestamp", str(int(now.timestamp()))),
-            ("webhook-signature", f"{before} {signature}")]
+            ("webhook-signature", f"{before} {signature}".lstrip())]
 
 
 @pytest.mark.parametrize(
@@ -151,3 +151,14 @@ def test_the_verdict_agrees_with_the_receivers_library(tunnel: Tunnel, path: str
     status, row = tunnel.deliver(path, [("Content-Type", "application/json"), *make(body)], body)
     assert (status == 200) is accepted, tunnel.rx.verdicts[-1]
     assert (row["webhook"]["signature"] == "valid") is accepted, row["webhook"]
+
+
+def test_set_on_a_crlf_body_changes_only_the_field_and_the_receiver_accepts_it(tunnel: Tunnel) -> None:
+    body = b'{\r\n  "type": "user.created",\r\n  "data": {\r\n    "id": "u_1",\r\n    "name": "Ren\\u00e9"\r\n  }\r\n}\r\n'
+    status, row = tunnel.deliver("/webhooks/standard", [("Content-Type", "application/json"),
+                                                        *_standard_header(body)], body)
+    assert status == 200 and row["webhook"]["signature"] == "valid"
+    done = tunnel.cli("replay", row["id"], "--db", str(tunnel.db), "--json", "--set", "data.id=u_2")
+    assert done.returncode == 0 and done.stderr == ""
+    assert [(r["status"], r["resigned"]) for r in json.loads(done.stdout)] == [(200, "standard")]
+    assert tunnel.rx.bodies[-1] == body.replace(b'"u_1"', b'"u_2"')
