@@ -7,6 +7,7 @@ receiver verifying with the same libraries (``tests.webhooks.receivers``), then 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -103,14 +104,18 @@ def test_a_twilio_delivery_signed_with_a_shared_key_hmac_sha256_is_judged_and_re
     assert [(r["status"], r["resigned"]) for r in json.loads(done.stdout)] == [(200, "twilio")]
     assert tunnel.rx.verdicts[-1] == (path, 200, "ok")
     # The exported test signs it afresh the same way, and passes against the receiver.
-    module = tunnel.tmp_path / "test_twilio_export.py"
-    assert tunnel.cli("export", "--format", "pytest", "-o", str(module), row["id"], "--db",
-                      str(tunnel.db)).returncode == 0
-    run = subprocess.run([*DEVTUNNEL[:-2], "-m", "pytest", "-q", "-p", "no:cacheprovider", str(module)],
-                         env={**tunnel.env, "DEVTUNNEL_BASE_URL": tunnel.rx.url, "PYTHONPATH": ""},
-                         capture_output=True, text=True, timeout=60, check=False, cwd=tunnel.tmp_path)
+    run = _exported_run(tunnel, [row["id"]])
     assert run.returncode == 0, run.stdout[-2000:]
     assert tunnel.rx.verdicts[-1] == (path, 200, "ok")
+
+
+def _exported_run(tunnel: Tunnel, ids: list[str], **environ: str) -> subprocess.CompletedProcess[str]:
+    """``devtunnel export --format pytest`` of ``ids``, then pytest on the module against the receiver."""
+    module = tunnel.tmp_path / f"test_export_{uuid.uuid4().hex[:8]}.py"
+    assert tunnel.cli("export", "--format", "pytest", "-o", str(module), *ids, "--db", str(tunnel.db)).returncode == 0
+    return subprocess.run([*DEVTUNNEL[:-2], "-m", "pytest", "-q", "-p", "no:cacheprovider", str(module)],
+                          env={**tunnel.env, "DEVTUNNEL_BASE_URL": tunnel.rx.url, "PYTHONPATH": "", **environ},
+                          capture_output=True, text=True, timeout=60, check=False, cwd=tunnel.tmp_path)
 
 
 def _stripe_header(body: bytes, at: float, shape: str) -> list[tuple[str, str]]:
@@ -162,3 +167,21 @@ def test_set_on_a_crlf_body_changes_only_the_field_and_the_receiver_accepts_it(t
     assert done.returncode == 0 and done.stderr == ""
     assert [(r["status"], r["resigned"]) for r in json.loads(done.stdout)] == [(200, "standard")]
     assert tunnel.rx.bodies[-1] == body.replace(b'"u_1"', b'"u_2"')
+
+
+def test_an_exported_delivery_is_signed_with_the_secret_that_made_it_during_a_rotation(tunnel: Tunnel) -> None:
+    ids = []
+    for path, make in (("/webhooks/stripe", lambda b: _stripe_header(b, time.time(), "t={t},v1={sig}")),
+                       ("/webhooks/github", lambda b: _github_header(b, upper=False)),
+                       ("/webhooks/standard", _standard_header)):
+        body = json.dumps({"id": "evt_" + uuid.uuid4().hex, "type": "invoice.paid"}).encode()
+        status, row = tunnel.deliver(path, [("Content-Type", "application/json"), *make(body)], body)
+        assert status == 200
+        ids.append(row["id"])
+    # The new secrets first, as during a rotation; the receiver still holds the old ones.
+    new = "whsec_" + base64.b64encode(b"the-new-secret-after-rotation!!!").decode()
+    rotating = {var: f"{new},{RECEIVER_SECRETS[var]}"
+                for var in ("STRIPE_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET", "WEBHOOK_SECRET")}
+    run = _exported_run(tunnel, ids, **rotating)
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert [v[1:] for v in tunnel.rx.verdicts[-3:]] == [(200, "ok")] * 3
