@@ -197,6 +197,17 @@ class Provider:
         """
         raise NotImplementedError
 
+    def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
+        """The delivery's headers signed with each of ``secrets`` where the scheme carries several
+        signatures, as the provider signs during a rotation (Stripe's ``v1=..,v1=..``, Standard
+        Webhooks' ``v1,.. v1,..``): a receiver holding any one of them accepts it. Other schemes
+        sign with the first.
+
+        Raises:
+            SignatureError: as ``sign``, for the first secret.
+        """
+        return self.sign(delivery, secrets[0], now)
+
     def secret_problem(self, secret: str) -> str | None:
         """Why ``secret`` cannot be a secret of this scheme, or None when it can."""
         return None

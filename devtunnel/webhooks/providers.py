@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Sequence
 from types import MappingProxyType
 from urllib.parse import parse_qsl, urlsplit
 
@@ -116,9 +117,13 @@ class Stripe(Provider):
         return self._matches(expected.hex().encode(), signatures)
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        return self.sign_with_each(delivery, [secret], now)
+
+    def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
         stamp = timestamp_text(now)
-        signature = hmac_digest("sha256", secret.encode(), f"{stamp}.".encode() + delivery.body).hex()
-        return delivery.headers.with_set("Stripe-Signature", f"t={stamp},v1={signature}")
+        signatures = dict.fromkeys(hmac_digest("sha256", s.encode(), f"{stamp}.".encode() + delivery.body).hex()
+                                   for s in secrets)
+        return delivery.headers.with_set("Stripe-Signature", f"t={stamp}," + ",".join(f"v1={s}" for s in signatures))
 
 
 class GitHub(Provider):
@@ -290,13 +295,19 @@ class StandardWebhooks(Provider):
         return self._matches(("v1," + _b64(expected)).encode(), given)
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        return self.sign_with_each(delivery, [secret], now)
+
+    def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
         prefix = self._prefix(delivery)
         msg_id = delivery.header(f"{prefix}-id")
         if not msg_id:
             raise SignatureError(f"a Standard Webhooks delivery needs a {prefix}-id header to be signed")
         headers, stamp = stamped(delivery.headers, f"{prefix}-timestamp", now)
-        digest = hmac_digest("sha256", self._key(secret), f"{msg_id}.{stamp}.".encode() + delivery.body)
-        return headers.with_set(f"{prefix}-signature", f"v1,{_b64(digest)}")
+        usable = [secrets[0], *(s for s in secrets[1:] if self.secret_problem(s) is None)]  # the first's problem raises
+        signatures = dict.fromkeys(
+            "v1," + _b64(hmac_digest("sha256", self._key(s), f"{msg_id}.{stamp}.".encode() + delivery.body))
+            for s in usable)
+        return headers.with_set(f"{prefix}-signature", " ".join(signatures))
 
 
 class Twilio(Provider):

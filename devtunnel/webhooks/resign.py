@@ -4,7 +4,8 @@ A replay an hour after the delivery carries a timestamp its receiver refuses; an
 longer matches its signature. :func:`resign` takes the request about to be sent (the edit
 applied) and the URL it is sent as, finds its provider by the request itself, and gives back
 the request with fresh signature headers made with the known secret that verified the captured delivery (during a rotation, the
-old one the receiver still holds), else the first: a fresh timestamp
+old one the receiver still holds), else with each secret where the scheme holds several
+signatures (``Provider.sign_with_each``): a fresh timestamp
 where the scheme has one, the same delivery id. When it cannot, the request goes as it is and
 the result says why, once::
 
@@ -48,7 +49,7 @@ class Keys:
     Attributes:
         providers: the providers to try, in order (custom ones first).
         secrets: known secrets by provider name; the one that verified the
-            captured delivery signs, else the first.
+            captured delivery signs, else each (or the first).
         secret_envs: the variable a provider's secret is read from where it is not the
             conventional one (for the "set ..." notice).
     """
@@ -122,22 +123,21 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
     secrets = list(getattr(keys, "secrets", {}).get(provider.name, ()))
     if not secrets:
         return Resigned(request, notice=f"signature not refreshed: set {_variable(provider, keys)}")
-    signer, notice = secrets[0], ""
+    fitting, notice = None, ""
     if captured is not None and not captured.body_truncated:
         original = Delivery(captured.method, captured_url or url, captured.headers, captured.body)
-        fitting = _fitting(provider, original, secrets, now)
-        if fitting is not None:  # during a rotation, the secret the receiver accepted then
-            signer = fitting
-        else:
+        fitting = _fitting(provider, original, secrets, now)  # during a rotation, the one the receiver accepted
+        if fitting is None:
             check = _ageless(provider).verify(original, secrets, now)
             if check.signature is Signature.INVALID and "does not match" in check.reason:
                 notice = (f"signature made with {_variable(provider, keys)}, which did not verify the captured "
                           "delivery: the receiver may hold another secret")
-    problem = provider.secret_problem(signer)
+    problem = provider.secret_problem(fitting or secrets[0])
     if problem:
         return Resigned(request, notice=f"signature not refreshed: {problem}")
-    try:
-        headers = provider.sign(delivery, signer, now)
+    try:  # else with each secret where the scheme can carry several, as the provider does in a rotation
+        headers = (provider.sign(delivery, fitting, now) if fitting is not None
+                   else provider.sign_with_each(delivery, secrets, now))
     except SignatureError as exc:
         return Resigned(request, notice=f"signature not refreshed: {exc}")
     return Resigned(replace(request, headers=headers), provider.name, notice)

@@ -2,7 +2,8 @@
 
 A variable may hold several secrets separated by commas or white space, as during a rotation
 (``STRIPE_WEBHOOK_SECRET="whsec_new,whsec_old"``); any one of them may verify a delivery. A replay
-is signed with the one that verified the captured delivery, anything else with the first. Secrets
+is signed with the one that verified the captured delivery; anything else carries a signature made
+with each where the scheme holds several (``Provider.sign_with_each``), else with the first. Secrets
 never leave this process: they are not stored, exported, logged or served by the agent API.
 """
 

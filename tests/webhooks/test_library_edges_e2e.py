@@ -185,3 +185,18 @@ def test_an_exported_delivery_is_signed_with_the_secret_that_made_it_during_a_ro
     run = _exported_run(tunnel, ids, **rotating)
     assert run.returncode == 0, run.stdout[-2000:]
     assert [v[1:] for v in tunnel.rx.verdicts[-3:]] == [(200, "ok")] * 3
+
+
+@pytest.mark.parametrize(("provider", "variable", "to"), [("stripe", "STRIPE_WEBHOOK_SECRET", "/webhooks/stripe"),
+                                                          ("standard", "WEBHOOK_SECRET", "/webhooks/standard")])
+def test_send_during_a_rotation_signs_with_each_secret_as_the_provider_does(tunnel: Tunnel, provider: str,
+                                                                             variable: str, to: str) -> None:
+    # The new secret first (docs/webhooks.md); the receiver still holds the old one. Stripe and
+    # Standard Webhooks carry a signature per secret during a rotation: the receiver accepts one.
+    new = "whsec_" + base64.b64encode(b"the-new-secret-after-rotation!!!").decode()
+    event = "invoice.paid" if provider == "stripe" else "user.created"
+    done = subprocess.run([*DEVTUNNEL, "send", provider, event, "--to", tunnel.public_url + to],
+                          env={**tunnel.env, variable: f"{new},{RECEIVER_SECRETS[variable]}"},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert tunnel.rx.verdicts[-1] == (to, 200, "ok")

@@ -159,6 +159,21 @@ def test_standard_webhooks_passes_over_a_signature_it_cannot_read_beside_the_rig
         standardwebhooks.Webhook(SVIX_SECRET).verify(sent.body, dict(sent.headers.items()))  # accepted
         assert StandardWebhooks().verify(sent, [SVIX_SECRET], time.time()).signature is Signature.VALID, other
 
+
+def test_signed_with_each_secret_a_receiver_holding_any_one_accepts_it() -> None:
+    now = time.time()
+    secrets = ["whsec_new_one", STRIPE_SECRET]
+    d = Stripe().sign_with_each(delivery([], STRIPE_EVENT), secrets, now)
+    for secret in secrets:
+        stripe.WebhookSignature.verify_header(STRIPE_EVENT, d.get("stripe-signature"), secret, 300)
+    other = "whsec_" + base64.b64encode(b"another-key-another-key-another!").decode()
+    sw = StandardWebhooks().sign_with_each(delivery([("webhook-id", "msg_1")], STRIPE_EVENT), [other, SVIX_SECRET], now)
+    for secret in (other, SVIX_SECRET):
+        standardwebhooks.Webhook(secret).verify(STRIPE_EVENT, dict(sw.items()))
+    # One signature per scheme that carries one: the first secret's.
+    gh = GitHub().sign_with_each(delivery([], STRIPE_EVENT), ["first", "second"], now)
+    assert gh.get("x-hub-signature-256") == GitHub().sign(delivery([], STRIPE_EVENT), "first", now).get("x-hub-signature-256")
+
 def test_an_altered_body_or_a_wrong_secret_is_invalid() -> None:
     d = signed("stripe", delivery([], STRIPE_EVENT), STRIPE_SECRET)
     altered = Delivery(d.method, d.url, d.headers, d.body.replace(b"2000", b"20"))
