@@ -110,7 +110,7 @@ def _sign_twilio(headers, body, url, secret, now):
                                 == "HMAC_SHA256" for p in settings) else "sha1"
     params = ""
     if (_get(headers, "Content-Type") or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
-        params = "".join(k + v for k, v in sorted(parse_qsl(body.decode(), keep_blank_values=True)))
+        params = "".join(k + v for k, v in sorted(set(parse_qsl(body.decode(), keep_blank_values=True))))
     return _set(headers, "X-Twilio-Signature", base64.b64encode(_mac(algorithm, secret.encode(), (url + params).encode())).decode())
 
 

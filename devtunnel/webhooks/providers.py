@@ -341,13 +341,32 @@ class Twilio(Provider):
         return "sha1", "HMAC_SHA1"
 
     @staticmethod
-    def _content(delivery: Delivery) -> bytes:
-        """What Twilio signs: the URL, then for a form body each parameter's name and value, sorted."""
-        query = dict(parse_qsl(urlsplit(delivery.url).query, keep_blank_values=True))
+    def _content(delivery: Delivery, url: str | None = None) -> bytes:
+        """What Twilio signs: the URL (``url``, else the delivery's), then for a form body each
+        parameter's name and value, sorted, a pair sent twice counted once (as twilio's
+        ``RequestValidator`` does)."""
+        url = delivery.url if url is None else url
+        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         if "bodySHA256" in query:  # a JSON body: the URL carries the body's hash and alone is signed
-            return delivery.url.encode()
-        params = sorted(delivery.form())
-        return (delivery.url + "".join(k + v for k, v in params)).encode()
+            return url.encode()
+        params = sorted(set(delivery.form()))
+        return (url + "".join(k + v for k, v in params)).encode()
+
+    @staticmethod
+    def _spellings(url: str) -> list[str]:
+        """``url`` and the spellings of it twilio's ``RequestValidator`` also accepts a signature
+        for, Twilio being inconsistent about ports: without its port, and with the scheme's default
+        port when it has none."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            return [url]
+        if port:
+            other = parts._replace(netloc=parts.netloc.split(":")[0]).geturl()
+        else:
+            other = parts._replace(netloc=f"{parts.netloc}:{443 if parts.scheme == 'https' else 80}").geturl()
+        return [url, other]
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         given = delivery.header("x-twilio-signature") or ""
@@ -360,8 +379,11 @@ class Twilio(Provider):
         if algorithm is None:
             return Check(Signature.INVALID, f"unknown signature algorithm {quoted(algorithm_name[:40])} in "
                                             "X-Twilio-Webhooks-Signature-Settings (expected HMAC_SHA1 or HMAC_SHA256)")
-        check = self._matches(_b64(hmac_digest(algorithm, secret.encode(), self._content(delivery))).encode(),
-                              [_text(given)])
+        for url in self._spellings(delivery.url):
+            check = self._matches(_b64(hmac_digest(algorithm, secret.encode(), self._content(delivery, url))).encode(),
+                                  [_text(given)])
+            if check.signature is Signature.VALID:
+                return check
         if check.signature is Signature.INVALID:
             return Check(Signature.INVALID, "signature does not match: wrong token, altered body, or another URL "
                                             f"({delivery.url})")

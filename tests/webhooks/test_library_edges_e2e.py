@@ -200,3 +200,16 @@ def test_send_during_a_rotation_signs_with_each_secret_as_the_provider_does(tunn
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert tunnel.rx.verdicts[-1] == (to, 200, "ok")
+
+
+
+def test_a_twilio_signature_made_for_the_url_without_its_port_is_valid_as_the_receiver_finds(tunnel: Tunnel) -> None:
+    # Twilio is inconsistent about ports; its RequestValidator accepts either spelling.
+    path, params = "/twilio/sms", {"From": "+15550001", "Body": "port", "MessageSid": "SM" + uuid.uuid4().hex}
+    portless = tunnel.public_url.rsplit(":", 1)[0] + path
+    signature = RequestValidator(RECEIVER_SECRETS["TWILIO_AUTH_TOKEN"]).compute_signature(portless, params)
+    status, row = tunnel.deliver(path, [("Content-Type", "application/x-www-form-urlencoded"),
+                                        ("I-Twilio-Idempotency-Token", str(uuid.uuid4())),
+                                        ("X-Twilio-Signature", signature)], urlencode(params).encode())
+    assert status == 200
+    assert row["webhook"]["signature"] == "valid", row["webhook"]

@@ -359,6 +359,29 @@ def test_twilio_an_algorithm_it_does_not_know_is_invalid_and_cannot_be_signed() 
     with pytest.raises(SignatureError, match="unknown algorithm"):
         Twilio().sign(d, "tok", NOW)
 
+
+@pytest.mark.parametrize(("signed_for", "called_at"), [
+    ("https://hooks.example.com:443/sms", "https://hooks.example.com/sms"),
+    ("https://hooks.example.com/sms", "https://hooks.example.com:443/sms"),
+    ("http://hooks.localhost/sms", "http://hooks.localhost:41234/sms"),
+])
+def test_twilio_accepts_the_url_with_or_without_its_port_as_its_validator_does(signed_for: str, called_at: str) -> None:
+    params = {"From": "+15550001", "Body": "hi"}
+    signature = RequestValidator("tok").compute_signature(signed_for, params)
+    assert RequestValidator("tok").validate(called_at, params, signature)
+    d = delivery([("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", signature)],
+                 urlencode(params).encode(), called_at)
+    assert Twilio().verify(d, ["tok"], NOW).signature is Signature.VALID
+
+
+def test_twilio_counts_a_form_pair_sent_twice_once_as_its_validator_does() -> None:
+    body = b"Body=hi&From=%2B1&Body=hi"
+    params = {"Body": "hi", "From": "+1"}  # a dict, as the receiver's form: one value per name
+    signature = RequestValidator("tok").compute_signature("https://h/x", params)
+    d = delivery([("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", signature)], body,
+                 "https://h/x")
+    assert Twilio().verify(d, ["tok"], NOW).signature is Signature.VALID
+
 # Custom ------------------------------------------------------------------------------------------
 
 
