@@ -4,7 +4,8 @@ The value is read as JSON when it is valid JSON (``999``, ``true``, ``{"a": 1}``
 as a plain string otherwise (``usd``). A path segment that is a whole number indexes a list
 (``data.items.0.price``); ``\\.`` is a dot inside a key. Missing objects along the path are
 created, as ``jq``'s ``setpath`` does; anything else that is in the way is an error naming it.
-The body keeps its layout where it can: indented bodies stay indented, compact ones compact.
+The body keeps its layout where it can: indented bodies stay indented, compact ones compact,
+CRLF line ends stay CRLF, and an ASCII body keeps its ``\\u`` escapes.
 """
 
 from __future__ import annotations
@@ -95,5 +96,9 @@ def apply_assignments(body: bytes, assignments: list[str]) -> bytes:
     for text in assignments:
         parts, value = parse_assignment(text)
         data = set_path(data, parts, value, text.partition("=")[0])
-    out = json.dumps(data, ensure_ascii=False, **_layout(body)).encode("utf-8")
-    return out + b"\n" if body.endswith(b"\n") else out
+    # An ASCII body keeps its \u escapes; CRLF line ends stay CRLF (JSON text holds no raw newline).
+    out = json.dumps(data, ensure_ascii=body.isascii(), **_layout(body)).encode("utf-8")
+    newline = b"\r\n" if b"\r\n" in body else b"\n"
+    if newline != b"\n":
+        out = out.replace(b"\n", newline)
+    return out + newline if body.endswith(b"\n") else out

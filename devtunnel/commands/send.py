@@ -181,7 +181,7 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
         secrets = []
     elif secrets:
         try:
-            headers = provider.sign(Delivery("POST", public_url, headers, body), secrets[0], now)
+            headers = provider.sign_with_each(Delivery("POST", public_url, headers, body), secrets, now)
         except SignatureError as exc:
             raise ConfigError(str(exc)) from None
     else:

@@ -3,7 +3,8 @@
 Each test sends its request again to a base URL (``DEVTUNNEL_BASE_URL``, else the service the
 exchange was forwarded to) and asserts the status the service answered with when it was
 captured. Webhooks from a provider devtunnel knows are signed afresh at run time from the same
-secret variables the receiver reads (``STRIPE_WEBHOOK_SECRET``, ...), so a suite written today
+secret variables the receiver reads (``STRIPE_WEBHOOK_SECRET``, ...): with the one of a variable's
+secrets that made the captured signature, else the first, as a replay is. A suite written today
 still passes next month; without the variable, a delivery whose scheme has a timestamp is
 skipped (its old signature would be refused) and the others are sent as captured.
 
@@ -75,46 +76,76 @@ def _mac(algorithm, key, message):
     return hmac.new(key, message, getattr(hashlib, algorithm)).digest()
 
 
-def _sign_stripe(headers, body, url, secret):
-    now = int(time.time())
+def _sign_stripe(headers, body, url, secret, now):
     return _set(headers, "Stripe-Signature", f"t={{now}},v1={{_mac('sha256', secret.encode(), f'{{now}}.'.encode() + body).hex()}}")
 
 
-def _sign_github(headers, body, url, secret):
+def _sign_github(headers, body, url, secret, now):
     headers = _set(headers, "X-Hub-Signature-256", "sha256=" + _mac("sha256", secret.encode(), body).hex())
     if _get(headers, "X-Hub-Signature") is not None:
         headers = _set(headers, "X-Hub-Signature", "sha1=" + _mac("sha1", secret.encode(), body).hex())
     return headers
 
 
-def _sign_slack(headers, body, url, secret):
-    now = int(time.time())
+def _sign_slack(headers, body, url, secret, now):
     headers = _set(headers, "X-Slack-Request-Timestamp", str(now))
     return _set(headers, "X-Slack-Signature", "v0=" + _mac("sha256", secret.encode(), f"v0:{{now}}:".encode() + body).hex())
 
 
-def _sign_shopify(headers, body, url, secret):
+def _sign_shopify(headers, body, url, secret, now):
     return _set(headers, "X-Shopify-Hmac-Sha256", base64.b64encode(_mac("sha256", secret.encode(), body)).decode())
 
 
-def _sign_standard(headers, body, url, secret):
+def _sign_standard(headers, body, url, secret, now):
     prefix = "svix" if _get(headers, "svix-id") is not None else "webhook"
     key = secret[len("whsec_"):] if secret.startswith("whsec_") else secret
-    now = int(time.time())
     content = f"{{_get(headers, prefix + '-id')}}.{{now}}.".encode() + body
     signature = base64.b64encode(_mac("sha256", base64.b64decode(key + "=" * (-len(key) % 4)), content)).decode()
     return _set(_set(headers, prefix + "-timestamp", str(now)), prefix + "-signature", "v1," + signature)
 
 
-def _sign_twilio(headers, body, url, secret):
+def _sign_twilio(headers, body, url, secret, now):
+    settings = (_get(headers, "X-Twilio-Webhooks-Signature-Settings") or "").split(",")
+    algorithm = "sha256" if any(p.partition("=")[0].strip() == "algorithm" and p.partition("=")[2].strip().upper()
+                                == "HMAC_SHA256" for p in settings) else "sha1"
     params = ""
     if (_get(headers, "Content-Type") or "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
-        params = "".join(k + v for k, v in sorted(parse_qsl(body.decode(), keep_blank_values=True)))
-    return _set(headers, "X-Twilio-Signature", base64.b64encode(_mac("sha1", secret.encode(), (url + params).encode())).decode())
+        params = "".join(k + v for k, v in sorted(set(parse_qsl(body.decode(), keep_blank_values=True))))
+    return _set(headers, "X-Twilio-Signature", base64.b64encode(_mac(algorithm, secret.encode(), (url + params).encode())).decode())
 
 
 SIGNERS = {{"stripe": _sign_stripe, "github": _sign_github, "slack": _sign_slack, "shopify": _sign_shopify,
            "standard": _sign_standard, "twilio": _sign_twilio}}
+SIGNATURE = {{"stripe": "Stripe-Signature", "github": "X-Hub-Signature-256", "slack": "X-Slack-Signature",
+             "shopify": "X-Shopify-Hmac-Sha256", "standard": "webhook-signature", "twilio": "X-Twilio-Signature"}}
+
+
+def _signed_at(provider, headers):
+    """The captured signature's timestamp, for the schemes that sign one (else None)."""
+    if provider == "stripe":
+        items = (_get(headers, "Stripe-Signature") or "").split(",")
+        return next((item[2:].strip() for item in items if item.startswith("t=")), None)
+    if provider == "slack":
+        return _get(headers, "X-Slack-Request-Timestamp")
+    if provider == "standard":
+        return _get(headers, ("svix" if _get(headers, "svix-id") is not None else "webhook") + "-timestamp")
+    return None
+
+
+def _secret(provider, headers, body, url, secrets):
+    """The secret that made the captured signature, else the first: during a rotation
+    ("whsec_new,whsec_old") the receiver may still hold only the one it accepted the delivery with."""
+    name = "svix-signature" if provider == "standard" and _get(headers, "svix-id") is not None else SIGNATURE[provider]
+    captured = _get(headers, name) or ""
+    stamp = _signed_at(provider, headers)
+    for secret in secrets:
+        try:
+            again = _get(SIGNERS[provider](headers, body, url, secret, int(stamp) if stamp else 0), name) or ""
+        except Exception:  # a secret of another form (a Standard Webhooks one that is no base64)
+            continue
+        if (again.rpartition("v1=")[2] if provider == "stripe" else again) in captured.replace(" ", ","):
+            return secret
+    return secrets[0]
 
 
 def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False):
@@ -126,7 +157,8 @@ def send(method, captured_base, target, headers, body, provider=None, secret_env
     if provider is not None:
         secrets = os.environ.get(secret_env, "").replace(",", " ").split()
         if secrets:
-            headers = SIGNERS[provider](headers, body, url, secrets[0])
+            headers = SIGNERS[provider](headers, body, url, _secret(provider, headers, body, url, secrets),
+                                        int(time.time()))
         elif timestamped:
             pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature has expired)")
     # h11 (httpx's HTTP/1.1) refuses other bytes in a target: they go percent-encoded.

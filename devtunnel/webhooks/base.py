@@ -160,6 +160,9 @@ class Provider:
     """The headers that carry the signature (and its timestamp): re-signing replaces them."""
     tolerance: float | None = None
     """Seconds a signed timestamp may be off at delivery; None for schemes without a timestamp."""
+    refuses_future: bool = True
+    """Whether a timestamp more than ``tolerance`` ahead of the delivery is refused too; False for
+    a scheme whose own libraries refuse only old ones (Stripe's: a receiver accepts it)."""
     value_markers: Mapping[str, str] = MappingProxyType({})
     """Headers ``detects`` reads that make a request this provider's only with a certain value, by
     name: text that value must contain (Stripe: a ``User-Agent`` holding ``Stripe/``). The recorder
@@ -194,6 +197,17 @@ class Provider:
             SignatureError: the secret or the delivery cannot make a signature of this scheme.
         """
         raise NotImplementedError
+
+    def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
+        """The delivery's headers signed with each of ``secrets`` where the scheme carries several
+        signatures, as the provider signs during a rotation (Stripe's ``v1=..,v1=..``, Standard
+        Webhooks' ``v1,.. v1,..``): a receiver holding any one of them accepts it. Other schemes
+        sign with the first.
+
+        Raises:
+            SignatureError: as ``sign``, for the first secret.
+        """
+        return self.sign(delivery, secrets[0], now)
 
     def secret_problem(self, secret: str) -> str | None:
         """Why ``secret`` cannot be a secret of this scheme, or None when it can."""
@@ -238,7 +252,7 @@ class Provider:
             return Check(Signature.INVALID, f"malformed timestamp {quoted(stamp[:40])}")
         tolerance = self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE
         age = now - value
-        if abs(age) > tolerance:
+        if age > tolerance or (age < -tolerance and self.refuses_future):
             when = "old" if age > 0 else "in the future"
             return Check(Signature.INVALID, f"timestamp outside the tolerance: {_age_text(age)} {when} "
                                             f"(tolerance {tolerance:.0f} s)")

@@ -8,7 +8,8 @@ GitHub             ``X-Hub-Signature-256: sha256=hex(HMAC-SHA256(secret, body))`
 Slack              ``X-Slack-Signature: v0=hex(HMAC-SHA256(secret, "v0:TS:" + body))``
 Shopify            ``X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(secret, body))``
 Standard Webhooks  ``webhook-signature: v1,base64(HMAC-SHA256(b64decode(secret), "ID.TS." + body))``
-Twilio             ``X-Twilio-Signature: base64(HMAC-SHA1(token, URL + sorted form params))``
+Twilio             ``X-Twilio-Signature: base64(HMAC-SHA1(token, URL + sorted form params))``, or
+                   HMAC-SHA256 where ``X-Twilio-Webhooks-Signature-Settings`` says ``algorithm=HMAC_SHA256``
 =================  ==========================================================================
 """
 
@@ -17,10 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Sequence
 from types import MappingProxyType
 from urllib.parse import parse_qsl, urlsplit
 
 from devtunnel.capture.model import Headers
+from devtunnel.values.terminal import quoted
 from devtunnel.webhooks.base import (
     DEFAULT_TOLERANCE,
     Check,
@@ -35,6 +38,10 @@ from devtunnel.webhooks.base import (
 )
 
 __all__ = ["Stripe", "GitHub", "Slack", "Shopify", "StandardWebhooks", "Twilio"]
+
+
+_TWILIO_ALGORITHMS = MappingProxyType({"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"})
+"""The algorithms X-Twilio-Webhooks-Signature-Settings may name, and their hashes."""
 
 
 def _unhex(text: str) -> bytes | None:
@@ -55,12 +62,20 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _text(signature: str) -> bytes:
+    """A signature as the text it was sent as, to compare with the digest encoded as its provider
+    encodes it: the providers' libraries compare text (``hmac.compare_digest(expected_hex, header)``),
+    so ``A1B2`` is not ``a1b2`` to them, and a receiver refuses what decoding first would accept."""
+    return signature.encode("utf-8", "surrogateescape")
+
+
 class Stripe(Provider):
     name = "stripe"
     title = "Stripe"
     secret_env = "STRIPE_WEBHOOK_SECRET"
     signature_headers = ("Stripe-Signature",)
     tolerance = DEFAULT_TOLERANCE
+    refuses_future = False  # stripe.WebhookSignature.verify_header refuses only old timestamps
     value_markers = MappingProxyType({"user-agent": "Stripe/"})  # signed, or sent by Stripe's agent
 
     def detects(self, delivery: Delivery) -> bool:
@@ -73,39 +88,42 @@ class Stripe(Provider):
         return json_field(delivery.json(), "id")
 
     @staticmethod
-    def _parts(header: str) -> tuple[str | None, list[bytes]] | None:
+    def _parts(header: str) -> tuple[str | None, list[bytes]]:
+        """The timestamp and the v1 signatures, read as Stripe's libraries read them: items
+        between commas with their keys as they are (``t=1, v1=...`` has no ``v1`` item, but
+        `` v1``), the first ``t=`` the timestamp, each ``v1=`` a signature compared as text with
+        the lower-case hex digest; any other item (``v0=``, a scheme to come, no ``=`` at all)
+        passed over."""
         stamp: str | None = None
         signatures: list[bytes] = []
         for item in header.split(","):
-            key, sep, value = item.strip().partition("=")
-            if not sep:
-                return None
-            if key == "t":
-                stamp = value
+            key, *values = item.split("=", 2)
+            if not values:
+                continue
+            if key == "t" and stamp is None:
+                stamp = values[0].rstrip()  # "t=1 ,v1=...": the space is the list's, not the number's
             elif key == "v1":
-                raw = _unhex(value)
-                if raw is None:
-                    return None
-                signatures.append(raw)
+                signatures.append(_text(values[0]))
         return stamp, signatures
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        parts = self._parts(delivery.header("stripe-signature") or "")
-        if parts is None:
-            return Check(Signature.INVALID, "malformed Stripe-Signature header")
-        stamp, signatures = parts
+        stamp, signatures = self._parts(delivery.header("stripe-signature") or "")
         if not signatures:
             return Check(Signature.INVALID, "malformed Stripe-Signature header: no v1 signature")
         value = self._timestamp_check(stamp, now)
         if isinstance(value, Check):
             return value
         expected = hmac_digest("sha256", secret.encode(), f"{value}.".encode() + delivery.body)
-        return self._matches(expected, signatures)
+        return self._matches(expected.hex().encode(), signatures)
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        return self.sign_with_each(delivery, [secret], now)
+
+    def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
         stamp = timestamp_text(now)
-        signature = hmac_digest("sha256", secret.encode(), f"{stamp}.".encode() + delivery.body).hex()
-        return delivery.headers.with_set("Stripe-Signature", f"t={stamp},v1={signature}")
+        signatures = dict.fromkeys(hmac_digest("sha256", s.encode(), f"{stamp}.".encode() + delivery.body).hex()
+                                   for s in secrets)
+        return delivery.headers.with_set("Stripe-Signature", f"t={stamp}," + ",".join(f"v1={s}" for s in signatures))
 
 
 class GitHub(Provider):
@@ -130,10 +148,9 @@ class GitHub(Provider):
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         header = delivery.header("x-hub-signature-256") or ""
         algorithm, sep, digest = header.partition("=")
-        raw = _unhex(digest) if sep and algorithm == "sha256" else None
-        if raw is None:
+        if not (sep and algorithm == "sha256" and _unhex(digest) is not None):
             return Check(Signature.INVALID, "malformed X-Hub-Signature-256 header (expected sha256=HEX)")
-        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body), [raw])
+        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body).hex().encode(), [_text(digest)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         headers = delivery.headers.with_set(
@@ -171,14 +188,14 @@ class Slack(Provider):
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         header = delivery.header("x-slack-signature") or ""
         version, sep, digest = header.partition("=")
-        raw = _unhex(digest) if sep and version == "v0" else None
-        if raw is None:
+        if not (sep and version == "v0" and _unhex(digest) is not None):
             return Check(Signature.INVALID, "malformed X-Slack-Signature header (expected v0=HEX)")
         stamp = delivery.header("x-slack-request-timestamp")
         value = self._timestamp_check(stamp, now)
         if isinstance(value, Check):
             return value
-        return self._matches(self._digest(secret, stamp or "", delivery.body), [raw])  # the text as sent
+        return self._matches(self._digest(secret, stamp or "", delivery.body).hex().encode(),  # the text as sent
+                             [_text(digest)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         headers, stamp = stamped(delivery.headers, "X-Slack-Request-Timestamp", now)
@@ -207,10 +224,10 @@ class Shopify(Provider):
         return delivery.header("x-shopify-webhook-id")
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        raw = _unb64(delivery.header("x-shopify-hmac-sha256") or "")
-        if raw is None:
+        given = delivery.header("x-shopify-hmac-sha256") or ""
+        if _unb64(given) is None:
             return Check(Signature.INVALID, "malformed X-Shopify-Hmac-Sha256 header (expected base64)")
-        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body), [raw])
+        return self._matches(_b64(hmac_digest("sha256", secret.encode(), delivery.body)).encode(), [_text(given)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         return delivery.headers.with_set(
@@ -266,31 +283,40 @@ class StandardWebhooks(Provider):
         value = self._timestamp_check(delivery.header(f"{prefix}-timestamp"), now)
         if isinstance(value, Check):
             return value
-        given: list[bytes] = []
-        for item in (delivery.header(f"{prefix}-signature") or "").split():
-            version, sep, encoded = item.partition(",")
-            raw = _unb64(encoded) if sep else None
-            if raw is None:
-                return Check(Signature.INVALID, f"malformed {prefix}-signature header (expected v1,BASE64)")
-            if version == "v1":
-                given.append(raw)
+        # As standardwebhooks reads it: signatures between single spaces, each compared as the
+        # text "v1,BASE64"; another scheme's (v1a,...) or a malformed one is passed over.
+        items = (delivery.header(f"{prefix}-signature") or "").split(" ")
+        given = [_text(item) for item in items if item.startswith("v1,")]
         if not given:
+            if any(item.partition(",")[1] == "" or _unb64(item.partition(",")[2]) is None for item in items):
+                return Check(Signature.INVALID, f"malformed {prefix}-signature header (expected v1,BASE64)")
             return Check(Signature.INVALID, f"malformed {prefix}-signature header: no v1 signature")
         expected = hmac_digest("sha256", self._key(secret), f"{msg_id}.{value}.".encode() + delivery.body)
-        return self._matches(expected, given)
+        return self._matches(("v1," + _b64(expected)).encode(), given)
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        return self.sign_with_each(delivery, [secret], now)
+
+    def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
         prefix = self._prefix(delivery)
         msg_id = delivery.header(f"{prefix}-id")
         if not msg_id:
             raise SignatureError(f"a Standard Webhooks delivery needs a {prefix}-id header to be signed")
         headers, stamp = stamped(delivery.headers, f"{prefix}-timestamp", now)
-        digest = hmac_digest("sha256", self._key(secret), f"{msg_id}.{stamp}.".encode() + delivery.body)
-        return headers.with_set(f"{prefix}-signature", f"v1,{_b64(digest)}")
+        usable = [secrets[0], *(s for s in secrets[1:] if self.secret_problem(s) is None)]  # the first's problem raises
+        signatures = dict.fromkeys(
+            "v1," + _b64(hmac_digest("sha256", self._key(s), f"{msg_id}.{stamp}.".encode() + delivery.body))
+            for s in usable)
+        return headers.with_set(f"{prefix}-signature", " ".join(signatures))
 
 
 class Twilio(Provider):
-    """Twilio signs the URL it called: replays are signed for the URL they are sent with."""
+    """Twilio signs the URL it called: replays are signed for the URL they are sent with.
+
+    With the account's Auth Token it signs with HMAC-SHA1; with a SharedKey, the request says so
+    in ``X-Twilio-Webhooks-Signature-Settings: key=...,algorithm=HMAC_SHA256`` (what twilio's
+    ``RequestValidator`` reads with ``get_signature_algorithm``), and the key is the secret.
+    """
 
     name = "twilio"
     title = "Twilio"
@@ -304,22 +330,60 @@ class Twilio(Provider):
         return delivery.header("i-twilio-idempotency-token")
 
     @staticmethod
-    def _content(delivery: Delivery) -> bytes:
-        """What Twilio signs: the URL, then for a form body each parameter's name and value, sorted."""
-        query = dict(parse_qsl(urlsplit(delivery.url).query, keep_blank_values=True))
+    def _algorithm(delivery: Delivery) -> tuple[str | None, str]:
+        """The hash the delivery says it was signed with (``sha1`` without a settings header),
+        or None for one Twilio does not name, and the name it gave."""
+        for part in (delivery.header("x-twilio-webhooks-signature-settings") or "").split(","):
+            key, sep, value = part.partition("=")
+            if sep and key.strip() == "algorithm" and value.strip():
+                name = value.strip()
+                return _TWILIO_ALGORITHMS.get(name.upper()), name
+        return "sha1", "HMAC_SHA1"
+
+    @staticmethod
+    def _content(delivery: Delivery, url: str | None = None) -> bytes:
+        """What Twilio signs: the URL (``url``, else the delivery's), then for a form body each
+        parameter's name and value, sorted, a pair sent twice counted once (as twilio's
+        ``RequestValidator`` does)."""
+        url = delivery.url if url is None else url
+        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         if "bodySHA256" in query:  # a JSON body: the URL carries the body's hash and alone is signed
-            return delivery.url.encode()
-        params = sorted(delivery.form())
-        return (delivery.url + "".join(k + v for k, v in params)).encode()
+            return url.encode()
+        params = sorted(set(delivery.form()))
+        return (url + "".join(k + v for k, v in params)).encode()
+
+    @staticmethod
+    def _spellings(url: str) -> list[str]:
+        """``url`` and the spellings of it twilio's ``RequestValidator`` also accepts a signature
+        for, Twilio being inconsistent about ports: without its port, and with the scheme's default
+        port when it has none."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            return [url]
+        if port:
+            other = parts._replace(netloc=parts.netloc.split(":")[0]).geturl()
+        else:
+            other = parts._replace(netloc=f"{parts.netloc}:{443 if parts.scheme == 'https' else 80}").geturl()
+        return [url, other]
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        raw = _unb64(delivery.header("x-twilio-signature") or "")
-        if raw is None:
+        given = delivery.header("x-twilio-signature") or ""
+        if _unb64(given) is None:
             return Check(Signature.INVALID, "malformed X-Twilio-Signature header (expected base64)")
         query = dict(parse_qsl(urlsplit(delivery.url).query, keep_blank_values=True))
         if "bodySHA256" in query and query["bodySHA256"] != hashlib.sha256(delivery.body).hexdigest():
             return Check(Signature.INVALID, "the body does not match the bodySHA256 in the URL: altered body")
-        check = self._matches(hmac_digest("sha1", secret.encode(), self._content(delivery)), [raw])
+        algorithm, algorithm_name = self._algorithm(delivery)
+        if algorithm is None:
+            return Check(Signature.INVALID, f"unknown signature algorithm {quoted(algorithm_name[:40])} in "
+                                            "X-Twilio-Webhooks-Signature-Settings (expected HMAC_SHA1 or HMAC_SHA256)")
+        for url in self._spellings(delivery.url):
+            check = self._matches(_b64(hmac_digest(algorithm, secret.encode(), self._content(delivery, url))).encode(),
+                                  [_text(given)])
+            if check.signature is Signature.VALID:
+                return check
         if check.signature is Signature.INVALID:
             return Check(Signature.INVALID, "signature does not match: wrong token, altered body, or another URL "
                                             f"({delivery.url})")
@@ -330,5 +394,9 @@ class Twilio(Provider):
         query = parse_qsl(parts.query, keep_blank_values=True)
         if any(k == "bodySHA256" for k, _ in query) and dict(query)["bodySHA256"] != hashlib.sha256(delivery.body).hexdigest():
             raise SignatureError("this Twilio request carries bodySHA256 in its URL: an edited body needs a new URL")
-        digest = hmac_digest("sha1", secret.encode(), self._content(delivery))
+        algorithm, algorithm_name = self._algorithm(delivery)
+        if algorithm is None:
+            raise SignatureError(f"X-Twilio-Webhooks-Signature-Settings names an unknown algorithm, "
+                                 f"{quoted(algorithm_name[:40])}")
+        digest = hmac_digest(algorithm, secret.encode(), self._content(delivery))
         return delivery.headers.with_set("X-Twilio-Signature", _b64(digest))

@@ -3,7 +3,9 @@
 A replay an hour after the delivery carries a timestamp its receiver refuses; an edited body no
 longer matches its signature. :func:`resign` takes the request about to be sent (the edit
 applied) and the URL it is sent as, finds its provider by the request itself, and gives back
-the request with fresh signature headers made with the first known secret: a fresh timestamp
+the request with fresh signature headers made with the known secret that verified the captured delivery (during a rotation, the
+old one the receiver still holds), else with each secret where the scheme holds several
+signatures (``Provider.sign_with_each``): a fresh timestamp
 where the scheme has one, the same delivery id. When it cannot, the request goes as it is and
 the result says why, once::
 
@@ -46,7 +48,8 @@ class Keys:
 
     Attributes:
         providers: the providers to try, in order (custom ones first).
-        secrets: known secrets by provider name; the first one signs.
+        secrets: known secrets by provider name; the one that verified the
+            captured delivery signs, else each (or the first).
         secret_envs: the variable a provider's secret is read from where it is not the
             conventional one (for the "set ..." notice).
     """
@@ -120,18 +123,35 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
     secrets = list(getattr(keys, "secrets", {}).get(provider.name, ()))
     if not secrets:
         return Resigned(request, notice=f"signature not refreshed: set {_variable(provider, keys)}")
-    problem = provider.secret_problem(secrets[0])
-    if problem:
-        return Resigned(request, notice=f"signature not refreshed: {problem}")
-    try:
-        headers = provider.sign(delivery, secrets[0], now)
-    except SignatureError as exc:
-        return Resigned(request, notice=f"signature not refreshed: {exc}")
-    notice = ""
+    fitting, notice = None, ""
     if captured is not None and not captured.body_truncated:
         original = Delivery(captured.method, captured_url or url, captured.headers, captured.body)
-        check = _ageless(provider).verify(original, secrets, now)
-        if check.signature is Signature.INVALID and "does not match" in check.reason:
-            notice = (f"signature made with {_variable(provider, keys)}, which did not verify the captured "
-                      "delivery: the receiver may hold another secret")
+        fitting = _fitting(provider, original, secrets, now)  # during a rotation, the one the receiver accepted
+        if fitting is None:
+            check = _ageless(provider).verify(original, secrets, now)
+            if check.signature is Signature.INVALID and "does not match" in check.reason:
+                notice = (f"signature made with {_variable(provider, keys)}, which did not verify the captured "
+                          "delivery: the receiver may hold another secret")
+    problem = provider.secret_problem(fitting or secrets[0])
+    if problem:
+        return Resigned(request, notice=f"signature not refreshed: {problem}")
+    try:  # else with each secret where the scheme can carry several, as the provider does in a rotation
+        headers = (provider.sign(delivery, fitting, now) if fitting is not None
+                   else provider.sign_with_each(delivery, secrets, now))
+    except SignatureError as exc:
+        return Resigned(request, notice=f"signature not refreshed: {exc}")
     return Resigned(replace(request, headers=headers), provider.name, notice)
+
+
+def _fitting(provider: Provider, original: Delivery, secrets: Sequence[str], now: float) -> str | None:
+    """The first of ``secrets`` that verifies the captured delivery whatever its timestamp's age, or None.
+
+    During a rotation (``STRIPE_WEBHOOK_SECRET="whsec_new,whsec_old"``) a delivery signed with the
+    old secret was accepted by a receiver that holds only the old one: the first secret would
+    make a signature it refuses.
+    """
+    lenient = _ageless(provider)
+    for secret in secrets:
+        if provider.secret_problem(secret) is None and lenient.check(original, secret, now).signature is Signature.VALID:
+            return secret
+    return None

@@ -1,9 +1,10 @@
 """Where a provider's secrets come from: config first, then the provider's conventional variable.
 
 A variable may hold several secrets separated by commas or white space, as during a rotation
-(``STRIPE_WEBHOOK_SECRET="whsec_new,whsec_old"``); any one of them may verify a delivery, and
-the first signs. Secrets never leave this process: they are not stored, exported, logged or
-served by the agent API.
+(``STRIPE_WEBHOOK_SECRET="whsec_new,whsec_old"``); any one of them may verify a delivery. A replay
+is signed with the one that verified the captured delivery; anything else carries a signature made
+with each where the scheme holds several (``Provider.sign_with_each``), else with the first. Secrets
+never leave this process: they are not stored, exported, logged or served by the agent API.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ def test_the_layout_is_kept() -> None:
     assert apply_assignments(b'{"a":1,"b":[2]}', ["a=3"]) == b'{"a":3,"b":[2]}'
     assert apply_assignments(b'{"a": 1, "b": "\xc3\xa9"}', ["a=3"]) == '{"a": 3, "b": "é"}'.encode()
     assert apply_assignments(b"not json", []) == b"not json"
+    # CRLF line ends and the \\u escapes of an ASCII body are layout too.
+    crlf = b'{\r\n  "name": "caf\\u00e9",\r\n  "n": 1\r\n}\r\n'
+    assert apply_assignments(crlf, ["n=2"]) == crlf.replace(b'"n": 1', b'"n": 2')
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,10 @@
 
 Stripe with ``stripe.Webhook.construct_event``, Standard Webhooks with ``standardwebhooks``, Slack
 with ``slack_sdk``'s ``SignatureVerifier``, Twilio with its ``RequestValidator`` (on the URL the
-receiver was called at), GitHub and Shopify by their documented algorithms. Each path answers
-200 when the delivery verifies and 400 (Stripe, Standard, Slack, Twilio) or 401 (GitHub,
-Shopify) with the library's reason otherwise.
+receiver was called at, with the algorithm ``X-Twilio-Webhooks-Signature-Settings`` names),
+GitHub and Shopify by their documented algorithms. Each path answers 200 when the delivery
+verifies and 400 (Stripe, Standard, Slack, Twilio) or 401 (GitHub, Shopify) with the library's
+reason otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import parse_qsl
 import slack_sdk.signature
 import standardwebhooks
 import stripe
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from tests.kit.servers import Received, Reply, http_server
 
@@ -66,7 +67,9 @@ def _verify(path: str, headers: dict[str, str], body: bytes, url: str) -> tuple[
                 return 400, "invalid Slack signature"
         elif path.startswith("/twilio"):
             params = dict(parse_qsl(body.decode(), keep_blank_values=True))
-            if not RequestValidator(s["TWILIO_AUTH_TOKEN"]).validate(url, params, headers.get("x-twilio-signature", "")):
+            algorithm = get_signature_algorithm(headers.get("x-twilio-webhooks-signature-settings"))
+            if not RequestValidator(s["TWILIO_AUTH_TOKEN"]).validate(url, params, headers.get("x-twilio-signature", ""),
+                                                                   algorithm):
                 return 400, "invalid Twilio signature"
         else:
             return 404, "no receiver here"

@@ -80,8 +80,8 @@ def test_stripe_accepts_any_of_several_v1_signatures_and_any_of_several_secrets(
 @pytest.mark.parametrize(
     ("header", "reason"),
     [
-        ("garbage", "malformed Stripe-Signature header"),
-        ("t=1,v1=zz", "malformed Stripe-Signature header"),
+        ("garbage", "malformed Stripe-Signature header: no v1 signature"),
+        (f"t={int(NOW)},v1=zz", "signature does not match: wrong secret or altered body"),
         ("t=1,v0=abcd", "malformed Stripe-Signature header: no v1 signature"),
         ("v1=" + "00" * 32, "missing timestamp"),
         ("t=soon,v1=" + "00" * 32, "malformed timestamp 'soon'"),
@@ -92,6 +92,87 @@ def test_stripe_bad_headers_are_invalid_with_the_reason(header: str, reason: str
     check = Stripe().verify(delivery([("Stripe-Signature", header)], STRIPE_EVENT), [STRIPE_SECRET], NOW)
     assert (check.signature, check.reason) == (Signature.INVALID, reason)
 
+
+
+def _stripe_accepts(body: bytes, header: str) -> bool:
+    try:
+        stripe.WebhookSignature.verify_header(body, header, STRIPE_SECRET, 300)
+    except stripe.SignatureVerificationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("shape", "valid"),
+    [
+        ("t={t},v1={sig},v1=zz", True),  # a signature that is no hex beside the right one
+        ("t={t},v1={sig},junk", True),  # an item without =
+        ("t={t},v0=abc,v1={sig}", True),
+        ("t={t},v1={sig},t=soon", True),  # the first t= is the timestamp
+        ("t={t}, v1={sig}", False),  # " v1" is no v1 to Stripe
+        ("t={t},v1={SIG}", False),  # compared as text with the lower-case hex digest
+        ("t={t},v1= {sig}", False),
+    ],
+)
+def test_stripe_reads_the_signature_header_as_stripes_library_does(shape: str, valid: bool) -> None:
+    t = int(time.time())
+    sig = stripe.WebhookSignature._compute_signature(f"{t}.{STRIPE_EVENT.decode()}", STRIPE_SECRET)
+    header = shape.format(t=t, sig=sig, SIG=sig.upper())
+    assert _stripe_accepts(STRIPE_EVENT, header) is valid
+    check = Stripe().verify(delivery([("Stripe-Signature", header)], STRIPE_EVENT), [STRIPE_SECRET], time.time())
+    assert (check.signature is Signature.VALID) is valid, check.reason
+
+
+def test_stripe_accepts_a_timestamp_ahead_of_the_delivery_as_its_library_does() -> None:
+    ahead = signed("stripe", delivery([], STRIPE_EVENT), STRIPE_SECRET, time.time() + 3600)
+    assert _stripe_accepts(ahead.body, ahead.header("stripe-signature") or "")
+    assert Stripe().verify(ahead, [STRIPE_SECRET], time.time()).signature is Signature.VALID
+    # Slack and Standard Webhooks refuse it, as their libraries do.
+    slack = signed("slack", delivery([], STRIPE_EVENT), "s3cret", time.time() + 3600)
+    assert not slack_sdk.signature.SignatureVerifier("s3cret").is_valid_request(slack.body, dict(slack.headers.items()))
+    assert "in the future" in Slack().verify(slack, ["s3cret"], time.time()).reason
+
+
+@pytest.mark.parametrize("provider", ["github", "slack"])
+def test_a_hex_signature_in_upper_case_is_refused_as_the_receivers_compare_text(provider: str) -> None:
+    d = signed(provider, delivery([("X-GitHub-Event", "push")], STRIPE_EVENT), "s3cret", time.time())
+    name = "X-Hub-Signature-256" if provider == "github" else "X-Slack-Signature"
+    scheme, _, digest = (d.header(name) or "").partition("=")
+    upper = Delivery(d.method, d.url, d.headers.with_set(name, f"{scheme}={digest.upper()}"), d.body)
+    if provider == "slack":
+        assert not slack_sdk.signature.SignatureVerifier("s3cret").is_valid_request(upper.body,
+                                                                                     dict(upper.headers.items()))
+    else:  # GitHub's documented check: hmac.compare_digest("sha256=" + hexdigest, header)
+        expected = "sha256=" + hmac.new(b"s3cret", d.body, hashlib.sha256).hexdigest()
+        assert not hmac.compare_digest(expected, upper.header(name) or "")
+    provider_of = by_name(provider)
+    assert provider_of is not None
+    assert provider_of.verify(upper, ["s3cret"], time.time()).signature is Signature.INVALID
+
+
+def test_standard_webhooks_passes_over_a_signature_it_cannot_read_beside_the_right_one() -> None:
+    d = delivery([("webhook-id", "msg_1")], STRIPE_EVENT)
+    good = signed("standard", d, SVIX_SECRET, time.time())
+    header = good.header("webhook-signature") or ""
+    for other in ("v1,@@@", "v1a,c2lnbmF0dXJl", "nonsense"):
+        sent = Delivery(d.method, d.url, good.headers.with_set("webhook-signature", f"{other} {header}"), d.body)
+        standardwebhooks.Webhook(SVIX_SECRET).verify(sent.body, dict(sent.headers.items()))  # accepted
+        assert StandardWebhooks().verify(sent, [SVIX_SECRET], time.time()).signature is Signature.VALID, other
+
+
+def test_signed_with_each_secret_a_receiver_holding_any_one_accepts_it() -> None:
+    now = time.time()
+    secrets = ["whsec_new_one", STRIPE_SECRET]
+    d = Stripe().sign_with_each(delivery([], STRIPE_EVENT), secrets, now)
+    for secret in secrets:
+        stripe.WebhookSignature.verify_header(STRIPE_EVENT, d.get("stripe-signature"), secret, 300)
+    other = "whsec_" + base64.b64encode(b"another-key-another-key-another!").decode()
+    sw = StandardWebhooks().sign_with_each(delivery([("webhook-id", "msg_1")], STRIPE_EVENT), [other, SVIX_SECRET], now)
+    for secret in (other, SVIX_SECRET):
+        standardwebhooks.Webhook(secret).verify(STRIPE_EVENT, dict(sw.items()))
+    # One signature per scheme that carries one: the first secret's.
+    gh = GitHub().sign_with_each(delivery([], STRIPE_EVENT), ["first", "second"], now)
+    assert gh.get("x-hub-signature-256") == GitHub().sign(delivery([], STRIPE_EVENT), "first", now).get("x-hub-signature-256")
 
 def test_an_altered_body_or_a_wrong_secret_is_invalid() -> None:
     d = signed("stripe", delivery([], STRIPE_EVENT), STRIPE_SECRET)
@@ -255,6 +336,51 @@ def test_twilio_json_body_signs_the_url_carrying_the_body_hash() -> None:
     with pytest.raises(SignatureError):
         Twilio().sign(altered, "tok", NOW)
 
+
+
+@pytest.mark.parametrize("algorithm", ["HMAC_SHA1", "HMAC_SHA256", "hmac_sha256"])
+def test_twilio_signs_and_verifies_with_the_algorithm_the_settings_header_names(algorithm: str) -> None:
+    params = {"From": "+15550001", "Body": "hi"}
+    url = "https://hooks.example.com/sms"
+    settings_header = ("X-Twilio-Webhooks-Signature-Settings", f"key=webhooks_sharedkey_1, algorithm={algorithm}")
+    d = signed("twilio", delivery([("Content-Type", "application/x-www-form-urlencoded"), settings_header],
+                                  urlencode(params).encode(), url), "shared")
+    assert RequestValidator("shared").validate(url, params, d.header("x-twilio-signature"), algorithm.upper())
+    assert Twilio().verify(d, ["shared"], NOW).signature is Signature.VALID
+
+
+def test_twilio_an_algorithm_it_does_not_know_is_invalid_and_cannot_be_signed() -> None:
+    d = delivery([("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", "AAAA"),
+                  ("X-Twilio-Webhooks-Signature-Settings", "algorithm=HMAC_SHA3")], b"a=1", "https://h/x")
+    check = Twilio().verify(d, ["tok"], NOW)
+    assert check.signature is Signature.INVALID
+    assert check.reason == ("unknown signature algorithm 'HMAC_SHA3' in X-Twilio-Webhooks-Signature-Settings "
+                            "(expected HMAC_SHA1 or HMAC_SHA256)")
+    with pytest.raises(SignatureError, match="unknown algorithm"):
+        Twilio().sign(d, "tok", NOW)
+
+
+@pytest.mark.parametrize(("signed_for", "called_at"), [
+    ("https://hooks.example.com:443/sms", "https://hooks.example.com/sms"),
+    ("https://hooks.example.com/sms", "https://hooks.example.com:443/sms"),
+    ("http://hooks.localhost/sms", "http://hooks.localhost:41234/sms"),
+])
+def test_twilio_accepts_the_url_with_or_without_its_port_as_its_validator_does(signed_for: str, called_at: str) -> None:
+    params = {"From": "+15550001", "Body": "hi"}
+    signature = RequestValidator("tok").compute_signature(signed_for, params)
+    assert RequestValidator("tok").validate(called_at, params, signature)
+    d = delivery([("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", signature)],
+                 urlencode(params).encode(), called_at)
+    assert Twilio().verify(d, ["tok"], NOW).signature is Signature.VALID
+
+
+def test_twilio_counts_a_form_pair_sent_twice_once_as_its_validator_does() -> None:
+    body = b"Body=hi&From=%2B1&Body=hi"
+    params = {"Body": "hi", "From": "+1"}  # a dict, as the receiver's form: one value per name
+    signature = RequestValidator("tok").compute_signature("https://h/x", params)
+    d = delivery([("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", signature)], body,
+                 "https://h/x")
+    assert Twilio().verify(d, ["tok"], NOW).signature is Signature.VALID
 
 # Custom ------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ says why; without a secret the replay says which variable to set, once.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -285,3 +286,14 @@ def test_the_agent_api_replay_signs_afresh_edits_and_keeps_the_captured_signatur
             refused = replay(captured.ids["stripe"], bad)
             assert refused.status_code == 400 and message in refused.text, refused.text
         assert len(captured.rx.verdicts) == before
+
+
+def test_during_a_rotation_the_replay_signs_with_the_secret_that_verified_the_capture(captured: Setup) -> None:
+    # The new secret first, as docs/webhooks.md shows; the deliveries were signed with the old one,
+    # the one the receiver holds: signed with the new one, every replay was refused.
+    new = {var: "whsec_" + base64.b64encode(b"the-new-secret-after-rotation!!!").decode() for var in SECRET_OF.values()}
+    rotating = {var: f"{new[var]},{RECEIVER_SECRETS[var]}" for var in SECRET_OF.values()}
+    done = _replay(captured, *captured.ids.values(), "--json", **rotating)
+    assert done.err == ""
+    assert [(r["status"], r["resigned"]) for r in done.json] == [(200, p) for p in SECRET_OF]
+    assert [v[1:] for v in captured.rx.verdicts[-len(SECRET_OF):]] == [(200, "ok")] * len(SECRET_OF)
