@@ -81,8 +81,10 @@ def _sign_stripe(headers, body, url, secret, now):
 
 
 def _sign_github(headers, body, url, secret, now):
-    headers = _set(headers, "X-Hub-Signature-256", "sha256=" + _mac("sha256", secret.encode(), body).hex())
-    if _get(headers, "X-Hub-Signature") is not None:
+    sha1 = _get(headers, "X-Hub-Signature") is not None  # GitHub Enterprise Server before 3.0: alone
+    if _get(headers, "X-Hub-Signature-256") is not None or not sha1:
+        headers = _set(headers, "X-Hub-Signature-256", "sha256=" + _mac("sha256", secret.encode(), body).hex())
+    if sha1:
         headers = _set(headers, "X-Hub-Signature", "sha1=" + _mac("sha1", secret.encode(), body).hex())
     return headers
 
@@ -136,6 +138,8 @@ def _secret(provider, headers, body, url, secrets):
     """The secret that made the captured signature, else the first: during a rotation
     ("whsec_new,whsec_old") the receiver may still hold only the one it accepted the delivery with."""
     name = "svix-signature" if provider == "standard" and _get(headers, "svix-id") is not None else SIGNATURE[provider]
+    if provider == "github" and _get(headers, name) is None:
+        name = "X-Hub-Signature"
     captured = _get(headers, name) or ""
     stamp = _signed_at(provider, headers)
     for secret in secrets:

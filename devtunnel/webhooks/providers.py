@@ -145,17 +145,27 @@ class GitHub(Provider):
     def delivery_id(self, delivery: Delivery) -> str | None:
         return delivery.header("x-github-delivery")
 
+    def signed(self, delivery: Delivery) -> bool:
+        # GitHub Enterprise Server before 3.0 sends only the SHA-1 header.
+        return any(delivery.header(name) is not None for name in self.signature_headers)
+
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        header = delivery.header("x-hub-signature-256") or ""
-        algorithm, sep, digest = header.partition("=")
-        if not (sep and algorithm == "sha256" and _unhex(digest) is not None):
-            return Check(Signature.INVALID, "malformed X-Hub-Signature-256 header (expected sha256=HEX)")
-        return self._matches(hmac_digest("sha256", secret.encode(), delivery.body).hex().encode(), [_text(digest)])
+        name, algorithm = "X-Hub-Signature-256", "sha256"
+        header = delivery.header(name)
+        if header is None and delivery.header("x-hub-signature") is not None:
+            name, algorithm, header = "X-Hub-Signature", "sha1", delivery.header("x-hub-signature")
+        given, sep, digest = (header or "").partition("=")
+        if not (sep and given == algorithm and _unhex(digest) is not None):
+            return Check(Signature.INVALID, f"malformed {name} header (expected {algorithm}=HEX)")
+        return self._matches(hmac_digest(algorithm, secret.encode(), delivery.body).hex().encode(), [_text(digest)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
-        headers = delivery.headers.with_set(
-            "X-Hub-Signature-256", "sha256=" + hmac_digest("sha256", secret.encode(), delivery.body).hex())
-        if "x-hub-signature" in headers:  # the older SHA-1 header, kept in step when it was sent
+        headers = delivery.headers
+        sha1 = "x-hub-signature" in headers  # the older SHA-1 header, kept in step when it was sent
+        if "x-hub-signature-256" in headers or not sha1:
+            headers = headers.with_set(
+                "X-Hub-Signature-256", "sha256=" + hmac_digest("sha256", secret.encode(), delivery.body).hex())
+        if sha1:
             headers = headers.with_set(
                 "X-Hub-Signature", "sha1=" + hmac_digest("sha1", secret.encode(), delivery.body).hex())
         return headers

@@ -51,6 +51,10 @@ def _verify(path: str, headers: dict[str, str], body: bytes, url: str) -> tuple[
     try:
         if path.startswith("/webhooks/stripe"):
             stripe.Webhook.construct_event(body, headers.get("stripe-signature", ""), s["STRIPE_WEBHOOK_SECRET"])
+        elif path.startswith("/webhooks/github-sha1"):  # GitHub Enterprise Server before 3.0
+            expected = "sha1=" + hmac.new(s["GITHUB_WEBHOOK_SECRET"].encode(), body, hashlib.sha1).hexdigest()
+            if not hmac.compare_digest(expected, headers.get("x-hub-signature", "")):
+                return 401, "bad signature"
         elif path.startswith("/webhooks/github"):
             expected = "sha256=" + hmac.new(s["GITHUB_WEBHOOK_SECRET"].encode(), body, hashlib.sha256).hexdigest()
             if not hmac.compare_digest(expected, headers.get("x-hub-signature-256", "")):

@@ -109,6 +109,28 @@ def test_a_twilio_delivery_signed_with_a_shared_key_hmac_sha256_is_judged_and_re
     assert tunnel.rx.verdicts[-1] == (path, 200, "ok")
 
 
+def test_a_github_delivery_signed_with_sha1_alone_is_judged_replayed_and_exported_as_such(tunnel: Tunnel) -> None:
+    # GitHub Enterprise Server before 3.0 sends X-Hub-Signature (HMAC-SHA1) without the SHA-256
+    # header: the delivery was "unsigned" and its replays went unsigned for the SHA-1 header.
+    body = json.dumps({"action": "opened", "issue": {"number": 1}}).encode()
+    digest = hmac.new(RECEIVER_SECRETS["GITHUB_WEBHOOK_SECRET"].encode(), body, hashlib.sha1).hexdigest()
+    headers = [("Content-Type", "application/json"), ("X-GitHub-Event", "issues"),
+               ("X-GitHub-Delivery", str(uuid.uuid4())), ("X-Hub-Signature", "sha1=" + digest)]
+    status, row = tunnel.deliver("/webhooks/github-sha1", headers, body)
+    assert status == 200
+    assert (row["webhook"]["provider"], row["webhook"]["signature"], row["webhook"]["reason"]) == ("github", "valid", None)
+    status, wrong = tunnel.deliver("/webhooks/github-sha1", [*headers[:3], ("X-Hub-Signature", "sha1=" + "0" * 40)], body)
+    assert status == 401 and wrong["webhook"]["signature"] == "invalid"
+    edited = json.dumps({"action": "closed", "issue": {"number": 1}})
+    done = tunnel.cli("replay", row["id"], "--db", str(tunnel.db), "--json", "--body", edited)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert [(r["status"], r["resigned"]) for r in json.loads(done.stdout)] == [(200, "github")]
+    assert tunnel.rx.verdicts[-1] == ("/webhooks/github-sha1", 200, "ok")
+    run = _exported_run(tunnel, [row["id"]])
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert tunnel.rx.verdicts[-1] == ("/webhooks/github-sha1", 200, "ok")
+
+
 def _exported_run(tunnel: Tunnel, ids: list[str], **environ: str) -> subprocess.CompletedProcess[str]:
     """``devtunnel export --format pytest`` of ``ids``, then pytest on the module against the receiver."""
     module = tunnel.tmp_path / f"test_export_{uuid.uuid4().hex[:8]}.py"

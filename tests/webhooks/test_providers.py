@@ -212,6 +212,20 @@ def test_github_signs_the_older_sha1_header_too_when_it_was_sent() -> None:
     assert headers.get("x-hub-signature") == "sha1=" + hmac.new(b"s", b"{}", hashlib.sha1).hexdigest()
 
 
+def test_github_enterprise_sha1_alone_is_verified_and_signed_alone() -> None:
+    # GitHub Enterprise Server before 3.0 sends X-Hub-Signature only.
+    sha1 = "sha1=" + hmac.new(b"s", b"{}", hashlib.sha1).hexdigest()
+    d = delivery([("X-GitHub-Event", "push"), ("X-Hub-Signature", sha1)], b"{}")
+    assert GitHub().verify(d, ["s"], NOW).signature is Signature.VALID
+    wrong = GitHub().verify(d, ["other"], NOW)
+    assert wrong.signature is Signature.INVALID and "does not match" in wrong.reason
+    odd = GitHub().verify(delivery([("X-Hub-Signature", "sha256=00")], b"{}"), ["s"], NOW)
+    assert odd.signature is Signature.INVALID and odd.reason == "malformed X-Hub-Signature header (expected sha1=HEX)"
+    headers = GitHub().sign(delivery(list(d.headers), b'{"a":1}'), "s", NOW)
+    assert headers.get("x-hub-signature") == "sha1=" + hmac.new(b"s", b'{"a":1}', hashlib.sha1).hexdigest()
+    assert headers.get("x-hub-signature-256") is None  # the delivery's shape, as captured
+
+
 # Slack -------------------------------------------------------------------------------------------
 
 
