@@ -26,14 +26,16 @@ from devtunnel.values.health_path import health_path_problem
 
 __all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_status"]
 
-GUARD = 'trap "kill -TERM 0" HUP; /bin/sh -c "$1" & wait $!'
+GUARD = """trap "trap '' TERM; kill -TERM 0; sleep 5; kill -KILL 0" HUP; /bin/sh -c "$1" & wait $!"""
 """The shell devtunnel starts around the user's command (``$1``).
 
 ``/bin/sh -c CMD`` forks CMD rather than exec it, and the kernel's death signal reaches only the
 process devtunnel started: the shell. So this shell guards the group: it runs the command in the
-background and waits; when devtunnel dies (SIGHUP, its death signal) it sends SIGTERM to its
-whole process group, the app and everything the app started. A normal stop signals the group
-itself, once, and ``wait`` passes the command's exit status on. In the background of a
+background and waits; when devtunnel dies (SIGHUP, its death signal) it stops its whole process
+group, the app and everything the app started, as devtunnel itself would: SIGTERM, then SIGKILL
+5 s later (the shell ignores the SIGTERM it sends, to be there for the SIGKILL), so an app that
+ignores SIGTERM does not keep its port. A normal stop signals the group itself, once, and
+``wait`` passes the command's exit status on. In the background of a
 non-interactive shell the command starts with SIGINT and SIGQUIT ignored; apps that handle them
 (uvicorn, node) install their own handlers, and devtunnel stops apps with SIGTERM.
 """

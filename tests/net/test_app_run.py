@@ -346,6 +346,26 @@ def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> N
     wait_for(lambda: not any(process_alive(app) for app in apps), what="the app itself gone with devtunnel")
 
 
+def test_an_app_ignoring_sigterm_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
+    # The guard shell's SIGTERM is not the end of it: an app that ignores SIGTERM (and the child
+    # it started) would keep the port, and the next devtunnel's app would find it taken.
+    port = free_port()
+    pidfile = tmp_path / "child.pid"
+    run = start(str(port), "--run", "trap '' TERM; " + app_command(port, "--child-pidfile", str(pidfile)))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    child_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="child pid"))
+    apps = _processes_running(str(APP), str(port))
+    assert apps
+    try:
+        run.proc.kill()
+        wait_for(lambda: not any(process_alive(pid) for pid in [*apps, child_pid]), timeout=15,
+                 what="the app ignoring SIGTERM, and its child, gone with devtunnel")
+    finally:
+        for pid in [*apps, child_pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _processes_running(*words: str) -> list[int]:
     """The pids whose command line holds every one of ``words``."""
     found = []
