@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from devtunnel.capture.store import Store
+from devtunnel.sockets import bindable
 from tests.helpers import free_port, process_alive, wait_for
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
 
@@ -364,6 +365,25 @@ def test_an_app_ignoring_sigterm_does_not_outlive_a_killed_devtunnel(start, tmp_
         for pid in [*apps, child_pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_what_the_app_leaves_running_does_not_hold_the_relay_port(start, tmp_path: Path) -> None:
+    # A process the app starts in a session of its own outlives devtunnel (nothing can stop
+    # what leaves the group); it must not take the embedded relay's listening socket along, or
+    # the next devtunnel finds the URL's port taken, and clients connecting to it hang.
+    port = free_port()
+    pidfile = tmp_path / "daemon.pid"
+    run = start(str(port), "--run", f"setsid sleep 600 & echo $! > {pidfile}; exec " + app_command(port))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    daemon = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="daemon pid"))
+    relay_port = int(run.relay.rsplit(":", 1)[1])
+    try:
+        run.proc.kill()
+        wait_for(lambda: bindable(relay_port), what="the relay's port free once devtunnel is gone")
+        assert process_alive(daemon)  # it did outlive devtunnel: the port is free all the same
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
 
 
 def _processes_running(*words: str) -> list[int]:
