@@ -418,7 +418,9 @@ class Session:
                 self.tunnel.pool_changed(event.members)
             elif isinstance(event, GoAway):
                 self.goaway = event
-                log.info("tunnel %s: the relay is going away: %s", self.tunnel.name, goaway_reason(event))
+                # Debug only: the line that says the tunnel went offline (``run``'s reason, or the
+                # error of a final GOAWAY) gives this reason to the user once.
+                log.debug("tunnel %s: the relay is going away: %s", self.tunnel.name, goaway_reason(event))
 
     def shed(self) -> None:
         """The streams hold more than ``held_limit`` bytes the local service has not taken:

@@ -132,6 +132,25 @@ def test_agent_reconnects_after_relay_restart_and_prints_forwarding_once(
     assert [l for l in agent.out if l.startswith("Forwarding")] == [forwarding]
 
 
+def test_a_relay_restarting_is_one_log_line_then_back_online(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The relay says it is going away (GOAWAY) before it closes: the agent says so once, in the
+    # line that also says when it reconnects, not a second time as the GOAWAY arrives.
+    port = free_port()
+    first = relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "told", "--no-tui", "--api-port", "0", "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    assert first.stop(signal.SIGTERM) == 0
+    agent.line(lambda l: "reconnecting in" in l, lines="err")
+    relay(procs, env, port)
+    agent.line(lambda l: "back online" in l, lines="err", timeout=45)
+    assert agent.stop() == 0
+    going = [l for l in agent.err if "shutting down" in l]
+    assert len(going) == 1 and "reconnecting in" in going[0], agent.err
+
+
 def test_a_relay_outage_is_one_log_line_however_many_attempts_fail(
     env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
