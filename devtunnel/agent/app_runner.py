@@ -143,6 +143,7 @@ class AppRunner:
         self.log = LogRing()
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
+                           before_start=self._port_taken,
                            backoff=backoff, grace=grace, death_signal=signal.SIGHUP)
 
     @property
@@ -164,6 +165,17 @@ class AppRunner:
                 self.child.note(f"health {self.health} answered {status}, not 2xx/3xx")
             return status is not None and 200 <= status < 400
         return await port_accepts(self.target.host, self.target.port)
+
+    async def _port_taken(self) -> str:
+        """Before each start: what holds the target's port already, said, not taken for the app.
+
+        The group of the app's last run has ended by then, so what answers is another process
+        (an earlier server left running in another terminal): the app will fail to listen, and
+        without ``health`` the port answering would read as ``ready`` while requests go to it."""
+        if not await port_accepts(self.target.host, self.target.port):
+            return ""
+        return (f"port {self.target.port} was already taken when the app started: requests go to the"
+                " process holding it, and the app may fail to listen there")
 
     def _state_changed(self, state: ChildState) -> None:
         if state.state == "crashed" and state.exit_code in _SHELL_HINTS:

@@ -335,6 +335,24 @@ def test_a_missing_program_is_said_in_the_log(start, tmp_path: Path) -> None:
     assert any("the shell found no such command" in l["text"] for l in lines)
 
 
+def test_a_port_taken_before_the_app_starts_is_said_not_hidden_behind_ready(start, tmp_path: Path) -> None:
+    # An old server left running in another terminal holds the target's port: the app devtunnel
+    # starts cannot listen there and exits, while the port answers (requests reach the old one).
+    # "app ready" alone would hide that; the state and its log line say the port was taken.
+    port = free_port()
+    stranger = socket.socket()
+    stranger.bind(("127.0.0.1", port))
+    stranger.listen(8)
+    try:
+        run = start(str(port), "--run", app_command(port))
+        line = run.proc.line(lambda l: "app ready" in l, lines="err")
+        assert f"port {port} was already taken" in line, line
+        lines = httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]
+        assert any(f"port {port} was already taken" in l["text"] and l["stream"] == "devtunnel" for l in lines)
+    finally:
+        stranger.close()
+
+
 def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
     port = free_port()
     run = start(str(port), "--run", app_command(port))
