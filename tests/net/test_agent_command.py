@@ -261,6 +261,24 @@ def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[s
     assert not any(l.startswith("Forwarding") for l in agent.out)
 
 
+def test_a_tunnel_naming_the_agents_own_relay_gets_the_agents_token(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # POST /api/tunnels with "relay": the agent's own relay, spelled as the user likes: the token
+    # the agent has for that relay goes with it (it was dropped, and the relay answered "no token
+    # given ... (--token or DEVTUNNEL_TOKEN)" to an agent started with DEVTUNNEL_TOKEN).
+    port = free_port()
+    relay(procs, env, port)
+    env = dict(env, DEVTUNNEL_RELAY=f"ws://127.0.0.1:{port}", DEVTUNNEL_TOKEN="good")
+    agent = start(procs, env, "agent", "--api-port", "0", "--db", str(tmp_path / "c.db"))
+    api = agent.line(lambda l: l.startswith("API "))[4:]
+    answer = httpx.post(api + "/api/tunnels", json={"addr": str(local[0]), "name": "mine",
+                                                    "relay": f"http://127.0.0.1:{port}"}, trust_env=False)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["public_url"] == f"http://mine.localhost:{port}"
+    assert agent.stop(signal.SIGTERM) == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
