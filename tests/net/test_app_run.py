@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -351,6 +353,31 @@ def test_a_port_taken_before_the_app_starts_is_said_not_hidden_behind_ready(star
         assert any(f"port {port} was already taken" in l["text"] and l["stream"] == "devtunnel" for l in lines)
     finally:
         stranger.close()
+
+
+def test_the_inspectors_api_pipe_ends_with_the_agents_end_not_held_by_the_app(tmp_path: Path) -> None:
+    # The inspector starts the agent with a pipe (DEVTUNNEL_API_FD) for its API line and takes
+    # the pipe's end for the agent going away: the app the agent runs must not hold it open.
+    port = free_port()
+    read, write = os.pipe()
+    argv = [*DEVTUNNEL, "http", str(port), "--no-tui", "--api-port", str(free_port()), "--db", str(tmp_path / "c.db"),
+            "--run", app_command(port)]
+    agent = subprocess.Popen(argv, env={**os.environ, "DEVTUNNEL_API_FD": str(write)}, pass_fds=(write,),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    try:
+        with open(read, "rb", buffering=0) as pipe:
+            line = b""
+            while not line.endswith(b"\n"):
+                assert select.select([pipe], [], [], 20)[0], "no API line"
+                chunk = pipe.read(1)
+                assert chunk, line
+                line += chunk
+            assert line.startswith(b"API http://127.0.0.1:")
+            assert select.select([pipe], [], [], 10)[0] and pipe.read(1) == b"", "the pipe is held open"
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(20)
 
 
 def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
