@@ -284,7 +284,7 @@ def take_api_pipe() -> int | None:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             return None
         os.set_inheritable(fd, False)
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: a number no descriptor can have
         return None
     return fd
 

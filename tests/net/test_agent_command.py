@@ -279,6 +279,16 @@ def test_a_tunnel_naming_the_agents_own_relay_gets_the_agents_token(
     assert agent.stop(signal.SIGTERM) == 0
 
 
+def test_a_stray_api_pipe_number_is_ignored_without_a_traceback(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    env = dict(env, DEVTUNNEL_API_FD="99999999999999999999")  # no descriptor can have it
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    assert agent.stop() == 0
+    assert not any("Traceback" in l for l in agent.err), agent.err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
