@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import re
 import signal
 import socket
@@ -149,6 +150,35 @@ def test_a_relay_restarting_is_one_log_line_then_back_online(
     assert agent.stop() == 0
     going = [l for l in agent.err if "shutting down" in l]
     assert len(going) == 1 and "reconnecting in" in going[0], agent.err
+
+
+def test_a_request_the_relay_gave_up_on_while_the_agent_was_suspended_is_not_delivered_on_waking(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # A laptop's lid closes (SIGSTOP) with a webhook on its way: the relay waits out its ping
+    # timeout, answers the sender 502 and closes. On waking the agent finds the request and the
+    # close in its socket: sent on, the app would process a delivery its sender saw fail and
+    # will send again.
+    port = free_port()
+    relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "lid", "--no-tui", "--api-port", "0")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        answer = httpx.post(f"http://127.0.0.1:{port}/echo?while-asleep", content=b"evt_1", timeout=60,
+                            headers={"Host": f"lid.localhost:{port}"}, trust_env=False)
+        assert answer.status_code == 502
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+    agent.line(lambda l: "back online" in l, lines="err", timeout=45)
+    line = agent.line(lambda l: "while-asleep" in l)
+    assert "agent_gone" in line
+    after = httpx.post(f"http://127.0.0.1:{port}/echo?awake", content=b"evt_2", timeout=10,
+                       headers={"Host": f"lid.localhost:{port}"}, trust_env=False)
+    assert after.status_code == 200
+    assert local[1].seen_targets == [b"/echo?awake"]
+    assert agent.stop() == 0
 
 
 def test_a_relay_outage_is_one_log_line_however_many_attempts_fail(
