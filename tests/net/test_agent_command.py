@@ -319,6 +319,29 @@ def test_a_stray_api_pipe_number_is_ignored_without_a_traceback(
     assert not any("Traceback" in l for l in agent.err), agent.err
 
 
+def test_a_refused_port_says_when_the_service_listens_on_ipv6_loopback_instead(
+    env: dict[str, str], procs: list[Proc]
+) -> None:
+    # A dev server that took "localhost" as ::1 (Node 17+, Vite) listens on [::1]:PORT only:
+    # `devtunnel http PORT` (127.0.0.1) is refused, and "make sure a web service is running there"
+    # sends the user looking for a problem where the service runs fine. The answer says where it is.
+    listener = socket.socket(socket.AF_INET6)
+    listener.bind(("::1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        agent = start(procs, env, "http", str(port), "--no-tui", "--api-port", "0", "--no-record")
+        match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+        assert match is not None
+        answer = httpx.get(f"http://127.0.0.1:{match.group(3)}/", headers={"Host": f"{match.group(2)}.localhost"},
+                           trust_env=False, timeout=10)
+        assert answer.status_code == 502 and answer.headers["x-devtunnel-error"] == "local_refused"
+        assert f"listens on [::1]:{port}" in answer.text and f"devtunnel http http://[::1]:{port}" in answer.text, answer.text
+        assert agent.stop() == 0
+    finally:
+        listener.close()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
