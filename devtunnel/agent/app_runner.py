@@ -163,6 +163,10 @@ class AppRunner:
             if status is not None and not 200 <= status < 400:
                 # The app answers, but not ready: say so, or "starting" forever hides a wrong path.
                 self.child.note(f"health {self.health} answered {status}, not 2xx/3xx")
+            elif status is None and await port_accepts(self.target.host, self.target.port):
+                # The port accepts but the check got no status line: as silent a "starting".
+                self.child.note(f"health {self.health} gave no answer within {HEALTH_TIMEOUT:g} s"
+                                " (the port accepts connections)")
             return status is not None and 200 <= status < 400
         return await port_accepts(self.target.host, self.target.port)
 

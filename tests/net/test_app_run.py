@@ -380,6 +380,23 @@ def test_the_inspectors_api_pipe_ends_with_the_agents_end_not_held_by_the_app(tm
         agent.wait(20)
 
 
+SILENT_APP = ("import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8); "
+              "held = [s.accept() for _ in iter(int, 1)]")
+"""An app that accepts connections and never answers on them."""
+
+
+def test_a_health_path_that_never_answers_is_said_not_a_silent_starting(start, tmp_path: Path) -> None:
+    # The port accepts, GET /healthz never gets a status line: "app starting" alone, for ever,
+    # hid why (a health check blocked on a database, a wrong port for the health route ...).
+    port = free_port()
+    run = start(str(port), "--run", f"{sys.executable} -c \"{SILENT_APP}\" {port}", "--health", "/healthz")
+    wait_for(lambda: "health /healthz gave no answer" in run.app()["message"], timeout=15,
+             what="the app's message saying the health check got no answer")
+    assert run.app()["state"] == "starting"
+    line = run.proc.line(lambda l: "health /healthz gave no answer" in l, lines="err")
+    assert "app starting" in line
+
+
 def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
     port = free_port()
     run = start(str(port), "--run", app_command(port))
