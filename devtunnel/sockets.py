@@ -30,7 +30,12 @@ def _check_port(host: str, port: int) -> None:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port``, ready to listen, inheritable (uvicorn listens on it).
+    """A TCP socket bound to ``host:port``, ready to listen (uvicorn listens on it, in this process).
+
+    It is not inheritable (Python's default): the event loop is uvloop's, which ignores
+    ``close_fds`` and passes every inheritable descriptor to the processes it starts, so the
+    apps of ``--run`` and ``--via``'s providers, and whatever they leave running, would hold the
+    relay's port after devtunnel is gone.
 
     A name like ``localhost`` may resolve to ``::1`` first; IPv4 is preferred since most clients
     try 127.0.0.1 first.
@@ -45,7 +50,6 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
     try:
         sock.bind(address)
-        sock.set_inheritable(True)
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

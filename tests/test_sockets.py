@@ -42,10 +42,12 @@ def test_a_port_out_of_range_is_one_clear_error_not_a_port_modulo_65536(port: in
         bind_free(port, tries=1, what="a test")
 
 
-def test_localhost_prefers_ipv4_and_the_socket_is_inheritable() -> None:
+def test_localhost_prefers_ipv4_and_the_socket_is_not_inheritable() -> None:
+    # Not inheritable: the apps devtunnel starts (uvloop passes inheritable descriptors on
+    # whatever close_fds says) must not hold the relay's port (tests/net/test_app_run.py).
     sock = bind("localhost", 0)
     try:
-        assert sock.family == socket.AF_INET and sock.get_inheritable()
+        assert sock.family == socket.AF_INET and not sock.get_inheritable()
     finally:
         sock.close()
 

@@ -26,14 +26,16 @@ from devtunnel.values.health_path import health_path_problem
 
 __all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_status"]
 
-GUARD = 'trap "kill -TERM 0" HUP; /bin/sh -c "$1" & wait $!'
+GUARD = """trap "trap '' TERM; kill -TERM 0; sleep 5; kill -KILL 0" HUP; /bin/sh -c "$1" & wait $!"""
 """The shell devtunnel starts around the user's command (``$1``).
 
 ``/bin/sh -c CMD`` forks CMD rather than exec it, and the kernel's death signal reaches only the
 process devtunnel started: the shell. So this shell guards the group: it runs the command in the
-background and waits; when devtunnel dies (SIGHUP, its death signal) it sends SIGTERM to its
-whole process group, the app and everything the app started. A normal stop signals the group
-itself, once, and ``wait`` passes the command's exit status on. In the background of a
+background and waits; when devtunnel dies (SIGHUP, its death signal) it stops its whole process
+group, the app and everything the app started, as devtunnel itself would: SIGTERM, then SIGKILL
+5 s later (the shell ignores the SIGTERM it sends, to be there for the SIGKILL), so an app that
+ignores SIGTERM does not keep its port. A normal stop signals the group itself, once, and
+``wait`` passes the command's exit status on. In the background of a
 non-interactive shell the command starts with SIGINT and SIGQUIT ignored; apps that handle them
 (uvicorn, node) install their own handlers, and devtunnel stops apps with SIGTERM.
 """
@@ -141,6 +143,7 @@ class AppRunner:
         self.log = LogRing()
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
+                           before_start=self._port_taken,
                            backoff=backoff, grace=grace, death_signal=signal.SIGHUP)
 
     @property
@@ -160,8 +163,23 @@ class AppRunner:
             if status is not None and not 200 <= status < 400:
                 # The app answers, but not ready: say so, or "starting" forever hides a wrong path.
                 self.child.note(f"health {self.health} answered {status}, not 2xx/3xx")
+            elif status is None and await port_accepts(self.target.host, self.target.port):
+                # The port accepts but the check got no status line: as silent a "starting".
+                self.child.note(f"health {self.health} gave no answer within {HEALTH_TIMEOUT:g} s"
+                                " (the port accepts connections)")
             return status is not None and 200 <= status < 400
         return await port_accepts(self.target.host, self.target.port)
+
+    async def _port_taken(self) -> str:
+        """Before each start: what holds the target's port already, said, not taken for the app.
+
+        The group of the app's last run has ended by then, so what answers is another process
+        (an earlier server left running in another terminal): the app will fail to listen, and
+        without ``health`` the port answering would read as ``ready`` while requests go to it."""
+        if not await port_accepts(self.target.host, self.target.port):
+            return ""
+        return (f"port {self.target.port} was already taken when the app started: requests go to the"
+                " process holding it, and the app may fail to listen there")
 
     def _state_changed(self, state: ChildState) -> None:
         if state.state == "crashed" and state.exit_code in _SHELL_HINTS:

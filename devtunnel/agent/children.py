@@ -162,6 +162,9 @@ class Child:
             None means ready as soon as started. Lines can also make it ready: see ``on_line``.
         on_line: called with each output line; returning True marks the child ready.
         on_state: called with every new state.
+        before_start: awaited before each start; a text it returns says something about this
+            start (``port 8000 was already taken ...``): in the log, and the message of the
+            ``starting`` and ``ready`` states that follow.
         restart: restart after an exit; False leaves it ``crashed``.
         backoff: (first wait, longest wait) in seconds between restarts, with jitter.
         grace: seconds between SIGTERM and SIGKILL when stopping.
@@ -181,6 +184,7 @@ class Child:
         ready_interval: float = 0.1,
         on_line: Callable[[str], bool | None] | None = None,
         on_state: Callable[[ChildState], None] | None = None,
+        before_start: Callable[[], Awaitable[str]] | None = None,
         restart: bool = True,
         backoff: tuple[float, float] = (0.5, 30.0),
         grace: float = 5.0,
@@ -197,6 +201,8 @@ class Child:
         self._ready_interval = ready_interval
         self._on_line = on_line
         self._on_state = on_state
+        self._before_start = before_start
+        self._start_note = ""
         self._restart = restart
         self._backoff = backoff
         self._grace = grace
@@ -292,7 +298,10 @@ class Child:
 
     async def _run_once(self) -> int | None:
         self.ready.clear()
-        self._set(state="starting", exit_code=None, message="")
+        self._start_note = await self._before_start() if self._before_start is not None else ""
+        if self._start_note:
+            self.log.add("devtunnel", self._start_note)
+        self._set(state="starting", exit_code=None, message=self._start_note)
         loop = asyncio.get_running_loop()
         try:
             transport, exits = await loop.subprocess_exec(
@@ -362,7 +371,7 @@ class Child:
     def _mark_ready(self) -> None:
         if not self.ready.is_set() and self._proc is not None:
             self.ready.set()
-            self._set(state="ready", message="")
+            self._set(state="ready", message=self._start_note)
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
         partial = b""

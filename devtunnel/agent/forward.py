@@ -21,6 +21,7 @@ from http import HTTPStatus
 from devtunnel.capture.model import ErrorKind
 from devtunnel.errors import StreamClosedError
 from devtunnel.agent.hold import APP_RESTARTING, HoldExpired, HoldGate
+from devtunnel.agent.children import port_accepts
 from devtunnel.agent.lease import UNSENT_BODY_WAIT, BodyCopy, Lease, whole_body
 from devtunnel.agent.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
 from devtunnel.agent.local_response import MAX_HEAD, NO_BODY_STATUSES, BadResponse, LocalResponse
@@ -46,6 +47,19 @@ ERROR_HEADER = b"X-Devtunnel-Error"
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 """Methods a request may be sent again with once the app closed it unanswered (RFC 9110 9.2.2)."""
 
+
+async def ipv6_loopback_hint(target: Target) -> str:
+    """For a target on 127.0.0.1 (a bare port) or ``localhost`` that refused: a line naming
+    ``[::1]:PORT`` when something listens there instead, else "".
+
+    A dev server that takes ``localhost`` as ``::1`` (Node 17 and later, Vite) listens on IPv6
+    loopback only; curl and browsers reach it by ``localhost``, so without this line the user
+    looks for a service that is not running when it runs one address away."""
+    if target.host not in ("127.0.0.1", "localhost") or not await port_accepts("::1", target.port, timeout=0.2):
+        return ""
+    return (f"A service listens on [::1]:{target.port} (IPv6 loopback, where Node and Vite may put"
+            f" localhost): start devtunnel http {target.scheme}://[::1]:{target.port}, or have it listen"
+            " on 127.0.0.1.\n")
 
 class _ClosedEarly(Exception):
     """The local service closed (or reset) the connection before a whole response head."""
@@ -351,7 +365,7 @@ class Forwarder:
                     f"The tunnel {self.tunnel} is online, but the local service at {self.target.url} "
                     "refused the connection.\nMake sure a web service is running there, or start "
                     f"devtunnel with the address it listens on.\n"
-                )
+                ) + await ipv6_loopback_hint(self.target)
         elif isinstance(failed, TimeoutError):
             status, kind = 504, "local_timeout"
             message = f"the local service at {self.target.url} did not accept a connection in time"

@@ -17,7 +17,7 @@ from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 
 from devtunnel.errors import StreamClosedError
-from devtunnel.agent.forward import answer_error
+from devtunnel.agent.forward import answer_error, ipv6_loopback_hint
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
 from devtunnel.agent.ws_client import connect_here
@@ -140,7 +140,7 @@ async def forward_websocket(
     except ConnectionRefusedError:
         message = (
             f"The tunnel {tunnel} is online, but the local service at {target.url} refused the connection.\n"
-        )
+        ) + await ipv6_loopback_hint(target)
         await answer_error(stream, cap, 502, "local_refused", message)
         return
     except TimeoutError:

@@ -24,7 +24,7 @@ from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
 from devtunnel.errors import ConfigError, NotFoundError
 from devtunnel.agent.children import LogRing
 from devtunnel.agent.config import TunnelConfig
-from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url
+from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url, same_relay
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
 from devtunnel.values.names import validate_name
@@ -124,8 +124,11 @@ class AgentService:
             AuthError, NameTakenError: the relay refused the tunnel (it is not kept).
         """
         provider = config.provider
-        if config.relay is None and self.default_relay is not None and provider is None:
-            config = replace(config, relay=self.default_relay, token=config.token or self.default_token)
+        # The agent's token goes to the agent's relay only, however a tunnel names it.
+        if self.default_relay is not None and provider is None and (
+                config.relay is None or same_relay(config.relay, self.default_relay)):
+            config = replace(config, relay=config.relay or self.default_relay,
+                             token=config.token or self.default_token)
         async with self._lock:
             relay_url = relay_connect_url(config.relay) if config.relay else await self._embedded_url(config.name)
             tunnel = AgentTunnel(

@@ -418,7 +418,8 @@ class Session:
                 self.tunnel.pool_changed(event.members)
             elif isinstance(event, GoAway):
                 self.goaway = event
-                # Debug: the line saying the tunnel went offline gives this reason (one line an outage).
+                # Debug only: the line that says the tunnel went offline (``run``'s reason, or the
+                # error of a final GOAWAY) gives this reason to the user once.
                 log.debug("tunnel %s: the relay is going away: %s", self.tunnel.name, goaway_reason(event))
 
     def shed(self) -> None:
@@ -466,6 +467,9 @@ class Session:
 
     def _open(self, head: RequestReceived) -> None:
         tunnel = self.tunnel
+        if self.ws.protocol.close_rcvd is not None:
+            self._drop_stale(head)
+            return
         forwarder = tunnel.forwarder
         mark: RuleMark | None = None
         if self.rules_enforced:
@@ -503,6 +507,22 @@ class Session:
         if forwarder is not tunnel.forwarder:
             self.routed[head.stream_id] = forwarder
         self._spawn(stream, head, cap, start)
+
+    def _drop_stale(self, head: RequestReceived) -> None:
+        """Record, and send nowhere, a request that came in the same read as the relay's close.
+
+        The relay closed the connection before the agent read the request, so it has answered
+        the client already (502, the tunnel went offline): an agent suspended (a laptop's lid,
+        SIGSTOP) past the relay's ping timeout finds both waiting in its socket when it wakes.
+        Sent on, a webhook would be processed although its sender saw 502 and sends it again."""
+        tunnel = self.tunnel
+        tunnel.requests += 1
+        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, tunnel.forwarder.target_url, tunnel.body_cap,
+                              live=tunnel.live)
+        cap.fail("agent_gone", "the relay closed the tunnel before the agent read this request (it had"
+                 " answered the client): not sent to the local service")
+        cap.end()
+        cap.finish()
 
     def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int, size: int) -> None:
         """Record a request a rule at the relay answered with ``status`` and a body of ``size``

@@ -271,16 +271,22 @@ async def _read_api_url(reader: asyncio.StreamReader) -> str | None:
 def take_api_pipe() -> int | None:
     """In the agent: the pipe its supervisor named in ``DEVTUNNEL_API_FD``, if any.
 
-    Taken out of the environment, so the programs the agent runs do not see it; anything but
-    an open pipe is ignored.
+    Taken out of the environment, so the programs the agent runs do not see it, and made not
+    inheritable, so they do not hold it either (uvloop passes every inheritable descriptor to
+    the processes it starts): the supervisor takes the pipe's end for the agent going away, and
+    an app started before the API line would keep it open. Anything but an open pipe is ignored.
     """
     value = os.environ.pop(API_FD_ENV, "")
     if not is_decimal(value):
         return None
+    fd = int(value)
     try:
-        return int(value) if stat.S_ISFIFO(os.fstat(int(value)).st_mode) else None
-    except OSError:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return None
+        os.set_inheritable(fd, False)
+    except (OSError, OverflowError):  # OverflowError: a number no descriptor can have
         return None
+    return fd
 
 
 def follow_supervisor() -> None:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
 
-__all__ = ["CONNECT_PATH", "relay_connect_url"]
+__all__ = ["CONNECT_PATH", "relay_connect_url", "same_relay"]
 
 CONNECT_PATH = "/_devtunnel/connect"
 """Where a relay accepts agent WebSockets."""
@@ -41,3 +41,13 @@ def relay_connect_url(relay: str) -> str:
         raise ConfigError(f"invalid relay URL {quoted(relay)}: the host is missing")
     path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def same_relay(one: str, other: str) -> bool:
+    """Whether two relay URLs reach the same agent endpoint (``http://h:1`` and ``ws://h:1/``
+    do), so a token given for one belongs to the other.
+
+    Raises:
+        ConfigError: either is not a relay URL.
+    """
+    return relay_connect_url(one) == relay_connect_url(other)

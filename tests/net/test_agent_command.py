@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import re
 import signal
 import socket
@@ -132,6 +133,54 @@ def test_agent_reconnects_after_relay_restart_and_prints_forwarding_once(
     assert [l for l in agent.out if l.startswith("Forwarding")] == [forwarding]
 
 
+def test_a_relay_restarting_is_one_log_line_then_back_online(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The relay says it is going away (GOAWAY) before it closes: the agent says so once, in the
+    # line that also says when it reconnects, not a second time as the GOAWAY arrives.
+    port = free_port()
+    first = relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "told", "--no-tui", "--api-port", "0", "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    assert first.stop(signal.SIGTERM) == 0
+    agent.line(lambda l: "reconnecting in" in l, lines="err")
+    relay(procs, env, port)
+    agent.line(lambda l: "back online" in l, lines="err", timeout=45)
+    assert agent.stop() == 0
+    going = [l for l in agent.err if "shutting down" in l]
+    assert len(going) == 1 and "reconnecting in" in going[0], agent.err
+
+
+def test_a_request_the_relay_gave_up_on_while_the_agent_was_suspended_is_not_delivered_on_waking(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # A laptop's lid closes (SIGSTOP) with a webhook on its way: the relay waits out its ping
+    # timeout, answers the sender 502 and closes. On waking the agent finds the request and the
+    # close in its socket: sent on, the app would process a delivery its sender saw fail and
+    # will send again.
+    port = free_port()
+    relay(procs, env, port)
+    agent = start(procs, env, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", "--token", "good",
+                  "--name", "lid", "--no-tui", "--api-port", "0")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        answer = httpx.post(f"http://127.0.0.1:{port}/echo?while-asleep", content=b"evt_1", timeout=60,
+                            headers={"Host": f"lid.localhost:{port}"}, trust_env=False)
+        assert answer.status_code == 502
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+    agent.line(lambda l: "back online" in l, lines="err", timeout=45)
+    line = agent.line(lambda l: "while-asleep" in l)
+    assert "agent_gone" in line
+    after = httpx.post(f"http://127.0.0.1:{port}/echo?awake", content=b"evt_2", timeout=10,
+                       headers={"Host": f"lid.localhost:{port}"}, trust_env=False)
+    assert after.status_code == 200
+    assert local[1].seen_targets == [b"/echo?awake"]
+    assert agent.stop() == 0
+
+
 def test_a_relay_outage_is_one_log_line_however_many_attempts_fail(
     env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
@@ -240,6 +289,57 @@ def test_agent_command_serves_the_api_with_no_tunnel(tmp_path: Path, env: dict[s
     assert httpx.get(line[4:] + "/api/tunnels", trust_env=False).json()["tunnels"] == []
     assert agent.stop(signal.SIGTERM) == 0
     assert not any(l.startswith("Forwarding") for l in agent.out)
+
+
+def test_a_tunnel_naming_the_agents_own_relay_gets_the_agents_token(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # POST /api/tunnels with "relay": the agent's own relay, spelled as the user likes: the token
+    # the agent has for that relay goes with it (it was dropped, and the relay answered "no token
+    # given ... (--token or DEVTUNNEL_TOKEN)" to an agent started with DEVTUNNEL_TOKEN).
+    port = free_port()
+    relay(procs, env, port)
+    env = dict(env, DEVTUNNEL_RELAY=f"ws://127.0.0.1:{port}", DEVTUNNEL_TOKEN="good")
+    agent = start(procs, env, "agent", "--api-port", "0", "--db", str(tmp_path / "c.db"))
+    api = agent.line(lambda l: l.startswith("API "))[4:]
+    answer = httpx.post(api + "/api/tunnels", json={"addr": str(local[0]), "name": "mine",
+                                                    "relay": f"http://127.0.0.1:{port}"}, trust_env=False)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["public_url"] == f"http://mine.localhost:{port}"
+    assert agent.stop(signal.SIGTERM) == 0
+
+
+def test_a_stray_api_pipe_number_is_ignored_without_a_traceback(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    env = dict(env, DEVTUNNEL_API_FD="99999999999999999999")  # no descriptor can have it
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", "0", "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    assert agent.stop() == 0
+    assert not any("Traceback" in l for l in agent.err), agent.err
+
+
+def test_a_refused_port_says_when_the_service_listens_on_ipv6_loopback_instead(
+    env: dict[str, str], procs: list[Proc]
+) -> None:
+    # A dev server that took "localhost" as ::1 (Node 17+, Vite) listens on [::1]:PORT only:
+    # `devtunnel http PORT` (127.0.0.1) is refused, and "make sure a web service is running there"
+    # sends the user looking for a problem where the service runs fine. The answer says where it is.
+    listener = socket.socket(socket.AF_INET6)
+    listener.bind(("::1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        agent = start(procs, env, "http", str(port), "--no-tui", "--api-port", "0", "--no-record")
+        match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+        assert match is not None
+        answer = httpx.get(f"http://127.0.0.1:{match.group(3)}/", headers={"Host": f"{match.group(2)}.localhost"},
+                           trust_env=False, timeout=10)
+        assert answer.status_code == 502 and answer.headers["x-devtunnel-error"] == "local_refused"
+        assert f"listens on [::1]:{port}" in answer.text and f"devtunnel http http://[::1]:{port}" in answer.text, answer.text
+        assert agent.stop() == 0
+    finally:
+        listener.close()
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +20,7 @@ import httpx
 import pytest
 
 from devtunnel.capture.store import Store
+from devtunnel.sockets import bindable
 from tests.helpers import free_port, process_alive, wait_for
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
 
@@ -334,6 +337,66 @@ def test_a_missing_program_is_said_in_the_log(start, tmp_path: Path) -> None:
     assert any("the shell found no such command" in l["text"] for l in lines)
 
 
+def test_a_port_taken_before_the_app_starts_is_said_not_hidden_behind_ready(start, tmp_path: Path) -> None:
+    # An old server left running in another terminal holds the target's port: the app devtunnel
+    # starts cannot listen there and exits, while the port answers (requests reach the old one).
+    # "app ready" alone would hide that; the state and its log line say the port was taken.
+    port = free_port()
+    stranger = socket.socket()
+    stranger.bind(("127.0.0.1", port))
+    stranger.listen(8)
+    try:
+        run = start(str(port), "--run", app_command(port))
+        line = run.proc.line(lambda l: "app ready" in l, lines="err")
+        assert f"port {port} was already taken" in line, line
+        lines = httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]
+        assert any(f"port {port} was already taken" in l["text"] and l["stream"] == "devtunnel" for l in lines)
+    finally:
+        stranger.close()
+
+
+def test_the_inspectors_api_pipe_ends_with_the_agents_end_not_held_by_the_app(tmp_path: Path) -> None:
+    # The inspector starts the agent with a pipe (DEVTUNNEL_API_FD) for its API line and takes
+    # the pipe's end for the agent going away: the app the agent runs must not hold it open.
+    port = free_port()
+    read, write = os.pipe()
+    argv = [*DEVTUNNEL, "http", str(port), "--no-tui", "--api-port", str(free_port()), "--db", str(tmp_path / "c.db"),
+            "--run", app_command(port)]
+    agent = subprocess.Popen(argv, env={**os.environ, "DEVTUNNEL_API_FD": str(write)}, pass_fds=(write,),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    try:
+        with open(read, "rb", buffering=0) as pipe:
+            line = b""
+            while not line.endswith(b"\n"):
+                assert select.select([pipe], [], [], 20)[0], "no API line"
+                chunk = pipe.read(1)
+                assert chunk, line
+                line += chunk
+            assert line.startswith(b"API http://127.0.0.1:")
+            assert select.select([pipe], [], [], 10)[0] and pipe.read(1) == b"", "the pipe is held open"
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(20)
+
+
+SILENT_APP = ("import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8); "
+              "held = [s.accept() for _ in iter(int, 1)]")
+"""An app that accepts connections and never answers on them."""
+
+
+def test_a_health_path_that_never_answers_is_said_not_a_silent_starting(start, tmp_path: Path) -> None:
+    # The port accepts, GET /healthz never gets a status line: "app starting" alone, for ever,
+    # hid why (a health check blocked on a database, a wrong port for the health route ...).
+    port = free_port()
+    run = start(str(port), "--run", f"{sys.executable} -c \"{SILENT_APP}\" {port}", "--health", "/healthz")
+    wait_for(lambda: "health /healthz gave no answer" in run.app()["message"], timeout=15,
+             what="the app's message saying the health check got no answer")
+    assert run.app()["state"] == "starting"
+    line = run.proc.line(lambda l: "health /healthz gave no answer" in l, lines="err")
+    assert "app starting" in line
+
+
 def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
     port = free_port()
     run = start(str(port), "--run", app_command(port))
@@ -344,6 +407,45 @@ def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> N
     run.proc.kill()  # SIGKILL: devtunnel cannot stop anything itself
     wait_for(lambda: not process_alive(pid), what="the shell gone with devtunnel")
     wait_for(lambda: not any(process_alive(app) for app in apps), what="the app itself gone with devtunnel")
+
+
+def test_an_app_ignoring_sigterm_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
+    # The guard shell's SIGTERM is not the end of it: an app that ignores SIGTERM (and the child
+    # it started) would keep the port, and the next devtunnel's app would find it taken.
+    port = free_port()
+    pidfile = tmp_path / "child.pid"
+    run = start(str(port), "--run", "trap '' TERM; " + app_command(port, "--child-pidfile", str(pidfile)))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    child_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="child pid"))
+    apps = _processes_running(str(APP), str(port))
+    assert apps
+    try:
+        run.proc.kill()
+        wait_for(lambda: not any(process_alive(pid) for pid in [*apps, child_pid]), timeout=15,
+                 what="the app ignoring SIGTERM, and its child, gone with devtunnel")
+    finally:
+        for pid in [*apps, child_pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_what_the_app_leaves_running_does_not_hold_the_relay_port(start, tmp_path: Path) -> None:
+    # A process the app starts in a session of its own outlives devtunnel (nothing can stop
+    # what leaves the group); it must not take the embedded relay's listening socket along, or
+    # the next devtunnel finds the URL's port taken, and clients connecting to it hang.
+    port = free_port()
+    pidfile = tmp_path / "daemon.pid"
+    run = start(str(port), "--run", f"setsid sleep 600 & echo $! > {pidfile}; exec " + app_command(port))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    daemon = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="daemon pid"))
+    relay_port = int(run.relay.rsplit(":", 1)[1])
+    try:
+        run.proc.kill()
+        wait_for(lambda: bindable(relay_port), what="the relay's port free once devtunnel is gone")
+        assert process_alive(daemon)  # it did outlive devtunnel: the port is free all the same
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
 
 
 def _processes_running(*words: str) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -107,6 +108,25 @@ async def test_refused_local_websocket_service_gets_502(tmp_path: Path) -> None:
                 pass
     assert info.value.response.status_code == 502
     assert info.value.response.headers["X-Devtunnel-Error"] == "local_refused"
+
+
+async def test_a_refused_websocket_says_when_the_service_listens_on_ipv6_loopback(tmp_path: Path) -> None:
+    # As for HTTP (tests/net/test_agent_command.py): the port answers on [::1] only.
+    listener = socket.socket(socket.AF_INET6)
+    listener.bind(("::1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        async with relay_and_agent(tmp_path) as h:
+            await h.start(str(port), name="ws")
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(url(h), **opts(h)):  # type: ignore[arg-type]
+                    pass
+    finally:
+        listener.close()
+    assert info.value.response.status_code == 502
+    body = (info.value.response.body or b"").decode()
+    assert f"listens on [::1]:{port}" in body and f"http://[::1]:{port}" in body, body
 
 
 @pytest.mark.parametrize("mode", ["preserve", "rewrite"])
