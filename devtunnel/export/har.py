@@ -143,10 +143,13 @@ def _absolute_url(exchange: Exchange, base_url: str | None, local: bool) -> str:
     request = exchange.request
     if base_url is not None or local:
         return destination(exchange, base_url=base_url, local=local).url(request.url_text)
+    # A target that is not a path (`OPTIONS *`) goes after a `/`, as Destination.url puts it:
+    # `http://host:8080*` would not be a URL at all.
+    target = request.url_text if request.url_text.startswith("/") else "/" + request.url_text
     if request.host:
-        return exchange.url
+        return f"{exchange.scheme}://{request.host}{target}"
     base = exchange.target_url.rstrip("/") or f"{exchange.scheme}://localhost"
-    return base + request.url_text if request.url_text.startswith("/") else base + "/" + request.url_text
+    return base + target
 
 
 def _request(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:

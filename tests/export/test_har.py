@@ -8,6 +8,7 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -287,3 +288,13 @@ def test_any_exchange_gives_a_valid_har_whose_bodies_round_trip(
         post = entry["request"]["postData"]
         sent = base64.b64decode(post["text"]) if post.get("_encoding") == "base64" else post["text"].encode()
         assert sent == req_body
+
+
+def test_an_asterisk_form_target_gives_a_valid_absolute_url() -> None:
+    # `OPTIONS * HTTP/1.1` was written as http://host:8080* (a port of "8080*": no URL at all).
+    ex = make_exchange("OPTIONS", b"*", headers=[(b"Host", b"demo.localhost:8080")])
+    url = har(ex)["log"]["entries"][0]["request"]["url"]
+    assert url == "http://demo.localhost:8080/*"
+    assert urlsplit(url).port == 8080
+    no_host = make_exchange("OPTIONS", b"*", headers=[], target_url="http://127.0.0.1:3000/")
+    assert har(no_host)["log"]["entries"][0]["request"]["url"] == "http://127.0.0.1:3000/*"
