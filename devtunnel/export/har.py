@@ -183,7 +183,7 @@ def _response(exchange: Exchange) -> _JSON:
             "httpVersion": "",
             "cookies": [],
             "headers": [],
-            "content": {"size": 0, "mimeType": "x-unknown"},
+            "content": {"size": 0, "mimeType": "x-unknown", "text": ""},  # (HAR readers read text)
             "redirectURL": "",
             "headersSize": -1,
             "bodySize": -1,

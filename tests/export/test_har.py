@@ -219,6 +219,8 @@ def test_exchange_with_an_error_and_no_response_is_a_valid_entry() -> None:
     entry = har(ex)["log"]["entries"][0]
     assert entry["response"]["status"] == 0 and entry["response"]["_error"] == "local_refused"
     assert "refused" in entry["response"]["comment"] and "refused" in entry["comment"]
+    # An empty text, not none: haralyzer's HarEntry(entry).response.text raised KeyError('text').
+    assert entry["response"]["content"] == {"size": 0, "mimeType": "x-unknown", "text": ""}
 
 
 def test_request_without_host_gets_an_absolute_url_from_the_target() -> None:
