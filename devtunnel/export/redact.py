@@ -9,7 +9,8 @@ or a form, so the message stays well-formed):
 * query parameters, form fields (urlencoded and multipart) and JSON members at any depth whose
   names read like a secret (``password``, ``client_secret``, ``access_token``, ``api_key``,
   ``apiKey``, ``X-Amz-Signature``, ...; see ``is_secret_field``), in requests, responses and
-  WebSocket text messages.
+  WebSocket text messages; query and fragment parameters also in the URLs of ``Referer``,
+  ``Location`` and ``Content-Location`` (an OAuth redirect's ``#access_token=``).
 
 A body that was changed gets a Content-Length that matches it. A gzip or deflate body is
 decoded to look inside; when it held a secret it is kept decoded (Content-Encoding removed).
@@ -160,8 +161,13 @@ def _redact_value(key: str, value: bytes) -> bytes:
     return REDACTED.encode()
 
 
+_URL_HEADERS = frozenset({"referer", "location", "content-location"})
+"""Headers whose value is a URL: its secret query and fragment parameters are redacted."""
+
+
 def redact_headers(headers: Headers) -> Headers:
-    """A copy of ``headers`` with every secret value (``is_secret_header``) replaced by ``<redacted>``.
+    """A copy of ``headers`` with every secret value (``is_secret_header``) replaced by ``<redacted>``,
+    and the secret parameters of the URLs in ``_URL_HEADERS`` (``Referer``, ``Location``).
 
     ``Authorization`` keeps its scheme and cookies keep their names, so the reader still knows
     what was there.
@@ -173,6 +179,10 @@ def redact_headers(headers: Headers) -> Headers:
         if value and is_secret_header(key):
             value = _redact_value(key, value)
             changed = True
+        elif value and key in _URL_HEADERS:
+            redacted = _redact_url(value)
+            changed = changed or redacted != value
+            value = redacted
         out.append((name, value))
     return Headers(out) if changed else headers
 
@@ -192,15 +202,13 @@ def redact_query(query: bytes) -> bytes:
     return b"&".join(parts) if changed else query
 
 
-def _redact_target(target: bytes) -> bytes:
-    path, sep, query = target.partition(b"?")
-    if not sep:
-        return target
-    fragment = b""
-    if b"#" in query:
-        query, _, rest = query.partition(b"#")
-        fragment = b"#" + rest
-    return path + b"?" + redact_query(query) + fragment
+def _redact_url(url: bytes) -> bytes:
+    """A request target or URL with the values of its secret query and fragment parameters
+    replaced: ``?access_token=`` in a Referer, ``#access_token=`` in an OAuth redirect's Location."""
+    rest, hash_, fragment = url.partition(b"#")
+    path, sep, query = rest.partition(b"?")
+    out = path + sep + redact_query(query) if sep else rest
+    return out + hash_ + redact_query(fragment) if hash_ else out
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -351,7 +359,7 @@ def redact_exchange(exchange: Exchange) -> Exchange:
     """A copy of ``exchange`` with every secret replaced (see the module docstring)."""
     request = exchange.request
     changes = _redacted_message(request)
-    target = _redact_target(request.target)
+    target = _redact_url(request.target)
     if target != request.target:
         changes["target"] = target
     fields: dict[str, Any] = {"request": dataclasses.replace(request, **changes)}

@@ -19,7 +19,7 @@ from devtunnel.export import export
 from devtunnel.export.redact import is_secret_field, is_secret_header, redact_body, redact_exchange
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
-from tests.kit.exchanges import make_exchange
+from tests.kit.exchanges import make_exchange, make_response
 
 # Every secret value below is a distinct marker: none may appear in a redacted export.
 SECRETS = [
@@ -261,3 +261,22 @@ def test_json_redaction_keeps_the_document_valid_and_replaces_exactly_the_secret
 ) -> None:
     body = json.dumps(doc, indent=indent, ensure_ascii=ascii_only).encode()
     assert json.loads(redact_body(body, "application/json")) == expected(doc)
+
+
+@pytest.mark.parametrize("fmt", ["curl", "httpie", "raw", "har", "pytest"])
+def test_tokens_in_the_urls_of_referer_and_location_are_redacted(fmt: str) -> None:
+    # An OAuth callback: the token rode in the Referer's query and the redirect's fragment, and
+    # every format printed them under --redact.
+    response = make_response(302, [
+        (b"Location", b"https://app.example/done?state=s1#access_token=TOKEN2&token_type=bearer"),
+        (b"Content-Location", b"/cb?client_secret=TOKEN3"), (b"Content-Length", b"0"),
+    ], reason="Found")
+    ex = make_exchange("GET", b"/cb?code=c1", [
+        (b"Host", b"demo.localhost"), (b"Referer", b"https://app.example/login?access_token=TOKEN1&next=%2Fhome#top"),
+    ], response=response)
+    options = {"response": True} if fmt == "raw" else {}
+    text = export(fmt, ex, redact=True, **options).text
+    assert not [t for t in ("TOKEN1", "TOKEN2", "TOKEN3") if t in text]
+    if fmt in ("raw", "har"):
+        assert "https://app.example/login?access_token=%3Credacted%3E&next=%2Fhome#top" in text
+        assert "https://app.example/done?state=s1#access_token=%3Credacted%3E&token_type=bearer" in text
