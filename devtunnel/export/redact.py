@@ -87,7 +87,8 @@ _PLAIN_KEY_WORDS = frozenset({"idempotency", "cache", "request", "correlation", 
 _FIELD_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "credential", "credentials"})
 _FIELD_LAST_WORDS = frozenset({"token", "signature", "apikey"})
 _FIELD_NAMES = frozenset({"apikey", "accesskey", "secretkey", "privatekey", "sig", "auth", "authorization", "jwt", "otp"})
-_KEY_KINDS = frozenset({"api", "access", "secret", "private", "signing", "client", "auth", "encryption", "license"})
+_KEY_KINDS = frozenset({"api", "access", "secret", "private", "signing", "client", "auth", "encryption", "license",
+                        "subscription", "application"})
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _AUTH_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+\-.^_`|~]*) +\S")
 _JSON_TOKEN_RE = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"(\s*:)?', re.S)  # a string, and the colon of a member name
@@ -100,7 +101,8 @@ def is_secret_header(name: str) -> bool:
     """True for a header whose value is a credential, a signature or a secret.
 
     The names in ``SECRET_HEADERS``, and names whose last word is ``Token``, ``Secret``,
-    ``Signature``, ``Password``; ``X-`` names ending in ``Key``, ``Sig``, ``Hmac`` or ``Auth``;
+    ``Signature``, ``Password``; a key of a secret kind (``DD-API-Key``,
+    ``Ocp-Apim-Subscription-Key``); ``X-`` names ending in ``Key``, ``Sig``, ``Hmac`` or ``Auth``;
     any name with an ``Hmac`` word (``X-Shopify-Hmac-Sha256``). ``Sec-WebSocket-Key`` and
     ``Idempotency-Key`` are not secrets and stay, and so do ``X-`` keys named for idempotency,
     caching, requests or tracing (``X-Idempotency-Key``, ``X-Cache-Key``).
@@ -113,6 +115,8 @@ def is_secret_header(name: str) -> bool:
         return False
     if words[-1] in _HEADER_LAST_WORDS or any(w.startswith("hmac") for w in words):
         return True
+    if words[-1] == "key" and len(words) > 1 and words[-2] in _KEY_KINDS:
+        return True  # DD-API-KEY, Ocp-Apim-Subscription-Key (as is_secret_field reads api_key)
     if words[0] != "x" or len(words) < 2 or words[-1] not in _X_HEADER_LAST_WORDS:
         return False
     return not (words[-1] == "key" and any(w in _PLAIN_KEY_WORDS for w in words))
@@ -125,7 +129,8 @@ def is_secret_field(name: str) -> bool:
     Words are split at ``_ - .`` and camelCase: a ``password``/``secret``/``credential`` word
     anywhere (``client_secret``, ``newPassword``), ``token``/``signature`` last
     (``access_token``, ``X-Amz-Signature``, not ``max_tokens`` or ``token_type``), a key of a
-    secret kind (``api_key``, ``apiKey``, ``private_key``, not ``idempotency_key``), and
+    secret kind (``api_key``, ``apiKey``, ``private_key``, ``subscription-key``, not
+    ``idempotency_key``), and
     ``sig``, ``auth``, ``jwt``, ``otp``.
     """
     words = [w.lower() for w in _WORD_RE.findall(name)]
