@@ -232,3 +232,15 @@ def test_set_on_a_gzip_body_says_it_is_compressed_and_sends_nothing(service: Ser
     err = assert_one_line_error(cli(None, "replay", ex.id, "--set", "amount=2", db=db), code=2)
     assert "gzip-compressed" in err and "--body" in err and "utf-8" not in err
     assert service.seen == []
+
+
+def test_a_filter_that_matches_a_websocket_session_says_how_to_leave_it_out(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    hook = captured(service, b"/hook")
+    live = make_exchange("GET", b"/live", [("Host", "shop.localhost"), ("Upgrade", "websocket")], tunnel="shop",
+                         target_url=service.url, websocket=True)
+    put(db, hook, live)
+    err = assert_one_line_error(cli(None, "replay", "--filter", "tunnel:shop", db=db), code=1)
+    assert "WebSocket session" in err and "!ws" in err and service.seen == []
+    done = cli(None, "replay", "--filter", "tunnel:shop !ws", db=db)
+    assert done.returncode == 0 and len(service.seen) == 1, done.stderr
