@@ -36,7 +36,17 @@ def _iso(seconds: float) -> str:
 
 def _headers(headers: Headers) -> list[_JSON]:
     # ``Headers.items``, as the agent API's ``as_multidict``: one reading of a header for JSON.
-    return [{"name": name, "value": value} for name, value in headers.items()]
+    # A value that is not UTF-8 reads with U+FFFD there; its bytes go in ``_valueBase64``.
+    out: list[_JSON] = []
+    for (name, value), (_, raw) in zip(headers.items(), headers.fields):
+        header: _JSON = {"name": name, "value": value}
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            header["_valueBase64"] = base64.b64encode(raw).decode("ascii")
+            header["comment"] = "the value is not UTF-8: its bytes are in _valueBase64"
+        out.append(header)
+    return out
 
 
 def _head_size(start_line: bytes, headers: Headers) -> int:

@@ -300,3 +300,12 @@ def test_an_asterisk_form_target_gives_a_valid_absolute_url() -> None:
     assert urlsplit(url).port == 8080
     no_host = make_exchange("OPTIONS", b"*", headers=[], target_url="http://127.0.0.1:3000/")
     assert har(no_host)["log"]["entries"][0]["request"]["url"] == "http://127.0.0.1:3000/*"
+
+
+def test_a_header_value_that_is_not_utf8_keeps_its_bytes() -> None:
+    # `X-Val: \xe9t\xe9` (Latin-1 "été") was written "\ufffdt\ufffd": the bytes were gone, silently.
+    ex = make_exchange(headers=[(b"Host", b"h"), (b"X-Val", b"\xe9t\xe9"), (b"X-Ok", "café".encode())])
+    headers = har(ex)["log"]["entries"][0]["request"]["headers"]
+    bad = next(h for h in headers if h["name"] == "X-Val")
+    assert base64.b64decode(bad["_valueBase64"]) == b"\xe9t\xe9" and "_valueBase64" in bad["comment"]
+    assert next(h for h in headers if h["name"] == "X-Ok") == {"name": "X-Ok", "value": "café"}
