@@ -112,7 +112,8 @@ def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header:
     if host_header not in ("preserve", "rewrite"):
         raise ReplayError(f"host_header must be 'preserve' or 'rewrite', not {quoted(host_header)}")
     if exchange.websocket:
-        raise ReplayError(f"exchange {exchange.id} is a WebSocket session; only HTTP requests can be replayed")
+        raise ReplayError(f"exchange {exchange.id} is a WebSocket session; only HTTP requests can be replayed "
+                          "(a filter leaves WebSocket sessions out with !ws)")
     edit = edit or Edit()
     request = edit.apply(exchange)
     scheme, netloc, prefix = _destination(exchange, to)

@@ -898,7 +898,10 @@ def test_a_reason_and_a_header_value_read_the_same_everywhere_and_json_always_en
     har.stdout.encode("utf-8")  # strict: no lone surrogate went out
     (entry,) = json.loads(har.stdout)["log"]["entries"]
     assert entry["response"]["statusText"] == in_json
-    assert {"name": "X-Reason", "value": in_json} in entry["response"]["headers"]
+    (header,) = [h for h in entry["response"]["headers"] if h["name"] == "X-Reason"]
+    assert header["value"] == in_json
+    if "_valueBase64" in header:  # a value that is not UTF-8 keeps its bytes there
+        assert base64.b64decode(header["_valueBase64"]) == raw
     shown_json = cli(captures, "show", new.id, "--json")
     assert shown_json.returncode == 0, shown_json.stderr
     assert "\\ud" not in shown_json.stdout  # no lone surrogate escaped into the JSON either

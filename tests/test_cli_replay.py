@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 from collections.abc import Iterator
@@ -219,3 +220,27 @@ def test_a_header_value_captured_with_spaces_after_it_is_replayed_without_them(s
     assert new.error is None and new.response is not None and new.response.status == 200, new.error_message
     seen = dict(service.seen[-1].headers)
     assert seen["X-Trace"] == "abc" and seen["X-Inner"] == "a  b"
+
+
+def test_set_on_a_gzip_body_says_it_is_compressed_and_sends_nothing(service: Service, tmp_path: Path) -> None:
+    # The message was "this one is not JSON ('utf-8' codec can't decode byte 0x8b ...)".
+    db = tmp_path / "c.db"
+    body = gzip.compress(b'{"amount": 1}')
+    ex = make_exchange("POST", b"/hook", [("Host", "shop.localhost"), ("Content-Encoding", "gzip"),
+                                          ("Content-Type", "application/json")], body, tunnel="shop", target_url=service.url)
+    put(db, ex)
+    err = assert_one_line_error(cli(None, "replay", ex.id, "--set", "amount=2", db=db), code=2)
+    assert "gzip-compressed" in err and "--body" in err and "utf-8" not in err
+    assert service.seen == []
+
+
+def test_a_filter_that_matches_a_websocket_session_says_how_to_leave_it_out(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    hook = captured(service, b"/hook")
+    live = make_exchange("GET", b"/live", [("Host", "shop.localhost"), ("Upgrade", "websocket")], tunnel="shop",
+                         target_url=service.url, websocket=True)
+    put(db, hook, live)
+    err = assert_one_line_error(cli(None, "replay", "--filter", "tunnel:shop", db=db), code=1)
+    assert "WebSocket session" in err and "!ws" in err and service.seen == []
+    done = cli(None, "replay", "--filter", "tunnel:shop !ws", db=db)
+    assert done.returncode == 0 and len(service.seen) == 1, done.stderr

@@ -89,6 +89,9 @@ def apply_assignments(body: bytes, assignments: list[str]) -> bytes:
     """
     if not assignments:
         return body
+    if body.startswith(b"\x1f\x8b"):  # gzip's magic: json.loads would speak of a byte 0x8b
+        raise ConfigError("--set needs a JSON body; this one is gzip-compressed: give it decoded with --body "
+                          "(and drop its Content-Encoding with -H 'Content-Encoding:')")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -144,6 +144,13 @@ def require_exchanges(exchanges: Sequence[Exchange]) -> None:
         raise ExportError("nothing to export: no exchanges given")
 
 
+def refuse_websocket(exchange: Exchange, tool: str) -> ExportError:
+    """The refusal of a WebSocket session by a format that sends one plain request (curl, HTTPie),
+    saying what to do instead: a filter matching many exchanges often takes in one."""
+    return ExportError(f"exchange {exchange.id} is a WebSocket session; {tool} cannot replay it "
+                       "(the har and raw formats keep it; a filter leaves such sessions out with !ws)")
+
+
 def prepared(exchanges: Sequence[Exchange], *, redact: bool) -> list[Exchange]:
     """The exchanges to export, secrets replaced when ``redact`` (raises when there are none)."""
     require_exchanges(exchanges)

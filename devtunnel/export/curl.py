@@ -31,7 +31,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange, Request
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text, shell_word
+from devtunnel.export.base import Export, destination, file_stem, prepared, refuse_websocket, safe_text, shell_word
 from devtunnel.values.http1 import FRAMING, has_field, is_token
 from devtunnel.values.terminal import quoted
 
@@ -195,7 +195,7 @@ def curl_command(
 ) -> str:
     """The curl command for one exchange, redacted already if it is to be (side files are added to ``files``)."""
     if exchange.websocket:
-        raise ExportError(f"exchange {exchange.id} is a WebSocket session; curl cannot replay it")
+        raise refuse_websocket(exchange, "curl")
     cmd = _Command(file_stem(exchange, index), body_dir, {} if files is None else files)
     request = exchange.request
     version = "--http1.0" if request.http_version == "1.0" else "--http1.1"

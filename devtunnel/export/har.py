@@ -36,7 +36,17 @@ def _iso(seconds: float) -> str:
 
 def _headers(headers: Headers) -> list[_JSON]:
     # ``Headers.items``, as the agent API's ``as_multidict``: one reading of a header for JSON.
-    return [{"name": name, "value": value} for name, value in headers.items()]
+    # A value that is not UTF-8 reads with U+FFFD there; its bytes go in ``_valueBase64``.
+    out: list[_JSON] = []
+    for (name, value), (_, raw) in zip(headers.items(), headers.fields):
+        header: _JSON = {"name": name, "value": value}
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            header["_valueBase64"] = base64.b64encode(raw).decode("ascii")
+            header["comment"] = "the value is not UTF-8: its bytes are in _valueBase64"
+        out.append(header)
+    return out
 
 
 def _head_size(start_line: bytes, headers: Headers) -> int:
@@ -143,10 +153,13 @@ def _absolute_url(exchange: Exchange, base_url: str | None, local: bool) -> str:
     request = exchange.request
     if base_url is not None or local:
         return destination(exchange, base_url=base_url, local=local).url(request.url_text)
+    # A target that is not a path (`OPTIONS *`) goes after a `/`, as Destination.url puts it:
+    # `http://host:8080*` would not be a URL at all.
+    target = request.url_text if request.url_text.startswith("/") else "/" + request.url_text
     if request.host:
-        return exchange.url
+        return f"{exchange.scheme}://{request.host}{target}"
     base = exchange.target_url.rstrip("/") or f"{exchange.scheme}://localhost"
-    return base + request.url_text if request.url_text.startswith("/") else base + "/" + request.url_text
+    return base + target
 
 
 def _request(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
@@ -180,7 +193,7 @@ def _response(exchange: Exchange) -> _JSON:
             "httpVersion": "",
             "cookies": [],
             "headers": [],
-            "content": {"size": 0, "mimeType": "x-unknown"},
+            "content": {"size": 0, "mimeType": "x-unknown", "text": ""},  # (HAR readers read text)
             "redirectURL": "",
             "headersSize": -1,
             "bodySize": -1,

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, destination, file_stem, prepared, safe_text, shell_word
+from devtunnel.export.base import Export, destination, file_stem, prepared, refuse_websocket, safe_text, shell_word
 from devtunnel.export.curl import INLINE_LIMIT
 from devtunnel.values.http1 import FRAMING, is_token
 from devtunnel.values.terminal import quoted
@@ -76,7 +76,7 @@ def httpie_command(
     files = {} if files is None else files
     request = exchange.request
     if exchange.websocket:
-        raise ExportError(f"exchange {exchange.id} is a WebSocket session; HTTPie cannot replay it")
+        raise refuse_websocket(exchange, "HTTPie")
     if not _METHOD_RE.match(request.method):
         raise ExportError(f"method {quoted(request.method)} cannot be given to HTTPie (letters only); use the curl format")
     headers = request.headers

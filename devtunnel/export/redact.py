@@ -9,7 +9,8 @@ or a form, so the message stays well-formed):
 * query parameters, form fields (urlencoded and multipart) and JSON members at any depth whose
   names read like a secret (``password``, ``client_secret``, ``access_token``, ``api_key``,
   ``apiKey``, ``X-Amz-Signature``, ...; see ``is_secret_field``), in requests, responses and
-  WebSocket text messages.
+  WebSocket text messages; query and fragment parameters also in the URLs of ``Referer``,
+  ``Location`` and ``Content-Location`` (an OAuth redirect's ``#access_token=``).
 
 A body that was changed gets a Content-Length that matches it. A gzip or deflate body is
 decoded to look inside; when it held a secret it is kept decoded (Content-Encoding removed).
@@ -86,7 +87,8 @@ _PLAIN_KEY_WORDS = frozenset({"idempotency", "cache", "request", "correlation", 
 _FIELD_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "credential", "credentials"})
 _FIELD_LAST_WORDS = frozenset({"token", "signature", "apikey"})
 _FIELD_NAMES = frozenset({"apikey", "accesskey", "secretkey", "privatekey", "sig", "auth", "authorization", "jwt", "otp"})
-_KEY_KINDS = frozenset({"api", "access", "secret", "private", "signing", "client", "auth", "encryption", "license"})
+_KEY_KINDS = frozenset({"api", "access", "secret", "private", "signing", "client", "auth", "encryption", "license",
+                        "subscription", "application"})
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _AUTH_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+\-.^_`|~]*) +\S")
 _JSON_TOKEN_RE = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"(\s*:)?', re.S)  # a string, and the colon of a member name
@@ -99,7 +101,8 @@ def is_secret_header(name: str) -> bool:
     """True for a header whose value is a credential, a signature or a secret.
 
     The names in ``SECRET_HEADERS``, and names whose last word is ``Token``, ``Secret``,
-    ``Signature``, ``Password``; ``X-`` names ending in ``Key``, ``Sig``, ``Hmac`` or ``Auth``;
+    ``Signature``, ``Password``; a key of a secret kind (``DD-API-Key``,
+    ``Ocp-Apim-Subscription-Key``); ``X-`` names ending in ``Key``, ``Sig``, ``Hmac`` or ``Auth``;
     any name with an ``Hmac`` word (``X-Shopify-Hmac-Sha256``). ``Sec-WebSocket-Key`` and
     ``Idempotency-Key`` are not secrets and stay, and so do ``X-`` keys named for idempotency,
     caching, requests or tracing (``X-Idempotency-Key``, ``X-Cache-Key``).
@@ -112,6 +115,8 @@ def is_secret_header(name: str) -> bool:
         return False
     if words[-1] in _HEADER_LAST_WORDS or any(w.startswith("hmac") for w in words):
         return True
+    if words[-1] == "key" and len(words) > 1 and words[-2] in _KEY_KINDS:
+        return True  # DD-API-KEY, Ocp-Apim-Subscription-Key (as is_secret_field reads api_key)
     if words[0] != "x" or len(words) < 2 or words[-1] not in _X_HEADER_LAST_WORDS:
         return False
     return not (words[-1] == "key" and any(w in _PLAIN_KEY_WORDS for w in words))
@@ -124,7 +129,8 @@ def is_secret_field(name: str) -> bool:
     Words are split at ``_ - .`` and camelCase: a ``password``/``secret``/``credential`` word
     anywhere (``client_secret``, ``newPassword``), ``token``/``signature`` last
     (``access_token``, ``X-Amz-Signature``, not ``max_tokens`` or ``token_type``), a key of a
-    secret kind (``api_key``, ``apiKey``, ``private_key``, not ``idempotency_key``), and
+    secret kind (``api_key``, ``apiKey``, ``private_key``, ``subscription-key``, not
+    ``idempotency_key``), and
     ``sig``, ``auth``, ``jwt``, ``otp``.
     """
     words = [w.lower() for w in _WORD_RE.findall(name)]
@@ -160,8 +166,13 @@ def _redact_value(key: str, value: bytes) -> bytes:
     return REDACTED.encode()
 
 
+_URL_HEADERS = frozenset({"referer", "location", "content-location"})
+"""Headers whose value is a URL: its secret query and fragment parameters are redacted."""
+
+
 def redact_headers(headers: Headers) -> Headers:
-    """A copy of ``headers`` with every secret value (``is_secret_header``) replaced by ``<redacted>``.
+    """A copy of ``headers`` with every secret value (``is_secret_header``) replaced by ``<redacted>``,
+    and the secret parameters of the URLs in ``_URL_HEADERS`` (``Referer``, ``Location``).
 
     ``Authorization`` keeps its scheme and cookies keep their names, so the reader still knows
     what was there.
@@ -173,6 +184,10 @@ def redact_headers(headers: Headers) -> Headers:
         if value and is_secret_header(key):
             value = _redact_value(key, value)
             changed = True
+        elif value and key in _URL_HEADERS:
+            redacted = _redact_url(value)
+            changed = changed or redacted != value
+            value = redacted
         out.append((name, value))
     return Headers(out) if changed else headers
 
@@ -192,15 +207,13 @@ def redact_query(query: bytes) -> bytes:
     return b"&".join(parts) if changed else query
 
 
-def _redact_target(target: bytes) -> bytes:
-    path, sep, query = target.partition(b"?")
-    if not sep:
-        return target
-    fragment = b""
-    if b"#" in query:
-        query, _, rest = query.partition(b"#")
-        fragment = b"#" + rest
-    return path + b"?" + redact_query(query) + fragment
+def _redact_url(url: bytes) -> bytes:
+    """A request target or URL with the values of its secret query and fragment parameters
+    replaced: ``?access_token=`` in a Referer, ``#access_token=`` in an OAuth redirect's Location."""
+    rest, hash_, fragment = url.partition(b"#")
+    path, sep, query = rest.partition(b"?")
+    out = path + sep + redact_query(query) if sep else rest
+    return out + hash_ + redact_query(fragment) if hash_ else out
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -351,7 +364,7 @@ def redact_exchange(exchange: Exchange) -> Exchange:
     """A copy of ``exchange`` with every secret replaced (see the module docstring)."""
     request = exchange.request
     changes = _redacted_message(request)
-    target = _redact_target(request.target)
+    target = _redact_url(request.target)
     if target != request.target:
         changes["target"] = target
     fields: dict[str, Any] = {"request": dataclasses.replace(request, **changes)}

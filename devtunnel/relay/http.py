@@ -562,6 +562,23 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         elif self._chunks:
             self._bound_trailer(data)
 
+    def handle_websocket_upgrade(self) -> None:
+        """uvicorn's hand-over to the WebSocket protocol, which also gets the headers as received:
+        uvicorn feeds it the lowercased names of ``scope["headers"]`` (``raw_request_headers``)."""
+        self.connections.discard(self)
+        output = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        for name, value in self.scope["headers"]:
+            output += [name, b": ", value, b"\r\n"]
+        output.append(b"\r\n")
+        protocol = self.ws_protocol_class(  # type: ignore[call-arg, misc]
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        if isinstance(protocol, DeadPeerWebSocketProtocol):
+            protocol.raw_request_headers = list(self._raw_headers)
+        protocol.connection_made(self.transport)
+        protocol.data_received(b"".join(output))
+        self.transport.set_protocol(protocol)
+
     def _parse_failed(self, exc: Exception, data: bytes) -> None:
         """The parser stopped in ``data``, a read: an upgrade, a refused head or trailer, a method
         it has no name for, or invalid HTTP."""
@@ -1056,6 +1073,9 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
 
     on_bytes: Callable[[bytes], None] | None = None
     """Called with each complete binary message instead of queueing it for ``receive()``."""
+    raw_request_headers: list[tuple[bytes, bytes]] | None = None
+    """The handshake's headers as received (``HeadLimitedHttpProtocol.handle_websocket_upgrade``),
+    put in the scope under ``RAW_HEADERS_EXTENSION`` as for a request."""
     peer_errors: PeerErrorLog = _PEER_ERRORS
     unanswered_ping = False
     """The peer was dropped because it did not answer a ping in time (it froze or vanished)."""
@@ -1064,6 +1084,13 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     def logging_to(cls, peer_errors: PeerErrorLog) -> type[DeadPeerWebSocketProtocol]:
         """A subclass (of this class or a configured one) logging peers' mistakes to ``peer_errors``."""
         return type(cls.__name__, (cls,), {"peer_errors": peer_errors})
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        raw = self.raw_request_headers
+        scope = getattr(self, "scope", None)
+        if raw is not None and scope is not None and len(raw) == len(scope["headers"]):
+            scope["extensions"][RAW_HEADERS_EXTENSION] = raw
 
     def send_receive_event_to_app(self) -> None:
         on_bytes = self.on_bytes

@@ -10,7 +10,7 @@ import logging
 
 from devtunnel.errors import DevtunnelError, ProtocolError
 from devtunnel.protocol.relay_side import RelayConnection
-from devtunnel.protocol.events import WebSocketClosed
+from devtunnel.protocol.events import Fields, WebSocketClosed
 from devtunnel.relay.asgi import Receive, Scope, Send, client_ip, deny_websocket, protocol_of, request_problem, target
 from devtunnel.relay.headers import (
     forward_request_headers,
@@ -19,6 +19,7 @@ from devtunnel.relay.headers import (
     scope_cookies,
     websocket_accept_headers,
 )
+from devtunnel.relay.http import RAW_HEADERS_EXTENSION
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_answer, strip_rule_header
@@ -28,6 +29,14 @@ from devtunnel.rules import Decision
 from devtunnel.values.websocket import sendable_close_code
 
 log = logging.getLogger("devtunnel.relay")
+
+
+def _fields(scope: Scope, host: bytes, ip: str, proto: bytes) -> Fields:
+    """The handshake's headers as they go to the agent, names in the client's case (uvicorn
+    lowercases those of ``scope["headers"]``; ``RAW_HEADERS_EXTENSION`` holds them as sent)."""
+    lowered = scope["headers"]
+    raw = (scope.get("extensions") or {}).get(RAW_HEADERS_EXTENSION) or lowered
+    return forward_request_headers(raw, host, ip.encode(), proto, websocket=True)
 
 # Close codes that name a condition but may not be sent in a close frame (RFC 6455 7.4.1).
 class WebSocketForwarder:
@@ -61,7 +70,7 @@ class WebSocketForwarder:
         ip = client_ip(scope)
         decision = self.rules.judge(tunnel, scope)
         if decision is not None and decision.answer is not None:
-            fields = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+            fields = _fields(scope, host, ip, self._proto_bytes)
             self.rules.notify(tunnel, scope, fields, decision)
             if decision.answer.drop:
                 protocol = protocol_of(receive)
@@ -90,7 +99,7 @@ class WebSocketForwarder:
         ip: str,
         decision: Decision | None = None,
     ) -> None:
-        raw = forward_request_headers(scope["headers"], host, ip.encode(), self._proto_bytes, websocket=True)
+        raw = _fields(scope, host, ip, self._proto_bytes)
         fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
         try:
             stream_id = conn.open_request(

@@ -172,3 +172,16 @@ def test_raw_to_a_pipe_never_replaces_a_file_and_says_where_side_files_went(tmp_
     assert side.read_bytes().endswith(b"\r\n\r\n\x00\xff\x01\x02") and side.name in first.stdout
     again = run(db, BINARY.id, "--format", "raw", cwd=work)  # the same bytes: kept, not an error
     assert again.returncode == 0 and f"kept (same bytes) {side} (" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("fmt", ["curl", "httpie"])
+def test_a_filter_that_matches_a_websocket_session_says_how_to_leave_it_out(db: Path, tmp_path: Path, fmt: str) -> None:
+    # The whole export was refused naming the session, with no word on how to get the rest.
+    store = Store(db)
+    store.put_many([make_exchange("GET", b"/live", [(b"Host", b"h"), (b"Upgrade", b"websocket")], websocket=True)])
+    store.close()
+    proc = run(db, "--filter", "tunnel:demo", "--format", fmt, cwd=tmp_path)
+    assert proc.returncode == 1 and "WebSocket session" in proc.stderr and "!ws" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    again = run(db, "--filter", "tunnel:demo !ws", "--format", fmt, cwd=tmp_path)
+    assert again.returncode == 0 and "/hooks/stripe" in again.stdout, again.stderr

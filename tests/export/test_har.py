@@ -8,6 +8,7 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -218,6 +219,8 @@ def test_exchange_with_an_error_and_no_response_is_a_valid_entry() -> None:
     entry = har(ex)["log"]["entries"][0]
     assert entry["response"]["status"] == 0 and entry["response"]["_error"] == "local_refused"
     assert "refused" in entry["response"]["comment"] and "refused" in entry["comment"]
+    # An empty text, not none: haralyzer's HarEntry(entry).response.text raised KeyError('text').
+    assert entry["response"]["content"] == {"size": 0, "mimeType": "x-unknown", "text": ""}
 
 
 def test_request_without_host_gets_an_absolute_url_from_the_target() -> None:
@@ -287,3 +290,22 @@ def test_any_exchange_gives_a_valid_har_whose_bodies_round_trip(
         post = entry["request"]["postData"]
         sent = base64.b64decode(post["text"]) if post.get("_encoding") == "base64" else post["text"].encode()
         assert sent == req_body
+
+
+def test_an_asterisk_form_target_gives_a_valid_absolute_url() -> None:
+    # `OPTIONS * HTTP/1.1` was written as http://host:8080* (a port of "8080*": no URL at all).
+    ex = make_exchange("OPTIONS", b"*", headers=[(b"Host", b"demo.localhost:8080")])
+    url = har(ex)["log"]["entries"][0]["request"]["url"]
+    assert url == "http://demo.localhost:8080/*"
+    assert urlsplit(url).port == 8080
+    no_host = make_exchange("OPTIONS", b"*", headers=[], target_url="http://127.0.0.1:3000/")
+    assert har(no_host)["log"]["entries"][0]["request"]["url"] == "http://127.0.0.1:3000/*"
+
+
+def test_a_header_value_that_is_not_utf8_keeps_its_bytes() -> None:
+    # `X-Val: \xe9t\xe9` (Latin-1 "été") was written "\ufffdt\ufffd": the bytes were gone, silently.
+    ex = make_exchange(headers=[(b"Host", b"h"), (b"X-Val", b"\xe9t\xe9"), (b"X-Ok", "café".encode())])
+    headers = har(ex)["log"]["entries"][0]["request"]["headers"]
+    bad = next(h for h in headers if h["name"] == "X-Val")
+    assert base64.b64decode(bad["_valueBase64"]) == b"\xe9t\xe9" and "_valueBase64" in bad["comment"]
+    assert next(h for h in headers if h["name"] == "X-Ok") == {"name": "X-Ok", "value": "café"}

@@ -19,7 +19,7 @@ from devtunnel.export import export
 from devtunnel.export.redact import is_secret_field, is_secret_header, redact_body, redact_exchange
 from devtunnel.agent.service import AgentService
 from devtunnel.api.app import serve_api
-from tests.kit.exchanges import make_exchange
+from tests.kit.exchanges import make_exchange, make_response
 
 # Every secret value below is a distinct marker: none may appear in a redacted export.
 SECRETS = [
@@ -166,7 +166,8 @@ def test_websocket_text_messages_are_redacted_in_har() -> None:
 
 @pytest.mark.parametrize(
     "name", ["Authorization", "X-Custom-Token", "X-Hasura-Admin-Secret", "X-Partner-Key", "x-amz-security-token",
-             "Linear-Signature", "X-Shopify-Hmac-Sha256", "X-Auth", "Signature", "Set-Cookie"],
+             "Linear-Signature", "X-Shopify-Hmac-Sha256", "X-Auth", "Signature", "Set-Cookie",
+             "Ocp-Apim-Subscription-Key", "DD-API-KEY", "DD-APPLICATION-KEY", "Access-Key"],
 )
 def test_secret_headers(name: str) -> None:
     assert is_secret_header(name)
@@ -183,7 +184,7 @@ def test_headers_that_are_not_secrets(name: str) -> None:
 @pytest.mark.parametrize(
     "name", ["password", "newPassword", "password_confirmation", "client_secret", "secret", "token", "access_token",
              "refreshToken", "id_token", "api_key", "apiKey", "apikey", "APIKey", "private_key", "X-Amz-Signature", "sig",
-             "credentials", "passphrase"],
+             "credentials", "passphrase", "subscription-key", "application_key"],
 )
 def test_secret_field_names(name: str) -> None:
     assert is_secret_field(name)
@@ -261,3 +262,33 @@ def test_json_redaction_keeps_the_document_valid_and_replaces_exactly_the_secret
 ) -> None:
     body = json.dumps(doc, indent=indent, ensure_ascii=ascii_only).encode()
     assert json.loads(redact_body(body, "application/json")) == expected(doc)
+
+
+@pytest.mark.parametrize("fmt", ["curl", "httpie", "raw", "har", "pytest"])
+def test_tokens_in_the_urls_of_referer_and_location_are_redacted(fmt: str) -> None:
+    # An OAuth callback: the token rode in the Referer's query and the redirect's fragment, and
+    # every format printed them under --redact.
+    response = make_response(302, [
+        (b"Location", b"https://app.example/done?state=s1#access_token=TOKEN2&token_type=bearer"),
+        (b"Content-Location", b"/cb?client_secret=TOKEN3"), (b"Content-Length", b"0"),
+    ], reason="Found")
+    ex = make_exchange("GET", b"/cb?code=c1", [
+        (b"Host", b"demo.localhost"), (b"Referer", b"https://app.example/login?access_token=TOKEN1&next=%2Fhome#top"),
+    ], response=response)
+    options = {"response": True} if fmt == "raw" else {}
+    text = export(fmt, ex, redact=True, **options).text
+    assert not [t for t in ("TOKEN1", "TOKEN2", "TOKEN3") if t in text]
+    if fmt in ("raw", "har"):
+        assert "https://app.example/login?access_token=%3Credacted%3E&next=%2Fhome#top" in text
+        assert "https://app.example/done?state=s1#access_token=%3Credacted%3E&token_type=bearer" in text
+
+
+def test_api_keys_of_azure_and_datadog_are_redacted_in_every_format() -> None:
+    # Printed as captured under --redact: only X- names ending in Key counted as keys.
+    ex = make_exchange("GET", b"/v1/series?subscription-key=KEY3&application_key=KEY4&q=1", [
+        (b"Host", b"demo.localhost"), (b"Ocp-Apim-Subscription-Key", b"KEY1"), (b"DD-API-KEY", b"KEY2"),
+    ], response=make_response(200))
+    for fmt in ("curl", "httpie", "raw", "har", "pytest"):
+        text = export(fmt, ex, redact=True).text
+        assert not [k for k in ("KEY1", "KEY2", "KEY3", "KEY4") if k in text], fmt
+        assert "q=1" in text, fmt

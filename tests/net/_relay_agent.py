@@ -83,8 +83,8 @@ class AgentRequest:
         self.ended = event.end_stream
 
     def header(self, name: bytes) -> list[bytes]:
-        """Every value of header ``name`` (lowercase), in order."""
-        return [v for n, v in self.event.headers if n == name]
+        """Every value of header ``name`` (lowercase; the names' case is the client's), in order."""
+        return [v for n, v in self.event.headers if n.lower() == name]
 
     async def body(self) -> bytes:
         """Read the whole request body (acknowledging it as it comes)."""

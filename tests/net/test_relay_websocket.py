@@ -80,7 +80,19 @@ async def test_websocket_text_binary_and_client_close_code_pass_through(relay: R
     assert closes == [(4001, "client done")]
     seen = next(iter(agent.requests.values())).event
     assert seen.websocket
-    assert (b"upgrade", b"websocket") in seen.headers
+    assert (b"Upgrade", b"websocket") in seen.headers
+
+
+async def test_websocket_handshake_headers_reach_the_agent_in_the_clients_case(relay: Relay, agent: ScriptedAgent) -> None:
+    # uvicorn hands the handshake to its WebSocket protocol with lowercased names: the capture
+    # (and every export of it) said `authorization:` and `x-mixed-CASE:` for what the client sent.
+    async with connect(ws_url(relay), additional_headers=[("X-Mixed-CASE", "1"), ("Authorization", "Bearer t")]) as ws:
+        await ws.send("hi")
+        assert await asyncio.wait_for(ws.recv(), 5) == "HI"
+    names = [n for n, _ in next(iter(agent.requests.values())).event.headers]
+    assert names[:2] == [b"Host", b"Upgrade"]
+    assert b"X-Mixed-CASE" in names and b"Authorization" in names and b"Sec-WebSocket-Key" in names
+    assert names[-3:] == [b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Host"]
 
 
 async def test_websocket_close_code_from_the_agent_reaches_the_client(relay: Relay, agent: ScriptedAgent) -> None:

@@ -328,7 +328,7 @@ def test_the_direct_cycle_has_every_field_of_uvicorns_cycle_and_no_other() -> No
 
 
 # -- uvicorn: the sans-IO WebSocket protocol, and its keepalive ----------------------------------------
-WS_PROTOCOL_METHODS = ["send_receive_event_to_app", "send", "keepalive_timeout",  # overridden
+WS_PROTOCOL_METHODS = ["send_receive_event_to_app", "send", "keepalive_timeout", "handle_connect",  # overridden
                        "start_keepalive", "send_keepalive_ping", "stop_keepalive", "receive"]  # relied on
 
 
