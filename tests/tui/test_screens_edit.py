@@ -129,6 +129,18 @@ async def test_a_header_field_with_the_focus_shows_its_text() -> None:
             assert shown + "X" in line, line
 
 
+@pytest.mark.parametrize("width", [40, 60])
+async def test_header_values_show_in_a_narrow_terminal(width: int) -> None:
+    """The name field yields room to the value: at 40 columns a fixed 30-cell name left the
+    values no room at all (every value looked empty, and could not be edited)."""
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(width, 15)) as pilot:
+        await pilot.pause()
+        line = next(line for line in screen_text(app).splitlines() if "Content-Type" in line)
+        assert "applic" in line, line
+
+
 @pytest.mark.parametrize(
     ("keys", "message"),
     [

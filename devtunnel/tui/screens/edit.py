@@ -126,7 +126,7 @@ class HeaderRow(Horizontal):
         height: 1;
         Input, Input:focus { border: none; height: 1; padding: 0 1; }
         Input { background: $boost; }
-        Input.name { width: 30; margin-right: 1; }
+        Input.name { width: 30; max-width: 40%; margin-right: 1; }
         Input.value { width: 1fr; }
         Button { min-width: 5; width: 5; height: 1; border: none; }
     }
