@@ -192,6 +192,50 @@ async def test_json_body_hint_follows_the_text() -> None:
         assert str(hint.render()) == "invalid JSON at line 3 col 12: Expecting property name enclosed in double quotes"
 
 
+async def test_body_label_and_json_check_follow_the_content_type_row() -> None:
+    """Changing the Content-Type row changes what the body is checked as: a body turned into
+    text is not called invalid JSON, and a body turned into JSON is checked."""
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        label = app.screen.query_one("#body-label", Static)
+        hint = app.screen.query_one("#json-hint", Static)
+        row = next(r for r in app.screen.query(HeaderRow) if r.field[0] == "Content-Type")
+        value = row.query_one(".value", Input)
+        value.focus()
+        await pilot.press("ctrl+u", *"text/plain")
+        app.screen.query_one("#body", TextArea).text = "sku=A-1, qty 2"
+        await pilot.pause()
+        assert str(label.render()) == "Body · text/plain"
+        assert str(hint.render()) == ""
+        value.focus()
+        await pilot.press("ctrl+u", *"application/problem+json")
+        await pilot.pause()
+        assert str(label.render()) == "Body · application/problem+json"
+        assert str(hint.render()).startswith("invalid JSON at line 1 col 1")
+
+
+async def test_a_content_type_row_added_makes_the_body_json() -> None:
+    ex = exchange(method="DELETE", req_headers=[("Host", "shop.localhost")])
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        label = app.screen.query_one("#body-label", Static)
+        assert str(label.render()) == "Body · no content type"
+        await pilot.press("ctrl+n", *"content-TYPE")
+        row = app.screen.query(HeaderRow).last()
+        row.query_one(".value", Input).focus()
+        await pilot.press(*"application/json")
+        app.screen.query_one("#body", TextArea).text = '{"x": 1'
+        await pilot.pause()
+        assert str(label.render()) == "Body · application/json"
+        assert str(app.screen.query_one("#json-hint", Static).render()).startswith("invalid JSON")
+        await pilot.press("ctrl+r")
+        await async_wait_for(lambda: str(label.render()) == "Body · no content type")
+        assert str(app.screen.query_one("#json-hint", Static).render()) == ""
+
+
 async def test_edited_body_is_sent_as_utf8() -> None:
     ex = json_exchange()
     send = Recorder(ex)

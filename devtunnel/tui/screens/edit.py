@@ -26,7 +26,7 @@ from textual.widgets import Button, Checkbox, Input, Static, TextArea
 from textual.worker import Worker
 
 from devtunnel.capture.edit import Edit
-from devtunnel.capture.model import Exchange, Headers, Response
+from devtunnel.capture.model import Exchange, Headers, Response, media_type
 from devtunnel.capture.outcome import replay_outcome
 from devtunnel.errors import DevtunnelError, ReplayError
 from devtunnel.values.http1 import FRAMING
@@ -234,7 +234,8 @@ class EditReplayScreen(Screen[None]):
         """The latest exchange the replay produced."""
         request = exchange.request
         kind = body_kind(request.content_type, request.body)
-        self._is_json = kind == "json" or request.content_type.endswith("json")
+        self._sniffed_json = kind == "json"
+        """The captured body reads as JSON: checked as such while the Content-Type row is as captured."""
         self._body_fixed_reason = ""
         if kind == "binary":
             self._body_fixed_reason = "binary"
@@ -273,8 +274,8 @@ class EditReplayScreen(Screen[None]):
             yield Static(self._body_label(), id="body-label", markup=False)
             yield Static("", id="json-hint")
         if self._body_editable:
-            language = "json" if self._is_json and "json" in TextArea().available_languages else None
-            yield TextArea(self._original_body, id="body", language=language, soft_wrap=True, show_line_numbers=True)
+            yield TextArea(self._original_body, id="body", language=self._language(self._is_json(request.content_type)),
+                           soft_wrap=True, show_line_numbers=True)
         else:
             yield Static(
                 f"The {self._body_fixed_reason} body ({format_size(len(request.body))}) is sent as recorded.",
@@ -316,9 +317,46 @@ class EditReplayScreen(Screen[None]):
         """True when the captured signature is to be sent unchanged."""
         return self._provider is not None and self.query_one("#as-captured", Checkbox).value
 
+    def _form_content_type(self) -> str:
+        """The media type of the form's first Content-Type row, as typed (``""`` without one)."""
+        for row in self.query(HeaderRow):
+            name, value = row.field
+            if name.strip().lower() == "content-type":
+                return media_type(value)
+        return ""
+
+    def _is_json(self, content_type: str) -> bool:
+        """Whether the body is checked as JSON under ``content_type`` (the form's)."""
+        return content_type.endswith("json") or (self._sniffed_json and content_type == self.exchange.request.content_type)
+
+    @staticmethod
+    def _language(is_json: bool) -> str | None:
+        return "json" if is_json and "json" in TextArea().available_languages else None
+
+    @on(Input.Changed, "HeaderRow Input")
+    def _header_changed(self) -> None:
+        self._content_type_changed()
+
+    @on(Button.Pressed, "HeaderRow .delete")
+    def _header_removed(self) -> None:
+        self.call_after_refresh(self._content_type_changed)  # once the row is gone
+
+    def _content_type_changed(self) -> None:
+        """The body label, the JSON check and the highlighting follow the Content-Type row."""
+        if not self.is_mounted:
+            return
+        self.query_one("#body-label", Static).update(self._body_label())
+        if self._body_editable:
+            body = self.query_one("#body", TextArea)
+            language = self._language(self._is_json(self._form_content_type()))
+            if body.language != language:
+                body.language = language
+        self._update_hint()
+
     def _body_label(self) -> str:
         request = self.exchange.request
-        label = f"Body · {request.content_type or 'no content type'}"
+        content_type = self._form_content_type() if self.is_mounted else request.content_type
+        label = f"Body · {content_type or 'no content type'}"
         if request.body_truncated or request.body_size > len(request.body):
             label += f" · truncated at capture: only the recorded {format_size(len(request.body))} of {format_size(request.body_size)} is sent"
         return label
@@ -335,8 +373,10 @@ class EditReplayScreen(Screen[None]):
 
     def _update_hint(self) -> None:
         hint = self.query_one("#json-hint", Static)
-        if self._is_json and self._body_editable:
+        if self._is_json(self._form_content_type()) and self._body_editable:
             hint.update(json_hint(self.query_one("#body", TextArea).text))
+        else:
+            hint.update("")
 
     def _show_message(self, message: str | Text, *, error: bool = False) -> None:
         widget = self.query_one("#message", Static)
@@ -392,6 +432,7 @@ class EditReplayScreen(Screen[None]):
             self._show_message("Put the cursor in a header row to remove it.", error=True)
             return
         await row.remove()
+        self._content_type_changed()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         tell_failure(self, event)
