@@ -315,7 +315,7 @@ async def test_binary_body_is_not_editable_and_sent_as_recorded() -> None:
         assert send.edits[0].body is None
 
 
-async def test_hostile_values_are_editable_and_sent_unchanged() -> None:
+async def test_hostile_values_are_shown_escaped_and_sent_unchanged() -> None:
     ex = exchange(req_headers=[("X-Evil", HOSTILE)], target=b"/[b]x[/b]")
     send = Recorder(ex)
     app = ScreenApp(EditReplayScreen(ex, send))
@@ -325,6 +325,32 @@ async def test_hostile_values_are_editable_and_sent_unchanged() -> None:
         await pilot.press("ctrl+s")
         await async_wait_for(lambda: send.edits, what="send")
         assert send.edits[0].headers is None
+
+
+async def test_a_field_shown_with_escapes_is_sent_as_recorded_when_others_change() -> None:
+    """A value holding a tab or bytes that are not UTF-8 is shown as ``a\\tb`` or ``\\xff``; edited,
+    the escape went out as typed (a backslash and a t) and the tab was gone. Such a field cannot be
+    edited, as a body with control characters cannot: it is sent as recorded (or removed)."""
+    raw = [(b"Host", b"shop.localhost"), (b"X-Tab", b"a\tb"), (b"X-Bin", b"\xff\xfe"), (b"Accept", b"*/*")]
+    ex = exchange(req_headers=raw)  # type: ignore[arg-type]
+    assert list(ex.request.headers.fields) == raw
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        rows = {row.field[0]: row for row in app.screen.query(HeaderRow)}
+        for name in ("X-Tab", "X-Bin"):
+            value = rows[name].query_one(".value", Input)
+            assert value.disabled, name
+        accept = rows["Accept"].query_one(".value", Input)
+        accept.focus()
+        await pilot.press("end", *",text/html")
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        headers = send.edits[0].headers
+        assert headers is not None
+        assert dict(headers.fields)[b"X-Tab"] == b"a\tb"
+        assert dict(headers.fields)[b"Accept"] == b"*/*,text/html"
 
 
 async def test_body_with_escape_sequences_is_sent_as_recorded_not_drawn() -> None:

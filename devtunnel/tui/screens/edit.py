@@ -118,6 +118,21 @@ def replay_notice(original: Exchange, replayed: Exchange, *, lead: str = "Replay
     return text
 
 
+AS_RECORDED = "shown with escapes: sent as recorded (its row's ✕ removes it)"
+"""The tooltip of a field that cannot be edited."""
+
+
+def escaped_input(text: str, shown: str, **options: str) -> Input:
+    """An input for captured ``text`` shown as ``shown`` (``escape_control``). A field that
+    needed escapes (a tab, bytes that are not UTF-8, a bidi control) cannot be edited, as a body
+    with control characters cannot: an escape is two characters where there was one, and edited
+    it would be sent as typed (a backslash and a t, not the tab). It is sent as recorded."""
+    field = Input(shown, select_on_focus=False, disabled=shown != text, **options)  # type: ignore[arg-type]
+    if field.disabled:
+        field.tooltip = AS_RECORDED
+    return field
+
+
 class HeaderRow(Horizontal):
     """One editable header field: name, value, and a button that removes the row."""
 
@@ -140,9 +155,9 @@ class HeaderRow(Horizontal):
         self._shown = (escape_control(name), escape_control(value))
 
     def compose(self) -> ComposeResult:
-        name, value = self._shown
-        yield Input(name, placeholder="Name", classes="name", select_on_focus=False)
-        yield Input(value, placeholder="value", classes="value", select_on_focus=False)
+        (name, value), (original_name, original_value) = self._shown, self._original
+        yield escaped_input(original_name, name, placeholder="Name", classes="name")
+        yield escaped_input(original_value, value, placeholder="value", classes="value")
         yield Button("✕", classes="delete", tooltip="remove this header", compact=True)
 
     @property
@@ -259,8 +274,9 @@ class EditReplayScreen(Screen[None]):
         request = self.exchange.request
         yield TitleLine(self._title, id="edit-title")
         with Horizontal(id="request-line"):
-            yield Input(escape_control(request.method), id="method", placeholder="METHOD", select_on_focus=False)
-            yield Input(escape_control(request.display_url), id="target", placeholder="/path?query", select_on_focus=False)
+            yield escaped_input(request.method, escape_control(request.method), id="method", placeholder="METHOD")
+            yield escaped_input(request.display_url, escape_control(request.display_url), id="target",
+                                placeholder="/path?query")
         yield Static("Headers · ctrl+n add · ctrl+r remove · Content-Length is computed when sent",
                      classes="section", markup=False)
         with VerticalScroll(id="headers"):
