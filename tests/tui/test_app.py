@@ -497,3 +497,24 @@ async def test_an_action_failing_unexpectedly_is_said_and_the_inspector_goes_on(
         assert app.is_running and app.screen.query_one(RequestTable) is table
         await pilot.press("down")  # still answering keys
         assert table.current_id is not None
+
+
+async def test_status_counts_read_as_not_counted_yet_until_they_are() -> None:
+    """A large store is counted by status class a moment after it opens: until then the strip
+    said ``2xx 0  3xx 0 ... err 0`` beside ``100,000 shown``, as if none had an answer."""
+    from textual.app import App, ComposeResult
+
+    class Strip(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StatsStrip()
+
+    app = Strip()
+    async with app.run_test(size=(120, 3)) as pilot:
+        stats = app.query_one(StatsStrip)
+        stats.shown = 100_000
+        await pilot.pause()
+        line = str(stats.render())
+        assert "2xx …" in line and "err …" in line and " 0" not in line.split("/s", 1)[1], line
+        stats.set_mix({"2xx": 7, "3xx": 0, "4xx": 2, "5xx": 1, "errors": 0})
+        await pilot.pause()
+        assert str(stats.render()).endswith("2xx 7  3xx 0  4xx 2  5xx 1  err 0")
