@@ -518,3 +518,20 @@ async def test_status_counts_read_as_not_counted_yet_until_they_are() -> None:
         stats.set_mix({"2xx": 7, "3xx": 0, "4xx": 2, "5xx": 1, "errors": 0})
         await pilot.pause()
         assert str(stats.render()).endswith("2xx 7  3xx 0  4xx 2  5xx 1  err 0")
+
+
+async def test_a_opens_no_drill_over_another_screen(db: Path, tmp_path: Path) -> None:
+    """``a`` (drill) is a key of the table: pressed in the edit form with the cursor on a button,
+    or in the diff, it opened the drill of the table's request over that screen."""
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail screen")
+        assert not app.check_action("drill", ())
+        await pilot.press("a")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "DetailScreen"
+        await pilot.press("question_mark")
+        await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
+        assert not app.check_action("drill", ())
