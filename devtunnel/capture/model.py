@@ -26,6 +26,7 @@ __all__ = [
     "new_id",
     "DEFAULT_BODY_CAP",
     "wire_bytes",
+    "media_type",
     "body_bytes",
     "cut_bodies",
 ]
@@ -54,6 +55,11 @@ _new_object = object.__new__
 # them with ``values.terminal.read_utf8`` (``Headers.display_items``, ``Request.display_url``,
 # ``Response.reason_text``), which keeps such a byte for ``escape`` to show as ``\xNN``.
 _text = read_utf8_json
+
+
+def media_type(content_type: str) -> str:
+    """A Content-Type value's media type without parameters, lower-case (``""`` for ``""``)."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 def wire_bytes(text: str) -> bytes:
@@ -197,7 +203,7 @@ class _Message:
     @property
     def content_type(self) -> str:
         """The media type without parameters, lower-case (``""`` when absent)."""
-        return (self.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        return media_type(self.headers.get("content-type") or "")
 
     @property
     def body_text(self) -> str:

@@ -150,7 +150,7 @@ class InspectorApp(App[None]):
         os._exit(128 + signal.SIGHUP)
 
     MAIN_SCREEN_ACTIONS = frozenset({"focus_filter", "replay", "edit", "diff", "diff_original", "copy_curl",
-                                     "export", "new_tunnel"})
+                                     "export", "new_tunnel", "drill"})
     """App actions about the main screen's table: off while another screen is on top."""
 
     EXCHANGE_ACTIONS = frozenset({"replay", "edit", "diff_original", "copy_curl", "export"})

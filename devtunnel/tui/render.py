@@ -310,26 +310,31 @@ class Lines(Protocol):
         ...
 
 
-def _split_rows(text: str) -> list[str]:
+def _split_rows(text: str) -> tuple[list[str], list[int]]:
+    """The rows of ``text`` and the index of each row that a long line was cut after (it goes on
+    in the next row: there is no line break there)."""
     # CRLF line ends go; a lone CR elsewhere stays and is escaped as \r. Splitting and measuring
     # run in C; only bodies with very long lines take the Python loop that cuts them.
     rows = (text.replace("\r\n", "\n") if "\r\n" in text else text).split("\n")
     if max(map(len, rows), default=0) <= MAX_ROW:
-        return rows
+        return rows, []
     cut: list[str] = []
+    continued: list[int] = []
     for line in rows:
         if len(line) <= MAX_ROW:
             cut.append(line)
         else:
+            start = len(cut)
             cut.extend(line[i : i + MAX_ROW] for i in range(0, len(line), MAX_ROW))
-    return cut
+            continued.extend(range(start, len(cut) - 1))
+    return cut, continued
 
 
 class TextLines:
     """Text cut into rows (at newlines, and every ``MAX_ROW`` characters), escaped lazily."""
 
     def __init__(self, text: str, highlight: Callable[[str], Text] | None = None) -> None:
-        self._rows = _split_rows(text)
+        self._rows, self._continued = _split_rows(text)
         self._highlight = highlight
         self._foldable: bool | None = None
         widest = max(map(len, self._rows), default=0)
@@ -377,7 +382,20 @@ class TextLines:
         """
         if not self.foldable():
             return self
-        return FoldedLines([escape_line(row) for row in self._rows], width)
+        rows = [escape_line(row) for row in self._rows]
+        if self._continued:
+            # A line cut into rows is folded whole: the cuts are not line breaks, and folding each
+            # part would leave a short row (a break that is not in the body) every MAX_ROW characters.
+            continued = set(self._continued)
+            lines: list[str] = []
+            parts: list[str] = []
+            for index, row in enumerate(rows):
+                parts.append(row)
+                if index not in continued:
+                    lines.append("".join(parts))
+                    parts = []
+            rows = lines
+        return FoldedLines(rows, width)
 
 
 _SINGLE_CELL = re.compile("[\u0020-\u007e\u00a0-\u02ff\u0370-\u0482\u048a-\u052f\u2010-\u2027\u2030-\u205e\u2500-\u25ff]*")

@@ -497,3 +497,41 @@ async def test_an_action_failing_unexpectedly_is_said_and_the_inspector_goes_on(
         assert app.is_running and app.screen.query_one(RequestTable) is table
         await pilot.press("down")  # still answering keys
         assert table.current_id is not None
+
+
+async def test_status_counts_read_as_not_counted_yet_until_they_are() -> None:
+    """A large store is counted by status class a moment after it opens: until then the strip
+    said ``2xx 0  3xx 0 ... err 0`` beside ``100,000 shown``, as if none had an answer."""
+    from textual.app import App, ComposeResult
+
+    class Strip(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StatsStrip()
+
+    app = Strip()
+    async with app.run_test(size=(120, 3)) as pilot:
+        stats = app.query_one(StatsStrip)
+        stats.shown = 100_000
+        await pilot.pause()
+        line = str(stats.render())
+        assert "2xx …" in line and "err …" in line and " 0" not in line.split("/s", 1)[1], line
+        stats.set_mix({"2xx": 7, "3xx": 0, "4xx": 2, "5xx": 1, "errors": 0})
+        await pilot.pause()
+        assert str(stats.render()).endswith("2xx 7  3xx 0  4xx 2  5xx 1  err 0")
+
+
+async def test_a_opens_no_drill_over_another_screen(db: Path, tmp_path: Path) -> None:
+    """``a`` (drill) is a key of the table: pressed in the edit form with the cursor on a button,
+    or in the diff, it opened the drill of the table's request over that screen."""
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, 12)
+        await pilot.press("enter")
+        await async_wait_for(lambda: type(app.screen).__name__ == "DetailScreen", what="the detail screen")
+        assert not app.check_action("drill", ())
+        await pilot.press("a")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "DetailScreen"
+        await pilot.press("question_mark")
+        await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
+        assert not app.check_action("drill", ())

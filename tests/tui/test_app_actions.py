@@ -285,6 +285,22 @@ async def test_c_refuses_a_command_that_would_read_a_side_file_never_written(tmp
         assert "export it to a file instead (x, To: file)" in notification.message
 
 
+async def test_c_says_why_a_small_text_body_needs_a_side_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A form post with CR line ends is small text (the detail says ``text``), yet its bytes
+    cannot be pasted: the notice said "side file(s) for binary or large bodies", true of neither."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    form = make_exchange(0, method="POST", target="/form", body=b"--x\r\nname=a\r\n--x--\r\n")
+    app = inspector(fill(tmp_path / "captures.db", [form]), tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app)
+        await pilot.press("c")
+        await async_wait_for(lambda: app._notifications, what="the notification")
+        (notification,) = app._notifications
+        assert "binary or large" not in notification.message
+        assert "control characters such as a CR" in notification.message, notification.message
+
+
 async def test_c_copies_a_command_whose_body_fits_inline_and_says_where_it_went(tmp_path: Path,
                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)

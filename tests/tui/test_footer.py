@@ -46,3 +46,19 @@ async def test_screens_opened_and_closed_leave_no_key_bar_keys_alive(tmp_path: P
                                      what=f"{screen.__name__} closed")
         await async_wait_for(lambda: not [k for k in _dead_keys() if k not in before], interval=0.2,
                              what="no key of a recomposed or closed key bar alive")
+
+
+async def test_keys_that_do_not_fit_stay_under_the_palette_key(tmp_path: Path) -> None:
+    """In a narrow terminal the keys that do not fit go under the ``^p palette`` key at the right:
+    none shows a stray letter in the last column (Textual's compact bar gave the palette key the
+    margin of the others, a free cell where the key under it showed: ``^p paletteq``)."""
+    app = inspector(fill(tmp_path / "captures.db", traffic(12)), tmp_path)
+    async with app.run_test(size=(60, 15)) as pilot:
+        await async_wait_for(lambda: app.live.loaded.is_set(), what="the list loaded")
+        for key in ("", "enter"):
+            if key:
+                await pilot.press(key)
+                await async_wait_for(lambda: isinstance(app.screen, DetailScreen), what="the detail open")
+            await pilot.pause()
+            bottom = "".join(segment.text for segment in app.screen._compositor.render_strips()[-1])
+            assert bottom.rstrip().endswith("^p palette"), bottom

@@ -188,6 +188,15 @@ def test_folded_rows_fit_the_width_in_cells_and_keep_every_character() -> None:
     assert "".join(rows) == ("ascii " * 30 + "日本語のテキスト" * 10 + "café\\x1b" + "é" * 50)
 
 
+def test_a_long_line_folds_whole_not_in_cut_rows() -> None:
+    """The rows a long line is cut into are not line breaks: folded, the line breaks only at
+    the width (a short row every MAX_ROW characters read as a break in the body)."""
+    line = "".join(chr(ord("a") + n % 26) for n in range(MAX_ROW * 2 + 5))
+    folded = TextLines(line + "\nend").folded(160)
+    rows = [folded.line(i).plain for i in range(len(folded))]
+    assert rows == [line[i : i + 160] for i in range(0, len(line), 160)] + ["end"]
+
+
 def test_a_body_too_costly_to_fold_is_kept_as_it_is_and_says_so() -> None:
     from devtunnel.tui.render import WIDE_FOLD_LIMIT
 

@@ -114,6 +114,20 @@ async def test_binary_bodies_show_sizes_hashes_and_first_difference() -> None:
         assert any(r.startswith("  sha256  A: ") for r in rows)
 
 
+async def test_binary_bodies_that_differ_say_when_only_part_was_recorded() -> None:
+    """Sizes and a first difference of bodies recorded in part compare only what was recorded:
+    the diff says so, as it does for text and for identical binary bodies."""
+    a = exchange(resp_headers=[("Content-Type", "image/png")], resp_body=b"\x89PNG\x00\x01\x02", resp_size=9000)
+    b = exchange(resp_headers=[("Content-Type", "image/png")], resp_body=b"\x89PNG\x00\xff\x02\x03")
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.pause()
+        rows = _rows(app)
+        assert "  first difference at byte offset 5 (0x5)" in rows
+        assert "  a: only the first 7 of 9000 bytes were recorded" in rows, rows
+
+
 async def test_hostile_lines_are_shown_escaped() -> None:
     a = exchange(resp_headers=[("Content-Type", "text/plain")], resp_body=b"same\nold")
     b = exchange(resp_headers=[("Content-Type", "text/plain")], resp_body=("same\n" + HOSTILE).encode())

@@ -129,6 +129,18 @@ async def test_a_header_field_with_the_focus_shows_its_text() -> None:
             assert shown + "X" in line, line
 
 
+@pytest.mark.parametrize("width", [40, 60])
+async def test_header_values_show_in_a_narrow_terminal(width: int) -> None:
+    """The name field yields room to the value: at 40 columns a fixed 30-cell name left the
+    values no room at all (every value looked empty, and could not be edited)."""
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(width, 15)) as pilot:
+        await pilot.pause()
+        line = next(line for line in screen_text(app).splitlines() if "Content-Type" in line)
+        assert "applic" in line, line
+
+
 @pytest.mark.parametrize(
     ("keys", "message"),
     [
@@ -178,6 +190,50 @@ async def test_json_body_hint_follows_the_text() -> None:
         body.text = '{\n  "sku": "A-1",\n  "qty": 2,,\n}'
         await pilot.pause()
         assert str(hint.render()) == "invalid JSON at line 3 col 12: Expecting property name enclosed in double quotes"
+
+
+async def test_body_label_and_json_check_follow_the_content_type_row() -> None:
+    """Changing the Content-Type row changes what the body is checked as: a body turned into
+    text is not called invalid JSON, and a body turned into JSON is checked."""
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        label = app.screen.query_one("#body-label", Static)
+        hint = app.screen.query_one("#json-hint", Static)
+        row = next(r for r in app.screen.query(HeaderRow) if r.field[0] == "Content-Type")
+        value = row.query_one(".value", Input)
+        value.focus()
+        await pilot.press("ctrl+u", *"text/plain")
+        app.screen.query_one("#body", TextArea).text = "sku=A-1, qty 2"
+        await pilot.pause()
+        assert str(label.render()) == "Body · text/plain"
+        assert str(hint.render()) == ""
+        value.focus()
+        await pilot.press("ctrl+u", *"application/problem+json")
+        await pilot.pause()
+        assert str(label.render()) == "Body · application/problem+json"
+        assert str(hint.render()).startswith("invalid JSON at line 1 col 1")
+
+
+async def test_a_content_type_row_added_makes_the_body_json() -> None:
+    ex = exchange(method="DELETE", req_headers=[("Host", "shop.localhost")])
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        label = app.screen.query_one("#body-label", Static)
+        assert str(label.render()) == "Body · no content type"
+        await pilot.press("ctrl+n", *"content-TYPE")
+        row = app.screen.query(HeaderRow).last()
+        row.query_one(".value", Input).focus()
+        await pilot.press(*"application/json")
+        app.screen.query_one("#body", TextArea).text = '{"x": 1'
+        await pilot.pause()
+        assert str(label.render()) == "Body · application/json"
+        assert str(app.screen.query_one("#json-hint", Static).render()).startswith("invalid JSON")
+        await pilot.press("ctrl+r")
+        await async_wait_for(lambda: str(label.render()) == "Body · no content type")
+        assert str(app.screen.query_one("#json-hint", Static).render()) == ""
 
 
 async def test_edited_body_is_sent_as_utf8() -> None:
@@ -259,7 +315,7 @@ async def test_binary_body_is_not_editable_and_sent_as_recorded() -> None:
         assert send.edits[0].body is None
 
 
-async def test_hostile_values_are_editable_and_sent_unchanged() -> None:
+async def test_hostile_values_are_shown_escaped_and_sent_unchanged() -> None:
     ex = exchange(req_headers=[("X-Evil", HOSTILE)], target=b"/[b]x[/b]")
     send = Recorder(ex)
     app = ScreenApp(EditReplayScreen(ex, send))
@@ -269,6 +325,32 @@ async def test_hostile_values_are_editable_and_sent_unchanged() -> None:
         await pilot.press("ctrl+s")
         await async_wait_for(lambda: send.edits, what="send")
         assert send.edits[0].headers is None
+
+
+async def test_a_field_shown_with_escapes_is_sent_as_recorded_when_others_change() -> None:
+    """A value holding a tab or bytes that are not UTF-8 is shown as ``a\\tb`` or ``\\xff``; edited,
+    the escape went out as typed (a backslash and a t) and the tab was gone. Such a field cannot be
+    edited, as a body with control characters cannot: it is sent as recorded (or removed)."""
+    raw = [(b"Host", b"shop.localhost"), (b"X-Tab", b"a\tb"), (b"X-Bin", b"\xff\xfe"), (b"Accept", b"*/*")]
+    ex = exchange(req_headers=raw)  # type: ignore[arg-type]
+    assert list(ex.request.headers.fields) == raw
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        rows = {row.field[0]: row for row in app.screen.query(HeaderRow)}
+        for name in ("X-Tab", "X-Bin"):
+            value = rows[name].query_one(".value", Input)
+            assert value.disabled, name
+        accept = rows["Accept"].query_one(".value", Input)
+        accept.focus()
+        await pilot.press("end", *",text/html")
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        headers = send.edits[0].headers
+        assert headers is not None
+        assert dict(headers.fields)[b"X-Tab"] == b"a\tb"
+        assert dict(headers.fields)[b"Accept"] == b"*/*,text/html"
 
 
 async def test_body_with_escape_sequences_is_sent_as_recorded_not_drawn() -> None:

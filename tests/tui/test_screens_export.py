@@ -120,7 +120,7 @@ async def test_clipboard_refuses_an_export_that_needs_side_files_and_stays_open(
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert not app.dismissed
-        assert "side file(s) for binary or large bodies" in _message(app)
+        assert "side file(s) (" in _message(app) and "bytes that are not text" in _message(app)
         assert "export it to a file instead" in _message(app)
         assert app.clipboard == ""
 

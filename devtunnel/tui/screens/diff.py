@@ -116,10 +116,8 @@ def _binary_rows(section: SectionDiff) -> list[_Row]:
         _note(f"sha256  A: {section.sha_a}"),
         _note(f"        B: {section.sha_b}"),
     ]
-    if section.first_difference is not None:
-        offset = section.first_difference
-        rows.append(_note(f"first difference at byte offset {offset} (0x{offset:x})"))
-    return rows
+    # The section's notes: where the bodies first differ, and any body recorded only in part.
+    return rows + [_note(line.text) for line in section.lines if line.tag == "?"]
 
 
 def _section_rows(section: SectionDiff, mode: Mode) -> list[_Row]:

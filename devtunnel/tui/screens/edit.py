@@ -26,7 +26,7 @@ from textual.widgets import Button, Checkbox, Input, Static, TextArea
 from textual.worker import Worker
 
 from devtunnel.capture.edit import Edit
-from devtunnel.capture.model import Exchange, Headers, Response
+from devtunnel.capture.model import Exchange, Headers, Response, media_type
 from devtunnel.capture.outcome import replay_outcome
 from devtunnel.errors import DevtunnelError, ReplayError
 from devtunnel.values.http1 import FRAMING
@@ -118,6 +118,21 @@ def replay_notice(original: Exchange, replayed: Exchange, *, lead: str = "Replay
     return text
 
 
+AS_RECORDED = "shown with escapes: sent as recorded (its row's ✕ removes it)"
+"""The tooltip of a field that cannot be edited."""
+
+
+def escaped_input(text: str, shown: str, **options: str) -> Input:
+    """An input for captured ``text`` shown as ``shown`` (``escape_control``). A field that
+    needed escapes (a tab, bytes that are not UTF-8, a bidi control) cannot be edited, as a body
+    with control characters cannot: an escape is two characters where there was one, and edited
+    it would be sent as typed (a backslash and a t, not the tab). It is sent as recorded."""
+    field = Input(shown, select_on_focus=False, disabled=shown != text, **options)  # type: ignore[arg-type]
+    if field.disabled:
+        field.tooltip = AS_RECORDED
+    return field
+
+
 class HeaderRow(Horizontal):
     """One editable header field: name, value, and a button that removes the row."""
 
@@ -126,7 +141,7 @@ class HeaderRow(Horizontal):
         height: 1;
         Input, Input:focus { border: none; height: 1; padding: 0 1; }
         Input { background: $boost; }
-        Input.name { width: 30; margin-right: 1; }
+        Input.name { width: 30; max-width: 40%; margin-right: 1; }
         Input.value { width: 1fr; }
         Button { min-width: 5; width: 5; height: 1; border: none; }
     }
@@ -140,9 +155,9 @@ class HeaderRow(Horizontal):
         self._shown = (escape_control(name), escape_control(value))
 
     def compose(self) -> ComposeResult:
-        name, value = self._shown
-        yield Input(name, placeholder="Name", classes="name", select_on_focus=False)
-        yield Input(value, placeholder="value", classes="value", select_on_focus=False)
+        (name, value), (original_name, original_value) = self._shown, self._original
+        yield escaped_input(original_name, name, placeholder="Name", classes="name")
+        yield escaped_input(original_value, value, placeholder="value", classes="value")
         yield Button("✕", classes="delete", tooltip="remove this header", compact=True)
 
     @property
@@ -234,7 +249,8 @@ class EditReplayScreen(Screen[None]):
         """The latest exchange the replay produced."""
         request = exchange.request
         kind = body_kind(request.content_type, request.body)
-        self._is_json = kind == "json" or request.content_type.endswith("json")
+        self._sniffed_json = kind == "json"
+        """The captured body reads as JSON: checked as such while the Content-Type row is as captured."""
         self._body_fixed_reason = ""
         if kind == "binary":
             self._body_fixed_reason = "binary"
@@ -258,8 +274,9 @@ class EditReplayScreen(Screen[None]):
         request = self.exchange.request
         yield TitleLine(self._title, id="edit-title")
         with Horizontal(id="request-line"):
-            yield Input(escape_control(request.method), id="method", placeholder="METHOD", select_on_focus=False)
-            yield Input(escape_control(request.display_url), id="target", placeholder="/path?query", select_on_focus=False)
+            yield escaped_input(request.method, escape_control(request.method), id="method", placeholder="METHOD")
+            yield escaped_input(request.display_url, escape_control(request.display_url), id="target",
+                                placeholder="/path?query")
         yield Static("Headers · ctrl+n add · ctrl+r remove · Content-Length is computed when sent",
                      classes="section", markup=False)
         with VerticalScroll(id="headers"):
@@ -273,8 +290,8 @@ class EditReplayScreen(Screen[None]):
             yield Static(self._body_label(), id="body-label", markup=False)
             yield Static("", id="json-hint")
         if self._body_editable:
-            language = "json" if self._is_json and "json" in TextArea().available_languages else None
-            yield TextArea(self._original_body, id="body", language=language, soft_wrap=True, show_line_numbers=True)
+            yield TextArea(self._original_body, id="body", language=self._language(self._is_json(request.content_type)),
+                           soft_wrap=True, show_line_numbers=True)
         else:
             yield Static(
                 f"The {self._body_fixed_reason} body ({format_size(len(request.body))}) is sent as recorded.",
@@ -316,9 +333,46 @@ class EditReplayScreen(Screen[None]):
         """True when the captured signature is to be sent unchanged."""
         return self._provider is not None and self.query_one("#as-captured", Checkbox).value
 
+    def _form_content_type(self) -> str:
+        """The media type of the form's first Content-Type row, as typed (``""`` without one)."""
+        for row in self.query(HeaderRow):
+            name, value = row.field
+            if name.strip().lower() == "content-type":
+                return media_type(value)
+        return ""
+
+    def _is_json(self, content_type: str) -> bool:
+        """Whether the body is checked as JSON under ``content_type`` (the form's)."""
+        return content_type.endswith("json") or (self._sniffed_json and content_type == self.exchange.request.content_type)
+
+    @staticmethod
+    def _language(is_json: bool) -> str | None:
+        return "json" if is_json and "json" in TextArea().available_languages else None
+
+    @on(Input.Changed, "HeaderRow Input")
+    def _header_changed(self) -> None:
+        self._content_type_changed()
+
+    @on(Button.Pressed, "HeaderRow .delete")
+    def _header_removed(self) -> None:
+        self.call_after_refresh(self._content_type_changed)  # once the row is gone
+
+    def _content_type_changed(self) -> None:
+        """The body label, the JSON check and the highlighting follow the Content-Type row."""
+        if not self.is_mounted:
+            return
+        self.query_one("#body-label", Static).update(self._body_label())
+        if self._body_editable:
+            body = self.query_one("#body", TextArea)
+            language = self._language(self._is_json(self._form_content_type()))
+            if body.language != language:
+                body.language = language
+        self._update_hint()
+
     def _body_label(self) -> str:
         request = self.exchange.request
-        label = f"Body · {request.content_type or 'no content type'}"
+        content_type = self._form_content_type() if self.is_mounted else request.content_type
+        label = f"Body · {content_type or 'no content type'}"
         if request.body_truncated or request.body_size > len(request.body):
             label += f" · truncated at capture: only the recorded {format_size(len(request.body))} of {format_size(request.body_size)} is sent"
         return label
@@ -335,8 +389,10 @@ class EditReplayScreen(Screen[None]):
 
     def _update_hint(self) -> None:
         hint = self.query_one("#json-hint", Static)
-        if self._is_json and self._body_editable:
+        if self._is_json(self._form_content_type()) and self._body_editable:
             hint.update(json_hint(self.query_one("#body", TextArea).text))
+        else:
+            hint.update("")
 
     def _show_message(self, message: str | Text, *, error: bool = False) -> None:
         widget = self.query_one("#message", Static)
@@ -392,6 +448,7 @@ class EditReplayScreen(Screen[None]):
             self._show_message("Put the cursor in a header row to remove it.", error=True)
             return
         await row.remove()
+        self._content_type_changed()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         tell_failure(self, event)

@@ -32,15 +32,16 @@ def clipboard_text(result: Export, format: str) -> str:
     export dialog's clipboard choice and ``c``, copy as curl).
 
     Raises:
-        ExportError: the text refers to side files (binary or large bodies), which a copy cannot
+        ExportError: the text refers to side files (bodies or headers a pasted command cannot hold), which a copy cannot
             carry: the copied command would read files that were never written. The message
             names them and says what to do instead (export to a file, which writes them next to it).
     """
     if result.files:
         names = ", ".join(sorted(result.files))
         raise ExportError(
-            f"this {format} export refers to {len(result.files)} side file(s) for binary or large bodies "
-            f"({names}), which a copy cannot carry: export it to a file instead "
+            f"this {format} export refers to {len(result.files)} side file(s) ({names}) for what a pasted "
+            "command cannot carry (bytes that are not text, control characters such as a CR, or a large body): "
+            "export it to a file instead "
             "(x, To: file), which writes them next to it"
         )
     return result.text

@@ -14,6 +14,14 @@ class Footer(TextualFooter):
     (Textualize/textual#6666, open in 8.2.8), which never happens here: each detail or help screen
     opened and closed kept a bar's worth of dead keys, each with its rendered lines, for the life
     of the inspector (about 0.25 MB a screen).
+
+    The compact bar gives every key a right margin, the ``^p palette`` key docked at the right
+    too: in a terminal too narrow for every key, the key under that free last cell showed
+    through (``^p paletteq``). Here the palette key ends at the edge.
+    """
+
+    DEFAULT_CSS = """
+    Footer.-compact FooterKey.-command-palette { margin-right: 0; }
     """
 
     async def recompose(self) -> None:

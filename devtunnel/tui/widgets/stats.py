@@ -52,7 +52,7 @@ class StatsStrip(Widget):
     """Width of the sparkline, one cell per second."""
 
     status_mix: reactive[dict[str, int]] = reactive(dict, always_update=True)
-    """Exchanges per status class (keys from ``STATUS_CLASSES``)."""
+    """Exchanges per status class (keys from ``STATUS_CLASSES``); empty until first counted (shown as ``…``)."""
     marker: reactive[str] = reactive("following")
     """The request table's mode: ``following`` or ``paused``."""
     shown: reactive[int] = reactive(0)
@@ -98,5 +98,8 @@ class StatsStrip(Widget):
         line.append(f" {values[-1]}/s", style=label)
         for name in STATUS_CLASSES:
             line.append(f"  {'err' if name == 'errors' else name} ", style=label)
-            line.append(f"{self.status_mix.get(name, 0):,}", style=self.get_component_rich_style(f"stats--{name}", partial=True))
+            # "…" until the store is counted (a large one takes a moment): 0 would say none.
+            count = self.status_mix.get(name)
+            line.append("…" if count is None else f"{count:,}",
+                        style=self.get_component_rich_style(f"stats--{name}", partial=True))
         return line
