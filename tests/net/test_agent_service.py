@@ -108,7 +108,7 @@ async def test_refused_token_fails_without_retrying(tmp_path: Path, local: tuple
     async with relay_and_agent(tmp_path) as h:
         states: list[TunnelState] = []
         h.service.subscribe(lambda info: states.append(info.state))
-        with pytest.raises(AuthError, match="token refused"):
+        with pytest.raises(AuthError, match="refused the token: it is not one of the relay.s tokens"):
             await h.service.start_tunnel(TunnelConfig(target=str(local[0]), name="x", relay=f"ws://127.0.0.1:{h.relay.port}", token="wrong"))
         assert TunnelState.FAILED in states and TunnelState.RECONNECTING not in states
         assert h.service.tunnels() == []
