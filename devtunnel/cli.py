@@ -489,7 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             err(str(exc))
             return EXIT_USAGE
     try:
-        return int(module.run(args) or EXIT_OK)
+        code = int(module.run(args) or EXIT_OK)
+        sys.stdout.flush()  # here, so a reader gone before a buffered stdout's first write is met below
+        return code
     except TunnelError as exc:
         err(str(exc))
         return EXIT_TUNNEL_REFUSED

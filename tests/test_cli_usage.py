@@ -191,12 +191,17 @@ def test_an_error_names_a_hostile_value_escaped_once(args: list[str], named: str
     assert named in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("buffered", [True, False])
 @pytest.mark.parametrize("command", [["config", "path"], ["config", "show"], ["help", "filters"]])
-def test_a_reader_that_goes_away_ends_the_command_quietly(command: list[str], tmp_path: Path) -> None:
-    """``devtunnel config show | head -1`` ended in a BrokenPipeError traceback and exit 1."""
+def test_a_reader_that_goes_away_ends_the_command_quietly(command: list[str], buffered: bool, tmp_path: Path) -> None:
+    """``devtunnel config show | head -1`` ended in a BrokenPipeError traceback and exit 1; with
+    stdout buffered (no PYTHONUNBUFFERED, as typed in a shell) a short output is written only at
+    exit, where it printed "Exception ignored ... BrokenPipeError"."""
     env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"))
-    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_DB", "DEVTUNNEL_CONFIG"):
+    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_DB", "DEVTUNNEL_CONFIG", "PYTHONUNBUFFERED"):
         env.pop(name, None)
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
     reader, writer = os.pipe()
     os.close(reader)  # the reader has gone before the command writes its first line
     try:
