@@ -564,20 +564,19 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         """uvicorn's hand-over to the WebSocket protocol, which also gets the headers as received:
-        uvicorn feeds it the lowercased names of ``scope["headers"]`` (``raw_request_headers``)."""
-        self.connections.discard(self)
-        output = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
-        for name, value in self.scope["headers"]:
-            output += [name, b": ", value, b"\r\n"]
-        output.append(b"\r\n")
-        protocol = self.ws_protocol_class(  # type: ignore[call-arg, misc]
-            config=self.config, server_state=self.server_state, app_state=self.app_state
-        )
-        if isinstance(protocol, DeadPeerWebSocketProtocol):
-            protocol.raw_request_headers = list(self._raw_headers)
-        protocol.connection_made(self.transport)
-        protocol.data_received(b"".join(output))
-        self.transport.set_protocol(protocol)
+        uvicorn feeds it the lowercased names of ``scope["headers"]`` (``raw_request_headers``).
+        The protocol uvicorn builds is given them before it reads the handshake; this protocol
+        is done once it hands over."""
+        build, raw = self.ws_protocol_class, list(self._raw_headers)
+
+        def with_raw_headers(**kwargs: Any) -> Any:
+            protocol = build(**kwargs)  # type: ignore[misc]
+            if isinstance(protocol, DeadPeerWebSocketProtocol):
+                protocol.raw_request_headers = raw
+            return protocol
+
+        self.ws_protocol_class = with_raw_headers  # type: ignore[assignment]
+        super().handle_websocket_upgrade()
 
     def _parse_failed(self, exc: Exception, data: bytes) -> None:
         """The parser stopped in ``data``, a read: an upgrade, a refused head or trailer, a method
