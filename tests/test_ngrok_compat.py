@@ -189,6 +189,7 @@ def test_an_imported_tunnel_keeps_its_basic_auth_at_a_real_relay(
     ("verify_webhook: {provider: github, secret: s}", "webhook verification"),
     ("policy: {inbound: []}", "a traffic policy"),
     ("user_agent_filter: {deny: ['(curl)']}", "a user agent filter"),
+    ("ip_restriction: {deny_cidrs: 5}", "ip_restriction lists are not lists of CIDRs"),  # was a TypeError
 ])
 def test_ngrok_yml_protection_keys_keep_the_tunnel_out(body: str, what: str) -> None:
     result = read_ngrok_config(f"tunnels:\n  guarded:\n    addr: 8080\n    {body}\n")

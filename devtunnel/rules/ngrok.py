@@ -24,7 +24,7 @@ def ngrok_protection_rules(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
         if not isinstance(restriction, dict):
             raise ValueError("its ip_restriction is not a mapping of allow_cidrs / deny_cidrs")
         deny, allow = restriction.get("deny_cidrs") or [], restriction.get("allow_cidrs") or []
-        if not all(isinstance(c, str) for c in [*deny, *allow]) or not isinstance(deny, list) or not isinstance(allow, list):
+        if not (isinstance(deny, list) and isinstance(allow, list)) or not all(isinstance(c, str) for c in [*deny, *allow]):
             raise ValueError("its ip_restriction lists are not lists of CIDRs")
         if deny:
             rules.append({"match": "ip:" + ",".join(deny), "action": "deny"})

@@ -107,6 +107,8 @@ async def test_ngrok_replay_through_a_named_tunnel_goes_to_its_target(agent: Age
         ({"addr": "8080", "auth": "no colon"}, 400),  # not "user:password": started without it, it would be open
         ({"addr": "8080", "basic_auth": ["user:secret", "user:other"]}, 400),  # a user twice: either would open it
         ({"addr": "8080", "ip_restriction": {"allow_cidrs": ["not an address"]}}, 400),
+        ({"addr": "8080", "ip_restriction": {"deny_cidrs": 5}}, 400),  # not a list: a TypeError, a 500
+        ({"addr": "8080", "ip_restriction": {"allow_cidrs": True}}, 400),
         ({"addr": "8080", "oauth": {"provider": "google"}}, 400),
         ({"addr": "8080", "verify_webhook": {"provider": "stripe", "secret": "whsec_x"}}, 400),  # ngrok.yml's key
         ({"addr": "8080", "policy": {"inbound": [{"actions": [{"type": "deny"}]}]}}, 400),  # before agent 3.14
