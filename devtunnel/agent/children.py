@@ -258,7 +258,12 @@ class Child:
             self._set(state="stopped", pid=None, message="")
 
     async def restart_now(self) -> None:
-        """Stop the running process; the supervisor starts it again at once."""
+        """Stop the running process; the supervisor starts it again at once. A child that is not
+        supervised any more (it could not be started, or exited with ``restart`` off) starts again."""
+        if self._task is None or self._task.done():
+            self._task = None
+            self.start()
+            return
         await self._terminate()
 
     async def _terminate(self) -> None:

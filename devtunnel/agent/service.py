@@ -221,12 +221,16 @@ class AgentService:
             raise NotFoundError(f"no tunnel named {quoted(name)}")
         await tunnel.stop()
 
-    async def restart_tunnel(self, name: str) -> None:
-        """Reconnect a tunnel now (resetting its backoff). Raises NotFoundError."""
+    async def restart_tunnel(self, name: str) -> TunnelInfo:
+        """Reconnect a tunnel now (resetting its backoff) and start the app it runs again, every
+        setting kept (its app, hold, rules ...); its info. Raises NotFoundError."""
         tunnel = self._tunnels.get(name)
         if tunnel is None:
             raise NotFoundError(f"no tunnel named {quoted(name)}")
         await tunnel.restart()
+        if tunnel.app is not None:
+            await tunnel.app.restart()
+        return tunnel.info()
 
     def app_log(self, name: str) -> LogRing:
         """The output of the app tunnel ``name`` runs. Raises NotFoundError (no tunnel, or no app)."""

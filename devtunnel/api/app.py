@@ -13,7 +13,7 @@ ngrok's routes::
     POST   /api/requests/http             {"id", "tunnel_name"} replays it (204)
     DELETE /api/requests/http             forget every capture (204)
 
-devtunnel's additions: ``filter=`` on the list, ``POST /api/requests/http/{id}/replay`` with
+devtunnel's additions: ``POST /api/tunnels/{name}/restart``, ``filter=`` on the list, ``POST /api/requests/http/{id}/replay`` with
 edits, ``GET /api/requests/http/{id}/export``, ``GET /api/diff``, ``GET /api/status`` and the
 ``/api/events`` WebSocket, and a tunnel's rules at ``/api/tunnels/{name}/rules`` (``api_rules``). The reference with examples is docs/api.md.
 """
@@ -107,6 +107,15 @@ async def stop_tunnel(request: Request) -> Response:
     return no_content()
 
 
+async def restart_tunnel(request: Request) -> Response:
+    """``POST /api/tunnels/{name}/restart``: connect to the relay again now and start its app again,
+    every setting kept; 200 with the tunnel."""
+    service = service_of(request)
+    name = request.path_params["name"]
+    find_tunnel(service, name)
+    return ok(tunnel_json(await service.restart_tunnel(name)))
+
+
 async def status(request: Request) -> Response:
     """``GET /api/status``: version, tunnels, capture count and database, connected event clients."""
     service = service_of(request)
@@ -146,6 +155,7 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
         Route(TUNNELS_URI, start_tunnel, methods=["POST"]),
         Route(TUNNELS_URI + "/{name}", get_tunnel, methods=["GET"]),
         Route(TUNNELS_URI + "/{name}", stop_tunnel, methods=["DELETE"]),
+        Route(TUNNELS_URI + "/{name}/restart", restart_tunnel, methods=["POST"]),
         *api_logs.routes,
         *api_endpoints.routes,
         *api_rules.routes,

@@ -489,11 +489,12 @@ class Backend:
             raise TunnelError(_api_error(response))
 
     async def restart_tunnel(self, tunnel: TunnelView) -> TunnelView:
-        """Stop ``tunnel`` and start it again with the same name and target."""
-        body = self.tunnel_requests.get(tunnel.name) or {"addr": tunnel.target, "proto": "http", "name": tunnel.name,
-                                                         "via": tunnel.via}
-        await self.stop_tunnel(tunnel.name)
-        return await self.start_tunnel(body["addr"], tunnel.name, body.get("relay", ""), body.get("via", ""))
+        """Reconnect ``tunnel`` and start its app again, every setting kept (the agent's
+        ``POST /api/tunnels/NAME/restart``)."""
+        response = await self._request("POST", f"/api/tunnels/{quote(tunnel.name, safe='')}/restart")
+        if response.status_code != 200:
+            raise TunnelError(_api_error(response))
+        return TunnelView.from_json(_answer(response))
 
     async def replay(self, exchange: Exchange, edit: Edit | None = None) -> Exchange:
         """Send ``exchange`` again (changed by ``edit``); returns the new one.

@@ -69,6 +69,22 @@ async def test_a_missing_program_fails_once_with_the_reason() -> None:
     assert child.state.state == "failed"
 
 
+async def test_restart_now_starts_again_a_program_that_could_not_be_started(tmp_path: Path) -> None:
+    """A missing program is fixed (installed, a typo in the PATH) and R pressed: it starts."""
+    program = tmp_path / "app"
+    child = Child("app", [str(program)], backoff=(0.01, 0.01))
+    child.start()
+    await child.wait_state("failed", timeout=10)
+    program.write_text("#!/bin/sh\nexec sleep 300\n")
+    program.chmod(0o755)
+    try:
+        await child.restart_now()
+        await child.wait_state("ready", timeout=10)
+        assert child.state.pid is not None and process_alive(child.state.pid)
+    finally:
+        await child.stop()
+
+
 async def test_ready_when_the_port_accepts_and_not_before(tmp_path: Path) -> None:
     port = free_port()
     gate = tmp_path / "go"

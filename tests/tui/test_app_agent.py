@@ -110,8 +110,8 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
 
 
 async def test_the_cursor_stays_on_a_restarted_tunnel_so_the_next_key_acts_on_it(tmp_path: Path, service: int) -> None:
-    """R starts the tunnel again, after the others: the cursor follows it instead of staying on
-    its row, where s would then stop another tunnel."""
+    """R reconnects the tunnel in its place: the cursor stays on it, and s then stops it, not
+    another tunnel."""
     app = inspector_with_agent(tmp_path / "captures.db", tmp_path)
     async with app.run_test(size=(110, 30)) as pilot:
         panel = app.query_one(TunnelsPanel)
@@ -122,8 +122,8 @@ async def test_the_cursor_stays_on_a_restarted_tunnel_so_the_next_key_acts_on_it
                              timeout=20, what="both tunnels online")
         panel.focus()
         await pilot.press("R")
-        await async_wait_for(lambda: list(panel.tunnels) == ["two", "one"] and panel.tunnels["one"].state == "online",
-                             timeout=20, what="the restarted tunnel listed last")
+        await async_wait_for(lambda: panel.tunnels["one"].state == "online", timeout=20, what="the tunnel back online")
+        assert list(panel.tunnels) == ["one", "two"]
         assert panel.current is not None and panel.current.name == "one"
         await pilot.press("s")
         await async_wait_for(lambda: "one" not in panel.tunnels, what="the restarted tunnel stopped")

@@ -60,3 +60,45 @@ run = "{sys.executable} {APP} {api}"
     tmux.run("send-keys", "-t", "e2e", "q")
     assert exit_status(status) == "0"
     wait_for(lambda: not _accepts(web) and not _accepts(api), timeout=20, what="both apps stopped")
+
+
+def _app_pid(port: int) -> str:
+    """The pid the app answers with; "" while nothing answers."""
+    answer = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /pid HTTP/1.0\r\nHost: x\r\n\r\n")
+            while chunk := s.recv(4096):
+                answer += chunk
+    except OSError:
+        return ""
+    words = answer.partition(b"\r\n\r\n")[2].split()
+    return words[1].decode() if len(words) > 1 else ""
+
+
+def test_r_in_the_tunnels_panel_restarts_the_app_of_a_tunnel_from_the_settings_file(
+        tmp_path: Path, tmux: Tmux) -> None:  # noqa: F811
+    """R on a tunnel ``up`` started from devtunnel.toml starts its app again and keeps it: it
+    stopped the tunnel and started one with the target alone, so the app was gone (502s)."""
+    web = free_port()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "devtunnel.toml").write_text(f"""\
+[tunnels.web]
+target = {web}
+run = "{sys.executable} {APP} {web}"
+""")
+    status = tmp_path / "status"
+    command = (f"cd {project} && env XDG_STATE_HOME={tmp_path / 'state'} XDG_CONFIG_HOME={tmp_path / 'config'} "
+               f"TERM=xterm-256color {DEVTUNNEL} up --db {tmp_path / 'captures.db'}; echo $? > {status}")
+    tmux.start(command, 120, 30)
+    tmux.wait_showing(r"http://web\.localhost:\d+.*online.*app ready", timeout=45, what="the app ready")
+    first = _app_pid(web)
+    tmux.run("send-keys", "-t", "e2e", "Tab")
+    tmux.wait_showing(r"s Stop R Restart", timeout=10, what="the tunnels panel's keys")
+    tmux.run("send-keys", "-t", "e2e", "R")
+    wait_for(lambda: _app_pid(web) not in ("", first), timeout=30, what="the app started again")
+    tmux.wait_showing(r"http://web\.localhost:\d+.*online.*app ready", timeout=30, what="the app ready again")
+    tmux.run("send-keys", "-t", "e2e", "q")
+    assert exit_status(status) == "0"
+    wait_for(lambda: not _accepts(web), timeout=20, what="the app stopped")
