@@ -162,6 +162,13 @@ def test_flags_match_their_exchanges() -> None:
         ('path:~"a(b"', "bad regular expression: missing ), unterminated subpattern", 9),
         ('~u "[z-a]"', "bad regular expression: bad character range z-a", 6),
         ("~m", "~m expects a regular expression", 3),
+        # A regular expression written without quotes ends at a parenthesis: path:~^/api/(v1|v2)/
+        # would have been path:~^/api/ beside a group of URL words, matching something else.
+        ("path:~(a+)+$", 'a regular expression with parentheses goes in quotes: "(a+)+$"', 7),
+        ("status:5xx path:~^/api/(v1|v2)/", 'a regular expression with parentheses goes in quotes: "^/api/(v1|v2)/"', 24),
+        ("~u (a|b)", '~u expects a regular expression; a regular expression with parentheses goes in quotes: "(a|b)"', 4),
+        ("~u /x/(a|b) ~m GET", 'a regular expression with parentheses goes in quotes: "/x/(a|b)"', 7),
+        ('~u a"b"(c)', "a regular expression with parentheses goes in quotes: 'a\"b\"(c)'", 8),
         ("~c abc", "~c expects a status code number", 4),
         ('body:"open', 'unclosed quote "', 6),
         ("status:5xx error:refused", "error expects a kind: agent_gone, app_restarting, bad_request, client_gone, local_error, "

@@ -104,6 +104,17 @@ def _read_term(expression: str, start: int) -> tuple[_Token, int]:
     return _Token("term", start, "".join(parts), bare, tuple(offsets), i), i
 
 
+def _quoted_regex_hint(expression: str, start: int) -> str:
+    """What to write instead of a regular expression cut by a parenthesis at ``start``: the
+    text up to the next space, quoted (``"(a+)+$"``)."""
+    end = start
+    while end < len(expression) and not expression[end].isspace():
+        end += 1
+    text = expression[start:end]
+    quote = "'" if '"' in text and "'" not in text else '"'
+    return f"a regular expression with parentheses goes in quotes: {quote}{excerpt(text)}{quote}"
+
+
 class _Parser:
     """Recursive descent: or < and (also juxtaposition) < not < ( ) and terms."""
 
@@ -203,8 +214,13 @@ class _Parser:
         arg = self.peek()
         if arg is None or arg.kind != "term":
             where = len(self.expression) if arg is None else arg.pos
-            raise self.error(f"{tok.text} expects {'a status code' if cls is MCode else 'a regular expression'}", where)
+            message = f"{tok.text} expects {'a status code' if cls is MCode else 'a regular expression'}"
+            if arg is not None and arg.kind == "(" and cls is not MCode:
+                message += "; " + _quoted_regex_hint(self.expression, arg.pos)
+            raise self.error(message, where)
         self.take()
+        if cls is not MCode and self.expression[arg.end:arg.end + 1] == "(":
+            raise self.error(_quoted_regex_hint(self.expression, arg.pos), arg.end)
         if cls is MCode:
             if not STATUS_RE.fullmatch(arg.text):
                 raise self.error("~c expects a status code number", arg.pos)
@@ -237,6 +253,9 @@ class _Parser:
                 f"to search URLs for the text, quote it: \"{excerpt(text)}\"",
                 tok.pos,
             )
+        if text.startswith("~", colon + 1) and self.expression[tok.end:tok.end + 1] == "(":
+            # path:~^/api/(v1|v2)/ would be path:~^/api/ and a group of URL words: say so instead.
+            raise self.error(_quoted_regex_hint(self.expression, tok.locate(colon + 2)), tok.end)
         try:
             # Builders report positions within the value; map them back through any quotes.
             return entry[1](text[colon + 1:], 0)
