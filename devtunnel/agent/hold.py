@@ -64,6 +64,8 @@ class HoldGate:
         self._reachable = asyncio.Event()
         self._reachable.set()
         self._probe: asyncio.Task[None] | None = None
+        self._ended = ""
+        """Why requests are held no more (``end_holding``): the tunnel is stopping."""
 
     @property
     def app_down(self) -> bool:
@@ -96,7 +98,7 @@ class HoldGate:
             HoldExpired: held for ``hold`` seconds without success, or too many held already.
             ConnectionRefusedError, OSError, TimeoutError: from ``connect()`` when not holding.
         """
-        if self.hold <= 0:
+        if self.hold <= 0 or self._ended:
             return await connect()
         if self._open():
             try:
@@ -112,7 +114,7 @@ class HoldGate:
         try:
             while True:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self._ended:
                     break
                 if not self._open():
                     try:
@@ -134,8 +136,17 @@ class HoldGate:
             if not self.waiting and self._probe is not None:
                 self._probe.cancel()
         self.expired += 1
+        if self._ended:
+            raise HoldExpired(f"{APP_RESTARTING}: {self._ended}")
         state = "is still down" if self.app_down else "still refuses connections"
         raise HoldExpired(f"{APP_RESTARTING}: the app {state} after {self.hold:g} s")
+
+    def end_holding(self, reason: str) -> None:
+        """Answer the held requests now (503, ``reason``) and hold no more: the tunnel is stopping,
+        and its app with it, so they would wait out the hold for nothing and be cut."""
+        self._ended = reason
+        self._up.set()  # wakes every waiter; each sees ``_ended`` first
+        self._reachable.set()
 
     def _open(self) -> bool:
         return self._up.is_set() and self._reachable.is_set()

@@ -225,6 +225,8 @@ class AgentTunnel:
             await self.provider.stop()
         self._stopping = True
         self._wake.set()
+        if self.forwarder.gate is not None:
+            self.forwarder.gate.end_holding("devtunnel is stopping")
         session = self._session
         if session is not None:
             await session.leave("the agent is stopping", grace=LEAVE_GRACE)

@@ -163,6 +163,34 @@ def test_hold_expired_is_503_with_retry_after(start, tmp_path: Path) -> None:
     assert ex.status == 503 and ex.error == "app_restarting" and "local app restarting" in ex.error_message
 
 
+def test_requests_held_at_ctrl_c_are_answered_503_at_once_not_cut(start, tmp_path: Path) -> None:
+    """Ctrl-C while a webhook waits for the app: it is answered 503 with Retry-After (the
+    provider sends it again later) and recorded with its body; it waited out the agent's grace
+    and got the relay's 502."""
+    port = free_port()
+    run = start(str(port), "--run", app_command(port, "--ready-file", str(tmp_path / "never")),
+                "--health", "/healthz", "--hold", "60s")
+    answers: list[httpx.Response] = []
+
+    def deliver() -> None:
+        with httpx.Client(timeout=30) as client:
+            answers.append(run.post(client, "/webhooks/stripe", b'{"id":"evt_held"}'))
+
+    sender = threading.Thread(target=deliver)
+    sender.start()
+    wait_for(lambda: run.app()["waiting"] == 1, what="the webhook held")
+    assert run.proc.stop(signal.SIGINT) == 0
+    sender.join(30)
+    [response] = answers
+    assert response.status_code == 503
+    assert response.headers["X-Devtunnel-Error"] == "app_restarting"
+    assert "Retry-After" in response.headers
+    assert "devtunnel is stopping" in response.text
+    [ex] = _records(tmp_path / "c.db")
+    assert (ex.status, ex.error, ex.request.body) == (503, "app_restarting", b'{"id":"evt_held"}')
+    assert "devtunnel is stopping" in ex.error_message
+
+
 def test_health_path_decides_readiness_and_held_requests_wait_for_it(start, tmp_path: Path) -> None:
     port = free_port()
     ready_file = tmp_path / "ready"

@@ -211,6 +211,24 @@ async def test_the_queue_is_bounded_and_the_hold_is_timed() -> None:
     assert gate.waiting == 0 and gate.expired == 4
 
 
+async def test_end_holding_answers_the_held_requests_at_once_and_holds_no_more() -> None:
+    gate = HoldGate(600.0)
+    gate.set_app_state(False, "starting")
+
+    async def connect() -> object:
+        raise ConnectionRefusedError()
+
+    held = [asyncio.create_task(gate.connect(connect)) for _ in range(3)]
+    await async_wait_for(lambda: gate.waiting == 3, what="three held")
+    gate.end_holding("devtunnel is stopping")
+    for task in held:
+        with pytest.raises(HoldExpired, match="devtunnel is stopping"):
+            await task
+    with pytest.raises(ConnectionRefusedError):  # a request after that is not held
+        await gate.connect(connect)
+    assert gate.waiting == 0 and gate.expired == 3
+
+
 async def test_without_hold_the_gate_only_connects() -> None:
     gate = HoldGate(0.0)
     gate.set_app_state(False, "crashed")
