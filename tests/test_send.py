@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devtunnel.commands.send import send_url
 from devtunnel.errors import ConfigError
-from tests.kit.procs import DEVTUNNEL
+from tests.helpers import free_port, wait_for
+from tests.kit.procs import DEVTUNNEL, Proc
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 
@@ -126,7 +129,9 @@ def test_unsigned_sends_no_signature_even_with_a_secret_set() -> None:
     [
         (["paypal", "x", "--to", "http://127.0.0.1:9"], "unknown provider 'paypal'; known: stripe, github"),
         (["stripe", "nope", "--to", "http://127.0.0.1:9"], "no stripe sample named 'nope'; stripe has: "),
-        (["stripe", "invoice.paid"], "give PROVIDER EVENT --to URL"),
+        (["stripe"], "give PROVIDER EVENT (devtunnel send --list shows the samples)"),
+        (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--tunnel", "shop"], "--to URL sends there"),
+        (["stripe", "invoice.paid", "--api", "ftp://127.0.0.1:9"], "--api must be the agent API's http:// URL"),
         (["stripe", "invoice.paid", "--to", "ftp://x"], "expected an http:// or https:// URL"),
         (["stripe", "invoice.paid", "--to", "http://u:p@x/"], "user info in the URL is not supported"),
         (["stripe", "invoice.paid", "--to", "http://x:99999/"], "the port is not a number"),
@@ -251,3 +256,53 @@ def test_the_receivers_reason_reads_as_utf8_where_it_is_and_escaped_where_not(re
     assert done.returncode == 1, done.stderr
     assert done.stdout.rstrip("\n").endswith(f": {shown}"), done.stdout
     assert "\x1b" not in done.stdout
+
+
+def _agent(tmp_path: Path, target: str) -> tuple[Proc, int]:
+    """``devtunnel http TARGET --no-tui`` in ``tmp_path``, whose devtunnel.toml puts its API on a free port."""
+    api = free_port()
+    (tmp_path / "devtunnel.toml").write_text(f"[agent]\napi_port = {api}\n")
+    clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and k != "DEVTUNNEL_CONFIG"}
+    proc = Proc([*DEVTUNNEL, "http", target, "--no-tui", "--name", "shop", "--db", str(tmp_path / "c.db")],
+                {**clean, "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config")},
+                cwd=tmp_path)
+    proc.line(lambda line: line.startswith("API http://127.0.0.1:"))
+    return proc, api
+
+
+def test_without_to_a_sample_goes_to_the_running_tunnel_like_stripe_trigger(tmp_path: Path) -> None:
+    """Found by use: `devtunnel send stripe invoice.paid` beside a running `devtunnel http` asked for
+    --to; it goes through the agent's tunnel, captured and verified like a delivery."""
+    with receiver() as rx:
+        proc, api = _agent(tmp_path, rx.url)
+        try:
+            done = send("stripe", "invoice.paid", cwd=tmp_path, XDG_CONFIG_HOME=str(tmp_path / "config"),
+                        **RECEIVER_SECRETS)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert re.search(r"signed, to http://shop\.localhost:\d+/webhooks/stripe: 200 OK", done.stdout), done.stdout
+            assert rx.verdicts == [("/webhooks/stripe", 200, "ok")]
+            wait_for(lambda: "stripe invoice.paid" in "".join(proc.out), what="the delivery in the agent's output")
+            # A second tunnel: which one is no longer clear.
+            second = httpx.post(f"http://127.0.0.1:{api}/api/tunnels", json={"addr": rx.url, "name": "other"}, timeout=10)
+            assert second.status_code == 201, second.text
+            both = send("stripe", "invoice.paid", cwd=tmp_path, XDG_CONFIG_HOME=str(tmp_path / "config"),
+                        **RECEIVER_SECRETS)
+            assert both.returncode == 2
+            assert "several tunnels are running ('shop', 'other'): choose one with --tunnel NAME" in both.stderr
+            chosen = send("stripe", "invoice.paid", "--tunnel", "other", "--api", f"127.0.0.1:{api}", **RECEIVER_SECRETS)
+            assert chosen.returncode == 0, chosen.stderr
+            assert "to http://other.localhost:" in chosen.stdout
+            missing = send("stripe", "invoice.paid", "--tunnel", "nope", "--api", f"http://127.0.0.1:{api}",
+                           **RECEIVER_SECRETS)
+            assert missing.returncode == 1
+            assert missing.stderr == ("devtunnel send: no running tunnel is named 'nope' (running: 'shop', 'other')\n")
+        finally:
+            assert proc.stop() == 0
+
+
+def test_without_to_and_no_agent_running_it_says_where_it_looked(tmp_path: Path) -> None:
+    api = free_port()
+    done = send("stripe", "invoice.paid", "--api", f"127.0.0.1:{api}", **RECEIVER_SECRETS)
+    assert done.returncode == 1
+    assert done.stderr == (f"devtunnel send: no devtunnel agent answers at 127.0.0.1:{api}: start one with "
+                           "devtunnel http/up, or give --to URL\n")

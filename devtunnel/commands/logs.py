@@ -18,18 +18,13 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
+from devtunnel.commands.agent_api import PORTS_TRIED, TIMEOUT, candidates, get, no_agent
 from devtunnel.commands.config import settings_of
 from devtunnel.commands.output import safe
 from devtunnel.errors import ConfigError, DevtunnelError, NotFoundError
 from devtunnel.values.terminal import quoted
-from devtunnel.values.urls import split_url
 
 __all__ = ["PORTS_TRIED", "log_line_text", "run"]
-
-PORTS_TRIED = 10
-"""Ports from ``agent.api_port`` on where an agent is looked for without ``--api``."""
-_TIMEOUT = 5.0
-
 
 def log_line_text(line: dict[str, Any]) -> str:
     """``07:01:50 err  Traceback ...``: one line for the terminal, escaped."""
@@ -39,33 +34,13 @@ def log_line_text(line: dict[str, Any]) -> str:
     return f"{clock} {stream}  {safe(str(line.get('text', '')))}"
 
 
-def _candidates(args: argparse.Namespace) -> list[tuple[str, int]]:
-    if args.api:
-        parts = split_url(args.api if "://" in args.api else "http://" + args.api, "--api")
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"--api must be the agent API's http:// URL, e.g. http://127.0.0.1:4040, not {quoted(args.api)}")
-        return [(parts.hostname, parts.port or 80)]
-    first = settings_of(args).agent.api_port or 4040
-    return [("127.0.0.1", port) for port in range(first, min(first + PORTS_TRIED, 65536))]
-
-
-def _get(host: str, port: int, path: str, timeout: float | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    conn = http.client.HTTPConnection(host, port, timeout=_TIMEOUT)
-    conn.request("GET", path, headers={"Accept": "application/json"})
-    response = conn.getresponse()
-    if conn.sock is not None:
-        conn.sock.settimeout(timeout)
-    return conn, response
-
-
 def _open(args: argparse.Namespace, path: str, follow: bool) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     """The response of the agent that runs the tunnel; raises a DevtunnelError naming what was tried."""
     not_found = ""
-    tried = []
-    for host, port in _candidates(args):
-        tried.append(f"{host}:{port}")
+    places = candidates(args.api, settings_of(args).agent.api_port)
+    for host, port in places:
         try:
-            conn, response = _get(host, port, path, None if follow else _TIMEOUT)
+            conn, response = get(host, port, path, None if follow else TIMEOUT)
         except (OSError, http.client.HTTPException):
             continue
         if response.status == 200:
@@ -81,8 +56,7 @@ def _open(args: argparse.Namespace, path: str, follow: bool) -> tuple[http.clien
         raise DevtunnelError(f"the agent API at {host}:{port} answered {response.status}: {message or 'no reason given'}")
     if not_found:
         raise NotFoundError(not_found)
-    where = tried[0] if len(tried) == 1 else f"{tried[0]} to {tried[-1]}"
-    raise DevtunnelError(f"no devtunnel agent answers at {where}: start one with devtunnel http/up, or give --api URL")
+    raise no_agent(places)
 
 
 def _lines(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:

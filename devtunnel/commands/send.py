@@ -207,6 +207,27 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     return Sent(label, public_url, delivery_id, bool(secrets), response.status_code, reason, first)
 
 
+def _running_tunnel_url(args: argparse.Namespace) -> str:
+    """The public URL of the running tunnel to send to without ``--to``: the agent's only one, or
+    the one ``--tunnel`` names. Raises ConfigError (which one is unclear) or DevtunnelError (none)."""
+    from devtunnel.commands.agent_api import candidates, running_tunnels
+    from devtunnel.commands.config import settings_of
+
+    tunnels = running_tunnels(candidates(args.api, settings_of(args).agent.api_port))
+    names = ", ".join(quoted(t.name) for t in tunnels)
+    if args.tunnel:
+        chosen = [t for t in tunnels if t.name == args.tunnel]
+        if not chosen:
+            raise DevtunnelError(f"no running tunnel is named {quoted(args.tunnel)}" + (f" (running: {names})" if names else ""))
+    else:
+        chosen = tunnels
+        if not chosen:
+            raise DevtunnelError("the running agent has no tunnel: start one (n in the inspector), or give --to URL")
+        if len(chosen) > 1:
+            raise ConfigError(f"several tunnels are running ({names}): choose one with --tunnel NAME, or give --to URL")
+    return chosen[0].public_url
+
+
 def run(args: argparse.Namespace) -> int:
     """Send one sample delivery; exit 0 when the receiver answered 2xx, 1 otherwise, 2 on bad usage."""
     from devtunnel.commands.config import settings_of
@@ -217,8 +238,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.list:
             return _list()
-        if not args.provider or not args.event or not args.to:
-            raise ConfigError("give PROVIDER EVENT --to URL (devtunnel send --list shows the samples)")
+        if not args.provider or not args.event:
+            raise ConfigError("give PROVIDER EVENT (devtunnel send --list shows the samples)")
+        if args.to and (args.tunnel or args.api):
+            raise ConfigError("--to URL sends there: --tunnel and --api choose a running tunnel instead")
+        to = args.to or _running_tunnel_url(args)
         env_name = args.secret_env
         if env_name is not None:
             # An empty one (--secret-env "$VAR" with VAR unset) read the usual secrets instead.
@@ -226,14 +250,14 @@ def run(args: argparse.Namespace) -> int:
                 env_name = EnvName().check(env_name)
             except ValueError as exc:
                 raise ConfigError(f"--secret-env: {exc}") from None
-        sent = send_sample(args.provider, args.event, args.to, environ=os.environ, data=args.data,
+        sent = send_sample(args.provider, args.event, to, environ=os.environ, data=args.data,
                            assignments=args.set or (), env_name=env_name, unsigned=args.unsigned,
                            timeout=args.timeout, insecure=args.insecure,
                            webhooks=webhook_context(settings_of(args), os.environ))
     except ConfigError as exc:
         print(f"devtunnel send: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except SendFailed as exc:
+    except (SendFailed, DevtunnelError) as exc:  # not delivered, or no running tunnel to deliver to
         print(f"devtunnel send: {safe(str(exc))}", file=sys.stderr)
         return 1
     ident = f" ({safe(sent.delivery_id)})" if sent.delivery_id else ""
