@@ -1034,3 +1034,29 @@ def test_at_80_columns_a_list_of_deliveries_keeps_their_event_and_cuts_the_path(
         assert all(len(line) <= columns for line in done.stdout.splitlines()), done.stdout
         assert "✓ stripe payment_intent" in rows[-2] and "✗ github pull_request" in rows[-1], done.stdout
         assert rows[-1].split()[-1].startswith("/webh"), done.stdout
+
+
+@pytest.mark.parametrize("command", [["show"], ["replay"], ["export"], ["diff", "EVT"]])
+def test_a_delivery_id_given_for_an_exchange_id_is_said_to_be_one_with_its_captures(
+        captures: Captures, command: list[str]) -> None:
+    """Found by use: the delivery line shows `[evt_...]`, and `devtunnel replay evt_...` (as
+    `stripe events resend evt_...`) said only "no exchange with id evt_...\""""
+    from devtunnel.capture.verdict import Signature, Verdict
+
+    first = replace(make_exchange(target=b"/webhooks/stripe"),
+                    webhook=Verdict("stripe", "invoice.paid", "evt_1Q2w3E", Signature.VALID, ""))
+    retry = replace(make_exchange(target=b"/webhooks/stripe"),
+                    webhook=Verdict("stripe", "invoice.paid", "evt_1Q2w3E", Signature.VALID, ""))
+    store = Store(captures.db)
+    store.put_many([first, retry])
+    short = store.short_ids([first.id, retry.id])
+    store.close()
+    args = [*command[:1], "evt_1Q2w3E", *(["evt_1Q2w3E"] if command[1:] else [])]
+    done = cli(captures, *args)
+    assert done.returncode == (2 if command[0] == "diff" else 1)
+    assert done.stderr == (f"devtunnel: 'evt_1Q2w3E' is not an exchange id but a webhook delivery id, captured as "
+                           f"{short[first.id]}, {short[retry.id]} (devtunnel requests --filter delivery:evt_1Q2w3E "
+                           "lists its captures)\n")
+    assert captures.seen.requests == []  # nothing sent
+    listed = cli(captures, "requests", "--filter", "delivery:evt_1Q2w3E")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3

@@ -21,6 +21,7 @@ from typing import Any
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import excerpt, parse
+from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
@@ -84,12 +85,28 @@ def _filter(expression: str) -> Any:
         raise ConfigError(f"invalid filter {quoted(excerpt(expression, exc.position))}: {exc}") from exc
 
 
+def _get(store: Store, ident: str) -> Exchange:
+    """The exchange ``ident`` names (an id, or a unique prefix of one). A webhook's delivery id
+    (``evt_...`` from the delivery line, a GitHub delivery GUID) given instead is said to be one,
+    with the ids of its captures."""
+    try:
+        return store.get(ident)
+    except NotFoundError:
+        rows = store.rows(DeliveryId(ident), limit=4) if ident else []
+        if not rows:
+            raise
+    shown = store.short_ids([row.id for row in rows[:3]])
+    ids = ", ".join(shown[row.id] for row in rows[:3]) + (" ..." if len(rows) > 3 else "")
+    raise NotFoundError(f"{quoted(ident)} is not an exchange id but a webhook delivery id, captured as {ids} "
+                        f"(devtunnel requests --filter delivery:{ident} lists its captures)")
+
+
 def _resolve(store: Store, ids: list[str], expression: str) -> list[Exchange]:
     """The exchanges named by ``ids`` (unique prefixes allowed) or matching ``expression``, oldest first."""
     if ids and expression:
         raise ConfigError("give exchange ids or --filter, not both")
     if ids:
-        found = {ex.id: ex for ex in (store.get(i) for i in ids)}
+        found = {ex.id: ex for ex in (_get(store, i) for i in ids)}
         return [found[k] for k in sorted(found)]
     if expression:
         exchanges = store.query(_filter(expression))
@@ -310,7 +327,7 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
 
 def _show(args: argparse.Namespace) -> int:
     store = _open(args)
-    ex = store.get(args.id)
+    ex = _get(store, args.id)
     if args.json:
         print(json.dumps(capture_json(ex), indent=2))
         return 0
@@ -539,8 +556,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> int:
     store = _open(args)
-    a = store.get(args.a)
-    b = store.get(args.b)
+    a = _get(store, args.a)
+    b = _get(store, args.b)
     result = diff_exchanges(a, b, side=args.side, ignore=tuple(args.ignore))
     text = render_unified(result)
     if text:
