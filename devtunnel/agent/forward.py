@@ -61,6 +61,29 @@ async def ipv6_loopback_hint(target: Target) -> str:
             f" localhost): start devtunnel http {target.scheme}://[::1]:{target.port}, or have it listen"
             " on 127.0.0.1.\n")
 
+async def https_hint(target: Target) -> str:
+    """For an ``http://`` target that broke the connection or answered something that is not
+    HTTP: a line saying it speaks HTTPS when a TLS handshake with it succeeds, else "".
+
+    A dev server started with a certificate (``--ssl-keyfile``, ``next dev --experimental-https``,
+    Vite's basic-ssl) resets a plain HTTP request or answers it with a TLS alert; without this
+    line the 502 reads "connection reset by peer" about a service that works."""
+    if target.tls:
+        return ""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(0.5):
+            _, writer = await asyncio.open_connection(target.host, target.port, ssl=context)
+    except (OSError, TimeoutError, ssl.SSLError):
+        return ""
+    writer.transport.abort()
+    https = replace(target, scheme="https")
+    return (f"The service at {target.host if ':' not in target.host else f'[{target.host}]'}:{target.port} speaks"
+            f" HTTPS: start devtunnel http {https.url} (with --insecure for a self-signed certificate).\n")
+
+
 class _ClosedEarly(Exception):
     """The local service closed (or reset) the connection before a whole response head."""
 
@@ -283,7 +306,8 @@ class Forwarder:
                     await self._fail_before_head(stream, head, cap, 504, "local_timeout", message)
                     return
                 if isinstance(failed, BadResponse):
-                    await self._fail_before_head(stream, head, cap, 502, "local_error", str(failed))
+                    message = f"{failed}\n" + await https_hint(self.target)
+                    await self._fail_before_head(stream, head, cap, 502, "local_error", message)
                     return
                 if failed.nothing_received and copy is not None and resend is None:
                     resend = await whole_body(lease, copy)
@@ -320,7 +344,8 @@ class Forwarder:
                     await self._fail_before_head(stream, head, cap, 502, "app_restarting",
                                                  f"{APP_RESTARTING}: {failed}")
                     return
-                await self._fail_before_head(stream, head, cap, 502, "local_error", str(failed))
+                message = f"{failed}\n" + (await https_hint(self.target) if failed.nothing_received else "")
+                await self._fail_before_head(stream, head, cap, 502, "local_error", message)
                 return
             await self._relay_response(stream, head_only, lease, response, cap)
             if lease.body_cut:

@@ -190,11 +190,22 @@ class LocalResponse:
             if isinstance(context, _HeadTooLarge):
                 raise BadResponse(f"the local service sent a response head of {context.args[0] >> 10} KiB"
                                   f" (at most {MAX_HEAD >> 10} KiB go through the tunnel)") from None
-            raise BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
+            raise BadResponse(f"invalid HTTP response from the local service: {exc}{self._sent(data)}") from exc
         except httptools.HttpParserUpgrade as exc:
             raise BadResponse("the local service switched protocols on a plain HTTP request") from exc
         except httptools.HttpParserError as exc:
-            raise BadResponse(f"invalid HTTP response from the local service: {exc}") from exc
+            raise BadResponse(f"invalid HTTP response from the local service: {exc}{self._sent(data)}") from exc
+
+    def _sent(self, data: bytes) -> str:
+        """What a service that is not HTTP at all sent (``SSH-2.0-OpenSSH_9.2``), for the message:
+        its first line, up to 48 bytes, anything but printable ASCII as U+FFFD; "" once a status
+        line was read."""
+        if self.status:
+            return ""
+        first = data[:48].split(b"\n", 1)[0].rstrip(b"\r")
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "\ufffd" for b in first)
+        more = "…" if len(first) < len(data) else ""
+        return f" (it sent {text}{more})"
 
     def take_body(self) -> bytes:
         """The body bytes parsed since the last call, joined."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import re
 import signal
 import socket
 import sqlite3
+import ssl
+import struct
 import subprocess
 import threading
 from collections.abc import Callable
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import ServerConnection, serve as ws_serve
 
@@ -338,6 +342,77 @@ def test_a_refused_port_says_when_the_service_listens_on_ipv6_loopback_instead(
         assert answer.status_code == 502 and answer.headers["x-devtunnel-error"] == "local_refused"
         assert f"listens on [::1]:{port}" in answer.text and f"devtunnel http http://[::1]:{port}" in answer.text, answer.text
         assert agent.stop() == 0
+    finally:
+        listener.close()
+
+
+def _serve_raw(listener: socket.socket, tls: ssl.SSLContext | None, answer: bytes) -> None:
+    """Accept on ``listener`` until it closes: TLS first if ``tls`` (a plain request then fails the
+    handshake and is reset, as uvicorn --ssl-keyfile does), else read and send ``answer``, or
+    reset the connection when it is empty."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            if tls is not None:
+                with contextlib.suppress(OSError):
+                    tls.wrap_socket(conn, server_side=True).close()
+                continue
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                if answer:
+                    conn.sendall(answer)
+                else:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.parametrize(
+    ("kind", "says", "not_said"),
+    [
+        ("tls", "speaks HTTPS: start devtunnel http https://127.0.0.1:{port} (with --insecure for a self-signed", None),
+        ("ssh", "invalid HTTP response from the local service: Expected HTTP/, RTSP/ or ICE/ (it sent SSH-2.0-OpenSSH_9.2…)",
+         "speaks HTTPS"),
+        ("reset", "the local service broke the connection", "speaks HTTPS"),
+    ],
+)
+def test_a_502_from_a_service_that_is_not_plain_http_says_what_it_is(
+    env: dict[str, str], procs: list[Proc], kind: str, says: str, not_said: str | None
+) -> None:
+    """Found by use: `devtunnel http 8443` in front of a dev server started with a certificate
+    answered "connection reset by peer" about a service that works; one that is not HTTP at all
+    (an ssh port) said only "Expected HTTP/"."""
+    tls = None
+    if kind == "tls":
+        ca = trustme.CA()
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("localhost", "127.0.0.1").configure_cert(tls)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    server = threading.Thread(target=_serve_raw, args=(listener, tls, b"SSH-2.0-OpenSSH_9.2\r\n" if kind == "ssh" else b""),
+                              daemon=True)
+    server.start()
+    try:
+        db = Path(env["XDG_STATE_HOME"]) / "c.db"
+        agent = start(procs, env, "http", str(port), "--no-tui", "--api-port", "0", "--db", str(db))
+        match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+        assert match is not None
+        answer = httpx.get(f"http://127.0.0.1:{match.group(3)}/", headers={"Host": f"{match.group(2)}.localhost"},
+                           trust_env=False, timeout=10)
+        assert answer.status_code == 502 and answer.headers["x-devtunnel-error"] == "local_error"
+        assert says.format(port=port) in answer.text, answer.text
+        assert not_said is None or not_said not in answer.text, answer.text
+        agent.line(lambda l: "local_error" in l)
+        assert agent.stop() == 0
+        store = Store(db)
+        try:
+            [recorded] = store.query()
+        finally:
+            store.close()
+        assert recorded.error_message is not None and says.format(port=port) in recorded.error_message
     finally:
         listener.close()
 
