@@ -37,23 +37,23 @@ def test_the_app_state_shows_and_q_stops_the_app(tmp_path: Path, tmux: Tmux) -> 
     wait_for(lambda: not _accepts(port), timeout=20, what="the app stopped with the inspector")
 
 
-def test_up_opens_one_inspector_for_every_tunnel_and_its_app(tmp_path: Path, tmux: Tmux) -> None:  # noqa: F811
-    web, api = free_port(), free_port()
+def _up_in_tmux(tmp_path: Path, tmux: Tmux, ports: dict[str, int]) -> Path:
+    """``devtunnel up`` in tmux for a devtunnel.toml with one tunnel (and its app) per name; the
+    file its exit status goes to."""
     project = tmp_path / "project"
     project.mkdir()
-    (project / "devtunnel.toml").write_text(f"""\
-[tunnels.web]
-target = {web}
-run = "{sys.executable} {APP} {web}"
-
-[tunnels.api]
-target = {api}
-run = "{sys.executable} {APP} {api}"
-""")
+    (project / "devtunnel.toml").write_text("\n".join(
+        f'[tunnels.{name}]\ntarget = {port}\nrun = "{sys.executable} {APP} {port}"\n' for name, port in ports.items()))
     status = tmp_path / "status"
     command = (f"cd {project} && env XDG_STATE_HOME={tmp_path / 'state'} XDG_CONFIG_HOME={tmp_path / 'config'} "
                f"TERM=xterm-256color {DEVTUNNEL} up --db {tmp_path / 'captures.db'}; echo $? > {status}")
     tmux.start(command, 120, 30)
+    return status
+
+
+def test_up_opens_one_inspector_for_every_tunnel_and_its_app(tmp_path: Path, tmux: Tmux) -> None:  # noqa: F811
+    web, api = free_port(), free_port()
+    status = _up_in_tmux(tmp_path, tmux, {"web": web, "api": api})
     tmux.wait_showing(r"(?s)http://web\.localhost:\d+.*app ready.*http://api\.localhost:\d+.*app ready", timeout=45,
                       what="both tunnels with their apps ready")
     assert _accepts(web) and _accepts(api)
@@ -81,17 +81,7 @@ def test_r_in_the_tunnels_panel_restarts_the_app_of_a_tunnel_from_the_settings_f
     """R on a tunnel ``up`` started from devtunnel.toml starts its app again and keeps it: it
     stopped the tunnel and started one with the target alone, so the app was gone (502s)."""
     web = free_port()
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "devtunnel.toml").write_text(f"""\
-[tunnels.web]
-target = {web}
-run = "{sys.executable} {APP} {web}"
-""")
-    status = tmp_path / "status"
-    command = (f"cd {project} && env XDG_STATE_HOME={tmp_path / 'state'} XDG_CONFIG_HOME={tmp_path / 'config'} "
-               f"TERM=xterm-256color {DEVTUNNEL} up --db {tmp_path / 'captures.db'}; echo $? > {status}")
-    tmux.start(command, 120, 30)
+    status = _up_in_tmux(tmp_path, tmux, {"web": web})
     tmux.wait_showing(r"http://web\.localhost:\d+.*online.*app ready", timeout=45, what="the app ready")
     first = _app_pid(web)
     tmux.run("send-keys", "-t", "e2e", "Tab")
