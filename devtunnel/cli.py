@@ -170,6 +170,8 @@ examples:
                    help="token for the relay; other users see it in `ps`: prefer --token-file, DEVTUNNEL_TOKEN "
                         "or `devtunnel config add-token -`")
     p.add_argument("--token-file", metavar="FILE", help="read the relay token from the first line of FILE")
+    p.add_argument("--relay-ca", metavar="PEM", help="trust the CA in PEM (beside the system's) for the relay's certificate: "
+                                                     "a relay with a private CA or a self-signed certificate")
     p.add_argument("--name", help="tunnel name (default: a random readable one)")
     p.add_argument("--via", metavar="PROVIDER",
                    help="public URL from cloudflared, localhost.run, pinggy, serveo or ssh:USER@HOST[:PORT] "
@@ -183,7 +185,8 @@ examples:
     p.add_argument("--api-port", type=_port, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
-    p.add_argument("--insecure", action="store_true", help="do not verify the relay's or an https target's certificate")
+    p.add_argument("--insecure", action="store_true",
+                   help="do not verify an https target's certificate (the relay's always is: see --relay-ca)")
     p.add_argument("--rules", metavar="FILE", help="a TOML file of [[rules]] the relay enforces for this tunnel (docs/policy.md)")
     p.add_argument("--basic-auth", action="append", default=[], metavar="USER:PASS",
                    help="ask for this user and password at the relay (repeatable; PASS may be sha256:HEX)")
@@ -307,7 +310,7 @@ examples:
                    help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
     # ``agent`` runs the code of ``http`` with no tunnel: what http's flags would say comes from the settings.
-    p.set_defaults(relay=None, token=None, token_file=None, host_header=None, insecure=False, no_record=False)
+    p.set_defaults(relay=None, token=None, token_file=None, relay_ca=None, host_header=None, insecure=False, no_record=False)
 
     p = sub.add_parser("up", help="start every tunnel of devtunnel.toml (or those named) with their apps",
                        formatter_class=_F,

@@ -22,7 +22,9 @@ class TunnelConfig:
         token: the token for the relay.
         host_header: ``"preserve"`` sends the public Host to the local service, ``"rewrite"``
             the target's.
-        insecure: do not verify the relay's or an https target's certificate.
+        insecure: do not verify an https target's certificate (the relay's is always verified).
+        relay_ca: a PEM file of the CA (or certificate) to trust for the relay's certificate,
+            beside the system's: a relay with a private CA or a self-signed certificate.
         via: the public URL's provider (``cloudflared``, ``ssh:me@host`` ..., see ``devtunnel.via``);
             None or ``relay``: the relay's own URL.
         pool: share ``name`` with the other agents of the same token that ask for it with
@@ -39,6 +41,7 @@ class TunnelConfig:
     token: str | None = None
     host_header: str = "preserve"
     insecure: bool = False
+    relay_ca: str | None = None
     via: str | None = None
     pool: bool = False
     rules: tuple[Rule, ...] = ()

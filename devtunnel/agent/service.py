@@ -51,6 +51,7 @@ class AgentService:
         embedded_port: port of the embedded relay (0: any free port), used by tunnels with no relay.
         relay: the relay for tunnels whose config names none (None: the embedded relay).
         token: the token for ``relay``.
+        relay_ca: a PEM file of a CA to trust for ``relay``'s certificate (``--relay-ca``).
         head_timeout: seconds a local service has to answer a request.
         webhooks: the webhook providers and secrets read at start (a ``WebhookContext``), which
             the recorder judges deliveries with; None when there are none.
@@ -68,6 +69,7 @@ class AgentService:
         embedded_port: int = 0,
         relay: str | None = None,
         token: str | None = None,
+        relay_ca: str | None = None,
         head_timeout: float = DEFAULT_HEAD_TIMEOUT,
         backoff: Backoff | None = None,
         ports: PortMemory | None = None,
@@ -80,6 +82,7 @@ class AgentService:
         self.embedded_port = embedded_port
         self.default_relay = relay
         self.default_token = token
+        self.default_relay_ca = relay_ca
         self.head_timeout = head_timeout
         self.embedded_relay: Any = None
         self.ports = ports
@@ -128,7 +131,8 @@ class AgentService:
         if self.default_relay is not None and provider is None and (
                 config.relay is None or same_relay(config.relay, self.default_relay)):
             config = replace(config, relay=config.relay or self.default_relay,
-                             token=config.token or self.default_token)
+                             token=config.token or self.default_token,
+                             relay_ca=config.relay_ca or self.default_relay_ca)
         async with self._lock:
             relay_url = relay_connect_url(config.relay) if config.relay else await self._embedded_url(config.name)
             tunnel = AgentTunnel(

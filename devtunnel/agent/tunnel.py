@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import random
 import secrets
 import ssl
@@ -55,7 +56,7 @@ from devtunnel.agent.via_runner import ViaRunner
 from devtunnel.agent.ws_client import connect_here
 from devtunnel.values.terminal import quoted
 
-__all__ = ["AgentTunnel", "Backoff", "MAX_BACKOFF"]
+__all__ = ["AgentTunnel", "Backoff", "MAX_BACKOFF", "relay_tls_context"]
 
 log = logging.getLogger("devtunnel.agent")
 
@@ -74,6 +75,26 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt`` (0-based) of a series of failures."""
         return self.rng.uniform(0.0, min(self.cap, self.base * (2 ** min(attempt, 32))))
+
+
+def relay_tls_context(relay_ca: str | None) -> ssl.SSLContext:
+    """The TLS context a ``wss://`` relay is verified with: the system's CAs, and ``relay_ca``'s
+    certificates when given (a private CA, a self-signed relay).
+
+    Raises:
+        ConfigError: ``relay_ca`` cannot be read or holds no certificate.
+    """
+    context = ssl.create_default_context()
+    if relay_ca:
+        try:
+            context.load_verify_locations(cafile=os.path.expanduser(relay_ca))
+        except ssl.SSLError:  # (an OSError too)
+            raise ConfigError(f"the relay CA file {quoted(relay_ca)} (--relay-ca, relay.ca) holds no PEM certificate"
+                              " (-----BEGIN CERTIFICATE-----)") from None
+        except OSError as exc:
+            raise ConfigError(f"the relay CA file {quoted(relay_ca)} (--relay-ca, relay.ca) cannot be read"
+                              f" ({exc.strerror or exc})") from None
+    return context
 
 
 def _is_loopback(host: str) -> bool:
@@ -404,11 +425,9 @@ class AgentTunnel:
         parts = urlsplit(self.relay_url)
         options: dict[str, Any] = {}
         if parts.scheme == "wss":
-            ctx = ssl.create_default_context()
-            if self.config.insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            options["ssl"] = ctx
+            # Always verified: --insecure is for a local https target's self-signed certificate,
+            # and the token must never go to a relay that is not the one named.
+            options["ssl"] = relay_tls_context(self.config.relay_ca)
         if _is_loopback(parts.hostname or ""):
             options["proxy"] = None
         try:
@@ -438,4 +457,9 @@ class AgentTunnel:
             raise RelayUnreachableError(f"cannot reach the relay at {self.relay_url}: {relay_text(str(exc))}") from exc
         except (OSError, InvalidHandshake) as exc:
             # (An invalid handshake quotes the relay's answer: its status line or a header.)
-            raise RelayUnreachableError(f"cannot reach the relay at {self.relay_url}: {relay_text(str(exc))}") from exc
+            hint = ""
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                hint = ("; the relay's certificate is not trusted here: give the CA that signed it with --relay-ca PEM"
+                        " ([relay] ca in devtunnel.toml), or fix the relay's certificate")
+            raise RelayUnreachableError(
+                f"cannot reach the relay at {self.relay_url}: {relay_text(str(exc))}{hint}") from exc

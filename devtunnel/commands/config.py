@@ -62,6 +62,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
     settings = with_flags(base, {
         "relay.url": ("--relay", args.relay),
         "relay.token": _token_flag(args),
+        "relay.ca": ("--relay-ca", getattr(args, "relay_ca", None)),
         "agent.api_port": ("--api-port", args.api_port),
         "agent.body_cap": ("--body-cap", args.body_cap),
         "agent.host_header": ("--host-header", args.host_header),
@@ -75,6 +76,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
     out.db = str(settings.store.path)
     out.relay = settings.relay.url
     out.token = settings.relay.token
+    out.relay_ca = str(settings.relay.ca) if settings.relay.ca is not None else None
     out.config_tunnel = None
     if is_http:
         out.host_header = settings.agent.host_header

@@ -68,6 +68,7 @@ class AgentOptions:
     body_cap: int
     relay: str | None
     token: str | None
+    relay_ca: str | None
     head_timeout: float
     embedded_port: int
     api_port: int
@@ -97,12 +98,17 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
     if via:
         check_via(via)
     app = app_options(args) if is_http else {}  # bad --run/--health/--hold: said before anything opens
+    if args.relay_ca:
+        from devtunnel.agent.tunnel import relay_tls_context
+
+        relay_tls_context(args.relay_ca)  # an unreadable file or no PEM: one line now, not a tunnel failing later
     if tunnels is None:
         tunnels = [TunnelConfig(
             target=args.target,
             name=args.name,
             relay=args.relay,
             token=args.token,
+            relay_ca=args.relay_ca,
             host_header=args.host_header,
             insecure=args.insecure,
             via=via,
@@ -114,7 +120,7 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
     webhook_names = {args.name: args.config_tunnel} if is_http and args.config_tunnel and args.name else {}
     return AgentOptions(
         command=args.command, settings=args.settings, db=args.db, record=not args.no_record, body_cap=body_cap,
-        relay=args.relay, token=args.token, head_timeout=head_timeout, embedded_port=args.port,
+        relay=args.relay, token=args.token, relay_ca=args.relay_ca, head_timeout=head_timeout, embedded_port=args.port,
         api_port=args.api_port, tunnels=tunnels, webhook_names=webhook_names,
     )
 
@@ -214,7 +220,8 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
             log.info("verifying webhook signatures of %s", ", ".join(sorted(known)))
     service = AgentService(
         store=store, recorder=recorder, body_cap=options.body_cap, embedded_port=options.embedded_port,
-        relay=options.relay, token=options.token, head_timeout=options.head_timeout, webhooks=webhooks,
+        relay=options.relay, token=options.token, relay_ca=options.relay_ca, head_timeout=options.head_timeout,
+        webhooks=webhooks,
         ports=PortMemory() if is_http else None,
     )
     hurry.append(service.hurry)

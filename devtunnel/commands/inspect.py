@@ -58,6 +58,8 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
             "--body-cap", str(args.body_cap)]
     if args.relay:
         argv += ["--relay", args.relay]
+    if getattr(args, "relay_ca", None):
+        argv += ["--relay-ca", args.relay_ca]
     if getattr(args, "via", None):
         argv += ["--via", args.via]
     for flag in ("no_record", "insecure"):

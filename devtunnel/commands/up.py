@@ -64,6 +64,7 @@ def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -
         rules = [*t.rules, *(load_rules_file(t.rules_file) if t.rules_file is not None else ())]
         configs.append(TunnelConfig(
             target=t.target, name=t.name, relay=None if via else t.relay or resolved.relay, token=resolved.token,
+            relay_ca=resolved.relay_ca,
             host_header=t.host_header or settings.agent.host_header, insecure=settings.agent.insecure,
             via=via, pool=t.pool, rules=renumbered(rules),
             run=t.run, health=t.health, hold=t.hold or 0.0,
@@ -75,7 +76,7 @@ def _as_http(args: argparse.Namespace, first: TunnelSection) -> argparse.Namespa
     """``up``'s arguments in the shape ``resolve_http`` and the agent take."""
     values = dict(vars(args))
     # Every flag of ``http`` unset (``up`` has none of them): the files and the environment say.
-    values.update(command="http", target=first.name, name=None, relay=None, token=None, token_file=None,
+    values.update(command="http", target=first.name, name=None, relay=None, token=None, token_file=None, relay_ca=None,
                   host_header=None, insecure=False, via=None, pool=None, rules=None, basic_auth=[], allow_ip=[],
                   rate_limit=None, run=None, health=None, hold=None, local_timeout=60.0, body_cap=None)
     return argparse.Namespace(**values)

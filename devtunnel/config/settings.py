@@ -56,6 +56,8 @@ class RelaySection:
     """Relay URL such as ``wss://tunnel.example.com``; unset runs an embedded relay on 127.0.0.1."""
     token: str | None = field(default=None, metadata=_kind(Token()))
     """Token the relay accepts (``devtunnel config add-token`` saves it)."""
+    ca: Path | None = field(default=None, metadata=_kind(FilePath()))
+    """PEM file of the CA that signed the relay's certificate, trusted beside the system's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ class AgentSection:
     host_header: str = field(default="preserve", metadata=_kind(Choice("preserve", "rewrite")))
     """Send the client's Host (``preserve``) or the target's (``rewrite``)."""
     insecure: bool = field(default=False, metadata=_kind(Bool()))
-    """Do not verify the relay's or an https target's certificate."""
+    """Do not verify an https target's certificate (the relay's is always verified: see ``relay.ca``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,31 @@ def relay(procs: list[Proc], env: dict[str, str], port: int, token: str = "good"
     return proc
 
 
+def test_insecure_for_a_local_target_leaves_the_relay_verified_and_relay_ca_trusts_it(
+    env: dict[str, str], procs: list[Proc], tmp_path: Path
+) -> None:
+    """`devtunnel http https://localhost:8443 --insecure` (the README's line for a self-signed dev
+    certificate) with a relay set in the environment turned off the relay's verification too, and
+    the token went to whoever answered. The relay is verified; --relay-ca trusts a private CA."""
+    ca = trustme.CA()
+    pem, ca_pem = tmp_path / "relay.pem", tmp_path / "ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    port = free_port()
+    served = start(procs, env, "relay", "--listen", f"127.0.0.1:{port}", "--token", "good", "--tls-cert", str(pem),
+                   "--tls-key", str(pem))
+    served.line(lambda l: l.startswith("Relay listening"))
+    lax = start(procs, dict(env, DEVTUNNEL_RELAY=f"wss://127.0.0.1:{port}", DEVTUNNEL_TOKEN="good"),
+                "http", "9", "--insecure", "--no-tui", "--api-port", "0", "--no-record")
+    lax.line(lambda l: "CERTIFICATE_VERIFY_FAILED" in l and "--relay-ca PEM" in l, lines="err")
+    assert not any(l.startswith("Forwarding") for l in lax.out)
+    assert lax.stop() == 0
+    trusting = start(procs, dict(env, DEVTUNNEL_RELAY=f"wss://127.0.0.1:{port}", DEVTUNNEL_TOKEN="good"),
+                     "http", "9", "--relay-ca", str(ca_pem), "--no-tui", "--api-port", "0", "--no-record")
+    assert trusting.line(lambda l: l.startswith("Forwarding")).startswith("Forwarding https://")
+    assert trusting.stop() == 0
+
+
 def test_refused_token_exits_non_zero_with_the_relays_reason(env: dict[str, str], procs: list[Proc]) -> None:
     port = free_port()
     relay(procs, env, port)
@@ -424,6 +449,8 @@ def test_a_502_from_a_service_that_is_not_plain_http_says_what_it_is(
         (["http", "8080", "--name", "Bad_Name"], "is not a valid DNS label"),
         (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),
         (["http", "8080", "--relay", "ftp://x"], "invalid relay URL"),
+        (["http", "8080", "--relay", "wss://127.0.0.1:9", "--relay-ca", "/nonexistent/ca.pem"],
+         "devtunnel: the relay CA file '/nonexistent/ca.pem' (--relay-ca, relay.ca) cannot be read"),
         (["http", "8080", "--local-timeout", "0"], "--local-timeout: expected a positive number of seconds, not '0'"),
         (["http", "8080", "--local-timeout", "nan"], "--local-timeout: expected a positive number of seconds, not 'nan'"),
         (["http", "99999"], "port 99999 is not between 1 and 65535"),

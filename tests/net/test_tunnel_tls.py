@@ -1,7 +1,9 @@
-"""TLS on both sides of the agent: https targets and a wss relay, verified unless ``insecure``."""
+"""TLS on both sides of the agent: https targets verified unless ``insecure``, a wss relay always
+(trusting ``relay_ca`` beside the system's CAs)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -11,6 +13,8 @@ import trustme
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelState
 from devtunnel.agent.service import AgentService
+from devtunnel.agent.tunnel import relay_tls_context
+from devtunnel.errors import ConfigError
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
 from tests.net.tunnel_fixtures import TOKEN, local_http, local_websocket, relay_and_agent
@@ -38,20 +42,45 @@ async def test_https_target_is_verified_unless_insecure(tmp_path: Path, pem: Pat
                 assert "start devtunnel with --insecure" in response.text  # the README's way out, named
 
 
-async def test_wss_relay_is_verified_unless_insecure(pem: Path) -> None:
+async def test_wss_relay_is_verified_even_with_insecure_and_trusted_with_its_ca(tmp_path: Path) -> None:
+    """--insecure (for a local https target's self-signed certificate) no longer turns off the
+    relay's verification: a man in the middle would have had the token. A relay with a private
+    CA is trusted with --relay-ca, given to the agent (its tunnels take it) or to a tunnel."""
+    ca = trustme.CA()
+    pem, ca_pem = tmp_path / "relay.pem", tmp_path / "ca.pem"
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
     relay = Relay(RelaySettings(host="127.0.0.1", tokens=[TOKEN], tls_cert=str(pem), tls_key=str(pem)))
     await relay.start()
     service = AgentService(relay=f"wss://localhost:{relay.port}", token=TOKEN)
+    trusting_agent = AgentService(relay=f"wss://localhost:{relay.port}", token=TOKEN, relay_ca=str(ca_pem))
     try:
-        refused = await service.start_tunnel(TunnelConfig(target="9", name="strict"))
-        assert refused.state is TunnelState.RECONNECTING
-        assert "CERTIFICATE_VERIFY_FAILED" in (refused.error or "")
-        trusting = await service.start_tunnel(TunnelConfig(target="9", name="lax", insecure=True))
+        for config in (TunnelConfig(target="9", name="strict"), TunnelConfig(target="9", name="lax", insecure=True)):
+            refused = await service.start_tunnel(config)
+            assert refused.state is TunnelState.RECONNECTING
+            assert "CERTIFICATE_VERIFY_FAILED" in (refused.error or "")
+            assert "give the CA that signed it with --relay-ca PEM" in (refused.error or "")
+        trusting = await service.start_tunnel(TunnelConfig(target="9", name="ca", relay_ca=str(ca_pem)))
         assert trusting.state is TunnelState.ONLINE
-        assert trusting.public_url == f"https://lax.localhost:{relay.port}"
+        assert trusting.public_url == f"https://ca.localhost:{relay.port}"
+        by_agent = await trusting_agent.start_tunnel(TunnelConfig(target="9", name="agentca"))
+        assert by_agent.state is TunnelState.ONLINE
     finally:
+        await trusting_agent.stop()
         await service.stop()
         await relay.stop()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot be read (No such file or directory)"),
+    (b"not a certificate\n", "holds no PEM certificate"),
+])
+def test_a_relay_ca_that_is_no_certificate_is_one_line(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"the relay CA file '{path}' \\(--relay-ca, relay.ca\\) {re.escape(message)}"):
+        relay_tls_context(str(path))
 
 
 @pytest.mark.parametrize("insecure", [True, False])
