@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import signal
 import time
 from collections import deque
@@ -27,6 +28,10 @@ __all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "group_runni
 
 MAX_LINE = 8192
 """Characters of one output line kept; a longer line is cut and marked with ``…``."""
+_STYLING = re.compile(r"\x1b\[[0-9;:]*[mKG]")
+"""Colours and line clearing in a program's output (``ESC[32m``, ``ESC[2K``): dropped from its
+lines, which are searched (``logs --grep``) and shown as text; any other escape stays, and is
+escaped wherever a line is shown."""
 STABLE_AFTER = 30.0
 """Seconds a child must run before its restart backoff starts again from the shortest wait."""
 
@@ -395,7 +400,7 @@ class Child:
             self._line(name, partial)
 
     def _line(self, stream: str, raw: bytes) -> None:
-        text = raw.rstrip(b"\r").decode("utf-8", "replace")
+        text = _STYLING.sub("", raw.rstrip(b"\r").decode("utf-8", "replace"))
         self.log.add(stream, text)
         if self._on_line is not None and self._on_line(text):
             self._mark_ready()

@@ -85,6 +85,24 @@ async def test_restart_now_starts_again_a_program_that_could_not_be_started(tmp_
         await child.stop()
 
 
+async def test_colours_are_dropped_from_output_lines_other_escapes_kept() -> None:
+    """Found by use: an app logging in colour (uvicorn --use-colors, FORCE_COLOR) showed
+    `\\x1b[36mGET\\x1b[0m /x` in the Logs view and `logs`, and `logs --grep "GET /x"` found nothing."""
+    child = Child("app", script(r"""
+        print("\x1b[32mINFO\x1b[0m:     \x1b[36mGET\x1b[0m /x \x1b[1;32m200\x1b[0m")
+        print("\x1b[2Kprogress 100%\x1b]0;title\x07\x1b[2J")
+    """), restart=False)
+    child.start()
+    try:
+        await async_wait_for(lambda: len([l for l in child.log.lines() if l.stream == "out"]) == 2, timeout=20,
+                             what="two lines")
+    finally:
+        await child.stop()
+    assert [l.text for l in child.log.lines() if l.stream == "out"] == [
+        "INFO:     GET /x 200", "progress 100%\x1b]0;title\x07\x1b[2J"]
+    assert [l.text for l in child.log.lines("GET /x")] == ["INFO:     GET /x 200"]
+
+
 async def test_ready_when_the_port_accepts_and_not_before(tmp_path: Path) -> None:
     port = free_port()
     gate = tmp_path / "go"
