@@ -33,6 +33,7 @@ import yaml  # type: ignore[import-untyped]
 
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import label_from
+from devtunnel.values.ngrok_keys import internal_binding, pooling, upstream_protocol_problem
 from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.terminal import quoted
@@ -55,7 +56,7 @@ PROTECTIONS = {
 with any of them is not imported."""
 
 _TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain",
-                    "auth", "basic_auth", "ip_restriction"})
+                    "auth", "basic_auth", "ip_restriction", "pooling_enabled"})
 
 _IGNORED = {
     "inspect": "devtunnel records every exchange",
@@ -63,8 +64,7 @@ _IGNORED = {
     "bind_tls": "the relay decides the scheme",
     "metadata": "labels have no equivalent",
     "description": "labels have no equivalent",
-    "bindings": "every devtunnel tunnel is public on its relay",
-    "pooling_enabled": "pools of agents are not supported yet",
+    "bindings": "public is the only binding: every devtunnel tunnel is public on its relay",
     "compression": "no equivalent",
     "circuit_breaker": "no equivalent",
     "request_header": "header rules are not supported yet",
@@ -95,12 +95,16 @@ class ImportedTunnel:
     """The tunnel's name in ngrok.yml."""
     rules: tuple[dict[str, Any], ...] = ()
     """``[[tunnels.NAME.rules]]`` tables carrying ngrok's basic auth and IP restrictions."""
+    pool: bool = False
+    """ngrok's ``pooling_enabled``: the name is shared with other agents (``tunnels.NAME.pool``)."""
 
     def table(self) -> dict[str, Any]:
         """The ``[tunnels.NAME]`` table (without the name)."""
         out: dict[str, Any] = {"target": self.target}
         if self.host_header is not None:
             out["host_header"] = self.host_header
+        if self.pool:
+            out["pool"] = True
         if self.rules:
             out["rules"] = [dict(rule) for rule in self.rules]
         return out
@@ -181,7 +185,7 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     result = NgrokImport(version=version)
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
-        result.notes.extend(note for key, note in _AGENT_NOTES.items() if agent.get(key))
+        _agent_notes(result, agent)
     definitions: list[tuple[str, Any]] = []
     tunnels = doc.get("tunnels")
     if tunnels is not None:
@@ -201,6 +205,40 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     return result
 
 
+def _agent_notes(result: NgrokImport, agent: dict[Any, Any]) -> None:
+    """Say what becomes of the agent's own settings (v2: the top level; v3: ``agent:``)."""
+    result.notes.extend(note for key, note in _AGENT_NOTES.items() if agent.get(key))
+    if "web_addr" in agent:
+        note = _web_addr_note(agent["web_addr"])
+        if note is not None:
+            result.notes.append(note)
+    rest = sorted(str(key) for key in agent if key not in _NOT_AGENT_SETTINGS and key not in _AGENT_NOTES)
+    if rest:
+        result.notes.append(f"{', '.join(quoted(key) if not key.isidentifier() else key for key in rest)} left out: "
+                            "settings of ngrok's agent with no devtunnel equivalent")
+
+
+_NOT_AGENT_SETTINGS = frozenset({"version", "tunnels", "endpoints", "agent", "web_addr"})
+
+
+def _web_addr_note(value: object) -> str | None:
+    """What to do for ngrok's ``web_addr`` (where its agent API and inspector listen); None when
+    devtunnel's default is the same place (``localhost:4040``)."""
+    if value is False or str(value).strip().lower() == "false":
+        return ("web_addr false: to turn devtunnel's agent API off too (for http): "
+                "devtunnel config set agent.api_port 0")
+    text = str(value).strip()
+    host, _, port = text.rpartition(":")
+    if not is_decimal(port) or not 0 < int(port) < 65536:
+        return f"web_addr {quoted(text)} left out: not HOST:PORT"
+    if host.strip("[]").lower() not in ("", "localhost", "127.0.0.1", "::1"):
+        return f"web_addr {quoted(text)} not imported: devtunnel's agent API listens on 127.0.0.1 only"
+    if int(port) == 4040:
+        return None
+    return (f"web_addr {quoted(text)} not imported: devtunnel's agent API is on 127.0.0.1:4040; to move it: "
+            f"devtunnel config set agent.api_port {int(port)}")
+
+
 def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) -> None:
     if not isinstance(body, dict):
         result.skipped.append((name, "not a mapping of settings"))
@@ -210,6 +248,10 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.skipped.append((name, f"it has {' and '.join(protections)}, which devtunnel cannot enforce yet: "
                                      "importing it would expose the service without it"))
         return
+    internal = internal_binding(body)
+    if internal is not None:
+        result.skipped.append((name, f"{internal}: importing it would expose the service"))
+        return
     proto = str(body.get("proto", "http")).lower()
     url = body.get("url")
     if isinstance(url, str) and "://" in url:
@@ -218,6 +260,15 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.skipped.append((name, f"{proto} tunnels are not supported (only http)"))
         return
     upstream = body.get("upstream")
+    protocol = upstream_protocol_problem(upstream)
+    if protocol is not None:
+        result.skipped.append((name, protocol))
+        return
+    try:
+        pool = pooling(body)
+    except ValueError as exc:
+        result.skipped.append((name, str(exc)))
+        return
     addr = upstream.get("url") if isinstance(upstream, dict) else body.get("addr", upstream)
     if addr is None:
         result.skipped.append((name, "it has no addr (v2) or upstream.url (v3)"))
@@ -267,4 +318,5 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         kinds = sorted({"basic auth" if r["action"] == "basic-auth" else "IP restrictions" for r in rules})
         result.notes.append(f"{name}: {' and '.join(kinds)} carried over as rules at the relay"
                             + (" (passwords stored as sha256 hashes)" if "basic auth" in kinds else ""))
-    result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name, rules=rules))
+    result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name, rules=rules,
+                                         pool=pool))

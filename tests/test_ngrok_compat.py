@@ -126,7 +126,8 @@ def test_a_v3_file_gives_its_http_endpoints_with_cleaned_names() -> None:
     notes = "\n".join(result.notes)
     assert "Basic Hooks: named 'basic-hooks'" in notes
     assert "Basic Hooks: metadata left out" in notes
-    assert "api: compression left out" in notes and "api: pooling_enabled left out" in notes
+    assert "api: compression left out" in notes and "pooling_enabled" not in notes  # false: devtunnel's default
+    assert not any(t.pool for t in result.tunnels)
     assert "authtoken" in notes
 
 
@@ -297,6 +298,60 @@ def test_import_ngrok_dry_run_prints_the_tables_and_writes_nothing(home: Home) -
     assert '[tunnels.basic-hooks]\ntarget = "8080"' in done.stdout
     assert "would import api: target http://127.0.0.1:3000" in done.stdout
     assert not home.user_file.exists()
+
+
+AGENT_V3 = """\
+version: 3
+agent:
+  authtoken: 4nq9771bPxe8ctg7LKr_2ClH7Y15Zqe4bWLWF9p
+  web_addr: 127.0.0.1:4050
+  region: eu
+  log_level: debug
+endpoints:
+  - name: shared
+    upstream: {url: 8080}
+    pooling_enabled: true
+  - name: grpc
+    upstream: {url: 9000, protocol: http2}
+  - name: private
+    url: https://billing.internal
+    upstream: {url: 7000}
+  - name: bound
+    bindings: [kubernetes]
+    upstream: {url: 7001}
+  - name: public
+    bindings: [public]
+    upstream: {url: 7002}
+"""
+
+
+def test_import_ngrok_carries_pooling_and_says_what_becomes_of_every_other_setting(home: Home) -> None:
+    # Before: pooling_enabled was dropped (pools exist), an http2 upstream was imported as http1
+    # without a word, an internal endpoint (url *.internal, bindings) became a public tunnel, and
+    # web_addr, region and log_level vanished unmentioned.
+    (home.root / "project" / "ngrok.yml").write_text(AGENT_V3)
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert done.returncode == 0, done.stderr
+    assert "imported shared: target 8080, pool" in done.stdout
+    assert "skipped grpc: upstream protocol 'http2' is not supported (only http1)" in done.stdout
+    assert "skipped private: it is bound to 'internal', not the public internet" in done.stdout
+    assert "skipped bound: it is bound to 'kubernetes'" in done.stdout
+    assert "imported public: target 7002" in done.stdout
+    assert ("note: web_addr '127.0.0.1:4050' not imported: devtunnel's agent API is on 127.0.0.1:4040; "
+            "to move it: devtunnel config set agent.api_port 4050") in done.stdout
+    assert "note: log_level, region left out: settings of ngrok's agent with no devtunnel equivalent" in done.stdout
+    saved = tomllib.loads(home.user_file.read_text())["tunnels"]
+    assert saved == {"shared": {"target": "8080", "pool": True}, "public": {"target": "7002"}}
+
+
+@pytest.mark.parametrize(("web_addr", "note"), [
+    ("localhost:4040", None),
+    ("false", "web_addr false: to turn devtunnel's agent API off too (for http): devtunnel config set agent.api_port 0"),
+    ("0.0.0.0:4040", "web_addr '0.0.0.0:4040' not imported: devtunnel's agent API listens on 127.0.0.1 only"),
+])
+def test_web_addr_is_said_unless_it_is_devtunnel_s_own(web_addr: str, note: str | None) -> None:
+    notes = read_ngrok_config(f"web_addr: {web_addr}\ntunnels:\n  web: {{addr: 80}}\n").notes
+    assert [n for n in notes if n.startswith("web_addr")] == ([note] if note else [])
 
 
 def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:

@@ -39,6 +39,7 @@ from devtunnel.api.plumbing import (
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import label_from, validate_name
+from devtunnel.values.ngrok_keys import upstream_protocol_problem
 from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
@@ -83,9 +84,9 @@ def _upstream(data: dict[str, Any]) -> str:
         return str(upstream)
     if not isinstance(upstream, dict):
         raise ApiError(400, "the field 'upstream' must be an object with a 'url'")
-    protocol = upstream.get("protocol", "http1")
-    if protocol != "http1":
-        raise ApiError(400, f"upstream protocol {quoted(protocol)} is not supported (only http1)")
+    protocol = upstream_protocol_problem(upstream)
+    if protocol is not None:
+        raise ApiError(400, protocol)
     url = str_field(upstream, "url", required=True) or ""
     if "://" in url:
         scheme = url.split("://", 1)[0].lower()
@@ -106,8 +107,6 @@ async def start_endpoint(request: Request) -> Response:
     url = str_field(data, "url")
     name = endpoint_name(str_field(data, "name"), url)
     target = _upstream(data)
-    if data.get("pooling_enabled"):
-        raise ApiError(400, "pooling_enabled: pools of agents are not supported yet; the endpoint was not started")
     rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth and IP restrictions, at the relay
     config = TunnelConfig(target=target, name=name, rules=rules, **tunnel_options(data))
     info = await service_of(request).start_tunnel(config)

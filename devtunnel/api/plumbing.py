@@ -32,7 +32,7 @@ from devtunnel.errors import (
 )
 from devtunnel.export.agent_json import error_json
 from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
-from devtunnel.values.ngrok_keys import NGROK_KEYS
+from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
@@ -211,6 +211,9 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
             raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
+    internal = internal_binding(data)
+    if internal is not None:
+        raise ApiError(400, f"the {what} {internal.removeprefix('it ')}; it was not started")
 
 
 def ngrok_rules(data: dict[str, Any], what: str) -> tuple[Rule, ...]:
@@ -232,19 +235,25 @@ class TunnelOptions(TypedDict):
     host_header: str
     relay: str | None
     via: str | None
+    pool: bool
 
 
 def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     """The options a started tunnel (or endpoint) may carry beside its target and name, checked:
     ``host_header`` (``preserve`` or ``rewrite``), ``relay`` (a ws(s):// or http(s):// URL) and
-    ``via`` (checked by the agent, which knows the providers)."""
+    ``via`` (checked by the agent, which knows the providers), and ngrok's ``pooling_enabled``
+    as ``pool``."""
     host_header = str_field(data, "host_header") or "preserve"
     if host_header not in ("preserve", "rewrite"):
         raise ApiError(400, f"host_header must be preserve or rewrite, not {quoted(host_header)}")
     relay = str_field(data, "relay") or None
     if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
         raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {quoted(relay)}")
-    return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None}
+    try:
+        pool = pooling(data)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None, "pool": pool}
 
 
 def find_tunnel(service: Service, name: str, what: str = "tunnel") -> TunnelInfo:

@@ -86,7 +86,10 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         ({"name": "a", "upstream": {"url": "8080"}, "traffic_policy": {"on_http_request": []}}, "traffic policies"),
         ({"name": "a", "upstream": {"url": "8080"}, "basic_auth": ["no colon"]}, 'basic_auth is not "user:password"'),
         ({"name": "a", "upstream": {"url": "8080"}, "oauth": {"provider": "google"}}, "OAuth"),
-        ({"name": "a", "upstream": {"url": "8080"}, "pooling_enabled": True}, "pools"),
+        ({"name": "a", "upstream": {"url": "8080"}, "pooling_enabled": "yes"}, "pooling_enabled must be true or false"),
+        # An internal endpoint made public would expose the service (was started, public).
+        ({"name": "a", "upstream": {"url": "8080"}, "bindings": ["internal"]}, "the endpoint is bound to 'internal'"),
+        ({"url": "https://billing.internal", "upstream": {"url": "8080"}}, "bound to 'internal', not the public internet"),
         ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
         ({"name": "a", "upstream": {"url": "8080"}, "descripton": "typo"}, "unknown field 'descripton' (did you mean 'description'?)"),
         ({"name": "a", "upstrem": {"url": "8080"}}, "unknown field 'upstrem'"),  # not "'upstream' is required"
@@ -100,6 +103,21 @@ async def test_bad_endpoint_requests_are_refused_with_a_reason_and_start_nothing
     assert resp.json()["error_code"] == 100
     assert fragment in resp.json()["msg"]
     assert (await agent.client.get("/api/endpoints")).json()["endpoints"] == []
+
+
+@pytest.mark.parametrize(("route", "body"), [
+    ("/api/endpoints", {"name": "shared", "upstream": {"url": "TARGET"}, "pooling_enabled": True}),
+    ("/api/tunnels", {"name": "shared", "addr": "TARGET", "pooling_enabled": True}),
+])
+async def test_pooling_enabled_starts_a_pool_on_either_resource(agent: Agent, route: str, body: dict[str, Any]) -> None:
+    # Before: /api/endpoints refused it ("pools are not supported yet", though they are) and
+    # /api/tunnels started a tunnel that was no pool, without a word.
+    body = {k: ({"url": agent.target} if v == {"url": "TARGET"} else agent.target if v == "TARGET" else v)
+            for k, v in body.items()}
+    resp = await agent.client.post(route, json=body)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["pool"] == {"members": 1}
+    assert (await _public_get(resp.json()["public_url"], "/pooled")).status_code == 200
 
 
 async def test_endpoints_refuse_foreign_hosts_and_cross_site_callers(agent: Agent) -> None:
