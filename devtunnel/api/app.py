@@ -51,6 +51,7 @@ from devtunnel.api.plumbing import (
     ngrok_rules,
     refuse_unsupported,
     str_field,
+    tunnel_label,
     tunnel_options,
 )
 from devtunnel.api.security import LoopbackOnly
@@ -83,7 +84,7 @@ async def start_tunnel(request: Request) -> Response:
     data = await json_body(request)
     refuse_unsupported(data, "tunnel")
     addr = str_field(data, "addr", required=True) or ""
-    name = str_field(data, "name") or None
+    name = tunnel_label(str_field(data, "name"))
     proto = str_field(data, "proto") or "http"
     if proto != "http":
         raise ApiError(400, f"only http tunnels are supported, not {quoted(proto)}")
@@ -101,9 +102,7 @@ async def get_tunnel(request: Request) -> Response:
 async def stop_tunnel(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}`` (204)."""
     service = service_of(request)
-    name = request.path_params["name"]
-    find_tunnel(service, name)
-    await service.stop_tunnel(name)
+    await service.stop_tunnel(find_tunnel(service, request.path_params["name"]).name)
     return no_content()
 
 

@@ -34,11 +34,12 @@ from devtunnel.api.plumbing import (
     ngrok_rules,
     refuse_unsupported,
     str_field,
+    tunnel_label,
     tunnel_options,
 )
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
-from devtunnel.values.names import label_from, validate_name
+from devtunnel.values.names import validate_name
 from devtunnel.values.ngrok_keys import upstream_protocol_problem
 from devtunnel.values.terminal import quoted
 
@@ -68,9 +69,7 @@ def endpoint_name(name: str | None, url: str | None) -> str | None:
                 return validate_name(host.split(".", 1)[0])
             except ConfigError as exc:
                 raise ApiError(400, f"url {quoted(url)}: {exc}") from None
-    if name:
-        return label_from(name)
-    return None
+    return tunnel_label(name)
 
 
 def _upstream(data: dict[str, Any]) -> str:
@@ -121,9 +120,7 @@ async def get_endpoint(request: Request) -> Response:
 async def stop_endpoint(request: Request) -> Response:
     """``DELETE /api/endpoints/{name}`` (204)."""
     service = service_of(request)
-    name = request.path_params["name"]
-    find_tunnel(service, name, "endpoint")
-    await service.stop_tunnel(name)
+    await service.stop_tunnel(find_tunnel(service, request.path_params["name"], "endpoint").name)
     return no_content()
 
 

@@ -32,13 +32,14 @@ from devtunnel.errors import (
 )
 from devtunnel.export.agent_json import error_json
 from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
+from devtunnel.values.names import label_from
 from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
 
-__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel",
+__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
            "EXCEPTION_HANDLERS"]
 
 log = logging.getLogger(__name__)
@@ -256,12 +257,29 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None, "pool": pool}
 
 
+def tunnel_named(service: Service, name: str) -> TunnelInfo | None:
+    """The running tunnel called ``name``, or the one whose name is ``name`` made a DNS label:
+    an ngrok client names a tunnel as ngrok takes it (``My Hooks``), and it runs as ``my-hooks``
+    (``tunnel_label``); None when there is neither."""
+    tunnels = service.tunnels()
+    label = label_from(name)
+    return (next((info for info in tunnels if info.name == name), None)
+            or next((info for info in tunnels if info.name == label), None))
+
+
+def tunnel_label(name: str | None) -> str | None:
+    """The tunnel name for the ``name`` an ngrok client asked for, which may be any text
+    (``My Hooks`` becomes ``my-hooks``, as ``config import-ngrok`` names it); None lets the agent
+    pick one."""
+    return label_from(name) if name else None
+
+
 def find_tunnel(service: Service, name: str, what: str = "tunnel") -> TunnelInfo:
-    """The running tunnel called ``name`` (a ``TunnelInfo``), or ``NotFoundError``."""
-    for info in service.tunnels():
-        if info.name == name:
-            return info
-    raise NotFoundError(f"no {what} named {quoted(name)}")
+    """The running tunnel called ``name`` (``tunnel_named``), or ``NotFoundError``."""
+    info = tunnel_named(service, name)
+    if info is None:
+        raise NotFoundError(f"no {what} named {quoted(name)}")
+    return info
 
 
 def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> int:

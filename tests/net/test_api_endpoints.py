@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pyngrok import conf, ngrok, process
+from pyngrok import agent as agent_api, conf, ngrok, process
 from pyngrok.exception import PyngrokNgrokHTTPError
 
 from devtunnel.api.endpoints import endpoint_name
@@ -218,6 +218,25 @@ def test_pyngrok_v2_still_uses_the_tunnels_resource(pyngrok_on: Any) -> None:
         assert tunnel.metrics == {"http": {"count": 0}}
         v3 = pyngrok_on("3")
         assert [t.name for t in ngrok.get_tunnels(pyngrok_config=v3)] == ["legacy"]
+        ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+        assert ngrok.get_tunnels(pyngrok_config=config) == []
+
+
+def test_pyngrok_v2_names_a_tunnel_as_ngrok_takes_it_and_finds_it_by_that_name(pyngrok_on: Any) -> None:
+    # ngrok.yml v2 names tunnels with any text; /api/tunnels refused 'My Hooks' (400), where
+    # /api/endpoints and config import-ngrok make it the label my-hooks.
+    config = pyngrok_on("2")
+    with echo_service() as (target, seen):
+        tunnel = ngrok.connect(target.rsplit(":", 1)[1], name="My Hooks", pyngrok_config=config)
+        assert (tunnel.name, tunnel.uri) == ("my-hooks", "/api/tunnels/my-hooks")
+        url = httpx.URL(tunnel.public_url)
+        assert httpx.get(url.copy_with(host="127.0.0.1", path="/hook"), headers={"Host": url.netloc.decode()},
+                         trust_env=False).status_code == 200
+        captured = wait_for(lambda: agent_api.get_requests(tunnel_name="My Hooks", pyngrok_config=config),
+                            what="the capture by the name pyngrok gave")
+        agent_api.replay_request(captured[0].id, tunnel_name="My Hooks", pyngrok_config=config)
+        assert wait_for(lambda: len(seen.requests) == 2, what="the replay")
+        assert ngrok.api_request(f"{tunnel.api_url}/api/tunnels/My%20Hooks")["name"] == "my-hooks"
         ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
         assert ngrok.get_tunnels(pyngrok_config=config) == []
 
