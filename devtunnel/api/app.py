@@ -107,13 +107,16 @@ async def stop_tunnel(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """``GET /api/status``: version, tunnels, capture count and database, connected event clients."""
+    """``GET /api/status``: version, tunnels, capture count and database, connected event clients;
+    ``status`` and ``agent_version`` as ngrok's agent has them (pyngrok's ``get_agent_status``)."""
     service = service_of(request)
     store = service.store
     count = await run_in_threadpool(store.count) if store is not None else 0
     return ok(
         {
             "uri": "/api/status",
+            "status": "online",
+            "agent_version": __version__,
             "version": __version__,
             "tunnels": [tunnel_json(t) for t in service.tunnels()],
             "requests": count,

@@ -14,6 +14,7 @@ import pytest
 from pyngrok import agent as agent_api, conf, ngrok, process
 from pyngrok.exception import PyngrokNgrokHTTPError
 
+import devtunnel
 from devtunnel.api.endpoints import endpoint_name
 from devtunnel.api.plumbing import ApiError
 from tests.helpers import wait_for
@@ -239,6 +240,12 @@ def test_pyngrok_v2_names_a_tunnel_as_ngrok_takes_it_and_finds_it_by_that_name(p
         assert ngrok.api_request(f"{tunnel.api_url}/api/tunnels/My%20Hooks")["name"] == "my-hooks"
         ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
         assert ngrok.get_tunnels(pyngrok_config=config) == []
+
+
+def test_pyngrok_reads_the_agent_status(pyngrok_on: Any) -> None:
+    # pyngrok's NgrokAgent reads status and agent_version, which /api/status did not have (None).
+    status = agent_api.get_agent_status(pyngrok_config=pyngrok_on("3"))
+    assert (status.status, status.agent_version, status.uri) == ("online", devtunnel.__version__, "/api/status")
 
 
 def test_pyngrok_sees_a_refused_option_as_an_api_error(pyngrok_on: Any) -> None:
