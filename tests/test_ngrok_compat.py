@@ -424,3 +424,20 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
                     *[str(empty) if f == "EMPTY" else f for f in flags])
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["authtoken", "2abc"], "devtunnel: authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
+    (["add-authtoken", "2abc"], "devtunnel: add-authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
+    (["http", "8080", "--url", "https://payments.ngrok.app"], "(--url is ngrok's: the relay names a tunnel "
+                                                               "NAME.DOMAIN: use --name payments)"),
+    (["http", "8080", "--domain=hooks.example.com"], "use --name hooks)"),
+    (["http", "8080", "--traffic-policy-file", "policy.yml"], "(--traffic-policy-file is ngrok's: use --rules FILE"),
+    (["http", "8080", "--cidr-allow", "10.0.0.0/8"], "(--cidr-allow is ngrok's: use --allow-ip CIDR)"),
+])
+def test_ngrok_s_spelling_of_a_command_or_flag_is_refused_with_devtunnel_s(home: Home, args: list[str], says: str) -> None:
+    # Before: argparse's list of every command, or "unrecognized arguments" and nothing more.
+    done = home.cli(*args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert says in done.stderr
+    assert not home.user_file.exists()

@@ -1,0 +1,68 @@
+"""What ngrok's command-line habits are called in devtunnel: one hint to add to a refusal.
+
+An ngrok user types ``ngrok config add-authtoken``'s older spelling ``devtunnel authtoken TOKEN``,
+or ``devtunnel http 8080 --url https://foo.ngrok.app``; argparse refuses both, rightly, and the
+hint below says what to type instead rather than leaving them to read ``--help``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from devtunnel.values.names import label_from
+
+__all__ = ["command_hint", "flag_hint"]
+
+_COMMANDS = {
+    "authtoken": "devtunnel config add-authtoken TOKEN",
+    "add-authtoken": "devtunnel config add-authtoken TOKEN",
+}
+
+_PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
+
+_HTTP_FLAGS = {
+    "--url": _PUBLIC_NAME,
+    "--domain": _PUBLIC_NAME,
+    "--subdomain": _PUBLIC_NAME,
+    "--hostname": _PUBLIC_NAME,
+    "--region": "the relay you run decides where traffic enters: --relay URL",
+    "--scheme": "the relay decides the scheme",
+    "--schemes": "the relay decides the scheme",
+    "--bind-tls": "the relay decides the scheme",
+    "--cidr-allow": "use --allow-ip CIDR",
+    "--cidr-deny": "use a deny rule (--rules FILE, docs/policy.md)",
+    "--traffic-policy-file": "use --rules FILE (docs/policy.md)",
+    "--policy-file": "use --rules FILE (docs/policy.md)",
+    "--auth": "use --basic-auth USER:PASS",
+    "--pooling-enabled": "use --pool",
+    "--web-addr": "use --api-port PORT",
+    "--config": "devtunnel reads devtunnel.toml (DEVTUNNEL_CONFIG=FILE); devtunnel config import-ngrok FILE "
+                "turns an ngrok.yml into it",
+    "--log": "devtunnel http --no-tui logs to stdout and stderr",
+    "--inspect": "devtunnel records every exchange; --no-record turns that off",
+}
+
+
+def command_hint(argv: Sequence[str]) -> str | None:
+    """What to type for ngrok's command ``argv[0]`` when devtunnel spells it otherwise, or None."""
+    command = argv[0] if argv else ""
+    spelled = _COMMANDS.get(command)
+    return None if spelled is None else f"{command} is ngrok's: here it is {spelled} (a relay's token)"
+
+
+def flag_hint(command: str | None, unknown: Sequence[str]) -> str | None:
+    """A hint for the first of ``unknown`` arguments of ``devtunnel http`` that is an ngrok flag, or None."""
+    if command != "http":
+        return None
+    for i, word in enumerate(unknown):
+        flag, _, value = word.partition("=")
+        if flag not in _HTTP_FLAGS:
+            continue
+        hint = _HTTP_FLAGS[flag]
+        if hint is _PUBLIC_NAME:
+            value = value or (unknown[i + 1] if i + 1 < len(unknown) else "")
+            host = value.split("://", 1)[-1].split("/", 1)[0]
+            name = label_from(host.split(".", 1)[0]) if host else None
+            hint = f"{hint.removesuffix('NAME')}{name}" if name else hint
+        return f"{flag} is ngrok's: {hint}"
+    return None
