@@ -14,8 +14,15 @@ from devtunnel.values.names import label_from
 __all__ = ["command_hint", "flag_hint"]
 
 _COMMANDS = {
-    "authtoken": "devtunnel config add-authtoken TOKEN",
-    "add-authtoken": "devtunnel config add-authtoken TOKEN",
+    "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
+    "add-authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
+    "start": "devtunnel up NAME ... (every tunnel of devtunnel.toml without a NAME)",
+    "tcp": "devtunnel tunnels http only",
+    "tls": "devtunnel tunnels http only",
+    "version": "devtunnel --version",
+    "config check": "devtunnel config show (and config path)",
+    "config upgrade": "devtunnel config import-ngrok (it reads ngrok.yml v2 and v3)",
+    "config add-api-key": "devtunnel has no account API",
 }
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
@@ -45,9 +52,11 @@ _HTTP_FLAGS = {
 
 def command_hint(argv: Sequence[str]) -> str | None:
     """What to type for ngrok's command ``argv[0]`` when devtunnel spells it otherwise, or None."""
-    command = argv[0] if argv else ""
-    spelled = _COMMANDS.get(command)
-    return None if spelled is None else f"{command} is ngrok's: here it is {spelled} (a relay's token)"
+    for command in (" ".join(argv[:2]), argv[0] if argv else ""):
+        spelled = _COMMANDS.get(command)
+        if spelled is not None:
+            return f"{command} is ngrok's: " + (f"here it is {spelled}" if spelled.startswith("devtunnel ") else spelled)
+    return None
 
 
 def flag_hint(command: str | None, unknown: Sequence[str]) -> str | None:
