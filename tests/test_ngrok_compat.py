@@ -430,7 +430,7 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["authtoken", "2abc"], "devtunnel: authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
     (["add-authtoken", "2abc"], "devtunnel: add-authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
     (["start", "--all"], "devtunnel: start is ngrok's: here it is devtunnel up NAME ..."),
-    (["tcp", "22"], "devtunnel: tcp is ngrok's: devtunnel tunnels http only"),
+    (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
     (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),
     (["http", "8080", "--url", "https://payments.ngrok.app"], "(--url is ngrok's: the relay names a tunnel "
                                                                "NAME.DOMAIN: use --name payments)"),

@@ -17,12 +17,12 @@ _COMMANDS = {
     "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
     "add-authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
     "start": "devtunnel up NAME ... (every tunnel of devtunnel.toml without a NAME)",
-    "tcp": "devtunnel tunnels http only",
-    "tls": "devtunnel tunnels http only",
+    "tcp": "only http tunnels exist here, no tcp or tls yet",
+    "tls": "only http tunnels exist here, no tcp or tls yet",
     "version": "devtunnel --version",
     "config check": "devtunnel config show (and config path)",
     "config upgrade": "devtunnel config import-ngrok (it reads ngrok.yml v2 and v3)",
-    "config add-api-key": "devtunnel has no account API",
+    "config add-api-key": "there is no account API here",
 }
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
