@@ -444,3 +444,24 @@ def test_ngrok_s_spelling_of_a_command_or_flag_is_refused_with_devtunnel_s(home:
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert says in done.stderr
     assert not home.user_file.exists()
+
+
+def test_a_script_reading_ngrok_s_command_line_tunnel_finds_the_one_devtunnel_http_started(
+    home: Home, procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # `curl localhost:4040/api/tunnels/command_line | jq -r .public_url`: ngrok names the tunnel of
+    # `ngrok http 8080` command_line; devtunnel's has a random name, and the script got a 404.
+    agent = Proc([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", str(free_port())], home.env)
+    procs.append(agent)
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    api = agent.line(lambda l: l.startswith("API ")).split(" ", 1)[1]
+    for name in ("command_line", "command_line%20(http)"):
+        tunnel = httpx.get(f"{api}/api/tunnels/{name}", trust_env=False)
+        assert tunnel.status_code == 200, tunnel.text
+        assert (tunnel.json()["name"], tunnel.json()["public_url"]) == (match.group(2), match.group(1))
+    # With a second tunnel it names neither: a 404, as for any unknown name.
+    second = httpx.post(f"{api}/api/tunnels", json={"addr": local[0], "name": "second"}, trust_env=False)
+    assert second.status_code == 201, second.text
+    assert httpx.get(f"{api}/api/tunnels/command_line", trust_env=False).status_code == 404
+    assert agent.stop() == 0

@@ -257,14 +257,22 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None, "pool": pool}
 
 
+COMMAND_LINE_NAMES = frozenset({"command_line", "command_line (http)"})
+"""What ngrok names the tunnel of ``ngrok http 8080``: scripts read ``/api/tunnels/command_line``."""
+
+
 def tunnel_named(service: Service, name: str) -> TunnelInfo | None:
     """The running tunnel called ``name``, or the one whose name is ``name`` made a DNS label:
     an ngrok client names a tunnel as ngrok takes it (``My Hooks``), and it runs as ``my-hooks``
-    (``tunnel_label``); None when there is neither."""
+    (``tunnel_label``). ngrok's ``command_line`` is the agent's tunnel when it runs only one (that
+    of ``devtunnel http 8080``). None when there is none of these."""
     tunnels = service.tunnels()
     label = label_from(name)
-    return (next((info for info in tunnels if info.name == name), None)
-            or next((info for info in tunnels if info.name == label), None))
+    found = (next((info for info in tunnels if info.name == name), None)
+             or next((info for info in tunnels if info.name == label), None))
+    if found is None and name in COMMAND_LINE_NAMES and len(tunnels) == 1:
+        found = tunnels[0]
+    return found
 
 
 def tunnel_label(name: str | None) -> str | None:
