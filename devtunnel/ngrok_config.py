@@ -174,6 +174,8 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if problem.startswith("found character '\\t'"):  # PyYAML spells the tab as backslash-t
+            problem = "a tab, where YAML indents with spaces only"
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
     if doc is None:
         doc = {}

@@ -365,6 +365,15 @@ def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     assert not home.user_file.exists()
 
 
+def test_import_ngrok_says_a_tab_is_a_tab(home: Home) -> None:
+    # ngrok.yml edited by hand with a tab: PyYAML's "found character '\t'" came out escaped
+    # twice ('\\t'), which reads as neither a tab nor a hint.
+    (home.root / "project" / "ngrok.yml").write_text('version: "2"\ntunnels:\n\tweb:\n    addr: 8080\n')
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert (done.returncode, done.stderr) == (
+        2, "devtunnel config: ngrok.yml: not valid YAML (line 3, column 1): a tab, where YAML indents with spaces only\n")
+
+
 def test_import_ngrok_refuses_a_tunnel_named_twice_rather_than_losing_one(home: Home) -> None:
     (home.root / "project" / "ngrok.yml").write_text(
         'version: "2"\ntunnels:\n  web:\n    proto: http\n    addr: 8080\n  web:\n    proto: http\n    addr: 9090\n'
