@@ -33,7 +33,7 @@ import yaml  # type: ignore[import-untyped]
 
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import label_from
-from devtunnel.values.ngrok_keys import internal_binding, pooling, upstream_protocol_problem
+from devtunnel.values.ngrok_keys import internal_binding, pooling, upstream_protocol_problem, url_first_label
 from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.terminal import quoted
@@ -200,11 +200,22 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
             raise ConfigError(f"{source}: endpoints: expected a list of endpoints")
         for i, body in enumerate(endpoints):
             name = body.get("name") if isinstance(body, dict) else None
-            definitions.append((str(name) if name else f"endpoint {i + 1}", body))
+            definitions.append((str(name) if name else _unnamed(body, i), body))
     taken: dict[str, str] = {}
     for name, body in definitions:
         _one(result, name, body, taken)
     return result
+
+
+def _unnamed(body: object, index: int) -> str:
+    """The name of an endpoint without one: its ``url``'s first label, as the agent API names it
+    (``https://shop.ngrok.app`` -> ``shop``), else ``endpoint N``."""
+    url = body.get("url") if isinstance(body, dict) else None
+    try:
+        label = url_first_label(url)[1] if isinstance(url, str) else ""
+    except ValueError:
+        label = ""
+    return label or f"endpoint {index + 1}"
 
 
 def _agent_notes(result: NgrokImport, agent: dict[Any, Any]) -> None:

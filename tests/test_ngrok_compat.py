@@ -131,6 +131,13 @@ def test_a_v3_file_gives_its_http_endpoints_with_cleaned_names() -> None:
     assert "authtoken" in notes
 
 
+def test_an_endpoint_without_a_name_is_named_by_its_url_as_the_agent_api_names_it() -> None:
+    # It was "endpoint-1" here and "shop" for POST /api/endpoints with the same definition.
+    result = read_ngrok_config("version: 3\nendpoints:\n  - url: https://shop.ngrok.app\n    upstream: {url: 8080}\n"
+                               "  - upstream: {url: 8081}\n")
+    assert [t.name for t in result.tunnels] == ["shop", "endpoint-2"]
+
+
 def test_names_that_clean_to_the_same_label_keep_the_first() -> None:
     result = read_ngrok_config("tunnels:\n  Web App: {addr: 1}\n  web_app: {addr: 2}\n  '!!!': {addr: 3}\n")
     assert [t.name for t in result.tunnels] == ["web-app"]

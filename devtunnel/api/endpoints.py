@@ -16,7 +16,6 @@ stopping either stops both.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,7 +39,7 @@ from devtunnel.api.plumbing import (
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import validate_name
-from devtunnel.values.ngrok_keys import upstream_protocol_problem
+from devtunnel.values.ngrok_keys import upstream_protocol_problem, url_first_label
 from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
@@ -58,15 +57,14 @@ def endpoint_name(name: str | None, url: str | None) -> str | None:
     """
     if url:
         try:
-            parts = urlsplit(url if "://" in url else f"https://{url}")
-            host = parts.hostname or ""
+            scheme, label = url_first_label(url)
         except ValueError as exc:  # an unclosed "[" of an IPv6 address
             raise ApiError(400, f"url {quoted(url)}: {exc}") from None
-        if parts.scheme not in ("http", "https"):
-            raise ApiError(400, f"only http and https endpoints are supported, not {parts.scheme}://")
-        if host:
+        if scheme not in ("http", "https"):
+            raise ApiError(400, f"only http and https endpoints are supported, not {scheme}://")
+        if label:
             try:
-                return validate_name(host.split(".", 1)[0])
+                return validate_name(label)
             except ConfigError as exc:
                 raise ApiError(400, f"url {quoted(url)}: {exc}") from None
     return tunnel_label(name)

@@ -9,9 +9,11 @@ these is no ngrok key at all: a typo such as ``adress`` or ``prot``.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from devtunnel.values.terminal import quoted
 
-__all__ = ["TUNNEL_KEYS", "ENDPOINT_KEYS", "NGROK_KEYS", "upstream_protocol_problem", "internal_binding", "pooling"]
+__all__ = ["TUNNEL_KEYS", "ENDPOINT_KEYS", "NGROK_KEYS", "upstream_protocol_problem", "internal_binding", "pooling", "url_first_label"]
 
 TUNNEL_KEYS = frozenset({
     # every tunnel
@@ -84,3 +86,15 @@ def pooling(body: dict[str, object]) -> bool:
     if value is None or isinstance(value, bool):
         return bool(value)
     raise ValueError(f"pooling_enabled must be true or false, not {quoted(value)}")
+
+
+def url_first_label(url: str) -> tuple[str, str]:
+    """The scheme of an endpoint's public ``url`` and the first label of its host, which names
+    the tunnel (``https://payments.ngrok.app`` -> ``("https", "payments")``; a bare host is
+    https, as ngrok takes it). The label is ``""`` when the URL has no host.
+
+    Raises:
+        ValueError: the URL cannot be read (an unclosed ``[`` of an IPv6 address).
+    """
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return parts.scheme, (parts.hostname or "").split(".", 1)[0]
