@@ -453,6 +453,11 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["http", "8080", "--domain=hooks.example.com"], "use --name hooks)"),
     (["http", "8080", "--traffic-policy-file", "policy.yml"], "(--traffic-policy-file is ngrok's: use --rules FILE"),
     (["http", "8080", "--cidr-allow", "10.0.0.0/8"], "(--cidr-allow is ngrok's: use --allow-ip CIDR)"),
+    # ngrok 2's one-dash flags: argparse read -host-header as -h ("ignored explicit argument 'ost-header'").
+    (["http", "-host-header=rewrite", "8080"], "devtunnel http: -host-header is ngrok 2's spelling: flags take two "
+                                               "dashes here (--host-header)"),
+    (["http", "-subdomain=payments", "8080"], "-subdomain is ngrok 2's spelling: the relay names a tunnel NAME.DOMAIN: "
+                                              "use --name payments"),
 ])
 def test_ngrok_s_spelling_of_a_command_or_flag_is_refused_with_devtunnel_s(home: Home, args: list[str], says: str) -> None:
     # Before: argparse's list of every command, or "unrecognized arguments" and nothing more.

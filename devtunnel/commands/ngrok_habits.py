@@ -7,11 +7,12 @@ hint below says what to type instead rather than leaving them to read ``--help``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from devtunnel.values.names import label_from
 
-__all__ = ["command_hint", "flag_hint"]
+__all__ = ["command_hint", "flag_hint", "single_dash_hint"]
 
 _COMMANDS = {
     "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
@@ -56,6 +57,20 @@ def command_hint(argv: Sequence[str]) -> str | None:
         spelled = _COMMANDS.get(command)
         if spelled is not None:
             return f"{command} is ngrok's: " + (f"here it is {spelled}" if spelled.startswith("devtunnel ") else spelled)
+    return None
+
+
+def single_dash_hint(argv: Sequence[str]) -> str | None:
+    """For ``devtunnel http`` typed with ngrok 2's one-dash flags (``-host-header=rewrite``, which
+    argparse reads as ``-h``), the flag with two dashes and what it is here, or None."""
+    if not argv or argv[0] != "http":
+        return None
+    for word in argv[1:]:
+        flag = word.split("=", 1)[0]
+        if re.fullmatch(r"-[a-z][a-z-]+", flag):
+            hint = flag_hint("http", ["-" + word])
+            said = hint.split(": ", 1)[1] if hint else f"flags take two dashes here (-{flag})"
+            return f"{flag} is ngrok 2's spelling: {said}"
     return None
 
 
