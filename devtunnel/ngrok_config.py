@@ -11,13 +11,16 @@ v2 ``tunnels.NAME`` / v3 ``endpoints[].name``  ``NAME`` (made a valid DNS label 
 ``host_header: rewrite`` / ``preserve``     ``host_header``
 ``auth`` / ``basic_auth`` (v2)              a ``basic-auth`` rule, passwords stored as ``sha256:HEX``
 ``ip_restriction`` (v2)                     ``deny`` (``deny_cidrs``) and ``allow-ip`` (``allow_cidrs``) rules
+``pooling_enabled: true``                   ``pool = true``
 ==========================================  =============================================
 
 A tunnel with a protection devtunnel cannot enforce at its relay (OAuth, OIDC, mutual TLS,
-webhook verification, a traffic policy) is not imported: a tunnel that silently lost its
-protection would expose the service. Settings that change nothing important (``inspect``,
-``schemes``, metadata) are left out with a note; so are the agent's own settings
-(``authtoken`` is an ngrok account's, not a relay token).
+webhook verification, a traffic policy), or an internal endpoint (``bindings``, a ``url`` on
+``*.internal``), is not imported: a tunnel that silently lost its protection would expose the
+service; nor is an ``http2`` upstream. Settings that change nothing important (``inspect``,
+``schemes``, metadata) are left out with a note; so are the agent's own settings, each named
+(``authtoken`` is an ngrok account's, not a relay token; ``web_addr`` with the command that
+moves devtunnel's API there).
 """
 
 from __future__ import annotations
