@@ -59,7 +59,7 @@ PROTECTIONS = {
 with any of them is not imported."""
 
 _TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain",
-                    "auth", "basic_auth", "ip_restriction", "pooling_enabled"})
+                    "auth", "basic_auth", "ip_restriction", "pooling_enabled", "verify_upstream_tls"})
 
 _IGNORED = {
     "inspect": "devtunnel records every exchange",
@@ -73,7 +73,6 @@ _IGNORED = {
     "request_header": "header rules are not supported yet",
     "response_header": "header rules are not supported yet",
     "websocket_tcp_converter": "no equivalent",
-    "verify_upstream_tls": "set agent.insecure for every tunnel instead",
     "labels": "labeled tunnels have no equivalent",
     "crt": "the relay holds the certificate",
     "key": "the relay holds the certificate",
@@ -330,6 +329,11 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.skipped.append((name, f"{why}: importing it without that protection would expose the service"))
         taken.pop(label, None)
         return
+    if addr_text.lower().startswith("https://") and body.get("verify_upstream_tls") is not True:
+        # A local https service often has a self-signed certificate: its tunnel would answer 502.
+        unset = "verify_upstream_tls false left out: " if body.get("verify_upstream_tls") is False else ""
+        result.notes.append(f"{name}: {unset}devtunnel verifies the certificate of {addr_text}: for a self-signed "
+                            "one, devtunnel config set agent.insecure true (every tunnel) or devtunnel http --insecure")
     if rules:
         kinds = sorted({"basic auth" if r["action"] == "basic-auth" else "IP restrictions" for r in rules})
         result.notes.append(f"{name}: {' and '.join(kinds)} carried over as rules at the relay"

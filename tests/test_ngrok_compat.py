@@ -361,6 +361,24 @@ def test_web_addr_is_said_unless_it_is_devtunnel_s_own(web_addr: str, note: str 
     assert [n for n in notes if n.startswith("web_addr")] == ([note] if note else [])
 
 
+def test_an_https_target_says_how_to_accept_a_self_signed_certificate(home: Home) -> None:
+    # A local https service's self-signed certificate made the imported tunnel answer 502 at its
+    # first request, and verify_upstream_tls: false was dropped with "set agent.insecure" only.
+    (home.root / "project" / "ngrok.yml").write_text(
+        "tunnels:\n  admin: {addr: 'https://localhost:8443'}\n"
+        "  lax: {addr: 'https://localhost:8444', verify_upstream_tls: false}\n"
+        "  strict: {addr: 'https://localhost:8445', verify_upstream_tls: true}\n  plain: {addr: 8080}\n")
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stdout.splitlines() if "certificate" in line]
+    assert notes == [
+        "note: admin: devtunnel verifies the certificate of https://localhost:8443: for a self-signed one, "
+        "devtunnel config set agent.insecure true (every tunnel) or devtunnel http --insecure",
+        "note: lax: verify_upstream_tls false left out: devtunnel verifies the certificate of https://localhost:8444: "
+        "for a self-signed one, devtunnel config set agent.insecure true (every tunnel) or devtunnel http --insecure",
+    ]
+
+
 def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     missing = home.cli("config", "import-ngrok")
     assert missing.returncode == 2
