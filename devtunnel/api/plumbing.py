@@ -185,7 +185,7 @@ REFUSED_OPTIONS = {
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
 
 
-OWN_OPTIONS = frozenset({"relay", "via"})
+OWN_OPTIONS = frozenset({"relay", "via", "insecure"})
 """devtunnel's own keys of a tunnel or endpoint asked for, beside ngrok's (``tunnel_options``)."""
 
 
@@ -237,13 +237,15 @@ class TunnelOptions(TypedDict):
     relay: str | None
     via: str | None
     pool: bool
+    insecure: bool
 
 
 def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     """The options a started tunnel (or endpoint) may carry beside its target and name, checked:
     ``host_header`` (``preserve`` or ``rewrite``), ``relay`` (a ws(s):// or http(s):// URL) and
-    ``via`` (checked by the agent, which knows the providers), and ngrok's ``pooling_enabled``
-    as ``pool``."""
+    ``via`` (checked by the agent, which knows the providers), ngrok's ``pooling_enabled`` as
+    ``pool``, and ``insecure`` (an https target's certificate is not verified; ngrok's
+    ``verify_upstream_tls: false``)."""
     host_header = str_field(data, "host_header") or "preserve"
     if host_header not in ("preserve", "rewrite"):
         raise ApiError(400, f"host_header must be preserve or rewrite, not {quoted(host_header)}")
@@ -254,7 +256,12 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
         pool = pooling(data)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None, "pool": pool}
+    for key in ("insecure", "verify_upstream_tls"):
+        if data.get(key) is not None and not isinstance(data[key], bool):
+            raise ApiError(400, f"{key} must be true or false, not {quoted(data[key])}")
+    insecure = data.get("insecure") is True or data.get("verify_upstream_tls") is False
+    return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None, "pool": pool,
+            "insecure": insecure}
 
 
 COMMAND_LINE_NAMES = frozenset({"command_line", "command_line (http)"})
