@@ -101,7 +101,9 @@ async def start_endpoint(request: Request) -> Response:
     """``POST /api/endpoints`` with ngrok's v3 fields: 201 with the endpoint."""
     data = await json_body(request)
     refuse_unsupported(data, "endpoint")
-    url = str_field(data, "url")
+    # pyngrok's connect(8080, domain="payments.ngrok.app") sends the domain beside a generated
+    # name: the public address asked for names the tunnel, whichever key carries it.
+    url = str_field(data, "url") or str_field(data, "domain") or str_field(data, "hostname")
     name = endpoint_name(str_field(data, "name"), url)
     target = _upstream(data)
     rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth and IP restrictions, at the relay

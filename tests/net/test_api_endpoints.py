@@ -242,6 +242,16 @@ def test_pyngrok_v2_names_a_tunnel_as_ngrok_takes_it_and_finds_it_by_that_name(p
         assert ngrok.get_tunnels(pyngrok_config=config) == []
 
 
+def test_pyngrok_v3_connect_with_a_domain_names_the_endpoint_by_it(pyngrok_on: Any) -> None:
+    # pyngrok sends domain= as it is, beside its generated name: the endpoint was http-PORT-<uuid>,
+    # where url= named it by its first label.
+    config = pyngrok_on("3")
+    with echo_service() as (target, _seen):
+        tunnel = ngrok.connect(target.rsplit(":", 1)[1], domain="payments.ngrok.app", pyngrok_config=config)
+        assert tunnel.name == "payments" and tunnel.public_url.startswith("http://payments.localhost:")
+        ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+
+
 def test_pyngrok_reads_the_agent_status(pyngrok_on: Any) -> None:
     # pyngrok's NgrokAgent reads status and agent_version, which /api/status did not have (None).
     status = agent_api.get_agent_status(pyngrok_config=pyngrok_on("3"))
