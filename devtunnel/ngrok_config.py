@@ -190,12 +190,8 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
         _agent_notes(result, agent)
+    # Endpoints first: ngrok starts an endpoint rather than a tunnel of the same name.
     definitions: list[tuple[str, Any]] = []
-    tunnels = doc.get("tunnels")
-    if tunnels is not None:
-        if not isinstance(tunnels, dict):
-            raise ConfigError(f"{source}: tunnels: expected a mapping of name to tunnel")
-        definitions.extend((str(name), body) for name, body in tunnels.items())
     endpoints = doc.get("endpoints")
     if endpoints is not None:
         if not isinstance(endpoints, list):
@@ -203,6 +199,17 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
         for i, body in enumerate(endpoints):
             name = body.get("name") if isinstance(body, dict) else None
             definitions.append((str(name) if name else _unnamed(body, i), body))
+    endpoint_names = {name for name, _ in definitions}
+    tunnels = doc.get("tunnels")
+    if tunnels is not None:
+        if not isinstance(tunnels, dict):
+            raise ConfigError(f"{source}: tunnels: expected a mapping of name to tunnel")
+        for name, body in tunnels.items():
+            if str(name) in endpoint_names:
+                result.skipped.append((str(name), "the endpoint of the same name is imported instead, as ngrok "
+                                                  "starts it (its endpoints take precedence over its tunnels)"))
+            else:
+                definitions.append((str(name), body))
     taken: dict[str, str] = {}
     for name, body in definitions:
         _one(result, name, body, taken)

@@ -138,6 +138,18 @@ def test_an_endpoint_without_a_name_is_named_by_its_url_as_the_agent_api_names_i
     assert [t.name for t in result.tunnels] == ["shop", "endpoint-2"]
 
 
+def test_an_endpoint_takes_precedence_over_a_tunnel_of_the_same_name_as_in_ngrok(home: Home) -> None:
+    # The tunnel was imported and the endpoint, which ngrok starts, skipped as "already taken by 'web'".
+    (home.root / "project" / "ngrok.yml").write_text(
+        "version: 3\ntunnels:\n  web: {proto: http, addr: 5000}\n  legacy: {proto: http, addr: 5001}\n"
+        "endpoints:\n  - name: web\n    upstream: {url: 8080}\n")
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert done.returncode == 0, done.stderr
+    assert "skipped web: the endpoint of the same name is imported instead" in done.stdout
+    saved = tomllib.loads(home.user_file.read_text())["tunnels"]
+    assert saved == {"web": {"target": "8080"}, "legacy": {"target": "5001"}}
+
+
 def test_names_that_clean_to_the_same_label_keep_the_first() -> None:
     result = read_ngrok_config("tunnels:\n  Web App: {addr: 1}\n  web_app: {addr: 2}\n  '!!!': {addr: 3}\n")
     assert [t.name for t in result.tunnels] == ["web-app"]
