@@ -23,7 +23,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.plumbing import (
-    ApiError, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_named,
+    ApiError, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_label, tunnel_named,
 )
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
@@ -60,9 +60,9 @@ async def list_requests(request: Request) -> Response:
     """``GET /api/requests/http?limit=&tunnel_name=&filter=``: newest first, as ngrok lists them."""
     limit = int_param(request, "limit", DEFAULT_LIMIT, minimum=1)
     tunnel_name = request.query_params.get("tunnel_name")
-    if tunnel_name:  # as the client named it (My Hooks), or as it runs (my-hooks)
+    if tunnel_name:  # as the client named it (My Hooks), or as it runs (my-hooks), stopped since or not
         running = tunnel_named(service_of(request), tunnel_name)
-        tunnel_name = running.name if running is not None else tunnel_name
+        tunnel_name = running.name if running is not None else tunnel_label(tunnel_name) or tunnel_name
     flt = tunnel_filter(request.query_params.get("filter", ""), tunnel_name)
     store = _store(request)
     # The ids first (no bodies), then each exchange as it is sent: 50 exchanges with 10 MB

@@ -241,6 +241,12 @@ def test_pyngrok_v2_names_a_tunnel_as_ngrok_takes_it_and_finds_it_by_that_name(p
         ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
         assert ngrok.get_tunnels(pyngrok_config=config) == []
 
+        def both() -> list[Any]:  # the request and its replay, once the tunnel is gone
+            found = agent_api.get_requests(tunnel_name="My Hooks", pyngrok_config=config)
+            return found if len(found) == 2 else []
+
+        wait_for(both, what="the captures by the name pyngrok gave, the tunnel stopped")
+
 
 def test_pyngrok_v3_connect_with_a_domain_names_the_endpoint_by_it(pyngrok_on: Any) -> None:
     # pyngrok sends domain= as it is, beside its generated name: the endpoint was http-PORT-<uuid>,
