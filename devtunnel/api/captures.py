@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devtunnel.capture.diff import SectionDiff, diff_exchanges, render_unified
-from devtunnel.capture.filters import And, Filter, parse
+from devtunnel.capture.filters import And, Filter, Or, parse
 from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError, StoreError
@@ -44,10 +44,14 @@ def _store(request: Request) -> Store:
     return store
 
 
-def tunnel_filter(expression: str, tunnel_name: str | None) -> Filter:
-    """The compiled ``filter=`` expression, narrowed to one tunnel when ``tunnel_name`` is given."""
+def tunnel_filter(expression: str, tunnel_name: str | None, *also: str) -> Filter:
+    """The compiled ``filter=`` expression, narrowed to one tunnel when ``tunnel_name`` is given
+    (or to any of ``also``, other names it goes by)."""
     flt = parse(expression)
-    return And([Tunnel(tunnel_name), flt]) if tunnel_name else flt
+    if not tunnel_name:
+        return flt
+    names = dict.fromkeys([tunnel_name, *also])
+    return And([Tunnel(tunnel_name) if len(names) == 1 else Or([Tunnel(name) for name in names]), flt])
 
 
 async def _get(request: Request, exchange_id: str) -> Exchange:
@@ -60,10 +64,11 @@ async def list_requests(request: Request) -> Response:
     """``GET /api/requests/http?limit=&tunnel_name=&filter=``: newest first, as ngrok lists them."""
     limit = int_param(request, "limit", DEFAULT_LIMIT, minimum=1)
     tunnel_name = request.query_params.get("tunnel_name")
-    if tunnel_name:  # as the client named it (My Hooks), or as it runs (my-hooks), stopped since or not
+    also: list[str] = []
+    if tunnel_name:  # as it is recorded, or as the client named it (My Hooks: my-hooks), stopped since or not
         running = tunnel_named(service_of(request), tunnel_name)
-        tunnel_name = running.name if running is not None else tunnel_label(tunnel_name) or tunnel_name
-    flt = tunnel_filter(request.query_params.get("filter", ""), tunnel_name)
+        also = [running.name] if running is not None else [tunnel_label(tunnel_name) or tunnel_name]
+    flt = tunnel_filter(request.query_params.get("filter", ""), tunnel_name, *also)
     store = _store(request)
     # The ids first (no bodies), then each exchange as it is sent: 50 exchanges with 10 MB
     # bodies are 1 GB, which a list read at once held in memory.
