@@ -59,7 +59,7 @@ PROTECTIONS = {
 with any of them is not imported."""
 
 _TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain",
-                    "auth", "basic_auth", "ip_restriction", "pooling_enabled", "verify_upstream_tls"})
+                    "auth", "basic_auth", "ip_restriction", "pooling_enabled", "verify_upstream_tls", "app_protocol"})
 
 _IGNORED = {
     "inspect": "devtunnel records every exchange",
@@ -282,7 +282,7 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.skipped.append((name, f"{proto} tunnels are not supported (only http)"))
         return
     upstream = body.get("upstream")
-    protocol = upstream_protocol_problem(upstream)
+    protocol = upstream_protocol_problem(body)
     if protocol is not None:
         result.skipped.append((name, protocol))
         return

@@ -332,6 +332,9 @@ endpoints:
     pooling_enabled: true
   - name: grpc
     upstream: {url: 9000, protocol: http2}
+  - name: h2c
+    upstream: {url: 9001}
+    app_protocol: http2
   - name: private
     url: https://billing.internal
     upstream: {url: 7000}
@@ -353,6 +356,7 @@ def test_import_ngrok_carries_pooling_and_says_what_becomes_of_every_other_setti
     assert done.returncode == 0, done.stderr
     assert "imported shared: target 8080, pool" in done.stdout
     assert "skipped grpc: upstream protocol 'http2' is not supported (only http1)" in done.stdout
+    assert "skipped h2c: app_protocol 'http2' is not supported (only http1)" in done.stdout
     assert "skipped private: it is bound to 'internal', not the public internet" in done.stdout
     assert "skipped bound: it is bound to 'kubernetes'" in done.stdout
     assert "imported public: target 7002" in done.stdout

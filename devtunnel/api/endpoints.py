@@ -39,7 +39,7 @@ from devtunnel.api.plumbing import (
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
 from devtunnel.values.names import validate_name
-from devtunnel.values.ngrok_keys import upstream_protocol_problem, url_first_label
+from devtunnel.values.ngrok_keys import url_first_label
 from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
@@ -81,9 +81,6 @@ def _upstream(data: dict[str, Any]) -> str:
         return str(upstream)
     if not isinstance(upstream, dict):
         raise ApiError(400, "the field 'upstream' must be an object with a 'url'")
-    protocol = upstream_protocol_problem(upstream)
-    if protocol is not None:
-        raise ApiError(400, protocol)
     url = str_field(upstream, "url", required=True) or ""
     if "://" in url:
         scheme = url.split("://", 1)[0].lower()

@@ -33,7 +33,7 @@ from devtunnel.errors import (
 from devtunnel.export.agent_json import error_json
 from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.names import label_from
-from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling
+from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling, upstream_protocol_problem
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
@@ -212,6 +212,9 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
             raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
+    protocol = upstream_protocol_problem(data)
+    if protocol is not None:
+        raise ApiError(400, f"{protocol}; the {what} was not started")
     internal = internal_binding(data)
     if internal is not None:
         raise ApiError(400, f"the {what} {internal.removeprefix('it ')}; it was not started")

@@ -41,16 +41,19 @@ NGROK_KEYS = TUNNEL_KEYS | ENDPOINT_KEYS
 """Either: pyngrok in its v3 mode sends a v3 config's v2 ``tunnels`` definitions to ``/api/endpoints``."""
 
 
-def upstream_protocol_problem(upstream: object) -> str | None:
-    """Why devtunnel cannot carry an endpoint's ``upstream.protocol`` (``http2``): None for
-    ``http1``, ngrok's default, or none given. devtunnel speaks HTTP/1.1 to the local service, so
-    an upstream that only speaks HTTP/2 would get every request in a protocol it refuses."""
-    if not isinstance(upstream, dict):
+def upstream_protocol_problem(body: object) -> str | None:
+    """Why devtunnel cannot carry the protocol a tunnel or endpoint speaks to its local service
+    (v3 ``upstream.protocol``, v2 ``app_protocol``: ``http2``): None for ``http1``, ngrok's
+    default, or none given. devtunnel speaks HTTP/1.1 to the local service, so one that only
+    speaks HTTP/2 would get every request in a protocol it refuses."""
+    if not isinstance(body, dict):
         return None
-    protocol = upstream.get("protocol", "http1")
-    if protocol in (None, "http1"):
-        return None
-    return f"upstream protocol {quoted(protocol)} is not supported (only http1)"
+    upstream = body.get("upstream")
+    for key, protocol in (("upstream protocol", upstream.get("protocol") if isinstance(upstream, dict) else None),
+                          ("app_protocol", body.get("app_protocol"))):
+        if protocol not in (None, "", "http1"):
+            return f"{key} {quoted(protocol)} is not supported (only http1)"
+    return None
 
 
 def internal_binding(body: object) -> str | None:

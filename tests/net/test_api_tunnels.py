@@ -343,3 +343,16 @@ async def test_a_tunnel_started_over_the_api_can_accept_a_self_signed_target(
 async def test_insecure_is_a_boolean(agent: Agent) -> None:
     resp = await agent.client.post("/api/tunnels", json={"name": "x", "addr": "8080", "verify_upstream_tls": "no"})
     assert resp.status_code == 400 and resp.json()["msg"] == "verify_upstream_tls must be true or false, not 'no'"
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/tunnels", {"name": "grpc", "addr": "8080", "app_protocol": "http2"}),
+    ("/api/endpoints", {"name": "grpc", "upstream": {"url": "8080"}, "app_protocol": "http2"}),
+])
+async def test_an_http2_only_local_service_is_refused_whichever_key_says_so(agent: Agent, path: str, body: dict[str, Any]) -> None:
+    # app_protocol (ngrok v2's key for upstream.protocol) was accepted and ignored: the tunnel
+    # spoke HTTP/1.1 to a service that speaks HTTP/2 only.
+    resp = await agent.client.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["msg"].startswith("app_protocol 'http2' is not supported (only http1)")
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
