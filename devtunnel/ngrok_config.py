@@ -11,13 +11,16 @@ v2 ``tunnels.NAME`` / v3 ``endpoints[].name``  ``NAME`` (made a valid DNS label 
 ``host_header: rewrite`` / ``preserve``     ``host_header``
 ``auth`` / ``basic_auth`` (v2)              a ``basic-auth`` rule, passwords stored as ``sha256:HEX``
 ``ip_restriction`` (v2)                     ``deny`` (``deny_cidrs``) and ``allow-ip`` (``allow_cidrs``) rules
+``pooling_enabled: true``                   ``pool = true``
 ==========================================  =============================================
 
 A tunnel with a protection devtunnel cannot enforce at its relay (OAuth, OIDC, mutual TLS,
-webhook verification, a traffic policy) is not imported: a tunnel that silently lost its
-protection would expose the service. Settings that change nothing important (``inspect``,
-``schemes``, metadata) are left out with a note; so are the agent's own settings
-(``authtoken`` is an ngrok account's, not a relay token).
+webhook verification, a traffic policy), or an internal endpoint (``bindings``, a ``url`` on
+``*.internal``), is not imported: a tunnel that silently lost its protection would expose the
+service; nor is an ``http2`` upstream. Settings that change nothing important (``inspect``,
+``schemes``, metadata) are left out with a note; so are the agent's own settings, each named
+(``authtoken`` is an ngrok account's, not a relay token; ``web_addr`` with the command that
+moves devtunnel's API there).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import yaml  # type: ignore[import-untyped]
 
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import label_from
+from devtunnel.values.ngrok_keys import internal_binding, pooling, upstream_protocol_problem, url_first_label
 from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.terminal import quoted
@@ -55,7 +59,7 @@ PROTECTIONS = {
 with any of them is not imported."""
 
 _TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain",
-                    "auth", "basic_auth", "ip_restriction"})
+                    "auth", "basic_auth", "ip_restriction", "pooling_enabled", "verify_upstream_tls", "app_protocol"})
 
 _IGNORED = {
     "inspect": "devtunnel records every exchange",
@@ -63,14 +67,12 @@ _IGNORED = {
     "bind_tls": "the relay decides the scheme",
     "metadata": "labels have no equivalent",
     "description": "labels have no equivalent",
-    "bindings": "every devtunnel tunnel is public on its relay",
-    "pooling_enabled": "pools of agents are not supported yet",
+    "bindings": "public is the only binding: every devtunnel tunnel is public on its relay",
     "compression": "no equivalent",
     "circuit_breaker": "no equivalent",
     "request_header": "header rules are not supported yet",
     "response_header": "header rules are not supported yet",
     "websocket_tcp_converter": "no equivalent",
-    "verify_upstream_tls": "set agent.insecure for every tunnel instead",
     "labels": "labeled tunnels have no equivalent",
     "crt": "the relay holds the certificate",
     "key": "the relay holds the certificate",
@@ -95,12 +97,16 @@ class ImportedTunnel:
     """The tunnel's name in ngrok.yml."""
     rules: tuple[dict[str, Any], ...] = ()
     """``[[tunnels.NAME.rules]]`` tables carrying ngrok's basic auth and IP restrictions."""
+    pool: bool = False
+    """ngrok's ``pooling_enabled``: the name is shared with other agents (``tunnels.NAME.pool``)."""
 
     def table(self) -> dict[str, Any]:
         """The ``[tunnels.NAME]`` table (without the name)."""
         out: dict[str, Any] = {"target": self.target}
         if self.host_header is not None:
             out["host_header"] = self.host_header
+        if self.pool:
+            out["pool"] = True
         if self.rules:
             out["rules"] = [dict(rule) for rule in self.rules]
         return out
@@ -170,6 +176,8 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if problem.startswith("found character '\\t'"):  # PyYAML spells the tab as backslash-t
+            problem = "a tab, where YAML indents with spaces only"
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
     if doc is None:
         doc = {}
@@ -181,24 +189,76 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     result = NgrokImport(version=version)
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
-        result.notes.extend(note for key, note in _AGENT_NOTES.items() if agent.get(key))
+        _agent_notes(result, agent)
+    # Endpoints first: ngrok starts an endpoint rather than a tunnel of the same name.
     definitions: list[tuple[str, Any]] = []
-    tunnels = doc.get("tunnels")
-    if tunnels is not None:
-        if not isinstance(tunnels, dict):
-            raise ConfigError(f"{source}: tunnels: expected a mapping of name to tunnel")
-        definitions.extend((str(name), body) for name, body in tunnels.items())
     endpoints = doc.get("endpoints")
     if endpoints is not None:
         if not isinstance(endpoints, list):
             raise ConfigError(f"{source}: endpoints: expected a list of endpoints")
         for i, body in enumerate(endpoints):
             name = body.get("name") if isinstance(body, dict) else None
-            definitions.append((str(name) if name else f"endpoint {i + 1}", body))
+            definitions.append((str(name) if name else _unnamed(body, i), body))
+    endpoint_names = {name for name, _ in definitions}
+    tunnels = doc.get("tunnels")
+    if tunnels is not None:
+        if not isinstance(tunnels, dict):
+            raise ConfigError(f"{source}: tunnels: expected a mapping of name to tunnel")
+        for name, body in tunnels.items():
+            if str(name) in endpoint_names:
+                result.skipped.append((str(name), "the endpoint of the same name is imported instead, as ngrok "
+                                                  "starts it (its endpoints take precedence over its tunnels)"))
+            else:
+                definitions.append((str(name), body))
     taken: dict[str, str] = {}
     for name, body in definitions:
         _one(result, name, body, taken)
     return result
+
+
+def _unnamed(body: object, index: int) -> str:
+    """The name of an endpoint without one: its ``url``'s first label, as the agent API names it
+    (``https://shop.ngrok.app`` -> ``shop``), else ``endpoint N``."""
+    url = body.get("url") if isinstance(body, dict) else None
+    try:
+        label = url_first_label(url)[1] if isinstance(url, str) else ""
+    except ValueError:
+        label = ""
+    return label or f"endpoint {index + 1}"
+
+
+def _agent_notes(result: NgrokImport, agent: dict[Any, Any]) -> None:
+    """Say what becomes of the agent's own settings (v2: the top level; v3: ``agent:``)."""
+    result.notes.extend(note for key, note in _AGENT_NOTES.items() if agent.get(key))
+    if "web_addr" in agent:
+        note = _web_addr_note(agent["web_addr"])
+        if note is not None:
+            result.notes.append(note)
+    rest = sorted(str(key) for key in agent if key not in _NOT_AGENT_SETTINGS and key not in _AGENT_NOTES)
+    if rest:
+        result.notes.append(f"{', '.join(quoted(key) if not key.isidentifier() else key for key in rest)} left out: "
+                            "settings of ngrok's agent with no devtunnel equivalent")
+
+
+_NOT_AGENT_SETTINGS = frozenset({"version", "tunnels", "endpoints", "agent", "web_addr"})
+
+
+def _web_addr_note(value: object) -> str | None:
+    """What to do for ngrok's ``web_addr`` (where its agent API and inspector listen); None when
+    devtunnel's default is the same place (``localhost:4040``)."""
+    if value is False or str(value).strip().lower() == "false":
+        return ("web_addr false: to turn devtunnel's agent API off too (for http): "
+                "devtunnel config set agent.api_port 0")
+    text = str(value).strip()
+    host, _, port = text.rpartition(":")
+    if not is_decimal(port) or not 0 < int(port) < 65536:
+        return f"web_addr {quoted(text)} left out: not HOST:PORT"
+    if host.strip("[]").lower() not in ("", "localhost", "127.0.0.1", "::1"):
+        return f"web_addr {quoted(text)} not imported: devtunnel's agent API listens on 127.0.0.1 only"
+    if int(port) == 4040:
+        return None
+    return (f"web_addr {quoted(text)} not imported: devtunnel's agent API is on 127.0.0.1:4040; to move it: "
+            f"devtunnel config set agent.api_port {int(port)}")
 
 
 def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) -> None:
@@ -210,6 +270,10 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.skipped.append((name, f"it has {' and '.join(protections)}, which devtunnel cannot enforce yet: "
                                      "importing it would expose the service without it"))
         return
+    internal = internal_binding(body)
+    if internal is not None:
+        result.skipped.append((name, f"{internal}: importing it would expose the service"))
+        return
     proto = str(body.get("proto", "http")).lower()
     url = body.get("url")
     if isinstance(url, str) and "://" in url:
@@ -218,6 +282,15 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.skipped.append((name, f"{proto} tunnels are not supported (only http)"))
         return
     upstream = body.get("upstream")
+    protocol = upstream_protocol_problem(body)
+    if protocol is not None:
+        result.skipped.append((name, protocol))
+        return
+    try:
+        pool = pooling(body)
+    except ValueError as exc:
+        result.skipped.append((name, str(exc)))
+        return
     addr = upstream.get("url") if isinstance(upstream, dict) else body.get("addr", upstream)
     if addr is None:
         result.skipped.append((name, "it has no addr (v2) or upstream.url (v3)"))
@@ -263,8 +336,14 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         result.skipped.append((name, f"{why}: importing it without that protection would expose the service"))
         taken.pop(label, None)
         return
+    if addr_text.lower().startswith("https://") and body.get("verify_upstream_tls") is not True:
+        # A local https service often has a self-signed certificate: its tunnel would answer 502.
+        unset = "verify_upstream_tls false left out: " if body.get("verify_upstream_tls") is False else ""
+        result.notes.append(f"{name}: {unset}devtunnel verifies the certificate of {addr_text}: for a self-signed "
+                            "one, devtunnel config set agent.insecure true (every tunnel) or devtunnel http --insecure")
     if rules:
         kinds = sorted({"basic auth" if r["action"] == "basic-auth" else "IP restrictions" for r in rules})
         result.notes.append(f"{name}: {' and '.join(kinds)} carried over as rules at the relay"
                             + (" (passwords stored as sha256 hashes)" if "basic auth" in kinds else ""))
-    result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name, rules=rules))
+    result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name, rules=rules,
+                                         pool=pool))

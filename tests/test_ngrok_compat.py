@@ -126,8 +126,28 @@ def test_a_v3_file_gives_its_http_endpoints_with_cleaned_names() -> None:
     notes = "\n".join(result.notes)
     assert "Basic Hooks: named 'basic-hooks'" in notes
     assert "Basic Hooks: metadata left out" in notes
-    assert "api: compression left out" in notes and "api: pooling_enabled left out" in notes
+    assert "api: compression left out" in notes and "pooling_enabled" not in notes  # false: devtunnel's default
+    assert not any(t.pool for t in result.tunnels)
     assert "authtoken" in notes
+
+
+def test_an_endpoint_without_a_name_is_named_by_its_url_as_the_agent_api_names_it() -> None:
+    # It was "endpoint-1" here and "shop" for POST /api/endpoints with the same definition.
+    result = read_ngrok_config("version: 3\nendpoints:\n  - url: https://shop.ngrok.app\n    upstream: {url: 8080}\n"
+                               "  - upstream: {url: 8081}\n")
+    assert [t.name for t in result.tunnels] == ["shop", "endpoint-2"]
+
+
+def test_an_endpoint_takes_precedence_over_a_tunnel_of_the_same_name_as_in_ngrok(home: Home) -> None:
+    # The tunnel was imported and the endpoint, which ngrok starts, skipped as "already taken by 'web'".
+    (home.root / "project" / "ngrok.yml").write_text(
+        "version: 3\ntunnels:\n  web: {proto: http, addr: 5000}\n  legacy: {proto: http, addr: 5001}\n"
+        "endpoints:\n  - name: web\n    upstream: {url: 8080}\n")
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert done.returncode == 0, done.stderr
+    assert "skipped web: the endpoint of the same name is imported instead" in done.stdout
+    saved = tomllib.loads(home.user_file.read_text())["tunnels"]
+    assert saved == {"web": {"target": "8080"}, "legacy": {"target": "5001"}}
 
 
 def test_names_that_clean_to_the_same_label_keep_the_first() -> None:
@@ -299,6 +319,82 @@ def test_import_ngrok_dry_run_prints_the_tables_and_writes_nothing(home: Home) -
     assert not home.user_file.exists()
 
 
+AGENT_V3 = """\
+version: 3
+agent:
+  authtoken: 4nq9771bPxe8ctg7LKr_2ClH7Y15Zqe4bWLWF9p
+  web_addr: 127.0.0.1:4050
+  region: eu
+  log_level: debug
+endpoints:
+  - name: shared
+    upstream: {url: 8080}
+    pooling_enabled: true
+  - name: grpc
+    upstream: {url: 9000, protocol: http2}
+  - name: h2c
+    upstream: {url: 9001}
+    app_protocol: http2
+  - name: private
+    url: https://billing.internal
+    upstream: {url: 7000}
+  - name: bound
+    bindings: [kubernetes]
+    upstream: {url: 7001}
+  - name: public
+    bindings: [public]
+    upstream: {url: 7002}
+"""
+
+
+def test_import_ngrok_carries_pooling_and_says_what_becomes_of_every_other_setting(home: Home) -> None:
+    # Before: pooling_enabled was dropped (pools exist), an http2 upstream was imported as http1
+    # without a word, an internal endpoint (url *.internal, bindings) became a public tunnel, and
+    # web_addr, region and log_level vanished unmentioned.
+    (home.root / "project" / "ngrok.yml").write_text(AGENT_V3)
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert done.returncode == 0, done.stderr
+    assert "imported shared: target 8080, pool" in done.stdout
+    assert "skipped grpc: upstream protocol 'http2' is not supported (only http1)" in done.stdout
+    assert "skipped h2c: app_protocol 'http2' is not supported (only http1)" in done.stdout
+    assert "skipped private: it is bound to 'internal', not the public internet" in done.stdout
+    assert "skipped bound: it is bound to 'kubernetes'" in done.stdout
+    assert "imported public: target 7002" in done.stdout
+    assert ("note: web_addr '127.0.0.1:4050' not imported: devtunnel's agent API is on 127.0.0.1:4040; "
+            "to move it: devtunnel config set agent.api_port 4050") in done.stdout
+    assert "note: log_level, region left out: settings of ngrok's agent with no devtunnel equivalent" in done.stdout
+    saved = tomllib.loads(home.user_file.read_text())["tunnels"]
+    assert saved == {"shared": {"target": "8080", "pool": True}, "public": {"target": "7002"}}
+
+
+@pytest.mark.parametrize(("web_addr", "note"), [
+    ("localhost:4040", None),
+    ("false", "web_addr false: to turn devtunnel's agent API off too (for http): devtunnel config set agent.api_port 0"),
+    ("0.0.0.0:4040", "web_addr '0.0.0.0:4040' not imported: devtunnel's agent API listens on 127.0.0.1 only"),
+])
+def test_web_addr_is_said_unless_it_is_devtunnel_s_own(web_addr: str, note: str | None) -> None:
+    notes = read_ngrok_config(f"web_addr: {web_addr}\ntunnels:\n  web: {{addr: 80}}\n").notes
+    assert [n for n in notes if n.startswith("web_addr")] == ([note] if note else [])
+
+
+def test_an_https_target_says_how_to_accept_a_self_signed_certificate(home: Home) -> None:
+    # A local https service's self-signed certificate made the imported tunnel answer 502 at its
+    # first request, and verify_upstream_tls: false was dropped with "set agent.insecure" only.
+    (home.root / "project" / "ngrok.yml").write_text(
+        "tunnels:\n  admin: {addr: 'https://localhost:8443'}\n"
+        "  lax: {addr: 'https://localhost:8444', verify_upstream_tls: false}\n"
+        "  strict: {addr: 'https://localhost:8445', verify_upstream_tls: true}\n  plain: {addr: 8080}\n")
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stdout.splitlines() if "certificate" in line]
+    assert notes == [
+        "note: admin: devtunnel verifies the certificate of https://localhost:8443: for a self-signed one, "
+        "devtunnel config set agent.insecure true (every tunnel) or devtunnel http --insecure",
+        "note: lax: verify_upstream_tls false left out: devtunnel verifies the certificate of https://localhost:8444: "
+        "for a self-signed one, devtunnel config set agent.insecure true (every tunnel) or devtunnel http --insecure",
+    ]
+
+
 def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     missing = home.cli("config", "import-ngrok")
     assert missing.returncode == 2
@@ -308,6 +404,15 @@ def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     assert (bad.returncode, bad.stderr.count("\n")) == (2, 1) and "not valid YAML" in bad.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
     assert not home.user_file.exists()
+
+
+def test_import_ngrok_says_a_tab_is_a_tab(home: Home) -> None:
+    # ngrok.yml edited by hand with a tab: PyYAML's "found character '\t'" came out escaped
+    # twice ('\\t'), which reads as neither a tab nor a hint.
+    (home.root / "project" / "ngrok.yml").write_text('version: "2"\ntunnels:\n\tweb:\n    addr: 8080\n')
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert (done.returncode, done.stderr) == (
+        2, "devtunnel config: ngrok.yml: not valid YAML (line 3, column 1): a tab, where YAML indents with spaces only\n")
 
 
 def test_import_ngrok_refuses_a_tunnel_named_twice_rather_than_losing_one(home: Home) -> None:
@@ -369,3 +474,49 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
                     *[str(empty) if f == "EMPTY" else f for f in flags])
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["authtoken", "2abc"], "devtunnel: authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
+    (["add-authtoken", "2abc"], "devtunnel: add-authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
+    (["start", "--all"], "devtunnel: start is ngrok's: here it is devtunnel up NAME ..."),
+    (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
+    (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),
+    (["http", "8080", "--url", "https://payments.ngrok.app"], "(--url is ngrok's: the relay names a tunnel "
+                                                               "NAME.DOMAIN: use --name payments)"),
+    (["http", "8080", "--domain=hooks.example.com"], "use --name hooks)"),
+    (["http", "8080", "--traffic-policy-file", "policy.yml"], "(--traffic-policy-file is ngrok's: use --rules FILE"),
+    (["http", "8080", "--cidr-allow", "10.0.0.0/8"], "(--cidr-allow is ngrok's: use --allow-ip CIDR)"),
+    # ngrok 2's one-dash flags: argparse read -host-header as -h ("ignored explicit argument 'ost-header'").
+    (["http", "-host-header=rewrite", "8080"], "devtunnel http: -host-header is ngrok 2's spelling: flags take two "
+                                               "dashes here (--host-header)"),
+    (["http", "-subdomain=payments", "8080"], "-subdomain is ngrok 2's spelling: the relay names a tunnel NAME.DOMAIN: "
+                                              "use --name payments"),
+])
+def test_ngrok_s_spelling_of_a_command_or_flag_is_refused_with_devtunnel_s(home: Home, args: list[str], says: str) -> None:
+    # Before: argparse's list of every command, or "unrecognized arguments" and nothing more.
+    done = home.cli(*args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert says in done.stderr
+    assert not home.user_file.exists()
+
+
+def test_a_script_reading_ngrok_s_command_line_tunnel_finds_the_one_devtunnel_http_started(
+    home: Home, procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # `curl localhost:4040/api/tunnels/command_line | jq -r .public_url`: ngrok names the tunnel of
+    # `ngrok http 8080` command_line; devtunnel's has a random name, and the script got a 404.
+    agent = Proc([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", str(free_port())], home.env)
+    procs.append(agent)
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    api = agent.line(lambda l: l.startswith("API ")).split(" ", 1)[1]
+    for name in ("command_line", "command_line%20(http)"):
+        tunnel = httpx.get(f"{api}/api/tunnels/{name}", trust_env=False)
+        assert tunnel.status_code == 200, tunnel.text
+        assert (tunnel.json()["name"], tunnel.json()["public_url"]) == (match.group(2), match.group(1))
+    # With a second tunnel it names neither: a 404, as for any unknown name.
+    second = httpx.post(f"{api}/api/tunnels", json={"addr": local[0], "name": "second"}, trust_env=False)
+    assert second.status_code == 201, second.text
+    assert httpx.get(f"{api}/api/tunnels/command_line", trust_env=False).status_code == 404
+    assert agent.stop() == 0

@@ -51,6 +51,7 @@ from devtunnel.api.plumbing import (
     ngrok_rules,
     refuse_unsupported,
     str_field,
+    tunnel_label,
     tunnel_options,
 )
 from devtunnel.api.security import LoopbackOnly
@@ -83,7 +84,7 @@ async def start_tunnel(request: Request) -> Response:
     data = await json_body(request)
     refuse_unsupported(data, "tunnel")
     addr = str_field(data, "addr", required=True) or ""
-    name = str_field(data, "name") or None
+    name = tunnel_label(str_field(data, "name"))
     proto = str_field(data, "proto") or "http"
     if proto != "http":
         raise ApiError(400, f"only http tunnels are supported, not {quoted(proto)}")
@@ -101,9 +102,7 @@ async def get_tunnel(request: Request) -> Response:
 async def stop_tunnel(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}`` (204)."""
     service = service_of(request)
-    name = request.path_params["name"]
-    find_tunnel(service, name)
-    await service.stop_tunnel(name)
+    await service.stop_tunnel(find_tunnel(service, request.path_params["name"]).name)
     return no_content()
 
 
@@ -117,13 +116,16 @@ async def restart_tunnel(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """``GET /api/status``: version, tunnels, capture count and database, connected event clients."""
+    """``GET /api/status``: version, tunnels, capture count and database, connected event clients;
+    ``status`` and ``agent_version`` as ngrok's agent has them (pyngrok's ``get_agent_status``)."""
     service = service_of(request)
     store = service.store
     count = await run_in_threadpool(store.count) if store is not None else 0
     return ok(
         {
             "uri": "/api/status",
+            "status": "online",
+            "agent_version": __version__,
             "version": __version__,
             "tunnels": [tunnel_json(t) for t in service.tunnels()],
             "requests": count,

@@ -16,13 +16,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devtunnel.capture.diff import SectionDiff, diff_exchanges, render_unified
-from devtunnel.capture.filters import And, Filter, parse
+from devtunnel.capture.filters import And, Filter, Or, parse
 from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.agent.info import TunnelInfo
-from devtunnel.api.plumbing import ApiError, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field
+from devtunnel.api.plumbing import (
+    ApiError, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_label, tunnel_named,
+)
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
@@ -42,10 +44,14 @@ def _store(request: Request) -> Store:
     return store
 
 
-def tunnel_filter(expression: str, tunnel_name: str | None) -> Filter:
-    """The compiled ``filter=`` expression, narrowed to one tunnel when ``tunnel_name`` is given."""
+def tunnel_filter(expression: str, tunnel_name: str | None, *also: str) -> Filter:
+    """The compiled ``filter=`` expression, narrowed to one tunnel when ``tunnel_name`` is given
+    (or to any of ``also``, other names it goes by)."""
     flt = parse(expression)
-    return And([Tunnel(tunnel_name), flt]) if tunnel_name else flt
+    if not tunnel_name:
+        return flt
+    names = dict.fromkeys([tunnel_name, *also])
+    return And([Tunnel(tunnel_name) if len(names) == 1 else Or([Tunnel(name) for name in names]), flt])
 
 
 async def _get(request: Request, exchange_id: str) -> Exchange:
@@ -57,7 +63,12 @@ async def _get(request: Request, exchange_id: str) -> Exchange:
 async def list_requests(request: Request) -> Response:
     """``GET /api/requests/http?limit=&tunnel_name=&filter=``: newest first, as ngrok lists them."""
     limit = int_param(request, "limit", DEFAULT_LIMIT, minimum=1)
-    flt = tunnel_filter(request.query_params.get("filter", ""), request.query_params.get("tunnel_name"))
+    tunnel_name = request.query_params.get("tunnel_name")
+    also: list[str] = []
+    if tunnel_name:  # as it is recorded, or as the client named it (My Hooks: my-hooks), stopped since or not
+        running = tunnel_named(service_of(request), tunnel_name)
+        also = [running.name] if running is not None else [tunnel_label(tunnel_name) or tunnel_name]
+    flt = tunnel_filter(request.query_params.get("filter", ""), tunnel_name, *also)
     store = _store(request)
     # The ids first (no bodies), then each exchange as it is sent: 50 exchanges with 10 MB
     # bodies are 1 GB, which a list read at once held in memory.
@@ -100,8 +111,8 @@ def replay_edit(data: dict[str, Any]) -> Edit | None:
 
 
 def _live_tunnel(request: Request, name: str) -> TunnelInfo | None:
-    """The running tunnel named ``name``, or None."""
-    return next((info for info in service_of(request).tunnels() if info.name == name), None)
+    """The running tunnel named ``name`` (or ``name`` made a DNS label: ``tunnel_named``), or None."""
+    return tunnel_named(service_of(request), name)
 
 
 async def _replay_and_store(request: Request, original: Exchange, to: str | None, edit: Edit | None,

@@ -16,7 +16,6 @@ stopping either stops both.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,11 +33,13 @@ from devtunnel.api.plumbing import (
     ngrok_rules,
     refuse_unsupported,
     str_field,
+    tunnel_label,
     tunnel_options,
 )
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
-from devtunnel.values.names import label_from, validate_name
+from devtunnel.values.names import validate_name
+from devtunnel.values.ngrok_keys import url_first_label
 from devtunnel.values.terminal import quoted
 
 __all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
@@ -56,20 +57,17 @@ def endpoint_name(name: str | None, url: str | None) -> str | None:
     """
     if url:
         try:
-            parts = urlsplit(url if "://" in url else f"https://{url}")
-            host = parts.hostname or ""
+            scheme, label = url_first_label(url)
         except ValueError as exc:  # an unclosed "[" of an IPv6 address
             raise ApiError(400, f"url {quoted(url)}: {exc}") from None
-        if parts.scheme not in ("http", "https"):
-            raise ApiError(400, f"only http and https endpoints are supported, not {parts.scheme}://")
-        if host:
+        if scheme not in ("http", "https"):
+            raise ApiError(400, f"only http and https endpoints are supported, not {scheme}://")
+        if label:
             try:
-                return validate_name(host.split(".", 1)[0])
+                return validate_name(label)
             except ConfigError as exc:
                 raise ApiError(400, f"url {quoted(url)}: {exc}") from None
-    if name:
-        return label_from(name)
-    return None
+    return tunnel_label(name)
 
 
 def _upstream(data: dict[str, Any]) -> str:
@@ -83,9 +81,6 @@ def _upstream(data: dict[str, Any]) -> str:
         return str(upstream)
     if not isinstance(upstream, dict):
         raise ApiError(400, "the field 'upstream' must be an object with a 'url'")
-    protocol = upstream.get("protocol", "http1")
-    if protocol != "http1":
-        raise ApiError(400, f"upstream protocol {quoted(protocol)} is not supported (only http1)")
     url = str_field(upstream, "url", required=True) or ""
     if "://" in url:
         scheme = url.split("://", 1)[0].lower()
@@ -103,11 +98,11 @@ async def start_endpoint(request: Request) -> Response:
     """``POST /api/endpoints`` with ngrok's v3 fields: 201 with the endpoint."""
     data = await json_body(request)
     refuse_unsupported(data, "endpoint")
-    url = str_field(data, "url")
+    # pyngrok's connect(8080, domain="payments.ngrok.app") sends the domain beside a generated
+    # name: the public address asked for names the tunnel, whichever key carries it.
+    url = str_field(data, "url") or str_field(data, "domain") or str_field(data, "hostname")
     name = endpoint_name(str_field(data, "name"), url)
     target = _upstream(data)
-    if data.get("pooling_enabled"):
-        raise ApiError(400, "pooling_enabled: pools of agents are not supported yet; the endpoint was not started")
     rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth and IP restrictions, at the relay
     config = TunnelConfig(target=target, name=name, rules=rules, **tunnel_options(data))
     info = await service_of(request).start_tunnel(config)
@@ -122,9 +117,7 @@ async def get_endpoint(request: Request) -> Response:
 async def stop_endpoint(request: Request) -> Response:
     """``DELETE /api/endpoints/{name}`` (204)."""
     service = service_of(request)
-    name = request.path_params["name"]
-    find_tunnel(service, name, "endpoint")
-    await service.stop_tunnel(name)
+    await service.stop_tunnel(find_tunnel(service, request.path_params["name"], "endpoint").name)
     return no_content()
 
 

@@ -32,13 +32,14 @@ from devtunnel.errors import (
 )
 from devtunnel.export.agent_json import error_json
 from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
-from devtunnel.values.ngrok_keys import NGROK_KEYS
+from devtunnel.values.names import label_from
+from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling, upstream_protocol_problem
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.service import Service
 
-__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel",
+__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
            "EXCEPTION_HANDLERS"]
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ REFUSED_OPTIONS = {
 service in a way the caller did not ask for, so such a request is refused (400) instead."""
 
 
-OWN_OPTIONS = frozenset({"relay", "via"})
+OWN_OPTIONS = frozenset({"relay", "via", "insecure"})
 """devtunnel's own keys of a tunnel or endpoint asked for, beside ngrok's (``tunnel_options``)."""
 
 
@@ -211,6 +212,12 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
             raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
+    protocol = upstream_protocol_problem(data)
+    if protocol is not None:
+        raise ApiError(400, f"{protocol}; the {what} was not started")
+    internal = internal_binding(data)
+    if internal is not None:
+        raise ApiError(400, f"the {what} {internal.removeprefix('it ')}; it was not started")
 
 
 def ngrok_rules(data: dict[str, Any], what: str) -> tuple[Rule, ...]:
@@ -232,27 +239,65 @@ class TunnelOptions(TypedDict):
     host_header: str
     relay: str | None
     via: str | None
+    pool: bool
+    insecure: bool
 
 
 def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     """The options a started tunnel (or endpoint) may carry beside its target and name, checked:
     ``host_header`` (``preserve`` or ``rewrite``), ``relay`` (a ws(s):// or http(s):// URL) and
-    ``via`` (checked by the agent, which knows the providers)."""
+    ``via`` (checked by the agent, which knows the providers), ngrok's ``pooling_enabled`` as
+    ``pool``, and ``insecure`` (an https target's certificate is not verified; ngrok's
+    ``verify_upstream_tls: false``)."""
     host_header = str_field(data, "host_header") or "preserve"
     if host_header not in ("preserve", "rewrite"):
         raise ApiError(400, f"host_header must be preserve or rewrite, not {quoted(host_header)}")
     relay = str_field(data, "relay") or None
     if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
         raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {quoted(relay)}")
-    return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None}
+    try:
+        pool = pooling(data)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    for key in ("insecure", "verify_upstream_tls"):
+        if data.get(key) is not None and not isinstance(data[key], bool):
+            raise ApiError(400, f"{key} must be true or false, not {quoted(data[key])}")
+    insecure = data.get("insecure") is True or data.get("verify_upstream_tls") is False
+    return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None, "pool": pool,
+            "insecure": insecure}
+
+
+COMMAND_LINE_NAMES = frozenset({"command_line", "command_line (http)"})
+"""What ngrok names the tunnel of ``ngrok http 8080``: scripts read ``/api/tunnels/command_line``."""
+
+
+def tunnel_named(service: Service, name: str) -> TunnelInfo | None:
+    """The running tunnel called ``name``, or the one whose name is ``name`` made a DNS label:
+    an ngrok client names a tunnel as ngrok takes it (``My Hooks``), and it runs as ``my-hooks``
+    (``tunnel_label``). ngrok's ``command_line`` is the agent's tunnel when it runs only one (that
+    of ``devtunnel http 8080``). None when there is none of these."""
+    tunnels = service.tunnels()
+    label = label_from(name)
+    found = (next((info for info in tunnels if info.name == name), None)
+             or next((info for info in tunnels if info.name == label), None))
+    if found is None and name in COMMAND_LINE_NAMES and len(tunnels) == 1:
+        found = tunnels[0]
+    return found
+
+
+def tunnel_label(name: str | None) -> str | None:
+    """The tunnel name for the ``name`` an ngrok client asked for, which may be any text
+    (``My Hooks`` becomes ``my-hooks``, as ``config import-ngrok`` names it); None lets the agent
+    pick one."""
+    return label_from(name) if name else None
 
 
 def find_tunnel(service: Service, name: str, what: str = "tunnel") -> TunnelInfo:
-    """The running tunnel called ``name`` (a ``TunnelInfo``), or ``NotFoundError``."""
-    for info in service.tunnels():
-        if info.name == name:
-            return info
-    raise NotFoundError(f"no {what} named {quoted(name)}")
+    """The running tunnel called ``name`` (``tunnel_named``), or ``NotFoundError``."""
+    info = tunnel_named(service, name)
+    if info is None:
+        raise NotFoundError(f"no {what} named {quoted(name)}")
+    return info
 
 
 def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> int:

@@ -256,7 +256,8 @@ def _import_ngrok(args: argparse.Namespace) -> int:
     for name in written:
         t = next(t for t in result.tunnels if t.name == name)
         verb = "would import" if args.dry_run else "imported"
-        print(safe(f"{verb} {name}: target {t.target}" + (f", host_header {t.host_header}" if t.host_header else "")))
+        print(safe(f"{verb} {name}: target {t.target}" + (f", host_header {t.host_header}" if t.host_header else "")
+                   + (", pool" if t.pool else "")))
     for name in kept:
         print(safe(f"kept {name}: {target} defines it already (--force to replace it)"))
     for name, why in result.skipped:

@@ -9,7 +9,11 @@ these is no ngrok key at all: a typo such as ``adress`` or ``prot``.
 
 from __future__ import annotations
 
-__all__ = ["TUNNEL_KEYS", "ENDPOINT_KEYS", "NGROK_KEYS"]
+from urllib.parse import urlsplit
+
+from devtunnel.values.terminal import quoted
+
+__all__ = ["TUNNEL_KEYS", "ENDPOINT_KEYS", "NGROK_KEYS", "upstream_protocol_problem", "internal_binding", "pooling", "url_first_label"]
 
 TUNNEL_KEYS = frozenset({
     # every tunnel
@@ -35,3 +39,65 @@ ENDPOINT_KEYS = frozenset({
 
 NGROK_KEYS = TUNNEL_KEYS | ENDPOINT_KEYS
 """Either: pyngrok in its v3 mode sends a v3 config's v2 ``tunnels`` definitions to ``/api/endpoints``."""
+
+
+def upstream_protocol_problem(body: object) -> str | None:
+    """Why devtunnel cannot carry the protocol a tunnel or endpoint speaks to its local service
+    (v3 ``upstream.protocol``, v2 ``app_protocol``: ``http2``): None for ``http1``, ngrok's
+    default, or none given. devtunnel speaks HTTP/1.1 to the local service, so one that only
+    speaks HTTP/2 would get every request in a protocol it refuses."""
+    if not isinstance(body, dict):
+        return None
+    upstream = body.get("upstream")
+    for key, protocol in (("upstream protocol", upstream.get("protocol") if isinstance(upstream, dict) else None),
+                          ("app_protocol", body.get("app_protocol"))):
+        if protocol not in (None, "", "http1"):
+            return f"{key} {quoted(protocol)} is not supported (only http1)"
+    return None
+
+
+def internal_binding(body: object) -> str | None:
+    """Why an ngrok endpoint must not become a public tunnel: it is bound elsewhere than the
+    public internet (``bindings: [internal]``, or a ``url`` whose host ends in ``.internal``,
+    which ngrok makes an internal endpoint), and every devtunnel tunnel is public on its relay.
+    None for a public endpoint."""
+    if not isinstance(body, dict):
+        return None
+    bindings = body.get("bindings")
+    listed = bindings if isinstance(bindings, list) else [bindings] if bindings else []
+    private = [str(b) for b in listed if str(b).lower() != "public"]
+    url = body.get("url")
+    host = ""
+    if isinstance(url, str):
+        host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].lower().rstrip(".")
+    if not private and host.endswith(".internal"):
+        private = ["internal"]
+    if not private:
+        return None
+    return (f"it is bound to {quoted(private[0])}, not the public internet, and every devtunnel tunnel is "
+            "public on its relay")
+
+
+def pooling(body: dict[str, object]) -> bool:
+    """ngrok's ``pooling_enabled``: whether the endpoint shares its URL with other agents, as a
+    devtunnel pool does (``tunnels.NAME.pool``, ``--pool``).
+
+    Raises:
+        ValueError: ``pooling_enabled`` is neither true nor false.
+    """
+    value = body.get("pooling_enabled")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise ValueError(f"pooling_enabled must be true or false, not {quoted(value)}")
+
+
+def url_first_label(url: str) -> tuple[str, str]:
+    """The scheme of an endpoint's public ``url`` and the first label of its host, which names
+    the tunnel (``https://payments.ngrok.app`` -> ``("https", "payments")``; a bare host is
+    https, as ngrok takes it). The label is ``""`` when the URL has no host.
+
+    Raises:
+        ValueError: the URL cannot be read (an unclosed ``[`` of an IPv6 address).
+    """
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return parts.scheme, (parts.hostname or "").split(".", 1)[0]

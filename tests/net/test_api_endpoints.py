@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from pyngrok import conf, ngrok, process
+from pyngrok import agent as agent_api, conf, ngrok, process
 from pyngrok.exception import PyngrokNgrokHTTPError
 
+import devtunnel
 from devtunnel.api.endpoints import endpoint_name
 from devtunnel.api.plumbing import ApiError
 from tests.helpers import wait_for
@@ -86,7 +87,10 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         ({"name": "a", "upstream": {"url": "8080"}, "traffic_policy": {"on_http_request": []}}, "traffic policies"),
         ({"name": "a", "upstream": {"url": "8080"}, "basic_auth": ["no colon"]}, 'basic_auth is not "user:password"'),
         ({"name": "a", "upstream": {"url": "8080"}, "oauth": {"provider": "google"}}, "OAuth"),
-        ({"name": "a", "upstream": {"url": "8080"}, "pooling_enabled": True}, "pools"),
+        ({"name": "a", "upstream": {"url": "8080"}, "pooling_enabled": "yes"}, "pooling_enabled must be true or false"),
+        # An internal endpoint made public would expose the service (was started, public).
+        ({"name": "a", "upstream": {"url": "8080"}, "bindings": ["internal"]}, "the endpoint is bound to 'internal'"),
+        ({"url": "https://billing.internal", "upstream": {"url": "8080"}}, "bound to 'internal', not the public internet"),
         ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
         ({"name": "a", "upstream": {"url": "8080"}, "descripton": "typo"}, "unknown field 'descripton' (did you mean 'description'?)"),
         ({"name": "a", "upstrem": {"url": "8080"}}, "unknown field 'upstrem'"),  # not "'upstream' is required"
@@ -100,6 +104,21 @@ async def test_bad_endpoint_requests_are_refused_with_a_reason_and_start_nothing
     assert resp.json()["error_code"] == 100
     assert fragment in resp.json()["msg"]
     assert (await agent.client.get("/api/endpoints")).json()["endpoints"] == []
+
+
+@pytest.mark.parametrize(("route", "body"), [
+    ("/api/endpoints", {"name": "shared", "upstream": {"url": "TARGET"}, "pooling_enabled": True}),
+    ("/api/tunnels", {"name": "shared", "addr": "TARGET", "pooling_enabled": True}),
+])
+async def test_pooling_enabled_starts_a_pool_on_either_resource(agent: Agent, route: str, body: dict[str, Any]) -> None:
+    # Before: /api/endpoints refused it ("pools are not supported yet", though they are) and
+    # /api/tunnels started a tunnel that was no pool, without a word.
+    body = {k: ({"url": agent.target} if v == {"url": "TARGET"} else agent.target if v == "TARGET" else v)
+            for k, v in body.items()}
+    resp = await agent.client.post(route, json=body)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["pool"] == {"members": 1}
+    assert (await _public_get(resp.json()["public_url"], "/pooled")).status_code == 200
 
 
 async def test_endpoints_refuse_foreign_hosts_and_cross_site_callers(agent: Agent) -> None:
@@ -202,6 +221,47 @@ def test_pyngrok_v2_still_uses_the_tunnels_resource(pyngrok_on: Any) -> None:
         assert [t.name for t in ngrok.get_tunnels(pyngrok_config=v3)] == ["legacy"]
         ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
         assert ngrok.get_tunnels(pyngrok_config=config) == []
+
+
+def test_pyngrok_v2_names_a_tunnel_as_ngrok_takes_it_and_finds_it_by_that_name(pyngrok_on: Any) -> None:
+    # ngrok.yml v2 names tunnels with any text; /api/tunnels refused 'My Hooks' (400), where
+    # /api/endpoints and config import-ngrok make it the label my-hooks.
+    config = pyngrok_on("2")
+    with echo_service() as (target, seen):
+        tunnel = ngrok.connect(target.rsplit(":", 1)[1], name="My Hooks", pyngrok_config=config)
+        assert (tunnel.name, tunnel.uri) == ("my-hooks", "/api/tunnels/my-hooks")
+        url = httpx.URL(tunnel.public_url)
+        assert httpx.get(url.copy_with(host="127.0.0.1", path="/hook"), headers={"Host": url.netloc.decode()},
+                         trust_env=False).status_code == 200
+        captured = wait_for(lambda: agent_api.get_requests(tunnel_name="My Hooks", pyngrok_config=config),
+                            what="the capture by the name pyngrok gave")
+        agent_api.replay_request(captured[0].id, tunnel_name="My Hooks", pyngrok_config=config)
+        assert wait_for(lambda: len(seen.requests) == 2, what="the replay")
+        assert ngrok.api_request(f"{tunnel.api_url}/api/tunnels/My%20Hooks")["name"] == "my-hooks"
+        ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+        assert ngrok.get_tunnels(pyngrok_config=config) == []
+
+        def both() -> list[Any]:  # the request and its replay, once the tunnel is gone
+            found = agent_api.get_requests(tunnel_name="My Hooks", pyngrok_config=config)
+            return found if len(found) == 2 else []
+
+        wait_for(both, what="the captures by the name pyngrok gave, the tunnel stopped")
+
+
+def test_pyngrok_v3_connect_with_a_domain_names_the_endpoint_by_it(pyngrok_on: Any) -> None:
+    # pyngrok sends domain= as it is, beside its generated name: the endpoint was http-PORT-<uuid>,
+    # where url= named it by its first label.
+    config = pyngrok_on("3")
+    with echo_service() as (target, _seen):
+        tunnel = ngrok.connect(target.rsplit(":", 1)[1], domain="payments.ngrok.app", pyngrok_config=config)
+        assert tunnel.name == "payments" and tunnel.public_url.startswith("http://payments.localhost:")
+        ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+
+
+def test_pyngrok_reads_the_agent_status(pyngrok_on: Any) -> None:
+    # pyngrok's NgrokAgent reads status and agent_version, which /api/status did not have (None).
+    status = agent_api.get_agent_status(pyngrok_config=pyngrok_on("3"))
+    assert (status.status, status.agent_version, status.uri) == ("online", devtunnel.__version__, "/api/status")
 
 
 def test_pyngrok_sees_a_refused_option_as_an_api_error(pyngrok_on: Any) -> None:

@@ -314,3 +314,45 @@ async def test_replay_through_an_insecure_tunnel_trusts_its_target_as_the_tunnel
         assert result["error"] is None, result["error_message"]
         assert result["response"]["status_code"] == 200
         await agent.service.stop()  # closes its connections to the app, so the app can stop
+
+
+@pytest.mark.parametrize(("path", "option"), [
+    ("/api/tunnels", {"verify_upstream_tls": False}),  # ngrok's key, as pyngrok merges it from ngrok.yml
+    ("/api/endpoints", {"verify_upstream_tls": False}),
+    ("/api/tunnels", {"insecure": True}),  # devtunnel's, as --insecure
+])
+async def test_a_tunnel_started_over_the_api_can_accept_a_self_signed_target(
+    agent: Agent, tmp_path: Path, path: str, option: dict[str, Any]
+) -> None:
+    # No option of the API made an https target's certificate unverified: every request through a
+    # tunnel to a self-signed local service was a 502 telling to start devtunnel with --insecure,
+    # which does nothing for a tunnel started over the API.
+    pem = tmp_path / "server.pem"
+    trustme.CA().issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    with local_http(tls_pem=pem) as (port, _state):
+        target = f"https://localhost:{port}"
+        body = {"name": "dev", **({"addr": target} if path == "/api/tunnels" else {"upstream": {"url": target}}), **option}
+        resp = await agent.client.post(path, json=body)
+        assert resp.status_code == 201, resp.text
+        assert (await _public("POST", resp.json()["public_url"], "/echo", b"hi")).status_code == 200
+        strict = await agent.client.post("/api/tunnels", json={"name": "strict", "addr": target})
+        assert (await _public("POST", strict.json()["public_url"], "/echo", b"hi")).status_code == 502
+        await agent.service.stop()  # closes its connections to the app, so the app can stop
+
+
+async def test_insecure_is_a_boolean(agent: Agent) -> None:
+    resp = await agent.client.post("/api/tunnels", json={"name": "x", "addr": "8080", "verify_upstream_tls": "no"})
+    assert resp.status_code == 400 and resp.json()["msg"] == "verify_upstream_tls must be true or false, not 'no'"
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/tunnels", {"name": "grpc", "addr": "8080", "app_protocol": "http2"}),
+    ("/api/endpoints", {"name": "grpc", "upstream": {"url": "8080"}, "app_protocol": "http2"}),
+])
+async def test_an_http2_only_local_service_is_refused_whichever_key_says_so(agent: Agent, path: str, body: dict[str, Any]) -> None:
+    # app_protocol (ngrok v2's key for upstream.protocol) was accepted and ignored: the tunnel
+    # spoke HTTP/1.1 to a service that speaks HTTP/2 only.
+    resp = await agent.client.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["msg"].startswith("app_protocol 'http2' is not supported (only http1)")
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
