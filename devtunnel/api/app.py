@@ -110,9 +110,7 @@ async def restart_tunnel(request: Request) -> Response:
     """``POST /api/tunnels/{name}/restart``: connect to the relay again now and start its app again,
     every setting kept; 200 with the tunnel."""
     service = service_of(request)
-    name = request.path_params["name"]
-    find_tunnel(service, name)
-    return ok(tunnel_json(await service.restart_tunnel(name)))
+    return ok(tunnel_json(await service.restart_tunnel(find_tunnel(service, request.path_params["name"]).name)))
 
 
 async def status(request: Request) -> Response:

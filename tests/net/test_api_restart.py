@@ -64,3 +64,11 @@ async def test_restarting_a_tunnel_that_is_not_there_is_a_404(agent: Agent) -> N
     answer = await agent.client.post("/api/tunnels/nope/restart")
     assert answer.status_code == 404
     assert "nope" in answer.json()["msg"]
+
+
+async def test_a_tunnel_named_as_ngrok_names_it_restarts_by_either_name(agent: Agent) -> None:
+    started = await agent.client.post("/api/tunnels", json={"addr": agent.target, "name": "My Hooks"})
+    assert started.status_code == 201, started.text
+    answer = await agent.client.post("/api/tunnels/My%20Hooks/restart")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["name"] == "my-hooks"
