@@ -200,10 +200,8 @@ class Engine:
             action = rule.action
             answer: Answer | None = None
             if action == "headers":
-                decision.request_set += [(n.encode(), v.encode("latin-1")) for n, v in rule.request_set]
-                decision.request_remove.update(n.encode() for n in rule.request_remove)
-                decision.response_set += [(n.encode(), v.encode("latin-1")) for n, v in rule.response_set]
-                decision.response_remove.update(n.encode() for n in rule.response_remove)
+                _edit(decision.request_set, decision.request_remove, rule.request_set, rule.request_remove)
+                _edit(decision.response_set, decision.response_remove, rule.response_set, rule.response_remove)
                 continue
             if action == "forward":
                 if decision.route is None and self.scope == "tunnel":
@@ -250,6 +248,21 @@ def decide(engines: Sequence[Engine], view: RequestView, now: float) -> Decision
             if engine.apply(view, decision, now):
                 break
     return decision
+
+
+def _edit(sets: list[tuple[bytes, bytes]], removals: set[bytes], rule_set: Sequence[tuple[str, str]],
+          rule_remove: Sequence[str]) -> None:
+    """Add one ``headers`` rule's edits of one side to those of the rules before it, in order:
+    its ``set`` replaces a value an earlier rule set, its ``remove`` takes one out (one header
+    name is never sent twice with two rules' values)."""
+    if rule_remove:
+        gone = {n.encode() for n in rule_remove}
+        removals |= gone
+        sets[:] = [(n, v) for n, v in sets if n.lower() not in gone]
+    for name, value in rule_set:
+        key = name.lower().encode()
+        sets[:] = [(n, v) for n, v in sets if n.lower() != key]
+        sets.append((name.encode(), value.encode("latin-1")))
 
 
 def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> Answer:

@@ -321,6 +321,29 @@ async def test_headers_rule_edits_both_directions(harness, local, via):
 
 
 @pytest.mark.parametrize("via", PATHS)
+async def test_a_later_headers_rule_replaces_or_removes_what_an_earlier_one_set(harness, local, via):
+    """A site-wide headers rule then one for /api: the later rule's value is the one sent (not
+    both, one header name twice with two values), and its remove takes out what the first set."""
+    port, _ = local
+    await harness.start(
+        str(port),
+        rules=rules(
+            {"action": "headers", "request": {"set": {"X-Env": "prod", "X-Trace": "a"}},
+             "response": {"set": {"X-Frame-Options": "DENY", "X-Keep": "1"}}},
+            {"match": "path:/echo", "action": "headers", "request": {"set": {"x-env": "dev"}, "remove": ["X-Trace"]},
+             "response": {"set": {"x-frame-options": "SAMEORIGIN"}, "remove": ["X-Keep"]}},
+        ),
+    )
+    status, body, fields = await request_fields(harness, via=via, headers={"X-Trace": "client"})
+    assert status == 200
+    seen = json.loads(body)["headers"]
+    assert [v for n, v in seen if n == "x-env"] == ["dev"]
+    assert not any(n == "x-trace" for n, _ in seen)
+    assert [v for n, v in fields if n.lower() == b"x-frame-options"] == [b"SAMEORIGIN"]
+    assert not any(n.lower() == b"x-keep" for n, _ in fields)
+
+
+@pytest.mark.parametrize("via", PATHS)
 async def test_response_header_edits_match_names_in_any_case(harness, via):
     """A local service that writes ``Server`` and ``Strict-Transport-Security`` (as http.server,
     Go and Node do) gets them removed and replaced, not kept beside the rule's."""
