@@ -34,8 +34,16 @@ ACTIONS = ("basic-auth", "deny", "allow-ip", "rate-limit", "forward", "respond",
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Header = tuple[str, str]
 
-# Fields a request has before it is answered; the others (status, dur, ...) need a response.
-_RESPONSE_FIELDS = ("Status", "Duration", "Size", "ResponseBody", "Error", "Replay", "RuleMark", "RuleAny")
+# Filters a rule can judge: fields a request has at the relay before it is answered (by the
+# exact class: ``~c`` is a Status, ``~bs`` a body, ``~hs`` a header of the response).
+_REQUEST_FILTERS = frozenset({
+    "MatchAll", "MAll", "And", "Or", "Not", "Method", "MMethod", "Path", "PathRegex", "Host", "MDomain", "Url",
+    "MUrl", "Header", "MHead", "MHeadRequest", "MContentType", "MContentTypeRequest", "Body", "RequestBody", "MBody",
+    "MBodyRequest", "WebSocket", "MWebSocket", "Ip",
+})
+# Filters only the agent can answer (its tunnel's name, its webhook secrets and records): at the
+# relay they would never match (and, negated, always would).
+_AGENT_FILTERS = frozenset({"Tunnel", "SignatureState", "WebhookProvider", "EventType", "DeliveryId", "Duplicate"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m)?")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
@@ -350,24 +358,30 @@ def _match_filter(match: str) -> Filter:
         flt = parse(match)
     except FilterSyntaxError as exc:
         raise _Problem("match", f"column {exc.position + 1}: {exc.message}") from None
-    late = _response_field(flt)
-    if late is not None:
-        raise _Problem("match", f"{late} is known only once a response exists; a rule decides before that")
+    problem = _unjudged(flt)
+    if problem is not None:
+        raise _Problem("match", problem)
     return flt
 
 
-def _response_field(flt: object, depth: int = 0) -> str | None:
-    """The first leaf of ``flt`` that needs a response (``status:`` ...), or None."""
+def _unjudged(flt: object, depth: int = 0) -> str | None:
+    """Why the first leaf of ``flt`` a rule cannot judge (``status:``, ``sig:`` ...) is
+    refused, or None when the relay can judge every leaf."""
     if depth > 64:
         return None
     name = type(flt).__name__
-    if name in _RESPONSE_FIELDS:
-        return f"{getattr(flt, 'code', name)}:"
+    if name not in _REQUEST_FILTERS:
+        code = str(getattr(flt, "code", "") or name)
+        field = code if code.startswith("~") else f"{code}:"
+        if name in _AGENT_FILTERS:
+            return (f"{field} is known only to the agent (its tunnel's records and webhook secrets); the relay"
+                    " deciding a rule never sees it (the rule would never match, or negated match every request)")
+        return f"{field} is known only once a response exists; a rule decides before that"
     for value in vars(flt).values() if hasattr(flt, "__dict__") else ():
         children = value if isinstance(value, (list, tuple)) else [value]
         for child in children:
             if isinstance(child, Filter):
-                found = _response_field(child, depth + 1)
+                found = _unjudged(child, depth + 1)
                 if found:
                     return found
     return None
