@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from devtunnel.capture.filters import Filter, parse
+from devtunnel.capture.filters.fields import Path as PathPrefix
 from devtunnel.errors import ConfigError, FilterSyntaxError
+from devtunnel.rules.paths import rule_path
 from devtunnel.values.http1 import is_token
 from devtunnel.values.target import parse_target
 from devtunnel.values.terminal import quoted
@@ -361,7 +363,25 @@ def _match_filter(match: str) -> Filter:
     problem = _unjudged(flt)
     if problem is not None:
         raise _Problem("match", problem)
+    _read_paths(flt)
     return flt
+
+
+def _read_paths(flt: Filter) -> None:
+    """Read each ``path:`` prefix of ``flt`` as the request's path is read (``rule_path``)."""
+    for leaf in _leaves(flt):
+        if type(leaf) is PathPrefix:
+            leaf.prefix = rule_path(leaf.prefix)  # type: ignore[attr-defined]
+
+
+def _leaves(flt: object, depth: int = 0) -> list[Filter]:
+    if depth > 64 or not isinstance(flt, Filter):
+        return []
+    out = [flt]
+    for value in vars(flt).values() if hasattr(flt, "__dict__") else ():
+        for child in value if isinstance(value, (list, tuple)) else [value]:
+            out += _leaves(child, depth + 1)
+    return out
 
 
 def _unjudged(flt: object, depth: int = 0) -> str | None:

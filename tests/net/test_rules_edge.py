@@ -126,6 +126,18 @@ async def test_a_path_rule_sees_the_path_as_the_local_service_reads_it(harness, 
 
 
 @pytest.mark.parametrize("via", PATHS)
+async def test_a_path_rule_written_with_a_percent_escape_matches_the_path_as_sent(harness, local, via):
+    """The inspector's drill copies a recorded path (``/files/my%20doc``) into ``path:``; the rule
+    reads it as it reads the request (``/files/my doc``), or the drill would never answer."""
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": 'method:GET path:"/files/my%20doc"', "action": "respond",
+                                                "status": 500}))
+    assert (await request(harness, "/files/my%20doc", via=via))[0] == 500
+    assert (await request(harness, "/files/my%2520doc", via=via))[0] != 500  # "/files/my%20doc" to the service
+    assert state.seen_targets == [b"/files/my%2520doc"]
+
+
+@pytest.mark.parametrize("via", PATHS)
 async def test_basic_auth_checks_users_and_removes_authorization(harness, local, via):
     port, _ = local
     digest = hashlib.sha256(b"hunter2").hexdigest()

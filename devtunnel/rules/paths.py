@@ -1,0 +1,44 @@
+"""The path of a request as rules judge it: as a local service routes it (docs/policy.md, "match")."""
+
+from __future__ import annotations
+
+import re
+
+from devtunnel.values.terminal import read_utf8_json
+
+__all__ = ["rule_path", "rule_target"]
+
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_SLASHES = re.compile(rb"/{2,}")
+
+
+def rule_target(target: bytes) -> bytes:
+    """The request target as rules match it: its path as a local service routes it.
+
+    Starlette, Flask and Go decode ``/%61dmin`` to ``/admin``, and servers and browsers resolve
+    ``/x/../admin``; a rule on ``path:/admin`` must judge those too, or it is a guard with a
+    side door. So the path is percent-decoded once, its ``.`` and ``..`` segments are resolved
+    and repeated slashes merged; the query is left as it came. Records keep the target as sent.
+    """
+    path, sep, query = target.partition(b"?")
+    if not path.startswith(b"/"):
+        return target  # "*" (OPTIONS) or a form no rule path matches
+    path = _SLASHES.sub(b"/", _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path))
+    out: list[bytes] = []
+    for segment in path.split(b"/")[1:]:
+        if segment == b"..":
+            if out:
+                out.pop()
+        elif segment not in (b".", b""):
+            out.append(segment)
+    last = path.rsplit(b"/", 1)[-1]
+    trailing = b"/" if last in (b"", b".", b"..") and out else b""
+    return b"/" + b"/".join(out) + trailing + sep + query
+
+
+def rule_path(prefix: str) -> str:
+    """A ``path:`` prefix a rule is given, read as ``rule_target`` reads a request's path, so
+    ``path:"/files/a%20b"`` matches the request ``/files/a%20b`` (judged as ``/files/a b``)."""
+    if not prefix.startswith("/"):
+        return prefix
+    return read_utf8_json(rule_target(prefix.encode("utf-8")))
