@@ -219,8 +219,7 @@ class AgentGate:
                 self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s): rules kept: %s",
                                       tunnel.name, peer, reason)
                 return
-            self._rules.remove(tunnel)
-            self._rules.add(tunnel, rules)
+            self._rules.change(tunnel, rules)
             log.log(self._log_level, "tunnel %s: %d rules now", tunnel.name, len(rules))
 
         return change

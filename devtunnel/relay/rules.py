@@ -55,6 +55,8 @@ class RuleBook:
         self.relay = Engine(relay_rules, "relay", max_buckets=max_buckets) if relay_rules else None
         self.trusted = tuple(trusted_proxies)
         self._tunnels: dict[AgentLink, Engine] = {}
+        self._joined: dict[AgentLink, tuple[Rule, ...]] = {}
+        """The rules each tunnel's HELLO carried (a change through its agent's API since aside)."""
         self._aware: set[AgentLink] = set()
         self.in_force = self.relay is not None
         """Whether any rules apply at all (False: ``judge`` decides nothing, for any request)."""
@@ -67,6 +69,7 @@ class RuleBook:
         pool's, not each member's (``count = 3`` answers 3 requests, however many members)."""
         if rules is not None:
             self._aware.add(tunnel)
+            self._joined[tunnel] = tuple(rules)
             if rules:
                 rules = tuple(rules)
                 shared = next((e for e in map(self._tunnels.get, peers) if e is not None and e.rules == rules), None)
@@ -75,8 +78,17 @@ class RuleBook:
 
     def remove(self, tunnel: AgentLink) -> None:
         self._tunnels.pop(tunnel, None)
+        self._joined.pop(tunnel, None)
         self._aware.discard(tunnel)
         self.in_force = self.relay is not None or bool(self._tunnels)
+
+    def change(self, tunnel: AgentLink, rules: Sequence[Rule]) -> None:
+        """``tunnel``'s agent changed its rules (through its API): they apply to the requests it
+        takes from now on, with counts and buckets of their own; it joined with the others."""
+        joined = self._joined.get(tunnel, ())
+        self.remove(tunnel)
+        self.add(tunnel, rules)
+        self._joined[tunnel] = joined
 
     def engine(self, tunnel: AgentLink) -> Engine | None:
         """The tunnel's rules and state (tests and status)."""
@@ -109,9 +121,10 @@ class RuleBook:
 
     def fits(self, rules: Sequence[Rule] | None, members: Sequence[AgentLink]) -> bool:
         """Whether an agent with ``rules`` may join a pool of ``members``: one of them has the
-        same rules (members that differ only by a change made through one agent since)."""
+        same rules, or joined with them (a drill added through one member's API since does not
+        turn away a member started as the pool was)."""
         wanted = tuple(rules or ())
-        return not members or any(self._rules_of(m) == wanted for m in members)
+        return not members or any(self._rules_of(m) == wanted or self._joined.get(m, ()) == wanted for m in members)
 
     def _rules_of(self, tunnel: AgentLink) -> tuple[Rule, ...]:
         engine = self._tunnels.get(tunnel)
