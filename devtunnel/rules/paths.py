@@ -13,17 +13,20 @@ _SLASHES = re.compile(rb"/{2,}")
 
 
 def rule_target(target: bytes) -> bytes:
-    """The request target as rules match it: its path as a local service routes it.
+    r"""The request target as rules match it: its path as a local service routes it.
 
-    Starlette, Flask and Go decode ``/%61dmin`` to ``/admin``, and servers and browsers resolve
-    ``/x/../admin``; a rule on ``path:/admin`` must judge those too, or it is a guard with a
-    side door. So the path is percent-decoded once, its ``.`` and ``..`` segments are resolved
-    and repeated slashes merged; the query is left as it came. Records keep the target as sent.
+    Starlette, Flask and Go decode ``/%61dmin`` to ``/admin``, servers and browsers resolve
+    ``/x/../admin``, and Node's URL parsers read ``\`` as ``/`` (``/public\..\admin`` is
+    ``/admin`` to ``new URL``); a rule on ``path:/admin`` must judge those too, or it is a guard
+    with a side door. So the path is percent-decoded once, a backslash taken for a slash, its
+    ``.`` and ``..`` segments resolved and repeated slashes merged; the query is left as it
+    came. Records keep the target as sent.
     """
     path, sep, query = target.partition(b"?")
     if not path.startswith(b"/"):
         return target  # "*" (OPTIONS) or a form no rule path matches
-    path = _SLASHES.sub(b"/", _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path))
+    path = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path).replace(b"\\", b"/")
+    path = _SLASHES.sub(b"/", path)
     out: list[bytes] = []
     for segment in path.split(b"/")[1:]:
         if segment == b"..":

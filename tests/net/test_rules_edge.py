@@ -126,6 +126,19 @@ async def test_a_path_rule_sees_the_path_as_the_local_service_reads_it(harness, 
 
 
 @pytest.mark.parametrize("via", PATHS)
+async def test_a_rule_judges_a_backslash_as_node_reads_it(harness, local, via):
+    """"Everything but /public needs a password": ``/public\\..\\admin`` is ``/admin`` to Node's
+    ``new URL(req.url, base)``, so the rule must not take it for a public path."""
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": "-path:/public", "action": "basic-auth",
+                                                "users": ["admin:s3cret"]}))
+    for target in ["/public\\..\\admin", "/public%5c..%5cadmin", "/\\admin"]:
+        assert (await request(harness, target, via=via))[0] == 401, target
+    assert (await request(harness, "/public/x", via=via))[0] != 401
+    assert state.seen_targets == [b"/public/x"]
+
+
+@pytest.mark.parametrize("via", PATHS)
 async def test_a_path_rule_written_with_a_percent_escape_matches_the_path_as_sent(harness, local, via):
     """The inspector's drill copies a recorded path (``/files/my%20doc``) into ``path:``; the rule
     reads it as it reads the request (``/files/my doc``), or the drill would never answer."""
