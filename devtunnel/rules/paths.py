@@ -17,14 +17,18 @@ def rule_target(target: bytes) -> bytes:
 
     Starlette, Flask and Go decode ``/%61dmin`` to ``/admin``, servers and browsers resolve
     ``/x/../admin``, and Node's URL parsers read ``\`` as ``/`` (``/public\..\admin`` is
-    ``/admin`` to ``new URL``); a rule on ``path:/admin`` must judge those too, or it is a guard
-    with a side door. So the path is percent-decoded once, a backslash taken for a slash, its
-    ``.`` and ``..`` segments resolved and repeated slashes merged; the query is left as it
-    came. Records keep the target as sent.
+    ``/admin`` to ``new URL``), and Tomcat and Jetty drop a segment's ``;`` parameters
+    (``/public/..;/admin`` is ``/admin`` to them); a rule on ``path:/admin`` must judge those
+    too, or it is a guard with a side door. So each segment loses its ``;`` parameters, the path
+    is percent-decoded once, a backslash taken for a slash, its ``.`` and ``..`` segments
+    resolved and repeated slashes merged; the query is left as it came. Records keep the target
+    as sent.
     """
     path, sep, query = target.partition(b"?")
     if not path.startswith(b"/"):
         return target  # "*" (OPTIONS) or a form no rule path matches
+    if b";" in path:
+        path = b"/".join(segment.partition(b";")[0] for segment in path.split(b"/"))
     path = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path).replace(b"\\", b"/")
     path = _SLASHES.sub(b"/", path)
     out: list[bytes] = []

@@ -126,13 +126,14 @@ async def test_a_path_rule_sees_the_path_as_the_local_service_reads_it(harness, 
 
 
 @pytest.mark.parametrize("via", PATHS)
-async def test_a_rule_judges_a_backslash_as_node_reads_it(harness, local, via):
+async def test_a_rule_judges_a_backslash_and_path_parameters_as_node_and_tomcat_read_them(harness, local, via):
     """"Everything but /public needs a password": ``/public\\..\\admin`` is ``/admin`` to Node's
-    ``new URL(req.url, base)``, so the rule must not take it for a public path."""
+    ``new URL(req.url, base)``, ``/public/..;/admin`` to Tomcat, so the rule must not take them
+    for public paths."""
     port, state = local
     await harness.start(str(port), rules=rules({"match": "-path:/public", "action": "basic-auth",
                                                 "users": ["admin:s3cret"]}))
-    for target in ["/public\\..\\admin", "/public%5c..%5cadmin", "/\\admin"]:
+    for target in ["/public\\..\\admin", "/public%5c..%5cadmin", "/\\admin", "/public/..;/admin", "/public;x/../admin"]:
         assert (await request(harness, target, via=via))[0] == 401, target
     assert (await request(harness, "/public/x", via=via))[0] != 401
     assert state.seen_targets == [b"/public/x"]
