@@ -23,7 +23,7 @@ from devtunnel.capture.filters import Filter, parse
 from devtunnel.capture.filters.fields import Path as PathPrefix
 from devtunnel.errors import ConfigError, FilterSyntaxError
 from devtunnel.rules.paths import rule_path
-from devtunnel.values.http1 import is_token
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, is_token
 from devtunnel.values.target import parse_target
 from devtunnel.values.terminal import quoted
 
@@ -49,6 +49,9 @@ _AGENT_FILTERS = frozenset({"Tunnel", "SignatureState", "WebhookProvider", "Even
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m)?")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_UNEDITABLE = HOP_BY_HOP | FRAMING
+"""Headers a ``headers`` rule may not touch: a set Content-Length or Transfer-Encoding breaks
+the response (or the request) it is written into."""
 MAX_RULES = 256
 MAX_BODY = 64 * 1024
 
@@ -352,6 +355,11 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
             if not isinstance(remove, list) or not all(isinstance(n, str) and is_token(n) for n in remove):
                 raise _Problem(f"{side}.remove", "must be a list of header names")
             fields[f"{side}_remove"] = tuple(n.lower() for n in remove)
+            for key, names in ((f"{side}.set", [n for n, _ in fields[f"{side}_set"]]), (f"{side}.remove", remove)):
+                framing = next((n for n in names if n.lower().encode() in _UNEDITABLE), None)
+                if framing is not None:
+                    raise _Problem(key, f"{framing} says how the message is framed on one connection; the relay and"
+                                   " the agent write it themselves, a rule cannot set or remove it")
     return Rule(**fields)
 
 

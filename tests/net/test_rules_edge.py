@@ -595,6 +595,29 @@ async def test_a_forward_rule_with_a_bad_target_is_refused_through_the_api_and_c
         await server.stop()
 
 
+async def test_a_headers_rule_on_a_framing_header_is_refused_and_the_responses_stay_whole(harness, local):
+    # Before, response.set Content-Length: 5 cut every response (an empty reply to curl), and
+    # Transfer-Encoding: chunked went out beside the service's Content-Length.
+    import httpx
+
+    from devtunnel.api.app import serve_api
+
+    port, _ = local
+    await harness.start(str(port), rules=rules({"action": "headers", "response": {"set": {"X-Edge": "1"}}}))
+    server, api_port = await serve_api(harness.service, 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", trust_env=False) as api:
+            for side, name in (("response", "Content-Length"), ("response", "Transfer-Encoding"), ("request", "TE")):
+                bad = await api.post("/api/tunnels/app/rules", json={"action": "headers", side: {"set": {name: "5"}}})
+                assert bad.status_code == 400, bad.text
+                assert bad.json()["msg"].startswith(f"the new rule: rule 1: {side}.set: {name} says how the message is framed")
+                assert [r["action"] for r in (await api.get("/api/tunnels/app/rules")).json()["rules"]] == ["headers"]
+    finally:
+        await server.stop()
+    status, headers, body = await request(harness)
+    assert status == 200 and headers[b"x-edge"] == b"1" and len(body) == int(headers[b"content-length"])
+
+
 @pytest.mark.parametrize("via", PATHS)
 async def test_a_head_request_answered_by_a_rule_gets_no_body(harness, local, via):
     port, _ = local

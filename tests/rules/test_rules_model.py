@@ -55,6 +55,11 @@ BAD = [
     ({"action": "respond", "headers": {"X-A": "one\r\nX-B: two"}}, "rule 1: headers: the value of X-A must be one line"),
     ({"action": "headers", "request": {"add": {}}}, "rule 1: request: takes request.set"),
     ({"action": "headers", "response": {"remove": ["bad name"]}}, "rule 1: response.remove: must be a list of header names"),
+    ({"action": "headers", "response": {"set": {"Content-Length": "5"}}},
+     "rule 1: response.set: Content-Length says how the message is framed"),
+    ({"action": "headers", "request": {"set": {"X-A": "1", "transfer-encoding": "chunked"}}},
+     "rule 1: request.set: transfer-encoding says how the message is framed"),
+    ({"action": "headers", "request": {"remove": ["Connection"]}}, "rule 1: request.remove: Connection says how"),
     ("deny", "rule 1: must be a table with an action"),
 ]
 
