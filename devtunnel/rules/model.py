@@ -379,7 +379,7 @@ def _read_paths(flt: Filter) -> None:
     """Read each ``path:`` prefix of ``flt`` as the request's path is read (``rule_path``)."""
     for leaf in _leaves(flt):
         if type(leaf) is PathPrefix:
-            leaf.prefix = rule_path(leaf.prefix)  # type: ignore[attr-defined]
+            leaf.prefix = rule_path(leaf.prefix)
 
 
 def _leaves(flt: object, depth: int = 0) -> list[Filter]:
