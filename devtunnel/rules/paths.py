@@ -18,17 +18,18 @@ def rule_target(target: bytes) -> bytes:
     Starlette, Flask and Go decode ``/%61dmin`` to ``/admin``, servers and browsers resolve
     ``/x/../admin``, and Node's URL parsers read ``\`` as ``/`` (``/public\..\admin`` is
     ``/admin`` to ``new URL``), and Tomcat and Jetty drop a segment's ``;`` parameters
-    (``/public/..;/admin`` is ``/admin`` to them); a rule on ``path:/admin`` must judge those
-    too, or it is a guard with a side door. So each segment loses its ``;`` parameters, the path
-    is percent-decoded once, a backslash taken for a slash, its ``.`` and ``..`` segments
-    resolved and repeated slashes merged; the query is left as it came. Records keep the target
-    as sent.
+    (``/public/..;/admin`` and ``/;x/admin`` are ``/admin`` to them); a rule on ``path:/admin``
+    must judge those too, or it is a guard with a side door. So a segment that is empty, ``.``
+    or ``..`` but for its ``;`` parameters loses them (``/a;v=1`` stays: ``path:/a`` matches it
+    as it is), the path is percent-decoded once, a backslash taken for a slash, its ``.`` and
+    ``..`` segments resolved and repeated slashes merged; the query is left as it came. Records
+    keep the target as sent.
     """
     path, sep, query = target.partition(b"?")
     if not path.startswith(b"/"):
         return target  # "*" (OPTIONS) or a form no rule path matches
     if b";" in path:
-        path = b"/".join(segment.partition(b";")[0] for segment in path.split(b"/"))
+        path = b"/".join(_bare(segment) for segment in path.split(b"/"))
     path = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path).replace(b"\\", b"/")
     path = _SLASHES.sub(b"/", path)
     out: list[bytes] = []
@@ -49,3 +50,9 @@ def rule_path(prefix: str) -> str:
     if not prefix.startswith("/"):
         return prefix
     return read_utf8_json(rule_target(prefix.encode("utf-8")))
+
+
+def _bare(segment: bytes) -> bytes:
+    """``segment`` without its ``;`` parameters when it is nothing else, ``.`` or ``..``."""
+    bare = segment.partition(b";")[0]
+    return bare if bare in (b"", b".", b"..") else segment
