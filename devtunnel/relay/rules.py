@@ -30,7 +30,7 @@ from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
 from devtunnel.rules.engine import MAX_BUCKETS
-from devtunnel.rules.model import Rule
+from devtunnel.rules.model import BODILESS, Rule
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -231,13 +231,16 @@ def answer_messages(answer: Answer, host: bytes, websocket: bool = False) -> lis
     denied WebSocket handshake); its cookies are kept to ``host`` (``scope_cookies``)."""
     headers = [(n.lower(), v) for n, v in answer.headers if n.lower() not in (b"content-length", b"transfer-encoding")]
     headers = scope_cookies(headers, host)
-    if not any(n == b"content-type" for n, _ in headers) and answer.body:
+    bodiless = answer.status in BODILESS  # no body, and no length that would promise one
+    body = b"" if bodiless else answer.body
+    if not any(n == b"content-type" for n, _ in headers) and body:
         headers += PLAIN_TYPE
-    headers.append((b"content-length", str(len(answer.body)).encode()))
+    if not bodiless:
+        headers.append((b"content-length", str(len(body)).encode()))
     prefix = "websocket.http.response" if websocket else "http.response"
     return [
         {"type": f"{prefix}.start", "status": answer.status, "headers": headers},
-        {"type": f"{prefix}.body", "body": answer.body},
+        {"type": f"{prefix}.body", "body": body},
     ]
 
 

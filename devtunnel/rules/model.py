@@ -52,6 +52,8 @@ _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 6
 _UNEDITABLE = HOP_BY_HOP | FRAMING
 """Headers a ``headers`` rule may not touch: a set Content-Length or Transfer-Encoding breaks
 the response (or the request) it is written into."""
+BODILESS = (204, 304)
+"""Statuses whose answers carry no body (nor, for 204, a Content-Length)."""
 MAX_RULES = 256
 MAX_BODY = 64 * 1024
 
@@ -506,6 +508,9 @@ def _respond(table: Mapping[str, Any], default_status: int) -> dict[str, Any]:
     body = table.get("body", "")
     if not isinstance(body, str) or len(body.encode()) > MAX_BODY:
         raise _Problem("body", f"must be text of at most {MAX_BODY // 1024} KiB")
+    if body and status in BODILESS:
+        # Written after a 204 or 304 head, it would be read as the start of the next response.
+        raise _Problem("body", f"a {status} answer has no body: leave body out, or answer another status")
     count = table.get("count")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise _Problem("count", "must be a whole number, at least 1 (leave it out for every request)")

@@ -14,7 +14,9 @@ import pytest
 
 from devtunnel.agent.info import TunnelState
 from devtunnel.rules import parse_rules
-from tests.net.tunnel_fixtures import Harness, local_http, parse_response, raw_server, read_request_head, relay_and_agent
+from tests.net.tunnel_fixtures import (
+    Harness, local_http, parse_response, raw_request, raw_server, read_request_head, relay_and_agent,
+)
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 PATHS = ["direct", "asgi"]
@@ -617,6 +619,19 @@ async def test_a_headers_rule_on_a_framing_header_is_refused_and_the_responses_s
         await server.stop()
     status, headers, body = await request(harness)
     assert status == 200 and headers[b"x-edge"] == b"1" and len(body) == int(headers[b"content-length"])
+
+
+async def test_a_204_a_rule_answers_carries_no_length_and_the_next_response_follows_it(harness, local):
+    # A 204 has no body: its Content-Length (and a body, once allowed) went out anyway, and a
+    # body after the head was read on a kept-alive connection as the start of the next response.
+    port, _ = local
+    await harness.start(str(port), rules=rules({"match": "path:/empty", "action": "respond", "status": 204}))
+    host = harness.host("app").encode()
+    raw = await raw_request(harness.relay.port, b"GET /empty HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+                            b"GET /echo HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    first, rest = raw.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 204 ") and b"content-length" not in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest[:40]
 
 
 @pytest.mark.parametrize("via", PATHS)
