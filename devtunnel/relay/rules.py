@@ -16,6 +16,7 @@ from every public request first, so a client cannot spell it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -121,10 +122,11 @@ class RuleBook:
 
     def fits(self, rules: Sequence[Rule] | None, members: Sequence[AgentLink]) -> bool:
         """Whether an agent with ``rules`` may join a pool of ``members``: one of them has the
-        same rules, or joined with them (a drill added through one member's API since does not
-        turn away a member started as the pool was)."""
-        wanted = tuple(rules or ())
-        return not members or any(self._rules_of(m) == wanted or self._joined.get(m, ()) == wanted for m in members)
+        same guards, now or as it joined. ``respond`` rules (drills) do not count: one answers
+        in place of the local service, it never lets a request past, so a member with a drill
+        (added through its API, kept across a reconnection) is no weaker than the others."""
+        wanted = _guards(rules or ())
+        return not members or any(wanted in (_guards(self._rules_of(m)), _guards(self._joined.get(m, ()))) for m in members)
 
     def _rules_of(self, tunnel: AgentLink) -> tuple[Rule, ...]:
         engine = self._tunnels.get(tunnel)
@@ -260,6 +262,11 @@ async def send_answer(decision: Decision, scope: Scope, send: Send, *, websocket
             return
     for message in answer_messages(answer, request_host(scope["headers"]), websocket=websocket):
         await send(message)
+
+
+def _guards(rules: Sequence[Rule]) -> tuple[Rule, ...]:
+    """``rules`` without ``respond`` rules, unnumbered: what a pool's members must share."""
+    return tuple(dataclasses.replace(r, index=0) for r in rules if r.action != "respond")
 
 
 def _trusted(ip: str, networks: Sequence[Network]) -> bool:

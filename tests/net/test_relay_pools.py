@@ -695,7 +695,7 @@ async def test_an_agent_with_other_rules_cannot_join_a_pool() -> None:
                     assert {(await get(c, relay)).status_code for _ in range(4)} == {401}
 
 
-async def test_a_member_started_with_the_pools_rules_joins_after_a_drill_changed_another_members() -> None:
+async def test_a_member_with_the_pools_rules_joins_whatever_drills_the_members_carry() -> None:
     # The inspector's drill changes one member's rules through its agent; a member that restarts
     # (same command, same rules) was refused as "rules differ" and the pool shrank for good.
     auth = parse_rules([{"action": "basic-auth", "users": ["admin:s3cret"]}], "edge.toml")
@@ -712,6 +712,11 @@ async def test_a_member_started_with_the_pools_rules_joins_after_a_drill_changed
             with pytest.raises(NameInUseError, match=r"rules differ from this agent's"):
                 async with pool_agent(relay_ws(relay), "c", rules=()):
                     pass
+            # A member whose drill outlived its connection (its agent keeps its rules) comes back.
+            drilled = parse_rules([{"match": "path:/x", "action": "respond", "status": 500},
+                                   {"action": "basic-auth", "users": ["admin:s3cret"]}], "edge.toml")
+            async with pool_agent(relay_ws(relay), "d", rules=drilled):
+                assert relay.agents == {"api": 2}
 
 
 async def test_the_members_of_a_pool_share_their_rules_counts_and_rate_limits() -> None:
