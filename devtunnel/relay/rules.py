@@ -83,12 +83,13 @@ class RuleBook:
         self._aware.discard(tunnel)
         self.in_force = self.relay is not None or bool(self._tunnels)
 
-    def change(self, tunnel: AgentLink, rules: Sequence[Rule]) -> None:
+    def change(self, tunnel: AgentLink, rules: Sequence[Rule], peers: Sequence[AgentLink] = ()) -> None:
         """``tunnel``'s agent changed its rules (through its API): they apply to the requests it
-        takes from now on, with counts and buckets of their own; it joined with the others."""
+        takes from now on, with counts and buckets of their own, or those of a member of its pool
+        (``peers``) with the same rules (a drill removed: the pool's rate limits are one again)."""
         joined = self._joined.get(tunnel, ())
         self.remove(tunnel)
-        self.add(tunnel, rules)
+        self.add(tunnel, rules, peers)
         self._joined[tunnel] = joined
 
     def engine(self, tunnel: AgentLink) -> Engine | None:

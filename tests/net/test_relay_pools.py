@@ -730,6 +730,20 @@ async def test_the_members_of_a_pool_share_their_rules_counts_and_rate_limits() 
     assert statuses == [500, 500, 500, 200, 200, 429, 429]
 
 
+async def test_a_member_whose_drill_is_removed_counts_its_rate_limit_with_the_pool_again() -> None:
+    # Before, it kept buckets of its own: a client got the pool's rate once more on that member.
+    rules = parse_rules([{"action": "rate-limit", "rate": "3/m"}], "edge.toml")
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a", rules=rules) as a, pool_agent(relay_ws(relay), "b", rules=rules):
+            async with client() as c:
+                assert [(await get(c, relay)).status_code for _ in range(2)] == [200, 200]
+                a.add_rule("api", {"match": "path:/nothing", "action": "respond", "status": 500})
+                await async_wait_for(lambda: len(relay.rules_of("api").rules) == 2, what="the drill at the relay")
+                a.remove_rule("api", 1)
+                await async_wait_for(lambda: len(relay.rules_of("api").rules) == 1, what="the drill gone")
+                assert [(await get(c, relay)).status_code for _ in range(3)] == [200, 429, 429]
+
+
 async def test_an_agent_with_another_token_cannot_join_a_pool() -> None:
     async with running_relay() as relay:
         async with pool_agent(relay_ws(relay), "a"):
