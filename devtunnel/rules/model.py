@@ -357,12 +357,17 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
             if not isinstance(remove, list) or not all(isinstance(n, str) and is_token(n) for n in remove):
                 raise _Problem(f"{side}.remove", "must be a list of header names")
             fields[f"{side}_remove"] = tuple(n.lower() for n in remove)
-            for key, names in ((f"{side}.set", [n for n, _ in fields[f"{side}_set"]]), (f"{side}.remove", remove)):
-                framing = next((n for n in names if n.lower().encode() in _UNEDITABLE), None)
-                if framing is not None:
-                    raise _Problem(key, f"{framing} says how the message is framed on one connection; the relay and"
-                                   " the agent write it themselves, a rule cannot set or remove it")
+            _editable(f"{side}.set", [n for n, _ in fields[f"{side}_set"]])
+            _editable(f"{side}.remove", remove)
     return Rule(**fields)
+
+
+def _editable(key: str, names: Sequence[str]) -> None:
+    """``_Problem`` for the first of ``names`` that frames a message (``_UNEDITABLE``)."""
+    framing = next((n for n in names if n.lower().encode() in _UNEDITABLE), None)
+    if framing is not None:
+        raise _Problem(key, f"{framing} says how the message is framed on one connection; the relay and"
+                       " the agent write it themselves, a rule cannot set or remove it")
 
 
 def _match_filter(match: str) -> Filter:
@@ -517,10 +522,12 @@ def _respond(table: Mapping[str, Any], default_status: int) -> dict[str, Any]:
     drop = table.get("drop", False)
     if not isinstance(drop, bool):
         raise _Problem("drop", "must be true or false")
+    headers = _header_table(table.get("headers", {}), "headers")
+    _editable("headers", [n for n, _ in headers])
     return {
         "status": status,
         "body": body,
-        "headers": _header_table(table.get("headers", {}), "headers"),
+        "headers": headers,
         "count": count,
         "delay": duration(table.get("delay", 0), "delay"),
         "drop": drop,

@@ -615,6 +615,10 @@ async def test_a_headers_rule_on_a_framing_header_is_refused_and_the_responses_s
                 assert bad.status_code == 400, bad.text
                 assert bad.json()["msg"].startswith(f"the new rule: rule 1: {side}.set: {name} says how the message is framed")
                 assert [r["action"] for r in (await api.get("/api/tunnels/app/rules")).json()["rules"]] == ["headers"]
+            # An answer's own Connection or Upgrade went out as written (upgrade: h2c on a 200).
+            bad = await api.post("/api/tunnels/app/rules", json={"action": "respond", "headers": {"Connection": "x"}})
+            assert bad.status_code == 400
+            assert bad.json()["msg"].startswith("the new rule: rule 1: headers: Connection says how the message is framed")
     finally:
         await server.stop()
     status, headers, body = await request(harness)

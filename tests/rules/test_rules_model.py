@@ -51,6 +51,7 @@ BAD = [
     ({"action": "respond", "status": 99}, "rule 1: status: must be an HTTP status from 200 to 599"),
     ({"action": "respond", "count": 0}, "rule 1: count: must be a whole number, at least 1"),
     ({"action": "respond", "status": 204, "body": "hi"}, "rule 1: body: a 204 answer has no body"),
+    ({"action": "deny", "headers": {"Upgrade": "h2c"}}, "rule 1: headers: Upgrade says how the message is framed"),
     ({"action": "respond", "delay": "soon"}, "rule 1: delay: expected a duration"),
     ({"action": "respond", "drop": "yes"}, "rule 1: drop: must be true or false"),
     ({"action": "respond", "headers": {"X-A": "one\r\nX-B: two"}}, "rule 1: headers: the value of X-A must be one line"),
