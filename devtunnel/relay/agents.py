@@ -219,8 +219,8 @@ class AgentGate:
                 self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s): rules kept: %s",
                                       tunnel.name, peer, reason)
                 return
-            self._rules.remove(tunnel)
-            self._rules.add(tunnel, rules)
+            pool = self._registry.pools.get(tunnel.name)
+            self._rules.change(tunnel, rules, [m for m in pool.members if m is not tunnel] if pool else ())
             log.log(self._log_level, "tunnel %s: %d rules now", tunnel.name, len(rules))
 
         return change

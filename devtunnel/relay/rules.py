@@ -16,6 +16,7 @@ from every public request first, so a client cannot spell it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -30,7 +31,7 @@ from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
 from devtunnel.rules.engine import MAX_BUCKETS
-from devtunnel.rules.model import Rule
+from devtunnel.rules.model import BODILESS, Rule
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -55,6 +56,8 @@ class RuleBook:
         self.relay = Engine(relay_rules, "relay", max_buckets=max_buckets) if relay_rules else None
         self.trusted = tuple(trusted_proxies)
         self._tunnels: dict[AgentLink, Engine] = {}
+        self._joined: dict[AgentLink, tuple[Rule, ...]] = {}
+        """The rules each tunnel's HELLO carried (a change through its agent's API since aside)."""
         self._aware: set[AgentLink] = set()
         self.in_force = self.relay is not None
         """Whether any rules apply at all (False: ``judge`` decides nothing, for any request)."""
@@ -67,6 +70,7 @@ class RuleBook:
         pool's, not each member's (``count = 3`` answers 3 requests, however many members)."""
         if rules is not None:
             self._aware.add(tunnel)
+            self._joined[tunnel] = tuple(rules)
             if rules:
                 rules = tuple(rules)
                 shared = next((e for e in map(self._tunnels.get, peers) if e is not None and e.rules == rules), None)
@@ -75,8 +79,18 @@ class RuleBook:
 
     def remove(self, tunnel: AgentLink) -> None:
         self._tunnels.pop(tunnel, None)
+        self._joined.pop(tunnel, None)
         self._aware.discard(tunnel)
         self.in_force = self.relay is not None or bool(self._tunnels)
+
+    def change(self, tunnel: AgentLink, rules: Sequence[Rule], peers: Sequence[AgentLink] = ()) -> None:
+        """``tunnel``'s agent changed its rules (through its API): they apply to the requests it
+        takes from now on, with counts and buckets of their own, or those of a member of its pool
+        (``peers``) with the same rules (a drill removed: the pool's rate limits are one again)."""
+        joined = self._joined.get(tunnel, ())
+        self.remove(tunnel)
+        self.add(tunnel, rules, peers)
+        self._joined[tunnel] = joined
 
     def engine(self, tunnel: AgentLink) -> Engine | None:
         """The tunnel's rules and state (tests and status)."""
@@ -109,9 +123,11 @@ class RuleBook:
 
     def fits(self, rules: Sequence[Rule] | None, members: Sequence[AgentLink]) -> bool:
         """Whether an agent with ``rules`` may join a pool of ``members``: one of them has the
-        same rules (members that differ only by a change made through one agent since)."""
-        wanted = tuple(rules or ())
-        return not members or any(self._rules_of(m) == wanted for m in members)
+        same guards, now or as it joined. ``respond`` rules (drills) do not count: one answers
+        in place of the local service, it never lets a request past, so a member with a drill
+        (added through its API, kept across a reconnection) is no weaker than the others."""
+        wanted = _guards(rules or ())
+        return not members or any(wanted in (_guards(self._rules_of(m)), _guards(self._joined.get(m, ()))) for m in members)
 
     def _rules_of(self, tunnel: AgentLink) -> tuple[Rule, ...]:
         engine = self._tunnels.get(tunnel)
@@ -218,13 +234,16 @@ def answer_messages(answer: Answer, host: bytes, websocket: bool = False) -> lis
     denied WebSocket handshake); its cookies are kept to ``host`` (``scope_cookies``)."""
     headers = [(n.lower(), v) for n, v in answer.headers if n.lower() not in (b"content-length", b"transfer-encoding")]
     headers = scope_cookies(headers, host)
-    if not any(n == b"content-type" for n, _ in headers) and answer.body:
+    bodiless = answer.status in BODILESS  # no body, and no length that would promise one
+    body = b"" if bodiless else answer.body
+    if not any(n == b"content-type" for n, _ in headers) and body:
         headers += PLAIN_TYPE
-    headers.append((b"content-length", str(len(answer.body)).encode()))
+    if not bodiless:
+        headers.append((b"content-length", str(len(body)).encode()))
     prefix = "websocket.http.response" if websocket else "http.response"
     return [
         {"type": f"{prefix}.start", "status": answer.status, "headers": headers},
-        {"type": f"{prefix}.body", "body": answer.body},
+        {"type": f"{prefix}.body", "body": body},
     ]
 
 
@@ -244,6 +263,11 @@ async def send_answer(decision: Decision, scope: Scope, send: Send, *, websocket
             return
     for message in answer_messages(answer, request_host(scope["headers"]), websocket=websocket):
         await send(message)
+
+
+def _guards(rules: Sequence[Rule]) -> tuple[Rule, ...]:
+    """``rules`` without ``respond`` rules, unnumbered: what a pool's members must share."""
+    return tuple(dataclasses.replace(r, index=0) for r in rules if r.action != "respond")
 
 
 def _trusted(ip: str, networks: Sequence[Network]) -> bool:

@@ -23,7 +23,6 @@ import binascii
 import hmac
 import ipaddress
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from devtunnel.capture.filters.edge import ip_in as _ip_in
 from devtunnel.capture.model import Exchange, Headers, Request
 from devtunnel.errors import FilterTimeoutError
 from devtunnel.rules.model import Rule
+from devtunnel.rules.paths import rule_target
 
 RULES_REGEX_BUDGET = 0.05
 """Seconds the ``match`` regexes of all rules may run on one request (a path or header takes
@@ -42,34 +42,6 @@ MAX_BUCKETS = 10_000
 """Client addresses one rate-limit rule keeps a bucket for; the least recently seen go first."""
 
 Fields = Sequence[tuple[bytes, bytes]]
-
-
-_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
-_SLASHES = re.compile(rb"/{2,}")
-
-
-def rule_target(target: bytes) -> bytes:
-    """The request target as rules match it: its path as a local service routes it.
-
-    Starlette, Flask and Go decode ``/%61dmin`` to ``/admin``, and servers and browsers resolve
-    ``/x/../admin``; a rule on ``path:/admin`` must judge those too, or it is a guard with a
-    side door. So the path is percent-decoded once, its ``.`` and ``..`` segments are resolved
-    and repeated slashes merged; the query is left as it came. Records keep the target as sent.
-    """
-    path, sep, query = target.partition(b"?")
-    if not path.startswith(b"/"):
-        return target  # "*" (OPTIONS) or a form no rule path matches
-    path = _SLASHES.sub(b"/", _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path))
-    out: list[bytes] = []
-    for segment in path.split(b"/")[1:]:
-        if segment == b"..":
-            if out:
-                out.pop()
-        elif segment not in (b".", b""):
-            out.append(segment)
-    last = path.rsplit(b"/", 1)[-1]
-    trailing = b"/" if last in (b"", b".", b"..") and out else b""
-    return b"/" + b"/".join(out) + trailing + sep + query
 
 
 @dataclass(slots=True)
@@ -200,10 +172,8 @@ class Engine:
             action = rule.action
             answer: Answer | None = None
             if action == "headers":
-                decision.request_set += [(n.encode(), v.encode("latin-1")) for n, v in rule.request_set]
-                decision.request_remove.update(n.encode() for n in rule.request_remove)
-                decision.response_set += [(n.encode(), v.encode("latin-1")) for n, v in rule.response_set]
-                decision.response_remove.update(n.encode() for n in rule.response_remove)
+                _edit(decision.request_set, decision.request_remove, rule.request_set, rule.request_remove)
+                _edit(decision.response_set, decision.response_remove, rule.response_set, rule.response_remove)
                 continue
             if action == "forward":
                 if decision.route is None and self.scope == "tunnel":
@@ -250,6 +220,21 @@ def decide(engines: Sequence[Engine], view: RequestView, now: float) -> Decision
             if engine.apply(view, decision, now):
                 break
     return decision
+
+
+def _edit(sets: list[tuple[bytes, bytes]], removals: set[bytes], rule_set: Sequence[tuple[str, str]],
+          rule_remove: Sequence[str]) -> None:
+    """Add one ``headers`` rule's edits of one side to those of the rules before it, in order:
+    its ``set`` replaces a value an earlier rule set, its ``remove`` takes one out (one header
+    name is never sent twice with two rules' values)."""
+    if rule_remove:
+        gone = {n.encode() for n in rule_remove}
+        removals |= gone
+        sets[:] = [(n, v) for n, v in sets if n.lower() not in gone]
+    for name, value in rule_set:
+        key = name.lower().encode()
+        sets[:] = [(n, v) for n, v in sets if n.lower() != key]
+        sets.append((name.encode(), value.encode("latin-1")))
 
 
 def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> Answer:

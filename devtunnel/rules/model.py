@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from devtunnel.capture.filters import Filter, parse
+from devtunnel.capture.filters.fields import Path as PathPrefix
 from devtunnel.errors import ConfigError, FilterSyntaxError
-from devtunnel.values.http1 import is_token
+from devtunnel.rules.paths import rule_path
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, is_token
 from devtunnel.values.target import parse_target
 from devtunnel.values.terminal import quoted
 
@@ -34,11 +36,24 @@ ACTIONS = ("basic-auth", "deny", "allow-ip", "rate-limit", "forward", "respond",
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Header = tuple[str, str]
 
-# Fields a request has before it is answered; the others (status, dur, ...) need a response.
-_RESPONSE_FIELDS = ("Status", "Duration", "Size", "ResponseBody", "Error", "Replay", "RuleMark", "RuleAny")
+# Filters a rule can judge: fields a request has at the relay before it is answered (by the
+# exact class: ``~c`` is a Status, ``~bs`` a body, ``~hs`` a header of the response).
+_REQUEST_FILTERS = frozenset({
+    "MatchAll", "MAll", "And", "Or", "Not", "Method", "MMethod", "Path", "PathRegex", "Host", "MDomain", "Url",
+    "MUrl", "Header", "MHead", "MHeadRequest", "MContentType", "MContentTypeRequest", "Body", "RequestBody", "MBody",
+    "MBodyRequest", "WebSocket", "MWebSocket", "Ip",
+})
+# Filters only the agent can answer (its tunnel's name, its webhook secrets and records): at the
+# relay they would never match (and, negated, always would).
+_AGENT_FILTERS = frozenset({"Tunnel", "SignatureState", "WebhookProvider", "EventType", "DeliveryId", "Duplicate"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m)?")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_UNEDITABLE = HOP_BY_HOP | FRAMING
+"""Headers a ``headers`` rule may not touch: a set Content-Length or Transfer-Encoding breaks
+the response (or the request) it is written into."""
+BODILESS = (204, 304)
+"""Statuses whose answers carry no body (nor, for 204, a Content-Length)."""
 MAX_RULES = 256
 MAX_BODY = 64 * 1024
 
@@ -342,7 +357,17 @@ def _rule(number: int, table: object, relay: bool, base: Path | None, wire: bool
             if not isinstance(remove, list) or not all(isinstance(n, str) and is_token(n) for n in remove):
                 raise _Problem(f"{side}.remove", "must be a list of header names")
             fields[f"{side}_remove"] = tuple(n.lower() for n in remove)
+            _editable(f"{side}.set", [n for n, _ in fields[f"{side}_set"]])
+            _editable(f"{side}.remove", remove)
     return Rule(**fields)
+
+
+def _editable(key: str, names: Sequence[str]) -> None:
+    """``_Problem`` for the first of ``names`` that frames a message (``_UNEDITABLE``)."""
+    framing = next((n for n in names if n.lower().encode() in _UNEDITABLE), None)
+    if framing is not None:
+        raise _Problem(key, f"{framing} says how the message is framed on one connection; the relay and"
+                       " the agent write it themselves, a rule cannot set or remove it")
 
 
 def _match_filter(match: str) -> Filter:
@@ -350,24 +375,48 @@ def _match_filter(match: str) -> Filter:
         flt = parse(match)
     except FilterSyntaxError as exc:
         raise _Problem("match", f"column {exc.position + 1}: {exc.message}") from None
-    late = _response_field(flt)
-    if late is not None:
-        raise _Problem("match", f"{late} is known only once a response exists; a rule decides before that")
+    problem = _unjudged(flt)
+    if problem is not None:
+        raise _Problem("match", problem)
+    _read_paths(flt)
     return flt
 
 
-def _response_field(flt: object, depth: int = 0) -> str | None:
-    """The first leaf of ``flt`` that needs a response (``status:`` ...), or None."""
+def _read_paths(flt: Filter) -> None:
+    """Read each ``path:`` prefix of ``flt`` as the request's path is read (``rule_path``)."""
+    for leaf in _leaves(flt):
+        if type(leaf) is PathPrefix:
+            leaf.prefix = rule_path(leaf.prefix)
+
+
+def _leaves(flt: object, depth: int = 0) -> list[Filter]:
+    if depth > 64 or not isinstance(flt, Filter):
+        return []
+    out = [flt]
+    for value in vars(flt).values() if hasattr(flt, "__dict__") else ():
+        for child in value if isinstance(value, (list, tuple)) else [value]:
+            out += _leaves(child, depth + 1)
+    return out
+
+
+def _unjudged(flt: object, depth: int = 0) -> str | None:
+    """Why the first leaf of ``flt`` a rule cannot judge (``status:``, ``sig:`` ...) is
+    refused, or None when the relay can judge every leaf."""
     if depth > 64:
         return None
     name = type(flt).__name__
-    if name in _RESPONSE_FIELDS:
-        return f"{getattr(flt, 'code', name)}:"
+    if name not in _REQUEST_FILTERS:
+        code = str(getattr(flt, "code", "") or name)
+        field = code if code.startswith("~") else f"{code}:"
+        if name in _AGENT_FILTERS:
+            return (f"{field} is known only to the agent (its tunnel's records and webhook secrets); the relay"
+                    " deciding a rule never sees it (the rule would never match, or negated match every request)")
+        return f"{field} is known only once a response exists; a rule decides before that"
     for value in vars(flt).values() if hasattr(flt, "__dict__") else ():
         children = value if isinstance(value, (list, tuple)) else [value]
         for child in children:
             if isinstance(child, Filter):
-                found = _response_field(child, depth + 1)
+                found = _unjudged(child, depth + 1)
                 if found:
                     return found
     return None
@@ -464,16 +513,21 @@ def _respond(table: Mapping[str, Any], default_status: int) -> dict[str, Any]:
     body = table.get("body", "")
     if not isinstance(body, str) or len(body.encode()) > MAX_BODY:
         raise _Problem("body", f"must be text of at most {MAX_BODY // 1024} KiB")
+    if body and status in BODILESS:
+        # Written after a 204 or 304 head, it would be read as the start of the next response.
+        raise _Problem("body", f"a {status} answer has no body: leave body out, or answer another status")
     count = table.get("count")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise _Problem("count", "must be a whole number, at least 1 (leave it out for every request)")
     drop = table.get("drop", False)
     if not isinstance(drop, bool):
         raise _Problem("drop", "must be true or false")
+    headers = _header_table(table.get("headers", {}), "headers")
+    _editable("headers", [n for n, _ in headers])
     return {
         "status": status,
         "body": body,
-        "headers": _header_table(table.get("headers", {}), "headers"),
+        "headers": headers,
         "count": count,
         "delay": duration(table.get("delay", 0), "delay"),
         "drop": drop,

@@ -695,6 +695,30 @@ async def test_an_agent_with_other_rules_cannot_join_a_pool() -> None:
                     assert {(await get(c, relay)).status_code for _ in range(4)} == {401}
 
 
+async def test_a_member_with_the_pools_rules_joins_whatever_drills_the_members_carry() -> None:
+    # The inspector's drill changes one member's rules through its agent; a member that restarts
+    # (same command, same rules) was refused as "rules differ" and the pool shrank for good.
+    auth = parse_rules([{"action": "basic-auth", "users": ["admin:s3cret"]}], "edge.toml")
+    async with running_relay(name_check_timeout=0.5) as relay:
+        async with pool_agent(relay_ws(relay), "a", rules=auth) as a:
+            async with pool_agent(relay_ws(relay), "b", rules=auth):
+                a.add_rule("api", {"match": "path:/who", "action": "respond", "status": 503, "count": 1})
+                await async_wait_for(lambda: len(relay.rules_of("api").rules) == 2, what="the drill at the relay")
+            assert relay.agents == {"api": 1}
+            async with pool_agent(relay_ws(relay), "b again", rules=auth):
+                assert relay.agents == {"api": 2}
+                async with client() as c:
+                    assert sorted([(await get(c, relay)).status_code for _ in range(3)]) == [401, 401, 503]
+            with pytest.raises(NameInUseError, match=r"rules differ from this agent's"):
+                async with pool_agent(relay_ws(relay), "c", rules=()):
+                    pass
+            # A member whose drill outlived its connection (its agent keeps its rules) comes back.
+            drilled = parse_rules([{"match": "path:/x", "action": "respond", "status": 500},
+                                   {"action": "basic-auth", "users": ["admin:s3cret"]}], "edge.toml")
+            async with pool_agent(relay_ws(relay), "d", rules=drilled):
+                assert relay.agents == {"api": 2}
+
+
 async def test_the_members_of_a_pool_share_their_rules_counts_and_rate_limits() -> None:
     rules = parse_rules([{"action": "rate-limit", "rate": "5/m"},
                          {"match": "path:/who", "action": "respond", "status": 500, "count": 3}], "edge.toml")
@@ -704,6 +728,20 @@ async def test_the_members_of_a_pool_share_their_rules_counts_and_rate_limits() 
             async with client() as c:
                 statuses = [(await get(c, relay)).status_code for _ in range(7)]
     assert statuses == [500, 500, 500, 200, 200, 429, 429]
+
+
+async def test_a_member_whose_drill_is_removed_counts_its_rate_limit_with_the_pool_again() -> None:
+    # Before, it kept buckets of its own: a client got the pool's rate once more on that member.
+    rules = parse_rules([{"action": "rate-limit", "rate": "3/m"}], "edge.toml")
+    async with running_relay() as relay:
+        async with pool_agent(relay_ws(relay), "a", rules=rules) as a, pool_agent(relay_ws(relay), "b", rules=rules):
+            async with client() as c:
+                assert [(await get(c, relay)).status_code for _ in range(2)] == [200, 200]
+                a.add_rule("api", {"match": "path:/nothing", "action": "respond", "status": 500})
+                await async_wait_for(lambda: len(relay.rules_of("api").rules) == 2, what="the drill at the relay")
+                a.remove_rule("api", 1)
+                await async_wait_for(lambda: len(relay.rules_of("api").rules) == 1, what="the drill gone")
+                assert [(await get(c, relay)).status_code for _ in range(3)] == [200, 429, 429]
 
 
 async def test_an_agent_with_another_token_cannot_join_a_pool() -> None:

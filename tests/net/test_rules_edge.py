@@ -14,7 +14,9 @@ import pytest
 
 from devtunnel.agent.info import TunnelState
 from devtunnel.rules import parse_rules
-from tests.net.tunnel_fixtures import Harness, local_http, parse_response, raw_server, read_request_head, relay_and_agent
+from tests.net.tunnel_fixtures import (
+    Harness, local_http, parse_response, raw_request, raw_server, read_request_head, relay_and_agent,
+)
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
 
 PATHS = ["direct", "asgi"]
@@ -123,6 +125,33 @@ async def test_a_path_rule_sees_the_path_as_the_local_service_reads_it(harness, 
     assert state.seen_targets == [b"/administrator/../echo"]
     records = await harness.exchanges(len(spellings) + 1)
     assert [r.request.path for r in records[:2]] == ["/%61dmin", "/%61%64%6D%69%6E/x"]  # recorded as sent
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_rule_judges_a_backslash_and_path_parameters_as_node_and_tomcat_read_them(harness, local, via):
+    """"Everything but /public needs a password": ``/public\\..\\admin`` is ``/admin`` to Node's
+    ``new URL(req.url, base)``, ``/public/..;/admin`` to Tomcat, so the rule must not take them
+    for public paths."""
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": "-path:/public", "action": "basic-auth",
+                                                "users": ["admin:s3cret"]}))
+    for target in ["/public\\..\\admin", "/public%5c..%5cadmin", "/\\admin", "/public/..;/admin", "/public/.;x/..;y/admin",
+                   "/;x/admin"]:
+        assert (await request(harness, target, via=via))[0] == 401, target
+    assert (await request(harness, "/public/x", via=via))[0] != 401
+    assert state.seen_targets == [b"/public/x"]
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_path_rule_written_with_a_percent_escape_matches_the_path_as_sent(harness, local, via):
+    """The inspector's drill copies a recorded path (``/files/my%20doc``) into ``path:``; the rule
+    reads it as it reads the request (``/files/my doc``), or the drill would never answer."""
+    port, state = local
+    await harness.start(str(port), rules=rules({"match": 'method:GET path:"/files/my%20doc"', "action": "respond",
+                                                "status": 500}))
+    assert (await request(harness, "/files/my%20doc", via=via))[0] == 500
+    assert (await request(harness, "/files/my%2520doc", via=via))[0] != 500  # "/files/my%20doc" to the service
+    assert state.seen_targets == [b"/files/my%2520doc"]
 
 
 @pytest.mark.parametrize("via", PATHS)
@@ -318,6 +347,29 @@ async def test_headers_rule_edits_both_directions(harness, local, via):
     assert ["x-env", "dev"] in seen and not any(n == "x-secret" for n, _ in seen)
     assert not any(n == "x-env" and v == "prod" for n, v in seen)
     assert headers[b"strict-transport-security"] == b"max-age=60" and b"content-type" not in headers
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_later_headers_rule_replaces_or_removes_what_an_earlier_one_set(harness, local, via):
+    """A site-wide headers rule then one for /api: the later rule's value is the one sent (not
+    both, one header name twice with two values), and its remove takes out what the first set."""
+    port, _ = local
+    await harness.start(
+        str(port),
+        rules=rules(
+            {"action": "headers", "request": {"set": {"X-Env": "prod", "X-Trace": "a"}},
+             "response": {"set": {"X-Frame-Options": "DENY", "X-Keep": "1"}}},
+            {"match": "path:/echo", "action": "headers", "request": {"set": {"x-env": "dev"}, "remove": ["X-Trace"]},
+             "response": {"set": {"x-frame-options": "SAMEORIGIN"}, "remove": ["X-Keep"]}},
+        ),
+    )
+    status, body, fields = await request_fields(harness, via=via, headers={"X-Trace": "client"})
+    assert status == 200
+    seen = json.loads(body)["headers"]
+    assert [v for n, v in seen if n == "x-env"] == ["dev"]
+    assert not any(n == "x-trace" for n, _ in seen)
+    assert [v for n, v in fields if n.lower() == b"x-frame-options"] == [b"SAMEORIGIN"]
+    assert not any(n.lower() == b"x-keep" for n, _ in fields)
 
 
 @pytest.mark.parametrize("via", PATHS)
@@ -544,6 +596,46 @@ async def test_a_forward_rule_with_a_bad_target_is_refused_through_the_api_and_c
             assert (await api.delete("/api/tunnels/app/rules/2")).status_code == 204
     finally:
         await server.stop()
+
+
+async def test_a_headers_rule_on_a_framing_header_is_refused_and_the_responses_stay_whole(harness, local):
+    # Before, response.set Content-Length: 5 cut every response (an empty reply to curl), and
+    # Transfer-Encoding: chunked went out beside the service's Content-Length.
+    import httpx
+
+    from devtunnel.api.app import serve_api
+
+    port, _ = local
+    await harness.start(str(port), rules=rules({"action": "headers", "response": {"set": {"X-Edge": "1"}}}))
+    server, api_port = await serve_api(harness.service, 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", trust_env=False) as api:
+            for side, name in (("response", "Content-Length"), ("response", "Transfer-Encoding"), ("request", "TE")):
+                bad = await api.post("/api/tunnels/app/rules", json={"action": "headers", side: {"set": {name: "5"}}})
+                assert bad.status_code == 400, bad.text
+                assert bad.json()["msg"].startswith(f"the new rule: rule 1: {side}.set: {name} says how the message is framed")
+                assert [r["action"] for r in (await api.get("/api/tunnels/app/rules")).json()["rules"]] == ["headers"]
+            # An answer's own Connection or Upgrade went out as written (upgrade: h2c on a 200).
+            bad = await api.post("/api/tunnels/app/rules", json={"action": "respond", "headers": {"Connection": "x"}})
+            assert bad.status_code == 400
+            assert bad.json()["msg"].startswith("the new rule: rule 1: headers: Connection says how the message is framed")
+    finally:
+        await server.stop()
+    status, headers, body = await request(harness)
+    assert status == 200 and headers[b"x-edge"] == b"1" and len(body) == int(headers[b"content-length"])
+
+
+async def test_a_204_a_rule_answers_carries_no_length_and_the_next_response_follows_it(harness, local):
+    # A 204 has no body: its Content-Length (and a body, once allowed) went out anyway, and a
+    # body after the head was read on a kept-alive connection as the start of the next response.
+    port, _ = local
+    await harness.start(str(port), rules=rules({"match": "path:/empty", "action": "respond", "status": 204}))
+    host = harness.host("app").encode()
+    raw = await raw_request(harness.relay.port, b"GET /empty HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+                            b"GET /echo HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    first, rest = raw.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 204 ") and b"content-length" not in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest[:40]
 
 
 @pytest.mark.parametrize("via", PATHS)

@@ -32,6 +32,21 @@ def test_a_bad_rules_file_stops_the_agent_with_one_line(tmp_path: Path, env: dic
     assert "Traceback" not in done.stderr and not done.stdout
 
 
+def test_a_rule_matching_what_only_the_agent_knows_is_refused_not_left_to_never_match(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """``provider:stripe`` or ``-sig:valid`` in a rule: the relay has no webhook secrets nor
+    records, so the drill would never fire (or, negated, deny everything); it is refused."""
+    rules = tmp_path / "edge.toml"
+    rules.write_text('[[rules]]\nmatch = "provider:stripe"\naction = "respond"\nstatus = 500\ncount = 3\n')
+    done = run(env, "http", "9", "--no-tui", "--api-port", "0", "--rules", str(rules))
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.strip().splitlines() == [
+        f"devtunnel: {rules}: rule 1: match: provider: is known only to the agent (its tunnel's records and webhook"
+        " secrets); the relay deciding a rule never sees it (the rule would never match, or negated match every request)"
+    ]
+
+
 def test_a_bad_rule_in_devtunnel_toml_names_its_line(tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "devtunnel.toml").write_text(
         '[tunnels.pay]\ntarget = 9\n\n[[tunnels.pay.rules]]\naction = "deny"\n\n'
