@@ -317,13 +317,19 @@ class DetailScreen(Screen[None]):
         return exchange
 
     async def _show_ended(self, exchange: Exchange) -> None:
-        """Redraw what an exchange's end changes: the title, the response and the timing."""
+        """Redraw what an exchange's end changes: the title, the response, the timing and a
+        WebSocket's messages."""
         self.exchange = exchange
         self.query_one("#detail-title", TitleLine).refresh()
         pane = self.query_one("#response", TabPane)
         await pane.remove_children()
         await pane.mount_compose(self._response())
         self.query_one("#timing-text", Static).update(self._timing())
+        if exchange.websocket:
+            pane = self.query_one("#messages", TabPane)
+            await pane.remove_children()
+            await pane.mount(self._ws_table())
+            self.query_one(TabbedContent).get_tab("messages").label = f"Messages ({len(exchange.ws_messages)})"
 
     def compose(self) -> ComposeResult:
         ex = self.exchange
