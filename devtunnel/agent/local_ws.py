@@ -6,7 +6,8 @@ service's rejection, then copies text and binary messages both ways and the clos
 
 The record keeps the code of the side that began the closing handshake (the service may answer
 the client's code with another), or 1006 with ``client_gone`` when the relay says the public
-client's connection was lost without a close frame.
+client's connection was lost without a close frame; a local service lost that way is 1006 with
+``local_error``.
 """
 
 from __future__ import annotations
@@ -225,6 +226,8 @@ async def _pump(stream: AgentStream, cap: ExchangeCapture, ws: ClientConnection)
                 raise
         except ConnectionClosed:
             pass
+    if ws.protocol.close_rcvd is None:  # (an error recorded first, client_gone say, stays)
+        cap.fail("local_error", "the local service's connection was lost without a close frame")
     stream.send_ws_close(ws.close_code or 1006, ws.close_reason or "")
 
 

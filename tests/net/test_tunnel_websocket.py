@@ -190,3 +190,17 @@ async def test_the_record_keeps_the_clients_close_code_when_the_service_answers_
     assert closes == [4100]
     assert ex.ws_close_code == 4100  # (1000 before: the service's answer)
     assert ex.error is None
+
+
+async def test_a_service_gone_without_a_close_frame_is_recorded_as_a_local_error(harness: Harness) -> None:
+    async with connect(url(harness), **opts(harness)) as ws:  # type: ignore[arg-type]
+        await ws.send("one")
+        assert await ws.recv() == "one"
+        await ws.send("vanish")
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == 1011
+    [ex] = await harness.exchanges(1)
+    assert ex.ws_close_code == 1006
+    assert ex.error == "local_error"  # (no error before)
+    assert ex.error_message == "the local service's connection was lost without a close frame"

@@ -279,7 +279,8 @@ class _AnsweringProtocol(ServerProtocol):
 @contextmanager
 def local_websocket(*, tls_pem: Path | None = None, closes: list[int | None] | None = None,
                     answer_close: int | None = None) -> Iterator[tuple[int, list[WsRequest]]]:
-    """An echo WebSocket server; ``close:CODE`` closes with CODE; path ``/reject`` answers 403.
+    """An echo WebSocket server; ``close:CODE`` closes with CODE, ``vanish`` drops the connection
+    without a close frame; path ``/reject`` answers 403.
 
     ``tls_pem`` (a key and certificate chain in one PEM file) serves wss instead of ws.
     ``closes`` gets the close code each session received (None: none came). ``answer_close``:
@@ -305,6 +306,9 @@ def local_websocket(*, tls_pem: Path | None = None, closes: list[int | None] | N
             async for message in ws:
                 if isinstance(message, str) and message.startswith("close:"):
                     await ws.close(int(message[6:]), "bye")
+                    return
+                if message == "vanish":  # gone without a close frame
+                    ws.transport.abort()
                     return
                 await ws.send(message)
         finally:
