@@ -573,6 +573,26 @@ def test_show_lists_websocket_messages_escaped(captures: Captures) -> None:
     assert "\x1b" not in out
 
 
+def test_show_says_which_websocket_messages_were_recorded_only_in_part(captures: Captures) -> None:
+    ex = make_exchange(method="GET", target=b"/socket", req_body=b"", status=101, resp_body=b"")
+    ex.websocket = True
+    ex.ws_messages = [  # the body cap spent on the first: the others have their sizes only
+        WsMessage(sender="client", opcode=1, time=ex.started_at + 0.1, payload=b"abc", size=20 << 20),
+        WsMessage(sender="server", opcode=1, time=ex.started_at + 0.2, payload=b"", size=17),
+        WsMessage(sender="server", opcode=2, time=ex.started_at + 0.3, payload=b"", size=3),
+        WsMessage(sender="client", opcode=1, time=ex.started_at + 0.4, payload=b"whole"),
+    ]
+    store = Store(captures.db)
+    store.put(ex)
+    store.close()
+    lines = cli(captures, "show", ex.id).stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "4 messages" in line)
+    assert lines[at + 1].endswith("abc  (recorded 3 of 20971520 bytes)")
+    assert lines[at + 2].endswith("17 B    (recorded 0 of 17 bytes)")  # (it read as an empty message)
+    assert lines[at + 3].endswith("binary   (recorded 0 of 3 bytes)")
+    assert lines[at + 4].endswith("whole")
+
+
 def test_show_links_a_replay_and_its_original_both_ways(captures: Captures) -> None:
     original = captures.exchanges[0]
     assert cli(captures, "replay", original.id).returncode == 0

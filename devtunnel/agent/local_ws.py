@@ -3,6 +3,11 @@
 The agent opens its own WebSocket to the local service (with the public client's headers that
 matter and its subprotocols, compression off), answers the relay with 101 or with the local
 service's rejection, then copies text and binary messages both ways and the close code.
+
+The record keeps the code of the side that began the closing handshake (the service may answer
+the client's code with another), or 1006 with ``client_gone`` when the relay says the public
+client's connection was lost without a close frame; a local service lost that way is 1006 with
+``local_error``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from devtunnel.values.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
 from devtunnel.values.request_head import field_is_safe
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP
-from devtunnel.values.websocket import sendable_close_code
+from devtunnel.values.websocket import ABNORMAL_CLOSURE, sendable_close_code
 
 __all__ = ["MAX_MESSAGE", "forward_websocket"]
 
@@ -162,7 +167,8 @@ async def forward_websocket(
     finally:
         if ws.close_code is None and ws.protocol.close_sent is None:
             ws.transport.abort()
-        cap.ws_closed(ws.close_code if ws.close_code is not None else _close_sent(ws))
+        if cap.exchange.ws_close_code is None:
+            cap.ws_closed(ws.close_code if ws.close_code is not None else _close_sent(ws))
 
 
 def _going_away(ws: ClientConnection, why: str) -> None:
@@ -220,6 +226,8 @@ async def _pump(stream: AgentStream, cap: ExchangeCapture, ws: ClientConnection)
                 raise
         except ConnectionClosed:
             pass
+    if ws.protocol.close_rcvd is None:  # (an error recorded first, client_gone say, stays)
+        cap.fail("local_error", "the local service's connection was lost without a close frame")
     stream.send_ws_close(ws.close_code or 1006, ws.close_reason or "")
 
 
@@ -250,6 +258,12 @@ async def _client_to_local(stream: AgentStream, cap: ExchangeCapture, ws: Client
             stream.acknowledge(len(event.data))
             stream.release(earlier)
         elif isinstance(event, WebSocketClosed):
+            if event.code == ABNORMAL_CLOSURE:
+                cap.fail("client_gone", "the public client's connection was lost without a close frame")
+            if ws.protocol.close_rcvd is None:
+                # The client begins the closing handshake: the record keeps its code, not the
+                # one the service answers with (aiohttp answers any close with 1000).
+                cap.ws_closed(event.code)
             await ws.close(sendable_close_code(event.code), event.reason)
             return
 

@@ -406,6 +406,10 @@ class Session:
                 stream = streams.get(event.stream_id)
                 if stream is None:
                     continue
+                if event.code == ErrorCode.TOO_LARGE:
+                    # The relay dropped it for a limit of its own (its --max-body, or the responses
+                    # it holds): the record says so, not that the public client went away.
+                    stream.shed = relay_text(event.reason) or "the relay reset it as too large"
                 task = self.tasks.get(event.stream_id)
                 if task is not None:
                     stream.reset_code = event.code

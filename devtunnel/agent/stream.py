@@ -52,7 +52,8 @@ class AgentStream:
         reset_code: the ``ErrorCode`` the relay reset this stream with, or None.
         held: bytes of ``DataReceived`` and ``WebSocketMessageReceived`` events the session put
             here and ``acknowledge`` did not give back yet (counted in the link's ``held``).
-        shed: why the session dropped the stream for holding the most (``Session.shed``), or "".
+        shed: why the stream was dropped for its size: by the session, for holding the most
+            (``Session.shed``), or by the relay (a RESET with TOO_LARGE); or "".
     """
 
     __slots__ = ("stream_id", "reset_code", "held", "shed", "_events", "_link", "_window")
@@ -170,7 +171,7 @@ class AgentStream:
         """Why the stream's handler was stopped, as its record says it (``when``: "before ..."):
         the relay reset the stream (the public client went away), or the tunnel's connection to
         the relay was lost (``agent_gone``, as the relay records it: the public client was not
-        the one who left), or the agent dropped it for holding too much of the relay's bytes."""
+        the one who left), or the agent or the relay dropped it for holding too much (``too_large``)."""
         if self.shed:
             return "too_large", self.shed
         if self.reset_code is not None:

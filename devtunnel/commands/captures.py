@@ -321,6 +321,8 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
                 preview = safe(m.payload.decode("utf-8", "replace"))
             else:
                 preview = "binary " + m.payload[:32].hex(" ")
+            if m.size > len(m.payload):  # past the body cap: the record has its size, not all of it
+                preview += f"  (recorded {len(m.payload)} of {m.size} bytes)"
             lines.append(f"{when} {arrow} {format_size(m.size):>8}  {preview}")
     return lines
 

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from devtunnel import __version__
-from devtunnel.capture.model import Exchange, Headers, Request, Response, wire_bytes
+from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, wire_bytes
 from devtunnel.export.base import Export, destination, prepared
 from devtunnel.values.terminal import read_utf8_json
 
@@ -242,16 +242,22 @@ def _entry(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
     if exchange.error:
         entry["comment"] = f"{exchange.error}: {exchange.error_message}" if exchange.error_message else exchange.error
     if exchange.websocket:
-        entry["_webSocketMessages"] = [
-            {
-                "type": "send" if m.sender == "client" else "receive",
-                "time": m.time,
-                "opcode": m.opcode,
-                "data": read_utf8_json(m.payload) if m.opcode == 1 else base64.b64encode(m.payload).decode(),
-            }
-            for m in exchange.ws_messages
-        ]
+        entry["_webSocketMessages"] = [_ws_message(m) for m in exchange.ws_messages]
     return entry
+
+
+def _ws_message(m: WsMessage) -> _JSON:
+    """One message as Chrome's ``_webSocketMessages`` has it; one recorded only in part (past
+    the body cap) has its real size in ``_size``: ``data`` holds what was recorded."""
+    out: _JSON = {
+        "type": "send" if m.sender == "client" else "receive",
+        "time": m.time,
+        "opcode": m.opcode,
+        "data": read_utf8_json(m.payload) if m.opcode == 1 else base64.b64encode(m.payload).decode(),
+    }
+    if m.size > len(m.payload):
+        out["_size"] = m.size
+    return out
 
 
 def har_log(

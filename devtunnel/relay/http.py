@@ -1068,6 +1068,9 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
 
     A text message that is not UTF-8 closes the connection with 1007 and one rate-limited log
     line (``peer_errors``), where uvicorn would log a traceback for each.
+
+    A peer whose connection is lost without a close frame is reported with code 1006, where
+    uvicorn reports 1005, the code of a close frame without one.
     """
 
     on_bytes: Callable[[bytes], None] | None = None
@@ -1090,6 +1093,14 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if raw is not None and scope is not None and len(raw) == len(scope["headers"]):
             scope["extensions"][RAW_HEADERS_EXTENSION] = raw
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # uvicorn says 1005 (no status) for a peer gone without a close frame, as for a close
+        # frame without a code: the application could not tell a client that left politely from
+        # one that vanished. 1006 says the latter (queued first: the application reads no further).
+        if self.handshake_complete and self.conn.close_rcvd is None and not self.close_sent:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        super().connection_lost(exc)
 
     def send_receive_event_to_app(self) -> None:
         on_bytes = self.on_bytes

@@ -26,7 +26,7 @@ from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_an
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.rules import Decision
-from devtunnel.values.websocket import sendable_close_code
+from devtunnel.values.websocket import sendable_close_code, tunnelled_close_code
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -231,7 +231,7 @@ class WebSocketForwarder:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 if not tunnel.closed and stream.failure is None:
-                    code = sendable_close_code(int(message.get("code") or 1000))
+                    code = tunnelled_close_code(int(message.get("code") or 1000))
                     conn.send_ws_close(stream_id, code, message.get("reason") or "")
                     tunnel.flush()
                 stream.on_client_gone()

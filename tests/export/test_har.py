@@ -257,6 +257,17 @@ def test_websocket_messages_are_listed() -> None:
     ]
 
 
+def test_websocket_messages_recorded_in_part_have_their_real_size() -> None:
+    ex = make_exchange(websocket=True, response=Response(status=101), ws_messages=[
+        WsMessage("client", 1, 1.0, b"hel", size=5), WsMessage("server", 2, 2.0, b"", size=2),
+    ])
+    messages = har(ex)["log"]["entries"][0]["_webSocketMessages"]
+    assert messages == [  # (an empty message, for the second, before)
+        {"type": "send", "time": 1.0, "opcode": 1, "data": "hel", "_size": 5},
+        {"type": "receive", "time": 2.0, "opcode": 2, "data": "", "_size": 2},
+    ]
+
+
 def test_control_characters_in_captured_text_are_escaped_in_the_output() -> None:
     ex = make_exchange(response=Response(body=b"\x1b[2J\x1b]0;owned\x07 \xe2\x80\xae", body_size=12))
     text = export("har", ex).text

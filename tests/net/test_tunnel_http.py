@@ -226,3 +226,22 @@ async def test_refused_local_service_gets_a_502_explaining_it(harness: Harness, 
     assert (ex.error, ex.status) == ("local_refused", 502)
     assert ex.response is not None and ex.response.body == response.content
     assert "refused the connection" in ex.error_message
+
+
+async def test_a_body_the_relay_refuses_past_its_limit_is_recorded_too_large_with_the_relays_reason(
+        tmp_path: Path, local: tuple[int, LocalState]) -> None:
+    async with relay_and_agent(tmp_path, max_body=1000) as h:
+        await h.start(str(local[0]))
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield b"a" * 600  # forwarded: the local service starts reading, and waits for the rest
+            await asyncio.sleep(0)
+            yield b"b" * 5000
+
+        async with httpx.AsyncClient(base_url=h.base_url, headers={"Host": h.host("app")}, timeout=30,
+                                     trust_env=False) as c:
+            response = await c.post("/echo", content=gen())
+        assert response.status_code == 413
+        [ex] = await h.exchanges(1)
+    assert ex.error == "too_large"  # (client_gone before: "the public client went away")
+    assert ex.error_message == "request body is larger than the relay's limit of 1000 B"

@@ -11,6 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request as WsRequest
 
+from tests.helpers import async_wait_for
 from tests.net.tunnel_fixtures import Harness, local_websocket, relay_and_agent
 
 
@@ -157,3 +158,49 @@ async def test_recorded_websocket_payloads_stop_at_the_body_cap_but_keep_real_si
     assert [(m.sender, m.opcode, m.payload, m.size) for m in ex.ws_messages] == [
         ("client", 1, b"a" * 10, 25), ("server", 1, b"", 25), ("client", 2, b"", 3), ("server", 2, b"", 3),
     ]
+
+
+async def test_a_client_gone_without_a_close_frame_is_recorded_so_and_the_service_gets_1011(tmp_path: Path) -> None:
+    closes: list[int | None] = []
+    with local_websocket(closes=closes) as (port, _):
+        async with relay_and_agent(tmp_path) as h:
+            await h.start(str(port), name="ws")
+            ws = await connect(url(h), **opts(h))  # type: ignore[arg-type]
+            await ws.send("one")
+            assert await ws.recv() == "one"
+            ws.transport.abort()  # no close frame: the connection is just lost
+            [ex] = await h.exchanges(1)
+            await async_wait_for(lambda: closes, what="the service's session to end")
+    assert closes == [1011]  # (it was told 1000, a normal close, before)
+    assert ex.ws_close_code == 1006
+    assert ex.error == "client_gone"
+    assert ex.error_message == "the public client's connection was lost without a close frame"
+
+
+async def test_the_record_keeps_the_clients_close_code_when_the_service_answers_with_another(tmp_path: Path) -> None:
+    closes: list[int | None] = []
+    with local_websocket(closes=closes, answer_close=1000) as (port, _):
+        async with relay_and_agent(tmp_path) as h:
+            await h.start(str(port), name="ws")
+            async with connect(url(h), **opts(h)) as ws:  # type: ignore[arg-type]
+                await ws.send("one")
+                assert await ws.recv() == "one"
+                await ws.close(4100, "done here")
+            [ex] = await h.exchanges(1)
+    assert closes == [4100]
+    assert ex.ws_close_code == 4100  # (1000 before: the service's answer)
+    assert ex.error is None
+
+
+async def test_a_service_gone_without_a_close_frame_is_recorded_as_a_local_error(harness: Harness) -> None:
+    async with connect(url(harness), **opts(harness)) as ws:  # type: ignore[arg-type]
+        await ws.send("one")
+        assert await ws.recv() == "one"
+        await ws.send("vanish")
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == 1011
+    [ex] = await harness.exchanges(1)
+    assert ex.ws_close_code == 1006
+    assert ex.error == "local_error"  # (no error before)
+    assert ex.error_message == "the local service's connection was lost without a close frame"

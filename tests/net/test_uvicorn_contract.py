@@ -328,7 +328,7 @@ def test_the_direct_cycle_has_every_field_of_uvicorns_cycle_and_no_other() -> No
 
 
 # -- uvicorn: the sans-IO WebSocket protocol, and its keepalive ----------------------------------------
-WS_PROTOCOL_METHODS = ["send_receive_event_to_app", "send", "keepalive_timeout", "handle_connect",  # overridden
+WS_PROTOCOL_METHODS = ["send_receive_event_to_app", "send", "keepalive_timeout", "handle_connect", "connection_lost",  # overridden
                        "start_keepalive", "send_keepalive_ping", "stop_keepalive", "receive"]  # relied on
 
 
@@ -345,6 +345,17 @@ def test_every_override_of_the_relays_websocket_protocol_is_a_uvicorn_method() -
         if name == "on_bytes":
             continue  # a slot of ours, not a method
         assert name in ours or name in WS_PROTOCOL_METHODS, f"DeadPeerWebSocketProtocol.{name}: add it to this contract"
+
+
+def test_uvicorn_reports_a_websocket_lost_without_a_close_frame_as_1005_from_its_queue() -> None:
+    # DeadPeerWebSocketProtocol.connection_lost queues 1006 ahead of uvicorn's 1005 when no close
+    # frame came (conn.close_rcvd) and none was sent (close_sent); the application reads the queue.
+    lost = _source(WebSocketsSansIOProtocol.connection_lost)
+    assert "1005 if self.handshake_complete" in lost and "self.queue.put_nowait" in lost, (
+        "uvicorn's WebSocketsSansIOProtocol.connection_lost no longer queues 1005 for a lost connection"
+    )
+    assert "self.queue.get()" in _source(WebSocketsSansIOProtocol.receive)
+    assert "self.close_sent" in _source(WebSocketsSansIOProtocol.handle_close)
 
 
 def test_uvicorn_websocket_keepalive_pings_after_the_handshake_and_gives_up_through_keepalive_timeout() -> None:

@@ -25,7 +25,9 @@ import httptools
 import pytest
 import uvicorn
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.server import ServerProtocol
 from websockets.datastructures import Headers as WsHeaders
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
@@ -263,11 +265,26 @@ async def read_request_head(reader: asyncio.StreamReader) -> bytes:
 
 
 # -- the local WebSocket service ---------------------------------------------------------------------
+class _AnsweringProtocol(ServerProtocol):
+    """Answers a peer's close frame with ``answer_code`` rather than echoing the peer's code."""
+
+    answer_code = 1000
+
+    def send_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE and self.close_rcvd is not None and self.close_sent is None:
+            frame = Frame(Opcode.CLOSE, Close(self.answer_code, "").serialize())
+        super().send_frame(frame)
+
+
 @contextmanager
-def local_websocket(*, tls_pem: Path | None = None) -> Iterator[tuple[int, list[WsRequest]]]:
-    """An echo WebSocket server; ``close:CODE`` closes with CODE; path ``/reject`` answers 403.
+def local_websocket(*, tls_pem: Path | None = None, closes: list[int | None] | None = None,
+                    answer_close: int | None = None) -> Iterator[tuple[int, list[WsRequest]]]:
+    """An echo WebSocket server; ``close:CODE`` closes with CODE, ``vanish`` drops the connection
+    without a close frame; path ``/reject`` answers 403.
 
     ``tls_pem`` (a key and certificate chain in one PEM file) serves wss instead of ws.
+    ``closes`` gets the close code each session received (None: none came). ``answer_close``:
+    a client's close is answered with this code instead of its own, as aiohttp answers 1000.
     """
     tls: dict[str, Any] = {}
     if tls_pem is not None:
@@ -285,16 +302,32 @@ def local_websocket(*, tls_pem: Path | None = None) -> Iterator[tuple[int, list[
         return None
 
     async def echo(ws: ServerConnection) -> None:
-        async for message in ws:
-            if isinstance(message, str) and message.startswith("close:"):
-                await ws.close(int(message[6:]), "bye")
-                return
-            await ws.send(message)
+        try:
+            async for message in ws:
+                if isinstance(message, str) and message.startswith("close:"):
+                    await ws.close(int(message[6:]), "bye")
+                    return
+                if message == "vanish":  # gone without a close frame
+                    ws.transport.abort()
+                    return
+                await ws.send(message)
+        finally:
+            if closes is not None:
+                rcvd = ws.protocol.close_rcvd
+                closes.append(rcvd.code if rcvd is not None else None)
+
+    class AnsweringConnection(ServerConnection):
+        def __init__(self, protocol: Any, *args: Any, **kwargs: Any) -> None:
+            protocol.__class__ = _AnsweringProtocol
+            protocol.answer_code = answer_close
+            super().__init__(protocol, *args, **kwargs)
 
     def select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
         return next((p for p in offered if p in ("chat.v2", "chat.v1")), None)
 
     async def start() -> Any:
+        if answer_close is not None:
+            tls["create_connection"] = AnsweringConnection
         return await serve(echo, sock=sock, process_request=process_request, select_subprotocol=select_subprotocol,
                            compression=None, max_size=None, **tls)
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from textual.widgets import TabbedContent
+from websockets.asyncio.client import connect as ws_connect
 
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.rows import Row
@@ -31,6 +33,7 @@ from devtunnel.tui.supervisor import agent_command
 from devtunnel.tui.widgets import RequestTable, TunnelsPanel
 from tests.helpers import async_wait_for
 from tests.kit.servers import Received, Reply, http_server
+from tests.net.tunnel_fixtures import local_websocket
 from tests.tui.app_fixtures import agent_serving, fill, fixed_id, make_exchange, utc
 
 pytestmark = pytest.mark.timeout(90)
@@ -262,3 +265,36 @@ async def test_a_read_that_failed_is_tried_again_without_waiting_for_another_not
         backend.fail_next = True
         app.live.changed([fixed_id(0)])
         await async_wait_for(lambda: screen.query("#response-headers"), what="the response shown")
+
+
+async def test_the_messages_of_a_websocket_open_in_the_detail_are_shown_once_it_ends(tmp_path: Path) -> None:
+    db = tmp_path / "captures.db"
+    app, backend = _inspector(db, tmp_path)
+    with local_websocket() as (port, _):
+        async with app.run_test(size=(100, 30)) as pilot:
+            await agent_serving(app)
+            panel = app.query_one(TunnelsPanel)
+            table = app.query_one(RequestTable)
+            await backend.start_tunnel(str(port), "chat")
+            await async_wait_for(lambda: panel.tunnels.get("chat") and panel.tunnels["chat"].state == "online",
+                                 timeout=20, what="the tunnel online")
+            url = urlsplit(panel.tunnels["chat"].public_url)
+            async with ws_connect(f"ws://{url.netloc}/chat", host="127.0.0.1", port=url.port, proxy=None) as ws:
+                await ws.send("one")
+                assert await ws.recv() == "one"
+                await async_wait_for(lambda: len(table.ids) == 1 and table.cached_row(table.ids[0]), timeout=20,
+                                     what="the WebSocket in flight on the table")
+                screen = await _detail(app, backend, pilot)
+                assert not screen.exchange.complete
+                for word in ("two", "three"):
+                    await ws.send(word)
+                    assert await ws.recv() == word
+            await async_wait_for(lambda: screen.exchange.complete, timeout=20, what="the end shown")
+            await pilot.press("4")
+            await pilot.pause()
+            messages = screen.query_one("#ws-messages", LinesView)
+            assert len(messages.lines) == 6  # (the 2 it had when it opened, before)
+            assert str(screen.query_one(TabbedContent).get_tab("messages").label) == "Messages (6)"
+            await pilot.press("escape")
+            await pilot.press("q")
+            await async_wait_for(lambda: not app.is_running, what="the app to quit")

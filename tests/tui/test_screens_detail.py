@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 from rich.text import Text
 from textual.widgets import DataTable, Static, TabbedContent
 
+from devtunnel.tui.render import format_ms
 from devtunnel.tui.screens import DetailScreen
-from devtunnel.tui.screens.detail import HeadersView
+from devtunnel.tui.screens.detail import HeadersView, WsMessageLines
 from devtunnel.tui.screens.lines import LinesView
 from tests.helpers import async_wait_for
 from tests.tui.screen_fixtures import (
@@ -36,6 +38,12 @@ def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _rows(table: DataTable[Text]) -> list[list[str]]:
     return [[cell.plain for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def _message_rows(view: LinesView) -> list[list[str]]:
+    lines = view.lines
+    assert isinstance(lines, WsMessageLines)
+    return [[cell.plain for cell in lines.cells(i)] for i in range(len(lines))]
 
 
 async def test_json_bodies_are_indented_and_headers_listed_in_order() -> None:
@@ -196,7 +204,7 @@ async def test_websocket_messages_are_listed_with_direction_time_type_size_and_p
         await pilot.press("4")
         await pilot.pause()
         assert app.screen.query_one(TabbedContent).active == "messages"
-        rows = _rows(app.screen.query_one("#ws-messages", DataTable))
+        rows = _message_rows(app.screen.query_one("#ws-messages", LinesView))
         assert rows[0] == ["client →", "+10.0 ms", "text", "18 B", '{"op":"subscribe"}']
         assert rows[2] == ["← service", "+30.0 ms", "binary", "4 B", "00 01 02 ff"]
         assert rows[4][3] == "4.9 KiB"
@@ -261,7 +269,7 @@ async def test_hostile_websocket_preview_is_escaped() -> None:
         await pilot.pause()
         await pilot.press("4")
         await pilot.pause()
-        rows = _rows(app.screen.query_one("#ws-messages", DataTable))
+        rows = _message_rows(app.screen.query_one("#ws-messages", LinesView))
         assert rows[3][4].startswith("[bold red]boom[/] [/x] \\x1b[31mred")
 
 
@@ -422,3 +430,27 @@ async def test_a_body_too_large_to_pretty_print_is_folded_so_rows_read_on() -> N
         rows = [view.lines.line(i).plain for i in range(3)]
         assert "".join(rows) == body[: sum(map(len, rows))].decode()
         assert view.max_scroll_x == 0
+
+
+async def test_a_websocket_of_twenty_thousand_messages_opens_as_fast_as_one_of_ten() -> None:
+    # A DataTable measured every cell before showing a row: seconds for a session left open an
+    # hour. The rows are made as they come in sight: bounded against the same screen with 10.
+    async def open_seconds(count: int) -> float:
+        ex = ws_exchange()
+        first = ex.ws_messages[0]
+        ex.ws_messages = [dataclasses.replace(first, time=first.time + i / 200) for i in range(count)]
+        started = time.perf_counter()
+        app = ScreenApp(DetailScreen(ex))
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause()
+            await pilot.press("4")
+            await pilot.pause()
+            seconds = time.perf_counter() - started
+            rows = _message_rows(app.screen.query_one("#ws-messages", LinesView))
+            assert len(rows) == count
+            assert rows[-1][1] == f"+{format_ms(first.time + (count - 1) / 200 - ex.started_at)}"
+            return seconds
+
+    small = min([await open_seconds(10) for _ in range(2)])
+    large = min([await open_seconds(20_000) for _ in range(2)])
+    assert large < small * 1.5 + 0.25, (small, large)

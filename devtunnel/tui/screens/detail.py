@@ -38,7 +38,7 @@ from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
 from devtunnel.values.sizes import format_size
 
-__all__ = ["ChangeNotices", "DetailScreen", "HeadersView", "TitleLine", "exchange_title", "ws_preview"]
+__all__ = ["ChangeNotices", "DetailScreen", "HeadersView", "TitleLine", "WsMessageLines", "exchange_title", "ws_preview"]
 
 _OPCODES = {0: "cont", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 _PREVIEW = 120
@@ -155,6 +155,55 @@ def ws_preview(message: WsMessage) -> Text:
     return text
 
 
+class WsMessageLines:
+    """A WebSocket session's messages, one row each, made only for the rows on screen.
+
+    A session left open for an hour holds tens of thousands of messages: a DataTable measures
+    every cell of every row before it shows one (seconds for 12,000 messages), this costs the
+    rows in sight. ``cells(index)`` are a row's columns: direction, time, type, size, preview.
+    """
+
+    _SIZE = 10  # "1023.9 KiB"
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._messages = exchange.ws_messages
+        self._start = exchange.started_at
+        ends = (self._messages[0], self._messages[-1]) if self._messages else ()
+        # Times only grow along the session: the widest is the first's or the last's.
+        self._time = max((len(self._when(m)) for m in ends), default=4)
+        self.width = 9 + 2 + self._time + 2 + 6 + 2 + self._SIZE + 2 + _PREVIEW * 2 + 40
+
+    def _when(self, message: WsMessage) -> str:
+        return f"+{format_ms(message.time - self._start)}"
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def header(self) -> Text:
+        """The column titles, laid out as the rows are."""
+        return Text(f"{'Dir':<9}  {'Time':>{self._time}}  {'Type':<6}  {'Size':>{self._SIZE}}  Preview", "bold")
+
+    def cells(self, index: int) -> tuple[Text, Text, Text, Text, Text]:
+        """Row ``index``'s columns."""
+        message = self._messages[index]
+        return (
+            Text("client →", "green") if message.sender == "client" else Text("← service", "cyan"),
+            Text(self._when(message)),
+            Text(_OPCODES.get(message.opcode, str(message.opcode))),
+            Text(format_size(message.size)),
+            ws_preview(message),
+        )
+
+    def line(self, index: int) -> Text:
+        """Row ``index``: its cells in their columns."""
+        arrow, when, kind, size, preview = self.cells(index)
+        arrow.pad_right(9 - arrow.cell_len)
+        when.pad_left(self._time - when.cell_len)
+        kind.pad_right(6 - kind.cell_len)
+        size.pad_left(self._SIZE - size.cell_len)
+        return Text("  ", end="").join((arrow, when, kind, size, preview))
+
+
 class ChangeNotices(Protocol):
     """Where the detail hears that exchanges changed in the store (``devtunnel.tui.live.LiveView``)."""
 
@@ -228,6 +277,7 @@ class DetailScreen(Screen[None]):
         .none { padding: 1 2; color: $text-muted; }
         #timing-text { padding: 1 2; }
         #webhook { height: auto; padding: 0 1; }
+        #ws-header { height: 1; padding: 0 1; background: $boost; }
         #ws-messages { height: 1fr; }
     }
     """
@@ -317,13 +367,19 @@ class DetailScreen(Screen[None]):
         return exchange
 
     async def _show_ended(self, exchange: Exchange) -> None:
-        """Redraw what an exchange's end changes: the title, the response and the timing."""
+        """Redraw what an exchange's end changes: the title, the response, the timing and a
+        WebSocket's messages."""
         self.exchange = exchange
         self.query_one("#detail-title", TitleLine).refresh()
         pane = self.query_one("#response", TabPane)
         await pane.remove_children()
         await pane.mount_compose(self._response())
         self.query_one("#timing-text", Static).update(self._timing())
+        if exchange.websocket:
+            pane = self.query_one("#messages", TabPane)
+            await pane.remove_children()
+            await pane.mount_compose(self._ws_messages())
+            self.query_one(TabbedContent).get_tab("messages").label = f"Messages ({len(exchange.ws_messages)})"
 
     def compose(self) -> ComposeResult:
         ex = self.exchange
@@ -338,7 +394,7 @@ class DetailScreen(Screen[None]):
                 yield Static(self._timing(), id="timing-text")
             if ex.websocket:
                 with TabPane(f"Messages ({len(ex.ws_messages)})", id="messages"):
-                    yield self._ws_table()
+                    yield from self._ws_messages()
         yield Footer(compact=True)
 
     # ------------------------------------------------------------------ parts
@@ -440,21 +496,10 @@ class DetailScreen(Screen[None]):
         text.rstrip()
         return text
 
-    def _ws_table(self) -> DataTable[Text]:
-        table: DataTable[Text] = DataTable(id="ws-messages", cursor_type="row", zebra_stripes=True)
-        for label in ("Dir", "Time", "Type", "Size", "Preview"):
-            table.add_column(label, key=label.lower())
-        start = self.exchange.started_at
-        for message in self.exchange.ws_messages:
-            arrow = Text("client →", "green") if message.sender == "client" else Text("← service", "cyan")
-            table.add_row(
-                arrow,
-                Text(f"+{format_ms(message.time - start)}", justify="right"),
-                Text(_OPCODES.get(message.opcode, str(message.opcode))),
-                Text(format_size(message.size), justify="right"),
-                ws_preview(message),
-            )
-        return table
+    def _ws_messages(self) -> ComposeResult:
+        lines = WsMessageLines(self.exchange)
+        yield Static(lines.header(), id="ws-header")
+        yield LinesView(lines, id="ws-messages")
 
     # ------------------------------------------------------------------ actions
 
