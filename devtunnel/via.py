@@ -51,7 +51,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _URL_END = r"(?![\w@:-]|\.[\w-])"
 """Where a provider's URL ends: not in the middle of a longer host (``...trycloudflare.com.evil.com``),
 a login (``...@evil.com``) or a port."""
-_CLOUDFLARED = re.compile(r"(https://[a-z0-9-]+\.trycloudflare\.com)" + _URL_END)
+_CLOUDFLARED = re.compile(r"(https://(?!api\.)[a-z0-9-]+\.trycloudflare\.com)(?![/?#])" + _URL_END)
+"""A quick tunnel's URL is its name alone: ``https://api.trycloudflare.com/tunnel`` is where
+cloudflared asks for one, in the error it prints when it cannot (offline, refused)."""
 _LHR = re.compile(r"tunneled with tls termination, (https://(?:[A-Za-z0-9-]+\.)+(?:lhr\.life|localhost\.run))" + _URL_END)
 _PINGGY = re.compile(r"(https://(?:[A-Za-z0-9-]+\.)+pinggy\.(?:link|online))" + _URL_END)
 _SERVEO = re.compile(r"Forwarding HTTP traffic from (https://(?:[A-Za-z0-9-]+\.)+(?:serveo\.net|serveousercontent\.com))"

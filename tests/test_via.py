@@ -80,6 +80,12 @@ def test_links_that_are_not_the_tunnel_are_not_taken() -> None:
         ("cloudflared", "INF |  https://abc.trycloudflare.com:8443  |"),
         ("pinggy", "https://abc.a.free.pinggy.link.evil.example.com"),
         ("pinggy", "https://abc.a.free.pinggy.link@evil.example.com"),
+        # where cloudflared asks for a quick tunnel, in the errors it prints when it gets none
+        ("cloudflared", 'failed to request quick Tunnel: Post "https://api.trycloudflare.com/tunnel": dial tcp: '
+                        "lookup api.trycloudflare.com: no such host"),
+        ("cloudflared", 'failed to request quick Tunnel: Post "https://api.trycloudflare.com/tunnel": dial tcp '
+                        "176.53.43.44:443: connect: connection refused"),
+        ("cloudflared", "INF |  https://abc.trycloudflare.com/tunnel  |"),
         # not https, or no host at all
         ("cloudflared", "INF |  http://abc.trycloudflare.com  |"),
         ("serveo", "Forwarding HTTP traffic from http://x.serveo.net"),

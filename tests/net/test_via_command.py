@@ -378,6 +378,42 @@ def test_a_url_off_the_providers_domain_is_not_announced(
     assert not any("evil" in line for line in agent.out + agent.err), (agent.out, agent.err)
 
 
+CLOUDFLARED_OFFLINE = """\
+2026-02-03T13:19:49Z INF Thank you for trying Cloudflare Tunnel. Doing so, without a Cloudflare account, is a quick way to experiment and try it out.
+2026-02-03T13:19:49Z INF Requesting new quick Tunnel on trycloudflare.com...
+failed to request quick Tunnel: Post "https://api.trycloudflare.com/tunnel": dial tcp: lookup api.trycloudflare.com: no such host
+"""
+
+
+def scripted_cloudflared(tmp_path: Path) -> Path:
+    """A cloudflared that prints ``$FAKE_OUTPUT`` on stderr, as the real one logs, and exits with ``$FAKE_EXIT``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    program = bin_dir / "cloudflared"
+    program.write_text(f"#!{sys.executable}\nimport os, sys\n"
+                       "sys.stderr.write(os.environ['FAKE_OUTPUT']); sys.stderr.flush(); sys.exit(int(os.environ['FAKE_EXIT']))\n")
+    program.chmod(0o755)
+    return bin_dir
+
+
+def test_cloudflared_that_gets_no_quick_tunnel_announces_no_url_and_says_why(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    env = dict(env, PATH=f"{scripted_cloudflared(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_OUTPUT=CLOUDFLARED_OFFLINE,
+               FAKE_EXIT="1")
+    api_port = free_port()
+    agent = start(procs, env, "http", "8000", "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
+                  "--no-record")
+    failed = "cloudflared exited with code 1 (failed to request quick Tunnel: "
+    wait_for(lambda: sum(failed in l for l in agent.err) >= 2, timeout=30,  # it was restarted, and failed again
+             what=f"two failed runs; out={agent.out} err={agent.err}")
+    tunnel = api_tunnel(api_port)
+    assert tunnel["public_url"] == "" and tunnel["via"]["url"] is None and tunnel["state"] != "online"
+    assert agent.stop() == 0
+    assert not any(l.startswith("Forwarding") for l in agent.out), agent.out
+    assert not any("back online" in l for l in agent.err), agent.err
+
+
 # -- what is refused ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("via", "message"),
