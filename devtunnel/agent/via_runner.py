@@ -14,6 +14,7 @@ run (``PortMemory``); a port that cannot be had again falls back to any free one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shlex
@@ -38,6 +39,9 @@ ENV_SSH_OPTIONS = "DEVTUNNEL_SSH_OPTIONS"
 (e.g. ``-i ~/.ssh/tunnel_key -o UserKnownHostsFile=~/.ssh/tunnel_hosts``)."""
 FIXED_PORT_TRIES = 5
 """Restarts in a row that ask for the remote port the server gave before, before taking any."""
+NO_URL_AFTER = 30.0
+"""Seconds a provider may run without printing its URL before devtunnel says so (once a run):
+a provider that prints its URL in a form devtunnel does not know, or never, is otherwise silent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,8 @@ class ViaRunner:
         env: the provider's environment (default: this process's); its PATH finds the program.
         memory: where plain ``ssh:`` remembers its remote port between runs (None: nowhere).
         backoff: (first, longest) seconds between restarts.
+        no_url_after: seconds a run may go without printing its URL before the status and the
+            log say so.
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class ViaRunner:
         env: Mapping[str, str] | None = None,
         memory: PortMemory | None = None,
         backoff: tuple[float, float] = (1.0, 30.0),
+        no_url_after: float = NO_URL_AFTER,
     ) -> None:
         self.via = via
         self.name = name
@@ -130,6 +137,8 @@ class ViaRunner:
         self._fixed_failures = 0
         self._fixed_tries = FIXED_PORT_TRIES
         self._run_got_url = False
+        self._no_url_after = no_url_after
+        self._no_url_timer: asyncio.TimerHandle | None = None
         self._memory_key = f"{name} {via.describe()}"
         self._argv: Callable[[], list[str]] = list  # the provider's argv, once started
 
@@ -161,6 +170,7 @@ class ViaRunner:
 
     async def stop(self) -> None:
         """Stop the provider and the pinned port."""
+        self._disarm()
         if self.child is not None:
             await self.child.stop()
         if self.status.port is not None:
@@ -172,6 +182,7 @@ class ViaRunner:
         if url is None:
             return False
         self._run_got_url = True
+        self._disarm()
         if self.via.kind == "ssh":
             remote = urlsplit(url).port or 0
             if remote and remote != self._remote_port:
@@ -194,19 +205,44 @@ class ViaRunner:
             self._update(state="online", pid=child.pid, restarts=child.restarts, message="")
         elif child.state == "starting":
             self._run_got_url = False
+            self._disarm()
+            self._no_url_timer = asyncio.get_running_loop().call_later(self._no_url_after, self._no_url)
             self._update(state="restarting" if child.restarts else "starting", pid=child.pid,
                          restarts=child.restarts)
         elif child.state == "crashed":
+            self._disarm()
             self._crashed(child)
         elif child.state == "restarting":
             self._update(state="restarting", pid=None, restarts=child.restarts,
                          message=self._why(child.message))
         elif child.state == "failed":
+            self._disarm()
             message = child.message
             if "No such file" in message or "not found" in message:
                 message = f"--via {self.via.describe()}: {self.via.install_hint}"
             log.error("tunnel %s: %s", self.name, message)
             self._update(state="failed", pid=None, message=message)
+
+    def _disarm(self) -> None:
+        if self._no_url_timer is not None:
+            self._no_url_timer.cancel()
+            self._no_url_timer = None
+
+    def _no_url(self) -> None:
+        """The run has printed no URL in ``no_url_after`` seconds: say so, with its last line."""
+        self._no_url_timer = None
+        if self._run_got_url or self.child is None:
+            return
+        last = ""
+        for line in reversed(self.child.log.lines()):
+            if line.stream == "devtunnel" and line.text.startswith("started "):
+                break  # the lines before are an earlier run's
+            if line.stream != "devtunnel" and line.text.strip() and not line.text.startswith("debug"):
+                last = line.text.strip()
+                break
+        why = f"no public URL after {self._no_url_after:g} s ({f'last line: {last}' if last else 'no output'})"
+        log.warning("tunnel %s: %s printed %s", self.name, self.via.describe(), why)
+        self._update(message=why)
 
     def _crashed(self, child: ChildState) -> None:
         why = self._why(child.message)
