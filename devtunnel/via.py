@@ -60,6 +60,8 @@ _SERVEO = re.compile(r"Forwarding HTTP traffic from (https://(?:[A-Za-z0-9-]+\.)
                      + _URL_END)
 _ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward to ")
 _FORWARDED = re.compile(r"^debug1: remote forward success for: listen (\d+), connect ")
+_REFUSED = re.compile(r"^(?:Error|Warning): remote port forwarding failed for listen port \d+"
+                      r"|^debug1: remote forward failure for: listen \d+, connect ")
 _USER_HOST = re.compile(r"(?:([A-Za-z0-9._-]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
 
 
@@ -130,6 +132,11 @@ class Via:
         login = f"{self.user}@{self.host}" if self.user else str(self.host)
         verbose = ["-v"] if remote_port else []  # the only way OpenSSH says a fixed forward is up
         return [*ssh, *verbose, "-N", *port, "-R", f"{remote_port}:{target}", login]
+
+    def forward_refused(self, line: str) -> bool:
+        """True if ``line`` of ssh's output says the server refused the remote port asked for
+        (``Error: remote port forwarding failed for listen port N``): taken by someone else."""
+        return self.program == "ssh" and _REFUSED.search(_ANSI.sub("", line)) is not None
 
     def url_in(self, line: str) -> str | None:
         """The public URL if ``line`` of the program's output announces it, else None."""

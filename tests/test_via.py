@@ -157,3 +157,15 @@ def test_plain_ssh_asks_again_for_the_port_it_had_and_reads_that_it_got_it() -> 
     assert via.url_in("debug1: remote forward success for: listen 0, connect 127.0.0.1:41000") is None
     assert via.url_in("debug1: remote forward failure for: listen 40555, connect 127.0.0.1:41000") is None
     assert via.url_in("Allocated port 99999 for remote forward to 127.0.0.1:41000") is None
+
+
+def test_plain_ssh_tells_a_refused_port_from_a_failed_connection() -> None:
+    via = parse_via("ssh:me@example.com")
+    # OpenSSH 9 with ExitOnForwardFailure (and -v), when the port asked for is taken on the server
+    assert via.forward_refused("Error: remote port forwarding failed for listen port 40555")
+    assert via.forward_refused("debug1: remote forward failure for: listen 40555, connect 127.0.0.1:41000")
+    # the server down, or the login refused: nothing said about the port
+    assert not via.forward_refused("ssh: connect to host example.com port 22: Connection refused")
+    assert not via.forward_refused("me@example.com: Permission denied (publickey).")
+    assert not via.forward_refused("Connection to example.com closed by remote host.")
+    assert not parse_via("cloudflared").forward_refused("Error: remote port forwarding failed for listen port 1")

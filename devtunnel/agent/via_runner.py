@@ -38,7 +38,7 @@ ENV_SSH_OPTIONS = "DEVTUNNEL_SSH_OPTIONS"
 """More options for every ssh-based provider, as a shell would split them
 (e.g. ``-i ~/.ssh/tunnel_key -o UserKnownHostsFile=~/.ssh/tunnel_hosts``)."""
 FIXED_PORT_TRIES = 5
-"""Restarts in a row that ask for the remote port the server gave before, before taking any."""
+"""Runs in a row the server refuses the remote port it gave before, before asking for any."""
 NO_URL_AFTER = 30.0
 """Seconds a provider may run without printing its URL before devtunnel says so (once a run):
 a provider that prints its URL in a form devtunnel does not know, or never, is otherwise silent."""
@@ -134,8 +134,9 @@ class ViaRunner:
         self._on_change = on_change
         self._backoff = backoff
         self._remote_port = 0  # plain ssh: the port asked for (0: any)
-        self._fixed_failures = 0
+        self._fixed_failures = 0  # runs in a row the server refused that port
         self._fixed_tries = FIXED_PORT_TRIES
+        self._run_refused = False  # this run was refused the port it asked for
         self._run_got_url = False
         self._no_url_after = no_url_after
         self._no_url_timer: asyncio.TimerHandle | None = None
@@ -180,6 +181,7 @@ class ViaRunner:
     def _line(self, text: str) -> bool:
         url = self.via.url_in(text)
         if url is None:
+            self._run_refused = self._run_refused or self.via.forward_refused(text)
             return False
         self._run_got_url = True
         self._disarm()
@@ -204,7 +206,7 @@ class ViaRunner:
                 log.warning("tunnel %s: %s back online at %s", self.name, self.via.describe(), self.status.url)
             self._update(state="online", pid=child.pid, restarts=child.restarts, message="")
         elif child.state == "starting":
-            self._run_got_url = False
+            self._run_got_url = self._run_refused = False
             self._disarm()
             self._no_url_timer = asyncio.get_running_loop().call_later(self._no_url_after, self._no_url)
             self._update(state="restarting" if child.restarts else "starting", pid=child.pid,
@@ -250,8 +252,8 @@ class ViaRunner:
         self._update(state="restarting", pid=None, message=why)
         if self.via.kind != "ssh" or not self._remote_port or self.child is None:
             return
-        if self._run_got_url:
-            return
+        if self._run_got_url or not self._run_refused:
+            return  # a connection that failed (server down, login refused) says nothing of the port
         self._fixed_failures += 1
         if self._fixed_failures >= self._fixed_tries:  # the port is not coming back: take any
             log.warning("tunnel %s: the server would not give port %d again; asking for any port (the URL changes)",
