@@ -39,6 +39,8 @@ ENV_SSH_OPTIONS = "DEVTUNNEL_SSH_OPTIONS"
 (e.g. ``-i ~/.ssh/tunnel_key -o UserKnownHostsFile=~/.ssh/tunnel_hosts``)."""
 FIXED_PORT_TRIES = 5
 """Runs in a row the server refuses the remote port it gave before, before asking for any."""
+_SSH_CHATTER = ("debug", "Transferred: sent ", "Bytes per second: ")
+"""What ``ssh -v`` prints besides errors: its debug lines and, as it exits, its statistics."""
 NO_URL_AFTER = 30.0
 """Seconds a provider may run without printing its URL before devtunnel says so (once a run):
 a provider that prints its URL in a form devtunnel does not know, or never, is otherwise silent."""
@@ -235,13 +237,7 @@ class ViaRunner:
         self._no_url_timer = None
         if self._run_got_url or self.child is None:
             return
-        last = ""
-        for line in reversed(self.child.log.lines()):
-            if line.stream == "devtunnel" and line.text.startswith("started "):
-                break  # the lines before are an earlier run's
-            if line.stream != "devtunnel" and line.text.strip() and not line.text.startswith("debug"):
-                last = line.text.strip()
-                break
+        last = self._last_line("out", "err")
         why = f"no public URL after {self._no_url_after:g} s ({f'last line: {last}' if last else 'no output'})"
         log.warning("tunnel %s: %s printed %s", self.name, self.via.describe(), why)
         self._update(message=why)
@@ -263,8 +259,16 @@ class ViaRunner:
 
     def _why(self, exit_message: str) -> str:
         """``exited with code 255 (<its last error line>)``."""
+        error = self._last_line("err")
+        return f"{exit_message} ({error})" if error else exit_message
+
+    def _last_line(self, *streams: str) -> str:
+        """The last line of this run's output on ``streams`` that can say what went wrong ("" if none)."""
         if self.child is None:
-            return exit_message
-        errors = [line.text for line in self.child.log.lines() if line.stream == "err" and line.text.strip()
-                  and not line.text.startswith("debug")]
-        return f"{exit_message} ({errors[-1].strip()})" if errors else exit_message
+            return ""
+        for line in reversed(self.child.log.lines()):
+            if line.stream == "devtunnel" and line.text.startswith("started "):
+                break  # the lines before are an earlier run's
+            if line.stream in streams and line.text.strip() and not line.text.startswith(_SSH_CHATTER):
+                return line.text.strip()
+        return ""

@@ -150,7 +150,9 @@ async def test_plain_ssh_keeps_its_url_through_a_server_outage_of_many_restarts(
     server.start()
     env = dict(os.environ, DEVTUNNEL_SSH_OPTIONS=f"-i {server.base / 'user_key'} -o UserKnownHostsFile={tmp_path / 'kh'}")
     via = parse_via(f"ssh:{getpass.getuser()}@127.0.0.1:{server.port}")
-    runner = ViaRunner(via, "hooks", Pins(), on_change=lambda: None, env=env, backoff=(0.05, 0.2))
+    messages: list[str] = []
+    runner = ViaRunner(via, "hooks", Pins(), on_change=lambda: messages.append(runner.status.message), env=env,
+                       backoff=(0.05, 0.2))
     await runner.start()
     try:
         first = await async_wait_for(lambda: runner.status.url if runner.status.state == "online" else None,
@@ -162,5 +164,12 @@ async def test_plain_ssh_keeps_its_url_through_a_server_outage_of_many_restarts(
         server.start()
         await async_wait_for(lambda: runner.status.state == "online", timeout=30, what="the provider back")
         assert runner.status.url == first, "the same port is asked for again: a server outage does not move the URL"
+
+        # This run asked for its port with -v: ssh's closing statistics do not hide why it stopped.
+        seen = len(messages)
+        server.stop()
+        why = await async_wait_for(lambda: next((m for m in messages[seen:] if "exited with code 255 (" in m), None),
+                                   timeout=30, what="the provider to stop again")
+        assert "closed by remote host" in why, why
     finally:
         await runner.stop()
