@@ -109,6 +109,8 @@ class ViaRunner:
         on_change: called after every change of ``status``.
         env: the provider's environment (default: this process's); its PATH finds the program.
         memory: where plain ``ssh:`` remembers its remote port between runs (None: nowhere).
+        remember_as: what names the tunnel from one run to the next in ``memory`` (default:
+            ``name``; a tunnel whose name is new each run gives its target).
         backoff: (first, longest) seconds between restarts.
         no_url_after: seconds a run may go without printing its URL before the status and the
             log say so.
@@ -125,6 +127,7 @@ class ViaRunner:
         memory: PortMemory | None = None,
         backoff: tuple[float, float] = (1.0, 30.0),
         no_url_after: float = NO_URL_AFTER,
+        remember_as: str | None = None,
     ) -> None:
         self.via = via
         self.name = name
@@ -142,7 +145,7 @@ class ViaRunner:
         self._run_got_url = False
         self._no_url_after = no_url_after
         self._no_url_timer: asyncio.TimerHandle | None = None
-        self._memory_key = f"{name} {via.describe()}"
+        self._memory_key = f"{remember_as or name} {via.describe()}"
         self._argv: Callable[[], list[str]] = list  # the provider's argv, once started
 
     def _update(self, **changes: object) -> None:

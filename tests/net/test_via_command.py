@@ -196,6 +196,25 @@ def test_via_ssh_takes_any_port_when_the_one_remembered_is_taken_on_the_server(
     assert json.loads((state / "ports.json").read_text())["ssh"][f"moved {via}"] == int(match.group(2))
 
 
+def test_via_ssh_without_a_name_gets_the_same_url_on_the_next_run(
+    sshd: Sshd, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # Without --name each run's tunnel has a new random name: the port is remembered for the
+    # server and the target instead, as docs/via.md promises.
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
+    args = ["http", str(local[0]), "--via", f"ssh:{sshd.user}@127.0.0.1:{sshd.port}", "--no-tui", "--api-port", "0",
+            "--no-record"]
+    first = start(procs, env, *args)
+    line = first.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    assert first.stop() == 0
+    second = start(procs, env, *args)
+    assert second.line(lambda l: l.startswith("Forwarding"), timeout=30) == line
+    match = SSH_URL.match(line)
+    assert match is not None
+    assert httpx.get(f"{match.group(1)}/echo?second=1", trust_env=False, timeout=10).status_code == 200
+    assert second.stop() == 0
+
+
 def test_via_ssh_that_cannot_log_in_keeps_retrying_and_says_why(
     sshd: Sshd, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
