@@ -43,9 +43,11 @@ SSH_OPTIONS = (
     "-o", "ServerAliveCountMax=3",
     "-o", "StrictHostKeyChecking=accept-new",
     "-o", "BatchMode=yes",
+    "-o", "LogLevel=INFO",
 )
 """What every ssh-based provider runs with: fail instead of running without the forward, notice
-a dead connection within ~45 s, trust a host key on first use, never prompt (no terminal)."""
+a dead connection within ~45 s, trust a host key on first use, never prompt (no terminal), and
+print ``Allocated port N`` (an INFO line) whatever LogLevel ``~/.ssh/config`` sets."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _URL_END = r"(?![\w@:-]|\.[\w-])"

@@ -215,6 +215,28 @@ def test_via_ssh_without_a_name_gets_the_same_url_on_the_next_run(
     assert second.stop() == 0
 
 
+def test_via_ssh_reads_its_port_whatever_log_level_the_users_ssh_config_sets(
+    sshd: Sshd, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # "LogLevel ERROR" (a common way to hush "Permanently added ... to the list of known hosts")
+    # also hushes "Allocated port N", the only place the URL is. -F stands in for ~/.ssh/config,
+    # which ssh finds through the password database, not $HOME.
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n    LogLevel ERROR\n")
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-F {config} -i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
+    args = ["http", str(local[0]), "--via", f"ssh:{sshd.user}@127.0.0.1:{sshd.port}", "--no-tui", "--api-port", "0",
+            "--no-record"]
+    first = start(procs, env, *args)
+    line = first.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    match = SSH_URL.match(line)
+    assert match is not None
+    assert httpx.get(f"{match.group(1)}/echo", trust_env=False, timeout=10).status_code == 200
+    assert first.stop() == 0
+    again = start(procs, env, *args)  # asks for that port again: ssh -v says it got it
+    assert again.line(lambda l: l.startswith("Forwarding"), timeout=30) == line
+    assert again.stop() == 0
+
+
 def test_via_ssh_that_cannot_log_in_keeps_retrying_and_says_why(
     sshd: Sshd, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
