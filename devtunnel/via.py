@@ -60,6 +60,9 @@ _LHR = re.compile(r"tunneled with tls termination, (https://(?:[A-Za-z0-9-]+\.)+
 _PINGGY = re.compile(r"(https://(?:[A-Za-z0-9-]+\.)+pinggy\.(?:link|online))" + _URL_END)
 _SERVEO = re.compile(r"Forwarding HTTP traffic from (https://(?:[A-Za-z0-9-]+\.)+(?:serveo\.net|serveousercontent\.com))"
                      + _URL_END)
+_RATE_LIMITED = re.compile(r'status_code="(429 [^"]*)"')
+"""cloudflared's ERR line when trycloudflare.com turns a quick tunnel down for too many requests;
+the line it exits with (``failed to unmarshal quick Tunnel: invalid character 'e' ...``) hides it."""
 _ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward to ")
 _FORWARDED = re.compile(r"^debug1: remote forward success for: listen (\d+), connect ")
 _REFUSED = re.compile(r"^(?:Error|Warning): remote port forwarding failed for listen port \d+"
@@ -139,6 +142,13 @@ class Via:
         """True if ``line`` of ssh's output says the server refused the remote port asked for
         (``Error: remote port forwarding failed for listen port N``): taken by someone else."""
         return self.program == "ssh" and _REFUSED.search(_ANSI.sub("", line)) is not None
+
+    def failure_in(self, line: str) -> str | None:
+        """Why the provider failed, if ``line`` says it better than its last line would."""
+        match = _RATE_LIMITED.search(line) if self.kind == "cloudflared" else None
+        if match is None:
+            return None
+        return f"trycloudflare.com refused a new quick tunnel: {match.group(1)} (too many from this address; retrying)"
 
     def url_in(self, line: str) -> str | None:
         """The public URL if ``line`` of the program's output announces it, else None."""

@@ -169,3 +169,12 @@ def test_plain_ssh_tells_a_refused_port_from_a_failed_connection() -> None:
     assert not via.forward_refused("me@example.com: Permission denied (publickey).")
     assert not via.forward_refused("Connection to example.com closed by remote host.")
     assert not parse_via("cloudflared").forward_refused("Error: remote port forwarding failed for listen port 1")
+
+
+def test_a_rate_limited_quick_tunnel_is_told_by_cloudflareds_err_line() -> None:
+    line = ('2026-05-29T09:25:34Z ERR Error unmarshaling QuickTunnel response: error code: 1015 '
+            'error="invalid character \'e\' looking for beginning of value" status_code="429 Too Many Requests"')
+    assert parse_via("cloudflared").failure_in(line) == (
+        "trycloudflare.com refused a new quick tunnel: 429 Too Many Requests (too many from this address; retrying)")
+    assert parse_via("cloudflared").failure_in("failed to unmarshal quick Tunnel: invalid character 'e'") is None
+    assert parse_via("serveo").failure_in(line) is None

@@ -19,13 +19,13 @@ import logging
 import os
 import shlex
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from devtunnel.errors import ConfigError
-from devtunnel.agent.children import Child, ChildState
+from devtunnel.agent.children import Child, ChildState, LogLine
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.values.terminal import quoted
 from devtunnel.via import Via
@@ -262,16 +262,20 @@ class ViaRunner:
 
     def _why(self, exit_message: str) -> str:
         """``exited with code 255 (<its last error line>)``."""
-        error = self._last_line("err")
+        known = next(filter(None, (self.via.failure_in(line.text) for line in self._run_lines())), None)
+        error = known or self._last_line("err")
         return f"{exit_message} ({error})" if error else exit_message
+
+    def _run_lines(self) -> Iterator[LogLine]:
+        """This run's output, last line first."""
+        if self.child is None:
+            return
+        for line in reversed(self.child.log.lines()):
+            if line.stream == "devtunnel" and line.text.startswith("started "):
+                return  # the lines before are an earlier run's
+            yield line
 
     def _last_line(self, *streams: str) -> str:
         """The last line of this run's output on ``streams`` that can say what went wrong ("" if none)."""
-        if self.child is None:
-            return ""
-        for line in reversed(self.child.log.lines()):
-            if line.stream == "devtunnel" and line.text.startswith("started "):
-                break  # the lines before are an earlier run's
-            if line.stream in streams and line.text.strip() and not line.text.startswith(_SSH_CHATTER):
-                return line.text.strip()
-        return ""
+        return next((line.text.strip() for line in self._run_lines() if line.stream in streams and line.text.strip()
+                     and not line.text.startswith(_SSH_CHATTER)), "")

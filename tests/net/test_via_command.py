@@ -455,6 +455,26 @@ def test_cloudflared_that_gets_no_quick_tunnel_announces_no_url_and_says_why(
     assert not any("back online" in l for l in agent.err), agent.err
 
 
+def test_cloudflared_refused_a_quick_tunnel_for_too_many_requests_says_so(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    # What cloudflared prints when trycloudflare.com rate-limits this address: its last line
+    # ("invalid character 'e'") does not say why; the line before does.
+    output = (CLOUDFLARED_OFFLINE.splitlines()[0] + "\n"
+              "2026-05-29T09:25:34Z INF Requesting new quick Tunnel on trycloudflare.com...\n"
+              "2026-05-29T09:25:34Z ERR Error unmarshaling QuickTunnel response: error code: 1015 "
+              "error=\"invalid character 'e' looking for beginning of value\" status_code=\"429 Too Many Requests\"\n"
+              "failed to unmarshal quick Tunnel: invalid character 'e' looking for beginning of value\n")
+    env = dict(env, PATH=f"{scripted_cloudflared(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_OUTPUT=output, FAKE_EXIT="1")
+    api_port = free_port()
+    agent = start(procs, env, "http", "8000", "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
+                  "--no-record")
+    line = agent.line(lambda l: "cloudflared exited with code 1 (" in l, lines="err", timeout=30)
+    assert "trycloudflare.com refused a new quick tunnel: 429 Too Many Requests" in line, line
+    assert "429 Too Many Requests" in api_tunnel(api_port)["via"]["message"]
+    assert agent.stop() == 0
+
+
 # -- what is refused ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("via", "message"),
