@@ -43,21 +43,30 @@ SSH_OPTIONS = (
     "-o", "ServerAliveCountMax=3",
     "-o", "StrictHostKeyChecking=accept-new",
     "-o", "BatchMode=yes",
+    "-o", "LogLevel=INFO",
 )
 """What every ssh-based provider runs with: fail instead of running without the forward, notice
-a dead connection within ~45 s, trust a host key on first use, never prompt (no terminal)."""
+a dead connection within ~45 s, trust a host key on first use, never prompt (no terminal), and
+print ``Allocated port N`` (an INFO line) whatever LogLevel ``~/.ssh/config`` sets."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _URL_END = r"(?![\w@:-]|\.[\w-])"
 """Where a provider's URL ends: not in the middle of a longer host (``...trycloudflare.com.evil.com``),
 a login (``...@evil.com``) or a port."""
-_CLOUDFLARED = re.compile(r"(https://[a-z0-9-]+\.trycloudflare\.com)" + _URL_END)
+_CLOUDFLARED = re.compile(r"(https://(?!api\.)[a-z0-9-]+\.trycloudflare\.com)(?![/?#])" + _URL_END)
+"""A quick tunnel's URL is its name alone: ``https://api.trycloudflare.com/tunnel`` is where
+cloudflared asks for one, in the error it prints when it cannot (offline, refused)."""
 _LHR = re.compile(r"tunneled with tls termination, (https://(?:[A-Za-z0-9-]+\.)+(?:lhr\.life|localhost\.run))" + _URL_END)
 _PINGGY = re.compile(r"(https://(?:[A-Za-z0-9-]+\.)+pinggy\.(?:link|online))" + _URL_END)
 _SERVEO = re.compile(r"Forwarding HTTP traffic from (https://(?:[A-Za-z0-9-]+\.)+(?:serveo\.net|serveousercontent\.com))"
                      + _URL_END)
+_RATE_LIMITED = re.compile(r'status_code="(429 [^"]*)"')
+"""cloudflared's ERR line when trycloudflare.com turns a quick tunnel down for too many requests;
+the line it exits with (``failed to unmarshal quick Tunnel: invalid character 'e' ...``) hides it."""
 _ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward to ")
 _FORWARDED = re.compile(r"^debug1: remote forward success for: listen (\d+), connect ")
+_REFUSED = re.compile(r"^(?:Error|Warning): remote port forwarding failed for listen port \d+"
+                      r"|^debug1: remote forward failure for: listen \d+, connect ")
 _USER_HOST = re.compile(r"(?:([A-Za-z0-9._-]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
 
 
@@ -128,6 +137,18 @@ class Via:
         login = f"{self.user}@{self.host}" if self.user else str(self.host)
         verbose = ["-v"] if remote_port else []  # the only way OpenSSH says a fixed forward is up
         return [*ssh, *verbose, "-N", *port, "-R", f"{remote_port}:{target}", login]
+
+    def forward_refused(self, line: str) -> bool:
+        """True if ``line`` of ssh's output says the server refused the remote port asked for
+        (``Error: remote port forwarding failed for listen port N``): taken by someone else."""
+        return self.program == "ssh" and _REFUSED.search(_ANSI.sub("", line)) is not None
+
+    def failure_in(self, line: str) -> str | None:
+        """Why the provider failed, if ``line`` says it better than its last line would."""
+        match = _RATE_LIMITED.search(line) if self.kind == "cloudflared" else None
+        if match is None:
+            return None
+        return f"trycloudflare.com refused a new quick tunnel: {match.group(1)} (too many from this address; retrying)"
 
     def url_in(self, line: str) -> str | None:
         """The public URL if ``line`` of the program's output announces it, else None."""

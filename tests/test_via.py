@@ -80,6 +80,12 @@ def test_links_that_are_not_the_tunnel_are_not_taken() -> None:
         ("cloudflared", "INF |  https://abc.trycloudflare.com:8443  |"),
         ("pinggy", "https://abc.a.free.pinggy.link.evil.example.com"),
         ("pinggy", "https://abc.a.free.pinggy.link@evil.example.com"),
+        # where cloudflared asks for a quick tunnel, in the errors it prints when it gets none
+        ("cloudflared", 'failed to request quick Tunnel: Post "https://api.trycloudflare.com/tunnel": dial tcp: '
+                        "lookup api.trycloudflare.com: no such host"),
+        ("cloudflared", 'failed to request quick Tunnel: Post "https://api.trycloudflare.com/tunnel": dial tcp '
+                        "176.53.43.44:443: connect: connection refused"),
+        ("cloudflared", "INF |  https://abc.trycloudflare.com/tunnel  |"),
         # not https, or no host at all
         ("cloudflared", "INF |  http://abc.trycloudflare.com  |"),
         ("serveo", "Forwarding HTTP traffic from http://x.serveo.net"),
@@ -151,3 +157,24 @@ def test_plain_ssh_asks_again_for_the_port_it_had_and_reads_that_it_got_it() -> 
     assert via.url_in("debug1: remote forward success for: listen 0, connect 127.0.0.1:41000") is None
     assert via.url_in("debug1: remote forward failure for: listen 40555, connect 127.0.0.1:41000") is None
     assert via.url_in("Allocated port 99999 for remote forward to 127.0.0.1:41000") is None
+
+
+def test_plain_ssh_tells_a_refused_port_from_a_failed_connection() -> None:
+    via = parse_via("ssh:me@example.com")
+    # OpenSSH 9 with ExitOnForwardFailure (and -v), when the port asked for is taken on the server
+    assert via.forward_refused("Error: remote port forwarding failed for listen port 40555")
+    assert via.forward_refused("debug1: remote forward failure for: listen 40555, connect 127.0.0.1:41000")
+    # the server down, or the login refused: nothing said about the port
+    assert not via.forward_refused("ssh: connect to host example.com port 22: Connection refused")
+    assert not via.forward_refused("me@example.com: Permission denied (publickey).")
+    assert not via.forward_refused("Connection to example.com closed by remote host.")
+    assert not parse_via("cloudflared").forward_refused("Error: remote port forwarding failed for listen port 1")
+
+
+def test_a_rate_limited_quick_tunnel_is_told_by_cloudflareds_err_line() -> None:
+    line = ('2026-05-29T09:25:34Z ERR Error unmarshaling QuickTunnel response: error code: 1015 '
+            'error="invalid character \'e\' looking for beginning of value" status_code="429 Too Many Requests"')
+    assert parse_via("cloudflared").failure_in(line) == (
+        "trycloudflare.com refused a new quick tunnel: 429 Too Many Requests (too many from this address; retrying)")
+    assert parse_via("cloudflared").failure_in("failed to unmarshal quick Tunnel: invalid character 'e'") is None
+    assert parse_via("serveo").failure_in(line) is None

@@ -6,7 +6,8 @@ per kind of port, each mapping a key (a tunnel name) to the port it had last tim
     {"relay": {"payments": 41234}, "ssh": {"payments ssh:me@host": 40021}}
 
 ``relay`` is the embedded relay's local port; ``ssh`` the remote port a plain ``ssh:`` server
-allocated. The file is rewritten atomically (a temporary file renamed over it); a missing,
+allocated, keyed by the tunnel's name and the server (``to http://127.0.0.1:8000 ssh:me@host``
+for a tunnel without a name of its own). The file is rewritten atomically (a temporary file renamed over it); a missing,
 unreadable or malformed file is an empty memory, never an error: remembering is a courtesy.
 """
 

@@ -153,8 +153,10 @@ class AgentService:
                 await old.stop()
             self._tunnels[key] = tunnel
             if provider is not None:
+                # A random name is new each run: an unnamed tunnel is known by its target instead.
                 tunnel.provider = ViaRunner(provider, key, self.embedded_relay, on_change=tunnel.notify,
-                                            env=self.via_env, memory=self.ports)
+                                            env=self.via_env, memory=self.ports,
+                                            remember_as=None if config.name else f"to {tunnel.target.url}")
         try:
             info = await tunnel.start()
             if tunnel.provider is not None and tunnel.state is TunnelState.ONLINE:

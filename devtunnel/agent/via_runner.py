@@ -14,17 +14,18 @@ run (``PortMemory``); a port that cannot be had again falls back to any free one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shlex
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from devtunnel.errors import ConfigError
-from devtunnel.agent.children import Child, ChildState
+from devtunnel.agent.children import Child, ChildState, LogLine
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.values.terminal import quoted
 from devtunnel.via import Via
@@ -37,7 +38,12 @@ ENV_SSH_OPTIONS = "DEVTUNNEL_SSH_OPTIONS"
 """More options for every ssh-based provider, as a shell would split them
 (e.g. ``-i ~/.ssh/tunnel_key -o UserKnownHostsFile=~/.ssh/tunnel_hosts``)."""
 FIXED_PORT_TRIES = 5
-"""Restarts in a row that ask for the remote port the server gave before, before taking any."""
+"""Runs in a row the server refuses the remote port it gave before, before asking for any."""
+_SSH_CHATTER = ("debug", "Transferred: sent ", "Bytes per second: ")
+"""What ``ssh -v`` prints besides errors: its debug lines and, as it exits, its statistics."""
+NO_URL_AFTER = 30.0
+"""Seconds a provider may run without printing its URL before devtunnel says so (once a run):
+a provider that prints its URL in a form devtunnel does not know, or never, is otherwise silent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +109,11 @@ class ViaRunner:
         on_change: called after every change of ``status``.
         env: the provider's environment (default: this process's); its PATH finds the program.
         memory: where plain ``ssh:`` remembers its remote port between runs (None: nowhere).
+        remember_as: what names the tunnel from one run to the next in ``memory`` (default:
+            ``name``; a tunnel whose name is new each run gives its target).
         backoff: (first, longest) seconds between restarts.
+        no_url_after: seconds a run may go without printing its URL before the status and the
+            log say so.
     """
 
     def __init__(
@@ -116,6 +126,8 @@ class ViaRunner:
         env: Mapping[str, str] | None = None,
         memory: PortMemory | None = None,
         backoff: tuple[float, float] = (1.0, 30.0),
+        no_url_after: float = NO_URL_AFTER,
+        remember_as: str | None = None,
     ) -> None:
         self.via = via
         self.name = name
@@ -127,10 +139,13 @@ class ViaRunner:
         self._on_change = on_change
         self._backoff = backoff
         self._remote_port = 0  # plain ssh: the port asked for (0: any)
-        self._fixed_failures = 0
+        self._fixed_failures = 0  # runs in a row the server refused that port
         self._fixed_tries = FIXED_PORT_TRIES
+        self._run_refused = False  # this run was refused the port it asked for
         self._run_got_url = False
-        self._memory_key = f"{name} {via.describe()}"
+        self._no_url_after = no_url_after
+        self._no_url_timer: asyncio.TimerHandle | None = None
+        self._memory_key = f"{remember_as or name} {via.describe()}"
         self._argv: Callable[[], list[str]] = list  # the provider's argv, once started
 
     def _update(self, **changes: object) -> None:
@@ -161,6 +176,7 @@ class ViaRunner:
 
     async def stop(self) -> None:
         """Stop the provider and the pinned port."""
+        self._disarm()
         if self.child is not None:
             await self.child.stop()
         if self.status.port is not None:
@@ -170,8 +186,10 @@ class ViaRunner:
     def _line(self, text: str) -> bool:
         url = self.via.url_in(text)
         if url is None:
+            self._run_refused = self._run_refused or self.via.forward_refused(text)
             return False
         self._run_got_url = True
+        self._disarm()
         if self.via.kind == "ssh":
             remote = urlsplit(url).port or 0
             if remote and remote != self._remote_port:
@@ -193,20 +211,39 @@ class ViaRunner:
                 log.warning("tunnel %s: %s back online at %s", self.name, self.via.describe(), self.status.url)
             self._update(state="online", pid=child.pid, restarts=child.restarts, message="")
         elif child.state == "starting":
-            self._run_got_url = False
+            self._run_got_url = self._run_refused = False
+            self._disarm()
+            self._no_url_timer = asyncio.get_running_loop().call_later(self._no_url_after, self._no_url)
             self._update(state="restarting" if child.restarts else "starting", pid=child.pid,
                          restarts=child.restarts)
         elif child.state == "crashed":
+            self._disarm()
             self._crashed(child)
         elif child.state == "restarting":
             self._update(state="restarting", pid=None, restarts=child.restarts,
                          message=self._why(child.message))
         elif child.state == "failed":
+            self._disarm()
             message = child.message
             if "No such file" in message or "not found" in message:
                 message = f"--via {self.via.describe()}: {self.via.install_hint}"
             log.error("tunnel %s: %s", self.name, message)
             self._update(state="failed", pid=None, message=message)
+
+    def _disarm(self) -> None:
+        if self._no_url_timer is not None:
+            self._no_url_timer.cancel()
+            self._no_url_timer = None
+
+    def _no_url(self) -> None:
+        """The run has printed no URL in ``no_url_after`` seconds: say so, with its last line."""
+        self._no_url_timer = None
+        if self._run_got_url or self.child is None:
+            return
+        last = self._last_line("out", "err")
+        why = f"no public URL after {self._no_url_after:g} s ({f'last line: {last}' if last else 'no output'})"
+        log.warning("tunnel %s: %s printed %s", self.name, self.via.describe(), why)
+        self._update(message=why)
 
     def _crashed(self, child: ChildState) -> None:
         why = self._why(child.message)
@@ -214,8 +251,8 @@ class ViaRunner:
         self._update(state="restarting", pid=None, message=why)
         if self.via.kind != "ssh" or not self._remote_port or self.child is None:
             return
-        if self._run_got_url:
-            return
+        if self._run_got_url or not self._run_refused:
+            return  # a connection that failed (server down, login refused) says nothing of the port
         self._fixed_failures += 1
         if self._fixed_failures >= self._fixed_tries:  # the port is not coming back: take any
             log.warning("tunnel %s: the server would not give port %d again; asking for any port (the URL changes)",
@@ -225,8 +262,20 @@ class ViaRunner:
 
     def _why(self, exit_message: str) -> str:
         """``exited with code 255 (<its last error line>)``."""
+        known = next(filter(None, (self.via.failure_in(line.text) for line in self._run_lines())), None)
+        error = known or self._last_line("err")
+        return f"{exit_message} ({error})" if error else exit_message
+
+    def _run_lines(self) -> Iterator[LogLine]:
+        """This run's output, last line first."""
         if self.child is None:
-            return exit_message
-        errors = [line.text for line in self.child.log.lines() if line.stream == "err" and line.text.strip()
-                  and not line.text.startswith("debug")]
-        return f"{exit_message} ({errors[-1].strip()})" if errors else exit_message
+            return
+        for line in reversed(self.child.log.lines()):
+            if line.stream == "devtunnel" and line.text.startswith("started "):
+                return  # the lines before are an earlier run's
+            yield line
+
+    def _last_line(self, *streams: str) -> str:
+        """The last line of this run's output on ``streams`` that can say what went wrong ("" if none)."""
+        return next((line.text.strip() for line in self._run_lines() if line.stream in streams and line.text.strip()
+                     and not line.text.startswith(_SSH_CHATTER)), "")

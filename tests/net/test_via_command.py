@@ -196,6 +196,47 @@ def test_via_ssh_takes_any_port_when_the_one_remembered_is_taken_on_the_server(
     assert json.loads((state / "ports.json").read_text())["ssh"][f"moved {via}"] == int(match.group(2))
 
 
+def test_via_ssh_without_a_name_gets_the_same_url_on_the_next_run(
+    sshd: Sshd, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # Without --name each run's tunnel has a new random name: the port is remembered for the
+    # server and the target instead, as docs/via.md promises.
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
+    args = ["http", str(local[0]), "--via", f"ssh:{sshd.user}@127.0.0.1:{sshd.port}", "--no-tui", "--api-port", "0",
+            "--no-record"]
+    first = start(procs, env, *args)
+    line = first.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    assert first.stop() == 0
+    second = start(procs, env, *args)
+    assert second.line(lambda l: l.startswith("Forwarding"), timeout=30) == line
+    match = SSH_URL.match(line)
+    assert match is not None
+    assert httpx.get(f"{match.group(1)}/echo?second=1", trust_env=False, timeout=10).status_code == 200
+    assert second.stop() == 0
+
+
+def test_via_ssh_reads_its_port_whatever_log_level_the_users_ssh_config_sets(
+    sshd: Sshd, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # "LogLevel ERROR" (a common way to hush "Permanently added ... to the list of known hosts")
+    # also hushes "Allocated port N", the only place the URL is. -F stands in for ~/.ssh/config,
+    # which ssh finds through the password database, not $HOME.
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n    LogLevel ERROR\n")
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-F {config} -i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
+    args = ["http", str(local[0]), "--via", f"ssh:{sshd.user}@127.0.0.1:{sshd.port}", "--no-tui", "--api-port", "0",
+            "--no-record"]
+    first = start(procs, env, *args)
+    line = first.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    match = SSH_URL.match(line)
+    assert match is not None
+    assert httpx.get(f"{match.group(1)}/echo", trust_env=False, timeout=10).status_code == 200
+    assert first.stop() == 0
+    again = start(procs, env, *args)  # asks for that port again: ssh -v says it got it
+    assert again.line(lambda l: l.startswith("Forwarding"), timeout=30) == line
+    assert again.stop() == 0
+
+
 def test_via_ssh_that_cannot_log_in_keeps_retrying_and_says_why(
     sshd: Sshd, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
@@ -376,6 +417,62 @@ def test_a_url_off_the_providers_domain_is_not_announced(
     assert first == "Forwarding https://8beaa541ba3dc2.lhr.life -> http://127.0.0.1:8000"
     assert agent.stop() == 0
     assert not any("evil" in line for line in agent.out + agent.err), (agent.out, agent.err)
+
+
+CLOUDFLARED_OFFLINE = """\
+2026-02-03T13:19:49Z INF Thank you for trying Cloudflare Tunnel. Doing so, without a Cloudflare account, is a quick way to experiment and try it out.
+2026-02-03T13:19:49Z INF Requesting new quick Tunnel on trycloudflare.com...
+failed to request quick Tunnel: Post "https://api.trycloudflare.com/tunnel": dial tcp: lookup api.trycloudflare.com: no such host
+"""
+
+
+def scripted_cloudflared(tmp_path: Path) -> Path:
+    """A cloudflared that prints ``$FAKE_OUTPUT`` on stderr, as the real one logs, and exits with ``$FAKE_EXIT``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    program = bin_dir / "cloudflared"
+    program.write_text(f"#!{sys.executable}\nimport os, sys\n"
+                       "sys.stderr.write(os.environ['FAKE_OUTPUT']); sys.stderr.flush(); sys.exit(int(os.environ['FAKE_EXIT']))\n")
+    program.chmod(0o755)
+    return bin_dir
+
+
+def test_cloudflared_that_gets_no_quick_tunnel_announces_no_url_and_says_why(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    env = dict(env, PATH=f"{scripted_cloudflared(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_OUTPUT=CLOUDFLARED_OFFLINE,
+               FAKE_EXIT="1")
+    api_port = free_port()
+    agent = start(procs, env, "http", "8000", "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
+                  "--no-record")
+    failed = "cloudflared exited with code 1 (failed to request quick Tunnel: "
+    wait_for(lambda: sum(failed in l for l in agent.err) >= 2, timeout=30,  # it was restarted, and failed again
+             what=f"two failed runs; out={agent.out} err={agent.err}")
+    tunnel = api_tunnel(api_port)
+    assert tunnel["public_url"] == "" and tunnel["via"]["url"] is None and tunnel["state"] != "online"
+    assert agent.stop() == 0
+    assert not any(l.startswith("Forwarding") for l in agent.out), agent.out
+    assert not any("back online" in l for l in agent.err), agent.err
+
+
+def test_cloudflared_refused_a_quick_tunnel_for_too_many_requests_says_so(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    # What cloudflared prints when trycloudflare.com rate-limits this address: its last line
+    # ("invalid character 'e'") does not say why; the line before does.
+    output = (CLOUDFLARED_OFFLINE.splitlines()[0] + "\n"
+              "2026-05-29T09:25:34Z INF Requesting new quick Tunnel on trycloudflare.com...\n"
+              "2026-05-29T09:25:34Z ERR Error unmarshaling QuickTunnel response: error code: 1015 "
+              "error=\"invalid character 'e' looking for beginning of value\" status_code=\"429 Too Many Requests\"\n"
+              "failed to unmarshal quick Tunnel: invalid character 'e' looking for beginning of value\n")
+    env = dict(env, PATH=f"{scripted_cloudflared(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_OUTPUT=output, FAKE_EXIT="1")
+    api_port = free_port()
+    agent = start(procs, env, "http", "8000", "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
+                  "--no-record")
+    line = agent.line(lambda l: "cloudflared exited with code 1 (" in l, lines="err", timeout=30)
+    assert "trycloudflare.com refused a new quick tunnel: 429 Too Many Requests" in line, line
+    assert "429 Too Many Requests" in api_tunnel(api_port)["via"]["message"]
+    assert agent.stop() == 0
 
 
 # -- what is refused ---------------------------------------------------------------------------------
