@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devtunnel.errors import ConfigError
-from devtunnel.rules import Rule
+from devtunnel.rules import Rule, RulesError, judges_client_address
 from devtunnel.values.terminal import quoted
 from devtunnel.via import Via, parse_via
 
-__all__ = ["TunnelConfig"]
+__all__ = ["TunnelConfig", "refuse_address_rules"]
 
 @dataclass(frozen=True, slots=True)
 class TunnelConfig:
@@ -60,6 +60,8 @@ class TunnelConfig:
             raise ConfigError("a pool shares a name: give the tunnel one (--name NAME --pool)")
         if self.provider is not None and self.relay is not None:
             raise ConfigError(f"--via {self.via} carries traffic through the embedded relay: leave out --relay")
+        if self.provider is not None:
+            refuse_address_rules(self.rules, self.via or "")
 
     @property
     def provider(self) -> Via | None:
@@ -68,3 +70,19 @@ class TunnelConfig:
             return None
         via = parse_via(self.via)
         return None if via.kind == "relay" else via
+
+
+def refuse_address_rules(rules: tuple[Rule, ...], via: str) -> None:
+    """Refuse rules that tell clients apart by address on a tunnel whose public URL is a
+    provider's: every request reaches the embedded relay from the provider's program on this
+    machine, so ``allow-ip 127.0.0.1`` would let every client in and any other list none.
+
+    Raises:
+        RulesError: naming the first such rule.
+    """
+    for rule in rules:
+        if judges_client_address(rule):
+            raise RulesError(
+                f"rule {rule.index} ({rule.action}{' ' + rule.match if rule.match else ''}): behind --via {via} every"
+                " client is 127.0.0.1 (the provider's program), so rules by client address cannot tell them"
+                " apart; use a relay of your own (--relay) for them", rule.index)

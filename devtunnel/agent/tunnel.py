@@ -42,7 +42,7 @@ from devtunnel.errors import (
 )
 from devtunnel.agent.socket import MAX_FRAME, TunnelSocket
 from devtunnel.agent.app_runner import AppRunner
-from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.config import TunnelConfig, refuse_address_rules
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
 from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
@@ -287,7 +287,10 @@ class AgentTunnel:
 
         Raises:
             TunnelError: the relay this tunnel is connected to does not enforce rules.
+            RulesError: a rule by client address on a tunnel behind a provider (``refuse_address_rules``).
         """
+        if self.config.provider is not None:
+            refuse_address_rules(rules, self.config.via or "")
         session = self._session
         if session is not None and rules and not session.rules_enforced:
             raise TunnelError("the relay does not enforce rules (an older devtunnel): upgrade it to use rules")

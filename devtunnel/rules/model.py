@@ -389,6 +389,11 @@ def _read_paths(flt: Filter) -> None:
             leaf.prefix = rule_path(leaf.prefix)
 
 
+def judges_client_address(rule: Rule) -> bool:
+    """Whether ``rule`` tells clients apart by their address: ``allow-ip``, or ``ip:`` in its match."""
+    return rule.action == "allow-ip" or any(type(leaf).__name__ == "Ip" for leaf in _leaves(rule.filter))
+
+
 def _leaves(flt: object, depth: int = 0) -> list[Filter]:
     if depth > 64 or not isinstance(flt, Filter):
         return []

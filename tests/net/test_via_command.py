@@ -531,3 +531,40 @@ def test_the_api_reports_a_provider_that_cannot_start_as_a_failed_tunnel(
     bad = httpx.post(base, json={"addr": "8000", "via": "ngrok"}, trust_env=False, timeout=20)
     assert bad.status_code == 400 and "expected one of" in bad.json()["msg"]
     assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("rule", [["--allow-ip", "127.0.0.1"], ["--rules", "RULES"]])
+def test_rules_by_client_address_behind_a_provider_are_refused_not_blind(
+    rule: list[str], tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    """Behind --via every client is 127.0.0.1: `--allow-ip 127.0.0.1` let every client in, and
+    any other list refused them all, without a word."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\naction = "deny"\nmatch = "ip:10.0.0.0/8"\n')
+    ports = tmp_path / "provider-ports"
+    env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_PROVIDER_PORTS=str(ports))
+    args = [str(rules) if a == "RULES" else a for a in rule]
+    refused = start(procs, env, "http", str(local[0]), "--via", "cloudflared", *args, "--no-tui", "--api-port", "0")
+    assert refused.wait(30) == 2
+    assert any("behind --via cloudflared every client is 127.0.0.1" in line for line in refused.err), refused.err
+    assert not any("Traceback" in line for line in refused.err)
+    assert not ports.exists()  # no provider was started
+
+
+def test_a_rule_by_client_address_added_over_the_api_to_a_tunnel_behind_a_provider_is_a_400(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}",
+               FAKE_PROVIDER_PORTS=str(tmp_path / "provider-ports"))
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--via", "cloudflared", "--name", "shop", "--no-tui",
+                  "--api-port", str(api_port), "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"), timeout=30)
+    rules = f"http://127.0.0.1:{api_port}/api/tunnels/shop/rules"
+    answer = httpx.post(rules, json={"action": "allow-ip", "ips": ["127.0.0.1"]}, trust_env=False, timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert "every client is 127.0.0.1" in answer.json()["msg"]
+    fine = httpx.post(rules, json={"action": "deny", "match": "path:/admin"}, trust_env=False, timeout=10)
+    assert fine.status_code == 201, fine.text
+    assert httpx.get(rules, trust_env=False, timeout=10).json()["rules"][0]["action"] == "deny"
+    assert agent.stop() == 0
