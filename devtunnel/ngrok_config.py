@@ -59,10 +59,10 @@ PROTECTIONS = {
 with any of them is not imported."""
 
 _TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain",
-                    "auth", "basic_auth", "ip_restriction", "pooling_enabled", "verify_upstream_tls", "app_protocol"})
+                    "auth", "basic_auth", "ip_restriction", "pooling_enabled", "verify_upstream_tls", "app_protocol",
+                    "inspect"})
 
 _IGNORED = {
-    "inspect": "devtunnel records every exchange",
     "schemes": "the relay decides the scheme",
     "bind_tls": "the relay decides the scheme",
     "metadata": "labels have no equivalent",
@@ -99,6 +99,8 @@ class ImportedTunnel:
     """``[[tunnels.NAME.rules]]`` tables carrying ngrok's basic auth and IP restrictions."""
     pool: bool = False
     """ngrok's ``pooling_enabled``: the name is shared with other agents (``tunnels.NAME.pool``)."""
+    record: bool = True
+    """ngrok's ``inspect``: false keeps the tunnel's exchanges out of the store (``tunnels.NAME.record``)."""
 
     def table(self) -> dict[str, Any]:
         """The ``[tunnels.NAME]`` table (without the name)."""
@@ -107,6 +109,8 @@ class ImportedTunnel:
             out["host_header"] = self.host_header
         if self.pool:
             out["pool"] = True
+        if not self.record:
+            out["record"] = False
         if self.rules:
             out["rules"] = [dict(rule) for rule in self.rules]
         return out
@@ -345,5 +349,9 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         kinds = sorted({"basic auth" if r["action"] == "basic-auth" else "IP restrictions" for r in rules})
         result.notes.append(f"{name}: {' and '.join(kinds)} carried over as rules at the relay"
                             + (" (passwords stored as sha256 hashes)" if "basic auth" in kinds else ""))
+    inspect = body.get("inspect", True)
+    if not isinstance(inspect, bool):
+        result.notes.append(f"{name}: inspect {quoted(inspect)} is not true or false: left out (recorded)")
+        inspect = True
     result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name, rules=rules,
-                                         pool=pool))
+                                         pool=pool, record=inspect))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from devtunnel.commands.init import guess_app, render, tunnel_name
 from tests.helpers import free_port, process_alive, wait_for
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
+from tests.kit.servers import Reply, http_server
 
 APP = Path(__file__).parent / "net" / "app_fixture.py"
 
@@ -188,6 +191,39 @@ def test_up_starts_the_named_tunnels_with_their_apps_in_one_agent(tmp_path: Path
     wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") and process_alive(pid) for pid in pids if pid),
              what="the apps stopped with devtunnel")
 
+
+
+def test_a_tunnel_with_record_false_is_forwarded_and_logged_but_not_recorded(tmp_path: Path) -> None:
+    """ngrok's `inspect: false`, imported as `record = false`, was left out: the tunnel recorded everything."""
+    with http_server(lambda request: Reply(200, [("Content-Type", "text/plain")], b"ok")) as server:
+        port = server.url.rsplit(":", 1)[1]
+        (tmp_path / "devtunnel.toml").write_text(
+            f"[tunnels.quiet]\ntarget = {port}\nrecord = false\n\n[tunnels.loud]\ntarget = {port}\n")
+        db = tmp_path / "c.db"
+        up = _run(["up", "--no-tui", "--api-port", "0", "--db", str(db)], tmp_path)
+        try:
+            relay = FORWARDING.match(up.line(lambda l: FORWARDING.match(l) is not None)).group(3)  # type: ignore[union-attr]
+            with httpx.Client(timeout=20, trust_env=False) as client:
+                for name in ("quiet", "loud"):
+                    answer = client.get(f"http://127.0.0.1:{relay}/{name}", headers={"Host": f"{name}.localhost:{relay}"})
+                    assert answer.status_code == 200
+            up.line(lambda l: "quiet  GET     /quiet  200" in l)  # logged all the same
+            up.line(lambda l: "loud   GET     /loud  200" in l)
+        finally:
+            assert up.stop(signal.SIGTERM) == 0
+        alone = _run(["http", "quiet", "--no-tui", "--api-port", "0", "--db", str(db)], tmp_path)
+        try:
+            relay = FORWARDING.match(alone.line(lambda l: FORWARDING.match(l) is not None)).group(3)  # type: ignore[union-attr]
+            answer = httpx.get(f"http://127.0.0.1:{relay}/alone", headers={"Host": f"quiet.localhost:{relay}"},
+                               trust_env=False, timeout=20)
+            assert answer.status_code == 200
+            alone.line(lambda l: "GET     /alone  200" in l)
+        finally:
+            assert alone.stop(signal.SIGTERM) == 0
+    listed = subprocess.run([*DEVTUNNEL, "requests", "--db", str(db), "--json"], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["tunnel"], r["path"]) for r in json.loads(listed.stdout)] == [("loud", "/loud")]
 
 
 def test_up_without_a_file_or_with_an_unknown_name_says_so(tmp_path: Path) -> None:

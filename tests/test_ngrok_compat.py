@@ -109,7 +109,8 @@ def test_a_v2_file_gives_its_http_tunnels_and_says_what_it_left_out() -> None:
     notes = "\n".join(result.notes)
     assert "authtoken" in notes and "api_key" in notes
     assert "httpbin: public address 'alan-httpbin' left out" in notes
-    assert "demo: inspect left out" in notes and "demo: schemes left out" in notes
+    assert "demo: schemes left out" in notes and "inspect" not in notes  # carried: record = false
+    assert [t.record for t in result.tunnels] == [True, False, True]
     assert "4nq9771bPxe8ctg7LKr_2ClH7Y15Zqe4bWLWF9p" not in notes  # never echo a secret
     assert "admin: IP restrictions and basic auth carried over as rules at the relay" in notes
     assert "s3cret" not in notes and "s3cret" not in repr(result.tunnels)
@@ -285,10 +286,11 @@ def test_import_ngrok_reads_the_default_location_and_writes_the_user_file(home: 
     done = home.cli("config", "import-ngrok")
     assert done.returncode == 0, done.stderr
     assert f"read {ngrok_yml} (ngrok config version 2)" in done.stdout
-    assert "imported demo: target 9090, host_header rewrite" in done.stdout
+    assert "imported demo: target 9090, host_header rewrite, not recorded" in done.stdout
     assert "skipped sso: it has OAuth" in done.stdout
     saved = tomllib.loads(home.user_file.read_text())["tunnels"]
-    assert saved["httpbin"] == {"target": "8000"} and saved["demo"] == {"target": "9090", "host_header": "rewrite"}
+    assert saved["httpbin"] == {"target": "8000"} and saved["demo"] == {"target": "9090", "host_header": "rewrite",
+                                                                            "record": False}
     assert [r["action"] for r in saved["admin"]["rules"]] == ["deny", "allow-ip", "basic-auth"]
     assert "s3cret" not in home.user_file.read_text()
     assert stat.S_IMODE(home.user_file.stat().st_mode) == 0o600

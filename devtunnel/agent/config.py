@@ -33,6 +33,8 @@ class TunnelConfig:
         run: a shell command that starts the local app; devtunnel watches and restarts it.
         health: a path on the target answering 2xx/3xx once the app is ready (default: the port accepts).
         hold: seconds a request waits for the app while it is down, instead of failing (0: no wait).
+        record: False keeps this tunnel's exchanges out of the store and the inspector (ngrok's
+            ``inspect: false``); they are still forwarded, counted and logged.
     """
 
     target: str
@@ -48,6 +50,7 @@ class TunnelConfig:
     run: str | None = None
     health: str | None = None
     hold: float = 0.0
+    record: bool = True
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):

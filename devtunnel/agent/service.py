@@ -138,10 +138,10 @@ class AgentService:
             tunnel = AgentTunnel(
                 config,
                 relay_url=relay_url,
-                sink=self._sink,
+                sink=self._sink if config.record else self._sink_unrecorded,
                 on_change=self._changed,
-                body_cap=self.body_cap,
-                live=self.recorder is not None,
+                body_cap=self.body_cap if config.record else 0,
+                live=self.recorder is not None and config.record,
                 backoff=self._backoff,
                 head_timeout=self.head_timeout,
             )
@@ -307,6 +307,11 @@ class AgentService:
     def _sink(self, exchange: Exchange, final: bool) -> None:
         if self.recorder is not None:
             self.recorder.submit(exchange)
+        self._sink_unrecorded(exchange, final)
+
+    def _sink_unrecorded(self, exchange: Exchange, final: bool) -> None:
+        """A tunnel that records nothing (``TunnelConfig.record``): its exchanges are still
+        told to the listeners (the headless log line, the API's events)."""
         if final:
             for listener in list(self._exchange_listeners):
                 try:

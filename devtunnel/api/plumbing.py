@@ -241,6 +241,7 @@ class TunnelOptions(TypedDict):
     via: str | None
     pool: bool
     insecure: bool
+    record: bool
 
 
 def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
@@ -248,7 +249,8 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     ``host_header`` (``preserve`` or ``rewrite``), ``relay`` (a ws(s):// or http(s):// URL) and
     ``via`` (checked by the agent, which knows the providers), ngrok's ``pooling_enabled`` as
     ``pool``, and ``insecure`` (an https target's certificate is not verified; ngrok's
-    ``verify_upstream_tls: false``)."""
+    ``verify_upstream_tls: false``), and ngrok's ``inspect: false`` as ``record`` False (the
+    tunnel's exchanges are not recorded)."""
     host_header = str_field(data, "host_header") or "preserve"
     if host_header not in ("preserve", "rewrite"):
         raise ApiError(400, f"host_header must be preserve or rewrite, not {quoted(host_header)}")
@@ -259,12 +261,12 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
         pool = pooling(data)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    for key in ("insecure", "verify_upstream_tls"):
+    for key in ("insecure", "verify_upstream_tls", "inspect"):
         if data.get(key) is not None and not isinstance(data[key], bool):
             raise ApiError(400, f"{key} must be true or false, not {quoted(data[key])}")
     insecure = data.get("insecure") is True or data.get("verify_upstream_tls") is False
     return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None, "pool": pool,
-            "insecure": insecure}
+            "insecure": insecure, "record": data.get("inspect") is not False}
 
 
 COMMAND_LINE_NAMES = frozenset({"command_line", "command_line (http)"})

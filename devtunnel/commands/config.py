@@ -95,6 +95,8 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
             if args.via is None and tunnel.via is not None:
                 out.via = tunnel.via
             out.pool = bool(args.pool or tunnel.pool)
+            if not tunnel.record:  # the agent of ``http NAME`` runs this tunnel alone
+                out.no_record = True
             # The app settings: a flag wins over the file, key by key.
             for key in ("run", "health", "hold"):
                 if getattr(args, key) is None and getattr(tunnel, key) is not None:
@@ -257,7 +259,7 @@ def _import_ngrok(args: argparse.Namespace) -> int:
         t = next(t for t in result.tunnels if t.name == name)
         verb = "would import" if args.dry_run else "imported"
         print(safe(f"{verb} {name}: target {t.target}" + (f", host_header {t.host_header}" if t.host_header else "")
-                   + (", pool" if t.pool else "")))
+                   + (", pool" if t.pool else "") + ("" if t.record else ", not recorded")))
     for name in kept:
         print(safe(f"kept {name}: {target} defines it already (--force to replace it)"))
     for name, why in result.skipped:

@@ -66,7 +66,7 @@ def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -
             target=t.target, name=t.name, relay=None if via else t.relay or resolved.relay, token=resolved.token,
             relay_ca=resolved.relay_ca,
             host_header=t.host_header or settings.agent.host_header, insecure=settings.agent.insecure,
-            via=via, pool=t.pool, rules=renumbered(rules),
+            via=via, pool=t.pool, rules=renumbered(rules), record=t.record,
             run=t.run, health=t.health, hold=t.hold or 0.0,
         ))
     return configs
@@ -90,6 +90,7 @@ def resolve_up(args: argparse.Namespace) -> tuple[argparse.Namespace, list[Tunne
     """
     tunnels = chosen_tunnels(args.settings, list(args.names))
     resolved = resolve_http(_as_http(args, tunnels[0]))
+    resolved.no_record = args.no_record  # the first tunnel's record = false is its own (TunnelConfig.record)
     return resolved, tunnel_configs(tunnels, resolved)
 
 

@@ -169,6 +169,8 @@ class TunnelSection:
     """Path on the target answering 2xx/3xx once the app is ready; unset: its port accepts connections."""
     hold: float | None = field(default=None, metadata=_kind(Duration()))
     """How long requests wait while the app is down, e.g. ``"30s"`` (answered 503 after); unset: no wait."""
+    record: bool = field(default=True, metadata=_kind(Bool()))
+    """False: this tunnel's exchanges are forwarded but not recorded (ngrok's ``inspect: false``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,8 @@ def to_toml(settings: Settings, *, mask_token: bool = True) -> str:
         for t in settings.tunnels:
             if not t.pool:  # a switch that is off says nothing a reader needs
                 tunnels[t.name].pop("pool", None)
+            if t.record:  # nor one that is on by default
+                tunnels[t.name].pop("record", None)
             if t.webhooks:
                 tunnels[t.name]["webhooks"] = _webhooks_toml(t.webhooks, mask_token)
         doc["tunnels"] = tunnels
