@@ -398,7 +398,8 @@ class Forwarder:
             status, kind = 502, "local_error"
             message = f"cannot connect to the local service at {self.target.url}: {failed}"
             if isinstance(failed, ssl.SSLCertVerificationError):
-                message += " (start devtunnel with --insecure to accept a self-signed certificate)"
+                message += (" (start devtunnel with --insecure, or set agent.insecure, to accept a self-signed"
+                            " certificate)")
         await self._record_unsent_body(stream, head, cap)
         await self._fail_before_head(stream, head, cap, status, kind, message, retry_after=retry_after)
         return None

@@ -52,6 +52,8 @@ class AgentService:
         relay: the relay for tunnels whose config names none (None: the embedded relay).
         token: the token for ``relay``.
         relay_ca: a PEM file of a CA to trust for ``relay``'s certificate (``--relay-ca``).
+        insecure: every tunnel leaves its https target's certificate unverified (``agent.insecure``),
+            those started through the API too.
         head_timeout: seconds a local service has to answer a request.
         webhooks: the webhook providers and secrets read at start (a ``WebhookContext``), which
             the recorder judges deliveries with; None when there are none.
@@ -70,6 +72,7 @@ class AgentService:
         relay: str | None = None,
         token: str | None = None,
         relay_ca: str | None = None,
+        insecure: bool = False,
         head_timeout: float = DEFAULT_HEAD_TIMEOUT,
         backoff: Backoff | None = None,
         ports: PortMemory | None = None,
@@ -83,6 +86,7 @@ class AgentService:
         self.default_relay = relay
         self.default_token = token
         self.default_relay_ca = relay_ca
+        self.default_insecure = insecure
         self.head_timeout = head_timeout
         self.embedded_relay: Any = None
         self.ports = ports
@@ -127,6 +131,8 @@ class AgentService:
             AuthError, NameTakenError: the relay refused the tunnel (it is not kept).
         """
         provider = config.provider
+        if self.default_insecure and not config.insecure:
+            config = replace(config, insecure=True)
         # The agent's token goes to the agent's relay only, however a tunnel names it.
         if self.default_relay is not None and provider is None and (
                 config.relay is None or same_relay(config.relay, self.default_relay)):

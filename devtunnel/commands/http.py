@@ -221,7 +221,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
     service = AgentService(
         store=store, recorder=recorder, body_cap=options.body_cap, embedded_port=options.embedded_port,
         relay=options.relay, token=options.token, relay_ca=options.relay_ca, head_timeout=options.head_timeout,
-        webhooks=webhooks,
+        webhooks=webhooks, insecure=options.settings.agent.insecure,
         ports=PortMemory() if is_http else None,
     )
     hurry.append(service.hurry)

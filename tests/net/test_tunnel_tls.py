@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from devtunnel.agent.tunnel import relay_tls_context
 from devtunnel.errors import ConfigError
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
+from tests.helpers import free_port
+from tests.kit.procs import DEVTUNNEL, Proc
 from tests.net.tunnel_fixtures import TOKEN, local_http, local_websocket, relay_and_agent
 
 
@@ -102,3 +105,26 @@ async def test_websocket_to_a_wss_target_is_verified_unless_insecure(tmp_path: P
                         pass
                 assert info.value.response.status_code == 502
                 assert b"CERTIFICATE_VERIFY_FAILED" in info.value.response.body
+
+
+def test_agent_insecure_holds_for_tunnels_started_through_the_api(tmp_path: Path, pem: Path) -> None:
+    """`agent.insecure = true` said "every tunnel", and the note of `config import-ngrok` sends
+    ngrok users there for a self-signed target; a tunnel started through the API (pyngrok) still
+    verified the certificate and answered 502."""
+    config = tmp_path / "devtunnel.toml"
+    config.write_text("[agent]\ninsecure = true\n")
+    api_port = free_port()
+    env = dict(os.environ, DEVTUNNEL_CONFIG=str(config), XDG_STATE_HOME=str(tmp_path / "state"))
+    agent = Proc([*DEVTUNNEL, "agent", "--api-port", str(api_port), "--db", str(tmp_path / "c.db")], env)
+    try:
+        agent.line(lambda l: l.startswith("API "))
+        with local_http(tls_pem=pem) as (port, _):
+            started = httpx.post(f"http://127.0.0.1:{api_port}/api/tunnels",
+                                 json={"addr": f"https://localhost:{port}", "name": "selfsigned"}, timeout=20)
+            assert started.status_code == 201, started.text
+            public = httpx.URL(started.json()["public_url"])
+            answer = httpx.get(public.copy_with(host="127.0.0.1", path="/echo"), headers={"Host": public.netloc.decode()},
+                               trust_env=False, timeout=20)
+            assert answer.status_code == 200, answer.text
+    finally:
+        assert agent.stop() == 0
