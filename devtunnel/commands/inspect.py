@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devtunnel.commands.config import store_path
+from devtunnel.commands.output import no_screen
 from devtunnel.commands.tunnel_args import check_http_args
+from devtunnel.errors import ConfigError
 from devtunnel.rules import Rule
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.sockets import bindable, free_port
@@ -157,6 +159,9 @@ def run_http(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``devtunnel`` (agent, no tunnel) or ``devtunnel inspect`` (stored captures only)."""
+    reason = no_screen()
+    if reason is not None:
+        raise ConfigError(f"the inspector needs a terminal ({reason}); list the captures with: devtunnel requests")
     db = _db(args)
     if args.command == "inspect":
         return open_inspector(db, None, args)

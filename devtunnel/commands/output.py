@@ -20,8 +20,8 @@ from typing import TextIO
 from devtunnel.values.durations import human_duration
 from devtunnel.values.terminal import display_width, escape, truncate
 
-__all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "human_duration", "hex_preview",
-           "err", "EscapingFormatter"]
+__all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "no_screen", "human_duration",
+           "hex_preview", "err", "EscapingFormatter"]
 
 
 def safe(text: str, *, keep_newlines: bool = False) -> str:
@@ -73,6 +73,27 @@ def output_width() -> int:
     if os.environ.get("COLUMNS") or sys.stdout.isatty():
         return shutil.get_terminal_size((100, 24)).columns
     return sys.maxsize
+
+
+def no_screen() -> str | None:
+    """Why the inspector cannot run here, or None when it can.
+
+    It reads keys from stdin and draws on stderr (Textual's choice), and stdout is where a script
+    reads the log lines: all three must be terminals, and one that moves the cursor (``TERM=dumb``,
+    as in Emacs' shell, says it cannot). Started with ``< /dev/null``, ``| cat``, ``2> log``,
+    ``nohup`` or from a script, Textual drew escape codes into the file and spun on the closed
+    input, deaf to Ctrl-C; the commands that would open it run without it instead (``http``,
+    ``up``) or say so (``inspect``).
+    """
+    for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout), ("stderr", sys.stderr)):
+        try:
+            if stream is None or not stream.isatty():
+                return f"{name} is not a terminal"
+        except ValueError:  # closed
+            return f"{name} is not a terminal"
+    if os.environ.get("TERM") == "dumb":
+        return "TERM is dumb"
+    return None
 
 
 def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None = None) -> list[str]:
