@@ -9,6 +9,8 @@ themselves, and nothing here interprets markup.
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import os
 import shutil
@@ -20,8 +22,8 @@ from typing import TextIO
 from devtunnel.values.durations import human_duration
 from devtunnel.values.terminal import display_width, escape, truncate
 
-__all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "no_screen", "human_duration",
-           "hex_preview", "err", "EscapingFormatter"]
+__all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "no_screen", "utf8_output",
+           "tolerant_output", "human_duration", "hex_preview", "err", "EscapingFormatter"]
 
 
 def safe(text: str, *, keep_newlines: bool = False) -> str:
@@ -94,6 +96,25 @@ def no_screen() -> str | None:
     if os.environ.get("TERM") == "dumb":
         return "TERM is dumb"
     return None
+
+
+def utf8_output() -> bool:
+    """Whether stdout writes UTF-8, as it does but for a locale that says otherwise
+    (``LANG=en_US.ISO-8859-1``, ``LC_ALL=C`` with ``PYTHONUTF8=0``, ``PYTHONIOENCODING=ascii``)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return codecs.lookup(encoding).name == "utf-8"
+
+
+def tolerant_output() -> None:
+    """Let stdout show what its encoding cannot write as ``\\u2713``, as stderr already does.
+
+    What the commands print for a person (``show``, ``diff``, ``replay``'s lines, the help) holds
+    captured text and marks such as ``✓`` and ``…``: in a locale that is not UTF-8 the first one
+    ended the command in a ``UnicodeEncodeError`` traceback. Output meant as data (``export``)
+    is written as UTF-8 bytes instead, as ``-o FILE`` writes it.
+    """
+    if not utf8_output() and isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None = None) -> list[str]:
