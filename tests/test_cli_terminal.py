@@ -107,3 +107,17 @@ def test_inspect_without_a_terminal_says_it_needs_one(env: dict[str, str], tmp_p
         assert done.stderr == ("devtunnel: the inspector needs a terminal (stdin is not a terminal); "
                                "list the captures with: devtunnel requests\n")
         assert done.stdout == ""
+
+
+def test_the_inspector_with_a_state_folder_it_cannot_make_exits_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    # It opened and restarted its agent for good: "could not start the agent: [Errno 13] Permissi…".
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    proc = OnPty(["http", str(free_port()), "--api-port", "0"], dict(env, XDG_STATE_HOME=str(a_file)))
+    try:
+        wait_for(lambda: proc.popen.poll() is not None, timeout=20, what=f"the exit; drawn: {proc.text()[-2000:]!r}")
+    finally:
+        code = proc.stop()
+    assert code == 1
+    assert proc.text().strip() == (f"devtunnel: cannot create the folder {a_file / 'devtunnel'} (Not a directory); "
+                                   "set XDG_STATE_HOME to a folder you can write in")
