@@ -7,6 +7,7 @@ backend, the inspector's stylesheet, the webhook samples) must travel in both.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import tarfile
@@ -67,3 +68,16 @@ def test_a_wheel_built_from_the_sdist_carries_the_files_the_program_reads(tmp_pa
     tracked = {p.relative_to(ROOT).as_posix() for p in (ROOT / "devtunnel/webhooks/fixtures").glob("*.json")}
     assert fixtures == tracked
     assert "devtunnel/cli.py" in names
+
+
+def test_no_docstring_holds_a_surrogate_which_python_3_13_cannot_compile() -> None:
+    """Python 3.13 dedents docstrings as it compiles them, through UTF-8: a lone surrogate in one
+    (``"\\ud800"`` written without its backslash doubled) made ``devtunnel/api/plumbing.py`` fail
+    to import there, and with it the agent API: the inspector restarted its agent for good."""
+    for path in sorted((ROOT / "devtunnel").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=False) or ""
+                bad = [ch for ch in doc if 0xD800 <= ord(ch) <= 0xDFFF]
+                assert not bad, f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 1)}: a surrogate in a docstring"
