@@ -121,3 +121,15 @@ def test_the_inspector_with_a_state_folder_it_cannot_make_exits_in_one_line(env:
     assert code == 1
     assert proc.text().strip() == (f"devtunnel: cannot create the folder {a_file / 'devtunnel'} (Not a directory); "
                                    "set XDG_STATE_HOME to a folder you can write in")
+
+
+def test_http_on_a_terminal_that_is_not_utf8_logs_lines(env: dict[str, str]) -> None:
+    # LC_ALL=C with PYTHONUTF8=0: every line and mark of the inspector drew as \u2500, \u25cf ...
+    proc = OnPty(["http", str(free_port()), "--api-port", "0"], dict(env, LC_ALL="C", LANG="C", PYTHONUTF8="0"))
+    try:
+        _forwarding(proc)
+    finally:
+        code = proc.stop()
+    assert code == 0
+    assert "devtunnel: the terminal's encoding is ascii, not UTF-8: " + NOTE in proc.text()
+    assert b"\x1b[?1049h" not in proc.screen

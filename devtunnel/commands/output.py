@@ -82,7 +82,8 @@ def no_screen() -> str | None:
 
     It reads keys from stdin and draws on stderr (Textual's choice), and stdout is where a script
     reads the log lines: all three must be terminals, and one that moves the cursor (``TERM=dumb``,
-    as in Emacs' shell, says it cannot). Started with ``< /dev/null``, ``| cat``, ``2> log``,
+    as in Emacs' shell, says it cannot) and writes UTF-8 (in another locale every line and mark
+    of the screen drew as ``\\u2500``). Started with ``< /dev/null``, ``| cat``, ``2> log``,
     ``nohup`` or from a script, Textual drew escape codes into the file and spun on the closed
     input, deaf to Ctrl-C; the commands that would open it run without it instead (``http``,
     ``up``) or say so (``inspect``).
@@ -95,6 +96,9 @@ def no_screen() -> str | None:
             return f"{name} is not a terminal"
     if os.environ.get("TERM") == "dumb":
         return "TERM is dumb"
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    if codecs.lookup(encoding).name != "utf-8":  # the screen's lines and marks would draw as \u2500 ...
+        return f"the terminal's encoding is {encoding}, not UTF-8"
     return None
 
 
