@@ -1080,3 +1080,36 @@ def test_a_delivery_id_given_for_an_exchange_id_is_said_to_be_one_with_its_captu
     assert captures.seen.requests == []  # nothing sent
     listed = cli(captures, "requests", "--filter", "delivery:evt_1Q2w3E")
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3
+
+
+# -- a locale that is not UTF-8 ------------------------------------------------------------------
+
+
+def test_in_a_locale_that_is_not_utf8_the_commands_show_what_it_cannot_write_and_export_writes_utf8(captures: Captures) -> None:
+    """``LC_ALL=C`` with ``PYTHONUTF8=0`` (or ``LANG=en_US.ISO-8859-1``): stdout writes ASCII.
+    show, diff and replay ended in a UnicodeEncodeError traceback at the first ``✓``, ``—`` or
+    captured character it could not write; export to a pipe now writes what ``-o`` writes."""
+    body = '{"name": "Zoë ✓ 日本"}'.encode()
+    ex = make_exchange(started_at=time.time(), target=b"/webhooks/caf\xc3\xa9", req_body=body, resp_body=body,
+                       resp_headers=[("Content-Type", "application/json")], target_url=captures.target)
+    store = Store(captures.db)
+    store.put_many([ex])
+    store.close()
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([DEVTUNNEL, *args, "--db", str(captures.db)], capture_output=True, env=env,
+                              cwd=captures.cwd, timeout=60)
+
+    for args in (["show", ex.id], ["diff", captures.exchanges[0].id, ex.id], ["replay", ex.id], ["requests"]):
+        done = run(*args)
+        assert b"Traceback" not in done.stderr and done.returncode in (0, 1), (args, done.stderr)
+        assert done.stdout.isascii(), args
+    shown = run("show", ex.id).stdout.decode()
+    assert "Zo\\xeb \\u2713 \\u65e5\\u672c" in shown
+    piped = run("export", ex.id, "--format", "curl")
+    assert piped.returncode == 0, piped.stderr
+    assert run("export", ex.id, "--format", "curl", "-o", "hook.sh").returncode == 0
+    assert piped.stdout == (captures.cwd / "hook.sh").read_bytes()
+    assert "Zoë ✓ 日本" in piped.stdout.decode("utf-8")

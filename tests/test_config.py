@@ -593,3 +593,15 @@ def test_a_user_file_in_a_folder_this_user_cannot_search_is_one_line_not_a_trace
     _, status = os.waitpid(pid, 0)
     assert said.splitlines() == [f"devtunnel: {config / 'devtunnel.toml'}: cannot read it (Permission denied)"]
     assert os.waitstatus_to_exitcode(status) == 2
+
+
+@pytest.mark.parametrize("action", [["set", "relay.url", "wss://tunnel.example.com"], ["add-token", "s3cret"]])
+def test_saving_where_xdg_config_home_names_a_file_is_one_line_not_a_traceback(places: Places, action: list[str]) -> None:
+    # The failed write's clean-up unlinked its temporary file with missing_ok=True, which lets
+    # only "no such file" through: "not a directory" came out as a traceback.
+    a_file = places.root / "not-a-folder"
+    a_file.write_text("")
+    done = places.cli("config", *action, XDG_CONFIG_HOME=str(a_file))
+    target = a_file / "devtunnel" / "devtunnel.toml"
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"devtunnel config: {target}: cannot write it (Not a directory)"]

@@ -114,7 +114,7 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
     """The request's JSON object body (``{}`` when empty and not required).
 
     Raises:
-        ApiError: 400 for a missing or malformed body (a lone surrogate escape such as ``"\ud800"``
+        ApiError: 400 for a missing or malformed body (a lone surrogate escape such as ``"\\ud800"``
             included), 413 when too large, 415 for another media type.
         ClientDisconnect: the caller hung up before its whole body came (a debug note by the
             API's handler: no one is left to answer).

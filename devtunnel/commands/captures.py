@@ -37,6 +37,7 @@ from devtunnel.commands.output import (
     human_duration,
     safe,
     table,
+    utf8_output,
 )
 from devtunnel.config import webhook_context
 from devtunnel.errors import (
@@ -448,7 +449,12 @@ def _export(args: argparse.Namespace) -> int:
             print("devtunnel: shown for the terminal (CRLF as newlines, other controls escaped); "
                   "use -o FILE or a pipe for the exact bytes", file=sys.stderr)
         text = shown
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    text = text if text.endswith("\n") else text + "\n"
+    if utf8_output() or sys.stdout.isatty():
+        sys.stdout.write(text)
+    else:  # data for a file or a pipe: the bytes -o writes, whatever the locale's encoding
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("utf-8"))
     return 0
 
 

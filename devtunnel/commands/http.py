@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from devtunnel.commands.config import resolve_http
-from devtunnel.commands.tunnel_args import app_options, check_via
-from devtunnel.commands.output import EscapingFormatter, safe
+from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via
+from devtunnel.commands.output import EscapingFormatter, err, no_screen, safe
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError
 from devtunnel.agent.config import TunnelConfig
@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``http`` or ``agent`` until interrupted; returns the exit code."""
     args = resolve_http(args)  # unset flags from devtunnel.toml and the environment
     if args.command == "http" and not args.no_tui:
+        no_inspector = no_screen()
+        if no_inspector is not None:
+            check_http_args(args)  # as the inspector would: a bad argument is one line, with no note before it
+            return run_headless(args, no_inspector=no_inspector)
         from devtunnel.commands.inspect import run_http  # the inspector runs this command as its child
 
         return run_http(args)
@@ -125,11 +129,18 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
     )
 
 
-def run_headless(args: argparse.Namespace, tunnels: list[TunnelConfig] | None = None) -> int:
-    """Run the agent with resolved arguments until interrupted (``tunnels``: those to start instead of ``http``'s one)."""
+def run_headless(args: argparse.Namespace, tunnels: list[TunnelConfig] | None = None, no_inspector: str | None = None) -> int:
+    """Run the agent with resolved arguments until interrupted.
+
+    Args:
+        args: ``resolve_http``'s arguments.
+        tunnels: the tunnels to start instead of ``http``'s one (``up``).
+        no_inspector: why the inspector asked for cannot run (``output.no_screen``), said on
+            stderr once the flags are checked.
+    """
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         hurry: list[Callable[[], None]] = []
-        return runner.run(_guarded(_main(args, tunnels, hurry), hurry))
+        return runner.run(_guarded(_main(args, tunnels, hurry, no_inspector), hurry))
 
 
 async def _guarded(main: Coroutine[Any, Any, int], hurry: list[Callable[[], None]]) -> int:
@@ -188,7 +199,8 @@ def _print(line: str, out: TextIO) -> None:
     out.flush()
 
 
-async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hurry: list[Callable[[], None]]) -> int:
+async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hurry: list[Callable[[], None]],
+                no_inspector: str | None = None) -> int:
     from devtunnel.tui.supervisor import follow_supervisor, take_api_pipe, tell_api_pipe
 
     api_pipe = take_api_pipe()  # the inspector that started us waits for the API line there
@@ -196,6 +208,8 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
     _setup_logging()
     out = sys.stdout
     options = agent_options(args, tunnels)  # bad flags: said before anything opens
+    if no_inspector is not None:
+        err(f"{no_inspector}: running without the inspector, one log line per request (as with --no-tui)")
     is_http = options.command == "http"
 
     store = recorder = None

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devtunnel.commands.config import store_path
+from devtunnel.commands.output import no_screen
 from devtunnel.commands.tunnel_args import check_http_args
+from devtunnel.errors import ConfigError, DevtunnelError
 from devtunnel.rules import Rule
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.sockets import bindable, free_port
@@ -140,8 +142,27 @@ def inspector_app(db: Path, agent_argv: Callable[[], list[str]] | None, args: ar
                         history_path=paths.filter_history(), webhooks=webhook_context(args.settings))
 
 
+def _check_state_folder() -> None:
+    """Refuse, in one line, a state folder the agent's log cannot be written in.
+
+    The inspector writes its agent's output there (``paths.agent_log``); a folder it could not
+    make (a read-only home, ``$XDG_STATE_HOME`` naming a file or a folder of another user) left
+    it restarting the agent for good, saying only ``could not start the agent: [Errno 13] Permissi…``.
+    """
+    folder = paths.state_dir()
+    hint = "set XDG_STATE_HOME to a folder you can write in"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DevtunnelError(f"cannot create the folder {folder} ({exc.strerror or exc}); {hint}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DevtunnelError(f"cannot write in the folder {folder}; {hint}")
+
+
 def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> int:
     """Run the inspector (``inspector_app``) until the user quits; the agent (if any) is stopped on the way out."""
+    if agent_argv is not None:
+        _check_state_folder()
     app = inspector_app(db, agent_argv, args)
     try:
         app.run()
@@ -159,6 +180,9 @@ def run_http(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``devtunnel`` (agent, no tunnel) or ``devtunnel inspect`` (stored captures only)."""
+    reason = no_screen()
+    if reason is not None:
+        raise ConfigError(f"the inspector needs a terminal ({reason}); list the captures with: devtunnel requests")
     db = _db(args)
     if args.command == "inspect":
         return open_inspector(db, None, args)

@@ -9,6 +9,8 @@ themselves, and nothing here interprets markup.
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import os
 import shutil
@@ -20,8 +22,8 @@ from typing import TextIO
 from devtunnel.values.durations import human_duration
 from devtunnel.values.terminal import display_width, escape, truncate
 
-__all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "human_duration", "hex_preview",
-           "err", "EscapingFormatter"]
+__all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "no_screen", "utf8_output",
+           "tolerant_output", "human_duration", "hex_preview", "err", "EscapingFormatter"]
 
 
 def safe(text: str, *, keep_newlines: bool = False) -> str:
@@ -73,6 +75,50 @@ def output_width() -> int:
     if os.environ.get("COLUMNS") or sys.stdout.isatty():
         return shutil.get_terminal_size((100, 24)).columns
     return sys.maxsize
+
+
+def no_screen() -> str | None:
+    """Why the inspector cannot run here, or None when it can.
+
+    It reads keys from stdin and draws on stderr (Textual's choice), and stdout is where a script
+    reads the log lines: all three must be terminals, and one that moves the cursor (``TERM=dumb``,
+    as in Emacs' shell, says it cannot) and writes UTF-8 (in another locale every line and mark
+    of the screen drew as ``\\u2500``). Started with ``< /dev/null``, ``| cat``, ``2> log``,
+    ``nohup`` or from a script, Textual drew escape codes into the file and spun on the closed
+    input, deaf to Ctrl-C; the commands that would open it run without it instead (``http``,
+    ``up``) or say so (``inspect``).
+    """
+    for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout), ("stderr", sys.stderr)):
+        try:
+            if stream is None or not stream.isatty():
+                return f"{name} is not a terminal"
+        except ValueError:  # closed
+            return f"{name} is not a terminal"
+    if os.environ.get("TERM") == "dumb":
+        return "TERM is dumb"
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    if codecs.lookup(encoding).name != "utf-8":  # the screen's lines and marks would draw as \u2500 ...
+        return f"the terminal's encoding is {encoding}, not UTF-8"
+    return None
+
+
+def utf8_output() -> bool:
+    """Whether stdout writes UTF-8, as it does but for a locale that says otherwise
+    (``LANG=en_US.ISO-8859-1``, ``LC_ALL=C`` with ``PYTHONUTF8=0``, ``PYTHONIOENCODING=ascii``)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return codecs.lookup(encoding).name == "utf-8"
+
+
+def tolerant_output() -> None:
+    """Let stdout show what its encoding cannot write as ``\\u2713``, as stderr already does.
+
+    What the commands print for a person (``show``, ``diff``, ``replay``'s lines, the help) holds
+    captured text and marks such as ``✓`` and ``…``: in a locale that is not UTF-8 the first one
+    ended the command in a ``UnicodeEncodeError`` traceback. Output meant as data (``export``)
+    is written as UTF-8 bytes instead, as ``-o FILE`` writes it.
+    """
+    if not utf8_output() and isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None = None) -> list[str]:

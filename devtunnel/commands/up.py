@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from devtunnel.commands.config import resolve_http
+from devtunnel.commands.output import no_screen
 from devtunnel.config import Settings, TunnelSection
 from devtunnel.errors import ConfigError
 from devtunnel.agent.config import TunnelConfig
@@ -98,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
     """``devtunnel up``; returns the exit code."""
     resolved, configs = resolve_up(args)
     names = [config.name for config in configs]  # each [tunnels.NAME] keeps its name
-    if args.no_tui:
+    no_inspector = None if args.no_tui else no_screen()
+    if args.no_tui or no_inspector is not None:
         from devtunnel.commands.http import run_headless
 
-        return run_headless(resolved, configs)
+        return run_headless(resolved, configs, no_inspector)
     from devtunnel.commands.inspect import open_inspector, up_agent_argv
 
     return open_inspector(Path(resolved.db), up_agent_argv(resolved, names), resolved)

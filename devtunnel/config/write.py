@@ -6,6 +6,7 @@ replaced atomically with mode 0600 (it may hold a token). Comments in it are not
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -206,5 +207,8 @@ def _write(path: Path, text: str) -> None:
         os.chmod(tmp, 0o600)  # O_CREAT's mode does not apply to a stale file of the same name
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        # Not only "no such file": a folder on the way that is a file ($XDG_CONFIG_HOME naming
+        # one) fails the unlink too, with the same reason as the write.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise ConfigError(f"{path}: cannot write it ({exc.strerror or exc})") from None

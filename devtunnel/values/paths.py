@@ -12,7 +12,10 @@
 
 A variable that is unset, empty or relative is ignored and the default under the home
 directory is used: the spec requires these paths to be absolute and says a relative one is
-invalid. Each function reads the mapping it is given (``os.environ`` when None) and the home
+invalid. With no home either (``HOME`` unset and a user id with no entry in /etc/passwd),
+the home is ``/nonexistent``, as for the user ``nobody``: nothing is found there, and what would
+be written fails with the folder's name, where ``~`` (what ``expanduser`` leaves) made a
+folder named ``~`` in the current one. Each function reads the mapping it is given (``os.environ`` when None) and the home
 directory; nothing is created.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 __all__ = [
     "APP_DIR",
+    "NO_HOME",
     "state_home",
     "config_home",
     "state_dir",
@@ -37,13 +41,17 @@ __all__ = [
 APP_DIR = "devtunnel"
 """devtunnel's folder inside each base directory."""
 
+NO_HOME = "/nonexistent"
+"""The home directory when there is none (see above)."""
+
 
 def _base(variable: str, default: tuple[str, ...], environ: Mapping[str, str] | None) -> Path:
     env = os.environ if environ is None else environ
     value = env.get(variable, "")
     if value and os.path.isabs(value):
         return Path(value)
-    return Path(os.path.expanduser("~"), *default)
+    home = os.path.expanduser("~")
+    return Path(home if os.path.isabs(home) else NO_HOME, *default)
 
 
 def state_home(environ: Mapping[str, str] | None = None) -> Path:

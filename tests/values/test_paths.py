@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,55 @@ def test_without_a_mapping_the_process_environment_is_read(home: Path, monkeypat
     assert paths.config_dir() == Path("/srv/config/devtunnel")
     monkeypatch.setenv("XDG_STATE_HOME", "relative")
     assert paths.db_path() == home / ".local" / "state" / "devtunnel" / "captures.db"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to become a user id with no home")
+def test_with_no_home_at_all_nothing_is_written_in_the_current_folder() -> None:
+    # HOME unset and a user id without an entry in /etc/passwd: expanduser("~") gives "~" back,
+    # and `devtunnel config set` (like the capture store) made ./~/.config/devtunnel/ here.
+    import devtunnel.commands.config  # noqa: F401 (imported here: the other user may not read every module)
+
+    with tempfile.TemporaryDirectory() as folder:  # in /tmp: pytest's tmp_path is root's alone
+        work = Path(folder)
+        work.chmod(0o777)
+        said, code = _as_a_user_with_no_home(work, ["config", "set", "relay.url", "wss://tunnel.example.com"])
+        assert list(work.iterdir()) == []
+    assert said.splitlines() == [
+        "devtunnel config: /nonexistent/.config/devtunnel/devtunnel.toml: cannot write it (Permission denied)"]
+    assert code == 2
+
+
+def _as_a_user_with_no_home(work: Path, argv: list[str]) -> tuple[str, int]:
+    """``devtunnel ARGV`` run in a child process as user id 54321 (no passwd entry), HOME unset, in ``work``."""
+    from devtunnel.cli import main
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop rights, run the command, report, leave without pytest's teardown
+        code = 99
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(54321)
+            os.setuid(54321)
+            for name in ("HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "DEVTUNNEL_CONFIG"):
+                os.environ.pop(name, None)
+            os.chdir(work)
+            sys.stderr = os.fdopen(write_end, "w")  # the child's own: pytest's capture stays behind
+            code = main(argv)
+            sys.stderr.flush()
+        except BaseException as exc:  # noqa: BLE001
+            os.write(write_end, f"raised {type(exc).__name__}: {exc}\n".encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        said = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    return said, os.waitstatus_to_exitcode(status)
+
+
+def test_with_no_home_the_folders_are_under_nonexistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # what it does with no HOME and no passwd entry
+    assert paths.state_dir({}) == Path("/nonexistent/.local/state/devtunnel")
+    assert paths.config_dir({}) == Path("/nonexistent/.config/devtunnel")
