@@ -100,15 +100,21 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     if not 0 < client_share <= 1:
         raise ConfigError(f"--client-share {client_share}: must be more than 0 and at most 1, e.g. 0.25")
     drain_timeout = _drain_timeout(args.drain_timeout)
+    public_host = None
     if args.public_url:
         parts = split_url(args.public_url, "--public-url")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"--public-url {quoted(args.public_url)}: expected http(s)://HOST, e.g. https://tunnel.example.com")
-        _check_public_host(parts.hostname)
+        public_host = _check_public_host(parts.hostname)
     try:
         domain = validate_domain(args.domain)  # [relay_server] domain went through it when read
     except ConfigError as exc:
         raise ConfigError(f"--domain: {exc}") from None
+    if public_host is not None and public_host != domain:
+        # Tunnel URLs are NAME.<public host>; the relay routes NAME.<domain> (a proxy passes the Host on).
+        raise ConfigError(f"--public-url {quoted(args.public_url)}: its host {public_host} is not the relay's domain "
+                          f"{domain} (--domain): agents would be handed URLs NAME.{public_host} that reach no "
+                          f"tunnel; give --domain {public_host}")
     return RelaySettings(
         host=host,
         port=port,
@@ -141,15 +147,16 @@ def _drain_timeout(value: str | float | None) -> float:
         raise ConfigError(f"--drain-timeout: {exc}") from None
 
 
-def _check_public_host(host: str) -> None:
-    """The host of ``--public-url``: a host name, or ConfigError. It goes to every agent in the URL
-    of its tunnel (WELCOME), so a control character or a space must not pass; and a tunnel's URL
-    puts its name before it (``NAME.HOST``), which an IP address cannot take."""
+def _check_public_host(host: str) -> str:
+    """The host of ``--public-url`` as a domain (lowercased, no end dots), or ConfigError: a host
+    name. It goes to every agent in the URL of its tunnel (WELCOME), so a control character or a
+    space must not pass; and a tunnel's URL puts its name before it (``NAME.HOST``), which an IP
+    address cannot take."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
         try:
-            validate_domain(host)
+            return validate_domain(host)
         except ConfigError as exc:
             raise ConfigError(f"--public-url: {exc}") from None
     else:

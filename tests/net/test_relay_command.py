@@ -79,7 +79,7 @@ def test_the_listening_line_shows_a_domain_or_public_url_from_a_settings_file(
         (tmp_path / "devtunnel.toml").write_text('[relay_server]\ndomain = "T.Example."\n')
         shown = f"http://NAME.t.example:{port}"
     else:
-        args += ["--public-url", "https://Tunnel.Example:8443/"]
+        args += ["--public-url", "https://Tunnel.Example:8443/", "--domain", "tunnel.example"]
         shown = "https://NAME.tunnel.example:8443"
     proc = Proc(args, env, cwd=tmp_path)
     procs.append(proc)
@@ -135,10 +135,35 @@ def test_a_public_url_host_that_is_no_host_name_is_refused(url: str, says: str) 
     assert "\x1b" not in line and "\x07" not in line and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("url", ["https://tunnel.example.com", "http://tunnels.localhost:8000", "https://t.example:8443"])
-def test_a_public_url_with_a_host_name_is_taken(url: str) -> None:
-    settings = settings_from_args(resolve_relay(build_parser().parse_args(["relay", "--listen", "127.0.0.1:0", "--public-url", url])))
+@pytest.mark.parametrize(("url", "domain"), [("https://tunnel.example.com", "tunnel.example.com"),
+                                           ("http://tunnels.localhost:8000", "tunnels.localhost"),
+                                           ("https://T.Example.:8443", "t.example")])
+def test_a_public_url_with_a_host_name_is_taken(url: str, domain: str) -> None:
+    flags = ["relay", "--listen", "127.0.0.1:0", "--public-url", url, "--domain", domain]
+    settings = settings_from_args(resolve_relay(build_parser().parse_args(flags)))
     assert settings.public_url == url
+
+
+def test_a_public_url_on_another_host_than_the_domain_is_refused(tmp_path: Path) -> None:
+    """``--public-url https://tunnel.example.com`` without ``--domain`` (or with another one)
+    started: the relay routed ``NAME.localhost`` while every agent printed, and handed out,
+    ``https://NAME.tunnel.example.com``, which answered 404 (the proxies of docs/relay.md pass
+    the client's Host on). Refused now in one line, exit 2, naming the --domain to give; from a
+    settings file's domain too."""
+    result = run_relay("--listen", "127.0.0.1:0", "--public-url", "https://tunnel.example.com")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert ("--public-url 'https://tunnel.example.com': its host tunnel.example.com is not the relay's domain "
+            "localhost (--domain)") in line, line
+    assert "give --domain tunnel.example.com" in line, line
+    (tmp_path / "devtunnel.toml").write_text('[relay_server]\ndomain = "other.example"\n')
+    env = {k: v for k, v in os.environ.items() if k != "DEVTUNNEL_CONFIG"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    done = subprocess.run([*DEVTUNNEL, "relay", "--listen", "127.0.0.1:0", "--public-url", "https://tunnel.example.com"],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "is not the relay's domain other.example" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_relay_exits_0_on_sigterm(procs: list[Proc]) -> None:
