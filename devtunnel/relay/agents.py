@@ -18,7 +18,7 @@ from devtunnel.errors import ProtocolError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import Hello
-from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.protocol.handshake import RULE_PATHS, RULES_ACK
 from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of
 from devtunnel.relay.http import DeadPeerWebSocketProtocol
 from devtunnel.relay.link import AgentLink, BufferBudget, send_last_words
@@ -27,7 +27,7 @@ from devtunnel.relay.registry import AgentRegistry
 from devtunnel.relay.rules import RuleBook
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
-from devtunnel.rules import WIRE_VERSION, Rule, RulesError, rules_from_wire
+from devtunnel.rules import PATH_READING, WIRE_VERSION, Rule, RulesError, rules_from_wire
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -140,6 +140,7 @@ class AgentGate:
         info: dict[str, object] = {"relay": f"devtunnel {__version__}"}
         if rules is not None:
             info[RULES_ACK] = WIRE_VERSION
+            info[RULE_PATHS] = PATH_READING
         members = len(pool) if hello.pool else None
         conn.send_welcome(name, self._public_url_for(name), info, pool=members)
         tunnel.start_writer()

@@ -389,6 +389,19 @@ def _read_paths(flt: Filter) -> None:
             leaf.prefix = rule_path(leaf.prefix)
 
 
+PATH_READING = 1
+"""How rules read a request's path (``rules.paths``), as a relay announces it (``RULE_PATHS``
+in WELCOME): 1 drops the ``;`` parameters of an empty, ``.`` or ``..`` segment and reads a
+backslash as a slash, besides decoding escapes and resolving dot segments."""
+
+_PATH_FILTERS = frozenset({"Path", "PathRegex", "Url", "MUrl"})
+
+
+def judges_path(rule: Rule) -> bool:
+    """Whether ``rule``'s match looks at the request's path (``path:``, ``~u``, ``url:`` ...)."""
+    return any(type(leaf).__name__ in _PATH_FILTERS for leaf in _leaves(rule.filter))
+
+
 def judges_client_address(rule: Rule) -> bool:
     """Whether ``rule`` tells clients apart by their address: ``allow-ip``, or ``ip:`` in its match."""
     return rule.action == "allow-ip" or any(type(leaf).__name__ == "Ip" for leaf in _leaves(rule.filter))

@@ -1,10 +1,15 @@
-"""Rules an agent changes through its API that the relay cannot enforce end the tunnel, saying why.
+"""Rules between an agent and a relay of different versions.
 
+Rules an agent changes through its API that the relay cannot enforce end the tunnel, saying why.
 An agent checks such rules with its own code before it sends them (a RULES frame), so only an agent
 older (or newer) than the relay gets here: a devtunnel of this morning's release sent a basic-auth
 rule matching ``-tunnel:x`` (refused since: the relay never sees a tunnel: field), was answered 201
 by its API and listed the rule, while the relay logged "rules kept" and enforced the old ones. The
 relay now tells it with ``GOAWAY RULES_REFUSED``, as it would at its next HELLO, and ends the tunnel.
+
+A relay says how it reads a request's path for rules (WELCOME ``rule_paths``): one before that
+(this morning's) let ``/public/..;/admin`` past a guard on ``-path:/public`` that a newer agent
+sent it, and the agent said nothing; it now warns, naming the rule.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import websockets
 
 from devtunnel.protocol.agent_side import AgentConnection
 from devtunnel.protocol.connection import ErrorCode
+from devtunnel.agent.relay_signals import older_path_reading
 from devtunnel.protocol.events import GoAway, Welcome
+from devtunnel.rules import parse_rules
 from devtunnel.values.relay_url import CONNECT_PATH
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, running_relay
@@ -31,6 +38,7 @@ async def test_rules_the_relay_refuses_end_the_tunnel_with_the_reason() -> None:
             events = conn.receive_data(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[arg-type]
             welcome = next(e for e in events if isinstance(e, Welcome))
             assert welcome.info.get("rules") == 1
+            assert welcome.info.get("rule_paths") == 1
             conn.send_rules({"version": 1, "list": [{"action": "basic-auth", "match": "-tunnel:x", "users": ["a:b"]}]})
             await ws.send(conn.data_to_send())
             goaways: list[GoAway] = []
@@ -46,3 +54,17 @@ async def test_rules_the_relay_refuses_end_the_tunnel_with_the_reason() -> None:
         async with httpx.AsyncClient() as client:
             r = await client.get(f"http://127.0.0.1:{relay.port}/", headers={"Host": "older.localhost"})
         assert r.status_code == 404
+
+
+GUARD = parse_rules([{"action": "deny", "match": "method:DELETE"},
+                     {"action": "basic-auth", "match": "-path:/public", "users": ["u:p"]}], "test")
+
+
+def test_a_relay_that_does_not_say_how_it_reads_paths_is_warned_of_for_a_rule_on_the_path() -> None:
+    older = Welcome(1, "demo", "http://demo.localhost", {"relay": "devtunnel 0.1", "rules": 1})
+    warning = older_path_reading(older, GUARD)
+    assert warning is not None
+    assert "/public/..;/admin" in warning and "(rule 2)" in warning and "upgrade the relay" in warning
+    assert older_path_reading(older, GUARD[:1]) is None  # no rule looks at the path
+    newer = Welcome(1, "demo", "http://demo.localhost", {"relay": "devtunnel 0.1", "rules": 1, "rule_paths": 1})
+    assert older_path_reading(newer, GUARD) is None
