@@ -479,5 +479,9 @@ class AgentTunnel:
             if isinstance(exc, ssl.SSLCertVerificationError):
                 hint = ("; the relay's certificate is not trusted here: give the CA that signed it with --relay-ca PEM"
                         " ([relay] ca in devtunnel.toml), or fix the relay's certificate")
+                if self.config.insecure:
+                    # Older devtunnels skipped this check with it (a settings file may say so still): say what changed.
+                    hint += ("; --insecure (agent.insecure) no longer skips it: it is for a local https target's"
+                             " certificate")
             raise RelayUnreachableError(
                 f"cannot reach the relay at {self.relay_url}: {relay_text(str(exc))}{hint}") from exc
