@@ -52,7 +52,7 @@ from devtunnel.agent.recording import LiveSnapshots
 from devtunnel.agent.session import HANDSHAKE_TIMEOUT, LEAVE_GRACE, Session
 from devtunnel.values.target import Target, parse_target
 from devtunnel.protocol.events import Welcome
-from devtunnel.rules import Rule
+from devtunnel.rules import Rule, rules_from_wire, rules_to_wire
 from devtunnel.agent.via_runner import ViaRunner
 from devtunnel.agent.ws_client import connect_here
 from devtunnel.values.terminal import quoted
@@ -292,10 +292,12 @@ class AgentTunnel:
 
         Raises:
             TunnelError: the relay this tunnel is connected to does not enforce rules.
-            RulesError: a rule by client address on a tunnel behind a provider (``refuse_address_rules``).
+            RulesError: a rule by client address on a tunnel behind a provider (``refuse_address_rules``),
+                or rules the relay would refuse as sent (more than ``MAX_RULES``).
         """
         if self.config.provider is not None:
             refuse_address_rules(rules, self.config.via or "")
+        rules_from_wire(rules_to_wire(rules), "the tunnel's rules")  # as the relay will read them
         session = self._session
         if session is not None and rules and not session.rules_enforced:
             raise TunnelError("the relay does not enforce rules (an older devtunnel): upgrade it to use rules")

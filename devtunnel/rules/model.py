@@ -284,9 +284,11 @@ def rules_to_wire(rules: Sequence[Rule]) -> list[dict[str, object]]:
     return out
 
 
-def rules_from_wire(items: object) -> tuple[Rule, ...]:
-    """Rules from a HELLO; RulesError if the agent sent something invalid."""
-    return parse_rules(items if isinstance(items, list) else {}, "the agent's rules", wire=True)  # type: ignore[arg-type]
+def rules_from_wire(items: object, source: str = "the agent's rules") -> tuple[Rule, ...]:
+    """Rules from a HELLO or a RULES frame; RulesError if the agent sent something invalid.
+    The agent runs it on the rules it is about to send (``source``: "the tunnel's rules"), so a
+    change the relay would refuse (a 257th rule) is refused before it is sent."""
+    return parse_rules(items if isinstance(items, list) else {}, source, wire=True)  # type: ignore[arg-type]
 
 
 # -- one rule ---------------------------------------------------------------------------

@@ -15,18 +15,21 @@ sent it, and the agent said nothing; it now warns, naming the rule.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import websockets
 
 from devtunnel.protocol.agent_side import AgentConnection
 from devtunnel.protocol.connection import ErrorCode
+from devtunnel.agent.info import TunnelState
 from devtunnel.agent.relay_signals import older_path_reading
 from devtunnel.protocol.events import GoAway, Welcome
 from devtunnel.rules import parse_rules
 from devtunnel.values.relay_url import CONNECT_PATH
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, running_relay
+from tests.net.tunnel_fixtures import relay_and_agent
 
 
 async def test_rules_the_relay_refuses_end_the_tunnel_with_the_reason() -> None:
@@ -68,3 +71,25 @@ def test_a_relay_that_does_not_say_how_it_reads_paths_is_warned_of_for_a_rule_on
     assert older_path_reading(older, GUARD[:1]) is None  # no rule looks at the path
     newer = Welcome(1, "demo", "http://demo.localhost", {"relay": "devtunnel 0.1", "rules": 1, "rule_paths": 1})
     assert older_path_reading(newer, GUARD) is None
+
+
+async def test_a_rule_the_relay_would_refuse_is_refused_by_the_api_and_the_tunnel_stays(tmp_path: Path) -> None:
+    """The agent checks a change of rules with the relay's own code (the rules as sent): the
+    257th rule through the API was answered 201, and the relay, which takes at most 256, ended the
+    tunnel (or, before that, kept the old rules without a word)."""
+    from devtunnel.api.app import serve_api
+
+    async with relay_and_agent(tmp_path) as harness:
+        await harness.start("9", rules=parse_rules([{"action": "deny", "match": f"path:/x{i}"} for i in range(256)],
+                                                   "test"))
+        server, api_port = await serve_api(harness.service, 0)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", trust_env=False) as api:
+                more = await api.post("/api/tunnels/app/rules", json={"action": "deny", "match": "path:/y"})
+                assert more.status_code == 400, more.text
+                assert "257 rules; at most 256" in more.json()["msg"]
+                assert len((await api.get("/api/tunnels/app/rules")).json()["rules"]) == 256
+        finally:
+            await server.stop()
+        (info,) = harness.service.tunnels()
+        assert info.state is TunnelState.ONLINE
