@@ -213,13 +213,15 @@ class AgentGate:
     def _rules_changer(self, tunnel: AgentLink, peer: str) -> Callable[[dict[str, Any]], None]:
         """What a RULES frame from ``tunnel``'s agent does: its rules are replaced (their
         counts and buckets start afresh). Rules the relay cannot enforce end the tunnel with
-        ``GOAWAY RULES_REFUSED``, as its next HELLO would: the agent checks them with its own code
-        before sending, so only an agent of another version gets here, and one older than the
-        relay's checks (its API answered 201) would otherwise list a guard nobody enforces."""
+        ``GOAWAY RULES_REFUSED``, as its next HELLO would: an agent reads them as a relay of its
+        version would before sending, so only an agent of another version gets here, and one older
+        than the relay's checks (its API answered 201) would otherwise list a guard nobody enforces."""
 
         def change(wire: dict[str, Any]) -> None:
             rules, refusal = _hello_rules(Hello(0, "", None, rules=wire))
             if refusal is not None or rules is None:
+                if tunnel.draining:  # ending already (refused before, or leaving): it takes no request
+                    return
                 reason = f"{refusal[1] if refusal else 'no rules'} (changed while the tunnel ran)"
                 self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s) ended: %s",
                                       tunnel.name, peer, reason)
