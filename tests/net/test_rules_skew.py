@@ -15,21 +15,27 @@ sent it, and the agent said nothing; it now warns, naming the rule.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import httpx
+import pytest
 import websockets
+from websockets.asyncio.server import ServerConnection, serve
 
 from devtunnel.protocol.agent_side import AgentConnection
 from devtunnel.protocol.connection import ErrorCode
+from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelState
 from devtunnel.agent.relay_signals import older_path_reading
+from devtunnel.agent.tunnel import AgentTunnel, Backoff
+from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import GoAway, Welcome
 from devtunnel.rules import parse_rules
 from devtunnel.values.relay_url import CONNECT_PATH
 from tests.helpers import async_wait_for
 from tests.net._relay_agent import TOKEN, running_relay
-from tests.net.tunnel_fixtures import relay_and_agent
+from tests.net.tunnel_fixtures import read_hello, relay_and_agent
 
 
 async def test_rules_the_relay_refuses_end_the_tunnel_with_the_reason() -> None:
@@ -93,3 +99,42 @@ async def test_a_rule_the_relay_would_refuse_is_refused_by_the_api_and_the_tunne
             await server.stop()
         (info,) = harness.service.tunnels()
         assert info.state is TunnelState.ONLINE
+
+
+@pytest.mark.parametrize("relay_says", [{"rules": 1}, {"rules": 1, "rule_paths": 1}])
+async def test_an_agent_connected_to_an_older_relay_warns_of_its_rules_on_the_path_once(
+    relay_says: dict[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A relay welcoming as this morning's did (rules acknowledged, nothing said of paths), twice:
+    the tunnel with a guard on ``-path:/public`` says once that it can be passed there."""
+    caplog.set_level(logging.WARNING, logger="devtunnel.agent")
+    welcomed = 0
+
+    async def relay(ws: ServerConnection) -> None:
+        nonlocal welcomed
+        conn = RelayConnection()
+        await read_hello(ws, conn)
+        conn.send_welcome("guarded", "http://guarded.localhost", {"relay": "devtunnel 0.1.0", **relay_says})
+        await ws.send(conn.data_to_send())
+        welcomed += 1
+        if welcomed == 1:
+            await ws.close()  # the agent reconnects to the same relay
+        else:
+            await ws.wait_closed()
+
+    async with serve(relay, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        tunnel = AgentTunnel(TunnelConfig(target="9", name="guarded", rules=GUARD),
+                             relay_url=f"ws://127.0.0.1:{port}/_devtunnel/connect", sink=None,
+                             on_change=lambda info: None, backoff=Backoff(base=0.01))
+        await tunnel.start()
+        try:
+            await async_wait_for(lambda: welcomed == 2 and tunnel.info().state is TunnelState.ONLINE,
+                                 what="the agent to be welcomed twice")
+        finally:
+            await asyncio.wait_for(tunnel.stop(), 30)
+    warnings = [r.getMessage() for r in caplog.records if "reads request paths as older relays do" in r.getMessage()]
+    if "rule_paths" in relay_says:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and "(rule 2)" in warnings[0], warnings
