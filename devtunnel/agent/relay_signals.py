@@ -8,8 +8,8 @@ plain ``http(s)://NAME.…`` URL (so what the API, the log and the terminal show
 A request a rule at the relay answered (or routed) arrives with the relay's ``devtunnel-rule``
 header naming the rule (``relay/rules.py`` writes it; ``docs/protocol.md``, "Rules");
 ``rule_of`` takes it off the head; ``older_path_reading`` says when the relay reads a request's
-path for rules as relays before ``RULE_PATHS`` did. ``goaway_error`` turns a GOAWAY into the error the tunnel
-reports, and ``FINAL_GOAWAYS`` are those after which reconnecting cannot help.
+path for rules as relays before ``RULE_PATHS`` did. ``goaway_error`` turns a GOAWAY into the
+error the tunnel reports, and ``FINAL_GOAWAYS`` are those after which reconnecting cannot help.
 
 Text the relay chose (a GOAWAY's reason, a name or URL it answered with, what it said when it
 broke the protocol) goes into a message through ``relay_text`` alone, which keeps at most
@@ -36,8 +36,8 @@ from devtunnel.values.terminal import clipped
 from devtunnel.values.numbers import is_decimal
 
 __all__ = [
-    "check_welcome", "older_path_reading", "rule_of", "goaway_error", "goaway_reason", "relay_text", "FINAL_GOAWAYS", "MAX_PUBLIC_URL",
-    "MAX_RELAY_TEXT",
+    "check_welcome", "older_path_reading", "rule_of", "goaway_error", "goaway_reason", "relay_text", "FINAL_GOAWAYS",
+    "MAX_PUBLIC_URL", "MAX_RELAY_TEXT",
 ]
 
 _RULE_HEADER = b"devtunnel-rule"
