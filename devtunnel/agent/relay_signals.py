@@ -7,8 +7,9 @@ plain ``http(s)://NAME.…`` URL (so what the API, the log and the terminal show
 
 A request a rule at the relay answered (or routed) arrives with the relay's ``devtunnel-rule``
 header naming the rule (``relay/rules.py`` writes it; ``docs/protocol.md``, "Rules");
-``rule_of`` takes it off the head. ``goaway_error`` turns a GOAWAY into the error the tunnel
-reports, and ``FINAL_GOAWAYS`` are those after which reconnecting cannot help.
+``rule_of`` takes it off the head; ``older_path_reading`` says when the relay reads a request's
+path for rules as relays before ``RULE_PATHS`` did. ``goaway_error`` turns a GOAWAY into the
+error the tunnel reports, and ``FINAL_GOAWAYS`` are those after which reconnecting cannot help.
 
 Text the relay chose (a GOAWAY's reason, a name or URL it answered with, what it said when it
 broke the protocol) goes into a message through ``relay_text`` alone, which keeps at most
@@ -22,18 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from devtunnel.capture.model import RuleMark
 from devtunnel.errors import AuthError, NameInUseError, NameTakenError, RelayUnreachableError, TunnelError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import GoAway, RequestReceived, Welcome
+from devtunnel.protocol.handshake import RULE_PATHS
+from devtunnel.rules import PATH_READING, Rule, judges_path
 from devtunnel.values.terminal import clipped
 from devtunnel.values.numbers import is_decimal
 
 __all__ = [
-    "check_welcome", "rule_of", "goaway_error", "goaway_reason", "relay_text", "FINAL_GOAWAYS", "MAX_PUBLIC_URL",
-    "MAX_RELAY_TEXT",
+    "check_welcome", "older_path_reading", "rule_of", "goaway_error", "goaway_reason", "relay_text", "FINAL_GOAWAYS",
+    "MAX_PUBLIC_URL", "MAX_RELAY_TEXT",
 ]
 
 _RULE_HEADER = b"devtunnel-rule"
@@ -117,6 +121,22 @@ def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, in
     status = int(parts[3]) if len(parts) > 3 and is_decimal(parts[3]) and len(parts[3]) <= 3 else 0
     size = int(parts[4]) if len(parts) > 4 and is_decimal(parts[4]) and len(parts[4]) <= _MAX_SIZE_DIGITS else 0
     return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status, size
+
+
+def older_path_reading(welcome: Welcome, rules: Sequence[Rule]) -> str | None:
+    """Why ``rules`` on a path can be passed at the relay that sent ``welcome``, or None: it
+    enforces rules but reads paths as relays before ``PATH_READING`` (it does not say
+    ``RULE_PATHS``), and one of them looks at the path."""
+    reading = welcome.info.get(RULE_PATHS)
+    if isinstance(reading, int) and not isinstance(reading, bool) and reading >= PATH_READING:
+        return None
+    rule = next((r for r in rules if judges_path(r)), None)
+    if rule is None:
+        return None
+    relay = welcome.info.get("relay")
+    name = relay_text(relay) if isinstance(relay, str) else "an older devtunnel"
+    return (f"the relay ({name}) reads request paths as older relays do: /public/..;/admin, or one written"
+            f" with backslashes, gets past a rule on the path there (rule {rule.index}); upgrade the relay")
 
 
 # GOAWAY codes after which reconnecting cannot help. NO_ERROR on a live connection means a relay

@@ -46,12 +46,13 @@ from devtunnel.agent.config import TunnelConfig, refuse_address_rules
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT, Forwarder
 from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
-from devtunnel.agent.relay_signals import relay_text
+from devtunnel.agent.relay_signals import older_path_reading, relay_text
 from devtunnel.values.names import random_name, validate_name
 from devtunnel.agent.recording import LiveSnapshots
 from devtunnel.agent.session import HANDSHAKE_TIMEOUT, LEAVE_GRACE, Session
 from devtunnel.values.target import Target, parse_target
-from devtunnel.rules import Rule
+from devtunnel.protocol.events import Welcome
+from devtunnel.rules import Rule, rules_from_wire, rules_to_wire
 from devtunnel.agent.via_runner import ViaRunner
 from devtunnel.agent.ws_client import connect_here
 from devtunnel.values.terminal import quoted
@@ -172,6 +173,10 @@ class AgentTunnel:
         self._said: str | None = None
         """The reason the last reconnection line gave (None: none since the tunnel was online):
         a retry for the same reason is logged at debug level, so an outage is one line."""
+        self._welcome: Welcome | None = None
+        """The last connection's WELCOME (what the relay said it does)."""
+        self._path_warning: str | None = None
+        """What ``_warn_path_reading`` said last: a reconnection to the same relay does not say it again."""
         self.provider: ViaRunner | None = None
         """The public URL's provider (``--via``), set by the service before ``start``."""
 
@@ -287,10 +292,12 @@ class AgentTunnel:
 
         Raises:
             TunnelError: the relay this tunnel is connected to does not enforce rules.
-            RulesError: a rule by client address on a tunnel behind a provider (``refuse_address_rules``).
+            RulesError: a rule by client address on a tunnel behind a provider (``refuse_address_rules``),
+                or rules the relay would refuse as sent (more than ``MAX_RULES``).
         """
         if self.config.provider is not None:
             refuse_address_rules(rules, self.config.via or "")
+        rules_from_wire(rules_to_wire(rules), "the tunnel's rules")  # as the relay will read them
         session = self._session
         if session is not None and rules and not session.rules_enforced:
             raise TunnelError("the relay does not enforce rules (an older devtunnel): upgrade it to use rules")
@@ -301,6 +308,14 @@ class AgentTunnel:
             route.close()
         if session is not None and session.rules_enforced:
             session.send_rules()
+            self._warn_path_reading()
+
+    def _warn_path_reading(self) -> None:
+        """Say once that the relay reads paths as older relays do, when a rule looks at them."""
+        warning = older_path_reading(self._welcome, self.config.rules) if self._welcome is not None else None
+        if warning is not None and warning != self._path_warning:
+            log.warning("tunnel %s: %s", self.name, warning)
+        self._path_warning = warning
 
     def _routes(self, config: TunnelConfig) -> dict[int, Forwarder]:
         return {
@@ -412,6 +427,8 @@ class AgentTunnel:
         )
         if was_online_before:
             log.warning("tunnel %s: back online at %s", self.name, welcome.url)
+        self._welcome = welcome
+        self._warn_path_reading()
         self._settle_first()
         try:
             return await session.serve()
@@ -464,5 +481,9 @@ class AgentTunnel:
             if isinstance(exc, ssl.SSLCertVerificationError):
                 hint = ("; the relay's certificate is not trusted here: give the CA that signed it with --relay-ca PEM"
                         " ([relay] ca in devtunnel.toml), or fix the relay's certificate")
+                if self.config.insecure:
+                    # Older devtunnels skipped this check with it (a settings file may say so still): say what changed.
+                    hint += ("; --insecure (agent.insecure) no longer skips it: it is for a local https target's"
+                             " certificate")
             raise RelayUnreachableError(
                 f"cannot reach the relay at {self.relay_url}: {relay_text(str(exc))}{hint}") from exc

@@ -33,6 +33,12 @@ RULES_ACK = "rules"
 A relay that does not know rules ignores the HELLO's ``rules`` and never sets it: the agent
 then refuses to go online (``docs/protocol.md``, "Rules")."""
 
+RULE_PATHS = "rule_paths"
+"""WELCOME ``info`` key by which a relay that enforces rules says how it reads a request's path
+for them (``rules.PATH_READING``). Relays before it read ``/public/..;/admin`` and paths written
+with backslashes as under ``/public``: the agent warns that a rule on the path can be passed
+there (``docs/protocol.md``, "Rules")."""
+
 
 @dataclass(frozen=True, slots=True)
 class PeerLimits:

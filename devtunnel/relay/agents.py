@@ -18,7 +18,7 @@ from devtunnel.errors import ProtocolError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import Hello
-from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.protocol.handshake import RULE_PATHS, RULES_ACK
 from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of
 from devtunnel.relay.http import DeadPeerWebSocketProtocol
 from devtunnel.relay.link import AgentLink, BufferBudget, send_last_words
@@ -27,7 +27,7 @@ from devtunnel.relay.registry import AgentRegistry
 from devtunnel.relay.rules import RuleBook
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
-from devtunnel.rules import WIRE_VERSION, Rule, RulesError, rules_from_wire
+from devtunnel.rules import PATH_READING, WIRE_VERSION, Rule, RulesError, rules_from_wire
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -68,6 +68,8 @@ class AgentGate:
         self._rules = rules
         self._peer_errors = peer_errors
         self._public_url_for = public_url_for
+        self._ending: set[asyncio.Task[None]] = set()
+        """Tunnels being ended from a callback (rules refused), kept until they are."""
         # Inside the agent, its own output already says when a tunnel comes and goes.
         self._log_level = logging.DEBUG if settings.embedded else logging.INFO
 
@@ -138,6 +140,7 @@ class AgentGate:
         info: dict[str, object] = {"relay": f"devtunnel {__version__}"}
         if rules is not None:
             info[RULES_ACK] = WIRE_VERSION
+            info[RULE_PATHS] = PATH_READING
         members = len(pool) if hello.pool else None
         conn.send_welcome(name, self._public_url_for(name), info, pool=members)
         tunnel.start_writer()
@@ -209,15 +212,24 @@ class AgentGate:
 
     def _rules_changer(self, tunnel: AgentLink, peer: str) -> Callable[[dict[str, Any]], None]:
         """What a RULES frame from ``tunnel``'s agent does: its rules are replaced (their
-        counts and buckets start afresh). Rules the relay cannot enforce leave the old ones
-        in place and are logged: the agent checked them with the same code before sending."""
+        counts and buckets start afresh). Rules the relay cannot enforce end the tunnel with
+        ``GOAWAY RULES_REFUSED``, as its next HELLO would: an agent reads them as a relay of its
+        version would before sending, so only an agent of another version gets here, and one older
+        than the relay's checks (its API answered 201) would otherwise list a guard nobody enforces."""
 
         def change(wire: dict[str, Any]) -> None:
             rules, refusal = _hello_rules(Hello(0, "", None, rules=wire))
             if refusal is not None or rules is None:
-                reason = refusal[1] if refusal else "no rules"
-                self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s): rules kept: %s",
+                if tunnel.draining:  # ending already (refused before, or leaving): it takes no request
+                    return
+                reason = f"{refusal[1] if refusal else 'no rules'} (changed while the tunnel ran)"
+                self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s) ended: %s",
                                       tunnel.name, peer, reason)
+                tunnel.goaway(ErrorCode.RULES_REFUSED, reason)  # no new stream from here on
+                ending = asyncio.get_running_loop().create_task(
+                    tunnel.disconnect(ErrorCode.RULES_REFUSED, reason, 1008))
+                self._ending.add(ending)
+                ending.add_done_callback(self._ending.discard)
                 return
             pool = self._registry.pools.get(tunnel.name)
             self._rules.change(tunnel, rules, [m for m in pool.members if m is not tunnel] if pool else ())

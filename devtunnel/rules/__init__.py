@@ -8,10 +8,12 @@ the engine (``relay/rules.py``); the agent only parses, sends and records. docs/
 from devtunnel.rules.engine import Answer, Decision, Engine, RequestView, decide
 from devtunnel.rules.model import (
     ACTIONS,
+    PATH_READING,
     WIRE_VERSION,
     Rule,
     RulesError,
     judges_client_address,
+    judges_path,
     load_rules_file,
     parse_rules,
     renumbered,
@@ -25,6 +27,7 @@ from devtunnel.rules.ngrok import ngrok_protection_rules
 
 __all__ = [
     "ACTIONS",
+    "PATH_READING",
     "WIRE_VERSION",
     "Answer",
     "Decision",
@@ -34,6 +37,7 @@ __all__ = [
     "RulesError",
     "decide",
     "judges_client_address",
+    "judges_path",
     "load_rules_file",
     "ngrok_protection_rules",
     "parse_rules",

@@ -284,9 +284,11 @@ def rules_to_wire(rules: Sequence[Rule]) -> list[dict[str, object]]:
     return out
 
 
-def rules_from_wire(items: object) -> tuple[Rule, ...]:
-    """Rules from a HELLO; RulesError if the agent sent something invalid."""
-    return parse_rules(items if isinstance(items, list) else {}, "the agent's rules", wire=True)  # type: ignore[arg-type]
+def rules_from_wire(items: object, source: str = "the agent's rules") -> tuple[Rule, ...]:
+    """Rules from a HELLO or a RULES frame; RulesError if the agent sent something invalid.
+    The agent runs it on the rules it is about to send (``source``: "the tunnel's rules"), so a
+    change the relay would refuse (a 257th rule) is refused before it is sent."""
+    return parse_rules(items if isinstance(items, list) else {}, source, wire=True)  # type: ignore[arg-type]
 
 
 # -- one rule ---------------------------------------------------------------------------
@@ -387,6 +389,19 @@ def _read_paths(flt: Filter) -> None:
     for leaf in _leaves(flt):
         if type(leaf) is PathPrefix:
             leaf.prefix = rule_path(leaf.prefix)
+
+
+PATH_READING = 1
+"""How rules read a request's path (``rules.paths``), as a relay announces it (``RULE_PATHS``
+in WELCOME): 1 drops the ``;`` parameters of an empty, ``.`` or ``..`` segment and reads a
+backslash as a slash, besides decoding escapes and resolving dot segments."""
+
+_PATH_FILTERS = frozenset({"Path", "PathRegex", "Url", "MUrl"})
+
+
+def judges_path(rule: Rule) -> bool:
+    """Whether ``rule``'s match looks at the request's path (``path:``, ``~u``, ``url:`` ...)."""
+    return any(type(leaf).__name__ in _PATH_FILTERS for leaf in _leaves(rule.filter))
 
 
 def judges_client_address(rule: Rule) -> bool:

@@ -63,6 +63,10 @@ async def test_wss_relay_is_verified_even_with_insecure_and_trusted_with_its_ca(
             assert refused.state is TunnelState.RECONNECTING
             assert "CERTIFICATE_VERIFY_FAILED" in (refused.error or "")
             assert "give the CA that signed it with --relay-ca PEM" in (refused.error or "")
+            # A settings file written for an older devtunnel (agent.insecure = true for a self-signed
+            # relay) is told that the setting no longer covers the relay.
+            said = "--insecure (agent.insecure) no longer skips it" in (refused.error or "")
+            assert said == config.insecure, refused.error
         trusting = await service.start_tunnel(TunnelConfig(target="9", name="ca", relay_ca=str(ca_pem)))
         assert trusting.state is TunnelState.ONLINE
         assert trusting.public_url == f"https://ca.localhost:{relay.port}"
