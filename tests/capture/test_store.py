@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -164,6 +165,43 @@ def test_get_accepts_a_unique_case_insensitive_prefix(store: Store) -> None:
     store.put_many([ex, other])
     assert store.get(ex.id[:12].lower()).id == ex.id
     assert store.get(ex.id).id == ex.id
+
+
+def _steps(store: Store, call: Callable[[], object]) -> tuple[object, int]:
+    """What ``call()`` returns, and the SQLite VM steps it took on the store's connection (in 100s)."""
+    steps = 0
+
+    def tick() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn = store._conn()
+    conn.set_progress_handler(tick, 100)
+    try:
+        return call(), steps
+    finally:
+        conn.set_progress_handler(None, 100)
+
+
+def test_short_ids_of_many_read_the_ids_around_them_not_the_whole_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``devtunnel requests -n 1000`` on a store of a million read every id (100 MB) for its prefixes."""
+    small, large = Store(tmp_path / "s.db"), Store(tmp_path / "l.db")
+    exs = [make(i, now=1_700_000_000 + i / 100) for i in range(6000)]
+    small.put_many(exs[-600:])
+    large.put_many(exs)
+    newest = [e.id for e in exs[-300:]]  # past _SHORT_IDS_BY_QUERY
+    short_small, steps_small = _steps(small, lambda: small.short_ids(newest))
+    short_large, steps_large = _steps(large, lambda: large.short_ids(newest))
+    assert steps_large < 2 * steps_small  # grows with the ids asked for, not with the store
+    assert short_large == short_small
+    spread = [e.id for e in exs[::15]]  # 400 ids over 6,000
+    with_span = large.short_ids(spread)
+    monkeypatch.setattr(store_module, "_SHORT_IDS_SPAN", 4)  # too thin: each one's neighbours are looked up
+    assert large.short_ids(spread) == with_span
+    monkeypatch.setattr(store_module, "_SHORT_IDS_BY_QUERY", 10_000)
+    assert with_span == large.short_ids(spread) and large.short_ids(newest) == short_large
 
 
 def test_ambiguous_or_unknown_ids_raise_not_found(store: Store) -> None:
