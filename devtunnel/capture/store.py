@@ -57,6 +57,9 @@ closes: hundreds of MB for as long as the agent runs."""
 QUERY_REGEX_BUDGET = 10.0
 """Seconds from its start after which a query runs no more filter regexes (each search:
 ``filters.REGEX_TIMEOUT``): one that would stops with ``FilterTimeoutError``."""
+CLEAR_RUN = 5_000
+"""Exchanges ``clear`` deletes in one write transaction (about 40 ms at a million; the whole store
+in one held the recorder's writes back 2.5 s)."""
 BLOBS_PER_CONNECTION = 256
 """Blobs a thread's connection opens (the writer: one per body over 256 KiB) before it is opened
 again. CPython's sqlite3 keeps a weak reference to every blob a connection opened, dead ones
@@ -411,11 +414,24 @@ class Store:
             return _delete(conn, list(ids))
 
     def clear(self) -> None:
-        """Delete every exchange, overwriting what they held in the file (``_overwriting``)."""
-        with self._writing() as conn, _overwriting(conn):
-            for table in _TABLES:
-                conn.execute(f"DELETE FROM {table}")
-            conn.execute("UPDATE stats SET n = 0, bytes = 0")
+        """Delete every exchange, overwriting what they held in the file (``_overwriting``).
+
+        The oldest go first, ``CLEAR_RUN`` at a time, each run a write transaction of its own:
+        one transaction for a million held the write lock for seconds, and the agent's recorder
+        waited as long. What is stored meanwhile with a later id than the newest at the start stays.
+        """
+        with self._reading() as conn:
+            newest = conn.execute("SELECT max(id) FROM exchange_rows").fetchone()[0]
+        while newest is not None:
+            with self._writing() as conn, _overwriting(conn):
+                doomed, last, size = conn.execute(_OLDEST_UP_TO, (newest, CLEAR_RUN)).fetchone()
+                if not doomed:
+                    break
+                _delete_oldest(conn, last, doomed, size)
+                if last >= newest and conn.execute("SELECT 1 FROM exchange_rows LIMIT 1").fetchone() is None:
+                    conn.execute("UPDATE stats SET n = 0, bytes = 0")
+            if last >= newest:
+                break
 
     # --- reading --------------------------------------------------------------------------
 
@@ -765,6 +781,9 @@ def _delete(conn: sqlite3.Connection, ids: list[str]) -> int:
     return deleted
 
 
+_OLDEST_UP_TO = ("SELECT count(*), max(id), sum(bytes) FROM "
+                 "(SELECT id, bytes FROM exchange_rows WHERE id <= ? ORDER BY id LIMIT ?)")
+"""``_OLDEST``, of those up to an id."""
 _OLDEST = "SELECT count(*), max(id), sum(bytes) FROM (SELECT id, bytes FROM exchange_rows ORDER BY id LIMIT ?)"
 """How many of the oldest exchanges there are, up to a number; the last one's id; their bytes."""
 

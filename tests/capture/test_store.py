@@ -237,6 +237,26 @@ def test_delete_and_clear(store: Store) -> None:
     conn.close()
 
 
+def test_clear_deletes_in_runs_each_its_own_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One transaction for a million exchanges held the write lock 3.4 s: the agent's recorder waited."""
+    monkeypatch.setattr(store_module, "CLEAR_RUN", 10, raising=False)
+    store = Store(tmp_path / "c.db")
+    store.put_many(make(i, body=b"b" * i, now=1_700_000_000 + i) for i in range(45))
+    statements: list[str] = []
+    store._conn().set_trace_callback(statements.append)
+    try:
+        store.clear()
+    finally:
+        store._conn().set_trace_callback(None)
+    assert statements.count("BEGIN IMMEDIATE") == 5  # 10, 10, 10, 10 and 5: the recorder writes between
+    assert store.count() == 0 and store.total_bytes() == 0
+    assert store._conn().execute("SELECT count(*) FROM bodies").fetchone()[0] == 0
+    store.clear()  # an empty store: nothing to do
+    later = make(99, now=1_700_000_100)
+    store.put(later)
+    assert store.ids() == [later.id] and store.count() == 1
+
+
 # --- retention --------------------------------------------------------------------------------
 
 
