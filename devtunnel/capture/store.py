@@ -337,6 +337,20 @@ class Store:
                 raise self._error(exc) from exc
 
     @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """``_reading`` in one read transaction: every statement sees the store as at the first.
+        A full exchange is read in several (its row, heads, bodies, messages); between them the
+        agent's retention deleted the oldest, and ``export --filter`` failed on an exchange whose
+        row had been read and whose headers were gone."""
+        with self._reading() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:  # SQLite ends it by itself after some errors
+                    conn.execute("COMMIT")
+
+    @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE takes the write lock up front, so a busy
         database waits in the busy handler instead of failing at the first write)."""
@@ -437,7 +451,7 @@ class Store:
 
     def get(self, exchange_id: str) -> Exchange:
         """The exchange with this id (a unique prefix also works); NotFoundError otherwise."""
-        with self._reading() as conn:
+        with self._snapshot() as conn:
             full_id = self._resolve(conn, exchange_id)
             row = conn.execute(f"SELECT {FULL_COLUMNS} FROM exchange_rows WHERE id = ?", (full_id,)).fetchone()
             if row is None:  # deleted between the two statements
@@ -515,7 +529,7 @@ class Store:
               newest_first: bool = False) -> list[Exchange]:
         """Full exchanges matching ``filter``."""
         sql, params = self._select(FULL_COLUMNS, filter, limit, offset, newest_first)
-        with self._reading() as conn:
+        with self._snapshot() as conn:
             return [read_exchange(conn, row) for row in conn.execute(sql, params).fetchall()]
 
     def rows(self, filter: object = None, *, limit: int | None = None, offset: int = 0,

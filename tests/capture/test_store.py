@@ -257,6 +257,28 @@ def test_clear_deletes_in_runs_each_its_own_transaction(tmp_path: Path, monkeypa
     assert store.ids() == [later.id] and store.count() == 1
 
 
+@pytest.mark.parametrize("how", ["query", "get"])
+def test_a_full_read_sees_one_state_while_the_agent_deletes_the_oldest(tmp_path: Path, how: str) -> None:
+    """``export --filter`` read an exchange's row, then retention deleted it, then its headers were
+    gone: ``struct.error`` and a traceback (1M store, agent recording at 1,000/s)."""
+    reader, writer = Store(tmp_path / "c.db"), Store(tmp_path / "c.db")
+    exs = [make(i, body=b"b", now=1_700_000_000 + i) for i in range(3)]
+    reader.put_many(exs)
+    deleted: list[int] = []
+
+    def retention(statement: str) -> None:
+        if statement.startswith("SELECT req, res FROM heads") and not deleted:
+            deleted.append(writer.delete([e.id for e in exs]))  # another connection, between two reads
+
+    reader._conn().set_trace_callback(retention)
+    try:
+        got = reader.query() if how == "query" else [reader.get(exs[0].id)]
+    finally:
+        reader._conn().set_trace_callback(None)
+    assert deleted == [3] and reader.count() == 0
+    assert got == (exs if how == "query" else exs[:1])
+
+
 # --- retention --------------------------------------------------------------------------------
 
 
