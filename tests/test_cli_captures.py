@@ -1146,3 +1146,22 @@ def test_requests_json_of_every_row_holds_a_page_at_a_time_not_the_store(
         assert out == json.dumps(json.loads(out), indent=2) + "\n"
         rows = Store(tmp_path / "300.db").rows(expression)
         assert [r["id"] for r in json.loads(out)] == [r.id for r in rows]
+
+
+def test_show_reads_the_rows_of_its_own_replays_not_every_replay(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``show ID`` read the row of every replay in the store and kept those of ID in Python."""
+    from devtunnel import cli as cli_module
+    from devtunnel.capture import store as store_module
+
+    db = tmp_path / "c.db"
+    original, other = make_exchange(target=b"/a"), make_exchange(target=b"/b")
+    replays = [replace(make_exchange(target=b"/b", status=201 + i % 2), replay_of=other.id) for i in range(200)]
+    mine = replace(make_exchange(target=b"/a", status=202), replay_of=original.id)
+    Store(db).put_many([original, other, *replays, mine])
+    read: list[object] = []
+    to_row = store_module.to_row
+    monkeypatch.setattr(store_module, "to_row", lambda r: read.append(r) or to_row(r))
+    assert cli_module.main(["--db", str(db), "show", original.id]) == 0
+    assert f"replayed  {mine.id}  202" in capsys.readouterr().out
+    assert len(read) == 1

@@ -21,6 +21,7 @@ from typing import Any
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import excerpt, parse
+from devtunnel.capture.filters.fields import Replay
 from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
@@ -372,7 +373,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(capture_json(ex), indent=2))
         return 0
-    replays = [r for r in store.rows("replay") if r.replay_of == ex.id]
+    replays = store.rows(Replay(of=ex.id))  # not every replay's row, to keep this one's
     print("\n".join(_show_text(ex, replays)))
     return 0
 
