@@ -1113,3 +1113,55 @@ def test_in_a_locale_that_is_not_utf8_the_commands_show_what_it_cannot_write_and
     assert run("export", ex.id, "--format", "curl", "-o", "hook.sh").returncode == 0
     assert piped.stdout == (captures.cwd / "hook.sh").read_bytes()
     assert "Zoë ✓ 日本" in piped.stdout.decode("utf-8")
+
+
+def test_requests_json_of_every_row_holds_a_page_at_a_time_not_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``requests --json --limit 0`` of a million rows built the list and its text whole: 3.9 GB."""
+    import tracemalloc
+
+    from devtunnel import cli as cli_module
+    from devtunnel.commands import captures as captures_module
+
+    monkeypatch.setattr(captures_module, "_PAGE", 100, raising=False)
+    monkeypatch.setattr(sys.stdout, "write", lambda text: len(text))  # the output is checked below, not held
+    peaks: list[int] = []
+    for n in (300, 3000):
+        db = tmp_path / f"{n}.db"
+        exs = [make_exchange(target=f"/p/{i}".encode(), status=200 + i % 2) for i in range(n)]
+        Store(db).put_many(exs)
+        tracemalloc.start()
+        try:
+            assert cli_module.main(["--db", str(db), "requests", "--json", "--limit", "0"]) == 0
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] < 2 * peaks[0]  # a page of rows, whatever the store holds
+    monkeypatch.undo()
+    monkeypatch.setattr(captures_module, "_PAGE", 7, raising=False)
+    for expression in ("", "status:201"):
+        assert cli_module.main(["--db", str(tmp_path / "300.db"), "requests", "--json", "-n", "0",
+                                "--filter", expression]) == 0
+        out = capsys.readouterr().out
+        assert out == json.dumps(json.loads(out), indent=2) + "\n"
+        rows = Store(tmp_path / "300.db").rows(expression)
+        assert [r["id"] for r in json.loads(out)] == [r.id for r in rows]
+
+
+def test_show_reads_the_rows_of_its_own_replays_not_every_replay(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``show ID`` read the row of every replay in the store and kept those of ID in Python."""
+    from devtunnel import cli as cli_module
+    from devtunnel.capture import store as store_module
+
+    db = tmp_path / "c.db"
+    original, other = make_exchange(target=b"/a"), make_exchange(target=b"/b")
+    replays = [replace(make_exchange(target=b"/b", status=201 + i % 2), replay_of=other.id) for i in range(200)]
+    mine = replace(make_exchange(target=b"/a", status=202), replay_of=original.id)
+    Store(db).put_many([original, other, *replays, mine])
+    read: list[object] = []
+    to_row = store_module.to_row
+    monkeypatch.setattr(store_module, "to_row", lambda r: read.append(r) or to_row(r))
+    assert cli_module.main(["--db", str(db), "show", original.id]) == 0
+    assert f"replayed  {mine.id}  202" in capsys.readouterr().out
+    assert len(read) == 1

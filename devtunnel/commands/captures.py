@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import excerpt, parse
+from devtunnel.capture.filters.fields import Replay
 from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
@@ -196,6 +197,45 @@ def _webhook_lines(verdict: Verdict) -> list[str]:
     return lines
 
 
+_PAGE = 1000
+"""Rows ``requests --json --limit 0`` reads and prints at a time."""
+
+
+def _newest_rows(store: Store, flt: Any, limit: int | None) -> list[Row]:
+    """The newest ``limit`` rows matching ``flt`` (every one when None), oldest first like a log."""
+    rows = store.rows(flt, limit=limit, newest_first=True)
+    rows.reverse()
+    return rows
+
+
+def _all_rows(store: Store, flt: Any) -> Iterator[Row]:
+    """Every row matching ``flt``, oldest first, read a page at a time (keyset paging: a million
+    of them are never all in memory). Those stored after the first page was read are left out,
+    as a single read would have."""
+    newest = store.rows(flt, limit=1, newest_first=True)
+    after: str | None = None
+    while newest:
+        page = store.rows_after(flt, after, limit=_PAGE)
+        for row in page:
+            if row.id > newest[0].id:
+                return
+            yield row
+        if len(page) < _PAGE:
+            return
+        after = page[-1].id
+
+
+def _print_json(rows: Iterable[Row]) -> None:
+    """``json.dumps(list, indent=2)`` of the rows' summaries, written one summary at a time: the
+    list and its text were built whole (3.9 GB for a million rows)."""
+    opening = "["
+    for row in rows:
+        # JSON strings hold no newline: indenting every line of an element is what indent=2 does.
+        sys.stdout.write(opening + "\n  " + json.dumps(_row_summary(row), indent=2).replace("\n", "\n  "))
+        opening = ","
+    print("[]" if opening == "[" else "\n]")
+
+
 def _requests(args: argparse.Namespace) -> int:
     flt = _filter(args.filter)
     if args.limit < 0:
@@ -207,11 +247,10 @@ def _requests(args: argparse.Namespace) -> int:
         print("[]" if args.json else f"no requests captured yet (no capture database at {safe(str(path))})")
         return 0
     store = _open(args)
-    rows = store.rows(flt, limit=args.limit or None, newest_first=True)
-    rows.reverse()  # the newest N, printed oldest first like a log
     if args.json:
-        print(json.dumps([_row_summary(r) for r in rows], indent=2))
+        _print_json(_all_rows(store, flt) if not args.limit else _newest_rows(store, flt, args.limit))
         return 0
+    rows = _newest_rows(store, flt, args.limit or None)
     if not rows:
         print("no matching requests" if args.filter else "no requests captured yet")
         return 0
@@ -334,7 +373,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(capture_json(ex), indent=2))
         return 0
-    replays = [r for r in store.rows("replay") if r.replay_of == ex.id]
+    replays = store.rows(Replay(of=ex.id))  # not every replay's row, to keep this one's
     print("\n".join(_show_text(ex, replays)))
     return 0
 

@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,6 +167,43 @@ def test_get_accepts_a_unique_case_insensitive_prefix(store: Store) -> None:
     assert store.get(ex.id).id == ex.id
 
 
+def _steps(store: Store, call: Callable[[], object]) -> tuple[object, int]:
+    """What ``call()`` returns, and the SQLite VM steps it took on the store's connection (in 100s)."""
+    steps = 0
+
+    def tick() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn = store._conn()
+    conn.set_progress_handler(tick, 100)
+    try:
+        return call(), steps
+    finally:
+        conn.set_progress_handler(None, 100)
+
+
+def test_short_ids_of_many_read_the_ids_around_them_not_the_whole_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``devtunnel requests -n 1000`` on a store of a million read every id (100 MB) for its prefixes."""
+    small, large = Store(tmp_path / "s.db"), Store(tmp_path / "l.db")
+    exs = [make(i, now=1_700_000_000 + i / 100) for i in range(6000)]
+    small.put_many(exs[-600:])
+    large.put_many(exs)
+    newest = [e.id for e in exs[-300:]]  # past _SHORT_IDS_BY_QUERY
+    short_small, steps_small = _steps(small, lambda: small.short_ids(newest))
+    short_large, steps_large = _steps(large, lambda: large.short_ids(newest))
+    assert steps_large < 2 * steps_small  # grows with the ids asked for, not with the store
+    assert short_large == short_small
+    spread = [e.id for e in exs[::15]]  # 400 ids over 6,000
+    with_span = large.short_ids(spread)
+    monkeypatch.setattr(store_module, "_SHORT_IDS_SPAN", 4)  # too thin: each one's neighbours are looked up
+    assert large.short_ids(spread) == with_span
+    monkeypatch.setattr(store_module, "_SHORT_IDS_BY_QUERY", 10_000)
+    assert with_span == large.short_ids(spread) and large.short_ids(newest) == short_large
+
+
 def test_ambiguous_or_unknown_ids_raise_not_found(store: Store) -> None:
     now = time.time()
     a, b = make(1, now=now), make(2, now=now)  # the same millisecond: the first 10 digits are shared
@@ -197,6 +235,48 @@ def test_delete_and_clear(store: Store) -> None:
     conn = sqlite3.connect(store.path)
     assert conn.execute("SELECT count(*) FROM bodies").fetchone()[0] == 0
     conn.close()
+
+
+def test_clear_deletes_in_runs_each_its_own_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One transaction for a million exchanges held the write lock 3.4 s: the agent's recorder waited."""
+    monkeypatch.setattr(store_module, "CLEAR_RUN", 10, raising=False)
+    store = Store(tmp_path / "c.db")
+    store.put_many(make(i, body=b"b" * i, now=1_700_000_000 + i) for i in range(45))
+    statements: list[str] = []
+    store._conn().set_trace_callback(statements.append)
+    try:
+        store.clear()
+    finally:
+        store._conn().set_trace_callback(None)
+    assert statements.count("BEGIN IMMEDIATE") == 5  # 10, 10, 10, 10 and 5: the recorder writes between
+    assert store.count() == 0 and store.total_bytes() == 0
+    assert store._conn().execute("SELECT count(*) FROM bodies").fetchone()[0] == 0
+    store.clear()  # an empty store: nothing to do
+    later = make(99, now=1_700_000_100)
+    store.put(later)
+    assert store.ids() == [later.id] and store.count() == 1
+
+
+@pytest.mark.parametrize("how", ["query", "get"])
+def test_a_full_read_sees_one_state_while_the_agent_deletes_the_oldest(tmp_path: Path, how: str) -> None:
+    """``export --filter`` read an exchange's row, then retention deleted it, then its headers were
+    gone: ``struct.error`` and a traceback (1M store, agent recording at 1,000/s)."""
+    reader, writer = Store(tmp_path / "c.db"), Store(tmp_path / "c.db")
+    exs = [make(i, body=b"b", now=1_700_000_000 + i) for i in range(3)]
+    reader.put_many(exs)
+    deleted: list[int] = []
+
+    def retention(statement: str) -> None:
+        if statement.startswith("SELECT req, res FROM heads") and not deleted:
+            deleted.append(writer.delete([e.id for e in exs]))  # another connection, between two reads
+
+    reader._conn().set_trace_callback(retention)
+    try:
+        got = reader.query() if how == "query" else [reader.get(exs[0].id)]
+    finally:
+        reader._conn().set_trace_callback(None)
+    assert deleted == [3] and reader.count() == 0
+    assert got == (exs if how == "query" else exs[:1])
 
 
 # --- retention --------------------------------------------------------------------------------

@@ -239,11 +239,17 @@ class Replay(Leaf):
     syntax = "replay"
     help = "is a replay of another exchange"
 
+    def __init__(self, of: str | None = None) -> None:
+        self.of = of
+        """Only replays of this exchange id (``show``'s list of them; no syntax writes it)."""
+
     def __call__(self, ex: Exchange) -> bool:
-        return ex.replay_of is not None
+        return ex.replay_of is not None and (self.of is None or ex.replay_of == self.of)
 
     def sql(self) -> tuple[str, SqlParams]:
-        return "(e.replay_of IS NOT NULL)", []
+        if self.of is None:
+            return "(e.replay_of IS NOT NULL)", []
+        return "(e.replay_of IS NOT NULL AND e.replay_of = ?)", [self.of]
 
 
 class WebSocket(Leaf):
