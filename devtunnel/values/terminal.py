@@ -213,6 +213,8 @@ def _char_width(ch: str) -> int:
 
 def display_width(text: str) -> int:
     """Terminal columns taken by ``text`` (already escaped): wide CJK characters count twice."""
+    if text.isascii():  # one column each: most of a table, measured without a lookup per character
+        return len(text)
     return sum(_char_width(ch) for ch in text)
 
 
@@ -223,6 +225,8 @@ def truncate(text: str, width: int, ellipsis: str = "…") -> str:
     if display_width(text) <= width:
         return text
     room = width - display_width(ellipsis)
+    if text.isascii():
+        return text[:room] + ellipsis if room >= 0 else ellipsis[:width]
     out: list[str] = []
     used = 0
     for ch in text:

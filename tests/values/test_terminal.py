@@ -149,3 +149,26 @@ def test_quoted_reads_captured_bytes_as_text_not_as_their_repr() -> None:
     assert quoted(b"X Bad\x1b") == "'X Bad\x1b'"
     name = quoted(b"Caf\xc3\xa9 \xff")  # UTF-8 where it is; a byte that is not, U+FFFD (the text always encodes)
     assert escape(f"header name {name}") == "header name 'Caf\u00e9 \ufffd'"
+
+
+@given(st.text(st.characters(max_codepoint=0x7F)) | st.text(), st.integers(min_value=0, max_value=40),
+       st.sampled_from(["…", "...", ""]))
+def test_width_and_truncation_of_ascii_take_the_short_way_to_the_same_answer(text: str, width: int, ellipsis: str) -> None:
+    """ASCII is measured by its length (a table of a million rows spent most of its time looking
+    up each character's width): the answers are those of the character-by-character way."""
+    from devtunnel.values import terminal
+
+    slow_width = sum(terminal._char_width(ch) for ch in text)
+    assert terminal.display_width(text) == slow_width
+    cut = terminal.truncate(text, width, ellipsis)
+    if slow_width <= width:
+        assert cut == text
+    else:
+        room = width - sum(terminal._char_width(ch) for ch in ellipsis)
+        kept, used = [], 0
+        for ch in text:
+            if used + terminal._char_width(ch) > room:
+                break
+            kept.append(ch)
+            used += terminal._char_width(ch)
+        assert cut == ("".join(kept) + ellipsis if room >= 0 else ellipsis[:width])
