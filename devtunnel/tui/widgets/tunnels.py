@@ -198,10 +198,23 @@ class TunnelsPanel(Widget, can_focus=True):
         elif state == "failed" and tunnel.error:
             state += f": {escape_control(tunnel.error)}"  # escaped by the API already: backslashes kept
         line.append(state, style=state_style)
-        line.append(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)
+        counts = Text(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)
+        app = Text()
         if tunnel.app_state:
-            line.append("  app ", style=dim)
-            line.append(app_state_text(tunnel), style=self._style(_APP_STYLES.get(tunnel.app_state, "tunnels--failed")))
+            app.append("  app ", style=dim)
+            app.append(app_state_text(tunnel), style=self._style(_APP_STYLES.get(tunnel.app_state, "tunnels--failed")))
+        if app and line.cell_len + counts.cell_len + app.cell_len > self.content_size.width:
+            # Too narrow (80 columns): the app's state (a crash loop) before the counts, which the
+            # ellipsis cuts instead, and the target without its scheme.
+            plain = line.plain
+            if f" → {tunnel.target}  " in plain and tunnel.target.startswith("http://"):
+                start = plain.index(f" → {tunnel.target}  ") + 3
+                line = line[:start] + line[start + len("http://"):]
+            line.append_text(app)
+            line.append_text(counts)
+        else:
+            line.append_text(counts)
+            line.append_text(app)
         if is_cursor:
             line.stylize(self._style("tunnels--cursor"))
         return line
