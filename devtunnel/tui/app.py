@@ -477,7 +477,12 @@ class InspectorApp(App[None]):
             self.notify(f"Nothing copied: {exc}", title="Cannot copy as curl", severity="error")
             return
         where = "the local service" if local else "the public URL"
-        self._copy(text, "curl command", note=f"It sends to {where}: x chooses public URL or local service.")
+        note = f"It sends to {where}: x chooses public URL or local service."
+        if not local and self.backend.api_url and exchange.tunnel not in self.query_one(TunnelsPanel).tunnels:
+            # A row of a tunnel stopped since: the relay answers its public URL with 404 now.
+            note = (f"It sends to the public URL, but {exchange.tunnel} is stopped: the relay answers 404 "
+                    "until it runs again (x chooses the local service).")
+        self._copy(text, "curl command", note=note)
 
     def on_export_screen_send_to_changed(self, event: Any) -> None:
         self.export_send_to = event.send_to

@@ -128,3 +128,29 @@ async def test_the_cursor_stays_on_a_restarted_tunnel_so_the_next_key_acts_on_it
         await pilot.press("s")
         await async_wait_for(lambda: "one" not in panel.tunnels, what="the restarted tunnel stopped")
         assert list(panel.tunnels) == ["two"]
+
+
+async def test_copy_as_curl_of_a_row_of_a_stopped_tunnel_says_its_public_url_answers_no_more(
+        tmp_path: Path, service: int) -> None:
+    """c on a row of a tunnel stopped since: the command goes to a public URL that now answers
+    404, and the notice says so (x chooses the local service instead)."""
+    app = inspector_with_agent(tmp_path / "captures.db", tmp_path)
+    async with app.run_test(size=(110, 30)) as pilot:
+        panel = app.query_one(TunnelsPanel)
+        table = app.query_one(RequestTable)
+        await agent_serving(app)
+        for name in ("one", "two"):
+            await app.backend.start_tunnel(str(service), name, "", "")
+        await async_wait_for(lambda: [t.name for t in panel.tunnels.values() if t.state == "online"] == ["one", "two"],
+                             timeout=20, what="both tunnels online")
+        assert await _get(panel.tunnels["one"].public_url, "/health") == 200
+        await async_wait_for(lambda: len(table.ids) == 1, timeout=20, what="the row of one")
+        panel.focus()
+        await pilot.press("s")
+        await async_wait_for(lambda: "one" not in panel.tunnels, what="one stopped")
+        table.focus()
+        await pilot.press("c")
+        await async_wait_for(lambda: any("curl command" in n.title for n in app._notifications),
+                             what="the copy notice")
+        notice = [n for n in app._notifications if "curl command" in n.title][-1]
+        assert "one is stopped" in notice.message and "404" in notice.message
