@@ -23,13 +23,13 @@ def tunnel(name: str, port: int, app_state: str, restarts: int = 0) -> TunnelVie
 async def test_a_crash_loop_shows_at_80_columns() -> None:
     async with PanelApp().run_test(size=(80, 6)) as pilot:
         panel = pilot.app.query_one(TunnelsPanel)
-        panel.update_tunnels([tunnel("web", 18101, "ready"), tunnel("crashy", 18104, "restarting", 6)])
+        panel.update_tunnels([tunnel("web", 18101, "ready"), tunnel("crashy", 18104, "restarting", 16)])
         await async_wait_for(lambda: "crashy" in str(panel.render()), what="both tunnels listed")
         await pilot.pause()
         lines = [line.text.rstrip() for line in panel.render_lines(panel.region.reset_offset)][:2]
         assert "app ready" in lines[0]
-        assert "app restarting (6)" in lines[1]
-        assert "crashy.localhost:33855" in lines[1]
+        assert "app restarting (16)" in lines[1]
+        assert "crashy.localhost:33855 → 127.0.0.1:18104" in lines[1]
 
 
 async def test_a_line_that_fits_keeps_its_order() -> None:
@@ -39,3 +39,26 @@ async def test_a_line_that_fits_keeps_its_order() -> None:
         await async_wait_for(lambda: "crashy" in str(panel.render()), what="the tunnel listed")
         assert ("http://127.0.0.1:18104  online  12 req  0.0/s  app restarting (6)"
                 in str(panel.render()))
+
+
+async def test_the_cursor_tunnel_stays_in_sight_in_a_long_list() -> None:
+    """Seven tunnels in a panel of six lines: moving down to the last keeps its line (the one s
+    stops) on screen, and a line says how many there are."""
+    async with PanelApp().run_test(size=(120, 24)) as pilot:
+        panel = pilot.app.query_one(TunnelsPanel)
+        panel.update_tunnels([tunnel(f"t{i}", 18100 + i, "ready") for i in range(7)])
+        await async_wait_for(lambda: "t6" in str(panel.render()),
+                             what="the panel laid out")
+        await pilot.pause()
+        panel.focus()
+        await pilot.press(*["down"] * 6)
+        await pilot.pause()
+        assert panel.current is not None and panel.current.name == "t6"
+        shown = [line.text for line in panel.render_lines(panel.region.reset_offset)]
+        assert len(shown) == panel.content_size.height == 6
+        assert any("t6.localhost" in line for line in shown)
+        assert "7 tunnels" in shown[-1]
+        await pilot.press(*["up"] * 6)
+        await pilot.pause()
+        shown = [line.text for line in panel.render_lines(panel.region.reset_offset)]
+        assert "t0.localhost" in shown[0]

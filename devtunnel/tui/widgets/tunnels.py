@@ -10,6 +10,7 @@ from typing import ClassVar
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -103,6 +104,8 @@ class TunnelsPanel(Widget, can_focus=True):
         self.agent: AgentStatus | None = None
         """The supervised agent's status (None when the inspector runs without an agent)."""
         self._samples: dict[str, deque[tuple[float, int]]] = {}
+        self._top = 0
+        """The first tunnel shown when they are more than the panel's lines."""
         self._chosen: str | None = None
         """The tunnel the cursor was put on: the cursor follows it when the list changes order (a
         restarted tunnel comes back last) and goes back to it when it returns after a stop."""
@@ -178,15 +181,21 @@ class TunnelsPanel(Widget, can_focus=True):
             line.append(f"  {escape(status.message)}", style=self._style("tunnels--dim"))
         return line
 
-    def _tunnel_line(self, tunnel: TunnelView, is_cursor: bool) -> Text:
+    def _tunnel_line(self, tunnel: TunnelView, is_cursor: bool, *, compact: bool = False) -> Text:
+        """One tunnel's line; ``compact`` when the whole line is too wide (80 columns): the URLs
+        without ``http://`` and the app's state (a crash loop) before the counts, which the
+        ellipsis cuts instead."""
         dim = self._style("tunnels--dim")
         line = Text(no_wrap=True, overflow="ellipsis")
         state_style = self._style(f"tunnels--{tunnel.state}" if tunnel.state in
                                   ("online", "starting", "reconnecting", "failed") else "tunnels--dim")
         line.append("● ", style=state_style)
-        line.append(escape(tunnel.public_url or tunnel.name), style=self._style("tunnels--url"))
+        url, target = tunnel.public_url or tunnel.name, tunnel.target
+        if compact:
+            url, target = url.removeprefix("http://"), target.removeprefix("http://")
+        line.append(escape(url), style=self._style("tunnels--url"))
         line.append(" → ", style=dim)
-        line.append(escape(tunnel.target))
+        line.append(escape(target))
         if tunnel.via:
             line.append(f"  via {escape(tunnel.via)}", style=dim)
             if tunnel.via_state and tunnel.via_state != "online":
@@ -203,13 +212,9 @@ class TunnelsPanel(Widget, can_focus=True):
         if tunnel.app_state:
             app.append("  app ", style=dim)
             app.append(app_state_text(tunnel), style=self._style(_APP_STYLES.get(tunnel.app_state, "tunnels--failed")))
-        if app and line.cell_len + counts.cell_len + app.cell_len > self.content_size.width:
-            # Too narrow (80 columns): the app's state (a crash loop) before the counts, which the
-            # ellipsis cuts instead, and the target without its scheme.
-            plain = line.plain
-            if f" → {tunnel.target}  " in plain and tunnel.target.startswith("http://"):
-                start = plain.index(f" → {tunnel.target}  ") + 3
-                line = line[:start] + line[start + len("http://"):]
+        if app and not compact and line.cell_len + counts.cell_len + app.cell_len > self.content_size.width:
+            return self._tunnel_line(tunnel, is_cursor, compact=True)
+        if compact:
             line.append_text(app)
             line.append_text(counts)
         else:
@@ -219,13 +224,35 @@ class TunnelsPanel(Widget, can_focus=True):
             line.stylize(self._style("tunnels--cursor"))
         return line
 
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        # Every line, whatever the window render() shows: max-height caps it.
+        return (self._agent_line() is not None) + max(1, len(self.tunnels))
+
+    def _window(self, room: int) -> range:
+        """The tunnels shown when only ``room`` lines fit: a window that keeps the cursor in it."""
+        count = len(self.tunnels)
+        self._top = max(0, min(self._top, self.cursor, count - room))
+        if self.cursor >= self._top + room:
+            self._top = self.cursor - room + 1
+        return range(self._top, self._top + room)
+
     def render(self) -> Text:
         lines = []
         agent = self._agent_line()
         if agent is not None:
             lines.append(agent)
-        for index, tunnel in enumerate(self.tunnels.values()):
-            lines.append(self._tunnel_line(tunnel, index == self.cursor))
+        tunnels = list(self.tunnels.values())
+        room = self.content_size.height - len(lines)
+        shown = range(len(tunnels))
+        if 1 < room < len(tunnels):
+            # More tunnels than lines (max-height): the cursor's stays in sight, so s and R act on
+            # a tunnel on screen, and the last line says how many there are.
+            shown = self._window(room - 1)
+        for index in shown:
+            lines.append(self._tunnel_line(tunnels[index], index == self.cursor))
+        if len(shown) < len(tunnels):
+            lines.append(Text(f"{len(tunnels)} tunnels, {shown.start + 1}-{shown.stop} shown: ↑↓ scroll",
+                              style=self._style("tunnels--dim")))
         if not self.tunnels:
             hint = "no tunnel: press n to start one" if self.agent is not None else "stored captures (no agent)"
             lines.append(Text(hint, style=self._style("tunnels--dim")))
