@@ -103,18 +103,41 @@ def _get(store: Store, ident: str) -> Exchange:
                         f"(devtunnel requests --filter delivery:{ident} lists its captures)")
 
 
-def _resolve(store: Store, ids: list[str], expression: str) -> list[Exchange]:
-    """The exchanges named by ``ids`` (unique prefixes allowed) or matching ``expression``, oldest first."""
+REPLAY_UNASKED = 100
+"""The most matches ``replay --filter`` sends without ``--limit``: past it, it sends nothing and
+says how many match (a filter such as ``status:500`` on a big store matches thousands)."""
+
+
+def _resolve(store: Store, ids: list[str], expression: str, limit: int = 0, *,
+             most: int | None = None) -> list[Exchange]:
+    """The exchanges named by ``ids`` (unique prefixes allowed) or the newest ``limit`` matching
+    ``expression`` (every one when 0), oldest first.
+
+    Args:
+        most: with ``--filter`` and no ``--limit``, refuse when more than this many match
+            (``replay``: each match is sent again).
+    """
+    if limit < 0:
+        raise ConfigError("--limit must be 0 (all) or more")
     if ids and expression:
         raise ConfigError("give exchange ids or --filter, not both")
     if ids:
+        if limit:
+            raise ConfigError("--limit applies to --filter; give the ids to use, or --filter EXPR --limit N")
         found = {ex.id: ex for ex in (_get(store, i) for i in ids)}
         return [found[k] for k in sorted(found)]
     if expression:
-        exchanges = store.query(_filter(expression))
+        flt = _filter(expression)
+        if not limit and most is not None:
+            # Light rows, at most one past the bound: the store is not read through to count.
+            if len(store.rows(flt, limit=most + 1)) > most:
+                count = store.count(flt)
+                raise ConfigError(f"{count} exchanges match {quoted(expression)}, more than {most}: give --limit N "
+                                  "for the newest N, or --limit 0 to send every one")
+        exchanges = store.query(flt, limit=limit or None, newest_first=bool(limit))
         if not exchanges:
             raise NotFoundError(f"no exchange matches {quoted(expression)}")
-        return exchanges
+        return exchanges[::-1] if limit else exchanges
     raise ConfigError("give one or more exchange ids, or --filter EXPR")
 
 
@@ -459,7 +482,7 @@ def _export(args: argparse.Namespace) -> int:
         raise ExportError(f"cannot write {out}: it is a folder")
     folder = out.parent if out is not None else Path(".")
     store = _open(args)
-    exchanges = _resolve(store, args.ids, args.filter)
+    exchanges = _resolve(store, args.ids, args.filter, args.limit)
     if args.redact:
         options["redact"] = True
     if "body_dir" in options_of(args.format):
@@ -567,7 +590,8 @@ def _replay(args: argparse.Namespace) -> int:
     ignore_headers = [*settings_of(args).replay.ignore_headers, *args.ignore_header]
     edit = _edit(args)
     store = _open(args, readonly=False)
-    originals = _resolve(store, args.ids, args.filter)
+    originals = _resolve(store, args.ids, args.filter, args.limit or 0,
+                         most=REPLAY_UNASKED if args.limit is None else None)
     # Every request is checked before the first is sent: a ReplayError means nothing went out.
     # One context for re-signing what is sent and for the verdict on it, as the agent's recorder gives:
     # config secrets and custom providers as well as the conventional variables.
