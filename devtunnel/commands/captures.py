@@ -53,7 +53,7 @@ from devtunnel.errors import (
     StoreError,
 )
 from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
-from devtunnel.export import EXPORTERS, export, options_of
+from devtunnel.export import EXPORTERS, STREAMED, export, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
 from devtunnel.replay import not_recorded, replay_many
@@ -482,9 +482,11 @@ def _export(args: argparse.Namespace) -> int:
         raise ExportError(f"cannot write {out}: it is a folder")
     folder = out.parent if out is not None else Path(".")
     store = _open(args)
-    exchanges = _resolve(store, args.ids, args.filter, args.limit)
     if args.redact:
         options["redact"] = True
+    if args.filter and not args.ids and args.format in STREAMED:
+        return _export_streamed(store, args, options, out)
+    exchanges = _resolve(store, args.ids, args.filter, args.limit)
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
     result = export(args.format, exchanges, **options)
@@ -517,6 +519,35 @@ def _export(args: argparse.Namespace) -> int:
     else:  # data for a file or a pipe: the bytes -o writes, whatever the locale's encoding
         sys.stdout.flush()
         sys.stdout.buffer.write(text.encode("utf-8"))
+    return 0
+
+
+def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, object], out: Path | None) -> int:
+    """``export --filter`` in a format that writes as it reads (HAR): the matches' start times
+    and ids are read, then the exchanges a few at a time, each written before the next is read.
+    (Every match and the whole text were held: 0.46 GB for 25,000 exchanges.) With ``-o`` the
+    text goes to FILE.part, renamed FILE once complete: a failed export leaves FILE as it was."""
+    keys = store.start_keys(_filter(args.filter), limit=args.limit or None)
+    if not keys:
+        raise NotFoundError(f"no exchange matches {quoted(args.filter)}")
+    keys.sort(key=lambda key: key[0])  # stable: those that started together stay in id order
+    pieces = STREAMED[args.format](store.exchanges_by_id([key[1] for key in keys]), **options)
+    if out is None:
+        sys.stdout.flush()
+        for piece in pieces:  # ASCII (HAR escapes the rest), the same bytes in any locale
+            sys.stdout.buffer.write(piece.encode("ascii"))
+        return 0
+    part = out.with_name(out.name + ".part")
+    try:
+        with part.open("w", encoding="ascii", newline="") as file:
+            for piece in pieces:
+                file.write(piece)
+        part.replace(out)
+    except OSError as exc:
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    finally:
+        part.unlink(missing_ok=True)
+    print(f"wrote {safe(str(out))}", file=sys.stderr)
     return 0
 
 
