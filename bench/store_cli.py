@@ -4,7 +4,7 @@
 
 Builds a store of ``--rows`` exchanges (``bench/store_fill.py`` with ``bench/tui.py``'s exchanges;
 one template in a thousand has a 300 KB response body) unless ``--db`` names one, then runs each
-command as a user would (``python -m devtunnel --db PATH ...``, under ``/usr/bin/time``) from
+command as a user would (``python -m devtunnel --db PATH requests|export ...``, under ``/usr/bin/time``) from
 ``--base`` (the baseline: a checkout of the commit before) and from ``--tree``, in turns, and
 prints seconds and max RSS side by side.
 """
@@ -27,12 +27,14 @@ from bench.tui import exchange  # noqa: E402
 from devtunnel.capture.model import Exchange  # noqa: E402
 
 COMMANDS = [
-    ("requests", []),  # each run from its tree (python -m puts the working folder first)
-    ("requests -n 1000", ["-n", "1000"]),
-    ("requests -n 1000 status:500", ["-n", "1000", "--filter", "status:500"]),
-    ("requests --json -n 0 (25k matches)", ["--json", "-n", "0", "--filter", "method:DELETE status:500"]),
-    ("requests --json -n 0", ["--json", "-n", "0"]),
-    ("requests body:nomatch (a scan)", ["--filter", "body:zzzznomatch"]),
+    ("requests", ["requests"]),  # each run from its tree (python -m puts the working folder first)
+    ("requests -n 1000", ["requests", "-n", "1000"]),
+    ("requests -n 1000 status:500", ["requests", "-n", "1000", "--filter", "status:500"]),
+    ("requests --json -n 0 (25k matches)", ["requests", "--json", "-n", "0", "--filter", "method:DELETE status:500"]),
+    ("requests --json -n 0", ["requests", "--json", "-n", "0"]),
+    ("requests body:nomatch (a scan)", ["requests", "--filter", "body:zzzznomatch"]),
+    ("export --format har (25k matches)", ["export", "--format", "har", "--filter", "method:DELETE status:500"]),
+    ("export --format curl (25k matches)", ["export", "--format", "curl", "--filter", "method:DELETE status:500"]),
 ]
 
 
@@ -45,10 +47,10 @@ def make(n: int, now: float) -> Exchange:
 
 
 def run(tree: Path, db: Path, args: list[str]) -> tuple[float, int]:
-    """Seconds and max RSS (KB) of ``devtunnel --db DB requests ARGS`` from ``tree``."""
+    """Seconds and max RSS (KB) of ``devtunnel --db DB ARGS`` from ``tree`` (its output thrown away)."""
     with tempfile.NamedTemporaryFile("r") as out:
         subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", out.name, sys.executable, "-m", "devtunnel",
-                        "--db", str(db), "requests", *args],
+                        "--db", str(db), *args],
                        env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree, stdout=subprocess.DEVNULL, check=True)
         seconds, rss = out.read().split()[-2:]
     return float(seconds), int(rss)

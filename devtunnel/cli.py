@@ -233,10 +233,13 @@ examples:
   devtunnel export 01JD3X4K9A --format curl --to http://127.0.0.1:8080
   devtunnel export 01JD3X4K9A --format curl --to local
   devtunnel export 01JD3X4K9A --format pytest -o tests/test_hooks.py
+  devtunnel export --filter 'path:/webhooks' --limit 20 --format har -o hooks.har
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes (default with --filter: every match)")
     p.add_argument("--format", "-F", default="curl", help="curl, har, raw, httpie or pytest (default: %(default)s)")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="export every exchange matching EXPR")
+    p.add_argument("--limit", "-n", type=_count, default=0, metavar="N",
+                   help="with --filter: the newest N matches, written oldest first (default: 0, every match)")
     p.add_argument("--redact", action="store_true",
                    help="replace credentials, signatures and secret fields (query, form, JSON) with placeholders")
     p.add_argument("--to", metavar="URL",
@@ -253,6 +256,7 @@ examples:
   devtunnel replay 01JD3X4K9A
   devtunnel replay 01JD3X4K9A --to http://127.0.0.1:9000
   devtunnel replay --filter 'path:/webhooks status:5xx'
+  devtunnel replay --filter status:500 --limit 10
   devtunnel replay 01JD3X4K9A --method PUT --header 'X-Debug: 1' --body @event.json
   devtunnel replay 01JD3X4K9A --ignore-header X-Build --ignore-header ETag
   devtunnel replay 01JD3X4K9A --set data.object.amount=999
@@ -268,6 +272,9 @@ with --ignore-header.
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes")
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="replay every match, oldest first")
+    p.add_argument("--limit", "-n", type=_count, metavar="N",
+                   help="with --filter: the newest N matches, sent oldest first (without it, more than 100 "
+                        "matches are refused; 0: every match)")
     p.add_argument("--to", metavar="URL", help="send to this base URL instead of the tunnel's target")
     p.add_argument("--method", help="replace the method (sent as typed)")
     p.add_argument("--path", help="replace the path and query")

@@ -389,6 +389,16 @@ def test_export_har_of_a_filter(captures: Captures, tmp_path: Path) -> None:
     assert len(entries) == 2
 
 
+def test_export_limit_takes_the_newest_matches_oldest_first(captures: Captures, tmp_path: Path) -> None:
+    out = tmp_path / "hooks.har"
+    proc = cli(captures, "export", "--filter", "path:/webhooks", "--limit", "1", "--format", "har", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    matches = [ex.id for ex in captures.exchanges if ex.request.path.startswith("/webhooks")]
+    assert [e["_id"] for e in json.loads(out.read_text())["log"]["entries"]] == matches[-1:]
+    bad = cli(captures, "export", "--filter", "path:/webhooks", "--limit", "-1")
+    assert bad.returncode == 2 and "--limit" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_export_redact_hides_signatures(captures: Captures) -> None:
     out = cli(captures, "export", captures.exchanges[0].id, "--format", "httpie", "--redact").stdout
     assert "5257a869" not in out

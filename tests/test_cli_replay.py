@@ -244,3 +244,24 @@ def test_a_filter_that_matches_a_websocket_session_says_how_to_leave_it_out(serv
     assert "WebSocket session" in err and "!ws" in err and service.seen == []
     done = cli(None, "replay", "--filter", "tunnel:shop !ws", db=db)
     assert done.returncode == 0 and len(service.seen) == 1, done.stderr
+
+
+def test_limit_replays_the_newest_matches_oldest_first(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    hooks = [captured(service, f"/hook/{i}".encode()) for i in range(5)]
+    put(db, *hooks)
+    done = cli(None, "replay", "--filter", "tunnel:shop", "--limit", "2", db=db)
+    assert done.returncode == 0, done.stderr
+    assert [r.path for r in service.seen] == ["/hook/3", "/hook/4"]
+    assert [line.split()[0] for line in done.stdout.splitlines()] == [hooks[3].id, hooks[4].id]
+
+
+def test_a_filter_matching_more_than_the_bound_sends_nothing_without_limit(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    put(db, *(captured(service, f"/hook/{i}".encode()) for i in range(101)))
+    err = assert_one_line_error(cli(None, "replay", "--filter", "tunnel:shop", db=db), code=2)
+    assert "101 exchanges match" in err and "--limit" in err and service.seen == []
+    err = assert_one_line_error(cli(None, "replay", "ID", "--limit", "1", db=db), code=2)
+    assert "--limit applies to --filter" in err and service.seen == []
+    done = cli(None, "replay", "--filter", "tunnel:shop", "--limit", "0", db=db)
+    assert done.returncode == 0 and len(service.seen) == 101, done.stderr

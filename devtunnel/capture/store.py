@@ -550,6 +550,31 @@ class Store:
                     found[r[0]] = to_row(r)
         return [found[i] for i in ids if i in found]
 
+    def start_keys(self, filter: object = None, *, limit: int | None = None) -> list[tuple[float, str]]:
+        """``(started_at, id)`` of every match (the newest ``limit`` when given), oldest id first:
+        what an export sorts by start time before reading the exchanges one by one."""
+        sql, params = self._select("started_at, id", filter, limit, 0, limit is not None)
+        with self._reading() as conn:
+            keys = [(r[0], r[1]) for r in conn.execute(sql, params)]
+        return keys[::-1] if limit is not None else keys
+
+    def exchanges_by_id(self, ids: Iterable[str], *, chunk: int = 100) -> Iterator[Exchange]:
+        """The full exchanges of ``ids``, in that order, read ``chunk`` at a time (each chunk in one
+        snapshot); those deleted meanwhile (retention) are skipped. A million are never all in memory."""
+        pending: list[str] = []
+        for exchange_id in _with_end(ids):
+            if exchange_id is not None:
+                pending.append(exchange_id)
+            if pending and (exchange_id is None or len(pending) >= chunk):
+                marks = ", ".join("?" * len(pending))
+                with self._snapshot() as conn:
+                    sql = f"SELECT {FULL_COLUMNS} FROM exchange_rows WHERE id IN ({marks})"
+                    found = {ex.id: ex for ex in (read_exchange(conn, r) for r in conn.execute(sql, pending).fetchall())}
+                for wanted in pending:
+                    if wanted in found:
+                        yield found.pop(wanted)
+                pending = []
+
     def ids(self, filter: object = None) -> list[str]:
         """Every matching id, oldest first (what a virtualised list holds)."""
         sql, params = self._select("id", filter, None, 0, False)
@@ -694,6 +719,12 @@ class Store:
             # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
             params = [*params, -1 if limit is None else min(limit, _SQLITE_MAX_INT), min(offset, _SQLITE_MAX_INT)]
         return sql, params
+
+
+def _with_end(ids: Iterable[str]) -> Iterator[str | None]:
+    """``ids``, then None to say they are over."""
+    yield from ids
+    yield None
 
 
 def _disk_full(folder: Path) -> bool:

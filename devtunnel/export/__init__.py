@@ -10,13 +10,13 @@ keyword argument, and unknown formats or options raise ``ExportError``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
 from devtunnel.export.base import Export, Exporter
 from devtunnel.export.curl import export_curl
-from devtunnel.export.har import export_har
+from devtunnel.export.har import export_har, har_text
 from devtunnel.export.httpie import export_httpie
 from devtunnel.export.pytest_module import export_pytest
 from devtunnel.export.raw import export_raw
@@ -25,6 +25,7 @@ from devtunnel.values.terminal import quoted
 
 __all__ = [
     "EXPORTERS",
+    "STREAMED",
     "Export",
     "Exporter",
     "REDACTED",
@@ -43,6 +44,11 @@ EXPORTERS: dict[str, Exporter] = {
     "pytest": export_pytest,
 }
 """Format name -> exporter ``(exchanges, **options) -> Export``."""
+
+STREAMED: dict[str, Callable[..., Iterator[str]]] = {"har": har_text}
+"""Formats whose text can be written as the exchanges are read, one at a time: format name ->
+``(exchanges in start-time order, **options) -> the same text as EXPORTERS' a piece at a time``.
+(The others give side files, which are checked before anything is written.)"""
 
 
 def options_of(format: str) -> list[str]:

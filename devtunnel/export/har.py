@@ -12,9 +12,10 @@ response gets a response with status 0 (as browsers write failed requests) and t
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -22,10 +23,11 @@ from urllib.parse import parse_qsl
 
 from devtunnel import __version__
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, wire_bytes
-from devtunnel.export.base import Export, destination, prepared
+from devtunnel.export.base import Export, destination, prepared, require_exchanges
+from devtunnel.export.redact import redact_exchange
 from devtunnel.values.terminal import read_utf8_json
 
-__all__ = ["export_har", "har_log"]
+__all__ = ["export_har", "har_log", "har_text"]
 
 _JSON = dict[str, Any]
 
@@ -264,15 +266,61 @@ def har_log(
     exchanges: Sequence[Exchange], *, redact: bool = False, base_url: str | None = None, local: bool = False
 ) -> _JSON:
     """The HAR document (``{"log": ...}``) as a JSON-ready dict, entries oldest first."""
-    ordered = sorted(prepared(exchanges, redact=redact), key=lambda ex: ex.started_at)
+    return _document([_entry(ex, base_url, local) for ex in _ordered(exchanges, redact=redact)])
+
+
+def _ordered(exchanges: Sequence[Exchange], *, redact: bool) -> list[Exchange]:
+    # A stable sort: exchanges that started together stay in the order given (an id's).
+    return sorted(prepared(exchanges, redact=redact), key=lambda ex: ex.started_at)
+
+
+def _document(entries: list[Any]) -> _JSON:
     return {
         "log": {
             "version": "1.2",
             "creator": {"name": "devtunnel", "version": __version__},
             "pages": [],
-            "entries": [_entry(ex, base_url, local) for ex in ordered],
+            "entries": entries,
         }
     }
+
+
+_MARKS = ("\ue000first", "\ue000second")  # in the frame only, whose other text is fixed
+
+
+def har_text(
+    exchanges: Iterable[Exchange],
+    *,
+    redact: bool = False,
+    base_url: str | None = None,
+    local: bool = False,
+    indent: int | None = 2,
+) -> Iterator[str]:
+    """The text of :func:`export_har`, a piece at a time: the exchanges (already in start-time
+    order) are read, made entries and written one at a time, so a log of a million is never in
+    memory. The bytes are ``json.dumps`` of the whole log's: the log's text is dumped around two
+    marks, which give what comes before the entries, between two and after them.
+
+    Raises:
+        ExportError: no exchanges (before anything is given), or an exchange the format cannot
+            express (after the entries before it).
+    """
+    # ensure_ascii: captured text may hold terminal control sequences; escaped, they are inert.
+    frame = json.dumps(_document(list(_MARKS)), indent=indent, ensure_ascii=True)
+    first, second = (json.dumps(mark, ensure_ascii=True) for mark in _MARKS)
+    before, rest = frame.split(first)
+    between, after = rest.split(second)
+    inner = "\n" + before.rpartition("\n")[2] if indent is not None else "\n"  # an entry's line start
+    items = iter(exchanges)
+    head = next(items, None)
+    require_exchanges([head] if head is not None else [])
+    opening = before
+    for exchange in itertools.chain([head], items) if head is not None else ():
+        ex = redact_exchange(exchange) if redact else exchange
+        # JSON strings hold no newline: indenting every line of an entry is what indent does.
+        yield opening + json.dumps(_entry(ex, base_url, local), indent=indent, ensure_ascii=True).replace("\n", inner)
+        opening = between
+    yield after + "\n"
 
 
 def export_har(
@@ -292,6 +340,5 @@ def export_har(
         local: give each request's URL on the local service it was forwarded to.
         indent: JSON indentation (None for one line).
     """
-    log = har_log(exchanges, redact=redact, base_url=base_url, local=local)
-    # ensure_ascii: captured text may hold terminal control sequences; escaped, they are inert.
-    return Export(json.dumps(log, indent=indent, ensure_ascii=True) + "\n")
+    ordered = _ordered(exchanges, redact=redact)
+    return Export("".join(har_text(ordered, base_url=base_url, local=local, indent=indent)))

@@ -115,3 +115,14 @@ def test_an_older_file_gains_the_list_indexes_and_keeps_its_exchanges(tmp_path: 
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"exchanges_status", "exchanges_method", "exchanges_tunnel", "exchanges_error"} <= names
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_start_keys_and_exchanges_by_id_read_in_chunks_in_the_order_asked(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    exs = [make_exchange(target=f"/p/{i}".encode(), started_at=100.0 - i) for i in range(7)]
+    store.put_many(exs)
+    assert store.start_keys() == [(ex.started_at, ex.id) for ex in exs]
+    assert store.start_keys(limit=2) == [(ex.started_at, ex.id) for ex in exs[-2:]]
+    wanted = [exs[5].id, exs[0].id, "gone", exs[3].id, exs[6].id]  # "gone": deleted since, skipped
+    assert [ex.id for ex in store.exchanges_by_id(wanted, chunk=2)] == [exs[5].id, exs[0].id, exs[3].id, exs[6].id]
+    assert store.exchanges_by_id(iter([exs[1].id])).__next__() == store.get(exs[1].id)
