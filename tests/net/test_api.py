@@ -152,6 +152,48 @@ async def test_a_limit_past_any_integer_the_database_holds_lists_everything(api:
     assert len(resp.json()["requests"]) == len(api.exchanges)
 
 
+async def test_pages_by_before_and_after_miss_and_repeat_nothing_while_traffic_arrives(api: Api) -> None:
+    # A script pages back through the list with before=, then follows with after=, while new
+    # exchanges are recorded between its requests: each exchange is read exactly once.
+    older = [make_exchange(target=f"/old/{i}".encode(), started_at=1_700_000_000 + i) for i in range(7)]
+    api.store.put_many(older)
+    everything = {ex.id for ex in [*api.exchanges, *older]}
+    seen: list[str] = []
+    newest: str | None = None
+    params: dict[str, Any] = {"limit": 3}
+    arrived: list[str] = []
+    for _ in range(10):  # bounded: a cursor that is not applied would page forever
+        page = (await api.client.get("/api/requests/http", params=params)).json()["requests"]
+        ids = [r["id"] for r in page]
+        assert ids == sorted(ids, reverse=True)  # newest first, as without a cursor
+        newest = newest or ids[0]
+        seen += ids
+        fresh = make_exchange(target=f"/new/{len(arrived)}".encode())
+        api.store.put(fresh)
+        arrived.append(fresh.id)
+        if len(ids) < 3:
+            break
+        params = {"limit": 3, "before": ids[-1]}
+    assert len(seen) == len(set(seen)) and set(seen) == everything
+    followed: list[str] = []
+    cursor = newest
+    for _ in range(10):
+        page = (await api.client.get("/api/requests/http", params={"limit": 2, "after": cursor})).json()["requests"]
+        ids = [r["id"] for r in page]
+        assert ids == sorted(ids)  # oldest first: what arrived since, in order
+        followed += ids
+        if not ids:
+            break
+        cursor = ids[-1]
+    assert followed == arrived
+
+
+@pytest.mark.parametrize("params", [{"before": "nope"}, {"after": "01JD3X"}, {"before": "0" * 27},
+                                    {"before": "0" * 26, "after": "0" * 26}])
+async def test_a_bad_page_cursor_is_a_400(api: Api, params: dict[str, str]) -> None:
+    assert_error(await api.client.get("/api/requests/http", params=params), 400)
+
+
 async def test_detail_raw_is_the_whole_http_message_in_base64(api: Api) -> None:
     ex = api.exchanges[2]
     data = (await api.client.get(f"/api/requests/http/{ex.id}")).json()
