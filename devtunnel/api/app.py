@@ -40,7 +40,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.sockets import bind_free
 from devtunnel.api import captures as api_captures, endpoints as api_endpoints, logs as api_logs, rules as api_rules
 from devtunnel.agent.config import TunnelConfig
-from devtunnel.api.events import EventHub
+from devtunnel.api.events import EventHub, not_a_websocket
 from devtunnel.api.plumbing import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -162,6 +162,7 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
         *api_captures.routes,
         Route("/api/status", status, methods=["GET"]),
         WebSocketRoute("/api/events", events),
+        Route("/api/events", not_a_websocket, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

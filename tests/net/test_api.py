@@ -633,6 +633,18 @@ async def test_events_announce_every_committed_exchange_once(api: Api) -> None:
         assert len(seen) == len(set(seen))
 
 
+async def test_events_read_over_plain_http_is_a_400_that_says_it_is_a_websocket(api: Api) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-s", "-o", "-", "-w", "\n%{http_code}", f"{api.url}/api/events", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    body, _, code = out.decode().rpartition("\n")
+    assert code == "400", body
+    assert json.loads(body)["msg"].startswith(f"/api/events is a WebSocket: connect to ws://127.0.0.1:{api.port}/api/events")
+    assert (await api.client.post("/api/events")).status_code == 405
+    async with websockets.connect(f"ws://127.0.0.1:{api.port}/api/events"):  # the WebSocket is as it was
+        await async_wait_for(lambda: _event_clients(api), what="events client registered")
+
+
 async def test_events_merge_a_burst_and_resync_when_too_much_is_pending(tmp_path: Path) -> None:
     store = Store(tmp_path / "captures.db")
     recorder = Recorder(store)
