@@ -27,6 +27,7 @@ from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -174,6 +175,26 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
     return app
 
 
+EVENTS_SEND_BUFFER = 16 * 1024
+"""Bytes a WebSocket connection (``/api/events``) buffers toward its client, in the socket and in
+the transport each. Once a client stops reading, what it has not read waits merged in its outbox
+(and turns into a resync) instead of as a backlog of stale messages; left to itself the kernel
+grows a socket's send buffer to megabytes: many thousands of ids, minutes of news."""
+
+
+class _EventsProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol with small send buffers (``EVENTS_SEND_BUFFER``)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENTS_SEND_BUFFER)
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.set_write_buffer_limits(high=EVENTS_SEND_BUFFER)
+
+
 class ApiServer(uvicorn.Server):
     """A uvicorn server that leaves the process's signal handlers to its owner, says when it
     listens (``listening``) and can be stopped."""
@@ -225,7 +246,7 @@ async def serve_api(service: Service, port: int = 4040, **app_options: Any) -> t
     # log_config=None: uvicorn's records go through the process's handlers (escaped on stderr, or
     # the agent's log file under the inspector), not a stderr handler of uvicorn's own.
     config = uvicorn.Config(create_app(service, **app_options), lifespan="off", log_level="warning",
-                            log_config=None, access_log=False)
+                            log_config=None, access_log=False, ws=_EventsProtocol)
     server = ApiServer(config)
     task = server.task = asyncio.create_task(server.serve(sockets=[sock]), name=f"agent-api:{bound}")
     listening = asyncio.ensure_future(server.listening.wait())

@@ -672,6 +672,51 @@ async def test_events_merge_a_burst_and_resync_when_too_much_is_pending(tmp_path
         store.close()
 
 
+async def test_events_tell_a_client_that_stopped_reading_to_resync_once_little_is_buffered(tmp_path: Path) -> None:
+    # A dashboard that stops reading (busy, or slow) while traffic goes on: the agent may hold
+    # only a little for it in socket buffers, then merges ids and owes it a resync, so when it
+    # reads again it is told to reload, not handed minutes-old news one message at a time.
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    server, port = await serve_api(AgentService(store=store, recorder=recorder), port=0,
+                                   events_interval=0.01, events_max_ids=1000)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/api/events") as follower:
+            await asyncio.to_thread(stuck.connect, ("127.0.0.1", port))
+            key = base64.b64encode(b"0123456789abcdef").decode()
+            stuck.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                async def both() -> bool:
+                    return bool(await _status_field(client, "event_clients") == 2)
+                await async_wait_for(both, what="both clients registered")
+            for _ in range(60):  # 12,000 ids, 200 a commit, each sent before the next comes
+                batch = [make_exchange() for _ in range(200)]
+                for ex in batch:
+                    recorder.submit(ex)
+                await asyncio.to_thread(recorder.flush)
+                told: set[str] = set()
+                while batch[-1].id not in told:
+                    told.update(json.loads(await asyncio.wait_for(follower.recv(), 10))["ids"])
+            last = make_exchange()
+            recorder.submit(last)
+            await asyncio.to_thread(recorder.flush)
+            stuck.settimeout(10)
+            received = b""
+            resync = b'{"type": "resync"}'
+            while resync not in received and last.id.encode() not in received:  # the resync covers it
+                received += await asyncio.to_thread(stuck.recv, 65536)
+            assert resync in received, len(received)
+            assert len(received) < 150_000, len(received)  # a few socket buffers' worth, not 12,000 ids (360 KB)
+    finally:
+        stuck.close()
+        await server.stop()
+        recorder.close()
+        store.close()
+
+
 async def _status_field(client: httpx.AsyncClient, key: str) -> Any:
     return (await client.get("/api/status")).json()[key]
 
