@@ -30,11 +30,13 @@ from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.store import Store
 from devtunnel.replay import not_recorded, replay
-from devtunnel.values.terminal import quoted
+from devtunnel.values.terminal import clipped, quoted
 
 __all__ = ["routes", "tunnel_filter", "replay_edit"]
 
 DEFAULT_LIMIT = 50
+_ID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_ID_LENGTH = 26
 
 
 def _store(request: Request) -> Store:
@@ -56,11 +58,10 @@ def tunnel_filter(expression: str, tunnel_name: str | None, *also: str) -> Filte
 
 async def _get(request: Request, exchange_id: str) -> Exchange:
     store = _store(request)
+    if len(exchange_id) > _ID_LENGTH:  # no id is longer than 26: a 404 that does not echo a megabyte
+        raise NotFoundError(f"no exchange with id {clipped(exchange_id, 40)}")
     exchange: Exchange = await run_in_threadpool(store.get, exchange_id)
     return exchange
-
-
-_ID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 def _cursor(request: Request, key: str) -> str | None:
@@ -68,7 +69,7 @@ def _cursor(request: Request, key: str) -> str | None:
     value = request.query_params.get(key)
     if value is None or value == "":
         return None
-    if len(value) != 26 or not set(value.upper()) <= _ID_CHARS:
+    if len(value) != _ID_LENGTH or not set(value.upper()) <= _ID_CHARS:
         raise ApiError(400, f"{key} must be an exchange id (26 characters), not {quoted(value)}")
     return value.upper()
 

@@ -188,6 +188,13 @@ async def test_pages_by_before_and_after_miss_and_repeat_nothing_while_traffic_a
     assert followed == arrived
 
 
+@pytest.mark.parametrize("route", ["/api/requests/http/{}", "/api/requests/http/{}/export", "/api/diff?a={}&b={}"])
+async def test_a_404_for_a_huge_id_quotes_a_bounded_part_of_it(api: Api, route: str) -> None:
+    huge = "A" * 20_000
+    body = assert_error(await api.client.get(route.format(huge, huge)), 404)
+    assert len(body["msg"]) < 200 and body["msg"].startswith("no exchange with id AAAA"), body["msg"][:300]
+
+
 @pytest.mark.parametrize("params", [{"before": "nope"}, {"after": "01JD3X"}, {"before": "0" * 27},
                                     {"before": "0" * 26, "after": "0" * 26}])
 async def test_a_bad_page_cursor_is_a_400(api: Api, params: dict[str, str]) -> None:
