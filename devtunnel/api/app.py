@@ -27,6 +27,7 @@ from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -40,7 +41,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.sockets import bind_free
 from devtunnel.api import captures as api_captures, endpoints as api_endpoints, logs as api_logs, rules as api_rules
 from devtunnel.agent.config import TunnelConfig
-from devtunnel.api.events import EventHub
+from devtunnel.api.events import EventHub, not_a_websocket
 from devtunnel.api.plumbing import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -162,6 +163,7 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
         *api_captures.routes,
         Route("/api/status", status, methods=["GET"]),
         WebSocketRoute("/api/events", events),
+        Route("/api/events", not_a_websocket, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
@@ -171,6 +173,26 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
     app.state.service = service
     app.state.events = EventHub(service, interval=events_interval, max_ids=events_max_ids)
     return app
+
+
+EVENTS_SEND_BUFFER = 16 * 1024
+"""Bytes a WebSocket connection (``/api/events``) buffers toward its client, in the socket and in
+the transport each. Once a client stops reading, what it has not read waits merged in its outbox
+(and turns into a resync) instead of as a backlog of stale messages; left to itself the kernel
+grows a socket's send buffer to megabytes: many thousands of ids, minutes of news."""
+
+
+class _EventsProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol with small send buffers (``EVENTS_SEND_BUFFER``)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENTS_SEND_BUFFER)
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.set_write_buffer_limits(high=EVENTS_SEND_BUFFER)
 
 
 class ApiServer(uvicorn.Server):
@@ -224,7 +246,7 @@ async def serve_api(service: Service, port: int = 4040, **app_options: Any) -> t
     # log_config=None: uvicorn's records go through the process's handlers (escaped on stderr, or
     # the agent's log file under the inspector), not a stderr handler of uvicorn's own.
     config = uvicorn.Config(create_app(service, **app_options), lifespan="off", log_level="warning",
-                            log_config=None, access_log=False)
+                            log_config=None, access_log=False, ws=_EventsProtocol)
     server = ApiServer(config)
     task = server.task = asyncio.create_task(server.serve(sockets=[sock]), name=f"agent-api:{bound}")
     listening = asyncio.ensure_future(server.listening.wait())

@@ -30,11 +30,13 @@ from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.store import Store
 from devtunnel.replay import not_recorded, replay
-from devtunnel.values.terminal import quoted
+from devtunnel.values.terminal import clipped, quoted
 
 __all__ = ["routes", "tunnel_filter", "replay_edit"]
 
 DEFAULT_LIMIT = 50
+_ID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_ID_LENGTH = 26
 
 
 def _store(request: Request) -> Store:
@@ -56,13 +58,33 @@ def tunnel_filter(expression: str, tunnel_name: str | None, *also: str) -> Filte
 
 async def _get(request: Request, exchange_id: str) -> Exchange:
     store = _store(request)
+    if len(exchange_id) > _ID_LENGTH:  # no id is longer than 26: a 404 that does not echo a megabyte
+        raise NotFoundError(f"no exchange with id {clipped(exchange_id, 40)}")
     exchange: Exchange = await run_in_threadpool(store.get, exchange_id)
     return exchange
 
 
+def _cursor(request: Request, key: str) -> str | None:
+    """``before=`` or ``after=``: an exchange id (26 Crockford base32 characters); it need not be stored still."""
+    value = request.query_params.get(key)
+    if value is None or value == "":
+        return None
+    if len(value) != _ID_LENGTH or not set(value.upper()) <= _ID_CHARS:
+        raise ApiError(400, f"{key} must be an exchange id (26 characters), not {quoted(value)}")
+    return value.upper()
+
+
 async def list_requests(request: Request) -> Response:
-    """``GET /api/requests/http?limit=&tunnel_name=&filter=``: newest first, as ngrok lists them."""
+    """``GET /api/requests/http?limit=&tunnel_name=&filter=&before=ID|after=ID``.
+
+    Newest first, as ngrok lists them; ``before=ID`` pages back from an id (the next page of the
+    same order), ``after=ID`` forward from one, oldest first (what arrived since), by keyset: a
+    page never repeats or skips an exchange because others arrived meanwhile.
+    """
     limit = int_param(request, "limit", DEFAULT_LIMIT, minimum=1)
+    before, after = _cursor(request, "before"), _cursor(request, "after")
+    if before is not None and after is not None:
+        raise ApiError(400, "give before= or after=, not both")
     tunnel_name = request.query_params.get("tunnel_name")
     also: list[str] = []
     if tunnel_name:  # as it is recorded, or as the client named it (My Hooks: my-hooks), stopped since or not
@@ -72,7 +94,12 @@ async def list_requests(request: Request) -> Response:
     store = _store(request)
     # The ids first (no bodies), then each exchange as it is sent: 50 exchanges with 10 MB
     # bodies are 1 GB, which a list read at once held in memory.
-    rows = await run_in_threadpool(lambda: store.rows(flt, limit=limit, newest_first=True))
+    if after is not None:
+        rows = await run_in_threadpool(lambda: store.rows_after(flt, after, limit=limit))
+    elif before is not None:
+        rows = (await run_in_threadpool(lambda: store.rows_before(flt, before, limit=limit)))[::-1]
+    else:
+        rows = await run_in_threadpool(lambda: store.rows(flt, limit=limit, newest_first=True))
     return ok_list_streamed("requests", _captures_json(store, [row.id for row in rows]), {"uri": REQUESTS_URI})
 
 

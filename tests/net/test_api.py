@@ -152,6 +152,55 @@ async def test_a_limit_past_any_integer_the_database_holds_lists_everything(api:
     assert len(resp.json()["requests"]) == len(api.exchanges)
 
 
+async def test_pages_by_before_and_after_miss_and_repeat_nothing_while_traffic_arrives(api: Api) -> None:
+    # A script pages back through the list with before=, then follows with after=, while new
+    # exchanges are recorded between its requests: each exchange is read exactly once.
+    older = [make_exchange(target=f"/old/{i}".encode(), started_at=1_700_000_000 + i) for i in range(7)]
+    api.store.put_many(older)
+    everything = {ex.id for ex in [*api.exchanges, *older]}
+    seen: list[str] = []
+    newest: str | None = None
+    params: dict[str, Any] = {"limit": 3}
+    arrived: list[str] = []
+    for _ in range(10):  # bounded: a cursor that is not applied would page forever
+        page = (await api.client.get("/api/requests/http", params=params)).json()["requests"]
+        ids = [r["id"] for r in page]
+        assert ids == sorted(ids, reverse=True)  # newest first, as without a cursor
+        newest = newest or ids[0]
+        seen += ids
+        fresh = make_exchange(target=f"/new/{len(arrived)}".encode())
+        api.store.put(fresh)
+        arrived.append(fresh.id)
+        if len(ids) < 3:
+            break
+        params = {"limit": 3, "before": ids[-1]}
+    assert len(seen) == len(set(seen)) and set(seen) == everything
+    followed: list[str] = []
+    cursor = newest
+    for _ in range(10):
+        page = (await api.client.get("/api/requests/http", params={"limit": 2, "after": cursor})).json()["requests"]
+        ids = [r["id"] for r in page]
+        assert ids == sorted(ids)  # oldest first: what arrived since, in order
+        followed += ids
+        if not ids:
+            break
+        cursor = ids[-1]
+    assert followed == arrived
+
+
+@pytest.mark.parametrize("route", ["/api/requests/http/{}", "/api/requests/http/{}/export", "/api/diff?a={}&b={}"])
+async def test_a_404_for_a_huge_id_quotes_a_bounded_part_of_it(api: Api, route: str) -> None:
+    huge = "A" * 20_000
+    body = assert_error(await api.client.get(route.format(huge, huge)), 404)
+    assert len(body["msg"]) < 200 and body["msg"].startswith("no exchange with id AAAA"), body["msg"][:300]
+
+
+@pytest.mark.parametrize("params", [{"before": "nope"}, {"after": "01JD3X"}, {"before": "0" * 27},
+                                    {"before": "0" * 26, "after": "0" * 26}])
+async def test_a_bad_page_cursor_is_a_400(api: Api, params: dict[str, str]) -> None:
+    assert_error(await api.client.get("/api/requests/http", params=params), 400)
+
+
 async def test_detail_raw_is_the_whole_http_message_in_base64(api: Api) -> None:
     ex = api.exchanges[2]
     data = (await api.client.get(f"/api/requests/http/{ex.id}")).json()
@@ -591,6 +640,18 @@ async def test_events_announce_every_committed_exchange_once(api: Api) -> None:
         assert len(seen) == len(set(seen))
 
 
+async def test_events_read_over_plain_http_is_a_400_that_says_it_is_a_websocket(api: Api) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-s", "-o", "-", "-w", "\n%{http_code}", f"{api.url}/api/events", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    body, _, code = out.decode().rpartition("\n")
+    assert code == "400", body
+    assert json.loads(body)["msg"].startswith(f"/api/events is a WebSocket: connect to ws://127.0.0.1:{api.port}/api/events")
+    assert (await api.client.post("/api/events")).status_code == 405
+    async with websockets.connect(f"ws://127.0.0.1:{api.port}/api/events"):  # the WebSocket is as it was
+        await async_wait_for(lambda: _event_clients(api), what="events client registered")
+
+
 async def test_events_merge_a_burst_and_resync_when_too_much_is_pending(tmp_path: Path) -> None:
     store = Store(tmp_path / "captures.db")
     recorder = Recorder(store)
@@ -613,6 +674,51 @@ async def test_events_merge_a_burst_and_resync_when_too_much_is_pending(tmp_path
             recorder.submit(last)
             assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "exchanges", "ids": [last.id]}
     finally:
+        await server.stop()
+        recorder.close()
+        store.close()
+
+
+async def test_events_tell_a_client_that_stopped_reading_to_resync_once_little_is_buffered(tmp_path: Path) -> None:
+    # A dashboard that stops reading (busy, or slow) while traffic goes on: the agent may hold
+    # only a little for it in socket buffers, then merges ids and owes it a resync, so when it
+    # reads again it is told to reload, not handed minutes-old news one message at a time.
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    server, port = await serve_api(AgentService(store=store, recorder=recorder), port=0,
+                                   events_interval=0.01, events_max_ids=1000)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/api/events") as follower:
+            await asyncio.to_thread(stuck.connect, ("127.0.0.1", port))
+            key = base64.b64encode(b"0123456789abcdef").decode()
+            stuck.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                async def both() -> bool:
+                    return bool(await _status_field(client, "event_clients") == 2)
+                await async_wait_for(both, what="both clients registered")
+            for _ in range(60):  # 12,000 ids, 200 a commit, each sent before the next comes
+                batch = [make_exchange() for _ in range(200)]
+                for ex in batch:
+                    recorder.submit(ex)
+                await asyncio.to_thread(recorder.flush)
+                told: set[str] = set()
+                while batch[-1].id not in told:
+                    told.update(json.loads(await asyncio.wait_for(follower.recv(), 10))["ids"])
+            last = make_exchange()
+            recorder.submit(last)
+            await asyncio.to_thread(recorder.flush)
+            stuck.settimeout(10)
+            received = b""
+            resync = b'{"type": "resync"}'
+            while resync not in received and last.id.encode() not in received:  # the resync covers it
+                received += await asyncio.to_thread(stuck.recv, 65536)
+            assert resync in received, len(received)
+            assert len(received) < 150_000, len(received)  # a few socket buffers' worth, not 12,000 ids (360 KB)
+    finally:
+        stuck.close()
         await server.stop()
         recorder.close()
         store.close()
