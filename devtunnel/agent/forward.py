@@ -61,27 +61,65 @@ async def ipv6_loopback_hint(target: Target) -> str:
             f" localhost): start devtunnel http {target.scheme}://[::1]:{target.port}, or have it listen"
             " on 127.0.0.1.\n")
 
+HTTPS_PROBE_EVERY = 5.0
+"""Seconds a target's answer to the HTTPS probe is reused: a plain service resetting requests
+under a burst is probed once, not once a request."""
+_https_probes: dict[tuple[str, int], tuple[float, bool]] = {}
+
+
 async def https_hint(target: Target) -> str:
     """For an ``http://`` target that broke the connection or answered something that is not
-    HTTP: a line saying it speaks HTTPS when a TLS handshake with it succeeds, else "".
+    HTTP: a line saying it speaks HTTPS when it answers a TLS ClientHello with a handshake
+    record, else "".
 
     A dev server started with a certificate (``--ssl-keyfile``, ``next dev --experimental-https``,
     Vite's basic-ssl) resets a plain HTTP request or answers it with a TLS alert; without this
-    line the 502 reads "connection reset by peer" about a service that works."""
+    line the 502 reads "connection reset by peer" about a service that works. The hello is made
+    by ``ssl`` in memory and sent on a plain connection: the event loop's TLS (uvloop's) would
+    leave a failed handshake's exception in a future nobody reads, a traceback in the log."""
     if target.tls:
         return ""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        async with asyncio.timeout(0.5):
-            _, writer = await asyncio.open_connection(target.host, target.port, ssl=context)
-    except (OSError, TimeoutError, ssl.SSLError):
+    key = (target.host, target.port)
+    loop = asyncio.get_running_loop()
+    probed = _https_probes.get(key)
+    if probed is not None and loop.time() - probed[0] < HTTPS_PROBE_EVERY:
+        speaks = probed[1]
+    else:
+        speaks = await _answers_tls(target.host, target.port)
+        if len(_https_probes) >= 64:
+            _https_probes.clear()
+        _https_probes[key] = (loop.time(), speaks)
+    if not speaks:
         return ""
-    writer.transport.abort()
     https = replace(target, scheme="https")
     return (f"The service at {target.host if ':' not in target.host else f'[{target.host}]'}:{target.port} speaks"
             f" HTTPS: start devtunnel http {https.url} (with --insecure for a self-signed certificate).\n")
+
+
+async def _answers_tls(host: str, port: int) -> bool:
+    """Whether ``host:port`` answers a TLS ClientHello with a TLS handshake record (ServerHello)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    outgoing = ssl.MemoryBIO()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    first = b""
+    try:
+        async with asyncio.timeout(0.5):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(hello)
+                first = await reader.read(5)
+            finally:
+                writer.transport.abort()
+    except (OSError, TimeoutError):
+        return False
+    return len(first) >= 3 and first[0] == 0x16 and first[1] == 0x03
 
 
 class _ClosedEarly(Exception):

@@ -371,10 +371,10 @@ def test_a_refused_port_says_when_the_service_listens_on_ipv6_loopback_instead(
         listener.close()
 
 
-def _serve_raw(listener: socket.socket, tls: ssl.SSLContext | None, answer: bytes) -> None:
+def _serve_raw(listener: socket.socket, tls: ssl.SSLContext | None, answer: bytes, firsts: list[bytes]) -> None:
     """Accept on ``listener`` until it closes: TLS first if ``tls`` (a plain request then fails the
-    handshake and is reset, as uvicorn --ssl-keyfile does), else read and send ``answer``, or
-    reset the connection when it is empty."""
+    handshake and is reset, as uvicorn --ssl-keyfile does), else read (its first bytes go to
+    ``firsts``) and send ``answer``, or reset the connection when it is empty."""
     while True:
         try:
             conn, _ = listener.accept()
@@ -386,7 +386,7 @@ def _serve_raw(listener: socket.socket, tls: ssl.SSLContext | None, answer: byte
                     tls.wrap_socket(conn, server_side=True).close()
                 continue
             with contextlib.suppress(OSError):
-                conn.recv(65536)
+                firsts.append(conn.recv(65536)[:2])
                 if answer:
                     conn.sendall(answer)
                 else:
@@ -417,8 +417,9 @@ def test_a_502_from_a_service_that_is_not_plain_http_says_what_it_is(
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     port = listener.getsockname()[1]
-    server = threading.Thread(target=_serve_raw, args=(listener, tls, b"SSH-2.0-OpenSSH_9.2\r\n" if kind == "ssh" else b""),
-                              daemon=True)
+    firsts: list[bytes] = []
+    server = threading.Thread(target=_serve_raw, args=(listener, tls, b"SSH-2.0-OpenSSH_9.2\r\n" if kind == "ssh" else b"",
+                                                       firsts), daemon=True)
     server.start()
     try:
         db = Path(env["XDG_STATE_HOME"]) / "c.db"
@@ -431,10 +432,15 @@ def test_a_502_from_a_service_that_is_not_plain_http_says_what_it_is(
         assert says.format(port=port) in answer.text, answer.text
         assert not_said is None or not_said not in answer.text, answer.text
         agent.line(lambda l: "local_error" in l)
+        for _ in range(3):  # a burst: the HTTPS probe is made once, and leaves no traceback
+            httpx.get(f"http://127.0.0.1:{match.group(3)}/", headers={"Host": f"{match.group(2)}.localhost"},
+                      trust_env=False, timeout=10)
         assert agent.stop() == 0
+        assert not any("Traceback" in l or "never retrieved" in l for l in agent.err), agent.err
+        assert firsts.count(b"\x16\x03") <= 1, firsts  # TLS hellos: one probe for the four 502s
         store = Store(db)
         try:
-            [recorded] = store.query()
+            recorded = store.query()[0]
         finally:
             store.close()
         assert recorded.error_message is not None and says.format(port=port) in recorded.error_message
