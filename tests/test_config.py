@@ -7,7 +7,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.values.sizes import parse_size
 from devtunnel.values.sizes import size_text
 from tests.helpers import free_port
+from tests.kit.as_user import main_as_user
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, procs  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
@@ -565,34 +565,12 @@ def test_a_user_file_in_a_folder_this_user_cannot_search_is_one_line_not_a_trace
     # ``sudo -u other devtunnel ...`` keeping HOME: ~/.config of the first user cannot be searched,
     # and looking for the file raised PermissionError out of ``load()`` as a traceback.
     import devtunnel.commands.captures  # noqa: F401 (imported here: the other user may not read every module)
-    from devtunnel.cli import main
-
     config = tmp_path / "private" / "devtunnel"  # tmp_path: searchable by its owner only
     config.mkdir(parents=True)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop rights, run the command, report, leave without pytest's teardown
-        code = 99
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            os.environ["XDG_CONFIG_HOME"] = str(tmp_path / "private")
-            os.chdir("/")
-            sys.stderr = os.fdopen(write_end, "w")  # the child's own: pytest's capture stays behind
-            code = main(["requests", "--db", "/nonexistent/captures.db"])
-            sys.stderr.flush()
-        except BaseException as exc:  # noqa: BLE001
-            os.write(write_end, f"raised {type(exc).__name__}: {exc}\n".encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        said = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
+    said, code = main_as_user(65534, ["requests", "--db", "/nonexistent/captures.db"],
+                              env={"XDG_CONFIG_HOME": str(tmp_path / "private")})
     assert said.splitlines() == [f"devtunnel: {config / 'devtunnel.toml'}: cannot read it (Permission denied)"]
-    assert os.waitstatus_to_exitcode(status) == 2
+    assert code == 2
 
 
 @pytest.mark.parametrize("action", [["set", "relay.url", "wss://tunnel.example.com"], ["add-token", "s3cret"]])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from devtunnel.values import paths
+from tests.kit.as_user import main_as_user
 
 
 @pytest.fixture
@@ -84,32 +84,8 @@ def test_with_no_home_at_all_nothing_is_written_in_the_current_folder() -> None:
 
 def _as_a_user_with_no_home(work: Path, argv: list[str]) -> tuple[str, int]:
     """``devtunnel ARGV`` run in a child process as user id 54321 (no passwd entry), HOME unset, in ``work``."""
-    from devtunnel.cli import main
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop rights, run the command, report, leave without pytest's teardown
-        code = 99
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(54321)
-            os.setuid(54321)
-            for name in ("HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "DEVTUNNEL_CONFIG"):
-                os.environ.pop(name, None)
-            os.chdir(work)
-            sys.stderr = os.fdopen(write_end, "w")  # the child's own: pytest's capture stays behind
-            code = main(argv)
-            sys.stderr.flush()
-        except BaseException as exc:  # noqa: BLE001
-            os.write(write_end, f"raised {type(exc).__name__}: {exc}\n".encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        said = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    return said, os.waitstatus_to_exitcode(status)
+    unset: dict[str, str | None] = dict.fromkeys(("HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "DEVTUNNEL_CONFIG"))
+    return main_as_user(54321, argv, cwd=work, env=unset)
 
 
 def test_with_no_home_the_folders_are_under_nonexistent(monkeypatch: pytest.MonkeyPatch) -> None:
