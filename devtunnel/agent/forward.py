@@ -96,6 +96,27 @@ async def https_hint(target: Target) -> str:
             f" HTTPS: start devtunnel http {https.url} (with --insecure for a self-signed certificate).\n")
 
 
+class _FirstBytes(asyncio.Protocol):
+    """Sends ``hello`` on connecting and keeps the first bytes answered (b"" when the peer closes
+    or resets first). A plain protocol: asyncio's streams keep a connection lost with an error in
+    a future of their own, logged as "never retrieved" when nothing reads it."""
+
+    def __init__(self, hello: bytes, answer: asyncio.Future[bytes]) -> None:
+        self.hello = hello
+        self.answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.hello)  # type: ignore[attr-defined]  # a stream transport (uvloop's is no asyncio.Transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.answer.done():
+            self.answer.set_result(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_result(b"")
+
+
 async def _answers_tls(host: str, port: int) -> bool:
     """Whether ``host:port`` answers a TLS ClientHello with a TLS handshake record (ServerHello)."""
     context = ssl.create_default_context()
@@ -108,15 +129,16 @@ async def _answers_tls(host: str, port: int) -> bool:
     except ssl.SSLWantReadError:
         pass
     hello = outgoing.read()
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bytes] = loop.create_future()
     first = b""
     try:
         async with asyncio.timeout(0.5):
-            reader, writer = await asyncio.open_connection(host, port)
+            transport, _ = await loop.create_connection(lambda: _FirstBytes(hello, answer), host, port)
             try:
-                writer.write(hello)
-                first = await reader.read(5)
+                first = await answer
             finally:
-                writer.transport.abort()
+                transport.abort()
     except (OSError, TimeoutError):
         return False
     return len(first) >= 3 and first[0] == 0x16 and first[1] == 0x03
