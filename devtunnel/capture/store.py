@@ -8,6 +8,7 @@ the queries (filters, keyset paging, counts, id prefixes).
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import sqlite3
 import threading
@@ -561,19 +562,15 @@ class Store:
     def exchanges_by_id(self, ids: Iterable[str], *, chunk: int = 100) -> Iterator[Exchange]:
         """The full exchanges of ``ids``, in that order, read ``chunk`` at a time (each chunk in one
         snapshot); those deleted meanwhile (retention) are skipped. A million are never all in memory."""
-        pending: list[str] = []
-        for exchange_id in _with_end(ids):
-            if exchange_id is not None:
-                pending.append(exchange_id)
-            if pending and (exchange_id is None or len(pending) >= chunk):
-                marks = ", ".join("?" * len(pending))
-                with self._snapshot() as conn:
-                    sql = f"SELECT {FULL_COLUMNS} FROM exchange_rows WHERE id IN ({marks})"
-                    found = {ex.id: ex for ex in (read_exchange(conn, r) for r in conn.execute(sql, pending).fetchall())}
-                for wanted in pending:
-                    if wanted in found:
-                        yield found.pop(wanted)
-                pending = []
+        remaining = iter(ids)
+        while pending := list(itertools.islice(remaining, chunk)):
+            marks = ", ".join("?" * len(pending))
+            with self._snapshot() as conn:
+                sql = f"SELECT {FULL_COLUMNS} FROM exchange_rows WHERE id IN ({marks})"
+                found = {ex.id: ex for ex in (read_exchange(conn, r) for r in conn.execute(sql, pending).fetchall())}
+            for wanted in pending:
+                if wanted in found:
+                    yield found.pop(wanted)
 
     def ids(self, filter: object = None) -> list[str]:
         """Every matching id, oldest first (what a virtualised list holds)."""
@@ -719,12 +716,6 @@ class Store:
             # SQLite integers stop at 2**63 - 1; a larger limit or offset asked for means the same.
             params = [*params, -1 if limit is None else min(limit, _SQLITE_MAX_INT), min(offset, _SQLITE_MAX_INT)]
         return sql, params
-
-
-def _with_end(ids: Iterable[str]) -> Iterator[str | None]:
-    """``ids``, then None to say they are over."""
-    yield from ids
-    yield None
 
 
 def _disk_full(folder: Path) -> bool:

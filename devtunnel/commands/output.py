@@ -96,17 +96,20 @@ def no_screen() -> str | None:
             return f"{name} is not a terminal"
     if os.environ.get("TERM") == "dumb":
         return "TERM is dumb"
-    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
-    if codecs.lookup(encoding).name != "utf-8":  # the screen's lines and marks would draw as \u2500 ...
-        return f"the terminal's encoding is {encoding}, not UTF-8"
+    if not _writes_utf8(sys.stderr):  # the screen's lines and marks would draw as \u2500 ...
+        return f"the terminal's encoding is {sys.stderr.encoding}, not UTF-8"
     return None
+
+
+def _writes_utf8(stream: TextIO) -> bool:
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return codecs.lookup(encoding).name == "utf-8"
 
 
 def utf8_output() -> bool:
     """Whether stdout writes UTF-8, as it does but for a locale that says otherwise
     (``LANG=en_US.ISO-8859-1``, ``LC_ALL=C`` with ``PYTHONUTF8=0``, ``PYTHONIOENCODING=ascii``)."""
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    return codecs.lookup(encoding).name == "utf-8"
+    return _writes_utf8(sys.stdout)
 
 
 def tolerant_output() -> None:
