@@ -53,6 +53,9 @@ def rule_path(prefix: str) -> str:
 
 
 def _bare(segment: bytes) -> bytes:
-    """``segment`` without its ``;`` parameters when it is nothing else, ``.`` or ``..``."""
+    """``segment`` without its ``;`` parameters when it is nothing else, ``.`` or ``..``, those
+    written with percent-escapes too: Tomcat takes the parameters off first and decodes after, so
+    ``/public/%2e%2e;/admin`` is ``/admin`` to it."""
     bare = segment.partition(b";")[0]
-    return bare if bare in (b"", b".", b"..") else segment
+    decoded = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), bare)
+    return bare if decoded in (b"", b".", b"..") else segment

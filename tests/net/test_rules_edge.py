@@ -136,7 +136,7 @@ async def test_a_rule_judges_a_backslash_and_path_parameters_as_node_and_tomcat_
     await harness.start(str(port), rules=rules({"match": "-path:/public", "action": "basic-auth",
                                                 "users": ["admin:s3cret"]}))
     for target in ["/public\\..\\admin", "/public%5c..%5cadmin", "/\\admin", "/public/..;/admin", "/public/.;x/..;y/admin",
-                   "/;x/admin"]:
+                   "/;x/admin", "/public/%2e%2e;/admin", "/public/.%2E;x/admin"]:
         assert (await request(harness, target, via=via))[0] == 401, target
     assert (await request(harness, "/public/x", via=via))[0] != 401
     assert state.seen_targets == [b"/public/x"]
