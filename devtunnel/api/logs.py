@@ -47,16 +47,23 @@ async def app_logs(request: Request) -> Response:
     ring: LogRing = service_of(request).app_log(name)  # NotFoundError -> 404
     limit = int_param(request, "limit", 500)
     contains = request.query_params.get("contains") or None
-    kept = ring.lines(contains)
-    kept = kept[-limit:] if limit else kept
     if not _flag(request, "follow"):
         return ok({"uri": tunnel_uri(name) + "/logs", "tunnel": name,
-                   "lines": [line_json(line) for line in kept], "dropped": ring.dropped})
-    return StreamingResponse(_follow(ring, kept, contains), media_type="application/x-ndjson",
+                   "lines": [line_json(line) for line in _newest(ring, contains, limit)],
+                   "dropped": ring.dropped})
+    return StreamingResponse(_follow(ring, limit, contains), media_type="application/x-ndjson",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def _follow(ring: LogRing, kept: list[LogLine], contains: str | None) -> AsyncIterator[bytes]:
+def _newest(ring: LogRing, contains: str | None, limit: int) -> list[LogLine]:
+    kept = ring.lines(contains)
+    return kept[-limit:] if limit else kept
+
+
+async def _follow(ring: LogRing, limit: int, contains: str | None) -> AsyncIterator[bytes]:
+    """The kept lines, then each new one. The snapshot and the subscription are taken in one
+    step of the loop (the stream starts only after the headers are sent: a line written
+    between the request and then would be in neither)."""
     queue: asyncio.Queue[LogLine] = asyncio.Queue(FOLLOW_QUEUE)
     dropped = 0
     needle = contains.lower() if contains else None
@@ -71,6 +78,7 @@ async def _follow(ring: LogRing, kept: list[LogLine], contains: str | None) -> A
         queue.put_nowait(line)
 
     unsubscribe = ring.subscribe(listener)
+    kept = _newest(ring, contains, limit)
     try:
         if kept:
             yield "".join(json.dumps(line_json(line)) + "\n" for line in kept).encode()

@@ -8,12 +8,14 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from devtunnel.api.app import serve_api
-from devtunnel.api.logs import FOLLOW_QUEUE
+from devtunnel.api.logs import FOLLOW_QUEUE, app_logs
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import Harness, relay_and_agent
 
@@ -102,3 +104,26 @@ async def test_follow_streams_new_lines_and_is_bounded(api: tuple[Harness, httpx
                 else:
                     seen += 1
         assert dropped >= 50 and seen <= FOLLOW_QUEUE
+
+
+async def test_a_line_written_before_the_stream_starts_is_followed(
+        api: tuple[Harness, httpx.AsyncClient]) -> None:
+    """The follow stream starts only after its headers are sent: a line the app writes between
+    the request and then is in the stream (it was in neither the kept lines nor the new ones)."""
+    harness, _ = api
+    ring = harness.service.app_log("shop")
+    await async_wait_for(lambda: len(ring) >= 2, what="the app's first line")
+    app = SimpleNamespace(state=SimpleNamespace(service=harness.service))
+    request = Request({"type": "http", "method": "GET", "path": "/api/tunnels/shop/logs", "app": app,
+                       "query_string": b"follow=1&limit=0", "headers": [],
+                       "path_params": {"name": "shop"}})
+    response = await app_logs(request)
+    ring.add("out", "written in between")
+    stream = response.body_iterator  # type: ignore[attr-defined]
+    try:
+        async with asyncio.timeout(5):
+            first = await anext(stream)
+        text = first if isinstance(first, bytes) else first.encode()
+        assert [json.loads(line)["text"] for line in text.splitlines()][-1] == "written in between"
+    finally:
+        await stream.aclose()
