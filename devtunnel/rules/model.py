@@ -46,6 +46,8 @@ _REQUEST_FILTERS = frozenset({
 # Filters only the agent can answer (its tunnel's name, its webhook secrets and records): at the
 # relay they would never match (and, negated, always would).
 _AGENT_FILTERS = frozenset({"Tunnel", "SignatureState", "WebhookProvider", "EventType", "DeliveryId", "Duplicate"})
+# Filters on when an exchange began, against an instant fixed when the filter is parsed.
+_CLOCK_FILTERS = frozenset({"Since", "Until"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m)?")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
@@ -431,6 +433,9 @@ def _unjudged(flt: object, depth: int = 0) -> str | None:
         if name in _AGENT_FILTERS:
             return (f"{field} is known only to the agent (its tunnel's records and webhook secrets); the relay"
                     " deciding a rule never sees it (the rule would never match, or negated match every request)")
+        if name in _CLOCK_FILTERS:
+            return (f"{field} names an instant fixed when the rule is read, not a property of a request"
+                    " (a rule that would stop matching, or start matching every request, as time passes)")
         return f"{field} is known only once a response exists; a rule decides before that"
     for value in vars(flt).values() if hasattr(flt, "__dict__") else ():
         children = value if isinstance(value, (list, tuple)) else [value]

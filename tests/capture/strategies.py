@@ -130,7 +130,7 @@ def small_exchanges(draw: st.DrawFn) -> Exchange:
     return Exchange(
         id=new_id(),
         tunnel=draw(st.sampled_from(["web", "WEB", "api"])),
-        started_at=time.time(),
+        started_at=time.time() - draw(st.sampled_from([0.0, 30.0, 3600.0, 90000.0, 40 * 86400.0])),
         request=request,
         response=response,
         scheme=draw(st.sampled_from(["http", "https"])),
@@ -160,6 +160,8 @@ LEAVES = [
     "provider:acme", "event:invoice.paid", "event:INVOICE.PAID", "event:invoice.*", "event:*paid", "event:invoice?paid",
     "event:a?b", "event:ÜNÏ.*", "event:*", "delivery:evt_1", "delivery:EVT_1", 'delivery:"%_\'"', "dup",
     "~c 404", "~c 200", "~q", "~s", "~e", "~websocket", "~replay", "~all",
+    "since:10m", "since:2h", "since:2d", "until:1m", "until:1.5h", "since:00:00", "until:23:59:59",
+    "since:2026-01-01", "until:2026-01-01T00:00:00Z", "since:1970-01-02T00:00+01:00",
 ]
 
 

@@ -386,5 +386,12 @@ def _rule_value(value: str, pos: int) -> Filter:
 
 
 FIELDS["ip"] = (Ip, lambda v, p: build_ip(_needs_value("ip", v, p), p))
+
+# --- when an exchange began (filters/when.py) ----------------------------------------------------
+
+from devtunnel.capture.filters.when import Since, Until, build_since, build_until  # noqa: E402
+
+FIELDS["since"] = (Since, build_since)
+FIELDS["until"] = (Until, build_until)
 FIELDS["rule"] = (RuleMark, _rule_value)
 FLAGS["rule"] = RuleAny
