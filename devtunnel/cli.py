@@ -206,6 +206,7 @@ examples:
 examples:
   devtunnel requests
   devtunnel requests --filter 'method:POST path:/webhooks status:>=400' --limit 20
+  devtunnel requests --filter 'since:10m'      what came in the last ten minutes
   devtunnel requests --json | jq '.[].id'
 
 The filter language: devtunnel help filters
