@@ -36,6 +36,7 @@ __all__ = [
     "destination",
     "prepared",
     "require_exchanges",
+    "truncation_note",
 ]
 
 """An HTTP token (RFC 9110 section 5.6.2): what a header name or method may be."""
@@ -136,6 +137,13 @@ def file_stem(exchange: Exchange, index: int) -> str:
     if _STEM_RE.match(exchange.id):
         return exchange.id
     return f"exchange-{index + 1}"
+
+
+def truncation_note(body: bytes, size: int) -> str:
+    """What every format says of a body cut at the store's body cap (``body`` is the recorded part,
+    ``size`` the real one): a comment before a command, a HAR ``comment``, a raw message's
+    ``Devtunnel-Note``. Each gives only the recorded bytes and frames them as what it gives."""
+    return f"body truncated: {len(body)} of {size} bytes were recorded"
 
 
 def require_exchanges(exchanges: Sequence[Exchange]) -> None:

@@ -31,7 +31,16 @@ from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange, Request
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, destination, file_stem, prepared, refuse_websocket, safe_text, shell_word
+from devtunnel.export.base import (
+    Export,
+    destination,
+    file_stem,
+    prepared,
+    refuse_websocket,
+    safe_text,
+    shell_word,
+    truncation_note,
+)
 from devtunnel.values.http1 import FRAMING, has_field, is_token
 from devtunnel.values.terminal import quoted
 
@@ -207,8 +216,7 @@ def curl_command(
     text = cmd.text()
     if request.body_truncated:
         text = (
-            f"# body truncated: {len(request.body)} of {request.body_size} bytes were recorded,"
-            " this command sends only those\n" + text
+            f"# {truncation_note(request.body, request.body_size)}, this command sends only those\n" + text
         )
     return text
 

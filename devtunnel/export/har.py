@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 from devtunnel import __version__
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, wire_bytes
-from devtunnel.export.base import Export, destination, prepared, require_exchanges
+from devtunnel.export.base import Export, destination, prepared, require_exchanges, truncation_note
 from devtunnel.export.redact import redact_exchange
 from devtunnel.values.terminal import read_utf8_json
 
@@ -91,7 +91,7 @@ def _response_cookies(headers: Headers) -> list[_JSON]:
 
 
 def _truncation(body: bytes, size: int, truncated: bool) -> str:
-    return f"body truncated: {len(body)} of {size} bytes were recorded" if truncated else ""
+    return truncation_note(body, size) if truncated else ""
 
 
 def _post_data(request: Request) -> _JSON | None:

@@ -19,7 +19,16 @@ from urllib.parse import quote, urlsplit
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, destination, file_stem, prepared, refuse_websocket, safe_text, shell_word
+from devtunnel.export.base import (
+    Export,
+    destination,
+    file_stem,
+    prepared,
+    refuse_websocket,
+    safe_text,
+    shell_word,
+    truncation_note,
+)
 from devtunnel.export.curl import INLINE_LIMIT
 from devtunnel.values.http1 import FRAMING, is_token
 from devtunnel.values.terminal import quoted
@@ -111,7 +120,7 @@ def httpie_command(
         items.append(body_word)
     text = _CONTINUATION.join([" ".join(words), *items])
     if request.body_truncated:
-        text = f"# body truncated: {len(request.body)} of {request.body_size} bytes were recorded\n" + text
+        text = f"# {truncation_note(request.body, request.body_size)}, this command sends only those\n" + text
     return text
 
 
