@@ -1,7 +1,7 @@
 """Export requests as HTTPie (``http``) command lines.
 
 HTTPie is for reading and tweaking a request, not for byte-exact reproduction (use curl for
-that): it frames the body itself (Content-Length and Transfer-Encoding are left out), may
+that): it sends HTTP/1.1 whatever the captured version (a comment line says so), frames the body itself (Content-Length and Transfer-Encoding are left out), may
 normalise the URL, and sends header values as UTF-8. Headers HTTPie would add on its own are
 switched off with ``Name:``; an empty value is written ``Name;``; a value starting with ``=``
 or ``@`` is escaped so it is not read as another kind of item; ``--`` comes before the method
@@ -124,6 +124,8 @@ def httpie_command(
     text = _CONTINUATION.join([" ".join(words), *items])
     if request.body_truncated:
         text = f"# {truncation_note(request.body, request.body_size)}, this command sends only those\n" + text
+    if request.http_version != "1.1":  # said, not dropped unseen: the other formats keep it
+        text = f"# captured as HTTP/{request.http_version}; HTTPie sends HTTP/1.1 (the curl format keeps the version)\n" + text
     return text
 
 
