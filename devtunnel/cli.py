@@ -293,7 +293,10 @@ with --ignore-header.
 
     p = sub.add_parser("diff", help="compare two exchanges", formatter_class=_F,
                        description=("Print a unified diff of two captured exchanges: heads, then bodies compared as JSON, form\n"
-                                    "fields or text. Exits 0 when they are the same, 1 when they differ, 2 on trouble, as diff(1)."),
+                                    "fields or text. Exits 0 when they are the same, 1 when they differ, 2 on trouble, as diff(1).\n"
+                                    "Volatile response headers (Date, Age, Expires, X-Request-Id, Traceparent, CF-Ray ..., and\n"
+                                    "[replay] ignore_headers) are shown when they differ but do not count, as for replay's\n"
+                                    "'same response'; --strict counts them."),
                        epilog="""\
 examples:
   devtunnel diff 01JD3X4K9A 01JD3X7TQ2
@@ -304,6 +307,8 @@ examples:
     p.add_argument("--side", choices=["request", "response", "both"], default="both",
                    help="compare only the requests, only the responses, or both (default: %(default)s)")
     p.add_argument("--ignore", action="append", default=[], metavar="PATH", help="JSON path or form field to leave out (repeatable)")
+    p.add_argument("--strict", action="store_true",
+                   help="count volatile response headers (Date, X-Request-Id ...) as differences too")
     _add_db(p)
 
     p = sub.add_parser("agent", help="run the agent service headless, with no tunnel until one is started through its API",

@@ -90,6 +90,39 @@ def test_only_a_new_date_is_the_same_response(service: Service, tmp_path: Path) 
     assert proc.stdout == f"{ex.id} -> {new.id}  200 OK  {proc.stdout.split('  ')[2]}  same response\n"
 
 
+def test_diff_agrees_with_same_response_a_new_date_is_shown_but_exits_0(service: Service, tmp_path: Path) -> None:
+    """replay said "same response" and ``devtunnel diff`` of the two exited 1, as if they
+    differed: the Date a replay gets is always new. It is shown, and counts with --strict."""
+    db = tmp_path / "c.db"
+    ex = captured(service)
+    put(db, ex)
+    assert cli(None, "replay", ex.id, db=db).stdout.rstrip().endswith("same response")
+    new = replay_of(db, ex)
+    diff = cli(None, "diff", ex.id, new.id, db=db)
+    assert diff.returncode == 0, (diff.stdout, diff.stderr)
+    assert "-Date: Mon, 01 Dec 2025 10:00:00 GMT\n" in diff.stdout and "\n+Date: " in diff.stdout
+    assert "?only volatile headers differ, not counted: Date\n" in diff.stdout
+    strict = cli(None, "diff", ex.id, new.id, "--strict", db=db)
+    assert strict.returncode == 1 and "only volatile" not in strict.stdout, strict.stdout
+
+
+def test_diff_does_not_count_the_headers_the_config_leaves_out_of_replays(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    ex = captured(service, b"/build", response_headers=[("Server", "test-service"), ("Content-Type", "text/plain"),
+                                                       ("Content-Length", "2"), ("X-Build", "0")])
+    put(db, ex)
+    assert cli(None, "replay", ex.id, db=db).returncode == 0
+    new = replay_of(db, ex)
+    assert cli(None, "diff", ex.id, new.id, db=db).returncode == 1  # X-Build is not volatile of itself
+    config = tmp_path / "devtunnel.toml"
+    config.write_text('[replay]\nignore_headers = ["X-Build"]\n')
+    env = {**os.environ, "DEVTUNNEL_CONFIG": str(config)}
+    proc = subprocess.run([DEVTUNNEL, "diff", ex.id, new.id, "--db", str(db)], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "?only volatile headers differ, not counted: Date, X-Build\n" in proc.stdout
+
+
 def test_ignore_header_leaves_a_changing_header_out_of_the_notice(service: Service, tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     ex = captured(service, b"/build", response_headers=[("Server", "test-service"), ("Content-Type", "text/plain"),

@@ -5,7 +5,9 @@ and, by default, in any order. Bodies compare by what they are: JSON as data (ke
 pretty printed), form bodies field by field, text line by line, anything else by size and
 SHA-256 with the first differing offset. ``ignore`` names leave fields out of the comparison:
 ``id``, ``created``, ``data.object.id``, ``items[0].id``, ``items[*].price`` for JSON; a plain
-name also drops a form field or a header.
+name also drops a form field or a header. ``volatile`` names response headers that are shown
+when they differ but do not make the exchanges differ (a ``Date`` a second later): a section
+whose only changes are theirs stays ``identical`` and says so in a note.
 
 Lines go through the terminal rule (``values.terminal.escape``): no raw control, bidi or other
 hidden character (they become ``\\x1b``, ``\\n``, ``\\u202e``), so a hostile body cannot drive
@@ -186,9 +188,14 @@ def _section(title: str, kind: Kind, lines: list[DiffLine]) -> SectionDiff:
 
 
 def diff_headers(a: Headers, b: Headers, *, title: str = "headers", ignore: Iterable[str] = (),
-                 ordered: bool = False) -> SectionDiff:
-    """Compare header fields: names case-insensitive; in any order unless ``ordered``."""
+                 ordered: bool = False, volatile: Iterable[str] = ()) -> SectionDiff:
+    """Compare header fields: names case-insensitive; in any order unless ``ordered``.
+
+    Fields named in ``ignore`` are left out; those named in ``volatile`` are shown, but when
+    only they differ the section is ``identical``, with a ``?`` note naming them.
+    """
     dropped = {name.lower() for name in ignore}
+    quiet = {name.lower() for name in volatile} - dropped
 
     def prepare(headers: Headers) -> tuple[list[str], list[str]]:
         fields = [(n, v) for n, v in headers.display_items() if n.lower() not in dropped]
@@ -201,7 +208,21 @@ def diff_headers(a: Headers, b: Headers, *, title: str = "headers", ignore: Iter
 
     shown_a, keys_a = prepare(a)
     shown_b, keys_b = prepare(b)
-    return _section(title, "headers", _line_diff(shown_a, shown_b, keys_a, keys_b))
+    section = _section(title, "headers", _line_diff(shown_a, shown_b, keys_a, keys_b))
+    if quiet and not section.identical:
+
+        def counted(keys: list[str]) -> list[str]:
+            return [key for key in keys if key.partition(":")[0] not in quiet]
+
+        if counted(keys_a) == counted(keys_b):
+            names: dict[str, str] = {}  # lower-case name -> the first spelling shown
+            for line in section.lines:
+                if line.tag in "-+":
+                    name = line.text.partition(":")[0]
+                    names.setdefault(name.lower(), name)
+            section.identical = True
+            section.lines.append(DiffLine("?", f"only volatile headers differ, not counted: {', '.join(names.values())}"))
+    return section
 
 
 # --- bodies -----------------------------------------------------------------------------------
@@ -326,7 +347,7 @@ def _truncation_notes(section: SectionDiff, a: Request | Response | None, b: Req
 
 
 def diff_exchanges(a: Exchange, b: Exchange, *, side: Side = "both", ignore: Iterable[str] = (),
-                   header_order: bool = False) -> ExchangeDiff:
+                   header_order: bool = False, volatile: Iterable[str] = ()) -> ExchangeDiff:
     """Compare exchange ``a`` with ``b``.
 
     Args:
@@ -334,6 +355,8 @@ def diff_exchanges(a: Exchange, b: Exchange, *, side: Side = "both", ignore: Ite
         ignore: JSON paths (``data.object.id``, ``items[*].id``) or names of form fields and
             headers to leave out.
         header_order: also compare the order of header fields.
+        volatile: response header names shown when they differ but not counted as a difference
+            (``capture.outcome.VOLATILE_HEADERS``: Date, X-Request-Id ...); none by default.
     """
     ignore = list(ignore)
     sections: list[SectionDiff] = []
@@ -350,7 +373,8 @@ def diff_exchanges(a: Exchange, b: Exchange, *, side: Side = "both", ignore: Ite
         sa, sb = a.response, b.response
         sections.append(_section("status line", "text", _line_diff([_status_line(sa)], [_status_line(sb)])))
         sections.append(diff_headers(sa.headers if sa else Headers(), sb.headers if sb else Headers(),
-                                     title="response headers", ignore=ignore, ordered=header_order))
+                                     title="response headers", ignore=ignore, ordered=header_order,
+                                     volatile=volatile))
         body = diff_bodies(sa.body if sa else b"", (sa.headers.get("content-type") or "") if sa else "",
                            sb.body if sb else b"", (sb.headers.get("content-type") or "") if sb else "",
                            ignore, title="response body")
@@ -412,7 +436,9 @@ def render_side_by_side(diff: ExchangeDiff, width: int) -> list[tuple[str, str, 
             rows.append((tag, l_part, r_part))
 
     for section in diff.sections:
-        title = f"{section.title}{' (identical)' if section.identical else ''}"
+        # A section whose only changes are volatile headers is identical, but shows them.
+        same = section.identical and all(line.tag in " ?" for line in section.lines)
+        title = f"{section.title}{' (identical)' if same else ''}"
         rows.append(("#", title[: max(1, width)], ""))
         lines = section.lines
         i = 0

@@ -26,7 +26,7 @@ from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
-from devtunnel.capture.outcome import replay_mark, replay_outcome, status_line
+from devtunnel.capture.outcome import VOLATILE_HEADERS, replay_mark, replay_outcome, status_line
 from devtunnel.capture.rows import Row
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
 from devtunnel.capture.store import Store
@@ -657,10 +657,14 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
+    """Exit 0 same, 1 different, as diff(1). Volatile response headers (a Date a second later) are
+    shown but not counted unless ``--strict``: the same rule and names as replay's verdict
+    (``VOLATILE_HEADERS`` and ``[replay] ignore_headers``), so "same response" there is exit 0 here."""
+    volatile = () if args.strict else (*VOLATILE_HEADERS, *settings_of(args).replay.ignore_headers)
     store = _open(args)
     a = _get(store, args.a)
     b = _get(store, args.b)
-    result = diff_exchanges(a, b, side=args.side, ignore=tuple(args.ignore))
+    result = diff_exchanges(a, b, side=args.side, ignore=tuple(args.ignore), volatile=volatile)
     text = render_unified(result)
     if text:
         # The diff's lines went through the terminal rule, backslashes single as in a body (as

@@ -12,7 +12,12 @@ a real HTTP parser reads back with the same body:
   chunked;
 * neither, in a response: the body runs to the end of the connection, as it did.
 
-Only the recorded part of a truncated body is written; the head still announces the real size.
+A body cut at the store's body cap is written as the part that was recorded, framed as that
+many bytes (each ``Content-Length`` says the recorded size; a chunked body ends after it), with
+a ``Devtunnel-Note: body truncated: N of M bytes were recorded`` field last in the head: a head
+announcing the real size over fewer bytes is no message at all (a reader waits for bytes that
+never come, or takes the next message for the rest of this body). The note is the one every
+exporter gives a cut body (``export.base.truncation_note``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ import http
 from dataclasses import dataclass
 
 from devtunnel.capture.model import Request, Response, wire_bytes
+from devtunnel.export.base import truncation_note
 from devtunnel.values.http1 import chunked, has_field, is_chunked
 
-__all__ = ["Message", "assemble_request", "assemble_response", "reason_of", "request_bytes", "response_bytes"]
+__all__ = ["NOTE_FIELD", "Message", "assemble_request", "assemble_response", "reason_of", "request_bytes", "response_bytes"]
+
+NOTE_FIELD = b"Devtunnel-Note"
+"""The field an assembled message gets when it is not the message as it was: its body was cut."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,12 @@ def _head(start_line: bytes, fields: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join([start_line, b"\r\n", *(n + b": " + v + b"\r\n" for n, v in fields), b"\r\n"])
 
 
-def _framed(fields: list[tuple[bytes, bytes]], body: bytes, body_size: int, *, request: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+def _framed(message: Request | Response, *, request: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    fields, body, body_size = list(message.headers.fields), message.body, message.body_size
+    if message.body_truncated:
+        recorded = str(len(body)).encode()
+        fields = [(n, recorded if n.lower() == b"content-length" else v) for n, v in fields]
+        fields.append((NOTE_FIELD, truncation_note(body, body_size).encode()))
     if is_chunked(fields):
         return fields, chunked(body)
     if has_field(fields, b"content-length"):
@@ -53,7 +67,7 @@ def _framed(fields: list[tuple[bytes, bytes]], body: bytes, body_size: int, *, r
 
 def assemble_request(request: Request) -> Message:
     """The request line, headers in order with their case, and the body framed as on the wire."""
-    fields, body = _framed(list(request.headers.fields), request.body, request.body_size, request=True)
+    fields, body = _framed(request, request=True)
     start = wire_bytes(request.method) + b" " + request.target + b" HTTP/" + request.http_version.encode()
     return Message(_head(start, fields), body)
 
@@ -70,7 +84,7 @@ def reason_of(response: Response) -> str:
 
 def assemble_response(response: Response) -> Message:
     """The status line, headers in order with their case, and the body framed as on the wire."""
-    fields, body = _framed(list(response.headers.fields), response.body, response.body_size, request=False)
+    fields, body = _framed(response, request=False)
     # The reason as the bytes it stands for: an edited one above U+00FF as UTF-8, not "?".
     start = f"HTTP/{response.http_version} {response.status} ".encode() + wire_bytes(reason_of(response))
     return Message(_head(start.rstrip(), fields), body)

@@ -6,6 +6,11 @@ rewrite a terminal line, hide text with bidi overrides, or be turned into a newl
 terminal's line discipline), no line separator, no letter that draws as nothing; anything else
 goes into a side file in ``Export.files``.
 
+A command sent to the public URL (``Destination.public``) leaves out what the relay added to the
+request on its way in (``sent_fields``), since the relay adds it again: a replayed request would
+carry the client's address in X-Forwarded-For twice. Sent to the local service or another base
+URL, the request keeps them, as the service got it.
+
 Shell commands (curl, HTTPie) quote every argument with :func:`shell_word`: POSIX single quotes
 for text the terminal shows as it is, ANSI-C quotes (``$'a\\tb'``) for text holding a character
 the terminal rule escapes (a tab, the one control let inline), so the printed command holds no raw control
@@ -22,6 +27,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
+from devtunnel.values.http1 import Field
 from devtunnel.export.redact import redact_exchange
 from devtunnel.values.terminal import escape, needs_escape, quoted
 
@@ -36,6 +42,9 @@ __all__ = [
     "destination",
     "prepared",
     "require_exchanges",
+    "sent_fields",
+    "truncation_note",
+    "without_relay_fields",
 ]
 
 """An HTTP token (RFC 9110 section 5.6.2): what a header name or method may be."""
@@ -138,6 +147,13 @@ def file_stem(exchange: Exchange, index: int) -> str:
     return f"exchange-{index + 1}"
 
 
+def truncation_note(body: bytes, size: int) -> str:
+    """What every format says of a body cut at the store's body cap (``body`` is the recorded part,
+    ``size`` the real one): a comment before a command, a HAR ``comment``, a raw message's
+    ``Devtunnel-Note``. Each gives only the recorded bytes and frames them as what it gives."""
+    return f"body truncated: {len(body)} of {size} bytes were recorded"
+
+
 def require_exchanges(exchanges: Sequence[Exchange]) -> None:
     """Raise ``ExportError`` when there is nothing to export."""
     if not exchanges:
@@ -162,11 +178,13 @@ _AUTHORITY_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?
 
 @dataclass(frozen=True)
 class Destination:
-    """Where a command sends a request: ``scheme://netloc`` and a path put before the target."""
+    """Where a command sends a request: ``scheme://netloc`` and a path put before the target;
+    ``public`` when that is the exchange's public URL (through the relay again)."""
 
     scheme: str
     netloc: str
     prefix: str = ""
+    public: bool = False
 
     def url(self, target: str) -> str:
         """The URL for a request ``target`` (origin-form, or anything else put after a ``/``)."""
@@ -215,7 +233,7 @@ def destination(exchange: Exchange, *, base_url: str | None = None, local: bool 
     if base_url is None:
         host = exchange.request.host
         if host and _AUTHORITY_RE.match(host):
-            return Destination(exchange.scheme, host)
+            return Destination(exchange.scheme, host, public=True)
         if not exchange.target_url:
             raise ExportError(
                 f"exchange {exchange.id} has no usable Host header or target URL; pass base_url= to say where to send it"
@@ -223,3 +241,37 @@ def destination(exchange: Exchange, *, base_url: str | None = None, local: bool 
         base_url = exchange.target_url
     parts = base_url_parts(base_url)
     return Destination(parts.scheme, parts.netloc, parts.path.rstrip("/"))
+
+
+_XFF = b"x-forwarded-for"
+_RELAY_SET = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+
+
+def without_relay_fields(fields: Sequence[Field]) -> list[Field]:
+    """``fields`` as the public client sent them: less what the relay added on the way in.
+
+    The inverse of the relay's rule (``relay.headers.forward_request_headers``, checked against
+    it in the tests): the relay drops a client's own X-Forwarded-Proto and X-Forwarded-Host and
+    sets its own, so every one captured is the relay's; it appends the client's address to the
+    last X-Forwarded-For as ``", ADDRESS"``, or adds an X-Forwarded-For holding only it. The
+    relay adds no ``Forwarded`` or ``X-Real-IP``: those came from the client (or a proxy before
+    the relay) and stay, as do the client's own X-Forwarded-For entries.
+    """
+    out = [(name, value) for name, value in fields if name.lower() not in _RELAY_SET]
+    last = next((i for i in range(len(out) - 1, -1, -1) if out[i][0].lower() == _XFF), None)
+    if last is not None:
+        name, value = out[last]
+        before, comma, _ = value.rpartition(b", ")
+        if comma:
+            out[last] = (name, before)
+        else:
+            del out[last]
+    return out
+
+
+def sent_fields(exchange: Exchange, where: Destination | None) -> list[Field]:
+    """The header fields a command sends to ``where``: as captured, but to the public URL
+    without what the relay added (``without_relay_fields``), which it adds again. ``None``: a
+    URL given whole (curl's ``url=``), not the public one."""
+    fields = exchange.request.headers.fields
+    return without_relay_fields(fields) if where is not None and where.public else list(fields)

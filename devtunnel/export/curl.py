@@ -17,6 +17,10 @@ control characters, a body over ``inline_limit``) go to side files:
 * a request target: ``-K DIR/ID.target.curlrc``, a curl config file that sets
   ``request-target``.
 
+Sent to the public URL, the headers the relay added on the way in (its X-Forwarded-For entry,
+X-Forwarded-Proto, X-Forwarded-Host) are left out: the relay adds them again
+(``export.base.sent_fields``).
+
 A target curl would rewrite (dot segments, spaces, glob characters, non-ASCII) is sent with
 ``--request-target``. One thing curl cannot reproduce: it always sends ``Host`` first and
 spells it ``Host``.
@@ -31,7 +35,18 @@ from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange, Request
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, destination, file_stem, prepared, refuse_websocket, safe_text, shell_word
+from devtunnel.export.base import (
+    Destination,
+    Export,
+    destination,
+    file_stem,
+    prepared,
+    refuse_websocket,
+    safe_text,
+    sent_fields,
+    shell_word,
+    truncation_note,
+)
 from devtunnel.values.http1 import FRAMING, has_field, is_token
 from devtunnel.values.terminal import quoted
 
@@ -98,13 +113,13 @@ def _sends_body(request: Request) -> bool:
     return request.method != "HEAD" and has_field(request.headers.fields, b"content-length")
 
 
-def _add_target(cmd: _Command, exchange: Exchange, url: str | None, base_url: str | None, local: bool) -> None:
+def _add_target(cmd: _Command, exchange: Exchange, url: str | None, where: Destination | None) -> None:
     request = exchange.request
     if url is not None:
         _checked_url(url)
         full_url = url
     else:
-        where = destination(exchange, base_url=base_url, local=local)
+        assert where is not None  # given whenever url is not
         scheme, netloc, prefix = where.scheme, where.netloc, where.prefix
         target = request.target
         if b"\r" in target or b"\n" in target or b"\x00" in target:
@@ -139,10 +154,10 @@ def _add_method(cmd: _Command, request: Request) -> None:
         cmd.words += ["-X", shell_word(method)]
 
 
-def _add_headers(cmd: _Command, exchange: Exchange) -> None:
+def _add_headers(cmd: _Command, exchange: Exchange, where: Destination | None) -> None:
     request = exchange.request
     present: set[bytes] = set()
-    for index, (name, value) in enumerate(request.headers.fields):
+    for index, (name, value) in enumerate(sent_fields(exchange, where)):
         lower = name.lower()
         present.add(lower)
         if not is_token(name):
@@ -201,14 +216,14 @@ def curl_command(
     version = "--http1.0" if request.http_version == "1.0" else "--http1.1"
     cmd.words.append(version)
     _add_method(cmd, request)
-    _add_target(cmd, exchange, url, base_url, local)
-    _add_headers(cmd, exchange)
+    where = None if url is not None else destination(exchange, base_url=base_url, local=local)
+    _add_target(cmd, exchange, url, where)
+    _add_headers(cmd, exchange, where)
     _add_body(cmd, request, inline_limit)
     text = cmd.text()
     if request.body_truncated:
         text = (
-            f"# body truncated: {len(request.body)} of {request.body_size} bytes were recorded,"
-            " this command sends only those\n" + text
+            f"# {truncation_note(request.body, request.body_size)}, this command sends only those\n" + text
         )
     return text
 

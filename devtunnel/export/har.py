@@ -4,7 +4,9 @@ Bodies that are UTF-8 text are given as text; anything else is base64 with
 ``"encoding": "base64"`` (``"_encoding"`` on ``postData``, where the spec has no such field and
 custom fields must start with ``_``). Response bodies compressed with gzip or deflate are
 decompressed first, as the spec asks; other codings are kept as captured and say so in a
-comment. Truncated bodies carry a comment. An exchange that ended in an error without a
+comment. Truncated bodies carry a comment. An entry's URL is the public one unless asked
+otherwise, and its request headers are those of a request to that URL: without what the relay
+added on the way in (``export.base.sent_fields``). An exchange that ended in an error without a
 response gets a response with status 0 (as browsers write failed requests) and the error in
 ``_error`` and ``comment``. WebSocket messages go in ``_webSocketMessages``.
 """
@@ -23,7 +25,7 @@ from urllib.parse import parse_qsl
 
 from devtunnel import __version__
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, wire_bytes
-from devtunnel.export.base import Export, destination, prepared, require_exchanges
+from devtunnel.export.base import Destination, Export, destination, prepared, require_exchanges, sent_fields, truncation_note
 from devtunnel.export.redact import redact_exchange
 from devtunnel.values.terminal import read_utf8_json
 
@@ -91,7 +93,7 @@ def _response_cookies(headers: Headers) -> list[_JSON]:
 
 
 def _truncation(body: bytes, size: int, truncated: bool) -> str:
-    return f"body truncated: {len(body)} of {size} bytes were recorded" if truncated else ""
+    return truncation_note(body, size) if truncated else ""
 
 
 def _post_data(request: Request) -> _JSON | None:
@@ -149,29 +151,33 @@ def _content(response: Response) -> _JSON:
     return content
 
 
-def _absolute_url(exchange: Exchange, base_url: str | None, local: bool) -> str:
+def _absolute_url(exchange: Exchange, base_url: str | None, local: bool) -> tuple[str, Destination | None]:
     """The request's absolute URL (HAR requires one): ``base_url`` or the local service when
-    asked, else the public Host, else the local target."""
+    asked, else the public Host, else the local target; and where that is (None: the local
+    target, no Host to say the public URL)."""
     request = exchange.request
     if base_url is not None or local:
-        return destination(exchange, base_url=base_url, local=local).url(request.url_text)
+        where = destination(exchange, base_url=base_url, local=local)
+        return where.url(request.url_text), where
     # A target that is not a path (`OPTIONS *`) goes after a `/`, as Destination.url puts it:
     # `http://host:8080*` would not be a URL at all.
     target = request.url_text if request.url_text.startswith("/") else "/" + request.url_text
     if request.host:
-        return f"{exchange.scheme}://{request.host}{target}"
+        return f"{exchange.scheme}://{request.host}{target}", Destination(exchange.scheme, request.host, public=True)
     base = exchange.target_url.rstrip("/") or f"{exchange.scheme}://localhost"
-    return base + target
+    return base + target, None
 
 
 def _request(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
     request = exchange.request
-    headers = request.headers
+    url, where = _absolute_url(exchange, base_url, local)
+    # The headers of a request to that URL: to the public one, without what the relay added.
+    headers = Headers.of_pairs(tuple(sent_fields(exchange, where)))
     version = f"HTTP/{request.http_version}"
     query = read_utf8_json(request.query)
     entry: _JSON = {
         "method": request.method,
-        "url": _absolute_url(exchange, base_url, local),
+        "url": url,
         "httpVersion": version,
         "cookies": _request_cookies(headers),
         "headers": _headers(headers),

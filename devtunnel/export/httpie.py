@@ -1,13 +1,14 @@
 """Export requests as HTTPie (``http``) command lines.
 
 HTTPie is for reading and tweaking a request, not for byte-exact reproduction (use curl for
-that): it frames the body itself (Content-Length and Transfer-Encoding are left out), may
+that): it sends HTTP/1.1 whatever the captured version (a comment line says so), frames the body itself (Content-Length and Transfer-Encoding are left out), may
 normalise the URL, and sends header values as UTF-8. Headers HTTPie would add on its own are
 switched off with ``Name:``; an empty value is written ``Name;``; a value starting with ``=``
 or ``@`` is escaped so it is not read as another kind of item; ``--`` comes before the method
 when a header name starts with ``-`` (the item ``-o:x`` would be read as the option ``-o``).
 The body is given with ``--raw=TEXT`` when it is printable text, otherwise it is read from a
-side file on standard input (``< DIR/ID.body``).
+side file on standard input (``< DIR/ID.body``). Sent to the public URL, the headers the relay
+added on the way in are left out, as curl's are (``export.base.sent_fields``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ from urllib.parse import quote, urlsplit
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, destination, file_stem, prepared, refuse_websocket, safe_text, shell_word
+from devtunnel.export.base import (
+    Destination,
+    Export,
+    destination,
+    file_stem,
+    prepared,
+    refuse_websocket,
+    safe_text,
+    sent_fields,
+    shell_word,
+    truncation_note,
+)
 from devtunnel.export.curl import INLINE_LIMIT
 from devtunnel.values.http1 import FRAMING, is_token
 from devtunnel.values.terminal import quoted
@@ -32,8 +44,7 @@ _DEFAULTS = [b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Connection
 _CONTINUATION = " \\\n  "
 
 
-def _url(exchange: Exchange, base_url: str | None, local: bool) -> str:
-    where = destination(exchange, base_url=base_url, local=local)
+def _url(exchange: Exchange, where: Destination) -> str:
     target = exchange.request.target
     text = safe_text(target, allow="")
     if text is None or " " in text:
@@ -79,7 +90,8 @@ def httpie_command(
         raise refuse_websocket(exchange, "HTTPie")
     if not _METHOD_RE.match(request.method):
         raise ExportError(f"method {quoted(request.method)} cannot be given to HTTPie (letters only); use the curl format")
-    headers = request.headers
+    where = destination(exchange, base_url=base_url, local=local)
+    fields = sent_fields(exchange, where)
     words = ["http"]
     body_word = ""
     if request.body:
@@ -92,17 +104,17 @@ def httpie_command(
             body_word = "< " + shell_word(path)
     else:
         words.append("--ignore-stdin")
-    url = _url(exchange, base_url, local)
+    url = _url(exchange, where)
     if any(seg in (".", "..") for seg in urlsplit(url).path.split("/")):
         words.append("--path-as-is")
     items: list[str] = []
     present: set[bytes] = set()
-    for name, value in headers.fields:
+    for name, value in fields:
         present.add(name.lower())
         if name.lower() in FRAMING:
             continue
         items.append(shell_word(_header_item(exchange, name, value)))
-    if any(name.startswith(b"-") for name, _ in headers.fields):
+    if any(name.startswith(b"-") for name, _ in fields):
         words.append("--")  # else the item of a header named -o or -a is read as that option
     words += [shell_word(request.method), shell_word(url)]
     defaults = _DEFAULTS + ([b"Content-Type"] if request.body else [])
@@ -111,7 +123,9 @@ def httpie_command(
         items.append(body_word)
     text = _CONTINUATION.join([" ".join(words), *items])
     if request.body_truncated:
-        text = f"# body truncated: {len(request.body)} of {request.body_size} bytes were recorded\n" + text
+        text = f"# {truncation_note(request.body, request.body_size)}, this command sends only those\n" + text
+    if request.http_version != "1.1":  # said, not dropped unseen: the other formats keep it
+        text = f"# captured as HTTP/{request.http_version}; HTTPie sends HTTP/1.1 (the curl format keeps the version)\n" + text
     return text
 
 

@@ -12,7 +12,8 @@ The module imports only pytest, httpx and the standard library. Captured values 
 as ASCII Python literals (``ascii``/``repr``: a str when the bytes are UTF-8, else bytes), never
 as code or comments, so nothing in it can hide on a terminal. A test sends the method, target,
 headers and body byte for byte as captured (httpx's URL normalisation, method upper-casing and
-default headers are bypassed), but for Host and the framing, which are the client's, bytes
+default headers are bypassed), in the captured HTTP version (an HTTP/1.0 request is written on a
+socket of its own: httpx speaks only 1.1 and 2), but for Host and the framing, which are the client's, bytes
 of the target outside visible ASCII, which go percent-encoded (h11 refuses them raw), and spaces
 and tabs around a header value, which are not part of it (RFC 9110 section 5.5) and which h11
 refuses to send. A request httpx cannot send at all (a method or header name that is not a
@@ -49,8 +50,11 @@ signed afresh from the secret variables their receivers read ({envs}).
 import base64
 import hashlib
 import hmac
+import http.client
 import os
 import re
+import socket
+import ssl
 import time
 from urllib.parse import parse_qsl
 
@@ -152,10 +156,32 @@ def _secret(provider, headers, body, url, secrets):
     return secrets[0]
 
 
-def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False):
+def _send_http10(method, base, target, headers, body):
+    """An HTTP/1.0 request, as it was captured: httpx sends only HTTP/1.1 and 2, so its bytes go
+    on a socket of their own (Host and Content-Length added as httpx adds them), and http.client
+    reads the answer."""
+    url = httpx.URL(base)
+    sock = socket.create_connection((url.host, url.port or (443 if url.scheme == "https" else 80)), timeout=30)
+    if url.scheme == "https":
+        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.host)
+    lines = [_bytes(method) + b" " + target + b" HTTP/1.0", b"Host: " + url.netloc]
+    lines += [_bytes(n) + b": " + _bytes(v) for n, v in headers]
+    if body:
+        lines.append(b"Content-Length: %d" % len(body))
+    with sock:
+        sock.sendall(b"\\r\\n".join(lines) + b"\\r\\n\\r\\n" + body)
+        answer = http.client.HTTPResponse(sock, method=method.upper())
+        answer.begin()
+        content = answer.read()
+    fields = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in answer.getheaders()]
+    return httpx.Response(answer.status, headers=fields, content=content)
+
+
+def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False,
+         version="1.1"):
     """Send the request as captured: text values as UTF-8, bytes as they are, the target and the
-    method unchanged (httpx would normalise the one and upper-case the other), no header added
-    but Host and Content-Length."""
+    method unchanged (httpx would normalise the one and upper-case the other), in its HTTP
+    version, no header added but Host and Content-Length."""
     base = (os.environ.get("DEVTUNNEL_BASE_URL") or captured_base).rstrip("/")
     url = base + (target if isinstance(target, str) else target.decode("latin-1"))
     if provider is not None:
@@ -169,6 +195,8 @@ def send(method, captured_base, target, headers, body, provider=None, secret_env
     raw_target = re.sub(rb"[^\\x21-\\x7e]", lambda m: b"%%%02X" % m[0][0], _bytes(target))
     if raw_target.startswith(b"/"):
         raw_target = httpx.URL(base).raw_path.split(b"?")[0].rstrip(b"/") + raw_target
+    if version == "1.0":
+        return _send_http10(method, base, raw_target, headers, body)
     with httpx.Client(timeout=30, trust_env=False) as client:
         client.headers.clear()  # no Accept, User-Agent ... of httpx's own
         request = client.build_request(method, base, headers=[(_bytes(n), _bytes(v)) for n, v in headers],
@@ -239,6 +267,8 @@ def _test(index: int, exchange: Exchange, width: int) -> str:
     if provider is not None:
         args += [f"provider={provider.name!r}", f"secret_env={provider.secret_env!r}",
                  f"timestamped={provider.tolerance is not None}"]
+    if request.http_version == "1.0":  # else HTTP/1.1, the only other version the relay takes
+        args.append("version='1.0'")
     lines.append("    response = send(")
     lines.extend(f"        {arg}," for arg in args)
     lines.append("    )")

@@ -6,6 +6,8 @@ The text holds the messages exactly when they are printable UTF-8. When a messag
 that cannot be shown safely (binary body, non-UTF-8 or control characters), its text shows
 the head with ``\\xNN`` escapes and a note instead of the body, and the exact bytes of the
 message are in ``Export.files`` under ``DIR/ID.request.http`` (or ``.response.http``).
+A body cut at the store's body cap is the recorded part, framed as that many bytes, and the
+head says so in a ``Devtunnel-Note`` field (``export.assemble``): the file stays one valid message.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _escaped(raw: bytes) -> str:
     )
 
 
-def _message_text(message: Message, body_len: int, truncated_note: str, path: str, files: dict[str, bytes]) -> str:
+def _message_text(message: Message, body_len: int, path: str, files: dict[str, bytes]) -> str:
     head_text = safe_text(message.head, allow="\t\r\n")
     body_text = safe_text(message.body, allow="\t\r\n")
     if head_text is None or body_text is None:
@@ -37,13 +39,7 @@ def _message_text(message: Message, body_len: int, truncated_note: str, path: st
         head_text = _escaped(message.head)
     if body_text is None:
         body_text = f"[{body_len} bytes of body that cannot be shown as text: exact message in {path}]\r\n"
-    return head_text + body_text + truncated_note
-
-
-def _truncation_note(body: bytes, size: int, truncated: bool) -> str:
-    if not truncated:
-        return ""
-    return f"\r\n[body truncated: {len(body)} of {size} bytes were recorded]\r\n"
+    return head_text + body_text
 
 
 def export_raw(
@@ -70,7 +66,6 @@ def export_raw(
             _message_text(
                 assemble_request(req),
                 len(req.body),
-                _truncation_note(req.body, req.body_size, req.body_truncated),
                 f"{stem}.request.http",
                 files,
             )
@@ -86,7 +81,6 @@ def export_raw(
                     _message_text(
                         assemble_response(resp),
                         len(resp.body),
-                        _truncation_note(resp.body, resp.body_size, resp.body_truncated),
                         f"{stem}.response.http",
                         files,
                     )

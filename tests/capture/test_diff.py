@@ -244,3 +244,23 @@ def test_bytes_that_are_not_utf8_show_as_escapes_and_the_lines_encode() -> None:
     assert ("-", "caf\\xe9") in lines
     json.dumps(lines, ensure_ascii=False).encode("utf-8")
     render_unified(result).encode("utf-8")
+
+
+def test_volatile_response_headers_are_shown_but_alone_do_not_make_a_difference() -> None:
+    a = make_exchange(response=make_response(200, [("Date", "Mon, 01 Dec 2025 10:00:00 GMT"), ("X-Request-Id", "1")], b"ok"))
+    b = make_exchange(response=make_response(200, [("date", "Mon, 01 Dec 2025 10:00:01 GMT"), ("X-Request-Id", "2")], b"ok"))
+    counted = diff_exchanges(a, b, side="response")
+    assert not counted.identical and not any(line.tag == "?" for s in counted.sections for line in s.lines)
+    quiet = diff_exchanges(a, b, side="response", volatile=("Date", "X-Request-Id"))
+    assert quiet.identical
+    headers = quiet.sections[1]
+    assert sorted(line.tag for line in headers.lines) == ["+", "+", "-", "-", "?"]
+    assert headers.lines[-1].text == "only volatile headers differ, not counted: Date, X-Request-Id"
+    assert ("#", "response headers", "") in render_side_by_side(quiet, 80)  # not "(identical)" over changed rows
+    # Another change still counts, and the volatile ones show among it with no note.
+    c = make_exchange(response=make_response(200, [("Date", "x"), ("X-Request-Id", "1"), ("X-Build", "7")], b"ok"))
+    mixed = diff_exchanges(a, c, side="response", volatile=("Date", "X-Request-Id"))
+    assert not mixed.identical and not any(line.tag == "?" for line in mixed.sections[1].lines)
+    # An ignored header is left out, not shown as volatile.
+    gone = diff_exchanges(a, b, side="response", ignore=("Date",), volatile=("Date", "X-Request-Id"))
+    assert gone.sections[1].lines[-1].text == "only volatile headers differ, not counted: X-Request-Id"

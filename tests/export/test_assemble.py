@@ -115,29 +115,39 @@ def test_binary_chunked_request_side_file_holds_the_exact_framed_message() -> No
     body=st.binary(max_size=200),
     framing=st.sampled_from(["none", "length", "chunked"]),
     method=st.sampled_from(["POST", "PUT", "PATCH"]),
+    cut=st.sampled_from([0, 1, 5000]),
 )
-def test_every_request_assembles_into_one_message_with_the_same_body(body: bytes, framing: str, method: str) -> None:
+def test_every_request_assembles_into_one_message_with_the_same_body(body: bytes, framing: str, method: str,
+                                                                    cut: int) -> None:
+    """``cut``: bytes past the body cap, not recorded (the head announced them all)."""
+    size = len(body) + cut
     headers: list[tuple[bytes, bytes]] = [(b"Host", b"h"), (b"X-A", b"1")]
     if framing == "length":
-        headers.append((b"Content-Length", str(len(body)).encode()))
+        headers.append((b"Content-Length", str(size).encode()))
     elif framing == "chunked":
         headers.append((b"Transfer-Encoding", b"chunked"))
-    request = Request(method=method, target=b"/x?y=1", headers=Headers(headers), body=body, body_size=len(body))
+    request = Request(method=method, target=b"/x?y=1", headers=Headers(headers), body=body, body_size=size,
+                      body_truncated=cut > 0)
     head, got = parsed_request(request_bytes(request))
     assert (head.method, head.target, got) == (method.encode(), b"/x?y=1", body)
+    note = (b"devtunnel-note", f"body truncated: {len(body)} of {size} bytes were recorded".encode())
+    assert (note in head.headers) == (cut > 0)
 
 
 @settings(max_examples=60, deadline=None)
-@given(body=st.binary(max_size=200), framing=st.sampled_from(["close", "length", "chunked"]))
-def test_every_response_assembles_into_one_message_with_the_same_body(body: bytes, framing: str) -> None:
+@given(body=st.binary(max_size=200), framing=st.sampled_from(["close", "length", "chunked"]),
+       cut=st.sampled_from([0, 1, 5000]))
+def test_every_response_assembles_into_one_message_with_the_same_body(body: bytes, framing: str, cut: int) -> None:
+    size = len(body) + cut
     headers: list[tuple[bytes, bytes]] = [(b"Content-Type", b"application/octet-stream")]
     if framing == "length":
-        headers.append((b"Content-Length", str(len(body)).encode()))
+        headers.append((b"Content-Length", str(size).encode()))
     elif framing == "chunked":
         headers.append((b"Transfer-Encoding", b"chunked"))
-    response = Response(status=200, headers=Headers(headers), body=body, body_size=len(body))
+    response = Response(status=200, headers=Headers(headers), body=body, body_size=size, body_truncated=cut > 0)
     head, got = parsed_response(response_bytes(response), close=framing == "close")
     assert head.status_code == 200 and got == body
+    assert any(name == b"devtunnel-note" for name, _ in head.headers) == (cut > 0)
 
 
 async def test_raw_export_of_a_chunked_request_through_a_tunnel_is_accepted_by_a_real_server(tmp_path: Path) -> None:
@@ -164,6 +174,33 @@ async def test_raw_export_of_a_chunked_request_through_a_tunnel_is_accepted_by_a
     assert answer.status_code == 200
     report = json.loads(echoed)
     assert base64.b64decode(report["body"]) == body and report["method"] == "POST"
+
+
+async def test_raw_export_of_a_body_cut_at_the_cap_is_one_message_a_real_server_answers(tmp_path: Path) -> None:
+    """The head kept the real Content-Length (300) over the 100 recorded bytes: a server read
+    the file's message and waited for 200 bytes that never came."""
+    body = b"0123456789" * 30
+    with local_http() as (port, _):
+        async with relay_and_agent(tmp_path, body_cap=100) as h:
+            await h.start(str(port), name="app")
+            sent = (
+                b"POST /echo HTTP/1.1\r\nHost: " + h.host("app").encode() + b"\r\n"
+                b"Content-Type: text/plain\r\nContent-Length: 300\r\nConnection: close\r\n\r\n" + body
+            )
+            status, _, _ = parse_response(await raw_request(h.relay.port, sent))
+            assert status == 200
+            (exchange,) = await h.exchanges(1)
+        assert exchange.request.body_truncated and exchange.request.body == body[:100]
+        result = export("raw", exchange)
+        assert result.files == {}
+        head, parsed_body = parsed_request(result.text.encode())
+        assert parsed_body == body[:100]
+        assert (b"content-length", b"100") in head.headers
+        assert (b"devtunnel-note", b"body truncated: 100 of 300 bytes were recorded") in head.headers
+        assert base64.b64decode(capture_json(exchange)["request"]["raw"]) == result.text.encode()  # the API's too
+        answer, echoed = await exchange_with(port, result.text.encode(), timeout=5)
+    assert answer.status_code == 200
+    assert base64.b64decode(json.loads(echoed)["body"]) == body[:100]
 
 
 @pytest.mark.parametrize("reason", ["Größe ✓", "Gr\udcf6e ✓"], ids=["utf-8", "with-a-byte-kept"])

@@ -120,3 +120,14 @@ def test_tabs_in_header_and_body_never_print_raw_and_are_sent(tmp_path: Path) ->
     _, got, sent_body = offline(result, tmp_path)
     assert ("X-Tab", "x\ty") in got
     assert sent_body.rstrip(b"\n") == body.rstrip(b"\n")
+
+
+def test_a_request_captured_as_http_1_0_says_httpie_sends_it_as_1_1() -> None:
+    """curl sends it with --http1.0, pytest and raw keep the version: HTTPie cannot, and said nothing."""
+    from dataclasses import replace
+
+    ex = make_exchange("GET", b"/old", [(b"Host", b"h")])
+    old = replace(ex, request=replace(ex.request, http_version="1.0"))
+    assert export("httpie", old).text.startswith("# captured as HTTP/1.0; HTTPie sends HTTP/1.1 (the curl format keeps the version)\nhttp ")
+    assert export("httpie", ex).text.startswith("http ")
+    assert "--http1.0" in export("curl", old).text

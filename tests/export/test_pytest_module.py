@@ -145,6 +145,30 @@ def test_the_module_sends_the_captured_method_target_headers_and_body_byte_for_b
     assert got.headers == [(b"Host", f"127.0.0.1:{server.port}".encode()), *headers[1:-1], (b"Content-Length", b"7")]
 
 
+@pytest.mark.parametrize("body", [b"", b"a=1&b=2"], ids=["get", "post"])
+def test_an_http_1_0_request_is_sent_as_http_1_0(tmp_path: Path, body: bytes) -> None:
+    """httpx speaks only HTTP/1.1: the module sent a request captured as HTTP/1.0 as 1.1, which a
+    service may answer otherwise (keep-alive, a chunked body the 1.0 client cannot read)."""
+    from dataclasses import replace
+
+    from tests.export.rawserver import RawServer
+
+    method = "POST" if body else "GET"
+    headers = [(b"Host", b"shop.example"), (b"X-A", b"1")] + ([(b"Content-Length", b"7")] if body else [])
+    with RawServer() as server:
+        ex = make_exchange(method, b"/old?q=1", headers, body, make_response(200), started_at=0.0,
+                           target_url=server.url + "/prefix", duration=0.1)
+        ex = replace(ex, request=replace(ex.request, http_version="1.0"))
+        module = tmp_path / "test_old.py"
+        module.write_text(export_pytest([ex]).text)
+        done = _run(module)
+        assert done.returncode == 0, done.stdout + done.stderr
+        [got] = server.received
+    assert (got.method, got.target, got.version, got.body) == (method.encode(), b"/prefix/old?q=1", b"HTTP/1.0", body)
+    assert got.headers == [(b"Host", f"127.0.0.1:{server.port}".encode()), (b"X-A", b"1"),
+                           *([(b"Content-Length", b"7")] if body else [])]
+
+
 def test_relay_answers_and_requests_httpx_cannot_send_are_skipped_and_the_rest_pass(tmp_path: Path) -> None:
     """Found by exporting real relay traffic: a request a basic-auth rule answered 401 became a test
     asserting 401 from the service (which never saw it, and answers 200); a header value with

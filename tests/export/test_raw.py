@@ -48,10 +48,13 @@ def test_missing_response_is_explained() -> None:
     assert export("raw", ex, response=True).text.endswith("[no response (local_refused): connection refused]\r\n")
 
 
-def test_truncated_body_is_noted() -> None:
+def test_a_truncated_body_is_framed_as_the_bytes_recorded_and_noted_in_the_head() -> None:
     ex = make_exchange("POST", b"/", [(b"Host", b"h"), (b"Content-Length", b"100")], b"abc")
     ex.request.body_size, ex.request.body_truncated = 100, True
-    assert export("raw", ex).text.endswith("abc\r\n[body truncated: 3 of 100 bytes were recorded]\r\n")
+    assert export("raw", ex).text == (
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+        "Devtunnel-Note: body truncated: 3 of 100 bytes were recorded\r\n\r\nabc"
+    )
 
 
 def test_redact_and_several_exchanges() -> None:
