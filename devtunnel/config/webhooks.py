@@ -148,6 +148,7 @@ def webhook_context(settings: Settings, environ: Mapping[str, str] | None = None
         if tunnel.webhooks:
             merged = {w.name: w for w in settings.webhooks}
             merged.update({w.name: w for w in tunnel.webhooks})
-            tunnels[tunnel.name] = context(merged.values())
+            tunnels[tunnel.name] = dataclasses.replace(context(merged.values()),
+                                                       configured=tuple(w.name for w in tunnel.webhooks))
     return dataclasses.replace(context(settings.webhooks), tunnels=tunnels)
 
