@@ -409,3 +409,32 @@ def test_a_body_that_is_not_utf8_is_not_signed_for_a_library_that_refuses_it(pro
     assert scheme is not None
     with pytest.raises(SignatureError, match="the body is not UTF-8"):
         scheme.sign(Delivery("POST", URL, Headers([]), NOT_UTF8), "whsec_x", time.time())
+
+
+_KEY = base64.b64encode(b"differential-standard-key-32byte").decode()
+
+
+@pytest.mark.parametrize("secret", ["whsec_" + _KEY, _KEY, "whsec_" + _KEY.rstrip("="), "whsec_" + _KEY + "==",
+                                    f"whsec_{_KEY[:10]}${_KEY[10:]}", f"whsec_{_KEY} ", "WHSEC_" + _KEY,
+                                    "whsec_" + _KEY[:-2] + "-_", "whsec_", "whsec_%%%", "whsec_a"],
+                         ids=["whsec", "bare", "unpadded", "extra-padding", "a-dollar-inside", "space-after",
+                              "prefix-in-upper-case", "urlsafe-characters", "empty", "no-base64", "one-character"])
+def test_standard_webhooks_makes_the_key_of_a_secret_as_its_library_does(secret: str) -> None:
+    try:
+        key = standardwebhooks.Webhook(secret)._whsecret
+    except Exception:  # the library refuses the secret itself: devtunnel cannot verify with it either
+        key = None
+    t = str(int(time.time()))
+    signature = "v1," + base64.b64encode(hmac.new(key or b"k", f"msg_1.{t}.".encode() + JSON, hashlib.sha256).digest()).decode()
+    case = (JSON, [("webhook-id", "msg_1"), ("webhook-timestamp", t), ("webhook-signature", signature)])
+    verdict = _ours("standard", case, secret)
+    if key is None:
+        assert verdict.signature is Signature.UNVERIFIED
+        assert verdict.reason == "the secret for Standard Webhooks is not whsec_ followed by base64"
+        return
+    assert _accepts(lambda b, h: standardwebhooks.Webhook(secret).verify(b, _lowered(h)), case)
+    assert verdict.signature is Signature.VALID, verdict
+    scheme = by_name("standard", BUILTIN)
+    assert scheme is not None  # and what devtunnel signs with it, the library accepts
+    headers = scheme.sign(Delivery("POST", URL, Headers([("webhook-id", "msg_2")]), JSON), secret, time.time())
+    standardwebhooks.Webhook(secret).verify(JSON, dict(headers.items()))
