@@ -286,3 +286,34 @@ async def test_the_screen_starts_on_the_first_configured_provider_that_has_sampl
         samples = list_samples()
         start = samples[0] if expected is None else next(s for s in samples if s.provider == expected)
         assert screen.sample == start
+
+
+def test_http_with_another_name_gives_the_inspector_the_tunnels_provider_and_secrets_under_that_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # devtunnel http payments --name other: tunnel other is [tunnels.payments] (its webhook secrets
+    # applied to the agent's verdicts already); the inspector's palette knew it under no name.
+    from devtunnel.cli import build_parser
+    from devtunnel.commands.config import resolve_http
+    from devtunnel.commands.http import agent_options
+    from devtunnel.commands.inspect import inspector_app
+    from devtunnel.config import load
+
+    for name in [*RECEIVER_SECRETS, "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    project = tmp_path / "project"
+    project.mkdir()
+    config = project / "devtunnel.toml"
+    secret = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
+    config.write_text(f'[tunnels.payments]\ntarget = 8080\n[tunnels.payments.webhooks.stripe]\nsecret = "{secret}"\n')
+    config.chmod(0o600)
+    monkeypatch.chdir(project)
+    args = build_parser().parse_args(["http", "payments", "--name", "other", "--db", str(tmp_path / "c.db")])
+    args.settings = load()  # as cli.main does
+    args = resolve_http(args)
+    assert agent_options(args).webhook_names == {"other": "payments"}
+    app = inspector_app(Path(args.db), None, args)
+    assert app.webhooks is not None
+    other = app.webhooks.for_tunnel("other")
+    assert other.configured == ("stripe",) and other.secrets.get("stripe") == (secret,)
