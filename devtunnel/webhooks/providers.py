@@ -294,22 +294,29 @@ class StandardWebhooks(Provider):
     tolerance = DEFAULT_TOLERANCE
 
     @staticmethod
-    def _prefix(delivery: Delivery) -> str:
-        return "svix" if delivery.header("svix-signature") is not None or delivery.header("svix-id") else "webhook"
+    def _name(delivery: Delivery, part: str) -> str:
+        """The header that carries ``part`` (``id``, ``timestamp``, ``signature``), as svix reads
+        them: ``svix-PART`` where the delivery has it, else ``webhook-PART`` (all standardwebhooks
+        reads; the two agree on every delivery it can read). Where neither is there, the name of
+        the delivery's family: ``svix-`` when it carries any of those headers."""
+        for name in (f"svix-{part}", f"webhook-{part}"):
+            if delivery.header(name) is not None:
+                return name
+        svix = any(delivery.header(f"svix-{p}") is not None for p in ("id", "timestamp", "signature"))
+        return f"{'svix' if svix else 'webhook'}-{part}"
 
     def signed(self, delivery: Delivery) -> bool:
-        return delivery.header(f"{self._prefix(delivery)}-signature") is not None
+        return delivery.header(self._name(delivery, "signature")) is not None
 
     def detects(self, delivery: Delivery) -> bool:
-        prefix = self._prefix(delivery)
-        return self.signed(delivery) or (delivery.header(f"{prefix}-id") is not None
-                                         and delivery.header(f"{prefix}-timestamp") is not None)
+        return self.signed(delivery) or (delivery.header(self._name(delivery, "id")) is not None
+                                         and delivery.header(self._name(delivery, "timestamp")) is not None)
 
     def event_type(self, delivery: Delivery) -> str | None:
         return json_field(delivery.json(), "type")
 
     def delivery_id(self, delivery: Delivery) -> str | None:
-        return delivery.header(f"{self._prefix(delivery)}-id")
+        return delivery.header(self._name(delivery, "id"))
 
     @staticmethod
     def _key(secret: str) -> bytes:
@@ -342,21 +349,21 @@ class StandardWebhooks(Provider):
         return moment, str(math.floor(moment))
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        prefix = self._prefix(delivery)
-        msg_id = delivery.header(f"{prefix}-id")
+        id_name, signature_name = self._name(delivery, "id"), self._name(delivery, "signature")
+        msg_id = delivery.header(id_name)
         if not msg_id:
-            return Check(Signature.INVALID, f"missing {prefix}-id header")
-        value = self._timestamp_check(delivery.header(f"{prefix}-timestamp"), now)
+            return Check(Signature.INVALID, f"missing {id_name} header")
+        value = self._timestamp_check(delivery.header(self._name(delivery, "timestamp")), now)
         if isinstance(value, Check):
             return value
         # As standardwebhooks reads it: signatures between single spaces, each compared as the
         # text "v1,BASE64"; another scheme's (v1a,...) or a malformed one is passed over.
-        items = (delivery.header(f"{prefix}-signature") or "").split(" ")
+        items = (delivery.header(signature_name) or "").split(" ")
         given = [_text(item) for item in items if item.startswith("v1,")]
         if not given:
             if any(item.partition(",")[1] == "" or _unb64(item.partition(",")[2]) is None for item in items):
-                return Check(Signature.INVALID, f"malformed {prefix}-signature header (expected v1,BASE64)")
-            return Check(Signature.INVALID, f"malformed {prefix}-signature header: no v1 signature")
+                return Check(Signature.INVALID, f"malformed {signature_name} header (expected v1,BASE64)")
+            return Check(Signature.INVALID, f"malformed {signature_name} header: no v1 signature")
         expected = hmac_digest("sha256", self._key(secret), f"{msg_id}.{value}.".encode() + delivery.body)
         return self._matches(("v1," + _b64(expected)).encode(), given)
 
@@ -364,16 +371,16 @@ class StandardWebhooks(Provider):
         return self.sign_with_each(delivery, [secret], now)
 
     def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
-        prefix = self._prefix(delivery)
-        msg_id = delivery.header(f"{prefix}-id")
+        id_name = self._name(delivery, "id")
+        msg_id = delivery.header(id_name)
         if not msg_id:
-            raise SignatureError(f"a Standard Webhooks delivery needs a {prefix}-id header to be signed")
-        headers, stamp = stamped(delivery.headers, f"{prefix}-timestamp", now)
+            raise SignatureError(f"a Standard Webhooks delivery needs a {id_name} header to be signed")
+        headers, stamp = stamped(delivery.headers, self._name(delivery, "timestamp"), now)
         usable = [secrets[0], *(s for s in secrets[1:] if self.secret_problem(s) is None)]  # the first's problem raises
         signatures = dict.fromkeys(
             "v1," + _b64(hmac_digest("sha256", self._key(s), f"{msg_id}.{stamp}.".encode() + delivery.body))
             for s in usable)
-        return headers.with_set(f"{prefix}-signature", " ".join(signatures))
+        return headers.with_set(self._name(delivery, "signature"), " ".join(signatures))
 
 
 class Twilio(Provider):

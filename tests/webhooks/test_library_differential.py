@@ -438,3 +438,22 @@ def test_standard_webhooks_makes_the_key_of_a_secret_as_its_library_does(secret:
     assert scheme is not None  # and what devtunnel signs with it, the library accepts
     headers = scheme.sign(Delivery("POST", URL, Headers([("webhook-id", "msg_2")]), JSON), secret, time.time())
     standardwebhooks.Webhook(secret).verify(JSON, dict(headers.items()))
+
+
+@pytest.mark.parametrize("names", [("svix-id", "webhook-timestamp", "webhook-signature"),
+                                   ("webhook-id", "svix-timestamp", "webhook-signature"),
+                                   ("webhook-id", "webhook-timestamp", "svix-signature"),
+                                   ("svix-id", "svix-timestamp", "webhook-signature")],
+                         ids=["svix-id", "svix-timestamp", "svix-signature", "webhook-signature"])
+def test_svix_and_webhook_headers_mixed_are_read_header_by_header_as_svix_reads_them(names: tuple[str, str, str]) -> None:
+    t = str(int(time.time()))
+    id_name, timestamp_name, signature_name = names
+    case = (JSON, [(id_name, "msg_1"), (timestamp_name, t), (signature_name, _standard_sign("msg_1", t, JSON))])
+    assert _agree("standard", _svix, case, STANDARD_SECRET)
+    # Re-signed after an edit, the headers it came with carry the new signature: svix accepts it.
+    scheme = by_name("standard", BUILTIN)
+    assert scheme is not None
+    edited = JSON.replace(b"invoice.paid", b"invoice.voided")
+    headers = scheme.sign(Delivery("POST", URL, Headers(case[1]), edited), STANDARD_SECRET, time.time())
+    assert [name for name, _ in headers.items()] == list(names)
+    assert _accepts(_svix, (edited, list(headers.items())))
