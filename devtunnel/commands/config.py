@@ -33,7 +33,7 @@ from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.rules import Rule
 from devtunnel.values.terminal import quoted
 
-__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay"]
+__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "tunnel_webhook_names"]
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -45,6 +45,13 @@ def settings_of(args: argparse.Namespace) -> Settings:
 def store_path(args: argparse.Namespace) -> Path:
     """The capture database: ``--db``, else ``store.path`` (``DEVTUNNEL_DB``, files, default)."""
     return Path(args.db).expanduser() if args.db else settings_of(args).store.path
+
+
+def tunnel_webhook_names(args: argparse.Namespace) -> dict[str, str]:
+    """``http payments --name other``: tunnel other takes the webhook tables of ``[tunnels.payments]``
+    (for the agent's verdicts and the inspector's sample palette alike); empty otherwise."""
+    config_tunnel, name = getattr(args, "config_tunnel", None), getattr(args, "name", None)
+    return {name: config_tunnel} if config_tunnel and name else {}
 
 
 def resolve_http(args: argparse.Namespace) -> argparse.Namespace:

@@ -18,10 +18,10 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from devtunnel.commands.config import resolve_http
+from devtunnel.commands.config import resolve_http, tunnel_webhook_names
 from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via
 from devtunnel.commands.output import EscapingFormatter, err, no_screen, safe
 from devtunnel.config import Settings
@@ -120,8 +120,7 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
             rules=args.rules,
             **app,
         )] if is_http else []
-    # ``http payments --name other``: tunnel other takes the webhook secrets of [tunnels.payments].
-    webhook_names = {args.name: args.config_tunnel} if is_http and args.config_tunnel and args.name else {}
+    webhook_names = tunnel_webhook_names(args) if is_http else {}
     return AgentOptions(
         command=args.command, settings=args.settings, db=args.db, record=not args.no_record, body_cap=body_cap,
         relay=args.relay, token=args.token, relay_ca=args.relay_ca, head_timeout=head_timeout, embedded_port=args.port,
@@ -222,11 +221,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
         store = Store(options.db, max_exchanges=options.settings.store.max_exchanges,
                       max_bytes=options.settings.store.max_bytes)
         # Providers and secrets are read once, here; the recorder's thread judges each delivery.
-        webhooks = webhook_context(options.settings)
-        for name, section_name in options.webhook_names.items():
-            section = webhooks.tunnels.get(section_name)
-            if section is not None:
-                webhooks = replace(webhooks, tunnels={**webhooks.tunnels, name: section})
+        webhooks = webhook_context(options.settings, names=options.webhook_names)
         one_malloc_arena()  # before the thread's first allocation gives it an arena of its own
         recorder = Recorder(store, webhooks=webhooks)
         known = set(webhooks.secrets).union(*(t.secrets for t in webhooks.tunnels.values()))

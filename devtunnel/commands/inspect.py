@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devtunnel.commands.config import store_path
+from devtunnel.commands.config import store_path, tunnel_webhook_names
 from devtunnel.commands.output import no_screen
 from devtunnel.commands.tunnel_args import check_http_args
 from devtunnel.errors import ConfigError, DevtunnelError
@@ -139,7 +139,8 @@ def inspector_app(db: Path, agent_argv: Callable[[], list[str]] | None, args: ar
     backend = Backend(db, max_exchanges=store.max_exchanges, max_bytes=store.max_bytes,
                       replay_ignore_headers=args.settings.replay.ignore_headers)
     return InspectorApp(backend, agent_argv=agent_argv, agent_env=agent_env(args), agent_log=paths.agent_log(),
-                        history_path=paths.filter_history(), webhooks=webhook_context(args.settings))
+                        history_path=paths.filter_history(),
+                        webhooks=webhook_context(args.settings, names=tunnel_webhook_names(args)))
 
 
 def _check_state_folder() -> None:

@@ -123,13 +123,16 @@ def check_tunnel_providers(settings: Settings) -> None:
 
 
 
-def webhook_context(settings: Settings, environ: Mapping[str, str] | None = None) -> WebhookContext:
+def webhook_context(settings: Settings, environ: Mapping[str, str] | None = None,
+                    names: Mapping[str, str] | None = None) -> WebhookContext:
     """Providers and secrets as the agent judges deliveries with, read once when it starts.
 
     Custom providers from ``[webhooks.NAME]`` come first, then the built-in ones. Each
     provider's secrets: those written in config, then those in its variable (``secret_env``,
     else the conventional one, such as ``STRIPE_WEBHOOK_SECRET``). A tunnel with tables of its
-    own (``[tunnels.NAME.webhooks.PROVIDER]``) gets a context where those replace the global ones.
+    own (``[tunnels.NAME.webhooks.PROVIDER]``) gets a context where those replace the global ones;
+    ``names`` maps a tunnel's name to the ``[tunnels.NAME]`` whose tables it takes
+    (``devtunnel http payments --name other``: other takes payments').
     """
     from devtunnel.webhooks.context import WebhookContext
     from devtunnel.webhooks.secrets import known_secrets
@@ -148,6 +151,10 @@ def webhook_context(settings: Settings, environ: Mapping[str, str] | None = None
         if tunnel.webhooks:
             merged = {w.name: w for w in settings.webhooks}
             merged.update({w.name: w for w in tunnel.webhooks})
-            tunnels[tunnel.name] = context(merged.values())
+            tunnels[tunnel.name] = dataclasses.replace(context(merged.values()),
+                                                       configured=tuple(w.name for w in tunnel.webhooks))
+    for name, section_name in (names or {}).items():
+        if section_name in tunnels:
+            tunnels[name] = tunnels[section_name]
     return dataclasses.replace(context(settings.webhooks), tunnels=tunnels)
 

@@ -364,13 +364,17 @@ class InspectorApp(App[None]):
         ], FILTER_HELP, [*marks, *TABLE_LEGEND]))
 
     def action_send_sample(self) -> None:
-        """Open the "send a sample webhook" screen, aimed at the selected tunnel's public URL."""
+        """Open the "send a sample webhook" screen, aimed at the selected tunnel's public URL and
+        starting on the first sample of the provider configured for it (``[tunnels.NAME.webhooks.PROVIDER]``)."""
         # Imported here: the webhook samples it lists cost startup time. Not a worker: a failed
         # import ends the app with its traceback, as at startup.
         from devtunnel.tui.screens.send import SendSampleScreen
 
         tunnel = self.query_one(TunnelsPanel).current
-        self.push_screen(SendSampleScreen(tunnel.public_url if tunnel is not None else "", webhooks=self.webhooks))
+        # The tunnel's own secrets where it has some: its receiver holds them, and its agent judges with them.
+        webhooks = self.webhooks.for_tunnel(tunnel.name) if tunnel is not None and self.webhooks else self.webhooks
+        self.push_screen(SendSampleScreen(tunnel.public_url if tunnel is not None else "", webhooks=webhooks,
+                                          providers=webhooks.configured if webhooks else ()))
 
     def action_new_tunnel(self) -> None:
         if not self.backend.api_url:

@@ -163,6 +163,10 @@ class Provider:
     refuses_future: bool = True
     """Whether a timestamp more than ``tolerance`` ahead of the delivery is refused too; False for
     a scheme whose own libraries refuse only old ones (Stripe's: a receiver accepts it)."""
+    text_body: bool = False
+    """Whether the provider's own library reads the body as UTF-8 text before it verifies
+    (stripe's ``verify_header``, slack_sdk's ``SignatureVerifier``): a body that is not UTF-8
+    is refused by the receiver whatever its signature, so it is judged invalid here too."""
     value_markers: Mapping[str, str] = MappingProxyType({})
     """Headers ``detects`` reads that make a request this provider's only with a certain value, by
     name: text that value must contain (Stripe: a ``User-Agent`` holding ``Stripe/``). The recorder
@@ -213,6 +217,27 @@ class Provider:
         """Why ``secret`` cannot be a secret of this scheme, or None when it can."""
         return None
 
+    def body_problem(self, body: bytes) -> str | None:
+        """Why the provider's library refuses ``body`` whatever its signature, or None: a body
+        that is not UTF-8 where it reads the body as text (``text_body``). Verdicts and
+        re-signing both ask here."""
+        if not self.text_body:
+            return None
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (f"the body is not UTF-8 (byte {exc.start}): {self.title}'s library reads it as text "
+                    "and refuses it, whatever the signature")
+        return None
+
+    def read_timestamp(self, text: str) -> tuple[float, str] | None:
+        """What a signature's timestamp says, read as the provider's own library reads it: the
+        seconds since the epoch judged against the tolerance, and the text that is signed; or
+        None where that library refuses it (malformed). Here, for a scheme with no library (a
+        custom one): 1 to ``MAX_TIMESTAMP_DIGITS`` ASCII digits, signed as sent."""
+        value = timestamp_seconds(text)
+        return None if value is None else (value, text)
+
     def verify(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Check:
         """The signature's state against every known secret (any one may match: rotation)."""
         if not self.signed(delivery):
@@ -222,6 +247,9 @@ class Provider:
         problem = next((p for p in map(self.secret_problem, secrets) if p), None)
         if problem:
             return Check(Signature.UNVERIFIED, problem)
+        problem = self.body_problem(delivery.body)
+        if problem:
+            return Check(Signature.INVALID, problem)
         first: Check | None = None
         for secret in secrets:
             check = self.check(delivery, secret, now)
@@ -243,20 +271,25 @@ class Provider:
 
     # Helpers for the subclasses ---------------------------------------------------------------
 
-    def _timestamp_check(self, stamp: str | None, now: float) -> Check | int:
-        """The integer timestamp, or the Check that refuses it."""
+    def _timestamp_check(self, stamp: str | None, now: float) -> Check | str:
+        """The text of the timestamp that is signed (``read_timestamp``), or the Check that refuses it."""
         if not stamp:
             return Check(Signature.INVALID, "missing timestamp")
-        value = timestamp_seconds(stamp)
-        if value is None:
+        read = self.read_timestamp(stamp)
+        if read is None:
             return Check(Signature.INVALID, f"malformed timestamp {quoted(stamp[:40])}")
+        value, signed = read
         tolerance = self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE
-        age = now - value
-        if age > tolerance or (age < -tolerance and self.refuses_future):
-            when = "old" if age > 0 else "in the future"
-            return Check(Signature.INVALID, f"timestamp outside the tolerance: {_age_text(age)} {when} "
+        # Compared, not subtracted: a timestamp of hundreds of digits is an int no float holds.
+        old, ahead = value < now - tolerance, value > now + tolerance
+        if old or (ahead and self.refuses_future):
+            try:
+                age = _age_text(float(now - value))
+            except OverflowError:
+                age = "centuries"
+            return Check(Signature.INVALID, f"timestamp outside the tolerance: {age} {'old' if old else 'in the future'} "
                                             f"(tolerance {tolerance:.0f} s)")
-        return value
+        return signed
 
     @staticmethod
     def _matches(expected: bytes, given: Sequence[bytes]) -> Check:

@@ -194,12 +194,16 @@ class WebhookContext:
         secret_envs: the variable each provider's secret is read from, where config names
             another than the conventional one (for the "no secret: set ..." reason).
         tunnels: the context of tunnels that have secrets of their own, by tunnel name.
+        configured: the providers a tunnel's own tables name (``[tunnels.NAME.webhooks.PROVIDER]``),
+            in the order written: the tunnel's providers (the inspector's sample palette starts
+            on the first); empty for the context of every tunnel.
     """
 
     providers: tuple[Provider, ...] = BUILTIN
     secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     secret_envs: Mapping[str, str] = field(default_factory=dict)
     tunnels: Mapping[str, WebhookContext] = field(default_factory=dict)
+    configured: tuple[str, ...] = ()
 
     def for_tunnel(self, name: str) -> WebhookContext:
         """The context for exchanges of tunnel ``name``."""

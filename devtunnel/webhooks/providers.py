@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
+from datetime import datetime, timezone
 from collections.abc import Sequence
 from types import MappingProxyType
 from urllib.parse import parse_qsl, urlsplit
@@ -69,6 +71,13 @@ def _text(signature: str) -> bytes:
     return signature.encode("utf-8", "surrogateescape")
 
 
+def _signable(provider: Provider, delivery: Delivery) -> None:
+    """Raises SignatureError when the provider's library refuses the body whatever its signature."""
+    problem = provider.body_problem(delivery.body)
+    if problem:
+        raise SignatureError(problem)
+
+
 class Stripe(Provider):
     name = "stripe"
     title = "Stripe"
@@ -76,6 +85,7 @@ class Stripe(Provider):
     signature_headers = ("Stripe-Signature",)
     tolerance = DEFAULT_TOLERANCE
     refuses_future = False  # stripe.WebhookSignature.verify_header refuses only old timestamps
+    text_body = True  # verify_header decodes the body as UTF-8 first
     value_markers = MappingProxyType({"user-agent": "Stripe/"})  # signed, or sent by Stripe's agent
 
     def detects(self, delivery: Delivery) -> bool:
@@ -88,38 +98,60 @@ class Stripe(Provider):
         return json_field(delivery.json(), "id")
 
     @staticmethod
-    def _parts(header: str) -> tuple[str | None, list[bytes]]:
-        """The timestamp and the v1 signatures, read as Stripe's libraries read them: items
-        between commas with their keys as they are (``t=1, v1=...`` has no ``v1`` item, but
+    def _parts(header: str) -> tuple[str | None, list[str]] | None:
+        """The timestamp and the v1 signatures, read as stripe's ``verify_header`` reads them:
+        items between commas with their keys as they are (``t=1, v1=...`` has no ``v1`` item, but
         `` v1``), the first ``t=`` the timestamp, each ``v1=`` a signature compared as text with
         the lower-case hex digest; any other item (``v0=``, a scheme to come, no ``=`` at all)
-        passed over."""
+        passed over. None when the library cannot read the header at all: an item ``t`` or
+        ``v1`` without ``=`` (its ``item[1]`` raises)."""
         stamp: str | None = None
-        signatures: list[bytes] = []
+        signatures: list[str] = []
         for item in header.split(","):
             key, *values = item.split("=", 2)
-            if not values:
-                continue
+            if key in ("t", "v1") and not values:
+                return None
             if key == "t" and stamp is None:
-                stamp = values[0].rstrip()  # "t=1 ,v1=...": the space is the list's, not the number's
+                stamp = values[0]
             elif key == "v1":
-                signatures.append(_text(values[0]))
+                signatures.append(values[0])
         return stamp, signatures
 
+    def read_timestamp(self, text: str) -> tuple[float, str] | None:
+        # stripe reads t= with int() (a sign, spaces around it, _ between digits, any script's
+        # digits, as many digits as int() takes) and signs "%d" of the number, not the text.
+        try:
+            value = int(text)
+        except ValueError:
+            return None
+        return value, str(value)
+
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        stamp, signatures = self._parts(delivery.header("stripe-signature") or "")
+        parts = self._parts(delivery.header("stripe-signature") or "")
+        if parts is None:
+            return Check(Signature.INVALID, "malformed Stripe-Signature header: an item t or v1 without =")
+        stamp, signatures = parts
         if not signatures:
             return Check(Signature.INVALID, "malformed Stripe-Signature header: no v1 signature")
         value = self._timestamp_check(stamp, now)
         if isinstance(value, Check):
             return value
-        expected = hmac_digest("sha256", secret.encode(), f"{value}.".encode() + delivery.body)
-        return self._matches(expected.hex().encode(), signatures)
+        expected = hmac_digest("sha256", secret.encode(), f"{value}.".encode() + delivery.body).hex()
+        # In the header's order, as stripe compares them: the first that matches settles it, and
+        # one with a character that is not ASCII before it makes hmac.compare_digest raise.
+        for given in signatures:
+            if not given.isascii():
+                return Check(Signature.INVALID, f"malformed Stripe-Signature header: v1 signature {quoted(given[:40])} "
+                                                "is not ASCII")
+            if self._matches(expected.encode(), [_text(given)]).signature is Signature.VALID:
+                return Check(Signature.VALID)
+        return self._matches(expected.encode(), [])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
         return self.sign_with_each(delivery, [secret], now)
 
     def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
+        _signable(self, delivery)
         stamp = timestamp_text(now)
         signatures = dict.fromkeys(hmac_digest("sha256", s.encode(), f"{stamp}.".encode() + delivery.body).hex()
                                    for s in secrets)
@@ -177,6 +209,7 @@ class Slack(Provider):
     secret_env = "SLACK_SIGNING_SECRET"
     signature_headers = ("X-Slack-Signature", "X-Slack-Request-Timestamp")
     tolerance = DEFAULT_TOLERANCE
+    text_body = True  # SignatureVerifier decodes a body given as bytes as UTF-8
 
     def detects(self, delivery: Delivery) -> bool:
         return self.signed(delivery) or delivery.header("x-slack-request-timestamp") is not None
@@ -195,19 +228,26 @@ class Slack(Provider):
     def delivery_id(self, delivery: Delivery) -> str | None:
         return json_field(delivery.json(), "event_id")
 
+    def read_timestamp(self, text: str) -> tuple[float, str] | None:
+        # slack_sdk judges the age of int(header) and signs the header's text as it is.
+        try:
+            return int(text), text
+        except ValueError:
+            return None
+
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         header = delivery.header("x-slack-signature") or ""
         version, sep, digest = header.partition("=")
         if not (sep and version == "v0" and _unhex(digest) is not None):
             return Check(Signature.INVALID, "malformed X-Slack-Signature header (expected v0=HEX)")
-        stamp = delivery.header("x-slack-request-timestamp")
-        value = self._timestamp_check(stamp, now)
-        if isinstance(value, Check):
-            return value
-        return self._matches(self._digest(secret, stamp or "", delivery.body).hex().encode(),  # the text as sent
+        stamp = self._timestamp_check(delivery.header("x-slack-request-timestamp"), now)
+        if isinstance(stamp, Check):
+            return stamp
+        return self._matches(self._digest(secret, stamp, delivery.body).hex().encode(),  # the text as sent
                              [_text(digest)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        _signable(self, delivery)
         headers, stamp = stamped(delivery.headers, "X-Slack-Request-Timestamp", now)
         return headers.with_set("X-Slack-Signature", f"v0={self._digest(secret, stamp, delivery.body).hex()}")
 
@@ -254,26 +294,39 @@ class StandardWebhooks(Provider):
     tolerance = DEFAULT_TOLERANCE
 
     @staticmethod
-    def _prefix(delivery: Delivery) -> str:
-        return "svix" if delivery.header("svix-signature") is not None or delivery.header("svix-id") else "webhook"
+    def _name(delivery: Delivery, part: str) -> str:
+        """The header that carries ``part`` (``id``, ``timestamp``, ``signature``), as svix reads
+        them: ``svix-PART`` where the delivery has it, else ``webhook-PART`` (all standardwebhooks
+        reads; the two agree on every delivery it can read). Where neither is there, the name of
+        the delivery's family: ``svix-`` when it carries any of those headers."""
+        for name in (f"svix-{part}", f"webhook-{part}"):
+            if delivery.header(name) is not None:
+                return name
+        svix = any(delivery.header(f"svix-{p}") is not None for p in ("id", "timestamp", "signature"))
+        return f"{'svix' if svix else 'webhook'}-{part}"
 
     def signed(self, delivery: Delivery) -> bool:
-        return delivery.header(f"{self._prefix(delivery)}-signature") is not None
+        return delivery.header(self._name(delivery, "signature")) is not None
 
     def detects(self, delivery: Delivery) -> bool:
-        prefix = self._prefix(delivery)
-        return self.signed(delivery) or (delivery.header(f"{prefix}-id") is not None
-                                         and delivery.header(f"{prefix}-timestamp") is not None)
+        return self.signed(delivery) or (delivery.header(self._name(delivery, "id")) is not None
+                                         and delivery.header(self._name(delivery, "timestamp")) is not None)
 
     def event_type(self, delivery: Delivery) -> str | None:
         return json_field(delivery.json(), "type")
 
     def delivery_id(self, delivery: Delivery) -> str | None:
-        return delivery.header(f"{self._prefix(delivery)}-id")
+        return delivery.header(self._name(delivery, "id"))
 
     @staticmethod
     def _key(secret: str) -> bytes:
-        raw = _unb64(secret.removeprefix("whsec_") + "=" * (-len(secret.removeprefix("whsec_")) % 4))
+        # As standardwebhooks (and svix) make the key: whsec_ taken off, "==" added, and what
+        # base64 does not spell passed over (a secret with extra padding, a space or a character
+        # of another alphabet is the key that library makes of it, not refused).
+        try:
+            raw = base64.b64decode(secret.removeprefix("whsec_") + "==")
+        except (binascii.Error, ValueError):
+            raw = b""
         if not raw:
             raise SignatureError("a Standard Webhooks secret is whsec_ followed by base64")
         return raw
@@ -285,22 +338,32 @@ class StandardWebhooks(Provider):
             return f"the secret for {self.title} is not whsec_ followed by base64"
         return None
 
+    def read_timestamp(self, text: str) -> tuple[float, str] | None:
+        # standardwebhooks (and svix, which calls it) reads the header with float() into a
+        # datetime, judges that moment's age and signs its whole seconds: "+1.7e9", " 17_0"
+        # and a fraction are read, "nan" and a year past 9999 refused.
+        try:
+            moment = datetime.fromtimestamp(float(text), tz=timezone.utc).timestamp()
+        except (ValueError, OverflowError, OSError):
+            return None
+        return moment, str(math.floor(moment))
+
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
-        prefix = self._prefix(delivery)
-        msg_id = delivery.header(f"{prefix}-id")
+        id_name, signature_name = self._name(delivery, "id"), self._name(delivery, "signature")
+        msg_id = delivery.header(id_name)
         if not msg_id:
-            return Check(Signature.INVALID, f"missing {prefix}-id header")
-        value = self._timestamp_check(delivery.header(f"{prefix}-timestamp"), now)
+            return Check(Signature.INVALID, f"missing {id_name} header")
+        value = self._timestamp_check(delivery.header(self._name(delivery, "timestamp")), now)
         if isinstance(value, Check):
             return value
         # As standardwebhooks reads it: signatures between single spaces, each compared as the
         # text "v1,BASE64"; another scheme's (v1a,...) or a malformed one is passed over.
-        items = (delivery.header(f"{prefix}-signature") or "").split(" ")
+        items = (delivery.header(signature_name) or "").split(" ")
         given = [_text(item) for item in items if item.startswith("v1,")]
         if not given:
             if any(item.partition(",")[1] == "" or _unb64(item.partition(",")[2]) is None for item in items):
-                return Check(Signature.INVALID, f"malformed {prefix}-signature header (expected v1,BASE64)")
-            return Check(Signature.INVALID, f"malformed {prefix}-signature header: no v1 signature")
+                return Check(Signature.INVALID, f"malformed {signature_name} header (expected v1,BASE64)")
+            return Check(Signature.INVALID, f"malformed {signature_name} header: no v1 signature")
         expected = hmac_digest("sha256", self._key(secret), f"{msg_id}.{value}.".encode() + delivery.body)
         return self._matches(("v1," + _b64(expected)).encode(), given)
 
@@ -308,16 +371,16 @@ class StandardWebhooks(Provider):
         return self.sign_with_each(delivery, [secret], now)
 
     def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
-        prefix = self._prefix(delivery)
-        msg_id = delivery.header(f"{prefix}-id")
+        id_name = self._name(delivery, "id")
+        msg_id = delivery.header(id_name)
         if not msg_id:
-            raise SignatureError(f"a Standard Webhooks delivery needs a {prefix}-id header to be signed")
-        headers, stamp = stamped(delivery.headers, f"{prefix}-timestamp", now)
+            raise SignatureError(f"a Standard Webhooks delivery needs a {id_name} header to be signed")
+        headers, stamp = stamped(delivery.headers, self._name(delivery, "timestamp"), now)
         usable = [secrets[0], *(s for s in secrets[1:] if self.secret_problem(s) is None)]  # the first's problem raises
         signatures = dict.fromkeys(
             "v1," + _b64(hmac_digest("sha256", self._key(s), f"{msg_id}.{stamp}.".encode() + delivery.body))
             for s in usable)
-        return headers.with_set(f"{prefix}-signature", " ".join(signatures))
+        return headers.with_set(self._name(delivery, "signature"), " ".join(signatures))
 
 
 class Twilio(Provider):

@@ -229,3 +229,91 @@ def test_snapshot_send_screen_without_a_secret_at_80x24(snap_compare) -> None:  
         await pilot.pause()
 
     assert snap_compare(ScreenApp(screen), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_the_palette_starts_on_the_sample_of_the_provider_configured_for_the_tunnel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # [tunnels.pay.webhooks.stripe]: the tunnel pay takes Stripe deliveries. The palette started
+    # on the first sample (GitHub's) whatever the tunnel, and signed with the global secrets only.
+    from devtunnel.config import load, webhook_context
+
+    for name in RECEIVER_SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    config = project / "devtunnel.toml"
+    with receiver() as rx:
+        config.write_text(f'[tunnels.pay]\ntarget = "{rx.url}"\n'
+                          f'[tunnels.pay.webhooks.stripe]\nsecret = "{RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]}"\n')
+        config.chmod(0o600)
+        environ = {"XDG_CONFIG_HOME": str(tmp_path / "no-user-config")}
+        webhooks = webhook_context(load(environ, cwd=project), environ)
+        app = inspector_with_agent(tmp_path / "captures.db", tmp_path, tunnels=[TunnelRequest(rx.url, "pay")],
+                                   webhooks=webhooks)
+        async with app.run_test(size=(120, 30)) as pilot:
+            panel = app.query_one(TunnelsPanel)
+            await async_wait_for(lambda: panel.tunnels.get("pay") and panel.tunnels["pay"].state == "online",
+                                 timeout=30, what="the tunnel online")
+            public_url = panel.tunnels["pay"].public_url
+            await pilot.press("ctrl+p")
+            await pilot.press(*"Send a sample webhook")
+            await async_wait_for(lambda: "Send a sample webhook" in screen_text(app), what="the command")
+            await pilot.press("enter")
+            await async_wait_for(lambda: _send_screen_mounted(app), what="the send screen")
+            screen = app.screen
+            assert isinstance(screen, SendSampleScreen)
+            first_stripe = next(i for i, s in enumerate(list_samples()) if s.provider == "stripe")
+            assert first_stripe != 0
+            assert screen.query_one("#send-sample").value == first_stripe
+            assert screen.query_one("#send-url").value == public_url + screen.sample.path
+            assert "Signed with the secret in the config file." in screen_text(app)
+            await pilot.press("enter")  # in the URL field: the Stripe sample, signed, through the tunnel
+            await async_wait_for(lambda: screen.sent, timeout=30, what="the delivery sent")
+            assert screen.sent[0].signed and screen.sent[0].ok, _result(screen)
+            assert rx.verdicts[-1] == ("/webhooks/stripe", 200, "ok")
+            await pilot.press("escape")
+            await pilot.press("q")
+            await async_wait_for(lambda: not app.is_running, what="the app to quit")
+
+
+@pytest.mark.parametrize(("providers", "expected"), [((), None), (("acme", "slack"), "slack"), (("twilio",), "twilio")])
+async def test_the_screen_starts_on_the_first_configured_provider_that_has_samples(
+        providers: tuple[str, ...], expected: str | None) -> None:
+    screen = SendSampleScreen("", environ={}, providers=providers)
+    app = ScreenApp(screen)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await pilot.pause()
+        samples = list_samples()
+        start = samples[0] if expected is None else next(s for s in samples if s.provider == expected)
+        assert screen.sample == start
+
+
+def test_http_with_another_name_gives_the_inspector_the_tunnels_provider_and_secrets_under_that_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # devtunnel http payments --name other: tunnel other is [tunnels.payments] (its webhook secrets
+    # applied to the agent's verdicts already); the inspector's palette knew it under no name.
+    from devtunnel.cli import build_parser
+    from devtunnel.commands.config import resolve_http
+    from devtunnel.commands.http import agent_options
+    from devtunnel.commands.inspect import inspector_app
+    from devtunnel.config import load
+
+    for name in [*RECEIVER_SECRETS, "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    project = tmp_path / "project"
+    project.mkdir()
+    config = project / "devtunnel.toml"
+    secret = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
+    config.write_text(f'[tunnels.payments]\ntarget = 8080\n[tunnels.payments.webhooks.stripe]\nsecret = "{secret}"\n')
+    config.chmod(0o600)
+    monkeypatch.chdir(project)
+    args = build_parser().parse_args(["http", "payments", "--name", "other", "--db", str(tmp_path / "c.db")])
+    args.settings = load()  # as cli.main does
+    args = resolve_http(args)
+    assert agent_options(args).webhook_names == {"other": "payments"}
+    app = inspector_app(Path(args.db), None, args)
+    assert app.webhooks is not None
+    other = app.webhooks.for_tunnel("other")
+    assert other.configured == ("stripe",) and other.secrets.get("stripe") == (secret,)

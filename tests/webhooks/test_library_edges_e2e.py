@@ -146,6 +146,16 @@ def _stripe_header(body: bytes, at: float, shape: str) -> list[tuple[str, str]]:
     return [("Stripe-Signature", shape.format(t=t, sig=sig, SIG=sig.upper()))]
 
 
+def _stripe_stamp(body: bytes, written: str) -> list[tuple[str, str]]:
+    """A Stripe-Signature whose t= is ``written`` ({t}: now; {head} and {tail}: its first two
+    digits and the others), signed as stripe's library reads it: over "%d" of int(t=)."""
+    t = str(int(time.time()))
+    stamp = written.format(t=t, head=t[:2], tail=t[2:])
+    message = f"{int(stamp)}.".encode() + body
+    return [("Stripe-Signature", f"t={stamp},v1=" + hmac.new(RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"].encode(), message,
+                                                              hashlib.sha256).hexdigest())]
+
+
 def _github_header(body: bytes, upper: bool) -> list[tuple[str, str]]:
     digest = hmac.new(RECEIVER_SECRETS["GITHUB_WEBHOOK_SECRET"].encode(), body, hashlib.sha256).hexdigest()
     return [("X-GitHub-Event", "issues"), ("X-GitHub-Delivery", str(uuid.uuid4())),
@@ -167,14 +177,22 @@ def _standard_header(body: bytes, before: str = "") -> list[tuple[str, str]]:
         ("/webhooks/stripe", lambda b: _stripe_header(b, time.time() + 3600, "t={t},v1={sig}"), True),
         ("/webhooks/stripe", lambda b: _stripe_header(b, time.time(), "t={t}, v1={sig}"), False),
         ("/webhooks/stripe", lambda b: _stripe_header(b, time.time(), "t={t},v1={SIG}"), False),
+        ("/webhooks/stripe", lambda b: _stripe_stamp(b, "+{t}"), True),
+        ("/webhooks/stripe", lambda b: _stripe_stamp(b, " {t}"), True),
+        ("/webhooks/stripe", lambda b: _stripe_stamp(b, "{head}_{tail}"), True),
+        ("/webhooks/stripe", lambda b: _stripe_stamp(b, "{t}"), False),  # the body made not UTF-8, below
         ("/webhooks/github", lambda b: _github_header(b, upper=True), False),
         ("/webhooks/standard", lambda b: _standard_header(b, "v1,@@@"), True),
     ],
     ids=["stripe-junk-item", "stripe-unreadable-v1-first", "stripe-an-hour-ahead", "stripe-space-before-v1",
-         "stripe-upper-case-hex", "github-upper-case-hex", "standard-unreadable-signature-first"],
+         "stripe-upper-case-hex", "stripe-plus-timestamp", "stripe-space-in-timestamp", "stripe-underscore-timestamp",
+         "stripe-body-not-utf-8", "github-upper-case-hex", "standard-unreadable-signature-first"],
 )
-def test_the_verdict_agrees_with_the_receivers_library(tunnel: Tunnel, path: str, make: Any, accepted: bool) -> None:
+def test_the_verdict_agrees_with_the_receivers_library(tunnel: Tunnel, path: str, make: Any, accepted: bool,
+                                                       request: pytest.FixtureRequest) -> None:
     body = json.dumps({"id": "evt_" + uuid.uuid4().hex, "type": "invoice.paid", "action": "opened"}).encode()
+    if request.node.callspec.id.endswith("not-utf-8"):
+        body = body.replace(b"invoice.paid", b"invoice.pa\xefd")  # Latin-1, as some senders' bodies are
     status, row = tunnel.deliver(path, [("Content-Type", "application/json"), *make(body)], body)
     assert (status == 200) is accepted, tunnel.rx.verdicts[-1]
     assert (row["webhook"]["signature"] == "valid") is accepted, row["webhook"]

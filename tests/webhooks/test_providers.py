@@ -8,7 +8,6 @@ import hmac
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -488,6 +487,8 @@ def test_sign_then_verify_round_trips_for_every_scheme(name: str, body: bytes, n
     if name == "twilio":  # Twilio signs form parameters (a raw body is not covered by its scheme)
         body = urlencode({"Body": body.decode("latin-1")}).encode()
         headers = [("Content-Type", "application/x-www-form-urlencoded")]
+    elif provider.text_body:  # its library reads the body as UTF-8 text (a body that is not: below)
+        body = body.decode("latin-1").encode("utf-8")
     d = signed(name, delivery(headers, body), SECRETS[name], now)
     assert detect(d) is provider
     assert provider.verify(d, [SECRETS[name]], now).signature is Signature.VALID
@@ -497,21 +498,13 @@ def test_sign_then_verify_round_trips_for_every_scheme(name: str, body: bytes, n
             is Signature.INVALID
 
 
-# Timestamps: one rule for every scheme that signs one -------------------------------------------
+# Timestamps of a custom scheme: no library to read them as, so ASCII digits alone -----------------
+# (The built-in schemes read theirs as their libraries do: tests/webhooks/test_library_differential.py.)
 
 _ACME = CustomProvider("acme", "X-Acme-Signature", template="{timestamp}.{body}", timestamp_header="X-Acme-Time")
-_STAMPED = [  # (provider, secret, extra headers, how the timestamp is carried)
-    (Stripe(), STRIPE_SECRET, [], "stripe-signature"),
-    (Slack(), "8f742231b10e8888abcd99yyyzzz85a5", [], "x-slack-request-timestamp"),
-    (StandardWebhooks(), SVIX_SECRET, [("webhook-id", "msg_1")], "webhook-timestamp"),
-    (StandardWebhooks(), SVIX_SECRET, [("svix-id", "msg_1"), ("svix-timestamp", "1")], "svix-timestamp"),
-    (_ACME, "k", [], "x-acme-time"),
-]
 _ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
 
 
-@pytest.mark.parametrize(("provider", "secret", "extra", "carrier"), _STAMPED,
-                         ids=["stripe", "slack", "standard-webhooks", "svix", "custom"])
 @pytest.mark.parametrize(
     "stamp",
     [
@@ -532,32 +525,22 @@ _ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u066
     ids=["arabic-indic-now", "plus-now", "underscore-now", "space-after", "space-before", "arabic-indic-123",
          "plus", "underscore", "minus", "400-digits"],
 )
-def test_a_timestamp_that_is_not_ascii_digits_is_malformed_for_every_scheme(
-    provider: Any, secret: str, extra: list[tuple[str, str]], carrier: str, stamp: str
-) -> None:
-    d = delivery([("Content-Type", "application/json"), *extra], STRIPE_EVENT)
-    headers = provider.sign(d, secret, NOW)
-    if carrier == "stripe-signature":
-        signature = headers.get(carrier)
-        headers = headers.with_set(carrier, signature.replace(f"t={int(NOW)}", f"t={stamp}"))
-    else:
-        assert headers.get(carrier) == str(int(NOW))
-        headers = headers.with_set(carrier, stamp)
-    sent = Delivery(d.method, d.url, headers, d.body)
-    assert provider.verify(Delivery(d.method, d.url, provider.sign(d, secret, NOW), d.body), [secret], NOW).signature \
-        is Signature.VALID  # the same delivery with the timestamp as signed
-    check = provider.verify(sent, [secret], NOW)
-    if stamp != stamp.strip() and (carrier != "stripe-signature" or stamp.endswith(" ")):
-        # Space around a header's value (HTTP's optional whitespace) or around an item of
-        # Stripe's comma list ("t=1 ,v1=..") is syntax, not part of the timestamp.
+def test_a_custom_schemes_timestamp_that_is_not_ascii_digits_is_malformed(stamp: str) -> None:
+    d = delivery([("Content-Type", "application/json")], STRIPE_EVENT)
+    headers = _ACME.sign(d, "k", NOW)
+    assert headers.get("x-acme-time") == str(int(NOW))
+    sent = Delivery(d.method, d.url, headers.with_set("x-acme-time", stamp), d.body)
+    assert _ACME.verify(Delivery(d.method, d.url, headers, d.body), ["k"], NOW).signature is Signature.VALID
+    check = _ACME.verify(sent, ["k"], NOW)
+    if stamp != stamp.strip():
+        # Space around a header's value (HTTP's optional whitespace) is syntax, not the timestamp.
         assert check.signature is Signature.VALID
         return
     assert (check.signature, check.reason) == (Signature.INVALID, f"malformed timestamp {stamp[:40]!r}")
     verdict = judge(Request(method="POST", target=b"/hook", headers=Headers([("Host", "hooks.example.com"),
-                                                                            *headers.items()]),
-                            body=d.body), scheme="https", now=NOW,
-                    secrets={provider.name: [secret]}, providers=[_ACME, *BUILTIN])
-    assert verdict is not None and verdict.provider == provider.name
+                                                                            *sent.headers.items()]),
+                            body=d.body), scheme="https", now=NOW, secrets={"acme": ["k"]}, providers=[_ACME, *BUILTIN])
+    assert verdict is not None and verdict.provider == "acme"
     assert (verdict.signature, verdict.reason) == (Signature.INVALID, f"malformed timestamp {stamp[:40]!r}")
 
 

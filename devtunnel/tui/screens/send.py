@@ -60,6 +60,9 @@ class SendSampleScreen(Dialog[None]):
             (``config.webhook_context``: devtunnel.toml, then the variables).
         samples: the samples to offer (the shipped ones by default).
         timeout: seconds to wait for the receiver.
+        providers: the providers configured for the tunnel (``WebhookContext.configured``): the
+            choice starts on the first sample of the first of them that has samples, else on the
+            first sample.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Close")]
@@ -78,7 +81,7 @@ class SendSampleScreen(Dialog[None]):
 
     def __init__(self, base_url: str = "", *, environ: Mapping[str, str] | None = None,
                  webhooks: WebhookContext | None = None, samples: Sequence[SampleInfo] | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, providers: Sequence[str] = ()) -> None:
         super().__init__()
         self.base_url = base_url
         self.environ = os.environ if environ is None else environ
@@ -88,13 +91,14 @@ class SendSampleScreen(Dialog[None]):
         self.sent: list[Sent] = []
         """Every delivery sent from this screen, in order."""
         self._default_url = ""
+        self._start = next((i for name in providers for i, s in enumerate(self.samples) if s.provider == name), 0)
 
     def compose_dialog(self) -> ComposeResult:
         with Vertical() as form:
             form.border_title = "Send a sample webhook"
             yield Label("Sample (provider · event)")
             yield Select([(_label(s), i) for i, s in enumerate(self.samples)],
-                         value=0, allow_blank=False, id="send-sample")
+                         value=self._start, allow_blank=False, id="send-sample")
             yield Label("URL (a tunnel's public URL: the delivery is captured like a real one)")
             yield Input(placeholder="http://hooks.localhost:8000/webhooks/stripe", id="send-url")
             yield Static("", id="send-secret")
