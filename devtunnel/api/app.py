@@ -3,8 +3,8 @@
 ngrok's routes::
 
     GET    /api/tunnels                   {"tunnels": [...], "uri"}
-    POST   /api/tunnels                   {"addr", "name", "proto": "http"} -> 201 tunnel
-    GET    /api/tunnels/{name}            one tunnel
+    POST   /api/tunnels                   {"addr", "name", "proto": "http", "subdomain"|"hostname"|"domain"|"url"} -> 201 tunnel
+    GET    /api/tunnels/{name}            one tunnel (also as "{name} (http)", and by the name it was asked for)
     DELETE /api/tunnels/{name}            stop it (204)
     GET    /api/tunnels/{name}/logs       the output of the app it runs (?follow=1, ?contains=, ?limit=)
     GET|POST /api/endpoints, GET|DELETE /api/endpoints/{name}   the same tunnels as ngrok v3's endpoints
@@ -45,14 +45,16 @@ from devtunnel.api.events import EventHub, not_a_websocket
 from devtunnel.api.plumbing import (
     EXCEPTION_HANDLERS,
     ApiError,
+    TunnelAliases,
+    aliases_of,
     find_tunnel,
     json_body,
     no_content,
     ok,
     ngrok_rules,
     refuse_unsupported,
+    requested_name,
     str_field,
-    tunnel_label,
     tunnel_options,
 )
 from devtunnel.api.security import LoopbackOnly
@@ -85,25 +87,26 @@ async def start_tunnel(request: Request) -> Response:
     data = await json_body(request)
     refuse_unsupported(data, "tunnel")
     addr = str_field(data, "addr", required=True) or ""
-    name = tunnel_label(str_field(data, "name"))
+    name = requested_name(data, "tunnel")  # subdomain, hostname, domain or url, else name
     proto = str_field(data, "proto") or "http"
     if proto != "http":
         raise ApiError(400, f"only http tunnels are supported, not {quoted(proto)}")
     rules = ngrok_rules(data, "tunnel")  # ngrok's basic auth and IP restrictions, at the relay
     config = TunnelConfig(target=addr, name=name, rules=rules, **tunnel_options(data))
     info = await service_of(request).start_tunnel(config)
+    aliases_of(request).add(str_field(data, "name"), info.name)  # GET /api/tunnels/NAME as it was asked for
     return ok(tunnel_json(info), status_code=201)
 
 
 async def get_tunnel(request: Request) -> Response:
     """``GET /api/tunnels/{name}``."""
-    return ok(tunnel_json(find_tunnel(service_of(request), request.path_params["name"])))
+    return ok(tunnel_json(find_tunnel(service_of(request), request.path_params["name"], aliases=aliases_of(request))))
 
 
 async def stop_tunnel(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}`` (204)."""
     service = service_of(request)
-    await service.stop_tunnel(find_tunnel(service, request.path_params["name"]).name)
+    await service.stop_tunnel(find_tunnel(service, request.path_params["name"], aliases=aliases_of(request)).name)
     return no_content()
 
 
@@ -111,7 +114,7 @@ async def restart_tunnel(request: Request) -> Response:
     """``POST /api/tunnels/{name}/restart``: connect to the relay again now and start its app again,
     every setting kept; 200 with the tunnel."""
     service = service_of(request)
-    return ok(tunnel_json(await service.restart_tunnel(find_tunnel(service, request.path_params["name"]).name)))
+    return ok(tunnel_json(await service.restart_tunnel(find_tunnel(service, request.path_params["name"], aliases=aliases_of(request)).name)))
 
 
 async def status(request: Request) -> Response:
@@ -171,6 +174,7 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.service = service
+    app.state.aliases = TunnelAliases(service)
     app.state.events = EventHub(service, interval=events_interval, max_ids=events_max_ids)
     return app
 

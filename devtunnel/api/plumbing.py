@@ -32,14 +32,15 @@ from devtunnel.errors import (
 )
 from devtunnel.export.agent_json import error_json
 from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
-from devtunnel.values.names import label_from
-from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling, upstream_protocol_problem
+from devtunnel.values.names import label_from, validate_name
+from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling, upstream_protocol_problem, url_first_label
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
-from devtunnel.agent.info import TunnelInfo
+from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.api.service import Service
 
 __all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
+           "TunnelAliases", "aliases_of", "requested_name", "PUBLIC_ADDRESS_KEYS",
            "EXCEPTION_HANDLERS"]
 
 log = logging.getLogger(__name__)
@@ -269,19 +270,57 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
             "insecure": insecure, "record": data.get("inspect") is not False}
 
 
-COMMAND_LINE_NAMES = frozenset({"command_line", "command_line (http)"})
+COMMAND_LINE_NAMES = frozenset({"command_line"})
 """What ngrok names the tunnel of ``ngrok http 8080``: scripts read ``/api/tunnels/command_line``."""
 
+HTTP_TWIN = " (http)"
+"""What ngrok v2 appends to the name of a tunnel's http twin: an http tunnel with ``bind_tls: both``
+(v2's default) runs as ``NAME`` (https) and ``NAME (http)``, and pyngrok before 7.2, java-ngrok
+and scripts read ``/api/tunnels/NAME%20%28http%29`` right after starting ``NAME``. A devtunnel
+tunnel is one, whatever its scheme: both names are it."""
 
-def tunnel_named(service: Service, name: str) -> TunnelInfo | None:
+
+class TunnelAliases:
+    """The names ngrok clients asked for tunnels that run under another one: a tunnel asked for
+    as ``web`` with ``subdomain: myapp`` runs as ``myapp`` (its public address is its name), and
+    the script that started it goes on with ``/api/tunnels/web``. An alias lasts as long as the
+    tunnel: it is dropped when the tunnel stops."""
+
+    def __init__(self, service: Service) -> None:
+        self._names: dict[str, str] = {}
+        service.subscribe(self._changed)
+
+    def add(self, asked: str | None, name: str) -> None:
+        """``asked`` (as a client gave it) now names the running tunnel ``name`` too."""
+        label = tunnel_label(asked)
+        if label is not None and label != name:
+            self._names[label] = name
+
+    def get(self, asked: str) -> str | None:
+        """The tunnel name ``asked`` is an alias of, or None."""
+        label = label_from(asked)
+        return self._names.get(label) if label is not None else None
+
+    def _changed(self, info: TunnelInfo) -> None:
+        if info.state is TunnelState.STOPPED:
+            for alias in [alias for alias, name in self._names.items() if name == info.name]:
+                del self._names[alias]
+
+
+def tunnel_named(service: Service, name: str, aliases: TunnelAliases | None = None) -> TunnelInfo | None:
     """The running tunnel called ``name``, or the one whose name is ``name`` made a DNS label:
     an ngrok client names a tunnel as ngrok takes it (``My Hooks``), and it runs as ``my-hooks``
-    (``tunnel_label``). ngrok's ``command_line`` is the agent's tunnel when it runs only one (that
-    of ``devtunnel http 8080``). None when there is none of these."""
+    (``tunnel_label``); else the one a client asked for as ``name`` (``aliases``). ``NAME (http)``
+    is ``NAME`` (``HTTP_TWIN``). ngrok's ``command_line`` is the agent's tunnel when it runs only
+    one (that of ``devtunnel http 8080``). None when there is none of these."""
     tunnels = service.tunnels()
     label = label_from(name)
+    alias = aliases.get(name) if aliases is not None else None
     found = (next((info for info in tunnels if info.name == name), None)
-             or next((info for info in tunnels if info.name == label), None))
+             or next((info for info in tunnels if info.name == label), None)
+             or next((info for info in tunnels if info.name == alias), None))
+    if found is None and name.endswith(HTTP_TWIN) and name != HTTP_TWIN:
+        found = tunnel_named(service, name.removesuffix(HTTP_TWIN), aliases)
     if found is None and name in COMMAND_LINE_NAMES and len(tunnels) == 1:
         found = tunnels[0]
     return found
@@ -294,12 +333,77 @@ def tunnel_label(name: str | None) -> str | None:
     return label_from(name) if name else None
 
 
-def find_tunnel(service: Service, name: str, what: str = "tunnel") -> TunnelInfo:
+PUBLIC_ADDRESS_KEYS = ("url", "domain", "hostname", "subdomain")
+"""The keys an ngrok client asks for a public address with: v3's ``url``, v2's ``hostname`` and
+``subdomain``, and ``domain`` (agent 3's, and what pyngrok's ``connect(domain=...)`` sends)."""
+
+
+def _public_label(key: str, value: str, what: str) -> str | None:
+    """The tunnel name ``value`` of ``key`` asks for (None: no host in it), or a 400."""
+    if key == "subdomain":
+        if "." in value:
+            raise ApiError(400, f"subdomain {quoted(value)}: a devtunnel tunnel's public address is NAME.DOMAIN "
+                                f"of its relay, NAME one DNS label; the {what} was not started")
+        label = value
+    else:
+        try:
+            scheme, label = url_first_label(value)
+        except ValueError as exc:  # an unclosed "[" of an IPv6 address
+            raise ApiError(400, f"{key} {quoted(value)}: {exc}; the {what} was not started") from None
+        if scheme not in ("http", "https"):
+            raise ApiError(400, f"only http and https {what}s are supported, not {scheme}://; the {what} was not started")
+        if not label:
+            return None
+    try:
+        return validate_name(label)
+    except ConfigError as exc:
+        raise ApiError(400, f"{key} {quoted(value)}: {exc}; the {what} was not started") from None
+
+
+def requested_name(data: dict[str, Any], what: str) -> str | None:
+    """The name of a tunnel or endpoint asked for, on ``/api/tunnels`` and ``/api/endpoints`` alike.
+
+    A devtunnel tunnel's public address is its name under its relay's domain, so the address
+    asked for names it, whichever key carries it (``PUBLIC_ADDRESS_KEYS``): the first label of a
+    ``url``, ``domain`` or ``hostname`` (``https://payments.ngrok.app`` -> ``payments``; the
+    relay's domain stands for the rest), or the ``subdomain``. Otherwise ``name`` made a valid DNS
+    label (pyngrok names tunnels ``http-8080-<uuid>``); None lets the agent pick one.
+
+    Raises:
+        ApiError: 400 for an address devtunnel cannot give: another scheme than http(s), a host
+            label that is no DNS label, a subdomain of more than one label, or keys asking for
+            different addresses.
+    """
+    asked: dict[str, tuple[str, str]] = {}
+    for key in PUBLIC_ADDRESS_KEYS:
+        value = str_field(data, key)
+        if value:
+            label = _public_label(key, value, what)
+            if label is not None:
+                asked[key] = (value, label)
+    if not asked:
+        return tunnel_label(str_field(data, "name"))
+    (key, (value, label)), *others = asked.items()
+    for other_key, (other_value, other_label) in others:
+        if other_label != label:
+            raise ApiError(400, f"{key} {quoted(value)} and {other_key} {quoted(other_value)} ask for different public "
+                                f"addresses ({label} and {other_label}), and a devtunnel tunnel has one; the {what} "
+                                "was not started")
+    return label
+
+
+def find_tunnel(service: Service, name: str, what: str = "tunnel", aliases: TunnelAliases | None = None) -> TunnelInfo:
     """The running tunnel called ``name`` (``tunnel_named``), or ``NotFoundError``."""
-    info = tunnel_named(service, name)
+    info = tunnel_named(service, name, aliases)
     if info is None:
         raise NotFoundError(f"no {what} named {quoted(name)}")
     return info
+
+
+def aliases_of(request: Request) -> TunnelAliases:
+    """The aliases of the app's tunnels (``create_app``)."""
+    aliases: TunnelAliases = request.app.state.aliases
+    return aliases
 
 
 def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> int:

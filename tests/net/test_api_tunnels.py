@@ -160,9 +160,83 @@ async def test_every_ngrok_tunnel_key_is_still_taken_as_before(agent: Agent) -> 
             "crt": "", "key": "", "remote_addr": "", "labels": [], "relay": None, "via": None}
     resp = await agent.client.post("/api/tunnels", json=body)
     assert resp.status_code == 201, resp.text
-    assert resp.json()["name"] == body["name"]
+    assert resp.json()["name"] == "payments"  # the public address asked for (all three say payments)
+    assert (await agent.client.get(f"/api/tunnels/{body['name']}")).json()["name"] == "payments"
     resp = await agent.client.post("/api/tunnels", json={"addr": "8080", "name": "b", "oauth": {"provider": "google"}})
     assert resp.status_code == 400 and "OAuth are not supported" in resp.json()["msg"]
+
+
+@pytest.mark.parametrize("key", ["subdomain", "hostname", "domain", "url"])
+async def test_the_public_address_asked_for_names_the_tunnel_and_the_name_asked_for_still_finds_it(
+    agent: Agent, key: str
+) -> None:
+    # ngrok v2's POST /api/tunnels takes the public address as subdomain, hostname or domain:
+    # devtunnel ignored them and gave the tunnel its "name" (web.localhost, not myapp.localhost).
+    value = {"subdomain": "myapp", "hostname": "myapp.example.com", "domain": "myapp.ngrok.app",
+             "url": "https://myapp.ngrok.app"}[key]
+    resp = await agent.client.post("/api/tunnels", json={"addr": agent.target, "name": "web", "proto": "http", key: value})
+    assert resp.status_code == 201, resp.text
+    tunnel = resp.json()
+    assert (tunnel["name"], tunnel["uri"]) == ("myapp", "/api/tunnels/myapp")
+    assert tunnel["public_url"].startswith("http://myapp.localhost:")
+    assert (await _public("GET", tunnel["public_url"], "/hello")).status_code == 200
+    # The script goes on with the name it gave, and with ngrok v2's "NAME (http)" (pyngrok < 7.2, java-ngrok).
+    for asked in ("web", "web (http)", "myapp (http)", "myapp"):
+        one = await agent.client.get(f"/api/tunnels/{asked}")
+        assert one.status_code == 200 and one.json()["name"] == "myapp", (asked, one.text)
+        assert (await agent.client.get(f"/api/endpoints/{asked}")).json()["name"] == "myapp"
+
+    async def by_asked_name() -> list[Any]:
+        return list((await agent.client.get("/api/requests/http", params={"tunnel_name": "web"})).json()["requests"])
+
+    exchange_id = (await async_wait_for(by_asked_name, what="the capture by the name asked for"))[0]["id"]
+    before = len(agent.seen.requests)
+    resp = await agent.client.post("/api/requests/http", json={"id": exchange_id, "tunnel_name": "web (http)"})
+    assert resp.status_code == 204, resp.text
+    assert len(agent.seen.requests) == before + 1
+    assert (await agent.client.delete("/api/tunnels/web")).status_code == 204
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+    # Gone with its tunnel: a later tunnel of that name is not found by the old alias.
+    await _start(agent, "myapp")
+    assert (await agent.client.get("/api/tunnels/web")).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
+@pytest.mark.parametrize(
+    ("public", "fragment"),
+    [
+        ({"subdomain": "my.app"}, "subdomain 'my.app': a devtunnel tunnel's public address is NAME.DOMAIN of its relay"),
+        ({"subdomain": "my_app"}, "subdomain 'my_app': tunnel name 'my_app' is not a valid DNS label"),
+        ({"hostname": "*.example.com"}, "hostname '*.example.com': tunnel name '*' is not a valid DNS label"),
+        ({"domain": "tcp://1.tcp.ngrok.io"}, "only http and https "),
+        ({"hostname": "https://[::1"}, "hostname 'https://[::1': Invalid IPv6 URL"),
+        ({"subdomain": "a", "hostname": "b.example.com"},
+         "hostname 'b.example.com' and subdomain 'a' ask for different public addresses (b and a)"),
+        ({"url": "https://a.ngrok.app", "domain": "b.ngrok.app"}, "url 'https://a.ngrok.app' and domain 'b.ngrok.app'"),
+        ({"subdomain": ["a"]}, "the field 'subdomain' must be a string"),
+    ],
+)
+async def test_a_public_address_devtunnel_cannot_give_is_a_400_on_either_resource(
+    agent: Agent, path: str, public: dict[str, Any], fragment: str
+) -> None:
+    body = {"addr": agent.target, "name": "web", **public}
+    resp = await agent.client.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()
+    assert (error["error_code"], error["status_code"], error["details"]) == (100, 400, {})
+    assert fragment in error["msg"], error["msg"]
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_a_page_cannot_start_a_tunnel_with_a_public_address(agent: Agent) -> None:
+    body = {"addr": agent.target, "subdomain": "myapp"}
+    for headers in ({"Origin": "https://evil.example"}, {"Host": "myapp.evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "null"}, {"X-Forwarded-For": "203.0.113.7"}):
+        resp = await agent.client.post("/api/tunnels", json=body, headers=headers)
+        assert resp.status_code == 403, (headers, resp.text)
+        assert resp.json()["error_code"] == 101
+        assert (await agent.client.get("/api/tunnels/myapp (http)", headers=headers)).status_code == 403
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
 
 
 @pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
