@@ -47,7 +47,6 @@ from devtunnel.api.plumbing import (
     ApiError,
     TunnelAliases,
     aliases_of,
-    find_tunnel,
     json_body,
     no_content,
     ok,
@@ -55,6 +54,7 @@ from devtunnel.api.plumbing import (
     refuse_unsupported,
     requested_name,
     str_field,
+    tunnel_of,
     tunnel_options,
 )
 from devtunnel.api.security import LoopbackOnly
@@ -100,13 +100,13 @@ async def start_tunnel(request: Request) -> Response:
 
 async def get_tunnel(request: Request) -> Response:
     """``GET /api/tunnels/{name}``."""
-    return ok(tunnel_json(find_tunnel(service_of(request), request.path_params["name"], aliases=aliases_of(request))))
+    return ok(tunnel_json(tunnel_of(request)))
 
 
 async def stop_tunnel(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}`` (204)."""
     service = service_of(request)
-    await service.stop_tunnel(find_tunnel(service, request.path_params["name"], aliases=aliases_of(request)).name)
+    await service.stop_tunnel(tunnel_of(request).name)
     return no_content()
 
 
@@ -114,7 +114,7 @@ async def restart_tunnel(request: Request) -> Response:
     """``POST /api/tunnels/{name}/restart``: connect to the relay again now and start its app again,
     every setting kept; 200 with the tunnel."""
     service = service_of(request)
-    return ok(tunnel_json(await service.restart_tunnel(find_tunnel(service, request.path_params["name"], aliases=aliases_of(request)).name)))
+    return ok(tunnel_json(await service.restart_tunnel(tunnel_of(request).name)))
 
 
 async def status(request: Request) -> Response:

@@ -26,7 +26,6 @@ from devtunnel.api.plumbing import (
     REFUSED_OPTIONS,
     ApiError,
     aliases_of,
-    find_tunnel,
     json_body,
     no_content,
     ok,
@@ -34,6 +33,7 @@ from devtunnel.api.plumbing import (
     refuse_unsupported,
     requested_name,
     str_field,
+    tunnel_of,
     tunnel_options,
 )
 from devtunnel.api.service import service_of
@@ -84,13 +84,13 @@ async def start_endpoint(request: Request) -> Response:
 
 async def get_endpoint(request: Request) -> Response:
     """``GET /api/endpoints/{name}``."""
-    return ok(endpoint_json(find_tunnel(service_of(request), request.path_params["name"], "endpoint", aliases_of(request))))
+    return ok(endpoint_json(tunnel_of(request, "endpoint")))
 
 
 async def stop_endpoint(request: Request) -> Response:
     """``DELETE /api/endpoints/{name}`` (204)."""
     service = service_of(request)
-    await service.stop_tunnel(find_tunnel(service, request.path_params["name"], "endpoint", aliases_of(request)).name)
+    await service.stop_tunnel(tunnel_of(request, "endpoint").name)
     return no_content()
 
 

@@ -37,10 +37,10 @@ from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling, u
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo, TunnelState
-from devtunnel.api.service import Service
+from devtunnel.api.service import Service, service_of
 
 __all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
-           "TunnelAliases", "aliases_of", "requested_name", "PUBLIC_ADDRESS_KEYS",
+           "TunnelAliases", "aliases_of", "tunnel_of", "requested_name", "PUBLIC_ADDRESS_KEYS",
            "EXCEPTION_HANDLERS"]
 
 log = logging.getLogger(__name__)
@@ -404,6 +404,11 @@ def aliases_of(request: Request) -> TunnelAliases:
     """The aliases of the app's tunnels (``create_app``)."""
     aliases: TunnelAliases = request.app.state.aliases
     return aliases
+
+
+def tunnel_of(request: Request, what: str = "tunnel") -> TunnelInfo:
+    """The running tunnel the route's ``{name}`` names, by any of its names (``tunnel_named``), or ``NotFoundError``."""
+    return find_tunnel(service_of(request), request.path_params["name"], what, aliases_of(request))
 
 
 def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> int:

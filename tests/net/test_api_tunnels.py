@@ -185,6 +185,9 @@ async def test_the_public_address_asked_for_names_the_tunnel_and_the_name_asked_
         one = await agent.client.get(f"/api/tunnels/{asked}")
         assert one.status_code == 200 and one.json()["name"] == "myapp", (asked, one.text)
         assert (await agent.client.get(f"/api/endpoints/{asked}")).json()["name"] == "myapp"
+        # devtunnel's own routes under a tunnel find it by the same names (they took its name only).
+        rules = await agent.client.get(f"/api/tunnels/{asked}/rules")
+        assert rules.status_code == 200 and rules.json()["uri"] == "/api/tunnels/myapp/rules", rules.text
 
     async def by_asked_name() -> list[Any]:
         return list((await agent.client.get("/api/requests/http", params={"tunnel_name": "web"})).json()["requests"])
