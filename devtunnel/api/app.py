@@ -51,6 +51,7 @@ from devtunnel.api.plumbing import (
     no_content,
     ok,
     ngrok_rules,
+    refuse_name_in_use,
     refuse_unsupported,
     requested_name,
     str_field,
@@ -88,6 +89,7 @@ async def start_tunnel(request: Request) -> Response:
     refuse_unsupported(data, "tunnel")
     addr = str_field(data, "addr", required=True) or ""
     name = requested_name(data, "tunnel")  # subdomain, hostname, domain or url, else name
+    refuse_name_in_use(request, data, name, "tunnel")
     proto = str_field(data, "proto") or "http"
     if proto != "http":
         raise ApiError(400, f"only http tunnels are supported, not {quoted(proto)}")

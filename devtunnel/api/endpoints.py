@@ -30,6 +30,7 @@ from devtunnel.api.plumbing import (
     no_content,
     ok,
     ngrok_rules,
+    refuse_name_in_use,
     refuse_unsupported,
     requested_name,
     str_field,
@@ -74,6 +75,7 @@ async def start_endpoint(request: Request) -> Response:
     # pyngrok's connect(8080, domain="payments.ngrok.app") sends the domain beside a generated
     # name: the public address asked for names the tunnel, whichever key carries it.
     name = requested_name(data, "endpoint")
+    refuse_name_in_use(request, data, name, "endpoint")
     target = _upstream(data)
     rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth and IP restrictions, at the relay
     config = TunnelConfig(target=target, name=name, rules=rules, **tunnel_options(data))

@@ -40,7 +40,7 @@ from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.api.service import Service, service_of
 
 __all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
-           "TunnelAliases", "aliases_of", "tunnel_of", "requested_name", "PUBLIC_ADDRESS_KEYS",
+           "TunnelAliases", "aliases_of", "tunnel_of", "refuse_name_in_use", "requested_name", "PUBLIC_ADDRESS_KEYS",
            "EXCEPTION_HANDLERS"]
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,10 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         return {}
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
-        raise ApiError(415, f"send the body as application/json, not {media or 'no content type'}")
+        # Not read anyway: a web page can send a form or text to the API without asking the browser
+        # first, but not JSON, whose preflight the API refuses (docs/api.md, Security).
+        raise ApiError(415, f"send the body as application/json (curl: -H 'Content-Type: application/json'), "
+                            f"not {media or 'no content type'}")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -404,6 +407,19 @@ def aliases_of(request: Request) -> TunnelAliases:
     """The aliases of the app's tunnels (``create_app``)."""
     aliases: TunnelAliases = request.app.state.aliases
     return aliases
+
+
+def refuse_name_in_use(request: Request, data: dict[str, Any], name: str | None, what: str) -> None:
+    """A 400, as ngrok answers a second tunnel of a name, when the ``name`` asked for already finds
+    a running tunnel (``tunnel_named``: its name, label or alias) and the new one would run under
+    another name (``name``, from ``requested_name``): ``{"name": "web", "subdomain": "other"}``
+    while ``web`` runs, or runs as ``myapp`` asked for as ``web``. Under the same name the agent
+    itself refuses it, or lets a failed tunnel make way."""
+    asked = str_field(data, "name")
+    found = tunnel_named(service_of(request), asked, aliases_of(request)) if asked else None
+    if found is not None and found.name != name and found.state is not TunnelState.FAILED:
+        running = "" if found.name == asked else f" (as {quoted(found.name)})"
+        raise ApiError(400, f"a tunnel named {quoted(asked)} is already running{running}; the {what} was not started")
 
 
 def tunnel_of(request: Request, what: str = "tunnel") -> TunnelInfo:

@@ -205,6 +205,39 @@ async def test_the_public_address_asked_for_names_the_tunnel_and_the_name_asked_
 
 
 @pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
+async def test_a_name_asked_for_twice_is_a_400_as_ngrok_answers_whatever_address_each_asks_for(agent: Agent, path: str) -> None:
+    # A second {"name": "web"} with another subdomain started beside the first, and "web" then
+    # named the second: the script's GET/DELETE /api/tunnels/web reached another tunnel than it started.
+    first = await agent.client.post(path, json={"addr": agent.target, "name": "web", "subdomain": "myapp"})
+    assert first.status_code == 201, first.text
+    what = path.removeprefix("/api/").removesuffix("s")
+    for body, msg in [
+        ({"name": "web", "subdomain": "other"}, "a tunnel named 'web' is already running (as 'myapp')"),
+        ({"name": "web"}, "a tunnel named 'web' is already running (as 'myapp')"),
+        ({"name": "myapp", "hostname": "other.example.com"}, "a tunnel named 'myapp' is already running"),
+    ]:
+        resp = await agent.client.post(path, json={"addr": agent.target, **body})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["msg"] == f"{msg}; the {what} was not started"
+    assert [t["name"] for t in (await agent.client.get("/api/tunnels")).json()["tunnels"]] == ["myapp"]
+    assert (await agent.client.get("/api/tunnels/web")).json()["name"] == "myapp"
+    # Once it is stopped, the name is free again.
+    assert (await agent.client.delete("/api/tunnels/web")).status_code == 204
+    again = await agent.client.post(path, json={"addr": agent.target, "name": "web", "subdomain": "other"})
+    assert again.status_code == 201 and again.json()["name"] == "other", again.text
+
+
+async def test_a_curl_body_without_a_json_content_type_is_a_415_that_says_how_to_send_it(agent: Agent) -> None:
+    # curl -d '{...}' sends application/x-www-form-urlencoded; a page can send that without a preflight.
+    resp = await agent.client.post("/api/tunnels", content=b'{"addr": "8080"}',
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 415
+    assert resp.json()["msg"] == ("send the body as application/json (curl: -H 'Content-Type: application/json'), "
+                                  "not application/x-www-form-urlencoded")
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+@pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
 @pytest.mark.parametrize(
     ("public", "fragment"),
     [
