@@ -90,6 +90,7 @@ async def list_requests(request: Request) -> Response:
     if tunnel_name:  # as it is recorded, or as the client named it (My Hooks: my-hooks), stopped since or not
         running = tunnel_named(service_of(request), tunnel_name, aliases_of(request))
         also = [running.name] if running is not None else [tunnel_label(tunnel_name) or tunnel_name]
+        also += aliases_of(request).ever(tunnel_name)  # asked for as web, run as myapp
     flt = tunnel_filter(request.query_params.get("filter", ""), tunnel_name, *also)
     store = _store(request)
     # The ids first (no bodies), then each exchange as it is sent: 50 exchanges with 10 MB

@@ -289,8 +289,12 @@ class TunnelAliases:
     the script that started it goes on with ``/api/tunnels/web``. An alias lasts as long as the
     tunnel: it is dropped when the tunnel stops."""
 
+    KEPT = 1000
+    """How many names asked for ``ever`` remembers (the oldest are forgotten first)."""
+
     def __init__(self, service: Service) -> None:
         self._names: dict[str, str] = {}
+        self._ever: dict[str, dict[str, None]] = {}
         service.subscribe(self._changed)
 
     def add(self, asked: str | None, name: str) -> None:
@@ -298,11 +302,21 @@ class TunnelAliases:
         label = tunnel_label(asked)
         if label is not None and label != name:
             self._names[label] = name
+            self._ever.setdefault(label, {})[name] = None
+            self._ever[label] = self._ever.pop(label)  # the newest last
+            while len(self._ever) > self.KEPT:
+                del self._ever[next(iter(self._ever))]
 
     def get(self, asked: str) -> str | None:
         """The tunnel name ``asked`` is an alias of, or None."""
         label = label_from(asked)
         return self._names.get(label) if label is not None else None
+
+    def ever(self, asked: str) -> list[str]:
+        """Every tunnel name ``asked`` was an alias of, stopped since or not: the captures a
+        client lists by the name it gave (``tunnel_name=web``) are recorded under these."""
+        label = label_from(asked)
+        return list(self._ever.get(label, ())) if label is not None else []
 
     def _changed(self, info: TunnelInfo) -> None:
         if info.state is TunnelState.STOPPED:

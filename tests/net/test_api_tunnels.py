@@ -199,6 +199,9 @@ async def test_the_public_address_asked_for_names_the_tunnel_and_the_name_asked_
     assert len(agent.seen.requests) == before + 1
     assert (await agent.client.delete("/api/tunnels/web")).status_code == 204
     assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+    # Its captures are still listed by the name asked for, the tunnel stopped (the request and its replay).
+    listed = (await agent.client.get("/api/requests/http", params={"tunnel_name": "web"})).json()["requests"]
+    assert len(listed) == 2 and {r["tunnel_name"] for r in listed} == {"myapp"}
     # Gone with its tunnel: a later tunnel of that name is not found by the old alias.
     await _start(agent, "myapp")
     assert (await agent.client.get("/api/tunnels/web")).status_code == 404
