@@ -424,16 +424,25 @@ def aliases_of(request: Request) -> TunnelAliases:
 
 
 def refuse_name_in_use(request: Request, data: dict[str, Any], name: str | None, what: str) -> None:
-    """A 400, as ngrok answers a second tunnel of a name, when the ``name`` asked for already finds
-    a running tunnel (``tunnel_named``: its name, label or alias) and the new one would run under
-    another name (``name``, from ``requested_name``): ``{"name": "web", "subdomain": "other"}``
-    while ``web`` runs, or runs as ``myapp`` asked for as ``web``. Under the same name the agent
-    itself refuses it, or lets a failed tunnel make way."""
+    """A 400, as ngrok answers a second tunnel of a name, when the tunnel would run under the name
+    ``name`` (``requested_name``) of a running one, or when the ``name`` asked for already finds a
+    running tunnel (``tunnel_named``: its name, label or alias) and the new one would run under
+    another name: ``{"name": "web", "subdomain": "other"}`` while ``web`` runs, or runs as
+    ``myapp`` asked for as ``web``. A failed tunnel makes way for a new try under its name.
+
+    ``details.err`` reads as ngrok's (``tunnel "web" already exists``): scripts and patched
+    clients look for "already exists" there, and then read the running tunnel instead."""
     asked = str_field(data, "name")
-    found = tunnel_named(service_of(request), asked, aliases_of(request)) if asked else None
-    if found is not None and found.name != name and found.state is not TunnelState.FAILED:
-        running = "" if found.name == asked else f" (as {quoted(found.name)})"
-        raise ApiError(400, f"a tunnel named {quoted(asked)} is already running{running}; the {what} was not started")
+    running = [info for info in service_of(request).tunnels() if info.state is not TunnelState.FAILED]
+    found = next((info for info in running if info.name == name), None) if name else None
+    shown = name
+    if found is None and asked:
+        found = tunnel_named(service_of(request), asked, aliases_of(request))
+        shown = asked
+    if found is not None and found.state is not TunnelState.FAILED:
+        also = "" if found.name == shown else f" (as {quoted(found.name)})"
+        raise ApiError(400, f"a tunnel named {quoted(shown)} is already running{also}; the {what} was not started",
+                       {"err": f"tunnel {json.dumps(shown)} already exists"})
 
 
 def tunnel_of(request: Request, what: str = "tunnel") -> TunnelInfo:

@@ -222,6 +222,7 @@ async def test_a_name_asked_for_twice_is_a_400_as_ngrok_answers_whatever_address
         resp = await agent.client.post(path, json={"addr": agent.target, **body})
         assert resp.status_code == 400, resp.text
         assert resp.json()["msg"] == f"{msg}; the {what} was not started"
+        assert resp.json()["details"] == {"err": f'tunnel "{body["name"]}" already exists'}
     assert [t["name"] for t in (await agent.client.get("/api/tunnels")).json()["tunnels"]] == ["myapp"]
     assert (await agent.client.get("/api/tunnels/web")).json()["name"] == "myapp"
     # Once it is stopped, the name is free again.
@@ -311,6 +312,8 @@ async def test_a_bare_number_is_a_local_port_and_a_second_tunnel_of_a_name_is_a_
     for path, body in [("/api/tunnels", {"addr": "9", "name": "a"}), ("/api/endpoints", {"upstream": 9, "name": "A"})]:
         resp = await agent.client.post(path, json=body)
         assert resp.status_code == 400 and "'a' is already running" in resp.json()["msg"], resp.text
+        # What scripts (and the patches of ngrok's npm client) look for to read the running tunnel instead.
+        assert resp.json()["details"] == {"err": 'tunnel "a" already exists'}
     tunnels = (await agent.client.get("/api/tunnels")).json()["tunnels"]
     assert sorted((t["name"], t["config"]["addr"]) for t in tunnels) == [("a", agent.target), ("b", agent.target)]
 
