@@ -472,3 +472,27 @@ async def test_an_http2_only_local_service_is_refused_whichever_key_says_so(agen
     assert resp.status_code == 400, resp.text
     assert resp.json()["msg"].startswith("app_protocol 'http2' is not supported (only http1)")
     assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/tunnels"), ("POST", "/api/endpoints"), ("DELETE", "/api/tunnels/web"),
+    ("DELETE", "/api/tunnels/web%20%28http%29"), ("POST", "/api/requests/http"), ("POST", "/api/tunnels/web/rules"),
+    ("POST", "/api/tunnels/web/restart"), ("DELETE", "/api/endpoints/web"),
+])
+async def test_no_web_page_gets_past_the_preflight_of_a_route_that_starts_or_stops_a_tunnel(
+    agent: Agent, method: str, path: str
+) -> None:
+    # A page on a loopback origin (a local dev server) passes the Origin check; what stops its
+    # JSON POST or DELETE is the browser's preflight, which must not be granted.
+    await _start(agent, "web")
+    for origin in ("http://localhost:3000", "https://evil.example"):
+        resp = await agent.client.options(path, headers={
+            "Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": "content-type"})
+        assert resp.status_code >= 400, (origin, resp.status_code)
+        assert not [h for h in resp.headers if h.lower().startswith("access-control-")], resp.headers
+    # What a page may send without a preflight (a form, text) starts nothing.
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        resp = await agent.client.post("/api/tunnels", content=f'{{"addr": "{agent.target}", "name": "page"}}',
+                                       headers={"Origin": "http://localhost:3000", "Content-Type": content_type})
+        assert resp.status_code == 415, resp.text
+    assert [t["name"] for t in (await agent.client.get("/api/tunnels")).json()["tunnels"]] == ["web"]
