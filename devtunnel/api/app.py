@@ -145,6 +145,22 @@ async def events(websocket: WebSocket) -> None:
     await websocket.app.state.events.serve(websocket)
 
 
+class TrailingSlash:
+    """ASGI middleware: ``/api/tunnels/`` is ``/api/tunnels``, as on ngrok's agent, where scripts
+    read it (``curl -s localhost:4040/api/tunnels/ | jq ...``): Starlette answered a bodiless 307
+    to the path without the slash, which curl does not follow unless told and pyngrok's urllib
+    does not follow for a POST."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
 def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids: int = 1000) -> Starlette:
     """The agent API as an ASGI app over ``service`` (an ``AgentService``).
 
@@ -156,7 +172,6 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
     """
     routes = [
         Route("/api", root, methods=["GET"]),
-        Route("/api/", root, methods=["GET"]),
         Route(TUNNELS_URI, list_tunnels, methods=["GET"]),
         Route(TUNNELS_URI, start_tunnel, methods=["POST"]),
         Route(TUNNELS_URI + "/{name}", get_tunnel, methods=["GET"]),
@@ -172,7 +187,7 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(LoopbackOnly)],
+        middleware=[Middleware(LoopbackOnly), Middleware(TrailingSlash)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.service = service

@@ -496,3 +496,18 @@ async def test_no_web_page_gets_past_the_preflight_of_a_route_that_starts_or_sto
                                        headers={"Origin": "http://localhost:3000", "Content-Type": content_type})
         assert resp.status_code == 415, resp.text
     assert [t["name"] for t in (await agent.client.get("/api/tunnels")).json()["tunnels"]] == ["web"]
+
+
+async def test_the_routes_answer_with_a_trailing_slash_as_ngrok_does(agent: Agent) -> None:
+    # Scripts read `curl -s localhost:4040/api/tunnels/ | jq -r .tunnels[0].public_url`: it was a
+    # bodiless 307, which curl does not follow (and urllib, pyngrok's, not for a POST).
+    resp = await agent.client.post("/api/tunnels/", json={"addr": agent.target, "name": "web"})
+    assert resp.status_code == 201, resp.text
+    for path in ("/api/tunnels/", "/api/endpoints/", "/api/requests/http/", "/api/tunnels/web/", "/api/", "/api/status/"):
+        resp = await agent.client.get(path)
+        assert resp.status_code == 200, (path, resp.status_code, resp.text)
+    assert (await agent.client.get("/api/tunnels/")).json()["tunnels"][0]["name"] == "web"
+    assert (await agent.client.get("/api/nothing/")).status_code == 404
+    assert (await agent.client.get("/api/tunnels/", headers={"Host": "evil.example"})).status_code == 403
+    assert (await agent.client.delete("/api/tunnels/web/")).status_code == 204
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
