@@ -3,8 +3,8 @@
 ngrok's routes::
 
     GET    /api/tunnels                   {"tunnels": [...], "uri"}
-    POST   /api/tunnels                   {"addr", "name", "proto": "http"} -> 201 tunnel
-    GET    /api/tunnels/{name}            one tunnel
+    POST   /api/tunnels                   {"addr", "name", "proto": "http", "subdomain"|"hostname"|"domain"|"url"} -> 201 tunnel
+    GET    /api/tunnels/{name}            one tunnel (also as "{name} (http)", and by the name it was asked for)
     DELETE /api/tunnels/{name}            stop it (204)
     GET    /api/tunnels/{name}/logs       the output of the app it runs (?follow=1, ?contains=, ?limit=)
     GET|POST /api/endpoints, GET|DELETE /api/endpoints/{name}   the same tunnels as ngrok v3's endpoints
@@ -45,14 +45,17 @@ from devtunnel.api.events import EventHub, not_a_websocket
 from devtunnel.api.plumbing import (
     EXCEPTION_HANDLERS,
     ApiError,
-    find_tunnel,
+    TunnelAliases,
+    aliases_of,
     json_body,
     no_content,
     ok,
     ngrok_rules,
+    refuse_name_in_use,
     refuse_unsupported,
+    requested_name,
     str_field,
-    tunnel_label,
+    tunnel_of,
     tunnel_options,
 )
 from devtunnel.api.security import LoopbackOnly
@@ -85,25 +88,27 @@ async def start_tunnel(request: Request) -> Response:
     data = await json_body(request)
     refuse_unsupported(data, "tunnel")
     addr = str_field(data, "addr", required=True) or ""
-    name = tunnel_label(str_field(data, "name"))
+    name = requested_name(data, "tunnel")  # subdomain, hostname, domain or url, else name
+    refuse_name_in_use(request, data, name, "tunnel")
     proto = str_field(data, "proto") or "http"
     if proto != "http":
         raise ApiError(400, f"only http tunnels are supported, not {quoted(proto)}")
     rules = ngrok_rules(data, "tunnel")  # ngrok's basic auth and IP restrictions, at the relay
     config = TunnelConfig(target=addr, name=name, rules=rules, **tunnel_options(data))
     info = await service_of(request).start_tunnel(config)
+    aliases_of(request).add(str_field(data, "name"), info.name)  # GET /api/tunnels/NAME as it was asked for
     return ok(tunnel_json(info), status_code=201)
 
 
 async def get_tunnel(request: Request) -> Response:
     """``GET /api/tunnels/{name}``."""
-    return ok(tunnel_json(find_tunnel(service_of(request), request.path_params["name"])))
+    return ok(tunnel_json(tunnel_of(request)))
 
 
 async def stop_tunnel(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}`` (204)."""
     service = service_of(request)
-    await service.stop_tunnel(find_tunnel(service, request.path_params["name"]).name)
+    await service.stop_tunnel(tunnel_of(request).name)
     return no_content()
 
 
@@ -111,7 +116,7 @@ async def restart_tunnel(request: Request) -> Response:
     """``POST /api/tunnels/{name}/restart``: connect to the relay again now and start its app again,
     every setting kept; 200 with the tunnel."""
     service = service_of(request)
-    return ok(tunnel_json(await service.restart_tunnel(find_tunnel(service, request.path_params["name"]).name)))
+    return ok(tunnel_json(await service.restart_tunnel(tunnel_of(request).name)))
 
 
 async def status(request: Request) -> Response:
@@ -140,6 +145,22 @@ async def events(websocket: WebSocket) -> None:
     await websocket.app.state.events.serve(websocket)
 
 
+class TrailingSlash:
+    """ASGI middleware: ``/api/tunnels/`` is ``/api/tunnels``, as on ngrok's agent, where scripts
+    read it (``curl -s localhost:4040/api/tunnels/ | jq ...``): Starlette answered a bodiless 307
+    to the path without the slash, which curl does not follow unless told and pyngrok's urllib
+    does not follow for a POST."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
 def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids: int = 1000) -> Starlette:
     """The agent API as an ASGI app over ``service`` (an ``AgentService``).
 
@@ -151,7 +172,6 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
     """
     routes = [
         Route("/api", root, methods=["GET"]),
-        Route("/api/", root, methods=["GET"]),
         Route(TUNNELS_URI, list_tunnels, methods=["GET"]),
         Route(TUNNELS_URI, start_tunnel, methods=["POST"]),
         Route(TUNNELS_URI + "/{name}", get_tunnel, methods=["GET"]),
@@ -167,10 +187,11 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(LoopbackOnly)],
+        middleware=[Middleware(LoopbackOnly), Middleware(TrailingSlash)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.service = service
+    app.state.aliases = TunnelAliases(service)
     app.state.events = EventHub(service, interval=events_interval, max_ids=events_max_ids)
     return app
 

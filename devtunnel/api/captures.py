@@ -23,7 +23,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.plumbing import (
-    ApiError, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_label, tunnel_named,
+    ApiError, aliases_of, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_label, tunnel_named,
 )
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
@@ -88,8 +88,9 @@ async def list_requests(request: Request) -> Response:
     tunnel_name = request.query_params.get("tunnel_name")
     also: list[str] = []
     if tunnel_name:  # as it is recorded, or as the client named it (My Hooks: my-hooks), stopped since or not
-        running = tunnel_named(service_of(request), tunnel_name)
+        running = tunnel_named(service_of(request), tunnel_name, aliases_of(request))
         also = [running.name] if running is not None else [tunnel_label(tunnel_name) or tunnel_name]
+        also += aliases_of(request).ever(tunnel_name)  # asked for as web, run as myapp
     flt = tunnel_filter(request.query_params.get("filter", ""), tunnel_name, *also)
     store = _store(request)
     # The ids first (no bodies), then each exchange as it is sent: 50 exchanges with 10 MB
@@ -139,7 +140,7 @@ def replay_edit(data: dict[str, Any]) -> Edit | None:
 
 def _live_tunnel(request: Request, name: str) -> TunnelInfo | None:
     """The running tunnel named ``name`` (or ``name`` made a DNS label: ``tunnel_named``), or None."""
-    return tunnel_named(service_of(request), name)
+    return tunnel_named(service_of(request), name, aliases_of(request))
 
 
 async def _replay_and_store(request: Request, original: Exchange, to: str | None, edit: Edit | None,

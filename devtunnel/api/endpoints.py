@@ -21,53 +21,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from devtunnel.errors import ConfigError
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.api.plumbing import (
     REFUSED_OPTIONS,
     ApiError,
-    find_tunnel,
+    aliases_of,
     json_body,
     no_content,
     ok,
     ngrok_rules,
+    refuse_name_in_use,
     refuse_unsupported,
+    requested_name,
     str_field,
-    tunnel_label,
+    tunnel_of,
     tunnel_options,
 )
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, endpoint_json
-from devtunnel.values.names import validate_name
-from devtunnel.values.ngrok_keys import url_first_label
 from devtunnel.values.terminal import quoted
 
-__all__ = ["routes", "endpoint_name", "REFUSED_OPTIONS"]
-
-
-def endpoint_name(name: str | None, url: str | None) -> str | None:
-    """The tunnel name for an endpoint asked for with ``name`` and a public ``url``.
-
-    The first label of the URL's host wins (``https://payments.ngrok.app`` -> ``payments``): it
-    is the public address the caller wants. Otherwise ``name``, made a valid DNS label if it is
-    not one (pyngrok names endpoints ``http-8080-<uuid>``). None lets the agent pick one.
-
-    Raises:
-        ApiError: the URL is not an http(s) URL.
-    """
-    if url:
-        try:
-            scheme, label = url_first_label(url)
-        except ValueError as exc:  # an unclosed "[" of an IPv6 address
-            raise ApiError(400, f"url {quoted(url)}: {exc}") from None
-        if scheme not in ("http", "https"):
-            raise ApiError(400, f"only http and https endpoints are supported, not {scheme}://")
-        if label:
-            try:
-                return validate_name(label)
-            except ConfigError as exc:
-                raise ApiError(400, f"url {quoted(url)}: {exc}") from None
-    return tunnel_label(name)
+__all__ = ["routes", "REFUSED_OPTIONS"]
 
 
 def _upstream(data: dict[str, Any]) -> str:
@@ -100,24 +74,25 @@ async def start_endpoint(request: Request) -> Response:
     refuse_unsupported(data, "endpoint")
     # pyngrok's connect(8080, domain="payments.ngrok.app") sends the domain beside a generated
     # name: the public address asked for names the tunnel, whichever key carries it.
-    url = str_field(data, "url") or str_field(data, "domain") or str_field(data, "hostname")
-    name = endpoint_name(str_field(data, "name"), url)
+    name = requested_name(data, "endpoint")
+    refuse_name_in_use(request, data, name, "endpoint")
     target = _upstream(data)
     rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth and IP restrictions, at the relay
     config = TunnelConfig(target=target, name=name, rules=rules, **tunnel_options(data))
     info = await service_of(request).start_tunnel(config)
+    aliases_of(request).add(str_field(data, "name"), info.name)  # GET /api/endpoints/NAME as it was asked for
     return ok(endpoint_json(info), status_code=201)
 
 
 async def get_endpoint(request: Request) -> Response:
     """``GET /api/endpoints/{name}``."""
-    return ok(endpoint_json(find_tunnel(service_of(request), request.path_params["name"], "endpoint")))
+    return ok(endpoint_json(tunnel_of(request, "endpoint")))
 
 
 async def stop_endpoint(request: Request) -> Response:
     """``DELETE /api/endpoints/{name}`` (204)."""
     service = service_of(request)
-    await service.stop_tunnel(find_tunnel(service, request.path_params["name"], "endpoint").name)
+    await service.stop_tunnel(tunnel_of(request, "endpoint").name)
     return no_content()
 
 

@@ -32,14 +32,15 @@ from devtunnel.errors import (
 )
 from devtunnel.export.agent_json import error_json
 from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
-from devtunnel.values.names import label_from
-from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling, upstream_protocol_problem
+from devtunnel.values.names import label_from, validate_name
+from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling, upstream_protocol_problem, url_first_label
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
-from devtunnel.agent.info import TunnelInfo
-from devtunnel.api.service import Service
+from devtunnel.agent.info import TunnelInfo, TunnelState
+from devtunnel.api.service import Service, service_of
 
 __all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
+           "TunnelAliases", "aliases_of", "tunnel_of", "refuse_name_in_use", "requested_name", "PUBLIC_ADDRESS_KEYS",
            "EXCEPTION_HANDLERS"]
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,10 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         return {}
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
-        raise ApiError(415, f"send the body as application/json, not {media or 'no content type'}")
+        # Not read anyway: a web page can send a form or text to the API without asking the browser
+        # first, but not JSON, whose preflight the API refuses (docs/api.md, Security).
+        raise ApiError(415, f"send the body as application/json (curl: -H 'Content-Type: application/json'), "
+                            f"not {media or 'no content type'}")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -269,19 +273,71 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
             "insecure": insecure, "record": data.get("inspect") is not False}
 
 
-COMMAND_LINE_NAMES = frozenset({"command_line", "command_line (http)"})
+COMMAND_LINE_NAMES = frozenset({"command_line"})
 """What ngrok names the tunnel of ``ngrok http 8080``: scripts read ``/api/tunnels/command_line``."""
 
+HTTP_TWIN = " (http)"
+"""What ngrok v2 appends to the name of a tunnel's http twin: an http tunnel with ``bind_tls: both``
+(v2's default) runs as ``NAME`` (https) and ``NAME (http)``, and pyngrok before 7.2, java-ngrok
+and scripts read ``/api/tunnels/NAME%20%28http%29`` right after starting ``NAME``. A devtunnel
+tunnel is one, whatever its scheme: both names are it."""
 
-def tunnel_named(service: Service, name: str) -> TunnelInfo | None:
+
+class TunnelAliases:
+    """The names ngrok clients asked for tunnels that run under another one: a tunnel asked for
+    as ``web`` with ``subdomain: myapp`` runs as ``myapp`` (its public address is its name), and
+    the script that started it goes on with ``/api/tunnels/web``. An alias lasts as long as the
+    tunnel: it is dropped when the tunnel stops."""
+
+    KEPT = 1000
+    """How many names asked for ``ever`` remembers (the oldest are forgotten first)."""
+
+    def __init__(self, service: Service) -> None:
+        self._names: dict[str, str] = {}
+        self._ever: dict[str, dict[str, None]] = {}
+        service.subscribe(self._changed)
+
+    def add(self, asked: str | None, name: str) -> None:
+        """``asked`` (as a client gave it) now names the running tunnel ``name`` too."""
+        label = tunnel_label(asked)
+        if label is not None and label != name:
+            self._names[label] = name
+            self._ever.setdefault(label, {})[name] = None
+            self._ever[label] = self._ever.pop(label)  # the newest last
+            while len(self._ever) > self.KEPT:
+                del self._ever[next(iter(self._ever))]
+
+    def get(self, asked: str) -> str | None:
+        """The tunnel name ``asked`` is an alias of, or None."""
+        label = label_from(asked)
+        return self._names.get(label) if label is not None else None
+
+    def ever(self, asked: str) -> list[str]:
+        """Every tunnel name ``asked`` was an alias of, stopped since or not: the captures a
+        client lists by the name it gave (``tunnel_name=web``) are recorded under these."""
+        label = label_from(asked)
+        return list(self._ever.get(label, ())) if label is not None else []
+
+    def _changed(self, info: TunnelInfo) -> None:
+        if info.state is TunnelState.STOPPED:
+            for alias in [alias for alias, name in self._names.items() if name == info.name]:
+                del self._names[alias]
+
+
+def tunnel_named(service: Service, name: str, aliases: TunnelAliases | None = None) -> TunnelInfo | None:
     """The running tunnel called ``name``, or the one whose name is ``name`` made a DNS label:
     an ngrok client names a tunnel as ngrok takes it (``My Hooks``), and it runs as ``my-hooks``
-    (``tunnel_label``). ngrok's ``command_line`` is the agent's tunnel when it runs only one (that
-    of ``devtunnel http 8080``). None when there is none of these."""
+    (``tunnel_label``); else the one a client asked for as ``name`` (``aliases``). ``NAME (http)``
+    is ``NAME`` (``HTTP_TWIN``). ngrok's ``command_line`` is the agent's tunnel when it runs only
+    one (that of ``devtunnel http 8080``). None when there is none of these."""
     tunnels = service.tunnels()
     label = label_from(name)
+    alias = aliases.get(name) if aliases is not None else None
     found = (next((info for info in tunnels if info.name == name), None)
-             or next((info for info in tunnels if info.name == label), None))
+             or next((info for info in tunnels if info.name == label), None)
+             or next((info for info in tunnels if info.name == alias), None))
+    if found is None and name.endswith(HTTP_TWIN) and name != HTTP_TWIN:
+        found = tunnel_named(service, name.removesuffix(HTTP_TWIN), aliases)
     if found is None and name in COMMAND_LINE_NAMES and len(tunnels) == 1:
         found = tunnels[0]
     return found
@@ -294,12 +350,104 @@ def tunnel_label(name: str | None) -> str | None:
     return label_from(name) if name else None
 
 
-def find_tunnel(service: Service, name: str, what: str = "tunnel") -> TunnelInfo:
+PUBLIC_ADDRESS_KEYS = ("url", "domain", "hostname", "subdomain")
+"""The keys an ngrok client asks for a public address with: v3's ``url``, v2's ``hostname`` and
+``subdomain``, and ``domain`` (agent 3's, and what pyngrok's ``connect(domain=...)`` sends)."""
+
+
+def _public_label(key: str, value: str, what: str) -> str | None:
+    """The tunnel name ``value`` of ``key`` asks for (None: no host in it), or a 400."""
+    if key == "subdomain":
+        if "." in value:
+            raise ApiError(400, f"subdomain {quoted(value)}: a devtunnel tunnel's public address is NAME.DOMAIN "
+                                f"of its relay, NAME one DNS label; the {what} was not started")
+        label = value
+    else:
+        try:
+            scheme, label = url_first_label(value)
+        except ValueError as exc:  # an unclosed "[" of an IPv6 address
+            raise ApiError(400, f"{key} {quoted(value)}: {exc}; the {what} was not started") from None
+        if scheme not in ("http", "https"):
+            raise ApiError(400, f"only http and https {what}s are supported, not {scheme}://; the {what} was not started")
+        if not label:
+            return None
+    try:
+        return validate_name(label)
+    except ConfigError as exc:
+        raise ApiError(400, f"{key} {quoted(value)}: {exc}; the {what} was not started") from None
+
+
+def requested_name(data: dict[str, Any], what: str) -> str | None:
+    """The name of a tunnel or endpoint asked for, on ``/api/tunnels`` and ``/api/endpoints`` alike.
+
+    A devtunnel tunnel's public address is its name under its relay's domain, so the address
+    asked for names it, whichever key carries it (``PUBLIC_ADDRESS_KEYS``): the first label of a
+    ``url``, ``domain`` or ``hostname`` (``https://payments.ngrok.app`` -> ``payments``; the
+    relay's domain stands for the rest), or the ``subdomain``. Otherwise ``name`` made a valid DNS
+    label (pyngrok names tunnels ``http-8080-<uuid>``); None lets the agent pick one.
+
+    Raises:
+        ApiError: 400 for an address devtunnel cannot give: another scheme than http(s), a host
+            label that is no DNS label, a subdomain of more than one label, or keys asking for
+            different addresses.
+    """
+    asked: dict[str, tuple[str, str]] = {}
+    for key in PUBLIC_ADDRESS_KEYS:
+        value = str_field(data, key)
+        if value:
+            label = _public_label(key, value, what)
+            if label is not None:
+                asked[key] = (value, label)
+    if not asked:
+        return tunnel_label(str_field(data, "name"))
+    (key, (value, label)), *others = asked.items()
+    for other_key, (other_value, other_label) in others:
+        if other_label != label:
+            raise ApiError(400, f"{key} {quoted(value)} and {other_key} {quoted(other_value)} ask for different public "
+                                f"addresses ({label} and {other_label}), and a devtunnel tunnel has one; the {what} "
+                                "was not started")
+    return label
+
+
+def find_tunnel(service: Service, name: str, what: str = "tunnel", aliases: TunnelAliases | None = None) -> TunnelInfo:
     """The running tunnel called ``name`` (``tunnel_named``), or ``NotFoundError``."""
-    info = tunnel_named(service, name)
+    info = tunnel_named(service, name, aliases)
     if info is None:
         raise NotFoundError(f"no {what} named {quoted(name)}")
     return info
+
+
+def aliases_of(request: Request) -> TunnelAliases:
+    """The aliases of the app's tunnels (``create_app``)."""
+    aliases: TunnelAliases = request.app.state.aliases
+    return aliases
+
+
+def refuse_name_in_use(request: Request, data: dict[str, Any], name: str | None, what: str) -> None:
+    """A 400, as ngrok answers a second tunnel of a name, when the tunnel would run under the name
+    ``name`` (``requested_name``) of a running one, or when the ``name`` asked for already finds a
+    running tunnel (``tunnel_named``: its name, label or alias) and the new one would run under
+    another name: ``{"name": "web", "subdomain": "other"}`` while ``web`` runs, or runs as
+    ``myapp`` asked for as ``web``. A failed tunnel makes way for a new try under its name.
+
+    ``details.err`` reads as ngrok's (``tunnel "web" already exists``): scripts and patched
+    clients look for "already exists" there, and then read the running tunnel instead."""
+    asked = str_field(data, "name")
+    running = [info for info in service_of(request).tunnels() if info.state is not TunnelState.FAILED]
+    found = next((info for info in running if info.name == name), None) if name else None
+    shown = name
+    if found is None and asked:
+        found = tunnel_named(service_of(request), asked, aliases_of(request))
+        shown = asked
+    if found is not None and found.state is not TunnelState.FAILED:
+        also = "" if found.name == shown else f" (as {quoted(found.name)})"
+        raise ApiError(400, f"a tunnel named {quoted(shown)} is already running{also}; the {what} was not started",
+                       {"err": f"tunnel {json.dumps(shown)} already exists"})
+
+
+def tunnel_of(request: Request, what: str = "tunnel") -> TunnelInfo:
+    """The running tunnel the route's ``{name}`` names, by any of its names (``tunnel_named``), or ``NotFoundError``."""
+    return find_tunnel(service_of(request), request.path_params["name"], what, aliases_of(request))
 
 
 def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> int:

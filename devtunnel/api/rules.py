@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devtunnel.api.service import service_of
-from devtunnel.api.plumbing import ApiError, json_body, no_content, ok
+from devtunnel.api.plumbing import ApiError, json_body, no_content, ok, tunnel_of
 from devtunnel.export.agent_json import TUNNELS_URI
 from devtunnel.rules import Rule, rules_to_tables
 from devtunnel.values.terminal import quoted
@@ -39,14 +39,14 @@ def _uri(name: str) -> str:
 
 async def list_rules(request: Request) -> Response:
     """``GET /api/tunnels/{name}/rules``."""
-    name = request.path_params["name"]
+    name = tunnel_of(request).name
     rules = service_of(request).rules(name)
     return ok({"rules": [rule_json(r) for r in rules], "uri": _uri(name)})
 
 
 async def add_rule(request: Request) -> Response:
     """``POST /api/tunnels/{name}/rules``: 201 with the rule as numbered."""
-    name = request.path_params["name"]
+    name = tunnel_of(request).name
     data = await json_body(request)
     position = request.query_params.get("position", "first")
     if position not in ("first", "last"):
@@ -60,7 +60,7 @@ async def remove_rule(request: Request) -> Response:
     text = request.path_params["index"]
     if not is_decimal(text):
         raise ApiError(400, f"a rule is named by its number, not {quoted(text)}")
-    service_of(request).remove_rule(request.path_params["name"], int(text))
+    service_of(request).remove_rule(tunnel_of(request).name, int(text))
     return no_content()
 
 

@@ -15,8 +15,7 @@ from pyngrok import agent as agent_api, conf, ngrok, process
 from pyngrok.exception import PyngrokNgrokHTTPError
 
 import devtunnel
-from devtunnel.api.endpoints import endpoint_name
-from devtunnel.api.plumbing import ApiError
+from devtunnel.api.plumbing import ApiError, requested_name
 from tests.helpers import wait_for
 from tests.net.api_fixtures import Agent, echo_service, running_agent
 from tests.kit.procs import Proc
@@ -130,16 +129,24 @@ async def test_endpoints_refuse_foreign_hosts_and_cross_site_callers(agent: Agen
     assert (await agent.client.get("/api/endpoints")).json()["endpoints"] == []
 
 
-def test_endpoint_names_come_from_the_url_else_a_cleaned_name() -> None:
-    assert endpoint_name("whatever", "https://payments.ngrok.app") == "payments"
-    assert endpoint_name(None, "payments.example.com") == "payments"
-    assert endpoint_name("http-8080-1b4e28ba-2fa1-11d2-883f-0016d3cca427", None) == "http-8080-1b4e28ba-2fa1-11d2-883f-0016d3cca427"
-    assert endpoint_name("http-http://localhost:8080-x", None) == "http-http-localhost-8080-x"
-    assert endpoint_name("My Tunnel!", "https://") == "my-tunnel"
-    assert endpoint_name(None, None) is None
-    assert endpoint_name("///", None) is None
-    with pytest.raises(ApiError):
-        endpoint_name(None, "ftp://files.example")
+def _name(name: str | None = None, **public: str) -> str | None:
+    return requested_name({"name": name, **public}, "endpoint")
+
+
+def test_endpoint_names_come_from_the_public_address_else_a_cleaned_name() -> None:
+    assert _name("whatever", url="https://payments.ngrok.app") == "payments"
+    assert _name(url="payments.example.com") == "payments"
+    assert _name("whatever", domain="payments.ngrok.app", hostname="https://payments.example.com") == "payments"
+    assert _name("whatever", subdomain="Payments") == "payments"
+    assert _name("http-8080-1b4e28ba-2fa1-11d2-883f-0016d3cca427") == "http-8080-1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    assert _name("http-http://localhost:8080-x") == "http-http-localhost-8080-x"
+    assert _name("My Tunnel!", url="https://") == "my-tunnel"
+    assert _name() is None
+    assert _name("///") is None
+    for public in ({"url": "ftp://files.example"}, {"hostname": "tcp://x.example"}, {"subdomain": "a.b"},
+                   {"subdomain": "bad_label"}, {"domain": "*.example.com"}, {"url": "https://a.example", "subdomain": "b"}):
+        with pytest.raises(ApiError):
+            _name("x", **public)
 
 
 # pyngrok's own client against `devtunnel agent` as a process ---------------------------------
@@ -258,6 +265,28 @@ def test_pyngrok_v3_connect_with_a_domain_names_the_endpoint_by_it(pyngrok_on: A
         ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
 
 
+@pytest.mark.parametrize("public", [{"subdomain": "myapp"}, {"hostname": "myapp.example.com"}, {"domain": "myapp.ngrok.app"}])
+def test_pyngrok_v2_connect_with_a_public_address_names_the_tunnel_by_it(pyngrok_on: Any, public: dict[str, str]) -> None:
+    # POST /api/tunnels took subdomain, hostname and domain and ignored them: the tunnel ran as
+    # http-PORT-<uuid>.localhost, where /api/endpoints already honoured the address asked for.
+    config = pyngrok_on("2")
+    with echo_service() as (target, seen):
+        tunnel = ngrok.connect(target.rsplit(":", 1)[1], pyngrok_config=config, **public)
+        assert (tunnel.name, tunnel.uri) == ("myapp", "/api/tunnels/myapp")
+        assert tunnel.public_url.startswith("http://myapp.localhost:")
+        url = httpx.URL(tunnel.public_url)
+        assert httpx.get(url.copy_with(host="127.0.0.1", path="/hi"), headers={"Host": url.netloc.decode()},
+                         trust_env=False).status_code == 200
+        # What pyngrok before 7.2 read right after starting an http tunnel of ngrok v2 (bind_tls both).
+        assert ngrok.api_request(f"{tunnel.api_url}{tunnel.uri}%20%28http%29")["name"] == "myapp"
+        ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+        assert ngrok.get_tunnels(pyngrok_config=config) == []
+        with pytest.raises(PyngrokNgrokHTTPError) as info:
+            ngrok.connect(target.rsplit(":", 1)[1], pyngrok_config=config, subdomain="my.app")
+        assert info.value.status_code == 400 and "subdomain 'my.app'" in info.value.body
+        assert seen.requests[-1][:2] == ("GET", "/hi")
+
+
 def test_pyngrok_reads_the_agent_status(pyngrok_on: Any) -> None:
     # pyngrok's NgrokAgent reads status and agent_version, which /api/status did not have (None).
     status = agent_api.get_agent_status(pyngrok_config=pyngrok_on("3"))
@@ -288,8 +317,12 @@ def test_pyngrok_starts_ngrok_yml_definitions_with_the_keys_devtunnel_ignores(py
         v2, v3 = pyngrok_on("2"), pyngrok_on("3")
         started = [ngrok.connect(name="hooks", pyngrok_config=v2), ngrok.connect(name="orders", pyngrok_config=v3),
                    ngrok.connect(name="legacy", pyngrok_config=v3)]
-        assert [t.name for t in started] == ["hooks-api", "orders", "legacy-api"]
-        assert sorted(t.name for t in ngrok.get_tunnels(pyngrok_config=v3)) == ["hooks-api", "legacy-api", "orders"]
+        # The definitions' public addresses name their tunnels (subdomain: hooks, url: orders...);
+        # the name pyngrok asked for still finds each.
+        assert [t.name for t in started] == ["hooks", "orders", "legacy-api"]
+        assert sorted(t.name for t in ngrok.get_tunnels(pyngrok_config=v3)) == ["hooks", "legacy-api", "orders"]
+        assert ngrok.api_request(f"{started[0].api_url}/api/tunnels/hooks-api")["name"] == "hooks"
+        assert ngrok.api_request(f"{started[1].api_url}/api/endpoints/orders-api")["name"] == "orders"
         with pytest.raises(PyngrokNgrokHTTPError) as info:
             ngrok.connect(port, pyngrok_config=v3, descripton="typo")
         assert info.value.status_code == 400

@@ -160,9 +160,123 @@ async def test_every_ngrok_tunnel_key_is_still_taken_as_before(agent: Agent) -> 
             "crt": "", "key": "", "remote_addr": "", "labels": [], "relay": None, "via": None}
     resp = await agent.client.post("/api/tunnels", json=body)
     assert resp.status_code == 201, resp.text
-    assert resp.json()["name"] == body["name"]
+    assert resp.json()["name"] == "payments"  # the public address asked for (all three say payments)
+    assert (await agent.client.get(f"/api/tunnels/{body['name']}")).json()["name"] == "payments"
     resp = await agent.client.post("/api/tunnels", json={"addr": "8080", "name": "b", "oauth": {"provider": "google"}})
     assert resp.status_code == 400 and "OAuth are not supported" in resp.json()["msg"]
+
+
+@pytest.mark.parametrize("key", ["subdomain", "hostname", "domain", "url"])
+async def test_the_public_address_asked_for_names_the_tunnel_and_the_name_asked_for_still_finds_it(
+    agent: Agent, key: str
+) -> None:
+    # ngrok v2's POST /api/tunnels takes the public address as subdomain, hostname or domain:
+    # devtunnel ignored them and gave the tunnel its "name" (web.localhost, not myapp.localhost).
+    value = {"subdomain": "myapp", "hostname": "myapp.example.com", "domain": "myapp.ngrok.app",
+             "url": "https://myapp.ngrok.app"}[key]
+    resp = await agent.client.post("/api/tunnels", json={"addr": agent.target, "name": "web", "proto": "http", key: value})
+    assert resp.status_code == 201, resp.text
+    tunnel = resp.json()
+    assert (tunnel["name"], tunnel["uri"]) == ("myapp", "/api/tunnels/myapp")
+    assert tunnel["public_url"].startswith("http://myapp.localhost:")
+    assert (await _public("GET", tunnel["public_url"], "/hello")).status_code == 200
+    # The script goes on with the name it gave, and with ngrok v2's "NAME (http)" (pyngrok < 7.2, java-ngrok).
+    for asked in ("web", "web (http)", "myapp (http)", "myapp"):
+        one = await agent.client.get(f"/api/tunnels/{asked}")
+        assert one.status_code == 200 and one.json()["name"] == "myapp", (asked, one.text)
+        assert (await agent.client.get(f"/api/endpoints/{asked}")).json()["name"] == "myapp"
+        # devtunnel's own routes under a tunnel find it by the same names (they took its name only).
+        rules = await agent.client.get(f"/api/tunnels/{asked}/rules")
+        assert rules.status_code == 200 and rules.json()["uri"] == "/api/tunnels/myapp/rules", rules.text
+
+    async def by_asked_name() -> list[Any]:
+        return list((await agent.client.get("/api/requests/http", params={"tunnel_name": "web"})).json()["requests"])
+
+    exchange_id = (await async_wait_for(by_asked_name, what="the capture by the name asked for"))[0]["id"]
+    before = len(agent.seen.requests)
+    resp = await agent.client.post("/api/requests/http", json={"id": exchange_id, "tunnel_name": "web (http)"})
+    assert resp.status_code == 204, resp.text
+    assert len(agent.seen.requests) == before + 1
+    assert (await agent.client.delete("/api/tunnels/web")).status_code == 204
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+    # Its captures are still listed by the name asked for, the tunnel stopped (the request and its replay).
+    listed = (await agent.client.get("/api/requests/http", params={"tunnel_name": "web"})).json()["requests"]
+    assert len(listed) == 2 and {r["tunnel_name"] for r in listed} == {"myapp"}
+    # Gone with its tunnel: a later tunnel of that name is not found by the old alias.
+    await _start(agent, "myapp")
+    assert (await agent.client.get("/api/tunnels/web")).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
+async def test_a_name_asked_for_twice_is_a_400_as_ngrok_answers_whatever_address_each_asks_for(agent: Agent, path: str) -> None:
+    # A second {"name": "web"} with another subdomain started beside the first, and "web" then
+    # named the second: the script's GET/DELETE /api/tunnels/web reached another tunnel than it started.
+    first = await agent.client.post(path, json={"addr": agent.target, "name": "web", "subdomain": "myapp"})
+    assert first.status_code == 201, first.text
+    what = path.removeprefix("/api/").removesuffix("s")
+    for body, msg in [
+        ({"name": "web", "subdomain": "other"}, "a tunnel named 'web' is already running (as 'myapp')"),
+        ({"name": "web"}, "a tunnel named 'web' is already running (as 'myapp')"),
+        ({"name": "myapp", "hostname": "other.example.com"}, "a tunnel named 'myapp' is already running"),
+    ]:
+        resp = await agent.client.post(path, json={"addr": agent.target, **body})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["msg"] == f"{msg}; the {what} was not started"
+        assert resp.json()["details"] == {"err": f'tunnel "{body["name"]}" already exists'}
+    assert [t["name"] for t in (await agent.client.get("/api/tunnels")).json()["tunnels"]] == ["myapp"]
+    assert (await agent.client.get("/api/tunnels/web")).json()["name"] == "myapp"
+    # Once it is stopped, the name is free again.
+    assert (await agent.client.delete("/api/tunnels/web")).status_code == 204
+    again = await agent.client.post(path, json={"addr": agent.target, "name": "web", "subdomain": "other"})
+    assert again.status_code == 201 and again.json()["name"] == "other", again.text
+
+
+async def test_a_curl_body_without_a_json_content_type_is_a_415_that_says_how_to_send_it(agent: Agent) -> None:
+    # curl -d '{...}' sends application/x-www-form-urlencoded; a page can send that without a preflight.
+    resp = await agent.client.post("/api/tunnels", content=b'{"addr": "8080"}',
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 415
+    assert resp.json()["msg"] == ("send the body as application/json (curl: -H 'Content-Type: application/json'), "
+                                  "not application/x-www-form-urlencoded")
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+@pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
+@pytest.mark.parametrize(
+    ("public", "fragment"),
+    [
+        ({"subdomain": "my.app"}, "subdomain 'my.app': a devtunnel tunnel's public address is NAME.DOMAIN of its relay"),
+        ({"subdomain": "my_app"}, "subdomain 'my_app': tunnel name 'my_app' is not a valid DNS label"),
+        ({"hostname": "*.example.com"}, "hostname '*.example.com': tunnel name '*' is not a valid DNS label"),
+        ({"domain": "tcp://1.tcp.ngrok.io"}, "only http and https "),
+        ({"hostname": "https://[::1"}, "hostname 'https://[::1': Invalid IPv6 URL"),
+        ({"subdomain": "a", "hostname": "b.example.com"},
+         "hostname 'b.example.com' and subdomain 'a' ask for different public addresses (b and a)"),
+        ({"url": "https://a.ngrok.app", "domain": "b.ngrok.app"}, "url 'https://a.ngrok.app' and domain 'b.ngrok.app'"),
+        ({"subdomain": ["a"]}, "the field 'subdomain' must be a string"),
+    ],
+)
+async def test_a_public_address_devtunnel_cannot_give_is_a_400_on_either_resource(
+    agent: Agent, path: str, public: dict[str, Any], fragment: str
+) -> None:
+    body = {"addr": agent.target, "name": "web", **public}
+    resp = await agent.client.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()
+    assert (error["error_code"], error["status_code"], error["details"]) == (100, 400, {})
+    assert fragment in error["msg"], error["msg"]
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+async def test_a_page_cannot_start_a_tunnel_with_a_public_address(agent: Agent) -> None:
+    body = {"addr": agent.target, "subdomain": "myapp"}
+    for headers in ({"Origin": "https://evil.example"}, {"Host": "myapp.evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "null"}, {"X-Forwarded-For": "203.0.113.7"}):
+        resp = await agent.client.post("/api/tunnels", json=body, headers=headers)
+        assert resp.status_code == 403, (headers, resp.text)
+        assert resp.json()["error_code"] == 101
+        assert (await agent.client.get("/api/tunnels/myapp (http)", headers=headers)).status_code == 403
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
 
 
 @pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
@@ -198,6 +312,8 @@ async def test_a_bare_number_is_a_local_port_and_a_second_tunnel_of_a_name_is_a_
     for path, body in [("/api/tunnels", {"addr": "9", "name": "a"}), ("/api/endpoints", {"upstream": 9, "name": "A"})]:
         resp = await agent.client.post(path, json=body)
         assert resp.status_code == 400 and "'a' is already running" in resp.json()["msg"], resp.text
+        # What scripts (and the patches of ngrok's npm client) look for to read the running tunnel instead.
+        assert resp.json()["details"] == {"err": 'tunnel "a" already exists'}
     tunnels = (await agent.client.get("/api/tunnels")).json()["tunnels"]
     assert sorted((t["name"], t["config"]["addr"]) for t in tunnels) == [("a", agent.target), ("b", agent.target)]
 
@@ -355,4 +471,43 @@ async def test_an_http2_only_local_service_is_refused_whichever_key_says_so(agen
     resp = await agent.client.post(path, json=body)
     assert resp.status_code == 400, resp.text
     assert resp.json()["msg"].startswith("app_protocol 'http2' is not supported (only http1)")
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/tunnels"), ("POST", "/api/endpoints"), ("DELETE", "/api/tunnels/web"),
+    ("DELETE", "/api/tunnels/web%20%28http%29"), ("POST", "/api/requests/http"), ("POST", "/api/tunnels/web/rules"),
+    ("POST", "/api/tunnels/web/restart"), ("DELETE", "/api/endpoints/web"),
+])
+async def test_no_web_page_gets_past_the_preflight_of_a_route_that_starts_or_stops_a_tunnel(
+    agent: Agent, method: str, path: str
+) -> None:
+    # A page on a loopback origin (a local dev server) passes the Origin check; what stops its
+    # JSON POST or DELETE is the browser's preflight, which must not be granted.
+    await _start(agent, "web")
+    for origin in ("http://localhost:3000", "https://evil.example"):
+        resp = await agent.client.options(path, headers={
+            "Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": "content-type"})
+        assert resp.status_code >= 400, (origin, resp.status_code)
+        assert not [h for h in resp.headers if h.lower().startswith("access-control-")], resp.headers
+    # What a page may send without a preflight (a form, text) starts nothing.
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        resp = await agent.client.post("/api/tunnels", content=f'{{"addr": "{agent.target}", "name": "page"}}',
+                                       headers={"Origin": "http://localhost:3000", "Content-Type": content_type})
+        assert resp.status_code == 415, resp.text
+    assert [t["name"] for t in (await agent.client.get("/api/tunnels")).json()["tunnels"]] == ["web"]
+
+
+async def test_the_routes_answer_with_a_trailing_slash_as_ngrok_does(agent: Agent) -> None:
+    # Scripts read `curl -s localhost:4040/api/tunnels/ | jq -r .tunnels[0].public_url`: it was a
+    # bodiless 307, which curl does not follow (and urllib, pyngrok's, not for a POST).
+    resp = await agent.client.post("/api/tunnels/", json={"addr": agent.target, "name": "web"})
+    assert resp.status_code == 201, resp.text
+    for path in ("/api/tunnels/", "/api/endpoints/", "/api/requests/http/", "/api/tunnels/web/", "/api/", "/api/status/"):
+        resp = await agent.client.get(path)
+        assert resp.status_code == 200, (path, resp.status_code, resp.text)
+    assert (await agent.client.get("/api/tunnels/")).json()["tunnels"][0]["name"] == "web"
+    assert (await agent.client.get("/api/nothing/")).status_code == 404
+    assert (await agent.client.get("/api/tunnels/", headers={"Host": "evil.example"})).status_code == 403
+    assert (await agent.client.delete("/api/tunnels/web/")).status_code == 204
     assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
