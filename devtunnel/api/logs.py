@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from devtunnel.api.service import service_of
-from devtunnel.api.plumbing import int_param, ok
+from devtunnel.api.plumbing import int_param, ok, tunnel_of
 from devtunnel.export.agent_json import tunnel_uri
 from devtunnel.agent.children import LogLine, LogRing
 
@@ -43,7 +43,7 @@ def _flag(request: Request, key: str) -> bool:
 
 async def app_logs(request: Request) -> Response:
     """``GET /api/tunnels/{name}/logs?limit=&contains=&follow=``."""
-    name = request.path_params["name"]
+    name = tunnel_of(request).name  # by any of its names, as every route under a tunnel
     ring: LogRing = service_of(request).app_log(name)  # NotFoundError -> 404
     limit = int_param(request, "limit", 500)
     contains = request.query_params.get("contains") or None

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from devtunnel.api.app import serve_api
 from devtunnel.api.logs import FOLLOW_QUEUE, app_logs
+from devtunnel.api.plumbing import TunnelAliases
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import Harness, relay_and_agent
 
@@ -113,7 +114,7 @@ async def test_a_line_written_before_the_stream_starts_is_followed(
     harness, _ = api
     ring = harness.service.app_log("shop")
     await async_wait_for(lambda: len(ring) >= 2, what="the app's first line")
-    app = SimpleNamespace(state=SimpleNamespace(service=harness.service))
+    app = SimpleNamespace(state=SimpleNamespace(service=harness.service, aliases=TunnelAliases(harness.service)))
     request = Request({"type": "http", "method": "GET", "path": "/api/tunnels/shop/logs", "app": app,
                        "query_string": b"follow=1&limit=0", "headers": [],
                        "path_params": {"name": "shop"}})
@@ -127,3 +128,12 @@ async def test_a_line_written_before_the_stream_starts_is_followed(
         assert [json.loads(line)["text"] for line in text.splitlines()][-1] == "written in between"
     finally:
         await stream.aclose()
+
+
+async def test_an_apps_log_is_found_by_any_name_of_its_tunnel(api: tuple[Harness, httpx.AsyncClient]) -> None:
+    """As every route under a tunnel: ngrok v2's ``NAME (http)`` finds ``NAME``'s log."""
+    harness, client = api
+    await async_wait_for(lambda: len(harness.service.app_log("shop")) >= 1, what="the app's first line")
+    response = await client.get("/api/tunnels/shop%20(http)/logs")
+    assert response.status_code == 200, response.text
+    assert response.json()["tunnel"] == "shop" and response.json()["lines"]
