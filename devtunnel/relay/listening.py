@@ -18,6 +18,7 @@ import uvicorn
 from devtunnel.errors import ConfigError
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.pending import PendingConnections
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.sockets import bind
@@ -32,6 +33,7 @@ def server_config(
     *,
     direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool],
     peer_errors: PeerErrorLog,
+    pending: PendingConnections | None = None,
 ) -> uvicorn.Config:
     """uvicorn's configuration for the relay (its protocols, limits and TLS), loaded.
 
@@ -42,9 +44,11 @@ def server_config(
     config = uvicorn.Config(
         app,
         http=HeadLimitedHttpProtocol.configured(
-            s.max_head, s.head_timeout, direct=direct, peer_errors=peer_errors
+            s.max_head, s.head_timeout, direct=direct, peer_errors=peer_errors, pending=pending
         ),
-        ws=GuardedWebSocketProtocol.configured(PRELOGIN_MAX_SIZE, s.stall_timeout, s.relay_buffer).logging_to(peer_errors),
+        ws=GuardedWebSocketProtocol.configured(
+            PRELOGIN_MAX_SIZE, s.stall_timeout, s.relay_buffer, pending=pending
+        ).logging_to(peer_errors),
         ws_max_size=WS_MAX_SIZE,
         ws_per_message_deflate=False,
         ws_ping_interval=s.ping_interval,

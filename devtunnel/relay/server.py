@@ -43,7 +43,8 @@ from devtunnel.relay.pages import own_page
 from devtunnel.relay.pool import Pool
 from devtunnel.relay.registry import AgentRegistry
 from devtunnel.relay.rules import RuleBook
-from devtunnel.relay.settings import RelaySettings, client_limit, trusted_networks
+from devtunnel.relay.pending import PendingConnections
+from devtunnel.relay.settings import RelaySettings, client_limit, pending_limits, trusted_networks
 from devtunnel.relay.slots import ClientSlots
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.relay.ws_proxy import WebSocketForwarder
@@ -85,6 +86,9 @@ class Relay:
         )
         self._slots = ClientSlots(client_limit(settings))
         self._rules = RuleBook(settings.rules, trusted_networks(settings.trusted_proxies), max_buckets=settings.rate_clients)
+        self._pending = PendingConnections(
+            *pending_limits(settings), self._peer_errors, exempt=trusted_networks(settings.trusted_proxies)
+        )
         self._forward_http = HttpForwarder(
             max_body=settings.max_body,
             proto=proto,
@@ -154,6 +158,18 @@ class Relay:
         return len(self._server.server_state.connections) if self._server is not None else 0
 
     @property
+    def pending_connections(self) -> int:
+        """Connections open now that wait for a request head (new, or kept alive between
+        requests), and agents' WebSockets whose HELLO is not accepted yet (``relay.pending``)."""
+        return len(self._pending)
+
+    @property
+    def turned_away(self) -> dict[str, int]:
+        """Since the start: connections ``refused`` (429) for their address's pending connections,
+        and pending ones ``dropped`` to make room under the total."""
+        return {"refused": self._pending.refused, "dropped": self._pending.dropped}
+
+    @property
     def requests_in_flight(self) -> int:
         """HTTP requests through tunnels whose response has not all come from the agent yet:
         the open HTTP streams of every agent's link (public WebSockets, and the agents' own
@@ -172,7 +188,7 @@ class Relay:
             ConfigError: the address cannot be listened on, or the TLS files are unusable.
         """
         s = self.settings
-        config = server_config(self, s, direct=self._direct, peer_errors=self._peer_errors)
+        config = server_config(self, s, direct=self._direct, peer_errors=self._peer_errors, pending=self._pending)
         self._server, self._socket = await start_server(config, s.host, s.port)
         self._port = self._socket.getsockname()[1]
 
