@@ -25,7 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from devtunnel.relay.asgi import PLAIN_TYPE
 from devtunnel.relay.log import PeerErrorLog
-from devtunnel.relay.pending import DROPPED_PENDING, RETRY_AFTER, PendingConnections
+from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, PendingConnections
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import connection_tokens, field_value, is_token
 from devtunnel.values.request_head import answer_text, head_problem
@@ -70,6 +70,7 @@ _HEAD = 1  # in a head that was in progress when the read began, or began in it 
 _BEHIND = 2  # in a head that began in this read behind the end of another message (_bound_head)
 _BETWEEN = 3  # no message in progress since an earlier read: a new connection, or one between requests
 _ENDED = 4  # a message ended in this read and no other began after it
+_TURNED_AWAY = 5  # refused before a byte was read (relay.pending): its first bytes get 429
 _NOTHING_OPEN = (0, 0, 0)
 # The first byte of a request line after blank lines (_Walk.head_ends).
 _NOT_CR_LF = re.compile(rb"[^\r\n]")
@@ -479,7 +480,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         pending = self.pending
         if pending is not None and not pending.admit(self, self.client):
-            self._refuse_pending(pending)
+            # Answered once it speaks (data_received), not before: the answer would cross its request.
+            self._refused = True
+            self._in_head = _TURNED_AWAY
+            if pending.begin_refusal():
+                self._head_timer = self.loop.call_later(REFUSAL_GRACE, transport.abort)
+            else:
+                transport.abort()
             return
         self._arm_head_timer()
 
@@ -488,6 +495,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         pending = self.pending
         if pending is not None:
             pending.release(self)
+            if self._in_head == _TURNED_AWAY:
+                pending.end_refusal()
         callback, self.lost_callback = self.lost_callback, None
         super().connection_lost(exc)
         if callback is not None:
@@ -502,6 +511,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
+            if self._in_head == _TURNED_AWAY and self.pending is not None and not self.transport.is_closing():
+                self._refuse_pending(self.pending)
             return
         if self._chunks:
             self._chunks = _CARRIED
@@ -1023,17 +1034,18 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.abort()
 
     def _refuse_pending(self, pending: PendingConnections) -> None:
-        """Answer 429 and close: the client's address holds its most pending connections. Before
-        a byte of the request is read (a WebSocket upgrade: before the upgrade)."""
+        """Answer 429 and close: the client's address holds its most pending connections. Its
+        request is not read (a WebSocket upgrade: not upgraded)."""
         self._cancel_head_timer()
         self._refuse(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: %d\r\n" % RETRY_AFTER, pending.refusal(self.client))
 
     def drop_pending(self) -> None:
-        """Dropped to make room for newer connections (``PendingConnections``): 503 and close,
-        or only close when it is idle between requests (a 503 would read as the next answer)."""
+        """Dropped to make room for newer connections (``PendingConnections``): 503 and close
+        when it began a head; closed without a word when it sent nothing, or is idle between
+        requests (as at the head or keep-alive timeout: an answer would cross its request)."""
         if self.transport.is_closing():
             return
-        if self.cycle is not None and self._in_head == _BETWEEN:
+        if self._in_head not in (_HEAD, _BEHIND):
             self.transport.close()
             return
         self._cancel_head_timer()

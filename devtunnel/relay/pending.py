@@ -9,8 +9,9 @@ the relay's file descriptors and memory: once the process runs out of descriptor
 one, agents included.
 
 - **Per address**: past ``per_address`` pending connections from one client address (an IPv6
-  client by its /64, ``slots.client_key``), a new one is answered ``429`` and closed at once,
-  before a byte of it is read. Other addresses are not affected. A connection going idle after a
+  client by its /64, ``slots.client_key``), a new one is refused: its first bytes are answered
+  ``429`` unread and it is closed (cut if it sends none within ``REFUSAL_GRACE`` seconds, or if
+  ``REFUSING_MOST`` refused connections wait already). Other addresses are not affected. A connection going idle after a
   response counts, but is not refused: a client keeping many connections alive (a load test)
   keeps them, and opens no more meanwhile. A trusted proxy's address is not limited (all its
   clients share it): the total applies to it.
@@ -40,6 +41,12 @@ AUTO_LIMIT_CAP = 4096
 AUTO_LIMIT_FLOOR = 64
 """The fewest pending connections the automatic total allows, whatever the descriptor limit."""
 RETRY_AFTER = 5
+REFUSAL_GRACE = 1.0
+"""Seconds a refused connection is kept for its first bytes, to answer them 429: an answer
+written before the client spoke would cross its request (a WebSocket client may then fail
+outright instead of reading it). One that sends nothing is cut."""
+REFUSING_MOST = 256
+"""Refused connections kept for their first bytes at once, in all; more are cut without a word."""
 """Seconds a refused client is asked to wait (``Retry-After``)."""
 DROPPED_PENDING = "the relay holds too many connections waiting to send a request; try again\n"
 """What a pending connection dropped to make room is told (503, or the reason of a WebSocket's close)."""
@@ -86,6 +93,8 @@ class PendingConnections:
         """Connections refused (429) for their address's pending connections, since the start."""
         self.dropped = 0
         """Pending connections dropped to make room under ``limit``, since the start."""
+        self.refusing = 0
+        """Refused connections kept now for their first bytes (``begin_refusal``)."""
         self._peer_errors = peer_errors
         self._exempt = tuple(exempt)
         self._held: dict[Droppable, str] = {}  # (insertion order: oldest first)
@@ -126,6 +135,16 @@ class PendingConnections:
         self._held[connection] = key
         self._by_address[key] = held + 1
         return True
+
+    def begin_refusal(self) -> bool:
+        """Count a refused connection kept for its first bytes (until ``end_refusal``); False
+        when ``REFUSING_MOST`` are kept already: cut it at once."""
+        self.refusing += 1
+        return self.refusing <= REFUSING_MOST
+
+    def end_refusal(self) -> None:
+        """A connection counted by ``begin_refusal`` is gone."""
+        self.refusing -= 1
 
     def release(self, connection: object) -> None:
         """``connection`` is pending no more (it proved itself, or it is gone); harmless twice."""

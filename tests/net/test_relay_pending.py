@@ -13,6 +13,7 @@ import logging
 import os
 
 import pytest
+import websockets
 
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pending import PendingConnections, default_limit
@@ -84,6 +85,7 @@ async def test_an_agent_counts_until_its_hello_is_accepted_and_serves_while_its_
     async with running_relay(pending_per_address=3) as relay:
         flood = await hold(relay, 3)
         refused_reader, refused_writer = await open_from(relay)
+        refused_writer.write(upgrade(relay.port))  # answered once it speaks, not upgraded
         assert (await head_of(refused_reader)).startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
         assert relay.turned_away == {"refused": 1, "dropped": 0}
         refused_writer.close()
@@ -110,6 +112,7 @@ async def test_an_upgrade_to_the_agents_door_on_a_kept_alive_connection_still_co
         assert (await head_of(reader)).startswith(b"HTTP/1.1 101")
         assert relay.pending_connections == 2
         third_reader, third_writer = await open_from(relay)
+        third_writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert (await head_of(third_reader)).startswith(b"HTTP/1.1 429")
         third_writer.close()
         writer.close()
@@ -119,6 +122,7 @@ async def test_an_upgrade_to_the_agents_door_on_a_kept_alive_connection_still_co
 async def test_the_oldest_pending_connection_is_dropped_to_make_room_503_or_close_1013() -> None:
     async with running_relay(pending_connections=2, pending_per_address=0) as relay:
         silent_reader, silent_writer = await open_from(relay)
+        silent_writer.write(b"GET / HTTP/1.1\r\nHost: loc")  # a head begun: it gets an answer
         await async_wait_for(lambda: relay.pending_connections == 1, what="one pending")
         ws_reader, ws_writer = await open_from(relay)
         ws_writer.write(upgrade(relay.port))
@@ -136,6 +140,29 @@ async def test_the_oldest_pending_connection_is_dropped_to_make_room_503_or_clos
         for writer in (silent_writer, ws_writer):
             writer.close()
         close_all(newest + more)
+
+
+async def test_an_agent_refused_for_its_address_reads_the_429_as_the_answer_to_its_handshake() -> None:
+    """Answered once it spoke: a 429 written before its handshake made the WebSocket client fail
+    with an AssertionError of its own (the agent then stopped) instead of reading the answer."""
+    async with running_relay(pending_per_address=1) as relay:
+        flood = await hold(relay, 1, "127.0.0.1")
+        for _ in range(3):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(f"ws://127.0.0.1:{relay.port}{CONNECT_PATH}", open_timeout=10)
+            assert refused.value.response.status_code == 429
+            assert refused.value.response.headers["retry-after"] == "5"
+        close_all(flood)
+
+
+async def test_a_refused_connection_that_sends_nothing_is_cut_after_a_grace_and_told_nothing() -> None:
+    async with running_relay(pending_per_address=1) as relay:
+        flood = await hold(relay, 1)
+        reader, writer = await open_from(relay)
+        assert await reader.read() == b""  # (the grace: REFUSAL_GRACE)
+        writer.close()
+        assert relay.turned_away == {"refused": 1, "dropped": 0}
+        close_all(flood)
 
 
 async def test_a_trusted_proxy_address_is_held_to_the_total_only() -> None:
@@ -158,6 +185,7 @@ async def test_refusals_are_logged_once_per_interval_with_a_summary(caplog: pyte
         flood = await hold(relay, 1)
         for _ in range(5):
             reader, writer = await open_from(relay)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert (await head_of(reader)).startswith(b"HTTP/1.1 429")
             writer.close()
         await async_wait_for(lambda: any("4 more connections refused" in r.message for r in caplog.records),
