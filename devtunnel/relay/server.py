@@ -31,6 +31,7 @@ from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.link import AgentLink, BufferBudget
 from devtunnel.relay.listening import (
+    TlsFront,
     cut_unread_websockets,
     listen_more,
     server_config,
@@ -46,6 +47,7 @@ from devtunnel.relay.rules import RuleBook
 from devtunnel.relay.pending import PendingConnections
 from devtunnel.relay.settings import RelaySettings, client_limit, pending_limits, trusted_networks
 from devtunnel.relay.slots import ClientSlots
+from devtunnel.relay.tls_door import abort_all
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.relay.ws_proxy import WebSocketForwarder
 from devtunnel.rules import Engine
@@ -104,6 +106,8 @@ class Relay:
         self._gate = AgentGate(
             settings, self._registry, self._budget, self._rules, self._peer_errors, self.public_url_for
         )
+        self._tls = TlsFront(self._pending, settings.head_timeout)
+        """Connections of the TLS listeners until their handshake is done (``tls_door``)."""
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
@@ -189,7 +193,7 @@ class Relay:
         """
         s = self.settings
         config = server_config(self, s, direct=self._direct, peer_errors=self._peer_errors, pending=self._pending)
-        self._server, self._socket = await start_server(config, s.host, s.port)
+        self._server, self._socket = await start_server(config, s.host, s.port, self._tls)
         self._port = self._socket.getsockname()[1]
 
     async def pin(self, name: str, port: int = 0) -> int:
@@ -204,7 +208,7 @@ class Relay:
         server = self._server
         if server is None:
             raise RuntimeError("the relay is not started")
-        bound, listener = await listen_more(server, self.settings.host, port)
+        bound, listener = await listen_more(server, self.settings.host, port, self._tls)
         self._pins[bound] = name
         self._pin_listeners[bound] = listener
         return bound
@@ -258,6 +262,7 @@ class Relay:
         for tunnel in [member for pool in list(self._tunnels.values()) for member in pool.members]:
             await tunnel.disconnect(ErrorCode.SHUTTING_DOWN, "the relay is shutting down; reconnect", 1012)
         server, self._server = self._server, None
+        abort_all(self._tls.doors)
         if server is not None:
             cut = cut_unread_websockets(server)
             if cut:

@@ -11,8 +11,11 @@ import asyncio
 import base64
 import logging
 import os
+import ssl
+from pathlib import Path
 
 import pytest
+import trustme
 import websockets
 
 from devtunnel.relay.log import PeerErrorLog
@@ -244,3 +247,35 @@ def test_the_automatic_total_is_half_the_open_file_limit_within_bounds() -> None
     assert pending_limits(RelaySettings(pending_connections=10, pending_per_address=0)) == (10, None)
     assert pending_limits(RelaySettings(pending_connections=10, embedded=True)) == (10, None)
     assert pending_limits(RelaySettings(pending_connections=10)) == (10, 256)
+
+
+# -- a relay serving TLS itself ------------------------------------------------------------------
+async def test_tls_connections_count_from_their_accept_and_a_handshake_is_held_to_the_head_timeout(
+    tmp_path: Path,
+) -> None:
+    """asyncio's TLS listener told the relay nothing of a connection until its handshake was
+    done, and waited 60 s for it: silent connections to a TLS relay were counted nowhere."""
+    ca = trustme.CA()
+    pem = tmp_path / "relay.pem"
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    async with running_relay(tls_cert=str(pem), tls_key=str(pem), pending_per_address=5, head_timeout=1.0) as relay:
+        flood = [await open_from(relay) for _ in range(20)]
+        await async_wait_for(lambda: relay.turned_away["refused"] == 15, what="15 refused")
+        assert relay.pending_connections == 5
+        for reader, _ in flood[5:]:
+            assert await closed(reader)  # cut: no answer a TLS client could read before its handshake
+        agent = await connect_agent(relay, scheme="wss", ssl=client_tls)  # served while the flood is held
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, ssl=client_tls,
+                                                       server_hostname="localhost")
+        writer.write(b"GET /x HTTP/1.1\r\nHost: demo.localhost\r\nConnection: close\r\n\r\n")
+        assert (await head_of(reader)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await agent.close()
+        started = asyncio.get_running_loop().time()
+        for reader, _ in flood[:5]:  # never sent a ClientHello: cut at the head timeout, not after 60 s
+            assert await closed(reader)
+        assert asyncio.get_running_loop().time() - started < 5
+        await async_wait_for(lambda: relay.pending_connections == 0, what="none pending")
+        close_all(flood)
