@@ -1,6 +1,8 @@
 """How the relay listens: uvicorn, configured with the relay's own protocol classes, serving the
 relay's ASGI application on a socket bound here, more listeners on the same server for pinned
 ports (``Relay.pin``), and how it stops taking requests when it drains (``stop_accepting``).
+With TLS the listeners are the relay's own, each connection a ``TlsDoor`` until its handshake
+is done (``TlsFront``).
 
 uvicorn is driven by hand (``Server.startup`` and ``shutdown`` rather than ``serve``), so it runs
 inside the caller's event loop; ``tests/net/test_uvicorn_contract.py`` checks what this relies on.
