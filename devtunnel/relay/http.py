@@ -825,7 +825,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         else:
             pending = self.pending
             if pending is not None:
-                pending.admit(self, self.client, idle=True)
+                client = self.client
+                pending.idle(self, client[0] if client else "?")
             self._idle_since = self.loop.time()
             if self.timeout_keep_alive_task is None:
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)

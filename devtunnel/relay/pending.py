@@ -106,15 +106,14 @@ class PendingConnections:
     def __contains__(self, connection: object) -> bool:
         return connection in self._held
 
-    def admit(self, connection: Droppable, client: tuple[str, int] | None, idle: bool = False) -> bool:
+    def admit(self, connection: Droppable, client: tuple[str, int] | None) -> bool:
         """Count ``connection`` (from ``client``) as pending; False, counting nothing, when its
-        address holds ``per_address`` already (the caller answers 429 and closes), unless it is
-        ``idle`` (kept alive after a response: always counted). May drop the oldest pending
-        connection to stay within ``limit``."""
+        address holds ``per_address`` already (the caller answers 429 and closes). May drop the
+        oldest pending connection to stay within ``limit``."""
         ip = client[0] if client else "?"
         key = client_key(ip)
         held = self._by_address.get(key, 0)
-        if self.per_address is not None and held >= self.per_address and not idle and not self._is_exempt(ip):
+        if self.per_address is not None and held >= self.per_address and not self._is_exempt(ip):
             self.refused += 1
             self._peer_errors.log(
                 "pending-refused", logging.WARNING,
@@ -123,15 +122,7 @@ class PendingConnections:
             )
             return False
         if len(self._held) >= self.limit:
-            oldest = next(iter(self._held))
-            self.release(oldest)
-            self.dropped += 1
-            self._peer_errors.log(
-                "pending-dropped", logging.WARNING,
-                "%d connections waiting to send a request (or an agent's HELLO), the most the relay holds: "
-                "the oldest dropped to make room", self.limit,
-            )
-            oldest.drop_pending()
+            self._drop_oldest()
         self._held[connection] = key
         self._by_address[key] = held + 1
         return True
@@ -146,16 +137,38 @@ class PendingConnections:
         """A connection counted by ``begin_refusal`` is gone."""
         self.refusing -= 1
 
+    def idle(self, connection: Droppable, ip: str) -> None:
+        """Count ``connection`` (from ``ip``), kept alive after a response, as pending: never
+        refused (``admit`` with ``idle``, on the path of every kept-alive request: short)."""
+        held = self._held
+        if len(held) >= self.limit:
+            self._drop_oldest()
+        key = ip if ":" not in ip else client_key(ip)
+        held[connection] = key
+        by_address = self._by_address
+        by_address[key] = by_address.get(key, 0) + 1
+
+    def _drop_oldest(self) -> None:
+        oldest = next(iter(self._held))
+        self.release(oldest)
+        self.dropped += 1
+        self._peer_errors.log(
+            "pending-dropped", logging.WARNING,
+            "%d connections waiting to send a request (or an agent's HELLO), the most the relay holds: "
+            "the oldest dropped to make room", self.limit,
+        )
+        oldest.drop_pending()
+
     def release(self, connection: object) -> None:
         """``connection`` is pending no more (it proved itself, or it is gone); harmless twice."""
         key = self._held.pop(connection, None)  # type: ignore[call-overload]
-        if key is None:
-            return
-        held = self._by_address[key] - 1
-        if held:
-            self._by_address[key] = held
-        else:
-            del self._by_address[key]
+        if key is not None:
+            by_address = self._by_address
+            held = by_address[key] - 1
+            if held:
+                by_address[key] = held
+            else:
+                del by_address[key]
 
     def hand_over(self, old: object, new: Droppable) -> None:
         """``new`` takes ``old``'s place (an HTTP connection upgraded to a WebSocket), if it had one."""

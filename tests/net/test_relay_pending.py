@@ -221,7 +221,7 @@ def test_a_connection_kept_alive_counts_but_is_never_refused() -> None:
     pending = PendingConnections(100, 1, PeerErrorLog(logging.getLogger("test")))
     first, idle = Conn(), Conn()
     assert pending.admit(first, ("10.0.0.1", 1))
-    assert pending.admit(idle, ("10.0.0.1", 2), idle=True)
+    pending.idle(idle, "10.0.0.1")
     assert pending.held_by("10.0.0.1") == 2 and pending.refused == 0
     pending.release(idle)
     pending.release(idle)  # harmless twice
