@@ -199,6 +199,31 @@ async def test_refusals_are_logged_once_per_interval_with_a_summary(caplog: pyte
         close_all(flood)
 
 
+async def test_a_head_trickled_a_byte_at_a_time_is_cut_at_the_head_timeout_counted_from_its_start() -> None:
+    """Each byte is progress the parser sees, but the head timer is not armed again by it: a
+    slowloris client holds its connection for ``head_timeout`` at most, however it trickles."""
+    async with running_relay(head_timeout=0.5) as relay:
+        loop = asyncio.get_running_loop()
+        reader, writer = await open_from(relay)
+        started = loop.time()
+
+        async def trickle() -> None:
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            while not writer.is_closing():
+                writer.write(b"a")
+                await asyncio.sleep(0.02)
+
+        task = asyncio.create_task(trickle())
+        try:
+            async with asyncio.timeout(10):
+                answer = await reader.read(-1)
+        finally:
+            task.cancel()
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
+        assert loop.time() - started < 2.5
+
+
 # -- the counts themselves -----------------------------------------------------------------------
 class Conn:
     def __init__(self) -> None:
