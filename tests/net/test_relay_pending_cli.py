@@ -60,10 +60,25 @@ def flood(port: int, source: str, count: int, deadline: float = 30.0) -> Iterato
             elif i % 3 == 2:
                 sock.sendall(upgrade_head(port))
             socks.append(sock)
+        # Upgraded before the block (or the next flood) goes on: an upgrade takes the newest
+        # place among the pending connections, so the order they are dropped in is known.
+        wait_for(lambda: all(upgraded_or_refused(sock) for sock in socks[2::3]), what="the upgrades answered")
         yield socks
     finally:
         for sock in socks:
             sock.close()
+
+
+def upgraded_or_refused(sock: socket.socket) -> bool:
+    """Whether the relay answered ``sock`` (or closed it)."""
+    sock.settimeout(0)
+    try:
+        sock.recv(4096, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        pass
+    return True
 
 
 def first_line(sock: socket.socket, timeout: float = 10.0) -> bytes:
