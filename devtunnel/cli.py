@@ -138,6 +138,12 @@ examples:
     p.add_argument("--client-share", type=float, metavar="FRACTION", help="share of a tunnel's concurrent requests one client address may hold; more get 429 (default: 0.25; 1 turns it off)")
     p.add_argument("--tunnels-per-token", type=_count, metavar="N", help="tunnel names one token may hold at once; a pool counts once (default: 32; 0: no limit)")
     p.add_argument("--connections-per-token", type=_count, metavar="N", help="agent connections one token may hold at once; each member of a pool counts (default: 64; 0: no limit)")
+    p.add_argument("--pending-per-address", type=_count, metavar="N",
+                   help="connections one client address may hold waiting to send a request (agents: their HELLO); "
+                        "one more gets 429 (default: 256; 0: no limit)")
+    p.add_argument("--max-pending", type=_count, metavar="N",
+                   help="connections waiting to send a request the relay holds in all; past it the oldest is dropped "
+                        "(default: 0, half the open-file limit, at most 4096)")
     p.add_argument("--drain-timeout", metavar="SECONDS",
                    help="on SIGTERM or SIGINT, take no new requests and let those in flight finish for up to this long "
                         "(10, 30s, 1m; default: 10; 0: stop at once)")

@@ -130,6 +130,10 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         connections_per_token=(
             RelaySettings.connections_per_token if args.connections_per_token is None else args.connections_per_token
         ),
+        pending_connections=RelaySettings.pending_connections if args.max_pending is None else args.max_pending,
+        pending_per_address=(
+            RelaySettings.pending_per_address if args.pending_per_address is None else args.pending_per_address
+        ),
         public_url=args.public_url,
         rules=rules_flag(args.rules, relay=True) if args.rules is not None else (),
         trusted_proxies=_trusted_proxies(args.trusted_proxy),

@@ -197,6 +197,10 @@ class RelayServerSection:
     """Agent connections one token may hold at once (each member of a pool counts); 0: no limit."""
     drain_timeout: float = field(default=10.0, metadata=_kind(Duration()))
     """How long the requests in flight may take to finish on SIGTERM or SIGINT, e.g. ``"30s"``; 0: stop at once."""
+    pending_per_address: int = field(default=256, metadata=_kind(Int(0)))
+    """Connections one client address may hold waiting to send a request (an agent's: its HELLO); 0: no limit."""
+    max_pending: int = field(default=0, metadata=_kind(Int(0)))
+    """Connections waiting to send a request the relay holds in all, the oldest dropped past it; 0: half the open-file limit."""
     rules_file: Path | None = field(default=None, metadata=_kind(FilePath()))
     """A TOML file of ``[[rules]]`` applied to every tunnel, before each tunnel's own (docs/policy.md)."""
 

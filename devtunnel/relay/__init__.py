@@ -15,5 +15,8 @@ The modules, by job:
   ``headers`` (hop-by-hop and forwarding headers), ``rules`` (``RuleBook``), ``asgi`` (the
   pieces they share).
 - uvicorn's protocols with the relay's limits: ``http`` (``HeadLimitedHttpProtocol``),
-  ``ws_guard`` (``GuardedWebSocketProtocol``); ``log``: peers' mistakes, logged throttled.
+  ``ws_guard`` (``GuardedWebSocketProtocol``); ``pending`` (``PendingConnections``: the
+  connections waiting to send a request, or an agent's HELLO, per address and in all);
+  ``tls_door`` (``TlsDoor``: a TLS connection until its handshake is done); ``log``: peers'
+  mistakes, logged throttled.
 """

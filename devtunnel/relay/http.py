@@ -25,6 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from devtunnel.relay.asgi import PLAIN_TYPE
 from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, PendingConnections
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import connection_tokens, field_value, is_token
 from devtunnel.values.request_head import answer_text, head_problem
@@ -69,6 +70,7 @@ _HEAD = 1  # in a head that was in progress when the read began, or began in it 
 _BEHIND = 2  # in a head that began in this read behind the end of another message (_bound_head)
 _BETWEEN = 3  # no message in progress since an earlier read: a new connection, or one between requests
 _ENDED = 4  # a message ended in this read and no other began after it
+_TURNED_AWAY = 5  # refused before a byte was read (relay.pending): its first bytes get 429
 _NOTHING_OPEN = (0, 0, 0)
 # The first byte of a request line after blank lines (_Walk.head_ends).
 _NOT_CR_LF = re.compile(rb"[^\r\n]")
@@ -425,6 +427,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     head_timeout: float = 10.0
     direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool] | None = None
     peer_errors: PeerErrorLog = _PEER_ERRORS
+    pending: PendingConnections | None = None
+    """Where the connection counts while it waits for a request head: from its start, and while
+    kept alive between requests, until the head is complete (``relay.pending``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -457,23 +462,41 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         head_timeout: float,
         direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool] | None = None,
         peer_errors: PeerErrorLog | None = None,
+        pending: PendingConnections | None = None,
     ) -> type[HeadLimitedHttpProtocol]:
-        """A subclass with these limits (and ``direct``), to pass as ``http=`` to ``uvicorn.Config``."""
+        """A subclass with these limits (and ``direct``, and ``pending``), to pass as ``http=`` to ``uvicorn.Config``."""
         # staticmethod: a plain function stored on the class would be bound to each instance.
         global _small_read
         _small_read = min(_small_read, max_head)
         attrs = {"max_head": max_head, "head_timeout": head_timeout, "direct": staticmethod(direct) if direct else None}
         if peer_errors is not None:
             attrs["peer_errors"] = peer_errors  # type: ignore[assignment]
+        if pending is not None:
+            attrs["pending"] = pending  # type: ignore[assignment]
         return type(cls.__name__, (cls,), attrs)
 
     # -- connection ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        pending = self.pending
+        if pending is not None and not pending.admit(self, self.client):
+            # Answered once it speaks (data_received), not before: the answer would cross its request.
+            self._refused = True
+            self._in_head = _TURNED_AWAY
+            if pending.begin_refusal():
+                self._head_timer = self.loop.call_later(REFUSAL_GRACE, transport.abort)
+            else:
+                transport.abort()
+            return
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        pending = self.pending
+        if pending is not None:
+            pending.release(self)
+            if self._in_head == _TURNED_AWAY:
+                pending.end_refusal()
         callback, self.lost_callback = self.lost_callback, None
         super().connection_lost(exc)
         if callback is not None:
@@ -488,6 +511,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
+            if self._in_head == _TURNED_AWAY and self.pending is not None and not self.transport.is_closing():
+                self._refuse_pending(self.pending)
             return
         if self._chunks:
             self._chunks = _CARRIED
@@ -567,12 +592,19 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         uvicorn feeds it the lowercased names of ``scope["headers"]`` (``raw_request_headers``).
         The protocol uvicorn builds is given them before it reads the handshake; this protocol
         is done once it hands over."""
+        pending = self.pending
+        if pending is not None and self not in pending and not pending.admit(self, self.client):
+            # A kept-alive connection's later upgrade: pending again until its agent's HELLO.
+            self._refuse_pending(pending)
+            return
         build, raw = self.ws_protocol_class, list(self._raw_headers)
 
         def with_raw_headers(**kwargs: Any) -> Any:
             protocol = build(**kwargs)  # type: ignore[misc]
             if isinstance(protocol, DeadPeerWebSocketProtocol):
                 protocol.raw_request_headers = raw
+            if pending is not None:
+                pending.hand_over(self, protocol)
             return protocol
 
         self.ws_protocol_class = with_raw_headers  # type: ignore[assignment]
@@ -718,6 +750,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             # message with Transfer-Encoding, whose framing is faulty (RFC 9112 6.1): llhttp keeps it.
             keep_alive = not any(name == b"transfer-encoding" for name, _ in self.headers)
         existing_cycle = self.cycle
+        pending = self.pending
+        if pending is not None:  # a request: the connection is pending no more (until it is idle again)
+            pending.release(self)
         cycle = DirectCycle(  # uvicorn's own cycle, and the scope, are made only when asked for (_launch)
             self,
             method_name,
@@ -788,6 +823,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)  # type: ignore[arg-type]  # a DirectCycle (on_headers_complete)
         else:
+            pending = self.pending
+            if pending is not None:
+                client = self.client
+                pending.idle(self, client[0] if client else "?")
             self._idle_since = self.loop.time()
             if self.timeout_keep_alive_task is None:
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
@@ -994,6 +1033,24 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def _drop_trailer(self) -> None:
         self.logger.debug("Trailer section larger than %d bytes: connection dropped.", self.max_head)
         self.abort()
+
+    def _refuse_pending(self, pending: PendingConnections) -> None:
+        """Answer 429 and close: the client's address holds its most pending connections. Its
+        request is not read (a WebSocket upgrade: not upgraded)."""
+        self._cancel_head_timer()
+        self._refuse(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: %d\r\n" % RETRY_AFTER, pending.refusal(self.client))
+
+    def drop_pending(self) -> None:
+        """Dropped to make room for newer connections (``PendingConnections``): 503 and close
+        when it began a head; closed without a word when it sent nothing, or is idle between
+        requests (as at the head or keep-alive timeout: an answer would cross its request)."""
+        if self.transport.is_closing():
+            return
+        if self._in_head not in (_HEAD, _BEHIND):
+            self.transport.close()
+            return
+        self._cancel_head_timer()
+        self._refuse(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: %d\r\n" % RETRY_AFTER, DROPPED_PENDING)
 
     def _refuse_head(self) -> None:
         self._cancel_head_timer()

@@ -1,6 +1,8 @@
 """How the relay listens: uvicorn, configured with the relay's own protocol classes, serving the
 relay's ASGI application on a socket bound here, more listeners on the same server for pinned
 ports (``Relay.pin``), and how it stops taking requests when it drains (``stop_accepting``).
+With TLS the listeners are the relay's own, each connection a ``TlsDoor`` until its handshake
+is done (``TlsFront``).
 
 uvicorn is driven by hand (``Server.startup`` and ``shutdown`` rather than ``serve``), so it runs
 inside the caller's event loop; ``tests/net/test_uvicorn_contract.py`` checks what this relies on.
@@ -18,9 +20,14 @@ import uvicorn
 from devtunnel.errors import ConfigError
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.log import PeerErrorLog
+from devtunnel.relay.pending import PendingConnections
+from devtunnel.relay.tls_door import TlsDoor
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.relay.ws_guard import PRELOGIN_MAX_SIZE, GuardedWebSocketProtocol
 from devtunnel.sockets import bind
+
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a TLS handshake may take on a listener given no ``TlsFront``."""
 
 # Largest WebSocket message accepted, from agents (batched frames) and public clients alike.
 WS_MAX_SIZE = 64 << 20
@@ -32,6 +39,7 @@ def server_config(
     *,
     direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool],
     peer_errors: PeerErrorLog,
+    pending: PendingConnections | None = None,
 ) -> uvicorn.Config:
     """uvicorn's configuration for the relay (its protocols, limits and TLS), loaded.
 
@@ -42,9 +50,11 @@ def server_config(
     config = uvicorn.Config(
         app,
         http=HeadLimitedHttpProtocol.configured(
-            s.max_head, s.head_timeout, direct=direct, peer_errors=peer_errors
+            s.max_head, s.head_timeout, direct=direct, peer_errors=peer_errors, pending=pending
         ),
-        ws=GuardedWebSocketProtocol.configured(PRELOGIN_MAX_SIZE, s.stall_timeout, s.relay_buffer).logging_to(peer_errors),
+        ws=GuardedWebSocketProtocol.configured(
+            PRELOGIN_MAX_SIZE, s.stall_timeout, s.relay_buffer, pending=pending
+        ).logging_to(peer_errors),
         ws_max_size=WS_MAX_SIZE,
         ws_per_message_deflate=False,
         ws_ping_interval=s.ping_interval,
@@ -67,8 +77,23 @@ def server_config(
     return config
 
 
-async def start_server(config: uvicorn.Config, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
-    """Start uvicorn on ``host:port``; returns once the socket accepts connections.
+class TlsFront:
+    """How the relay's TLS listeners take a connection: a ``TlsDoor`` first, counted in
+    ``pending`` and given ``timeout`` seconds for its handshake; ``doors`` are those shaking
+    hands now (``abort_all`` at the relay's stop)."""
+
+    def __init__(self, pending: PendingConnections | None, timeout: float) -> None:
+        self.pending = pending
+        self.timeout = timeout
+        self.doors: set[TlsDoor] = set()
+
+
+async def start_server(
+    config: uvicorn.Config, host: str, port: int, tls: TlsFront | None = None
+) -> tuple[uvicorn.Server, socket.socket]:
+    """Start uvicorn on ``host:port``; returns once the socket accepts connections. With TLS
+    (``config.ssl``), the listener is the relay's own (``listen_more``), each connection
+    through a ``TlsDoor`` (``tls``).
 
     Raises:
         ConfigError: the address cannot be listened on.
@@ -77,14 +102,20 @@ async def start_server(config: uvicorn.Config, host: str, port: int) -> tuple[uv
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
     try:
-        await server.startup(sockets=[sock])
+        if config.ssl is None:
+            await server.startup(sockets=[sock])
+        else:
+            await server.startup(sockets=[])
+            await _listen(server, sock, tls)
     except BaseException:
         sock.close()
         raise
     return server, sock
 
 
-async def listen_more(server: uvicorn.Server, host: str, port: int) -> tuple[int, asyncio.AbstractServer]:
+async def listen_more(
+    server: uvicorn.Server, host: str, port: int, tls: TlsFront | None = None
+) -> tuple[int, asyncio.AbstractServer]:
     """One more listener on ``host:port`` (0: any free port) whose connections ``server`` serves
     as it serves its own, and which its ``shutdown`` closes with the others. Returns the port
     and the listener.
@@ -92,22 +123,35 @@ async def listen_more(server: uvicorn.Server, host: str, port: int) -> tuple[int
     Raises:
         ConfigError: the port cannot be listened on.
     """
+    sock = bind(host, port)
+    try:
+        listener = await _listen(server, sock, tls)
+    except BaseException:
+        sock.close()
+        raise
+    return int(sock.getsockname()[1]), listener
+
+
+async def _listen(server: uvicorn.Server, sock: socket.socket, tls: TlsFront | None) -> asyncio.AbstractServer:
+    """A listener on ``sock`` whose connections ``server`` serves, closed by its ``shutdown``."""
     config = server.config
     loop = asyncio.get_running_loop()
-    sock = bind(host, port)
 
     def protocol() -> asyncio.Protocol:  # what uvicorn's own listener creates per connection
         return config.http_protocol_class(  # type: ignore[call-arg]
             config=config, server_state=server.server_state, app_state=server.lifespan.state, _loop=loop)
 
-    try:
-        listener = await loop.create_server(protocol, sock=sock, ssl=config.ssl, backlog=config.backlog)
-    except BaseException:
-        sock.close()
-        raise
-    bound = int(sock.getsockname()[1])
+    context = config.ssl
+    factory: Callable[[], asyncio.Protocol] = protocol
+    if context is not None:
+        front = tls or TlsFront(None, DEFAULT_HANDSHAKE_TIMEOUT)
+
+        def factory() -> asyncio.Protocol:
+            return TlsDoor(protocol, context, front.timeout, front.pending, front.doors)
+
+    listener = await loop.create_server(factory, sock=sock, backlog=config.backlog)
     server.servers.append(listener)  # closed with the others by ``shutdown``
-    return bound, listener
+    return listener
 
 
 def stop_accepting(server: uvicorn.Server) -> None:

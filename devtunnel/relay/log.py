@@ -25,6 +25,8 @@ KINDS = {
     "agent-refused": "agents refused",
     "invalid-response": "agent responses that were not valid HTTP",
     "held-responses": "streams reset for holding responses their clients had not read",
+    "pending-refused": "connections refused for their address's connections waiting to send a request",
+    "pending-dropped": "connections waiting to send a request dropped to make room",
 }
 
 

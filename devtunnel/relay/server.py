@@ -31,6 +31,7 @@ from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.http_proxy import HttpForwarder
 from devtunnel.relay.link import AgentLink, BufferBudget
 from devtunnel.relay.listening import (
+    TlsFront,
     cut_unread_websockets,
     listen_more,
     server_config,
@@ -43,8 +44,10 @@ from devtunnel.relay.pages import own_page
 from devtunnel.relay.pool import Pool
 from devtunnel.relay.registry import AgentRegistry
 from devtunnel.relay.rules import RuleBook
-from devtunnel.relay.settings import RelaySettings, client_limit, trusted_networks
+from devtunnel.relay.pending import PendingConnections
+from devtunnel.relay.settings import RelaySettings, client_limit, pending_limits, trusted_networks
 from devtunnel.relay.slots import ClientSlots
+from devtunnel.relay.tls_door import abort_all
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.relay.ws_proxy import WebSocketForwarder
 from devtunnel.rules import Engine
@@ -85,6 +88,9 @@ class Relay:
         )
         self._slots = ClientSlots(client_limit(settings))
         self._rules = RuleBook(settings.rules, trusted_networks(settings.trusted_proxies), max_buckets=settings.rate_clients)
+        self._pending = PendingConnections(
+            *pending_limits(settings), self._peer_errors, exempt=trusted_networks(settings.trusted_proxies)
+        )
         self._forward_http = HttpForwarder(
             max_body=settings.max_body,
             proto=proto,
@@ -100,6 +106,8 @@ class Relay:
         self._gate = AgentGate(
             settings, self._registry, self._budget, self._rules, self._peer_errors, self.public_url_for
         )
+        self._tls = TlsFront(self._pending, settings.head_timeout)
+        """Connections of the TLS listeners until their handshake is done (``tls_door``)."""
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._port = 0
@@ -154,6 +162,18 @@ class Relay:
         return len(self._server.server_state.connections) if self._server is not None else 0
 
     @property
+    def pending_connections(self) -> int:
+        """Connections open now that wait for a request head (new, or kept alive between
+        requests), and agents' WebSockets whose HELLO is not accepted yet (``relay.pending``)."""
+        return len(self._pending)
+
+    @property
+    def turned_away(self) -> dict[str, int]:
+        """Since the start: connections ``refused`` (429) for their address's pending connections,
+        and pending ones ``dropped`` to make room under the total."""
+        return {"refused": self._pending.refused, "dropped": self._pending.dropped}
+
+    @property
     def requests_in_flight(self) -> int:
         """HTTP requests through tunnels whose response has not all come from the agent yet:
         the open HTTP streams of every agent's link (public WebSockets, and the agents' own
@@ -172,8 +192,8 @@ class Relay:
             ConfigError: the address cannot be listened on, or the TLS files are unusable.
         """
         s = self.settings
-        config = server_config(self, s, direct=self._direct, peer_errors=self._peer_errors)
-        self._server, self._socket = await start_server(config, s.host, s.port)
+        config = server_config(self, s, direct=self._direct, peer_errors=self._peer_errors, pending=self._pending)
+        self._server, self._socket = await start_server(config, s.host, s.port, self._tls)
         self._port = self._socket.getsockname()[1]
 
     async def pin(self, name: str, port: int = 0) -> int:
@@ -188,7 +208,7 @@ class Relay:
         server = self._server
         if server is None:
             raise RuntimeError("the relay is not started")
-        bound, listener = await listen_more(server, self.settings.host, port)
+        bound, listener = await listen_more(server, self.settings.host, port, self._tls)
         self._pins[bound] = name
         self._pin_listeners[bound] = listener
         return bound
@@ -242,6 +262,7 @@ class Relay:
         for tunnel in [member for pool in list(self._tunnels.values()) for member in pool.members]:
             await tunnel.disconnect(ErrorCode.SHUTTING_DOWN, "the relay is shutting down; reconnect", 1012)
         server, self._server = self._server, None
+        abort_all(self._tls.doors)
         if server is not None:
             cut = cut_unread_websockets(server)
             if cut:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS
+from devtunnel.relay.pending import default_limit
 from devtunnel.rules import Rule
 from devtunnel.values.terminal import quoted
 
@@ -88,6 +89,15 @@ class RelaySettings:
     rate_clients: int = 10_000
     """Client addresses each rate-limit rule keeps a bucket for (the least recently seen go
     first): what bounds its memory under many addresses."""
+    pending_connections: int = 0
+    """Connections the relay holds at once that wait for a request head (new ones, and ones kept
+    alive between requests; an agent's WebSocket until its HELLO is accepted); past it the oldest
+    of them is dropped (503, or a close) to make room. 0: half the process's open-file limit,
+    between 64 and 4096 (``pending.default_limit``)."""
+    pending_per_address: int = 256
+    """Such connections one client address (an IPv6 one by its /64) may hold at once; one more is
+    answered 429 and closed before a byte of it is read. 0: no limit. Not applied when
+    ``embedded``, nor to the addresses of ``trusted_proxies``."""
     trusted_proxies: Sequence[str] = ()
     """CIDRs of proxies in front of the relay: a request from one of them is judged by the
     client address in X-Forwarded-For (``--trusted-proxy``); otherwise by the socket's."""
@@ -104,6 +114,14 @@ def client_limit(settings: RelaySettings) -> int | None:
     if settings.embedded or settings.client_share >= 1:
         return None
     return max(1, int(settings.max_streams * settings.client_share))
+
+
+def pending_limits(settings: RelaySettings) -> tuple[int, int | None]:
+    """The most pending connections in all, and per client address (None: no limit)."""
+    total = settings.pending_connections or default_limit()
+    if settings.embedded or not settings.pending_per_address:
+        return total, None
+    return total, settings.pending_per_address
 
 
 def trusted_networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

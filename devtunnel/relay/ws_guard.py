@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devtunnel.relay.http import DeadPeerWebSocketProtocol
+from devtunnel.relay.pending import DROPPED_PENDING, PendingConnections
 from devtunnel.values.sizes import format_size
 
 log = logging.getLogger("devtunnel.relay")
@@ -76,6 +77,9 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
     stall_timeout: float = 15.0
     close_grace: float = CLOSE_GRACE
     held_messages: HeldMessages = HeldMessages(256 << 20)
+    pending: PendingConnections | None = None
+    """Where a WebSocket counts until it is ``admitted()`` or ``opened()`` (``relay.pending``):
+    handed over from the HTTP connection it upgraded."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,13 +96,14 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
 
     @classmethod
     def configured(
-        cls, prelogin_max_size: int, stall_timeout: float, held_limit: int = 256 << 20
+        cls, prelogin_max_size: int, stall_timeout: float, held_limit: int = 256 << 20,
+        pending: PendingConnections | None = None,
     ) -> type[GuardedWebSocketProtocol]:
         """A subclass with these limits, to pass as ``ws=`` to ``uvicorn.Config``; its WebSockets
-        share one ``HeldMessages`` of ``held_limit`` bytes."""
+        share one ``HeldMessages`` of ``held_limit`` bytes, and count in ``pending`` until admitted."""
         attrs = {
             "prelogin_max_size": prelogin_max_size, "stall_timeout": stall_timeout,
-            "held_messages": HeldMessages(held_limit),
+            "held_messages": HeldMessages(held_limit), "pending": pending,
         }
         return type(cls.__name__, (cls,), attrs)
 
@@ -107,6 +112,8 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         """The peer is a welcomed agent: full message size, and the stall watch."""
         self._admitted = True
         self.conn.max_message_size = self.config.ws_max_size
+        if self.pending is not None:
+            self.pending.release(self)
         if not self.writable.is_set():
             self._arm_stall_watch()
 
@@ -114,6 +121,18 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         """The peer is a public WebSocket client: the relay's ordinary limits."""
         self._opened = True
         self.conn.max_message_size = self.config.ws_max_size
+        if self.pending is not None:
+            self.pending.release(self)
+
+    def drop_pending(self) -> None:
+        """Dropped to make room for newer connections (``PendingConnections``) before its HELLO
+        was accepted: a close frame with 1013 (try again later), written to a socket with room
+        for it, and the connection cut at once (it holds nothing worth a grace)."""
+        if not self.close_sent and self.handshake_complete and not self.transport.is_closing():
+            self.conn.send_close(1013, DROPPED_PENDING.strip())
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+        self.transport.abort()
 
     def abort(self) -> None:
         """Cut this public WebSocket: the relay shed its stream (``link.Abortable``). Close
@@ -160,6 +179,8 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_stall_watch()
+        if self.pending is not None:
+            self.pending.release(self)
         if self._drop_timer is not None:
             self._drop_timer.cancel()
             self._drop_timer = None

@@ -371,6 +371,22 @@ def test_connections_per_token_comes_from_the_flag_then_the_file_then_the_defaul
     assert settings("--connections-per-token", "0").connections_per_token == 0
 
 
+def test_the_pending_limits_come_from_the_flag_then_the_file_then_the_default(
+    tmp_path: Path, relay_settings: Callable[..., RelaySettings]
+) -> None:
+    settings = relay_settings
+    assert (settings().pending_per_address, settings().pending_connections) == (256, 0)
+    (tmp_path / "devtunnel.toml").write_text("[relay_server]\npending_per_address = 16\nmax_pending = 100\n")
+    assert (settings().pending_per_address, settings().pending_connections) == (16, 100)
+    flagged = settings("--pending-per-address", "0", "--max-pending", "7")
+    assert (flagged.pending_per_address, flagged.pending_connections) == (0, 7)
+
+
+def test_a_negative_pending_limit_in_the_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    assert "relay_server.max_pending: expected an integer of 0 or more, got -1" in refusal_of_file(
+        tmp_path, "[relay_server]\nmax_pending = -1\n")
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
