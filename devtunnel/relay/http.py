@@ -25,7 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from devtunnel.relay.asgi import PLAIN_TYPE
 from devtunnel.relay.log import PeerErrorLog
-from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, PendingConnections
+from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, Droppable, PendingConnections
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import connection_tokens, field_value, is_token
 from devtunnel.values.request_head import answer_text, head_problem
@@ -604,7 +604,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             if isinstance(protocol, DeadPeerWebSocketProtocol):
                 protocol.raw_request_headers = raw
             if pending is not None:
-                pending.hand_over(self, protocol)
+                if isinstance(protocol, Droppable):
+                    pending.hand_over(self, protocol)
+                else:
+                    pending.release(self)  # a protocol that cannot be dropped holds no place
             return protocol
 
         self.ws_protocol_class = with_raw_headers  # type: ignore[assignment]

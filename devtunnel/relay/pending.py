@@ -31,7 +31,7 @@ import ipaddress
 import logging
 import resource
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.slots import client_key
@@ -52,6 +52,7 @@ DROPPED_PENDING = "the relay holds too many connections waiting to send a reques
 """What a pending connection dropped to make room is told (503, or the reason of a WebSocket's close)."""
 
 
+@runtime_checkable
 class Droppable(Protocol):
     """A pending connection the relay can drop to make room (the HTTP and WebSocket protocols)."""
 
