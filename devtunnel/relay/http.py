@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from devtunnel.relay.asgi import PLAIN_TYPE
+from devtunnel.relay.asgi import PLAIN_TYPE, TARGET_EXTENSION
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import connection_tokens, field_value, is_token
@@ -263,7 +263,7 @@ class DirectCycle:
         "_scope", "transport", "flow", "logger", "access_logger", "access_log", "default_headers", "message_event",
         "on_response", "disconnected", "keep_alive", "waiting_for_100_continue", "body", "more_body",
         "response_started", "response_complete", "chunked_encoding", "expected_content_length",
-        "_protocol", "method", "http_version", "path", "raw_path", "query_string", "headers", "raw_headers",
+        "_protocol", "method", "http_version", "path", "raw_path", "query_string", "target", "headers", "raw_headers",
     )
     #: The fields that change while a request is parsed and answered (the rest are set once).
     STATE = (
@@ -279,6 +279,7 @@ class DirectCycle:
         path: str,
         raw_path: bytes,
         query_string: bytes,
+        target: bytes,
         headers: list[tuple[bytes, bytes]],
         raw_headers: list[tuple[bytes, bytes]],
         expect_100_continue: bool,
@@ -290,6 +291,7 @@ class DirectCycle:
         self.path = path  # root_path + the decoded path: scope["path"]
         self.raw_path = raw_path  # root_path + the path as sent: scope["raw_path"]
         self.query_string = query_string
+        self.target = target  # root_path + the target as sent (an empty query's ? kept): TARGET_EXTENSION
         self.headers = headers  # names lowercased: scope["headers"]
         self.raw_headers = raw_headers  # as received: RAW_HEADERS_EXTENSION
         self._scope: Any = None
@@ -316,7 +318,8 @@ class DirectCycle:
         """The request's ASGI scope, as uvicorn's parser callbacks make it (made once, when first asked for)."""
         scope = self._scope
         if scope is None:
-            scope = self._protocol.request_scope(self.method, self.http_version, self.headers, self.raw_headers)
+            scope = self._protocol.request_scope(self.method, self.http_version, self.headers, self.raw_headers,
+                                                 self.target)
             scope["path"] = self.path
             scope["raw_path"] = self.raw_path
             scope["query_string"] = self.query_string
@@ -628,7 +631,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         # The scope uvicorn makes here is made when asked for (DirectCycle.scope, request_scope).
 
     def request_scope(
-        self, method: str, http_version: str, headers: list[tuple[bytes, bytes]], raw_headers: list[tuple[bytes, bytes]]
+        self, method: str, http_version: str, headers: list[tuple[bytes, bytes]], raw_headers: list[tuple[bytes, bytes]],
+        target: bytes,
     ) -> Any:
         """The ASGI scope uvicorn's callbacks make for a request, up to its method (the path,
         raw path and query string follow: ``DirectCycle.scope``), with the relay's extensions."""
@@ -642,7 +646,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             "root_path": self.root_path,
             "headers": headers,
             "state": self.app_state.copy(),
-            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers},
+            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers, TARGET_EXTENSION: target},
             "method": method,
         }
 
@@ -696,16 +700,21 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             raise _BadHead(problem)
         http_version = parser.get_http_version()
         method_name = method.decode("ascii")
+        root_path = self.root_path
+        # The target as sent, up to a fragment (llhttp takes one; no client sends it, and a
+        # service could read its ../ as part of the path the rules saw without them).
+        target = self.url.partition(b"#")[0]
+        if root_path:
+            target = root_path.encode("ascii") + target
         if upgrade and self._should_upgrade():
             # handle_websocket_upgrade reads the method and headers from self.scope.
-            self.scope = self.request_scope(method_name, http_version, self.headers, self._raw_headers)
+            self.scope = self.request_scope(method_name, http_version, self.headers, self._raw_headers, target)
             return
         parsed_url = httptools.parse_url(self.url)
         raw_path = parsed_url.path
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
-        root_path = self.root_path
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             app = service_unavailable
@@ -725,6 +734,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             root_path + path,
             root_path.encode("ascii") + raw_path if root_path else raw_path,
             parsed_url.query or b"",
+            target,
             self.headers,
             self._raw_headers,
             # HTTP/1.0 has no 1xx: its 100-continue is ignored (RFC 9110 10.1.1), as nginx does.
