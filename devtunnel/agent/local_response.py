@@ -1,7 +1,7 @@
 """The local service's HTTP/1 response, read with ``httptools``.
 
 ``LocalResponse`` collects one response from the bytes the local service sends: the status,
-the headers exactly as they came, the body as it is parsed, and whether the connection can be
+the headers as they came (their values without the whitespace around them), the body as it is parsed, and whether the connection can be
 used again. Interim (1xx) responses are skipped, and so are the trailer fields of a chunked
 body (the tunnel carries none: they never become headers). The forwarder (``forward.py``) and its quick
 path (``quick.py``) feed it and send what it parsed on through the tunnel stream.
@@ -15,7 +15,7 @@ import httptools
 
 from devtunnel.protocol.frames import FIELD, RESPONSE_PREFIX
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
-from devtunnel.values.http1 import content_length_digits
+from devtunnel.values.http1 import content_length_digits, field_value
 
 __all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD"]
 
@@ -128,7 +128,7 @@ class LocalResponse:
             # A trailer field of a chunked body: never one of the head's (RFC 9110 6.5.1), which
             # the tunnel carries alone (as nginx drops an upstream's trailer fields).
             return
-        self.headers.append((name, value))
+        self.headers.append((name, field_value(value)))  # llhttp keeps the whitespace after a value
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
