@@ -567,15 +567,18 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         """uvicorn's hand-over to the WebSocket protocol, which also gets the headers as received:
-        uvicorn feeds it the lowercased names of ``scope["headers"]`` (``raw_request_headers``).
+        uvicorn feeds it the lowercased names of ``scope["headers"]`` (``raw_request_headers``),
+        and the target as sent, which its scope's path and query cannot tell (``request_target``).
         The protocol uvicorn builds is given them before it reads the handshake; this protocol
         is done once it hands over."""
         build, raw = self.ws_protocol_class, list(self._raw_headers)
+        target = self.scope["extensions"].get(TARGET_EXTENSION)
 
         def with_raw_headers(**kwargs: Any) -> Any:
             protocol = build(**kwargs)  # type: ignore[misc]
             if isinstance(protocol, DeadPeerWebSocketProtocol):
                 protocol.raw_request_headers = raw
+                protocol.request_target = target
             return protocol
 
         self.ws_protocol_class = with_raw_headers  # type: ignore[assignment]
@@ -1088,6 +1091,8 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     raw_request_headers: list[tuple[bytes, bytes]] | None = None
     """The handshake's headers as received (``HeadLimitedHttpProtocol.handle_websocket_upgrade``),
     put in the scope under ``RAW_HEADERS_EXTENSION`` as for a request."""
+    request_target: bytes | None = None
+    """The handshake's target as sent, put in the scope under ``TARGET_EXTENSION`` as for a request."""
     peer_errors: PeerErrorLog = _PEER_ERRORS
     unanswered_ping = False
     """The peer was dropped because it did not answer a ping in time (it froze or vanished)."""
@@ -1103,6 +1108,8 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if raw is not None and scope is not None and len(raw) == len(scope["headers"]):
             scope["extensions"][RAW_HEADERS_EXTENSION] = raw
+        if self.request_target is not None and scope is not None:
+            scope["extensions"][TARGET_EXTENSION] = self.request_target
 
     def connection_lost(self, exc: Exception | None) -> None:
         # uvicorn says 1005 (no status) for a peer gone without a close frame, as for a close

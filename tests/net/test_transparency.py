@@ -22,7 +22,7 @@ from typing import Any
 import httptools
 import pytest
 
-from tests.net.tunnel_fixtures import Harness, raw_server, relay_and_agent
+from tests.net.tunnel_fixtures import Harness, local_websocket, raw_server, relay_and_agent
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -413,3 +413,23 @@ async def test_response_field_values_lose_the_whitespace_around_them_on_the_way_
     raw = await send(bench.harness.relay.port, data.replace(b"{HOST}", bench.harness.host("app").encode()))
     assert b"x-pad: padded\r\nx-inner: a  b\r\n" in raw
     await check_records(bench, data, [], earlier=2)
+
+
+@pytest.mark.parametrize("target", [b"/ws?", b"/ws?a=%2F+b", b"/ws;p?"])
+async def test_a_websocket_handshake_reaches_the_service_with_its_target_as_sent(tmp_path: Path, target: bytes) -> None:
+    with local_websocket() as (port, handshakes):
+        async with relay_and_agent(tmp_path) as harness:
+            await harness.start(str(port))
+            reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port)
+            try:
+                writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: " + harness.host("app").encode()
+                             + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                async with asyncio.timeout(10):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            finally:
+                writer.close()
+            assert head.startswith(b"HTTP/1.1 101")
+            assert [h.path.encode() for h in handshakes] == [target]
+            [record] = await harness.exchanges(1)
+            assert record.request.target == target
