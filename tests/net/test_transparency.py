@@ -13,7 +13,10 @@ it answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,3 +436,61 @@ async def test_a_websocket_handshake_reaches_the_service_with_its_target_as_sent
             assert [h.path.encode() for h in handshakes] == [target]
             [record] = await harness.exchanges(1)
             assert record.request.target == target
+
+
+async def _refuse_upload(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A service that answers 413 to the head of an upload and closes, its body unread (the
+    close then resets the connection): the answer is there to read before the reset."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+    await writer.drain()
+    writer.close()
+
+
+def _upload(port: int, host: str, size: int) -> bytes:
+    """POST ``size`` bytes, reading the answer while sending; what came before the end or a reset.
+
+    Blocking sockets, the body sent from a thread: the kernel gives the bytes that came before a
+    reset, where asyncio's streams may report a failed write's error first and lose them."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                     % (host.encode(), size))
+
+        def pump() -> None:
+            chunk = b"u" * 65536
+            try:
+                for _ in range(size // len(chunk)):
+                    sock.sendall(chunk)
+            except OSError:
+                pass
+
+        sender = threading.Thread(target=pump, daemon=True)
+        sender.start()
+        got = bytearray()
+        try:
+            while chunk := sock.recv(65536):
+                got += chunk
+        except ConnectionResetError:
+            pass
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # (the sender stops at its next write)
+        sender.join(20)
+    return bytes(got)
+
+
+async def test_an_answer_the_service_sends_before_it_closes_on_an_unread_upload_reaches_the_client(
+    tmp_path: Path,
+) -> None:
+    size = 4 << 20
+    with raw_server(_refuse_upload) as port:
+        direct = await asyncio.to_thread(_upload, port, "localhost", size)
+        assert direct.startswith(b"HTTP/1.1 413") and direct.endswith(b"too big!")
+        async with relay_and_agent(tmp_path) as harness:
+            await harness.start(str(port))
+            for _ in range(3):  # (the service's answer and its reset race the agent's writes)
+                through = await asyncio.to_thread(_upload, harness.relay.port, harness.host("app"), size)
+                assert through.startswith(b"HTTP/1.1 413 ") and through.endswith(b"too big!"), through[:300]
+            records = await harness.exchanges(3)
+    for record in records:
+        assert record.response is not None and (record.response.status, record.response.body) == (413, b"too big!")
+        assert record.error is None
