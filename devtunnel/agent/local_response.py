@@ -1,8 +1,8 @@
 """The local service's HTTP/1 response, read with ``httptools``.
 
 ``LocalResponse`` collects one response from the bytes the local service sends: the status,
-the headers as they came (their values without the whitespace around them), the body as it is parsed, and whether the connection can be
-used again. Interim (1xx) responses are skipped, and so are the trailer fields of a chunked
+the headers as they came (their values without the whitespace around them), the body as it is
+parsed, and whether the connection can be used again. Interim (1xx) responses are skipped, and so are the trailer fields of a chunked
 body (the tunnel carries none: they never become headers). The forwarder (``forward.py``) and its quick
 path (``quick.py``) feed it and send what it parsed on through the tunnel stream.
 """
