@@ -494,3 +494,4 @@ async def test_an_answer_the_service_sends_before_it_closes_on_an_unread_upload_
     for record in records:
         assert record.response is not None and (record.response.status, record.response.body) == (413, b"too big!")
         assert record.error is None
+        assert record.request.body_truncated, "the record must not pass a part of the body off as all of it"
