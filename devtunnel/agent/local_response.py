@@ -39,6 +39,12 @@ class _HeadTooLarge(Exception):
     """Raised inside the parser: a whole head larger than the tunnel carries (``MAX_HEAD``)."""
 
 
+class _OtherCoding(Exception):
+    """Raised inside the parser: a transfer coding other than chunked (``Transfer-Encoding:
+    gzip, chunked``), which the tunnel cannot carry: the relay frames the body itself and
+    names no coding, so the client would take the coded bytes for the body."""
+
+
 class _HeadDone(Exception):
     """Raised inside the parser to stop after the head of a response to HEAD, or before bytes
     that follow a complete response (they are not parsed into it)."""
@@ -143,7 +149,11 @@ class LocalResponse:
         for name, value in self.headers:
             size += _FIELD_SIZE + len(name) + len(value)
             lower = name.lower()
-            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+            if lower == b"transfer-encoding":
+                if any(c.strip(b" \t").lower() not in (b"chunked", b"") for c in value.split(b",")):
+                    raise _OtherCoding(value)
+                self.framed = True
+            elif lower == b"content-length":
                 self.framed = True
         if size > MAX_HEAD:
             # Bytes that came in one read are not counted by the reader's bound on an unfinished
@@ -187,6 +197,9 @@ class LocalResponse:
                 self.extra = not self.head_only or not _head_ends(self._raw, self._interims + 1)
                 return
             context = exc.__context__
+            if isinstance(context, _OtherCoding):
+                raise BadResponse(f"the local service sent Transfer-Encoding: {context.args[0].decode('latin-1')}"
+                                  " (only chunked goes through the tunnel)") from None
             if isinstance(context, _HeadTooLarge):
                 raise BadResponse(f"the local service sent a response head of {context.args[0] >> 10} KiB"
                                   f" (at most {MAX_HEAD >> 10} KiB go through the tunnel)") from None

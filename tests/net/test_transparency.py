@@ -85,6 +85,17 @@ SCRIPTS: dict[bytes, Callable[[Received], list[bytes | str]]] = {
 }
 
 
+
+def _coded(coding: bytes) -> Callable[[Received], list[bytes | str]]:
+    coded = gzip.compress(b"hello")
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(coded), coded) if coding.endswith(b"chunked") else coded
+    return lambda r: [_head(b"200 OK", [(b"Transfer-Encoding", coding)]) + body, "close"]
+
+
+_CODINGS = [b"gzip, chunked", b"gzip", b"deflate,chunked"]
+SCRIPTS.update({b"coded " + coding: _coded(coding) for coding in _CODINGS})
+
+
 class RecordingService:
     """A raw HTTP/1.1 service (httptools) that keeps each request as it came, and answers it with
     the script its ``X-Script`` header names (``echo`` without one)."""
@@ -495,3 +506,19 @@ async def test_an_answer_the_service_sends_before_it_closes_on_an_unread_upload_
         assert record.response is not None and (record.response.status, record.response.body) == (413, b"too big!")
         assert record.error is None
         assert record.request.body_truncated, "the record must not pass a part of the body off as all of it"
+
+
+@pytest.mark.parametrize("coding", _CODINGS)
+async def test_a_response_transfer_coding_the_tunnel_cannot_carry_is_refused_not_passed_off_as_the_body(
+    bench: Bench, coding: bytes
+) -> None:
+    # The relay frames the body itself and drops Transfer-Encoding (hop-by-hop): passed on, the
+    # coded bytes would reach the client as the body, with nothing to say they are coded.
+    raw = await send(bench.harness.relay.port, request("GET", b"/", script=b"coded " + coding).replace(
+        b"{HOST}", bench.harness.host("app").encode()))
+    [answer] = read_answers(raw, [False])
+    assert answer.status == 502
+    assert dict(answer.headers)[b"x-devtunnel-error"] == b"local_error"
+    assert b"sent Transfer-Encoding: " + coding + b" (only chunked goes through the tunnel)" in answer.body
+    [record] = await bench.harness.exchanges(1)
+    assert record.error == "local_error"
