@@ -15,7 +15,7 @@ import httptools
 
 from devtunnel.protocol.frames import FIELD, RESPONSE_PREFIX
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
-from devtunnel.values.http1 import content_length_digits, field_value
+from devtunnel.values.http1 import content_length_digits, field_value, other_coding
 
 __all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD"]
 
@@ -150,7 +150,7 @@ class LocalResponse:
             size += _FIELD_SIZE + len(name) + len(value)
             lower = name.lower()
             if lower == b"transfer-encoding":
-                if any(c.strip(b" \t").lower() not in (b"chunked", b"") for c in value.split(b",")):
+                if other_coding(value):
                     raise _OtherCoding(value)
                 self.framed = True
             elif lower == b"content-length":
