@@ -81,6 +81,8 @@ SCRIPTS: dict[bytes, Callable[[Received], list[bytes | str]]] = {
     b"close-after": lambda r: [_sized(b"200 OK", [(b"Connection", b"close")], b"ok"), "close"],
     b"reset-mid": lambda r: [_head(b"200 OK", [(b"Content-Length", b"100000")], b"x" * 5000), "reset"],
     b"close-mid": lambda r: [_head(b"200 OK", [(b"Content-Length", b"100000")], b"x" * 5000), "close"],
+    b"chunked-cut": lambda r: [_head(b"200 OK", [(b"Transfer-Encoding", b"chunked")], b"5\r\nhello\r\n"), "close"],
+    b"chunked-reset": lambda r: [_head(b"200 OK", [(b"Transfer-Encoding", b"chunked")], b"5\r\nhello\r\n"), "reset"],
     b"417": lambda r: [_sized(b"417 Expectation Failed", [], b"nope")],
 }
 
@@ -216,6 +218,9 @@ def read_answers(raw: bytes, heads: list[bool]) -> list[Answer]:
             body = bytearray()
             while True:
                 size_line, _, rest = rest.partition(b"\r\n")
+                if not size_line:  # the connection ended before the last chunk
+                    answer.whole = False
+                    break
                 size = int(size_line.split(b";")[0], 16)
                 if size == 0:
                     rest = rest.partition(b"\r\n\r\n")[2] if not rest.startswith(b"\r\n") else rest[2:]
@@ -364,6 +369,8 @@ SAME: dict[str, tuple[bytes, list[bool]]] = {
                             + request("GET", b"/2", version=b"HTTP/1.0", close=False), []),
     "a server that resets mid-body": (request("GET", b"/", script=b"reset-mid"), []),
     "a server that closes mid-body": (request("GET", b"/", script=b"close-mid"), []),
+    "a server that closes mid-chunked-body": (request("GET", b"/", script=b"chunked-cut"), []),
+    "a server that resets mid-chunked-body": (request("GET", b"/", script=b"chunked-reset"), []),
 }
 
 
@@ -379,6 +386,7 @@ RECORDED = [
     "obs-text and UTF-8 request values", "obs-text and UTF-8 response values", "odd encodings in the target",
     "an empty query", "a bare ?", "a chunked upload", "a gzip body untouched", "a large body up", "a large body down",
     "pipelined requests", "twenty pipelined POSTs", "a status line without a reason", "a server that closes mid-body",
+    "a server that closes mid-chunked-body",
 ]
 
 
