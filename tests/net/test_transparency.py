@@ -75,6 +75,7 @@ SCRIPTS: dict[bytes, Callable[[Received], list[bytes | str]]] = {
     b"range": lambda r: [_sized(b"206 Partial Content", [(b"Content-Range", b"bytes 0-1/10"), (b"Accept-Ranges", b"bytes")], b"ok")],
     b"odd-status": lambda r: [_sized(b"299 Whatever", [], b"ok")],
     b"no-reason": lambda r: [b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"],
+    b"date-server": lambda r: [_sized(b"200 OK", [(b"Server", b"mine/1.0"), (b"Date", b"Mon, 01 Jan 2001 00:00:00 GMT")])],
     b"205": lambda r: [_sized(b"205 Reset Content", [])],
     b"conn-named": lambda r: [_sized(b"200 OK", [(b"Connection", b"X-Internal"), (b"X-Internal", b"secret"),
                                                  (b"Keep-Alive", b"timeout=5"), (b"X-Keep", b"1")])],
@@ -256,10 +257,9 @@ def as_compared(request: Received) -> dict[str, Any]:
 
 
 def answer_compared(answer: Answer) -> dict[str, Any]:
-    """An answer without its framing fields, names lowercased (uvicorn writes them so) and no
-    Date or Server (each side's own)."""
+    """An answer without its hop-by-hop fields, names lowercased (uvicorn writes them so)."""
     named = _named_by_connection(answer.headers)
-    headers = [(n.lower(), v) for n, v in answer.headers if n.lower() not in _HOP_BY_HOP | named | {b"date", b"server"}]
+    headers = [(n.lower(), v) for n, v in answer.headers if n.lower() not in _HOP_BY_HOP | named]
     return {"status": answer.status, "headers": headers, "body": answer.body, "whole": answer.whole}
 
 
@@ -358,6 +358,7 @@ SAME: dict[str, tuple[bytes, list[bool]]] = {
     "a range answer": (request("GET", b"/", [(b"Range", b"bytes=0-1")], script=b"range"), []),
     "a status with no standard reason": (request("GET", b"/", script=b"odd-status"), []),
     "a status line without a reason": (request("GET", b"/", script=b"no-reason"), []),
+    "the service's own Date and Server, and none added": (request("GET", b"/", script=b"date-server"), []),
     "a large body down": (request("GET", b"/", script=b"big"), []),
     "a large body up": (request("POST", b"/up", [(b"Content-Length", str(len(_LARGE)).encode())], _LARGE), []),
     "pipelined requests": (
@@ -416,8 +417,7 @@ async def check_records(bench: Bench, data: bytes, heads: list[bool], *, earlier
         assert record.response is not None
         got = answer_compared(answer)
         named = _named_by_connection(list(record.response.headers.fields))
-        kept = [(n.lower(), v) for n, v in record.response.headers.fields
-                if n.lower() not in _HOP_BY_HOP | named | {b"date", b"server"}]
+        kept = [(n.lower(), v) for n, v in record.response.headers.fields if n.lower() not in _HOP_BY_HOP | named]
         if answer.status in (204, 304):  # the relay drops a Content-Length there (docs/relay.md)
             kept = [f for f in kept if f[0] != b"content-length"]
         assert (record.response.status, kept) == (got["status"], got["headers"])
