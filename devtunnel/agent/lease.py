@@ -73,7 +73,7 @@ class Lease:
         self.conn = conn
         self.body_task: asyncio.Task[float] | None = None
         self.body_cut = False
-        """The response ended before the whole request body was sent."""
+        """The response ended before the whole request body was sent (or its sending failed)."""
 
     def release(self, reusable: bool) -> None:
         """Give the connection back to the pool if ``reusable`` and the request was sent whole,
@@ -87,6 +87,7 @@ class Lease:
                 reusable = False
             elif task.cancelled() or task.exception() is not None:
                 reusable = False
+                self.body_cut = True  # (a write failed: the service closed the connection on the body)
         if conn is None:
             return
         if reusable:

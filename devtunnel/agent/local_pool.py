@@ -27,7 +27,9 @@ class LocalConnection(asyncio.Protocol):
 
     A small Protocol rather than asyncio streams: bytes the local service sent before it
     reset the connection stay readable (a ``StreamReader`` raises the error first and loses
-    them, which would turn an early ``413`` into a ``502``).
+    them, which would turn an early ``413`` into a ``502``), and so do those still in the socket
+    when a write broke the connection (``_take_unread``: on Linux, where the connection keeps a
+    socket of its own for TCP_QUICKACK).
     """
 
     def __init__(self) -> None:
@@ -46,6 +48,7 @@ class LocalConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._quickack: Callable[[], None] | None = None
         self._own_sock: socket.socket | None = None
+        self._plain = False  # plain TCP: bytes read from the socket itself are the service's (no TLS)
         self._alarm: asyncio.TimerHandle | None = None
         self._alarm_at = 0.0
         self._armed_at = 0.0
@@ -60,6 +63,7 @@ class LocalConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._plain = transport.get_extra_info("sslcontext") is None
         sock = transport.get_extra_info("socket")
         if _TCP_QUICKACK is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Our own socket object on a duplicate of the descriptor (options belong to the
@@ -92,6 +96,8 @@ class LocalConnection(asyncio.Protocol):
             self._alarm.cancel()
             self._alarm = None
         if self._own_sock is not None:
+            if exc is not None and self._plain and not self._reading_paused:  # (bounded: paused, it holds enough)
+                self._take_unread(self._own_sock)
             self._own_sock.close()
             self._own_sock = None
         self._eof = True
@@ -100,6 +106,23 @@ class LocalConnection(asyncio.Protocol):
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _take_unread(self, sock: socket.socket) -> None:
+        """Keep the bytes still in the socket of a connection that broke.
+
+        A service that answers a request before reading its body (a 413, a 401) and closes
+        resets the connection: the agent's next write of the body fails, and the event loop
+        closes the transport for it without reading what had arrived, the answer. Read here,
+        it is the response (RFC 9112 9.6: a client sending a body watches for one)."""
+        while True:
+            try:
+                data = sock.recv(READ_BUFFER, socket.MSG_DONTWAIT)
+            except OSError:  # nothing more (BlockingIOError), or the reset itself
+                return
+            if not data:
+                return
+            self._chunks.append(data)
+            self._buffered += len(data)
 
     def pause_writing(self) -> None:
         self._writing_paused = True

@@ -1,8 +1,8 @@
 """The local service's HTTP/1 response, read with ``httptools``.
 
 ``LocalResponse`` collects one response from the bytes the local service sends: the status,
-the headers exactly as they came, the body as it is parsed, and whether the connection can be
-used again. Interim (1xx) responses are skipped, and so are the trailer fields of a chunked
+the headers as they came (their values without the whitespace around them), the body as it is
+parsed, and whether the connection can be used again. Interim (1xx) responses are skipped, and so are the trailer fields of a chunked
 body (the tunnel carries none: they never become headers). The forwarder (``forward.py``) and its quick
 path (``quick.py``) feed it and send what it parsed on through the tunnel stream.
 """
@@ -15,7 +15,7 @@ import httptools
 
 from devtunnel.protocol.frames import FIELD, RESPONSE_PREFIX
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
-from devtunnel.values.http1 import content_length_digits
+from devtunnel.values.http1 import content_length_digits, field_value, other_coding
 
 __all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD"]
 
@@ -37,6 +37,12 @@ class BadResponse(Exception):
 
 class _HeadTooLarge(Exception):
     """Raised inside the parser: a whole head larger than the tunnel carries (``MAX_HEAD``)."""
+
+
+class _OtherCoding(Exception):
+    """Raised inside the parser: a transfer coding other than chunked (``Transfer-Encoding:
+    gzip, chunked``), which the tunnel cannot carry: the relay frames the body itself and
+    names no coding, so the client would take the coded bytes for the body."""
 
 
 class _HeadDone(Exception):
@@ -128,7 +134,7 @@ class LocalResponse:
             # A trailer field of a chunked body: never one of the head's (RFC 9110 6.5.1), which
             # the tunnel carries alone (as nginx drops an upstream's trailer fields).
             return
-        self.headers.append((name, value))
+        self.headers.append((name, field_value(value)))  # llhttp keeps the whitespace after a value
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -143,7 +149,11 @@ class LocalResponse:
         for name, value in self.headers:
             size += _FIELD_SIZE + len(name) + len(value)
             lower = name.lower()
-            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+            if lower == b"transfer-encoding":
+                if other_coding(value):
+                    raise _OtherCoding(value)
+                self.framed = True
+            elif lower == b"content-length":
                 self.framed = True
         if size > MAX_HEAD:
             # Bytes that came in one read are not counted by the reader's bound on an unfinished
@@ -187,6 +197,9 @@ class LocalResponse:
                 self.extra = not self.head_only or not _head_ends(self._raw, self._interims + 1)
                 return
             context = exc.__context__
+            if isinstance(context, _OtherCoding):
+                raise BadResponse(f"the local service sent Transfer-Encoding: {context.args[0].decode('latin-1')}"
+                                  " (only chunked goes through the tunnel)") from None
             if isinstance(context, _HeadTooLarge):
                 raise BadResponse(f"the local service sent a response head of {context.args[0] >> 10} KiB"
                                   f" (at most {MAX_HEAD >> 10} KiB go through the tunnel)") from None

@@ -63,8 +63,18 @@ def address(client: tuple[str, int] | None) -> str:
     return str(client[0]) if client else ""
 
 
+#: Key of the ASGI scope extension with the request target as the client sent it, up to any
+#: ``#`` (the relay's HTTP protocol sets it): ``raw_path`` and ``query_string`` cannot tell
+#: ``/a?`` from ``/a``, which differ to a service that signs or routes on its URL.
+TARGET_EXTENSION = "devtunnel.target"
+
+
 def target(scope: Scope) -> bytes:
-    """The request target as it arrived: raw path, then ``?`` and the query if there is one."""
+    """The request target as it arrived: raw path, then ``?`` and the query if there was one
+    (an empty one too), without a fragment (no part of a request target, RFC 9112 3.2)."""
+    sent: bytes | None = scope.get("extensions", {}).get(TARGET_EXTENSION)
+    if sent is not None:
+        return sent
     return target_of(scope["raw_path"], scope.get("query_string"))
 
 

@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from devtunnel.relay.asgi import PLAIN_TYPE
+from devtunnel.relay.asgi import PLAIN_TYPE, TARGET_EXTENSION
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, Droppable, PendingConnections
 from devtunnel.values.sizes import format_size
@@ -265,7 +265,7 @@ class DirectCycle:
         "_scope", "transport", "flow", "logger", "access_logger", "access_log", "default_headers", "message_event",
         "on_response", "disconnected", "keep_alive", "waiting_for_100_continue", "body", "more_body",
         "response_started", "response_complete", "chunked_encoding", "expected_content_length",
-        "_protocol", "method", "http_version", "path", "raw_path", "query_string", "headers", "raw_headers",
+        "_protocol", "method", "http_version", "path", "raw_path", "query_string", "target", "headers", "raw_headers",
     )
     #: The fields that change while a request is parsed and answered (the rest are set once).
     STATE = (
@@ -281,6 +281,7 @@ class DirectCycle:
         path: str,
         raw_path: bytes,
         query_string: bytes,
+        target: bytes,
         headers: list[tuple[bytes, bytes]],
         raw_headers: list[tuple[bytes, bytes]],
         expect_100_continue: bool,
@@ -292,6 +293,7 @@ class DirectCycle:
         self.path = path  # root_path + the decoded path: scope["path"]
         self.raw_path = raw_path  # root_path + the path as sent: scope["raw_path"]
         self.query_string = query_string
+        self.target = target  # root_path + the target as sent (an empty query's ? kept): TARGET_EXTENSION
         self.headers = headers  # names lowercased: scope["headers"]
         self.raw_headers = raw_headers  # as received: RAW_HEADERS_EXTENSION
         self._scope: Any = None
@@ -318,7 +320,8 @@ class DirectCycle:
         """The request's ASGI scope, as uvicorn's parser callbacks make it (made once, when first asked for)."""
         scope = self._scope
         if scope is None:
-            scope = self._protocol.request_scope(self.method, self.http_version, self.headers, self.raw_headers)
+            scope = self._protocol.request_scope(self.method, self.http_version, self.headers, self.raw_headers,
+                                                 self.target)
             scope["path"] = self.path
             scope["raw_path"] = self.raw_path
             scope["query_string"] = self.query_string
@@ -589,7 +592,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         """uvicorn's hand-over to the WebSocket protocol, which also gets the headers as received:
-        uvicorn feeds it the lowercased names of ``scope["headers"]`` (``raw_request_headers``).
+        uvicorn feeds it the lowercased names of ``scope["headers"]`` (``raw_request_headers``),
+        and the target as sent, which its scope's path and query cannot tell (``request_target``).
         The protocol uvicorn builds is given them before it reads the handshake; this protocol
         is done once it hands over."""
         pending = self.pending
@@ -598,11 +602,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._refuse_pending(pending)
             return
         build, raw = self.ws_protocol_class, list(self._raw_headers)
+        target = self.scope["extensions"].get(TARGET_EXTENSION)
 
         def with_raw_headers(**kwargs: Any) -> Any:
             protocol = build(**kwargs)  # type: ignore[misc]
             if isinstance(protocol, DeadPeerWebSocketProtocol):
                 protocol.raw_request_headers = raw
+                protocol.request_target = target
             if pending is not None:
                 if isinstance(protocol, Droppable):
                     pending.hand_over(self, protocol)
@@ -663,7 +669,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         # The scope uvicorn makes here is made when asked for (DirectCycle.scope, request_scope).
 
     def request_scope(
-        self, method: str, http_version: str, headers: list[tuple[bytes, bytes]], raw_headers: list[tuple[bytes, bytes]]
+        self, method: str, http_version: str, headers: list[tuple[bytes, bytes]], raw_headers: list[tuple[bytes, bytes]],
+        target: bytes,
     ) -> Any:
         """The ASGI scope uvicorn's callbacks make for a request, up to its method (the path,
         raw path and query string follow: ``DirectCycle.scope``), with the relay's extensions."""
@@ -677,7 +684,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             "root_path": self.root_path,
             "headers": headers,
             "state": self.app_state.copy(),
-            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers},
+            "extensions": {CONNECTION_EXTENSION: self, RAW_HEADERS_EXTENSION: raw_headers, TARGET_EXTENSION: target},
             "method": method,
         }
 
@@ -731,16 +738,21 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             raise _BadHead(problem)
         http_version = parser.get_http_version()
         method_name = method.decode("ascii")
+        root_path = self.root_path
+        # The target as sent, up to a fragment (llhttp takes one; no client sends it, and a
+        # service could read its ../ as part of the path the rules saw without them).
+        target = self.url.partition(b"#")[0]
+        if root_path:
+            target = root_path.encode("ascii") + target
         if upgrade and self._should_upgrade():
             # handle_websocket_upgrade reads the method and headers from self.scope.
-            self.scope = self.request_scope(method_name, http_version, self.headers, self._raw_headers)
+            self.scope = self.request_scope(method_name, http_version, self.headers, self._raw_headers, target)
             return
         parsed_url = httptools.parse_url(self.url)
         raw_path = parsed_url.path
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
-        root_path = self.root_path
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             app = service_unavailable
@@ -763,6 +775,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             root_path + path,
             root_path.encode("ascii") + raw_path if root_path else raw_path,
             parsed_url.query or b"",
+            target,
             self.headers,
             self._raw_headers,
             # HTTP/1.0 has no 1xx: its 100-continue is ignored (RFC 9110 10.1.1), as nginx does.
@@ -1138,6 +1151,8 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
     raw_request_headers: list[tuple[bytes, bytes]] | None = None
     """The handshake's headers as received (``HeadLimitedHttpProtocol.handle_websocket_upgrade``),
     put in the scope under ``RAW_HEADERS_EXTENSION`` as for a request."""
+    request_target: bytes | None = None
+    """The handshake's target as sent, put in the scope under ``TARGET_EXTENSION`` as for a request."""
     peer_errors: PeerErrorLog = _PEER_ERRORS
     unanswered_ping = False
     """The peer was dropped because it did not answer a ping in time (it froze or vanished)."""
@@ -1153,6 +1168,8 @@ class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if raw is not None and scope is not None and len(raw) == len(scope["headers"]):
             scope["extensions"][RAW_HEADERS_EXTENSION] = raw
+        if self.request_target is not None and scope is not None:
+            scope["extensions"][TARGET_EXTENSION] = self.request_target
 
     def connection_lost(self, exc: Exception | None) -> None:
         # uvicorn says 1005 (no status) for a peer gone without a close frame, as for a close

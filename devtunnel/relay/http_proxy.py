@@ -37,7 +37,6 @@ from devtunnel.relay.asgi import (
     request_problem,
     send_plain,
     target,
-    target_of,
 )
 from devtunnel.relay.headers import forward_request_headers, request_host
 from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol
@@ -175,7 +174,7 @@ class HttpForwarder:
             return False  # the ASGI path answers 429
         try:
             raw = forward_request_headers(cycle.raw_headers, host, ip.encode(), self._proto_bytes, lowered=cycle.headers)
-            request_target = target_of(cycle.raw_path, cycle.query_string)
+            request_target = cycle.target
             remote = rules.client_of(ip, cycle.headers)
             stream_id = self._open(tunnel, cycle.method, request_target, cycle.http_version, raw, remote, has_body, decision)
         except (ProtocolError, ValueError):

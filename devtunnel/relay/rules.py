@@ -25,7 +25,7 @@ from typing import Any
 
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
-from devtunnel.relay.asgi import PLAIN_TYPE, Scope, Send
+from devtunnel.relay.asgi import PLAIN_TYPE, Scope, Send, target
 from devtunnel.relay.headers import RULE_HEADER, request_host, scope_cookies
 from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
@@ -278,6 +278,6 @@ def _trusted(ip: str, networks: Sequence[Network]) -> bool:
 
 
 def _target(scope: dict[str, Any]) -> bytes:
-    query = scope.get("query_string")
-    raw: bytes = scope.get("raw_path") or scope["path"].encode()
-    return raw + b"?" + query if query else raw
+    if not scope.get("raw_path"):  # a scope made without one: its decoded path stands in
+        scope = {**scope, "raw_path": scope["path"].encode()}
+    return target(scope)

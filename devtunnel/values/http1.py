@@ -24,6 +24,7 @@ __all__ = [
     "Field",
     "connection_listed",
     "is_chunked",
+    "other_coding",
     "has_field",
     "chunked",
 ]
@@ -105,6 +106,13 @@ def is_chunked(fields: Iterable[Field]) -> bool:
     ]
     codings = [c for c in codings if c]
     return bool(codings) and codings[-1] == b"chunked"
+
+
+def other_coding(value: bytes) -> bool:
+    """Whether a ``Transfer-Encoding`` value names a coding other than ``chunked`` (``gzip,
+    chunked``). The tunnel carries none: relay and agent frame bodies themselves, and a coded
+    body passed on without its coding would be taken as plain."""
+    return any(c.strip(OWS).lower() not in (b"chunked", b"") for c in value.split(b","))
 
 
 def has_field(fields: Iterable[Field], name: bytes) -> bool:

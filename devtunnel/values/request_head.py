@@ -29,7 +29,7 @@ U+FFFD): each output escapes it once, the log's formatter, the inspector and the
 from __future__ import annotations
 
 import re
-from devtunnel.values.http1 import OWS, content_length_digits, is_token, refused_bytes
+from devtunnel.values.http1 import OWS, content_length_digits, is_token, other_coding, refused_bytes
 from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
@@ -193,6 +193,9 @@ def head_problem(
             length = value
         elif lower == b"transfer-encoding":
             body = True
+            if other_coding(value):
+                return (f"the request's Transfer-Encoding {_shown(value.strip(OWS))} names a coding other than chunked,"
+                        " which a tunnel cannot carry")
     if hosts > 1:
         return "the request has more than one Host header"
     if hosts and host not in _GOOD_HOSTS:

@@ -318,8 +318,8 @@ def test_the_direct_cycle_has_every_field_of_uvicorns_cycle_and_no_other() -> No
     # the direct path's writer reads and sets the same fields, and task_cycle copies its STATE.
     cycle, _, _ = _cycle("GET", "1.1", True, [])
     ours = set(DirectCycle.__slots__) | {"scope"}  # (a property)
-    request = {"_scope", "_protocol", "method", "http_version", "path", "raw_path", "query_string", "headers",
-               "raw_headers"}  # the request's parts, which its scope is made of
+    request = {"_scope", "_protocol", "method", "http_version", "path", "raw_path", "query_string", "target",
+               "headers", "raw_headers"}  # the request's parts, which its scope is made of
     assert ours - request == set(vars(cycle)), "uvicorn's RequestResponseCycle has other fields than relay.http.DirectCycle"
     init = set(inspect.signature(RequestResponseCycle.__init__).parameters) - {"self"}
     assert set(DirectCycle.STATE) == set(vars(cycle)) - init | {"keep_alive"}, "DirectCycle.STATE"
@@ -559,7 +559,7 @@ def _direct_cycle(method: str, http_version: str, keep_alive: bool, default_head
         access_log=cycle.access_log, server_state=types.SimpleNamespace(default_headers=cycle.default_headers),
         on_response_complete=cycle.on_response,
     )
-    direct = DirectCycle(protocol, method, http_version, "/p", b"/p", b"", [], [], False, keep_alive)  # type: ignore[arg-type]
+    direct = DirectCycle(protocol, method, http_version, "/p", b"/p", b"", b"/p", [], [], False, keep_alive)  # type: ignore[arg-type]
     return direct, transport, done
 
 
