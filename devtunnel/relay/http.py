@@ -602,7 +602,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._refuse_pending(pending)
             return
         build, raw = self.ws_protocol_class, list(self._raw_headers)
-        target = self.scope["extensions"].get(TARGET_EXTENSION)
+        found = self.scope["extensions"].get(TARGET_EXTENSION)
+        target = found if isinstance(found, bytes) else None
 
         def with_raw_headers(**kwargs: Any) -> Any:
             protocol = build(**kwargs)  # type: ignore[misc]
