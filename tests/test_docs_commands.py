@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +26,7 @@ _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 def documented() -> list[tuple[str, str, str]]:
     """(page, command, flag) for each flag written after ``devtunnel COMMAND`` in a page."""
-    found = set()
+    found: set[tuple[str, str, str]] = set()
     for page in PAGES:
         for command, rest in _USE.findall(page.read_text()):
             if command in COMMANDS:
@@ -47,3 +50,159 @@ def test_the_pages_give_flags_to_commands() -> None:
 @pytest.mark.parametrize(("page", "command", "flag"), documented())
 def test_a_flag_the_docs_give_a_command_is_in_its_help(page: str, command: str, flag: str) -> None:
     assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_of(command)), f"{page}: devtunnel {command} {flag}"
+
+
+# --- every command line the docs give parses -------------------------------------------------------
+
+_FENCE = re.compile(r"^```(\w*)")
+_PROGRAM = re.compile(r"""(?:[A-Z_]+=(?:"[^"]*"|'[^']*'|[^\s"']+) +)*((?:[\w.$/-]*/)?devtunnel(?: .*)?)$""")
+
+
+def command_lines() -> list[tuple[str, int, str]]:
+    """(page, line, command) for each ``devtunnel ...`` run in a ``sh`` block, or after ``$ `` in an output block.
+
+    A line ending in ``\\`` goes on with the next; ``a && b`` and ``a; b`` are two commands.
+    """
+    found = []
+    for page in PAGES:
+        lang: str | None = None
+        held = ""
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            fence = _FENCE.match(line)
+            if fence:
+                lang = None if lang is not None else fence.group(1) or "-"
+                continue
+            if lang not in ("sh", "-"):
+                continue
+            line, held = f"{held} {line.strip()}" if held else line, ""
+            if line.endswith("\\"):
+                held = line[:-1]
+                continue
+            if lang == "-":
+                if not line.startswith("$ "):
+                    continue
+                line = line[2:]
+            for part in re.split(r"\s(?:&&|;)\s", line):
+                run = _PROGRAM.match(part.strip())
+                if run:
+                    found.append((page.name, number, run.group(1)))
+    return found
+
+
+def test_the_pages_give_command_lines() -> None:
+    assert len(command_lines()) > 50  # the pattern still finds what the pages write
+
+
+@pytest.mark.parametrize(("page", "line", "command"), command_lines())
+def test_a_command_line_in_the_docs_parses(page: str, line: int, command: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from devtunnel.cli import build_parser
+
+    command = re.sub(r"\$\([^)]*\)", "WORD", command)  # $(openssl rand -hex 8): one word in the shell
+    words = shlex.split(command, comments=True)
+    words = words[1:words.index("|")] if "|" in words else words[1:]
+    try:
+        _, extra = build_parser().parse_known_args(words)
+    except SystemExit as exc:
+        if exc.code == 0:  # --version, --help
+            return
+        pytest.fail(f"{page}:{line}: {command}: exit {exc.code}: {capsys.readouterr().err.strip()}")
+    assert not extra, f"{page}:{line}: {command}: unrecognized {extra}"
+
+
+# --- and the reverse: what the code takes, a page tells -------------------------------------------
+
+def _docs_text() -> str:
+    return "\n".join(page.read_text() for page in PAGES)
+
+
+def _options(parser: argparse.ArgumentParser, name: str = "") -> list[tuple[str, str]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                found += _options(subparser, f"{name} {sub}".strip())
+        else:
+            found += [(name, o) for o in action.option_strings if o.startswith("--") and o != "--help"]
+    return found
+
+
+def test_every_flag_of_every_command_is_in_the_docs() -> None:
+    from devtunnel.cli import build_parser
+
+    text = _docs_text()
+    missing = [f"devtunnel {c} {f}" for c, f in _options(build_parser())
+               if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
+    assert not missing, f"flags no page mentions: {missing}"
+
+
+_KEY_ROW = re.compile(r"^\| `([a-z_]+(?:\.[A-Za-z_*]+)+)` \|", re.M)
+
+
+def _settings_keys() -> set[str]:
+    """Every key of the settings tree, spelled as config.md's tables spell them."""
+    from devtunnel.config.settings import Settings, TunnelSection, WebhookSection
+
+    tables: dict[str, tuple[str, type]] = {"tunnels": ("tunnels.NAME", TunnelSection),
+                                           "webhooks": ("webhooks.PROVIDER", WebhookSection)}
+    keys: set[str] = set()
+    for section in dataclasses.fields(Settings):
+        prefix, cls = tables.get(section.name, (section.name, type(getattr(Settings(), section.name))))
+        keys.update(f"{prefix}.{f.name}" for f in dataclasses.fields(cls)
+                    if f.name not in ("name", "origin", "webhooks", "secrets"))
+    return keys
+
+
+def test_every_config_key_in_config_md_exists_and_every_key_is_there() -> None:
+    page = (ROOT / "docs" / "config.md").read_text()
+    documented = set(_KEY_ROW.findall(page))
+    keys = _settings_keys()
+    # secrets are written `secret` or `secrets`; a tunnel's own webhook tables take the same keys
+    real = keys | {"webhooks.PROVIDER.secret", "webhooks.PROVIDER.secrets", "tunnels.NAME.webhooks.PROVIDER.*"}
+    assert documented - real == set(), "keys config.md lists that the settings tree lacks"
+    custom = set(re.findall(r"^([a-z_]+) = ", page, re.M))  # the [webhooks.acme] example names the scheme keys
+    undocumented = {k for k in keys if k not in documented and not (k.startswith("webhooks.") and k.split(".")[-1] in custom)}
+    assert undocumented == set(), "settings config.md does not list"
+
+
+def test_every_filter_field_and_code_is_in_filters_md() -> None:
+    from devtunnel.capture.filters import CODES, FIELDS, FLAGS
+
+    page = (ROOT / "docs" / "filters.md").read_text()
+    missing = [word for word in [*FIELDS, *FLAGS, *CODES] if f"`{word}" not in page]
+    assert not missing, f"filter words filters.md does not give: {missing}"
+
+
+def _headed_routes(page: str) -> set[tuple[str, str]]:
+    """(method, path) for each ``METHOD[|METHOD] PATH[?query]`` in backquotes in a heading of ``page``."""
+    found = set()
+    for heading in re.findall(r"^#+ (.*)$", page, re.M):
+        for methods, path in re.findall(r"`(?:([A-Z|]+) )?(/api[^`?\s]*)[^`]*`", heading):
+            for method in methods.split("|") if methods else ["WebSocket"] if "(WebSocket)" in heading else []:
+                found.add((method, path))
+    return found
+
+
+class _Idle:
+    """What ``create_app`` asks of a service before any request."""
+
+    def subscribe(self, _callback: object) -> None:
+        return None
+
+
+def test_every_api_route_is_in_api_md() -> None:
+    from starlette.routing import Route, WebSocketRoute
+
+    from devtunnel.api.app import create_app
+
+    documented = _headed_routes((ROOT / "docs" / "api.md").read_text())
+    routes = create_app(_Idle()).routes  # type: ignore[arg-type]
+    sockets = {r.path for r in routes if isinstance(r, WebSocketRoute)}
+    served = set()
+    for route in routes:
+        if isinstance(route, WebSocketRoute):
+            served.add(("WebSocket", route.path))
+        elif isinstance(route, Route) and route.path not in sockets:  # a plain GET of a WebSocket's route says how to connect
+            served.update((method, route.path) for method in (route.methods or set()) - {"HEAD"})
+    assert served - documented == set(), "routes api.md has no heading for"
+    assert documented - served == set(), "routes api.md gives that the agent does not serve"
