@@ -110,6 +110,51 @@ def test_a_command_line_in_the_docs_parses(page: str, line: int, command: str,
     assert not extra, f"{page}:{line}: {command}: unrecognized {extra}"
 
 
+def _parsers(parser: argparse.ArgumentParser, name: str = "devtunnel") -> list[tuple[str, argparse.ArgumentParser]]:
+    found = [(name, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                found += _parsers(subparser, f"{name} {sub}")
+    return found
+
+
+def help_examples() -> list[tuple[str, str]]:
+    """(command, example) for each ``devtunnel ...`` line in the examples of a command's --help."""
+    from devtunnel.cli import build_parser
+
+    found = []
+    for name, parser in _parsers(build_parser()):
+        held = ""
+        for line in (parser.epilog or "").splitlines():
+            line, held = f"{held} {line.strip()}" if held else line, ""
+            if line.endswith("\\"):
+                held = line[:-1]
+                continue
+            example = re.match(r"\s+(?:[A-Z_]+=\S+ )*(devtunnel\b.*?)(?:\s{2,}.*)?$", line)  # then 2 spaces and what it does
+            if example:
+                found += [(name, part) for part in re.split(r"\s&&\s", example.group(1))]
+    return found
+
+
+def test_the_help_texts_give_examples() -> None:
+    assert len(help_examples()) > 40
+
+
+@pytest.mark.parametrize(("command", "example"), help_examples())
+def test_an_example_in_a_help_text_parses(command: str, example: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from devtunnel.cli import build_parser
+
+    words = shlex.split(example, comments=True)
+    words = words[1:words.index("|")] if "|" in words else words[1:]
+    try:
+        _, extra = build_parser().parse_known_args(words)
+    except SystemExit as exc:
+        assert exc.code == 0, f"{command} --help: {example}: {capsys.readouterr().err.strip()}"
+        return
+    assert not extra, f"{command} --help: {example}: unrecognized {extra}"
+
+
 # --- and the reverse: what the code takes, a page tells -------------------------------------------
 
 def _docs_text() -> str:
@@ -206,3 +251,9 @@ def test_every_api_route_is_in_api_md() -> None:
             served.update((method, route.path) for method in (route.methods or set()) - {"HEAD"})
     assert served - documented == set(), "routes api.md has no heading for"
     assert documented - served == set(), "routes api.md gives that the agent does not serve"
+
+
+@pytest.mark.parametrize(("command", "says"), [("http", "0 disables"), ("up", "0 disables"), ("agent", "0: any free port")])
+def test_the_help_of_api_port_says_what_0_does_as_config_md_does(command: str, says: str) -> None:
+    assert says in " ".join(help_of(command).split()), f"devtunnel {command} --help: --api-port"
+    assert f"`{command}" in (ROOT / "docs" / "config.md").read_text().split("| `agent.api_port` |")[1].split("\n")[0]
