@@ -143,7 +143,7 @@ examples:
                         "one more gets 429 (default: 256; 0: no limit)")
     p.add_argument("--max-pending", type=_count, metavar="N",
                    help="connections waiting to send a request the relay holds in all; past it the oldest is dropped "
-                        "(default: 0, half the open-file limit, at most 4096)")
+                        "(default: 0: half the open-file limit, between 64 and 4096)")
     p.add_argument("--drain-timeout", metavar="SECONDS",
                    help="on SIGTERM or SIGINT, take no new requests and let those in flight finish for up to this long "
                         "(10, 30s, 1m; default: 10; 0: stop at once)")
@@ -218,7 +218,7 @@ examples:
 The filter language: devtunnel help filters
 """)
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="filter expression (devtunnel help filters)")
-    p.add_argument("--limit", "-n", type=_count, default=50, help="newest N (default: %(default)s; 0 for all)")
+    p.add_argument("--limit", "-n", type=_count, default=50, metavar="N", help="the newest N (default: %(default)s; 0 for all)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     _add_db(p)
 
