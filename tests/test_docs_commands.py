@@ -257,3 +257,33 @@ def test_every_api_route_is_in_api_md() -> None:
 def test_the_help_of_api_port_says_what_0_does_as_config_md_does(command: str, says: str) -> None:
     assert says in " ".join(help_of(command).split()), f"devtunnel {command} --help: --api-port"
     assert f"`{command}" in (ROOT / "docs" / "config.md").read_text().split("| `agent.api_port` |")[1].split("\n")[0]
+
+
+# --- links and paths ----------------------------------------------------------------------------
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def links() -> list[tuple[str, str]]:
+    """(page, target) of each relative Markdown link in the pages."""
+    return sorted({(page.name, target) for page in PAGES
+                   for target in re.findall(r"\]\(([^)\s:]+)\)", page.read_text())})
+
+
+@pytest.mark.parametrize(("page", "target"), links())
+def test_a_link_between_pages_leads_to_a_page_and_a_heading(page: str, target: str) -> None:
+    base = ROOT if page == "README.md" else ROOT / "docs"
+    path, _, anchor = target.partition("#")
+    found = (base / path).resolve() if path else base / page
+    assert found.is_file(), f"{page}: {target}"
+    if anchor:
+        headings = re.findall(r"^#+ (.*)$", found.read_text(), re.M)
+        assert anchor in {_slug(h) for h in headings}, f"{page}: {target}: no such heading"
+
+
+def test_a_file_of_the_project_a_page_names_exists() -> None:
+    named = {p for page in PAGES for p in re.findall(r"`((?:devtunnel|tests|bench|docs|snapshots)/[\w./-]+)`", page.read_text())}
+    assert len(named) > 10
+    assert sorted(p for p in named if not (ROOT / p).exists()) == []
