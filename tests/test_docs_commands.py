@@ -287,3 +287,26 @@ def test_a_file_of_the_project_a_page_names_exists() -> None:
     named = {p for page in PAGES for p in re.findall(r"`((?:devtunnel|tests|bench|docs|snapshots)/[\w./-]+)`", page.read_text())}
     assert len(named) > 10
     assert sorted(p for p in named if not (ROOT / p).exists()) == []
+
+
+def config_flags() -> list[tuple[str, str, str]]:
+    """(key, command, flag) for each flag the Keys table of config.md gives a setting (``http --relay``)."""
+    found = []
+    for row in re.findall(r"^\| `([a-z_.A-Z]+)` \|.*\| ([^|]*) \|$", (ROOT / "docs" / "config.md").read_text(), re.M):
+        key, flags = row
+        command = "http"
+        for word in re.findall(r"`([^`]+)`", flags):
+            parts = word.split()
+            if parts[0] in COMMANDS:
+                command, parts = parts[0], parts[1:]
+            found += [(key, command, p) for p in parts if p.startswith("--")]
+    return found
+
+
+def test_the_keys_table_gives_flags() -> None:
+    assert len(config_flags()) > 25
+
+
+@pytest.mark.parametrize(("key", "command", "flag"), config_flags())
+def test_a_flag_config_md_gives_a_setting_is_in_its_commands_help(key: str, command: str, flag: str) -> None:
+    assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_of(command)), f"config.md {key}: {command} {flag}"
