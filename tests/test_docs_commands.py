@@ -310,3 +310,14 @@ def test_the_keys_table_gives_flags() -> None:
 @pytest.mark.parametrize(("key", "command", "flag"), config_flags())
 def test_a_flag_config_md_gives_a_setting_is_in_its_commands_help(key: str, command: str, flag: str) -> None:
     assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_of(command)), f"config.md {key}: {command} {flag}"
+
+
+def test_every_export_format_is_in_export_md_the_api_page_and_the_help() -> None:
+    from devtunnel.export import EXPORTERS
+
+    table = re.findall(r"^\| `(\w+)` \|", (ROOT / "docs" / "export.md").read_text(), re.M)
+    api = (ROOT / "docs" / "api.md").read_text().split("/export?format=")[1].split("###")[0]
+    for fmt in EXPORTERS:
+        assert fmt in table, f"export.md has no row for {fmt}"
+        assert f"`{fmt}`" in api, f"api.md's export route does not give {fmt}"
+        assert fmt in help_of("export"), f"devtunnel export --help does not give {fmt}"
