@@ -60,7 +60,7 @@ examples:
   devtunnel http 8000 --run 'uvicorn app:app --port 8000 --reload' --hold 30s
                                            also start your app, restart it, hold requests while it is down
   devtunnel init && devtunnel up           a devtunnel.toml for this folder, then its tunnels and apps
-  devtunnel relay --domain t.example.com --token s3cret
+  devtunnel relay --listen 0.0.0.0:8000 --domain t.example.com --token s3cret
                                            run the public relay on a server
   devtunnel requests --filter 'status:>=400'
                                            list captured requests

@@ -321,3 +321,11 @@ def test_every_export_format_is_in_export_md_the_api_page_and_the_help() -> None
         assert fmt in table, f"export.md has no row for {fmt}"
         assert f"`{fmt}`" in api, f"api.md's export route does not give {fmt}"
         assert fmt in help_of("export"), f"devtunnel export --help does not give {fmt}"
+
+
+def test_a_relay_example_with_tokens_says_where_it_listens() -> None:
+    """A relay for agents elsewhere listens beyond loopback: without --listen it would serve 127.0.0.1 only."""
+    examples = [e for _, e in help_examples()] + [c for _, _, c in command_lines()]
+    relays = [e for e in examples if re.match(r"(?:\S*/)?devtunnel relay\b", e) and "--token" in e]
+    assert relays
+    assert [e for e in relays if "--listen" not in e] == []
