@@ -329,3 +329,21 @@ def test_a_relay_example_with_tokens_says_where_it_listens() -> None:
     relays = [e for e in examples if re.match(r"(?:\S*/)?devtunnel relay\b", e) and "--token" in e]
     assert relays
     assert [e for e in relays if "--listen" not in e] == []
+
+
+def test_every_error_kind_is_in_filters_md() -> None:
+    from typing import get_args
+
+    from devtunnel.capture.model import ErrorKind
+
+    row = next(line for line in (ROOT / "docs" / "filters.md").read_text().splitlines() if line.startswith("| `error` |"))
+    assert [kind for kind in get_args(ErrorKind) if f"`{kind}`" not in row and f"`error:{kind}`" not in row] == []
+
+
+def test_every_rule_action_has_a_row_and_its_keys_in_policy_md() -> None:
+    from devtunnel.rules import ACTIONS
+
+    page = (ROOT / "docs" / "policy.md").read_text()
+    rows = set(re.findall(r"^\| `([a-z-]+)` \|", page, re.M))
+    keys = set(re.findall(r"^- `([a-z-]+)`:", page, re.M))
+    assert [a for a in ACTIONS if a not in rows or a not in keys] == []
