@@ -347,3 +347,15 @@ def test_every_rule_action_has_a_row_and_its_keys_in_policy_md() -> None:
     rows = set(re.findall(r"^\| `([a-z-]+)` \|", page, re.M))
     keys = set(re.findall(r"^- `([a-z-]+)`:", page, re.M))
     assert [a for a in ACTIONS if a not in rows or a not in keys] == []
+
+
+def test_every_key_of_a_rule_is_in_its_entry_of_policy_md() -> None:
+    from devtunnel.rules.model import _KEYS
+
+    page = (ROOT / "docs" / "policy.md").read_text()
+    missing = []
+    for action, keys in _KEYS.items():
+        entry = re.search(rf"^- `{action}`:(.*?)(?=^- `|^#)", page, re.M | re.S)
+        assert entry, action
+        missing += [f"{action}.{key}" for key in keys if not re.search(rf"`{key}(?:[`.])", entry.group(1))]
+    assert missing == []
