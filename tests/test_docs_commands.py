@@ -359,3 +359,27 @@ def test_every_key_of_a_rule_is_in_its_entry_of_policy_md() -> None:
         assert entry, action
         missing += [f"{action}.{key}" for key in keys if not re.search(rf"`{key}(?:[`.])", entry.group(1))]
     assert missing == []
+
+
+def test_the_json_summary_export_md_shows_has_the_keys_requests_json_prints() -> None:
+    import json
+
+    from devtunnel.capture.model import Exchange, Request
+
+    page = (ROOT / "docs" / "export.md").read_text().split("### JSON from the command line")[1]
+    shown = json.loads(page.split("```json")[1].split("```")[0])
+    exchange = Exchange(id="01M8V2JDA09PAEG7EYM73KXD0Q", tunnel="payments", started_at=0.0, request=Request())
+    assert list(shown) == list(exchange.summary())
+
+
+def test_the_exchange_api_md_shows_has_the_keys_the_api_answers() -> None:
+    import json
+
+    from devtunnel.capture.model import Exchange, Request, Response
+    from devtunnel.export.agent_json import capture_json
+
+    page = (ROOT / "docs" / "api.md").read_text().split("### `GET /api/requests/http/{id}`")[1]
+    shown = json.loads(page.split("```json")[1].split("```")[0])
+    exchange = Exchange(id="01M8V2JDA09PAEG7EYM73KXD0Q", tunnel="payments", started_at=0.0, request=Request(),
+                        response=Response(status=200))
+    assert sorted(shown) == sorted(capture_json(exchange))
