@@ -383,3 +383,25 @@ def test_the_exchange_api_md_shows_has_the_keys_the_api_answers() -> None:
     exchange = Exchange(id="01M8V2JDA09PAEG7EYM73KXD0Q", tunnel="payments", started_at=0.0, request=Request(),
                         response=Response(status=200))
     assert sorted(shown) == sorted(capture_json(exchange))
+
+
+def test_replay_of_a_request_a_rule_answered_asks_for_to_as_policy_md_says(tmp_path: Path) -> None:
+    """policy.md: `r` on such a row sends it to the tunnel's target; ``devtunnel replay`` asks for ``--to``."""
+    from devtunnel.capture.model import RuleMark
+    from devtunnel.capture.store import Store
+    from tests.kit.exchanges import make_exchange, make_response
+
+    assert "`devtunnel replay` asks\nfor `--to`" in (ROOT / "docs" / "policy.md").read_text()
+    db = tmp_path / "c.db"
+    store = Store(db)
+    answered = make_exchange("POST", b"/webhooks/stripe", response=make_response(500, [], b""), target_url="",
+                             rule=RuleMark(1, "respond"))
+    store.put_many([answered])
+    store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVTUNNEL_")}
+    done = subprocess.run([DEVTUNNEL, "replay", answered.id, "--db", str(db)], capture_output=True, text=True,
+                          timeout=60, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"devtunnel: exchange {answered.id} has no target URL to replay to (a rule at the relay answered it, "
+        "so it reached no local service): give a destination URL with --to URL"]
