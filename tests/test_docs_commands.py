@@ -405,3 +405,11 @@ def test_replay_of_a_request_a_rule_answered_asks_for_to_as_policy_md_says(tmp_p
     assert done.stderr.strip().splitlines() == [
         f"devtunnel: exchange {answered.id} has no target URL to replay to (a rule at the relay answered it, "
         "so it reached no local service): give a destination URL with --to URL"]
+
+
+def test_a_page_a_help_text_names_exists() -> None:
+    from devtunnel.cli import build_parser
+
+    named = {page for _, parser in _parsers(build_parser()) for page in re.findall(r"docs/[\w-]+\.md", parser.format_help())}
+    assert named
+    assert sorted(page for page in named if not (ROOT / page).is_file()) == []
