@@ -413,3 +413,11 @@ def test_a_page_a_help_text_names_exists() -> None:
     named = {page for _, parser in _parsers(build_parser()) for page in re.findall(r"docs/[\w-]+\.md", parser.format_help())}
     assert named
     assert sorted(page for page in named if not (ROOT / page).is_file()) == []
+
+
+def test_every_frame_type_and_error_code_is_in_protocol_md() -> None:
+    from devtunnel.protocol.connection import ErrorCode
+    from devtunnel.protocol.frames import FrameType
+
+    page = (ROOT / "docs" / "protocol.md").read_text()
+    assert [n.name for n in [*FrameType, *ErrorCode] if not re.search(rf"\b{n.name}\b", page)] == []
