@@ -415,9 +415,10 @@ def test_a_page_a_help_text_names_exists() -> None:
     assert sorted(page for page in named if not (ROOT / page).is_file()) == []
 
 
-def test_every_frame_type_and_error_code_is_in_protocol_md() -> None:
+def test_every_frame_type_flag_and_error_code_is_in_protocol_md_with_its_number() -> None:
     from devtunnel.protocol.connection import ErrorCode
-    from devtunnel.protocol.frames import FrameType
+    from devtunnel.protocol.frames import Flag, FrameType
 
     page = (ROOT / "docs" / "protocol.md").read_text()
-    assert [n.name for n in [*FrameType, *ErrorCode] if not re.search(rf"\b{n.name}\b", page)] == []
+    rows = {name: int(number, 0) for number, name in re.findall(r"^\| (0x[0-9A-Fa-f]+|\d+) \| ([A-Z_]+) \|", page, re.M)}
+    assert {n.name: int(n.value) for n in [*FrameType, *Flag, *ErrorCode] if n.name} == rows
