@@ -422,3 +422,28 @@ def test_every_frame_type_flag_and_error_code_is_in_protocol_md_with_its_number(
     page = (ROOT / "docs" / "protocol.md").read_text()
     rows = {name: int(number, 0) for number, name in re.findall(r"^\| (0x[0-9A-Fa-f]+|\d+) \| ([A-Z_]+) \|", page, re.M)}
     assert {n.name: int(n.value) for n in [*FrameType, *Flag, *ErrorCode] if n.name} == rows
+
+
+def config_defaults() -> list[tuple[str, str]]:
+    """(key, default) for each row of config.md's Keys table whose default is a value (not "unset", a path ...)."""
+    found = []
+    for key, default in re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|[^|]*\| `([^`]+)`", (ROOT / "docs" / "config.md").read_text(), re.M):
+        if not default.startswith("$"):  # store.path: where $XDG_STATE_HOME says
+            found.append((key, default))
+    return found
+
+
+def test_the_keys_table_gives_defaults() -> None:
+    assert len(config_defaults()) > 15
+
+
+@pytest.mark.parametrize(("key", "default"), config_defaults())
+def test_a_default_config_md_gives_is_the_settings_default(key: str, default: str) -> None:
+    import tomllib
+
+    from devtunnel.config import to_toml
+    from devtunnel.config.settings import Settings
+
+    section, name = key.split(".")
+    defaults = tomllib.loads(to_toml(Settings()))
+    assert defaults[section].get(name, "unset") == tomllib.loads(f"v = {default}")["v"], f"config.md: {key}"
