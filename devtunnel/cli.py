@@ -60,7 +60,7 @@ examples:
   devtunnel http 8000 --run 'uvicorn app:app --port 8000 --reload' --hold 30s
                                            also start your app, restart it, hold requests while it is down
   devtunnel init && devtunnel up           a devtunnel.toml for this folder, then its tunnels and apps
-  devtunnel relay --domain t.example.com --token s3cret
+  devtunnel relay --listen 0.0.0.0:8000 --domain t.example.com --token s3cret
                                            run the public relay on a server
   devtunnel requests --filter 'status:>=400'
                                            list captured requests
@@ -143,7 +143,7 @@ examples:
                         "one more gets 429 (default: 256; 0: no limit)")
     p.add_argument("--max-pending", type=_count, metavar="N",
                    help="connections waiting to send a request the relay holds in all; past it the oldest is dropped "
-                        "(default: 0, half the open-file limit, at most 4096)")
+                        "(default: 0: half the open-file limit, between 64 and 4096)")
     p.add_argument("--drain-timeout", metavar="SECONDS",
                    help="on SIGTERM or SIGINT, take no new requests and let those in flight finish for up to this long "
                         "(10, 30s, 1m; default: 10; 0: stop at once)")
@@ -188,7 +188,7 @@ examples:
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--api-port", type=_port, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
+    p.add_argument("--api-port", type=_port, metavar="PORT", help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     p.add_argument("--insecure", action="store_true",
@@ -218,7 +218,7 @@ examples:
 The filter language: devtunnel help filters
 """)
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="filter expression (devtunnel help filters)")
-    p.add_argument("--limit", "-n", type=_count, default=50, help="newest N (default: %(default)s; 0 for all)")
+    p.add_argument("--limit", "-n", type=_count, default=50, metavar="N", help="the newest N (default: %(default)s; 0 for all)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     _add_db(p)
 
@@ -322,7 +322,8 @@ examples:
                        description=("Run the agent with its API on 127.0.0.1 and no tunnel; tunnels are started through the API\n"
                                     "(POST /api/tunnels, shaped like ngrok's). Prints 'API http://127.0.0.1:PORT' when ready."),
                        epilog="examples:\n  devtunnel agent --api-port 4040\n")
-    p.add_argument("--api-port", type=_port, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken)")
+    p.add_argument("--api-port", type=_port, metavar="PORT",
+                   help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0: any free port)")
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
@@ -344,7 +345,8 @@ examples:
     p.add_argument("names", nargs="*", metavar="NAME", help="tunnels to start (default: every one defined)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--api-port", type=_port, help="agent API port on 127.0.0.1 (default: 4040; next free one if taken)")
+    p.add_argument("--api-port", type=_port, metavar="PORT",
+                   help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     _add_db(p)
 

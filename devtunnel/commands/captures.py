@@ -627,7 +627,12 @@ def _replay(args: argparse.Namespace) -> int:
     # One context for re-signing what is sent and for the verdict on it, as the agent's recorder gives:
     # config secrets and custom providers as well as the conventional variables.
     judge = webhook_context(settings_of(args))
-    results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure, webhooks=judge))
+    try:
+        results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure, webhooks=judge))
+    except ReplayError as exc:  # nothing was sent; one a rule at the relay answered went to no service
+        if args.to is None and any(not o.target_url for o in originals):
+            raise ReplayError(f"{exc} with --to URL") from None
+        raise
     results = [replace(r, webhook=judge.judge(r)) if r.complete else r for r in results]
     unrecorded: StoreError | None = None
     try:
