@@ -432,7 +432,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     peer_errors: PeerErrorLog = _PEER_ERRORS
     pending: PendingConnections | None = None
     """Where the connection counts while it waits for a request head: from its start, and while
-    kept alive between requests, until the head is complete (``relay.pending``)."""
+    kept alive between requests when the relay is crowded, until the head is complete (``relay.pending``)."""
+    _open_key: str | None = None
+    """Its address key while ``pending`` counts it an open HTTP connection (``PendingConnections.opened``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -491,6 +493,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             else:
                 transport.abort()
             return
+        if pending is not None:
+            self._open_key = pending.opened(self.client)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -500,6 +504,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             pending.release(self)
             if self._in_head == _TURNED_AWAY:
                 pending.end_refusal()
+            if self._open_key is not None:
+                pending.closed(self._open_key)
+                self._open_key = None
         callback, self.lost_callback = self.lost_callback, None
         super().connection_lost(exc)
         if callback is not None:
@@ -615,6 +622,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
                     pending.hand_over(self, protocol)
                 else:
                     pending.release(self)  # a protocol that cannot be dropped holds no place
+                if self._open_key is not None:  # an HTTP connection no more
+                    pending.closed(self._open_key)
+                    self._open_key = None
             return protocol
 
         self.ws_protocol_class = with_raw_headers  # type: ignore[assignment]
@@ -767,7 +777,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             keep_alive = not any(name == b"transfer-encoding" for name, _ in self.headers)
         existing_cycle = self.cycle
         pending = self.pending
-        if pending is not None:  # a request: the connection is pending no more (until it is idle again)
+        if pending is not None and self in pending.held:  # a request: pending no more (until idle again)
             pending.release(self)
         cycle = DirectCycle(  # uvicorn's own cycle, and the scope, are made only when asked for (_launch)
             self,
@@ -842,8 +852,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         else:
             pending = self.pending
             if pending is not None:
-                client = self.client
-                pending.idle(self, client[0] if client else "?")
+                key = self._open_key
+                # PendingConnections.crowded, inlined: on the path of every kept-alive request.
+                if key is not None and (pending.open_total > pending.quiet_total
+                                        or pending.open_by.get(key, 0) > pending.quiet_per_address):
+                    pending.idle(self, key)
             self._idle_since = self.loop.time()
             if self.timeout_keep_alive_task is None:
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)

@@ -8,6 +8,11 @@ could open thousands of them (or make one cheap request on each and keep it aliv
 the relay's file descriptors and memory: once the process runs out of descriptors it accepts no
 one, agents included.
 
+A connection idle between requests counts only while the relay is crowded (``crowded``: its
+address holds more than a quarter of ``per_address`` open HTTP connections, or the relay more
+than half of ``limit``): below that, idle connections hold no more than those figures allow,
+and an ordinary client's kept-alive requests pay nothing for the bookkeeping.
+
 - **Per address**: past ``per_address`` pending connections from one client address (an IPv6
   client by its /64, ``slots.client_key``), a new one is refused: its first bytes are answered
   ``429`` unread and it is closed (cut if it sends none within ``REFUSAL_GRACE`` seconds, or if
@@ -99,7 +104,17 @@ class PendingConnections:
         self._peer_errors = peer_errors
         self._exempt = tuple(exempt)
         self._held: dict[Droppable, str] = {}  # (insertion order: oldest first)
+        self.held = self._held
+        """The pending connections (read-only: a cheap ``in`` on the request path)."""
         self._by_address: dict[str, int] = {}
+        self.open_total = 0
+        """HTTP connections open now, from accept to close or upgrade (``opened``, ``closed``)."""
+        self.open_by: dict[str, int] = {}
+        """``open_total`` by client address key."""
+        self.quiet_total = max(1, limit // 2)
+        """Open HTTP connections in all up to which an idle kept-alive one is not counted (``crowded``)."""
+        self.quiet_per_address = max(1, per_address // 4) if per_address is not None else 1 << 62
+        """Open HTTP connections of one address up to which its idle kept-alive ones are not counted."""
 
     def __len__(self) -> int:
         return len(self._held)
@@ -138,13 +153,37 @@ class PendingConnections:
         """A connection counted by ``begin_refusal`` is gone."""
         self.refusing -= 1
 
-    def idle(self, connection: Droppable, ip: str) -> None:
-        """Count ``connection`` (from ``ip``), kept alive after a response, as pending: never
-        refused (``admit`` with ``idle``, on the path of every kept-alive request: short)."""
+    def opened(self, client: tuple[str, int] | None) -> str:
+        """Count an HTTP connection from ``client`` open (once, at its accept); returns its
+        address key, to give ``crowded``, ``idle`` and ``closed``."""
+        key = client_key(client[0] if client else "?")
+        self.open_total += 1
+        self.open_by[key] = self.open_by.get(key, 0) + 1
+        return key
+
+    def closed(self, key: str) -> None:
+        """An HTTP connection ``opened`` with ``key`` is closed, or became a WebSocket."""
+        self.open_total -= 1
+        left = self.open_by[key] - 1
+        if left:
+            self.open_by[key] = left
+        else:
+            del self.open_by[key]
+
+    def crowded(self, key: str) -> bool:
+        """Whether a connection from ``key`` idle between requests counts as pending: only when
+        its address holds more than ``quiet_per_address`` open HTTP connections, or the relay
+        more than ``quiet_total``. Below both, what idle connections can hold is bounded by
+        those figures (and each by the keep-alive timeout), and an ordinary client's kept-alive
+        requests pay no bookkeeping (the relay's request path inlines this test)."""
+        return self.open_total > self.quiet_total or self.open_by.get(key, 0) > self.quiet_per_address
+
+    def idle(self, connection: Droppable, key: str) -> None:
+        """Count ``connection`` (its address ``key``, from ``opened``), kept alive after a
+        response, as pending: never refused (``admit`` with ``idle``)."""
         held = self._held
         if len(held) >= self.limit:
             self._drop_oldest()
-        key = ip if ":" not in ip else client_key(ip)
         held[connection] = key
         by_address = self._by_address
         by_address[key] = by_address.get(key, 0) + 1

@@ -68,7 +68,9 @@ def close_all(streams: list[Stream]) -> None:
         writer.close()
 
 
-async def test_a_connection_counts_until_its_request_head_and_again_while_kept_alive() -> None:
+async def test_a_connection_counts_until_its_request_head_and_again_while_kept_alive_when_crowded() -> None:
+    # pending_per_address=5: idle kept-alive connections count once the address holds more than
+    # 5 // 4 = 1 open HTTP connection (PendingConnections.crowded).
     async with running_relay(pending_per_address=5) as relay:
         reader, writer = await open_from(relay)
         await async_wait_for(lambda: relay.pending_connections == 1, what="one pending")
@@ -76,10 +78,19 @@ async def test_a_connection_counts_until_its_request_head_and_again_while_kept_a
         head = await head_of(reader)
         assert head.startswith(b"HTTP/1.1 200")
         assert await reader.readexactly(3) == b"ok\n"
-        # Kept alive, idle: waiting for a request again (what the keep-alive timeout ends).
-        await async_wait_for(lambda: relay.pending_connections == 1, what="pending again")
+        # Kept alive, idle, alone from its address: not counted (no bookkeeping a request).
+        await async_wait_for(lambda: relay.pending_connections == 0, what="none pending")
+        other_reader, other_writer = await open_from(relay)
+        await async_wait_for(lambda: relay.pending_connections == 1, what="the second one pending")
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert (await head_of(reader)).startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(3) == b"ok\n"
+        # Two open from the address: idle again, it counts (waiting for a request, as the second).
+        await async_wait_for(lambda: relay.pending_connections == 2, what="both pending")
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert await closed(reader)
+        other_writer.close()
+        assert await closed(other_reader)
         await async_wait_for(lambda: relay.pending_connections == 0, what="none pending")
         assert relay.turned_away == {"refused": 0, "dropped": 0}
 
