@@ -18,6 +18,10 @@ page of their own, which a browser shows and the agent's log shows as a bare ``4
 ``refusal_hint`` reads a finished exchange and returns the line for the agent's log (the service
 says it once per tunnel and refusal), or None; it looks at no exchange whose status is not one of
 ``STATUSES``, so the cost per request is one comparison.
+
+``target_hint`` does the same for the agent's own 502 when the target is one address away: a dev
+server on ``[::1]`` only (Node 17+, Vite) or speaking HTTPS. The 502 names the target to use, but
+a webhook's sender reads no 502: the log line is what the user sees.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import NamedTuple
 
 from devtunnel.capture.model import Exchange
 
-__all__ = ["STATUSES", "Hint", "refusal_hint"]
+__all__ = ["STATUSES", "Hint", "refusal_hint", "target_hint"]
 
 STATUSES = frozenset((400, 403))
 """The statuses a dev server refuses a Host or an Origin with (and a WebSocket handshake ends
@@ -42,6 +46,9 @@ _DJANGO_HOST = re.compile(rb"Invalid HTTP_HOST header: (?:&#x27;|')([^&'<\s]{1,2
 _DJANGO_ORIGIN = re.compile(rb"Origin checking failed - (\S{1,300}) does not match any trusted origins")
 _RAILS = re.compile(rb'config\.hosts &lt;&lt; (?:&quot;|")([^&"<\s]{1,255})(?:&quot;|")|config\.hosts << "([^"<\s]{1,255})"')
 _WEBPACK_WS = b'"Invalid Host/Origin header"'
+_USE = "start devtunnel http "
+"""What a line of the agent's 502 says when it names the target to use instead (``forward.py``'s
+``ipv6_loopback_hint`` and ``https_hint``)."""
 
 
 class Hint(NamedTuple):
@@ -109,4 +116,15 @@ def _webpack_socket(exchange: Exchange) -> Hint | None:
             return Hint("webpack-ws", f"webpack-dev-server refused the live-reload WebSocket from {origin}"
                         " (its Host or Origin is not allowed): set devServer.allowedHosts to 'all'"
                         " (or add the host) in webpack.config.js")
+    return None
+
+
+def target_hint(exchange: Exchange) -> Hint | None:
+    """The line of the agent's own 502 (the target refused or broke the connection) that names
+    the target to use instead, else None."""
+    if exchange.error not in ("local_refused", "local_error"):
+        return None
+    for line in exchange.error_message.splitlines():
+        if _USE in line:
+            return Hint(line, line)
     return None

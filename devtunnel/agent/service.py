@@ -24,7 +24,7 @@ from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
 from devtunnel.errors import ConfigError, NotFoundError
 from devtunnel.agent.children import LogRing
 from devtunnel.agent.config import TunnelConfig
-from devtunnel.agent.devservers import STATUSES, refusal_hint
+from devtunnel.agent.devservers import STATUSES, refusal_hint, target_hint
 from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url, same_relay
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
@@ -321,7 +321,7 @@ class AgentService:
         told to the listeners (the headless log line, the API's events)."""
         if final:
             response = exchange.response
-            if response is not None and (response.status in STATUSES or exchange.websocket):
+            if exchange.error is not None or (response is not None and (response.status in STATUSES or exchange.websocket)):
                 self._hint(exchange)
             for listener in list(self._exchange_listeners):
                 try:
@@ -331,11 +331,11 @@ class AgentService:
 
     def _hint(self, exchange: Exchange) -> None:
         """Say once per tunnel what to do about a known dev server refusing the tunnel's Host
-        or Origin (``devservers.refusal_hint``): the refusal alone is a bare 403 in the log."""
+        or Origin, or a target one address away (``devservers``): the log showed a bare 403 or 502."""
         tunnel = self._tunnels.get(exchange.tunnel)
         if tunnel is None:
             return
-        hint = refusal_hint(exchange, rewrite=tunnel.config.host_header == "rewrite")
+        hint = target_hint(exchange) or refusal_hint(exchange, rewrite=tunnel.config.host_header == "rewrite")
         if hint is not None and hint.key not in tunnel.hinted:
             tunnel.hinted.add(hint.key)
             log.warning("tunnel %s: %s", exchange.tunnel, hint.line)

@@ -12,6 +12,7 @@ and ``devtunnel http`` as processes, requests through the relay's port.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -152,3 +153,36 @@ async def test_with_host_header_rewrite_the_page_loads_and_a_refused_live_reload
         assert hints(agent) == [
             "tunnel app: webpack-dev-server refused the live-reload WebSocket from https://app.tunnel.test (its Host"
             " or Origin is not allowed): set devServer.allowedHosts to 'all' (or add the host) in webpack.config.js"]
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+async def test_a_dev_server_on_ipv6_loopback_only_is_named_in_the_log_once_not_only_in_the_502(
+    env: dict[str, str], procs: list[Proc]
+) -> None:
+    """``devtunnel http 5173`` to a Vite on ``[::1]:5173``: a webhook's sender reads no 502, the log said ``local_refused``."""
+    async with serve(_live_reload, "::1", 0, process_request=_dev_server) as server:
+        port = server.sockets[0].getsockname()[1]
+        agent = start(procs, env, "http", str(port), "--no-tui", "--api-port", "0",
+                      "--db", env["XDG_STATE_HOME"] + "/c.db")
+        await async_wait_for(lambda: any(line.startswith("Forwarding") for line in agent.out), timeout=20,
+                             what=f"Forwarding: {agent.out} {agent.err}")
+        relay_port = int(agent.out[0].split(" -> ")[0].rsplit(":", 1)[1])
+        name = agent.out[0].split("//", 1)[1].split(".", 1)[0]
+        for _ in range(2):
+            raw = await raw_request(relay_port, f"GET / HTTP/1.1\r\nHost: {name}.localhost\r\nConnection: close\r\n\r\n".encode())
+            assert parse_response(raw)[0] == 502
+        await async_wait_for(lambda: sum(" 502 " in line for line in agent.out) == 2, what=f"two 502s: {agent.out}")
+        said = [line for line in agent.err if f"tunnel {name}: " in line]
+        assert len(said) == 1, agent.err
+        assert said[0].endswith(f"tunnel {name}: A service listens on [::1]:{port} (IPv6 loopback, where Node and Vite"
+                                f" may put localhost): start devtunnel http http://[::1]:{port}, or have it listen on 127.0.0.1.")
+        agent.stop()
