@@ -14,6 +14,9 @@ page of their own, which a browser shows and the agent's log shows as a bare ``4
   and a form posted from the public origin: 403 ``Origin checking failed - ORIGIN does not match
   any trusted origins`` (``CSRF_TRUSTED_ORIGINS``).
 - Rails: 403 naming the line to add, ``config.hosts << "NAME"``.
+- Next.js 16: its dev resources (``/_next/...``) asked for with a foreign Origin get 403
+  ``Unauthorized``, and its HMR WebSocket gets ``Unauthorized`` written on the socket, no HTTP
+  at all (``allowedDevOrigins``; the Host does not matter, so ``--host-header rewrite`` does not help).
 
 ``refusal_hint`` reads a finished exchange and returns the line for the agent's log (the service
 says it once per tunnel and refusal), or None; it looks at no exchange whose status is not one of
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import re
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from devtunnel.capture.model import Exchange
 
@@ -69,12 +73,10 @@ def refusal_hint(exchange: Exchange, rewrite: bool) -> Hint | None:
         exchange: a finished exchange.
         rewrite: the tunnel sends the target's Host (``--host-header rewrite``), not the public one.
     """
-    response = exchange.response
-    if response is None:
-        return None
     if exchange.websocket:
-        return _webpack_socket(exchange)
-    if response.status not in STATUSES:
+        return _next_socket(exchange) or _webpack_socket(exchange)
+    response = exchange.response
+    if response is None or response.status not in STATUSES:
         return None
     body = response.body[:_SCANNED]
     public = exchange.request.host
@@ -95,6 +97,8 @@ def refusal_hint(exchange: Exchange, rewrite: bool) -> Hint | None:
             trusted = _text(origin.group(1))
             return Hint(f"django-origin {trusted}", f"Django refused a form posted from {trusted} (CSRF):"
                         f" add CSRF_TRUSTED_ORIGINS = ['{trusted}'] to settings.py")
+        if body == b"Unauthorized" and exchange.request.path.startswith("/_next/"):
+            return _next(exchange)
         rails = _RAILS.search(body)
         if rails is not None:
             host = _text(rails.group(1) or rails.group(2))
@@ -105,6 +109,22 @@ def refusal_hint(exchange: Exchange, rewrite: bool) -> Hint | None:
     if django is not None:
         host = _text(django.group(1))
         return Hint(f"django {host}", f"Django refused the Host {host}: add '{host}' to ALLOWED_HOSTS in settings.py{fix}")
+    return None
+
+
+def _next(exchange: Exchange) -> Hint:
+    origin = exchange.request.headers.get("origin") or exchange.request.host
+    host = urlsplit(origin if "://" in origin else f"//{origin}").hostname or origin
+    return Hint(f"next {host}", f"Next.js refused its dev resources to the Origin {origin}: add"
+                f" allowedDevOrigins: ['{host}'] to next.config.js and restart it")
+
+
+def _next_socket(exchange: Exchange) -> Hint | None:
+    """Next.js 16 answers an HMR handshake from a foreign Origin with ``Unauthorized`` and no HTTP:
+    the agent's 502 says what it sent (``local_ws``)."""
+    if (exchange.error == "local_error" and exchange.error_message.endswith("(it sent Unauthorized)")
+            and exchange.request.path.startswith("/_next/")):
+        return _next(exchange)
     return None
 
 

@@ -21,6 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
 from websockets.http11 import Request, Response
 
 from tests.helpers import async_wait_for, free_port
@@ -68,6 +69,8 @@ def _dev_server(connection: ServerConnection, request: Request) -> Response | No
                             b"<p>CSRF verification failed. Request aborted.</p><p>Reason given for failure:</p><pre>\n"
                             b"    Origin checking failed - %s does not match any trusted origins.\n    </pre></body></html>"
                        % origin, "text/html; charset=utf-8")
+    if request.path.startswith("/_next/"):  # Next.js 16 (blockCrossSiteDEV), to an Origin it does not know
+        return _answer(403, b"Unauthorized")
     if request.path == "/rails":
         return _answer(403, (b"<h1>Blocked hosts: %s</h1><p>To allow requests to these hosts, make sure they are valid"
                              b" hostnames (containing only numbers, letters, dashes and dots), then add the following to"
@@ -87,20 +90,26 @@ async def tunnel(env: dict[str, str], procs: list[Proc], *flags: str) -> AsyncIt
     """A relay serving NAME.tunnel.test on loopback, and ``devtunnel http`` to the dev server as ``app``:
     yields the relay's port and the agent."""
     async with serve(_live_reload, "127.0.0.1", 0, process_request=_dev_server) as server:
-        local = server.sockets[0].getsockname()[1]
-        relay_port = free_port()
-        relay = start(procs, env, "relay", "--listen", f"127.0.0.1:{relay_port}", "--domain", "tunnel.test",
-                      "--token", TOKEN)
-        await async_wait_for(lambda: any("listening" in line for line in relay.out + relay.err), timeout=20,
-                             what=f"the relay: {relay.out} {relay.err}")
-        agent = start(procs, env, "http", str(local), "--no-tui", "--relay", f"ws://127.0.0.1:{relay_port}",
-                      "--token", TOKEN, "--name", "app", "--api-port", "0", "--db", env["XDG_STATE_HOME"] + "/c.db",
-                      *flags)
-        await async_wait_for(lambda: any(line.startswith("Forwarding") for line in agent.out), timeout=20,
-                             what=f"Forwarding: {agent.out} {agent.err}")
-        yield relay_port, agent
-        agent.stop()
-        relay.stop()
+        async with tunnel_to(env, procs, server.sockets[0].getsockname()[1], *flags) as ends:
+            yield ends
+
+
+@asynccontextmanager
+async def tunnel_to(env: dict[str, str], procs: list[Proc], local: int, *flags: str) -> AsyncIterator[tuple[int, Proc]]:
+    """``tunnel`` to the service on port ``local``."""
+    relay_port = free_port()
+    relay = start(procs, env, "relay", "--listen", f"127.0.0.1:{relay_port}", "--domain", "tunnel.test",
+                  "--token", TOKEN)
+    await async_wait_for(lambda: any("listening" in line for line in relay.out + relay.err), timeout=20,
+                         what=f"the relay: {relay.out} {relay.err}")
+    agent = start(procs, env, "http", str(local), "--no-tui", "--relay", f"ws://127.0.0.1:{relay_port}",
+                  "--token", TOKEN, "--name", "app", "--api-port", "0", "--db", env["XDG_STATE_HOME"] + "/c.db",
+                  *flags)
+    await async_wait_for(lambda: any(line.startswith("Forwarding") for line in agent.out), timeout=20,
+                         what=f"Forwarding: {agent.out} {agent.err}")
+    yield relay_port, agent
+    agent.stop()
+    relay.stop()
 
 
 async def get(relay_port: int, path: str, *headers: str) -> int:
@@ -123,7 +132,8 @@ async def test_each_dev_servers_refusal_of_the_public_host_gets_one_line_naming_
         for path in ("/vite", "/vite", "/webpack", "/django", "/rails", "/rails"):
             assert await get(relay_port, path) in (400, 403)
         assert await get(relay_port, "/csrf", "Origin: https://app.tunnel.test") == 403
-        await async_wait_for(lambda: len(hints(agent)) >= 5, what=f"five hints: {agent.err}")
+        assert await get(relay_port, "/_next/static/chunks/main.js", "Origin: https://app.tunnel.test") == 403
+        await async_wait_for(lambda: len(hints(agent)) >= 6, what=f"six hints: {agent.err}")
         assert await get(relay_port, "/nowhere") == 404  # a 404 says nothing more
         await async_wait_for(lambda: any(" 404 " in line for line in agent.out), what=f"the 404's line: {agent.out}")
         assert hints(agent) == [
@@ -138,6 +148,8 @@ async def test_each_dev_servers_refusal_of_the_public_host_gets_one_line_naming_
             " config/environments/development.rb, or start devtunnel with --host-header rewrite (the local Host)",
             "tunnel app: Django refused a form posted from https://app.tunnel.test (CSRF): add"
             " CSRF_TRUSTED_ORIGINS = ['https://app.tunnel.test'] to settings.py",
+            "tunnel app: Next.js refused its dev resources to the Origin https://app.tunnel.test: add"
+            " allowedDevOrigins: ['app.tunnel.test'] to next.config.js and restart it",
         ]
 
 
@@ -186,3 +198,32 @@ async def test_a_dev_server_on_ipv6_loopback_only_is_named_in_the_log_once_not_o
         assert said[0].endswith(f"tunnel {name}: A service listens on [::1]:{port} (IPv6 loopback, where Node and Vite"
                                 f" may put localhost): start devtunnel http http://[::1]:{port}, or have it listen on 127.0.0.1.")
         agent.stop()
+
+
+async def test_a_websocket_answered_with_no_http_says_what_it_sent_and_next_js_refusing_hmr_is_explained(
+    env: dict[str, str], procs: list[Proc]
+) -> None:
+    """Next.js 16 answers an HMR handshake from an Origin it does not know by writing ``Unauthorized``
+    on the socket: the 502 said only "did not receive a valid HTTP response"."""
+
+    async def next_dev(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"Unauthorized")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(next_dev, "127.0.0.1", 0)
+    try:
+        async with tunnel_to(env, procs, server.sockets[0].getsockname()[1]) as (relay_port, agent):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect("ws://app.tunnel.test/_next/webpack-hmr", host="127.0.0.1", port=relay_port,
+                                   origin="https://app.tunnel.test"):  # type: ignore[arg-type]
+                    pass
+            assert refused.value.response.status_code == 502
+            assert refused.value.response.body.endswith(b"did not receive a valid HTTP response (it sent Unauthorized)")
+            await async_wait_for(lambda: hints(agent), what=f"a hint: {agent.err}")
+            assert hints(agent) == ["tunnel app: Next.js refused its dev resources to the Origin https://app.tunnel.test:"
+                                    " add allowedDevOrigins: ['app.tunnel.test'] to next.config.js and restart it"]
+    finally:
+        server.close()
+        await server.wait_closed()
