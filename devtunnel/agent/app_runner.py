@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
 from devtunnel.errors import ConfigError
-from devtunnel.agent.children import Child, ChildState, LogRing, port_accepts
+from devtunnel.agent.children import Child, ChildState, LogLine, LogRing, port_accepts
+from devtunnel.agent.forward import ipv6_loopback_hint
 from devtunnel.agent.hold import HoldGate
 from devtunnel.values.target import Target
 from devtunnel.values.health_path import health_path_problem
@@ -43,6 +46,12 @@ non-interactive shell the command starts with SIGINT and SIGQUIT ignored; apps t
 HEALTH_TIMEOUT = 2.0
 """Seconds one health check may take."""
 _HEAD_LIMIT = 16 * 1024
+_LOOPBACK_URL = re.compile(r"\bhttps?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1?\]):(\d{1,5})\b[^\s)\"'<>]*")
+"""A local URL in the app's output: dev servers print where they listen (Vite's ``Local:
+http://localhost:5173/``, ``Uvicorn running on http://127.0.0.1:8000``, Django's ``Starting
+development server at http://127.0.0.1:8000/``)."""
+LOOK_EVERY = 1.0
+"""Seconds between two looks for where an app that is not ready listens instead."""
 _SHELL_HINTS = {
     127: "exit code 127: the shell found no such command; check the run command and the PATH",
     126: "exit code 126: the command is not executable",
@@ -141,6 +150,10 @@ class AppRunner:
         self._on_change = on_change
         environment = {**os.environ, "PORT": str(target.port), **(env or {})}
         self.log = LogRing()
+        self.log.subscribe(self._line)
+        self._said: tuple[str, str, int] | None = None
+        """The last local URL the app printed, its host to connect to and its port."""
+        self._next_look = 0.0
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
                            before_start=self._port_taken,
@@ -167,8 +180,42 @@ class AppRunner:
                 # The port accepts but the check got no status line: as silent a "starting".
                 self.child.note(f"health {self.health} gave no answer within {HEALTH_TIMEOUT:g} s"
                                 " (the port accepts connections)")
+            elif status is None:
+                await self._elsewhere()
             return status is not None and 200 <= status < 400
-        return await port_accepts(self.target.host, self.target.port)
+        if await port_accepts(self.target.host, self.target.port):
+            return True
+        await self._elsewhere()
+        return False
+
+    def _line(self, line: LogLine) -> None:
+        if line.stream != "devtunnel" and "://" in line.text:
+            found = _LOOPBACK_URL.search(line.text)
+            if found is not None:
+                host = found.group(1)
+                self._said = (found.group(0), "127.0.0.1" if host in ("0.0.0.0", "[::]") else host.strip("[]"),
+                              int(found.group(2)))
+
+    async def _elsewhere(self) -> None:
+        """The target's port does not accept: say where the app listens instead, once it is found.
+
+        A dev server that picked a port of its own (Vite's 5173 for a tunnel to 8000, Next's 3001
+        when 3000 is taken) prints its URL; one that took ``localhost`` as ``[::1]`` listens one
+        address away. Without this the app stays ``starting`` with nothing said."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + LOOK_EVERY
+        said = self._said
+        if said is not None and said[2] != self.target.port and await port_accepts(said[1], said[2]):
+            url, host, port = said
+            target = f"{url.split('://', 1)[0]}://[::1]:{port}" if host == "::1" else str(port)
+            self.child.note(f"the app says it listens on {url}, not on port {self.target.port}: give devtunnel"
+                            f" the target {target}, or have the app listen on port {self.target.port}")
+            return
+        ipv6 = (await ipv6_loopback_hint(self.target)).strip()
+        if ipv6:
+            self.child.note(ipv6)
 
     async def _port_taken(self) -> str:
         """Before each start: what holds the target's port already, said, not taken for the app.
@@ -185,7 +232,10 @@ class AppRunner:
         if state.state == "crashed" and state.exit_code in _SHELL_HINTS:
             self.log.add("devtunnel", _SHELL_HINTS[state.exit_code])
         if self.gate is not None:
-            self.gate.set_app_state(state.state == "ready", self.state_text)
+            # A request's 502 while the app is not ready says why (``the app says it listens on ...``).
+            ready = state.state == "ready"
+            self.gate.set_app_state(ready, self.state_text if ready or not state.message
+                                    else f"{self.state_text}: {state.message}")
         if self._on_change is not None:
             self._on_change()
 

@@ -17,7 +17,7 @@ from devtunnel.protocol.frames import FIELD, RESPONSE_PREFIX
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
 from devtunnel.values.http1 import content_length_digits, field_value, other_coding
 
-__all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD"]
+__all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD", "what_it_sent"]
 
 MAX_HEAD = DEFAULT_MAX_HEAD_SIZE
 """The largest response head the relay takes, as the tunnel's wire encodes it (what a relay
@@ -213,12 +213,7 @@ class LocalResponse:
         """What a service that is not HTTP at all sent (``SSH-2.0-OpenSSH_9.2``), for the message:
         its first line, up to 48 bytes, anything but printable ASCII as U+FFFD; "" once a status
         line was read."""
-        if self.status:
-            return ""
-        first = data[:48].split(b"\n", 1)[0].rstrip(b"\r")
-        text = "".join(chr(b) if 0x20 <= b < 0x7F else "\ufffd" for b in first)
-        more = "…" if len(first) < len(data) else ""
-        return f" (it sent {text}{more})"
+        return "" if self.status else what_it_sent(data)
 
     def take_body(self) -> bytes:
         """The body bytes parsed since the last call, joined."""
@@ -234,6 +229,15 @@ class LocalResponse:
             if self.framed:
                 raise BadResponse("the local service closed the connection in the middle of the response body")
             self.complete = True  # the body was delimited by the end of the connection
+
+
+def what_it_sent(data: bytes) -> str:
+    """`` (it sent SSH-2.0-OpenSSH_9.2)``: what a service that does not answer HTTP sent, for a
+    message: its first line, up to 48 bytes, anything but printable ASCII as U+FFFD."""
+    first = data[:48].split(b"\n", 1)[0].rstrip(b"\r")
+    text = "".join(chr(b) if 0x20 <= b < 0x7F else "\ufffd" for b in first)
+    more = "…" if len(first) < len(data) else ""
+    return f" (it sent {text}{more})"
 
 
 def _parser(response: LocalResponse) -> httptools.HttpResponseParser:

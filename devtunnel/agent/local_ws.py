@@ -17,12 +17,13 @@ import ssl
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 
 from devtunnel.errors import StreamClosedError
 from devtunnel.agent.forward import answer_error, ipv6_loopback_hint
+from devtunnel.agent.local_response import what_it_sent
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
 from devtunnel.agent.ws_client import connect_here
@@ -54,7 +55,7 @@ _SKIP_RESPONSE = frozenset(
 )
 
 
-def _connection_for(path: str, host: str | None) -> type[ClientConnection]:
+def _connection_for(path: str, host: str | None, received: bytearray) -> type[ClientConnection]:
     """A client connection class whose handshake asks for ``path`` (and sends ``Host: host``).
 
     The URL given to ``connect`` is only the configured target's authority: the public
@@ -62,10 +63,17 @@ def _connection_for(path: str, host: str | None) -> type[ClientConnection]:
     name another host. It goes on the request line as it is (the session checked it is
     origin-form). ``host`` is the public Host, sent unless the tunnel rewrites it: apps that
     compare Origin with Host (Rails' Action Cable, Django Channels) refuse a handshake whose
-    Host is the local address while its Origin is the public URL.
+    Host is the local address while its Origin is the public URL. The first bytes the service
+    sends are kept in ``received``: one that answers with no HTTP at all (Next.js 16 refusing an
+    Origin writes ``Unauthorized`` on the socket) is said in the 502.
     """
 
     class TargetConnection(ClientConnection):
+        def data_received(self, data: bytes) -> None:
+            if len(received) < 64:
+                received.extend(data[:64 - len(received)])
+            super().data_received(data)
+
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             build = self.protocol.connect
 
@@ -119,7 +127,8 @@ async def forward_websocket(
     options: dict[str, Any] = {}
     public_host = next((v.decode("latin-1") for n, v in head.headers if n.lower() == b"host"), None)
     host = public_host if public_host and not rewrite_host else None
-    options["create_connection"] = _connection_for(path, host)
+    received = bytearray()
+    options["create_connection"] = _connection_for(path, host, received)
     if target.tls:
         ctx = ssl.create_default_context()
         if insecure:
@@ -152,7 +161,8 @@ async def forward_websocket(
         await answer_error(stream, cap, 504, "local_timeout", f"the local service at {target.url} did not answer in time")
         return
     except (OSError, InvalidHandshake) as exc:
-        await answer_error(stream, cap, 502, "local_error", f"WebSocket handshake with {target.url} failed: {exc}")
+        sent = what_it_sent(bytes(received)) if isinstance(exc, InvalidMessage) and received else ""
+        await answer_error(stream, cap, 502, "local_error", f"WebSocket handshake with {target.url} failed: {exc}{sent}")
         return
     try:
         _accept(stream, cap, ws)

@@ -24,6 +24,7 @@ from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
 from devtunnel.errors import ConfigError, NotFoundError
 from devtunnel.agent.children import LogRing
 from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.devservers import STATUSES, refusal_hint, target_hint
 from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url, same_relay
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
@@ -319,8 +320,24 @@ class AgentService:
         """A tunnel that records nothing (``TunnelConfig.record``): its exchanges are still
         told to the listeners (the headless log line, the API's events)."""
         if final:
+            response = exchange.response
+            if exchange.error is not None or (response is not None and (response.status in STATUSES or exchange.websocket)):
+                self._hint(exchange)
             for listener in list(self._exchange_listeners):
                 try:
                     listener(exchange)
                 except Exception:  # a broken listener must not break forwarding
                     log.exception("exchange listener failed")
+
+    def _hint(self, exchange: Exchange) -> None:
+        """Say once per tunnel what to do about a known dev server refusing the tunnel's Host
+        or Origin, or a target one address away (``devservers``): the log showed a bare 403 or 502."""
+        tunnel = self._tunnels.get(exchange.tunnel)
+        if tunnel is None:
+            return
+        hint = target_hint(exchange) or refusal_hint(exchange, rewrite=tunnel.config.host_header == "rewrite")
+        if hint is not None and hint.key not in tunnel.hinted:
+            tunnel.hinted.add(hint.key)
+            log.warning("tunnel %s: %s", exchange.tunnel, hint.line)
+            if tunnel.app is not None:  # and in the app's log (``devtunnel logs``, l in the inspector)
+                tunnel.app.log.add("devtunnel", hint.line)

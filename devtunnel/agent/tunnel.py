@@ -146,6 +146,8 @@ class AgentTunnel:
         self.body_cap = body_cap
         self.live = LiveSnapshots() if live else None
         self.requests = 0
+        self.hinted: set[str] = set()
+        """The dev server refusals the agent's log has said what to do about (``devservers.Hint.key``)."""
         self.forwarder = Forwarder(
             self.name, self.target, host_header=config.host_header, insecure=config.insecure, head_timeout=head_timeout
         )
