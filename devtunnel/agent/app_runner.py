@@ -4,7 +4,8 @@ The command is the user's own, run as ``/bin/sh -c CMD`` in the current folder, 
 group of its own (see ``children.Child``), with this process's environment plus ``PORT`` (the
 target's port) and ``DEVTUNNEL_TUNNEL`` (the tunnel's name). It is ready when ``health`` (a path
 on the target) answers 2xx or 3xx, or without ``health`` when the target's port accepts a
-connection. Every change of state reaches the tunnel's :class:`~devtunnel.agent.hold.HoldGate`,
+connection. It is restarted when it crashes, not when it ends cleanly (status 0: ``exited``,
+``devtunnel.values.app_state``), as docker compose's ``restart: on-failure``. Every change of state reaches the tunnel's :class:`~devtunnel.agent.hold.HoldGate`,
 which holds requests while the app is not ready, and the tunnel's subscribers (API, inspector).
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 from devtunnel.errors import ConfigError
 from devtunnel.agent.children import Child, ChildState, LogRing, port_accepts
 from devtunnel.agent.hold import HoldGate
+from devtunnel.values.app_state import app_state_words
 from devtunnel.values.target import Target
 from devtunnel.values.health_path import health_path_problem
 
@@ -143,7 +145,7 @@ class AppRunner:
         self.log = LogRing()
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
-                           before_start=self._port_taken,
+                           before_start=self._port_taken, restart="on-failure",
                            backoff=backoff, grace=grace, death_signal=signal.SIGHUP)
 
     @property
@@ -153,9 +155,9 @@ class AppRunner:
 
     @property
     def state_text(self) -> str:
-        """``starting``, ``ready``, ``restarting (2)`` ... as the panel shows it."""
+        """``starting``, ``ready``, ``restarting (2)``, ``exited (0)`` ... as the panel shows it."""
         state = self.child.state
-        return f"{state.state} ({state.restarts})" if state.state == "restarting" else state.state
+        return app_state_words(state.state, restarts=state.restarts, exit_code=state.exit_code)
 
     async def _ready(self) -> bool:
         if self.health:

@@ -5,8 +5,10 @@ bounded :class:`LogRing`, tells when it is ready, restarts it with backoff when 
 stops the whole group (children included) when asked. What "ready" means is the owner's: a
 health URL answering, a port accepting connections, or a line in the output (a provider's URL).
 
-States: ``starting`` -> ``ready`` -> (``crashed`` -> ``restarting`` -> ``starting`` ...) ->
-``stopped``; ``failed`` when the program cannot be started at all (missing binary): no retry.
+States (``devtunnel.values.app_state`` names them): ``starting`` -> ``ready`` -> (``crashed`` ->
+``restarting`` -> ``starting`` ...) -> ``stopped``; ``exited`` after an exit with status 0 (restarted
+only with ``restart="always"``); ``failed`` when the program cannot be started at all (missing
+binary): no retry.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from devtunnel import lifetime
+from devtunnel.values.app_state import exit_state
 
 __all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "group_running", "port_accepts"]
 
@@ -170,7 +174,9 @@ class Child:
         before_start: awaited before each start; a text it returns says something about this
             start (``port 8000 was already taken ...``): in the log, and the message of the
             ``starting`` and ``ready`` states that follow.
-        restart: restart after an exit; False leaves it ``crashed``.
+        restart: ``always`` restart after an exit; ``on-failure`` after an exit with a non-zero
+            status or by a signal (one with status 0 stays ``exited``, as docker compose's
+            policy of that name); ``no`` leaves it ``crashed`` or ``exited``.
         backoff: (first wait, longest wait) in seconds between restarts, with jitter.
         grace: seconds between SIGTERM and SIGKILL when stopping.
         die_with_parent: on Linux, the kernel sends the program SIGTERM if devtunnel dies without
@@ -190,7 +196,7 @@ class Child:
         on_line: Callable[[str], bool | None] | None = None,
         on_state: Callable[[ChildState], None] | None = None,
         before_start: Callable[[], Awaitable[str]] | None = None,
-        restart: bool = True,
+        restart: Literal["always", "on-failure", "no"] = "always",
         backoff: tuple[float, float] = (0.5, 30.0),
         grace: float = 5.0,
         rng: random.Random | None = None,
@@ -219,6 +225,8 @@ class Child:
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._asked_restart = False
+        """``restart_now`` ended the run: it starts again whatever its status and the policy."""
         self._changed = asyncio.Event()
         self._ending: asyncio.Future[None] | None = None
 
@@ -264,11 +272,13 @@ class Child:
 
     async def restart_now(self) -> None:
         """Stop the running process; the supervisor starts it again at once. A child that is not
-        supervised any more (it could not be started, or exited with ``restart`` off) starts again."""
+        supervised any more (it could not be started, or exited and was not restarted) starts again."""
         if self._task is None or self._task.done():
             self._task = None
             self.start()
             return
+        # This run's end is a restart, whatever its status: uvicorn ends cleanly on SIGTERM.
+        self._asked_restart = self._proc is not None
         await self._terminate()
 
     async def _terminate(self) -> None:
@@ -297,9 +307,13 @@ class Child:
             ran = time.monotonic() - started
             failures = 0 if ran >= STABLE_AFTER else failures + 1
             self.log.add("devtunnel", f"{self.name} exited with code {code}")
-            self._set(state="crashed", pid=None, exit_code=code, message=f"exited with code {code}")
-            if not self._restart:
+            state = exit_state(code)
+            asked, self._asked_restart = self._asked_restart, False
+            if not asked and (self._restart == "no" or (state == "exited" and self._restart == "on-failure")):
+                message = "ended cleanly with code 0: not restarted" if state == "exited" else f"exited with code {code}"
+                self._set(state=state, pid=None, exit_code=code, message=message)
                 return
+            self._set(state=state, pid=None, exit_code=code, message=f"exited with code {code}")
             first, longest = self._backoff
             wait = self._rng.uniform(first / 2, min(longest, first * 2 ** min(failures, 16)))
             self._set(state="restarting", restarts=self.state.restarts + 1,

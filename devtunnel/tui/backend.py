@@ -49,10 +49,12 @@ class TunnelView:
     via_state: str = ""
     """The provider's ``starting``, ``online``, ``restarting``, ``failed`` or ``stopped``."""
     app_state: str = ""
-    """The app devtunnel runs for the tunnel: ``starting``, ``ready``, ``crashed``, ``restarting``,
-    ``stopped``, ``failed``; empty when it runs none."""
+    """The app devtunnel runs for the tunnel, one of ``devtunnel.values.app_state.APP_STATES``
+    (``ready``, ``crashed``, ``exited`` ...); empty when it runs none."""
     app_restarts: int = 0
     app_message: str = ""
+    app_exit_code: int | None = None
+    """The status of its last exit, or None while it has not exited."""
 
     @classmethod
     def from_json(cls, data: object) -> TunnelView:
@@ -78,6 +80,7 @@ class TunnelView:
             app_state=_field(app, "state", str, "tunnel.app") if app is not None else "",
             app_restarts=_field(app, "restarts", int, "tunnel.app") if app is not None else 0,
             app_message=_field(app, "message", str, "tunnel.app") if app is not None else "",
+            app_exit_code=_field(app, "exit_code", (int, type(None)), "tunnel.app") if app is not None else None,
         )
 
 

@@ -40,6 +40,49 @@ async def test_a_crashing_child_is_restarted_with_its_output_kept() -> None:
     assert changes[-1] == "stopped" == child.state.state
 
 
+async def test_on_failure_a_clean_exit_is_exited_and_not_restarted_until_asked() -> None:
+    states: list[str] = []
+    child = Child("app", script("pass"), restart="on-failure", backoff=(0.05, 0.1),
+                  on_state=lambda s: states.append(s.state))
+    child.start()
+    try:
+        state = await child.wait_state("exited", timeout=20)
+        assert (state.exit_code, state.restarts, state.message) == (0, 0, "ended cleanly with code 0: not restarted")
+        assert "crashed" not in states and "restarting" not in states
+        await child.restart_now()
+        await async_wait_for(lambda: states.count("starting") == 2 and child.state.state == "exited", timeout=20,
+                             what="a second run")
+    finally:
+        await child.stop()
+
+
+async def test_on_failure_a_crash_is_restarted_and_a_restart_asked_of_an_app_ending_cleanly_on_sigterm_too() -> None:
+    crashing = Child("app", script("import sys; sys.exit(3)"), restart="on-failure", backoff=(0.05, 0.1))
+    crashing.start()
+    try:
+        await async_wait_for(lambda: crashing.state.restarts >= 1, timeout=20, what="a restart")
+        assert crashing.state.exit_code == 3
+    finally:
+        await crashing.stop()
+    # uvicorn ends with status 0 on SIGTERM: the R key's restart must not leave it "exited".
+    child = Child("app", script("""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        print("up", flush=True)
+        time.sleep(300)
+    """), restart="on-failure", backoff=(0.05, 0.1))
+    child.start()
+    try:
+        await child.wait_state("ready", timeout=20)
+        first = child.state.pid
+        await async_wait_for(lambda: any(l.text == "up" for l in child.log.lines()), timeout=20, what="its first line")
+        await child.restart_now()
+        await async_wait_for(lambda: child.state.state == "ready" and child.state.pid not in (None, first),
+                             timeout=20, what="started again")
+    finally:
+        await child.stop()
+
+
 async def test_stop_ends_the_whole_process_group_even_a_child_ignoring_sigterm() -> None:
     child = Child("app", script("""
         import signal, subprocess, sys, time
@@ -91,7 +134,7 @@ async def test_colours_are_dropped_from_output_lines_other_escapes_kept() -> Non
     child = Child("app", script(r"""
         print("\x1b[32mINFO\x1b[0m:     \x1b[36mGET\x1b[0m /x \x1b[1;32m200\x1b[0m")
         print("\x1b[2Kprogress 100%\x1b]0;title\x07\x1b[2J")
-    """), restart=False)
+    """), restart="no")
     child.start()
     try:
         await async_wait_for(lambda: len([l for l in child.log.lines() if l.stream == "out"]) == 2, timeout=20,
@@ -171,9 +214,9 @@ def test_the_log_ring_is_bounded_in_lines_and_characters_and_searchable() -> Non
 
 async def test_a_line_without_end_is_cut_not_kept_whole() -> None:
     child = Child("app", script(f"import sys; sys.stdout.write('z' * {MAX_LINE * 10}); sys.stdout.flush()"),
-                  restart=False)
+                  restart="no")
     child.start()
-    await child.wait_state("crashed", timeout=20)
+    await child.wait_state("exited", timeout=20)  # status 0
     await child.stop()
     longest = max(len(l.text) for l in child.log.lines())
     assert longest <= MAX_LINE + 1
@@ -187,7 +230,7 @@ async def test_what_a_crashed_program_left_behind_is_ended_before_it_starts_agai
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
         print("worker", worker.pid, flush=True)
         sys.exit(4)
-    """), restart=False, grace=0.5)
+    """), restart="no", grace=0.5)
     child.start()
     try:
         await child.wait_state("crashed", timeout=20)

@@ -18,6 +18,7 @@ from textual.widget import Widget
 from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.render import escape_control
 from devtunnel.tui.supervisor import AgentStatus
+from devtunnel.values.app_state import app_state_words
 from devtunnel.values.terminal import escape
 
 RATE_WINDOW = 10.0
@@ -25,17 +26,13 @@ RATE_WINDOW = 10.0
 
 
 _APP_STYLES = {"ready": "tunnels--online", "starting": "tunnels--starting", "restarting": "tunnels--reconnecting",
-               "crashed": "tunnels--reconnecting", "stopped": "tunnels--dim"}
+               "crashed": "tunnels--reconnecting", "exited": "tunnels--dim", "stopped": "tunnels--dim"}
 
 
 def app_state_text(tunnel: TunnelView) -> str:
-    """``ready``, ``restarting (2)``, ``failed: cannot start ...``: the app's state as the panel shows it."""
-    state = tunnel.app_state
-    if state == "restarting":
-        return f"restarting ({tunnel.app_restarts})"
-    if state in ("failed", "crashed", "starting") and tunnel.app_message:
-        return f"{state}: {escape(tunnel.app_message)}"
-    return state
+    """``ready``, ``restarting (2)``, ``exited (0)``, ``failed: cannot start ...``: the app's state as the panel shows it."""
+    return app_state_words(tunnel.app_state, restarts=tunnel.app_restarts, exit_code=tunnel.app_exit_code,
+                           message=escape(tunnel.app_message))
 
 
 class TunnelsPanel(Widget, can_focus=True):
