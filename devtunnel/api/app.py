@@ -53,6 +53,7 @@ from devtunnel.api.plumbing import (
     refuse_unsupported,
     str_field,
     tunnel_label,
+    tunnel_named,
     tunnel_options,
 )
 from devtunnel.api.security import LoopbackOnly
@@ -109,9 +110,11 @@ async def stop_tunnel(request: Request) -> Response:
 
 async def restart_tunnel(request: Request) -> Response:
     """``POST /api/tunnels/{name}/restart``: connect to the relay again now and start its app again,
-    every setting kept; 200 with the tunnel."""
+    every setting kept; a tunnel stopped here (``DELETE``) is started again so. 200 with the tunnel."""
     service = service_of(request)
-    return ok(tunnel_json(await service.restart_tunnel(find_tunnel(service, request.path_params["name"]).name)))
+    name = request.path_params["name"]
+    running = tunnel_named(service, name)
+    return ok(tunnel_json(await service.restart_tunnel(running.name if running is not None else tunnel_label(name) or name)))
 
 
 async def status(request: Request) -> Response:
