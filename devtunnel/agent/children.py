@@ -105,9 +105,15 @@ class ChildState:
 
 
 async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True when something accepts a TCP connection at ``host:port``."""
+    """True when something accepts a TCP connection at ``host:port``.
+
+    ``asyncio.timeout``, not ``wait_for``: Python 3.11's ``wait_for`` cancelled as the connection
+    is refused returns the refusal, which read as "not accepting" and lost the cancellation (a
+    Ctrl-C while an app started then waited for the app to end by itself).
+    """
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except (TimeoutError, OSError):
         return False
     writer.close()
@@ -341,6 +347,8 @@ class Child:
         self._proc = proc
         self._set(pid=proc.pid)
         self.log.add("devtunnel", f"started {self.name} (pid {proc.pid})")
+        if self._stopping:  # stop() came while it was being started, and found nothing to end yet
+            self._ending = asyncio.ensure_future(self._end_group(proc.pid, self._grace))
         assert proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.create_task(self._pump(proc.stdout, "out")), asyncio.create_task(self._pump(proc.stderr, "err"))]
         watcher = asyncio.create_task(self._watch_ready(proc))

@@ -257,3 +257,44 @@ def test_a_group_left_with_only_zombies_is_not_running() -> None:
         sleeper.kill()
         sleeper.wait()
         quick.wait()
+
+
+async def test_a_stop_while_the_child_is_being_started_ends_it_at_once() -> None:
+    # Ctrl-C while an app started: a check before the start that lost the cancellation (Python
+    # 3.11's wait_for did, in port_accepts) let the app start after stop() had found nothing to
+    # end, and stop() then waited for the app to end by itself.
+    entered = asyncio.Event()
+
+    async def loses_the_cancellation() -> str:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # as wait_for did when the connection was refused in the same turn
+        return ""
+
+    child = Child("app", script("import time; print('up', flush=True); time.sleep(300)"),
+                  before_start=loses_the_cancellation, grace=0.5)
+    child.start()
+    await asyncio.wait_for(entered.wait(), 20)
+    await asyncio.wait_for(child.stop(), 10)
+    assert child.state.state == "stopped"
+    pid = child.state.pid or next((int(l.text.split("pid ")[1].rstrip(")")) for l in child.log.lines()
+                                   if l.text.startswith("started app")), None)
+    if pid is not None:
+        await async_wait_for(lambda: not process_alive(pid), timeout=10, what="the program ended")
+
+
+async def test_port_accepts_passes_a_cancellation_on_even_as_the_connection_is_refused() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: refused
+        for turns in range(12):
+            task = asyncio.ensure_future(port_accepts("127.0.0.1", port))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            if task.done():
+                continue
+            task.cancel()
+            await asyncio.wait([task])
+            assert task.cancelled(), f"cancelled after {turns} turns, it returned {task.result()}"
