@@ -333,11 +333,15 @@ class Child:
             self.log.add("devtunnel", self._start_note)
         self._set(state="starting", exit_code=None, message=self._start_note)
         loop = asyncio.get_running_loop()
+        starting = asyncio.ensure_future(loop.subprocess_exec(
+            lambda: _ExitProtocol(loop), *self.argv, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd,
+            start_new_session=True, preexec_fn=self._preexec))
         try:
-            transport, exits = await loop.subprocess_exec(
-                lambda: _ExitProtocol(loop), *self.argv, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd,
-                start_new_session=True, preexec_fn=self._preexec)
+            transport, exits = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await self._end_started(starting)
+            raise
         except OSError as exc:
             message = f"cannot start {self.argv[0]}: {exc.strerror or exc}"
             self.log.add("devtunnel", message)
@@ -369,6 +373,20 @@ class Child:
             self._proc = None
             self._ending = None
         return code
+
+    async def _end_started(self, starting: asyncio.Future[tuple[asyncio.SubprocessTransport, _ExitProtocol]]) -> None:
+        """A start cancelled half-way (Ctrl-C): once the program runs, end its whole group.
+
+        Cancelled itself, uvloop's start kills the program it started, the shell around the
+        user's command, and leaves the app that shell started running, holding its port.
+        """
+        try:
+            transport, _ = await starting
+        except Exception:
+            return  # it did not start
+        self.log.add("devtunnel", f"{self.name} (pid {transport.get_pid()}) started as it was stopped: ended")
+        await self._end_group(transport.get_pid(), min(self._grace, 2.0))
+        transport.close()
 
     async def _end_group(self, pgid: int, grace: float) -> None:
         """SIGTERM the process group, SIGKILL what is still there after ``grace`` seconds.

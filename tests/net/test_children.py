@@ -298,3 +298,24 @@ async def test_port_accepts_passes_a_cancellation_on_even_as_the_connection_is_r
             task.cancel()
             await asyncio.wait([task])
             assert task.cancelled(), f"cancelled after {turns} turns, it returned {task.result()}"
+
+
+async def test_a_start_cancelled_half_way_ends_the_whole_group_not_only_the_program_started() -> None:
+    # The loop's own clean-up of a cancelled start kills the program it started (the shell
+    # around an app) and leaves what that started running, holding the app's port.
+    task: list[asyncio.Task[None]] = []
+
+    def cancel_at_start(state: object) -> None:
+        if getattr(state, "state", "") == "starting" and task:
+            task[0].cancel()
+
+    child = Child("app", ["/bin/sh", "-c", "sleep 300 & wait"], on_state=cancel_at_start, grace=0.5)
+    child.start()
+    assert child._task is not None
+    task.append(child._task)
+    await asyncio.wait([child._task], timeout=20)
+    assert child._task.cancelled()
+    line = next(l.text for l in child.log.lines() if "started as it was stopped" in l.text)
+    pgid = int(line.split("pid ")[1].split(")")[0])
+    await async_wait_for(lambda: not group_running(pgid), timeout=10, what="the whole group ended")
+    await child.stop()
