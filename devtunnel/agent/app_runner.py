@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,9 @@ non-interactive shell the command starts with SIGINT and SIGQUIT ignored; apps t
 
 HEALTH_TIMEOUT = 2.0
 """Seconds one health check may take."""
+NO_PORT_AFTER = 15.0
+"""Seconds a started app may leave the target's port closed before its ``starting`` says so (an
+app listening on another port than the target's was "starting" for ever, without a word)."""
 _HEAD_LIMIT = 16 * 1024
 _SHELL_HINTS = {
     127: "exit code 127: the shell found no such command; check the run command and the PATH",
@@ -143,6 +147,8 @@ class AppRunner:
         self._on_change = on_change
         environment = {**os.environ, "PORT": str(target.port), **(env or {})}
         self.log = LogRing()
+        self._starting_since: float | None = None
+        """When this run's ready checks began (``time.monotonic``); None while it is not starting."""
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
                            before_start=self._port_taken, restart="on-failure",
@@ -160,6 +166,13 @@ class AppRunner:
         return app_state_words(state.state, restarts=state.restarts, exit_code=state.exit_code)
 
     async def _ready(self) -> bool:
+        if self._starting_since is None:
+            self._starting_since = time.monotonic()
+        if not await port_accepts(self.target.host, self.target.port):
+            if time.monotonic() - self._starting_since >= NO_PORT_AFTER:
+                self.child.note(f"port {self.target.port} accepts no connection after {NO_PORT_AFTER:g} s: does the "
+                                f"app listen on {self.target.host}:{self.target.port}? (it gets PORT={self.target.port})")
+            return False
         if self.health:
             status = await health_status(self.target, self.health)
             if status is not None and not 200 <= status < 400:
@@ -170,7 +183,7 @@ class AppRunner:
                 self.child.note(f"health {self.health} gave no answer within {HEALTH_TIMEOUT:g} s"
                                 " (the port accepts connections)")
             return status is not None and 200 <= status < 400
-        return await port_accepts(self.target.host, self.target.port)
+        return True
 
     async def _port_taken(self) -> str:
         """Before each start: what holds the target's port already, said, not taken for the app.
@@ -184,6 +197,8 @@ class AppRunner:
                 " process holding it, and the app may fail to listen there")
 
     def _state_changed(self, state: ChildState) -> None:
+        if state.state != "starting":
+            self._starting_since = None
         if state.state == "crashed" and state.exit_code in _SHELL_HINTS:
             self.log.add("devtunnel", _SHELL_HINTS[state.exit_code])
         if self.gate is not None:

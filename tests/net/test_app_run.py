@@ -441,6 +441,16 @@ def test_a_health_path_that_never_answers_is_said_not_a_silent_starting(start, t
     assert "app starting" in line
 
 
+def test_an_app_that_never_opens_the_target_port_is_said_not_a_silent_starting(start, tmp_path: Path) -> None:
+    # An app listening on another port than the tunnel's target was "app starting" for ever.
+    port = free_port()
+    run = start(str(port), "--run", f"{sys.executable} -c \"import time; time.sleep(300)\"")
+    expected = f"port {port} accepts no connection after 15 s: does the app listen on 127.0.0.1:{port}? (it gets PORT={port})"
+    wait_for(lambda: run.app()["message"] == expected, timeout=40, what="the app's message about its port")
+    assert run.app()["state"] == "starting"
+    assert "app starting" in run.proc.line(lambda l: expected in l, lines="err")
+
+
 def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:
     port = free_port()
     run = start(str(port), "--run", app_command(port))
