@@ -188,7 +188,8 @@ examples:
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--api-port", type=_port, metavar="PORT", help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
+    p.add_argument("--api-port", type=_port, metavar="PORT",
+                   help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     p.add_argument("--insecure", action="store_true",
@@ -323,7 +324,7 @@ examples:
                                     "(POST /api/tunnels, shaped like ngrok's). Prints 'API http://127.0.0.1:PORT' when ready."),
                        epilog="examples:\n  devtunnel agent --api-port 4040\n")
     p.add_argument("--api-port", type=_port, metavar="PORT",
-                   help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0: any free port)")
+                   help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0: any free port)")
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
     p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
@@ -346,7 +347,7 @@ examples:
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
     p.add_argument("--api-port", type=_port, metavar="PORT",
-                   help="agent API port on 127.0.0.1 (default: 4040; next free one if taken; 0 disables)")
+                   help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     _add_db(p)
 

@@ -59,7 +59,8 @@ def bind(host: str, port: int) -> socket.socket:
 def bind_free(port: int, *, tries: int, what: str, host: str = "127.0.0.1") -> socket.socket:
     """A non-blocking listening socket on ``host`` at ``port`` or the next free one of ``tries``.
 
-    ``port`` 0 takes any free port. ``what`` names the listener in the error when none is free.
+    ``port`` 0 takes any free port. ``what`` names the listener in the error when none is free
+    (with ``tries=1``: that ``port`` is taken).
     """
     _check_port(host, port)
     candidates = [0] if port == 0 else range(port, min(port + tries, 65536))
@@ -75,6 +76,8 @@ def bind_free(port: int, *, tries: int, what: str, host: str = "127.0.0.1") -> s
             raise ConfigError(f"cannot listen on {host}:{candidate} for {what}: {exc.strerror}") from exc
         sock.setblocking(False)
         return sock
+    if len(candidates) == 1 and port:
+        raise ConfigError(f"cannot listen on {host}:{port} for {what}: the port is taken")
     raise ConfigError(f"no free port for {what} on {host} from {port} to {port + tries - 1}")
 
 

@@ -1,5 +1,5 @@
 """``devtunnel http ... --via`` with the inspector: the agent it runs gets the provider, and the
-embedded relay's remembered port."""
+embedded relay's remembered port; the agent API's port it is given."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from devtunnel.commands.tunnel_args import check_http_args
 from devtunnel.config import load
 from devtunnel.errors import ConfigError
 from devtunnel.agent.port_memory import PortMemory
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -59,3 +60,18 @@ def test_a_missing_provider_is_refused_before_the_screen_opens(state: Path, monk
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="cloudflared is not installed"):
         check_http_args(args_of("8000", "--via", "cloudflared"))
+
+
+def test_the_inspectors_agent_takes_a_chosen_api_port_and_moves_the_default_one(state: Path) -> None:
+    # The default (4040) is left to the agent, which moves on when it is taken and prints where.
+    assert "--api-port" not in http_agent_argv(args_of("8000"))()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        # Chosen and taken: one line before the screen opens, not an agent failing behind it at every restart.
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{busy} for the agent API: the port is taken"):
+            http_agent_argv(args_of("8000", "--api-port", str(busy)))
+    free = free_port()
+    argv = http_agent_argv(args_of("8000", "--api-port", str(free)))()
+    assert argv[argv.index("--api-port") + 1] == str(free)

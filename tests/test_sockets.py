@@ -28,7 +28,7 @@ def test_bind_free_takes_the_next_port_when_the_first_is_taken() -> None:
         other = bind_free(port, tries=50, what="a test")
         assert port < other.getsockname()[1] < port + 50
         other.close()
-        with pytest.raises(ConfigError, match=f"no free port for a test on 127.0.0.1 from {port} to {port}"):
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port} for a test: the port is taken"):
             bind_free(port, tries=1, what="a test")
     finally:
         held.close()

@@ -4,7 +4,8 @@ The command is the user's own, run as ``/bin/sh -c CMD`` in the current folder, 
 group of its own (see ``children.Child``), with this process's environment plus ``PORT`` (the
 target's port) and ``DEVTUNNEL_TUNNEL`` (the tunnel's name). It is ready when ``health`` (a path
 on the target) answers 2xx or 3xx, or without ``health`` when the target's port accepts a
-connection. Every change of state reaches the tunnel's :class:`~devtunnel.agent.hold.HoldGate`,
+connection. It is restarted when it crashes, not when it ends cleanly (status 0: ``exited``,
+``devtunnel.values.app_state``), as docker compose's ``restart: on-failure``. Every change of state reaches the tunnel's :class:`~devtunnel.agent.hold.HoldGate`,
 which holds requests while the app is not ready, and the tunnel's subscribers (API, inspector).
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from devtunnel.errors import ConfigError
 from devtunnel.agent.children import Child, ChildState, LogLine, LogRing, port_accepts
 from devtunnel.agent.forward import ipv6_loopback_hint
+from devtunnel.values.app_state import app_state_words
 from devtunnel.agent.hold import HoldGate
 from devtunnel.values.target import Target
 from devtunnel.values.health_path import health_path_problem
@@ -50,6 +52,9 @@ _LOOPBACK_URL = re.compile(r"\bhttps?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1
 """A local URL in the app's output: dev servers print where they listen (Vite's ``Local:
 http://localhost:5173/``, ``Uvicorn running on http://127.0.0.1:8000``, Django's ``Starting
 development server at http://127.0.0.1:8000/``)."""
+NO_PORT_AFTER = 15.0
+"""Seconds a started app may leave the target's port closed before its ``starting`` says so (an
+app listening on another port than the target's was "starting" for ever, without a word)."""
 LOOK_EVERY = 1.0
 """Seconds between two looks for where an app that is not ready listens instead."""
 _SHELL_HINTS = {
@@ -154,9 +159,13 @@ class AppRunner:
         self._said: tuple[str, str, int] | None = None
         """The last local URL the app printed, its host to connect to and its port."""
         self._next_look = 0.0
+        self._found = False
+        """The last look (``_elsewhere``) said where the app listens instead."""
+        self._starting_since: float | None = None
+        """When this run's ready checks began (``time.monotonic``); None while it is not starting."""
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
-                           before_start=self._port_taken,
+                           before_start=self._port_taken, restart="on-failure",
                            backoff=backoff, grace=grace, death_signal=signal.SIGHUP)
 
     @property
@@ -166,11 +175,18 @@ class AppRunner:
 
     @property
     def state_text(self) -> str:
-        """``starting``, ``ready``, ``restarting (2)`` ... as the panel shows it."""
+        """``starting``, ``ready``, ``restarting (2)``, ``exited (0)`` ... as the panel shows it."""
         state = self.child.state
-        return f"{state.state} ({state.restarts})" if state.state == "restarting" else state.state
+        return app_state_words(state.state, restarts=state.restarts, exit_code=state.exit_code)
 
     async def _ready(self) -> bool:
+        if self._starting_since is None:
+            self._starting_since = time.monotonic()
+        if not await port_accepts(self.target.host, self.target.port):
+            if not await self._elsewhere() and time.monotonic() - self._starting_since >= NO_PORT_AFTER:
+                self.child.note(f"port {self.target.port} accepts no connection after {NO_PORT_AFTER:g} s: does the "
+                                f"app listen on {self.target.host}:{self.target.port}? (it gets PORT={self.target.port})")
+            return False
         if self.health:
             status = await health_status(self.target, self.health)
             if status is not None and not 200 <= status < 400:
@@ -180,13 +196,8 @@ class AppRunner:
                 # The port accepts but the check got no status line: as silent a "starting".
                 self.child.note(f"health {self.health} gave no answer within {HEALTH_TIMEOUT:g} s"
                                 " (the port accepts connections)")
-            elif status is None:
-                await self._elsewhere()
             return status is not None and 200 <= status < 400
-        if await port_accepts(self.target.host, self.target.port):
-            return True
-        await self._elsewhere()
-        return False
+        return True
 
     def _line(self, line: LogLine) -> None:
         if line.stream != "devtunnel" and "://" in line.text:
@@ -196,26 +207,31 @@ class AppRunner:
                 self._said = (found.group(0), "127.0.0.1" if host in ("0.0.0.0", "[::]") else host.strip("[]"),
                               int(found.group(2)))
 
-    async def _elsewhere(self) -> None:
+    async def _elsewhere(self) -> bool:
         """The target's port does not accept: say where the app listens instead, once it is found.
 
         A dev server that picked a port of its own (Vite's 5173 for a tunnel to 8000, Next's 3001
         when 3000 is taken) prints its URL; one that took ``localhost`` as ``[::1]`` listens one
-        address away. Without this the app stays ``starting`` with nothing said."""
+        address away. Without this the app stays ``starting`` with nothing said. True when it
+        said so (at the last look, between looks)."""
         now = time.monotonic()
         if now < self._next_look:
-            return
+            return self._found
         self._next_look = now + LOOK_EVERY
+        self._found = True
         said = self._said
         if said is not None and said[2] != self.target.port and await port_accepts(said[1], said[2]):
             url, host, port = said
             target = f"{url.split('://', 1)[0]}://[::1]:{port}" if host == "::1" else str(port)
             self.child.note(f"the app says it listens on {url}, not on port {self.target.port}: give devtunnel"
                             f" the target {target}, or have the app listen on port {self.target.port}")
-            return
+            return True
         ipv6 = (await ipv6_loopback_hint(self.target)).strip()
         if ipv6:
             self.child.note(ipv6)
+            return True
+        self._found = False
+        return False
 
     async def _port_taken(self) -> str:
         """Before each start: what holds the target's port already, said, not taken for the app.
@@ -229,6 +245,8 @@ class AppRunner:
                 " process holding it, and the app may fail to listen there")
 
     def _state_changed(self, state: ChildState) -> None:
+        if state.state != "starting":
+            self._starting_since = None
         if state.state == "crashed" and state.exit_code in _SHELL_HINTS:
             self.log.add("devtunnel", _SHELL_HINTS[state.exit_code])
         if self.gate is not None:

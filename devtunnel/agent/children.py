@@ -5,8 +5,10 @@ bounded :class:`LogRing`, tells when it is ready, restarts it with backoff when 
 stops the whole group (children included) when asked. What "ready" means is the owner's: a
 health URL answering, a port accepting connections, or a line in the output (a provider's URL).
 
-States: ``starting`` -> ``ready`` -> (``crashed`` -> ``restarting`` -> ``starting`` ...) ->
-``stopped``; ``failed`` when the program cannot be started at all (missing binary): no retry.
+States (``devtunnel.values.app_state`` names them): ``starting`` -> ``ready`` -> (``crashed`` ->
+``restarting`` -> ``starting`` ...) -> ``stopped``; ``exited`` after an exit with status 0 (restarted
+only with ``restart="always"``); ``failed`` when the program cannot be started at all (missing
+binary): no retry.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from devtunnel import lifetime
+from devtunnel.values.app_state import exit_state
 
 __all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "group_running", "port_accepts"]
 
@@ -101,9 +105,15 @@ class ChildState:
 
 
 async def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True when something accepts a TCP connection at ``host:port``."""
+    """True when something accepts a TCP connection at ``host:port``.
+
+    ``asyncio.timeout``, not ``wait_for``: Python 3.11's ``wait_for`` cancelled as the connection
+    is refused returns the refusal, which read as "not accepting" and lost the cancellation (a
+    Ctrl-C while an app started then waited for the app to end by itself).
+    """
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except (TimeoutError, OSError):
         return False
     writer.close()
@@ -170,7 +180,9 @@ class Child:
         before_start: awaited before each start; a text it returns says something about this
             start (``port 8000 was already taken ...``): in the log, and the message of the
             ``starting`` and ``ready`` states that follow.
-        restart: restart after an exit; False leaves it ``crashed``.
+        restart: ``always`` restart after an exit; ``on-failure`` after an exit with a non-zero
+            status or by a signal (one with status 0 stays ``exited``, as docker compose's
+            policy of that name); ``no`` leaves it ``crashed`` or ``exited``.
         backoff: (first wait, longest wait) in seconds between restarts, with jitter.
         grace: seconds between SIGTERM and SIGKILL when stopping.
         die_with_parent: on Linux, the kernel sends the program SIGTERM if devtunnel dies without
@@ -190,7 +202,7 @@ class Child:
         on_line: Callable[[str], bool | None] | None = None,
         on_state: Callable[[ChildState], None] | None = None,
         before_start: Callable[[], Awaitable[str]] | None = None,
-        restart: bool = True,
+        restart: Literal["always", "on-failure", "no"] = "always",
         backoff: tuple[float, float] = (0.5, 30.0),
         grace: float = 5.0,
         rng: random.Random | None = None,
@@ -219,6 +231,8 @@ class Child:
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._asked_restart = False
+        """``restart_now`` ended the run: it starts again whatever its status and the policy."""
         self._changed = asyncio.Event()
         self._ending: asyncio.Future[None] | None = None
 
@@ -264,11 +278,13 @@ class Child:
 
     async def restart_now(self) -> None:
         """Stop the running process; the supervisor starts it again at once. A child that is not
-        supervised any more (it could not be started, or exited with ``restart`` off) starts again."""
+        supervised any more (it could not be started, or exited and was not restarted) starts again."""
         if self._task is None or self._task.done():
             self._task = None
             self.start()
             return
+        # This run's end is a restart, whatever its status: uvicorn ends cleanly on SIGTERM.
+        self._asked_restart = self._proc is not None
         await self._terminate()
 
     async def _terminate(self) -> None:
@@ -297,9 +313,13 @@ class Child:
             ran = time.monotonic() - started
             failures = 0 if ran >= STABLE_AFTER else failures + 1
             self.log.add("devtunnel", f"{self.name} exited with code {code}")
-            self._set(state="crashed", pid=None, exit_code=code, message=f"exited with code {code}")
-            if not self._restart:
+            state = exit_state(code)
+            asked, self._asked_restart = self._asked_restart, False
+            if not asked and (self._restart == "no" or (state == "exited" and self._restart == "on-failure")):
+                message = "ended cleanly with code 0: not restarted" if state == "exited" else f"exited with code {code}"
+                self._set(state=state, pid=None, exit_code=code, message=message)
                 return
+            self._set(state=state, pid=None, exit_code=code, message=f"exited with code {code}")
             first, longest = self._backoff
             wait = self._rng.uniform(first / 2, min(longest, first * 2 ** min(failures, 16)))
             self._set(state="restarting", restarts=self.state.restarts + 1,
@@ -313,11 +333,15 @@ class Child:
             self.log.add("devtunnel", self._start_note)
         self._set(state="starting", exit_code=None, message=self._start_note)
         loop = asyncio.get_running_loop()
+        starting = asyncio.ensure_future(loop.subprocess_exec(
+            lambda: _ExitProtocol(loop), *self.argv, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd,
+            start_new_session=True, preexec_fn=self._preexec))
         try:
-            transport, exits = await loop.subprocess_exec(
-                lambda: _ExitProtocol(loop), *self.argv, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.cwd,
-                start_new_session=True, preexec_fn=self._preexec)
+            transport, exits = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await self._end_started(starting)
+            raise
         except OSError as exc:
             message = f"cannot start {self.argv[0]}: {exc.strerror or exc}"
             self.log.add("devtunnel", message)
@@ -327,6 +351,8 @@ class Child:
         self._proc = proc
         self._set(pid=proc.pid)
         self.log.add("devtunnel", f"started {self.name} (pid {proc.pid})")
+        if self._stopping:  # stop() came while it was being started, and found nothing to end yet
+            self._ending = asyncio.ensure_future(self._end_group(proc.pid, self._grace))
         assert proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.create_task(self._pump(proc.stdout, "out")), asyncio.create_task(self._pump(proc.stderr, "err"))]
         watcher = asyncio.create_task(self._watch_ready(proc))
@@ -347,6 +373,20 @@ class Child:
             self._proc = None
             self._ending = None
         return code
+
+    async def _end_started(self, starting: asyncio.Future[tuple[asyncio.SubprocessTransport, _ExitProtocol]]) -> None:
+        """A start cancelled half-way (Ctrl-C): once the program runs, end its whole group.
+
+        Cancelled itself, uvloop's start kills the program it started, the shell around the
+        user's command, and leaves the app that shell started running, holding its port.
+        """
+        try:
+            transport, _ = await starting
+        except Exception:
+            return  # it did not start
+        self.log.add("devtunnel", f"{self.name} (pid {transport.get_pid()}) started as it was stopped: ended")
+        await self._end_group(transport.get_pid(), min(self._grace, 2.0))
+        transport.close()
 
     async def _end_group(self, pgid: int, grace: float) -> None:
         """SIGTERM the process group, SIGKILL what is still there after ``grace`` seconds.

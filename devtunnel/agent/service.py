@@ -94,6 +94,9 @@ class AgentService:
         self.via_env = via_env
         self._backoff = backoff
         self._tunnels: dict[str, AgentTunnel] = {}
+        self._stopped: dict[str, TunnelConfig] = {}
+        """Tunnels stopped here (``stop_tunnel``) by name, as they last ran: ``restart_tunnel``
+        starts one again with every setting kept (the app of ``up``, its hold, its rules)."""
         self._listeners: list[TunnelListener] = []
         self._exchange_listeners: list[ExchangeListener] = []
         self._lock = asyncio.Lock()
@@ -158,6 +161,7 @@ class AgentService:
                 raise ConfigError(f"a tunnel named {quoted(key)} is already running")
             if old is not None:  # a failed tunnel makes way for a new try under its name
                 await old.stop()
+            self._stopped.pop(key, None)  # started anew: its old settings are forgotten
             self._tunnels[key] = tunnel
             if provider is not None:
                 # A random name is new each run: an unnamed tunnel is known by its target instead.
@@ -228,16 +232,22 @@ class AgentService:
         return tunnel
 
     async def stop_tunnel(self, name: str) -> None:
-        """Stop and forget a tunnel. Raises NotFoundError."""
+        """Stop a tunnel; it is listed no more (ngrok's ``DELETE``), but ``restart_tunnel`` can
+        start it again as it ran. Raises NotFoundError."""
         tunnel = self._tunnels.pop(name, None)
         if tunnel is None:
             raise NotFoundError(f"no tunnel named {quoted(name)}")
+        # Under the name it had (a random one too), with the rules it was given since it started.
+        self._stopped[name] = replace(tunnel.config, name=name)
         await tunnel.stop()
 
     async def restart_tunnel(self, name: str) -> TunnelInfo:
         """Reconnect a tunnel now (resetting its backoff) and start the app it runs again, every
-        setting kept (its app, hold, rules ...); its info. Raises NotFoundError."""
+        setting kept (its app, hold, rules ...); a tunnel stopped here (``stop_tunnel``) is
+        started again so. Its info. Raises NotFoundError, or ``start_tunnel``'s errors."""
         tunnel = self._tunnels.get(name)
+        if tunnel is None and name in self._stopped:
+            return await self.start_tunnel(self._stopped[name])
         if tunnel is None:
             raise NotFoundError(f"no tunnel named {quoted(name)}")
         await tunnel.restart()

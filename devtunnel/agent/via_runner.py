@@ -216,7 +216,7 @@ class ViaRunner:
             self._no_url_timer = asyncio.get_running_loop().call_later(self._no_url_after, self._no_url)
             self._update(state="restarting" if child.restarts else "starting", pid=child.pid,
                          restarts=child.restarts)
-        elif child.state == "crashed":
+        elif child.state in ("crashed", "exited"):  # a provider is restarted whatever its status
             self._disarm()
             self._crashed(child)
         elif child.state == "restarting":

@@ -55,6 +55,8 @@ from devtunnel.api.plumbing import (
     refuse_unsupported,
     requested_name,
     str_field,
+    tunnel_label,
+    tunnel_named,
     tunnel_of,
     tunnel_options,
 )
@@ -63,7 +65,7 @@ from devtunnel.api.service import Service, service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
 from devtunnel.values.terminal import quoted
 
-__all__ = ["create_app", "serve_api", "ApiServer", "PORT_TRIES"]
+__all__ = ["api_socket", "create_app", "serve_api", "ApiServer", "PORT_TRIES"]
 
 PORT_TRIES = 100
 """How many ports from the requested one ``serve_api`` tries before giving up."""
@@ -114,9 +116,12 @@ async def stop_tunnel(request: Request) -> Response:
 
 async def restart_tunnel(request: Request) -> Response:
     """``POST /api/tunnels/{name}/restart``: connect to the relay again now and start its app again,
-    every setting kept; 200 with the tunnel."""
+    every setting kept; a tunnel stopped here (``DELETE``) is started again so. 200 with the tunnel."""
     service = service_of(request)
-    return ok(tunnel_json(await service.restart_tunnel(tunnel_of(request).name)))
+    # A running tunnel by any of its names (``tunnel_of``), or a stopped one by its own (kept settings).
+    name = request.path_params["name"]
+    running = tunnel_named(service, name, aliases_of(request))
+    return ok(tunnel_json(await service.restart_tunnel(running.name if running is not None else tunnel_label(name) or name)))
 
 
 async def status(request: Request) -> Response:
@@ -248,12 +253,33 @@ class ApiServer(uvicorn.Server):
             await self.task
 
 
-async def serve_api(service: Service, port: int = 4040, **app_options: Any) -> tuple[ApiServer, int]:
+def api_socket(port: int, *, fixed: bool) -> socket.socket:
+    """The agent API's listening socket on 127.0.0.1, for :func:`serve_api`.
+
+    Args:
+        port: the port; 0 takes any free port.
+        fixed: the user chose ``port`` (``--api-port``, ``agent.api_port``): it is used or it is an
+            error, as ngrok's ``web_addr``; else (the default, 4040) the next free one is taken.
+
+    Raises:
+        ConfigError: the chosen port is taken, or no port of ``PORT_TRIES`` is free.
+    """
+    try:
+        return bind_free(port, tries=1 if fixed else PORT_TRIES, what="the agent API")
+    except ConfigError as exc:
+        if not fixed or not port:
+            raise
+        raise ConfigError(f"{exc} (another devtunnel agent?): give another --api-port or agent.api_port, "
+                          "or leave both unset for the first free port from 4040") from None
+
+
+async def serve_api(service: Service, port: int | socket.socket = 4040, **app_options: Any) -> tuple[ApiServer, int]:
     """Serve the agent API in the running event loop on 127.0.0.1.
 
     Args:
         service: the agent service.
         port: the first port to try; the next free one is used if taken; 0 takes any free port.
+            Or a socket from :func:`api_socket`, which is served (and closed if the server does not start).
         app_options: passed to :func:`create_app`.
 
     Returns:
@@ -262,7 +288,7 @@ async def serve_api(service: Service, port: int = 4040, **app_options: Any) -> t
     Raises:
         ConfigError: no port could be bound.
     """
-    sock = bind_free(port, tries=PORT_TRIES, what="the agent API")
+    sock = port if isinstance(port, socket.socket) else api_socket(port, fixed=False)
     bound = int(sock.getsockname()[1])
     # log_config=None: uvicorn's records go through the process's handlers (escaped on stderr, or
     # the agent's log file under the inspector), not a stderr handler of uvicorn's own.

@@ -45,7 +45,8 @@ class Service(Protocol):
         """Start a tunnel; returns it once it is first online (or has failed)."""
 
     async def restart_tunnel(self, name: str) -> TunnelInfo:
-        """Reconnect the tunnel ``name`` and start its app again, settings kept (NotFoundError when there is none)."""
+        """Reconnect the tunnel ``name`` and start its app again, settings kept, or start again one
+        ``stop_tunnel`` stopped (NotFoundError when there is none)."""
 
     async def stop_tunnel(self, name: str) -> None:
         """Stop the tunnel ``name`` (NotFoundError when there is none)."""

@@ -1,7 +1,7 @@
 """Finding a running agent's API from a command (``devtunnel logs``, ``devtunnel send``).
 
 The agent listens on 127.0.0.1 from ``agent.api_port`` (4040) on, moving to the next free port
-when its own is taken, so a command looks at ``--api URL`` if given, else at the first
+when the default is taken, so a command looks at ``--api URL`` if given, else at the first
 ``PORTS_TRIED`` ports from there. Answers come from another process: what is read of them is
 checked before it is used (a tunnel's public URL must be an http(s) URL with a host).
 """

@@ -79,6 +79,8 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
     out = argparse.Namespace(**vars(args))
     out.settings = settings
     out.api_port = settings.agent.api_port
+    # Chosen by a flag, the environment or a file: a taken port is an error; the default moves on.
+    out.api_port_fixed = "agent.api_port" in settings.given
     out.body_cap = str(settings.agent.body_cap)
     out.db = str(settings.store.path)
     out.relay = settings.relay.url

@@ -77,6 +77,8 @@ class AgentOptions:
     embedded_port: int
     api_port: int
     """0: no API (``http --api-port 0``); ``agent`` then takes any free port."""
+    api_port_fixed: bool = False
+    """``api_port`` was chosen (flag, environment, file): taken is an error; the default moves on."""
     tunnels: list[TunnelConfig] = field(default_factory=list)
     """The tunnels to start (none for ``agent``)."""
     webhook_names: dict[str, str] = field(default_factory=dict)
@@ -124,7 +126,8 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
     return AgentOptions(
         command=args.command, settings=args.settings, db=args.db, record=not args.no_record, body_cap=body_cap,
         relay=args.relay, token=args.token, relay_ca=args.relay_ca, head_timeout=head_timeout, embedded_port=args.port,
-        api_port=args.api_port, tunnels=tunnels, webhook_names=webhook_names,
+        api_port=args.api_port, api_port_fixed=args.api_port_fixed, tunnels=tunnels,
+        webhook_names=webhook_names,
     )
 
 
@@ -210,6 +213,12 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
     if no_inspector is not None:
         err(f"{no_inspector}: running without the inspector, one log line per request (as with --no-tui)")
     is_http = options.command == "http"
+    api_sock = None
+    if options.api_port or not is_http:  # ``http --api-port 0`` turns the API off
+        from devtunnel.api.app import api_socket
+
+        # Bound before anything starts: a chosen port that is taken ends the command before an app runs.
+        api_sock = api_socket(options.api_port, fixed=options.api_port_fixed)
 
     store = recorder = None
     webhooks: Any = None
@@ -266,11 +275,12 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
             service.subscribe(announce)
             for config in options.tunnels:
                 await service.start_tunnel(config, via_wait=0)  # Forwarding is printed when the URL comes
-        api_port = options.api_port
-        if api_port or not is_http:  # ``http --api-port 0`` turns the API off
+        if api_sock is not None:
             from devtunnel.api.app import serve_api
 
-            api_server, bound = await serve_api(service, api_port)
+            api_server, bound = await serve_api(service, api_sock)
+            if options.api_port and bound != options.api_port:
+                log.info("127.0.0.1:%d is taken: the agent API listens on port %d", options.api_port, bound)
             _print(f"API http://127.0.0.1:{bound}", out)
             tell_api_pipe(api_pipe, f"http://127.0.0.1:{bound}")
         if is_http:
@@ -283,6 +293,8 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
             task.uncancel()  # let the shutdown below await normally
         if api_server is not None:
             await api_server.stop()
+        elif api_sock is not None:
+            api_sock.close()
         await service.stop()
         try:
             if recorder is not None:

@@ -52,10 +52,7 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     """
     from devtunnel.values.names import random_name
 
-    # The inspector needs the API, and ``http --api-port 0`` means none: pick a free port then.
-    # The agent moves on to the next free port if it is taken; the inspector reads the one printed.
-    api_port = args.api_port or free_port()
-    argv = ["http", str(args.target), "--no-tui", "--api-port", str(api_port), "--db", str(_db(args)),
+    argv = ["http", str(args.target), "--no-tui", *_api_port_argv(args), "--db", str(_db(args)),
             "--name", args.name or random_name(), "--host-header", args.host_header,
             "--body-cap", str(args.body_cap)]
     if args.relay:
@@ -85,6 +82,24 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     return lambda: agent_command(*argv, "--port", relay_port())
 
 
+def _api_port_argv(args: argparse.Namespace) -> list[str]:
+    """The agent's ``--api-port``, checked now: a chosen port that is taken is one line before the
+    inspector opens (``api_socket``), not an agent failing behind it at every restart.
+
+    The inspector needs the API, and ``http --api-port 0`` means none: a free port then. With
+    the default, none: the agent takes 4040 or the next free port, and the inspector reads the
+    one it prints.
+    """
+    if not args.api_port:
+        return ["--api-port", str(free_port())]
+    if not getattr(args, "api_port_fixed", False):  # ``resolve_http`` says
+        return []
+    from devtunnel.api.app import api_socket
+
+    api_socket(args.api_port, fixed=True).close()
+    return ["--api-port", str(args.api_port)]
+
+
 def _private_rules_file(rules: Sequence[Rule], name: str) -> Path:
     """The tunnel's resolved rules (flags, devtunnel.toml, --rules) in a file only the user reads."""
     import tomli_w
@@ -105,8 +120,7 @@ def up_agent_argv(args: argparse.Namespace, names: list[str]) -> Callable[[], li
 
     The embedded relay keeps its port across agent restarts, as for ``http``.
     """
-    api_port = args.api_port or free_port()
-    argv = ["up", *names, "--no-tui", "--api-port", str(api_port), "--db", str(_db(args))]
+    argv = ["up", *names, "--no-tui", *_api_port_argv(args), "--db", str(_db(args))]
     if getattr(args, "no_record", False):
         argv.append("--no-record")
     if args.port:

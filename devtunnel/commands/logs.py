@@ -3,7 +3,7 @@
 The agent keeps the app's last lines (bounded); this command reads them from
 ``GET /api/tunnels/NAME/logs`` of the agent that runs tunnel NAME: the one at ``--api URL``, or
 the first answering on 127.0.0.1 from ``agent.api_port`` (4040) on, as the agent moves to the
-next free port when its own is taken. Lines are the app's own output, so every one is escaped
+next free port when the default is taken. Lines are the app's own output, so every one is escaped
 for the terminal before it is printed.
 """
 

@@ -133,6 +133,7 @@ def _environment_layer(env: Mapping[str, str]) -> _Layer:
 
 def _apply(settings: Settings, layer: _Layer) -> Settings:
     changes: dict[str, Any] = {}
+    given = set(settings.given)
     for section, values in layer.items():
         if section in ("tunnels", "webhooks"):
             # A definition replaces one of the same name whole: half of each would be a surprise.
@@ -141,7 +142,8 @@ def _apply(settings: Settings, layer: _Layer) -> Settings:
             changes[section] = tuple(merged.values())
         elif values:
             changes[section] = dataclasses.replace(getattr(settings, section), **values)
-    return dataclasses.replace(settings, **changes)
+            given.update(f"{section}.{key}" for key in values)
+    return dataclasses.replace(settings, **changes, given=frozenset(given))
 
 
 def load(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:

@@ -65,7 +65,8 @@ class AgentSection:
     """``[agent]``: how the agent forwards and records."""
 
     api_port: int = field(default=4040, metadata=_kind(Int(0, 65535, "a port")))
-    """Agent API port on 127.0.0.1 (the next free one if taken; 0 turns the API off for ``http``)."""
+    """Agent API port on 127.0.0.1; a port set (file, flag) that is taken is an error, the default
+    moves on to the next free one; 0 turns the API off for ``http``."""
     body_cap: int = field(default=10 << 20, metadata=_kind(Size()))
     """Bytes of each body to record, e.g. ``"10mb"``."""
     host_header: str = field(default="preserve", metadata=_kind(Choice("preserve", "rewrite")))
@@ -232,6 +233,9 @@ class Settings:
     """How replays are compared with their originals."""
     webhooks: tuple[WebhookSection, ...] = ()
     """Webhook providers' secrets and custom providers, by name (a later file's table replaces one of the same name)."""
+    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """The dotted keys of the sections (``agent.api_port`` ...) a file, the environment or a flag
+    set: the others hold their defaults (an ``agent.api_port`` that was chosen never moves)."""
 
     def tunnel(self, name: str) -> TunnelSection | None:
         """The tunnel defined under ``name``, if any."""

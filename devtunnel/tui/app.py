@@ -296,11 +296,14 @@ class InspectorApp(App[None]):
     @work(group="tunnels", exit_on_error=False)
     async def _tunnel_command(self, action: str, tunnel: TunnelView) -> None:
         try:
-            if action == "stop":
-                await self.backend.stop_tunnel(tunnel.name)
-                self.query_one(TunnelsPanel).update_tunnels([TunnelView(tunnel.name, "", "", "stopped")])
+            if tunnel.state == "stopped":  # s or R: started again as it ran (its app, hold, rules)
+                action = "start"
+                view = await self.backend.start_again(tunnel.name)
+            elif action == "stop":
+                view = await self.backend.stop_tunnel(tunnel)
             else:
-                self.query_one(TunnelsPanel).update_tunnels([await self.backend.restart_tunnel(tunnel)])
+                view = await self.backend.restart_tunnel(tunnel)
+            self.query_one(TunnelsPanel).update_tunnels([view])
         except DevtunnelError as exc:
             self.notify(str(exc), title=f"Could not {action} {tunnel.name}", severity="error")
 
@@ -482,7 +485,7 @@ class InspectorApp(App[None]):
             return
         where = "the local service" if local else "the public URL"
         note = f"It sends to {where}: x chooses public URL or local service."
-        if not local and self.backend.api_url and exchange.tunnel not in self.query_one(TunnelsPanel).tunnels:
+        if not local and self.backend.api_url and not self.query_one(TunnelsPanel).running(exchange.tunnel):
             # A row of a tunnel stopped since: the relay answers its public URL with 404 now.
             note = (f"It sends to the public URL, but {exchange.tunnel} is stopped: the relay answers 404 "
                     "until it runs again (x chooses the local service).")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import queue
 import threading
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -49,10 +49,12 @@ class TunnelView:
     via_state: str = ""
     """The provider's ``starting``, ``online``, ``restarting``, ``failed`` or ``stopped``."""
     app_state: str = ""
-    """The app devtunnel runs for the tunnel: ``starting``, ``ready``, ``crashed``, ``restarting``,
-    ``stopped``, ``failed``; empty when it runs none."""
+    """The app devtunnel runs for the tunnel, one of ``devtunnel.values.app_state.APP_STATES``
+    (``ready``, ``crashed``, ``exited`` ...); empty when it runs none."""
     app_restarts: int = 0
     app_message: str = ""
+    app_exit_code: int | None = None
+    """The status of its last exit, or None while it has not exited."""
 
     @classmethod
     def from_json(cls, data: object) -> TunnelView:
@@ -78,6 +80,7 @@ class TunnelView:
             app_state=_field(app, "state", str, "tunnel.app") if app is not None else "",
             app_restarts=_field(app, "restarts", int, "tunnel.app") if app is not None else 0,
             app_message=_field(app, "message", str, "tunnel.app") if app is not None else "",
+            app_exit_code=_field(app, "exit_code", (int, type(None)), "tunnel.app") if app is not None else None,
         )
 
 
@@ -267,6 +270,9 @@ class Backend:
         self._closed = False
         self.tunnel_requests: dict[str, dict[str, Any]] = {}
         """Tunnels started through this backend (name -> POST body), to start again after a restart."""
+        self.stopped: dict[str, tuple[TunnelView, dict[str, Any] | None]] = {}
+        """Tunnels stopped from here (name -> how they were shown, and their POST body if started
+        here): listed as ``stopped`` until started again (``start_again``)."""
 
     # -- store ------------------------------------------------------------------------
 
@@ -402,11 +408,13 @@ class Backend:
             raise TunnelError(f"the agent API at {self._api_url} did not answer: {exc}") from exc
 
     async def tunnels(self) -> list[TunnelView]:
-        """Every tunnel of the agent."""
+        """Every tunnel of the agent, then those stopped from here (``stopped``) it does not run."""
         response = await self._request("GET", "/api/tunnels")
         if response.status_code != 200:
             raise TunnelError(_api_error(response))
-        return [TunnelView.from_json(t) for t in _field(_answer(response), "tunnels", list, "tunnel list")]
+        running = [TunnelView.from_json(t) for t in _field(_answer(response), "tunnels", list, "tunnel list")]
+        names = {t.name for t in running}
+        return running + [view for name, (view, _) in self.stopped.items() if name not in names]
 
     async def start_tunnel(self, target: str, name: str = "", relay: str = "", via: str = "") -> TunnelView:
         """Start a tunnel to ``target`` (a port, HOST:PORT or URL), its public URL from ``via`` if given."""
@@ -481,12 +489,36 @@ class Backend:
         except httpx.HTTPError as exc:
             raise TunnelError(f"the agent API at {self._api_url} did not answer: {exc}") from exc
 
-    async def stop_tunnel(self, name: str) -> None:
-        """Stop the tunnel ``name``."""
-        self.tunnel_requests.pop(name, None)
-        response = await self._request("DELETE", f"/api/tunnels/{name}")
-        if response.status_code not in (200, 204):
+    async def stop_tunnel(self, tunnel: TunnelView) -> TunnelView:
+        """Stop ``tunnel``; returns it as the panel shows it now: ``stopped``, until ``start_again``."""
+        app_state = "stopped" if tunnel.app_state else ""
+        view = replace(tunnel, state="stopped", next_retry_at=None, error="", app_state=app_state, app_message="")
+        # Known as stopped before the agent drops it: a poll meanwhile lists it so.
+        self.stopped[tunnel.name] = (view, self.tunnel_requests.get(tunnel.name))
+        try:
+            response = await self._request("DELETE", f"/api/tunnels/{quote(tunnel.name, safe='')}")
+            if response.status_code not in (200, 204):
+                raise TunnelError(_api_error(response))
+        except BaseException:
+            self.stopped.pop(tunnel.name, None)
+            raise
+        self.tunnel_requests.pop(tunnel.name, None)
+        return view
+
+    async def start_again(self, name: str) -> TunnelView:
+        """Start the stopped tunnel ``name`` again, every setting kept: the agent remembers how it
+        ran (``POST /api/tunnels/NAME/restart``); an agent started since does not, and a tunnel
+        started here is then started anew from its request."""
+        _, body = self.stopped[name]
+        response = await self._request("POST", f"/api/tunnels/{quote(name, safe='')}/restart")
+        if response.status_code == 404 and body is not None:
+            tunnel = await self.start_tunnel(body["addr"], name, body.get("relay", ""), body.get("via", ""))
+        elif response.status_code != 200:
             raise TunnelError(_api_error(response))
+        else:
+            tunnel = TunnelView.from_json(_answer(response))
+        self.stopped.pop(name, None)
+        return tunnel
 
     async def restart_tunnel(self, tunnel: TunnelView) -> TunnelView:
         """Reconnect ``tunnel`` and start its app again, every setting kept (the agent's

@@ -6,12 +6,14 @@ import concurrent.futures
 import contextlib
 import os
 import re
+import shlex
 import signal
 import socket
 import sqlite3
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -568,19 +570,49 @@ def test_captures_survive_an_agent_restart(
     assert second.stop(signal.SIGINT) == 0
 
 
-def test_the_api_takes_the_next_free_port_when_the_asked_one_is_taken(
-    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+@pytest.mark.parametrize("chosen_by", ["flag", "file"])
+def test_a_chosen_api_port_that_is_taken_is_one_line_and_exit_2_not_another_port(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], chosen_by: str
 ) -> None:
+    # As ngrok's web_addr: the agent once moved on to the next free port, so scripts and
+    # bookmarks of the port the user chose reached another agent, or none.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", str(busy), "--db", str(tmp_path / "c.db"))
+        marker = tmp_path / "app-ran"
+        app = [sys.executable, "-c", f"open({str(marker)!r}, 'w').close(); import time; time.sleep(60)"]
+        if chosen_by == "flag":
+            flags = ["--api-port", str(busy)]
+        else:
+            (tmp_path / "my.toml").write_text(f"[agent]\napi_port = {busy}\n")
+            env = {**env, "DEVTUNNEL_CONFIG": str(tmp_path / "my.toml")}
+            flags = []
+        agent = start(procs, env, "http", str(free_port()), "--no-tui", *flags, "--run", shlex.join(app),
+                      "--db", str(tmp_path / "c.db"))
+        assert agent.wait() == 2
+    assert agent.err == [f"devtunnel: cannot listen on 127.0.0.1:{busy} for the agent API: the port is taken "
+                         "(another devtunnel agent?): give another --api-port or agent.api_port, or leave both "
+                         "unset for the first free port from 4040"]
+    assert not any(line.startswith(("Forwarding", "API ")) for line in agent.out)
+    assert not marker.exists()  # said before the app was started
+
+
+def test_the_default_api_port_moves_on_when_taken_and_says_where(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    with contextlib.ExitStack() as stack:
+        taken = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # already taken by another process: as good
+            taken.bind(("127.0.0.1", 4040))
+            taken.listen()
+        agent = start(procs, env, "http", str(local[0]), "--no-tui", "--db", str(tmp_path / "c.db"))
         line = agent.line(lambda l: l.startswith("API "))
         match = re.match(r"^API http://127\.0\.0\.1:(\d+)$", line)
         assert match is not None, line
         api_port = int(match.group(1))
-        assert api_port > busy
+        assert api_port > 4040
+        agent.line(lambda l: l.endswith(f" 127.0.0.1:4040 is taken: the agent API listens on port {api_port}"), "err")
         assert httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", trust_env=False).status_code == 200
     assert agent.stop(signal.SIGINT) == 0
 

@@ -72,3 +72,31 @@ async def test_a_tunnel_named_as_ngrok_names_it_restarts_by_either_name(agent: A
     answer = await agent.client.post("/api/tunnels/My%20Hooks/restart")
     assert answer.status_code == 200, answer.text
     assert answer.json()["name"] == "my-hooks"
+
+
+async def test_a_stopped_tunnel_restarts_under_its_name_with_its_app_hold_and_rules(agent: Agent) -> None:
+    # The inspector's s stops a tunnel of devtunnel up (DELETE); it could only come back, with
+    # its app, by restarting up. The restart route now starts it again as it ran.
+    from devtunnel.rules import parse_rules
+
+    port = free_port()
+    rules = parse_rules([{"action": "basic-auth", "users": ["user:secret-pass"]}], "t")
+    await agent.service.start_tunnel(TunnelConfig(target=str(port), name="shop", run=f"{sys.executable} {APP} {port}",
+                                                  hold=5.0, rules=tuple(rules)))
+    app = agent.service._tunnels["shop"].app
+    assert app is not None
+    await app.child.wait_state("ready", timeout=30)
+    assert (await agent.client.delete("/api/tunnels/shop")).status_code == 204
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []  # gone from the list, as ngrok's
+    assert app.child.state.state == "stopped"
+    answer = await agent.client.post("/api/tunnels/shop/restart")
+    assert answer.status_code == 200, answer.text
+    started = answer.json()
+    assert started["name"] == "shop" and started["app"]["command"] == f"{sys.executable} {APP} {port}"
+    assert started["app"]["hold"] == 5.0
+    again = agent.service._tunnels["shop"].app
+    assert again is not None
+    await again.child.wait_state("ready", timeout=30)
+    assert (await _public(started["public_url"], "/x")).status_code == 401
+    assert (await _public(started["public_url"], "/x", auth=("user", "secret-pass"))).status_code == 200
+    assert (await agent.client.post("/api/tunnels/never/restart")).status_code == 404

@@ -365,6 +365,22 @@ def test_a_missing_program_is_said_in_the_log(start, tmp_path: Path) -> None:
     assert any("the shell found no such command" in l["text"] for l in lines)
 
 
+def test_an_app_that_ends_cleanly_is_exited_0_not_crashed_and_is_not_restarted(start, tmp_path: Path) -> None:
+    # It was "crashed (exited with code 0)" and started again and again, every second.
+    port = free_port()
+    run = start(str(port), "--run", f"{sys.executable} -c pass")
+    wait_for(lambda: run.app()["state"] == "exited", what="the app to end")
+    app = run.app()
+    assert (app["exit_code"], app["restarts"], app["message"]) == (0, 0, "ended cleanly with code 0: not restarted")
+    run.proc.line(lambda l: l.endswith(f"tunnel {run.name}: app exited (ended cleanly with code 0: not restarted)"), "err")
+    assert not any("crashed" in line for line in run.proc.err)
+    # Restarted by hand (the inspector's R), it runs again.
+    assert httpx.post(run.api + f"/api/tunnels/{run.name}/restart", timeout=10).status_code == 200
+    wait_for(lambda: run.app()["restarts"] == 0 and sum("started app" in l["text"] for l in
+             httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]) == 2,
+             what="the app started a second time")
+
+
 def test_a_port_taken_before_the_app_starts_is_said_not_hidden_behind_ready(start, tmp_path: Path) -> None:
     # An old server left running in another terminal holds the target's port: the app devtunnel
     # starts cannot listen there and exits, while the port answers (requests reach the old one).
@@ -423,6 +439,16 @@ def test_a_health_path_that_never_answers_is_said_not_a_silent_starting(start, t
     assert run.app()["state"] == "starting"
     line = run.proc.line(lambda l: "health /healthz gave no answer" in l, lines="err")
     assert "app starting" in line
+
+
+def test_an_app_that_never_opens_the_target_port_is_said_not_a_silent_starting(start, tmp_path: Path) -> None:
+    # An app listening on another port than the tunnel's target was "app starting" for ever.
+    port = free_port()
+    run = start(str(port), "--run", f"{sys.executable} -c \"import time; time.sleep(300)\"")
+    expected = f"port {port} accepts no connection after 15 s: does the app listen on 127.0.0.1:{port}? (it gets PORT={port})"
+    wait_for(lambda: run.app()["message"] == expected, timeout=40, what="the app's message about its port")
+    assert run.app()["state"] == "starting"
+    assert "app starting" in run.proc.line(lambda l: expected in l, lines="err")
 
 
 def test_the_app_does_not_outlive_a_killed_devtunnel(start, tmp_path: Path) -> None:

@@ -40,6 +40,49 @@ async def test_a_crashing_child_is_restarted_with_its_output_kept() -> None:
     assert changes[-1] == "stopped" == child.state.state
 
 
+async def test_on_failure_a_clean_exit_is_exited_and_not_restarted_until_asked() -> None:
+    states: list[str] = []
+    child = Child("app", script("pass"), restart="on-failure", backoff=(0.05, 0.1),
+                  on_state=lambda s: states.append(s.state))
+    child.start()
+    try:
+        state = await child.wait_state("exited", timeout=20)
+        assert (state.exit_code, state.restarts, state.message) == (0, 0, "ended cleanly with code 0: not restarted")
+        assert "crashed" not in states and "restarting" not in states
+        await child.restart_now()
+        await async_wait_for(lambda: states.count("starting") == 2 and child.state.state == "exited", timeout=20,
+                             what="a second run")
+    finally:
+        await child.stop()
+
+
+async def test_on_failure_a_crash_is_restarted_and_a_restart_asked_of_an_app_ending_cleanly_on_sigterm_too() -> None:
+    crashing = Child("app", script("import sys; sys.exit(3)"), restart="on-failure", backoff=(0.05, 0.1))
+    crashing.start()
+    try:
+        await async_wait_for(lambda: crashing.state.restarts >= 1, timeout=20, what="a restart")
+        assert crashing.state.exit_code == 3
+    finally:
+        await crashing.stop()
+    # uvicorn ends with status 0 on SIGTERM: the R key's restart must not leave it "exited".
+    child = Child("app", script("""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        print("up", flush=True)
+        time.sleep(300)
+    """), restart="on-failure", backoff=(0.05, 0.1))
+    child.start()
+    try:
+        await child.wait_state("ready", timeout=20)
+        first = child.state.pid
+        await async_wait_for(lambda: any(l.text == "up" for l in child.log.lines()), timeout=20, what="its first line")
+        await child.restart_now()
+        await async_wait_for(lambda: child.state.state == "ready" and child.state.pid not in (None, first),
+                             timeout=20, what="started again")
+    finally:
+        await child.stop()
+
+
 async def test_stop_ends_the_whole_process_group_even_a_child_ignoring_sigterm() -> None:
     child = Child("app", script("""
         import signal, subprocess, sys, time
@@ -91,7 +134,7 @@ async def test_colours_are_dropped_from_output_lines_other_escapes_kept() -> Non
     child = Child("app", script(r"""
         print("\x1b[32mINFO\x1b[0m:     \x1b[36mGET\x1b[0m /x \x1b[1;32m200\x1b[0m")
         print("\x1b[2Kprogress 100%\x1b]0;title\x07\x1b[2J")
-    """), restart=False)
+    """), restart="no")
     child.start()
     try:
         await async_wait_for(lambda: len([l for l in child.log.lines() if l.stream == "out"]) == 2, timeout=20,
@@ -171,9 +214,9 @@ def test_the_log_ring_is_bounded_in_lines_and_characters_and_searchable() -> Non
 
 async def test_a_line_without_end_is_cut_not_kept_whole() -> None:
     child = Child("app", script(f"import sys; sys.stdout.write('z' * {MAX_LINE * 10}); sys.stdout.flush()"),
-                  restart=False)
+                  restart="no")
     child.start()
-    await child.wait_state("crashed", timeout=20)
+    await child.wait_state("exited", timeout=20)  # status 0
     await child.stop()
     longest = max(len(l.text) for l in child.log.lines())
     assert longest <= MAX_LINE + 1
@@ -187,7 +230,7 @@ async def test_what_a_crashed_program_left_behind_is_ended_before_it_starts_agai
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
         print("worker", worker.pid, flush=True)
         sys.exit(4)
-    """), restart=False, grace=0.5)
+    """), restart="no", grace=0.5)
     child.start()
     try:
         await child.wait_state("crashed", timeout=20)
@@ -214,3 +257,65 @@ def test_a_group_left_with_only_zombies_is_not_running() -> None:
         sleeper.kill()
         sleeper.wait()
         quick.wait()
+
+
+async def test_a_stop_while_the_child_is_being_started_ends_it_at_once() -> None:
+    # Ctrl-C while an app started: a check before the start that lost the cancellation (Python
+    # 3.11's wait_for did, in port_accepts) let the app start after stop() had found nothing to
+    # end, and stop() then waited for the app to end by itself.
+    entered = asyncio.Event()
+
+    async def loses_the_cancellation() -> str:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # as wait_for did when the connection was refused in the same turn
+        return ""
+
+    child = Child("app", script("import time; print('up', flush=True); time.sleep(300)"),
+                  before_start=loses_the_cancellation, grace=0.5)
+    child.start()
+    await asyncio.wait_for(entered.wait(), 20)
+    await asyncio.wait_for(child.stop(), 10)
+    assert child.state.state == "stopped"
+    pid = child.state.pid or next((int(l.text.split("pid ")[1].rstrip(")")) for l in child.log.lines()
+                                   if l.text.startswith("started app")), None)
+    if pid is not None:
+        await async_wait_for(lambda: not process_alive(pid), timeout=10, what="the program ended")
+
+
+async def test_port_accepts_passes_a_cancellation_on_even_as_the_connection_is_refused() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: refused
+        for turns in range(12):
+            task = asyncio.ensure_future(port_accepts("127.0.0.1", port))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            if task.done():
+                continue
+            task.cancel()
+            await asyncio.wait([task])
+            assert task.cancelled(), f"cancelled after {turns} turns, it returned {task.result()}"
+
+
+async def test_a_start_cancelled_half_way_ends_the_whole_group_not_only_the_program_started() -> None:
+    # The loop's own clean-up of a cancelled start kills the program it started (the shell
+    # around an app) and leaves what that started running, holding the app's port.
+    task: list[asyncio.Task[None]] = []
+
+    def cancel_at_start(state: object) -> None:
+        if getattr(state, "state", "") == "starting" and task:
+            task[0].cancel()
+
+    child = Child("app", ["/bin/sh", "-c", "sleep 300 & wait"], on_state=cancel_at_start, grace=0.5)
+    child.start()
+    assert child._task is not None
+    task.append(child._task)
+    await asyncio.wait([child._task], timeout=20)
+    assert child._task.cancelled()
+    line = next(l.text for l in child.log.lines() if "started as it was stopped" in l.text)
+    pgid = int(line.split("pid ")[1].split(")")[0])
+    await async_wait_for(lambda: not group_running(pgid), timeout=10, what="the whole group ended")
+    await child.stop()

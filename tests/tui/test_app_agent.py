@@ -67,7 +67,7 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         panel.focus()
         panel.cursor = list(panel.tunnels).index("elsewhere")
         await pilot.press("s")
-        await async_wait_for(lambda: "elsewhere" not in panel.tunnels, what="the tunnel stopped")
+        await async_wait_for(lambda: panel.tunnels["elsewhere"].state == "stopped", what="the tunnel stopped")
         table.focus()
 
         # Traffic appears on its own, through /api/events.
@@ -126,8 +126,8 @@ async def test_the_cursor_stays_on_a_restarted_tunnel_so_the_next_key_acts_on_it
         assert list(panel.tunnels) == ["one", "two"]
         assert panel.current is not None and panel.current.name == "one"
         await pilot.press("s")
-        await async_wait_for(lambda: "one" not in panel.tunnels, what="the restarted tunnel stopped")
-        assert list(panel.tunnels) == ["two"]
+        await async_wait_for(lambda: panel.tunnels["one"].state == "stopped", what="the restarted tunnel stopped")
+        assert [t.name for t in panel.tunnels.values() if t.state == "online"] == ["two"]
 
 
 async def test_copy_as_curl_of_a_row_of_a_stopped_tunnel_says_its_public_url_answers_no_more(
@@ -147,10 +147,66 @@ async def test_copy_as_curl_of_a_row_of_a_stopped_tunnel_says_its_public_url_ans
         await async_wait_for(lambda: len(table.ids) == 1, timeout=20, what="the row of one")
         panel.focus()
         await pilot.press("s")
-        await async_wait_for(lambda: "one" not in panel.tunnels, what="one stopped")
+        await async_wait_for(lambda: panel.tunnels["one"].state == "stopped", what="one stopped")
         table.focus()
         await pilot.press("c")
         await async_wait_for(lambda: any("curl command" in n.title for n in app._notifications),
                              what="the copy notice")
         notice = [n for n in app._notifications if "curl command" in n.title][-1]
         assert "one is stopped" in notice.message and "404" in notice.message
+
+
+async def test_s_on_a_tunnel_of_up_stops_it_and_s_again_starts_it_with_its_app_hold_and_rules(tmp_path: Path) -> None:
+    """A tunnel ``devtunnel up`` started from devtunnel.toml, stopped with s, could only come back
+    with its app by restarting up: it stays listed as stopped, and s starts it again as it ran."""
+    import sys
+
+    from devtunnel.tui.supervisor import agent_command
+    from tests.tui.app_fixtures import inspector
+
+    port = free_port()
+    app_fixture = Path(__file__).parent.parent / "net" / "app_fixture.py"
+    config = tmp_path / "devtunnel.toml"
+    config.write_text(f"""\
+[tunnels.shop]
+target = {port}
+run = "{sys.executable} {app_fixture} {port}"
+hold = "5s"
+
+[[tunnels.shop.rules]]
+action = "basic-auth"
+users = ["user:secret-pass"]
+""")
+    db = tmp_path / "captures.db"
+    app = inspector(db, tmp_path, agent_argv=agent_command("up", "--no-tui", "--api-port", str(free_port()),
+                                                           "--db", str(db)),
+                    agent_env={"DEVTUNNEL_CONFIG": str(config)}, agent_log=tmp_path / "agent.log")
+    async with app.run_test(size=(130, 30)) as pilot:
+        panel = app.query_one(TunnelsPanel)
+        await agent_serving(app)
+        await async_wait_for(lambda: panel.tunnels.get("shop") and panel.tunnels["shop"].app_state == "ready",
+                             timeout=30, what="the tunnel and its app ready")
+        first = panel.tunnels["shop"].public_url
+        panel.focus()
+        await pilot.press("s")
+        await async_wait_for(lambda: panel.tunnels["shop"].state == "stopped" and "shop" in app.backend.stopped,
+                             what="the tunnel stopped")
+        assert [(t.name, t.state) for t in await app.backend.tunnels()] == [("shop", "stopped")]  # what the poll lists
+        await pilot.pause()
+        assert "stopped (s starts it again)" in str(panel.render()) and "app stopped" in str(panel.render())
+        await pilot.press("s")
+        await async_wait_for(lambda: panel.tunnels["shop"].state == "online"
+                             and panel.tunnels["shop"].app_state == "ready", timeout=30,
+                             what="the tunnel and its app back")
+        assert panel.tunnels["shop"].public_url == first
+        [tunnel] = await app.backend.tunnels()
+        assert tunnel.name == "shop"
+        async with httpx.AsyncClient() as client:
+            url = urlsplit(first)
+            answer = await client.get(f"http://127.0.0.1:{url.port}/x", headers={"host": url.netloc})
+            assert answer.status_code == 401  # its rules kept
+            answer = await client.get(f"http://127.0.0.1:{url.port}/x", headers={"host": url.netloc},
+                                      auth=("user", "secret-pass"))
+            assert answer.status_code == 200
+        await pilot.press("q")
+        await async_wait_for(lambda: not app.is_running, what="the app to quit")

@@ -86,7 +86,7 @@ def test_every_field_comes_from_where_the_api_puts_it() -> None:
     view = TunnelView.from_json(_api_tunnel())
     assert view == TunnelView("shop", "http://shop.localhost:8000", "http://127.0.0.1:3000", "reconnecting",
                               next_retry_at=12.5, error="relay gone", requests=4, app_state="crashed",
-                              app_restarts=2, app_message="exited with code 1")
+                              app_restarts=2, app_message="exited with code 1", app_exit_code=1)
 
 
 @pytest.mark.parametrize(("path", "value", "message"), [

@@ -1,10 +1,14 @@
 """The tunnels panel in an 80-column terminal: an app crashing in a loop beside healthy ones still
-shows, its state not cut off behind the request counts."""
+shows, its state not cut off behind the request counts; an app that ended cleanly is not "crashed"."""
 
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
 
+from devtunnel.agent.app_runner import app_json
+from devtunnel.agent.children import ChildState
+from devtunnel.agent.info import TunnelInfo, TunnelState
+from devtunnel.export.agent_json import tunnel_json
 from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.widgets import TunnelsPanel
 from tests.helpers import async_wait_for
@@ -62,3 +66,20 @@ async def test_the_cursor_tunnel_stays_in_sight_in_a_long_list() -> None:
         await pilot.pause()
         shown = [line.text for line in panel.render_lines(panel.region.reset_offset)]
         assert "t0.localhost" in shown[0]
+
+
+async def test_an_app_that_ended_cleanly_shows_exited_0_as_the_agent_api_says_it() -> None:
+    def api_tunnel(name: str, state: ChildState) -> TunnelView:
+        app = app_json(state, command="make serve", health=None, hold=0.0, log_lines=2)
+        return TunnelView.from_json(tunnel_json(TunnelInfo(name=name, public_url=f"http://{name}.localhost:33855",
+                                                           target_url="http://127.0.0.1:3000",
+                                                           state=TunnelState.ONLINE, app=app)))
+
+    async with PanelApp().run_test(size=(120, 6)) as pilot:
+        panel = pilot.app.query_one(TunnelsPanel)
+        panel.update_tunnels([api_tunnel("done", ChildState("exited", exit_code=0, message="ended cleanly")),
+                              api_tunnel("boom", ChildState("crashed", exit_code=1, message="exited with code 1"))])
+        await async_wait_for(lambda: "boom" in str(panel.render()), what="both tunnels listed")
+        shown = str(panel.render())
+        assert "app exited (0)" in shown and "crash" not in shown.split("boom")[0]
+        assert "app crashed: exited with code 1" in shown

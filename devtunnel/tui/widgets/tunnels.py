@@ -18,6 +18,7 @@ from textual.widget import Widget
 from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.render import escape_control
 from devtunnel.tui.supervisor import AgentStatus
+from devtunnel.values.app_state import app_state_words
 from devtunnel.values.terminal import escape
 
 RATE_WINDOW = 10.0
@@ -25,17 +26,13 @@ RATE_WINDOW = 10.0
 
 
 _APP_STYLES = {"ready": "tunnels--online", "starting": "tunnels--starting", "restarting": "tunnels--reconnecting",
-               "crashed": "tunnels--reconnecting", "stopped": "tunnels--dim"}
+               "crashed": "tunnels--reconnecting", "exited": "tunnels--dim", "stopped": "tunnels--dim"}
 
 
 def app_state_text(tunnel: TunnelView) -> str:
-    """``ready``, ``restarting (2)``, ``failed: cannot start ...``: the app's state as the panel shows it."""
-    state = tunnel.app_state
-    if state == "restarting":
-        return f"restarting ({tunnel.app_restarts})"
-    if state in ("failed", "crashed", "starting") and tunnel.app_message:
-        return f"{state}: {escape(tunnel.app_message)}"
-    return state
+    """``ready``, ``restarting (2)``, ``exited (0)``, ``failed: cannot start ...``: the app's state as the panel shows it."""
+    return app_state_words(tunnel.app_state, restarts=tunnel.app_restarts, exit_code=tunnel.app_exit_code,
+                           message=escape(tunnel.app_message))
 
 
 class TunnelsPanel(Widget, can_focus=True):
@@ -44,8 +41,8 @@ class TunnelsPanel(Widget, can_focus=True):
     | Key | Action |
     | :- | :- |
     | up, down | choose a tunnel |
-    | s | stop the tunnel (posts ``Action``) |
-    | R | reconnect the tunnel |
+    | s | stop the tunnel, or start a stopped one again (posts ``Action``) |
+    | R | reconnect the tunnel (or start a stopped one again) |
     | y | copy its public URL |
     | l | the logs of the app it runs (``--run``) |
     """
@@ -118,10 +115,8 @@ class TunnelsPanel(Widget, can_focus=True):
             self.tunnels = {}
         now = self._clock()
         for tunnel in tunnels:
-            if tunnel.state == "stopped":
-                self.tunnels.pop(tunnel.name, None)
+            if tunnel.state == "stopped":  # listed, s starts it again; gone at the next poll unless stopped here
                 self._samples.pop(tunnel.name, None)
-                continue
             self.tunnels[tunnel.name] = tunnel
             samples = self._samples.setdefault(tunnel.name, deque())
             if samples and tunnel.requests < samples[-1][1]:
@@ -139,6 +134,11 @@ class TunnelsPanel(Widget, can_focus=True):
         """Show the supervised agent's state."""
         self.agent = status
         self.refresh(layout=True)
+
+    def running(self, name: str) -> bool:
+        """Whether tunnel ``name`` is listed and not stopped."""
+        tunnel = self.tunnels.get(name)
+        return tunnel is not None and tunnel.state != "stopped"
 
     def rate(self, name: str) -> float:
         """Requests per second of tunnel ``name`` over the last few samples."""
@@ -206,6 +206,8 @@ class TunnelsPanel(Widget, can_focus=True):
             state += f" (retry in {max(0, tunnel.next_retry_at - self._clock()):.0f}s)"
         elif state == "failed" and tunnel.error:
             state += f": {escape_control(tunnel.error)}"  # escaped by the API already: backslashes kept
+        elif state == "stopped":
+            state += " (s starts it again)"
         line.append(state, style=state_style)
         counts = Text(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)
         app = Text()

@@ -1,0 +1,40 @@
+"""The states of an app devtunnel runs (``--run``), as ``/api/tunnels`` names them and the panel says them.
+
+One table for the supervisor (``agent.children``), the agent's hold messages and the inspector::
+
+    starting    started; waiting for its port or health path
+    ready       answering
+    crashed     exited with a non-zero status or by a signal; restarted after a wait
+    restarting  crashed, waiting to start again
+    exited      ended cleanly (status 0): not restarted, as docker compose's ``on-failure``
+                and systemd's ``Restart=on-failure`` leave it; restart it by hand
+    stopped     stopped by devtunnel (its tunnel stopped, devtunnel exiting)
+    failed      could not be started at all (no such program): not retried
+"""
+
+from __future__ import annotations
+
+__all__ = ["APP_STATES", "app_state_words", "exit_state"]
+
+APP_STATES = ("starting", "ready", "crashed", "restarting", "exited", "stopped", "failed")
+"""Every state, in the order of the table above."""
+
+
+def exit_state(code: int) -> str:
+    """The state of an app that exited with ``code`` (negative: killed by that signal)."""
+    return "exited" if code == 0 else "crashed"
+
+
+def app_state_words(state: str, *, restarts: int = 0, exit_code: int | None = None, message: str = "") -> str:
+    """``ready``, ``restarting (2)``, ``exited (0)``, ``failed: cannot start ...``: a state as it is shown.
+
+    ``message`` (the reason the supervisor gave) follows a failure, a crash or a start; it is
+    the caller's to escape for its screen.
+    """
+    if state == "restarting":
+        return f"restarting ({restarts})"
+    if state == "exited":
+        return f"exited ({0 if exit_code is None else exit_code})"
+    if state in ("failed", "crashed", "starting") and message:
+        return f"{state}: {message}"
+    return state
