@@ -192,6 +192,8 @@ def _settings_keys() -> set[str]:
                                            "webhooks": ("webhooks.PROVIDER", WebhookSection)}
     keys: set[str] = set()
     for section in dataclasses.fields(Settings):
+        if section.name not in tables and not dataclasses.is_dataclass(getattr(Settings(), section.name)):
+            continue  # not a section of the file (``given``: which keys were set)
         prefix, cls = tables.get(section.name, (section.name, type(getattr(Settings(), section.name))))
         keys.update(f"{prefix}.{f.name}" for f in dataclasses.fields(cls)
                     if f.name not in ("name", "origin", "webhooks", "secrets"))
