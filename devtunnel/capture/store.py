@@ -405,31 +405,25 @@ class Store:
         finds it gone ends them (``end_gone_runs``).
         """
         batch = exchanges if run is None else list(exchanges)
+        unfinished: list[str] = []
+        finished: list[str] = []
         with self._writing() as conn:
             n, total, blobs = write_exchanges(conn, batch, self.max_bytes - self._bytes_run())
             if run is not None:
-                self._claim(conn, run, batch)  # type: ignore[arg-type]
+                # Only ids claimed before are released: a batch of exchanges never seen live costs
+                # no statement.
+                unfinished = [ex.id for ex in batch if ex.duration is None]
+                if unfinished:
+                    _runs.claim(conn, run, unfinished, time.time())
+                if self._claimed:
+                    finished = [ex.id for ex in batch if ex.duration is not None and ex.id in self._claimed]
+                    if finished:
+                        _runs.release(conn, finished)
             self._retain(conn, n, total)
         if blobs:
             self._opened_blobs(blobs)
-        if run is not None:
-            for ex in batch:
-                if ex.duration is None:
-                    self._claimed.add(ex.id)
-                else:
-                    self._claimed.discard(ex.id)
-
-    def _claim(self, conn: sqlite3.Connection, run: Run, batch: list[Exchange]) -> None:
-        """Claim for ``run`` what ``batch`` stores unfinished, release what it finishes (only ids
-        claimed before: a batch of exchanges that were never seen live costs no statement)."""
-        unfinished = [ex.id for ex in batch if ex.duration is None]
-        if unfinished:
-            _runs.claim(conn, run, unfinished, time.time())
-        claimed = self._claimed
-        if claimed:
-            finished = [ex.id for ex in batch if ex.duration is not None and ex.id in claimed]
-            if finished:
-                _runs.release(conn, finished)
+        self._claimed.update(unfinished)
+        self._claimed.difference_update(finished)
 
     @property
     def claimed(self) -> int:
@@ -446,6 +440,8 @@ class Store:
             now = time.time()
             if not _runs.heartbeat(conn, run, now):
                 _runs.claim(conn, run, claimed, now)
+            elif conn.execute("SELECT 1 FROM in_flight WHERE run = ? LIMIT 1", (run.id,)).fetchone() is None:
+                self._claimed.clear()  # retention or a delete took them all
 
     def end_gone_runs(self) -> list[str]:
         """End the exchanges in flight of every agent run that is gone (``capture.runs``): error

@@ -242,3 +242,14 @@ def test_process_state_tells_this_process_a_reaped_one_and_another_machine_apart
     gone = gone_run()
     assert runs.process_state(gone.machine, gone.pid, None) is False
     assert runs.process_state("another-machine", me.pid, me.start) is None
+
+
+def test_a_run_whose_exchanges_in_flight_were_all_deleted_stops_its_heartbeat(tmp_path: Path) -> None:
+    store = Store(tmp_path / "captures.db")
+    run = this_run()
+    ex = unfinished(1)
+    store.put(ex, run=run)
+    assert store.claimed == 1
+    Store(store.path).delete([ex.id])  # a user's delete, in another process say
+    store.heartbeat(run)
+    assert store.claimed == 0
