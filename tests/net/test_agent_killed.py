@@ -8,17 +8,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
 from pathlib import Path
 
 import httpx
+from websockets.sync.client import connect
 
 from tests.helpers import free_port, wait_for
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
+from tests.net.tunnel_fixtures import local_websocket
 
 
 def start_agent(procs: list[Proc], env: dict[str, str], local_port: int, db: Path, name: str) -> tuple[Proc, str, int]:
@@ -93,7 +96,9 @@ def test_kill_9_of_the_agent_leaves_no_exchange_in_flight_for_requests_show_and_
 
     _, _, api_port = start_agent(procs, env, local[0], db, "again")
     api = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http", trust_env=False).json()
-    assert {r["request"]["uri"] for r in api["requests"]} >= {"/sse", "/slow"}
+    by_uri = {r["request"]["uri"]: r for r in api["requests"]}
+    for path in ("/sse", "/slow"):
+        assert by_uri[path]["error"] == "agent_gone" and by_uri[path]["duration"] > 0
     assert not any("Traceback" in line for line in agent.err)
 
 
@@ -122,3 +127,26 @@ def test_two_agents_on_one_store_the_live_one_ends_the_killed_ones_exchanges_and
     assert get.status_code == 200
     assert live.stop() == 0
     assert not any("Traceback" in line for line in live.err)
+
+
+def test_kill_9_of_the_agent_during_a_websocket_session_ends_the_session_as_agent_gone(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]
+) -> None:
+    db = tmp_path / "captures.db"
+    with local_websocket() as (ws_port, _):
+        agent, port, _ = start_agent(procs, env, ws_port, db, "chat")
+        sock = socket.create_connection(("127.0.0.1", int(port)))
+        with connect(f"ws://chat.localhost:{port}/chat", sock=sock) as ws:
+            for n in range(3):
+                ws.send(f"hello {n}")
+                assert ws.recv(timeout=10) == f"hello {n}"
+            wait_for(lambda: "/chat" in raw_rows(db), what="the session stored in flight")
+            ws.send("last")
+            assert ws.recv(timeout=10) == "last"
+            os.kill(agent.pid, signal.SIGKILL)
+            agent.wait()
+    session = listed(env, db)["/chat"]
+    assert session["websocket"] is True and session["error"] == "agent_gone"
+    assert isinstance(session["duration_ms"], float) and session["duration_ms"] > 0
+    shown = cli(env, "show", str(session["id"]), "--db", str(db))
+    assert "agent_gone" in shown.stdout and "in flight" not in shown.stdout
