@@ -27,7 +27,7 @@ the store refuses, writes fail (and wait, bounded) until the path holds a usable
 
 The recorder is a run (``capture.runs``): the exchanges it stores unfinished are claimed by it and
 released when it stores them finished. While it holds any, it says every ``runs.HEARTBEAT`` seconds
-that it is alive; every ``store.GONE_EVERY`` seconds (and when it starts) it ends the exchanges of
+that it is alive; every ``store.GONE_EVERY`` seconds (the first within a second of its start) it ends the exchanges of
 runs that are gone (another agent on the file, killed) and tells its listeners their ids.
 """
 
@@ -511,7 +511,7 @@ class Recorder:
 
     def _keep_runs(self) -> None:
         """Every ``HEARTBEAT`` seconds say that this run is alive, while it holds exchanges in flight;
-        every ``GONE_EVERY`` seconds (and at once when it starts) end those of the runs that are gone
+        every ``GONE_EVERY`` seconds (the first look at its first wake) end those of the runs that are gone
         (another agent on the file, killed), telling the listeners their ids."""
         now = time.monotonic()
         try:

@@ -478,6 +478,9 @@ class Store:
     def _look_for_gone_runs(self) -> None:
         """``end_gone_runs`` from a read, every ``GONE_EVERY`` seconds; a failure is the read's to tell."""
         self._next_gone_look = time.monotonic() + GONE_EVERY
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.in_transaction:
+            return  # a read within this thread's write: the next read looks
         with suppress(StoreError, sqlite3.Error):
             self.end_gone_runs()
 
