@@ -26,7 +26,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-__all__ = ["HEARTBEAT", "LEASE", "Run", "this_run", "process_state", "claim", "release", "heartbeat", "end_gone"]
+__all__ = ["HEARTBEAT", "LEASE", "Run", "this_run", "process_state", "claim", "release", "heartbeat", "gone_runs",
+           "end_gone"]
 
 HEARTBEAT = 2.0
 """Seconds between two ``seen_at`` updates of a run that holds exchanges in flight."""
