@@ -255,9 +255,13 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         # Re-read under the write lock: another process may have migrated meanwhile.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if 0 < version < SCHEMA_VERSION:
+            # Schema 9 made ``exchanges`` a view, which refuses the writes of every earlier writer;
+            # schema 10 only adds tables, which a schema 9 writer leaves alone.
+            old_writer = ("can no longer record to it" if version < 9 else
+                          "records on, but what it leaves in flight if it is killed stays so")
             log.warning("%s: upgrading the capture database from schema %d to %d (once; a large one "
-                        "takes a while); an older devtunnel still running on it can no longer record "
-                        "to it: restart it with this version", path, version, SCHEMA_VERSION)
+                        "takes a while); an older devtunnel still running on it %s: restart it with "
+                        "this version", path, version, SCHEMA_VERSION, old_writer)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _split_script(_MIGRATIONS[target]):
                 conn.execute(statement)

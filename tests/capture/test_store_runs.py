@@ -217,7 +217,8 @@ def test_a_reader_that_may_not_write_the_file_reads_on_and_leaves_the_rows(
     assert Store(store.path, readonly=True).get(ex.id).error == "agent_gone"  # one who may, ends it
 
 
-def test_a_schema_9_file_is_upgraded_and_its_unowned_exchanges_in_flight_are_left_alone(tmp_path: Path) -> None:
+def test_a_schema_9_file_is_upgraded_and_its_unowned_exchanges_in_flight_are_left_alone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "v9.db"
     old = Store(path)
     ex = unfinished(1)
@@ -227,6 +228,10 @@ def test_a_schema_9_file_is_upgraded_and_its_unowned_exchanges_in_flight_are_lef
         conn.executescript(TO_SCHEMA_9 + "PRAGMA user_version = 9;")
     reader = Store(path, readonly=True)
     assert reader.get(ex.id).duration is None  # no owner on record: nobody can tell it is gone
+    # A schema 9 agent still running writes on (schema 10 only adds tables): the warning says so.
+    assert ("upgrading the capture database from schema 9 to 10 (once; a large one takes a while); an older "
+            "devtunnel still running on it records on, but what it leaves in flight if it is killed stays so: "
+            "restart it with this version") in caplog.text
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
