@@ -84,8 +84,7 @@ def test_kill_9_of_a_recording_process_leaves_no_exchange_in_flight_for_the_next
     assert [r.duration for r in Store(db, readonly=True).rows_by_id(child.ids)] == [None, None]  # it lives
     os.kill(child.popen.pid, signal.SIGKILL)
     # Not reaped yet: a zombie, whose /proc entry is still there, is gone as well.
-    wait_for(lambda: runs._stat(child.popen.pid) in (None,) or runs._stat(child.popen.pid)[0] == "Z",  # type: ignore[index]
-             what="the child killed")
+    wait_for(lambda: (stat := runs._stat(child.popen.pid)) is None or stat[0] == "Z", what="the child killed")
     reader = Store(db, readonly=True)
     rows = reader.rows_by_id(child.ids)
     assert [r.error for r in rows] == ["agent_gone", "agent_gone"]
