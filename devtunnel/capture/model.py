@@ -41,7 +41,7 @@ ErrorKind = Literal[
     "local_timeout",  # the local service did not answer in time
     "local_error",  # the local service broke the connection or sent invalid HTTP
     "client_gone",  # the public client went away before the exchange finished
-    "agent_gone",  # the tunnel's connection between the agent and the relay broke mid-exchange
+    "agent_gone",  # the agent's connection to the relay broke mid-exchange, or the agent itself stopped (capture.runs)
     "too_large",  # a request body exceeded the relay's limit, or the agent held too much of it
     "replay_failed",  # a replay could not be sent
     "bad_request",  # refused before forwarding: the target is not a path, or the head is malformed

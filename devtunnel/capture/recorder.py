@@ -24,6 +24,11 @@ Before it writes, at most once every ``FOLLOW_EVERY`` seconds, the writer looks 
 database file is still the one at its path (``Store.follow_path``): deleted, a new one is created
 there; replaced by another capture file, that one is written from then on; replaced by a file
 the store refuses, writes fail (and wait, bounded) until the path holds a usable file again.
+
+The recorder is a run (``capture.runs``): the exchanges it stores unfinished are claimed by it and
+released when it stores them finished. While it holds any, it says every ``runs.HEARTBEAT`` seconds
+that it is alive; every ``store.GONE_EVERY`` seconds (the first within a second of its start) it ends the exchanges of
+runs that are gone (another agent on the file, killed) and tells its listeners their ids.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from devtunnel.capture.model import Exchange, body_bytes, cut_bodies
-from devtunnel.capture.store import Store
+from devtunnel.capture.runs import HEARTBEAT, this_run
+from devtunnel.capture.store import GONE_EVERY, Store
 from devtunnel.errors import StoreError
 
 if TYPE_CHECKING:
@@ -157,8 +163,9 @@ class Recorder:
     """Writes exchanges to a store from a background thread, so traffic never waits on disk.
 
     ``submit`` never blocks; the writer commits whatever is queued as one transaction, at most
-    ``LINGER`` seconds after it was submitted (so a ``kill -9`` loses the exchanges still in flight
-    and at most the last 20 ms of finished ones).
+    ``LINGER`` seconds after it was submitted (so a ``kill -9`` loses at most the last 20 ms of
+    finished exchanges; those still in flight keep what their live snapshot stored, and are ended as
+    ``agent_gone`` by the next reader or recorder that finds this process gone: ``capture.runs``).
     Listeners are called from the writer thread with the ids just committed.
 
     A failing write is logged once (not once per exchange). Exchanges that failed because of the
@@ -202,6 +209,10 @@ class Recorder:
         self._next_wal_look = self._next_look  # and at the size of the -wal (``_watch_wal``)
         self._refused = False  # the file at the path was refused: look again before every retry
         self._moved = False  # the last look at the path moved to another file (``_follow``)
+        self.run = this_run()
+        """What claims the exchanges this recorder stores unfinished (``capture.runs``)."""
+        self._next_beat = 0.0  # when the writer says next that its run is alive (while it holds any in flight)
+        self._next_gone_look = 0.0  # when it looks next for runs of other agents that are gone
         self._thread = threading.Thread(target=self._run, name="devtunnel-recorder", daemon=True)
         self._thread.start()
 
@@ -375,12 +386,14 @@ class Recorder:
                         upto = self._submitted
                 if idle:  # nothing to write: look at the path all the same, to notice a deletion soon
                     self._follow()
+                    self._keep_runs()
                     continue
                 if self.webhooks is not None:
                     judged = self._judge(batch)
                     if judged:
                         self._announce_verdicts(judged)
                 kept = self._write_at_path(batch)
+                self._keep_runs()
                 if _TRIM is not None and batch_bytes >= TRIM_AFTER:
                     del batch
                     _TRIM()
@@ -496,6 +509,24 @@ class Recorder:
             log.warning("another capture database is at %s; recording into it", self.store.path)
         return True
 
+    def _keep_runs(self) -> None:
+        """Every ``HEARTBEAT`` seconds say that this run is alive, while it holds exchanges in flight;
+        every ``GONE_EVERY`` seconds (the first look at its first wake) end those of the runs that are gone
+        (another agent on the file, killed), telling the listeners their ids."""
+        now = time.monotonic()
+        try:
+            if now >= self._next_beat:
+                self._next_beat = now + HEARTBEAT
+                self.store.heartbeat(self.run)
+            if now >= self._next_gone_look:
+                self._next_gone_look = now + GONE_EVERY
+                ended = self.store.end_gone_runs()
+                if ended:
+                    log.info("ended %d exchange(s) left in flight by an agent that is gone", len(ended))
+                    self._tell(ended)
+        except Exception as exc:  # noqa: BLE001 - the writes say what is wrong with the file
+            log.debug("cannot keep the runs of %s: %s", self.store.path, exc)
+
     def _watch_wal(self) -> None:
         """Say once when the ``-wal`` has grown past ``max_wal_bytes`` (again once it shrank back)."""
         size = self.store.wal_bytes()
@@ -510,7 +541,7 @@ class Recorder:
     def _write(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
         """Write a batch; returns what must be retried later."""
         try:
-            self.store.put_many(batch.values())
+            self.store.put_many(batch.values(), run=self.run)
         except Exception as exc:  # noqa: BLE001 - the writer must survive anything
             if _about_the_file(exc):
                 self._report(exc)
@@ -525,7 +556,7 @@ class Recorder:
         written: list[str] = []
         for ex_id, ex in batch.items():
             try:
-                self.store.put(ex)
+                self.store.put(ex, run=self.run)
             except Exception as exc:  # noqa: BLE001
                 if _about_the_file(exc):
                     kept[ex_id] = ex
@@ -559,6 +590,13 @@ class Recorder:
         elif self._last_error is not None:
             log.info("writing captures again")
             self._last_error = None
+        self._tell(ids, listeners)
+
+    def _tell(self, ids: list[str], listeners: list[Callable[[list[str]], None]] | None = None) -> None:
+        """Call each listener with the ids of exchanges that changed in the store."""
+        if listeners is None:
+            with self._cond:
+                listeners = list(self._listeners)
         for listener in listeners:
             try:
                 listener(ids)

@@ -16,6 +16,9 @@ Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks 
     stats          one row: how many exchanges and how many bytes (kept by ``capture.rows``
                    and ``capture.store`` as they write and delete, and by a trigger for an
                    exchange updated in place: retention never scans the table)
+    runs           run -> the agent process (machine, pid, start time) of a recorder, and when it
+                   was last seen (``capture.runs``)
+    in_flight      id -> the run that stored the exchange unfinished and has not finished it yet
 
 The ``wh_*`` columns of ``exchange_rows`` hold the webhook verdict (schema 4; written by
 ``capture.rows``). ``res`` columns are NULL exactly when the exchange has no response.
@@ -33,7 +36,7 @@ __all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "UpgradeNeeded", "prepare_schema"
 
 log = logging.getLogger("devtunnel.capture")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 
 _SCHEMA_V1 = """
@@ -192,8 +195,20 @@ ALTER TABLE exchanges RENAME TO exchange_rows;
 CREATE VIEW exchanges AS SELECT * FROM exchange_rows;
 """
 
+# Version 10: which agent run holds each exchange stored unfinished, and when each run was last
+# seen, so that the exchanges of an agent killed outright are ended by whoever finds it gone
+# (``capture.runs``). Two new tables; nothing is rewritten. Exchanges stored unfinished before the
+# upgrade have no owner on record and are left as they are. An agent of schema 9 still running on
+# the file goes on writing ``exchange_rows`` as before; it claims nothing.
+_SCHEMA_V10 = """
+CREATE TABLE runs (run TEXT PRIMARY KEY, machine TEXT NOT NULL, pid INTEGER NOT NULL, start INTEGER,
+                   seen_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE in_flight (id TEXT PRIMARY KEY, run TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX in_flight_run ON in_flight (run);
+"""
+
 _MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
-                               7: _SCHEMA_V7, 8: _SCHEMA_V8, 9: _SCHEMA_V9}
+                               7: _SCHEMA_V7, 8: _SCHEMA_V8, 9: _SCHEMA_V9, 10: _SCHEMA_V10}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 
@@ -240,9 +255,13 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         # Re-read under the write lock: another process may have migrated meanwhile.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if 0 < version < SCHEMA_VERSION:
+            # Schema 9 made ``exchanges`` a view, which refuses the writes of every earlier writer;
+            # schema 10 only adds tables, which a schema 9 writer leaves alone.
+            old_writer = ("can no longer record to it" if version < 9 else
+                          "records on, but what it leaves in flight if it is killed stays so")
             log.warning("%s: upgrading the capture database from schema %d to %d (once; a large one "
-                        "takes a while); an older devtunnel still running on it can no longer record "
-                        "to it: restart it with this version", path, version, SCHEMA_VERSION)
+                        "takes a while); an older devtunnel still running on it %s: restart it with "
+                        "this version", path, version, SCHEMA_VERSION, old_writer)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _split_script(_MIGRATIONS[target]):
                 conn.execute(statement)

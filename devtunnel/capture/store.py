@@ -12,6 +12,7 @@ import itertools
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -24,8 +25,10 @@ except ImportError:  # Windows: no file size limit of this kind
     resource = None  # type: ignore[assignment]
 
 from devtunnel.capture import filters as _filters
+from devtunnel.capture import runs as _runs
 from devtunnel.capture.filters.edge import ip_in_sql
 from devtunnel.capture.model import Exchange
+from devtunnel.capture.runs import Run
 from devtunnel.capture.rows import (
     FULL_COLUMNS, ROW_COLUMNS, Row, first_deliveries, read_exchange, sql_headers, to_row, write_exchanges,
 )
@@ -76,6 +79,9 @@ per id (when they are at most ``_SHORT_IDS_SPAN`` times as many). It read every 
 100 MB and 0.4 s for the newest 1,000 of a million (``devtunnel requests -n 1000``)."""
 _SHORT_IDS_SPAN = 32
 """Stored ids read per id asked for, at most, before ``short_ids`` asks for each one's neighbours."""
+GONE_EVERY = 5.0
+"""Seconds between two looks of a store's reads at whether an agent run with exchanges in flight is
+gone (``end_gone_runs``); the first read looks at once."""
 
 
 class Store:
@@ -126,6 +132,9 @@ class Store:
         """The device and inode of the file the connections have open (None: unknown)."""
         self._companions: tuple[tuple[int, int] | None, ...] = ()
         """The identities of that file's ``-wal`` and ``-shm`` (None: not there)."""
+        self._claimed: set[str] = set()
+        """Ids this store wrote unfinished for a run (``put_many(run=...)``) and not finished since."""
+        self._next_gone_look = 0.0  # when a read looks for gone runs again (``GONE_EVERY``)
         self._note_file()  # fail now, with a clear message, rather than at the first put
 
     path: Path
@@ -325,6 +334,8 @@ class Store:
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
+        if time.monotonic() >= self._next_gone_look:
+            self._look_for_gone_runs()
         conn = self._conn()
         with _filters.regex_budget(QUERY_REGEX_BUDGET):
             try:
@@ -378,22 +389,100 @@ class Store:
 
     # --- writing --------------------------------------------------------------------------
 
-    def put(self, exchange: Exchange) -> None:
-        """Insert or replace one exchange (by id), then apply retention."""
-        self.put_many([exchange])
+    def put(self, exchange: Exchange, *, run: Run | None = None) -> None:
+        """Insert or replace one exchange (by id), then apply retention (``run``: as for ``put_many``)."""
+        self.put_many([exchange], run=run)
 
-    def put_many(self, exchanges: Iterable[Exchange]) -> None:
+    def put_many(self, exchanges: Iterable[Exchange], *, run: Run | None = None) -> None:
         """Insert or replace many exchanges in one transaction, then apply retention.
 
         An exchange larger than the store keeps (``max_bytes``, less what one retention run deletes
         below it) is stored with its bodies cut to fit, not deleted by the retention of its own
         write with everything older (a store of 5 MB was left empty by one 9 MB response).
+
+        With ``run`` (the recorder's), each exchange stored unfinished is claimed by it, and one
+        stored finished is released: if the run's process is gone before it finishes them, whoever
+        finds it gone ends them (``end_gone_runs``).
         """
+        batch = exchanges if run is None else list(exchanges)
+        unfinished: list[str] = []
+        finished: list[str] = []
         with self._writing() as conn:
-            n, total, blobs = write_exchanges(conn, exchanges, self.max_bytes - self._bytes_run())
+            n, total, blobs = write_exchanges(conn, batch, self.max_bytes - self._bytes_run())
+            if run is not None:
+                # Only ids claimed before are released: a batch of exchanges never seen live costs
+                # no statement.
+                unfinished = [ex.id for ex in batch if ex.duration is None]
+                if unfinished:
+                    _runs.claim(conn, run, unfinished, time.time())
+                if self._claimed:
+                    finished = [ex.id for ex in batch if ex.duration is not None and ex.id in self._claimed]
+                    if finished:
+                        _runs.release(conn, finished)
             self._retain(conn, n, total)
         if blobs:
             self._opened_blobs(blobs)
+        self._claimed.update(unfinished)
+        self._claimed.difference_update(finished)
+
+    @property
+    def claimed(self) -> int:
+        """How many exchanges this store holds in flight for a run (``put_many(run=...)``)."""
+        return len(self._claimed)
+
+    def heartbeat(self, run: Run) -> None:
+        """Say that ``run`` is alive, while it holds exchanges in flight (call it every ``runs.HEARTBEAT``
+        seconds). A run taken for gone meanwhile (not seen for ``runs.LEASE`` seconds) claims them again."""
+        claimed = list(self._claimed)
+        if not claimed:
+            return
+        with self._writing() as conn:
+            now = time.time()
+            if not _runs.heartbeat(conn, run, now):
+                _runs.claim(conn, run, claimed, now)
+            elif conn.execute("SELECT 1 FROM in_flight WHERE run = ? LIMIT 1", (run.id,)).fetchone() is None:
+                self._claimed.clear()  # retention or a delete took them all
+
+    def end_gone_runs(self) -> list[str]:
+        """End the exchanges in flight of every agent run that is gone (``capture.runs``): error
+        ``agent_gone``, their duration up to when the run was last seen. Returns their ids.
+
+        A read-only store does it through a connection of its own when this user may write the
+        file; when it may not, or another process holds the write lock, nothing is ended (the next
+        look may).
+        """
+        self._next_gone_look = time.monotonic() + GONE_EVERY
+        with self._reading() as conn:
+            if not _runs.gone_runs(conn, time.time()):
+                return []
+        if not self.readonly:
+            with self._writing() as conn:
+                return _runs.end_gone(conn, time.time())
+        if not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK)):
+            return []
+        try:
+            writer = sqlite3.connect(f"file:{quote(str(self.path.absolute()))}?mode=rw", uri=True,
+                                     timeout=min(self.busy_timeout, 1.0), isolation_level=None)
+        except sqlite3.Error:
+            return []
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            ended = _runs.end_gone(writer, time.time())
+            writer.execute("COMMIT")
+            return ended
+        except sqlite3.Error:
+            return []  # busy, or the file is troubled: the reads say what is wrong
+        finally:
+            writer.close()
+
+    def _look_for_gone_runs(self) -> None:
+        """``end_gone_runs`` from a read, every ``GONE_EVERY`` seconds; a failure is the read's to tell."""
+        self._next_gone_look = time.monotonic() + GONE_EVERY
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.in_transaction:
+            return  # a read within this thread's write: the next read looks
+        with suppress(StoreError, sqlite3.Error):
+            self.end_gone_runs()
 
     def _retain(self, conn: sqlite3.Connection, n: int, total: int) -> None:
         """Delete the oldest exchanges past the limits (``n`` and ``total``: what ``stats`` holds)."""
@@ -795,7 +884,7 @@ def _overwriting(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute(f"PRAGMA secure_delete = {_AGED_OUT}")
 
 
-_TABLES = ("exchange_rows", "heads", "req_bodies", "res_bodies", "ws_messages")
+_TABLES = ("exchange_rows", "heads", "req_bodies", "res_bodies", "ws_messages", "in_flight")
 """Every table that holds rows of an exchange, by its id."""
 
 

@@ -19,7 +19,13 @@ from devtunnel.capture.store import Store
 from devtunnel.webhooks import Signature, Verdict
 from tests.kit.exchanges import make_exchange, make_response
 
-TO_SCHEMA_8 = """
+TO_SCHEMA_9 = """
+    DROP TABLE in_flight;
+    DROP TABLE runs;
+"""
+"""Takes a file of this version back to the layout of schema 9 (no record of who holds an exchange in flight)."""
+
+TO_SCHEMA_8 = TO_SCHEMA_9 + """
     DROP VIEW exchanges;
     ALTER TABLE exchange_rows RENAME TO exchanges;
 """
