@@ -53,3 +53,13 @@ def process_alive(pid: int) -> bool:
             return f.read().rsplit(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine can bind ``::1`` (a test that needs it is skipped otherwise)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

@@ -12,7 +12,6 @@ and ``devtunnel http`` as processes, requests through the relay's port.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -24,7 +23,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Request, Response
 
-from tests.helpers import async_wait_for, free_port
+from tests.helpers import async_wait_for, free_port, ipv6_loopback
 from tests.kit.procs import Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import parse_response, raw_request
 
@@ -165,15 +164,6 @@ async def test_with_host_header_rewrite_the_page_loads_and_a_refused_live_reload
         assert hints(agent) == [
             "tunnel app: webpack-dev-server refused the live-reload WebSocket from https://app.tunnel.test (its Host"
             " or Origin is not allowed): set devServer.allowedHosts to 'all' (or add the host) in webpack.config.js"]
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")

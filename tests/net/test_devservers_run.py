@@ -10,13 +10,12 @@ The apps below are small Python servers that print their URL as dev servers do.
 from __future__ import annotations
 
 import shlex
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, ipv6_loopback
 from tests.kit.procs import FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(90)
@@ -34,15 +33,6 @@ server.serve_forever()
 
 def run_command(host: str, port: int) -> str:
     return shlex.join([sys.executable, "-c", APP, host, str(port)])
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def first_502(proc: Proc) -> str:

@@ -131,6 +131,22 @@ async def test_a_secret_in_devtunnel_toml_signs_the_sample_as_devtunnel_send_doe
             assert rx.verdicts == [("/webhooks/stripe", 200, "ok")]
 
 
+def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str) -> Path:
+    """A project folder with ``toml`` as its devtunnel.toml, made the current folder, with no
+    user config, no secrets in the environment and a state folder of the test's own."""
+    for name in [*RECEIVER_SECRETS, "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    project = tmp_path / "project"
+    project.mkdir()
+    config = project / "devtunnel.toml"
+    config.write_text(toml)
+    config.chmod(0o600)
+    monkeypatch.chdir(project)
+    return project
+
+
 async def test_devtunnel_inspect_hands_the_secrets_of_devtunnel_toml_to_the_send_screen(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The command's own way from its arguments and settings to the inspector (``http`` takes it too)."""
@@ -139,17 +155,8 @@ async def test_devtunnel_inspect_hands_the_secrets_of_devtunnel_toml_to_the_send
     from devtunnel.config import load
     from tests.tui.app_fixtures import fill
 
-    for name in [*RECEIVER_SECRETS, "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"]:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    project = tmp_path / "project"
-    project.mkdir()
-    config = project / "devtunnel.toml"
     secret = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
-    config.write_text(f'[webhooks.stripe]\nsecret = "{secret}"\n')
-    config.chmod(0o600)
-    monkeypatch.chdir(project)
+    _project(tmp_path, monkeypatch, f'[webhooks.stripe]\nsecret = "{secret}"\n')
     args = build_parser().parse_args(["inspect", "--db", str(fill(tmp_path / "captures.db", []))])
     args.settings = load()  # as cli.main does
     app = inspector_app(_db(args), None, args)
@@ -298,17 +305,9 @@ def test_http_with_another_name_gives_the_inspector_the_tunnels_provider_and_sec
     from devtunnel.commands.inspect import inspector_app
     from devtunnel.config import load
 
-    for name in [*RECEIVER_SECRETS, "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"]:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    project = tmp_path / "project"
-    project.mkdir()
-    config = project / "devtunnel.toml"
     secret = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
-    config.write_text(f'[tunnels.payments]\ntarget = 8080\n[tunnels.payments.webhooks.stripe]\nsecret = "{secret}"\n')
-    config.chmod(0o600)
-    monkeypatch.chdir(project)
+    _project(tmp_path, monkeypatch,
+             f'[tunnels.payments]\ntarget = 8080\n[tunnels.payments.webhooks.stripe]\nsecret = "{secret}"\n')
     args = build_parser().parse_args(["http", "payments", "--name", "other", "--db", str(tmp_path / "c.db")])
     args.settings = load()  # as cli.main does
     args = resolve_http(args)
