@@ -39,6 +39,9 @@ ENV_SSH_OPTIONS = "DEVTUNNEL_SSH_OPTIONS"
 (e.g. ``-i ~/.ssh/tunnel_key -o UserKnownHostsFile=~/.ssh/tunnel_hosts``)."""
 FIXED_PORT_TRIES = 5
 """Runs in a row the server refuses the remote port it gave before, before asking for any."""
+REMEMBERED_PORT_TRIES = 3
+"""Runs asking for a port remembered from an earlier run of the tunnel before any port is taken
+(the restarts' waits between them: at most 1 s, then 2 s)."""
 _SSH_CHATTER = ("debug", "Transferred: sent ", "Bytes per second: ")
 """What ``ssh -v`` prints besides errors: its debug lines and, as it exits, its statistics."""
 NO_URL_AFTER = 30.0
@@ -166,7 +169,9 @@ class ViaRunner:
             return
         if self.via.kind == "ssh" and self.memory is not None:
             self._remote_port = self.memory.get("ssh", self._memory_key) or 0
-            self._fixed_tries = 1  # remembered from another run: someone else may have it now
+            # Remembered from another run: someone else may have it now, or the server still holds
+            # it for the run just ended (sshd frees a forward once its session is gone): a few tries.
+            self._fixed_tries = REMEMBERED_PORT_TRIES
         self._argv = lambda: self.via.command(port, program=program, extra_ssh=extra, remote_port=self._remote_port)
         self.child = Child(
             self.via.describe(), self._argv(), env=self.env, on_line=self._line, on_state=self._child_changed,

@@ -215,6 +215,35 @@ def test_via_ssh_without_a_name_gets_the_same_url_on_the_next_run(
     assert second.stop() == 0
 
 
+def test_via_ssh_gets_its_remembered_port_back_when_the_server_frees_it_a_moment_later(
+    sshd: Sshd, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # A quick restart: the server may hold the port for the run just ended a moment longer. It
+    # took any port (a new URL) after the first refusal; it asks again before giving up.
+    env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
+    via = f"ssh:{sshd.user}@127.0.0.1:{sshd.port}"
+    with contextlib.ExitStack() as held:
+        taken = held.enter_context(socket.socket())
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with contextlib.suppress(OSError):  # a machine without IPv6
+            taken6 = held.enter_context(socket.socket(socket.AF_INET6))
+            taken6.bind(("::1", port))
+            taken6.listen(1)
+        state = Path(env["XDG_STATE_HOME"]) / "devtunnel"
+        state.mkdir(parents=True)
+        (state / "ports.json").write_text(json.dumps({"ssh": {f"back {via}": port}}))
+        agent = start(procs, env, "http", str(local[0]), "--via", via, "--no-tui", "--name", "back",
+                      "--api-port", "0", "--no-record")
+        agent.line(lambda l: "restarting" in l, lines="err", timeout=30)  # refused once
+    match = SSH_URL.match(agent.line(lambda l: l.startswith("Forwarding"), timeout=60))
+    assert match is not None and int(match.group(2)) == port, agent.err
+    assert not any("asking for any port" in l for l in agent.err)
+    assert httpx.get(f"{match.group(1)}/echo", trust_env=False, timeout=10).status_code == 200
+    assert agent.stop() == 0
+
+
 def test_via_ssh_reads_its_port_whatever_log_level_the_users_ssh_config_sets(
     sshd: Sshd, tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
