@@ -853,7 +853,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             pending = self.pending
             if pending is not None:
                 key = self._open_key
-                # PendingConnections.crowded, inlined: on the path of every kept-alive request.
+                # Counted only while the relay is crowded (PendingConnections.quiet_total), tested
+                # here: this is the path of every kept-alive request.
                 if key is not None and (pending.open_total > pending.quiet_total
                                         or pending.open_by.get(key, 0) > pending.quiet_per_address):
                     pending.idle(self, key)

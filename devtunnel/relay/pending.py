@@ -8,7 +8,7 @@ could open thousands of them (or make one cheap request on each and keep it aliv
 the relay's file descriptors and memory: once the process runs out of descriptors it accepts no
 one, agents included.
 
-A connection idle between requests counts only while the relay is crowded (``crowded``: its
+A connection idle between requests counts only while the relay is crowded (``quiet_total``: its
 address holds more than a quarter of ``per_address`` open HTTP connections, or the relay more
 than half of ``limit``): below that, idle connections hold no more than those figures allow,
 and an ordinary client's kept-alive requests pay nothing for the bookkeeping.
@@ -112,7 +112,10 @@ class PendingConnections:
         self.open_by: dict[str, int] = {}
         """``open_total`` by client address key."""
         self.quiet_total = max(1, limit // 2)
-        """Open HTTP connections in all up to which an idle kept-alive one is not counted (``crowded``)."""
+        """Open HTTP connections in all up to which an idle kept-alive one is not counted: below both
+        quiet figures, idle connections hold no more than they allow (each bounded by the keep-alive
+        timeout), and an ordinary client's kept-alive requests pay nothing for the count. The relay's
+        request path tests them itself (``HeadLimitedHttpProtocol.on_response_complete``)."""
         self.quiet_per_address = max(1, per_address // 4) if per_address is not None else 1 << 62
         """Open HTTP connections of one address up to which its idle kept-alive ones are not counted."""
 
@@ -155,7 +158,7 @@ class PendingConnections:
 
     def opened(self, client: tuple[str, int] | None) -> str:
         """Count an HTTP connection from ``client`` open (once, at its accept); returns its
-        address key, to give ``crowded``, ``idle`` and ``closed``."""
+        address key, to give ``idle`` and ``closed``."""
         key = client_key(client[0] if client else "?")
         self.open_total += 1
         self.open_by[key] = self.open_by.get(key, 0) + 1
@@ -169,14 +172,6 @@ class PendingConnections:
             self.open_by[key] = left
         else:
             del self.open_by[key]
-
-    def crowded(self, key: str) -> bool:
-        """Whether a connection from ``key`` idle between requests counts as pending: only when
-        its address holds more than ``quiet_per_address`` open HTTP connections, or the relay
-        more than ``quiet_total``. Below both, what idle connections can hold is bounded by
-        those figures (and each by the keep-alive timeout), and an ordinary client's kept-alive
-        requests pay no bookkeeping (the relay's request path inlines this test)."""
-        return self.open_total > self.quiet_total or self.open_by.get(key, 0) > self.quiet_per_address
 
     def idle(self, connection: Droppable, key: str) -> None:
         """Count ``connection`` (its address ``key``, from ``opened``), kept alive after a

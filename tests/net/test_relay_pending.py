@@ -70,7 +70,7 @@ def close_all(streams: list[Stream]) -> None:
 
 async def test_a_connection_counts_until_its_request_head_and_again_while_kept_alive_when_crowded() -> None:
     # pending_per_address=5: idle kept-alive connections count once the address holds more than
-    # 5 // 4 = 1 open HTTP connection (PendingConnections.crowded).
+    # 5 // 4 = 1 open HTTP connection (PendingConnections.quiet_per_address).
     async with running_relay(pending_per_address=5) as relay:
         reader, writer = await open_from(relay)
         await async_wait_for(lambda: relay.pending_connections == 1, what="one pending")
