@@ -48,10 +48,12 @@ non-interactive shell the command starts with SIGINT and SIGQUIT ignored; apps t
 HEALTH_TIMEOUT = 2.0
 """Seconds one health check may take."""
 _HEAD_LIMIT = 16 * 1024
-_LOOPBACK_URL = re.compile(r"\bhttps?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1?\]):(\d{1,5})\b[^\s)\"'<>]*")
+_LOOPBACK_URL = re.compile(r"\bhttps?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1?\]):(\d{1,5})\b(?:(?![)\"'<>])[!-~])*")
 """A local URL in the app's output: dev servers print where they listen (Vite's ``Local:
 http://localhost:5173/``, ``Uvicorn running on http://127.0.0.1:8000``, Django's ``Starting
-development server at http://127.0.0.1:8000/``)."""
+development server at http://127.0.0.1:8000/``). Printable ASCII only: the URL goes on into
+the app's message, the API and a 502's body, where a control character or a bidi override in
+the app's output must not ride along."""
 NO_PORT_AFTER = 15.0
 """Seconds a started app may leave the target's port closed before its ``starting`` says so (an
 app listening on another port than the target's was "starting" for ever, without a word)."""

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from devtunnel.agent.app_runner import _LOOPBACK_URL
 
 from tests.helpers import free_port, ipv6_loopback
 from tests.kit.procs import FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
@@ -61,3 +62,16 @@ def test_an_app_on_ipv6_loopback_only_says_so(env: dict[str, str], procs: list[P
     said = f"A service listens on [::1]:{port} (IPv6 loopback, where Node and Vite may put localhost): start devtunnel http http://[::1]:{port}"
     proc.line(lambda l: said in l and "app starting" in l, lines="err")
     assert said in first_502(proc)
+
+
+@pytest.mark.parametrize(("line", "url"), [
+    ("  ->  Local:   http://localhost:5173/", "http://localhost:5173/"),
+    ("Uvicorn running on http://127.0.0.1:8000 (Press CTRL+C to quit)", "http://127.0.0.1:8000"),
+    ("Local: http://localhost:5173/\x1b]0;pwned\x07 now", "http://localhost:5173/"),
+    ("Local: http://[::1]:5173/app\u202eexe", "http://[::1]:5173/app"),
+    ("Local: http://localhost:5173/a\x9b31m", "http://localhost:5173/a"),
+])
+def test_the_local_url_an_app_prints_is_read_as_printable_ascii(line: str, url: str) -> None:
+    # It goes on into the app's message, the API and the 502 a request gets meanwhile.
+    found = _LOOPBACK_URL.search(line)
+    assert found is not None and found.group(0) == url
