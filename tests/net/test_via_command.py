@@ -169,23 +169,32 @@ def test_via_ssh_serves_captures_and_comes_back_with_the_same_url_when_ssh_dies(
     assert second.stop() == 0
 
 
+@contextlib.contextmanager
+def _remembered_and_taken(env: dict[str, str], key: str) -> Iterator[int]:
+    """A port remembered for the tunnel ``key`` (ports.json), held by this test while the block
+    runs: the local sshd forwards "localhost", both 127.0.0.1 and ::1, and is content with either."""
+    with contextlib.ExitStack() as held:
+        taken = held.enter_context(socket.socket())
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with contextlib.suppress(OSError):  # a machine without IPv6
+            taken6 = held.enter_context(socket.socket(socket.AF_INET6))
+            taken6.bind(("::1", port))
+            taken6.listen(1)
+        state = Path(env["XDG_STATE_HOME"]) / "devtunnel"
+        state.mkdir(parents=True)
+        (state / "ports.json").write_text(json.dumps({"ssh": {key: port}}))
+        yield port
+
+
 def test_via_ssh_takes_any_port_when_the_one_remembered_is_taken_on_the_server(
     sshd: Sshd, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
     env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
     via = f"ssh:{sshd.user}@127.0.0.1:{sshd.port}"
-    # The server (on this machine) cannot listen there any more: sshd forwards "localhost",
-    # both 127.0.0.1 and ::1, and is content with either.
-    with socket.socket() as taken, socket.socket(socket.AF_INET6) as taken6:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        with contextlib.suppress(OSError):  # a machine without IPv6
-            taken6.bind(("::1", port))
-            taken6.listen(1)
-        state = Path(env["XDG_STATE_HOME"]) / "devtunnel"
-        state.mkdir(parents=True)
-        (state / "ports.json").write_text(json.dumps({"ssh": {f"moved {via}": port}}))
+    # The server (on this machine) cannot listen there any more.
+    with _remembered_and_taken(env, f"moved {via}") as port:
         agent = start(procs, env, "http", str(local[0]), "--via", via, "--no-tui", "--name", "moved",
                       "--api-port", "0", "--no-record")
         match = SSH_URL.match(agent.line(lambda l: l.startswith("Forwarding"), timeout=60))
@@ -193,7 +202,7 @@ def test_via_ssh_takes_any_port_when_the_one_remembered_is_taken_on_the_server(
         agent.line(lambda l: f"the server would not give port {port} again; asking for any port" in l, lines="err")
         assert httpx.get(f"{match.group(1)}/echo", trust_env=False, timeout=10).status_code == 200
         assert agent.stop() == 0
-    assert json.loads((state / "ports.json").read_text())["ssh"][f"moved {via}"] == int(match.group(2))
+    assert json.loads((Path(env["XDG_STATE_HOME"]) / "devtunnel" / "ports.json").read_text())["ssh"][f"moved {via}"] == int(match.group(2))
 
 
 def test_via_ssh_without_a_name_gets_the_same_url_on_the_next_run(
@@ -222,18 +231,7 @@ def test_via_ssh_gets_its_remembered_port_back_when_the_server_frees_it_a_moment
     # took any port (a new URL) after the first refusal; it asks again before giving up.
     env = dict(env, DEVTUNNEL_SSH_OPTIONS=f"-i {sshd.key} -o UserKnownHostsFile={sshd.known_hosts}")
     via = f"ssh:{sshd.user}@127.0.0.1:{sshd.port}"
-    with contextlib.ExitStack() as held:
-        taken = held.enter_context(socket.socket())
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        with contextlib.suppress(OSError):  # a machine without IPv6
-            taken6 = held.enter_context(socket.socket(socket.AF_INET6))
-            taken6.bind(("::1", port))
-            taken6.listen(1)
-        state = Path(env["XDG_STATE_HOME"]) / "devtunnel"
-        state.mkdir(parents=True)
-        (state / "ports.json").write_text(json.dumps({"ssh": {f"back {via}": port}}))
+    with _remembered_and_taken(env, f"back {via}") as port:
         agent = start(procs, env, "http", str(local[0]), "--via", via, "--no-tui", "--name", "back",
                       "--api-port", "0", "--no-record")
         agent.line(lambda l: "restarting" in l, lines="err", timeout=30)  # refused once
