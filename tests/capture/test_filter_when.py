@@ -36,7 +36,8 @@ def test_an_instant_is_a_duration_back_a_clock_time_today_or_a_date(text: str, e
 
 
 @pytest.mark.parametrize("text", ["", "yesterday", "10", "10 m", "-10m", "24:00", "12:60", "7:5", "2026-13-01",
-                                  "2026-12-01T25:00", "m10", "now", "1e3s", "\x1b[2J"])
+                                  "2026-12-01T25:00", "m10", "now", "1e3s", "\x1b[2J",
+                                  "0001-01-01"])
 def test_what_is_no_instant_is_a_syntax_error_at_the_value(text: str) -> None:
     assert instant(text, NOW) is None
     for field in ("since", "until"):

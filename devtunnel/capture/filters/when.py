@@ -45,10 +45,11 @@ def instant(text: str, now: float | None = None) -> float | None:
     if not text[:1].isdigit():
         return None
     try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
+        # Naive: local time, as the inspector shows it. A date at the calendar's edge has no
+        # local instant (0001-01-01 east of UTC is in year 0): ValueError or OverflowError.
+        return dt.datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError, OSError):
         return None
-    return moment.timestamp()  # naive: local time, as the inspector shows it
 
 
 class _When(Leaf):
