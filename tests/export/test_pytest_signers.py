@@ -1,0 +1,76 @@
+"""The signers written into a ``export --format pytest`` module make the same signatures as
+``devtunnel.webhooks``' providers: the module runs without devtunnel installed, so it carries its
+own copy of each scheme, and this checks the two cannot drift apart."""
+
+from __future__ import annotations
+
+import random
+import time
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from devtunnel.capture.model import Headers
+from devtunnel.export.pytest_module import export_pytest
+from devtunnel.webhooks import BUILTIN, Delivery, by_name
+from devtunnel.webhooks.samples import list_samples, sample
+from tests.kit.exchanges import make_exchange, make_response
+
+SECRETS = {"stripe": "whsec_test_0123456789", "github": "gh-secret", "slack": "8f742231b10e8888abcd99yyyzzz85a5",
+           "shopify": "shpss_0123456789abcdef", "standard": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+           "twilio": "12345auth-token"}
+
+
+@pytest.fixture(scope="module")
+def module() -> ModuleType:
+    """The helpers of a generated module, executed (its tests are not run)."""
+    exchange = make_exchange("GET", "/", [("Host", "127.0.0.1:9")], b"", make_response(200), tunnel="t",
+                             started_at=time.time(), target_url="http://127.0.0.1:9", duration=0.01)
+    text = export_pytest([exchange]).text
+    generated = ModuleType("generated_signers")
+    exec(compile(text, "test_generated.py", "exec"), generated.__dict__)  # noqa: S102 - our own output
+    return generated
+
+
+def _same(module: ModuleType, name: str, headers: Headers, body: bytes, url: str, now: int) -> None:
+    provider = by_name(name)
+    assert provider is not None
+    ours = provider.sign(Delivery("POST", url, headers, body), SECRETS[name], now)
+    theirs: list[Any] = module.SIGNERS[name](headers.items(), body, url, SECRETS[name], now)
+    for header in provider.signature_headers:
+        assert Headers(theirs).get(header) == ours.get(header), (name, header)
+
+
+def test_every_builtin_provider_has_a_signer_in_the_module(module: ModuleType) -> None:
+    assert sorted(module.SIGNERS) == sorted(p.name for p in BUILTIN)
+
+
+@pytest.mark.parametrize("info", list_samples(), ids=lambda i: f"{i.provider}-{i.name}")
+def test_each_sample_is_signed_alike(module: ModuleType, info: Any) -> None:
+    now = int(time.time())
+    made = sample(info.provider, info.name, now=now, rng=random.Random(7))
+    _same(module, info.provider, made.headers, made.body, "https://hooks.example.test" + info.path + "?a=1", now)
+
+
+@pytest.mark.parametrize(("name", "headers", "body"), [
+    # GitHub Enterprise Server before 3.0 signed with SHA-1 alone; newer sends both.
+    ("github", [("X-GitHub-Event", "push"), ("X-Hub-Signature", "sha1=00")], b'{"zen": "x"}'),
+    ("github", [("X-GitHub-Event", "push"), ("X-Hub-Signature", "sha1=00"), ("X-Hub-Signature-256", "sha256=00")],
+     b"{}"),
+    # Standard Webhooks under Svix's header names, and the generic ones.
+    ("standard", [("svix-id", "msg_1"), ("svix-timestamp", "1"), ("svix-signature", "v1,x")], b'{"a": 1}'),
+    ("standard", [("webhook-id", "msg_2"), ("webhook-timestamp", "1"), ("webhook-signature", "v1,x")], b"{}"),
+    # Twilio: a form body (its parameters signed sorted) and the SHA-256 setting.
+    ("twilio", [("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", "x")],
+     b"To=%2B1555&From=%2B1666&Body=hi+there&Body=again&Body=again"),
+    ("twilio", [("Content-Type", "application/json"), ("X-Twilio-Signature", "x"),
+                ("X-Twilio-Webhooks-Signature-Settings", "algorithm=HMAC_SHA256")], b'{"a": "b"}'),
+    # Bodies that are not ASCII.
+    ("stripe", [("Stripe-Signature", "t=1,v1=00")], "{\"name\": \"Zoë ✓\"}".encode()),
+    ("shopify", [("X-Shopify-Topic", "orders/create"), ("X-Shopify-Hmac-Sha256", "x")], b"\xff\x00binary"),
+    ("slack", [("X-Slack-Request-Timestamp", "1"), ("X-Slack-Signature", "v0=00")], b"payload=%7B%7D"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_edge_deliveries_are_signed_alike(module: ModuleType, name: str, headers: list[tuple[str, str]],
+                                          body: bytes) -> None:
+    _same(module, name, Headers(headers), body, "https://hooks.example.test/in?b=2&a=1", 1_760_000_000)
