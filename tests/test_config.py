@@ -308,6 +308,48 @@ def test_config_set_project_writes_the_project_file_which_wins_over_the_user_fil
     assert tomllib.loads(places.cli("config", "show").stdout)["agent"]["api_port"] == 4002
 
 
+def test_config_set_says_when_a_later_file_or_the_environment_hides_what_it_saved(places: Places) -> None:
+    places.write_project('[tunnels.web]\ntarget = "8000"\n\n[agent]\napi_port = 4100\n')
+    # The project file defines the tunnel whole: a key saved for it in the user file is not used.
+    done = places.cli("config", "set", "tunnels.web.target", "9000")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"saved tunnels.web.target in {places.user_file}\n"
+    assert done.stderr == (f"devtunnel config: note: {places.project_file} defines [tunnels.web] too (a tunnel is "
+                           f"replaced whole), and wins over {places.user_file}: what was saved does not take effect "
+                           "here (--project saves it in ./devtunnel.toml)\n")
+    assert tomllib.loads(places.cli("config", "show").stdout)["tunnels"]["web"]["target"] == "8000"
+    # A key of a section: the same, named.
+    done = places.cli("config", "set", "agent.api_port", "4200")
+    assert f"note: {places.project_file} sets agent.api_port too, and wins over {places.user_file}" in done.stderr
+    # Saved where it wins, or for a key nothing later sets: no note.
+    assert places.cli("config", "set", "tunnels.web.target", "9000", "--project").stderr == ""
+    assert tomllib.loads(places.cli("config", "show").stdout)["tunnels"]["web"]["target"] == "9000"
+    assert places.cli("config", "set", "tunnels.api.target", "9001").stderr == ""
+    assert places.cli("config", "set", "agent.body_cap", "1mb").stderr == ""
+    # The environment wins over every file.
+    done = places.cli("config", "set", "relay.url", "wss://a.example.com", "--project", DEVTUNNEL_RELAY="wss://b.example.com")
+    assert done.returncode == 0
+    assert done.stderr == ("devtunnel config: note: the environment variable DEVTUNNEL_RELAY is set, and wins over "
+                           f"{places.project_file}: what was saved does not take effect here\n")
+    done = places.cli("config", "add-token", "tok-1234567890", DEVTUNNEL_TOKEN="other")
+    assert "note: the environment variable DEVTUNNEL_TOKEN is set" in done.stderr and "other" not in done.stderr
+    # A file named by DEVTUNNEL_CONFIG is read after the project file.
+    pointed = places.root / "pointed.toml"
+    pointed.write_text('[agent]\nbody_cap = "2mb"\n')
+    done = places.cli("config", "set", "agent.body_cap", "3mb", "--project", DEVTUNNEL_CONFIG=str(pointed))
+    assert f"note: {pointed} sets agent.body_cap too, and wins over {places.project_file}" in done.stderr
+
+
+def test_config_import_ngrok_says_which_imported_tunnels_the_project_file_hides(places: Places) -> None:
+    places.write_project('[tunnels.web]\ntarget = "8000"\n')
+    ngrok = places.root / "ngrok.yml"
+    ngrok.write_text('version: "2"\ntunnels:\n  web:\n    proto: http\n    addr: 3000\n  api:\n    proto: http\n    addr: 3001\n')
+    done = places.cli("config", "import-ngrok", str(ngrok))
+    assert done.returncode == 0, done.stderr
+    assert f"note: {places.project_file} defines [tunnels.web] too" in done.stderr
+    assert "[tunnels.api]" not in done.stderr
+
+
 def test_config_set_with_a_bad_value_exits_2_and_writes_nothing(places: Places) -> None:
     done = places.cli("config", "set", "agent.api_port", "x")
     assert done.returncode == 2

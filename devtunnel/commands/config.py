@@ -20,6 +20,7 @@ from devtunnel.config import (
     add_tunnels,
     config_files,
     load,
+    overridden_by,
     project_file,
     set_value,
     to_toml,
@@ -220,10 +221,20 @@ def _target_file(args: argparse.Namespace) -> Path:
     return project_file() if args.project else user_file()
 
 
+def _note_overrides(args: argparse.Namespace, dotted: str, path: Path) -> None:
+    """Say so when what was saved in ``path`` does not take effect here: a file read after it,
+    or the environment, sets the same key (or, for a tunnel, defines the same tunnel)."""
+    for later in overridden_by(dotted, path):
+        hint = "" if args.project or "environment" in later else " (--project saves it in ./devtunnel.toml)"
+        print(safe(f"devtunnel config: note: {later}, and wins over {path}: what was saved does not take "
+                   f"effect here{hint}"), file=sys.stderr)
+
+
 def _set(args: argparse.Namespace) -> int:
     path = _target_file(args)
     set_value(path, args.key, args.value)
     print(safe(f"saved {args.key} in {path}"))
+    _note_overrides(args, args.key, path)
     return 0
 
 
@@ -236,6 +247,7 @@ def _add_token(args: argparse.Namespace) -> int:
     path = _target_file(args)
     set_value(path, "relay.token", token)
     print(safe(f"saved relay.token in {path} (mode 0600)"))
+    _note_overrides(args, "relay.token", path)
     return 0
 
 
@@ -277,6 +289,8 @@ def _import_ngrok(args: argparse.Namespace) -> int:
         print(safe(f"note: {note}"))
     if written and not args.dry_run:
         print(safe(f"saved in {target}; start one with: devtunnel http {written[0]}"))
+        for name in written:
+            _note_overrides(args, f"tunnels.{name}.target", target)
     elif not written:
         print("nothing to import" if not kept else "nothing new to import")
     return 0

@@ -32,7 +32,8 @@ from the top down (a module imports only modules listed after it):
 
 - ``write.py``: ``to_toml`` (``config show``), ``set_value`` (``config set``), ``add_tunnels``,
   ``masked``; a file is checked as it would be, then replaced atomically with mode 0600.
-- ``load.py``: ``load`` (defaults, files, environment) and ``with_flags`` (the command line).
+- ``load.py``: ``load`` (defaults, files, environment), ``with_flags`` (the command line) and
+  ``overridden_by`` (what would hide a value saved in a file).
 - ``webhooks.py``: ``[webhooks.NAME]`` tables read and checked, and ``webhook_context``.
 - ``source.py``: where a value came from, and ``FILE:LINE: KEY: PROBLEM`` messages.
 - ``settings.py``: the tree, ``Settings`` and its sections, each field with its default and kind;
@@ -48,7 +49,7 @@ thing: the limits each side of a tunnel connection announces in its handshake.
 from __future__ import annotations
 
 from devtunnel.config.files import FILE_NAME, ConfigFile, config_files, project_file, user_file
-from devtunnel.config.load import load, with_flags
+from devtunnel.config.load import load, overridden_by, with_flags
 from devtunnel.config.settings import (
     AgentSection,
     RelaySection,
@@ -78,6 +79,7 @@ __all__ = [
     "config_files",
     "key_names",
     "load",
+    "overridden_by",
     "masked",
     "project_file",
     "set_value",

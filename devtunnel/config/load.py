@@ -170,6 +170,43 @@ def load(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> S
     return settings
 
 
+def overridden_by(dotted: str, path: Path, environ: Mapping[str, str] | None = None,
+                  cwd: Path | None = None) -> list[str]:
+    """What is read after the file at ``path`` and sets ``dotted`` too, so that a value saved in
+    that file does not take effect here: each a phrase for a note (``/p/devtunnel.toml defines
+    [tunnels.web] too (a tunnel is replaced whole)``, ``the environment variable DEVTUNNEL_RELAY is set``).
+
+    ``dotted`` is ``SECTION.KEY`` or ``tunnels.NAME.KEY`` (a tunnel is replaced whole by a later
+    file that defines it, whatever keys it sets). Files that cannot be read are left to ``load``.
+    """
+    env = os.environ if environ is None else environ
+    parts = dotted.split(".")
+    files = config_files(env, cwd)
+    mine = path.absolute()
+    later = False
+    found: list[str] = []
+    for file in files:
+        if file.path.absolute() == mine:
+            later = True
+            continue
+        if not later or not file.exists:
+            continue
+        try:
+            doc = parse_file(file.path)[1]
+        except ConfigError:
+            continue
+        table = doc.get(parts[0])
+        if not isinstance(table, dict) or parts[1] not in table:
+            continue
+        if parts[0] == "tunnels":
+            found.append(f"{file.path} defines [tunnels.{parts[1]}] too (a tunnel is replaced whole)")
+        else:
+            found.append(f"{file.path} sets {dotted} too")
+    found += [f"the environment variable {variable} is set" for variable, key in ENV_SETTINGS.items()
+              if key == dotted and env.get(variable)]
+    return found
+
+
 def with_flags(settings: Settings, flags: Mapping[str, tuple[str, object]]) -> Settings:
     """``settings`` with command-line values on top; flags that were not given are None.
 
