@@ -333,6 +333,8 @@ class Forwarder:
         held_again = False
         held_until = 0.0
         """When a request held again after the app dropped it may be held no more."""
+        sent_to = dropped_by = gate.starts if gate is not None else 0
+        """The run of the app (``HoldGate.starts``) the request was last sent to, and the one that dropped it first."""
         sent_at = start.sent_at
         try:
             while True:
@@ -347,6 +349,8 @@ class Forwarder:
                     if resend is not None:
                         conn.write(resend)
                     sent_at = conn.loop.time()
+                    if gate is not None:
+                        sent_to = gate.starts
                 if not head.end_stream and resend is None:
                     lease.body_task = asyncio.create_task(self._send_body(stream, conn, chunked, cap, copy, start.length))
                 response = LocalResponse(head_only)
@@ -388,6 +392,18 @@ class Forwarder:
                     # once) waits again after a plain close too: an app slow to die accepts
                     # and reads it, and closes it unanswered as it exits, before its
                     # supervisor knows; a probe spaces the attempts.
+                    if held_again and sent_to != dropped_by:
+                        # Sent again to the app started after the one that dropped it, and
+                        # dropped by that one too: this request may be what brings the app
+                        # down, and a third try would only crash it again.
+                        await self._fail_before_head(
+                            stream, head, cap, 502, "app_restarting",
+                            f"{APP_RESTARTING}: {failed}; the app went down with this request in it"
+                            " twice, after a restart too: not sent a third time (it may be what"
+                            " brings the app down; see its log)")
+                        return
+                    if not held_again:
+                        dropped_by = sent_to
                     again = held_again
                     if gate.hold and (head.end_stream or resend is not None) and (
                         not held_again

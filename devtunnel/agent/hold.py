@@ -57,6 +57,8 @@ class HoldGate:
         """Requests that waited and were answered 503."""
         self.managed = False
         """True when devtunnel runs the app: a refused connection then means it is going down."""
+        self.starts = 0
+        """How many times the app became ready: which run of it a request was sent to."""
         self.app_state = ""
         """The app's state in words (``starting``, ``restarting (2)``), for messages."""
         self._up = asyncio.Event()
@@ -77,6 +79,8 @@ class HoldGate:
         self.managed = True
         self.app_state = state
         if ready:
+            if not self._up.is_set():
+                self.starts += 1
             self._reachable.set()  # the supervisor's word is newer than a probe's
             self._up.set()
         else:

@@ -9,6 +9,8 @@
   an answer cut after its head; ``--exit-delay S`` makes the app that slow to die;
 * ``--drop N``: the first N requests to each path starting ``/drop`` are read and their
   connection closed unanswered (as an app slow to die does with what reaches it as it exits);
+* a request to a path starting ``/crash`` makes the app exit (code 3) at once, unanswered: a
+  request that brings the app down each time it is handled;
 * ``/healthz`` answers 503 until ``--ready-file`` exists, then 200;
 * ``--child-pidfile`` starts a ``sleep`` child and writes its pid there (to prove the whole
   group is stopped);
@@ -63,6 +65,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if self.path.startswith("/crash"):
+            print(f"crashing on {self.path}", file=sys.stderr, flush=True)
+            os._exit(3)
         if self.path.startswith("/drop"):
             drops[self.path] = drops.get(self.path, 0) + 1
             if drops[self.path] <= args.drop:

@@ -124,6 +124,31 @@ def test_with_hold_a_get_the_app_closes_unanswered_is_sent_again_a_post_only_onc
     assert run.proc.stop(signal.SIGTERM) == 0
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_with_hold_a_request_that_crashes_the_app_is_not_sent_to_it_again_and_again(
+        start, tmp_path: Path, method: str) -> None:
+    # A request the app dies on is held for its restart and sent once more (a reload may have
+    # cut it); when the restarted app dies on it too, it is answered 502, not sent a third time:
+    # a GET went on crashing the app for as long as the hold lasted.
+    port = free_port()
+    run = start(str(port), "--run", app_command(port), "--hold", "30s")
+    with httpx.Client(timeout=60) as client:
+        wait_for(lambda: run.app()["state"] == "ready", timeout=30, what="the app ready")
+        crashed = run.post(client, "/crash", b'{"id": 1}') if method == "POST" else run.get(client, "/crash")
+        assert crashed.status_code == 502, (crashed.status_code, crashed.text)
+        assert crashed.headers["X-Devtunnel-Error"] == "app_restarting"
+        assert "went down with this request in it twice" in crashed.text
+        wait_for(lambda: run.app()["state"] == "ready", timeout=30, what="the app ready again")
+        after = run.get(client, "/after")
+        assert after.status_code == 200, (after.status_code, after.text)
+    lines = [line["text"] for line in httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]]
+    assert sum("crashing on /crash" in line for line in lines) == 2, lines
+    assert run.app()["restarts"] == 2
+    assert run.proc.stop(signal.SIGTERM) == 0
+    [ex] = [ex for ex in _records(tmp_path / "c.db") if ex.request.path == "/crash"]
+    assert (ex.status, ex.error) == (502, "app_restarting") and "not sent a third time" in ex.error_message
+
+
 def test_without_hold_the_502s_say_the_app_is_restarting(start, tmp_path: Path) -> None:
     port = free_port()
     run = start(str(port), "--run", app_command(port, "--exit-after", "2"))
