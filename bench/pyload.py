@@ -130,6 +130,9 @@ def main() -> int:
         uvloop.install()
     except ImportError:
         pass
+    if len(sys.argv) < 3 or sys.argv[1] not in ("serve", "load") or (sys.argv[1] == "load" and len(sys.argv) < 6):
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
     if sys.argv[1] == "serve":
         asyncio.run(_serve(int(sys.argv[2])))
     else:
