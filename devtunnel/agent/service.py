@@ -341,7 +341,9 @@ class AgentService:
 
     def _hint(self, exchange: Exchange) -> None:
         """Say once per tunnel what to do about a known dev server refusing the tunnel's Host
-        or Origin, or a target one address away (``devservers``): the log showed a bare 403 or 502."""
+        or Origin, or a target one address away (``devservers``): the log showed a bare 403 or 502.
+
+        Said whether or not the tunnel records (``ExchangeCapture``, with no ``live``)."""
         tunnel = self._tunnels.get(exchange.tunnel)
         if tunnel is None:
             return

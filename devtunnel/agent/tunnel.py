@@ -116,7 +116,8 @@ class AgentTunnel:
         sink: receives exchanges (live snapshots and final records).
         on_change: called with a ``TunnelInfo`` on every state change.
         body_cap: bytes of each body to record.
-        live: submit long-running exchanges once early.
+        live: submit long-running exchanges once early; False for a tunnel that records nothing,
+            whose captures then keep what the hints read (``ExchangeCapture``).
         backoff: the reconnection delays.
         head_timeout: seconds the local service has to answer.
     """

@@ -217,3 +217,26 @@ async def test_a_websocket_answered_with_no_http_says_what_it_sent_and_next_js_r
     finally:
         server.close()
         await server.wait_closed()
+
+
+VITE_HINT = ('Vite refused the Host "app.tunnel.test": add "app.tunnel.test" to server.allowedHosts in vite.config.js,'
+             " or start devtunnel with --host-header rewrite (the local Host)")
+
+
+async def test_with_no_record_each_refusal_still_gets_its_hint(env: dict[str, str], procs: list[Proc]) -> None:
+    """``--no-record`` keeps no body, and the hints read the refusal's: they were not given at all."""
+    async with tunnel(env, procs, "--no-record") as (relay_port, agent):
+        for path in ("/vite", "/webpack", "/django", "/rails"):
+            assert await get(relay_port, path) in (400, 403)
+        assert await get(relay_port, "/csrf", "Origin: https://app.tunnel.test") == 403
+        assert await get(relay_port, "/_next/static/chunks/main.js", "Origin: https://app.tunnel.test") == 403
+        async with connect("ws://app.tunnel.test/ws", host="127.0.0.1", port=relay_port,
+                           origin="https://app.tunnel.test") as ws:  # type: ignore[arg-type]
+            assert "Invalid Host/Origin header" in str(await asyncio.wait_for(ws.recv(), 10))
+        await async_wait_for(lambda: len(hints(agent)) >= 7, what=f"seven hints: {agent.err}")
+        said = hints(agent)
+        assert said[0] == f"tunnel app: {VITE_HINT}"
+        assert [line.split(": ", 1)[1].split(" refused ")[0] for line in said] == [
+            "Vite", "webpack-dev-server", "Django", "Rails", "Django", "Next.js", "webpack-dev-server"]
+        assert "live-reload WebSocket from https://app.tunnel.test" in said[-1]
+
