@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from devtunnel.capture.model import Exchange
 
-__all__ = ["SCANNED", "STATUSES", "WS_SCANNED", "Hint", "refusal_hint", "target_hint"]
+__all__ = ["MAX_HINTS", "SCANNED", "STATUSES", "WS_SCANNED", "Hint", "refusal_hint", "target_hint"]
 
 STATUSES = frozenset((400, 403))
 """The statuses a dev server refuses a Host or an Origin with (and a WebSocket handshake ends
@@ -44,6 +44,10 @@ STATUSES = frozenset((400, 403))
 SCANNED = 16 * 1024
 """Bytes of a body looked at: each text below comes near the start of its page. A tunnel that
 records nothing keeps these of a refusal's body all the same (``ExchangeCapture``)."""
+
+MAX_HINTS = 16
+"""Hints a tunnel gives at most (a Django CSRF hint names the Origin a client sent: clients
+sending many cannot fill the log, the API's tunnel or the memory)."""
 
 _WS_MESSAGES = 4
 """The first WebSocket messages looked at, and ``_WS_HEAD`` bytes of each."""
