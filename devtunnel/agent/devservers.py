@@ -35,14 +35,26 @@ from urllib.parse import urlsplit
 
 from devtunnel.capture.model import Exchange
 
-__all__ = ["STATUSES", "Hint", "refusal_hint", "target_hint"]
+__all__ = ["MAX_HINTS", "SCANNED", "STATUSES", "WS_SCANNED", "Hint", "refusal_hint", "target_hint"]
 
 STATUSES = frozenset((400, 403))
 """The statuses a dev server refuses a Host or an Origin with (and a WebSocket handshake ends
 101 before a server message can refuse it)."""
 
-_SCANNED = 16 * 1024
-"""Bytes of a body looked at: each text below comes near the start of its page."""
+SCANNED = 16 * 1024
+"""Bytes of a body looked at: each text below comes near the start of its page. A tunnel that
+records nothing keeps these of a refusal's body all the same (``ExchangeCapture``)."""
+
+MAX_HINTS = 16
+"""Hints a tunnel gives at most (a Django CSRF hint names the Origin a client sent: clients
+sending many cannot fill the log, the API's tunnel or the memory)."""
+
+_WS_MESSAGES = 4
+"""The first WebSocket messages looked at, and ``_WS_HEAD`` bytes of each."""
+_WS_HEAD = 200
+WS_SCANNED = 4096
+"""Bytes of WebSocket payloads a tunnel that records nothing keeps for the hints (the first
+messages' ``_WS_HEAD`` bytes, with room for a client message before the refusal)."""
 
 _VITE = re.compile(rb'^Blocked request\. This host \(("(?:[^"\\]|\\.)*")\) is not allowed\.'
                    rb'(?:.*?`(\w+\.allowedHosts)`)?', re.S)
@@ -78,7 +90,7 @@ def refusal_hint(exchange: Exchange, rewrite: bool) -> Hint | None:
     response = exchange.response
     if response is None or response.status not in STATUSES:
         return None
-    body = response.body[:_SCANNED]
+    body = response.body[:SCANNED]
     public = exchange.request.host
     fix = "" if rewrite else ", or start devtunnel with --host-header rewrite (the local Host)"
     if response.status == 403:
@@ -130,8 +142,8 @@ def _next_socket(exchange: Exchange) -> Hint | None:
 
 def _webpack_socket(exchange: Exchange) -> Hint | None:
     """webpack-dev-server accepts a live-reload WebSocket, then refuses a foreign Host or Origin in its first message."""
-    for message in exchange.ws_messages[:4]:
-        if message.sender == "server" and _WEBPACK_WS in message.payload[:200]:
+    for message in exchange.ws_messages[:_WS_MESSAGES]:
+        if message.sender == "server" and _WEBPACK_WS in message.payload[:_WS_HEAD]:
             origin = exchange.request.headers.get("origin") or exchange.request.host
             return Hint("webpack-ws", f"webpack-dev-server refused the live-reload WebSocket from {origin}"
                         " (its Host or Origin is not allowed): set devServer.allowedHosts to 'all'"

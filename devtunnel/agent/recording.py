@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from devtunnel.agent.devservers import SCANNED, STATUSES, WS_SCANNED
 from devtunnel.capture.model import Exchange, ErrorKind, Headers, Request, Response, RuleMark, WsMessage, new_id
 from devtunnel.protocol.events import Fields, RequestReceived
 from devtunnel.values.numbers import is_decimal
@@ -107,7 +108,13 @@ class ExchangeCapture:
         target_url: the local service the request goes to.
         body_cap: bytes of each body (and of all WebSocket payloads together) to keep.
         live: where to wait for a snapshot of an exchange still running after ``LIVE_AFTER``
-            seconds (``finish()`` stops the wait); None submits only the final record.
+            seconds (``finish()`` stops the wait); None submits only the final record, and says
+            that the record is kept nowhere (a tunnel that records nothing has no snapshots:
+            ``--no-record``, ``record = false``). Such a capture keeps, whatever ``body_cap``,
+            the first ``devservers.SCANNED`` bytes of a refusal's body (a status in
+            ``devservers.STATUSES``) and ``devservers.WS_SCANNED`` of WebSocket payloads, which
+            the agent's hints read. Any other body costs what it did: the status is looked at
+            once per response with a body, and only by such a capture.
     """
 
     __slots__ = (
@@ -150,6 +157,8 @@ class ExchangeCapture:
         if sink is not None and live is not None:
             self._live = live
             live.add(self)
+        elif body_cap < WS_SCANNED:  # kept nowhere: the hints read a refused WebSocket's first messages
+            self._ws_budget = WS_SCANNED
 
     @property
     def exchange(self) -> Exchange:
@@ -228,8 +237,16 @@ class ExchangeCapture:
         """Count (and keep up to the cap) a chunk of response body."""
         body = self._response_body
         if body is None:
-            body = self._response_body = _Body(self._cap)
+            # Kept nowhere (no ``live``; none once finished either, but no body comes then): the
+            # hints read the start of a refusal's body whatever the cap.
+            body = self._response_body = _Body(self._cap if self._live is not None else self._unkept_cap())
         body.add(chunk)
+
+    def _unkept_cap(self) -> int:
+        """The bytes to keep of a response body whose record is kept nowhere: at least
+        ``SCANNED`` of a refusal's (a status in ``STATUSES``), else the cap."""
+        response = self._response
+        return max(self._cap, SCANNED) if response is not None and response[0] in STATUSES else self._cap
 
     def response_body_unseen(self, size: int) -> None:
         """Count ``size`` bytes of response body the agent never had (a rule at the relay

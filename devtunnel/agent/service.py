@@ -24,7 +24,7 @@ from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
 from devtunnel.errors import ConfigError, NotFoundError
 from devtunnel.agent.children import LogRing
 from devtunnel.agent.config import TunnelConfig
-from devtunnel.agent.devservers import STATUSES, refusal_hint, target_hint
+from devtunnel.agent.devservers import MAX_HINTS, STATUSES, refusal_hint, target_hint
 from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url, same_relay
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
@@ -341,13 +341,18 @@ class AgentService:
 
     def _hint(self, exchange: Exchange) -> None:
         """Say once per tunnel what to do about a known dev server refusing the tunnel's Host
-        or Origin, or a target one address away (``devservers``): the log showed a bare 403 or 502."""
+        or Origin, or a target one address away (``devservers``): the log showed a bare 403 or 502.
+
+        Said whether or not the tunnel records (``ExchangeCapture``, with no ``live``), and at most
+        ``MAX_HINTS`` times a tunnel: a key may quote an Origin a client chose."""
         tunnel = self._tunnels.get(exchange.tunnel)
         if tunnel is None:
             return
         hint = target_hint(exchange) or refusal_hint(exchange, rewrite=tunnel.config.host_header == "rewrite")
-        if hint is not None and hint.key not in tunnel.hinted:
+        if hint is not None and hint.key not in tunnel.hinted and len(tunnel.hints) < MAX_HINTS:
             tunnel.hinted.add(hint.key)
+            tunnel.hints.append(hint.line)
             log.warning("tunnel %s: %s", exchange.tunnel, hint.line)
             if tunnel.app is not None:  # and in the app's log (``devtunnel logs``, l in the inspector)
                 tunnel.app.log.add("devtunnel", hint.line)
+            tunnel.notify()  # and in /api/tunnels, /api/events and the inspector's tunnels panel

@@ -116,7 +116,8 @@ class AgentTunnel:
         sink: receives exchanges (live snapshots and final records).
         on_change: called with a ``TunnelInfo`` on every state change.
         body_cap: bytes of each body to record.
-        live: submit long-running exchanges once early.
+        live: submit long-running exchanges once early; False for a tunnel that records nothing,
+            whose captures then keep what the hints read (``ExchangeCapture``).
         backoff: the reconnection delays.
         head_timeout: seconds the local service has to answer.
     """
@@ -148,6 +149,8 @@ class AgentTunnel:
         self.requests = 0
         self.hinted: set[str] = set()
         """The dev server refusals the agent's log has said what to do about (``devservers.Hint.key``)."""
+        self.hints: list[str] = []
+        """Their lines, in the order said (at most ``devservers.MAX_HINTS``): ``TunnelInfo.hints``."""
         self.forwarder = Forwarder(
             self.name, self.target, host_header=config.host_header, insecure=config.insecure, head_timeout=head_timeout
         )
@@ -221,6 +224,7 @@ class AgentTunnel:
             via=via,
             pool_members=self._pool_members,
             app=self.app.json(self.config.hold) if self.app is not None else None,
+            hints=tuple(self.hints),
         )
 
     def notify(self) -> None:

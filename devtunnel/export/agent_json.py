@@ -9,7 +9,7 @@ devtunnel adds fields beside ngrok's (never renaming one), which ngrok's clients
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
@@ -183,13 +183,16 @@ class TunnelFacts(Protocol):
     def pool_members(self) -> int | None: ...
     @property
     def app(self) -> Mapping[str, Any] | None: ...
+    @property
+    def hints(self) -> Sequence[str]: ...
 
 
 def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
     """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
     and ``via`` (the public URL's provider and its process, or null); and ``pool``;
     and ``app`` (the app devtunnel runs for the tunnel: ``command state pid restarts exit_code message
-    since health hold log_lines waiting``, or null).
+    since health hold log_lines waiting``, or null); and ``hints``, the lines the agent's log said
+    about a dev server refusing the tunnel (``Vite refused the Host ...``), oldest first.
 
     ``pool`` is null for a tunnel holding its name alone; for one sharing it (``--pool``) it is
     ``{"members": N}``, the agents sharing the name as the relay last said (null while offline).
@@ -197,7 +200,7 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
     ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
     keep ngrok's moving rates and percentiles, so those are left out rather than faked.
     ``error`` reads as the log line saying it: escaped (``values.terminal.escape``), since it may
-    quote what a relay said.
+    quote what a relay said; so are ``hints``, which quote what a local service answered.
     """
     public_url = info.public_url or ""
     return {
@@ -213,6 +216,7 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
         "via": _via_json(info.via),
         "pool": None if info.config is None or not info.config.pool else {"members": info.pool_members},
         "app": None if info.app is None else dict(info.app),
+        "hints": [escape(line) for line in info.hints],
     }
 
 

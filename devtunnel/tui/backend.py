@@ -55,6 +55,9 @@ class TunnelView:
     app_message: str = ""
     app_exit_code: int | None = None
     """The status of its last exit, or None while it has not exited."""
+    hints: tuple[str, ...] = ()
+    """What to do about a dev server refusing the tunnel (``Vite refused the Host ...``), as the
+    agent's log said it, oldest first; escaped by the agent (``tunnel_json``)."""
 
     @classmethod
     def from_json(cls, data: object) -> TunnelView:
@@ -81,7 +84,19 @@ class TunnelView:
             app_restarts=_field(app, "restarts", int, "tunnel.app") if app is not None else 0,
             app_message=_field(app, "message", str, "tunnel.app") if app is not None else "",
             app_exit_code=_field(app, "exit_code", (int, type(None)), "tunnel.app") if app is not None else None,
+            hints=_hints(data),
         )
+
+
+def _hints(data: object) -> tuple[str, ...]:
+    """A tunnel's ``hints`` (none from an agent that sends none)."""
+    if not isinstance(data, dict) or "hints" not in data:
+        return ()
+    hints = _field(data, "hints", list, "tunnel")
+    for hint in hints:
+        if not isinstance(hint, str):
+            raise TunnelError(f"the agent API sent a malformed tunnel: a hint is {quoted(hint)}, not str")
+    return tuple(hints)
 
 
 def _field(data: object, key: str, kind: type | tuple[type, ...], where: str) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -23,6 +24,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Request, Response
 
+from devtunnel.agent.devservers import MAX_HINTS
 from tests.helpers import async_wait_for, free_port, ipv6_loopback
 from tests.kit.procs import Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import parse_response, raw_request
@@ -217,3 +219,53 @@ async def test_a_websocket_answered_with_no_http_says_what_it_sent_and_next_js_r
     finally:
         server.close()
         await server.wait_closed()
+
+
+VITE_HINT = ('Vite refused the Host "app.tunnel.test": add "app.tunnel.test" to server.allowedHosts in vite.config.js,'
+             " or start devtunnel with --host-header rewrite (the local Host)")
+
+
+async def test_with_no_record_each_refusal_still_gets_its_hint(env: dict[str, str], procs: list[Proc]) -> None:
+    """``--no-record`` keeps no body, and the hints read the refusal's: they were not given at all."""
+    async with tunnel(env, procs, "--no-record") as (relay_port, agent):
+        for path in ("/vite", "/webpack", "/django", "/rails"):
+            assert await get(relay_port, path) in (400, 403)
+        assert await get(relay_port, "/csrf", "Origin: https://app.tunnel.test") == 403
+        assert await get(relay_port, "/_next/static/chunks/main.js", "Origin: https://app.tunnel.test") == 403
+        async with connect("ws://app.tunnel.test/ws", host="127.0.0.1", port=relay_port,
+                           origin="https://app.tunnel.test") as ws:  # type: ignore[arg-type]
+            assert "Invalid Host/Origin header" in str(await asyncio.wait_for(ws.recv(), 10))
+        await async_wait_for(lambda: len(hints(agent)) >= 7, what=f"seven hints: {agent.err}")
+        said = hints(agent)
+        assert said[0] == f"tunnel app: {VITE_HINT}"
+        assert [line.split(": ", 1)[1].split(" refused ")[0] for line in said] == [
+            "Vite", "webpack-dev-server", "Django", "Rails", "Django", "Next.js", "webpack-dev-server"]
+        assert "live-reload WebSocket from https://app.tunnel.test" in said[-1]
+
+
+async def test_the_tunnels_entry_of_the_api_lists_its_hints_bounded(
+    env: dict[str, str], procs: list[Proc]
+) -> None:
+    """An inspector that did not start the app reads the hints where it reads the tunnel: ``/api/tunnels``
+    (and its events); ngrok's fields are unchanged beside them. A client posting from ever new
+    Origins gets a bounded list, and no more lines in the log."""
+    api = free_port()
+    async with tunnel(env, procs, "--api-port", str(api)) as (relay_port, agent):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api}", timeout=10) as client:
+            before = (await client.get("/api/tunnels/app")).json()
+            assert before["hints"] == []
+            assert await get(relay_port, "/vite") == 403
+            await async_wait_for(lambda: hints(agent), what=f"a hint: {agent.err}")
+            entry = (await client.get("/api/tunnels")).json()["tunnels"][0]
+            assert entry["hints"] == [VITE_HINT]
+            assert {"name", "uri", "public_url", "proto", "config", "metrics"} <= set(entry)
+            assert entry["public_url"] == before["public_url"] and entry["config"] == before["config"]
+            for n in range(MAX_HINTS + 4):  # each Origin its own hint
+                assert await get(relay_port, "/csrf", f"Origin: https://o{n}.example") == 403
+            await async_wait_for(lambda: len(hints(agent)) == MAX_HINTS, what=f"{MAX_HINTS} hints: {agent.err}")
+            assert await get(relay_port, "/csrf", "Origin: https://late.example") == 403
+            await async_wait_for(lambda: sum(" 403 " in line for line in agent.out) == MAX_HINTS + 6,
+                                 what="a line for each 403")
+            listed = (await client.get("/api/tunnels/app")).json()["hints"]
+            assert len(listed) == MAX_HINTS and listed[0] == VITE_HINT
+            assert not any("late.example" in line for line in listed + hints(agent))

@@ -1,4 +1,5 @@
-"""The tunnels panel: each tunnel's public URL, target, provider, state, request count and rate."""
+"""The tunnels panel: each tunnel's public URL, target, provider, state, request count and rate,
+and under the chosen tunnel the agent's latest hint about a dev server refusing it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from devtunnel.values.terminal import escape
 
 RATE_WINDOW = 10.0
 """Seconds of request counts the rate is averaged over."""
+
+HINT_TIMEOUT = 20.0
+"""Seconds a new hint's notification stays up: long enough to read a sentence naming a setting."""
 
 
 _APP_STYLES = {"ready": "tunnels--online", "starting": "tunnels--starting", "restarting": "tunnels--reconnecting",
@@ -111,10 +115,12 @@ class TunnelsPanel(Widget, can_focus=True):
         """Merge (or with ``replace``, set) the tunnels shown."""
         if self._chosen is None and self.current is not None:
             self._chosen = self.current.name
+        old = self.tunnels
         if replace:
             self.tunnels = {}
         now = self._clock()
         for tunnel in tunnels:
+            self._tell_hints(tunnel, old.get(tunnel.name))
             if tunnel.state == "stopped":  # listed, s starts it again; gone at the next poll unless stopped here
                 self._samples.pop(tunnel.name, None)
             self.tunnels[tunnel.name] = tunnel
@@ -129,6 +135,13 @@ class TunnelsPanel(Widget, can_focus=True):
         self.set_reactive(TunnelsPanel.cursor, names.index(self._chosen) if self._chosen in names
                           else min(self.cursor, max(0, len(names) - 1)))
         self.refresh(layout=True)
+
+    def _tell_hints(self, tunnel: TunnelView, before: TunnelView | None) -> None:
+        """A hint new to the panel comes up whole in a notification: the panel's line cuts it."""
+        for hint in tunnel.hints:
+            if before is None or hint not in before.hints:
+                self.notify(escape_control(hint), title=f"tunnel {escape(tunnel.name)}", severity="warning",
+                            timeout=HINT_TIMEOUT, markup=False)
 
     def set_agent(self, status: AgentStatus | None) -> None:
         """Show the supervised agent's state."""
@@ -156,7 +169,7 @@ class TunnelsPanel(Widget, can_focus=True):
 
     def action_move(self, step: int) -> None:
         self.cursor = max(0, min(len(self.tunnels) - 1, self.cursor + step))
-        self.refresh()
+        self.refresh(layout=True)  # the hint line goes with the cursor
 
     def watch_cursor(self) -> None:
         self._chosen = self.current.name if self.current is not None else None
@@ -226,9 +239,17 @@ class TunnelsPanel(Widget, can_focus=True):
             line.stylize(self._style("tunnels--cursor"))
         return line
 
+    def _hint_line(self) -> Text | None:
+        """The latest hint of the tunnel under the cursor (as the agent escaped it), or None."""
+        tunnel = self.current
+        if tunnel is None or not tunnel.hints:
+            return None
+        return Text(f"  ⚠ {escape_control(tunnel.hints[-1])}", style=self._style("tunnels--reconnecting"),
+                    no_wrap=True, overflow="ellipsis")
+
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         # Every line, whatever the window render() shows: max-height caps it.
-        return (self._agent_line() is not None) + max(1, len(self.tunnels))
+        return (self._agent_line() is not None) + max(1, len(self.tunnels)) + (self._hint_line() is not None)
 
     def _window(self, room: int) -> range:
         """The tunnels shown when only ``room`` lines fit: a window that keeps the cursor in it."""
@@ -244,7 +265,8 @@ class TunnelsPanel(Widget, can_focus=True):
         if agent is not None:
             lines.append(agent)
         tunnels = list(self.tunnels.values())
-        room = self.content_size.height - len(lines)
+        hint = self._hint_line()
+        room = self.content_size.height - len(lines) - (hint is not None)
         shown = range(len(tunnels))
         if 1 < room < len(tunnels):
             # More tunnels than lines (max-height): the cursor's stays in sight, so s and R act on
@@ -252,6 +274,8 @@ class TunnelsPanel(Widget, can_focus=True):
             shown = self._window(room - 1)
         for index in shown:
             lines.append(self._tunnel_line(tunnels[index], index == self.cursor))
+            if index == self.cursor and hint is not None:
+                lines.append(hint)
         if len(shown) < len(tunnels):
             lines.append(Text(f"{len(tunnels)} tunnels, {shown.start + 1}-{shown.stop} shown: ↑↓ scroll",
                               style=self._style("tunnels--dim")))
