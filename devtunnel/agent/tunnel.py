@@ -146,6 +146,8 @@ class AgentTunnel:
         self.sink = sink
         self.body_cap = body_cap
         self.live = LiveSnapshots() if live else None
+        self.recorded = live
+        """Whether its exchanges reach the store: its own ``record`` and an agent that records (not ``--no-record``)."""
         self.requests = 0
         self.hinted: set[str] = set()
         """The dev server refusals the agent's log has said what to do about (``devservers.Hint.key``)."""
@@ -220,7 +222,7 @@ class AgentTunnel:
             next_retry_at=self._next_retry_at,
             error=error,
             requests=self.requests,
-            config=self.config,
+            config=self.config if self.recorded or not self.config.record else replace(self.config, record=False),
             via=via,
             pool_members=self._pool_members,
             app=self.app.json(self.config.hold) if self.app is not None else None,

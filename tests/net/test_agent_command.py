@@ -80,6 +80,18 @@ def test_http_exits_0_on_sigterm_without_api(env: dict[str, str], procs: list[Pr
     assert not (Path(env["XDG_STATE_HOME"]) / "devtunnel").exists()  # --no-record: no database
 
 
+def test_no_record_makes_the_api_say_inspect_false(env: dict[str, str], procs: list[Proc],
+                                                    local: tuple[int, LocalState]) -> None:
+    # ngrok's config.inspect is whether the tunnel's requests are recorded: with --no-record none
+    # are, yet the API said true (it read only the tunnel's own setting).
+    api_port = free_port()
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--api-port", str(api_port), "--no-record")
+    agent.line(lambda l: l.startswith("Forwarding"))
+    [tunnel] = httpx.get(f"http://127.0.0.1:{api_port}/api/tunnels", timeout=10).json()["tunnels"]
+    assert tunnel["config"]["inspect"] is False
+    assert agent.stop(signal.SIGTERM) == 0
+
+
 def relay(procs: list[Proc], env: dict[str, str], port: int, token: str = "good") -> Proc:
     proc = start(procs, env, "relay", "--listen", f"127.0.0.1:{port}", "--token", token)
     proc.line(lambda l: l.startswith("Relay listening"))
