@@ -82,3 +82,20 @@ def test_a_relay_url_with_a_password_is_refused_without_printing_it(tmp_path: Pa
         said = _refused_in_one_line(done, SECRET, SECRET[:8])
         assert "a relay URL takes no user name or password" in said, said
         assert "…@relay.example.com" in said or "…@127.0.0.1:1" in said, said
+
+
+@pytest.mark.parametrize(("command", "flag", "instead"), [
+    (["http"], "--token", "--token-file"),
+    (["http"], "--basic-auth", "sha256:HEX"),
+    (["relay"], "--token", "--tokens-file"),
+])
+def test_each_flag_that_takes_a_secret_says_in_its_help_that_ps_shows_it(
+        tmp_path: Path, command: list[str], flag: str, instead: str) -> None:
+    done = subprocess.run([*DEVTUNNEL, *command, "--help"], capture_output=True, text=True, timeout=30,
+                          env=_env(tmp_path, COLUMNS="400"))
+    assert done.returncode == 0, done
+    options = done.stdout.split("\noptions:\n", 1)[1]
+    # One option's help: from its line to the next option's (argparse puts a long one's text below it).
+    (said,) = [block for block in options.split("\n  -") if block.startswith(flag[1:] + " ")]
+    said = " ".join(said.split())
+    assert "other users see it in `ps`" in said and instead in said, said
