@@ -99,3 +99,17 @@ def test_each_flag_that_takes_a_secret_says_in_its_help_that_ps_shows_it(
     (said,) = [block for block in options.split("\n  -") if block.startswith(flag[1:] + " ")]
     said = " ".join(said.split())
     assert "other users see it in `ps`" in said and instead in said, said
+
+
+def test_a_settings_file_other_users_can_read_is_refused_when_it_holds_the_relay_token(tmp_path: Path) -> None:
+    # As one holding a webhook secret already was: a project's devtunnel.toml is often 0644 (and committed).
+    project = tmp_path / "devtunnel.toml"
+    project.write_text(f'[relay]\nurl = "ws://127.0.0.1:1"\ntoken = "{SECRET}"\n')
+    project.chmod(0o644)
+    for args in (["http", str(free_port()), "--no-tui", "--api-port", "0"], ["config", "show"]):
+        said = _refused_in_one_line(_run(tmp_path, *args), SECRET)
+        assert (f"relay.token: the file holds the relay token but other users can read it (mode 644): run chmod 600 "
+                f"{project}, or give the token with DEVTUNNEL_TOKEN") in said, said
+    project.chmod(0o600)
+    shown = _run(tmp_path, "config", "show")
+    assert shown.returncode == 0 and 'token = "********' in shown.stdout and SECRET not in shown.stdout, shown
