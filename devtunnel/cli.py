@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from devtunnel import __version__
-from devtunnel.commands.output import EscapingFormatter, err, safe, tolerant_output
+from devtunnel.commands.output import EscapingFormatter, err, escape_tracebacks, safe, tolerant_output
 from devtunnel.errors import ConfigError, DevtunnelError, TunnelError
 from devtunnel.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_TUNNEL_REFUSED, EXIT_USAGE, HELP_TABLE
 from devtunnel.values.numbers import is_decimal
@@ -503,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     comes from the network) and an exit status from ``devtunnel.exit_codes``.
     """
     tolerant_output()
+    escape_tracebacks()
     if logging.lastResort is not None:
         # A warning in a command that sets up no logging (the capture database's upgrade notice
         # quotes its path) is printed by logging's last resort: escaped like every other line.

@@ -113,3 +113,4 @@ def test_a_settings_file_other_users_can_read_is_refused_when_it_holds_the_relay
     project.chmod(0o600)
     shown = _run(tmp_path, "config", "show")
     assert shown.returncode == 0 and 'token = "********' in shown.stdout and SECRET not in shown.stdout, shown
+
