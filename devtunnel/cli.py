@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from devtunnel import __version__
-from devtunnel.commands.output import EscapingFormatter, err, safe, tolerant_output
+from devtunnel.commands.output import EscapingFormatter, err, escape_tracebacks, safe, tolerant_output
 from devtunnel.errors import ConfigError, DevtunnelError, TunnelError
 from devtunnel.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_TUNNEL_REFUSED, EXIT_USAGE, HELP_TABLE
 from devtunnel.values.numbers import is_decimal
@@ -127,7 +127,8 @@ examples:
     # Unset flags are None: the command takes them from [relay_server] in devtunnel.toml, then the defaults.
     p.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default: 127.0.0.1:8000)")
     p.add_argument("--domain", help="NAME.DOMAIN goes to tunnel NAME (default: localhost)")
-    p.add_argument("--token", action="append", default=[], help="accepted agent token (repeatable)")
+    p.add_argument("--token", action="append", default=[],
+                   help="accepted agent token (repeatable); other users see it in `ps`: prefer --tokens-file")
     p.add_argument("--tokens-file", metavar="FILE", help="file with one accepted token per line (# comments)")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate chain")
     p.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
@@ -196,7 +197,8 @@ examples:
                    help="do not verify an https target's certificate (the relay's always is: see --relay-ca)")
     p.add_argument("--rules", metavar="FILE", help="a TOML file of [[rules]] the relay enforces for this tunnel (docs/policy.md)")
     p.add_argument("--basic-auth", action="append", default=[], metavar="USER:PASS",
-                   help="ask for this user and password at the relay (repeatable; PASS may be sha256:HEX)")
+                   help="ask for this user and password at the relay (repeatable; PASS may be sha256:HEX); other "
+                        "users see it in `ps`: prefer sha256:HEX, or the users in devtunnel.toml or a --rules FILE")
     p.add_argument("--allow-ip", action="append", default=[], metavar="CIDR",
                    help="answer only these client addresses or networks, others get 403 (repeatable)")
     p.add_argument("--rate-limit", metavar="RATE", help="requests per client address, e.g. 20/s or 600/m; more get 429")
@@ -501,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     comes from the network) and an exit status from ``devtunnel.exit_codes``.
     """
     tolerant_output()
+    escape_tracebacks()
     if logging.lastResort is not None:
         # A warning in a command that sets up no logging (the capture database's upgrade notice
         # quotes its path) is printed by logging's last resort: escaped like every other line.

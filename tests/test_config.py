@@ -60,10 +60,12 @@ class Places:
     def write_user(self, text: str) -> Path:
         self.user_file.parent.mkdir(parents=True, exist_ok=True)
         self.user_file.write_text(text)
+        self.user_file.chmod(0o600)  # as config add-token writes it: a file holding the token is private
         return self.user_file
 
     def write_project(self, text: str) -> Path:
         self.project_file.write_text(text)
+        self.project_file.chmod(0o600)
         return self.project_file
 
     def load(self, **env: str) -> Settings:

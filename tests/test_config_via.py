@@ -16,6 +16,7 @@ from devtunnel.errors import ConfigError
 
 def settings_from(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
     (tmp_path / "devtunnel.toml").write_text(text)
+    (tmp_path / "devtunnel.toml").chmod(0o600)
     return load(environ={"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}, cwd=tmp_path)
 
 

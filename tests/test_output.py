@@ -229,3 +229,33 @@ def test_a_newline_in_a_logged_message_cannot_start_a_line_of_its_own() -> None:
     assert not any(line.startswith("Forwarding") for line in lines)
     assert lines[1].endswith("failed: x\\ry")
     assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: boom"  # still readable
+
+
+CRASH = """
+import sys, threading
+from devtunnel import cli
+from devtunnel.commands import captures
+
+HOSTILE = "header X-Evil: \\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\u009b31m\\u202eRTL"
+
+def crash(args):
+    worker = threading.Thread(target=lambda: (_ for _ in ()).throw(ValueError(HOSTILE)), name="recorder")
+    worker.start()
+    worker.join()
+    raise RuntimeError(HOSTILE)
+
+captures.run = crash  # a bug in a command, its message quoting a request: nothing catches it
+sys.exit(cli.main(["requests"]))
+"""
+
+
+def test_a_traceback_nothing_caught_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    # Python's own hooks printed the message as it was: a bug's traceback quoting a captured header
+    # wrote the clipboard (OSC 52) and cleared the screen.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVTUNNEL_", "XDG_"))}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), PYTHONPATH=str(Path(__file__).parent.parent))
+    done = subprocess.run([sys.executable, "-c", CRASH], capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path)
+    assert done.returncode == 1, done
+    assert not {"\x1b", "\x07", "\x9b", "\u202e"} & set(done.stderr), done.stderr
+    assert "Exception in thread recorder:" in done.stderr
+    assert done.stderr.count("header X-Evil: \\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b31m\\u202eRTL") == 2, done.stderr

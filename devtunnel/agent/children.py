@@ -28,7 +28,7 @@ from typing import Literal
 from devtunnel import lifetime
 from devtunnel.values.app_state import exit_state
 
-__all__ = ["MAX_LINE", "Child", "ChildState", "LogLine", "LogRing", "group_running", "port_accepts"]
+__all__ = ["MAX_LINE", "PRIVATE_VARIABLES", "Child", "ChildState", "LogLine", "LogRing", "group_running", "port_accepts"]
 
 MAX_LINE = 8192
 """Characters of one output line kept; a longer line is cut and marked with ``…``."""
@@ -164,13 +164,20 @@ class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exited.set_result(None)
 
 
+PRIVATE_VARIABLES = frozenset({"DEVTUNNEL_TOKEN"})
+"""Variables of devtunnel's environment a child never gets: the relay token is devtunnel's alone.
+An app (and each program it starts) would otherwise carry it, to print it with its environment
+on a crash, send it to an error tracker or show it on a debug page served through the tunnel;
+so would a provider's program (cloudflared, ssh). Nothing a child does needs it."""
+
+
 class Child:
     """One supervised program (see the module's docstring).
 
     Args:
         name: what the log and messages call it (``app``, ``cloudflared``).
         argv: the program and its arguments (a shell command is ``["/bin/sh", "-c", CMD]``).
-        env: the environment (default: this process's).
+        env: the environment (default: this process's), less ``PRIVATE_VARIABLES``.
         cwd: the working directory.
         log: where output goes (a new ring by default).
         ready: an async check run every ``ready_interval`` seconds once started, until true;
@@ -211,7 +218,7 @@ class Child:
     ) -> None:
         self.name = name
         self.argv = list(argv)
-        self.env = dict(os.environ if env is None else env)
+        self.env = {k: v for k, v in (os.environ if env is None else env).items() if k not in PRIVATE_VARIABLES}
         self.cwd = cwd
         self.log = log if log is not None else LogRing()
         self._ready_check = ready

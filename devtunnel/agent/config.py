@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from devtunnel.errors import ConfigError
 from devtunnel.rules import Rule, RulesError, judges_client_address
@@ -40,7 +40,7 @@ class TunnelConfig:
     target: str
     name: str | None = None
     relay: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: never in a message or log
     host_header: str = "preserve"
     insecure: bool = False
     relay_ca: str | None = None

@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from devtunnel.values.paths import ports_file
+from devtunnel.values.paths import make_private_folder, ports_file
 
 __all__ = ["MAX_ENTRIES", "PortMemory"]
 
@@ -68,7 +68,7 @@ def _is_port(value: object) -> bool:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -35,7 +35,7 @@ from devtunnel.capture.rows import (
 from devtunnel.capture.schema import UpgradeNeeded, prepare_schema
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
-from devtunnel.values.paths import db_path
+from devtunnel.values.paths import PRIVATE_FILE_MODE, db_path, make_private_folder
 
 __all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "WAL_KEPT", "Store", "file_identity"]
 
@@ -269,7 +269,7 @@ class Store:
         if not self.readonly:
             folder = self.path.parent
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_folder(folder)
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the folder {folder} ({exc.strerror}); pass --db with a writable path"
@@ -286,6 +286,8 @@ class Store:
                                      "pass --db with a writable path")
                 raise StoreError(f"cannot write in the folder {folder} (permission denied); "
                                  "fix its permissions or pass --db")
+        if not self.readonly:
+            _create_private(self.path)
         uri = f"file:{quote(str(self.path.absolute()))}?mode={'ro' if self.readonly else 'rwc'}"
         try:
             return self._connect(uri)
@@ -815,6 +817,19 @@ def _disk_full(folder: Path) -> bool:
     except (OSError, AttributeError):  # gone, or no statvfs (Windows)
         return False
     return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file for the user alone (0600) when there is none, before SQLite does
+    with the umask's mode (0644: every user of the machine could read the captures). SQLite takes
+    an empty file as a new database and gives its -wal and -shm the database file's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return  # another process made it first, or it is there already: left as it is
+    except OSError:
+        return  # SQLite says what is wrong with the place, in the words the callers expect
+    os.close(fd)
 
 
 def _on_read_only_mount(folder: Path) -> bool:

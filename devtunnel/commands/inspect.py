@@ -107,7 +107,7 @@ def _private_rules_file(rules: Sequence[Rule], name: str) -> Path:
     from devtunnel.rules import rules_to_tables
 
     path = paths.state_dir() / f"rules-{name}.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.make_private_folder(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(tomli_w.dumps({"rules": rules_to_tables(rules, mask=False)}))
@@ -167,7 +167,7 @@ def _check_state_folder() -> None:
     folder = paths.state_dir()
     hint = "set XDG_STATE_HOME to a folder you can write in"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        paths.make_private_folder(folder)
     except OSError as exc:
         raise DevtunnelError(f"cannot create the folder {folder} ({exc.strerror or exc}); {hint}") from None
     if not os.access(folder, os.W_OK | os.X_OK):

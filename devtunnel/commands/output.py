@@ -15,6 +15,8 @@ import logging
 import os
 import shutil
 import sys
+import threading
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -23,7 +25,7 @@ from devtunnel.values.durations import human_duration
 from devtunnel.values.terminal import display_width, escape, truncate
 
 __all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "no_screen", "utf8_output",
-           "tolerant_output", "human_duration", "hex_preview", "err", "EscapingFormatter"]
+           "tolerant_output", "human_duration", "hex_preview", "err", "EscapingFormatter", "escape_tracebacks"]
 
 
 def safe(text: str, *, keep_newlines: bool = False) -> str:
@@ -208,3 +210,28 @@ class EscapingFormatter(logging.Formatter):
         # The message holds no newline now: the first one starts the traceback (or stack).
         line, newline, rest = super().format(record).partition("\n")
         return line + newline + escape(rest, keep="\n\t") if newline else line
+
+
+def escape_tracebacks() -> None:
+    """Print the traceback of an exception nothing caught (a bug) escaped, as the log's are.
+
+    Its message may quote what came from the network (a header, a relay's reason): Python's own
+    hooks write it to the terminal as it is. The lines of the traceback stay lines.
+    """
+
+    def text(exc: BaseException) -> str:
+        return escape("".join(traceback.format_exception(exc)), keep="\n\t")
+
+    def on_main(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+        sys.stderr.write(text(exc))
+        sys.stderr.flush()
+
+    def on_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return  # as threading's own hook: a thread ending with sys.exit() says nothing
+        name = args.thread.name if args.thread is not None else threading.get_ident()
+        sys.stderr.write(f"Exception in thread {safe(str(name))}:\n{text(args.exc_value)}")
+        sys.stderr.flush()
+
+    sys.excepthook = on_main
+    threading.excepthook = on_thread

@@ -134,12 +134,26 @@ def token_problem(token: str) -> str | None:
     A token is one word of printable characters: a space or a control character (a pasted
     newline) would make a token no relay's tokens file (one per line, trimmed) can hold, and no
     agent can send. The relay's ``--token``/``--tokens-file`` and the agent's token use this rule.
+
+    The words never quote the token: they reach stderr, a CI log or a relay's journal, and a
+    token with a stray space is still most of a real one. They name the first character at
+    fault and where it is.
     """
     if not token:
         return "a token cannot be empty"
-    if any(c.isspace() or not c.isprintable() for c in token):
-        return f"a token cannot hold spaces or control characters, got {shown(token)}"
+    for place, ch in enumerate(token, 1):
+        if ch.isspace() or not ch.isprintable():
+            return (f"a token cannot hold spaces or control characters: its character {place} of {len(token)}"
+                    f" is {_named_character(ch)} (the token is not shown: it is a secret)")
     return None
+
+
+_CHARACTER_NAMES = {" ": "a space", "\t": "a tab", "\n": "a line feed", "\r": "a carriage return"}
+
+
+def _named_character(ch: str) -> str:
+    """``a space``, ``a line feed``, ``U+001B``: one character of a secret, named without the others."""
+    return _CHARACTER_NAMES.get(ch) or f"U+{ord(ch):04X}"
 
 
 class Token(Kind):

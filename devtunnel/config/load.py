@@ -18,7 +18,7 @@ from typing import Any
 from devtunnel.config.files import ENV_CONFIG, config_files
 from devtunnel.config.kinds import shown
 from devtunnel.config.settings import SECTIONS, TUNNEL_KEYS, Settings, TunnelSection, fields_of
-from devtunnel.config.source import Source, check_field, line_of_table, unknown_key
+from devtunnel.config.source import Source, check_field, line_of_table, refuse_shared_secret, unknown_key
 from devtunnel.config.webhooks import check_tunnel_providers, read_webhooks
 from devtunnel.errors import ConfigError
 from devtunnel.rules import Rule, RulesError, parse_rules
@@ -51,6 +51,10 @@ def read_document(doc: Mapping[str, Any], source: Source) -> _Layer:
             if key not in fields:
                 raise unknown_key(source, f"{section}.{key}", list(fields))
             values[key] = check_field(source, f"{section}.{key}", fields[key], value)
+            if (section, key) == ("relay", "token"):
+                refuse_shared_secret(source, "relay.token", "the relay token",
+                                     "give the token with DEVTUNNEL_TOKEN, --token-file or devtunnel config add-token -"
+                                     " (it writes your user file, mode 600)")
     return layer
 
 

@@ -54,7 +54,7 @@ class RelaySection:
 
     url: str | None = field(default=None, metadata=_kind(RelayUrl()))
     """Relay URL such as ``wss://tunnel.example.com``; unset runs an embedded relay on 127.0.0.1."""
-    token: str | None = field(default=None, metadata=_kind(Token()))
+    token: str | None = field(default=None, metadata=_kind(Token()), repr=False)
     """Token the relay accepts (``devtunnel config add-token`` saves it)."""
     ca: Path | None = field(default=None, metadata=_kind(FilePath()))
     """PEM file of the CA that signed the relay's certificate, trusted beside the system's."""

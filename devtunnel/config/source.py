@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,25 @@ def unknown_key(source: Source, dotted: str, known: list[str]) -> ConfigError:
     guess = difflib.get_close_matches(name, known, n=1) or [k for k in known if k.startswith(name) or name.startswith(k)]
     hint = f"; did you mean {'.'.join([*prefix, guess[0]])}?" if guess else f"; known: {', '.join(known)}"
     return source.error(dotted, f"unknown setting{hint}")
+
+
+def refuse_shared_secret(source: Source, dotted: str, what: str, instead: str) -> None:
+    """Refuse the file ``source`` reads when other users can read it and it holds a secret
+    (``what``: "a webhook secret", "the relay token"); ``instead`` says where the secret can go.
+
+    One rule for every secret a settings file may hold: a project's devtunnel.toml is often
+    0644 (and committed), and what it holds is then every local user's.
+    """
+    path = source.path
+    if path is None or os.name == "nt":
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0
+    if mode & 0o044:
+        raise source.error(dotted, f"the file holds {what} but other users can read it (mode {mode & 0o777:03o}):"
+                                   f" run chmod 600 {path}, or {instead}")
 
 
 def check_field(source: Source, dotted: str, f: dataclasses.Field[Any], value: object) -> Any:

@@ -23,7 +23,7 @@ from devtunnel.config.settings import (
     Settings,
     WebhookSection,
 )
-from devtunnel.config.source import Source, check_field, unknown_key
+from devtunnel.config.source import Source, check_field, refuse_shared_secret, unknown_key
 from devtunnel.errors import ConfigError
 from devtunnel.webhooks import BUILTIN, CustomProvider
 
@@ -75,16 +75,8 @@ def _secrets(source: Source, dotted: str, key: str, value: object, before: objec
     if not isinstance(items, list) or not items or not all(isinstance(v, str) and v.strip() for v in items):
         expected = "non-empty text" if key == "secret" else "a non-empty array of non-empty texts"
         raise source.error(dotted, f"expected {expected} (the value is not shown: it is a secret)")
-    path = source.path
-    if path is not None and os.name != "nt":
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            mode = 0
-        if mode & 0o044:
-            raise source.error(dotted, f"the file holds a webhook secret but other users can read it (mode "
-                                       f"{mode & 0o777:03o}): run chmod 600 {path}, or move the secret to an "
-                                       "environment variable and name it with secret_env")
+    refuse_shared_secret(source, dotted, "a webhook secret",
+                         "move the secret to an environment variable and name it with secret_env")
     return tuple(v.strip() for v in items)
 
 

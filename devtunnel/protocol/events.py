@@ -34,7 +34,7 @@ class Hello(Event):
     """The agent introduced itself (relay side receives it first on every connection)."""
 
     version: int
-    token: str
+    token: str = field(repr=False)  # a secret: kept out of every message and log that shows the event
     name: str | None
     info: dict[str, Any] = field(default_factory=dict)
     instance: str | None = None
@@ -43,8 +43,9 @@ class Hello(Event):
     agent asking for the same name."""
     pool: bool = False
     """The agent asks to share ``name`` with the other agents of its token that ask the same."""
-    rules: dict[str, Any] | None = None
-    """The rules the agent asks the relay to enforce: ``{"version": N, "list": [...]}``."""
+    rules: dict[str, Any] | None = field(default=None, repr=False)
+    """The rules the agent asks the relay to enforce: ``{"version": N, "list": [...]}`` (not in
+    the repr: a basic-auth rule carries its users' passwords)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from devtunnel.errors import ProtocolError
 from devtunnel.protocol import frames as f
-from devtunnel.values.terminal import quoted
+from devtunnel.values.terminal import clipped, quoted
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
@@ -79,7 +79,8 @@ class PeerLimits:
                 continue
             value = info[key]
             if type(value) is not int or not low <= value <= high:
-                raise ProtocolError(f"handshake setting {key}={quoted(value)} is not an integer in {low}..{high}")
+                # The value is the peer's (a HELLO of 64 KiB, before any token): cut, for the log and the GOAWAY.
+                raise ProtocolError(f"handshake setting {key}={clipped(quoted(value), 40)} is not an integer in {low}..{high}")
             values[key] = value
         return cls(**values)
 

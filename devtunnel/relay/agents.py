@@ -21,13 +21,14 @@ from devtunnel.protocol.events import Hello
 from devtunnel.protocol.handshake import RULE_PATHS, RULES_ACK
 from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of
 from devtunnel.relay.http import DeadPeerWebSocketProtocol
-from devtunnel.relay.link import AgentLink, BufferBudget, send_last_words
+from devtunnel.relay.link import MAX_AGENT_TEXT, AgentLink, BufferBudget, send_last_words
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.registry import AgentRegistry
 from devtunnel.relay.rules import RuleBook
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.rules import PATH_READING, WIRE_VERSION, Rule, RulesError, rules_from_wire
+from devtunnel.values.terminal import clipped
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -104,7 +105,9 @@ class AgentGate:
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, reason, receive)
             return
         if unheard is not None:
-            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, unheard)
+            # Its words can quote what it sent (a HELLO of 64 KiB, before any token): cut, as a GOAWAY's reason is.
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer,
+                                  clipped(str(unheard), MAX_AGENT_TEXT))
             await _refuse(conn, send, ErrorCode.PROTOCOL_ERROR, str(unheard), receive)  # keeps a GOAWAY already queued
             return
         if hello is None:
@@ -115,7 +118,8 @@ class AgentGate:
             rules, refusal = _hello_rules(hello)
         if refusal is not None:
             code, reason = refusal
-            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer,
+                                  clipped(reason, MAX_AGENT_TEXT))
             await _refuse(conn, send, code, reason, receive)
             return
         name, refusal = self._registry.pick_name(hello.name)
@@ -224,7 +228,7 @@ class AgentGate:
                     return
                 reason = f"{refusal[1] if refusal else 'no rules'} (changed while the tunnel ran)"
                 self._peer_errors.log("rules-refused", logging.WARNING, "tunnel %s (agent %s) ended: %s",
-                                      tunnel.name, peer, reason)
+                                      tunnel.name, peer, clipped(reason, MAX_AGENT_TEXT))
                 tunnel.goaway(ErrorCode.RULES_REFUSED, reason)  # no new stream from here on
                 ending = asyncio.get_running_loop().create_task(
                     tunnel.disconnect(ErrorCode.RULES_REFUSED, reason, 1008))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS
@@ -25,7 +25,7 @@ class RelaySettings:
     """Port to listen on; 0 picks a free one (read ``Relay.port`` after ``start``)."""
     domain: str = "localhost"
     """``NAME.DOMAIN`` goes to tunnel NAME."""
-    tokens: Sequence[str] = ()
+    tokens: Sequence[str] = field(default=(), repr=False)
     """Tokens agents may present. Ignored when ``embedded``."""
     tls_cert: str | None = None
     """PEM certificate chain: serve https and wss."""

@@ -79,7 +79,7 @@ class Credential:
     """One basic-auth user: the password in clear, or its ``sha256:HEX`` / bcrypt hash."""
 
     user: str
-    secret: str
+    secret: str = field(repr=False)
 
     def accepts(self, password: bytes) -> bool:
         """Whether ``password`` is this user's, compared in constant time."""

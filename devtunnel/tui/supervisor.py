@@ -30,6 +30,7 @@ from typing import Literal
 from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
 from devtunnel.lifetime import follow_parent
 from devtunnel.values.numbers import is_decimal
+from devtunnel.values.paths import PRIVATE_FILE_MODE, make_private_folder
 
 AgentState = Literal["starting", "running", "restarting", "stopped", "failed"]
 
@@ -153,11 +154,12 @@ class AgentSupervisor:
 
     async def _run_once(self) -> int | None:
         argv = list(self._argv() if callable(self._argv) else self._argv)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(self.log_path.parent)
         keep_log_bounded(self.log_path)
         api_read, api_write = os.pipe()
         try:
-            with open(self.log_path, "ab") as log:
+            # The agent's log lines name every request: the user's alone, as the captures are.
+            with open(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE), "ab") as log:
                 log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(argv)}\n".encode())
                 log.flush()
                 self._offset = log.tell()

@@ -16,11 +16,16 @@ invalid. With no home either (``HOME`` unset and a user id with no entry in /etc
 the home is ``/nonexistent``, as for the user ``nobody``: nothing is found there, and what would
 be written fails with the folder's name, where ``~`` (what ``expanduser`` leaves) made a
 folder named ``~`` in the current one. Each function reads the mapping it is given (``os.environ`` when None) and the home
-directory; nothing is created.
+directory; nothing is created, but by :func:`make_private_folder`.
+
+The folders devtunnel makes are the user's alone (0700, as the XDG spec asks): the state folder
+holds every captured request and response (the Authorization headers and cookies of the
+tunnel's clients, webhook bodies), the agent's log of them and the rules files with passwords.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +41,13 @@ __all__ = [
     "ports_file",
     "agent_log",
     "filter_history",
+    "make_private_folder",
+    "PRIVATE_FILE_MODE",
 ]
+
+PRIVATE_FILE_MODE = 0o600
+"""The mode of a file devtunnel creates to hold captures or what is said of them (the capture
+database, the agent's log): readable by the user alone, whatever the umask."""
 
 APP_DIR = "devtunnel"
 """devtunnel's folder inside each base directory."""
@@ -92,3 +103,28 @@ def agent_log(environ: Mapping[str, str] | None = None) -> Path:
 def filter_history(environ: Mapping[str, str] | None = None) -> Path:
     """The inspector's recent filter expressions."""
     return state_dir(environ) / "filter_history"
+
+
+def make_private_folder(folder: Path) -> None:
+    """Make ``folder`` and any missing folder above it, each readable by the user alone (0700).
+
+    ``Path.mkdir(parents=True)`` gives the folders above the last the umask's mode (0755 with
+    the usual 022): the captures in ``~/.local/state/devtunnel`` could be listed and read by
+    every user of the machine. A folder that exists is left as it is (the user's choice).
+
+    Raises:
+        OSError: as ``Path.mkdir`` (a file in the way, no permission ...).
+    """
+    missing: list[Path] = []
+    for place in (folder, *folder.parents):
+        if place.exists():  # a file in the way makes the next mkdir say so (Not a directory)
+            break
+        missing.append(place)
+    if not missing and not folder.is_dir():
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(folder))  # as Path.mkdir says it
+    for place in reversed(missing):
+        try:
+            place.mkdir(mode=0o700)
+        except FileExistsError:
+            if not place.is_dir():
+                raise

@@ -7,12 +7,13 @@ The relay and the agent both read ``CONNECT_PATH`` from here; ``relay_connect_ur
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
 
-__all__ = ["CONNECT_PATH", "relay_connect_url", "same_relay"]
+__all__ = ["CONNECT_PATH", "relay_connect_url", "same_relay", "without_user_info"]
 
 CONNECT_PATH = "/_devtunnel/connect"
 """Where a relay accepts agent WebSockets."""
@@ -29,6 +30,13 @@ def relay_connect_url(relay: str) -> str:
     text = relay.strip()
     if "://" not in text:
         text = "ws://" + text
+    shown = without_user_info(relay)
+    if shown != relay:
+        # The URL would go into every message and log line that names the relay, and the
+        # agent API's tunnel errors, password and all: the token is how an agent signs in.
+        raise ConfigError(f"invalid relay URL {quoted(shown)}: a relay URL takes no user name or password"
+                          " (NAME:PASSWORD@): give the relay's token with --token-file, DEVTUNNEL_TOKEN"
+                          " or devtunnel config add-token -")
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -41,6 +49,15 @@ def relay_connect_url(relay: str) -> str:
         raise ConfigError(f"invalid relay URL {quoted(relay)}: the host is missing")
     path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+_USER_INFO = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#]*@")
+
+
+def without_user_info(relay: str) -> str:
+    """``relay`` with any ``NAME:PASSWORD@`` before its host written ``…@``: how a relay URL that
+    carries one is named in a message (the password must not be)."""
+    return _USER_INFO.sub(r"\1…@", relay, count=1)
 
 
 def same_relay(one: str, other: str) -> bool:

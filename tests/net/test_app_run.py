@@ -613,3 +613,18 @@ def test_the_crashing_app_answers_nothing_after_its_last_request(tmp_path: Path)
     finally:
         if app.popen.poll() is None:
             app.kill()
+
+
+def test_the_app_gets_devtunnels_environment_but_the_relay_token(start, tmp_path: Path) -> None:
+    # The token rode along to the app and every program it starts: printed with its environment
+    # on a crash, sent to an error tracker, shown on a debug page served through the tunnel.
+    port = free_port()
+    seen = tmp_path / "app-env"
+    run = start(str(port), "--run", f"env > {seen}; exec {app_command(port)}",
+                env={"DEVTUNNEL_TOKEN": "relay-token-of-the-developer", "STRIPE_WEBHOOK_SECRET": "whsec_the_app_reads_it"})
+    wait_for(lambda: run.app()["state"] == "ready", timeout=30, what="the app ready")
+    lines = seen.read_text().splitlines()
+    assert not [l for l in lines if l.startswith("DEVTUNNEL_TOKEN=") or "relay-token-of-the-developer" in l]
+    # What the app is meant to have is still there: its receiver's secret, PORT, the tunnel's name.
+    assert {"STRIPE_WEBHOOK_SECRET=whsec_the_app_reads_it", f"PORT={port}", f"DEVTUNNEL_TUNNEL={run.name}"} <= set(lines)
+    assert run.proc.stop(signal.SIGTERM) == 0

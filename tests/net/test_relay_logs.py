@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import re
@@ -224,3 +225,23 @@ async def test_hostile_handshakes_are_refused_with_one_line_and_no_traceback(cap
     assert len(refusals) == 2, refusals  # the first, then the summary written as the relay stops
     assert refusals[0].endswith("refused: token refused: it is not valid Unicode text")
     assert re.fullmatch(r"\d+ more agents refused in the last 10 s", refusals[1])
+
+
+async def test_a_hello_of_64_kib_before_any_token_is_logged_cut_by_the_relay_command(procs: list[Proc]) -> None:
+    # A handshake setting that is no number was quoted whole: one line of 60 KB in the relay's log per
+    # interval, from anyone who can reach its port, as a GOAWAY's reason was before it was cut.
+    port = free_port()
+    proc = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--token", "the-relay-token"])
+    procs.append(proc)
+    proc.line(lambda l: l.startswith("Relay listening on"))
+    hello = {"versions": [1], "token": "not-yet-checked", "name": None,
+             "info": {"max_frame_size": "\x1b[2J" + "A" * 60_000}}
+    async with websockets.connect(f"ws://127.0.0.1:{port}{CONNECT_PATH}", max_size=None) as ws:
+        await ws.send(frames.frame(frames.HELLO, 0, 0, json.dumps(hello).encode()))
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+    line = proc.line(lambda l: "refused: handshake setting max_frame_size=" in l, lines="err")
+    assert line.endswith("refused: handshake setting max_frame_size='\\x1b[2J" + "A" * 35
+                         + "… (59966 more characters) is not an integer in 1024..16777215"), line[-300:]
+    assert proc.stop(signal.SIGINT) == 0

@@ -17,6 +17,7 @@ from textual.widgets import Input, Static
 
 from devtunnel.errors import FilterSyntaxError
 from devtunnel.tui.render import message_text
+from devtunnel.values.paths import make_private_folder
 
 HISTORY_SIZE = 50
 
@@ -46,7 +47,7 @@ class FilterHistory:
         self.entries = [*self.entries, expression][-HISTORY_SIZE:]
         if self.path is not None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_folder(self.path.parent)
                 self.path.write_text("\n".join(self.entries) + "\n", "utf-8")
             except OSError:
                 pass  # a read-only state dir must not break filtering

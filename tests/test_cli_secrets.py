@@ -1,0 +1,116 @@
+"""A secret given to devtunnel wrongly is refused without being printed.
+
+Each command runs as the user runs it (the CLI as a child process) and its whole output is read:
+stderr goes to a terminal, but also to a CI log, a relay's journal or a bug report, so a token
+with a stray space (most of a real token) or a relay URL carrying a password must not be in it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devtunnel.exit_codes import EXIT_USAGE
+from tests.helpers import free_port
+from tests.kit.procs import DEVTUNNEL
+
+SECRET = "Sekret-0123456789abcdef"
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVTUNNEL_", "XDG_"))}
+    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               XDG_STATE_HOME=str(tmp_path / "state"), **extra)
+    return env
+
+
+def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DEVTUNNEL, *args], capture_output=True, text=True, timeout=30, env=_env(tmp_path, **env),
+                          stdin=subprocess.DEVNULL, cwd=tmp_path)
+
+
+def _refused_in_one_line(done: subprocess.CompletedProcess[str], *hidden: str) -> str:
+    assert done.returncode == EXIT_USAGE, done
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done
+    for text in hidden:
+        assert text not in done.stderr, done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize(("token", "fault"), [
+    (SECRET[:6] + " " + SECRET[6:], f"its character 7 of {len(SECRET) + 1} is a space"),
+    (SECRET[:6] + "\n" + SECRET[6:], f"its character 7 of {len(SECRET) + 1} is a line feed"),
+    (SECRET[:6] + "\x1b" + SECRET[6:], f"its character 7 of {len(SECRET) + 1} is U+001B"),
+])
+def test_a_token_that_is_refused_is_not_printed(tmp_path: Path, token: str, fault: str) -> None:
+    # It was quoted whole: "a token cannot hold spaces or control characters, got 'Sekret-0123… '".
+    port = str(free_port())
+    runs = {
+        "http --token": _run(tmp_path, "http", port, "--no-tui", "--api-port", "0", "--token", token),
+        "DEVTUNNEL_TOKEN": _run(tmp_path, "http", port, "--no-tui", "--api-port", "0", DEVTUNNEL_TOKEN=token),
+        "config add-token": _run(tmp_path, "config", "add-token", token),
+        "relay --token": _run(tmp_path, "relay", "--listen", f"127.0.0.1:{port}", "--token", token),
+    }
+    if "\n" not in token:  # a line of the file
+        tokens = tmp_path / "tokens"
+        tokens.write_text(f"# team\n{token}\n")
+        runs["relay --tokens-file"] = _run(tmp_path, "relay", "--listen", f"127.0.0.1:{port}", "--tokens-file", str(tokens))
+    for how, done in runs.items():
+        said = _refused_in_one_line(done, SECRET[:6], SECRET[6:], SECRET[-8:])
+        assert f"a token cannot hold spaces or control characters: {fault} (the token is not shown: it is a secret)" in said, (how, said)
+    assert not (tmp_path / "config" / "devtunnel" / "devtunnel.toml").exists()
+
+
+@pytest.mark.parametrize("relay", [
+    f"ws://me:{SECRET}@127.0.0.1:1",
+    f"wss://me:{SECRET}@relay.example.com/_devtunnel/connect",
+    f"https://me:{SECRET}@relay.example.com:99999",  # a bad port too: the password is still not quoted
+    f"me:{SECRET}@relay.example.com:8000",
+])
+def test_a_relay_url_with_a_password_is_refused_without_printing_it(tmp_path: Path, relay: str) -> None:
+    # Taken, the URL went into every "cannot reach the relay at ..." line, and the API's tunnel error.
+    port = str(free_port())
+    runs = [
+        _run(tmp_path, "http", port, "--no-tui", "--api-port", "0", "--relay", relay),
+        _run(tmp_path, "http", port, "--no-tui", "--api-port", "0", DEVTUNNEL_RELAY=relay),
+        _run(tmp_path, "config", "set", "relay.url", relay),
+    ]
+    for done in runs:
+        said = _refused_in_one_line(done, SECRET, SECRET[:8])
+        assert "a relay URL takes no user name or password" in said, said
+        assert "…@relay.example.com" in said or "…@127.0.0.1:1" in said, said
+
+
+@pytest.mark.parametrize(("command", "flag", "instead"), [
+    (["http"], "--token", "--token-file"),
+    (["http"], "--basic-auth", "sha256:HEX"),
+    (["relay"], "--token", "--tokens-file"),
+])
+def test_each_flag_that_takes_a_secret_says_in_its_help_that_ps_shows_it(
+        tmp_path: Path, command: list[str], flag: str, instead: str) -> None:
+    done = subprocess.run([*DEVTUNNEL, *command, "--help"], capture_output=True, text=True, timeout=30,
+                          env=_env(tmp_path, COLUMNS="400"))
+    assert done.returncode == 0, done
+    options = done.stdout.split("\noptions:\n", 1)[1]
+    # One option's help: from its line to the next option's (argparse puts a long one's text below it).
+    (said,) = [block for block in options.split("\n  -") if block.startswith(flag[1:] + " ")]
+    said = " ".join(said.split())
+    assert "other users see it in `ps`" in said and instead in said, said
+
+
+def test_a_settings_file_other_users_can_read_is_refused_when_it_holds_the_relay_token(tmp_path: Path) -> None:
+    # As one holding a webhook secret already was: a project's devtunnel.toml is often 0644 (and committed).
+    project = tmp_path / "devtunnel.toml"
+    project.write_text(f'[relay]\nurl = "ws://127.0.0.1:1"\ntoken = "{SECRET}"\n')
+    project.chmod(0o644)
+    for args in (["http", str(free_port()), "--no-tui", "--api-port", "0"], ["config", "show"]):
+        said = _refused_in_one_line(_run(tmp_path, *args), SECRET)
+        assert (f"relay.token: the file holds the relay token but other users can read it (mode 644): run chmod 600 "
+                f"{project}, or give the token with DEVTUNNEL_TOKEN") in said, said
+    project.chmod(0o600)
+    shown = _run(tmp_path, "config", "show")
+    assert shown.returncode == 0 and 'token = "********' in shown.stdout and SECRET not in shown.stdout, shown
+
