@@ -28,7 +28,7 @@ from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, Droppable, PendingConnections
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import connection_tokens, field_value, is_token
-from devtunnel.values.request_head import answer_text, head_problem
+from devtunnel.values.request_head import absolute_form, answer_text, head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
 CONNECTION_EXTENSION = "devtunnel.connection"
@@ -417,9 +417,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     Every head is checked before anything routes it (``values.request_head.head_problem``):
     a target that is not origin-form, two Host headers or an upgrade request with a body get
-    400 and the connection closes. Trailer fields of a chunked body are dropped (they never
-    join the headers) and bounded like a head. A request asking to switch to a protocol other
-    than WebSocket is answered as plain HTTP, then the connection closes.
+    400 and the connection closes. A target in absolute-form (``http://host/x``) is read as a
+    server reads it first (``_absolute_form``): origin-form, its authority the Host. Trailer
+    fields of a chunked body are dropped (they never join the headers) and bounded like a
+    head. A request asking to switch to a protocol other than WebSocket is answered as plain
+    HTTP, then the connection closes.
 
     The parser callbacks are uvicorn's, copied with these checks in them; uvicorn's
     ``asyncio.Event`` per request is made only for a request an ASGI task answers, and one
@@ -746,7 +748,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         upgrade = parser.should_upgrade()
         problem = head_problem(method, self.url, self._raw_headers, upgrade=upgrade)
         if problem is not None:
-            raise _BadHead(problem)
+            self._absolute_form(problem)  # (only a refused target is looked at again: an ordinary one pays nothing)
+            problem = head_problem(method, self.url, self._raw_headers, upgrade=upgrade)
+            if problem is not None:
+                raise _BadHead(problem)
         http_version = parser.get_http_version()
         method_name = method.decode("ascii")
         root_path = self.root_path
@@ -801,6 +806,30 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             # Pipelined HTTP requests need to be queued up.
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
+
+    def _absolute_form(self, problem: str) -> None:
+        """Read a target in absolute-form (``GET http://host/path HTTP/1.1``) as a server must
+        (RFC 9112 3.2.2): its path and query become the target, its authority the Host (every
+        Host field's value, or one added), which then routes the request as a Host does. The
+        request still goes only to the tunnel's own local service: the agent connects to its
+        target alone, whatever the Host says. Raises ``_BadHead`` with ``problem`` for a target
+        that is not in absolute-form, and with what is wrong with one that is malformed."""
+        read = absolute_form(self.url)
+        if read is None:
+            raise _BadHead(problem)
+        if isinstance(read, str):
+            raise _BadHead(read)
+        authority, self.url = read
+        raw, lowered = self._raw_headers, self.headers
+        found = False
+        for i, (name, _) in enumerate(lowered):
+            if name == b"host":
+                found = True
+                lowered[i] = (name, authority)
+                raw[i] = (raw[i][0], authority)
+        if not found:
+            raw.append((b"Host", authority))
+            lowered.append((b"host", authority))
 
     def on_chunk_header(self) -> None:
         # The trailer section follows the last chunk header: each one starts its count afresh.

@@ -85,6 +85,7 @@ def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> Non
             "_bound_trailer", "_drop_trailer", "_bound_head", "_bound_blank", "_request_line_held", "_method_held",
             "_request_line_ends_at", "_walk_for", "_read_walked", "_feed", "_parse_failed",
             "_refuse_pending", "drop_pending",  # relay.pending
+            "_absolute_form",  # an absolute-form target read as origin-form (on_headers_complete)
             "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
         assert name in ours or name in HTTP_PROTOCOL_METHODS, f"HeadLimitedHttpProtocol.{name}: add it to this contract"
