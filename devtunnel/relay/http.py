@@ -216,6 +216,13 @@ def frame_http10(cycle: Any, unframed: bool) -> None:
         cycle.keep_alive = False
 
 
+def not_modified(cycle: Any) -> None:
+    """Frame a 304 whose head was written on ``cycle`` (uvicorn's or a ``DirectCycle``): its
+    Content-Length, written as the service sent it, is the length the 200 would have had (RFC
+    9110 8.6), and no body follows, where uvicorn would wait for that many bytes."""
+    cycle.expected_content_length = 0
+
+
 def _framing(headers: Any) -> tuple[bool, bool]:
     """Whether response ``headers`` frame the body as uvicorn's send reads them (a
     Content-Length, or chunked Transfer-Encoding), and whether a Connection field says close."""
