@@ -118,7 +118,7 @@ def complete(cycle: DirectCycle) -> None:
         cycle.expected_content_length = 0  # a body ended by the close: what came was all of it
     cycle.response_complete = True
     if not cycle.keep_alive:
-        cycle.transport.close()
+        cycle._protocol.close_answered()
     cycle.on_response()
 
 
