@@ -791,7 +791,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         upgrade = parser.should_upgrade()
         problem = head_problem(method, self.url, self._raw_headers, upgrade=upgrade)
         if problem is not None:
-            self._absolute_form(problem)  # (only a refused target is looked at again: an ordinary one pays nothing)
+            self._absolute_form(method, problem)  # (only a refused target is looked at again: an ordinary one pays nothing)
             problem = head_problem(method, self.url, self._raw_headers, upgrade=upgrade)
             if problem is not None:
                 raise _BadHead(problem)
@@ -850,14 +850,14 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
 
-    def _absolute_form(self, problem: str) -> None:
+    def _absolute_form(self, method: bytes, problem: str) -> None:
         """Read a target in absolute-form (``GET http://host/path HTTP/1.1``) as a server must
         (RFC 9112 3.2.2): its path and query become the target, its authority the Host (every
         Host field's value, or one added), which then routes the request as a Host does. The
         request still goes only to the tunnel's own local service: the agent connects to its
         target alone, whatever the Host says. Raises ``_BadHead`` with ``problem`` for a target
         that is not in absolute-form, and with what is wrong with one that is malformed."""
-        read = absolute_form(self.url)
+        read = absolute_form(self.url, method)
         if read is None:
             raise _BadHead(problem)
         if isinstance(read, str):

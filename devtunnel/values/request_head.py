@@ -130,10 +130,11 @@ def target_problem(method: bytes, target: bytes) -> str | None:
 _ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#]*)([/?#].*)?", re.DOTALL)
 
 
-def absolute_form(target: bytes) -> tuple[bytes, bytes] | str | None:
+def absolute_form(target: bytes, method: bytes = b"GET") -> tuple[bytes, bytes] | str | None:
     """A request target in absolute-form (``http://host:port/path?q``) as a server reads it
     (RFC 9112 3.2.2): its authority, which stands for the Host header, and the origin-form
-    target (``/path?q``; ``/`` for an empty path) to forward; a sentence saying why it cannot
+    target (``/path?q``; ``/`` for an empty path, ``*`` for an ``OPTIONS`` with neither path
+    nor query: RFC 9112 3.2.4) to forward; a sentence saying why it cannot
     be read so (an authority with user info, no host, or a byte no host holds); None for a target
     that is not in absolute-form (an ``http`` or ``https`` URI), which ``target_problem`` judges.
 
@@ -148,6 +149,8 @@ def absolute_form(target: bytes) -> tuple[bytes, bytes] | str | None:
         return f"the request target {_shown(target)} holds user info (name@) in its authority"
     if not authority or authority.startswith(b":") or _HOST.fullmatch(authority) is None:
         return f"the request target {_shown(target)} does not name a host (and an optional port) after //"
+    if not rest and method == b"OPTIONS":
+        return authority, b"*"
     if not rest.startswith(b"/"):
         rest = b"/" + rest  # an empty path is "/" (RFC 9112 3.2.1), before a query too
     return authority, rest

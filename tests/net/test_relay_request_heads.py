@@ -207,6 +207,15 @@ async def test_absolute_form_targets_without_a_host_header_are_read_as_a_server_
     assert (seen.target, seen.header(b"host")) == (sent, [b"victim.localhost:%d" % port])
 
 
+async def test_options_for_a_whole_server_in_absolute_form_reaches_the_service_as_star(
+    tunnel: Harness, victim_service: tuple[int, Seen]
+) -> None:
+    authority = b"victim.localhost:%d" % tunnel.relay.port
+    raw = await raw_request(tunnel.relay.port, head(b"OPTIONS", b"http://" + authority, authority))
+    assert parse_response(raw)[0] == 200, raw
+    assert [(r.method, r.target) for r in victim_service[1].snapshot()[1]] == [(b"OPTIONS", b"*")]
+
+
 async def test_an_absolute_form_target_naming_another_host_goes_by_that_host_and_nowhere_else(
     tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen]
 ) -> None:

@@ -193,3 +193,10 @@ def test_absolute_form_is_read_as_its_authority_and_an_origin_form_target(
 def test_a_malformed_absolute_form_target_says_why(target: bytes, why: str) -> None:
     problem = absolute_form(target)
     assert isinstance(problem, str) and why in problem and "\x1b" not in answer_text(problem)
+
+
+def test_an_options_request_for_a_whole_server_in_absolute_form_is_forwarded_as_star() -> None:
+    # RFC 9112 3.2.4: OPTIONS http://host (no path, no query) is sent on as OPTIONS *.
+    assert absolute_form(b"http://h:8080", b"OPTIONS") == (b"h:8080", b"*")
+    assert absolute_form(b"http://h:8080/", b"OPTIONS") == (b"h:8080", b"/")
+    assert absolute_form(b"http://h:8080?q", b"OPTIONS") == (b"h:8080", b"/?q")
