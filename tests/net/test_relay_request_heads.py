@@ -207,6 +207,22 @@ async def test_absolute_form_targets_without_a_host_header_are_read_as_a_server_
     assert (seen.target, seen.header(b"host")) == (sent, [b"victim.localhost:%d" % port])
 
 
+async def test_curl_using_the_relay_as_its_proxy_reaches_the_tunnels_service(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen]
+) -> None:
+    # curl -x sends absolute-form (GET http://victim.localhost:PORT/x HTTP/1.1), naming here the
+    # second service's port: the tunnel's own service answers, the second gets nothing.
+    url = f"http://victim.localhost:{second_service[0]}/via-proxy?a=1"
+    process = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", "10", "-x", f"http://127.0.0.1:{tunnel.relay.port}", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert (process.returncode, out) == (0, b"victim"), err
+    [seen] = victim_service[1].snapshot()[1]
+    assert (seen.target, seen.header(b"host")) == (b"/via-proxy?a=1", [b"victim.localhost:%d" % second_service[0]])
+    assert second_service[1].snapshot()[0] == 0
+
+
 async def test_options_for_a_whole_server_in_absolute_form_reaches_the_service_as_star(
     tunnel: Harness, victim_service: tuple[int, Seen]
 ) -> None:
