@@ -157,13 +157,14 @@ def forward_request_headers(
     return tuple(out)
 
 
-def forward_response_headers(headers: Fields, *, body_allowed: bool, host: bytes) -> list[Header] | None:
+def forward_response_headers(headers: Fields, *, length_allowed: bool, host: bytes) -> list[Header] | None:
     """The agent's response headers as the public client should get them, for a request to
     ``host``; None when its ``Content-Length`` fields cannot be written as they are
     (``length_problem`` says why).
 
-    Hop-by-hop headers go (uvicorn frames the body itself). When the status forbids a body
-    (204, 304) Content-Length goes too, since uvicorn would then expect that many bytes. Each
+    Hop-by-hop headers go (uvicorn frames the body itself). Without ``length_allowed`` (a 204,
+    which never carries one: RFC 9110 8.6) Content-Length goes too. A 304's stays as the service
+    sent it: it is the length the 200 would have had, and no body follows (``http.not_modified``). Each
     Set-Cookie is kept to ``host`` (``scope_cookies``). One walk over the fields does it all:
     it runs for every response.
     """
@@ -185,7 +186,7 @@ def forward_response_headers(headers: Fields, *, body_allowed: bool, host: bytes
             if length is not None and digits != length:
                 return None
             length = digits
-            if not body_allowed:
+            if not length_allowed:
                 continue
         elif lower == b"set-cookie":
             cookies = True

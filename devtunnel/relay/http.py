@@ -28,7 +28,7 @@ from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, Droppable, PendingConnections
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import connection_tokens, field_value, is_token
-from devtunnel.values.request_head import answer_text, head_problem
+from devtunnel.values.request_head import absolute_form, answer_text, head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
 CONNECTION_EXTENSION = "devtunnel.connection"
@@ -52,6 +52,25 @@ class _BadHead(Exception):
 
 class _TrailerTooLarge(Exception):
     """Raised inside a parser callback to stop parsing an oversized trailer section."""
+
+
+class _DrainOver(Exception):
+    """Raised inside a parser callback to stop parsing the body of an answered request past
+    the bound on what is read after an answer (``HeadLimitedHttpProtocol._dropped``)."""
+
+
+class _Drain:
+    """What a connection still reads after answering a request whose body was arriving
+    (``HeadLimitedHttpProtocol._drain_body`` and ``_linger``): bytes left to read and drop, the
+    loop time it ends at the latest, and when the last bytes came."""
+
+    __slots__ = ("left", "until", "last", "timer")
+
+    def __init__(self, now: float, left: int, until: float) -> None:
+        self.left = left
+        self.until = until
+        self.last = now
+        self.timer: asyncio.TimerHandle | None = None
 
 
 # Where a chunked body's parsing stands at the end of a read (``HeadLimitedHttpProtocol._chunks``),
@@ -216,6 +235,13 @@ def frame_http10(cycle: Any, unframed: bool) -> None:
         cycle.keep_alive = False
 
 
+def not_modified(cycle: Any) -> None:
+    """Frame a 304 whose head was written on ``cycle`` (uvicorn's or a ``DirectCycle``): its
+    Content-Length, written as the service sent it, is the length the 200 would have had (RFC
+    9110 8.6), and no body follows, where uvicorn would wait for that many bytes."""
+    cycle.expected_content_length = 0
+
+
 def _framing(headers: Any) -> tuple[bool, bool]:
     """Whether response ``headers`` frame the body as uvicorn's send reads them (a
     Content-Length, or chunked Transfer-Encoding), and whether a Connection field says close."""
@@ -362,11 +388,12 @@ class _HeadWithBody:
     loop has run the other callbacks ready now, so nothing waits longer than that.
     """
 
-    __slots__ = ("_transport", "_loop", "_held", "_started")
+    __slots__ = ("_transport", "_loop", "_held", "_started", "_protocol")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
+    def __init__(self, protocol: HeadLimitedHttpProtocol) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._loop = protocol.loop
         self._held: bytes | None = None
         self._started = False
 
@@ -389,7 +416,7 @@ class _HeadWithBody:
 
     def close(self) -> None:
         self._release()
-        self._transport.close()
+        self._protocol.close_answered()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
@@ -417,9 +444,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     Every head is checked before anything routes it (``values.request_head.head_problem``):
     a target that is not origin-form, two Host headers or an upgrade request with a body get
-    400 and the connection closes. Trailer fields of a chunked body are dropped (they never
-    join the headers) and bounded like a head. A request asking to switch to a protocol other
-    than WebSocket is answered as plain HTTP, then the connection closes.
+    400 and the connection closes. A target in absolute-form (``http://host/x``) is read as a
+    server reads it first (``_absolute_form``): origin-form, its authority the Host. Trailer
+    fields of a chunked body are dropped (they never join the headers) and bounded like a
+    head. A request asking to switch to a protocol other than WebSocket is answered as plain
+    HTTP, then the connection closes.
 
     The parser callbacks are uvicorn's, copied with these checks in them; uvicorn's
     ``asyncio.Event`` per request is made only for a request an ASGI task answers, and one
@@ -435,6 +464,16 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     kept alive between requests when the relay is crowded, until the head is complete (``relay.pending``)."""
     _open_key: str | None = None
     """Its address key while ``pending`` counts it an open HTTP connection (``PendingConnections.opened``)."""
+    linger_bytes: int = 64 << 20
+    """The most bytes read (and dropped) from a client after answering a request whose body was
+    still arriving, before the connection closes (``_drain_body``, ``_linger``)."""
+    linger_time: float = 30.0
+    """The most seconds spent reading them (nginx's ``lingering_time``)."""
+    linger_quiet: float = 5.0
+    """Seconds without a byte from the client after which that reading ends (nginx's ``lingering_timeout``)."""
+    _drain: _Drain | None = None
+    """Set while the connection reads and drops the rest of an answered request (a class default:
+    an ordinary connection's instance holds no such attribute)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -499,6 +538,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._drain is not None:
+            self._end_drain()
         pending = self.pending
         if pending is not None:
             pending.release(self)
@@ -521,7 +562,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            if self._in_head == _TURNED_AWAY and self.pending is not None and not self.transport.is_closing():
+            if self._drain is not None:
+                self._dropped(len(data))
+            elif self._in_head == _TURNED_AWAY and self.pending is not None and not self.transport.is_closing():
                 self._refuse_pending(self.pending)
             return
         if self._chunks:
@@ -642,6 +685,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._refuse_head()
         elif isinstance(exc.__context__, _TrailerTooLarge):
             self._drop_trailer()
+        elif isinstance(exc.__context__, _DrainOver):
+            pass  # (closed by _dropped)
         elif isinstance(exc.__context__, _BadHead):
             self._refuse_bad_head(str(exc.__context__))
         elif isinstance(exc, httptools.HttpParserInvalidMethodError) and is_token(
@@ -746,7 +791,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         upgrade = parser.should_upgrade()
         problem = head_problem(method, self.url, self._raw_headers, upgrade=upgrade)
         if problem is not None:
-            raise _BadHead(problem)
+            self._absolute_form(method, problem)  # (only a refused target is looked at again: an ordinary one pays nothing)
+            problem = head_problem(method, self.url, self._raw_headers, upgrade=upgrade)
+            if problem is not None:
+                raise _BadHead(problem)
         http_version = parser.get_http_version()
         method_name = method.decode("ascii")
         root_path = self.root_path
@@ -802,6 +850,30 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
 
+    def _absolute_form(self, method: bytes, problem: str) -> None:
+        """Read a target in absolute-form (``GET http://host/path HTTP/1.1``) as a server must
+        (RFC 9112 3.2.2): its path and query become the target, its authority the Host (every
+        Host field's value, or one added), which then routes the request as a Host does. The
+        request still goes only to the tunnel's own local service: the agent connects to its
+        target alone, whatever the Host says. Raises ``_BadHead`` with ``problem`` for a target
+        that is not in absolute-form, and with what is wrong with one that is malformed."""
+        read = absolute_form(self.url, method)
+        if read is None:
+            raise _BadHead(problem)
+        if isinstance(read, str):
+            raise _BadHead(read)
+        authority, self.url = read
+        raw, lowered = self._raw_headers, self.headers
+        found = False
+        for i, (name, _) in enumerate(lowered):
+            if name == b"host":
+                found = True
+                lowered[i] = (name, authority)
+                raw[i] = (raw[i][0], authority)
+        if not found:
+            raw.append((b"Host", authority))
+            lowered.append((b"host", authority))
+
     def on_chunk_header(self) -> None:
         # The trailer section follows the last chunk header: each one starts its count afresh.
         self._chunks = _CHUNK_HEADER_HERE
@@ -821,6 +893,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             if walk and walk.pos is not None:
                 walk.pos += len(body)
                 walk.after_data = True
+        if self._drain is not None:  # the body of a request answered already: dropped, and counted
+            self._dropped(len(body))
+            if self._drain is None:
+                raise _DrainOver
+            return
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -828,6 +905,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = _ENDED
         cycle = self.cycle
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            if self._drain is not None:  # the answered request's body ended within the bounds
+                self._end_drain()
+                self._idle()
             return
         cycle.more_body = False
         event = cycle.message_event
@@ -849,18 +929,27 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self._idle_since = None
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)  # type: ignore[arg-type]  # a DirectCycle (on_headers_complete)
+        elif self._in_head == _BODY and self.cycle.response_complete:
+            # Answered before its body came whole: not idle until the rest is read (or lingered over).
+            if self._drain is None:
+                self._drain_body()
         else:
-            pending = self.pending
-            if pending is not None:
-                key = self._open_key
-                # Counted only while the relay is crowded (PendingConnections.quiet_total), tested
-                # here: this is the path of every kept-alive request.
-                if key is not None and (pending.open_total > pending.quiet_total
-                                        or pending.open_by.get(key, 0) > pending.quiet_per_address):
-                    pending.idle(self, key)
-            self._idle_since = self.loop.time()
-            if self.timeout_keep_alive_task is None:
-                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+            self._idle()
+
+    def _idle(self) -> None:
+        """The connection waits for its next request: the keep-alive timer runs (and ``pending``
+        may count it)."""
+        pending = self.pending
+        if pending is not None:
+            key = self._open_key
+            # Counted only while the relay is crowded (PendingConnections.quiet_total), tested
+            # here: this is the path of every kept-alive request.
+            if key is not None and (pending.open_total > pending.quiet_total
+                                    or pending.open_by.get(key, 0) > pending.quiet_per_address):
+                pending.idle(self, key)
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
 
     def _keep_alive_due(self) -> None:
         self.timeout_keep_alive_task = None
@@ -872,6 +961,74 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
         else:
             self.timeout_keep_alive_handler()
+
+    # -- after an answer that came before the body (nginx's lingering close) ----------------
+    def close_answered(self) -> None:
+        """Close the connection after a response, as its cycle asks (uvicorn's, through
+        ``_HeadWithBody``, or ``http_direct.complete``): at once, unless the response answered
+        the request being read while its body is still arriving (a 401 or 413 sent having read
+        only the head of an upload); then ``_linger``."""
+        cycle = self.cycle
+        if self._in_head == _BODY and cycle is not None and cycle.response_complete and not self.transport.is_closing():
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Close after an answer the client may still be sending a body to, as nginx does
+        (lingering close): closed at once, the connection would be reset by the client's next
+        bytes, and a reset can make the client's system drop the answer before the client read
+        it. Our side is shut once the answer is written (the client reads it, then the end),
+        and what the client still sends is read and dropped, unparsed, until it closes or a
+        bound passes (``linger_bytes`` read, ``linger_time`` in all, ``linger_quiet`` without a
+        byte); then the connection closes."""
+        self._refused = True  # reads are dropped from here on (data_received)
+        if self._drain is None:
+            self._drain_body()
+        transport = self.transport
+        if transport.can_write_eof():  # (a TLS transport cannot: the answer's length ends it)
+            transport.write_eof()
+
+    def _drain_body(self) -> None:
+        """Read and drop what comes after an answer, within the bounds (``_linger``). On a
+        kept-alive connection (``on_response_complete``) that is the rest of the answered
+        request's body, parsed (uvicorn's cycle drops it): once it ends, the connection waits
+        for its next request (``_idle``); if a bound passes first, it closes."""
+        now = self.loop.time()
+        drain = self._drain = _Drain(now, self.linger_bytes, now + self.linger_time)
+        drain.timer = self.loop.call_later(min(self.linger_quiet, self.linger_time), self._drain_due)
+
+    def _dropped(self, size: int) -> None:
+        """Count ``size`` bytes read and dropped after the answer; close past ``linger_bytes``."""
+        drain = self._drain
+        assert drain is not None
+        drain.left -= size
+        drain.last = self.loop.time()
+        if drain.left < 0:
+            self._drain_over("bytes")
+
+    def _drain_due(self) -> None:
+        drain = self._drain
+        if drain is None:
+            return
+        drain.timer = None
+        now = self.loop.time()
+        due = min(drain.until, drain.last + self.linger_quiet)
+        if now >= due:
+            self._drain_over("time" if now >= drain.until else "quiet")
+        else:
+            drain.timer = self.loop.call_later(due - now, self._drain_due)
+
+    def _drain_over(self, bound: str) -> None:
+        self.logger.debug("Reading after an answer ended (%s bound): connection closed.", bound)
+        self._end_drain()
+        self._refused = True
+        self.transport.close()
+
+    def _end_drain(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and drain.timer is not None:
+            drain.timer.cancel()
 
     def _start_asgi_task(self, cycle: DirectCycle, app: Any) -> None:  # type: ignore[override]
         if self._feeding:
@@ -887,7 +1044,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         current: Any = self.cycle
         if current is cycle:  # (else a request parsed after it is the current one: pipelining)
             self.cycle = task_cycle
-        task_cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+        task_cycle.transport = _HeadWithBody(self)  # type: ignore[assignment]
         super()._start_asgi_task(task_cycle, app)
 
     def resume_writing(self) -> None:

@@ -22,7 +22,7 @@ from devtunnel.protocol.events import StreamReset
 from devtunnel.values.http1 import refused_bytes
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.headers import request_host
-from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol, frame_http10, until_close
+from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol, frame_http10, not_modified, until_close
 from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
@@ -70,6 +70,8 @@ def response_head(cycle: DirectCycle, status: int, headers: list[tuple[bytes, by
                 cycle.keep_alive = False
                 has_connection_close = True
         content += (name, b": ", value, b"\r\n")
+    if status == 304:
+        not_modified(cycle)
     unframed = cycle.chunked_encoding is None and cycle.method != "HEAD" and status not in (204, 304)
     if cycle.http_version == "1.0":  # as http.Http10Cycle has uvicorn's send write it
         frame_http10(cycle, unframed)
@@ -116,7 +118,7 @@ def complete(cycle: DirectCycle) -> None:
         cycle.expected_content_length = 0  # a body ended by the close: what came was all of it
     cycle.response_complete = True
     if not cycle.keep_alive:
-        cycle.transport.close()
+        cycle._protocol.close_answered()
     cycle.on_response()
 
 

@@ -39,7 +39,9 @@ from devtunnel.relay.asgi import (
     target,
 )
 from devtunnel.relay.headers import forward_request_headers, request_host
-from devtunnel.relay.http import CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol
+from devtunnel.relay.http import (
+    CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol, not_modified,
+)
 from devtunnel.relay.http_direct import DirectExchange, write_messages
 from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
@@ -494,6 +496,10 @@ class HttpForwarder:
         chunks = stream.chunks
         try:
             await send(start)
+            if start["status"] == 304:
+                cycle = getattr(send, "__self__", None)  # uvicorn's cycle: its send is a bound method of it
+                if cycle is not None:
+                    not_modified(cycle)
             while True:
                 if chunks:
                     data = chunks.popleft()

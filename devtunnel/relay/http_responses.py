@@ -21,9 +21,6 @@ from devtunnel.rules import Decision
 
 log = logging.getLogger("devtunnel.relay")
 
-NO_BODY_STATUS = (204, 304)
-
-
 def failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, Any]]:
     """What the client gets when the stream failed before the response started."""
     if isinstance(failure, BodyStalled):
@@ -49,7 +46,7 @@ def response_start(stream: RelayStream, host: bytes, decision: Decision | None =
     status = head.status
     if not 200 <= status < 600:
         return None
-    headers = forward_response_headers(head.headers, body_allowed=status not in NO_BODY_STATUS, host=host)
+    headers = forward_response_headers(head.headers, length_allowed=status != 204, host=host)
     if headers is None:
         return None
     if decision is not None and decision.edits_response:

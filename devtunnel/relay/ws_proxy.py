@@ -156,7 +156,7 @@ class WebSocketForwarder:
     async def _deny_with_response(self, tunnel: AgentLink, stream: RelayStream, send: Send, host: bytes) -> None:
         head = stream.head
         assert head is not None
-        headers = forward_response_headers(head.headers, body_allowed=True, host=host)
+        headers = forward_response_headers(head.headers, length_allowed=True, host=host)
         if headers is None:
             await deny_websocket(send, 502, f"tunnel {tunnel.name} answered with {length_problem(head.headers)}\n")
             return

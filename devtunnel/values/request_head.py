@@ -6,9 +6,12 @@ request a relay sends it (a hostile or outdated relay included):
 - the method is an HTTP token;
 - the method is not ``CONNECT``;
 - the request target is origin-form (``/path?query``), or ``*`` for ``OPTIONS`` only.
-  Absolute-form (``http://host/x``), authority-form (``host:port``) and anything else that
-  does not start with ``/`` (``*@host:port/x``, ``@host/x``) are refused: glued after an
-  authority, such text names another host (RFC 3986 reads ``*@`` as user info);
+  Authority-form (``host:port``) and anything else that does not start with ``/``
+  (``*@host:port/x``, ``@host/x``) are refused: glued after an authority, such text names
+  another host (RFC 3986 reads ``*@`` as user info). Absolute-form (``http://host/x``) is refused
+  here too: the relay, which must accept it as a server does (RFC 9112 3.2.2), first makes it
+  origin-form with the authority as the Host (:func:`absolute_form`), so what reaches this
+  check, and the agent, is origin-form;
 - the target holds no space, control character or DEL;
 - there is at most one ``Host`` header (two let the router and the service disagree), and
   its value is a host and an optional port (``uri-host [":" port]``, RFC 9110 7.2): no user
@@ -33,7 +36,7 @@ from devtunnel.values.http1 import OWS, content_length_digits, is_token, other_c
 from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
-__all__ = ["answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
+__all__ = ["absolute_form", "answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
 
 # RFC 9110 5.6.2: token = 1*tchar.
 # Bytes a request target may not hold: controls, space, DEL (high bytes pass, as in paths
@@ -120,6 +123,37 @@ def target_problem(method: bytes, target: bytes) -> str | None:
     if 0 in target.translate(_TARGET_REFUSED):  # _FORBIDDEN_IN_TARGET.search(target)
         return f"the request target {_shown(target)} holds a space or a control character"
     return None
+
+
+# RFC 9112 3.2.2: absolute-form = absolute-URI; for "http" and "https" (RFC 9110 4.2), the
+# scheme, "//", an authority and a path-abempty, then "?" query. Scheme case does not matter.
+_ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#]*)([/?#].*)?", re.DOTALL)
+
+
+def absolute_form(target: bytes, method: bytes = b"GET") -> tuple[bytes, bytes] | str | None:
+    """A request target in absolute-form (``http://host:port/path?q``) as a server reads it
+    (RFC 9112 3.2.2): its authority, which stands for the Host header, and the origin-form
+    target (``/path?q``; ``/`` for an empty path, ``*`` for an ``OPTIONS`` with neither path
+    nor query: RFC 9112 3.2.4) to forward; a sentence saying why it cannot
+    be read so (an authority with user info, no host, or a byte no host holds); None for a target
+    that is not in absolute-form (an ``http`` or ``https`` URI), which ``target_problem`` judges.
+
+    The authority only names the host the client meant: it routes the request as a Host would,
+    and the tunnel's local service is still the only place the request goes.
+    """
+    found = _ABSOLUTE.fullmatch(target)
+    if found is None:
+        return None
+    authority, rest = found.group(1), found.group(2) or b""
+    if b"@" in authority:
+        return f"the request target {_shown(target)} holds user info (name@) in its authority"
+    if not authority or authority.startswith(b":") or _HOST.fullmatch(authority) is None:
+        return f"the request target {_shown(target)} does not name a host (and an optional port) after //"
+    if not rest and method == b"OPTIONS":
+        return authority, b"*"
+    if not rest.startswith(b"/"):
+        rest = b"/" + rest  # an empty path is "/" (RFC 9112 3.2.1), before a query too
+    return authority, rest
 
 
 def host_problem(host: bytes) -> str | None:

@@ -30,7 +30,7 @@ def curl(port: int, target: str, host: str, *extra: str) -> tuple[int, str]:
     return int(code), body
 
 
-def test_request_targets_naming_another_port_get_400_from_the_relay_cli(
+def test_request_targets_naming_another_port_never_reach_it_through_the_relay_cli(
     tmp_path: Path, env: dict[str, str], procs: list[Proc]  # noqa: F811
 ) -> None:
     relay_port, api_port = free_port(), free_port()
@@ -43,13 +43,16 @@ def test_request_targets_naming_another_port_get_400_from_the_relay_cli(
         agent.line(lambda l: l.startswith("Forwarding"))
         host = f"victim.localhost:{relay_port}"
         for target in (f"*@127.0.0.1:{second_port}/internal-admin?secret=1", f"*@127.0.0.1:{api_port}/api/events",
-                       f"@127.0.0.1:{second_port}/x", f"http://127.0.0.1:{second_port}/x"):
+                       f"@127.0.0.1:{second_port}/x", f"http://u@127.0.0.1:{second_port}/x"):
             for extra in ([], UPGRADE):
                 code, body = curl(relay_port, target, host, *extra)
                 assert code == 400, (target, extra, code, body)
                 assert "SECRET" not in body and "tunnels" not in body
-        code, body = curl(relay_port, "http://x/", host, *UPGRADE)
-        assert code == 400
+        # An absolute-form target's authority is the Host (RFC 9112 3.2.2): it routes, and names
+        # no tunnel here; it never says where a request goes.
+        for target in (f"http://127.0.0.1:{second_port}/x", "http://x/"):
+            code, body = curl(relay_port, target, host, *UPGRADE)
+            assert code == 404 and "SECRET" not in body, (target, code, body)
         code, body = curl(relay_port, "/hooks?x=1", host)
         assert (code, body) == (200, "victim")
         assert second.snapshot()[0] == 0

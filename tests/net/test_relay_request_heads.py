@@ -1,5 +1,6 @@
-"""What the relay lets through to a tunnel: only origin-form targets, one Host, no trailers as
-headers, no upgrade request with a body.
+"""What the relay lets through to a tunnel: only origin-form targets (absolute-form read as a
+server reads it, its authority the Host), one Host, no trailers as headers, no upgrade request
+with a body.
 
 A real relay and agent on loopback, tunnel ``victim`` to a recording local service, and a
 second local service on another port that must never get a connection (the shape of the
@@ -55,7 +56,9 @@ def hostile_targets(port: int) -> list[bytes]:
     return [
         b"*@127.0.0.1:%d/internal-admin?secret=1" % port,
         b"@127.0.0.1:%d/x" % port,
-        b"http://127.0.0.1:%d/x" % port,
+        b"http://*@127.0.0.1:%d/x" % port,
+        b"http://@127.0.0.1:%d/x" % port,
+        b"ftp://127.0.0.1:%d/x" % port,
         b"127.0.0.1:%d" % port,
         b"*",
     ]
@@ -86,7 +89,7 @@ async def test_targets_that_are_not_a_path_get_400_and_reach_no_service(
             assert b"SECRET" not in raw and b"victim" not in raw
             # The parser refuses some forms itself (``@host/x``, ``host:port`` with GET).
             assert b"not a path" in body or b"only allowed with OPTIONS" in body or b"CONNECT" in body \
-                or body == b"Invalid HTTP request received.", body
+                or b"user info (name@) in its authority" in body or body == b"Invalid HTTP request received.", body
     assert_untouched(victim_service[1], second_service[1])
 
 
@@ -99,9 +102,10 @@ async def test_the_reported_reproduction_gets_400_and_no_traceback(
     status, _, body = parse_response(await raw_request(tunnel.relay.port, request))
     assert status == 400
     assert body.startswith(b"the request target '*@127.0.0.1:")
-    # Absolute-form with upgrade headers made the agent log a ValueError traceback.
+    # Absolute-form with upgrade headers made the agent log a ValueError traceback. Its
+    # authority is the Host now: no tunnel is named x.
     request = b"GET http://x/ HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (tunnel.host("victim").encode(), UPGRADE)
-    assert parse_response(await raw_request(tunnel.relay.port, request))[0] == 400
+    assert parse_response(await raw_request(tunnel.relay.port, request))[0] == 404
     assert_untouched(victim_service[1], second_service[1])
     assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
 
@@ -162,6 +166,117 @@ async def test_options_star_reaches_the_service_as_star(tunnel: Harness, victim_
     raw = await raw_request(tunnel.relay.port, head(b"OPTIONS", b"*", tunnel.host("victim").encode()))
     assert parse_response(raw)[0] == 200
     assert [(r.method, r.target) for r in victim_service[1].snapshot()[1]] == [(b"OPTIONS", b"*")]
+
+
+# -- absolute-form targets: read as a server reads them (RFC 9112 3.2.2) --------------------------------
+@pytest.mark.parametrize("body", [False, True], ids=["get", "post"])
+async def test_an_absolute_form_target_reaches_the_tunnels_service_as_a_path_with_its_authority_as_host(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen], body: bool
+) -> None:
+    # The authority names the tunnel's host on the second service's port: the request still
+    # goes to the tunnel's own local service, never to that port.
+    authority = b"victim.localhost:%d" % second_service[0]
+    extra = b"Content-Length: 5\r\n" if body else b""
+    request = head(b"POST" if body else b"GET", b"http://" + authority + b"/hooks/x?a=1&b=%2F", b"ignored.example",
+                   extra) + (b"hello" if body else b"")
+    raw = await raw_request(tunnel.relay.port, request)
+    assert parse_response(raw)[:3:2] == (200, b"victim"), raw
+    [seen] = victim_service[1].snapshot()[1]
+    assert seen.target == b"/hooks/x?a=1&b=%2F"
+    assert seen.header(b"host") == [authority]  # the authority replaces the Host header
+    assert seen.header(b"x-forwarded-host") == [authority]
+    assert seen.body == (b"hello" if body else b"")
+    assert second_service[1].snapshot()[0] == 0, "the authority's port got a connection"
+    [record] = await tunnel.exchanges(1)
+    assert record.request.target == b"/hooks/x?a=1&b=%2F"
+
+
+@pytest.mark.parametrize(("target", "sent"), [
+    (b"HTTP://victim.localhost", b"/"),  # the scheme in any case; an empty path is /
+    (b"https://victim.localhost?q=1", b"/?q=1"),
+    (b"http://victim.localhost/a#frag", b"/a"),
+])
+async def test_absolute_form_targets_without_a_host_header_are_read_as_a_server_reads_them(
+    tunnel: Harness, victim_service: tuple[int, Seen], target: bytes, sent: bytes
+) -> None:
+    port = tunnel.relay.port
+    request = b"GET %s HTTP/1.1\r\nConnection: close\r\n\r\n" % target.replace(b"localhost", b"localhost:%d" % port)
+    raw = await raw_request(port, request)
+    assert parse_response(raw)[0] == 200, raw
+    [seen] = victim_service[1].snapshot()[1]
+    assert (seen.target, seen.header(b"host")) == (sent, [b"victim.localhost:%d" % port])
+
+
+async def test_curl_using_the_relay_as_its_proxy_reaches_the_tunnels_service(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen]
+) -> None:
+    # curl -x sends absolute-form (GET http://victim.localhost:PORT/x HTTP/1.1), naming here the
+    # second service's port: the tunnel's own service answers, the second gets nothing.
+    url = f"http://victim.localhost:{second_service[0]}/via-proxy?a=1"
+    process = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", "10", "-x", f"http://127.0.0.1:{tunnel.relay.port}", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert (process.returncode, out) == (0, b"victim"), err
+    [seen] = victim_service[1].snapshot()[1]
+    assert (seen.target, seen.header(b"host")) == (b"/via-proxy?a=1", [b"victim.localhost:%d" % second_service[0]])
+    assert second_service[1].snapshot()[0] == 0
+
+
+async def test_options_for_a_whole_server_in_absolute_form_reaches_the_service_as_star(
+    tunnel: Harness, victim_service: tuple[int, Seen]
+) -> None:
+    authority = b"victim.localhost:%d" % tunnel.relay.port
+    raw = await raw_request(tunnel.relay.port, head(b"OPTIONS", b"http://" + authority, authority))
+    assert parse_response(raw)[0] == 200, raw
+    assert [(r.method, r.target) for r in victim_service[1].snapshot()[1]] == [(b"OPTIONS", b"*")]
+
+
+async def test_an_absolute_form_target_naming_another_host_goes_by_that_host_and_nowhere_else(
+    tunnel: Harness, victim_service: tuple[int, Seen], second_service: tuple[int, Seen]
+) -> None:
+    # The Host says the victim's tunnel; the authority, which wins, names the second service.
+    target = b"http://127.0.0.1:%d/internal-admin?secret=1" % second_service[0]
+    raw = await raw_request(tunnel.relay.port, head(b"GET", target, tunnel.host("victim").encode()))
+    status, _, body = parse_response(raw)
+    assert status == 404 and body.startswith(b"nothing at /internal-admin on 127.0.0.1:"), raw
+    assert_untouched(victim_service[1], second_service[1])
+
+
+async def test_the_embedded_relay_sends_an_absolute_form_target_naming_any_host_to_its_own_service_only(
+    victim_service: tuple[int, Seen], second_service: tuple[int, Seen]
+) -> None:
+    """The embedded relay routes any host to its tunnel: an authority naming another port still
+    reaches only the tunnel's configured local service."""
+    service = AgentService()
+    try:
+        await service.start_tunnel(TunnelConfig(target=str(victim_service[0]), name="emb"))
+        relay = service.embedded_relay
+        assert relay is not None
+        for authority in (b"127.0.0.1:%d" % second_service[0], b"10.0.0.1:%d" % second_service[0], b"[::1]:22"):
+            raw = await raw_request(relay.port, head(b"GET", b"http://%s/x" % authority, b"emb.localhost"))
+            assert parse_response(raw)[:3:2] == (200, b"victim"), (authority, raw)
+        assert [r.header(b"host") for r in victim_service[1].snapshot()[1]] == [
+            [b"127.0.0.1:%d" % second_service[0]], [b"10.0.0.1:%d" % second_service[0]], [b"[::1]:22"]]
+        assert second_service[1].snapshot()[0] == 0, "the authority's port got a connection"
+    finally:
+        await service.stop()
+
+
+@pytest.mark.parametrize(("target", "why"), [
+    (b"http://evil@victim.localhost/x", b"holds user info (name@) in its authority"),
+    (b"http:///x", b"does not name a host"),
+    (b"http://:80/x", b"does not name a host"),
+    (b"http://victim.localhost:80:81/x", b"does not name a host"),
+    (b"http://victim.localhost:http/x", b"does not name a host"),
+])
+async def test_a_malformed_absolute_form_target_gets_400_saying_why(
+    tunnel: Harness, victim_service: tuple[int, Seen], target: bytes, why: bytes
+) -> None:
+    raw = await raw_request(tunnel.relay.port, head(b"GET", target, tunnel.host("victim").encode()))
+    status, _, body = parse_response(raw)
+    assert status == 400 and why in body, raw
+    assert victim_service[1].snapshot()[0] == 0
 
 
 # -- upgrade requests with a body (they were never answered nor timed out) ------------------------

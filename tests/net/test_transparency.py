@@ -85,6 +85,10 @@ SCRIPTS: dict[bytes, Callable[[Received], list[bytes | str]]] = {
     b"chunked-cut": lambda r: [_head(b"200 OK", [(b"Transfer-Encoding", b"chunked")], b"5\r\nhello\r\n"), "close"],
     b"chunked-reset": lambda r: [_head(b"200 OK", [(b"Transfer-Encoding", b"chunked")], b"5\r\nhello\r\n"), "reset"],
     b"417": lambda r: [_sized(b"417 Expectation Failed", [], b"nope")],
+    # A 304's Content-Length is the length the 200 would have had (RFC 9110 8.6): no body follows.
+    b"304": lambda r: [_head(b"304 Not Modified", [(b"ETag", b'"v1"'), (b"Content-Length", b"1234"),
+                                                  (b"Cache-Control", b"max-age=60")])],
+    b"304-bare": lambda r: [_head(b"304 Not Modified", [(b"ETag", b'"v1"')])],
 }
 
 
@@ -319,6 +323,13 @@ SAME: dict[str, tuple[bytes, list[bool]]] = {
     "HEAD and its Content-Length": (request("HEAD", b"/h", script=b"head"), [True]),
     "HEAD from an HTTP/1.0 client": (request("HEAD", b"/h", version=b"HTTP/1.0", script=b"head", close=False), [True]),
     "204 with headers": (request("GET", b"/", script=b"204"), []),
+    "304 with the Content-Length of the 200": (request("GET", b"/", [(b"If-None-Match", b'"v1"')], script=b"304"), []),
+    "304 without a Content-Length": (request("GET", b"/", [(b"If-None-Match", b'"v1"')], script=b"304-bare"), []),
+    "304 with a Content-Length to a HEAD": (request("HEAD", b"/", script=b"304"), [True]),
+    "304 with a Content-Length, kept alive, then another request": (
+        request("GET", b"/1", script=b"304", close=False) + request("GET", b"/2"), []),
+    "304 with a Content-Length to a large upload": (
+        request("POST", b"/up", [(b"Content-Length", str(len(_BIG)).encode())], _BIG, script=b"304"), []),
     "205": (request("GET", b"/", script=b"205"), []),
     "many Set-Cookie": (request("GET", b"/", script=b"cookies"), []),
     "repeated response headers in order": (request("GET", b"/", script=b"repeat"), []),
@@ -386,6 +397,7 @@ RECORDED = [
     "GET", "HEAD and its Content-Length", "204 with headers", "many Set-Cookie", "repeated request headers in order and case",
     "obs-text and UTF-8 request values", "obs-text and UTF-8 response values", "odd encodings in the target",
     "an empty query", "a bare ?", "a chunked upload", "a gzip body untouched", "a large body up", "a large body down",
+    "304 with the Content-Length of the 200", "304 with a Content-Length, kept alive, then another request",
     "pipelined requests", "twenty pipelined POSTs", "a status line without a reason", "a server that closes mid-body",
     "a server that closes mid-chunked-body",
 ]
@@ -418,7 +430,7 @@ async def check_records(bench: Bench, data: bytes, heads: list[bool], *, earlier
         got = answer_compared(answer)
         named = _named_by_connection(list(record.response.headers.fields))
         kept = [(n.lower(), v) for n, v in record.response.headers.fields if n.lower() not in _HOP_BY_HOP | named]
-        if answer.status in (204, 304):  # the relay drops a Content-Length there (docs/relay.md)
+        if answer.status == 204:  # the relay drops a Content-Length there (docs/relay.md)
             kept = [f for f in kept if f[0] != b"content-length"]
         assert (record.response.status, kept) == (got["status"], got["headers"])
         assert (record.response.body_size, record.response.body) == (len(answer.body), answer.body[:len(record.response.body)])
@@ -544,3 +556,24 @@ async def test_a_request_transfer_coding_the_tunnel_cannot_carry_is_refused_not_
     assert answer.status == 400
     assert b"names a coding other than chunked" in answer.body
     assert bench.service.received[before:] == []
+
+
+async def test_a_304_reaches_curl_with_the_content_length_the_service_sent_and_no_wait_for_a_body(bench: Bench) -> None:
+    # Two requests on one connection: curl reuses it only if the 304 ended where its head did.
+    url = f"http://{bench.harness.host('app')}/page"
+    process = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "-v", "--max-time", "10", "-H", "X-Script: 304", "-H", 'If-None-Match: "v1"', url,
+        "--next", "-H", "X-Script: 304", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    verbose = err.decode()
+    assert verbose.count("< HTTP/1.1 304 Not Modified") == 2, verbose
+    assert verbose.count("< content-length: 1234") == 2, verbose
+    assert "Re-using existing connection" in verbose or "Reusing existing" in verbose, verbose
+    assert out == b""
+    records = await bench.harness.exchanges(2)
+    for record in records:
+        assert record.response is not None and record.response.status == 304
+        assert (b"Content-Length", b"1234") in record.response.headers.fields

@@ -85,6 +85,9 @@ def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> Non
             "_bound_trailer", "_drop_trailer", "_bound_head", "_bound_blank", "_request_line_held", "_method_held",
             "_request_line_ends_at", "_walk_for", "_read_walked", "_feed", "_parse_failed",
             "_refuse_pending", "drop_pending",  # relay.pending
+            "_absolute_form",  # an absolute-form target read as origin-form (on_headers_complete)
+            "_idle", "close_answered", "_linger", "_drain_body", "_dropped", "_drain_due",
+            "_drain_over", "_end_drain",  # reading after an answer that came before the body
             "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
         assert name in ours or name in HTTP_PROTOCOL_METHODS, f"HeadLimitedHttpProtocol.{name}: add it to this contract"
@@ -558,6 +561,7 @@ def _direct_cycle(method: str, http_version: str, keep_alive: bool, default_head
         transport=transport, flow=cycle.flow, logger=cycle.logger, access_logger=cycle.access_logger,
         access_log=cycle.access_log, server_state=types.SimpleNamespace(default_headers=cycle.default_headers),
         on_response_complete=cycle.on_response,
+        close_answered=transport.close,  # (the request's body came whole: closed at once)
     )
     direct = DirectCycle(protocol, method, http_version, "/p", b"/p", b"", b"/p", [], [], False, keep_alive)  # type: ignore[arg-type]
     return direct, transport, done

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from devtunnel.values import request_head
 from devtunnel.values.request_head import (
-    answer_text, field_is_safe, fields_are_safe, head_problem, host_problem, method_problem, target_problem,
+    absolute_form, answer_text, field_is_safe, fields_are_safe, head_problem, host_problem, method_problem, target_problem,
 )
 
 HOST = (b"Host", b"app.localhost")
@@ -164,3 +164,39 @@ def test_a_target_is_refused_exactly_when_it_holds_a_space_control_or_del(rest: 
 def test_fields_are_safe_exactly_when_each_field_is(fields: list[tuple[bytes, bytes]]) -> None:
     names, values = zip(*fields)
     assert fields_are_safe(names, values) is all(field_is_safe(n, v) for n, v in fields)
+
+
+@pytest.mark.parametrize(("target", "read"), [
+    (b"http://h.example/a?b=1", (b"h.example", b"/a?b=1")),
+    (b"HTTPS://h.example:8443", (b"h.example:8443", b"/")),
+    (b"http://[::1]:80?q", (b"[::1]:80", b"/?q")),
+    (b"http://h/x#f", (b"h", b"/x#f")),
+    (b"/a", None),
+    (b"*", None),
+    (b"ftp://h/x", None),
+    (b"*@127.0.0.1:9/x", None),
+])
+def test_absolute_form_is_read_as_its_authority_and_an_origin_form_target(
+    target: bytes, read: tuple[bytes, bytes] | None
+) -> None:
+    assert absolute_form(target) == read
+
+
+@pytest.mark.parametrize(("target", "why"), [
+    (b"http://u:p@h/x", "holds user info (name@) in its authority"),
+    (b"http://@h/x", "holds user info"),
+    (b"http:///x", "does not name a host"),
+    (b"http://:8080/", "does not name a host"),
+    (b"http://h:1:2/", "does not name a host"),
+    (b"http://h\x1b[31m/", "does not name a host"),
+])
+def test_a_malformed_absolute_form_target_says_why(target: bytes, why: str) -> None:
+    problem = absolute_form(target)
+    assert isinstance(problem, str) and why in problem and "\x1b" not in answer_text(problem)
+
+
+def test_an_options_request_for_a_whole_server_in_absolute_form_is_forwarded_as_star() -> None:
+    # RFC 9112 3.2.4: OPTIONS http://host (no path, no query) is sent on as OPTIONS *.
+    assert absolute_form(b"http://h:8080", b"OPTIONS") == (b"h:8080", b"*")
+    assert absolute_form(b"http://h:8080/", b"OPTIONS") == (b"h:8080", b"/")
+    assert absolute_form(b"http://h:8080?q", b"OPTIONS") == (b"h:8080", b"/?q")
