@@ -471,6 +471,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     """The most seconds spent reading them (nginx's ``lingering_time``)."""
     linger_quiet: float = 5.0
     """Seconds without a byte from the client after which that reading ends (nginx's ``lingering_timeout``)."""
+    head_linger_bytes: int = 64 << 10
+    """After a 408 for a head that did not come whole in time: the most bytes read (and dropped)
+    from a client still sending it, so that the 408 is read rather than lost to a reset."""
+    head_linger_time: float = 2.0
+    """... and the most seconds (a client that trickles its head is held this much longer at most)."""
     _drain: _Drain | None = None
     """Set while the connection reads and drops the rest of an answered request (a class default:
     an ordinary connection's instance holds no such attribute)."""
@@ -1293,10 +1298,20 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._refused = True
         # A head begun gets 408; a connection that never began a request (nothing, or blank
         # lines only) is an idle one, closed silently as nginx does.
+        transport = self.transport
         if at != _BETWEEN:
             text = f"request head not received within {self.head_timeout:g} s\n"
-            self.transport.write(_plain_response(b"HTTP/1.1 408 Request Timeout\r\n", text))
-        self.transport.close()
+            transport.write(_plain_response(b"HTTP/1.1 408 Request Timeout\r\n", text))
+            if transport.can_write_eof():
+                # The client may still be sending its head: closed at once, its next bytes would
+                # reset the connection, and a reset can drop the 408 unread. Our side ends after
+                # it; what still comes is read and dropped, briefly (``_drain_due`` closes).
+                transport.write_eof()
+                now = self.loop.time()
+                drain = self._drain = _Drain(now, self.head_linger_bytes, now + self.head_linger_time)
+                drain.timer = self.loop.call_later(self.head_linger_time, self._drain_due)
+                return
+        transport.close()
 
 
 class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):

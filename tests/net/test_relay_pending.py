@@ -235,6 +235,42 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut_at_the_head_timeout_count
         assert loop.time() - started < 2.5
 
 
+async def test_after_a_408_the_client_still_sending_its_head_reads_it_and_the_relay_reads_briefly_then_closes() -> None:
+    """Closed at once after the 408, a connection whose client was still sending was reset by
+    those bytes, and the reset could drop the 408 unread (seen under load). The relay ends its
+    side after the 408 and reads what still comes for a moment, bounded in time and bytes."""
+    async with running_relay(head_timeout=0.3) as relay:
+        loop = asyncio.get_running_loop()
+        reader, writer = await open_from(relay)
+        writer.write(b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        async with asyncio.timeout(10):
+            answer = await reader.read(-1)  # the 408, then the end of the relay's side
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
+        assert relay._pending.open_total == 1  # still reading (closed, it was 0 by the end seen)
+        # The client goes on sending: read and dropped, no reset while within the bounds.
+        writer.write(b"a" * 1000)
+        await writer.drain()
+        ended = loop.time()
+        # Past the byte bound the relay closes; the next writes meet the closed connection.
+        with pytest.raises(ConnectionError):
+            async with asyncio.timeout(10):
+                while True:
+                    writer.write(b"b" * 16384)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+        assert loop.time() - ended < 3.0
+        writer.close()
+
+        # A client that goes quiet instead is closed once the time bound passes.
+        reader, writer = await open_from(relay)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        async with asyncio.timeout(10):
+            assert (await reader.read(-1)).startswith(b"HTTP/1.1 408 Request Timeout")
+        await async_wait_for(lambda: relay._pending.open_total == 0, timeout=5,
+                             what="the connection closed after the bound")
+        writer.close()
+
+
 # -- the counts themselves -----------------------------------------------------------------------
 class Conn:
     def __init__(self) -> None:
