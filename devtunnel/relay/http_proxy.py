@@ -52,6 +52,7 @@ from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.rules import Decision
 from devtunnel.values.sizes import format_size
 from devtunnel.values.request_head import answer_text
+from devtunnel.values.terminal import clipped
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -254,9 +255,10 @@ class HttpForwarder:
         stream = RelayStream(stream_id)
         other.open(stream)
         other.flush()
-        log.info(
-            "tunnel %s: %s %s refused by agent %s (%s); sent to agent %s", tunnel.name, scope["method"], scope["path"],
-            tunnel.peer, failure.reason or "refused", other.peer,
+        # Rate-limited, the path cut: a public client causes one per request while an agent refuses.
+        self.peer_errors.log(
+            "pool-failover", logging.INFO, "tunnel %s: %s %s refused by agent %s (%s); sent to agent %s", tunnel.name,
+            scope["method"], clipped(scope["path"], 200), tunnel.peer, clipped(failure.reason or "refused", 200), other.peer,
         )
         return other, stream
 

@@ -27,6 +27,7 @@ KINDS = {
     "held-responses": "streams reset for holding responses their clients had not read",
     "pending-refused": "connections refused for their address's connections waiting to send a request",
     "pending-dropped": "connections waiting to send a request dropped to make room",
+    "pool-failover": "requests sent to another agent of their pool after a refusal",
 }
 
 

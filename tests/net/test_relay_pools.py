@@ -7,6 +7,7 @@ response says which agent carried it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import socket
@@ -559,6 +560,25 @@ async def test_a_request_refused_by_a_full_member_is_answered_by_another_with_ro
         assert resent.startswith(b"HTTP/1.1 200 ") and resent.endswith(b"body=hello world")
         _took_path(PATHS[path], tasks, 1)
         await nothing_held(relay)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_requests_sent_to_another_member_are_logged_rate_limited_with_the_path_cut(
+        path: str, caplog: pytest.LogCaptureFixture) -> None:
+    # A public client causes one of these per request while a member refuses: one line per
+    # interval and a count, not a line of up to 64 KiB each.
+    long_path = b"/" + b"p" * 5000
+    with caplog.at_level(logging.INFO, logger="devtunnel.relay"):
+        async with pool_of(PATHS[path], refusing(leave=False), echo) as (relay, (a, b), _):
+            for _ in range(3):
+                assert (await exchange(relay, _request(b"GET", long_path))).startswith(b"HTTP/1.1 200 ")
+            assert (len(a.requests), len(b.requests)) == (3, 3)
+            await nothing_held(relay)
+    lines = [r.getMessage() for r in caplog.records if "refused by agent" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert " /" + "p" * 199 + "… (4801 more characters) refused" in lines[0] and len(lines[0]) < 600
+    assert any(r.getMessage() == "2 more requests sent to another agent of their pool after a refusal in the last 10 s"
+               for r in caplog.records)
 
 
 @pytest.mark.parametrize("path", list(PATHS))
