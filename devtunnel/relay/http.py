@@ -472,8 +472,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     linger_quiet: float = 5.0
     """Seconds without a byte from the client after which that reading ends (nginx's ``lingering_timeout``)."""
     head_linger_bytes: int = 64 << 10
-    """After a 408 for a head that did not come whole in time: the most bytes read (and dropped)
-    from a client still sending it, so that the 408 is read rather than lost to a reset."""
+    """After the relay's own answer to a head (408, 400, 431, 501: ``_answer_and_close``): the most
+    bytes read (and dropped) from a client still sending, so that the answer is read rather than
+    lost to a reset."""
     head_linger_time: float = 2.0
     """... and the most seconds (a client that trickles its head is held this much longer at most)."""
     _drain: _Drain | None = None
@@ -1231,7 +1232,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         """Answer 429 and close: the client's address holds its most pending connections. Its
         request is not read (a WebSocket upgrade: not upgraded)."""
         self._cancel_head_timer()
-        self._refuse(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: %d\r\n" % RETRY_AFTER, pending.refusal(self.client))
+        self._refuse(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: %d\r\n" % RETRY_AFTER, pending.refusal(self.client),
+                     linger=False)
 
     def drop_pending(self) -> None:
         """Dropped to make room for newer connections (``PendingConnections``): 503 and close
@@ -1243,7 +1245,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._cancel_head_timer()
-        self._refuse(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: %d\r\n" % RETRY_AFTER, DROPPED_PENDING)
+        self._refuse(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: %d\r\n" % RETRY_AFTER, DROPPED_PENDING, linger=False)
 
     def _refuse_head(self) -> None:
         self._cancel_head_timer()
@@ -1255,8 +1257,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self.logger.debug("Request refused: %s", problem)
         self._refuse(b"HTTP/1.1 400 Bad Request\r\n", answer_text(f"{problem}\n"))
 
-    def _refuse(self, status_line: bytes, text: str) -> None:
-        """Answer a head with ``status_line`` and close the connection; read nothing more.
+    def _refuse(self, status_line: bytes, text: str, *, linger: bool = True) -> None:
+        """Answer a head with ``status_line`` and close the connection; parse nothing more
+        (``_answer_and_close``; without ``linger``, at once: a refusal for crowding).
 
         Behind responses still to be sent (pipelining), the connection closes once the last
         of them is sent instead: an answer written now would land inside one of them.
@@ -1266,8 +1269,33 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if last is not None and not last.response_complete:
             last.keep_alive = False
             return
-        self.transport.write(_plain_response(status_line, text))
-        self.transport.close()
+        if linger:
+            self._answer_and_close(_plain_response(status_line, text))
+        else:
+            self.transport.write(_plain_response(status_line, text))
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refused, closed as the relay's other answers to
+        a head are (``_answer_and_close``), where uvicorn closes at once."""
+        self._answer_and_close(_plain_response(b"HTTP/1.1 400 Bad Request\r\n", msg))
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        """Write the relay's own answer to a head and close. The client may still be sending
+        (the rest of a head too large, or slow): closed at once, its next bytes would reset the
+        connection, and a reset can drop the answer unread. So our side ends after the answer,
+        and what still comes is read and dropped, briefly (``head_linger_*``; ``_drain_due``
+        closes). A TLS connection cannot end one side: it closes at once."""
+        self._refused = True
+        transport = self.transport
+        transport.write(answer)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        now = self.loop.time()
+        drain = self._drain = _Drain(now, self.head_linger_bytes, now + self.head_linger_time)
+        drain.timer = self.loop.call_later(self.head_linger_time, self._drain_due)
 
     def _close_after_response(self) -> None:
         """The request asked to switch to a protocol the relay does not speak (``h2c`` ...).
@@ -1298,20 +1326,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._refused = True
         # A head begun gets 408; a connection that never began a request (nothing, or blank
         # lines only) is an idle one, closed silently as nginx does.
-        transport = self.transport
         if at != _BETWEEN:
             text = f"request head not received within {self.head_timeout:g} s\n"
-            transport.write(_plain_response(b"HTTP/1.1 408 Request Timeout\r\n", text))
-            if transport.can_write_eof():
-                # The client may still be sending its head: closed at once, its next bytes would
-                # reset the connection, and a reset can drop the 408 unread. Our side ends after
-                # it; what still comes is read and dropped, briefly (``_drain_due`` closes).
-                transport.write_eof()
-                now = self.loop.time()
-                drain = self._drain = _Drain(now, self.head_linger_bytes, now + self.head_linger_time)
-                drain.timer = self.loop.call_later(self.head_linger_time, self._drain_due)
-                return
-        transport.close()
+            self._answer_and_close(_plain_response(b"HTTP/1.1 408 Request Timeout\r\n", text))
+        else:
+            self.transport.close()
 
 
 class DeadPeerWebSocketProtocol(WebSocketsSansIOProtocol):

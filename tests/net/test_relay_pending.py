@@ -271,6 +271,27 @@ async def test_after_a_408_the_client_still_sending_its_head_reads_it_and_the_re
         writer.close()
 
 
+@pytest.mark.parametrize("kind", ["too large", "malformed"])
+async def test_the_relays_own_refusal_of_a_head_reaches_a_client_still_sending(kind: str) -> None:
+    """A 431 for a head past the bound, or a 400 for a malformed one, written while the client
+    still sends: the relay's side ends after it and the rest is read and dropped, so the client
+    reads the answer (closed at once with bytes unread, the connection was reset and the answer
+    could be lost)."""
+    async with running_relay() as relay:
+        reader, writer = await open_from(relay)
+        if kind == "too large":
+            head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * (300 << 10)
+            expected = b"HTTP/1.1 431 "
+        else:
+            head = b"GET /\x01 HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * (300 << 10)
+            expected = b"HTTP/1.1 400 "
+        writer.write(head)  # more than the socket buffers hold: still being sent when refused
+        async with asyncio.timeout(10):
+            answer = await reader.read(-1)
+        assert answer.startswith(expected), answer[:80]
+        writer.close()
+
+
 # -- the counts themselves -----------------------------------------------------------------------
 class Conn:
     def __init__(self) -> None:
