@@ -49,6 +49,11 @@ class RowSource(Protocol):
         """How many rows come before ``exchange_id``."""
         ...
 
+    async def newest(self, limit: int, skip: int = 0) -> tuple[list[Row], int | None]:
+        """``before(None, limit, skip)``, and how many rows the list had as they were read (None
+        where counting costs more than the page: the table then keeps its own count)."""
+        ...
+
 
 class EmptySource:
     """No rows: the table's source before its first list, or for a list that could not be read."""
@@ -61,6 +66,9 @@ class EmptySource:
 
     async def position(self, exchange_id: str) -> int:
         return 0
+
+    async def newest(self, limit: int, skip: int = 0) -> tuple[list[Row], int | None]:
+        return [], 0
 
 
 class _Ids(Sequence[str]):
@@ -566,6 +574,12 @@ class RequestTable(ScrollView, can_focus=True):
         self.rows_read += len(rows)
         return rows
 
+    async def _newest(self, limit: int, skip: int = 0) -> tuple[list[Row], int | None]:
+        self.reads += 1
+        rows, counted = await self._source.newest(limit, skip)
+        self.rows_read += len(rows)
+        return rows, counted
+
     def _stale(self, generation: tuple[int, int], *, ends_list: bool) -> bool:
         """Whether a read begun at ``generation`` must be dropped: the list was replaced, or it
         says where the list ends and live changes were applied meanwhile (rows it could not see)."""
@@ -612,9 +626,10 @@ class RequestTable(ScrollView, can_focus=True):
                 self._shift(shift)
             return
         want = hi - lo
+        counted: int | None = None
         if self.total - hi <= lo:
             skip = max(0, self.total - hi)
-            rows = await self._read("before", None, want, skip)
+            rows, counted = await self._newest(want, skip)
         else:
             skip = lo
             rows = await self._read("after", None, want, skip)
@@ -628,10 +643,10 @@ class RequestTable(ScrollView, can_focus=True):
                 self._lines.clear()
                 return
             skip = 0  # the list is shorter than the estimate said: read its end
-            rows = await self._read("before", None, want)
+            rows, counted = await self._newest(want)
         if not rows and skip and not self._stale(generation, ends_list=False):
             skip = 0
-            rows = await self._read("before", None, want)
+            rows, counted = await self._newest(want)
         if self._stale(generation, ends_list=skip == 0 or len(rows) < want):
             return
         at_start = len(rows) < want
@@ -641,7 +656,13 @@ class RequestTable(ScrollView, can_focus=True):
             if skip == 0 or rows:
                 self.set_total(skip + len(rows), exact=True)
         else:
-            self._set_window(rows, max(0, self.total - skip - len(rows)), at_start=False, at_end=skip == 0)
+            # Counted from the end: by the list's size as these rows were read, when the source
+            # knows it. Rows recorded after the table's count and before this read (under
+            # traffic, not yet announced) would otherwise number every row too early.
+            end = self.total if counted is None else counted
+            self._set_window(rows, max(0, end - skip - len(rows)), at_start=False, at_end=skip == 0)
+            if counted is not None:
+                self.set_total(counted, exact=True)
         self._lines.clear()
 
     def _shift(self, by: int) -> None:
