@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import ClassVar, Protocol, overload
 
+from rich.cells import cell_len
 from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
@@ -31,7 +32,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devtunnel.capture.rows import Row
-from devtunnel.tui.widgets.table_rows import Columns, RowPainter
+from devtunnel.tui.widgets.table_rows import Columns, RowPainter, printable
 
 
 class RowSource(Protocol):
@@ -220,6 +221,9 @@ class RequestTable(ScrollView, can_focus=True):
         self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
         self._styles: dict[str, Style] = {}
         self._pass: tuple[int, Columns, Style] | None = None
+        self._shape: tuple[tuple[object, ...], bool, int, bool] = ((), True, 16, True)
+        """What the window's rows need of the columns, and the window it was found for: several
+        tunnels, the longest tunnel name's cells, webhooks (``_columns``)."""
         self._painter = RowPainter(self._style)
         self.reads = 0
         """Pages read from the source so far (with ``rows_read``, what tests count)."""
@@ -702,10 +706,25 @@ class RequestTable(ScrollView, can_focus=True):
         self._lines.clear()
         self.refresh()
 
+    def _columns(self, width: int) -> Columns:
+        """The columns for ``width`` and the rows in the window: TUNNEL where they are of several
+        tunnels (or there is room), sized to their names; EVENT where webhooks are among them."""
+        rows = self._rows
+        key = (id(rows), len(rows), self._edits, rows[0].id if rows else "", rows[-1].id if rows else "")
+        if self._shape[0] != key:
+            names = {row.tunnel for row in rows}
+            cells = max((cell_len(printable(name)) for name in names), default=0)
+            shape = (key, len(names) > 1, cells, any(row.webhook is not None for row in rows))
+            if shape[1:] != self._shape[1:]:
+                self._lines.clear()  # drawn for other columns
+            self._shape = shape
+        _, several, cells, webhooks = self._shape
+        return Columns.for_width(width, several_tunnels=several, tunnel_cells=cells, webhooks=webhooks)
+
     def render_lines(self, crop: Region) -> list[Strip]:
         # Once per frame rather than once per line: the widths, and whether the view needs rows.
         width = self.scrollable_content_region.width
-        self._pass = (width, Columns.for_width(width), self._style(""))
+        self._pass = (width, self._columns(width), self._style(""))
         if not self._covered(*self._view()):
             self._want_view()
         try:
@@ -716,7 +735,7 @@ class RequestTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         if self._pass is None:
             width = self.scrollable_content_region.width
-            width, columns, base = width, Columns.for_width(width), self._style("")
+            width, columns, base = width, self._columns(width), self._style("")
         else:
             width, columns, base = self._pass
         if y == 0:
