@@ -167,6 +167,7 @@ class InspectorApp(App[None]):
         self.live.watch_store()
         if int(time.monotonic()) % 2 == 0:
             self.live.refresh_mix()
+            self.live.recheck_in_flight()  # ended by no notice: an agent killed mid-request
             if self.backend.api_url:
                 self._poll_tunnels()
 

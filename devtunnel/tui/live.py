@@ -35,6 +35,9 @@ together (one read, one redraw). A change after a quiet spell is applied at once
 COUNT_SHARE = 20
 """A count runs again no sooner than this many times its last duration after it."""
 
+IN_FLIGHT_RECHECK = 3.0
+"""Seconds a row stays in flight before ``recheck_in_flight`` reads it again (every two seconds)."""
+
 Listener = Callable[[Collection[str] | None], None]
 """Hears the ids a change notice names, or None when anything may have changed (a resync)."""
 
@@ -105,6 +108,8 @@ class LiveView:
         self.filter: object = None
         self.expression = ""
         self._pending: set[str] = set()
+        self._rechecks: set[str] = set()
+        """Ids read again though no notice named them (``recheck_in_flight``), with the next flush."""
         self._applying = False
         self._generation = 0
         self._count = _Spaced(refilter_every)
@@ -206,6 +211,23 @@ class LiveView:
             self._outside.running = True
             self._run(partial(self._count_outside, self._generation), group="outside", exclusive=True,
                       exit_on_error=False)
+
+    def recheck_in_flight(self, older_than: float = IN_FLIGHT_RECHECK) -> None:
+        """Read again the rows on the table that are still in flight and began over ``older_than``
+        seconds ago (call every second or two).
+
+        Whoever ends them may announce nothing here: ``devtunnel inspect`` follows no agent, and an
+        agent killed mid-request says nothing more; the store ends its exchanges as ``agent_gone``
+        when a read finds it gone (``Store.end_gone_runs``). Those rows stayed ``…`` until the list
+        was read again. The young are left to the notices: under traffic they end within a second.
+        """
+        now = time.time()
+        ids = {row.id for row in self.table.window if row.duration is None and row.started_at < now - older_than}
+        ids -= self._pending
+        if ids:
+            self._rechecks.update(ids)  # not traffic: the request rate does not count them
+            if self._later is not None and not self._flush_due and not self._applying:
+                self._flush_soon()
 
     def _start_apply(self, ids: list[str], generation: int) -> None:
         """Apply ``ids`` (announced; none for rows stored elsewhere) to the table in a worker."""
@@ -328,9 +350,11 @@ class LiveView:
     def flush(self) -> None:
         """Apply the changes collected since the last flush (also call on an interval, as a safety net)."""
         self._flush_due = False
-        if self._pending and not self._applying and self._sourced == self._generation:
+        if (self._pending or self._rechecks) and not self._applying and self._sourced == self._generation:
             ids, self._pending = self._pending, set()
             self.stats.count_requests(len(ids))
+            ids |= self._rechecks
+            self._rechecks = set()
             self._start_apply(sorted(ids), self._generation)
         self._count_if_due()
 
