@@ -109,6 +109,8 @@ class LiveView:
         self.expression = ""
         self._pending: set[str] = set()
         self._rechecks: set[str] = set()
+        self._counted_up_to = ""
+        """The newest id counted as a request by the stats strip's rate."""
         """Ids read again though no notice named them (``recheck_in_flight``), with the next flush."""
         self._applying = False
         self._generation = 0
@@ -352,7 +354,12 @@ class LiveView:
         self._flush_due = False
         if (self._pending or self._rechecks) and not self._applying and self._sourced == self._generation:
             ids, self._pending = self._pending, set()
-            self.stats.count_requests(len(ids))
+            # New requests only: a request announced as it starts and again as it ends is one.
+            # Ids grow with time, so those after the newest counted are the new ones.
+            fresh = [i for i in ids if i > self._counted_up_to]
+            if fresh:
+                self._counted_up_to = max(fresh)
+            self.stats.count_requests(len(fresh))
             ids |= self._rechecks
             self._rechecks = set()
             self._start_apply(sorted(ids), self._generation)
