@@ -79,3 +79,24 @@ async def test_a_request_in_flight_that_another_agent_finishes_shows_its_end(
         row = await async_wait_for(lambda: (r := _row(table, recording.id)) is not None and r.duration is not None
                                    and r, timeout=30, what="the row's end")
         assert row.status == 200 and row.error is None
+
+
+async def test_a_response_broken_midway_shows_its_status_in_the_look_of_err(tmp_path: Path) -> None:
+    """A 200 whose body an agent killed mid-way cut off (``agent_gone``) read as a plain 200 on
+    the table, green as a success; ``devtunnel requests`` says ``200 ERR``."""
+    from tests.tui.app_fixtures import fill, make_exchange
+
+    db = fill(tmp_path / "captures.db", [make_exchange(0, target="/ok"),
+                                         make_exchange(1, target="/cut", error="agent_gone"),
+                                         make_exchange(2, target="/last")])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.table
+        await async_wait_for(lambda: table.total == 3 and table.row_at(0) is not None, what="the rows")
+        await pilot.pause()  # the cursor is on /last, in a look of its own
+        error = table.get_component_rich_style("request-table--status-error")
+        ok = table.get_component_rich_style("request-table--status-2xx")
+        cut = next(s for s in table.render_line(2) if s.text.strip() == "200")
+        fine = next(s for s in table.render_line(1) if s.text.strip() == "200")
+        assert cut.style is not None and cut.style.reverse and cut.style.color == error.color
+        assert fine.style is not None and fine.style.color == ok.color and not fine.style.reverse

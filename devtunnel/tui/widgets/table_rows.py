@@ -147,8 +147,10 @@ class RowPainter:
         return self._last_second[1]
 
     def _status_style(self, row: Row) -> tuple[str, Style]:
-        if row.error and row.status is None:
-            return "ERR", self._style("request-table--status-error")
+        if row.error:
+            # A response begun, then broken (the agent killed mid-body, the client gone): its
+            # status in the error's look, as ``devtunnel requests`` says ``200 ERR``, not a 200.
+            return "ERR" if row.status is None else str(row.status), self._style("request-table--status-error")
         if row.status is None:
             return "…", self._style("request-table--dim")
         klass = min(max(row.status // 100, 2), 5)
