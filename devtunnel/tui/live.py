@@ -109,6 +109,8 @@ class LiveView:
         self.expression = ""
         self._pending: set[str] = set()
         self._rechecks: set[str] = set()
+        self._stored: int | None = None
+        """The store's count at the last look of ``_count_outside`` (None: not looked yet)."""
         self._counted_up_to = ""
         """The newest id counted as a request by the stats strip's rate."""
         """Ids read again though no notice named them (``recheck_in_flight``), with the next flush."""
@@ -208,8 +210,7 @@ class LiveView:
             self.reload()
         elif self._retry_soon:
             self.reload()
-        elif (self.filter is None and self._sourced == self._generation and not self._pending
-              and not self._applying and self._outside.due()):
+        elif self._sourced == self._generation and not self._pending and not self._applying and self._outside.due():
             self._outside.running = True
             self._run(partial(self._count_outside, self._generation), group="outside", exclusive=True,
                       exit_on_error=False)
@@ -239,11 +240,13 @@ class LiveView:
         self._run(partial(self._apply, ids, generation), group="live", exit_on_error=False)
 
     async def _count_outside(self, generation: int) -> None:
-        """Count the store (a list without a filter) and apply the difference, if any, as a change.
+        """Count the store and apply the difference, if any, as a change (a filtered list: read its
+        end again when the count moved).
 
         What another process stores is never announced by the agent: ``devtunnel replay`` from
-        the CLI records its replay itself. Counted now and then (spaced as the other counts),
-        such a row shows within about a second even when no traffic follows it.
+        the CLI records its replay itself, and ``devtunnel inspect`` follows no agent. Counted now
+        and then (spaced as the other counts), such a row shows within about a second even when
+        no traffic follows it, with a filter too (it stayed away until the filter changed).
         """
         started = time.monotonic()
         try:
@@ -253,9 +256,16 @@ class LiveView:
         finally:
             self._outside.running = False
             self._outside.ran(started)
-        if (total != self.table.total and generation == self._generation == self._sourced and self.filter is None
-                and not self._pending and not self._applying):
-            self._start_apply([], generation)
+        grew, self._stored = self._stored is not None and total != self._stored, total
+        if generation != self._generation or self._sourced != generation or self._pending or self._applying:
+            return
+        if self.filter is None:
+            if total != self.table.total:
+                self._start_apply([], generation)
+        elif grew:
+            # A filtered list cannot be told by the store's count: its end is read again, and
+            # rows that match after its last show (those of ``devtunnel inspect`` beside an agent).
+            self.table.read_end()
 
     def cannot_read(self, exc: Exception) -> None:
         """Say that the store could not be read, once until a read succeeds again (retries under

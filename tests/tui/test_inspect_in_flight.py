@@ -100,3 +100,30 @@ async def test_a_response_broken_midway_shows_its_status_in_the_look_of_err(tmp_
         fine = next(s for s in table.render_line(1) if s.text.strip() == "200")
         assert cut.style is not None and cut.style.reverse and cut.style.color == error.color
         assert fine.style is not None and fine.style.color == ok.color and not fine.style.reverse
+
+
+async def test_a_row_another_process_stores_shows_under_a_filter_too(tmp_path: Path) -> None:
+    """``devtunnel inspect`` with ``method:POST`` in force beside an agent recording: the POSTs it
+    recorded never showed (only a list without a filter was counted again), until the filter changed."""
+    from devtunnel.capture.store import Store
+    from tests.tui.app_fixtures import fill, make_exchange
+
+    db = fill(tmp_path / "captures.db", [make_exchange(n, method="POST" if n % 2 else "GET") for n in range(6)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.table
+        await async_wait_for(lambda: table.total == 6 and table.current_id is not None, what="the list")
+        outside = app.live._outside
+        await async_wait_for(lambda: outside.next_at > 0 and not outside.running, what="the store counted once")
+        await pilot.press("slash", *"method:POST", "enter")
+        await async_wait_for(lambda: table.total == 3 and table.current_id == make_exchange(5).id, what="the POSTs")
+        generation = app.live._generation
+        writer = Store(db)
+        try:
+            writer.put_many([make_exchange(6, method="GET"), make_exchange(7, method="POST")])
+        finally:
+            writer.close()
+        await async_wait_for(lambda: table.total == 4 and table.current_id == make_exchange(7).id, timeout=15,
+                             what="the new POST shown")
+        assert [table.row_at(i).id for i in range(4)] == [make_exchange(n).id for n in (1, 3, 5, 7)]  # type: ignore[union-attr]
+        assert app.live._generation == generation  # its end read again, not the whole list

@@ -408,6 +408,18 @@ class RequestTable(ScrollView, can_focus=True):
         self.refresh()
         return known or total is not None
 
+    def read_end(self) -> None:
+        """Rows may have joined the list after its end with no notice (another process stored
+        them; a filtered list has no count to tell): read after the last row again."""
+        if not (self._rows and self._at_end):
+            return
+        self._at_end = False
+        end = self._start + len(self._rows)
+        self._wanted = (end, end + self._page)
+        if not self._loading:
+            self._loading = True
+            self.run_worker(self._load, group="request-table-load", exit_on_error=False)
+
     def _anchor_end(self) -> None:
         """Count a window that ends the list from the end; rows before it mean it does not start it."""
         self._start = max(0, self.total - len(self._rows))
@@ -600,6 +612,8 @@ class RequestTable(ScrollView, can_focus=True):
                 return
             self._rows += rows
             self._ids += [row.id for row in rows]
+            if self._start + len(self._rows) > self.total:  # more than it counted (``read_end``)
+                self.set_total(self._start + len(self._rows), exact=self.total_exact)
             if len(rows) < want:
                 self._at_end = True
                 self.set_total(self._start + len(self._rows), exact=self.total_exact)
