@@ -720,6 +720,17 @@ class Store:
         found.sort(key=lambda row: row.id)
         return found
 
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """The reads of this thread within the block see the store as at the first of them.
+
+        A count and the rows it goes with, read apart, disagree while an agent records: the
+        inspector counted 1,000, then read the newest rows, three of them committed after the
+        count, and numbered every row three places too early from then on (a key pressed while
+        traffic streamed moved the cursor three rows further than asked)."""
+        with self._snapshot():
+            yield
+
     def count_before(self, exchange_id: str, filter: object = None) -> int:
         """How many exchanges matching ``filter`` have an id before ``exchange_id`` (its position)."""
         where, params = _filters.compile_filter(filter).sql()

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.binding import Binding, BindingType
@@ -41,6 +41,7 @@ from devtunnel.tui.screens.new_tunnel import NewTunnelScreen, TunnelRequest
 from devtunnel.tui.supervisor import AgentSupervisor
 from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPanel
 from devtunnel.tui.failures import tell_failure
+from devtunnel.tui.keys import TypedAhead
 from devtunnel.tui.render import escape_control, message_line
 from devtunnel.tui.widgets.footer import Footer
 
@@ -107,6 +108,14 @@ class InspectorApp(App[None]):
         self._poll_failing = False
         self._fed = False
         """Change notices come (the agent's ``/api/events``); without, nothing says when an exchange changes."""
+        self.typed_ahead = TypedAhead(self, partial(App.on_event, self))
+        """Keys typed fast go where the keys before them sent the focus (``/`` then a filter)."""
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            await self.typed_ahead.key(event)  # in order: each after the one before was handled
+            return
+        await super().on_event(event)
 
     def compose(self) -> ComposeResult:
         yield TunnelsPanel(id="tunnels")
@@ -167,6 +176,7 @@ class InspectorApp(App[None]):
         self.live.watch_store()
         if int(time.monotonic()) % 2 == 0:
             self.live.refresh_mix()
+            self.live.recheck_in_flight()  # ended by no notice: an agent killed mid-request
             if self.backend.api_url:
                 self._poll_tunnels()
 
@@ -357,7 +367,8 @@ class InspectorApp(App[None]):
         from devtunnel.capture.outcome import REPLAY_MARKS
 
         marks = [*REPLAY_MARKS, ("⊘", "answered by a rule at the relay"), ("→", "routed by a rule to another target"),
-                 ("*", "marked (m)"), ("…", "still in flight"), ("ERR", "ended without a response")]
+                 ("*", "marked (m)"), ("…", "still in flight"), ("ERR", "ended without a response"),
+                 ("200", "in the look of ERR: the response began, then the exchange broke (the detail says why)")]
         self.push_screen(HelpScreen([
             ("Inspector", [*self.BINDINGS, *self.HELP_ONLY_KEYS]), ("Request table", RequestTable.BINDINGS),
             ("Filter bar", FilterBar.BINDINGS), ("Tunnels panel (tab to focus)", TunnelsPanel.BINDINGS),

@@ -250,6 +250,16 @@ class StorePages:
         """How many rows come before ``exchange_id``."""
         return await self.backend._read(lambda s: s.count_before(exchange_id, self.filter), 0)
 
+    async def newest(self, limit: int, skip: int = 0) -> tuple[list[Row], int | None]:
+        """The ``limit`` newest rows (passing over ``skip``) and, without a filter (a count that
+        costs nothing), how many the store held as they were read."""
+        def read(store: Store) -> tuple[list[Row], int | None]:
+            with store.together():
+                rows = store.rows_before(self.filter, None, limit=limit, skip=skip)
+                return rows, store.count() if self.filter is None else None
+
+        return await self.backend._read(read, ([], 0), screen=True)
+
 
 class Backend:
     """The store and the agent API as one object the app can await.
@@ -364,8 +374,9 @@ class Backend:
     async def open_list(self, filter: object, tail: int) -> tuple[int, bool, list[Row]]:
         """A list's first look in one read: its count estimate (``count, exact``) and its ``tail`` newest rows."""
         def read(store: Store) -> tuple[int, bool, list[Row]]:
-            total, exact = store.count_estimate(filter)
-            return total, exact, store.rows_before(filter, limit=tail)
+            with store.together():  # the count numbers these rows: both of one moment
+                total, exact = store.count_estimate(filter)
+                return total, exact, store.rows_before(filter, limit=tail)
 
         return await self._read(read, (0, True, []), screen=True)
 
@@ -376,8 +387,9 @@ class Backend:
     async def changed_rows(self, ids: Sequence[str], filter: object = None) -> tuple[list[Row], int | None]:
         """Rows of those of ``ids`` that match ``filter`` and, without a filter, the store's exact count."""
         def read(store: Store) -> tuple[list[Row], int | None]:
-            rows = store.matching_rows(ids, filter)
-            return rows, store.count() if filter is None else None
+            with store.together():  # the count is of the store these rows were read in
+                rows = store.matching_rows(ids, filter)
+                return rows, store.count() if filter is None else None
 
         return await self._read(read, ([], 0 if filter is None else None), screen=True)
 

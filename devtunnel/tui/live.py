@@ -35,6 +35,9 @@ together (one read, one redraw). A change after a quiet spell is applied at once
 COUNT_SHARE = 20
 """A count runs again no sooner than this many times its last duration after it."""
 
+IN_FLIGHT_RECHECK = 3.0
+"""Seconds a row stays in flight before ``recheck_in_flight`` reads it again (every two seconds)."""
+
 Listener = Callable[[Collection[str] | None], None]
 """Hears the ids a change notice names, or None when anything may have changed (a resync)."""
 
@@ -105,6 +108,12 @@ class LiveView:
         self.filter: object = None
         self.expression = ""
         self._pending: set[str] = set()
+        self._rechecks: set[str] = set()
+        self._stored: int | None = None
+        """The store's count at the last look of ``_count_outside`` (None: not looked yet)."""
+        self._counted_up_to = ""
+        """The newest id counted as a request by the stats strip's rate."""
+        """Ids read again though no notice named them (``recheck_in_flight``), with the next flush."""
         self._applying = False
         self._generation = 0
         self._count = _Spaced(refilter_every)
@@ -201,11 +210,27 @@ class LiveView:
             self.reload()
         elif self._retry_soon:
             self.reload()
-        elif (self.filter is None and self._sourced == self._generation and not self._pending
-              and not self._applying and self._outside.due()):
+        elif self._sourced == self._generation and not self._pending and not self._applying and self._outside.due():
             self._outside.running = True
             self._run(partial(self._count_outside, self._generation), group="outside", exclusive=True,
                       exit_on_error=False)
+
+    def recheck_in_flight(self, older_than: float = IN_FLIGHT_RECHECK) -> None:
+        """Read again the rows on the table that are still in flight and began over ``older_than``
+        seconds ago (call every second or two).
+
+        Whoever ends them may announce nothing here: ``devtunnel inspect`` follows no agent, and an
+        agent killed mid-request says nothing more; the store ends its exchanges as ``agent_gone``
+        when a read finds it gone (``Store.end_gone_runs``). Those rows stayed ``…`` until the list
+        was read again. The young are left to the notices: under traffic they end within a second.
+        """
+        now = time.time()
+        ids = {row.id for row in self.table.window if row.duration is None and row.started_at < now - older_than}
+        ids -= self._pending
+        if ids:
+            self._rechecks.update(ids)  # not traffic: the request rate does not count them
+            if self._later is not None and not self._flush_due and not self._applying:
+                self._flush_soon()
 
     def _start_apply(self, ids: list[str], generation: int) -> None:
         """Apply ``ids`` (announced; none for rows stored elsewhere) to the table in a worker."""
@@ -215,11 +240,13 @@ class LiveView:
         self._run(partial(self._apply, ids, generation), group="live", exit_on_error=False)
 
     async def _count_outside(self, generation: int) -> None:
-        """Count the store (a list without a filter) and apply the difference, if any, as a change.
+        """Count the store and apply the difference, if any, as a change (a filtered list: read its
+        end again when the count moved).
 
         What another process stores is never announced by the agent: ``devtunnel replay`` from
-        the CLI records its replay itself. Counted now and then (spaced as the other counts),
-        such a row shows within about a second even when no traffic follows it.
+        the CLI records its replay itself, and ``devtunnel inspect`` follows no agent. Counted now
+        and then (spaced as the other counts), such a row shows within about a second even when
+        no traffic follows it, with a filter too (it stayed away until the filter changed).
         """
         started = time.monotonic()
         try:
@@ -229,9 +256,16 @@ class LiveView:
         finally:
             self._outside.running = False
             self._outside.ran(started)
-        if (total != self.table.total and generation == self._generation == self._sourced and self.filter is None
-                and not self._pending and not self._applying):
-            self._start_apply([], generation)
+        grew, self._stored = self._stored is not None and total != self._stored, total
+        if generation != self._generation or self._sourced != generation or self._pending or self._applying:
+            return
+        if self.filter is None:
+            if total != self.table.total:
+                self._start_apply([], generation)
+        elif grew:
+            # A filtered list cannot be told by the store's count: its end is read again, and
+            # rows that match after its last show (those of ``devtunnel inspect`` beside an agent).
+            self.table.read_end()
 
     def cannot_read(self, exc: Exception) -> None:
         """Say that the store could not be read, once until a read succeeds again (retries under
@@ -328,9 +362,16 @@ class LiveView:
     def flush(self) -> None:
         """Apply the changes collected since the last flush (also call on an interval, as a safety net)."""
         self._flush_due = False
-        if self._pending and not self._applying and self._sourced == self._generation:
+        if (self._pending or self._rechecks) and not self._applying and self._sourced == self._generation:
             ids, self._pending = self._pending, set()
-            self.stats.count_requests(len(ids))
+            # New requests only: a request announced as it starts and again as it ends is one.
+            # Ids grow with time, so those after the newest counted are the new ones.
+            fresh = [i for i in ids if i > self._counted_up_to]
+            if fresh:
+                self._counted_up_to = max(fresh)
+            self.stats.count_requests(len(fresh))
+            ids |= self._rechecks
+            self._rechecks = set()
             self._start_apply(sorted(ids), self._generation)
         self._count_if_due()
 

@@ -81,15 +81,20 @@ async def _settle(pilot, count: int = 25) -> RequestTable:  # type: ignore[no-un
 # -- the columns -----------------------------------------------------------------------------
 
 
-def test_tunnel_yields_first_then_event_and_the_marks_always_stay() -> None:
+def test_at_80_columns_the_path_keeps_its_room_and_event_then_tunnel_take_what_is_left() -> None:
     wide, eighty, narrow = Columns.for_width(118), Columns.for_width(78), Columns.for_width(60)
     assert wide.tunnel and wide.event >= 30 and wide.path >= 30
-    assert not eighty.tunnel and eighty.event >= 16 and eighty.path >= 16
+    assert not eighty.tunnel and eighty.event >= 12 and eighty.path >= Columns.PATH_LEAST
     assert not narrow.tunnel and not narrow.event and narrow.path >= 4
-    for width, columns in ((118, wide), (78, eighty), (60, narrow)):
-        fixed = (2 + Columns.TIME + 1 + Columns.METHOD + 1 + 1 + Columns.MARKS + 1 + Columns.STATUS + 1
-                 + Columns.DURATION + 1 + Columns.SIZE)
-        used = fixed + columns.path + (columns.tunnel + 1 if columns.tunnel else 0) + (columns.event + 1 if columns.event else 0)
+    # Without webhooks the EVENT column stays off; rows of several tunnels name them at 80 columns.
+    several = Columns.for_width(80, several_tunnels=True, tunnel_cells=21, webhooks=False)
+    assert several.tunnel >= 10 and not several.event and several.path >= 26
+    one = Columns.for_width(80, several_tunnels=False, tunnel_cells=4, webhooks=False)
+    assert not one.tunnel and not one.event and one.path == 40
+    # A wide table sizes TUNNEL to the longest name rather than cutting it at 16.
+    assert Columns.for_width(200, tunnel_cells=21, webhooks=False).tunnel == 21
+    for width, columns in ((118, wide), (78, eighty), (60, narrow), (80, several), (80, one)):
+        used = Columns.FIXED + columns.path + (columns.tunnel + 1 if columns.tunnel else 0) + (columns.event + 1 if columns.event else 0)
         assert used == width
 
 
@@ -110,16 +115,16 @@ async def test_rows_show_provider_event_signature_and_duplicate_marks(tmp_path: 
         assert "✓" not in plain and "·" not in plain  # no provider: the cells stay blank
 
 
-async def test_at_80_columns_the_event_is_cut_with_an_ellipsis_and_the_marks_stay(tmp_path: Path) -> None:
+async def test_at_80_columns_the_event_is_cut_short_for_the_path_and_the_marks_stay(tmp_path: Path) -> None:
     app = _app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         table = await _settle(pilot)
         lines = screen_lines(table)
         assert "EVENT" in lines[0] and "TUNNEL" not in lines[0]
         github = next(line for line in lines if "github ·" in line)
-        assert "✗  github · pull_requ… 401" in github
+        assert "✗  github · pul… 401" in github
         stripe = [line for line in lines if "/webhooks/stripe" in line and "stripe ·" in line]
-        assert "✗≡ stripe · payment_" in stripe[-1] and "…" in stripe[-1]
+        assert "✗≡ stripe · pay… 400" in stripe[-1]
         assert all(len(line) <= 80 for line in lines)
 
 

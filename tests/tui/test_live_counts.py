@@ -73,3 +73,34 @@ async def test_the_mix_waits_for_a_filters_count_and_follows_it_at_once() -> Non
     assert stats.mix == dict.fromkeys(STATUS_FILTERS, 1)
     backend.release["filter"].set()
     await asyncio.gather(*tasks)
+
+
+async def test_the_rate_reads_the_last_whole_second_and_counts_a_request_once() -> None:
+    """At a steady 100 requests a second the strip said ``29/s`` a third of a second into a
+    second (the one still counting), and a request announced as it started and again as it
+    ended counted twice."""
+    from textual.app import App, ComposeResult
+
+    from devtunnel.tui.widgets.stats import StatsStrip
+
+    now = [1000.0]
+
+    class Strip(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StatsStrip(clock=lambda: now[0])
+
+    app = Strip()
+    async with app.run_test(size=(120, 3)) as pilot:
+        stats = app.query_one(StatsStrip)
+        live = LiveView(_Backend(), table=None, stats=stats, run=lambda *a, **k: None)  # type: ignore[arg-type]
+        live._sourced = live._generation = 1
+        live._start_apply = lambda ids, generation: None  # type: ignore[method-assign]  # only the count matters here
+        live.changed([f"01KB{n:022d}" for n in range(100)])  # announced as they started
+        live.flush()
+        live.changed([f"01KB{n:022d}" for n in range(50)])  # half of them ended
+        live.flush()
+        now[0] = 1001.3
+        live.changed(["01KB" + "9" * 22])
+        live.flush()
+        await pilot.pause()
+        assert " 100/s" in str(stats.render())

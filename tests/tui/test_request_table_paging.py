@@ -192,6 +192,9 @@ class ListSource:
     async def position(self, exchange_id: str) -> int:
         return bisect_left(self._ids(), exchange_id)
 
+    async def newest(self, limit: int, skip: int = 0) -> tuple[list[Row], int | None]:
+        return await self.before(None, limit, skip), None  # an estimate's count, as a filtered list's
+
 
 class _TableApp(App[None]):
     def compose(self) -> ComposeResult:

@@ -83,3 +83,16 @@ async def test_an_app_that_ended_cleanly_shows_exited_0_as_the_agent_api_says_it
         shown = str(panel.render())
         assert "app exited (0)" in shown and "crash" not in shown.split("boom")[0]
         assert "app crashed: exited with code 1" in shown
+
+
+async def test_j_and_k_choose_a_tunnel_as_they_move_in_the_request_table() -> None:
+    """Tab to the panel, j to the second tunnel, s: it stopped the first one (j did nothing there)."""
+    async with PanelApp().run_test(size=(120, 6)) as pilot:
+        panel = pilot.app.query_one(TunnelsPanel)
+        panel.update_tunnels([tunnel("web", 18101, "ready"), tunnel("api", 18102, "ready")])
+        await async_wait_for(lambda: "api" in str(panel.render()), what="both tunnels listed")
+        panel.focus()
+        await pilot.press("j")
+        assert panel.current is not None and panel.current.name == "api"
+        await pilot.press("k")
+        assert panel.current is not None and panel.current.name == "web"

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import ClassVar, Protocol, overload
 
+from rich.cells import cell_len
 from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
@@ -31,7 +32,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devtunnel.capture.rows import Row
-from devtunnel.tui.widgets.table_rows import Columns, RowPainter
+from devtunnel.tui.widgets.table_rows import Columns, RowPainter, printable
 
 
 class RowSource(Protocol):
@@ -49,6 +50,11 @@ class RowSource(Protocol):
         """How many rows come before ``exchange_id``."""
         ...
 
+    async def newest(self, limit: int, skip: int = 0) -> tuple[list[Row], int | None]:
+        """``before(None, limit, skip)``, and how many rows the list had as they were read (None
+        where counting costs more than the page: the table then keeps its own count)."""
+        ...
+
 
 class EmptySource:
     """No rows: the table's source before its first list, or for a list that could not be read."""
@@ -61,6 +67,9 @@ class EmptySource:
 
     async def position(self, exchange_id: str) -> int:
         return 0
+
+    async def newest(self, limit: int, skip: int = 0) -> tuple[list[Row], int | None]:
+        return [], 0
 
 
 class _Ids(Sequence[str]):
@@ -212,6 +221,9 @@ class RequestTable(ScrollView, can_focus=True):
         self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
         self._styles: dict[str, Style] = {}
         self._pass: tuple[int, Columns, Style] | None = None
+        self._shape: tuple[tuple[object, ...], bool, int, bool] = ((), True, 16, True)
+        """What the window's rows need of the columns, and the window it was found for: several
+        tunnels, the longest tunnel name's cells, webhooks (``_columns``)."""
         self._painter = RowPainter(self._style)
         self.reads = 0
         """Pages read from the source so far (with ``rows_read``, what tests count)."""
@@ -396,6 +408,18 @@ class RequestTable(ScrollView, can_focus=True):
         self.refresh()
         return known or total is not None
 
+    def read_end(self) -> None:
+        """Rows may have joined the list after its end with no notice (another process stored
+        them; a filtered list has no count to tell): read after the last row again."""
+        if not (self._rows and self._at_end):
+            return
+        self._at_end = False
+        end = self._start + len(self._rows)
+        self._wanted = (end, end + self._page)
+        if not self._loading:
+            self._loading = True
+            self.run_worker(self._load, group="request-table-load", exit_on_error=False)
+
     def _anchor_end(self) -> None:
         """Count a window that ends the list from the end; rows before it mean it does not start it."""
         self._start = max(0, self.total - len(self._rows))
@@ -566,6 +590,12 @@ class RequestTable(ScrollView, can_focus=True):
         self.rows_read += len(rows)
         return rows
 
+    async def _newest(self, limit: int, skip: int = 0) -> tuple[list[Row], int | None]:
+        self.reads += 1
+        rows, counted = await self._source.newest(limit, skip)
+        self.rows_read += len(rows)
+        return rows, counted
+
     def _stale(self, generation: tuple[int, int], *, ends_list: bool) -> bool:
         """Whether a read begun at ``generation`` must be dropped: the list was replaced, or it
         says where the list ends and live changes were applied meanwhile (rows it could not see)."""
@@ -582,6 +612,8 @@ class RequestTable(ScrollView, can_focus=True):
                 return
             self._rows += rows
             self._ids += [row.id for row in rows]
+            if self._start + len(self._rows) > self.total:  # more than it counted (``read_end``)
+                self.set_total(self._start + len(self._rows), exact=self.total_exact)
             if len(rows) < want:
                 self._at_end = True
                 self.set_total(self._start + len(self._rows), exact=self.total_exact)
@@ -612,9 +644,10 @@ class RequestTable(ScrollView, can_focus=True):
                 self._shift(shift)
             return
         want = hi - lo
+        counted: int | None = None
         if self.total - hi <= lo:
             skip = max(0, self.total - hi)
-            rows = await self._read("before", None, want, skip)
+            rows, counted = await self._newest(want, skip)
         else:
             skip = lo
             rows = await self._read("after", None, want, skip)
@@ -628,10 +661,10 @@ class RequestTable(ScrollView, can_focus=True):
                 self._lines.clear()
                 return
             skip = 0  # the list is shorter than the estimate said: read its end
-            rows = await self._read("before", None, want)
+            rows, counted = await self._newest(want)
         if not rows and skip and not self._stale(generation, ends_list=False):
             skip = 0
-            rows = await self._read("before", None, want)
+            rows, counted = await self._newest(want)
         if self._stale(generation, ends_list=skip == 0 or len(rows) < want):
             return
         at_start = len(rows) < want
@@ -641,7 +674,13 @@ class RequestTable(ScrollView, can_focus=True):
             if skip == 0 or rows:
                 self.set_total(skip + len(rows), exact=True)
         else:
-            self._set_window(rows, max(0, self.total - skip - len(rows)), at_start=False, at_end=skip == 0)
+            # Counted from the end: by the list's size as these rows were read, when the source
+            # knows it. Rows recorded after the table's count and before this read (under
+            # traffic, not yet announced) would otherwise number every row too early.
+            end = self.total if counted is None else counted
+            self._set_window(rows, max(0, end - skip - len(rows)), at_start=False, at_end=skip == 0)
+            if counted is not None:
+                self.set_total(counted, exact=True)
         self._lines.clear()
 
     def _shift(self, by: int) -> None:
@@ -681,10 +720,25 @@ class RequestTable(ScrollView, can_focus=True):
         self._lines.clear()
         self.refresh()
 
+    def _columns(self, width: int) -> Columns:
+        """The columns for ``width`` and the rows in the window: TUNNEL where they are of several
+        tunnels (or there is room), sized to their names; EVENT where webhooks are among them."""
+        rows = self._rows
+        key = (id(rows), len(rows), self._edits, rows[0].id if rows else "", rows[-1].id if rows else "")
+        if self._shape[0] != key:
+            names = {row.tunnel for row in rows}
+            cells = max((cell_len(printable(name)) for name in names), default=0)
+            shape = (key, len(names) > 1, cells, any(row.webhook is not None for row in rows))
+            if shape[1:] != self._shape[1:]:
+                self._lines.clear()  # drawn for other columns
+            self._shape = shape
+        _, several, cells, webhooks = self._shape
+        return Columns.for_width(width, several_tunnels=several, tunnel_cells=cells, webhooks=webhooks)
+
     def render_lines(self, crop: Region) -> list[Strip]:
         # Once per frame rather than once per line: the widths, and whether the view needs rows.
         width = self.scrollable_content_region.width
-        self._pass = (width, Columns.for_width(width), self._style(""))
+        self._pass = (width, self._columns(width), self._style(""))
         if not self._covered(*self._view()):
             self._want_view()
         try:
@@ -695,7 +749,7 @@ class RequestTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         if self._pass is None:
             width = self.scrollable_content_region.width
-            width, columns, base = width, Columns.for_width(width), self._style("")
+            width, columns, base = width, self._columns(width), self._style("")
         else:
             width, columns, base = self._pass
         if y == 0:

@@ -95,7 +95,9 @@ class StatsStrip(Widget):
         line.append(f"  {self.shown:,} shown  ", style=label)
         line.append(sparkline(values[-min(self.SECONDS, max(6, self.size.width // 8)):]),
                     style=self.get_component_rich_style("stats--spark", partial=True))
-        line.append(f" {values[-1]}/s", style=label)
+        # The last whole second: the current one is still counting (at 100/s it read 29/s a
+        # third of a second in).
+        line.append(f" {values[-2]}/s", style=label)
         for name in STATUS_CLASSES:
             line.append(f"  {'err' if name == 'errors' else name} ", style=label)
             # "…" until the store is counted (a large one takes a moment): 0 would say none.

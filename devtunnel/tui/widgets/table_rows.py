@@ -64,17 +64,45 @@ class Columns:
     MARKS: ClassVar[int] = 2
     """The webhook marks: the signature's (✓ ✗ – ?) and the duplicate's (≡)."""
 
+    PATH_LEAST: ClassVar[int] = 24
+    """Cells PATH keeps before TUNNEL or EVENT get any: what a request is matters most."""
+    EVENT_LEAST: ClassVar[int] = 12
+    TUNNEL_LEAST: ClassVar[int] = 6
+    FIXED: ClassVar[int] = 2 + TIME + 1 + METHOD + 1 + 1 + MARKS + 1 + STATUS + 1 + DURATION + 1 + SIZE
+    """The cells of every column but PATH, TUNNEL and EVENT, with the spaces between them."""
+
     @classmethod
-    def for_width(cls, width: int) -> Columns:
-        # Below 96 cells TUNNEL yields (the tunnels panel names them) so PATH and EVENT stay
-        # readable at 80; below 70 EVENT yields too, and the marks alone say "a webhook".
-        fixed = (2 + cls.TIME + 1 + cls.METHOD + 1 + 1 + cls.MARKS + 1 + cls.STATUS + 1 + cls.DURATION + 1
-                 + cls.SIZE)
-        rest = width - fixed
-        tunnel = 0 if width < 96 else min(16, max(8, rest // 8))
-        rest -= tunnel + 1 if tunnel else 0
-        event = 0 if width < 70 else min(36, max(12, rest // 2))
-        path = max(4, rest - (event + 1 if event else 0))
+    def for_width(cls, width: int, *, several_tunnels: bool = True, tunnel_cells: int = 16,
+                  webhooks: bool = True) -> Columns:
+        """The widths for a table ``width`` cells wide showing rows of one tunnel or several, the
+        longest tunnel name ``tunnel_cells`` wide, with webhooks among them or not.
+
+        PATH keeps ``PATH_LEAST`` cells; what is left goes to EVENT when webhooks are shown (the
+        marks cell says "a webhook" without it), then to TUNNEL when the rows are of several
+        tunnels, or on a wide table (96 cells and more) with room for it; each is left out
+        rather than cut below its least width, and PATH takes the rest. So at 80 columns a
+        table of several tunnels names them, a table of one gives their cells to the path, and
+        an EVENT column stays off a table without webhooks.
+        """
+        rest = width - cls.FIXED
+        spare = rest - cls.PATH_LEAST
+
+        def take(want: int, least: int) -> int:
+            nonlocal spare
+            size = min(want, spare - 1)
+            if size < least:
+                return 0
+            spare -= size + 1
+            return size
+
+        tunnel_want = min(max(tunnel_cells, cls.TUNNEL_LEAST), max(10, min(32, rest // 5)))
+        wants_tunnel = several_tunnels or width >= 96
+        event = 0
+        if webhooks:
+            event = take(min(36, max(cls.EVENT_LEAST, (rest - (tunnel_want + 1 if wants_tunnel else 0)) // 2)),
+                         cls.EVENT_LEAST)
+        tunnel = take(tunnel_want, cls.TUNNEL_LEAST) if wants_tunnel else 0
+        path = max(4, rest - (tunnel + 1 if tunnel else 0) - (event + 1 if event else 0))
         return cls(tunnel, path, event)
 
 
@@ -119,8 +147,10 @@ class RowPainter:
         return self._last_second[1]
 
     def _status_style(self, row: Row) -> tuple[str, Style]:
-        if row.error and row.status is None:
-            return "ERR", self._style("request-table--status-error")
+        if row.error:
+            # A response begun, then broken (the agent killed mid-body, the client gone): its
+            # status in the error's look, as ``devtunnel requests`` says ``200 ERR``, not a 200.
+            return "ERR" if row.status is None else str(row.status), self._style("request-table--status-error")
         if row.status is None:
             return "…", self._style("request-table--dim")
         klass = min(max(row.status // 100, 2), 5)

@@ -44,7 +44,7 @@ class TunnelsPanel(Widget, can_focus=True):
 
     | Key | Action |
     | :- | :- |
-    | up, down | choose a tunnel |
+    | up / k, down / j | choose a tunnel (the keys of the request table) |
     | s | stop the tunnel, or start a stopped one again (posts ``Action``) |
     | R | reconnect the tunnel (or start a stopped one again) |
     | y | copy its public URL |
@@ -52,8 +52,8 @@ class TunnelsPanel(Widget, can_focus=True):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "move(-1)", "Previous tunnel", show=False),
-        Binding("down", "move(1)", "Next tunnel", show=False),
+        Binding("up,k", "move(-1)", "Previous tunnel", show=False),
+        Binding("down,j", "move(1)", "Next tunnel", show=False),
         Binding("s", "tunnel('stop')", "Stop", tooltip="Stop tunnel"),
         Binding("R", "tunnel('restart')", "Restart", tooltip="Restart tunnel"),
         Binding("y", "tunnel('copy')", "Copy URL"),
