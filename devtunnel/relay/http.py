@@ -1000,9 +1000,14 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         kept-alive connection (``on_response_complete``) that is the rest of the answered
         request's body, parsed (uvicorn's cycle drops it): once it ends, the connection waits
         for its next request (``_idle``); if a bound passes first, it closes."""
+        self._start_drain(self.linger_bytes, self.linger_time)
+
+    def _start_drain(self, most: int, seconds: float) -> None:
+        """Read and drop up to ``most`` bytes for ``seconds`` at most (and ``linger_quiet`` without
+        a byte): ``_dropped`` counts them, ``_drain_due`` ends it."""
         now = self.loop.time()
-        drain = self._drain = _Drain(now, self.linger_bytes, now + self.linger_time)
-        drain.timer = self.loop.call_later(min(self.linger_quiet, self.linger_time), self._drain_due)
+        drain = self._drain = _Drain(now, most, now + seconds)
+        drain.timer = self.loop.call_later(min(self.linger_quiet, seconds), self._drain_due)
 
     def _dropped(self, size: int) -> None:
         """Count ``size`` bytes read and dropped after the answer; close past ``linger_bytes``."""
@@ -1293,9 +1298,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             transport.close()
             return
         transport.write_eof()
-        now = self.loop.time()
-        drain = self._drain = _Drain(now, self.head_linger_bytes, now + self.head_linger_time)
-        drain.timer = self.loop.call_later(self.head_linger_time, self._drain_due)
+        self._start_drain(self.head_linger_bytes, self.head_linger_time)
 
     def _close_after_response(self) -> None:
         """The request asked to switch to a protocol the relay does not speak (``h2c`` ...).

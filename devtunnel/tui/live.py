@@ -109,11 +109,11 @@ class LiveView:
         self.expression = ""
         self._pending: set[str] = set()
         self._rechecks: set[str] = set()
+        """Ids read again though no notice named them (``recheck_in_flight``), with the next flush."""
         self._stored: int | None = None
         """The store's count at the last look of ``_count_outside`` (None: not looked yet)."""
         self._counted_up_to = ""
         """The newest id counted as a request by the stats strip's rate."""
-        """Ids read again though no notice named them (``recheck_in_flight``), with the next flush."""
         self._applying = False
         self._generation = 0
         self._count = _Spaced(refilter_every)
