@@ -93,6 +93,9 @@ def test_at_80_columns_the_path_keeps_its_room_and_event_then_tunnel_take_what_i
     assert not one.tunnel and not one.event and one.path == 40
     # A wide table sizes TUNNEL to the longest name rather than cutting it at 16.
     assert Columns.for_width(200, tunnel_cells=21, webhooks=False).tunnel == 21
+    # At 120 columns a random name of 18 characters is shown whole while PATH keeps 48 cells and more.
+    roomy = Columns.for_width(120, tunnel_cells=18, webhooks=False)
+    assert roomy.tunnel == 18 and roomy.path >= Columns.PATH_ROOMY
     for width, columns in ((118, wide), (78, eighty), (60, narrow), (80, several), (80, one)):
         used = Columns.FIXED + columns.path + (columns.tunnel + 1 if columns.tunnel else 0) + (columns.event + 1 if columns.event else 0)
         assert used == width

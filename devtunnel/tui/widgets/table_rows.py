@@ -68,6 +68,9 @@ class Columns:
     """Cells PATH keeps before TUNNEL or EVENT get any: what a request is matters most."""
     EVENT_LEAST: ClassVar[int] = 12
     TUNNEL_LEAST: ClassVar[int] = 6
+    PATH_ROOMY: ClassVar[int] = 48
+    """Cells PATH keeps before TUNNEL grows past a fifth of the room: a wide table names its
+    tunnels in full (up to 32 cells) rather than cutting them beside a long empty PATH."""
     FIXED: ClassVar[int] = 2 + TIME + 1 + METHOD + 1 + 1 + MARKS + 1 + STATUS + 1 + DURATION + 1 + SIZE
     """The cells of every column but PATH, TUNNEL and EVENT, with the spaces between them."""
 
@@ -79,7 +82,8 @@ class Columns:
 
         PATH keeps ``PATH_LEAST`` cells; what is left goes to EVENT when webhooks are shown (the
         marks cell says "a webhook" without it), then to TUNNEL when the rows are of several
-        tunnels, or on a wide table (96 cells and more) with room for it; each is left out
+        tunnels, or on a wide table (96 cells and more) with room for it (a fifth of the room, more
+        while PATH keeps ``PATH_ROOMY`` cells); each is left out
         rather than cut below its least width, and PATH takes the rest. So at 80 columns a
         table of several tunnels names them, a table of one gives their cells to the path, and
         an EVENT column stays off a table without webhooks.
@@ -95,7 +99,7 @@ class Columns:
             spare -= size + 1
             return size
 
-        tunnel_want = min(max(tunnel_cells, cls.TUNNEL_LEAST), max(10, min(32, rest // 5)))
+        tunnel_want = min(max(tunnel_cells, cls.TUNNEL_LEAST), min(32, max(10, rest // 5, rest - cls.PATH_ROOMY - 1)))
         wants_tunnel = several_tunnels or width >= 96
         event = 0
         if webhooks:
