@@ -130,7 +130,24 @@ async def test_the_hint_line_follows_the_cursor_and_shows_no_control_character()
         await pilot.press("down")
         await pilot.pause()
         assert len(shown()) == 2 and not any("⚠" in line for line in shown())
-        assert [n.message for n in pilot.app._notifications] == ["first", 'Vite refused the Host "a\\x1b[2Jb"']
+        # Both in one notification, a line each.
+        assert [n.message for n in pilot.app._notifications] == ['first\nVite refused the Host "a\\x1b[2Jb"']
+
+
+async def test_many_hints_at_once_come_up_in_one_notification_that_counts_the_rest() -> None:
+    """An inspector opened on an agent already holding 16 hints says them once, not in 16 toasts."""
+    async with PanelApp().run_test(size=(100, 8)) as pilot:
+        panel = pilot.app.query_one(TunnelsPanel)
+        hints = tuple(f"hint {n}" for n in range(16))
+        panel.update_tunnels([TunnelView("web", "http://web.localhost:8000", "http://127.0.0.1:5173", "online",
+                                         hints=hints)])
+        await pilot.pause()
+        assert [n.message for n in pilot.app._notifications] == [
+            "hint 0\nhint 1\nhint 2\nand 13 more hints: GET /api/tunnels/web lists them"]
+        panel.update_tunnels([TunnelView("web", "http://web.localhost:8000", "http://127.0.0.1:5173", "online",
+                                         hints=(*hints[1:], "hint 16"))])
+        await pilot.pause()
+        assert [n.message for n in pilot.app._notifications][1:] == ["hint 16"]  # only what is new
 
 
 # -- snapshot -------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ RATE_WINDOW = 10.0
 HINT_TIMEOUT = 20.0
 """Seconds a new hint's notification stays up: long enough to read a sentence naming a setting."""
 
+HINTS_TOLD = 3
+"""New hints of one tunnel one notification spells out; it counts the rest (up to 16 a tunnel)."""
+
 
 _APP_STYLES = {"ready": "tunnels--online", "starting": "tunnels--starting", "restarting": "tunnels--reconnecting",
                "crashed": "tunnels--reconnecting", "exited": "tunnels--dim", "stopped": "tunnels--dim"}
@@ -137,11 +140,17 @@ class TunnelsPanel(Widget, can_focus=True):
         self.refresh(layout=True)
 
     def _tell_hints(self, tunnel: TunnelView, before: TunnelView | None) -> None:
-        """A hint new to the panel comes up whole in a notification: the panel's line cuts it."""
-        for hint in tunnel.hints:
-            if before is None or hint not in before.hints:
-                self.notify(escape_control(hint), title=f"tunnel {escape(tunnel.name)}", severity="warning",
-                            timeout=HINT_TIMEOUT, markup=False)
+        """Hints new to the panel come up whole in one notification, a line each: the panel's line
+        cuts them, and an inspector opened on an agent holding many says them once, not 16 times."""
+        new = [hint for hint in tunnel.hints if before is None or hint not in before.hints]
+        if not new:
+            return
+        lines = [escape_control(hint) for hint in new[:HINTS_TOLD]]
+        if len(new) > HINTS_TOLD:
+            more = len(new) - HINTS_TOLD
+            lines.append(f"and {more} more hint{'s' if more > 1 else ''}: GET /api/tunnels/{escape_control(tunnel.name)} lists them")
+        self.notify("\n".join(lines), title=f"tunnel {escape(tunnel.name)}", severity="warning",
+                    timeout=HINT_TIMEOUT, markup=False)
 
     def set_agent(self, status: AgentStatus | None) -> None:
         """Show the supervised agent's state."""
