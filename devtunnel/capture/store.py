@@ -769,6 +769,17 @@ class Store:
             where, params = flt.sql()
             return int(conn.execute(f"SELECT count(*) FROM exchange_rows e WHERE {where}", params).fetchone()[0])
 
+    def look(self) -> tuple[int, int]:
+        """How many exchanges there are, and SQLite's ``data_version`` for this thread's connection.
+
+        ``data_version`` moves whenever another connection commits a change (an exchange added,
+        ended or removed), so two looks from one thread tell whether anything changed in between,
+        even when the count did not move (a request stored in flight, then ended).
+        """
+        with self._reading() as conn:
+            total = int(conn.execute("SELECT n FROM stats").fetchone()[0])
+            return total, int(conn.execute("PRAGMA data_version").fetchone()[0])
+
     def total_bytes(self) -> int:
         """The bytes counted against ``max_bytes`` (blobs plus a fixed overhead per exchange)."""
         with self._reading() as conn:

@@ -367,6 +367,11 @@ class Backend:
         """How many exchanges match ``filter``."""
         return await self._read(lambda s: s.count(filter), 0)
 
+    async def look(self) -> tuple[int, int]:
+        """How many exchanges the store holds, and a number that moves when another process
+        changes it (``Store.look``). Always read on one thread: the number is its connection's."""
+        return await self._read(lambda s: s.look(), (0, 0), screen=True)
+
     async def count_estimate(self, filter: object = None) -> tuple[int, bool]:
         """How many exchanges match ``filter``, at once: ``(count, exact)`` (see ``Store.count_estimate``)."""
         return await self._read(lambda s: s.count_estimate(filter), (0, True), screen=True)

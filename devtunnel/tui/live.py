@@ -112,6 +112,8 @@ class LiveView:
         """Ids read again though no notice named them (``recheck_in_flight``), with the next flush."""
         self._stored: int | None = None
         """The store's count at the last look of ``_count_outside`` (None: not looked yet)."""
+        self._version: int | None = None
+        """The store's change number at that look (``Backend.look``)."""
         self._counted_up_to = ""
         """The newest id counted as a request by the stats strip's rate."""
         self._applying = False
@@ -241,28 +243,39 @@ class LiveView:
 
     async def _count_outside(self, generation: int) -> None:
         """Count the store and apply the difference, if any, as a change (a filtered list: read its
-        end again when the count moved).
+        end again when anything changed).
 
         What another process stores is never announced by the agent: ``devtunnel replay`` from
         the CLI records its replay itself, and ``devtunnel inspect`` follows no agent. Counted now
         and then (spaced as the other counts), such a row shows within about a second even when
-        no traffic follows it, with a filter too (it stayed away until the filter changed).
+        no traffic follows it, with a filter too (it stayed away until the filter changed), and
+        so does a row that comes to match only as it ends (``status:>=400`` and a slow request
+        ending in a 504: the count does not move, the store's change number does).
         """
         started = time.monotonic()
+        first_match = False
         try:
-            total = await self.backend.count(None)
+            total, version = await self.backend.look()
+            changed = self._version is not None and version != self._version
+            grew = self._stored is not None and total != self._stored
+            self._stored, self._version = total, version
+            if (changed or grew) and self.filter is not None and not self.table.total:
+                # An empty filtered list has no end to read after: a look for its first row (a
+                # scan when nothing matches, hence inside this spaced read).
+                first_match = bool((await self.backend.pages(self.filter).newest(1))[0])
         except DevtunnelError:
             return  # the next read says it, if it lasts
         finally:
             self._outside.running = False
             self._outside.ran(started)
-        grew, self._stored = self._stored is not None and total != self._stored, total
         if generation != self._generation or self._sourced != generation or self._pending or self._applying:
             return
         if self.filter is None:
             if total != self.table.total:
                 self._start_apply([], generation)
-        elif grew:
+        elif first_match:
+            self.reload()
+        elif changed or grew:
             # A filtered list cannot be told by the store's count: its end is read again, and
             # rows that match after its last show (those of ``devtunnel inspect`` beside an agent).
             self.table.read_end()

@@ -595,3 +595,22 @@ def test_none_and_bytes_bind_as_they_are_through_the_identity_adapters(store: St
         pass
 
     assert conn.execute("SELECT typeof(?)", (Tagged(b"t"),)).fetchone() == ("blob",)  # a subclass binds as before
+
+
+def test_look_moves_when_another_connection_ends_an_exchange_though_the_count_does_not(tmp_path: Path) -> None:
+    db = tmp_path / "captures.db"
+    writer = Store(db)
+    reader = Store(db, readonly=True)
+    try:
+        flying = make_exchange("GET", "/slow", [], b"", None, duration=None)
+        writer.put(flying)
+        count, version = reader.look()
+        assert count == 1
+        reader.count(), reader.rows_by_id([flying.id])  # its own reads move nothing
+        assert reader.look() == (1, version)
+        writer.put(replace(flying, response=make_response(504, [], b""), duration=30.0))
+        count, later = reader.look()
+        assert count == 1 and later != version
+    finally:
+        reader.close()
+        writer.close()

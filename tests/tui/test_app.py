@@ -94,6 +94,49 @@ async def test_a_request_another_process_stored_shows_with_the_next_announced_on
         assert table.current_id == fixed_id(11)
 
 
+async def test_under_a_filter_a_row_another_process_ends_into_a_match_shows(tmp_path: Path) -> None:
+    """``devtunnel inspect`` with ``status:>=400`` beside an agent it does not follow: a slow
+    request stored in flight (no status: no match) that ends in a 504 a few seconds later never
+    showed: the store's count did not move, so nothing read the filtered list again."""
+    from devtunnel.capture.store import Store
+
+    db = fill(tmp_path / "captures.db", [make_exchange(0, status=200), make_exchange(1, status=500)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.table
+        await async_wait_for(lambda: table.total == 2 and table.current_id is not None, what="the list")
+        await pilot.press("slash", *"status:>=400", "enter")
+        await async_wait_for(lambda: table.total == 1 and table.current_id == make_exchange(1).id, what="the 500")
+        writer = Store(db)
+        try:
+            writer.put(make_exchange(2, status=None, duration=None))  # in flight: not a match yet
+            await async_wait_for(lambda: app.live._stored == 3, timeout=15, what="the request in flight counted")
+            await async_wait_for(lambda: not table._loading, what="the end of the list read again")
+            await pilot.pause()
+            assert table.total == 1
+            writer.put(make_exchange(2, status=504, duration=30.0))  # ended: the count stays the same
+        finally:
+            writer.close()
+        await async_wait_for(lambda: table.total == 2 and table.current_id == make_exchange(2).id, timeout=15,
+                             what="the 504 shown")
+
+
+async def test_an_empty_filtered_list_shows_the_first_match_another_process_stores(tmp_path: Path) -> None:
+    """``status:>=400`` with no error yet: the first 500 another process stored never showed
+    (the end of an empty list was never read again)."""
+    db = fill(tmp_path / "captures.db", [make_exchange(0, status=200)])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.table
+        await async_wait_for(lambda: table.total == 1 and table.current_id is not None, what="the list")
+        await pilot.press("slash", *"status:>=400", "enter")
+        await async_wait_for(lambda: table.total == 0 and app.live._sourced == app.live._generation,
+                             what="the empty list")
+        fill(db, [make_exchange(1, status=500)])
+        await async_wait_for(lambda: table.total == 1 and table.current_id == make_exchange(1).id, timeout=15,
+                             what="the 500 shown")
+
+
 async def test_a_request_another_process_stored_shows_without_traffic_after_it(tmp_path: Path) -> None:
     """The same with nothing announced after it: the replay showed only in the count, never as a row."""
     exchanges = traffic(12)
