@@ -190,7 +190,12 @@ def load_rules_file(path: str | Path, *, relay: bool = False) -> tuple[Rule, ...
     unknown = sorted(set(data) - {"rules"})
     if unknown:
         raise RulesError(f"{path}: unknown key {quoted(unknown[0])}; a rules file holds [[rules]] tables")
-    return parse_rules(data.get("rules", []), str(path), relay=relay, base=file.parent)
+    rules = parse_rules(data.get("rules", []), str(path), relay=relay, base=file.parent)
+    try:
+        check_passwords(rules)
+    except RulesError as exc:
+        raise RulesError(f"{path}: {exc.detail}", exc.number, exc.detail) from None
+    return rules
 
 
 def rules_flag(value: str, *, relay: bool = False) -> tuple[Rule, ...]:
@@ -206,8 +211,61 @@ def rules_flag(value: str, *, relay: bool = False) -> tuple[Rule, ...]:
 
 
 def renumbered(rules: Sequence[Rule]) -> tuple[Rule, ...]:
-    """``rules`` numbered 1, 2, ... in this order (rules from several places make one list)."""
-    return tuple(dataclasses.replace(rule, index=number) for number, rule in enumerate(rules, 1))
+    """``rules`` numbered 1, 2, ... in this order (rules from several places make one list).
+
+    Raises:
+        RulesError: two ``basic-auth`` rules no request could pass both of (``check_passwords``).
+    """
+    numbered = tuple(dataclasses.replace(rule, index=number) for number, rule in enumerate(rules, 1))
+    check_passwords(numbered)
+    return numbered
+
+
+def check_passwords(rules: Sequence[Rule]) -> None:
+    """Refuse two ``basic-auth`` rules that surely ask the same requests for a password (one of
+    them has no ``match``, or both the same one) with no user in common: one Authorization
+    header can pass only one of them, so those requests would get 401 whatever is typed (the
+    ``--basic-auth`` flag beside a ``[[tunnels.NAME.rules]]`` one, say). Rules whose matches
+    merely may overlap are not judged.
+
+    Raises:
+        RulesError: naming both rules.
+    """
+    asking = [rule for rule in rules if rule.action == "basic-auth"]
+    for n, first in enumerate(asking):
+        for second in asking[n + 1:]:
+            if (first.match and second.match and first.match.strip() != second.match.strip()) or _common_user(first, second):
+                continue
+            if not first.match or not second.match:
+                wide = first if not first.match else second
+                where = f"rule {wide.index} asks every request for a password"
+            else:
+                where = f"both ask the requests of {first.match.strip()!r} for a password"
+            detail = (f"rule {second.index}: users: no user in common with rule {first.index}, and {where}: one "
+                      f"Authorization header passes only one of them, so those requests would always get 401;"
+                      f" give both rules the same users, or keep one")
+            raise RulesError(detail, second.index, detail)
+
+
+def _common_user(first: Rule, second: Rule) -> bool:
+    """Whether some name and password pass both rules (a hash against a hash of another kind
+    cannot be told: counted as common, so nothing is refused that might work)."""
+    for a in first.users:
+        for b in second.users:
+            if a.user != b.user:
+                continue
+            if a.secret == b.secret:
+                return True
+            hashed_a, hashed_b = _hashed(a.secret), _hashed(b.secret)
+            if hashed_a and hashed_b:
+                return True
+            if (not hashed_a and b.accepts(a.secret.encode())) or (not hashed_b and a.accepts(b.secret.encode())):
+                return True
+    return False
+
+
+def _hashed(secret: str) -> bool:
+    return secret.startswith(("sha256:", "$2"))
 
 
 def shorthand_rules(

@@ -302,6 +302,23 @@ async def test_ngrok_basic_auth_and_ip_restriction_guard_the_tunnel_at_the_relay
     assert len(agent.seen.requests) == before + 2
 
 
+async def test_a_password_rule_no_request_could_pass_beside_the_tunnels_own_is_a_400(agent: Agent) -> None:
+    """pyngrok's ``auth`` on the tunnel, then a ``basic-auth`` rule with other users added
+    through the API: /admin would have asked for two passwords in one header. Refused, and the
+    tunnel's rules stay as they were."""
+    resp = await agent.client.post("/api/tunnels", json={"name": "locked", "addr": agent.target, "auth": "alice:s3cret"})
+    assert resp.status_code == 201, resp.text
+    before = (await agent.client.get("/api/tunnels/locked/rules")).json()["rules"]
+    added = await agent.client.post("/api/tunnels/locked/rules?position=last",
+                                    json={"action": "basic-auth", "match": "path:/admin", "users": ["bob:hunter2"]})
+    assert added.status_code == 400, added.text
+    assert "no user in common with rule 1" in added.json()["msg"] and "hunter2" not in added.text
+    assert (await agent.client.get("/api/tunnels/locked/rules")).json()["rules"] == before
+    shared = await agent.client.post("/api/tunnels/locked/rules?position=last",
+                                     json={"action": "basic-auth", "match": "path:/admin", "users": ["alice:s3cret"]})
+    assert shared.status_code == 201, shared.text
+
+
 async def test_a_bare_number_is_a_local_port_and_a_second_tunnel_of_a_name_is_a_400_as_ngrok_answers(agent: Agent) -> None:
     port = int(agent.target.rsplit(":", 1)[1])
     first = await agent.client.post("/api/tunnels", json={"addr": port, "name": "a"})

@@ -60,6 +60,28 @@ def test_a_bad_rule_in_devtunnel_toml_names_its_line(tmp_path: Path, env: dict[s
     )
 
 
+def test_two_password_rules_no_request_could_pass_stop_the_agent_with_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    """``--basic-auth`` beside a ``basic-auth`` rule of devtunnel.toml with other users: every
+    request to /admin needed two passwords in one Authorization header, and got 401 forever."""
+    (tmp_path / "devtunnel.toml").write_text(
+        '[tunnels.pay]\ntarget = 9\n\n[[tunnels.pay.rules]]\nmatch = "path:/admin"\naction = "basic-auth"\n'
+        'users = ["bob:hunter2"]\n')
+    done = run(env, "http", "pay", "--no-tui", "--api-port", "0", "--basic-auth", "alice:s3cret", cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.strip() == (
+        "devtunnel: rule 2: users: no user in common with rule 1, and rule 1 asks every request for a password: one"
+        " Authorization header passes only one of them, so those requests would always get 401; give both rules the"
+        " same users, or keep one")
+    assert "s3cret" not in done.stderr and "hunter2" not in done.stderr and not done.stdout
+    # The relay's own rules file is held to the same.
+    rules = tmp_path / "relay.toml"
+    rules.write_text('[[rules]]\naction = "basic-auth"\nusers = ["ops:x"]\n\n'
+                     '[[rules]]\naction = "basic-auth"\nusers = ["dev:y"]\nmatch = "path:/"\n')
+    done = run(env, "relay", "--listen", "127.0.0.1:0", "--rules", str(rules))
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.startswith(f"devtunnel relay: error: {rules}: rule 2: users: no user in common with rule 1")
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -16,6 +16,7 @@ from devtunnel.rules import (
     load_rules_file,
     parse_rules,
     rules_from_wire,
+    renumbered,
     rules_to_wire,
 )
 
@@ -176,3 +177,47 @@ def test_basic_auth_takes_clear_sha256_and_bcrypt_passwords_and_refuses_the_wron
         assert decide([engine], view("/", headers=good), 0).answer is None, user
         refused = decide([engine], view("/", headers=bad), 0).answer
         assert refused is not None and refused.status == 401, user
+
+
+def _auth(match: str, *users: str) -> dict[str, object]:
+    return {"action": "basic-auth", "users": list(users)} | ({"match": match} if match else {})
+
+
+@pytest.mark.parametrize(
+    ("tables", "refused"),
+    [
+        # one asks every request, the other /admin: /admin can pass only one of them
+        ([_auth("", "alice:a"), _auth("path:/admin", "bob:b")], "rule 2: users: no user in common with rule 1, "
+         "and rule 1 asks every request for a password"),
+        ([_auth("path:/admin", "bob:b"), _auth("", "alice:a")], "rule 2: users: no user in common with rule 1, "
+         "and rule 2 asks every request for a password"),
+        ([_auth("path:/admin", "bob:b"), _auth(" path:/admin", "carol:c")], "both ask the requests of 'path:/admin'"),
+        # the same name with another password is no user in common
+        ([_auth("", "alice:a"), _auth("", "alice:other")], "no user in common with rule 1"),
+        # a user who passes both (in clear, or in clear against its hash), or matches that differ: kept
+        ([_auth("", "alice:a", "bob:b"), _auth("path:/admin", "bob:b")], None),
+        ([_auth("", "bob:b"), _auth("path:/admin", "bob:sha256:" + hashlib.sha256(b"b").hexdigest())], None),
+        ([_auth("path:/admin", "alice:a"), _auth("path:/billing", "bob:b")], None),
+        # two hashes of different kinds cannot be told apart: not refused
+        ([_auth("", "bob:sha256:" + hashlib.sha256(b"b").hexdigest()), _auth("", "bob:$2b$04$arXfXhkljTeY9jOZv4juA.jn.emkDPQ/CGKyKMLh4w10fQyUAgl2u")],
+         None),
+        # other actions between them change nothing
+        ([_auth("", "alice:a"), {"action": "deny", "match": "path:/x"}, _auth("", "bob:b")], "rule 3: users"),
+    ],
+)
+def test_two_password_rules_no_request_could_pass_are_refused_naming_both(tables, refused, tmp_path: Path):
+    rules = parse_rules(tables, "edge.toml")
+    if refused is None:
+        assert renumbered(rules) == rules
+        return
+    with pytest.raises(RulesError) as caught:
+        renumbered(rules)
+    assert refused in str(caught.value) and "always get 401" in str(caught.value)
+    # the same in one rules file: named by the file
+    import tomli_w
+
+    path = tmp_path / "edge.toml"
+    path.write_text(tomli_w.dumps({"rules": tables}))
+    with pytest.raises(RulesError) as caught:
+        load_rules_file(path)
+    assert str(caught.value).startswith(f"{path}: rule ") and refused in str(caught.value)
