@@ -13,6 +13,7 @@ from pathlib import Path
 from devtunnel.commands.config import resolve_relay
 from devtunnel.commands.output import EscapingFormatter, safe
 from devtunnel.config.kinds import token_problem
+from devtunnel.config.source import shared_mode
 from devtunnel.errors import ConfigError
 from devtunnel.rules import rules_flag
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
@@ -40,11 +41,15 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def read_tokens_file(path: str) -> list[str]:
-    """Tokens from a file: one per line; blank lines and lines starting with ``#`` are skipped."""
+    """Tokens from a file: one per line; blank lines and lines starting with ``#`` are skipped.
+
+    A file other users can read is said in a note on stderr, not refused: a container's secret
+    mount is often readable by all (0444), with no other user to read it.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--tokens-file {path}: cannot read it ({exc})") from exc
+        raise ConfigError(f"--tokens-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from exc
     tokens: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
         token = line.strip()
@@ -54,6 +59,11 @@ def read_tokens_file(path: str) -> list[str]:
         if problem is not None:
             raise ConfigError(f"--tokens-file {quoted(path)} line {number}: {problem}")
         tokens.append(token)
+    mode = shared_mode(Path(path))
+    if mode is not None and tokens:
+        print(safe(f"devtunnel relay: note: --tokens-file {path} can be read by other users (mode {mode:03o}), and"
+                   f" its tokens open tunnels on this relay: chmod 600 {path} where other users log in"),
+              file=sys.stderr)
     return tokens
 
 

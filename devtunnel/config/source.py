@@ -83,15 +83,22 @@ def refuse_shared_secret(source: Source, dotted: str, what: str, instead: str) -
     0644 (and committed), and what it holds is then every local user's.
     """
     path = source.path
-    if path is None or os.name == "nt":
-        return
+    mode = None if path is None else shared_mode(path)
+    if mode is not None:
+        raise source.error(dotted, f"the file holds {what} but other users can read it (mode {mode:03o}):"
+                                   f" run chmod 600 {path}, or {instead}")
+
+
+def shared_mode(path: Path) -> int | None:
+    """The permission bits of ``path`` when users other than its owner can read it (its group
+    or everyone), else None (a file that cannot be looked at, or Windows, says nothing)."""
+    if os.name == "nt":
+        return None
     try:
         mode = path.stat().st_mode
     except OSError:
-        mode = 0
-    if mode & 0o044:
-        raise source.error(dotted, f"the file holds {what} but other users can read it (mode {mode & 0o777:03o}):"
-                                   f" run chmod 600 {path}, or {instead}")
+        return None
+    return mode & 0o777 if mode & 0o044 else None
 
 
 def check_field(source: Source, dotted: str, f: dataclasses.Field[Any], value: object) -> Any:

@@ -228,6 +228,26 @@ def test_a_tokens_file_line_no_agent_could_send_is_refused_by_line(tmp_path: Pat
     assert "second" not in result.stderr
 
 
+def test_a_tokens_file_other_users_can_read_is_said_in_a_note_and_used(tmp_path: Path, procs: list[Proc]) -> None:
+    """Not refused (a container's secret mount is 0444), but said: on a shared server anyone
+    who can read the file can open tunnels on the relay."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-token\n")
+    for mode, noted in ((0o644, True), (0o600, False)):
+        tokens.chmod(mode)
+        port = free_port()
+        proc = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--tokens-file", str(tokens)])
+        procs.append(proc)
+        assert proc.line(lambda l: True).startswith("Relay listening on ")
+        assert proc.stop(signal.SIGINT) == 0
+        for thread in proc._threads:
+            thread.join(10)  # every line of stderr read
+        note = (f"devtunnel relay: note: --tokens-file {tokens} can be read by other users (mode 644), and its tokens"
+                f" open tunnels on this relay: chmod 600 {tokens} where other users log in")
+        assert (note in proc.err) is noted, proc.err
+        assert "first-token" not in "\n".join(proc.err)
+
+
 def test_port_already_in_use_gives_one_line_error_and_exit_2() -> None:
     import socket
 
