@@ -16,6 +16,7 @@ the terminal that shows the diff, and the API's JSON of the lines always encodes
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import hashlib
 import json
@@ -45,8 +46,13 @@ Kind = Literal["headers", "json", "form", "text", "binary"]
 Side = Literal["both", "request", "response"]
 
 MAX_ALIGNED_LINES = 2_000
-"""Changed regions longer than this (after the common head and tail are set aside) are shown
-as one removed block and one added block: difflib's alignment is quadratic."""
+"""Changed regions longer than this (after the common head and tail are set aside) are not
+given to difflib, whose alignment is quadratic: they are cut at the lines found once on each
+side (``_anchored``), and a part still longer with no such line is shown as one removed block
+and one added block."""
+
+MAX_ANCHOR_DEPTH = 64
+"""How many times a region is cut at its unique lines before it is shown as two blocks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,19 +171,89 @@ def _line_diff(a: Sequence[str], b: Sequence[str], keys_a: Sequence[str] | None 
         tail += 1
     end_a, end_b = len(ka) - tail, len(kb) - tail
     out = [DiffLine(" ", a[i]) for i in range(head)]
-    if end_a - head > MAX_ALIGNED_LINES or end_b - head > MAX_ALIGNED_LINES:
-        out += [DiffLine("-", a[i]) for i in range(head, end_a)]
-        out += [DiffLine("+", b[j]) for j in range(head, end_b)]
-    else:
-        matcher = difflib.SequenceMatcher(None, ka[head:end_a], kb[head:end_b], autojunk=False)
-        for op, i1, i2, j1, j2 in matcher.get_opcodes():
-            if op == "equal":
-                out += [DiffLine(" ", a[head + i]) for i in range(i1, i2)]
-            else:
-                out += [DiffLine("-", a[head + i]) for i in range(i1, i2)]
-                out += [DiffLine("+", b[head + j]) for j in range(j1, j2)]
+    for same, i1, i2, j1, j2 in _anchored(ka[head:end_a], kb[head:end_b]):
+        if same:
+            out += [DiffLine(" ", a[head + i]) for i in range(i1, i2)]
+        else:
+            out += [DiffLine("-", a[head + i]) for i in range(i1, i2)]
+            out += [DiffLine("+", b[head + j]) for j in range(j1, j2)]
     out += [DiffLine(" ", a[i]) for i in range(end_a, len(ka))]
     return out
+
+
+def _anchored(ka: Sequence[str], kb: Sequence[str], depth: int = 0) -> list[tuple[bool, int, int, int, int]]:
+    """The regions of ``ka`` and ``kb`` that are the same or differ, in order: ``(same, i1, i2,
+    j1, j2)``.
+
+    A short pair goes to difflib. A long one (a JSON document of 20,000 items changed at items
+    777 and 15,000) is first cut at the lines found exactly once on each side, in the order
+    both keep (patience diff's anchors: ``"id": 778`` is such a line), and each part between
+    them is aligned the same way; difflib never sees more than ``MAX_ALIGNED_LINES`` a side,
+    and two changes far apart no longer make one block of everything between them.
+    """
+    n, m = len(ka), len(kb)
+    if n == 0 or m == 0:
+        return [(False, 0, n, 0, m)] if n or m else []
+    if n <= MAX_ALIGNED_LINES and m <= MAX_ALIGNED_LINES:
+        matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+        return [(op == "equal", i1, i2, j1, j2) for op, i1, i2, j1, j2 in matcher.get_opcodes()]
+    anchors = _unique_in_order(ka, kb) if depth < MAX_ANCHOR_DEPTH else []
+    if not anchors:
+        return [(False, 0, n, 0, m)]
+    out: list[tuple[bool, int, int, int, int]] = []
+    i0 = j0 = 0
+    for i, j in [*anchors, (n, m)]:
+        if i > i0 or j > j0:
+            # The common head and tail of the part first: cheap, and often all of it.
+            head = 0
+            while i0 + head < i and j0 + head < j and ka[i0 + head] == kb[j0 + head]:
+                head += 1
+            if head:
+                out.append((True, i0, i0 + head, j0, j0 + head))
+            tail = 0
+            while i - tail > i0 + head and j - tail > j0 + head and ka[i - 1 - tail] == kb[j - 1 - tail]:
+                tail += 1
+            a0, b0 = i0 + head, j0 + head
+            out += [(same, a0 + p1, a0 + p2, b0 + q1, b0 + q2)
+                    for same, p1, p2, q1, q2 in _anchored(ka[a0:i - tail], kb[b0:j - tail], depth + 1)]
+            if tail:
+                out.append((True, i - tail, i, j - tail, j))
+        if i < n:
+            out.append((True, i, i + 1, j, j + 1))
+        i0, j0 = i + 1, j + 1
+    return out
+
+
+def _unique_in_order(ka: Sequence[str], kb: Sequence[str]) -> list[tuple[int, int]]:
+    """The lines found exactly once in ``ka`` and once in ``kb``, as ``(i, j)`` pairs: the
+    longest run of them in the same order on both sides (by patience sorting)."""
+    seen_a: dict[str, int] = {}
+    for i, key in enumerate(ka):
+        seen_a[key] = -1 if key in seen_a else i
+    seen_b: dict[str, int] = {}
+    for j, key in enumerate(kb):
+        if seen_a.get(key, -1) >= 0:
+            seen_b[key] = -1 if key in seen_b else j
+    pairs = sorted((seen_a[key], j) for key, j in seen_b.items() if j >= 0)
+    # The longest increasing run of j: piles of their least last j, each pair linked to the one before it.
+    tops: list[int] = []
+    top_index: list[int] = []
+    before: list[int] = []
+    for index, (_, j) in enumerate(pairs):
+        pile = bisect.bisect_left(tops, j)
+        before.append(top_index[pile - 1] if pile else -1)
+        if pile == len(tops):
+            tops.append(j)
+            top_index.append(index)
+        else:
+            tops[pile] = j
+            top_index[pile] = index
+    run: list[tuple[int, int]] = []
+    index = top_index[-1] if top_index else -1
+    while index >= 0:
+        run.append(pairs[index])
+        index = before[index]
+    return run[::-1]
 
 
 def _section(title: str, kind: Kind, lines: list[DiffLine]) -> SectionDiff:

@@ -208,6 +208,43 @@ def test_big_bodies_diff_around_the_change_and_unrelated_rewrites_do_not_align()
     assert [line.tag for line in rewrite.lines] == ["-"] * 5_000 + ["+"] * 5_000
 
 
+def test_two_changes_far_apart_in_a_big_body_are_two_small_changes() -> None:
+    """A list of 20,000 items changed at items 777 and 15,000: everything between them (about
+    100,000 lines) was shown removed and added again, as the region difflib was not given."""
+    items = [{"id": i, "name": f"item {i}", "tags": ["a", "b"], "price": i * 1.5} for i in range(20_000)]
+    edited = json.loads(json.dumps(items))
+    edited[777]["price"] = -1
+    edited[15_000]["name"] = "changed"
+    section = diff_bodies(json.dumps(items).encode(), "application/json", json.dumps(edited).encode(), "application/json")
+    assert changed(section.lines) == [("-", '    "price": 1165.5,'), ("+", '    "price": -1,'),
+                                      ("-", '    "name": "item 15000",'), ("+", '    "name": "changed",')]
+    assert not section.identical
+
+
+@given(st.lists(st.sampled_from(["{", "}", '"a",', '"b",', "x", "y", "z"]), max_size=60),
+       st.lists(st.sampled_from(["{", "}", '"a",', '"b",', "x", "y", "w"]), max_size=60),
+       st.integers(min_value=0, max_value=3000))
+def test_a_long_diff_cut_at_unique_lines_gives_back_both_sides(common: list[str], other: list[str], seed: int) -> None:
+    """However the long regions are cut, the lines kept and removed make the first body, those
+    kept and added the second, in order."""
+    from devtunnel.capture import diff as diff_module
+
+    a = [f"line {i}" if i % 7 else common[i % len(common)] if common else "c" for i in range(seed)] + common
+    b = list(a)
+    for n, text in enumerate(other):
+        b.insert((n * 37 + seed) % (len(b) + 1), text)
+    if seed % 3 == 0:
+        b = b[::2] + ["unique tail"]
+    old = diff_module.MAX_ALIGNED_LINES
+    diff_module.MAX_ALIGNED_LINES = 8  # cut even small bodies, so the cutting is what is checked
+    try:
+        lines = diff_module._line_diff(a, b)
+    finally:
+        diff_module.MAX_ALIGNED_LINES = old
+    assert [line.text for line in lines if line.tag in " -"] == a
+    assert [line.text for line in lines if line.tag in " +"] == b
+
+
 def test_diff_lines_follow_the_one_terminal_rule_in_every_kind_of_section() -> None:
     """The diff had its own rule (C0 and C1 controls only): a bidi override, a zero-width space or
     a BOM went out raw, in text, form, header and JSON lines alike."""
