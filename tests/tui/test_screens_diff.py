@@ -155,6 +155,36 @@ async def test_long_unchanged_runs_fold_in_unified_view() -> None:
         assert "  @@ 48 unchanged lines" in rows and '-   "k050": 50,' in rows
 
 
+async def test_side_by_side_folds_long_unchanged_runs_and_keeps_short_ones() -> None:
+    """Two changes far apart in a list of 20,000 items: side by side showed every one of its
+    180,000 lines, the first change 7,000 rows down (and, past difflib's bound, everything
+    between the two changes as changed)."""
+    items = [{"id": i, "name": f"item {i}", "price": i * 1.5} for i in range(20_000)]
+    edited = json.loads(json.dumps(items))
+    edited[777]["price"] = -1
+    edited[15_000]["name"] = "changed"
+    a = exchange(resp_headers=[("Content-Type", "application/json")], resp_body=json.dumps(items).encode())
+    b = exchange(resp_headers=[("Content-Type", "application/json")], resp_body=json.dumps(edited).encode())
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await async_wait_for(lambda: isinstance(app.screen, DiffScreen) and app.screen.result is not None,
+                             timeout=30, what="the diff")
+        await pilot.pause()
+        rows = _rows(app)
+        body = rows[rows.index("── response body (json)") + 1:]
+        changed = [r for r in body if r.startswith("- ")]
+        assert len(changed) == 2 and '"price": 1165.5' in changed[0] and '"price": -1' in changed[0]
+        assert '"name": "item 15000",' in changed[1] and '"name": "changed",' in changed[1]
+        assert body[0] == "  @@ 3886 unchanged lines" and len(body) < 30, body
+        # Short unchanged runs stay whole: the headers section of pair() shows all of its lines.
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _diffed(app)
+        await pilot.pause()
+        assert not any("unchanged line" in row for row in _rows(app))
+
+
 async def test_q_in_the_ignore_field_types_instead_of_closing() -> None:
     a, b = pair()
     app = ScreenApp(DiffScreen(a, b))

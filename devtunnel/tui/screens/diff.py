@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Input, Static
 from textual.worker import Worker, get_current_worker
 
-from devtunnel.capture.diff import ExchangeDiff, SectionDiff, diff_exchanges
+from devtunnel.capture.diff import DiffLine, ExchangeDiff, SectionDiff, diff_exchanges
 from devtunnel.capture.model import Exchange
 from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.render import escape_line
@@ -44,7 +44,9 @@ _TAG_STYLE = {"-": "red", "+": "green", "?": "dim yellow", " ": ""}
 _SIDE_STYLE = {"-": "on #3c1618", "+": "on #15351f", " ": "", "": ""}
 _SEPARATOR = " │ "
 _CONTEXT = 3
-"""Unchanged lines kept around each change in the unified view."""
+"""Unchanged lines kept around each change, in either view."""
+SIDE_FOLD = 12
+"""Unchanged lines side by side that fold into one note beyond the context (unified: any)."""
 
 
 def parse_ignore(value: str) -> tuple[str, ...]:
@@ -61,6 +63,32 @@ def _note(text: str) -> _Row:
     return ("note", "", text, "", "")
 
 
+def _folded(section: SectionDiff, context: int = _CONTEXT, least: int = 1) -> list[DiffLine | str]:
+    """The section's lines with ``context`` unchanged lines around each change; a longer
+    unchanged run of ``least`` lines or more is one note (``@@ N unchanged lines``) in its place."""
+    lines = section.lines
+    changed = [i for i, line in enumerate(lines) if line.tag != " "]
+    keep = {j for i in changed for j in range(i - context, i + context + 1)}
+    out: list[DiffLine | str] = []
+    run: list[DiffLine] = []
+
+    def end_run() -> None:
+        if len(run) >= least:
+            out.append(f"@@ {len(run)} unchanged line{'s' if len(run) > 1 else ''}")
+        else:
+            out.extend(run)
+        run.clear()
+
+    for i, line in enumerate(lines):
+        if i not in keep:
+            run.append(line)
+            continue
+        end_run()
+        out.append(line)
+    end_run()
+    return out
+
+
 def _side_rows(section: SectionDiff) -> list[_Row]:
     """Pair each run of removed lines with the run of added lines that follows it."""
     rows: list[_Row] = []
@@ -75,8 +103,13 @@ def _side_rows(section: SectionDiff) -> list[_Row]:
         removed.clear()
         added.clear()
 
-    for line in section.lines:
-        if line.tag == "-":
+    # Runs shorter than SIDE_FOLD stay whole (a section of headers reads best entire); a longer
+    # one folds: two changes far apart in a document of 100,000 lines are a screen apart.
+    for line in _folded(section, least=SIDE_FOLD):
+        if isinstance(line, str):
+            flush()
+            rows.append(_note(line))
+        elif line.tag == "-":
             if added:
                 flush()
             removed.append(line.text)
@@ -89,24 +122,10 @@ def _side_rows(section: SectionDiff) -> list[_Row]:
     return rows
 
 
-def _unified_rows(section: SectionDiff, context: int = _CONTEXT) -> list[_Row]:
-    """Changed lines with ``context`` unchanged lines around them; longer runs fold into a note."""
-    lines = section.lines
-    changed = [i for i, line in enumerate(lines) if line.tag != " "]
-    keep = {j for i in changed for j in range(i - context, i + context + 1)}
-    rows: list[_Row] = []
-    skipped = 0
-    for i, line in enumerate(lines):
-        if i not in keep:
-            skipped += 1
-            continue
-        if skipped:
-            rows.append(_note(f"@@ {skipped} unchanged line{'s' if skipped > 1 else ''}"))
-            skipped = 0
-        rows.append(_note(line.text) if line.tag == "?" else ("line", line.tag, line.text, "", ""))
-    if skipped:
-        rows.append(_note(f"@@ {skipped} unchanged line{'s' if skipped > 1 else ''}"))
-    return rows
+def _unified_rows(section: SectionDiff) -> list[_Row]:
+    """Changed lines with the unchanged lines around them; longer runs fold into a note."""
+    return [_note(line) if isinstance(line, str) else _note(line.text) if line.tag == "?"
+            else ("line", line.tag, line.text, "", "") for line in _folded(section)]
 
 
 def _binary_rows(section: SectionDiff) -> list[_Row]:
