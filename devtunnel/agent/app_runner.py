@@ -168,7 +168,7 @@ class AppRunner:
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
                            before_start=self._port_taken, restart="on-failure",
-                           backoff=backoff, grace=grace, death_signal=signal.SIGHUP)
+                           backoff=backoff, grace=grace, death_signal=signal.SIGHUP, crash_line=True)
 
     @property
     def state(self) -> ChildState:

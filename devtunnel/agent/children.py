@@ -21,7 +21,7 @@ import re
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -32,6 +32,8 @@ __all__ = ["MAX_LINE", "PRIVATE_VARIABLES", "Child", "ChildState", "LogLine", "L
 
 MAX_LINE = 8192
 """Characters of one output line kept; a longer line is cut and marked with ``…``."""
+SAID_LINE = 200
+"""Characters of an output line a state's message quotes (``last_line``)."""
 _STYLING = re.compile(r"\x1b\[[0-9;:]*[mKG]")
 """Colours and line clearing in a program's output (``ESC[32m``, ``ESC[2K``): dropped from its
 lines, which are searched (``logs --grep``) and shown as text; any other escape stays, and is
@@ -194,6 +196,9 @@ class Child:
         grace: seconds between SIGTERM and SIGKILL when stopping.
         die_with_parent: on Linux, the kernel sends the program SIGTERM if devtunnel dies without
             stopping it (killed outright): an app or a provider must not outlive devtunnel.
+        crash_line: a crash's message ends with the last line the run wrote on stderr
+            (``exited with code 1: ModuleNotFoundError: No module named 'app'``), so the one
+            log line of a crash says why, not only that.
     """
 
     def __init__(
@@ -215,8 +220,10 @@ class Child:
         rng: random.Random | None = None,
         die_with_parent: bool = True,
         death_signal: int = signal.SIGTERM,
+        crash_line: bool = False,
     ) -> None:
         self.name = name
+        self._crash_line = crash_line
         self.argv = list(argv)
         self.env = {k: v for k, v in (os.environ if env is None else env).items() if k not in PRIVATE_VARIABLES}
         self.cwd = cwd
@@ -248,6 +255,20 @@ class Child:
         self._changed.set()
         if self._on_state is not None:
             self._on_state(self.state)
+
+    def run_lines(self) -> Iterator[LogLine]:
+        """This run's output (the last run's, once it ended), last line first."""
+        for line in reversed(self.log.lines()):
+            if line.stream == "devtunnel" and line.text.startswith("started "):
+                return  # the lines before are an earlier run's
+            yield line
+
+    def last_line(self, *streams: str, passing_over: tuple[str, ...] = ()) -> str:
+        """The last line of this run's output on ``streams`` that is not blank and does not start
+        with one of ``passing_over``, stripped and cut to ``SAID_LINE`` characters ("" if none)."""
+        text = next((line.text.strip() for line in self.run_lines() if line.stream in streams and line.text.strip()
+                     and not line.text.startswith(passing_over)), "")
+        return text if len(text) <= SAID_LINE else text[:SAID_LINE] + "…"
 
     def note(self, message: str) -> None:
         """Say why the child is in its state (``health /healthz answered 404``), in the log once."""
@@ -321,16 +342,20 @@ class Child:
             failures = 0 if ran >= STABLE_AFTER else failures + 1
             self.log.add("devtunnel", f"{self.name} exited with code {code}")
             state = exit_state(code)
+            exited = f"exited with code {code}"
+            why = self.last_line("err") if self._crash_line and state == "crashed" else ""
+            if why:
+                exited += f": {why}"
             asked, self._asked_restart = self._asked_restart, False
             if not asked and (self._restart == "no" or (state == "exited" and self._restart == "on-failure")):
-                message = "ended cleanly with code 0: not restarted" if state == "exited" else f"exited with code {code}"
+                message = "ended cleanly with code 0: not restarted" if state == "exited" else exited
                 self._set(state=state, pid=None, exit_code=code, message=message)
                 return
-            self._set(state=state, pid=None, exit_code=code, message=f"exited with code {code}")
+            self._set(state=state, pid=None, exit_code=code, message=exited)
             first, longest = self._backoff
             wait = self._rng.uniform(first / 2, min(longest, first * 2 ** min(failures, 16)))
             self._set(state="restarting", restarts=self.state.restarts + 1,
-                      message=f"exited with code {code}; restarting in {wait:.1f} s")
+                      message=f"{exited}; restarting in {wait:.1f} s")
             await asyncio.sleep(wait)
 
     async def _run_once(self) -> int | None:

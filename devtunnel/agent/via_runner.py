@@ -273,14 +273,8 @@ class ViaRunner:
 
     def _run_lines(self) -> Iterator[LogLine]:
         """This run's output, last line first."""
-        if self.child is None:
-            return
-        for line in reversed(self.child.log.lines()):
-            if line.stream == "devtunnel" and line.text.startswith("started "):
-                return  # the lines before are an earlier run's
-            yield line
+        return iter(()) if self.child is None else self.child.run_lines()
 
     def _last_line(self, *streams: str) -> str:
         """The last line of this run's output on ``streams`` that can say what went wrong ("" if none)."""
-        return next((line.text.strip() for line in self._run_lines() if line.stream in streams and line.text.strip()
-                     and not line.text.startswith(_SSH_CHATTER)), "")
+        return "" if self.child is None else self.child.last_line(*streams, passing_over=_SSH_CHATTER)

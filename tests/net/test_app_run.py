@@ -390,6 +390,23 @@ def test_a_missing_program_is_said_in_the_log(start, tmp_path: Path) -> None:
     assert any("the shell found no such command" in l["text"] for l in lines)
 
 
+def test_a_crash_is_said_with_the_last_line_the_app_wrote_on_stderr(start, tmp_path: Path) -> None:
+    """``devtunnel up`` with an app that cannot import its module: the one line said was
+    ``app crashed (exited with code 1)``, and why was only in ``devtunnel logs``."""
+    port = free_port()
+    app = tmp_path / "app.py"
+    app.write_text("import sys\nprint('starting', flush=True)\n"
+                   "print('Traceback (most recent call last):', file=sys.stderr)\n"
+                   "print(\"ModuleNotFoundError: No module named 'fastapi'\", file=sys.stderr)\n"
+                   "print('', file=sys.stderr)\nsys.exit(1)\n")
+    run = start(str(port), "--run", f"{sys.executable} {app}")
+    line = run.proc.line(lambda l: f"tunnel {run.name}: app crashed" in l, "err", timeout=30)
+    assert line.endswith("app crashed (exited with code 1: ModuleNotFoundError: No module named 'fastapi')"), line
+    wait_for(lambda: run.app()["state"] == "restarting", what="the restart")
+    assert run.app()["message"].startswith("exited with code 1: ModuleNotFoundError: No module named 'fastapi';"
+                                           " restarting in ")
+
+
 def test_an_app_that_ends_cleanly_is_exited_0_not_crashed_and_is_not_restarted(start, tmp_path: Path) -> None:
     # It was "crashed (exited with code 0)" and started again and again, every second.
     port = free_port()
