@@ -489,6 +489,8 @@ def _export(args: argparse.Namespace) -> int:
     exchanges = _resolve(store, args.ids, args.filter, args.limit)
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
+    if "webhooks" in options_of(args.format):  # the variables devtunnel.toml names, as a replay signs from
+        options["webhooks"] = webhook_context(settings_of(args))
     result = export(args.format, exchanges, **options)
     # Side files are named by the export, not by the user: none replaces a file that is there
     # (checked before anything is written; one of the same bytes is kept). Then the main output:
