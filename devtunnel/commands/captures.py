@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -59,6 +60,7 @@ from devtunnel.export.agent_json import capture_json
 from devtunnel.replay import not_recorded, replay_many
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
+from devtunnel.webhooks import expired_signature
 
 __all__ = ["run"]
 
@@ -472,6 +474,43 @@ def _for_terminal(text: str) -> str:
     return "\n".join(safe(line, keep_newlines=True) for line in text.split("\r\n"))
 
 
+class _ExpiredSignatures:
+    """Which exported deliveries carry a captured signature their receiver now refuses for its
+    timestamp's age alone (``webhooks.expired_signature``): an export sends it as captured, so
+    the command says so on stderr, once per delivery (a few, then how many more), with the
+    replay that signs afresh. Nothing to say for a pytest module (it signs afresh) or a
+    redacted export (its signatures are placeholders)."""
+
+    SHOWN = 3
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.active = args.format != "pytest" and not args.redact
+        self.context = webhook_context(settings_of(args)) if self.active else None
+        self.now = time.time()
+        self.found: list[tuple[str, str, str]] = []
+
+    def see(self, exchange: Exchange) -> Exchange:
+        if self.context is not None and exchange.webhook is not None:
+            providers = self.context.for_tunnel(exchange.tunnel).providers
+            expired = expired_signature(exchange.request, scheme=exchange.scheme, now=self.now, providers=providers)
+            if expired is not None:
+                self.found.append((exchange.id, expired[0].title, expired[1]))
+        return exchange
+
+    def report(self, store: Store) -> None:
+        if not self.found:
+            return
+        short = store.short_ids(ident for ident, _, _ in self.found)
+        for ident, title, reason in self.found[:self.SHOWN]:
+            shown = short.get(ident, ident)
+            print(f"devtunnel: {shown} carries its captured {safe(title)} signature, which its receiver will now "
+                  f"refuse: {safe(reason)}; devtunnel replay {shown} signs it afresh", file=sys.stderr)
+        if len(self.found) > self.SHOWN:
+            more = len(self.found) - self.SHOWN
+            print(f"devtunnel: and {more} more deliver{'ies' if more != 1 else 'y'} whose captured signature has expired",
+                  file=sys.stderr)
+
+
 def _export(args: argparse.Namespace) -> int:
     if args.format not in EXPORTERS:
         raise ConfigError(f"unknown format {quoted(args.format)}; use one of {', '.join(sorted(EXPORTERS))}")
@@ -484,9 +523,12 @@ def _export(args: argparse.Namespace) -> int:
     store = _open(args)
     if args.redact:
         options["redact"] = True
+    expired = _ExpiredSignatures(args)
     if args.filter and not args.ids and args.format in STREAMED:
-        return _export_streamed(store, args, options, out)
-    exchanges = _resolve(store, args.ids, args.filter, args.limit)
+        done = _export_streamed(store, args, options, out, expired)
+        expired.report(store)
+        return done
+    exchanges = [expired.see(ex) for ex in _resolve(store, args.ids, args.filter, args.limit)]
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
     if "webhooks" in options_of(args.format):  # the variables devtunnel.toml names, as a replay signs from
@@ -504,6 +546,7 @@ def _export(args: argparse.Namespace) -> int:
     for path, data in side_files:
         done = "wrote" if _write_new(path, data) else "kept (same bytes)"
         print(f"{done} {safe(str(path.absolute()))} ({format_size(len(data))})", file=sys.stderr)
+    expired.report(store)
     if out is not None:
         print(f"wrote {safe(str(out))}", file=sys.stderr)
         return 0
@@ -524,7 +567,8 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, object], out: Path | None) -> int:
+def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, object], out: Path | None,
+                     expired: _ExpiredSignatures) -> int:
     """``export --filter`` in a format that writes as it reads (HAR): the matches' start times
     and ids are read, then the exchanges a few at a time, each written before the next is read.
     (Every match and the whole text were held: 0.46 GB for 25,000 exchanges.) With ``-o`` the
@@ -533,7 +577,7 @@ def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, 
     if not keys:
         raise NotFoundError(f"no exchange matches {quoted(args.filter)}")
     keys.sort(key=lambda key: key[0])  # stable: those that started together stay in id order
-    pieces = STREAMED[args.format](store.exchanges_by_id([key[1] for key in keys]), **options)
+    pieces = STREAMED[args.format](map(expired.see, store.exchanges_by_id([key[1] for key in keys])), **options)
     if out is None:
         sys.stdout.flush()
         for piece in pieces:  # ASCII (HAR escapes the rest), the same bytes in any locale

@@ -113,6 +113,9 @@ class CustomProvider(Provider):
         text = digest.hex() if self.spec.encoding == "hex" else base64.b64encode(digest).decode("ascii")
         return self.spec.prefix + text
 
+    def signed_timestamp(self, delivery: Delivery) -> str | None:
+        return delivery.header(self.spec.timestamp_header) if self.spec.timestamp_header else None
+
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         stamp = ""
         if self.spec.timestamp_header:

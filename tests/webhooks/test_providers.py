@@ -549,3 +549,36 @@ def test_a_timestamp_of_ascii_digits_is_still_judged_by_its_age() -> None:
     assert Slack().verify(d, ["s"], NOW).reason == "timestamp outside the tolerance: 60 min old (tolerance 300 s)"
     millis = Delivery(d.method, d.url, d.headers.with_set("X-Slack-Request-Timestamp", str(int(NOW) * 1000)), d.body)
     assert Slack().verify(millis, ["s"], NOW).reason.startswith("timestamp outside the tolerance")
+
+
+@pytest.mark.parametrize("name", [p.name for p in BUILTIN])
+def test_expired_says_what_the_library_refuses_for_time_alone(name: str) -> None:
+    # What an export of the captured signature warns about: the age of its timestamp, whatever
+    # the secret; a scheme without a timestamp never expires.
+    from devtunnel.webhooks.samples import list_samples, sample
+
+    provider = by_name(name)
+    assert provider is not None
+    info = next(i for i in list_samples() if i.provider == name)
+    made = sample(name, info.name, now=NOW)
+    captured = Delivery("POST", "https://hooks.example.com" + info.path, made.headers, made.body)
+    fresh = Delivery("POST", captured.url, provider.sign(captured, "whsec_" + "QUJD" * 8, NOW), made.body)
+    assert provider.expired(fresh, NOW + 10) is None
+    later = provider.expired(fresh, NOW + 3600)
+    if provider.tolerance is None:
+        assert later is None
+    else:
+        assert later == "timestamp outside the tolerance: 60 min old (tolerance 300 s)"
+        assert provider.verify(fresh, ["whsec_" + "WFla" * 8], NOW + 3600).reason == later  # whatever the secret
+    if name == "stripe":  # as its library sees it: refused an hour later, for the timestamp
+        with pytest.raises(stripe.SignatureVerificationError, match="tolerance"):
+            stripe.WebhookSignature.verify_header(made.body.decode(), fresh.header("stripe-signature"),
+                                                  "whsec_" + "QUJD" * 8, tolerance=300)
+
+
+def test_a_custom_scheme_expires_by_its_timestamp_header() -> None:
+    acme = CustomProvider("acme", "X-Acme-Signature", template="{timestamp}.{body}", timestamp_header="X-Acme-Ts")
+    d = delivery([("X-Acme-Signature", "00"), ("X-Acme-Ts", str(int(NOW)))], b"{}")
+    assert acme.expired(d, NOW) is None
+    assert acme.expired(d, NOW + 7200) == "timestamp outside the tolerance: 2.0 h old (tolerance 300 s)"
+    assert CustomProvider("plain", "X-Plain-Signature").expired(delivery([("X-Plain-Signature", "00")], b""), NOW + 1e6) is None
