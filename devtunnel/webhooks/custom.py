@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
 from devtunnel.capture.verdict import Signature
+from devtunnel.values.http1 import is_token
 from devtunnel.values.terminal import quoted
 from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, SignatureError, hmac_digest, json_field, stamped
 
@@ -66,6 +67,10 @@ class CustomProvider(Provider):
         where = f"webhooks.{name}"
         if not header:
             raise ConfigError(f"{where}.header: the signature header is required")
+        for key, value in (("header", header), ("timestamp_header", timestamp_header), ("id_header", id_header)):
+            if value and not is_token(value):  # no request carries it: the provider would never be recognised
+                raise ConfigError(f"{where}.{key}: expected a header name (an HTTP token such as X-Acme-Signature), "
+                                  f"got {quoted(value)}")
         if algorithm not in ALGORITHMS:
             raise ConfigError(f"{where}.algorithm: expected one of {', '.join(ALGORITHMS)}, got {quoted(algorithm)}")
         if encoding not in ENCODINGS:
