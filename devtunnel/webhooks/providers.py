@@ -175,7 +175,11 @@ class GitHub(Provider):
         event = delivery.header("x-github-event")
         if not event:
             return None
-        action = json_field(delivery.json(), "action")
+        data = delivery.json()
+        if data is None and "payload" in (form := dict(delivery.form())):
+            # A hook of content type application/x-www-form-urlencoded: the JSON in the field payload.
+            data = Delivery("POST", "", Headers(), form["payload"].encode()).json()
+        action = json_field(data, "action")
         return f"{event}.{action}" if action else event
 
     def delivery_id(self, delivery: Delivery) -> str | None:

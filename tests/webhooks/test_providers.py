@@ -582,3 +582,21 @@ def test_a_custom_scheme_expires_by_its_timestamp_header() -> None:
     assert acme.expired(d, NOW) is None
     assert acme.expired(d, NOW + 7200) == "timestamp outside the tolerance: 2.0 h old (tolerance 300 s)"
     assert CustomProvider("plain", "X-Plain-Signature").expired(delivery([("X-Plain-Signature", "00")], b""), NOW + 1e6) is None
+
+
+def test_a_github_hook_of_form_content_type_has_its_action_as_a_json_one_does() -> None:
+    # GitHub's "Content type: application/x-www-form-urlencoded" sends the JSON as the field payload:
+    # the EVENT column said "pull_request" for it, "pull_request.opened" for the same event as JSON.
+    from devtunnel.webhooks.context import WebhookContext
+    from tests.kit.exchanges import make_exchange
+
+    payload = json.dumps({"action": "opened", "number": 7})
+    for content_type, body in (("application/json", payload.encode()),
+                               ("application/x-www-form-urlencoded", urlencode({"payload": payload}).encode())):
+        headers = [("Host", "hooks.example.com"), ("Content-Type", content_type), ("X-GitHub-Event", "pull_request"),
+                   ("X-GitHub-Delivery", "d-7")]
+        signed_headers = GitHub().sign(delivery(headers, body), "gh", NOW)
+        exchange = make_exchange("POST", "/webhooks/github", signed_headers.items(), body, started_at=NOW)
+        verdict = WebhookContext(secrets={"github": ("gh",)}).judge(exchange)
+        assert verdict is not None and verdict.signature is Signature.VALID, content_type
+        assert verdict.event_type == "pull_request.opened", content_type
