@@ -25,7 +25,7 @@ from devtunnel.capture.outcome import body_excerpt
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError, DevtunnelError
 from devtunnel.values.terminal import quoted
-from devtunnel.values.urls import split_url
+from devtunnel.values.urls import is_localhost_name, split_url
 from devtunnel.webhooks import BUILTIN, Delivery, Provider, SignatureError, by_name
 from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.samples import list_samples, sample
@@ -65,7 +65,7 @@ def send_url(text: str, default_path: str) -> tuple[str, str]:
     host = wire.netloc.decode("ascii")
     connect = host
     hostname = parts.hostname.lower()
-    if parts.scheme == "http" and (hostname == "localhost" or hostname.endswith(".localhost")):
+    if parts.scheme == "http" and is_localhost_name(hostname):
         connect = "127.0.0.1" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, connect, path, parts.query, "")), host
 
