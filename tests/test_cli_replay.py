@@ -184,6 +184,7 @@ def test_a_plain_replay_is_not_marked_edited(service: Service, tmp_path: Path) -
         (["--header", "no colon"], "--header takes 'NAME: VALUE'"),
         (["--ignore-header", "Bad: name"], "--ignore-header takes a header name"),
         (["--path", "/a b"], "invalid target '/a b'"),
+        (["--body", "@"], "--body @FILE: give the file's path after @"),
     ],
 )
 def test_bad_edits_are_one_line_errors_and_send_nothing(service: Service, tmp_path: Path, args: list[str],

@@ -137,6 +137,8 @@ def test_unsigned_sends_no_signature_even_with_a_secret_set() -> None:
         (["stripe", "invoice.paid", "--to", "http://x:99999/"], "the port is not a number"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--set", "id.x=1"], "--set id.x: id is str"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--data", "@/nonexistent"], "cannot read it"),
+        # "@" alone read the current folder: "--data @: cannot read it (Is a directory)".
+        (["stripe", "invoice.paid", "--to", "http://x/", "--data", "@"], "--data @FILE: give the file's path after @"),
         # An empty --secret-env (a variable unset in a script) signed with the usual secret instead.
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--secret-env", ""], "--secret-env: expected non-empty text"),
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--secret-env", "MY SECRET"],

@@ -619,6 +619,8 @@ def _edit(args: argparse.Namespace) -> Edit | None:
     body: bytes | None = None
     if args.body is not None:
         if args.body.startswith("@"):
+            if not args.body[1:]:
+                raise ConfigError("--body @FILE: give the file's path after @")
             try:
                 body = Path(args.body[1:]).read_bytes()
             except OSError as exc:

@@ -83,6 +83,8 @@ def _body(data: str | None, default: bytes) -> bytes:
     if data is None:
         return default
     if data.startswith("@"):
+        if not data[1:]:
+            raise ConfigError("--data @FILE: give the file's path after @")
         path = Path(data[1:]).expanduser()
         try:
             return path.read_bytes()
