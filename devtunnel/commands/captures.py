@@ -61,6 +61,7 @@ from devtunnel.replay import not_recorded, replay_many
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.webhooks import expired_signature
+from devtunnel.webhooks.resign import unknown_provider
 
 __all__ = ["run"]
 
@@ -474,41 +475,48 @@ def _for_terminal(text: str) -> str:
     return "\n".join(safe(line, keep_newlines=True) for line in text.split("\r\n"))
 
 
-class _ExpiredSignatures:
+class _SignatureNotices:
     """Which exported deliveries carry a captured signature their receiver now refuses for its
     timestamp's age alone (``webhooks.expired_signature``): an export sends it as captured, so
     the command says so on stderr, once per delivery (a few, then how many more), with the
-    replay that signs afresh. Nothing to say for a pytest module (it signs afresh) or a
-    redacted export (its signatures are placeholders)."""
+    replay that signs afresh. A pytest module signs afresh at run time, but only by schemes
+    known here: a custom provider's delivery that no devtunnel.toml here describes is said
+    (``resign.unknown_provider``, as a replay says it). Nothing for a redacted export (its
+    signatures are placeholders)."""
 
     SHOWN = 3
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.active = args.format != "pytest" and not args.redact
-        self.context = webhook_context(settings_of(args)) if self.active else None
+        self.pytest = args.format == "pytest"
+        self.context = None if args.redact else webhook_context(settings_of(args))
         self.now = time.time()
-        self.found: list[tuple[str, str, str]] = []
+        self.found: list[tuple[str, str, bool]] = []
+        """(exchange id, what to say, whether to point at the replay that signs afresh)"""
 
     def see(self, exchange: Exchange) -> Exchange:
         if self.context is not None and exchange.webhook is not None:
             providers = self.context.for_tunnel(exchange.tunnel).providers
-            expired = expired_signature(exchange.request, scheme=exchange.scheme, now=self.now, providers=providers)
-            if expired is not None:
-                self.found.append((exchange.id, expired[0].title, expired[1]))
+            if self.pytest:  # signed afresh at run time, but only by a scheme known here
+                if unknown := unknown_provider(exchange.webhook, providers):
+                    self.found.append((exchange.id, f"its test sends the captured signature: {unknown}", False))
+            elif expired := expired_signature(exchange.request, scheme=exchange.scheme, now=self.now,
+                                              providers=providers):
+                self.found.append((exchange.id, f"carries its captured {expired[0].title} signature, which its "
+                                                f"receiver will now refuse: {expired[1]}", True))
         return exchange
 
     def report(self, store: Store) -> None:
         if not self.found:
             return
         short = store.short_ids(ident for ident, _, _ in self.found)
-        for ident, title, reason in self.found[:self.SHOWN]:
+        for ident, text, replay in self.found[:self.SHOWN]:
             shown = short.get(ident, ident)
-            print(f"devtunnel: {shown} carries its captured {safe(title)} signature, which its receiver will now "
-                  f"refuse: {safe(reason)}; devtunnel replay {shown} signs it afresh", file=sys.stderr)
+            hint = f"; devtunnel replay {shown} signs it afresh" if replay else ""
+            print(f"devtunnel: {shown} {safe(text)}{hint}", file=sys.stderr)
         if len(self.found) > self.SHOWN:
             more = len(self.found) - self.SHOWN
-            print(f"devtunnel: and {more} more deliver{'ies' if more != 1 else 'y'} whose captured signature has expired",
-                  file=sys.stderr)
+            print(f"devtunnel: and {more} more deliver{'ies' if more != 1 else 'y'} sent with an expired or unknown "
+                  "signature", file=sys.stderr)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -523,7 +531,7 @@ def _export(args: argparse.Namespace) -> int:
     store = _open(args)
     if args.redact:
         options["redact"] = True
-    expired = _ExpiredSignatures(args)
+    expired = _SignatureNotices(args)
     if args.filter and not args.ids and args.format in STREAMED:
         done = _export_streamed(store, args, options, out, expired)
         expired.report(store)
@@ -568,7 +576,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, object], out: Path | None,
-                     expired: _ExpiredSignatures) -> int:
+                     expired: _SignatureNotices) -> int:
     """``export --filter`` in a format that writes as it reads (HAR): the matches' start times
     and ids are read, then the exchanges a few at a time, each written before the next is read.
     (Every match and the whole text were held: 0.46 GB for 25,000 exchanges.) With ``-o`` the

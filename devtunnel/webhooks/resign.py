@@ -38,7 +38,7 @@ from devtunnel.webhooks import (
 )
 from devtunnel.webhooks.secrets import known_secrets
 
-__all__ = ["Keys", "Resigned", "resign"]
+__all__ = ["Keys", "Resigned", "resign", "unknown_provider"]
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,8 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
     delivery = Delivery(request.method, url, request.headers, request.body)
     providers = getattr(keys, "providers", BUILTIN)
     provider = detect(delivery, providers)
-    if provider is None and judged is not None and judged.signature is not Signature.UNSIGNED \
-            and by_name(judged.provider, providers) is None:
-        return Resigned(request, notice=f"signature not refreshed: no provider {judged.provider} is described here "
-                                        f"(add [webhooks.{judged.provider}] to devtunnel.toml)")
+    if provider is None and (unknown := unknown_provider(judged, providers)):
+        return Resigned(request, notice=f"signature not refreshed: {unknown}")
     if provider is None or not provider.signed(delivery):
         return Resigned(request)
     if captured is not None:
@@ -151,6 +149,15 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
     except SignatureError as exc:
         return Resigned(request, notice=f"signature not refreshed: {exc}")
     return Resigned(replace(request, headers=headers), provider.name, notice)
+
+
+def unknown_provider(judged: Verdict | None, providers: Sequence[Provider]) -> str:
+    """Why a delivery judged signed by a provider that ``providers`` lacks cannot be signed afresh
+    (a custom one described in the devtunnel.toml of another folder), or "" (none such): what a
+    replay and a pytest export of it say."""
+    if judged is None or judged.signature is Signature.UNSIGNED or by_name(judged.provider, providers) is not None:
+        return ""
+    return f"no provider {judged.provider} is described here (add [webhooks.{judged.provider}] to devtunnel.toml)"
 
 
 def _fitting(provider: Provider, original: Delivery, secrets: Sequence[str], now: float) -> str | None:

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,8 @@ from devtunnel.capture.model import Exchange, RuleMark
 from devtunnel.capture.store import Store
 from devtunnel.export import export
 from devtunnel.export.pytest_module import export_pytest
-from devtunnel.webhooks import Delivery, by_name
+from devtunnel.webhooks import CustomProvider, Delivery, by_name
+from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.samples import sample
 from tests.kit.exchanges import make_exchange, make_response
 from tests.kit.servers import Received, Reply, http_server
@@ -296,6 +298,11 @@ def test_the_cli_module_signs_a_custom_providers_delivery_afresh_from_its_scheme
                                                          ("X-Acme-Delivery", "dlv_1"), ("X-Acme-Timestamp", str(int(then))),
                                                          ("X-Acme-Signature", signature)], body,
                                  make_response(200), tunnel="hooks", started_at=then, target_url=server.url, duration=0.01)
+        acme_ = CustomProvider("acme", "X-Acme-Signature", encoding="base64", prefix="v1=",
+                               template="{id}:{timestamp}:{url}:{body}", timestamp_header="X-Acme-Timestamp",
+                               id_header="X-Acme-Delivery", event_path="type")
+        captured = replace(captured, webhook=WebhookContext(providers=(acme_,), secrets={"acme": (key,)}).judge(captured))
+        assert captured.webhook is not None and captured.webhook.signature.value == "valid"
         db = tmp_path / "captures.db"
         store = Store(db)
         store.put_many([captured])
@@ -316,3 +323,14 @@ def test_the_cli_module_signs_a_custom_providers_delivery_afresh_from_its_scheme
         bare = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(module)],
                               capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
         assert "1 skipped" in bare.stdout and "set ACME_SIGNING_KEY to sign this acme delivery" in bare.stdout, bare.stdout
+        # Exported where no devtunnel.toml describes acme: the module cannot sign it afresh, and says so.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        away = subprocess.run([str(Path(sys.executable).parent / "devtunnel"), "export", "--format", "pytest",
+                               "-o", str(elsewhere / "test_acme.py"), "--db", str(db), captured.id],
+                              capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60)
+        assert away.returncode == 0, away.stderr
+        said = away.stderr.splitlines()[0]
+        assert said.startswith(f"devtunnel: {captured.id[:8]}") and said.endswith(
+            " its test sends the captured signature: no provider acme is described here "
+            "(add [webhooks.acme] to devtunnel.toml)"), away.stderr
