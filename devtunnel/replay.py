@@ -133,7 +133,8 @@ def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header:
     host = request.headers.get("host") or netloc
     url = f"{exchange.scheme if host != netloc else scheme}://{host}{request.url_text}"
     signed = resign(request, url, keys=_keys_for(webhooks, exchange), now=time.time() if now is None else now,
-                    captured=exchange.request, captured_url=delivery_of(exchange.request, exchange.scheme).url)
+                    captured=exchange.request, captured_url=delivery_of(exchange.request, exchange.scheme).url,
+                    judged=exchange.webhook)
     return _Prepared(signed.request, scheme, netloc, edited, signed.provider, signed.notice)
 
 

@@ -6,7 +6,7 @@ import gzip
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -184,6 +184,7 @@ def test_a_plain_replay_is_not_marked_edited(service: Service, tmp_path: Path) -
         (["--header", "no colon"], "--header takes 'NAME: VALUE'"),
         (["--ignore-header", "Bad: name"], "--ignore-header takes a header name"),
         (["--path", "/a b"], "invalid target '/a b'"),
+        (["--body", "@"], "--body @FILE: give the file's path after @"),
     ],
 )
 def test_bad_edits_are_one_line_errors_and_send_nothing(service: Service, tmp_path: Path, args: list[str],
@@ -298,3 +299,43 @@ def test_a_filter_matching_more_than_the_bound_sends_nothing_without_limit(servi
     assert "--limit applies to --filter" in err and service.seen == []
     done = cli(None, "replay", "--filter", "tunnel:shop", "--limit", "0", db=db)
     assert done.returncode == 0 and len(service.seen) == 101, done.stderr
+
+
+def test_a_custom_providers_delivery_replayed_where_it_is_not_described_says_why_it_is_not_signed_afresh(
+        service: Service, tmp_path: Path) -> None:
+    """Found by use: a delivery judged acme's in the project folder, replayed from another folder
+    (no [webhooks.acme] there), went out with its hour-old signature and not a word."""
+    from devtunnel.webhooks import CustomProvider
+    from devtunnel.webhooks.context import WebhookContext
+
+    acme = CustomProvider("acme", "X-Acme-Signature", template="{timestamp}.{body}", timestamp_header="X-Acme-Ts")
+    from devtunnel.capture.model import Headers
+    from devtunnel.webhooks import Delivery
+
+    signed = acme.sign(Delivery("POST", "", Headers([("Host", "shop.localhost")]), b"{}"), "k", 1.0)
+    captured_signature = signed.get("X-Acme-Signature")
+    ex = make_exchange("POST", "/hooks/acme", signed.items(), b"{}", make_response(200, body=b"ok"),
+                       tunnel="shop", started_at=1.0, target_url=service.url)
+    verdict = WebhookContext(providers=(acme,), secrets={"acme": ("k",)}).judge(ex)
+    assert verdict is not None and verdict.provider == "acme" and verdict.signature.value == "valid"
+    db = tmp_path / "c.db"
+    put(db, replace(ex, webhook=verdict))
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "devtunnel.toml").write_text('[webhooks.acme]\nheader = "X-Acme-Signature"\n'
+                                            'template = "{timestamp}.{body}"\ntimestamp_header = "X-Acme-Ts"\n')
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "ACME_WEBHOOK_SECRET": "k"}
+
+    def replay(cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([DEVTUNNEL, "replay", ex.id, "--db", str(db)], capture_output=True, text=True,
+                              cwd=cwd, env=env, timeout=60)
+
+    away = replay(elsewhere)
+    assert away.returncode == 0, away.stderr
+    assert away.stderr == ("devtunnel: signature not refreshed: no provider acme is described here "
+                           "(add [webhooks.acme] to devtunnel.toml)\n")
+    assert service.seen[-1].header("X-Acme-Signature") == captured_signature  # as captured, as it said
+    home = replay(project)
+    assert home.returncode == 0 and home.stderr == "", home.stderr
+    assert "re-signed (acme)" in home.stdout and service.seen[-1].header("X-Acme-Ts") != "1"

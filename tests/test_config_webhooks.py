@@ -112,6 +112,13 @@ def test_a_secret_in_a_file_others_can_read_is_refused_and_never_shown(places: P
     ('[webhooks."a b"]\nheader = "X"\n', '1: webhooks.a b: a provider name is letters, digits, - and _ (up to 40), '
                                          'e.g. stripe or acme'),
     ('webhooks = 3\n', "1: webhooks: expected tables such as [webhooks.stripe], got an integer"),
+    # A header name no request can carry: the provider would never recognise a delivery.
+    ('[webhooks.acme]\nheader = "X Acme Signature"\n',
+     "2: webhooks.acme.header: expected a header name (an HTTP token such as X-Acme-Signature), got 'X Acme Signature'"),
+    ('[webhooks.acme]\nheader = "X-Sig"\ntimestamp_header = "X-Ts:"\ntemplate = "{timestamp}.{body}"\n',
+     "3: webhooks.acme.timestamp_header: expected a header name (an HTTP token such as X-Acme-Signature), got 'X-Ts:'"),
+    ('[webhooks.acme]\nheader = "X-Sig"\nid_header = "X-Délivery"\n',
+     "3: webhooks.acme.id_header: expected a header name (an HTTP token such as X-Acme-Signature), got 'X-Délivery'"),
     ('[tunnels.pay]\ntarget = 3000\n[tunnels.pay.webhooks.acme]\nheader = "X"\n',
      "4: tunnels.pay.webhooks.acme.header: a tunnel's table takes only secret, secrets and secret_env; describe the "
      "provider under [webhooks.acme]"),

@@ -137,6 +137,8 @@ def test_unsigned_sends_no_signature_even_with_a_secret_set() -> None:
         (["stripe", "invoice.paid", "--to", "http://x:99999/"], "the port is not a number"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--set", "id.x=1"], "--set id.x: id is str"),
         (["stripe", "invoice.paid", "--to", "http://x/", "--data", "@/nonexistent"], "cannot read it"),
+        # "@" alone read the current folder: "--data @: cannot read it (Is a directory)".
+        (["stripe", "invoice.paid", "--to", "http://x/", "--data", "@"], "--data @FILE: give the file's path after @"),
         # An empty --secret-env (a variable unset in a script) signed with the usual secret instead.
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--secret-env", ""], "--secret-env: expected non-empty text"),
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--secret-env", "MY SECRET"],
@@ -306,3 +308,29 @@ def test_without_to_and_no_agent_running_it_says_where_it_looked(tmp_path: Path)
     assert done.returncode == 1
     assert done.stderr == (f"devtunnel send: no devtunnel agent answers at 127.0.0.1:{api}: start one with "
                            "devtunnel http/up, or give --to URL\n")
+
+
+def test_a_sample_to_a_running_tunnel_is_signed_with_that_tunnels_own_secret(tmp_path: Path) -> None:
+    """Found by use: [tunnels.shop.webhooks.stripe] secret_env = "SHOP_STRIPE_SECRET" made the agent
+    judge shop's deliveries with that secret, but `send --tunnel shop` signed with the global
+    STRIPE_WEBHOOK_SECRET: the receiver answered 400 and the agent said "wrong secret"."""
+    right = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
+    with receiver() as rx:
+        api = free_port()
+        (tmp_path / "devtunnel.toml").write_text(
+            f"[agent]\napi_port = {api}\n\n[tunnels.shop]\ntarget = {rx.url.rsplit(':', 1)[1]}\n"
+            '[tunnels.shop.webhooks.stripe]\nsecret_env = "SHOP_STRIPE_SECRET"\n')
+        env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "SHOP_STRIPE_SECRET": right,
+               "STRIPE_WEBHOOK_SECRET": "whsec_another_service"}
+        clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and k != "DEVTUNNEL_CONFIG"}
+        proc = Proc([*DEVTUNNEL, "http", "shop", "--no-tui", "--db", str(tmp_path / "c.db")],
+                    {**clean, **env, "XDG_STATE_HOME": str(tmp_path / "state")}, cwd=tmp_path)
+        try:
+            proc.line(lambda line: line.startswith("API http://127.0.0.1:"))
+            for args in ([], ["--tunnel", "shop"]):
+                done = send("stripe", "invoice.paid", *args, cwd=tmp_path, **env)
+                assert done.returncode == 0, done.stdout + done.stderr
+            assert [status for _, status, _ in rx.verdicts] == [200, 200], rx.verdicts
+            wait_for(lambda: "".join(proc.out).count("✓ signature valid") == 2, what="both judged valid by the agent")
+        finally:
+            assert proc.stop() == 0

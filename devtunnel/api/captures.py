@@ -238,6 +238,8 @@ async def export_request(request: Request) -> Response:
         options.update({"base_url": to} if to is not None else {"local": True})
         if to is not None and local:
             raise ApiError(400, "give to= or local=true, not both")
+    if "webhooks" in options_of(fmt):  # pytest: signed from the variables the agent's config names
+        options["webhooks"] = service_of(request).webhooks
     exchange = await _get(request, request.path_params["id"])
 
     def build() -> dict[str, Any]:

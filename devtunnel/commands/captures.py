@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -59,6 +60,8 @@ from devtunnel.export.agent_json import capture_json
 from devtunnel.replay import not_recorded, replay_many
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
+from devtunnel.webhooks import expired_signature
+from devtunnel.webhooks.resign import unknown_provider
 
 __all__ = ["run"]
 
@@ -472,6 +475,50 @@ def _for_terminal(text: str) -> str:
     return "\n".join(safe(line, keep_newlines=True) for line in text.split("\r\n"))
 
 
+class _SignatureNotices:
+    """Which exported deliveries carry a captured signature their receiver now refuses for its
+    timestamp's age alone (``webhooks.expired_signature``): an export sends it as captured, so
+    the command says so on stderr, once per delivery (a few, then how many more), with the
+    replay that signs afresh. A pytest module signs afresh at run time, but only by schemes
+    known here: a custom provider's delivery that no devtunnel.toml here describes is said
+    (``resign.unknown_provider``, as a replay says it). Nothing for a redacted export (its
+    signatures are placeholders)."""
+
+    SHOWN = 3
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.pytest = args.format == "pytest"
+        self.context = None if args.redact else webhook_context(settings_of(args))
+        self.now = time.time()
+        self.found: list[tuple[str, str, bool]] = []
+        """(exchange id, what to say, whether to point at the replay that signs afresh)"""
+
+    def see(self, exchange: Exchange) -> Exchange:
+        if self.context is not None and exchange.webhook is not None:
+            providers = self.context.for_tunnel(exchange.tunnel).providers
+            if self.pytest:  # signed afresh at run time, but only by a scheme known here
+                if unknown := unknown_provider(exchange.webhook, providers):
+                    self.found.append((exchange.id, f"its test sends the captured signature: {unknown}", False))
+            elif expired := expired_signature(exchange.request, scheme=exchange.scheme, now=self.now,
+                                              providers=providers):
+                self.found.append((exchange.id, f"carries its captured {expired[0].title} signature, which its "
+                                                f"receiver will now refuse: {expired[1]}", True))
+        return exchange
+
+    def report(self, store: Store) -> None:
+        if not self.found:
+            return
+        short = store.short_ids(ident for ident, _, _ in self.found)
+        for ident, text, replay in self.found[:self.SHOWN]:
+            shown = short.get(ident, ident)
+            hint = f"; devtunnel replay {shown} signs it afresh" if replay else ""
+            print(f"devtunnel: {shown} {safe(text)}{hint}", file=sys.stderr)
+        if len(self.found) > self.SHOWN:
+            more = len(self.found) - self.SHOWN
+            print(f"devtunnel: and {more} more deliver{'ies' if more != 1 else 'y'} sent with an expired or unknown "
+                  "signature", file=sys.stderr)
+
+
 def _export(args: argparse.Namespace) -> int:
     if args.format not in EXPORTERS:
         raise ConfigError(f"unknown format {quoted(args.format)}; use one of {', '.join(sorted(EXPORTERS))}")
@@ -484,11 +531,16 @@ def _export(args: argparse.Namespace) -> int:
     store = _open(args)
     if args.redact:
         options["redact"] = True
+    expired = _SignatureNotices(args)
     if args.filter and not args.ids and args.format in STREAMED:
-        return _export_streamed(store, args, options, out)
-    exchanges = _resolve(store, args.ids, args.filter, args.limit)
+        done = _export_streamed(store, args, options, out, expired)
+        expired.report(store)
+        return done
+    exchanges = [expired.see(ex) for ex in _resolve(store, args.ids, args.filter, args.limit)]
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
+    if "webhooks" in options_of(args.format):  # the variables devtunnel.toml names, as a replay signs from
+        options["webhooks"] = webhook_context(settings_of(args))
     result = export(args.format, exchanges, **options)
     # Side files are named by the export, not by the user: none replaces a file that is there
     # (checked before anything is written; one of the same bytes is kept). Then the main output:
@@ -502,6 +554,7 @@ def _export(args: argparse.Namespace) -> int:
     for path, data in side_files:
         done = "wrote" if _write_new(path, data) else "kept (same bytes)"
         print(f"{done} {safe(str(path.absolute()))} ({format_size(len(data))})", file=sys.stderr)
+    expired.report(store)
     if out is not None:
         print(f"wrote {safe(str(out))}", file=sys.stderr)
         return 0
@@ -522,7 +575,8 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, object], out: Path | None) -> int:
+def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, object], out: Path | None,
+                     expired: _SignatureNotices) -> int:
     """``export --filter`` in a format that writes as it reads (HAR): the matches' start times
     and ids are read, then the exchanges a few at a time, each written before the next is read.
     (Every match and the whole text were held: 0.46 GB for 25,000 exchanges.) With ``-o`` the
@@ -531,7 +585,7 @@ def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, 
     if not keys:
         raise NotFoundError(f"no exchange matches {quoted(args.filter)}")
     keys.sort(key=lambda key: key[0])  # stable: those that started together stay in id order
-    pieces = STREAMED[args.format](store.exchanges_by_id([key[1] for key in keys]), **options)
+    pieces = STREAMED[args.format](map(expired.see, store.exchanges_by_id([key[1] for key in keys])), **options)
     if out is None:
         sys.stdout.flush()
         for piece in pieces:  # ASCII (HAR escapes the rest), the same bytes in any locale
@@ -573,6 +627,8 @@ def _edit(args: argparse.Namespace) -> Edit | None:
     body: bytes | None = None
     if args.body is not None:
         if args.body.startswith("@"):
+            if not args.body[1:]:
+                raise ConfigError("--body @FILE: give the file's path after @")
             try:
                 body = Path(args.body[1:]).read_bytes()
             except OSError as exc:

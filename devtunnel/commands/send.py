@@ -25,7 +25,7 @@ from devtunnel.capture.outcome import body_excerpt
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError, DevtunnelError
 from devtunnel.values.terminal import quoted
-from devtunnel.values.urls import split_url
+from devtunnel.values.urls import is_localhost_name, split_url
 from devtunnel.webhooks import BUILTIN, Delivery, Provider, SignatureError, by_name
 from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.samples import list_samples, sample
@@ -65,7 +65,7 @@ def send_url(text: str, default_path: str) -> tuple[str, str]:
     host = wire.netloc.decode("ascii")
     connect = host
     hostname = parts.hostname.lower()
-    if parts.scheme == "http" and (hostname == "localhost" or hostname.endswith(".localhost")):
+    if parts.scheme == "http" and is_localhost_name(hostname):
         connect = "127.0.0.1" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, connect, path, parts.query, "")), host
 
@@ -83,6 +83,8 @@ def _body(data: str | None, default: bytes) -> bytes:
     if data is None:
         return default
     if data.startswith("@"):
+        if not data[1:]:
+            raise ConfigError("--data @FILE: give the file's path after @")
         path = Path(data[1:]).expanduser()
         try:
             return path.read_bytes()
@@ -207,9 +209,9 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     return Sent(label, public_url, delivery_id, bool(secrets), response.status_code, reason, first)
 
 
-def _running_tunnel_url(args: argparse.Namespace) -> str:
-    """The public URL of the running tunnel to send to without ``--to``: the agent's only one, or
-    the one ``--tunnel`` names. Raises ConfigError (which one is unclear) or DevtunnelError (none)."""
+def _running_tunnel(args: argparse.Namespace) -> tuple[str, str]:
+    """The name and public URL of the running tunnel to send to without ``--to``: the agent's only
+    one, or the one ``--tunnel`` names. Raises ConfigError (which one is unclear) or DevtunnelError (none)."""
     from devtunnel.commands.agent_api import candidates, running_tunnels
     from devtunnel.commands.config import settings_of
 
@@ -225,7 +227,7 @@ def _running_tunnel_url(args: argparse.Namespace) -> str:
             raise DevtunnelError("the running agent has no tunnel: start one (n in the inspector), or give --to URL")
         if len(chosen) > 1:
             raise ConfigError(f"several tunnels are running ({names}): choose one with --tunnel NAME, or give --to URL")
-    return chosen[0].public_url
+    return chosen[0].name, chosen[0].public_url
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,7 +244,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give PROVIDER EVENT (devtunnel send --list shows the samples)")
         if args.to and (args.tunnel or args.api):
             raise ConfigError("--to URL sends there: --tunnel and --api choose a running tunnel instead")
-        to = args.to or _running_tunnel_url(args)
+        webhooks = webhook_context(settings_of(args), os.environ)
+        if args.to:
+            to = args.to
+        else:  # signed as that tunnel's deliveries are judged: its [tunnels.NAME.webhooks.*] tables
+            name, to = _running_tunnel(args)
+            webhooks = webhooks.for_tunnel(name)
         env_name = args.secret_env
         if env_name is not None:
             # An empty one (--secret-env "$VAR" with VAR unset) read the usual secrets instead.
@@ -252,8 +259,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--secret-env: {exc}") from None
         sent = send_sample(args.provider, args.event, to, environ=os.environ, data=args.data,
                            assignments=args.set or (), env_name=env_name, unsigned=args.unsigned,
-                           timeout=args.timeout, insecure=args.insecure,
-                           webhooks=webhook_context(settings_of(args), os.environ))
+                           timeout=args.timeout, insecure=args.insecure, webhooks=webhooks)
     except ConfigError as exc:
         print(f"devtunnel send: {safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

@@ -35,6 +35,7 @@ from devtunnel.export.base import (
 from devtunnel.export.curl import INLINE_LIMIT
 from devtunnel.values.http1 import FRAMING, is_token
 from devtunnel.values.terminal import quoted
+from devtunnel.values.urls import is_localhost_name
 
 __all__ = ["export_httpie"]
 
@@ -116,6 +117,11 @@ def httpie_command(
         items.append(shell_word(_header_item(exchange, name, value)))
     if any(name.startswith(b"-") for name, _ in fields):
         words.append("--")  # else the item of a header named -o or -a is read as that option
+    parts = urlsplit(url)
+    prefix = f"http://{parts.netloc}"
+    if url.startswith(prefix) and b"host" in present and is_localhost_name(parts.hostname or ""):
+        # HTTPie asks the system resolver, which may not know *.localhost: loopback, Host kept.
+        url = f"http://127.0.0.1{f':{parts.port}' if parts.port else ''}{url[len(prefix):]}"
     words += [shell_word(request.method), shell_word(url)]
     defaults = _DEFAULTS + ([b"Content-Type"] if request.body else [])
     items += [shell_word(n.decode() + ":") for n in defaults if n.lower() not in present]

@@ -2,8 +2,10 @@
 
 Each test sends its request again to a base URL (``DEVTUNNEL_BASE_URL``, else the service the
 exchange was forwarded to) and asserts the status the service answered with when it was
-captured. Webhooks from a provider devtunnel knows are signed afresh at run time from the same
-secret variables the receiver reads (``STRIPE_WEBHOOK_SECRET``, ...): with the one of a variable's
+captured. Webhooks from a provider devtunnel knows (a custom one of devtunnel.toml too, its scheme
+written into the module) are signed afresh at run time from the same secret variables the
+receiver reads (``STRIPE_WEBHOOK_SECRET``, ..., or the ``secret_env`` its tunnel's
+``[webhooks.PROVIDER]`` names): with the one of a variable's
 secrets that made the captured signature, else the first, as a replay is. A suite written today
 still passes next month; without the variable, a delivery whose scheme has a timestamp is
 skipped (its old signature would be refused) and the others are sent as captured.
@@ -24,13 +26,15 @@ the service) become a skipped test that says why.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from devtunnel.capture.model import Exchange
 from devtunnel.export.base import Export, prepared
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_value, is_token
 from devtunnel.values.terminal import quoted
-from devtunnel.webhooks import BUILTIN, delivery_of, detect
+from devtunnel.webhooks import BUILTIN, Provider, delivery_of, detect
+from devtunnel.webhooks.custom import CustomProvider
 
 __all__ = ["export_pytest"]
 
@@ -138,17 +142,38 @@ def _signed_at(provider, headers):
     return None
 
 
-def _secret(provider, headers, body, url, secrets):
+def _custom_signer(scheme):
+    """The signer of a scheme described in devtunnel.toml (``[webhooks.NAME]``: header, algorithm,
+    encoding, prefix, template of {{body}} {{timestamp}} {{id}} {{url}}, timestamp_header, id_header)."""
+    def sign(headers, body, url, secret, now):
+        if scheme["timestamp_header"]:
+            headers = _set(headers, scheme["timestamp_header"], str(now))
+        values = {{"body": body, "timestamp": str(now).encode() if scheme["timestamp_header"] else b"",
+                  "url": url.encode(),
+                  "id": _bytes(_get(headers, scheme["id_header"]) or "").strip() if scheme["id_header"] else b""}}
+        parts = re.split(r"\\{{(body|timestamp|id|url)\\}}", scheme["template"])
+        content = b"".join(values[p] if i % 2 else p.encode() for i, p in enumerate(parts))
+        digest = _mac(scheme["algorithm"], secret.encode(), content)
+        text = digest.hex() if scheme["encoding"] == "hex" else base64.b64encode(digest).decode()
+        return _set(headers, scheme["header"], scheme["prefix"] + text)
+    return sign
+
+
+def _secret(provider, sign, scheme, headers, body, url, secrets):
     """The secret that made the captured signature, else the first: during a rotation
     ("whsec_new,whsec_old") the receiver may still hold only the one it accepted the delivery with."""
-    name = "svix-signature" if provider == "standard" and _get(headers, "svix-id") is not None else SIGNATURE[provider]
-    if provider == "github" and _get(headers, name) is None:
-        name = "X-Hub-Signature"
+    if scheme:
+        name = scheme["header"]
+        stamp = _get(headers, scheme["timestamp_header"]) if scheme["timestamp_header"] else None
+    else:
+        name = "svix-signature" if provider == "standard" and _get(headers, "svix-id") is not None else SIGNATURE[provider]
+        if provider == "github" and _get(headers, name) is None:
+            name = "X-Hub-Signature"
+        stamp = _signed_at(provider, headers)
     captured = _get(headers, name) or ""
-    stamp = _signed_at(provider, headers)
     for secret in secrets:
         try:
-            again = _get(SIGNERS[provider](headers, body, url, secret, int(stamp) if stamp else 0), name) or ""
+            again = _get(sign(headers, body, url, secret, int(stamp) if stamp else 0), name) or ""
         except Exception:  # a secret of another form (a Standard Webhooks one that is no base64)
             continue
         if (again.rpartition("v1=")[2] if provider == "stripe" else again) in captured.replace(" ", ","):
@@ -178,7 +203,7 @@ def _send_http10(method, base, target, headers, body):
 
 
 def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False,
-         version="1.1"):
+         version="1.1", scheme=None):
     """Send the request as captured: text values as UTF-8, bytes as they are, the target and the
     method unchanged (httpx would normalise the one and upper-case the other), in its HTTP
     version, no header added but Host and Content-Length."""
@@ -187,8 +212,9 @@ def send(method, captured_base, target, headers, body, provider=None, secret_env
     if provider is not None:
         secrets = os.environ.get(secret_env, "").replace(",", " ").split()
         if secrets:
-            headers = SIGNERS[provider](headers, body, url, _secret(provider, headers, body, url, secrets),
-                                        int(time.time()))
+            sign = _custom_signer(scheme) if scheme else SIGNERS[provider]
+            headers = sign(headers, body, url, _secret(provider, sign, scheme, headers, body, url, secrets),
+                           int(time.time()))
         elif timestamped:
             pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature has expired)")
     # h11 (httpx's HTTP/1.1) refuses other bytes in a target: they go percent-encoded.
@@ -236,9 +262,31 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
 
 
-def _test(index: int, exchange: Exchange, width: int) -> str:
+def _scheme_of(provider: Provider) -> dict[str, str | None] | None:
+    """A custom provider's scheme as the module's ``_custom_signer`` takes it; None for a built-in one."""
+    if not isinstance(provider, CustomProvider):
+        return None
+    spec = provider.spec
+    return {"header": spec.header, "algorithm": spec.algorithm, "encoding": spec.encoding, "prefix": spec.prefix,
+            "template": spec.template, "timestamp_header": spec.timestamp_header, "id_header": spec.id_header}
+
+
+def _keys_for(webhooks: Any, exchange: Exchange) -> tuple[tuple[Provider, ...], Mapping[str, str]]:
+    """The providers to recognise ``exchange``'s delivery by and the variables their secrets are
+    read from where config names others, for its tunnel (``webhooks``: the agent's context)."""
+    if webhooks is None:
+        return BUILTIN, {}
+    for_tunnel = getattr(webhooks, "for_tunnel", None)
+    keys = for_tunnel(exchange.tunnel) if for_tunnel is not None else webhooks
+    return tuple(getattr(keys, "providers", BUILTIN)), getattr(keys, "secret_envs", None) or {}
+
+
+def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> tuple[str, str | None]:
+    """The test's code, and the variable its delivery is signed from (None: no delivery)."""
     request = exchange.request
-    provider = detect(delivery_of(request, exchange.scheme), BUILTIN)
+    providers, secret_envs = _keys_for(webhooks, exchange)
+    provider = detect(delivery_of(request, exchange.scheme), providers)
+    secret_env = (secret_envs.get(provider.name) or provider.secret_env) if provider is not None else None
     event = provider.event_type(delivery_of(request, exchange.scheme)) if provider else None
     name = "_".join(p for p in (f"test_{index:0{width}d}", _slug(request.method), _slug(request.path),
                                 _slug(event or "")) if p)
@@ -258,38 +306,47 @@ def _test(index: int, exchange: Exchange, width: int) -> str:
         skip = "the request body was recorded only in part"
     if skip is not None:
         lines.append(f"    pytest.skip({ascii(skip)})")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n", None
     assert exchange.response is not None
     pairs = [(n, field_value(v)) for n, v in request.headers if n.decode("latin-1").lower() not in _DROP]
     base = exchange.target_url or "http://127.0.0.1"
     args = [ascii(request.method), ascii(base), _literal(request.target),
             "[" + ", ".join(f"({_literal(n)}, {_literal(v)})" for n, v in pairs) + "]", repr(request.body)]
     if provider is not None:
-        args += [f"provider={provider.name!r}", f"secret_env={provider.secret_env!r}",
+        args += [f"provider={ascii(provider.name)}", f"secret_env={ascii(secret_env)}",
                  f"timestamped={provider.tolerance is not None}"]
+        if (scheme := _scheme_of(provider)) is not None:
+            args.append(f"scheme={ascii(scheme)}")
     if request.http_version == "1.0":  # else HTTP/1.1, the only other version the relay takes
         args.append("version='1.0'")
     lines.append("    response = send(")
     lines.extend(f"        {arg}," for arg in args)
     lines.append("    )")
     lines.append(f"    assert response.status_code == {exchange.response.status}, response.text[:500]")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", secret_env
 
 
-def export_pytest(exchanges: Sequence[Exchange], *, redact: bool = False) -> Export:
+def export_pytest(exchanges: Sequence[Exchange], *, redact: bool = False, webhooks: Any = None) -> Export:
     """A pytest module with one test per exchange (see the module's docstring).
 
     Args:
         exchanges: the exchanges, oldest first is the natural order.
         redact: replace credentials and secret fields with placeholders (the tests then send
             the placeholders).
+        webhooks: the providers and secret variables of devtunnel.toml, as the agent reads them
+            (``config.webhook_context``; any object with ``providers``, ``secret_envs`` and
+            optionally ``for_tunnel(name)``): a delivery is signed from the variable its
+            tunnel's ``[webhooks.PROVIDER]`` names, and a custom provider's scheme is written
+            into the module. None: the built-in providers and their conventional variables.
+            Only variable names enter the module, never a secret.
 
     Raises:
         ExportError: no exchanges.
     """
     exchanges = prepared(exchanges, redact=redact)
-    envs = sorted({p.secret_env for p in BUILTIN})
     width = max(2, len(str(len(exchanges))))
+    tests = [_test(i, ex, width, webhooks) for i, ex in enumerate(exchanges, 1)]
+    envs = sorted({env for _, env in tests if env is not None} or {p.secret_env for p in BUILTIN})
     parts = [_HEADER.format(count=len(exchanges), envs=", ".join(envs))]
-    parts.extend(_test(i, ex, width) for i, ex in enumerate(exchanges, 1))
+    parts.extend(code for code, _ in tests)
     return Export("\n\n".join(parts))

@@ -12,7 +12,7 @@ from urllib.parse import SplitResult, urlsplit
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
 
-__all__ = ["split_url"]
+__all__ = ["is_localhost_name", "split_url"]
 
 
 def split_url(text: str, what: str) -> SplitResult:
@@ -34,3 +34,15 @@ def split_url(text: str, what: str) -> SplitResult:
     except ValueError:
         raise ConfigError(f"{what} {quoted(text)}: the port is not a number of 0-65535") from None
     return parts
+
+
+def is_localhost_name(hostname: str) -> bool:
+    """Whether ``hostname`` is ``localhost`` or a name under it (``payments.localhost``).
+
+    Such names are loopback (RFC 6761), and the embedded relay's public URLs use them, but not
+    every system resolver knows ``*.localhost`` ("Name or service not known"): what devtunnel
+    sends there, or writes for a tool to send there, connects to 127.0.0.1 and keeps the name in
+    ``Host``, which the relay routes by. (curl knows these names itself.)
+    """
+    name = hostname.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")

@@ -33,6 +33,7 @@ __all__ = [
     "by_name",
     "delivery_of",
     "detect",
+    "expired_signature",
     "judge",
 ]
 
@@ -71,3 +72,20 @@ def judge(request: Request, *, scheme: str, now: float, secrets: Mapping[str, Se
     if provider is None:
         return None
     return provider.verdict(delivery, list(secrets.get(provider.name, ())), now, complete=not request.body_truncated)
+
+
+def expired_signature(request: Request, *, scheme: str, now: float,
+                      providers: Sequence[Provider] = BUILTIN) -> tuple[Provider, str] | None:
+    """The provider of a captured delivery and why its library refuses the captured signature at
+    ``now`` for its timestamp's age alone (``Provider.expired``); None when nothing about time
+    stands in the way (no delivery, a scheme without a timestamp, one still within the tolerance).
+
+    An export that sends the captured signature again (curl, httpie, HAR, raw) says so: the
+    receiver will refuse it whatever the secret, where a replay signs afresh.
+    """
+    delivery = delivery_of(request, scheme)
+    provider = detect(delivery, providers)
+    if provider is None or not provider.signed(delivery):
+        return None
+    reason = provider.expired(delivery, now)
+    return None if reason is None else (provider, reason)

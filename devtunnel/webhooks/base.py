@@ -230,6 +230,24 @@ class Provider:
                     "and refuses it, whatever the signature")
         return None
 
+    def signed_timestamp(self, delivery: Delivery) -> str | None:
+        """The text of the timestamp the delivery's signature covers, or None (no such scheme, or none given)."""
+        return None
+
+    def expired(self, delivery: Delivery, now: float) -> str | None:
+        """Why the provider's library refuses the delivery's captured signature at ``now`` for its
+        timestamp's age alone (``timestamp outside the tolerance: 2.0 h old (tolerance 300 s)``),
+        whatever the secret; None when the scheme has no timestamp or it is still within the
+        tolerance (or unreadable: that is no matter of time). What an export that sends the
+        captured signature again has to say."""
+        stamp = self.signed_timestamp(delivery)
+        if self.tolerance is None or stamp is None:
+            return None
+        check = self._timestamp_check(stamp, now)
+        if isinstance(check, Check) and check.reason.startswith("timestamp outside the tolerance"):
+            return check.reason
+        return None
+
     def read_timestamp(self, text: str) -> tuple[float, str] | None:
         """What a signature's timestamp says, read as the provider's own library reads it: the
         seconds since the epoch judged against the tolerance, and the text that is signed; or

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError
 from devtunnel.capture.verdict import Signature
+from devtunnel.values.http1 import is_token
 from devtunnel.values.terminal import quoted
 from devtunnel.webhooks.base import DEFAULT_TOLERANCE, Check, Delivery, Provider, SignatureError, hmac_digest, json_field, stamped
 
@@ -66,6 +67,10 @@ class CustomProvider(Provider):
         where = f"webhooks.{name}"
         if not header:
             raise ConfigError(f"{where}.header: the signature header is required")
+        for key, value in (("header", header), ("timestamp_header", timestamp_header), ("id_header", id_header)):
+            if value and not is_token(value):  # no request carries it: the provider would never be recognised
+                raise ConfigError(f"{where}.{key}: expected a header name (an HTTP token such as X-Acme-Signature), "
+                                  f"got {quoted(value)}")
         if algorithm not in ALGORITHMS:
             raise ConfigError(f"{where}.algorithm: expected one of {', '.join(ALGORITHMS)}, got {quoted(algorithm)}")
         if encoding not in ENCODINGS:
@@ -112,6 +117,9 @@ class CustomProvider(Provider):
     def _encode(self, digest: bytes) -> str:
         text = digest.hex() if self.spec.encoding == "hex" else base64.b64encode(digest).decode("ascii")
         return self.spec.prefix + text
+
+    def signed_timestamp(self, delivery: Delivery) -> str | None:
+        return delivery.header(self.spec.timestamp_header) if self.spec.timestamp_header else None
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         stamp = ""

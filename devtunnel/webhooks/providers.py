@@ -126,6 +126,10 @@ class Stripe(Provider):
             return None
         return value, str(value)
 
+    def signed_timestamp(self, delivery: Delivery) -> str | None:
+        parts = self._parts(delivery.header("stripe-signature") or "")
+        return parts[0] if parts is not None else None
+
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         parts = self._parts(delivery.header("stripe-signature") or "")
         if parts is None:
@@ -171,7 +175,11 @@ class GitHub(Provider):
         event = delivery.header("x-github-event")
         if not event:
             return None
-        action = json_field(delivery.json(), "action")
+        data = delivery.json()
+        if data is None and "payload" in (form := dict(delivery.form())):
+            # A hook of content type application/x-www-form-urlencoded: the JSON in the field payload.
+            data = Delivery("POST", "", Headers(), form["payload"].encode()).json()
+        action = json_field(data, "action")
         return f"{event}.{action}" if action else event
 
     def delivery_id(self, delivery: Delivery) -> str | None:
@@ -234,6 +242,9 @@ class Slack(Provider):
             return int(text), text
         except ValueError:
             return None
+
+    def signed_timestamp(self, delivery: Delivery) -> str | None:
+        return delivery.header("x-slack-request-timestamp")
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         header = delivery.header("x-slack-signature") or ""
@@ -347,6 +358,9 @@ class StandardWebhooks(Provider):
         except (ValueError, OverflowError, OSError):
             return None
         return moment, str(math.floor(moment))
+
+    def signed_timestamp(self, delivery: Delivery) -> str | None:
+        return delivery.header(self._name(delivery, "timestamp"))
 
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         id_name, signature_name = self._name(delivery, "id"), self._name(delivery, "signature")

@@ -32,11 +32,13 @@ from devtunnel.webhooks import (
     Provider,
     Signature,
     SignatureError,
+    Verdict,
+    by_name,
     detect,
 )
 from devtunnel.webhooks.secrets import known_secrets
 
-__all__ = ["Keys", "Resigned", "resign"]
+__all__ = ["Keys", "Resigned", "resign", "unknown_provider"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def _variable(provider: Provider, keys: Any) -> str:
 
 
 def resign(request: Request, url: str, *, keys: Any, now: float,
-           captured: Request | None = None, captured_url: str = "") -> Resigned:
+           captured: Request | None = None, captured_url: str = "", judged: Verdict | None = None) -> Resigned:
     """``request`` with fresh signature headers, or as it is with the reason why not.
 
     Args:
@@ -107,12 +109,18 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
             (then the receiver will likely refuse the re-signed one too: a wrong secret) and
             when the edit changed the signature headers itself.
         captured_url: the URL the captured request was called at.
+        judged: the captured delivery's verdict: a signed delivery of a provider ``keys`` does
+            not know (a custom one described in another folder's devtunnel.toml) is sent as
+            captured, and the notice says so.
 
     A request its provider did not sign (no signature header) is sent unsigned, as captured; one
     whose signature headers differ from ``captured``'s (typed by hand) is sent as it is.
     """
     delivery = Delivery(request.method, url, request.headers, request.body)
-    provider = detect(delivery, getattr(keys, "providers", BUILTIN))
+    providers = getattr(keys, "providers", BUILTIN)
+    provider = detect(delivery, providers)
+    if provider is None and (unknown := unknown_provider(judged, providers)):
+        return Resigned(request, notice=f"signature not refreshed: {unknown}")
     if provider is None or not provider.signed(delivery):
         return Resigned(request)
     if captured is not None:
@@ -141,6 +149,15 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
     except SignatureError as exc:
         return Resigned(request, notice=f"signature not refreshed: {exc}")
     return Resigned(replace(request, headers=headers), provider.name, notice)
+
+
+def unknown_provider(judged: Verdict | None, providers: Sequence[Provider]) -> str:
+    """Why a delivery judged signed by a provider that ``providers`` lacks cannot be signed afresh
+    (a custom one described in the devtunnel.toml of another folder), or "" (none such): what a
+    replay and a pytest export of it say."""
+    if judged is None or judged.signature is Signature.UNSIGNED or by_name(judged.provider, providers) is not None:
+        return ""
+    return f"no provider {judged.provider} is described here (add [webhooks.{judged.provider}] to devtunnel.toml)"
 
 
 def _fitting(provider: Provider, original: Delivery, secrets: Sequence[str], now: float) -> str | None:

@@ -131,3 +131,29 @@ def test_a_request_captured_as_http_1_0_says_httpie_sends_it_as_1_1() -> None:
     assert export("httpie", old).text.startswith("# captured as HTTP/1.0; HTTPie sends HTTP/1.1 (the curl format keeps the version)\nhttp ")
     assert export("httpie", ex).text.startswith("http ")
     assert "--http1.0" in export("curl", old).text
+
+
+@needs_httpie
+def test_a_public_url_under_localhost_is_reached_on_loopback_with_its_host_kept(tmp_path: Path) -> None:
+    # The embedded relay's public URLs are http://NAME.localhost:PORT: curl reaches them, but
+    # HTTPie asks the system resolver, which often knows no *.localhost ("Name or service not
+    # known"). The command goes to 127.0.0.1 with Host naming the tunnel, as the relay routes by it.
+    from tests.kit.servers import Received, Reply, http_server
+
+    seen: list[Received] = []
+
+    def answer(request: Received) -> Reply:
+        seen.append(request)
+        return Reply(200, body=b"ok")
+
+    with http_server(answer) as server:
+        port = server.url.rsplit(":", 1)[1]
+        host = f"hooks.localhost:{port}"
+        ex = make_exchange("POST", b"/webhooks/github", [(b"Host", host.encode()), (b"Content-Length", b"2")], b"{}",
+                           target_url="http://127.0.0.1:9")
+        result = export("httpie", ex)
+        assert f"http://127.0.0.1:{port}/webhooks/github" in result.text and f"Host:{host}" in result.text
+        assert HTTP is not None
+        proc = run_shell(Export(HTTP + result.text[len("http"):], result.files), tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert [(r.path, r.header("Host"), r.body) for r in seen] == [("/webhooks/github", host, b"{}")]

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from devtunnel.capture.model import Exchange, RuleMark
+from devtunnel.capture.store import Store
 from devtunnel.export import export
 from devtunnel.export.pytest_module import export_pytest
-from devtunnel.webhooks import Delivery, by_name
+from devtunnel.webhooks import CustomProvider, Delivery, by_name
+from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.samples import sample
 from tests.kit.exchanges import make_exchange, make_response
+from tests.kit.servers import Received, Reply, http_server
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 SENT = [("stripe", "invoice.paid"), ("github", "push"), ("shopify", "orders/create"), ("standard", "user.created"),
@@ -205,3 +212,125 @@ def test_relay_answers_and_requests_httpx_cannot_send_are_skipped_and_the_rest_p
     assert "# exchange '01ABC\\nraise SystemExit(3)'" in text
     assert sorted(received) == [b"/id", b"/routed", b"/spaced"]
     assert received[b"/spaced"].headers[1:] == [(b"X-Spaced", b"v"), (b"X-Inner", b"a  b")]
+
+
+def _stale_stripe_delivery(base: str, tunnel: str, secret: str) -> Exchange:
+    """A Stripe delivery the receiver accepted an hour ago (its signature's timestamp is that old)."""
+    stripe_ = by_name("stripe")
+    assert stripe_ is not None
+    then = time.time() - 3600
+    made = sample("stripe", "invoice.paid", now=then)
+    headers = stripe_.sign(Delivery("POST", base + PATHS["stripe"], made.headers, made.body), secret, then)
+    return make_exchange("POST", PATHS["stripe"], [("Host", base.split("://", 1)[1]), *headers.items()], made.body,
+                         make_response(200), tunnel=tunnel, started_at=then, target_url=base, duration=0.01)
+
+
+def test_the_cli_module_reads_the_variable_devtunnel_toml_names_for_each_tunnel(tmp_path: Path) -> None:
+    # The receiver's code reads PAYMENTS_STRIPE_SECRET (said in [webhooks.stripe]); the tunnel
+    # payments' reads PAYMENTS_TEST_STRIPE_SECRET, while STRIPE_WEBHOOK_SECRET holds another
+    # service's secret. The module must sign each delivery with the variable its tunnel's receiver reads.
+    (tmp_path / "devtunnel.toml").write_text(
+        '[webhooks.stripe]\nsecret_env = "PAYMENTS_STRIPE_SECRET"\n\n'
+        '[tunnels.payments]\ntarget = 3000\n[tunnels.payments.webhooks.stripe]\nsecret_env = "PAYMENTS_TEST_STRIPE_SECRET"\n')
+    right = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
+    env = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and k != "DEVTUNNEL_BASE_URL"}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               PAYMENTS_STRIPE_SECRET=right, PAYMENTS_TEST_STRIPE_SECRET=right,
+               STRIPE_WEBHOOK_SECRET="whsec_another_service")
+    with receiver() as rx:
+        hooks = _stale_stripe_delivery(rx.url, "hooks", right)
+        payments = _stale_stripe_delivery(rx.url, "payments", right)
+        db = tmp_path / "captures.db"
+        store = Store(db)
+        store.put_many([hooks, payments])
+        store.close()
+        module = tmp_path / "test_hooks.py"
+        made = subprocess.run([str(Path(sys.executable).parent / "devtunnel"), "export", "--format", "pytest",
+                               "-o", str(module), "--db", str(db), hooks.id, payments.id],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+        assert made.returncode == 0, made.stderr
+        text = module.read_text()
+        assert "secret_env='PAYMENTS_STRIPE_SECRET'" in text and "secret_env='PAYMENTS_TEST_STRIPE_SECRET'" in text
+        assert right not in text and "whsec_another_service" not in text
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(module)],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "2 passed" in done.stdout
+        assert [status for _, status, _ in rx.verdicts] == [200, 200], rx.verdicts
+
+
+ACME_TOML = '''[webhooks.acme]
+header = "X-Acme-Signature"
+encoding = "base64"
+prefix = "v1="
+template = "{id}:{timestamp}:{url}:{body}"
+timestamp_header = "X-Acme-Timestamp"
+id_header = "X-Acme-Delivery"
+event_path = "type"
+secret_env = "ACME_SIGNING_KEY"
+'''
+
+
+def test_the_cli_module_signs_a_custom_providers_delivery_afresh_from_its_scheme(tmp_path: Path) -> None:
+    # A provider described in devtunnel.toml: its receiver checks the timestamp (300 s) and the
+    # HMAC over "ID:TS:URL:BODY". Captured an hour ago, the delivery must be signed afresh.
+    (tmp_path / "devtunnel.toml").write_text(ACME_TOML)
+    key = "acme-key-0123"
+
+    def acme(request: Received) -> Reply:
+        stamp = request.header("X-Acme-Timestamp") or "0"
+        content = (f"{request.header('X-Acme-Delivery')}:{stamp}:http://{request.header('Host')}{request.path}:"
+                   .encode() + request.body)
+        expected = "v1=" + base64.b64encode(hmac.new(key.encode(), content, hashlib.sha256).digest()).decode()
+        fresh = abs(time.time() - int(stamp)) <= 300
+        ok = fresh and hmac.compare_digest(expected, request.header("X-Acme-Signature") or "")
+        return Reply(200 if ok else 401, body=b"ok" if ok else b"stale or bad signature")
+
+    env = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and k != "DEVTUNNEL_BASE_URL"}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"), ACME_SIGNING_KEY=key)
+    with http_server(acme) as server:
+        then = time.time() - 3600
+        body = b'{"type": "order.shipped", "id": 7}'
+        host = server.url.split("://", 1)[1]
+        content = f"dlv_1:{int(then)}:http://{host}/hooks/acme:".encode() + body
+        signature = "v1=" + base64.b64encode(hmac.new(key.encode(), content, hashlib.sha256).digest()).decode()
+        captured = make_exchange("POST", "/hooks/acme", [("Host", host), ("Content-Type", "application/json"),
+                                                         ("X-Acme-Delivery", "dlv_1"), ("X-Acme-Timestamp", str(int(then))),
+                                                         ("X-Acme-Signature", signature)], body,
+                                 make_response(200), tunnel="hooks", started_at=then, target_url=server.url, duration=0.01)
+        acme_ = CustomProvider("acme", "X-Acme-Signature", encoding="base64", prefix="v1=",
+                               template="{id}:{timestamp}:{url}:{body}", timestamp_header="X-Acme-Timestamp",
+                               id_header="X-Acme-Delivery", event_path="type")
+        captured = replace(captured, webhook=WebhookContext(providers=(acme_,), secrets={"acme": (key,)}).judge(captured))
+        assert captured.webhook is not None and captured.webhook.signature.value == "valid"
+        db = tmp_path / "captures.db"
+        store = Store(db)
+        store.put_many([captured])
+        store.close()
+        module = tmp_path / "test_acme.py"
+        made = subprocess.run([str(Path(sys.executable).parent / "devtunnel"), "export", "--format", "pytest",
+                               "-o", str(module), "--db", str(db), captured.id],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+        assert made.returncode == 0, made.stderr
+        text = module.read_text()
+        assert "secret_env='ACME_SIGNING_KEY'" in text and key not in text
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(module)],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 passed" in done.stdout
+        # Without the variable the captured signature has expired: skipped, naming the variable.
+        del env["ACME_SIGNING_KEY"]
+        bare = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(module)],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        assert "1 skipped" in bare.stdout and "set ACME_SIGNING_KEY to sign this acme delivery" in bare.stdout, bare.stdout
+        # Exported where no devtunnel.toml describes acme: the module cannot sign it afresh, and says so.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        away = subprocess.run([str(Path(sys.executable).parent / "devtunnel"), "export", "--format", "pytest",
+                               "-o", str(elsewhere / "test_acme.py"), "--db", str(db), captured.id],
+                              capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60)
+        assert away.returncode == 0, away.stderr
+        said = away.stderr.splitlines()[0]
+        assert said.startswith(f"devtunnel: {captured.id[:8]}") and said.endswith(
+            " its test sends the captured signature: no provider acme is described here "
+            "(add [webhooks.acme] to devtunnel.toml)"), away.stderr

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from devtunnel.capture.model import Headers
-from devtunnel.export.pytest_module import export_pytest
-from devtunnel.webhooks import BUILTIN, Delivery, by_name
+from devtunnel.export.pytest_module import _scheme_of, export_pytest
+from devtunnel.webhooks import BUILTIN, CustomProvider, Delivery, by_name
 from devtunnel.webhooks.samples import list_samples, sample
 from tests.kit.exchanges import make_exchange, make_response
 
@@ -74,3 +74,23 @@ def test_each_sample_is_signed_alike(module: ModuleType, info: Any) -> None:
 def test_edge_deliveries_are_signed_alike(module: ModuleType, name: str, headers: list[tuple[str, str]],
                                           body: bytes) -> None:
     _same(module, name, Headers(headers), body, "https://hooks.example.test/in?b=2&a=1", 1_760_000_000)
+
+
+@pytest.mark.parametrize("scheme", [
+    {},
+    {"algorithm": "sha1", "encoding": "base64", "prefix": "sha1="},
+    {"algorithm": "sha512", "template": "{timestamp}.{body}", "timestamp_header": "X-Acme-Timestamp"},
+    {"template": "{id}:{timestamp}:{url}:{body}{body}", "timestamp_header": "X-Acme-Timestamp",
+     "id_header": "X-Acme-Delivery", "prefix": "v1,"},
+    {"template": "{url}", "encoding": "base64"},
+], ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "defaults")
+def test_a_custom_scheme_is_signed_alike(module: ModuleType, scheme: dict[str, str]) -> None:
+    provider = CustomProvider("acme", "X-Acme-Signature", **scheme)  # type: ignore[arg-type]
+    written = _scheme_of(provider)
+    assert written is not None
+    headers = Headers([("X-Acme-Delivery", "dlv_9"), ("X-Acme-Timestamp", "1"), ("X-Acme-Signature", "x")])
+    body, url, now = "{\"name\": \"Zoë\"}".encode(), "https://hooks.example.test/in?b=2&a=1", 1_760_000_000
+    ours = provider.sign(Delivery("POST", url, headers, body), "acme-key", now)
+    theirs: list[Any] = module._custom_signer(written)(headers.items(), body, url, "acme-key", now)
+    for header in provider.signature_headers:
+        assert Headers(theirs).get(header) == ours.get(header), header

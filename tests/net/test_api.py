@@ -853,3 +853,29 @@ async def test_uvicorns_records_go_through_the_processs_handlers_not_its_own(
     writer.close()
     await async_wait_for(lambda: any(r.name == "uvicorn.error" for r in caplog.records), what="uvicorn's warning")
     assert [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"] == ["Invalid HTTP request received."]
+
+
+async def test_a_pytest_export_signs_from_the_variable_the_agents_config_names(tmp_path: Path) -> None:
+    # [webhooks.stripe] secret_env = "PAY_STRIPE" in the agent's devtunnel.toml: the module the
+    # API writes must read PAY_STRIPE, as the agent's own replays sign from it (not STRIPE_WEBHOOK_SECRET).
+    from devtunnel.webhooks.context import WebhookContext
+
+    store = Store(tmp_path / "captures.db")
+    recorder = Recorder(store)
+    with echo_service() as (target, _seen):
+        [delivery] = sample_exchanges(target)[:1]
+        store.put_many([delivery])
+        context = WebhookContext(secrets={"stripe": ("whsec_never_written",)}, secret_envs={"stripe": "PAY_STRIPE"})
+        service = AgentService(store=store, recorder=recorder, webhooks=context)
+        server, port = await serve_api(service, port=0, events_interval=0.05)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                resp = await client.get(f"/api/requests/http/{delivery.id}/export", params={"format": "pytest"})
+        finally:
+            await server.stop()
+            recorder.close()
+            store.close()
+    assert resp.status_code == 200, resp.text
+    text = resp.json()["text"]
+    assert "provider='stripe'" in text and "secret_env='PAY_STRIPE'" in text, text[-800:]
+    assert "whsec_never_written" not in text

@@ -549,3 +549,54 @@ def test_a_timestamp_of_ascii_digits_is_still_judged_by_its_age() -> None:
     assert Slack().verify(d, ["s"], NOW).reason == "timestamp outside the tolerance: 60 min old (tolerance 300 s)"
     millis = Delivery(d.method, d.url, d.headers.with_set("X-Slack-Request-Timestamp", str(int(NOW) * 1000)), d.body)
     assert Slack().verify(millis, ["s"], NOW).reason.startswith("timestamp outside the tolerance")
+
+
+@pytest.mark.parametrize("name", [p.name for p in BUILTIN])
+def test_expired_says_what_the_library_refuses_for_time_alone(name: str) -> None:
+    # What an export of the captured signature warns about: the age of its timestamp, whatever
+    # the secret; a scheme without a timestamp never expires.
+    from devtunnel.webhooks.samples import list_samples, sample
+
+    provider = by_name(name)
+    assert provider is not None
+    info = next(i for i in list_samples() if i.provider == name)
+    made = sample(name, info.name, now=NOW)
+    captured = Delivery("POST", "https://hooks.example.com" + info.path, made.headers, made.body)
+    fresh = Delivery("POST", captured.url, provider.sign(captured, "whsec_" + "QUJD" * 8, NOW), made.body)
+    assert provider.expired(fresh, NOW + 10) is None
+    later = provider.expired(fresh, NOW + 3600)
+    if provider.tolerance is None:
+        assert later is None
+    else:
+        assert later == "timestamp outside the tolerance: 60 min old (tolerance 300 s)"
+        assert provider.verify(fresh, ["whsec_" + "WFla" * 8], NOW + 3600).reason == later  # whatever the secret
+    if name == "stripe":  # as its library sees it: refused an hour later, for the timestamp
+        with pytest.raises(stripe.SignatureVerificationError, match="tolerance"):
+            stripe.WebhookSignature.verify_header(made.body.decode(), fresh.header("stripe-signature"),
+                                                  "whsec_" + "QUJD" * 8, tolerance=300)
+
+
+def test_a_custom_scheme_expires_by_its_timestamp_header() -> None:
+    acme = CustomProvider("acme", "X-Acme-Signature", template="{timestamp}.{body}", timestamp_header="X-Acme-Ts")
+    d = delivery([("X-Acme-Signature", "00"), ("X-Acme-Ts", str(int(NOW)))], b"{}")
+    assert acme.expired(d, NOW) is None
+    assert acme.expired(d, NOW + 7200) == "timestamp outside the tolerance: 2.0 h old (tolerance 300 s)"
+    assert CustomProvider("plain", "X-Plain-Signature").expired(delivery([("X-Plain-Signature", "00")], b""), NOW + 1e6) is None
+
+
+def test_a_github_hook_of_form_content_type_has_its_action_as_a_json_one_does() -> None:
+    # GitHub's "Content type: application/x-www-form-urlencoded" sends the JSON as the field payload:
+    # the EVENT column said "pull_request" for it, "pull_request.opened" for the same event as JSON.
+    from devtunnel.webhooks.context import WebhookContext
+    from tests.kit.exchanges import make_exchange
+
+    payload = json.dumps({"action": "opened", "number": 7})
+    for content_type, body in (("application/json", payload.encode()),
+                               ("application/x-www-form-urlencoded", urlencode({"payload": payload}).encode())):
+        headers = [("Host", "hooks.example.com"), ("Content-Type", content_type), ("X-GitHub-Event", "pull_request"),
+                   ("X-GitHub-Delivery", "d-7")]
+        signed_headers = GitHub().sign(delivery(headers, body), "gh", NOW)
+        exchange = make_exchange("POST", "/webhooks/github", signed_headers.items(), body, started_at=NOW)
+        verdict = WebhookContext(secrets={"github": ("gh",)}).judge(exchange)
+        assert verdict is not None and verdict.signature is Signature.VALID, content_type
+        assert verdict.event_type == "pull_request.opened", content_type

@@ -1,0 +1,82 @@
+"""``devtunnel export`` of webhook deliveries in the formats that send the captured signature
+(curl, httpie, HAR, raw): the command run against a receiver that verifies with the provider's
+own library, and what the export says when that signature has expired."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from devtunnel.capture.model import Exchange
+from devtunnel.capture.store import Store
+from devtunnel.webhooks import Delivery, by_name
+from devtunnel.webhooks.context import WebhookContext
+from devtunnel.webhooks.samples import sample
+from tests.kit.exchanges import make_exchange, make_response
+from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
+
+DEVTUNNEL = str(Path(sys.executable).parent / "devtunnel")
+SECRET = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
+
+
+def _captured(base: str, at: float) -> Exchange:
+    """A Stripe delivery signed at ``at`` and judged as the recorder judges it."""
+    stripe_ = by_name("stripe")
+    assert stripe_ is not None
+    made = sample("stripe", "invoice.paid", now=at)
+    headers = stripe_.sign(Delivery("POST", base + "/webhooks/stripe", made.headers, made.body), SECRET, at)
+    exchange = make_exchange("POST", "/webhooks/stripe", [("Host", base.split("://", 1)[1]), *headers.items()],
+                             made.body, make_response(200), tunnel="hooks", started_at=at, target_url=base,
+                             duration=0.01)
+    return replace(exchange, webhook=WebhookContext(secrets={"stripe": (SECRET,)}).judge(exchange))
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and "proxy" not in k.lower()}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CONFIG_HOME=str(tmp_path / "config"), HOME=str(tmp_path))
+    return env
+
+
+def _export(db: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DEVTUNNEL, "export", "--db", str(db), *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=_env(tmp_path), timeout=60)
+
+
+def test_an_exported_curl_of_an_expired_delivery_says_why_its_receiver_refuses_it(tmp_path: Path) -> None:
+    with receiver() as rx:
+        fresh, stale = _captured(rx.url, time.time()), _captured(rx.url, time.time() - 3600)
+        assert fresh.webhook is not None and fresh.webhook.signature.value == "valid"
+        assert stale.webhook is not None and stale.webhook.signature.value == "valid"  # when it came
+        db = tmp_path / "captures.db"
+        store = Store(db)
+        store.put_many([fresh, stale])
+        store.close()
+
+        # Fresh: the exported command verifies, and nothing is said.
+        made = _export(db, tmp_path, fresh.id, "--format", "curl", "--to", "local")
+        assert made.returncode == 0 and made.stderr == "", made.stderr
+        ran = subprocess.run(["bash", "-c", made.stdout], capture_output=True, env=_env(tmp_path), timeout=30)
+        assert ran.returncode == 0 and rx.verdicts[-1][1] == 200, rx.verdicts
+
+        # An hour old: the receiver refuses it (Stripe's own library), and the export said why before.
+        made = _export(db, tmp_path, stale.id, "--format", "curl", "--to", "local")
+        assert made.returncode == 0, made.stderr
+        lines = made.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in made.stderr, made.stderr
+        assert lines[0].startswith(f"devtunnel: {stale.id[:9]}") and "Stripe signature" in lines[0], lines
+        assert "timestamp outside the tolerance: 60 min old (tolerance 300 s)" in lines[0], lines
+        assert f"devtunnel replay {stale.id[:9]}" in lines[0], lines
+        ran = subprocess.run(["bash", "-c", made.stdout], capture_output=True, env=_env(tmp_path), timeout=30)
+        assert rx.verdicts[-1][1] == 400 and "Timestamp outside the tolerance" in rx.verdicts[-1][2], rx.verdicts
+
+        # HAR through --filter (written as it is read) says it too; a redacted export and a pytest
+        # module (signed afresh) have nothing to say.
+        har = _export(db, tmp_path, "--filter", "provider:stripe", "--format", "har", "-o", str(tmp_path / "h.har"))
+        assert har.returncode == 0 and har.stderr.count("will now refuse") == 1, har.stderr
+        for args in (["--format", "curl", "--redact"], ["--format", "pytest"]):
+            quiet = _export(db, tmp_path, stale.id, *args)
+            assert quiet.returncode == 0 and "refuse" not in quiet.stderr, (args, quiet.stderr)
