@@ -272,6 +272,27 @@ async def test_local_service_choice_goes_to_the_export_and_to_the_copy_action(tm
         assert app.screen.query_one("#send-local", RadioButton).value
 
 
+async def test_a_pytest_module_names_the_secret_variable_devtunnel_toml_gives(tmp_path: Path) -> None:
+    """The CLI's and the API's pytest export read ``[webhooks.stripe] secret_env``; the dialog's
+    named ``STRIPE_WEBHOOK_SECRET``, whose tests then signed with another service's secret."""
+    from devtunnel.config import load, webhook_context
+    from tests.tui.screen_fixtures import stripe_exchange
+
+    (tmp_path / "devtunnel.toml").write_text('[webhooks.stripe]\nsecret_env = "PAYMENTS_STRIPE_SECRET"\n')
+    settings = load({"XDG_CONFIG_HOME": str(tmp_path / "none")}, cwd=tmp_path)
+    app = ScreenApp(ExportScreen([stripe_exchange()]))
+    app.webhooks = webhook_context(settings, {})  # type: ignore[attr-defined]
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        await pilot.click("#format-pytest")
+        await _choose_file(pilot, app, tmp_path / "test_hooks.py")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.dismissed, _message(app)
+    text = (tmp_path / "test_hooks.py").read_text()
+    assert "secret_env='PAYMENTS_STRIPE_SECRET'" in text and "STRIPE_WEBHOOK_SECRET" not in text
+
+
 async def test_raw_format_disables_the_url_choice() -> None:
     app = ScreenApp(ExportScreen([json_exchange()]))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -280,6 +280,8 @@ class ExportScreen(Dialog[str | None]):
             options["redact"] = self.query_one("#redact", Checkbox).value
         if "local" in accepted and self.send_to == "local":
             options["local"] = True
+        if "webhooks" in accepted:  # pytest: signed from the variables devtunnel.toml names, as the CLI's
+            options["webhooks"] = getattr(self.app, "webhooks", None)
         sentence: str | None
         try:
             if not self.to_file:
