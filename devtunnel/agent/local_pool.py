@@ -53,6 +53,7 @@ class LocalConnection(asyncio.Protocol):
         self._alarm_at = 0.0
         self._armed_at = 0.0
         self._alarm_call: Callable[[], None] | None = None
+        self._stray = 0  # see expect_stray
         self.spare_response: LocalResponse | None = None
         """The parser of this connection's last response, when the quick path read it whole
         and the connection was kept: the next quick answer here reuses it (``LocalResponse.again``)."""
@@ -76,6 +77,10 @@ class LocalConnection(asyncio.Protocol):
             self._quickack = functools.partial(self._own_sock.setsockopt, socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._stray:
+            data = self._drop_stray(data)
+            if not data:
+                return
         if self.listener is None:
             self.acknowledge()  # a listener parses first and acknowledges only an unfinished response
         self._chunks.append(data)
@@ -84,6 +89,21 @@ class LocalConnection(asyncio.Protocol):
             self._reading_paused = True  # back-pressure: the relay side is slower than the local service
             self.transport.pause_reading()
         self._wake_reader()
+
+    def expect_stray(self, length: int) -> None:
+        """Drop up to ``length`` bytes that come before the next response's status line: the body
+        a 304 announced (its Content-Length), which a service may write anyway, after the head."""
+        self._stray = length
+
+    def _drop_stray(self, data: bytes) -> bytes:
+        """``data`` without what is left of the body ``expect_stray`` announced, when it comes
+        first; as it is once a status line begins (the service wrote no body)."""
+        stray = self._stray
+        if data[:5] == b"HTTP/"[: len(data)]:
+            self._stray = 0
+            return data
+        self._stray = max(stray - len(data), 0)
+        return data[stray:]
 
     def eof_received(self) -> bool:
         self._eof = True
