@@ -97,11 +97,16 @@ class LocalConnection(asyncio.Protocol):
 
     def _drop_stray(self, data: bytes) -> bytes:
         """``data`` without what is left of the body ``expect_stray`` announced, when it comes
-        first; as it is once a status line begins (the service wrote no body)."""
+        first, up to a status line that begins within it (a service may write less than it
+        announced); as it is when it begins with one (the service wrote no body)."""
         stray = self._stray
         if data[:5] == b"HTTP/"[: len(data)]:
             self._stray = 0
             return data
+        at = data.find(b"HTTP/1.", 1, min(stray, len(data)) + 6)
+        if at > 0:
+            self._stray = 0
+            return data[at:]
         self._stray = max(stray - len(data), 0)
         return data[stray:]
 
