@@ -604,7 +604,8 @@ class Forwarder:
             if not data:
                 _raise_body_mismatch(body_task)
                 raise _ClosedEarly(
-                    "the local service closed the connection without a response", nothing_received=not received
+                    "the local service closed the connection without a response", nothing_received=not received,
+                    reset=conn.reset_after_end,
                 )
             if not received:
                 received = True

@@ -54,6 +54,11 @@ class LocalConnection(asyncio.Protocol):
         self._armed_at = 0.0
         self._alarm_call: Callable[[], None] | None = None
         self._stray = 0  # see expect_stray
+        self.reset_after_end = False
+        """The service's end came with nothing unread, and a reset after it: it had closed the
+        connection before bytes we wrote reached it (a kept-alive connection it let go as idle
+        while a request was being written on it: the end was on its way), so they were never
+        read, as when it resets the connection. Linux only (the connection's own socket)."""
         self.spare_response: LocalResponse | None = None
         """The parser of this connection's last response, when the quick path read it whole
         and the connection was kept: the next quick answer here reuses it (``LocalResponse.again``)."""
@@ -112,6 +117,12 @@ class LocalConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
+        sock = self._own_sock
+        if sock is not None and not self._chunks:
+            try:
+                self.reset_after_end = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+            except OSError:
+                pass
         self._wake_reader()
         return False
 
