@@ -604,7 +604,8 @@ class Forwarder:
             if not data:
                 _raise_body_mismatch(body_task)
                 raise _ClosedEarly(
-                    "the local service closed the connection without a response", nothing_received=not received
+                    "the local service closed the connection without a response", nothing_received=not received,
+                    reset=conn.reset_after_end,
                 )
             if not received:
                 received = True
@@ -631,6 +632,8 @@ class Forwarder:
         no_body = head_only or response.status in NO_BODY_STATUSES
         body = response.take_body()
         if no_body or (response.complete and not body):
+            if response.stray and lease.conn is not None:
+                lease.conn.expect_stray(response.stray)
             lease.release(response.complete and not response.extra and response.keep_alive)
             stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
             return

@@ -53,6 +53,12 @@ class LocalConnection(asyncio.Protocol):
         self._alarm_at = 0.0
         self._armed_at = 0.0
         self._alarm_call: Callable[[], None] | None = None
+        self._stray = 0  # see expect_stray
+        self.reset_after_end = False
+        """The service's end came with nothing unread, and a reset after it: it had closed the
+        connection before bytes we wrote reached it (a kept-alive connection it let go as idle
+        while a request was being written on it: the end was on its way), so they were never
+        read, as when it resets the connection. Linux only (the connection's own socket)."""
         self.spare_response: LocalResponse | None = None
         """The parser of this connection's last response, when the quick path read it whole
         and the connection was kept: the next quick answer here reuses it (``LocalResponse.again``)."""
@@ -76,6 +82,10 @@ class LocalConnection(asyncio.Protocol):
             self._quickack = functools.partial(self._own_sock.setsockopt, socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._stray:
+            data = self._drop_stray(data)
+            if not data:
+                return
         if self.listener is None:
             self.acknowledge()  # a listener parses first and acknowledges only an unfinished response
         self._chunks.append(data)
@@ -85,8 +95,34 @@ class LocalConnection(asyncio.Protocol):
             self.transport.pause_reading()
         self._wake_reader()
 
+    def expect_stray(self, length: int) -> None:
+        """Drop up to ``length`` bytes that come before the next response's status line: the body
+        a 304 announced (its Content-Length), which a service may write anyway, after the head."""
+        self._stray = length
+
+    def _drop_stray(self, data: bytes) -> bytes:
+        """``data`` without what is left of the body ``expect_stray`` announced, when it comes
+        first, up to a status line that begins within it (a service may write less than it
+        announced); as it is when it begins with one (the service wrote no body)."""
+        stray = self._stray
+        if data[:5] == b"HTTP/"[: len(data)]:
+            self._stray = 0
+            return data
+        at = data.find(b"HTTP/1.", 1, min(stray, len(data)) + 6)
+        if at > 0:
+            self._stray = 0
+            return data[at:]
+        self._stray = max(stray - len(data), 0)
+        return data[stray:]
+
     def eof_received(self) -> bool:
         self._eof = True
+        sock = self._own_sock
+        if sock is not None and not self._chunks:
+            try:
+                self.reset_after_end = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+            except OSError:
+                pass
         self._wake_reader()
         return False
 

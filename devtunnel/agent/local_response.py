@@ -67,7 +67,7 @@ class LocalResponse:
     """``httptools`` callbacks collecting one response (1xx interim responses and trailer fields are skipped)."""
 
     __slots__ = ("parser", "head_only", "status", "reason", "headers", "version", "head_done", "complete", "framed",
-                 "extra", "keep_alive", "body", "_interim", "_interims", "_raw")
+                 "extra", "stray", "keep_alive", "body", "_interim", "_interims", "_raw")
 
     def __init__(self, head_only: bool) -> None:
         self.parser = _parser(self)
@@ -83,6 +83,10 @@ class LocalResponse:
         self.extra = False
         """Bytes followed the response, or a 204 or 304 announced a body it cannot have: the
         connection cannot be reused."""
+        self.stray = 0
+        """The Content-Length of a 304, which has no body (it is the length the 200 would have
+        had, RFC 9110 8.6): the connection is used again, and that many bytes the service may
+        still write anyway are dropped before the next response (``LocalConnection.expect_stray``)."""
         self.keep_alive = False
         """The local service keeps the connection open after this response."""
         self.body: list[bytes] = []
@@ -113,6 +117,7 @@ class LocalResponse:
         self.head_done = False
         self.complete = False
         self.framed = False
+        self.stray = 0
         self.keep_alive = False
         self.body = []
         return self
@@ -159,14 +164,28 @@ class LocalResponse:
             # Bytes that came in one read are not counted by the reader's bound on an unfinished
             # head; the tunnel's encoder would refuse this one.
             raise _HeadTooLarge(size)
-        if self.framed and status in NO_BODY_STATUSES and _announces_body(self.headers):
-            # These statuses have no body, whatever the head says (llhttp reads none, nor do h11
-            # and nginx). A service that announced one may still write it, after the head and
-            # in a write of its own: it would be read as the start of the next response here.
-            self.extra = True
+        if self.framed and status in NO_BODY_STATUSES:
+            self._no_body_framing(status)
         if self.head_only:
             self.keep_alive = self.parser.should_keep_alive()
             raise _HeadDone
+
+    def _no_body_framing(self, status: int) -> None:
+        """A 204 or 304 with a Content-Length or Transfer-Encoding: it has no body, whatever the
+        head says (llhttp reads none, nor do h11 and nginx). A service that announced one may
+        still write it, after the head and in a write of its own, where it would be read as the
+        start of the next response: a 304's Content-Length alone is lawful (and says how many
+        such bytes to drop, ``stray``); after anything else announcing a body the connection is
+        not used again."""
+        if status == 304 and not any(name.lower() == b"transfer-encoding" for name, _ in self.headers):
+            for name, value in self.headers:
+                if name.lower() == b"content-length":
+                    digits = content_length_digits(value)
+                    if digits is not None and len(digits) <= 18:
+                        self.stray = int(digits)
+                        return
+        if _announces_body(self.headers):
+            self.extra = True
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)

@@ -183,6 +183,8 @@ class QuickAnswer:
         self.start.conn = None
         if not response.extra and response.keep_alive:
             conn.spare_response = response  # for the next quick answer on this connection
+            if response.stray:
+                conn.expect_stray(response.stray)
             self.forwarder.pool.give_back(conn)
         else:
             conn.abort()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 
 import pytest
@@ -94,3 +95,41 @@ async def test_alarms_ring_at_their_own_time_on_one_timer(echo_port: int) -> Non
         conn.abort()
     await async_wait_for(lambda: conn.at_eof, what="the connection to be lost")
     assert conn._alarm is None and [name for name, _ in rang] == ["sooner"]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="Linux only (the connection's own socket)")
+async def test_bytes_written_after_the_service_let_the_connection_go_read_as_a_reset_not_an_end() -> None:
+    # A service closes a kept-alive connection it found idle (uvicorn and Node after 5 s) just
+    # as a request is written on it: its end is already on the way, and the request reaches a
+    # closed socket, which answers with a reset. The request was never read, so the forwarder
+    # sends it again (a body too, when it kept it whole). The end used to hide the reset: the
+    # read said only "closed", and a POST got 502 "closed the connection without a response"
+    # (9 in 1,000 POSTs timed against such a service through devtunnel http).
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        pool = LocalPool(parse_target(str(listener.getsockname()[1])))
+        conn = await pool.connect()
+        served, _ = listener.accept()
+        served.close()  # nothing unread: the service's end goes as a FIN
+        assert conn._own_sock is not None
+        readable, _, _ = select.select([conn._own_sock], [], [], 5)  # the end arrived, not yet read by the loop
+        assert readable
+        conn.write(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        assert await conn.read(5.0) == b""  # the end, as the service sent it
+        assert conn.reset_after_end and not conn.usable
+    finally:
+        listener.close()
+
+
+async def test_an_end_alone_still_reads_as_the_end() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        pool = LocalPool(parse_target(str(listener.getsockname()[1])))
+        conn = await pool.connect()
+        served, _ = listener.accept()
+        conn.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert served.recv(100).startswith(b"GET /")  # read: the service closes without answering
+        served.close()
+        assert await conn.read(5.0) == b"" and not conn.reset_after_end
+    finally:
+        listener.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import struct
 import threading
@@ -913,7 +914,7 @@ async def test_a_response_followed_by_another_in_the_same_write_reaches_the_clie
 
 @pytest.mark.parametrize(("status", "framing", "body"), [
     (b"204 No Content", b"Content-Length: 5", b"hello"),
-    (b"304 Not Modified", b"Content-Length: 5", b"hello"),
+    (b"304 Not Modified", b"Transfer-Encoding: chunked", b"0\r\n\r\n"),
     (b"204 No Content", b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n"),
 ])
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -921,7 +922,7 @@ async def test_a_body_a_no_content_answer_announces_is_dropped_with_its_connecti
     harness: Harness, status: bytes, framing: bytes, body: bytes, method: str
 ) -> None:
     # A 204 or 304 has no body (RFC 9112 6.3), whatever its head says: the client gets the
-    # status alone, as from nginx or h11. A service that announces one anyway often writes it
+    # status alone, as from nginx or h11 (a 304 with a Content-Length alone: see below). A service that announces one anyway often writes it
     # after the head (http.server writes the head, then the body): it came at the front of the
     # next response on the kept-alive connection, and the next request got the agent's 502
     # ("invalid HTTP response"). Here it comes exactly then, if the connection is used again.
@@ -1077,3 +1078,43 @@ async def test_head_requests_keep_the_local_connection_alive(harness: Harness) -
     assert after.text == "connection 1"
     assert (with_body.status_code, with_body.content) == (200, b"")
     assert last.text == "connection 2"  # the body sent to HEAD was not read as this response
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("stray", [b"", b"hello"], ids=["no body", "a body written after the head"])
+async def test_a_304_with_a_content_length_keeps_its_local_connection(harness: Harness, method: str, stray: bytes) -> None:
+    # A 304's Content-Length is the length the 200 would have had (RFC 9110 8.6): no body
+    # follows, and the connection is used again, as after a 304 without one (nginx does the
+    # same). The agent used to close it, so every revalidation cost the service a new
+    # connection. A service that writes those bytes anyway, in a write of its own, has them
+    # dropped (up to the length it announced) wherever they fall: while the connection is idle
+    # or at the front of the next response.
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        pending = b""
+        async for head in request_heads(reader):
+            if method == "POST":
+                await reader.readexactly(4)
+            if b" /same " in head:
+                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\n')
+                pending = stray
+            else:
+                writer.write(pending + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+                pending = b""
+            await writer.drain()
+        writer.close()
+
+    with raw_server(handler) as port:
+        await harness.start(str(port))
+        async with client_for(harness) as c:
+            send = functools.partial(c.request, method, content=b"data" if method == "POST" else None)
+            answers = [await send("/first"), await send("/same", headers={"If-None-Match": '"v1"'}), await send("/after")]
+    assert [(a.status_code, a.content) for a in answers] == [(200, b"next"), (304, b""), (200, b"next")]
+    assert answers[1].headers["content-length"] == "5"
+    assert connections == 1, "the 304 closed the local connection"
+    recorded = {ex.request.target: ex for ex in await harness.exchanges(3)}
+    assert recorded[b"/same"].status == 304 and recorded[b"/same"].error is None
+    assert recorded[b"/after"].status == 200 and recorded[b"/after"].error is None
