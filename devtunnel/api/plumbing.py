@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Match, Route
 
 from devtunnel.errors import (
     AuthError,
@@ -474,15 +475,35 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, exc.msg, exc.details)
 
 
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes at the request's path, in a fixed order.
+
+    One path may have a route per method (``GET`` and ``POST /api/tunnels``): Starlette's 405
+    names the methods of the first route it tried only, and a client reading ``Allow`` learnt
+    that ``/api/tunnels`` takes no ``POST``."""
+    scope = {**request.scope, "method": "GET"}
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods, key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else len(_METHOD_ORDER), m))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = exc.headers
     if exc.status_code == 404:
         msg = f"no such resource: {request.url.path}"
     elif exc.status_code == 405:
-        msg = f"{request.method} is not allowed on {request.url.path}"
+        allowed = ", ".join(_allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
+        headers = {**(exc.headers or {}), "Allow": allowed}
+        msg = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
     else:
         msg = str(exc.detail)
-    return _error(exc.status_code, msg, headers=exc.headers)
+    return _error(exc.status_code, msg, headers=headers)
 
 
 # Our own errors, most specific first: the status says whose fault it was.

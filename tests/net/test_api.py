@@ -520,6 +520,24 @@ async def test_wrong_method_is_a_json_405(api: Api) -> None:
     assert_error(await api.client.put("/api/requests/http"), 405)
 
 
+@pytest.mark.parametrize(("path", "allowed"), [
+    ("/api/tunnels", "GET, HEAD, POST"),
+    ("/api/tunnels/payments", "GET, HEAD, DELETE"),
+    ("/api/tunnels/payments/rules", "GET, HEAD, POST"),
+    ("/api/endpoints/", "GET, HEAD, POST"),
+    ("/api/endpoints/payments", "GET, HEAD, DELETE"),
+    ("/api/requests/http", "GET, HEAD, POST, DELETE"),
+    ("/api/requests/http/01JD3X/replay", "POST"),
+    ("/api/status", "GET, HEAD"),
+])
+async def test_a_405_allows_every_method_the_path_takes(api: Api, path: str, allowed: str) -> None:
+    # Starlette's Allow named the methods of the first route of the path only: a PATCH of
+    # /api/tunnels answered "Allow: GET, HEAD", as if no tunnel could be started there.
+    resp = await api.client.patch(path)
+    assert resp.headers["allow"] == allowed
+    assert assert_error(resp, 405)["msg"].endswith(f"(allowed: {allowed})")
+
+
 # -- loopback only ---------------------------------------------------------------------------
 
 
