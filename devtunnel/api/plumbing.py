@@ -208,12 +208,16 @@ def _unknown_keys(data: dict[str, Any]) -> str | None:
 def refuse_unsupported(data: dict[str, Any], what: str) -> None:
     """Refuse (400) a tunnel or endpoint asked for with a key that is no ngrok option
     (``values.ngrok_keys``) nor devtunnel's (``OWN_OPTIONS``), a typo that would otherwise start
-    it with defaults, or with an option of ``REFUSED_OPTIONS``; before anything starts: ngrok v2
+    it with defaults, a ``proto`` other than ``http`` (``tcp``, ``tls``), or with an option of
+    ``REFUSED_OPTIONS``; before anything starts: ngrok v2
     clients send ``auth``/``basic_auth`` to ``/api/tunnels``, v3 clients to ``/api/endpoints``,
     and both must be refused alike."""
     unknown = _unknown_keys(data)
     if unknown is not None:
         raise ApiError(400, f"{unknown}; the {what} was not started")
+    proto = str_field(data, "proto") or "http"
+    if proto != "http":  # v2's key, which a v3 client may send too: an http tunnel is not what it asked for
+        raise ApiError(400, f"only http {what}s are supported, not {quoted(proto)}; the {what} was not started")
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
             raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")

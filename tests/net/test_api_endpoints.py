@@ -93,6 +93,9 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
         ({"name": "a", "upstream": {"url": "8080"}, "descripton": "typo"}, "unknown field 'descripton' (did you mean 'description'?)"),
         ({"name": "a", "upstrem": {"url": "8080"}}, "unknown field 'upstrem'"),  # not "'upstream' is required"
+        # ngrok v2's proto sent to the v3 resource: an http endpoint was started on the ssh port.
+        ({"name": "a", "proto": "tcp", "upstream": {"url": "22"}}, "only http endpoints are supported, not 'tcp'"),
+        ({"name": "a", "proto": "tls", "addr": "443"}, "only http endpoints are supported, not 'tls'"),
     ],
 )
 async def test_bad_endpoint_requests_are_refused_with_a_reason_and_start_nothing(
