@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, TypedDict
 
 from starlette.concurrency import run_in_threadpool
@@ -40,7 +40,7 @@ from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.api.service import Service, service_of
 
-__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
+__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "unknown_fields", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
            "TunnelAliases", "aliases_of", "tunnel_of", "refuse_name_in_use", "requested_name", "PUBLIC_ADDRESS_KEYS",
            "EXCEPTION_HANDLERS"]
 
@@ -194,15 +194,16 @@ OWN_OPTIONS = frozenset({"relay", "via", "insecure"})
 """devtunnel's own keys of a tunnel or endpoint asked for, beside ngrok's (``tunnel_options``)."""
 
 
-def _unknown_keys(data: dict[str, Any]) -> str | None:
-    unknown = sorted(key for key in data if key not in NGROK_KEYS and key not in OWN_OPTIONS)
+def unknown_fields(data: dict[str, Any], known: Collection[str]) -> str | None:
+    """``unknown field 'adress' (did you mean 'addr'?)`` for the keys of ``data`` outside
+    ``known`` (the first five named, each cut to 64 characters), or None when there is none."""
+    unknown = sorted(key for key in data if key not in known)
     if not unknown:
         return None
     shown = [quoted(key if len(key) <= 64 else key[:64] + "...") for key in unknown[:5]]
-    hint = difflib.get_close_matches(unknown[0], sorted(NGROK_KEYS | OWN_OPTIONS), n=1)
+    hint = difflib.get_close_matches(unknown[0], sorted(known), n=1)
     return (f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(shown)}{', ...' if len(unknown) > 5 else ''}"
-            + (f" (did you mean {quoted(hint[0])}?)" if hint and len(unknown) == 1 else "")
-            + ": no option of ngrok's tunnels or endpoints, nor of devtunnel's")
+            + (f" (did you mean {quoted(hint[0])}?)" if hint and len(unknown) == 1 else ""))
 
 
 def refuse_unsupported(data: dict[str, Any], what: str) -> None:
@@ -212,9 +213,10 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
     ``REFUSED_OPTIONS``; before anything starts: ngrok v2
     clients send ``auth``/``basic_auth`` to ``/api/tunnels``, v3 clients to ``/api/endpoints``,
     and both must be refused alike."""
-    unknown = _unknown_keys(data)
+    unknown = unknown_fields(data, NGROK_KEYS | OWN_OPTIONS)
     if unknown is not None:
-        raise ApiError(400, f"{unknown}; the {what} was not started")
+        raise ApiError(400, f"{unknown}: no option of ngrok's tunnels or endpoints, nor of devtunnel's; "
+                            f"the {what} was not started")
     proto = str_field(data, "proto") or "http"
     if proto != "http":  # v2's key, which a v3 client may send too: an http tunnel is not what it asked for
         raise ApiError(400, f"only http {what}s are supported, not {quoted(proto)}; the {what} was not started")
