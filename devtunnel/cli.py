@@ -508,21 +508,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A warning in a command that sets up no logging (the capture database's upgrade notice
         # quotes its path) is printed by logging's last resort: escaped like every other line.
         logging.lastResort.setFormatter(EscapingFormatter())
-    from devtunnel.commands.ngrok_habits import command_hint, flag_hint, single_dash_hint
+    from devtunnel.commands.ngrok_habits import command_hint, ngrok_flag_hint, single_dash_hint
 
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     hint = command_hint(words)  # ``devtunnel authtoken TOKEN``: said before argparse's list of commands
     if hint is not None:
         parser.error(hint)
-    hint = single_dash_hint(words)  # ``http -host-header=rewrite``, which argparse reads as -h
+    # ``http -host-header=rewrite``, which argparse reads as -h, then ``http --url URL 8080``,
+    # where argparse takes the URL for the target: both said from the words as typed.
+    hint = single_dash_hint(words) or ngrok_flag_hint(words)
     if hint is not None:
         _command_parser(parser, words[0]).error(hint)
     args, extra = parser.parse_known_args(words)
     if extra:  # said by the command's own parser, whose --help lists the flags it takes
-        hint = flag_hint(args.command, extra)
-        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}"
-                                                    + (f" ({hint})" if hint else ""))
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "help":
         args.parser = parser
     module = importlib.import_module(f"devtunnel.commands.{_COMMANDS[args.command]}")

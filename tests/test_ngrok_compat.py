@@ -489,6 +489,19 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["http", "8080", "--domain=hooks.example.com"], "use --name hooks)"),
     (["http", "8080", "--traffic-policy-file", "policy.yml"], "(--traffic-policy-file is ngrok's: use --rules FILE"),
     (["http", "8080", "--cidr-allow", "10.0.0.0/8"], "(--cidr-allow is ngrok's: use --allow-ip CIDR)"),
+    # The flag before the port: argparse took the URL for the target and said "--url 8080 (... use --name 8080)".
+    (["http", "--url", "https://payments.ngrok.app", "8080"], "unrecognized arguments: --url https://payments.ngrok.app "
+                                                               "(--url is ngrok's: the relay names a tunnel NAME.DOMAIN: "
+                                                               "use --name payments)"),
+    (["http", "--region", "eu", "3000"], "unrecognized arguments: --region eu (--region is ngrok's"),
+    # ngrok's other flags said what they are here, not "unrecognized arguments" alone.
+    (["http", "8080", "--oauth", "google"], "(--oauth is ngrok's: no OAuth at the relay yet: --basic-auth USER:PASS"),
+    (["http", "8080", "--oauth-allow-email", "me@example.com"], "(--oauth-allow-email is ngrok's: no OAuth"),
+    (["http", "8080", "--verify-webhook=stripe"], "records the verdict, without refusing any at the relay"),
+    (["http", "8080", "--upstream-tls-verify-cas", "ca.pem"], "--insecure turns that off"),
+    (["http", "8080", "--request-header-add", "host: localhost"], "use --host-header rewrite"),
+    (["http", "8080", "--response-header-add=x-frame-options: DENY"], "use a headers rule (--rules FILE"),
+    (["http", "8080", "--upstream-protocol", "http2"], "devtunnel speaks HTTP/1.1 to the local service"),
     # ngrok 2's one-dash flags: argparse read -host-header as -h ("ignored explicit argument 'ost-header'").
     (["http", "-host-header=rewrite", "8080"], "devtunnel http: -host-header is ngrok 2's spelling: flags take two "
                                                "dashes here (--host-header)"),
@@ -501,6 +514,14 @@ def test_ngrok_s_spelling_of_a_command_or_flag_is_refused_with_devtunnel_s(home:
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert says in done.stderr
     assert not home.user_file.exists()
+
+
+@pytest.mark.parametrize("args", [["--verify-webhook-secret", "whsec_s3cret"], ["--oauth-client-secret=s3cret"],
+                                  ["--api-key", "s3cret"]])
+def test_an_ngrok_flag_holding_a_secret_is_refused_without_echoing_it(home: Home, args: list[str]) -> None:
+    done = home.cli("http", "8080", *args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "********" in done.stderr and "s3cret" not in done.stderr
 
 
 def test_a_script_reading_ngrok_s_command_line_tunnel_finds_the_one_devtunnel_http_started(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from devtunnel.values.names import label_from
 
-__all__ = ["command_hint", "flag_hint", "single_dash_hint"]
+__all__ = ["command_hint", "ngrok_flag_hint", "single_dash_hint"]
 
 _COMMANDS = {
     "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
@@ -27,6 +27,8 @@ _COMMANDS = {
 }
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
+_GUARDS = "--basic-auth USER:PASS and --allow-ip CIDR guard a tunnel at the relay (docs/policy.md)"
+_LOGS = "devtunnel http --no-tui logs to stdout and stderr"
 
 _HTTP_FLAGS = {
     "--url": _PUBLIC_NAME,
@@ -46,9 +48,44 @@ _HTTP_FLAGS = {
     "--web-addr": "use --api-port PORT",
     "--config": "devtunnel reads devtunnel.toml (DEVTUNNEL_CONFIG=FILE); devtunnel config import-ngrok FILE "
                 "turns an ngrok.yml into it",
-    "--log": "devtunnel http --no-tui logs to stdout and stderr",
+    "--log": _LOGS,
+    "--log-level": _LOGS,
+    "--log-format": _LOGS,
     "--inspect": "devtunnel records every exchange; --no-record turns that off",
+    "--oauth": f"no OAuth at the relay yet: {_GUARDS}",
+    "--oidc": f"no OpenID Connect at the relay yet: {_GUARDS}",
+    "--mutual-tls-cas": f"no mutual TLS at the relay yet: {_GUARDS}",
+    "--verify-webhook": "devtunnel checks each delivery's signature with the provider's secret (STRIPE_WEBHOOK_SECRET, "
+                        "...) and records the verdict, without refusing any at the relay (docs/webhooks.md)",
+    "--request-header-add": "use a headers rule (--rules FILE, docs/policy.md)",
+    "--request-header-remove": "use a headers rule (--rules FILE, docs/policy.md)",
+    "--response-header-add": "use a headers rule (--rules FILE, docs/policy.md)",
+    "--response-header-remove": "use a headers rule (--rules FILE, docs/policy.md)",
+    "--ua-filter-allow": "use a deny rule matching header:user-agent=TEXT (--rules FILE, docs/policy.md)",
+    "--ua-filter-deny": "use a deny rule matching header:user-agent=TEXT (--rules FILE, docs/policy.md)",
+    "--circuit-breaker": "no circuit breaker; --rate-limit RATE limits each client",
+    "--compression": "the relay forwards responses as the local service sends them",
+    "--websocket-tcp-converter": "WebSockets are forwarded as they are",
+    "--upstream-protocol": "devtunnel speaks HTTP/1.1 to the local service",
+    "--app-protocol": "devtunnel speaks HTTP/1.1 to the local service",
+    "--upstream-tls-verify": "devtunnel verifies an https target's certificate (the system's CAs); --insecure "
+                             "turns that off",
+    "--proxy-proto": "no PROXY protocol to the local service: the client's address is in X-Forwarded-For",
+    "--binding": "every devtunnel tunnel is public on its relay",
+    "--description": "labels have no equivalent: --name NAME names the tunnel",
+    "--metadata": "labels have no equivalent: --name NAME names the tunnel",
+    "--api-key": "there is no account API here",
 }
+"""ngrok's ``http`` flags, each with what devtunnel does instead. A flag that begins with one
+of these and a dash is of its family (``--oauth-client-id`` is ``--oauth``'s)."""
+
+_SECRET_FLAGS = ("-secret", "--api-key")
+"""ngrok's flags whose value is a secret (``--verify-webhook-secret``, ``--oauth-client-secret``):
+shown masked when refused."""
+
+_SWITCHES = frozenset({"--pooling-enabled", "--compression", "--websocket-tcp-converter", "--inspect",
+                       "--upstream-tls-verify"})
+"""ngrok's flags that take no value unless written ``--flag=VALUE`` (Go's boolean flags)."""
 
 
 def command_hint(argv: Sequence[str]) -> str | None:
@@ -68,25 +105,56 @@ def single_dash_hint(argv: Sequence[str]) -> str | None:
     for word in argv[1:]:
         flag = word.split("=", 1)[0]
         if re.fullmatch(r"-[a-z][a-z-]+", flag):
-            hint = flag_hint("http", ["-" + word])
+            _, hint = _hint(["-" + word], 0) or ("", None)
             said = hint.split(": ", 1)[1] if hint else f"flags take two dashes here (-{flag})"
             return f"{flag} is ngrok 2's spelling: {said}"
     return None
 
 
-def flag_hint(command: str | None, unknown: Sequence[str]) -> str | None:
-    """A hint for the first of ``unknown`` arguments of ``devtunnel http`` that is an ngrok flag, or None."""
-    if command != "http":
+def ngrok_flag_hint(argv: Sequence[str]) -> str | None:
+    """For ``devtunnel http`` typed with one of ngrok's flags that devtunnel has not, or has under
+    another name, argparse's refusal with the flag and its value as typed and what to use here
+    (``unrecognized arguments: --url https://foo.ngrok.app (--url is ngrok's: ... use --name foo)``);
+    else None.
+
+    Read from the whole command line, not from what argparse left over: with the flag before
+    the port (``http --url https://foo.ngrok.app 8080``), argparse takes the URL for the target
+    and leaves ``--url 8080``.
+    """
+    if not argv or argv[0] != "http":
         return None
-    for i, word in enumerate(unknown):
-        flag, _, value = word.partition("=")
-        if flag not in _HTTP_FLAGS:
-            continue
-        hint = _HTTP_FLAGS[flag]
-        if hint is _PUBLIC_NAME:
-            value = value or (unknown[i + 1] if i + 1 < len(unknown) else "")
-            host = value.split("://", 1)[-1].split("/", 1)[0]
-            name = label_from(host.split(".", 1)[0]) if host else None
-            hint = f"{hint.removesuffix('NAME')}{name}" if name else hint
-        return f"{flag} is ngrok's: {hint}"
+    words = list(argv[1:])
+    if "--" in words:
+        words = words[: words.index("--")]
+    for i in range(len(words)):
+        found = _hint(words, i)
+        if found is not None:
+            shown, hint = found
+            return f"unrecognized arguments: {shown} ({hint})"
     return None
+
+
+def _family(flag: str) -> str | None:
+    """The flag of ``_HTTP_FLAGS`` that ``flag`` is, or is of the family of, or None."""
+    if flag in _HTTP_FLAGS:
+        return flag
+    return next((known for known in _HTTP_FLAGS if flag.startswith(known + "-")), None)
+
+
+def _hint(words: Sequence[str], i: int) -> tuple[str, str] | None:
+    """For ``words[i]`` an ngrok flag: the flag and its value as typed, and the hint; else None."""
+    flag, equals, value = words[i].partition("=")
+    known = _family(flag)
+    if known is None:
+        return None
+    if not equals and flag not in _SWITCHES and i + 1 < len(words) and not words[i + 1].startswith("-"):
+        equals, value = " ", words[i + 1]
+    shown = f"{flag}{equals}{'********' if flag.endswith(_SECRET_FLAGS) and value else value}"
+    hint = _HTTP_FLAGS[known]
+    if flag == "--request-header-add" and value.lower().replace(" ", "").startswith("host:"):
+        hint = "use --host-header rewrite (the target's Host)"  # ngrok's documented way to rewrite Host
+    if hint is _PUBLIC_NAME:
+        host = value.split("://", 1)[-1].split("/", 1)[0]
+        name = label_from(host.split(".", 1)[0]) if host else None
+        hint = f"{hint.removesuffix('NAME')}{name}" if name else hint
+    return shown, f"{flag} is ngrok's: {hint}"
