@@ -484,6 +484,8 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["start", "--all"], "devtunnel: start is ngrok's: here it is devtunnel up NAME ..."),
     (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
     (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),
+    (["diagnose"], "devtunnel: diagnose is ngrok's: here it is devtunnel config show (the relay and token in use)"),
+    (["api", "endpoints", "list"], "devtunnel: api is ngrok's: there is no account API here"),
     (["http", "8080", "--url", "https://payments.ngrok.app"], "(--url is ngrok's: the relay names a tunnel "
                                                                "NAME.DOMAIN: use --name payments)"),
     (["http", "8080", "--domain=hooks.example.com"], "use --name hooks)"),

@@ -24,6 +24,9 @@ _COMMANDS = {
     "config check": "devtunnel config show (and config path)",
     "config upgrade": "devtunnel config import-ngrok (it reads ngrok.yml v2 and v3)",
     "config add-api-key": "there is no account API here",
+    "api": "there is no account API here: the agent's own API is on 127.0.0.1:4040 (docs/api.md)",
+    "diagnose": "devtunnel config show (the relay and token in use); a running agent's /api/tunnels says why a "
+                "tunnel is offline",
 }
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
