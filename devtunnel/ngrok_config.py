@@ -7,7 +7,7 @@ What maps:
 ngrok                                       devtunnel ``[tunnels.NAME]``
 ==========================================  =============================================
 v2 ``tunnels.NAME`` / v3 ``endpoints[].name``  ``NAME`` (made a valid DNS label if it is not)
-``addr`` (v2), ``upstream.url`` (v3)        ``target``
+``addr`` (v2), ``upstream.url`` (v3)        ``target`` (port 443 without a scheme: ``https://``)
 ``host_header: rewrite`` / ``preserve``     ``host_header``
 ``auth`` / ``basic_auth`` (v2)              a ``basic-auth`` rule, passwords stored as ``sha256:HEX``
 ``ip_restriction`` (v2)                     ``deny`` (``deny_cidrs``) and ``allow-ip`` (``allow_cidrs``) rules
@@ -303,6 +303,10 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     if addr_text.startswith("file://"):
         result.skipped.append((name, "serving files has no equivalent"))
         return
+    if "://" not in addr_text and (addr_text == "443" or addr_text.endswith(":443")):
+        # ngrok speaks https to port 443 when the address has no scheme (443, localhost:443):
+        # imported as http, every request would reach an https server in plain text.
+        addr_text = "https://" + (addr_text if ":" in addr_text else "localhost:443")
     if "://" not in addr_text and addr_text.startswith("localhost:") and is_decimal(addr_text[10:]):
         addr_text = addr_text[10:]  # ngrok's localhost is devtunnel's default host
     try:

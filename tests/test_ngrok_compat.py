@@ -397,6 +397,19 @@ def test_an_https_target_says_how_to_accept_a_self_signed_certificate(home: Home
     ]
 
 
+def test_port_443_without_a_scheme_is_imported_as_https_as_ngrok_forwards_it(home: Home) -> None:
+    # ngrok speaks https to 443 (and localhost:443); the import made it http://127.0.0.1:443.
+    (home.root / "project" / "ngrok.yml").write_text(
+        "version: 3\nendpoints:\n  - name: api\n    upstream: {url: 443}\n"
+        "  - name: box\n    upstream: {url: 'box.lan:443'}\n  - name: plain\n    upstream: {url: 'http://localhost:443'}\n")
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    imported = [line for line in done.stdout.splitlines() if line.startswith("would import")]
+    assert imported == ["would import api: target https://localhost:443", "would import box: target https://box.lan:443",
+                        "would import plain: target http://localhost:443"]
+    assert "note: api: devtunnel verifies the certificate of https://localhost:443" in done.stdout
+
+
 def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     missing = home.cli("config", "import-ngrok")
     assert missing.returncode == 2
