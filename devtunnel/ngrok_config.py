@@ -194,6 +194,12 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
         _agent_notes(result, agent)
+    stray = sorted(str(key) for key in doc if key not in _NOT_AGENT_SETTINGS) if version == "3" else []
+    if stray:  # v2's top-level agent settings in a v3 file: ngrok refuses them; said, not dropped unseen
+        result.notes.append(f"{_key_list(stray)} left out: not keys of a version 3 file's top level (the agent's "
+                            "settings go under agent:)")
+    if version != "3" and "agent" in doc:
+        result.notes.append(f"agent left out: a section of version 3 files, and this one is version {version}")
     # Endpoints first: ngrok starts an endpoint rather than a tunnel of the same name.
     definitions: list[tuple[str, Any]] = []
     endpoints = doc.get("endpoints")
@@ -240,8 +246,12 @@ def _agent_notes(result: NgrokImport, agent: dict[Any, Any]) -> None:
             result.notes.append(note)
     rest = sorted(str(key) for key in agent if key not in _NOT_AGENT_SETTINGS and key not in _AGENT_NOTES)
     if rest:
-        result.notes.append(f"{', '.join(quoted(key) if not key.isidentifier() else key for key in rest)} left out: "
-                            "settings of ngrok's agent with no devtunnel equivalent")
+        result.notes.append(f"{_key_list(rest)} left out: settings of ngrok's agent with no devtunnel equivalent")
+
+
+def _key_list(keys: list[str]) -> str:
+    """Keys of a file, comma-separated, each quoted unless a plain name."""
+    return ", ".join(quoted(key) if not key.isidentifier() else key for key in keys)
 
 
 _NOT_AGENT_SETTINGS = frozenset({"version", "tunnels", "endpoints", "agent", "web_addr"})

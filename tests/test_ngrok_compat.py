@@ -410,6 +410,22 @@ def test_port_443_without_a_scheme_is_imported_as_https_as_ngrok_forwards_it(hom
     assert "note: api: devtunnel verifies the certificate of https://localhost:443" in done.stdout
 
 
+def test_keys_in_the_wrong_place_for_the_file_s_version_are_said_not_dropped_unseen(home: Home) -> None:
+    # A v3 file with v2's top-level agent settings (authtoken, region), or a v2 file with v3's
+    # agent: section, lost them without a word; the secret itself is never printed.
+    (home.root / "project" / "v3.yml").write_text(
+        "version: 3\nauthtoken: 2abcSECRET\nregion: eu\nendpoints:\n  - name: api\n    upstream: {url: 8080}\n")
+    (home.root / "project" / "v2.yml").write_text("version: 2\nagent:\n  authtoken: 2abcSECRET\n"
+                                                  "tunnels:\n  api: {addr: 8080}\n")
+    v3 = home.cli("config", "import-ngrok", "v3.yml", "--dry-run")
+    v2 = home.cli("config", "import-ngrok", "v2.yml", "--dry-run")
+    assert v3.returncode == v2.returncode == 0, v3.stderr + v2.stderr
+    assert ("note: authtoken, region left out: not keys of a version 3 file's top level (the agent's settings go "
+            "under agent:)") in v3.stdout.splitlines()
+    assert "note: agent left out: a section of version 3 files, and this one is version 2" in v2.stdout.splitlines()
+    assert "SECRET" not in v3.stdout + v3.stderr + v2.stdout + v2.stderr
+
+
 def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     missing = home.cli("config", "import-ngrok")
     assert missing.returncode == 2
