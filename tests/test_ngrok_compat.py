@@ -487,7 +487,24 @@ def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(
         r = httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": f"{name}.localhost:{port}"}, trust_env=False)
         assert r.status_code == 200
         assert agent.stop() == 0
+        assert not [line for line in agent.err if "not used" in line], agent.err
     assert "good" not in " ".join(procs[-1].popen.args)  # type: ignore[arg-type]
+
+
+def test_an_authtoken_with_no_relay_to_go_to_is_said_not_silently_dropped(
+    home: Home, procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # `devtunnel http 8080 --authtoken <ngrok's token>` with no relay set: the embedded relay asks
+    # for no token, it went nowhere, and nothing said so.
+    agent = Proc([*DEVTUNNEL, "http", str(local[0]), "--authtoken", "2abcNGROKTOKEN", "--no-tui", "--api-port", "0",
+                  "--no-record"], home.env)
+    procs.append(agent)
+    assert FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    note = agent.line(lambda l: "not used" in l, lines="err")
+    assert note == ("devtunnel: note: the token given (--token, --authtoken or --token-file) is not used: no relay is "
+                    "set (--relay URL, DEVTUNNEL_RELAY or relay.url), and the embedded relay on 127.0.0.1 asks for none")
+    assert agent.stop() == 0
+    assert "2abcNGROKTOKEN" not in "\n".join(agent.out + agent.err)
 
 
 @pytest.mark.parametrize(

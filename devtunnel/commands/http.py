@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from devtunnel.commands.config import resolve_http, tunnel_webhook_names
-from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via
+from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via, unused_token_note
 from devtunnel.commands.output import EscapingFormatter, err, no_screen, safe
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError
@@ -48,7 +48,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``http`` or ``agent`` until interrupted; returns the exit code."""
+    token_given = bool(getattr(args, "token", None) or getattr(args, "token_file", None))
     args = resolve_http(args)  # unset flags from devtunnel.toml and the environment
+    note = unused_token_note(token_given, args.relay)
+    if note is not None:
+        err(note)
     if args.command == "http" and not args.no_tui:
         no_inspector = no_screen()
         if no_inspector is not None:
