@@ -508,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A warning in a command that sets up no logging (the capture database's upgrade notice
         # quotes its path) is printed by logging's last resort: escaped like every other line.
         logging.lastResort.setFormatter(EscapingFormatter())
-    from devtunnel.commands.ngrok_habits import command_hint, ngrok_flag_hint, single_dash_hint
+    from devtunnel.commands.ngrok_habits import command_hint, file_target_hint, ngrok_flag_hint, single_dash_hint
 
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
@@ -517,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(hint)
     # ``http -host-header=rewrite``, which argparse reads as -h, then ``http --url URL 8080``,
     # where argparse takes the URL for the target: both said from the words as typed.
-    hint = single_dash_hint(words) or ngrok_flag_hint(words)
+    hint = single_dash_hint(words) or ngrok_flag_hint(words) or file_target_hint(words)
     if hint is not None:
         _command_parser(parser, words[0]).error(hint)
     args, extra = parser.parse_known_args(words)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import stat
 import subprocess
 import tomllib
@@ -15,7 +16,7 @@ import pytest
 
 from devtunnel.errors import ConfigError
 from devtunnel.ngrok_config import default_ngrok_paths, read_ngrok_config
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, procs  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
@@ -489,6 +490,33 @@ def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(
         assert agent.stop() == 0
         assert not [line for line in agent.err if "not used" in line], agent.err
     assert "good" not in " ".join(procs[-1].popen.args)  # type: ignore[arg-type]
+
+
+def test_ngrok_s_file_serving_target_says_how_to_serve_the_folder_here_and_that_works(
+    home: Home, procs: list[Proc]
+) -> None:
+    # `ngrok http file:///DIR` serves the folder; devtunnel said only "the scheme must be http or https".
+    folder = home.root / "my site"
+    folder.mkdir()
+    (folder / "index.html").write_text("hello from the folder")
+    done = home.cli("http", f"file://{folder}")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    said = done.stderr.split("to serve the folder: ", 1)[1].removesuffix(" (see: devtunnel http --help)\n")
+    argv = shlex.split(said.replace("8000", str(free_port())))
+    assert argv[:2] == ["devtunnel", "http"]
+    agent = Proc([*DEVTUNNEL, *argv[1:], "--no-tui", "--api-port", "0", "--no-record"], home.env)
+    procs.append(agent)
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    url = httpx.URL(match.group(1))
+
+    def served() -> httpx.Response | None:
+        r = httpx.get(url.copy_with(host="127.0.0.1", path="/index.html"), headers={"Host": url.netloc.decode()},
+                      trust_env=False)
+        return r if r.status_code == 200 else None
+
+    assert wait_for(served, what="the folder served through the tunnel").text == "hello from the folder"
+    assert agent.stop() == 0
 
 
 def test_an_authtoken_with_no_relay_to_go_to_is_said_not_silently_dropped(

@@ -8,11 +8,12 @@ hint below says what to type instead rather than leaving them to read ``--help``
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 
 from devtunnel.values.names import label_from
 
-__all__ = ["command_hint", "ngrok_flag_hint", "single_dash_hint"]
+__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "single_dash_hint"]
 
 _COMMANDS = {
     "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
@@ -112,6 +113,20 @@ def single_dash_hint(argv: Sequence[str]) -> str | None:
             said = hint.split(": ", 1)[1] if hint else f"flags take two dashes here (-{flag})"
             return f"{flag} is ngrok 2's spelling: {said}"
     return None
+
+
+def file_target_hint(argv: Sequence[str]) -> str | None:
+    """For ``devtunnel http file:///DIR`` (ngrok serves the folder), how to serve it here: a
+    static server on a port, and that port's tunnel; else None."""
+    if not argv or argv[0] != "http":
+        return None
+    target = next((word for word in argv[1:] if word.lower().startswith("file://")), None)
+    if target is None:
+        return None
+    folder = target[len("file://"):] or "."
+    server = f"python3 -m http.server 8000 --bind 127.0.0.1 --directory {shlex.quote(folder)}"
+    return (f"{target}: serving files is ngrok's: devtunnel forwards to an HTTP service; to serve the folder: "
+            f"devtunnel http 8000 --run {shlex.quote(server)}")
 
 
 def ngrok_flag_hint(argv: Sequence[str]) -> str | None:
