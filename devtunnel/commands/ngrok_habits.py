@@ -18,7 +18,6 @@ __all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "single_dash_h
 _COMMANDS = {
     "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
     "add-authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
-    "start": "devtunnel up NAME ... (every tunnel of devtunnel.toml without a NAME)",
     "tcp": "only http tunnels exist here, no tcp or tls yet",
     "tls": "only http tunnels exist here, no tcp or tls yet",
     "version": "devtunnel --version",
@@ -94,11 +93,34 @@ _SWITCHES = frozenset({"--pooling-enabled", "--compression", "--websocket-tcp-co
 
 def command_hint(argv: Sequence[str]) -> str | None:
     """What to type for ngrok's command ``argv[0]`` when devtunnel spells it otherwise, or None."""
+    if argv and argv[0] == "start":
+        return f"start is ngrok's: here it is {_up_command(argv[1:])}"
     for command in (" ".join(argv[:2]), argv[0] if argv else ""):
         spelled = _COMMANDS.get(command)
         if spelled is not None:
             return f"{command} is ngrok's: " + (f"here it is {spelled}" if spelled.startswith("devtunnel ") else spelled)
     return None
+
+
+def _up_command(words: Sequence[str]) -> str:
+    """``devtunnel up`` for ngrok's ``start`` arguments: its tunnel names as devtunnel names them
+    (``My Hooks`` is ``my-hooks``, as ``config import-ngrok`` imports it); none with ``--all``;
+    ``devtunnel agent`` for ``--none``."""
+    names: list[str] = []
+    skip = False
+    for word in words:
+        if skip or word.startswith("-"):  # --all, --none, --config FILE, --log LOG ...
+            skip = word in ("--config", "--log", "--log-format", "--log-level", "--authtoken", "--region")
+            continue
+        label = label_from(word)
+        if label is not None and label not in names:
+            names.append(label)
+    if "--none" in words and not names:  # the agent alone, tunnels started over its API
+        return "devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"
+    if "--all" in words:
+        names = []
+    return (" ".join(["devtunnel up", *names]) + " (tunnels of devtunnel.toml, every one without a NAME; "
+            "devtunnel config import-ngrok brings ngrok.yml's)")
 
 
 def single_dash_hint(argv: Sequence[str]) -> str | None:
