@@ -427,6 +427,20 @@ def test_keys_in_the_wrong_place_for_the_file_s_version_are_said_not_dropped_uns
     assert "SECRET" not in v3.stdout + v3.stderr + v2.stdout + v2.stderr
 
 
+def test_a_target_with_a_password_is_skipped_without_printing_the_password(home: Home) -> None:
+    # The skip reason quoted the addr as written: ngrok.yml's password went to the terminal.
+    (home.root / "project" / "ngrok.yml").write_text(
+        "tunnels:\n  a: {addr: 'http://me:S3CRET@localhost:8080'}\n  b: {addr: 'me:S3CRET@localhost:8081'}\n"
+        "version: 3\nendpoints:\n  - name: c\n    upstream: {url: 'https://S3CRET@localhost:8443/api'}\n")
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--dry-run")
+    assert done.returncode == 0, done.stderr  # nothing to import
+    assert "S3CRET" not in done.stdout + done.stderr
+    assert ("skipped a: invalid target 'http://********@localhost:8080': credentials in the target URL are not "
+            "supported") in done.stdout.splitlines()
+    assert "skipped b: invalid target '********@localhost:8081': credentials in the target are not supported" in done.stdout
+    assert "skipped c: invalid target 'https://********@localhost:8443/api'" in done.stdout
+
+
 def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     missing = home.cli("config", "import-ngrok")
     assert missing.returncode == 2

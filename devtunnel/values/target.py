@@ -60,6 +60,21 @@ class Target:
         return self.url
 
 
+def _without_credentials(text: str) -> str:
+    """``text`` with the user and password of a URL's authority shown as ``********``
+    (``http://me:s3cret@localhost:8080`` -> ``http://********@localhost:8080``), for messages:
+    a target is refused with credentials in it, and the refusal is printed, logged, and sent in
+    the agent API's answer, where a password never goes."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at:
+        return text
+    return f"{scheme}{sep}********@{host}{rest[end:]}"
+
+
 def _port(text: str, original: str) -> int:
     if not is_decimal(text):
         raise ConfigError(f"invalid target {quoted(original)}: port {quoted(text)} is not a number; {_EXAMPLES}")
@@ -77,7 +92,7 @@ def _check_host(host: str, original: str) -> str:
     except ValueError:
         pass
     if not _HOSTNAME.match(host):
-        raise ConfigError(f"invalid target {quoted(original)}: {quoted(host)} is not a valid host name")
+        raise ConfigError(f"invalid target {quoted(original)}: {quoted(_without_credentials(host))} is not a valid host name")
     return host
 
 
@@ -90,13 +105,15 @@ def parse_target(text: str) -> Target:
     Raises:
         ConfigError: the text is none of these forms (the message says which forms are accepted).
     """
-    original = text
+    original = _without_credentials(text)  # what messages quote
     text = text.strip()
     if not text:
         raise ConfigError(f"the target is empty; {_EXAMPLES}")
     if is_decimal(text):
         return Target("http", "127.0.0.1", _port(text, original))
     if "://" not in text:
+        if "@" in text:
+            raise ConfigError(f"invalid target {quoted(original)}: credentials in the target are not supported")
         if "/" in text:
             raise ConfigError(f"invalid target {quoted(original)}: a path needs a URL with a scheme; {_EXAMPLES}")
         if text.startswith("["):
