@@ -435,10 +435,10 @@ def test_a_target_with_a_password_is_skipped_without_printing_the_password(home:
     done = home.cli("config", "import-ngrok", "ngrok.yml", "--dry-run")
     assert done.returncode == 0, done.stderr  # nothing to import
     assert "S3CRET" not in done.stdout + done.stderr
-    assert ("skipped a: invalid target 'http://********@localhost:8080': credentials in the target URL are not "
+    assert ("skipped a: invalid target 'http://…@localhost:8080': credentials in the target URL are not "
             "supported") in done.stdout.splitlines()
-    assert "skipped b: invalid target '********@localhost:8081': credentials in the target are not supported" in done.stdout
-    assert "skipped c: invalid target 'https://********@localhost:8443/api'" in done.stdout
+    assert "skipped b: invalid target '…@localhost:8081': credentials in the target are not supported" in done.stdout
+    assert "skipped c: invalid target 'https://…@localhost:8443/api'" in done.stdout
 
 
 def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
 from devtunnel.values.numbers import is_decimal
+from devtunnel.values.relay_url import without_user_info
 
 __all__ = ["Target", "parse_target"]
 
@@ -60,21 +61,6 @@ class Target:
         return self.url
 
 
-def _without_credentials(text: str) -> str:
-    """``text`` with the user and password of a URL's authority shown as ``********``
-    (``http://me:s3cret@localhost:8080`` -> ``http://********@localhost:8080``), for messages:
-    a target is refused with credentials in it, and the refusal is printed, logged, and sent in
-    the agent API's answer, where a password never goes."""
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
-    if not at:
-        return text
-    return f"{scheme}{sep}********@{host}{rest[end:]}"
-
-
 def _port(text: str, original: str) -> int:
     if not is_decimal(text):
         raise ConfigError(f"invalid target {quoted(original)}: port {quoted(text)} is not a number; {_EXAMPLES}")
@@ -92,7 +78,7 @@ def _check_host(host: str, original: str) -> str:
     except ValueError:
         pass
     if not _HOSTNAME.match(host):
-        raise ConfigError(f"invalid target {quoted(original)}: {quoted(_without_credentials(host))} is not a valid host name")
+        raise ConfigError(f"invalid target {quoted(original)}: {quoted(without_user_info(host))} is not a valid host name")
     return host
 
 
@@ -105,7 +91,7 @@ def parse_target(text: str) -> Target:
     Raises:
         ConfigError: the text is none of these forms (the message says which forms are accepted).
     """
-    original = _without_credentials(text)  # what messages quote
+    original = without_user_info(text)  # what messages quote
     text = text.strip()
     if not text:
         raise ConfigError(f"the target is empty; {_EXAMPLES}")
