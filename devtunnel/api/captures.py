@@ -122,7 +122,14 @@ async def get_request(request: Request) -> Response:
 
 
 async def clear_requests(request: Request) -> Response:
-    """``DELETE /api/requests/http``: forget every captured exchange."""
+    """``DELETE /api/requests/http``: forget every captured exchange.
+
+    It takes no parameter: ``?tunnel_name=payments`` or ``?filter=...`` reads as forgetting some,
+    and ignored it forgot them all, so any is a 400 and nothing is deleted."""
+    if request.query_params:
+        given = ", ".join(dict.fromkeys(quoted(key) for key in request.query_params))
+        raise ApiError(400, f"DELETE {REQUESTS_URI} forgets every capture and takes no parameter ({given} given); "
+                            "nothing was deleted")
     store = _store(request)
     await run_in_threadpool(store.clear)
     return no_content()

@@ -247,6 +247,16 @@ async def test_delete_clears_every_capture(api: Api) -> None:
     assert (await api.client.get("/api/requests/http")).json()["requests"] == []
 
 
+@pytest.mark.parametrize("query", [{"tunnel_name": "payments"}, {"filter": "status:>=500"}, {"before": "01JD3X"}])
+async def test_a_delete_asked_to_narrow_what_it_forgets_deletes_nothing(api: Api, query: dict[str, str]) -> None:
+    # DELETE /api/requests/http?tunnel_name=payments forgot every capture of every tunnel: the
+    # parameter was ignored.
+    before = len((await api.client.get("/api/requests/http", params={"limit": 1000})).json()["requests"])
+    body = assert_error(await api.client.delete("/api/requests/http", params=query), 400)
+    assert body["msg"].endswith("nothing was deleted") and repr(next(iter(query))) in body["msg"]
+    assert len((await api.client.get("/api/requests/http", params={"limit": 1000})).json()["requests"]) == before > 0
+
+
 # -- replay ---------------------------------------------------------------------------------
 
 
