@@ -471,6 +471,32 @@ def test_import_ngrok_refuses_a_tunnel_named_twice_rather_than_losing_one(home: 
     assert not home.user_file.exists()
 
 
+@pytest.mark.parametrize(("toml", "says"), [
+    ('authtoken = "2abcS3CRET"\n', ":1: authtoken: unknown setting; authtoken is ngrok's: here it is relay.token "
+                                   "(devtunnel config add-authtoken TOKEN)"),
+    ("[agent]\nweb_addr = 4041\n", ":2: agent.web_addr: unknown setting; web_addr is ngrok's: here it is agent.api_port"),
+    ("[tunnels.web]\naddr = 8080\n", ":2: tunnels.web.addr: unknown setting; addr is ngrok's: here it is target"),
+    ('[tunnels.web]\ntarget = 8080\nproto = "http"\n', ":3: tunnels.web.proto: unknown setting; proto is ngrok's: "
+                                                       "only http tunnels exist here: leave it out"),
+    ("[tunnels.web]\ntarget = 8080\ninspect = false\n", "inspect is ngrok's: here it is record"),
+])
+def test_ngrok_yml_s_names_in_devtunnel_toml_say_devtunnel_s(home: Home, toml: str, says: str) -> None:
+    # An ngrok.yml habit in devtunnel.toml said "known: target, relay, ..." or, for proto, "did
+    # you mean tunnels.web.pool?".
+    (home.root / "project" / "devtunnel.toml").write_text(toml)
+    os.chmod(home.root / "project" / "devtunnel.toml", 0o600)
+    done = home.cli("http", "web", "--no-tui")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert says in done.stderr and "S3CRET" not in done.stderr
+
+
+def test_config_set_of_an_ngrok_name_says_devtunnel_s_and_writes_nothing(home: Home) -> None:
+    done = home.cli("config", "set", "tunnels.web.addr", "8080")
+    assert (done.returncode, done.stderr) == (
+        2, "devtunnel config: tunnels.web.addr: unknown setting; addr is ngrok's: here it is target\n")
+    assert not home.user_file.exists()
+
+
 def test_config_add_authtoken_is_add_token(home: Home) -> None:
     done = home.cli("config", "add-authtoken", "-", stdin="tok-from-hands\n")
     assert done.returncode == 0, done.stderr
