@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from collections.abc import Sequence
 
 from devtunnel.values.names import label_from
 
-__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "single_dash_hint"]
+__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "ngrok_startup_log", "pyngrok_agent_argv",
+           "single_dash_hint"]
 
 _COMMANDS = {
     "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
@@ -198,3 +200,26 @@ def _hint(words: Sequence[str], i: int) -> tuple[str, str] | None:
         name = label_from(host.split(".", 1)[0]) if host else None
         hint = f"{hint.removesuffix('NAME')}{name}" if name else hint
     return shown, f"{flag} is ngrok's: {hint}"
+
+
+def pyngrok_agent_argv(argv: Sequence[str]) -> list[str] | None:
+    """``devtunnel agent --ngrok-log`` for ``start --none --log stdout``, the command line pyngrok
+    runs its ``ngrok_path`` with (and ``--config FILE``, ``--authtoken``, ``--region``, which mean
+    nothing here and are dropped): pyngrok with ``ngrok_path`` set to ``devtunnel`` starts
+    devtunnel's agent and drives its API as ngrok's. None for any other command line."""
+    if argv[:1] != ["start"] or "--none" not in argv:
+        return None
+    words = list(argv)
+    log = next((w.split("=", 1)[1] for w in words if w.startswith("--log=")), None)
+    if log is None and "--log" in words and words.index("--log") + 1 < len(words):
+        log = words[words.index("--log") + 1]
+    return ["agent", "--ngrok-log"] if log == "stdout" else None
+
+
+def ngrok_startup_log(port: int) -> list[str]:
+    """The lines of ngrok's log (logfmt) that say its agent is ready, which pyngrok reads to find
+    the API: the web service's address, then the sessions (devtunnel's embedded relay needs none)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return [f't={now} lvl=info msg="starting web service" obj=web addr=127.0.0.1:{port}',
+            f't={now} lvl=info msg="tunnel session started" obj=tunnels.session',
+            f't={now} lvl=info msg="client session established" obj=tunnels.session']

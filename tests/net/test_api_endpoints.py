@@ -331,3 +331,34 @@ def test_pyngrok_starts_ngrok_yml_definitions_with_the_keys_devtunnel_ignores(py
         assert info.value.status_code == 400
         assert "unknown field 'descripton' (did you mean 'description'?)" in info.value.body
         assert len(ngrok.get_tunnels(pyngrok_config=v3)) == 3
+
+
+def test_pyngrok_with_ngrok_path_set_to_devtunnel_starts_its_agent_and_drives_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyngrok runs its ngrok_path as `start --none --log stdout --config FILE` and waits for ngrok's
+    # startup log lines: devtunnel answered "start is ngrok's", so pyngrok could reach devtunnel's
+    # agent only through its private process table.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shim = tmp_path / "devtunnel"  # what `which devtunnel` is where it is installed
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m devtunnel "$@"\n')
+    shim.chmod(0o755)
+    config = conf.PyngrokConfig(ngrok_path=str(shim), config_path=str(tmp_path / "ngrok.yml"), auth_token="2abcNGROK",
+                                monitor_thread=False)
+    try:
+        with echo_service() as (target, seen):
+            tunnel = ngrok.connect(target.rsplit(":", 1)[1], pyngrok_config=config)
+            url = httpx.URL(tunnel.public_url)
+            resp = httpx.get(url.copy_with(host="127.0.0.1", path="/via-pyngrok"), headers={"Host": url.netloc.decode()},
+                             trust_env=False)
+            assert resp.status_code == 200 and seen.requests[-1][:2] == ("GET", "/via-pyngrok")
+            assert [t.public_url for t in ngrok.get_tunnels(pyngrok_config=config)] == [tunnel.public_url]
+            assert agent_api.get_agent_status(pyngrok_config=config).status == "online"
+            ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+            assert ngrok.get_tunnels(pyngrok_config=config) == []
+    finally:
+        running = process._current_processes.get(str(shim))
+        ngrok.kill(pyngrok_config=config)
+        if running is not None:
+            running.proc.wait(15)
