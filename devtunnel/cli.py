@@ -94,7 +94,8 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
         from devtunnel.native import describe
 
-        print(f"devtunnel {__version__} ({describe()})")
+        # "NAME version X", as ngrok prints it: pyngrok's get_version() reads what follows "version ".
+        print(f"devtunnel version {__version__} ({describe()})")
         parser.exit()
 
 

@@ -346,6 +346,8 @@ def test_pyngrok_with_ngrok_path_set_to_devtunnel_starts_its_agent_and_drives_it
     shim.chmod(0o755)
     config = conf.PyngrokConfig(ngrok_path=str(shim), config_path=str(tmp_path / "ngrok.yml"), auth_token="2abcNGROK",
                                 monitor_thread=False)
+    # pyngrok reads what follows "version " in `NGROK_PATH --version` (an IndexError before).
+    assert ngrok.get_version(pyngrok_config=config)[0].startswith(devtunnel.__version__)
     try:
         with echo_service() as (target, seen):
             tunnel = ngrok.connect(target.rsplit(":", 1)[1], pyngrok_config=config)
