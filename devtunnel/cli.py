@@ -94,7 +94,8 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
         from devtunnel.native import describe
 
-        print(f"devtunnel {__version__} ({describe()})")
+        # "NAME version X", as ngrok prints it: pyngrok's get_version() reads what follows "version ".
+        print(f"devtunnel version {__version__} ({describe()})")
         parser.exit()
 
 
@@ -332,6 +333,9 @@ examples:
     p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
+    p.add_argument("--ngrok-log", action="store_true",
+                   help="also print ngrok's startup log lines once the API listens, which pyngrok waits for "
+                        "(docs/api.md, pyngrok); `devtunnel start --none --log stdout`, as pyngrok runs it, is this")
     # ``agent`` runs the code of ``http`` with no tunnel: what http's flags would say comes from the settings.
     p.set_defaults(relay=None, token=None, token_file=None, relay_ca=None, host_header=None, insecure=False, no_record=False)
 
@@ -508,21 +512,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A warning in a command that sets up no logging (the capture database's upgrade notice
         # quotes its path) is printed by logging's last resort: escaped like every other line.
         logging.lastResort.setFormatter(EscapingFormatter())
-    from devtunnel.commands.ngrok_habits import command_hint, flag_hint, single_dash_hint
+    from devtunnel.commands.ngrok_habits import (
+        command_hint, file_target_hint, ngrok_flag_hint, pyngrok_agent_argv, single_dash_hint,
+    )
 
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    words = pyngrok_agent_argv(words) or words  # pyngrok starting "ngrok" with ngrok_path set to devtunnel
     hint = command_hint(words)  # ``devtunnel authtoken TOKEN``: said before argparse's list of commands
     if hint is not None:
         parser.error(hint)
-    hint = single_dash_hint(words)  # ``http -host-header=rewrite``, which argparse reads as -h
+    # ``http -host-header=rewrite``, which argparse reads as -h, then ``http --url URL 8080``,
+    # where argparse takes the URL for the target: both said from the words as typed.
+    hint = single_dash_hint(words) or ngrok_flag_hint(words) or file_target_hint(words)
     if hint is not None:
         _command_parser(parser, words[0]).error(hint)
     args, extra = parser.parse_known_args(words)
     if extra:  # said by the command's own parser, whose --help lists the flags it takes
-        hint = flag_hint(args.command, extra)
-        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}"
-                                                    + (f" ({hint})" if hint else ""))
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "help":
         args.parser = parser
     module = importlib.import_module(f"devtunnel.commands.{_COMMANDS[args.command]}")

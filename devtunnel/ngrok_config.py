@@ -7,7 +7,7 @@ What maps:
 ngrok                                       devtunnel ``[tunnels.NAME]``
 ==========================================  =============================================
 v2 ``tunnels.NAME`` / v3 ``endpoints[].name``  ``NAME`` (made a valid DNS label if it is not)
-``addr`` (v2), ``upstream.url`` (v3)        ``target``
+``addr`` (v2), ``upstream.url`` (v3)        ``target`` (port 443 without a scheme: ``https://``)
 ``host_header: rewrite`` / ``preserve``     ``host_header``
 ``auth`` / ``basic_auth`` (v2)              a ``basic-auth`` rule, passwords stored as ``sha256:HEX``
 ``ip_restriction`` (v2)                     ``deny`` (``deny_cidrs``) and ``allow-ip`` (``allow_cidrs``) rules
@@ -194,6 +194,12 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
         _agent_notes(result, agent)
+    stray = sorted(str(key) for key in doc if key not in _NOT_AGENT_SETTINGS) if version == "3" else []
+    if stray:  # v2's top-level agent settings in a v3 file: ngrok refuses them; said, not dropped unseen
+        result.notes.append(f"{_key_list(stray)} left out: not keys of a version 3 file's top level (the agent's "
+                            "settings go under agent:)")
+    if version != "3" and "agent" in doc:
+        result.notes.append(f"agent left out: a section of version 3 files, and this one is version {version}")
     # Endpoints first: ngrok starts an endpoint rather than a tunnel of the same name.
     definitions: list[tuple[str, Any]] = []
     endpoints = doc.get("endpoints")
@@ -240,8 +246,12 @@ def _agent_notes(result: NgrokImport, agent: dict[Any, Any]) -> None:
             result.notes.append(note)
     rest = sorted(str(key) for key in agent if key not in _NOT_AGENT_SETTINGS and key not in _AGENT_NOTES)
     if rest:
-        result.notes.append(f"{', '.join(quoted(key) if not key.isidentifier() else key for key in rest)} left out: "
-                            "settings of ngrok's agent with no devtunnel equivalent")
+        result.notes.append(f"{_key_list(rest)} left out: settings of ngrok's agent with no devtunnel equivalent")
+
+
+def _key_list(keys: list[str]) -> str:
+    """Keys of a file, comma-separated, each quoted unless a plain name."""
+    return ", ".join(quoted(key) if not key.isidentifier() else key for key in keys)
 
 
 _NOT_AGENT_SETTINGS = frozenset({"version", "tunnels", "endpoints", "agent", "web_addr"})
@@ -303,6 +313,10 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     if addr_text.startswith("file://"):
         result.skipped.append((name, "serving files has no equivalent"))
         return
+    if "://" not in addr_text and (addr_text == "443" or addr_text.endswith(":443")):
+        # ngrok speaks https to port 443 when the address has no scheme (443, localhost:443):
+        # imported as http, every request would reach an https server in plain text.
+        addr_text = "https://" + (addr_text if ":" in addr_text else "localhost:443")
     if "://" not in addr_text and addr_text.startswith("localhost:") and is_decimal(addr_text[10:]):
         addr_text = addr_text[10:]  # ngrok's localhost is devtunnel's default host
     try:

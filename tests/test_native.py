@@ -56,9 +56,9 @@ def test_version_says_whether_the_per_request_modules_run_compiled() -> None:
     origins = [importlib.util.find_spec(name).origin for name in native.NATIVE_MODULES]  # type: ignore[union-attr]
     assert compiled == [n for n, o in zip(native.NATIVE_MODULES, origins) if o is not None and not o.endswith(".py")]
     if compiled:
-        assert out.stdout == f"devtunnel 0.1.0 ({len(compiled)} of {len(native.NATIVE_MODULES)} per-request modules compiled with mypyc)\n"
+        assert out.stdout == f"devtunnel version 0.1.0 ({len(compiled)} of {len(native.NATIVE_MODULES)} per-request modules compiled with mypyc)\n"
     else:
-        assert out.stdout == "devtunnel 0.1.0 (pure Python)\n"
+        assert out.stdout == "devtunnel version 0.1.0 (pure Python)\n"
     assert out.stderr == ""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import stat
 import subprocess
 import tomllib
@@ -15,7 +16,7 @@ import pytest
 
 from devtunnel.errors import ConfigError
 from devtunnel.ngrok_config import default_ngrok_paths, read_ngrok_config
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, procs  # noqa: F401 (fixtures)
 from tests.net.tunnel_fixtures import LocalState
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
@@ -397,6 +398,49 @@ def test_an_https_target_says_how_to_accept_a_self_signed_certificate(home: Home
     ]
 
 
+def test_port_443_without_a_scheme_is_imported_as_https_as_ngrok_forwards_it(home: Home) -> None:
+    # ngrok speaks https to 443 (and localhost:443); the import made it http://127.0.0.1:443.
+    (home.root / "project" / "ngrok.yml").write_text(
+        "version: 3\nendpoints:\n  - name: api\n    upstream: {url: 443}\n"
+        "  - name: box\n    upstream: {url: 'box.lan:443'}\n  - name: plain\n    upstream: {url: 'http://localhost:443'}\n")
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    imported = [line for line in done.stdout.splitlines() if line.startswith("would import")]
+    assert imported == ["would import api: target https://localhost:443", "would import box: target https://box.lan:443",
+                        "would import plain: target http://localhost:443"]
+    assert "note: api: devtunnel verifies the certificate of https://localhost:443" in done.stdout
+
+
+def test_keys_in_the_wrong_place_for_the_file_s_version_are_said_not_dropped_unseen(home: Home) -> None:
+    # A v3 file with v2's top-level agent settings (authtoken, region), or a v2 file with v3's
+    # agent: section, lost them without a word; the secret itself is never printed.
+    (home.root / "project" / "v3.yml").write_text(
+        "version: 3\nauthtoken: 2abcSECRET\nregion: eu\nendpoints:\n  - name: api\n    upstream: {url: 8080}\n")
+    (home.root / "project" / "v2.yml").write_text("version: 2\nagent:\n  authtoken: 2abcSECRET\n"
+                                                  "tunnels:\n  api: {addr: 8080}\n")
+    v3 = home.cli("config", "import-ngrok", "v3.yml", "--dry-run")
+    v2 = home.cli("config", "import-ngrok", "v2.yml", "--dry-run")
+    assert v3.returncode == v2.returncode == 0, v3.stderr + v2.stderr
+    assert ("note: authtoken, region left out: not keys of a version 3 file's top level (the agent's settings go "
+            "under agent:)") in v3.stdout.splitlines()
+    assert "note: agent left out: a section of version 3 files, and this one is version 2" in v2.stdout.splitlines()
+    assert "SECRET" not in v3.stdout + v3.stderr + v2.stdout + v2.stderr
+
+
+def test_a_target_with_a_password_is_skipped_without_printing_the_password(home: Home) -> None:
+    # The skip reason quoted the addr as written: ngrok.yml's password went to the terminal.
+    (home.root / "project" / "ngrok.yml").write_text(
+        "tunnels:\n  a: {addr: 'http://me:S3CRET@localhost:8080'}\n  b: {addr: 'me:S3CRET@localhost:8081'}\n"
+        "version: 3\nendpoints:\n  - name: c\n    upstream: {url: 'https://S3CRET@localhost:8443/api'}\n")
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--dry-run")
+    assert done.returncode == 0, done.stderr  # nothing to import
+    assert "S3CRET" not in done.stdout + done.stderr
+    assert ("skipped a: invalid target 'http://…@localhost:8080': credentials in the target URL are not "
+            "supported") in done.stdout.splitlines()
+    assert "skipped b: invalid target '…@localhost:8081': credentials in the target are not supported" in done.stdout
+    assert "skipped c: invalid target 'https://…@localhost:8443/api'" in done.stdout
+
+
 def test_import_ngrok_errors_exit_2_with_one_line(home: Home) -> None:
     missing = home.cli("config", "import-ngrok")
     assert missing.returncode == 2
@@ -424,6 +468,32 @@ def test_import_ngrok_refuses_a_tunnel_named_twice_rather_than_losing_one(home: 
     done = home.cli("config", "import-ngrok", "ngrok.yml")
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
     assert "ngrok.yml: not valid YAML (line 6, column 3): 'web' is given twice" in done.stderr
+    assert not home.user_file.exists()
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    ('authtoken = "2abcS3CRET"\n', ":1: authtoken: unknown setting; authtoken is ngrok's: here it is relay.token "
+                                   "(devtunnel config add-authtoken TOKEN)"),
+    ("[agent]\nweb_addr = 4041\n", ":2: agent.web_addr: unknown setting; web_addr is ngrok's: here it is agent.api_port"),
+    ("[tunnels.web]\naddr = 8080\n", ":2: tunnels.web.addr: unknown setting; addr is ngrok's: here it is target"),
+    ('[tunnels.web]\ntarget = 8080\nproto = "http"\n', ":3: tunnels.web.proto: unknown setting; proto is ngrok's: "
+                                                       "only http tunnels exist here: leave it out"),
+    ("[tunnels.web]\ntarget = 8080\ninspect = false\n", "inspect is ngrok's: here it is record"),
+])
+def test_ngrok_yml_s_names_in_devtunnel_toml_say_devtunnel_s(home: Home, toml: str, says: str) -> None:
+    # An ngrok.yml habit in devtunnel.toml said "known: target, relay, ..." or, for proto, "did
+    # you mean tunnels.web.pool?".
+    (home.root / "project" / "devtunnel.toml").write_text(toml)
+    os.chmod(home.root / "project" / "devtunnel.toml", 0o600)
+    done = home.cli("http", "web", "--no-tui")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert says in done.stderr and "S3CRET" not in done.stderr
+
+
+def test_config_set_of_an_ngrok_name_says_devtunnel_s_and_writes_nothing(home: Home) -> None:
+    done = home.cli("config", "set", "tunnels.web.addr", "8080")
+    assert (done.returncode, done.stderr) == (
+        2, "devtunnel config: tunnels.web.addr: unknown setting; addr is ngrok's: here it is target\n")
     assert not home.user_file.exists()
 
 
@@ -458,7 +528,51 @@ def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(
         r = httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": f"{name}.localhost:{port}"}, trust_env=False)
         assert r.status_code == 200
         assert agent.stop() == 0
+        assert not [line for line in agent.err if "not used" in line], agent.err
     assert "good" not in " ".join(procs[-1].popen.args)  # type: ignore[arg-type]
+
+
+def test_ngrok_s_file_serving_target_says_how_to_serve_the_folder_here_and_that_works(
+    home: Home, procs: list[Proc]
+) -> None:
+    # `ngrok http file:///DIR` serves the folder; devtunnel said only "the scheme must be http or https".
+    folder = home.root / "my site"
+    folder.mkdir()
+    (folder / "index.html").write_text("hello from the folder")
+    done = home.cli("http", f"file://{folder}")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    said = done.stderr.split("to serve the folder: ", 1)[1].removesuffix(" (see: devtunnel http --help)\n")
+    argv = shlex.split(said.replace("8000", str(free_port())))
+    assert argv[:2] == ["devtunnel", "http"]
+    agent = Proc([*DEVTUNNEL, *argv[1:], "--no-tui", "--api-port", "0", "--no-record"], home.env)
+    procs.append(agent)
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    url = httpx.URL(match.group(1))
+
+    def served() -> httpx.Response | None:
+        r = httpx.get(url.copy_with(host="127.0.0.1", path="/index.html"), headers={"Host": url.netloc.decode()},
+                      trust_env=False)
+        return r if r.status_code == 200 else None
+
+    assert wait_for(served, what="the folder served through the tunnel").text == "hello from the folder"
+    assert agent.stop() == 0
+
+
+def test_an_authtoken_with_no_relay_to_go_to_is_said_not_silently_dropped(
+    home: Home, procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # `devtunnel http 8080 --authtoken <ngrok's token>` with no relay set: the embedded relay asks
+    # for no token, it went nowhere, and nothing said so.
+    agent = Proc([*DEVTUNNEL, "http", str(local[0]), "--authtoken", "2abcNGROKTOKEN", "--no-tui", "--api-port", "0",
+                  "--no-record"], home.env)
+    procs.append(agent)
+    assert FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    note = agent.line(lambda l: "not used" in l, lines="err")
+    assert note == ("devtunnel: note: the token given (--token, --authtoken or --token-file) is not used: no relay is "
+                    "set (--relay URL, DEVTUNNEL_RELAY or relay.url), and the embedded relay on 127.0.0.1 asks for none")
+    assert agent.stop() == 0
+    assert "2abcNGROKTOKEN" not in "\n".join(agent.out + agent.err)
 
 
 @pytest.mark.parametrize(
@@ -481,14 +595,33 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
 @pytest.mark.parametrize(("args", "says"), [
     (["authtoken", "2abc"], "devtunnel: authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
     (["add-authtoken", "2abc"], "devtunnel: add-authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
-    (["start", "--all"], "devtunnel: start is ngrok's: here it is devtunnel up NAME ..."),
+    (["start", "--all"], "devtunnel: start is ngrok's: here it is devtunnel up (tunnels of devtunnel.toml, every one "
+                         "without a NAME; devtunnel config import-ngrok brings ngrok.yml's)"),
+    # The names typed, as the import names them; was "devtunnel up NAME ..." whatever was typed.
+    (["start", "--config", "ngrok.yml", "web", "My Hooks"], "here it is devtunnel up web my-hooks (tunnels of"),
+    (["start", "--none"], "here it is devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"),
     (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
     (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),
+    (["diagnose"], "devtunnel: diagnose is ngrok's: here it is devtunnel config show (the relay and token in use)"),
+    (["api", "endpoints", "list"], "devtunnel: api is ngrok's: there is no account API here"),
     (["http", "8080", "--url", "https://payments.ngrok.app"], "(--url is ngrok's: the relay names a tunnel "
                                                                "NAME.DOMAIN: use --name payments)"),
     (["http", "8080", "--domain=hooks.example.com"], "use --name hooks)"),
     (["http", "8080", "--traffic-policy-file", "policy.yml"], "(--traffic-policy-file is ngrok's: use --rules FILE"),
     (["http", "8080", "--cidr-allow", "10.0.0.0/8"], "(--cidr-allow is ngrok's: use --allow-ip CIDR)"),
+    # The flag before the port: argparse took the URL for the target and said "--url 8080 (... use --name 8080)".
+    (["http", "--url", "https://payments.ngrok.app", "8080"], "unrecognized arguments: --url https://payments.ngrok.app "
+                                                               "(--url is ngrok's: the relay names a tunnel NAME.DOMAIN: "
+                                                               "use --name payments)"),
+    (["http", "--region", "eu", "3000"], "unrecognized arguments: --region eu (--region is ngrok's"),
+    # ngrok's other flags said what they are here, not "unrecognized arguments" alone.
+    (["http", "8080", "--oauth", "google"], "(--oauth is ngrok's: no OAuth at the relay yet: --basic-auth USER:PASS"),
+    (["http", "8080", "--oauth-allow-email", "me@example.com"], "(--oauth-allow-email is ngrok's: no OAuth"),
+    (["http", "8080", "--verify-webhook=stripe"], "records the verdict, without refusing any at the relay"),
+    (["http", "8080", "--upstream-tls-verify-cas", "ca.pem"], "--insecure turns that off"),
+    (["http", "8080", "--request-header-add", "host: localhost"], "use --host-header rewrite"),
+    (["http", "8080", "--response-header-add=x-frame-options: DENY"], "use a headers rule (--rules FILE"),
+    (["http", "8080", "--upstream-protocol", "http2"], "devtunnel speaks HTTP/1.1 to the local service"),
     # ngrok 2's one-dash flags: argparse read -host-header as -h ("ignored explicit argument 'ost-header'").
     (["http", "-host-header=rewrite", "8080"], "devtunnel http: -host-header is ngrok 2's spelling: flags take two "
                                                "dashes here (--host-header)"),
@@ -501,6 +634,14 @@ def test_ngrok_s_spelling_of_a_command_or_flag_is_refused_with_devtunnel_s(home:
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert says in done.stderr
     assert not home.user_file.exists()
+
+
+@pytest.mark.parametrize("args", [["--verify-webhook-secret", "whsec_s3cret"], ["--oauth-client-secret=s3cret"],
+                                  ["--api-key", "s3cret"]])
+def test_an_ngrok_flag_holding_a_secret_is_refused_without_echoing_it(home: Home, args: list[str]) -> None:
+    done = home.cli("http", "8080", *args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "********" in done.stderr and "s3cret" not in done.stderr
 
 
 def test_a_script_reading_ngrok_s_command_line_tunnel_finds_the_one_devtunnel_http_started(

@@ -44,7 +44,6 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.api.events import EventHub, not_a_websocket
 from devtunnel.api.plumbing import (
     EXCEPTION_HANDLERS,
-    ApiError,
     TunnelAliases,
     aliases_of,
     json_body,
@@ -63,7 +62,6 @@ from devtunnel.api.plumbing import (
 from devtunnel.api.security import LoopbackOnly
 from devtunnel.api.service import Service, service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
-from devtunnel.values.terminal import quoted
 
 __all__ = ["api_socket", "create_app", "serve_api", "ApiServer", "PORT_TRIES"]
 
@@ -92,9 +90,6 @@ async def start_tunnel(request: Request) -> Response:
     addr = str_field(data, "addr", required=True) or ""
     name = requested_name(data, "tunnel")  # subdomain, hostname, domain or url, else name
     refuse_name_in_use(request, data, name, "tunnel")
-    proto = str_field(data, "proto") or "http"
-    if proto != "http":
-        raise ApiError(400, f"only http tunnels are supported, not {quoted(proto)}")
     rules = ngrok_rules(data, "tunnel")  # ngrok's basic auth and IP restrictions, at the relay
     config = TunnelConfig(target=addr, name=name, rules=rules, **tunnel_options(data))
     info = await service_of(request).start_tunnel(config)

@@ -24,6 +24,7 @@ from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.plumbing import (
     ApiError, aliases_of, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_label, tunnel_named,
+    unknown_fields,
 )
 from devtunnel.api.service import service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
@@ -121,7 +122,14 @@ async def get_request(request: Request) -> Response:
 
 
 async def clear_requests(request: Request) -> Response:
-    """``DELETE /api/requests/http``: forget every captured exchange."""
+    """``DELETE /api/requests/http``: forget every captured exchange.
+
+    It takes no parameter: ``?tunnel_name=payments`` or ``?filter=...`` reads as forgetting some,
+    and ignored it forgot them all, so any is a 400 and nothing is deleted."""
+    if request.query_params:
+        given = ", ".join(dict.fromkeys(quoted(key) for key in request.query_params))
+        raise ApiError(400, f"DELETE {REQUESTS_URI} forgets every capture and takes no parameter ({given} given); "
+                            "nothing was deleted")
     store = _store(request)
     await run_in_threadpool(store.clear)
     return no_content()
@@ -173,13 +181,22 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     return result
 
 
+_NGROK_REPLAY_FIELDS = frozenset({"id", "tunnel_name"})
+
+
 async def replay_ngrok(request: Request) -> Response:
     """``POST /api/requests/http`` ``{"id", "tunnel_name"}``: replay as ngrok does (204).
 
     With ``tunnel_name`` the request goes to that tunnel's current target.
     """
     data = await json_body(request)
+    unknown = unknown_fields(data, _NGROK_REPLAY_FIELDS)
+    if unknown is not None:  # a misspelt tunnel_name would send the request to its own target instead
+        raise ApiError(400, f"{unknown}: ngrok's replay takes id and tunnel_name (edits: POST "
+                            f"{REQUESTS_URI}/ID/replay); nothing was sent")
     exchange_id = str_field(data, "id", required=True) or ""
+    if not exchange_id:
+        raise ApiError(400, "the field 'id' must be an exchange id, not empty; nothing was sent")
     tunnel_name = str_field(data, "tunnel_name")
     tunnel = None
     if tunnel_name:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, TypedDict
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Match, Route
 
 from devtunnel.errors import (
     AuthError,
@@ -39,7 +40,7 @@ from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.api.service import Service, service_of
 
-__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
+__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "unknown_fields", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
            "TunnelAliases", "aliases_of", "tunnel_of", "refuse_name_in_use", "requested_name", "PUBLIC_ADDRESS_KEYS",
            "EXCEPTION_HANDLERS"]
 
@@ -193,26 +194,32 @@ OWN_OPTIONS = frozenset({"relay", "via", "insecure"})
 """devtunnel's own keys of a tunnel or endpoint asked for, beside ngrok's (``tunnel_options``)."""
 
 
-def _unknown_keys(data: dict[str, Any]) -> str | None:
-    unknown = sorted(key for key in data if key not in NGROK_KEYS and key not in OWN_OPTIONS)
+def unknown_fields(data: dict[str, Any], known: Collection[str]) -> str | None:
+    """``unknown field 'adress' (did you mean 'addr'?)`` for the keys of ``data`` outside
+    ``known`` (the first five named, each cut to 64 characters), or None when there is none."""
+    unknown = sorted(key for key in data if key not in known)
     if not unknown:
         return None
     shown = [quoted(key if len(key) <= 64 else key[:64] + "...") for key in unknown[:5]]
-    hint = difflib.get_close_matches(unknown[0], sorted(NGROK_KEYS | OWN_OPTIONS), n=1)
+    hint = difflib.get_close_matches(unknown[0], sorted(known), n=1)
     return (f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(shown)}{', ...' if len(unknown) > 5 else ''}"
-            + (f" (did you mean {quoted(hint[0])}?)" if hint and len(unknown) == 1 else "")
-            + ": no option of ngrok's tunnels or endpoints, nor of devtunnel's")
+            + (f" (did you mean {quoted(hint[0])}?)" if hint and len(unknown) == 1 else ""))
 
 
 def refuse_unsupported(data: dict[str, Any], what: str) -> None:
     """Refuse (400) a tunnel or endpoint asked for with a key that is no ngrok option
     (``values.ngrok_keys``) nor devtunnel's (``OWN_OPTIONS``), a typo that would otherwise start
-    it with defaults, or with an option of ``REFUSED_OPTIONS``; before anything starts: ngrok v2
+    it with defaults, a ``proto`` other than ``http`` (``tcp``, ``tls``), or with an option of
+    ``REFUSED_OPTIONS``; before anything starts: ngrok v2
     clients send ``auth``/``basic_auth`` to ``/api/tunnels``, v3 clients to ``/api/endpoints``,
     and both must be refused alike."""
-    unknown = _unknown_keys(data)
+    unknown = unknown_fields(data, NGROK_KEYS | OWN_OPTIONS)
     if unknown is not None:
-        raise ApiError(400, f"{unknown}; the {what} was not started")
+        raise ApiError(400, f"{unknown}: no option of ngrok's tunnels or endpoints, nor of devtunnel's; "
+                            f"the {what} was not started")
+    proto = str_field(data, "proto") or "http"
+    if proto != "http":  # v2's key, which a v3 client may send too: an http tunnel is not what it asked for
+        raise ApiError(400, f"only http {what}s are supported, not {quoted(proto)}; the {what} was not started")
     for key, name in REFUSED_OPTIONS.items():
         if data.get(key):
             raise ApiError(400, f"{key}: {name} are not supported by devtunnel's agent yet; the {what} was not started")
@@ -474,15 +481,35 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, exc.msg, exc.details)
 
 
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes at the request's path, in a fixed order.
+
+    One path may have a route per method (``GET`` and ``POST /api/tunnels``): Starlette's 405
+    names the methods of the first route it tried only, and a client reading ``Allow`` learnt
+    that ``/api/tunnels`` takes no ``POST``."""
+    scope = {**request.scope, "method": "GET"}
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods, key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else len(_METHOD_ORDER), m))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = exc.headers
     if exc.status_code == 404:
         msg = f"no such resource: {request.url.path}"
     elif exc.status_code == 405:
-        msg = f"{request.method} is not allowed on {request.url.path}"
+        allowed = ", ".join(_allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
+        headers = {**(exc.headers or {}), "Allow": allowed}
+        msg = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
     else:
         msg = str(exc.detail)
-    return _error(exc.status_code, msg, headers=exc.headers)
+    return _error(exc.status_code, msg, headers=headers)
 
 
 # Our own errors, most specific first: the status says whose fault it was.

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from devtunnel.commands.config import resolve_http, tunnel_webhook_names
-from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via
+from devtunnel.commands.ngrok_habits import ngrok_startup_log
+from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via, unused_token_note
 from devtunnel.commands.output import EscapingFormatter, err, no_screen, safe
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError
@@ -48,7 +49,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``http`` or ``agent`` until interrupted; returns the exit code."""
+    token_given = bool(getattr(args, "token", None) or getattr(args, "token_file", None))
     args = resolve_http(args)  # unset flags from devtunnel.toml and the environment
+    note = unused_token_note(token_given, args.relay)
+    if note is not None:
+        err(note)
     if args.command == "http" and not args.no_tui:
         no_inspector = no_screen()
         if no_inspector is not None:
@@ -83,6 +88,9 @@ class AgentOptions:
     """The tunnels to start (none for ``agent``)."""
     webhook_names: dict[str, str] = field(default_factory=dict)
     """Tunnel name -> the ``[tunnels.NAME]`` whose webhook secrets it takes (``http payments --name other``)."""
+    ngrok_log: bool = False
+    """Say on stdout, once the API listens, the startup lines of ngrok's log that pyngrok waits for
+    (``devtunnel start --none --log stdout``, as pyngrok starts its agent)."""
 
 
 def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None = None) -> AgentOptions:
@@ -127,7 +135,7 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
         command=args.command, settings=args.settings, db=args.db, record=not args.no_record, body_cap=body_cap,
         relay=args.relay, token=args.token, relay_ca=args.relay_ca, head_timeout=head_timeout, embedded_port=args.port,
         api_port=args.api_port, api_port_fixed=args.api_port_fixed, tunnels=tunnels,
-        webhook_names=webhook_names,
+        webhook_names=webhook_names, ngrok_log=bool(getattr(args, "ngrok_log", False)),
     )
 
 
@@ -282,6 +290,9 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
             if options.api_port and bound != options.api_port:
                 log.info("127.0.0.1:%d is taken: the agent API listens on port %d", options.api_port, bound)
             _print(f"API http://127.0.0.1:{bound}", out)
+            if options.ngrok_log:
+                for line in ngrok_startup_log(bound):
+                    _print(line, out)
             tell_api_pipe(api_pipe, f"http://127.0.0.1:{bound}")
         if is_http:
             raise TunnelError(await ended)  # or until SIGINT / SIGTERM cancels us

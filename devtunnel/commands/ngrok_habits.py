@@ -8,25 +8,32 @@ hint below says what to type instead rather than leaving them to read ``--help``
 from __future__ import annotations
 
 import re
+import shlex
+import time
 from collections.abc import Sequence
 
 from devtunnel.values.names import label_from
 
-__all__ = ["command_hint", "flag_hint", "single_dash_hint"]
+__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "ngrok_startup_log", "pyngrok_agent_argv",
+           "single_dash_hint"]
 
 _COMMANDS = {
     "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
     "add-authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
-    "start": "devtunnel up NAME ... (every tunnel of devtunnel.toml without a NAME)",
     "tcp": "only http tunnels exist here, no tcp or tls yet",
     "tls": "only http tunnels exist here, no tcp or tls yet",
     "version": "devtunnel --version",
     "config check": "devtunnel config show (and config path)",
     "config upgrade": "devtunnel config import-ngrok (it reads ngrok.yml v2 and v3)",
     "config add-api-key": "there is no account API here",
+    "api": "there is no account API here: the agent's own API is on 127.0.0.1:4040 (docs/api.md)",
+    "diagnose": "devtunnel config show (the relay and token in use); a running agent's /api/tunnels says why a "
+                "tunnel is offline",
 }
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
+_GUARDS = "--basic-auth USER:PASS and --allow-ip CIDR guard a tunnel at the relay (docs/policy.md)"
+_LOGS = "devtunnel http --no-tui logs to stdout and stderr"
 
 _HTTP_FLAGS = {
     "--url": _PUBLIC_NAME,
@@ -46,18 +53,76 @@ _HTTP_FLAGS = {
     "--web-addr": "use --api-port PORT",
     "--config": "devtunnel reads devtunnel.toml (DEVTUNNEL_CONFIG=FILE); devtunnel config import-ngrok FILE "
                 "turns an ngrok.yml into it",
-    "--log": "devtunnel http --no-tui logs to stdout and stderr",
+    "--log": _LOGS,
+    "--log-level": _LOGS,
+    "--log-format": _LOGS,
     "--inspect": "devtunnel records every exchange; --no-record turns that off",
+    "--oauth": f"no OAuth at the relay yet: {_GUARDS}",
+    "--oidc": f"no OpenID Connect at the relay yet: {_GUARDS}",
+    "--mutual-tls-cas": f"no mutual TLS at the relay yet: {_GUARDS}",
+    "--verify-webhook": "devtunnel checks each delivery's signature with the provider's secret (STRIPE_WEBHOOK_SECRET, "
+                        "...) and records the verdict, without refusing any at the relay (docs/webhooks.md)",
+    "--request-header-add": "use a headers rule (--rules FILE, docs/policy.md)",
+    "--request-header-remove": "use a headers rule (--rules FILE, docs/policy.md)",
+    "--response-header-add": "use a headers rule (--rules FILE, docs/policy.md)",
+    "--response-header-remove": "use a headers rule (--rules FILE, docs/policy.md)",
+    "--ua-filter-allow": "use a deny rule matching header:user-agent=TEXT (--rules FILE, docs/policy.md)",
+    "--ua-filter-deny": "use a deny rule matching header:user-agent=TEXT (--rules FILE, docs/policy.md)",
+    "--circuit-breaker": "no circuit breaker; --rate-limit RATE limits each client",
+    "--compression": "the relay forwards responses as the local service sends them",
+    "--websocket-tcp-converter": "WebSockets are forwarded as they are",
+    "--upstream-protocol": "devtunnel speaks HTTP/1.1 to the local service",
+    "--app-protocol": "devtunnel speaks HTTP/1.1 to the local service",
+    "--upstream-tls-verify": "devtunnel verifies an https target's certificate (the system's CAs); --insecure "
+                             "turns that off",
+    "--proxy-proto": "no PROXY protocol to the local service: the client's address is in X-Forwarded-For",
+    "--binding": "every devtunnel tunnel is public on its relay",
+    "--description": "labels have no equivalent: --name NAME names the tunnel",
+    "--metadata": "labels have no equivalent: --name NAME names the tunnel",
+    "--api-key": "there is no account API here",
 }
+"""ngrok's ``http`` flags, each with what devtunnel does instead. A flag that begins with one
+of these and a dash is of its family (``--oauth-client-id`` is ``--oauth``'s)."""
+
+_SECRET_FLAGS = ("-secret", "--api-key")
+"""ngrok's flags whose value is a secret (``--verify-webhook-secret``, ``--oauth-client-secret``):
+shown masked when refused."""
+
+_SWITCHES = frozenset({"--pooling-enabled", "--compression", "--websocket-tcp-converter", "--inspect",
+                       "--upstream-tls-verify"})
+"""ngrok's flags that take no value unless written ``--flag=VALUE`` (Go's boolean flags)."""
 
 
 def command_hint(argv: Sequence[str]) -> str | None:
     """What to type for ngrok's command ``argv[0]`` when devtunnel spells it otherwise, or None."""
+    if argv and argv[0] == "start":
+        return f"start is ngrok's: here it is {_up_command(argv[1:])}"
     for command in (" ".join(argv[:2]), argv[0] if argv else ""):
         spelled = _COMMANDS.get(command)
         if spelled is not None:
             return f"{command} is ngrok's: " + (f"here it is {spelled}" if spelled.startswith("devtunnel ") else spelled)
     return None
+
+
+def _up_command(words: Sequence[str]) -> str:
+    """``devtunnel up`` for ngrok's ``start`` arguments: its tunnel names as devtunnel names them
+    (``My Hooks`` is ``my-hooks``, as ``config import-ngrok`` imports it); none with ``--all``;
+    ``devtunnel agent`` for ``--none``."""
+    names: list[str] = []
+    skip = False
+    for word in words:
+        if skip or word.startswith("-"):  # --all, --none, --config FILE, --log LOG ...
+            skip = word in ("--config", "--log", "--log-format", "--log-level", "--authtoken", "--region")
+            continue
+        label = label_from(word)
+        if label is not None and label not in names:
+            names.append(label)
+    if "--none" in words and not names:  # the agent alone, tunnels started over its API
+        return "devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"
+    if "--all" in words:
+        names = []
+    return (" ".join(["devtunnel up", *names]) + " (tunnels of devtunnel.toml, every one without a NAME; "
+            "devtunnel config import-ngrok brings ngrok.yml's)")
 
 
 def single_dash_hint(argv: Sequence[str]) -> str | None:
@@ -68,25 +133,93 @@ def single_dash_hint(argv: Sequence[str]) -> str | None:
     for word in argv[1:]:
         flag = word.split("=", 1)[0]
         if re.fullmatch(r"-[a-z][a-z-]+", flag):
-            hint = flag_hint("http", ["-" + word])
+            _, hint = _hint(["-" + word], 0) or ("", None)
             said = hint.split(": ", 1)[1] if hint else f"flags take two dashes here (-{flag})"
             return f"{flag} is ngrok 2's spelling: {said}"
     return None
 
 
-def flag_hint(command: str | None, unknown: Sequence[str]) -> str | None:
-    """A hint for the first of ``unknown`` arguments of ``devtunnel http`` that is an ngrok flag, or None."""
-    if command != "http":
+def file_target_hint(argv: Sequence[str]) -> str | None:
+    """For ``devtunnel http file:///DIR`` (ngrok serves the folder), how to serve it here: a
+    static server on a port, and that port's tunnel; else None."""
+    if not argv or argv[0] != "http":
         return None
-    for i, word in enumerate(unknown):
-        flag, _, value = word.partition("=")
-        if flag not in _HTTP_FLAGS:
-            continue
-        hint = _HTTP_FLAGS[flag]
-        if hint is _PUBLIC_NAME:
-            value = value or (unknown[i + 1] if i + 1 < len(unknown) else "")
-            host = value.split("://", 1)[-1].split("/", 1)[0]
-            name = label_from(host.split(".", 1)[0]) if host else None
-            hint = f"{hint.removesuffix('NAME')}{name}" if name else hint
-        return f"{flag} is ngrok's: {hint}"
+    target = next((word for word in argv[1:] if word.lower().startswith("file://")), None)
+    if target is None:
+        return None
+    folder = target[len("file://"):] or "."
+    server = f"python3 -m http.server 8000 --bind 127.0.0.1 --directory {shlex.quote(folder)}"
+    return (f"{target}: serving files is ngrok's: devtunnel forwards to an HTTP service; to serve the folder: "
+            f"devtunnel http 8000 --run {shlex.quote(server)}")
+
+
+def ngrok_flag_hint(argv: Sequence[str]) -> str | None:
+    """For ``devtunnel http`` typed with one of ngrok's flags that devtunnel has not, or has under
+    another name, argparse's refusal with the flag and its value as typed and what to use here
+    (``unrecognized arguments: --url https://foo.ngrok.app (--url is ngrok's: ... use --name foo)``);
+    else None.
+
+    Read from the whole command line, not from what argparse left over: with the flag before
+    the port (``http --url https://foo.ngrok.app 8080``), argparse takes the URL for the target
+    and leaves ``--url 8080``.
+    """
+    if not argv or argv[0] != "http":
+        return None
+    words = list(argv[1:])
+    if "--" in words:
+        words = words[: words.index("--")]
+    for i in range(len(words)):
+        found = _hint(words, i)
+        if found is not None:
+            shown, hint = found
+            return f"unrecognized arguments: {shown} ({hint})"
     return None
+
+
+def _family(flag: str) -> str | None:
+    """The flag of ``_HTTP_FLAGS`` that ``flag`` is, or is of the family of, or None."""
+    if flag in _HTTP_FLAGS:
+        return flag
+    return next((known for known in _HTTP_FLAGS if flag.startswith(known + "-")), None)
+
+
+def _hint(words: Sequence[str], i: int) -> tuple[str, str] | None:
+    """For ``words[i]`` an ngrok flag: the flag and its value as typed, and the hint; else None."""
+    flag, equals, value = words[i].partition("=")
+    known = _family(flag)
+    if known is None:
+        return None
+    if not equals and flag not in _SWITCHES and i + 1 < len(words) and not words[i + 1].startswith("-"):
+        equals, value = " ", words[i + 1]
+    shown = f"{flag}{equals}{'********' if flag.endswith(_SECRET_FLAGS) and value else value}"
+    hint = _HTTP_FLAGS[known]
+    if flag == "--request-header-add" and value.lower().replace(" ", "").startswith("host:"):
+        hint = "use --host-header rewrite (the target's Host)"  # ngrok's documented way to rewrite Host
+    if hint is _PUBLIC_NAME:
+        host = value.split("://", 1)[-1].split("/", 1)[0]
+        name = label_from(host.split(".", 1)[0]) if host else None
+        hint = f"{hint.removesuffix('NAME')}{name}" if name else hint
+    return shown, f"{flag} is ngrok's: {hint}"
+
+
+def pyngrok_agent_argv(argv: Sequence[str]) -> list[str] | None:
+    """``devtunnel agent --ngrok-log`` for ``start --none --log stdout``, the command line pyngrok
+    runs its ``ngrok_path`` with (and ``--config FILE``, ``--authtoken``, ``--region``, which mean
+    nothing here and are dropped): pyngrok with ``ngrok_path`` set to ``devtunnel`` starts
+    devtunnel's agent and drives its API as ngrok's. None for any other command line."""
+    if argv[:1] != ["start"] or "--none" not in argv:
+        return None
+    words = list(argv)
+    log = next((w.split("=", 1)[1] for w in words if w.startswith("--log=")), None)
+    if log is None and "--log" in words and words.index("--log") + 1 < len(words):
+        log = words[words.index("--log") + 1]
+    return ["agent", "--ngrok-log"] if log == "stdout" else None
+
+
+def ngrok_startup_log(port: int) -> list[str]:
+    """The lines of ngrok's log (logfmt) that say its agent is ready, which pyngrok reads to find
+    the API: the web service's address, then the sessions (devtunnel's embedded relay needs none)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return [f't={now} lvl=info msg="starting web service" obj=web addr=127.0.0.1:{port}',
+            f't={now} lvl=info msg="tunnel session started" obj=tunnels.session',
+            f't={now} lvl=info msg="client session established" obj=tunnels.session']

@@ -67,9 +67,34 @@ def line_of(text: str, parts: list[str]) -> int | None:
     return None
 
 
+_PUBLIC = "a tunnel's public address is its name ([tunnels.NAME]) under its relay's domain"
+_RULES = "(docs/policy.md)"
+_NGROK_NAMES = {
+    "authtoken": "here it is relay.token (devtunnel config add-authtoken TOKEN)",
+    "web_addr": "here it is agent.api_port",
+    "region": "here it is relay.url: the relay you run decides where traffic enters",
+    "addr": "here it is target",
+    "inspect": "here it is record",
+    "pooling_enabled": "here it is pool",
+    "proto": "only http tunnels exist here: leave it out",
+    "subdomain": _PUBLIC,
+    "hostname": _PUBLIC,
+    "domain": _PUBLIC,
+    "url": _PUBLIC,
+    "auth": f"here it is a basic-auth rule {_RULES}",
+    "basic_auth": f"here it is a basic-auth rule {_RULES}",
+    "ip_restriction": f"here it is allow-ip and deny rules {_RULES}",
+}
+"""ngrok.yml's names of settings devtunnel has under another name (devtunnel config import-ngrok
+turns a whole ngrok.yml into devtunnel.toml)."""
+
+
 def unknown_key(source: Source, dotted: str, known: list[str]) -> ConfigError:
-    """The error for a key the tree does not have, with the closest known key as a hint."""
+    """The error for a key the tree does not have, with the closest known key as a hint (or,
+    for an ngrok.yml name such as ``addr`` or ``authtoken``, devtunnel's)."""
     *prefix, name = dotted.split(".")
+    if name in _NGROK_NAMES and name not in known:
+        return source.error(dotted, f"unknown setting; {name} is ngrok's: {_NGROK_NAMES[name]}")
     guess = difflib.get_close_matches(name, known, n=1) or [k for k in known if k.startswith(name) or name.startswith(k)]
     hint = f"; did you mean {'.'.join([*prefix, guess[0]])}?" if guess else f"; known: {', '.join(known)}"
     return source.error(dotted, f"unknown setting{hint}")

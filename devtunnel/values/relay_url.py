@@ -55,8 +55,9 @@ _USER_INFO = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#]*@")
 
 
 def without_user_info(relay: str) -> str:
-    """``relay`` with any ``NAME:PASSWORD@`` before its host written ``…@``: how a relay URL that
-    carries one is named in a message (the password must not be)."""
+    """``relay`` with any ``NAME:PASSWORD@`` before its host written ``…@``: how a relay URL (or a
+    tunnel's target, ``values.target``) that carries one is named in a message (the password
+    must not be)."""
     return _USER_INFO.sub(r"\1…@", relay, count=1)
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
 from devtunnel.values.numbers import is_decimal
+from devtunnel.values.relay_url import without_user_info
 
 __all__ = ["Target", "parse_target"]
 
@@ -77,7 +78,7 @@ def _check_host(host: str, original: str) -> str:
     except ValueError:
         pass
     if not _HOSTNAME.match(host):
-        raise ConfigError(f"invalid target {quoted(original)}: {quoted(host)} is not a valid host name")
+        raise ConfigError(f"invalid target {quoted(original)}: {quoted(without_user_info(host))} is not a valid host name")
     return host
 
 
@@ -90,13 +91,15 @@ def parse_target(text: str) -> Target:
     Raises:
         ConfigError: the text is none of these forms (the message says which forms are accepted).
     """
-    original = text
+    original = without_user_info(text)  # what messages quote
     text = text.strip()
     if not text:
         raise ConfigError(f"the target is empty; {_EXAMPLES}")
     if is_decimal(text):
         return Target("http", "127.0.0.1", _port(text, original))
     if "://" not in text:
+        if "@" in text:
+            raise ConfigError(f"invalid target {quoted(original)}: credentials in the target are not supported")
         if "/" in text:
             raise ConfigError(f"invalid target {quoted(original)}: a path needs a URL with a scheme; {_EXAMPLES}")
         if text.startswith("["):

@@ -70,5 +70,7 @@ def test_invalid_targets_raise_config_error_saying_why(text: str, reason: str) -
         parse_target(text)
     message = str(info.value)
     assert reason in message
-    if text.strip():
+    if "@" in text:  # the target is quoted with its credentials hidden
+        assert "'http://…@localhost:8080'" in message and "pw" not in message
+    elif text.strip():
         assert repr(text) in message

@@ -247,6 +247,16 @@ async def test_delete_clears_every_capture(api: Api) -> None:
     assert (await api.client.get("/api/requests/http")).json()["requests"] == []
 
 
+@pytest.mark.parametrize("query", [{"tunnel_name": "payments"}, {"filter": "status:>=500"}, {"before": "01JD3X"}])
+async def test_a_delete_asked_to_narrow_what_it_forgets_deletes_nothing(api: Api, query: dict[str, str]) -> None:
+    # DELETE /api/requests/http?tunnel_name=payments forgot every capture of every tunnel: the
+    # parameter was ignored.
+    before = len((await api.client.get("/api/requests/http", params={"limit": 1000})).json()["requests"])
+    body = assert_error(await api.client.delete("/api/requests/http", params=query), 400)
+    assert body["msg"].endswith("nothing was deleted") and repr(next(iter(query))) in body["msg"]
+    assert len((await api.client.get("/api/requests/http", params={"limit": 1000})).json()["requests"]) == before > 0
+
+
 # -- replay ---------------------------------------------------------------------------------
 
 
@@ -518,6 +528,24 @@ async def test_unknown_route_is_a_json_404(api: Api) -> None:
 
 async def test_wrong_method_is_a_json_405(api: Api) -> None:
     assert_error(await api.client.put("/api/requests/http"), 405)
+
+
+@pytest.mark.parametrize(("path", "allowed"), [
+    ("/api/tunnels", "GET, HEAD, POST"),
+    ("/api/tunnels/payments", "GET, HEAD, DELETE"),
+    ("/api/tunnels/payments/rules", "GET, HEAD, POST"),
+    ("/api/endpoints/", "GET, HEAD, POST"),
+    ("/api/endpoints/payments", "GET, HEAD, DELETE"),
+    ("/api/requests/http", "GET, HEAD, POST, DELETE"),
+    ("/api/requests/http/01JD3X/replay", "POST"),
+    ("/api/status", "GET, HEAD"),
+])
+async def test_a_405_allows_every_method_the_path_takes(api: Api, path: str, allowed: str) -> None:
+    # Starlette's Allow named the methods of the first route of the path only: a PATCH of
+    # /api/tunnels answered "Allow: GET, HEAD", as if no tunnel could be started there.
+    resp = await api.client.patch(path)
+    assert resp.headers["allow"] == allowed
+    assert assert_error(resp, 405)["msg"].endswith(f"(allowed: {allowed})")
 
 
 # -- loopback only ---------------------------------------------------------------------------

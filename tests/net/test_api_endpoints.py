@@ -93,6 +93,9 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
         ({"name": "a", "upstream": {"url": "8080"}, "descripton": "typo"}, "unknown field 'descripton' (did you mean 'description'?)"),
         ({"name": "a", "upstrem": {"url": "8080"}}, "unknown field 'upstrem'"),  # not "'upstream' is required"
+        # ngrok v2's proto sent to the v3 resource: an http endpoint was started on the ssh port.
+        ({"name": "a", "proto": "tcp", "upstream": {"url": "22"}}, "only http endpoints are supported, not 'tcp'"),
+        ({"name": "a", "proto": "tls", "addr": "443"}, "only http endpoints are supported, not 'tls'"),
     ],
 )
 async def test_bad_endpoint_requests_are_refused_with_a_reason_and_start_nothing(
@@ -328,3 +331,36 @@ def test_pyngrok_starts_ngrok_yml_definitions_with_the_keys_devtunnel_ignores(py
         assert info.value.status_code == 400
         assert "unknown field 'descripton' (did you mean 'description'?)" in info.value.body
         assert len(ngrok.get_tunnels(pyngrok_config=v3)) == 3
+
+
+def test_pyngrok_with_ngrok_path_set_to_devtunnel_starts_its_agent_and_drives_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyngrok runs its ngrok_path as `start --none --log stdout --config FILE` and waits for ngrok's
+    # startup log lines: devtunnel answered "start is ngrok's", so pyngrok could reach devtunnel's
+    # agent only through its private process table.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shim = tmp_path / "devtunnel"  # what `which devtunnel` is where it is installed
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m devtunnel "$@"\n')
+    shim.chmod(0o755)
+    config = conf.PyngrokConfig(ngrok_path=str(shim), config_path=str(tmp_path / "ngrok.yml"), auth_token="2abcNGROK",
+                                monitor_thread=False)
+    # pyngrok reads what follows "version " in `NGROK_PATH --version` (an IndexError before).
+    assert ngrok.get_version(pyngrok_config=config)[0].startswith(devtunnel.__version__)
+    try:
+        with echo_service() as (target, seen):
+            tunnel = ngrok.connect(target.rsplit(":", 1)[1], pyngrok_config=config)
+            url = httpx.URL(tunnel.public_url)
+            resp = httpx.get(url.copy_with(host="127.0.0.1", path="/via-pyngrok"), headers={"Host": url.netloc.decode()},
+                             trust_env=False)
+            assert resp.status_code == 200 and seen.requests[-1][:2] == ("GET", "/via-pyngrok")
+            assert [t.public_url for t in ngrok.get_tunnels(pyngrok_config=config)] == [tunnel.public_url]
+            assert agent_api.get_agent_status(pyngrok_config=config).status == "online"
+            ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+            assert ngrok.get_tunnels(pyngrok_config=config) == []
+    finally:
+        running = process._current_processes.get(str(shim))
+        ngrok.kill(pyngrok_config=config)
+        if running is not None:
+            running.proc.wait(15)

@@ -95,6 +95,46 @@ async def test_ngrok_replay_through_a_named_tunnel_goes_to_its_target(agent: Age
     assert resp.status_code == 404
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/tunnels", {"addr": "http://me:S3CRET@localhost:8080"}),
+    ("/api/tunnels", {"addr": "me:S3CRET@localhost:8080"}),
+    ("/api/endpoints", {"upstream": {"url": "https://me:S3CRET@localhost:8443"}}),
+])
+async def test_a_target_with_a_password_is_refused_without_the_password_in_the_answer(
+    agent: Agent, path: str, body: dict[str, Any]
+) -> None:
+    # The 400 quoted the target as sent, password and all, into the API's answer.
+    resp = await agent.client.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    assert "S3CRET" not in resp.text and "…@localhost" in resp.json()["msg"]
+    assert "credentials in the target" in resp.json()["msg"]
+
+
+async def test_ngrok_replay_with_a_misspelt_field_is_a_400_and_sends_nothing(agent: Agent) -> None:
+    # {"id", "tunnel": "payments"} was a 204: the typo was ignored and the request went to the
+    # exchange's own target, not the tunnel named; an empty id was a 404 "no exchange id given".
+    tunnel = await _start(agent)
+    await _public("POST", tunnel["public_url"], "/hook", b"once")
+
+    async def first_id() -> str | None:
+        data = (await agent.client.get("/api/requests/http")).json()["requests"]
+        return data[0]["id"] if data and data[0]["response"] else None
+
+    exchange_id = await async_wait_for(first_id, what="the exchange to be recorded")
+    before = len(agent.seen.requests)
+    for body, said in [
+        ({"id": exchange_id, "tunnel": "payments"}, "unknown field 'tunnel' (did you mean 'tunnel_name'?)"),
+        ({"id": exchange_id, "tunnel_name": "payments", "path": "/other"}, "unknown field 'path'"),
+        ({"id": "", "tunnel_name": "payments"}, "the field 'id' must be an exchange id, not empty"),
+    ]:
+        resp = await agent.client.post("/api/requests/http", json=body)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error_code"] == 100 and said in resp.json()["msg"], resp.text
+        assert resp.json()["msg"].endswith("nothing was sent")
+    assert len(agent.seen.requests) == before
+    assert len((await agent.client.get("/api/requests/http")).json()["requests"]) == 1
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
