@@ -520,7 +520,12 @@ def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(
     relay.line(lambda l: l.startswith("Relay listening"))
     token_file = home.root / "token"
     token_file.write_text("good\n")
-    for name, flags in (("by-flag", ["--authtoken", "good"]), ("by-file", ["--token-file", str(token_file)])):
+    shared = home.root / "shared-token"
+    shared.write_text("good\n")
+    shared.chmod(0o644)
+    token_file.chmod(0o600)
+    for name, flags in (("by-flag", ["--authtoken", "good"]), ("by-file", ["--token-file", str(token_file)]),
+                        ("shared", ["--token-file", str(shared)])):
         agent = Proc([*DEVTUNNEL, "http", str(local[0]), "--relay", f"ws://127.0.0.1:{port}", *flags, "--name", name,
                       "--no-tui", "--api-port", "0", "--no-record"], home.env)
         procs.append(agent)
@@ -529,6 +534,11 @@ def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(
         assert r.status_code == 200
         assert agent.stop() == 0
         assert not [line for line in agent.err if "not used" in line], agent.err
+        # A token file other users can read is used, and said (a container's secret mount is 0444).
+        noted = [line for line in agent.err if "can be read by other users" in line]
+        assert noted == ([f"devtunnel: note: --token-file {shared} can be read by other users (mode 644), and its"
+                          f" token opens tunnels in your name: chmod 600 {shared} where other users log in"]
+                         if name == "shared" else []), agent.err
     assert "good" not in " ".join(procs[-1].popen.args)  # type: ignore[arg-type]
 
 

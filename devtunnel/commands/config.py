@@ -28,7 +28,7 @@ from devtunnel.config import (
     user_file,
     with_flags,
 )
-from devtunnel.commands.output import safe
+from devtunnel.commands.output import note_readable_secret, safe
 from devtunnel.errors import ConfigError
 from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.rules import Rule
@@ -163,6 +163,7 @@ def _token_flag(args: argparse.Namespace) -> tuple[str, str | None]:
         raise ConfigError(f"--token-file {token_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     if not token:
         raise ConfigError(f"--token-file {token_file}: the first line is empty")
+    note_readable_secret("devtunnel", "--token-file", token_file, "its token opens tunnels in your name")
     return ("--token-file", token)
 
 

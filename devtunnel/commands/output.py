@@ -18,6 +18,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -210,6 +211,18 @@ class EscapingFormatter(logging.Formatter):
         # The message holds no newline now: the first one starts the traceback (or stack).
         line, newline, rest = super().format(record).partition("\n")
         return line + newline + escape(rest, keep="\n\t") if newline else line
+
+
+def note_readable_secret(program: str, flag: str, path: str, holds: str) -> None:
+    """Say on stderr, not refuse, that other users can read the file ``flag`` names (``holds``:
+    what its secret does): on a shared machine they could use it; a container's secret mount is
+    often readable by all (0444) with no other user to read it."""
+    from devtunnel.config.source import shared_mode
+
+    mode = shared_mode(Path(path).expanduser())
+    if mode is not None:
+        print(safe(f"{program}: note: {flag} {path} can be read by other users (mode {mode:03o}), and {holds}:"
+                   f" chmod 600 {path} where other users log in"), file=sys.stderr)
 
 
 def escape_tracebacks() -> None:

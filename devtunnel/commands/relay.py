@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 from devtunnel.commands.config import resolve_relay
-from devtunnel.commands.output import EscapingFormatter, safe
+from devtunnel.commands.output import EscapingFormatter, note_readable_secret, safe
 from devtunnel.config.kinds import token_problem
-from devtunnel.config.source import shared_mode
 from devtunnel.errors import ConfigError
 from devtunnel.rules import rules_flag
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
@@ -59,11 +58,8 @@ def read_tokens_file(path: str) -> list[str]:
         if problem is not None:
             raise ConfigError(f"--tokens-file {quoted(path)} line {number}: {problem}")
         tokens.append(token)
-    mode = shared_mode(Path(path))
-    if mode is not None and tokens:
-        print(safe(f"devtunnel relay: note: --tokens-file {path} can be read by other users (mode {mode:03o}), and"
-                   f" its tokens open tunnels on this relay: chmod 600 {path} where other users log in"),
-              file=sys.stderr)
+    if tokens:
+        note_readable_secret("devtunnel relay", "--tokens-file", path, "its tokens open tunnels on this relay")
     return tokens
 
 
