@@ -84,6 +84,23 @@ def test_a_relay_url_with_a_password_is_refused_without_printing_it(tmp_path: Pa
         assert "…@relay.example.com" in said or "…@127.0.0.1:1" in said, said
 
 
+@pytest.mark.parametrize("relay", [
+    f"wss://relay.example.com/_devtunnel/connect?token={SECRET}",
+    f"ws://127.0.0.1:1/?token={SECRET}",
+    f"relay.example.com:8000#{SECRET}",
+])
+def test_a_relay_url_with_a_query_is_refused_without_printing_it(tmp_path: Path, relay: str) -> None:
+    # Taken, "?token=..." went to the relay, which reads nothing there, and into every line naming it.
+    port = str(free_port())
+    runs = [
+        _run(tmp_path, "http", port, "--no-tui", "--api-port", "0", "--relay", relay),
+        _run(tmp_path, "config", "set", "relay.url", relay),
+    ]
+    for done in runs:
+        said = _refused_in_one_line(done, SECRET, SECRET[:8])
+        assert "a relay URL takes no query or fragment" in said and "…'" in said, said
+
+
 @pytest.mark.parametrize(("command", "flag", "instead"), [
     (["http"], "--token", "--token-file"),
     (["http"], "--basic-auth", "sha256:HEX"),

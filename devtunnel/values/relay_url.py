@@ -37,6 +37,13 @@ def relay_connect_url(relay: str) -> str:
         raise ConfigError(f"invalid relay URL {quoted(shown)}: a relay URL takes no user name or password"
                           " (NAME:PASSWORD@): give the relay's token with --token-file, DEVTUNNEL_TOKEN"
                           " or devtunnel config add-token -")
+    query = re.search(r"[?#]", relay)
+    if query is not None:
+        # The same: "?token=..." would be in every message naming the relay. The relay reads
+        # nothing from a query, so nothing is lost by refusing it.
+        raise ConfigError(f"invalid relay URL {quoted(relay[:query.start()] + '…')}: a relay URL takes no query or"
+                          " fragment (?... or #...): give the relay's token with --token-file, DEVTUNNEL_TOKEN"
+                          " or devtunnel config add-token -")
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -48,7 +55,7 @@ def relay_connect_url(relay: str) -> str:
     if not parts.hostname:
         raise ConfigError(f"invalid relay URL {quoted(relay)}: the host is missing")
     path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 _USER_INFO = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#]*@")
