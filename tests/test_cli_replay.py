@@ -178,8 +178,12 @@ def test_a_plain_replay_is_not_marked_edited(service: Service, tmp_path: Path) -
     ("args", "message"),
     [
         (["--method", "GET /x"], "invalid method 'GET /x'"),
-        (["--header", "Bad Name: 1"], "invalid header name 'Bad Name'"),
-        (["--header", "X-Debug: 1\r\nInjected: yes"], "invalid value for header X-Debug"),
+        # said with the flag as typed, not the edit's field ("set_headers, item 2: ...")
+        (["--header", "X-A: 1", "--header", "Bad Name: 1"],
+         "devtunnel: --header 'Bad Name: 1': invalid header name 'Bad Name'"),
+        (["--header", "Bad Name:"], "devtunnel: --header 'Bad Name:': invalid header name 'Bad Name'"),
+        (["--header", "X-Debug: 1\r\nInjected: yes"],
+         "devtunnel: --header 'X-Debug: 1\\r\\nInjected: yes': invalid value for header X-Debug"),
         (["--header", "X-A: 1", "--header", "X-A:"], "header x-a is both set and removed"),
         (["--header", "no colon"], "--header takes 'NAME: VALUE'"),
         (["--ignore-header", "Bad: name"], "--ignore-header takes a header name"),

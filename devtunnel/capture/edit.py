@@ -49,7 +49,7 @@ from devtunnel.errors import ConfigError, EditError, ReplayError
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, connection_listed, is_token
 from devtunnel.values.terminal import quoted
 
-__all__ = ["JSON_FIELDS", "Edit", "framed_headers"]
+__all__ = ["JSON_FIELDS", "Edit", "check_header", "framed_headers"]
 
 JSON_FIELDS = ("method", "path", "headers", "set_headers", "remove_headers", "body", "body_base64", "set",
                "as_captured")
@@ -82,6 +82,22 @@ def _value(name: str, value: object) -> bytes:
     if _BAD_VALUE_RE.search(raw):
         raise ReplayError(f"invalid value for header {name}: it holds CR, LF, NUL or another control character")
     return raw
+
+
+def check_header(name: str, value: str | None, where: str) -> None:
+    """Refuse a header an edit could not send: ``name`` not a token, or ``value`` (None: a
+    header to remove) holding a control character; the message starts with ``where`` (the
+    flag or field that gave it).
+
+    Raises:
+        ReplayError: what is wrong.
+    """
+    checked = _name(name, where)
+    if value is not None:
+        try:
+            _value(checked, value)
+        except ReplayError as exc:
+            raise ReplayError(f"{where}: {exc}") from None
 
 
 def _fields(pairs: object, what: str) -> tuple[tuple[bytes, bytes], ...]:

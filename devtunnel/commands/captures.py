@@ -24,7 +24,7 @@ from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import excerpt, parse
 from devtunnel.capture.filters.fields import Replay
 from devtunnel.capture.filters.webhook import DeliveryId
-from devtunnel.capture.edit import Edit
+from devtunnel.capture.edit import Edit, check_header
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.outcome import VOLATILE_HEADERS, replay_mark, replay_outcome, status_line
@@ -620,6 +620,10 @@ def _edit(args: argparse.Namespace) -> Edit | None:
         name, value = name.strip(), value.strip()
         if not sep or not name:
             raise ConfigError(f"--header takes 'NAME: VALUE' (or 'NAME:' to delete), not {quoted(spec)}")
+        try:  # said with the flag as typed, not the edit's field (set_headers, item 3)
+            check_header(name, value or None, f"--header {quoted(spec)}")
+        except ReplayError as exc:
+            raise ConfigError(str(exc)) from None
         if value:
             set_headers.append((name, value))
         else:
