@@ -29,7 +29,7 @@ from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.outcome import VOLATILE_HEADERS, replay_mark, replay_outcome, status_line
 from devtunnel.capture.rows import Row
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
-from devtunnel.capture.store import Store
+from devtunnel.capture.store import Store, path_mode
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
     Column,
@@ -69,7 +69,7 @@ def _db_path(args: argparse.Namespace) -> Path:
 
 def _open(args: argparse.Namespace, *, readonly: bool = True) -> Store:
     path = _db_path(args)
-    if not path.exists():
+    if path_mode(path) is None:
         raise StoreError(f"no captures yet at {path}")
     if readonly:
         return Store(path, readonly=True)
@@ -264,7 +264,7 @@ def _requests(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise ConfigError("--limit must be 0 (all) or more")
     path = _db_path(args)
-    if not path.exists():
+    if path_mode(path) is None:
         # Nothing captured yet is an empty list, as with an empty database, not an error: a
         # script reading --json on a fresh machine gets [] and exit 0.
         print("[]" if args.json else f"no requests captured yet (no capture database at {safe(str(path))})")

@@ -5,8 +5,10 @@ recording works again; nothing is stored wrongly."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,3 +257,47 @@ def test_a_db_that_is_no_regular_file_is_refused_in_one_line_before_sqlite_opens
         assert listed.returncode == 1
         assert listed.stderr.splitlines() == [f"devtunnel: {path} is not a regular file; pass --db with a file path"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+
+
+def test_a_db_path_too_long_for_the_system_is_one_line_not_a_traceback(
+    tmp_path: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    # The agent's first look at the path (is it a folder?) raised OSError out of the store: a
+    # traceback ending in "File name too long"; ``requests`` said it without what to do.
+    db = tmp_path / ("a" * 300) / "captures.db"
+    says = f"devtunnel: cannot reach {db} (File name too long); pass --db with a shorter path"
+    agent = subprocess.run([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", "0", "--db", str(db)],
+                           capture_output=True, text=True, timeout=30, env=env)
+    assert (agent.returncode, agent.stderr.splitlines()) == (1, [says])
+    for command in (["requests"], ["show", "01M8"], ["export", "01M8"]):
+        done = subprocess.run([*DEVTUNNEL, *command, "--db", str(db)], capture_output=True, text=True, timeout=30,
+                              env=env)
+        assert (done.returncode, done.stderr.splitlines()) == (1, [says]), command
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop to another user")
+@pytest.mark.parametrize("command", [["http", "8080", "--no-tui", "--api-port", "0"], ["requests"], ["show", "01M8"]])
+def test_a_db_in_a_folder_this_user_cannot_search_is_one_line_not_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # ``sudo -u other devtunnel ... --db ~first/captures.db``: the agent ended in a traceback
+    # (PermissionError from the store's first look at the path), ``requests`` in "Permission
+    # denied: PATH" with nothing to do about it.
+    import devtunnel.capture.recorder  # noqa: F401 (imported here: the other user may not read every module)
+    import devtunnel.commands.captures  # noqa: F401
+    import devtunnel.commands.http  # noqa: F401
+    from tests.kit.as_user import main_as_user
+
+    shared = Path(tempfile.mkdtemp(prefix="devtunnel-closed-"))
+    try:
+        shared.chmod(0o755)
+        db = tmp_path / "captures.db"  # tmp_path: searchable by its owner only
+        Store(db).close()
+        said, code = main_as_user(65534, [*command, "--db", str(db)],
+                                  env={"XDG_STATE_HOME": str(shared / "state"), "XDG_CONFIG_HOME": str(shared),
+                                       "HOME": str(shared)})
+    finally:
+        shutil.rmtree(shared)
+    assert said.splitlines() == [f"devtunnel: cannot reach {db} (Permission denied: a folder above it cannot be "
+                                 "searched); fix the folder's permissions or pass --db"]
+    assert code == 1
