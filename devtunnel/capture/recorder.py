@@ -146,8 +146,9 @@ def _about_the_file(exc: BaseException) -> bool:
     The file's troubles (another process holds the lock, the disk is full, the file is damaged,
     read-only or refused) fail every write alike: the batch waits, to be retried, and the log says
     so once; the user can fix them (free space, move the file away) and nothing is lost meanwhile.
-    An exchange the store cannot take (text that cannot be encoded, a number or blob too big for
-    SQLite, a value it cannot bind) fails alone, and only it is dropped.
+    An exchange the store cannot take (text that cannot be encoded, a number too big for SQLite,
+    a value it cannot bind) fails alone, and only it is dropped (a body too big for SQLite is
+    stored cut: ``rows.write_exchanges``).
     """
     if not isinstance(exc, StoreError):
         return False  # a fault of ours on one exchange

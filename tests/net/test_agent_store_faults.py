@@ -19,7 +19,7 @@ import pytest
 from devtunnel.capture.store import Store
 from tests.helpers import wait_for
 from tests.kit.exchanges import make_exchange
-from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs  # noqa: F401 (fixtures)
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.test_agent_db_deleted import start_agent
 from tests.net.tunnel_fixtures import LocalState
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
@@ -301,3 +301,33 @@ def test_a_db_in_a_folder_this_user_cannot_search_is_one_line_not_a_traceback(
     assert said.splitlines() == [f"devtunnel: cannot reach {db} (Permission denied: a folder above it cannot be "
                                  "searched); fix the folder's permissions or pass --db"]
     assert code == 1
+
+
+@pytest.mark.slow
+def test_a_body_larger_than_sqlite_takes_is_stored_cut_not_dropped(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # With a body cap above SQLite's largest value (1,000,000,000 bytes), a response of 1.05 GB
+    # was answered, then its exchange dropped ("dropped exchange ID: string or blob too big"): the
+    # list showed it in flight for good, as its live snapshot had left it.
+    db = tmp_path / "captures.db"
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--name", "rm", "--api-port", "0",
+                  "--body-cap", "2gb", "--db", str(db))
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    port, size = match.group(3), 1_050_000_000
+    with httpx.stream("GET", f"http://127.0.0.1:{port}/big?n={size}", headers={"Host": f"rm.localhost:{port}"},
+                      trust_env=False, timeout=120) as r:
+        assert r.status_code == 200
+        assert sum(len(chunk) for chunk in r.iter_raw(1 << 20)) == size
+    get(port, "/echo?after")
+    agent.line(lambda l: "/echo?after" in l)
+    with Store(db, readonly=True) as store:
+        [row] = wait_for(lambda: [r for r in store.rows("path:/big") if r.duration is not None],
+                         what="the large exchange stored finished", timeout=60)
+        big = store.get(row.id)
+    assert big.status == 200 and big.response is not None
+    assert big.response.body_truncated and big.response.body_size == size
+    assert 0 < len(big.response.body) < 1_000_000_000
+    assert agent.stop() == 0
+    assert not [l for l in agent.err if "dropped exchange" in l], agent.err
