@@ -331,3 +331,23 @@ def test_a_body_larger_than_sqlite_takes_is_stored_cut_not_dropped(
     assert 0 < len(big.response.body) < 1_000_000_000
     assert agent.stop() == 0
     assert not [l for l in agent.err if "dropped exchange" in l], agent.err
+
+
+def test_requests_reads_the_file_the_agent_records_into_whatever_the_db_path_s_spelling(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The agent read --db as its settings read a path (spaces around it dropped), requests took it
+    # as typed: ``--db "captures.db "`` recorded into captures.db, and requests said "no captures
+    # yet". And ``--db kept/`` (a folder meant) made a file named kept.
+    spelled = f"{tmp_path / 'captures.db'} "
+    agent, port, _ = start_agent(procs, env, local[0], Path(spelled))
+    get(port, "/echo?spelled")
+    wait_for(lambda: "/echo?spelled" in listed(env, Path(spelled)), what="the request, read at the same --db")
+    assert agent.stop() == 0
+    folder = f"{tmp_path / 'kept'}/"
+    says = f"devtunnel: --db: expected the path of a file, got a folder's: {folder!r}"
+    for command in (["http", str(local[0]), "--no-tui", "--api-port", "0"], ["requests"], ["show", "01M8"]):
+        done = subprocess.run([*DEVTUNNEL, *command, "--db", folder], capture_output=True, text=True, timeout=30,
+                              env=env)
+        assert (done.returncode, done.stderr.splitlines()) == (2, [says]), command
+    assert not (tmp_path / "kept").exists()
