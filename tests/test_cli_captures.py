@@ -1207,3 +1207,17 @@ def test_an_export_that_cannot_be_written_whole_leaves_nothing_and_can_be_run_ag
     [side] = [p for p in work.iterdir() if p != out]
     assert body in side.read_bytes() and side.name in out.read_text()
     assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_export_to_a_link_writes_the_file_it_points_to(captures: Captures, tmp_path: Path) -> None:
+    # Written whole through FILE.part, a link given as -o was replaced by a file of its own.
+    real = tmp_path / "scripts" / "upload.sh"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = captures.cwd / "upload.sh"
+    link.symlink_to(real)
+    for fmt, args in (("curl", [captures.exchanges[0].id]), ("har", ["--filter", "method:POST"])):
+        done = cli(captures, "export", *args, "--format", fmt, "-o", str(link))
+        assert done.returncode == 0, done.stderr
+        assert link.is_symlink() and real.read_text() != "old\n", fmt
+        assert sorted(p.name for p in real.parent.iterdir()) == ["upload.sh"]

@@ -416,17 +416,19 @@ def _whole(path: Path) -> Iterator[IO[bytes]]:
     Raises:
         ExportError: a write failed, naming ``path`` and why.
     """
-    part = path.with_name(path.name + ".part")
+    # A link (-o ~/bin/upload.sh -> ~/scripts/upload.sh) is written through, not replaced.
+    target = Path(os.path.realpath(path))
+    part = target.with_name(target.name + ".part")
     try:
         try:
-            mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
+            mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
         except FileNotFoundError:
             mode = None
         with part.open("wb") as file:
             if mode is not None:
                 os.fchmod(file.fileno(), mode)
             yield file
-        part.replace(path)
+        part.replace(target)
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
