@@ -351,3 +351,36 @@ def test_requests_reads_the_file_the_agent_records_into_whatever_the_db_path_s_s
                               env=env)
         assert (done.returncode, done.stderr.splitlines()) == (2, [says]), command
     assert not (tmp_path / "kept").exists()
+
+
+def test_space_freed_on_a_full_disk_takes_what_fits_of_the_captures_waiting(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The captures waiting were retried as one transaction: while they were more than the space
+    # freed, none was written, however many would have fitted (the agent stopped then, all lost).
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and a tmpfs mount")
+    try:
+        (folder / "filler").write_bytes(b"\0" * 1_500_000)
+        db = folder / "captures.db"
+        agent, port, _ = start_agent(procs, env, local[0], db)
+        for i in range(16):
+            r = httpx.post(f"http://127.0.0.1:{port}/echo?n={i}", headers={"Host": f"rm.localhost:{port}"},
+                           content=b"x" * 400_000, trust_env=False, timeout=5)
+            assert r.status_code == 200
+        agent.line(lambda l: "cannot write captures" in l and "the disk is full" in l, lines="err")
+        before = len(listed(env, db).splitlines())
+        (folder / "filler").unlink()
+        wait_for(lambda: len(listed(env, db).splitlines()) > before, what="captures written into the space freed",
+                 timeout=20)
+        agent.stop()
+        assert not [l for l in agent.err if "dropped exchange" in l], agent.err
+        assert not any("Traceback" in l for l in agent.err), agent.err
+    finally:
+        for proc in procs:  # the file is open until it ends
+            if proc.popen.poll() is None:
+                proc.stop()
+        subprocess.run(["umount", str(folder)], check=True)
