@@ -1175,3 +1175,49 @@ def test_show_reads_the_rows_of_its_own_replays_not_every_replay(
     assert cli_module.main(["--db", str(db), "show", original.id]) == 0
     assert f"replayed  {mine.id}  202" in capsys.readouterr().out
     assert len(read) == 1
+
+
+@pytest.mark.parametrize("fmt", ["curl", "raw"])
+def test_an_export_that_cannot_be_written_whole_leaves_nothing_and_can_be_run_again(
+    tmp_path: Path, fmt: str
+) -> None:
+    # A full disk (here the file size limit, ``ulimit -f``) cut the side file short after the
+    # script naming it was written: the script sent a truncated body without a word, and the
+    # export run again once there was room refused to replace the cut side file.
+    from tests.kit.exchanges import make_exchange
+
+    db, work = tmp_path / "captures.db", tmp_path / "work"
+    work.mkdir()
+    body = bytes(range(256)) * 1200  # 300 KiB, not text: a side file
+    ex = make_exchange("POST", "/upload", [(b"Content-Type", b"application/octet-stream")], body)
+    with Store(db) as store:
+        store.put(ex)
+    out = work / "upload.txt"
+    out.write_text("kept\n")
+    out.chmod(0o600)  # the user's choice for a file that will hold credentials
+    args = [DEVTUNNEL, "export", ex.id, "--format", fmt, "-o", str(out), "--db", str(db)]
+    cut = subprocess.run(["prlimit", "--fsize=100000", "--", *args], capture_output=True, text=True, timeout=60)
+    assert cut.returncode == 1, cut.stderr
+    [line] = cut.stderr.splitlines()
+    assert line.startswith("devtunnel: cannot write ") and line.endswith(": File too large"), line
+    assert sorted(p.name for p in work.iterdir()) == ["upload.txt"]
+    assert out.read_text() == "kept\n"
+    again = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    [side] = [p for p in work.iterdir() if p != out]
+    assert body in side.read_bytes() and side.name in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_export_to_a_link_writes_the_file_it_points_to(captures: Captures, tmp_path: Path) -> None:
+    # Written whole through FILE.part, a link given as -o was replaced by a file of its own.
+    real = tmp_path / "scripts" / "upload.sh"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = captures.cwd / "upload.sh"
+    link.symlink_to(real)
+    for fmt, args in (("curl", [captures.exchanges[0].id]), ("har", ["--filter", "method:POST"])):
+        done = cli(captures, "export", *args, "--format", fmt, "-o", str(link))
+        assert done.returncode == 0, done.stderr
+        assert link.is_symlink() and real.read_text() != "old\n", fmt
+        assert sorted(p.name for p in real.parent.iterdir()) == ["upload.sh"]

@@ -492,6 +492,20 @@ def body_bytes(exchange: Exchange) -> int:
     return n
 
 
+def cap_each_body(exchange: Exchange, limit: int) -> Exchange:
+    """The exchange with its request and response bodies cut to at most ``limit`` bytes each,
+    marked truncated with their real sizes kept, as one past the body cap is."""
+
+    def cap(message: _M) -> _M:
+        body = message.body
+        if len(body) <= limit:
+            return message
+        return replace(message, body=body[:limit], body_size=max(message.body_size, len(body)), body_truncated=True)
+
+    response = cap(exchange.response) if exchange.response is not None else None
+    return replace(exchange, request=cap(exchange.request), response=response)
+
+
 def cut_bodies(exchange: Exchange, keep: int) -> Exchange:
     """The exchange with at most ``keep`` bytes of recorded body: the request's first, then the
     response's, then the WebSocket payloads in order. A body cut is marked truncated and keeps its

@@ -146,8 +146,9 @@ def _about_the_file(exc: BaseException) -> bool:
     The file's troubles (another process holds the lock, the disk is full, the file is damaged,
     read-only or refused) fail every write alike: the batch waits, to be retried, and the log says
     so once; the user can fix them (free space, move the file away) and nothing is lost meanwhile.
-    An exchange the store cannot take (text that cannot be encoded, a number or blob too big for
-    SQLite, a value it cannot bind) fails alone, and only it is dropped.
+    An exchange the store cannot take (text that cannot be encoded, a number too big for SQLite,
+    a value it cannot bind) fails alone, and only it is dropped (a body too big for SQLite is
+    stored cut: ``rows.write_exchanges``).
     """
     if not isinstance(exc, StoreError):
         return False  # a fault of ours on one exchange
@@ -157,6 +158,12 @@ def _about_the_file(exc: BaseException) -> bool:
     # Locked, busy, full, I/O, read-only: OperationalError; damaged or no database: DatabaseError
     # itself. Its other kinds (DataError, IntegrityError, ProgrammingError ...) are about a row.
     return isinstance(cause, sqlite3.OperationalError) or type(cause) is sqlite3.DatabaseError
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """True when SQLite said the disk is full (``SQLITE_FULL``): a smaller write may still fit."""
+    code = getattr(exc.__cause__, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
 
 
 class Recorder:
@@ -543,10 +550,11 @@ class Recorder:
         try:
             self.store.put_many(batch.values(), run=self.run)
         except Exception as exc:  # noqa: BLE001 - the writer must survive anything
-            if _about_the_file(exc):
+            if _about_the_file(exc) and not (_disk_full(exc) and len(batch) > 1):
                 self._report(exc)
                 return batch
-            # One bad exchange must not sink the others: write them one by one.
+            # One bad exchange must not sink the others: write them one by one. On a full disk,
+            # as many of the oldest as the space freed since takes, the others kept for a retry.
             return self._write_each(batch)
         self._committed(list(batch))
         return {}
@@ -554,13 +562,18 @@ class Recorder:
     def _write_each(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
         kept: dict[str, Exchange] = {}
         written: list[str] = []
+        stopped = False  # the file refused one: the rest waits, untried (a full disk fails them alike)
         for ex_id, ex in batch.items():
+            if stopped:
+                kept[ex_id] = ex
+                continue
             try:
                 self.store.put(ex, run=self.run)
             except Exception as exc:  # noqa: BLE001
                 if _about_the_file(exc):
                     kept[ex_id] = ex
                     self._report(exc)
+                    stopped = True
                 else:
                     log.error("dropped exchange %s: %s", ex_id, exc)
             else:

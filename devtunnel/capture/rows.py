@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from devtunnel.capture import filters as _filters
-from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage, body_bytes, cut_bodies
+from devtunnel.capture.model import Exchange, Headers, Request, Response, RuleMark, WsMessage, body_bytes, cap_each_body, cut_bodies
 from devtunnel.values.terminal import read_utf8
 from devtunnel.webhooks.base import Signature, Verdict
 
@@ -317,7 +317,10 @@ def write_exchanges(
     With ``room``, an exchange that counts more bytes than that (its bodies larger than the store
     keeps) is written again with its bodies cut to fit (``model.cut_bodies``: marked cut, real
     sizes kept) before this returns; otherwise retention would delete it with everything older.
-    Rare, so the common case pays one comparison per exchange.
+    Rare, so the common case pays one comparison per exchange. So is one with a body larger than
+    SQLite takes in one value (``_largest_body``: a body cap above 1 GB), cut to that
+    (``model.cap_each_body``) rather than failing its write; only bodies over ``_LARGE_BODY`` are
+    looked at.
 
     Call it inside a write transaction: which ids are stored already is read first, and must
     not change before the writes. Ids not stored yet (nearly all: ids grow with time, and an
@@ -342,6 +345,7 @@ def write_exchanges(
     messages: list[object] = []
     hooked: list[Exchange] = []  # with a webhook verdict
     over: list[tuple[Exchange, int]] = []  # larger than ``room``: the exchange and its bytes
+    too_big: list[Exchange] = []  # a body larger than SQLite takes: written without it, then again cut
     fresh_bytes = 0
     for ex_id, ex in latest.items():
         req, res = ex.request, ex.response
@@ -403,12 +407,18 @@ def write_exchanges(
         # No row for an empty request body (most requests); a response body has one, even empty.
         if req_body:
             if len(req_body) > _LARGE_BODY:
-                large.append((ex_id, "req", req_body))
+                if len(req_body) > _largest_body(conn):
+                    too_big.append(ex)
+                else:
+                    large.append((ex_id, "req", req_body))
             else:
                 req_rows += (ex_id, req_body)
         if res_body is not None:
             if len(res_body) > _LARGE_BODY:
-                large.append((ex_id, "res", res_body))
+                if len(res_body) > _largest_body(conn):
+                    too_big.append(ex)
+                else:
+                    large.append((ex_id, "res", res_body))
             else:
                 res_rows += (ex_id, res_body)
     _execute_rows(conn, "insert_plain", plain)
@@ -436,10 +446,20 @@ def write_exchanges(
         _execute_rows(conn, "messages", messages)
     if again:  # the update trigger moved the byte count by what it found in the rows replaced
         n, total = conn.execute("SELECT n, bytes FROM stats").fetchone()
-    if over and room is not None:  # each again, cut to fit: stored now, it is updated in place
-        n, total, blobs = write_exchanges(conn, [cut_bodies(ex, body_bytes(ex) - (size - room)) for ex, size in over])
+    if (over and room is not None) or too_big:  # each again, cut to fit: stored now, it is updated in place
+        again_cut = {ex.id: cut_bodies(ex, body_bytes(ex) - (size - room)) for ex, size in over if room is not None}
+        for ex in too_big:
+            again_cut[ex.id] = cap_each_body(again_cut.get(ex.id, ex), _largest_body(conn))
+        n, total, blobs = write_exchanges(conn, again_cut.values())
         return n, total, blobs + len(large)
     return n, total, len(large)
+
+
+def _largest_body(conn: sqlite3.Connection) -> int:
+    """The largest body SQLite stores in one row of ``req_bodies`` or ``res_bodies``: its limit on
+    a value and a row (``SQLITE_LIMIT_LENGTH``, 1,000,000,000 bytes unless built otherwise), less
+    room for the row's id and header."""
+    return conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - 1024
 
 
 def _stored_ids(conn: sqlite3.Connection, latest: dict[str, Exchange]) -> tuple[set[str], int, int]:

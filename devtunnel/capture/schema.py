@@ -239,6 +239,9 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
                          "move it away or pass --db")
     if version == SCHEMA_VERSION:
         return
+    if readonly and version == 0:  # an empty file (``touch``, a copy that failed): made ours by a first writer
+        raise UpgradeNeeded(f"{path} is empty, not a devtunnel database yet, and this user cannot write it to make "
+                            "one; fix its permissions or pass --db")
     if readonly:
         raise UpgradeNeeded(f"{path} is of an older devtunnel (schema {version}) and needs an upgrade to schema "
                             f"{SCHEMA_VERSION}, which this user cannot write; fix its permissions or pass --db")

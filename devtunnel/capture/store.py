@@ -8,9 +8,11 @@ the queries (filters, keyset paging, counts, id prefixes).
 from __future__ import annotations
 
 import bisect
+import errno
 import itertools
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,7 +39,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.values.exchange_ids import MIN_SHORT, short_ids
 from devtunnel.values.paths import PRIVATE_FILE_MODE, db_path, make_private_folder
 
-__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "WAL_KEPT", "Store", "file_identity"]
+__all__ = ["DEFAULT_MAX_EXCHANGES", "DEFAULT_MAX_BYTES", "RETENTION_RUN", "WAL_KEPT", "Store", "file_identity", "path_mode"]
 
 DEFAULT_MAX_EXCHANGES = 100_000
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
@@ -258,13 +260,14 @@ class Store:
         return [self.path.with_name(self.path.name + suffix) for suffix in _COMPANIONS]
 
     def _open(self) -> sqlite3.Connection:
-        if self.path.is_dir():
+        mode = path_mode(self.path)
+        if mode is not None and stat.S_ISDIR(mode):
             raise StoreError(f"{self.path} is a directory, not a database file; pass --db with a file path")
-        if self.path.exists() and not self.path.is_file():
+        if mode is not None and not stat.S_ISREG(mode):
             # A device (``--db /dev/null``), a FIFO or a socket: SQLite would fail with an I/O error
             # after making a journal beside it, or wait for good on a FIFO opened to read.
             raise StoreError(f"{self.path} is not a regular file; pass --db with a file path")
-        if self.readonly and not self.path.exists():
+        if self.readonly and mode is None:
             raise StoreError(f"{self.path} does not exist; record some traffic first or pass --db")
         if not self.readonly:
             folder = self.path.parent
@@ -276,7 +279,7 @@ class Store:
                 ) from exc
             # SQLite would open a read-only file read-only without a word and fail at the first
             # write; WAL also needs to create files next to the database.
-            if self.path.exists() and not os.access(self.path, os.W_OK):
+            if mode is not None and not os.access(self.path, os.W_OK):
                 if _on_read_only_mount(folder):
                     raise StoreError(f"{self.path} is on a read-only file system; pass --db with a writable path")
                 raise StoreError(f"{self.path} is read-only; fix its permissions or pass --db")
@@ -887,6 +890,29 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def path_mode(path: Path) -> int | None:
+    """The ``st_mode`` of what is at ``path`` (links followed); None when nothing is there (or a
+    file stands where one of its folders should be). The one look at a database path before it
+    is opened, by the store and by the commands that read it.
+
+    Raises:
+        StoreError: it cannot tell, said in one line with what to do: a folder above it this
+            user cannot search, a name too long for the system, a loop of symbolic links.
+    """
+    try:
+        return os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise StoreError(f"cannot reach {path} ({reason}: a folder above it cannot be searched); "
+                             "fix the folder's permissions or pass --db") from exc
+        if exc.errno == errno.ENAMETOOLONG:
+            raise StoreError(f"cannot reach {path} ({reason}); pass --db with a shorter path") from exc
+        raise StoreError(f"cannot reach {path} ({reason}); pass --db with another path") from exc
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import excerpt, parse
@@ -30,7 +33,7 @@ from devtunnel.capture.model import Exchange, Request, Response
 from devtunnel.capture.outcome import VOLATILE_HEADERS, replay_mark, replay_outcome, status_line
 from devtunnel.capture.rows import Row
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
-from devtunnel.capture.store import Store
+from devtunnel.capture.store import Store, path_mode
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
     Column,
@@ -72,7 +75,7 @@ def _db_path(args: argparse.Namespace) -> Path:
 
 def _open(args: argparse.Namespace, *, readonly: bool = True) -> Store:
     path = _db_path(args)
-    if not path.exists():
+    if path_mode(path) is None:
         raise StoreError(f"no captures yet at {path}")
     if readonly:
         return Store(path, readonly=True)
@@ -267,7 +270,7 @@ def _requests(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise ConfigError("--limit must be 0 (all) or more")
     path = _db_path(args)
-    if not path.exists():
+    if path_mode(path) is None:
         # Nothing captured yet is an empty list, as with an empty database, not an error: a
         # script reading --json on a fresh machine gets [] and exit 0.
         print("[]" if args.json else f"no requests captured yet (no capture database at {safe(str(path))})")
@@ -407,11 +410,37 @@ def _show(args: argparse.Namespace) -> int:
 # export --------------------------------------------------------------------------------
 
 
-def _write(path: Path, data: bytes) -> None:
+@contextmanager
+def _whole(path: Path) -> Iterator[IO[bytes]]:
+    """The file to write ``path`` through, whole or not at all: PATH.part, renamed PATH once the
+    block ends without an error. A failure (a full disk) leaves a file that was there as it was;
+    a file replaced keeps its permissions (an export of credentials into a file made 0600).
+
+    Raises:
+        ExportError: a write failed, naming ``path`` and why.
+    """
+    # A link (-o ~/bin/upload.sh -> ~/scripts/upload.sh) is written through, not replaced.
+    target = Path(os.path.realpath(path))
+    part = target.with_name(target.name + ".part")
     try:
-        path.write_bytes(data)
+        try:
+            mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            mode = None
+        with part.open("wb") as file:
+            if mode is not None:
+                os.fchmod(file.fileno(), mode)
+            yield file
+        part.replace(target)
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with _whole(path) as file:
+        file.write(data)
 
 
 def _write_new(path: Path, data: bytes) -> bool:
@@ -422,15 +451,20 @@ def _write_new(path: Path, data: bytes) -> bool:
         ExportError: a file of that name holds other bytes (it is left as it was).
     """
     try:
-        with path.open("xb") as file:
-            file.write(data)
-        return True
+        file = path.open("xb")
     except FileExistsError:
         if _holds(path, data):
             return False
         raise _taken(path) from None
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with file:
+            file.write(data)
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # made here: what it holds would pass for the whole body
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return True
 
 
 def _taken(path: Path) -> ExportError:
@@ -543,17 +577,31 @@ def _export(args: argparse.Namespace) -> int:
         options["webhooks"] = webhook_context(settings_of(args))
     result = export(args.format, exchanges, **options)
     # Side files are named by the export, not by the user: none replaces a file that is there
-    # (checked before anything is written; one of the same bytes is kept). Then the main output:
-    # if -o cannot be written, no side files are left behind.
+    # (checked before anything is written; one of the same bytes is kept). The side files are
+    # written first, then the main output; if any cannot be written whole (a full disk), the side
+    # files this export made are removed and -o is left as it was: no text naming a side file
+    # cut short, nothing in the way of the same export run again.
     side_files = [(_side_file(folder, name), data) for name, data in result.files.items()]
     for path, data in side_files:
         if path.exists() and not _holds(path, data):
             raise _taken(path)
-    if out is not None:
-        _write(out, result.text.encode("utf-8"))
-    for path, data in side_files:
-        done = "wrote" if _write_new(path, data) else "kept (same bytes)"
-        print(f"{done} {safe(str(path.absolute()))} ({format_size(len(data))})", file=sys.stderr)
+    made: list[Path] = []
+    said: list[str] = []
+    try:
+        for path, data in side_files:
+            new = _write_new(path, data)
+            if new:
+                made.append(path)
+            said.append(f"{'wrote' if new else 'kept (same bytes)'} {safe(str(path.absolute()))} "
+                        f"({format_size(len(data))})")
+        if out is not None:
+            _write(out, result.text.encode("utf-8"))
+    except ExportError:
+        for path in made:
+            path.unlink(missing_ok=True)
+        raise
+    for line in said:
+        print(line, file=sys.stderr)
     expired.report(store)
     if out is not None:
         print(f"wrote {safe(str(out))}", file=sys.stderr)
@@ -580,7 +628,7 @@ def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, 
     """``export --filter`` in a format that writes as it reads (HAR): the matches' start times
     and ids are read, then the exchanges a few at a time, each written before the next is read.
     (Every match and the whole text were held: 0.46 GB for 25,000 exchanges.) With ``-o`` the
-    text goes to FILE.part, renamed FILE once complete: a failed export leaves FILE as it was."""
+    text goes to FILE whole or not at all (``_whole``)."""
     keys = store.start_keys(_filter(args.filter), limit=args.limit or None)
     if not keys:
         raise NotFoundError(f"no exchange matches {quoted(args.filter)}")
@@ -591,16 +639,9 @@ def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, 
         for piece in pieces:  # ASCII (HAR escapes the rest), the same bytes in any locale
             sys.stdout.buffer.write(piece.encode("ascii"))
         return 0
-    part = out.with_name(out.name + ".part")
-    try:
-        with part.open("w", encoding="ascii", newline="") as file:
-            for piece in pieces:
-                file.write(piece)
-        part.replace(out)
-    except OSError as exc:
-        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    finally:
-        part.unlink(missing_ok=True)
+    with _whole(out) as file:
+        for piece in pieces:
+            file.write(piece.encode("ascii"))
     print(f"wrote {safe(str(out))}", file=sys.stderr)
     return 0
 

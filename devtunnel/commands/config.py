@@ -19,6 +19,7 @@ from devtunnel.config import (
     TunnelSection,
     add_tunnels,
     config_files,
+    flag_value,
     load,
     overridden_by,
     project_file,
@@ -45,7 +46,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def store_path(args: argparse.Namespace) -> Path:
     """The capture database: ``--db``, else ``store.path`` (``DEVTUNNEL_DB``, files, default)."""
-    return Path(args.db).expanduser() if args.db else settings_of(args).store.path
+    # Read as the agent reads it (``resolve_http``): a path it records into is the one read here.
+    return flag_value("store.path", "--db", args.db) if args.db else settings_of(args).store.path
 
 
 def tunnel_webhook_names(args: argparse.Namespace) -> dict[str, str]:

@@ -49,7 +49,7 @@ thing: the limits each side of a tunnel connection announces in its handshake.
 from __future__ import annotations
 
 from devtunnel.config.files import FILE_NAME, ConfigFile, config_files, project_file, user_file
-from devtunnel.config.load import load, overridden_by, with_flags
+from devtunnel.config.load import flag_value, load, overridden_by, with_flags
 from devtunnel.config.settings import (
     AgentSection,
     RelaySection,
@@ -88,4 +88,5 @@ __all__ = [
     "user_file",
     "webhook_context",
     "with_flags",
+    "flag_value",
 ]

@@ -13,6 +13,7 @@ Each field of the settings tree (``devtunnel.config.settings``) names its kind i
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,10 @@ class Choice(Kind):
 
 class FilePath(Kind):
     def check(self, value: object) -> Path:
-        return Path(super().check(value)).expanduser()
+        text = super().check(value)
+        if text.endswith(("/", os.sep)):  # Path() would drop the slash: a file named as the folder was meant
+            raise ValueError(f"expected the path of a file, got a folder's: {shown(value)}")
+        return Path(text).expanduser()
 
     def to_toml(self, value: Any) -> object:
         return str(value)

@@ -226,11 +226,20 @@ def with_flags(settings: Settings, flags: Mapping[str, tuple[str, object]]) -> S
         if value is None:
             continue
         section, key = dotted.split(".")
-        f = fields_of(SECTIONS[section])[key]
-        try:
-            checked = f.metadata["kind"].check(value)
-        except ValueError as exc:
-            raise ConfigError(f"{flag}: {exc}") from None
-        layer.setdefault(section, {})[key] = checked
+        layer.setdefault(section, {})[key] = flag_value(dotted, flag, value)
     return _apply(settings, layer)
+
+
+def flag_value(dotted: str, flag: str, value: object) -> Any:
+    """The value of setting ``dotted`` that ``flag`` gives as ``value``, checked as the setting's
+    kind checks it: the one reading of a flag, whether or not the settings are loaded with it.
+
+    Raises:
+        ConfigError: ``value`` is invalid; the message names the flag.
+    """
+    section, key = dotted.split(".")
+    try:
+        return fields_of(SECTIONS[section])[key].metadata["kind"].check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
 

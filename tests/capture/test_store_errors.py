@@ -179,3 +179,21 @@ def test_a_read_only_store_reads_a_file_in_a_read_only_folder(shared_dir: Path) 
     folder.chmod(0o555)
     out = open_unprivileged(folder / "captures.db", readonly=True)
     assert out == "count 2"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop to another user")
+def test_an_empty_file_another_user_cannot_write_is_not_called_an_older_devtunnel_s(shared_dir: Path) -> None:
+    # ``devtunnel requests`` on an empty captures.db (``touch``, a copy that failed) of another
+    # user said it "is of an older devtunnel (schema 0) and needs an upgrade to schema 10".
+    import devtunnel.commands.captures  # noqa: F401 (imported here: the other user may not read every module)
+    from tests.kit.as_user import main_as_user
+
+    db = shared_dir / "captures.db"
+    db.write_bytes(b"")
+    db.chmod(0o644)
+    said, code = main_as_user(65534, ["requests", "--db", str(db)],
+                              env={"XDG_STATE_HOME": str(shared_dir / "state"), "XDG_CONFIG_HOME": str(shared_dir)})
+    assert said.splitlines() == [f"devtunnel: {db} is empty, not a devtunnel database yet, and this user cannot "
+                                 "write it to make one; fix its permissions or pass --db"]
+    assert code == 1
+    assert db.read_bytes() == b""

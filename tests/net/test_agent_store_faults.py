@@ -5,8 +5,10 @@ recording works again; nothing is stored wrongly."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from devtunnel.capture.store import Store
 from tests.helpers import wait_for
 from tests.kit.exchanges import make_exchange
-from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs  # noqa: F401 (fixtures)
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.test_agent_db_deleted import start_agent
 from tests.net.tunnel_fixtures import LocalState
 from tests.net.tunnel_fixtures import local  # noqa: F401 (a fixture)
@@ -255,3 +257,130 @@ def test_a_db_that_is_no_regular_file_is_refused_in_one_line_before_sqlite_opens
         assert listed.returncode == 1
         assert listed.stderr.splitlines() == [f"devtunnel: {path} is not a regular file; pass --db with a file path"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+
+
+def test_a_db_path_too_long_for_the_system_is_one_line_not_a_traceback(
+    tmp_path: Path, env: dict[str, str], local: tuple[int, LocalState]
+) -> None:
+    # The agent's first look at the path (is it a folder?) raised OSError out of the store: a
+    # traceback ending in "File name too long"; ``requests`` said it without what to do.
+    db = tmp_path / ("a" * 300) / "captures.db"
+    says = f"devtunnel: cannot reach {db} (File name too long); pass --db with a shorter path"
+    agent = subprocess.run([*DEVTUNNEL, "http", str(local[0]), "--no-tui", "--api-port", "0", "--db", str(db)],
+                           capture_output=True, text=True, timeout=30, env=env)
+    assert (agent.returncode, agent.stderr.splitlines()) == (1, [says])
+    for command in (["requests"], ["show", "01M8"], ["export", "01M8"]):
+        done = subprocess.run([*DEVTUNNEL, *command, "--db", str(db)], capture_output=True, text=True, timeout=30,
+                              env=env)
+        assert (done.returncode, done.stderr.splitlines()) == (1, [says]), command
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop to another user")
+@pytest.mark.parametrize("command", [["http", "8080", "--no-tui", "--api-port", "0"], ["requests"], ["show", "01M8"]])
+def test_a_db_in_a_folder_this_user_cannot_search_is_one_line_not_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # ``sudo -u other devtunnel ... --db ~first/captures.db``: the agent ended in a traceback
+    # (PermissionError from the store's first look at the path), ``requests`` in "Permission
+    # denied: PATH" with nothing to do about it.
+    import devtunnel.capture.recorder  # noqa: F401 (imported here: the other user may not read every module)
+    import devtunnel.commands.captures  # noqa: F401
+    import devtunnel.commands.http  # noqa: F401
+    from tests.kit.as_user import main_as_user
+
+    shared = Path(tempfile.mkdtemp(prefix="devtunnel-closed-"))
+    try:
+        shared.chmod(0o755)
+        db = tmp_path / "captures.db"  # tmp_path: searchable by its owner only
+        Store(db).close()
+        said, code = main_as_user(65534, [*command, "--db", str(db)],
+                                  env={"XDG_STATE_HOME": str(shared / "state"), "XDG_CONFIG_HOME": str(shared),
+                                       "HOME": str(shared)})
+    finally:
+        shutil.rmtree(shared)
+    assert said.splitlines() == [f"devtunnel: cannot reach {db} (Permission denied: a folder above it cannot be "
+                                 "searched); fix the folder's permissions or pass --db"]
+    assert code == 1
+
+
+@pytest.mark.slow
+def test_a_body_larger_than_sqlite_takes_is_stored_cut_not_dropped(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # With a body cap above SQLite's largest value (1,000,000,000 bytes), a response of 1.05 GB
+    # was answered, then its exchange dropped ("dropped exchange ID: string or blob too big"): the
+    # list showed it in flight for good, as its live snapshot had left it.
+    db = tmp_path / "captures.db"
+    agent = start(procs, env, "http", str(local[0]), "--no-tui", "--name", "rm", "--api-port", "0",
+                  "--body-cap", "2gb", "--db", str(db))
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    port, size = match.group(3), 1_050_000_000
+    with httpx.stream("GET", f"http://127.0.0.1:{port}/big?n={size}", headers={"Host": f"rm.localhost:{port}"},
+                      trust_env=False, timeout=120) as r:
+        assert r.status_code == 200
+        assert sum(len(chunk) for chunk in r.iter_raw(1 << 20)) == size
+    get(port, "/echo?after")
+    agent.line(lambda l: "/echo?after" in l)
+    with Store(db, readonly=True) as store:
+        [row] = wait_for(lambda: [r for r in store.rows("path:/big") if r.duration is not None],
+                         what="the large exchange stored finished", timeout=60)
+        big = store.get(row.id)
+    assert big.status == 200 and big.response is not None
+    assert big.response.body_truncated and big.response.body_size == size
+    assert 0 < len(big.response.body) < 1_000_000_000
+    assert agent.stop() == 0
+    assert not [l for l in agent.err if "dropped exchange" in l], agent.err
+
+
+def test_requests_reads_the_file_the_agent_records_into_whatever_the_db_path_s_spelling(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The agent read --db as its settings read a path (spaces around it dropped), requests took it
+    # as typed: ``--db "captures.db "`` recorded into captures.db, and requests said "no captures
+    # yet". And ``--db kept/`` (a folder meant) made a file named kept.
+    spelled = f"{tmp_path / 'captures.db'} "
+    agent, port, _ = start_agent(procs, env, local[0], Path(spelled))
+    get(port, "/echo?spelled")
+    wait_for(lambda: "/echo?spelled" in listed(env, Path(spelled)), what="the request, read at the same --db")
+    assert agent.stop() == 0
+    folder = f"{tmp_path / 'kept'}/"
+    says = f"devtunnel: --db: expected the path of a file, got a folder's: {folder!r}"
+    for command in (["http", str(local[0]), "--no-tui", "--api-port", "0"], ["requests"], ["show", "01M8"]):
+        done = subprocess.run([*DEVTUNNEL, *command, "--db", folder], capture_output=True, text=True, timeout=30,
+                              env=env)
+        assert (done.returncode, done.stderr.splitlines()) == (2, [says]), command
+    assert not (tmp_path / "kept").exists()
+
+
+def test_space_freed_on_a_full_disk_takes_what_fits_of_the_captures_waiting(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The captures waiting were retried as one transaction: while they were more than the space
+    # freed, none was written, however many would have fitted (the agent stopped then, all lost).
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and a tmpfs mount")
+    try:
+        (folder / "filler").write_bytes(b"\0" * 1_500_000)
+        db = folder / "captures.db"
+        agent, port, _ = start_agent(procs, env, local[0], db)
+        for i in range(16):
+            r = httpx.post(f"http://127.0.0.1:{port}/echo?n={i}", headers={"Host": f"rm.localhost:{port}"},
+                           content=b"x" * 400_000, trust_env=False, timeout=5)
+            assert r.status_code == 200
+        agent.line(lambda l: "cannot write captures" in l and "the disk is full" in l, lines="err")
+        before = len(listed(env, db).splitlines())
+        (folder / "filler").unlink()
+        wait_for(lambda: len(listed(env, db).splitlines()) > before, what="captures written into the space freed",
+                 timeout=20)
+        agent.stop()
+        assert not [l for l in agent.err if "dropped exchange" in l], agent.err
+        assert not any("Traceback" in l for l in agent.err), agent.err
+    finally:
+        for proc in procs:  # the file is open until it ends
+            if proc.popen.poll() is None:
+                proc.stop()
+        subprocess.run(["umount", str(folder)], check=True)
