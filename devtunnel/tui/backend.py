@@ -25,7 +25,7 @@ from websockets.exceptions import WebSocketException
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.rows import Row
-from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Store, file_identity
+from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Store, file_identity, path_mode
 from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, StoreError, TunnelError
 from devtunnel.values.terminal import quoted
 
@@ -303,12 +303,24 @@ class Backend:
 
     def _open(self) -> Store | None:
         if self._store is None:
-            before = file_identity(self.db_path)
+            try:
+                before = file_identity(self.db_path)
+            except OSError:
+                # A folder above it this user cannot search, a name too long: one line with what
+                # to do (a StoreError, shown as "Could not read captures"), not an unexpected error.
+                path_mode(self.db_path)
+                raise
             if before is None:
                 self._file = None
                 return None
-            # A screen should not wait long on the agent's locks: it reads again soon anyway.
-            store = Store(self.db_path, readonly=True, busy_timeout=1.0)
+            try:
+                # A screen should not wait long on the agent's locks: it reads again soon anyway.
+                store = Store(self.db_path, readonly=True, busy_timeout=1.0)
+            except DevtunnelError:
+                # Not a database, say: this file was looked at (``file_change`` finds it "created"
+                # no more, which said the failure a second time); another file at the path is news.
+                self._file = before
+                raise
             self._store, self._file = store, before
         return self._store
 

@@ -176,3 +176,27 @@ async def test_keys_move_the_table_at_once_while_its_page_reads_wait_on_a_lock(
         new_ids = {fixed_id(n) for n in range(400, 700)}
         await async_wait_for(lambda: table.total == 300 and table.current_id in new_ids, timeout=15,
                              what="the new file's rows")
+
+
+async def test_a_db_path_the_system_cannot_look_at_is_one_notice_not_an_unexpected_error(tmp_path: Path) -> None:
+    """``devtunnel inspect --db`` under a folder this user cannot search (or a name too long):
+    the inspector said "Unexpected error PermissionError"; the CLI's commands say what to do."""
+    db = tmp_path / ("x" * 300) / "captures.db"  # ENAMETOOLONG, the same path as EACCES (root searches any folder)
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 20)) as pilot:
+        await async_wait_for(lambda: _notices(app, "Could not read captures"), timeout=15, what="the notice")
+        await pilot.pause()
+        said = _notices(app, "Could not read captures")
+        assert len(said) == 1 and "pass --db with a shorter path" in said[0], said
+        assert not [n for n in app._notifications if "Unexpected" in (n.title or "") or "Unexpected" in n.message]
+
+
+async def test_a_file_that_is_not_a_database_is_said_once(tmp_path: Path) -> None:
+    db = tmp_path / "captures.db"
+    db.write_text("not a database\n" * 100)
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 20)) as pilot:
+        await async_wait_for(lambda: _notices(app, "Could not read captures"), timeout=15, what="the notice")
+        for _ in range(3):  # the list is read again every second, and the status mix counted
+            await pilot.pause(1.0)
+        assert len(_notices(app, "Could not read captures")) == 1, _notices(app, "Could not read captures")
