@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -129,18 +130,25 @@ def test_a_file_size_limit_reached_while_recording_is_named_with_what_to_do(
     assert not any("Traceback" in l for l in agent.err), agent.err
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a tmpfs of 1 MiB, unmounted at the end."""
-    folder = tmp_path / "small"
+@contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """``folder`` (made) on a tmpfs of ``size`` (``1m``), unmounted at the end; the test is
+    skipped where it cannot be mounted (not root)."""
     folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                                            capture_output=True).returncode != 0:
         pytest.skip("needs root and a tmpfs mount")
     try:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a tmpfs of 1 MiB, unmounted at the end."""
+    with tmpfs(tmp_path / "small", "1m") as folder:
+        yield folder
 
 
 def fill(folder: Path) -> None:
@@ -358,11 +366,11 @@ def test_space_freed_on_a_full_disk_takes_what_fits_of_the_captures_waiting(
 ) -> None:
     # The captures waiting were retried as one transaction: while they were more than the space
     # freed, none was written, however many would have fitted (the agent stopped then, all lost).
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root and a tmpfs mount")
+    with tmpfs(tmp_path / "disk", "4m") as folder:
+        _take_what_fits(folder, env, procs, local)
+
+
+def _take_what_fits(folder: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]) -> None:
     try:
         (folder / "filler").write_bytes(b"\0" * 1_500_000)
         db = folder / "captures.db"
@@ -380,7 +388,6 @@ def test_space_freed_on_a_full_disk_takes_what_fits_of_the_captures_waiting(
         assert not [l for l in agent.err if "dropped exchange" in l], agent.err
         assert not any("Traceback" in l for l in agent.err), agent.err
     finally:
-        for proc in procs:  # the file is open until it ends
+        for proc in procs:  # the file is open until it ends: stopped before the unmount
             if proc.popen.poll() is None:
                 proc.stop()
-        subprocess.run(["umount", str(folder)], check=True)

@@ -3,14 +3,13 @@ user runs it (its own event loop, uvloop), driven with curl."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 
 import pytest
 
 from tests.kit.procs import FORWARDING, Proc, env, procs, start  # noqa: F401 (fixtures)
-from tests.net.tunnel_fixtures import raw_server, read_request_head
+from tests.net.tunnel_fixtures import StrayBodyService, raw_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,27 +20,9 @@ def test_a_304_with_a_content_length_keeps_the_local_connection(env: dict[str, s
     # closed the local connection after it, so every revalidation cost the service a new one.
     # Bytes a service writes after the head anyway (here at the front of the next response)
     # are dropped, up to that length, and the next request is answered as sent.
-    connections = 0
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        pending = b""
-        while True:
-            try:
-                head = await read_request_head(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
-            if b" /same " in head:
-                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\n\r\n')
-                pending = stray
-            else:
-                writer.write(pending + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
-                pending = b""
-            await writer.drain()
-        writer.close()
-
-    with raw_server(handler) as port:
+    service = StrayBodyService(b"/same", b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\n\r\n',
+                               stray)
+    with raw_server(service) as port:
         agent = start(procs, env, "http", str(port), "--no-tui", "--api-port", "0", "--no-record")
         match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
         assert match is not None
@@ -56,5 +37,5 @@ def test_a_304_with_a_content_length_keeps_the_local_connection(env: dict[str, s
     assert [a.split(b" ", 1)[0] for a in answers] == [b"200", b"304", b"200"], out
     assert answers[0].endswith(b"\r\n\r\nnext") and answers[2].endswith(b"\r\n\r\nnext"), out
     assert b"content-length: 1234\r\n" in answers[1].lower() and answers[1].endswith(b"\r\n\r\n"), out
-    assert connections == 1, "the 304 closed the local connection"
+    assert service.connections == 1, "the 304 closed the local connection"
     assert not any("Traceback" in line for line in agent.err)

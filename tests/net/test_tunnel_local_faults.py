@@ -19,6 +19,7 @@ from devtunnel.agent.forward import MAX_HEAD
 from tests.net.tunnel_fixtures import (
     Harness,
     RawHandler,
+    StrayBodyService,
     parse_response,
     raw_request,
     raw_server,
@@ -926,21 +927,10 @@ async def test_a_body_a_no_content_answer_announces_is_dropped_with_its_connecti
     # after the head (http.server writes the head, then the body): it came at the front of the
     # next response on the kept-alive connection, and the next request got the agent's 502
     # ("invalid HTTP response"). Here it comes exactly then, if the connection is used again.
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pending = b""
-        async for head in request_heads(reader):
-            if method == "POST":
-                await reader.readexactly(4)  # curl sends "data" with every request
-            if b" /nothing " in head:
-                writer.write(b"HTTP/1.1 " + status + b"\r\n" + framing + b"\r\n\r\n")
-                pending = body
-            else:
-                writer.write(pending + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
-                pending = b""
-            await writer.drain()
-        writer.close()
-
-    with raw_server(handler) as port:
+    # curl sends "data" with every POST
+    service = StrayBodyService(b"/nothing", b"HTTP/1.1 " + status + b"\r\n" + framing + b"\r\n\r\n", body,
+                               request_body=4 if method == "POST" else 0)
+    with raw_server(service) as port:
         await harness.start(str(port))
         url = harness.base_url
         # curl keeps its connection to the relay; the first request opens the agent's local
@@ -1089,32 +1079,16 @@ async def test_a_304_with_a_content_length_keeps_its_local_connection(harness: H
     # connection. A service that writes those bytes anyway, in a write of its own, has them
     # dropped (up to the length it announced) wherever they fall: while the connection is idle
     # or at the front of the next response.
-    connections = 0
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        pending = b""
-        async for head in request_heads(reader):
-            if method == "POST":
-                await reader.readexactly(4)
-            if b" /same " in head:
-                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\n')
-                pending = stray
-            else:
-                writer.write(pending + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
-                pending = b""
-            await writer.drain()
-        writer.close()
-
-    with raw_server(handler) as port:
+    service = StrayBodyService(b"/same", b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\n',
+                               stray, request_body=4 if method == "POST" else 0)
+    with raw_server(service) as port:
         await harness.start(str(port))
         async with client_for(harness) as c:
             send = functools.partial(c.request, method, content=b"data" if method == "POST" else None)
             answers = [await send("/first"), await send("/same", headers={"If-None-Match": '"v1"'}), await send("/after")]
     assert [(a.status_code, a.content) for a in answers] == [(200, b"next"), (304, b""), (200, b"next")]
     assert answers[1].headers["content-length"] == "5"
-    assert connections == 1, "the 304 closed the local connection"
+    assert service.connections == 1, "the 304 closed the local connection"
     recorded = {ex.request.target: ex for ex in await harness.exchanges(3)}
     assert recorded[b"/same"].status == 304 and recorded[b"/same"].error is None
     assert recorded[b"/after"].status == 200 and recorded[b"/after"].error is None

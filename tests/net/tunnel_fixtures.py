@@ -264,6 +264,39 @@ async def read_request_head(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
+class StrayBodyService:
+    """A raw local service answering a request for ``path`` with the head ``answer`` (a 204 or
+    304 that announces a body it cannot have) and writing ``stray`` (that body) where a service
+    that announced one writes it anyway: after the head, at the front of its next answer on the
+    connection; any other request gets ``200`` and ``next``. Counts its connections.
+
+    ``request_body``: bytes each request carries (read before answering).
+    """
+
+    def __init__(self, path: bytes, answer: bytes, stray: bytes, *, request_body: int = 0) -> None:
+        self.path, self.answer, self.stray, self.request_body = path, answer, stray, request_body
+        self.connections = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        pending = b""
+        while True:
+            try:
+                head = await read_request_head(reader)
+                if self.request_body:
+                    await reader.readexactly(self.request_body)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if b" " + self.path + b" " in head:
+                writer.write(self.answer)
+                pending = self.stray
+            else:
+                writer.write(pending + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+                pending = b""
+            await writer.drain()
+        writer.close()
+
+
 # -- the local WebSocket service ---------------------------------------------------------------------
 class _AnsweringProtocol(ServerProtocol):
     """Answers a peer's close frame with ``answer_code`` rather than echoing the peer's code."""
