@@ -65,6 +65,7 @@ from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.webhooks import expired_signature
 from devtunnel.webhooks.resign import unknown_provider
+from devtunnel.webhooks.context import WebhookContext
 
 __all__ = ["run"]
 
@@ -520,9 +521,9 @@ class _SignatureNotices:
 
     SHOWN = 3
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, context: WebhookContext) -> None:
         self.pytest = args.format == "pytest"
-        self.context = None if args.redact else webhook_context(settings_of(args))
+        self.context = None if args.redact else context
         self.now = time.time()
         self.found: list[tuple[str, str, bool]] = []
         """(exchange id, what to say, whether to point at the replay that signs afresh)"""
@@ -565,7 +566,8 @@ def _export(args: argparse.Namespace) -> int:
     store = _open(args)
     if args.redact:
         options["redact"] = True
-    expired = _SignatureNotices(args)
+    webhooks = webhook_context(settings_of(args))  # read once: the notices and a pytest module's signing
+    expired = _SignatureNotices(args, webhooks)
     if args.filter and not args.ids and args.format in STREAMED:
         done = _export_streamed(store, args, options, out, expired)
         expired.report(store)
@@ -574,7 +576,7 @@ def _export(args: argparse.Namespace) -> int:
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
     if "webhooks" in options_of(args.format):  # the variables devtunnel.toml names, as a replay signs from
-        options["webhooks"] = webhook_context(settings_of(args))
+        options["webhooks"] = webhooks
     result = export(args.format, exchanges, **options)
     # Side files are named by the export, not by the user: none replaces a file that is there
     # (checked before anything is written; one of the same bytes is kept). The side files are
