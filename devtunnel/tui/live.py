@@ -300,6 +300,13 @@ class LiveView:
             self._count.running = False  # a count of the former list is cancelled (same group)
             self._count_if_due()
         tail = self.table.tail_rows()
+        try:
+            # The store as it is before the list is read: what changes after it is seen by the
+            # next look (``_count_outside``), however soon (the first look of a list compared
+            # nothing, and a match stored before it was never shown on an empty filtered list).
+            self._stored, self._version = await self.backend.look()
+        except DevtunnelError:
+            self._stored = self._version = None
         # The newest rows come with the count: a table that follows shows them without another read.
         try:
             total, exact, rows = await self.backend.open_list(flt, tail)
