@@ -364,3 +364,12 @@ def test_a_tunnel_renamed_with_name_is_signed_with_its_tables_secret(tmp_path: P
             wait_for(lambda: "".join(proc.out).count("✓ signature valid") == 2, what="both judged valid by the agent")
         finally:
             assert proc.stop() == 0
+
+
+def test_a_sample_is_also_named_by_the_event_send_list_shows() -> None:
+    """Found by use: `send --list` shows slack's event_callback sample with the EVENT app_mention;
+    `devtunnel send slack app_mention` answered "no slack sample named 'app_mention'"."""
+    with receiver() as rx:
+        done = send("slack", "app_mention", "--to", rx.url, **RECEIVER_SECRETS)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith("sent slack event_callback (") and rx.verdicts == [("/slack/events", 200, "ok")]
