@@ -120,9 +120,12 @@ def test_signatures_sent_twice_are_each_judged_and_a_replay_signs_each_header_on
                 wait_for(lambda: "".join(agent.out).count(DIFFER) == 3, what="the agent's lines")
 
                 # A replay signs afresh: one header each, the duplicates gone, none stale.
+                notices = []
                 for row in rows:
                     replayed = api.post(f"/api/requests/http/{row['id']}/replay", json={})
                     assert replayed.status_code == 201, replayed.text
+                    notices.append(replayed.json()["signature"])
+                assert notices == ["made afresh in one Stripe-Signature (2 in the capture)", None, None]
             assert [status for _, status, _ in rx.verdicts[-3:]] == [200, 200, 200], rx.verdicts[-3:]
         finally:
             agent.stop()
