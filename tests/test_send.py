@@ -334,3 +334,42 @@ def test_a_sample_to_a_running_tunnel_is_signed_with_that_tunnels_own_secret(tmp
             wait_for(lambda: "".join(proc.out).count("✓ signature valid") == 2, what="both judged valid by the agent")
         finally:
             assert proc.stop() == 0
+
+
+def test_a_tunnel_renamed_with_name_is_signed_with_its_tables_secret(tmp_path: Path) -> None:
+    """Found by use: `devtunnel http shop --name other` judges other's deliveries with
+    [tunnels.shop.webhooks.stripe]'s secret, but `send --tunnel other` (and `send` alone) looked
+    for [tunnels.other] and signed with the global STRIPE_WEBHOOK_SECRET: the receiver answered
+    400. The API's tunnel says which table it came from, and send signs with that table's secret."""
+    right = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
+    with receiver() as rx:
+        api = free_port()
+        (tmp_path / "devtunnel.toml").write_text(
+            f"[agent]\napi_port = {api}\n\n[tunnels.shop]\ntarget = {rx.url.rsplit(':', 1)[1]}\n"
+            '[tunnels.shop.webhooks.stripe]\nsecret_env = "SHOP_STRIPE_SECRET"\n')
+        env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "SHOP_STRIPE_SECRET": right,
+               "STRIPE_WEBHOOK_SECRET": "whsec_another_service"}
+        clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and k != "DEVTUNNEL_CONFIG"}
+        proc = Proc([*DEVTUNNEL, "http", "shop", "--name", "other", "--no-tui", "--db", str(tmp_path / "c.db")],
+                    {**clean, **env, "XDG_STATE_HOME": str(tmp_path / "state")}, cwd=tmp_path)
+        try:
+            proc.line(lambda line: line.startswith("API http://127.0.0.1:"))
+            listed = httpx.get(f"http://127.0.0.1:{api}/api/tunnels", timeout=10).json()["tunnels"]
+            assert [(t["name"], t["config"]["table"]) for t in listed] == [("other", "shop")]
+            for args in ([], ["--tunnel", "other"]):
+                done = send("stripe", "invoice.paid", *args, cwd=tmp_path, **env)
+                assert done.returncode == 0, done.stdout + done.stderr
+                assert "to http://other.localhost:" in done.stdout
+            assert [status for _, status, _ in rx.verdicts] == [200, 200], rx.verdicts
+            wait_for(lambda: "".join(proc.out).count("✓ signature valid") == 2, what="both judged valid by the agent")
+        finally:
+            assert proc.stop() == 0
+
+
+def test_a_sample_is_also_named_by_the_event_send_list_shows() -> None:
+    """Found by use: `send --list` shows slack's event_callback sample with the EVENT app_mention;
+    `devtunnel send slack app_mention` answered "no slack sample named 'app_mention'"."""
+    with receiver() as rx:
+        done = send("slack", "app_mention", "--to", rx.url, **RECEIVER_SECRETS)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith("sent slack event_callback (") and rx.verdicts == [("/slack/events", 200, "ok")]

@@ -35,6 +35,9 @@ class TunnelConfig:
         hold: seconds a request waits for the app while it is down, instead of failing (0: no wait).
         record: False keeps this tunnel's exchanges out of the store and the inspector (ngrok's
             ``inspect: false``); they are still forwarded, counted and logged.
+        table: the ``[tunnels.NAME]`` table of devtunnel.toml it was started from (``devtunnel
+            http payments --name other``: ``payments``), whose webhook tables sign what is sent to
+            it (``devtunnel send``); None for one started from flags or the API alone.
     """
 
     target: str
@@ -51,6 +54,7 @@ class TunnelConfig:
     health: str | None = None
     hold: float = 0.0
     record: bool = True
+    table: str | None = None
 
     def __post_init__(self) -> None:
         if self.host_header not in ("preserve", "rewrite"):

@@ -65,6 +65,8 @@ class RunningTunnel:
     name: str
     public_url: str
     state: str
+    table: str | None = None
+    """The ``[tunnels.NAME]`` of devtunnel.toml it was started from (``config.table``), or None."""
 
 
 def running_tunnels(places: list[tuple[str, int]]) -> list[RunningTunnel]:
@@ -93,8 +95,10 @@ def running_tunnels(places: list[tuple[str, int]]) -> list[RunningTunnel]:
             if not isinstance(item, dict):
                 continue
             name, url, state = item.get("name"), item.get("public_url"), item.get("state", "")
+            config = item.get("config")
+            table = config.get("table") if isinstance(config, dict) else None
             if isinstance(name, str) and isinstance(url, str) and isinstance(state, str) and _web_url(url):
-                found.append(RunningTunnel(name, url, state))
+                found.append(RunningTunnel(name, url, state, table if isinstance(table, str) else None))
     if not answered:
         raise no_agent(places, "give --to URL")
     return found

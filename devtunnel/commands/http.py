@@ -128,6 +128,7 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
             via=via,
             pool=bool(args.pool),
             rules=args.rules,
+            table=getattr(args, "config_tunnel", None),
             **app,
         )] if is_http else []
     webhook_names = tunnel_webhook_names(args) if is_http else {}

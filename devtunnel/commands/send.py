@@ -210,8 +210,10 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
 
 
 def _running_tunnel(args: argparse.Namespace) -> tuple[str, str]:
-    """The name and public URL of the running tunnel to send to without ``--to``: the agent's only
-    one, or the one ``--tunnel`` names. Raises ConfigError (which one is unclear) or DevtunnelError (none)."""
+    """The name of the ``[tunnels.NAME]`` whose webhook tables sign for the running tunnel to send
+    to without ``--to`` (the table it was started from, else its own name, as the agent judges its
+    deliveries), and its public URL: the agent's only one, or the one ``--tunnel`` names. Raises
+    ConfigError (which one is unclear) or DevtunnelError (none)."""
     from devtunnel.commands.agent_api import candidates, running_tunnels
     from devtunnel.commands.config import settings_of
 
@@ -227,7 +229,7 @@ def _running_tunnel(args: argparse.Namespace) -> tuple[str, str]:
             raise DevtunnelError("the running agent has no tunnel: start one (n in the inspector), or give --to URL")
         if len(chosen) > 1:
             raise ConfigError(f"several tunnels are running ({names}): choose one with --tunnel NAME, or give --to URL")
-    return chosen[0].name, chosen[0].public_url
+    return chosen[0].table or chosen[0].name, chosen[0].public_url
 
 
 def run(args: argparse.Namespace) -> int:
@@ -248,8 +250,8 @@ def run(args: argparse.Namespace) -> int:
         if args.to:
             to = args.to
         else:  # signed as that tunnel's deliveries are judged: its [tunnels.NAME.webhooks.*] tables
-            name, to = _running_tunnel(args)
-            webhooks = webhooks.for_tunnel(name)
+            table, to = _running_tunnel(args)
+            webhooks = webhooks.for_tunnel(table)
         env_name = args.secret_env
         if env_name is not None:
             # An empty one (--secret-env "$VAR" with VAR unset) read the usual secrets instead.

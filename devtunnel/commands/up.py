@@ -68,7 +68,7 @@ def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -
             relay_ca=resolved.relay_ca,
             host_header=t.host_header or settings.agent.host_header, insecure=settings.agent.insecure,
             via=via, pool=t.pool, rules=renumbered(rules), record=t.record,
-            run=t.run, health=t.health, hold=t.hold or 0.0,
+            run=t.run, health=t.health, hold=t.hold or 0.0, table=t.name,
         ))
     return configs
 

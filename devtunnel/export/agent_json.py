@@ -156,6 +156,9 @@ class PoolFacts(Protocol):
     @property
     def record(self) -> bool: ...
 
+    @property
+    def table(self) -> str | None: ...
+
 
 class TunnelFacts(Protocol):
     """What ``tunnel_json`` reads of a tunnel (``agent.info.TunnelInfo``; the pure core cannot
@@ -196,7 +199,8 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
 
     ``pool`` is null for a tunnel holding its name alone; for one sharing it (``--pool``) it is
     ``{"members": N}``, the agents sharing the name as the relay last said (null while offline).
-    ``config.inspect`` is false for a tunnel whose exchanges are not recorded (ngrok's ``inspect``).
+    ``config.inspect`` is false for a tunnel whose exchanges are not recorded (ngrok's ``inspect``);
+    ``config.table`` is the ``[tunnels.NAME]`` of devtunnel.toml it was started from, or null.
     ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
     keep ngrok's moving rates and percentiles, so those are left out rather than faked.
     ``error`` reads as the log line saying it: escaped (``values.terminal.escape``), since it may
@@ -208,7 +212,8 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
         "uri": tunnel_uri(info.name),
         "public_url": public_url,
         "proto": "https" if public_url.startswith("https:") else "http",
-        "config": {"addr": info.target_url, "inspect": info.config.record if info.config is not None else True},
+        "config": {"addr": info.target_url, "inspect": info.config.record if info.config is not None else True,
+                   "table": info.config.table if info.config is not None else None},
         "metrics": {"http": {"count": info.requests}},
         "state": str(info.state.value) if isinstance(info.state, Enum) else info.state,
         "error": escape(info.error) if info.error else None,

@@ -107,11 +107,14 @@ def _sign_shopify(headers, body, url, secret, now):
 
 
 def _sign_standard(headers, body, url, secret, now):
-    prefix = "svix" if _get(headers, "svix-id") is not None else "webhook"
+    both = all(_get(headers, p + "-signature") is not None for p in ("svix", "webhook"))  # each library reads one
+    prefixes = ("svix", "webhook") if both else ("svix" if _get(headers, "svix-id") is not None else "webhook",)
     key = secret[len("whsec_"):] if secret.startswith("whsec_") else secret
-    content = f"{{_get(headers, prefix + '-id')}}.{{now}}.".encode() + body
-    signature = base64.b64encode(_mac("sha256", base64.b64decode(key + "=" * (-len(key) % 4)), content)).decode()
-    return _set(_set(headers, prefix + "-timestamp", str(now)), prefix + "-signature", "v1," + signature)
+    for prefix in prefixes:
+        content = f"{{_get(headers, prefix + '-id')}}.{{now}}.".encode() + body
+        signature = base64.b64encode(_mac("sha256", base64.b64decode(key + "=" * (-len(key) % 4)), content)).decode()
+        headers = _set(_set(headers, prefix + "-timestamp", str(now)), prefix + "-signature", "v1," + signature)
+    return headers
 
 
 def _sign_twilio(headers, body, url, secret, now):

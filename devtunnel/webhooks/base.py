@@ -37,6 +37,18 @@ so 15 still lets a timestamp in milliseconds be judged (as far in the future) ra
 malformed; more is no timestamp (and a few hundred digits are no float to compare with now)."""
 
 
+MAX_READINGS = 4
+"""Readings of a signature judged at most (``Provider.readings``): a sender repeating a signature
+header a thousand times costs a thousand HMACs no more."""
+
+_ORDINALS = ("first", "second", "third", "fourth")
+
+
+def _ordinal(index: int) -> str:
+    """``second`` for 1: the ordinal of a header's value, counted from 0."""
+    return _ORDINALS[index] if index < len(_ORDINALS) else f"{index + 1}th"
+
+
 def timestamp_seconds(text: str) -> int | None:
     """The seconds since the epoch that a signature's timestamp (Stripe's ``t=``, Slack's
     X-Slack-Request-Timestamp, Standard Webhooks' webhook-timestamp, a custom scheme's header)
@@ -277,15 +289,62 @@ class Provider:
         assert first is not None
         return first
 
+    def readings(self, delivery: Delivery) -> list[tuple[str, Delivery]]:
+        """The ways receivers may read the delivery's signature, each named, when there are
+        several; else empty. The first is what ``check`` judges (the first value of each
+        signature header); then each other value of a signature header sent more than once
+        (``the second Stripe-Signature header``), at most ``MAX_READINGS`` in all: a framework
+        hands a receiver the first value of a repeated header, another the last. A scheme whose
+        deliveries carry other headers a receiver may read instead adds those (GitHub's SHA-1)."""
+        repeated: list[tuple[str, list[bytes]]] = []
+        for name in self.signature_headers:
+            key = name.lower().encode("latin-1")
+            values = [v for n, v in delivery.headers.fields if n.lower() == key]
+            if len(values) > 1:
+                repeated.append((name, values))
+        if not repeated:
+            return []
+        first = f"the first {' and '.join(name for name, _ in repeated)} header{'s' if len(repeated) > 1 else ''}"
+        found = [(first, delivery)]
+        for name, values in repeated:
+            for i, value in enumerate(values[1:], 1):
+                found.append((f"the {_ordinal(i)} {name} header",
+                              Delivery(delivery.method, delivery.url, delivery.headers.with_set(name, value),
+                                       delivery.body)))
+        return found
+
     def verdict(self, delivery: Delivery, secrets: Sequence[str], now: float, *, complete: bool = True) -> Verdict:
-        """The whole verdict; ``complete=False`` when the body was recorded only in part."""
+        """The whole verdict; ``complete=False`` when the body was recorded only in part.
+
+        A delivery whose signature receivers may read in several ways (``readings``: a signature
+        header sent twice) is judged each way: where they disagree it is invalid (a receiver
+        reading the other refuses it) and the reason says how each fared."""
         if complete:
             check = self.verify(delivery, secrets, now)
+            if check.signature in (Signature.VALID, Signature.INVALID):
+                check = self._judge_readings(delivery, secrets, now, check)
         elif not self.signed(delivery):
             check = Check(Signature.UNSIGNED, f"no {self.signature_headers[0]} header")
         else:
             check = Check(Signature.UNVERIFIED, "the body was recorded only in part (over --body-cap, or answered before all of it came)")
         return Verdict(self.name, self.event_type(delivery), self.delivery_id(delivery), check.signature, check.reason)
+
+    def _judge_readings(self, delivery: Delivery, secrets: Sequence[str], now: float, check: Check) -> Check:
+        readings = self.readings(delivery)
+        if not readings:
+            return check
+        judged = [(readings[0][0], check)]
+        judged += [(label, self.verify(other, secrets, now)) for label, other in readings[1:MAX_READINGS]]
+        left = len(readings) - len(judged)
+        more = f"; {left} more not judged" if left else ""
+        if all((c.signature, c.reason) == (check.signature, check.reason) for _, c in judged):
+            if not any(len(delivery.headers.get_all(name)) > 1 for name in self.signature_headers):
+                return check  # GitHub's two headers, alike: as GitHub sends every delivery
+            alike = f"judged alike: {', '.join(label for label, _ in judged)}{more}"
+            return Check(check.signature, f"{check.reason}; {alike}" if check.reason else alike)
+        each = "; ".join(f"{label} {c.signature.value}" + (f" ({c.reason})" if c.reason else "") for label, c in judged)
+        state = check.signature if all(c.signature is check.signature for _, c in judged) else Signature.INVALID
+        return Check(state, f"receivers differ on which signature they read: {each}{more}")
 
     # Helpers for the subclasses ---------------------------------------------------------------
 

@@ -189,6 +189,14 @@ class GitHub(Provider):
         # GitHub Enterprise Server before 3.0 sends only the SHA-1 header.
         return any(delivery.header(name) is not None for name in self.signature_headers)
 
+    def readings(self, delivery: Delivery) -> list[tuple[str, Delivery]]:
+        # GitHub sends both headers; a receiver written for the SHA-1 one reads only that.
+        found = super().readings(delivery)
+        if delivery.header("x-hub-signature-256") is None or delivery.header("x-hub-signature") is None:
+            return found
+        sha1 = Delivery(delivery.method, delivery.url, delivery.headers.without("X-Hub-Signature-256"), delivery.body)
+        return [found[0] if found else ("X-Hub-Signature-256", delivery), ("X-Hub-Signature", sha1), *found[1:]]
+
     def check(self, delivery: Delivery, secret: str, now: float) -> Check:
         name, algorithm = "X-Hub-Signature-256", "sha256"
         header = delivery.header(name)
@@ -295,6 +303,10 @@ class Shopify(Provider):
             "X-Shopify-Hmac-Sha256", _b64(hmac_digest("sha256", secret.encode(), delivery.body)))
 
 
+_SVIX = ("svix-id", "svix-timestamp", "svix-signature")
+"""Svix's names of the Standard Webhooks headers."""
+
+
 class StandardWebhooks(Provider):
     """Standard Webhooks, as Svix and the providers built on it send them (``webhook-*`` or ``svix-*``)."""
 
@@ -318,6 +330,14 @@ class StandardWebhooks(Provider):
 
     def signed(self, delivery: Delivery) -> bool:
         return delivery.header(self._name(delivery, "signature")) is not None
+
+    def readings(self, delivery: Delivery) -> list[tuple[str, Delivery]]:
+        # svix reads svix-* first; standardwebhooks reads webhook-* alone.
+        found = super().readings(delivery)
+        if delivery.header("svix-signature") is None or delivery.header("webhook-signature") is None:
+            return found
+        webhook = Delivery(delivery.method, delivery.url, delivery.headers.without(*_SVIX), delivery.body)
+        return [found[0] if found else ("svix-signature", delivery), ("webhook-signature", webhook), *found[1:]]
 
     def detects(self, delivery: Delivery) -> bool:
         return self.signed(delivery) or (delivery.header(self._name(delivery, "id")) is not None
@@ -385,16 +405,29 @@ class StandardWebhooks(Provider):
         return self.sign_with_each(delivery, [secret], now)
 
     def sign_with_each(self, delivery: Delivery, secrets: Sequence[str], now: float) -> Headers:
-        id_name = self._name(delivery, "id")
+        # Where a delivery carries both families (svix-* and webhook-*), each is signed afresh:
+        # svix reads the one, standardwebhooks the other, and a stale one beside a fresh one
+        # would be refused by a receiver reading it.
+        both = all(delivery.header(f"{f}-signature") is not None for f in ("svix", "webhook"))
+        names = ([[f"{f}-{part}" for part in ("id", "timestamp", "signature")] for f in ("svix", "webhook")] if both
+                 else [[self._name(delivery, part) for part in ("id", "timestamp", "signature")]])
+        headers = delivery.headers
+        for id_name, stamp_name, signature_name in names:
+            headers = self._signed(Delivery(delivery.method, delivery.url, headers, delivery.body),
+                                   secrets, now, id_name, stamp_name, signature_name)
+        return headers
+
+    def _signed(self, delivery: Delivery, secrets: Sequence[str], now: float,
+                id_name: str, stamp_name: str, signature_name: str) -> Headers:
         msg_id = delivery.header(id_name)
         if not msg_id:
             raise SignatureError(f"a Standard Webhooks delivery needs a {id_name} header to be signed")
-        headers, stamp = stamped(delivery.headers, self._name(delivery, "timestamp"), now)
+        headers, stamp = stamped(delivery.headers, stamp_name, now)
         usable = [secrets[0], *(s for s in secrets[1:] if self.secret_problem(s) is None)]  # the first's problem raises
         signatures = dict.fromkeys(
             "v1," + _b64(hmac_digest("sha256", self._key(s), f"{msg_id}.{stamp}.".encode() + delivery.body))
             for s in usable)
-        return headers.with_set(self._name(delivery, "signature"), " ".join(signatures))
+        return headers.with_set(signature_name, " ".join(signatures))
 
 
 class Twilio(Provider):

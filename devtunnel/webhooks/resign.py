@@ -148,6 +148,10 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
                    else provider.sign_with_each(delivery, secrets, now))
     except SignatureError as exc:
         return Resigned(request, notice=f"signature not refreshed: {exc}")
+    collapsed = [f"{name} ({len(request.headers.get_all(name))} in the capture)" for name in provider.signature_headers
+                 if len(request.headers.get_all(name)) > 1 and len(headers.get_all(name)) == 1]
+    if collapsed and not notice:  # a stale second signature would be read by a receiver reading the other
+        notice = f"signature made afresh in one {', one '.join(collapsed)}"
     return Resigned(replace(request, headers=headers), provider.name, notice)
 
 

@@ -98,13 +98,17 @@ def _fill(value: Any, now: float, rng: random.Random, memo: dict[str, str]) -> A
 
 
 def sample(provider: str, name: str, *, now: float, rng: random.Random | None = None) -> Sample:
-    """A fresh delivery of the fixture ``provider``/``name`` (ids and times made now).
+    """A fresh delivery of the fixture ``provider``/``name`` (ids and times made now); ``name``
+    may also be the event type of the one fixture of ``provider`` that sends it.
 
     Raises:
         ConfigError: no such fixture; the message lists the provider's.
     """
     fixtures = _fixtures()
     data = fixtures.get((provider, name))
+    if data is None:  # the EVENT column of ``send --list`` (slack app_mention is event_callback), where one sample has it
+        by_event = [d for (p, _), d in fixtures.items() if p == provider and d["event"] == name]
+        data = by_event[0] if len(by_event) == 1 else None
     if data is None:
         names = sorted(n for p, n in fixtures if p == provider)
         if not names:

@@ -48,7 +48,7 @@ async def test_started_tunnel_has_ngrok_shape_and_carries_traffic(agent: Agent) 
     assert tunnel["name"] == "payments"
     assert tunnel["uri"] == "/api/tunnels/payments"
     assert tunnel["proto"] == "http"
-    assert tunnel["config"] == {"addr": agent.target, "inspect": True}
+    assert tunnel["config"] == {"addr": agent.target, "inspect": True, "table": None}
     assert tunnel["public_url"].startswith("http://")
     assert tunnel["state"] == "online"
     resp = await _public("POST", tunnel["public_url"], "/webhooks/stripe", b'{"id":"evt_1"}')

@@ -44,6 +44,8 @@ class Receiver:
     """(path, status, reason) per delivery received."""
     bodies: list[bytes] = field(default_factory=list)
     """The body of each delivery received, in the same order."""
+    headers: list[list[tuple[str, str]]] = field(default_factory=list)
+    """The header fields of each delivery received, as sent, in the same order."""
 
 
 def _verify(path: str, headers: dict[str, str], body: bytes, url: str) -> tuple[int, str]:
@@ -91,6 +93,7 @@ def receiver() -> Iterator[Receiver]:
         url = f"http://{request.header('Host')}{request.path}"
         status, reason = _verify(request.path.split("?", 1)[0], request.lower_headers(), request.body, url)
         rx.bodies.append(request.body)
+        rx.headers.append(list(request.headers))
         rx.verdicts.append((request.path, status, reason))
         return Reply(status, [("Content-Type", "text/plain")], reason.encode())
 

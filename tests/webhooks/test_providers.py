@@ -600,3 +600,34 @@ def test_a_github_hook_of_form_content_type_has_its_action_as_a_json_one_does() 
         verdict = WebhookContext(secrets={"github": ("gh",)}).judge(exchange)
         assert verdict is not None and verdict.signature is Signature.VALID, content_type
         assert verdict.event_type == "pull_request.opened", content_type
+
+
+def _stripe_twice(*secrets: str) -> Delivery:
+    signatures = [Stripe().sign(Delivery("POST", "", Headers(), STRIPE_EVENT), s, NOW).get("Stripe-Signature")
+                  for s in secrets]
+    return Delivery("POST", "", Headers([("Stripe-Signature", s or "") for s in signatures]), STRIPE_EVENT)
+
+
+def test_a_signature_header_sent_twice_and_alike_says_so_and_stands() -> None:
+    verdict = Stripe().verdict(_stripe_twice(STRIPE_SECRET, STRIPE_SECRET), [STRIPE_SECRET], NOW)
+    assert (verdict.signature, verdict.reason) == (
+        Signature.VALID, "judged alike: the first Stripe-Signature header, the second Stripe-Signature header")
+
+
+def test_without_a_secret_a_repeated_header_keeps_the_no_secret_reason() -> None:
+    # The inspector's hint reads the variable from it: nothing is judged, nothing is added.
+    verdict = Stripe().verdict(_stripe_twice(STRIPE_SECRET, "whsec_other"), [], NOW)
+    assert (verdict.signature, verdict.reason) == (Signature.UNVERIFIED, "no secret: set STRIPE_WEBHOOK_SECRET")
+
+
+def test_a_header_repeated_many_times_is_judged_a_bounded_number_of_times() -> None:
+    verdict = Stripe().verdict(_stripe_twice(STRIPE_SECRET, *["whsec_other"] * 50), [STRIPE_SECRET], NOW)
+    assert verdict.signature is Signature.INVALID
+    assert verdict.reason.count("Stripe-Signature header") == 4 and verdict.reason.endswith("; 47 more not judged")
+
+
+def test_githubs_two_headers_agreeing_add_nothing() -> None:
+    body = b'{"zen": "x"}'
+    headers = GitHub().sign(Delivery("POST", "", Headers([("X-GitHub-Event", "push"), ("X-Hub-Signature-256", "x"),
+                                                          ("X-Hub-Signature", "y")]), body), "gh", NOW)
+    assert GitHub().verdict(Delivery("POST", "", headers, body), ["gh"], NOW).reason == ""
