@@ -8,7 +8,9 @@ receiver reads (``STRIPE_WEBHOOK_SECRET``, ..., or the ``secret_env`` its tunnel
 ``[webhooks.PROVIDER]`` names): with the one of a variable's
 secrets that made the captured signature, else the first, as a replay is. A suite written today
 still passes next month; without the variable, a delivery whose scheme has a timestamp is
-skipped (its old signature would be refused) and the others are sent as captured.
+skipped (its old signature would be refused) and the others are sent as captured. A delivery
+whose signature was found invalid when it came and which its receiver refused (a 4xx) is sent
+as captured: its test checks the refusal (signed afresh, it would be accepted).
 
 The module imports only pytest, httpx and the standard library. Captured values enter it only
 as ASCII Python literals (``ascii``/``repr``: a str when the bytes are UTF-8, else bytes), never
@@ -30,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from devtunnel.capture.model import Exchange
+from devtunnel.capture.verdict import Signature
 from devtunnel.export.base import Export, prepared
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_value, is_token
 from devtunnel.values.terminal import quoted
@@ -284,6 +287,14 @@ def _keys_for(webhooks: Any, exchange: Exchange) -> tuple[tuple[Provider, ...], 
     return tuple(getattr(keys, "providers", BUILTIN)), getattr(keys, "secret_envs", None) or {}
 
 
+def _refused_for_its_signature(exchange: Exchange) -> bool:
+    """A delivery whose signature devtunnel found invalid and its receiver refused (a 4xx): a
+    wrong secret, a stale timestamp. Its test checks the refusal, so it is not signed afresh."""
+    verdict, response = exchange.webhook, exchange.response
+    return (verdict is not None and verdict.signature is Signature.INVALID and response is not None
+            and 400 <= response.status < 500)
+
+
 def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> tuple[str, str | None]:
     """The test's code, and the variable its delivery is signed from (None: no delivery)."""
     request = exchange.request
@@ -315,7 +326,11 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> t
     base = exchange.target_url or "http://127.0.0.1"
     args = [ascii(request.method), ascii(base), _literal(request.target),
             "[" + ", ".join(f"({_literal(n)}, {_literal(v)})" for n, v in pairs) + "]", repr(request.body)]
-    if provider is not None:
+    if provider is not None and _refused_for_its_signature(exchange):
+        # Signed afresh, it would pass where the receiver refused it: the test would fail at once.
+        lines.append("    # its signature was refused when it came: sent as captured, the refusal is checked")
+        secret_env = None
+    elif provider is not None:
         args += [f"provider={ascii(provider.name)}", f"secret_env={ascii(secret_env)}",
                  f"timestamped={provider.tolerance is not None}"]
         if (scheme := _scheme_of(provider)) is not None:

@@ -80,3 +80,36 @@ def test_an_exported_curl_of_an_expired_delivery_says_why_its_receiver_refuses_i
         for args in (["--format", "curl", "--redact"], ["--format", "pytest"]):
             quiet = _export(db, tmp_path, stale.id, *args)
             assert quiet.returncode == 0 and "refuse" not in quiet.stderr, (args, quiet.stderr)
+
+
+def test_a_pytest_module_checks_the_refusal_of_a_delivery_whose_signature_was_refused(tmp_path: Path) -> None:
+    """A delivery signed with another secret, refused by its receiver (400), was signed afresh in
+    the exported module with the receiver's secret: accepted (200), its test failed at once. It is
+    sent as captured now, and a valid delivery beside it is still signed afresh."""
+    with receiver() as rx:
+        now = time.time()
+        fine = _captured(rx.url, now - 3600)  # an hour old: passes only signed afresh
+        stripe_ = by_name("stripe")
+        assert stripe_ is not None
+        made = sample("stripe", "invoice.paid", now=now)
+        wrong = stripe_.sign(Delivery("POST", rx.url + "/webhooks/stripe", made.headers, made.body),
+                             "whsec_" + "x" * 32, now)
+        refused = make_exchange("POST", "/webhooks/stripe", [("Host", rx.url.split("://", 1)[1]), *wrong.items()],
+                                made.body, make_response(400), tunnel="hooks", started_at=now + 1,
+                                target_url=rx.url, duration=0.01)
+        refused = replace(refused, webhook=WebhookContext(secrets={"stripe": (SECRET,)}).judge(refused))
+        assert refused.webhook is not None and refused.webhook.signature.value == "invalid"
+        db = tmp_path / "captures.db"
+        store = Store(db)
+        store.put_many([fine, refused])
+        store.close()
+
+        module = tmp_path / "test_hooks.py"
+        made_module = _export(db, tmp_path, fine.id, refused.id, "--format", "pytest", "-o", str(module))
+        assert made_module.returncode == 0, made_module.stderr
+        assert "sent as captured, the refusal is checked" in module.read_text()
+        env = {**_env(tmp_path), "STRIPE_WEBHOOK_SECRET": SECRET}
+        ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                              str(module)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+        assert ran.returncode == 0 and "2 passed" in ran.stdout, ran.stdout + ran.stderr
+        assert [status for _, status, _ in rx.verdicts] == [200, 400], rx.verdicts
