@@ -391,3 +391,45 @@ def _take_what_fits(folder: Path, env: dict[str, str], procs: list[Proc], local:
         for proc in procs:  # the file is open until it ends: stopped before the unmount
             if proc.popen.poll() is None:
                 proc.stop()
+
+
+def test_one_capture_too_big_for_the_space_freed_is_stored_cut_and_the_smaller_ones_behind_it_are_stored(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The first capture waiting on a full disk was tried first, and when it failed the others waited
+    # untried: space freed for a few small ones took none while a large one stood before them.
+    with tmpfs(tmp_path / "disk", "8m") as folder:
+        try:
+            db = folder / "captures.db"
+            agent = start(procs, env, "http", str(local[0]), "--no-tui", "--name", "rm", "--api-port", "0",
+                          "--body-cap", "8mb", "--db", str(db))
+            match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+            assert match is not None
+            port = match.group(3)
+            get(port, "/echo?first")
+            wait_for(lambda: "/echo?first" in listed(env, db), what="the first request stored")
+            fill(folder)
+            size = 3_000_000
+            r = httpx.post(f"http://127.0.0.1:{port}/echo?big", headers={"Host": f"rm.localhost:{port}"},
+                           content=b"x" * size, trust_env=False, timeout=10)
+            assert r.status_code == 200
+            for i in range(10):
+                get(port, f"/echo?small={i}")
+            agent.line(lambda l: "cannot write captures" in l and "the disk is full" in l, lines="err")
+            agent.line(lambda l: "/echo?small=9" in l)
+            with open(folder / "filler", "r+b") as f:  # room for the small ones, not for the big one
+                f.truncate(max(0, f.seek(0, os.SEEK_END) - 1_500_000))
+            wait_for(lambda: "/echo?small=9" in (out := listed(env, db)) and "/echo?big" in out,
+                     what="the small captures and the big one stored", timeout=20)
+            with Store(db, readonly=True) as store:
+                [row] = [r for r in store.rows() if r.target == "/echo?big"]
+                big = store.get(row.id)
+            assert big.request.body_truncated and big.request.body_size == size and len(big.request.body) < size
+            assert agent.stop() == 0
+            assert len([l for l in agent.err if f"exchange {big.id} does not fit" in l]) == 1, agent.err
+            assert not [l for l in agent.err if "dropped exchange" in l], agent.err
+            assert not any("Traceback" in l for l in agent.err), agent.err
+        finally:
+            for proc in procs:
+                if proc.popen.poll() is None:
+                    proc.stop()
