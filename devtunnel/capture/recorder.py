@@ -498,12 +498,16 @@ class Recorder:
         now = time.monotonic()
         if not at_once and not self._refused and now < self._next_look:
             return True
-        if now >= self._next_wal_look:
+        companions = now >= self._next_wal_look
+        if companions:
             self._watch_wal()
             self._next_wal_look = now + FOLLOW_EVERY
         self._next_look = now + FOLLOW_EVERY
         try:
             change = self.store.follow_path()
+            if change is None and companions and self.store.follow_companions():
+                log.warning("%s-wal was deleted or replaced; what it held is now in the capture database, and recording "
+                            "goes on with a new one", self.store.path)
         except Exception as exc:  # noqa: BLE001 - the writer must survive anything
             self._refused = True
             self._report(exc)

@@ -246,6 +246,34 @@ class Store:
         self._note_file()  # raises StoreError for a file it refuses; the next call tries again
         return "deleted" if now is None else "replaced"
 
+    def follow_companions(self) -> bool:
+        """Fold the ``-wal`` into the database and open a new one when the ``-wal`` noted at the open
+        was deleted or replaced (``rm captures.db-wal``, a cleaner of temporary files); True when it
+        did (one ``stat``).
+
+        SQLite would go on writing into the one it has open, unlinked: what it wrote since would be
+        seen by no other process (which could not even read the file: its log is gone) and lost with a
+        ``kill -9``. Every thread's connection opens again at its next use, on a new one.
+
+        Call it from the writer's thread (the recorder's), every second or so.
+        """
+        known = self._companions
+        if self.readonly or not known or known[0] is None:
+            return False
+        if _identity(self._companion_paths()[0]) == known[0]:
+            return False
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error:
+                busy = 1
+            if busy:
+                return False  # a read holds pages of the old log: the next call tries again
+        self._generation += 1
+        self._note_file()
+        return True
+
     def _note_file(self) -> None:
         """Open this thread's connection and note which files it has open (for ``follow_path``)."""
         try:
