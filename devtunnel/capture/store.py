@@ -162,6 +162,11 @@ class Store:
             )
         if "full" in low or ("disk i/o" in low and _disk_full(self.path.parent)):
             return StoreError(f"{name}: the disk is full ({detail}); free some space or pass --db")
+        if "disk i/o" in low and _now_read_only(self.path):
+            # Its file system went read-only under it (ext4's errors=remount-ro after a disk error,
+            # ``mount -o remount,ro``): SQLite says no more than "disk I/O error".
+            return StoreError(f"{name} is on a file system that is now read-only ({detail}); remount it read-write "
+                              "or pass --db with a writable path")
         if "disk i/o" in low:
             return StoreError(self._io_error(detail))
         return StoreError(f"{name}: {detail}")
@@ -891,6 +896,19 @@ def _on_read_only_mount(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):  # gone, or no statvfs (Windows)
         return False
+
+
+def _now_read_only(path: Path) -> bool:
+    """True when the file system holding ``path`` refuses writes now: mounted read-only, or put in
+    an emergency read-only state after an error (ext4's ``errors=remount-ro``), which ``statvfs``
+    does not show but opening the file for writing (no write made) does, with ``EROFS``."""
+    if _on_read_only_mount(path.parent):
+        return True
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)))  # a FIFO: no wait
+    except OSError as exc:
+        return exc.errno == errno.EROFS
+    return False
 
 
 _GROWTH = 1024 * 1024

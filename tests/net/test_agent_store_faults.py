@@ -433,3 +433,57 @@ def test_one_capture_too_big_for_the_space_freed_is_stored_cut_and_the_smaller_o
             for proc in procs:
                 if proc.popen.poll() is None:
                     proc.stop()
+
+
+@contextmanager
+def ext4_remounting_read_only_on_error(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder on a small ext4 file system (a loop device) mounted ``errors=remount-ro``, and the
+    name of its device: ``trigger_fs_error(device)`` makes the kernel remount it read-only, as after
+    a disk error. Skipped where it cannot be made (not root, no loop device)."""
+    img, folder = tmp_path / "fs.img", tmp_path / "ext4"
+    folder.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(32 << 20)
+    if os.geteuid() != 0 or subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], capture_output=True).returncode != 0:
+        pytest.skip("needs root and mkfs.ext4")
+    attached = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
+    if attached.returncode != 0:
+        pytest.skip("needs a loop device")
+    device = attached.stdout.strip()
+    try:
+        if subprocess.run(["mount", "-o", "errors=remount-ro", device, str(folder)], capture_output=True).returncode:
+            pytest.skip("cannot mount an ext4 loop device")
+        try:
+            yield folder, Path(device).name
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+
+
+def test_a_file_system_remounted_read_only_under_the_agent_is_named_so_not_a_failing_disk(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # ext4 remounts itself read-only after a disk error (errors=remount-ro): SQLite says "disk I/O
+    # error", and the agent said "the disk may be over a quota, failing or gone; check it".
+    with ext4_remounting_read_only_on_error(tmp_path) as (folder, device):
+        try:
+            db = folder / "captures.db"
+            agent, port, _ = start_agent(procs, env, local[0], db)
+            get(port, "/echo?before")
+            wait_for(lambda: "/echo?before" in listed(env, db), what="the first request stored")
+            Path(f"/sys/fs/ext4/{device}/trigger_fs_error").write_text("devtunnel test\n")
+            get(port, "/echo?after")
+            said = agent.line(lambda l: "cannot write captures" in l, lines="err")
+            assert said.endswith(f"cannot write captures: {db} is on a file system that is now read-only (disk I/O "
+                                 "error); remount it read-write or pass --db with a writable path")
+            assert "/echo?before" in listed(env, db)  # still read
+            assert agent.stop() == 1  # what could not be written is said at exit
+            assert agent.err[-1] == (f"devtunnel: {db}: 1 exchange(s) not written after 5s ({db} is on a file system "
+                                     "that is now read-only (disk I/O error); remount it read-write or pass --db with a "
+                                     "writable path)")
+            assert not any("Traceback" in l for l in agent.err), agent.err
+        finally:
+            for proc in procs:
+                if proc.popen.poll() is None:
+                    proc.stop()
