@@ -493,8 +493,9 @@ def body_bytes(exchange: Exchange) -> int:
 
 
 def cap_each_body(exchange: Exchange, limit: int) -> Exchange:
-    """The exchange with its request and response bodies cut to at most ``limit`` bytes each,
-    marked truncated with their real sizes kept, as one past the body cap is."""
+    """The exchange with its request and response bodies and each WebSocket payload cut to at most
+    ``limit`` bytes, marked cut with their real sizes kept, as one past the body cap is (a body
+    ``body_truncated``, a message by its ``size`` above its payload's length)."""
 
     def cap(message: _M) -> _M:
         body = message.body
@@ -503,7 +504,11 @@ def cap_each_body(exchange: Exchange, limit: int) -> Exchange:
         return replace(message, body=body[:limit], body_size=max(message.body_size, len(body)), body_truncated=True)
 
     response = cap(exchange.response) if exchange.response is not None else None
-    return replace(exchange, request=cap(exchange.request), response=response)
+    messages = exchange.ws_messages
+    if any(len(m.payload) > limit for m in messages):
+        messages = [m if len(m.payload) <= limit else replace(m, payload=m.payload[:limit], size=max(m.size, len(m.payload)))
+                    for m in messages]
+    return replace(exchange, request=cap(exchange.request), response=response, ws_messages=messages)
 
 
 def cut_bodies(exchange: Exchange, keep: int) -> Exchange:

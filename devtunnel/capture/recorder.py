@@ -498,12 +498,16 @@ class Recorder:
         now = time.monotonic()
         if not at_once and not self._refused and now < self._next_look:
             return True
-        if now >= self._next_wal_look:
+        companions = now >= self._next_wal_look
+        if companions:
             self._watch_wal()
             self._next_wal_look = now + FOLLOW_EVERY
         self._next_look = now + FOLLOW_EVERY
         try:
             change = self.store.follow_path()
+            if change is None and companions and self.store.follow_companions():
+                log.warning("%s-wal was deleted or replaced; what it held is now in the capture database, and recording "
+                            "goes on with a new one", self.store.path)
         except Exception as exc:  # noqa: BLE001 - the writer must survive anything
             self._refused = True
             self._report(exc)
@@ -560,11 +564,22 @@ class Recorder:
         return {}
 
     def _write_each(self, batch: dict[str, Exchange]) -> dict[str, Exchange]:
+        """Write a batch one exchange at a time, oldest first; returns what must be retried later.
+
+        A file that refuses one (locked, damaged) refuses the rest alike: they wait, untried. On a
+        full disk a smaller exchange may still fit where a larger one did not: each one with fewer
+        body bytes than the smallest that failed is tried. One that failed while a smaller one behind
+        it went in is too large for the space there is: it is stored without its bodies (marked cut,
+        their real sizes kept, as past the body cap), said once, rather than wait and hold the
+        space's worth of the others back on every retry.
+        """
         kept: dict[str, Exchange] = {}
         written: list[str] = []
-        stopped = False  # the file refused one: the rest waits, untried (a full disk fails them alike)
+        stopped = False  # the file refused one: the rest waits, untried
+        no_room: int | None = None  # the fewest body bytes a write failed for on a full disk
+        too_big: list[str] = []  # failed on a full disk: too big if one behind it goes in
         for ex_id, ex in batch.items():
-            if stopped:
+            if stopped or (no_room is not None and body_bytes(ex) >= no_room):
                 kept[ex_id] = ex
                 continue
             try:
@@ -573,14 +588,41 @@ class Recorder:
                 if _about_the_file(exc):
                     kept[ex_id] = ex
                     self._report(exc)
-                    stopped = True
+                    if _disk_full(exc):
+                        no_room = body_bytes(ex)
+                        too_big.append(ex_id)
+                    else:
+                        stopped = True
                 else:
                     log.error("dropped exchange %s: %s", ex_id, exc)
             else:
                 written.append(ex_id)
+                for big in too_big:
+                    self._store_cut(kept, big, written)
+                too_big.clear()
         if written:
             self._committed(written)
         return kept
+
+    def _store_cut(self, kept: dict[str, Exchange], ex_id: str, written: list[str]) -> None:
+        """Store ``kept[ex_id]``, found too big for the space left on a full disk, without its bodies;
+        on success it leaves ``kept`` for ``written``. Still refused, it waits cut: it holds nothing
+        back any more."""
+        ex = kept[ex_id]
+        size = body_bytes(ex)
+        if not size:
+            return
+        kept[ex_id] = cut = cut_bodies(ex, 0)
+        with self._cond:
+            self._dropped_bodies += 1
+        log.warning("exchange %s does not fit in the space left on the disk (%s of bodies) while smaller ones do: "
+                    "its bodies are dropped, the exchange is kept (marked cut)", ex_id, _mib(size))
+        try:
+            self.store.put(cut, run=self.run)
+        except Exception:  # noqa: BLE001 - waits with the others, said by _report
+            return
+        del kept[ex_id]
+        written.append(ex_id)
 
     def _report(self, exc: Exception) -> None:
         message = str(exc)

@@ -317,9 +317,9 @@ def write_exchanges(
     With ``room``, an exchange that counts more bytes than that (its bodies larger than the store
     keeps) is written again with its bodies cut to fit (``model.cut_bodies``: marked cut, real
     sizes kept) before this returns; otherwise retention would delete it with everything older.
-    Rare, so the common case pays one comparison per exchange. So is one with a body larger than
-    SQLite takes in one value (``_largest_body``: a body cap above 1 GB), cut to that
-    (``model.cap_each_body``) rather than failing its write; only bodies over ``_LARGE_BODY`` are
+    Rare, so the common case pays one comparison per exchange. So is one with a body or a WebSocket
+    message larger than SQLite takes in one value (``_largest_body``: a body cap above 1 GB), cut to
+    that (``model.cap_each_body``) rather than failing its write; only those over ``_LARGE_BODY`` are
     looked at.
 
     Call it inside a write transaction: which ids are stored already is read first, and must
@@ -368,6 +368,9 @@ def write_exchanges(
         if ex.ws_messages:
             blob_bytes += sum(len(m.payload) for m in ex.ws_messages)
             for i, m in enumerate(ex.ws_messages):
+                if len(m.payload) > _LARGE_BODY and len(m.payload) > _largest_body(conn):
+                    too_big.append(ex)  # the message is left out here, and the session written again cut
+                    continue
                 messages += (ex_id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
         if room is not None and blob_bytes > room:
             over.append((ex, blob_bytes))

@@ -162,6 +162,11 @@ class Store:
             )
         if "full" in low or ("disk i/o" in low and _disk_full(self.path.parent)):
             return StoreError(f"{name}: the disk is full ({detail}); free some space or pass --db")
+        if "disk i/o" in low and _now_read_only(self.path):
+            # Its file system went read-only under it (ext4's errors=remount-ro after a disk error,
+            # ``mount -o remount,ro``): SQLite says no more than "disk I/O error".
+            return StoreError(f"{name} is on a file system that is now read-only ({detail}); remount it read-write "
+                              "or pass --db with a writable path")
         if "disk i/o" in low:
             return StoreError(self._io_error(detail))
         return StoreError(f"{name}: {detail}")
@@ -245,6 +250,34 @@ class Store:
         self._generation += 1
         self._note_file()  # raises StoreError for a file it refuses; the next call tries again
         return "deleted" if now is None else "replaced"
+
+    def follow_companions(self) -> bool:
+        """Fold the ``-wal`` into the database and open a new one when the ``-wal`` noted at the open
+        was deleted or replaced (``rm captures.db-wal``, a cleaner of temporary files); True when it
+        did (one ``stat``).
+
+        SQLite would go on writing into the one it has open, unlinked: what it wrote since would be
+        seen by no other process (which could not even read the file: its log is gone) and lost with a
+        ``kill -9``. Every thread's connection opens again at its next use, on a new one.
+
+        Call it from the writer's thread (the recorder's), every second or so.
+        """
+        known = self._companions
+        if self.readonly or not known or known[0] is None:
+            return False
+        if _identity(self._companion_paths()[0]) == known[0]:
+            return False
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error:
+                busy = 1
+            if busy:
+                return False  # a read holds pages of the old log: the next call tries again
+        self._generation += 1
+        self._note_file()
+        return True
 
     def _note_file(self) -> None:
         """Open this thread's connection and note which files it has open (for ``follow_path``)."""
@@ -863,6 +896,19 @@ def _on_read_only_mount(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):  # gone, or no statvfs (Windows)
         return False
+
+
+def _now_read_only(path: Path) -> bool:
+    """True when the file system holding ``path`` refuses writes now: mounted read-only, or put in
+    an emergency read-only state after an error (ext4's ``errors=remount-ro``), which ``statvfs``
+    does not show but opening the file for writing (no write made) does, with ``EROFS``."""
+    if _on_read_only_mount(path.parent):
+        return True
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)))  # a FIFO: no wait
+    except OSError as exc:
+        return exc.errno == errno.EROFS
+    return False
 
 
 _GROWTH = 1024 * 1024

@@ -140,3 +140,38 @@ def test_a_database_moved_away_while_the_agent_runs_keeps_everything_recorded_in
     assert [line.split()[-1] for line in listed.splitlines()[1:]] == [f"/echo?kept={i}" for i in range(5)]
     assert agent.stop() == 0
     assert not any("Traceback" in l for l in agent.err)
+
+
+def _listed_now(env: dict[str, str], db: Path) -> str:
+    """What ``devtunnel requests`` lists, or "" while it cannot read the file."""
+    done = subprocess.run([*DEVTUNNEL, "requests", "--db", str(db)], capture_output=True, text=True, timeout=30,
+                          env=env)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def test_a_log_file_deleted_under_the_agent_is_made_anew_and_nothing_recorded_is_lost(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # ``rm captures.db-wal`` (a cleaner of temporary files): the agent went on writing into the log it
+    # had open, unlinked. ``devtunnel requests`` said "a read or write failed (disk I/O error): the
+    # disk may be ... failing" until the agent ended, and a ``kill -9`` lost all it recorded since.
+    db = tmp_path / "captures.db"
+    agent, port, _ = start_agent(procs, env, local[0], db)
+    get(port, "/echo?before")
+    wait_for(lambda: "/echo?before" in _listed_now(env, db), what="the first request listed")
+    Path(f"{db}-wal").unlink()
+    get(port, "/echo?after=0")
+    agent.line(lambda l: "/echo?after=0" in l)
+    _listed_now(env, db)  # a reader meanwhile: it makes a -shm of its own, if it can read at all
+    for i in (1, 2):
+        get(port, f"/echo?after={i}")
+    agent.line(lambda l: "/echo?after=2" in l)
+    wait_for(lambda: "/echo?after=2" in _listed_now(env, db), what="the requests after the deletion listed")
+    agent.popen.kill()
+    agent.popen.wait(10)
+    out = requests_listed(env, db)
+    assert [line.split()[-1] for line in out.splitlines()[1:]] == ["/echo?before"] + [f"/echo?after={i}" for i in range(3)]
+    [said] = [l for l in agent.err if "was deleted" in l]
+    assert said.endswith(f"{db}-wal was deleted or replaced; what it held is now in the capture database, and "
+                         "recording goes on with a new one")
+    assert not any("Traceback" in l for l in agent.err), agent.err

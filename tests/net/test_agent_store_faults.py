@@ -391,3 +391,99 @@ def _take_what_fits(folder: Path, env: dict[str, str], procs: list[Proc], local:
         for proc in procs:  # the file is open until it ends: stopped before the unmount
             if proc.popen.poll() is None:
                 proc.stop()
+
+
+def test_one_capture_too_big_for_the_space_freed_is_stored_cut_and_the_smaller_ones_behind_it_are_stored(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # The first capture waiting on a full disk was tried first, and when it failed the others waited
+    # untried: space freed for a few small ones took none while a large one stood before them.
+    with tmpfs(tmp_path / "disk", "8m") as folder:
+        try:
+            db = folder / "captures.db"
+            agent = start(procs, env, "http", str(local[0]), "--no-tui", "--name", "rm", "--api-port", "0",
+                          "--body-cap", "8mb", "--db", str(db))
+            match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+            assert match is not None
+            port = match.group(3)
+            get(port, "/echo?first")
+            wait_for(lambda: "/echo?first" in listed(env, db), what="the first request stored")
+            fill(folder)
+            size = 3_000_000
+            r = httpx.post(f"http://127.0.0.1:{port}/echo?big", headers={"Host": f"rm.localhost:{port}"},
+                           content=b"x" * size, trust_env=False, timeout=10)
+            assert r.status_code == 200
+            for i in range(10):
+                get(port, f"/echo?small={i}")
+            agent.line(lambda l: "cannot write captures" in l and "the disk is full" in l, lines="err")
+            agent.line(lambda l: "/echo?small=9" in l)
+            with open(folder / "filler", "r+b") as f:  # room for the small ones, not for the big one
+                f.truncate(max(0, f.seek(0, os.SEEK_END) - 1_500_000))
+            wait_for(lambda: "/echo?small=9" in (out := listed(env, db)) and "/echo?big" in out,
+                     what="the small captures and the big one stored", timeout=20)
+            with Store(db, readonly=True) as store:
+                [row] = [r for r in store.rows() if r.target == "/echo?big"]
+                big = store.get(row.id)
+            assert big.request.body_truncated and big.request.body_size == size and len(big.request.body) < size
+            assert agent.stop() == 0
+            assert len([l for l in agent.err if f"exchange {big.id} does not fit" in l]) == 1, agent.err
+            assert not [l for l in agent.err if "dropped exchange" in l], agent.err
+            assert not any("Traceback" in l for l in agent.err), agent.err
+        finally:
+            for proc in procs:
+                if proc.popen.poll() is None:
+                    proc.stop()
+
+
+@contextmanager
+def ext4_remounting_read_only_on_error(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder on a small ext4 file system (a loop device) mounted ``errors=remount-ro``, and the
+    name of its device: ``trigger_fs_error(device)`` makes the kernel remount it read-only, as after
+    a disk error. Skipped where it cannot be made (not root, no loop device)."""
+    img, folder = tmp_path / "fs.img", tmp_path / "ext4"
+    folder.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(32 << 20)
+    if os.geteuid() != 0 or subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], capture_output=True).returncode != 0:
+        pytest.skip("needs root and mkfs.ext4")
+    attached = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
+    if attached.returncode != 0:
+        pytest.skip("needs a loop device")
+    device = attached.stdout.strip()
+    try:
+        if subprocess.run(["mount", "-o", "errors=remount-ro", device, str(folder)], capture_output=True).returncode:
+            pytest.skip("cannot mount an ext4 loop device")
+        try:
+            yield folder, Path(device).name
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+
+
+def test_a_file_system_remounted_read_only_under_the_agent_is_named_so_not_a_failing_disk(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    # ext4 remounts itself read-only after a disk error (errors=remount-ro): SQLite says "disk I/O
+    # error", and the agent said "the disk may be over a quota, failing or gone; check it".
+    with ext4_remounting_read_only_on_error(tmp_path) as (folder, device):
+        try:
+            db = folder / "captures.db"
+            agent, port, _ = start_agent(procs, env, local[0], db)
+            get(port, "/echo?before")
+            wait_for(lambda: "/echo?before" in listed(env, db), what="the first request stored")
+            Path(f"/sys/fs/ext4/{device}/trigger_fs_error").write_text("devtunnel test\n")
+            get(port, "/echo?after")
+            said = agent.line(lambda l: "cannot write captures" in l, lines="err")
+            assert said.endswith(f"cannot write captures: {db} is on a file system that is now read-only (disk I/O "
+                                 "error); remount it read-write or pass --db with a writable path")
+            assert "/echo?before" in listed(env, db)  # still read
+            assert agent.stop() == 1  # what could not be written is said at exit
+            assert agent.err[-1] == (f"devtunnel: {db}: 1 exchange(s) not written after 5s ({db} is on a file system "
+                                     "that is now read-only (disk I/O error); remount it read-write or pass --db with a "
+                                     "writable path)")
+            assert not any("Traceback" in l for l in agent.err), agent.err
+        finally:
+            for proc in procs:
+                if proc.popen.poll() is None:
+                    proc.stop()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -158,6 +160,42 @@ async def test_recorded_websocket_payloads_stop_at_the_body_cap_but_keep_real_si
     assert [(m.sender, m.opcode, m.payload, m.size) for m in ex.ws_messages] == [
         ("client", 1, b"a" * 10, 25), ("server", 1, b"", 25), ("client", 2, b"", 3), ("server", 2, b"", 3),
     ]
+
+
+async def test_a_websocket_message_larger_than_sqlite_takes_is_stored_cut_with_its_session(
+    tmp_path: Path, echo: tuple[int, list[WsRequest]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A message over SQLite's largest value (1,000,000,000 bytes; lowered here on every connection,
+    # rather than sending a gigabyte) failed the session's every write: "dropped exchange ID: string
+    # or blob too big", the session and all its messages gone from the list.
+    limit = 1_000_000
+    connect_sqlite = sqlite3.connect
+
+    def lowered(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect_sqlite(*args, **kwargs)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", lowered)
+    big = bytes(range(256)) * 6000  # 1,536,000 bytes
+    async with relay_and_agent(tmp_path) as h:
+        await h.start(str(echo[0]), name="ws")
+        async with connect(url(h), **opts(h)) as ws:  # type: ignore[arg-type]
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            await ws.send(big)
+            assert await ws.recv() == big
+            await ws.send("after")
+            assert await ws.recv() == "after"
+        [ex] = await h.exchanges(1)
+    assert ex.ws_close_code == 1000
+    kept = [(m.sender, m.opcode, m.payload, m.size) for m in ex.ws_messages]
+    assert kept[:2] == [("client", 1, b"before", 6), ("server", 1, b"before", 6)]
+    assert kept[-2:] == [("client", 1, b"after", 5), ("server", 1, b"after", 5)]
+    for sender, m in zip(["client", "server"], ex.ws_messages[2:4], strict=True):
+        assert (m.sender, m.opcode, m.size) == (sender, 2, len(big))
+        assert 0 < len(m.payload) < limit and big.startswith(m.payload)  # cut, its real size kept
+    assert len(ex.ws_messages) == 6
 
 
 async def test_a_client_gone_without_a_close_frame_is_recorded_so_and_the_service_gets_1011(tmp_path: Path) -> None:
