@@ -249,7 +249,14 @@ def _add_token(args: argparse.Namespace) -> int:
         raise ConfigError("the token is empty")
     path = _target_file(args)
     set_value(path, "relay.token", token)
-    print(safe(f"saved relay.token in {path} (mode 0600)"))
+    if args.action == "add-authtoken":  # ngrok's words, which pyngrok's set_auth_token() reads as success
+        print(safe(f"Authtoken saved to configuration file: {path} (relay.token, mode 0600)"))
+    else:
+        print(safe(f"saved relay.token in {path} (mode 0600)"))
+    ngrok_file = getattr(args, "ngrok_config", None)
+    if ngrok_file:  # ngrok's --config, as pyngrok passes it: devtunnel's agent never reads that file
+        print(safe(f"devtunnel config: note: --config {ngrok_file} names ngrok's file: left as it is; devtunnel's "
+                   f"agent reads its relay token from {path}"), file=sys.stderr)
     _note_overrides(args, "relay.token", path)
     return 0
 

@@ -364,3 +364,40 @@ def test_pyngrok_with_ngrok_path_set_to_devtunnel_starts_its_agent_and_drives_it
         ngrok.kill(pyngrok_config=config)
         if running is not None:
             running.proc.wait(15)
+
+
+def test_pyngrok_set_auth_token_saves_devtunnel_s_relay_token_and_connect_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # pyngrok runs `NGROK_PATH config add-authtoken TOKEN --log stdout --config FILE` and wants
+    # "Authtoken saved" on stdout: devtunnel refused --log and --config (exit 2), and pyngrok
+    # raised CalledProcessError.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shim = tmp_path / "devtunnel"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m devtunnel "$@"\n')
+    shim.chmod(0o755)
+    ngrok_yml = tmp_path / "ngrok.yml"
+    config = conf.PyngrokConfig(ngrok_path=str(shim), config_path=str(ngrok_yml), monitor_thread=False)
+    ngrok.set_auth_token("relay-tok-123", pyngrok_config=config)
+    user_file = tmp_path / "config" / "devtunnel" / "devtunnel.toml"
+    assert user_file.read_text() == '[relay]\ntoken = "relay-tok-123"\n'
+    assert user_file.stat().st_mode & 0o777 == 0o600
+    # ngrok's file is pyngrok's, read as YAML before each start: devtunnel writes nothing into it.
+    assert "relay-tok-123" not in ngrok_yml.read_text()
+    err = capfd.readouterr().err
+    assert f"--config {ngrok_yml} names ngrok's file: left as it is; devtunnel's agent reads its relay token from " \
+           f"{user_file}" in err
+    try:
+        with echo_service() as (target, seen):
+            tunnel = ngrok.connect(target.rsplit(":", 1)[1], pyngrok_config=config)
+            url = httpx.URL(tunnel.public_url)
+            resp = httpx.get(url.copy_with(host="127.0.0.1", path="/after-token"), headers={"Host": url.netloc.decode()},
+                             trust_env=False)
+            assert resp.status_code == 200 and seen.requests[-1][:2] == ("GET", "/after-token")
+            ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+    finally:
+        running = process._current_processes.get(str(shim))
+        ngrok.kill(pyngrok_config=config)
+        if running is not None:
+            running.proc.wait(15)
