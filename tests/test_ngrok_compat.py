@@ -370,6 +370,45 @@ def test_import_ngrok_carries_pooling_and_says_what_becomes_of_every_other_setti
     assert saved == {"shared": {"target": "8080", "pool": True}, "public": {"target": "7002"}}
 
 
+EDGES_AND_AGENT_TLS = """\
+version: 3
+endpoints:
+  - name: mine
+    url: https://mine.ngrok.app
+    upstream: {url: 8443}
+    agent_tls_termination:
+      server_certificate: /etc/ssl/mine.pem
+      server_private_key: /etc/ssl/mine.key
+  - name: clients
+    upstream: {url: 8444}
+    agent_tls_termination:
+      server_certificate: /etc/ssl/mine.pem
+      mutual_tls_certificate_authorities: [/etc/ssl/ca.pem]
+tunnels:
+  edge-web:
+    labels: [edge=edghts_2IC6pW]
+    addr: 8080
+"""
+
+
+def test_import_ngrok_says_per_tunnel_what_agent_tls_and_edge_labels_become(home: Home) -> None:
+    # A labeled tunnel (reached through an ngrok edge, with the edge's OAuth or IP rules) was
+    # imported as a public tunnel with no protection; agent_tls_termination's client
+    # certificates were dropped as "no equivalent", and so was its own certificate.
+    (home.root / "project" / "ngrok.yml").write_text(EDGES_AND_AGENT_TLS)
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert done.returncode == 0, done.stderr
+    assert "imported mine: target 8443" in done.stdout
+    assert ("note: mine: agent_tls_termination left out (the relay terminates TLS with its own certificate: the "
+            "server_certificate is not used, and the relay, not only this machine, reads the traffic)") in done.stdout
+    assert ("skipped clients: it has mutual TLS, which devtunnel cannot enforce yet: importing it would expose the "
+            "service without it") in done.stdout
+    assert ("skipped edge-web: it is a labeled tunnel ('edge=edghts_2IC6pW'), reached only through an ngrok edge "
+            "whose protections are set at ngrok, not in its definition, and every devtunnel tunnel is public on its "
+            "relay: importing it would expose the service without them") in done.stdout
+    assert tomllib.loads(home.user_file.read_text())["tunnels"] == {"mine": {"target": "8443"}}
+
+
 @pytest.mark.parametrize(("web_addr", "note"), [
     ("localhost:4040", None),
     ("false", "web_addr false: to turn devtunnel's agent API off too (for http): devtunnel config set agent.api_port 0"),

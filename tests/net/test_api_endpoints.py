@@ -90,6 +90,12 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         # An internal endpoint made public would expose the service (was started, public).
         ({"name": "a", "upstream": {"url": "8080"}, "bindings": ["internal"]}, "the endpoint is bound to 'internal'"),
         ({"url": "https://billing.internal", "upstream": {"url": "8080"}}, "bound to 'internal', not the public internet"),
+        # A labeled tunnel has no address at ngrok, only its edge's (with the edge's protections):
+        # it was started public.
+        ({"name": "a", "addr": "8080", "labels": ["edge=edghts_1"]}, "the endpoint is a labeled tunnel ('edge=edghts_1')"),
+        ({"name": "a", "upstream": {"url": "8080"}, "agent_tls_termination": {
+            "server_certificate": "c.pem", "mutual_tls_certificate_authorities": ["ca.pem"]}},
+         "agent_tls_termination: mutual TLS is not supported"),
         ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
         ({"name": "a", "upstream": {"url": "8080"}, "descripton": "typo"}, "unknown field 'descripton' (did you mean 'description'?)"),
         ({"name": "a", "upstrem": {"url": "8080"}}, "unknown field 'upstrem'"),  # not "'upstream' is required"
