@@ -511,6 +511,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     headers = exc.headers
     if exc.status_code == 404:
         msg = f"no such resource: {request.url.path}"
+        if request.url.path == "/" or request.url.path.startswith("/inspect"):  # ngrok's web inspector, by habit
+            msg += (": ngrok's web inspector is not served here; devtunnel's runs in the terminal (devtunnel inspect), "
+                    "and this port is the agent API (/api/tunnels, /api/requests/http; docs/api.md)")
     elif exc.status_code == 405:
         allowed = ", ".join(_allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
         headers = {**(exc.headers or {}), "Allow": allowed}
