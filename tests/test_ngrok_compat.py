@@ -651,6 +651,18 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["start", "--none"], "here it is devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"),
     (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
     (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),
+    # ngrok's other commands were argparse's "invalid choice" with devtunnel's list of commands.
+    (["config", "edit"], "devtunnel: config edit is ngrok's: here it is devtunnel config path (the files, to open "
+                         "in your editor) and devtunnel config set KEY VALUE"),
+    (["update"], "devtunnel: update is ngrok's: updates come from the package manager that installed devtunnel"),
+    (["service", "install"], "devtunnel: service is ngrok's: no service of its own: run devtunnel up"),
+    (["tunnel", "--label", "edge=edghts_1", "8080"], "devtunnel: tunnel is ngrok's: labeled tunnels (ngrok edges) "
+                                                     "have no equivalent: devtunnel http PORT --name NAME"),
+    (["completion"], "devtunnel: completion is ngrok's: no shell completion yet"),
+    # `ngrok http 8080 --log stdout --log-format json | jq ...`: where a script finds the URL as JSON.
+    (["http", "8080", "--log", "stdout", "--log-format", "json"],
+     "(--log is ngrok's: devtunnel http --no-tui logs to stdout and stderr, one line per request; for a script, the "
+     "agent API gives the public URL as JSON: curl -s localhost:4040/api/tunnels | jq -r '.tunnels[0].public_url')"),
     (["diagnose"], "devtunnel: diagnose is ngrok's: here it is devtunnel config show (the relay and token in use)"),
     (["api", "endpoints", "list"], "devtunnel: api is ngrok's: there is no account API here"),
     (["http", "8080", "--url", "https://payments.ngrok.app"], "(--url is ngrok's: the relay names a tunnel "

@@ -26,6 +26,13 @@ _COMMANDS = {
     "config check": "devtunnel config show (and config path)",
     "config upgrade": "devtunnel config import-ngrok (it reads ngrok.yml v2 and v3)",
     "config add-api-key": "there is no account API here",
+    "config edit": "devtunnel config path (the files, to open in your editor) and devtunnel config set KEY VALUE "
+                   "(checked before it is saved)",
+    "update": "updates come from the package manager that installed devtunnel",
+    "service": "no service of its own: run devtunnel up (or devtunnel agent) under your system's service manager",
+    "tunnel": "labeled tunnels (ngrok edges) have no equivalent: devtunnel http PORT --name NAME",
+    "completion": "no shell completion yet: devtunnel help COMMAND lists a command's flags",
+    "credits": "devtunnel --version",
     "api": "there is no account API here: the agent's own API is on 127.0.0.1:4040 (docs/api.md)",
     "diagnose": "devtunnel config show (the relay and token in use); a running agent's /api/tunnels says why a "
                 "tunnel is offline",
@@ -33,7 +40,8 @@ _COMMANDS = {
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
 _GUARDS = "--basic-auth USER:PASS and --allow-ip CIDR guard a tunnel at the relay (docs/policy.md)"
-_LOGS = "devtunnel http --no-tui logs to stdout and stderr"
+_LOGS = ("devtunnel http --no-tui logs to stdout and stderr, one line per request; for a script, the agent API "
+         "gives the public URL as JSON: curl -s localhost:4040/api/tunnels | jq -r '.tunnels[0].public_url'")
 
 _HTTP_FLAGS = {
     "--url": _PUBLIC_NAME,
