@@ -76,6 +76,7 @@ _IGNORED = {
     "request_header": "header rules are not supported yet",
     "response_header": "header rules are not supported yet",
     "websocket_tcp_converter": "no equivalent",
+    "labels": "labeled tunnels have no equivalent",
     "agent_tls_termination": "the relay terminates TLS with its own certificate: the server_certificate is not "
                              "used, and the relay, not only this machine, reads the traffic",
     "crt": "the relay holds the certificate",
@@ -198,6 +199,8 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
         _agent_notes(result, agent)
+    elif version == "3" and agent is not None:  # ngrok refuses such a file; said, not passed over
+        result.notes.append("agent left out: not a mapping of the agent's settings")
     stray = sorted(str(key) for key in doc if key not in _NOT_AGENT_SETTINGS) if version == "3" else []
     if stray:  # v2's top-level agent settings in a v3 file: ngrok refuses them; said, not dropped unseen
         result.notes.append(f"{_key_list(stray)} left out: not keys of a version 3 file's top level (the agent's "

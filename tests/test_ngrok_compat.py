@@ -230,6 +230,12 @@ def test_every_protection_the_agent_api_refuses_is_kept_out_by_the_import_or_car
     assert set(REFUSED_OPTIONS) - carried - changes <= set(ngrok_config.PROTECTIONS)
 
 
+def test_a_v3_agent_section_that_is_no_mapping_is_said_not_passed_over() -> None:
+    # "nothing to import" alone: the agent's settings vanished without a word.
+    result = read_ngrok_config("version: 3\nagent: [authtoken]\n")
+    assert result.notes == ["agent left out: not a mapping of the agent's settings"]
+
+
 def test_bad_tunnels_are_skipped_with_their_reason() -> None:
     result = read_ngrok_config("tunnels:\n  a: {addr: 'not a port'}\n  b: {proto: http}\n  c: 7\n  d: {addr: 70000}\n")
     skipped = dict(result.skipped)
