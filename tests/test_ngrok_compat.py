@@ -665,6 +665,13 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["tunnel", "--label", "edge=edghts_1", "8080"], "devtunnel: tunnel is ngrok's: labeled tunnels (ngrok edges) "
                                                      "have no equivalent: devtunnel http PORT --name NAME"),
     (["completion"], "devtunnel: completion is ngrok's: no shell completion yet"),
+    # ngrok 3 takes any Host: argparse's "invalid choice: 'localhost:8080'" said nothing of why.
+    (["http", "8080", "--host-header=localhost:8080"], "devtunnel http: argument --host-header: 'localhost:8080' is "
+                                                       "ngrok's way to send a Host of its own: here --host-header takes "
+                                                       "rewrite (the target's Host) or preserve"),
+    (["http", "--host-header", "example.com", "8080"], "'example.com' is ngrok's way to send a Host of its own"),
+    (["http", "8080", "--traffic-policy-url", "https://example.com/p.yml"], "(--traffic-policy-url is ngrok's: use "
+                                                                            "--rules FILE"),
     # `ngrok http 8080 --log stdout --log-format json | jq ...`: where a script finds the URL as JSON.
     (["http", "8080", "--log", "stdout", "--log-format", "json"],
      "(--log is ngrok's: devtunnel http --no-tui logs to stdout and stderr, one line per request; for a script, the "
