@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from pyngrok import agent as agent_api, conf, ngrok, process
-from pyngrok.exception import PyngrokNgrokHTTPError
+from pyngrok.exception import PyngrokNgrokError, PyngrokNgrokHTTPError
 
 import devtunnel
 from devtunnel.api.plumbing import ApiError, requested_name
@@ -407,3 +408,23 @@ def test_pyngrok_set_auth_token_saves_devtunnel_s_relay_token_and_connect_still_
         ngrok.kill(pyngrok_config=config)
         if running is not None:
             running.proc.wait(15)
+
+
+def test_pyngrok_set_api_key_and_update_are_refused_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    # update was argparse's "invalid choice" with devtunnel's list of commands.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shim = tmp_path / "devtunnel"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m devtunnel "$@"\n')
+    shim.chmod(0o755)
+    config = conf.PyngrokConfig(ngrok_path=str(shim), config_path=str(tmp_path / "ngrok.yml"), monitor_thread=False)
+    with pytest.raises(PyngrokNgrokError) as info:
+        ngrok.update(pyngrok_config=config)
+    assert str(info.value) == ("The ngrok process exited with code 2: devtunnel: update is ngrok's: updates come from "
+                               "the package manager that installed devtunnel (see: devtunnel --help)")
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        ngrok.set_api_key("2abcKEY", pyngrok_config=config)
+    assert refused.value.returncode == 2
+    assert capfd.readouterr().err == ("devtunnel: config add-api-key is ngrok's: there is no account API here "
+                                      "(see: devtunnel --help)\n")
+    assert not (tmp_path / "config" / "devtunnel").exists()
