@@ -548,6 +548,19 @@ def test_config_add_authtoken_is_add_token(home: Home) -> None:
     assert tomllib.loads(home.user_file.read_text()) == {"relay": {"token": "tok-from-hands"}}
 
 
+def test_config_add_authtoken_says_when_no_relay_would_use_the_token(home: Home) -> None:
+    # An ngrok user saves ngrok's token and thinks tunnels now use it: with no relay set, it goes
+    # nowhere, and add-authtoken said only that it was saved.
+    done = home.cli("config", "add-authtoken", "2abcNGROKTOKEN")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"Authtoken saved to configuration file: {home.user_file} (relay.token, mode 0600)\n"
+    assert done.stderr == ("devtunnel config: note: the token saved is not used: no relay is set (--relay URL, "
+                           "DEVTUNNEL_RELAY or relay.url), and the embedded relay on 127.0.0.1 asks for none\n")
+    assert home.cli("config", "set", "relay.url", "wss://tunnel.example.com").returncode == 0
+    done = home.cli("config", "add-token", "relay-token")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"saved relay.token in {home.user_file} (mode 0600)\n", "")
+
+
 @pytest.mark.parametrize("token", ["tok en", "ab\ncd", "ab\x1bcd"])
 def test_a_token_with_spaces_or_control_characters_is_refused_in_one_line(home: Home, token: str) -> None:
     done = home.cli("config", "add-authtoken", token)

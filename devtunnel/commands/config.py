@@ -258,7 +258,22 @@ def _add_token(args: argparse.Namespace) -> int:
         print(safe(f"devtunnel config: note: --config {ngrok_file} names ngrok's file: left as it is; devtunnel's "
                    f"agent reads its relay token from {path}"), file=sys.stderr)
     _note_overrides(args, "relay.token", path)
+    _note_no_relay()
     return 0
+
+
+def _note_no_relay() -> None:
+    """Say so when the token just saved goes nowhere: no relay is set, and the embedded relay
+    asks for none (an ngrok user saves ngrok's token so, and would think it in use)."""
+    from devtunnel.commands.tunnel_args import unused_token_note
+
+    try:
+        relay = load().relay.url
+    except ConfigError:  # another file is broken: the command that reads it says so
+        return
+    note = unused_token_note(True, relay, token="the token saved")
+    if note is not None:
+        print(f"devtunnel config: {note}", file=sys.stderr)
 
 
 def _import_ngrok(args: argparse.Namespace) -> int:

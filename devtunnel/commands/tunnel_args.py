@@ -77,12 +77,14 @@ def check_http_args(args: argparse.Namespace) -> None:
         check_via(args.via)
 
 
-def unused_token_note(given: bool, relay: str | None) -> str | None:
+def unused_token_note(given: bool, relay: str | None,
+                      token: str = "the token given (--token, --authtoken or --token-file)") -> str | None:
     """The note for a token given on the command line (``--token``, ngrok's ``--authtoken``,
-    ``--token-file``) that goes nowhere: no relay of the user's is set, and the embedded relay
-    (or the one ``--via`` uses) asks for none. An ngrok user passes their ngrok token so; it is
-    never sent, and should not be thought of as in use. None when the token is used or none was given."""
+    ``--token-file``), or saved by ``config add-authtoken``, that goes nowhere: no relay of the
+    user's is set, and the embedded relay (or the one ``--via`` uses) asks for none. An ngrok user
+    passes their ngrok token so; it is never sent, and should not be thought of as in use. None
+    when the token is used or none was given."""
     if not given or relay:
         return None
-    return ("note: the token given (--token, --authtoken or --token-file) is not used: no relay is set (--relay URL, "
-            "DEVTUNNEL_RELAY or relay.url), and the embedded relay on 127.0.0.1 asks for none")
+    return (f"note: {token} is not used: no relay is set (--relay URL, DEVTUNNEL_RELAY or relay.url), and the "
+            "embedded relay on 127.0.0.1 asks for none")

@@ -395,6 +395,7 @@ def test_pyngrok_set_auth_token_saves_devtunnel_s_relay_token_and_connect_still_
     err = capfd.readouterr().err
     assert f"--config {ngrok_yml} names ngrok's file: left as it is; devtunnel's agent reads its relay token from " \
            f"{user_file}" in err
+    assert "note: the token saved is not used: no relay is set" in err  # the embedded relay asks for none
     try:
         with echo_service() as (target, seen):
             tunnel = ngrok.connect(target.rsplit(":", 1)[1], pyngrok_config=config)
