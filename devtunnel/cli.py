@@ -466,6 +466,8 @@ examples:
                                       "left out is reported.")
     q.add_argument("path", nargs="?", metavar="PATH",
                    help="the ngrok.yml (default: ngrok's own location, e.g. ~/.config/ngrok/ngrok.yml)")
+    q.add_argument("--config", metavar="FILE", dest="ngrok_config",
+                   help="the ngrok.yml, as ngrok's own commands name it (the same as PATH)")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     q.add_argument("--force", action="store_true", help="replace tunnels of the same name already defined there")
     q.add_argument("--dry-run", action="store_true", help="print what would be saved, save nothing")

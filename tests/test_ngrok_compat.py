@@ -506,6 +506,18 @@ def test_import_ngrok_says_a_tab_is_a_tab(home: Home) -> None:
         2, "devtunnel config: ngrok.yml: not valid YAML (line 3, column 1): a tab, where YAML indents with spaces only\n")
 
 
+def test_import_ngrok_takes_the_file_as_ngrok_s_commands_name_it(home: Home) -> None:
+    # `ngrok config upgrade --config FILE` habit: "unrecognized arguments: --config", argparse
+    # having taken FILE for PATH.
+    (home.root / "project" / "ngrok.yml").write_text('version: "2"\ntunnels:\n  web: {proto: http, addr: 8080}\n')
+    done = home.cli("config", "import-ngrok", "--config", "ngrok.yml")
+    assert done.returncode == 0, done.stderr
+    assert "imported web: target 8080" in done.stdout
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--config", "other.yml")
+    assert (done.returncode, done.stderr) == (
+        2, "devtunnel config: give the ngrok.yml as PATH or --config FILE, not both (ngrok.yml, other.yml)\n")
+
+
 def test_import_ngrok_refuses_a_tunnel_named_twice_rather_than_losing_one(home: Home) -> None:
     (home.root / "project" / "ngrok.yml").write_text(
         'version: "2"\ntunnels:\n  web:\n    proto: http\n    addr: 8080\n  web:\n    proto: http\n    addr: 9090\n'

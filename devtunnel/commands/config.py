@@ -279,8 +279,11 @@ def _note_no_relay() -> None:
 def _import_ngrok(args: argparse.Namespace) -> int:
     from devtunnel.ngrok_config import default_ngrok_paths, read_ngrok_config
 
-    if args.path:
-        source = Path(args.path).expanduser()
+    named = args.path or args.ngrok_config  # ngrok's commands name the file with --config FILE
+    if args.path and args.ngrok_config and args.path != args.ngrok_config:
+        raise ConfigError(f"give the ngrok.yml as PATH or --config FILE, not both ({args.path}, {args.ngrok_config})")
+    if named:
+        source = Path(named).expanduser()
     else:
         candidates = default_ngrok_paths()
         found = next((p for p in candidates if p.is_file()), None)
