@@ -35,7 +35,8 @@ from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.rules import Rule
 from devtunnel.values.terminal import quoted
 
-__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "tunnel_webhook_names"]
+__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "tunnel_webhook_names",
+           "unused_token_note"]
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -169,6 +170,19 @@ def _token_flag(args: argparse.Namespace) -> tuple[str, str | None]:
     return ("--token-file", token)
 
 
+def unused_token_note(given: bool, relay: str | None,
+                      token: str = "the token given (--token, --authtoken or --token-file)") -> str | None:
+    """The note for a token given on the command line (``--token``, ngrok's ``--authtoken``,
+    ``--token-file``), or saved by ``config add-authtoken``, that goes nowhere: no relay of the
+    user's is set, and the embedded relay (or the one ``--via`` uses) asks for none. An ngrok user
+    passes their ngrok token so; it is never sent, and should not be thought of as in use. None
+    when the token is used or none was given."""
+    if not given or relay:
+        return None
+    return (f"note: {token} is not used: no relay is set (--relay URL, DEVTUNNEL_RELAY or relay.url), and the "
+            "embedded relay on 127.0.0.1 asks for none")
+
+
 def _check_target(target: str) -> None:
     """Refuse a TARGET that is neither an address nor a tunnel defined in a file, saying both."""
     from devtunnel.values.target import parse_target
@@ -265,8 +279,6 @@ def _add_token(args: argparse.Namespace) -> int:
 def _note_no_relay() -> None:
     """Say so when the token just saved goes nowhere: no relay is set, and the embedded relay
     asks for none (an ngrok user saves ngrok's token so, and would think it in use)."""
-    from devtunnel.commands.tunnel_args import unused_token_note
-
     try:
         relay = load().relay.url
     except ConfigError:  # another file is broken: the command that reads it says so
