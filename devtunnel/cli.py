@@ -450,6 +450,14 @@ examples:
                                       "mode 0600. add-authtoken is the same, by ngrok's name.")
     q.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
+    # ngrok's flags, as pyngrok's set_auth_token() passes them to its ngrok_path.
+    q.add_argument("--config", metavar="FILE", dest="ngrok_config",
+                   help="ngrok's configuration file, as pyngrok names it: left as it is (devtunnel's agent reads "
+                        "its token from devtunnel.toml), and said so")
+    q.add_argument("--log", metavar="TARGET", help="accepted for ngrok's command line (pyngrok's --log stdout): "
+                                                   "the outcome is one line on stdout")
+    q.add_argument("--log-level", metavar="LEVEL", help="accepted for ngrok's command line, like --log")
+    q.add_argument("--log-format", metavar="FORMAT", help="accepted for ngrok's command line, like --log")
     q = config.add_parser("import-ngrok", help="turn the tunnels of an ngrok.yml (v2 or v3) into named tunnels",
                           description="Read an ngrok agent configuration and save its http tunnels and endpoints "
                                       "as [tunnels.NAME] in the user file (or --project). Basic auth and IP restrictions "
@@ -458,6 +466,8 @@ examples:
                                       "left out is reported.")
     q.add_argument("path", nargs="?", metavar="PATH",
                    help="the ngrok.yml (default: ngrok's own location, e.g. ~/.config/ngrok/ngrok.yml)")
+    q.add_argument("--config", metavar="FILE", dest="ngrok_config",
+                   help="the ngrok.yml, as ngrok's own commands name it (the same as PATH)")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     q.add_argument("--force", action="store_true", help="replace tunnels of the same name already defined there")
     q.add_argument("--dry-run", action="store_true", help="print what would be saved, save nothing")

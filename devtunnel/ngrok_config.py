@@ -15,8 +15,9 @@ v2 ``tunnels.NAME`` / v3 ``endpoints[].name``  ``NAME`` (made a valid DNS label 
 ==========================================  =============================================
 
 A tunnel with a protection devtunnel cannot enforce at its relay (OAuth, OIDC, mutual TLS,
-webhook verification, a traffic policy), or an internal endpoint (``bindings``, a ``url`` on
-``*.internal``), is not imported: a tunnel that silently lost its protection would expose the
+webhook verification, a traffic policy), an internal endpoint (``bindings``, a ``url`` on
+``*.internal``), or a labeled tunnel (``labels``: reached through an ngrok edge, whose
+protections are set at ngrok), is not imported: a tunnel that silently lost its protection would expose the
 service; nor is an ``http2`` upstream. Settings that change nothing important (``inspect``,
 ``schemes``, metadata) are left out with a note; so are the agent's own settings, each named
 (``authtoken`` is an ngrok account's, not a relay token; ``web_addr`` with the command that
@@ -36,7 +37,9 @@ import yaml  # type: ignore[import-untyped]
 
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import label_from
-from devtunnel.values.ngrok_keys import internal_binding, pooling, upstream_protocol_problem, url_first_label
+from devtunnel.values.ngrok_keys import (
+    agent_mutual_tls, edge_labels, internal_binding, pooling, upstream_protocol_problem, url_first_label,
+)
 from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.terminal import quoted
@@ -74,6 +77,8 @@ _IGNORED = {
     "response_header": "header rules are not supported yet",
     "websocket_tcp_converter": "no equivalent",
     "labels": "labeled tunnels have no equivalent",
+    "agent_tls_termination": "the relay terminates TLS with its own certificate: the server_certificate is not "
+                             "used, and the relay, not only this machine, reads the traffic",
     "crt": "the relay holds the certificate",
     "key": "the relay holds the certificate",
     "client_cas": "mutual TLS is not supported yet",
@@ -194,6 +199,8 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
         _agent_notes(result, agent)
+    elif version == "3" and agent is not None:  # ngrok refuses such a file; said, not passed over
+        result.notes.append("agent left out: not a mapping of the agent's settings")
     stray = sorted(str(key) for key in doc if key not in _NOT_AGENT_SETTINGS) if version == "3" else []
     if stray:  # v2's top-level agent settings in a v3 file: ngrok refuses them; said, not dropped unseen
         result.notes.append(f"{_key_list(stray)} left out: not keys of a version 3 file's top level (the agent's "
@@ -279,7 +286,8 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     if not isinstance(body, dict):
         result.skipped.append((name, "not a mapping of settings"))
         return
-    protections = sorted({what for key, what in PROTECTIONS.items() if body.get(key)})
+    protections = sorted({what for key, what in PROTECTIONS.items() if body.get(key)}
+                         | ({"mutual TLS"} if agent_mutual_tls(body) else set()))
     if protections:
         result.skipped.append((name, f"it has {' and '.join(protections)}, which devtunnel cannot enforce yet: "
                                      "importing it would expose the service without it"))
@@ -287,6 +295,10 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     internal = internal_binding(body)
     if internal is not None:
         result.skipped.append((name, f"{internal}: importing it would expose the service"))
+        return
+    labeled = edge_labels(body)
+    if labeled is not None:
+        result.skipped.append((name, f"{labeled}: importing it would expose the service without them"))
         return
     proto = str(body.get("proto", "http")).lower()
     url = body.get("url")

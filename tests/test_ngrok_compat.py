@@ -230,6 +230,12 @@ def test_every_protection_the_agent_api_refuses_is_kept_out_by_the_import_or_car
     assert set(REFUSED_OPTIONS) - carried - changes <= set(ngrok_config.PROTECTIONS)
 
 
+def test_a_v3_agent_section_that_is_no_mapping_is_said_not_passed_over() -> None:
+    # "nothing to import" alone: the agent's settings vanished without a word.
+    result = read_ngrok_config("version: 3\nagent: [authtoken]\n")
+    assert result.notes == ["agent left out: not a mapping of the agent's settings"]
+
+
 def test_bad_tunnels_are_skipped_with_their_reason() -> None:
     result = read_ngrok_config("tunnels:\n  a: {addr: 'not a port'}\n  b: {proto: http}\n  c: 7\n  d: {addr: 70000}\n")
     skipped = dict(result.skipped)
@@ -370,6 +376,45 @@ def test_import_ngrok_carries_pooling_and_says_what_becomes_of_every_other_setti
     assert saved == {"shared": {"target": "8080", "pool": True}, "public": {"target": "7002"}}
 
 
+EDGES_AND_AGENT_TLS = """\
+version: 3
+endpoints:
+  - name: mine
+    url: https://mine.ngrok.app
+    upstream: {url: 8443}
+    agent_tls_termination:
+      server_certificate: /etc/ssl/mine.pem
+      server_private_key: /etc/ssl/mine.key
+  - name: clients
+    upstream: {url: 8444}
+    agent_tls_termination:
+      server_certificate: /etc/ssl/mine.pem
+      mutual_tls_certificate_authorities: [/etc/ssl/ca.pem]
+tunnels:
+  edge-web:
+    labels: [edge=edghts_2IC6pW]
+    addr: 8080
+"""
+
+
+def test_import_ngrok_says_per_tunnel_what_agent_tls_and_edge_labels_become(home: Home) -> None:
+    # A labeled tunnel (reached through an ngrok edge, with the edge's OAuth or IP rules) was
+    # imported as a public tunnel with no protection; agent_tls_termination's client
+    # certificates were dropped as "no equivalent", and so was its own certificate.
+    (home.root / "project" / "ngrok.yml").write_text(EDGES_AND_AGENT_TLS)
+    done = home.cli("config", "import-ngrok", "ngrok.yml")
+    assert done.returncode == 0, done.stderr
+    assert "imported mine: target 8443" in done.stdout
+    assert ("note: mine: agent_tls_termination left out (the relay terminates TLS with its own certificate: the "
+            "server_certificate is not used, and the relay, not only this machine, reads the traffic)") in done.stdout
+    assert ("skipped clients: it has mutual TLS, which devtunnel cannot enforce yet: importing it would expose the "
+            "service without it") in done.stdout
+    assert ("skipped edge-web: it is a labeled tunnel ('edge=edghts_2IC6pW'), reached only through an ngrok edge "
+            "whose protections are set at ngrok, not in its definition, and every devtunnel tunnel is public on its "
+            "relay: importing it would expose the service without them") in done.stdout
+    assert tomllib.loads(home.user_file.read_text())["tunnels"] == {"mine": {"target": "8443"}}
+
+
 @pytest.mark.parametrize(("web_addr", "note"), [
     ("localhost:4040", None),
     ("false", "web_addr false: to turn devtunnel's agent API off too (for http): devtunnel config set agent.api_port 0"),
@@ -461,6 +506,18 @@ def test_import_ngrok_says_a_tab_is_a_tab(home: Home) -> None:
         2, "devtunnel config: ngrok.yml: not valid YAML (line 3, column 1): a tab, where YAML indents with spaces only\n")
 
 
+def test_import_ngrok_takes_the_file_as_ngrok_s_commands_name_it(home: Home) -> None:
+    # `ngrok config upgrade --config FILE` habit: "unrecognized arguments: --config", argparse
+    # having taken FILE for PATH.
+    (home.root / "project" / "ngrok.yml").write_text('version: "2"\ntunnels:\n  web: {proto: http, addr: 8080}\n')
+    done = home.cli("config", "import-ngrok", "--config", "ngrok.yml")
+    assert done.returncode == 0, done.stderr
+    assert "imported web: target 8080" in done.stdout
+    done = home.cli("config", "import-ngrok", "ngrok.yml", "--config", "other.yml")
+    assert (done.returncode, done.stderr) == (
+        2, "devtunnel config: give the ngrok.yml as PATH or --config FILE, not both (ngrok.yml, other.yml)\n")
+
+
 def test_import_ngrok_refuses_a_tunnel_named_twice_rather_than_losing_one(home: Home) -> None:
     (home.root / "project" / "ngrok.yml").write_text(
         'version: "2"\ntunnels:\n  web:\n    proto: http\n    addr: 8080\n  web:\n    proto: http\n    addr: 9090\n'
@@ -501,6 +558,19 @@ def test_config_add_authtoken_is_add_token(home: Home) -> None:
     done = home.cli("config", "add-authtoken", "-", stdin="tok-from-hands\n")
     assert done.returncode == 0, done.stderr
     assert tomllib.loads(home.user_file.read_text()) == {"relay": {"token": "tok-from-hands"}}
+
+
+def test_config_add_authtoken_says_when_no_relay_would_use_the_token(home: Home) -> None:
+    # An ngrok user saves ngrok's token and thinks tunnels now use it: with no relay set, it goes
+    # nowhere, and add-authtoken said only that it was saved.
+    done = home.cli("config", "add-authtoken", "2abcNGROKTOKEN")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"Authtoken saved to configuration file: {home.user_file} (relay.token, mode 0600)\n"
+    assert done.stderr == ("devtunnel config: note: the token saved is not used: no relay is set (--relay URL, "
+                           "DEVTUNNEL_RELAY or relay.url), and the embedded relay on 127.0.0.1 asks for none\n")
+    assert home.cli("config", "set", "relay.url", "wss://tunnel.example.com").returncode == 0
+    done = home.cli("config", "add-token", "relay-token")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"saved relay.token in {home.user_file} (mode 0600)\n", "")
 
 
 @pytest.mark.parametrize("token", ["tok en", "ab\ncd", "ab\x1bcd"])
@@ -612,6 +682,25 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["start", "--none"], "here it is devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"),
     (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
     (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),
+    # ngrok's other commands were argparse's "invalid choice" with devtunnel's list of commands.
+    (["config", "edit"], "devtunnel: config edit is ngrok's: here it is devtunnel config path (the files, to open "
+                         "in your editor) and devtunnel config set KEY VALUE"),
+    (["update"], "devtunnel: update is ngrok's: updates come from the package manager that installed devtunnel"),
+    (["service", "install"], "devtunnel: service is ngrok's: no service of its own: run devtunnel up"),
+    (["tunnel", "--label", "edge=edghts_1", "8080"], "devtunnel: tunnel is ngrok's: labeled tunnels (ngrok edges) "
+                                                     "have no equivalent: devtunnel http PORT --name NAME"),
+    (["completion"], "devtunnel: completion is ngrok's: no shell completion yet"),
+    # ngrok 3 takes any Host: argparse's "invalid choice: 'localhost:8080'" said nothing of why.
+    (["http", "8080", "--host-header=localhost:8080"], "devtunnel http: argument --host-header: 'localhost:8080' is "
+                                                       "ngrok's way to send a Host of its own: here --host-header takes "
+                                                       "rewrite (the target's Host) or preserve"),
+    (["http", "--host-header", "example.com", "8080"], "'example.com' is ngrok's way to send a Host of its own"),
+    (["http", "8080", "--traffic-policy-url", "https://example.com/p.yml"], "(--traffic-policy-url is ngrok's: use "
+                                                                            "--rules FILE"),
+    # `ngrok http 8080 --log stdout --log-format json | jq ...`: where a script finds the URL as JSON.
+    (["http", "8080", "--log", "stdout", "--log-format", "json"],
+     "(--log is ngrok's: devtunnel http --no-tui logs to stdout and stderr, one line per request; for a script, the "
+     "agent API gives the public URL as JSON: curl -s localhost:4040/api/tunnels | jq -r '.tunnels[0].public_url')"),
     (["diagnose"], "devtunnel: diagnose is ngrok's: here it is devtunnel config show (the relay and token in use)"),
     (["api", "endpoints", "list"], "devtunnel: api is ngrok's: there is no account API here"),
     (["http", "8080", "--url", "https://payments.ngrok.app"], "(--url is ngrok's: the relay names a tunnel "

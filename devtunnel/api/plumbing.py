@@ -34,7 +34,9 @@ from devtunnel.errors import (
 from devtunnel.export.agent_json import error_json
 from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.names import label_from, validate_name
-from devtunnel.values.ngrok_keys import NGROK_KEYS, internal_binding, pooling, upstream_protocol_problem, url_first_label
+from devtunnel.values.ngrok_keys import (
+    NGROK_KEYS, agent_mutual_tls, edge_labels, internal_binding, pooling, upstream_protocol_problem, url_first_label,
+)
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo, TunnelState
@@ -229,6 +231,12 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
     internal = internal_binding(data)
     if internal is not None:
         raise ApiError(400, f"the {what} {internal.removeprefix('it ')}; it was not started")
+    labeled = edge_labels(data)
+    if labeled is not None:
+        raise ApiError(400, f"the {what} {labeled.removeprefix('it ')}; it was not started")
+    if agent_mutual_tls(data):
+        raise ApiError(400, f"agent_tls_termination: mutual TLS is not supported by devtunnel's agent yet; the {what} "
+                            "was not started")
 
 
 def ngrok_rules(data: dict[str, Any], what: str) -> tuple[Rule, ...]:
@@ -503,6 +511,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     headers = exc.headers
     if exc.status_code == 404:
         msg = f"no such resource: {request.url.path}"
+        if request.url.path == "/" or request.url.path.startswith("/inspect"):  # ngrok's web inspector, by habit
+            msg += (": ngrok's web inspector is not served here; devtunnel's runs in the terminal (devtunnel inspect), "
+                    "and this port is the agent API (/api/tunnels, /api/requests/http; docs/api.md)")
     elif exc.status_code == 405:
         allowed = ", ".join(_allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
         headers = {**(exc.headers or {}), "Allow": allowed}

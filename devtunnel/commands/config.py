@@ -35,7 +35,8 @@ from devtunnel.exit_codes import EXIT_USAGE
 from devtunnel.rules import Rule
 from devtunnel.values.terminal import quoted
 
-__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "tunnel_webhook_names"]
+__all__ = ["run", "settings_of", "store_path", "resolve_http", "resolve_relay", "tunnel_webhook_names",
+           "unused_token_note"]
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -169,6 +170,19 @@ def _token_flag(args: argparse.Namespace) -> tuple[str, str | None]:
     return ("--token-file", token)
 
 
+def unused_token_note(given: bool, relay: str | None,
+                      token: str = "the token given (--token, --authtoken or --token-file)") -> str | None:
+    """The note for a token given on the command line (``--token``, ngrok's ``--authtoken``,
+    ``--token-file``), or saved by ``config add-authtoken``, that goes nowhere: no relay of the
+    user's is set, and the embedded relay (or the one ``--via`` uses) asks for none. An ngrok user
+    passes their ngrok token so; it is never sent, and should not be thought of as in use. None
+    when the token is used or none was given."""
+    if not given or relay:
+        return None
+    return (f"note: {token} is not used: no relay is set (--relay URL, DEVTUNNEL_RELAY or relay.url), and the "
+            "embedded relay on 127.0.0.1 asks for none")
+
+
 def _check_target(target: str) -> None:
     """Refuse a TARGET that is neither an address nor a tunnel defined in a file, saying both."""
     from devtunnel.values.target import parse_target
@@ -249,16 +263,39 @@ def _add_token(args: argparse.Namespace) -> int:
         raise ConfigError("the token is empty")
     path = _target_file(args)
     set_value(path, "relay.token", token)
-    print(safe(f"saved relay.token in {path} (mode 0600)"))
+    if args.action == "add-authtoken":  # ngrok's words, which pyngrok's set_auth_token() reads as success
+        print(safe(f"Authtoken saved to configuration file: {path} (relay.token, mode 0600)"))
+    else:
+        print(safe(f"saved relay.token in {path} (mode 0600)"))
+    ngrok_file = getattr(args, "ngrok_config", None)
+    if ngrok_file:  # ngrok's --config, as pyngrok passes it: devtunnel's agent never reads that file
+        print(safe(f"devtunnel config: note: --config {ngrok_file} names ngrok's file: left as it is; devtunnel's "
+                   f"agent reads its relay token from {path}"), file=sys.stderr)
     _note_overrides(args, "relay.token", path)
+    _note_no_relay()
     return 0
+
+
+def _note_no_relay() -> None:
+    """Say so when the token just saved goes nowhere: no relay is set, and the embedded relay
+    asks for none (an ngrok user saves ngrok's token so, and would think it in use)."""
+    try:
+        relay = load().relay.url
+    except ConfigError:  # another file is broken: the command that reads it says so
+        return
+    note = unused_token_note(True, relay, token="the token saved")
+    if note is not None:
+        print(f"devtunnel config: {note}", file=sys.stderr)
 
 
 def _import_ngrok(args: argparse.Namespace) -> int:
     from devtunnel.ngrok_config import default_ngrok_paths, read_ngrok_config
 
-    if args.path:
-        source = Path(args.path).expanduser()
+    named = args.path or args.ngrok_config  # ngrok's commands name the file with --config FILE
+    if args.path and args.ngrok_config and args.path != args.ngrok_config:
+        raise ConfigError(f"give the ngrok.yml as PATH or --config FILE, not both ({args.path}, {args.ngrok_config})")
+    if named:
+        source = Path(named).expanduser()
     else:
         candidates = default_ngrok_paths()
         found = next((p for p in candidates if p.is_file()), None)

@@ -21,9 +21,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from devtunnel.commands.config import resolve_http, tunnel_webhook_names
+from devtunnel.commands.config import resolve_http, tunnel_webhook_names, unused_token_note
 from devtunnel.commands.ngrok_habits import ngrok_startup_log
-from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via, unused_token_note
+from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via
 from devtunnel.commands.output import EscapingFormatter, err, no_screen, safe
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from devtunnel.values.names import label_from
+from devtunnel.values.terminal import quoted
 
 __all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "ngrok_startup_log", "pyngrok_agent_argv",
            "single_dash_hint"]
@@ -26,6 +27,13 @@ _COMMANDS = {
     "config check": "devtunnel config show (and config path)",
     "config upgrade": "devtunnel config import-ngrok (it reads ngrok.yml v2 and v3)",
     "config add-api-key": "there is no account API here",
+    "config edit": "devtunnel config path (the files, to open in your editor) and devtunnel config set KEY VALUE "
+                   "(checked before it is saved)",
+    "update": "updates come from the package manager that installed devtunnel",
+    "service": "no service of its own: run devtunnel up (or devtunnel agent) under your system's service manager",
+    "tunnel": "labeled tunnels (ngrok edges) have no equivalent: devtunnel http PORT --name NAME",
+    "completion": "no shell completion yet: devtunnel help COMMAND lists a command's flags",
+    "credits": "devtunnel --version",
     "api": "there is no account API here: the agent's own API is on 127.0.0.1:4040 (docs/api.md)",
     "diagnose": "devtunnel config show (the relay and token in use); a running agent's /api/tunnels says why a "
                 "tunnel is offline",
@@ -33,7 +41,8 @@ _COMMANDS = {
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
 _GUARDS = "--basic-auth USER:PASS and --allow-ip CIDR guard a tunnel at the relay (docs/policy.md)"
-_LOGS = "devtunnel http --no-tui logs to stdout and stderr"
+_LOGS = ("devtunnel http --no-tui logs to stdout and stderr, one line per request; for a script, the agent API "
+         "gives the public URL as JSON: curl -s localhost:4040/api/tunnels | jq -r '.tunnels[0].public_url'")
 
 _HTTP_FLAGS = {
     "--url": _PUBLIC_NAME,
@@ -46,6 +55,7 @@ _HTTP_FLAGS = {
     "--bind-tls": "the relay decides the scheme",
     "--cidr-allow": "use --allow-ip CIDR",
     "--cidr-deny": "use a deny rule (--rules FILE, docs/policy.md)",
+    "--traffic-policy": "use --rules FILE (docs/policy.md)",
     "--traffic-policy-file": "use --rules FILE (docs/policy.md)",
     "--policy-file": "use --rules FILE (docs/policy.md)",
     "--auth": "use --basic-auth USER:PASS",
@@ -173,7 +183,26 @@ def ngrok_flag_hint(argv: Sequence[str]) -> str | None:
         if found is not None:
             shown, hint = found
             return f"unrecognized arguments: {shown} ({hint})"
+        host = _host_header_value(words, i)
+        if host is not None:
+            return (f"argument --host-header: {host} is ngrok's way to send a Host of its own: here --host-header "
+                    "takes rewrite (the target's Host) or preserve (the client's, the default); another Host is not "
+                    "supported yet")
     return None
+
+
+def _host_header_value(words: Sequence[str], i: int) -> str | None:
+    """ngrok's ``--host-header=example.com`` (any Host): the value as typed, quoted, when
+    ``words[i]`` is ``--host-header`` with a Host (``localhost``, a dot or a colon in it); else None."""
+    flag, equals, value = words[i].partition("=")
+    if flag != "--host-header":
+        return None
+    if not equals:
+        if i + 1 >= len(words) or words[i + 1].startswith("-"):
+            return None  # argparse says the value is missing
+        value = words[i + 1]
+    looks_like_a_host = "." in value or ":" in value or value.lower() == "localhost"
+    return quoted(value) if looks_like_a_host else None  # else argparse's "invalid choice"
 
 
 def _family(flag: str) -> str | None:

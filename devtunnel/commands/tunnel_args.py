@@ -13,7 +13,7 @@ from typing import Any
 from devtunnel.agent.via_runner import find_program, ssh_options
 from devtunnel.errors import ConfigError
 
-__all__ = ["app_options", "check_via", "check_http_args", "unused_token_note"]
+__all__ = ["app_options", "check_via", "check_http_args"]
 
 
 def app_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,13 +76,3 @@ def check_http_args(args: argparse.Namespace) -> None:
     if args.via:
         check_via(args.via)
 
-
-def unused_token_note(given: bool, relay: str | None) -> str | None:
-    """The note for a token given on the command line (``--token``, ngrok's ``--authtoken``,
-    ``--token-file``) that goes nowhere: no relay of the user's is set, and the embedded relay
-    (or the one ``--via`` uses) asks for none. An ngrok user passes their ngrok token so; it is
-    never sent, and should not be thought of as in use. None when the token is used or none was given."""
-    if not given or relay:
-        return None
-    return ("note: the token given (--token, --authtoken or --token-file) is not used: no relay is set (--relay URL, "
-            "DEVTUNNEL_RELAY or relay.url), and the embedded relay on 127.0.0.1 asks for none")

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from devtunnel.values.terminal import quoted
 
-__all__ = ["TUNNEL_KEYS", "ENDPOINT_KEYS", "NGROK_KEYS", "upstream_protocol_problem", "internal_binding", "pooling", "url_first_label"]
+__all__ = ["TUNNEL_KEYS", "ENDPOINT_KEYS", "NGROK_KEYS", "upstream_protocol_problem", "internal_binding", "edge_labels",
+           "agent_mutual_tls", "pooling", "url_first_label"]
 
 TUNNEL_KEYS = frozenset({
     # every tunnel
@@ -76,6 +77,28 @@ def internal_binding(body: object) -> str | None:
         return None
     return (f"it is bound to {quoted(private[0])}, not the public internet, and every devtunnel tunnel is "
             "public on its relay")
+
+
+def edge_labels(body: object) -> str | None:
+    """Why a labeled tunnel (v2 ``labels: [edge=...]``) must not become a public tunnel: ngrok
+    gives it no address of its own; it is reached only through an edge, whose modules (OAuth,
+    IP restrictions, webhook verification ...) are set at ngrok, not in the definition, so none
+    of them can be carried over. None for a tunnel without labels."""
+    if not isinstance(body, dict) or not body.get("labels"):
+        return None
+    labels = body["labels"]
+    first = str(labels[0] if isinstance(labels, list) and labels else labels)
+    return (f"it is a labeled tunnel ({quoted(first)}), reached only through an ngrok edge whose protections are "
+            "set at ngrok, not in its definition, and every devtunnel tunnel is public on its relay")
+
+
+def agent_mutual_tls(body: object) -> bool:
+    """Whether a v3 endpoint's ``agent_tls_termination`` asks for client certificates
+    (``mutual_tls_certificate_authorities``): a protection devtunnel's relay cannot enforce."""
+    if not isinstance(body, dict):
+        return False
+    termination = body.get("agent_tls_termination")
+    return isinstance(termination, dict) and bool(termination.get("mutual_tls_certificate_authorities"))
 
 
 def pooling(body: dict[str, object]) -> bool:

@@ -526,6 +526,15 @@ async def test_unknown_route_is_a_json_404(api: Api) -> None:
     assert_error(await api.client.get("/api/nothing"), 404)
 
 
+@pytest.mark.parametrize("path", ["/", "/inspect/http"])
+async def test_ngrok_s_web_inspector_address_says_where_devtunnel_s_inspector_is(api: Api, path: str) -> None:
+    # An ngrok user opens localhost:4040 in a browser by habit: "no such resource: /" alone.
+    body = assert_error(await api.client.get(path), 404)
+    assert body["msg"] == (f"no such resource: {path}: ngrok's web inspector is not served here; devtunnel's runs in "
+                           "the terminal (devtunnel inspect), and this port is the agent API (/api/tunnels, "
+                           "/api/requests/http; docs/api.md)")
+
+
 async def test_wrong_method_is_a_json_405(api: Api) -> None:
     assert_error(await api.client.put("/api/requests/http"), 405)
 

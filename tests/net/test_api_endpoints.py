@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from pyngrok import agent as agent_api, conf, ngrok, process
-from pyngrok.exception import PyngrokNgrokHTTPError
+from pyngrok.exception import PyngrokNgrokError, PyngrokNgrokHTTPError
 
 import devtunnel
 from devtunnel.api.plumbing import ApiError, requested_name
@@ -90,6 +91,12 @@ async def test_an_endpoint_url_names_the_tunnel(agent: Agent) -> None:
         # An internal endpoint made public would expose the service (was started, public).
         ({"name": "a", "upstream": {"url": "8080"}, "bindings": ["internal"]}, "the endpoint is bound to 'internal'"),
         ({"url": "https://billing.internal", "upstream": {"url": "8080"}}, "bound to 'internal', not the public internet"),
+        # A labeled tunnel has no address at ngrok, only its edge's (with the edge's protections):
+        # it was started public.
+        ({"name": "a", "addr": "8080", "labels": ["edge=edghts_1"]}, "the endpoint is a labeled tunnel ('edge=edghts_1')"),
+        ({"name": "a", "upstream": {"url": "8080"}, "agent_tls_termination": {
+            "server_certificate": "c.pem", "mutual_tls_certificate_authorities": ["ca.pem"]}},
+         "agent_tls_termination: mutual TLS is not supported"),
         ({"name": "a", "upstream": {"url": "no port here"}}, "target"),
         ({"name": "a", "upstream": {"url": "8080"}, "descripton": "typo"}, "unknown field 'descripton' (did you mean 'description'?)"),
         ({"name": "a", "upstrem": {"url": "8080"}}, "unknown field 'upstrem'"),  # not "'upstream' is required"
@@ -364,3 +371,61 @@ def test_pyngrok_with_ngrok_path_set_to_devtunnel_starts_its_agent_and_drives_it
         ngrok.kill(pyngrok_config=config)
         if running is not None:
             running.proc.wait(15)
+
+
+def test_pyngrok_set_auth_token_saves_devtunnel_s_relay_token_and_connect_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # pyngrok runs `NGROK_PATH config add-authtoken TOKEN --log stdout --config FILE` and wants
+    # "Authtoken saved" on stdout: devtunnel refused --log and --config (exit 2), and pyngrok
+    # raised CalledProcessError.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shim = tmp_path / "devtunnel"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m devtunnel "$@"\n')
+    shim.chmod(0o755)
+    ngrok_yml = tmp_path / "ngrok.yml"
+    config = conf.PyngrokConfig(ngrok_path=str(shim), config_path=str(ngrok_yml), monitor_thread=False)
+    ngrok.set_auth_token("relay-tok-123", pyngrok_config=config)
+    user_file = tmp_path / "config" / "devtunnel" / "devtunnel.toml"
+    assert user_file.read_text() == '[relay]\ntoken = "relay-tok-123"\n'
+    assert user_file.stat().st_mode & 0o777 == 0o600
+    # ngrok's file is pyngrok's, read as YAML before each start: devtunnel writes nothing into it.
+    assert "relay-tok-123" not in ngrok_yml.read_text()
+    err = capfd.readouterr().err
+    assert f"--config {ngrok_yml} names ngrok's file: left as it is; devtunnel's agent reads its relay token from " \
+           f"{user_file}" in err
+    assert "note: the token saved is not used: no relay is set" in err  # the embedded relay asks for none
+    try:
+        with echo_service() as (target, seen):
+            tunnel = ngrok.connect(target.rsplit(":", 1)[1], pyngrok_config=config)
+            url = httpx.URL(tunnel.public_url)
+            resp = httpx.get(url.copy_with(host="127.0.0.1", path="/after-token"), headers={"Host": url.netloc.decode()},
+                             trust_env=False)
+            assert resp.status_code == 200 and seen.requests[-1][:2] == ("GET", "/after-token")
+            ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+    finally:
+        running = process._current_processes.get(str(shim))
+        ngrok.kill(pyngrok_config=config)
+        if running is not None:
+            running.proc.wait(15)
+
+
+def test_pyngrok_set_api_key_and_update_are_refused_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    # update was argparse's "invalid choice" with devtunnel's list of commands.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shim = tmp_path / "devtunnel"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m devtunnel "$@"\n')
+    shim.chmod(0o755)
+    config = conf.PyngrokConfig(ngrok_path=str(shim), config_path=str(tmp_path / "ngrok.yml"), monitor_thread=False)
+    with pytest.raises(PyngrokNgrokError) as info:
+        ngrok.update(pyngrok_config=config)
+    assert str(info.value) == ("The ngrok process exited with code 2: devtunnel: update is ngrok's: updates come from "
+                               "the package manager that installed devtunnel (see: devtunnel --help)")
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        ngrok.set_api_key("2abcKEY", pyngrok_config=config)
+    assert refused.value.returncode == 2
+    assert capfd.readouterr().err == ("devtunnel: config add-api-key is ngrok's: there is no account API here "
+                                      "(see: devtunnel --help)\n")
+    assert not (tmp_path / "config" / "devtunnel").exists()

@@ -153,6 +153,7 @@ async def test_ngrok_replay_with_a_misspelt_field_is_a_400_and_sends_nothing(age
         ({"addr": "8080", "verify_webhook": {"provider": "stripe", "secret": "whsec_x"}}, 400),  # ngrok.yml's key
         ({"addr": "8080", "policy": {"inbound": [{"actions": [{"type": "deny"}]}]}}, 400),  # before agent 3.14
         ({"addr": "8080", "traffic_policy_file": "/etc/ngrok/policy.yml"}, 400),
+        ({"addr": "8080", "labels": ["edge=edghts_1"]}, 400),  # reached at ngrok only through its edge: was public
     ],
 )
 async def test_bad_tunnel_requests_are_refused_with_json_errors(agent: Agent, body: dict[str, Any], status: int) -> None:
