@@ -645,3 +645,74 @@ def test_the_app_gets_devtunnels_environment_but_the_relay_token(start, tmp_path
     # What the app is meant to have is still there: its receiver's secret, PORT, the tunnel's name.
     assert {"STRIPE_WEBHOOK_SECRET=whsec_the_app_reads_it", f"PORT={port}", f"DEVTUNNEL_TUNNEL={run.name}"} <= set(lines)
     assert run.proc.stop(signal.SIGTERM) == 0
+
+
+def test_a_request_held_past_the_hold_is_told_why_the_app_is_down(start, tmp_path: Path) -> None:
+    # It said "the app is still down after 1 s" and no more: the crash's reason was in the log only.
+    port = free_port()
+    run = start(str(port), "--run", "echo 'ModuleNotFoundError: No module named fastapi' >&2; exit 1", "--hold", "1s")
+    with httpx.Client(timeout=20) as client:
+        response = run.get(client, "/late")
+    assert response.status_code == 503
+    assert response.headers["X-Devtunnel-Error"] == "app_restarting"
+    assert response.text.startswith("local app restarting: the app is still down after 1 s (")
+    assert "No module named fastapi" in response.text
+    run.proc.stop(signal.SIGTERM)
+    [ex] = _records(tmp_path / "c.db")
+    assert "No module named fastapi" in ex.error_message
+
+
+def test_an_app_that_exited_cleanly_holds_no_request_for_nothing(start, tmp_path: Path) -> None:
+    # Not restarted, it would not come back: every request waited out the whole hold (30 s),
+    # then got "the app is still down".
+    port = free_port()
+    run = start(str(port), "--run", "exit 0", "--hold", "30s")
+    wait_for(lambda: run.app()["state"] == "exited", what="the app to end")
+    with httpx.Client(timeout=20) as client:
+        began = time.monotonic()
+        response = run.get(client, "/x")
+        took = time.monotonic() - began
+    assert response.status_code == 502, response.text
+    assert took < 5, took
+    assert "is not ready (exited (0): ended cleanly with code 0: not restarted)" in response.text
+
+
+DAEMON = """import os, sys
+child = os.fork()
+if child:
+    with open(sys.argv[1], "w") as f:
+        f.write(str(child))
+    sys.exit(0)  # the parent returns at once, as a server started with --daemon does
+os.setsid()
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def test_a_daemonized_app_is_forwarded_to_and_said(start, tmp_path: Path) -> None:
+    # Its command exited 0 and left a server on the port: every request was held for the whole
+    # hold and answered 503 "the app is still down", the server answering all along.
+    port = free_port()
+    (tmp_path / "daemon.py").write_text(DAEMON)
+    pidfile = tmp_path / "daemon.pid"
+    run = start(str(port), "--run", f"{sys.executable} {tmp_path / 'daemon.py'} {pidfile} {APP} {port}", "--hold", "30s")
+    try:
+        wait_for(lambda: "still accepts connections" in run.app()["message"], what="the note on the daemon")
+        assert run.app()["state"] == "exited"
+        with httpx.Client(timeout=20) as client:
+            began = time.monotonic()
+            response = run.get(client, "/x")
+            took = time.monotonic() - began
+        assert response.status_code == 200, response.text
+        daemon = int(pidfile.read_text())
+        assert response.text.split()[1] == str(daemon)
+        assert took < 5, took
+        run.proc.line(lambda l: f"but port {port} still accepts connections: a process the app left running" in l, "err")
+        run.proc.stop(signal.SIGINT)
+        # Out of devtunnel's process group, it outlives it, as docs/apps.md says.
+        assert process_alive(daemon)
+    finally:
+        wait_for(pidfile.exists, what="the daemon's pid")
+        daemon = int(pidfile.read_text())
+        if process_alive(daemon):
+            os.kill(daemon, signal.SIGTERM)
+            wait_for(lambda: not process_alive(daemon), what="the daemon to end")
