@@ -716,3 +716,13 @@ def test_a_daemonized_app_is_forwarded_to_and_said(start, tmp_path: Path) -> Non
         if process_alive(daemon):
             os.kill(daemon, signal.SIGTERM)
             wait_for(lambda: not process_alive(daemon), what="the daemon to end")
+
+
+def test_an_app_killed_after_ignoring_sigterm_is_said_so_at_ctrl_c(start, tmp_path: Path) -> None:
+    # Ctrl-C waited 5 s and said "app stopped", nothing about why it took so long.
+    port = free_port()
+    run = start(str(port), "--run", "trap '' TERM; " + app_command(port))
+    wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    assert run.proc.stop(signal.SIGINT) == 0
+    assert any(line.endswith(f"tunnel {run.name}: app stopped (still running 5 s after SIGTERM: killed (SIGKILL))")
+               for line in run.proc.err), run.proc.err
