@@ -463,15 +463,22 @@ class Child:
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
         partial = b""
+        skipping = False
+        """The rest of a line whose start was kept: dropped up to its end, not shown as lines of its own."""
         while True:
             chunk = await stream.read(65536)
             if not chunk:
                 break
+            if skipping:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    continue
+                chunk, skipping = chunk[end + 1:], False
             partial += chunk
             *lines, partial = partial.split(b"\n")
             if len(partial) > MAX_LINE * 4:  # a line without end: keep its start, drop the rest
                 lines.append(partial)
-                partial = b""
+                partial, skipping = b"", True
             for raw in lines:
                 self._line(name, raw)
         if partial:

@@ -726,3 +726,20 @@ def test_an_app_killed_after_ignoring_sigterm_is_said_so_at_ctrl_c(start, tmp_pa
     assert run.proc.stop(signal.SIGINT) == 0
     assert any(line.endswith(f"tunnel {run.name}: app stopped (still running 5 s after SIGTERM: killed (SIGKILL))")
                for line in run.proc.err), run.proc.err
+
+
+def test_a_huge_line_is_one_line_cut_not_several(start, tmp_path: Path) -> None:
+    # A 100,000-character line (a dumped payload, a minified bundle in a trace) was shown as two
+    # or more lines, the second starting in its middle, as if the app had written it.
+    port = free_port()
+    script = tmp_path / "huge.py"
+    script.write_text("import sys, time\nsys.stderr.write('A' * 50000 + 'B' * 50000 + '\\n')\n"
+                      "sys.stderr.write('next line\\n')\nsys.stderr.flush()\ntime.sleep(600)\n")
+    run = start(str(port), "--run", f"{sys.executable} {script}", "--name", "huge")
+
+    def lines() -> list[str]:
+        got = httpx.get(run.api + "/api/tunnels/huge/logs", timeout=5).json()["lines"]
+        return [line["text"] for line in got if line["stream"] == "err"]
+
+    wait_for(lambda: "next line" in lines(), what="the line after the huge one")
+    assert lines() == ["A" * 8192 + "…", "next line"]
