@@ -167,6 +167,8 @@ class AppRunner:
         self._next_look = 0.0
         self._found = False
         """The last look (``_elsewhere``) said where the app listens instead."""
+        self._last_exit = ""
+        """How the app's last run ended (``exited with code 1: ...``) until it is ready again."""
         self._left_behind: asyncio.Task[None] | None = None
         """The look for a server the app left on its port as it exited (``_say_left_behind``)."""
         self._starting_since: float | None = None
@@ -262,9 +264,15 @@ class AppRunner:
         if self.gate is not None:
             # A request's 502 while the app is not ready says why (``the app says it listens on ...``).
             ready = state.state == "ready"
-            self.gate.set_app_state(ready, self.state_text if ready or not state.message
-                                    else f"{self.state_text}: {state.message}",
-                                    final=state.state in _FINAL_STATES)
+            said = self.state_text if ready or not state.message else f"{self.state_text}: {state.message}"
+            if state.state == "crashed":
+                self._last_exit = state.message
+            elif ready:
+                self._last_exit = ""
+            elif state.state == "starting" and self._last_exit:
+                # A crash loop is "starting" half the time: why it keeps going down still shows.
+                said += f"; its last run {self._last_exit}"
+            self.gate.set_app_state(ready, said, final=state.state in _FINAL_STATES)
         if self._on_change is not None:
             self._on_change()
 
