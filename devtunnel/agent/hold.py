@@ -188,7 +188,7 @@ class HoldGate:
                     conn = await connect()
                 except (OSError, TimeoutError):
                     continue
-                abort = getattr(conn, "abort", None)
+                abort = getattr(conn, "abort", None) or getattr(conn, "close", None)  # a socket's close
                 if abort is not None:
                     abort()
                 return

@@ -747,3 +747,69 @@ def test_a_huge_line_is_one_line_cut_not_several(start, tmp_path: Path) -> None:
 
     wait_for(lambda: "next line" in lines(), what="the line after the huge one")
     assert lines() == ["A" * 8192 + "…", "next line"]
+
+
+WS_APP = '''\
+async def app(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": "echo " + message.get("text", "")})
+'''
+
+
+def test_a_websocket_opened_while_the_app_starts_is_held_as_a_request_is(start, tmp_path: Path) -> None:
+    # A dev server's live-reload socket reconnecting while the server restarts got 502
+    # local_refused at once, --hold or not: only plain requests waited for the app.
+    from websockets.sync.client import connect
+
+    (tmp_path / "wsapp.py").write_text(WS_APP)
+    go = tmp_path / "go"
+    port = free_port()
+    run = start(str(port), "--run", f"while [ ! -e {go} ]; do sleep 0.05; done;"
+                f" exec {sys.executable} -m uvicorn wsapp:app --port {port}", "--hold", "20s", cwd=tmp_path)
+    relay_port = int(run.relay.rsplit(":", 1)[1])
+    got: list[str] = []
+
+    def talk() -> None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", relay_port), timeout=20)
+            with connect(f"ws://{run.host}/live", sock=sock, open_timeout=20) as ws:
+                ws.send("hello")
+                got.append(str(ws.recv(timeout=10)))
+        except Exception as exc:  # said in the assertion below
+            got.append(f"failed: {exc!r}")
+
+    thread = threading.Thread(target=talk)
+    thread.start()
+    try:
+        wait_for(lambda: got or run.app()["waiting"] == 1, what="the handshake held")
+        assert not got, got
+        go.touch()
+    finally:
+        go.touch()
+        thread.join(30)
+    assert got == ["echo hello"]
+
+
+def test_a_websocket_refused_while_the_app_starts_says_the_app_is_restarting(start, tmp_path: Path) -> None:
+    # Without hold a request got "502 app_restarting (starting)", a WebSocket "local_refused",
+    # as if no service were meant to be there.
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    port = free_port()
+    run = start(str(port), "--run", "exec sleep 600")
+    wait_for(lambda: run.app()["state"] == "starting", what="the app starting")
+    sock = socket.create_connection(("127.0.0.1", int(run.relay.rsplit(":", 1)[1])), timeout=20)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://{run.host}/live", sock=sock, open_timeout=20)
+    response = refused.value.response
+    assert response.status_code == 502
+    assert response.headers["X-Devtunnel-Error"] == "app_restarting"
+    assert b"its app at http://127.0.0.1:" in response.body and b"is not ready (starting" in response.body
