@@ -31,6 +31,10 @@ from devtunnel.values.health_path import health_path_problem
 
 __all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_status"]
 
+LEFT_BEHIND_LOOKS = 20
+"""Looks, 0.1 s apart, for a server the app left on its port as it exited with status 0."""
+_FINAL_STATES = ("exited", "failed")
+"""States the app does not leave by itself (``R`` starts it again): requests are not held for it."""
 GUARD = """trap "trap '' TERM; kill -TERM 0; sleep 5; kill -KILL 0" HUP; /bin/sh -c "$1" & wait $!"""
 """The shell devtunnel starts around the user's command (``$1``).
 
@@ -163,6 +167,10 @@ class AppRunner:
         self._next_look = 0.0
         self._found = False
         """The last look (``_elsewhere``) said where the app listens instead."""
+        self._last_exit = ""
+        """How the app's last run ended (``exited with code 1: ...``) until it is ready again."""
+        self._left_behind: asyncio.Task[None] | None = None
+        """The look for a server the app left on its port as it exited (``_say_left_behind``)."""
         self._starting_since: float | None = None
         """When this run's ready checks began (``time.monotonic``); None while it is not starting."""
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
@@ -251,13 +259,39 @@ class AppRunner:
             self._starting_since = None
         if state.state == "crashed" and state.exit_code in _SHELL_HINTS:
             self.log.add("devtunnel", _SHELL_HINTS[state.exit_code])
+        if state.state == "exited" and self._left_behind is None:
+            self._left_behind = asyncio.create_task(self._say_left_behind(), name="app-left-behind")
         if self.gate is not None:
             # A request's 502 while the app is not ready says why (``the app says it listens on ...``).
             ready = state.state == "ready"
-            self.gate.set_app_state(ready, self.state_text if ready or not state.message
-                                    else f"{self.state_text}: {state.message}")
+            said = self.state_text if ready or not state.message else f"{self.state_text}: {state.message}"
+            if state.state == "crashed":
+                self._last_exit = state.message
+            elif ready:
+                self._last_exit = ""
+            elif state.state == "starting" and self._last_exit:
+                # A crash loop is "starting" half the time: why it keeps going down still shows.
+                said += f"; its last run {self._last_exit}"
+            self.gate.set_app_state(ready, said, final=state.state in _FINAL_STATES)
         if self._on_change is not None:
             self._on_change()
+
+    async def _say_left_behind(self) -> None:
+        """The app exited with status 0: a server still on its port is one it left running
+        (``--daemon``, ``docker compose up -d``): requests go to it, and devtunnel cannot stop it."""
+        try:
+            for _ in range(LEFT_BEHIND_LOOKS):  # a daemon may listen a moment after its parent exited
+                if await port_accepts(self.target.host, self.target.port):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                return
+            if self.child.state.state == "exited":
+                self.child.note(f"ended cleanly with code 0, but port {self.target.port} still accepts connections:"
+                                " a process the app left running (daemonized) answers requests, and devtunnel"
+                                " cannot stop it when it stops; run the server in the foreground")
+        finally:
+            self._left_behind = None
 
     def start(self) -> None:
         """Start the app (in the running loop); returns at once."""
@@ -267,6 +301,8 @@ class AppRunner:
 
     async def stop(self) -> None:
         """Stop the app and every process it started."""
+        if self._left_behind is not None:
+            self._left_behind.cancel()
         await self.child.stop()
 
     async def restart(self) -> None:

@@ -249,6 +249,8 @@ class Child:
         """``restart_now`` ended the run: it starts again whatever its status and the policy."""
         self._changed = asyncio.Event()
         self._ending: asyncio.Future[None] | None = None
+        self._killed = ""
+        """Said when the last group ended took SIGKILL (it outlived the grace after SIGTERM)."""
 
     def _set(self, **changes: object) -> None:
         self.state = replace(self.state, since=time.time(), **changes)  # type: ignore[arg-type]
@@ -295,6 +297,7 @@ class Child:
     async def stop(self) -> None:
         """Stop the child and its process group; it is not restarted."""
         self._stopping = True
+        self._killed = ""
         await self._terminate()
         if self._task is not None:
             self._task.cancel()
@@ -302,7 +305,8 @@ class Child:
                 await self._task
             self._task = None
         if self.state.state != "failed":
-            self._set(state="stopped", pid=None, message="")
+            # An app that ignores SIGTERM kept Ctrl-C waiting for the whole grace: say why.
+            self._set(state="stopped", pid=None, message=self._killed)
 
     async def restart_now(self) -> None:
         """Stop the running process; the supervisor starts it again at once. A child that is not
@@ -438,6 +442,8 @@ class Child:
                 return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+            self._killed = f"still running {grace:g} s after SIGTERM: killed (SIGKILL)"
+            self.log.add("devtunnel", f"{self.name} {self._killed}")
 
     async def _watch_ready(self, proc: asyncio.subprocess.Process) -> None:
         if self._ready_check is None:
@@ -457,15 +463,22 @@ class Child:
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
         partial = b""
+        skipping = False
+        """The rest of a line whose start was kept: dropped up to its end, not shown as lines of its own."""
         while True:
             chunk = await stream.read(65536)
             if not chunk:
                 break
+            if skipping:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    continue
+                chunk, skipping = chunk[end + 1:], False
             partial += chunk
             *lines, partial = partial.split(b"\n")
             if len(partial) > MAX_LINE * 4:  # a line without end: keep its start, drop the rest
                 lines.append(partial)
-                partial = b""
+                partial, skipping = b"", True
             for raw in lines:
                 self._line(name, raw)
         if partial:

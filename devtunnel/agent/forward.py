@@ -32,7 +32,7 @@ from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, Fields, RequestReceived
 from devtunnel.values.request_head import answer_text, declared_length, field_is_safe, fields_are_safe
 
-__all__ = ["Forwarder", "Start", "answer_error", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER", "MAX_HEAD"]
+__all__ = ["Forwarder", "Start", "answer_error", "refusal", "DEFAULT_HEAD_TIMEOUT", "ERROR_HEADER", "MAX_HEAD"]
 
 DEFAULT_HEAD_TIMEOUT = 60.0
 """Seconds the local service has to send a response head once the request is sent."""
@@ -455,18 +455,8 @@ class Forwarder:
             status, kind, message = 503, "app_restarting", f"{failed}\n"
             retry_after = gate.retry_after if gate is not None else None
         elif isinstance(failed, ConnectionRefusedError):
-            if gate is not None and gate.managed:
-                state = gate.app_state if gate.app_down else "going down"
-                status, kind = 502, "app_restarting"
-                message = (f"{APP_RESTARTING}: the tunnel {self.tunnel} is online, but its app at {self.target.url} "
-                           f"is not ready ({state}).\n")
-            else:
-                status, kind = 502, "local_refused"
-                message = (
-                    f"The tunnel {self.tunnel} is online, but the local service at {self.target.url} "
-                    "refused the connection.\nMake sure a web service is running there, or start "
-                    f"devtunnel with the address it listens on.\n"
-                ) + await ipv6_loopback_hint(self.target)
+            status = 502
+            kind, message = await refusal(self.tunnel, self.target, gate)
         elif isinstance(failed, TimeoutError):
             status, kind = 504, "local_timeout"
             message = f"the local service at {self.target.url} did not accept a connection in time"
@@ -682,6 +672,20 @@ class Forwarder:
         await answer_error(stream, cap, status, kind, message, head_only=head.method == b"HEAD", retry_after=retry_after)
         if not head.end_stream:
             stream.reset(ErrorCode.NO_ERROR, "response complete")
+
+
+async def refusal(tunnel: str, target: Target, gate: HoldGate | None) -> tuple[ErrorKind, str]:
+    """The error kind and the ``502``'s text for a connection ``target`` refused, a request's or a
+    WebSocket handshake's: the app devtunnel runs restarting (its state said), or no service there."""
+    if gate is not None and gate.managed:
+        state = gate.app_state if gate.app_down else "going down"
+        return "app_restarting", (f"{APP_RESTARTING}: the tunnel {tunnel} is online, but its app at {target.url} "
+                                  f"is not ready ({state}).\n")
+    return "local_refused", (
+        f"The tunnel {tunnel} is online, but the local service at {target.url} "
+        "refused the connection.\nMake sure a web service is running there, or start "
+        "devtunnel with the address it listens on.\n"
+    ) + await ipv6_loopback_hint(target)
 
 
 async def answer_error(

@@ -8,8 +8,11 @@ without it.
 While the app is known to be down (starting, crashed, restarting) or the target refuses
 connections, a request waits, at most ``hold`` seconds and with at most ``max_waiting`` others,
 and is delivered once the app is ready, in the order the requests came. What cannot be delivered
-in time raises :class:`HoldExpired` (answered 503 with ``Retry-After``). Without hold, the gate
-only tells the forwarder that a refusal is the app restarting.
+in time raises :class:`HoldExpired` (answered 503 with ``Retry-After``, saying the app's state:
+``starting: the app says it listens on ...``). An app that will not come back by itself (it
+exited with status 0, or could not be started) holds nothing: requests go to the target at
+once, to what a daemonized app left listening there, or are refused with its state. Without
+hold, the gate only tells the forwarder that a refusal is the app restarting.
 """
 
 from __future__ import annotations
@@ -68,17 +71,27 @@ class HoldGate:
         self._probe: asyncio.Task[None] | None = None
         self._ended = ""
         """Why requests are held no more (``end_holding``): the tunnel is stopping."""
+        self._final = False
+        """The app will not come back by itself (``exited``, ``failed``): nothing to wait for."""
 
     @property
     def app_down(self) -> bool:
-        """True while the app is known not to be ready (starting, crashed, restarting)."""
-        return not self._up.is_set()
+        """True while the app is known not to be ready (starting, crashed, restarting, exited ...)."""
+        return self._final or not self._up.is_set()
 
-    def set_app_state(self, ready: bool, state: str = "") -> None:
-        """Called by the app's supervisor on every change; ready releases the held requests in order."""
+    def set_app_state(self, ready: bool, state: str = "", *, final: bool = False) -> None:
+        """Called by the app's supervisor on every change; ready releases the held requests in order.
+
+        ``final``: the app is down and will not come back by itself (it exited with status 0, or
+        could not be started): what is held, and what comes, is sent to the target at once
+        (a daemonized app's server may answer there) instead of waiting out the hold for nothing."""
         self.managed = True
         self.app_state = state
-        if ready:
+        self._final = final
+        if final:
+            self._reachable.set()
+            self._up.set()  # wakes every waiter; each sees ``_final``
+        elif ready:
             if not self._up.is_set():
                 self.starts += 1
             self._reachable.set()  # the supervisor's word is newer than a probe's
@@ -102,7 +115,7 @@ class HoldGate:
             HoldExpired: held for ``hold`` seconds without success, or too many held already.
             ConnectionRefusedError, OSError, TimeoutError: from ``connect()`` when not holding.
         """
-        if self.hold <= 0 or self._ended:
+        if self.hold <= 0 or self._ended or self._final:
             return await connect()
         if self._open():
             try:
@@ -120,6 +133,8 @@ class HoldGate:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._ended:
                     break
+                if self._final:
+                    return await connect()  # a refusal says the app's state (the forwarder's 502)
                 if not self._open():
                     try:
                         async with asyncio.timeout(remaining):
@@ -142,8 +157,11 @@ class HoldGate:
         self.expired += 1
         if self._ended:
             raise HoldExpired(f"{APP_RESTARTING}: {self._ended}")
-        state = "is still down" if self.app_down else "still refuses connections"
-        raise HoldExpired(f"{APP_RESTARTING}: the app {state} after {self.hold:g} s")
+        if not self.app_down:
+            raise HoldExpired(f"{APP_RESTARTING}: the app still refuses connections after {self.hold:g} s")
+        # Its state says why (``starting: the app says it listens on ...``, a crash's last line).
+        state = f" ({self.app_state})" if self.app_state else ""
+        raise HoldExpired(f"{APP_RESTARTING}: the app is still down after {self.hold:g} s{state}")
 
     def end_holding(self, reason: str) -> None:
         """Answer the held requests now (503, ``reason``) and hold no more: the tunnel is stopping,
@@ -170,7 +188,7 @@ class HoldGate:
                     conn = await connect()
                 except (OSError, TimeoutError):
                     continue
-                abort = getattr(conn, "abort", None)
+                abort = getattr(conn, "abort", None) or getattr(conn, "close", None)  # a socket's close
                 if abort is not None:
                     abort()
                 return

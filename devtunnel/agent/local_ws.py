@@ -13,6 +13,7 @@ client's connection was lost without a close frame; a local service lost that wa
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from typing import Any
 
@@ -22,7 +23,8 @@ from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 
 from devtunnel.errors import StreamClosedError
-from devtunnel.agent.forward import answer_error, ipv6_loopback_hint
+from devtunnel.agent.forward import answer_error, refusal
+from devtunnel.agent.hold import HoldExpired, HoldGate
 from devtunnel.agent.local_response import what_it_sent
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
@@ -109,8 +111,13 @@ async def forward_websocket(
     rewrite_host: bool = False,
     insecure: bool = False,
     connect_timeout: float = 10.0,
+    gate: HoldGate | None = None,
 ) -> None:
     """Carry one WebSocket session between the relay stream and the local service.
+
+    With a ``gate`` that holds (``--hold``), the opening handshake waits for the app as a request
+    does (a dev server's live-reload socket reconnecting while the server restarts), on the
+    connection the gate opened; past the hold it is answered 503.
 
     ``head.target`` must have passed ``values.request_head.head_problem`` (the session checks
     every request): it is sent as the handshake's request target, to ``target``'s address.
@@ -135,6 +142,14 @@ async def forward_websocket(
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         options["ssl"] = ctx
+    if gate is not None and gate.hold > 0:
+        try:
+            options["sock"] = await gate.connect(lambda: _open_socket(target))
+        except HoldExpired as exc:
+            await answer_error(stream, cap, 503, "app_restarting", f"{exc}\n", retry_after=gate.retry_after)
+            return
+        except OSError:
+            pass  # the handshake below connects, and says why it cannot
     try:
         ws = await connect_here(
             uri,
@@ -152,10 +167,8 @@ async def forward_websocket(
         await _relay_rejection(stream, cap, exc)
         return
     except ConnectionRefusedError:
-        message = (
-            f"The tunnel {tunnel} is online, but the local service at {target.url} refused the connection.\n"
-        ) + await ipv6_loopback_hint(target)
-        await answer_error(stream, cap, 502, "local_refused", message)
+        kind, message = await refusal(tunnel, target, gate)
+        await answer_error(stream, cap, 502, kind, message)
         return
     except TimeoutError:
         await answer_error(stream, cap, 504, "local_timeout", f"the local service at {target.url} did not answer in time")
@@ -179,6 +192,19 @@ async def forward_websocket(
             ws.transport.abort()
         if cap.exchange.ws_close_code is None:
             cap.ws_closed(ws.close_code if ws.close_code is not None else _close_sent(ws))
+
+
+async def _open_socket(target: Target) -> socket.socket:
+    """A TCP connection to ``target`` for the handshake to use (``HoldGate.connect`` waits for it)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET6 if ":" in target.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, (target.host, target.port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _going_away(ws: ClientConnection, why: str) -> None:

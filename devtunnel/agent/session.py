@@ -624,6 +624,7 @@ class Session:
                 await forward_websocket(
                     stream, head, cap, tunnel=tunnel.name, target=forwarder.target,
                     rewrite_host=tunnel.config.host_header == "rewrite", insecure=tunnel.config.insecure,
+                    gate=forwarder.gate,
                 )
             else:
                 await forwarder.handle(stream, head, cap, start)
