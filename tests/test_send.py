@@ -310,11 +310,17 @@ def test_without_to_and_no_agent_running_it_says_where_it_looked(tmp_path: Path)
                            "devtunnel http/up, or give --to URL\n")
 
 
-def test_a_sample_to_a_running_tunnel_is_signed_with_that_tunnels_own_secret(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", [None, "other"])
+def test_a_sample_to_a_running_tunnel_is_signed_with_that_tunnels_own_secret(tmp_path: Path, name: str | None) -> None:
     """Found by use: [tunnels.shop.webhooks.stripe] secret_env = "SHOP_STRIPE_SECRET" made the agent
     judge shop's deliveries with that secret, but `send --tunnel shop` signed with the global
-    STRIPE_WEBHOOK_SECRET: the receiver answered 400 and the agent said "wrong secret"."""
+    STRIPE_WEBHOOK_SECRET: the receiver answered 400 and the agent said "wrong secret".
+
+    Renamed (`devtunnel http shop --name other`), the agent judges other's deliveries with shop's
+    secret, but `send --tunnel other` (and `send` alone) looked for [tunnels.other] and signed with
+    the global secret: 400 again. The API's tunnel says which table it came from; send signs with it."""
     right = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
+    tunnel = name or "shop"
     with receiver() as rx:
         api = free_port()
         (tmp_path / "devtunnel.toml").write_text(
@@ -323,43 +329,17 @@ def test_a_sample_to_a_running_tunnel_is_signed_with_that_tunnels_own_secret(tmp
         env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "SHOP_STRIPE_SECRET": right,
                "STRIPE_WEBHOOK_SECRET": "whsec_another_service"}
         clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and k != "DEVTUNNEL_CONFIG"}
-        proc = Proc([*DEVTUNNEL, "http", "shop", "--no-tui", "--db", str(tmp_path / "c.db")],
-                    {**clean, **env, "XDG_STATE_HOME": str(tmp_path / "state")}, cwd=tmp_path)
-        try:
-            proc.line(lambda line: line.startswith("API http://127.0.0.1:"))
-            for args in ([], ["--tunnel", "shop"]):
-                done = send("stripe", "invoice.paid", *args, cwd=tmp_path, **env)
-                assert done.returncode == 0, done.stdout + done.stderr
-            assert [status for _, status, _ in rx.verdicts] == [200, 200], rx.verdicts
-            wait_for(lambda: "".join(proc.out).count("✓ signature valid") == 2, what="both judged valid by the agent")
-        finally:
-            assert proc.stop() == 0
-
-
-def test_a_tunnel_renamed_with_name_is_signed_with_its_tables_secret(tmp_path: Path) -> None:
-    """Found by use: `devtunnel http shop --name other` judges other's deliveries with
-    [tunnels.shop.webhooks.stripe]'s secret, but `send --tunnel other` (and `send` alone) looked
-    for [tunnels.other] and signed with the global STRIPE_WEBHOOK_SECRET: the receiver answered
-    400. The API's tunnel says which table it came from, and send signs with that table's secret."""
-    right = RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]
-    with receiver() as rx:
-        api = free_port()
-        (tmp_path / "devtunnel.toml").write_text(
-            f"[agent]\napi_port = {api}\n\n[tunnels.shop]\ntarget = {rx.url.rsplit(':', 1)[1]}\n"
-            '[tunnels.shop.webhooks.stripe]\nsecret_env = "SHOP_STRIPE_SECRET"\n')
-        env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "SHOP_STRIPE_SECRET": right,
-               "STRIPE_WEBHOOK_SECRET": "whsec_another_service"}
-        clean = {k: v for k, v in os.environ.items() if k not in RECEIVER_SECRETS and k != "DEVTUNNEL_CONFIG"}
-        proc = Proc([*DEVTUNNEL, "http", "shop", "--name", "other", "--no-tui", "--db", str(tmp_path / "c.db")],
+        renamed = ["--name", name] if name else []
+        proc = Proc([*DEVTUNNEL, "http", "shop", *renamed, "--no-tui", "--db", str(tmp_path / "c.db")],
                     {**clean, **env, "XDG_STATE_HOME": str(tmp_path / "state")}, cwd=tmp_path)
         try:
             proc.line(lambda line: line.startswith("API http://127.0.0.1:"))
             listed = httpx.get(f"http://127.0.0.1:{api}/api/tunnels", timeout=10).json()["tunnels"]
-            assert [(t["name"], t["config"]["table"]) for t in listed] == [("other", "shop")]
-            for args in ([], ["--tunnel", "other"]):
+            assert [(t["name"], t["config"]["table"]) for t in listed] == [(tunnel, "shop")]
+            for args in ([], ["--tunnel", tunnel]):
                 done = send("stripe", "invoice.paid", *args, cwd=tmp_path, **env)
                 assert done.returncode == 0, done.stdout + done.stderr
-                assert "to http://other.localhost:" in done.stdout
+                assert f"to http://{tunnel}.localhost:" in done.stdout
             assert [status for _, status, _ in rx.verdicts] == [200, 200], rx.verdicts
             wait_for(lambda: "".join(proc.out).count("✓ signature valid") == 2, what="both judged valid by the agent")
         finally:
