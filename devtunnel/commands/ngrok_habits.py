@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from collections.abc import Sequence
 
 from devtunnel.values.names import label_from
 from devtunnel.values.terminal import quoted
 
-__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "ngrok_startup_log", "pyngrok_agent_argv",
+__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "pyngrok_agent_argv",
            "single_dash_hint"]
 
 _COMMANDS = {
@@ -41,8 +40,6 @@ _COMMANDS = {
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
 _GUARDS = "--basic-auth USER:PASS and --allow-ip CIDR guard a tunnel at the relay (docs/policy.md)"
-_LOGS = ("devtunnel http --no-tui logs to stdout and stderr, one line per request; for a script, the agent API "
-         "gives the public URL as JSON: curl -s localhost:4040/api/tunnels | jq -r '.tunnels[0].public_url'")
 
 _HTTP_FLAGS = {
     "--url": _PUBLIC_NAME,
@@ -63,9 +60,6 @@ _HTTP_FLAGS = {
     "--web-addr": "use --api-port PORT",
     "--config": "devtunnel reads devtunnel.toml (DEVTUNNEL_CONFIG=FILE); devtunnel config import-ngrok FILE "
                 "turns an ngrok.yml into it",
-    "--log": _LOGS,
-    "--log-level": _LOGS,
-    "--log-format": _LOGS,
     "--inspect": "devtunnel records every exchange; --no-record turns that off",
     "--oauth": f"no OAuth at the relay yet: {_GUARDS}",
     "--oidc": f"no OpenID Connect at the relay yet: {_GUARDS}",
@@ -244,11 +238,3 @@ def pyngrok_agent_argv(argv: Sequence[str]) -> list[str] | None:
         log = words[words.index("--log") + 1]
     return ["agent", "--ngrok-log"] if log == "stdout" else None
 
-
-def ngrok_startup_log(port: int) -> list[str]:
-    """The lines of ngrok's log (logfmt) that say its agent is ready, which pyngrok reads to find
-    the API: the web service's address, then the sessions (devtunnel's embedded relay needs none)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return [f't={now} lvl=info msg="starting web service" obj=web addr=127.0.0.1:{port}',
-            f't={now} lvl=info msg="tunnel session started" obj=tunnels.session',
-            f't={now} lvl=info msg="client session established" obj=tunnels.session']
