@@ -679,6 +679,9 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
                          "without a NAME; devtunnel config import-ngrok brings ngrok.yml's)"),
     # The names typed, as the import names them; was "devtunnel up NAME ..." whatever was typed.
     (["start", "--config", "ngrok.yml", "web", "My Hooks"], "here it is devtunnel up web my-hooks (tunnels of"),
+    # ngrok's log flags, which up takes, kept in the command it says (were dropped).
+    (["start", "web", "--log", "stdout", "--log-format=json", "--config", "ngrok.yml"],
+     "here it is devtunnel up web --log stdout --log-format=json (tunnels of"),
     (["start", "--none"], "here it is devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"),
     (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
     (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),

@@ -108,15 +108,29 @@ def command_hint(argv: Sequence[str]) -> str | None:
     return None
 
 
+_LOG_FLAGS = ("--log", "--log-format", "--log-level")
+"""ngrok's log flags, which ``devtunnel up`` takes as they are."""
+
+
 def _up_command(words: Sequence[str]) -> str:
     """``devtunnel up`` for ngrok's ``start`` arguments: its tunnel names as devtunnel names them
     (``My Hooks`` is ``my-hooks``, as ``config import-ngrok`` imports it); none with ``--all``;
-    ``devtunnel agent`` for ``--none``."""
+    ``devtunnel agent`` for ``--none``. ngrok's ``--log``, ``--log-format`` and ``--log-level``
+    are kept: ``up`` takes them as ngrok does."""
     names: list[str] = []
-    skip = False
+    kept: list[str] = []
+    taking: str | None = None  # the flag whose value this word is
     for word in words:
-        if skip or word.startswith("-"):  # --all, --none, --config FILE, --log LOG ...
-            skip = word in ("--config", "--log", "--log-format", "--log-level", "--authtoken", "--region")
+        if taking is not None:
+            if taking in _LOG_FLAGS:
+                kept += [taking, shlex.quote(word)]
+            taking = None
+            continue
+        if word.startswith("-"):  # --all, --none, --config FILE, --log LOG ...
+            if word.split("=", 1)[0] in _LOG_FLAGS and "=" in word:
+                kept.append(shlex.quote(word))
+            elif word in ("--config", "--authtoken", "--region", *_LOG_FLAGS):
+                taking = word
             continue
         label = label_from(word)
         if label is not None and label not in names:
@@ -125,7 +139,7 @@ def _up_command(words: Sequence[str]) -> str:
         return "devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"
     if "--all" in words:
         names = []
-    return (" ".join(["devtunnel up", *names]) + " (tunnels of devtunnel.toml, every one without a NAME; "
+    return (" ".join(["devtunnel up", *names, *kept]) + " (tunnels of devtunnel.toml, every one without a NAME; "
             "devtunnel config import-ngrok brings ngrok.yml's)")
 
 
