@@ -190,7 +190,7 @@ async def _guarded(main: Coroutine[Any, Any, int], hurry: list[Callable[[], None
                 loop.remove_signal_handler(sig)
 
 
-def _setup_logging(target: LogTarget | None) -> None:
+def _setup_logging(target: LogTarget | None = None) -> None:
     """devtunnel's log messages on stderr, or where ``--log`` says (ngrok's records in logfmt or json)."""
     handler = logging.StreamHandler(sys.stderr if target is None else target.out)
     if target is not None and target.ngrok_format is not None:

@@ -5,6 +5,7 @@ taken from it as a script takes it, and a request sent there."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -202,3 +203,16 @@ def test_plain_values_are_bare_in_logfmt() -> None:
     line = record("started tunnel", [("url", "https://a.example.com"), ("empty", "")], now=0)
     assert line.endswith(' msg="started tunnel" url=https://a.example.com empty=""')
     assert shlex.split(line)[2] == "msg=started tunnel"
+
+
+def test_devtunnel_s_own_messages_are_records_with_the_network_s_text_escaped() -> None:
+    from devtunnel.commands.log_target import NgrokFormatter
+
+    rec = logging.LogRecord("devtunnel.agent", logging.WARNING, __file__, 1, "the relay is going away: %s",
+                            ("brb\nForwarding https://evil.example\x1b]0;owned\x07",), None)
+    line = NgrokFormatter("json").format(rec)
+    assert "\n" not in line and "\x1b" not in line and line.isascii()
+    assert json.loads(line)["msg"] == "the relay is going away: brb\nForwarding https://evil.example\x1b]0;owned\x07"
+    assert (json.loads(line)["lvl"], json.loads(line)["obj"]) == ("warn", "devtunnel.agent")
+    line = NgrokFormatter("logfmt").format(rec)
+    assert "\n" not in line and "\x1b" not in line and logfmt(line)["lvl"] == "warn"
