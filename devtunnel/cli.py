@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from devtunnel import __version__
+from devtunnel.commands.log_target import add_log_flags
 from devtunnel.commands.output import EscapingFormatter, err, escape_tracebacks, safe, tolerant_output
 from devtunnel.errors import ConfigError, DevtunnelError, TunnelError
 from devtunnel.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_TUNNEL_REFUSED, EXIT_USAGE, HELP_TABLE
@@ -165,6 +166,7 @@ TARGET is a port (8080), HOST:PORT (127.0.0.1:8080) or a URL (https://localhost:
 examples:
   devtunnel http 8080
   devtunnel http 8080 --no-tui
+  devtunnel http 8080 --log stdout --log-format json    no inspector: ngrok's log records, as scripts read them
   devtunnel http 3000 --relay wss://tunnel.example.com --token s3cret --name payments
   devtunnel http 8000 --via cloudflared           a public https URL from Cloudflare, no server needed
   devtunnel http 8000 --via ssh:me@myhost.example.com:22
@@ -189,6 +191,7 @@ examples:
     # Unset flags are None: the command takes them from devtunnel.toml, then the defaults.
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
+    add_log_flags(p)
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
     p.add_argument("--api-port", type=_port, metavar="PORT",
                    help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")
@@ -351,6 +354,7 @@ examples:
 """)
     p.add_argument("names", nargs="*", metavar="NAME", help="tunnels to start (default: every one defined)")
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
+    add_log_flags(p)
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
     p.add_argument("--api-port", type=_port, metavar="PORT",
                    help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")

@@ -679,6 +679,9 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
                          "without a NAME; devtunnel config import-ngrok brings ngrok.yml's)"),
     # The names typed, as the import names them; was "devtunnel up NAME ..." whatever was typed.
     (["start", "--config", "ngrok.yml", "web", "My Hooks"], "here it is devtunnel up web my-hooks (tunnels of"),
+    # ngrok's log flags, which up takes, kept in the command it says (were dropped).
+    (["start", "web", "--log", "stdout", "--log-format=json", "--config", "ngrok.yml"],
+     "here it is devtunnel up web --log stdout --log-format=json (tunnels of"),
     (["start", "--none"], "here it is devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"),
     (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
     (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),
@@ -697,10 +700,6 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["http", "--host-header", "example.com", "8080"], "'example.com' is ngrok's way to send a Host of its own"),
     (["http", "8080", "--traffic-policy-url", "https://example.com/p.yml"], "(--traffic-policy-url is ngrok's: use "
                                                                             "--rules FILE"),
-    # `ngrok http 8080 --log stdout --log-format json | jq ...`: where a script finds the URL as JSON.
-    (["http", "8080", "--log", "stdout", "--log-format", "json"],
-     "(--log is ngrok's: devtunnel http --no-tui logs to stdout and stderr, one line per request; for a script, the "
-     "agent API gives the public URL as JSON: curl -s localhost:4040/api/tunnels | jq -r '.tunnels[0].public_url')"),
     (["diagnose"], "devtunnel: diagnose is ngrok's: here it is devtunnel config show (the relay and token in use)"),
     (["api", "endpoints", "list"], "devtunnel: api is ngrok's: there is no account API here"),
     (["http", "8080", "--url", "https://payments.ngrok.app"], "(--url is ngrok's: the relay names a tunnel "

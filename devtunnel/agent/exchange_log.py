@@ -24,9 +24,10 @@ from devtunnel.capture.model import Exchange
 from devtunnel.capture.verdict import DUPLICATE_MARK
 from devtunnel.values.durations import human_duration
 from devtunnel.values.exchange_ids import stable_short_id
+from devtunnel.values.ngrok_log import record
 from devtunnel.values.terminal import escape, is_plain, truncate
 
-__all__ = ["ExchangeLog", "exchange_line", "webhook_line"]
+__all__ = ["ExchangeLog", "exchange_line", "exchange_record", "webhook_line"]
 
 SHOWN = 300
 """Columns of a path shown in a log line at most (cut with "…"; ``devtunnel show ID`` has it all)."""
@@ -101,6 +102,21 @@ def webhook_line(ex: Exchange, tunnel_width: int = 0) -> str:
             f"{event}{delivery}  {verdict.mark} signature {verdict.signature.value}{reason}{duplicate}")
 
 
+def exchange_record(ex: Exchange, fmt: str = "logfmt") -> str:
+    """The record of a finished exchange in ngrok's log (``devtunnel http --log``): ngrok's
+    ``join connections`` fields (``id``, ``l`` the local service, ``r`` the client), then
+    devtunnel's own (``method``, ``path``, ``status``, ``duration_ms``, and ``err``). ngrok writes
+    one such record a connection, devtunnel one a request. Every value is escaped by ``record``."""
+    status = str(ex.response.status) if ex.response is not None else "-"
+    duration = f"{ex.duration * 1000:.1f}" if ex.duration is not None else "-"
+    fields = [("obj", "join"), ("id", stable_short_id(ex.id)), ("l", ex.target_url.split("://", 1)[-1]),
+              ("r", ex.remote_addr), ("method", "WS" if ex.websocket else ex.request.method),
+              ("path", ex.request.url_text), ("status", status), ("duration_ms", duration)]
+    if ex.error:
+        fields.append(("err", ex.error))
+    return record("join connections", fields, fmt=fmt, now=ex.started_at)
+
+
 class ExchangeLog:
     """Writes one line per finished exchange, flushing at most every ``FLUSH_AFTER`` seconds.
 
@@ -114,8 +130,11 @@ class ExchangeLog:
 
     FLUSH_AFTER = 0.05
 
-    def __init__(self, out: TextIO, tunnels: Sequence[str] = ()) -> None:
+    def __init__(self, out: TextIO, tunnels: Sequence[str] = (), ngrok_format: str | None = None) -> None:
+        """``ngrok_format`` (``logfmt`` or ``json``): each exchange's line is its ngrok record
+        (``exchange_record``) and a delivery gets no second line."""
         self.out = out
+        self._ngrok_format = ngrok_format
         # Several tunnels (``devtunnel up``): each line names its tunnel, in a column as wide as
         # the longest name. One tunnel: its name is in the Forwarding line already.
         self._tunnel_width = max(len(escape(name)) for name in tunnels) if len(tunnels) > 1 else 0
@@ -125,7 +144,10 @@ class ExchangeLog:
     def __call__(self, exchange: Exchange) -> None:
         # Kept here, not written: an unbuffered stdout (a terminal, PYTHONUNBUFFERED) would
         # otherwise cost one write() per request.
-        self._lines.append(exchange_line(exchange, self._tunnel_width))
+        if self._ngrok_format is None:
+            self._lines.append(exchange_line(exchange, self._tunnel_width))
+        else:
+            self._lines.append(exchange_record(exchange, self._ngrok_format))
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from devtunnel.commands.config import resolve_http, tunnel_webhook_names, unused_token_note
-from devtunnel.commands.ngrok_habits import ngrok_startup_log
+from devtunnel.commands.log_target import LogTarget, NgrokFormatter, log_target, wants_log
 from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via
 from devtunnel.commands.output import EscapingFormatter, err, no_screen, safe
 from devtunnel.config import Settings
@@ -32,6 +32,7 @@ from devtunnel.agent.exchange_log import ExchangeLog, exchange_line, webhook_lin
 from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.port_memory import PortMemory
+from devtunnel.values.ngrok_log import started_tunnel, startup_records
 from devtunnel.values.sizes import parse_size
 
 __all__ = ["run", "run_headless", "exchange_line", "webhook_line", "AgentOptions", "agent_options"]
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     note = unused_token_note(token_given, args.relay)
     if note is not None:
         err(note)
-    if args.command == "http" and not args.no_tui:
+    if args.command == "http" and not args.no_tui and not wants_log(args):  # --log stdout: no inspector, as ngrok
         no_inspector = no_screen()
         if no_inspector is not None:
             check_http_args(args)  # as the inspector would: a bad argument is one line, with no note before it
@@ -189,14 +190,18 @@ async def _guarded(main: Coroutine[Any, Any, int], hurry: list[Callable[[], None
                 loop.remove_signal_handler(sig)
 
 
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+def _setup_logging(target: LogTarget | None = None) -> None:
+    """devtunnel's log messages on stderr, or where ``--log`` says (ngrok's records in logfmt or json)."""
+    handler = logging.StreamHandler(sys.stderr if target is None else target.out)
+    if target is not None and target.ngrok_format is not None:
+        handler.setFormatter(NgrokFormatter(target.ngrok_format))
+    else:
+        handler.setFormatter(EscapingFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     # devtunnel.capture: the recorder's lines, "writing captures again" (info) among them.
     for name in ("devtunnel.agent", "devtunnel.relay", "devtunnel.capture"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        logger.setLevel(logging.INFO if target is None else target.logging_level())
         logger.propagate = False
     # Warnings of every other logger (uvicorn, websockets ...) are escaped too, rather than
     # printed raw by logging's last resort.
@@ -216,8 +221,11 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
 
     api_pipe = take_api_pipe()  # the inspector that started us waits for the API line there
     follow_supervisor()  # and we stop when it dies
-    _setup_logging()
-    out = sys.stdout
+    target = log_target(args)  # --log FILE that cannot be written: one line, before anything opens
+    _setup_logging(target)
+    out = sys.stdout if target is None else target.out
+    ngrok_format = None if target is None else target.ngrok_format  # ngrok's records rather than devtunnel's lines
+    says_info = target is None or target.wants("info")
     options = agent_options(args, tunnels)  # bad flags: said before anything opens
     if no_inspector is not None:
         err(f"{no_inspector}: running without the inspector, one log line per request (as with --no-tui)")
@@ -257,10 +265,10 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
     try:
         await service.start()
         if is_http:
-            if api_pipe is None:  # under an inspector, which shows every exchange, its log file gets no line of each
-                exchange_log = ExchangeLog(out, [config.name for config in options.tunnels])
+            if api_pipe is None and says_info:  # under an inspector, which shows every exchange, its log file gets no line of each
+                exchange_log = ExchangeLog(out, [config.name for config in options.tunnels], ngrok_format=ngrok_format)
                 service.subscribe_exchanges(exchange_log)
-                if recorder is not None and webhooks is not None:
+                if recorder is not None and webhooks is not None and ngrok_format is None:
                     recorder.subscribe_verdicts(exchange_log.verdicts_from(asyncio.get_running_loop()))
             announced: dict[str, str] = {}  # tunnel name -> the public URL last printed
             app_states: dict[str, tuple[str, str]] = {}  # tunnel name -> the app's state and message last printed
@@ -271,7 +279,11 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
                     announced[info.name] = info.public_url
                     shared = f" (pool of {info.pool_members})" if info.pool_members else ""
                     # The URL is the relay's or a provider's: escaped.
-                    _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}{shared}", out)
+                    if ngrok_format is not None:
+                        if says_info:
+                            _print(started_tunnel(info.name, info.target_url, info.public_url, ngrok_format), out)
+                    elif says_info:
+                        _print(f"Forwarding {safe(info.public_url)} -> {safe(info.target_url)}{shared}", out)
                 elif info.state is TunnelState.FAILED and info.name in announced and not ended.done():
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.
@@ -290,9 +302,10 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
             api_server, bound = await serve_api(service, api_sock)
             if options.api_port and bound != options.api_port:
                 log.info("127.0.0.1:%d is taken: the agent API listens on port %d", options.api_port, bound)
-            _print(f"API http://127.0.0.1:{bound}", out)
-            if options.ngrok_log:
-                for line in ngrok_startup_log(bound):
+            if ngrok_format is None and says_info:
+                _print(f"API http://127.0.0.1:{bound}", out)
+            if (options.ngrok_log or ngrok_format is not None) and says_info:
+                for line in startup_records(bound, ngrok_format or "logfmt"):
                     _print(line, out)
             tell_api_pipe(api_pipe, f"http://127.0.0.1:{bound}")
         if is_http:
@@ -316,5 +329,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
                 await asyncio.sleep(0)  # one turn of the loop: what the recorder sent back arrives
                 exchange_log.flush()
             out.flush()
+            if target is not None:
+                target.close()
         if store is not None:
             store.close()

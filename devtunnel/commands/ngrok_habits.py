@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from collections.abc import Sequence
 
 from devtunnel.values.names import label_from
 from devtunnel.values.terminal import quoted
 
-__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "ngrok_startup_log", "pyngrok_agent_argv",
+__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "pyngrok_agent_argv",
            "single_dash_hint"]
 
 _COMMANDS = {
@@ -41,8 +40,6 @@ _COMMANDS = {
 
 _PUBLIC_NAME = "the relay names a tunnel NAME.DOMAIN: use --name NAME"
 _GUARDS = "--basic-auth USER:PASS and --allow-ip CIDR guard a tunnel at the relay (docs/policy.md)"
-_LOGS = ("devtunnel http --no-tui logs to stdout and stderr, one line per request; for a script, the agent API "
-         "gives the public URL as JSON: curl -s localhost:4040/api/tunnels | jq -r '.tunnels[0].public_url'")
 
 _HTTP_FLAGS = {
     "--url": _PUBLIC_NAME,
@@ -63,9 +60,6 @@ _HTTP_FLAGS = {
     "--web-addr": "use --api-port PORT",
     "--config": "devtunnel reads devtunnel.toml (DEVTUNNEL_CONFIG=FILE); devtunnel config import-ngrok FILE "
                 "turns an ngrok.yml into it",
-    "--log": _LOGS,
-    "--log-level": _LOGS,
-    "--log-format": _LOGS,
     "--inspect": "devtunnel records every exchange; --no-record turns that off",
     "--oauth": f"no OAuth at the relay yet: {_GUARDS}",
     "--oidc": f"no OpenID Connect at the relay yet: {_GUARDS}",
@@ -114,15 +108,29 @@ def command_hint(argv: Sequence[str]) -> str | None:
     return None
 
 
+_LOG_FLAGS = ("--log", "--log-format", "--log-level")
+"""ngrok's log flags, which ``devtunnel up`` takes as they are."""
+
+
 def _up_command(words: Sequence[str]) -> str:
     """``devtunnel up`` for ngrok's ``start`` arguments: its tunnel names as devtunnel names them
     (``My Hooks`` is ``my-hooks``, as ``config import-ngrok`` imports it); none with ``--all``;
-    ``devtunnel agent`` for ``--none``."""
+    ``devtunnel agent`` for ``--none``. ngrok's ``--log``, ``--log-format`` and ``--log-level``
+    are kept: ``up`` takes them as ngrok does."""
     names: list[str] = []
-    skip = False
+    kept: list[str] = []
+    taking: str | None = None  # the flag whose value this word is
     for word in words:
-        if skip or word.startswith("-"):  # --all, --none, --config FILE, --log LOG ...
-            skip = word in ("--config", "--log", "--log-format", "--log-level", "--authtoken", "--region")
+        if taking is not None:
+            if taking in _LOG_FLAGS:
+                kept += [taking, shlex.quote(word)]
+            taking = None
+            continue
+        if word.startswith("-"):  # --all, --none, --config FILE, --log LOG ...
+            if word.split("=", 1)[0] in _LOG_FLAGS and "=" in word:
+                kept.append(shlex.quote(word))
+            elif word in ("--config", "--authtoken", "--region", *_LOG_FLAGS):
+                taking = word
             continue
         label = label_from(word)
         if label is not None and label not in names:
@@ -131,7 +139,7 @@ def _up_command(words: Sequence[str]) -> str:
         return "devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"
     if "--all" in words:
         names = []
-    return (" ".join(["devtunnel up", *names]) + " (tunnels of devtunnel.toml, every one without a NAME; "
+    return (" ".join(["devtunnel up", *names, *kept]) + " (tunnels of devtunnel.toml, every one without a NAME; "
             "devtunnel config import-ngrok brings ngrok.yml's)")
 
 
@@ -244,11 +252,3 @@ def pyngrok_agent_argv(argv: Sequence[str]) -> list[str] | None:
         log = words[words.index("--log") + 1]
     return ["agent", "--ngrok-log"] if log == "stdout" else None
 
-
-def ngrok_startup_log(port: int) -> list[str]:
-    """The lines of ngrok's log (logfmt) that say its agent is ready, which pyngrok reads to find
-    the API: the web service's address, then the sessions (devtunnel's embedded relay needs none)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return [f't={now} lvl=info msg="starting web service" obj=web addr=127.0.0.1:{port}',
-            f't={now} lvl=info msg="tunnel session started" obj=tunnels.session',
-            f't={now} lvl=info msg="client session established" obj=tunnels.session']

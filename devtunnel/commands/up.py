@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from devtunnel.commands.config import resolve_http
+from devtunnel.commands.log_target import wants_log
 from devtunnel.commands.output import no_screen
 from devtunnel.config import Settings, TunnelSection
 from devtunnel.errors import ConfigError
@@ -99,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
     """``devtunnel up``; returns the exit code."""
     resolved, configs = resolve_up(args)
     names = [config.name for config in configs]  # each [tunnels.NAME] keeps its name
-    no_inspector = None if args.no_tui else no_screen()
-    if args.no_tui or no_inspector is not None:
+    headless = args.no_tui or wants_log(args)  # --log stdout: no inspector, as ngrok
+    no_inspector = None if headless else no_screen()
+    if headless or no_inspector is not None:
         from devtunnel.commands.http import run_headless
 
         return run_headless(resolved, configs, no_inspector)
