@@ -65,7 +65,7 @@ MAX_BACKOFF = 30.0
 """The longest wait between two reconnection attempts, in seconds."""
 HELD_NOTICE_INTERVAL = 0.1
 """Seconds over which changes of the count of held requests are merged into one notice to the
-subscribers (``app.waiting``): a burst of 1,000 held requests is one change, not 1,000."""
+subscribers (``TunnelInfo.waiting``): a burst of 1,000 held requests is one change, not 1,000."""
 
 
 @dataclass
@@ -166,13 +166,12 @@ class AgentTunnel:
         self.app: AppRunner | None = None
         if config.run or config.hold:
             self.forwarder.gate = HoldGate(config.hold)
+            self.forwarder.gate.on_waiting = self._waiting_changed
         if config.run:
             self.app = AppRunner(config.run, self.target, health=config.health, gate=self.forwarder.gate,
                                  on_change=self._app_changed, env={"DEVTUNNEL_TUNNEL": self.name})
-            if self.forwarder.gate is not None:
-                self.forwarder.gate.on_waiting = self._waiting_changed
         self._waiting_notice: asyncio.TimerHandle | None = None
-        """The notice of a change of ``app.waiting`` due at the end of its ``HELD_NOTICE_INTERVAL``."""
+        """The notice of a change of ``waiting`` due at the end of its ``HELD_NOTICE_INTERVAL``."""
         self._backoff = backoff or Backoff()
         self._state = TunnelState.STARTING
         self._public_url: str | None = None
@@ -233,6 +232,7 @@ class AgentTunnel:
             via=via,
             pool_members=self._pool_members,
             app=self.app.json(self.config.hold) if self.app is not None else None,
+            waiting=self.forwarder.gate.waiting if self.forwarder.gate is not None else 0,
             hints=tuple(self.hints),
         )
 

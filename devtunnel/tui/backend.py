@@ -55,8 +55,8 @@ class TunnelView:
     app_message: str = ""
     app_exit_code: int | None = None
     """The status of its last exit, or None while it has not exited."""
-    app_waiting: int = 0
-    """Requests held for the app right now (``--hold``), waiting for it to be ready."""
+    waiting: int = 0
+    """Requests held right now (``--hold``), waiting for the app or the target to answer."""
     hints: tuple[str, ...] = ()
     """What to do about a dev server refusing the tunnel (``Vite refused the Host ...``), as the
     agent's log said it, oldest first; escaped by the agent (``tunnel_json``)."""
@@ -86,7 +86,7 @@ class TunnelView:
             app_restarts=_field(app, "restarts", int, "tunnel.app") if app is not None else 0,
             app_message=_field(app, "message", str, "tunnel.app") if app is not None else "",
             app_exit_code=_field(app, "exit_code", (int, type(None)), "tunnel.app") if app is not None else None,
-            app_waiting=_field(app, "waiting", int, "tunnel.app") if app is not None else 0,
+            waiting=_field(data, "waiting", int, "tunnel") if "waiting" in data else 0,  # none from an older agent
             hints=_hints(data),
         )
 
@@ -540,7 +540,7 @@ class Backend:
         """Stop ``tunnel``; returns it as the panel shows it now: ``stopped``, until ``start_again``."""
         app_state = "stopped" if tunnel.app_state else ""
         view = replace(tunnel, state="stopped", next_retry_at=None, error="", app_state=app_state, app_message="",
-                       app_waiting=0)
+                       waiting=0)
         # Known as stopped before the agent drops it: a poll meanwhile lists it so.
         self.stopped[tunnel.name] = (view, self.tunnel_requests.get(tunnel.name))
         try:

@@ -358,7 +358,9 @@ async def test_held_requests_are_told_to_subscribers_merged_and_the_count_goes_b
                         run=f"{sys.executable} {app} {port} --ready-file {ready}")
 
     def told() -> list[int]:
-        return [info.app["waiting"] for info in harness.infos if info.name == "slow" and info.app is not None]
+        infos = [info for info in harness.infos if info.name == "slow" and info.app is not None]
+        assert all(info.app is not None and info.app["waiting"] == info.waiting for info in infos)
+        return [info.waiting for info in infos]
 
     await async_wait_for(lambda: _gate(harness, "slow").app_state.startswith("starting"), timeout=20,
                          what="the app starting")
@@ -381,3 +383,26 @@ async def test_held_requests_are_told_to_subscribers_merged_and_the_count_goes_b
     assert [a.status_code for a in answers] == [200] * n
     await async_wait_for(lambda: told()[-1] == 0, what="the count back to 0")
     assert _gate(harness, "slow").waiting == 0
+
+
+async def test_requests_held_for_a_target_without_run_are_counted_too(harness: Harness) -> None:
+    """``--hold`` without ``--run``: the requests waiting for the target's port are counted in
+    the tunnel's ``waiting`` (it has no ``app`` object), and the count goes once they went through."""
+    port = free_port()
+    await harness.start(str(port), name="bare", hold=30.0)
+
+    def told() -> list[int]:
+        return [info.waiting for info in harness.infos if info.name == "bare"]
+
+    seen: list[str] = []
+    async with _client(harness, "bare") as client:
+        sent = [asyncio.create_task(client.get(f"/w/{i}")) for i in range(3)]
+        await async_wait_for(lambda: told()[-1] == 3, what="three requests held, told")
+        server = await _ordered_server(port, seen)
+        try:
+            answers = await asyncio.gather(*sent)
+            await async_wait_for(lambda: told()[-1] == 0, what="the count back to 0")
+        finally:
+            server.close()
+    assert [a.status_code for a in answers] == [200] * 3
+    assert sorted(seen) == ["/w/0", "/w/1", "/w/2"]

@@ -251,7 +251,7 @@ hold = "30s"
         curls = [await asyncio.create_subprocess_exec(
             "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30", "-H", f"Host: {url.netloc}",
             f"http://127.0.0.1:{url.port}/webhooks/{i}", stdout=asyncio.subprocess.PIPE) for i in range(3)]
-        await async_wait_for(lambda: panel.tunnels["shop"].app_waiting == 3, timeout=20,
+        await async_wait_for(lambda: panel.tunnels["shop"].waiting == 3, timeout=20,
                              what="three requests held, told to the inspector")
         await pilot.pause()
         assert "3 requests held  app starting" in str(panel.render())
@@ -259,7 +259,7 @@ hold = "30s"
         codes = [(await curl.communicate())[0] for curl in curls]
         assert codes == [b"200"] * 3
         await async_wait_for(lambda: panel.tunnels["shop"].app_state == "ready"
-                             and panel.tunnels["shop"].app_waiting == 0, what="the app ready, nothing held")
+                             and panel.tunnels["shop"].waiting == 0, what="the app ready, nothing held")
         await pilot.pause()
         assert "held" not in str(panel.render()) and "app ready" in str(panel.render())
         await pilot.press("q")

@@ -128,7 +128,7 @@ async def _settle(pilot, held: int = 0) -> None:  # type: ignore[no-untyped-def]
                    app_state="ready"),
         TunnelView("shop", "http://shop.localhost:8000", "http://127.0.0.1:3000", "online", requests=3,
                    app_state="restarting", app_restarts=2, app_message="exited with code 1; restarting in 1.2 s",
-                   app_waiting=held),
+                   waiting=held),
         TunnelView("docs", "http://docs.localhost:8000", "http://127.0.0.1:4000", "online",
                    app_state="failed", app_message="cannot start npm: No such file or directory"),
     ])
