@@ -54,6 +54,9 @@ class HoldGate:
         self.retry_interval = retry_interval
         self.waiting = 0
         """Requests held right now."""
+        self.on_waiting: Callable[[], None] | None = None
+        """Called each time ``waiting`` changes (a request held, or let go): the tunnel tells its
+        subscribers, merging a burst. Never called while nothing is held (the fast path)."""
         self.held = 0
         """Requests that waited and were delivered."""
         self.expired = 0
@@ -128,6 +131,8 @@ class HoldGate:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.hold
         self.waiting += 1
+        if self.on_waiting is not None:
+            self.on_waiting()
         try:
             while True:
                 remaining = deadline - loop.time()
@@ -154,6 +159,8 @@ class HoldGate:
             self.waiting -= 1
             if not self.waiting and self._probe is not None:
                 self._probe.cancel()
+            if self.on_waiting is not None:
+                self.on_waiting()
         self.expired += 1
         if self._ended:
             raise HoldExpired(f"{APP_RESTARTING}: {self._ended}")

@@ -46,6 +46,8 @@ class TunnelInfo:
     """Agents sharing the name at the relay, this one included (pools only, while online)."""
     app: dict[str, Any] | None = None
     """The app devtunnel runs for this tunnel (``app_runner.app_json``), or None."""
+    waiting: int = 0
+    """Requests held right now for the tunnel's app or target to answer (``--hold``)."""
     hints: tuple[str, ...] = ()
     """What the agent's log said to do about a dev server refusing the tunnel, in the order
     said (``devservers``: a Host or Origin refused, a target one address away)."""

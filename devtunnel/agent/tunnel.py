@@ -63,6 +63,9 @@ log = logging.getLogger("devtunnel.agent")
 
 MAX_BACKOFF = 30.0
 """The longest wait between two reconnection attempts, in seconds."""
+HELD_NOTICE_INTERVAL = 0.1
+"""Seconds over which changes of the count of held requests are merged into one notice to the
+subscribers (``TunnelInfo.waiting``): a burst of 1,000 held requests is one change, not 1,000."""
 
 
 @dataclass
@@ -163,9 +166,12 @@ class AgentTunnel:
         self.app: AppRunner | None = None
         if config.run or config.hold:
             self.forwarder.gate = HoldGate(config.hold)
+            self.forwarder.gate.on_waiting = self._waiting_changed
         if config.run:
             self.app = AppRunner(config.run, self.target, health=config.health, gate=self.forwarder.gate,
                                  on_change=self._app_changed, env={"DEVTUNNEL_TUNNEL": self.name})
+        self._waiting_notice: asyncio.TimerHandle | None = None
+        """The notice of a change of ``waiting`` due at the end of its ``HELD_NOTICE_INTERVAL``."""
         self._backoff = backoff or Backoff()
         self._state = TunnelState.STARTING
         self._public_url: str | None = None
@@ -226,6 +232,7 @@ class AgentTunnel:
             via=via,
             pool_members=self._pool_members,
             app=self.app.json(self.config.hold) if self.app is not None else None,
+            waiting=self.forwarder.gate.waiting if self.forwarder.gate is not None else 0,
             hints=tuple(self.hints),
         )
 
@@ -236,6 +243,16 @@ class AgentTunnel:
     def _app_changed(self) -> None:
         if self._runner is not None:  # started: subscribers see the app's state with the tunnel's
             self._on_change(self.info())
+
+    def _waiting_changed(self) -> None:
+        """A request was held or let go: subscribers hear of the count once per
+        ``HELD_NOTICE_INTERVAL``, whatever the number of changes within it."""
+        if self._waiting_notice is None and self._runner is not None:
+            self._waiting_notice = asyncio.get_running_loop().call_later(HELD_NOTICE_INTERVAL, self._tell_waiting)
+
+    def _tell_waiting(self) -> None:
+        self._waiting_notice = None
+        self._on_change(self.info())
 
     async def start(self) -> TunnelInfo:
         """Start connecting; return once the tunnel is online or the first attempt failed.
@@ -275,6 +292,9 @@ class AgentTunnel:
             self.live.close()
         if self.app is not None:
             await self.app.stop()
+        if self._waiting_notice is not None:
+            self._waiting_notice.cancel()
+            self._waiting_notice = None
         self._set(TunnelState.STOPPED, error=None, next_retry_at=None)
 
     def hurry(self) -> None:

@@ -187,6 +187,8 @@ class TunnelFacts(Protocol):
     @property
     def app(self) -> Mapping[str, Any] | None: ...
     @property
+    def waiting(self) -> int: ...
+    @property
     def hints(self) -> Sequence[str]: ...
 
 
@@ -194,7 +196,8 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
     """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
     and ``via`` (the public URL's provider and its process, or null); and ``pool``;
     and ``app`` (the app devtunnel runs for the tunnel: ``command state pid restarts exit_code message
-    since health hold log_lines waiting``, or null); and ``hints``, the lines the agent's log said
+    since health hold log_lines waiting``, or null); ``waiting``, the requests held right now
+    (``--hold``: for the app, or for a target that refuses); and ``hints``, the lines the agent's log said
     about a dev server refusing the tunnel (``Vite refused the Host ...``), oldest first.
 
     ``pool`` is null for a tunnel holding its name alone; for one sharing it (``--pool``) it is
@@ -221,6 +224,7 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
         "via": _via_json(info.via),
         "pool": None if info.config is None or not info.config.pool else {"members": info.pool_members},
         "app": None if info.app is None else dict(info.app),
+        "waiting": info.waiting,
         "hints": [escape(line) for line in info.hints],
     }
 

@@ -55,6 +55,8 @@ class TunnelView:
     app_message: str = ""
     app_exit_code: int | None = None
     """The status of its last exit, or None while it has not exited."""
+    waiting: int = 0
+    """Requests held right now (``--hold``), waiting for the app or the target to answer."""
     hints: tuple[str, ...] = ()
     """What to do about a dev server refusing the tunnel (``Vite refused the Host ...``), as the
     agent's log said it, oldest first; escaped by the agent (``tunnel_json``)."""
@@ -84,6 +86,7 @@ class TunnelView:
             app_restarts=_field(app, "restarts", int, "tunnel.app") if app is not None else 0,
             app_message=_field(app, "message", str, "tunnel.app") if app is not None else "",
             app_exit_code=_field(app, "exit_code", (int, type(None)), "tunnel.app") if app is not None else None,
+            waiting=_field(data, "waiting", int, "tunnel") if "waiting" in data else 0,  # none from an older agent
             hints=_hints(data),
         )
 
@@ -536,7 +539,8 @@ class Backend:
     async def stop_tunnel(self, tunnel: TunnelView) -> TunnelView:
         """Stop ``tunnel``; returns it as the panel shows it now: ``stopped``, until ``start_again``."""
         app_state = "stopped" if tunnel.app_state else ""
-        view = replace(tunnel, state="stopped", next_retry_at=None, error="", app_state=app_state, app_message="")
+        view = replace(tunnel, state="stopped", next_retry_at=None, error="", app_state=app_state, app_message="",
+                       waiting=0)
         # Known as stopped before the agent drops it: a poll meanwhile lists it so.
         self.stopped[tunnel.name] = (view, self.tunnel_requests.get(tunnel.name))
         try:

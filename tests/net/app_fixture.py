@@ -104,6 +104,7 @@ if args.child_pidfile:
     child = subprocess.Popen(["sleep", "600"])
     with open(args.child_pidfile, "w") as f:
         f.write(str(child.pid))
+ThreadingHTTPServer.request_queue_size = 256  # requests held for the app all come at once when it is ready
 server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 print(f"listening on {args.port} \x1b]0;pwned\x07\x1b[2J", flush=True)
 server.serve_forever()

@@ -338,3 +338,71 @@ async def test_a_request_the_app_reset_unread_as_it_died_is_held_again(harness: 
     assert len(answered) == 1 and answered[0] >= 3
     [ex] = await harness.exchanges(1)
     assert ex.status == 200 and ex.error is None
+
+
+# -- the count of held requests, as subscribers (the API's events, the inspector) hear it -------------
+
+async def test_held_requests_are_told_to_subscribers_merged_and_the_count_goes_back_to_zero(
+        harness: Harness, tmp_path: Path) -> None:
+    """``app.waiting`` changed with no notice: the inspector, following the API's events, never
+    heard that requests waited. Now each change is told, a burst merged into one notice per
+    ``HELD_NOTICE_INTERVAL`` (not one per request), and the count goes back to 0 once the app is up."""
+    import sys
+
+    from devtunnel.agent.tunnel import HELD_NOTICE_INTERVAL
+
+    port = free_port()
+    ready = tmp_path / "ready"
+    app = Path(__file__).with_name("app_fixture.py")
+    await harness.start(str(port), name="slow", hold=30.0, health="/healthz",
+                        run=f"{sys.executable} {app} {port} --ready-file {ready}")
+
+    def told() -> list[int]:
+        infos = [info for info in harness.infos if info.name == "slow" and info.app is not None]
+        assert all(info.app is not None and info.app["waiting"] == info.waiting for info in infos)
+        return [info.waiting for info in infos]
+
+    await async_wait_for(lambda: _gate(harness, "slow").app_state.startswith("starting"), timeout=20,
+                         what="the app starting")
+    before = len(told())
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    n = 200
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(base_url=harness.base_url, headers={"Host": harness.host("slow")}, timeout=30,
+                                 trust_env=False, limits=limits) as client:
+        sent = [asyncio.create_task(client.get(f"/held/{i}")) for i in range(n)]
+        await async_wait_for(lambda: told() and told()[-1] == n, timeout=20, what="every request held, and told")
+        elapsed = loop.time() - began
+        notices = told()[before:]
+        assert notices == sorted(notices) and notices[-1] == n
+        assert len(notices) <= elapsed / HELD_NOTICE_INTERVAL + 3, (len(notices), elapsed)
+        assert len(notices) < n // 4
+        ready.touch()
+        answers = await asyncio.gather(*sent)
+    assert [a.status_code for a in answers] == [200] * n
+    await async_wait_for(lambda: told()[-1] == 0, what="the count back to 0")
+    assert _gate(harness, "slow").waiting == 0
+
+
+async def test_requests_held_for_a_target_without_run_are_counted_too(harness: Harness) -> None:
+    """``--hold`` without ``--run``: the requests waiting for the target's port are counted in
+    the tunnel's ``waiting`` (it has no ``app`` object), and the count goes once they went through."""
+    port = free_port()
+    await harness.start(str(port), name="bare", hold=30.0)
+
+    def told() -> list[int]:
+        return [info.waiting for info in harness.infos if info.name == "bare"]
+
+    seen: list[str] = []
+    async with _client(harness, "bare") as client:
+        sent = [asyncio.create_task(client.get(f"/w/{i}")) for i in range(3)]
+        await async_wait_for(lambda: told()[-1] == 3, what="three requests held, told")
+        server = await _ordered_server(port, seen)
+        try:
+            answers = await asyncio.gather(*sent)
+            await async_wait_for(lambda: told()[-1] == 0, what="the count back to 0")
+        finally:
+            server.close()
+    assert [a.status_code for a in answers] == [200] * 3
+    assert sorted(seen) == ["/w/0", "/w/1", "/w/2"]

@@ -210,3 +210,57 @@ users = ["user:secret-pass"]
             assert answer.status_code == 200
         await pilot.press("q")
         await async_wait_for(lambda: not app.is_running, what="the app to quit")
+
+
+async def test_requests_held_for_a_starting_app_are_counted_in_the_tunnels_panel_until_it_is_up(
+        tmp_path: Path) -> None:
+    """The panel said ``app starting`` and nothing of the webhooks waiting for it (``app.waiting``
+    changed with no event): it now says how many are held, live, and stops once they went through."""
+    import asyncio
+    import sys
+
+    from devtunnel.tui.supervisor import agent_command
+    from tests.tui.app_fixtures import inspector
+
+    port = free_port()
+    ready = tmp_path / "ready"
+    app_fixture = Path(__file__).parent.parent / "net" / "app_fixture.py"
+    config = tmp_path / "devtunnel.toml"
+    config.write_text(f"""\
+[tunnels.shop]
+target = {port}
+run = "{sys.executable} {app_fixture} {port} --ready-file {ready}"
+health = "/healthz"
+hold = "30s"
+""")
+    db = tmp_path / "captures.db"
+    app = inspector(db, tmp_path, agent_argv=agent_command("up", "--no-tui", "--api-port", str(free_port()),
+                                                           "--db", str(db)),
+                    agent_env={"DEVTUNNEL_CONFIG": str(config)}, agent_log=tmp_path / "agent.log")
+    async with app.run_test(size=(130, 30)) as pilot:
+        panel = app.query_one(TunnelsPanel)
+        await agent_serving(app)
+        await async_wait_for(lambda: panel.tunnels.get("shop") and panel.tunnels["shop"].state == "online"
+                             and panel.tunnels["shop"].app_state == "starting", timeout=30,
+                             what="the tunnel online, its app starting")
+        assert "held" not in str(panel.render())
+        # From here the panel hears only the agent's events: its poll of /api/tunnels (every 2 s)
+        # would show the count late, by chance of another change, and is not what keeps it live.
+        app._poll_tunnels = lambda: None  # type: ignore[method-assign]
+        url = urlsplit(panel.tunnels["shop"].public_url)
+        curls = [await asyncio.create_subprocess_exec(
+            "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30", "-H", f"Host: {url.netloc}",
+            f"http://127.0.0.1:{url.port}/webhooks/{i}", stdout=asyncio.subprocess.PIPE) for i in range(3)]
+        await async_wait_for(lambda: panel.tunnels["shop"].waiting == 3, timeout=20,
+                             what="three requests held, told to the inspector")
+        await pilot.pause()
+        assert "3 requests held  app starting" in str(panel.render())
+        ready.touch()
+        codes = [(await curl.communicate())[0] for curl in curls]
+        assert codes == [b"200"] * 3
+        await async_wait_for(lambda: panel.tunnels["shop"].app_state == "ready"
+                             and panel.tunnels["shop"].waiting == 0, what="the app ready, nothing held")
+        await pilot.pause()
+        assert "held" not in str(panel.render()) and "app ready" in str(panel.render())
+        await pilot.press("q")
+        await async_wait_for(lambda: not app.is_running, what="the app to quit")

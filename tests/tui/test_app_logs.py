@@ -117,7 +117,7 @@ def _base(tmp_path: Path):  # type: ignore[no-untyped-def]
     return inspector(fill(tmp_path / "captures.db", traffic(12)), tmp_path)
 
 
-async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
+async def _settle(pilot, held: int = 0) -> None:  # type: ignore[no-untyped-def]
     app = pilot.app
     await async_wait_for(lambda: len(app.query_one(RequestTable).ids) == 12, what="ids")
     await async_wait_for(lambda: sum(app.query_one(StatsStrip).status_mix.values()) == 12, what="status mix")
@@ -127,7 +127,8 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
         TunnelView("payments", "http://payments.localhost:8000", "http://127.0.0.1:8000", "online", requests=9,
                    app_state="ready"),
         TunnelView("shop", "http://shop.localhost:8000", "http://127.0.0.1:3000", "online", requests=3,
-                   app_state="restarting", app_restarts=2, app_message="exited with code 1; restarting in 1.2 s"),
+                   app_state="restarting", app_restarts=2, app_message="exited with code 1; restarting in 1.2 s",
+                   waiting=held),
         TunnelView("docs", "http://docs.localhost:8000", "http://127.0.0.1:4000", "online",
                    app_state="failed", app_message="cannot start npm: No such file or directory"),
     ])
@@ -137,6 +138,14 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
 def test_tunnels_panel_with_app_states(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await _settle(pilot)
+
+    assert snap_compare(_base(tmp_path), terminal_size=(110, 24), run_before=run_before)
+
+
+def test_tunnels_panel_with_requests_held(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """12 requests wait for the restarting app of shop: the panel counts them before its state."""
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot, held=12)
 
     assert snap_compare(_base(tmp_path), terminal_size=(110, 24), run_before=run_before)
 

@@ -92,3 +92,40 @@ def test_r_in_the_tunnels_panel_restarts_the_app_of_a_tunnel_from_the_settings_f
     tmux.run("send-keys", "-t", "e2e", "q")
     assert exit_status(status) == "0"
     wait_for(lambda: not _accepts(web), timeout=20, what="the app stopped")
+
+
+def test_requests_held_for_a_starting_app_are_counted_on_screen_then_go_through(
+        tmp_path: Path, tmux: Tmux) -> None:  # noqa: F811
+    """The user's view of a restart under --hold: curl requests wait, the tunnels panel says how
+    many, and once the app answers they get its answers and the count goes."""
+    import re
+    import subprocess
+
+    port = free_port()
+    ready = tmp_path / "ready"
+    status = tmp_path / "status"
+    command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
+               f"{DEVTUNNEL} http {port} --run '{sys.executable} {APP} {port} --ready-file {ready}' "
+               f"--health /healthz --hold 30s --db {tmp_path / 'captures.db'} --name shop; echo $? > {status}")
+    tmux.start(command, 140, 30)
+    screen = tmux.wait_showing(r"http://shop\.localhost:\d+.*online.*app starting", timeout=45,
+                               what="the tunnel online, its app starting")
+    found = re.search(r"http://shop\.localhost:(\d+)", screen)
+    assert found is not None
+    relay = found.group(1)
+    curls = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30",
+                               "-H", f"Host: shop.localhost:{relay}", f"http://127.0.0.1:{relay}/webhooks/{i}"],
+                              stdout=subprocess.PIPE) for i in range(3)]
+    try:
+        tmux.wait_showing(r"3 requests held  app starting", timeout=20, what="the three requests counted")
+        ready.touch()
+        assert [curl.communicate(timeout=30)[0] for curl in curls] == [b"200"] * 3
+    finally:
+        for curl in curls:
+            if curl.poll() is None:
+                curl.kill()
+                curl.wait()
+    tmux.wait_showing(r"app ready", timeout=20, what="the app ready")
+    wait_for(lambda: "held" not in tmux.screen(), timeout=10, what="the count gone")
+    tmux.run("send-keys", "-t", "e2e", "q")
+    assert exit_status(status) == "0"

@@ -3,6 +3,8 @@ shows, its state not cut off behind the request counts; an app that ended cleanl
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from textual.app import App, ComposeResult
 
 from devtunnel.agent.app_runner import app_json
@@ -96,3 +98,14 @@ async def test_j_and_k_choose_a_tunnel_as_they_move_in_the_request_table() -> No
         assert panel.current is not None and panel.current.name == "api"
         await pilot.press("k")
         assert panel.current is not None and panel.current.name == "web"
+
+
+async def test_requests_held_are_counted_before_the_app_state_and_without_an_app() -> None:
+    async with PanelApp().run_test(size=(120, 6)) as pilot:
+        panel = pilot.app.query_one(TunnelsPanel)
+        bare = TunnelView("bare", "http://bare.localhost:33855", "http://127.0.0.1:18105", "online", waiting=1)
+        panel.update_tunnels([replace(tunnel("crashy", 18104, "restarting", 6), waiting=12), bare])
+        await async_wait_for(lambda: "bare" in str(panel.render()), what="the tunnels listed")
+        rendered = str(panel.render())
+        assert "12 req  0.0/s  12 requests held  app restarting (6)" in rendered
+        assert "online  0 req  0.0/s  1 request held" in rendered

@@ -42,6 +42,11 @@ def app_state_text(tunnel: TunnelView) -> str:
                            message=escape(tunnel.app_message))
 
 
+def held_text(waiting: int) -> str:
+    """``1 request held``, ``12 requests held``: requests waiting for the app or the target (``--hold``)."""
+    return f"{waiting} request{'' if waiting == 1 else 's'} held"
+
+
 class TunnelsPanel(Widget, can_focus=True):
     """The agent's state and one line per tunnel; the cursor picks the tunnel keys act on.
 
@@ -236,6 +241,8 @@ class TunnelsPanel(Widget, can_focus=True):
         if tunnel.app_state:
             app.append("  app ", style=dim)
             app.append(app_state_text(tunnel), style=self._style(_APP_STYLES.get(tunnel.app_state, "tunnels--failed")))
+        if tunnel.waiting:  # before the app's state, whose message the ellipsis may cut
+            app = Text.assemble(Text(f"  {held_text(tunnel.waiting)}", style=self._style("tunnels--reconnecting")), app)
         if app and not compact and line.cell_len + counts.cell_len + app.cell_len > self.content_size.width:
             return self._tunnel_line(tunnel, is_cursor, compact=True)
         if compact:
