@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -472,3 +473,37 @@ async def test_websocket_messages_gathered_for_the_local_service_count_toward_th
             assert peak.stop() <= ceiling
             reason = next(iter(resets.values()))
             assert "of request bodies the local service has not read (at most 8 MiB)" in reason, reason
+
+
+@pytest.mark.parametrize("reason", ["x" * 200, "é" * 100, "€" * 41 + "x"], ids=["ascii", "two-byte", "three-byte"])
+async def test_a_close_reason_longer_than_a_close_frame_holds_reaches_the_local_service_cut(
+    reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A WS_CLOSE may carry a megabyte of reason, a close frame 123 bytes of it. Before, the agent
+    # handed the whole reason to websockets, which refused to send the close: the local service
+    # lost its connection without a close frame (1006) and the agent logged a traceback.
+    answered: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        sid = conn.open_request(b"GET", b"/chat", b"1.1", ((b"Host", b"hostile.localhost"),), end_stream=True,
+                                websocket=True)
+        await ws.send(conn.data_to_send())
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, ResponseReceived) and event.status == 101:
+                    conn.send_ws_close(sid, 1000, reason)
+                elif isinstance(event, WebSocketClosed) and not answered.done():
+                    answered.set_result((event.code, event.reason))
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+
+    closes: list[int | None] = []
+    with local_websocket(closes=closes) as (port, _):
+        async with hostile_relay(script, target=str(port)):
+            code, echoed = await asyncio.wait_for(answered, 15)
+            await async_wait_for(lambda: closes, what="the local service to see the WebSocket end")
+    assert closes == [1000], "the local service got no close frame"
+    assert code == 1000
+    # The local service echoes the reason it got: the longest start of the relay's that fits.
+    assert reason.startswith(echoed) and len(echoed.encode()) <= 123 < len(echoed.encode()) + len(reason[len(echoed)].encode())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
