@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -29,10 +30,12 @@ from devtunnel.agent.socket import MAX_FRAME
 from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.protocol import frames as f
 from devtunnel.capture.model import Exchange
+from devtunnel.export import export
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, ResponseReceived, StreamReset, WebSocketClosed
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for
+from tests.net.api_fixtures import echo_service
 from tests.net.tunnel_fixtures import local_websocket, read_hello
 
 RelayScript = Callable[[ServerConnection, RelayConnection], Awaitable[None]]
@@ -507,3 +510,45 @@ async def test_a_close_reason_longer_than_a_close_frame_holds_reaches_the_local_
     # The local service echoes the reason it got: the longest start of the relay's that fits.
     assert reason.startswith(echoed) and len(echoed.encode()) <= 123 < len(echoed.encode()) + len(reason[len(echoed)].encode())
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("scheme", ["https://attacker.localhost/x#", "javascript", "HTTP"])
+async def test_a_scheme_that_no_client_comes_by_is_refused_and_never_makes_an_export_url(scheme: str) -> None:
+    # The record and its exports write the scheme the relay names before the Host. Before, a
+    # relay naming "https://attacker.localhost/x#" got the request forwarded and recorded so,
+    # and a curl export of it (the public URL, by default) sent the captured request, its
+    # Authorization with it, to https://attacker.localhost/x.
+    answers: dict[int, tuple[int, dict[bytes, bytes]]] = {}
+    records: list[Exchange] = []
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        for sid_scheme in (scheme, "https"):
+            sid = conn.open_request(
+                b"POST", b"/hook", b"1.1",
+                ((b"Host", b"hostile.localhost"), (b"Authorization", b"Bearer s3cret"), (b"Content-Length", b"2")),
+                end_stream=False, scheme=sid_scheme,
+            )
+            conn.send_data(sid, b"hi", end_stream=True)
+        await ws.send(conn.data_to_send())
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, ResponseReceived):
+                    answers[event.stream_id] = (event.status, {n.lower(): v for n, v in event.headers})
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+
+    with echo_service() as (target, seen):
+        async with hostile_relay(script, target=target, sink=lambda ex, final: records.append(ex) if final else None):
+            await async_wait_for(lambda: len(answers) == 2 and len(records) == 2, what="both requests answered and recorded")
+    refused, honest = answers[1], answers[3]
+    assert refused[0] == 400 and refused[1][b"x-devtunnel-error"] == b"bad_request"
+    assert honest[0] == 200
+    assert len(seen.requests) == 1, "the refused request reached the local service"
+    by_scheme = sorted(records, key=lambda ex: ex.scheme)
+    assert [ex.scheme for ex in by_scheme] == ["http", "https"]
+    assert by_scheme[0].error == "bad_request"
+    # Where each export sends it, or says it was sent: the public URL, as the relay is asked for.
+    assert export("curl", [by_scheme[0]]).text.startswith("curl --http1.1 http://hostile.localhost/hook ")
+    assert export("httpie", [by_scheme[0]]).text.startswith("http --ignore-stdin POST http://127.0.0.1/hook ")
+    har = json.loads(export("har", [by_scheme[0]]).text)
+    assert har["log"]["entries"][0]["request"]["url"] == "http://hostile.localhost/hook"
