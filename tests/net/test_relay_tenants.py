@@ -13,9 +13,10 @@ import pytest
 import websockets
 
 from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import GoAway
 from devtunnel.relay.server import Relay
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import TOKEN, AgentRequest, connect_agent, running_relay
+from tests.net._relay_agent import TOKEN, AgentRequest, ScriptedAgent, connect_agent, running_relay
 from tests.net.test_relay_logs import summarised
 
 OTHER = "other-token"
@@ -207,3 +208,18 @@ async def test_an_agent_closing_a_websocket_with_a_reason_too_long_for_a_close_f
         finally:
             await agent.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_an_agent_asking_for_a_huge_name_that_is_not_one_costs_the_log_one_short_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The refusal quotes the name asked for, which a HELLO (read before any token is checked)
+    # may make 64 KiB long: before, the relay logged all of it, one line of 40,000 characters.
+    caplog.set_level(logging.INFO)
+    async with running_relay(domain=DOMAIN) as relay:
+        agent = ScriptedAgent(relay.port, token=OTHER, name="x!" * 20_000)
+        refusal = await agent.connect()
+        await agent.close()
+    assert isinstance(refusal, GoAway) and refusal.code == ErrorCode.NAME_TAKEN
+    [line] = [r.getMessage() for r in caplog.records if " refused: " in r.getMessage()]
+    assert "tunnel name 'x!x!" in line and line.endswith("more characters)") and len(line) < 300, line[:400]
