@@ -552,3 +552,68 @@ async def test_a_scheme_that_no_client_comes_by_is_refused_and_never_makes_an_ex
     assert export("httpie", [by_scheme[0]]).text.startswith("http --ignore-stdin POST http://127.0.0.1/hook ")
     har = json.loads(export("har", [by_scheme[0]]).text)
     assert har["log"]["entries"][0]["request"]["url"] == "http://hostile.localhost/hook"
+
+
+async def test_a_response_head_larger_than_the_relay_announced_it_takes_is_a_502_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A relay may announce any max_head_size from 1 KiB (docs/protocol.md); the agent bounds a
+    # local head by devtunnel's own 256 KiB. A head between the two reached the wire encoder,
+    # which refused it: a ProtocolError traceback ("stream 1 failed") and a bare "internal error
+    # in the agent". Both paths: on a new local connection (the stream's task) and on a
+    # kept-alive one (answered from its callbacks).
+    big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    small = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                writer.write(big if request.startswith(b"GET /big ") else small)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    answers: dict[int, tuple[int, bytes]] = {}
+
+    async def relay(ws: ServerConnection) -> None:
+        conn = RelayConnection(max_head_size=1024)
+        await read_hello(ws, conn)
+        conn.send_welcome("hostile", "http://hostile.localhost", {})
+        for path in (b"/big", b"/small", b"/big"):  # a new connection, then the kept-alive one
+            sid = conn.open_request(b"GET", path, b"1.1", ((b"Host", b"hostile.localhost"),), end_stream=True)
+            await ws.send(conn.data_to_send())
+            async for message in ws:
+                for event in conn.receive_data(message):  # type: ignore[arg-type]
+                    if isinstance(event, ResponseReceived):
+                        answers[event.stream_id] = (event.status, b"")
+                    elif isinstance(event, StreamReset):
+                        answers[event.stream_id] = (event.code, event.reason.encode())
+                if conn.wants_to_send:
+                    await ws.send(conn.data_to_send())
+                if sid in answers:
+                    break
+
+    records: list[Exchange] = []
+    server = await asyncio.start_server(service, "127.0.0.1", 0)
+    async with server, serve(relay, "127.0.0.1", 0) as relay_server:
+        tunnel = AgentTunnel(
+            TunnelConfig(target=str(server.sockets[0].getsockname()[1]), name="hostile"),
+            relay_url=f"ws://127.0.0.1:{relay_server.sockets[0].getsockname()[1]}/_devtunnel/connect",
+            sink=lambda ex, final: records.append(ex) if final else None,
+            on_change=lambda info: None,
+        )
+        await tunnel.start()
+        try:
+            await async_wait_for(lambda: len(answers) == 3 and len(records) == 3, what="three answers, recorded")
+        finally:
+            await asyncio.wait_for(tunnel.stop(), 30)
+    refused = [answers[1], answers[5]]
+    assert answers[3] == (200, b"")
+    for code, reason in refused:
+        assert code == ErrorCode.LOCAL_ERROR, (code, reason)
+        assert b"the local service's response head is larger than the relay takes" in reason
+    failed = [ex for ex in records if ex.request.target == b"/big"]
+    assert [ex.error for ex in failed] == ["local_error", "local_error"]
+    assert all("exceeds the peer's limit of 1024" in (ex.error_message or "") for ex in failed)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[:3000]
