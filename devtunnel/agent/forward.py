@@ -19,7 +19,7 @@ from dataclasses import replace
 from http import HTTPStatus
 
 from devtunnel.capture.model import ErrorKind
-from devtunnel.errors import StreamClosedError
+from devtunnel.errors import ProtocolError, StreamClosedError
 from devtunnel.agent.hold import APP_RESTARTING, HoldExpired, HoldGate
 from devtunnel.agent.children import port_accepts
 from devtunnel.agent.lease import UNSENT_BODY_WAIT, BodyCopy, Lease, whole_body
@@ -625,9 +625,16 @@ class Forwarder:
             if response.stray and lease.conn is not None:
                 lease.conn.expect_stray(response.stray)
             lease.release(response.complete and not response.extra and response.keep_alive)
-            stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
+            try:
+                stream.send_response(response.status, reason, headers, end_stream=True, http_version=version)
+            except ProtocolError as exc:
+                head_refused(stream, cap, exc)
             return
-        stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
+        try:
+            stream.send_response(response.status, reason, headers, end_stream=False, http_version=version)
+        except ProtocolError as exc:
+            head_refused(stream, cap, exc)
+            return
         await self._relay_body(stream, lease, response, cap, body)
 
     async def _relay_body(
@@ -686,6 +693,22 @@ async def refusal(tunnel: str, target: Target, gate: HoldGate | None) -> tuple[E
         "refused the connection.\nMake sure a web service is running there, or start "
         "devtunnel with the address it listens on.\n"
     ) + await ipv6_loopback_hint(target)
+
+
+def head_refused(stream: AgentStream, cap: ExchangeCapture, exc: ProtocolError) -> None:
+    """A local response's head the relay does not take (``exc`` from ``send_response``): larger
+    than the ``max_head_size`` it announced (a RESPONSE frame spends 6 bytes a field where
+    HTTP/1.1 spends 4, so a head of many short fields grows past 256 KiB on its way). The stream
+    is reset, its client gets 502 with the reason, and the record says it; nothing was sent.
+
+    Raises:
+        ProtocolError: ``exc`` again when it is another failure (a defect: the caller logs it).
+    """
+    if exc.code != ErrorCode.TOO_LARGE:
+        raise exc
+    message = f"the local service's response head is larger than the relay takes ({exc})"
+    cap.fail("local_error", message)
+    stream.reset(ErrorCode.LOCAL_ERROR, message)
 
 
 async def answer_error(

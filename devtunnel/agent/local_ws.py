@@ -33,12 +33,9 @@ from devtunnel.values.target import Target
 from devtunnel.protocol.events import Fields, RequestReceived, WebSocketClosed, WebSocketMessageReceived
 from devtunnel.values.request_head import field_is_safe
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP
-from devtunnel.values.websocket import ABNORMAL_CLOSURE, sendable_close_code
+from devtunnel.values.websocket import ABNORMAL_CLOSURE, sendable_close_code, sendable_close_reason
 
 __all__ = ["MAX_MESSAGE", "forward_websocket"]
-
-MAX_CLOSE_REASON = 123
-"""Bytes a close frame's reason may hold (RFC 6455 5.5: 125 bytes of payload, 2 for the code)."""
 
 MAX_MESSAGE = 64 << 20
 """Largest WebSocket message gathered from its fragments for the local service: what a devtunnel
@@ -214,7 +211,7 @@ def _going_away(ws: ClientConnection, why: str) -> None:
     if ws.protocol.state is not State.OPEN:
         return
     try:
-        ws.protocol.send_close(1001, why[:MAX_CLOSE_REASON])
+        ws.protocol.send_close(1001, sendable_close_reason(why))
         ws.send_data()
     except Exception:  # the connection broke under us: the finally below aborts it
         return
@@ -300,7 +297,7 @@ async def _client_to_local(stream: AgentStream, cap: ExchangeCapture, ws: Client
                 # The client begins the closing handshake: the record keeps its code, not the
                 # one the service answers with (aiohttp answers any close with 1000).
                 cap.ws_closed(event.code)
-            await ws.close(sendable_close_code(event.code), event.reason)
+            await ws.close(sendable_close_code(event.code), sendable_close_reason(event.reason))
             return
 
 

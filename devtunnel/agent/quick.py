@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from devtunnel.agent.forward import Forwarder, Start
+from devtunnel.agent.forward import Forwarder, Start, head_refused
 from devtunnel.agent.local_pool import LocalConnection
 from devtunnel.agent.local_response import NO_BODY_STATUSES, BadResponse, LocalResponse
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
+from devtunnel.errors import ProtocolError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import RequestReceived
 
@@ -141,7 +142,15 @@ class QuickAnswer:
             return
         # From here on the response is ours: nothing is handed over untouched any more.
         conn.discard()
-        self._send_head(response, end_stream=response.complete and not body)
+        try:
+            self._send_head(response, end_stream=response.complete and not body)
+        except ProtocolError as exc:
+            head_refused(self.stream, self.cap, exc)
+            self._detach()
+            self.start.conn = None
+            conn.abort()
+            self._done(self)
+            return
         if response.complete:
             self._finish(conn, response, body)  # which clears the head timeout
             return

@@ -14,6 +14,7 @@ relay decided (a rule's mark on a request, a GOAWAY) is read by ``relay_signals.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -53,7 +54,7 @@ from devtunnel.protocol.events import (
 )
 from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.rules import WIRE_VERSION, rules_to_wire
-from devtunnel.values.request_head import head_problem
+from devtunnel.values.request_head import SCHEMES, head_problem, scheme_problem
 from devtunnel.values.sizes import format_size
 
 __all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT", "HELD_REQUESTS", "LEAVE_GRACE"]
@@ -475,6 +476,12 @@ class Session:
             self._drop_stale(head)
             return
         forwarder = tunnel.forwarder
+        refused = None
+        if head.scheme not in SCHEMES:
+            # The record and its exports put the scheme before the Host: one that is not a
+            # scheme ("https://elsewhere/#") made them a URL of another host. Recorded as http.
+            refused = scheme_problem(head.scheme)
+            head = dataclasses.replace(head, scheme="http")
         mark: RuleMark | None = None
         if self.rules_enforced:
             head, mark, status, size = rule_of(head)
@@ -489,7 +496,7 @@ class Session:
                     forwarder = route
         # Checked here as at the relay: a relay (hostile, or older) must not make the agent
         # send anything but a path to the local service.
-        problem = head_problem(head.method, head.target, head.headers, upgrade=head.websocket, ended=head.end_stream)
+        problem = refused or head_problem(head.method, head.target, head.headers, upgrade=head.websocket, ended=head.end_stream)
         # An HTTP request goes out on a kept-alive local connection first thing: the local
         # service works on it while the rest is set up (and before a task could run).
         start = None if head.websocket or problem else forwarder.start(head)

@@ -32,6 +32,7 @@ from devtunnel.export.redact import redact_exchange
 from devtunnel.values.terminal import escape, needs_escape, quoted
 
 __all__ = [
+    "PUBLIC_SCHEMES",
     "Export",
     "Exporter",
     "Destination",
@@ -173,6 +174,10 @@ def prepared(exchanges: Sequence[Exchange], *, redact: bool) -> list[Exchange]:
     return [redact_exchange(ex) for ex in exchanges] if redact else list(exchanges)
 
 
+PUBLIC_SCHEMES = ("http", "https")
+"""The schemes an exchange's public URL may have; with another (a capture of an older agent
+behind a hostile relay: ``https://elsewhere/#``) it has none, as without a Host."""
+
 _AUTHORITY_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$")
 
 
@@ -232,7 +237,7 @@ def destination(exchange: Exchange, *, base_url: str | None = None, local: bool 
         base_url = exchange.target_url
     if base_url is None:
         host = exchange.request.host
-        if host and _AUTHORITY_RE.match(host):
+        if host and exchange.scheme in PUBLIC_SCHEMES and _AUTHORITY_RE.match(host):
             return Destination(exchange.scheme, host, public=True)
         if not exchange.target_url:
             raise ExportError(

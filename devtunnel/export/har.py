@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 
 from devtunnel import __version__
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, wire_bytes
-from devtunnel.export.base import Destination, Export, destination, prepared, require_exchanges, sent_fields, truncation_note
+from devtunnel.export.base import PUBLIC_SCHEMES, Destination, Export, destination, prepared, require_exchanges, sent_fields, truncation_note
 from devtunnel.export.redact import redact_exchange
 from devtunnel.values.terminal import read_utf8_json
 
@@ -162,9 +162,10 @@ def _absolute_url(exchange: Exchange, base_url: str | None, local: bool) -> tupl
     # A target that is not a path (`OPTIONS *`) goes after a `/`, as Destination.url puts it:
     # `http://host:8080*` would not be a URL at all.
     target = request.url_text if request.url_text.startswith("/") else "/" + request.url_text
-    if request.host:
-        return f"{exchange.scheme}://{request.host}{target}", Destination(exchange.scheme, request.host, public=True)
-    base = exchange.target_url.rstrip("/") or f"{exchange.scheme}://localhost"
+    scheme = exchange.scheme if exchange.scheme in PUBLIC_SCHEMES else ""
+    if request.host and scheme:
+        return f"{scheme}://{request.host}{target}", Destination(scheme, request.host, public=True)
+    base = exchange.target_url.rstrip("/") or f"{scheme or 'http'}://localhost"
     return base + target, None
 
 

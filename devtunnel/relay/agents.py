@@ -130,7 +130,9 @@ class AgentGate:
             )
         if refusal is not None:
             code, reason = refusal
-            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer, reason)
+            # A name refused as no name quotes it, and a HELLO may ask for one of 64 KiB: cut, as above.
+            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer,
+                                  clipped(reason, MAX_AGENT_TEXT))
             await _refuse(conn, send, code, reason, receive)
             return
         # Take the name (or a place in its pool) before any await, so no other agent can slip in between.

@@ -23,6 +23,7 @@ from devtunnel.errors import ProtocolError
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import clipped
+from devtunnel.values.websocket import sendable_close_reason
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.protocol.events import (
@@ -644,7 +645,7 @@ class AgentLink:
         self.end_reason, self.end_code = reason, code
         self.goaway(code, reason)
         self.close(reason)
-        await self.finish_writing({"type": "websocket.close", "code": ws_code, "reason": reason[:120]})
+        await self.finish_writing({"type": "websocket.close", "code": ws_code, "reason": sendable_close_reason(reason)})
 
     async def finish_writing(self, *then: dict[str, Any]) -> None:
         """Stop the writer, send what is still queued (a GOAWAY), then the messages ``then``."""

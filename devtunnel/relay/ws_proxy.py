@@ -26,7 +26,7 @@ from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_an
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.rules import Decision
-from devtunnel.values.websocket import sendable_close_code, tunnelled_close_code
+from devtunnel.values.websocket import sendable_close_code, sendable_close_reason, tunnelled_close_code
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -186,7 +186,7 @@ class WebSocketForwarder:
                     event = stream.chunks.popleft()
                     if isinstance(event, WebSocketClosed):
                         code = sendable_close_code(event.code)
-                        await send({"type": "websocket.close", "code": code, "reason": event.reason})
+                        await send({"type": "websocket.close", "code": code, "reason": sendable_close_reason(event.reason)})
                         return
                     if isinstance(event, bytes):  # body bytes on a WebSocket stream: ignore
                         tunnel.taken(stream, len(event))

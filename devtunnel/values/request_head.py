@@ -21,7 +21,9 @@ request a relay sends it (a hostile or outdated relay included):
 - an upgrade request (``Connection: upgrade``) carries no body;
 - there is at most one ``Content-Length``, and it is a number (up to 18 digits): the agent
   writes a body of that length as it comes, so it and the service must read the same length
-  (``declared_length``); a request that ends with its head (``ended``) declares none.
+  (``declared_length``); a request that ends with its head (``ended``) declares none;
+- the scheme a relay says the client came by is one of ``SCHEMES`` (the agent checks it:
+  captures and exports put it before the Host, so another would make them a URL elsewhere).
 
 Each check returns ``None`` when the value is fine, else a short sentence saying why not. The
 sentence quotes the value as it came (``values.terminal.quoted``, bytes that are not UTF-8 as
@@ -36,7 +38,10 @@ from devtunnel.values.http1 import OWS, content_length_digits, is_token, other_c
 from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
-__all__ = ["absolute_form", "answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem", "host_problem", "method_problem", "target_problem"]
+__all__ = [
+    "SCHEMES", "absolute_form", "answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem",
+    "host_problem", "method_problem", "scheme_problem", "target_problem",
+]
 
 # RFC 9110 5.6.2: token = 1*tchar.
 # Bytes a request target may not hold: controls, space, DEL (high bytes pass, as in paths
@@ -57,6 +62,18 @@ _NOT_IN_HOST = re.compile(rb"[^0-9A-Za-z._~!$&'()*+,;=%:\[\]-]")
 _GOOD_HOSTS: dict[bytes, None] = {}
 _HOSTS_KEPT = 1024
 _HOST_KEPT_SIZE = 300
+
+
+SCHEMES = frozenset(("http", "https", "ws", "wss"))
+"""How a public client may have reached the relay: the schemes a REQUEST may name
+(docs/protocol.md; a relay's rule notice of a WebSocket names ``ws`` or ``wss``)."""
+
+
+def scheme_problem(scheme: str) -> str | None:
+    """Why ``scheme``, which a relay says a client came by, is none a client comes by, or None."""
+    if scheme in SCHEMES:
+        return None
+    return f"the relay says the client came by scheme {quoted(scheme[:_SHOWN])}, which is none of http, https, ws, wss"
 
 
 def _shown(value: bytes) -> str:

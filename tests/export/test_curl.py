@@ -105,6 +105,16 @@ def test_without_a_usable_host_the_target_url_is_used_then_an_error() -> None:
         curl(ex)
 
 
+@pytest.mark.parametrize("scheme", ["https://attacker.example/x#", "javascript", "ftp"])
+def test_a_captured_scheme_that_is_not_http_or_https_makes_no_public_url(scheme: str) -> None:
+    # A capture an older agent took behind a hostile relay: the scheme went before the Host.
+    ex = make_exchange(headers=[(b"Host", b"shop.localhost")], target_url="http://127.0.0.1:3000")
+    ex.scheme = scheme
+    assert words(curl(ex))[2] == "http://127.0.0.1:3000/"
+    assert "attacker" not in export("httpie", [ex]).text
+    assert '"url": "http://127.0.0.1:3000/' in export("har", [ex]).text
+
+
 def test_ipv6_base_url_turns_globbing_off() -> None:
     assert words(curl(make_exchange(headers=BASE), base_url="http://[::1]:8080"))[:4] == [
         "curl", "--http1.1", "--globoff", "http://[::1]:8080/"]

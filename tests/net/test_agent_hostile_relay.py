@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,10 +30,12 @@ from devtunnel.agent.socket import MAX_FRAME
 from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.protocol import frames as f
 from devtunnel.capture.model import Exchange
+from devtunnel.export import export
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import DataReceived, ResponseReceived, StreamReset, WebSocketClosed
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for
+from tests.net.api_fixtures import echo_service
 from tests.net.tunnel_fixtures import local_websocket, read_hello
 
 RelayScript = Callable[[ServerConnection, RelayConnection], Awaitable[None]]
@@ -472,3 +476,144 @@ async def test_websocket_messages_gathered_for_the_local_service_count_toward_th
             assert peak.stop() <= ceiling
             reason = next(iter(resets.values()))
             assert "of request bodies the local service has not read (at most 8 MiB)" in reason, reason
+
+
+@pytest.mark.parametrize("reason", ["x" * 200, "é" * 100, "€" * 41 + "x"], ids=["ascii", "two-byte", "three-byte"])
+async def test_a_close_reason_longer_than_a_close_frame_holds_reaches_the_local_service_cut(
+    reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A WS_CLOSE may carry a megabyte of reason, a close frame 123 bytes of it. Before, the agent
+    # handed the whole reason to websockets, which refused to send the close: the local service
+    # lost its connection without a close frame (1006) and the agent logged a traceback.
+    answered: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        sid = conn.open_request(b"GET", b"/chat", b"1.1", ((b"Host", b"hostile.localhost"),), end_stream=True,
+                                websocket=True)
+        await ws.send(conn.data_to_send())
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, ResponseReceived) and event.status == 101:
+                    conn.send_ws_close(sid, 1000, reason)
+                elif isinstance(event, WebSocketClosed) and not answered.done():
+                    answered.set_result((event.code, event.reason))
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+
+    closes: list[int | None] = []
+    with local_websocket(closes=closes) as (port, _):
+        async with hostile_relay(script, target=str(port)):
+            code, echoed = await asyncio.wait_for(answered, 15)
+            await async_wait_for(lambda: closes, what="the local service to see the WebSocket end")
+    assert closes == [1000], "the local service got no close frame"
+    assert code == 1000
+    # The local service echoes the reason it got: the longest start of the relay's that fits.
+    assert reason.startswith(echoed) and len(echoed.encode()) <= 123 < len(echoed.encode()) + len(reason[len(echoed)].encode())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("scheme", ["https://attacker.localhost/x#", "javascript", "HTTP"])
+async def test_a_scheme_that_no_client_comes_by_is_refused_and_never_makes_an_export_url(scheme: str) -> None:
+    # The record and its exports write the scheme the relay names before the Host. Before, a
+    # relay naming "https://attacker.localhost/x#" got the request forwarded and recorded so,
+    # and a curl export of it (the public URL, by default) sent the captured request, its
+    # Authorization with it, to https://attacker.localhost/x.
+    answers: dict[int, tuple[int, dict[bytes, bytes]]] = {}
+    records: list[Exchange] = []
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        for sid_scheme in (scheme, "https"):
+            sid = conn.open_request(
+                b"POST", b"/hook", b"1.1",
+                ((b"Host", b"hostile.localhost"), (b"Authorization", b"Bearer s3cret"), (b"Content-Length", b"2")),
+                end_stream=False, scheme=sid_scheme,
+            )
+            conn.send_data(sid, b"hi", end_stream=True)
+        await ws.send(conn.data_to_send())
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, ResponseReceived):
+                    answers[event.stream_id] = (event.status, {n.lower(): v for n, v in event.headers})
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+
+    with echo_service() as (target, seen):
+        async with hostile_relay(script, target=target, sink=lambda ex, final: records.append(ex) if final else None):
+            await async_wait_for(lambda: len(answers) == 2 and len(records) == 2, what="both requests answered and recorded")
+    refused, honest = answers[1], answers[3]
+    assert refused[0] == 400 and refused[1][b"x-devtunnel-error"] == b"bad_request"
+    assert honest[0] == 200
+    assert len(seen.requests) == 1, "the refused request reached the local service"
+    by_scheme = sorted(records, key=lambda ex: ex.scheme)
+    assert [ex.scheme for ex in by_scheme] == ["http", "https"]
+    assert by_scheme[0].error == "bad_request"
+    # Where each export sends it, or says it was sent: the public URL, as the relay is asked for.
+    assert export("curl", [by_scheme[0]]).text.startswith("curl --http1.1 http://hostile.localhost/hook ")
+    assert export("httpie", [by_scheme[0]]).text.startswith("http --ignore-stdin POST http://127.0.0.1/hook ")
+    har = json.loads(export("har", [by_scheme[0]]).text)
+    assert har["log"]["entries"][0]["request"]["url"] == "http://hostile.localhost/hook"
+
+
+async def test_a_response_head_larger_than_the_relay_announced_it_takes_is_a_502_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A relay may announce any max_head_size from 1 KiB (docs/protocol.md); the agent bounds a
+    # local head by devtunnel's own 256 KiB. A head between the two reached the wire encoder,
+    # which refused it: a ProtocolError traceback ("stream 1 failed") and a bare "internal error
+    # in the agent". Both paths: on a new local connection (the stream's task) and on a
+    # kept-alive one (answered from its callbacks).
+    big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    small = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                writer.write(big if request.startswith(b"GET /big ") else small)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    answers: dict[int, tuple[int, bytes]] = {}
+
+    async def relay(ws: ServerConnection) -> None:
+        conn = RelayConnection(max_head_size=1024)
+        await read_hello(ws, conn)
+        conn.send_welcome("hostile", "http://hostile.localhost", {})
+        for path in (b"/big", b"/small", b"/big"):  # a new connection, then the kept-alive one
+            sid = conn.open_request(b"GET", path, b"1.1", ((b"Host", b"hostile.localhost"),), end_stream=True)
+            await ws.send(conn.data_to_send())
+            async for message in ws:
+                for event in conn.receive_data(message):  # type: ignore[arg-type]
+                    if isinstance(event, ResponseReceived):
+                        answers[event.stream_id] = (event.status, b"")
+                    elif isinstance(event, StreamReset):
+                        answers[event.stream_id] = (event.code, event.reason.encode())
+                if conn.wants_to_send:
+                    await ws.send(conn.data_to_send())
+                if sid in answers:
+                    break
+
+    records: list[Exchange] = []
+    server = await asyncio.start_server(service, "127.0.0.1", 0)
+    async with server, serve(relay, "127.0.0.1", 0) as relay_server:
+        tunnel = AgentTunnel(
+            TunnelConfig(target=str(server.sockets[0].getsockname()[1]), name="hostile"),
+            relay_url=f"ws://127.0.0.1:{relay_server.sockets[0].getsockname()[1]}/_devtunnel/connect",
+            sink=lambda ex, final: records.append(ex) if final else None,
+            on_change=lambda info: None,
+        )
+        await tunnel.start()
+        try:
+            await async_wait_for(lambda: len(answers) == 3 and len(records) == 3, what="three answers, recorded")
+        finally:
+            await asyncio.wait_for(tunnel.stop(), 30)
+    refused = [answers[1], answers[5]]
+    assert answers[3] == (200, b"")
+    for code, reason in refused:
+        assert code == ErrorCode.LOCAL_ERROR, (code, reason)
+        assert b"the local service's response head is larger than the relay takes" in reason
+    failed = [ex for ex in records if ex.request.target == b"/big"]
+    assert [ex.error for ex in failed] == ["local_error", "local_error"]
+    assert all("exceeds the peer's limit of 1024" in (ex.error_message or "") for ex in failed)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[:3000]

@@ -10,11 +10,13 @@ import asyncio
 import logging
 
 import pytest
+import websockets
 
 from devtunnel.protocol.connection import ErrorCode
+from devtunnel.protocol.events import GoAway
 from devtunnel.relay.server import Relay
 from tests.helpers import async_wait_for
-from tests.net._relay_agent import TOKEN, AgentRequest, connect_agent, running_relay
+from tests.net._relay_agent import TOKEN, AgentRequest, ScriptedAgent, connect_agent, running_relay
 from tests.net.test_relay_logs import summarised
 
 OTHER = "other-token"
@@ -178,3 +180,46 @@ async def test_a_response_length_a_client_or_proxy_could_read_otherwise_gets_502
                 assert b"content-length: 5\r\n" not in got and b": +2" not in got
         finally:
             await agent.close()
+
+
+@pytest.mark.parametrize("reason", ["x" * 300, "é" * 200, "€" * 41 + "x"], ids=["ascii", "two-byte", "three-byte"])
+async def test_an_agent_closing_a_websocket_with_a_reason_too_long_for_a_close_frame_still_closes_it(
+    reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A WS_CLOSE may carry a megabyte of reason, a close frame 123 bytes. Before, the relay
+    # handed the agent's whole reason to the public WebSocket, whose close then failed: its
+    # client lost the connection without a close frame (1006) instead of the agent's 1000.
+    async def close_at_once(request: AgentRequest) -> None:
+        request.respond(101)
+        request.agent.conn.send_ws_close(request.id, 1000, reason)
+        request.agent.flush()
+
+    async with running_relay() as relay:
+        agent = await connect_agent(relay, handler=close_at_once)
+        try:
+            async with websockets.connect(f"ws://demo.localhost:{relay.port}/live", host="127.0.0.1") as ws:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1000, (ws.close_code, ws.close_reason)
+            shown = ws.close_reason or ""
+            # The longest start of the agent's reason a close frame holds, never half a character.
+            assert reason.startswith(shown) and len(shown.encode()) <= 123 < len(shown.encode()) + len(
+                reason[len(shown)].encode())
+        finally:
+            await agent.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_an_agent_asking_for_a_huge_name_that_is_not_one_costs_the_log_one_short_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The refusal quotes the name asked for, which a HELLO (read before any token is checked)
+    # may make 64 KiB long: before, the relay logged all of it, one line of 40,000 characters.
+    caplog.set_level(logging.INFO)
+    async with running_relay(domain=DOMAIN) as relay:
+        agent = ScriptedAgent(relay.port, token=OTHER, name="x!" * 20_000)
+        refusal = await agent.connect()
+        await agent.close()
+    assert isinstance(refusal, GoAway) and refusal.code == ErrorCode.NAME_TAKEN
+    [line] = [r.getMessage() for r in caplog.records if " refused: " in r.getMessage()]
+    assert "tunnel name 'x!x!" in line and line.endswith("more characters)") and len(line) < 300, line[:400]
