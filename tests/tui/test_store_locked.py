@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,8 +56,23 @@ def _lock(procs: list[Proc], db: Path) -> Proc:
     return locker
 
 
+@pytest.fixture(autouse=True)
+def _said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every notification the inspector raises, kept on the app (``_notices``): a notice leaves
+    the screen after its timeout (10 s), and under load a test's steps after it can take longer,
+    so counting those on screen found none where one was said."""
+    original = InspectorApp.notify
+
+    def notify(self: InspectorApp, message: str, *, title: str = "", **options: Any) -> None:
+        self.__dict__.setdefault("_said", []).append((title, message))
+        original(self, message, title=title, **options)
+
+    monkeypatch.setattr(InspectorApp, "notify", notify)
+
+
 def _notices(app: InspectorApp, title: str) -> list[str]:
-    return [n.message for n in app._notifications if n.title == title]
+    """The messages of every notification titled ``title`` the app raised, shown or gone."""
+    return [message for said_title, message in app.__dict__.get("_said", []) if said_title == title]
 
 
 @pytest.fixture
