@@ -688,11 +688,14 @@ async def refusal(tunnel: str, target: Target, gate: HoldGate | None) -> tuple[E
         state = gate.app_state if gate.app_down else "going down"
         return "app_restarting", (f"{APP_RESTARTING}: the tunnel {tunnel} is online, but its app at {target.url} "
                                   f"is not ready ({state}).\n")
+    # The hint is awaited on its own: mypyc (the compiled install) cannot keep the message's
+    # temporaries across an await inside the expression ("incref of a spill").
+    hint = await ipv6_loopback_hint(target)
     return "local_refused", (
         f"The tunnel {tunnel} is online, but the local service at {target.url} "
         "refused the connection.\nMake sure a web service is running there, or start "
         "devtunnel with the address it listens on.\n"
-    ) + await ipv6_loopback_hint(target)
+    ) + hint
 
 
 def head_refused(stream: AgentStream, cap: ExchangeCapture, exc: ProtocolError) -> None:
