@@ -87,6 +87,17 @@ def _add_app_flags(p: argparse.ArgumentParser) -> None:
                    help="requests wait this long (e.g. 30s) while the app is down or restarting, then get 503")
 
 
+def _add_up_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of ``up`` and ``start``, which run named tunnels the same way."""
+    p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
+    add_log_flags(p)
+    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
+    p.add_argument("--api-port", type=_port, metavar="PORT",
+                   help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")
+    p.add_argument("--no-record", action="store_true", help="do not record exchanges")
+    _add_db(p)
+
+
 class _Version(argparse.Action):
     """``--version``: the version, and whether the per-request modules run compiled (native.py).
 
@@ -353,13 +364,28 @@ examples:
   devtunnel up payments --no-tui
 """)
     p.add_argument("names", nargs="*", metavar="NAME", help="tunnels to start (default: every one defined)")
-    p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
-    add_log_flags(p)
-    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--api-port", type=_port, metavar="PORT",
-                   help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")
-    p.add_argument("--no-record", action="store_true", help="do not record exchanges")
-    _add_db(p)
+    _add_up_flags(p)
+
+    p = sub.add_parser("start", help="start tunnels of ngrok.yml (ngrok's start: NAME..., --all) in one agent",
+                       formatter_class=_F,
+                       description=("Start the tunnels an ngrok agent configuration defines, those named or --all of them,\n"
+                                    "in one agent and one inspector, as up does for devtunnel.toml. The files are read as\n"
+                                    "config import-ngrok reads them: a tunnel it would not import (OAuth, mutual TLS,\n"
+                                    "labels, tcp ...) is not started, and said. Relay, token and agent settings come from\n"
+                                    "devtunnel.toml as for up. --none: the agent alone (devtunnel agent)."),
+                       epilog="""\
+examples:
+  devtunnel start web                          tunnel web of ngrok's own ngrok.yml
+  devtunnel start --all --config ngrok.yml --config more.yml
+  devtunnel start web --log stdout --log-format json
+""")
+    p.add_argument("names", nargs="*", metavar="NAME", help="tunnels of the ngrok.yml to start")
+    p.add_argument("--all", action="store_true", help="start every tunnel the files define")
+    p.add_argument("--none", action="store_true", help="start no tunnel: the agent alone (devtunnel agent)")
+    p.add_argument("--config", action="append", default=[], metavar="FILE", dest="ngrok_config",
+                   help="an ngrok.yml, repeatable, later files winning (default: where ngrok keeps it, "
+                        "e.g. ~/.config/ngrok/ngrok.yml)")
+    _add_up_flags(p)
 
     sub.add_parser("init", help="write a commented devtunnel.toml for this folder (never replaces one)",
                    formatter_class=_F,
@@ -497,6 +523,7 @@ _COMMANDS = {
     "inspect": "inspect",
     "logs": "logs",
     "up": "up",
+    "start": "start",
     "init": "init",
     "config": "config",
     "send": "send",

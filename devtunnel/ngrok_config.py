@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
+from devtunnel.config import TunnelSection
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import label_from
 from devtunnel.values.ngrok_keys import (
@@ -45,7 +46,8 @@ from devtunnel.rules import RulesError, ngrok_protection_rules, parse_rules
 from devtunnel.values.terminal import quoted
 from devtunnel.values.numbers import is_decimal
 
-__all__ = ["ImportedTunnel", "NgrokImport", "read_ngrok_config", "default_ngrok_paths", "PROTECTIONS"]
+__all__ = ["ImportedTunnel", "NgrokImport", "read_ngrok_config", "read_ngrok_files", "default_ngrok_paths",
+           "ngrok_files", "load_ngrok_files", "tunnel_sections", "PROTECTIONS"]
 
 PROTECTIONS = {
     "oauth": "OAuth",
@@ -130,6 +132,17 @@ class NgrokImport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def named(self, name: str) -> ImportedTunnel | str | None:
+        """The tunnel ``ngrok start NAME`` starts: the one of that name in the file, or of the
+        name it is imported as (``My Hooks`` or ``my-hooks``); the reason when the file has it
+        but it is not imported (it would lose a protection ...); None when no such name is defined."""
+        label = label_from(name)
+        found = next((t for t in self.tunnels if t.source == name), None) or next(
+            (t for t in self.tunnels if t.name == label), None)
+        if found is not None:
+            return found
+        return next((why for skipped, why in self.skipped if skipped in (name, label)), None)
+
 
 def default_ngrok_paths(environ: Mapping[str, str] | None = None, platform: str | None = None) -> list[Path]:
     """Where ngrok keeps its configuration on this system, newest location first.
@@ -150,6 +163,51 @@ def default_ngrok_paths(environ: Mapping[str, str] | None = None, platform: str 
         config_home = env.get("XDG_CONFIG_HOME")
         first = (Path(config_home) if config_home else home / ".config") / "ngrok" / "ngrok.yml"
     return [first, home / ".ngrok2" / "ngrok.yml"]
+
+
+def ngrok_files(named: Sequence[str]) -> list[Path]:
+    """The ngrok.yml files to read: those named (ngrok's ``--config FILE``, repeatable), else the
+    first of ``default_ngrok_paths()`` that exists.
+
+    Raises:
+        ConfigError: none is named and none is found where ngrok keeps it.
+    """
+    if named:
+        return [Path(name).expanduser() for name in named]
+    candidates = default_ngrok_paths()
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise ConfigError("no ngrok.yml found at " + " or ".join(str(p) for p in candidates) + "; name the file")
+    return [found]
+
+
+def load_ngrok_files(paths: Sequence[Path]) -> NgrokImport:
+    """The tunnels of the ngrok.yml files at ``paths``, read as one (``read_ngrok_files``).
+
+    Raises:
+        ConfigError: a file cannot be read or is not a valid ngrok configuration; the message names it.
+    """
+    texts = []
+    for path in paths:
+        try:
+            texts.append((path.read_text(encoding="utf-8"), str(path)))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    return read_ngrok_files(texts)
+
+
+def tunnel_sections(tunnels: Sequence[ImportedTunnel], source: str) -> tuple[TunnelSection, ...]:
+    """The tunnels as devtunnel.toml's ``[tunnels.NAME]`` tables read them: checked by the same
+    reader, so what ``devtunnel start`` runs is what ``config import-ngrok`` would save.
+
+    Raises:
+        ConfigError: a table is not valid (the message names ``source`` and the key).
+    """
+    from devtunnel.config.load import read_document
+    from devtunnel.config.source import Source
+
+    layer = read_document({"tunnels": {t.name: t.table() for t in tunnels}}, Source(source))
+    return tuple(layer.get("tunnels", {}).values())
 
 
 class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
@@ -179,6 +237,31 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
         ConfigError: the text is not YAML, not a mapping, or not of a known version; the message
             names ``source``.
     """
+    return read_ngrok_files([(text, source)])
+
+
+def read_ngrok_files(files: Sequence[tuple[str, str]]) -> NgrokImport:
+    """The devtunnel tunnels of several ngrok.yml files (text, source) read as one, as ngrok
+    reads its repeated ``--config FILE``: in order, a later file's setting replacing an earlier
+    one's, a tunnel (and an ``agent:`` setting) replacing the one of the same name whole.
+
+    Raises:
+        ConfigError: a file is not YAML, not a mapping, or not of a known version; the message
+            names it.
+    """
+    doc: dict[Any, Any] = {}
+    for text, source in files:
+        for key, value in _document(text, source).items():
+            earlier = doc.get(key)
+            if key in ("tunnels", "agent") and isinstance(earlier, dict) and isinstance(value, dict):
+                doc[key] = {**earlier, **value}
+            else:
+                doc[key] = value
+    return _read_document(doc, ", ".join(source for _, source in files) or "ngrok.yml")
+
+
+def _document(text: str, source: str) -> dict[Any, Any]:
+    """One ngrok.yml parsed, checked to be a mapping of a known version."""
     try:
         doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
@@ -195,6 +278,11 @@ def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
     version = str(doc.get("version", "2")).strip().strip('"')
     if version not in ("1", "2", "3"):
         raise ConfigError(f"{source}: version {quoted(version)} is not an ngrok configuration version (2 or 3)")
+    return doc
+
+
+def _read_document(doc: dict[Any, Any], source: str) -> NgrokImport:
+    version = str(doc.get("version", "2")).strip().strip('"')
     result = NgrokImport(version=version)
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):

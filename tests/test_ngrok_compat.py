@@ -675,19 +675,9 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
 @pytest.mark.parametrize(("args", "says"), [
     (["authtoken", "2abc"], "devtunnel: authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
     (["add-authtoken", "2abc"], "devtunnel: add-authtoken is ngrok's: here it is devtunnel config add-authtoken TOKEN"),
-    (["start", "--all"], "devtunnel: start is ngrok's: here it is devtunnel up (tunnels of devtunnel.toml, every one "
-                         "without a NAME; devtunnel config import-ngrok brings ngrok.yml's)"),
-    # The names typed, as the import names them; was "devtunnel up NAME ..." whatever was typed.
-    (["start", "--config", "ngrok.yml", "web", "My Hooks"], "here it is devtunnel up web my-hooks (tunnels of"),
-    # ngrok's log flags, which up takes, kept in the command it says (were dropped).
-    (["start", "web", "--log", "stdout", "--log-format=json", "--config", "ngrok.yml"],
-     "here it is devtunnel up web --log stdout --log-format=json (tunnels of"),
     (["start", "--none"], "here it is devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"),
     (["tcp", "22"], "devtunnel: tcp is ngrok's: only http tunnels exist here, no tcp or tls yet"),
-    (["config", "check"], "devtunnel: config check is ngrok's: here it is devtunnel config show"),
     # ngrok's other commands were argparse's "invalid choice" with devtunnel's list of commands.
-    (["config", "edit"], "devtunnel: config edit is ngrok's: here it is devtunnel config path (the files, to open "
-                         "in your editor) and devtunnel config set KEY VALUE"),
     (["update"], "devtunnel: update is ngrok's: updates come from the package manager that installed devtunnel"),
     (["service", "install"], "devtunnel: service is ngrok's: no service of its own: run devtunnel up"),
     (["tunnel", "--label", "edge=edghts_1", "8080"], "devtunnel: tunnel is ngrok's: labeled tunnels (ngrok edges) "

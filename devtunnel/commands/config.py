@@ -289,24 +289,13 @@ def _note_no_relay() -> None:
 
 
 def _import_ngrok(args: argparse.Namespace) -> int:
-    from devtunnel.ngrok_config import default_ngrok_paths, read_ngrok_config
+    from devtunnel.ngrok_config import load_ngrok_files, ngrok_files
 
     named = args.path or args.ngrok_config  # ngrok's commands name the file with --config FILE
     if args.path and args.ngrok_config and args.path != args.ngrok_config:
         raise ConfigError(f"give the ngrok.yml as PATH or --config FILE, not both ({args.path}, {args.ngrok_config})")
-    if named:
-        source = Path(named).expanduser()
-    else:
-        candidates = default_ngrok_paths()
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise ConfigError("no ngrok.yml found at " + " or ".join(str(p) for p in candidates) + "; name the file")
-        source = found
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    result = read_ngrok_config(text, str(source))
+    [source] = ngrok_files([named] if named else [])
+    result = load_ngrok_files([source])
     tables = {t.name: t.table() for t in result.tunnels}
     target = _target_file(args)
     print(safe(f"read {source} (ngrok config version {result.version})"))

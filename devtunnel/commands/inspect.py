@@ -115,12 +115,14 @@ def _private_rules_file(rules: Sequence[Rule], name: str) -> Path:
     return path
 
 
-def up_agent_argv(args: argparse.Namespace, names: list[str]) -> Callable[[], list[str]]:
-    """Makes the ``devtunnel up NAME... --no-tui`` command line that carries the tunnels for the inspector.
+def up_agent_argv(args: argparse.Namespace, names: list[str],
+                  command: Sequence[str] = ("up",)) -> Callable[[], list[str]]:
+    """Makes the ``devtunnel up NAME... --no-tui`` command line that carries the tunnels for the inspector
+    (``command``: ``start --config FILE`` for the tunnels of an ngrok.yml).
 
     The embedded relay keeps its port across agent restarts, as for ``http``.
     """
-    argv = ["up", *names, "--no-tui", *_api_port_argv(args), "--db", str(_db(args))]
+    argv = [*command, *names, "--no-tui", *_api_port_argv(args), "--db", str(_db(args))]
     if getattr(args, "no_record", False):
         argv.append("--no-record")
     if args.port:

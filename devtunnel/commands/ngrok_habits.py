@@ -23,11 +23,8 @@ _COMMANDS = {
     "tcp": "only http tunnels exist here, no tcp or tls yet",
     "tls": "only http tunnels exist here, no tcp or tls yet",
     "version": "devtunnel --version",
-    "config check": "devtunnel config show (and config path)",
     "config upgrade": "devtunnel config import-ngrok (it reads ngrok.yml v2 and v3)",
     "config add-api-key": "there is no account API here",
-    "config edit": "devtunnel config path (the files, to open in your editor) and devtunnel config set KEY VALUE "
-                   "(checked before it is saved)",
     "update": "updates come from the package manager that installed devtunnel",
     "service": "no service of its own: run devtunnel up (or devtunnel agent) under your system's service manager",
     "tunnel": "labeled tunnels (ngrok edges) have no equivalent: devtunnel http PORT --name NAME",
@@ -98,49 +95,20 @@ _SWITCHES = frozenset({"--pooling-enabled", "--compression", "--websocket-tcp-co
 
 
 def command_hint(argv: Sequence[str]) -> str | None:
-    """What to type for ngrok's command ``argv[0]`` when devtunnel spells it otherwise, or None."""
+    """What to type for ngrok's command ``argv[0]`` when devtunnel spells it otherwise, or None.
+
+    ``start NAME...`` and ``start --all`` are devtunnel's too (``commands.start``); ``start
+    --none``, ngrok's agent with no tunnel, is ``devtunnel agent`` (pyngrok's ``start --none
+    --log stdout`` is run as it, ``pyngrok_agent_argv``)."""
     if argv and argv[0] == "start":
-        return f"start is ngrok's: here it is {_up_command(argv[1:])}"
+        if "--none" in argv:
+            return "start --none is ngrok's: here it is devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"
+        return None
     for command in (" ".join(argv[:2]), argv[0] if argv else ""):
         spelled = _COMMANDS.get(command)
         if spelled is not None:
             return f"{command} is ngrok's: " + (f"here it is {spelled}" if spelled.startswith("devtunnel ") else spelled)
     return None
-
-
-_LOG_FLAGS = ("--log", "--log-format", "--log-level")
-"""ngrok's log flags, which ``devtunnel up`` takes as they are."""
-
-
-def _up_command(words: Sequence[str]) -> str:
-    """``devtunnel up`` for ngrok's ``start`` arguments: its tunnel names as devtunnel names them
-    (``My Hooks`` is ``my-hooks``, as ``config import-ngrok`` imports it); none with ``--all``;
-    ``devtunnel agent`` for ``--none``. ngrok's ``--log``, ``--log-format`` and ``--log-level``
-    are kept: ``up`` takes them as ngrok does."""
-    names: list[str] = []
-    kept: list[str] = []
-    taking: str | None = None  # the flag whose value this word is
-    for word in words:
-        if taking is not None:
-            if taking in _LOG_FLAGS:
-                kept += [taking, shlex.quote(word)]
-            taking = None
-            continue
-        if word.startswith("-"):  # --all, --none, --config FILE, --log LOG ...
-            if word.split("=", 1)[0] in _LOG_FLAGS and "=" in word:
-                kept.append(shlex.quote(word))
-            elif word in ("--config", "--authtoken", "--region", *_LOG_FLAGS):
-                taking = word
-            continue
-        label = label_from(word)
-        if label is not None and label not in names:
-            names.append(label)
-    if "--none" in words and not names:  # the agent alone, tunnels started over its API
-        return "devtunnel agent (the agent and its API on 127.0.0.1:4040, no tunnel)"
-    if "--all" in words:
-        names = []
-    return (" ".join(["devtunnel up", *names, *kept]) + " (tunnels of devtunnel.toml, every one without a NAME; "
-            "devtunnel config import-ngrok brings ngrok.yml's)")
 
 
 def single_dash_hint(argv: Sequence[str]) -> str | None:

@@ -10,6 +10,7 @@ settings.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from devtunnel.commands.config import resolve_http
@@ -96,8 +97,10 @@ def resolve_up(args: argparse.Namespace) -> tuple[argparse.Namespace, list[Tunne
     return resolved, tunnel_configs(tunnels, resolved)
 
 
-def run(args: argparse.Namespace) -> int:
-    """``devtunnel up``; returns the exit code."""
+def run(args: argparse.Namespace, command: Sequence[str] = ("up",)) -> int:
+    """``devtunnel up``, and ``devtunnel start`` with the tunnels of an ngrok.yml in ``args.settings``;
+    returns the exit code. ``command`` starts the same tunnels in the inspector's agent process
+    (``start --config FILE``: the tunnels are read from the ngrok.yml again there)."""
     resolved, configs = resolve_up(args)
     names = [config.name for config in configs]  # each [tunnels.NAME] keeps its name
     headless = args.no_tui or wants_log(args)  # --log stdout: no inspector, as ngrok
@@ -108,4 +111,4 @@ def run(args: argparse.Namespace) -> int:
         return run_headless(resolved, configs, no_inspector)
     from devtunnel.commands.inspect import open_inspector, up_agent_argv
 
-    return open_inspector(Path(resolved.db), up_agent_argv(resolved, names), resolved)
+    return open_inspector(Path(resolved.db), up_agent_argv(resolved, names, command), resolved)
