@@ -459,6 +459,8 @@ examples:
   devtunnel config set relay.url wss://tunnel.example.com
   devtunnel config set tunnels.web.target 3000 --project      then: devtunnel http web
   devtunnel config show
+  devtunnel config check                     is every file valid (ngrok's config check)
+  EDITOR=vi devtunnel config edit
 """)
     config = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     config.add_parser("path", help="list the files settings are read from, in order, and which exist",
@@ -501,6 +503,19 @@ examples:
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     q.add_argument("--force", action="store_true", help="replace tunnels of the same name already defined there")
     q.add_argument("--dry-run", action="store_true", help="print what would be saved, save nothing")
+
+    q = config.add_parser("check", help="check devtunnel.toml (or an ngrok.yml, --config FILE) and say what is wrong",
+                          description="Check every devtunnel.toml that is read (config path lists them): 'Valid "
+                                      "configuration file at PATH' for each, exit 0; or each problem with its file, "
+                                      "line and key, exit 1. --config FILE checks that file instead: an ngrok.yml "
+                                      "(.yml, .yaml) as config import-ngrok and start read it, a .toml as devtunnel.toml.")
+    q.add_argument("--config", action="append", default=[], metavar="FILE", dest="ngrok_config",
+                   help="check this file instead (repeatable), as ngrok's config check takes it")
+    config.add_parser("edit", help="open ./devtunnel.toml in $VISUAL or $EDITOR (written from init's template if "
+                                   "missing), then check it",
+                      description="Open ./devtunnel.toml in $VISUAL, else $EDITOR; a missing file is written first "
+                                  "from devtunnel init's template. When the editor exits, the file is checked as "
+                                  "config check does.")
 
     # help ------------------------------------------------------------------------
     p = sub.add_parser("help", help="help on a command, or on a topic: filters", formatter_class=_F,

@@ -19,7 +19,7 @@ DEVTUNNEL = str(Path(sys.executable).parent / "devtunnel")
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMANDS = {"relay", "http", "requests", "show", "export", "replay", "diff", "agent", "up", "init", "logs", "inspect",
             "send", "help", "config path", "config show", "config set", "config add-token", "config add-authtoken",
-            "config import-ngrok"}
+            "config import-ngrok", "config check", "config edit", "start"}
 _USE = re.compile(r"devtunnel ((?:config )?[a-z][a-z-]*)([^`\n|#]*)")
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 

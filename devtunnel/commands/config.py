@@ -1,4 +1,4 @@
-"""``devtunnel config path | show | set | add-token | import-ngrok``, and how commands take unset flags from the settings.
+"""``devtunnel config path | show | set | add-token | import-ngrok | check | edit``, and how commands take unset flags from the settings.
 
 A flag that was not given is None after parsing; the commands below replace it with the
 effective setting (environment, then project file, then user file, then default), so flags
@@ -31,7 +31,7 @@ from devtunnel.config import (
 )
 from devtunnel.commands.output import note_readable_secret, safe
 from devtunnel.errors import ConfigError
-from devtunnel.exit_codes import EXIT_USAGE
+from devtunnel.exit_codes import EXIT_ERROR, EXIT_USAGE
 from devtunnel.rules import Rule
 from devtunnel.values.terminal import quoted
 
@@ -325,6 +325,149 @@ def _import_ngrok(args: argparse.Namespace) -> int:
     return 0
 
 
+# config check / config edit ------------------------------------------------------------------
+
+
+def toml_errors(path: Path) -> list[str]:
+    """Every problem of the devtunnel.toml at ``path``, each ``FILE:LINE: KEY: PROBLEM`` as
+    ``load`` says it (it stops at the first): the file is read key by key (a tunnel's or
+    webhook's table key by key too), by the reader ``load`` uses."""
+    from devtunnel.config.load import parse_file, read_document
+    from devtunnel.config.settings import SECTIONS
+    from devtunnel.config.source import Source
+
+    try:
+        text, doc = parse_file(path)
+    except ConfigError as exc:
+        return [str(exc)]
+    source = Source(str(path), text, path.parent, path)
+    errors: list[str] = []
+
+    def read(part: dict[str, object]) -> bool:
+        try:
+            read_document(part, source)
+        except ConfigError as exc:
+            if str(exc) not in errors:
+                errors.append(str(exc))
+            return False
+        return True
+
+    for section, table in doc.items():
+        if not isinstance(table, dict) or (section not in SECTIONS and section not in ("tunnels", "webhooks")):
+            read({section: table})
+        elif section in SECTIONS:
+            for key, value in table.items():
+                read({section: {key: value}})
+        else:
+            for name, body in table.items():
+                if read({section: {name: body}}) or section != "tunnels" or not isinstance(body, dict):
+                    continue  # a webhook's keys go together (a template and its header): its first problem
+                # The first problem is said; read key by key for the others (a tunnel's target stands in).
+                if "target" not in body:
+                    read({section: {name: {}}})  # "target is missing"
+                base = {"target": body["target"] if "target" in body and read(
+                    {section: {name: {"target": body["target"]}}}) else "80"}
+                for key, value in body.items():
+                    read({section: {name: {**base, key: value}}})
+    return errors
+
+
+def _ngrok_errors(path: Path) -> tuple[list[str], list[str]]:
+    """The problems of an ngrok.yml as ``config import-ngrok`` and ``start`` read it, and a line
+    for each tunnel they would leave out."""
+    from devtunnel.ngrok_config import load_ngrok_files, tunnel_sections
+
+    try:
+        result = load_ngrok_files([path])
+        tunnel_sections(result.tunnels, str(path))
+    except ConfigError as exc:
+        return [str(exc)], []
+    return [], [f"not started: {name}: {why}" for name, why in result.skipped]
+
+
+def _check_files(paths: list[Path]) -> int:
+    """``Valid configuration file at PATH`` for each file without a problem (ngrok's words), else
+    each problem on stderr; exit 0 or 1."""
+    failed = False
+    for path in paths:
+        if path.suffix.lower() in (".yml", ".yaml"):
+            errors, said = _ngrok_errors(path)
+        else:
+            errors, said = toml_errors(path), []
+        for error in errors:
+            print(f"devtunnel config: {safe(error)}", file=sys.stderr)
+        if not errors:
+            print(safe(f"Valid configuration file at {path}"))
+        for line in said:
+            print(safe(line))
+        failed = failed or bool(errors)
+    return EXIT_ERROR if failed else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from devtunnel.config.files import ENV_CONFIG
+
+    if args.ngrok_config:  # ngrok's --config FILE: that file (an ngrok.yml, or a devtunnel.toml)
+        return _check_files([Path(name).expanduser() for name in args.ngrok_config])
+    files = config_files()
+    for file in files:
+        if file.role == ENV_CONFIG and not file.exists:
+            raise ConfigError(f"{file.path}: no such file (named by {ENV_CONFIG})")
+    found = [file.path for file in files if file.exists]
+    if not found:
+        print(safe("devtunnel config: no devtunnel.toml to check: none at " + " or ".join(str(f.path) for f in files)
+                   + " (devtunnel init writes one here)"), file=sys.stderr)
+        return EXIT_ERROR
+    code = _check_files(found)
+    if code == 0:
+        try:  # what only the files together say (a tunnel's webhooks naming a provider another file describes)
+            load()
+        except ConfigError as exc:
+            print(f"devtunnel config: {safe(str(exc))}", file=sys.stderr)
+            return EXIT_ERROR
+    return code
+
+
+def _edit(args: argparse.Namespace) -> int:
+    """``./devtunnel.toml`` in ``$VISUAL`` or ``$EDITOR`` (written from ``init``'s template when
+    missing), then checked as ``config check`` checks it."""
+    import os
+    import shlex
+    import subprocess
+
+    from devtunnel.commands.init import guess_app, render, tunnel_name
+
+    path = project_file()
+    if not path.exists():
+        folder = path.parent
+        try:
+            with open(path, "x", encoding="utf-8") as f:  # never replace a file created meanwhile
+                f.write(render(tunnel_name(folder), guess_app(folder)))
+            print(safe(f"wrote {path} from devtunnel init's template"))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    variable = next((name for name in ("VISUAL", "EDITOR") if os.environ.get(name, "").strip()), None)
+    if variable is None:
+        print(safe(f"devtunnel config: no editor is set (VISUAL or EDITOR): open {path} in yours"), file=sys.stderr)
+        return EXIT_ERROR
+    editor = os.environ[variable]
+    try:
+        words = shlex.split(editor)
+        done = subprocess.run([*words, str(path)], check=False)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        print(safe(f"devtunnel config: the editor {quoted(editor)} (${variable}) cannot be run ({reason}): "
+                   f"open {path} in yours"), file=sys.stderr)
+        return EXIT_ERROR
+    if done.returncode != 0:
+        print(safe(f"devtunnel config: the editor {quoted(editor)} exited with status {done.returncode}; {path} "
+                   "is as it left it"), file=sys.stderr)
+    code = _check_files([path])
+    return code or (EXIT_ERROR if done.returncode != 0 else 0)
+
+
 _ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
     "path": _path,
     "show": _show,
@@ -332,6 +475,8 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
     "add-token": _add_token,
     "add-authtoken": _add_token,
     "import-ngrok": _import_ngrok,
+    "check": _check,
+    "edit": _edit,
 }
 
 def run(args: argparse.Namespace) -> int:
