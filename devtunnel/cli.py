@@ -385,6 +385,9 @@ examples:
     p.add_argument("--config", action="append", default=[], metavar="FILE", dest="ngrok_config",
                    help="an ngrok.yml, repeatable, later files winning (default: where ngrok keeps it, "
                         "e.g. ~/.config/ngrok/ngrok.yml)")
+    p.add_argument("--authtoken", dest="token", metavar="TOKEN",
+                   help="token for the relay, as http's --authtoken (an ngrok account's token means nothing to a "
+                        "relay); other users see it in `ps`: prefer DEVTUNNEL_TOKEN or `devtunnel config add-token -`")
     _add_up_flags(p)
 
     sub.add_parser("init", help="write a commented devtunnel.toml for this folder (never replaces one)",

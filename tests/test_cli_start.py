@@ -138,6 +138,9 @@ def test_files_read_as_one_a_later_tunnel_replacing_an_earlier_one_whole() -> No
     (["start"], "devtunnel: name the tunnels to start (devtunnel start NAME...), or --all for every one of ngrok.yml"),
     (["start", "web", "--all"], "devtunnel: give tunnel names or --all, not both"),
     (["start", "web", "--config", "missing.yml"], "devtunnel: missing.yml: cannot read it (No such file or directory)"),
+    # ngrok's --region, which start takes there: said what it is here, not "unrecognized arguments" alone.
+    (["start", "web", "--region", "eu"], "devtunnel start: unrecognized arguments: --region eu (--region is ngrok's: "
+                                         "the relay you run decides where traffic enters: relay.url in devtunnel.toml)"),
 ])
 def test_a_name_not_started_is_bad_usage_saying_why(tmp_path: Path, args: list[str], says: str) -> None:
     (tmp_path / "ngrok.yml").write_text(NGROK_YML.format(port=9))
@@ -159,3 +162,42 @@ def test_start_none_stays_the_agent(tmp_path: Path) -> None:
     done = _cli(tmp_path, "start", "--none")
     assert done.returncode == 2
     assert "start --none is ngrok's: here it is devtunnel agent" in done.stderr
+
+
+def test_authtoken_is_the_relay_token_and_said_unused_without_a_relay(tmp_path: Path) -> None:
+    with http_server(lambda request: Reply(200, [], b"ok")) as server:
+        (tmp_path / "ngrok.yml").write_text(NGROK_YML.format(port=server.port))
+        proc = Proc([*DEVTUNNEL, "start", "web", "--authtoken", "2abcNGROKTOKEN", "--config", "ngrok.yml", "--no-tui",
+                     "--api-port", "0"], _env(tmp_path), cwd=tmp_path)
+        try:
+            proc.line(lambda l: FORWARDING.match(l) is not None)
+            assert proc.err[0].startswith("devtunnel: note: the token given (--token, --authtoken or --token-file) "
+                                          "is not used: no relay is set")
+        finally:
+            assert proc.stop(signal.SIGTERM) == 0
+
+
+def test_the_relay_of_devtunnel_toml_takes_authtoken_as_its_token(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    port = free_port()
+    relay = Proc([*DEVTUNNEL, "relay", "--listen", f"127.0.0.1:{port}", "--token", "good"], _env(tmp_path))
+    try:
+        relay.line(lambda l: l.startswith("Relay listening"))
+        with http_server(lambda request: Reply(200, [], b"via the relay")) as server:
+            (tmp_path / "ngrok.yml").write_text(NGROK_YML.format(port=server.port))
+            (tmp_path / "devtunnel.toml").write_text(f'[relay]\nurl = "ws://127.0.0.1:{port}"\n')
+            refused = _cli(tmp_path, "start", "web", "--authtoken", "bad", "--config", "ngrok.yml", "--no-tui",
+                           "--api-port", "0")
+            assert refused.returncode == 3, refused.stderr
+            proc = Proc([*DEVTUNNEL, "start", "web", "--authtoken", "good", "--config", "ngrok.yml", "--no-tui",
+                         "--api-port", "0"], _env(tmp_path), cwd=tmp_path)
+            try:
+                proc.line(lambda l: l.startswith("Forwarding"))
+                answer = _get(str(port), "web", "/")
+                assert (answer.status_code, answer.text) == (200, "via the relay")
+                assert not any("note:" in line for line in proc.err)
+            finally:
+                assert proc.stop(signal.SIGTERM) == 0
+    finally:
+        relay.stop()

@@ -149,6 +149,11 @@ def ngrok_flag_hint(argv: Sequence[str]) -> str | None:
     the port (``http --url https://foo.ngrok.app 8080``), argparse takes the URL for the target
     and leaves ``--url 8080``.
     """
+    if argv[:1] == ["start"]:  # start takes ngrok's --config, --log ... and --authtoken; not --region
+        found = next((_hint(argv, i) for i, word in enumerate(argv) if word.split("=", 1)[0] == "--region"), None)
+        if found is None:
+            return None
+        return f"unrecognized arguments: {found[0]} ({found[1].replace('--relay URL', 'relay.url in devtunnel.toml')})"
     if not argv or argv[0] != "http":
         return None
     words = list(argv[1:])

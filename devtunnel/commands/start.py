@@ -16,7 +16,8 @@ import dataclasses
 import sys
 
 from devtunnel.commands import up
-from devtunnel.commands.output import safe
+from devtunnel.commands.config import unused_token_note
+from devtunnel.commands.output import err, safe
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError
 from devtunnel.ngrok_config import ImportedTunnel, NgrokImport, load_ngrok_files, ngrok_files, tunnel_sections
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     sections = tunnel_sections(tunnels, files)
     _say(result, tunnels, args.all)
     settings: Settings = args.settings
+    note = unused_token_note(bool(args.token), settings.relay.url)  # ngrok's own token, passed out of habit
+    if note is not None:
+        err(note)
     args.settings = dataclasses.replace(settings, tunnels=sections)  # ngrok.yml's tunnels, devtunnel.toml's relay
     args.names = [t.name for t in sections]
     # The inspector's agent process reads the same files again (absolute: wherever it runs).

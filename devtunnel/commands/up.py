@@ -79,7 +79,9 @@ def _as_http(args: argparse.Namespace, first: TunnelSection) -> argparse.Namespa
     """``up``'s arguments in the shape ``resolve_http`` and the agent take."""
     values = dict(vars(args))
     # Every flag of ``http`` unset (``up`` has none of them): the files and the environment say.
-    values.update(command="http", target=first.name, name=None, relay=None, token=None, token_file=None, relay_ca=None,
+    # ``start --authtoken TOKEN`` (ngrok's flag) is the relay token, as for ``http``.
+    values.update(command="http", target=first.name, name=None, relay=None, token=getattr(args, "token", None),
+                  token_file=None, relay_ca=None,
                   host_header=None, insecure=False, via=None, pool=None, rules=None, basic_auth=[], allow_ip=[],
                   rate_limit=None, run=None, health=None, hold=None, local_timeout=60.0, body_cap=None)
     return argparse.Namespace(**values)
