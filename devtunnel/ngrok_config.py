@@ -1,6 +1,9 @@
 """Read an ngrok agent configuration (ngrok.yml, v2 or v3) as devtunnel named tunnels.
 
-Pure: text in, an :class:`NgrokImport` out; ``devtunnel config import-ngrok`` writes the result.
+Text in, an :class:`NgrokImport` out (``read_ngrok_files``: several files read as one, as ngrok's
+repeated ``--config``); ``load_ngrok_files`` reads the files ``ngrok_files`` finds. ``devtunnel
+config import-ngrok`` writes the result, ``devtunnel start`` runs it (``tunnel_sections``: the
+tunnels as devtunnel.toml's reader checks them) and ``config check --config`` checks it.
 What maps:
 
 ==========================================  =============================================
