@@ -173,7 +173,7 @@ def render(name: str, guess: Guess) -> str:
                      '# run = "uvicorn app:app --port 8000 --reload"\n')
     return f"""\
 # devtunnel.toml: the tunnels `devtunnel up` starts, with their apps (reference: docs/config.md).
-# `devtunnel config show` checks this file; `devtunnel http {name}` starts one tunnel of it.
+# `devtunnel config check` checks this file; `devtunnel http {name}` starts one tunnel of it.
 
 [tunnels.{name}]
 # The local service: a port, HOST:PORT or URL.
