@@ -177,7 +177,7 @@ def test_up_starts_the_named_tunnels_with_their_apps_in_one_agent(tmp_path: Path
         with httpx.Client(timeout=20) as client:
             for i in range(5):  # api's app exits after every 2nd request: held, never lost
                 response = client.get(f"http://127.0.0.1:{relay}/x{i}", headers={"Host": f"api.localhost:{relay}"})
-                assert response.status_code == 200
+                assert response.status_code == 200, (response.text, up.out[-20:], up.err[-20:])
             assert client.get(f"http://127.0.0.1:{relay}/w", headers={"Host": f"web.localhost:{relay}"}).status_code == 200
         assert tunnels()["api"]["app"]["restarts"] >= 2
         # Several tunnels in one agent: each request's line names its tunnel, after the id.

@@ -20,7 +20,7 @@ from http import HTTPStatus
 
 from devtunnel.capture.model import ErrorKind
 from devtunnel.errors import ProtocolError, StreamClosedError
-from devtunnel.agent.hold import APP_RESTARTING, HoldExpired, HoldGate
+from devtunnel.agent.hold import APP_RESTARTING, NOT_LISTENING, HoldExpired, HoldGate
 from devtunnel.agent.children import port_accepts
 from devtunnel.agent.lease import UNSENT_BODY_WAIT, BodyCopy, Lease, whole_body
 from devtunnel.agent.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
@@ -445,7 +445,7 @@ class Forwarder:
             if gate is None:
                 return await self.pool.connect()
             return await gate.connect(self.pool.connect)
-        except (HoldExpired, OSError) as exc:  # OSError: refused, timed out, unreachable, TLS
+        except (HoldExpired, OSError) as exc:  # OSError: refused, reset, timed out, unreachable, TLS
             failed = exc
         # Answered outside the handler: nothing awaits while an exception is being handled
         # (devtunnel/native.py says why).
@@ -454,7 +454,7 @@ class Forwarder:
         if isinstance(failed, HoldExpired):
             status, kind, message = 503, "app_restarting", f"{failed}\n"
             retry_after = gate.retry_after if gate is not None else None
-        elif isinstance(failed, ConnectionRefusedError):
+        elif isinstance(failed, NOT_LISTENING):  # refused, or reset in a dying app's queue
             status = 502
             kind, message = await refusal(self.tunnel, self.target, gate)
         elif isinstance(failed, TimeoutError):

@@ -22,7 +22,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["APP_RESTARTING", "MAX_WAITING", "RETRY_INTERVAL", "HoldExpired", "HoldGate"]
+__all__ = ["APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RETRY_INTERVAL", "HoldExpired", "HoldGate"]
 
 MAX_WAITING = 1000
 """Requests one tunnel holds at most; more are answered 503 at once."""
@@ -30,6 +30,12 @@ RETRY_INTERVAL = 0.1
 """Seconds between two probes of a target that refuses connections while the app is not known down."""
 APP_RESTARTING = "local app restarting"
 """The reason recorded for requests the app's restart failed (the start of the error message)."""
+NOT_LISTENING = (ConnectionRefusedError, ConnectionResetError)
+"""What connecting to a target that is not listening raises: refused, or reset. The kernel
+completes a connection to a listening socket at once, and queues it for the app to accept; an app
+that exits then (a crash, a restart) closes that socket, and the kernel resets what it queued, before
+the event loop saw the connection made. Either way the request was never sent: it waits as after
+a refusal."""
 
 C = TypeVar("C")
 
@@ -116,14 +122,15 @@ class HoldGate:
 
         Raises:
             HoldExpired: held for ``hold`` seconds without success, or too many held already.
-            ConnectionRefusedError, OSError, TimeoutError: from ``connect()`` when not holding.
+            ConnectionRefusedError, ConnectionResetError, OSError, TimeoutError: from ``connect()`` when
+                not holding (``NOT_LISTENING`` are the two a dying app gives).
         """
         if self.hold <= 0 or self._ended or self._final:
             return await connect()
         if self._open():
             try:
                 return await connect()
-            except ConnectionRefusedError:
+            except NOT_LISTENING:
                 self.refused(connect)
         if self.waiting >= self.max_waiting:
             self.expired += 1
@@ -150,7 +157,7 @@ class HoldGate:
                     continue  # both may have changed again meanwhile
                 try:
                     conn = await connect()
-                except ConnectionRefusedError:
+                except NOT_LISTENING:
                     self.refused(connect)
                     continue
                 self.held += 1

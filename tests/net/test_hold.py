@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import select
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -338,6 +339,62 @@ async def test_a_request_the_app_reset_unread_as_it_died_is_held_again(harness: 
     assert len(answered) == 1 and answered[0] >= 3
     [ex] = await harness.exchanges(1)
     assert ex.status == 200 and ex.error is None
+
+
+@pytest.mark.parametrize("hold", [20.0, 0.0])
+async def test_a_connection_the_dying_app_had_queued_and_the_kernel_reset_is_held_as_a_refusal(
+    harness: Harness, hold: float
+) -> None:
+    # An app exits just as a request connects: the kernel had completed the connection and queued
+    # it on the app's listening socket, and resets it as the socket closes, before the event loop
+    # saw it made: connecting raises ConnectionResetError, not a refusal. It was answered 502
+    # "cannot connect to the local service" (a request to a held tunnel lost). Now it is held as
+    # after a refusal and reaches the app started again; without hold its 502 says the app restarts.
+    port = free_port()
+    dying = socket.socket()
+    dying.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    dying.bind(("127.0.0.1", port))
+    dying.listen(8)  # never accepts: the app is exiting
+    seen: list[str] = []
+    restarted: list[asyncio.Server] = []
+    await harness.start(str(port), name="app", hold=hold)
+    forwarder = harness.service._tunnels["app"].forwarder
+    if forwarder.gate is None:  # a tunnel with --run and no hold has a gate that holds nothing
+        forwarder.gate = HoldGate(hold)
+    gate = forwarder.gate
+    gate.set_app_state(True, "ready")  # an app devtunnel runs, ready: its supervisor does not know yet
+    pool = forwarder.pool
+    connect = pool.connect
+
+    async def dies_as_it_is_connected_to() -> object:
+        if dying.fileno() < 0:
+            return await connect()
+        connecting = asyncio.ensure_future(connect())
+        async with asyncio.timeout(5):  # until the kernel queued the connection on the app's socket
+            while not select.select([dying], [], [], 0)[0]:
+                await asyncio.sleep(0)
+        assert not connecting.done()  # the event loop has not seen it made
+        dying.close()  # the app exits: the kernel resets the queued connection
+        gate.set_app_state(False, "crashed")
+        restarted.append(await _ordered_server(port, seen))
+        gate.set_app_state(True, "ready")
+        return await connecting
+
+    pool.connect = dies_as_it_is_connected_to  # type: ignore[method-assign]
+    try:
+        async with _client(harness, "app") as client:
+            response = await client.get("/late")
+    finally:
+        dying.close()
+        for server in restarted:
+            server.close()
+    if hold:
+        assert (response.status_code, response.text) == (200, "/late")
+        assert seen == ["/late"]
+        return
+    assert response.status_code == 502 and seen == []
+    assert response.headers["X-Devtunnel-Error"] == "app_restarting", response.text
+    assert "its app at" in response.text and "is not ready" in response.text
 
 
 # -- the count of held requests, as subscribers (the API's events, the inspector) hear it -------------
