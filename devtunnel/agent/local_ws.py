@@ -24,7 +24,7 @@ from websockets.protocol import State
 
 from devtunnel.errors import StreamClosedError
 from devtunnel.agent.forward import answer_error, refusal
-from devtunnel.agent.hold import HoldExpired, HoldGate
+from devtunnel.agent.hold import NOT_LISTENING, HoldExpired, HoldGate
 from devtunnel.agent.local_response import what_it_sent
 from devtunnel.agent.recording import ExchangeCapture
 from devtunnel.agent.stream import AgentStream
@@ -163,7 +163,7 @@ async def forward_websocket(
     except InvalidStatus as exc:
         await _relay_rejection(stream, cap, exc)
         return
-    except ConnectionRefusedError:
+    except NOT_LISTENING:  # refused, or reset in a dying app's queue
         kind, message = await refusal(tunnel, target, gate)
         await answer_error(stream, cap, 502, kind, message)
         return

@@ -397,6 +397,40 @@ async def test_a_connection_the_dying_app_had_queued_and_the_kernel_reset_is_hel
     assert "its app at" in response.text and "is not ready" in response.text
 
 
+async def test_a_websocket_handshake_reset_as_the_app_exits_says_the_app_is_restarting(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same reset for a WebSocket without hold (a connection queued on the dying app's socket):
+    # it got 502 local_error "WebSocket handshake ... failed: [Errno 104]", as if no app were meant
+    # to be there; a refusal at that moment said the app is restarting, and so does the reset now.
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    import devtunnel.agent.local_ws as local_ws
+
+    async def reset_as_the_app_exits(*args: object, **kwargs: object) -> object:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    port = free_port()
+    await harness.start(str(port), name="app")
+    forwarder = harness.service._tunnels["app"].forwarder
+    forwarder.gate = HoldGate(0.0)  # an app devtunnel runs (--run), without hold
+    forwarder.gate.set_app_state(False, "crashed")
+    monkeypatch.setattr(local_ws, "connect_here", reset_as_the_app_exits)
+
+    def handshake() -> InvalidStatus:
+        host, relay_port = harness.base_url.rsplit("/", 1)[1].rsplit(":", 1)
+        sock = socket.create_connection((host, int(relay_port)), timeout=20)
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://{harness.host('app')}/live", sock=sock, open_timeout=20)
+        return refused.value
+
+    refused = await asyncio.to_thread(handshake)
+    assert refused.response.status_code == 502
+    assert refused.response.headers["X-Devtunnel-Error"] == "app_restarting", refused.response.body
+    assert b"is not ready (crashed" in refused.response.body
+
+
 # -- the count of held requests, as subscribers (the API's events, the inspector) hear it -------------
 
 async def test_held_requests_are_told_to_subscribers_merged_and_the_count_goes_back_to_zero(
