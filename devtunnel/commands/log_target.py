@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TextIO
 
 from devtunnel.errors import ConfigError
@@ -29,16 +30,13 @@ _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "
 _LOGGING_LEVELS = {name: level for level, name in _LEVEL_NAMES.items()}
 
 
-def _format(text: str) -> str:
-    if text.lower() not in FORMATS:
-        raise argparse.ArgumentTypeError(f"expected {', '.join(FORMATS)}, not {quoted(text)}")
-    return text.lower()
-
-
-def _level(text: str) -> str:
-    if text.lower() not in LEVELS:
-        raise argparse.ArgumentTypeError(f"expected {', '.join(LEVELS)}, not {quoted(text)}")
-    return text.lower()
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """An argparse type taking one of ``choices``, in any case (``JSON`` as ``json``)."""
+    def check(text: str) -> str:
+        if text.lower() not in choices:
+            raise argparse.ArgumentTypeError(f"expected {', '.join(choices)}, not {quoted(text)}")
+        return text.lower()
+    return check
 
 
 def add_log_flags(p: argparse.ArgumentParser) -> None:
@@ -46,10 +44,10 @@ def add_log_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", metavar="TARGET",
                    help="no inspector: write the log to stdout, stderr or a FILE (appended), as ngrok does; "
                         "false or none: no log (docs/config.md)")
-    p.add_argument("--log-format", type=_format, default="logfmt", metavar="FORMAT",
+    p.add_argument("--log-format", type=_one_of(FORMATS), default="logfmt", metavar="FORMAT",
                    help="with --log: logfmt (the default) or json, ngrok's records (a 'started tunnel' record with "
                         "the url, one a request); term: devtunnel's own lines")
-    p.add_argument("--log-level", type=_level, default="info", metavar="LEVEL",
+    p.add_argument("--log-level", type=_one_of(LEVELS), default="info", metavar="LEVEL",
                    help=f"with --log: the least severe records written, {', '.join(LEVELS)} (default: info)")
 
 
