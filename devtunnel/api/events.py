@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from devtunnel.agent.info import TunnelInfo
-from devtunnel.api.plumbing import ApiError
+from devtunnel.api.plumbing import ApiError, params
 from devtunnel.api.service import Service
 from devtunnel.export.agent_json import tunnel_json
 
@@ -33,6 +33,7 @@ __all__ = ["Outbox", "EventHub", "not_a_websocket"]
 log = logging.getLogger(__name__)
 
 
+@params()
 async def not_a_websocket(request: Request) -> None:
     """A plain HTTP ``GET /api/events`` (curl, a script's HTTP client): say what the route is,
     rather than the 404 of a route that does not exist."""
