@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from devtunnel.agent.info import TunnelInfo
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 @params()
-async def not_a_websocket(request: Request) -> None:
+async def not_a_websocket(request: Request) -> Response:
     """A plain HTTP ``GET /api/events`` (curl, a script's HTTP client): say what the route is,
     rather than the 404 of a route that does not exist."""
     raise ApiError(400, f"/api/events is a WebSocket: connect to ws://{request.url.netloc}/api/events "
