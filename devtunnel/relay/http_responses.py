@@ -18,6 +18,8 @@ from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import edit_response
 from devtunnel.rules import Decision
+from devtunnel.values.http1 import fields_problem
+from devtunnel.values.request_head import answer_text
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -61,6 +63,25 @@ def invalid_response(tunnel: AgentLink, stream: RelayStream) -> str:
     if not 200 <= head.status < 600:
         return f"tunnel {tunnel.name} answered with invalid status {head.status}\n"
     return f"tunnel {tunnel.name} answered with {length_problem(head.headers)}\n"
+
+
+def head_refused(
+    cycle: Any, peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, headers: list[tuple[bytes, bytes]]
+) -> list[dict[str, Any]]:
+    """The 502 for a response head uvicorn's ``send`` (or ``http_direct.response_head``) refused
+    for a header it cannot write (``values.http1.fields_problem`` says which), before writing a
+    byte of it: logged as ``log_invalid`` logs, and ``cycle`` put back as it was before the
+    head, so the 502 can be sent instead of the empty reply of a dropped connection. Asked only
+    once a head was refused: a valid one costs nothing more.
+
+    The agent sent it (a local service's invalid header is its own 502, ``local_error``; a
+    rule's are checked when the rule is made), so the connection is not used again."""
+    problem = fields_problem(headers) or "a header uvicorn refuses"
+    log_invalid(peer_errors, tunnel, scope, ValueError(problem))
+    cycle.response_started = False
+    cycle.chunked_encoding = None  # the framing the refused head's fields before the bad one set
+    cycle.expected_content_length = 0
+    return plain(502, answer_text(f"tunnel {tunnel.name} answered with an invalid header: {problem}\n"), close=True)
 
 
 def log_invalid(peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, exc: Exception) -> None:

@@ -102,6 +102,19 @@ async def test_a_tunnel_cannot_set_cookies_for_the_relay_domain_or_another_tunne
             await alice.close()
 
 
+async def _exchange_after_continue(relay: Relay, head: bytes, body: bytes) -> bytes:
+    """Send ``head``, then ``body`` once the relay answered 100 Continue; what follows it until the close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(head)
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 ")
+            writer.write(body)
+            return await reader.read()
+    finally:
+        writer.close()
+
+
 async def _invalid_header(request: AgentRequest) -> None:
     await request.body()
     request.respond(200, [(b"X-Bad", b"a\r\nInjected: 1"), (b"Content-Length", b"2")])
@@ -116,9 +129,17 @@ async def test_an_agent_answering_every_request_with_invalid_http_costs_the_log_
         agent = await connect_agent(relay, "bob", token=OTHER, handler=_invalid_header)
         try:
             host = f"Host: bob.{DOMAIN}\r\n".encode()
-            for _ in range(40):  # the agent's own clients: it chooses how many
-                got = await _exchange(relay, b"GET / HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
-                assert b"Injected" not in got
+            for n in range(40):  # the agent's own clients: it chooses how many
+                if n % 2:  # a body sent after the head: the response is written by a task, not from callbacks
+                    got = await _exchange_after_continue(relay, b"POST / HTTP/1.1\r\n" + host + b"Content-Length: 2\r\n"
+                                                         b"Expect: 100-continue\r\nConnection: close\r\n\r\n", b"hi")
+                else:
+                    got = await _exchange(relay, b"GET / HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+                assert b"Injected" not in got.split(b"\r\n\r\n", 1)[0]
+                # A 502 that says why, not an empty reply (uvicorn refused the head once begun).
+                assert got.startswith(b"HTTP/1.1 502 "), got
+                assert got.endswith(b"tunnel bob answered with an invalid header: the value of header 'X-Bad' holds "
+                                    b"the control byte 0x0d at 1\n"), got
             await async_wait_for(lambda: summarised(caplog.records, "agent responses that were not valid HTTP") == 39,
                                  what="the summary of the invalid responses")
         finally:
