@@ -509,10 +509,11 @@ def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> 
     raw = request.query_params.get(key)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ApiError(400, f"{key} must be an integer, not {quoted(raw)}") from exc
+    # ASCII digits, an optional minus: int() also reads "١" (Arabic-Indic one), "１", " 5 " and
+    # "1_000", and a typo read as a number is a page of another size than asked.
+    if not is_decimal(raw.removeprefix("-")):
+        raise ApiError(400, f"{key} must be an integer, not {quoted(raw)}")
+    value = int(raw)
     if value < minimum:
         raise ApiError(400, f"{key} must be at least {minimum}")
     return value

@@ -92,6 +92,13 @@ def test_a_parameter_a_route_does_not_take_is_a_400_naming_those_it_takes(env: d
         assert api.get("/api/tunnels/dev").json()["name"] == "dev"
         assert len(api.get("/api/requests/http").json()["requests"]) == 3
 
+        # A number is ASCII digits: int() read an Arabic-Indic or a fullwidth one, "1_0" and " 2 ".
+        for limit in ("\u0661", "\uff11", "1_0", " 2 ", "+1"):
+            answer = api.get("/api/requests/http", params={"limit": limit})
+            assert answer.status_code == 400, (limit, answer.text)
+            assert answer.json()["msg"].startswith("limit must be an integer")
+        assert len(api.get("/api/requests/http", params={"limit": "02"}).json()["requests"]) == 2
+
         # A yes-or-no parameter that is neither was read as no.
         assert api.get(f"/api/requests/http/{exchange_id}/export", params={"redact": "maybe"}).status_code == 400
         api.close()
