@@ -15,7 +15,7 @@ import httptools
 
 from devtunnel.protocol.frames import FIELD, RESPONSE_PREFIX
 from devtunnel.protocol.handshake import DEFAULT_MAX_HEAD_SIZE
-from devtunnel.values.http1 import content_length_digits, field_value, other_coding
+from devtunnel.values.http1 import content_length_digits, field_lines_problem, field_value, other_coding
 
 __all__ = ["LocalResponse", "BadResponse", "NO_BODY_STATUSES", "MAX_HEAD", "what_it_sent"]
 
@@ -222,11 +222,25 @@ class LocalResponse:
             if isinstance(context, _HeadTooLarge):
                 raise BadResponse(f"the local service sent a response head of {context.args[0] >> 10} KiB"
                                   f" (at most {MAX_HEAD >> 10} KiB go through the tunnel)") from None
-            raise BadResponse(f"invalid HTTP response from the local service: {exc}{self._sent(data)}") from exc
+            raise self._invalid(exc, data) from exc
         except httptools.HttpParserUpgrade as exc:
             raise BadResponse("the local service switched protocols on a plain HTTP request") from exc
         except httptools.HttpParserError as exc:
-            raise BadResponse(f"invalid HTTP response from the local service: {exc}{self._sent(data)}") from exc
+            raise self._invalid(exc, data) from exc
+
+    def _invalid(self, exc: Exception, data: bytes) -> BadResponse:
+        """The error for bytes llhttp refused: the header field at fault when it is one (llhttp
+        says "Invalid header value char", not which), else llhttp's words and what a service
+        that is not HTTP at all sent. A field is judged by the rule every head the relay writes
+        is (``values.http1.field_problem``)."""
+        if not self.head_done:
+            heads = _HEAD_END.split(data)  # an interim (1xx) head may come before the one at fault
+            for n, head in enumerate(heads):
+                if head.startswith(b"HTTP/"):
+                    problem = field_lines_problem(head + b"\n" if n < len(heads) - 1 else head)
+                    if problem is not None:
+                        return BadResponse(f"the local service sent an invalid header: {problem}")
+        return BadResponse(f"invalid HTTP response from the local service: {exc}{self._sent(data)}")
 
     def _sent(self, data: bytes) -> str:
         """What a service that is not HTTP at all sent (``SSH-2.0-OpenSSH_9.2``), for the message:

@@ -49,6 +49,7 @@ from devtunnel.api.plumbing import (
     json_body,
     no_content,
     ok,
+    params,
     ngrok_rules,
     refuse_name_in_use,
     refuse_unsupported,
@@ -72,17 +73,20 @@ START_TIMEOUT = 10.0
 """Seconds ``serve_api`` gives uvicorn to listen on the bound socket (it takes milliseconds)."""
 
 
+@params()
 async def root(request: Request) -> Response:
     """``GET /api``: where the resources are."""
     return ok({"uri": "/api", "tunnels": TUNNELS_URI, "endpoints": ENDPOINTS_URI, "requests": REQUESTS_URI,
                "status": "/api/status", "events": "/api/events"})
 
 
+@params()
 async def list_tunnels(request: Request) -> Response:
     """``GET /api/tunnels``."""
     return ok({"tunnels": [tunnel_json(t) for t in service_of(request).tunnels()], "uri": TUNNELS_URI})
 
 
+@params(unchanged="nothing was started")
 async def start_tunnel(request: Request) -> Response:
     """``POST /api/tunnels`` ``{"addr", "name", "proto": "http", "host_header", "relay", "via"}``: 201 with the tunnel."""
     data = await json_body(request)
@@ -97,11 +101,13 @@ async def start_tunnel(request: Request) -> Response:
     return ok(tunnel_json(info), status_code=201)
 
 
+@params()
 async def get_tunnel(request: Request) -> Response:
     """``GET /api/tunnels/{name}``."""
     return ok(tunnel_json(tunnel_of(request)))
 
 
+@params(unchanged="nothing was stopped")
 async def stop_tunnel(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}`` (204)."""
     service = service_of(request)
@@ -109,6 +115,7 @@ async def stop_tunnel(request: Request) -> Response:
     return no_content()
 
 
+@params(unchanged="nothing was restarted")
 async def restart_tunnel(request: Request) -> Response:
     """``POST /api/tunnels/{name}/restart``: connect to the relay again now and start its app again,
     every setting kept; a tunnel stopped here (``DELETE``) is started again so. 200 with the tunnel."""
@@ -119,6 +126,7 @@ async def restart_tunnel(request: Request) -> Response:
     return ok(tunnel_json(await service.restart_tunnel(running.name if running is not None else tunnel_label(name) or name)))
 
 
+@params()
 async def status(request: Request) -> Response:
     """``GET /api/status``: version, tunnels, capture count and database, connected event clients;
     ``status`` and ``agent_version`` as ngrok's agent has them (pyngrok's ``get_agent_status``)."""

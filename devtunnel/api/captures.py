@@ -23,7 +23,7 @@ from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.plumbing import (
-    ApiError, aliases_of, int_param, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_label, tunnel_named,
+    ApiError, aliases_of, flag_param, int_param, params, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_label, tunnel_named,
     unknown_fields,
 )
 from devtunnel.api.service import service_of
@@ -75,6 +75,7 @@ def _cursor(request: Request, key: str) -> str | None:
     return value.upper()
 
 
+@params("limit", "tunnel_name", "filter", "before", "after")
 async def list_requests(request: Request) -> Response:
     """``GET /api/requests/http?limit=&tunnel_name=&filter=&before=ID|after=ID``.
 
@@ -115,21 +116,19 @@ def _captures_json(store: Store, ids: list[str]) -> Iterator[dict[str, Any]]:
         yield capture_json(exchange)
 
 
+@params()
 async def get_request(request: Request) -> Response:
     """``GET /api/requests/http/{id}``: one exchange (a unique id prefix also works)."""
     exchange = await _get(request, request.path_params["id"])
     return await ok_off_loop(lambda: capture_json(exchange))
 
 
+@params(unchanged="it forgets every capture; nothing was deleted")
 async def clear_requests(request: Request) -> Response:
     """``DELETE /api/requests/http``: forget every captured exchange.
 
     It takes no parameter: ``?tunnel_name=payments`` or ``?filter=...`` reads as forgetting some,
-    and ignored it forgot them all, so any is a 400 and nothing is deleted."""
-    if request.query_params:
-        given = ", ".join(dict.fromkeys(quoted(key) for key in request.query_params))
-        raise ApiError(400, f"DELETE {REQUESTS_URI} forgets every capture and takes no parameter ({given} given); "
-                            "nothing was deleted")
+    and ignored it forgot them all, so any is a 400 and nothing is deleted (``params``)."""
     store = _store(request)
     await run_in_threadpool(store.clear)
     return no_content()
@@ -184,6 +183,7 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
 _NGROK_REPLAY_FIELDS = frozenset({"id", "tunnel_name"})
 
 
+@params(unchanged="nothing was sent")
 async def replay_ngrok(request: Request) -> Response:
     """``POST /api/requests/http`` ``{"id", "tunnel_name"}``: replay as ngrok does (204).
 
@@ -208,6 +208,7 @@ async def replay_ngrok(request: Request) -> Response:
     return no_content()
 
 
+@params(unchanged="nothing was sent")
 async def replay_with_edits(request: Request) -> Response:
     """``POST /api/requests/http/{id}/replay``: replay with optional edits; 201 with the new exchange.
 
@@ -225,15 +226,7 @@ async def replay_with_edits(request: Request) -> Response:
     return await ok_off_loop(lambda: {**capture_json(result), "signature": notice}, status_code=201)
 
 
-def _flag(request: Request, key: str) -> bool:
-    value = request.query_params.get(key, "").lower()
-    if value in ("", "0", "false", "no"):
-        return False
-    if value in ("1", "true", "yes"):
-        return True
-    raise ApiError(400, f"{key} must be true or false, not {quoted(value)}")
-
-
+@params("format", "redact", "to", "local")
 async def export_request(request: Request) -> Response:
     """``GET /api/requests/http/{id}/export?format=curl|har|raw|httpie&redact=&to=URL&local=``.
 
@@ -246,9 +239,9 @@ async def export_request(request: Request) -> Response:
     fmt = request.query_params.get("format", "curl")
     if fmt not in EXPORTERS:
         raise ApiError(400, f"unknown format {quoted(fmt)}; use one of {', '.join(sorted(EXPORTERS))}")
-    options: dict[str, object] = {"redact": True} if _flag(request, "redact") else {}
+    options: dict[str, object] = {"redact": True} if flag_param(request, "redact") else {}
     to = request.query_params.get("to")
-    local = _flag(request, "local")
+    local = flag_param(request, "local")
     if to is not None or local:
         if "base_url" not in options_of(fmt):
             raise ApiError(400, f"the {fmt} format names no URL: to= and local= apply to curl, httpie and har")
@@ -283,6 +276,7 @@ def _section_json(section: SectionDiff) -> dict[str, Any]:
 _SIDES: dict[str, Literal["both", "request", "response"]] = {"both": "both", "request": "request", "response": "response"}
 
 
+@params("a", "b", "side", "ignore")
 async def diff_requests(request: Request) -> Response:
     """``GET /api/diff?a=&b=&side=both|request|response&ignore=PATH`` (ignore repeatable or comma-separated)."""
     a_id = request.query_params.get("a")

@@ -30,6 +30,7 @@ from devtunnel.api.plumbing import (
     no_content,
     ok,
     ngrok_rules,
+    params,
     refuse_name_in_use,
     refuse_unsupported,
     requested_name,
@@ -63,11 +64,13 @@ def _upstream(data: dict[str, Any]) -> str:
     return url
 
 
+@params()
 async def list_endpoints(request: Request) -> Response:
     """``GET /api/endpoints``."""
     return ok({"endpoints": [endpoint_json(t) for t in service_of(request).tunnels()], "uri": ENDPOINTS_URI})
 
 
+@params(unchanged="nothing was started")
 async def start_endpoint(request: Request) -> Response:
     """``POST /api/endpoints`` with ngrok's v3 fields: 201 with the endpoint."""
     data = await json_body(request)
@@ -84,11 +87,13 @@ async def start_endpoint(request: Request) -> Response:
     return ok(endpoint_json(info), status_code=201)
 
 
+@params()
 async def get_endpoint(request: Request) -> Response:
     """``GET /api/endpoints/{name}``."""
     return ok(endpoint_json(tunnel_of(request, "endpoint")))
 
 
+@params(unchanged="nothing was stopped")
 async def stop_endpoint(request: Request) -> Response:
     """``DELETE /api/endpoints/{name}`` (204)."""
     service = service_of(request)

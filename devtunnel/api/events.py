@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from devtunnel.agent.info import TunnelInfo
-from devtunnel.api.plumbing import ApiError
+from devtunnel.api.plumbing import ApiError, params
 from devtunnel.api.service import Service
 from devtunnel.export.agent_json import tunnel_json
 
@@ -33,7 +34,8 @@ __all__ = ["Outbox", "EventHub", "not_a_websocket"]
 log = logging.getLogger(__name__)
 
 
-async def not_a_websocket(request: Request) -> None:
+@params()
+async def not_a_websocket(request: Request) -> Response:
     """A plain HTTP ``GET /api/events`` (curl, a script's HTTP client): say what the route is,
     rather than the 404 of a route that does not exist."""
     raise ApiError(400, f"/api/events is a WebSocket: connect to ws://{request.url.netloc}/api/events "

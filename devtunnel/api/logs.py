@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from devtunnel.api.service import service_of
-from devtunnel.api.plumbing import int_param, ok, tunnel_of
+from devtunnel.api.plumbing import flag_param, int_param, ok, params, tunnel_of
 from devtunnel.export.agent_json import tunnel_uri
 from devtunnel.agent.children import LogLine, LogRing
 
@@ -37,17 +37,14 @@ def line_json(line: LogLine) -> dict[str, Any]:
     return {"time": line.time, "stream": line.stream, "text": line.text}
 
 
-def _flag(request: Request, key: str) -> bool:
-    return request.query_params.get(key, "").lower() in ("1", "true", "yes", "on")
-
-
+@params("limit", "contains", "follow")
 async def app_logs(request: Request) -> Response:
     """``GET /api/tunnels/{name}/logs?limit=&contains=&follow=``."""
     name = tunnel_of(request).name  # by any of its names, as every route under a tunnel
     ring: LogRing = service_of(request).app_log(name)  # NotFoundError -> 404
     limit = int_param(request, "limit", 500)
     contains = request.query_params.get("contains") or None
-    if not _flag(request, "follow"):
+    if not flag_param(request, "follow"):
         return ok({"uri": tunnel_uri(name) + "/logs", "tunnel": name,
                    "lines": [line_json(line) for line in _newest(ring, contains, limit)],
                    "dropped": ring.dropped})

@@ -7,9 +7,10 @@ a malformed body is a 400, never a 500. Every JSON answer is ASCII (``AsciiJSON`
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from typing import Any, TypedDict
 
 from starlette.concurrency import run_in_threadpool
@@ -42,7 +43,7 @@ from devtunnel.values.terminal import escape, quoted
 from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.api.service import Service, service_of
 
-__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "unknown_fields", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
+__all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "params", "flag_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "unknown_fields", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
            "TunnelAliases", "aliases_of", "tunnel_of", "refuse_name_in_use", "requested_name", "PUBLIC_ADDRESS_KEYS",
            "EXCEPTION_HANDLERS"]
 
@@ -196,16 +197,54 @@ OWN_OPTIONS = frozenset({"relay", "via", "insecure"})
 """devtunnel's own keys of a tunnel or endpoint asked for, beside ngrok's (``tunnel_options``)."""
 
 
-def unknown_fields(data: dict[str, Any], known: Collection[str]) -> str | None:
+def unknown_fields(data: Iterable[str], known: Collection[str], noun: str = "field") -> str | None:
     """``unknown field 'adress' (did you mean 'addr'?)`` for the keys of ``data`` outside
-    ``known`` (the first five named, each cut to 64 characters), or None when there is none."""
-    unknown = sorted(key for key in data if key not in known)
+    ``known`` (the first five named, each cut to 64 characters), or None when there is none.
+    ``noun`` names what the keys are (``parameter`` for a query's)."""
+    unknown = sorted({key for key in data if key not in known})
     if not unknown:
         return None
     shown = [quoted(key if len(key) <= 64 else key[:64] + "...") for key in unknown[:5]]
     hint = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-    return (f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(shown)}{', ...' if len(unknown) > 5 else ''}"
+    return (f"unknown {noun}{'s' if len(unknown) > 1 else ''} {', '.join(shown)}{', ...' if len(unknown) > 5 else ''}"
             + (f" (did you mean {quoted(hint[0])}?)" if hint and len(unknown) == 1 else ""))
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def params(*known: str, unchanged: str = "") -> Callable[[Handler], Handler]:
+    """Declare the query parameters a route takes: any other is a 400 naming those it takes,
+    before the route runs. A misspelt one (``?limt=5``) or one of another API (``?tunnel=x``)
+    was ignored, and the answer read as if it had been applied. ``unchanged`` says what the
+    refusal leaves undone (``nothing was deleted``)."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: Request) -> Response:
+            if request.query_params:
+                unknown = unknown_fields(request.query_params.keys(), known, noun="parameter")
+                if unknown is not None:
+                    takes = ", ".join(known) if known else "no parameter"
+                    raise ApiError(400, f"{unknown}: {request.method} {request.url.path} takes {takes}"
+                                        + (f"; {unchanged}" if unchanged else ""), {"takes": list(known)})
+            return await handler(request)
+
+        checked.params = known  # type: ignore[attr-defined]
+        return checked
+
+    return decorate
+
+
+def flag_param(request: Request, key: str) -> bool:
+    """A yes-or-no query parameter: ``1``, ``true``, ``yes``, ``on``, or ``0``, ``false``, ``no``,
+    ``off`` (any case; absent or empty is no); anything else is a 400 rather than a quiet no."""
+    value = request.query_params.get(key, "").lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ApiError(400, f"{key} must be true or false, not {quoted(value)}")
 
 
 def refuse_unsupported(data: dict[str, Any], what: str) -> None:
@@ -470,10 +509,11 @@ def int_param(request: Request, key: str, default: int, *, minimum: int = 0) -> 
     raw = request.query_params.get(key)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ApiError(400, f"{key} must be an integer, not {quoted(raw)}") from exc
+    # ASCII digits, an optional minus: int() also reads "١" (Arabic-Indic one), "１", " 5 " and
+    # "1_000", and a typo read as a number is a page of another size than asked.
+    if not is_decimal(raw.removeprefix("-")):
+        raise ApiError(400, f"{key} must be an integer, not {quoted(raw)}")
+    value = int(raw)
     if value < minimum:
         raise ApiError(400, f"{key} must be at least {minimum}")
     return value

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devtunnel.api.service import service_of
-from devtunnel.api.plumbing import ApiError, json_body, no_content, ok, tunnel_of
+from devtunnel.api.plumbing import ApiError, json_body, no_content, ok, params, tunnel_of
 from devtunnel.export.agent_json import TUNNELS_URI
 from devtunnel.rules import Rule, rules_to_tables
 from devtunnel.values.terminal import quoted
@@ -37,6 +37,7 @@ def _uri(name: str) -> str:
     return f"{TUNNELS_URI}/{name}/rules"
 
 
+@params()
 async def list_rules(request: Request) -> Response:
     """``GET /api/tunnels/{name}/rules``."""
     name = tunnel_of(request).name
@@ -44,6 +45,7 @@ async def list_rules(request: Request) -> Response:
     return ok({"rules": [rule_json(r) for r in rules], "uri": _uri(name)})
 
 
+@params("position", unchanged="no rule was added")
 async def add_rule(request: Request) -> Response:
     """``POST /api/tunnels/{name}/rules``: 201 with the rule as numbered."""
     name = tunnel_of(request).name
@@ -55,6 +57,7 @@ async def add_rule(request: Request) -> Response:
     return ok(rule_json(rule), status_code=201)
 
 
+@params(unchanged="no rule was removed")
 async def remove_rule(request: Request) -> Response:
     """``DELETE /api/tunnels/{name}/rules/{index}`` (204)."""
     text = request.path_params["index"]

@@ -67,12 +67,18 @@ def is_loopback_host(value: str) -> bool:
 
 
 def is_loopback_origin(value: str) -> bool:
-    """True for an ``Origin`` of a page served from this machine (``http://localhost:3000``)."""
+    """True for an ``Origin`` of a page served from this machine (``http://localhost:3000``).
+
+    An origin is a scheme, a host and a port, as a browser writes it (RFC 6454 6.2): a value with
+    user info, a path, a query or a fragment is no origin, whatever host a URL parser finds in it
+    (``http://evil.example\\@localhost``: Python reads ``localhost``, a browser ``evil.example``)."""
     try:
         parts = urlsplit(value.strip())
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
+        return False
+    if "@" in parts.netloc or parts.path or parts.query or parts.fragment or "\\" in value:
         return False
     return parts.scheme in ("http", "https") and host is not None and _loopback_name(host)
 

@@ -23,7 +23,7 @@ from devtunnel.values.http1 import refused_bytes
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.headers import request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol, frame_http10, not_modified, until_close
-from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
+from devtunnel.relay.http_responses import failure_answer, head_refused, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.slots import ClientSlots
@@ -250,7 +250,13 @@ class DirectExchange:
                 self._finish(complete=False)
                 return
             self._started = True
-            head = response_head(cycle, start["status"], start["headers"])  # written with the first body bytes
+            try:
+                head = response_head(cycle, start["status"], start["headers"])  # written with the first body bytes
+            except RuntimeError:  # a header uvicorn's rule refuses: nothing is written yet
+                refusal = head_refused(cycle, self._forwarder.peer_errors, self._tunnel, cycle.scope, start["headers"])
+                write_messages(cycle, refusal)
+                self._finish(complete=False)
+                return
         transport = cycle.transport
         tunnel = self._tunnel
         chunks = stream.chunks

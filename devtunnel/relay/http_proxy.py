@@ -43,7 +43,7 @@ from devtunnel.relay.http import (
     CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol, not_modified,
 )
 from devtunnel.relay.http_direct import DirectExchange, write_messages
-from devtunnel.relay.http_responses import failure_answer, invalid_response, log_invalid, response_start
+from devtunnel.relay.http_responses import failure_answer, head_refused, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool
@@ -496,12 +496,22 @@ class HttpForwarder:
             return False
         conn = tunnel.conn
         chunks = stream.chunks
+        cycle = getattr(send, "__self__", None)  # uvicorn's cycle: its send is a bound method of it
+        if cycle is not None:
+            refused = False
+            try:
+                await send(start)
+            except RuntimeError:  # a header uvicorn's rule refuses, before a byte of the head is written
+                refused = True
+            if refused:
+                for message in head_refused(cycle, self.peer_errors, tunnel, scope, start["headers"]):
+                    await send(message)
+                return False
         try:
-            await send(start)
-            if start["status"] == 304:
-                cycle = getattr(send, "__self__", None)  # uvicorn's cycle: its send is a bound method of it
-                if cycle is not None:
-                    not_modified(cycle)
+            if cycle is None:
+                await send(start)
+            if start["status"] == 304 and cycle is not None:
+                not_modified(cycle)
             while True:
                 if chunks:
                     data = chunks.popleft()

@@ -18,6 +18,8 @@ from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import edit_response
 from devtunnel.rules import Decision
+from devtunnel.values.http1 import fields_problem
+from devtunnel.values.request_head import answer_text
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -63,9 +65,41 @@ def invalid_response(tunnel: AgentLink, stream: RelayStream) -> str:
     return f"tunnel {tunnel.name} answered with {length_problem(head.headers)}\n"
 
 
+def invalid_header(
+    peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, headers: list[tuple[bytes, bytes]]
+) -> str | None:
+    """The 502 body for a response head with a header no HTTP/1.1 head can hold
+    (``values.http1.fields_problem`` says which), logged as ``log_invalid`` logs; None when
+    every header can be written. The agent sent it: a local service's invalid header is the
+    agent's own 502 (``local_error``), and a rule's are checked when the rule is made."""
+    problem = fields_problem(headers)
+    if problem is None:
+        return None
+    log_invalid(peer_errors, tunnel, scope, ValueError(problem))
+    return answer_text(f"tunnel {tunnel.name} answered with an invalid header: {problem}\n")
+
+
+def head_refused(
+    cycle: Any, peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, headers: list[tuple[bytes, bytes]]
+) -> list[dict[str, Any]]:
+    """The 502 (``invalid_header``) for a response head uvicorn's ``send`` (or
+    ``http_direct.response_head``) refused before writing a byte of it, and ``cycle`` put back
+    as it was before the head, so the 502 is sent instead of the empty reply of a dropped
+    connection; the connection is not used again. Asked only once a head was refused: a valid
+    one costs nothing more."""
+    text = invalid_header(peer_errors, tunnel, scope, headers)
+    if text is None:  # uvicorn refused a header our rule takes: say so all the same
+        log_invalid(peer_errors, tunnel, scope, ValueError("a header uvicorn refuses"))
+        text = f"tunnel {tunnel.name} answered with an invalid header\n"
+    cycle.response_started = False
+    cycle.chunked_encoding = None  # the framing the refused head's fields before the bad one set
+    cycle.expected_content_length = 0
+    return plain(502, text, close=True)
+
+
 def log_invalid(peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, exc: Exception) -> None:
     """Log a response the agent sent that uvicorn refused (rate-limited: the agent chooses how often)."""
     peer_errors.log(
         "invalid-response", logging.WARNING, "tunnel %s: response to %s %s is not valid HTTP: %s",
-        tunnel.name, scope["method"], scope["path"], exc,
+        tunnel.name, scope.get("method", "WebSocket"), scope["path"], exc,
     )

@@ -20,6 +20,7 @@ from devtunnel.relay.headers import (
     websocket_accept_headers,
 )
 from devtunnel.relay.http import RAW_HEADERS_EXTENSION
+from devtunnel.relay.http_responses import invalid_header
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import RuleBook, edit_request, edit_response, send_answer, strip_rule_header
@@ -120,10 +121,14 @@ class WebSocketForwarder:
                 await stream.wait()
             head = stream.head
             if head.status != 101:
-                await self._deny_with_response(tunnel, stream, send, host)
+                await self._deny_with_response(tunnel, stream, scope, send, host)
                 return
             subprotocol, extra = websocket_accept_headers(head.headers)
             extra = scope_cookies(edit_response(extra, decision), host)
+            refusal = invalid_header(self.peer_errors, tunnel, scope, extra)
+            if refusal is not None:  # websockets would raise building the accept: a 500 and a traceback
+                await deny_websocket(send, 502, refusal)
+                return
             try:
                 await send(
                     {
@@ -153,12 +158,17 @@ class WebSocketForwarder:
         finally:
             tunnel.forget(stream, complete=True)
 
-    async def _deny_with_response(self, tunnel: AgentLink, stream: RelayStream, send: Send, host: bytes) -> None:
+    async def _deny_with_response(self, tunnel: AgentLink, stream: RelayStream, scope: Scope, send: Send,
+                                  host: bytes) -> None:
         head = stream.head
         assert head is not None
         headers = forward_response_headers(head.headers, length_allowed=True, host=host)
         if headers is None:
             await deny_websocket(send, 502, f"tunnel {tunnel.name} answered with {length_problem(head.headers)}\n")
+            return
+        refusal = invalid_header(self.peer_errors, tunnel, scope, headers)
+        if refusal is not None:
+            await deny_websocket(send, 502, refusal)
             return
         await send({"type": "websocket.http.response.start", "status": head.status, "headers": headers})
         while True:

@@ -23,7 +23,7 @@ from devtunnel.capture.filters import Filter, parse
 from devtunnel.capture.filters.fields import Path as PathPrefix
 from devtunnel.errors import ConfigError, FilterSyntaxError
 from devtunnel.rules.paths import rule_path
-from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, is_token
+from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_problem, is_token
 from devtunnel.values.target import parse_target
 from devtunnel.values.terminal import quoted
 
@@ -624,7 +624,10 @@ def _header_table(value: object, key: str) -> tuple[Header, ...]:
     for name, text in value.items():
         if not isinstance(name, str) or not is_token(name):
             raise _Problem(key, f"{quoted(name)} is not a valid header name")
-        if not isinstance(text, str) or any(c in text for c in "\r\n\0") or not all(ord(c) < 256 for c in text):
-            raise _Problem(key, f"the value of {name} must be one line of Latin-1 text")
+        if not isinstance(text, str) or not all(ord(c) < 256 for c in text) or field_problem(
+                name.encode(), text.encode("latin-1")) is not None:
+            # The relay writes it as it is: a control byte but tab (uvicorn's rule too) made
+            # every answer the rule touched an empty reply.
+            raise _Problem(key, f"the value of {name} must be one line of Latin-1 text without control characters")
         out.append((name, text))
     return tuple(out)

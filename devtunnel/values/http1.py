@@ -9,8 +9,10 @@ section 7.1).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
+
+from devtunnel.values.terminal import quoted, read_utf8_json
 
 __all__ = [
     "is_token",
@@ -19,6 +21,9 @@ __all__ = [
     "content_length_digits",
     "connection_tokens",
     "refused_bytes",
+    "field_problem",
+    "fields_problem",
+    "field_lines_problem",
     "HOP_BY_HOP",
     "FRAMING",
     "Field",
@@ -77,6 +82,70 @@ def refused_bytes(rule: re.Pattern[bytes]) -> bytes:
     character class byte by byte, about ten instructions a byte, with about 500 more a call;
     tests/net/test_relay_header_rules.py holds the two to each other)."""
     return bytes(0 if rule.search(bytes([byte])) else byte for byte in range(256))
+
+
+_NOT_IN_NAME = refused_bytes(re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]"))  # a byte no token holds
+_NOT_IN_VALUE = refused_bytes(re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]"))  # controls but tab (obs-text passes)
+
+
+def fields_problem(fields: Sequence[Field]) -> str | None:
+    """Why a head with these fields cannot be written as HTTP/1.1, or None: the first field
+    ``field_problem`` refuses. Asked once for all (a forbidden byte is in one name, or value,
+    exactly when it is in all of them joined), so a head that passes costs two joins and two
+    translations, whatever its size."""
+    names, values = zip(*fields) if fields else ((), ())
+    if 0 not in b"".join(names).translate(_NOT_IN_NAME) and 0 not in b"".join(values).translate(_NOT_IN_VALUE) \
+            and all(names):
+        return None
+    return next(problem for name, value in fields if (problem := field_problem(name, value)) is not None)
+
+
+def field_problem(name: bytes, value: bytes) -> str | None:
+    """Why the field ``name: value`` cannot be written in an HTTP/1.1 head, or None.
+
+    The name is a token (RFC 9110 5.1); the value holds no control byte but tab: no CR or LF
+    (which would end the field and start another, or end the head), no NUL, no other C0
+    control and no DEL (RFC 9110 5.5). One rule for every head devtunnel writes or passes on:
+    the local service's response (the agent names the field in its 502), what the relay writes
+    to a public client (uvicorn refuses the same bytes, and then could only drop the
+    connection), and the headers a rule sets. The sentence quotes the field as it came, cut to 80
+    characters: each output escapes it once (a control byte as ``\\x01``).
+    """
+    if not name or 0 in name.translate(_NOT_IN_NAME):
+        return f"the header name {_shown(name)} is not a token"
+    at = value.translate(_NOT_IN_VALUE).find(0)
+    if at >= 0:
+        return f"the value of header {_shown(name)} holds the control byte {value[at]:#04x} at {at}"
+    return None
+
+
+def field_lines_problem(head: bytes) -> str | None:
+    """Why the field lines of a raw HTTP/1 head (``head``: its bytes from the start line on, up
+    to the empty line or cut anywhere) cannot be passed on, or None: the first field line that
+    is folded onto the one before (obs-fold, RFC 9112 5.2), holds no colon, or whose field
+    ``field_problem`` refuses. For a message only (a parser said the head was invalid, not
+    which field): a line may end in CRLF or LF alone, and a CR anywhere else is a control byte."""
+    lines = head.split(b"\n")
+    if len(lines) > 1 and not head.endswith(b"\n"):
+        lines.pop()  # a line cut by the end of what was read: no judgement on half a line
+    for line in lines[1:]:
+        line = line[:-1] if line.endswith(b"\r") else line
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t"):
+            return f"the header line {_shown(line.strip(OWS))} is folded onto the one before it (obs-fold)"
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return f"the header line {_shown(line)} holds no colon"
+        problem = field_problem(name, value.strip(OWS))
+        if problem is not None:
+            return problem
+    return None
+
+
+def _shown(data: bytes) -> str:
+    """``data`` quoted for a message, as it came (cut): each output escapes it once."""
+    return quoted(read_utf8_json(data[:80]) + ("…" if len(data) > 80 else ""))
 
 
 HOP_BY_HOP = frozenset(

@@ -202,9 +202,13 @@ def test_bytes_after_a_complete_response_mark_the_connection_unusable() -> None:
     assert r.complete and r.extra
 
 
-@pytest.mark.parametrize("raw", [b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n", b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"])
-def test_invalid_responses_raise_bad_response(raw: bytes) -> None:
-    with pytest.raises(BadResponse, match="invalid HTTP response"):
+@pytest.mark.parametrize(("raw", "said"), [
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "invalid HTTP response"),
+    (b"HTTP/1.1 abc\r\n\r\n", "invalid HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", "the local service sent an invalid header: the header line 'Bad Header' holds no colon"),
+])
+def test_invalid_responses_raise_bad_response(raw: bytes, said: str) -> None:
+    with pytest.raises(BadResponse, match=said):
         LocalResponse(head_only=False).feed(raw)
 
 

@@ -97,3 +97,24 @@ async def test_a_tunnel_to_the_api_itself_does_not_open_the_api_to_its_public(
                                       host="127.0.0.1", port=relay_port):
             pass
     assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("origin", [
+    "http://evil.example\\@localhost",  # Python's URL parser reads localhost there, a browser evil.example
+    "http://evil.example@localhost:3000",
+    "http://localhost/evil",
+    "http://localhost?evil",
+    "http://localhost#evil",
+])
+async def test_an_origin_that_is_more_than_a_scheme_host_and_port_is_refused(
+    env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState], origin: str
+) -> None:
+    # No browser writes such an Origin (it is scheme://host[:port] or null), so whoever did is
+    # not a page of this machine; the host a URL parser found in it passed for one.
+    _relay_port, api_port = _agent(procs, env, local[0])
+    async with httpx.AsyncClient(trust_env=False, timeout=20) as client:
+        url = f"http://127.0.0.1:{api_port}/api/tunnels"
+        refused = await client.get(url, headers={"Origin": origin})
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["msg"] == "cross-origin requests to the agent API are refused"
+        assert (await client.get(url, headers={"Origin": "http://localhost:3000"})).status_code == 200

@@ -44,3 +44,26 @@ def test_a_table_only_ever_maps_a_byte_to_itself_or_to_0() -> None:
     for rule in RULES.values():
         table = refused_bytes(rule)
         assert all(mapped in (0, byte) for byte, mapped in enumerate(table))
+
+
+def test_the_one_field_rule_refuses_what_uvicorn_refuses() -> None:
+    # values.http1.field_problem judges a head before the relay hands it to uvicorn (which could
+    # only drop the connection then): a value as uvicorn's rule does, a name at least as strictly
+    # (a token: uvicorn lets bytes above 0x7f through, llhttp does not).
+    from devtunnel.values.http1 import field_problem, fields_problem
+
+    for byte in range(256):
+        data = b"a" + bytes([byte]) + b"b"
+        assert (field_problem(b"x", data) is not None) == bool(HEADER_VALUE_RE.search(data)), f"byte {byte:#04x}"
+        if HEADER_RE.search(data):
+            assert field_problem(data, b"v") is not None, f"byte {byte:#04x}"
+        fields = [(b"a", b"1"), (b"x", data), (b"b", b"2")]
+        assert fields_problem(fields) == field_problem(b"x", data)
+
+
+@given(fields=st.lists(st.tuples(DATA, DATA), max_size=5))
+def test_asking_once_for_all_fields_says_what_asking_each_says(fields: list[tuple[bytes, bytes]]) -> None:
+    from devtunnel.values.http1 import field_problem, fields_problem
+
+    each = [p for name, value in fields if (p := field_problem(name, value)) is not None]
+    assert fields_problem(fields) == (each[0] if each else None)

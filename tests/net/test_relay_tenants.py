@@ -102,6 +102,19 @@ async def test_a_tunnel_cannot_set_cookies_for_the_relay_domain_or_another_tunne
             await alice.close()
 
 
+async def _exchange_after_continue(relay: Relay, head: bytes, body: bytes) -> bytes:
+    """Send ``head``, then ``body`` once the relay answered 100 Continue; what follows it until the close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        writer.write(head)
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 ")
+            writer.write(body)
+            return await reader.read()
+    finally:
+        writer.close()
+
+
 async def _invalid_header(request: AgentRequest) -> None:
     await request.body()
     request.respond(200, [(b"X-Bad", b"a\r\nInjected: 1"), (b"Content-Length", b"2")])
@@ -116,9 +129,17 @@ async def test_an_agent_answering_every_request_with_invalid_http_costs_the_log_
         agent = await connect_agent(relay, "bob", token=OTHER, handler=_invalid_header)
         try:
             host = f"Host: bob.{DOMAIN}\r\n".encode()
-            for _ in range(40):  # the agent's own clients: it chooses how many
-                got = await _exchange(relay, b"GET / HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
-                assert b"Injected" not in got
+            for n in range(40):  # the agent's own clients: it chooses how many
+                if n % 2:  # a body sent after the head: the response is written by a task, not from callbacks
+                    got = await _exchange_after_continue(relay, b"POST / HTTP/1.1\r\n" + host + b"Content-Length: 2\r\n"
+                                                         b"Expect: 100-continue\r\nConnection: close\r\n\r\n", b"hi")
+                else:
+                    got = await _exchange(relay, b"GET / HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+                assert b"Injected" not in got.split(b"\r\n\r\n", 1)[0]
+                # A 502 that says why, not an empty reply (uvicorn refused the head once begun).
+                assert got.startswith(b"HTTP/1.1 502 "), got
+                assert got.endswith(b"tunnel bob answered with an invalid header: the value of header 'X-Bad' holds "
+                                    b"the control byte 0x0d at 1\n"), got
             await async_wait_for(lambda: summarised(caplog.records, "agent responses that were not valid HTTP") == 39,
                                  what="the summary of the invalid responses")
         finally:
@@ -223,3 +244,33 @@ async def test_an_agent_asking_for_a_huge_name_that_is_not_one_costs_the_log_one
     assert isinstance(refusal, GoAway) and refusal.code == ErrorCode.NAME_TAKEN
     [line] = [r.getMessage() for r in caplog.records if " refused: " in r.getMessage()]
     assert "tunnel name 'x!x!" in line and line.endswith("more characters)") and len(line) < 300, line[:400]
+
+
+@pytest.mark.parametrize("status", [101, 403])
+async def test_an_agent_answering_a_websocket_handshake_with_an_invalid_header_gets_its_client_a_502(
+    caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    # The relay's WebSocket accept (or its refusal passed on) raised building the head: the
+    # client got uvicorn's 500 and the relay's log a traceback.
+    async def answer(request: AgentRequest) -> None:
+        request.respond(status, [(b"X-Bad", b"a\r\nInjected: 1"), (b"X-Ok", b"1")], end=status != 101)
+        if status == 101:
+            await asyncio.sleep(5)  # (the relay gives up on the stream first)
+
+    caplog.set_level(logging.INFO)
+    async with running_relay(domain=DOMAIN) as relay:
+        agent = await connect_agent(relay, "bob", token=OTHER, handler=answer)
+        try:
+            handshake = (
+                f"GET /ws HTTP/1.1\r\nHost: bob.{DOMAIN}\r\n".encode() + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            got = await _exchange(relay, handshake)
+            assert got.startswith(b"HTTP/1.1 502 "), got
+            assert b"Injected" not in got.split(b"\r\n\r\n", 1)[0]
+            name = b"x-bad" if status == 101 else b"X-Bad"  # (the accept's headers go lower-case)
+            assert got.endswith(b"tunnel bob answered with an invalid header: the value of header '" + name
+                                + b"' holds the control byte 0x0d at 1\n"), got
+        finally:
+            await agent.close()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback in the relay's log"
