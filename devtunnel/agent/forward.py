@@ -728,6 +728,7 @@ async def answer_error(
     reason = HTTPStatus(status).phrase.encode("ascii")
     headers: Fields = (
         (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"X-Content-Type-Options", b"nosniff"),  # the text quotes what the local service sent
         (b"Content-Length", str(len(body)).encode("ascii")),
         (ERROR_HEADER, kind.encode("ascii")),
     )

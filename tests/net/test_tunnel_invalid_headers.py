@@ -96,6 +96,7 @@ def test_a_local_header_that_cannot_be_written_is_a_502_naming_it_and_recorded(e
                 answer = client.get(url, headers={"Host": f"dev.localhost:{relay_port}"})
                 assert answer.status_code == 502, (path, answer.text)
                 assert answer.headers["x-devtunnel-error"] == "local_error"
+                assert answer.headers["x-content-type-options"] == "nosniff"  # the text quotes the service
                 assert "injected" not in answer.headers
                 # Escaped once for the client's terminal: the ESC of /ctl arrives as \x1b.
                 shown = problem.replace("\x1b", "\\x1b")
