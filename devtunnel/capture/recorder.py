@@ -22,8 +22,8 @@ oldest exchanges are. Both are counted, and said once in the log.
 
 Before it writes, at most once every ``FOLLOW_EVERY`` seconds, the writer looks whether the
 database file is still the one at its path (``Store.follow_path``): deleted, a new one is created
-there; replaced by another capture file, that one is written from then on; replaced by a file
-the store refuses, writes fail (and wait, bounded) until the path holds a usable file again.
+there; replaced by another capture file, that one is written from then on; cut to 0 bytes
+(``: > captures.db``), it is made a new, empty store; replaced by a file the store refuses, writes fail (and wait, bounded) until the path holds a usable file again.
 
 The recorder is a run (``capture.runs``): the exchanges it stores unfinished are claimed by it and
 released when it stores them finished. While it holds any, it says every ``runs.HEARTBEAT`` seconds
@@ -518,6 +518,9 @@ class Recorder:
             log.warning("the capture database %s was moved or deleted; recording into a new one there", self.store.path)
         elif change == "replaced":
             log.warning("another capture database is at %s; recording into it", self.store.path)
+        elif change == "emptied":
+            log.warning("the capture database %s was emptied (cut to 0 bytes); recording into it as a new, empty one",
+                        self.store.path)
         return True
 
     def _keep_runs(self) -> None:

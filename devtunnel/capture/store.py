@@ -135,6 +135,9 @@ class Store:
         self._companions: tuple[tuple[int, int] | None, ...] = ()
         """The identities of that file's ``-wal`` and ``-shm`` (None: not there)."""
         self._claimed: set[str] = set()
+        self._afresh = False
+        """Made a new empty store after its file was cut to 0 bytes, and that file is still 0 bytes
+        (the new pages in the ``-wal`` until a checkpoint may fold them in)."""
         """Ids this store wrote unfinished for a run (``put_many(run=...)``) and not finished since."""
         self._next_gone_look = 0.0  # when a read looks for gone runs again (``GONE_EVERY``)
         self._note_file()  # fail now, with a clear message, rather than at the first put
@@ -208,7 +211,7 @@ class Store:
         if local.blobs >= BLOBS_PER_CONNECTION:
             self.close()
 
-    def follow_path(self) -> Literal["deleted", "replaced"] | None:
+    def follow_path(self) -> Literal["deleted", "replaced", "emptied"] | None:
         """Move to the file now at the path if it is no longer the one open (one ``stat`` when not).
 
         For a long-lived writer (the agent) whose file is deleted (``rm captures.db*``) or
@@ -219,6 +222,13 @@ class Store:
         Every thread's connection opens again at its next use. What was written between the
         change and the call went into the file left behind.
 
+        ``"emptied"``: the open file was cut to 0 bytes (``: > captures.db``, a tool "clearing"
+        it). A database in WAL mode is never 0 bytes (its first page says WAL), so it was cut
+        under SQLite, whose ``-wal`` still holds pages of what was there: SQLite went on writing
+        into that mix, and every program opening the file after refused it as "not a database".
+        The store starts afresh in the same file (``_start_afresh``): empty, as ``Store(path)``
+        makes a new one.
+
         Call it from one thread (the recorder's writer), every second or so.
 
         Raises:
@@ -228,11 +238,19 @@ class Store:
                 ``follow_path`` is called again.
         """
         try:
-            now = file_identity(self.path)
+            st = _stat(self.path)
         except OSError:
             return None  # cannot tell (a folder we may no longer search): the writes say what is wrong
-        if now is not None and now == self._file:
-            return None
+        now = None if st is None else (st.st_dev, st.st_ino)
+        if st is not None and now == self._file:
+            if st.st_size or self.readonly:
+                self._afresh = False
+                return None
+            if self._afresh:  # made afresh, its pages still in the -wal (a read held them): not cut again
+                self._fold()
+                return None
+            self._start_afresh()
+            return "emptied"
         # What is still in the old file's -wal goes into the old file, wherever it went: a file moved
         # away (``mv captures.db kept.db``) leaves its -wal at the path, removed below.
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -250,6 +268,41 @@ class Store:
         self._generation += 1
         self._note_file()  # raises StoreError for a file it refuses; the next call tries again
         return "deleted" if now is None else "replaced"
+
+    def _start_afresh(self) -> None:
+        """Make the open file, cut to 0 bytes under SQLite, a new empty store, through SQLite.
+
+        The pages of an empty store, made in memory, are copied over the whole database (SQLite's
+        backup, one write transaction: the lock, the ``-wal`` and its index stay consistent for
+        every connection, in this process and others), then folded into the file. Deleting the
+        ``-wal`` and ``-shm`` instead would leave the connections of other threads and programs on
+        the old ones.
+
+        Raises:
+            StoreError: SQLite refused (the file is locked for longer than the busy timeout ...).
+        """
+        conn = self._conn()
+        fresh = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            fresh.execute(f"PRAGMA page_size = {int(conn.execute('PRAGMA page_size').fetchone()[0])}")
+            prepare_schema(fresh, self.path, readonly=False)
+            fresh.backup(conn)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            fresh.close()
+        self._claimed.clear()
+        self._afresh = True
+        # Its first page into the file now, waiting for reads of the old content to end (up to the
+        # busy timeout): SQLite takes a 0-byte file for a new database, and the next connection
+        # opened on it would delete the -wal that holds the new store.
+        with suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+
+    def _fold(self) -> None:
+        """Fold the ``-wal`` into the database as far as no read holds it (waiting for no one)."""
+        with suppress(sqlite3.Error):
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def follow_companions(self) -> bool:
         """Fold the ``-wal`` into the database and open a new one when the ``-wal`` noted at the open
@@ -931,11 +984,16 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     """The device and inode of the file at ``path`` (another file there has another); None when
     nothing is there. Any other ``OSError`` (a folder that cannot be searched) is raised: the
     caller cannot tell. The one rule by which the store and the inspector follow a database file."""
+    st = _stat(path)
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """``os.stat(path)``, None when nothing is there (``file_identity``'s look, with the size)."""
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
         return None
-    return st.st_dev, st.st_ino
 
 
 def path_mode(path: Path) -> int | None:
