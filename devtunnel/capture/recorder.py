@@ -505,9 +505,13 @@ class Recorder:
         self._next_look = now + FOLLOW_EVERY
         try:
             change = self.store.follow_path()
-            if change is None and companions and self.store.follow_companions():
+            which = self.store.follow_companions() if change is None and companions else None
+            if which == "-wal":
                 log.warning("%s-wal was deleted or replaced; what it held is now in the capture database, and recording "
                             "goes on with a new one", self.store.path)
+            elif which == "-shm":
+                log.warning("%s-shm was deleted or replaced; recording goes on with a new one, which every program "
+                            "reading the capture database takes up", self.store.path)
         except Exception as exc:  # noqa: BLE001 - the writer must survive anything
             self._refused = True
             self._report(exc)

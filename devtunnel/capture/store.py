@@ -85,6 +85,10 @@ GONE_EVERY = 5.0
 """Seconds between two looks of a store's reads at whether an agent run with exchanges in flight is
 gone (``end_gone_runs``); the first read looks at once."""
 
+INDEX_EVERY = 1.0
+"""Seconds between two looks of a read-only store's reads at whether its ``-shm`` was deleted or
+replaced (``Store.follow_companions``)."""
+
 
 class Store:
     """Captured exchanges in one SQLite file.
@@ -125,6 +129,9 @@ class Store:
         self.readonly = readonly
         self.busy_timeout = busy_timeout
         self._local = threading.local()
+        self._open_conns: dict[int, sqlite3.Connection] = {}
+        """Every thread's connection, by thread id (``_close_all``)."""
+        self._conns_lock = threading.Lock()
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._sort_plans: dict[str, bool] = {}
@@ -140,6 +147,7 @@ class Store:
         (the new pages in the ``-wal`` until a checkpoint may fold them in)."""
         """Ids this store wrote unfinished for a run (``put_many(run=...)``) and not finished since."""
         self._next_gone_look = 0.0  # when a read looks for gone runs again (``GONE_EVERY``)
+        self._next_index_look = 0.0  # when a read-only store's read looks at its -shm again (``INDEX_EVERY``)
         self._note_file()  # fail now, with a clear message, rather than at the first put
 
     path: Path
@@ -201,7 +209,20 @@ class Store:
         generation = self._generation
         conn = self._open()
         local.conn, local.generation, local.blobs = conn, generation, 0
+        with self._conns_lock:
+            self._open_conns[threading.get_ident()] = conn
         return conn
+
+    def _close_all(self) -> None:
+        """Close every thread's connection now (each opens again at its next use), not at its next use
+        as a new generation does: SQLite shares one mapping of the ``-shm`` among all the connections
+        of a process to a file, and maps the one at the path only once the last of them is closed. A
+        read under way in another thread fails once."""
+        with self._conns_lock:
+            conns, self._open_conns = list(self._open_conns.values()), {}
+        for conn in conns:
+            with suppress(sqlite3.Error):
+                conn.close()
 
     def _opened_blobs(self, count: int) -> None:
         """This thread's connection opened ``count`` more blobs: past ``BLOBS_PER_CONNECTION``,
@@ -304,22 +325,34 @@ class Store:
         with suppress(sqlite3.Error):
             self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
-    def follow_companions(self) -> bool:
-        """Fold the ``-wal`` into the database and open a new one when the ``-wal`` noted at the open
-        was deleted or replaced (``rm captures.db-wal``, a cleaner of temporary files); True when it
-        did (one ``stat``).
+    def follow_companions(self) -> Literal["-wal", "-shm"] | None:
+        """Open the database again, with a new ``-wal`` or ``-shm``, when the one noted at the open was
+        deleted or replaced (``rm captures.db-wal``, a cleaner of temporary files); which one, when it
+        did (two ``stat``).
 
-        SQLite would go on writing into the one it has open, unlinked: what it wrote since would be
-        seen by no other process (which could not even read the file: its log is gone) and lost with a
-        ``kill -9``. Every thread's connection opens again at its next use, on a new one.
+        The ``-wal``: SQLite would go on writing into the one it has open, unlinked: what it wrote
+        since would be seen by no other process (which could not even read the file: its log is gone)
+        and lost with a ``kill -9``. It is folded into the database first.
 
-        Call it from the writer's thread (the recorder's), every second or so.
+        The ``-shm`` (the log's index, and the locks of its readers and writer): SQLite goes on with
+        the one it has mapped, unlinked, while a program opening the file after makes a new one; a
+        reader on the old one saw none of the writes made through the new one (the inspector stood
+        still), and two writers on two of them do not lock each other out. A read-only store looks
+        at its own (``_follow_index``, at most every ``INDEX_EVERY`` seconds of its reads).
+
+        Every thread's connection opens again at its next use, on the new files. Call it from the
+        writer's thread (the recorder's), every second or so.
         """
         known = self._companions
-        if self.readonly or not known or known[0] is None:
-            return False
-        if _identity(self._companion_paths()[0]) == known[0]:
-            return False
+        if self.readonly or not known:
+            return None
+        wal, shm = self._companion_paths()
+        if known[0] is not None and _identity(wal) != known[0]:
+            which: Literal["-wal", "-shm"] = "-wal"
+        elif known[1] is not None and _identity(shm) != known[1]:
+            which = "-shm"
+        else:
+            return None
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             try:
@@ -327,10 +360,32 @@ class Store:
             except sqlite3.Error:
                 busy = 1
             if busy:
-                return False  # a read holds pages of the old log: the next call tries again
+                return None  # a read holds pages of the old log: the next call tries again
         self._generation += 1
+        if which == "-shm":
+            # A -shm made meanwhile by another program (a reader) indexes a log this one has since
+            # folded and emptied: the new one is made afresh, first, from the empty log.
+            with suppress(OSError):
+                shm.unlink()
+            self._close_all()
         self._note_file()
-        return True
+        return which
+
+    def _follow_index(self) -> None:
+        """A read-only store's ``follow_companions`` for its ``-shm`` alone: open again on the one at the
+        path when it is another than the one noted at the open. None there: the old one is kept (a
+        reader making one could not know of the writes made through the old one meanwhile; the writer
+        makes the new one, and the reader follows it then)."""
+        self._next_index_look = time.monotonic() + INDEX_EVERY
+        known = self._companions
+        if len(known) < 2 or known[1] is None:
+            return
+        now = _identity(self._companion_paths()[1])
+        if now is None or now == known[1]:
+            return
+        self._generation += 1
+        self._close_all()
+        self._note_file()
 
     def _note_file(self) -> None:
         """Open this thread's connection and note which files it has open (for ``follow_path``)."""
@@ -425,8 +480,11 @@ class Store:
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        if time.monotonic() >= self._next_gone_look:
+        now = time.monotonic()
+        if now >= self._next_gone_look:
             self._look_for_gone_runs()
+        if self.readonly and now >= self._next_index_look:
+            self._follow_index()
         conn = self._conn()
         with _filters.regex_budget(QUERY_REGEX_BUDGET):
             try:
@@ -896,6 +954,9 @@ class Store:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
+            with self._conns_lock:
+                if self._open_conns.get(threading.get_ident()) is conn:
+                    del self._open_conns[threading.get_ident()]
             conn.close()
 
     def __enter__(self) -> Store:
