@@ -129,8 +129,9 @@ class Store:
         self.readonly = readonly
         self.busy_timeout = busy_timeout
         self._local = threading.local()
-        self._open_conns: dict[int, sqlite3.Connection] = {}
-        """Every thread's connection, by thread id (``_close_all``)."""
+        self._open_conns: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
+        """Every thread's connection, by thread id (``_close_all``); those of threads that ended are
+        closed when another is opened."""
         self._conns_lock = threading.Lock()
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -210,7 +211,12 @@ class Store:
         conn = self._open()
         local.conn, local.generation, local.blobs = conn, generation, 0
         with self._conns_lock:
-            self._open_conns[threading.get_ident()] = conn
+            ended = [ident for ident, (thread, _) in self._open_conns.items() if not thread.is_alive()]
+            stale = [self._open_conns.pop(ident)[1] for ident in ended]
+            self._open_conns[threading.get_ident()] = (threading.current_thread(), conn)
+        for old in stale:  # a thread's local storage went with it; its connection is let go here
+            with suppress(sqlite3.Error):
+                old.close()
         return conn
 
     def _close_all(self) -> None:
@@ -219,7 +225,7 @@ class Store:
         of a process to a file, and maps the one at the path only once the last of them is closed. A
         read under way in another thread fails once."""
         with self._conns_lock:
-            conns, self._open_conns = list(self._open_conns.values()), {}
+            conns, self._open_conns = [conn for _, conn in self._open_conns.values()], {}
         for conn in conns:
             with suppress(sqlite3.Error):
                 conn.close()
@@ -955,7 +961,7 @@ class Store:
         if conn is not None:
             self._local.conn = None
             with self._conns_lock:
-                if self._open_conns.get(threading.get_ident()) is conn:
+                if self._open_conns.get(threading.get_ident(), (None, None))[1] is conn:
                     del self._open_conns[threading.get_ident()]
             conn.close()
 
