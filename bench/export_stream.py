@@ -1,6 +1,12 @@
 """``devtunnel export --filter`` in every format on a large store: the baseline tree against this one.
 
     .venv/bin/python bench/export_stream.py --base /tmp/base [--rows 20000] [--body-kb 50] [--db PATH]
+    .venv/bin/python bench/export_stream.py --base /tmp/base --varied
+
+With ``--varied``, the store is instead the exchanges of every kind an export treats apart
+(``tests/export/test_cli_export_streamed.varied``), and each format, with and without
+``--redact``, to ``-o FILE`` and to a pipe, is compared between the two trees (bytes, side files,
+exit code); no figures.
 
 Builds a store of ``--rows`` exchanges whose request bodies are ``--body-kb`` KB of JSON (one in
 fifty binary, so curl, httpie and raw write side files) unless ``--db`` names one, then runs
@@ -72,6 +78,33 @@ def digest(folder: Path) -> dict[str, str]:
     return out
 
 
+def compare_varied(base: Path, tree: Path, work: Path) -> int:
+    """The outputs of both trees for the varied store; returns how many differ."""
+    from tests.export.test_cli_export_streamed import FILTERS, varied
+
+    db = work / "varied.db"
+    Store(db).put_many(varied())
+    differ = 0
+    for fmt, expression in FILTERS.items():
+        for extra in ([], ["--redact"]):
+            for to in ("file", "pipe"):
+                got = []
+                for one in (base, tree):
+                    folder = work / "varied"
+                    shutil.rmtree(folder, ignore_errors=True)
+                    folder.mkdir()
+                    args = [sys.executable, "-m", "devtunnel", "--db", str(db), "export", f"--filter={expression}",
+                            "--format", fmt, *extra] + (["-o", str(folder / "out")] if to == "file" else [])
+                    done = subprocess.run(args, cwd=folder if to == "pipe" else one, capture_output=True,
+                                          env={**os.environ, "PYTHONPATH": str(one.resolve())}, timeout=120)
+                    got.append((done.returncode, done.stdout, digest(folder)))
+                same = got[0] == got[1]
+                differ += not same
+                print(f"{fmt:8} {' '.join(extra) or '-':9} {to:5} exit {got[1][0]}, {len(got[1][2])} file(s), "
+                      f"{len(got[1][1]):,} bytes to stdout: {'same' if same else 'DIFFERENT'}")
+    return differ
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", type=Path, required=True, help="the baseline tree (a folder holding devtunnel/)")
@@ -80,9 +113,14 @@ def main() -> None:
     ap.add_argument("--body-kb", type=int, default=50)
     ap.add_argument("--db", type=Path, help="a store made by an earlier run (else one is made and removed)")
     ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--varied", action="store_true", help="compare the outputs for a store of every kind of exchange")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="export-stream-") as scratch:
         work = Path(scratch)
+        if args.varied:
+            differ = compare_varied(args.base, args.tree, work)
+            print(f"{differ} output(s) differ")
+            raise SystemExit(1 if differ else 0)
         db = args.db
         if db is None or not db.exists():
             db = db or work / "captures.db"
