@@ -143,6 +143,8 @@ class Store:
         self._companions: tuple[tuple[int, int] | None, ...] = ()
         """The identities of that file's ``-wal`` and ``-shm`` (None: not there)."""
         self._claimed: set[str] = set()
+        self._remaking = False
+        """``_start_afresh`` is opening the cut file again (``_open`` lets it)."""
         self._afresh = False
         """Made a new empty store after its file was cut to 0 bytes, and that file is still 0 bytes
         (the new pages in the ``-wal`` until a checkpoint may fold them in)."""
@@ -308,7 +310,23 @@ class Store:
         Raises:
             StoreError: SQLite refused (the file is locked for longer than the busy timeout ...).
         """
-        conn = self._conn()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._local.generation != self._generation:
+            # No connection of this thread on the file to copy through: every one is closed, and the
+            # -wal and -shm of the old content removed (readers elsewhere follow the new -shm).
+            self._generation += 1
+            self._close_all()
+            for companion in self._companion_paths():
+                companion.unlink(missing_ok=True)
+            with self._schema_lock:
+                self._schema_ready = False
+            self._remaking = True
+            try:
+                self._note_file()
+            finally:
+                self._remaking = False
+            self._claimed.clear()
+            return
         fresh = sqlite3.connect(":memory:", isolation_level=None)
         try:
             fresh.execute(f"PRAGMA page_size = {int(conn.execute('PRAGMA page_size').fetchone()[0])}")
@@ -325,11 +343,15 @@ class Store:
         # opened on it would delete the -wal that holds the new store.
         with suppress(sqlite3.Error):
             conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        with suppress(OSError):
+            self._afresh = os.stat(self.path).st_size == 0
 
     def _fold(self) -> None:
         """Fold the ``-wal`` into the database as far as no read holds it (waiting for no one)."""
-        with suppress(sqlite3.Error):
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation == self._generation:
+            with suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def follow_companions(self) -> Literal["-wal", "-shm"] | None:
         """Open the database again, with a new ``-wal`` or ``-shm``, when the one noted at the open was
@@ -416,6 +438,11 @@ class Store:
             raise StoreError(f"{self.path} is not a regular file; pass --db with a file path")
         if self.readonly and mode is None:
             raise StoreError(f"{self.path} does not exist; record some traffic first or pass --db")
+        if (self.readonly or self._file is not None) and not self._remaking and cut_under_its_log(self.path):
+            # Opened on it, SQLite would take it for a new database and delete the -wal that the
+            # writer's connections still use: the writer makes it a new store (``follow_path``) first.
+            # (A writer's first open may: a -wal left by a writer killed is nobody's.)
+            raise StoreError(_CUT.format(path=self.path))
         if not self.readonly:
             folder = self.path.parent
             try:
@@ -472,6 +499,8 @@ class Store:
                         # the file before an agent has: upgrade it as any writer would, if we may.
                         if not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK)):
                             raise
+                        if cut_under_its_log(self.path):  # not made a store here: its writer does
+                            raise StoreError(_CUT.format(path=self.path)) from None
                         Store(self.path, busy_timeout=self.busy_timeout).close()
                     self._schema_ready = True
             if not self.readonly:
@@ -1053,6 +1082,20 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     caller cannot tell. The one rule by which the store and the inspector follow a database file."""
     st = _stat(path)
     return None if st is None else (st.st_dev, st.st_ino)
+
+
+_CUT = ("{path} was cut to 0 bytes while its -wal holds pages (': > captures.db' under a running agent): the agent "
+        "makes it a new, empty store within a second; try again then (with no agent running, remove {path}-wal)")
+
+
+def cut_under_its_log(path: Path) -> bool:
+    """Whether the database at ``path`` is 0 bytes while its ``-wal`` is not: cut under a program
+    writing it (a database in WAL mode never is 0 bytes). SQLite opening it would take it for a new
+    database and delete that ``-wal``, which the writer's connections still use."""
+    try:
+        return os.stat(path).st_size == 0 and os.stat(f"{path}-wal").st_size > 0
+    except OSError:
+        return False
 
 
 def _stat(path: Path) -> os.stat_result | None:
