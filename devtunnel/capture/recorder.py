@@ -22,8 +22,8 @@ oldest exchanges are. Both are counted, and said once in the log.
 
 Before it writes, at most once every ``FOLLOW_EVERY`` seconds, the writer looks whether the
 database file is still the one at its path (``Store.follow_path``): deleted, a new one is created
-there; replaced by another capture file, that one is written from then on; replaced by a file
-the store refuses, writes fail (and wait, bounded) until the path holds a usable file again.
+there; replaced by another capture file, that one is written from then on; cut to 0 bytes
+(``: > captures.db``), it is made a new, empty store; replaced by a file the store refuses, writes fail (and wait, bounded) until the path holds a usable file again.
 
 The recorder is a run (``capture.runs``): the exchanges it stores unfinished are claimed by it and
 released when it stores them finished. While it holds any, it says every ``runs.HEARTBEAT`` seconds
@@ -505,9 +505,13 @@ class Recorder:
         self._next_look = now + FOLLOW_EVERY
         try:
             change = self.store.follow_path()
-            if change is None and companions and self.store.follow_companions():
+            which = self.store.follow_companions() if change is None and companions else None
+            if which == "-wal":
                 log.warning("%s-wal was deleted or replaced; what it held is now in the capture database, and recording "
                             "goes on with a new one", self.store.path)
+            elif which == "-shm":
+                log.warning("%s-shm was deleted or replaced; recording goes on with a new one, which every program "
+                            "reading the capture database takes up", self.store.path)
         except Exception as exc:  # noqa: BLE001 - the writer must survive anything
             self._refused = True
             self._report(exc)
@@ -518,6 +522,9 @@ class Recorder:
             log.warning("the capture database %s was moved or deleted; recording into a new one there", self.store.path)
         elif change == "replaced":
             log.warning("another capture database is at %s; recording into it", self.store.path)
+        elif change == "emptied":
+            log.warning("the capture database %s was emptied (cut to 0 bytes); recording into it as a new, empty one",
+                        self.store.path)
         return True
 
     def _keep_runs(self) -> None:

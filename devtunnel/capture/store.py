@@ -85,6 +85,10 @@ GONE_EVERY = 5.0
 """Seconds between two looks of a store's reads at whether an agent run with exchanges in flight is
 gone (``end_gone_runs``); the first read looks at once."""
 
+INDEX_EVERY = 1.0
+"""Seconds between two looks of a read-only store's reads at whether its ``-shm`` was deleted or
+replaced (``Store.follow_companions``)."""
+
 
 class Store:
     """Captured exchanges in one SQLite file.
@@ -125,6 +129,10 @@ class Store:
         self.readonly = readonly
         self.busy_timeout = busy_timeout
         self._local = threading.local()
+        self._open_conns: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
+        """Every thread's connection, by thread id (``_close_all``); those of threads that ended are
+        closed when another is opened."""
+        self._conns_lock = threading.Lock()
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._sort_plans: dict[str, bool] = {}
@@ -135,8 +143,14 @@ class Store:
         self._companions: tuple[tuple[int, int] | None, ...] = ()
         """The identities of that file's ``-wal`` and ``-shm`` (None: not there)."""
         self._claimed: set[str] = set()
+        self._remaking = False
+        """``_start_afresh`` is opening the cut file again (``_open`` lets it)."""
+        self._afresh = False
+        """Made a new empty store after its file was cut to 0 bytes, and that file is still 0 bytes
+        (the new pages in the ``-wal`` until a checkpoint may fold them in)."""
         """Ids this store wrote unfinished for a run (``put_many(run=...)``) and not finished since."""
         self._next_gone_look = 0.0  # when a read looks for gone runs again (``GONE_EVERY``)
+        self._next_index_look = 0.0  # when a read-only store's read looks at its -shm again (``INDEX_EVERY``)
         self._note_file()  # fail now, with a clear message, rather than at the first put
 
     path: Path
@@ -198,7 +212,25 @@ class Store:
         generation = self._generation
         conn = self._open()
         local.conn, local.generation, local.blobs = conn, generation, 0
+        with self._conns_lock:
+            ended = [ident for ident, (thread, _) in self._open_conns.items() if not thread.is_alive()]
+            stale = [self._open_conns.pop(ident)[1] for ident in ended]
+            self._open_conns[threading.get_ident()] = (threading.current_thread(), conn)
+        for old in stale:  # a thread's local storage went with it; its connection is let go here
+            with suppress(sqlite3.Error):
+                old.close()
         return conn
+
+    def _close_all(self) -> None:
+        """Close every thread's connection now (each opens again at its next use), not at its next use
+        as a new generation does: SQLite shares one mapping of the ``-shm`` among all the connections
+        of a process to a file, and maps the one at the path only once the last of them is closed. A
+        read under way in another thread fails once."""
+        with self._conns_lock:
+            conns, self._open_conns = [conn for _, conn in self._open_conns.values()], {}
+        for conn in conns:
+            with suppress(sqlite3.Error):
+                conn.close()
 
     def _opened_blobs(self, count: int) -> None:
         """This thread's connection opened ``count`` more blobs: past ``BLOBS_PER_CONNECTION``,
@@ -208,7 +240,7 @@ class Store:
         if local.blobs >= BLOBS_PER_CONNECTION:
             self.close()
 
-    def follow_path(self) -> Literal["deleted", "replaced"] | None:
+    def follow_path(self) -> Literal["deleted", "replaced", "emptied"] | None:
         """Move to the file now at the path if it is no longer the one open (one ``stat`` when not).
 
         For a long-lived writer (the agent) whose file is deleted (``rm captures.db*``) or
@@ -219,6 +251,13 @@ class Store:
         Every thread's connection opens again at its next use. What was written between the
         change and the call went into the file left behind.
 
+        ``"emptied"``: the open file was cut to 0 bytes (``: > captures.db``, a tool "clearing"
+        it). A database in WAL mode is never 0 bytes (its first page says WAL), so it was cut
+        under SQLite, whose ``-wal`` still holds pages of what was there: SQLite went on writing
+        into that mix, and every program opening the file after refused it as "not a database".
+        The store starts afresh in the same file (``_start_afresh``): empty, as ``Store(path)``
+        makes a new one.
+
         Call it from one thread (the recorder's writer), every second or so.
 
         Raises:
@@ -228,11 +267,19 @@ class Store:
                 ``follow_path`` is called again.
         """
         try:
-            now = file_identity(self.path)
+            st = _stat(self.path)
         except OSError:
             return None  # cannot tell (a folder we may no longer search): the writes say what is wrong
-        if now is not None and now == self._file:
-            return None
+        now = None if st is None else (st.st_dev, st.st_ino)
+        if st is not None and now == self._file:
+            if st.st_size or self.readonly:
+                self._afresh = False
+                return None
+            if self._afresh:  # made afresh, its pages still in the -wal (a read held them): not cut again
+                self._fold()
+                return None
+            self._start_afresh()
+            return "emptied"
         # What is still in the old file's -wal goes into the old file, wherever it went: a file moved
         # away (``mv captures.db kept.db``) leaves its -wal at the path, removed below.
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -251,22 +298,89 @@ class Store:
         self._note_file()  # raises StoreError for a file it refuses; the next call tries again
         return "deleted" if now is None else "replaced"
 
-    def follow_companions(self) -> bool:
-        """Fold the ``-wal`` into the database and open a new one when the ``-wal`` noted at the open
-        was deleted or replaced (``rm captures.db-wal``, a cleaner of temporary files); True when it
-        did (one ``stat``).
+    def _start_afresh(self) -> None:
+        """Make the open file, cut to 0 bytes under SQLite, a new empty store, through SQLite.
 
-        SQLite would go on writing into the one it has open, unlinked: what it wrote since would be
-        seen by no other process (which could not even read the file: its log is gone) and lost with a
-        ``kill -9``. Every thread's connection opens again at its next use, on a new one.
+        The pages of an empty store, made in memory, are copied over the whole database (SQLite's
+        backup, one write transaction: the lock, the ``-wal`` and its index stay consistent for
+        every connection, in this process and others), then folded into the file. Deleting the
+        ``-wal`` and ``-shm`` instead would leave the connections of other threads and programs on
+        the old ones.
 
-        Call it from the writer's thread (the recorder's), every second or so.
+        Raises:
+            StoreError: SQLite refused (the file is locked for longer than the busy timeout ...).
+        """
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._local.generation != self._generation:
+            # No connection of this thread on the file to copy through: every one is closed, and the
+            # -wal and -shm of the old content removed (readers elsewhere follow the new -shm).
+            self._generation += 1
+            self._close_all()
+            for companion in self._companion_paths():
+                companion.unlink(missing_ok=True)
+            with self._schema_lock:
+                self._schema_ready = False
+            self._remaking = True
+            try:
+                self._note_file()
+            finally:
+                self._remaking = False
+            self._claimed.clear()
+            return
+        fresh = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            fresh.execute(f"PRAGMA page_size = {int(conn.execute('PRAGMA page_size').fetchone()[0])}")
+            prepare_schema(fresh, self.path, readonly=False)
+            fresh.backup(conn)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            fresh.close()
+        self._claimed.clear()
+        self._afresh = True
+        # Its first page into the file now, waiting for reads of the old content to end (up to the
+        # busy timeout): SQLite takes a 0-byte file for a new database, and the next connection
+        # opened on it would delete the -wal that holds the new store.
+        with suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        with suppress(OSError):
+            self._afresh = os.stat(self.path).st_size == 0
+
+    def _fold(self) -> None:
+        """Fold the ``-wal`` into the database as far as no read holds it (waiting for no one)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation == self._generation:
+            with suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def follow_companions(self) -> Literal["-wal", "-shm"] | None:
+        """Open the database again, with a new ``-wal`` or ``-shm``, when the one noted at the open was
+        deleted or replaced (``rm captures.db-wal``, a cleaner of temporary files); which one, when it
+        did (two ``stat``).
+
+        The ``-wal``: SQLite would go on writing into the one it has open, unlinked: what it wrote
+        since would be seen by no other process (which could not even read the file: its log is gone)
+        and lost with a ``kill -9``. It is folded into the database first.
+
+        The ``-shm`` (the log's index, and the locks of its readers and writer): SQLite goes on with
+        the one it has mapped, unlinked, while a program opening the file after makes a new one; a
+        reader on the old one saw none of the writes made through the new one (the inspector stood
+        still), and two writers on two of them do not lock each other out. A read-only store looks
+        at its own (``_follow_index``, at most every ``INDEX_EVERY`` seconds of its reads).
+
+        Every thread's connection opens again at its next use, on the new files. Call it from the
+        writer's thread (the recorder's), every second or so.
         """
         known = self._companions
-        if self.readonly or not known or known[0] is None:
-            return False
-        if _identity(self._companion_paths()[0]) == known[0]:
-            return False
+        if self.readonly or not known:
+            return None
+        wal, shm = self._companion_paths()
+        if known[0] is not None and _identity(wal) != known[0]:
+            which: Literal["-wal", "-shm"] = "-wal"
+        elif known[1] is not None and _identity(shm) != known[1]:
+            which = "-shm"
+        else:
+            return None
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             try:
@@ -274,10 +388,32 @@ class Store:
             except sqlite3.Error:
                 busy = 1
             if busy:
-                return False  # a read holds pages of the old log: the next call tries again
+                return None  # a read holds pages of the old log: the next call tries again
         self._generation += 1
+        if which == "-shm":
+            # A -shm made meanwhile by another program (a reader) indexes a log this one has since
+            # folded and emptied: the new one is made afresh, first, from the empty log.
+            with suppress(OSError):
+                shm.unlink()
+            self._close_all()
         self._note_file()
-        return True
+        return which
+
+    def _follow_index(self) -> None:
+        """A read-only store's ``follow_companions`` for its ``-shm`` alone: open again on the one at the
+        path when it is another than the one noted at the open. None there: the old one is kept (a
+        reader making one could not know of the writes made through the old one meanwhile; the writer
+        makes the new one, and the reader follows it then)."""
+        self._next_index_look = time.monotonic() + INDEX_EVERY
+        known = self._companions
+        if len(known) < 2 or known[1] is None:
+            return
+        now = _identity(self._companion_paths()[1])
+        if now is None or now == known[1]:
+            return
+        self._generation += 1
+        self._close_all()
+        self._note_file()
 
     def _note_file(self) -> None:
         """Open this thread's connection and note which files it has open (for ``follow_path``)."""
@@ -302,6 +438,11 @@ class Store:
             raise StoreError(f"{self.path} is not a regular file; pass --db with a file path")
         if self.readonly and mode is None:
             raise StoreError(f"{self.path} does not exist; record some traffic first or pass --db")
+        if (self.readonly or self._file is not None) and not self._remaking and cut_under_its_log(self.path):
+            # Opened on it, SQLite would take it for a new database and delete the -wal that the
+            # writer's connections still use: the writer makes it a new store (``follow_path``) first.
+            # (A writer's first open may: a -wal left by a writer killed is nobody's.)
+            raise StoreError(_CUT.format(path=self.path))
         if not self.readonly:
             folder = self.path.parent
             try:
@@ -358,6 +499,8 @@ class Store:
                         # the file before an agent has: upgrade it as any writer would, if we may.
                         if not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK)):
                             raise
+                        if cut_under_its_log(self.path):  # not made a store here: its writer does
+                            raise StoreError(_CUT.format(path=self.path)) from None
                         Store(self.path, busy_timeout=self.busy_timeout).close()
                     self._schema_ready = True
             if not self.readonly:
@@ -372,8 +515,11 @@ class Store:
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        if time.monotonic() >= self._next_gone_look:
+        now = time.monotonic()
+        if now >= self._next_gone_look:
             self._look_for_gone_runs()
+        if self.readonly and now >= self._next_index_look:
+            self._follow_index()
         conn = self._conn()
         with _filters.regex_budget(QUERY_REGEX_BUDGET):
             try:
@@ -843,6 +989,9 @@ class Store:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
+            with self._conns_lock:
+                if self._open_conns.get(threading.get_ident(), (None, None))[1] is conn:
+                    del self._open_conns[threading.get_ident()]
             conn.close()
 
     def __enter__(self) -> Store:
@@ -931,11 +1080,30 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     """The device and inode of the file at ``path`` (another file there has another); None when
     nothing is there. Any other ``OSError`` (a folder that cannot be searched) is raised: the
     caller cannot tell. The one rule by which the store and the inspector follow a database file."""
+    st = _stat(path)
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+_CUT = ("{path} was cut to 0 bytes while its -wal holds pages (': > captures.db' under a running agent): the agent "
+        "makes it a new, empty store within a second; try again then (with no agent running, remove {path}-wal)")
+
+
+def cut_under_its_log(path: Path) -> bool:
+    """Whether the database at ``path`` is 0 bytes while its ``-wal`` is not: cut under a program
+    writing it (a database in WAL mode never is 0 bytes). SQLite opening it would take it for a new
+    database and delete that ``-wal``, which the writer's connections still use."""
     try:
-        st = os.stat(path)
+        return os.stat(path).st_size == 0 and os.stat(f"{path}-wal").st_size > 0
+    except OSError:
+        return False
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """``os.stat(path)``, None when nothing is there (``file_identity``'s look, with the size)."""
+    try:
+        return os.stat(path)
     except FileNotFoundError:
         return None
-    return st.st_dev, st.st_ino
 
 
 def path_mode(path: Path) -> int | None:

@@ -57,7 +57,7 @@ from devtunnel.errors import (
     StoreError,
 )
 from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
-from devtunnel.export import EXPORTERS, STREAMED, export, options_of
+from devtunnel.export import BY_START_TIME, EXPORTERS, PIECES, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
 from devtunnel.replay import not_recorded, replay_many
@@ -124,13 +124,8 @@ def _resolve(store: Store, ids: list[str], expression: str, limit: int = 0, *,
         most: with ``--filter`` and no ``--limit``, refuse when more than this many match
             (``replay``: each match is sent again).
     """
-    if limit < 0:
-        raise ConfigError("--limit must be 0 (all) or more")
-    if ids and expression:
-        raise ConfigError("give exchange ids or --filter, not both")
+    _check_selection(ids, expression, limit)
     if ids:
-        if limit:
-            raise ConfigError("--limit applies to --filter; give the ids to use, or --filter EXPR --limit N")
         found = {ex.id: ex for ex in (_get(store, i) for i in ids)}
         return [found[k] for k in sorted(found)]
     if expression:
@@ -145,7 +140,20 @@ def _resolve(store: Store, ids: list[str], expression: str, limit: int = 0, *,
         if not exchanges:
             raise NotFoundError(f"no exchange matches {quoted(expression)}")
         return exchanges[::-1] if limit else exchanges
-    raise ConfigError("give one or more exchange ids, or --filter EXPR")
+    raise AssertionError("checked by _check_selection")
+
+
+def _check_selection(ids: list[str], expression: str, limit: int) -> None:
+    """Refuse (bad usage) what names no exchanges: ids and ``--filter`` both or neither, a
+    ``--limit`` with ids or below 0."""
+    if limit < 0:
+        raise ConfigError("--limit must be 0 (all) or more")
+    if ids and expression:
+        raise ConfigError("give exchange ids or --filter, not both")
+    if ids and limit:
+        raise ConfigError("--limit applies to --filter; give the ids to use, or --filter EXPR --limit N")
+    if not ids and not expression:
+        raise ConfigError("give one or more exchange ids, or --filter EXPR")
 
 
 # requests ------------------------------------------------------------------------------
@@ -439,11 +447,6 @@ def _whole(path: Path) -> Iterator[IO[bytes]]:
         part.unlink(missing_ok=True)
 
 
-def _write(path: Path, data: bytes) -> None:
-    with _whole(path) as file:
-        file.write(data)
-
-
 def _write_new(path: Path, data: bytes) -> bool:
     """Write the side file ``path``, never over a file that is there: True when written, False
     when one holding exactly ``data`` is there already (an earlier export of the same exchange).
@@ -526,35 +529,48 @@ class _SignatureNotices:
         self.context = None if args.redact else context
         self.now = time.time()
         self.found: list[tuple[str, str, bool]] = []
-        """(exchange id, what to say, whether to point at the replay that signs afresh)"""
+        """The first ``SHOWN``: (exchange id, what to say, whether to point at the replay that signs afresh)"""
+        self.more = 0
+        """How many more there are (counted, not kept: an export of a million is read a chunk at a time)."""
+
+    def _add(self, ident: str, text: str, replay: bool) -> None:
+        if len(self.found) < self.SHOWN:
+            self.found.append((ident, text, replay))
+        else:
+            self.more += 1
 
     def see(self, exchange: Exchange) -> Exchange:
         if self.context is not None and exchange.webhook is not None:
             providers = self.context.for_tunnel(exchange.tunnel).providers
             if self.pytest:  # signed afresh at run time, but only by a scheme known here
                 if unknown := unknown_provider(exchange.webhook, providers):
-                    self.found.append((exchange.id, f"its test sends the captured signature: {unknown}", False))
+                    self._add(exchange.id, f"its test sends the captured signature: {unknown}", False)
             elif expired := expired_signature(exchange.request, scheme=exchange.scheme, now=self.now,
                                               providers=providers):
-                self.found.append((exchange.id, f"carries its captured {expired[0].title} signature, which its "
-                                                f"receiver will now refuse: {expired[1]}", True))
+                self._add(exchange.id, f"carries its captured {expired[0].title} signature, which its "
+                                       f"receiver will now refuse: {expired[1]}", True)
         return exchange
 
     def report(self, store: Store) -> None:
         if not self.found:
             return
         short = store.short_ids(ident for ident, _, _ in self.found)
-        for ident, text, replay in self.found[:self.SHOWN]:
+        for ident, text, replay in self.found:
             shown = short.get(ident, ident)
             hint = f"; devtunnel replay {shown} signs it afresh" if replay else ""
             print(f"devtunnel: {shown} {safe(text)}{hint}", file=sys.stderr)
-        if len(self.found) > self.SHOWN:
-            more = len(self.found) - self.SHOWN
+        if self.more:
+            more = self.more
             print(f"devtunnel: and {more} more deliver{'ies' if more != 1 else 'y'} sent with an expired or unknown "
                   "signature", file=sys.stderr)
 
 
 def _export(args: argparse.Namespace) -> int:
+    """Every format is written as it is read (``export.PIECES``): the matches' ids (and start
+    times) are read, then the exchanges a chunk at a time, each piece of text written with its
+    side files before the next is read. (Every match and the whole text were held: 0.46 GB for
+    25,000 exchanges as HAR, 0.12 GB as curl.) With ``-o`` the text goes to FILE whole or not at
+    all (``_whole``); to stdout, it goes as it comes."""
     if args.format not in EXPORTERS:
         raise ConfigError(f"unknown format {quoted(args.format)}; use one of {', '.join(sorted(EXPORTERS))}")
     options = _destination_options(args.format, args.to)
@@ -568,84 +584,146 @@ def _export(args: argparse.Namespace) -> int:
         options["redact"] = True
     webhooks = webhook_context(settings_of(args))  # read once: the notices and a pytest module's signing
     expired = _SignatureNotices(args, webhooks)
-    if args.filter and not args.ids and args.format in STREAMED:
-        done = _export_streamed(store, args, options, out, expired)
-        expired.report(store)
-        return done
-    exchanges = [expired.see(ex) for ex in _resolve(store, args.ids, args.filter, args.limit)]
     if "body_dir" in options_of(args.format):
         options["body_dir"] = str(folder)
     if "webhooks" in options_of(args.format):  # the variables devtunnel.toml names, as a replay signs from
         options["webhooks"] = webhooks
-    result = export(args.format, exchanges, **options)
-    # Side files are named by the export, not by the user: none replaces a file that is there
-    # (checked before anything is written; one of the same bytes is kept). The side files are
-    # written first, then the main output; if any cannot be written whole (a full disk), the side
-    # files this export made are removed and -o is left as it was: no text naming a side file
-    # cut short, nothing in the way of the same export run again.
-    side_files = [(_side_file(folder, name), data) for name, data in result.files.items()]
-    for path, data in side_files:
-        if path.exists() and not _holds(path, data):
-            raise _taken(path)
-    made: list[Path] = []
-    said: list[str] = []
+    matches = _Matches(store, _export_keys(store, args), expired.see)
+    pieces = PIECES[args.format](matches, **options)
+    side = _SideFiles(folder)
     try:
-        for path, data in side_files:
-            new = _write_new(path, data)
-            if new:
-                made.append(path)
-            said.append(f"{'wrote' if new else 'kept (same bytes)'} {safe(str(path.absolute()))} "
-                        f"({format_size(len(data))})")
         if out is not None:
-            _write(out, result.text.encode("utf-8"))
-    except ExportError:
-        for path in made:
-            path.unlink(missing_ok=True)
+            with _whole(out) as file:
+                for piece in pieces:
+                    side.write(piece.files)  # before the text that names them
+                    file.write(piece.text.encode("utf-8"))
+        else:
+            shown = _Stdout()
+            for piece in pieces:
+                side.write(piece.files)
+                shown.write(piece.text)
+            shown.end()
+    except BrokenPipeError:
+        raise  # the reader (head, less) went away: what it read may name the side files written
+    except BaseException:
+        side.remove()  # a failed export leaves none behind, nothing in the way of the same export again
         raise
-    for line in said:
+    for line in side.said:
         print(line, file=sys.stderr)
     expired.report(store)
     if out is not None:
         print(f"wrote {safe(str(out))}", file=sys.stderr)
-        return 0
-    text = result.text
-    if sys.stdout.isatty() and "\r" in text:
-        # A terminal would run a lone CR as "back to the start of the line" and hide what came before.
-        shown = _for_terminal(text)
-        if shown != text.replace("\r\n", "\n"):
-            print("devtunnel: shown for the terminal (CRLF as newlines, other controls escaped); "
-                  "use -o FILE or a pipe for the exact bytes", file=sys.stderr)
-        text = shown
-    text = text if text.endswith("\n") else text + "\n"
-    if utf8_output() or sys.stdout.isatty():
-        sys.stdout.write(text)
-    else:  # data for a file or a pipe: the bytes -o writes, whatever the locale's encoding
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text.encode("utf-8"))
     return 0
 
 
-def _export_streamed(store: Store, args: argparse.Namespace, options: dict[str, object], out: Path | None,
-                     expired: _SignatureNotices) -> int:
-    """``export --filter`` in a format that writes as it reads (HAR): the matches' start times
-    and ids are read, then the exchanges a few at a time, each written before the next is read.
-    (Every match and the whole text were held: 0.46 GB for 25,000 exchanges.) With ``-o`` the
-    text goes to FILE whole or not at all (``_whole``)."""
-    keys = store.start_keys(_filter(args.filter), limit=args.limit or None)
-    if not keys:
-        raise NotFoundError(f"no exchange matches {quoted(args.filter)}")
-    keys.sort(key=lambda key: key[0])  # stable: those that started together stay in id order
-    pieces = STREAMED[args.format](map(expired.see, store.exchanges_by_id([key[1] for key in keys])), **options)
-    if out is None:
-        sys.stdout.flush()
-        for piece in pieces:  # ASCII (HAR escapes the rest), the same bytes in any locale
-            sys.stdout.buffer.write(piece.encode("ascii"))
-        return 0
-    with _whole(out) as file:
-        for piece in pieces:
-            file.write(piece.encode("ascii"))
-    print(f"wrote {safe(str(out))}", file=sys.stderr)
-    return 0
+def _export_keys(store: Store, args: argparse.Namespace) -> list[str]:
+    """The ids of the exchanges ``export`` writes, in the order its format lists them: by id
+    (oldest first), or by start time for HAR (ties in id order). Only ids and start times are read."""
+    _check_selection(args.ids, args.filter, args.limit)
+    if args.ids:
+        found = {ex.id: ex.started_at for ex in (_get(store, i) for i in args.ids)}
+        keys = [(found[ident], ident) for ident in sorted(found)]
+    else:
+        keys = store.start_keys(_filter(args.filter), limit=args.limit or None)
+        if not keys:
+            raise NotFoundError(f"no exchange matches {quoted(args.filter)}")
+    if args.format in BY_START_TIME:
+        keys.sort(key=lambda key: key[0])  # stable: those that started together stay in id order
+    return [key[1] for key in keys]
+
+
+class _Matches:
+    """The exchanges of an export, read from the store a chunk at a time (``Store.exchanges_by_id``)
+    each time they are iterated (a pytest module's are, twice); ``see`` is given each one the first time."""
+
+    def __init__(self, store: Store, ids: list[str], see: Callable[[Exchange], Exchange]) -> None:
+        self.store, self.ids, self.see = store, ids, see
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[Exchange]:
+        first = self.passes == 0
+        self.passes += 1
+        for exchange in self.store.exchanges_by_id(self.ids):
+            yield self.see(exchange) if first else exchange
+
+
+class _SideFiles:
+    """The side files of an export, written as the pieces naming them come, into ``folder``.
+
+    Side files are named by the export, not by the user: none replaces a file that is there (one
+    of the same bytes is kept). If the export fails (a file of that name with other bytes, a full
+    disk, an exchange the format cannot express), ``remove`` takes away those it made: no text
+    naming a side file cut short, nothing in the way of the same export run again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: list[Path] = []
+        self.said: list[str] = []
+        """What to say on stderr once the export is done (a line per side file)."""
+
+    def write(self, files: dict[str, bytes]) -> None:
+        for name, data in files.items():
+            path = _side_file(self.folder, name)
+            new = _write_new(path, data)
+            if new:
+                self.made.append(path)
+            self.said.append(f"{'wrote' if new else 'kept (same bytes)'} {safe(str(path.absolute()))} "
+                             f"({format_size(len(data))})")
+
+    def remove(self) -> None:
+        for path in self.made:
+            path.unlink(missing_ok=True)
+
+
+class _Stdout:
+    """An export's text written to stdout as it comes: the bytes ``-o`` writes (UTF-8 whatever the
+    locale's encoding), and a newline at the end if the text has none. On a terminal, text holding
+    a CR (raw HTTP's CRLF) is shown with CRLF as newlines and other controls escaped, as a
+    terminal would run a lone CR as "back to the start of the line" and hide what came before."""
+
+    NOTICE = ("devtunnel: shown for the terminal (CRLF as newlines, other controls escaped); "
+              "use -o FILE or a pipe for the exact bytes")
+
+    def __init__(self) -> None:
+        self.terminal = sys.stdout.isatty()
+        self.as_text = utf8_output() or self.terminal
+        self.carry = ""
+        """A CR ending the last piece, held for the next: it may begin a CRLF (on a terminal only)."""
+        self.noted = False
+        self.last = ""
+        if not self.as_text:
+            sys.stdout.flush()
+
+    def write(self, text: str) -> None:
+        if self.terminal:
+            text, self.carry = self.carry + text, ""
+            if text.endswith("\r"):
+                text, self.carry = text[:-1], "\r"
+            if "\r" in text:
+                shown = _for_terminal(text)
+                if not self.noted and shown != text.replace("\r\n", "\n"):
+                    print(self.NOTICE, file=sys.stderr)
+                    self.noted = True
+                text = shown
+        self._put(text)
+
+    def _put(self, text: str) -> None:
+        if not text:
+            return
+        self.last = text[-1]
+        if self.as_text:
+            sys.stdout.write(text)
+        else:  # data for a file or a pipe: the bytes -o writes, whatever the locale's encoding
+            sys.stdout.buffer.write(text.encode("utf-8"))
+
+    def end(self) -> None:
+        if self.carry:  # a lone CR at the very end, escaped
+            self.carry = ""
+            if not self.noted:
+                print(self.NOTICE, file=sys.stderr)
+            self._put(_for_terminal("\r"))
+        if self.last != "\n":
+            self._put("\n")
 
 
 # replay --------------------------------------------------------------------------------

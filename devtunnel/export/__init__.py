@@ -10,24 +10,26 @@ keyword argument, and unknown formats or options raise ``ExportError``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.export.base import Export, Exporter
-from devtunnel.export.curl import export_curl
-from devtunnel.export.har import export_har, har_text
-from devtunnel.export.httpie import export_httpie
-from devtunnel.export.pytest_module import export_pytest
-from devtunnel.export.raw import export_raw
+from devtunnel.export.base import Export, Exporter, Pieces
+from devtunnel.export.curl import curl_pieces, export_curl
+from devtunnel.export.har import export_har, har_pieces
+from devtunnel.export.httpie import export_httpie, httpie_pieces
+from devtunnel.export.pytest_module import export_pytest, pytest_pieces
+from devtunnel.export.raw import export_raw, raw_pieces
 from devtunnel.export.redact import REDACTED, SECRET_HEADERS, redact_exchange, redact_headers
 from devtunnel.values.terminal import quoted
 
 __all__ = [
     "EXPORTERS",
-    "STREAMED",
+    "BY_START_TIME",
+    "PIECES",
     "Export",
     "Exporter",
+    "Pieces",
     "REDACTED",
     "SECRET_HEADERS",
     "export",
@@ -45,10 +47,20 @@ EXPORTERS: dict[str, Exporter] = {
 }
 """Format name -> exporter ``(exchanges, **options) -> Export``."""
 
-STREAMED: dict[str, Callable[..., Iterator[str]]] = {"har": har_text}
-"""Formats whose text can be written as the exchanges are read, one at a time: format name ->
-``(exchanges in start-time order, **options) -> the same text as EXPORTERS' a piece at a time``.
-(The others give side files, which are checked before anything is written.)"""
+PIECES: dict[str, Pieces] = {
+    "curl": curl_pieces,
+    "har": har_pieces,
+    "raw": raw_pieces,
+    "httpie": httpie_pieces,
+    "pytest": pytest_pieces,
+}
+"""Format name -> ``(exchanges, **options) -> Iterator[Export]``: the text and side files of
+``EXPORTERS``' a piece at a time (a command, a test, an entry), the exchanges read one by one, so
+an export of a million is written as it is read. The same options as ``EXPORTERS``; HAR's
+exchanges come in start-time order (``BY_START_TIME``), pytest's are iterated twice."""
+
+BY_START_TIME = frozenset({"har"})
+"""Formats that list the exchanges by start time (ties in the order given); the others, in the order given."""
 
 
 def options_of(format: str) -> list[str]:

@@ -19,9 +19,10 @@ character and bash or zsh still pass the exact bytes.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
@@ -35,12 +36,15 @@ __all__ = [
     "PUBLIC_SCHEMES",
     "Export",
     "Exporter",
+    "Pieces",
     "Destination",
     "safe_text",
     "shell_word",
     "file_stem",
     "base_url_parts",
     "destination",
+    "each_prepared",
+    "joined",
     "prepared",
     "require_exchanges",
     "sent_fields",
@@ -68,6 +72,11 @@ class Export:
 
 Exporter = Callable[..., Export]
 """``exporter(exchanges: Sequence[Exchange], **options) -> Export``."""
+
+Pieces = Callable[..., Iterator[Export]]
+"""``pieces(exchanges: Iterable[Exchange], **options) -> Iterator[Export]``: an exporter's output a
+piece at a time (a command, a test, a HAR entry), each with the side files its text names; joined,
+the pieces are what the exporter returns (``joined``)."""
 
 
 def safe_text(raw: bytes, *, allow: str = "\t") -> str | None:
@@ -166,6 +175,29 @@ def refuse_websocket(exchange: Exchange, tool: str) -> ExportError:
     saying what to do instead: a filter matching many exchanges often takes in one."""
     return ExportError(f"exchange {exchange.id} is a WebSocket session; {tool} cannot replay it "
                        "(the har and raw formats keep it; a filter leaves such sessions out with !ws)")
+
+
+def each_prepared(exchanges: Iterable[Exchange], *, redact: bool) -> Iterator[Exchange]:
+    """``prepared`` one at a time, for an export written as it is read: the exchanges, secrets
+    replaced when ``redact``. Raises at once (not at the first ``next``) when there are none."""
+    items = iter(exchanges)
+    first = next(items, None)
+    if first is None:
+        require_exchanges([])
+    assert first is not None  # require_exchanges raised
+    chained: Iterator[Exchange] = itertools.chain([first], items)
+    return (redact_exchange(ex) for ex in chained) if redact else chained
+
+
+def joined(pieces: Iterable[Export]) -> Export:
+    """The pieces of an export written as it is read, as one ``Export``: the same text and side
+    files the writer of the pieces would leave (what the exporters return whole)."""
+    text: list[str] = []
+    files: dict[str, bytes] = {}
+    for piece in pieces:
+        text.append(piece.text)
+        files.update(piece.files)
+    return Export("".join(text), files)
 
 
 def prepared(exchanges: Sequence[Exchange], *, redact: bool) -> list[Exchange]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange, Request
@@ -39,8 +39,9 @@ from devtunnel.export.base import (
     Destination,
     Export,
     destination,
+    each_prepared,
     file_stem,
-    prepared,
+    joined,
     refuse_websocket,
     safe_text,
     sent_fields,
@@ -50,7 +51,7 @@ from devtunnel.export.base import (
 from devtunnel.values.http1 import FRAMING, has_field, is_token
 from devtunnel.values.terminal import quoted
 
-__all__ = ["export_curl", "INLINE_LIMIT"]
+__all__ = ["curl_pieces", "export_curl", "INLINE_LIMIT"]
 
 INLINE_LIMIT = 64 * 1024
 """Bodies larger than this many bytes go to a side file even when they are printable text."""
@@ -228,6 +229,33 @@ def curl_command(
     return text
 
 
+def curl_pieces(
+    exchanges: Iterable[Exchange],
+    *,
+    redact: bool = False,
+    url: str | None = None,
+    base_url: str | None = None,
+    local: bool = False,
+    body_dir: str = ".",
+    inline_limit: int = INLINE_LIMIT,
+) -> Iterator[Export]:
+    """The text of :func:`export_curl` a command at a time, each with its side files: the
+    exchanges are read and made commands one by one, so a million are never in memory.
+
+    Raises:
+        ExportError: as ``export_curl``, the exchange it cannot express after the pieces before it.
+    """
+    items = each_prepared(exchanges, redact=redact)
+    if sum(x is not None and x is not False for x in (url, base_url, local)) > 1:
+        raise ExportError("give one of url=, base_url= or local=True, not several")
+    for i, ex in enumerate(items):
+        files: dict[str, bytes] = {}
+        text = curl_command(ex, index=i, url=url, base_url=base_url, local=local, body_dir=body_dir,
+                            inline_limit=inline_limit, files=files)
+        yield Export(text if i == 0 else "\n\n" + text, files)
+    yield Export("\n")
+
+
 def export_curl(
     exchanges: Sequence[Exchange],
     *,
@@ -250,21 +278,5 @@ def export_curl(
         body_dir: directory the side files are referred to in (``.`` by default).
         inline_limit: bodies over this many bytes go to a side file.
     """
-    items = prepared(exchanges, redact=redact)
-    if sum(x is not None and x is not False for x in (url, base_url, local)) > 1:
-        raise ExportError("give one of url=, base_url= or local=True, not several")
-    files: dict[str, bytes] = {}
-    blocks = [
-        curl_command(
-            ex,
-            index=i,
-            url=url,
-            base_url=base_url,
-            local=local,
-            body_dir=body_dir,
-            inline_limit=inline_limit,
-            files=files,
-        )
-        for i, ex in enumerate(items)
-    ]
-    return Export("\n\n".join(blocks) + "\n", files)
+    return joined(curl_pieces(exchanges, redact=redact, url=url, base_url=base_url, local=local,
+                              body_dir=body_dir, inline_limit=inline_limit))

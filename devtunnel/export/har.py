@@ -29,7 +29,7 @@ from devtunnel.export.base import PUBLIC_SCHEMES, Destination, Export, destinati
 from devtunnel.export.redact import redact_exchange
 from devtunnel.values.terminal import read_utf8_json
 
-__all__ = ["export_har", "har_log", "har_text"]
+__all__ = ["export_har", "har_log", "har_pieces", "har_text"]
 
 _JSON = dict[str, Any]
 
@@ -328,6 +328,19 @@ def har_text(
         yield opening + json.dumps(_entry(ex, base_url, local), indent=indent, ensure_ascii=True).replace("\n", inner)
         opening = between
     yield after + "\n"
+
+
+def har_pieces(
+    exchanges: Iterable[Exchange],
+    *,
+    redact: bool = False,
+    base_url: str | None = None,
+    local: bool = False,
+    indent: int | None = 2,
+) -> Iterator[Export]:
+    """:func:`har_text` as the pieces every format gives (HAR has no side files): the exchanges
+    already in start-time order."""
+    return (Export(text) for text in har_text(exchanges, redact=redact, base_url=base_url, local=local, indent=indent))
 
 
 def export_har(

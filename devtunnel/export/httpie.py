@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import quote, urlsplit
 
 from devtunnel.capture.model import Exchange
@@ -24,8 +24,9 @@ from devtunnel.export.base import (
     Destination,
     Export,
     destination,
+    each_prepared,
     file_stem,
-    prepared,
+    joined,
     refuse_websocket,
     safe_text,
     sent_fields,
@@ -37,7 +38,7 @@ from devtunnel.values.http1 import FRAMING, is_token
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import is_localhost_name
 
-__all__ = ["export_httpie"]
+__all__ = ["export_httpie", "httpie_pieces"]
 
 _METHOD_RE = re.compile(r"^[A-Za-z]+$")  # what HTTPie accepts as a METHOD argument
 _ITEM_SPECIALS = ":;=@"  # HTTPie's request-item separator characters
@@ -135,6 +136,23 @@ def httpie_command(
     return text
 
 
+def httpie_pieces(
+    exchanges: Iterable[Exchange],
+    *,
+    redact: bool = False,
+    base_url: str | None = None,
+    local: bool = False,
+    body_dir: str = ".",
+) -> Iterator[Export]:
+    """The text of :func:`export_httpie` a command at a time, each with its side files (the
+    exchanges read one by one)."""
+    for i, ex in enumerate(each_prepared(exchanges, redact=redact)):
+        files: dict[str, bytes] = {}
+        text = httpie_command(ex, index=i, base_url=base_url, local=local, body_dir=body_dir, files=files)
+        yield Export(text if i == 0 else "\n\n" + text, files)
+    yield Export("\n")
+
+
 def export_httpie(
     exchanges: Sequence[Exchange],
     *,
@@ -153,10 +171,4 @@ def export_httpie(
         local: send each request to the local service it was forwarded to.
         body_dir: directory the body side files are referred to in.
     """
-    items = prepared(exchanges, redact=redact)
-    files: dict[str, bytes] = {}
-    blocks = [
-        httpie_command(ex, index=i, base_url=base_url, local=local, body_dir=body_dir, files=files)
-        for i, ex in enumerate(items)
-    ]
-    return Export("\n\n".join(blocks) + "\n", files)
+    return joined(httpie_pieces(exchanges, redact=redact, base_url=base_url, local=local, body_dir=body_dir))

@@ -28,18 +28,18 @@ the service) become a skipped test that says why.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.verdict import Signature
-from devtunnel.export.base import Export, prepared
+from devtunnel.export.base import Export, each_prepared, joined
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_value, is_token
 from devtunnel.values.terminal import quoted
 from devtunnel.webhooks import BUILTIN, Provider, delivery_of, detect
 from devtunnel.webhooks.custom import CustomProvider
 
-__all__ = ["export_pytest"]
+__all__ = ["export_pytest", "pytest_pieces"]
 
 _DROP = frozenset(name.decode() for name in HOP_BY_HOP | FRAMING) | {"host", "expect"}
 
@@ -344,6 +344,30 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> t
     return "\n".join(lines) + "\n", secret_env
 
 
+def pytest_pieces(exchanges: Iterable[Exchange], *, redact: bool = False, webhooks: Any = None) -> Iterator[Export]:
+    """The module of :func:`export_pytest` a test at a time. Its head names the tests' count and
+    the secret variables they sign from, so the exchanges are read twice: once for those, then
+    for the tests, one at a time (``exchanges`` is iterated twice; an iterator is read into a list).
+
+    Raises:
+        ExportError: no exchanges.
+    """
+    if iter(exchanges) is exchanges:  # one pass only: read it whole
+        exchanges = list(exchanges)
+    count = 0
+    found: set[str] = set()
+    for ex in each_prepared(exchanges, redact=redact):
+        count += 1
+        env = _test(count, ex, 2, webhooks)[1]
+        if env is not None:
+            found.add(env)
+    width = max(2, len(str(count)))
+    envs = sorted(found or {p.secret_env for p in BUILTIN})
+    yield Export(_HEADER.format(count=count, envs=", ".join(envs)))
+    for i, ex in enumerate(each_prepared(exchanges, redact=redact), 1):
+        yield Export("\n\n" + _test(i, ex, width, webhooks)[0])
+
+
 def export_pytest(exchanges: Sequence[Exchange], *, redact: bool = False, webhooks: Any = None) -> Export:
     """A pytest module with one test per exchange (see the module's docstring).
 
@@ -361,10 +385,4 @@ def export_pytest(exchanges: Sequence[Exchange], *, redact: bool = False, webhoo
     Raises:
         ExportError: no exchanges.
     """
-    exchanges = prepared(exchanges, redact=redact)
-    width = max(2, len(str(len(exchanges))))
-    tests = [_test(i, ex, width, webhooks) for i, ex in enumerate(exchanges, 1)]
-    envs = sorted({env for _, env in tests if env is not None} or {p.secret_env for p in BUILTIN})
-    parts = [_HEADER.format(count=len(exchanges), envs=", ".join(envs))]
-    parts.extend(code for code, _ in tests)
-    return Export("\n\n".join(parts))
+    return joined(pytest_pieces(exchanges, redact=redact, webhooks=webhooks))

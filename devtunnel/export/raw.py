@@ -13,13 +13,13 @@ head says so in a ``Devtunnel-Note`` field (``export.assemble``): the file stays
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from devtunnel.capture.model import Exchange
 from devtunnel.export.assemble import Message, assemble_request, assemble_response
-from devtunnel.export.base import Export, file_stem, prepared, safe_text
+from devtunnel.export.base import Export, each_prepared, file_stem, joined, safe_text
 
-__all__ = ["export_raw"]
+__all__ = ["export_raw", "raw_pieces"]
 
 
 def _escaped(raw: bytes) -> str:
@@ -42,6 +42,32 @@ def _message_text(message: Message, body_len: int, path: str, files: dict[str, b
     return head_text + body_text
 
 
+def raw_pieces(
+    exchanges: Iterable[Exchange],
+    *,
+    response: bool = False,
+    redact: bool = False,
+    body_dir: str = ".",
+) -> Iterator[Export]:
+    """The text of :func:`export_raw` an exchange at a time, each with its side files (the
+    exchanges read one by one)."""
+    for index, ex in enumerate(each_prepared(exchanges, redact=redact)):
+        files: dict[str, bytes] = {}
+        stem = posixpath.join(body_dir, file_stem(ex, index))
+        req = ex.request
+        parts = [_message_text(assemble_request(req), len(req.body), f"{stem}.request.http", files)]
+        if response:
+            resp = ex.response
+            if resp is None:
+                reason = ex.error or "no response"
+                detail = f": {ex.error_message}" if ex.error_message else ""
+                parts.append(_escaped(f"[no response ({reason}){detail}]\r\n".encode("utf-8", "replace")))
+            else:
+                parts.append(_message_text(assemble_response(resp), len(resp.body), f"{stem}.response.http", files))
+        block = "\r\n".join(parts)
+        yield Export(block if index == 0 else "\r\n" + block, files)
+
+
 def export_raw(
     exchanges: Sequence[Exchange],
     *,
@@ -57,33 +83,4 @@ def export_raw(
         redact: replace credentials, signatures and secret fields with ``<redacted>``.
         body_dir: directory the side files with exact bytes are referred to in.
     """
-    files: dict[str, bytes] = {}
-    blocks: list[str] = []
-    for index, ex in enumerate(prepared(exchanges, redact=redact)):
-        stem = posixpath.join(body_dir, file_stem(ex, index))
-        req = ex.request
-        parts = [
-            _message_text(
-                assemble_request(req),
-                len(req.body),
-                f"{stem}.request.http",
-                files,
-            )
-        ]
-        if response:
-            resp = ex.response
-            if resp is None:
-                reason = ex.error or "no response"
-                detail = f": {ex.error_message}" if ex.error_message else ""
-                parts.append(_escaped(f"[no response ({reason}){detail}]\r\n".encode("utf-8", "replace")))
-            else:
-                parts.append(
-                    _message_text(
-                        assemble_response(resp),
-                        len(resp.body),
-                        f"{stem}.response.http",
-                        files,
-                    )
-                )
-        blocks.append("\r\n".join(parts))
-    return Export("\r\n".join(blocks), files)
+    return joined(raw_pieces(exchanges, response=response, redact=redact, body_dir=body_dir))

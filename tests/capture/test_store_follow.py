@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -136,3 +138,57 @@ def test_a_foreign_file_moved_onto_the_path_is_refused_once_and_the_queue_stays_
         assert messages(caplog, "writing captures again")
     finally:
         recorder.close()
+
+
+def test_a_file_cut_to_nothing_is_a_new_empty_store_for_every_thread_and_program(tmp_path: Path) -> None:
+    """``: > captures.db`` under the writer: every program opening the file after refused it ("file
+    is not a database"); it is a new empty store, in the same file, read alike everywhere."""
+    path = tmp_path / "captures.db"
+    store = Store(path, busy_timeout=0.5)
+    store.put_many([make(1), make(2)])
+    assert count_in_thread(store) == 2  # a connection of another thread, open across the cut
+    program = sqlite3.connect(path, isolation_level=None)  # another program's, open across it
+    program.execute("BEGIN")
+    program.execute("SELECT count(*) FROM exchange_rows").fetchone()  # its read holds the -wal
+    os.truncate(path, 0)
+    assert store.follow_path() == "emptied"
+    assert store.follow_path() is None  # the new pages wait in the -wal: not taken for another cut
+    store.put(later := make(3))
+    program.execute("COMMIT")
+    assert program.execute("SELECT id FROM exchange_rows").fetchall() == [(later.id,)]
+    program.close()
+    assert store.follow_path() is None and path.stat().st_size > 0  # folded in at the next look
+    assert store.count() == 1 and count_in_thread(store) == 1
+    store.put(make(4))
+    with Store(path, readonly=True) as reader:
+        assert reader.count() == 2 and reader.ids()[0] == later.id
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    check.close()
+    store.close()
+
+
+def test_a_reader_opening_a_file_cut_under_its_writer_is_told_to_wait_and_leaves_the_log(tmp_path: Path) -> None:
+    """``devtunnel requests`` on the file in the second between the cut and the writer's look: SQLite
+    took the 0-byte file for a new database and deleted the -wal the writer still used (the reader
+    made the schema as any first writer would), and the file was damaged for good."""
+    path = tmp_path / "captures.db"
+    store = Store(path)
+    store.put_many([make(1), make(2)])
+    os.truncate(path, 0)
+    done = subprocess.run([sys.executable, "-m", "devtunnel", "requests", "--db", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{path} was cut to 0 bytes while its -wal holds pages" in done.stderr
+    assert Path(f"{path}-wal").stat().st_size > 0  # left as it was
+    assert store.follow_path() == "emptied"
+    store.put(later := make(3))
+    listed = subprocess.run([sys.executable, "-m", "devtunnel", "requests", "--db", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0 and "/3" in listed.stdout and "/1" not in listed.stdout, listed.stderr
+    with Store(path, readonly=True) as reader:
+        assert reader.ids() == [later.id]
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    check.close()
+    store.close()
