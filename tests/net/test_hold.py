@@ -543,3 +543,35 @@ async def test_a_request_sent_at_once_records_no_wait(harness: Harness, local: t
         assert (await client.get("/echo")).status_code == 200
     [ex] = await harness.exchanges(1)
     assert ex.held is None and not ex.holding and ex.summary()["held_ms"] is None
+
+
+async def test_a_held_request_sent_and_still_running_is_stored_as_held_no_more(
+    harness: Harness, local: tuple[int, LocalState]
+) -> None:
+    """Once the app is back, a held request that is still running (a stream) shows in flight, not
+    held, without waiting for its end: its live snapshot is stored again."""
+    await harness.start(str(local[0]), name="streams", hold=20.0)
+    gate = _gate(harness, "streams")
+    gate.set_app_state(False, "restarting (1)")
+
+    async def row() -> Any:
+        await asyncio.to_thread(harness.recorder.flush)
+        rows = harness.store.rows()
+        return rows[0] if rows else None
+
+    async with _client(harness, "streams") as client:
+        async with asyncio.timeout(20):
+            request = client.build_request("GET", "/sse")
+            task = asyncio.create_task(client.send(request, stream=True))
+            while (first := await row()) is None or not first.holding:
+                await asyncio.sleep(0.05)
+            gate.set_app_state(True, "ready")
+            response = await task
+            chunks = response.aiter_bytes()
+            assert await chunks.__anext__() == b"data: first\n\n"
+            while (now := await row()).holding:
+                await asyncio.sleep(0.05)
+            assert now.duration is None and now.held is not None and now.held >= first.held  # type: ignore[operator]
+            local[1].release_sse.set()
+            assert b"".join([c async for c in chunks]) == b"data: second\n\n"
+            await response.aclose()
