@@ -444,7 +444,7 @@ class Forwarder:
         try:
             if gate is None:
                 return await self.pool.connect()
-            return await gate.connect(self.pool.connect)
+            return await gate.connect(self.pool.connect, cap)
         except (HoldExpired, OSError) as exc:  # OSError: refused, reset, timed out, unreachable, TLS
             failed = exc
         # Answered outside the handler: nothing awaits while an exception is being handled

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 __all__ = ["APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RETRY_INTERVAL", "HoldExpired", "HoldGate"]
 
@@ -38,6 +38,14 @@ the event loop saw the connection made. Either way the request was never sent: i
 a refusal."""
 
 C = TypeVar("C")
+
+
+class Held(Protocol):
+    """What hears that a request waits for the app (``recording.ExchangeCapture``)."""
+
+    def hold_began(self) -> None: ...
+
+    def hold_ended(self) -> None: ...
 
 
 class HoldExpired(Exception):
@@ -113,8 +121,11 @@ class HoldGate:
         """Seconds a client is told to wait before trying again (``Retry-After``)."""
         return max(1, min(60, math.ceil(self.hold or 5)))
 
-    async def connect(self, connect: Callable[[], Awaitable[C]]) -> C:
+    async def connect(self, connect: Callable[[], Awaitable[C]], held: Held | None = None) -> C:
         """A connection from ``connect()``, waiting for the app as the module describes.
+
+        ``held`` hears when the request begins to wait and when it waits no more (the record
+        says it is held, and for how long); a request that does not wait tells it nothing.
 
         Held requests wait on one event, set when the app's supervisor says it is ready or
         when one probe finds the target accepting again: they are woken, and connect, in the
@@ -140,6 +151,8 @@ class HoldGate:
         self.waiting += 1
         if self.on_waiting is not None:
             self.on_waiting()
+        if held is not None:
+            held.hold_began()
         try:
             while True:
                 remaining = deadline - loop.time()
@@ -163,6 +176,8 @@ class HoldGate:
                 self.held += 1
                 return conn
         finally:
+            if held is not None:
+                held.hold_ended()
             self.waiting -= 1
             if not self.waiting and self._probe is not None:
                 self._probe.cancel()

@@ -141,7 +141,7 @@ async def forward_websocket(
         options["ssl"] = ctx
     if gate is not None and gate.hold > 0:
         try:
-            options["sock"] = await gate.connect(lambda: _open_socket(target))
+            options["sock"] = await gate.connect(lambda: _open_socket(target), cap)
         except HoldExpired as exc:
             await answer_error(stream, cap, 503, "app_restarting", f"{exc}\n", retry_after=gate.retry_after)
             return

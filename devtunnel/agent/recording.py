@@ -120,7 +120,7 @@ class ExchangeCapture:
     __slots__ = (
         "_sink", "_t0", "_started_at", "_ended_at", "_cap", "_request_body", "_response_body", "_ws_budget",
         "_finished", "_id", "_tunnel", "_head", "_target_url", "_ttfb", "_response", "_error", "_exchange",
-        "rule", "_live", "_request_cut",
+        "rule", "_live", "_request_cut", "_held_at", "_held",
     )
 
     def __init__(
@@ -153,6 +153,10 @@ class ExchangeCapture:
         self._exchange: Exchange | None = None
         self.rule: RuleMark | None = None
         """The rule at the relay that answered or routed this request."""
+        self._held: float | None = None
+        """Seconds it waited for the app before its present wait, if any; None if it never waited:
+        the one attribute a request that does not wait looks at. ``_held_at``, when its present
+        wait began (None when it does not wait), is set by ``hold_began`` only."""
         self._live: LiveSnapshots | None = None
         if sink is not None and live is not None:
             self._live = live
@@ -190,7 +194,35 @@ class ExchangeCapture:
             )
         if self._error is not None and ex.error is None:
             ex.error, ex.error_message = self._error
+        if self._held is not None:
+            held, held_at = self._held, self._held_at
+            ex.holding = held_at is not None
+            ex.held = held if held_at is None else held + (self._ended_at or time.monotonic()) - held_at
         return ex
+
+    def hold_began(self) -> None:
+        """The request waits for the app to come back (``HoldGate.connect``, once a wait, never on the
+        fast path; ``hold_ended`` follows).
+        A live snapshot already stored said it was in flight (the app took it, then went down): a
+        new one says it is held."""
+        self._held_at: float | None = time.monotonic()
+        if self._held is None:
+            self._held = 0.0
+        self._resubmit()
+
+    def hold_ended(self) -> None:
+        """The request waits no more (sent, or answered 503): its wait is added to the record's
+        ``held``. A live snapshot already stored said it was held: a new one says it is not."""
+        held_at = self._held_at
+        self._held_at = None
+        self._held = (self._held or 0.0) + time.monotonic() - held_at  # type: ignore[operator]
+        self._resubmit()
+
+    def _resubmit(self) -> None:
+        """A new live snapshot, if one was stored already (a later one comes by itself)."""
+        live = self._live
+        if live is not None and not live.watches(self):
+            self._submit_live()
 
     @property
     def elapsed(self) -> float:
@@ -356,6 +388,10 @@ class LiveSnapshots:
         self._waiting[capture] = None
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(LIVE_AFTER, self._tick)
+
+    def watches(self, capture: ExchangeCapture) -> bool:
+        """True while ``capture`` waits for its snapshot (none taken yet)."""
+        return capture in self._waiting
 
     def discard(self, capture: ExchangeCapture) -> None:
         """Stop watching ``capture`` (it finished); nothing if it is not watched."""

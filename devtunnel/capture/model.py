@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
 from devtunnel.capture.verdict import Verdict
+from devtunnel.values.durations import human_duration
 from devtunnel.values.exchange_ids import new_id
 from devtunnel.values.terminal import json_safe, read_utf8, read_utf8_json
 
@@ -29,6 +30,7 @@ __all__ = [
     "media_type",
     "body_bytes",
     "cut_bodies",
+    "held_text",
 ]
 
 _M = TypeVar("_M", bound="_Message")
@@ -404,6 +406,11 @@ class Exchange:
     no provider recognises the request. Set when the exchange is recorded."""
     rule: RuleMark | None = None
     """The rule at the relay that answered or routed this request (None: no rule decided it)."""
+    held: float | None = None
+    """Seconds the request waited for the local app to come back before it was sent (``--run``
+    with ``--hold``; ``agent.hold``), so far if it still waits; None: it never waited."""
+    holding: bool = False
+    """True while the request still waits for the app (in flight, not sent yet)."""
 
     @classmethod
     def begun(
@@ -438,6 +445,8 @@ class Exchange:
         ex.ws_close_code = None
         ex.webhook = None
         ex.rule = rule
+        # ``held`` and ``holding`` read their defaults from the class until a wait sets them
+        # (nearly no request waits): two stores a request fewer.
         return ex
 
     @property
@@ -479,7 +488,20 @@ class Exchange:
             "websocket": self.websocket,
             "webhook": None if self.webhook is None else self.webhook.to_json(),
             "rule": None if self.rule is None else self.rule.to_json(),
+            "held_ms": None if self.held is None else round(self.held * 1000, 3),
+            "holding": self.holding,
         }
+
+
+def held_text(exchange: Exchange) -> str:
+    """How long the request waited for the local app devtunnel runs (``--hold``) before it was sent:
+    ``3.21 s while the app was down``, ``3.21 s so far, until the app is back``; "" if it never
+    waited. The one wording of ``devtunnel show`` and the inspector's Timing."""
+    if exchange.held is None:
+        return ""
+    if exchange.holding:
+        return f"{human_duration(exchange.held)} so far, until the app is back"
+    return f"{human_duration(exchange.held)} while the app was down"
 
 
 def body_bytes(exchange: Exchange) -> int:

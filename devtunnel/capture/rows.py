@@ -77,6 +77,10 @@ class Row:
     raw_target: bytes | None = None
     """The target's bytes when ``target`` (the JSON reading) holds a U+FFFD, a byte that was
     not UTF-8 perhaps; else None (``target`` says it all)."""
+    held: float | None = None
+    """Seconds it waited for the local app (``Exchange.held``); None: it never waited."""
+    holding: bool = False
+    """True while it still waits for the app (``Exchange.holding``)."""
 
     @property
     def display_target(self) -> str:
@@ -133,7 +137,7 @@ def sql_headers(blob: bytes | None, op: str, a: str, b: str | None) -> int:
 # --- columns: what a Row reads, what a whole exchange reads, what a write sets ------------------
 
 _BASE_COLUMNS = ("id, tunnel, started_at, method, target_text, host, status, duration, size, "
-                 "error, replay_of, websocket, edited, rule_index, rule_action, rule_scope, resigned")
+                 "error, replay_of, websocket, edited, rule_index, rule_action, rule_scope, resigned, held")
 _WEBHOOK_COLUMNS = ("wh_provider", "wh_event", "wh_delivery", "wh_signature", "wh_reason", "wh_duplicate_of")
 """Always the last columns read, so ``_verdict(row[-6:])`` finds them."""
 # The raw target only where the text reads a U+FFFD: the list shows such a byte as \xNN.
@@ -148,7 +152,7 @@ _CORE_COLUMNS = (
     "target", "remote_addr", "target_url", "error_message", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated", "edited",
 )
-_RARE_COLUMNS = ("error", "replay_of", "ws_close_code", "rule_index", "rule_action", "rule_scope", "resigned",
+_RARE_COLUMNS = ("error", "replay_of", "ws_close_code", "rule_index", "rule_action", "rule_scope", "resigned", "held",
                  *_WEBHOOK_COLUMNS)
 """Columns that are NULL for most exchanges: a new exchange with all of them NULL leaves them out
 of its insert (13 parameters fewer; sqlite3 binds a None through its adapter registry)."""
@@ -174,7 +178,7 @@ _PLAIN_WIDTH = 19
 def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
     """The whole exchange whose ``FULL_COLUMNS`` are ``r``: its heads, bodies and messages are read here."""
     (ex_id, tunnel, started_at, method, _text, _host, status, duration, _size, error, replay_of,
-     websocket, edited, rule_index, rule_action, rule_scope, resigned, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
+     websocket, edited, rule_index, rule_action, rule_scope, resigned, held, scheme, ttfb, has_response, target, remote_addr, target_url, error_message,
      ws_close_code, req_version, req_body_size, req_truncated, res_version, res_reason,
      res_body_size, res_truncated) = r[:-len(_WEBHOOK_COLUMNS)]
     heads = conn.execute("SELECT req, res FROM heads WHERE id = ?", (ex_id,)).fetchone() or (b"", None)
@@ -226,14 +230,25 @@ def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
         ws_close_code=ws_close_code,  # type: ignore[arg-type]
         webhook=_verdict(r[-len(_WEBHOOK_COLUMNS):]),
         rule=_rule_mark(rule_index, rule_action, rule_scope),
+        held=None if held is None else abs(held),  # type: ignore[arg-type]
+        holding=held is not None and held < 0,  # type: ignore[operator]
     )
+
+
+def held_column(ex: Exchange) -> float | None:
+    """The ``held`` column of an exchange: the seconds it waited for the app, negative while it
+    still waits (at least a microsecond then, so that a wait just begun is told apart from none)."""
+    if ex.held is None:
+        return None
+    return -max(ex.held, 1e-6) if ex.holding else ex.held
 
 
 def to_row(r: tuple[object, ...]) -> Row:
     """The ``Row`` whose ``ROW_COLUMNS`` are ``r``."""
     return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]),  # type: ignore[arg-type]
                bool(r[12]), _verdict(r[-len(_WEBHOOK_COLUMNS):]), _rule_mark(r[13], r[14], r[15]),
-               r[16] if isinstance(r[16], str) else None, r[17] if isinstance(r[17], bytes) else None)
+               r[16] if isinstance(r[16], str) else None, r[18] if isinstance(r[18], bytes) else None,
+               None if r[17] is None else abs(r[17]), r[17] is not None and r[17] < 0)  # type: ignore[operator, arg-type]
 
 
 def _verdict(columns: Sequence[object]) -> Verdict | None:
@@ -375,7 +390,7 @@ def write_exchanges(
         if room is not None and blob_bytes > room:
             over.append((ex, blob_bytes))
         common = (ex.error is None and ex.replay_of is None and ex.ws_close_code is None and rule is None
-                  and ex.resigned is None and ex.webhook is None)
+                  and ex.resigned is None and ex.webhook is None and ex.held is None)
         new = ex_id not in stored
         if new:
             fresh_bytes += blob_bytes
@@ -401,7 +416,7 @@ def write_exchanges(
                     hooked.append(ex)
                 row += (ex.error, ex.replay_of, ex.ws_close_code,
                         *((None, None, None) if rule is None else (rule.index, rule.action, rule.scope)),
-                        ex.resigned, *_webhook_values(ex))
+                        ex.resigned, held_column(ex), *_webhook_values(ex))
                 if new:
                     fresh_rare += row
                 else:

@@ -36,7 +36,7 @@ __all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "UpgradeNeeded", "prepare_schema"
 
 log = logging.getLogger("devtunnel.capture")
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 
 _SCHEMA_V1 = """
@@ -207,8 +207,16 @@ CREATE TABLE in_flight (id TEXT PRIMARY KEY, run TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX in_flight_run ON in_flight (run);
 """
 
+# Version 11: how long a request waited for the local app devtunnel runs (``--hold``) before it
+# was sent, negative while it still waits (``rows.held_column``): the inspector tells a held request
+# from a slow one. One nullable column: nothing is rewritten, and a writer of schema 10 still
+# running on the file goes on writing its rows (it leaves the column NULL: never held).
+_SCHEMA_V11 = """
+ALTER TABLE exchange_rows ADD COLUMN held REAL;
+"""
+
 _MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
-                               7: _SCHEMA_V7, 8: _SCHEMA_V8, 9: _SCHEMA_V9, 10: _SCHEMA_V10}
+                               7: _SCHEMA_V7, 8: _SCHEMA_V8, 9: _SCHEMA_V9, 10: _SCHEMA_V10, 11: _SCHEMA_V11}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 
@@ -259,9 +267,10 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if 0 < version < SCHEMA_VERSION:
             # Schema 9 made ``exchanges`` a view, which refuses the writes of every earlier writer;
-            # schema 10 only adds tables, which a schema 9 writer leaves alone.
+            # schema 10 only adds tables, which a schema 9 writer leaves alone, and schema 11 a column.
             old_writer = ("can no longer record to it" if version < 9 else
-                          "records on, but what it leaves in flight if it is killed stays so")
+                          "records on, but what it leaves in flight if it is killed stays so" if version < 10 else
+                          "records on, but does not mark the requests it holds for its app")
             log.warning("%s: upgrading the capture database from schema %d to %d (once; a large one "
                         "takes a while); an older devtunnel still running on it %s: restart it with "
                         "this version", path, version, SCHEMA_VERSION, old_writer)

@@ -29,7 +29,7 @@ from devtunnel.capture.filters.fields import Replay
 from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit, check_header
 from devtunnel.capture.jsonpath import parse_assignment
-from devtunnel.capture.model import Exchange, Request, Response
+from devtunnel.capture.model import Exchange, Request, Response, held_text
 from devtunnel.capture.outcome import VOLATILE_HEADERS, replay_mark, replay_outcome, status_line
 from devtunnel.capture.rows import Row
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
@@ -178,6 +178,8 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "websocket": row.websocket,
         "webhook": None if row.webhook is None else row.webhook.to_json(),
         "rule": None if row.rule is None else row.rule.to_json(),
+        "held_ms": None if row.held is None else round(row.held * 1000, 3),
+        "holding": row.holding,
     }
 
 
@@ -193,6 +195,8 @@ def _status_cell(row: Row) -> str:
         kind = row.error.removeprefix("local_")
         return f"ERR {kind}" if row.status is None else f"{row.status} ERR"
     if row.status is None:
+        if row.holding:
+            return "held"  # waits for the app devtunnel runs to come back (--hold)
         return "…" if row.duration is None else "-"
     return f"{row.status} ws" if row.websocket else str(row.status)
 
@@ -373,6 +377,8 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
     timing = f"total {human_duration(ex.duration)}" if ex.complete else "in flight"
     if ex.ttfb is not None:
         timing = f"first byte {human_duration(ex.ttfb)}, {timing}"
+    if ex.held is not None:
+        timing += f"; held {held_text(ex)}"
     lines.append(f"timing    {timing}")
     if ex.replay_of:
         kind = "edited replay of" if ex.edited else "replay of"

@@ -367,7 +367,9 @@ class InspectorApp(App[None]):
         from devtunnel.capture.outcome import REPLAY_MARKS
 
         marks = [*REPLAY_MARKS, ("⊘", "answered by a rule at the relay"), ("→", "routed by a rule to another target"),
-                 ("*", "marked (m)"), ("…", "still in flight"), ("ERR", "ended without a response"),
+                 ("*", "marked (m)"), ("…", "still in flight"),
+                 ("HLD", "held: not sent yet, waiting for the app devtunnel runs to come back (--hold)"),
+                 ("ERR", "ended without a response"),
                  ("200", "in the look of ERR: the response began, then the exchange broke (the detail says why)")]
         self.push_screen(HelpScreen([
             ("Inspector", [*self.BINDINGS, *self.HELP_ONLY_KEYS]), ("Request table", RequestTable.BINDINGS),

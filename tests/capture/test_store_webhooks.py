@@ -19,7 +19,12 @@ from devtunnel.capture.store import Store
 from devtunnel.webhooks import Signature, Verdict
 from tests.kit.exchanges import make_exchange, make_response
 
-TO_SCHEMA_9 = """
+TO_SCHEMA_10 = """
+    ALTER TABLE exchange_rows DROP COLUMN held;
+"""
+"""Takes a file of this version back to the layout of schema 10 (no record of requests held for the app)."""
+
+TO_SCHEMA_9 = TO_SCHEMA_10 + """
     DROP TABLE in_flight;
     DROP TABLE runs;
 """

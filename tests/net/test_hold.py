@@ -10,11 +10,13 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from devtunnel.agent.hold import HoldExpired, HoldGate
+from devtunnel.capture.model import held_text
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import (
     Harness,
@@ -497,3 +499,79 @@ async def test_requests_held_for_a_target_without_run_are_counted_too(harness: H
             server.close()
     assert [a.status_code for a in answers] == [200] * 3
     assert sorted(seen) == ["/w/0", "/w/1", "/w/2"]
+
+
+# -- the record says a request is held ---------------------------------------------------------------
+
+async def test_a_held_request_is_stored_as_held_while_it_waits_and_with_its_wait_once_sent(
+    harness: Harness, local: tuple[int, LocalState]
+) -> None:
+    """The inspector and ``devtunnel requests`` read the store: a request waiting for the app is
+    told apart from one the app is slow to answer, and the wait stays in the record."""
+    await harness.start(str(local[0]), name="crashed", hold=20.0)
+    gate = _gate(harness, "crashed")
+    gate.set_app_state(False, "crashed (1)")
+
+    async def stored(holding: bool) -> Any:
+        await asyncio.to_thread(harness.recorder.flush)
+        rows = harness.store.rows()
+        return rows[0] if rows and rows[0].holding is holding else None
+
+    async with _client(harness, "crashed") as client:
+        task = asyncio.create_task(client.get("/echo"))
+        await async_wait_for(lambda: gate.waiting == 1, what="the request held")
+        row = None
+        async with asyncio.timeout(10):  # its live snapshot comes after LIVE_AFTER seconds
+            while row is None:
+                row = await stored(True)
+                await asyncio.sleep(0.05)
+        assert row.status is None and row.held is not None and row.held > 0
+        exchange = harness.store.get(row.id)
+        assert exchange.holding and held_text(exchange).endswith("so far, until the app is back")
+        gate.set_app_state(True, "ready")
+        response = await task
+    assert response.status_code == 200
+    [ex] = await harness.exchanges(1)
+    assert not ex.holding and ex.held is not None and row.held <= ex.held < ex.duration
+    assert held_text(ex).endswith("while the app was down")
+    assert harness.store.rows()[0].holding is False
+
+
+async def test_a_request_sent_at_once_records_no_wait(harness: Harness, local: tuple[int, LocalState]) -> None:
+    await harness.start(str(local[0]), name="up", hold=20.0)
+    async with _client(harness, "up") as client:
+        assert (await client.get("/echo")).status_code == 200
+    [ex] = await harness.exchanges(1)
+    assert ex.held is None and not ex.holding and ex.summary()["held_ms"] is None
+
+
+async def test_a_held_request_sent_and_still_running_is_stored_as_held_no_more(
+    harness: Harness, local: tuple[int, LocalState]
+) -> None:
+    """Once the app is back, a held request that is still running (a stream) shows in flight, not
+    held, without waiting for its end: its live snapshot is stored again."""
+    await harness.start(str(local[0]), name="streams", hold=20.0)
+    gate = _gate(harness, "streams")
+    gate.set_app_state(False, "restarting (1)")
+
+    async def row() -> Any:
+        await asyncio.to_thread(harness.recorder.flush)
+        rows = harness.store.rows()
+        return rows[0] if rows else None
+
+    async with _client(harness, "streams") as client:
+        async with asyncio.timeout(20):
+            request = client.build_request("GET", "/sse")
+            task = asyncio.create_task(client.send(request, stream=True))
+            while (first := await row()) is None or not first.holding:
+                await asyncio.sleep(0.05)
+            gate.set_app_state(True, "ready")
+            response = await task
+            chunks = response.aiter_bytes()
+            assert await chunks.__anext__() == b"data: first\n\n"
+            while (now := await row()).holding:
+                await asyncio.sleep(0.05)
+            assert now.duration is None and now.held is not None and now.held >= first.held  # type: ignore[operator]
+            local[1].release_sse.set()
+            assert b"".join([c async for c in chunks]) == b"data: second\n\n"
+            await response.aclose()

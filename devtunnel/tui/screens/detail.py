@@ -22,7 +22,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from devtunnel.errors import DevtunnelError, NotFoundError
-from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
+from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, held_text
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.tui.render import (
     describe_body,
@@ -457,6 +457,8 @@ class DetailScreen(Screen[None]):
             if ex.error_message:
                 text.append(" - " + escape(ex.error_message))
             return text
+        if ex.holding:
+            return Text("No response yet: held until the app devtunnel runs is back (--hold).", end="")
         return Text("No response yet.", end="")
 
     def _timing(self) -> Text:
@@ -464,7 +466,8 @@ class DetailScreen(Screen[None]):
         rows: list[tuple[str, str | Text]] = [
             ("Started", format_timestamp(ex.started_at)),
             ("First byte", format_ms(ex.ttfb)),
-            ("Duration", format_ms(ex.duration) if ex.duration is not None else "in flight"),
+            ("Duration", format_ms(ex.duration) if ex.duration is not None else
+                         "held" if ex.holding else "in flight"),
             ("Request body", format_size(ex.request.body_size)),
             ("Response body", format_size(ex.size) if ex.response is not None else "-"),
             ("Client", escape(ex.remote_addr) or "-"),
@@ -472,6 +475,9 @@ class DetailScreen(Screen[None]):
             ("Tunnel", escape(ex.tunnel)),
             ("Id", ex.id),
         ]
+        if ex.held is not None:
+            # Its wait is in its first byte and duration: the app was down, not slow.
+            rows.insert(2, ("Held", held_text(ex)))
         if ex.replay_of:
             rows.append(("Edited replay of" if ex.edited else "Replay of", ex.replay_of))
             if ex.resigned:

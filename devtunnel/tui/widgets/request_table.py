@@ -133,6 +133,7 @@ class RequestTable(ScrollView, can_focus=True):
         "request-table--status-4xx",
         "request-table--status-5xx",
         "request-table--status-error",
+        "request-table--held",
     }
 
     DEFAULT_CSS = """
@@ -149,6 +150,7 @@ class RequestTable(ScrollView, can_focus=True):
         & > .request-table--status-4xx { color: $text-warning; }
         & > .request-table--status-5xx { color: $text-error; text-style: bold; }
         & > .request-table--status-error { color: $text-error; text-style: reverse; }
+        & > .request-table--held { color: $text-warning; text-style: bold italic; }
     }
     """
 

@@ -156,6 +156,8 @@ class RowPainter:
             # status in the error's look, as ``devtunnel requests`` says ``200 ERR``, not a 200.
             return "ERR" if row.status is None else str(row.status), self._style("request-table--status-error")
         if row.status is None:
+            if row.holding:  # not sent yet: waits for the app devtunnel runs to come back (--hold)
+                return "HLD", self._style("request-table--held")
             return "…", self._style("request-table--dim")
         klass = min(max(row.status // 100, 2), 5)
         return str(row.status), self._style(f"request-table--status-{klass}xx")
