@@ -33,6 +33,7 @@ MINIMAL: dict[str, list[str]] = {
     "http": ["http", "8080"],
     "agent": ["agent"],
     "up": ["up"],
+    "start": ["start", "--all"],
     "requests": ["requests"],
     "show": ["show", "ID"],
     "export": ["export", "ID"],
@@ -110,6 +111,19 @@ def test_up_arguments_go_as_far_as_the_agent_options(folder: Path) -> None:
     resolved, tunnels = resolve_up(parsed(*MINIMAL["up"]))
     options = agent_options(resolved, tunnels)
     assert [t.name for t in options.tunnels] == ["web"]
+
+
+def test_start_arguments_go_as_far_as_the_agent_options(folder: Path) -> None:
+    from devtunnel.commands.start import prepare
+
+    ngrok = folder / "ngrok.yml"
+    ngrok.write_text(f'version: "2"\ntunnels:\n  hooks:\n    proto: http\n    addr: {free_port()}\n')
+    args = parsed(*MINIMAL["start"], "--config", str(ngrok))
+    command = prepare(args)
+    assert command == ["start", "--config", str(ngrok.absolute())]
+    resolved, tunnels = resolve_up(args)
+    options = agent_options(resolved, tunnels)
+    assert [t.name for t in options.tunnels] == ["hooks"]
 
 
 def test_relay_arguments_go_as_far_as_the_relay_settings(folder: Path) -> None:

@@ -23,7 +23,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.ngrok_config import ImportedTunnel, NgrokImport, load_ngrok_files, ngrok_files, tunnel_sections
 from devtunnel.values.terminal import quoted
 
-__all__ = ["chosen", "run"]
+__all__ = ["chosen", "prepare", "run"]
 
 
 def chosen(result: NgrokImport, names: list[str], start_all: bool, files: str) -> list[ImportedTunnel]:
@@ -71,8 +71,9 @@ def _say(result: NgrokImport, tunnels: list[ImportedTunnel], start_all: bool) ->
             print(safe(f"devtunnel: note: {note}"), file=sys.stderr)
 
 
-def run(args: argparse.Namespace) -> int:
-    """``devtunnel start``; returns the exit code."""
+def prepare(args: argparse.Namespace) -> list[str]:
+    """``args`` made into ``up``'s: ngrok.yml's tunnels as the settings' tunnels, their names as
+    the names; returns the command the inspector's agent process runs (``start --config ...``)."""
     paths = ngrok_files(args.ngrok_config)
     files = ", ".join(str(p) for p in paths)
     result = load_ngrok_files(paths)
@@ -86,5 +87,9 @@ def run(args: argparse.Namespace) -> int:
     args.settings = dataclasses.replace(settings, tunnels=sections)  # ngrok.yml's tunnels, devtunnel.toml's relay
     args.names = [t.name for t in sections]
     # The inspector's agent process reads the same files again (absolute: wherever it runs).
-    command = ["start", *(word for p in paths for word in ("--config", str(p.absolute())))]
-    return up.run(args, command)
+    return ["start", *(word for p in paths for word in ("--config", str(p.absolute())))]
+
+
+def run(args: argparse.Namespace) -> int:
+    """``devtunnel start``; returns the exit code."""
+    return up.run(args, prepare(args))
