@@ -232,12 +232,18 @@ examples:
   devtunnel requests --filter 'method:POST path:/webhooks status:>=400' --limit 20
   devtunnel requests --filter 'since:10m'      what came in the last ten minutes
   devtunnel requests --json | jq '.[].id'
+  devtunnel requests --follow --filter 'status:>=500'
+                                               each failing request as it ends, as --no-tui prints it
+  devtunnel requests --follow --json | jq -c '{id, status}'
 
 The filter language: devtunnel help filters
 """)
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="filter expression (devtunnel help filters)")
-    p.add_argument("--limit", "-n", type=_count, default=50, metavar="N", help="the newest N (default: %(default)s; 0 for all)")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--limit", "-n", type=_count, default=None, metavar="N",
+                   help="the newest N (default: 50, with --follow 10; 0 for all)")
+    p.add_argument("--json", action="store_true", help="print a JSON array (with --follow: one object a line)")
+    p.add_argument("--follow", action="store_true",
+                   help="then print each request as it ends, until Ctrl-C (the line of http --no-tui)")
     _add_db(p)
 
     p = sub.add_parser("show", help="show one exchange in full", formatter_class=_F,

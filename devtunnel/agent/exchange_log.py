@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from devtunnel.capture.model import Exchange
-from devtunnel.capture.verdict import DUPLICATE_MARK
+from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
 from devtunnel.values.durations import human_duration
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.values.ngrok_log import record
 from devtunnel.values.terminal import escape, is_plain, truncate
 
-__all__ = ["ExchangeLog", "exchange_line", "exchange_record", "webhook_line"]
+__all__ = ["ExchangeLog", "exchange_line", "exchange_record", "line_start", "request_line", "verdict_line", "webhook_line"]
 
 SHOWN = 300
 """Columns of a path shown in a log line at most (cut with "…"; ``devtunnel show ID`` has it all)."""
@@ -45,12 +45,12 @@ def _clock_text(second: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(second))
 
 
-def _line_start(ex: Exchange, tunnel_width: int) -> str:
+def line_start(started_at: float, exchange_id: str, tunnel: str, tunnel_width: int) -> str:
     """What every log line of an exchange starts with: time, short id, and with ``tunnel_width``
     (an agent carrying several tunnels) the tunnel's name padded to it."""
-    start = f"{_clock_text(int(ex.started_at))}  {stable_short_id(ex.id)}  "
+    start = f"{_clock_text(int(started_at))}  {stable_short_id(exchange_id)}  "
     if tunnel_width:
-        start += escape(ex.tunnel).ljust(tunnel_width) + "  "
+        start += escape(tunnel).ljust(tunnel_width) + "  "
     return start
 
 
@@ -62,19 +62,27 @@ def exchange_line(ex: Exchange, tunnel_width: int = 0) -> str:
     and ``export`` take it as it is, whatever is recorded later. Everything taken from the
     request is made safe for a terminal first, and a very long method or path is cut (``…``).
     """
-    request, response = ex.request, ex.response
-    method = "WS" if ex.websocket else request.method
-    url = request.display_url
+    response = ex.response
+    return request_line(line_start(ex.started_at, ex.id, ex.tunnel, tunnel_width),
+                        "WS" if ex.websocket else ex.request.method, ex.request.display_url,
+                        response.status if response is not None else None, ex.duration, ex.error)
+
+
+def request_line(start: str, method: str, url: str, status: int | None, duration: float | None,
+                 error: str | None) -> str:
+    """``exchange_line`` from its parts (``devtunnel requests --follow`` has rows, not
+    exchanges): ``start`` from ``line_start``, then method, target (``display_url``), status
+    (None: ``---``), duration and error."""
     if not is_plain(method + url):  # one check for both: the usual method and path need no escape
         method, url = escape(method), escape(url)
     if len(method) + len(url) > SHOWN // 2:  # a client's 60 KB path must not fill the screen
         method, url = truncate(method, 40), truncate(url, SHOWN)
-    status = str(response.status) if response is not None else "---"
+    status_text = str(status) if status is not None else "---"
     if len(method) < METHOD_WIDTH:  # padded as f"{method:<7}" would, without its format call
         method += " " * (METHOD_WIDTH - len(method))
-    line = f"{_line_start(ex, tunnel_width)}{method} {url}  {status}  {human_duration(ex.duration)}"
-    if ex.error:
-        line += f"  {ex.error}"
+    line = f"{start}{method} {url}  {status_text}  {human_duration(duration)}"
+    if error:
+        line += f"  {error}"
     return line
 
 
@@ -93,12 +101,17 @@ def webhook_line(ex: Exchange, tunnel_width: int = 0) -> str:
     """
     verdict = ex.webhook
     assert verdict is not None, "webhook_line is for a judged delivery"
+    return verdict_line(line_start(ex.started_at, ex.id, ex.tunnel, tunnel_width), verdict)
+
+
+def verdict_line(start: str, verdict: Verdict) -> str:
+    """``webhook_line`` from its parts: ``start`` from ``line_start``, then the verdict."""
     event = truncate(escape(verdict.event_type or "?"), SHOWN_FIELD)
     delivery = f" [{truncate(escape(verdict.delivery_id), SHOWN_FIELD)}]" if verdict.delivery_id else ""
     reason = f": {truncate(escape(verdict.reason), SHOWN)}" if verdict.reason else ""
     duplicate = (f"  {DUPLICATE_MARK} duplicate of {escape(stable_short_id(verdict.duplicate_of))}"
                  if verdict.duplicate_of else "")
-    return (f"{_line_start(ex, tunnel_width)}{'-->'.ljust(METHOD_WIDTH)} {escape(verdict.provider)} "
+    return (f"{start}{'-->'.ljust(METHOD_WIDTH)} {escape(verdict.provider)} "
             f"{event}{delivery}  {verdict.mark} signature {verdict.signature.value}{reason}{duplicate}")
 
 

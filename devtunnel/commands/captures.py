@@ -60,7 +60,9 @@ from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
 from devtunnel.export import BY_START_TIME, EXPORTERS, PIECES, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
+from devtunnel.agent.exchange_log import line_start, request_line, verdict_line
 from devtunnel.replay import not_recorded, replay_many
+from devtunnel.values.exchange_ids import id_time, time_prefix
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.webhooks import expired_signature
@@ -280,9 +282,13 @@ def _print_json(rows: Iterable[Row]) -> None:
 
 def _requests(args: argparse.Namespace) -> int:
     flt = _filter(args.filter)
+    if args.limit is None:
+        args.limit = _FOLLOW_FIRST if args.follow else 50
     if args.limit < 0:
         raise ConfigError("--limit must be 0 (all) or more")
     path = _db_path(args)
+    if args.follow:
+        return _follow(args, flt, path)
     if path_mode(path) is None:
         # Nothing captured yet is an empty list, as with an empty database, not an error: a
         # script reading --json on a fresh machine gets [] and exit 0.
@@ -318,6 +324,140 @@ def _requests(args: argparse.Namespace) -> int:
     for line in table(columns, cells):
         print(line)
     return 0
+
+
+_FOLLOW_FIRST = 10
+"""Requests ``requests --follow`` prints before it follows, unless ``--limit`` says (as ``tail -f``)."""
+
+FOLLOW_EVERY = 0.25
+"""Seconds between two looks at the store while following."""
+
+FOLLOW_BACK = 5.0
+"""Seconds of start times read again on each look, before the newest exchange seen.
+
+The store is keyed by id, which is the start time: an exchange is written when it ends, so one
+that began before the newest seen can still arrive. Any exchange that runs longer than the
+agent's ``LIVE_AFTER`` (half a second) is written once as it is then, and is then followed by
+id until it ends; what arrives later, and earlier than this, was held up longer than any
+writer's batch. A replay from another process (``devtunnel replay``) is written when it ends:
+one that took longer than this, while newer requests were seen, is not printed."""
+
+
+def _line(row: Row, tunnel_width: int) -> list[str]:
+    """What ``devtunnel http --no-tui`` prints for this exchange: its line, and a delivery's verdict."""
+    start = line_start(row.started_at, row.id, row.tunnel, tunnel_width)
+    lines = [request_line(start, "WS" if row.websocket else row.method, row.display_target, row.status,
+                          row.duration, row.error)]
+    if row.webhook is not None:
+        lines.append(verdict_line(start, row.webhook))
+    return lines
+
+
+class _Follower:
+    """Finds the exchanges of a store that ended since the last look, each once.
+
+    Every look reads the rows whose id (its start time) is at most ``FOLLOW_BACK`` seconds
+    older than the newest id seen (an index range: the rows of those seconds), and the rows
+    seen running, by id. A row ends when it has a duration; ``matching_rows`` then says whether
+    it matches the filter, which may only come true as it ends (``status:>=400``). Nothing is
+    read while SQLite's change number stays put, but the store is looked at anyway every
+    ``_FOLLOW_ANYWAY`` seconds (a store replaced under the reader starts its number again).
+    """
+
+    def __init__(self, store: Store, flt: Any) -> None:
+        self.store = store
+        self.flt = flt
+        self.running: set[str] = set()
+        """Ids seen without a duration yet."""
+        self.seen: set[str] = set()
+        """Ids of ended rows already looked at (shown or not) that a look may read again."""
+        self.newest = time.time()
+        """The start of the newest id seen (now, before any)."""
+        self.version: int | None = None
+        self.read_at = 0.0
+
+    def window(self, back: float = FOLLOW_BACK) -> str:
+        """The ids a look reads again begin at this prefix."""
+        return time_prefix(self.newest - back)
+
+    def look(self, report: bool = True) -> list[Row]:
+        """The rows that ended since the last look and match the filter, oldest first (none
+        reported with ``report`` False: the first look takes the store as it is)."""
+        _, version = self.store.look()
+        now = time.monotonic()
+        if version == self.version and now - self.read_at < _FOLLOW_ANYWAY:
+            return []
+        self.version, self.read_at = version, now
+        ended: list[str] = []
+
+        def saw(row: Row) -> None:
+            if row.duration is None:
+                self.running.add(row.id)
+            elif row.id not in self.seen:
+                self.seen.add(row.id)
+                self.running.discard(row.id)
+                ended.append(row.id)
+
+        after: str | None = self.window()
+        while True:
+            page = self.store.rows_after(None, after, limit=_PAGE)
+            for row in page:
+                saw(row)
+            if len(page) < _PAGE:
+                break
+            after = page[-1].id
+        if page:
+            self.newest = max(self.newest, id_time(page[-1].id) or 0.0)
+        earlier = sorted(self.running.difference(ended))
+        if earlier:
+            rows = self.store.rows_by_id(earlier)
+            self.running.difference_update(set(earlier) - {row.id for row in rows})  # deleted while running
+            for row in rows:
+                saw(row)
+        forgotten = self.window(2 * FOLLOW_BACK)
+        self.seen = {ident for ident in self.seen if ident >= forgotten}
+        if not report or not ended:
+            return []
+        return self.store.matching_rows(ended, self.flt)
+
+
+_FOLLOW_ANYWAY = 2.0
+"""Seconds after which ``requests --follow`` reads the store even though its change number did not move."""
+
+
+def _follow(args: argparse.Namespace, flt: Any, path: Path) -> int:
+    """``requests --follow``: the newest ``--limit`` requests that ended (0: all), then each one
+    as it ends, until Ctrl-C. A store that does not exist yet is waited for."""
+    try:
+        if path_mode(path) is None:
+            err(f"waiting for captures (no capture database at {safe(str(path))} yet)")
+            while path_mode(path) is None:
+                time.sleep(FOLLOW_EVERY)
+        store = _open(args)
+        width = 0
+
+        follower = _Follower(store, flt)
+
+        def put(rows: Iterable[Row]) -> None:
+            nonlocal width
+            for row in rows:
+                if row.id >= follower.window(2 * FOLLOW_BACK):
+                    follower.seen.add(row.id)  # shown once, whichever look finds it
+                if args.json:
+                    sys.stdout.write(json.dumps(_row_summary(row)) + "\n")
+                else:
+                    width = max(width, len(escape(row.tunnel)))
+                    sys.stdout.write("".join(line + "\n" for line in _line(row, width)))
+            sys.stdout.flush()
+
+        follower.look(report=False)  # what has ended is not new; what runs is followed
+        put(row for row in (_all_rows(store, flt) if not args.limit else _newest_rows(store, flt, args.limit))
+            if row.duration is not None and row.id not in follower.running)
+        while True:
+            time.sleep(FOLLOW_EVERY)
+            put(follower.look())
+    except KeyboardInterrupt:
+        return 0
 
 
 # show ----------------------------------------------------------------------------------

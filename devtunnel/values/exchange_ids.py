@@ -26,7 +26,8 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["MIN_SHORT", "STABLE_SHORT", "TIME_CHARS", "new_id", "stable_short_id", "shared_prefix", "short_ids"]
+__all__ = ["MIN_SHORT", "STABLE_SHORT", "TIME_CHARS", "id_time", "new_id", "stable_short_id", "shared_prefix", "short_ids",
+           "time_prefix"]
 
 TIME_CHARS = 10
 """Characters of a ULID that spell its millisecond."""
@@ -123,3 +124,28 @@ def new_id(now: float | None = None) -> str:
         d[hi >> 30], d[(hi >> 20) & 1023], d[(hi >> 10) & 1023], d[hi & 1023],
         d[lo >> 30], d[(lo >> 20) & 1023], d[(lo >> 10) & 1023], d[lo & 1023],
     ))
+
+
+def time_prefix(seconds: float) -> str:
+    """The ``TIME_CHARS`` characters that begin every id made in the millisecond of ``seconds``
+    (since the epoch): ids made then or later sort after it, ids made before sort before it.
+    Unlike ``new_id(seconds)[:TIME_CHARS]``, it does not move up to the last id this process made."""
+    ms = min(max(0, int(seconds * 1000)), (1 << 48) - 1)
+    d = _DIGIT_PAIRS
+    return "".join((d[(ms >> 40) & 1023], d[(ms >> 30) & 1023], d[(ms >> 20) & 1023], d[(ms >> 10) & 1023],
+                    d[ms & 1023]))
+
+
+def id_time(exchange_id: str) -> float | None:
+    """The second (since the epoch, to the millisecond) an id was made at; None for a string
+    that does not begin with ``TIME_CHARS`` Crockford digits."""
+    prefix = exchange_id[:TIME_CHARS]
+    if len(prefix) < TIME_CHARS:
+        return None
+    ms = 0
+    for ch in prefix:
+        digit = _CROCKFORD.find(ch)
+        if digit < 0:
+            return None
+        ms = ms * 32 + digit
+    return ms / 1000

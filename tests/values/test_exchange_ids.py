@@ -41,3 +41,18 @@ def test_a_lone_id_gets_the_minimum_and_the_stable_form_is_fixed() -> None:
     assert short_ids([(only, None, None)]) == {only: only[:MIN_SHORT]}
     assert stable_short_id(only) == only[:STABLE_SHORT]
     assert shared_prefix("01ABC", "01ABD") == 4 and shared_prefix("", "01") == 0
+
+
+def test_time_prefix_begins_every_id_of_its_millisecond_and_id_time_reads_it_back() -> None:
+    import time
+
+    from devtunnel.values.exchange_ids import TIME_CHARS, id_time, time_prefix
+
+    later = time.time() + 10_000  # after every id this process made: new_id does not move it
+    made = new_id(later)
+    assert time_prefix(later) == made[:TIME_CHARS]
+    assert time_prefix(later - 0.001) < made < time_prefix(later + 0.001)
+    assert id_time(made) == int(later * 1000) / 1000
+    assert time_prefix(0) == "0" * TIME_CHARS and id_time("0" * 26) == 0.0
+    assert time_prefix(-5) == "0" * TIME_CHARS  # before the epoch: the lowest prefix
+    assert id_time("short") is None and id_time("01M8V2JDA!") is None and id_time("01m8v2jda0") is None
