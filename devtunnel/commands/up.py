@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devtunnel.commands.config import resolve_http
-from devtunnel.commands.log_target import wants_log
+from devtunnel.commands.log_target import wants_inspector
 from devtunnel.commands.output import no_screen
 from devtunnel.config import Settings, TunnelSection, tunnel_problem
 from devtunnel.errors import ConfigError
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, command: Sequence[str] = ("up",)) -> int:
     (``start --config FILE``: the tunnels are read from the ngrok.yml again there)."""
     resolved, configs = resolve_up(args)
     names = [config.name for config in configs]  # each [tunnels.NAME] keeps its name
-    headless = args.no_tui or wants_log(args)  # --log stdout: no inspector, as ngrok
+    headless = not wants_inspector(args)
     no_inspector = None if headless else no_screen()
     if headless or no_inspector is not None:
         from devtunnel.commands.http import run_headless
