@@ -87,14 +87,36 @@ def _add_app_flags(p: argparse.ArgumentParser) -> None:
                    help="requests wait this long (e.g. 30s) while the app is down or restarting, then get 503")
 
 
-def _add_up_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of ``up`` and ``start``, which run named tunnels the same way."""
+def _add_relay_port(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
+
+
+def _add_body_cap(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
+
+
+def _add_local_timeout(p: argparse.ArgumentParser, service: str) -> None:
+    p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                   help=f"seconds {service} has to start its response before the client gets 504 (default: %(default)s)")
+
+
+def _add_agent_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of ``http``, ``up`` and ``start``, which run an agent with its inspector or headless."""
     p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
     add_log_flags(p)
-    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
+    _add_relay_port(p)
     p.add_argument("--api-port", type=_port, metavar="PORT",
                    help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")
+
+
+def _add_no_record(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
+
+
+def _add_up_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of ``up`` and ``start``, which run named tunnels the same way."""
+    _add_agent_flags(p)
+    _add_no_record(p)
     _add_db(p)
 
 
@@ -201,13 +223,9 @@ examples:
                    help="share --name with the other agents of the same token started with --pool: the relay spreads requests over them")
     # Unset flags are None: the command takes them from devtunnel.toml, then the defaults.
     p.add_argument("--host-header", choices=["preserve", "rewrite"], help="send the client's Host (preserve, the default) or the target's (rewrite)")
-    p.add_argument("--no-tui", action="store_true", help="no inspector: print one log line per request")
-    add_log_flags(p)
-    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--api-port", type=_port, metavar="PORT",
-                   help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")
-    p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
-    p.add_argument("--no-record", action="store_true", help="do not record exchanges")
+    _add_agent_flags(p)
+    _add_body_cap(p)
+    _add_no_record(p)
     p.add_argument("--insecure", action="store_true",
                    help="do not verify an https target's certificate (the relay's always is: see --relay-ca)")
     p.add_argument("--rules", metavar="FILE", help="a TOML file of [[rules]] the relay enforces for this tunnel (docs/policy.md)")
@@ -217,8 +235,7 @@ examples:
     p.add_argument("--allow-ip", action="append", default=[], metavar="CIDR",
                    help="answer only these client addresses or networks, others get 403 (repeatable)")
     p.add_argument("--rate-limit", metavar="RATE", help="requests per client address, e.g. 20/s or 600/m; more get 429")
-    p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                   help="seconds the local service has to start its response before the client gets 504 (default: %(default)s)")
+    _add_local_timeout(p, "the local service")
     _add_app_flags(p)
     _add_db(p)
 
@@ -348,10 +365,9 @@ examples:
                        epilog="examples:\n  devtunnel agent --api-port 4040\n")
     p.add_argument("--api-port", type=_port, metavar="PORT",
                    help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0: any free port)")
-    p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
-    p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
-    p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                   help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
+    _add_relay_port(p)
+    _add_body_cap(p)
+    _add_local_timeout(p, "a local service")
     _add_db(p)
     p.add_argument("--ngrok-log", action="store_true",
                    help="also print ngrok's startup log lines once the API listens, which pyngrok waits for "

@@ -138,24 +138,55 @@ def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header:
     return _Prepared(signed.request, scheme, netloc, edited, signed.provider, signed.notice)
 
 
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    """``exc`` and what it was raised from, outermost first (httpx wraps httpcore wraps anyio wraps OSError)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def _is_reset(exc: BaseException) -> bool:
+    return any(isinstance(c, ConnectionResetError) or getattr(c, "errno", None) == errno.ECONNRESET
+               for c in _causes(exc))
+
+
 def _failure_kind(exc: httpx.HTTPError) -> ErrorKind:
+    """The kind of a replay that reached the network and failed, as the agent records the same
+    failure of a live request: ``local_refused``, ``local_error`` (the service reset or closed the
+    connection, or sent something that is not HTTP), else ``replay_failed``."""
     if isinstance(exc, httpx.ConnectError):
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
-                return "local_refused"
-            cause = cause.__cause__ or cause.__context__
+        if any(isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED
+               for c in _causes(exc)):
+            return "local_refused"
         if "refused" in str(exc).lower():
             return "local_refused"
+        return "replay_failed"
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)) or _is_reset(exc):
+        return "local_error"
     return "replay_failed"
 
 
-def _failure_message(exc: httpx.HTTPError, url: str) -> str:
+def _failure_message(exc: httpx.HTTPError, url: str, *, answering: bool = False) -> str:
+    """What went wrong, naming ``url``; ``answering``: the response head had come."""
     if isinstance(exc, httpx.TimeoutException):
         return f"{url} did not answer in time ({type(exc).__name__})"
     detail = str(exc) or type(exc).__name__
-    if _failure_kind(exc) == "local_refused":
+    kind = _failure_kind(exc)
+    if kind == "local_refused":
         return f"connection refused by {url}: is the service running? ({detail})"
+    if kind == "local_error":
+        reset = _is_reset(exc)
+        how = "reset" if reset else "closed"
+        if answering:
+            return f"the local service at {url} {how} the connection in the middle of its response ({detail})"
+        if isinstance(exc, httpx.RemoteProtocolError) and not reset and "without sending a response" not in detail:
+            return f"the local service at {url} did not answer with HTTP: {detail}"
+        if reset and detail == type(exc).__name__:  # httpx's ReadError says nothing of the reset
+            detail = "connection reset by peer"
+        return f"the local service at {url} {how} the connection without answering ({detail})"
     return f"replay to {url} failed: {detail}"
 
 
@@ -218,7 +249,7 @@ async def _send(
         return result
     except httpx.HTTPError as exc:
         result.error = _failure_kind(exc)
-        result.error_message = _failure_message(exc, base_url)
+        result.error_message = _failure_message(exc, base_url, answering=result.ttfb is not None)
         result.duration = time.perf_counter() - start
         return result
     reason = response.extensions.get("reason_phrase", b"")
@@ -268,7 +299,8 @@ async def replay(
 
     Returns:
         A new exchange with ``replay_of=exchange.id`` and a response, or an ``error`` of
-        ``local_refused`` or ``replay_failed`` with a message.
+        ``local_refused``, ``local_error`` (the service reset or closed the connection without
+        answering, or broke its response) or ``replay_failed`` with a message naming the URL.
 
     Raises:
         ReplayError: nothing could be sent (no destination, a WebSocket exchange, a body that

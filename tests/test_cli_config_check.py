@@ -51,6 +51,41 @@ def test_each_problem_is_said_with_its_file_line_and_key(tmp_path: Path) -> None
     ]
 
 
+def test_a_health_without_run_is_said_as_up_refuses_it(tmp_path: Path) -> None:
+    """``up`` refuses a tunnel whose health has no run: ``config check`` says so too, with file, line and key.
+
+    Before: the file was "valid" for ``config check``, and ``up`` then refused it.
+    """
+    (tmp_path / "project").mkdir()
+    path = tmp_path / "project" / "devtunnel.toml"
+    path.write_text('[tunnels.web]\ntarget = 3000\nhealth = "/healthz"\n\n'
+                    '[tunnels.api]\ntarget = 3001\nhold = "30s"\n\n'  # hold without run: requests wait for the port
+                    '[tunnels.app]\ntarget = 3002\nrun = "uvicorn app:app"\nhealth = "/healthz"\nvia = "nowhere"\n\n'
+                    '[tunnels.bad]\nhealth = "/ready"\nhost_header = "x"\n')
+    done = _cli(tmp_path, "config", "check")
+    assert done.returncode == 1 and done.stdout == ""
+    why = "it tells when the app devtunnel runs is ready"
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"devtunnel config: {path}:3: tunnels.web.health: needs tunnels.web.run: {why}"
+    assert [line for line in lines if "needs" in line] == [
+        f"devtunnel config: {path}:3: tunnels.web.health: needs tunnels.web.run: {why}",
+        f"devtunnel config: {path}:16: tunnels.bad.health: needs tunnels.bad.run: {why}",
+    ]  # app's health has its run, whatever its via says; api's hold needs none
+    assert any(":13: tunnels.app.via:" in line for line in lines) and any(":17: tunnels.bad.host_header:" in line for line in lines)
+    up = subprocess.run([*DEVTUNNEL, "up", "web", "--no-tui", "--api-port", "0"], capture_output=True, text=True,
+                        timeout=60, cwd=tmp_path / "project", stdin=subprocess.DEVNULL,
+                        env={**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / ".config"),
+                             "XDG_STATE_HOME": str(tmp_path / ".state")})
+    assert up.returncode == 2  # up refuses the file's other problems first, as before
+    path.write_text('[tunnels.web]\ntarget = 3000\nhealth = "/healthz"\n')
+    done = _cli(tmp_path, "config", "check")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"devtunnel config: {path}:3: tunnels.web.health: needs tunnels.web.run: {why}\n"
+    path.write_text('[tunnels.web]\ntarget = 3000\nrun = "uvicorn app:app"\nhealth = "/healthz"\nhold = "30s"\n')
+    done = _cli(tmp_path, "config", "check")
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_every_file_read_is_checked_and_none_is_said(tmp_path: Path) -> None:
     none = _cli(tmp_path, "config", "check")
     assert none.returncode == 1 and none.stdout == ""

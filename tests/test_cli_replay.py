@@ -16,7 +16,7 @@ from devtunnel.capture.store import Store
 from devtunnel.config import load, set_value, to_toml
 from devtunnel.errors import ConfigError
 from tests.kit.exchanges import make_exchange, make_response
-from tests.kit.servers import Received, Reply, http_server
+from tests.kit.servers import Received, Reply, http_server, rude_server
 from tests.test_cli_captures import DEVTUNNEL, assert_one_line_error, cli
 
 HOSTILE_ERROR = b'\x1b]0;pwned\x07boom \x1b[31mred\nsecond line\n'
@@ -88,6 +88,25 @@ def test_only_a_new_date_is_the_same_response(service: Service, tmp_path: Path) 
     new = replay_of(db, ex)
     assert new.response is not None and new.response.headers.get("date") != "Mon, 01 Dec 2025 10:00:00 GMT"
     assert proc.stdout == f"{ex.id} -> {new.id}  200 OK  {proc.stdout.split('  ')[2]}  same response\n"
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+def test_a_service_that_drops_the_connection_is_said_so_naming_its_url(how: str, tmp_path: Path) -> None:
+    """A local service that resets or closes the connection without answering: before, "ERR replay_failed"
+    and "replay to URL failed: ReadError" (a reset named nothing); now local_error, as the agent records
+    it for a live request, and what happened. Exit 1, the replay recorded."""
+    db = tmp_path / "c.db"
+    with rude_server(how) as url:
+        ex = captured(Service(url))
+        put(db, ex)
+        proc = cli(None, "replay", ex.id, db=db)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
+    new = replay_of(db, ex)
+    assert new.error == "local_error" and new.response is None
+    done = "reset" if how == "reset" else "closed"
+    [line] = proc.stdout.splitlines()
+    assert line.startswith(f"{ex.id} -> {new.id}  ERR local_error  ")
+    assert f"  failed: the local service at {url} {done} the connection without answering (" in line
 
 
 def test_diff_agrees_with_same_response_a_new_date_is_shown_but_exits_0(service: Service, tmp_path: Path) -> None:

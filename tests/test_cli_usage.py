@@ -211,3 +211,26 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(command: list[str], bu
         os.close(writer)
     assert done.stderr == ""
     assert done.returncode == 0
+
+
+def _option_blocks(help_text: str) -> dict[str, str]:
+    """Each option of a ``--help``, by its first spelling: its lines (the flag line and those under it)."""
+    options = help_text.split("\noptions:\n", 1)[1].split("\n\n", 1)[0]
+    blocks: dict[str, str] = {}
+    name = ""
+    for line in options.splitlines():
+        if line.startswith("  -"):
+            name = line.split()[0].rstrip(",")
+            blocks[name] = ""
+        blocks[name] += " " + line
+    return {name: " ".join(block.split()) for name, block in blocks.items()}  # as wrapped at any width
+
+
+def test_http_up_and_start_say_their_agent_flags_alike(tmp_path: Path) -> None:
+    """``--no-tui``, the log flags, ``--port``, ``--api-port``, ``--no-record`` and ``--db`` are one
+    definition for the three commands that run an agent (cli._add_agent_flags): one help, one default."""
+    shared = ["--no-tui", "--log", "--log-format", "--log-level", "--port", "--api-port", "--no-record", "--db"]
+    helps = {command: _option_blocks(run(command, "--help", tmp_path=tmp_path).stdout) for command in ("http", "up", "start")}
+    for command, blocks in helps.items():
+        assert [name for name in blocks if name in shared] == shared, command
+    assert all(helps["up"][name] == helps["http"][name] == helps["start"][name] for name in shared)

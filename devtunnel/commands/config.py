@@ -25,6 +25,7 @@ from devtunnel.config import (
     project_file,
     set_value,
     to_toml,
+    tunnel_problem,
     visible_toml,
     user_file,
     with_flags,
@@ -343,13 +344,20 @@ def toml_errors(path: Path) -> list[str]:
     source = Source(str(path), text, path.parent, path)
     errors: list[str] = []
 
+    def say(exc: ConfigError) -> None:
+        if str(exc) not in errors:
+            errors.append(str(exc))
+
     def read(part: dict[str, object]) -> bool:
         try:
-            read_document(part, source)
+            layer = read_document(part, source)
         except ConfigError as exc:
-            if str(exc) not in errors:
-                errors.append(str(exc))
+            say(exc)
             return False
+        for tunnel in layer.get("tunnels", {}).values():  # keys that do not stand together, as up says them
+            problem = tunnel_problem(tunnel)
+            if problem is not None:
+                say(source.error(*problem))
         return True
 
     for section, table in doc.items():
@@ -362,11 +370,14 @@ def toml_errors(path: Path) -> list[str]:
             for name, body in table.items():
                 if read({section: {name: body}}) or section != "tunnels" or not isinstance(body, dict):
                     continue  # a webhook's keys go together (a template and its header): its first problem
-                # The first problem is said; read key by key for the others (a tunnel's target stands in).
+                # The first problem is said; read key by key for the others (a tunnel's target stands in,
+                # and its run beside its health, so that a health with its run is not said to lack it).
                 if "target" not in body:
                     read({section: {name: {}}})  # "target is missing"
                 base = {"target": body["target"] if "target" in body and read(
                     {section: {name: {"target": body["target"]}}}) else "80"}
+                if "run" in body and read({section: {name: {**base, "run": body["run"]}}}):
+                    base["run"] = body["run"]
                 for key, value in body.items():
                     read({section: {name: {**base, key: value}}})
     return errors

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from devtunnel.commands.config import resolve_http, tunnel_webhook_names, unused_token_note
-from devtunnel.commands.log_target import LogTarget, NgrokFormatter, log_target, wants_log
+from devtunnel.commands.log_target import LogTarget, NgrokFormatter, log_target, wants_inspector
 from devtunnel.commands.tunnel_args import app_options, check_http_args, check_via
 from devtunnel.commands.output import EscapingFormatter, err, no_screen, safe
 from devtunnel.config import Settings
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     note = unused_token_note(token_given, args.relay)
     if note is not None:
         err(note)
-    if args.command == "http" and not args.no_tui and not wants_log(args):  # --log stdout: no inspector, as ngrok
+    if args.command == "http" and wants_inspector(args):
         no_inspector = no_screen()
         if no_inspector is not None:
             check_http_args(args)  # as the inspector would: a bad argument is one line, with no note before it

@@ -52,7 +52,7 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     """
     from devtunnel.values.names import random_name
 
-    argv = ["http", str(args.target), "--no-tui", *_api_port_argv(args), "--db", str(_db(args)),
+    argv = ["http", str(args.target), *_headless_argv(args),
             "--name", args.name or random_name(), "--host-header", args.host_header,
             "--body-cap", str(args.body_cap)]
     if args.relay:
@@ -61,9 +61,8 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
         argv += ["--relay-ca", args.relay_ca]
     if getattr(args, "via", None):
         argv += ["--via", args.via]
-    for flag in ("no_record", "insecure"):
-        if getattr(args, flag, False):
-            argv.append("--" + flag.replace("_", "-"))
+    if getattr(args, "insecure", False):
+        argv.append("--insecure")
     rules = getattr(args, "rules", None)
     if rules:  # passwords stay off the command line: a private file carries them
         argv += ["--rules", str(_private_rules_file(rules, argv[argv.index("--name") + 1]))]
@@ -80,6 +79,15 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     name = argv[argv.index("--name") + 1].lower()
     relay_port = _RelayPort(PortMemory().get("relay", name) or 0)
     return lambda: agent_command(*argv, "--port", relay_port())
+
+
+def _headless_argv(args: argparse.Namespace) -> list[str]:
+    """The flags the agent of ``http``, ``up`` and ``start`` gets alike from the inspector: headless,
+    its API port, the store, and whether it records."""
+    argv = ["--no-tui", *_api_port_argv(args), "--db", str(_db(args))]
+    if getattr(args, "no_record", False):
+        argv.append("--no-record")
+    return argv
 
 
 def _api_port_argv(args: argparse.Namespace) -> list[str]:
@@ -122,9 +130,7 @@ def up_agent_argv(args: argparse.Namespace, names: list[str],
 
     The embedded relay keeps its port across agent restarts, as for ``http``.
     """
-    argv = [*command, *names, "--no-tui", *_api_port_argv(args), "--db", str(_db(args))]
-    if getattr(args, "no_record", False):
-        argv.append("--no-record")
+    argv = [*command, *names, *_headless_argv(args)]
     if args.port:
         return lambda: agent_command(*argv, "--port", str(args.port))
     relay_port = _RelayPort()

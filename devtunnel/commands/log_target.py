@@ -22,7 +22,7 @@ from devtunnel.errors import ConfigError
 from devtunnel.values.ngrok_log import FORMATS, LEVELS, level_at_least, record
 from devtunnel.values.terminal import quoted
 
-__all__ = ["LogTarget", "NgrokFormatter", "add_log_flags", "log_target", "wants_log"]
+__all__ = ["LogTarget", "NgrokFormatter", "add_log_flags", "log_target", "wants_inspector", "wants_log"]
 
 _OFF = ("false", "none")
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn", logging.ERROR: "error",
@@ -49,6 +49,12 @@ def add_log_flags(p: argparse.ArgumentParser) -> None:
                         "the url, one a request); term: devtunnel's own lines")
     p.add_argument("--log-level", type=_one_of(LEVELS), default="info", metavar="LEVEL",
                    help=f"with --log: the least severe records written, {', '.join(LEVELS)} (default: info)")
+
+
+def wants_inspector(args: argparse.Namespace) -> bool:
+    """Whether ``http``, ``up`` or ``start`` opens the inspector: not with ``--no-tui``, nor with
+    ``--log TARGET`` (ngrok's way: a log and no screen)."""
+    return not args.no_tui and not wants_log(args)
 
 
 def wants_log(args: argparse.Namespace) -> bool:

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from devtunnel.agent.via_runner import find_program, ssh_options
+from devtunnel.config import app_problem
 from devtunnel.errors import ConfigError
 
 __all__ = ["app_options", "check_via", "check_http_args"]
@@ -20,16 +21,16 @@ def app_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``run``, ``health`` and ``hold`` of a ``TunnelConfig`` from ``--run``, ``--health`` and ``--hold``.
 
     Raises:
-        ConfigError: ``--health`` or ``--hold`` without ``--run`` where it needs one, or a bad value.
+        ConfigError: ``--health`` without ``--run`` (``config.app_problem``), or a bad value.
     """
     from devtunnel.values.durations import parse_duration
 
     run, health, hold_text = args.run, args.health, args.hold
     if run is not None and not run.strip():  # --run "$UNSET": said, not a tunnel without its app
         raise ConfigError("--run must be a command line, not empty text")
-    if health is not None and not run:
-        raise ConfigError("--health needs --run (health needs run in devtunnel.toml): it tells when the app "
-                          "devtunnel runs is ready")
+    why = app_problem(run, health)
+    if why is not None:
+        raise ConfigError(f"--health needs --run (health needs run in devtunnel.toml): {why}")
     if health is not None:
         from devtunnel.agent.app_runner import check_health_path
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devtunnel.commands.config import resolve_http
-from devtunnel.commands.log_target import wants_log
+from devtunnel.commands.log_target import wants_inspector
 from devtunnel.commands.output import no_screen
-from devtunnel.config import Settings, TunnelSection
+from devtunnel.config import Settings, TunnelSection, tunnel_problem
 from devtunnel.errors import ConfigError
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.values.terminal import quoted
@@ -48,13 +48,14 @@ def tunnel_configs(tunnels: list[TunnelSection], resolved: argparse.Namespace) -
     """The agent's configs of ``tunnels``, with the relay, token and modes ``resolved`` holds.
 
     Raises:
-        ConfigError: a tunnel has ``health`` without ``run``.
+        ConfigError: a tunnel's table does not stand (``tunnel_problem``: ``health`` without ``run``).
     """
     settings: Settings = resolved.settings
     for t in tunnels:
-        if t.health and not t.run:
-            raise ConfigError(f"tunnels.{t.name}.health needs tunnels.{t.name}.run: it tells when the app "
-                              "devtunnel runs is ready")
+        problem = tunnel_problem(t)
+        if problem is not None:
+            key, why = problem
+            raise ConfigError(f"{key} {why}")
     from devtunnel.commands.tunnel_args import check_via
     from devtunnel.rules import load_rules_file, renumbered
     from devtunnel.via import parse_via
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace, command: Sequence[str] = ("up",)) -> int:
     (``start --config FILE``: the tunnels are read from the ngrok.yml again there)."""
     resolved, configs = resolve_up(args)
     names = [config.name for config in configs]  # each [tunnels.NAME] keeps its name
-    headless = args.no_tui or wants_log(args)  # --log stdout: no inspector, as ngrok
+    headless = not wants_inspector(args)
     no_inspector = None if headless else no_screen()
     if headless or no_inspector is not None:
         from devtunnel.commands.http import run_headless

@@ -37,7 +37,7 @@ from the top down (a module imports only modules listed after it):
 - ``webhooks.py``: ``[webhooks.NAME]`` tables read and checked, and ``webhook_context``.
 - ``source.py``: where a value came from, and ``FILE:LINE: KEY: PROBLEM`` messages.
 - ``settings.py``: the tree, ``Settings`` and its sections, each field with its default and kind;
-  ``key_names``.
+  ``key_names``; ``tunnel_problem``, what keys of a tunnel's table cannot stand together.
 - ``kinds.py``: kinds of value (a port, a size, a duration, a relay URL...): how each is checked,
   read from text and written back.
 - ``files.py``: where the files are (``user_file``, ``project_file``, ``config_files``).
@@ -59,7 +59,9 @@ from devtunnel.config.settings import (
     StoreSection,
     TunnelSection,
     WebhookSection,
+    app_problem,
     key_names,
+    tunnel_problem,
 )
 from devtunnel.config.webhooks import webhook_context
 from devtunnel.config.write import add_tunnels, masked, set_value, to_toml, visible_toml
@@ -76,6 +78,7 @@ __all__ = [
     "WebhookSection",
     "FILE_NAME",
     "add_tunnels",
+    "app_problem",
     "config_files",
     "key_names",
     "load",
@@ -84,6 +87,7 @@ __all__ = [
     "project_file",
     "set_value",
     "to_toml",
+    "tunnel_problem",
     "visible_toml",
     "user_file",
     "webhook_context",

@@ -252,6 +252,29 @@ SECTIONS: dict[str, type[Any]] = {
 TUNNEL_KEYS = {f.name: f for f in dataclasses.fields(TunnelSection) if f.name not in ("name", "webhooks")}
 
 
+def app_problem(run: str | None, health: str | None) -> str | None:
+    """Why ``health`` cannot stand without ``run``, or None when the two go together.
+
+    ``health`` tells when the app devtunnel runs is ready: with no app to run it has nothing to
+    tell. (``hold`` needs no ``run``: requests then wait for the target's port to accept.) The one
+    rule for the flags (``--health`` without ``--run``) and for a tunnel's table (``tunnel_problem``).
+    """
+    if health is not None and not run:
+        return "it tells when the app devtunnel runs is ready"
+    return None
+
+
+def tunnel_problem(tunnel: TunnelSection) -> tuple[str, str] | None:
+    """The dotted key of a ``[tunnels.NAME]`` table that its other keys leave without meaning, and
+    why (``health`` without ``run``); None when the table stands. ``up`` refuses such a tunnel
+    (``KEY PROBLEM``), ``config check`` says it with its file and line (``FILE:LINE: KEY: PROBLEM``).
+    """
+    why = app_problem(tunnel.run, tunnel.health)
+    if why is not None:
+        return f"tunnels.{tunnel.name}.health", f"needs tunnels.{tunnel.name}.run: {why}"
+    return None
+
+
 def fields_of(section: type[Any]) -> dict[str, dataclasses.Field[Any]]:
     """A section's fields by key."""
     return {f.name: f for f in dataclasses.fields(section)}

@@ -127,3 +127,51 @@ def http_server(answer: Answer | None = None, *, handler: Callable[..., BaseHTTP
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@contextmanager
+def rude_server(how: str) -> Iterator[str]:
+    """A service on a free port of 127.0.0.1 that reads each request's head and never answers:
+    ``how="reset"`` resets the connection (SO_LINGER 0: an RST), ``"close"`` closes it (a FIN).
+    Yields its base URL; at most 32 connections, each read for at most 5 s."""
+    import socket
+    import struct
+
+    if how not in ("reset", "close"):
+        raise ValueError(how)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        for _ in range(32):
+            conn: socket.socket | None = None
+            while conn is None and not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+            if conn is None:
+                return
+            with conn:
+                conn.settimeout(5)
+                head = b""
+                try:
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        head += data
+                except OSError:
+                    pass
+                if how == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()

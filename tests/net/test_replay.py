@@ -22,6 +22,7 @@ from devtunnel.errors import ReplayError
 from devtunnel.replay import Edit, replay, replay_many
 from tests.export.rawserver import RawServer
 from tests.kit.exchanges import make_exchange
+from tests.kit.servers import rude_server
 from tests.helpers import async_wait_for, free_port
 
 JSON_EVENT = b'{"type": "invoice.paid", "id": "evt_1"}'
@@ -180,6 +181,18 @@ async def test_refused_target_gives_an_exchange_with_local_refused() -> None:
     assert result.error == "local_refused" and result.response is None
     assert "refused" in result.error_message and str(port) in result.error_message
     assert result.replay_of == original.id and result.complete
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+async def test_a_service_that_drops_the_connection_without_answering_is_local_error_naming_its_url(how: str) -> None:
+    """Before: ``replay_failed`` and "replay to URL failed: ReadError" (a reset said nothing at all)."""
+    with rude_server(how) as url:
+        result = await replay(webhook(url), timeout=10)
+    assert result.response is None and result.error == "local_error"
+    done = "reset" if how == "reset" else "closed"
+    assert result.error_message.startswith(f"the local service at {url} {done} the connection without answering ("), \
+        result.error_message
+    assert result.replay_of and result.complete
 
 
 async def test_silent_server_gives_replay_failed_after_the_timeout() -> None:
