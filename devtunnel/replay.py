@@ -155,8 +155,11 @@ def _is_reset(exc: BaseException) -> bool:
 
 def _failure_kind(exc: httpx.HTTPError) -> ErrorKind:
     """The kind of a replay that reached the network and failed, as the agent records the same
-    failure of a live request: ``local_refused``, ``local_error`` (the service reset or closed the
-    connection, or sent something that is not HTTP), else ``replay_failed``."""
+    failure of a live request: ``local_refused``, ``local_timeout`` (no answer in time),
+    ``local_error`` (the service reset or closed the connection, or sent something that is not
+    HTTP), else ``replay_failed``."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "local_timeout"
     if isinstance(exc, httpx.ConnectError):
         if any(isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED
                for c in _causes(exc)):

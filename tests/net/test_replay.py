@@ -195,13 +195,14 @@ async def test_a_service_that_drops_the_connection_without_answering_is_local_er
     assert result.replay_of and result.complete
 
 
-async def test_silent_server_gives_replay_failed_after_the_timeout() -> None:
+async def test_silent_server_gives_local_timeout_after_the_timeout() -> None:
+    """As the agent records a live request the service did not answer in time (was ``replay_failed``)."""
     with socket.socket() as listener:  # accepts connections (backlog) but never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
         result = await replay(make_exchange(target_url=f"http://127.0.0.1:{port}"), timeout=0.3)
-    assert result.error == "replay_failed" and "did not answer" in result.error_message
+    assert result.error == "local_timeout" and "did not answer" in result.error_message
 
 
 async def test_response_body_over_the_cap_is_truncated_with_its_real_size(server: RawServer) -> None:
