@@ -234,3 +234,19 @@ def test_http_up_and_start_say_their_agent_flags_alike(tmp_path: Path) -> None:
     for command, blocks in helps.items():
         assert [name for name in blocks if name in shared] == shared, command
     assert all(helps["up"][name] == helps["http"][name] == helps["start"][name] for name in shared)
+
+
+def test_up_gives_resolve_http_every_flag_http_has() -> None:
+    """``up`` and ``start`` resolve their settings as ``http``'s (``up._as_http`` sets each of
+    ``http``'s flags it has not, unset): a flag added to ``http`` and not there would break them
+    with an AttributeError only when run."""
+    from types import SimpleNamespace
+
+    from devtunnel.cli import build_parser
+    from devtunnel.commands.up import _as_http
+
+    parser = build_parser()
+    http = vars(parser.parse_args(["http", "8080"]))
+    for command in (["up"], ["start", "--all"]):
+        shaped = vars(_as_http(parser.parse_args(command), SimpleNamespace(name="web")))  # type: ignore[arg-type]
+        assert set(http) <= set(shaped), (command, sorted(set(http) - set(shaped)))
