@@ -356,9 +356,14 @@ class Forwarder:
                 response = LocalResponse(head_only)
                 try:
                     await self._read_head(conn, response, lease.body_task, sent_at, cap)
-                    break
                 except (_ClosedEarly, BadResponse, _HeadTimeout, _BodyMismatch) as exc:
                     failed = exc
+                else:
+                    if gate is not None:
+                        gate.answered(conn)  # the app took it: the next held request's turn
+                    break
+                if gate is not None:
+                    gate.answered(conn)
                 # Answered outside the handler: nothing awaits while an exception is being
                 # handled (devtunnel/native.py says why).
                 if isinstance(failed, _BodyMismatch):
@@ -431,6 +436,8 @@ class Forwarder:
                 cap.request_body_cut()
                 stream.reset(ErrorCode.NO_ERROR, "response complete")
         finally:
+            if gate is not None and lease.conn is not None:
+                gate.answered(lease.conn)  # cancelled before its answer (the client went away)
             lease.release(False)
 
     async def _connect(
@@ -444,7 +451,7 @@ class Forwarder:
         try:
             if gate is None:
                 return await self.pool.connect()
-            return await gate.connect(self.pool.connect, cap)
+            return await gate.connect(self.pool.connect, cap, until_answered=True)
         except (HoldExpired, OSError) as exc:  # OSError: refused, reset, timed out, unreachable, TLS
             failed = exc
         # Answered outside the handler: nothing awaits while an exception is being handled

@@ -7,7 +7,8 @@ without it.
 
 While the app is known to be down (starting, crashed, restarting) or the target refuses
 connections, a request waits, at most ``hold`` seconds and with at most ``max_waiting`` others,
-and is delivered once the app is ready, in the order the requests came. What cannot be delivered
+and is delivered once the app is ready, in the order the requests came, at most
+``RELEASE_WINDOW`` at a time (see there: not all at once into a small listen backlog). What cannot be delivered
 in time raises :class:`HoldExpired` (answered 503 with ``Retry-After``, saying the app's state:
 ``starting: the app says it listens on ...``). An app that will not come back by itself (it
 exited with status 0, or could not be started) holds nothing: requests go to the target at
@@ -19,15 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-__all__ = ["APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RETRY_INTERVAL", "HoldExpired", "HoldGate"]
+__all__ = ["APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL", "HoldExpired",
+           "HoldGate"]
 
 MAX_WAITING = 1000
 """Requests one tunnel holds at most; more are answered 503 at once."""
 RETRY_INTERVAL = 0.1
 """Seconds between two probes of a target that refuses connections while the app is not known down."""
+RELEASE_WINDOW = 4
+"""Held requests sent to the app at once when it is back: each next one when one of these has its
+answer's head (or failed). The app's supervisor, or a probe, says the app is back when it accepts
+one connection: nothing says how many more it takes at once. An app's listen backlog bounds the
+connections the kernel completes before the app accepts them; past it, the kernel drops the
+connection's SYN and the client tries again after 1 s, then 3 s ... Released all at once, 100
+held requests made most of them wait so into a dev server (Python's ``socketserver``, under
+``http.server`` and ``wsgiref``, listens with a backlog of 5; Django's runserver 10), or
+time out. 4 stays within the smallest backlog in common use, even for an app that answers one
+request at a time; the window holds only while held requests are being delivered (a request
+that finds none held or being delivered goes at once)."""
 APP_RESTARTING = "local app restarting"
 """The reason recorded for requests the app's restart failed (the start of the error message)."""
 NOT_LISTENING = (ConnectionRefusedError, ConnectionResetError)
@@ -59,13 +73,21 @@ class HoldGate:
         hold: seconds a request may wait for the app (0: no waiting).
         max_waiting: requests held at once at most.
         retry_interval: seconds between attempts while the target refuses connections.
+        release_window: held requests delivered at once at most (``RELEASE_WINDOW``).
     """
 
     def __init__(self, hold: float = 0.0, *, max_waiting: int = MAX_WAITING,
-                 retry_interval: float = RETRY_INTERVAL) -> None:
+                 retry_interval: float = RETRY_INTERVAL, release_window: int = RELEASE_WINDOW) -> None:
         self.hold = hold
         self.max_waiting = max_waiting
         self.retry_interval = retry_interval
+        self.release_window = max(1, release_window)
+        self.delivering = 0
+        """Held requests given their turn to be sent and not answered yet (at most ``release_window``)."""
+        self._sent: set[object] = set()
+        """The connections of the requests counted in ``delivering`` that were sent, until ``answered``."""
+        self._turns: deque[asyncio.Future[None]] = deque()
+        """Held requests waiting for their turn, in the order they came."""
         self.waiting = 0
         """Requests held right now."""
         self.on_waiting: Callable[[], None] | None = None
@@ -108,6 +130,7 @@ class HoldGate:
         if final:
             self._reachable.set()
             self._up.set()  # wakes every waiter; each sees ``_final``
+            self._give_every_turn()
         elif ready:
             if not self._up.is_set():
                 self.starts += 1
@@ -121,15 +144,19 @@ class HoldGate:
         """Seconds a client is told to wait before trying again (``Retry-After``)."""
         return max(1, min(60, math.ceil(self.hold or 5)))
 
-    async def connect(self, connect: Callable[[], Awaitable[C]], held: Held | None = None) -> C:
+    async def connect(self, connect: Callable[[], Awaitable[C]], held: Held | None = None, *,
+                      until_answered: bool = False) -> C:
         """A connection from ``connect()``, waiting for the app as the module describes.
 
         ``held`` hears when the request begins to wait and when it waits no more (the record
         says it is held, and for how long); a request that does not wait tells it nothing.
 
         Held requests wait on one event, set when the app's supervisor says it is ready or
-        when one probe finds the target accepting again: they are woken, and connect, in the
-        order they came.
+        when one probe finds the target accepting again: they are woken in the order they came,
+        and take turns to connect, ``release_window`` at a time. A turn ends once connected, or
+        with ``until_answered`` when the caller says the request has its answer (``answered``):
+        until then the app may not have accepted the connection. A request refused in its
+        turn (the app went down again) waits again, as it waited before.
 
         Raises:
             HoldExpired: held for ``hold`` seconds without success, or too many held already.
@@ -138,9 +165,17 @@ class HoldGate:
         """
         if self.hold <= 0 or self._ended or self._final:
             return await connect()
-        if self._open():
+        if self._open() and not self.waiting and not self.delivering:
             try:
                 return await connect()
+            except NOT_LISTENING:
+                self.refused(connect)
+        elif self._open() and not self.waiting and self.delivering < self.release_window:
+            # Held requests are being delivered, a turn is free and none waits for one: this
+            # request waits for nothing, but takes its turn (the app's backlog is theirs too).
+            self.delivering += 1
+            try:
+                return await self._in_turn(connect, until_answered)
             except NOT_LISTENING:
                 self.refused(connect)
         if self.waiting >= self.max_waiting:
@@ -148,6 +183,7 @@ class HoldGate:
             raise HoldExpired(f"{APP_RESTARTING}: {self.waiting} requests are already waiting for it")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.hold
+        busy = False  # the hold ran out while the request waited for its turn (the app back, but slow)
         self.waiting += 1
         if self.on_waiting is not None:
             self.on_waiting()
@@ -168,10 +204,16 @@ class HoldGate:
                     except TimeoutError:
                         break
                     continue  # both may have changed again meanwhile
+                if not await self._turn(remaining):
+                    busy = True
+                    break
+                if not self._open() or self._ended or self._final:
+                    self._end_turn()  # down again while this request waited for its turn
+                    continue
                 try:
-                    conn = await connect()
+                    conn = await self._in_turn(connect, until_answered)
                 except NOT_LISTENING:
-                    self.refused(connect)
+                    self.refused(connect)  # back to waiting, as before its turn
                     continue
                 self.held += 1
                 return conn
@@ -186,11 +228,74 @@ class HoldGate:
         self.expired += 1
         if self._ended:
             raise HoldExpired(f"{APP_RESTARTING}: {self._ended}")
+        if busy:
+            raise HoldExpired(f"{APP_RESTARTING}: the app is back, but did not answer the requests held before this"
+                              f" one within {self.hold:g} s (they are sent {self.release_window} at a time)")
         if not self.app_down:
             raise HoldExpired(f"{APP_RESTARTING}: the app still refuses connections after {self.hold:g} s")
         # Its state says why (``starting: the app says it listens on ...``, a crash's last line).
         state = f" ({self.app_state})" if self.app_state else ""
         raise HoldExpired(f"{APP_RESTARTING}: the app is still down after {self.hold:g} s{state}")
+
+    async def _turn(self, remaining: float) -> bool:
+        """Wait for a turn to be sent (``delivering`` counts it), in the order the requests came;
+        False if ``remaining`` seconds pass first."""
+        if self.delivering < self.release_window and not self._turns:
+            self.delivering += 1
+            return True
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        try:
+            async with asyncio.timeout(remaining):
+                await turn
+        except BaseException as exc:  # timed out, or cancelled (the client went away)
+            if turn.done() and not turn.cancelled():
+                self._end_turn()  # given as it went: to the next one
+            else:
+                turn.cancel()  # _end_turn skips it
+            if isinstance(exc, TimeoutError):
+                return False
+            raise
+        return True
+
+    async def _in_turn(self, connect: Callable[[], Awaitable[C]], until_answered: bool) -> C:
+        """``connect()`` in a turn taken: the turn ends with a failure, once connected, or with
+        ``until_answered`` when ``answered`` hears of the connection."""
+        try:
+            conn = await connect()
+        except BaseException:
+            self._end_turn()
+            raise
+        if until_answered:
+            self._sent.add(conn)
+        else:
+            self._end_turn()
+        return conn
+
+    def answered(self, conn: object) -> None:
+        """The request sent on ``conn`` has its answer's head, or failed: its turn, if it had one,
+        goes to the next held request. Called for every request of a tunnel with a gate; one
+        test of an empty set when no held request is being delivered."""
+        if self._sent and conn in self._sent:
+            self._sent.discard(conn)
+            self._end_turn()
+
+    def _give_every_turn(self) -> None:
+        """Wake every request waiting for its turn: none is sent in it (the tunnel stops, or the
+        app will not come back), each gives it back and goes the way the module says."""
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                self.delivering += 1
+
+    def _end_turn(self) -> None:
+        self.delivering -= 1
+        while self._turns and self.delivering < self.release_window:
+            turn = self._turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                self.delivering += 1
 
     def end_holding(self, reason: str) -> None:
         """Answer the held requests now (503, ``reason``) and hold no more: the tunnel is stopping,
@@ -198,6 +303,7 @@ class HoldGate:
         self._ended = reason
         self._up.set()  # wakes every waiter; each sees ``_ended`` first
         self._reachable.set()
+        self._give_every_turn()
 
     def _open(self) -> bool:
         return self._up.is_set() and self._reachable.is_set()

@@ -30,6 +30,7 @@ __all__ = [
     "media_type",
     "body_bytes",
     "cut_bodies",
+    "held_json",
     "held_text",
 ]
 
@@ -488,9 +489,15 @@ class Exchange:
             "websocket": self.websocket,
             "webhook": None if self.webhook is None else self.webhook.to_json(),
             "rule": None if self.rule is None else self.rule.to_json(),
-            "held_ms": None if self.held is None else round(self.held * 1000, 3),
-            "holding": self.holding,
+            **held_json(self.held, self.holding),
         }
+
+
+def held_json(held: float | None, holding: bool) -> dict[str, object]:
+    """``{"held_ms": 3250.0, "holding": false}``: how long a request waited for the app devtunnel
+    runs (``--hold``; null: it never waited) and whether it waits still. The one form of
+    ``devtunnel requests --json``, ``show --json`` and the agent API's captures."""
+    return {"held_ms": None if held is None else round(held * 1000, 3), "holding": holding}
 
 
 def held_text(exchange: Exchange) -> str:

@@ -29,7 +29,7 @@ from devtunnel.capture.filters.fields import Replay
 from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit, check_header
 from devtunnel.capture.jsonpath import parse_assignment
-from devtunnel.capture.model import Exchange, Request, Response, held_text
+from devtunnel.capture.model import Exchange, Request, Response, held_json, held_text
 from devtunnel.capture.outcome import VOLATILE_HEADERS, replay_mark, replay_outcome, status_line
 from devtunnel.capture.rows import Row
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
@@ -180,8 +180,7 @@ def _row_summary(row: Row) -> dict[str, Any]:
         "websocket": row.websocket,
         "webhook": None if row.webhook is None else row.webhook.to_json(),
         "rule": None if row.rule is None else row.rule.to_json(),
-        "held_ms": None if row.held is None else round(row.held * 1000, 3),
-        "holding": row.holding,
+        **held_json(row.held, row.holding),
     }
 
 

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from devtunnel.capture.model import Exchange, Response
+from devtunnel.capture.model import Exchange, Response, held_json
 from devtunnel.export.assemble import reason_of, request_bytes, response_bytes
 from devtunnel.values.terminal import escape
 
@@ -75,7 +75,8 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
     ngrok's fields: ``uri id tunnel_name remote_addr start duration request response``.
     devtunnel adds ``replay_of``, ``edited``, ``resigned``, ``error``, ``error_message``, ``target_url``, ``websocket``,
     ``webhook`` (the verdict: ``provider event_type delivery_id signature reason duplicate_of``, or
-    null when no webhook provider recognised the request),
+    null when no webhook provider recognised the request), ``held_ms`` and ``holding`` (how long the
+    request waited for the app devtunnel runs, ``--hold``, and whether it waits still: ``held_json``),
     in each message ``body_size`` and ``body_truncated``, and for a WebSocket session
     ``ws_close_code`` and ``ws_messages`` (``sender opcode time size payload``; ``time`` in
     seconds since the epoch, ``payload`` the recorded part in base64, ``size`` the real size).
@@ -108,6 +109,7 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
         "target_url": exchange.target_url,
         "websocket": exchange.websocket,
         "webhook": None if exchange.webhook is None else exchange.webhook.to_json(),
+        **held_json(exchange.held, exchange.holding),
     }
     if resp is not None:
         out["response"] = {

@@ -139,6 +139,9 @@ def small_exchanges(draw: st.DrawFn) -> Exchange:
         replay_of=draw(st.none() | st.just("01ABC")),
         websocket=websocket,
         webhook=webhook,
+        # Held for the app (``--hold``): stored negative while it waits, read back as held and holding.
+        held=(held := draw(st.none() | st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.0001, 2.5]))),
+        holding=held is not None and held > 0 and draw(st.booleans()),
     )
 
 
@@ -152,7 +155,7 @@ LEAVES = [
     "body:invoice.paid", "body:invoice", "req.body:invoice", "res.body:café", 'body:"%_\'"',
     "dur:>500ms", "dur:<=0.5s", "dur:100ms-1s", "dur:0",
     "size:>1kb", "size:1024", "size:>=1mb", "size:<1",
-    "error", "error:local_refused", "replay", "ws",
+    "error", "error:local_refused", "replay", "ws", "held", "held:>1s", "held:<=500ms", "held:250ms-1s", "held:0",
     "webhooks", "HTTPS://", "café", '"x=1&y"', "%", "_", "\"'\"", '"\\\\"',
     "~m post", '~m "^(GET|DELETE)$"', "~u hooks", "~u ^https", "~d EXAMPLE", "~h stripe", '~h "^content-type: json"',
     "~hq x-id", "~hs type", "~b invoice", "~bq \\x00", "~bs caf.", "~t json", "~tq text", "~ts plain",

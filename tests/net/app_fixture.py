@@ -16,6 +16,12 @@
   group is stopped);
 * ``--stopped-file PATH``: on SIGTERM it takes ``--stop-delay`` seconds to shut down, as an app
   finishing its work does, then writes PATH and exits 0;
+* ``--listen-file PATH``: it listens only once PATH exists (an app slow to start);
+* ``--backlog N``: its listen backlog (default 256); ``--serial``: it accepts and answers one
+  connection at a time (as a dev server without threads), so connections queue in the backlog;
+* ``--queue-file PATH``: before each accept it appends to PATH how many connections the kernel
+  queued for it, and the most it may (the listening socket's ``TCP_INFO``, Linux): a queue found
+  past that most has had a connection's SYN dropped (the client tries again after 1 s);
 * prints a hostile line (terminal escapes) at start, and one line per request.
 """
 
@@ -25,11 +31,12 @@ import argparse
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("port", type=int)
@@ -40,6 +47,10 @@ parser.add_argument("--exit-delay", type=float, default=0.0)
 parser.add_argument("--stopped-file")
 parser.add_argument("--stop-delay", type=float, default=0.5)
 parser.add_argument("--drop", type=int, default=0)
+parser.add_argument("--listen-file")
+parser.add_argument("--backlog", type=int, default=256)
+parser.add_argument("--serial", action="store_true")
+parser.add_argument("--queue-file")
 args = parser.parse_args()
 count = 0
 drops: dict[str, int] = {}
@@ -104,7 +115,25 @@ if args.child_pidfile:
     child = subprocess.Popen(["sleep", "600"])
     with open(args.child_pidfile, "w") as f:
         f.write(str(child.pid))
-ThreadingHTTPServer.request_queue_size = 256  # requests held for the app all come at once when it is ready
-server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+
+
+class Server(HTTPServer if args.serial else ThreadingHTTPServer):  # type: ignore[misc]
+    request_queue_size = args.backlog
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        if args.queue_file:
+            # struct tcp_info: 8 bytes, then u32 rto ato snd_mss rcv_mss unacked sacked. For a
+            # listening socket unacked is the accept queue's length and sacked its most.
+            info = self.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+            queued, most = struct.unpack_from("8x6I", info)[4:6]
+            with open(args.queue_file, "a") as f:
+                f.write(f"{queued} {most}\n")
+        return self.socket.accept()
+
+
+if args.listen_file:
+    while not os.path.exists(args.listen_file):
+        time.sleep(0.01)
+server = Server(("127.0.0.1", args.port), Handler)
 print(f"listening on {args.port} \x1b]0;pwned\x07\x1b[2J", flush=True)
 server.serve_forever()

@@ -158,6 +158,20 @@ class Duration(_Compare):
         return ex.duration
 
 
+class Held(_Compare):
+    code = "held"
+    syntax = "held   held:>1s  held:100ms-2s"
+    help = "waited for the app devtunnel runs (--hold), or waits still; with a duration: waited this long (as dur:)"
+    # Stored negative while the request still waits (``rows.held_column``): its wait so far.
+    column = "abs(e.held)"
+
+    def __init__(self, bounds: Sequence[Bound] = ()) -> None:
+        super().__init__(bounds)
+
+    def _value(self, ex: Exchange) -> float | None:
+        return ex.held
+
+
 class Size(_Compare):
     code = "size"
     syntax = "size:>1mb  size:<=512"
@@ -365,6 +379,8 @@ FIELDS: dict[str, tuple[type[Filter], FieldBuilder]] = {
     "res.body": (ResponseBody, lambda v, p: ResponseBody(_needs_value("res.body", v, p))),
     "dur": (Duration, lambda v, p: Duration(
         _bounds(v, p, _duration_number, "dur expects a duration like 500ms or 2s"))),
+    "held": (Held, lambda v, p: Held(
+        _bounds(v, p, _duration_number, "held expects a duration like 500ms or 2s"))),
     "size": (Size, lambda v, p: Size(_bounds(v, p, size_bytes, "size expects a size like 512, 10kb, 1mib or 1.5m"))),
     "error": (Error, lambda v, p: Error(_error_kind(v, p))),
     **WEBHOOK_FIELDS,
@@ -372,7 +388,7 @@ FIELDS: dict[str, tuple[type[Filter], FieldBuilder]] = {
 }
 """``field:value`` names (lower case) -> (class, builder from the value text and its position)."""
 
-FLAGS: dict[str, type[Filter]] = {"error": Error, "replay": Replay, "ws": WebSocket, "dup": Duplicate}
+FLAGS: dict[str, type[Filter]] = {"error": Error, "replay": Replay, "ws": WebSocket, "dup": Duplicate, "held": Held}
 """Bare words that are filters by themselves, not URL searches."""
 
 

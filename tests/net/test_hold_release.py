@@ -1,0 +1,176 @@
+"""Held requests are delivered a few at a time once the app is back (``HoldGate.release_window``),
+never all at once into an app's small listen backlog, and a request refused in its turn waits again."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtunnel.agent.hold import RELEASE_WINDOW, HoldExpired, HoldGate
+from tests.helpers import async_wait_for, free_port
+from tests.net.tunnel_fixtures import Harness, relay_and_agent
+
+pytestmark = pytest.mark.timeout(120)
+
+APP = Path(__file__).with_name("app_fixture.py")
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with relay_and_agent(tmp_path) as h:
+        yield h
+
+
+def _gate(harness: Harness, name: str) -> HoldGate:
+    gate = harness.service._tunnels[name].forwarder.gate
+    assert gate is not None
+    return gate
+
+
+def _client(harness: Harness, name: str) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    return httpx.AsyncClient(base_url=harness.base_url, headers={"Host": harness.host(name)}, timeout=60,
+                             trust_env=False, limits=limits)
+
+
+async def test_held_requests_go_to_an_app_with_a_small_backlog_without_overflowing_it(
+        harness: Harness, tmp_path: Path) -> None:
+    """``--run`` with ``--hold``: 24 requests held while the app starts, an app that listens late
+    with a backlog of 5 and answers one connection at a time (a dev server without threads).
+    Released all at once, the kernel's queue for the app filled and dropped the next
+    connections' SYNs: they waited 1 s, 3 s ... for the client's retries. The app notes its
+    queue before each accept: it never holds more than its backlog (a SYN dropped leaves it past
+    that until the next accept), and every request is answered."""
+    port, backlog, n = free_port(), 5, 24
+    listen, queue = tmp_path / "listen", tmp_path / "queue"
+    await harness.start(str(port), name="small", hold=60.0,
+                        run=f"{sys.executable} {APP} {port} --serial --backlog {backlog}"
+                            f" --listen-file {listen} --queue-file {queue}")
+    gate = _gate(harness, "small")
+    await async_wait_for(lambda: gate.app_state.startswith("starting"), timeout=20, what="the app starting")
+    async with _client(harness, "small") as client:
+        sent = [asyncio.create_task(client.get(f"/held/{i}")) for i in range(n)]
+        await async_wait_for(lambda: gate.waiting == n, timeout=20, what="every request held")
+        listen.touch()
+        answers = await asyncio.gather(*sent)
+    assert [a.status_code for a in answers] == [200] * n
+    samples = [tuple(map(int, line.split())) for line in queue.read_text().splitlines()]
+    assert len(samples) >= n and {most for _, most in samples} == {backlog}
+    assert max(queued for queued, _ in samples) <= backlog, samples
+    assert gate.delivering == 0 and gate.waiting == 0
+
+
+async def test_a_request_refused_in_its_turn_waits_again_instead_of_failing(harness: Harness) -> None:
+    """The app's supervisor says it is ready, but its port refuses as the requests go (a
+    reloader restarting it once more): each goes back to waiting, gives its turn back, and all
+    are answered once the port accepts, none 502."""
+    port = free_port()
+    await harness.start(str(port), name="flaky", hold=30.0)
+    gate = _gate(harness, "flaky")
+    gate.set_app_state(False, "restarting (1)")
+    n = 3 * RELEASE_WINDOW
+    seen: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b" ", 2)[1].decode())
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async with _client(harness, "flaky") as client:
+        sent = [asyncio.create_task(client.get(f"/r/{i}")) for i in range(n)]
+        await async_wait_for(lambda: gate.waiting == n, what="every request held")
+        gate.set_app_state(True, "ready")  # nothing listens yet: each turn is refused
+        await async_wait_for(lambda: not gate._reachable.is_set() and gate.delivering == 0 and gate.waiting == n,
+                             what="the refused requests back to waiting, their turns given back")
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        try:
+            answers = await asyncio.gather(*sent)
+        finally:
+            server.close()
+    assert [a.status_code for a in answers] == [200] * n
+    assert sorted(seen) == sorted(f"/r/{i}" for i in range(n))
+    assert gate.delivering == 0 and gate.waiting == 0 and not gate._sent
+
+
+# -- the gate on its own ------------------------------------------------------------------------------
+
+async def test_turns_are_taken_in_order_and_handed_on_when_answered() -> None:
+    gate = HoldGate(10.0, release_window=2)
+    gate.set_app_state(False, "restarting (1)")
+    connected: list[int] = []
+
+    def make(i: int):  # type: ignore[no-untyped-def]
+        async def connect() -> object:
+            connected.append(i)
+            return f"conn{i}"
+        return connect
+
+    tasks = [asyncio.create_task(gate.connect(make(i), until_answered=True)) for i in range(5)]
+    await async_wait_for(lambda: gate.waiting == 5, what="all held")
+    gate.set_app_state(True, "ready")
+    await async_wait_for(lambda: connected == [0, 1], what="the first two turns")
+    assert gate.delivering == 2 and gate.waiting == 3
+    newcomer = asyncio.create_task(gate.connect(make(9), until_answered=True))  # behind those held
+    gate.answered("conn1")
+    await async_wait_for(lambda: connected == [0, 1, 2], what="the third one's turn")
+    gate.answered("unknown")  # a connection that had no turn changes nothing
+    gate.answered("conn0")
+    await async_wait_for(lambda: connected == [0, 1, 2, 3], what="the fourth one's turn")
+    assert gate.delivering == 2
+    for i in (2, 3):
+        gate.answered(f"conn{i}")
+    await async_wait_for(lambda: connected == [0, 1, 2, 3, 4, 9], what="the last two turns")
+    gate.answered("conn4")
+    assert await asyncio.gather(*tasks, newcomer) == ["conn0", "conn1", "conn2", "conn3", "conn4", "conn9"]
+    assert connected == [0, 1, 2, 3, 4, 9]
+    gate.answered("conn9")
+    assert gate.delivering == 0 and gate.waiting == 0
+
+
+async def test_a_request_that_times_out_or_goes_while_waiting_for_its_turn_gives_the_turn_on() -> None:
+    gate = HoldGate(0.5, release_window=1)
+    gate.set_app_state(False, "restarting (1)")
+
+    async def connect() -> object:
+        return object()
+
+    first = asyncio.create_task(gate.connect(connect, until_answered=True))
+    second = asyncio.create_task(gate.connect(connect, until_answered=True))
+    third = asyncio.create_task(gate.connect(connect, until_answered=True))
+    await async_wait_for(lambda: gate.waiting == 3, what="all held")
+    gate.set_app_state(True, "ready")
+    conn = await first  # never answered: the others wait for its turn
+    second.cancel()  # its client went away
+    with pytest.raises(HoldExpired, match=r"the app is back, but did not answer the requests held before this one"
+                                          r" within 0.5 s \(they are sent 1 at a time\)"):
+        await third
+    assert second.cancelled() and gate.waiting == 0 and gate.delivering == 1
+    gate.answered(conn)
+    assert gate.delivering == 0
+    assert isinstance(await gate.connect(connect), object)  # nothing held or delivered: at once
+
+
+async def test_stopping_answers_the_requests_waiting_for_their_turn_at_once() -> None:
+    gate = HoldGate(30.0, release_window=1)
+    gate.set_app_state(False, "restarting (1)")
+
+    async def connect() -> object:
+        return object()
+
+    first = asyncio.create_task(gate.connect(connect, until_answered=True))
+    second = asyncio.create_task(gate.connect(connect, until_answered=True))
+    await async_wait_for(lambda: gate.waiting == 2, what="both held")
+    gate.set_app_state(True, "ready")
+    await first
+    await async_wait_for(lambda: len(gate._turns) == 1, what="the second waiting for its turn")
+    gate.end_holding("devtunnel is stopping")
+    with pytest.raises(HoldExpired, match="devtunnel is stopping"):
+        await asyncio.wait_for(second, 5)
+    assert gate.waiting == 0 and gate.delivering == 1  # the first one's turn, until it is answered
