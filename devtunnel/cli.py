@@ -207,6 +207,9 @@ examples:
     p.add_argument("--api-port", type=_port, metavar="PORT",
                    help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0 disables)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
+    p.add_argument("--body-budget", metavar="SIZE",
+                   help="bytes of bodies the requests in flight keep together, at least one body cap; past it their"
+                        " records are cut, never the traffic (default: 64mb)")
     p.add_argument("--no-record", action="store_true", help="do not record exchanges")
     p.add_argument("--insecure", action="store_true",
                    help="do not verify an https target's certificate (the relay's always is: see --relay-ca)")
@@ -344,6 +347,9 @@ examples:
                    help="agent API port on 127.0.0.1, an error if taken (default: 4040, or the next free one; 0: any free port)")
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
+    p.add_argument("--body-budget", metavar="SIZE",
+                   help="bytes of bodies the requests in flight keep together, at least one body cap; past it their"
+                        " records are cut, never the traffic (default: 64mb)")
     p.add_argument("--local-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="seconds a local service has to start its response before the client gets 504 (default: %(default)s)")
     _add_db(p)
