@@ -352,3 +352,16 @@ async def test_an_exchange_finished_after_its_live_snapshot_was_recorded_gives_b
     assert rest == b"data: second\n\n"
     [ex] = await _given_back(harness, 1)
     assert ex.response.body == b"data: first\n\ndata: second\n\n"  # type: ignore[attr-defined]
+
+
+async def test_requests_a_rule_at_the_relay_answered_give_back_the_body_they_kept(
+    harness: Harness, local: tuple[int, LocalState]
+) -> None:
+    from devtunnel.rules import parse_rules
+
+    await harness.start(str(local[0]), rules=parse_rules([{"match": "path:/admin", "action": "deny"}], "test"))
+    async with _client(harness) as client:
+        assert (await client.post("/admin/hook", content=b"d" * 30_000)).status_code == 403
+        assert (await client.get("/admin/page")).status_code == 403
+    done = await _given_back(harness, 2)
+    assert sorted(len(ex.request.body) for ex in done) == [0, 30_000]  # type: ignore[attr-defined]
