@@ -52,20 +52,25 @@ class BodyBudget:
     """The bytes of bodies (and WebSocket payloads) the captures of one agent keep while their
     exchanges are in flight, and how many they may keep at most.
 
-    Each capture takes from it as it keeps a chunk (one subtraction and one addition, on the
-    event loop: no lock) and gives back all it took when it finishes (``ExchangeCapture.finish``,
+    Each capture takes from it as it keeps a chunk (a comparison and a subtraction, on the event
+    loop: no lock) and gives back all it took when it finishes (``ExchangeCapture.finish``,
     which every way an exchange ends comes to, once). A capture that finds it used up keeps no
     more of that body, whatever it would free later: its record is cut there, and says why
     (``starved``). The traffic itself never waits for it: bodies flow whole.
     """
 
-    __slots__ = ("limit", "used", "_quiet_until")
+    __slots__ = ("limit", "left", "_quiet_until")
 
     def __init__(self, limit: int = DEFAULT_BODY_BUDGET) -> None:
         self.limit = limit
-        self.used = 0
-        """Bytes the captures in flight keep now (0 once none is in flight)."""
+        self.left = limit
+        """Bytes the captures in flight may still keep."""
         self._quiet_until = 0.0
+
+    @property
+    def used(self) -> int:
+        """Bytes the captures in flight keep now (0 once none is in flight)."""
+        return self.limit - self.left
 
     def ran_out(self) -> None:
         """A body was cut for want of budget: said in the log once per ``BUDGET_LOG_INTERVAL``."""
@@ -103,23 +108,28 @@ class _Body:
         self.size += n
         room = self.cap - self.kept
         if room > 0:
-            budget = self.budget
-            if budget is not None:
-                free = budget.limit - budget.used
-                if free < n and free < room:  # the budget cuts it: nothing more is kept of it
-                    room = free if free > 0 else 0
-                    self.cap = self.kept + room
-                    self.starved = True
-                    budget.ran_out()
-                    if room == 0:
-                        return
-                budget.used += n if n < room else room
             if n > room:
                 chunk = chunk[:room]
                 n = room
+            budget = self.budget
+            if budget is not None:
+                left = budget.left
+                if n > left:  # the budget cuts it: nothing more is kept of this body
+                    self._starve(budget)
+                    if left <= 0:
+                        return
+                    chunk = chunk[:left]
+                    n = left
+                budget.left = left - n
             # A view may be of a buffer its owner reuses: only immutable bytes are kept as they are.
             self._chunks.append(chunk if type(chunk) is bytes else bytes(chunk))
             self.kept += n
+
+    def _starve(self, budget: BodyBudget) -> None:
+        """The budget has less room than this chunk: keep what fits of it, then nothing more."""
+        self.cap = self.kept + max(budget.left, 0)
+        self.starved = True
+        budget.ran_out()
 
     def give_back(self) -> int:
         """Keep no more, and return the bytes taken from the budget (once: then 0)."""
@@ -367,15 +377,15 @@ class ExchangeCapture:
         room = self._ws_budget
         budget = self._budget
         if budget is not None and room > 0:
-            free = budget.limit - budget.used
-            if free < room and free < len(payload):  # nothing more is kept of this session's payloads
-                room = self._ws_budget = free if free > 0 else 0
+            left = budget.left
+            if left < room and left < len(payload):  # nothing more is kept of this session's payloads
+                room = self._ws_budget = left if left > 0 else 0
                 budget.ran_out()
         keep = payload[: max(0, room)]
         n = len(keep)
         self._ws_budget -= n
         if budget is not None:
-            budget.used += n
+            budget.left -= n
             self._ws_kept += n
         self.exchange.ws_messages.append(
             WsMessage(sender="client" if sender == "client" else "server", opcode=1 if text else 2,
@@ -421,11 +431,15 @@ class ExchangeCapture:
         by ``finish``: the record has its bodies, and the recorder owns them from here)."""
         self._budget = None
         self._cap = self._ws_budget = 0  # a body that begins now keeps nothing either
-        taken, self._ws_kept = self._ws_kept, 0
-        for body in (self._request_body, self._response_body):
-            if body is not None:
-                taken += body.give_back()
-        budget.used -= taken
+        taken = self._ws_kept
+        self._ws_kept = 0
+        body = self._request_body
+        if body is not None:
+            taken += body.give_back()
+        body = self._response_body
+        if body is not None:
+            taken += body.give_back()
+        budget.left += taken
 
     def _fill_bodies(self, ex: Exchange, limit: int | None = None) -> None:
         for message, body in ((ex.request, self._request_body), (ex.response, self._response_body)):
