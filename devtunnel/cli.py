@@ -93,6 +93,9 @@ def _add_relay_port(p: argparse.ArgumentParser) -> None:
 
 def _add_body_cap(p: argparse.ArgumentParser) -> None:
     p.add_argument("--body-cap", metavar="SIZE", help="bytes of each body to record (default: 10mb)")
+    p.add_argument("--body-budget", metavar="SIZE",
+                   help="bytes of bodies the requests in flight keep together, at least one body cap; past it their"
+                        " records are cut, never the traffic (default: 64mb)")
 
 
 def _add_local_timeout(p: argparse.ArgumentParser, service: str) -> None:

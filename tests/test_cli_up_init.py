@@ -267,8 +267,9 @@ def test_the_inspectors_agent_gets_the_app_settings(tmp_path: Path) -> None:
 
     common = dict(api_port=4040, db=str(tmp_path / "c.db"), relay=None, token=None, port=5555, no_record=False)
     http = http_agent_argv(argparse.Namespace(target="8000", name="shop", host_header="preserve", body_cap="10mb",
-                                              insecure=False, run="uvicorn app:app --reload", health="/healthz",
-                                              hold=30.0, **common))()
+                                              body_budget="64mb", insecure=False, run="uvicorn app:app --reload",
+                                              health="/healthz", hold=30.0, **common))()
+    assert http[http.index("--body-budget") + 1] == "64mb"
     assert http[http.index("--run") + 1] == "uvicorn app:app --reload"
     assert http[http.index("--health") + 1] == "/healthz" and http[http.index("--hold") + 1] == "30"
     up = up_agent_argv(argparse.Namespace(**common), ["web", "api"])()

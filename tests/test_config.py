@@ -119,6 +119,14 @@ def test_each_layer_overrides_the_next_and_keeps_the_keys_it_does_not_set(places
     assert places.load().relay.url is None
 
 
+def test_the_body_budget_comes_from_the_file_and_the_flag_wins(places: Places) -> None:
+    assert places.load().agent.body_budget == 64 << 20
+    places.write_project('[agent]\nbody_budget = "16mb"\n')
+    assert places.load().agent.body_budget == 16 << 20
+    flags = {"agent.body_budget": ("--body-budget", "200mb")}
+    assert with_flags(places.load(), flags).agent.body_budget == 200 << 20
+
+
 def test_a_higher_layer_changes_only_the_keys_it_names(places: Places) -> None:
     places.write_user('[relay]\nurl = "ws://user.example"\ntoken = "user-token"\n[agent]\napi_port = 4001\n')
     places.write_project('[relay]\nurl = "ws://project.example"\n[agent]\nbody_cap = "1mb"\n')

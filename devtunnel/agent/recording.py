@@ -9,6 +9,7 @@ WebSocket sessions show up while they last.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,8 +18,22 @@ from devtunnel.agent.devservers import SCANNED, STATUSES, WS_SCANNED
 from devtunnel.capture.model import Exchange, ErrorKind, Headers, Request, Response, RuleMark, WsMessage, new_id
 from devtunnel.protocol.events import Fields, RequestReceived
 from devtunnel.values.numbers import is_decimal
+from devtunnel.values.sizes import format_size
 
-__all__ = ["ExchangeCapture", "ExchangeSink", "LiveSnapshots", "LIVE_AFTER", "LIVE_BODY_PREVIEW"]
+__all__ = [
+    "BodyBudget", "ExchangeCapture", "ExchangeSink", "LiveSnapshots", "DEFAULT_BODY_BUDGET", "LIVE_AFTER",
+    "LIVE_BODY_PREVIEW",
+]
+
+log = logging.getLogger("devtunnel.agent")
+
+DEFAULT_BODY_BUDGET = 64 << 20
+"""Bytes of bodies the captures of one agent keep, at most, over all the exchanges in flight
+(``--body-budget``): six body caps of the default 10 MiB, and the bytes of request bodies a
+session holds for a local service that does not read (``session.HELD_REQUESTS``)."""
+
+BUDGET_LOG_INTERVAL = 10.0
+"""Seconds between two log lines saying the body budget was used up."""
 
 LIVE_AFTER = 0.5
 """Seconds after which a running exchange is submitted once as it is so far."""
@@ -33,21 +48,60 @@ ExchangeSink = Callable[[Exchange, bool], None]
 """Receives ``(exchange, final)``: a live snapshot (``final=False``) or the finished record."""
 
 
+class BodyBudget:
+    """The bytes of bodies (and WebSocket payloads) the captures of one agent keep while their
+    exchanges are in flight, and how many they may keep at most.
+
+    Each capture takes from it as it keeps a chunk (a comparison and a subtraction, on the event
+    loop: no lock) and gives back all it took when it finishes (``ExchangeCapture.finish``,
+    which every way an exchange ends comes to, once). A capture that finds it used up keeps no
+    more of that body, whatever it would free later: its record is cut there, and says why
+    (``starved``). The traffic itself never waits for it: bodies flow whole.
+    """
+
+    __slots__ = ("limit", "left", "_quiet_until")
+
+    def __init__(self, limit: int = DEFAULT_BODY_BUDGET) -> None:
+        self.limit = limit
+        self.left = limit
+        """Bytes the captures in flight may still keep."""
+        self._quiet_until = 0.0
+
+    @property
+    def used(self) -> int:
+        """Bytes the captures in flight keep now (0 once none is in flight)."""
+        return self.limit - self.left
+
+    def ran_out(self) -> None:
+        """A body was cut for want of budget: said in the log once per ``BUDGET_LOG_INTERVAL``."""
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + BUDGET_LOG_INTERVAL
+            log.warning("recording: the exchanges in flight keep %s of bodies, the most the agent keeps"
+                        " (--body-budget): their records are cut; the traffic is not", format_size(self.limit))
+
+
 class _Body:
     """A body's real size and its first ``cap`` bytes.
 
     The kept bytes stay as the chunks that arrived (immutable ``bytes``, referenced, not
     copied) until they are asked for: then they are joined once. Growing a ``bytearray``
     instead reallocates it as it grows, briefly holding two copies of a large body.
+
+    With a ``budget``, each byte kept is taken from it (``kept`` is what this body took); once
+    it runs out, ``cap`` becomes what was kept, so the body is never kept with a hole in it,
+    and ``starved`` says so.
     """
 
-    __slots__ = ("cap", "size", "kept", "_chunks")
+    __slots__ = ("cap", "size", "kept", "_chunks", "budget", "starved")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, budget: BodyBudget | None = None) -> None:
         self.cap = cap
         self.size = 0
         self.kept = 0
         self._chunks: list[bytes] = []
+        self.budget = budget
+        self.starved = False
 
     def add(self, chunk: bytes | memoryview) -> None:
         n = len(chunk)
@@ -57,9 +111,33 @@ class _Body:
             if n > room:
                 chunk = chunk[:room]
                 n = room
+            budget = self.budget
+            if budget is not None:
+                left = budget.left
+                if n > left:  # the budget cuts it: nothing more is kept of this body
+                    self._starve(budget)
+                    if left <= 0:
+                        return
+                    chunk = chunk[:left]
+                    n = left
+                budget.left = left - n
             # A view may be of a buffer its owner reuses: only immutable bytes are kept as they are.
             self._chunks.append(chunk if type(chunk) is bytes else bytes(chunk))
             self.kept += n
+
+    def _starve(self, budget: BodyBudget) -> None:
+        """The budget has less room than this chunk: keep what fits of it, then nothing more."""
+        self.cap = self.kept + max(budget.left, 0)
+        self.starved = True
+        budget.ran_out()
+
+    def give_back(self) -> int:
+        """Keep no more, and return the bytes taken from the budget (once: then 0)."""
+        if self.budget is None:
+            return 0
+        self.budget = None
+        self.cap = self.kept
+        return self.kept
 
     def value(self) -> bytes:
         """The kept bytes, joined once (a live snapshot and the final record share the result)."""
@@ -115,12 +193,14 @@ class ExchangeCapture:
             ``devservers.STATUSES``) and ``devservers.WS_SCANNED`` of WebSocket payloads, which
             the agent's hints read. Any other body costs what it did: the status is looked at
             once per response with a body, and only by such a capture.
+        budget: the agent's bound on the bytes all its captures in flight keep (``BodyBudget``):
+            what this one keeps is taken from it, and given back once by ``finish()``; None: no bound.
     """
 
     __slots__ = (
         "_sink", "_t0", "_started_at", "_ended_at", "_cap", "_request_body", "_response_body", "_ws_budget",
         "_finished", "_id", "_tunnel", "_head", "_target_url", "_ttfb", "_response", "_error", "_exchange",
-        "rule", "_live", "_request_cut", "_held_at", "_held",
+        "rule", "_live", "_request_cut", "_held_at", "_held", "_budget", "_ws_kept",
     )
 
     def __init__(
@@ -132,6 +212,7 @@ class ExchangeCapture:
         body_cap: int,
         *,
         live: LiveSnapshots | None = None,
+        budget: BodyBudget | None = None,
     ) -> None:
         self._sink = sink
         self._t0 = time.monotonic()
@@ -142,6 +223,8 @@ class ExchangeCapture:
         self._request_cut = False
         self._response_body: _Body | None = None
         self._ws_budget = body_cap
+        self._ws_kept = 0
+        self._budget = budget
         self._finished = False
         self._id = new_id(self._started_at)  # now: ids sort in the order requests arrived
         self._tunnel = tunnel
@@ -155,8 +238,9 @@ class ExchangeCapture:
         """The rule at the relay that answered or routed this request."""
         self._held: float | None = None
         """Seconds it waited for the app before its present wait, if any; None if it never waited:
-        the one attribute a request that does not wait looks at. ``_held_at``, when its present
-        wait began (None when it does not wait), is set by ``hold_began`` only."""
+        the one attribute a request that does not wait looks at."""
+        self._held_at: float | None = None
+        """When its present wait for the app began (None when it does not wait)."""
         self._live: LiveSnapshots | None = None
         if sink is not None and live is not None:
             self._live = live
@@ -205,7 +289,7 @@ class ExchangeCapture:
         fast path; ``hold_ended`` follows).
         A live snapshot already stored said it was in flight (the app took it, then went down): a
         new one says it is held."""
-        self._held_at: float | None = time.monotonic()
+        self._held_at = time.monotonic()
         if self._held is None:
             self._held = 0.0
         self._resubmit()
@@ -233,7 +317,7 @@ class ExchangeCapture:
         """Count (and keep up to the cap) a chunk of request body."""
         body = self._request_body
         if body is None:
-            body = self._request_body = _Body(self._cap)
+            body = self._request_body = _Body(self._cap, self._budget)
         body.add(chunk)
 
     def request_body_cut(self) -> None:
@@ -244,9 +328,9 @@ class ExchangeCapture:
 
     @property
     def request_body_full(self) -> bool:
-        """True once as much of the request body as the cap allows is recorded."""
+        """True once as much of the request body as the cap (and the agent's budget) allows is recorded."""
         body = self._request_body
-        return (0 if body is None else body.kept) >= self._cap
+        return self._cap <= 0 if body is None else body.kept >= body.cap
 
     def first_byte(self) -> None:
         """The local service started answering."""
@@ -271,7 +355,7 @@ class ExchangeCapture:
         if body is None:
             # Kept nowhere (no ``live``; none once finished either, but no body comes then): the
             # hints read the start of a refusal's body whatever the cap.
-            body = self._response_body = _Body(self._cap if self._live is not None else self._unkept_cap())
+            body = self._response_body = _Body(self._cap if self._live is not None else self._unkept_cap(), self._budget)
         body.add(chunk)
 
     def _unkept_cap(self) -> int:
@@ -289,9 +373,20 @@ class ExchangeCapture:
         body.size += size
 
     def ws_message(self, sender: str, text: bool, payload: bytes) -> None:
-        """Record one WebSocket message; payloads are kept until the cap is spent."""
-        keep = payload[: max(0, self._ws_budget)]
-        self._ws_budget -= len(keep)
+        """Record one WebSocket message; payloads are kept until the cap (or the agent's budget) is spent."""
+        room = self._ws_budget
+        budget = self._budget
+        if budget is not None and room > 0:
+            left = budget.left
+            if left < room and left < len(payload):  # nothing more is kept of this session's payloads
+                room = self._ws_budget = left if left > 0 else 0
+                budget.ran_out()
+        keep = payload[: max(0, room)]
+        n = len(keep)
+        self._ws_budget -= n
+        if budget is not None:
+            budget.left -= n
+            self._ws_kept += n
         self.exchange.ws_messages.append(
             WsMessage(sender="client" if sender == "client" else "server", opcode=1 if text else 2,
                       time=time.time(), payload=bytes(keep), size=len(payload))
@@ -324,9 +419,27 @@ class ExchangeCapture:
         ex = self.exchange
         ex.duration = self._ended_at - self._t0  # type: ignore[operator]
         self._fill_bodies(ex)
+        budget = self._budget
+        if budget is not None:
+            self._give_back(budget)
         if self._sink is not None:
             self._sink(ex, True)
         return ex
+
+    def _give_back(self, budget: BodyBudget) -> None:
+        """Give the budget all this capture took from it; it keeps nothing more (called once,
+        by ``finish``: the record has its bodies, and the recorder owns them from here)."""
+        self._budget = None
+        self._cap = self._ws_budget = 0  # a body that begins now keeps nothing either
+        taken = self._ws_kept
+        self._ws_kept = 0
+        body = self._request_body
+        if body is not None:
+            taken += body.give_back()
+        body = self._response_body
+        if body is not None:
+            taken += body.give_back()
+        budget.left += taken
 
     def _fill_bodies(self, ex: Exchange, limit: int | None = None) -> None:
         for message, body in ((ex.request, self._request_body), (ex.response, self._response_body)):
@@ -339,6 +452,8 @@ class ExchangeCapture:
                 message.body, message.body_truncated = body.value(), body.size > body.kept
             else:
                 message.body, message.body_truncated = body.preview(limit), True
+            if body.starved:
+                message.body_budget_cut = True
             message.body_size = body.size
         request = ex.request
         if self._request_cut:

@@ -30,6 +30,7 @@ from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
 from devtunnel.values.names import validate_name
 from devtunnel.agent.port_memory import PortMemory
+from devtunnel.agent.recording import DEFAULT_BODY_BUDGET, BodyBudget
 from devtunnel.rules import Rule, parse_rules, renumbered
 from devtunnel.agent.tunnel import AgentTunnel, Backoff
 from devtunnel.agent.via_runner import ViaRunner
@@ -49,6 +50,8 @@ class AgentService:
         store: the capture store the API reads (may be None).
         recorder: where exchanges are recorded; None records nothing.
         body_cap: bytes of each body to record.
+        body_budget: bytes of bodies all the exchanges in flight keep together, at most (never
+            less than ``body_cap``): past it, their records are cut (``recording.BodyBudget``).
         embedded_port: port of the embedded relay (0: any free port), used by tunnels with no relay.
         relay: the relay for tunnels whose config names none (None: the embedded relay).
         token: the token for ``relay``.
@@ -69,6 +72,7 @@ class AgentService:
         recorder: Any = None,
         webhooks: Any = None,
         body_cap: int = DEFAULT_BODY_CAP,
+        body_budget: int = DEFAULT_BODY_BUDGET,
         embedded_port: int = 0,
         relay: str | None = None,
         token: str | None = None,
@@ -83,6 +87,8 @@ class AgentService:
         self.recorder = recorder
         self.webhooks = webhooks
         self.body_cap = body_cap if recorder is not None else 0
+        self.budget = BodyBudget(max(body_budget, self.body_cap))
+        """Shared by the captures of every tunnel that records: ``budget.used`` is what they keep now."""
         self.embedded_port = embedded_port
         self.default_relay = relay
         self.default_token = token
@@ -151,6 +157,7 @@ class AgentService:
                 sink=self._sink if config.record else self._sink_unrecorded,
                 on_change=self._changed,
                 body_cap=self.body_cap if config.record else 0,
+                budget=self.budget if config.record else None,
                 live=self.recorder is not None and config.record,
                 backoff=self._backoff,
                 head_timeout=self.head_timeout,

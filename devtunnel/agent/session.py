@@ -36,7 +36,7 @@ from devtunnel.agent.local_ws import forward_websocket
 from devtunnel.agent.quick import QuickAnswer
 from devtunnel.agent.relay_signals import FINAL_GOAWAYS, check_welcome, goaway_error, goaway_reason, relay_text, rule_of
 from devtunnel.capture.model import Exchange, RuleMark
-from devtunnel.agent.recording import ExchangeCapture, LiveSnapshots
+from devtunnel.agent.recording import BodyBudget, ExchangeCapture, LiveSnapshots
 from devtunnel.agent.stream import AgentStream
 from devtunnel.protocol.agent_side import AgentConnection
 from devtunnel.protocol.connection import ErrorCode
@@ -98,6 +98,8 @@ class TunnelContext(Protocol):
     sink: Callable[[Exchange, bool], None] | None
     body_cap: int
     live: LiveSnapshots | None
+    budget: BodyBudget | None
+    """The agent's bound on the body bytes its captures in flight keep (None: none)."""
     requests: int
     """Streams carried since the tunnel started: the session counts each request it opens."""
 
@@ -505,7 +507,8 @@ class Session:
         if head.websocket:
             self._websockets.add(head.stream_id)
         tunnel.requests += 1
-        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, forwarder.target_url, tunnel.body_cap, live=tunnel.live)
+        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, forwarder.target_url, tunnel.body_cap, live=tunnel.live,
+                              budget=tunnel.budget)
         cap.rule = mark
         if start is not None and start.conn is not None and head.end_stream:
             self.quick[head.stream_id] = QuickAnswer(
@@ -529,7 +532,7 @@ class Session:
         tunnel = self.tunnel
         tunnel.requests += 1
         cap = ExchangeCapture(tunnel.sink, tunnel.name, head, tunnel.forwarder.target_url, tunnel.body_cap,
-                              live=tunnel.live)
+                              live=tunnel.live, budget=tunnel.budget)
         cap.fail("agent_gone", "the relay closed the tunnel before the agent read this request (it had"
                  " answered the client): not sent to the local service")
         cap.end()
@@ -542,7 +545,7 @@ class Session:
         The stream carries the head (and the body that came with it) and is reset at once."""
         tunnel = self.tunnel
         tunnel.requests += 1
-        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, "", tunnel.body_cap)
+        cap = ExchangeCapture(tunnel.sink, tunnel.name, head, "", tunnel.body_cap, budget=tunnel.budget)
         cap.rule = mark
         if status:
             cap.response_head(status, b"", ())

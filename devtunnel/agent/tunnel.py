@@ -48,7 +48,7 @@ from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
 from devtunnel.agent.relay_signals import older_path_reading, relay_text
 from devtunnel.values.names import random_name, validate_name
-from devtunnel.agent.recording import LiveSnapshots
+from devtunnel.agent.recording import BodyBudget, LiveSnapshots
 from devtunnel.agent.session import HANDSHAKE_TIMEOUT, LEAVE_GRACE, Session
 from devtunnel.values.target import Target, parse_target
 from devtunnel.protocol.events import Welcome
@@ -119,6 +119,7 @@ class AgentTunnel:
         sink: receives exchanges (live snapshots and final records).
         on_change: called with a ``TunnelInfo`` on every state change.
         body_cap: bytes of each body to record.
+        budget: the agent's bound on the body bytes all its captures in flight keep (None: none).
         live: submit long-running exchanges once early; False for a tunnel that records nothing,
             whose captures then keep what the hints read (``ExchangeCapture``).
         backoff: the reconnection delays.
@@ -133,6 +134,7 @@ class AgentTunnel:
         sink: Callable[[Exchange, bool], None] | None,
         on_change: TunnelListener,
         body_cap: int = DEFAULT_BODY_CAP,
+        budget: BodyBudget | None = None,
         live: bool = True,
         backoff: Backoff | None = None,
         head_timeout: float = DEFAULT_HEAD_TIMEOUT,
@@ -148,6 +150,7 @@ class AgentTunnel:
         self.relay_url = relay_url
         self.sink = sink
         self.body_cap = body_cap
+        self.budget = budget
         self.live = LiveSnapshots() if live else None
         self.recorded = live
         """Whether its exchanges reach the store: its own ``record`` and an agent that records (not ``--no-record``)."""

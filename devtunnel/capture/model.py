@@ -39,6 +39,9 @@ _M = TypeVar("_M", bound="_Message")
 DEFAULT_BODY_CAP = 10 * 1024 * 1024
 """Bytes of each body recorded by default; the traffic itself is never cut."""
 
+BUDGET_CUT_WHY = "the agent kept no more for the requests in flight (--body-budget)"
+"""Why a body under the body cap was recorded cut (``body_budget_cut``)."""
+
 ErrorKind = Literal[
     "local_refused",  # the local service refused the connection
     "local_timeout",  # the local service did not answer in time
@@ -201,7 +204,17 @@ class _Message:
     """The real size of the body on the wire (after any transfer-encoding was removed)."""
     body_truncated: bool = False
     """True when only the first ``len(body)`` of ``body_size`` bytes were recorded."""
+    body_budget_cut: bool = False
+    """True when the body was cut (``body_truncated``) because the agent kept no more body bytes for
+    its requests in flight (``--body-budget``), not at the body cap. Left to the class's default by
+    ``received``: set only on such a body."""
     http_version: str = "1.1"
+
+    @property
+    def body_cut_why(self) -> str:
+        """Why the recorded body is cut, said after its sizes (the inspector, ``show``): "" when it
+        is not cut, or when the body cap cut it, which the sizes say alone."""
+        return BUDGET_CUT_WHY if self.body_budget_cut else ""
 
     @property
     def content_type(self) -> str:

@@ -37,6 +37,18 @@ __all__ = [
     "write_exchanges",
 ]
 
+BUDGET_CUT = 2
+"""``req_truncated`` / ``res_truncated`` of a body cut by the agent's body budget (``--body-budget``)
+rather than at the body cap (1). A version that knows only 0 and 1 reads it as cut, as it is."""
+
+
+def _truncated(message: Request | Response) -> int:
+    """The ``*_truncated`` column of ``message``: 0, 1 (cut), or ``BUDGET_CUT``."""
+    if not message.body_truncated:
+        return 0
+    return BUDGET_CUT if message.body_budget_cut else 1
+
+
 _ROW_OVERHEAD = 256
 """Bytes counted per exchange on top of its blobs, for the byte budget."""
 
@@ -188,6 +200,7 @@ def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
         body=bodies[0],
         body_size=req_body_size,  # type: ignore[arg-type]
         body_truncated=bool(req_truncated),
+        body_budget_cut=req_truncated == BUDGET_CUT,
         http_version=req_version,  # type: ignore[arg-type]
         method=method,  # type: ignore[arg-type]
         target=target,  # type: ignore[arg-type]
@@ -199,6 +212,7 @@ def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
             body=bodies[1] or b"",
             body_size=res_body_size,  # type: ignore[arg-type]
             body_truncated=bool(res_truncated),
+            body_budget_cut=res_truncated == BUDGET_CUT,
             http_version=res_version,  # type: ignore[arg-type]
             status=status,  # type: ignore[arg-type]
             reason=res_reason,  # type: ignore[arg-type]
@@ -379,7 +393,7 @@ def write_exchanges(
                           + len(res_body))
             has_response = 1
             res_version, res_reason, res_body_size = res.http_version, res.reason, res.body_size
-            res_truncated = 1 if res.body_truncated else 0
+            res_truncated = _truncated(res)
         if ex.ws_messages:
             blob_bytes += sum(len(m.payload) for m in ex.ws_messages)
             for i, m in enumerate(ex.ws_messages):
@@ -406,7 +420,7 @@ def write_exchanges(
                 ex_id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
                 ex.status, ex.duration, ex.ttfb, ex.size, 1 if ex.websocket else 0,
                 has_response, blob_bytes, target, ex.remote_addr, ex.target_url,
-                ex.error_message, req.http_version, req.body_size, 1 if req.body_truncated else 0,
+                ex.error_message, req.http_version, req.body_size, _truncated(req),
                 res_version, res_reason, res_body_size, res_truncated, 1 if ex.edited else 0,
             )
             if new and common:

@@ -478,7 +478,10 @@ def _is_text(data: bytes) -> bool:
 def _body_lines(message: Request | Response) -> list[str]:
     if not message.body and not message.body_size:
         return []
-    cut = f" (first {format_size(len(message.body))} of {format_size(message.body_size)} recorded)" if message.body_truncated else ""
+    cut = ""
+    if message.body_truncated:
+        why = message.body_cut_why
+        cut = f" (first {format_size(len(message.body))} of {format_size(message.body_size)} recorded{'; ' + why if why else ''})"
     if _is_text(message.body):
         text = message.body.decode("utf-8")
         if "json" in message.content_type:

@@ -77,6 +77,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
         "relay.ca": ("--relay-ca", getattr(args, "relay_ca", None)),
         "agent.api_port": ("--api-port", args.api_port),
         "agent.body_cap": ("--body-cap", args.body_cap),
+        "agent.body_budget": ("--body-budget", args.body_budget),
         "agent.host_header": ("--host-header", args.host_header),
         "agent.insecure": ("--insecure", True if args.insecure else None),
         "store.path": ("--db", args.db),
@@ -87,6 +88,7 @@ def resolve_http(args: argparse.Namespace) -> argparse.Namespace:
     # Chosen by a flag, the environment or a file: a taken port is an error; the default moves on.
     out.api_port_fixed = "agent.api_port" in settings.given
     out.body_cap = str(settings.agent.body_cap)
+    out.body_budget = str(settings.agent.body_budget)
     out.db = str(settings.store.path)
     out.relay = settings.relay.url
     out.token = settings.relay.token

@@ -76,6 +76,7 @@ class AgentOptions:
     db: str
     record: bool
     body_cap: int
+    body_budget: int
     relay: str | None
     token: str | None
     relay_ca: str | None
@@ -102,10 +103,11 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
         tunnels: the tunnels to start instead of the one ``http``'s arguments describe (``up``).
 
     Raises:
-        ConfigError: a bad body cap, --local-timeout, --via, --run, --health or --hold.
+        ConfigError: a bad body cap or budget, --local-timeout, --via, --run, --health or --hold.
     """
     is_http = args.command == "http"
     body_cap = parse_size(args.body_cap)
+    body_budget = parse_size(args.body_budget)
     head_timeout = args.local_timeout
     if not head_timeout > 0:
         raise ConfigError(f"--local-timeout must be a positive number of seconds, not {head_timeout:g}")
@@ -135,6 +137,7 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
     webhook_names = tunnel_webhook_names(args) if is_http else {}
     return AgentOptions(
         command=args.command, settings=args.settings, db=args.db, record=not args.no_record, body_cap=body_cap,
+        body_budget=body_budget,
         relay=args.relay, token=args.token, relay_ca=args.relay_ca, head_timeout=head_timeout, embedded_port=args.port,
         api_port=args.api_port, api_port_fixed=args.api_port_fixed, tunnels=tunnels,
         webhook_names=webhook_names, ngrok_log=bool(getattr(args, "ngrok_log", False)),
@@ -254,7 +257,8 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
         if known:  # names only: the secrets themselves stay in memory
             log.info("verifying webhook signatures of %s", ", ".join(sorted(known)))
     service = AgentService(
-        store=store, recorder=recorder, body_cap=options.body_cap, embedded_port=options.embedded_port,
+        store=store, recorder=recorder, body_cap=options.body_cap, body_budget=options.body_budget,
+        embedded_port=options.embedded_port,
         relay=options.relay, token=options.token, relay_ca=options.relay_ca, head_timeout=options.head_timeout,
         webhooks=webhooks, insecure=options.settings.agent.insecure,
         ports=PortMemory() if is_http else None,

@@ -54,7 +54,7 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
 
     argv = ["http", str(args.target), *_headless_argv(args),
             "--name", args.name or random_name(), "--host-header", args.host_header,
-            "--body-cap", str(args.body_cap)]
+            "--body-cap", str(args.body_cap), "--body-budget", str(args.body_budget)]
     if args.relay:
         argv += ["--relay", args.relay]
     if getattr(args, "relay_ca", None):

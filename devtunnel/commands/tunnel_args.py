@@ -60,7 +60,7 @@ def check_http_args(args: argparse.Namespace) -> None:
     """Refuse bad ``http`` arguments here, with the agent's own messages, before the screen opens.
 
     Raises:
-        ConfigError: a bad target, name, relay URL, body cap, health path or hold duration.
+        ConfigError: a bad target, name, relay URL, body cap or budget, health path or hold duration.
     """
     from devtunnel.values.relay_url import relay_connect_url
     from devtunnel.values.names import validate_name
@@ -69,6 +69,7 @@ def check_http_args(args: argparse.Namespace) -> None:
 
     parse_target(str(args.target))
     parse_size(str(args.body_cap))
+    parse_size(str(args.body_budget))
     app_options(args)  # --run, --health, --hold
     if args.name:
         validate_name(args.name)

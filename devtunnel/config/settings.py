@@ -69,6 +69,9 @@ class AgentSection:
     moves on to the next free one; 0 turns the API off for ``http``."""
     body_cap: int = field(default=10 << 20, metadata=_kind(Size()))
     """Bytes of each body to record, e.g. ``"10mb"``."""
+    body_budget: int = field(default=64 << 20, metadata=_kind(Size()))
+    """Bytes of bodies all the requests in flight keep together while they run (never less than
+    ``body_cap``); past it their records are cut, the traffic never is, e.g. ``"64mb"``."""
     host_header: str = field(default="preserve", metadata=_kind(Choice("preserve", "rewrite")))
     """Send the client's Host (``preserve``) or the target's (``rewrite``)."""
     insecure: bool = field(default=False, metadata=_kind(Bool()))

@@ -503,7 +503,9 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
     body = message.body
     notes: list[str] = []
     if message.body_truncated or message.body_size > len(body):
-        notes.append(f"truncated: recorded the first {format_size(len(body))} of {format_size(message.body_size)}")
+        why = message.body_cut_why
+        notes.append(f"truncated: recorded the first {format_size(len(body))} of {format_size(message.body_size)}"
+                     + (f": {why}" if why else ""))
     size = format_size(max(message.body_size, len(body)))
     encoding = (message.headers.get("content-encoding") or "").strip().lower()
     if encoding in _DECODERS and body and not hex_dump:

@@ -468,6 +468,8 @@ def test_a_502_from_a_service_that_is_not_plain_http_says_what_it_is(
         (["http", "localhost"], "devtunnel: invalid target 'localhost': the port is missing"),
         (["http", "8080", "--name", "Bad_Name"], "is not a valid DNS label"),
         (["http", "8080", "--body-cap", "lots"], "'lots' is not a size"),
+        (["http", "8080", "--body-budget", "lots"], "--body-budget: 'lots' is not a size"),
+        (["agent", "--body-budget", "-5"], "--body-budget: a size cannot be negative, got '-5'"),
         (["http", "8080", "--relay", "ftp://x"], "invalid relay URL"),
         (["http", "8080", "--relay", "wss://127.0.0.1:9", "--relay-ca", "/nonexistent/ca.pem"],
          "devtunnel: the relay CA file '/nonexistent/ca.pem' (--relay-ca, relay.ca) cannot be read"),

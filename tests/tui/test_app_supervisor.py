@@ -210,7 +210,8 @@ async def test_the_inspectors_agent_gets_the_token_and_the_inspectors_environmen
 
     monkeypatch.delenv("DEVTUNNEL_TOKEN", raising=False)
     before = dict(os.environ)
-    args = argparse.Namespace(target="8000", name="shop", host_header="preserve", body_cap="10mb", insecure=False,
+    args = argparse.Namespace(target="8000", name="shop", host_header="preserve", body_cap="10mb", body_budget="64mb",
+                              insecure=False,
                               api_port=4040, db=str(tmp_path / "c.db"), relay=None, token="s3cret", port=5555,
                               no_record=False)
     argvs = [http_agent_argv(args)(), up_agent_argv(args, ["shop"])()]  # what run_http and up hand the inspector
