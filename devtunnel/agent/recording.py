@@ -456,11 +456,13 @@ class ExchangeCapture:
                 message.body_budget_cut = True
             message.body_size = body.size
         request = ex.request
-        if self._request_cut:
-            # What the client said it would send: the bytes that came are the first of it.
+        if self._request_cut or self._error is not None:
+            # What the client said it would send: the bytes that came are the first of it. An
+            # exchange that failed (the client went away mid-upload) says so only against a
+            # Content-Length: a chunked body's end is not known here.
             declared = request.headers.get("content-length") or ""
             size = int(declared) if is_decimal(declared) and len(declared) <= 18 else None
-            if size is None or request.body_size < size:
+            if (size is None and self._request_cut) or (size is not None and request.body_size < size):
                 request.body_truncated = True
                 request.body_size = max(request.body_size, size or 0)
 
