@@ -131,3 +131,47 @@ def test_a_settings_file_other_users_can_read_is_refused_when_it_holds_the_relay
     shown = _run(tmp_path, "config", "show")
     assert shown.returncode == 0 and 'token = "********' in shown.stdout and SECRET not in shown.stdout, shown
 
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # The secret written one level too high: the key names the table it should have been in.
+    (f'[webhooks]\nstripe = "whsec_{SECRET}"\n', "webhooks.stripe: expected a table ([webhooks.stripe]), got text"),
+    (f'webhooks = "whsec_{SECRET}"\n', "webhooks: expected tables such as [webhooks.stripe], got text"),
+    (f'relay = "{SECRET}"\n', "relay: expected a table ([relay]), got text"),
+    (f'[tunnels.web]\ntarget = "8080"\nwebhooks = "{SECRET}"\n',
+     "tunnels.web.webhooks: expected tables such as [tunnels.web.webhooks.stripe], got text"),
+    (f'[tunnels.web]\ntarget = "8080"\n[tunnels.web.webhooks]\nslack = "{SECRET}"\n',
+     "tunnels.web.webhooks.slack: expected a table ([tunnels.web.webhooks.slack]), got text"),
+    # The secret in the key that names the variable holding it (a Slack signing secret is hex).
+    (f'[webhooks.slack]\nsecret_env = "8f74{SECRET}"\n',
+     "webhooks.slack.secret_env: expected an environment variable name such as STRIPE_WEBHOOK_SECRET"),
+    (f'[webhooks.stripe]\nsecret_env = "whsec_{SECRET.replace("-", "_")}"\n',
+     "webhooks.stripe.secret_env: expected an environment variable name such as STRIPE_WEBHOOK_SECRET, got a "
+     "webhook secret"),
+])
+def test_a_secret_written_in_the_wrong_place_is_refused_without_printing_it(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    # Before, config check, http and config show quoted the value: "got 'whsec_...'", the secret
+    # in a terminal, a CI log or a bug report. A mode-0600 file, as devtunnel asks of one holding
+    # a secret, so that the file's mode is not what is refused.
+    project = tmp_path / "devtunnel.toml"
+    project.write_text(text)
+    project.chmod(0o600)
+    hidden = (SECRET, SECRET.replace("-", "_"))
+    for args in (["config", "check"], ["config", "show"], ["http", str(free_port()), "--no-tui", "--api-port", "0"]):
+        done = _run(tmp_path, *args)
+        assert done.returncode != 0 and said in done.stderr, (args, done)
+        for secret in hidden:
+            assert secret not in done.stdout + done.stderr, (args, done)
+
+
+def test_config_set_under_a_relay_written_as_text_does_not_print_it(tmp_path: Path) -> None:
+    user_file = tmp_path / "config" / "devtunnel" / "devtunnel.toml"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text(f'relay = "{SECRET}"\n')
+    user_file.chmod(0o600)
+    done = _run(tmp_path, "config", "set", "relay.url", "ws://127.0.0.1:1")
+    assert done.returncode != 0 and "relay: expected a table, got text" in done.stderr, done
+    assert SECRET not in done.stdout + done.stderr, done
+    assert user_file.read_text() == f'relay = "{SECRET}"\n'
