@@ -1,0 +1,99 @@
+"""``devtunnel http --relay URL`` as the user runs it (a child process), pointed at a hostile relay:
+a websockets server on loopback speaking the tunnel protocol with the protocol's own encoder,
+which welcomes each connection of the agent, then sends it one broken or forged thing.
+
+Whatever it sends, the agent says so in one escaped line and connects again: no traceback, no
+byte of the relay's reaching the terminal as a control character, and no connection to anything
+but the configured local service (a second one, on another port, is named by the forgeries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from devtunnel.protocol import frames as f
+from devtunnel.protocol.events import Hello
+from devtunnel.protocol.relay_side import RelayConnection
+from tests.helpers import async_wait_for, free_port
+from tests.kit.procs import Proc, env, procs, start  # noqa: F401 (fixtures)
+from tests.net.head_fixtures import recording_service
+
+ESCAPES = b"\x1b]8;;http://evil.localhost/\x07x\x1b[2J\x9b1m"
+
+
+def _request(sid: int, *, method: bytes = b"GET", target: bytes = b"/", headers: tuple[tuple[bytes, bytes], ...] = (
+        (b"Host", b"h.localhost"),), remote: str = "203.0.113.9", scheme: str = "http", flags: int = f.END_STREAM) -> bytes:
+    return f.frame(f.REQUEST, flags, sid, f.encode_request(method, target, b"1.1", headers, remote, scheme))
+
+
+def _forgeries(other: int) -> list[tuple[str, list[bytes]]]:
+    text = ESCAPES.decode("latin-1")
+    return [
+        ("unknown frame type", [f.frame(0x7F, 0, 0, b"x")]),
+        ("data on a stream never opened", [f.frame(f.DATA, 0, 5, b"abc")]),
+        ("ping of 3 bytes", [f.frame(f.PING, 0, 0, b"abc")]),
+        ("second welcome", [f.frame(f.WELCOME, 0, 0, f.encode_json({"version": 1, "name": "x", "url": "http://x",
+                                                                      "info": {}}))]),
+        ("reset reason not UTF-8", [_request(1, flags=0), f.frame(f.RESET, 0, 1, f.U32.pack(1) + b"\xff" + ESCAPES)]),
+        ("request fields cut short", [f.frame(f.REQUEST, f.END_STREAM, 1,
+                                              f.REQUEST_PREFIX.pack(3, 1, 3, 4, 0, 65535) + b"GET/1.1http")]),
+        ("target naming another port", [_request(1, target=b"http://127.0.0.1:%d/x" % other)]),
+        ("connect to another port", [_request(1, method=b"CONNECT", target=b"127.0.0.1:%d" % other)]),
+        ("escapes in the target", [_request(1, target=b"/" + ESCAPES)]),
+        ("escapes in the client address", [_request(1, remote=text)]),
+        ("escapes in the scheme", [_request(1, scheme="ht\x1btp")]),
+        ("reset with escapes", [_request(1, flags=0), f.frame(f.RESET, 0, 1, f.U32.pack(0xDEADBEEF) + ESCAPES)]),
+        ("going away with escapes", [f.frame(f.GOAWAY, 0, 0, f.U32.pack(0xDEADBEEF) + ESCAPES)]),
+    ]
+
+
+async def test_nothing_a_hostile_relay_sends_breaks_the_agent_process_or_reaches_another_port(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]  # noqa: F811
+) -> None:
+    with recording_service(b"local") as (local_port, local), recording_service(b"other") as (other_port, other):
+        forgeries = _forgeries(other_port)
+        done: list[str] = []
+
+        async def relay(ws: ServerConnection) -> None:
+            conn = RelayConnection()
+            hello = None
+            async for message in ws:
+                hello = next((e for e in conn.receive_data(message) if isinstance(e, Hello)), None)  # type: ignore[arg-type]
+                if hello is not None:
+                    break
+            assert hello is not None and hello.name
+            conn.send_welcome(hello.name, f"http://{hello.name}.localhost", {})
+            await ws.send(conn.data_to_send())
+            if len(done) == len(forgeries):
+                await asyncio.sleep(30)  # the agent is left online: it has taken everything
+                return
+            what, frames = forgeries[len(done)]
+            for frame in frames:
+                await ws.send(frame)
+            # The agent ends the connection for a broken frame; a forged request it answers.
+            try:
+                async with asyncio.timeout(0.5):
+                    async for _ in ws:
+                        pass
+            except TimeoutError:
+                pass
+            done.append(what)
+            await ws.close()
+
+        async with serve(relay, "127.0.0.1", 0, max_size=None, compression=None) as server:
+            relay_port = server.sockets[0].getsockname()[1]
+            agent = start(procs, env, "http", str(local_port), "--relay", f"ws://127.0.0.1:{relay_port}", "--no-tui",
+                          "--api-port", str(free_port()), "--db", str(tmp_path / "captures.db"))
+            await async_wait_for(lambda: len(done) == len(forgeries) or agent.returncode is not None, timeout=120,
+                                 what="the agent to take every forgery")
+            assert agent.returncode is None, (done, agent.err)
+            assert agent.stop() == 0, agent.err
+    output = "\n".join(agent.out + agent.err)
+    assert "Traceback" not in output and "Error:" not in output, output
+    for byte in "\x1b\x07\x9b":
+        assert byte not in output, (byte, output)
+    assert other.snapshot()[0] == 0, "a forgery reached the other port"
+    assert local.snapshot()[0] >= 1  # the forgeries that were requests, refused or not, went here alone
