@@ -34,7 +34,7 @@ U+FFFD): each output escapes it once, the log's formatter, the inspector and the
 from __future__ import annotations
 
 import re
-from devtunnel.values.http1 import OWS, content_length_digits, is_token, other_coding, refused_bytes
+from devtunnel.values.http1 import NOT_IN_TOKEN, OWS, content_length_digits, is_token, other_coding, refused_bytes
 from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
@@ -87,21 +87,24 @@ def answer_text(problem: str) -> str:
     return escape(problem, keep="\n")
 
 
-_UNSAFE_IN_NAME = refused_bytes(re.compile(rb"[:\r\n\0]"))
 _UNSAFE_IN_VALUE = refused_bytes(re.compile(rb"[\r\n\0]"))
 
 
 def field_is_safe(name: bytes, value: bytes) -> bool:
     """Whether a header field can be written on a line of its own as ``name: value``.
 
-    A name holding ``:`` or any of CR, LF, NUL there would start another field or end the
-    head: such a field is dropped, never written.
+    The name is a token (RFC 9110 5.1, the rule of ``values.http1``), and the value holds none
+    of CR, LF, NUL, which would start another field or end the head: such a field is dropped,
+    never written. A name that is empty or holds a space (``Transfer-Encoding : chunked``),
+    which a relay could send and the public side never passes, would be read by one local
+    server as a field of that name and refused or ignored by another: a body framed one way by
+    the agent and another by the service, on a connection kept alive for the next request.
 
     (Translate tables rather than ``b"\\r" in value``: CPython's ``in`` on bytes first tries
     the needle as an integer, and formats and drops a TypeError for a bytes needle, about
     2,000 instructions each time.)
     """
-    return 0 not in name.translate(_UNSAFE_IN_NAME) and 0 not in value.translate(_UNSAFE_IN_VALUE)
+    return bool(name) and 0 not in name.translate(NOT_IN_TOKEN) and 0 not in value.translate(_UNSAFE_IN_VALUE)
 
 
 def fields_are_safe(names: tuple[bytes, ...], values: tuple[bytes, ...]) -> bool:
@@ -110,7 +113,7 @@ def fields_are_safe(names: tuple[bytes, ...], values: tuple[bytes, ...]) -> bool
     ``names`` and ``values`` are the fields' names and values (``zip(*fields)``); a forbidden
     byte is in one of them exactly when it is in all of them joined.
     """
-    return field_is_safe(b"".join(names), b"".join(values))
+    return all(names) and field_is_safe(b"".join(names), b"".join(values))
 
 
 _USUAL_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"))

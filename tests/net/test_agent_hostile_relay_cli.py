@@ -15,7 +15,7 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 
 from devtunnel.protocol import frames as f
-from devtunnel.protocol.events import Hello
+from devtunnel.protocol.events import Hello, ResponseReceived
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for, free_port
 from tests.kit.procs import Proc, env, procs, start  # noqa: F401 (fixtures)
@@ -68,7 +68,7 @@ async def test_nothing_a_hostile_relay_sends_breaks_the_agent_process_or_reaches
             conn.send_welcome(hello.name, f"http://{hello.name}.localhost", {})
             await ws.send(conn.data_to_send())
             if len(done) == len(forgeries):
-                await asyncio.sleep(30)  # the agent is left online: it has taken everything
+                await ws.wait_closed()  # the agent is left online: it has taken everything
                 return
             what, frames = forgeries[len(done)]
             for frame in frames:
@@ -97,3 +97,54 @@ async def test_nothing_a_hostile_relay_sends_breaks_the_agent_process_or_reaches
         assert byte not in output, (byte, output)
     assert other.snapshot()[0] == 0, "a forgery reached the other port"
     assert local.snapshot()[0] >= 1  # the forgeries that were requests, refused or not, went here alone
+
+
+async def test_header_names_that_are_no_tokens_never_reach_the_local_service(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc]  # noqa: F811
+) -> None:
+    # The public side of a relay refuses them (400); a hostile relay sends them in a REQUEST
+    # frame. Before, the agent wrote each that held no colon, CR, LF or NUL: ": empty",
+    # "X Spaced: v", "Transfer-Encoding : chunked", which one local server reads as a field of
+    # that name (a chunked body, where the agent framed none) and another refuses or ignores,
+    # on a connection the agent keeps alive for the next request.
+    forged = ((b"", b"empty"), (b"X Spaced", b"v"), (b"Transfer-Encoding ", b"chunked"), (b"X\x01Ctl", b"v"),
+              (b"X-\xc3\x89", b"v"), (b"X-Ok", b"1"))
+    heads = [((b"Host", b"h.localhost"), *forged), ((b"Host", b"h.localhost"), *forged[2:])]
+    answers: list[int] = []
+
+    async def relay(ws: ServerConnection) -> None:
+        conn = RelayConnection()
+        hello = None
+        async for message in ws:
+            hello = next((e for e in conn.receive_data(message) if isinstance(e, Hello)), None)  # type: ignore[arg-type]
+            if hello is not None:
+                break
+        assert hello is not None and hello.name
+        conn.send_welcome(hello.name, f"http://{hello.name}.localhost", {})
+        for headers in heads:  # one after the other: the second on the kept-alive connection
+            conn.open_request(b"GET", b"/", b"1.1", headers, end_stream=True)
+            await ws.send(conn.data_to_send())
+            async for message in ws:
+                answers.extend(e.status for e in conn.receive_data(message) if isinstance(e, ResponseReceived))  # type: ignore[arg-type]
+                if conn.wants_to_send:
+                    await ws.send(conn.data_to_send())
+                if len(answers) == heads.index(headers) + 1:
+                    break
+        await ws.wait_closed()
+
+    with recording_service(b"local") as (local_port, local):
+        async with serve(relay, "127.0.0.1", 0, max_size=None, compression=None) as server:
+            relay_port = server.sockets[0].getsockname()[1]
+            agent = start(procs, env, "http", str(local_port), "--relay", f"ws://127.0.0.1:{relay_port}", "--no-tui",
+                          "--api-port", str(free_port()), "--no-record")
+            await async_wait_for(lambda: len(answers) == 2 or agent.returncode is not None, timeout=60,
+                                 what="both requests answered")
+            assert agent.stop() == 0, agent.err
+        connections, requests, raw = local.snapshot()
+    assert answers == [200, 200], (answers, raw)
+    assert [r.header(b"x-ok") for r in requests] == [[b"1"], [b"1"]], raw
+    for name, _ in forged[:-1]:
+        assert b"\r\n" + name + b":" not in raw, (name, raw)
+    assert b"chunked" not in raw and b"Spaced" not in raw, raw
+    output = "\n".join(agent.out + agent.err)
+    assert "Traceback" not in output, output

@@ -92,7 +92,10 @@ def test_an_accepted_target_is_a_path_or_options_star_and_cannot_end_the_request
 @pytest.mark.parametrize(
     ("name", "value", "safe"),
     [(b"X-A", b"1, 2", True), (b"X-A", b"caf\xc3\xa9", True), (b"X-Evil", b"a\r\nInjected: 1", False),
-     (b"X-Evil", b"a\nb", False), (b"X-Evil", b"a\x00", False), (b"X\r\nY", b"v", False), (b"X:Y", b"v", False)],
+     (b"X-Evil", b"a\nb", False), (b"X-Evil", b"a\x00", False), (b"X\r\nY", b"v", False), (b"X:Y", b"v", False),
+     # Names that are no tokens: a server reads "Transfer-Encoding : chunked" as framing, another refuses it.
+     (b"", b"v", False), (b"X Y", b"v", False), (b"Transfer-Encoding ", b"chunked", False), (b"X-\xc3\xa9", b"v", False),
+     (b"X\x01", b"v", False)],
 )
 def test_a_field_is_safe_to_write_only_when_it_cannot_add_a_line(name: bytes, value: bytes, safe: bool) -> None:
     assert field_is_safe(name, value) is safe
