@@ -175,3 +175,26 @@ def test_config_set_under_a_relay_written_as_text_does_not_print_it(tmp_path: Pa
     assert done.returncode != 0 and "relay: expected a table, got text" in done.stderr, done
     assert SECRET not in done.stdout + done.stderr, done
     assert user_file.read_text() == f'relay = "{SECRET}"\n'
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    # ngrok 2's basic auth, as its docs wrote it: the password was printed back.
+    (["http", "8080", "--auth", f"admin:{SECRET}"], "unrecognized arguments: --auth ******** (--auth is ngrok's: "
+                                                    "use --basic-auth USER:PASS)"),
+    (["http", "8080", f"--auth=admin:{SECRET}"], "unrecognized arguments: --auth=******** (--auth is ngrok's"),
+    # A flag of another command, or misspelt, or guessed: argparse's "unrecognized arguments" quoted its value.
+    (["relay", "--authtoken", SECRET], "devtunnel relay: unrecognized arguments: --authtoken ********"),
+    (["relay", f"--authtoken={SECRET}"], "devtunnel relay: unrecognized arguments: --authtoken=********"),
+    (["inspect", "--token", SECRET], "devtunnel inspect: unrecognized arguments: --token ********"),
+    (["http", "8080", "--basic_auth", f"admin:{SECRET}"], "devtunnel http: unrecognized arguments: --basic_auth ********"),
+    (["http", "8080", "--password", SECRET], "devtunnel http: unrecognized arguments: --password ********"),
+    (["http", "8080", "--webhook-secret", SECRET], "devtunnel http: unrecognized arguments: --webhook-secret ********"),
+    # What is no secret is still said as typed.
+    (["http", "8080", "--oauth", "google"], "unrecognized arguments: --oauth google (--oauth is ngrok's"),
+    (["requests", "extra", "words"], "devtunnel requests: unrecognized arguments: extra words"),
+])
+def test_an_unknown_flag_holding_a_secret_is_refused_without_echoing_it(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    done = _run(tmp_path, *args)
+    assert said in _refused_in_one_line(done, SECRET)
