@@ -39,8 +39,8 @@ from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
 __all__ = [
-    "SCHEMES", "absolute_form", "answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem",
-    "host_problem", "method_problem", "scheme_problem", "target_problem",
+    "SCHEMES", "USUAL_VERSIONS", "absolute_form", "answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem",
+    "host_problem", "method_problem", "scheme_problem", "target_problem", "version_problem",
 ]
 
 # RFC 9110 5.6.2: token = 1*tchar.
@@ -74,6 +74,24 @@ def scheme_problem(scheme: str) -> str | None:
     if scheme in SCHEMES:
         return None
     return f"the relay says the client came by scheme {quoted(scheme[:_SHOWN])}, which is none of http, https, ws, wss"
+
+
+USUAL_VERSIONS = frozenset((b"1.1", b"1.0"))
+"""The HTTP versions requests come in: a caller finds them in this set before asking ``version_problem``."""
+_VERSION = re.compile(rb"(?:HTTP/)?[0-9](?:\.[0-9])?")
+
+
+def version_problem(version: bytes) -> str | None:
+    """Why ``version``, the HTTP version a relay says a request came in, is none, or None.
+
+    A version is a digit, a dot and a digit (``1.1``; a relay sends what its parser read, ``2.0``
+    or ``0.9`` too), ``HTTP/`` before it at most. Any other bytes are a relay's, not a client's:
+    the record and its exports write the version after ``HTTP/`` (a comment of the httpie
+    format, the raw request line), where an escape sequence would reach a terminal.
+    """
+    if version in USUAL_VERSIONS or _VERSION.fullmatch(version):
+        return None
+    return f"the relay says the request came in HTTP version {_shown(version)}, which is no HTTP version"
 
 
 def _shown(value: bytes) -> str:

@@ -10,6 +10,7 @@ but the configured local service (a second one, on another port, is named by the
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -18,15 +19,16 @@ from devtunnel.protocol import frames as f
 from devtunnel.protocol.events import Hello, ResponseReceived
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for, free_port
-from tests.kit.procs import Proc, env, procs, start  # noqa: F401 (fixtures)
+from tests.kit.procs import DEVTUNNEL, Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.head_fixtures import recording_service
 
 ESCAPES = b"\x1b]8;;http://evil.localhost/\x07x\x1b[2J\x9b1m"
 
 
 def _request(sid: int, *, method: bytes = b"GET", target: bytes = b"/", headers: tuple[tuple[bytes, bytes], ...] = (
-        (b"Host", b"h.localhost"),), remote: str = "203.0.113.9", scheme: str = "http", flags: int = f.END_STREAM) -> bytes:
-    return f.frame(f.REQUEST, flags, sid, f.encode_request(method, target, b"1.1", headers, remote, scheme))
+        (b"Host", b"h.localhost"),), remote: str = "203.0.113.9", scheme: str = "http", flags: int = f.END_STREAM,
+        version: bytes = b"1.1") -> bytes:
+    return f.frame(f.REQUEST, flags, sid, f.encode_request(method, target, version, headers, remote, scheme))
 
 
 def _forgeries(other: int) -> list[tuple[str, list[bytes]]]:
@@ -45,6 +47,8 @@ def _forgeries(other: int) -> list[tuple[str, list[bytes]]]:
         ("escapes in the target", [_request(1, target=b"/" + ESCAPES)]),
         ("escapes in the client address", [_request(1, remote=text)]),
         ("escapes in the scheme", [_request(1, scheme="ht\x1btp")]),
+        # Written after "HTTP/" by the record: httpie's export printed it raw in a comment.
+        ("escapes in the version", [_request(1, version=b"1.1" + ESCAPES)]),
         ("reset with escapes", [_request(1, flags=0), f.frame(f.RESET, 0, 1, f.U32.pack(0xDEADBEEF) + ESCAPES)]),
         ("going away with escapes", [f.frame(f.GOAWAY, 0, 0, f.U32.pack(0xDEADBEEF) + ESCAPES)]),
     ]
@@ -97,6 +101,19 @@ async def test_nothing_a_hostile_relay_sends_breaks_the_agent_process_or_reaches
         assert byte not in output, (byte, output)
     assert other.snapshot()[0] == 0, "a forgery reached the other port"
     assert local.snapshot()[0] >= 1  # the forgeries that were requests, refused or not, went here alone
+    # What was recorded, exported as the user would print it.
+    for fmt in ("httpie", "raw", "curl"):
+        exported = subprocess.run([*DEVTUNNEL, "export", "--db", str(tmp_path / "captures.db"), "--filter", "method:GET",
+                                   "--limit", "100", "--format", fmt], capture_output=True, env=env, timeout=60, cwd=tmp_path)
+        assert exported.returncode == 0 and exported.stdout, (fmt, exported)
+        for byte in (b"\x1b", b"\x07", "\x9b".encode()):
+            assert byte not in exported.stdout, (fmt, byte, exported.stdout)
+    assert b"# captured as HTTP/" not in exported_httpie(tmp_path, env), "a refused version was recorded as it came"
+
+
+def exported_httpie(tmp_path: Path, env: dict[str, str]) -> bytes:
+    return subprocess.run([*DEVTUNNEL, "export", "--db", str(tmp_path / "captures.db"), "--filter", "method:GET",
+                           "--limit", "100", "--format", "httpie"], capture_output=True, env=env, timeout=60, cwd=tmp_path).stdout
 
 
 async def test_header_names_that_are_no_tokens_never_reach_the_local_service(

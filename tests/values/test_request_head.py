@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from devtunnel.values import request_head
 from devtunnel.values.request_head import (
     absolute_form, answer_text, field_is_safe, fields_are_safe, head_problem, host_problem, method_problem, target_problem,
+    version_problem,
 )
 
 HOST = (b"Host", b"app.localhost")
@@ -203,3 +204,11 @@ def test_an_options_request_for_a_whole_server_in_absolute_form_is_forwarded_as_
     assert absolute_form(b"http://h:8080", b"OPTIONS") == (b"h:8080", b"*")
     assert absolute_form(b"http://h:8080/", b"OPTIONS") == (b"h:8080", b"/")
     assert absolute_form(b"http://h:8080?q", b"OPTIONS") == (b"h:8080", b"/?q")
+
+
+@pytest.mark.parametrize(("version", "ok"), [
+    (b"1.1", True), (b"1.0", True), (b"2.0", True), (b"0.9", True), (b"2", True), (b"HTTP/1.1", True),
+    (b"", False), (b"1.1\x1b[2J", False), (b"1.1 ", False), (b"11.1", False), (b"1.1\r\nX: y", False), (b"\xd9\xa1.1", False),
+])
+def test_a_version_is_a_digit_a_dot_and_a_digit(version: bytes, ok: bool) -> None:
+    assert (version_problem(version) is None) is ok
