@@ -198,3 +198,27 @@ def test_an_unknown_flag_holding_a_secret_is_refused_without_echoing_it(
 ) -> None:
     done = _run(tmp_path, *args)
     assert said in _refused_in_one_line(done, SECRET)
+
+
+def test_a_url_to_send_to_with_a_password_is_refused_without_printing_it(tmp_path: Path) -> None:
+    # As a relay URL or a target with one is: before, send and export quoted the URL whole.
+    from devtunnel.capture.store import Store
+    from tests.kit.exchanges import make_exchange
+
+    db = tmp_path / "captures.db"
+    store = Store(db)
+    store.put(make_exchange("GET", b"/x", [(b"Host", b"h")], id="01JD3X4K9A0000000000000000"))
+    store.close()
+    for args, said in (
+        (["send", "stripe", "invoice.paid", "--unsigned", "--to", f"http://me:{SECRET}@127.0.0.1:9/"],
+         "devtunnel send: --to 'http://…@127.0.0.1:9/': user info in the URL is not supported"),
+        (["send", "stripe", "invoice.paid", "--unsigned", "--to", f"http://me:{SECRET}@127.0.0.1:99999/"],
+         "devtunnel send: --to 'http://…@127.0.0.1:99999/': the port is not a number of 0-65535"),
+        (["export", "--db", str(db), "01JD3X4K9A", "--to", f"http://me:{SECRET}@127.0.0.1:9"],
+         "devtunnel: --to: 'http://…@127.0.0.1:9' holds user info: give credentials as headers, not in the URL"),
+        (["export", "--db", str(db), "01JD3X4K9A", "--to", f"http://me:{SECRET}@127.0.0.1:x"],
+         "devtunnel: --to: 'http://…@127.0.0.1:x' is not a valid URL"),
+    ):
+        done = _run(tmp_path, *args)
+        assert done.returncode != 0 and said in done.stderr, (args, done)
+        assert SECRET not in done.stdout + done.stderr, (args, done)
