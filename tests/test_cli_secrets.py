@@ -222,3 +222,19 @@ def test_a_url_to_send_to_with_a_password_is_refused_without_printing_it(tmp_pat
         done = _run(tmp_path, *args)
         assert done.returncode != 0 and said in done.stderr, (args, done)
         assert SECRET not in done.stdout + done.stderr, (args, done)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["relay", "--listen", "127.0.0.1:0", "--public-url", f"https://me:{SECRET}@tunnel.example.com"],
+     "--public-url 'https://…@tunnel.example.com': its host tunnel.example.com is not the relay's domain"),
+    (["relay", "--listen", "127.0.0.1:0", "--public-url", f"ftp://me:{SECRET}@tunnel.example.com"],
+     "--public-url 'ftp://…@tunnel.example.com': expected http(s)://HOST"),
+    (["http", "8080", "--no-tui", "--via", f"ssh:me:{SECRET}@127.0.0.1:22"],
+     "--via 'ssh:…@127.0.0.1:22': expected ssh:USER@HOST or ssh:USER@HOST:PORT"),
+    (["http", "8080", "--no-tui", "--run", "true", "--health", f"http://me:{SECRET}@127.0.0.1:8080/healthz"],
+     "health: expected a path on the target such as /healthz, got 'http://…@127.0.0.1:8080/healthz'"),
+])
+def test_other_urls_with_a_password_are_refused_without_printing_it(tmp_path: Path, args: list[str], said: str) -> None:
+    done = _run(tmp_path, *args)
+    assert done.returncode != 0 and said in done.stderr, done
+    assert SECRET not in done.stdout + done.stderr, done
