@@ -597,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # quotes its path) is printed by logging's last resort: escaped like every other line.
         logging.lastResort.setFormatter(EscapingFormatter())
     from devtunnel.commands.ngrok_habits import (
-        command_hint, file_target_hint, ngrok_flag_hint, pyngrok_agent_argv, single_dash_hint,
+        command_hint, file_target_hint, ngrok_flag_hint, pyngrok_agent_argv, shown_arguments, single_dash_hint,
     )
 
     parser = build_parser()
@@ -613,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _command_parser(parser, words[0]).error(hint)
     args, extra = parser.parse_known_args(words)
     if extra:  # said by the command's own parser, whose --help lists the flags it takes
-        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {shown_arguments(extra)}")
     if args.command == "help":
         args.parser = parser
     module = importlib.import_module(f"devtunnel.commands.{_COMMANDS[args.command]}")

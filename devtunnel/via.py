@@ -198,13 +198,16 @@ def parse_via(text: str) -> Via:
     if lowered in ("lhr", "localhostrun"):
         return Via("localhost.run")
     if lowered.startswith("ssh:"):
+        user_part, at, server = value[4:].rpartition("@")
+        # ssh:me:PASSWORD@host: the password (what follows a colon in the user part) is never quoted.
+        shown = quoted(f"{value[:4]}…@{server}" if at and ":" in user_part else value)
         match = _USER_HOST.fullmatch(value[4:])
         user, host, port = match.groups() if match else (None, "", None)
         # Nothing may read as an option, to ssh or to a ProxyCommand given %h / %r (``me@-oX``).
         if match is None or (user or "").startswith("-") or host[:1] in ("-", ".") or not _bracketed_ok(host):
-            raise ConfigError(f"--via {quoted(text)}: expected ssh:USER@HOST or ssh:USER@HOST:PORT")
+            raise ConfigError(f"--via {shown}: expected ssh:USER@HOST or ssh:USER@HOST:PORT")
         port_number = int(port) if port else None
         if port_number is not None and not 0 < port_number < 65536:
-            raise ConfigError(f"--via {quoted(text)}: the port must be 1-65535")
+            raise ConfigError(f"--via {shown}: the port must be 1-65535")
         return Via("ssh", user=user, host=host.strip("[]") if host.startswith("[") else host, port=port_number)
     raise ConfigError(f"--via {quoted(text)}: expected one of {', '.join(VIA_NAMES)}")

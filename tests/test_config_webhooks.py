@@ -100,8 +100,8 @@ def test_a_secret_in_a_file_others_can_read_is_refused_and_never_shown(places: P
     ('[webhooks.stripe]\nheader = "X-Sig"\n',
      "2: webhooks.stripe.header: stripe is built in: only secret, secrets and secret_env apply"),
     ('[webhooks.stripe]\nsecret_env = "NOT A NAME"\n',
-     "2: webhooks.stripe.secret_env: expected an environment variable name such as STRIPE_WEBHOOK_SECRET, "
-     "got 'NOT A NAME'"),
+     "2: webhooks.stripe.secret_env: expected an environment variable name such as STRIPE_WEBHOOK_SECRET "
+     "(letters, digits and _, not starting with a digit); the value is not shown: it may be a secret"),
     ('[webhooks.stripe]\nsecret_evn = "X"\n', "2: webhooks.stripe.secret_evn: unknown setting; did you mean "
                                               "webhooks.stripe.secret_env?"),
     ('[webhooks.stripe]\nsecret = ""\n', "2: webhooks.stripe.secret: expected non-empty text (the value is not shown: "

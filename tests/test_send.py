@@ -142,7 +142,8 @@ def test_unsigned_sends_no_signature_even_with_a_secret_set() -> None:
         # An empty --secret-env (a variable unset in a script) signed with the usual secret instead.
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--secret-env", ""], "--secret-env: expected non-empty text"),
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--secret-env", "MY SECRET"],
-         "--secret-env: expected an environment variable name such as STRIPE_WEBHOOK_SECRET, got 'MY SECRET'"),
+         "--secret-env: expected an environment variable name such as STRIPE_WEBHOOK_SECRET (letters, digits and _,"
+         " not starting with a digit); the value is not shown: it may be a secret"),
         # socket.settimeout refused these: a ValueError traceback (0: "Operation now in progress").
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "-1"], "--timeout: expected a positive number of seconds, not '-1'"),
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--timeout", "0"], "--timeout: expected a positive number of seconds, not '0'"),

@@ -54,7 +54,7 @@ from devtunnel.protocol.events import (
 )
 from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.rules import WIRE_VERSION, rules_to_wire
-from devtunnel.values.request_head import SCHEMES, head_problem, scheme_problem
+from devtunnel.values.request_head import SCHEMES, USUAL_VERSIONS, head_problem, scheme_problem, version_problem
 from devtunnel.values.sizes import format_size
 
 __all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT", "HELD_REQUESTS", "LEAVE_GRACE"]
@@ -484,6 +484,13 @@ class Session:
             # scheme ("https://elsewhere/#") made them a URL of another host. Recorded as http.
             refused = scheme_problem(head.scheme)
             head = dataclasses.replace(head, scheme="http")
+        if head.http_version not in USUAL_VERSIONS:
+            # Written after "HTTP/" by the record and its exports: one with an escape sequence
+            # reached a terminal through them. Refused, and recorded as 1.1.
+            version_refused = version_problem(head.http_version)
+            if version_refused is not None:
+                refused = refused or version_refused
+                head = dataclasses.replace(head, http_version=b"1.1")
         mark: RuleMark | None = None
         if self.rules_enforced:
             head, mark, status, size = rule_of(head)

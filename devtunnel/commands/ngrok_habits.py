@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from devtunnel.values.names import label_from
 from devtunnel.values.terminal import quoted
 
-__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "pyngrok_agent_argv",
-           "single_dash_hint"]
+__all__ = ["command_hint", "file_target_hint", "ngrok_flag_hint", "pyngrok_agent_argv", "secret_flag",
+           "shown_arguments", "single_dash_hint"]
 
 _COMMANDS = {
     "authtoken": "devtunnel config add-authtoken TOKEN (a relay's token)",
@@ -85,9 +85,35 @@ _HTTP_FLAGS = {
 """ngrok's ``http`` flags, each with what devtunnel does instead. A flag that begins with one
 of these and a dash is of its family (``--oauth-client-id`` is ``--oauth``'s)."""
 
-_SECRET_FLAGS = ("-secret", "--api-key")
-"""ngrok's flags whose value is a secret (``--verify-webhook-secret``, ``--oauth-client-secret``):
-shown masked when refused."""
+_SECRET_WORDS = re.compile(r"secret|token|passw|(?<!o)auth|key|credential|cookie")  # not --oauth PROVIDER
+"""Words in a flag's name that say its value may be a secret: ngrok's (``--verify-webhook-secret``,
+``--oauth-client-secret``, ``--api-key``, ngrok 2's ``--auth USER:PASS``), devtunnel's own given
+to a command that does not take it (``relay --authtoken``, ``inspect --token``) or misspelt
+(``--basic_auth``), and what a user guesses (``--password``)."""
+
+
+def secret_flag(flag: str) -> bool:
+    """Whether the value of ``flag`` (``--name``, as typed) may be a secret, to be shown masked
+    when the flag is refused: a refusal goes to a terminal, a CI log or a bug report."""
+    return _SECRET_WORDS.search(flag.lower()) is not None
+
+
+def shown_arguments(words: Sequence[str]) -> str:
+    """Arguments argparse did not take (``unrecognized arguments: ...``), as typed but for the
+    value of a flag ``secret_flag`` names (``--flag=VALUE``, or the word after it that is no
+    flag), shown as ``********``."""
+    shown: list[str] = []
+    masked_next = False
+    for word in words:
+        flag, equals, value = word.partition("=")
+        if masked_next and not word.startswith("-"):
+            shown.append("********")
+        elif flag.startswith("-") and equals and value and secret_flag(flag):
+            shown.append(f"{flag}=********")
+        else:
+            shown.append(word)
+        masked_next = word.startswith("-") and not equals and secret_flag(word)
+    return " ".join(shown)
 
 _SWITCHES = frozenset({"--pooling-enabled", "--compression", "--websocket-tcp-converter", "--inspect",
                        "--upstream-tls-verify"})
@@ -201,7 +227,7 @@ def _hint(words: Sequence[str], i: int) -> tuple[str, str] | None:
         return None
     if not equals and flag not in _SWITCHES and i + 1 < len(words) and not words[i + 1].startswith("-"):
         equals, value = " ", words[i + 1]
-    shown = f"{flag}{equals}{'********' if flag.endswith(_SECRET_FLAGS) and value else value}"
+    shown = f"{flag}{equals}{'********' if secret_flag(flag) and value else value}"
     hint = _HTTP_FLAGS[known]
     if flag == "--request-header-add" and value.lower().replace(" ", "").startswith("host:"):
         hint = "use --host-header rewrite (the target's Host)"  # ngrok's documented way to rewrite Host

@@ -16,14 +16,13 @@ import os
 import shutil
 import sys
 import threading
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from dataclasses import dataclass
 from typing import TextIO
 
 from devtunnel.values.durations import human_duration
-from devtunnel.values.terminal import display_width, escape, truncate
+from devtunnel.values.terminal import display_width, escape, traceback_text, truncate
 
 __all__ = ["safe", "display_width", "truncate", "Column", "table", "output_width", "no_screen", "utf8_output",
            "tolerant_output", "human_duration", "hex_preview", "err", "EscapingFormatter", "escape_tracebacks"]
@@ -232,18 +231,15 @@ def escape_tracebacks() -> None:
     hooks write it to the terminal as it is. The lines of the traceback stay lines.
     """
 
-    def text(exc: BaseException) -> str:
-        return escape("".join(traceback.format_exception(exc)), keep="\n\t")
-
     def on_main(kind: type[BaseException], exc: BaseException, tb: object) -> None:
-        sys.stderr.write(text(exc))
+        sys.stderr.write(traceback_text(exc))
         sys.stderr.flush()
 
     def on_thread(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit or args.exc_value is None:
             return  # as threading's own hook: a thread ending with sys.exit() says nothing
         name = args.thread.name if args.thread is not None else threading.get_ident()
-        sys.stderr.write(f"Exception in thread {safe(str(name))}:\n{text(args.exc_value)}")
+        sys.stderr.write(f"Exception in thread {safe(str(name))}:\n{traceback_text(args.exc_value)}")
         sys.stderr.flush()
 
     sys.excepthook = on_main

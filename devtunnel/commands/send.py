@@ -24,6 +24,7 @@ from devtunnel.capture.jsonpath import apply_assignments
 from devtunnel.capture.outcome import body_excerpt
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError, DevtunnelError
+from devtunnel.values.relay_url import without_user_info
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import is_localhost_name, split_url
 from devtunnel.webhooks import BUILTIN, Delivery, Provider, SignatureError, by_name
@@ -50,17 +51,18 @@ def send_url(text: str, default_path: str) -> tuple[str, str]:
             character, a host name that is not one: an empty label or one over 63 characters).
     """
     parts = split_url(text, "--to")
+    shown = quoted(without_user_info(text))  # a password in it is never quoted
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--to {quoted(text)}: expected an http:// or https:// URL, e.g. http://payments.localhost:41234/webhooks/stripe")
+        raise ConfigError(f"--to {shown}: expected an http:// or https:// URL, e.g. http://payments.localhost:41234/webhooks/stripe")
     if parts.username or parts.password:
-        raise ConfigError(f"--to {quoted(text)}: user info in the URL is not supported")
+        raise ConfigError(f"--to {shown}: user info in the URL is not supported")
     try:
         # What httpx would refuse when sending (InvalidURL), and the name as the resolver takes
         # it (the IDNA codec refuses an empty label or one over 63 characters: UnicodeError).
         wire = httpx.URL(text)
         wire.raw_host.decode("ascii").encode("idna")
     except (httpx.InvalidURL, UnicodeError) as exc:
-        raise ConfigError(f"--to {quoted(text)}: not a valid URL ({exc})") from None
+        raise ConfigError(f"--to {shown}: not a valid URL ({exc})") from None
     path = parts.path if parts.path not in ("", "/") else default_path
     host = wire.netloc.decode("ascii")
     connect = host

@@ -303,7 +303,14 @@ class EnvName(Kind):
     def check(self, value: object) -> str:
         text: str = super().check(value)
         if not self._RE.fullmatch(text):
-            raise ValueError(f"expected an environment variable name such as STRIPE_WEBHOOK_SECRET, got {quoted(text)}")
+            # Not quoted: text that is no variable name is most often the secret itself, written
+            # in the key that names where it is.
+            raise ValueError("expected an environment variable name such as STRIPE_WEBHOOK_SECRET (letters, digits and"
+                             " _, not starting with a digit); the value is not shown: it may be a secret")
+        if text.lower().startswith("whsec_"):
+            raise ValueError("expected an environment variable name such as STRIPE_WEBHOOK_SECRET, got a webhook"
+                             " secret (whsec_...; not shown): give the secret with secret, or put it in a variable"
+                             " and name that")
         return text
 
 
@@ -332,7 +339,23 @@ class RuleTables(Kind):
         return rules_to_tables(value) if value else None
 
 
-def shown(value: object) -> str:
-    """How a wrong value is named in a message: text as itself, anything else by its type."""
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "text", dict: "a table", list: "an array"}
-    return f"{quoted(value)}" if isinstance(value, str) else kind.get(type(value), type(value).__name__)
+_KIND_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "text", dict: "a table", list: "an array"}
+
+
+def shown(value: object, where: str = "") -> str:
+    """How a wrong value is named in a message: text as itself, anything else by its type.
+
+    Text found where a secret may be (``where``, a dotted key: ``relay`` or any ``webhooks``
+    table, ``secret_holder``) is named by its type alone: ``relay = "s3cret"`` or
+    ``[webhooks] stripe = "whsec_..."`` is the secret written one level too high, and the
+    message goes to a terminal, a CI log or an issue."""
+    if isinstance(value, str):
+        return "text (not shown: it may be a secret)" if secret_holder(where) else quoted(value)
+    return _KIND_NAMES.get(type(value), type(value).__name__)
+
+
+def secret_holder(where: str) -> bool:
+    """True for a dotted key whose values may be secrets: ``relay`` (its token) and every
+    ``webhooks`` table, top-level or a tunnel's (their ``secret``)."""
+    parts = where.split(".")
+    return parts[0] == "relay" or "webhooks" in parts

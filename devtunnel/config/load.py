@@ -44,7 +44,7 @@ def read_document(doc: Mapping[str, Any], source: Source) -> _Layer:
         if section not in SECTIONS:
             raise unknown_key(source, section, [*SECTIONS, "tunnels", "webhooks"])
         if not isinstance(table, dict):
-            raise source.error(section, f"expected a table ([{section}]), got {shown(table)}")
+            raise source.error(section, f"expected a table ([{section}]), got {shown(table, section)}")
         fields = fields_of(SECTIONS[section])
         values = layer.setdefault(section, {})
         for key, value in table.items():

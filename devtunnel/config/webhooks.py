@@ -36,7 +36,7 @@ _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 def read_webhooks(table: object, source: Source, prefix: str, *, custom: bool) -> dict[str, WebhookSection]:
     """``[webhooks.NAME]`` tables (``custom``: custom providers allowed) or a tunnel's, by name."""
     if not isinstance(table, dict):
-        raise source.error(prefix, f"expected tables such as [{prefix}.stripe], got {shown(table)}")
+        raise source.error(prefix, f"expected tables such as [{prefix}.stripe], got {shown(table, prefix)}")
     out: dict[str, WebhookSection] = {}
     for raw_name, definition in table.items():
         where = f"{prefix}.{raw_name}"
@@ -44,7 +44,7 @@ def read_webhooks(table: object, source: Source, prefix: str, *, custom: bool) -
         if not _PROVIDER_NAME.fullmatch(name):
             raise source.error(where, "a provider name is letters, digits, - and _ (up to 40), e.g. stripe or acme")
         if not isinstance(definition, dict):
-            raise source.error(where, f"expected a table ([{where}]), got {shown(definition)}")
+            raise source.error(where, f"expected a table ([{where}]), got {shown(definition, where)}")
         values: dict[str, Any] = {"name": name, "origin": source.where(where)}
         for key, value in definition.items():
             dotted = f"{where}.{key}"

@@ -152,10 +152,10 @@ def set_value(path: Path, dotted: str, text: str) -> object:
         raise ConfigError(f"{dotted}: {exc}") from None
     doc = parse_file(path)[1] if path.exists() else {}
     table = doc
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         child = table.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"{path}: {part}: expected a table, got {shown(child)}")
+            raise ConfigError(f"{path}: {part}: expected a table, got {shown(child, '.'.join(parts[:depth + 1]))}")
         table = child
     table[parts[-1]] = value
     read_document(doc, Source(str(path)))  # the file as it would be must load

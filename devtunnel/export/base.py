@@ -30,6 +30,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
 from devtunnel.values.http1 import Field
 from devtunnel.export.redact import redact_exchange
+from devtunnel.values.relay_url import without_user_info
 from devtunnel.values.terminal import escape, needs_escape, quoted
 
 __all__ = [
@@ -236,19 +237,20 @@ def base_url_parts(url: str) -> SplitResult:
         ExportError: another scheme, no host, a bad port, user info, a query or fragment, or
             control characters (the message says which).
     """
+    shown = quoted(without_user_info(url))  # a password in it is never quoted
     if safe_text(url.encode("utf-8", "surrogatepass"), allow="") is None or " " in url:
-        raise ExportError(f"{quoted(url)} contains spaces or control characters")
+        raise ExportError(f"{shown} contains spaces or control characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError as exc:
-        raise ExportError(f"{quoted(url)} is not a valid URL: {exc}") from None
+        raise ExportError(f"{shown} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ExportError(f"{quoted(url)} is not an http:// or https:// URL")
+        raise ExportError(f"{shown} is not an http:// or https:// URL")
     if "@" in parts.netloc:
-        raise ExportError(f"{quoted(url)} holds user info: give credentials as headers, not in the URL")
+        raise ExportError(f"{shown} holds user info: give credentials as headers, not in the URL")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ExportError(f"{quoted(url)} has a query or fragment: give a base URL (scheme://host[:port][/prefix])")
+        raise ExportError(f"{shown} has a query or fragment: give a base URL (scheme://host[:port][/prefix])")
     return parts
 
 

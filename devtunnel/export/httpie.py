@@ -35,7 +35,7 @@ from devtunnel.export.base import (
 )
 from devtunnel.export.curl import INLINE_LIMIT
 from devtunnel.values.http1 import FRAMING, is_token
-from devtunnel.values.terminal import quoted
+from devtunnel.values.terminal import escape, quoted
 from devtunnel.values.urls import is_localhost_name
 
 __all__ = ["export_httpie", "httpie_pieces"]
@@ -132,7 +132,9 @@ def httpie_command(
     if request.body_truncated:
         text = f"# {truncation_note(request.body, request.body_size)}, this command sends only those\n" + text
     if request.http_version != "1.1":  # said, not dropped unseen: the other formats keep it
-        text = f"# captured as HTTP/{request.http_version}; HTTPie sends HTTP/1.1 (the curl format keeps the version)\n" + text
+        # Escaped: a capture of an older devtunnel may hold any version a relay sent.
+        text = (f"# captured as HTTP/{escape(request.http_version)}; HTTPie sends HTTP/1.1 (the curl format keeps"
+                " the version)\n" + text)
     return text
 
 

@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.text import Text
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.notifications import SeverityLevel
@@ -43,6 +45,7 @@ from devtunnel.tui.widgets import FilterBar, RequestTable, StatsStrip, TunnelsPa
 from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.keys import TypedAhead
 from devtunnel.tui.render import escape_control, message_line
+from devtunnel.values.terminal import traceback_text
 from devtunnel.tui.widgets.footer import Footer
 
 if TYPE_CHECKING:
@@ -110,6 +113,22 @@ class InspectorApp(App[None]):
         """Change notices come (the agent's ``/api/events``); without, nothing says when an exchange changes."""
         self.typed_ahead = TypedAhead(self, partial(App.on_event, self))
         """Keys typed fast go where the keys before them sent the focus (``/`` then a filter)."""
+
+    def _fatal_error(self) -> None:
+        """Say what broke the inspector (a bug) once it has left the screen, as the log's tracebacks are.
+
+        Textual writes a rich traceback with every frame's local variables (the relay token, a
+        webhook secret a replay was signed with, in a terminal, a CI log or a bug report) and the
+        message as it is, escape sequences and all: a message may quote what came from the
+        network. Here the traceback is Python's own (``traceback_text``): no locals, escaped.
+        """
+        exc = sys.exc_info()[1] or self._exception
+        if exc is None:  # Textual calls this while handling an exception: never without one
+            super()._fatal_error()
+            return
+        self.bell()
+        self._exit_renderables.append(Text(traceback_text(exc)))
+        self._close_messages_no_wait()
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded:

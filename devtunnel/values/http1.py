@@ -21,6 +21,7 @@ __all__ = [
     "content_length_digits",
     "connection_tokens",
     "refused_bytes",
+    "NOT_IN_TOKEN",
     "field_problem",
     "fields_problem",
     "field_lines_problem",
@@ -85,6 +86,9 @@ def refused_bytes(rule: re.Pattern[bytes]) -> bytes:
 
 
 _NOT_IN_NAME = refused_bytes(re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]"))  # a byte no token holds
+NOT_IN_TOKEN: Final = _NOT_IN_NAME
+"""The ``refused_bytes`` table of the bytes no token (a field name) holds: a non-empty ``name``
+is a token exactly when ``0 not in name.translate(NOT_IN_TOKEN)``."""
 _NOT_IN_VALUE = refused_bytes(re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]"))  # controls but tab (obs-text passes)
 
 

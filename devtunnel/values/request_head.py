@@ -34,13 +34,13 @@ U+FFFD): each output escapes it once, the log's formatter, the inspector and the
 from __future__ import annotations
 
 import re
-from devtunnel.values.http1 import OWS, content_length_digits, is_token, other_coding, refused_bytes
+from devtunnel.values.http1 import NOT_IN_TOKEN, OWS, content_length_digits, is_token, other_coding, refused_bytes
 from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
 __all__ = [
-    "SCHEMES", "absolute_form", "answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem",
-    "host_problem", "method_problem", "scheme_problem", "target_problem",
+    "SCHEMES", "USUAL_VERSIONS", "absolute_form", "answer_text", "declared_length", "field_is_safe", "fields_are_safe", "head_problem",
+    "host_problem", "method_problem", "scheme_problem", "target_problem", "version_problem",
 ]
 
 # RFC 9110 5.6.2: token = 1*tchar.
@@ -76,6 +76,24 @@ def scheme_problem(scheme: str) -> str | None:
     return f"the relay says the client came by scheme {quoted(scheme[:_SHOWN])}, which is none of http, https, ws, wss"
 
 
+USUAL_VERSIONS = frozenset((b"1.1", b"1.0"))
+"""The HTTP versions requests come in: a caller finds them in this set before asking ``version_problem``."""
+_VERSION = re.compile(rb"(?:HTTP/)?[0-9](?:\.[0-9])?")
+
+
+def version_problem(version: bytes) -> str | None:
+    """Why ``version``, the HTTP version a relay says a request came in, is none, or None.
+
+    A version is a digit, a dot and a digit (``1.1``; a relay sends what its parser read, ``2.0``
+    or ``0.9`` too), ``HTTP/`` before it at most. Any other bytes are a relay's, not a client's:
+    the record and its exports write the version after ``HTTP/`` (a comment of the httpie
+    format, the raw request line), where an escape sequence would reach a terminal.
+    """
+    if version in USUAL_VERSIONS or _VERSION.fullmatch(version):
+        return None
+    return f"the relay says the request came in HTTP version {_shown(version)}, which is no HTTP version"
+
+
 def _shown(value: bytes) -> str:
     """``value`` quoted for a message, as it came (cut): the message's outputs escape it."""
     return quoted(read_utf8_json(value[:_SHOWN]) + ("…" if len(value) > _SHOWN else ""))
@@ -87,21 +105,24 @@ def answer_text(problem: str) -> str:
     return escape(problem, keep="\n")
 
 
-_UNSAFE_IN_NAME = refused_bytes(re.compile(rb"[:\r\n\0]"))
 _UNSAFE_IN_VALUE = refused_bytes(re.compile(rb"[\r\n\0]"))
 
 
 def field_is_safe(name: bytes, value: bytes) -> bool:
     """Whether a header field can be written on a line of its own as ``name: value``.
 
-    A name holding ``:`` or any of CR, LF, NUL there would start another field or end the
-    head: such a field is dropped, never written.
+    The name is a token (RFC 9110 5.1, the rule of ``values.http1``), and the value holds none
+    of CR, LF, NUL, which would start another field or end the head: such a field is dropped,
+    never written. A name that is empty or holds a space (``Transfer-Encoding : chunked``),
+    which a relay could send and the public side never passes, would be read by one local
+    server as a field of that name and refused or ignored by another: a body framed one way by
+    the agent and another by the service, on a connection kept alive for the next request.
 
     (Translate tables rather than ``b"\\r" in value``: CPython's ``in`` on bytes first tries
     the needle as an integer, and formats and drops a TypeError for a bytes needle, about
     2,000 instructions each time.)
     """
-    return 0 not in name.translate(_UNSAFE_IN_NAME) and 0 not in value.translate(_UNSAFE_IN_VALUE)
+    return bool(name) and 0 not in name.translate(NOT_IN_TOKEN) and 0 not in value.translate(_UNSAFE_IN_VALUE)
 
 
 def fields_are_safe(names: tuple[bytes, ...], values: tuple[bytes, ...]) -> bool:
@@ -110,7 +131,7 @@ def fields_are_safe(names: tuple[bytes, ...], values: tuple[bytes, ...]) -> bool
     ``names`` and ``values`` are the fields' names and values (``zip(*fields)``); a forbidden
     byte is in one of them exactly when it is in all of them joined.
     """
-    return field_is_safe(b"".join(names), b"".join(values))
+    return all(names) and field_is_safe(b"".join(names), b"".join(values))
 
 
 _USUAL_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"))

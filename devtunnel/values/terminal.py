@@ -60,6 +60,7 @@ The API:
 from __future__ import annotations
 
 import re
+import traceback
 import unicodedata
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "as_text", "clipped", "display_width", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "quoted", "read_utf8",
-    "read_utf8_json", "truncate",
+    "read_utf8_json", "traceback_text", "truncate",
 ]
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
@@ -236,3 +237,13 @@ def truncate(text: str, width: int, ellipsis: str = "…") -> str:
         out.append(ch)
         used += w
     return "".join(out) + ellipsis if room >= 0 else ellipsis[:width]
+
+
+def traceback_text(exc: BaseException) -> str:
+    """The traceback of ``exc`` as Python prints it, made safe for a terminal.
+
+    Its message may quote what came from the network (a header, a relay's reason): each control
+    character is escaped, the lines stay lines. No frame's local variables are written: one may
+    hold the relay token or a webhook secret.
+    """
+    return escape("".join(traceback.format_exception(exc)), keep="\n\t")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.relay_url import without_user_info
 from devtunnel.values.terminal import quoted
 
 __all__ = ["is_localhost_name", "split_url"]
@@ -25,14 +26,15 @@ def split_url(text: str, what: str) -> SplitResult:
     Raises:
         ConfigError: ``urlsplit`` cannot split it, or its port is not a number of 0-65535.
     """
+    shown = quoted(without_user_info(text))  # a password in it is never quoted
     try:
         parts = urlsplit(text)
     except ValueError as exc:
-        raise ConfigError(f"{what} {quoted(text)}: not a valid URL ({exc})") from None
+        raise ConfigError(f"{what} {shown}: not a valid URL ({exc})") from None
     try:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number of 0-65535
     except ValueError:
-        raise ConfigError(f"{what} {quoted(text)}: the port is not a number of 0-65535") from None
+        raise ConfigError(f"{what} {shown}: the port is not a number of 0-65535") from None
     return parts
 
 

@@ -157,3 +157,14 @@ def test_a_public_url_under_localhost_is_reached_on_loopback_with_its_host_kept(
         proc = run_shell(Export(HTTP + result.text[len("http"):], result.files), tmp_path)
         assert proc.returncode == 0, proc.stderr
     assert [(r.path, r.header("Host"), r.body) for r in seen] == [("/webhooks/github", host, b"{}")]
+
+
+def test_a_version_an_older_capture_holds_as_a_relay_sent_it_is_escaped_in_the_comment() -> None:
+    # A capture made before the agent refused such a version: its ESC reached the terminal.
+    from dataclasses import replace
+
+    ex = make_exchange("GET", b"/old", [(b"Host", b"h")])
+    forged = replace(ex, request=replace(ex.request, http_version="1.1\x1b]0;pwned\x07"))
+    text = export("httpie", forged).text
+    assert text.startswith("# captured as HTTP/1.1\\x1b]0;pwned\\x07; HTTPie sends HTTP/1.1"), text
+    assert "\x1b" not in text and "\x07" not in text

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from devtunnel.values import request_head
 from devtunnel.values.request_head import (
     absolute_form, answer_text, field_is_safe, fields_are_safe, head_problem, host_problem, method_problem, target_problem,
+    version_problem,
 )
 
 HOST = (b"Host", b"app.localhost")
@@ -92,7 +93,10 @@ def test_an_accepted_target_is_a_path_or_options_star_and_cannot_end_the_request
 @pytest.mark.parametrize(
     ("name", "value", "safe"),
     [(b"X-A", b"1, 2", True), (b"X-A", b"caf\xc3\xa9", True), (b"X-Evil", b"a\r\nInjected: 1", False),
-     (b"X-Evil", b"a\nb", False), (b"X-Evil", b"a\x00", False), (b"X\r\nY", b"v", False), (b"X:Y", b"v", False)],
+     (b"X-Evil", b"a\nb", False), (b"X-Evil", b"a\x00", False), (b"X\r\nY", b"v", False), (b"X:Y", b"v", False),
+     # Names that are no tokens: a server reads "Transfer-Encoding : chunked" as framing, another refuses it.
+     (b"", b"v", False), (b"X Y", b"v", False), (b"Transfer-Encoding ", b"chunked", False), (b"X-\xc3\xa9", b"v", False),
+     (b"X\x01", b"v", False)],
 )
 def test_a_field_is_safe_to_write_only_when_it_cannot_add_a_line(name: bytes, value: bytes, safe: bool) -> None:
     assert field_is_safe(name, value) is safe
@@ -200,3 +204,11 @@ def test_an_options_request_for_a_whole_server_in_absolute_form_is_forwarded_as_
     assert absolute_form(b"http://h:8080", b"OPTIONS") == (b"h:8080", b"*")
     assert absolute_form(b"http://h:8080/", b"OPTIONS") == (b"h:8080", b"/")
     assert absolute_form(b"http://h:8080?q", b"OPTIONS") == (b"h:8080", b"/?q")
+
+
+@pytest.mark.parametrize(("version", "ok"), [
+    (b"1.1", True), (b"1.0", True), (b"2.0", True), (b"0.9", True), (b"2", True), (b"HTTP/1.1", True),
+    (b"", False), (b"1.1\x1b[2J", False), (b"1.1 ", False), (b"11.1", False), (b"1.1\r\nX: y", False), (b"\xd9\xa1.1", False),
+])
+def test_a_version_is_a_digit_a_dot_and_a_digit(version: bytes, ok: bool) -> None:
+    assert (version_problem(version) is None) is ok
