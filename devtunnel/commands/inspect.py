@@ -18,6 +18,7 @@ from devtunnel.commands.config import store_path, tunnel_webhook_names
 from devtunnel.commands.output import no_screen
 from devtunnel.commands.tunnel_args import check_http_args
 from devtunnel.errors import ConfigError, DevtunnelError
+from devtunnel.exit_codes import EXIT_ERROR
 from devtunnel.rules import Rule
 from devtunnel.tui.supervisor import agent_command
 from devtunnel.sockets import bindable, free_port
@@ -183,7 +184,9 @@ def _check_state_folder() -> None:
 
 
 def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: argparse.Namespace) -> int:
-    """Run the inspector (``inspector_app``) until the user quits; the agent (if any) is stopped on the way out."""
+    """Run the inspector (``inspector_app``) until the user quits; the agent (if any) is stopped on
+    the way out. Returns 0, or 1 when a bug ended it (its traceback is printed: a script or a
+    terminal's ``$?`` must not read a crash as a quit)."""
     if agent_argv is not None:
         _check_state_folder()
     app = inspector_app(db, agent_argv, args)
@@ -192,7 +195,7 @@ def open_inspector(db: Path, agent_argv: Callable[[], list[str]] | None, args: a
     finally:
         if app.supervisor is not None:
             app.supervisor.kill_now()
-    return 0
+    return EXIT_ERROR if app.return_code else 0
 
 
 def run_http(args: argparse.Namespace) -> int:

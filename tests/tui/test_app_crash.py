@@ -53,3 +53,39 @@ def test_a_bug_that_ends_the_inspector_prints_no_secret_and_no_escape_sequence(t
     assert "RuntimeError: the relay said \\x1b]0;pwned\\x07\\x1b[2J" in done.stderr, done.stderr
     assert "\x1b" not in done.stderr and "\x07" not in done.stderr
     assert TOKEN not in done.stderr + done.stdout, done.stderr
+
+
+OPEN_SCRIPT = textwrap.dedent(f'''
+    import argparse, functools, sys
+    from pathlib import Path
+    import devtunnel.commands.inspect as inspect_command
+    from devtunnel.tui.app import InspectorApp
+    from devtunnel.tui.backend import Backend
+
+    def answer_of_the_relay():
+        raise RuntimeError("the relay said no")
+
+    class Failing(InspectorApp):
+        CSS_PATH = {str(Path(app_module.__file__).with_name("app.tcss"))!r}
+
+        def on_mount(self):
+            self.call_later(answer_of_the_relay)
+
+    def failing_app(db, agent_argv, args):
+        app = Failing(Backend(db), history_path=None)
+        app.run = functools.partial(app.run, headless=True)
+        return app
+
+    inspect_command.inspector_app = failing_app
+    sys.exit(inspect_command.open_inspector(Path(sys.argv[1]), None, argparse.Namespace()))
+''')
+
+
+def test_a_bug_that_ends_the_inspector_is_exit_status_1_not_a_quit(tmp_path: Path) -> None:
+    """``devtunnel http`` / ``inspect`` returned 0 after a crash, as after ``q``: a script read it as a quit."""
+    script = tmp_path / "open_failing.py"
+    script.write_text(OPEN_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "captures.db")], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert done.returncode == 1, done
+    assert "RuntimeError: the relay said no" in done.stderr, done.stderr
