@@ -46,6 +46,10 @@ class _HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing an oversized head."""
 
 
+class _BadVersion(Exception):
+    """Raised by the parser's head callback for an HTTP version other than 1.0 and 1.1."""
+
+
 class _BadHead(Exception):
     """Raised inside a parser callback to stop parsing a head that must not be forwarded."""
 
@@ -695,6 +699,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             pass  # (closed by _dropped)
         elif isinstance(exc.__context__, _BadHead):
             self._refuse_bad_head(str(exc.__context__))
+        elif isinstance(exc.__context__, _BadVersion):
+            self.logger.debug("Request refused: HTTP/%s", exc.__context__)
+            self._refuse(b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
+                         f"HTTP/{exc.__context__} is not supported: send HTTP/1.1 (or 1.0)\n")
         elif isinstance(exc, httptools.HttpParserInvalidMethodError) and is_token(
             data.lstrip(b"\r\n").partition(b" ")[0][:_METHOD_SHOWN]
         ):
@@ -802,6 +810,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             if problem is not None:
                 raise _BadHead(problem)
         http_version = parser.get_http_version()
+        if http_version != "1.1" and http_version != "1.0":
+            # llhttp reads any digit.digit, and 0.9's bare "GET /": forwarded, the service would see
+            # HTTP/1.1 and the record HTTP/2 for a request line no client of this relay can mean.
+            raise _BadVersion(http_version)
         method_name = method.decode("ascii")
         root_path = self.root_path
         # The target as sent, up to a fragment (llhttp takes one; no client sends it, and a

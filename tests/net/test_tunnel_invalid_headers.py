@@ -151,3 +151,34 @@ def test_a_request_header_that_could_smuggle_a_field_never_reaches_the_service(
         with httpx.Client(trust_env=False, timeout=20) as client:
             assert client.get(f"http://127.0.0.1:{relay_port}/x", headers={"Host": "dev.localhost"}).text == "ok"
         assert len(heads) == 1 and b"Injected" not in heads[0] and b"X-A" not in heads[0]
+
+
+def test_a_request_line_of_another_http_version_is_505_and_never_reaches_the_service(
+    env: dict[str, str], procs: list[Proc]
+) -> None:
+    """llhttp reads any digit.digit as a version, and HTTP/0.9's bare ``GET /``: ``GET / HTTP/2.0``
+    went on to the service as HTTP/1.1 and was recorded as HTTP/2. RFC 9110 15.6.6: 505."""
+    with raw_service({b"/x": b"HTTP/1.1 200 OK\r\n" + _OK}) as (port, heads):
+        relay_port, _api_port, _agent = _tunnel(procs, env, port)
+        for line in (b"GET /x HTTP/2.0", b"GET /x HTTP/0.9", b"GET /x HTTP/1.2", b"GET /x HTTP/9.9", b"GET /x"):
+            with socket.create_connection(("127.0.0.1", relay_port), timeout=10) as conn:
+                conn.sendall(line + b"\r\nHost: dev.localhost\r\nConnection: close\r\n\r\n")
+                got = b""
+                while chunk := conn.recv(65536):
+                    got += chunk
+            if line.endswith((b"2.0", b"0.9", b"/x")):  # versions llhttp parses
+                assert got.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), (line, got)
+                version = line.rpartition(b"/")[2] if b"HTTP" in line else b"0.9"
+                assert got.endswith(b"HTTP/" + version + b" is not supported: send HTTP/1.1 (or 1.0)\n"), got
+            else:  # not a version to llhttp: invalid HTTP, as before
+                assert got.startswith(b"HTTP/1.1 400 "), (line, got)
+        assert heads == []
+        with httpx.Client(trust_env=False, timeout=20) as client:  # HTTP/1.1, and 1.0, as ever
+            assert client.get(f"http://127.0.0.1:{relay_port}/x", headers={"Host": "dev.localhost"}).text == "ok"
+        with socket.create_connection(("127.0.0.1", relay_port), timeout=10) as conn:
+            conn.sendall(b"GET /x HTTP/1.0\r\nHost: dev.localhost\r\n\r\n")
+            got = b""
+            while chunk := conn.recv(65536):
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"ok"), got
+        assert len(heads) == 2
