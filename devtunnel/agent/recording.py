@@ -77,8 +77,8 @@ class BodyBudget:
         now = time.monotonic()
         if now >= self._quiet_until:
             self._quiet_until = now + BUDGET_LOG_INTERVAL
-            log.warning("recording: the exchanges in flight keep %s of bodies, the most the agent keeps"
-                        " (--body-budget): their records are cut; the traffic is not", format_size(self.limit))
+            log.warning("recording: the requests in flight keep as many body bytes as the agent allows"
+                        " (%s, --body-budget): their records are cut; the traffic is not", format_size(self.limit))
 
 
 class _Body:
