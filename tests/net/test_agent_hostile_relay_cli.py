@@ -16,11 +16,12 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 
 from devtunnel.protocol import frames as f
-from devtunnel.protocol.events import Hello, ResponseReceived
+from devtunnel.protocol.events import ResponseReceived
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for, free_port
 from tests.kit.procs import DEVTUNNEL, Proc, env, procs, start  # noqa: F401 (fixtures)
 from tests.net.head_fixtures import recording_service
+from tests.net.tunnel_fixtures import read_hello
 
 ESCAPES = b"\x1b]8;;http://evil.localhost/\x07x\x1b[2J\x9b1m"
 
@@ -63,11 +64,7 @@ async def test_nothing_a_hostile_relay_sends_breaks_the_agent_process_or_reaches
 
         async def relay(ws: ServerConnection) -> None:
             conn = RelayConnection()
-            hello = None
-            async for message in ws:
-                hello = next((e for e in conn.receive_data(message) if isinstance(e, Hello)), None)  # type: ignore[arg-type]
-                if hello is not None:
-                    break
+            hello = await read_hello(ws, conn)
             assert hello is not None and hello.name
             conn.send_welcome(hello.name, f"http://{hello.name}.localhost", {})
             await ws.send(conn.data_to_send())
@@ -131,11 +128,7 @@ async def test_header_names_that_are_no_tokens_never_reach_the_local_service(
 
     async def relay(ws: ServerConnection) -> None:
         conn = RelayConnection()
-        hello = None
-        async for message in ws:
-            hello = next((e for e in conn.receive_data(message) if isinstance(e, Hello)), None)  # type: ignore[arg-type]
-            if hello is not None:
-                break
+        hello = await read_hello(ws, conn)
         assert hello is not None and hello.name
         conn.send_welcome(hello.name, f"http://{hello.name}.localhost", {})
         for headers in heads:  # one after the other: the second on the kept-alive connection
