@@ -436,8 +436,12 @@ class Forwarder:
                 cap.request_body_cut()
                 stream.reset(ErrorCode.NO_ERROR, "response complete")
         finally:
-            if gate is not None and lease.conn is not None:
-                gate.answered(lease.conn)  # cancelled before its answer (the client went away)
+            if gate is not None:
+                # Read through _leased: here mypy still takes lease.conn for the connection the loop
+                # above narrowed it to, and compiled code would check that type on a None.
+                leased = _leased(lease)
+                if leased is not None:
+                    gate.answered(leased)  # cancelled before its answer (the client went away)
             lease.release(False)
 
     async def _connect(
@@ -748,3 +752,8 @@ async def answer_error(
     cap.response_body(body)
     stream.send_response(status, reason, headers, end_stream=False)
     await stream.send_data(body, end_stream=True)
+
+
+def _leased(lease: Lease) -> LocalConnection | None:
+    """``lease.conn`` as its declared type, whatever a caller's narrowing says (None once released)."""
+    return lease.conn
