@@ -547,9 +547,14 @@ async def test_a_scheme_that_no_client_comes_by_is_refused_and_never_makes_an_ex
     by_scheme = sorted(records, key=lambda ex: ex.scheme)
     assert [ex.scheme for ex in by_scheme] == ["http", "https"]
     assert by_scheme[0].error == "bad_request"
+    # Refused before its body was read: the record says so (0 of the 2 bytes it declared), and
+    # each export says it sends only those.
+    assert (by_scheme[0].request.body, by_scheme[0].request.body_size, by_scheme[0].request.body_truncated) == \
+        (b"", 2, True)
+    truncated = "# body truncated: 0 of 2 bytes were recorded, this command sends only those\n"
     # Where each export sends it, or says it was sent: the public URL, as the relay is asked for.
-    assert export("curl", [by_scheme[0]]).text.startswith("curl --http1.1 http://hostile.localhost/hook ")
-    assert export("httpie", [by_scheme[0]]).text.startswith("http --ignore-stdin POST http://127.0.0.1/hook ")
+    assert export("curl", [by_scheme[0]]).text.startswith(truncated + "curl --http1.1 http://hostile.localhost/hook ")
+    assert export("httpie", [by_scheme[0]]).text.startswith(truncated + "http --ignore-stdin POST http://127.0.0.1/hook ")
     har = json.loads(export("har", [by_scheme[0]]).text)
     assert har["log"]["entries"][0]["request"]["url"] == "http://hostile.localhost/hook"
 
