@@ -176,7 +176,8 @@ def test_the_inspectors_agent_gets_the_rules_in_a_private_file(tmp_path: Path, m
         {"match": "path:/hook", "action": "respond", "status": 500, "count": 3, "delay": "250ms"},
     ], "t"))
     args = argparse.Namespace(target="8000", api_port=4999, db=str(tmp_path / "c.db"), name="shop", host_header="preserve",
-                              body_cap="10mb", relay=None, token=None, port=0, no_record=False, insecure=False,
+                              body_cap="10mb", body_budget="64mb", relay=None, token=None, port=0, no_record=False,
+                              insecure=False,
                               rules=rules, settings=None)
     argv = http_agent_argv(args)()
     assert "s3cret" not in " ".join(argv)
