@@ -21,7 +21,7 @@ from devtunnel.relay.settings import RelaySettings
 from devtunnel.values.durations import parse_duration
 from devtunnel.values.names import validate_domain
 from devtunnel.values.sizes import parse_size
-from devtunnel.values.relay_url import without_user_info
+from devtunnel.values.relay_url import quoted_url
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
 from devtunnel.values.numbers import is_decimal
@@ -110,7 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     public_host = None
     if args.public_url:
         parts = split_url(args.public_url, "--public-url")
-        shown = quoted(without_user_info(args.public_url))  # a password in it is never quoted
+        shown = quoted_url(args.public_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"--public-url {shown}: expected http(s)://HOST, e.g. https://tunnel.example.com")
         public_host = _check_public_host(parts.hostname)
@@ -120,7 +120,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         raise ConfigError(f"--domain: {exc}") from None
     if public_host is not None and public_host != domain:
         # Tunnel URLs are NAME.<public host>; the relay routes NAME.<domain> (a proxy passes the Host on).
-        raise ConfigError(f"--public-url {quoted(without_user_info(args.public_url))}: its host {public_host} is not the relay's domain "
+        raise ConfigError(f"--public-url {quoted_url(args.public_url)}: its host {public_host} is not the relay's domain "
                           f"{domain} (--domain): agents would be handed URLs NAME.{public_host} that reach no "
                           f"tunnel; give --domain {public_host}")
     return RelaySettings(

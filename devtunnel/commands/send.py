@@ -24,7 +24,7 @@ from devtunnel.capture.jsonpath import apply_assignments
 from devtunnel.capture.outcome import body_excerpt
 from devtunnel.capture.model import Headers
 from devtunnel.errors import ConfigError, DevtunnelError
-from devtunnel.values.relay_url import without_user_info
+from devtunnel.values.relay_url import quoted_url
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import is_localhost_name, split_url
 from devtunnel.webhooks import BUILTIN, Delivery, Provider, SignatureError, by_name
@@ -51,7 +51,7 @@ def send_url(text: str, default_path: str) -> tuple[str, str]:
             character, a host name that is not one: an empty label or one over 63 characters).
     """
     parts = split_url(text, "--to")
-    shown = quoted(without_user_info(text))  # a password in it is never quoted
+    shown = quoted_url(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"--to {shown}: expected an http:// or https:// URL, e.g. http://payments.localhost:41234/webhooks/stripe")
     if parts.username or parts.password:

@@ -30,8 +30,8 @@ from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
 from devtunnel.values.http1 import Field
 from devtunnel.export.redact import redact_exchange
-from devtunnel.values.relay_url import without_user_info
-from devtunnel.values.terminal import escape, needs_escape, quoted
+from devtunnel.values.relay_url import quoted_url
+from devtunnel.values.terminal import escape, needs_escape
 
 __all__ = [
     "PUBLIC_SCHEMES",
@@ -237,7 +237,7 @@ def base_url_parts(url: str) -> SplitResult:
         ExportError: another scheme, no host, a bad port, user info, a query or fragment, or
             control characters (the message says which).
     """
-    shown = quoted(without_user_info(url))  # a password in it is never quoted
+    shown = quoted_url(url)
     if safe_text(url.encode("utf-8", "surrogatepass"), allow="") is None or " " in url:
         raise ExportError(f"{shown} contains spaces or control characters")
     try:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
 
-__all__ = ["CONNECT_PATH", "relay_connect_url", "same_relay", "without_user_info"]
+__all__ = ["CONNECT_PATH", "quoted_url", "relay_connect_url", "same_relay", "without_user_info"]
 
 CONNECT_PATH = "/_devtunnel/connect"
 """Where a relay accepts agent WebSockets."""
@@ -66,6 +66,12 @@ def without_user_info(relay: str) -> str:
     tunnel's target, ``values.target``) that carries one is named in a message (the password
     must not be)."""
     return _USER_INFO.sub(r"\1…@", relay, count=1)
+
+
+def quoted_url(text: str) -> str:
+    """A URL (or a target, a health path) as a message names it: ``quoted``, with any password in
+    it written ``…@`` (``without_user_info``)."""
+    return quoted(without_user_info(text))
 
 
 def same_relay(one: str, other: str) -> bool:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from devtunnel.errors import ConfigError
 from devtunnel.values.terminal import quoted
 from devtunnel.values.numbers import is_decimal
-from devtunnel.values.relay_url import without_user_info
+from devtunnel.values.relay_url import quoted_url, without_user_info
 
 __all__ = ["Target", "parse_target"]
 
@@ -78,7 +78,7 @@ def _check_host(host: str, original: str) -> str:
     except ValueError:
         pass
     if not _HOSTNAME.match(host):
-        raise ConfigError(f"invalid target {quoted(original)}: {quoted(without_user_info(host))} is not a valid host name")
+        raise ConfigError(f"invalid target {quoted(original)}: {quoted_url(host)} is not a valid host name")
     return host
 
 

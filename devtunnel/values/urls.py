@@ -10,8 +10,7 @@ from __future__ import annotations
 from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.errors import ConfigError
-from devtunnel.values.relay_url import without_user_info
-from devtunnel.values.terminal import quoted
+from devtunnel.values.relay_url import quoted_url
 
 __all__ = ["is_localhost_name", "split_url"]
 
@@ -26,7 +25,7 @@ def split_url(text: str, what: str) -> SplitResult:
     Raises:
         ConfigError: ``urlsplit`` cannot split it, or its port is not a number of 0-65535.
     """
-    shown = quoted(without_user_info(text))  # a password in it is never quoted
+    shown = quoted_url(text)
     try:
         parts = urlsplit(text)
     except ValueError as exc:
