@@ -8,6 +8,12 @@ instead, and each starts as a ``TlsDoor``: counted among the pending connections
 accept (``relay.pending``: per address and in all, the oldest dropped to make room), its
 handshake bounded by the head timeout (``loop.start_tls``), then handed to the relay's HTTP
 protocol with what the client sent behind its handshake.
+
+uvloop starts reading a connection as soon as its ``connection_made`` returns, whatever the
+protocol asked there (``pause_reading``), so the start of a handshake already in when the
+connection is accepted (a busy relay, a quick client) can reach the door before the handshake
+starts: the door keeps it and gives it to the TLS protocol first (``_hand_over``), else client
+and relay would each wait for the other until the head timeout.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ class TlsDoor(asyncio.Protocol):
         self._pending = pending
         self._doors = doors
         self._transport: asyncio.Transport | None = None
+        self._raw: list[bytes] = []  # what came before the handshake started: its start
+        self._tls = False  # start_tls took the connection: what the door receives is decrypted
         self._early: list[bytes] = []  # application data that came with the end of the handshake
         self._lost = False
 
@@ -63,6 +71,10 @@ class TlsDoor(asyncio.Protocol):
     async def _handshake(self, raw: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
         tls: asyncio.Transport | None = None
+        self._tls = True
+        raw_in, self._raw = self._raw, []
+        if raw_in:  # runs once start_tls (below) has set its protocol, before the connection reads again
+            loop.call_soon(_hand_over, raw, self, raw_in)
         try:
             tls = await loop.start_tls(raw, self, self._context, server_side=True, ssl_handshake_timeout=self._timeout)
         except (OSError, asyncio.CancelledError):  # a failed or slow handshake (start_tls closed it), or the relay stops
@@ -88,13 +100,40 @@ class TlsDoor(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        self._early.append(data)
+        if self._tls:
+            self._early.append(data)
+        else:  # read despite pause_reading (uvloop): the start of the handshake
+            self._raw.append(data)
+            if self._transport is not None:
+                self._transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+
+
+def _hand_over(raw: asyncio.Transport, door: TlsDoor, data: list[bytes]) -> None:
+    """Give the TLS protocol start_tls put on ``raw`` what the door read of the handshake, in
+    its order and before anything the connection reads next."""
+    protocol = raw.get_protocol()
+    if protocol is door:  # (start_tls sets its protocol before it first waits: it failed)
+        raw.abort()
+        return
+    # asyncio's TLS protocol and uvloop's (no BufferedProtocol subclass) read into their buffer.
+    get_buffer = getattr(protocol, "get_buffer", None)
+    for chunk in data:
+        if get_buffer is None:
+            cast(asyncio.Protocol, protocol).data_received(chunk)
+            continue
+        view = memoryview(chunk)
+        while view:
+            buffer = get_buffer(len(view))
+            size = min(len(buffer), len(view))
+            buffer[:size] = view[:size]
+            cast(asyncio.BufferedProtocol, protocol).buffer_updated(size)
+            view = view[size:]
 
 
 def abort_all(doors: set[TlsDoor]) -> None:

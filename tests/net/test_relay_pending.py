@@ -11,11 +11,14 @@ import asyncio
 import base64
 import logging
 import os
+import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trustme
+import uvloop
 import websockets
 
 from devtunnel.relay.log import PeerErrorLog
@@ -372,3 +375,46 @@ async def test_tls_connections_count_from_their_accept_and_a_handshake_is_held_t
         assert asyncio.get_running_loop().time() - started < 5
         await async_wait_for(lambda: relay.pending_connections == 0, what="none pending")
         close_all(flood)
+
+
+def _hello_sent(port: int, client_tls: ssl.SSLContext) -> ssl.SSLSocket:
+    """A TLS connection to ``port`` that has sent its ClientHello (before the relay's loop runs
+    again: the kernel completes the connection) and waits for the answer."""
+    tls = client_tls.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost",
+                                 do_handshake_on_connect=False)
+    tls.setblocking(False)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return tls
+
+
+def _answer(tls: ssl.SSLSocket) -> bytes:
+    """The end of the handshake, then the relay's answer to a request (5 s for each)."""
+    tls.settimeout(5)
+    with tls:
+        tls.do_handshake()
+        tls.sendall(b"GET /x HTTP/1.1\r\nHost: nobody.localhost\r\nConnection: close\r\n\r\n")
+        return tls.recv(65536)
+
+
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_a_client_hello_already_in_when_the_relay_accepts_is_answered(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], tmp_path: Path
+) -> None:
+    """Under uvloop (``devtunnel relay``'s loop) a connection reads from its accept on, whatever
+    its protocol asked: a ClientHello already in (a busy relay, a quick client) went to the
+    connection before its handshake started and was lost, and client and relay each waited for
+    the other until the head timeout (an agent then retried: 10 s and more to come online)."""
+    ca = trustme.CA()
+    pem = tmp_path / "relay.pem"
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+
+    async def main() -> bytes:
+        async with running_relay(tls_cert=str(pem), tls_key=str(pem), head_timeout=30.0) as relay:
+            tls = _hello_sent(relay.port, client_tls)  # no await since: the relay has not accepted it yet
+            return await asyncio.to_thread(_answer, tls)
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        assert runner.run(main()).startswith(b"HTTP/1.1 404 ")
