@@ -55,6 +55,10 @@ class Running:
         tunnels = httpx.get(self.api + "/api/tunnels", timeout=5).json()["tunnels"]
         return tunnels[0]["app"]
 
+    def log(self) -> list[dict]:
+        """The app's lines the agent has read so far."""
+        return httpx.get(f"{self.api}/api/tunnels/{self.name}/logs", timeout=5).json()["lines"]
+
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator:
@@ -119,7 +123,7 @@ def test_with_hold_a_get_the_app_closes_unanswered_is_sent_again_a_post_only_onc
         posted = run.post(client, "/drop/post", b'{"id": 1}')
     assert posted.status_code == 502, (posted.status_code, posted.text)
     assert posted.headers["X-Devtunnel-Error"] == "app_restarting"
-    lines = [line["text"] for line in httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]]
+    lines = [line["text"] for line in run.log()]
     assert sum("dropped /drop/get" in l for l in lines) == 3 and sum("dropped /drop/post" in l for l in lines) == 2, lines
     assert run.proc.stop(signal.SIGTERM) == 0
 
@@ -141,7 +145,7 @@ def test_with_hold_a_request_that_crashes_the_app_is_not_sent_to_it_again_and_ag
         wait_for(lambda: run.app()["state"] == "ready", timeout=30, what="the app ready again")
         after = run.get(client, "/after")
         assert after.status_code == 200, (after.status_code, after.text)
-    lines = [line["text"] for line in httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]]
+    lines = [line["text"] for line in run.log()]
     assert sum("crashing on /crash" in line for line in lines) == 2, lines
     assert run.app()["restarts"] == 2
     assert run.proc.stop(signal.SIGTERM) == 0
@@ -222,9 +226,7 @@ def test_health_path_decides_readiness_and_held_requests_wait_for_it(start, tmp_
     run = start(str(port), "--run", app_command(port, "--ready-file", str(ready_file)),
                 "--health", "/healthz", "--hold", "20s")
     # The port accepts long before the health path says ready: the app stays "starting".
-    wait_for(lambda: any("listening" in l["text"] for l in
-                         httpx.get(run.api + f"/api/tunnels/{run.name}/logs", timeout=5).json()["lines"]),
-             what="the app listening")
+    wait_for(lambda: any("listening" in l["text"] for l in run.log()), what="the app listening")
     assert run.app()["state"] == "starting"
     result: list[httpx.Response] = []
     with httpx.Client(timeout=30) as client:
@@ -321,6 +323,8 @@ def test_logs_command_prints_the_app_output_escaped_and_follows(start, tmp_path:
     port = free_port()
     run = start(str(port), "--run", app_command(port), "--name", "payments")
     wait_for(lambda: run.app()["state"] == "ready", what="app ready")
+    # Ready is the port accepting: the line the app prints once it listens may be read after that.
+    wait_for(lambda: any("listening on" in line["text"] for line in run.log()), what="the app's first line logged")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     once = Proc([*DEVTUNNEL, "logs", "payments", "--api", run.api], env)
     assert once.wait() == 0, once.err
