@@ -331,15 +331,18 @@ class Forwarder:
         resend: bytes | None = None
         """The whole request body (framed) to send again, from ``copy``."""
         held_again = False
-        held_until = 0.0
-        """When a request held again after the app dropped it may be held no more."""
-        sent_to = dropped_by = gate.starts if gate is not None else 0
-        """The run of the app (``HoldGate.starts``) the request was last sent to, and the one that dropped it first."""
+        dropped_at = 0.0
+        """When the app first dropped the request (``loop.time()``): held again, it goes before
+        those sent later (``HoldGate.connect``'s ``again``), and may be held no more after ``gate.hold``."""
+        sent_to = dropped_by = spared_by = gate.starts if gate is not None else 0
+        """The run of the app (``HoldGate.starts``) the request was last sent to, the one that
+        dropped it first, and the later one that reset it unread (the one reset not counted)."""
         sent_at = start.sent_at
         try:
             while True:
                 if lease.conn is None:
-                    lease.conn = await self._connect(stream, head, cap, body_read=resend is not None)
+                    lease.conn = await self._connect(stream, head, cap, body_read=resend is not None,
+                                                     again=dropped_at if held_again else None)
                     if lease.conn is None:
                         return
                     sent_at = None
@@ -397,10 +400,16 @@ class Forwarder:
                     # once) waits again after a plain close too: an app slow to die accepts
                     # and reads it, and closes it unanswered as it exits, before its
                     # supervisor knows; a probe spaces the attempts.
-                    if held_again and sent_to != dropped_by:
-                        # Sent again to the app started after the one that dropped it, and
-                        # dropped by that one too: this request may be what brings the app
-                        # down, and a third try would only crash it again.
+                    # The first drop is no strike: other requests may have been in the app with
+                    # this one, and any of them brought it down. Held again, the request is
+                    # sent alone (the gate's ``again``), so a later run that drops it went down
+                    # with it alone.
+                    if held_again and sent_to != dropped_by and sent_to != spared_by and (
+                            not failed.reset or spared_by != dropped_by):
+                        # Sent alone to an app started after the one that dropped it, and
+                        # dropped by that one too (closed once read, or reset a second time):
+                        # this request may be what brings the app down, and a third try would
+                        # only crash it again.
                         await self._fail_before_head(
                             stream, head, cap, 502, "app_restarting",
                             f"{APP_RESTARTING}: {failed}; the app went down with this request in it"
@@ -408,15 +417,19 @@ class Forwarder:
                             " brings the app down; see its log)")
                         return
                     if not held_again:
-                        dropped_by = sent_to
+                        dropped_by = spared_by = sent_to
+                    elif sent_to != dropped_by and spared_by == dropped_by:
+                        # Reset unread by a later run, once: sent as the app exited after its
+                        # last answer (its kernel reset what it queued); the app never read it.
+                        spared_by = sent_to
                     again = held_again
                     if gate.hold and (head.end_stream or resend is not None) and (
                         not held_again
-                        or ((failed.reset or head.method in _IDEMPOTENT) and conn.loop.time() < held_until)
+                        or ((failed.reset or head.method in _IDEMPOTENT) and conn.loop.time() < dropped_at + gate.hold)
                     ):
                         if not held_again:
                             held_again = True
-                            held_until = conn.loop.time() + gate.hold
+                            dropped_at = conn.loop.time()
                         if failed.reset or again:
                             gate.refused(self.pool.connect)
                         lease.release(False)
@@ -445,17 +458,19 @@ class Forwarder:
             lease.release(False)
 
     async def _connect(
-        self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, *, body_read: bool = False
+        self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, *, body_read: bool = False,
+        again: float | None = None,
     ) -> LocalConnection | None:
         """A new local connection, or None after answering the failure to the client
-        (``body_read``: the whole request body was read from the relay already)."""
+        (``body_read``: the whole request body was read from the relay already; ``again``: a
+        request the app went down with, held again, as ``HoldGate.connect`` takes it)."""
         if body_read:
             head = replace(head, end_stream=True)  # no more body to read and record
         gate = self.gate
         try:
             if gate is None:
                 return await self.pool.connect()
-            return await gate.connect(self.pool.connect, cap, until_answered=True)
+            return await gate.connect(self.pool.connect, cap, until_answered=True, again=again)
         except (HoldExpired, OSError) as exc:  # OSError: refused, reset, timed out, unreachable, TLS
             failed = exc
         # Answered outside the handler: nothing awaits while an exception is being handled

@@ -174,3 +174,112 @@ async def test_stopping_answers_the_requests_waiting_for_their_turn_at_once() ->
     with pytest.raises(HoldExpired, match="devtunnel is stopping"):
         await asyncio.wait_for(second, 5)
     assert gate.waiting == 0 and gate.delivering == 1  # the first one's turn, until it is answered
+
+
+# -- an app that crashes again while held requests are being delivered ---------------------------------
+
+def _served(harness: Harness, name: str) -> list[str]:
+    """The paths the app run by ``name`` answered, from its log (``served PATH #N``), in order."""
+    app = harness.service._tunnels[name].app
+    assert app is not None
+    return [line.text.split()[1] for line in app.log.lines("served ")]
+
+
+async def test_held_requests_all_reach_an_app_that_crashes_after_every_second_answer(
+        harness: Harness, tmp_path: Path) -> None:
+    """16 held requests (GETs and POSTs with a body) and an app that exits after every second answer
+    (threaded: the requests sent beside those two are read, then dropped unanswered as it exits).
+    A request dropped beside others could not be told from the one that crashed the app: it was
+    counted a strike, and one dropped so by two runs got 502 "went down with this request in it
+    twice" (3 of 16). Now such a request is held again ahead of those never sent, and sent alone:
+    every request is answered 200, each answered once."""
+    port, n = free_port(), 16
+    listen = tmp_path / "listen"
+    await harness.start(str(port), name="loop", hold=60.0,
+                        run=f"{sys.executable} {APP} {port} --exit-after 2 --listen-file {listen}")
+    tunnel = harness.service._tunnels["loop"]
+    assert tunnel.app is not None
+    tunnel.app.child._backoff = (0.05, 0.2)  # restarts in a moment, not in up to 30 s
+    gate = _gate(harness, "loop")
+    await async_wait_for(lambda: gate.app_state.startswith("starting"), timeout=20, what="the app starting")
+    async with _client(harness, "loop") as client:
+        sent = [asyncio.create_task(client.post(f"/p{i}", content=b'{"n": %d}' % i) if i % 2
+                                    else client.get(f"/g{i}")) for i in range(n)]
+        await async_wait_for(lambda: gate.waiting == n, timeout=20, what="every request held")
+        listen.touch()
+        answers = await asyncio.gather(*sent)
+    assert [(a.status_code, a.headers.get("X-Devtunnel-Error")) for a in answers] == [(200, None)] * n, [
+        a.text for a in answers if a.status_code != 200]
+    paths = [f"/p{i}" if i % 2 else f"/g{i}" for i in range(n)]
+    served = _served(harness, "loop")
+    assert set(served) <= set(paths) and len(served) == len(set(served)), served  # none answered twice
+    assert tunnel.app.state.restarts >= n // 2 - 1
+    assert gate.delivering == 0 and gate.waiting == 0 and not gate._sent
+
+
+async def test_a_held_request_that_crashes_the_app_each_time_ends_in_502_and_the_others_are_answered(
+        harness: Harness, tmp_path: Path) -> None:
+    """Among 12 held requests to an app that exits after every second answer, one that crashes the
+    app each time it is handled (``/crash``). Dropped beside others, it is held again and sent
+    alone; the app that goes down with it alone has its answer: 502, "not sent a third time". It
+    crashed the app twice, not until the hold ran out, and every other request is answered."""
+    port, n = free_port(), 12
+    listen = tmp_path / "listen"
+    await harness.start(str(port), name="poison", hold=60.0,
+                        run=f"{sys.executable} {APP} {port} --exit-after 2 --listen-file {listen}")
+    tunnel = harness.service._tunnels["poison"]
+    assert tunnel.app is not None
+    tunnel.app.child._backoff = (0.05, 0.2)
+    gate = _gate(harness, "poison")
+    await async_wait_for(lambda: gate.app_state.startswith("starting"), timeout=20, what="the app starting")
+    paths = [f"/g{i}" for i in range(n)]
+    paths[1] = "/crash"  # in the first turns, beside others
+    async with _client(harness, "poison") as client:
+        sent = [asyncio.create_task(client.get(path)) for path in paths]
+        await async_wait_for(lambda: gate.waiting == n, timeout=20, what="every request held")
+        listen.touch()
+        answers = dict(zip(paths, await asyncio.gather(*sent)))
+    crashed = answers.pop("/crash")
+    assert (crashed.status_code, crashed.headers["X-Devtunnel-Error"]) == (502, "app_restarting")
+    assert "went down with this request in it twice" in crashed.text and "not sent a third time" in crashed.text
+    assert {path: a.status_code for path, a in answers.items()} == {path: 200 for path in answers}
+    assert len(tunnel.app.log.lines("crashing on /crash")) == 2
+    assert gate.delivering == 0 and gate.waiting == 0 and not gate._sent
+
+
+async def test_a_request_held_again_goes_alone_and_before_those_never_sent() -> None:
+    """The gate on its own: requests held again (``again``, the time the app first dropped each)
+    take their turns before the ones that never had one, the earliest dropped first, each alone
+    and a moment after the last turn ended; then the window of 2 is whole again."""
+    gate = HoldGate(10.0, release_window=2, retry_interval=0.05)
+    gate.set_app_state(False, "restarting (1)")
+    connected: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def make(name: str):  # type: ignore[no-untyped-def]
+        async def connect() -> object:
+            connected.append(name)
+            return name
+        return connect
+
+    fresh = [asyncio.create_task(gate.connect(make(f"n{i}"), until_answered=True)) for i in range(3)]
+    await async_wait_for(lambda: gate.waiting == 3, what="the new ones held")
+    late = asyncio.create_task(gate.connect(make("a2"), until_answered=True, again=2.0))
+    early = asyncio.create_task(gate.connect(make("a1"), until_answered=True, again=1.0))
+    await async_wait_for(lambda: gate.waiting == 5, what="all held")
+    gate.set_app_state(True, "ready")
+    await async_wait_for(lambda: connected == ["a1"], what="the earliest dropped, alone")
+    assert gate.alone and gate.delivering == 1
+    gate.answered("a1")
+    ended = loop.time()
+    await async_wait_for(lambda: connected == ["a1", "a2"], what="the next one dropped, alone")
+    assert loop.time() - ended >= 0.05 and gate.alone and gate.delivering == 1
+    gate.answered("a2")
+    await async_wait_for(lambda: connected == ["a1", "a2", "n0", "n1"], what="the window again")
+    assert not gate.alone and gate.delivering == 2
+    for name in ("n0", "n1"):
+        gate.answered(name)
+    await async_wait_for(lambda: connected[-1] == "n2", what="the last one")
+    gate.answered("n2")
+    assert await asyncio.gather(early, late, *fresh) == ["a1", "a2", "n0", "n1", "n2"]
+    assert gate.delivering == 0 and gate.waiting == 0 and not gate.alone
