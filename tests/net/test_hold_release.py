@@ -283,3 +283,25 @@ async def test_a_request_held_again_goes_alone_and_before_those_never_sent() -> 
     gate.answered("n2")
     assert await asyncio.gather(early, late, *fresh) == ["a1", "a2", "n0", "n1", "n2"]
     assert gate.delivering == 0 and gate.waiting == 0 and not gate.alone
+
+
+async def test_a_held_request_that_crashes_the_app_before_reading_its_body_ends_too(harness: Harness) -> None:
+    """A POST the app crashes on before reading its body: each run resets it (bytes unread), and one
+    such reset by a later run is forgiven (an app exiting as the request came resets it so). It
+    still ends: 502 after the third crash, not sent until the hold runs out."""
+    port = free_port()
+    await harness.start(str(port), name="unread", hold=60.0, run=f"{sys.executable} {APP} {port}")
+    tunnel = harness.service._tunnels["unread"]
+    assert tunnel.app is not None
+    tunnel.app.child._backoff = (0.05, 0.2)
+    gate = _gate(harness, "unread")
+    await async_wait_for(lambda: gate.app_state == "ready", timeout=20, what="the app ready")
+    body = b"x" * (32 << 10)  # more than the app's first read: the kernel holds the rest unread
+    async with _client(harness, "unread") as client:
+        crashed = await client.post("/unread-crash", content=body)
+        assert (crashed.status_code, crashed.headers["X-Devtunnel-Error"]) == (502, "app_restarting"), crashed.text
+        assert "went down with this request in it twice" in crashed.text
+        await async_wait_for(lambda: gate.app_state == "ready", timeout=20, what="the app ready again")
+        after = await client.get("/after")
+    assert after.status_code == 200
+    assert len(tunnel.app.log.lines("crashing on /unread-crash")) == 3
