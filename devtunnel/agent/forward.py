@@ -470,7 +470,12 @@ class Forwarder:
         try:
             if gate is None:
                 return await self.pool.connect()
-            return await gate.connect(self.pool.connect, cap, until_answered=True, again=again)
+            conn = await gate.connect(self.pool.connect, cap, until_answered=True, again=again)
+            if again is not None:
+                # Alone in the app: a request that finds a kept-alive connection idle would go
+                # beside it, past the gate, and a crash could not be told whose.
+                self.pool.close()
+            return conn
         except (HoldExpired, OSError) as exc:  # OSError: refused, reset, timed out, unreachable, TLS
             failed = exc
         # Answered outside the handler: nothing awaits while an exception is being handled

@@ -305,3 +305,75 @@ async def test_a_held_request_that_crashes_the_app_before_reading_its_body_ends_
         after = await client.get("/after")
     assert after.status_code == 200
     assert len(tunnel.app.log.lines("crashing on /unread-crash")) == 3
+
+
+async def test_no_request_goes_on_a_kept_alive_connection_beside_one_held_again(harness: Harness) -> None:
+    """A POST the app dropped (it went down) is sent again alone; meanwhile a request that crashes
+    the app comes, and a kept-alive connection to the app is idle. Sent on it, beside the POST, it
+    crashed the app with both in it, and the POST, dropped twice, got 502 for the other's crash.
+    Now the idle connections close when a request held again is sent: the newcomer waits for its
+    turn, the POST is answered, and the newcomer alone has the app's crashes (502)."""
+    port = free_port()
+    await harness.start(str(port), name="beside", hold=20.0)
+    gate = _gate(harness, "beside")
+    gate.set_app_state(True, "ready")  # an app devtunnel runs, ready
+    warm: list[int] = []
+    posts = 0
+    crashes = 0
+    in_app: list[asyncio.StreamWriter] = []
+    loop = asyncio.get_running_loop()
+
+    def restart() -> None:  # the app crashed and is up again: its next run
+        gate.set_app_state(False, "crashed")
+        gate.set_app_state(True, "ready")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts, crashes
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1]
+                if path == b"/warm":
+                    warm.append(1)
+                    deadline = loop.time() + 10
+                    while len(warm) < 2 and loop.time() < deadline:  # both connections open at once
+                        await asyncio.sleep(0.01)
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                elif path == b"/hook":
+                    await reader.readexactly(2)
+                    posts += 1
+                    if posts == 1:
+                        restart()
+                        writer.close()  # read, then the app went down: dropped unanswered
+                        return
+                    in_app.append(writer)
+                    deadline = loop.time() + 10
+                    while crashes == 0 and gate.waiting == 0 and loop.time() < deadline:
+                        await asyncio.sleep(0.01)  # until the newcomer is in the app, or waits for its turn
+                    if crashes:
+                        return  # the app went down with both in it
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhook")
+                else:  # /poison: the app crashes with whatever is in it
+                    crashes += 1
+                    restart()
+                    for other in in_app:
+                        other.close()
+                    writer.close()
+                    return
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        async with _client(harness, "beside") as client:
+            assert [r.status_code for r in await asyncio.gather(client.get("/warm"), client.get("/warm"))] == [200] * 2
+            hook = asyncio.create_task(client.post("/hook", content=b"{}"))
+            await async_wait_for(lambda: bool(in_app), what="the POST sent again, alone")
+            poison = await client.get("/poison")
+            answered = await hook
+    finally:
+        server.close()
+    assert (answered.status_code, answered.text) == (200, "hook")
+    assert (poison.status_code, poison.headers["X-Devtunnel-Error"]) == (502, "app_restarting")
+    assert "went down with this request in it twice" in poison.text and crashes == 2
