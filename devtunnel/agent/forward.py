@@ -14,6 +14,7 @@ request without a body may then be answered from the local connection's callback
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from dataclasses import replace
 from http import HTTPStatus
@@ -332,19 +333,24 @@ class Forwarder:
         """The whole request body (framed) to send again, from ``copy``."""
         held_again = False
         dropped_at = 0.0
-        """When the app first dropped the request (``loop.time()``): held again, it goes before
-        those sent later (``HoldGate.connect``'s ``again``), and may be held no more after ``gate.hold``."""
-        sent_to = dropped_by = spared_by = gate.starts if gate is not None else 0
-        """The run of the app (``HoldGate.starts``) the request was last sent to, the one that
-        dropped it first, and the later one that reset it unread (the one reset not counted)."""
+        """When the app first dropped the request (``loop.time()``): it may be held no more after ``gate.hold``."""
+        turn_at = 0.0
+        """Held again, the request's place among those held again (``HoldGate.connect``'s ``again``):
+        ``dropped_at``, or first of all once a run dropped it when it was not the first sent there."""
+        first = False
+        """Held again, the request was the first sent to the run it was last sent to."""
+        sent_to = dropped_by = gate.starts if gate is not None else 0
+        """The run of the app (``HoldGate.starts``) the request was last sent to, and the one that dropped it first."""
         sent_at = start.sent_at
         try:
             while True:
                 if lease.conn is None:
                     lease.conn = await self._connect(stream, head, cap, body_read=resend is not None,
-                                                     again=dropped_at if held_again else None)
+                                                     again=turn_at if held_again else None)
                     if lease.conn is None:
                         return
+                    if held_again and gate is not None:
+                        first = gate.sent_in_run == 1  # (sent alone: no other connection since)
                     sent_at = None
                 conn = lease.conn
                 if sent_at is None:
@@ -402,14 +408,14 @@ class Forwarder:
                     # supervisor knows; a probe spaces the attempts.
                     # The first drop is no strike: other requests may have been in the app with
                     # this one, and any of them brought it down. Held again, the request is
-                    # sent alone (the gate's ``again``), so a later run that drops it went down
-                    # with it alone.
-                    if held_again and sent_to != dropped_by and sent_to != spared_by and (
-                            not failed.reset or spared_by != dropped_by):
-                        # Sent alone to an app started after the one that dropped it, and
-                        # dropped by that one too (closed once read, or reset a second time):
-                        # this request may be what brings the app down, and a third try would
-                        # only crash it again.
+                    # sent alone (the gate's ``again``); a later run that drops it when it was
+                    # the first request that run got went down with it alone. One that had
+                    # answered others before may have been ending after them (an app exiting
+                    # on a count, a reloader): the request goes first to the next run.
+                    if held_again and sent_to != dropped_by and first:
+                        # Sent alone and first to an app started after the one that dropped
+                        # it, and dropped by that one too: this request is what brings the app
+                        # down, and a third try would only crash it again.
                         await self._fail_before_head(
                             stream, head, cap, 502, "app_restarting",
                             f"{APP_RESTARTING}: {failed}; the app went down with this request in it"
@@ -417,11 +423,9 @@ class Forwarder:
                             " brings the app down; see its log)")
                         return
                     if not held_again:
-                        dropped_by = spared_by = sent_to
-                    elif sent_to != dropped_by and spared_by == dropped_by:
-                        # Reset unread by a later run, once: sent as the app exited after its
-                        # last answer (its kernel reset what it queued); the app never read it.
-                        spared_by = sent_to
+                        dropped_by = sent_to
+                    elif sent_to != dropped_by:
+                        turn_at = -math.inf  # first to the next run, where it is counted
                     again = held_again
                     if gate.hold and (head.end_stream or resend is not None) and (
                         not held_again
@@ -429,7 +433,7 @@ class Forwarder:
                     ):
                         if not held_again:
                             held_again = True
-                            dropped_at = conn.loop.time()
+                            dropped_at = turn_at = conn.loop.time()
                         if failed.reset or again:
                             gate.refused(self.pool.connect)
                         lease.release(False)

@@ -17,9 +17,10 @@ hold, the gate only tells the forwarder that a refusal is the app restarting.
 
 A request the app went down with, unanswered, is held again by the forwarder (``forward.py``
 says when) and asks for a turn ``again``: it goes ahead of every request that never had one, the
-oldest first, and alone (no other request is sent until it has its answer). Sent beside others,
-it could not be told from the one that brought the app down; alone, a crash with it in the app
-is its own, which the forwarder counts against it.
+earliest first, and alone (no other request is sent until it has its answer). Sent beside others,
+it could not be told from the one that brought the app down; alone, and the first request a run
+of the app gets (``sent_in_run``), a crash with it in the app is its own, which the forwarder
+counts against it.
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ class HoldGate:
         """True when devtunnel runs the app: a refused connection then means it is going down."""
         self.starts = 0
         """How many times the app became ready: which run of it a request was sent to."""
+        self.sent_in_run = 0
+        """Connections made through the gate to the app's run ``starts``: 1 just after a request
+        held again connects, when it is the first its run gets (see ``connect``)."""
         self.app_state = ""
         """The app's state in words (``starting``, ``restarting (2)``), for messages."""
         self._up = asyncio.Event()
@@ -152,6 +156,7 @@ class HoldGate:
         elif ready:
             if not self._up.is_set():
                 self.starts += 1
+                self.sent_in_run = 0
             self._reachable.set()  # the supervisor's word is newer than a probe's
             self._up.set()
         else:
@@ -194,9 +199,12 @@ class HoldGate:
             pass  # held, as below, whatever else is
         elif self._open() and not self.waiting and not self.delivering:
             try:
-                return await connect()
+                conn = await connect()
             except NOT_LISTENING:
                 self.refused(connect)
+            else:
+                self.sent_in_run += 1
+                return conn
         elif self._open() and not self.waiting and self.delivering < self.release_window and not self.alone:
             # Held requests are being delivered, a turn is free and none waits for one: this
             # request waits for nothing, but takes its turn (the app's backlog is theirs too).
@@ -316,6 +324,7 @@ class HoldGate:
         except BaseException:
             self._end_turn()
             raise
+        self.sent_in_run += 1
         if until_answered:
             self._sent.add(conn)
         else:
