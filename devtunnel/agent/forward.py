@@ -14,6 +14,7 @@ request without a body may then be answered from the local connection's callback
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from dataclasses import replace
 from http import HTTPStatus
@@ -331,17 +332,25 @@ class Forwarder:
         resend: bytes | None = None
         """The whole request body (framed) to send again, from ``copy``."""
         held_again = False
-        held_until = 0.0
-        """When a request held again after the app dropped it may be held no more."""
+        dropped_at = 0.0
+        """When the app first dropped the request (``loop.time()``): it may be held no more after ``gate.hold``."""
+        turn_at = 0.0
+        """Held again, the request's place among those held again (``HoldGate.connect``'s ``again``):
+        ``dropped_at``, or first of all once a run dropped it when it was not the first sent there."""
+        first = False
+        """Held again, the request was the first sent to the run it was last sent to."""
         sent_to = dropped_by = gate.starts if gate is not None else 0
         """The run of the app (``HoldGate.starts``) the request was last sent to, and the one that dropped it first."""
         sent_at = start.sent_at
         try:
             while True:
                 if lease.conn is None:
-                    lease.conn = await self._connect(stream, head, cap, body_read=resend is not None)
+                    lease.conn = await self._connect(stream, head, cap, body_read=resend is not None,
+                                                     again=turn_at if held_again else None)
                     if lease.conn is None:
                         return
+                    if held_again and gate is not None:
+                        first = gate.sent_in_run == 1  # (sent alone: no other connection since)
                     sent_at = None
                 conn = lease.conn
                 if sent_at is None:
@@ -397,9 +406,15 @@ class Forwarder:
                     # once) waits again after a plain close too: an app slow to die accepts
                     # and reads it, and closes it unanswered as it exits, before its
                     # supervisor knows; a probe spaces the attempts.
-                    if held_again and sent_to != dropped_by:
-                        # Sent again to the app started after the one that dropped it, and
-                        # dropped by that one too: this request may be what brings the app
+                    # The first drop is no strike: other requests may have been in the app with
+                    # this one, and any of them brought it down. Held again, the request is
+                    # sent alone (the gate's ``again``); a later run that drops it when it was
+                    # the first request that run got went down with it alone. One that had
+                    # answered others before may have been ending after them (an app exiting
+                    # on a count, a reloader): the request goes first to the next run.
+                    if held_again and sent_to != dropped_by and first:
+                        # Sent alone and first to an app started after the one that dropped
+                        # it, and dropped by that one too: this request is what brings the app
                         # down, and a third try would only crash it again.
                         await self._fail_before_head(
                             stream, head, cap, 502, "app_restarting",
@@ -409,14 +424,16 @@ class Forwarder:
                         return
                     if not held_again:
                         dropped_by = sent_to
+                    elif sent_to != dropped_by:
+                        turn_at = -math.inf  # first to the next run, where it is counted
                     again = held_again
                     if gate.hold and (head.end_stream or resend is not None) and (
                         not held_again
-                        or ((failed.reset or head.method in _IDEMPOTENT) and conn.loop.time() < held_until)
+                        or ((failed.reset or head.method in _IDEMPOTENT) and conn.loop.time() < dropped_at + gate.hold)
                     ):
                         if not held_again:
                             held_again = True
-                            held_until = conn.loop.time() + gate.hold
+                            dropped_at = turn_at = conn.loop.time()
                         if failed.reset or again:
                             gate.refused(self.pool.connect)
                         lease.release(False)
@@ -445,17 +462,24 @@ class Forwarder:
             lease.release(False)
 
     async def _connect(
-        self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, *, body_read: bool = False
+        self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, *, body_read: bool = False,
+        again: float | None = None,
     ) -> LocalConnection | None:
         """A new local connection, or None after answering the failure to the client
-        (``body_read``: the whole request body was read from the relay already)."""
+        (``body_read``: the whole request body was read from the relay already; ``again``: a
+        request the app went down with, held again, as ``HoldGate.connect`` takes it)."""
         if body_read:
             head = replace(head, end_stream=True)  # no more body to read and record
         gate = self.gate
         try:
             if gate is None:
                 return await self.pool.connect()
-            return await gate.connect(self.pool.connect, cap, until_answered=True)
+            conn = await gate.connect(self.pool.connect, cap, until_answered=True, again=again)
+            if again is not None:
+                # Alone in the app: a request that finds a kept-alive connection idle would go
+                # beside it, past the gate, and a crash could not be told whose.
+                self.pool.close()
+            return conn
         except (HoldExpired, OSError) as exc:  # OSError: refused, reset, timed out, unreachable, TLS
             failed = exc
         # Answered outside the handler: nothing awaits while an exception is being handled

@@ -14,11 +14,19 @@ in time raises :class:`HoldExpired` (answered 503 with ``Retry-After``, saying t
 exited with status 0, or could not be started) holds nothing: requests go to the target at
 once, to what a daemonized app left listening there, or are refused with its state. Without
 hold, the gate only tells the forwarder that a refusal is the app restarting.
+
+A request the app went down with, unanswered, is held again by the forwarder (``forward.py``
+says when) and asks for a turn ``again``: it goes ahead of every request that never had one, the
+earliest first, and alone (no other request is sent until it has its answer). Sent beside others,
+it could not be told from the one that brought the app down; alone, and the first request a run
+of the app gets (``sent_in_run``), a crash with it in the app is its own, which the forwarder
+counts against it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -88,6 +96,17 @@ class HoldGate:
         """The connections of the requests counted in ``delivering`` that were sent, until ``answered``."""
         self._turns: deque[asyncio.Future[None]] = deque()
         """Held requests waiting for their turn, in the order they came."""
+        self._again: list[tuple[float, int, asyncio.Future[None]]] = []
+        """Requests held again after the app went down with them, waiting for a turn alone: by
+        when each first came (then in the order they asked), served before ``_turns``."""
+        self._asked = 0
+        self._held_again = 0
+        """Requests held again in ``connect`` (in ``_again``, or waiting for the app before they
+        ask): while there are, those that never had a turn wait for theirs."""
+        self.alone = False
+        """A request held again is being sent alone: no other turn is given until its answer."""
+        self._turn_ended = -math.inf
+        """When the last turn ended (``loop.time()``): a request held again goes a moment after."""
         self.waiting = 0
         """Requests held right now."""
         self.on_waiting: Callable[[], None] | None = None
@@ -101,6 +120,9 @@ class HoldGate:
         """True when devtunnel runs the app: a refused connection then means it is going down."""
         self.starts = 0
         """How many times the app became ready: which run of it a request was sent to."""
+        self.sent_in_run = 0
+        """Connections made through the gate to the app's run ``starts``: 1 just after a request
+        held again connects, when it is the first its run gets (see ``connect``)."""
         self.app_state = ""
         """The app's state in words (``starting``, ``restarting (2)``), for messages."""
         self._up = asyncio.Event()
@@ -134,6 +156,7 @@ class HoldGate:
         elif ready:
             if not self._up.is_set():
                 self.starts += 1
+                self.sent_in_run = 0
             self._reachable.set()  # the supervisor's word is newer than a probe's
             self._up.set()
         else:
@@ -145,7 +168,7 @@ class HoldGate:
         return max(1, min(60, math.ceil(self.hold or 5)))
 
     async def connect(self, connect: Callable[[], Awaitable[C]], held: Held | None = None, *,
-                      until_answered: bool = False) -> C:
+                      until_answered: bool = False, again: float | None = None) -> C:
         """A connection from ``connect()``, waiting for the app as the module describes.
 
         ``held`` hears when the request begins to wait and when it waits no more (the record
@@ -158,6 +181,13 @@ class HoldGate:
         until then the app may not have accepted the connection. A request refused in its
         turn (the app went down again) waits again, as it waited before.
 
+        ``again``: a request the app went down with, held again; when the app first dropped it
+        (``loop.time()``). It is held even when nothing else is, and takes its turn alone and
+        ahead of those that never had one, the earliest dropped first (the module says why), once
+        ``retry_interval`` has passed since the last turn ended: an app that exits after an answer
+        (a crash on a count, a reload) is then seen down, and the request waits for its next run
+        instead of reaching it as it dies.
+
         Raises:
             HoldExpired: held for ``hold`` seconds without success, or too many held already.
             ConnectionRefusedError, ConnectionResetError, OSError, TimeoutError: from ``connect()`` when
@@ -165,12 +195,17 @@ class HoldGate:
         """
         if self.hold <= 0 or self._ended or self._final:
             return await connect()
-        if self._open() and not self.waiting and not self.delivering:
+        if again is not None:
+            pass  # held, as below, whatever else is
+        elif self._open() and not self.waiting and not self.delivering:
             try:
-                return await connect()
+                conn = await connect()
             except NOT_LISTENING:
                 self.refused(connect)
-        elif self._open() and not self.waiting and self.delivering < self.release_window:
+            else:
+                self.sent_in_run += 1
+                return conn
+        elif self._open() and not self.waiting and self.delivering < self.release_window and not self.alone:
             # Held requests are being delivered, a turn is free and none waits for one: this
             # request waits for nothing, but takes its turn (the app's backlog is theirs too).
             self.delivering += 1
@@ -185,6 +220,8 @@ class HoldGate:
         deadline = loop.time() + self.hold
         busy = False  # the hold ran out while the request waited for its turn (the app back, but slow)
         self.waiting += 1
+        if again is not None:
+            self._held_again += 1
         if self.on_waiting is not None:
             self.on_waiting()
         if held is not None:
@@ -204,12 +241,22 @@ class HoldGate:
                     except TimeoutError:
                         break
                     continue  # both may have changed again meanwhile
-                if not await self._turn(remaining):
+                if not await self._turn(remaining, again):
                     busy = True
                     break
                 if not self._open() or self._ended or self._final:
                     self._end_turn()  # down again while this request waited for its turn
                     continue
+                settle = self._turn_ended + self.retry_interval - loop.time() if again is not None else 0.0
+                if settle > 0:
+                    try:
+                        await asyncio.sleep(min(settle, remaining))
+                    except BaseException:
+                        self._end_turn()
+                        raise
+                    if not self._open() or self._ended or self._final:
+                        self._end_turn()  # the app went down after its last answer: not with this request
+                        continue
                 try:
                     conn = await self._in_turn(connect, until_answered)
                 except NOT_LISTENING:
@@ -221,6 +268,9 @@ class HoldGate:
             if held is not None:
                 held.hold_ended()
             self.waiting -= 1
+            if again is not None:
+                self._held_again -= 1
+                self._hand_on()  # (it leaves without a turn: those it kept waiting may go)
             if not self.waiting and self._probe is not None:
                 self._probe.cancel()
             if self.on_waiting is not None:
@@ -237,14 +287,22 @@ class HoldGate:
         state = f" ({self.app_state})" if self.app_state else ""
         raise HoldExpired(f"{APP_RESTARTING}: the app is still down after {self.hold:g} s{state}")
 
-    async def _turn(self, remaining: float) -> bool:
-        """Wait for a turn to be sent (``delivering`` counts it), in the order the requests came;
-        False if ``remaining`` seconds pass first."""
-        if self.delivering < self.release_window and not self._turns:
+    async def _turn(self, remaining: float, again: float | None = None) -> bool:
+        """Wait for a turn to be sent (``delivering`` counts it), in the order the requests came
+        (``again``: alone, ahead of them, see ``connect``); False if ``remaining`` seconds pass first."""
+        if (again is None and not self.alone and self.delivering < self.release_window and not self._turns
+                and not self._held_again):
             self.delivering += 1
             return True
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._turns.append(turn)
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
+        if again is None:
+            self._turns.append(turn)
+        else:
+            self._asked += 1
+            bisect.insort(self._again, (again, self._asked, turn))  # (``_asked`` differs: futures never compared)
+            # Handed on once the requests woken with this one asked too: the earliest dropped goes first.
+            loop.call_soon(self._hand_on)
         try:
             async with asyncio.timeout(remaining):
                 await turn
@@ -266,6 +324,7 @@ class HoldGate:
         except BaseException:
             self._end_turn()
             raise
+        self.sent_in_run += 1
         if until_answered:
             self._sent.add(conn)
         else:
@@ -283,19 +342,44 @@ class HoldGate:
     def _give_every_turn(self) -> None:
         """Wake every request waiting for its turn: none is sent in it (the tunnel stops, or the
         app will not come back), each gives it back and goes the way the module says."""
-        while self._turns:
-            turn = self._turns.popleft()
+        turns = [turn for _, _, turn in self._again] + list(self._turns)
+        self._again.clear()
+        self._turns.clear()
+        for turn in turns:
             if not turn.done():
                 turn.set_result(None)
                 self.delivering += 1
 
     def _end_turn(self) -> None:
         self.delivering -= 1
-        while self._turns and self.delivering < self.release_window:
-            turn = self._turns.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                self.delivering += 1
+        self._turn_ended = asyncio.get_running_loop().time()
+        if not self.delivering:
+            self.alone = False
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        """Give the turns that are free: to a request held again, alone, once none is being
+        sent, else to those that never had one, up to ``release_window``."""
+        while not self.alone:
+            while self._again and self._again[0][2].done():
+                self._again.pop(0)  # its client went away, or its hold ran out
+            if self._again:
+                if self.delivering:
+                    return  # a turn alone waits for the app to have none of ours
+                turn = self._again.pop(0)[2]
+                if not turn.done():
+                    turn.set_result(None)
+                    self.delivering += 1
+                    self.alone = True
+            elif self._held_again:
+                return  # held again, and waiting for the app before asking for a turn
+            elif self._turns and self.delivering < self.release_window:
+                turn = self._turns.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    self.delivering += 1
+            else:
+                return
 
     def end_holding(self, reason: str) -> None:
         """Answer the held requests now (503, ``reason``) and hold no more: the tunnel is stopping,

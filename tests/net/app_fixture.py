@@ -10,7 +10,8 @@
 * ``--drop N``: the first N requests to each path starting ``/drop`` are read and their
   connection closed unanswered (as an app slow to die does with what reaches it as it exits);
 * a request to a path starting ``/crash`` makes the app exit (code 3) at once, unanswered: a
-  request that brings the app down each time it is handled;
+  request that brings the app down each time it is handled; a POST to ``/unread-crash`` does it
+  before reading its body (the kernel resets the connection: bytes of it unread);
 * ``/healthz`` answers 503 until ``--ready-file`` exists, then 200;
 * ``--child-pidfile`` starts a ``sleep`` child and writes its pid there (to prove the whole
   group is stopped);
@@ -64,6 +65,9 @@ class Handler(BaseHTTPRequestHandler):
             self.answer()
 
     def do_POST(self) -> None:
+        if self.path.startswith("/unread-crash"):
+            print(f"crashing on {self.path}", file=sys.stderr, flush=True)
+            os._exit(3)
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with turn:
             self.answer()
