@@ -23,6 +23,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from devtunnel.agent.recording import DEFAULT_BODY_BUDGET, BodyBudget
+from devtunnel.api.app import serve_api
 from devtunnel.capture.model import BUDGET_CUT_WHY
 from devtunnel.tui.render import describe_body
 from tests.helpers import async_wait_for, free_port
@@ -141,6 +142,40 @@ async def test_stalled_downloads_keep_no_more_than_the_budget_and_still_arrive_w
     shown = subprocess.run([sys.executable, "-m", "devtunnel", "show", cut.id, "--db", str(tmp_path / "captures.db")],  # type: ignore[attr-defined]
                            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert f"recorded; {BUDGET_CUT_WHY})" in shown.stdout, shown.stderr
+
+
+async def test_the_api_status_says_how_many_body_bytes_the_requests_in_flight_keep(tmp_path: Path) -> None:
+    # A user whose records come out cut asks the agent how much of --body-budget is in use: a
+    # stalled download keeps its body cap while it stalls, and gives it back when it ends.
+    cap = 1 << 20
+    size = 24 << 20
+    with local_http() as (port, _state):
+        async with relay_and_agent(tmp_path, body_cap=cap, body_budget=3 * cap) as h:
+            api, api_port = await serve_api(h.service, port=0)
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=10,
+                                             trust_env=False) as client:
+
+                    async def in_use() -> int:
+                        answer = await client.get("/api/status")
+                        assert answer.status_code == 200
+                        budget = answer.json()["body_budget"]
+                        assert budget["limit"] == 3 * cap
+                        return int(budget["used"])
+
+                    assert await in_use() == 0
+                    await h.start(str(port))
+                    reader, writer = await _open(h, _get(h, f"/big?n={size}"))  # read nothing: it stalls
+                    await async_wait_for(lambda: _budget(h).used == cap, what="the stalled download to keep a body cap")
+                    assert await in_use() == cap
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200")
+                    await reader.readexactly(size)
+                    writer.close()
+                    await _given_back(h, 1)
+                    assert await in_use() == 0
+            finally:
+                await api.stop()
 
 
 async def test_a_body_cut_by_the_budget_keeps_no_hole_when_bytes_are_given_back() -> None:
