@@ -222,7 +222,7 @@ class ExchangeCapture:
         self._request_body: _Body | None = None  # made by the first chunk: most requests have none
         self._request_cut = False
         self._response_body: _Body | None = None
-        self._ws_budget = body_cap
+        self._ws_budget = body_cap  # bytes of payloads still kept; -1 once the agent's budget cut them
         self._ws_kept = 0
         self._budget = budget
         self._finished = False
@@ -379,7 +379,10 @@ class ExchangeCapture:
         if budget is not None and room > 0:
             left = budget.left
             if left < room and left < len(payload):  # nothing more is kept of this session's payloads
-                room = self._ws_budget = left if left > 0 else 0
+                room = left if left > 0 else 0
+                # Left at -1 once this message took ``room``: the record marks the payloads cut
+                # (``_mark_ws_budget_cut``), each of which the budget cut, none the cap.
+                self._ws_budget = room - 1
                 budget.ran_out()
         keep = payload[: max(0, room)]
         n = len(keep)
@@ -442,6 +445,8 @@ class ExchangeCapture:
         budget.left += taken
 
     def _fill_bodies(self, ex: Exchange, limit: int | None = None) -> None:
+        if self._ws_budget < 0:
+            _mark_ws_budget_cut(ex.ws_messages)
         for message, body in ((ex.request, self._request_body), (ex.response, self._response_body)):
             if message is None:
                 continue
@@ -479,6 +484,17 @@ class ExchangeCapture:
         )
         self._fill_bodies(ex, LIVE_BODY_PREVIEW)
         self._sink(ex, False)
+
+
+def _mark_ws_budget_cut(messages: list[WsMessage]) -> None:
+    """Mark each cut payload of a session the budget cut (``ws_message`` left its room at -1).
+
+    Done when the record is filled, never per message: a session's payloads are kept in order
+    until its body cap or the budget stops them, and then none is kept whole again, so every cut
+    one is cut for the one reason, which the budget was when it stopped them before the cap."""
+    for message in messages:
+        if message.size > len(message.payload):
+            message.budget_cut = True
 
 
 class LiveSnapshots:

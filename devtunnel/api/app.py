@@ -128,11 +128,14 @@ async def restart_tunnel(request: Request) -> Response:
 
 @params()
 async def status(request: Request) -> Response:
-    """``GET /api/status``: version, tunnels, capture count and database, connected event clients;
-    ``status`` and ``agent_version`` as ngrok's agent has them (pyngrok's ``get_agent_status``)."""
+    """``GET /api/status``: version, tunnels, capture count and database, connected event clients,
+    the bytes of bodies the requests in flight keep (``body_budget``: ``used`` of ``limit``,
+    ``--body-budget``); ``status`` and ``agent_version`` as ngrok's agent has them (pyngrok's
+    ``get_agent_status``)."""
     service = service_of(request)
     store = service.store
     count = await run_in_threadpool(store.count) if store is not None else 0
+    budget = service.budget
     return ok(
         {
             "uri": "/api/status",
@@ -144,6 +147,7 @@ async def status(request: Request) -> Response:
             "db": str(store.path) if store is not None else None,
             "recording": service.recorder is not None,
             "event_clients": request.app.state.events.clients,
+            "body_budget": {"limit": budget.limit, "used": budget.used},
         }
     )
 

@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 from devtunnel.agent.children import LogRing
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelInfo
+from devtunnel.agent.recording import BodyBudget
 from devtunnel.capture.recorder import Recorder
 from devtunnel.capture.store import Store
 from devtunnel.rules import Rule
@@ -33,6 +34,10 @@ class Service(Protocol):
     @property
     def recorder(self) -> Recorder | None:
         """Where replays are recorded, and whose commits ``/api/events`` announces (None when recording is off)."""
+
+    @property
+    def budget(self) -> BodyBudget:
+        """The bytes of bodies the captures in flight keep now (``used``), and may keep (``limit``)."""
 
     @property
     def webhooks(self) -> WebhookContext | None:

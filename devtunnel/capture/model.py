@@ -338,7 +338,7 @@ class Response(_Message):
         return res
 
 
-@dataclass
+@dataclass(slots=True)
 class WsMessage:
     """One WebSocket message of a captured WebSocket exchange."""
 
@@ -351,10 +351,19 @@ class WsMessage:
     payload: bytes
     size: int = -1
     """Real size; larger than ``len(payload)`` when the payload was truncated."""
+    budget_cut: bool = False
+    """True when the payload was cut (``size`` above its length) because the agent kept no more
+    for its requests in flight (``--body-budget``), not at the body cap: as ``body_budget_cut``."""
 
     def __post_init__(self) -> None:
         if self.size < 0:
             self.size = len(self.payload)
+
+    @property
+    def cut_why(self) -> str:
+        """Why the recorded payload is cut, said after its sizes: "" when it is whole, or when the
+        body cap cut it, which the sizes say alone."""
+        return BUDGET_CUT_WHY if self.budget_cut and self.size > len(self.payload) else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,18 @@ __all__ = [
 
 BUDGET_CUT = 2
 """``req_truncated`` / ``res_truncated`` of a body cut by the agent's body budget (``--body-budget``)
-rather than at the body cap (1). A version that knows only 0 and 1 reads it as cut, as it is."""
+rather than at the body cap (1). A version that knows only 0 and 1 reads it as cut, as it is.
+
+A WebSocket session whose payloads the budget cut (``WsMessage.budget_cut``) has it in
+``res_truncated`` too, with a ``res_body_size`` of 0 (its 101 has no body, and no body of 0
+bytes is ever cut): ``ws_messages`` has no column to say it in, and one more would be a schema
+that older versions refuse to open. Its cut messages read back marked, its response not cut
+(``read_exchange``); an older version reads the 101's empty body as cut."""
+
+
+def _ws_budget_cut(websocket: object, res_truncated: object, res_body_size: object) -> bool:
+    """Whether an exchange's columns say its WebSocket payloads were cut by the budget (``BUDGET_CUT``)."""
+    return bool(websocket) and res_truncated == BUDGET_CUT and res_body_size == 0
 
 
 def _truncated(message: Request | Response) -> int:
@@ -206,6 +217,9 @@ def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
         target=target,  # type: ignore[arg-type]
     )
     response = None
+    ws_budget_cut = _ws_budget_cut(websocket, res_truncated, res_body_size)
+    if ws_budget_cut:
+        res_truncated = 0  # said of the session's payloads: its 101 has no body to cut
     if has_response:
         response = Response(
             headers=Headers(decode_headers(heads[1] or b"")),
@@ -218,7 +232,7 @@ def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
             reason=res_reason,  # type: ignore[arg-type]
         )
     messages = [
-        WsMessage(sender=s, opcode=o, time=t, payload=p, size=n)
+        WsMessage(sender=s, opcode=o, time=t, payload=p, size=n, budget_cut=ws_budget_cut and n > len(p))
         for s, o, t, n, p in conn.execute(
             "SELECT sender, opcode, time, size, payload FROM ws_messages WHERE id = ? ORDER BY seq", (ex_id,)
         )
@@ -401,6 +415,8 @@ def write_exchanges(
                     too_big.append(ex)  # the message is left out here, and the session written again cut
                     continue
                 messages += (ex_id, i, m.sender, m.opcode, m.time, m.size, bytes(m.payload))
+            if res is not None and not res_truncated and not res.body_size and any(m.budget_cut for m in ex.ws_messages):
+                res_truncated = BUDGET_CUT  # the payloads' cut, where ``_ws_budget_cut`` reads it
         if room is not None and blob_bytes > room:
             over.append((ex, blob_bytes))
         common = (ex.error is None and ex.replay_of is None and ex.ws_close_code is None and rule is None

@@ -547,8 +547,9 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
                 preview = safe(m.payload.decode("utf-8", "replace"))
             else:
                 preview = "binary " + m.payload[:32].hex(" ")
-            if m.size > len(m.payload):  # past the body cap: the record has its size, not all of it
-                preview += f"  (recorded {len(m.payload)} of {m.size} bytes)"
+            if m.size > len(m.payload):  # past the body cap (or the budget): the record has its size, not all of it
+                why = m.cut_why
+                preview += f"  (recorded {len(m.payload)} of {m.size} bytes{'; ' + why if why else ''})"
             lines.append(f"{when} {arrow} {format_size(m.size):>8}  {preview}")
     return lines
 

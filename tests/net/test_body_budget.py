@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -23,8 +24,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from devtunnel.agent.recording import DEFAULT_BODY_BUDGET, BodyBudget
+from devtunnel.api.app import serve_api
 from devtunnel.capture.model import BUDGET_CUT_WHY
 from devtunnel.tui.render import describe_body
+from devtunnel.tui.screens.detail import WsMessageLines
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import (
     Harness,
@@ -141,6 +144,40 @@ async def test_stalled_downloads_keep_no_more_than_the_budget_and_still_arrive_w
     shown = subprocess.run([sys.executable, "-m", "devtunnel", "show", cut.id, "--db", str(tmp_path / "captures.db")],  # type: ignore[attr-defined]
                            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert f"recorded; {BUDGET_CUT_WHY})" in shown.stdout, shown.stderr
+
+
+async def test_the_api_status_says_how_many_body_bytes_the_requests_in_flight_keep(tmp_path: Path) -> None:
+    # A user whose records come out cut asks the agent how much of --body-budget is in use: a
+    # stalled download keeps its body cap while it stalls, and gives it back when it ends.
+    cap = 1 << 20
+    size = 24 << 20
+    with local_http() as (port, _state):
+        async with relay_and_agent(tmp_path, body_cap=cap, body_budget=3 * cap) as h:
+            api, api_port = await serve_api(h.service, port=0)
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=10,
+                                             trust_env=False) as client:
+
+                    async def in_use() -> int:
+                        answer = await client.get("/api/status")
+                        assert answer.status_code == 200
+                        budget = answer.json()["body_budget"]
+                        assert budget["limit"] == 3 * cap
+                        return int(budget["used"])
+
+                    assert await in_use() == 0
+                    await h.start(str(port))
+                    reader, writer = await _open(h, _get(h, f"/big?n={size}"))  # read nothing: it stalls
+                    await async_wait_for(lambda: _budget(h).used == cap, what="the stalled download to keep a body cap")
+                    assert await in_use() == cap
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200")
+                    await reader.readexactly(size)
+                    writer.close()
+                    await _given_back(h, 1)
+                    assert await in_use() == 0
+            finally:
+                await api.stop()
 
 
 async def test_a_body_cut_by_the_budget_keeps_no_hole_when_bytes_are_given_back() -> None:
@@ -276,6 +313,50 @@ async def test_websocket_sessions_give_back_what_they_kept(tmp_path: Path) -> No
                 await ws.send("vanish")
                 await ws.wait_closed()
             await _given_back(h, 2)
+
+
+async def test_websocket_payloads_the_budget_cut_say_so_and_those_the_cap_cut_do_not(tmp_path: Path) -> None:
+    # A session's payloads cut because another session kept the budget read as cut at the body cap:
+    # a user raised --body-cap, which changed nothing. They now say why, in the store, in
+    # ``devtunnel show`` and in the inspector's WebSocket view; those the body cap cut do not.
+    cap = 100_000
+    with local_websocket() as (port, _requests):
+        async with relay_and_agent(tmp_path, body_cap=cap, body_budget=cap) as h:
+            await h.start(str(port), name="ws")
+
+            def session() -> Any:
+                return connect(f"ws://{h.host('ws')}/chat", host="127.0.0.1", port=h.relay.port, proxy=None,
+                               max_size=None, compression=None)
+
+            async with session() as first:
+                await first.send(b"a" * 30_000)
+                assert await first.recv() == b"a" * 30_000
+                await async_wait_for(lambda: _budget(h).used == 60_000, what="the first session's payloads kept")
+                async with session() as second:  # 40,000 bytes of budget left, under its own cap
+                    await second.send(b"b" * 50_000)
+                    assert await second.recv() == b"b" * 50_000
+                [starved] = await h.exchanges(1)
+                assert _budget(h).used == 60_000
+                await first.send(b"c" * 50_000)  # 40,000 bytes of its cap left, and of the budget
+                assert await first.recv() == b"c" * 50_000
+            done = await _given_back(h, 2)
+    capped = next(ex for ex in done if ex.id != starved.id)  # type: ignore[attr-defined]
+    assert [(len(m.payload), m.size, m.budget_cut) for m in starved.ws_messages] == [  # type: ignore[attr-defined]
+        (40_000, 50_000, True), (0, 50_000, True)]
+    assert [(len(m.payload), m.size, m.budget_cut) for m in capped.ws_messages] == [  # type: ignore[attr-defined]
+        (30_000, 30_000, False), (30_000, 30_000, False), (40_000, 50_000, False), (0, 50_000, False)]
+    assert not starved.response.body_truncated  # type: ignore[attr-defined]  # its 101 has no body to cut
+    lines = WsMessageLines(starved)  # type: ignore[arg-type]
+    assert [lines.line(i).plain.endswith(f"(recorded {kept} of 50000 bytes: {BUDGET_CUT_WHY})")
+            for i, kept in enumerate((40_000, 0))] == [True, True]
+    assert "budget" not in WsMessageLines(capped).line(3).plain  # type: ignore[arg-type]
+    db = str(tmp_path / "captures.db")
+    for ex, said in ((starved, True), (capped, False)):
+        shown = subprocess.run([sys.executable, "-m", "devtunnel", "show", ex.id, "--db", db],  # type: ignore[attr-defined]
+                               capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.count(f"of 50000 bytes; {BUDGET_CUT_WHY})") == (2 if said else 0), shown.stdout
+        assert shown.stdout.count("of 50000 bytes") == 2
 
 
 async def test_a_connection_to_the_relay_cut_with_streams_open_gives_back_what_they_kept(

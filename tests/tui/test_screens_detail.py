@@ -9,6 +9,7 @@ import pytest
 from rich.text import Text
 from textual.widgets import DataTable, Static, TabbedContent
 
+from devtunnel.capture.model import BUDGET_CUT_WHY, Exchange, WsMessage
 from devtunnel.tui.render import format_ms
 from devtunnel.tui.screens import DetailScreen
 from devtunnel.tui.screens.detail import HeadersView, WsMessageLines
@@ -209,6 +210,28 @@ async def test_websocket_messages_are_listed_with_direction_time_type_size_and_p
         assert rows[2] == ["← service", "+30.0 ms", "binary", "4 B", "00 01 02 ff"]
         assert rows[4][3] == "4.9 KiB"
         assert rows[4][4].endswith("(recorded 100 of 5000 bytes)")
+
+
+async def test_websocket_messages_the_body_budget_cut_say_why_after_their_sizes() -> None:
+    ex = ws_exchange()
+    ex.ws_messages[4].budget_cut = True  # the agent kept no more for the requests in flight
+    ex.ws_messages.append(WsMessage("client", 2, ex.ws_messages[4].time + 0.01, b"", size=300, budget_cut=True))
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("4")
+        await pilot.pause()
+        view = app.screen.query_one("#ws-messages", LinesView)
+        rows = _message_rows(view)
+        assert rows[4][4].endswith(f"(recorded 100 of 5000 bytes: {BUDGET_CUT_WHY})")
+        assert rows[5][4] == f"  (recorded 0 of 300 bytes: {BUDGET_CUT_WHY})"
+        assert [row[4] for row in rows[:4]] == [row[4] for row in _message_rows_of(ws_exchange())[:4]]
+        assert view.lines.width >= len(view.lines.line(4).plain)  # all of it within the scrolled width
+
+
+def _message_rows_of(ex: Exchange) -> list[list[str]]:
+    lines = WsMessageLines(ex)
+    return [[cell.plain for cell in lines.cells(i)] for i in range(len(lines))]
 
 
 async def test_hostile_headers_paths_and_bodies_show_literally() -> None:

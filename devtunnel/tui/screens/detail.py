@@ -151,7 +151,8 @@ def ws_preview(message: WsMessage) -> Text:
     else:
         text = Text(payload[:24].hex(" "), style="cyan", no_wrap=True, end="")
     if message.size > len(payload):
-        text.append(f"  (recorded {len(payload)} of {message.size} bytes)", "dim")
+        why = message.cut_why
+        text.append(f"  (recorded {len(payload)} of {message.size} bytes{': ' + why if why else ''})", "dim")
     return text
 
 
