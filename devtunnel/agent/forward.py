@@ -232,6 +232,9 @@ class Forwarder:
         self.target = target
         self.target_url = target.url
         """``target.url``, made once: every capture records it."""
+        self._base_path = bool(target.base_path)
+        """The target has a base path (``request_target`` puts it before a request's path):
+        without one, a request's target is sent as it came, without the call."""
         self.rewrite_host = host_header == "rewrite"
         self.head_timeout = head_timeout
         self.pool = LocalPool(target, insecure=insecure, connect_timeout=connect_timeout)
@@ -247,7 +250,8 @@ class Forwarder:
     # -- the request head we write ---------------------------------------------------------
     def request_head(self, head: RequestReceived, *, chunked: bool) -> bytes:
         """Serialise the request head for the local service (always HTTP/1.1)."""
-        out = [head.method, b" ", self.target.request_target(head.target), b" HTTP/1.1\r\n"]
+        out = [head.method, b" ", self.target.request_target(head.target) if self._base_path else head.target,
+               b" HTTP/1.1\r\n"]
         headers = head.headers
         if headers and not self.rewrite_host:
             # The usual head: one Host, nothing to drop, every field safe. Checked and written

@@ -344,7 +344,8 @@ class ExchangeCapture:
 
         ``exact``: ``headers`` is already a tuple of ``(bytes, bytes)`` pairs, kept without a copy.
         """
-        self.first_byte()
+        if self._ttfb is None:  # the first byte too (``first_byte``, without its call)
+            self._ttfb = time.monotonic() - self._t0
         self._response = (status, reason, headers, http_version, exact)
         if self._exchange is not None:
             self._exchange.response = None  # rebuilt from the new head
@@ -418,9 +419,11 @@ class ExchangeCapture:
         if live is not None:
             self._live = None
             live.discard(self)
-        self.end()
+        ended_at = self._ended_at
+        if ended_at is None:  # (``end``, without its call: a handler has mostly called it)
+            ended_at = self._ended_at = time.monotonic()
         ex = self.exchange
-        ex.duration = self._ended_at - self._t0  # type: ignore[operator]
+        ex.duration = ended_at - self._t0
         self._fill_bodies(ex)
         budget = self._budget
         if budget is not None:

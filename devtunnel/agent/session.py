@@ -172,7 +172,7 @@ class Session:
         # sent once the socket is closing: the streams are being cancelled then.
         if data:
             self.ws.send_now(data)
-        if not self.ws.paused:
+        if self._drain_waiters and not self.ws.paused:  # (a quick answer waits for none)
             self._wake_drainers()
 
     def _wake_drainers(self) -> None:

@@ -198,7 +198,10 @@ class Recorder:
         self.max_unwritten = max_unwritten
         self.max_wal_bytes = max_wal_bytes
         self._wal_said = False  # the -wal's growth was said, and it has not shrunk below the bound since
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        """``_cond``'s lock: ``submit`` takes it itself (``Condition.__enter__`` and ``__exit__`` are
+        two Python calls a request on the event loop)."""
+        self._cond = threading.Condition(self._lock)
         self._pending: dict[str, Exchange] = {}
         self._pending_bytes = 0  # body bytes held by the exchanges in _pending
         self._failing = False  # the last write failed and will be retried: the bounds apply
@@ -225,7 +228,7 @@ class Recorder:
 
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange (new or updated) for writing."""
-        with self._cond:
+        with self._lock:  # (``_cond``'s: notify_all below holds the condition)
             if self._closing:
                 raise StoreError(f"{self.store.path}: the recorder is closed")
             # Re-inserting moves nothing: a dict keeps the first position, the value is the newest.
