@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from devtunnel.agent.hold import RELEASE_WINDOW, HoldExpired, HoldGate
+from devtunnel.agent.tunnel import AgentTunnel
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import Harness, relay_and_agent
 
@@ -178,6 +179,22 @@ async def test_stopping_answers_the_requests_waiting_for_their_turn_at_once() ->
 
 # -- an app that crashes again while held requests are being delivered ---------------------------------
 
+async def _start_looping(harness: Harness, tmp_path: Path, name: str) -> tuple[Path, AgentTunnel, HoldGate]:
+    """A tunnel holding for 60 s with an app that exits after every second answer, restarted in a
+    moment (not in up to 30 s), and listening once the returned file exists: (that file, the
+    tunnel, its gate), the app starting."""
+    port = free_port()
+    listen = tmp_path / "listen"
+    await harness.start(str(port), name=name, hold=60.0,
+                        run=f"{sys.executable} {APP} {port} --exit-after 2 --listen-file {listen}")
+    tunnel = harness.service._tunnels[name]
+    assert tunnel.app is not None
+    tunnel.app.child._backoff = (0.05, 0.2)
+    gate = _gate(harness, name)
+    await async_wait_for(lambda: gate.app_state.startswith("starting"), timeout=20, what="the app starting")
+    return listen, tunnel, gate
+
+
 def _served(harness: Harness, name: str) -> list[str]:
     """The paths the app run by ``name`` answered, from its log (``served PATH #N``), in order."""
     app = harness.service._tunnels[name].app
@@ -193,15 +210,8 @@ async def test_held_requests_all_reach_an_app_that_crashes_after_every_second_an
     counted a strike, and one dropped so by two runs got 502 "went down with this request in it
     twice" (3 of 16). Now such a request is held again ahead of those never sent, and sent alone:
     every request is answered 200, each answered once."""
-    port, n = free_port(), 16
-    listen = tmp_path / "listen"
-    await harness.start(str(port), name="loop", hold=60.0,
-                        run=f"{sys.executable} {APP} {port} --exit-after 2 --listen-file {listen}")
-    tunnel = harness.service._tunnels["loop"]
-    assert tunnel.app is not None
-    tunnel.app.child._backoff = (0.05, 0.2)  # restarts in a moment, not in up to 30 s
-    gate = _gate(harness, "loop")
-    await async_wait_for(lambda: gate.app_state.startswith("starting"), timeout=20, what="the app starting")
+    n = 16
+    listen, tunnel, gate = await _start_looping(harness, tmp_path, "loop")
     async with _client(harness, "loop") as client:
         sent = [asyncio.create_task(client.post(f"/p{i}", content=b'{"n": %d}' % i) if i % 2
                                     else client.get(f"/g{i}")) for i in range(n)]
@@ -225,15 +235,8 @@ async def test_a_held_request_that_crashes_the_app_each_time_ends_in_502_and_the
     502, "not sent a third time" (a run that answered others first may have been exiting on its
     count: the request then goes first to the next). It crashed the app three times at most, not
     until the hold ran out, and every other request is answered."""
-    port, n = free_port(), 12
-    listen = tmp_path / "listen"
-    await harness.start(str(port), name="poison", hold=60.0,
-                        run=f"{sys.executable} {APP} {port} --exit-after 2 --listen-file {listen}")
-    tunnel = harness.service._tunnels["poison"]
-    assert tunnel.app is not None
-    tunnel.app.child._backoff = (0.05, 0.2)
-    gate = _gate(harness, "poison")
-    await async_wait_for(lambda: gate.app_state.startswith("starting"), timeout=20, what="the app starting")
+    n = 12
+    listen, tunnel, gate = await _start_looping(harness, tmp_path, "poison")
     paths = [f"/g{i}" for i in range(n)]
     paths[1] = "/crash"  # in the first turns, beside others
     async with _client(harness, "poison") as client:
