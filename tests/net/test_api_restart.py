@@ -57,6 +57,9 @@ async def test_a_restarted_tunnel_starts_its_app_again_and_keeps_it(agent: Agent
     assert answer.json()["app"]["command"] == f"{sys.executable} {APP} {port}"
     await async_wait_for(lambda: app.child.state.state == "ready" and app.child.state.pid not in (None, first),
                          timeout=30, what="the app started again")
+    # The tunnel reconnects beside the app's restart (the route answers while it does): a
+    # request before it is back online gets the relay's 503.
+    await async_wait_for(lambda: agent.service.tunnels()[0].state.value == "online", timeout=30, what="back online")
     assert (await _public(answer.json()["public_url"], "/after")).status_code == 200
 
 
