@@ -16,6 +16,7 @@ handler class of one's own (``SimpleHTTPRequestHandler`` for files...) can be se
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -162,6 +163,14 @@ def rude_server(how: str) -> Iterator[str]:
                         if not data:
                             break
                         head += data
+                    # And the body it declares: a close with bytes unread is sent as a reset.
+                    top, _, body = head.partition(b"\r\n\r\n")
+                    declared = re.search(rb"(?im)^content-length:[ \t]*(\d+)", top)
+                    while declared and len(body) < min(int(declared[1]), 1 << 20):
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        body += data
                 except OSError:
                     pass
                 if how == "reset":
