@@ -114,6 +114,60 @@ async def test_ctrl_r_removes_the_header_row_with_the_cursor() -> None:
         assert [r.field[0] for r in app.screen.query(HeaderRow)] == ["Content-Type"]
 
 
+async def test_up_and_down_move_between_the_rows_of_fields_and_on_to_the_body() -> None:
+    """Keys only, as a user edits: the method has the focus; down goes to the same column of the
+    next row (the first header's name under the method, a value under a value), from the last row
+    to the body, and up comes back, staying on the first row at the top."""
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        rows = list(app.screen.query(HeaderRow))
+        method, target = app.screen.query_one("#method", Input), app.screen.query_one("#target", Input)
+        assert app.focused is method
+        await pilot.press("down")
+        assert app.focused is rows[0].query_one(".name", Input)
+        await pilot.press("tab", "down")
+        assert app.focused is rows[1].query_one(".value", Input)
+        await pilot.press("end", *"; charset=utf-8")
+        await pilot.press("down")
+        assert app.focused is app.screen.query_one("#body", TextArea)
+        await pilot.press("down")  # in the body, down moves its cursor: the focus stays
+        assert app.focused is app.screen.query_one("#body", TextArea)
+        app.screen.query_one("#body", TextArea).blur()
+        rows[1].query_one(".value", Input).focus()
+        await pilot.press("up", "up")
+        assert app.focused is target
+        await pilot.press("up")
+        assert app.focused is target
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        headers = send.edits[0].headers
+        assert headers is not None
+        assert dict(headers.fields)[b"Content-Type"] == b"application/json; charset=utf-8"
+
+
+async def test_up_and_down_pass_over_a_field_that_cannot_be_edited() -> None:
+    """A value shown with escapes cannot have the focus: down from a value goes to that row's
+    name, and on to the next row's value after it."""
+    raw = [(b"Host", b"shop.localhost"), (b"X-Tab", b"a\tb"), (b"Accept", b"*/*")]
+    ex = exchange(req_headers=raw)  # type: ignore[arg-type]
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        rows = {row.field[0]: row for row in app.screen.query(HeaderRow)}
+        assert rows["X-Tab"].query_one(".value", Input).disabled
+        rows["Host"].query_one(".value", Input).focus()
+        await pilot.press("down")
+        assert app.focused is rows["X-Tab"].query_one(".name", Input)
+        await pilot.press("down")
+        assert app.focused is rows["Accept"].query_one(".name", Input)
+        rows["Accept"].query_one(".value", Input).focus()
+        await pilot.press("up")
+        assert app.focused is rows["X-Tab"].query_one(".name", Input)
+
+
 async def test_a_header_field_with_the_focus_shows_its_text() -> None:
     """A header row is one line high: the focused field's border would cover its text."""
     ex = json_exchange()

@@ -38,7 +38,7 @@ from devtunnel.tui.widgets.footer import Footer
 from devtunnel.webhooks import delivery_of, detect
 from devtunnel.values.sizes import format_size
 
-__all__ = ["EditReplayScreen", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
+__all__ = ["EditReplayScreen", "FieldInput", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
 
 EDIT_LIMIT = 1024 * 1024
 """Bodies larger than this are sent unchanged rather than loaded into the editor."""
@@ -122,12 +122,23 @@ AS_RECORDED = "shown with escapes: sent as recorded (its row's ✕ removes it)"
 """The tooltip of a field that cannot be edited."""
 
 
+class FieldInput(Input):
+    """A one-line field of the form: Up and Down move to the field above and below it, as in a
+    grid of rows (the request line, then one row per header), and on from the last row to the
+    body; Tab and shift+Tab still go through every field in order."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("down", "screen.field_below", "Next row", show=False),
+        Binding("up", "screen.field_above", "Previous row", show=False),
+    ]
+
+
 def escaped_input(text: str, shown: str, **options: str) -> Input:
     """An input for captured ``text`` shown as ``shown`` (``escape_control``). A field that
     needed escapes (a tab, bytes that are not UTF-8, a bidi control) cannot be edited, as a body
     with control characters cannot: an escape is two characters where there was one, and edited
     it would be sent as typed (a backslash and a t, not the tab). It is sent as recorded."""
-    field = Input(shown, select_on_focus=False, disabled=shown != text, **options)  # type: ignore[arg-type]
+    field = FieldInput(shown, select_on_focus=False, disabled=shown != text, **options)  # type: ignore[arg-type]
     if field.disabled:
         field.tooltip = AS_RECORDED
     return field
@@ -189,6 +200,7 @@ class EditReplayScreen(Screen[None]):
     | ctrl+r | Remove the header row that has the focus. |
     | ctrl+o | Send a webhook's captured signature instead of signing it afresh (toggle). |
     | ctrl+d | Diff the original exchange against the replayed one (after a send). |
+    | up / down | Move to the field above or below (the same column of the next row; from the last row, the body). |
     | tab / shift+tab | Move between fields. |
     | escape | Close. |
     """
@@ -432,6 +444,40 @@ class EditReplayScreen(Screen[None]):
     def action_close(self) -> None:
         """Close the screen."""
         self.dismiss(None)
+
+    def _field_rows(self) -> list[list[Input]]:
+        """The form's one-line fields by row: method and target, then each header's name and value."""
+        rows = [[self.query_one("#method", Input), self.query_one("#target", Input)]]
+        rows += [[row.query_one(".name", Input), row.query_one(".value", Input)] for row in self.query(HeaderRow)]
+        return rows
+
+    def _move_between_rows(self, step: int) -> None:
+        """Focus the field in the same column of the next row ``step`` away that has one to
+        focus (a field shown with escapes cannot be); past the last row, what follows the form."""
+        rows = self._field_rows()
+        at = next(((r, row.index(self.focused)) for r, row in enumerate(rows) if self.focused in row), None)
+        if at is None:
+            return
+        r, column = at
+        r += step
+        while 0 <= r < len(rows):
+            for field in (rows[r][column], rows[r][1 - column]):
+                if field.focusable:
+                    field.focus()
+                    return
+            r += step
+        if step > 0:
+            after = [*self.query("#as-captured"), *self.query("#body")]
+            for widget in after:
+                if widget.focusable:
+                    widget.focus()
+                    return
+
+    def action_field_below(self) -> None:
+        self._move_between_rows(1)
+
+    def action_field_above(self) -> None:
+        self._move_between_rows(-1)
 
     async def action_add_header(self) -> None:
         """Add an empty header row and put the cursor in its name."""
