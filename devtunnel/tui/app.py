@@ -541,6 +541,12 @@ class InspectorApp(App[None]):
             return
         await self.push_screen(ExportScreen(exchanges, exchange, send_to=self.export_send_to))
 
+    async def on_unmount(self) -> None:
+        """However the inspector ends (``q``, a crash, an embedding program closing it), what it
+        started ends with it: the store readers (each a thread with a connection to the
+        database), the API client and the supervised agent. After ``q`` this finds them done."""
+        await self.shutdown()
+
     async def action_quit(self) -> None:
         """Stop the agent, then leave (the terminal is restored by Textual)."""
         await self.shutdown()

@@ -8,9 +8,11 @@ is called with httpx and ``/api/events`` followed with websockets. Foreign error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 import queue
+import sqlite3
 import threading
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
@@ -191,7 +193,9 @@ class _Readers(Executor):
     a read that waits on a lock of the agent's (say while it closes its database) is abandoned.
     """
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, on_exit: Callable[[], object] | None = None) -> None:
+        self._on_exit = on_exit
+        """Run by each thread as it ends (after ``shutdown``): it closes what the thread opened."""
         self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -208,6 +212,8 @@ class _Readers(Executor):
                     future.set_result(fn())
                 except BaseException as exc:  # handed to the awaiting coroutine
                     future.set_exception(exc)
+        if self._on_exit is not None:
+            self._on_exit()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
@@ -284,8 +290,8 @@ class Backend:
         self._api_ready = asyncio.Event()
         if api_url:
             self._api_ready.set()
-        self._pool = _Readers(2)
-        self._screen = _Readers(1)
+        self._pool = _Readers(2, self._reader_done)
+        self._screen = _Readers(1, self._reader_done)
         """Reads for what is on screen (pages, live rows): never queued behind a count."""
         self._store: Store | None = None
         self._file: tuple[int, int] | None = None
@@ -303,6 +309,15 @@ class Backend:
         here): listed as ``stopped`` until started again (``start_again``)."""
 
     # -- store ------------------------------------------------------------------------
+
+    def _reader_done(self) -> None:
+        """A reader thread ends: its connection to the database closes with it (the store keeps
+        one a thread, which would outlive the thread)."""
+        store = getattr(self._thread, "store", None)
+        if store is not None:
+            self._thread.store = None
+            with contextlib.suppress(sqlite3.Error):  # the thread ends all the same
+                store.close()
 
     def _open(self) -> Store | None:
         if self._store is None:
@@ -643,7 +658,9 @@ class Backend:
                 await asyncio.sleep(0.3)
 
     async def aclose(self) -> None:
-        """Close the HTTP client and the store readers."""
+        """Close the HTTP client and the store readers (once: a second call does nothing)."""
+        if self._closed:
+            return
         self._closed = True
         self._api_ready.set()
         if self._client is not None:

@@ -586,3 +586,26 @@ async def test_a_opens_no_drill_over_another_screen(db: Path, tmp_path: Path) ->
         await pilot.press("question_mark")
         await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
         assert not app.check_action("drill", ())
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
+async def test_the_inspector_leaves_no_reader_thread_or_database_connection_behind(db: Path, tmp_path: Path) -> None:
+    """Closed without ``q`` (a crash, a program that embeds it), the inspector still ends its
+    store readers: each was a thread holding a connection to the database, and they piled up."""
+    import os
+    import threading
+
+    def readers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("store-reader-")}
+
+    def open_files() -> int:
+        return sum(1 for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(db)))
+
+    before, files_before = readers(), open_files()
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 30)):
+        await _loaded(app, 12)
+        assert readers() - before
+        assert open_files() > files_before
+    await async_wait_for(lambda: not readers() - before, what="the reader threads to end")
+    await async_wait_for(lambda: open_files() == files_before, what="the connections to the database to close")
