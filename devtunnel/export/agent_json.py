@@ -77,9 +77,11 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
     ``webhook`` (the verdict: ``provider event_type delivery_id signature reason duplicate_of``, or
     null when no webhook provider recognised the request), ``held_ms`` and ``holding`` (how long the
     request waited for the app devtunnel runs, ``--hold``, and whether it waits still: ``held_json``),
-    in each message ``body_size`` and ``body_truncated``, and for a WebSocket session
-    ``ws_close_code`` and ``ws_messages`` (``sender opcode time size payload``; ``time`` in
-    seconds since the epoch, ``payload`` the recorded part in base64, ``size`` the real size).
+    in each message ``body_size``, ``body_truncated`` and ``body_budget_cut`` (the body was cut
+    because the agent kept no more for the requests in flight, ``--body-budget``, not at the body
+    cap), and for a WebSocket session ``ws_close_code`` and ``ws_messages`` (``sender opcode time
+    size payload budget_cut``; ``time`` in seconds since the epoch, ``payload`` the recorded part
+    in base64, ``size`` the real size, ``budget_cut`` as ``body_budget_cut``).
     """
     req = exchange.request
     resp = exchange.response
@@ -98,6 +100,7 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
             "raw": _b64(raw_request(req)),
             "body_size": req.body_size,
             "body_truncated": req.body_truncated,
+            "body_budget_cut": req.body_budget_cut,
         },
         "response": None,
         "replay_of": exchange.replay_of,
@@ -120,11 +123,13 @@ def capture_json(exchange: Exchange) -> dict[str, Any]:
             "raw": _b64(raw_response(resp)),
             "body_size": resp.body_size,
             "body_truncated": resp.body_truncated,
+            "body_budget_cut": resp.body_budget_cut,
         }
     if exchange.websocket:
         out["ws_close_code"] = exchange.ws_close_code
         out["ws_messages"] = [
-            {"sender": m.sender, "opcode": m.opcode, "time": m.time, "size": m.size, "payload": _b64(m.payload)}
+            {"sender": m.sender, "opcode": m.opcode, "time": m.time, "size": m.size, "payload": _b64(m.payload),
+             "budget_cut": bool(m.cut_why)}
             for m in exchange.ws_messages
         ]
     return out

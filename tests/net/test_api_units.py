@@ -95,8 +95,9 @@ def test_capture_json_of_a_websocket_session_carries_its_messages() -> None:
     data = capture_json(ex)
     assert data["ws_close_code"] == 4001
     assert data["ws_messages"] == [
-        {"sender": "client", "opcode": 1, "time": 1_700_000_000.5, "size": 5, "payload": base64.b64encode(b"hello").decode()},
-        {"sender": "server", "opcode": 2, "time": 1_700_000_001.0, "size": 4096, "payload": "AP8="},
+        {"sender": "client", "opcode": 1, "time": 1_700_000_000.5, "size": 5, "payload": base64.b64encode(b"hello").decode(),
+         "budget_cut": False},
+        {"sender": "server", "opcode": 2, "time": 1_700_000_001.0, "size": 4096, "payload": "AP8=", "budget_cut": False},
     ]
     assert "ws_messages" not in capture_json(_exchange())  # plain HTTP keeps ngrok's shape
 

@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 
 from devtunnel.agent.recording import DEFAULT_BODY_BUDGET, BodyBudget
 from devtunnel.api.app import serve_api
+from devtunnel.export.agent_json import capture_json
 from devtunnel.capture.model import BUDGET_CUT_WHY
 from devtunnel.tui.render import describe_body
 from devtunnel.tui.screens.detail import WsMessageLines
@@ -144,6 +145,9 @@ async def test_stalled_downloads_keep_no_more_than_the_budget_and_still_arrive_w
     shown = subprocess.run([sys.executable, "-m", "devtunnel", "show", cut.id, "--db", str(tmp_path / "captures.db")],  # type: ignore[attr-defined]
                            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert f"recorded; {BUDGET_CUT_WHY})" in shown.stdout, shown.stderr
+    # And the agent API's JSON (what GET /api/requests/http/ID answers): why each was cut.
+    assert [capture_json(ex)["response"]["body_budget_cut"] for ex in done] == [len(r.body) < cap for r in responses]
+    assert [capture_json(ex)["request"]["body_budget_cut"] for ex in done] == [False] * 3
 
 
 async def test_the_api_status_says_how_many_body_bytes_the_requests_in_flight_keep(tmp_path: Path) -> None:
@@ -357,6 +361,8 @@ async def test_websocket_payloads_the_budget_cut_say_so_and_those_the_cap_cut_do
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.count(f"of 50000 bytes; {BUDGET_CUT_WHY})") == (2 if said else 0), shown.stdout
         assert shown.stdout.count("of 50000 bytes") == 2
+        said_json = [m["budget_cut"] for m in capture_json(ex)["ws_messages"]]  # type: ignore[arg-type]
+        assert said_json == ([True, True] if said else [False, False, False, False]), said_json
 
 
 async def test_a_connection_to_the_relay_cut_with_streams_open_gives_back_what_they_kept(
