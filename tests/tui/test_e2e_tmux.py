@@ -130,13 +130,14 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
         raise AssertionError(f"no tunnel on screen:\n{tmux.screen()}\nagent log:\n"
                              f"{log.read_text()[-3000:] if log.exists() else '(none)'}") from None
     port = re.search(r"http://e2e\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
+    log_path = tmp_path / "state" / "devtunnel" / "agent.log"
 
     for path in ("/hello?x=[bold]1", "/teapot"):
         done = subprocess.run(["curl", "-g", "-s", "-i", "-H", f"Host: e2e.localhost:{port}",
                                f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=15)
         assert done.stdout.startswith(("HTTP/1.1 200 ", "HTTP/1.1 418 ")), (
             f"{path}: {done.stdout}\nthe screen:\n{tmux.screen()}\nagent log:\n"
-            f"{(tmp_path / 'state' / 'devtunnel' / 'agent.log').read_text()[-3000:]}")
+            f"{log_path.read_text()[-3000:] if log_path.exists() else '(none)'}")
 
     screen = tmux.wait_showing("/teapot", timeout=20, what="rows on screen")
     rows = [line for line in screen.splitlines() if "e2e" in line and "GET" in line]
