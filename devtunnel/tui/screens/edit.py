@@ -22,6 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Static, TextArea
 from textual.worker import Worker
 
@@ -453,25 +454,20 @@ class EditReplayScreen(Screen[None]):
 
     def _move_between_rows(self, step: int) -> None:
         """Focus the field in the same column of the next row ``step`` away that has one to
-        focus (a field shown with escapes cannot be); past the last row, what follows the form."""
+        focus (a field shown with escapes cannot be), else the other column's; past the last
+        row, what follows the form."""
         rows = self._field_rows()
         at = next(((r, row.index(self.focused)) for r, row in enumerate(rows) if self.focused in row), None)
         if at is None:
             return
         r, column = at
-        r += step
-        while 0 <= r < len(rows):
-            for field in (rows[r][column], rows[r][1 - column]):
-                if field.focusable:
-                    field.focus()
-                    return
-            r += step
+        onward = rows[r + 1:] if step > 0 else rows[:r][::-1]
+        candidates: list[Widget] = [field for row in onward for field in (row[column], row[1 - column])]
         if step > 0:
-            after = [*self.query("#as-captured"), *self.query("#body")]
-            for widget in after:
-                if widget.focusable:
-                    widget.focus()
-                    return
+            candidates += [*self.query("#as-captured"), *self.query("#body")]
+        target = next((widget for widget in candidates if widget.focusable), None)
+        if target is not None:
+            target.focus()
 
     def action_field_below(self) -> None:
         self._move_between_rows(1)
