@@ -94,6 +94,11 @@ def exit_status(status: Path, timeout: float = 20) -> str:
     return wait_for(written, timeout=timeout, what="the inspector to exit")
 
 
+def _log_tail(path: Path) -> str:
+    """The end of the agent's log at ``path``, for a failure's message."""
+    return path.read_text()[-3000:] if path.exists() else "(none)"
+
+
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     # A server per test: one killed by the previous test may still be on its way out.
@@ -123,21 +128,18 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
                f"{DEVTUNNEL} http {service} --db {db} --name e2e; echo $? > {tmp_path / 'status'}")
     tmux.start(command, 120, 36)
 
+    log_path = tmp_path / "state" / "devtunnel" / "agent.log"
     try:
         screen = tmux.wait_showing(r"http://e2e\.localhost:\d+.*online", timeout=45, what="the tunnel online on screen")
     except AssertionError:
-        log = tmp_path / "state" / "devtunnel" / "agent.log"
-        raise AssertionError(f"no tunnel on screen:\n{tmux.screen()}\nagent log:\n"
-                             f"{log.read_text()[-3000:] if log.exists() else '(none)'}") from None
+        raise AssertionError(f"no tunnel on screen:\n{tmux.screen()}\nagent log:\n{_log_tail(log_path)}") from None
     port = re.search(r"http://e2e\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
-    log_path = tmp_path / "state" / "devtunnel" / "agent.log"
 
     for path in ("/hello?x=[bold]1", "/teapot"):
         done = subprocess.run(["curl", "-g", "-s", "-i", "-H", f"Host: e2e.localhost:{port}",
                                f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=15)
         assert done.stdout.startswith(("HTTP/1.1 200 ", "HTTP/1.1 418 ")), (
-            f"{path}: {done.stdout}\nthe screen:\n{tmux.screen()}\nagent log:\n"
-            f"{log_path.read_text()[-3000:] if log_path.exists() else '(none)'}")
+            f"{path}: {done.stdout}\nthe screen:\n{tmux.screen()}\nagent log:\n{_log_tail(log_path)}")
 
     screen = tmux.wait_showing("/teapot", timeout=20, what="rows on screen")
     rows = [line for line in screen.splitlines() if "e2e" in line and "GET" in line]
@@ -147,7 +149,7 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
 
     tmux.run("send-keys", "-t", "e2e", "q")
     assert exit_status(tmp_path / "status") == "0"
-    log = (tmp_path / "state" / "devtunnel" / "agent.log").read_text()
+    log = log_path.read_text()
     assert "Forwarding http://e2e.localhost:" in log
     assert "/teapot" not in log  # no line per exchange: the inspector shows them, the file would only grow
     # The agent went with the inspector: nothing listens on the relay port any more.
