@@ -147,7 +147,8 @@ async def test_a_request_in_flight_is_read_again_only_when_the_agent_says_it_cha
                 # The service answers: the agent announces the end, and the detail shows it.
                 gate.set()
                 assert await slow == 201
-                await async_wait_for(lambda: screen.query("#response-headers"), what="the response shown")
+                # The body box's children mount a moment after the headers: wait for what is read.
+                await async_wait_for(lambda: screen.query("#response-body"), what="the response's body shown")
                 assert screen.exchange.status == 201 and screen.exchange.complete
                 assert screen.query_one("#response-body", LinesView).lines.line(0).plain == "at last"
                 assert backend.gets[slow_id] <= reads + 2
