@@ -290,12 +290,14 @@ async def test_the_messages_of_a_websocket_open_in_the_detail_are_shown_once_it_
                 for word in ("two", "three"):
                     await ws.send(word)
                     assert await ws.recv() == word
-            await async_wait_for(lambda: screen.exchange.complete, timeout=20, what="the end shown")
+            # The end is redrawn in steps (the response, then the messages, then the tab's label, last).
+            tabs = screen.query_one(TabbedContent)
+            await async_wait_for(lambda: screen.exchange.complete and str(tabs.get_tab("messages").label) == "Messages (6)",
+                                 timeout=20, what="the end shown")
             await pilot.press("4")
             await pilot.pause()
             messages = screen.query_one("#ws-messages", LinesView)
             assert len(messages.lines) == 6  # (the 2 it had when it opened, before)
-            assert str(screen.query_one(TabbedContent).get_tab("messages").label) == "Messages (6)"
             await pilot.press("escape")
             await pilot.press("q")
             await async_wait_for(lambda: not app.is_running, what="the app to quit")
