@@ -33,6 +33,15 @@ SIGNATURE_MARKS: dict[Signature, tuple[str, str]] = {
 }
 """Per signature state: its one-cell mark (the inspector's table, ``devtunnel requests``) and what it means."""
 
+NO_SECRET = "no secret: set "
+"""How the reason of a verdict left unverified for want of a secret starts (``no_secret``)."""
+
+
+def no_secret(variable: str) -> str:
+    """The reason of a verdict left unverified because no secret was known: which variable to set."""
+    return NO_SECRET + variable
+
+
 DUPLICATE_MARK = "≡"
 """Marks a delivery whose id was captured before (a provider's retry, or a resend)."""
 
@@ -56,6 +65,13 @@ class Verdict:
     def mark(self) -> str:
         """The signature's one-cell mark (``SIGNATURE_MARKS``)."""
         return SIGNATURE_MARKS.get(self.signature, SIGNATURE_MARKS[Signature.UNVERIFIED])[0]
+
+    @property
+    def missing_secret(self) -> str:
+        """The variable to set (``STRIPE_WEBHOOK_SECRET``) when it was not verified for want of a secret, else ``""``."""
+        if self.signature is Signature.UNVERIFIED and self.reason.startswith(NO_SECRET):
+            return self.reason[len(NO_SECRET):].strip()
+        return ""
 
     def to_json(self) -> dict[str, Any]:
         """The ``webhook`` object of ``requests --json``, ``show --json`` and the agent API."""

@@ -28,7 +28,7 @@ from rich.text import Text
 from devtunnel.capture.model import Request, Response
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.values.terminal import as_text, escape
-from devtunnel.capture.verdict import DUPLICATE_MARK, Signature, Verdict
+from devtunnel.capture.verdict import DUPLICATE_MARK, NO_SECRET, Signature, Verdict
 from devtunnel.capture.verdict import SIGNATURE_MARKS as VERDICT_MARKS
 from devtunnel.values.sizes import format_size
 
@@ -601,9 +601,6 @@ def webhook_event(verdict: Verdict | None) -> str:
     return f"{escape(verdict.provider)} · {escape(verdict.event_type) if verdict.event_type else '?'}"
 
 
-_NO_SECRET = "no secret: set "
-
-
 def webhook_section(verdict: Verdict, *, title: str = "", secret_env: str = "") -> Text:
     """The detail screen's Webhook section: provider, event, delivery id, signature and why, duplicate.
 
@@ -630,9 +627,9 @@ def webhook_section(verdict: Verdict, *, title: str = "", secret_env: str = "") 
         duplicate.append(f"{DUPLICATE_MARK} {stable_short_id(verdict.duplicate_of)}", "bold magenta")
         duplicate.append("  the first capture of this delivery id", "dim")
         rows.append(("Duplicate of", duplicate))
-    if verdict.signature is Signature.UNVERIFIED and verdict.reason.startswith(_NO_SECRET):
+    if verdict.reason.startswith(NO_SECRET) and verdict.signature is Signature.UNVERIFIED:
         # The variable the agent looked in (config may name another than the conventional one).
-        variable = verdict.reason[len(_NO_SECRET):].strip() or secret_env
+        variable = verdict.missing_secret or secret_env
         rows.append(("Hint", Text(f"set {escape(variable)} to verify", "italic")))
     text = Text(end="")
     for label, value in rows:

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Headers
-from devtunnel.capture.verdict import Signature, Verdict
+from devtunnel.capture.verdict import Signature, Verdict, no_secret
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import quoted
 
@@ -273,7 +273,7 @@ class Provider:
         if not self.signed(delivery):
             return Check(Signature.UNSIGNED, f"no {self.signature_headers[0]} header")
         if not secrets:
-            return Check(Signature.UNVERIFIED, f"no secret: set {self.secret_env}")
+            return Check(Signature.UNVERIFIED, no_secret(self.secret_env))
         problem = next((p for p in map(self.secret_problem, secrets) if p), None)
         if problem:
             return Check(Signature.UNVERIFIED, problem)

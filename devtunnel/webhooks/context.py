@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from devtunnel.capture.model import Exchange, Headers
+from devtunnel.capture.verdict import no_secret
 from devtunnel.webhooks import BUILTIN, Delivery, Provider, Signature, Verdict, by_name, judge
 
 __all__ = ["WebhookContext", "MAX_FIELD"]
@@ -230,6 +231,6 @@ class WebhookContext:
             return verdict
         variable = ctx.secret_envs.get(verdict.provider)
         provider = by_name(verdict.provider, ctx.providers)
-        if variable and provider is not None and verdict.reason == f"no secret: set {provider.secret_env}":
-            return replace(verdict, reason=f"no secret: set {variable}")
+        if variable and provider is not None and verdict.reason == no_secret(provider.secret_env):
+            return replace(verdict, reason=no_secret(variable))
         return verdict

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from textual.widgets import Checkbox, Static, TextArea
 
 from devtunnel.capture.model import Exchange, Headers
 from devtunnel.capture.store import Store
+from devtunnel.capture.verdict import Signature, Verdict, no_secret
 from devtunnel.tui.screens.edit import EditReplayScreen
 from devtunnel.tui.widgets import RequestTable
 from devtunnel.webhooks import Delivery
@@ -153,3 +155,26 @@ async def test_r_without_an_agent_re_signs_or_says_which_variable_to_set(
             await async_wait_for(lambda: len(table.ids) == 3 and "↻s /webhooks/stripe" in screen_lines(table)[3],
                                  what="the re-signed replay on the table")
     assert Store(db, readonly=True).get(table.ids[-1]).resigned == "stripe"
+
+
+async def test_the_edit_form_says_up_front_which_secret_was_missing_at_capture(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery captured without its secret: the form does not promise a fresh signature it
+    may not make (what is sent, and why, is said after sending, as above)."""
+    verdict = Verdict("stripe", "payment_intent.succeeded", "evt_1", Signature.UNVERIFIED,
+                      no_secret("PAY_STRIPE_SECRET"))
+    db = fill(tmp_path / "captures.db", [replace(_captured("http://127.0.0.1:9/"), webhook=verdict)])
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(RequestTable)
+        await async_wait_for(lambda: table.ids and table.cached_row(table.ids[-1]), what="rows")
+        table.focus()
+        await pilot.press("e")
+        await async_wait_for(lambda: isinstance(app.screen, EditReplayScreen), what="the edit screen")
+        await pilot.pause()
+        hint = str(app.screen.query_one("#signature-hint", Static).render())
+        assert hint == "ctrl+o · PAY_STRIPE_SECRET was unset at capture: set it to sign afresh"
+        await pilot.press("ctrl+o")
+        assert str(app.screen.query_one("#signature-hint", Static).render()) == \
+            "ctrl+o · the captured Stripe signature, unchanged"

@@ -280,6 +280,9 @@ class EditReplayScreen(Screen[None]):
         provider = detect(delivery)
         self._provider = provider.title if provider is not None and provider.signed(delivery) else None
         """The webhook provider whose signature the request carries (signed afresh when sent), or None."""
+        self._missing_secret = exchange.webhook.missing_secret if exchange.webhook is not None else ""
+        """The variable whose secret was missing when the delivery was captured, or ``""``: whoever
+        sends it then had none to sign it afresh with either, unless it was set since."""
 
     # ------------------------------------------------------------------ layout
 
@@ -331,6 +334,8 @@ class EditReplayScreen(Screen[None]):
     def _signature_hint(self, as_captured: bool) -> str:
         if as_captured:
             return f"ctrl+o · the captured {self._provider} signature, unchanged"
+        if self._missing_secret:
+            return f"ctrl+o · {self._missing_secret} was unset at capture: set it to sign afresh"
         return f"ctrl+o · {self._provider} signature made afresh when sent"
 
     @on(Checkbox.Changed, "#as-captured")
