@@ -93,6 +93,14 @@ class Via:
         return "cloudflared" if self.kind == "cloudflared" else "ssh"
 
     @property
+    def forwards_client_address(self) -> bool:
+        """Whether each request arrives with the client's address appended to X-Forwarded-For by
+        the provider's edge, where no client can write it: Cloudflare's, for cloudflared (its
+        ``CF-Connecting-IP`` holds the same). The ssh services and plain ``ssh:`` promise no such
+        header: behind them every client is the provider's program on this machine."""
+        return self.kind == "cloudflared"
+
+    @property
     def install_hint(self) -> str:
         """One line saying how to get the program."""
         if self.kind == "cloudflared":

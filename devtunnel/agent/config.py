@@ -81,12 +81,15 @@ class TunnelConfig:
 
 def refuse_address_rules(rules: tuple[Rule, ...], via: str) -> None:
     """Refuse rules that tell clients apart by address on a tunnel whose public URL is a
-    provider's: every request reaches the embedded relay from the provider's program on this
-    machine, so ``allow-ip 127.0.0.1`` would let every client in and any other list none.
+    provider's that does not say the client's address (``Via.forwards_client_address``):
+    every request reaches the embedded relay from the provider's program on this machine, so
+    ``allow-ip 127.0.0.1`` would let every client in and any other list none.
 
     Raises:
         RulesError: naming the first such rule.
     """
+    if parse_via(via).forwards_client_address:
+        return
     for rule in rules:
         if judges_client_address(rule):
             raise RulesError(

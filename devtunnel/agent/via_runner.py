@@ -71,7 +71,7 @@ class ViaStatus:
 class PinningRelay(Protocol):
     """What the runner needs of the embedded relay (``devtunnel.relay.server.Relay``)."""
 
-    async def pin(self, name: str, port: int = 0) -> int: ...
+    async def pin(self, name: str, port: int = 0, *, forwarded: bool = False) -> int: ...
 
     def unpin(self, port: int) -> None: ...
 
@@ -158,7 +158,7 @@ class ViaRunner:
     async def start(self) -> None:
         """Pin a relay port to the tunnel and start the provider; a missing program (or a bad
         ``DEVTUNNEL_SSH_OPTIONS``) leaves the status ``failed`` with the reason."""
-        port = await self.relay.pin(self.name)
+        port = await self.relay.pin(self.name, forwarded=self.via.forwards_client_address)
         self._update(port=port)
         try:
             program = find_program(self.via, self.env)

@@ -47,7 +47,7 @@ from devtunnel.relay.http_responses import failure_answer, head_refused, invalid
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool
-from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, send_answer
+from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, local_port, send_answer
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.rules import Decision
 from devtunnel.values.sizes import format_size
@@ -178,7 +178,7 @@ class HttpForwarder:
         try:
             raw = forward_request_headers(cycle.raw_headers, host, ip.encode(), self._proto_bytes, lowered=cycle.headers)
             request_target = cycle.target
-            remote = rules.client_of(ip, cycle.headers)
+            remote = rules.client_of(ip, cycle.headers, local_port(cycle.scope) if rules.forwarded_ports else 0)
             stream_id = self._open(tunnel, cycle.method, request_target, cycle.http_version, raw, remote, has_body, decision)
         except (ProtocolError, ValueError):
             self.slots.give_back(tunnel, ip)

@@ -55,6 +55,9 @@ class RuleBook:
         self.max_buckets = max_buckets
         self.relay = Engine(relay_rules, "relay", max_buckets=max_buckets) if relay_rules else None
         self.trusted = tuple(trusted_proxies)
+        self.forwarded_ports: set[int] = set()
+        """Local ports (``Relay.pin(forwarded=True)``) whose every peer is a proxy on this machine
+        that appends the client's address to X-Forwarded-For (cloudflared: Cloudflare's edge does)."""
         self._tunnels: dict[AgentLink, Engine] = {}
         self._joined: dict[AgentLink, tuple[Rule, ...]] = {}
         """The rules each tunnel's HELLO carried (a change through its agent's API since aside)."""
@@ -138,15 +141,16 @@ class RuleBook:
         return self._rules_of(tunnel) == self._rules_of(other)
 
     def client_ip(self, scope: dict[str, Any]) -> str:
-        """The client's address: the socket's, or behind a trusted proxy the last address in
-        X-Forwarded-For that is not a trusted proxy itself."""
+        """The client's address: the socket's, or behind a trusted proxy (or on a forwarded port)
+        the last address in X-Forwarded-For that is not a trusted proxy itself."""
         client = scope.get("client")
-        return self.client_of(str(client[0]) if client else "", scope["headers"])
+        return self.client_of(str(client[0]) if client else "", scope["headers"], local_port(scope))
 
-    def client_of(self, ip: str, headers: Fields) -> str:
-        """``client_ip`` from the socket's address ``ip`` and the request's ``headers`` (names
-        lowercase): the address rules judge, and the one the agent records."""
-        if not self.trusted or not _trusted(ip, self.trusted):
+    def client_of(self, ip: str, headers: Fields, port: int = 0) -> str:
+        """``client_ip`` from the socket's address ``ip``, the request's ``headers`` (names
+        lowercase) and the local ``port`` it came to: the address rules judge, and the one the
+        agent records."""
+        if not (self.forwarded_ports and port in self.forwarded_ports) and not (self.trusted and _trusted(ip, self.trusted)):
             return ip
         hops: list[str] = []
         for name, value in headers:
@@ -268,6 +272,12 @@ async def send_answer(decision: Decision, scope: Scope, send: Send, *, websocket
 def _guards(rules: Sequence[Rule]) -> tuple[Rule, ...]:
     """``rules`` without ``respond`` rules, unnumbered: what a pool's members must share."""
     return tuple(dataclasses.replace(r, index=0) for r in rules if r.action != "respond")
+
+
+def local_port(scope: dict[str, Any]) -> int:
+    """The local port a request came to (0 on a Unix socket)."""
+    server = scope.get("server")
+    return int(server[1]) if server and server[1] is not None else 0
 
 
 def _trusted(ip: str, networks: Sequence[Network]) -> bool:

@@ -196,11 +196,15 @@ class Relay:
         self._server, self._socket = await start_server(config, s.host, s.port, self._tls)
         self._port = self._socket.getsockname()[1]
 
-    async def pin(self, name: str, port: int = 0) -> int:
+    async def pin(self, name: str, port: int = 0, *, forwarded: bool = False) -> int:
         """Listen on one more port (``settings.host``; 0: any free one) for tunnel ``name`` alone.
 
         Every request and WebSocket arriving there goes to tunnel ``name`` whatever its Host,
         and nothing else is served there: no relay pages, no agent logins. Returns the port.
+
+        ``forwarded``: what connects there is a proxy on this machine that appends each client's
+        address to X-Forwarded-For, as Cloudflare's edge does for cloudflared: the rules judge,
+        and the agent records, that address (``RuleBook.client_of``), not the proxy's.
 
         Raises:
             ConfigError: the port cannot be listened on.
@@ -211,12 +215,17 @@ class Relay:
         bound, listener = await listen_more(server, self.settings.host, port, self._tls)
         self._pins[bound] = name
         self._pin_listeners[bound] = listener
+        if forwarded:
+            self._rules.forwarded_ports.add(bound)
+        else:
+            self._rules.forwarded_ports.discard(bound)
         return bound
 
     def unpin(self, port: int) -> None:
         """Stop listening on a port ``pin`` opened. Connections still open there keep going only
         to its tunnel (until another ``pin`` takes the same port number)."""
         listener = self._pin_listeners.pop(port, None)
+        self._rules.forwarded_ports.discard(port)
         if listener is not None:
             stop_listening(self._server, listener)
 

@@ -44,11 +44,12 @@ async def request(
     method: str = "GET",
     source: str = "127.0.0.1",
     name: str = "app",
+    port: int = 0,
 ) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One request on its own connection from ``source``; (status, headers, body), status 0
-    when the relay closed the connection without answering."""
+    """One request on its own connection from ``source`` to the relay's ``port`` (0: its main
+    one); (status, headers, body), status 0 when the relay closed the connection without answering."""
     status, payload, fields = await request_fields(
-        harness, path, via=via, headers=headers, body=body, method=method, source=source, name=name
+        harness, path, via=via, headers=headers, body=body, method=method, source=source, name=name, port=port
     )
     return status, {n.lower(): v for n, v in fields}, payload
 
@@ -63,6 +64,7 @@ async def request_fields(
     method: str = "GET",
     source: str = "127.0.0.1",
     name: str = "app",
+    port: int = 0,
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """As ``request``, with the response's header fields as sent: (status, body, fields)."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {harness.host(name)}", "Connection: close"]
@@ -72,7 +74,7 @@ async def request_fields(
         lines.append("Expect: 100-continue")
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-    reader, writer = await asyncio.open_connection("127.0.0.1", harness.relay.port, local_addr=(source, 0))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port or harness.relay.port, local_addr=(source, 0))
     try:
         writer.write(data)
         await writer.drain()
@@ -478,6 +480,33 @@ async def test_behind_a_trusted_proxy_records_name_the_client_the_rules_judged(t
         passed, refused = await harness.exchanges(2)
     assert (passed.status, passed.remote_addr) == (200, "198.51.100.7")
     assert (refused.status, refused.remote_addr) == (403, "203.0.113.9")
+
+
+@pytest.mark.parametrize("via", PATHS)
+async def test_a_forwarded_pinned_port_judges_and_records_the_address_its_proxy_appended(tmp_path, local, via):
+    # cloudflared's port (Relay.pin(forwarded=True)): Cloudflare's edge appends each client's
+    # address to X-Forwarded-For, so the last one is the client, whatever the client wrote before it.
+    port, state = local
+    async with relay_and_agent(tmp_path) as harness:
+        await harness.start(str(port), rules=rules({"action": "allow-ip", "ips": ["198.51.100.7"]},
+                                                   {"action": "rate-limit", "rate": "1/m"}))
+        forwarded = await harness.relay.pin("app", forwarded=True)
+        plain = await harness.relay.pin("app")
+        edge = {"X-Forwarded-For": "198.51.100.7"}
+        assert (await request(harness, via=via, headers=edge, port=forwarded))[0] == 200
+        forged = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}  # the client wrote the first
+        assert (await request(harness, via=via, headers=forged, port=forwarded))[0] == 403
+        # Its own bucket: the rate limit counts this client, not every client of the proxy.
+        assert (await request(harness, via=via, headers=edge, port=forwarded))[0] == 429
+        # Nowhere else does the header count: the main port, a pinned port of a provider without it.
+        for other in (0, plain):
+            assert (await request(harness, via=via, headers=edge, port=other))[0] == 403
+        records = await harness.exchanges(5)
+        harness.relay.unpin(forwarded)
+        assert not harness.relay._rules.forwarded_ports
+    assert [(r.status, r.remote_addr) for r in records] == [
+        (200, "198.51.100.7"), (403, "203.0.113.9"), (429, "198.51.100.7"), (403, "127.0.0.1"), (403, "127.0.0.1")]
+    assert len(state.seen_targets) == 1
 
 
 async def test_a_relay_that_does_not_know_rules_is_refused_by_the_agent(harness, local, monkeypatch):

@@ -321,10 +321,31 @@ def pipe(src, dst):
     except OSError:
         pass
 
+def edge(client, upstream, peer):
+    """What Cloudflare's edge does to a request: appends the client's address to X-Forwarded-For
+    and sets CF-Connecting-IP (to the first request of a connection: the tests send one each)."""
+    head = b""
+    while b"\\r\\n\\r\\n" not in head:
+        data = client.recv(65536)
+        if not data:
+            break
+        head += data
+    head, sep, rest = head.partition(b"\\r\\n\\r\\n")
+    lines = [line for line in head.split(b"\\r\\n") if not line.lower().startswith(b"cf-connecting-ip:")]
+    xff = [i for i, line in enumerate(lines) if line.lower().startswith(b"x-forwarded-for:")]
+    if xff:
+        lines[xff[-1]] += b", " + peer
+    else:
+        lines.append(b"X-Forwarded-For: " + peer)
+    lines.append(b"CF-Connecting-IP: " + peer)
+    upstream.sendall(b"\\r\\n".join(lines) + sep + rest)
+    pipe(client, upstream)
+
 while True:
-    client, _ = listener.accept()
+    client, (peer, _) = listener.accept()
     upstream = socket.create_connection((host, int(port)))
-    threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+    forward = edge if destination == "cloudflared" else lambda client, upstream, peer: pipe(client, upstream)
+    threading.Thread(target=forward, args=(client, upstream, peer.encode()), daemon=True).start()
     threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
 '''
 
@@ -564,18 +585,54 @@ def test_the_api_reports_a_provider_that_cannot_start_as_a_failed_tunnel(
 def test_rules_by_client_address_behind_a_provider_are_refused_not_blind(
     rule: list[str], tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
 ) -> None:
-    """Behind --via every client is 127.0.0.1: `--allow-ip 127.0.0.1` let every client in, and
-    any other list refused them all, without a word."""
+    """Behind an ssh service every client is 127.0.0.1: `--allow-ip 127.0.0.1` let every client
+    in, and any other list refused them all, without a word."""
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rules]]\naction = "deny"\nmatch = "ip:10.0.0.0/8"\n')
     ports = tmp_path / "provider-ports"
     env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_PROVIDER_PORTS=str(ports))
     args = [str(rules) if a == "RULES" else a for a in rule]
-    refused = start(procs, env, "http", str(local[0]), "--via", "cloudflared", *args, "--no-tui", "--api-port", "0")
+    refused = start(procs, env, "http", str(local[0]), "--via", "localhost.run", *args, "--no-tui", "--api-port", "0")
     assert refused.wait(30) == 2
-    assert any("behind --via cloudflared every client is 127.0.0.1" in line for line in refused.err), refused.err
+    assert any("behind --via localhost.run every client is 127.0.0.1" in line for line in refused.err), refused.err
     assert not any("Traceback" in line for line in refused.err)
     assert not ports.exists()  # no provider was started
+
+
+def test_behind_cloudflared_rules_judge_the_client_address_its_edge_gives(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]
+) -> None:
+    """Cloudflare's edge appends each client's address to X-Forwarded-For: `--allow-ip` and
+    `--rate-limit` tell clients apart behind cloudflared, and each request is recorded from its
+    client (`ip:`), not from cloudflared on this machine."""
+    ports = tmp_path / "provider-ports"
+    env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}", FAKE_PROVIDER_PORTS=str(ports))
+    db = tmp_path / "c.db"
+    agent = start(procs, env, "http", str(local[0]), "--via", "cloudflared", "--allow-ip", "127.0.0.2",
+                  "--allow-ip", "127.0.0.3", "--rate-limit", "1/m", "--no-tui", "--api-port", "0", "--db", str(db))
+    agent.line(lambda l: l.startswith("Forwarding https://seasonal-deck"), timeout=30)
+    [forwarder] = [int(p) for p in ports.read_text().split()]
+    host = {"Host": "seasonal-deck-organisms-sf.trycloudflare.com"}
+
+    def status(source: str, path: str, forged: str = "") -> int:
+        transport = httpx.HTTPTransport(local_address=source)
+        with httpx.Client(transport=transport, trust_env=False, timeout=10) as client:
+            return client.get(f"http://127.0.0.1:{forwarder}{path}",
+                              headers={**host, **({"X-Forwarded-For": forged} if forged else {})}).status_code
+
+    assert status("127.0.0.2", "/echo?a") == 200
+    assert status("127.0.0.3", "/echo?b") == 200  # a bucket of its own
+    assert status("127.0.0.2", "/echo?c") == 429
+    assert status("127.0.0.4", "/echo?d", forged="127.0.0.2") == 403  # the edge appends the real one
+    wait_for(lambda: len(captured(env, db)) == 4, what="the four requests recorded")
+    by_client = {}
+    for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        out = subprocess.run([*DEVTUNNEL, "requests", "--json", "--db", str(db), "-n", "0", "--filter", f"ip:{ip}"],
+                             env=env, capture_output=True, text=True, timeout=30, check=True)
+        by_client[ip] = sorted((e["path"], e["status"]) for e in json.loads(out.stdout))
+    assert by_client == {"127.0.0.2": [("/echo?a", 200), ("/echo?c", 429)], "127.0.0.3": [("/echo?b", 200)],
+                         "127.0.0.4": [("/echo?d", 403)]}
+    assert agent.stop() == 0
 
 
 def test_a_rule_by_client_address_added_over_the_api_to_a_tunnel_behind_a_provider_is_a_400(
@@ -584,7 +641,7 @@ def test_a_rule_by_client_address_added_over_the_api_to_a_tunnel_behind_a_provid
     env = dict(env, PATH=f"{fake_bin(tmp_path)}{os.pathsep}{env['PATH']}",
                FAKE_PROVIDER_PORTS=str(tmp_path / "provider-ports"))
     api_port = free_port()
-    agent = start(procs, env, "http", str(local[0]), "--via", "cloudflared", "--name", "shop", "--no-tui",
+    agent = start(procs, env, "http", str(local[0]), "--via", "localhost.run", "--name", "shop", "--no-tui",
                   "--api-port", str(api_port), "--no-record")
     agent.line(lambda l: l.startswith("Forwarding"), timeout=30)
     rules = f"http://127.0.0.1:{api_port}/api/tunnels/shop/rules"

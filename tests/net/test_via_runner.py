@@ -33,10 +33,13 @@ class Pins:
 
     def __init__(self) -> None:
         self.pinned: set[int] = set()
+        self.forwarded: set[int] = set()
 
-    async def pin(self, name: str, port: int = 0) -> int:
+    async def pin(self, name: str, port: int = 0, *, forwarded: bool = False) -> int:
         port = port or free_port()
         self.pinned.add(port)
+        if forwarded:
+            self.forwarded.add(port)
         return port
 
     def unpin(self, port: int) -> None:
@@ -73,6 +76,8 @@ async def test_a_provider_that_prints_no_url_it_knows_is_reported_with_its_last_
                                       "(last line: INF |  https://seasonal-deck.cfargotunnel.example  |)")
             pid = status.pid
             assert pid is not None and process_alive(pid), "it keeps running: the URL may still come"
+            # Cloudflare's edge says each client's address: its port is pinned as forwarded.
+            assert pins.forwarded == {status.port}
         finally:
             await runner.stop()
     assert [r.getMessage() for r in caplog.records] == [
