@@ -33,14 +33,22 @@ def random_name(rng: random.Random | None = None) -> str:
 
 
 def validate_name(name: str) -> str:
-    """Return ``name`` lowercased if it is a valid DNS label, as tunnel names must be.
+    """Return ``name`` lowercased if it is a valid DNS label, as tunnel names must be, and not a
+    reserved one: ``--`` as its 3rd and 4th characters (RFC 5891 4.2.3.1) marks a label of
+    another kind, ``xn--`` an internationalised name's punycode, which a browser's address bar
+    may show as other letters. On a relay shared by a team, one agent could otherwise take a
+    name shown as another's (``xn--stripe-hoks-...`` as ``strіpe-hooks``, a Cyrillic ``і``) for
+    webhooks or a login page meant for it.
 
     Raises:
-        ConfigError: the name cannot be a host name label; the message says why.
+        ConfigError: the name cannot be a host name label, or is reserved; the message says why.
     """
     label = name.lower()
     if _LABEL_RE.fullmatch(label):
-        return label
+        if label[2:4] != "--":
+            return label
+        raise ConfigError(f"tunnel name {quoted(name)} is reserved: '--' as its 3rd and 4th characters marks an "
+                          "internationalised (punycode, xn--) name, which a browser may show as other letters")
     if not label:
         why = "it is empty"
     elif len(label) > 63:

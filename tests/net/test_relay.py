@@ -189,12 +189,15 @@ async def test_agent_without_name_gets_random_readable_name(relay: Relay) -> Non
             await a.close()
 
 
-async def test_invalid_name_is_refused_with_reason(relay: Relay) -> None:
-    agent = ScriptedAgent(relay.port, token=TOKEN, name="bad_name!")
+@pytest.mark.parametrize(("name", "why"), [("bad_name!", "not a valid DNS label"),
+                                           ("xn--pple-43d", "reserved")])  # shown as "аpple" (Cyrillic а)
+async def test_invalid_name_is_refused_with_reason(relay: Relay, name: str, why: str) -> None:
+    agent = ScriptedAgent(relay.port, token=TOKEN, name=name)
     result = await agent.connect()
     assert isinstance(result, GoAway)
     assert result.code == ErrorCode.NAME_TAKEN  # refused for good: the agent must not retry
-    assert "not a valid DNS label" in result.reason
+    assert why in result.reason
+    assert not relay.tunnels
     await agent.close()
 
 

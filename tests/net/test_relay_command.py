@@ -299,6 +299,17 @@ def test_invalid_names_say_why(name: str, why: str) -> None:
     assert why in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["xn--pple-43d", "XN--stripe-hooks-ab1", "ab--cd", "12--3"])
+def test_reserved_labels_are_refused_as_names_a_browser_may_show_as_other_letters(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"is reserved: '--' as its 3rd and 4th characters .*punycode"):
+        validate_name(name)
+
+
+@pytest.mark.parametrize("name", ["a--b", "abc--d", "stripe--hooks", "x-n--b"])
+def test_a_double_hyphen_elsewhere_is_a_name(name: str) -> None:
+    assert validate_name(name) == name
+
+
 def test_names_are_lowercased() -> None:
     assert validate_name("Payments-API") == "payments-api"
 
