@@ -166,15 +166,16 @@ async def test_the_edit_form_says_up_front_which_secret_was_missing_at_capture(
     db = fill(tmp_path / "captures.db", [replace(_captured("http://127.0.0.1:9/"), webhook=verdict)])
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
     app = inspector(db, tmp_path)
-    async with app.run_test(size=(120, 30)) as pilot:
+    async with app.run_test(size=(80, 30)) as pilot:
         table = app.query_one(RequestTable)
         await async_wait_for(lambda: table.ids and table.cached_row(table.ids[-1]), what="rows")
         table.focus()
         await pilot.press("e")
         await async_wait_for(lambda: isinstance(app.screen, EditReplayScreen), what="the edit screen")
         await pilot.pause()
-        hint = str(app.screen.query_one("#signature-hint", Static).render())
-        assert hint == "ctrl+o · PAY_STRIPE_SECRET was unset at capture: set it to sign afresh"
+        shown = app.screen.query_one("#signature-hint", Static)
+        assert str(shown.render()) == "ctrl+o · PAY_STRIPE_SECRET was unset at capture: set it to sign afresh"
+        assert app.screen.query_one("#signature-bar").size.height == 2  # wrapped whole at 80 columns, not cut
         await pilot.press("ctrl+o")
         assert str(app.screen.query_one("#signature-hint", Static).render()) == \
             "ctrl+o · the captured Stripe signature, unchanged"

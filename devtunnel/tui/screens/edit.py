@@ -228,9 +228,9 @@ class EditReplayScreen(Screen[None]):
         #target { width: 1fr; }
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
         #headers { height: auto; max-height: 12; }
-        #signature-bar { height: 1; padding: 0 1; }
+        #signature-bar { height: auto; max-height: 2; padding: 0 1; }
         #as-captured { border: none; height: 1; padding: 0; background: $surface; }
-        #signature-hint { width: 1fr; color: $text-muted; padding: 0 1; }
+        #signature-hint { width: 1fr; height: auto; color: $text-muted; padding: 0 1; }
         #body-bar { height: 1; }
         #body-label { width: 1fr; }
         #json-hint { width: auto; padding: 0 1; }
