@@ -31,8 +31,11 @@ from devtunnel.values.health_path import health_path_problem
 
 __all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_status"]
 
-LEFT_BEHIND_LOOKS = 20
-"""Looks, 0.1 s apart, for a server the app left on its port as it exited with status 0."""
+LEFT_BEHIND_WAIT = 30.0
+"""Seconds after the app exited with status 0 that its port is looked at (every
+``LEFT_BEHIND_EVERY``) for a server it left running: a daemon listens once it has started, which
+``docker compose up -d``'s containers or a busy machine's Python may take seconds to do."""
+LEFT_BEHIND_EVERY = 0.2
 _FINAL_STATES = ("exited", "failed")
 """States the app does not leave by itself (``R`` starts it again): requests are not held for it."""
 GUARD = """trap "trap '' TERM; kill -TERM 0; sleep 5; kill -KILL 0" HUP; /bin/sh -c "$1" & wait $!"""
@@ -279,13 +282,14 @@ class AppRunner:
     async def _say_left_behind(self) -> None:
         """The app exited with status 0: a server still on its port is one it left running
         (``--daemon``, ``docker compose up -d``): requests go to it, and devtunnel cannot stop it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEFT_BEHIND_WAIT
         try:
-            for _ in range(LEFT_BEHIND_LOOKS):  # a daemon may listen a moment after its parent exited
-                if await port_accepts(self.target.host, self.target.port):
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                return
+            # A daemon may listen a while after its parent exited; a restart (R) ends the look.
+            while not await port_accepts(self.target.host, self.target.port):
+                if loop.time() >= deadline or self.child.state.state != "exited":
+                    return
+                await asyncio.sleep(LEFT_BEHIND_EVERY)
             if self.child.state.state == "exited":
                 self.child.note(f"ended cleanly with code 0, but port {self.target.port} still accepts connections:"
                                 " a process the app left running (daemonized) answers requests, and devtunnel"

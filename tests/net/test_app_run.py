@@ -693,13 +693,14 @@ def test_an_app_that_exited_cleanly_holds_no_request_for_nothing(start, tmp_path
     assert "is not ready (exited (0): ended cleanly with code 0: not restarted)" in response.text
 
 
-DAEMON = """import os, sys
+DAEMON = """import os, sys, time
 child = os.fork()
 if child:
     with open(sys.argv[1], "w") as f:
         f.write(str(child))
     sys.exit(0)  # the parent returns at once, as a server started with --daemon does
 os.setsid()
+time.sleep(float(os.environ.get("DAEMON_DELAY", "0")))  # a container starting, a busy machine
 os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
 
@@ -710,9 +711,11 @@ def test_a_daemonized_app_is_forwarded_to_and_said(start, tmp_path: Path) -> Non
     port = free_port()
     (tmp_path / "daemon.py").write_text(DAEMON)
     pidfile = tmp_path / "daemon.pid"
-    run = start(str(port), "--run", f"{sys.executable} {tmp_path / 'daemon.py'} {pidfile} {APP} {port}", "--hold", "30s")
+    # It listens 3 s after its parent exited: the look lasted 2 s, and said nothing of a slower one.
+    run = start(str(port), "--run", f"DAEMON_DELAY=3 {sys.executable} {tmp_path / 'daemon.py'} {pidfile} {APP} {port}",
+                "--hold", "30s")
     try:
-        wait_for(lambda: "still accepts connections" in run.app()["message"], what="the note on the daemon")
+        wait_for(lambda: "still accepts connections" in run.app()["message"], timeout=30, what="the note on the daemon")
         assert run.app()["state"] == "exited"
         with httpx.Client(timeout=20) as client:
             began = time.monotonic()
