@@ -310,6 +310,20 @@ def test_config_set_writes_the_user_file_and_show_prints_it_back(places: Places)
     assert shown.stdout.startswith(f"# effective settings; files read: {places.user_file}\n")
 
 
+def test_config_set_of_a_tunnel_the_project_file_defines_says_to_add_project(places: Places) -> None:
+    places.write_project('[tunnels.web]\ntarget = "8000"\n')
+    done = places.cli("config", "set", "tunnels.web.via", "cloudflared")
+    assert done.returncode == 2
+    assert done.stderr == (f"devtunnel config: {places.user_file}: tunnels.web: target is missing, e.g. target = \"3000\";"
+                           f" tunnels.web is in {places.project_file}: add --project to change it there\n")
+    assert not places.user_file.exists()
+    assert places.cli("config", "set", "tunnels.web.via", "cloudflared", "--project").returncode == 0
+    assert tomllib.loads(places.project_file.read_text())["tunnels"]["web"] == {"target": "8000", "via": "cloudflared"}
+    # A tunnel the project file does not define: the error alone, as before.
+    other = places.cli("config", "set", "tunnels.api.via", "cloudflared")
+    assert other.returncode == 2 and "--project" not in other.stderr
+
+
 def test_config_set_project_writes_the_project_file_which_wins_over_the_user_file(places: Places) -> None:
     places.cli("config", "set", "agent.api_port", "4001")
     done = places.cli("config", "set", "agent.api_port", "4002", "--project")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -252,10 +253,28 @@ def _note_overrides(args: argparse.Namespace, dotted: str, path: Path) -> None:
 
 def _set(args: argparse.Namespace) -> int:
     path = _target_file(args)
-    set_value(path, args.key, args.value)
+    try:
+        set_value(path, args.key, args.value)
+    except ConfigError as exc:
+        elsewhere = None if args.project else _project_tunnel(args.key)
+        if elsewhere is None:
+            raise
+        raise ConfigError(f"{exc}; {elsewhere} is in {project_file()}: add --project to change it there") from None
     print(safe(f"saved {args.key} in {path}"))
     _note_overrides(args, args.key, path)
     return 0
+
+
+def _project_tunnel(key: str) -> str | None:
+    """``tunnels.NAME`` when ``key`` is a setting of a tunnel that ./devtunnel.toml defines, else None."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "tunnels":
+        return None
+    try:
+        tunnels = tomllib.loads(project_file().read_text(encoding="utf-8")).get("tunnels")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return f"tunnels.{parts[1]}" if isinstance(tunnels, dict) and parts[1] in tunnels else None
 
 
 def _add_token(args: argparse.Namespace) -> int:
