@@ -627,7 +627,7 @@ def webhook_section(verdict: Verdict, *, title: str = "", secret_env: str = "") 
         duplicate.append(f"{DUPLICATE_MARK} {stable_short_id(verdict.duplicate_of)}", "bold magenta")
         duplicate.append("  the first capture of this delivery id", "dim")
         rows.append(("Duplicate of", duplicate))
-    if verdict.reason.startswith(NO_SECRET) and verdict.signature is Signature.UNVERIFIED:
+    if verdict.signature is Signature.UNVERIFIED and verdict.reason.startswith(NO_SECRET):
         # The variable the agent looked in (config may name another than the conventional one).
         variable = verdict.missing_secret or secret_env
         rows.append(("Hint", Text(f"set {escape(variable)} to verify", "italic")))

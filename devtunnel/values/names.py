@@ -36,9 +36,9 @@ def validate_name(name: str) -> str:
     """Return ``name`` lowercased if it is a valid DNS label, as tunnel names must be, and not a
     reserved one: ``--`` as its 3rd and 4th characters (RFC 5891 4.2.3.1) marks a label of
     another kind, ``xn--`` an internationalised name's punycode, which a browser's address bar
-    may show as other letters. On a relay shared by a team, one agent could otherwise take a
-    name shown as another's (``xn--stripe-hoks-...`` as ``strіpe-hooks``, a Cyrillic ``і``) for
-    webhooks or a login page meant for it.
+    may show as other letters (``xn--pple-43d`` as ``аpple``, a Cyrillic ``а``). On a relay
+    shared by a team, one agent could otherwise take a name shown as another's, for webhooks or
+    a login page meant for it.
 
     Raises:
         ConfigError: the name cannot be a host name label, or is reserved; the message says why.
