@@ -102,6 +102,19 @@ def screen_lines(table: RequestTable) -> list[str]:
     return [line_text(table, y) for y in range(table.scrollable_content_region.height)]
 
 
+def cursor_in_view(table: RequestTable) -> bool:
+    """Whether the table has scrolled its cursor's row into view.
+
+    The table scrolls to its cursor after a refresh (``call_after_refresh``), a while after its
+    rows are read: a snapshot taken in between, or a screen pushed over it meanwhile (which
+    holds the table as it was), shows the table at its top with the cursor's row out of sight.
+    A wait on this that times out means the table never scrolled there: the following table
+    left its newest row out of sight.
+    """
+    top = round(table.scroll_y)
+    return table.cursor >= 0 and top <= table.cursor < top + table._page
+
+
 def utc() -> Iterator[None]:
     """Show times in UTC while a test runs (for a fixture)."""
     old = os.environ.get("TZ")

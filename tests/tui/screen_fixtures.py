@@ -123,6 +123,18 @@ def screen_text(app: App[object]) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
+def laid_out(app: App[object], selector: str) -> bool:
+    """Whether the screen on top has a widget matching ``selector`` mounted and laid out (with a
+    place on screen, where a click lands).
+
+    A pushed screen is ``app.screen`` at once; its widgets are composed, mounted and laid out
+    after, those nested in containers a step later than their container: a test that waited for
+    the screen alone can find the widget it reads or clicks missing, or nowhere on screen.
+    """
+    found = app.screen.query(selector)
+    return bool(found) and found.first().is_mounted and found.first().region.area > 0
+
+
 def freeze_utc(monkeypatch: object) -> None:
     """Show local times as UTC so timestamps on screen do not depend on the machine."""
     import time

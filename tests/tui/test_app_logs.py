@@ -20,7 +20,7 @@ from devtunnel.tui.screens.logs import LogsScreen
 from devtunnel.tui.supervisor import AgentStatus, agent_command
 from devtunnel.tui.widgets import RequestTable, StatsStrip, TunnelsPanel
 from tests.helpers import async_wait_for, free_port, process_alive, wait_for
-from tests.tui.app_fixtures import fill, inspector, traffic, utc
+from tests.tui.app_fixtures import cursor_in_view, fill, inspector, traffic, utc
 
 APP = Path(__file__).parent.parent / "net" / "app_fixture.py"
 
@@ -132,6 +132,10 @@ async def _settle(pilot, held: int = 0) -> None:  # type: ignore[no-untyped-def]
         TunnelView("docs", "http://docs.localhost:8000", "http://127.0.0.1:4000", "online",
                    app_state="failed", app_message="cannot start npm: No such file or directory"),
     ])
+    # The ids count as soon as the total is known; the rows are read, and scrolled to, after.
+    table = app.query_one(RequestTable)
+    await async_wait_for(lambda: all(table.cached_row(i) for i in table.ids) and cursor_in_view(table),
+                         what="the rows shown")
     await pilot.pause()
 
 

@@ -17,7 +17,7 @@ from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.supervisor import AgentStatus
 from devtunnel.tui.widgets import RequestTable, StatsStrip, TunnelsPanel
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import HOSTILE_PATH, fill, fixed_id, inspector, make_exchange, traffic, utc
+from tests.tui.app_fixtures import HOSTILE_PATH, cursor_in_view, fill, fixed_id, inspector, make_exchange, traffic, utc
 from tests.tui.screen_fixtures import STRIPE_SIGNATURE, stripe_exchange
 
 
@@ -60,6 +60,7 @@ async def _settle(pilot, *, tunnels: bool = True, count: int = 30) -> None:  # t
                        error="name taken by another token", requests=10),
         ])
     await async_wait_for(lambda: all(table.cached_row(i) for i in table.ids[-20:]), what="rows")
+    await async_wait_for(lambda: cursor_in_view(table), what="the table scrolled to its cursor")
     await pilot.pause()
 
 

@@ -21,6 +21,7 @@ from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.webhooks import Signature, Verdict
 from tests.helpers import async_wait_for
 from tests.tui.app_fixtures import (
+    cursor_in_view,
     fill,
     fixed_id,
     inspector,
@@ -74,6 +75,7 @@ async def _settle(pilot, count: int = 25) -> RequestTable:  # type: ignore[no-un
     await async_wait_for(lambda: all(table.cached_row(i) for i in table.ids[-15:]), what="rows")
     stats = pilot.app.query_one(StatsStrip)
     await async_wait_for(lambda: sum(stats.status_mix.values()) > 0, what="the status mix counted")
+    await async_wait_for(lambda: cursor_in_view(table), what="the table scrolled to its cursor")
     await pilot.pause()
     return table
 

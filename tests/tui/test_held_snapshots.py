@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from devtunnel.capture.model import Exchange
-from devtunnel.tui.widgets import RequestTable
+from devtunnel.tui.widgets import RequestTable, StatsStrip
 from tests.helpers import async_wait_for
-from tests.tui.app_fixtures import fill, inspector, make_exchange, traffic, utc
+from tests.tui.app_fixtures import cursor_in_view, fill, inspector, make_exchange, traffic, utc
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +37,9 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
     table = pilot.app.query_one(RequestTable)
     await async_wait_for(lambda: len(table.ids) == 14, what="ids")
     await async_wait_for(lambda: all(table.cached_row(i) for i in table.ids), what="rows")
+    await async_wait_for(lambda: cursor_in_view(table), what="the table scrolled to its cursor")
+    stats = pilot.app.query_one(StatsStrip)
+    await async_wait_for(lambda: stats.status_mix, what="the status mix counted")
     await pilot.pause()
 
 

@@ -23,6 +23,7 @@ from devtunnel.values.terminal import escape
 from tests.helpers import async_wait_for
 from tests.kit.servers import Received, Reply, http_server
 from tests.tui.app_fixtures import fill, inspector, make_exchange, traffic, utc
+from tests.tui.screen_fixtures import laid_out
 
 MARKUP = ["[@click=app.quit]q", "[bold]x[/]", "[/foo]", "\x1b[31mred"]
 """An action, a style, an unbalanced closing tag, and a terminal escape for good measure."""
@@ -166,7 +167,8 @@ async def test_an_export_path_shows_literally_in_the_error_and_the_notice(tmp_pa
     async with app.run_test(size=(200, 40)) as pilot:
         await _ready(app)
         await pilot.press("x")
-        await async_wait_for(lambda: isinstance(app.screen, ExportScreen), what="the export screen")
+        await async_wait_for(lambda: isinstance(app.screen, ExportScreen) and laid_out(app, "#to-file"),
+                             what="the export screen, laid out")
         await pilot.click("#to-file")
         await pilot.pause()
         path = app.screen.query_one("#path", Input)

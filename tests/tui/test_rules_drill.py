@@ -70,7 +70,9 @@ async def test_a_drill_from_a_row_answers_the_next_n_at_the_relay(tmp_path: Path
             # a on the GET row: answer the next 2 like it with 503.
             hook = await select(pilot, table, "/hooks/x")
             await pilot.press("a")
-            await async_wait_for(lambda: isinstance(app.screen, DrillScreen), what="the drill form")
+            # Pushed once the exchange is read; its fields mount after: wait for the one enter submits.
+            await async_wait_for(lambda: isinstance(app.screen, DrillScreen) and app.screen.query("#count")
+                                 and app.screen.query_one("#count").has_focus, what="the drill form, its count focused")
             assert app.screen.exchange.id == hook
             app.screen.query_one("#count").value = "0"
             await pilot.press("enter")

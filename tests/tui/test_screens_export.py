@@ -14,7 +14,7 @@ from devtunnel.export import Export
 from devtunnel.tui.screens.export import copy_export, write_export
 from tests.helpers import async_wait_for
 from tests.tui.app_fixtures import fill, inspector, make_exchange, traffic
-from tests.tui.screen_fixtures import PNG_HEAD, ScreenApp, exchange, json_exchange
+from tests.tui.screen_fixtures import PNG_HEAD, ScreenApp, exchange, json_exchange, laid_out
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +232,8 @@ async def test_x_with_one_marked_request_exports_the_marked_one_not_the_cursor_r
         cursor = table.current_id
         assert cursor is not None and cursor != marked
         await pilot.press("x")
-        await async_wait_for(lambda: isinstance(app.screen, ExportScreen), what="the export screen")
+        await async_wait_for(lambda: isinstance(app.screen, ExportScreen) and laid_out(app, "#to-file"),
+                             what="the export screen, laid out")
         assert paths[marked] in str(app.screen.query_one(".title", Static).render())
         await pilot.click("#to-file")
         await pilot.pause()

@@ -58,7 +58,7 @@ async def test_palette_sends_a_signed_sample_through_the_tunnel_and_the_row_appe
             await pilot.press(*"Send a sample webhook")
             await async_wait_for(lambda: "Send a sample webhook" in screen_text(app), what="the command")
             await pilot.press("enter")
-            await async_wait_for(lambda: isinstance(app.screen, SendSampleScreen), what="the send screen")
+            await async_wait_for(lambda: _send_screen_mounted(app), what="the send screen")
             screen = app.screen
             assert isinstance(screen, SendSampleScreen)
             screen.query_one("#send-sample").value = _index("stripe", "payment_intent.succeeded")

@@ -155,9 +155,12 @@ async def test_many_hints_at_once_come_up_in_one_notification_that_counts_the_re
 
 def test_tunnels_panel_with_a_hint(snap_compare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        from devtunnel.tui.widgets import RequestTable
+        from devtunnel.tui.widgets import RequestTable, StatsStrip
         app = pilot.app
-        await async_wait_for(lambda: len(app.query_one(RequestTable).ids) == 6, what="ids")
+        table = app.query_one(RequestTable)
+        await async_wait_for(lambda: len(table.ids) == 6 and all(table.cached_row(i) for i in table.ids), what="rows")
+        stats = app.query_one(StatsStrip)
+        await async_wait_for(lambda: stats.status_mix, what="the status mix counted")
         panel = app.query_one(TunnelsPanel)
         panel.update_tunnels([
             TunnelView("web", "https://web.tunnel.example.com", "http://127.0.0.1:5173", "online", requests=6,
