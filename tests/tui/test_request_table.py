@@ -173,3 +173,20 @@ async def test_a_store_error_while_applying_live_changes_is_said_and_the_changes
         await async_wait_for(lambda: table.cached_row(fixed_id(7)) is not None, what="the late row")
         await pilot.pause()
         assert "/late" in screen_lines(table)[4]
+
+
+async def test_the_cursor_is_scrolled_into_view_before_a_layout_has_shown_the_scrollbar(tmp_path: Path) -> None:
+    # The table scrolls to its cursor a refresh after the list grew; Textual lets a widget scroll
+    # only once a layout has shown its scrollbar, which may come later still: the following
+    # table then stayed at its top, the newest row out of sight, until a key or a new row.
+    db = fill(tmp_path / "captures.db", traffic(3))
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(RequestTable)
+        await _rows_shown(table)
+        await pilot.pause()
+        assert not table.allow_vertical_scroll  # 3 rows: no scrollbar yet
+        table.set_total(60)  # the list grew, and no layout has run since
+        table.cursor = 59
+        table._scroll_cursor_into_view()
+        assert round(table.scroll_y) == 59 - table._page + 1

@@ -469,13 +469,16 @@ class RequestTable(ScrollView, can_focus=True):
         return max(1, self.scrollable_content_region.height - 1)
 
     def _scroll_cursor_into_view(self) -> None:
+        # ``force``: Textual lets a widget scroll only once a layout has shown its scrollbar,
+        # which may come after this (the virtual size just grew, a refresh ago); unforced, the
+        # table stayed at its top, its cursor's row out of sight, until a key or a new row.
         if self.cursor < 0:
             return
         top = round(self.scroll_y)
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
         elif self.cursor >= top + self._page:
-            self.scroll_to(y=self.cursor - self._page + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor - self._page + 1, animate=False, immediate=True, force=True)
 
     def action_cursor_up(self) -> None:
         self._move(self.cursor - 1)
