@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.worker import Worker
 
 from devtunnel.capture.model import Exchange
@@ -50,6 +52,9 @@ from devtunnel.tui.widgets.footer import Footer
 
 if TYPE_CHECKING:
     from devtunnel.webhooks.context import WebhookContext
+
+
+_W = TypeVar("_W", bound=Widget)
 
 
 class InspectorApp(App[None]):
@@ -189,9 +194,21 @@ class InspectorApp(App[None]):
             return action in self.EXCHANGE_ACTIONS and isinstance(self.screen, DetailScreen)
         return True
 
+    def _main(self, kind: type[_W]) -> _W | None:
+        """The main screen's widget of ``kind``; None once the app is closing: Textual takes its
+        screens down before it handles the messages still queued (a tunnel's change from the
+        agent's events, a poll's answer, a tick), and only then unmounts the app."""
+        try:
+            return self.query_one(kind)
+        except NoMatches:
+            return None
+
     def _tick(self) -> None:
-        self.query_one(StatsStrip).tick()
-        self.query_one(TunnelsPanel).refresh()
+        stats, panel = self._main(StatsStrip), self._main(TunnelsPanel)
+        if stats is None or panel is None:
+            return
+        stats.tick()
+        panel.refresh()
         self.live.watch_store()
         if int(time.monotonic()) % 2 == 0:
             self.live.refresh_mix()
@@ -207,7 +224,9 @@ class InspectorApp(App[None]):
         restarted = status.state == "running" and status.restarts > 0
         first_start = status.state == "running" and not status.restarts
         self.backend.api_url = status.api_url
-        panel = self.query_one(TunnelsPanel)
+        panel = self._main(TunnelsPanel)
+        if panel is None:
+            return
         panel.set_agent(status)
         if status.state != "running":
             panel.update_tunnels([], replace=True)  # they went with the agent
@@ -224,7 +243,8 @@ class InspectorApp(App[None]):
     @work(group="tunnels", exit_on_error=False)
     async def _restore_tunnels(self) -> None:
         started, problems = await self.backend.restore_tunnels()
-        self.query_one(TunnelsPanel).update_tunnels(started)
+        if (panel := self._main(TunnelsPanel)) is not None:
+            panel.update_tunnels(started)
         for problem in problems:
             self.notify(problem, title="Tunnel not restored", severity="error")
         self.live.reload()
@@ -258,7 +278,8 @@ class InspectorApp(App[None]):
 
     @on(TunnelChanged)
     def _tunnel_changed(self, event: TunnelChanged) -> None:
-        self.query_one(TunnelsPanel).update_tunnels([event.tunnel])
+        if (panel := self._main(TunnelsPanel)) is not None:
+            panel.update_tunnels([event.tunnel])
 
     @on(Resync)
     def _resync(self) -> None:
@@ -278,7 +299,8 @@ class InspectorApp(App[None]):
                 self.notify(str(exc), title="Could not list tunnels", severity="error", timeout=10)
             return
         self._poll_failing = False
-        self.query_one(TunnelsPanel).update_tunnels(tunnels, replace=True)
+        if (panel := self._main(TunnelsPanel)) is not None:
+            panel.update_tunnels(tunnels, replace=True)
 
     async def _start_tunnel(self, request: TunnelRequest) -> None:
         try:
@@ -286,7 +308,8 @@ class InspectorApp(App[None]):
         except DevtunnelError as exc:
             self.notify(str(exc), title="Tunnel not started", severity="error")
             return
-        self.query_one(TunnelsPanel).update_tunnels([tunnel])
+        if (panel := self._main(TunnelsPanel)) is not None:
+            panel.update_tunnels([tunnel])
 
     # -- messages from the widgets -----------------------------------------------------
 
@@ -300,7 +323,8 @@ class InspectorApp(App[None]):
 
     @on(RequestTable.FollowChanged)
     def _follow_changed(self, event: RequestTable.FollowChanged) -> None:
-        self.query_one(StatsStrip).marker = "following" if event.following else "paused"
+        if (stats := self._main(StatsStrip)) is not None:
+            stats.marker = "following" if event.following else "paused"
 
     @on(RequestTable.Selected)
     def _selected(self) -> None:
@@ -332,7 +356,8 @@ class InspectorApp(App[None]):
                 view = await self.backend.stop_tunnel(tunnel)
             else:
                 view = await self.backend.restart_tunnel(tunnel)
-            self.query_one(TunnelsPanel).update_tunnels([view])
+            if (panel := self._main(TunnelsPanel)) is not None:
+                panel.update_tunnels([view])
         except DevtunnelError as exc:
             self.notify(str(exc), title=f"Could not {action} {tunnel.name}", severity="error")
 

@@ -609,3 +609,27 @@ async def test_the_inspector_leaves_no_reader_thread_or_database_connection_behi
         assert open_files() > files_before
     await async_wait_for(lambda: not readers() - before, what="the reader threads to end")
     await async_wait_for(lambda: open_files() == files_before, what="the connections to the database to close")
+
+
+async def test_messages_still_queued_as_the_app_closes_are_dropped_not_raised(tmp_path: Path) -> None:
+    """Closed without q (a program embedding it, a test's end), Textual takes the screens down
+    before it handles what is still queued, then unmounts the app: a tunnel's change from the
+    agent's events, the agent's status, a tick or the table's follow state found no panel, and
+    the app ended with NoMatches."""
+    from devtunnel.tui.backend import TunnelView
+    from devtunnel.tui.messages import AgentChanged, TunnelChanged
+    from devtunnel.tui.supervisor import AgentStatus
+    from devtunnel.tui.widgets import TunnelsPanel
+
+    app = inspector(fill(tmp_path / "captures.db", traffic(3)), tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(RequestTable)
+        await async_wait_for(lambda: table.ids and table.cached_row(table.ids[-1]), what="rows")
+        for kind in (TunnelsPanel, StatsStrip):
+            await app.query_one(kind).remove()  # as the closing app's screens are taken down
+        app.post_message(TunnelChanged(TunnelView("web", "https://web.example.com", "http://127.0.0.1:1", "online")))
+        app.post_message(AgentChanged(AgentStatus("running", api_url=None)))
+        app.post_message(RequestTable.FollowChanged(table, False))
+        app._tick()
+        await pilot.pause()
+        assert app.is_running
