@@ -35,7 +35,12 @@ async def test_a_filter_typed_right_after_slash_goes_to_the_filter_bar(tmp_path:
         await async_wait_for(lambda: table.total == 12, what="the list")
         burst(app, *"/method:GET")
         bar = app.query_one(FilterBar)
-        await async_wait_for(lambda: bar.input.value == "method:GET", what="the filter typed")
+        try:
+            await async_wait_for(lambda: bar.input.value == "method:GET", what="the filter typed")
+        except AssertionError as exc:  # late, or gone elsewhere: say where the keys went
+            raise AssertionError(f"{exc}: the bar holds {bar.input.value!r}, focus on {app.focused!r}, marked "
+                                 f"{table.marked!r}, notices {[n.message for n in app._notifications]!r}, "
+                                 f"{app.typed_ahead.held} keys held") from None
         await pilot.pause()
         assert bar.input.value == "method:GET"
         assert table.marked == set() and not app._notifications
