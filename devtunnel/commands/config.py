@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -267,12 +266,14 @@ def _set(args: argparse.Namespace) -> int:
 
 def _project_tunnel(key: str) -> str | None:
     """``tunnels.NAME`` when ``key`` is a setting of a tunnel that ./devtunnel.toml defines, else None."""
+    from devtunnel.config.load import parse_file
+
     parts = key.split(".")
-    if len(parts) != 3 or parts[0] != "tunnels":
+    if len(parts) != 3 or parts[0] != "tunnels" or not project_file().is_file():
         return None
     try:
-        tunnels = tomllib.loads(project_file().read_text(encoding="utf-8")).get("tunnels")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        tunnels = parse_file(project_file())[1].get("tunnels")
+    except ConfigError:  # a file that cannot be read: the error alone, as before
         return None
     return f"tunnels.{parts[1]}" if isinstance(tunnels, dict) and parts[1] in tunnels else None
 
