@@ -598,6 +598,9 @@ async def test_a_response_head_larger_than_the_relay_announced_it_takes_is_a_502
                     await ws.send(conn.data_to_send())
                 if sid in answers:
                     break
+        # Stay connected: a relay that returned here would close, and the agent's reconnection
+        # would get the three requests again, recorded again.
+        await ws.wait_closed()
 
     records: list[Exchange] = []
     server = await asyncio.start_server(service, "127.0.0.1", 0)
