@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from textual.widgets import Input, Static, TextArea
+from textual.widgets import Checkbox, Input, Static, TextArea
 
 from devtunnel.capture.model import Exchange, Headers
 from devtunnel.errors import ReplayError
@@ -16,7 +16,7 @@ from devtunnel.tui.screens import DiffScreen, EditReplayScreen
 from devtunnel.tui.screens.edit import HeaderRow
 from tests.helpers import async_wait_for, free_port
 from tests.kit.servers import Received, Reply, http_server
-from tests.tui.screen_fixtures import HOSTILE, ScreenApp, exchange, json_exchange, screen_text
+from tests.tui.screen_fixtures import HOSTILE, ScreenApp, exchange, json_exchange, screen_text, stripe_exchange
 
 
 class Recorder:
@@ -146,6 +146,31 @@ async def test_up_and_down_move_between_the_rows_of_fields_and_on_to_the_body() 
         headers = send.edits[0].headers
         assert headers is not None
         assert dict(headers.fields)[b"Content-Type"] == b"application/json; charset=utf-8"
+
+
+async def test_down_goes_on_past_the_signatures_checkbox_to_the_body_and_up_comes_back() -> None:
+    """A signed delivery's form has the signature's checkbox between its rows and the body. Down
+    stopped there: the keys a user typed next (to change the body) went nowhere."""
+    ex = stripe_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        rows = list(app.screen.query(HeaderRow))
+        checkbox, body = app.screen.query_one("#as-captured", Checkbox), app.screen.query_one("#body", TextArea)
+        await pilot.press(*["down"] * len(rows))
+        assert app.focused is rows[-1].query_one(".name", Input)
+        await pilot.press("down")
+        assert app.focused is checkbox
+        await pilot.press("up")
+        assert app.focused is rows[-1].query_one(".name", Input)
+        await pilot.press("down", "down")
+        assert app.focused is body
+        await pilot.press("end", "backspace", *' ,"livemode":false}')
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0].body == ex.request.body[:-1] + b' ,"livemode":false}'
+        assert not checkbox.value, "a key meant for the body toggled the checkbox"
 
 
 async def test_up_and_down_pass_over_a_field_that_cannot_be_edited() -> None:

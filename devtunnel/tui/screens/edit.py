@@ -134,6 +134,13 @@ class FieldInput(Input):
     ]
 
 
+class FieldCheckbox(Checkbox):
+    """The signature's checkbox, between the last row and the body: Up and Down go on from it
+    as from a field."""
+
+    BINDINGS: ClassVar[list[BindingType]] = FieldInput.BINDINGS
+
+
 def escaped_input(text: str, shown: str, **options: str) -> Input:
     """An input for captured ``text`` shown as ``shown`` (``escape_control``). A field that
     needed escapes (a tab, bytes that are not UTF-8, a bidi control) cannot be edited, as a body
@@ -201,7 +208,7 @@ class EditReplayScreen(Screen[None]):
     | ctrl+r | Remove the header row that has the focus. |
     | ctrl+o | Send a webhook's captured signature instead of signing it afresh (toggle). |
     | ctrl+d | Diff the original exchange against the replayed one (after a send). |
-    | up / down | Move to the field above or below (the same column of the next row; from the last row, the body). |
+    | up / down | Move to the field above or below (the same column of the next row; from the last row, the signature's checkbox if there is one, then the body). |
     | tab / shift+tab | Move between fields. |
     | escape | Close. |
     """
@@ -300,7 +307,7 @@ class EditReplayScreen(Screen[None]):
                 yield HeaderRow(*Headers([raw]).display_items()[0], raw=raw)
         if self._provider is not None:
             with Horizontal(id="signature-bar"):
-                yield Checkbox("send captured signature", id="as-captured", compact=True)
+                yield FieldCheckbox("send captured signature", id="as-captured", compact=True)
                 yield Static(self._signature_hint(False), id="signature-hint", markup=False)
         with Horizontal(id="body-bar", classes="section"):
             yield Static(self._body_label(), id="body-label", markup=False)
@@ -460,9 +467,12 @@ class EditReplayScreen(Screen[None]):
     def _move_between_rows(self, step: int) -> None:
         """Focus the field in the same column of the next row ``step`` away that has one to
         focus (a field shown with escapes cannot be), else the other column's; past the last
-        row, what follows the form."""
+        row, what follows the form. From the signature's checkbox (between the rows and the
+        body), down goes on to the body and up back to the last row."""
         rows = self._field_rows()
         at = next(((r, row.index(self.focused)) for r, row in enumerate(rows) if self.focused in row), None)
+        if at is None and self.focused is not None and self.focused.id == "as-captured":
+            at = (len(rows), 0)
         if at is None:
             return
         r, column = at
@@ -470,7 +480,7 @@ class EditReplayScreen(Screen[None]):
         candidates: list[Widget] = [field for row in onward for field in (row[column], row[1 - column])]
         if step > 0:
             candidates += [*self.query("#as-captured"), *self.query("#body")]
-        target = next((widget for widget in candidates if widget.focusable), None)
+        target = next((widget for widget in candidates if widget.focusable and widget is not self.focused), None)
         if target is not None:
             target.focus()
 
