@@ -737,6 +737,8 @@ def _export(args: argparse.Namespace) -> int:
         options["body_dir"] = str(folder)
     if "webhooks" in options_of(args.format):  # the variables devtunnel.toml names, as a replay signs from
         options["webhooks"] = webhooks
+    if "path" in options_of(args.format) and out is not None:  # a pytest module's command to run it
+        options["path"] = args.output
     matches = _Matches(store, _export_keys(store, args), expired.see)
     pieces = PIECES[args.format](matches, **options)
     side = _SideFiles(folder)

@@ -28,6 +28,7 @@ the service) become a skipped test that says why.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.capture.verdict import Signature
 from devtunnel.export.base import Export, each_prepared, joined
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_value, is_token
-from devtunnel.values.terminal import quoted
+from devtunnel.values.terminal import escape, quoted
 from devtunnel.webhooks import BUILTIN, Provider, delivery_of, detect
 from devtunnel.webhooks.custom import CustomProvider
 
@@ -46,9 +47,9 @@ _DROP = frozenset(name.decode() for name in HOP_BY_HOP | FRAMING) | {"host", "ex
 _HEADER = '''\
 """{count} captured request(s) sent again to a running service, checking the status it answered then.
 
-Made by `devtunnel export --format pytest`. Run it with the service up:
+Made by `devtunnel export --format pytest`. {run}
 
-    DEVTUNNEL_BASE_URL=http://127.0.0.1:8000 pytest {{this file}}
+    DEVTUNNEL_BASE_URL=http://127.0.0.1:8000 pytest {path}
 
 DEVTUNNEL_BASE_URL defaults to the service each request was captured for. Webhook deliveries are
 signed afresh from the secret variables their receivers read ({envs}).
@@ -344,7 +345,9 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> t
     return "\n".join(lines) + "\n", secret_env
 
 
-def pytest_pieces(exchanges: Iterable[Exchange], *, redact: bool = False, webhooks: Any = None) -> Iterator[Export]:
+def pytest_pieces(
+    exchanges: Iterable[Exchange], *, redact: bool = False, webhooks: Any = None, path: str | None = None
+) -> Iterator[Export]:
     """The module of :func:`export_pytest` a test at a time. Its head names the tests' count and
     the secret variables they sign from, so the exchanges are read twice: once for those, then
     for the tests, one at a time (``exchanges`` is iterated twice; an iterator is read into a list).
@@ -363,12 +366,25 @@ def pytest_pieces(exchanges: Iterable[Exchange], *, redact: bool = False, webhoo
             found.add(env)
     width = max(2, len(str(count)))
     envs = sorted(found or {p.secret_env for p in BUILTIN})
-    yield Export(_HEADER.format(count=count, envs=", ".join(envs)))
+    if path is None:
+        run, path = "Save it as a test file and run it with the service up:", "test_captured.py"
+    else:
+        run = "Run it with the service up:"
+    yield Export(_HEADER.format(count=count, envs=", ".join(envs), run=run, path=_docstring_text(shlex.quote(path))))
     for i, ex in enumerate(each_prepared(exchanges, redact=redact), 1):
         yield Export("\n\n" + _test(i, ex, width, webhooks)[0])
 
 
-def export_pytest(exchanges: Sequence[Exchange], *, redact: bool = False, webhooks: Any = None) -> Export:
+def _docstring_text(text: str) -> str:
+    """``text`` (the name of a file, which may hold any character) as the module's docstring
+    shows it: control and invisible characters as visible escapes (``values.terminal.escape``),
+    then the backslashes and quotes of those escaped again for the Python source."""
+    return escape(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def export_pytest(
+    exchanges: Sequence[Exchange], *, redact: bool = False, webhooks: Any = None, path: str | None = None
+) -> Export:
     """A pytest module with one test per exchange (see the module's docstring).
 
     Args:
@@ -381,8 +397,9 @@ def export_pytest(exchanges: Sequence[Exchange], *, redact: bool = False, webhoo
             tunnel's ``[webhooks.PROVIDER]`` names, and a custom provider's scheme is written
             into the module. None: the built-in providers and their conventional variables.
             Only variable names enter the module, never a secret.
+        path: the file the module is written to, named in its docstring's command to run it.
 
     Raises:
         ExportError: no exchanges.
     """
-    return joined(pytest_pieces(exchanges, redact=redact, webhooks=webhooks))
+    return joined(pytest_pieces(exchanges, redact=redact, webhooks=webhooks, path=path))

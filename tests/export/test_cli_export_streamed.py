@@ -79,8 +79,10 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-def whole(db: Path, fmt: str, expression: str, folder: Path, *extra: str) -> tuple[bytes, dict[str, bytes]]:
-    """What the whole export gives: every match in memory, then ``export``."""
+def whole(db: Path, fmt: str, expression: str, folder: Path, *extra: str,
+          out: Path | None = None) -> tuple[bytes, dict[str, bytes]]:
+    """What the whole export gives: every match in memory, then ``export`` (to the file ``out``,
+    which a pytest module names)."""
     store = Store(db, readonly=True)
     try:
         exchanges = store.query(expression)
@@ -89,6 +91,8 @@ def whole(db: Path, fmt: str, expression: str, folder: Path, *extra: str) -> tup
     options: dict[str, object] = {"body_dir": str(folder)} if fmt in ("curl", "httpie", "raw") else {}
     if "--redact" in extra:
         options["redact"] = True
+    if fmt == "pytest" and out is not None:
+        options["path"] = str(out)
     result = export(fmt, exchanges, **options)
     return result.text.encode("utf-8"), result.files
 
@@ -104,7 +108,7 @@ def test_every_format_writes_the_bytes_of_the_whole_export(db: Path, tmp_path: P
     done = subprocess.run([DEVTUNNEL, "--db", str(db), "export", f"--filter={expression}", "--format", fmt, *extra,
                            "-o", str(out)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    text, files = whole(db, fmt, expression, folder, *extra)
+    text, files = whole(db, fmt, expression, folder, *extra, out=out)
     assert out.read_bytes() == text
     for name, data in files.items():
         assert Path(name).read_bytes() == data, name

@@ -108,6 +108,7 @@ def test_a_pytest_module_checks_the_refusal_of_a_delivery_whose_signature_was_re
         made_module = _export(db, tmp_path, fine.id, refused.id, "--format", "pytest", "-o", str(module))
         assert made_module.returncode == 0, made_module.stderr
         assert "sent as captured, the refusal is checked" in module.read_text()
+        assert f"DEVTUNNEL_BASE_URL=http://127.0.0.1:8000 pytest {module}\n" in module.read_text()  # how to run it
         env = {**_env(tmp_path), "STRIPE_WEBHOOK_SECRET": SECRET}
         ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                               str(module)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)

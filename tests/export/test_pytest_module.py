@@ -111,6 +111,27 @@ def test_hostile_captures_become_literals_and_unreplayable_ones_are_skipped_with
     assert "the header 'X-Evil' holds a control byte; httpx cannot send it" in text
 
 
+@pytest.mark.parametrize(("path", "shown"), [
+    (None, "Save it as a test file and run it with the service up:\n\n"
+           "    DEVTUNNEL_BASE_URL=http://127.0.0.1:8000 pytest test_captured.py\n"),
+    ("tests/test_hooks.py", "Run it with the service up:\n\n"
+                            "    DEVTUNNEL_BASE_URL=http://127.0.0.1:8000 pytest tests/test_hooks.py\n"),
+    ("my hooks/test_it.py", "pytest 'my hooks/test_it.py'\n"),
+    ('a"""b\\c\x1b]0;x\x07.py', "pytest 'a\"\"\"b\\\\c\\x1b]0;x\\x07.py'\n"),
+])
+def test_the_docstring_says_how_to_run_the_file_it_is_written_to(path: str | None, shown: str) -> None:
+    """The module was told to be run with "pytest {this file}". It names the file it is written
+    to now, quoted for a shell; a name holding quotes, a backslash or a control character keeps
+    the module valid Python and its docstring free of terminal escapes."""
+    ex = make_exchange(response=make_response(200), tunnel="t", started_at=0.0, duration=0.1)
+    text = export("pytest", [ex], path=path).text
+    namespace: dict[str, object] = {}
+    exec(compile(text, "x.py", "exec"), namespace)
+    doc = str(namespace["__doc__"])
+    assert shown in doc, doc
+    assert "\x1b" not in text and "\x07" not in text
+
+
 def test_redact_replaces_credentials_in_what_the_tests_send() -> None:
     ex = make_exchange(headers=[("Authorization", "Bearer sk_live_abc"), ("Cookie", "sid=s3cret")],
                        response=make_response(200), tunnel="t", started_at=0.0, duration=0.1)

@@ -292,6 +292,7 @@ async def test_a_pytest_module_names_the_secret_variable_devtunnel_toml_gives(tm
         assert app.dismissed, _message(app)
     text = (tmp_path / "test_hooks.py").read_text()
     assert "secret_env='PAYMENTS_STRIPE_SECRET'" in text and "STRIPE_WEBHOOK_SECRET" not in text
+    assert f"Run it with the service up:\n\n    DEVTUNNEL_BASE_URL=http://127.0.0.1:8000 pytest {tmp_path / 'test_hooks.py'}\n" in text
 
 
 async def test_raw_format_disables_the_url_choice() -> None:

@@ -311,6 +311,8 @@ class ExportScreen(Dialog[str | None]):
             return None
         if "body_dir" in accepted:
             options["body_dir"] = str(path.parent)
+        if "path" in accepted:  # a pytest module's command to run it
+            options["path"] = str(path)
         result = export(format, self.chosen(), **options)
         written = write_export(result, path)
         sentence = f"Exported {format} to {path}"
