@@ -173,6 +173,50 @@ async def test_down_goes_on_past_the_signatures_checkbox_to_the_body_and_up_come
         assert not checkbox.value, "a key meant for the body toggled the checkbox"
 
 
+async def test_esc_with_changes_not_sent_asks_again_before_they_are_lost() -> None:
+    """One esc closed the form, and an edit of minutes went with it. Unchanged, or as sent, it
+    still closes at once; with changes not sent, the first esc says so and the second closes."""
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("end", *"X")  # the method: POSTX
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen and not app.dismissed
+        assert _message(app) == "Changes not sent: esc again discards them, ctrl+s sends them."
+        assert screen.query_one("#message").region.area, "the notice is off screen at 80x24"
+        await pilot.press("backspace", "ctrl+s")  # POST again: nothing to lose, sent as captured
+        await async_wait_for(lambda: send.edits and screen.replayed is not None, what="the replay")
+        await pilot.press("tab", "end", *"&x=1")  # the target: changed, then sent
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: len(send.edits) == 2, what="the second send")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.dismissed, "a form as it was sent closes with one esc"
+
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("escape")  # nothing typed
+        await pilot.pause()
+        assert app.dismissed
+
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.screen.query_one("#body", TextArea).focus()
+        await pilot.press("x", "escape")  # a body that is no longer JSON: still the user's typing
+        await pilot.pause()
+        assert not app.dismissed
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.dismissed
+    assert len(send.edits) == 2
+
+
 async def test_up_and_down_pass_over_a_field_that_cannot_be_edited() -> None:
     """A value shown with escapes cannot have the focus: down from a value goes to that row's
     name, and on to the next row's value after it."""

@@ -210,7 +210,7 @@ class EditReplayScreen(Screen[None]):
     | ctrl+d | Diff the original exchange against the replayed one (after a send). |
     | up / down | Move to the field above or below (the same column of the next row; from the last row, the signature's checkbox if there is one, then the body). |
     | tab / shift+tab | Move between fields. |
-    | escape | Close. |
+    | escape | Close (with changes not sent, press it twice: they are discarded). |
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -267,6 +267,10 @@ class EditReplayScreen(Screen[None]):
         """Response headers that do not make the replay differ, besides the volatile ones."""
         self.replayed: Exchange | None = None
         """The latest exchange the replay produced."""
+        self._last_sent: Edit | None = None
+        """The edit sent last: a form that still describes it has nothing unsent."""
+        self._close_asked = False
+        """Esc was pressed once with changes not sent: the next one closes."""
         request = exchange.request
         kind = body_kind(request.content_type, request.body)
         self._sniffed_json = kind == "json"
@@ -454,8 +458,22 @@ class EditReplayScreen(Screen[None]):
 
     # ------------------------------------------------------------------ actions
 
+    def _unsent_changes(self) -> bool:
+        """Whether the form holds changes to the request that were not sent as they are now."""
+        try:
+            edit = self.build_edit()
+        except ReplayError:
+            return True  # typed, if not yet sendable
+        unchanged = edit.method is None and edit.target is None and edit.headers is None and edit.body is None
+        return not unchanged and edit != self._last_sent
+
     def action_close(self) -> None:
-        """Close the screen."""
+        """Close the screen. With changes not sent, the first esc says so and the next closes:
+        an edit of minutes is not lost to one key."""
+        if not self._close_asked and self._unsent_changes():
+            self._close_asked = True
+            self._show_message("Changes not sent: esc again discards them, ctrl+s sends them.", error=True)
+            return
         self.dismiss(None)
 
     def _field_rows(self) -> list[list[Input]]:
@@ -518,6 +536,7 @@ class EditReplayScreen(Screen[None]):
             self._show_message(f"Not sent: {escape_control(str(exc))}", error=True)
             return
         self._show_message(Text("Sending…", "dim"))
+        self._last_sent, self._close_asked = edit, False
         self.run_worker(partial(self._replay, edit), group="replay", exclusive=True, exit_on_error=False)
 
     async def _replay(self, edit: Edit) -> None:
