@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from devtunnel import lifetime
-from devtunnel.values.app_state import exit_state
+from devtunnel.values.app_state import exit_state, exit_words
 
 __all__ = ["MAX_LINE", "PRIVATE_VARIABLES", "Child", "ChildState", "LogLine", "LogRing", "group_running", "port_accepts"]
 
@@ -344,9 +344,9 @@ class Child:
                 return
             ran = time.monotonic() - started
             failures = 0 if ran >= STABLE_AFTER else failures + 1
-            self.log.add("devtunnel", f"{self.name} exited with code {code}")
+            exited = exit_words(code)
+            self.log.add("devtunnel", f"{self.name} {exited}")
             state = exit_state(code)
-            exited = f"exited with code {code}"
             why = self.last_line("err") if self._crash_line and state == "crashed" else ""
             if why:
                 exited += f": {why}"

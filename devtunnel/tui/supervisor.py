@@ -29,6 +29,7 @@ from typing import Literal
 
 from devtunnel.exit_codes import EXIT_TUNNEL_REFUSED
 from devtunnel.lifetime import follow_parent
+from devtunnel.values.app_state import exit_words
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.paths import PRIVATE_FILE_MODE, make_private_folder
 
@@ -133,7 +134,7 @@ class AgentSupervisor:
             except OSError as exc:
                 returncode, message = None, f"could not start the agent: {exc}"
             else:
-                message = f"agent exited with code {returncode}"
+                message = f"agent {exit_words(returncode)}"
                 if last := self._last_line():
                     message += f": {last}"
             if self._stopping:

@@ -14,7 +14,9 @@ One table for the supervisor (``agent.children``), the agent's hold messages and
 
 from __future__ import annotations
 
-__all__ = ["APP_STATES", "app_state_words", "exit_state"]
+import signal
+
+__all__ = ["APP_STATES", "app_state_words", "exit_state", "exit_words"]
 
 APP_STATES = ("starting", "ready", "crashed", "restarting", "exited", "stopped", "failed")
 """Every state, in the order of the table above."""
@@ -23,6 +25,17 @@ APP_STATES = ("starting", "ready", "crashed", "restarting", "exited", "stopped",
 def exit_state(code: int) -> str:
     """The state of an app that exited with ``code`` (negative: killed by that signal)."""
     return "exited" if code == 0 else "crashed"
+
+
+def exit_words(code: int) -> str:
+    """How a process ended, from its return code: ``exited with code 1``, or for a negative
+    code (``subprocess``'s for a signal) ``killed by SIGTERM``, not ``exited with code -15``."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def app_state_words(state: str, *, restarts: int = 0, exit_code: int | None = None, message: str = "") -> str:

@@ -421,7 +421,7 @@ def test_a_provider_that_dies_is_restarted_and_a_new_url_is_printed_again(
 
     second = "https://run2-deck-organisms-sf.trycloudflare.com"
     agent.line(lambda l: l == f"Forwarding {second} -> http://127.0.0.1:{local[0]}", timeout=30)
-    agent.line(lambda l: "cloudflared exited with code -9 (" in l and l.endswith("); restarting"), lines="err")
+    agent.line(lambda l: "cloudflared killed by SIGKILL (" in l and l.endswith("); restarting"), lines="err")
     agent.line(lambda l: f"cloudflared gave a new public URL: {second}" in l, lines="err")
     tunnel = api_tunnel(api_port)
     assert (tunnel["public_url"], tunnel["state"], tunnel["via"]["restarts"]) == (second, "online", 1)

@@ -1,0 +1,19 @@
+"""How a process devtunnel runs ended, as the log, the panel and the API say it."""
+
+from __future__ import annotations
+
+import pytest
+
+from devtunnel.values.app_state import exit_state, exit_words
+
+
+@pytest.mark.parametrize(("code", "words", "state"), [
+    (0, "exited with code 0", "exited"),
+    (1, "exited with code 1", "crashed"),
+    (-15, "killed by SIGTERM", "crashed"),
+    (-9, "killed by SIGKILL", "crashed"),
+    (-200, "killed by signal 200", "crashed"),  # a number that names no signal
+])
+def test_a_signal_is_named_not_given_as_a_negative_exit_code(code: int, words: str, state: str) -> None:
+    assert exit_words(code) == words
+    assert exit_state(code) == state
