@@ -129,6 +129,9 @@ def test_unsigned_sends_no_signature_even_with_a_secret_set() -> None:
     [
         (["paypal", "x", "--to", "http://127.0.0.1:9"], "unknown provider 'paypal'; known: stripe, github"),
         (["stripe", "nope", "--to", "http://127.0.0.1:9"], "no stripe sample named 'nope'; stripe has: "),
+        # Said before a running agent is looked for: it was "no devtunnel agent answers" (exit 1).
+        (["stripe", "nope", "--api", "http://127.0.0.1:9"], "no stripe sample named 'nope'; stripe has: "),
+        (["paypal", "x", "--api", "http://127.0.0.1:9"], "unknown provider 'paypal'; known: stripe, github"),
         (["stripe"], "give PROVIDER EVENT (devtunnel send --list shows the samples)"),
         (["stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--tunnel", "shop"], "--to URL sends there"),
         (["stripe", "invoice.paid", "--api", "ftp://127.0.0.1:9"], "--api must be the agent API's http:// URL"),

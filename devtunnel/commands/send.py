@@ -147,6 +147,19 @@ def missing_secret(provider_name: str, environ: Mapping[str, str], env_name: str
     return None if secrets else variable
 
 
+def _provider(name: str) -> Provider:
+    provider = by_name(name.lower(), BUILTIN)
+    if provider is None:
+        raise ConfigError(f"unknown provider {quoted(name)}; known: {', '.join(p.name for p in BUILTIN)}")
+    return provider
+
+
+def check_sample(provider_name: str, event: str) -> None:
+    """Raise ``ConfigError`` (naming those there are) unless the provider has a sample ``event``:
+    a usage error said before a running agent is looked for."""
+    sample(_provider(provider_name).name, event, now=0.0)
+
+
 def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str, str],
                 data: str | None = None, assignments: Sequence[str] = (), env_name: str | None = None,
                 unsigned: bool = False, timeout: float = 10.0, insecure: bool = False,
@@ -170,9 +183,7 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
         ConfigError: bad usage (unknown provider or sample, bad URL, no secret, a bad edit).
         SendFailed: the receiver could not be reached, or the exchange broke.
     """
-    provider = by_name(provider_name.lower(), BUILTIN)
-    if provider is None:
-        raise ConfigError(f"unknown provider {quoted(provider_name)}; known: {', '.join(p.name for p in BUILTIN)}")
+    provider = _provider(provider_name)
     now = time.time()
     made = sample(provider.name, event, now=now)
     url, host = send_url(to, made.info.path)
@@ -248,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give PROVIDER EVENT (devtunnel send --list shows the samples)")
         if args.to and (args.tunnel or args.api):
             raise ConfigError("--to URL sends there: --tunnel and --api choose a running tunnel instead")
+        check_sample(args.provider, args.event)
         webhooks = webhook_context(settings_of(args), os.environ)
         if args.to:
             to = args.to
