@@ -44,9 +44,9 @@ async def test_inspector_starts_a_tunnel_shows_live_rows_and_survives_an_agent_c
         await pilot.press("n")
         await async_wait_for(lambda: isinstance(app.screen, NewTunnelScreen), what="the form")
         await pilot.press(*"not a port", "enter")
-        assert "not a port, HOST:PORT" in str(app.screen.query_one("#tunnel-error").render())
+        assert "invalid target 'not a port': the port is missing" in str(app.screen.query_one("#tunnel-error").render())
         app.screen.query_one("#target").value = str(service)
-        app.screen.query_one("#name").value = "shop"
+        app.screen.query_one("#name").value = "Shop"  # lowered, as devtunnel http --name and the API do
         await pilot.press("enter")
         await async_wait_for(lambda: panel.tunnels.get("shop") and panel.tunnels["shop"].state == "online",
                              timeout=20, what="the tunnel online")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,11 +13,10 @@ from devtunnel.tui.screens.dialog import Dialog
 from textual.widgets import Button, Input, Label, Static
 
 from devtunnel.tui.render import message_text
-from devtunnel.values.terminal import quoted
-from devtunnel.values.numbers import is_decimal
-
-_TARGET = re.compile(r"^(\d{1,5}|[\w.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}|https?://\S+)$")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+from devtunnel.errors import ConfigError
+from devtunnel.values.names import validate_name
+from devtunnel.values.relay_url import relay_connect_url
+from devtunnel.values.target import parse_target
 
 
 @dataclass(frozen=True)
@@ -31,17 +29,20 @@ class TunnelRequest:
 
 
 def check(target: str, name: str, relay: str) -> str | None:
-    """The problem with the form's values, or None when they can be sent."""
+    """The problem with the form's values, or None when they can be sent: the rules and words
+    of ``devtunnel http`` and the agent API (``parse_target``, ``validate_name``,
+    ``relay_connect_url``), so the form neither refuses what they take (a name in capitals,
+    lowered) nor takes what they refuse (a reserved name, a relay URL with a password)."""
     if not target:
         return "target is required: a port (8080), HOST:PORT or a URL"
-    if not _TARGET.match(target):
-        return f"target {quoted(target)} is not a port, HOST:PORT or http(s) URL"
-    if is_decimal(target) and not 0 < int(target) < 65536:
-        return f"port {target} is out of range (1-65535)"
-    if name and not _NAME.match(name):
-        return "name must be lower-case letters, digits and dashes (a DNS label)"
-    if relay and not relay.startswith(("ws://", "wss://", "http://", "https://")):
-        return "relay must be a ws://, wss://, http:// or https:// URL"
+    try:
+        parse_target(target)
+        if name:
+            validate_name(name)
+        if relay:
+            relay_connect_url(relay)
+    except ConfigError as exc:
+        return str(exc)
     return None
 
 
