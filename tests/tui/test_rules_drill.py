@@ -92,3 +92,16 @@ async def test_a_drill_from_a_row_answers_the_next_n_at_the_relay(tmp_path: Path
         await agent.stop()
         recorder.close()
         store.close()
+
+
+@pytest.mark.parametrize("status", [200, 204, 304, 418, 503])
+def test_the_drills_rule_is_one_the_rules_take_for_every_status_the_form_takes(status: int) -> None:
+    """A drill of 204 or 304 carried its note as a body, which the rules refuse after such a
+    head ("Drill not added: ... a 204 answer has no body")."""
+    from devtunnel.tui.screens.drill import Drill, check
+
+    assert check("3", str(status)) is None
+    rule = Drill("shop", 'method:GET path:"/x"', 3, status).rule()
+    (parsed,) = parse_rules([rule], "the drill", files=False)
+    assert (parsed.status, parsed.count) == (status, 3)
+    assert bool(parsed.body) == (status not in (204, 304))

@@ -14,6 +14,7 @@ from devtunnel.tui.screens.dialog import Dialog
 from textual.widgets import Button, Input, Label, Static
 
 from devtunnel.capture.model import Exchange
+from devtunnel.rules.model import BODILESS
 from devtunnel.tui.render import message_text
 from devtunnel.values.terminal import as_text
 from devtunnel.values.numbers import is_decimal
@@ -29,9 +30,12 @@ class Drill:
     status: int
 
     def rule(self) -> dict[str, Any]:
-        """The rule as the agent API takes it."""
-        return {"action": "respond", "match": self.match, "status": self.status, "count": self.count,
-                "body": f"devtunnel drill: answered {self.status} at the relay\n"}
+        """The rule as the agent API takes it; a 204 or 304 (``BODILESS``) without the body
+        that says where the answer came from, which the rules refuse after such a head."""
+        rule: dict[str, Any] = {"action": "respond", "match": self.match, "status": self.status, "count": self.count}
+        if self.status not in BODILESS:
+            rule["body"] = f"devtunnel drill: answered {self.status} at the relay\n"
+        return rule
 
 
 def like(exchange: Exchange) -> str:
