@@ -82,6 +82,19 @@ class Tmux:
             raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
 
 
+def wait_online(tmux: Tmux, name: str, log_path: Path | None = None) -> str:
+    """The relay port of tunnel ``name`` once the inspector shows it online; on timeout the
+    failure shows the screen and, with ``log_path``, the end of the agent's log."""
+    pattern = rf"http://{re.escape(name)}\.localhost:(\d+).*online"
+    try:
+        screen = tmux.wait_showing(pattern, timeout=45, what=f"tunnel {name} online on screen")
+    except AssertionError as exc:
+        if log_path is None:
+            raise
+        raise AssertionError(f"{exc}\nagent log:\n{_log_tail(log_path)}") from None
+    return re.search(pattern, screen).group(1)  # type: ignore[union-attr]
+
+
 def exit_status(status: Path, timeout: float = 20) -> str:
     """The exit code the pane's shell wrote to ``status`` (``...; echo $? > status``), once written.
 
@@ -129,11 +142,7 @@ def test_http_command_shows_curl_traffic_on_screen_and_quits_with_q(tmp_path: Pa
     tmux.start(command, 120, 36)
 
     log_path = tmp_path / "state" / "devtunnel" / "agent.log"
-    try:
-        screen = tmux.wait_showing(r"http://e2e\.localhost:\d+.*online", timeout=45, what="the tunnel online on screen")
-    except AssertionError:
-        raise AssertionError(f"no tunnel on screen:\n{tmux.screen()}\nagent log:\n{_log_tail(log_path)}") from None
-    port = re.search(r"http://e2e\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
+    port = wait_online(tmux, "e2e", log_path)
 
     for path in ("/hello?x=[bold]1", "/teapot"):
         done = subprocess.run(["curl", "-g", "-s", "-i", "-H", f"Host: e2e.localhost:{port}",
@@ -175,8 +184,7 @@ def test_closing_the_terminal_stops_the_agent(tmp_path: Path, service: int, tmux
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name hup")
     tmux.start(command, 100, 30)
-    screen = tmux.wait_showing(r"http://hup\.localhost:\d+.*online", timeout=45, what="the tunnel")
-    port = re.search(r"http://hup\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
+    port = wait_online(tmux, "hup")
     inspector_pid = int(tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip())
     tmux.run("kill-session", "-t", "e2e")  # the terminal goes away: SIGHUP
     wait_for(lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
@@ -189,8 +197,7 @@ def test_sigterm_quits_cleanly_and_stops_the_agent(tmp_path: Path, service: int,
     command = (f"env XDG_STATE_HOME={tmp_path / 'state'} TERM=xterm-256color "
                f"{DEVTUNNEL} http {service} --db {tmp_path / 'captures.db'} --name term; echo $? > {status}")
     tmux.start(command, 100, 30)
-    screen = tmux.wait_showing(r"http://term\.localhost:\d+.*online", timeout=45, what="the tunnel")
-    port = re.search(r"http://term\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
+    port = wait_online(tmux, "term")
     shell = tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip()
     inspector_pid = int(subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()[0])
     os.kill(inspector_pid, signal.SIGTERM)

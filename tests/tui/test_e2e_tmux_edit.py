@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_for
-from tests.tui.test_e2e_tmux import DEVTUNNEL, Tmux, _log_tail, exit_status
+from tests.tui.test_e2e_tmux import DEVTUNNEL, Tmux, exit_status, wait_online
 from tests.webhooks.receivers import RECEIVER_SECRETS, receiver
 
 pytestmark = [
@@ -43,12 +42,7 @@ def test_a_delivery_edited_with_keys_alone_is_signed_afresh_and_accepted(tmp_pat
               f"STRIPE_WEBHOOK_SECRET={SECRET} TERM=xterm-256color"
         tmux.start(f"{env} {DEVTUNNEL} http {port} --db {tmp_path / 'captures.db'} --name hooks; "
                    f"echo $? > {tmp_path / 'status'}", 120, 40)
-        log_path = tmp_path / "state" / "devtunnel" / "agent.log"
-        try:
-            screen = tmux.wait_showing(r"http://hooks\.localhost:\d+.*online", timeout=45, what="the tunnel online")
-        except AssertionError:
-            raise AssertionError(f"no tunnel on screen:\n{tmux.screen()}\nagent log:\n{_log_tail(log_path)}") from None
-        relay = re.search(r"http://hooks\.localhost:(\d+)", screen).group(1)  # type: ignore[union-attr]
+        relay = wait_online(tmux, "hooks", tmp_path / "state" / "devtunnel" / "agent.log")
 
         sent = subprocess.run([DEVTUNNEL, "send", "stripe", "payment_intent.succeeded",
                                "--to", f"http://hooks.localhost:{relay}"],
