@@ -118,7 +118,7 @@ class AgentGate:
             rules, refusal = _hello_rules(hello)
         if refusal is not None:
             code, reason = refusal
-            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer,
+            self._peer_errors.log(_refusal_kind(code), self._log_level, "agent %s refused: %s", peer,
                                   clipped(reason, MAX_AGENT_TEXT))
             await _refuse(conn, send, code, reason, receive)
             return
@@ -131,7 +131,7 @@ class AgentGate:
         if refusal is not None:
             code, reason = refusal
             # A name refused as no name quotes it, and a HELLO may ask for one of 64 KiB: cut, as above.
-            self._peer_errors.log("agent-refused", self._log_level, "agent %s refused: %s", peer,
+            self._peer_errors.log(_refusal_kind(code), self._log_level, "agent %s refused: %s", peer,
                                   clipped(reason, MAX_AGENT_TEXT))
             await _refuse(conn, send, code, reason, receive)
             return
@@ -315,6 +315,13 @@ async def _read_hello(conn: RelayConnection, receive: Receive) -> Hello | None:
         for event in conn.receive_data(data):
             if isinstance(event, Hello):
                 return event
+
+
+def _refusal_kind(code: ErrorCode) -> str:
+    """The log's kind for an agent refused with ``code``: a token refused is a kind of its own,
+    so guesses at the token are said (a line, then their count) however many agents are refused
+    for other reasons in the same seconds: another's flood of bad handshakes cannot hide them."""
+    return "agent-token-refused" if code == ErrorCode.AUTH_FAILED else "agent-refused"
 
 
 async def _refuse(conn: RelayConnection, send: Send, code: ErrorCode, reason: str, receive: Receive) -> None:

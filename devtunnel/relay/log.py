@@ -23,6 +23,7 @@ KINDS = {
     "body-stalled": "stalled request bodies",
     "client-share": "requests over a client address's share of a tunnel",
     "agent-refused": "agents refused",
+    "agent-token-refused": "agents refused for their token",
     "invalid-response": "agent responses that were not valid HTTP",
     "held-responses": "streams reset for holding responses their clients had not read",
     "pending-refused": "connections refused for their address's connections waiting to send a request",

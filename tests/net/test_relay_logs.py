@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -16,10 +17,10 @@ from devtunnel.relay.server import Relay
 from devtunnel.values.relay_url import CONNECT_PATH
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.protocol import frames
-from devtunnel.protocol.events import WebSocketClosed
+from devtunnel.protocol.events import GoAway, WebSocketClosed
 from tests.helpers import async_wait_for, free_port
 from tests.kit.procs import DEVTUNNEL, Proc, procs  # noqa: F401 (a fixture)
-from tests.net._relay_agent import AgentRequest, connect_agent, running_relay
+from tests.net._relay_agent import AgentRequest, ScriptedAgent, connect_agent, running_relay
 
 BAD = b"\x00BAD\r\n\r\n"
 FLOOD = 500
@@ -222,9 +223,33 @@ async def test_hostile_handshakes_are_refused_with_one_line_and_no_traceback(cap
         assert relay.tunnels == []
     assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records if r.exc_info]
     refusals = [r.getMessage() for r in relay_records(caplog) if "refused" in r.getMessage()]
-    assert len(refusals) == 2, refusals  # the first, then the summary written as the relay stops
+    # The one token refused, its own kind; the first of the others, then their summary as the relay stops.
+    assert len(refusals) == 3, refusals
     assert refusals[0].endswith("refused: token refused: it is not valid Unicode text")
-    assert re.fullmatch(r"\d+ more agents refused in the last 10 s", refusals[1])
+    assert "refused: tunnel name" in refusals[1]
+    assert re.fullmatch(r"\d+ more agents refused in the last 10 s", refusals[2])
+
+
+async def test_guesses_at_the_token_are_said_however_many_other_agents_are_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Token refusals shared a kind with every other refusal: behind a stream of bad handshakes,
+    guesses at the token were only part of "N more agents refused"."""
+    caplog.set_level(logging.INFO)
+    async with running_relay(head_timeout=0.3) as relay:
+        for payload in HOSTILE_HELLOS[2:]:  # bad handshakes with the right token, or none readable
+            async with websockets.connect(f"ws://127.0.0.1:{relay.port}{CONNECT_PATH}", ping_interval=None) as ws:
+                await ws.send(payload)
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+        for guess in ("password", "s3cret", "s3cret-token1"):
+            agent = ScriptedAgent(relay.port, token=guess, name="demo")
+            assert isinstance(await agent.connect(), GoAway)
+            await agent.close()
+    refusals = [r.getMessage() for r in relay_records(caplog) if "refused" in r.getMessage()]
+    assert any(m.endswith("refused: token refused: it is not one of the relay's tokens") for m in refusals), refusals
+    assert summarised(relay_records(caplog), "agents refused for their token") == 2, refusals
+    assert not any(r.exc_info for r in caplog.records)
 
 
 async def test_a_hello_of_64_kib_before_any_token_is_logged_cut_by_the_relay_command(procs: list[Proc]) -> None:
