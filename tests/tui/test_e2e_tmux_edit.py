@@ -65,7 +65,7 @@ def test_a_delivery_edited_with_keys_alone_is_signed_afresh_and_accepted(tmp_pat
         edited = {"id": "evt_edited", "object": "event", "type": "payment_intent.succeeded",
                   "data": {"object": {"id": "pi_1", "object": "payment_intent", "amount": 999}}}
         tmux.run("send-keys", "-t", "e2e", "-l", json.dumps(edited, separators=(",", ":")))
-        tmux.wait_showing("valid JSON", timeout=20, what="the typed body")
+        tmux.wait_showing("evt_edited", timeout=20, what="the typed body")
         keys("C-s")
         try:
             screen = tmux.wait_showing(r"Replayed: \d{3}", timeout=30, what="the replay's outcome")
