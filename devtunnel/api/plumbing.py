@@ -304,7 +304,8 @@ class TunnelOptions(TypedDict):
 
 def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     """The options a started tunnel (or endpoint) may carry beside its target and name, checked:
-    ``host_header`` (``preserve`` or ``rewrite``), ``relay`` (a ws(s):// or http(s):// URL) and
+    ``host_header`` (``preserve`` or ``rewrite``), ``relay`` (a relay URL, checked by the agent as
+    ``devtunnel http --relay`` is: ``relay_connect_url``) and
     ``via`` (checked by the agent, which knows the providers), ngrok's ``pooling_enabled`` as
     ``pool``, and ``insecure`` (an https target's certificate is not verified; ngrok's
     ``verify_upstream_tls: false``), and ngrok's ``inspect: false`` as ``record`` False (the
@@ -312,9 +313,7 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     host_header = str_field(data, "host_header") or "preserve"
     if host_header not in ("preserve", "rewrite"):
         raise ApiError(400, f"host_header must be preserve or rewrite, not {quoted(host_header)}")
-    relay = str_field(data, "relay") or None
-    if relay is not None and not relay.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ApiError(400, f"relay must be a ws(s):// or http(s):// URL, not {quoted(relay)}")
+    relay = str_field(data, "relay") or None  # checked where it is used (``relay_connect_url``), as the CLI's is
     try:
         pool = pooling(data)
     except ValueError as exc:

@@ -349,6 +349,15 @@ def test_a_tunnel_naming_the_agents_own_relay_gets_the_agents_token(
                                                     "relay": f"http://127.0.0.1:{port}"}, trust_env=False)
     assert answer.status_code == 201, answer.text
     assert answer.json()["public_url"] == f"http://mine.localhost:{port}"
+    # HOST:PORT alone, as `devtunnel http --relay` and the inspector's form take it: the API
+    # refused it ("relay must be a ws(s):// or http(s):// URL") with a rule of its own.
+    answer = httpx.post(api + "/api/tunnels", json={"addr": str(local[0]), "name": "bare",
+                                                    "relay": f"127.0.0.1:{port}"}, trust_env=False)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["public_url"] == f"http://bare.localhost:{port}"
+    answer = httpx.post(api + "/api/tunnels", json={"addr": str(local[0]), "name": "ftp",
+                                                    "relay": f"ftp://127.0.0.1:{port}"}, trust_env=False)
+    assert answer.status_code == 400 and "use ws://, wss://, http:// or https://" in answer.json()["msg"], answer.text
     assert agent.stop(signal.SIGTERM) == 0
 
 
