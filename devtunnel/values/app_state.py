@@ -29,7 +29,16 @@ def exit_state(code: int) -> str:
 
 def exit_words(code: int) -> str:
     """How a process ended, from its return code: ``exited with code 1``, or for a negative
-    code (``subprocess``'s for a signal) ``killed by SIGTERM``, not ``exited with code -15``."""
+    code (``subprocess``'s for a signal) ``killed by SIGTERM``, not ``exited with code -15``.
+
+    An app runs under ``/bin/sh -c``, and a shell whose command a signal killed exits with
+    128 + the signal: ``exited with code 143, its command killed by SIGTERM``. The code stays
+    first (a program may exit 143 itself); the words say what it most often means."""
+    if code > 128:
+        try:
+            return f"exited with code {code}, its command killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            return f"exited with code {code}"
     if code >= 0:
         return f"exited with code {code}"
     try:

@@ -419,6 +419,21 @@ def test_a_crash_is_said_with_the_last_line_the_app_wrote_on_stderr(start, tmp_p
                                            " restarting in ")
 
 
+def test_an_app_killed_by_a_signal_is_said_so_not_only_by_its_shells_code(start, tmp_path: Path) -> None:
+    # The app runs under /bin/sh -c, which exits 128 + the signal that killed its command: the
+    # log said "exited with code 143", which a user has to decode.
+    port = free_port()
+    run = start(str(port), "--run", app_command(port))
+    wait_for(lambda: run.app()["state"] == "ready", what="the app ready")
+    with httpx.Client(timeout=10) as client:
+        pid = int(run.get(client, "/pid").text.split()[1])
+    os.kill(pid, signal.SIGTERM)
+    line = run.proc.line(lambda l: f"tunnel {run.name}: app crashed" in l, "err", timeout=30)
+    assert "(exited with code 143, its command killed by SIGTERM" in line, line
+    wait_for(lambda: any("app exited with code 143, its command killed by SIGTERM" in l["text"] for l in run.log()),
+             what="the exit said in the app's log")
+
+
 def test_an_app_that_ends_cleanly_is_exited_0_not_crashed_and_is_not_restarted(start, tmp_path: Path) -> None:
     # It was "crashed (exited with code 0)" and started again and again, every second.
     port = free_port()

@@ -13,6 +13,10 @@ from devtunnel.values.app_state import exit_state, exit_words
     (-15, "killed by SIGTERM", "crashed"),
     (-9, "killed by SIGKILL", "crashed"),
     (-200, "killed by signal 200", "crashed"),  # a number that names no signal
+    (143, "exited with code 143, its command killed by SIGTERM", "crashed"),  # sh -c's 128 + 15
+    (137, "exited with code 137, its command killed by SIGKILL", "crashed"),
+    (128, "exited with code 128", "crashed"),
+    (255, "exited with code 255", "crashed"),  # 127 names no signal (ssh's own error code)
 ])
 def test_a_signal_is_named_not_given_as_a_negative_exit_code(code: int, words: str, state: str) -> None:
     assert exit_words(code) == words
