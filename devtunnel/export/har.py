@@ -8,7 +8,8 @@ comment. Truncated bodies carry a comment. An entry's URL is the public one unle
 otherwise, and its request headers are those of a request to that URL: without what the relay
 added on the way in (``export.base.sent_fields``). An exchange that ended in an error without a
 response gets a response with status 0 (as browsers write failed requests) and the error in
-``_error`` and ``comment``. WebSocket messages go in ``_webSocketMessages``.
+``_error`` and ``comment``. WebSocket messages go in ``_webSocketMessages``, and the entry says
+``"_resourceType": "websocket"`` as Chrome's do.
 """
 
 from __future__ import annotations
@@ -251,6 +252,9 @@ def _entry(exchange: Exchange, base_url: str | None, local: bool) -> _JSON:
     if exchange.error:
         entry["comment"] = f"{exchange.error}: {exchange.error_message}" if exchange.error_message else exchange.error
     if exchange.websocket:
+        # As Chrome writes a WebSocket's entry: its importer (and tools that read its HARs)
+        # take an entry for a WebSocket, with a Messages tab, by its _resourceType.
+        entry["_resourceType"] = "websocket"
         entry["_webSocketMessages"] = [_ws_message(m) for m in exchange.ws_messages]
     return entry
 

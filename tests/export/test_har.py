@@ -250,7 +250,9 @@ def test_websocket_messages_are_listed() -> None:
     ex = make_exchange(websocket=True, response=Response(status=101), ws_messages=[
         WsMessage("client", 1, 1.0, b"hello"), WsMessage("server", 2, 2.0, b"\x00\x01"),
     ])
-    messages = har(ex)["log"]["entries"][0]["_webSocketMessages"]
+    entry = har(ex)["log"]["entries"][0]
+    assert entry["_resourceType"] == "websocket"  # what Chrome's HAR importer reads a WebSocket's entry by
+    messages = entry["_webSocketMessages"]
     assert messages == [
         {"type": "send", "time": 1.0, "opcode": 1, "data": "hello"},
         {"type": "receive", "time": 2.0, "opcode": 2, "data": "AAE="},
