@@ -269,7 +269,8 @@ class Relay:
         WebSocket whose client has not read what was written to it is dropped at once, with
         one log line saying how many (``listening.cut_unread_websockets``)."""
         for tunnel in [member for pool in list(self._tunnels.values()) for member in pool.members]:
-            await tunnel.disconnect(ErrorCode.SHUTTING_DOWN, "the relay is shutting down; reconnect", 1012)
+            # The agent says the reason after "the relay is going away:", and reconnects on this code.
+            await tunnel.disconnect(ErrorCode.SHUTTING_DOWN, "shutting down", 1012)
         server, self._server = self._server, None
         abort_all(self._tls.doors)
         if server is not None:

@@ -183,6 +183,11 @@ def test_with_no_request_in_flight_the_relay_stops_at_once_without_a_drain_line(
     stopping = [l for l in relay.err if "stopping" in l]
     assert stopping == [] or (len(stopping) == 2 and "every request in flight finished" in stopping[1]), relay.err
     client.close()
+    # The agent is told why, once: it said "the relay is going away: the relay is shutting
+    # down; reconnect; reconnecting in 0.4 s".
+    agent = procs[-1]
+    line = agent.line(lambda l: "the relay is going away" in l, "err")
+    assert "tunnel drain: the relay is going away: shutting down; reconnecting in " in line, line
 
 
 def test_the_embedded_relay_of_devtunnel_http_does_not_drain(env: dict[str, str], procs: list[Proc], slow: Slow) -> None:
