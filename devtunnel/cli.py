@@ -238,6 +238,12 @@ examples:
     p.add_argument("--allow-ip", action="append", default=[], metavar="CIDR",
                    help="answer only these client addresses or networks, others get 403 (repeatable)")
     p.add_argument("--rate-limit", metavar="RATE", help="requests per client address, e.g. 20/s or 600/m; more get 429")
+    for flag, what in (("--request-header-add", "set this header on each request forwarded (replacing one of its name)"),
+                       ("--request-header-remove", "remove this header from each request forwarded"),
+                       ("--response-header-add", "set this header on each response (replacing one of its name)"),
+                       ("--response-header-remove", "remove this header from each response")):
+        p.add_argument(flag, action="append", default=[], metavar="NAME" if flag.endswith("remove") else "NAME:VALUE",
+                       help=f"{what}, at the relay, as ngrok's flag (repeatable)")
     _add_local_timeout(p, "the local service")
     _add_app_flags(p)
     _add_db(p)

@@ -14,6 +14,7 @@ v2 ``tunnels.NAME`` / v3 ``endpoints[].name``  ``NAME`` (made a valid DNS label 
 ``host_header: rewrite`` / ``preserve``     ``host_header``
 ``auth`` / ``basic_auth`` (v2)              a ``basic-auth`` rule, passwords stored as ``sha256:HEX``
 ``ip_restriction`` (v2)                     ``deny`` (``deny_cidrs``) and ``allow-ip`` (``allow_cidrs``) rules
+``request_header`` / ``response_header``    a ``headers`` rule (``add: ["Name: value"]`` sets, ``remove`` removes)
 ``pooling_enabled: true``                   ``pool = true``
 ==========================================  =============================================
 
@@ -45,7 +46,7 @@ from devtunnel.values.ngrok_keys import (
     agent_mutual_tls, edge_labels, internal_binding, pooling, upstream_protocol_problem, url_first_label,
 )
 from devtunnel.values.target import parse_target
-from devtunnel.rules import RulesError, ngrok_protection_rules, parse_rules
+from devtunnel.rules import RulesError, ngrok_header_rules, ngrok_protection_rules, parse_rules
 from devtunnel.values.terminal import quoted
 from devtunnel.values.numbers import is_decimal
 
@@ -68,7 +69,7 @@ with any of them is not imported."""
 
 _TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain",
                     "auth", "basic_auth", "ip_restriction", "pooling_enabled", "verify_upstream_tls", "app_protocol",
-                    "inspect"})
+                    "inspect", "request_header", "response_header"})
 
 _IGNORED = {
     "schemes": "the relay decides the scheme",
@@ -78,8 +79,6 @@ _IGNORED = {
     "bindings": "public is the only binding: every devtunnel tunnel is public on its relay",
     "compression": "no equivalent",
     "circuit_breaker": "no equivalent",
-    "request_header": "header rules are not supported yet",
-    "response_header": "header rules are not supported yet",
     "websocket_tcp_converter": "no equivalent",
     "labels": "labeled tunnels have no equivalent",
     "agent_tls_termination": "the relay terminates TLS with its own certificate: the server_certificate is not "
@@ -88,6 +87,10 @@ _IGNORED = {
     "key": "the relay holds the certificate",
     "client_cas": "mutual TLS is not supported yet",
 }
+
+_RULE_KINDS = {"basic-auth": "basic auth", "allow-ip": "IP restrictions", "deny": "IP restrictions",
+               "headers": "header edits"}
+"""What a note calls the rules an ngrok tunnel's settings become."""
 
 _AGENT_NOTES = {
     "authtoken": "authtoken: ngrok's account token means nothing to a devtunnel relay: not imported "
@@ -462,8 +465,18 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
         unset = "verify_upstream_tls false left out: " if body.get("verify_upstream_tls") is False else ""
         result.notes.append(f"{name}: {unset}devtunnel verifies the certificate of {addr_text}: for a self-signed "
                             "one, devtunnel config set agent.insecure true (every tunnel) or devtunnel http --insecure")
+    try:
+        edits = ngrok_header_rules(body)
+        parse_rules(list(edits), f"tunnels.{label}.rules")
+    except (ValueError, RulesError) as exc:
+        why = exc.detail if isinstance(exc, RulesError) else str(exc)
+        result.skipped.append((name, f"{why}: importing it without its header edits would change what its service "
+                                     "and its clients get"))
+        taken.pop(label, None)
+        return
+    rules += edits
     if rules:
-        kinds = sorted({"basic auth" if r["action"] == "basic-auth" else "IP restrictions" for r in rules})
+        kinds = sorted({_RULE_KINDS[r["action"]] for r in rules})
         result.notes.append(f"{name}: {' and '.join(kinds)} carried over as rules at the relay"
                             + (" (passwords stored as sha256 hashes)" if "basic auth" in kinds else ""))
     inspect = body.get("inspect", True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import stat
@@ -183,6 +184,26 @@ def test_protections_that_do_not_fit_a_rule_keep_the_tunnel_out() -> None:
     assert result.tunnels == []
     skipped = dict(result.skipped)
     assert "basic_auth is not \"user:password\"" in skipped["a"] and "not an IP address or CIDR" in skipped["b"]
+
+
+def test_header_edits_are_imported_as_a_headers_rule_and_a_bad_one_keeps_the_tunnel_out() -> None:
+    # They were left out ("header rules are not supported yet") and the tunnel imported without them.
+    result = read_ngrok_config(
+        "tunnels:\n"
+        "  edited:\n    addr: 8080\n    request_header: {add: ['X-Env: dev'], remove: [User-Agent]}\n"
+        "    response_header: {add: ['X-Frame-Options:DENY'], remove: [Server]}\n"
+        "  framing:\n    addr: 8081\n    response_header: {add: ['Content-Length: 3']}\n"
+        "  shapeless:\n    addr: 8082\n    request_header: [X-Env]\n")
+    assert [t.name for t in result.tunnels] == ["edited"]
+    assert result.tunnels[0].rules == ({"action": "headers",
+                                        "request": {"set": {"X-Env": "dev"}, "remove": ["User-Agent"]},
+                                        "response": {"set": {"X-Frame-Options": "DENY"}, "remove": ["Server"]}},)
+    assert "edited: header edits carried over as rules at the relay" in result.notes
+    assert not any("left out" in note for note in result.notes), result.notes
+    skipped = dict(result.skipped)
+    assert "Content-Length says how the message is framed" in skipped["framing"]
+    assert "request_header is not a mapping of add / remove lists" in skipped["shapeless"]
+    assert all("without its header edits" in why for why in skipped.values())
 
 
 def test_an_imported_tunnel_keeps_its_basic_auth_at_a_real_relay(
@@ -612,6 +633,38 @@ def test_http_takes_the_token_as_authtoken_or_from_a_file_through_a_real_relay(
     assert "good" not in " ".join(procs[-1].popen.args)  # type: ignore[arg-type]
 
 
+def test_ngrok_s_header_flags_edit_the_traffic_at_the_relay(home: Home, procs: list[Proc], local: tuple[int, LocalState]) -> None:
+    # `devtunnel http 8080 --request-header-add 'X-Env: dev'` (ngrok's flags) was refused with
+    # "use a headers rule (--rules FILE)".
+    agent = Proc([*DEVTUNNEL, "http", str(local[0]), "--request-header-add", "X-Env: dev", "--request-header-add",
+                  "X-Team:payments", "--request-header-remove", "User-Agent", "--response-header-add",
+                  "X-Frame-Options: DENY", "--response-header-remove", "content-type", "--no-tui", "--api-port", "0",
+                  "--no-record"], home.env)
+    procs.append(agent)
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    url = httpx.URL(match.group(1))
+    r = httpx.get(url.copy_with(host="127.0.0.1", path="/echo"), headers={"Host": url.netloc.decode()}, trust_env=False)
+    assert r.status_code == 200
+    assert r.headers["x-frame-options"] == "DENY" and "content-type" not in r.headers
+    seen = {name.lower(): value for name, value in json.loads(r.content)["headers"]}
+    assert (seen["x-env"], seen["x-team"]) == ("dev", "payments") and "user-agent" not in seen
+    assert agent.stop() == 0
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--request-header-add", "X-Env"], "--request-header-add 'X-Env' is not NAME:VALUE"),
+    (["--request-header-add", "X-A: 1", "--request-header-add", "x-a: 2"], "x-a is added twice"),
+    (["--response-header-add", "Bad Name: 1"], "--response-header-add: 'Bad Name' is not a valid header name"),
+    (["--request-header-remove", "Transfer-Encoding"], "Transfer-Encoding says how the message is framed"),
+    (["--response-header-remove", "a b"], "--response-header-remove 'a b' is not a header name"),
+])
+def test_ngrok_s_header_flags_that_cannot_be_made_exit_2_with_one_line(home: Home, flags: list[str], message: str) -> None:
+    done = home.cli("http", "8080", *flags, "--no-tui")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_ngrok_s_file_serving_target_says_how_to_serve_the_folder_here_and_that_works(
     home: Home, procs: list[Proc]
 ) -> None:
@@ -707,8 +760,6 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
     (["http", "8080", "--oauth-allow-email", "me@example.com"], "(--oauth-allow-email is ngrok's: no OAuth"),
     (["http", "8080", "--verify-webhook=stripe"], "records the verdict, without refusing any at the relay"),
     (["http", "8080", "--upstream-tls-verify-cas", "ca.pem"], "--insecure turns that off"),
-    (["http", "8080", "--request-header-add", "host: localhost"], "use --host-header rewrite"),
-    (["http", "8080", "--response-header-add=x-frame-options: DENY"], "use a headers rule (--rules FILE"),
     (["http", "8080", "--upstream-protocol", "http2"], "devtunnel speaks HTTP/1.1 to the local service"),
     # ngrok 2's one-dash flags: argparse read -host-header as -h ("ignored explicit argument 'ost-header'").
     (["http", "-host-header=rewrite", "8080"], "devtunnel http: -host-header is ngrok 2's spelling: flags take two "

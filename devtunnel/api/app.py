@@ -94,7 +94,7 @@ async def start_tunnel(request: Request) -> Response:
     addr = str_field(data, "addr", required=True) or ""
     name = requested_name(data, "tunnel")  # subdomain, hostname, domain or url, else name
     refuse_name_in_use(request, data, name, "tunnel")
-    rules = ngrok_rules(data, "tunnel")  # ngrok's basic auth and IP restrictions, at the relay
+    rules = ngrok_rules(data, "tunnel")  # ngrok's basic auth, IP restrictions and header edits, at the relay
     config = TunnelConfig(target=addr, name=name, rules=rules, **tunnel_options(data))
     info = await service_of(request).start_tunnel(config)
     aliases_of(request).add(str_field(data, "name"), info.name)  # GET /api/tunnels/NAME as it was asked for

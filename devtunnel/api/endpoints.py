@@ -80,7 +80,7 @@ async def start_endpoint(request: Request) -> Response:
     name = requested_name(data, "endpoint")
     refuse_name_in_use(request, data, name, "endpoint")
     target = _upstream(data)
-    rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth and IP restrictions, at the relay
+    rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth, IP restrictions and header edits, at the relay
     config = TunnelConfig(target=target, name=name, rules=rules, **tunnel_options(data))
     info = await service_of(request).start_tunnel(config)
     aliases_of(request).add(str_field(data, "name"), info.name)  # GET /api/endpoints/NAME as it was asked for

@@ -33,7 +33,7 @@ from devtunnel.errors import (
     TunnelError,
 )
 from devtunnel.export.agent_json import error_json
-from devtunnel.rules import Rule, RulesError, ngrok_protection_rules, parse_rules
+from devtunnel.rules import Rule, RulesError, ngrok_header_rules, ngrok_protection_rules, parse_rules
 from devtunnel.values.names import label_from, validate_name
 from devtunnel.values.ngrok_keys import (
     NGROK_KEYS, agent_mutual_tls, edge_labels, internal_binding, pooling, upstream_protocol_problem, url_first_label,
@@ -183,8 +183,6 @@ REFUSED_OPTIONS = {
     "oidc": "OpenID Connect",
     "mutual_tls_cas": "mutual TLS",
     "circuit_breaker": "circuit breakers",
-    "request_header": "header rules",
-    "response_header": "header rules",
     "webhook_verification": "webhook verification at the edge",
     "verify_webhook": "webhook verification at the edge",  # the key of ngrok.yml and the agent API
     "user_agent_filter": "user agent filters",
@@ -279,12 +277,13 @@ def refuse_unsupported(data: dict[str, Any], what: str) -> None:
 
 
 def ngrok_rules(data: dict[str, Any], what: str) -> tuple[Rule, ...]:
-    """ngrok's ``auth`` / ``basic_auth`` and ``ip_restriction`` of a tunnel or endpoint asked for,
-    as rules at the relay (``rules.ngrok_protection_rules``, as ``config import-ngrok`` carries
-    them); a 400, before anything starts, when one cannot be carried."""
+    """ngrok's ``auth`` / ``basic_auth``, ``ip_restriction`` and ``request_header`` /
+    ``response_header`` of a tunnel or endpoint asked for, as rules at the relay
+    (``rules.ngrok_protection_rules`` and ``ngrok_header_rules``, as ``config import-ngrok``
+    carries them); a 400, before anything starts, when one cannot be carried."""
     try:
-        tables = ngrok_protection_rules(data)
-        return parse_rules(list(tables), "auth, basic_auth or ip_restriction") if tables else ()
+        tables = ngrok_protection_rules(data) + ngrok_header_rules(data)
+        return parse_rules(list(tables), "auth, basic_auth, ip_restriction or request_header / response_header") if tables else ()
     except RulesError as exc:
         raise ApiError(400, f"{exc}; the {what} was not started") from exc
     except ValueError as exc:

@@ -138,14 +138,15 @@ def _via(args: argparse.Namespace, out: argparse.Namespace) -> str | None:
 
 def _tunnel_rules(args: argparse.Namespace, tunnel: TunnelSection | None) -> tuple[Rule, ...]:
     """The tunnel's rules, in order: the shorthand flags (``--allow-ip``, ``--basic-auth``,
-    ``--rate-limit``), then ``[[tunnels.NAME.rules]]``, its ``rules_file``, and ``--rules FILE``.
+    ``--rate-limit``, ngrok's ``--request-header-add`` ... as one headers rule), then ``[[tunnels.NAME.rules]]``, its ``rules_file``, and ``--rules FILE``.
 
     Raises:
         RulesError: one line naming the file (or flag), the rule's number, the key.
     """
     from devtunnel.rules import load_rules_file, renumbered, rules_flag, shorthand_rules
 
-    rules = list(shorthand_rules(args.basic_auth, args.allow_ip, args.rate_limit))
+    edits = (args.request_header_add, args.request_header_remove, args.response_header_add, args.response_header_remove)
+    rules = list(shorthand_rules(args.basic_auth, args.allow_ip, args.rate_limit, edits))
     if tunnel is not None:
         rules += tunnel.rules
         if tunnel.rules_file is not None:

@@ -63,10 +63,6 @@ _HTTP_FLAGS = {
     "--mutual-tls-cas": f"no mutual TLS at the relay yet: {_GUARDS}",
     "--verify-webhook": "devtunnel checks each delivery's signature with the provider's secret (STRIPE_WEBHOOK_SECRET, "
                         "...) and records the verdict, without refusing any at the relay (docs/webhooks.md)",
-    "--request-header-add": "use a headers rule (--rules FILE, docs/policy.md)",
-    "--request-header-remove": "use a headers rule (--rules FILE, docs/policy.md)",
-    "--response-header-add": "use a headers rule (--rules FILE, docs/policy.md)",
-    "--response-header-remove": "use a headers rule (--rules FILE, docs/policy.md)",
     "--ua-filter-allow": "use a deny rule matching header:user-agent=TEXT (--rules FILE, docs/policy.md)",
     "--ua-filter-deny": "use a deny rule matching header:user-agent=TEXT (--rules FILE, docs/policy.md)",
     "--circuit-breaker": "no circuit breaker; --rate-limit RATE limits each client",
@@ -229,8 +225,6 @@ def _hint(words: Sequence[str], i: int) -> tuple[str, str] | None:
         equals, value = " ", words[i + 1]
     shown = f"{flag}{equals}{'********' if secret_flag(flag) and value else value}"
     hint = _HTTP_FLAGS[known]
-    if flag == "--request-header-add" and value.lower().replace(" ", "").startswith("host:"):
-        hint = "use --host-header rewrite (the target's Host)"  # ngrok's documented way to rewrite Host
     if hint is _PUBLIC_NAME:
         host = value.split("://", 1)[-1].split("/", 1)[0]
         name = label_from(host.split(".", 1)[0]) if host else None

@@ -23,7 +23,7 @@ from devtunnel.rules.model import (
     rules_to_wire,
     shorthand_rules,
 )
-from devtunnel.rules.ngrok import ngrok_protection_rules
+from devtunnel.rules.ngrok import header_edits_table, ngrok_header_rules, ngrok_protection_rules
 
 __all__ = [
     "ACTIONS",
@@ -38,7 +38,9 @@ __all__ = [
     "decide",
     "judges_client_address",
     "judges_path",
+    "header_edits_table",
     "load_rules_file",
+    "ngrok_header_rules",
     "ngrok_protection_rules",
     "parse_rules",
     "renumbered",

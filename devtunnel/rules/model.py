@@ -22,6 +22,7 @@ from typing import Any
 from devtunnel.capture.filters import Filter, parse
 from devtunnel.capture.filters.fields import Path as PathPrefix
 from devtunnel.errors import ConfigError, FilterSyntaxError
+from devtunnel.rules.ngrok import header_edits_table
 from devtunnel.rules.paths import rule_path
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_problem, is_token
 from devtunnel.values.target import parse_target
@@ -268,10 +269,17 @@ def _hashed(secret: str) -> bool:
     return secret.startswith(("sha256:", "$2"))
 
 
+HEADER_FLAGS = ("--request-header-add", "--request-header-remove", "--response-header-add", "--response-header-remove")
+"""ngrok's flags of header edits, which ``devtunnel http`` takes too (one headers rule)."""
+
+
 def shorthand_rules(
-    basic_auth: Sequence[str] = (), allow_ip: Sequence[str] = (), rate_limit: str | None = None
+    basic_auth: Sequence[str] = (), allow_ip: Sequence[str] = (), rate_limit: str | None = None,
+    header_edits: Sequence[Sequence[str]] = ((), (), (), ()),
 ) -> tuple[Rule, ...]:
-    """The rules ``--allow-ip``, ``--basic-auth`` and ``--rate-limit`` stand for (in that order).
+    """The rules ``--allow-ip``, ``--basic-auth``, ``--rate-limit`` and the header flags
+    (``HEADER_FLAGS``: ``header_edits`` are their four lists, in that order) stand for, in
+    that order.
 
     Raises:
         RulesError: naming the flag.
@@ -283,6 +291,12 @@ def shorthand_rules(
         tables.append(("--basic-auth", {"action": "basic-auth", "users": list(basic_auth)}))
     if rate_limit is not None:
         tables.append(("--rate-limit", {"action": "rate-limit", "rate": rate_limit}))
+    try:
+        edits = header_edits_table(*header_edits, keys=HEADER_FLAGS)
+    except ValueError as exc:
+        raise RulesError(str(exc)) from None
+    if edits is not None:
+        tables.append((" / ".join(flag for flag, given in zip(HEADER_FLAGS, header_edits) if given), edits))
     out: list[Rule] = []
     for flag, table in tables:
         try:

@@ -1,11 +1,18 @@
-"""ngrok's protections that devtunnel has as rules at the relay: basic auth and IP restrictions."""
+"""ngrok's settings that devtunnel has as rules at the relay: basic auth and IP restrictions
+(``ngrok_protection_rules``), and header edits (``header_edits_table``: the flags
+``--request-header-add`` ..., ngrok.yml's and the agent API's ``request_header`` /
+``response_header``)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ngrok_protection_rules"]
+from devtunnel.values.http1 import is_token
+from devtunnel.values.terminal import quoted
+
+__all__ = ["header_edits_table", "ngrok_header_rules", "ngrok_protection_rules"]
 
 
 def ngrok_protection_rules(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -43,3 +50,65 @@ def ngrok_protection_rules(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     if users:
         rules.append({"action": "basic-auth", "users": users})
     return tuple(rules)
+
+
+def header_edits_table(request_add: Sequence[str] = (), request_remove: Sequence[str] = (),
+                       response_add: Sequence[str] = (), response_remove: Sequence[str] = (),
+                       *, keys: tuple[str, str, str, str] = ("request_header.add", "request_header.remove",
+                                                               "response_header.add", "response_header.remove"),
+                       ) -> dict[str, Any] | None:
+    """ngrok's header edits as one ``headers`` rule table; None when there are none.
+
+    An addition is ``Name: value`` (or ``Name:value``, as ngrok's documentation writes it) and
+    replaces a header of that name, as a ``set`` of a headers rule does; a removal is a name.
+    ``parse_rules`` checks names and values as for any headers rule. ``keys`` name the four
+    lists in messages (the flags, or ngrok.yml's keys).
+
+    Raises:
+        ValueError: an addition without a colon, or one name added twice (naming its key).
+    """
+    table: dict[str, Any] = {"action": "headers"}
+    for side, adds, removes, add_key, remove_key in (
+            ("request", request_add, request_remove, keys[0], keys[1]),
+            ("response", response_add, response_remove, keys[2], keys[3])):
+        spec: dict[str, Any] = {}
+        edits: dict[str, str] = {}
+        for item in adds:
+            if not isinstance(item, str) or ":" not in item or not item.split(":", 1)[0].strip():
+                raise ValueError(f"{add_key} {quoted(item)} is not NAME:VALUE")
+            name, value = (part.strip() for part in item.split(":", 1))
+            if name.lower() in (known.lower() for known in edits):
+                raise ValueError(f"{add_key} {quoted(item)}: {name} is added twice (one value a name)")
+            edits[name] = value
+        if edits:
+            spec["set"] = edits
+        if removes:
+            bad = next((name for name in removes if not (isinstance(name, str) and is_token(name))), None)
+            if bad is not None:
+                raise ValueError(f"{remove_key} {quoted(bad)} is not a header name")
+            spec["remove"] = list(removes)
+        if spec:
+            table[side] = spec
+    return table if len(table) > 1 else None
+
+
+def ngrok_header_rules(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The ``request_header`` / ``response_header`` of an ngrok tunnel definition (ngrok.yml v2,
+    the agent API's ``POST /api/tunnels``), each ``{add: ["Name: value"], remove: ["Name"]}``, as
+    one headers rule table (none without edits).
+
+    Raises:
+        ValueError: a value of the wrong shape, or as ``header_edits_table``.
+    """
+    lists: list[Sequence[str]] = []
+    for key in ("request_header", "response_header"):
+        value = body.get(key) or {}
+        if not isinstance(value, dict) or set(value) - {"add", "remove"}:
+            raise ValueError(f"its {key} is not a mapping of add / remove lists")
+        for part in ("add", "remove"):
+            items = value.get(part) or []
+            if not isinstance(items, list):
+                raise ValueError(f"its {key}.{part} is not a list")
+            lists.append(items)
+    table = header_edits_table(*lists)
+    return () if table is None else (table,)

@@ -343,6 +343,43 @@ async def test_ngrok_basic_auth_and_ip_restriction_guard_the_tunnel_at_the_relay
     assert len(agent.seen.requests) == before + 2
 
 
+@pytest.mark.parametrize("path", ["/api/tunnels", "/api/endpoints"])
+async def test_ngrok_header_edits_are_made_at_the_relay(agent: Agent, path: str) -> None:
+    # request_header / response_header (ngrok.yml v2's and its agent API's) were refused with
+    # 400 ("header rules"), though devtunnel has headers rules at the relay.
+    body = {"name": "edited",
+            "request_header": {"add": ["X-Env: dev", "X-Team:payments"], "remove": ["User-Agent"]},
+            "response_header": {"add": ["X-Frame-Options: DENY"], "remove": ["Server"]}}
+    body |= {"addr": agent.target} if path == "/api/tunnels" else {"upstream": {"url": agent.target}}
+    resp = await agent.client.post(path, json=body)
+    assert resp.status_code == 201, resp.text
+    rules = (await agent.client.get("/api/tunnels/edited/rules")).json()["rules"]
+    assert [r["action"] for r in rules] == ["headers"]
+    answered = await _public("GET", resp.json()["public_url"], "/x")
+    assert answered.status_code == 200
+    assert answered.headers["x-frame-options"] == "DENY" and "server" not in answered.headers
+    headers = agent.seen.requests[-1][2]
+    assert (headers["x-env"], headers["x-team"]) == ("dev", "payments") and "user-agent" not in headers
+
+
+@pytest.mark.parametrize(("edits", "fragment"), [
+    ({"request_header": {"add": ["no colon"]}}, "request_header.add 'no colon' is not NAME:VALUE"),
+    ({"request_header": {"add": ["X-A: 1", "x-a: 2"]}}, "x-a is added twice"),
+    ({"response_header": {"remove": ["not a name"]}}, "response_header.remove 'not a name' is not a header name"),
+    ({"response_header": {"add": ["Content-Length: 5"]}}, "Content-Length says how the message is framed"),
+    ({"request_header": ["X-A: 1"]}, "request_header is not a mapping of add / remove lists"),
+    ({"request_header": {"add": "X-A: 1"}}, "request_header.add is not a list"),
+    ({"request_header": {"set": ["X-A: 1"]}}, "request_header is not a mapping of add / remove lists"),
+])
+async def test_ngrok_header_edits_that_cannot_be_made_are_a_400_and_start_nothing(
+    agent: Agent, edits: dict[str, Any], fragment: str
+) -> None:
+    resp = await agent.client.post("/api/tunnels", json={"addr": agent.target, "name": "edited", **edits})
+    assert resp.status_code == 400, resp.text
+    assert fragment in resp.json()["msg"] and resp.json()["msg"].endswith("the tunnel was not started"), resp.json()
+    assert (await agent.client.get("/api/tunnels")).json()["tunnels"] == []
+
+
 async def test_a_password_rule_no_request_could_pass_beside_the_tunnels_own_is_a_400(agent: Agent) -> None:
     """pyngrok's ``auth`` on the tunnel, then a ``basic-auth`` rule with other users added
     through the API: /admin would have asked for two passwords in one header. Refused, and the
