@@ -446,6 +446,19 @@ class Twilio(Provider):
     def detects(self, delivery: Delivery) -> bool:
         return self.signed(delivery) or delivery.header("i-twilio-idempotency-token") is not None
 
+    def event_type(self, delivery: Delivery) -> str | None:
+        """Twilio's webhooks name no event: the form's ``EventType`` where the product sends one
+        (Conversations, TaskRouter), else ``sms.received`` from an incoming message's (or a status
+        callback's) ``SmsStatus``, ``call.ringing`` from a call's ``CallStatus``."""
+        form = dict(delivery.form())
+        if form.get("EventType"):
+            return form["EventType"]
+        if form.get("SmsStatus"):
+            return f"sms.{form['SmsStatus']}"
+        if form.get("CallStatus"):
+            return f"call.{form['CallStatus']}"
+        return None
+
     def delivery_id(self, delivery: Delivery) -> str | None:
         return delivery.header("i-twilio-idempotency-token")
 

@@ -339,6 +339,20 @@ def test_twilio_form_signature_with_twilios_validator_both_ways() -> None:
     assert Twilio().delivery_id(d) == "idem-1"
 
 
+@pytest.mark.parametrize(("form", "event"), [
+    ({"SmsStatus": "received", "MessageSid": "SM1", "Body": "hi"}, "sms.received"),  # an incoming message
+    ({"SmsStatus": "delivered", "MessageStatus": "delivered", "MessageSid": "SM1"}, "sms.delivered"),  # its status callback
+    ({"CallSid": "CA1", "CallStatus": "ringing", "Direction": "inbound"}, "call.ringing"),  # an incoming call
+    ({"EventType": "onMessageAdded", "ConversationSid": "CH1"}, "onMessageAdded"),  # Conversations names its own
+    ({"Digits": "1234"}, None),
+])
+def test_twilio_event_types_come_from_the_form(form: dict[str, str], event: str | None) -> None:
+    # The event column read "?" for every Twilio delivery, devtunnel's own sample included.
+    d = delivery([("Content-Type", "application/x-www-form-urlencoded"), ("I-Twilio-Idempotency-Token", "idem-1")],
+                 urlencode(form).encode())
+    assert Twilio().event_type(d) == event
+
+
 def test_twilio_json_body_signs_the_url_carrying_the_body_hash() -> None:
     body = b'{"event": "x"}'
     url = "https://hooks.example.com/t?bodySHA256=" + hashlib.sha256(body).hexdigest()
