@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from devtunnel import lifetime
-from devtunnel.values.app_state import exit_state, exit_words
+from devtunnel.values.app_state import exit_state, exit_words, restarting_message
 
 __all__ = ["MAX_LINE", "PRIVATE_VARIABLES", "Child", "ChildState", "LogLine", "LogRing", "group_running", "port_accepts"]
 
@@ -358,8 +358,7 @@ class Child:
             self._set(state=state, pid=None, exit_code=code, message=exited)
             first, longest = self._backoff
             wait = self._rng.uniform(first / 2, min(longest, first * 2 ** min(failures, 16)))
-            self._set(state="restarting", restarts=self.state.restarts + 1,
-                      message=f"{exited}; restarting in {wait:.1f} s")
+            self._set(state="restarting", restarts=self.state.restarts + 1, message=restarting_message(exited, wait))
             await asyncio.sleep(wait)
 
     async def _run_once(self) -> int | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import signal
 
-__all__ = ["APP_STATES", "app_state_words", "exit_state", "exit_words"]
+__all__ = ["APP_STATES", "app_state_words", "exit_state", "exit_words", "restarting_message"]
 
 APP_STATES = ("starting", "ready", "crashed", "restarting", "exited", "stopped", "failed")
 """Every state, in the order of the table above."""
@@ -47,6 +47,15 @@ def exit_words(code: int) -> str:
         return f"killed by signal {-code}"
 
 
+_RESTART_AFTER = "; restarting in "
+
+
+def restarting_message(exited: str, wait: float) -> str:
+    """The message of an app waiting to start again: how it ended (``exit_words`` and its last
+    line on stderr) and when it starts again: ``exited with code 1: ...; restarting in 1.2 s``."""
+    return f"{exited}{_RESTART_AFTER}{wait:.1f} s"
+
+
 def app_state_words(state: str, *, restarts: int = 0, exit_code: int | None = None, message: str = "") -> str:
     """``ready``, ``restarting (2)``, ``exited (0)``, ``failed: cannot start ...``: a state as it is shown.
 
@@ -54,7 +63,9 @@ def app_state_words(state: str, *, restarts: int = 0, exit_code: int | None = No
     the caller's to escape for its screen.
     """
     if state == "restarting":
-        return f"restarting ({restarts})"
+        # How it ended, not when it starts again: a line drawn once would keep a stale "in 1.2 s".
+        why = message.rpartition(_RESTART_AFTER)[0] if _RESTART_AFTER in message else message
+        return f"restarting ({restarts})" + (f": {why}" if why else "")
     if state == "exited":
         return f"exited ({0 if exit_code is None else exit_code})"
     if state in ("failed", "crashed", "starting") and message:

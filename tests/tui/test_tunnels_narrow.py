@@ -47,6 +47,22 @@ async def test_a_line_that_fits_keeps_its_order() -> None:
                 in str(panel.render()))
 
 
+async def test_a_restarting_app_says_how_it_ended_without_a_countdown_that_would_go_stale() -> None:
+    # It said "app restarting (4)" alone: why it keeps crashing was only in the logs (l).
+    message = "exited with code 2: python3: can't open file 'nope.py'; restarting in 7.0 s"
+    crashy = replace(tunnel("crashy", 18104, "restarting", 4), app_exit_code=2, app_message=message)
+    for width in (160, 80):
+        async with PanelApp().run_test(size=(width, 6)) as pilot:
+            panel = pilot.app.query_one(TunnelsPanel)
+            panel.update_tunnels([crashy])
+            await async_wait_for(lambda: "crashy" in str(panel.render()), what="the tunnel listed")
+            await pilot.pause()
+            line = [line.text.rstrip() for line in panel.render_lines(panel.region.reset_offset)][0]
+            assert "app restarting (4)" in line and "restarting in" not in line, line  # at 80 the reason is cut (…)
+            if width == 160:
+                assert line.endswith("app restarting (4): exited with code 2: python3: can't open file 'nope.py'"), line
+
+
 async def test_the_cursor_tunnel_stays_in_sight_in_a_long_list() -> None:
     """Seven tunnels in a panel of six lines: moving down to the last keeps its line (the one s
     stops) on screen, and a line says how many there are."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtunnel.values.app_state import exit_state, exit_words
+from devtunnel.values.app_state import app_state_words, exit_state, exit_words, restarting_message
 
 
 @pytest.mark.parametrize(("code", "words", "state"), [
@@ -21,3 +21,11 @@ from devtunnel.values.app_state import exit_state, exit_words
 def test_a_signal_is_named_not_given_as_a_negative_exit_code(code: int, words: str, state: str) -> None:
     assert exit_words(code) == words
     assert exit_state(code) == state
+
+
+def test_a_restarting_app_is_said_with_how_it_ended_not_when_it_starts_again() -> None:
+    message = restarting_message("exited with code 1: ModuleNotFoundError: No module named 'fastapi'", 1.23)
+    assert message == "exited with code 1: ModuleNotFoundError: No module named 'fastapi'; restarting in 1.2 s"
+    assert app_state_words("restarting", restarts=2, message=message) == (
+        "restarting (2): exited with code 1: ModuleNotFoundError: No module named 'fastapi'")
+    assert app_state_words("restarting", restarts=2) == "restarting (2)"  # the hold messages pass none
