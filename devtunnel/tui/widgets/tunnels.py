@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -243,7 +244,11 @@ class TunnelsPanel(Widget, can_focus=True):
             app.append(app_state_text(tunnel), style=self._style(_APP_STYLES.get(tunnel.app_state, "tunnels--failed")))
         if tunnel.waiting:  # before the app's state, whose message the ellipsis may cut
             app = Text.assemble(Text(f"  {held_text(tunnel.waiting)}", style=self._style("tunnels--reconnecting")), app)
-        if app and not compact and line.cell_len + counts.cell_len + app.cell_len > self.content_size.width:
+        # Whether the line fits is told without the app's message (why it failed or crashed): that
+        # comes last and the ellipsis may cut it; the URLs and the counts stay as on other lines.
+        message = cell_len(app_state_text(tunnel)) - cell_len(app_state_words(
+            tunnel.app_state, restarts=tunnel.app_restarts, exit_code=tunnel.app_exit_code)) if tunnel.app_state else 0
+        if app and not compact and line.cell_len + counts.cell_len + app.cell_len - message > self.content_size.width:
             return self._tunnel_line(tunnel, is_cursor, compact=True)
         if compact:
             line.append_text(app)
