@@ -24,7 +24,7 @@ from typing import Any
 from devtunnel.errors import ConfigError
 from devtunnel.agent.children import Child, ChildState, LogLine, LogRing, port_accepts
 from devtunnel.agent.forward import ipv6_loopback_hint
-from devtunnel.values.app_state import app_state_words
+from devtunnel.values.app_state import app_state_public, app_state_words, exit_words
 from devtunnel.agent.hold import HoldGate
 from devtunnel.values.target import Target
 from devtunnel.values.health_path import health_path_problem
@@ -170,8 +170,9 @@ class AppRunner:
         self._next_look = 0.0
         self._found = False
         """The last look (``_elsewhere``) said where the app listens instead."""
-        self._last_exit = ""
-        """How the app's last run ended (``exited with code 1: ...``) until it is ready again."""
+        self._last_exit = ("", "")
+        """How the app's last run ended until it is ready again: as the supervisor said it
+        (``exited with code 1: ...``, quoting the app) and in devtunnel's words alone."""
         self._left_behind: asyncio.Task[None] | None = None
         """The look for a server the app left on its port as it exited (``_say_left_behind``)."""
         self._starting_since: float | None = None
@@ -268,14 +269,17 @@ class AppRunner:
             # A request's 502 while the app is not ready says why (``the app says it listens on ...``).
             ready = state.state == "ready"
             said = self.state_text if ready or not state.message else f"{self.state_text}: {state.message}"
+            public = app_state_public(state.state, restarts=state.restarts, exit_code=state.exit_code, message=state.message)
             if state.state == "crashed":
-                self._last_exit = state.message
+                self._last_exit = (state.message, exit_words(state.exit_code) if state.exit_code is not None else "")
             elif ready:
-                self._last_exit = ""
-            elif state.state == "starting" and self._last_exit:
+                self._last_exit = ("", "")
+            elif state.state == "starting" and self._last_exit[0]:
                 # A crash loop is "starting" half the time: why it keeps going down still shows.
-                said += f"; its last run {self._last_exit}"
-            self.gate.set_app_state(ready, said, final=state.state in _FINAL_STATES)
+                said += f"; its last run {self._last_exit[0]}"
+                if self._last_exit[1]:
+                    public += f"; its last run {self._last_exit[1]}"
+            self.gate.set_app_state(ready, said, public=public, final=state.state in _FINAL_STATES)
         if self._on_change is not None:
             self._on_change()
 

@@ -489,13 +489,14 @@ class Forwarder:
         # Answered outside the handler: nothing awaits while an exception is being handled
         # (devtunnel/native.py says why).
         retry_after = None
+        public: str | None = None
         kind: ErrorKind
         if isinstance(failed, HoldExpired):
-            status, kind, message = 503, "app_restarting", f"{failed}\n"
+            status, kind, message, public = 503, "app_restarting", f"{failed}\n", f"{failed.public}\n"
             retry_after = gate.retry_after if gate is not None else None
         elif isinstance(failed, NOT_LISTENING):  # refused, or reset in a dying app's queue
             status = 502
-            kind, message = await refusal(self.tunnel, self.target, gate)
+            kind, message, public = await refusal(self.tunnel, self.target, gate)
         elif isinstance(failed, TimeoutError):
             status, kind = 504, "local_timeout"
             message = f"the local service at {self.target.url} did not accept a connection in time"
@@ -506,7 +507,7 @@ class Forwarder:
                 message += (" (start devtunnel with --insecure, or set agent.insecure, to accept a self-signed"
                             " certificate)")
         await self._record_unsent_body(stream, head, cap)
-        await self._fail_before_head(stream, head, cap, status, kind, message, retry_after=retry_after)
+        await self._fail_before_head(stream, head, cap, status, kind, message, retry_after=retry_after, public=public)
         return None
 
     async def _record_unsent_body(self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture) -> None:
@@ -712,29 +713,32 @@ class Forwarder:
 
     async def _fail_before_head(
         self, stream: AgentStream, head: RequestReceived, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str,
-        *, retry_after: int | None = None,
+        *, retry_after: int | None = None, public: str | None = None,
     ) -> None:
         """Answer the public client ourselves: the local service gave no usable response."""
-        await answer_error(stream, cap, status, kind, message, head_only=head.method == b"HEAD", retry_after=retry_after)
+        await answer_error(stream, cap, status, kind, message, head_only=head.method == b"HEAD", retry_after=retry_after,
+                           public=public)
         if not head.end_stream:
             stream.reset(ErrorCode.NO_ERROR, "response complete")
 
 
-async def refusal(tunnel: str, target: Target, gate: HoldGate | None) -> tuple[ErrorKind, str]:
-    """The error kind and the ``502``'s text for a connection ``target`` refused, a request's or a
-    WebSocket handshake's: the app devtunnel runs restarting (its state said), or no service there."""
+async def refusal(tunnel: str, target: Target, gate: HoldGate | None) -> tuple[ErrorKind, str, str]:
+    """The error kind, the reason recorded and the ``502``'s text for a connection ``target``
+    refused, a request's or a WebSocket handshake's: the app devtunnel runs restarting (its state
+    said: in full in the record, in devtunnel's words alone to the client), or no service there."""
     if gate is not None and gate.managed:
-        state = gate.app_state if gate.app_down else "going down"
-        return "app_restarting", (f"{APP_RESTARTING}: the tunnel {tunnel} is online, but its app at {target.url} "
-                                  f"is not ready ({state}).\n")
+        state, public = (gate.app_state, gate.app_state_public) if gate.app_down else ("going down", "going down")
+        said = f"{APP_RESTARTING}: the tunnel {tunnel} is online, but its app at {target.url} is not ready"
+        return "app_restarting", f"{said} ({state}).\n", f"{said} ({public}).\n"
     # The hint is awaited on its own: mypyc (the compiled install) cannot keep the message's
     # temporaries across an await inside the expression ("incref of a spill").
     hint = await ipv6_loopback_hint(target)
-    return "local_refused", (
+    message = (
         f"The tunnel {tunnel} is online, but the local service at {target.url} "
         "refused the connection.\nMake sure a web service is running there, or start "
         "devtunnel with the address it listens on.\n"
     ) + hint
+    return "local_refused", message, message
 
 
 def head_refused(stream: AgentStream, cap: ExchangeCapture, exc: ProtocolError) -> None:
@@ -755,15 +759,16 @@ def head_refused(stream: AgentStream, cap: ExchangeCapture, exc: ProtocolError) 
 
 async def answer_error(
     stream: AgentStream, cap: ExchangeCapture, status: int, kind: ErrorKind, message: str, *, head_only: bool = False,
-    retry_after: int | None = None,
+    retry_after: int | None = None, public: str | None = None,
 ) -> None:
     """Send (and record) the agent's own plain-text answer (400, 502, 503, 504), with ``X-Devtunnel-Error: KIND``
     (and ``Retry-After`` when given).
 
     ``message`` is kept as it is in the record (its outputs escape it) and escaped once in the
-    body, which a client's terminal shows as it is."""
+    body, which a client's terminal shows as it is; ``public``, when given, is the body's text
+    instead (the reason without what the app wrote: ``refusal``, ``HoldExpired.public``)."""
     cap.fail(kind, message.strip())
-    body = answer_text(message).encode("utf-8")
+    body = answer_text(message if public is None else public).encode("utf-8")
     reason = HTTPStatus(status).phrase.encode("ascii")
     headers: Fields = (
         (b"Content-Type", b"text/plain; charset=utf-8"),

@@ -71,7 +71,14 @@ class Held(Protocol):
 
 
 class HoldExpired(Exception):
-    """A held request could not be delivered in time (or the queue was full)."""
+    """A held request could not be delivered in time (or the queue was full).
+
+    ``str(exc)`` is the reason recorded; ``public`` the text its client is answered, without
+    what the app wrote (``HoldGate.app_state_public``)."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
 
 
 class HoldGate:
@@ -124,7 +131,10 @@ class HoldGate:
         """Connections made through the gate to the app's run ``starts``: 1 just after a request
         held again connects, when it is the first its run gets (see ``connect``)."""
         self.app_state = ""
-        """The app's state in words (``starting``, ``restarting (2)``), for messages."""
+        """The app's state in words (``starting``, ``restarting (2): exited with code 1: ...``), for
+        what is recorded; it may quote the app's output."""
+        self.app_state_public = ""
+        """The app's state in devtunnel's words alone, for what public clients are answered."""
         self._up = asyncio.Event()
         self._up.set()
         self._reachable = asyncio.Event()
@@ -140,14 +150,17 @@ class HoldGate:
         """True while the app is known not to be ready (starting, crashed, restarting, exited ...)."""
         return self._final or not self._up.is_set()
 
-    def set_app_state(self, ready: bool, state: str = "", *, final: bool = False) -> None:
+    def set_app_state(self, ready: bool, state: str = "", *, public: str | None = None, final: bool = False) -> None:
         """Called by the app's supervisor on every change; ready releases the held requests in order.
 
         ``final``: the app is down and will not come back by itself (it exited with status 0, or
         could not be started): what is held, and what comes, is sent to the target at once
-        (a daemonized app's server may answer there) instead of waiting out the hold for nothing."""
+        (a daemonized app's server may answer there) instead of waiting out the hold for nothing.
+        ``public``: ``state`` without what the app wrote (``values.app_state.app_state_public``),
+        for public clients; ``state`` itself when not given."""
         self.managed = True
         self.app_state = state
+        self.app_state_public = state if public is None else public
         self._final = final
         if final:
             self._reachable.set()
@@ -285,7 +298,9 @@ class HoldGate:
             raise HoldExpired(f"{APP_RESTARTING}: the app still refuses connections after {self.hold:g} s")
         # Its state says why (``starting: the app says it listens on ...``, a crash's last line).
         state = f" ({self.app_state})" if self.app_state else ""
-        raise HoldExpired(f"{APP_RESTARTING}: the app is still down after {self.hold:g} s{state}")
+        public = f" ({self.app_state_public})" if self.app_state_public else ""
+        raise HoldExpired(f"{APP_RESTARTING}: the app is still down after {self.hold:g} s{state}",
+                          f"{APP_RESTARTING}: the app is still down after {self.hold:g} s{public}")
 
     async def _turn(self, remaining: float, again: float | None = None) -> bool:
         """Wait for a turn to be sent (``delivering`` counts it), in the order the requests came

@@ -143,7 +143,8 @@ async def forward_websocket(
         try:
             options["sock"] = await gate.connect(lambda: _open_socket(target), cap)
         except HoldExpired as exc:
-            await answer_error(stream, cap, 503, "app_restarting", f"{exc}\n", retry_after=gate.retry_after)
+            await answer_error(stream, cap, 503, "app_restarting", f"{exc}\n", retry_after=gate.retry_after,
+                               public=f"{exc.public}\n")
             return
         except OSError:
             pass  # the handshake below connects, and says why it cannot
@@ -164,8 +165,8 @@ async def forward_websocket(
         await _relay_rejection(stream, cap, exc)
         return
     except NOT_LISTENING:  # refused, or reset in a dying app's queue
-        kind, message = await refusal(tunnel, target, gate)
-        await answer_error(stream, cap, 502, kind, message)
+        kind, message, public = await refusal(tunnel, target, gate)
+        await answer_error(stream, cap, 502, kind, message, public=public)
         return
     except TimeoutError:
         await answer_error(stream, cap, 504, "local_timeout", f"the local service at {target.url} did not answer in time")

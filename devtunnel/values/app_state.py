@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import signal
 
-__all__ = ["APP_STATES", "app_state_words", "exit_state", "exit_words", "restarting_message"]
+__all__ = ["APP_STATES", "app_state_public", "app_state_words", "exit_state", "exit_words", "restarting_message"]
 
 APP_STATES = ("starting", "ready", "crashed", "restarting", "exited", "stopped", "failed")
 """Every state, in the order of the table above."""
@@ -71,3 +71,25 @@ def app_state_words(state: str, *, restarts: int = 0, exit_code: int | None = No
     if state in ("failed", "crashed", "starting") and message:
         return f"{state}: {message}"
     return state
+
+
+_OWN_MESSAGES = ("exited", "failed", "stopped")
+"""States whose message is devtunnel's words alone (``ended cleanly with code 0: not restarted``,
+``cannot start /bin/sh: ...``); a crash's quotes the app's stderr, a start's may quote what the
+app printed (``the app says it listens on ...``)."""
+
+
+def app_state_public(state: str, *, restarts: int = 0, exit_code: int | None = None, message: str = "") -> str:
+    """The app's state in devtunnel's words alone, for the public client of a 502 or 503:
+    ``restarting (2): exited with code 1``, ``starting``, ``exited (0): ended cleanly ...``.
+
+    Never what the app wrote: a crash's message quotes its last line on stderr, and the app's
+    output is the developer's, not something to hand to whoever calls the public URL (a
+    traceback line may name a file, a host or a key). The record and the inspector keep the
+    whole message."""
+    words = app_state_words(state, restarts=restarts, exit_code=exit_code)
+    if state in _OWN_MESSAGES:
+        return f"{words}: {message}" if message else words
+    if state in ("crashed", "restarting") and exit_code is not None:
+        words += f": {exit_words(exit_code)}"
+    return words

@@ -184,6 +184,23 @@ def test_without_hold_the_502s_say_the_app_is_restarting(start, tmp_path: Path) 
     assert all(ex.error == "app_restarting" and ex.error_message.startswith("local app restarting") for ex in failed)
 
 
+def test_a_crashing_apps_output_reaches_the_record_not_the_public_client(start, tmp_path: Path) -> None:
+    # The 502 quoted the app's last line on stderr to whoever called the public URL: a traceback
+    # line may name a file, a host or a key.
+    port = free_port()
+    run = start(str(port), "--run", "echo 'KeyError: sk_live_do_not_leak in /srv/app/settings.py' >&2; exit 1")
+    wait_for(lambda: run.app()["restarts"] >= 1, what="the app crashing")
+    with httpx.Client(timeout=20) as client:
+        response = run.get(client, "/x")
+    assert response.status_code == 502 and response.headers["X-Devtunnel-Error"] == "app_restarting"
+    assert "sk_live_do_not_leak" not in response.text and "settings.py" not in response.text, response.text
+    assert ": exited with code 1)" in response.text, response.text  # the state, in devtunnel's words
+    run.proc.stop(signal.SIGTERM)
+    [ex] = _records(tmp_path / "c.db")
+    assert "KeyError: sk_live_do_not_leak" in ex.error_message  # the developer's record keeps it
+    assert "sk_live_do_not_leak" not in ex.response.body.decode()
+
+
 def test_hold_expired_is_503_with_retry_after(start, tmp_path: Path) -> None:
     port = free_port()
     # The app never becomes ready: its health path answers 503 until a file that never comes.
@@ -686,11 +703,15 @@ def test_a_request_held_past_the_hold_is_told_why_the_app_is_down(start, tmp_pat
         response = run.get(client, "/late")
     assert response.status_code == 503
     assert response.headers["X-Devtunnel-Error"] == "app_restarting"
+    # The client is told the state in devtunnel's words; the app's own output (its last line on
+    # stderr, which may name files, hosts or keys) is the developer's: in the record, not the answer.
     assert response.text == ("local app restarting: the app is still down after 1 s (starting; its last run exited"
-                             " with code 1: ModuleNotFoundError: No module named fastapi)\n")
+                             " with code 1)\n")
     run.proc.stop(signal.SIGTERM)
     [ex] = _records(tmp_path / "c.db")
-    assert "No module named fastapi" in ex.error_message
+    assert ex.error_message == ("local app restarting: the app is still down after 1 s (starting; its last run exited"
+                                " with code 1: ModuleNotFoundError: No module named fastapi)")
+    assert "fastapi" not in ex.response.body.decode()
 
 
 def test_an_app_that_exited_cleanly_holds_no_request_for_nothing(start, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtunnel.values.app_state import app_state_words, exit_state, exit_words, restarting_message
+from devtunnel.values.app_state import app_state_public, app_state_words, exit_state, exit_words, restarting_message
 
 
 @pytest.mark.parametrize(("code", "words", "state"), [
@@ -29,3 +29,16 @@ def test_a_restarting_app_is_said_with_how_it_ended_not_when_it_starts_again() -
     assert app_state_words("restarting", restarts=2, message=message) == (
         "restarting (2): exited with code 1: ModuleNotFoundError: No module named 'fastapi'")
     assert app_state_words("restarting", restarts=2) == "restarting (2)"  # the hold messages pass none
+
+
+@pytest.mark.parametrize(("state", "restarts", "code", "message", "public"), [
+    ("restarting", 2, 1, "exited with code 1: KeyError: 'sk_live_123'; restarting in 1.2 s", "restarting (2): exited with code 1"),
+    ("crashed", 0, -9, "killed by SIGKILL: Traceback in /srv/app.py", "crashed: killed by SIGKILL"),
+    ("starting", 1, 1, "the app says it listens on http://localhost:5173/, not on port 8000", "starting"),
+    ("exited", 0, 0, "ended cleanly with code 0: not restarted", "exited (0): ended cleanly with code 0: not restarted"),
+    ("failed", 0, None, "cannot start /bin/sh: No such file or directory", "failed: cannot start /bin/sh: No such file or directory"),
+])
+def test_what_public_clients_are_told_of_the_app_never_quotes_its_output(
+    state: str, restarts: int, code: int | None, message: str, public: str
+) -> None:
+    assert app_state_public(state, restarts=restarts, exit_code=code, message=message) == public
