@@ -28,7 +28,7 @@ from devtunnel.agent.devservers import MAX_HINTS, STATUSES, refusal_hint, target
 from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url, same_relay
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
-from devtunnel.values.names import validate_name
+from devtunnel.values.names import no_tunnel_named, validate_name
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.agent.recording import DEFAULT_BODY_BUDGET, BodyBudget
 from devtunnel.rules import Rule, parse_rules, renumbered
@@ -232,10 +232,14 @@ class AgentService:
             raise NotFoundError(f"tunnel {quoted(name)} has no rule {index} (it has {len(rules)})")
         tunnel.set_rules(renumbered(rules[: index - 1] + rules[index:]))
 
+    def _missing(self, name: str) -> NotFoundError:
+        """``no tunnel named 'nope' (running: api, web)``: the names a caller may have meant."""
+        return NotFoundError(no_tunnel_named(name, list(self._tunnels)))
+
     def _tunnel(self, name: str) -> AgentTunnel:
         tunnel = self._tunnels.get(name)
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {quoted(name)}")
+            raise self._missing(name)
         return tunnel
 
     async def stop_tunnel(self, name: str) -> None:
@@ -243,7 +247,7 @@ class AgentService:
         start it again as it ran. Raises NotFoundError."""
         tunnel = self._tunnels.pop(name, None)
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {quoted(name)}")
+            raise self._missing(name)
         # Under the name it had (a random one too), with the rules it was given since it started.
         self._stopped[name] = replace(tunnel.config, name=name)
         await tunnel.stop()
@@ -256,7 +260,7 @@ class AgentService:
         if tunnel is None and name in self._stopped:
             return await self.start_tunnel(self._stopped[name])
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {quoted(name)}")
+            raise self._missing(name)
         await tunnel.restart()
         if tunnel.app is not None:
             await tunnel.app.restart()
@@ -266,7 +270,7 @@ class AgentService:
         """The output of the app tunnel ``name`` runs. Raises NotFoundError (no tunnel, or no app)."""
         tunnel = self._tunnels.get(name)
         if tunnel is None:
-            raise NotFoundError(f"no tunnel named {quoted(name)}")
+            raise self._missing(name)
         if tunnel.app is None:
             raise NotFoundError(f"tunnel {quoted(name)} runs no app (start it with --run, or run = ... in devtunnel.toml)")
         return tunnel.app.log

@@ -34,7 +34,7 @@ from devtunnel.errors import (
 )
 from devtunnel.export.agent_json import error_json
 from devtunnel.rules import Rule, RulesError, ngrok_header_rules, ngrok_protection_rules, parse_rules
-from devtunnel.values.names import label_from, validate_name
+from devtunnel.values.names import label_from, no_tunnel_named, validate_name
 from devtunnel.values.ngrok_keys import (
     NGROK_KEYS, agent_mutual_tls, edge_labels, internal_binding, pooling, upstream_protocol_problem, url_first_label,
 )
@@ -465,7 +465,7 @@ def find_tunnel(service: Service, name: str, what: str = "tunnel", aliases: Tunn
     """The running tunnel called ``name`` (``tunnel_named``), or ``NotFoundError``."""
     info = tunnel_named(service, name, aliases)
     if info is None:
-        raise NotFoundError(f"no {what} named {quoted(name)}")
+        raise NotFoundError(no_tunnel_named(name, [t.name for t in service.tunnels()], what))
     return info
 
 

@@ -92,3 +92,12 @@ def label_from(text: str) -> str | None:
     """
     label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].rstrip("-")
     return label or None
+
+
+def no_tunnel_named(name: str, running: list[str], what: str = "tunnel") -> str:
+    """``no tunnel named 'nope' (running: api, web)``: the message for a name no running tunnel
+    has, with the names a caller may have meant (the first ten, sorted)."""
+    names = sorted(running)
+    shown = ", ".join(quoted(n) if _LABEL_RE.fullmatch(n) is None else n for n in names[:10])
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return f"no {what} named {quoted(name)} " + (f"(running: {shown}{more})" if names else "(none is running)")

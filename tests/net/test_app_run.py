@@ -378,7 +378,7 @@ def test_logs_command_errors(start, tmp_path: Path) -> None:
     env = {**os.environ}
     missing = Proc([*DEVTUNNEL, "logs", "nope", "--api", run.api], env)
     assert missing.wait() == 1
-    assert missing.err == ["devtunnel: no tunnel named 'nope'"]
+    assert missing.err == [f"devtunnel: no tunnel named 'nope' (running: {run.name})"]  # what was meant, said
     no_app = Proc([*DEVTUNNEL, "logs", run.name, "--api", run.api], env)
     assert no_app.wait() == 1
     assert "runs no app" in no_app.err[0]
