@@ -9,6 +9,7 @@ hold placeholders, filled fresh for every delivery so that each looks new to the
 ``${now_iso}``  the time in ISO 8601, UTC
 ``${uuid}``     a random UUID
 ``${id:PRE}``   ``PRE`` and 24 random letters and digits, as provider ids look (``evt_…``)
+``${sid:PRE}``  ``PRE`` and 32 random lowercase hex digits, as Twilio's SIDs are (``SM…``, ``AC…``)
 
 The same placeholder is the same value throughout one delivery (a Twilio message's three sids).
 """
@@ -33,7 +34,7 @@ from devtunnel.webhooks.base import timestamp_text
 
 __all__ = ["Sample", "SampleInfo", "list_samples", "sample"]
 
-_PLACEHOLDER = re.compile(r"\$\{(now|now_iso|uuid|id:[A-Za-z_]*)\}")
+_PLACEHOLDER = re.compile(r"\$\{(now|now_iso|uuid|id:[A-Za-z_]*|sid:[A-Z]*)\}")
 _ID_CHARS = string.ascii_letters + string.digits
 
 
@@ -88,6 +89,8 @@ def _fill(value: Any, now: float, rng: random.Random, memo: dict[str, str]) -> A
                 memo[key] = datetime.fromtimestamp(int(now), tz=timezone.utc).isoformat().replace("+00:00", "Z")
             elif key == "uuid":
                 memo[key] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            elif key.startswith("sid:"):
+                memo[key] = key[4:] + f"{rng.getrandbits(128):032x}"
             else:
                 memo[key] = key[3:] + "".join(rng.choice(_ID_CHARS) for _ in range(24))
         return memo[key]

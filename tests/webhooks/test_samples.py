@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 
 import pytest
@@ -52,7 +53,10 @@ def test_each_delivery_is_fresh_and_one_placeholder_is_one_value() -> None:
     b = sample("twilio", "sms.received", now=1_764_600_000, rng=random.Random(2))
     assert a.body != b.body
     form = dict(pair.split("=", 1) for pair in a.body.decode().split("&"))
-    assert form["SmsSid"] == form["MessageSid"] == form["SmsMessageSid"] and form["SmsSid"].startswith("SM")
+    assert form["SmsSid"] == form["MessageSid"] == form["SmsMessageSid"]
+    # Twilio's SID format (two letters, 32 hex digits): a receiver may check it (twilio's own
+    # helpers and many apps match ^SM[0-9a-f]{32}$).
+    assert re.fullmatch("SM[0-9a-f]{32}", form["SmsSid"]) and re.fullmatch("AC[0-9a-f]{32}", form["AccountSid"])
     event = json.loads(sample("stripe", "invoice.paid", now=1_764_600_000).body)
     assert event["created"] == 1_764_600_000 and event["id"].startswith("evt_") and len(event["id"]) == 28
 
