@@ -6,6 +6,8 @@ import argparse
 import importlib
 import logging
 import os
+import re
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -23,10 +25,30 @@ __all__ = ["main", "build_parser", "EXIT_TUNNEL_REFUSED"]
 _F = argparse.RawDescriptionHelpFormatter
 
 
+_WORDS: list[str] = []
+"""The command line ``main`` parses, for what an error says of it (``_joined_value_hint``)."""
+
+
+def _joined_value_hint(message: str) -> str:
+    """For argparse's ``argument --filter/-f: expected one argument`` when the value typed after the
+    flag starts with ``-`` (``--filter -status:2xx``, ``--hold -1s``): argparse took it for a flag;
+    say to join it to the flag. Empty otherwise."""
+    found = re.match(r"argument (\S+): expected one argument$", message)
+    if found is None:
+        return ""
+    spellings = found.group(1).split("/")
+    for word, after in zip(_WORDS, _WORDS[1:]):
+        if word in spellings and after.startswith("-") and after != "--":
+            flag = next((s for s in spellings if s.startswith("--")), word)
+            return f" ({shlex.quote(after)} starts with -, which reads as a flag: join it, {flag}={shlex.quote(after)})"
+    return ""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with bad usage said in one line (and where to read more), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        message += _joined_value_hint(message)
         self.exit(EXIT_USAGE, f"{self.prog}: {safe(message)} (see: {self.prog} --help)\n")
 
 
@@ -609,6 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     words = pyngrok_agent_argv(words) or words  # pyngrok starting "ngrok" with ngrok_path set to devtunnel
+    _WORDS[:] = words
     hint = command_hint(words)  # ``devtunnel authtoken TOKEN``: said before argparse's list of commands
     if hint is not None:
         parser.error(hint)

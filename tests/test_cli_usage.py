@@ -132,6 +132,14 @@ def test_help_of_a_command_is_its_own_help(tmp_path: Path) -> None:
         (["relay", "--domain", "a/b"], "--domain: 'a/b' is not a host name: only letters a-z, digits, '-' and '.' are allowed"),
         (["relay", "--domain=-a.example"], "its label '-a' starts or ends with '-'"),
         (["relay", "--domain", "a..example"], "it has an empty label (two dots in a row)"),
+        # A value starting with - is taken for a flag: it said "expected one argument" alone,
+        # though the filter language's own examples start with - (not status:2xx).
+        (["requests", "--filter", "-status:2xx"], "expected one argument (-status:2xx starts with -, which reads as a"
+                                                  " flag: join it, --filter=-status:2xx)"),
+        (["export", "-f", "-status:2xx"], "join it, --filter=-status:2xx)"),
+        (["http", "8080", "--hold", "-1s"], "join it, --hold=-1s)"),
+        (["replay", "01M8V2JD", "--body", "-x y"], "join it, --body='-x y')"),
+        (["requests", "--filter"], "argument --filter/-f: expected one argument (see: devtunnel requests --help)"),
     ],
 )
 def test_bad_usage_exits_2_with_one_clear_line(args: list[str], says: str, tmp_path: Path) -> None:
