@@ -138,7 +138,7 @@ def test_help_of_a_command_is_its_own_help(tmp_path: Path) -> None:
                                                   " flag: join it, --filter=-status:2xx)"),
         (["export", "-f", "-status:2xx"], "join it, --filter=-status:2xx)"),
         (["http", "8080", "--hold", "-1s"], "join it, --hold=-1s)"),
-        (["replay", "01M8V2JD", "--body", "-x y"], "join it, --body='-x y')"),
+        (["replay", "01M8V2JD", "--body", "-x"], "join it, --body=-x)"),
         (["requests", "--filter"], "argument --filter/-f: expected one argument (see: devtunnel requests --help)"),
     ],
 )
