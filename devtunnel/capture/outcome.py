@@ -25,7 +25,7 @@ from devtunnel.capture.diff import diff_bodies, diff_headers
 from devtunnel.capture.model import Exchange, Response
 from devtunnel.export.assemble import reason_of
 
-__all__ = ["REPLAY_MARKS", "VOLATILE_HEADERS", "ReplayOutcome", "body_excerpt", "error_excerpt", "replay_mark", "replay_outcome", "status_line"]
+__all__ = ["REPLAY_MARKS", "VOLATILE_HEADERS", "ReplayOutcome", "uncounted_headers", "body_excerpt", "error_excerpt", "replay_mark", "replay_outcome", "status_line"]
 
 VOLATILE_HEADERS: tuple[str, ...] = (
     "Date", "Age", "Expires", "Server-Timing", "X-Runtime", "X-Response-Time",
@@ -33,6 +33,13 @@ VOLATILE_HEADERS: tuple[str, ...] = (
     "X-Amzn-Trace-Id", "X-Amzn-RequestId", "CF-Ray",
 )
 """Response headers left out when deciding whether a replay's response differs."""
+
+
+def uncounted_headers(ignore_headers: Iterable[str] = ()) -> tuple[str, ...]:
+    """The response headers a comparison shows but does not count as a difference: the volatile
+    ones and the configured ``replay.ignore_headers``. The replay's verdict ("same response"),
+    ``devtunnel diff`` and the inspector's diff all count with it."""
+    return (*VOLATILE_HEADERS, *ignore_headers)
 
 EXCERPT_LIMIT = 160
 """Characters of an error body's first line shown in a notice."""
@@ -168,7 +175,7 @@ def replay_outcome(original: Exchange, replayed: Exchange, *, ignore_headers: It
     excerpt = error_excerpt(response) if response.status >= 400 else ""
     if original.response is None:
         return ReplayOutcome(status, "original had no response", None, excerpt)
-    ignored = [*VOLATILE_HEADERS, *ignore_headers] if volatile else list(ignore_headers)
+    ignored = uncounted_headers(ignore_headers) if volatile else tuple(ignore_headers)
     same = _same_response(original.response, response, ignored)
     return ReplayOutcome(status, "same response" if same else "response differs", not same, excerpt)
 

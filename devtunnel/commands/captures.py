@@ -30,7 +30,7 @@ from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit, check_header
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response, held_json, held_text
-from devtunnel.capture.outcome import VOLATILE_HEADERS, replay_mark, replay_outcome, status_line
+from devtunnel.capture.outcome import replay_mark, replay_outcome, status_line, uncounted_headers
 from devtunnel.capture.rows import Row
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
 from devtunnel.capture.store import Store, path_mode
@@ -997,7 +997,7 @@ def _diff(args: argparse.Namespace) -> int:
     """Exit 0 same, 1 different, as diff(1). Volatile response headers (a Date a second later) are
     shown but not counted unless ``--strict``: the same rule and names as replay's verdict
     (``VOLATILE_HEADERS`` and ``[replay] ignore_headers``), so "same response" there is exit 0 here."""
-    volatile = () if args.strict else (*VOLATILE_HEADERS, *settings_of(args).replay.ignore_headers)
+    volatile = () if args.strict else uncounted_headers(settings_of(args).replay.ignore_headers)
     store = _open(args)
     a = _get(store, args.a)
     b = _get(store, args.b)

@@ -28,6 +28,7 @@ from textual.widget import Widget
 from textual.worker import Worker
 
 from devtunnel.capture.model import Exchange
+from devtunnel.capture.outcome import uncounted_headers
 from devtunnel.errors import DevtunnelError
 from devtunnel.export import export
 from devtunnel.tui.backend import Backend, TunnelView
@@ -523,7 +524,8 @@ class InspectorApp(App[None]):
     async def _diff(self, a: str, b: str) -> None:
         try:
             await self.push_screen(DiffScreen(await self.backend.get(a), await self.backend.get(b),
-                                              settings=self.diff_settings))
+                                              settings=self.diff_settings,
+                                              volatile=uncounted_headers(self.backend.replay_ignore_headers)))
         except DevtunnelError as exc:
             self.notify(str(exc), title="Cannot diff", severity="error")
 

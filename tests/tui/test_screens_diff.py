@@ -55,7 +55,22 @@ async def test_side_by_side_pairs_changed_lines_and_says_what_is_identical() -> 
         changed = [r for r in rows if r.startswith("- ")]
         assert any('"id": "ord_1"' in r and '+   "id": "ord_2"' in r for r in changed)
         assert any("Date: Wed, 26 Nov 2025 12:30:00 GMT" in r and "12:31:00" in r for r in changed)
-        assert _status(app) == "2 of 6 sections differ · side by side"
+        # A Date that differs is shown, and not counted, as devtunnel diff counts it.
+        assert rows[rows.index("── response headers (headers)") + 1] == "  identical"
+        assert any("only volatile headers differ, not counted: Date" in r for r in rows)
+        assert _status(app) == "1 of 6 sections differ · side by side"
+
+
+async def test_headers_configured_not_to_count_are_shown_and_not_counted() -> None:
+    # The inspector's diff counted a Date alone as a difference ("2 of 6 sections differ"),
+    # where devtunnel diff and the replay's verdict ("same response") did not.
+    a, b = pair()
+    for volatile, status in (((), "2 of 6 sections differ"), (("Date",), "1 of 6 sections differ")):
+        app = ScreenApp(DiffScreen(a, b, volatile=volatile))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _diffed(app)
+            await pilot.pause()
+            assert _status(app) == f"{status} · side by side"
 
 
 async def test_u_switches_to_unified_with_plus_and_minus_lines() -> None:
@@ -85,10 +100,11 @@ async def test_ignoring_fields_rediffs_as_you_type() -> None:
         await pilot.pause()
         assert _status(app) == "identical · ignoring id, created, total, Date · side by side"
         assert not any(r.startswith("- ") for r in _rows(app))
-        # backspacing "Date" brings the header difference back
+        # backspacing "Date" shows the header difference again, not counted (a volatile header)
         await pilot.press(*["backspace"] * 6)
         await async_wait_for(lambda: app.screen.ignore == ("id", "created", "total"), what="the new diff")
-        assert _status(app).startswith("1 of 6 sections differ")
+        assert _status(app).startswith("identical · ignoring id, created, total")
+        assert any(r.startswith("- Date:") for r in _rows(app))
 
 
 async def test_preset_ignore_fields_are_shown_and_used() -> None:

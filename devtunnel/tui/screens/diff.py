@@ -19,6 +19,7 @@ from textual.worker import Worker, get_current_worker
 
 from devtunnel.capture.diff import DiffLine, ExchangeDiff, SectionDiff, diff_exchanges
 from devtunnel.capture.model import Exchange
+from devtunnel.capture.outcome import uncounted_headers
 from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.render import escape_line
 from devtunnel.tui.screens.detail import TitleLine, exchange_title
@@ -143,7 +144,9 @@ def _section_rows(section: SectionDiff, mode: Mode) -> list[_Row]:
     rows: list[_Row] = [("title", "", f"{section.title} ({section.kind})", "", "")]
     if section.identical:
         rows.append(_note("identical"))
-        return rows + [_note(line.text) for line in section.lines if line.tag == "?"]
+        if not any(line.tag in "-+" for line in section.lines):
+            return rows + [_note(line.text) for line in section.lines if line.tag == "?"]
+        # Only headers that are not counted differ (Date ...): shown, with the note saying so.
     if section.kind == "binary":
         return rows + _binary_rows(section)
     return rows + (_side_rows(section) if mode == "side" else _unified_rows(section))
@@ -247,10 +250,13 @@ class DiffScreen(Screen[None]):
     """
 
     def __init__(self, a: Exchange, b: Exchange, ignore: Sequence[str] = (), *,
-                 settings: DiffSettings | None = None) -> None:
+                 settings: DiffSettings | None = None, volatile: Sequence[str] = uncounted_headers()) -> None:
         super().__init__()
         self.a = a
         self.b = b
+        self.volatile = tuple(volatile)
+        """Response headers shown when they differ but not counted (``Date`` ..., and the
+        configured ``replay.ignore_headers``), as ``devtunnel diff`` counts them."""
         self.settings = settings if settings is not None else DiffSettings(ignore=tuple(ignore))
         """Mode and ignored fields; changes here are written back (for the next diff)."""
         self.ignore: tuple[str, ...] = tuple(ignore) or self.settings.ignore
@@ -285,7 +291,7 @@ class DiffScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="diff", exit_on_error=False)
     def _compute(self, ignore: tuple[str, ...]) -> None:
         # Bodies can be megabytes: diff them off the event loop so typing stays responsive.
-        diff = diff_exchanges(self.a, self.b, ignore=ignore)
+        diff = diff_exchanges(self.a, self.b, ignore=ignore, volatile=self.volatile)
         worker = get_current_worker()
         if not worker.is_cancelled:
             self.app.call_from_thread(self._show, diff, ignore, worker)

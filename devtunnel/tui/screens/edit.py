@@ -28,7 +28,7 @@ from textual.worker import Worker
 
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.model import Exchange, Headers, Response, media_type
-from devtunnel.capture.outcome import replay_outcome
+from devtunnel.capture.outcome import replay_outcome, uncounted_headers
 from devtunnel.errors import DevtunnelError, ReplayError
 from devtunnel.values.http1 import FRAMING
 from devtunnel.tui.render import body_kind, describe_body, escape_control, message_text, status_style
@@ -578,5 +578,5 @@ class EditReplayScreen(Screen[None]):
         """Compare the original exchange with the replay."""
         if self.replayed is None:
             raise SkipAction()  # let ctrl+d delete in the editor until there is something to diff
-        self.app.push_screen(DiffScreen(self.exchange, self.replayed))
+        self.app.push_screen(DiffScreen(self.exchange, self.replayed, volatile=uncounted_headers(self._ignore_headers)))
 
