@@ -63,6 +63,22 @@ async def test_a_restarting_app_says_how_it_ended_without_a_countdown_that_would
                 assert line.endswith("app restarting (4): exited with code 2: python3: can't open file 'nope.py'"), line
 
 
+async def test_a_restarting_apps_state_is_never_cut_for_its_message() -> None:
+    # At a width where the line fitted without the message by a column or two, the ellipsis cut
+    # the state itself: "app restarting (3…".
+    message = "exited with code 2: python3: can't open file 'nope.py'; restarting in 7.0 s"
+    crashy = replace(tunnel("crashy", 18104, "restarting", 3), app_exit_code=2, app_message=message)
+    base = len(" ● http://crashy.localhost:33855 → http://127.0.0.1:18104  online  12 req  0.0/s  app restarting (3)")
+    for width in range(base - 1, base + 6):
+        async with PanelApp().run_test(size=(width + 2, 6)) as pilot:  # the panel's padding: 1 column a side
+            panel = pilot.app.query_one(TunnelsPanel)
+            panel.update_tunnels([crashy])
+            await async_wait_for(lambda: "crashy" in str(panel.render()), what="the tunnel listed")
+            await pilot.pause()
+            line = [line.text.rstrip() for line in panel.render_lines(panel.region.reset_offset)][0]
+            assert "app restarting (3)" in line, (width, line)
+
+
 async def test_the_cursor_tunnel_stays_in_sight_in_a_long_list() -> None:
     """Seven tunnels in a panel of six lines: moving down to the last keeps its line (the one s
     stops) on screen, and a line says how many there are."""

@@ -245,10 +245,12 @@ class TunnelsPanel(Widget, can_focus=True):
         if tunnel.waiting:  # before the app's state, whose message the ellipsis may cut
             app = Text.assemble(Text(f"  {held_text(tunnel.waiting)}", style=self._style("tunnels--reconnecting")), app)
         # Whether the line fits is told without the app's message (why it failed or crashed): that
-        # comes last and the ellipsis may cut it; the URLs and the counts stay as on other lines.
+        # comes last and the ellipsis may cut it, but not the state before it (room is kept for
+        # ": " and the ellipsis); the URLs and the counts stay as on other lines.
         message = cell_len(app_state_text(tunnel)) - cell_len(app_state_words(
             tunnel.app_state, restarts=tunnel.app_restarts, exit_code=tunnel.app_exit_code)) if tunnel.app_state else 0
-        if app and not compact and line.cell_len + counts.cell_len + app.cell_len - message > self.content_size.width:
+        room = line.cell_len + counts.cell_len + app.cell_len - message + (3 if message else 0)
+        if app and not compact and room > self.content_size.width:
             return self._tunnel_line(tunnel, is_cursor, compact=True)
         if compact:
             line.append_text(app)
