@@ -73,10 +73,11 @@ def app_state_words(state: str, *, restarts: int = 0, exit_code: int | None = No
     return state
 
 
-_OWN_MESSAGES = ("exited", "failed", "stopped")
-"""States whose message is devtunnel's words alone (``ended cleanly with code 0: not restarted``,
-``cannot start /bin/sh: ...``); a crash's quotes the app's stderr, a start's may quote what the
-app printed (``the app says it listens on ...``)."""
+_QUOTING = ("crashed", "restarting")
+"""States whose message quotes what the app wrote: how its run ended, with its last line on
+stderr. The others' are devtunnel's own words (``the app says it listens on
+http://localhost:5173/, not on port 8000: ...``, a local URL read as one; ``ended cleanly with
+code 0``; ``cannot start /bin/sh: ...``), which the developer reading a 502 in a browser needs."""
 
 
 def app_state_public(state: str, *, restarts: int = 0, exit_code: int | None = None, message: str = "") -> str:
@@ -88,8 +89,8 @@ def app_state_public(state: str, *, restarts: int = 0, exit_code: int | None = N
     traceback line may name a file, a host or a key). The record and the inspector keep the
     whole message."""
     words = app_state_words(state, restarts=restarts, exit_code=exit_code)
-    if state in _OWN_MESSAGES:
+    if state not in _QUOTING:
         return f"{words}: {message}" if message else words
-    if state in ("crashed", "restarting") and exit_code is not None:
+    if exit_code is not None:
         words += f": {exit_words(exit_code)}"
     return words

@@ -34,7 +34,8 @@ def test_a_restarting_app_is_said_with_how_it_ended_not_when_it_starts_again() -
 @pytest.mark.parametrize(("state", "restarts", "code", "message", "public"), [
     ("restarting", 2, 1, "exited with code 1: KeyError: 'sk_live_123'; restarting in 1.2 s", "restarting (2): exited with code 1"),
     ("crashed", 0, -9, "killed by SIGKILL: Traceback in /srv/app.py", "crashed: killed by SIGKILL"),
-    ("starting", 1, 1, "the app says it listens on http://localhost:5173/, not on port 8000", "starting"),
+    ("starting", 1, 1, "the app says it listens on http://localhost:5173/, not on port 8000",  # devtunnel's words
+     "starting: the app says it listens on http://localhost:5173/, not on port 8000"),
     ("exited", 0, 0, "ended cleanly with code 0: not restarted", "exited (0): ended cleanly with code 0: not restarted"),
     ("failed", 0, None, "cannot start /bin/sh: No such file or directory", "failed: cannot start /bin/sh: No such file or directory"),
 ])
