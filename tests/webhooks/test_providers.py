@@ -353,6 +353,21 @@ def test_twilio_event_types_come_from_the_form(form: dict[str, str], event: str 
     assert Twilio().event_type(d) == event
 
 
+def test_a_twilio_event_type_is_the_senders_text_and_is_shown_escaped() -> None:
+    # EventType comes from the network: the headless line escapes it and cuts it, as any
+    # provider's event type; a JSON body (no form) names no event.
+    from devtunnel.agent.exchange_log import verdict_line
+
+    hostile = "\x1b]52;c;ZXZpbA==\x07[bold]x[/]" + "e" * 500
+    d = delivery([("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", "AAAA")],
+                 urlencode({"EventType": hostile}).encode())
+    verdict = Twilio().verdict(d, [], NOW)
+    assert verdict.event_type == hostile
+    line = verdict_line("12:00:00  01M8V2JDA09PA  ", verdict)
+    assert "\x1b" not in line and "\x07" not in line and len(line) < 300, line
+    assert Twilio().event_type(delivery([("Content-Type", "application/json")], b'{"EventType": "x"}')) is None
+
+
 def test_twilio_json_body_signs_the_url_carrying_the_body_hash() -> None:
     body = b'{"event": "x"}'
     url = "https://hooks.example.com/t?bodySHA256=" + hashlib.sha256(body).hexdigest()
