@@ -55,6 +55,19 @@ def test_the_remembered_port_is_left_when_taken(state: Path) -> None:
         assert "--via" not in argv
 
 
+def test_the_inspectors_agent_gets_the_name_its_target_had_last_time(state: Path) -> None:
+    def name_of(*argv: str) -> str:
+        made = http_agent_argv(args_of(*argv))()
+        return made[made.index("--name") + 1]
+
+    first = name_of("8000")
+    assert name_of("8000") == first and name_of("127.0.0.1:8000") == first
+    assert PortMemory().name_for("http://127.0.0.1:8000") == first
+    assert name_of("8001") != first
+    # On a relay of one's own, a name not asked for is not kept: another agent may hold it now.
+    assert name_of("8000", "--relay", "wss://relay.localhost") != first
+
+
 def test_a_missing_provider_is_refused_before_the_screen_opens(state: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))

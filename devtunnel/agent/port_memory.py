@@ -1,13 +1,17 @@
-"""Ports remembered between runs, so a tunnel's URL stays the same when devtunnel starts again.
+"""Ports and names remembered between runs, so a tunnel's URL stays the same when devtunnel starts again.
 
 One small JSON file in the state directory (``$XDG_STATE_HOME/devtunnel/ports.json``), a table
-per kind of port, each mapping a key (a tunnel name) to the port it had last time::
+per kind of port, each mapping a key (a tunnel name) to the port it had last time, and the names
+given to tunnels started without one::
 
-    {"relay": {"payments": 41234}, "ssh": {"payments ssh:me@host": 40021}}
+    {"relay": {"payments": 41234}, "ssh": {"payments ssh:me@host": 40021},
+     "name": {"to http://127.0.0.1:8000": "brave-otter-4821"}}
 
 ``relay`` is the embedded relay's local port; ``ssh`` the remote port a plain ``ssh:`` server
 allocated, keyed by the tunnel's name and the server (``to http://127.0.0.1:8000 ssh:me@host``
-for a tunnel without a name of its own). The file is rewritten atomically (a temporary file renamed over it); a missing,
+for a tunnel without a name of its own); ``name`` the random name a tunnel on the embedded relay
+got for its target when it was started without a name (``devtunnel http 8000`` run again gets
+the same ``http://NAME.localhost:PORT``). The file is rewritten atomically (a temporary file renamed over it); a missing,
 unreadable or malformed file is an empty memory, never an error: remembering is a courtesy.
 """
 
@@ -17,11 +21,17 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Container
 from pathlib import Path
 
+from devtunnel.errors import ConfigError
+from devtunnel.values.names import random_name, validate_name
 from devtunnel.values.paths import make_private_folder, ports_file
 
 __all__ = ["MAX_ENTRIES", "PortMemory"]
+
+NAMES = "name"
+"""The table of names given to unnamed tunnels, by their target."""
 
 MAX_ENTRIES = 200
 """Keys kept per table; the oldest entries go first (tunnel names come and go)."""
@@ -33,7 +43,7 @@ class PortMemory:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else ports_file()
 
-    def _read(self) -> dict[str, dict[str, int]]:
+    def _read(self) -> dict[str, dict[str, int | str]]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -41,22 +51,40 @@ class PortMemory:
         if not isinstance(data, dict):
             return {}
         return {
-            kind: {key: port for key, port in table.items() if _is_port(port)}
+            kind: {key: value for key, value in table.items() if (_is_name if kind == NAMES else _is_port)(value)}
             for kind, table in data.items() if isinstance(kind, str) and isinstance(table, dict)
         }
 
     def get(self, kind: str, key: str) -> int | None:
         """The port ``key`` had last time, or None."""
-        return self._read().get(kind, {}).get(key)
+        port = self._read().get(kind, {}).get(key)
+        return port if isinstance(port, int) else None
 
     def put(self, kind: str, key: str, port: int) -> None:
         """Remember ``port`` for ``key``; a failure to write is ignored (nothing depends on it)."""
+        self._put(kind, key, port)
+
+    def name_for(self, target_url: str, *, taken: Container[str] = ()) -> str:
+        """The name a tunnel to ``target_url`` started without one gets: the one it had last time,
+        else a new random one, remembered. A remembered name in ``taken`` (running here already,
+        for another tunnel to the same target) is left to it: this one gets a new name, not
+        remembered."""
+        key = f"to {target_url}"
+        name = self._read().get(NAMES, {}).get(key)
+        if isinstance(name, str) and name not in taken:
+            return name
+        fresh = random_name()
+        if not isinstance(name, str):
+            self._put(NAMES, key, fresh)
+        return fresh
+
+    def _put(self, kind: str, key: str, value: int | str) -> None:
         data = self._read()
         table = data.setdefault(kind, {})
-        if table.get(key) == port:
+        if table.get(key) == value:
             return
         table.pop(key, None)
-        table[key] = port  # newest last
+        table[key] = value  # newest last
         while len(table) > MAX_ENTRIES:
             del table[next(iter(table))]
         with contextlib.suppress(OSError):
@@ -65,6 +93,15 @@ class PortMemory:
 
 def _is_port(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _is_name(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return validate_name(value) == value
+    except ConfigError:
+        return False
 
 
 def _write_atomically(path: Path, text: str) -> None:

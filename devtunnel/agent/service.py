@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from devtunnel.capture.model import DEFAULT_BODY_CAP, Exchange
-from devtunnel.errors import ConfigError, NotFoundError
+from devtunnel.errors import ConfigError, NameTakenError, NotFoundError
 from devtunnel.agent.children import LogRing
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.devservers import MAX_HINTS, STATUSES, refusal_hint, target_hint
@@ -29,11 +29,13 @@ from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url, same_rel
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
 from devtunnel.values.names import no_tunnel_named, validate_name
+from devtunnel.values.target import parse_target
 from devtunnel.agent.port_memory import PortMemory
 from devtunnel.agent.recording import DEFAULT_BODY_BUDGET, BodyBudget
 from devtunnel.rules import Rule, parse_rules, renumbered
 from devtunnel.agent.tunnel import AgentTunnel, Backoff
 from devtunnel.agent.via_runner import ViaRunner
+from devtunnel.via import Via
 from devtunnel.values.terminal import quoted
 
 __all__ = ["AgentService"]
@@ -149,10 +151,28 @@ class AgentService:
             config = replace(config, relay=config.relay or self.default_relay,
                              token=config.token or self.default_token,
                              relay_ca=config.relay_ca or self.default_relay_ca)
+        # An unnamed tunnel keeps the name its target had last time (and, on the embedded relay,
+        # the relay's port with it): the same URL, run after run. A relay that gives that name
+        # to someone else now gets a new one asked for instead.
+        remember = not config.name and self.ports is not None
+        try:
+            return await self._start(config, provider, via_wait, remember=remember)
+        except NameTakenError as exc:
+            if not remember:
+                raise
+            log.warning("%s; asking for a new name this time", exc)
+            return await self._start(config, provider, via_wait, remember=False)
+
+    async def _start(self, config: TunnelConfig, provider: Via | None, via_wait: float, *, remember: bool) -> TunnelInfo:
         async with self._lock:
-            relay_url = relay_connect_url(config.relay) if config.relay else await self._embedded_url(config.name)
+            name = config.name
+            if remember and self.ports is not None:
+                running = {key for key, t in self._tunnels.items() if t.state is not TunnelState.FAILED}
+                name = self.ports.name_for(parse_target(config.target).url, taken=running)
+            relay_url = relay_connect_url(config.relay) if config.relay else await self._embedded_url(name)
             tunnel = AgentTunnel(
                 config,
+                name=name,
                 relay_url=relay_url,
                 sink=self._sink if config.record else self._sink_unrecorded,
                 on_change=self._changed,
@@ -171,7 +191,7 @@ class AgentService:
             self._stopped.pop(key, None)  # started anew: its old settings are forgotten
             self._tunnels[key] = tunnel
             if provider is not None:
-                # A random name is new each run: an unnamed tunnel is known by its target instead.
+                # An unnamed tunnel is known by its target (its name may be new this run).
                 tunnel.provider = ViaRunner(provider, key, self.embedded_relay, on_change=tunnel.notify,
                                             env=self.via_env, memory=self.ports,
                                             remember_as=None if config.name else f"to {tunnel.target.url}")

@@ -115,6 +115,7 @@ class AgentTunnel:
 
     Args:
         config: what to forward and where to connect.
+        name: the name to ask for when ``config`` names none (default: a random one).
         relay_url: the relay's WebSocket URL (``ws(s)://host:port/_devtunnel/connect``).
         sink: receives exchanges (live snapshots and final records).
         on_change: called with a ``TunnelInfo`` on every state change.
@@ -130,6 +131,7 @@ class AgentTunnel:
         self,
         config: TunnelConfig,
         *,
+        name: str | None = None,
         relay_url: str,
         sink: Callable[[Exchange, bool], None] | None,
         on_change: TunnelListener,
@@ -141,7 +143,8 @@ class AgentTunnel:
     ) -> None:
         self.config = config
         self.target: Target = parse_target(config.target)
-        self.name = validate_name(config.name) if config.name else random_name()
+        name = name or config.name
+        self.name = validate_name(name) if name else random_name()
         """Asked for in every HELLO and never changed: a WELCOME for another name is refused."""
         self.instance = secrets.token_urlsafe(18)
         """This tunnel's instance id, sent in every HELLO: the relay gives the name straight back

@@ -48,13 +48,19 @@ class _RelayPort:
 def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     """Makes the ``devtunnel http ... --no-tui`` command line that carries the tunnel for the inspector.
 
-    A name and an embedded relay port are fixed here when none were given, so the agent comes
-    back with the same public URL when it is restarted.
+    On the embedded relay, a name and the relay's port are fixed here when none were given, so
+    the agent comes back with the same public URL when it is restarted.
     """
+    from devtunnel.agent.port_memory import PortMemory
     from devtunnel.values.names import random_name
+    from devtunnel.values.target import parse_target
 
+    # Unnamed, the tunnel keeps the name its target had last time. On the embedded relay it is
+    # fixed here, for the relay's port it had with it; a relay of one's own may give it to
+    # someone else meanwhile: the agent asks for it, and for a new one if it is taken.
+    name = args.name or (None if args.relay else PortMemory().name_for(parse_target(args.target).url))
     argv = ["http", str(args.target), *_headless_argv(args),
-            "--name", args.name or random_name(), "--host-header", args.host_header,
+            *(["--name", name] if name else []), "--host-header", args.host_header,
             "--body-cap", str(args.body_cap), "--body-budget", str(args.body_budget)]
     if args.relay:
         argv += ["--relay", args.relay]
@@ -66,7 +72,7 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
         argv.append("--insecure")
     rules = getattr(args, "rules", None)
     if rules:  # passwords stay off the command line: a private file carries them
-        argv += ["--rules", str(_private_rules_file(rules, argv[argv.index("--name") + 1]))]
+        argv += ["--rules", str(_private_rules_file(rules, name or random_name()))]
     for flag in ("run", "health", "hold"):  # the app the agent runs, watches and stops
         value = getattr(args, flag, None)
         if value not in (None, ""):
@@ -75,10 +81,8 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
         return lambda: agent_command(*argv)
     if args.port:  # the user's choice: never moved
         return lambda: agent_command(*argv, "--port", str(args.port))
-    from devtunnel.agent.port_memory import PortMemory
-
-    name = argv[argv.index("--name") + 1].lower()
-    relay_port = _RelayPort(PortMemory().get("relay", name) or 0)
+    assert name is not None
+    relay_port = _RelayPort(PortMemory().get("relay", name.lower()) or 0)
     return lambda: agent_command(*argv, "--port", relay_port())
 
 

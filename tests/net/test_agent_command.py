@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -77,7 +78,11 @@ def test_http_exits_0_on_sigterm_without_api(env: dict[str, str], procs: list[Pr
     assert match is not None and match.group(3) == str(port)  # the embedded relay took --port
     assert agent.stop(signal.SIGTERM) == 0
     assert not any(l.startswith("API ") for l in agent.out)
-    assert not (Path(env["XDG_STATE_HOME"]) / "devtunnel").exists()  # --no-record: no database
+    state = Path(env["XDG_STATE_HOME"]) / "devtunnel"
+    # --no-record: no database; only the tunnel's name, kept for its target (the same URL next run).
+    assert [p.name for p in state.iterdir()] == ["ports.json"]
+    assert json.loads((state / "ports.json").read_text()) == {
+        "name": {f"to http://127.0.0.1:{local[0]}": match.group(2)}, "relay": {match.group(2): port}}
 
 
 def test_no_record_makes_the_api_say_inspect_false(env: dict[str, str], procs: list[Proc],

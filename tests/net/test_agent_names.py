@@ -8,6 +8,7 @@ when a laptop changes networks. The relay then still holds the agent's old conne
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import sys
@@ -16,10 +17,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from devtunnel.cli import EXIT_TUNNEL_REFUSED
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.info import TunnelState
+from devtunnel.agent.port_memory import PortMemory
 from devtunnel.agent.service import AgentService
 from devtunnel.agent.tunnel import Backoff
 from devtunnel.relay.server import Relay
@@ -172,3 +175,37 @@ async def test_the_command_refused_a_name_in_use_says_so_and_how_to_pick_another
             assert response.status_code == 200
         finally:
             await holder.close()
+
+
+@pytest.mark.parametrize("holder_token", [TOKEN, "other-token"])
+async def test_an_unnamed_tunnel_asks_for_its_targets_name_again_and_for_a_new_one_when_it_is_held(
+    local: tuple[int, LocalState], tmp_path: Path, caplog: pytest.LogCaptureFixture, holder_token: str,
+) -> None:
+    memory = PortMemory(tmp_path / "ports.json")
+    target = f"http://127.0.0.1:{local[0]}"
+
+    async def run_once(relay: Relay) -> str:
+        service = AgentService(relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN, backoff=FAST, ports=memory)
+        try:
+            info = await service.start_tunnel(TunnelConfig(target=str(local[0])))
+            assert info.state is TunnelState.ONLINE
+            assert (await get(relay, info.name)).status_code == 200
+            return info.name
+        finally:
+            await service.stop()
+
+    async with running_relay() as relay:
+        first = await run_once(relay)
+        assert await run_once(relay) == first, "the same public URL, run after run"
+        # Someone else holds it now (an agent online with the same token, or another token's):
+        # a new name this run, said in the log; the next run asks for the remembered one again.
+        holder = await connect_agent(relay, first, token=holder_token)
+        try:
+            with caplog.at_level(logging.WARNING, logger="devtunnel.agent"):
+                other = await run_once(relay)
+            assert other != first and not holder.requests
+            assert any("refused the tunnel name" in r.getMessage() and "asking for a new name this time"
+                       in r.getMessage() for r in caplog.records), caplog.text
+        finally:
+            await holder.close()
+    assert memory.name_for(target) == first
