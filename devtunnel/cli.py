@@ -360,7 +360,8 @@ with --ignore-header.
     p.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'", help="set a header (NAME: to delete)")
     p.add_argument("--body", metavar="TEXT|@FILE", help="replace the body")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="set a field of the JSON body by dotted path, after --body (VALUE read as JSON when it is; repeatable)")
+                   help="set a field of the JSON body by dotted path, after --body (VALUE read as JSON when it is), "
+                        "or of a form body (Body=hi; payload.action=closed in a field holding JSON); repeatable")
     p.add_argument("--as-captured", action="store_true",
                    help="send a webhook's captured signature headers unchanged instead of signing it afresh")
     p.add_argument("--insecure", action="store_true", help="do not verify an https destination's certificate")
@@ -494,7 +495,8 @@ examples:
     p.add_argument("--api", metavar="URL", help="the agent to find the tunnel at (default: the first answering on 127.0.0.1 from "
                                                 "agent.api_port, 4040)")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="change a JSON field by dotted path, e.g. data.object.amount=999 (repeatable)")
+                   help="change a JSON field by dotted path, e.g. data.object.amount=999, or a form's field, "
+                        "e.g. Body=hi (repeatable)")
     p.add_argument("--data", metavar="TEXT|@FILE", help="send this body instead of the sample's")
     p.add_argument("--secret-env", metavar="VAR", help="read the secret from VAR instead of devtunnel.toml and the provider's usual variable")
     p.add_argument("--unsigned", action="store_true", help="send without a signature, even with a secret set")

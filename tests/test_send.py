@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -52,6 +53,16 @@ def test_set_and_data_change_the_body_and_it_is_still_signed(tmp_path: Path) -> 
                     "--set", "data.object.amount_paid=999", **RECEIVER_SECRETS)
         assert done.returncode == 0, done.stderr
         assert "(evt_custom)" in done.stdout and rx.verdicts[-1][1] == 200
+
+
+def test_set_changes_a_form_samples_fields_and_twilio_accepts_the_signature() -> None:
+    with receiver() as rx:
+        done = send("twilio", "sms.received", "--to", rx.url + "/twilio/sms", "--set", "Body=hello there",
+                    "--set", "From=+14155550100", **RECEIVER_SECRETS)
+        assert done.returncode == 0, done.stderr
+        assert rx.verdicts == [("/twilio/sms", 200, "ok")]
+        fields = dict(parse_qsl(rx.bodies[-1].decode()))
+        assert (fields["Body"], fields["From"], fields["SmsStatus"]) == ("hello there", "+14155550100", "received")
 
 
 def test_a_wrong_secret_is_refused_by_the_receiver_and_exits_1_with_its_reason() -> None:

@@ -28,6 +28,7 @@ from typing import Literal
 from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response
+from devtunnel.values.media import is_form, media_type
 from devtunnel.values.terminal import escape, read_utf8
 
 __all__ = [
@@ -305,12 +306,8 @@ def diff_headers(a: Headers, b: Headers, *, title: str = "headers", ignore: Iter
 
 
 def _is_json_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     return media == "application/json" or media.endswith("+json") or media.endswith("/json")
-
-
-def _is_form_type(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded"
 
 
 def _as_json(raw: bytes) -> tuple[bool, object]:
@@ -343,7 +340,7 @@ def diff_bodies(a_bytes: bytes, a_content_type: str, b_bytes: bytes, b_content_t
         ok_b, data_b = _as_json(b_bytes)
         if ok_a and ok_b:
             return _json_section(title, data_a, data_b, ignore)
-    if _is_form_type(a_content_type) or _is_form_type(b_content_type):
+    if is_form(a_content_type) or is_form(b_content_type):
         # Only bodies that are text are forms: curl --data-binary labels any file this way.
         text_a, text_b = _as_text(a_bytes, a_content_type), _as_text(b_bytes, b_content_type)
         if text_a is not None and text_b is not None:

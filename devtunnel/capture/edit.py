@@ -18,8 +18,9 @@ An ``Edit`` says how the request to replay differs from the captured one. Each p
     --header`` means "set this one").
 
 * ``body``: the new body.
-* ``set_fields``: ``PATH=VALUE`` edits of fields of a JSON body (``data.object.amount=999``,
-  ``devtunnel.capture.jsonpath``), applied in order after ``body``.
+* ``set_fields``: ``PATH=VALUE`` edits of fields of a JSON body (``data.object.amount=999``),
+  or of a form's (``Body=hi``, ``payload.action=closed``; ``devtunnel.capture.jsonpath``),
+  applied in order after ``body``.
 * ``as_captured``: send the captured signature headers of a webhook delivery unchanged
   instead of signing it afresh (``devtunnel.webhooks.resign``); it changes nothing else.
 
@@ -169,7 +170,7 @@ class Edit:
     """Names whose every field is deleted."""
     body: bytes | None = None
     set_fields: tuple[str, ...] = ()
-    """``PATH=VALUE`` edits of a JSON body, applied after ``body``."""
+    """``PATH=VALUE`` edits of a JSON or form body, applied after ``body``."""
     as_captured: bool = False
     """Send a webhook delivery's captured signature headers instead of fresh ones."""
 
@@ -231,8 +232,8 @@ class Edit:
         Raises:
             ReplayError: the result cannot be sent: the captured method or target is not valid
                 HTTP, or the body was recorded only in part and the edit gives none.
-            EditError: the ``set`` fields do not fit the body (it is not JSON, or a path runs
-                into a number or a string).
+            EditError: the ``set`` fields do not fit the body (it is neither JSON nor a form,
+                or a path runs into a number or a string).
         """
         original = exchange.request
         method = self.method if self.method is not None else original.method
@@ -250,11 +251,6 @@ class Edit:
             )
         else:
             body = original.body
-        if self.set_fields:
-            try:
-                body = apply_assignments(body, list(self.set_fields))
-            except ConfigError as exc:
-                raise EditError(str(exc)) from None
         headers = self.headers if self.headers is not None else original.headers
         if self.remove_headers:
             headers = headers.without(*self.remove_headers)
@@ -266,6 +262,11 @@ class Edit:
             else:
                 headers = headers.with_set(name.decode("latin-1"), value)
             seen.add(key)
+        if self.set_fields:
+            try:  # a form's fields, by the Content-Type sent
+                body = apply_assignments(body, list(self.set_fields), headers.get("Content-Type"))
+            except ConfigError as exc:
+                raise EditError(str(exc)) from None
         has_length = _has_framing(original.headers) or _has_framing(headers)
         return Request(
             method=method,

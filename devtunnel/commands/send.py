@@ -174,7 +174,7 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
         to: the URL; the sample's path is added when it has none.
         environ: where the secret is read (its provider's variable, or ``env_name``).
         data: a body instead of the sample's (``@FILE`` reads a file).
-        assignments: ``PATH=VALUE`` edits of the JSON body.
+        assignments: ``PATH=VALUE`` edits of the body (JSON, or a form's fields).
         unsigned: send without a signature (with no secret known, sending is otherwise an error).
         webhooks: the secrets devtunnel.toml adds or points to, as a replay signs with them
             (``config.webhook_context``); ``env_name`` wins over them.
@@ -189,7 +189,7 @@ def send_sample(provider_name: str, event: str, to: str, *, environ: Mapping[str
     url, host = send_url(to, made.info.path)
     parts = urlsplit(url)
     public_url = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
-    body = apply_assignments(_body(data, made.body), list(assignments))
+    body = apply_assignments(_body(data, made.body), list(assignments), made.headers.get("Content-Type"))
     headers = Headers([("Host", host), *made.headers.items()])
     secrets, variable = signing_secrets(provider, environ, env_name, webhooks)
     if unsigned:

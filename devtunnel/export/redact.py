@@ -29,6 +29,7 @@ from urllib.parse import unquote_plus
 
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage
 from devtunnel.values.http1 import is_token
+from devtunnel.values.media import FORM, media_type
 
 __all__ = [
     "REDACTED",
@@ -311,8 +312,8 @@ def redact_body(body: bytes, content_type: str) -> bytes:
     """
     if not body:
         return body
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "application/x-www-form-urlencoded":
+    media = media_type(content_type)
+    if media == FORM:
         return redact_query(body)
     if media.startswith("multipart/"):
         return _redact_multipart(body, content_type)

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from devtunnel.capture.model import Headers
 from devtunnel.capture.verdict import Signature, Verdict, no_secret
+from devtunnel.values.media import is_form
 from devtunnel.values.numbers import is_decimal
 from devtunnel.values.terminal import quoted
 
@@ -115,8 +116,7 @@ class Delivery:
 
     def form(self) -> list[tuple[str, str]]:
         """The body as ``application/x-www-form-urlencoded`` pairs (empty when it is not a form)."""
-        content_type = (self.header("content-type") or "").split(";", 1)[0].strip().lower()
-        if content_type != "application/x-www-form-urlencoded":
+        if not is_form(self.header("content-type")):
             return []
         try:
             return parse_qsl(self.body.decode("utf-8"), keep_blank_values=True)

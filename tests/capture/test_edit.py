@@ -229,3 +229,17 @@ def test_set_and_as_captured_in_the_json_form() -> None:
 def test_bad_set_and_as_captured_are_refused_with_a_sentence(edit, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ReplayError, match=re.escape(message)):
         edit()
+
+
+def test_set_edits_a_forms_fields_by_the_content_type_sent() -> None:
+    form = [("Host", "shop.localhost"), ("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", "17")]
+    request = Edit(set_fields=("Body=STOP", "To=+1")).apply(captured(form, body=b"Body=hi&From=%2B1"))
+    assert request.body == b"Body=STOP&From=%2B1&To=%2B1"
+    assert request.headers.get("Content-Length") == str(len(request.body))
+    # The Content-Type the edit sends decides: a form made JSON is edited as JSON, and the other way.
+    as_json = Edit(set_headers=((b"Content-Type", b"application/json"),), body=b'{"Body": "hi"}', set_fields=("Body=x",))
+    assert as_json.apply(captured(form)).body == b'{"Body": "x"}'
+    as_form = Edit(set_headers=((b"Content-Type", b"application/x-www-form-urlencoded"),), body=b"a=1", set_fields=("a=2",))
+    assert as_form.apply(captured()).body == b"a=2"
+    with pytest.raises(ReplayError, match="the form has no field 'payload'"):
+        Edit(set_fields=("payload.action=closed",)).apply(captured(form, body=b"Body=hi"))

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -246,10 +246,31 @@ def test_a_bad_set_is_one_line_and_nothing_is_sent(captured: Setup, args: list[s
     assert len(captured.rx.verdicts) == before
 
 
-def test_set_on_a_body_that_is_not_json_is_refused_before_sending(captured: Setup) -> None:
+def test_set_edits_a_forms_fields_then_twilio_signs_them_afresh_and_accepts_them(captured: Setup) -> None:
+    done = _replay(captured, captured.ids["twilio"], "--set", "Body=STOP now", "--set", "NumMedia=0", "--json",
+                   **RECEIVER_SECRETS)
+    assert done.code == 0, done.err
+    assert [(r["status"], r["resigned"], r["edited"]) for r in done.json] == [(200, "twilio", True)]
+    assert _last_seen(captured) == ("/twilio/sms", 200, "ok")  # twilio's RequestValidator over the new fields
+    assert parse_qsl(captured.rx.bodies[-1].decode()) == [
+        ("From", "+15550001"), ("Body", "STOP now"), ("MessageSid", "SM1"), ("NumMedia", "0")]
+
+
+@pytest.mark.parametrize(
+    ("provider", "args", "message"),
+    [
+        ("twilio", ["--set", "payload.action=closed"], "--set payload.action: the form has no field 'payload'"),
+        ("twilio", ["--set", "Body.text=x"], "--set Body.text: the form's field 'Body' does not hold JSON"),
+        ("stripe", ["--body", "plain words", "--set", "a=1"],
+         "--set needs a JSON body (or a form: application/x-www-form-urlencoded); this one is not JSON"),
+    ],
+)
+def test_set_that_does_not_fit_a_form_or_a_body_of_neither_kind_is_refused_before_sending(
+    captured: Setup, provider: str, args: list[str], message: str
+) -> None:
     before = len(captured.rx.verdicts)
-    done = _replay(captured, captured.ids["twilio"], "--set", "Body=x", **RECEIVER_SECRETS)
-    assert done.code == 2 and "--set needs a JSON body; this one is not JSON" in done.err and done.err.count("\n") == 1
+    done = _replay(captured, captured.ids[provider], *args, **RECEIVER_SECRETS)
+    assert done.code == 2 and message in done.err and done.err.count("\n") == 1, done.err
     assert len(captured.rx.verdicts) == before
 
 
