@@ -223,7 +223,8 @@ def send(method, captured_base, target, headers, body, provider=None, secret_env
             headers = sign(headers, body, url, _secret(provider, sign, scheme, headers, body, url, secrets),
                            int(time.time()))
         elif timestamped:
-            pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature has expired)")
+            pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature"
+                        " is timestamped: receivers refuse it minutes after it was made)")
     # h11 (httpx's HTTP/1.1) refuses other bytes in a target: they go percent-encoded.
     raw_target = re.sub(rb"[^\\x21-\\x7e]", lambda m: b"%%%02X" % m[0][0], _bytes(target))
     if raw_target.startswith(b"/"):
