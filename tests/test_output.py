@@ -94,6 +94,21 @@ def test_the_log_line_names_the_tunnel_in_a_column_when_an_agent_carries_several
     assert rest == "GET     /x  200  12.3 ms"
 
 
+def test_the_log_line_marks_a_replay_and_a_request_a_rule_decided_as_the_listings_do() -> None:
+    from devtunnel.capture.model import RuleMark
+
+    def rest(**fields: object) -> str:
+        ex = make_exchange("POST", b"/hooks", [], response=make_response(200), id="01ARYZ6S41TSV4RRFFQ69G5FAV",
+                           started_at=1469918176.385, duration=0.0123, **fields)
+        return exchange_line(ex)[len("00:00:00  0123456789ABC  "):]
+
+    assert rest() == "POST    /hooks  200  12.3 ms"
+    assert rest(replay_of="01ARYZ6S41TSV4RRFFQ69G5FAA") == "POST    ↻ /hooks  200  12.3 ms"
+    assert rest(replay_of="01ARYZ6S41TSV4RRFFQ69G5FAA", edited=True, resigned="stripe") == "POST    ↻✎s /hooks  200  12.3 ms"
+    assert rest(rule=RuleMark(1, "deny")) == "POST    ⊘ /hooks  200  12.3 ms"
+    assert rest(rule=RuleMark(2, "forward")) == "POST    → /hooks  200  12.3 ms"
+
+
 # -- text from a hostile relay never drives the terminal --------------------------------------------------
 
 _TITLE_AND_CLIPBOARD = "\x1b]0;owned\x07\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2J\u202e"

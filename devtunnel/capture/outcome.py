@@ -25,7 +25,7 @@ from devtunnel.capture.diff import diff_bodies, diff_headers
 from devtunnel.capture.model import Exchange, Response
 from devtunnel.export.assemble import reason_of
 
-__all__ = ["REPLAY_MARKS", "VOLATILE_HEADERS", "ReplayOutcome", "uncounted_headers", "body_excerpt", "error_excerpt", "replay_mark", "replay_outcome", "status_line"]
+__all__ = ["REPLAY_MARKS", "VOLATILE_HEADERS", "ReplayOutcome", "uncounted_headers", "body_excerpt", "error_excerpt", "replay_mark", "path_mark", "RULE_MARKS", "replay_outcome", "status_line"]
 
 VOLATILE_HEADERS: tuple[str, ...] = (
     "Date", "Age", "Expires", "Server-Timing", "X-Runtime", "X-Response-Time",
@@ -199,3 +199,24 @@ def replay_mark(row: object) -> str:
     if not getattr(row, "replay_of", None):
         return ""
     return "↻" + ("✎" if getattr(row, "edited", False) else "") + ("s" if getattr(row, "resigned", None) else "") + " "
+
+
+RULE_MARKS: tuple[tuple[str, str], ...] = (
+    ("⊘", "answered by a rule at the relay"),
+    ("→", "routed by a rule to another target"),
+)
+"""What each mark of :func:`path_mark` other than a replay's means, for the help screen."""
+
+
+def path_mark(row: object) -> str:
+    """What goes before an exchange's path wherever it is listed (the inspector's table,
+    ``devtunnel requests`` and its ``--follow``): :func:`replay_mark` for a replay, else ``⊘ ``
+    for a request a rule at the relay answered and ``→ `` for one it routed; ``""`` for others.
+    ``row`` is an ``Exchange`` or a store ``Row`` (both have ``rule``)."""
+    mark = replay_mark(row)
+    if mark:
+        return mark
+    rule = getattr(row, "rule", None)
+    if rule is None:
+        return ""
+    return ("→" if rule.action == "forward" else "⊘") + " "

@@ -30,7 +30,7 @@ from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit, check_header
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response, held_json, held_text
-from devtunnel.capture.outcome import replay_mark, replay_outcome, status_line, uncounted_headers
+from devtunnel.capture.outcome import path_mark, replay_outcome, status_line, uncounted_headers
 from devtunnel.capture.rows import Row
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
 from devtunnel.capture.store import Store, path_mode
@@ -184,13 +184,6 @@ def _row_summary(row: Row) -> dict[str, Any]:
     }
 
 
-def _rule_mark(row: Row) -> str:
-    """``⊘`` before the path of a request a rule at the relay answered, ``→`` of one it routed."""
-    if row.rule is None:
-        return ""
-    return "→ " if row.rule.action == "forward" else "⊘ "
-
-
 def _status_cell(row: Row) -> str:
     if row.error:
         kind = row.error.removeprefix("local_")
@@ -312,7 +305,7 @@ def _requests(args: argparse.Namespace) -> int:
             human_duration(r.duration),
             format_size(r.size),
             event_cell(r.webhook),
-            (replay_mark(r) or _rule_mark(r)) + r.display_target,
+            path_mark(r) + r.display_target,
         ]
         for r in rows
     ]
@@ -345,8 +338,8 @@ one that took longer than this, while newer requests were seen, is not printed."
 def _line(row: Row, tunnel_width: int) -> list[str]:
     """What ``devtunnel http --no-tui`` prints for this exchange: its line, and a delivery's verdict."""
     start = line_start(row.started_at, row.id, row.tunnel, tunnel_width)
-    lines = [request_line(start, "WS" if row.websocket else row.method, row.display_target, row.status,
-                          row.duration, row.error)]
+    lines = [request_line(start, "WS" if row.websocket else row.method, path_mark(row) + row.display_target,
+                          row.status, row.duration, row.error)]
     if row.webhook is not None:
         lines.append(verdict_line(start, row.webhook))
     return lines

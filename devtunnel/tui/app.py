@@ -409,10 +409,9 @@ class InspectorApp(App[None]):
     def action_help(self) -> None:
         from devtunnel.capture.filters import FILTER_HELP
         from devtunnel.tui.render import TABLE_LEGEND
-        from devtunnel.capture.outcome import REPLAY_MARKS
+        from devtunnel.capture.outcome import REPLAY_MARKS, RULE_MARKS
 
-        marks = [*REPLAY_MARKS, ("⊘", "answered by a rule at the relay"), ("→", "routed by a rule to another target"),
-                 ("*", "marked (m)"), ("…", "still in flight"),
+        marks = [*REPLAY_MARKS, *RULE_MARKS, ("*", "marked (m)"), ("…", "still in flight"),
                  ("HLD", "held: not sent yet, waiting for the app devtunnel runs to come back (--hold)"),
                  ("ERR", "ended without a response"),
                  ("200", "in the look of ERR: the response began, then the exchange broke (the detail says why)")]

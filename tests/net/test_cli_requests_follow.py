@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from devtunnel.capture.model import RuleMark
 from devtunnel.capture.store import Store
 from devtunnel.commands.captures import FOLLOW_BACK
 from devtunnel.values.exchange_ids import new_id
@@ -94,6 +95,14 @@ def test_an_exchange_written_after_a_newer_one_is_printed_once_and_one_that_come
     store.put(make_exchange("GET", "/last", id=new_id(), response=make_response(200), duration=0.01))
     follow.line(lambda l: "/last" in l)
     assert _paths(follow) == ["/old", "/newer", "/earlier", "/runs", "/last"]
+    # A replay and a request a rule answered carry their marks, as in the listing and the inspector.
+    store.put(make_exchange("POST", "/hook", id=new_id(), response=make_response(200), duration=0.01,
+                            replay_of=running.id, edited=True, resigned="stripe"))
+    store.put(make_exchange("GET", "/admin", id=new_id(), response=make_response(403), duration=0.01,
+                            rule=RuleMark(1, "deny")))
+    marked = [follow.line(lambda l: "/hook" in l), follow.line(lambda l: "/admin" in l)]
+    assert [line.split()[3:5] for line in marked] == [["POST", "↻✎s"], ["GET", "⊘"]]
+    assert [line.split()[5] for line in marked] == ["/hook", "/admin"]
     assert follow.stop(signal.SIGINT) == 0 and errors.stop() == 0
     assert _paths(errors) == ["/runs"]  # ended as a 502: it did not match while it ran
     store.close()

@@ -16,7 +16,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from devtunnel.capture.outcome import replay_mark
+from devtunnel.capture.outcome import path_mark
 from devtunnel.capture.store import Row
 from devtunnel.tui.render import webhook_event, webhook_marks
 from devtunnel.values.sizes import compact_size
@@ -170,11 +170,8 @@ class RowPainter:
             segments = [mark, Segment(fit("…", width - 2), dim)]
         else:
             status, status_style = self._status_style(row)
-            path = printable(row.display_target)
-            if row.replay_of:
-                path = replay_mark(row) + path  # ↻ a replay, ✎ sent with changes, s signed afresh
-            elif row.rule is not None:
-                path = ("→ " if row.rule.action == "forward" else "⊘ ") + path  # decided by a rule at the relay
+            # ↻ a replay, ✎ sent with changes, s signed afresh; ⊘ or → decided by a rule at the relay
+            path = path_mark(row) + printable(row.display_target)
             method = "WS" if row.websocket else printable(row.method)
             segments = [mark, Segment(self._clock(row.started_at), dim),
                         Segment(" ", base)]
