@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 from devtunnel.capture.verdict import Verdict
 from devtunnel.values.durations import human_duration
 from devtunnel.values.exchange_ids import new_id
+from devtunnel.values.media import media_type
 from devtunnel.values.terminal import json_safe, read_utf8, read_utf8_json
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "new_id",
     "DEFAULT_BODY_CAP",
     "wire_bytes",
-    "media_type",
     "body_bytes",
     "cut_bodies",
     "held_json",
@@ -61,11 +61,6 @@ _new_object = object.__new__
 # them with ``values.terminal.read_utf8`` (``Headers.display_items``, ``Request.display_url``,
 # ``Response.reason_text``), which keeps such a byte for ``escape`` to show as ``\xNN``.
 _text = read_utf8_json
-
-
-def media_type(content_type: str) -> str:
-    """A Content-Type value's media type without parameters, lower-case (``""`` for ``""``)."""
-    return content_type.split(";", 1)[0].strip().lower()
 
 
 def wire_bytes(text: str) -> bytes:

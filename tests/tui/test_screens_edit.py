@@ -500,6 +500,52 @@ async def test_crlf_body_left_alone_is_not_sent_as_a_change() -> None:
         assert send.edits[0].body is None
 
 
+FORM_BODY = b"ToCountry=US&Body=hi+there&From=%2B14155551234&Empty="
+
+
+async def test_a_form_body_is_edited_a_field_a_line_and_sent_joined_again() -> None:
+    ex = exchange(req_headers=[("Content-Type", "application/x-www-form-urlencoded")], req_body=FORM_BODY)
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        body = app.screen.query_one("#body", TextArea)
+        assert body.text == "ToCountry=US\nBody=hi+there\nFrom=%2B14155551234\nEmpty="  # bytes as sent
+        assert "a field a line, joined with & when sent" in str(app.screen.query_one("#body-label", Static).render())
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="the first send")
+        assert send.edits[0].body is None  # untouched: the captured bytes
+        body.text = "ToCountry=US\nBody=STOP\n\nFrom=%2B14155551234\nEmpty=\nNew=1\n"
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: len(send.edits) == 2, what="the second send")
+        assert send.edits[1].body == b"ToCountry=US&Body=STOP&From=%2B14155551234&Empty=&New=1"  # blank lines dropped
+
+
+async def test_a_form_body_made_another_type_is_sent_as_typed() -> None:
+    ex = exchange(req_headers=[("Content-Type", "application/x-www-form-urlencoded")], req_body=FORM_BODY)
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        [row] = [r for r in app.screen.query(HeaderRow) if r.field[0] == "Content-Type"]
+        row.query(Input).last().value = "text/plain"
+        await pilot.pause()
+        assert "joined with &" not in str(app.screen.query_one("#body-label", Static).render())
+        app.screen.query_one("#body", TextArea).text = "line one\nline two"
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert send.edits[0].body == b"line one\nline two"
+
+
+@pytest.mark.parametrize("body", [b"single=field", b"a=1&b=two\nlines"])
+async def test_a_form_of_one_field_or_with_a_raw_line_break_is_edited_as_it_is(body: bytes) -> None:
+    ex = exchange(req_headers=[("Content-Type", "application/x-www-form-urlencoded")], req_body=body)
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.screen.query_one("#body", TextArea).text == body.decode()
+
+
 def test_snapshot_edit_screen(snap_compare) -> None:
     assert snap_compare(ScreenApp(EditReplayScreen(json_exchange(), Recorder(json_exchange()))), terminal_size=(110, 34))
 

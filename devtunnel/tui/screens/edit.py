@@ -27,7 +27,8 @@ from textual.widgets import Button, Checkbox, Input, Static, TextArea
 from textual.worker import Worker
 
 from devtunnel.capture.edit import Edit
-from devtunnel.capture.model import Exchange, Headers, Response, media_type
+from devtunnel.capture.model import Exchange, Headers, Response
+from devtunnel.values.media import is_form, media_type
 from devtunnel.capture.outcome import replay_outcome, uncounted_headers
 from devtunnel.errors import DevtunnelError, ReplayError
 from devtunnel.values.http1 import FRAMING
@@ -285,6 +286,12 @@ class EditReplayScreen(Screen[None]):
             self._body_fixed_reason = "control-character"
         self._body_editable = not self._body_fixed_reason
         self._original_body = request.body.decode("utf-8") if self._body_editable else ""
+        self._form_lines = (self._body_editable and is_form(request.content_type) and "&" in self._original_body
+                            and not any(c in self._original_body for c in "\r\n"))
+        """A form body is edited one field a line (its bytes as sent, ``&`` between them), joined
+        again when sent while the Content-Type row says a form."""
+        if self._form_lines:
+            self._original_body = self._original_body.replace("&", "\n")
         self._initial_text = self._original_body
         """The editor's text before any change (it may normalise line endings)."""
         delivery = delivery_of(request, exchange.scheme)
@@ -402,6 +409,8 @@ class EditReplayScreen(Screen[None]):
         request = self.exchange.request
         content_type = self._form_content_type() if self.is_mounted else request.content_type
         label = f"Body · {content_type or 'no content type'}"
+        if self._form_lines and is_form(content_type):
+            label += " · a field a line, joined with & when sent"
         if request.body_truncated or request.body_size > len(request.body):
             label += f" · truncated at capture: only the recorded {format_size(len(request.body))} of {format_size(request.body_size)} is sent"
         return label
@@ -451,6 +460,8 @@ class EditReplayScreen(Screen[None]):
         if self._body_editable:
             text = self.query_one("#body", TextArea).text
             if text != self._initial_text:
+                if self._form_lines and is_form(self._form_content_type()):
+                    text = "&".join(line for line in text.split("\n") if line)
                 body = text.encode("utf-8")
         headers = None if fields == self._form_fields() else Headers(fields)
         return Edit(method=method, target=target, headers=headers, body=body,  # type: ignore[arg-type]
