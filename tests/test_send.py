@@ -35,6 +35,14 @@ def send(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Complete
         ("standard", "user.created", "/webhooks/standard"),
         ("slack", "url_verification", "/slack/events"),
         ("twilio", "sms.received", "/twilio/sms"),
+        ("twilio", "sms.delivered", "/twilio/status"),
+        ("twilio", "call.ringing", "/twilio/voice"),
+        ("slack", "slash_command", "/slack/commands"),
+        ("slack", "block_actions", "/slack/interactivity"),
+        ("shopify", "customers/redact", "/webhooks/shopify"),
+        ("shopify", "customers/data_request", "/webhooks/shopify"),
+        ("shopify", "shop/redact", "/webhooks/shopify"),
+        ("shopify", "app/uninstalled", "/webhooks/shopify"),
     ],
 )
 def test_a_sent_sample_is_accepted_by_a_verifying_receiver(provider: str, event: str, path: str) -> None:

@@ -22,6 +22,7 @@ import math
 from datetime import datetime, timezone
 from collections.abc import Sequence
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from devtunnel.capture.model import Headers
@@ -162,6 +163,11 @@ class Stripe(Provider):
         return delivery.headers.with_set("Stripe-Signature", f"t={stamp}," + ",".join(f"v1={s}" for s in signatures))
 
 
+def _payload(form: dict[str, str]) -> Any:
+    """The JSON of a form's ``payload`` field (Slack's interactions, GitHub's form hooks), or None."""
+    return Delivery("POST", "", Headers(), form["payload"].encode()).json()
+
+
 class GitHub(Provider):
     name = "github"
     title = "GitHub"
@@ -178,7 +184,7 @@ class GitHub(Provider):
         data = delivery.json()
         if data is None and "payload" in (form := dict(delivery.form())):
             # A hook of content type application/x-www-form-urlencoded: the JSON in the field payload.
-            data = Delivery("POST", "", Headers(), form["payload"].encode()).json()
+            data = _payload(form)
         action = json_field(data, "action")
         return f"{event}.{action}" if action else event
 
@@ -238,11 +244,19 @@ class Slack(Provider):
         if "command" in form:
             return form["command"]
         if "payload" in form:  # interactivity: a JSON payload in a form field
-            return json_field(Delivery("POST", "", Headers(), form["payload"].encode()).json(), "type")
+            return json_field(_payload(form), "type")
         return None
 
     def delivery_id(self, delivery: Delivery) -> str | None:
-        return json_field(delivery.json(), "event_id")
+        data = delivery.json()
+        if data is not None:
+            return json_field(data, "event_id")
+        # A slash command or an interaction (a form) has no event id; its trigger id is new for
+        # each one, as the id of a delivery is.
+        form = dict(delivery.form())
+        if "payload" in form:
+            return json_field(_payload(form), "trigger_id")
+        return form.get("trigger_id") or None
 
     def read_timestamp(self, text: str) -> tuple[float, str] | None:
         # slack_sdk judges the age of int(header) and signs the header's text as it is.

@@ -19,7 +19,11 @@ REQUIRED = {
     ("stripe", "payment_intent.succeeded"), ("stripe", "checkout.session.completed"), ("stripe", "invoice.paid"),
     ("stripe", "customer.subscription.updated"), ("github", "push"), ("github", "pull_request"), ("github", "issues"),
     ("github", "ping"), ("slack", "url_verification"), ("slack", "event_callback"), ("shopify", "orders/create"),
-    ("standard", "user.created"),
+    ("standard", "user.created"), ("twilio", "sms.received"), ("twilio", "sms.delivered"), ("twilio", "call.ringing"),
+    ("slack", "slash_command"), ("slack", "block_actions"),
+    # Shopify's mandatory compliance webhooks: every public app answers them.
+    ("shopify", "customers/data_request"), ("shopify", "customers/redact"), ("shopify", "shop/redact"),
+    ("shopify", "app/uninstalled"),
 }
 
 
