@@ -240,7 +240,7 @@ examples:
     p.add_argument("--token-file", metavar="FILE", help="read the relay token from the first line of FILE")
     p.add_argument("--relay-ca", metavar="PEM", help="trust the CA in PEM (beside the system's) for the relay's certificate: "
                                                      "a relay with a private CA or a self-signed certificate")
-    p.add_argument("--name", help="tunnel name (default: a random readable one)")
+    p.add_argument("--name", help="tunnel name (default: the one this target had last time, else a random readable one)")
     p.add_argument("--via", metavar="PROVIDER",
                    help="public URL from cloudflared, localhost.run, pinggy, serveo or ssh:USER@HOST[:PORT] "
                         "instead of a relay; traffic still passes through devtunnel (docs/via.md)")
