@@ -9,8 +9,8 @@ given to tunnels started without one::
 
 ``relay`` is the embedded relay's local port; ``ssh`` the remote port a plain ``ssh:`` server
 allocated, keyed by the tunnel's name and the server (``to http://127.0.0.1:8000 ssh:me@host``
-for a tunnel without a name of its own); ``name`` the random name a tunnel on the embedded relay
-got for its target when it was started without a name (``devtunnel http 8000`` run again gets
+for a tunnel without a name of its own); ``name`` the random name a tunnel started without one
+got for its target (``devtunnel http 8000`` run again asks for it again: on the embedded relay,
 the same ``http://NAME.localhost:PORT``). The file is rewritten atomically (a temporary file renamed over it); a missing,
 unreadable or malformed file is an empty memory, never an error: remembering is a courtesy.
 """
