@@ -257,8 +257,12 @@ examples:
     p.add_argument("--basic-auth", action="append", default=[], metavar="USER:PASS",
                    help="ask for this user and password at the relay (repeatable; PASS may be sha256:HEX); other "
                         "users see it in `ps`: prefer sha256:HEX, or the users in devtunnel.toml or a --rules FILE")
-    p.add_argument("--allow-ip", action="append", default=[], metavar="CIDR",
-                   help="answer only these client addresses or networks, others get 403 (repeatable)")
+    p.add_argument("--allow-ip", "--cidr-allow", action="append", default=[], metavar="CIDR",
+                   help="answer only these client addresses or networks, others get 403 (repeatable, or several "
+                        "joined by commas as ngrok's --cidr-allow)")
+    p.add_argument("--deny-ip", "--cidr-deny", action="append", default=[], metavar="CIDR",
+                   help="refuse these client addresses or networks with 403 (repeatable, or several joined by "
+                        "commas as ngrok's --cidr-deny)")
     p.add_argument("--rate-limit", metavar="RATE", help="requests per client address, e.g. 20/s or 600/m; more get 429")
     for flag, what in (("--request-header-add", "set this header on each request forwarded (replacing one of its name)"),
                        ("--request-header-remove", "remove this header from each request forwarded"),

@@ -749,7 +749,6 @@ def test_a_bad_token_file_is_bad_usage(home: Home, flags: list[str], message: st
                                                                "NAME.DOMAIN: use --name payments)"),
     (["http", "8080", "--domain=hooks.example.com"], "use --name hooks)"),
     (["http", "8080", "--traffic-policy-file", "policy.yml"], "(--traffic-policy-file is ngrok's: use --rules FILE"),
-    (["http", "8080", "--cidr-allow", "10.0.0.0/8"], "(--cidr-allow is ngrok's: use --allow-ip CIDR)"),
     # The flag before the port: argparse took the URL for the target and said "--url 8080 (... use --name 8080)".
     (["http", "--url", "https://payments.ngrok.app", "8080"], "unrecognized arguments: --url https://payments.ngrok.app "
                                                                "(--url is ngrok's: the relay names a tunnel NAME.DOMAIN: "

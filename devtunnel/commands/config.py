@@ -137,7 +137,7 @@ def _via(args: argparse.Namespace, out: argparse.Namespace) -> str | None:
 
 
 def _tunnel_rules(args: argparse.Namespace, tunnel: TunnelSection | None) -> tuple[Rule, ...]:
-    """The tunnel's rules, in order: the shorthand flags (``--allow-ip``, ``--basic-auth``,
+    """The tunnel's rules, in order: the shorthand flags (``--deny-ip``, ``--allow-ip``, ``--basic-auth``,
     ``--rate-limit``, ngrok's ``--request-header-add`` ... as one headers rule), then ``[[tunnels.NAME.rules]]``, its ``rules_file``, and ``--rules FILE``.
 
     Raises:
@@ -146,7 +146,7 @@ def _tunnel_rules(args: argparse.Namespace, tunnel: TunnelSection | None) -> tup
     from devtunnel.rules import load_rules_file, renumbered, rules_flag, shorthand_rules
 
     edits = (args.request_header_add, args.request_header_remove, args.response_header_add, args.response_header_remove)
-    rules = list(shorthand_rules(args.basic_auth, args.allow_ip, args.rate_limit, edits))
+    rules = list(shorthand_rules(args.basic_auth, args.allow_ip, args.rate_limit, edits, args.deny_ip))
     if tunnel is not None:
         rules += tunnel.rules
         if tunnel.rules_file is not None:

@@ -47,8 +47,6 @@ _HTTP_FLAGS = {
     "--scheme": "the relay decides the scheme",
     "--schemes": "the relay decides the scheme",
     "--bind-tls": "the relay decides the scheme",
-    "--cidr-allow": "use --allow-ip CIDR",
-    "--cidr-deny": "use a deny rule (--rules FILE, docs/policy.md)",
     "--traffic-policy": "use --rules FILE (docs/policy.md)",
     "--traffic-policy-file": "use --rules FILE (docs/policy.md)",
     "--policy-file": "use --rules FILE (docs/policy.md)",

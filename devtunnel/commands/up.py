@@ -83,7 +83,7 @@ def _as_http(args: argparse.Namespace, first: TunnelSection) -> argparse.Namespa
     # ``start --authtoken TOKEN`` (ngrok's flag) is the relay token, as for ``http``.
     values.update(command="http", target=first.name, name=None, relay=None, token=getattr(args, "token", None),
                   token_file=None, relay_ca=None,
-                  host_header=None, insecure=False, via=None, pool=None, rules=None, basic_auth=[], allow_ip=[],
+                  host_header=None, insecure=False, via=None, pool=None, rules=None, basic_auth=[], allow_ip=[], deny_ip=[],
                   rate_limit=None, request_header_add=[], request_header_remove=[], response_header_add=[],
                   response_header_remove=[], run=None, health=None, hold=None, local_timeout=60.0, body_cap=None,
                   body_budget=None)

@@ -275,18 +275,27 @@ HEADER_FLAGS = ("--request-header-add", "--request-header-remove", "--response-h
 
 def shorthand_rules(
     basic_auth: Sequence[str] = (), allow_ip: Sequence[str] = (), rate_limit: str | None = None,
-    header_edits: Sequence[Sequence[str]] = ((), (), (), ()),
+    header_edits: Sequence[Sequence[str]] = ((), (), (), ()), deny_ip: Sequence[str] = (),
 ) -> tuple[Rule, ...]:
-    """The rules ``--allow-ip``, ``--basic-auth``, ``--rate-limit`` and the header flags
-    (``HEADER_FLAGS``: ``header_edits`` are their four lists, in that order) stand for, in
-    that order.
+    """The rules ``--deny-ip``, ``--allow-ip``, ``--basic-auth``, ``--rate-limit`` and the header
+    flags (``HEADER_FLAGS``: ``header_edits`` are their four lists, in that order) stand for, in
+    that order. An address list may join several by commas (ngrok's ``--cidr-allow`` and
+    ``--cidr-deny`` are string lists).
 
     Raises:
         RulesError: naming the flag.
     """
     tables: list[tuple[str, dict[str, object]]] = []
+    denied = _joined_list(deny_ip)
+    if denied:
+        for ip in denied:  # checked as allow-ip's are, so a bad one is said the same way
+            try:
+                network(ip, "ips")
+            except _Problem as exc:
+                raise RulesError(f"--deny-ip: {exc}") from None
+        tables.append(("--deny-ip", {"action": "deny", "match": "ip:" + ",".join(denied)}))
     if allow_ip:
-        tables.append(("--allow-ip", {"action": "allow-ip", "ips": list(allow_ip)}))
+        tables.append(("--allow-ip", {"action": "allow-ip", "ips": _joined_list(allow_ip)}))
     if basic_auth:
         tables.append(("--basic-auth", {"action": "basic-auth", "users": list(basic_auth)}))
     if rate_limit is not None:
@@ -304,6 +313,11 @@ def shorthand_rules(
         except RulesError as exc:
             raise RulesError(f"{flag}: {exc.detail.split(': ', 2)[-1]}") from None
     return tuple(out)
+
+
+def _joined_list(values: Sequence[str]) -> list[str]:
+    """Every item of ``values``, each split at its commas, blanks left out."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 def rules_to_tables(rules: Sequence[Rule], *, mask: bool = True) -> list[dict[str, object]]:

@@ -87,6 +87,8 @@ def test_two_password_rules_no_request_could_pass_stop_the_agent_with_one_line(t
     [
         (["--rate-limit", "fast"], "devtunnel: --rate-limit: expected a rate like"),
         (["--allow-ip", "10.0.0.0/99"], "devtunnel: --allow-ip: '10.0.0.0/99' is not an IP address or CIDR"),
+        (["--deny-ip", "10.0.0.1,nope"], "devtunnel: --deny-ip: 'nope' is not an IP address or CIDR"),
+        (["--cidr-allow", "10.0.0.0/8,300.1.1.1"], "devtunnel: --allow-ip: '300.1.1.1' is not an IP address or CIDR"),
         (["--basic-auth", "admin"], "devtunnel: --basic-auth: each user is"),
         # two passwords for one user would both open the tunnel
         (["--basic-auth", "admin:old", "--basic-auth", "admin:new"],
@@ -196,3 +198,29 @@ def test_relay_server_rules_file_in_devtunnel_toml_is_read(tmp_path: Path, env: 
     done = run(env, "relay", "--listen", "127.0.0.1:0", cwd=tmp_path)
     assert done.returncode == EXIT_USAGE
     assert f"{tmp_path / 'relay.toml'}: rule 1: action: a relay's own rules cannot forward" in done.stderr
+
+
+def test_deny_ip_and_ngroks_cidr_flags_guard_the_tunnel_at_the_relay(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]  # noqa: F811
+) -> None:
+    port, state = local
+    curl = ["curl", "-sS", "--max-time", "20", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}"]
+
+    def status_from(client: str, *flags: str) -> str:
+        agent = start(procs, env, "http", str(port), "--no-tui", "--api-port", "0", "--no-record", "--name", "guarded",
+                      "--port", str(free_port()), *flags)
+        match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+        assert match is not None
+        url = f"http://127.0.0.1:{match.group(3)}/echo"
+        status = subprocess.run([*curl, "--interface", client, url], capture_output=True, text=True, timeout=30).stdout
+        assert agent.stop() == 0
+        return status
+
+    # ngrok's --cidr-deny with two networks joined by a comma; the client 127.0.0.2 is in the second.
+    assert status_from("127.0.0.2", "--cidr-deny", "10.0.0.0/8,127.0.0.2/32") == "403"
+    assert status_from("127.0.0.3", "--deny-ip", "127.0.0.2") == "200"
+    # A deny comes before an allow: allowed as a network, the one address refused.
+    assert status_from("127.0.0.2", "--cidr-allow", "127.0.0.0/8", "--deny-ip", "127.0.0.2") == "403"
+    assert status_from("127.0.0.4", "--cidr-allow", "127.0.0.0/8", "--deny-ip", "127.0.0.2") == "200"
+    assert status_from("127.0.0.4", "--allow-ip", "10.0.0.0/8,127.0.0.5") == "403"
+    assert state.seen_targets == [b"/echo", b"/echo"]
