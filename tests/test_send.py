@@ -36,6 +36,8 @@ def send(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Complete
         ("slack", "url_verification", "/slack/events"),
         ("twilio", "sms.received", "/twilio/sms"),
         ("twilio", "sms.delivered", "/twilio/status"),
+        ("github", "installation", "/webhooks/github"),
+        ("github", "workflow_run", "/webhooks/github"),
         ("twilio", "call.ringing", "/twilio/voice"),
         ("slack", "slash_command", "/slack/commands"),
         ("slack", "block_actions", "/slack/interactivity"),

@@ -20,7 +20,8 @@ REQUIRED = {
     ("stripe", "customer.subscription.updated"), ("github", "push"), ("github", "pull_request"), ("github", "issues"),
     ("github", "ping"), ("slack", "url_verification"), ("slack", "event_callback"), ("shopify", "orders/create"),
     ("standard", "user.created"), ("twilio", "sms.received"), ("twilio", "sms.delivered"), ("twilio", "call.ringing"),
-    ("slack", "slash_command"), ("slack", "block_actions"),
+    ("slack", "slash_command"), ("slack", "block_actions"), ("github", "issue_comment"), ("github", "release"),
+    ("github", "workflow_run"), ("github", "installation"),
     # Shopify's mandatory compliance webhooks: every public app answers them.
     ("shopify", "customers/data_request"), ("shopify", "customers/redact"), ("shopify", "shop/redact"),
     ("shopify", "app/uninstalled"),
