@@ -243,6 +243,15 @@ def form_fields(text: str) -> list[tuple[str, str]]:
     return parse_qsl(text, keep_blank_values=True, errors="replace")
 
 
+def _json_fields(fields: Sequence[tuple[str, str]]) -> list[tuple[str, Lines]]:
+    """The fields whose value is a JSON object or array, reformatted and highlighted."""
+    out: list[tuple[str, Lines]] = []
+    for name, value in fields:
+        if value.lstrip()[:1] in ("{", "[") and (pretty := pretty_json(value)) is not None:
+            out.append((name, TextLines(pretty, highlight_json_line)))
+    return out
+
+
 # ---------------------------------------------------------------------------- highlighting
 
 _JSON_STYLES = {
@@ -486,6 +495,9 @@ class BodyView:
     """Rows to show (None for an empty body or a form)."""
     fields: Sequence[tuple[str, str]] = ()
     """The fields of a form body."""
+    field_json: Sequence[tuple[str, Lines]] = ()
+    """A form's fields that hold a JSON object or array (Slack's and GitHub's ``payload``), by
+    name, reformatted as a JSON body is: the table's cell shows only their start."""
     fold: bool = False
     """Fold the rows at the view's width: text shown as received (not reformatted), whose long
     lines are cut every ``MAX_ROW`` characters, reads top to bottom instead of skipping what
@@ -531,7 +543,9 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
     elif pretty and kind == "xml":
         reformatted = pretty_xml(text)
     elif pretty and kind == "form":
-        return BodyView("form", " · ".join([f"form · {size}", *notes]), fields=form_fields(text))
+        fields = form_fields(text)
+        return BodyView("form", " · ".join([f"form · {size}", *notes]), fields=fields,
+                        field_json=_json_fields(fields) if len(body) <= PRETTY_LIMIT else ())
     highlight = {"json": highlight_json_line, "xml": highlight_xml_line}.get(kind) if pretty else None
     shown = reformatted if reformatted is not None else text
     label = f"{kind} · {size}" + ("" if pretty else " · raw")

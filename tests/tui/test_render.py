@@ -206,3 +206,21 @@ def test_a_body_too_costly_to_fold_is_kept_as_it_is_and_says_so() -> None:
     response = Response(headers=Headers([("Content-Type", "text/plain")]), body=wide.encode(), body_size=len(wide.encode()))
     assert describe_body(response, pretty=False).label.endswith("too large to fold: scroll sideways")
     assert TextLines("é" * (WIDE_FOLD_LIMIT * 2)).foldable()  # one cell a character: sliced, not measured
+
+
+def test_a_form_fields_json_is_reformatted_unless_the_body_is_too_large_to_reformat() -> None:
+    from urllib.parse import urlencode
+
+    from devtunnel.tui.render import PRETTY_LIMIT
+    from tests.kit.exchanges import make_request
+
+    def view(body: bytes):  # type: ignore[no-untyped-def]
+        return describe_body(make_request("POST", "/", [("Content-Type", "application/x-www-form-urlencoded")], body))
+
+    small = view(urlencode({"payload": '{"a": [1]}', "text": "[not json"}).encode())
+    assert [(name, [lines.line(i).plain for i in range(len(lines))]) for name, lines in small.field_json] == [
+        ("payload", ["{", '  "a": [', "    1", "  ]", "}"])]
+    large = view(urlencode({"payload": '{"a": 1}', "pad": "x" * PRETTY_LIMIT}).encode())
+    assert large.fields and not large.field_json
+    assert not describe_body(make_request("POST", "/", [("Content-Type", "application/x-www-form-urlencoded")],
+                                          b'payload={"a":1}'), pretty=False).field_json

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from urllib.parse import urlencode
 
 import pytest
 from rich.text import Text
@@ -109,6 +110,26 @@ async def test_form_body_is_a_table_of_decoded_fields() -> None:
             ["tag", "a"],
             ["tag", "b"],
         ]
+
+
+async def test_a_form_field_holding_json_is_shown_reformatted_under_the_table() -> None:
+    payload = '{"type":"block_actions","actions":[{"value":"approve"}]}'
+    ex = exchange(
+        req_headers=[("Content-Type", "application/x-www-form-urlencoded")],
+        req_body=urlencode({"payload": payload, "note": "{not json", "list": "[1,2]", "\x1b[2Jname": "{}"}).encode(),
+    )
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(100, 50)) as pilot:
+        await pilot.pause()
+        assert _rows(app.screen.query_one("#request-form", DataTable))[0] == ["payload", payload]
+        labels = [str(app.screen.query_one(f"#request-field-{i}-label", Static).render()) for i in range(3)]
+        assert labels == ["Field payload · json", "Field list · json", "Field \\x1b[2Jname · json"]  # escaped
+        assert not app.screen.query("#request-field-3")  # "{not json" is text
+        lines = app.screen.query_one("#request-field-0", LinesView).lines
+        assert [lines.line(i).plain for i in range(4)] == ["{", '  "type": "block_actions",', '  "actions": [', "    {"]
+        await pilot.press("p")  # as received: the body itself, no table and no field sections
+        await pilot.pause()
+        assert not app.screen.query("#request-field-0") and app.screen.query_one("#request-body", LinesView)
 
 
 async def test_xml_body_is_indented_by_element() -> None:

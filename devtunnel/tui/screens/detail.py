@@ -273,6 +273,7 @@ class DetailScreen(Screen[None]):
         .start-line { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
         DataTable.form { height: 1fr; }
+        DataTable.form.with-json { height: auto; max-height: 50%; }
         .body-box { height: 1fr; }
         LinesView { padding: 0 1; }
         .none { padding: 1 2; color: $text-muted; }
@@ -433,12 +434,16 @@ class DetailScreen(Screen[None]):
         body = describe_body(message, pretty=self._pretty, hex_dump=self._hex)
         yield Static(f"Body · {body.label}", classes="section", id=f"{side}-body-label", markup=False)
         if body.kind == "form" and body.lines is None:
-            table: DataTable[Text] = DataTable(id=f"{side}-form", cursor_type="row", zebra_stripes=True, classes="form")
+            table: DataTable[Text] = DataTable(id=f"{side}-form", cursor_type="row", zebra_stripes=True,
+                                               classes="form with-json" if body.field_json else "form")
             table.add_column("Field", key="field")
             table.add_column("Value", key="value")
             for name, value in body.fields:
                 table.add_row(safe_text(name, "bold"), safe_text(value))
             yield table
+            for i, (name, lines) in enumerate(body.field_json):
+                yield Static(safe_text(f"Field {name} · json"), classes="section", id=f"{side}-field-{i}-label")
+                yield LinesView(lines, id=f"{side}-field-{i}")
         elif body.lines is not None:
             # As received, a body is folded at the width: a minified JSON reads top to bottom.
             yield LinesView(body.lines, fold=body.fold, id=f"{side}-body")
