@@ -503,8 +503,12 @@ async def test_crlf_body_left_alone_is_not_sent_as_a_change() -> None:
 FORM_BODY = b"ToCountry=US&Body=hi+there&From=%2B14155551234&Empty="
 
 
+def form_exchange(body: bytes = FORM_BODY) -> Exchange:
+    return exchange(req_headers=[("Content-Type", "application/x-www-form-urlencoded")], req_body=body)
+
+
 async def test_a_form_body_is_edited_a_field_a_line_and_sent_joined_again() -> None:
-    ex = exchange(req_headers=[("Content-Type", "application/x-www-form-urlencoded")], req_body=FORM_BODY)
+    ex = form_exchange()
     send = Recorder(ex)
     app = ScreenApp(EditReplayScreen(ex, send))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -522,7 +526,7 @@ async def test_a_form_body_is_edited_a_field_a_line_and_sent_joined_again() -> N
 
 
 async def test_a_form_body_made_another_type_is_sent_as_typed() -> None:
-    ex = exchange(req_headers=[("Content-Type", "application/x-www-form-urlencoded")], req_body=FORM_BODY)
+    ex = form_exchange()
     send = Recorder(ex)
     app = ScreenApp(EditReplayScreen(ex, send))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -539,7 +543,7 @@ async def test_a_form_body_made_another_type_is_sent_as_typed() -> None:
 
 @pytest.mark.parametrize("body", [b"single=field", b"a=1&b=two\nlines"])
 async def test_a_form_of_one_field_or_with_a_raw_line_break_is_edited_as_it_is(body: bytes) -> None:
-    ex = exchange(req_headers=[("Content-Type", "application/x-www-form-urlencoded")], req_body=body)
+    ex = form_exchange(body)
     app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
