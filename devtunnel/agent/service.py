@@ -160,7 +160,9 @@ class AgentService:
         except NameTakenError as exc:
             if not remember:
                 raise
-            log.warning("%s; asking for a new name this time", exc)
+            # Its first sentence: the advice after it (stop the other agent, pick a name) is for a name asked for.
+            log.warning("%s: the name this target had last time is not free; asking for a new one this run",
+                        str(exc).split(". ", 1)[0])
             return await self._start(config, provider, via_wait, remember=False)
 
     async def _start(self, config: TunnelConfig, provider: Via | None, via_wait: float, *, remember: bool) -> TunnelInfo:
