@@ -64,8 +64,8 @@ def test_the_inspectors_agent_gets_the_name_its_target_had_last_time(state: Path
     assert name_of("8000") == first and name_of("127.0.0.1:8000") == first
     assert PortMemory().name_for("http://127.0.0.1:8000") == first
     assert name_of("8001") != first
-    # On a relay of one's own, a name not asked for is not kept: another agent may hold it now.
-    assert name_of("8000", "--relay", "wss://relay.localhost") != first
+    # On a relay of one's own the agent asks for it itself, and for a new one when another agent holds it now.
+    assert "--name" not in http_agent_argv(args_of("8000", "--relay", "wss://relay.localhost"))()
 
 
 def test_a_missing_provider_is_refused_before_the_screen_opens(state: Path, monkeypatch: pytest.MonkeyPatch,
