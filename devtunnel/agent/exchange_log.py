@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from devtunnel.capture.model import Exchange
-from devtunnel.capture.outcome import path_mark
+from devtunnel.capture.marks import path_mark
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
 from devtunnel.values.durations import human_duration
 from devtunnel.values.exchange_ids import stable_short_id
@@ -58,7 +58,7 @@ def line_start(started_at: float, exchange_id: str, tunnel: str, tunnel_width: i
 def exchange_line(ex: Exchange, tunnel_width: int = 0) -> str:
     """One log line for a finished exchange: time, short id, method, path, status, duration
     (and the tunnel's name after the id, ``tunnel_width`` columns, when there are several). A
-    replay's path and one a rule at the relay decided carry their mark (``outcome.path_mark``).
+    replay's path and one a rule at the relay decided carry their mark (``capture.marks.path_mark``).
 
     The id is the fixed-length short form (``stable_short_id``): ``devtunnel show``, ``replay``
     and ``export`` take it as it is, whatever is recorded later. Everything taken from the

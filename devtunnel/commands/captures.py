@@ -30,7 +30,8 @@ from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit, check_header
 from devtunnel.capture.jsonpath import parse_assignment
 from devtunnel.capture.model import Exchange, Request, Response, held_json, held_text
-from devtunnel.capture.outcome import path_mark, replay_outcome, status_line, uncounted_headers
+from devtunnel.capture.marks import path_mark
+from devtunnel.capture.outcome import replay_outcome, status_line, uncounted_headers
 from devtunnel.capture.rows import Row
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
 from devtunnel.capture.store import Store, path_mode

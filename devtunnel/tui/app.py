@@ -409,7 +409,7 @@ class InspectorApp(App[None]):
     def action_help(self) -> None:
         from devtunnel.capture.filters import FILTER_HELP
         from devtunnel.tui.render import TABLE_LEGEND
-        from devtunnel.capture.outcome import REPLAY_MARKS, RULE_MARKS
+        from devtunnel.capture.marks import REPLAY_MARKS, RULE_MARKS
 
         marks = [*REPLAY_MARKS, *RULE_MARKS, ("*", "marked (m)"), ("…", "still in flight"),
                  ("HLD", "held: not sent yet, waiting for the app devtunnel runs to come back (--hold)"),

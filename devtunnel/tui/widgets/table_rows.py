@@ -16,7 +16,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from devtunnel.capture.outcome import path_mark
+from devtunnel.capture.marks import path_mark
 from devtunnel.capture.store import Row
 from devtunnel.tui.render import webhook_event, webhook_marks
 from devtunnel.values.sizes import compact_size
