@@ -30,6 +30,8 @@ def send(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Complete
     [
         ("stripe", "invoice.paid", "/webhooks/stripe"),
         ("stripe", "checkout.session.completed", "/webhooks/stripe"),
+        ("stripe", "invoice.payment_failed", "/webhooks/stripe"),
+        ("stripe", "charge.refunded", "/webhooks/stripe"),
         ("github", "pull_request", "/webhooks/github"),
         ("shopify", "orders/create", "/webhooks/shopify"),
         ("standard", "user.created", "/webhooks/standard"),

@@ -16,6 +16,7 @@ The same placeholder is the same value throughout one delivery (a Twilio message
 
 from __future__ import annotations
 
+import difflib
 import json
 import random
 import re
@@ -117,7 +118,9 @@ def sample(provider: str, name: str, *, now: float, rng: random.Random | None = 
         if not names:
             providers = sorted({p for p, _ in fixtures})
             raise ConfigError(f"no samples for provider {quoted(provider)}; providers: {', '.join(providers)}")
-        raise ConfigError(f"no {provider} sample named {quoted(name)}; {provider} has: {', '.join(names)}")
+        near = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+        guess = f"did you mean {near[0]}? " if near else ""
+        raise ConfigError(f"no {provider} sample named {quoted(name)}; {guess}{provider} has: {', '.join(names)}")
     rng = rng or random.SystemRandom()
     memo: dict[str, str] = {}
     headers = [(k, str(_fill(v, now, rng, memo))) for k, v in data["headers"].items() if v != ""]

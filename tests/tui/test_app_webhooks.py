@@ -98,7 +98,12 @@ def test_at_80_columns_the_path_keeps_its_room_and_event_then_tunnel_take_what_i
     # At 120 columns a random name of 18 characters is shown whole while PATH keeps 48 cells and more.
     roomy = Columns.for_width(120, tunnel_cells=18, webhooks=False)
     assert roomy.tunnel == 18 and roomy.path >= Columns.PATH_ROOMY
-    for width, columns in ((118, wide), (78, eighty), (60, narrow), (80, several), (80, one)):
+    # A wide table shows the longest event types whole (they were cut at 36 cells beside a PATH of 86).
+    roomy_events = Columns.for_width(180)
+    event = "stripe · customer.subscription.deleted"
+    assert roomy_events.event >= len(event) and roomy_events.path >= Columns.PATH_ROOMY and roomy_events.tunnel == 16
+    assert Columns.for_width(140).event == Columns.EVENT_MOST  # not at PATH's expense
+    for width, columns in ((118, wide), (78, eighty), (60, narrow), (80, several), (80, one), (180, roomy_events)):
         used = Columns.FIXED + columns.path + (columns.tunnel + 1 if columns.tunnel else 0) + (columns.event + 1 if columns.event else 0)
         assert used == width
 
@@ -140,7 +145,7 @@ async def test_hostile_event_types_are_shown_escaped_in_the_table_and_the_detail
     async with app.run_test(size=(200, 20)) as pilot:
         table = await _settle(pilot, count=4)
         row = screen_lines(table)[4]
-        assert "✗  stripe · [bold]pwn[/bold]\\x1b[31m\\x… 200" in row  # cut at the column's width
+        assert "✗  stripe · [bold]pwn[/bold]\\x1b[31m\\x1b]52;c;SGVsbG8=… 200" in row  # cut at the column's width
         assert "\x1b" not in row and "\u202e" not in row and "\x07" not in row
         await pilot.press("enter")
         await async_wait_for(lambda: isinstance(app.screen, DetailScreen), what="the detail")

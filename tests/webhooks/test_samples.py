@@ -25,6 +25,10 @@ REQUIRED = {
     # Shopify's mandatory compliance webhooks: every public app answers them.
     ("shopify", "customers/data_request"), ("shopify", "customers/redact"), ("shopify", "shop/redact"),
     ("shopify", "app/uninstalled"),
+    # What a Stripe integration handles beyond a payment that went through (stripe trigger has them).
+    ("stripe", "payment_intent.payment_failed"), ("stripe", "invoice.payment_failed"), ("stripe", "customer.created"),
+    ("stripe", "customer.subscription.created"), ("stripe", "customer.subscription.deleted"),
+    ("stripe", "charge.succeeded"), ("stripe", "charge.refunded"), ("stripe", "checkout.session.expired"),
 }
 
 
@@ -67,7 +71,10 @@ def test_each_delivery_is_fresh_and_one_placeholder_is_one_value() -> None:
 
 
 def test_an_unknown_sample_lists_what_there_is() -> None:
-    with pytest.raises(ConfigError, match="no stripe sample named 'charge.nope'; stripe has: checkout.session.completed"):
+    with pytest.raises(ConfigError, match="no stripe sample named 'charge.nope'; stripe has: charge.refunded, charge.succeeded, checkout.session.completed"):
         sample("stripe", "charge.nope", now=0)
+    # A typo gets the name it is closest to, before the list.
+    with pytest.raises(ConfigError, match="no stripe sample named 'invoice.payed'; did you mean invoice.paid[?] stripe has: "):
+        sample("stripe", "invoice.payed", now=0)
     with pytest.raises(ConfigError, match="no samples for provider 'paypal'; providers: github, shopify"):
         sample("paypal", "x", now=0)

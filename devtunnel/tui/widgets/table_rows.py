@@ -67,6 +67,10 @@ class Columns:
     PATH_LEAST: ClassVar[int] = 24
     """Cells PATH keeps before TUNNEL or EVENT get any: what a request is matters most."""
     EVENT_LEAST: ClassVar[int] = 12
+    EVENT_MOST: ClassVar[int] = 36
+    EVENT_ROOMY: ClassVar[int] = 52
+    """EVENT's cells on a table with room for them beside PATH's ``PATH_ROOMY``: a provider and
+    the longest event types (``stripe · checkout.session.async_payment_succeeded``) whole."""
     TUNNEL_LEAST: ClassVar[int] = 6
     PATH_ROOMY: ClassVar[int] = 48
     """Cells PATH keeps before TUNNEL grows past a fifth of the room: a wide table names its
@@ -81,7 +85,8 @@ class Columns:
         longest tunnel name ``tunnel_cells`` wide, with webhooks among them or not.
 
         PATH keeps ``PATH_LEAST`` cells; what is left goes to EVENT when webhooks are shown (the
-        marks cell says "a webhook" without it), then to TUNNEL when the rows are of several
+        marks cell says "a webhook" without it; up to ``EVENT_MOST`` cells, ``EVENT_ROOMY`` while
+        PATH keeps ``PATH_ROOMY``), then to TUNNEL when the rows are of several
         tunnels, or on a wide table (96 cells and more) with room for it (a fifth of the room, more
         while PATH keeps ``PATH_ROOMY`` cells); each is left out
         rather than cut below its least width, and PATH takes the rest. So at 80 columns a
@@ -103,8 +108,11 @@ class Columns:
         wants_tunnel = several_tunnels or width >= 96
         event = 0
         if webhooks:
-            event = take(min(36, max(cls.EVENT_LEAST, (rest - (tunnel_want + 1 if wants_tunnel else 0)) // 2)),
-                         cls.EVENT_LEAST)
+            beside = rest - (tunnel_want + 1 if wants_tunnel else 0)
+            # Stripe's longer types (customer.subscription.deleted) want 38 cells and more: a table
+            # that leaves PATH its roomy width after them shows them whole.
+            most = cls.EVENT_ROOMY if beside - cls.EVENT_ROOMY - 1 >= cls.PATH_ROOMY else cls.EVENT_MOST
+            event = take(min(most, max(cls.EVENT_LEAST, beside // 2)), cls.EVENT_LEAST)
         tunnel = take(tunnel_want, cls.TUNNEL_LEAST) if wants_tunnel else 0
         path = max(4, rest - (tunnel + 1 if tunnel else 0) - (event + 1 if event else 0))
         return cls(tunnel, path, event)
