@@ -199,6 +199,12 @@ examples:
     p.add_argument("--client-share", type=float, metavar="FRACTION", help="share of a tunnel's concurrent requests one client address may hold; more get 429 (default: 0.25; 1 turns it off)")
     p.add_argument("--tunnels-per-token", type=_count, metavar="N", help="tunnel names one token may hold at once; a pool counts once (default: 32; 0: no limit)")
     p.add_argument("--connections-per-token", type=_count, metavar="N", help="agent connections one token may hold at once; each member of a pool counts (default: 64; 0: no limit)")
+    p.add_argument("--body-min-rate", metavar="SIZE",
+                   help="bytes a second a request body must average once --body-timeout has passed, or it gets 408 "
+                        "(500, 2k; default: 500; 0: no such bound)")
+    p.add_argument("--connections-per-address", type=_count, metavar="N",
+                   help="connections one client address may hold open at once over all tunnels, in any state; "
+                        "one more gets 429 (default: a quarter of the open-file limit, between 16 and 4096; 0: no limit)")
     p.add_argument("--pending-per-address", type=_count, metavar="N",
                    help="connections one client address may hold waiting to send a request (agents: their HELLO); "
                         "one more gets 429 (default: 256; 0: no limit)")
@@ -347,7 +353,10 @@ examples:
 
 A webhook delivery (Stripe, GitHub, Slack, Shopify, Standard Webhooks, Twilio) is signed afresh
 with the secret in its provider's variable (STRIPE_WEBHOOK_SECRET ...): what is sent, with a
-fresh timestamp and the same delivery id. --as-captured sends the captured signature instead.
+fresh timestamp and the same delivery id, when that secret verifies the delivery as captured
+(or it was judged valid when it came). One it does not verify may not come from its provider:
+it is sent with its captured signature, and --sign-unverified signs it anyway (a receiver that
+holds another secret). --as-captured sends the captured signature instead.
 The method is sent as typed (methods are case-sensitive). A replay's response is "the same"
 when its status, headers and body match the original's, less volatile headers (Date, Age,
 Expires, Server-Timing, X-Request-Id and other per-request ids and traces) and any named
@@ -368,6 +377,9 @@ with --ignore-header.
                         "or of a form body (Body=hi; payload.action=closed in a field holding JSON); repeatable")
     p.add_argument("--as-captured", action="store_true",
                    help="send a webhook's captured signature headers unchanged instead of signing it afresh")
+    p.add_argument("--sign-unverified", action="store_true",
+                   help="sign a webhook afresh even when its secret does not verify it as captured (it may"
+                        " not come from its provider)")
     p.add_argument("--insecure", action="store_true", help="do not verify an https destination's certificate")
     p.add_argument("--ignore-header", action="append", default=[], metavar="NAME",
                    help="leave this response header out when telling whether the response differs (repeatable)")

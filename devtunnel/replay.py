@@ -8,7 +8,9 @@ its bytes are kept as they came.
 
 A webhook delivery is signed afresh on the way out (``devtunnel.webhooks.resign``): what is
 actually sent, with a fresh timestamp where the scheme has one, when its provider's secret is
-known; ``Edit(as_captured=True)`` sends the captured signature headers instead.
+known and it verifies the delivery as captured (or it was judged valid when it came: a forged
+delivery is not made to pass); ``Edit(as_captured=True)`` sends the captured signature headers
+instead, ``Edit(sign_unverified=True)`` signs even one the secret does not verify.
 
 The result is a new ``Exchange`` (new id, same tunnel, ``replay_of`` = the original's id,
 ``edited`` when the edit changed what a plain replay would send, ``resigned`` the provider
@@ -134,7 +136,7 @@ def _prepare(exchange: Exchange, to: str | None, edit: Edit | None, host_header:
     url = f"{exchange.scheme if host != netloc else scheme}://{host}{request.url_text}"
     signed = resign(request, url, keys=_keys_for(webhooks, exchange), now=time.time() if now is None else now,
                     captured=exchange.request, captured_url=delivery_of(exchange.request, exchange.scheme).url,
-                    judged=exchange.webhook)
+                    judged=exchange.webhook, unverified=edit.sign_unverified)
     return _Prepared(signed.request, scheme, netloc, edited, signed.provider, signed.notice)
 
 

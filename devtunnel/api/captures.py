@@ -138,7 +138,7 @@ def replay_edit(data: dict[str, Any]) -> Edit | None:
     """The ``Edit`` described by a replay request body (None when nothing is edited).
 
     The body is ``Edit.to_json``'s form (``method``, ``path``, ``headers``, ``set_headers``,
-    ``remove_headers``, ``body`` or ``body_base64``, ``set``, ``as_captured``) plus ``to``; a bad
+    ``remove_headers``, ``body`` or ``body_base64``, ``set``, ``as_captured``, ``sign_unverified``) plus ``to``; a bad
     field is a 400 that names it.
     """
     edit = Edit.from_json(data, allow=("to",))  # ReplayError: a 400, and nothing is sent

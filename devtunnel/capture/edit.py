@@ -23,6 +23,9 @@ An ``Edit`` says how the request to replay differs from the captured one. Each p
   applied in order after ``body``.
 * ``as_captured``: send the captured signature headers of a webhook delivery unchanged
   instead of signing it afresh (``devtunnel.webhooks.resign``); it changes nothing else.
+* ``sign_unverified``: sign a delivery afresh even when the known secrets do not verify it as
+  captured (by default it is sent with its captured signature: it may not come from its
+  provider, and a fresh signature would make a forged delivery pass).
 
 Framing is computed, never edited: ``apply`` drops hop-by-hop fields (Connection and the
 fields it names, Keep-Alive, Transfer-Encoding, TE, Trailer, Upgrade, Proxy-Connection) and
@@ -53,7 +56,7 @@ from devtunnel.values.terminal import quoted
 __all__ = ["JSON_FIELDS", "Edit", "check_header", "framed_headers"]
 
 JSON_FIELDS = ("method", "path", "headers", "set_headers", "remove_headers", "body", "body_base64", "set",
-               "as_captured")
+               "as_captured", "sign_unverified")
 """The keys of an edit's JSON form."""
 
 _BAD_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -173,6 +176,8 @@ class Edit:
     """``PATH=VALUE`` edits of a JSON or form body, applied after ``body``."""
     as_captured: bool = False
     """Send a webhook delivery's captured signature headers instead of fresh ones."""
+    sign_unverified: bool = False
+    """Sign a delivery afresh even when the known secrets do not verify it as captured."""
 
     def __post_init__(self) -> None:
         if self.method is not None:
@@ -213,6 +218,10 @@ class Edit:
         object.__setattr__(self, "set_fields", assignments)
         if not isinstance(self.as_captured, bool):
             raise ReplayError(f"as_captured must be true or false, not {_json_kind(self.as_captured)}")
+        if not isinstance(self.sign_unverified, bool):
+            raise ReplayError(f"sign_unverified must be true or false, not {_json_kind(self.sign_unverified)}")
+        if self.as_captured and self.sign_unverified:
+            raise ReplayError("give as_captured (the captured signature) or sign_unverified (a fresh one), not both")
 
     @property
     def is_empty(self) -> bool:
@@ -279,7 +288,7 @@ class Edit:
 
     def changes(self, exchange: Exchange) -> bool:
         """True when the request this edit sends differs from a plain replay of ``exchange``."""
-        if replace(self, as_captured=False).is_empty:
+        if replace(self, as_captured=False, sign_unverified=False).is_empty:
             return False
         try:
             plain = Edit().apply(exchange)
@@ -315,6 +324,8 @@ class Edit:
             out["set"] = list(self.set_fields)
         if self.as_captured:
             out["as_captured"] = True
+        if self.sign_unverified:
+            out["sign_unverified"] = True
         return out
 
     @classmethod
@@ -369,6 +380,9 @@ class Edit:
         as_captured = data.get("as_captured", False)
         if as_captured is None:
             as_captured = False
+        sign_unverified = data.get("sign_unverified", False)
+        if sign_unverified is None:
+            sign_unverified = False
         return cls(
             method=method,
             target=path.encode("utf-8") if path is not None else None,
@@ -378,6 +392,7 @@ class Edit:
             body=body,
             set_fields=tuple(assignments),
             as_captured=as_captured,
+            sign_unverified=sign_unverified,
         )
 
 

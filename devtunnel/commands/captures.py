@@ -918,6 +918,7 @@ def _edit(args: argparse.Namespace) -> Edit | None:
             body=body,
             set_fields=tuple(args.set),
             as_captured=args.as_captured,
+            sign_unverified=args.sign_unverified,
         )
     except ReplayError as exc:  # an edit the flags describe badly: bad usage, nothing was sent
         raise ConfigError(str(exc)) from None

@@ -97,7 +97,8 @@ def _variable(provider: Provider, keys: Any) -> str:
 
 
 def resign(request: Request, url: str, *, keys: Any, now: float,
-           captured: Request | None = None, captured_url: str = "", judged: Verdict | None = None) -> Resigned:
+           captured: Request | None = None, captured_url: str = "", judged: Verdict | None = None,
+           unverified: bool = False) -> Resigned:
     """``request`` with fresh signature headers, or as it is with the reason why not.
 
     Args:
@@ -112,9 +113,14 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
         judged: the captured delivery's verdict: a signed delivery of a provider ``keys`` does
             not know (a custom one described in another folder's devtunnel.toml) is sent as
             captured, and the notice says so.
+        unverified: sign afresh even a delivery that no known secret verifies as captured.
 
     A request its provider did not sign (no signature header) is sent unsigned, as captured; one
-    whose signature headers differ from ``captured``'s (typed by hand) is sent as it is.
+    whose signature headers differ from ``captured``'s (typed by hand) is sent as it is. A
+    delivery the known secrets do not verify as captured (whatever its timestamp's age), and
+    that was not judged valid when it came, is sent with its captured signature unless
+    ``unverified``: anyone can post a delivery to a public URL, and signing it afresh would make
+    a forged one pass the receiver's check.
     """
     delivery = Delivery(request.method, url, request.headers, request.body)
     providers = getattr(keys, "providers", BUILTIN)
@@ -137,6 +143,12 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
         fitting = _fitting(provider, original, secrets, now)  # during a rotation, the one the receiver accepted
         if fitting is None:
             check = _ageless(provider).verify(original, secrets, now)
+            vouched = judged is not None and judged.signature is Signature.VALID
+            if not vouched and not unverified and check.signature is Signature.INVALID:
+                return Resigned(request, notice=(
+                    f"signature not refreshed: {_variable(provider, keys)} does not verify the delivery as captured"
+                    f" ({check.reason}): it may not come from {provider.name}; sent with its captured signature"
+                    " (--sign-unverified signs it anyway)"))
             if check.signature is Signature.INVALID and "does not match" in check.reason:
                 notice = (f"signature made with {_variable(provider, keys)}, which did not verify the captured "
                           "delivery: the receiver may hold another secret")

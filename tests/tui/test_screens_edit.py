@@ -10,6 +10,7 @@ import pytest
 from textual.widgets import Checkbox, Input, Static, TextArea
 
 from devtunnel.capture.model import Exchange, Headers
+from devtunnel.capture.verdict import Signature, Verdict
 from devtunnel.errors import ReplayError
 from devtunnel.replay import Edit, replay
 from devtunnel.tui.screens import DiffScreen, EditReplayScreen
@@ -171,6 +172,42 @@ async def test_down_goes_on_past_the_signatures_checkbox_to_the_body_and_up_come
         await async_wait_for(lambda: send.edits, what="send")
         assert send.edits[0].body == ex.request.body[:-1] + b' ,"livemode":false}'
         assert not checkbox.value, "a key meant for the body toggled the checkbox"
+
+
+async def test_a_delivery_that_did_not_verify_offers_to_sign_it_anyway_not_to_keep_its_signature() -> None:
+    """A delivery judged invalid when it came may be forged: the replay keeps its signature unless
+    the secret verifies it now. Its box (ctrl+o) signs it anyway; a valid one's keeps the
+    captured signature, as before."""
+    forged = stripe_exchange()
+    forged.webhook = Verdict("stripe", "payment_intent.succeeded", "evt_1QxY", Signature.INVALID,
+                             "signature does not match")
+    send = Recorder(forged)
+    app = ScreenApp(EditReplayScreen(forged, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert not app.screen.query("#as-captured")
+        box = app.screen.query_one("#sign-unverified", Checkbox)
+        hint = app.screen.query_one("#signature-hint", Static)
+        assert "did not verify when it came: signed afresh only if the secret verifies it now" in str(hint.render())
+        await async_wait_for(lambda: "^o Sign anyway" in screen_text(app).splitlines()[-1], what="the key in the bar")
+        assert "Keep sig" not in screen_text(app)
+        await pilot.press("ctrl+o")
+        assert box.value and "made afresh even so" in str(hint.render())
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert (send.edits[0].sign_unverified, send.edits[0].as_captured) == (True, False)
+        assert send.edits[0].to_json() == {"sign_unverified": True}
+
+    valid = stripe_exchange()
+    valid.webhook = Verdict("stripe", "payment_intent.succeeded", "evt_1QxY", Signature.VALID)
+    send = Recorder(valid)
+    app = ScreenApp(EditReplayScreen(valid, send))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert not app.screen.query("#sign-unverified")
+        await pilot.press("ctrl+o", "ctrl+s")
+        await async_wait_for(lambda: send.edits, what="send")
+        assert (send.edits[0].sign_unverified, send.edits[0].as_captured) == (False, True)
 
 
 async def test_esc_with_changes_not_sent_asks_again_before_they_are_lost() -> None:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtunnel.capture.model import Headers, Request
+from devtunnel.capture.verdict import Verdict
 from devtunnel.webhooks import BUILTIN, Delivery, Signature, by_name
 from devtunnel.webhooks.resign import Keys, resign
 from tests.kit.exchanges import make_request
@@ -149,9 +150,21 @@ def test_a_secret_that_did_not_verify_the_captured_delivery_is_doubted(name: str
     captured = signed_request(name, b"body", secret=("whsec_" + base64.b64encode(b"x" * 32).decode())
                               if name == "standard" else "the receiver's secret")
     wrong = keys(**{name: SECRETS[name]})
-    result = resign(captured, URL, keys=wrong, now=LATER, captured=captured, captured_url=URL)
-    assert result.provider == name
-    assert "did not verify the captured delivery" in result.notice
+    # Not judged valid when it came: it may be forged, so it keeps its captured signature.
+    for judged in (None, Verdict(name, None, None, Signature.INVALID, "signature does not match"),
+                   Verdict(name, None, None, Signature.UNVERIFIED, "")):
+        kept = resign(captured, URL, keys=wrong, now=LATER, captured=captured, captured_url=URL, judged=judged)
+        assert (kept.request, kept.provider) == (captured, None)
+        variable = by_name(name).secret_env  # type: ignore[union-attr]
+        assert kept.notice.startswith(f"signature not refreshed: {variable} does not verify the delivery as captured (")
+        assert kept.notice.endswith(f"it may not come from {name}; sent with its captured signature"
+                                    " (--sign-unverified signs it anyway)")
+    # Judged valid when it came (the secret changed since), or signed anyway on request: signed, doubted.
+    for result in (resign(captured, URL, keys=wrong, now=LATER, captured=captured, captured_url=URL,
+                          judged=Verdict(name, None, None, Signature.VALID, "")),
+                   resign(captured, URL, keys=wrong, now=LATER, captured=captured, captured_url=URL, unverified=True)):
+        assert result.provider == name
+        assert "did not verify the captured delivery" in result.notice
     right = resign(signed_request(name, b"body"), URL, keys=wrong, now=LATER,  # an hour old, the right secret
                    captured=signed_request(name, b"body"), captured_url=URL)
     assert right.notice == ""

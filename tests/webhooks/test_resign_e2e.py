@@ -4,7 +4,9 @@ then ``devtunnel replay`` (a subprocess, secrets in its environment) and the age
 
 An hour-old delivery replayed is accepted (a fresh signature); ``--as-captured`` is refused; an edited
 body (``--set``) is accepted and reaches the receiver edited; a wrong secret is refused, and the replay
-says why; without a secret the replay says which variable to set, once.
+says why; without a secret the replay says which variable to set, once; a forged delivery (posted to
+the public URL without the secret) is not made to pass: sent with its captured signature unless
+``--sign-unverified``.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class Setup:
     rx: Receiver
     ids: dict[str, str]
     """Captured exchange id by provider."""
+    public: tuple[str, str]
+    """Where a delivery is posted to reach the tunnel's public side, and the Host it carries."""
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +124,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 return rows if len(rows) == len(SECRET_OF) else None
 
             rows = wait_for(recorded, timeout=20, what="every delivery recorded")
-            yield Setup(tmp_path, db, f"http://127.0.0.1:{api_port}", rx, dict(zip(SECRET_OF, (r["id"] for r in rows))))
+            yield Setup(tmp_path, db, f"http://127.0.0.1:{api_port}", rx, dict(zip(SECRET_OF, (r["id"] for r in rows))),
+                        (f"http://127.0.0.1:{port}", host))
         finally:
             agent.stop()
 
@@ -198,12 +203,21 @@ def test_set_edits_a_json_field_then_the_delivery_is_signed_afresh_and_accepted(
 
 
 def test_a_wrong_secret_is_refused_and_the_replay_says_why(captured: Setup) -> None:
+    # The capture was not judged valid (its timestamp an hour old) and the secret does not verify
+    # it: it may be forged, so it goes with its captured signature, and the replay says why.
     done = _replay(captured, captured.ids["stripe"], STRIPE_WEBHOOK_SECRET="whsec_not_the_receivers")
     assert done.code == 0
-    assert "400 Bad Request" in done.out and "SignatureVerificationError" in done.out
-    assert done.err == ("devtunnel: signature made with STRIPE_WEBHOOK_SECRET, which did not verify the captured "
-                        "delivery: the receiver may hold another secret\n")
-    assert "whsec_not_the_receivers" not in done.out + done.err
+    assert "400 Bad Request" in done.out and "Timestamp outside the tolerance zone" in done.out
+    assert done.err == ("devtunnel: signature not refreshed: STRIPE_WEBHOOK_SECRET does not verify the delivery as "
+                        "captured (signature does not match: wrong secret or altered body): it may not come from "
+                        "stripe; sent with its captured signature (--sign-unverified signs it anyway)\n")
+    # Signed anyway on request: with a secret the receiver does not hold, it refuses the signature.
+    anyway = _replay(captured, captured.ids["stripe"], "--sign-unverified",
+                     STRIPE_WEBHOOK_SECRET="whsec_not_the_receivers")
+    assert "400 Bad Request" in anyway.out and "SignatureVerificationError" in anyway.out
+    assert anyway.err == ("devtunnel: signature made with STRIPE_WEBHOOK_SECRET, which did not verify the captured "
+                          "delivery: the receiver may hold another secret\n")
+    assert "whsec_not_the_receivers" not in done.out + done.err + anyway.out + anyway.err
 
 
 def test_without_a_secret_the_replay_says_which_variable_once_and_sends_as_captured(captured: Setup) -> None:
@@ -318,3 +332,50 @@ def test_during_a_rotation_the_replay_signs_with_the_secret_that_verified_the_ca
     assert done.err == ""
     assert [(r["status"], r["resigned"]) for r in done.json] == [(200, p) for p in SECRET_OF]
     assert [v[1:] for v in captured.rx.verdicts[-len(SECRET_OF):]] == [(200, "ok")] * len(SECRET_OF)
+
+
+def test_a_forged_delivery_is_not_made_to_pass_by_a_replay_unless_asked(captured: Setup) -> None:
+    """Anyone can post to the public URL: a delivery signed without the secret (or not signed
+    properly at all) is refused by the receiver when it comes, and a replay, even a bulk one of
+    every invalid delivery, must not sign it afresh with the real secret."""
+    now = int(time.time())
+    forged = {"t=%d,v1=%s" % (now, "0" * 64): "evt_forged_1", "garbage": "evt_forged_2"}
+    url, host = captured.public
+    with httpx.Client(trust_env=False) as client:
+        for header, event_id in forged.items():
+            body = json.dumps({"id": event_id, "object": "event", "type": "payment_intent.succeeded",
+                               "data": {"object": {"id": "pi_forged", "amount": 1, "currency": "usd"}}}).encode()
+            answer = client.post(url + "/webhooks/stripe", content=body,
+                                 headers={"Host": host, "Content-Type": "application/json", "Stripe-Signature": header})
+            assert answer.status_code == 400  # the receiver's own check refuses it
+
+    def forged_ids() -> list[str] | None:
+        rows = _cli(captured.tmp_path, "requests", "--json", "--db", str(captured.db), "--limit", "0",
+                    "--filter", "path:/webhooks/stripe body:pi_forged !replay").json
+        return [r["id"] for r in rows] if len(rows) == 2 else None
+
+    ids = wait_for(forged_ids, timeout=20, what="the forged deliveries recorded")
+    # Every invalid Stripe delivery, the genuine hour-old one among them (its secret verifies it:
+    # signed afresh) and the two forged ones (sent as captured: refused again).
+    before = len(captured.rx.verdicts)
+    done = _replay(captured, "--filter", "path:/webhooks/stripe sig:invalid !replay", "--json", **RECEIVER_SECRETS)
+    assert done.code == 0, done.err
+    by_id = {r["replay_of"]: (r["status"], r["resigned"]) for r in done.json}
+    assert by_id == {captured.ids["stripe"]: (200, "stripe"), ids[0]: (400, None), ids[1]: (400, None)}
+    assert "STRIPE_WEBHOOK_SECRET does not verify the delivery as captured" in done.err
+    assert "it may not come from stripe; sent with its captured signature (--sign-unverified signs it anyway)" in done.err
+    assert [v[1] for v in captured.rx.verdicts[before:]].count(200) == 1
+    # Asked for, it is signed: the receiver takes it (the user vouches for it).
+    anyway = _replay(captured, ids[0], "--sign-unverified", "--json", **RECEIVER_SECRETS)
+    assert [(r["status"], r["resigned"]) for r in anyway.json] == [(200, "stripe")]
+    both = _replay(captured, ids[0], "--sign-unverified", "--as-captured", **RECEIVER_SECRETS)
+    assert both.code == 2 and "give as_captured" in both.err
+    # The agent API the same way (the inspector replays through it).
+    with httpx.Client(base_url=captured.api, trust_env=False, timeout=30) as api:
+        plain = api.post(f"/api/requests/http/{ids[1]}/replay", json={}).json()
+        assert (plain["response"]["status_code"], plain["resigned"]) == (400, None)
+        assert plain["signature"].startswith("not refreshed: STRIPE_WEBHOOK_SECRET does not verify the delivery")
+        asked = api.post(f"/api/requests/http/{ids[1]}/replay", json={"sign_unverified": True}).json()
+        assert (asked["response"]["status_code"], asked["resigned"], asked["signature"]) == (200, "stripe", None)
+        refused = api.post(f"/api/requests/http/{ids[1]}/replay", json={"sign_unverified": "yes"})
+        assert refused.status_code == 400 and "sign_unverified must be true or false" in refused.text

@@ -2,7 +2,9 @@
 
 The form means "this is the request": the header rows are the complete list sent (a row
 removed is not sent). A webhook delivery is signed afresh when sent (``devtunnel.webhooks.resign``);
-the "send captured signature" box (ctrl+o) sends the captured signature headers instead. Framing is not edited: Content-Length and Transfer-Encoding are left out
+the "send captured signature" box (ctrl+o) sends the captured signature headers instead; on a
+delivery whose signature did not verify when it came, the "sign though unverified" box (ctrl+o)
+signs it afresh even when the secret does not verify it now. Framing is not edited: Content-Length and Transfer-Encoding are left out
 of the rows and Content-Length is computed from the body when the request is sent
 (``devtunnel.capture.edit``, the one edit contract shared with the agent API and the CLI).
 """
@@ -27,6 +29,7 @@ from textual.widgets import Button, Checkbox, Input, Static, TextArea
 from textual.worker import Worker
 
 from devtunnel.capture.edit import Edit
+from devtunnel.capture.verdict import Signature
 from devtunnel.capture.model import Exchange, Headers, Response
 from devtunnel.values.media import is_form, media_type
 from devtunnel.capture.outcome import replay_outcome, uncounted_headers
@@ -207,7 +210,7 @@ class EditReplayScreen(Screen[None]):
     | ctrl+s | Send the edited request. |
     | ctrl+n | Add a header row. |
     | ctrl+r | Remove the header row that has the focus. |
-    | ctrl+o | Send a webhook's captured signature instead of signing it afresh (toggle). |
+    | ctrl+o | Send a webhook's captured signature instead of signing it afresh (toggle); on a delivery whose signature did not verify when it came, sign it afresh anyway (toggle). |
     | ctrl+d | Diff the original exchange against the replayed one (after a send). |
     | up / down | Move to the field above or below (the same column of the next row; from the last row, the signature's checkbox if there is one, then the body). |
     | tab / shift+tab | Move between fields. |
@@ -222,6 +225,9 @@ class EditReplayScreen(Screen[None]):
         Binding("ctrl+r", "remove_header", "Remove", priority=True, tooltip="Remove the header row"),
         Binding("ctrl+o", "toggle_captured_signature", "Keep sig", priority=True,
                 tooltip="send a webhook's captured signature instead of signing it afresh (toggle)"),
+        # The same key on a delivery whose signature did not verify when it came (one only is active).
+        Binding("ctrl+o", "toggle_sign_unverified", "Sign anyway", priority=True,
+                tooltip="sign afresh a delivery whose signature did not verify when it came (toggle)"),
         Binding("ctrl+d", "diff", "Diff", priority=True),
     ]
 
@@ -237,7 +243,7 @@ class EditReplayScreen(Screen[None]):
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
         #headers { height: auto; max-height: 12; }
         #signature-bar { height: auto; max-height: 2; padding: 0 1; }
-        #as-captured { border: none; height: 1; padding: 0; background: $surface; }
+        #as-captured, #sign-unverified { border: none; height: 1; padding: 0; background: $surface; }
         #signature-hint { width: 1fr; height: auto; color: $text-muted; padding: 0 1; }
         #body-bar { height: 1; }
         #body-label { width: 1fr; }
@@ -299,6 +305,9 @@ class EditReplayScreen(Screen[None]):
         self._provider = provider.title if provider is not None and provider.signed(delivery) else None
         """The webhook provider whose signature the request carries (signed afresh when sent), or None."""
         self._missing_secret = exchange.webhook.missing_secret if exchange.webhook is not None else ""
+        self._unverified = exchange.webhook is not None and exchange.webhook.signature is Signature.INVALID
+        """The delivery's signature did not verify when it came: it may not come from its provider,
+        so it is signed afresh only if the secret verifies it now, or when the box says so."""
         """The variable whose secret was missing when the delivery was captured, or ``""``: whoever
         sends it then had none to sign it afresh with either, unless it was set since."""
 
@@ -318,7 +327,10 @@ class EditReplayScreen(Screen[None]):
                 yield HeaderRow(*Headers([raw]).display_items()[0], raw=raw)
         if self._provider is not None:
             with Horizontal(id="signature-bar"):
-                yield FieldCheckbox("send captured signature", id="as-captured", compact=True)
+                if self._unverified:
+                    yield FieldCheckbox("sign though unverified", id="sign-unverified", compact=True)
+                else:
+                    yield FieldCheckbox("send captured signature", id="as-captured", compact=True)
                 yield Static(self._signature_hint(False), id="signature-hint", markup=False)
         with Horizontal(id="body-bar", classes="section"):
             yield Static(self._body_label(), id="body-label", markup=False)
@@ -349,25 +361,42 @@ class EditReplayScreen(Screen[None]):
         """The captured header fields the form shows (all but framing)."""
         return [f for f in self.exchange.request.headers.fields if f[0].lower() not in FRAMING]
 
-    def _signature_hint(self, as_captured: bool) -> str:
-        if as_captured:
+    def _signature_hint(self, checked: bool) -> str:
+        if self._unverified:
+            if checked:
+                return f"ctrl+o · {self._provider} signature made afresh even so"
+            return (f"ctrl+o · its {self._provider} signature did not verify when it came:"
+                    " signed afresh only if the secret verifies it now")
+        if checked:
             return f"ctrl+o · the captured {self._provider} signature, unchanged"
         if self._missing_secret:
             return f"ctrl+o · {self._missing_secret} was unset at capture: set it to sign afresh"
         return f"ctrl+o · {self._provider} signature made afresh when sent"
 
-    @on(Checkbox.Changed, "#as-captured")
-    def _as_captured_changed(self, event: Checkbox.Changed) -> None:
+    @on(Checkbox.Changed, "#as-captured, #sign-unverified")
+    def _signature_box_changed(self, event: Checkbox.Changed) -> None:
         self.query_one("#signature-hint", Static).update(self._signature_hint(event.value))
 
     def action_toggle_captured_signature(self) -> None:
         """Send the captured signature headers instead of fresh ones, or fresh ones again."""
         self.query_one("#as-captured", Checkbox).toggle()
 
+    def action_toggle_sign_unverified(self) -> None:
+        """Sign afresh a delivery whose signature did not verify when it came, or not again."""
+        self.query_one("#sign-unverified", Checkbox).toggle()
+
+    def _box(self, box_id: str) -> bool:
+        return any(box.value for box in self.query(f"#{box_id}").results(Checkbox))
+
     @property
     def as_captured(self) -> bool:
         """True when the captured signature is to be sent unchanged."""
-        return self._provider is not None and self.query_one("#as-captured", Checkbox).value
+        return self._provider is not None and self._box("as-captured")
+
+    @property
+    def sign_unverified(self) -> bool:
+        """True when a delivery that did not verify is to be signed afresh anyway."""
+        return self._provider is not None and self._box("sign-unverified")
 
     def _form_content_type(self) -> str:
         """The media type of the form's first Content-Type row, as typed (``""`` without one)."""
@@ -465,7 +494,7 @@ class EditReplayScreen(Screen[None]):
                 body = text.encode("utf-8")
         headers = None if fields == self._form_fields() else Headers(fields)
         return Edit(method=method, target=target, headers=headers, body=body,  # type: ignore[arg-type]
-                    as_captured=self.as_captured)
+                    as_captured=self.as_captured, sign_unverified=self.sign_unverified)
 
     # ------------------------------------------------------------------ actions
 
@@ -500,7 +529,7 @@ class EditReplayScreen(Screen[None]):
         body), down goes on to the body and up back to the last row."""
         rows = self._field_rows()
         at = next(((r, row.index(self.focused)) for r, row in enumerate(rows) if self.focused in row), None)
-        if at is None and self.focused is not None and self.focused.id == "as-captured":
+        if at is None and self.focused is not None and self.focused.id in ("as-captured", "sign-unverified"):
             at = (len(rows), 0)
         if at is None:
             return
@@ -508,7 +537,7 @@ class EditReplayScreen(Screen[None]):
         onward = rows[r + 1:] if step > 0 else rows[:r][::-1]
         candidates: list[Widget] = [field for row in onward for field in (row[column], row[1 - column])]
         if step > 0:
-            candidates += [*self.query("#as-captured"), *self.query("#body")]
+            candidates += [*self.query("#as-captured, #sign-unverified"), *self.query("#body")]
         target = next((widget for widget in candidates if widget.focusable and widget is not self.focused), None)
         if target is not None:
             target.focus()
@@ -582,7 +611,9 @@ class EditReplayScreen(Screen[None]):
         if action == "diff":
             return self.replayed is not None
         if action == "toggle_captured_signature":
-            return self._provider is not None  # only a signed webhook delivery has one to keep
+            return self._provider is not None and not self._unverified  # only a signed webhook delivery has one to keep
+        if action == "toggle_sign_unverified":
+            return self._provider is not None and self._unverified
         return True
 
     def action_diff(self) -> None:
