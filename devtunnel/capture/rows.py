@@ -7,8 +7,9 @@ summary alone, what list views read.
 ``wh_duplicate_of`` is computed here, when an exchange is written: the id of the first stored
 exchange (the smallest id) with the same provider and delivery id. Replays are left out on both
 sides: a replay is never a duplicate, and never the delivery others duplicate (its
-``replay_of`` says what it repeats). It may name an exchange that retention or ``delete`` has
-since removed.
+``replay_of`` says what it repeats). So are deliveries whose signature is invalid: anyone can post
+one with a delivery id of their choosing, and the genuine delivery that came after it must not
+be marked its duplicate. It may name an exchange that retention or ``delete`` has since removed.
 """
 
 from __future__ import annotations
@@ -300,18 +301,19 @@ def _webhook_values(ex: Exchange) -> tuple[object, ...]:
 
 
 _FIRST_DELIVERY = ("SELECT id FROM exchange_rows WHERE wh_delivery = ? AND wh_provider = ? AND replay_of IS NULL "
-                   "ORDER BY id LIMIT 1")
+                   "AND wh_signature IS NOT 'invalid' ORDER BY id LIMIT 1")
 # The index on (wh_delivery, wh_provider) holds the id too, in order: the first is one step away.
 _POINT_LATER_AT = ("UPDATE exchange_rows SET wh_duplicate_of = ?3 WHERE wh_delivery = ?1 AND wh_provider = ?2 "
-                   "AND replay_of IS NULL AND id > ?3 AND wh_duplicate_of IS NOT ?3")
+                   "AND replay_of IS NULL AND wh_signature IS NOT 'invalid' AND id > ?3 AND wh_duplicate_of IS NOT ?3")
 
 
 def _deliveries(exchanges: Iterable[Exchange]) -> dict[tuple[str, str], list[str]]:
-    """The ids of the deliveries among ``exchanges`` (no replays) by delivery id and provider."""
+    """The ids of the deliveries among ``exchanges`` (no replays, no invalid signatures) by delivery
+    id and provider."""
     groups: dict[tuple[str, str], list[str]] = {}
     for ex in exchanges:
         v = ex.webhook
-        if v is not None and v.delivery_id and ex.replay_of is None:
+        if v is not None and v.delivery_id and ex.replay_of is None and v.signature is not Signature.INVALID:
             groups.setdefault((v.delivery_id, v.provider), []).append(ex.id)
     return groups
 

@@ -140,6 +140,23 @@ def test_replays_are_neither_duplicates_nor_the_first_delivery(store: Store) -> 
     lone.close()
 
 
+def test_a_delivery_with_an_invalid_signature_is_neither_a_duplicate_nor_the_first_delivery(store: Store) -> None:
+    """Anyone can post a delivery with an id of their choosing: the genuine one that came after
+    a forged one was marked its duplicate."""
+    forged, genuine, retry, forged_again = (delivery(signature=Signature.INVALID), delivery(), delivery(),
+                                            delivery(signature=Signature.INVALID))
+    store.put_many([forged, genuine])
+    store.put(retry)
+    store.put(forged_again)
+    assert [store.get(ex.id).webhook.duplicate_of for ex in (forged, genuine, retry, forged_again)] == [  # type: ignore[union-attr]
+        None, None, genuine.id, None]
+    assert store.ids("dup") == [retry.id]
+    # Not verified (no secret) and unsigned deliveries still count: only a signature found wrong is left out.
+    unverified, again = delivery("evt_2", signature=Signature.UNVERIFIED), delivery("evt_2", signature=Signature.UNSIGNED)
+    store.put_many([unverified, again])
+    assert store.get(again.id).webhook.duplicate_of == unverified.id  # type: ignore[union-attr]
+
+
 def test_the_same_id_from_another_provider_or_none_at_all_is_no_duplicate(store: Store) -> None:
     store.put_many([delivery("1"), delivery("1", provider="github"), delivery(None), delivery(None)])
     assert store.ids("dup") == []
@@ -147,12 +164,12 @@ def test_the_same_id_from_another_provider_or_none_at_all_is_no_duplicate(store:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", None]), st.sampled_from(["stripe", "github"]),
-                          st.booleans(), st.integers(0, 5)), min_size=1, max_size=14))
+                          st.booleans(), st.integers(0, 5), st.sampled_from(list(Signature))), min_size=1, max_size=14))
 def test_duplicates_match_a_model_whatever_the_order_of_writes(
-        specs: list[tuple[str | None, str, bool, int]]) -> None:
+        specs: list[tuple[str | None, str, bool, int, Signature]]) -> None:
     base = time.time()
-    exchanges = [delivery(d, provider=p, replay_of="01REPLAYED" if r else None, at=base + i)
-                 for i, (d, p, r, _) in enumerate(specs)]
+    exchanges = [delivery(d, provider=p, replay_of="01REPLAYED" if r else None, at=base + i, signature=sig)
+                 for i, (d, p, r, _, sig) in enumerate(specs)]
     order = sorted(range(len(specs)), key=lambda i: specs[i][3])  # written in batches by this key
     with tempfile.TemporaryDirectory() as folder:
         store = Store(Path(folder) / "c.db")
@@ -162,12 +179,13 @@ def test_duplicates_match_a_model_whatever_the_order_of_writes(
         for ex in exchanges:  # ids grow with the time they were made
             v = ex.webhook
             assert v is not None
-            if v.delivery_id and ex.replay_of is None:
+            if v.delivery_id and ex.replay_of is None and v.signature is not Signature.INVALID:
                 first.setdefault((v.provider, v.delivery_id), ex.id)
         for ex in exchanges:
             v = ex.webhook
             assert v is not None
-            expected = first.get((v.provider, v.delivery_id or "")) if ex.replay_of is None else None
+            counted = ex.replay_of is None and v.signature is not Signature.INVALID
+            expected = first.get((v.provider, v.delivery_id or "")) if counted else None
             stored = store.get(ex.id).webhook
             assert stored is not None
             assert stored.duplicate_of == (None if expected == ex.id else expected)
