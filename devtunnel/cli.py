@@ -362,8 +362,10 @@ when its status, headers and body match the original's, less volatile headers (D
 Expires, Server-Timing, X-Request-Id and other per-request ids and traces) and any named
 with --ignore-header.
 """)
-    p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes")
-    p.add_argument("--filter", "-f", default="", metavar="EXPR", help="replay every match, oldest first")
+    p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes (or a webhook's delivery id)")
+    p.add_argument("--filter", "-f", default="", metavar="EXPR",
+                   help="replay every match, oldest first: each webhook delivery once, replays left out unless the"
+                        " filter names them")
     p.add_argument("--limit", "-n", type=_count, metavar="N",
                    help="with --filter: the newest N matches, sent oldest first (without it, more than 100 "
                         "matches are refused; 0: every match)")

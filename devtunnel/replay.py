@@ -59,10 +59,11 @@ from devtunnel.errors import ReplayError, StoreError
 from devtunnel.values.http1 import field_value
 from devtunnel.values.request_head import target_problem
 from devtunnel.values.terminal import quoted
+from devtunnel.capture.verdict import Signature
 from devtunnel.webhooks import delivery_of
 from devtunnel.webhooks.resign import Keys, resign
 
-__all__ = ["Edit", "replay", "replay_many", "not_recorded"]
+__all__ = ["Edit", "not_recorded", "once_per_delivery", "replay", "replay_many"]
 
 _HIGH_BYTE_RE = re.compile(rb"[\x80-\xff]")
 
@@ -317,6 +318,25 @@ async def replay(
     # trust_env=False: a replay goes to the given service, never through an environment proxy.
     async with httpx.AsyncClient(timeout=timeout, verify=verify, trust_env=False) as own:
         return await _send(own, prepared, exchange, body_cap)
+
+
+def once_per_delivery(exchanges: Sequence[Exchange]) -> tuple[list[Exchange], int]:
+    """``exchanges`` with each webhook delivery once: of the captures of one provider and delivery
+    id (a delivery and the provider's retries of it), the first; and how many were left out. A
+    bulk replay of ``status:5xx`` sent a delivery that was retried three times four times over;
+    ``stripe events resend`` sends an event once. A delivery whose signature is invalid claims no
+    delivery id (anyone may post one with the id of a genuine delivery): it is kept."""
+    seen: set[tuple[str, str]] = set()
+    kept: list[Exchange] = []
+    for ex in exchanges:
+        v = ex.webhook
+        if v is not None and v.delivery_id and v.signature is not Signature.INVALID:
+            key = (v.provider, v.delivery_id)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(ex)
+    return kept, len(exchanges) - len(kept)
 
 
 async def replay_many(

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devtunnel.capture.model import Exchange
+from devtunnel.capture.model import Exchange, new_id
+from devtunnel.capture.verdict import Signature, Verdict
 from devtunnel.capture.store import Store
 from devtunnel.config import load, set_value, to_toml
 from devtunnel.errors import ConfigError
@@ -362,3 +363,43 @@ def test_a_custom_providers_delivery_replayed_where_it_is_not_described_says_why
     home = replay(project)
     assert home.returncode == 0 and home.stderr == "", home.stderr
     assert "re-signed (acme)" in home.stdout and service.seen[-1].header("X-Acme-Ts") != "1"
+
+
+def test_a_filter_sends_each_delivery_once_and_leaves_earlier_replays_out(service: Service, tmp_path: Path) -> None:
+    """Found by use: ``replay --filter 'provider:stripe status:5xx'`` sent the provider's retries of a
+    delivery beside it, and ``--filter error`` the failed replays of the replays before it, so
+    the receiver took one event six times. As ``stripe events resend``, each delivery goes once."""
+    db = tmp_path / "c.db"
+
+    def hook(delivery: str, target: bytes, at: float, signature: Signature = Signature.VALID,
+             replay_of: str | None = None) -> Exchange:
+        ex = replace(captured(service, target), started_at=at, replay_of=replay_of,
+                     webhook=Verdict("stripe", "invoice.paid", delivery, signature))
+        return replace(ex, id=new_id(at))
+
+    first = hook("evt_1", b"/first", 1.0)
+    retry = hook("evt_1", b"/retry", 2.0)
+    earlier_replay = replace(hook("evt_1", b"/replayed", 3.0, replay_of=first.id), error="local_refused")
+    forged = hook("evt_1", b"/forged", 4.0, Signature.INVALID)  # claims the id: sent, as captured
+    other = hook("evt_2", b"/other", 5.0)
+    put(db, first, retry, earlier_replay, forged, other)
+    done = cli(None, "replay", "--filter", "tunnel:shop", db=db)
+    assert done.returncode == 0, done.stderr
+    assert [r.path for r in service.seen] == ["/first", "/forged", "/other"]
+    assert done.stderr.splitlines()[0] == (
+        "devtunnel: 1 match repeats a delivery sent in this replay (the same provider and delivery id: the provider's"
+        " retries), left out: each delivery is sent once; give their ids to send them too")
+    # A filter that names replays sends them; one that matches nothing but replays says so.
+    service.seen.clear()
+    err = assert_one_line_error(cli(None, "replay", "--filter", "error", db=db), code=1)
+    assert err.endswith("no exchange matches 'error' but replays, left out (add replay to the filter to send them)")
+    assert service.seen == []
+    done = cli(None, "replay", "--filter", "error replay", db=db)
+    assert done.returncode == 0 and [r.path for r in service.seen] == ["/replayed"], done.stderr
+    # A delivery id names its one capture (replays of it left out), as stripe events resend takes an event id.
+    service.seen.clear()
+    done = cli(None, "replay", "evt_2", db=db)
+    assert done.returncode == 0 and [r.path for r in service.seen] == ["/other"], done.stderr
+    service.seen.clear()
+    err = assert_one_line_error(cli(None, "replay", "evt_1", db=db), code=1)
+    assert "'evt_1' is not an exchange id but a webhook delivery id, captured as" in err and service.seen == []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
-from devtunnel.capture.filters import excerpt, parse
+from devtunnel.capture.filters import And, Not, excerpt, leaves, parse
 from devtunnel.capture.filters.fields import Replay
 from devtunnel.capture.filters.webhook import DeliveryId
 from devtunnel.capture.edit import Edit, check_header
@@ -62,7 +62,7 @@ from devtunnel.export import BY_START_TIME, EXPORTERS, PIECES, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
 from devtunnel.agent.exchange_log import line_start, request_line, verdict_line
-from devtunnel.replay import not_recorded, replay_many
+from devtunnel.replay import not_recorded, once_per_delivery, replay_many
 from devtunnel.values.exchange_ids import id_time, time_prefix
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
@@ -98,15 +98,19 @@ def _filter(expression: str) -> Any:
 
 
 def _get(store: Store, ident: str) -> Exchange:
-    """The exchange ``ident`` names (an id, or a unique prefix of one). A webhook's delivery id
-    (``evt_...`` from the delivery line, a GitHub delivery GUID) given instead is said to be one,
-    with the ids of its captures."""
+    """The exchange ``ident`` names (an id, or a unique prefix of one), or the one capture of the
+    webhook delivery id ``ident`` (``evt_...`` from the delivery line, a GitHub delivery GUID:
+    ``stripe events resend evt_...``), replays of it left out. A delivery id captured more than
+    once is said to be one, with the ids of its captures."""
     try:
         return store.get(ident)
     except NotFoundError:
         rows = store.rows(DeliveryId(ident), limit=4) if ident else []
         if not rows:
             raise
+        originals = store.rows(And([DeliveryId(ident), Not(Replay())]), limit=2)
+        if len(originals) == 1:
+            return store.get(originals[0].id)
     shown = store.short_ids([row.id for row in rows[:3]])
     ids = ", ".join(shown[row.id] for row in rows[:3]) + (" ..." if len(rows) > 3 else "")
     raise NotFoundError(f"{quoted(ident)} is not an exchange id but a webhook delivery id, captured as {ids} "
@@ -119,13 +123,15 @@ says how many match (a filter such as ``status:500`` on a big store matches thou
 
 
 def _resolve(store: Store, ids: list[str], expression: str, limit: int = 0, *,
-             most: int | None = None) -> list[Exchange]:
+             most: int | None = None, originals: bool = False) -> list[Exchange]:
     """The exchanges named by ``ids`` (unique prefixes allowed) or the newest ``limit`` matching
     ``expression`` (every one when 0), oldest first.
 
     Args:
         most: with ``--filter`` and no ``--limit``, refuse when more than this many match
             (``replay``: each match is sent again).
+        originals: leave replays out of what ``expression`` matches, unless it names them
+            (``replay``: sending the replays of a delivery beside it sent it once for each).
     """
     _check_selection(ids, expression, limit)
     if ids:
@@ -133,6 +139,8 @@ def _resolve(store: Store, ids: list[str], expression: str, limit: int = 0, *,
         return [found[k] for k in sorted(found)]
     if expression:
         flt = _filter(expression)
+        if originals and not any(isinstance(leaf, Replay) for leaf in leaves(flt)):
+            flt = And([flt, Not(Replay())])
         if not limit and most is not None:
             # Light rows, at most one past the bound: the store is not read through to count.
             if len(store.rows(flt, limit=most + 1)) > most:
@@ -141,7 +149,9 @@ def _resolve(store: Store, ids: list[str], expression: str, limit: int = 0, *,
                                   "for the newest N, or --limit 0 to send every one")
         exchanges = store.query(flt, limit=limit or None, newest_first=bool(limit))
         if not exchanges:
-            raise NotFoundError(f"no exchange matches {quoted(expression)}")
+            also = " but replays, left out (add replay to the filter to send them)" if (
+                originals and isinstance(flt, And) and store.rows(_filter(expression), limit=1)) else ""
+            raise NotFoundError(f"no exchange matches {quoted(expression)}{also}")
         return exchanges[::-1] if limit else exchanges
     raise AssertionError("checked by _check_selection")
 
@@ -949,7 +959,13 @@ def _replay(args: argparse.Namespace) -> int:
     edit = _edit(args)
     store = _open(args, readonly=False)
     originals = _resolve(store, args.ids, args.filter, args.limit or 0,
-                         most=REPLAY_UNASKED if args.limit is None else None)
+                         most=REPLAY_UNASKED if args.limit is None else None, originals=True)
+    if args.filter:
+        originals, repeats = once_per_delivery(originals)
+        if repeats:
+            err(f"{repeats} {'match repeats a delivery' if repeats == 1 else 'matches repeat deliveries'} sent"
+                " in this replay (the same provider and delivery id: the provider's retries), left out: each"
+                " delivery is sent once; give their ids to send them too")
     # Every request is checked before the first is sent: a ReplayError means nothing went out.
     # One context for re-signing what is sent and for the verdict on it, as the agent's recorder gives:
     # config secrets and custom providers as well as the conventional variables.

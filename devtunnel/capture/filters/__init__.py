@@ -26,6 +26,7 @@ from devtunnel.capture.filters.base import (
     excerpt,
     headers_match,
     headers_text,
+    leaves,
     regex_budget,
     regex_timeout,
     regexp,
@@ -55,6 +56,7 @@ __all__ = [
     "search_bounded",
     "headers_match",
     "headers_text",
+    "leaves",
 ]
 
 FILTER_HELP: list[tuple[str, str]] = (

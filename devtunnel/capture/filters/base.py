@@ -236,6 +236,19 @@ class Filter:
         raise NotImplementedError
 
 
+def leaves(flt: Filter) -> list[Filter]:
+    """``flt`` and every filter inside it (the parts of ``and`` and ``or``, what ``not`` negates)."""
+    out, todo = [], [flt]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, (And, Or)):
+            todo.extend(node.parts)
+        elif isinstance(node, Not):
+            todo.append(node.inner)
+    return out
+
+
 class MatchAll(Filter):
     """The empty expression: every exchange."""
 
