@@ -5,6 +5,11 @@ and the ASGI path) and the WebSocket path ask what to do with a request.
 request; the decision is kept in the request's scope so a request the direct path hands over
 to the ASGI path is not judged (and counted against a rate limit) twice.
 
+The regexes of a tunnel's rules draw on a ``RegexMeter`` (``rules.share``): one per tunnel name
+and token, kept across its agent's reconnections and changes of rules (so neither refills it),
+drawing on a share of its token's as well. While one is spent, a request whose rule needs a regex
+is answered 503 without running it, and a line says so, at most once an interval per tunnel.
+
 A request a rule answers never crosses the tunnel. The agent still records it: the relay opens
 a stream whose REQUEST carries the head and the ``devtunnel-rule`` header naming the rule, the
 status given and the size of the body answered, with END_STREAM; the agent records it, forwards nothing and resets the stream
@@ -20,7 +25,8 @@ import dataclasses
 import ipaddress
 import logging
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from devtunnel.capture.filters.edge import client_address
@@ -31,7 +37,8 @@ from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
 from devtunnel.rules.engine import MAX_BUCKETS
-from devtunnel.rules.model import BODILESS, Rule
+from devtunnel.rules.model import BODILESS, Rule, uses_regex
+from devtunnel.rules.share import RegexMeter, TimeShare, token_share, tunnel_meter
 
 log = logging.getLogger("devtunnel.relay")
 
@@ -41,6 +48,11 @@ DECISION_EXTENSION = "devtunnel.decision"
 # must not fill the relay's memory with its records.
 _NOTICE_ROOM = 1 << 20
 _NOTICE_BODY = 64 * 1024
+MAX_METERS = 4096
+"""Tunnels (and tokens) whose share of regex time is kept, online or not; the least recently
+online go first (one that comes back starts with a full share)."""
+SHARE_LOG_INTERVAL = 10.0
+"""Seconds between two lines about one tunnel's spent share of regex time."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Fields = Sequence[tuple[bytes, bytes]]
@@ -50,9 +62,16 @@ class RuleBook:
     """The relay's rules and each online tunnel's, with their state (buckets, counts)."""
 
     def __init__(
-        self, relay_rules: Sequence[Rule] = (), trusted_proxies: Sequence[Network] = (), *, max_buckets: int = MAX_BUCKETS
+        self, relay_rules: Sequence[Rule] = (), trusted_proxies: Sequence[Network] = (), *, max_buckets: int = MAX_BUCKETS,
+        clock: Callable[[], float] = time.monotonic, max_meters: int = MAX_METERS,
     ) -> None:
         self.max_buckets = max_buckets
+        self.clock = clock
+        """Monotonic seconds the tunnels' regex time is counted by (a seam for tests; a meter
+        made already keeps its own ``RegexMeter.clock``)."""
+        self.max_meters = max_meters
+        self._meters: OrderedDict[tuple[str, str], RegexMeter] = OrderedDict()
+        self._token_shares: OrderedDict[str, TimeShare] = OrderedDict()
         self.relay = Engine(relay_rules, "relay", max_buckets=max_buckets) if relay_rules else None
         self.trusted = tuple(trusted_proxies)
         self.forwarded_ports: set[int] = set()
@@ -77,7 +96,8 @@ class RuleBook:
             if rules:
                 rules = tuple(rules)
                 shared = next((e for e in map(self._tunnels.get, peers) if e is not None and e.rules == rules), None)
-                self._tunnels[tunnel] = shared or Engine(rules, "tunnel", max_buckets=self.max_buckets)
+                meter = self._meter(tunnel) if any(map(uses_regex, rules)) else None
+                self._tunnels[tunnel] = shared or Engine(rules, "tunnel", max_buckets=self.max_buckets, meter=meter)
                 self.in_force = True
 
     def remove(self, tunnel: AgentLink) -> None:
@@ -94,6 +114,22 @@ class RuleBook:
         self.remove(tunnel)
         self.add(tunnel, rules, peers)
         self._joined[tunnel] = joined
+
+    def _meter(self, tunnel: AgentLink) -> RegexMeter:
+        """``tunnel``'s regex time: the one its name had with its token before, if still kept."""
+        key = (tunnel.token, tunnel.name)
+        meter = self._meters.get(key)
+        if meter is None:
+            share = self._token_shares.get(tunnel.token)
+            if share is None:
+                share = self._token_shares[tunnel.token] = token_share()
+            meter = self._meters[key] = tunnel_meter(share, self.clock)
+        self._meters.move_to_end(key)
+        self._token_shares.move_to_end(tunnel.token)
+        for kept in (self._meters, self._token_shares):
+            while len(kept) > self.max_meters:
+                kept.popitem(last=False)  # a live tunnel's engine keeps its meter all the same
+        return meter
 
     def engine(self, tunnel: AgentLink) -> Engine | None:
         """The tunnel's rules and state (tests and status)."""
@@ -120,9 +156,26 @@ class RuleBook:
             websocket=scope["type"] == "websocket",
         )
         decision = decide(engines, view, time.monotonic())
+        if decision.unchecked:
+            self._tell_spent(tunnel, engines[-1].meter)
         if extensions is not None:
             extensions[DECISION_EXTENSION] = decision
         return decision
+
+    @staticmethod
+    def _tell_spent(tunnel: AgentLink, meter: RegexMeter | None) -> None:
+        """Say (at most once an interval for each tunnel) that requests were answered without
+        running their rule's regex, the tunnel's share being spent: the relay's operator, and
+        inside the agent (the embedded relay) its user, learn why they got 503."""
+        count = meter.tell(SHARE_LOG_INTERVAL) if meter is not None else 0
+        if count:
+            assert meter is not None
+            share, wait = meter.spent()
+            log.warning(
+                "tunnel %s: %s used up their share of the relay's time for match regexes (%g ms a second);"
+                " requests answered 503 without running one since the last such line: %d (it refills in %.1f s)",
+                tunnel.name, share.owner, share.rate * 1000, count, wait,
+            )
 
     def fits(self, rules: Sequence[Rule] | None, members: Sequence[AgentLink]) -> bool:
         """Whether an agent with ``rules`` may join a pool of ``members``: one of them has the

@@ -1,8 +1,9 @@
 """Rules at the edge: what the relay does with a request before it crosses a tunnel.
 
 Pure: ``model`` turns ``[[tunnels.NAME.rules]]`` tables (or a rules file) into typed rules,
-``engine`` decides, for one request, which rule answers it or how it goes on. The relay runs
-the engine (``relay/rules.py``); the agent only parses, sends and records. docs/policy.md.
+``engine`` decides, for one request, which rule answers it or how it goes on, and ``share`` bounds
+what one tunnel's match regexes take of the relay's time. The relay runs the engine
+(``relay/rules.py``); the agent only parses, sends and records. docs/policy.md.
 """
 
 from devtunnel.rules.engine import Answer, Decision, Engine, RequestView, decide

@@ -13,7 +13,9 @@ The regexes of the ``match`` filters of one request run within ``RULES_REGEX_BUD
 (``capture.filters.regex_budget``): the relay decides on its event loop, and a public client
 must not hold it with a body or path that makes a rule's regex backtrack. A rule whose match
 is stopped for time answers 503 itself: the request is refused, never let past a rule that
-could not be checked.
+could not be checked. Over time, a tunnel's regexes draw on its ``RegexMeter`` (``rules.share``):
+while its share of the relay's time is spent, a rule whose match holds a regex answers 503
+without running it, with ``Retry-After``, and the same holds: nothing passes a rule unchecked.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from devtunnel.capture.filters.edge import client_address
 from devtunnel.capture.filters.edge import ip_in as _ip_in
 from devtunnel.capture.model import Exchange, Headers, Request
 from devtunnel.errors import FilterTimeoutError
-from devtunnel.rules.model import Rule
+from devtunnel.rules.model import Rule, uses_regex
 from devtunnel.rules.paths import rule_target
+from devtunnel.rules.share import RegexMeter
 
-RULES_REGEX_BUDGET = 0.05
-"""Seconds the ``match`` regexes of all rules may run on one request (a path or header takes
-microseconds with any ordinary pattern)."""
+RULES_REGEX_BUDGET = 0.02
+"""Seconds the ``match`` regexes of all rules may run on one request: a path or header takes tens
+of microseconds with an ordinary pattern, ``~b "foo.*bar"`` about a millisecond on a body of 1 MiB."""
 MAX_BUCKETS = 10_000
 """Client addresses one rate-limit rule keeps a bucket for; the least recently seen go first."""
 
@@ -103,6 +106,8 @@ class Decision:
     request_remove: set[bytes] = field(default_factory=set)
     response_set: list[tuple[bytes, bytes]] = field(default_factory=list)
     response_remove: set[bytes] = field(default_factory=set)
+    unchecked: bool = False
+    """The rule answered without running its match: its tunnel's share of regex time was spent."""
 
     @property
     def edits_response(self) -> bool:
@@ -142,9 +147,15 @@ class _Buckets:
 class Engine:
     """One list of rules with its state (``scope``: ``relay`` or ``tunnel``)."""
 
-    def __init__(self, rules: Sequence[Rule], scope: str = "tunnel", *, max_buckets: int = MAX_BUCKETS) -> None:
+    def __init__(
+        self, rules: Sequence[Rule], scope: str = "tunnel", *, max_buckets: int = MAX_BUCKETS, meter: RegexMeter | None = None
+    ) -> None:
         self.rules = tuple(rules)
         self.scope = scope
+        self.meter = meter
+        """What the regexes of these rules may take of the relay's time (None: only the bound of
+        one request); a pool's members and a change of rules keep their tunnel's."""
+        self._metered = frozenset(r.index for r in self.rules if uses_regex(r)) if meter is not None else frozenset()
         self._buckets = {r.index: _Buckets(r.rate, r.burst, max_buckets) for r in self.rules if r.action == "rate-limit"}
         self._left = {r.index: r.count for r in self.rules if r.action == "respond" and r.count is not None}
 
@@ -159,15 +170,33 @@ class Engine:
     def apply(self, view: RequestView, decision: Decision, now: float) -> bool:
         """Run the rules on ``view`` into ``decision``; True when one answered (stop there)."""
         for rule in self.rules:
+            flt = rule.filter
             try:
-                skipped = rule.filter is not None and not rule.filter(view.exchange())
+                if flt is None:
+                    matched: bool | None = True
+                elif self.meter is not None and rule.index in self._metered:
+                    matched = self.meter.run(flt, view.exchange())
+                else:
+                    matched = flt(view.exchange())
             except FilterTimeoutError:
                 decision.answer = _plain(
                     503, f"the {self.scope}'s rule {rule.index} could not decide in time (its match regex took too long)\n"
                 )
                 decision.rule = (self.scope, rule.index, rule.action)
                 return True
-            if skipped:
+            if matched is None:
+                assert self.meter is not None
+                share, wait = self.meter.spent()
+                retry = max(1, math.ceil(wait))
+                decision.answer = _plain(
+                    503, f"the {self.scope}'s rule {rule.index} was not checked: {share.owner} used up their share of the"
+                         f" relay's time for match regexes; try again in {retry} s\n",
+                    [(b"retry-after", str(retry).encode())],
+                )
+                decision.rule = (self.scope, rule.index, rule.action)
+                decision.unchecked = True
+                return True
+            if not matched:
                 continue
             action = rule.action
             answer: Answer | None = None

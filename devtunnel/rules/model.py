@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from devtunnel.capture.filters import Filter, parse
+from devtunnel.capture.filters.base import RegexLeaf
 from devtunnel.capture.filters.fields import Path as PathPrefix
 from devtunnel.errors import ConfigError, FilterSyntaxError
 from devtunnel.rules.ngrok import header_edits_table
@@ -495,6 +496,12 @@ def judges_path(rule: Rule) -> bool:
 def judges_client_address(rule: Rule) -> bool:
     """Whether ``rule`` tells clients apart by their address: ``allow-ip``, or ``ip:`` in its match."""
     return rule.action == "allow-ip" or any(type(leaf).__name__ == "Ip" for leaf in _leaves(rule.filter))
+
+
+def uses_regex(rule: Rule) -> bool:
+    """Whether ``rule``'s match runs a regex (``path:~``, ``~h``, ``~b`` ...): what the tunnel's
+    share of the relay's time is spent on (``rules.share``)."""
+    return any(isinstance(leaf, RegexLeaf) for leaf in _leaves(rule.filter))
 
 
 def _leaves(flt: object, depth: int = 0) -> list[Filter]:
