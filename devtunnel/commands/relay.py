@@ -16,6 +16,7 @@ from devtunnel.config.kinds import token_problem
 from devtunnel.errors import ConfigError
 from devtunnel.rules import rules_flag
 from devtunnel.exit_codes import EXIT_OK, EXIT_USAGE
+from devtunnel.relay.descriptors import raise_open_file_limit
 from devtunnel.relay.server import Relay
 from devtunnel.relay.settings import RelaySettings
 from devtunnel.values.durations import parse_duration
@@ -103,6 +104,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     body_timeout = _given(args, "body_timeout", RelaySettings.body_timeout)
     if not 0 < body_timeout < float("inf"):
         raise ConfigError(f"--body-timeout {body_timeout}: must be more than 0 seconds")
+    body_min_rate = _body_min_rate(args.body_min_rate)
     client_share = _given(args, "client_share", RelaySettings.client_share)
     if not 0 < client_share <= 1:
         raise ConfigError(f"--client-share {client_share}: must be more than 0 and at most 1, e.g. 0.25")
@@ -133,11 +135,13 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         max_body=parse_size(args.max_body),
         head_timeout=args.head_timeout,
         body_timeout=body_timeout,
+        body_min_rate=body_min_rate,
         client_share=client_share,
         tunnels_per_token=RelaySettings.tunnels_per_token if args.tunnels_per_token is None else args.tunnels_per_token,
         connections_per_token=(
             RelaySettings.connections_per_token if args.connections_per_token is None else args.connections_per_token
         ),
+        connections_per_address=args.connections_per_address,
         pending_connections=RelaySettings.pending_connections if args.max_pending is None else args.max_pending,
         pending_per_address=(
             RelaySettings.pending_per_address if args.pending_per_address is None else args.pending_per_address
@@ -147,6 +151,17 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
         drain_timeout=drain_timeout,
     )
+
+
+def _body_min_rate(text: str | None) -> int:
+    """``--body-min-rate`` (bytes a second, ``2k`` too) in bytes, or ConfigError."""
+    if text is None:
+        return RelaySettings.body_min_rate
+    try:
+        return parse_size(text)
+    except ConfigError:
+        raise ConfigError(f"--body-min-rate {quoted(text)}: expected bytes a second, e.g. 500 or 2k "
+                          "(0: no such bound)") from None
 
 
 def _drain_timeout(value: str | float | None) -> float:
@@ -263,6 +278,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start/stop chatter repeats ours
     _use_uvloop()
+    # Each connection is a descriptor: a soft limit below the hard one (1,024 under systemd, of
+    # 524,288) would bound the relay, and the automatic limits derived from it, for nothing.
+    raise_open_file_limit()
     try:
         asyncio.run(serve(settings))
     except ConfigError as exc:  # the address is taken, the TLS files do not load ...

@@ -24,6 +24,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from devtunnel.relay.asgi import PLAIN_TYPE, TARGET_EXTENSION
+from devtunnel.relay.descriptors import Counted, OpenConnections
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, Droppable, PendingConnections
 from devtunnel.values.sizes import format_size
@@ -94,6 +95,7 @@ _BEHIND = 2  # in a head that began in this read behind the end of another messa
 _BETWEEN = 3  # no message in progress since an earlier read: a new connection, or one between requests
 _ENDED = 4  # a message ended in this read and no other began after it
 _TURNED_AWAY = 5  # refused before a byte was read (relay.pending): its first bytes get 429
+_TOO_MANY_OPEN = 6  # refused before a byte was read (relay.descriptors): its first bytes get 429
 _NOTHING_OPEN = (0, 0, 0)
 # The first byte of a request line after blank lines (_Walk.head_ends).
 _NOT_CR_LF = re.compile(rb"[^\r\n]")
@@ -466,8 +468,11 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     pending: PendingConnections | None = None
     """Where the connection counts while it waits for a request head: from its start, and while
     kept alive between requests when the relay is crowded, until the head is complete (``relay.pending``)."""
+    open_connections: OpenConnections | None = None
+    """Where the connection counts from its accept to its close (``relay.descriptors``): past its
+    address's share it is refused; handed over to the WebSocket it may become."""
     _open_key: str | None = None
-    """Its address key while ``pending`` counts it an open HTTP connection (``PendingConnections.opened``)."""
+    """Its address key while ``open_connections`` counts it (``OpenConnections.opened``)."""
     linger_bytes: int = 64 << 20
     """The most bytes read (and dropped) from a client after answering a request whose body was
     still arriving, before the connection closes (``_drain_body``, ``_linger``)."""
@@ -517,8 +522,10 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool] | None = None,
         peer_errors: PeerErrorLog | None = None,
         pending: PendingConnections | None = None,
+        connections: OpenConnections | None = None,
     ) -> type[HeadLimitedHttpProtocol]:
-        """A subclass with these limits (and ``direct``, and ``pending``), to pass as ``http=`` to ``uvicorn.Config``."""
+        """A subclass with these limits (and ``direct``, ``pending`` and ``connections``), to pass
+        as ``http=`` to ``uvicorn.Config``."""
         # staticmethod: a plain function stored on the class would be bound to each instance.
         global _small_read
         _small_read = min(_small_read, max_head)
@@ -527,24 +534,41 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             attrs["peer_errors"] = peer_errors  # type: ignore[assignment]
         if pending is not None:
             attrs["pending"] = pending  # type: ignore[assignment]
+        if connections is not None:
+            attrs["open_connections"] = connections  # type: ignore[assignment]
         return type(cls.__name__, (cls,), attrs)
 
     # -- connection ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        connections = self.open_connections
+        if connections is not None and self._open_key is None:  # (set: a TLS door counted it)
+            self._open_key = connections.opened(self.client, transport)
+            if self._open_key is None:
+                self._turn_away(_TOO_MANY_OPEN)
+                return
         pending = self.pending
         if pending is not None and not pending.admit(self, self.client):
-            # Answered once it speaks (data_received), not before: the answer would cross its request.
-            self._refused = True
-            self._in_head = _TURNED_AWAY
-            if pending.begin_refusal():
-                self._head_timer = self.loop.call_later(REFUSAL_GRACE, transport.abort)
-            else:
-                transport.abort()
+            self._turn_away(_TURNED_AWAY)
             return
-        if pending is not None:
-            self._open_key = pending.opened(self.client)
         self._arm_head_timer()
+
+    def adopt_open(self, key: str) -> None:
+        """Count in ``open_connections`` as ``key``, counted already (by a TLS door), before ``connection_made``."""
+        self._open_key = key
+
+    def _turn_away(self, why: int) -> None:
+        """Refused at its accept (``why``: ``_TURNED_AWAY`` or ``_TOO_MANY_OPEN``): answered once
+        it speaks (``data_received``), not before, as the answer would cross its request; cut
+        when it says nothing within ``REFUSAL_GRACE`` seconds, or at once when enough refused
+        connections are kept already (``PendingConnections.begin_refusal``)."""
+        self._refused = True
+        self._in_head = why  # (connection_lost gives the refusal back: end_refusal)
+        pending = self.pending
+        if pending is not None and pending.begin_refusal():
+            self._head_timer = self.loop.call_later(REFUSAL_GRACE, self.transport.abort)
+        else:
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -553,11 +577,12 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         pending = self.pending
         if pending is not None:
             pending.release(self)
-            if self._in_head == _TURNED_AWAY:
+            if self._in_head >= _TURNED_AWAY:
                 pending.end_refusal()
-            if self._open_key is not None:
-                pending.closed(self._open_key)
-                self._open_key = None
+        key = self._open_key
+        if key is not None and self.open_connections is not None:
+            self._open_key = None
+            self.open_connections.closed(key)
         callback, self.lost_callback = self.lost_callback, None
         super().connection_lost(exc)
         if callback is not None:
@@ -576,6 +601,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
                 self._dropped(len(data))
             elif self._in_head == _TURNED_AWAY and self.pending is not None and not self.transport.is_closing():
                 self._refuse_pending(self.pending)
+            elif self._in_head == _TOO_MANY_OPEN and self.open_connections is not None and not self.transport.is_closing():
+                self._refuse_crowded(self.open_connections.refusal(self.client))
             return
         if self._chunks:
             self._chunks = _CARRIED
@@ -675,9 +702,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
                     pending.hand_over(self, protocol)
                 else:
                     pending.release(self)  # a protocol that cannot be dropped holds no place
-                if self._open_key is not None:  # an HTTP connection no more
-                    pending.closed(self._open_key)
-                    self._open_key = None
+            key = self._open_key
+            if key is not None and self.open_connections is not None:  # the WebSocket holds its place
+                self._open_key = None
+                if isinstance(protocol, Counted):
+                    protocol.adopt_open(key)
+                else:
+                    self.open_connections.closed(key)
             return protocol
 
         self.ws_protocol_class = with_raw_headers  # type: ignore[assignment]
@@ -960,10 +991,12 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         pending = self.pending
         if pending is not None:
             key = self._open_key
+            connections = self.open_connections
             # Counted only while the relay is crowded (PendingConnections.quiet_total), tested
             # here: this is the path of every kept-alive request.
-            if key is not None and (pending.open_total > pending.quiet_total
-                                    or pending.open_by.get(key, 0) > pending.quiet_per_address):
+            if key is not None and connections is not None and (
+                connections.total > pending.quiet_total or connections.by_address.get(key, 0) > pending.quiet_per_address
+            ):
                 pending.idle(self, key)
         self._idle_since = self.loop.time()
         if self.timeout_keep_alive_task is None:
@@ -1248,9 +1281,13 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def _refuse_pending(self, pending: PendingConnections) -> None:
         """Answer 429 and close: the client's address holds its most pending connections. Its
         request is not read (a WebSocket upgrade: not upgraded)."""
+        self._refuse_crowded(pending.refusal(self.client))
+
+    def _refuse_crowded(self, text: str) -> None:
+        """Answer 429 (``text``) and close, the request unread: the client's address holds its
+        most connections of a kind (pending, or open)."""
         self._cancel_head_timer()
-        self._refuse(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: %d\r\n" % RETRY_AFTER, pending.refusal(self.client),
-                     linger=False)
+        self._refuse(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: %d\r\n" % RETRY_AFTER, text, linger=False)
 
     def drop_pending(self) -> None:
         """Dropped to make room for newer connections (``PendingConnections``): 503 and close

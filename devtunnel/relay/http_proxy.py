@@ -6,8 +6,12 @@ the agent, so a slow client slows its own stream; what streams hold of responses
 clients have not read is bounded per agent and for the relay (``link.BufferBudget``).
 
 No client holds a tunnel's streams for free: a request body that stops arriving for
-``body_timeout`` seconds is dropped (408), and one client address holds at most
-``ClientSlots.limit`` of a tunnel's streams at once (429 beyond).
+``body_timeout`` seconds is dropped (408), and so is one that trickles in: the time spent
+waiting for it may be at most ``body_timeout`` plus a second for each ``body_min_rate`` bytes
+received (Apache's ``mod_reqtimeout`` ``MinRate``), so a byte every few seconds no longer holds
+a stream, and the local service's request, for ever, while an upload at any reasonable speed
+never comes near it. One client address holds at most ``ClientSlots.limit`` of a tunnel's
+streams at once (429 beyond).
 
 A request whose whole body came with its head is answered from callbacks instead
 (``HttpForwarder.direct``, ``http_direct.DirectExchange``); the rest, in a task (``__call__``).
@@ -92,6 +96,7 @@ class HttpForwarder:
         proto: str,
         body_timeout: float,
         slots: ClientSlots,
+        body_min_rate: int = 0,
         peer_errors: PeerErrorLog,
         rules: RuleBook | None = None,
         pools: dict[str, Pool] | None = None,
@@ -102,6 +107,7 @@ class HttpForwarder:
         self.max_body = max_body
         self.proto = proto
         self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
         self.slots = slots
         self.peer_errors = peer_errors
         self._proto_bytes = proto.encode()
@@ -403,21 +409,36 @@ class HttpForwarder:
         """Send the request body within the send window: (True once all of it was sent, and
         the whole body when it was kept: at most ``KEPT_BODY`` bytes to a pool member).
 
-        Only the time spent waiting for the client counts towards ``body_timeout``: while the
-        agent's window is full the client is not asked for more.
+        Only the time spent waiting for the client counts towards ``body_timeout``, and towards
+        the bound of ``body_min_rate``: while the agent's window is full the client is not
+        asked for more.
         """
         conn = tunnel.conn
         stream_id = stream.id
         total = 0
         kept: bytearray | None = bytearray() if tunnel.pooled else None
+        rate = self.body_min_rate
+        loop = asyncio.get_running_loop()
+        waited = 0.0  # seconds spent waiting for the client
         try:
             while True:
+                wait = self.body_timeout
+                slow = False
+                if rate:
+                    allowed = self.body_timeout + total / rate - waited
+                    if allowed < wait:
+                        wait, slow = max(0.0, allowed), True
+                started = loop.time()
                 try:
-                    async with asyncio.timeout(self.body_timeout):
+                    async with asyncio.timeout(wait):
                         message = await receive()
                 except TimeoutError:
-                    self._stalled(tunnel, stream, ip, total)
+                    if slow:
+                        self._too_slow(tunnel, stream, ip, total, waited + loop.time() - started)
+                    else:
+                        self._stalled(tunnel, stream, ip, total)
                     return False, None
+                waited += loop.time() - started
                 if message["type"] != "http.request":
                     stream.on_client_gone()
                     return False, None
@@ -470,6 +491,21 @@ class HttpForwarder:
             "body-stalled", logging.WARNING, "tunnel %s: request body from %s stalled after %d bytes; dropped",
             tunnel.name, ip, received,
         )
+        self._drop_body(tunnel, stream, reason)
+
+    def _too_slow(self, tunnel: AgentLink, stream: RelayStream, ip: str, received: int, waited: float) -> None:
+        """Give up on a request body arriving slower than ``body_min_rate`` on average, as on
+        one that stopped (``_stalled``)."""
+        reason = (f"the client sent the request body too slowly: {received} bytes in {waited:.0f} s, less than "
+                  f"{self.body_min_rate} bytes a second after the first {self.body_timeout:g} s")
+        self.peer_errors.log(
+            "body-slow", logging.WARNING,
+            "tunnel %s: request body from %s too slow (%d bytes in %.0f s, under %d bytes a second); dropped",
+            tunnel.name, ip, received, waited, self.body_min_rate,
+        )
+        self._drop_body(tunnel, stream, reason)
+
+    def _drop_body(self, tunnel: AgentLink, stream: RelayStream, reason: str) -> None:
         if not tunnel.closed and stream.failure is None:
             tunnel.conn.reset_stream(stream.id, ErrorCode.CANCEL, reason)
             tunnel.flush()

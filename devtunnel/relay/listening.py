@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 from devtunnel.errors import ConfigError
+from devtunnel.relay.descriptors import OpenConnections
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pending import PendingConnections
@@ -40,6 +41,7 @@ def server_config(
     direct: Callable[[HeadLimitedHttpProtocol, DirectCycle], bool],
     peer_errors: PeerErrorLog,
     pending: PendingConnections | None = None,
+    connections: OpenConnections | None = None,
 ) -> uvicorn.Config:
     """uvicorn's configuration for the relay (its protocols, limits and TLS), loaded.
 
@@ -50,10 +52,11 @@ def server_config(
     config = uvicorn.Config(
         app,
         http=HeadLimitedHttpProtocol.configured(
-            s.max_head, s.head_timeout, direct=direct, peer_errors=peer_errors, pending=pending
+            s.max_head, s.head_timeout, direct=direct, peer_errors=peer_errors, pending=pending,
+            connections=connections,
         ),
         ws=GuardedWebSocketProtocol.configured(
-            PRELOGIN_MAX_SIZE, s.stall_timeout, s.relay_buffer, pending=pending
+            PRELOGIN_MAX_SIZE, s.stall_timeout, s.relay_buffer, pending=pending, connections=connections
         ).logging_to(peer_errors),
         ws_max_size=WS_MAX_SIZE,
         ws_per_message_deflate=False,
@@ -79,12 +82,15 @@ def server_config(
 
 class TlsFront:
     """How the relay's TLS listeners take a connection: a ``TlsDoor`` first, counted in
-    ``pending`` and given ``timeout`` seconds for its handshake; ``doors`` are those shaking
-    hands now (``abort_all`` at the relay's stop)."""
+    ``pending`` and ``connections`` and given ``timeout`` seconds for its handshake; ``doors``
+    are those shaking hands now (``abort_all`` at the relay's stop)."""
 
-    def __init__(self, pending: PendingConnections | None, timeout: float) -> None:
+    def __init__(
+        self, pending: PendingConnections | None, timeout: float, connections: OpenConnections | None = None
+    ) -> None:
         self.pending = pending
         self.timeout = timeout
+        self.connections = connections
         self.doors: set[TlsDoor] = set()
 
 
@@ -147,7 +153,7 @@ async def _listen(server: uvicorn.Server, sock: socket.socket, tls: TlsFront | N
         front = tls or TlsFront(None, DEFAULT_HANDSHAKE_TIMEOUT)
 
         def factory() -> asyncio.Protocol:
-            return TlsDoor(protocol, context, front.timeout, front.pending, front.doors)
+            return TlsDoor(protocol, context, front.timeout, front.pending, front.doors, front.connections)
 
     listener = await loop.create_server(factory, sock=sock, backlog=config.backlog)
     server.servers.append(listener)  # closed with the others by ``shutdown``

@@ -29,6 +29,10 @@ KINDS = {
     "pending-refused": "connections refused for their address's connections waiting to send a request",
     "pending-dropped": "connections waiting to send a request dropped to make room",
     "pool-failover": "requests sent to another agent of their pool after a refusal",
+    "open-refused": "connections refused for their address's open connections",
+    "body-slow": "request bodies too slow",
+    "descriptors-low": "connections accepted with the relay short of file descriptors",
+    "accept-failed": "connections the relay could not accept for want of file descriptors",
 }
 
 

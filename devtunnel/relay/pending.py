@@ -9,8 +9,8 @@ the relay's file descriptors and memory: once the process runs out of descriptor
 one, agents included.
 
 A connection idle between requests counts only while the relay is crowded (``quiet_total``: its
-address holds more than a quarter of ``per_address`` open HTTP connections, or the relay more
-than half of ``limit``): below that, idle connections hold no more than those figures allow,
+address holds more than a quarter of ``per_address`` open connections, or the relay more than
+half of ``limit``: ``descriptors.OpenConnections`` counts them): below that, idle connections hold no more than those figures allow,
 and an ordinary client's kept-alive requests pay nothing for the bookkeeping.
 
 - **Per address**: past ``per_address`` pending connections from one client address (an IPv6
@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import resource
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from devtunnel.relay.descriptors import open_file_limit
 from devtunnel.relay.log import PeerErrorLog
-from devtunnel.relay.slots import client_key
+from devtunnel.relay.slots import client_key, in_networks
 
 AUTO_LIMIT_CAP = 4096
 """The most pending connections the automatic total allows (``default_limit``)."""
@@ -67,11 +67,8 @@ class Droppable(Protocol):
 def default_limit() -> int:
     """The automatic total: half the process's open-file limit (the other half for the agents,
     public requests and their local files), between ``AUTO_LIMIT_FLOOR`` and ``AUTO_LIMIT_CAP``."""
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return AUTO_LIMIT_CAP
-    if soft == resource.RLIM_INFINITY or soft <= 0:
+    soft = open_file_limit()
+    if soft is None:
         return AUTO_LIMIT_CAP
     return max(AUTO_LIMIT_FLOOR, min(AUTO_LIMIT_CAP, soft // 2))
 
@@ -107,17 +104,14 @@ class PendingConnections:
         self.held = self._held
         """The pending connections (read-only: a cheap ``in`` on the request path)."""
         self._by_address: dict[str, int] = {}
-        self.open_total = 0
-        """HTTP connections open now, from accept to close or upgrade (``opened``, ``closed``)."""
-        self.open_by: dict[str, int] = {}
-        """``open_total`` by client address key."""
         self.quiet_total = max(1, limit // 2)
-        """Open HTTP connections in all up to which an idle kept-alive one is not counted: below both
+        """Open public connections in all (``descriptors.OpenConnections``) up to which an idle
+        kept-alive one is not counted: below both
         quiet figures, idle connections hold no more than they allow (each bounded by the keep-alive
         timeout), and an ordinary client's kept-alive requests pay nothing for the count. The relay's
         request path tests them itself (``HeadLimitedHttpProtocol.on_response_complete``)."""
         self.quiet_per_address = max(1, per_address // 4) if per_address is not None else 1 << 62
-        """Open HTTP connections of one address up to which its idle kept-alive ones are not counted."""
+        """Open public connections of one address up to which its idle kept-alive ones are not counted."""
 
     def __len__(self) -> int:
         return len(self._held)
@@ -132,7 +126,7 @@ class PendingConnections:
         ip = client[0] if client else "?"
         key = client_key(ip)
         held = self._by_address.get(key, 0)
-        if self.per_address is not None and held >= self.per_address and not self._is_exempt(ip):
+        if self.per_address is not None and held >= self.per_address and not in_networks(ip, self._exempt):
             self.refused += 1
             self._peer_errors.log(
                 "pending-refused", logging.WARNING,
@@ -156,25 +150,8 @@ class PendingConnections:
         """A connection counted by ``begin_refusal`` is gone."""
         self.refusing -= 1
 
-    def opened(self, client: tuple[str, int] | None) -> str:
-        """Count an HTTP connection from ``client`` open (once, at its accept); returns its
-        address key, to give ``idle`` and ``closed``."""
-        key = client_key(client[0] if client else "?")
-        self.open_total += 1
-        self.open_by[key] = self.open_by.get(key, 0) + 1
-        return key
-
-    def closed(self, key: str) -> None:
-        """An HTTP connection ``opened`` with ``key`` is closed, or became a WebSocket."""
-        self.open_total -= 1
-        left = self.open_by[key] - 1
-        if left:
-            self.open_by[key] = left
-        else:
-            del self.open_by[key]
-
     def idle(self, connection: Droppable, key: str) -> None:
-        """Count ``connection`` (its address ``key``, from ``opened``), kept alive after a
+        """Count ``connection`` (its address ``key``, from ``OpenConnections.opened``), kept alive after a
         response, as pending: never refused (``admit`` with ``idle``)."""
         held = self._held
         if len(held) >= self.limit:
@@ -220,14 +197,3 @@ class PendingConnections:
         ip = client[0] if client else "?"
         return (f"too many connections from {ip} waiting to send a request (at most {self.per_address}); "
                 f"try again later\n")
-
-    def _is_exempt(self, ip: str) -> bool:
-        if not self._exempt:
-            return False
-        try:
-            address = ipaddress.ip_address(ip.partition("%")[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # (a dual-stack listener's IPv4 client)
-        return any(address in network for network in self._exempt)

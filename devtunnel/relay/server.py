@@ -25,6 +25,7 @@ import uvicorn
 from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.relay.agents import AgentGate
+from devtunnel.relay.descriptors import DescriptorWatch, OpenConnections, open_file_limit
 from devtunnel.relay.asgi import Receive, Scope, Send, deny_websocket, protocol_of, send_plain
 from devtunnel.relay.headers import hostname_of as _hostname, request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol
@@ -45,7 +46,13 @@ from devtunnel.relay.pool import Pool
 from devtunnel.relay.registry import AgentRegistry
 from devtunnel.relay.rules import RuleBook
 from devtunnel.relay.pending import PendingConnections
-from devtunnel.relay.settings import RelaySettings, client_limit, pending_limits, trusted_networks
+from devtunnel.relay.settings import (
+    RelaySettings,
+    address_connections,
+    client_limit,
+    pending_limits,
+    trusted_networks,
+)
 from devtunnel.relay.slots import ClientSlots
 from devtunnel.relay.tls_door import abort_all
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
@@ -88,13 +95,16 @@ class Relay:
         )
         self._slots = ClientSlots(client_limit(settings))
         self._rules = RuleBook(settings.rules, trusted_networks(settings.trusted_proxies), max_buckets=settings.rate_clients)
-        self._pending = PendingConnections(
-            *pending_limits(settings), self._peer_errors, exempt=trusted_networks(settings.trusted_proxies)
-        )
+        trusted = trusted_networks(settings.trusted_proxies)
+        self._pending = PendingConnections(*pending_limits(settings), self._peer_errors, exempt=trusted)
+        # The embedded relay shares its process with the agent, whose files are no concern of its log.
+        self._watch = None if settings.embedded else DescriptorWatch(self._peer_errors, open_file_limit())
+        self._open = OpenConnections(address_connections(settings), self._peer_errors, exempt=trusted, watch=self._watch)
         self._forward_http = HttpForwarder(
             max_body=settings.max_body,
             proto=proto,
             body_timeout=settings.body_timeout,
+            body_min_rate=settings.body_min_rate,
             slots=self._slots,
             peer_errors=self._peer_errors,
             rules=self._rules,
@@ -106,7 +116,7 @@ class Relay:
         self._gate = AgentGate(
             settings, self._registry, self._budget, self._rules, self._peer_errors, self.public_url_for
         )
-        self._tls = TlsFront(self._pending, settings.head_timeout)
+        self._tls = TlsFront(self._pending, settings.head_timeout, self._open)
         """Connections of the TLS listeners until their handshake is done (``tls_door``)."""
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
@@ -174,6 +184,17 @@ class Relay:
         return {"refused": self._pending.refused, "dropped": self._pending.dropped}
 
     @property
+    def open_connections(self) -> int:
+        """Public connections open now, in any state (agents' until their HELLO is accepted):
+        what ``connections_per_address`` bounds per client address (``relay.descriptors``)."""
+        return self._open.total
+
+    @property
+    def refused_for_open(self) -> int:
+        """Connections refused since the start for their address's open connections (429)."""
+        return self._open.refused
+
+    @property
     def requests_in_flight(self) -> int:
         """HTTP requests through tunnels whose response has not all come from the agent yet:
         the open HTTP streams of every agent's link (public WebSockets, and the agents' own
@@ -192,8 +213,12 @@ class Relay:
             ConfigError: the address cannot be listened on, or the TLS files are unusable.
         """
         s = self.settings
-        config = server_config(self, s, direct=self._direct, peer_errors=self._peer_errors, pending=self._pending)
+        config = server_config(
+            self, s, direct=self._direct, peer_errors=self._peer_errors, pending=self._pending, connections=self._open
+        )
         self._server, self._socket = await start_server(config, s.host, s.port, self._tls)
+        if self._watch is not None:  # asyncio's loop reports an accept that failed there (uvloop's says nothing)
+            self._watch.install(asyncio.get_running_loop())
         self._port = self._socket.getsockname()[1]
 
     async def pin(self, name: str, port: int = 0, *, forwarded: bool = False) -> int:
@@ -280,6 +305,8 @@ class Relay:
                          cut, "" if cut == 1 else "s")
             await server.shutdown(sockets=[self._socket] if self._socket else None)
         self._socket = None
+        if self._watch is not None:
+            self._watch.uninstall()
         self._peer_errors.close()
 
     def public_url_for(self, name: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from devtunnel.errors import ConfigError
 from devtunnel.protocol.connection import DEFAULT_MAX_STREAMS
+from devtunnel.relay.descriptors import default_per_address
 from devtunnel.relay.pending import default_limit
 from devtunnel.rules import Rule
 from devtunnel.values.terminal import quoted
@@ -49,6 +50,11 @@ class RelaySettings:
     """Concurrent requests per tunnel; more get 503."""
     body_timeout: float = 30.0
     """Seconds a request body may go without a byte arriving before it is dropped (408)."""
+    body_min_rate: int = 500
+    """Bytes a second a request body must keep up on average: the time the relay spends waiting
+    for it may be at most ``body_timeout`` plus one second for each ``body_min_rate`` bytes
+    received; past it the body is dropped (408), so one trickling a byte now and then ends. 0:
+    no such bound (``body_timeout`` alone)."""
     client_share: float = 0.25
     """Fraction of a tunnel's ``max_streams`` one client address may hold at once; more get 429.
     Not applied when ``embedded``: every client of a loopback relay has the same address."""
@@ -94,6 +100,12 @@ class RelaySettings:
     alive between requests; an agent's WebSocket until its HELLO is accepted); past it the oldest
     of them is dropped (503, or a close) to make room. 0: half the process's open-file limit,
     between 64 and 4096 (``pending.default_limit``)."""
+    connections_per_address: int | None = None
+    """Public connections one client address (an IPv6 one by its /64) may hold open at once, in
+    any state, over all tunnels (an agent's until its HELLO is accepted); one more is answered
+    429 unread and closed. None: a quarter of the process's open-file limit, between 16 and 4096
+    (``descriptors.default_per_address``); 0: no limit. Not applied when ``embedded``, nor to
+    the addresses of ``trusted_proxies``."""
     pending_per_address: int = 256
     """Such connections one client address (an IPv6 one by its /64) may hold at once; one more is
     answered 429 and closed before a byte of it is read. 0: no limit. Not applied when
@@ -122,6 +134,15 @@ def pending_limits(settings: RelaySettings) -> tuple[int, int | None]:
     if settings.embedded or not settings.pending_per_address:
         return total, None
     return total, settings.pending_per_address
+
+
+def address_connections(settings: RelaySettings) -> int | None:
+    """Open public connections one client address may hold at once (None: no limit)."""
+    if settings.embedded:
+        return None
+    if settings.connections_per_address is None:
+        return default_per_address()
+    return settings.connections_per_address or None
 
 
 def trusted_networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Sequence
 
 from devtunnel.relay.link import AgentLink
 from devtunnel.relay.log import PeerErrorLog
@@ -71,6 +72,20 @@ def client_key(ip: str) -> str:
     if mapped is not None:
         return str(mapped)
     return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
+def in_networks(ip: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Whether the client address ``ip`` is in one of ``networks`` (an IPv4 address mapped into
+    IPv6, as a dual-stack listener sees IPv4 clients, as the IPv4 one)."""
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(ip.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def over_share(tunnel: AgentLink, ip: str, slots: ClientSlots, peer_errors: PeerErrorLog) -> str:

@@ -7,7 +7,10 @@ descriptors and 53 MB), counted nowhere. The relay's TLS listeners accept plain 
 instead, and each starts as a ``TlsDoor``: counted among the pending connections from its
 accept (``relay.pending``: per address and in all, the oldest dropped to make room), its
 handshake bounded by the head timeout (``loop.start_tls``), then handed to the relay's HTTP
-protocol with what the client sent behind its handshake.
+protocol with what the client sent behind its handshake. It counts among its address's open
+connections from its accept too (``relay.descriptors``), a place the HTTP protocol takes over;
+one past its address's share is cut at once (no answer a TLS client could read is possible
+before its handshake).
 
 uvloop starts reading a connection as soon as its ``connection_made`` returns, whatever the
 protocol asked there (``pause_reading``), so the start of a handshake already in when the
@@ -23,6 +26,7 @@ import ssl
 from collections.abc import Callable
 from typing import cast
 
+from devtunnel.relay.descriptors import Counted, OpenConnections
 from devtunnel.relay.pending import PendingConnections
 
 
@@ -36,6 +40,7 @@ class TlsDoor(asyncio.Protocol):
         pending: where the connection counts while it shakes hands (None: nowhere).
         doors: the doors shaking hands now, which this one joins until its handshake ends
             (``abort_all``).
+        connections: where the connection counts among its address's open ones (None: nowhere).
     """
 
     def __init__(
@@ -45,12 +50,15 @@ class TlsDoor(asyncio.Protocol):
         timeout: float,
         pending: PendingConnections | None,
         doors: set[TlsDoor],
+        connections: OpenConnections | None = None,
     ) -> None:
         self._make = make
         self._context = context
         self._timeout = timeout
         self._pending = pending
         self._doors = doors
+        self._connections = connections
+        self._open_key: str | None = None
         self._transport: asyncio.Transport | None = None
         self._raw: list[bytes] = []  # what came before the handshake started: its start
         self._tls = False  # start_tls took the connection: what the door receives is decrypted
@@ -61,9 +69,16 @@ class TlsDoor(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # (uvloop's is no asyncio.Transport subclass)
         self._transport = transport
         transport.pause_reading()  # until start_tls reads the handshake
+        peer = transport.get_extra_info("peername")
+        if self._connections is not None:
+            self._open_key = self._connections.opened(peer, transport)
+            if self._open_key is None:
+                transport.abort()  # (no answer a TLS client could read before its handshake)
+                return
         pending = self._pending
-        if pending is not None and not pending.admit(self, transport.get_extra_info("peername")):
-            transport.abort()  # (no answer a TLS client could read before its handshake)
+        if pending is not None and not pending.admit(self, peer):
+            self._give_back_open()
+            transport.abort()
             return
         self._doors.add(self)
         asyncio.get_running_loop().create_task(self._handshake(transport))
@@ -84,8 +99,15 @@ class TlsDoor(asyncio.Protocol):
             if self._pending is not None:
                 self._pending.release(self)  # the relay's protocol counts itself (its connection_made)
         if tls is None or self._lost:
+            self._give_back_open()
             return
         protocol = self._make()
+        key, self._open_key = self._open_key, None
+        if key is not None:
+            if isinstance(protocol, Counted):
+                protocol.adopt_open(key)
+            elif self._connections is not None:
+                self._connections.closed(key)
         tls.set_protocol(protocol)
         protocol.connection_made(tls)
         early, self._early = self._early, []
@@ -93,6 +115,11 @@ class TlsDoor(asyncio.Protocol):
             if tls.is_closing():
                 break
             protocol.data_received(data)
+
+    def _give_back_open(self) -> None:
+        key, self._open_key = self._open_key, None
+        if key is not None and self._connections is not None:
+            self._connections.closed(key)
 
     def drop_pending(self) -> None:
         """Dropped to make room for newer connections (``PendingConnections``): cut."""

@@ -30,6 +30,9 @@
 - While the socket is full, pings are not answered: each pong would only grow the buffer
   the peer is not reading (RFC 6455 5.5.3 lets an endpoint skip pongs to earlier pings).
 - ``on_writable`` is called when the socket drained below its low-water mark.
+- It keeps the place of the HTTP connection it upgraded among the open public connections of
+  its client's address (``descriptors.OpenConnections``) until it closes; an agent's gives it
+  back once ``admitted()`` (``--connections-per-token`` bounds those).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from devtunnel.relay.descriptors import OpenConnections
 from devtunnel.relay.http import DeadPeerWebSocketProtocol
 from devtunnel.relay.pending import DROPPED_PENDING, PendingConnections
 from devtunnel.values.sizes import format_size
@@ -80,6 +84,9 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
     pending: PendingConnections | None = None
     """Where a WebSocket counts until it is ``admitted()`` or ``opened()`` (``relay.pending``):
     handed over from the HTTP connection it upgraded."""
+    open_connections: OpenConnections | None = None
+    """Where it counts among its address's open connections (``adopt_open``), until it closes or is admitted."""
+    _open_key: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -98,12 +105,14 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
     def configured(
         cls, prelogin_max_size: int, stall_timeout: float, held_limit: int = 256 << 20,
         pending: PendingConnections | None = None,
+        connections: OpenConnections | None = None,
     ) -> type[GuardedWebSocketProtocol]:
         """A subclass with these limits, to pass as ``ws=`` to ``uvicorn.Config``; its WebSockets
-        share one ``HeldMessages`` of ``held_limit`` bytes, and count in ``pending`` until admitted."""
+        share one ``HeldMessages`` of ``held_limit`` bytes, count in ``pending`` until admitted,
+        and in ``connections`` until closed (an agent's: until admitted)."""
         attrs = {
             "prelogin_max_size": prelogin_max_size, "stall_timeout": stall_timeout,
-            "held_messages": HeldMessages(held_limit), "pending": pending,
+            "held_messages": HeldMessages(held_limit), "pending": pending, "open_connections": connections,
         }
         return type(cls.__name__, (cls,), attrs)
 
@@ -114,6 +123,7 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         self.conn.max_message_size = self.config.ws_max_size
         if self.pending is not None:
             self.pending.release(self)
+        self._give_back_open()
         if not self.writable.is_set():
             self._arm_stall_watch()
 
@@ -123,6 +133,16 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         self.conn.max_message_size = self.config.ws_max_size
         if self.pending is not None:
             self.pending.release(self)
+
+    def adopt_open(self, key: str) -> None:
+        """Hold the place among the open connections (``key``) of the HTTP connection it upgraded."""
+        self._open_key = key
+
+    def _give_back_open(self) -> None:
+        key = self._open_key
+        if key is not None and self.open_connections is not None:
+            self._open_key = None
+            self.open_connections.closed(key)
 
     def drop_pending(self) -> None:
         """Dropped to make room for newer connections (``PendingConnections``) before its HELLO
@@ -181,6 +201,7 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         self._cancel_stall_watch()
         if self.pending is not None:
             self.pending.release(self)
+        self._give_back_open()
         if self._drop_timer is not None:
             self._drop_timer.cancel()
             self._drop_timer = None

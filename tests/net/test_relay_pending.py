@@ -249,7 +249,7 @@ async def test_after_a_408_the_client_still_sending_its_head_reads_it_and_the_re
         async with asyncio.timeout(10):
             answer = await reader.read(-1)  # the 408, then the end of the relay's side
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
-        assert relay._pending.open_total == 1  # still reading (closed, it was 0 by the end seen)
+        assert relay.open_connections == 1  # still reading (closed, it was 0 by the end seen)
         # The client goes on sending: read and dropped, no reset while within the bounds.
         writer.write(b"a" * 1000)
         await writer.drain()
@@ -269,7 +269,7 @@ async def test_after_a_408_the_client_still_sending_its_head_reads_it_and_the_re
         writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
         async with asyncio.timeout(10):
             assert (await reader.read(-1)).startswith(b"HTTP/1.1 408 Request Timeout")
-        await async_wait_for(lambda: relay._pending.open_total == 0, timeout=5,
+        await async_wait_for(lambda: relay.open_connections == 0, timeout=5,
                              what="the connection closed after the bound")
         writer.close()
 
