@@ -60,6 +60,7 @@ from devtunnel.values.http1 import field_value
 from devtunnel.values.request_head import target_problem
 from devtunnel.values.terminal import quoted
 from devtunnel.capture.verdict import Signature
+from devtunnel.values.urls import is_localhost_name
 from devtunnel.webhooks import delivery_of
 from devtunnel.webhooks.resign import Keys, resign
 
@@ -201,11 +202,19 @@ async def _send(
 ) -> Exchange:
     base_url = f"{prepared.scheme}://{prepared.netloc}"
     wanted = prepared.request
+    fields = [(name, field_value(value)) for name, value in wanted.headers.fields]
     try:
+        url = httpx.URL(base_url + "/")
+        if url.scheme == "http" and is_localhost_name(url.host):
+            # The embedded relay's public URL (NAME.localhost:PORT): not every resolver knows the
+            # name (values.urls); connect to loopback, the name in Host, which the relay routes by.
+            if "host" not in wanted.headers:
+                fields.insert(0, (b"Host", prepared.netloc.encode("ascii")))
+            url = url.copy_with(host="127.0.0.1")
         request = httpx.Request(
             wanted.method,
-            base_url + "/",
-            headers=[(name, field_value(value)) for name, value in wanted.headers.fields],
+            url,
+            headers=fields,
             content=wanted.body,
             # The raw target goes on the wire as is; httpx's URL would re-quote it.
             extensions={"target": wanted.target},

@@ -403,3 +403,19 @@ def test_a_filter_sends_each_delivery_once_and_leaves_earlier_replays_out(servic
     service.seen.clear()
     err = assert_one_line_error(cli(None, "replay", "evt_1", db=db), code=1)
     assert "'evt_1' is not an exchange id but a webhook delivery id, captured as" in err and service.seen == []
+
+
+def test_to_the_embedded_relays_localhost_name_connects_to_loopback_with_the_name_in_host(
+        service: Service, tmp_path: Path) -> None:
+    """Found by use: ``replay --to http://NAME.localhost:PORT``, the URL devtunnel prints, failed with
+    "Name or service not known" where the resolver does not know *.localhost names."""
+    db = tmp_path / "c.db"
+    port = service.url.rsplit(":", 1)[1]
+    with_host = captured(service)
+    without = replace(captured(service, b"/bare", headers=[("Content-Type", "application/json")]), id=new_id(2.0))
+    put(db, with_host, without)
+    for ex, host in ((with_host, "shop.localhost"), (without, f"pay.localhost:{port}")):
+        done = cli(None, "replay", ex.id, "--to", f"http://pay.localhost:{port}", db=db)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert dict(service.seen[-1].headers)["Host"] == host  # the captured one, else the URL's name
+        assert replay_of(db, ex).target_url == f"http://pay.localhost:{port}"

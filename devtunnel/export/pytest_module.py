@@ -193,7 +193,7 @@ def _send_http10(method, base, target, headers, body):
     on a socket of their own (Host and Content-Length added as httpx adds them), and http.client
     reads the answer."""
     url = httpx.URL(base)
-    sock = socket.create_connection((url.host, url.port or (443 if url.scheme == "https" else 80)), timeout=30)
+    sock = socket.create_connection((_connect_host(url), url.port or (443 if url.scheme == "https" else 80)), timeout=30)
     if url.scheme == "https":
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.host)
     lines = [_bytes(method) + b" " + target + b" HTTP/1.0", b"Host: " + url.netloc]
@@ -209,13 +209,32 @@ def _send_http10(method, base, target, headers, body):
     return httpx.Response(answer.status, headers=fields, content=content)
 
 
+def _connect_host(url):
+    """Where to connect for ``url``: 127.0.0.1 for the embedded relay's http://NAME.localhost:PORT
+    (not every resolver knows such names; the name goes in Host, which the relay routes by)."""
+    host = url.host.lower().rstrip(".")
+    return "127.0.0.1" if url.scheme == "http" and (host == "localhost" or host.endswith(".localhost")) else url.host
+
+
+def _forwarded_as(headers, base):
+    """``headers`` with a captured X-Forwarded-Host and X-Forwarded-Proto saying ``base``, as Host
+    does: a receiver behind a proxy (ProxyFix) builds its URL from them, and a signature over the
+    URL (Twilio's) is made for ``base``."""
+    url = httpx.URL(base)
+    said = {{"x-forwarded-host": url.netloc.decode("ascii"), "x-forwarded-proto": url.scheme}}
+    return [(n, said.get(str(n.decode("latin-1") if isinstance(n, bytes) else n).lower(), v)) for n, v in headers]
+
+
 def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False,
-         version="1.1", scheme=None):
+         version="1.1", scheme=None, signed_url=None):
     """Send the request as captured: text values as UTF-8, bytes as they are, the target and the
     method unchanged (httpx would normalise the one and upper-case the other), in its HTTP
-    version, no header added but Host and Content-Length."""
+    version, no header added but Host and Content-Length (X-Forwarded-Host and -Proto, when
+    captured, say the base URL as Host does). ``signed_url``: the URL a captured signature covers
+    (Twilio's), which cannot verify at another."""
     base = (os.environ.get("DEVTUNNEL_BASE_URL") or captured_base).rstrip("/")
     url = base + (target if isinstance(target, str) else target.decode("latin-1"))
+    headers = _forwarded_as(headers, base)
     if provider is not None:
         secrets = os.environ.get(secret_env, "").replace(",", " ").split()
         if secrets:
@@ -225,15 +244,22 @@ def send(method, captured_base, target, headers, body, provider=None, secret_env
         elif timestamped:
             pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature"
                         " is timestamped: receivers refuse it minutes after it was made)")
+        elif signed_url is not None and signed_url != url:
+            pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature"
+                        f" covers the URL it was sent to, {{signed_url}}, not {{url}})")
     # h11 (httpx's HTTP/1.1) refuses other bytes in a target: they go percent-encoded.
     raw_target = re.sub(rb"[^\\x21-\\x7e]", lambda m: b"%%%02X" % m[0][0], _bytes(target))
     if raw_target.startswith(b"/"):
         raw_target = httpx.URL(base).raw_path.split(b"?")[0].rstrip(b"/") + raw_target
     if version == "1.0":
         return _send_http10(method, base, raw_target, headers, body)
+    parts = httpx.URL(base)
+    connect = _connect_host(parts)
+    if connect != parts.host:
+        headers = [("Host", parts.netloc.decode("ascii")), *headers]
     with httpx.Client(timeout=30, trust_env=False) as client:
         client.headers.clear()  # no Accept, User-Agent ... of httpx's own
-        request = client.build_request(method, base, headers=[(_bytes(n), _bytes(v)) for n, v in headers],
+        request = client.build_request(method, parts.copy_with(host=connect), headers=[(_bytes(n), _bytes(v)) for n, v in headers],
                                        content=body, extensions={{"target": raw_target}})
         request.method = method
         return client.send(request)
@@ -289,6 +315,14 @@ def _keys_for(webhooks: Any, exchange: Exchange) -> tuple[tuple[Provider, ...], 
     return tuple(getattr(keys, "providers", BUILTIN)), getattr(keys, "secret_envs", None) or {}
 
 
+def _signs_url(provider: Provider) -> bool:
+    """Whether ``provider``'s signature covers the URL called (Twilio's, a custom template's {url}):
+    sent to another base, its captured one cannot verify."""
+    if isinstance(provider, CustomProvider):
+        return "{url}" in provider.spec.template
+    return provider.name == "twilio"
+
+
 def _refused_for_its_signature(exchange: Exchange) -> bool:
     """A delivery whose signature devtunnel found invalid and its receiver refused (a 4xx): a
     wrong secret, a stale timestamp. Its test checks the refusal, so it is not signed afresh."""
@@ -335,6 +369,8 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> t
     elif provider is not None:
         args += [f"provider={ascii(provider.name)}", f"secret_env={ascii(secret_env)}",
                  f"timestamped={provider.tolerance is not None}"]
+        if _signs_url(provider):
+            args.append(f"signed_url={ascii(delivery_of(request, exchange.scheme).url)}")
         if (scheme := _scheme_of(provider)) is not None:
             args.append(f"scheme={ascii(scheme)}")
     if request.http_version == "1.0":  # else HTTP/1.1, the only other version the relay takes

@@ -89,6 +89,43 @@ def test_the_base_url_variable_points_the_tests_elsewhere(tmp_path: Path) -> Non
         assert [status for _, status, _ in second.verdicts] == [200]
 
 
+def test_a_twilio_delivery_from_the_public_url_is_signed_for_the_base_its_forwarded_host_says_too(tmp_path: Path) -> None:
+    """Found by use: the module signed Twilio's URL for the base it sends to while the captured
+    X-Forwarded-Host still named the public URL, so a receiver behind ProxyFix refused every test;
+    without the token its captured signature could not verify at another URL, and it failed instead of
+    being skipped; a base of the embedded relay's http://NAME.localhost:PORT did not resolve."""
+    with receiver(behind_proxy=True) as rx:
+        port = rx.url.rsplit(":", 1)[1]
+        public = f"http://hooks.localhost:{port}"
+        made = sample("twilio", "sms.received", now=time.time())
+        provider = by_name("twilio")
+        assert provider is not None
+        forwarded = [("X-Forwarded-Host", f"hooks.localhost:{port}"), ("X-Forwarded-Proto", "http")]
+        headers = provider.sign(Delivery("POST", public + "/twilio/sms", made.headers, made.body),
+                                RECEIVER_SECRETS["TWILIO_AUTH_TOKEN"], time.time())
+        captured = make_exchange("POST", "/twilio/sms", [("Host", f"hooks.localhost:{port}"), *headers.items(), *forwarded],
+                                 made.body, make_response(200), tunnel="hooks", started_at=time.time(), target_url=rx.url,
+                                 duration=0.01)
+        module = tmp_path / "test_twilio.py"
+        module.write_text(export("pytest", [captured]).text)
+        signed = _run(module, TWILIO_AUTH_TOKEN=RECEIVER_SECRETS["TWILIO_AUTH_TOKEN"])
+        assert "1 passed" in signed.stdout, signed.stdout + signed.stderr
+        assert rx.verdicts[-1] == ("/twilio/sms", 200, "ok")
+        sent = dict(rx.headers[-1])
+        assert sent["X-Forwarded-Host"] == f"127.0.0.1:{port}" and sent["X-Forwarded-Proto"] == "http"
+        bare = _run(module)
+        assert "1 skipped" in bare.stdout and (
+            f"set TWILIO_AUTH_TOKEN to sign this twilio delivery afresh (its captured signature covers the URL it was"
+            f" sent to, {public}/twilio/sms, not {rx.url}/twilio/sms)") in bare.stdout, bare.stdout
+        # Sent to the public URL it was captured at (the embedded relay's name: not every resolver
+        # knows it), its captured signature verifies as it is.
+        seen = len(rx.verdicts)
+        there = _run(module, DEVTUNNEL_BASE_URL=public)
+        assert "1 passed" in there.stdout, there.stdout + there.stderr
+        assert rx.verdicts[seen:] == [("/twilio/sms", 200, "ok")]
+        assert dict(rx.headers[-1])["Host"] == f"hooks.localhost:{port}"
+
+
 def test_hostile_captures_become_literals_and_unreplayable_ones_are_skipped_with_the_reason(tmp_path: Path) -> None:
     hostile = "/x\x1b]0;pwned\x07\"\"\"; import os; os.system('id') #\u202e"
     plain = make_exchange("PUT", hostile, [("X-Evil", "a'b\"c\\\x00")], b"\x00\xff\"\"\"", make_response(418),

@@ -85,12 +85,18 @@ def _verify(path: str, headers: dict[str, str], body: bytes, url: str) -> tuple[
 
 
 @contextmanager
-def receiver() -> Iterator[Receiver]:
-    """A verifying receiver on 127.0.0.1 (HTTP/1.1, keep-alive)."""
+def receiver(behind_proxy: bool = False) -> Iterator[Receiver]:
+    """A verifying receiver on 127.0.0.1 (HTTP/1.1, keep-alive); ``behind_proxy``: it takes the URL
+    it was called at from X-Forwarded-Proto and X-Forwarded-Host when a request has them, as an
+    app behind a proxy does (werkzeug's ProxyFix)."""
     rx = Receiver("")
 
     def verify(request: Received) -> Reply:
-        url = f"http://{request.header('Host')}{request.path}"
+        headers = request.lower_headers()
+        scheme, host = "http", request.header("Host")
+        if behind_proxy:
+            scheme, host = headers.get("x-forwarded-proto", scheme), headers.get("x-forwarded-host", host)
+        url = f"{scheme}://{host}{request.path}"
         status, reason = _verify(request.path.split("?", 1)[0], request.lower_headers(), request.body, url)
         rx.bodies.append(request.body)
         rx.headers.append(list(request.headers))
