@@ -501,14 +501,16 @@ examples:
   devtunnel send --list
   devtunnel send stripe invoice.paid                 # to the running tunnel (devtunnel http/up)
   devtunnel send stripe invoice.paid --tunnel payments
+  devtunnel send stripe invoice.paid --to /api/stripe/events    # a path of the running tunnel's URL
   devtunnel send stripe invoice.paid --to http://payments.localhost:41234/webhooks/stripe
   devtunnel send github push --to http://127.0.0.1:8000/webhooks/github --set ref=refs/heads/dev
   devtunnel send stripe payment_intent.succeeded --to http://127.0.0.1:8000 --set data.object.amount=999
 """)
     p.add_argument("provider", nargs="?", metavar="PROVIDER", help="stripe, github, slack, shopify, standard or twilio")
     p.add_argument("event", nargs="?", metavar="EVENT", help="the sample's name, e.g. invoice.paid (see --list)")
-    p.add_argument("--to", metavar="URL", help="where to send it (the sample's path is added to a URL without one); "
-                                               "default: the public URL of the tunnel the running agent has")
+    p.add_argument("--to", metavar="URL|/PATH", help="where to send it (the sample's path is added to a URL without "
+                                                     "one), or this path of the running tunnel's public URL; default: "
+                                                     "the sample's path there")
     p.add_argument("--tunnel", metavar="NAME", help="send to this running tunnel's public URL (when the agent has several)")
     p.add_argument("--api", metavar="URL", help="the agent to find the tunnel at (default: the first answering on 127.0.0.1 from "
                                                 "agent.api_port, 4040)")

@@ -321,6 +321,14 @@ def test_without_to_a_sample_goes_to_the_running_tunnel_like_stripe_trigger(tmp_
             chosen = send("stripe", "invoice.paid", "--tunnel", "other", "--api", f"127.0.0.1:{api}", **RECEIVER_SECRETS)
             assert chosen.returncode == 0, chosen.stderr
             assert "to http://other.localhost:" in chosen.stdout
+            # A path of the running tunnel's URL (stripe listen --forward-to HOST/PATH), --tunnel beside it.
+            pathed = send("stripe", "invoice.paid", "--to", "/webhooks/stripe/v2", "--tunnel", "other",
+                          "--api", f"127.0.0.1:{api}", **RECEIVER_SECRETS)
+            assert pathed.returncode == 0, pathed.stderr
+            assert re.search(r"signed, to http://other\.localhost:\d+/webhooks/stripe/v2: 200 OK", pathed.stdout), pathed.stdout
+            assert rx.verdicts[-1] == ("/webhooks/stripe/v2", 200, "ok")
+            url = send("stripe", "invoice.paid", "--to", "http://127.0.0.1:9/", "--tunnel", "other", **RECEIVER_SECRETS)
+            assert url.returncode == 2 and "(--to /PATH sends to a path of it)" in url.stderr
             missing = send("stripe", "invoice.paid", "--tunnel", "nope", "--api", f"http://127.0.0.1:{api}",
                            **RECEIVER_SECRETS)
             assert missing.returncode == 1

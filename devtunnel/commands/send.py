@@ -257,15 +257,19 @@ def run(args: argparse.Namespace) -> int:
             return _list()
         if not args.provider or not args.event:
             raise ConfigError("give PROVIDER EVENT (devtunnel send --list shows the samples)")
-        if args.to and (args.tunnel or args.api):
-            raise ConfigError("--to URL sends there: --tunnel and --api choose a running tunnel instead")
+        path = args.to if args.to and args.to.startswith("/") else None  # on the running tunnel's URL
+        if args.to and not path and (args.tunnel or args.api):
+            raise ConfigError("--to URL sends there: --tunnel and --api choose a running tunnel instead"
+                              " (--to /PATH sends to a path of it)")
         check_sample(args.provider, args.event)
         webhooks = webhook_context(settings_of(args), os.environ)
-        if args.to:
+        if args.to and not path:
             to = args.to
         else:  # signed as that tunnel's deliveries are judged: its [tunnels.NAME.webhooks.*] tables
             table, to = _running_tunnel(args)
             webhooks = webhooks.for_tunnel(table)
+            if path:
+                to = to.rstrip("/") + path
         env_name = args.secret_env
         if env_name is not None:
             # An empty one (--secret-env "$VAR" with VAR unset) read the usual secrets instead.
