@@ -128,6 +128,8 @@ def test_help_of_a_command_is_its_own_help(tmp_path: Path) -> None:
         (["logs", "web", "--api", "http://[bad"], "--api 'http://[bad': not a valid URL (Invalid IPv6 URL)"),
         (["logs", "web", "--api", "[::1"], "--api 'http://[::1': not a valid URL (Invalid IPv6 URL)"),
         (["http", "8080", "--relay", "http://[bad"], "invalid relay URL 'http://[bad': Invalid IPv6 URL"),
+        # Saved, checked and dialled for ever ("Name or service not known" each time).
+        (["http", "8080", "--relay", "ws://a b"], "invalid relay URL 'ws://a b': 'a b' is not a host name or address"),
         # --domain took any text: a relay served "NAME.a/b".
         (["relay", "--domain", "a/b"], "--domain: 'a/b' is not a host name: only letters a-z, digits, '-' and '.' are allowed"),
         (["relay", "--domain=-a.example"], "its label '-a' starts or ends with '-'"),

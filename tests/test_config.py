@@ -190,6 +190,8 @@ BAD_FILES = [
     pytest.param('relay.urll = "ws://x"\n', r":1: relay\.urll: unknown setting; did you mean relay\.url\?", id="unknown-dotted-key"),
     pytest.param('relay = "ws://x"\n', r":1: relay: expected a table \(\[relay\]\), got text \(not shown: it may be a secret\)", id="not-a-table"),
     pytest.param('[relay]\nurl = "ftp://x"\n', r":2: relay\.url: invalid relay URL 'ftp://x'", id="relay-url"),
+    pytest.param('[relay]\nurl = "ws://a b"\n', r":2: relay\.url: invalid relay URL 'ws://a b': 'a b' is not a host name",
+                 id="relay-url-host"),
     pytest.param("[relay_server]\nhead_timeout = 0\n", r":2: relay_server\.head_timeout: expected more than 0 seconds", id="timeout"),
     pytest.param('[relay_server]\nlisten = "0.0.0.0:99999"\n', r":2: relay_server\.listen: expected HOST:PORT", id="listen"),
     pytest.param('[tunnels.web]\nrelay = "ws://x"\n', r":1: tunnels\.web: target is missing", id="tunnel-without-target"),

@@ -54,8 +54,26 @@ def relay_connect_url(relay: str) -> str:
         raise ConfigError(f"invalid relay URL {quoted(relay)}: use ws://, wss://, http:// or https://")
     if not parts.hostname:
         raise ConfigError(f"invalid relay URL {quoted(relay)}: the host is missing")
+    if not _is_host(parts.hostname):
+        # "ws://a b" was saved by config set, passed config check and was dialled for ever.
+        raise ConfigError(f"invalid relay URL {quoted(relay)}: {quoted(parts.hostname)} is not a host name or address")
     path = parts.path if parts.path not in ("", "/") else CONNECT_PATH
     return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+_NOT_IN_HOST = re.compile(r"[\s\x00-\x1f\x7f<>\"{}|\\^`%/?#@]")
+
+
+def _is_host(host: str) -> bool:
+    """Whether ``host`` (``urlsplit``'s ``hostname``) can be a host name or an IP address: no space,
+    control character or URL delimiter, and a name that is not ASCII has an IDNA form."""
+    if _NOT_IN_HOST.search(host) or host.startswith(".") or ".." in host:
+        return False
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return ":" in host  # an IPv6 address (bracketed in the URL)
+    return True
 
 
 _USER_INFO = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#]*@")
