@@ -419,3 +419,18 @@ def test_to_the_embedded_relays_localhost_name_connects_to_loopback_with_the_nam
         assert done.returncode == 0, done.stdout + done.stderr
         assert dict(service.seen[-1].headers)["Host"] == host  # the captured one, else the URL's name
         assert replay_of(db, ex).target_url == f"http://pay.localhost:{port}"
+
+
+def test_a_body_recorded_in_part_is_not_sent_cut_and_the_error_says_how_to_give_it(service: Service, tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    whole_capture = captured(service)
+    cut = replace(whole_capture, request=replace(whole_capture.request, body=b'{"a"', body_size=7, body_truncated=True))
+    put(db, cut)
+    err = assert_one_line_error(cli(None, "replay", cut.id, db=db), code=1)
+    assert err.endswith(f"only 4 of 7 body bytes of {cut.id} were recorded; give the whole body to replay it"
+                        " (devtunnel replay --body @FILE; the agent API's body or body_base64)")
+    assert service.seen == []
+    whole = tmp_path / "body.json"
+    whole.write_bytes(b'{"a":1}')
+    done = cli(None, "replay", cut.id, "--body", f"@{whole}", db=db)
+    assert done.returncode == 0 and service.seen[-1].body == b'{"a":1}', done.stderr

@@ -256,7 +256,7 @@ class Edit:
         elif original.body_truncated:
             raise ReplayError(
                 f"only {len(original.body)} of {original.body_size} body bytes of {exchange.id} were recorded;"
-                " give the body to replay it"
+                " give the whole body to replay it (devtunnel replay --body @FILE; the agent API's body or body_base64)"
             )
         else:
             body = original.body
