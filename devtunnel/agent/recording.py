@@ -320,11 +320,17 @@ class ExchangeCapture:
             body = self._request_body = _Body(self._cap, self._budget)
         body.add(chunk)
 
-    def request_body_cut(self) -> None:
+    def request_body_cut(self, size: int = 0) -> None:
         """The exchange ended before the whole request body came (the local service answered
         first and the relay stopped sending it): the record says the body is partial, never
-        that the bytes that came are all of it."""
+        that the bytes that came are all of it. ``size``: the body's size as far as the relay
+        knew it (a rule's notice), counted when more than came: the record's size is at least it."""
         self._request_cut = True
+        body = self._request_body
+        if size > (0 if body is None else body.size):
+            if body is None:
+                body = self._request_body = _Body(self._cap, self._budget)
+            body.size = size
 
     @property
     def request_body_full(self) -> bool:

@@ -103,24 +103,51 @@ def check_welcome(asked: str, welcome: Welcome) -> None:
         )
 
 
-def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, int, int]:
+def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, int, int, int | None]:
     """The head without the relay's ``devtunnel-rule`` header, the rule it names, the status
-    the relay answered with (0: none, or the connection was dropped) and the size of the body
-    it answered with (0 from a relay that does not say)."""
+    the relay answered with (0: none, or the connection was dropped), the size of the body
+    it answered with (0 from a relay that does not say), and, when the notice may carry only the
+    first bytes of the request body (maybe none), that body's size as far as the relay knows it
+    (None: it carries all of it; ``_request_cut``)."""
     value = None
     for name, v in head.headers:
         if name == _RULE_HEADER:
             value = v
             break
     if value is None:
-        return head, None, 0, 0
+        return head, None, 0, 0, None
     head = dataclasses.replace(head, headers=tuple((n, v) for n, v in head.headers if n != _RULE_HEADER))
     parts = value.decode("latin-1").split(";")
     if len(parts) < 3 or parts[0] not in ("relay", "tunnel") or not is_decimal(parts[1]) or not parts[2]:
-        return head, None, 0, 0
+        return head, None, 0, 0, None
     status = int(parts[3]) if len(parts) > 3 and is_decimal(parts[3]) and len(parts[3]) <= 3 else 0
     size = int(parts[4]) if len(parts) > 4 and is_decimal(parts[4]) and len(parts[4]) <= _MAX_SIZE_DIGITS else 0
-    return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status, size
+    return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status, size, _request_cut(parts, head)
+
+
+def _request_cut(parts: list[str], head: RequestReceived) -> int | None:
+    """The request body's size when the notice (its header's ``parts``) may carry only part of
+    it, else None. The sixth field says so: ``all``, or the size. A relay that does not write it
+    sends the body only when it came whole with the head, within its bound: then a body is cut
+    when it falls short of the request's Content-Length (the size returned; the record compares,
+    ``ExchangeCapture.request_body_cut``), or when a chunked request's notice carries none."""
+    if len(parts) > 5:
+        field = parts[5]
+        if field == "all":
+            return None
+        return int(field) if is_decimal(field) and len(field) <= _MAX_SIZE_DIGITS else 0
+    declared = None
+    chunked = False
+    for name, value in head.headers:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            text = value.decode("latin-1").strip()
+            declared = int(text) if is_decimal(text) and len(text) <= _MAX_SIZE_DIGITS else None
+        elif lowered == b"transfer-encoding":
+            chunked = True
+    if declared is not None:
+        return declared if declared > 0 else None
+    return 0 if chunked and head.end_stream else None
 
 
 def older_path_reading(welcome: Welcome, rules: Sequence[Rule]) -> str | None:

@@ -52,7 +52,7 @@ from devtunnel.protocol.events import (
     Welcome,
     WindowUpdated,
 )
-from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.protocol.handshake import RULE_BODIES, RULES_ACK
 from devtunnel.rules import WIRE_VERSION, rules_to_wire
 from devtunnel.values.request_head import SCHEMES, USUAL_VERSIONS, head_problem, scheme_problem, version_problem
 from devtunnel.values.sizes import format_size
@@ -252,7 +252,8 @@ class Session:
                 (``relay_signals.check_welcome``), or the relay does not enforce the rules.
         """
         # Not the target: the relay has no need to know local addresses.
-        info: dict[str, object] = {"agent": f"devtunnel/{__version__}"}
+        # RULE_BODIES: it reads a rule's notice that carries only part of a request body.
+        info: dict[str, object] = {"agent": f"devtunnel/{__version__}", RULE_BODIES: 1}
         # Sent even without rules: it tells the relay that this agent understands its notices.
         self.conn.send_hello(token, name, info, instance=instance, pool=pool, rules=self._rules())
         self._flush()
@@ -493,9 +494,9 @@ class Session:
                 head = dataclasses.replace(head, http_version=b"1.1")
         mark: RuleMark | None = None
         if self.rules_enforced:
-            head, mark, status, size = rule_of(head)
+            head, mark, status, size, cut = rule_of(head)
             if mark is not None and mark.action != "forward":
-                self._record_decided(head, mark, status, size)
+                self._record_decided(head, mark, status, size, cut)
                 return
             if mark is not None:
                 route = tunnel.routes.get(mark.index) if mark.scope == "tunnel" else None
@@ -545,11 +546,12 @@ class Session:
         cap.end()
         cap.finish()
 
-    def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int, size: int) -> None:
+    def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int, size: int, cut: int | None) -> None:
         """Record a request a rule at the relay answered with ``status`` and a body of ``size``
         bytes; it goes nowhere (the relay answered it).
 
-        The stream carries the head (and the body that came with it) and is reset at once."""
+        The stream carries the head (and the request body, or its first bytes when the relay
+        says it is cut: ``cut``, its size as the relay knows it) and is reset at once."""
         tunnel = self.tunnel
         tunnel.requests += 1
         cap = ExchangeCapture(tunnel.sink, tunnel.name, head, "", tunnel.body_cap, budget=tunnel.budget)
@@ -560,14 +562,14 @@ class Session:
         else:
             cap.exchange.error_message = f"the relay closed the connection ({mark.label()}: drop)"
         if head.end_stream:
-            self._end_decided(head.stream_id, cap)
+            self._end_decided(head.stream_id, cap, cut)
             return
-        # The body that arrived with the head follows in one DATA frame: keep it for the record.
+        # The request body follows in one DATA frame: keep it for the record.
         stream = AgentStream(self, head.stream_id)
         self.streams[head.stream_id] = stream
         task = self._loop.create_task(self._collect_decided(stream, cap))
         self.tasks[head.stream_id] = task
-        task.add_done_callback(lambda _: self._end_decided(head.stream_id, cap))
+        task.add_done_callback(lambda _: self._end_decided(head.stream_id, cap, cut))
 
     async def _collect_decided(self, stream: AgentStream, cap: ExchangeCapture) -> None:
         try:
@@ -581,8 +583,10 @@ class Session:
         except TimeoutError:
             log.debug("tunnel %s: stream %d: the rest of a body a rule answered never came", self.tunnel.name, stream.stream_id)
 
-    def _end_decided(self, stream_id: int, cap: ExchangeCapture) -> None:
+    def _end_decided(self, stream_id: int, cap: ExchangeCapture, cut: int | None) -> None:
         self._forget(stream_id)
+        if cut is not None:
+            cap.request_body_cut(cut)
         self.tasks.pop(stream_id, None)
         try:
             self.conn.reset_stream(stream_id, ErrorCode.NO_ERROR, "recorded")

@@ -39,6 +39,10 @@ for them (``rules.PATH_READING``). Relays before it read ``/public/..;/admin`` a
 with backslashes as under ``/public``: the agent warns that a rule on the path can be passed
 there (``docs/protocol.md``, "Rules")."""
 
+RULE_BODIES = "rule_bodies"
+"""HELLO ``info`` key by which an agent says it reads the request body a rule's notice says is
+cut (``1``): a relay sends part of a body only to such an agent (``docs/protocol.md``, "Rules")."""
+
 
 @dataclass(frozen=True, slots=True)
 class PeerLimits:

@@ -7,6 +7,8 @@ responses and the agent's RULES. Everything else is the shared ``Connection``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import ClassVar
 
 from devtunnel.errors import ProtocolError
@@ -31,6 +33,8 @@ class RelayConnection(Connection):
 
     role: ClassVar[Role] = Role.RELAY
     _peer_handshake: ClassVar[str] = "HELLO"
+    peer_info: Mapping[str, object] = MappingProxyType({})
+    """The ``info`` of the agent's HELLO (empty before it came)."""
 
     def _role_handlers(self) -> dict[int, FrameHandler]:
         return {f.HELLO: self._on_hello, f.RESPONSE: self._on_response, f.RULES: self._on_rules}
@@ -118,6 +122,7 @@ class RelayConnection(Connection):
         hello = hs.decode_hello(payload)
         version = hs.choose_version(hello.versions, self._versions)
         self._peer = PeerLimits.from_info(hello.info)
+        self.peer_info = hello.info
         self.version = version
         self._handshake_done()
         events.append(Hello(self.version, hello.token, hello.name, hello.info, hello.instance, hello.pool, hello.rules))

@@ -78,6 +78,45 @@ class _Drain:
         self.timer: asyncio.TimerHandle | None = None
 
 
+class BodyTap:
+    """What the connection reads of an answered request's body while it drains it after the
+    answer (``HeadLimitedHttpProtocol.tap_body``): its first ``keep`` bytes are kept, all are
+    counted, and ``done(kept, read, ended)`` is called once the reading stops (``ended``: the
+    body came to its end). Reading it costs nothing more: the connection reads it anyway, within
+    the same bounds, and drops it.
+
+    ``left``: the body bytes still to come by the request's Content-Length (-1: chunked). It
+    follows a body read unparsed, as a connection that closes after its answer reads the rest
+    (``_linger``): a body of known length is its next ``left`` bytes; a chunked one is not read.
+    """
+
+    __slots__ = ("keep", "kept", "read", "left", "_done")
+
+    def __init__(self, keep: int, left: int, done: Callable[[bytes, int, bool], None]) -> None:
+        self.keep = keep
+        self.kept = bytearray()
+        self.read = 0
+        self.left = left
+        self._done: Callable[[bytes, int, bool], None] | None = done
+
+    def add(self, data: bytes) -> None:
+        """Body bytes the connection read (and drops)."""
+        self.read += len(data)
+        room = self.keep - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
+
+    def finish(self, ended: bool) -> None:
+        """The reading stopped (``ended``: at the body's end); calls ``done`` the first time only."""
+        done, self._done = self._done, None
+        if done is None:
+            return
+        try:
+            done(bytes(self.kept), self.read, ended)
+        except Exception:  # a defect must not escape into the protocol's callbacks
+            logging.getLogger("devtunnel.relay").exception("the body read after an answer could not be handed on")
+
+
 # Where a chunked body's parsing stands at the end of a read (``HeadLimitedHttpProtocol._chunks``),
 # for the bound on its trailer section:
 _NO_CHUNK_HEADER = 0  # no chunk header waits for its data: not in a chunked body, or body bytes came last
@@ -489,6 +528,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     _drain: _Drain | None = None
     """Set while the connection reads and drops the rest of an answered request (a class default:
     an ordinary connection's instance holds no such attribute)."""
+    _tap: BodyTap | None = None
+    """Given what that reading reads of the answered request's body (``tap_body``; a class default too)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -598,6 +639,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             if self._drain is not None:
+                if self._tap is not None:
+                    self._tap_unparsed(data)
                 self._dropped(len(data))
             elif self._in_head == _TURNED_AWAY and self.pending is not None and not self.transport.is_closing():
                 self._refuse_pending(self.pending)
@@ -943,6 +986,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
                 walk.pos += len(body)
                 walk.after_data = True
         if self._drain is not None:  # the body of a request answered already: dropped, and counted
+            tap = self._tap
+            if tap is not None:
+                tap.add(body)
             self._dropped(len(body))
             if self._drain is None:
                 raise _DrainOver
@@ -955,7 +1001,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
             if self._drain is not None:  # the answered request's body ended within the bounds
-                self._end_drain()
+                self._end_drain(ended=True)
                 self._idle()
             return
         cycle.more_body = False
@@ -1081,10 +1127,36 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._refused = True
         self.transport.close()
 
-    def _end_drain(self) -> None:
+    def _end_drain(self, *, ended: bool = False) -> None:
         drain, self._drain = self._drain, None
         if drain is not None and drain.timer is not None:
             drain.timer.cancel()
+        tap, self._tap = self._tap, None
+        if tap is not None:
+            tap.finish(ended)
+
+    def tap_body(self, tap: BodyTap) -> bool:
+        """Hand ``tap`` what the connection reads from now on of the body of the request it
+        answered before that body came whole (``_drain_body``, ``_linger``), within the bounds of
+        that reading; its ``finish`` is called when the reading stops. False, with nothing
+        done, when no such reading is under way (the connection is closing, or the body ended)."""
+        if self._drain is None or self._tap is not None or self.transport.is_closing():
+            return False
+        self._tap = tap
+        return True
+
+    def _tap_unparsed(self, data: bytes) -> None:
+        """``data_received`` while lingering: the next ``left`` bytes are the body of known length."""
+        tap = self._tap
+        assert tap is not None
+        left = tap.left
+        if left > 0:
+            piece = data[:left]
+            tap.add(piece)
+            tap.left = left - len(piece)
+            if tap.left == 0:
+                self._tap = None
+                tap.finish(True)
 
     def _start_asgi_task(self, cycle: DirectCycle, app: Any) -> None:  # type: ignore[override]
         if self._feeding:

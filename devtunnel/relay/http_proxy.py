@@ -44,14 +44,14 @@ from devtunnel.relay.asgi import (
 )
 from devtunnel.relay.headers import forward_request_headers, request_host
 from devtunnel.relay.http import (
-    CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, DirectCycle, HeadLimitedHttpProtocol, not_modified,
+    CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, BodyTap, DirectCycle, HeadLimitedHttpProtocol, not_modified,
 )
 from devtunnel.relay.http_direct import DirectExchange, write_messages
 from devtunnel.relay.http_responses import failure_answer, head_refused, invalid_response, log_invalid, response_start
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool
-from devtunnel.relay.rules import RuleBook, answer_messages, edit_request, local_port, send_answer
+from devtunnel.relay.rules import NOTICE_BODY, RuleBook, answer_messages, edit_request, local_port, send_answer
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.rules import Decision
 from devtunnel.values.sizes import format_size
@@ -296,6 +296,40 @@ class HttpForwarder:
         else:
             respond()
 
+    def _record_answer(
+        self, tunnel: AgentLink, scope: Scope, send: Send, host: bytes, decision: Decision, length: int, chunked: bool
+    ) -> None:
+        """Tell the agent of a request a rule answered here, once answered (``RuleBook.notify``),
+        with its body: what came before the answer, and the rest that the connection reads, to
+        stay usable, after an answer that came before the body (``HeadLimitedHttpProtocol.tap_body``,
+        within the bounds of that reading): the notice goes once it stops. Nothing waits for it.
+        A body not read to its end (a client that stopped or went away, one chunked while the
+        connection closes) or longer than the notice carries is said to be cut, with its
+        Content-Length, or what was read of a chunked one."""
+        rules = self.rules
+        if not rules.notices(tunnel, decision):
+            return
+        fields = self._fields(scope, host, client_ip(scope))
+        if not chunked and length <= 0:
+            rules.notify(tunnel, scope, fields, decision)
+            return
+        cycle = getattr(send, "__self__", None)  # uvicorn's cycle: the body that came, unread
+        came = bytes(getattr(cycle, "body", b""))
+        if cycle is not None and not getattr(cycle, "more_body", True):
+            rules.notify(tunnel, scope, fields, decision, came)
+            return
+
+        def done(kept: bytes, read: int, ended: bool) -> None:
+            total = len(came) + read
+            cut = None if ended and len(kept) == read else (length if length >= 0 else total)
+            rules.notify(tunnel, scope, fields, decision, came + kept, cut=cut)
+
+        keep = max(0, NOTICE_BODY - len(came))
+        tap = BodyTap(keep, length - len(came) if length >= 0 else -1, done)
+        client: HeadLimitedHttpProtocol | None = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+        if cycle is None or client is None or not client.tap_body(tap):
+            tap.finish(False)  # no more of it is read: what came is what there is
+
     async def __call__(self, tunnel: AgentLink, scope: Scope, receive: Receive, send: Send, host: bytes) -> None:
         """Forward one request to ``tunnel`` and stream its response back."""
         problem = request_problem(scope)
@@ -309,8 +343,10 @@ class HttpForwarder:
             return
         decision = self.rules.judge(tunnel, scope)
         if decision is not None and decision.answer is not None:
-            self.rules.notify(tunnel, scope, self._fields(scope, host, client_ip(scope)), decision)
-            await send_answer(decision, scope, send)
+            try:
+                await send_answer(decision, scope, send)
+            finally:
+                self._record_answer(tunnel, scope, send, host, decision, length, chunked)
             return
         if tunnel.draining or tunnel.closed:
             await send_plain(send, 503, f"tunnel {tunnel.name} is restarting; try again\n")

@@ -12,10 +12,12 @@ is answered 503 without running it, and a line says so, at most once an interval
 
 A request a rule answers never crosses the tunnel. The agent still records it: the relay opens
 a stream whose REQUEST carries the head and the ``devtunnel-rule`` header naming the rule, the
-status given and the size of the body answered, with END_STREAM; the agent records it, forwards nothing and resets the stream
-(``docs/protocol.md``, "Rules"). A request routed by a ``forward`` rule carries the same header
-with the rule's number; the agent looks the target up in its own rules. The header is removed
-from every public request first, so a client cannot spell it.
+status given, the size of the body answered and whether the request body it carries is all of
+it, with END_STREAM or the request body in one DATA frame (the first ``NOTICE_BODY`` bytes of it
+at most); the agent records it, forwards nothing and resets the stream (``docs/protocol.md``,
+"Rules"). A request routed by a ``forward`` rule carries the same header with the rule's
+number; the agent looks the target up in its own rules. The header is removed from every
+public request first, so a client cannot spell it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
+from devtunnel.protocol.handshake import RULE_BODIES
 from devtunnel.relay.asgi import PLAIN_TYPE, Scope, Send, target
 from devtunnel.relay.headers import RULE_HEADER, request_host, scope_cookies
 from devtunnel.relay.http import CONNECTION_EXTENSION
@@ -47,7 +50,8 @@ DECISION_EXTENSION = "devtunnel.decision"
 # A notice is not sent while the agent's buffer budget is this low: a flood that rules refuse
 # must not fill the relay's memory with its records.
 _NOTICE_ROOM = 1 << 20
-_NOTICE_BODY = 64 * 1024
+NOTICE_BODY = 64 * 1024
+"""The most bytes of a request body a rule's notice carries (``RuleBook.notify``)."""
 MAX_METERS = 4096
 """Tunnels (and tokens) whose share of regex time is kept, online or not; the least recently
 online go first (one that comes back starts with a full share)."""
@@ -217,16 +221,31 @@ class RuleBook:
                 return str(address)
         return ip
 
-    def notify(self, tunnel: AgentLink, scope: dict[str, Any], fields: Fields, decision: Decision, body: bytes = b"") -> None:
+    def notices(self, tunnel: AgentLink, decision: Decision) -> bool:
+        """Whether ``notify`` would tell ``tunnel``'s agent of a request ``decision`` answered now."""
+        return (
+            tunnel in self._aware and decision.rule is not None and decision.answer is not None
+            and not (tunnel.closed or tunnel.draining or tunnel.room < _NOTICE_ROOM)
+        )
+
+    def notify(
+        self, tunnel: AgentLink, scope: dict[str, Any], fields: Fields, decision: Decision, body: bytes = b"",
+        *, cut: int | None = None,
+    ) -> None:
         """Tell the tunnel's agent that a rule answered this request, so it records it.
+
+        ``body``: the request body, or, with ``cut``, its first bytes (maybe none): ``cut`` is
+        then the body's size as far as the relay knows it (its Content-Length, or the bytes read
+        of a chunked one). The notice carries at most ``NOTICE_BODY`` bytes of it; a body it does
+        not carry whole is said to be cut, with that size (``docs/protocol.md``, "Rules"), and
+        only an agent that reads that (``RULE_BODIES`` in its HELLO) is sent a part of one.
 
         Only agents that sent rules in their HELLO understand the notice; others are not told
         (an older agent would forward it). Skipped, never waited for, when the tunnel is busy.
         """
-        if tunnel not in self._aware or decision.rule is None or decision.answer is None:
+        if not self.notices(tunnel, decision):
             return
-        if tunnel.closed or tunnel.draining or tunnel.room < _NOTICE_ROOM:
-            return
+        assert decision.rule is not None and decision.answer is not None
         scope_name, index, action = decision.rule
         # The credentials tried are a secret (a typo of a real password); good ones that a later
         # rule answered (a rate limit, a drill) are the password itself.
@@ -236,8 +255,16 @@ class RuleBook:
         # The body's size (what the client got: none for HEAD): the record counts it, and a
         # listing shows it; its bytes stay here.
         size = 0 if answer.drop or scope.get("method") == "HEAD" else len(answer.body)
-        mark = f"{scope_name};{index};{action};{0 if answer.drop else answer.status};{size}".encode()
-        send_body = bool(body) and len(body) <= min(_NOTICE_BODY, tunnel.conn.new_stream_window)
+        limit = min(NOTICE_BODY, tunnel.conn.new_stream_window)
+        if cut is None and len(body) > limit:
+            cut = len(body)
+        if cut is None:
+            whole = "all"
+        else:
+            whole = str(max(cut, len(body)))
+            body = body[:limit] if tunnel.conn.peer_info.get(RULE_BODIES) == 1 else b""
+        mark = f"{scope_name};{index};{action};{0 if answer.drop else answer.status};{size};{whole}".encode()
+        send_body = bool(body)
         try:
             stream_id = tunnel.conn.open_request(
                 scope.get("method", "GET").encode(),

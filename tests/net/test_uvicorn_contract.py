@@ -86,6 +86,7 @@ def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> Non
             "_request_line_ends_at", "_walk_for", "_read_walked", "_feed", "_parse_failed",
             "_refuse_pending", "drop_pending",  # relay.pending
             "adopt_open", "_turn_away", "_refuse_crowded",  # relay.descriptors (and relay.pending)
+            "tap_body", "_tap_unparsed",  # a request a rule answered: its body read after the answer, for the record
             "_absolute_form",  # an absolute-form target read as origin-form (on_headers_complete)
             "_idle", "close_answered", "_linger", "_drain_body", "_dropped", "_drain_due",
             "_drain_over", "_end_drain",  # reading after an answer that came before the body
