@@ -21,19 +21,24 @@ earliest first, and alone (no other request is sent until it has its answer). Se
 it could not be told from the one that brought the app down; alone, and the first request a run
 of the app gets (``sent_in_run``), a crash with it in the app is its own, which the forwarder
 counts against it.
+
+A request sent to the tunnel's target from outside the tunnel (a replay the agent API sends)
+waits at the same gate, in the same queue, with :meth:`HoldGate.turn`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import math
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-__all__ = ["APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL", "HoldExpired",
-           "HoldGate"]
+__all__ = ["APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL", "HeldFor",
+           "HoldExpired", "HoldGate", "still_down"]
 
 MAX_WAITING = 1000
 """Requests one tunnel holds at most; more are answered 503 at once."""
@@ -59,6 +64,9 @@ that exits then (a crash, a restart) closes that socket, and the kernel resets w
 the event loop saw the connection made. Either way the request was never sent: it waits as after
 a refusal."""
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds ``turn`` waits for the target to accept the connection it asks the gate for."""
+
 C = TypeVar("C")
 
 
@@ -68,6 +76,29 @@ class Held(Protocol):
     def hold_began(self) -> None: ...
 
     def hold_ended(self) -> None: ...
+
+
+class HeldFor:
+    """A ``Held`` that keeps how long a request waited (``held``: seconds, None if it never did),
+    for a request that is not a tunnel's capture (a replay)."""
+
+    def __init__(self) -> None:
+        self.held: float | None = None
+        self._since: float | None = None
+
+    def hold_began(self) -> None:
+        self._since = time.monotonic()
+
+    def hold_ended(self) -> None:
+        if self._since is not None:
+            self.held = (self.held or 0.0) + time.monotonic() - self._since
+            self._since = None
+
+
+def still_down(hold: float, state: str = "") -> str:
+    """What a request held ``hold`` seconds for an app still down is told, with the app's ``state``:
+    ``local app restarting: the app is still down after 30 s (starting)``."""
+    return f"{APP_RESTARTING}: the app is still down after {hold:g} s" + (f" ({state})" if state else "")
 
 
 class HoldExpired(Exception):
@@ -297,10 +328,40 @@ class HoldGate:
         if not self.app_down:
             raise HoldExpired(f"{APP_RESTARTING}: the app still refuses connections after {self.hold:g} s")
         # Its state says why (``starting: the app says it listens on ...``, a crash's last line).
-        state = f" ({self.app_state})" if self.app_state else ""
-        public = f" ({self.app_state_public})" if self.app_state_public else ""
-        raise HoldExpired(f"{APP_RESTARTING}: the app is still down after {self.hold:g} s{state}",
-                          f"{APP_RESTARTING}: the app is still down after {self.hold:g} s{public}")
+        raise HoldExpired(still_down(self.hold, self.app_state), still_down(self.hold, self.app_state_public))
+
+    @contextlib.asynccontextmanager
+    async def turn(self, host: str, port: int, held: Held | None = None) -> AsyncIterator[None]:
+        """Wait as a request of the tunnel does (``connect``) before one request from outside it
+        (a replay of one of its requests) is sent to its target at ``host:port``; the block sends
+        it, and its turn ends with the block (it has its answer's head, or failed).
+
+        The gate is asked for a connection that is closed at once: the request goes on its
+        sender's own. A target refusing it while the tunnel holds is probed, and the request held,
+        as a tunnel's request is. Where the tunnel holds nothing (no hold, an app that will not
+        come back) a refusal is left to the sender, which fails as it does without a gate.
+
+        Raises:
+            HoldExpired: as ``connect``; nothing was sent.
+        """
+        async def connect() -> asyncio.StreamWriter:
+            async with asyncio.timeout(CONNECT_TIMEOUT):  # (TimeoutError is an OSError: left to the sender)
+                _, writer = await asyncio.open_connection(host, port)
+            return writer
+
+        conn: asyncio.StreamWriter | None
+        try:
+            conn = await self.connect(connect, held, until_answered=True)
+        except OSError:
+            conn = None  # not held: the sender's own connection says why
+        if conn is None:
+            yield
+            return
+        conn.close()
+        try:
+            yield
+        finally:
+            self.answered(conn)
 
     async def _turn(self, remaining: float, again: float | None = None) -> bool:
         """Wait for a turn to be sent (``delivering`` counts it), in the order the requests came

@@ -27,6 +27,7 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.devservers import MAX_HINTS, STATUSES, refusal_hint, target_hint
 from devtunnel.values.relay_url import CONNECT_PATH, relay_connect_url, same_relay
 from devtunnel.agent.forward import DEFAULT_HEAD_TIMEOUT
+from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
 from devtunnel.values.names import no_tunnel_named, validate_name
 from devtunnel.values.target import parse_target
@@ -296,6 +297,11 @@ class AgentService:
         if tunnel.app is None:
             raise NotFoundError(f"tunnel {quoted(name)} runs no app (start it with --run, or run = ... in devtunnel.toml)")
         return tunnel.app.log
+
+    def hold_gate(self, name: str) -> HoldGate | None:
+        """The gate tunnel ``name``'s requests wait at while its app is down (``hold.py``), or None."""
+        tunnel = self._tunnels.get(name)
+        return tunnel.forwarder.gate if tunnel is not None else None
 
     def tunnels(self) -> list[TunnelInfo]:
         """Every tunnel, in the order they were started."""

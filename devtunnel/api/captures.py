@@ -1,7 +1,9 @@
 """The agent API's routes over captured exchanges: list, detail, clear, replay, export, diff.
 
 Store calls are blocking SQLite work, so they run in the thread pool; the event loop keeps
-carrying tunnel traffic meanwhile.
+carrying tunnel traffic meanwhile. A replay to the target of a tunnel that holds requests
+(``--hold``) waits for its app at the tunnel's gate, as the tunnel's own requests do
+(``agent/hold.py``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,12 +24,13 @@ from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
+from devtunnel.agent.hold import HeldFor, HoldExpired, HoldGate
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.plumbing import (
     ApiError, aliases_of, flag_param, int_param, params, json_body, no_content, ok_list_streamed, ok_off_loop, str_field, tunnel_label, tunnel_named,
     unknown_fields,
 )
-from devtunnel.api.service import service_of
+from devtunnel.api.service import Service, service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
 from devtunnel.capture.store import Store
@@ -164,9 +168,14 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     # An --insecure tunnel to a self-signed https target is replayed the same way.
     verify = not (config is not None and config.insecure)
     service = service_of(request)
+    gate = _gate_for(service, tunnel, to if to is not None else original.target_url)
     # Webhook deliveries are signed afresh with the secrets the agent was started with.
-    result = await replay(original, to=to, edit=edit, host_header=host_header, verify=verify,
-                          webhooks=service.webhooks)
+    if gate is None:
+        result = await replay(original, to=to, edit=edit, host_header=host_header, verify=verify,
+                              webhooks=service.webhooks)
+    else:
+        result = await _replay_held(gate, original, to=to, edit=edit, host_header=host_header, verify=verify,
+                                    webhooks=service.webhooks)
     recorder = service.recorder
     try:
         if recorder is not None:
@@ -177,6 +186,72 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
             await run_in_threadpool(_store(request).put, result)
     except StoreError as exc:  # it went out all the same: not a failure to replay
         raise not_recorded([result], exc) from exc
+    return result
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``url``'s scheme, host and port (the default one when it names none); None if it is no URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
+
+
+def _gate_for(service: Service, tunnel: TunnelInfo | None, destination: str) -> HoldGate | None:
+    """The gate a replay to ``destination`` waits at: ``tunnel``'s when it holds requests and
+    ``destination`` is its target (a replay sent elsewhere with ``to`` does not wait), else None."""
+    if tunnel is None:
+        return None
+    gate = service.hold_gate(tunnel.name)
+    if gate is None or gate.hold <= 0:
+        return None
+    here = _origin(destination)
+    return gate if here is not None and here == _origin(tunnel.target_url) else None
+
+
+REPLAY_TIMEOUT = 30.0
+"""Seconds for each network step of a replay (``replay``'s default); a wait at the gate is not one."""
+
+
+async def _replay_held(gate: HoldGate, original: Exchange, *, verify: bool, **options: Any) -> Exchange:
+    """``replay`` of ``original`` to its tunnel's target, sent once ``gate`` lets it (``HoldGate.turn``):
+    while the app is down or restarting it waits, at most the hold, as the tunnel's requests do.
+    The result says how long it was held (``held``); one the hold ran out on was not sent, and is
+    recorded with the error and reason a held request of the tunnel gets (``app_restarting``)."""
+    import httpx  # loaded when a replay is sent, not before (``devtunnel.replay`` says why)
+
+    waited = HeldFor()
+    expired: list[HoldExpired] = []
+
+    class AtTheGate(httpx.AsyncBaseTransport):
+        """httpx's own transport, behind the tunnel's gate."""
+
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport(verify=verify, trust_env=False)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            url = request.url
+            port = url.port or (443 if url.scheme == "https" else 80)
+            try:
+                async with gate.turn(url.host, port, waited):
+                    return await self.inner.handle_async_request(request)  # the turn ends with its head
+            except HoldExpired as exc:
+                expired.append(exc)
+                raise httpx.ConnectError(str(exc), request=request) from exc  # nothing was sent
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    async with httpx.AsyncClient(timeout=REPLAY_TIMEOUT, verify=verify, trust_env=False,
+                                 transport=AtTheGate()) as client:
+        result = await replay(original, client=client, **options)
+    result.held = waited.held
+    if expired:
+        result.error, result.error_message = "app_restarting", str(expired[0])
     return result
 
 

@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 
 from devtunnel.agent.children import LogRing
 from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.agent.recording import BodyBudget
 from devtunnel.capture.recorder import Recorder
@@ -61,6 +62,10 @@ class Service(Protocol):
 
     def app_log(self, name: str) -> LogRing:
         """The output of the app tunnel ``name`` runs (NotFoundError when there is none)."""
+
+    def hold_gate(self, name: str) -> HoldGate | None:
+        """The gate where requests to tunnel ``name``'s target wait while its app is down (``--hold``,
+        ``--run``), or None (no such tunnel, or one without a gate)."""
 
     def rules(self, name: str) -> tuple[Rule, ...]:
         """The rules of tunnel ``name`` at the relay."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import stat
@@ -62,10 +63,13 @@ from devtunnel.export import BY_START_TIME, EXPORTERS, PIECES, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
 from devtunnel.agent.exchange_log import line_start, request_line, verdict_line
+from devtunnel.agent.hold import RETRY_INTERVAL, still_down
+from devtunnel.commands.agent_api import TIMEOUT as AGENT_TIMEOUT, candidates, get
 from devtunnel.replay import not_recorded, once_per_delivery, replay_many
 from devtunnel.values.exchange_ids import id_time, time_prefix
 from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import escape, quoted
+from devtunnel.values.urls import is_localhost_name
 from devtunnel.webhooks import expired_signature
 from devtunnel.webhooks.resign import unknown_provider
 from devtunnel.webhooks.context import WebhookContext
@@ -949,6 +953,116 @@ def _outcome_lines(original: Exchange, result: Exchange, ignore_headers: list[st
     return lines
 
 
+_APP_DOWN = ("starting", "crashed", "restarting")
+"""The states of an app devtunnel runs that come back by themselves (``values.app_state``): a
+tunnel with ``--hold`` holds its requests while its app is in one."""
+
+
+def _apps_down(args: argparse.Namespace, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[tuple[str, int], float]]:
+    """Of the tunnels ``wanted`` (name, target), those a running agent runs with ``--hold`` and
+    whose app is down: where that agent's API is, and the hold. Empty when no agent answers."""
+    found: dict[tuple[str, str], tuple[tuple[str, int], float]] = {}
+    for place in candidates(None, settings_of(args).agent.api_port):
+        for key, hold in _held_apps(place, wanted).items():
+            found.setdefault(key, (place, hold))
+    return found
+
+
+def _held_apps(place: tuple[str, int], wanted: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """Of the tunnels ``wanted`` (name, target), those the agent at ``place`` runs with
+    ``--hold`` whose app is down (``_APP_DOWN``), with their hold; empty when it does not answer."""
+    try:
+        conn, response = get(*place, "/api/tunnels", AGENT_TIMEOUT)
+    except (OSError, http.client.HTTPException):
+        return {}
+    try:
+        data = json.loads(response.read(4 << 20)) if response.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        data = None
+    finally:
+        conn.close()
+    tunnels = data.get("tunnels") if isinstance(data, dict) else None
+    held: dict[tuple[str, str], float] = {}
+    for tunnel in tunnels if isinstance(tunnels, list) else []:  # another process's answer: each field checked
+        app = tunnel.get("app") if isinstance(tunnel, dict) else None
+        config = tunnel.get("config") if isinstance(tunnel, dict) else None
+        if not isinstance(app, dict) or not isinstance(config, dict):
+            continue
+        key, hold = (str(tunnel.get("name")), str(config.get("addr"))), app.get("hold")
+        if (key in wanted and isinstance(hold, int | float) and not isinstance(hold, bool) and hold > 0
+                and app.get("state") in _APP_DOWN):
+            held[key] = float(hold)
+    return held
+
+
+def _wait_for_apps(args: argparse.Namespace, originals: list[Exchange]) -> dict[tuple[str, str], tuple[float, str]]:
+    """Wait while a running agent says the app of an exchange's tunnel is down, and the tunnel
+    holds its requests (``--hold``): at most the hold, as its requests wait. For each tunnel
+    (name, target) waited for: the seconds waited, and the reason a held request is given when
+    the hold ran out first (``hold.still_down``), else ''. Without a running agent: nothing."""
+    wanted = {(o.tunnel, o.target_url) for o in originals if o.target_url}
+    down = _apps_down(args, wanted) if wanted else {}
+    waited: dict[tuple[str, str], tuple[float, str]] = {}
+    start = time.monotonic()
+    for (name, target), (place, hold) in down.items():
+        err(f"tunnel {name}: its app is not ready; the replay waits for it, up to {hold:g} s (--hold)")
+        reason = ""
+        while _held_apps(place, {(name, target)}):
+            if time.monotonic() >= start + hold:
+                reason = still_down(hold, _app_words(place, name))
+                break
+            time.sleep(RETRY_INTERVAL)
+        waited[(name, target)] = (time.monotonic() - start, reason)
+    return waited
+
+
+def _app_words(place: tuple[str, int], name: str) -> str:
+    """The state of tunnel ``name``'s app as the agent at ``place`` says it (``crashed: exited with code 1``)."""
+    try:
+        conn, response = get(*place, "/api/tunnels", AGENT_TIMEOUT)
+        try:
+            data = json.loads(response.read(4 << 20))
+        finally:
+            conn.close()
+        [app] = [t["app"] for t in data["tunnels"] if t["name"] == name]
+        return str(app["state"]) + (f": {app['message']}" if app.get("message") else "")
+    except (OSError, http.client.HTTPException, ValueError, LookupError, TypeError):
+        return "down"
+
+
+async def _send_replays(originals: list[Exchange], args: argparse.Namespace, edit: Edit | None,
+                        judge: WebhookContext, expired: dict[str, str]) -> list[Exchange]:
+    """``replay_many`` of ``originals``, except that nothing is sent to a target in ``expired``
+    (the hold ran out on its app: a request of its tunnel would get 503): each of those fails
+    with the reason given, as built as it would have been sent."""
+    if not expired:
+        return await replay_many(originals, to=args.to, edit=edit, verify=not args.insecure, webhooks=judge)
+    import httpx
+
+    def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+        # (a localhost name is sent to 127.0.0.1: ``replay``)
+        return url.scheme, "127.0.0.1" if is_localhost_name(url.host) else url.host, url.port
+
+    down = {origin(httpx.URL(target)): why for target, why in expired.items()}
+
+    class HeldOff(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport(verify=not args.insecure, trust_env=False)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            reason = down.get(origin(request.url))
+            if reason is not None:
+                raise httpx.ConnectError(reason, request=request)
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    async with httpx.AsyncClient(timeout=30.0, verify=not args.insecure, trust_env=False,
+                                 transport=HeldOff()) as client:
+        return await replay_many(originals, to=args.to, edit=edit, client=client, webhooks=judge)
+
+
 def _replay(args: argparse.Namespace) -> int:
     if args.to is not None and not args.to.startswith(("http://", "https://")):
         raise ConfigError(f"--to must be an http:// or https:// URL, not {quoted(args.to)}")
@@ -970,12 +1084,19 @@ def _replay(args: argparse.Namespace) -> int:
     # One context for re-signing what is sent and for the verdict on it, as the agent's recorder gives:
     # config secrets and custom providers as well as the conventional variables.
     judge = webhook_context(settings_of(args))
+    # Sent to its tunnel's target, a replay waits for the app a running agent holds requests for.
+    waited = _wait_for_apps(args, originals) if args.to is None else {}
+    expired = {target: reason for (_, target), (_, reason) in waited.items() if reason}
     try:
-        results = asyncio.run(replay_many(originals, to=args.to, edit=edit, verify=not args.insecure, webhooks=judge))
+        results = asyncio.run(_send_replays(originals, args, edit, judge, expired))
     except ReplayError as exc:  # nothing was sent; one a rule at the relay answered went to no service
         if args.to is None and any(not o.target_url for o in originals):
             raise ReplayError(f"{exc} with --to URL") from None
         raise
+    for original, result in zip(originals, results):
+        result.held = waited.get((original.tunnel, original.target_url), (None, ""))[0]
+        if reason := expired.get(original.target_url, ""):  # not sent (``_send_replays``): recorded as a request the hold ran out on is
+            result.error, result.error_message = "app_restarting", reason
     results = [replace(r, webhook=judge.judge(r)) if r.complete else r for r in results]
     unrecorded: StoreError | None = None
     try:

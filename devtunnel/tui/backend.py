@@ -601,7 +601,10 @@ class Backend:
         if not self._api_url:
             return await self._replay_here(exchange, edit)
         body = edit.to_json() if edit is not None else {}
-        response = await self._request("POST", f"/api/requests/http/{exchange.id}/replay", json=body)
+        # No limit on the answer's wait: a replay to a tunnel that holds requests (--hold) waits
+        # for its app first, up to the hold (which may be minutes); the agent bounds the rest.
+        response = await self._request("POST", f"/api/requests/http/{exchange.id}/replay", json=body,
+                                       timeout=httpx.Timeout(30.0, read=None))
         if response.status_code not in (200, 201):
             raise ReplayError(_api_error(response))
         answer = _answer(response)

@@ -1,0 +1,235 @@
+"""A replay to a tunnel whose app devtunnel runs with ``--hold`` waits for the app as the tunnel's
+requests do: the agent API's replay (the inspector's r and e) at the tunnel's gate, ``devtunnel
+replay`` by asking the running agent. A real ``devtunnel up`` runs a real app (``app_fixture.py``)
+that the test crashes and lets come back: it is ready when its health path answers 200, which it
+does only while a file exists."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, wait_for
+from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
+from tests.kit.servers import Reply, http_server
+
+pytestmark = pytest.mark.timeout(120)
+
+APP = Path(__file__).with_name("app_fixture.py")
+
+
+class Project:
+    """``devtunnel up`` in a folder whose devtunnel.toml runs the app of tunnel ``web`` with a hold;
+    the same file gives the agent API's port, so ``devtunnel replay`` run there finds the agent."""
+
+    def __init__(self, root: Path, hold: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{free_port()}"
+        self.ready = root / "ready"
+        self.ready.touch()
+        self.db = root / "c.db"
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(root / ".xdg"),
+                    "XDG_STATE_HOME": str(root / ".xdg-state")}
+        for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"):
+            self.env.pop(name, None)
+        (root / "devtunnel.toml").write_text(f"""[agent]
+api_port = {self.api.rsplit(":", 1)[1]}
+
+[tunnels.web]
+target = {self.port}
+run = "{sys.executable} {APP} {self.port} --ready-file {self.ready}"
+health = "/healthz"
+hold = "{hold}"
+""")
+        self.proc = Proc([*DEVTUNNEL, "up", "--no-tui", "--db", str(self.db)], self.env, cwd=root)
+        match = FORWARDING.match(self.proc.line(lambda l: FORWARDING.match(l) is not None))
+        assert match is not None
+        self.relay = f"http://127.0.0.1:{match.group(3)}"
+        self.host = f"web.localhost:{match.group(3)}"
+        self.proc.line(lambda l: l.startswith("API "))
+        wait_for(lambda: self.tunnel()["app"]["state"] == "ready", timeout=30, what="the app ready")
+
+    def tunnel(self) -> dict[str, Any]:
+        [tunnel] = httpx.get(self.api + "/api/tunnels", timeout=10).json()["tunnels"]
+        return tunnel
+
+    def capture(self) -> dict[str, Any]:
+        """A webhook through the tunnel, answered by the app; its record in the agent API."""
+        with httpx.Client(timeout=30, trust_env=False) as client:
+            answer = client.post(self.relay + "/hooks/order", content=b'{"id": 1}', headers={"Host": self.host})
+        assert answer.status_code == 200, answer.text
+
+        def recorded() -> dict[str, Any] | None:
+            found = httpx.get(self.api + "/api/requests/http", timeout=10).json()["requests"]
+            done = [r for r in found if r["request"]["uri"] == "/hooks/order" and r["response"] is not None]
+            return done[0] if done else None
+
+        return wait_for(recorded, what="the webhook recorded")
+
+    def take_down(self) -> None:
+        """Crash the app (straight at its port, not through the tunnel); it starts again, and
+        stays starting until ``bring_back``."""
+        before = self.tunnel()["app"]["restarts"]
+        self.ready.unlink()
+        with pytest.raises(httpx.HTTPError):  # it exits without answering
+            httpx.post(f"http://127.0.0.1:{self.port}/crash", timeout=10, trust_env=False)
+        wait_for(lambda: self.tunnel()["app"]["restarts"] > before and self.tunnel()["app"]["state"] != "ready",
+                 timeout=30, what="the app down")
+
+    def bring_back(self) -> None:
+        self.ready.touch()
+
+    def replay(self, exchange_id: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        return httpx.post(f"{self.api}/api/requests/http/{exchange_id}/replay", json=body or {}, timeout=90,
+                          trust_env=False)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*DEVTUNNEL, "--db", str(self.db), *args], capture_output=True, text=True,
+                              timeout=90, env=self.env, cwd=self.root)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Any]:
+    started: list[Project] = []
+
+    def start(hold: str = "60s") -> Project:
+        started.append(Project(tmp_path, hold))
+        return started[-1]
+
+    yield start
+    for p in started:
+        if p.proc.popen.poll() is None:
+            p.proc.stop(signal.SIGTERM)
+
+
+def _body(record: dict[str, Any]) -> str:
+    """The response body of a record of the agent API."""
+    return base64.b64decode(record["response"]["raw"]).split(b"\r\n\r\n", 1)[1].decode()
+
+
+def _in_background(events: list[str], what: str, call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """``call()`` in a thread; ``what`` joins ``events`` once it returned."""
+    out: list[Any] = []
+
+    def run() -> None:
+        out.append(call())
+        events.append(what)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def test_an_api_replay_waits_while_the_app_is_down_and_is_sent_once_it_is_back(project: Any) -> None:
+    p = project()
+    original = p.capture()
+    p.take_down()
+    events: list[str] = []
+    thread, answers = _in_background(events, "replay answered", lambda: p.replay(original["id"]))
+    # Held at the tunnel's gate, counted with the tunnel's held requests: not answered 'refused'.
+    wait_for(lambda: p.tunnel()["waiting"] == 1, what="the replay held")
+    assert not answers and p.tunnel()["app"]["state"] != "ready"
+    events.append("app back")
+    p.bring_back()
+    thread.join(90)
+    assert events == ["app back", "replay answered"]
+    [answer] = answers
+    assert answer.status_code == 201, answer.text
+    replayed = answer.json()
+    assert replayed["replay_of"] == original["id"] and replayed["error"] is None, replayed
+    assert replayed["response"]["status_code"] == 200
+    assert replayed["held_ms"] > 0 and replayed["holding"] is False  # the record says it waited
+    assert replayed["signature"] is None  # the answer's fields are those it always had
+    stored = httpx.get(f"{p.api}/api/requests/http/{replayed['id']}", timeout=10).json()
+    assert (stored["held_ms"], stored["holding"]) == (replayed["held_ms"], False)
+    # Answered by the app's next run: ``ok PID COUNT``.
+    assert _body(replayed).split()[1] != _body(original).split()[1]
+    assert p.tunnel()["waiting"] == 0
+
+
+def test_a_cli_replay_waits_for_the_app_the_running_agent_holds_requests_for(project: Any) -> None:
+    p = project()
+    original = p.capture()
+    p.take_down()
+    cli = Proc([*DEVTUNNEL, "--db", str(p.db), "replay", original["id"], "--json"], p.env, cwd=p.root)
+    cli.line(lambda l: "its app is not ready; the replay waits for it, up to 60 s (--hold)" in l, lines="err")
+    assert cli.popen.poll() is None and p.tunnel()["app"]["state"] != "ready"  # it waits: nothing sent yet
+    p.bring_back()
+    assert cli.wait(90) == 0, (cli.out, cli.err)
+    [summary] = json.loads("\n".join(cli.out))
+    assert summary["status"] == 200 and summary["error"] is None
+    assert summary["held_ms"] > 0 and summary["holding"] is False
+    stored = httpx.get(f"{p.api}/api/requests/http/{summary['id']}", timeout=10).json()
+    assert _body(stored).split()[1] != _body(original).split()[1]  # the app's next run answered
+
+
+def test_a_replay_sent_elsewhere_with_to_does_not_wait(project: Any) -> None:
+    p = project()
+    original = p.capture()
+    p.take_down()
+    with http_server(lambda request: Reply(200, [("Content-Type", "text/plain")], b"elsewhere")) as other:
+        answer = p.replay(original["id"], {"to": other.url})
+        assert p.tunnel()["app"]["state"] != "ready"  # answered while the app was still down
+        cli = p.cli("replay", original["id"], "--to", other.url, "--json")
+        assert p.tunnel()["app"]["state"] != "ready"
+    assert answer.status_code == 201, answer.text
+    replayed = answer.json()
+    assert replayed["response"]["status_code"] == 200 and _body(replayed) == "elsewhere"
+    assert replayed["held_ms"] is None
+    assert cli.returncode == 0, (cli.stdout, cli.stderr)
+    assert "waits" not in cli.stderr
+    [summary] = json.loads(cli.stdout)
+    assert summary["status"] == 200 and summary["held_ms"] is None
+
+
+def test_without_a_running_agent_the_cli_replay_is_sent_at_once_as_before(project: Any) -> None:
+    p = project()
+    original = p.capture()
+    p.proc.stop(signal.SIGTERM)  # the agent and its app are gone: the target refuses
+    cli = p.cli("replay", original["id"], "--json")
+    assert cli.returncode == 1 and "waits" not in cli.stderr
+    [summary] = json.loads(cli.stdout)
+    assert summary["error"] == "local_refused" and summary["held_ms"] is None
+
+
+def test_a_replay_the_hold_runs_out_on_fails_as_the_held_requests_do(project: Any) -> None:
+    p = project("1s")
+    original = p.capture()
+    p.take_down()  # and it stays down
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        held = client.post(p.relay + "/hooks/late", content=b"{}", headers={"Host": p.host})
+    assert held.status_code == 503 and held.headers["X-Devtunnel-Error"] == "app_restarting"
+    answer = p.replay(original["id"])
+    assert answer.status_code == 201, answer.text
+    replayed = answer.json()
+    expected = "local app restarting: the app is still down after 1 s ("
+    assert replayed["error"] == "app_restarting" and replayed["error_message"].startswith(expected), replayed
+    assert replayed["response"] is None and replayed["held_ms"] > 0
+    tunnel_record = wait_for(lambda: next((r for r in httpx.get(p.api + "/api/requests/http", timeout=10).json()["requests"]
+                                           if r["request"]["uri"] == "/hooks/late"), None), what="the 503 recorded")
+    assert tunnel_record["error"] == "app_restarting" and tunnel_record["error_message"].startswith(expected)
+    # The CLI likewise: it waits out the hold, then sends nothing to the app that is not ready.
+    log_before = _app_lines(p)
+    cli = p.cli("replay", original["id"], "--json")
+    assert cli.returncode == 1, (cli.stdout, cli.stderr)
+    [summary] = json.loads(cli.stdout)
+    assert summary["error"] == "app_restarting" and summary["status"] is None and summary["held_ms"] > 0
+    shown = p.cli("show", summary["id"])
+    assert expected in shown.stdout, shown.stdout
+    assert not [line for line in _app_lines(p)[len(log_before):] if "/hooks/order" in line]
+
+
+def _app_lines(p: Project) -> list[str]:
+    return [line["text"] for line in httpx.get(f"{p.api}/api/tunnels/web/logs", timeout=10).json()["lines"]]
