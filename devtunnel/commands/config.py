@@ -207,10 +207,12 @@ def resolve_relay(args: argparse.Namespace) -> argparse.Namespace:
     server = settings_of(args).relay_server
     out = argparse.Namespace(**vars(args))
     for name in ("listen", "domain", "tokens_file", "max_body", "head_timeout", "body_timeout", "client_share",
-                 "tunnels_per_token", "connections_per_token", "drain_timeout", "pending_per_address", "max_pending"):
+                 "tunnels_per_token", "connections_per_token", "drain_timeout", "pending_per_address", "max_pending",
+                 "body_min_rate", "connections_per_address"):
         if getattr(args, name) is None:
             value = getattr(server, name)
-            setattr(out, name, str(value) if name in ("tokens_file", "max_body") and value is not None else value)
+            setattr(out, name, str(value) if name in ("tokens_file", "max_body", "body_min_rate") and value is not None
+                    else value)
     if args.rules is None and server.rules_file is not None:
         out.rules = str(server.rules_file)
     return out

@@ -201,6 +201,10 @@ class RelayServerSection:
     """Agent connections one token may hold at once (each member of a pool counts); 0: no limit."""
     drain_timeout: float = field(default=10.0, metadata=_kind(Duration()))
     """How long the requests in flight may take to finish on SIGTERM or SIGINT, e.g. ``"30s"``; 0: stop at once."""
+    body_min_rate: int = field(default=500, metadata=_kind(Size()))
+    """Bytes a second a request body must average once ``body_timeout`` has passed, e.g. ``"2k"``; 0: no such bound."""
+    connections_per_address: int | None = field(default=None, metadata=_kind(Int(0)))
+    """Connections one client address may hold open over all tunnels; unset: a quarter of the open-file limit; 0: no limit."""
     pending_per_address: int = field(default=256, metadata=_kind(Int(0)))
     """Connections one client address may hold waiting to send a request (an agent's: its HELLO); 0: no limit."""
     max_pending: int = field(default=0, metadata=_kind(Int(0)))

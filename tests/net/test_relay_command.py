@@ -415,6 +415,17 @@ def test_the_pending_limits_come_from_the_flag_then_the_file_then_the_default(
     assert (flagged.pending_per_address, flagged.pending_connections) == (0, 7)
 
 
+def test_the_connection_cap_and_body_rate_come_from_the_flag_then_the_file_then_the_default(
+    tmp_path: Path, relay_settings: Callable[..., RelaySettings]
+) -> None:
+    settings = relay_settings
+    assert (settings().connections_per_address, settings().body_min_rate) == (None, 500)  # None: from the fd limit
+    (tmp_path / "devtunnel.toml").write_text('[relay_server]\nconnections_per_address = 64\nbody_min_rate = "2k"\n')
+    assert (settings().connections_per_address, settings().body_min_rate) == (64, 2048)
+    flagged = settings("--connections-per-address", "0", "--body-min-rate", "0")
+    assert (flagged.connections_per_address, flagged.body_min_rate) == (0, 0)
+
+
 def test_a_negative_pending_limit_in_the_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "relay_server.max_pending: expected an integer of 0 or more, got -1" in refusal_of_file(
         tmp_path, "[relay_server]\nmax_pending = -1\n")
