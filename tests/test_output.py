@@ -85,6 +85,15 @@ def test_the_log_line_of_a_huge_path_or_method_stays_one_short_line() -> None:
 
 
 
+def test_the_log_line_of_a_request_held_while_the_app_restarted_says_how_long() -> None:
+    """Found by use: only ``show`` said a request had waited for the app (``--hold``), and the
+    line's duration, the wait included, looked like a slow app."""
+    ex = make_exchange("POST", b"/hook", [], response=make_response(200), id="01ARYZ6S41TSV4RRFFQ69G5FAV",
+                       tunnel="demo", started_at=1469918176.385, duration=6.24, held=6.1)
+    assert exchange_line(ex).endswith("POST    /hook  200  6.24 s  held 6.10 s")
+    assert "held" not in exchange_line(make_exchange("GET", b"/", [], response=make_response(200), duration=0.01))
+
+
 def test_the_log_line_names_the_tunnel_in_a_column_when_an_agent_carries_several() -> None:
     ex = make_exchange("GET", b"/x", [], response=make_response(200), id="01ARYZ6S41TSV4RRFFQ69G5FAV",
                        tunnel="api", started_at=1469918176.385, duration=0.0123)

@@ -58,7 +58,8 @@ def line_start(started_at: float, exchange_id: str, tunnel: str, tunnel_width: i
 def exchange_line(ex: Exchange, tunnel_width: int = 0) -> str:
     """One log line for a finished exchange: time, short id, method, path, status, duration
     (and the tunnel's name after the id, ``tunnel_width`` columns, when there are several). A
-    replay's path and one a rule at the relay decided carry their mark (``capture.marks.path_mark``).
+    replay's path and one a rule at the relay decided carry their mark (``capture.marks.path_mark``);
+    one that waited for the app devtunnel runs (``--hold``) ends with how long.
 
     The id is the fixed-length short form (``stable_short_id``): ``devtunnel show``, ``replay``
     and ``export`` take it as it is, whatever is recorded later. Everything taken from the
@@ -68,9 +69,12 @@ def exchange_line(ex: Exchange, tunnel_width: int = 0) -> str:
     url = ex.request.display_url
     if ex.replay_of is not None or ex.rule is not None:  # marked as every listing marks them
         url = path_mark(ex) + url
-    return request_line(line_start(ex.started_at, ex.id, ex.tunnel, tunnel_width),
+    line = request_line(line_start(ex.started_at, ex.id, ex.tunnel, tunnel_width),
                         "WS" if ex.websocket else ex.request.method, url,
                         response.status if response is not None else None, ex.duration, ex.error)
+    if ex.held is not None:  # it waited for the app devtunnel runs (--hold): its duration counts the wait
+        line += f"  held {human_duration(ex.held)}"
+    return line
 
 
 def request_line(start: str, method: str, url: str, status: int | None, duration: float | None,
