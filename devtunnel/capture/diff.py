@@ -405,9 +405,11 @@ def _request_line(r: Request) -> str:
     return _safe(f"{r.method} {r.display_url} HTTP/{r.http_version}")
 
 
-def _status_line(r: Response | None) -> str:
-    if r is None:
-        return "(no response)"
+def _status_line(ex: Exchange) -> str:
+    r = ex.response
+    if r is None:  # and why not: a refused connection, a timeout, a hold that ran out
+        why = ": ".join(filter(None, [ex.error or "", ex.error_message or ""]))
+        return _safe(f"(no response: {why})" if why else "(no response)")
     return _safe(f"HTTP/{r.http_version} {r.status} {r.reason_text}".rstrip())
 
 
@@ -444,7 +446,7 @@ def diff_exchanges(a: Exchange, b: Exchange, *, side: Side = "both", ignore: Ite
         sections.append(body)
     if side in ("both", "response"):
         sa, sb = a.response, b.response
-        sections.append(_section("status line", "text", _line_diff([_status_line(sa)], [_status_line(sb)])))
+        sections.append(_section("status line", "text", _line_diff([_status_line(a)], [_status_line(b)])))
         sections.append(diff_headers(sa.headers if sa else Headers(), sb.headers if sb else Headers(),
                                      title="response headers", ignore=ignore, ordered=header_order,
                                      volatile=volatile))

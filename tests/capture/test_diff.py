@@ -149,6 +149,11 @@ def test_a_missing_response_and_truncated_bodies_are_said_plainly() -> None:
     diff = diff_exchanges(a, b)
     status = next(s for s in diff.sections if s.title == "status line")
     assert changed(status.lines) == [("-", "HTTP/1.1 200"), ("+", "(no response)")]
+    # Found by use: a failed replay said "(no response)" and not why.
+    b.error, b.error_message = "local_refused", "connection refused by http://127.0.0.1:9 \x1b[31m"
+    status = next(s for s in diff_exchanges(a, b).sections if s.title == "status line")
+    assert changed(status.lines) == [("-", "HTTP/1.1 200"),
+                                     ("+", "(no response: local_refused: connection refused by http://127.0.0.1:9 \\x1b[31m)")]
     request_body = next(s for s in diff.sections if s.title == "request body")
     assert request_body.lines[-1].tag == "?" and "10000000 bytes" in request_body.lines[-1].text
 
