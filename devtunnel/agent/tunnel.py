@@ -55,7 +55,9 @@ from devtunnel.protocol.events import Welcome
 from devtunnel.rules import Rule, rules_from_wire, rules_to_wire
 from devtunnel.agent.via_runner import ViaRunner
 from devtunnel.agent.ws_client import connect_here
+from devtunnel.values.durations import format_duration
 from devtunnel.values.terminal import quoted
+from devtunnel.webhooks.base import DEFAULT_TOLERANCE
 
 __all__ = ["AgentTunnel", "Backoff", "MAX_BACKOFF", "relay_tls_context"]
 
@@ -173,6 +175,10 @@ class AgentTunnel:
         if config.run or config.hold:
             self.forwarder.gate = HoldGate(config.hold)
             self.forwarder.gate.on_waiting = self._waiting_changed
+        if config.hold > DEFAULT_TOLERANCE:
+            log.warning("tunnel %s: --hold %s is longer than the %s a Stripe, Slack or Standard Webhooks signature"
+                        " stays valid: a delivery held longer reaches the app stale, and its receiver refuses it",
+                        self.name, format_duration(config.hold), format_duration(DEFAULT_TOLERANCE))
         if config.run:
             self.app = AppRunner(config.run, self.target, health=config.health, gate=self.forwarder.gate,
                                  on_change=self._app_changed, env={"DEVTUNNEL_TUNNEL": self.name})

@@ -864,3 +864,16 @@ def test_a_websocket_refused_while_the_app_starts_says_the_app_is_restarting(sta
     assert response.status_code == 502
     assert response.headers["X-Devtunnel-Error"] == "app_restarting"
     assert b"its app at http://127.0.0.1:" in response.body and b"is not ready (starting" in response.body
+
+
+def test_a_hold_longer_than_a_webhook_signature_stays_valid_is_said_at_start(start, tmp_path: Path) -> None:
+    """Found by use: ``--hold 10m`` was taken without a word, and a Stripe delivery held past its
+    5 minutes reached the app stale, refused, its record still saying ``✓ valid``."""
+    long = start(str(free_port()), "--hold", "10m")
+    said = long.proc.line(lambda l: "--hold" in l, lines="err")
+    assert said.endswith("tunnel " + long.name + ": --hold 10m is longer than the 5m a Stripe, Slack or Standard"
+                         " Webhooks signature stays valid: a delivery held longer reaches the app stale, and its"
+                         " receiver refuses it")
+    short = start(str(free_port()), "--hold", "5m")
+    assert short.proc.stop(signal.SIGTERM) == 0  # every line it wrote is read
+    assert not any("--hold" in line for line in short.proc.err), short.proc.err
