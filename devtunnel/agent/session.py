@@ -62,6 +62,9 @@ __all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT", "HELD_REQUESTS", "LE
 log = logging.getLogger("devtunnel.agent")
 
 HANDSHAKE_TIMEOUT = 10.0
+MAX_EARLY_EVENTS = 4096
+"""Events that may come after the WELCOME before the handshake has checked it (a handful, in one
+loop turn); more ends the connection. Their bytes are bounded by the streams' windows."""
 """Seconds the relay has to answer the WebSocket upgrade, and then HELLO with WELCOME."""
 DECIDED_BODY_TIMEOUT = 5.0
 """Seconds to wait for the body of a request a rule at the relay answered (it is already there)."""
@@ -140,6 +143,10 @@ class Session:
         self.rules_enforced = False
         """The relay said it enforces rules (WELCOME): it strips ``devtunnel-rule`` from public
         requests, so the header on a REQUEST is the relay's word."""
+        self._early: list[Event] | None = []
+        """Events that came after the WELCOME before ``handshake`` checked it and read whether the
+        relay enforces rules (None once it has): a REQUEST in the WELCOME's read is then a rule's
+        notice, and went to the local service as a request when dispatched at once."""
         ws.on_message = self._on_message
         ws.on_writable = self._wake_drainers
 
@@ -190,6 +197,16 @@ class Session:
             log.exception("tunnel %s: failed to handle a message from the relay", self.tunnel.name)
             self._end(f"internal error in the agent: {exc!r}")
 
+    def _on_events(self, events: list[Event]) -> None:
+        """Dispatch events held back during the handshake, as ``_on_message`` would have."""
+        try:
+            self._dispatch(events)
+        except Exception as exc:  # a defect: end this connection (the tunnel reconnects), loudly
+            log.exception("tunnel %s: failed to handle a message from the relay", self.tunnel.name)
+            self._end(f"internal error in the agent: {exc!r}")
+        if self.conn.wants_to_send:
+            self.kick()
+
     def _receive(self, data: bytes, text: bool) -> None:
         if self._ended.done():
             return
@@ -214,6 +231,12 @@ class Session:
                     return
             else:
                 return
+        early = self._early
+        if early is not None:  # the WELCOME is not checked yet: what follows it waits (handshake)
+            early.extend(events)
+            if len(early) > MAX_EARLY_EVENTS:
+                self._end("the relay sent too much before the handshake was done")
+            return
         self._dispatch(events)
         if self.conn.wants_to_send:  # a PONG, a refusal or window credit
             self.kick()
@@ -273,6 +296,9 @@ class Session:
                 f"the relay ({relay_text(relay) if isinstance(relay, str) else 'an older devtunnel'}) does not enforce"
                 " rules, so this tunnel's rules would not apply: upgrade the relay, or start the tunnel without rules"
             )
+        early, self._early = self._early, None
+        if early:  # what came with the WELCOME, now that it is known what a rule's notice is
+            self._on_events(early)
         return welcome
 
     def _rules(self) -> dict[str, object]:

@@ -1,0 +1,60 @@
+"""What a relay sends together with its WELCOME is judged as what follows it.
+
+A request a rule answered at the relay reaches the agent as a notice (a REQUEST with the
+``devtunnel-rule`` header) only to be recorded. When one came in the WELCOME's own read (a busy
+relay, a tunnel restarting under traffic), the agent dispatched it before it had read from the
+WELCOME that the relay enforces rules: the notice went to the local service as a request, the
+one the rule had refused (its client got the rule's 403).
+"""
+
+from __future__ import annotations
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.tunnel import AgentTunnel
+from devtunnel.capture.model import Exchange
+from devtunnel.protocol.handshake import RULES_ACK
+from devtunnel.protocol.relay_side import RelayConnection
+from devtunnel.relay.headers import RULE_HEADER
+from devtunnel.rules import parse_rules
+from devtunnel.rules.model import WIRE_VERSION
+from tests.helpers import async_wait_for
+from tests.net.api_fixtures import echo_service
+from tests.net.tunnel_fixtures import read_hello
+
+
+async def test_a_rules_notice_in_the_welcomes_message_is_recorded_and_never_forwarded() -> None:
+    records: list[Exchange] = []
+
+    async def relay(ws: ServerConnection) -> None:
+        conn = RelayConnection()
+        await read_hello(ws, conn)
+        conn.send_welcome("guarded", "http://guarded.localhost", {RULES_ACK: WIRE_VERSION})
+        sid = conn.open_request(b"POST", b"/admin/delete", b"1.1",
+                                ((b"Host", b"guarded.localhost"), (b"Content-Length", b"4"),
+                                 (RULE_HEADER, b"tunnel;1;deny;403;10;all")), end_stream=False)
+        conn.send_data(sid, b"body", end_stream=True)
+        await ws.send(conn.data_to_send())  # one message: the WELCOME and the notice
+        async for message in ws:
+            conn.receive_data(message)  # type: ignore[arg-type]
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+
+    rules = parse_rules([{"match": "path:/admin", "action": "deny"}], "test")
+    with echo_service() as (target, seen):
+        async with serve(relay, "127.0.0.1", 0, max_size=None, compression=None) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            tunnel = AgentTunnel(TunnelConfig(target=target, name="guarded", rules=rules),
+                                 relay_url=f"ws://127.0.0.1:{port}/_devtunnel/connect",
+                                 sink=lambda ex, final: records.append(ex) if final else None, on_change=lambda info: None)
+            await tunnel.start()
+            try:
+                await async_wait_for(lambda: records, what="the notice recorded")
+            finally:
+                await tunnel.stop()
+    [record] = records
+    assert record.rule is not None and (record.rule.index, record.rule.action) == (1, "deny")
+    assert record.response is not None and record.response.status == 403
+    assert record.request.body == b"body"
+    assert seen.requests == [], "the request the rule refused reached the local service"
