@@ -7,9 +7,10 @@ summary alone, what list views read.
 ``wh_duplicate_of`` is computed here, when an exchange is written: the id of the first stored
 exchange (the smallest id) with the same provider and delivery id. Replays are left out on both
 sides: a replay is never a duplicate, and never the delivery others duplicate (its
-``replay_of`` says what it repeats). So are deliveries whose signature is invalid: anyone can post
-one with a delivery id of their choosing, and the genuine delivery that came after it must not
-be marked its duplicate. It may name an exchange that retention or ``delete`` has since removed.
+``replay_of`` says what it repeats). A delivery whose signature is invalid is never the first
+(anyone can post one with a delivery id of their choosing, and the genuine delivery that came
+after it must not be marked its duplicate), but it may be a duplicate of the first one that is
+not (a stale retry). It may name an exchange that retention or ``delete`` has since removed.
 """
 
 from __future__ import annotations
@@ -304,44 +305,51 @@ _FIRST_DELIVERY = ("SELECT id FROM exchange_rows WHERE wh_delivery = ? AND wh_pr
                    "AND wh_signature IS NOT 'invalid' ORDER BY id LIMIT 1")
 # The index on (wh_delivery, wh_provider) holds the id too, in order: the first is one step away.
 _POINT_LATER_AT = ("UPDATE exchange_rows SET wh_duplicate_of = ?3 WHERE wh_delivery = ?1 AND wh_provider = ?2 "
-                   "AND replay_of IS NULL AND wh_signature IS NOT 'invalid' AND id > ?3 AND wh_duplicate_of IS NOT ?3")
+                   "AND replay_of IS NULL AND id > ?3 AND wh_duplicate_of IS NOT ?3")
 
 
-def _deliveries(exchanges: Iterable[Exchange]) -> dict[tuple[str, str], list[str]]:
-    """The ids of the deliveries among ``exchanges`` (no replays, no invalid signatures) by delivery
-    id and provider."""
-    groups: dict[tuple[str, str], list[str]] = {}
+def _deliveries(exchanges: Iterable[Exchange]) -> dict[tuple[str, str], list[tuple[str, bool]]]:
+    """The deliveries among ``exchanges`` (no replays) by delivery id and provider: each id, and
+    whether its signature is invalid (it may be a duplicate, never the first)."""
+    groups: dict[tuple[str, str], list[tuple[str, bool]]] = {}
     for ex in exchanges:
         v = ex.webhook
-        if v is not None and v.delivery_id and ex.replay_of is None and v.signature is not Signature.INVALID:
-            groups.setdefault((v.delivery_id, v.provider), []).append(ex.id)
+        if v is not None and v.delivery_id and ex.replay_of is None:
+            groups.setdefault((v.delivery_id, v.provider), []).append((ex.id, v.signature is Signature.INVALID))
     return groups
 
 
 def first_deliveries(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> dict[str, str]:
     """What ``_mark_duplicates`` will point each of ``exchanges`` (not written yet) at: the id of
-    the first capture of its provider and delivery id, stored or among ``exchanges``, by the
-    id of each that is not that first one itself."""
+    the first capture of its provider and delivery id whose signature is not invalid, stored or
+    among ``exchanges``, by the id of each that came after it."""
     firsts: dict[str, str] = {}
-    for (delivery, provider), ids in _deliveries(exchanges).items():
+    for (delivery, provider), group in _deliveries(exchanges).items():
         stored = conn.execute(_FIRST_DELIVERY, (delivery, provider)).fetchone()
-        first = min(ids) if stored is None else min(stored[0], *ids)
-        firsts.update((ex_id, first) for ex_id in ids if ex_id != first)
+        candidates = [ex_id for ex_id, invalid in group if not invalid] + ([stored[0]] if stored else [])
+        if candidates:
+            first = min(candidates)
+            firsts.update((ex_id, first) for ex_id, _ in group if ex_id > first)
     return firsts
 
 
 def _mark_duplicates(conn: sqlite3.Connection, exchanges: Iterable[Exchange]) -> None:
-    """Point the deliveries just written at the first stored one of their provider and delivery id.
+    """Point the deliveries just written at the first stored one of their provider and delivery id
+    whose signature is not invalid, those that came after it.
 
     Usually the first was stored long ago and only the new rows change. When a delivery is
     written after a later one of the same id (ids follow arrival, writes follow the end of each
     exchange), the later ones are pointed at it.
     """
-    for (delivery, provider), ids in _deliveries(exchanges).items():
-        first = conn.execute(_FIRST_DELIVERY, (delivery, provider)).fetchone()[0]
-        if first in ids:
+    for (delivery, provider), group in _deliveries(exchanges).items():
+        found = conn.execute(_FIRST_DELIVERY, (delivery, provider)).fetchone()
+        if found is None:  # only invalid ones: none is the delivery the others repeat
+            continue
+        first = found[0]
+        if any(ex_id == first for ex_id, _ in group):
             conn.execute(_POINT_LATER_AT, (delivery, provider, first))
         else:
+            ids = [ex_id for ex_id, _ in group if ex_id > first]
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 conn.execute(f"UPDATE exchange_rows SET wh_duplicate_of = ? WHERE id IN ({', '.join('?' * len(chunk))})",
