@@ -84,9 +84,13 @@ async def _settle(pilot, count: int = 25) -> RequestTable:  # type: ignore[no-un
 
 
 def test_at_80_columns_the_path_keeps_its_room_and_event_then_tunnel_take_what_is_left() -> None:
-    wide, eighty, narrow = Columns.for_width(118), Columns.for_width(78), Columns.for_width(60)
+    wide, eighty, narrow = Columns.for_width(118), Columns.for_width(78, several_tunnels=False), Columns.for_width(60)
     assert wide.tunnel and wide.event >= 30 and wide.path >= 30
     assert not eighty.tunnel and eighty.event >= 12 and eighty.path >= Columns.PATH_LEAST
+    # Rows of several tunnels: which tunnel a row is comes first (found by use: at 80 columns the
+    # EVENT column took TUNNEL's cells, and two tunnels' rows looked the same).
+    several_hooks = Columns.for_width(78)
+    assert several_hooks.tunnel >= Columns.TUNNEL_LEAST and not several_hooks.event and several_hooks.path >= Columns.PATH_LEAST
     assert not narrow.tunnel and not narrow.event and narrow.path >= 4
     # Without webhooks the EVENT column stays off; rows of several tunnels name them at 80 columns.
     several = Columns.for_width(80, several_tunnels=True, tunnel_cells=21, webhooks=False)
@@ -103,7 +107,8 @@ def test_at_80_columns_the_path_keeps_its_room_and_event_then_tunnel_take_what_i
     event = "stripe · customer.subscription.deleted"
     assert roomy_events.event >= len(event) and roomy_events.path >= Columns.PATH_ROOMY and roomy_events.tunnel == 16
     assert Columns.for_width(140).event == Columns.EVENT_MOST  # not at PATH's expense
-    for width, columns in ((118, wide), (78, eighty), (60, narrow), (80, several), (80, one), (180, roomy_events)):
+    for width, columns in ((118, wide), (78, eighty), (78, several_hooks), (60, narrow), (80, several), (80, one),
+                           (180, roomy_events)):
         used = Columns.FIXED + columns.path + (columns.tunnel + 1 if columns.tunnel else 0) + (columns.event + 1 if columns.event else 0)
         assert used == width
 
@@ -126,7 +131,7 @@ async def test_rows_show_provider_event_signature_and_duplicate_marks(tmp_path: 
 
 
 async def test_at_80_columns_the_event_is_cut_short_for_the_path_and_the_marks_stay(tmp_path: Path) -> None:
-    app = _app(tmp_path)
+    app = _app(tmp_path, [replace(ex, tunnel="hooks") for ex in webhook_traffic()])  # one tunnel
     async with app.run_test(size=(80, 24)) as pilot:
         table = await _settle(pilot)
         lines = screen_lines(table)
@@ -135,6 +140,19 @@ async def test_at_80_columns_the_event_is_cut_short_for_the_path_and_the_marks_s
         assert "✗  github · pul… 401" in github
         stripe = [line for line in lines if "/webhooks/stripe" in line and "stripe ·" in line]
         assert "✗≡ stripe · pay… 400" in stripe[-1]
+        assert all(len(line) <= 80 for line in lines)
+
+
+async def test_at_80_columns_rows_of_several_tunnels_name_theirs_before_the_event(tmp_path: Path) -> None:
+    """Found by use: with webhooks among the rows, EVENT took TUNNEL's cells at 80 columns, and
+    two tunnels' rows looked the same (the marks still say which rows are webhooks)."""
+    app = _app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await _settle(pilot)
+        lines = screen_lines(table)
+        assert "TUNNEL" in lines[0] and "EVENT" not in lines[0]
+        stripe = [line for line in lines if "/webhooks/stripe" in line and "hooks" in line]
+        assert stripe and "✗≡ 400" in stripe[-1]
         assert all(len(line) <= 80 for line in lines)
 
 

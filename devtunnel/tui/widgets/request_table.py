@@ -99,6 +99,10 @@ class _Ids(Sequence[str]):
         return (self[i] for i in range(len(self)))
 
 
+SEEN_TUNNELS = 64
+"""Tunnel names the table remembers having shown (for its TUNNEL column's width)."""
+
+
 class RequestTable(ScrollView, can_focus=True):
     """Every exchange in view, oldest at the top, following new traffic at the bottom.
 
@@ -224,6 +228,11 @@ class RequestTable(ScrollView, can_focus=True):
         self._styles: dict[str, Style] = {}
         self._pass: tuple[int, Columns, Style] | None = None
         self._shape: tuple[tuple[object, ...], bool, int, bool] = ((), True, 16, True)
+        self._seen_tunnels: dict[str, int] = {}
+        """The tunnels of the rows loaded so far, with their names' cells (at most ``SEEN_TUNNELS``):
+        the columns follow what the table has shown, not only the window, so they do not come and
+        go as it scrolls (a page of one tunnel's rows among several's read as the other's)."""
+        self._seen_webhooks = False
         """What the window's rows need of the columns, and the window it was found for: several
         tunnels, the longest tunnel name's cells, webhooks (``_columns``)."""
         self._painter = RowPainter(self._style)
@@ -726,14 +735,17 @@ class RequestTable(ScrollView, can_focus=True):
         self.refresh()
 
     def _columns(self, width: int) -> Columns:
-        """The columns for ``width`` and the rows in the window: TUNNEL where they are of several
+        """The columns for ``width`` and the rows loaded so far: TUNNEL where they are of several
         tunnels (or there is room), sized to their names; EVENT where webhooks are among them."""
         rows = self._rows
         key = (id(rows), len(rows), self._edits, rows[0].id if rows else "", rows[-1].id if rows else "")
         if self._shape[0] != key:
-            names = {row.tunnel for row in rows}
-            cells = max((cell_len(printable(name)) for name in names), default=0)
-            shape = (key, len(names) > 1, cells, any(row.webhook is not None for row in rows))
+            seen = self._seen_tunnels
+            for name in {row.tunnel for row in rows}:
+                if name not in seen and len(seen) < SEEN_TUNNELS:
+                    seen[name] = cell_len(printable(name))
+            self._seen_webhooks = self._seen_webhooks or any(row.webhook is not None for row in rows)
+            shape = (key, len(seen) > 1, max(seen.values(), default=0), self._seen_webhooks)
             if shape[1:] != self._shape[1:]:
                 self._lines.clear()  # drawn for other columns
             self._shape = shape

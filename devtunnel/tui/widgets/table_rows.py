@@ -84,14 +84,14 @@ class Columns:
         """The widths for a table ``width`` cells wide showing rows of one tunnel or several, the
         longest tunnel name ``tunnel_cells`` wide, with webhooks among them or not.
 
-        PATH keeps ``PATH_LEAST`` cells; what is left goes to EVENT when webhooks are shown (the
-        marks cell says "a webhook" without it; up to ``EVENT_MOST`` cells, ``EVENT_ROOMY`` while
-        PATH keeps ``PATH_ROOMY``), then to TUNNEL when the rows are of several
-        tunnels, or on a wide table (96 cells and more) with room for it (a fifth of the room, more
-        while PATH keeps ``PATH_ROOMY`` cells); each is left out
-        rather than cut below its least width, and PATH takes the rest. So at 80 columns a
-        table of several tunnels names them, a table of one gives their cells to the path, and
-        an EVENT column stays off a table without webhooks.
+        PATH keeps ``PATH_LEAST`` cells; what is left goes to TUNNEL when the rows are of several
+        tunnels, then to EVENT when webhooks are shown (the marks cell says "a webhook" without
+        it; up to ``EVENT_MOST`` cells, ``EVENT_ROOMY`` while PATH keeps ``PATH_ROOMY``), then to
+        TUNNEL on a wide table (96 cells and more) with room for it (a fifth of the room, more
+        while PATH keeps ``PATH_ROOMY`` cells); each is left out rather than cut below its least
+        width, and PATH takes the rest. So at 80 columns a table of several tunnels names them
+        (webhooks or not), a table of one gives their cells to the path, and an EVENT column
+        stays off a table without webhooks.
         """
         rest = width - cls.FIXED
         spare = rest - cls.PATH_LEAST
@@ -106,6 +106,9 @@ class Columns:
 
         tunnel_want = min(max(tunnel_cells, cls.TUNNEL_LEAST), min(32, max(10, rest // 5, rest - cls.PATH_ROOMY - 1)))
         wants_tunnel = several_tunnels or width >= 96
+        # Rows of several tunnels name theirs before EVENT gets any room: which tunnel a row is
+        # cannot be read elsewhere in it, while its marks cell says it is a webhook.
+        tunnel = take(tunnel_want, cls.TUNNEL_LEAST) if several_tunnels else 0
         event = 0
         if webhooks:
             beside = rest - (tunnel_want + 1 if wants_tunnel else 0)
@@ -113,7 +116,8 @@ class Columns:
             # that leaves PATH its roomy width after them shows them whole.
             most = cls.EVENT_ROOMY if beside - cls.EVENT_ROOMY - 1 >= cls.PATH_ROOMY else cls.EVENT_MOST
             event = take(min(most, max(cls.EVENT_LEAST, beside // 2)), cls.EVENT_LEAST)
-        tunnel = take(tunnel_want, cls.TUNNEL_LEAST) if wants_tunnel else 0
+        if wants_tunnel and not several_tunnels:
+            tunnel = take(tunnel_want, cls.TUNNEL_LEAST)
         path = max(4, rest - (tunnel + 1 if tunnel else 0) - (event + 1 if event else 0))
         return cls(tunnel, path, event)
 
