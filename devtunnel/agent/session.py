@@ -54,7 +54,9 @@ from devtunnel.protocol.events import (
 )
 from devtunnel.protocol.handshake import RULE_BODIES, RULES_ACK
 from devtunnel.rules import WIRE_VERSION, rules_to_wire
-from devtunnel.values.request_head import SCHEMES, USUAL_VERSIONS, head_problem, scheme_problem, version_problem
+from devtunnel.values.request_head import (
+    SCHEMES, USUAL_VERSIONS, field_is_safe, fields_are_safe, head_problem, scheme_problem, version_problem,
+)
 from devtunnel.values.sizes import format_size
 
 __all__ = ["Session", "TunnelContext", "HANDSHAKE_TIMEOUT", "HELD_REQUESTS", "LEAVE_GRACE"]
@@ -143,6 +145,7 @@ class Session:
         self.rules_enforced = False
         """The relay said it enforces rules (WELCOME): it strips ``devtunnel-rule`` from public
         requests, so the header on a REQUEST is the relay's word."""
+        self._told_bad_notice = False
         self._early: list[Event] | None = []
         """Events that came after the WELCOME before ``handshake`` checked it and read whether the
         relay enforces rules (None once it has): a REQUEST in the WELCOME's read is then a rule's
@@ -522,6 +525,16 @@ class Session:
         if self.rules_enforced:
             head, mark, status, size, cut = rule_of(head)
             if mark is not None and mark.action != "forward":
+                # The relay parsed and judged that request: a head no request may have is not its
+                # word, and its record would carry the injection into a raw or curl export.
+                bad = refused or head_problem(head.method, head.target, head.headers, upgrade=head.websocket,
+                                              ended=head.end_stream)
+                if bad is not None:
+                    self._ignore_notice(head.stream_id, bad)
+                    return
+                if not fields_are_safe(*zip(*head.headers)) if head.headers else False:
+                    # As forwarding drops them: a field that cannot be written on a line of its own.
+                    head = dataclasses.replace(head, headers=tuple(f for f in head.headers if field_is_safe(*f)))
                 self._record_decided(head, mark, status, size, cut)
                 return
             if mark is not None:
@@ -571,6 +584,18 @@ class Session:
                  " answered the client): not sent to the local service")
         cap.end()
         cap.finish()
+
+    def _ignore_notice(self, stream_id: int, problem: str) -> None:
+        """Reset a rule's notice whose head no request may have, unrecorded; said once a connection."""
+        if not self._told_bad_notice:
+            self._told_bad_notice = True
+            log.warning("tunnel %s: the relay sent the record of a request a rule answered with a head no request"
+                        " may have (%s); not recorded", self.tunnel.name, relay_text(problem))
+        try:
+            self.conn.reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, "not a request head")
+        except ProtocolError:
+            pass
+        self.kick()
 
     def _record_decided(self, head: RequestReceived, mark: RuleMark, status: int, size: int, cut: int | None) -> None:
         """Record a request a rule at the relay answered with ``status`` and a body of ``size``

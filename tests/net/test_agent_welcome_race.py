@@ -9,11 +9,13 @@ one the rule had refused (its client got the rule's 403).
 
 from __future__ import annotations
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.tunnel import AgentTunnel
 from devtunnel.capture.model import Exchange
+from devtunnel.protocol.events import StreamReset
 from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.protocol.relay_side import RelayConnection
 from devtunnel.relay.headers import RULE_HEADER
@@ -58,3 +60,53 @@ async def test_a_rules_notice_in_the_welcomes_message_is_recorded_and_never_forw
     assert record.response is not None and record.response.status == 403
     assert record.request.body == b"body"
     assert seen.requests == [], "the request the rule refused reached the local service"
+
+
+@pytest.mark.parametrize(("target", "headers"), [
+    (b"/x\r\nX-Evil: 1", ((b"Host", b"guarded.localhost"),)),
+    (b"http://127.0.0.1:1/abs", ((b"Host", b"guarded.localhost"),)),
+    (b"/ok", ((b"Host", b"guarded.localhost"), (b"Bad Name", b"v\r\nInjected: 1"))),
+])
+async def test_a_rules_notice_with_a_head_no_request_may_have_is_not_recorded(
+        target: bytes, headers: tuple[tuple[bytes, bytes], ...], caplog: pytest.LogCaptureFixture) -> None:
+    """A hostile relay's notice was recorded as it came: a raw export of it wrote the injected
+    header lines, a curl export sent to the absolute target's host."""
+    records: list[Exchange] = []
+    resets: list[int] = []
+
+    async def relay(ws: ServerConnection) -> None:
+        conn = RelayConnection()
+        await read_hello(ws, conn)
+        conn.send_welcome("guarded", "http://guarded.localhost", {RULES_ACK: WIRE_VERSION})
+        await ws.send(conn.data_to_send())
+        for path, fields in ((target, headers), (b"/fine", ((b"Host", b"guarded.localhost"),))):
+            conn.open_request(b"GET", path, b"1.1", (*fields, (RULE_HEADER, b"tunnel;1;deny;403;10;all")), end_stream=True)
+        await ws.send(conn.data_to_send())
+        async for message in ws:
+            for event in conn.receive_data(message):  # type: ignore[arg-type]
+                if isinstance(event, StreamReset):
+                    resets.append(event.stream_id)
+            if conn.wants_to_send:
+                await ws.send(conn.data_to_send())
+
+    rules = parse_rules([{"match": "path:/admin", "action": "deny"}], "test")
+    with echo_service() as (local, seen):
+        async with serve(relay, "127.0.0.1", 0, max_size=None, compression=None) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            tunnel = AgentTunnel(TunnelConfig(target=local, name="guarded", rules=rules),
+                                 relay_url=f"ws://127.0.0.1:{port}/_devtunnel/connect",
+                                 sink=lambda ex, final: records.append(ex) if final else None, on_change=lambda info: None)
+            await tunnel.start()
+            try:
+                await async_wait_for(lambda: records and records[-1].request.target == b"/fine" and len(resets) == 2,
+                                     what="the good notice recorded, both reset")
+            finally:
+                await tunnel.stop()
+    assert seen.requests == []
+    assert records[-1].request.target == b"/fine"
+    for record in records:  # not recorded, or recorded without the field no line can hold
+        assert b"\r" not in record.request.target and not record.request.target.startswith(b"http")
+        assert all(b" " not in n and b"\r" not in v and b"\n" not in v for n, v in record.request.headers.fields)
+    if target != b"/ok":
+        assert [r.request.target for r in records] == [b"/fine"]
+        assert "with a head no request may have" in caplog.text
