@@ -40,7 +40,7 @@ from devtunnel.tui.screens.detail import TitleLine, exchange_title
 from devtunnel.tui.screens.diff import DiffScreen
 from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.widgets.footer import Footer
-from devtunnel.webhooks import delivery_of, detect
+from devtunnel.webhooks import delivery_of, detect, expired_signature
 from devtunnel.values.sizes import format_size
 
 __all__ = ["EditReplayScreen", "FieldInput", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
@@ -305,9 +305,12 @@ class EditReplayScreen(Screen[None]):
         self._provider = provider.title if provider is not None and provider.signed(delivery) else None
         """The webhook provider whose signature the request carries (signed afresh when sent), or None."""
         self._missing_secret = exchange.webhook.missing_secret if exchange.webhook is not None else ""
-        self._unverified = exchange.webhook is not None and exchange.webhook.signature is Signature.INVALID
-        """The delivery's signature did not verify when it came: it may not come from its provider,
-        so it is signed afresh only if the secret verifies it now, or when the box says so."""
+        self._unverified = (exchange.webhook is not None and exchange.webhook.signature is Signature.INVALID
+                            and expired_signature(request, scheme=exchange.scheme, now=exchange.started_at) is None)
+        """The delivery's signature did not verify when it came, and not for its timestamp's age: it
+        may not come from its provider, so it is signed afresh only if the secret verifies it now,
+        or when the box says so. (One refused for its age alone keeps the usual box: the replay
+        checks the secret on it all the same, whatever its age.)"""
         """The variable whose secret was missing when the delivery was captured, or ``""``: whoever
         sends it then had none to sign it afresh with either, unless it was set since."""
 
