@@ -559,13 +559,14 @@ class InspectorApp(App[None]):
             if exchange is None:
                 return
             # From the detail screen, the exchange on it; from the table, the marked set if any
-            # (wherever the cursor is), else the cursor's row.
+            # (wherever the cursor is), else the cursor's row. The dialog starts on the marked
+            # set and offers the cursor's row instead.
             ids = [exchange.id] if isinstance(self.screen, DetailScreen) else sorted(self.table.marked) or [exchange.id]
             exchanges = [exchange if i == exchange.id else await self.backend.get(i) for i in ids]
         except DevtunnelError as exc:
             self.notify(str(exc), title="Cannot export", severity="error")
             return
-        await self.push_screen(ExportScreen(exchanges, exchange, send_to=self.export_send_to))
+        await self.push_screen(ExportScreen(exchanges, current=exchange, send_to=self.export_send_to))
 
     async def on_unmount(self) -> None:
         """However the inspector ends (``q``, a crash, an embedding program closing it), what it

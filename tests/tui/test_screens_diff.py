@@ -212,6 +212,31 @@ async def test_q_in_the_ignore_field_types_instead_of_closing() -> None:
         assert app.screen.query_one("#ignore", Input).value == "q"
 
 
+async def test_escape_in_the_ignore_field_goes_back_to_the_diff_and_again_closes() -> None:
+    """Escape in the ignore field closed the whole diff."""
+    a, b = pair()
+    app = ScreenApp(DiffScreen(a, b))
+    async with app.run_test() as pilot:
+        await _diffed(app)
+        field = app.screen.query_one("#ignore", Input)
+        view = app.screen.query_one("#diff", LinesView)
+        await pilot.press("i")
+        await async_wait_for(lambda: field.has_focus, what="the cursor in the ignore field")
+        await pilot.press("escape")  # nothing typed: the field is put away
+        await async_wait_for(lambda: view.has_focus, what="back on the diff")
+        assert not app.dismissed and not field.has_class("shown")
+
+        await pilot.press("i", *"id")
+        await async_wait_for(lambda: app.screen.ignore == ("id",), what="the new diff")
+        await pilot.press("escape")  # fields typed: they stay ignored, and shown
+        await async_wait_for(lambda: view.has_focus, what="back on the diff")
+        assert not app.dismissed and field.has_class("shown") and field.value == "id"
+        assert app.screen.ignore == ("id",) and "ignoring id" in _status(app)
+
+        await pilot.press("escape")
+        await async_wait_for(lambda: app.dismissed, what="the diff closed")
+
+
 async def test_q_closes() -> None:
     a, b = pair()
     app = ScreenApp(DiffScreen(a, b))

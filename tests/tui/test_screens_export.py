@@ -50,6 +50,8 @@ async def test_curl_of_the_current_exchange_goes_to_the_clipboard_with_a_notific
     app = ScreenApp(ExportScreen([ex, upload()], current=ex))
     async with app.run_test(size=(100, 40)) as pilot:
         await pilot.pause()
+        await pilot.click("#scope-current")  # the dialog starts on every exchange given
+        await pilot.pause()
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.dismissed
@@ -244,6 +246,79 @@ async def test_x_with_one_marked_request_exports_the_marked_one_not_the_cursor_r
     script = out.read_text()
     assert f"http://shop.localhost{paths[marked]}" in script
     assert f"http://shop.localhost{paths[cursor]}'" not in script and script.count("curl ") == 1
+
+
+async def _export_har_from_the_inspector(pilot, app, out: Path, *, scope: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """``x``, HAR, to the file ``out`` (after choosing ``scope``, a radio button's selector, if given)."""
+    await pilot.press("x")
+    await async_wait_for(lambda: isinstance(app.screen, ExportScreen) and laid_out(app, "#to-file"),
+                         what="the export screen, laid out")
+    if scope is not None:
+        await pilot.click(scope)
+    await pilot.click("#format-har")
+    await pilot.click("#to-file")
+    await async_wait_for(lambda: laid_out(app, "#path"), what="the path field")
+    app.screen.query_one("#path", Input).value = str(out)
+    await pilot.press("ctrl+s")
+    await async_wait_for(lambda: not isinstance(app.screen, ExportScreen), what="the dialog to close")
+
+
+def _har_targets(out: Path) -> list[str]:
+    """The path and query of every request in the HAR file ``out``, in order."""
+    from urllib.parse import urlsplit
+
+    targets = []
+    for entry in json.loads(out.read_text())["log"]["entries"]:
+        url = urlsplit(entry["request"]["url"])
+        targets.append(url.path + (f"?{url.query}" if url.query else ""))
+    return targets
+
+
+@pytest.mark.parametrize("scope", [None, "#scope-current"], ids=["as-opened", "the-current-one-chosen"])
+async def test_x_with_rows_marked_and_the_cursor_on_another_starts_on_the_marked_ones(
+        tmp_path: Path, scope: str | None) -> None:
+    """The dialog started on "the selected one" (the cursor's row, not marked) and exported it
+    alone; it starts on the marked ones and offers the current one instead."""
+    exchanges = traffic(4)
+    paths = [ex.request.url_text for ex in exchanges]  # /, /webhooks/stripe, /api/orders?page=2, /old-home
+    app = inspector(fill(tmp_path / "captures.db", exchanges), tmp_path)
+    out = tmp_path / "export.har"
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await _inspector_ready(app)
+        await pilot.press("m", "up", "m", "up")  # the last two marked, the cursor on the second
+        assert table.marked == {exchanges[2].id, exchanges[3].id}
+        assert table.current_id == exchanges[1].id
+        await pilot.press("x")
+        await async_wait_for(lambda: isinstance(app.screen, ExportScreen) and laid_out(app, "#scope-current"),
+                             what="the export screen, laid out")
+        screen = app.screen
+        assert str(screen.query_one(".title", Static).render()) == "Export 2 marked exchanges"
+        marked, current = screen.query_one("#scope-all", RadioButton), screen.query_one("#scope-current", RadioButton)
+        assert (str(marked.label), marked.value) == ("the 2 marked", True)
+        assert (str(current.label), current.value) == ("the current one", False)
+        await pilot.press("escape")
+        await async_wait_for(lambda: not isinstance(app.screen, ExportScreen), what="the dialog to close")
+        await _export_har_from_the_inspector(pilot, app, out, scope=scope)
+    assert _har_targets(out) == (paths[2:] if scope is None else [paths[1]])
+
+
+async def test_x_with_nothing_marked_exports_the_current_row_without_a_choice(tmp_path: Path) -> None:
+    exchanges = traffic(4)
+    app = inspector(fill(tmp_path / "captures.db", exchanges), tmp_path)
+    out = tmp_path / "export.har"
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await _inspector_ready(app)
+        await pilot.press("up")
+        await async_wait_for(lambda: table.current_id == exchanges[2].id, what="the cursor on the third row")
+        await pilot.press("x")
+        await async_wait_for(lambda: isinstance(app.screen, ExportScreen) and laid_out(app, "#to-file"),
+                             what="the export screen, laid out")
+        assert not app.screen.query("#scope")
+        assert str(app.screen.query_one(".title", Static).render()) == "Export 1 exchange: GET /api/orders?page=2"
+        await pilot.press("escape")
+        await async_wait_for(lambda: not isinstance(app.screen, ExportScreen), what="the dialog to close")
+        await _export_har_from_the_inspector(pilot, app, out)
+    assert _har_targets(out) == ["/api/orders?page=2"]
 
 
 async def test_local_service_choice_goes_to_the_export_and_to_the_copy_action(tmp_path: Path) -> None:

@@ -187,6 +187,39 @@ async def test_a_typed_url_is_kept_when_another_sample_is_chosen() -> None:
         assert url.value == "http://pay.localhost:8000/hooks/in"
 
 
+async def test_the_last_result_is_cleared_when_the_sample_or_the_url_changes() -> None:
+    """The result of a GitHub sample sent unsigned stayed under the Stripe sample chosen next
+    and its "Signed with the secret in STRIPE_WEBHOOK_SECRET.", as if about that one."""
+    stripe_secret = {"STRIPE_WEBHOOK_SECRET": RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]}
+    with http_server(lambda request: Reply(200)) as server:
+        screen = SendSampleScreen(server.url, environ=stripe_secret)
+        app = ScreenApp(screen)
+        async with app.run_test(size=(100, 24)) as pilot:
+            screen.query_one("#send-sample").value = _index("github", "installation")
+            await pilot.pause()
+            await pilot.click("#send-go")
+            await async_wait_for(lambda: len(screen.sent) == 1 and "200 OK" in _result(screen), what="the first send")
+            assert _result(screen).startswith("Sent github installation (") and ", unsigned: 200 OK" in _result(screen)
+
+            screen.query_one("#send-sample").value = _index("stripe", "invoice.paid")
+            await async_wait_for(lambda: not _result(screen), what="the result cleared")
+            assert "Signed with the secret in STRIPE_WEBHOOK_SECRET." in screen_text(app)
+            assert "Sent github" not in screen_text(app)
+
+            await pilot.click("#send-go")
+            await async_wait_for(lambda: len(screen.sent) == 2 and "200 OK" in _result(screen), what="the second send")
+            assert _result(screen).startswith("Sent stripe invoice.paid (") and ", signed: 200 OK" in _result(screen)
+            await pilot.pause()
+            assert "200 OK" in _result(screen)  # the send itself changed nothing: its result stays
+
+            screen.query_one("#send-url").focus()
+            await pilot.press("end", "backspace")
+            await async_wait_for(lambda: not _result(screen), what="the result cleared by the URL typed")
+            await pilot.press("e")  # back to the URL it was sent to: nothing to clear, nothing brought back
+            await pilot.pause()
+            assert not _result(screen)
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -230,6 +230,7 @@ class DiffScreen(Screen[None]):
     | u | Toggle side-by-side and unified. |
     | i | Edit the fields to ignore (JSON keys, form fields, header names); the diff follows as you type. |
     | enter | (in the ignore field) Back to the diff. |
+    | escape | (in the ignore field) Back to the diff, the field hidden unless it names fields. |
     | escape, q | Close. |
     """
 
@@ -335,7 +336,13 @@ class DiffScreen(Screen[None]):
         self.query_one("#diff", LinesView).focus()
 
     def action_close(self) -> None:
-        """Close the screen."""
+        """Close the screen; from the ignore field, back to the diff (a second escape closes)."""
+        field = self.query_one("#ignore", Input)
+        if field.has_focus:
+            # Fields typed stay ignored (the diff already follows them); an empty field is put away.
+            field.set_class(bool(parse_ignore(field.value)), "shown")
+            self.query_one("#diff", LinesView).focus()
+            return
         self.dismiss(None)
 
     def action_toggle_mode(self) -> None:

@@ -97,8 +97,9 @@ def _where(exchange: Exchange, send_to: str) -> str:
 class ExportScreen(Dialog[str | None]):
     """Choose a format, where commands send, options and a destination, then export.
 
-    Dismisses with the sentence it notified, or None. With several exchanges and a ``current``
-    one, a choice says which to export; otherwise every exchange given is exported.
+    Dismisses with the sentence it notified, or None. ``exchanges`` are exported: the marked
+    ones, or the one to export. A ``current`` one (the row at the cursor) that is not the only one
+    given is offered instead: a choice says which, and starts on the ones given.
 
     | Key | Action |
     | :- | :- |
@@ -155,13 +156,18 @@ class ExportScreen(Dialog[str | None]):
         self.send_to = send_to if send_to in SEND_TO else "public"
         self._confirm_replace: Path | None = None
 
+    @property
+    def offers_current(self) -> bool:
+        """True when the dialog offers the current exchange instead of the ones given (the marked ones)."""
+        return self.current is not None and [e.id for e in self.exchanges] != [self.current.id]
+
     def _title(self) -> Text:
+        marked = " marked" if self.offers_current else ""
         if len(self.exchanges) == 1:
             request = self.exchanges[0].request
-            return Text("Export 1 exchange: ", end="").append_text(safe_text(f"{request.method} {request.display_url}"))
-        if self.current is not None:
-            return Text(f"Export · {len(self.exchanges)} exchanges given", end="")
-        return Text(f"Export {len(self.exchanges)} exchanges", end="")
+            return Text(f"Export 1{marked} exchange: ", end="").append_text(
+                safe_text(f"{request.method} {request.display_url}"))
+        return Text(f"Export {len(self.exchanges)}{marked} exchanges", end="")
 
     def compose_dialog(self) -> ComposeResult:
         formats = list(EXPORTERS)
@@ -173,12 +179,13 @@ class ExportScreen(Dialog[str | None]):
                     with RadioSet(id="format", compact=True):
                         for i, name in enumerate(formats):
                             yield RadioButton(name, value=i == 0, id=f"format-{name}", compact=True)
-                if self.current is not None and len(self.exchanges) > 1:
+                if self.offers_current:
+                    given = "the marked one" if len(self.exchanges) == 1 else f"the {len(self.exchanges)} marked"
                     with Horizontal(classes="group"):
                         yield Label("Exchanges")
                         with RadioSet(id="scope", compact=True):
-                            yield RadioButton("the selected one", value=True, id="scope-current", compact=True)
-                            yield RadioButton(f"all {len(self.exchanges)} given", id="scope-all", compact=True)
+                            yield RadioButton(given, value=True, id="scope-all", compact=True)
+                            yield RadioButton("the current one", id="scope-current", compact=True)
                 with Vertical(classes="group"):
                     with Horizontal():
                         yield Label("Send to")
@@ -214,7 +221,8 @@ class ExportScreen(Dialog[str | None]):
         return self.query_one("#to-file", RadioButton).value
 
     def chosen(self) -> list[Exchange]:
-        """The exchanges to export: every one given, or the current one when that was chosen."""
+        """The exchanges to export: every one given (the marked ones), or the current one when
+        that was chosen."""
         scope = self.query("#scope-current")
         if self.current is not None and scope and scope.first(RadioButton).value:
             return [self.current]
@@ -223,10 +231,15 @@ class ExportScreen(Dialog[str | None]):
     def _send_to_hint(self, format: str) -> Text:
         if "base_url" not in options_of(format):
             return Text(f"{format} names no URL: the choice does not apply", end="")
-        if not self.exchanges:
+        chosen = self.chosen()
+        if not chosen:
             return Text("", end="")
-        hint = Text("→ ", end="").append_text(safe_text(_where(self.exchanges[0], self.send_to)))
+        hint = Text("→ ", end="").append_text(safe_text(_where(chosen[0], self.send_to)))
         return hint.append("  (c, copy curl, sends there too)")
+
+    @on(RadioSet.Changed, "#scope")
+    def _scope_changed(self) -> None:
+        self.query_one("#send-to-hint", Static).update(self._send_to_hint(self.format))
 
     @on(RadioSet.Changed, "#send-to")
     def _send_to_changed(self) -> None:

@@ -91,6 +91,8 @@ class SendSampleScreen(Dialog[None]):
         self.sent: list[Sent] = []
         """Every delivery sent from this screen, in order."""
         self._default_url = ""
+        self._result_for: tuple[object, str] | None = None
+        """The sample and URL the result line is about (None: no result shown)."""
         self._start = next((i for name in providers for i, s in enumerate(self.samples) if s.provider == name), 0)
 
     def compose_dialog(self) -> ComposeResult:
@@ -135,6 +137,19 @@ class SendSampleScreen(Dialog[None]):
         else:
             note.update(Text(f"No secret: set {variable}, or send unsigned."))
             button.label = "Send unsigned"
+        self._forget_result()
+
+    def _target(self) -> tuple[object, str]:
+        """The sample chosen and the URL typed: what a send would use (the secret follows the sample)."""
+        return self.query_one("#send-sample", Select).value, self.query_one("#send-url", Input).value.strip()
+
+    @on(Input.Changed, "#send-url")
+    def _forget_result(self) -> None:
+        """Clear the last send's result once the sample or the URL differs from the ones it was
+        about: it no longer says what Send would do."""
+        if self._result_for is not None and self._result_for != self._target():
+            self._result_for = None
+            self._result(Text(""), failed=False)
 
     def _secret_source(self, provider_name: str) -> str:
         """Where the secret a sample is signed with comes from: its variable, else the config file."""
@@ -151,17 +166,19 @@ class SendSampleScreen(Dialog[None]):
         """Send the chosen sample to the URL (in a worker)."""
         url = self.query_one("#send-url", Input).value.strip()
         if not url:
+            self._result_for = self._target()
             self._result(Text("Give a URL: a tunnel's public URL and a path."), failed=True)
             return
         self.query_one("#send-go", Button).disabled = True
+        self._result_for = target = self._target()
         self._result(Text(f"Sending {self.sample.provider} {self.sample.name}…", "dim"), failed=False)
-        self._send(self.sample, url)
+        self._send(self.sample, url, target)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         tell_failure(self, event)
 
     @work(group="send", exit_on_error=False)
-    async def _send(self, sample: SampleInfo, url: str) -> None:
+    async def _send(self, sample: SampleInfo, url: str, target: tuple[object, str]) -> None:
         unsigned = missing_secret(sample.provider, self.environ, webhooks=self.webhooks) is not None
         try:
             sent = await asyncio.to_thread(send_sample, sample.provider, sample.name, url, environ=self.environ,
@@ -179,6 +196,9 @@ class SendSampleScreen(Dialog[None]):
             self._result(line, failed=not sent.ok)
         finally:
             self.query_one("#send-go", Button).disabled = False
+            # The answer names the sample it is about: shown even when the choice changed while
+            # it was on its way, and cleared by the next change.
+            self._result_for = target
 
     def _result(self, text: Text, *, failed: bool) -> None:
         result = self.query_one("#send-result", Static)
