@@ -14,11 +14,14 @@ from typing import Any, ClassVar, Protocol
 
 from rich.table import Table
 from rich.text import Text
+from textual import events
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from devtunnel.errors import DevtunnelError, NotFoundError
@@ -38,7 +41,17 @@ from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
 from devtunnel.values.sizes import format_size
 
-__all__ = ["ChangeNotices", "DetailScreen", "HeadersView", "TitleLine", "WsMessageLines", "exchange_title", "ws_preview"]
+__all__ = [
+    "ChangeNotices",
+    "DetailScreen",
+    "HeadersView",
+    "MessagePane",
+    "TitleLine",
+    "WebhookView",
+    "WsMessageLines",
+    "exchange_title",
+    "ws_preview",
+]
 
 _OPCODES = {0: "cont", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 _PREVIEW = 120
@@ -142,6 +155,92 @@ class HeadersView(VerticalScroll):
         yield Static(grid)
 
 
+class WebhookView(VerticalScroll):
+    """The webhook verdict (``webhook_section``). It is shown whole unless the screen is too short
+    for it and the body: then it scrolls, and tab stops on it."""
+
+    DEFAULT_CSS = """
+    WebhookView {
+        height: auto;
+        padding: 0 1;
+        scrollbar-size-vertical: 1;
+        &:focus { background-tint: $foreground 4%; }
+        & > Static { width: 1fr; }
+    }
+    """
+
+    def __init__(self, verdict: Text, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._verdict = verdict
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._verdict, id=f"{self.id}-text" if self.id else None)
+
+    def allow_focus(self) -> bool:
+        return self.max_scroll_y > 0
+
+
+class MessagePane(TabPane):
+    """The tab of a request or a response: start line, webhook verdict, headers, then the body.
+
+    The headers and the verdict are as tall as they need, but never so tall that the body is
+    squeezed out: whatever the height of the screen, the body keeps ``BODY_ROWS`` rows (or a
+    fifth of the pane, when more), or as many as it has when it is shorter. Headers that do not
+    fit then scroll (tab to them), and so does a verdict on a very short screen.
+    """
+
+    BODY_ROWS = 4
+    """Rows of the body always in sight (at 80x24, what is left under a webhook's verdict and
+    ten headers: the first lines of a JSON delivery)."""
+
+    HEADERS_ROWS = 3
+    """Rows the headers keep before the verdict gives up any."""
+
+    HEADERS_SHARE = 0.65
+    """The most of the pane the headers take, however many they are."""
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.fit()
+
+    def fit(self, *, again: bool = True) -> None:
+        """Share the pane's height out between the verdict, the headers and the body (``again``:
+        once more after the next refresh if its parts are not laid out yet)."""
+        height = self.content_size.height
+        headers = self.query_children(HeadersView)
+        if height <= 0 or not headers:
+            return
+        view = headers.first()
+        webhook = self.query_children(WebhookView)
+        hook = webhook.first() if webhook else None
+        body = self.query_children(".body-box").first()
+        if again and any(child.outer_size.height == 0 for child in self.children if child is not body):
+            self.call_after_refresh(self.fit, again=False)  # not laid out yet: measured once it is
+            return
+        # Fixed: the start line (folded over up to 4 rows), the section lines, the body's label.
+        fixed = sum(child.outer_size.height for child in self.children if child not in (view, hook, body)) + 1
+        body_rows = min(_body_rows(body), max(self.BODY_ROWS, height // 5))
+        room = max(0, height - fixed - body_rows)
+        hook_rows = hook.virtual_size.height if hook is not None else 0
+        most = max(self.HEADERS_ROWS, min(int(height * self.HEADERS_SHARE), room - hook_rows))
+        view.styles.max_height = most
+        if hook is not None:
+            needed = min(view.virtual_size.height, most)
+            hook.styles.max_height = max(1, room - needed)
+
+
+def _body_rows(box: Widget) -> int:
+    """The rows a body box's content (under its label) would take, shown whole."""
+    rows = 0
+    for child in box.children:
+        if isinstance(child, LinesView):
+            rows += len(child.lines)
+        elif isinstance(child, DataTable):
+            rows += child.row_count + 1  # its column titles
+        elif child.id is None or not child.id.endswith("-body-label"):
+            rows += 1  # a field's label
+    return rows
+
+
 def ws_preview(message: WsMessage) -> Text:
     """A short, escaped preview of a WebSocket payload (hex for binary frames)."""
     payload = message.payload
@@ -231,6 +330,9 @@ class DetailScreen(Screen[None]):
     | x | Export it (curl, HAR, raw, httpie). |
     | p | Toggle pretty-printing (JSON, XML, forms) and the body as received (folded at the width). |
     | h | Toggle the hex dump of the bodies. |
+    | down, j / up, k | Scroll the body of the tab shown (or what has the focus) by a row. |
+    | pagedown / pageup | By a page. |
+    | home / end | To its top, to its end. |
     | tab | Move to the headers (to scroll them when they do not all fit) and the bodies. |
 
     The keys r, D, e, c and x run the app's actions, on the exchange this screen shows.
@@ -258,6 +360,12 @@ class DetailScreen(Screen[None]):
         Binding("p", "pretty(False)", "Raw", tooltip="Bodies as received"),
         Binding("p", "pretty(True)", "Pretty", tooltip="Bodies pretty-printed"),
         Binding("h", "toggle_hex", "Hex"),
+        Binding("down,j", "scroll('down')", "Scroll the body (or what has the focus) down a row", show=False),
+        Binding("up,k", "scroll('up')", "Scroll it up a row", show=False),
+        Binding("pagedown", "scroll('page_down')", "Scroll it down a page", show=False),
+        Binding("pageup", "scroll('page_up')", "Scroll it up a page", show=False),
+        Binding("home", "scroll('home')", "Go to its top", show=False),
+        Binding("end", "scroll('end')", "Go to its end", show=False),
     ]
 
     HELP_ONLY_KEYS: ClassVar[list[BindingType]] = [
@@ -278,7 +386,6 @@ class DetailScreen(Screen[None]):
         LinesView { padding: 0 1; }
         .none { padding: 1 2; color: $text-muted; }
         #timing-text { padding: 1 2; }
-        #webhook { height: auto; padding: 0 1; }
         #ws-header { height: 1; padding: 0 1; background: $boost; }
         #ws-messages { height: 1fr; }
     }
@@ -373,9 +480,10 @@ class DetailScreen(Screen[None]):
         WebSocket's messages."""
         self.exchange = exchange
         self.query_one("#detail-title", TitleLine).refresh()
-        pane = self.query_one("#response", TabPane)
+        pane = self.query_one("#response", MessagePane)
         await pane.remove_children()
         await pane.mount_compose(self._response())
+        pane.fit()
         self.query_one("#timing-text", Static).update(self._timing())
         if exchange.websocket:
             pane = self.query_one("#messages", TabPane)
@@ -388,9 +496,9 @@ class DetailScreen(Screen[None]):
         # The id as the log line prints it: ``devtunnel show`` / ``replay`` take it.
         yield TitleLine(self._title, id="detail-title")
         with TabbedContent(initial="request"):
-            with TabPane("Request", id="request"):
+            with MessagePane("Request", id="request"):
                 yield from self._message("request", ex.request)
-            with TabPane("Response", id="response"):
+            with MessagePane("Response", id="response"):
                 yield from self._response()
             with TabPane("Timing", id="timing"):
                 yield Static(self._timing(), id="timing-text")
@@ -424,7 +532,7 @@ class DetailScreen(Screen[None]):
         yield Static(line, classes="start-line")
         if isinstance(message, Request) and self.exchange.webhook is not None:
             yield Static("Webhook", classes="section", markup=False)
-            yield Static(self._webhook(), id="webhook")
+            yield WebhookView(self._webhook(), id="webhook")
         yield Static(f"Headers ({len(message.headers)})", classes="section", markup=False)
         yield HeadersView(message.headers, id=f"{side}-headers")
         with Vertical(id=f"{side}-body-box", classes="body-box"):
@@ -519,6 +627,40 @@ class DetailScreen(Screen[None]):
         """Close the screen."""
         self.dismiss(None)
 
+    _SCROLLS: ClassVar[dict[str, tuple[str, str]]] = {
+        # key: (a scrolling widget's action, a table's: its cursor moves)
+        "down": ("scroll_down", "cursor_down"),
+        "up": ("scroll_up", "cursor_up"),
+        "page_down": ("page_down", "page_down"),
+        "page_up": ("page_up", "page_up"),
+        "home": ("scroll_home", "scroll_top"),
+        "end": ("scroll_end", "scroll_bottom"),
+    }
+
+    def _scrolled(self) -> Widget | None:
+        """What the scroll keys move: the focused view of the tab shown (its headers, say),
+        otherwise the tab's body (its WebSocket messages on the Messages tab)."""
+        pane = self.query_one(TabbedContent).active_pane
+        if pane is None:
+            return None
+        focused = self.focused
+        if isinstance(focused, (LinesView, DataTable, VerticalScroll)) and pane in focused.ancestors:
+            return focused
+        found = pane.query(".body-box LinesView, .body-box DataTable, #ws-messages")
+        return found.first() if found else None
+
+    def action_scroll(self, how: str) -> None:
+        """Scroll the body of the tab shown (or the focused view: ``_scrolled``), whatever has
+        the focus: the keys work as soon as the screen opens, on the tabs."""
+        target = self._scrolled()
+        if target is None:
+            return
+        plain, table = self._SCROLLS[how]
+        try:
+            getattr(target, f"action_{table if isinstance(target, DataTable) else plain}")()
+        except SkipAction:
+            pass  # nothing to scroll
+
     def action_tab(self, tab: str) -> None:
         """Show one tab."""
         if tab == "messages" and not self.exchange.websocket:
@@ -532,6 +674,7 @@ class DetailScreen(Screen[None]):
             box = self.query_one(f"#{side}-body-box", Vertical)
             await box.remove_children()
             await box.mount_compose(self._body(side, message))
+            self.query_one(f"#{side}", MessagePane).fit()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "pretty":
