@@ -9,6 +9,10 @@ one the rule had refused (its client got the rule's 403).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -26,20 +30,22 @@ from tests.net.api_fixtures import echo_service
 from tests.net.tunnel_fixtures import read_hello
 
 
-async def test_a_rules_notice_in_the_welcomes_message_is_recorded_and_never_forwarded() -> None:
-    records: list[Exchange] = []
+Script = Callable[[ServerConnection, RelayConnection], Awaitable[None]]
+
+
+@asynccontextmanager
+async def guarded_agent(script: Script, records: list[Exchange]) -> AsyncIterator[tuple[Any, list[object]]]:
+    """An agent tunnel with a ``deny`` rule on ``/admin`` (to a local echo service), connected to a
+    relay that reads its HELLO, then runs ``script``, then reads what the agent sends (resets
+    included). Yields the local service's record of requests and those events."""
+    events: list[object] = []
 
     async def relay(ws: ServerConnection) -> None:
         conn = RelayConnection()
         await read_hello(ws, conn)
-        conn.send_welcome("guarded", "http://guarded.localhost", {RULES_ACK: WIRE_VERSION})
-        sid = conn.open_request(b"POST", b"/admin/delete", b"1.1",
-                                ((b"Host", b"guarded.localhost"), (b"Content-Length", b"4"),
-                                 (RULE_HEADER, b"tunnel;1;deny;403;10;all")), end_stream=False)
-        conn.send_data(sid, b"body", end_stream=True)
-        await ws.send(conn.data_to_send())  # one message: the WELCOME and the notice
+        await script(ws, conn)
         async for message in ws:
-            conn.receive_data(message)  # type: ignore[arg-type]
+            events.extend(conn.receive_data(message))  # type: ignore[arg-type]
             if conn.wants_to_send:
                 await ws.send(conn.data_to_send())
 
@@ -52,9 +58,28 @@ async def test_a_rules_notice_in_the_welcomes_message_is_recorded_and_never_forw
                                  sink=lambda ex, final: records.append(ex) if final else None, on_change=lambda info: None)
             await tunnel.start()
             try:
-                await async_wait_for(lambda: records, what="the notice recorded")
+                yield seen, events
             finally:
                 await tunnel.stop()
+
+
+def _welcome(conn: RelayConnection) -> None:
+    conn.send_welcome("guarded", "http://guarded.localhost", {RULES_ACK: WIRE_VERSION})
+
+
+async def test_a_rules_notice_in_the_welcomes_message_is_recorded_and_never_forwarded() -> None:
+    records: list[Exchange] = []
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        _welcome(conn)
+        sid = conn.open_request(b"POST", b"/admin/delete", b"1.1",
+                                ((b"Host", b"guarded.localhost"), (b"Content-Length", b"4"),
+                                 (RULE_HEADER, b"tunnel;1;deny;403;10;all")), end_stream=False)
+        conn.send_data(sid, b"body", end_stream=True)
+        await ws.send(conn.data_to_send())  # one message: the WELCOME and the notice
+
+    async with guarded_agent(script, records) as (seen, _):
+        await async_wait_for(lambda: records, what="the notice recorded")
     [record] = records
     assert record.rule is not None and (record.rule.index, record.rule.action) == (1, "deny")
     assert record.response is not None and record.response.status == 403
@@ -72,36 +97,20 @@ async def test_a_rules_notice_with_a_head_no_request_may_have_is_not_recorded(
     """A hostile relay's notice was recorded as it came: a raw export of it wrote the injected
     header lines, a curl export sent to the absolute target's host."""
     records: list[Exchange] = []
-    resets: list[int] = []
 
-    async def relay(ws: ServerConnection) -> None:
-        conn = RelayConnection()
-        await read_hello(ws, conn)
-        conn.send_welcome("guarded", "http://guarded.localhost", {RULES_ACK: WIRE_VERSION})
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        _welcome(conn)
         await ws.send(conn.data_to_send())
         for path, fields in ((target, headers), (b"/fine", ((b"Host", b"guarded.localhost"),))):
             conn.open_request(b"GET", path, b"1.1", (*fields, (RULE_HEADER, b"tunnel;1;deny;403;10;all")), end_stream=True)
         await ws.send(conn.data_to_send())
-        async for message in ws:
-            for event in conn.receive_data(message):  # type: ignore[arg-type]
-                if isinstance(event, StreamReset):
-                    resets.append(event.stream_id)
-            if conn.wants_to_send:
-                await ws.send(conn.data_to_send())
 
-    rules = parse_rules([{"match": "path:/admin", "action": "deny"}], "test")
-    with echo_service() as (local, seen):
-        async with serve(relay, "127.0.0.1", 0, max_size=None, compression=None) as srv:
-            port = srv.sockets[0].getsockname()[1]
-            tunnel = AgentTunnel(TunnelConfig(target=local, name="guarded", rules=rules),
-                                 relay_url=f"ws://127.0.0.1:{port}/_devtunnel/connect",
-                                 sink=lambda ex, final: records.append(ex) if final else None, on_change=lambda info: None)
-            await tunnel.start()
-            try:
-                await async_wait_for(lambda: records and records[-1].request.target == b"/fine" and len(resets) == 2,
-                                     what="the good notice recorded, both reset")
-            finally:
-                await tunnel.stop()
+    async with guarded_agent(script, records) as (seen, events):
+        def both_reset() -> bool:
+            return sum(isinstance(e, StreamReset) for e in events) == 2
+
+        await async_wait_for(lambda: records and records[-1].request.target == b"/fine" and both_reset(),
+                             what="the good notice recorded, both reset")
     assert seen.requests == []
     assert records[-1].request.target == b"/fine"
     for record in records:  # not recorded, or recorded without the field no line can hold
