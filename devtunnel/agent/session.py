@@ -532,7 +532,7 @@ class Session:
                 if bad is not None:
                     self._ignore_notice(head.stream_id, bad)
                     return
-                if not fields_are_safe(*zip(*head.headers)) if head.headers else False:
+                if head.headers and not fields_are_safe(*zip(*head.headers)):
                     # As forwarding drops them: a field that cannot be written on a line of its own.
                     head = dataclasses.replace(head, headers=tuple(f for f in head.headers if field_is_safe(*f)))
                 self._record_decided(head, mark, status, size, cut)

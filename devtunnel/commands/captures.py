@@ -968,13 +968,13 @@ def _apps_down(args: argparse.Namespace, wanted: set[tuple[str, str]]) -> dict[t
     return found
 
 
-def _held_apps(place: tuple[str, int], wanted: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """Of the tunnels ``wanted`` (name, target), those the agent at ``place`` runs with
-    ``--hold`` whose app is down (``_APP_DOWN``), with their hold; empty when it does not answer."""
+def _tunnels(place: tuple[str, int]) -> list[dict[str, Any]]:
+    """The tunnels the agent at ``place`` reports (``/api/tunnels``), those that are JSON objects;
+    empty when it does not answer. Another process's answer: each field is checked where read."""
     try:
         conn, response = get(*place, "/api/tunnels", AGENT_TIMEOUT)
     except (OSError, http.client.HTTPException):
-        return {}
+        return []
     try:
         data = json.loads(response.read(4 << 20)) if response.status == 200 else None
     except (OSError, http.client.HTTPException, ValueError):
@@ -982,10 +982,15 @@ def _held_apps(place: tuple[str, int], wanted: set[tuple[str, str]]) -> dict[tup
     finally:
         conn.close()
     tunnels = data.get("tunnels") if isinstance(data, dict) else None
+    return [t for t in tunnels if isinstance(t, dict)] if isinstance(tunnels, list) else []
+
+
+def _held_apps(place: tuple[str, int], wanted: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """Of the tunnels ``wanted`` (name, target), those the agent at ``place`` runs with
+    ``--hold`` whose app is down (``_APP_DOWN``), with their hold; empty when it does not answer."""
     held: dict[tuple[str, str], float] = {}
-    for tunnel in tunnels if isinstance(tunnels, list) else []:  # another process's answer: each field checked
-        app = tunnel.get("app") if isinstance(tunnel, dict) else None
-        config = tunnel.get("config") if isinstance(tunnel, dict) else None
+    for tunnel in _tunnels(place):
+        app, config = tunnel.get("app"), tunnel.get("config")
         if not isinstance(app, dict) or not isinstance(config, dict):
             continue
         key, hold = (str(tunnel.get("name")), str(config.get("addr"))), app.get("hold")
@@ -1018,16 +1023,11 @@ def _wait_for_apps(args: argparse.Namespace, originals: list[Exchange]) -> dict[
 
 def _app_words(place: tuple[str, int], name: str) -> str:
     """The state of tunnel ``name``'s app as the agent at ``place`` says it (``crashed: exited with code 1``)."""
-    try:
-        conn, response = get(*place, "/api/tunnels", AGENT_TIMEOUT)
-        try:
-            data = json.loads(response.read(4 << 20))
-        finally:
-            conn.close()
-        [app] = [t["app"] for t in data["tunnels"] if t["name"] == name]
-        return str(app["state"]) + (f": {app['message']}" if app.get("message") else "")
-    except (OSError, http.client.HTTPException, ValueError, LookupError, TypeError):
+    apps = [t.get("app") for t in _tunnels(place) if t.get("name") == name]
+    app = apps[0] if len(apps) == 1 else None
+    if not isinstance(app, dict) or "state" not in app:
         return "down"
+    return str(app["state"]) + (f": {app['message']}" if app.get("message") else "")
 
 
 async def _send_replays(originals: list[Exchange], args: argparse.Namespace, edit: Edit | None,
