@@ -6,7 +6,7 @@ tunnel of the agent can take another's name, which keys it in the service and th
 plain ``http(s)://NAME.…`` URL (so what the API, the log and the terminal show is a URL of it).
 
 A request a rule at the relay answered (or routed) arrives with the relay's ``devtunnel-rule``
-header naming the rule (``relay/rules.py`` writes it; ``docs/protocol.md``, "Rules");
+header naming the rule (``protocol.notice`` writes and reads it; ``docs/protocol.md``, "Rules");
 ``rule_of`` takes it off the head; ``older_path_reading`` says when the relay reads a request's
 path for rules as relays before ``RULE_PATHS`` did. ``goaway_error`` turns a GOAWAY into the
 error the tunnel reports, and ``FINAL_GOAWAYS`` are those after which reconnecting cannot help.
@@ -31,6 +31,7 @@ from devtunnel.errors import AuthError, NameInUseError, NameTakenError, RelayUnr
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import GoAway, RequestReceived, Welcome
 from devtunnel.protocol.handshake import RULE_PATHS
+from devtunnel.protocol.notice import RULE_HEADER, read_notice
 from devtunnel.rules import PATH_READING, Rule, judges_path
 from devtunnel.values.terminal import clipped
 from devtunnel.values.numbers import is_decimal
@@ -40,7 +41,6 @@ __all__ = [
     "MAX_PUBLIC_URL", "MAX_RELAY_TEXT",
 ]
 
-_RULE_HEADER = b"devtunnel-rule"
 _MAX_SIZE_DIGITS = 18  # a body size the header names: always an int, never a 4,300-digit parse
 
 MAX_PUBLIC_URL = 2048
@@ -108,34 +108,31 @@ def rule_of(head: RequestReceived) -> tuple[RequestReceived, RuleMark | None, in
     the relay answered with (0: none, or the connection was dropped), the size of the body
     it answered with (0 from a relay that does not say), and, when the notice may carry only the
     first bytes of the request body (maybe none), that body's size as far as the relay knows it
-    (None: it carries all of it; ``_request_cut``)."""
+    (None: it carries all of it; ``_request_cut``). The header's format: ``protocol.notice``."""
     value = None
     for name, v in head.headers:
-        if name == _RULE_HEADER:
+        if name == RULE_HEADER:
             value = v
             break
     if value is None:
         return head, None, 0, 0, None
-    head = dataclasses.replace(head, headers=tuple((n, v) for n, v in head.headers if n != _RULE_HEADER))
-    parts = value.decode("latin-1").split(";")
-    if len(parts) < 3 or parts[0] not in ("relay", "tunnel") or not is_decimal(parts[1]) or not parts[2]:
+    head = dataclasses.replace(head, headers=tuple((n, v) for n, v in head.headers if n != RULE_HEADER))
+    notice = read_notice(value)
+    if notice is None:
         return head, None, 0, 0, None
-    status = int(parts[3]) if len(parts) > 3 and is_decimal(parts[3]) and len(parts[3]) <= 3 else 0
-    size = int(parts[4]) if len(parts) > 4 and is_decimal(parts[4]) and len(parts[4]) <= _MAX_SIZE_DIGITS else 0
-    return head, RuleMark(int(parts[1]), parts[2][:32], parts[0]), status, size, _request_cut(parts, head)
+    mark = RuleMark(notice.number, notice.action, notice.scope)
+    return head, mark, notice.status, notice.size, _request_cut(notice.body, head)
 
 
-def _request_cut(parts: list[str], head: RequestReceived) -> int | None:
-    """The request body's size when the notice (its header's ``parts``) may carry only part of
-    it, else None. The sixth field says so: ``all``, or the size. A relay that does not write it
-    sends the body only when it came whole with the head, within its bound: then a body is cut
-    when it falls short of the request's Content-Length (the size returned; the record compares,
-    ``ExchangeCapture.request_body_cut``), or when a chunked request's notice carries none."""
-    if len(parts) > 5:
-        field = parts[5]
-        if field == "all":
-            return None
-        return int(field) if is_decimal(field) and len(field) <= _MAX_SIZE_DIGITS else 0
+def _request_cut(body: int | None, head: RequestReceived) -> int | None:
+    """The request body's size when the notice may carry only part of it, else None. Its BODY
+    field says so (``body``: None for ``all``, else the size). A relay that does not write it
+    (``body`` -1) sends the body only when it came whole with the head, within its bound: then
+    a body is cut when it falls short of the request's Content-Length (the size returned; the
+    record compares, ``ExchangeCapture.request_body_cut``), or when a chunked request's notice
+    carries none."""
+    if body is None or body >= 0:
+        return body
     declared = None
     chunked = False
     for name, value in head.headers:

@@ -11,13 +11,11 @@ from __future__ import annotations
 from operator import itemgetter
 
 from devtunnel.protocol.events import Fields
+from devtunnel.protocol.notice import RULE_HEADER
 from devtunnel.values.http1 import HOP_BY_HOP, connection_tokens, content_length_digits
 
 Header = tuple[bytes, bytes]
 
-#: Request header from the relay to the agent naming the rule that decided a request
-#: (``relay.rules``): only the relay writes it, a client's own is dropped.
-RULE_HEADER = b"devtunnel-rule"
 # What a request loop must look at: hop-by-hop headers, headers the relay sets, and the ones
 # that belong to the public WebSocket handshake (already settled between client and relay).
 _REQUEST_SPECIAL = HOP_BY_HOP | {

@@ -15,8 +15,8 @@ a stream whose REQUEST carries the head and the ``devtunnel-rule`` header naming
 status given, the size of the body answered and whether the request body it carries is all of
 it, with END_STREAM or the request body in one DATA frame (the first ``NOTICE_BODY`` bytes of it
 at most); the agent records it, forwards nothing and resets the stream (``docs/protocol.md``,
-"Rules"). A request routed by a ``forward`` rule carries the same header with the rule's
-number; the agent looks the target up in its own rules. The header is removed from every
+"Rules"; the header's format is ``protocol.notice``). A request routed by a ``forward`` rule
+carries the same header with the rule's number; the agent looks the target up in its own rules. The header is removed from every
 public request first, so a client cannot spell it.
 """
 
@@ -34,8 +34,9 @@ from typing import Any
 from devtunnel.capture.filters.edge import client_address
 from devtunnel.errors import ProtocolError
 from devtunnel.protocol.handshake import RULE_BODIES
+from devtunnel.protocol.notice import RULE_HEADER, notice_value, route_value
 from devtunnel.relay.asgi import PLAIN_TYPE, Scope, Send, target
-from devtunnel.relay.headers import RULE_HEADER, request_host, scope_cookies
+from devtunnel.relay.headers import request_host, scope_cookies
 from devtunnel.relay.http import CONNECTION_EXTENSION
 from devtunnel.relay.link import AgentLink
 from devtunnel.rules import Answer, Decision, Engine, RequestView, decide
@@ -258,12 +259,10 @@ class RuleBook:
         limit = min(NOTICE_BODY, tunnel.conn.new_stream_window)
         if cut is None and len(body) > limit:
             cut = len(body)
-        if cut is None:
-            whole = "all"
-        else:
-            whole = str(max(cut, len(body)))
+        if cut is not None:
+            cut = max(cut, len(body))
             body = body[:limit] if tunnel.conn.peer_info.get(RULE_BODIES) == 1 else b""
-        mark = f"{scope_name};{index};{action};{0 if answer.drop else answer.status};{size};{whole}".encode()
+        mark = notice_value(scope_name, index, action, 0 if answer.drop else answer.status, size, cut)
         send_body = bool(body)
         try:
             stream_id = tunnel.conn.open_request(
@@ -293,7 +292,7 @@ def edit_request(fields: Fields, decision: Decision | None) -> tuple[tuple[bytes
     out = [(n, v) for n, v in fields if n.lower() not in remove]
     out += decision.request_set
     if decision.route is not None:
-        out.append((RULE_HEADER, f"tunnel;{decision.route};forward".encode()))
+        out.append((RULE_HEADER, route_value(decision.route)))
     return tuple(out)
 
 

@@ -22,7 +22,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.protocol.events import StreamReset
 from devtunnel.protocol.handshake import RULES_ACK
 from devtunnel.protocol.relay_side import RelayConnection
-from devtunnel.relay.headers import RULE_HEADER
+from devtunnel.protocol.notice import RULE_HEADER
 from devtunnel.rules import parse_rules
 from devtunnel.rules.model import WIRE_VERSION
 from tests.helpers import async_wait_for
