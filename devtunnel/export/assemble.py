@@ -37,17 +37,24 @@ NOTE_FIELD = b"Devtunnel-Note"
 
 @dataclass(frozen=True)
 class Message:
-    """One message split where a reader wants it: ``head`` (through the blank line) and ``body`` as framed."""
+    """One message split where a reader wants it: its ``start`` line and ``fields`` as framed
+    (``head``: both through the blank line) and ``body`` as framed."""
 
-    head: bytes
+    start: bytes
+    fields: tuple[tuple[bytes, bytes], ...]
     body: bytes
+
+    @property
+    def head(self) -> bytes:
+        return b"".join([self.start, b"\r\n", *(n + b": " + v + b"\r\n" for n, v in self.fields), b"\r\n"])
+
+    def breaks_inside(self) -> bool:
+        """Whether CR or LF is inside its start line or a field (a record made before the agent
+        refused them may hold one): the head's bytes then hold a line it never had."""
+        return any(b"\r" in part or b"\n" in part for part in (self.start, *(p for f in self.fields for p in f)))
 
     def __bytes__(self) -> bytes:
         return self.head + self.body
-
-
-def _head(start_line: bytes, fields: list[tuple[bytes, bytes]]) -> bytes:
-    return b"".join([start_line, b"\r\n", *(n + b": " + v + b"\r\n" for n, v in fields), b"\r\n"])
 
 
 def _framed(message: Request | Response, *, request: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -69,7 +76,7 @@ def assemble_request(request: Request) -> Message:
     """The request line, headers in order with their case, and the body framed as on the wire."""
     fields, body = _framed(request, request=True)
     start = wire_bytes(request.method) + b" " + request.target + b" HTTP/" + request.http_version.encode()
-    return Message(_head(start, fields), body)
+    return Message(start, tuple(fields), body)
 
 
 def reason_of(response: Response) -> str:
@@ -87,7 +94,7 @@ def assemble_response(response: Response) -> Message:
     fields, body = _framed(response, request=False)
     # The reason as the bytes it stands for: an edited one above U+00FF as UTF-8, not "?".
     start = f"HTTP/{response.http_version} {response.status} ".encode() + wire_bytes(reason_of(response))
-    return Message(_head(start.rstrip(), fields), body)
+    return Message(start.rstrip(), tuple(fields), body)
 
 
 def request_bytes(request: Request) -> bytes:

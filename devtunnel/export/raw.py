@@ -22,21 +22,31 @@ from devtunnel.export.base import Export, each_prepared, file_stem, joined, safe
 __all__ = ["export_raw", "raw_pieces"]
 
 
-def _escaped(raw: bytes) -> str:
-    """``raw`` with every byte that is not printable ASCII (or CR, LF, tab) shown as ``\\xNN``."""
+def _escaped(raw: bytes, *, breaks: tuple[int, ...] = (9, 10, 13)) -> str:
+    """``raw`` with every byte that is not printable ASCII (or one of ``breaks``: tab, CR, LF)
+    shown as ``\\xNN``."""
     return "".join(
-        chr(b) if 0x20 <= b < 0x7F or b in (9, 10, 13) else f"\\x{b:02x}"
+        chr(b) if 0x20 <= b < 0x7F or b in breaks else f"\\x{b:02x}"
         for b in raw
     )
 
 
+def _escaped_head(message: Message) -> str:
+    """The head with every byte that is not printable ASCII or tab shown as ``\\xNN``: CR LF
+    only at its lines' ends."""
+    lines = [message.start, *(n + b": " + v for n, v in message.fields), b"", b""]
+    return "\r\n".join(_escaped(line, breaks=(9,)) for line in lines)
+
+
 def _message_text(message: Message, body_len: int, path: str, files: dict[str, bytes]) -> str:
-    head_text = safe_text(message.head, allow="\t\r\n")
+    # A record made before the agent refused them may hold CR or LF inside a line: shown as it
+    # is, it would read as a line of its own (a header the request never had).
+    head_text = None if message.breaks_inside() else safe_text(message.head, allow="\t\r\n")
     body_text = safe_text(message.body, allow="\t\r\n")
     if head_text is None or body_text is None:
         files[path] = bytes(message)
     if head_text is None:
-        head_text = _escaped(message.head)
+        head_text = _escaped_head(message)
     if body_text is None:
         body_text = f"[{body_len} bytes of body that cannot be shown as text: exact message in {path}]\r\n"
     return head_text + body_text

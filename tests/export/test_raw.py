@@ -43,6 +43,16 @@ def test_control_bytes_in_a_header_are_escaped_in_the_text_and_exact_in_the_file
     assert list(result.files.values()) == [b"GET / HTTP/1.1\r\nHost: h\r\nX-Evil: \x1b[2Jgone\xff\r\n\r\n"]
 
 
+def test_a_line_break_inside_a_stored_target_or_value_is_escaped_not_a_line_of_its_own() -> None:
+    # Records made before the agent refused them may hold CR or LF inside a head's line.
+    ex = make_exchange("GET", b"/a\nX-Target: 1", [(b"Host", b"h"), (b"X-Evil", b"v\r\nInjected: 1"), (b"X-Lf", b"a\nb")])
+    result = export("raw", ex)
+    lines = result.text.split("\r\n")
+    assert lines[:5] == ["GET /a\\x0aX-Target: 1 HTTP/1.1", "Host: h", "X-Evil: v\\x0d\\x0aInjected: 1", "X-Lf: a\\x0ab", ""]
+    assert not any(line.startswith(("Injected", "X-Target")) for line in result.text.splitlines())
+    assert list(result.files.values()) == [b"GET /a\nX-Target: 1 HTTP/1.1\r\nHost: h\r\nX-Evil: v\r\nInjected: 1\r\nX-Lf: a\nb\r\n\r\n"]
+
+
 def test_missing_response_is_explained() -> None:
     ex = make_exchange(error="local_refused", error_message="connection refused")
     assert export("raw", ex, response=True).text.endswith("[no response (local_refused): connection refused]\r\n")
