@@ -22,7 +22,9 @@ from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.binding import Binding, BindingType
+from textual.actions import parse as parse_action
 from textual.css.query import NoMatches
+from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.worker import Worker
@@ -143,8 +145,9 @@ class InspectorApp(App[None]):
         await super().on_event(event)
 
     def compose(self) -> ComposeResult:
-        yield TunnelsPanel(id="tunnels")
-        yield StatsStrip(id="stats")
+        stats = StatsStrip(id="stats")
+        yield TunnelsPanel(rate=stats.rate, id="tunnels")  # one count of requests a second for both
+        yield stats
         yield FilterBar(self.history_path, id="filter")
         yield RequestTable(id="requests")
         yield Footer(compact=True)
@@ -353,6 +356,8 @@ class InspectorApp(App[None]):
             if tunnel.state == "stopped":  # s or R: started again as it ran (its app, hold, rules)
                 action = "start"
                 view = await self.backend.start_again(tunnel.name)
+            elif action == "start":
+                return  # started meanwhile (the key bar said Start a moment ago)
             elif action == "stop":
                 view = await self.backend.stop_tunnel(tunnel)
             else:
@@ -591,11 +596,21 @@ class InspectorApp(App[None]):
         if screen is self.screen_stack[0]:
             yield SystemCommand("Send a sample webhook…", "a signed sample delivery (like devtunnel send) to a tunnel",
                                 self.action_send_sample)
+        offered: set[tuple[DOMNode, str]] = set()
         for owner, bindings in ((self, self.BINDINGS), (self.table, RequestTable.BINDINGS),
                                 (self.query_one(TunnelsPanel), TunnelsPanel.BINDINGS)):
             for binding in bindings:
-                if isinstance(binding, Binding) and binding.action not in ("quit", "cursor_up", "cursor_down",
-                                                                           "page_up", "page_down", "move(-1)",
-                                                                           "move(1)"):
-                    yield SystemCommand(describe(binding), f"key: {key_label(binding.key)}",
-                                        lambda o=owner, a=binding.action: o.run_action(a))
+                if not isinstance(binding, Binding) or binding.action in ("quit", "cursor_up", "cursor_down",
+                                                                          "page_up", "page_down", "move(-1)",
+                                                                          "move(1)"):
+                    continue
+                # A tunnel key that would do nothing now (Start on a running tunnel) is not offered,
+                # and an action of two keys (s and R start a stopped tunnel) once, under its first key.
+                # (The app's own keys are judged for the screen on top: here, the palette.)
+                _, name, parameters = parse_action(binding.action)
+                if (owner, binding.action) in offered or (
+                        owner is not self and owner.check_action(name, parameters) is False):
+                    continue
+                offered.add((owner, binding.action))
+                yield SystemCommand(describe(binding), f"key: {key_label(binding.key)}",
+                                    lambda o=owner, a=binding.action: o.run_action(a))

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 
+from devtunnel.capture.rows import Row
 from devtunnel.errors import DevtunnelError, FilterTimeoutError
 from devtunnel.tui.backend import Backend
 from devtunnel.tui.widgets.request_table import EmptySource, RequestTable
@@ -116,6 +118,8 @@ class LiveView:
         """The store's change number at that look (``Backend.look``)."""
         self._counted_up_to = ""
         """The newest id counted as a request by the stats strip's rate."""
+        self._unnamed: list[tuple[int, list[str]]] = []
+        """Requests counted by the rate whose tunnels are still to be named: ``(second, ids)``."""
         self._applying = False
         self._generation = 0
         self._count = _Spaced(refilter_every)
@@ -389,7 +393,8 @@ class LiveView:
             fresh = [i for i in ids if i > self._counted_up_to]
             if fresh:
                 self._counted_up_to = max(fresh)
-            self.stats.count_requests(len(fresh))
+                # Counted now, in the second they came; their tunnels are named once read (``_apply``).
+                self._unnamed.append((self.stats.count_requests(len(fresh)), fresh))
             ids |= self._rechecks
             self._rechecks = set()
             self._start_apply(sorted(ids), self._generation)
@@ -413,10 +418,25 @@ class LiveView:
             if not self.table.apply_changes(rows, ids, total):
                 self._count_stale = True
             self.stats.shown = self.table.total
+            await self._name_tunnels(rows)
         finally:
             self._applying = False
             if self._pending and self._later is not None and not self._flush_due:
                 self._flush_soon()  # what arrived during this read
+
+    async def _name_tunnels(self, rows: Sequence[Row]) -> None:
+        """Name the tunnels of the requests the rate counted, from ``rows`` just read, or, for those
+        a filter left out, from their own rows: the tunnels panel's rates are the same count."""
+        unnamed, self._unnamed = self._unnamed, []
+        tunnels = {row.id: row.tunnel for row in rows}
+        missing = [i for _, ids in unnamed for i in ids if i not in tunnels]
+        if missing and self.filter is not None:
+            try:
+                tunnels.update((row.id, row.tunnel) for row in await self.backend.rows(missing))
+            except DevtunnelError:
+                pass  # counted all the same, of no tunnel; the read's failure is said by the next
+        for second, ids in unnamed:
+            self.stats.rate.attribute(second, Counter(tunnels[i] for i in ids if i in tunnels))
 
     def _flush_soon(self) -> None:
         """Flush a frame after the last application began (at once if that is past)."""

@@ -448,7 +448,11 @@ HEX_WIDTH = 16
 
 
 def hex_row(data: bytes, offset: int) -> Text:
-    """One hex-dump row: offset, 16 bytes in hex (two groups of 8), and their ASCII."""
+    """One hex-dump row: offset, 16 bytes in hex (two groups of 8), and their ASCII.
+
+    76 cells, one space between the parts: what an 80-column terminal leaves the detail's body
+    beside its scrollbar (with two, as ``hexdump -C`` has, the ASCII's end was cut off).
+    """
     chunk = data[offset : offset + HEX_WIDTH]
     hex_bytes = chunk.hex(" ")
     if len(chunk) > 8:
@@ -456,9 +460,9 @@ def hex_row(data: bytes, offset: int) -> Text:
     ascii_part = chunk.translate(_PRINTABLE).decode("ascii")
     text = Text(no_wrap=True, end="")
     text.append(f"{offset:08x}", "dim")
-    text.append("  ")
+    text.append(" ")
     text.append(hex_bytes.ljust(HEX_WIDTH * 3), "cyan")
-    text.append("  │")
+    text.append(" │")
     text.append(ascii_part.ljust(HEX_WIDTH))
     text.append("│")
     return text
@@ -467,7 +471,7 @@ def hex_row(data: bytes, offset: int) -> Text:
 class HexLines:
     """A body as a hex dump: one row per 16 bytes, rendered on demand."""
 
-    width = 8 + 2 + HEX_WIDTH * 3 + 3 + HEX_WIDTH + 1
+    width = 8 + 1 + HEX_WIDTH * 3 + 2 + HEX_WIDTH + 1
 
     def __init__(self, data: bytes) -> None:
         self._data = data
@@ -644,7 +648,8 @@ def webhook_section(verdict: Verdict, *, title: str = "", secret_env: str = "") 
     if verdict.signature is Signature.UNVERIFIED and verdict.reason.startswith(NO_SECRET):
         # The variable the agent looked in (config may name another than the conventional one).
         variable = verdict.missing_secret or secret_env
-        rows.append(("Hint", Text(f"set {escape(variable)} to verify", "italic")))
+        if variable not in verdict.reason:  # "no secret: set STRIPE_WEBHOOK_SECRET" says it already
+            rows.append(("Hint", Text(f"set {escape(variable)} to verify", "italic")))
     text = Text(end="")
     for label, value in rows:
         text.append(f"{label:<13}", "bold")

@@ -293,7 +293,7 @@ async def test_help_lists_every_key_and_the_filter_language(db: Path, tmp_path: 
         await _loaded(app, 12)
         await pilot.press("question_mark")
         await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
-        text = "\n".join(str(s.render()) for s in app.screen.query("Static"))
+        text = "\n".join(str(s.render()) for s in app.screen.query("Static, KeyTable"))
         for description in ("Replay", "Diff marked", "Diff replay", "Copy curl", "Export", "Mark",
                             "Follow", "New tunnel", "Stop tunnel", "Copy URL", "Older filter", "Clear filter"):
             assert description in text
@@ -313,14 +313,27 @@ async def test_help_lists_every_key_and_the_filter_language(db: Path, tmp_path: 
 
 
 async def test_every_key_action_is_in_the_command_palette(db: Path, tmp_path: Path) -> None:
+    from devtunnel.tui.backend import TunnelView
+    from devtunnel.tui.widgets import TunnelsPanel
+
     app = inspector(db, tmp_path)
     async with app.run_test(size=(100, 30)):
         await _loaded(app, 12)
+        panel = app.query_one(TunnelsPanel)
+        assert "Stop tunnel" not in {command.title for command in app.get_system_commands(app.screen)}  # no tunnel
+        shop = TunnelView("shop", "http://shop.localhost:8000", "http://127.0.0.1:3000", "online")
+        panel.update_tunnels([shop])
         titles = {command.title for command in app.get_system_commands(app.screen)}
+        # A stopped tunnel is started (by s or R: offered once), not stopped or restarted.
+        panel.update_tunnels([TunnelView("shop", "http://shop.localhost:8000", "http://127.0.0.1:3000", "stopped")])
+        stopped = [command.title for command in app.get_system_commands(app.screen)]
     for wanted in ("Filter", "New tunnel", "Replay", "Edit+replay", "Diff marked", "Diff replay",
                    "Copy curl", "Export", "Help", "Follow", "Detail", "Mark", "Stop tunnel", "Restart tunnel",
                    "Copy URL"):
         assert wanted in titles
+    assert "Start a stopped tunnel again" not in titles
+    assert stopped.count("Start a stopped tunnel again") == 1
+    assert "Stop tunnel" not in stopped and "Restart tunnel" not in stopped
 
 
 async def test_copy_as_curl_without_a_clipboard_says_where_it_went(db: Path, tmp_path: Path,

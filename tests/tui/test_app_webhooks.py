@@ -206,7 +206,8 @@ async def test_detail_of_an_unverified_delivery_says_which_variable_to_set(tmp_p
     async with app.run_test(size=(120, 40)) as pilot:
         shown = await _open(pilot, fixed_id(24))
         assert "Signature    ? unverified: no secret: set SHOPIFY_WEBHOOK_SECRET" in shown
-        assert "Hint         set SHOPIFY_WEBHOOK_SECRET to verify" in shown
+        # Said once: a Hint row repeating the variable took a row a small terminal needs for the body.
+        assert "Hint" not in shown and shown.count("SHOPIFY_WEBHOOK_SECRET") == 1
         assert "Duplicate of" not in shown
 
 
@@ -242,8 +243,6 @@ def test_detail_webhook_section_of_a_stale_retry_at_100x30(snap_compare, tmp_pat
 
 
 async def test_help_explains_every_mark_the_table_draws(tmp_path: Path) -> None:
-    from textual.widgets import Static
-
     from devtunnel.tui.screens.help import HelpScreen
 
     app = _app(tmp_path)
@@ -251,7 +250,7 @@ async def test_help_explains_every_mark_the_table_draws(tmp_path: Path) -> None:
         await _settle(pilot)
         await pilot.press("question_mark")
         await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
-        shown = " ".join(" ".join(str(static.render()).split()) for static in app.screen.query(Static))
+        shown = " ".join(" ".join(str(static.render()).split()) for static in app.screen.query("Static, KeyTable"))
         assert "Marks in the request table" in shown
         for line in ("✓ signature valid", "✗ signature invalid", "– unsigned", "? not verified",
                      "≡ duplicate: the same delivery id was captured before"):

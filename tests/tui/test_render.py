@@ -130,8 +130,9 @@ def test_crlf_line_ends_are_dropped_but_a_lone_cr_is_shown() -> None:
 def test_hex_lines_cover_every_byte() -> None:
     lines = HexLines(bytes(range(33)))
     assert len(lines) == 3
-    assert lines.line(2).plain.startswith("00000020  20 ")
+    assert lines.line(2).plain.startswith("00000020 20 ")
     assert lines.line(2).plain.endswith("│ " + " " * 15 + "│")
+    assert all(lines.line(i).cell_len == lines.width == 76 for i in range(len(lines)))
 
 
 def test_describe_body_reports_truncation_with_the_real_size() -> None:

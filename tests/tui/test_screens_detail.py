@@ -158,9 +158,24 @@ async def test_binary_body_is_a_hex_dump_with_offsets_and_ascii() -> None:
         await pilot.pause()
         body = app.screen.query_one("#response-body", LinesView)
         assert len(body.lines) == 4
-        assert body.lines.line(0).plain == "00000000  89 50 4e 47 0d 0a 1a 0a  00 00 00 0d 49 48 44 52  │.PNG........IHDR│"
-        assert body.lines.line(3).plain == "00000030  0f 10 11 12 13 14 15 16  17 18 19 1a 1b 1c 1d     │............... │"
+        assert body.lines.line(0).plain == "00000000 89 50 4e 47 0d 0a 1a 0a  00 00 00 0d 49 48 44 52 │.PNG........IHDR│"
+        assert body.lines.line(3).plain == "00000030 0f 10 11 12 13 14 15 16  17 18 19 1a 1b 1c 1d    │............... │"
         assert "Body · binary · 63 B · hex dump" in screen_text(app)
+
+
+async def test_a_hex_dump_fits_an_80_column_terminal_beside_its_scrollbar() -> None:
+    # Rows were 78 cells: beside the scrollbar of a body longer than the screen, the ASCII's
+    # last character and its closing bar were cut off, behind a sideways scrollbar.
+    ex = exchange(resp_headers=[("Content-Type", "application/octet-stream")], resp_body=bytes(range(256)) * 3)
+    app = ScreenApp(DetailScreen(ex))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        body = app.screen.query_one("#response-body", LinesView)
+        assert body.max_scroll_y > 0 and body.max_scroll_x == 0
+        assert body.lines.width <= body.scrollable_content_region.width
+        assert "│................│" in screen_text(app)
 
 
 async def test_text_that_is_not_utf8_is_shown_as_hex() -> None:
@@ -169,7 +184,7 @@ async def test_text_that_is_not_utf8_is_shown_as_hex() -> None:
     async with app.run_test(size=(100, 40)) as pilot:
         await pilot.pause()
         body = app.screen.query_one("#response-body", LinesView)
-        assert body.lines.line(0).plain.startswith("00000000  63 61 66 e9")
+        assert body.lines.line(0).plain.startswith("00000000 63 61 66 e9")
 
 
 async def test_h_shows_any_body_as_a_hex_dump() -> None:
@@ -179,7 +194,7 @@ async def test_h_shows_any_body_as_a_hex_dump() -> None:
         await pilot.press("h")
         await pilot.pause()
         body = app.screen.query_one("#request-body", LinesView)
-        assert body.lines.line(0).plain.startswith('00000000  7b 22 73 6b 75 22')
+        assert body.lines.line(0).plain.startswith('00000000 7b 22 73 6b 75 22')
 
 
 async def test_truncated_body_says_so_with_the_real_size() -> None:
@@ -330,7 +345,7 @@ async def test_ten_mib_body_opens_and_scrolls_to_its_end() -> None:
         view.focus()
         await pilot.press("end")
         await async_wait_for(lambda: view.scroll_y == view.max_scroll_y, what="the view at the end")
-        await async_wait_for(lambda: "009ffff0  f0 f1 f2 f3" in screen_text(app), what="the last line drawn")
+        await async_wait_for(lambda: "009ffff0 f0 f1 f2 f3" in screen_text(app), what="the last line drawn")
 
 
 async def test_ten_mib_json_text_opens_as_received() -> None:
@@ -408,7 +423,7 @@ async def test_raw_body_is_folded_at_the_width_and_binary_stays_a_hex_dump() -> 
         await pilot.press("2")
         await pilot.pause()
         hex_rows = app.screen.query_one("#response-body", LinesView).lines
-        assert hex_rows.line(0).plain.startswith("00000000  1b 5b 32 4a 00 ff")
+        assert hex_rows.line(0).plain.startswith("00000000 1b 5b 32 4a 00 ff")
         assert "\x1b" not in screen_text(app) and "\x00" not in screen_text(app)
 
 

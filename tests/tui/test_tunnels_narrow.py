@@ -13,6 +13,7 @@ from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.export.agent_json import tunnel_json
 from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.widgets import TunnelsPanel
+from devtunnel.tui.widgets.stats import RequestRate
 from tests.helpers import async_wait_for
 
 
@@ -43,7 +44,7 @@ async def test_a_line_that_fits_keeps_its_order() -> None:
         panel = pilot.app.query_one(TunnelsPanel)
         panel.update_tunnels([tunnel("crashy", 18104, "restarting", 6)])
         await async_wait_for(lambda: "crashy" in str(panel.render()), what="the tunnel listed")
-        assert ("http://127.0.0.1:18104  online  12 req  0.0/s  app restarting (6)"
+        assert ("http://127.0.0.1:18104  online  12 req  0/s  app restarting (6)"
                 in str(panel.render()))
 
 
@@ -68,7 +69,7 @@ async def test_a_restarting_apps_state_is_never_cut_for_its_message() -> None:
     # the state itself: "app restarting (3…".
     message = "exited with code 2: python3: can't open file 'nope.py'; restarting in 7.0 s"
     crashy = replace(tunnel("crashy", 18104, "restarting", 3), app_exit_code=2, app_message=message)
-    base = len(" ● http://crashy.localhost:33855 → http://127.0.0.1:18104  online  12 req  0.0/s  app restarting (3)")
+    base = len(" ● http://crashy.localhost:33855 → http://127.0.0.1:18104  online  12 req  0/s  app restarting (3)")
     for width in range(base - 1, base + 6):
         async with PanelApp().run_test(size=(width + 2, 6)) as pilot:  # the panel's padding: 1 column a side
             panel = pilot.app.query_one(TunnelsPanel)
@@ -139,5 +140,40 @@ async def test_requests_held_are_counted_before_the_app_state_and_without_an_app
         panel.update_tunnels([replace(tunnel("crashy", 18104, "restarting", 6), waiting=12), bare])
         await async_wait_for(lambda: "bare" in str(panel.render()), what="the tunnels listed")
         rendered = str(panel.render())
-        assert "12 req  0.0/s  12 requests held  app restarting (6)" in rendered
-        assert "online  0 req  0.0/s  1 request held" in rendered
+        assert "12 req  0/s  12 requests held  app restarting (6)" in rendered
+        assert "online  0 req  0/s  1 request held" in rendered
+
+
+async def test_a_busy_tunnel_fits_80_columns_whole() -> None:
+    """Without an app the line was never shortened: at 80 columns ``122 req  15.9/s`` read
+    ``122 req  15.9…``, and a stopped tunnel's counts were cut behind ``(s starts it again)``."""
+    busy = TunnelView("shop", "http://shop.localhost:45985", "http://127.0.0.1:18777", "online", requests=12200)
+    stopped = TunnelView("payments-staging", "http://payments-staging.localhost:45985", "http://127.0.0.1:18778",
+                         "stopped", requests=98765)
+    async with PanelApp().run_test(size=(80, 6)) as pilot:
+        panel = pilot.app.query_one(TunnelsPanel)
+        now = [1000.0]
+        panel.request_rate = RequestRate(clock=lambda: now[0])
+        panel.request_rate.attribute(panel.request_rate.count(250), {"shop": 250})
+        now[0] += 1  # a whole second of 250 requests
+        short = TunnelView("a", "http://a.localhost:1", "http://127.0.0.1:2", "online")
+        panel.update_tunnels([busy, stopped, short])
+        await async_wait_for(lambda: "a.localhost" in str(panel.render()), what="the tunnels listed")
+        await pilot.pause()
+        lines = [line.text.rstrip() for line in panel.render_lines(panel.region.reset_offset)][:3]
+        assert all("…" not in line and len(line) <= 80 for line in lines), lines
+        # The line that fits whole drops http:// with the others: the URLs stay in columns.
+        assert lines[2] == " ● a.localhost:1 → 127.0.0.1:2  online  0 req  0/s", lines[2]
+        assert lines[0].endswith("shop.localhost:45985 → 127.0.0.1:18777  online  12200 req  250/s"), lines[0]
+        assert lines[1].endswith("payments-staging.localhost:45985 → 127.0.0.1:18778  stopped  98765 req  0/s"), lines[1]
+
+
+async def test_a_line_that_fits_keeps_http_and_the_hint_of_a_stopped_tunnel() -> None:
+    stopped = TunnelView("shop", "http://shop.localhost:45985", "http://127.0.0.1:18777", "stopped", requests=3)
+    async with PanelApp().run_test(size=(120, 6)) as pilot:
+        panel = pilot.app.query_one(TunnelsPanel)
+        panel.update_tunnels([stopped])
+        await async_wait_for(lambda: "shop" in str(panel.render()), what="the tunnel listed")
+        await pilot.pause()
+        assert ("● http://shop.localhost:45985 → http://127.0.0.1:18777  stopped (s starts it again)  3 req  0/s"
+                == str(panel.render()))

@@ -1,12 +1,26 @@
-"""The tunnels panel's request rate: a tunnel counted afresh (restarted with R) never reads as a negative rate."""
+"""The tunnels panel's request rate is the stats strip's count, per tunnel: the two agree (the
+panel averaged the agent's request counts over ten seconds of polls, two seconds apart, and lagged
+the strip's last whole second), with a filter that hides a tunnel's rows too."""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from devtunnel.tui.backend import TunnelView
-from devtunnel.tui.widgets import TunnelsPanel
+from devtunnel.tui.widgets import StatsStrip, TunnelsPanel
+from devtunnel.tui.widgets.stats import RequestRate
 from tests.helpers import async_wait_for
+from tests.tui.app_fixtures import fill, fixed_id, inspector, make_exchange, utc
+
+
+@pytest.fixture(autouse=True)
+def _utc() -> Iterator[None]:
+    yield from utc()
 
 
 class Clock:
@@ -17,32 +31,52 @@ class Clock:
         return self.now
 
 
-class PanelApp(App[None]):
-    def __init__(self, clock: Clock) -> None:
-        super().__init__()
-        self.clock = clock
-
-    def compose(self) -> ComposeResult:
-        yield TunnelsPanel(clock=self.clock)
-
-
-def shop(requests: int) -> TunnelView:
-    return TunnelView("shop", "http://shop.localhost:8000", "http://127.0.0.1:3000", "online", requests=requests)
-
-
-async def test_a_restarted_tunnel_counts_its_rate_afresh() -> None:
+def test_requests_counted_then_named_move_to_their_tunnels_in_their_second() -> None:
     clock = Clock()
-    async with PanelApp(clock).run_test(size=(120, 6)) as pilot:
-        panel = pilot.app.query_one(TunnelsPanel)
-        panel.update_tunnels([shop(30)])
-        clock.now += 5
-        panel.update_tunnels([shop(40)])
-        await async_wait_for(lambda: "40 req  2.0/s" in str(panel.render()), what="the rate before the restart")
-        # R: the agent stops the tunnel and starts it again under the same name, its count back at 0.
-        clock.now += 1
-        panel.update_tunnels([shop(0)])
-        await async_wait_for(lambda: "0 req  0.0/s" in str(panel.render()), what="a rate counted afresh")
-        clock.now += 2
-        panel.update_tunnels([shop(4)])
-        await async_wait_for(lambda: "4 req  2.0/s" in str(panel.render()), what="the rate of the new count")
-        assert "-" not in str(panel.render()).split("req", 1)[1]
+    rate = RequestRate(clock=clock)
+    second = rate.count(5)
+    clock.now += 0.5
+    rate.attribute(second, {"shop": 3, "hooks": 2, "gone": 9})  # more than were counted: only those
+    clock.now += 0.6
+    assert rate.last_second() == 5
+    assert (rate.last_second("shop"), rate.last_second("hooks")) == (3, 2)
+    clock.now += 1
+    assert rate.last_second() == rate.last_second("shop") == 0
+    assert rate.series()[-3:] == [5, 0, 0]
+
+
+def _figures(app: object) -> tuple[int, dict[str, int]]:
+    """The strip's ``N/s`` and each tunnel's in the panel, read in the same moment."""
+    stats = app.query_one(StatsStrip)  # type: ignore[attr-defined]
+    panel = app.query_one(TunnelsPanel)  # type: ignore[attr-defined]
+    total = int(re.search(r" (\d+)/s", str(stats.render())).group(1))  # type: ignore[union-attr]
+    tunnels = {name: int(m.group(1)) for name, m in
+               ((line.split(".localhost")[0].split()[-1].removeprefix("http://"), re.search(r"  (\d+)/s", line))
+                for line in str(panel.render()).splitlines()) if m}
+    return total, tunnels
+
+
+@pytest.mark.parametrize("expression", ["", "tunnel:hooks"])
+async def test_the_panel_and_the_strip_give_the_same_rate(tmp_path: Path, expression: str) -> None:
+    db = fill(tmp_path / "captures.db", [make_exchange(0, tunnel="shop")])
+    app = inspector(db, tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await async_wait_for(lambda: app.live.loaded.is_set(), what="the list loaded")
+        panel, stats = app.query_one(TunnelsPanel), app.query_one(StatsStrip)
+        clock = Clock()  # the second the requests come in lasts until the test moves on
+        clock.now = float(int(time.time()))
+        stats.rate = panel.request_rate = RequestRate(clock=clock)
+        stats.rate.listen(stats.refresh)
+        panel.update_tunnels([TunnelView("shop", "http://shop.localhost:8000", "http://127.0.0.1:3000", "online", requests=1),
+                              TunnelView("hooks", "http://hooks.localhost:8000", "http://127.0.0.1:3001", "online")])
+        if expression:
+            await pilot.press("slash", *expression, "enter")
+            await async_wait_for(lambda: app.live.expression == expression, what="the filter applied")
+        # Five requests in one second, three of shop and two of hooks: the agent's counts (what the
+        # panel averaged) are not even asked for.
+        fill(db, [make_exchange(n, tunnel="shop" if n % 2 else "hooks") for n in range(1, 6)])
+        app.live.changed([fixed_id(n) for n in range(1, 6)])
+        await async_wait_for(lambda: stats.rate.series()[-1] == 5, what="the five counted")
+        clock.now += 1  # their second is over: both show it
+        await async_wait_for(lambda: _figures(app) == (5, {"shop": 3, "hooks": 2}),
+                             what="the panel's rates, tunnel by tunnel, adding up to the strip's")

@@ -359,7 +359,7 @@ class DetailScreen(Screen[None]):
         Binding("4", "tab('messages')", "Messages", show=False),
         Binding("p", "pretty(False)", "Raw", tooltip="Bodies as received"),
         Binding("p", "pretty(True)", "Pretty", tooltip="Bodies pretty-printed"),
-        Binding("h", "toggle_hex", "Hex"),
+        Binding("h", "toggle_hex", "Hex", tooltip="Bodies as a hex dump (again: as before)"),
         Binding("down,j", "scroll('down')", "Scroll the body (or what has the focus) down a row", show=False),
         Binding("up,k", "scroll('up')", "Scroll it up a row", show=False),
         Binding("pagedown", "scroll('page_down')", "Scroll it down a page", show=False),

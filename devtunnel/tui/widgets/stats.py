@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
@@ -22,6 +22,78 @@ def sparkline(values: list[int]) -> str:
     if top <= 0:
         return SPARK[0] * len(values)
     return "".join(SPARK[min(len(SPARK) - 1, (v * (len(SPARK) - 1) + top - 1) // top)] for v in values)
+
+
+class RequestRate:
+    """New requests a second, of each tunnel, over the last ``seconds``: the one count behind the
+    stats strip's figure and sparkline and the tunnels panel's rates, so the two agree.
+
+    Requests are counted in the second they are announced, before their tunnels are read
+    (``count``); ``attribute`` then names their tunnels in that same second.
+
+    Args:
+        seconds: how many seconds are kept.
+        clock: the time in seconds (``time.time``).
+    """
+
+    UNKNOWN = ""
+    """The key of requests whose tunnel is not known (yet)."""
+
+    def __init__(self, seconds: int = 30, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._buckets: deque[Counter[str]] = deque((Counter() for _ in range(seconds)), maxlen=seconds)
+        self._second = int(clock())
+        self._listeners: list[Callable[[], None]] = []
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the figures change: a second ends, or requests are counted or named."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    def _roll(self) -> None:
+        now = int(self._clock())
+        if now <= self._second:
+            return
+        for _ in range(min(len(self._buckets), now - self._second)):
+            self._buckets.append(Counter())
+        self._second = now
+        self._changed()
+
+    def count(self, n: int) -> int:
+        """Count ``n`` new requests now, their tunnels not known yet; the second they count in."""
+        self._roll()
+        if n:
+            self._buckets[-1][self.UNKNOWN] += n
+            self._changed()
+        return self._second
+
+    def attribute(self, second: int, tunnels: Mapping[str, int]) -> None:
+        """Name the tunnels of requests counted in ``second`` (``{tunnel: how many}``)."""
+        self._roll()
+        age = self._second - second
+        if not 0 <= age < len(self._buckets):
+            return  # out of the window meanwhile
+        bucket = self._buckets[-1 - age]
+        for tunnel, n in tunnels.items():
+            n = min(n, bucket[self.UNKNOWN])
+            if n > 0 and tunnel != self.UNKNOWN:
+                bucket[self.UNKNOWN] -= n
+                bucket[tunnel] += n
+        self._changed()
+
+    def series(self) -> list[int]:
+        """Requests in each second kept, oldest first, the current one (still counting) last."""
+        self._roll()
+        return [sum(bucket.values()) for bucket in self._buckets]
+
+    def last_second(self, tunnel: str | None = None) -> int:
+        """Requests in the last whole second (the current one is still counting): all, or ``tunnel``'s."""
+        self._roll()
+        bucket = self._buckets[-2]
+        return sum(bucket.values()) if tunnel is None else bucket[tunnel]
 
 
 class StatsStrip(Widget):
@@ -60,25 +132,17 @@ class StatsStrip(Widget):
 
     def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._clock = clock
-        self._buckets: deque[int] = deque([0] * self.SECONDS, maxlen=self.SECONDS)
-        self._second = int(clock())
+        self.rate = RequestRate(self.SECONDS, clock=clock)
+        """The requests a second shown, which the tunnels panel reads too."""
+        self.rate.listen(self.refresh)
 
-    def _roll(self) -> None:
-        now = int(self._clock())
-        for _ in range(min(self.SECONDS, max(0, now - self._second))):
-            self._buckets.append(0)
-        self._second = max(self._second, now)
-
-    def count_requests(self, n: int) -> None:
-        """Add ``n`` new requests to the current second."""
-        self._roll()
-        self._buckets[-1] += n
-        self.refresh()
+    def count_requests(self, n: int) -> int:
+        """Add ``n`` new requests to the current second; the second they count in (``RequestRate.count``)."""
+        return self.rate.count(n)
 
     def tick(self) -> None:
         """Advance the sparkline to the current second (call about once a second)."""
-        self._roll()
+        self.rate.series()
         self.refresh()
 
     def set_mix(self, mix: Mapping[str, int]) -> None:
@@ -87,7 +151,7 @@ class StatsStrip(Widget):
 
     def render(self) -> Text:
         label = self.get_component_rich_style("stats--label", partial=True)
-        values = list(self._buckets)
+        values = self.rate.series()
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append("● " if self.marker == "following" else "‖ ", style=label)
         line.append(self.marker.upper() if self.marker == "paused" else self.marker,
@@ -97,7 +161,7 @@ class StatsStrip(Widget):
                     style=self.get_component_rich_style("stats--spark", partial=True))
         # The last whole second: the current one is still counting (at 100/s it read 29/s a
         # third of a second in).
-        line.append(f" {values[-2]}/s", style=label)
+        line.append(f" {self.rate.last_second()}/s", style=label)
         for name in STATUS_CLASSES:
             line.append(f"  {'err' if name == 'errors' else name} ", style=label)
             # "…" until the store is counted (a large one takes a moment): 0 would say none.

@@ -4,7 +4,6 @@ and under the chosen tunnel the agent's latest hint about a dev server refusing 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
@@ -20,11 +19,9 @@ from textual.widget import Widget
 from devtunnel.tui.backend import TunnelView
 from devtunnel.tui.render import escape_control
 from devtunnel.tui.supervisor import AgentStatus
+from devtunnel.tui.widgets.stats import RequestRate
 from devtunnel.values.app_state import app_state_words
 from devtunnel.values.terminal import escape
-
-RATE_WINDOW = 10.0
-"""Seconds of request counts the rate is averaged over."""
 
 HINT_TIMEOUT = 20.0
 """Seconds a new hint's notification stays up: long enough to read a sentence naming a setting."""
@@ -40,7 +37,7 @@ _APP_STYLES = {"ready": "tunnels--online", "starting": "tunnels--starting", "res
 def app_state_text(tunnel: TunnelView) -> str:
     """``ready``, ``restarting (2)``, ``exited (0)``, ``failed: cannot start ...``: the app's state as the panel shows it."""
     return app_state_words(tunnel.app_state, restarts=tunnel.app_restarts, exit_code=tunnel.app_exit_code,
-                           message=escape(tunnel.app_message))
+                           message=escape_control(tunnel.app_message))  # escaped by the API already
 
 
 def held_text(waiting: int) -> str:
@@ -58,13 +55,18 @@ class TunnelsPanel(Widget, can_focus=True):
     | R | reconnect the tunnel (or start a stopped one again) |
     | y | copy its public URL |
     | l | the logs of the app it runs (``--run``) |
+
+    The key bar offers what works on the tunnel under the cursor: ``s Start`` on a stopped one
+    (``R`` starts it too), no tunnel key with no tunnel.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "move(-1)", "Previous tunnel", show=False),
         Binding("down,j", "move(1)", "Next tunnel", show=False),
         Binding("s", "tunnel('stop')", "Stop", tooltip="Stop tunnel"),
+        Binding("s", "tunnel('start')", "Start", tooltip="Start a stopped tunnel again"),
         Binding("R", "tunnel('restart')", "Restart", tooltip="Restart tunnel"),
+        Binding("R", "tunnel('start')", "Start", tooltip="Start a stopped tunnel again", show=False),
         Binding("y", "tunnel('copy')", "Copy URL"),
         Binding("l", "tunnel('logs')", "Logs", tooltip="Logs of the tunnel's app"),
     ]
@@ -107,13 +109,16 @@ class TunnelsPanel(Widget, can_focus=True):
         def control(self) -> TunnelsPanel:
             return self.panel
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
+    def __init__(self, *, rate: RequestRate | None = None, clock: Callable[[], float] = time.time,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self._clock = clock
         self.tunnels: dict[str, TunnelView] = {}
         self.agent: AgentStatus | None = None
         """The supervised agent's status (None when the inspector runs without an agent)."""
-        self._samples: dict[str, deque[tuple[float, int]]] = {}
+        self.request_rate = rate if rate is not None else RequestRate(clock=clock)
+        """The requests a second of each tunnel: the stats strip's count, so the figures agree."""
+        self.request_rate.listen(self.refresh)
         self._top = 0
         """The first tunnel shown when they are more than the panel's lines."""
         self._chosen: str | None = None
@@ -127,22 +132,14 @@ class TunnelsPanel(Widget, can_focus=True):
         old = self.tunnels
         if replace:
             self.tunnels = {}
-        now = self._clock()
         for tunnel in tunnels:
             self._tell_hints(tunnel, old.get(tunnel.name))
-            if tunnel.state == "stopped":  # listed, s starts it again; gone at the next poll unless stopped here
-                self._samples.pop(tunnel.name, None)
             self.tunnels[tunnel.name] = tunnel
-            samples = self._samples.setdefault(tunnel.name, deque())
-            if samples and tunnel.requests < samples[-1][1]:
-                samples.clear()  # counted afresh (a restart): the old counts say nothing of the new rate
-            samples.append((now, tunnel.requests))
-            while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW:
-                samples.popleft()
         names = list(self.tunnels)
         # Not through watch_cursor: a chosen tunnel away for a moment (stopped, then started again) stays chosen.
         self.set_reactive(TunnelsPanel.cursor, names.index(self._chosen) if self._chosen in names
                           else min(self.cursor, max(0, len(names) - 1)))
+        self.refresh_bindings()  # stopped, started, an app: the key bar follows
         self.refresh(layout=True)
 
     def _tell_hints(self, tunnel: TunnelView, before: TunnelView | None) -> None:
@@ -168,13 +165,9 @@ class TunnelsPanel(Widget, can_focus=True):
         tunnel = self.tunnels.get(name)
         return tunnel is not None and tunnel.state != "stopped"
 
-    def rate(self, name: str) -> float:
-        """Requests per second of tunnel ``name`` over the last few samples."""
-        samples = self._samples.get(name)
-        if not samples or len(samples) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = samples[0], samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+    def rate(self, name: str) -> int:
+        """New requests of tunnel ``name`` in the last whole second, as the stats strip counts them."""
+        return self.request_rate.last_second(name)
 
     @property
     def current(self) -> TunnelView | None:
@@ -188,6 +181,17 @@ class TunnelsPanel(Widget, can_focus=True):
 
     def watch_cursor(self) -> None:
         self._chosen = self.current.name if self.current is not None else None
+        self.refresh_bindings()  # the key bar offers what works on this tunnel
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action != "tunnel":
+            return True
+        tunnel = self.current
+        if tunnel is None:
+            return False
+        stopped = tunnel.state == "stopped"
+        return {"stop": not stopped, "start": stopped, "restart": not stopped}.get(
+            str(parameters[0]) if parameters else "", True)
 
     def action_tunnel(self, action: str) -> None:
         if self.current is not None:
@@ -209,17 +213,42 @@ class TunnelsPanel(Widget, can_focus=True):
             line.append(f"  {escape(status.message)}", style=self._style("tunnels--dim"))
         return line
 
-    def _tunnel_line(self, tunnel: TunnelView, is_cursor: bool, *, compact: bool = False) -> Text:
-        """One tunnel's line; ``compact`` when the whole line is too wide (80 columns): the URLs
-        without ``http://`` and the app's state (a crash loop) before the counts, which the
-        ellipsis cuts instead."""
+    def _fitted(self, tunnel: TunnelView, *, bare: bool = False) -> tuple[Text, int]:
+        """One tunnel's line shortened as far as it must to fit (80 columns), and how far that is
+        (``_shortened``); ``bare``: without ``http://`` whatever the level."""
+        width = self.content_size.width
+        for level in range(self.LEVELS):
+            line, cuttable = self._shortened(tunnel, level, bare=bare)
+            if width <= 0 or line.cell_len - cuttable <= width:
+                break
+        return line, level
+
+    def _tunnel_line(self, tunnel: TunnelView, is_cursor: bool, *, bare: bool = False) -> Text:
+        """One tunnel's line, fitted to the width."""
+        line, _ = self._fitted(tunnel, bare=bare)
+        if is_cursor:
+            line.stylize(self._style("tunnels--cursor"))
+        return line
+
+    LEVELS = 4
+    """How far a tunnel's line can be shortened (``_shortened``)."""
+
+    def _shortened(self, tunnel: TunnelView, level: int, *, bare: bool = False) -> tuple[Text, int]:
+        """The line at ``level`` of shortening, and how many of its cells the ellipsis may cut.
+
+        0: whole. 1: the URLs without ``http://``, and the app's state (a crash loop) before the
+        counts. 2: a stopped tunnel without ``(s starts it again)`` (the key bar says ``s Start``).
+        3: without the rate. Past that the ellipsis cuts the end. The app's message (why it failed
+        or crashed) comes last and the ellipsis may cut it, but not the state before it (room is
+        kept for ``: `` and the ellipsis).
+        """
         dim = self._style("tunnels--dim")
         line = Text(no_wrap=True, overflow="ellipsis")
         state_style = self._style(f"tunnels--{tunnel.state}" if tunnel.state in
                                   ("online", "starting", "reconnecting", "failed") else "tunnels--dim")
         line.append("● ", style=state_style)
         url, target = tunnel.public_url or tunnel.name, tunnel.target
-        if compact:
+        if level >= 1 or bare:
             url, target = url.removeprefix("http://"), target.removeprefix("http://")
         line.append(escape(url), style=self._style("tunnels--url"))
         line.append(" → ", style=dim)
@@ -234,33 +263,28 @@ class TunnelsPanel(Widget, can_focus=True):
             state += f" (retry in {max(0, tunnel.next_retry_at - self._clock()):.0f}s)"
         elif state == "failed" and tunnel.error:
             state += f": {escape_control(tunnel.error)}"  # escaped by the API already: backslashes kept
-        elif state == "stopped":
+        elif state == "stopped" and level < 2:
             state += " (s starts it again)"
         line.append(state, style=state_style)
-        counts = Text(f"  {tunnel.requests} req  {self.rate(tunnel.name):.1f}/s", style=dim)
+        counts = Text(f"  {tunnel.requests} req", style=dim)
+        if level < 3:
+            counts.append(f"  {self.rate(tunnel.name)}/s")
         app = Text()
         if tunnel.app_state:
             app.append("  app ", style=dim)
             app.append(app_state_text(tunnel), style=self._style(_APP_STYLES.get(tunnel.app_state, "tunnels--failed")))
         if tunnel.waiting:  # before the app's state, whose message the ellipsis may cut
             app = Text.assemble(Text(f"  {held_text(tunnel.waiting)}", style=self._style("tunnels--reconnecting")), app)
-        # Whether the line fits is told without the app's message (why it failed or crashed): that
-        # comes last and the ellipsis may cut it, but not the state before it (room is kept for
-        # ": " and the ellipsis); the URLs and the counts stay as on other lines.
         message = cell_len(app_state_text(tunnel)) - cell_len(app_state_words(
             tunnel.app_state, restarts=tunnel.app_restarts, exit_code=tunnel.app_exit_code)) if tunnel.app_state else 0
-        room = line.cell_len + counts.cell_len + app.cell_len - message + (3 if message else 0)
-        if app and not compact and room > self.content_size.width:
-            return self._tunnel_line(tunnel, is_cursor, compact=True)
-        if compact:
+        if level >= 1:
             line.append_text(app)
             line.append_text(counts)
-        else:
-            line.append_text(counts)
-            line.append_text(app)
-        if is_cursor:
-            line.stylize(self._style("tunnels--cursor"))
-        return line
+            # The message is no longer last: the counts after it go first, then the message.
+            return line, max(0, counts.cell_len + message - 3) if message else 0
+        line.append_text(counts)
+        line.append_text(app)
+        return line, max(0, message - 3)
 
     def _hint_line(self) -> Text | None:
         """The latest hint of the tunnel under the cursor (as the agent escaped it), or None."""
@@ -295,8 +319,10 @@ class TunnelsPanel(Widget, can_focus=True):
             # More tunnels than lines (max-height): the cursor's stays in sight, so s and R act on
             # a tunnel on screen, and the last line says how many there are.
             shown = self._window(room - 1)
+        # One line without http:// and all go without it: the URLs stay in columns.
+        bare = any(self._fitted(tunnels[index])[1] for index in shown)
         for index in shown:
-            lines.append(self._tunnel_line(tunnels[index], index == self.cursor))
+            lines.append(self._tunnel_line(tunnels[index], index == self.cursor, bare=bare))
             if index == self.cursor and hint is not None:
                 lines.append(hint)
         if len(shown) < len(tunnels):
