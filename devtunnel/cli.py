@@ -111,6 +111,9 @@ def _add_app_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_relay_port(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_port, default=0, help="port for the embedded relay (default: any free port)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                   help="a Host the embedded relay answers besides NAME.localhost, 127.0.0.1 and a --via URL's"
+                        " (.example.test: every name under it; repeatable); others get 421 (DNS rebinding)")
 
 
 def _add_body_cap(p: argparse.ArgumentParser) -> None:

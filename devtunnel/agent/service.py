@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -56,6 +56,7 @@ class AgentService:
         body_budget: bytes of bodies all the exchanges in flight keep together, at most (never
             less than ``body_cap``): past it, their records are cut (``recording.BodyBudget``).
         embedded_port: port of the embedded relay (0: any free port), used by tunnels with no relay.
+        allowed_hosts: more Hosts the embedded relay answers (``RelaySettings.allowed_hosts``).
         relay: the relay for tunnels whose config names none (None: the embedded relay).
         token: the token for ``relay``.
         relay_ca: a PEM file of a CA to trust for ``relay``'s certificate (``--relay-ca``).
@@ -77,6 +78,7 @@ class AgentService:
         body_cap: int = DEFAULT_BODY_CAP,
         body_budget: int = DEFAULT_BODY_BUDGET,
         embedded_port: int = 0,
+        allowed_hosts: Sequence[str] = (),
         relay: str | None = None,
         token: str | None = None,
         relay_ca: str | None = None,
@@ -93,6 +95,7 @@ class AgentService:
         self.budget = BodyBudget(max(body_budget, self.body_cap))
         """Shared by the captures of every tunnel that records: ``budget.used`` is what they keep now."""
         self.embedded_port = embedded_port
+        self.allowed_hosts = tuple(allowed_hosts)
         self.default_relay = relay
         self.default_token = token
         self.default_relay_ca = relay_ca
@@ -346,7 +349,8 @@ class AgentService:
         from devtunnel.relay.server import Relay  # the relay pulls in uvicorn
         from devtunnel.relay.settings import RelaySettings
 
-        relay = Relay(RelaySettings(host="127.0.0.1", port=port, domain="localhost", embedded=True))
+        relay = Relay(RelaySettings(host="127.0.0.1", port=port, domain="localhost", embedded=True,
+                                    allowed_hosts=self.allowed_hosts))
         try:
             await relay.start()
         except OSError as exc:

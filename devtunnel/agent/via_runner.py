@@ -75,6 +75,8 @@ class PinningRelay(Protocol):
 
     def unpin(self, port: int) -> None: ...
 
+    def serve_host(self, port: int, public_url: str) -> None: ...
+
 
 def ssh_options(env: Mapping[str, str]) -> tuple[str, ...]:
     """The extra ssh options ``DEVTUNNEL_SSH_OPTIONS`` holds in ``env``.
@@ -205,6 +207,8 @@ class ViaRunner:
             if self.memory is not None and remote:
                 self.memory.put("ssh", self._memory_key, remote)
         changed = url != self.status.url
+        if self.status.port is not None:  # the provider passes its public Host on to the pinned port
+            self.relay.serve_host(self.status.port, url)
         self._update(url=url)
         if changed and self.status.restarts:
             log.warning("tunnel %s: %s gave a new public URL: %s", self.name, self.via.describe(), url)

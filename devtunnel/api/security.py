@@ -3,7 +3,8 @@
 The API listens on 127.0.0.1, but a web page in a local browser can still reach it: through
 DNS rebinding (a hostile name that resolves to 127.0.0.1, so the Host header is that name) or
 through a plain cross-site request. :class:`LoopbackOnly` refuses both before any route runs:
-the Host must be a loopback name, and a browser request must come from a loopback origin. It
+the Host must be a loopback name, and a browser request must come from a loopback origin
+(``values.loopback``, the rule the embedded relay's Hosts follow too). It
 also refuses what a proxy forwarded (a tunnel to the API's own port), whatever its Host.
 Every HTTP answer says ``X-Content-Type-Options: nosniff``: answers quote captured data
 (``<script>`` in a path or body), which a browser must never read as anything but JSON.
@@ -11,76 +12,20 @@ Every HTTP answer says ``X-Content-Type-Options: nosniff``: answers quote captur
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from devtunnel.export.agent_json import error_json
-from devtunnel.values.numbers import is_decimal
+from devtunnel.values.loopback import is_loopback_host, is_loopback_origin
 
-__all__ = ["is_loopback_host", "is_loopback_origin", "LoopbackOnly"]
+__all__ = ["LoopbackOnly"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def _split_host(value: str) -> str | None:
-    """The host part of a ``Host`` header value (``[::1]:4040`` -> ``::1``); None if malformed."""
-    value = value.strip()
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return None
-        host, rest = value[1:end], value[end + 1 :]
-        if rest and not (rest.startswith(":") and is_decimal(rest[1:])):
-            return None
-        return host
-    host, sep, port = value.partition(":")
-    if sep and not is_decimal(port):
-        return None
-    return host
-
-
-def _loopback_name(host: str) -> bool:
-    host = host.lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host) in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
-    except ValueError:
-        return False
-
-
-def is_loopback_host(value: str) -> bool:
-    """True for a Host header naming this machine: ``127.0.0.1``, ``localhost``, ``[::1]``, ``*.localhost``, any port."""
-    host = _split_host(value)
-    if not host:
-        return False
-    if ":" in host and not value.strip().startswith("["):
-        return False  # a bare IPv6 address must be bracketed in a Host header
-    return _loopback_name(host)
-
-
-def is_loopback_origin(value: str) -> bool:
-    """True for an ``Origin`` of a page served from this machine (``http://localhost:3000``).
-
-    An origin is a scheme, a host and a port, as a browser writes it (RFC 6454 6.2): a value with
-    user info, a path, a query or a fragment is no origin, whatever host a URL parser finds in it
-    (``http://evil.example\\@localhost``: Python reads ``localhost``, a browser ``evil.example``)."""
-    try:
-        parts = urlsplit(value.strip())
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return False
-    if "@" in parts.netloc or parts.path or parts.query or parts.fragment or "\\" in value:
-        return False
-    return parts.scheme in ("http", "https") and host is not None and _loopback_name(host)
 
 
 _PROXIED = ("x-forwarded-for", "x-forwarded-host", "forwarded")

@@ -88,6 +88,8 @@ class AgentOptions:
     """``api_port`` was chosen (flag, environment, file): taken is an error; the default moves on."""
     tunnels: list[TunnelConfig] = field(default_factory=list)
     """The tunnels to start (none for ``agent``)."""
+    allowed_hosts: list[str] = field(default_factory=list)
+    """More Hosts the embedded relay answers (``--allow-host``)."""
     webhook_names: dict[str, str] = field(default_factory=dict)
     """Tunnel name -> the ``[tunnels.NAME]`` whose webhook secrets it takes (``http payments --name other``)."""
     ngrok_log: bool = False
@@ -135,12 +137,18 @@ def agent_options(args: argparse.Namespace, tunnels: list[TunnelConfig] | None =
             **app,
         )] if is_http else []
     webhook_names = tunnel_webhook_names(args) if is_http else {}
+    allowed_hosts = list(getattr(args, "allow_host", None) or [])
+    if allowed_hosts:
+        from devtunnel.relay.settings import allowed_hostnames
+
+        allowed_hostnames(allowed_hosts)  # a bad --allow-host: said before anything opens
     return AgentOptions(
         command=args.command, settings=args.settings, db=args.db, record=not args.no_record, body_cap=body_cap,
         body_budget=body_budget,
         relay=args.relay, token=args.token, relay_ca=args.relay_ca, head_timeout=head_timeout, embedded_port=args.port,
         api_port=args.api_port, api_port_fixed=args.api_port_fixed, tunnels=tunnels,
         webhook_names=webhook_names, ngrok_log=bool(getattr(args, "ngrok_log", False)),
+        allowed_hosts=allowed_hosts,
     )
 
 
@@ -258,7 +266,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
             log.info("verifying webhook signatures of %s", ", ".join(sorted(known)))
     service = AgentService(
         store=store, recorder=recorder, body_cap=options.body_cap, body_budget=options.body_budget,
-        embedded_port=options.embedded_port,
+        embedded_port=options.embedded_port, allowed_hosts=options.allowed_hosts,
         relay=options.relay, token=options.token, relay_ca=options.relay_ca, head_timeout=options.head_timeout,
         webhooks=webhooks, insecure=options.settings.agent.insecure,
         ports=PortMemory() if is_http else None,

@@ -4,7 +4,12 @@ uvicorn (httptools parser) serves our own ASGI callable inside the caller's even
 connect by WebSocket to ``/_devtunnel/connect`` on the same listener; each WebSocket carries one
 multiplexed tunnel connection (``devtunnel.protocol``). Public requests are routed by Host,
 except on a port pinned to one tunnel (``Relay.pin``): everything arriving there goes to that
-tunnel, whatever its Host (a provider such as cloudflared forwards public traffic to it).
+tunnel (a provider such as cloudflared forwards public traffic to it).
+
+The embedded relay answers only Hosts that name it (``Relay.answers``): loopback names, those the
+user allowed (``--allow-host``), and on a pinned port its provider's public host too. Anything
+else is taken for a web page that reached 127.0.0.1 through DNS rebinding, and gets 421
+(``FOREIGN_HOST``) before it reaches a tunnel.
 
 ``Relay`` routes; the jobs it routes to are in their own modules: ``http_proxy`` and
 ``ws_proxy`` forward public requests, ``agents`` admits agents (``registry``: who holds which
@@ -49,6 +54,7 @@ from devtunnel.relay.pending import PendingConnections
 from devtunnel.relay.settings import (
     RelaySettings,
     address_connections,
+    allowed_hostnames,
     client_limit,
     pending_limits,
     trusted_networks,
@@ -58,12 +64,16 @@ from devtunnel.relay.tls_door import abort_all
 from devtunnel.relay.ws_guard import GuardedWebSocketProtocol
 from devtunnel.relay.ws_proxy import WebSocketForwarder
 from devtunnel.rules import Engine
+from devtunnel.values.loopback import is_loopback_host
 from devtunnel.values.relay_url import CONNECT_PATH
 
 log = logging.getLogger("devtunnel.relay")
 
 DRAIN_POLL = 0.05
 """Seconds between two looks at the requests in flight while the relay drains (``Relay.drain``)."""
+
+FOREIGN_HOST = 421
+"""The embedded relay's answer to a Host that does not name it (421 Misdirected Request)."""
 
 
 class Relay:
@@ -124,6 +134,10 @@ class Relay:
         # Local port -> the tunnel every request arriving there goes to (see ``pin``).
         self._pins: dict[int, str] = {}
         self._pin_listeners: dict[int, asyncio.AbstractServer] = {}
+        # Pinned port -> the public hostname its provider forwards (``serve_host``).
+        self._pin_hosts: dict[int, bytes] = {}
+        self._loopback = LoopbackHosts()
+        self._allowed, self._allowed_under = allowed_hostnames(settings.allowed_hosts)
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -246,10 +260,22 @@ class Relay:
             self._rules.forwarded_ports.discard(bound)
         return bound
 
+    def serve_host(self, port: int, public_url: str) -> None:
+        """Answer on pinned port ``port`` requests whose Host is ``public_url``'s host (any port):
+        the provider forwarding there passes its public Host on. Replaces the one served before
+        (a provider that restarts may print a new URL; the old one no longer leads here)."""
+        try:
+            hostname = urlsplit(public_url).hostname
+        except ValueError:
+            hostname = None
+        if hostname and port in self._pins:
+            self._pin_hosts[port] = hostname.rstrip(".").encode("latin-1", "replace")
+
     def unpin(self, port: int) -> None:
         """Stop listening on a port ``pin`` opened. Connections still open there keep going only
         to its tunnel (until another ``pin`` takes the same port number)."""
         listener = self._pin_listeners.pop(port, None)
+        self._pin_hosts.pop(port, None)
         self._rules.forwarded_ports.discard(port)
         if listener is not None:
             stop_listening(self._server, listener)
@@ -323,7 +349,11 @@ class Relay:
         kind = scope["type"]
         if kind == "http":
             host = request_host(scope["headers"])
-            tunnel, own = self._route(host, scope.get("server"))
+            server = scope.get("server")
+            if not self.answers(host, server):
+                await send_plain(send, FOREIGN_HOST, self._foreign(host, server))
+                return
+            tunnel, own = self._route(host, server)
             if tunnel is not None:
                 await self._forward_http(tunnel, scope, receive, send, host)
             elif own:
@@ -333,6 +363,10 @@ class Relay:
         elif kind == "websocket":
             host = request_host(scope["headers"])
             server = scope.get("server")
+            if not self.answers(host, server):
+                await receive()
+                await deny_websocket(send, FOREIGN_HOST, self._foreign(host, server))
+                return
             if scope["path"] == CONNECT_PATH and not _hostname(host).endswith(self._suffix) and not self._pinned(server):
                 await self._gate.serve(scope, receive, send)
                 return
@@ -351,7 +385,7 @@ class Relay:
         (``HttpForwarder.direct``); False leaves it to ``__call__``."""
         host = request_host(cycle.headers)
         pool, _ = self._pool_for(host, client.server)  # (the scope's "server")
-        if pool is None:
+        if pool is None or not self.answers(host, client.server):  # (__call__ refuses it)
             return False
         # The member is only taken if the request is: one left to __call__ is routed there anew.
         tunnel = pool.peek()
@@ -359,6 +393,40 @@ class Relay:
             return False
         pool.took(tunnel)
         return True
+
+    def answers(self, host: bytes, server: Any = None) -> bool:
+        """Whether the relay answers a request for Host ``host`` arriving at local address
+        ``server``: a relay of its own domain answers every Host (by domain, or 404); the
+        embedded one only Hosts that name it.
+
+        Those are a loopback name with any port (``NAME.localhost``, ``localhost``,
+        ``127.0.0.1``, ``[::1]``: ``values.loopback``, the agent API's rule), no Host at all
+        (which no browser sends), the hosts the user allowed (``RelaySettings.allowed_hosts``),
+        and on a pinned port its provider's public host (``serve_host``). A web page of another
+        site that a browser reached 127.0.0.1 through (DNS rebinding) carries its own site's
+        name, and must never read the tunnelled service as if it were that site's: with
+        ``--host-header rewrite`` the service would see ``127.0.0.1`` and its own guard
+        (Vite's ``allowedHosts``) would let it through."""
+        if not self.settings.embedded or not host or self._loopback[host]:
+            return True
+        hostname = _hostname(host)
+        if hostname in self._allowed or (self._allowed_under and hostname.endswith(self._allowed_under)):
+            return True
+        served = self._pin_hosts.get(server[1]) if server and self._pin_hosts else None
+        return served is not None and hostname == served
+
+    def _foreign(self, host: bytes, server: Any) -> str:
+        """What a request for a Host the relay does not answer is told (``answers``)."""
+        port = server[1] if server else self._port
+        pinned = self._pinned(server)
+        name = pinned or next(iter(self._tunnels), "NAME")
+        provider = " and the public host of the --via provider forwarding here" if pinned else ""
+        allowed = ", the names --allow-host gave" if self._allowed else ""
+        return (f"devtunnel: this relay does not answer for Host {host.decode('latin-1')}: it answers for "
+                f"NAME.localhost, localhost, 127.0.0.1, [::1]{allowed}{provider} only, so that a web page of another "
+                f"site that reaches 127.0.0.1 (DNS rebinding) cannot read your service. Open "
+                f"http://{name}.localhost:{port}/ or http://127.0.0.1:{port}/, or allow this name with "
+                f"--allow-host {_hostname(host).decode('latin-1')}\n")
 
     def _pinned(self, server: Any) -> str | None:
         """The tunnel the local address ``server`` (a scope's ``server``) is pinned to, if any."""
@@ -385,7 +453,7 @@ class Relay:
         hostname = _hostname(host)
         if hostname == self._domain or not self.settings.embedded:
             return None, True
-        # Embedded: any other host (127.0.0.1:PORT ...) reaches the oldest tunnel.
+        # Embedded: any other host it answers (127.0.0.1:PORT, ``answers``) reaches the oldest tunnel.
         return next(iter(self._tunnels.values()), None), False
 
 
@@ -420,3 +488,20 @@ class TunnelNames(dict[bytes, "str | None"]):
             self[host] = name
         return name
 
+
+class LoopbackHosts(dict[bytes, bool]):
+    """``is_loopback_host`` of the Host headers seen lately, by Host header (``hosts[host]``),
+    kept as ``TunnelNames`` keeps names: at most ``kept`` of them, none longer than
+    ``TunnelNames.MAX_KEPT_HOST`` bytes."""
+
+    def __init__(self, kept: int = 1024) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def __missing__(self, host: bytes) -> bool:
+        loopback = is_loopback_host(host.decode("latin-1"))
+        if len(host) <= TunnelNames.MAX_KEPT_HOST:
+            if len(self) >= self.kept:
+                self.clear()
+            self[host] = loopback
+        return loopback

@@ -39,7 +39,9 @@ class RelaySettings:
     public_url: str | None = None
     """Public base URL when a proxy terminates TLS, e.g. ``https://tunnel.example.com``."""
     embedded: bool = False
-    """Run inside the agent on loopback: no token check; unknown hosts go to the oldest tunnel."""
+    """Run inside the agent on loopback: no token check; a loopback Host that names no tunnel
+    (``127.0.0.1:PORT``) goes to the oldest one, and a Host that does not name this machine gets
+    421 (``Relay.answers``)."""
     max_head: int = 64 * 1024
     """Largest request head (request line and headers) in bytes; larger ones get 431."""
     ping_interval: float = 10.0
@@ -113,6 +115,11 @@ class RelaySettings:
     trusted_proxies: Sequence[str] = ()
     """CIDRs of proxies in front of the relay: a request from one of them is judged by the
     client address in X-Forwarded-For (``--trusted-proxy``); otherwise by the socket's."""
+    allowed_hosts: Sequence[str] = ()
+    """More hostnames the embedded relay answers (``--allow-host``), any port, besides this
+    machine's names and a ``--via`` provider's public host; one starting with ``.`` answers the
+    name and every name under it (``.example.test``), as Vite's ``allowedHosts`` reads it.
+    Ignored unless ``embedded``: a relay of its own domain answers every Host."""
 
     @property
     def tls(self) -> bool:
@@ -143,6 +150,22 @@ def address_connections(settings: RelaySettings) -> int | None:
     if settings.connections_per_address is None:
         return default_per_address()
     return settings.connections_per_address or None
+
+
+def allowed_hostnames(hosts: Sequence[str]) -> tuple[frozenset[bytes], tuple[bytes, ...]]:
+    """``--allow-host`` values as (hostnames, suffixes: ``.example.test``), lowercase; ConfigError naming a bad one."""
+    names: set[bytes] = set()
+    suffixes: list[bytes] = []
+    for host in hosts:
+        name = host.strip().lower().rstrip(".")
+        bare = name.removeprefix(".")
+        if not bare or any(c in bare for c in ":/@[]\\ \t*") or not bare.isascii() or not bare.isprintable():
+            raise ConfigError(f"--allow-host {quoted(host)} is not a hostname (e.g. myapp.test, or .example.test"
+                              " for every name under it)")
+        if name.startswith("."):
+            suffixes.append(name.encode())
+        names.add(bare.encode())
+    return frozenset(names), tuple(suffixes)
 
 
 def trusted_networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

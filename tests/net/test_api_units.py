@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from devtunnel.capture.model import Exchange, Response, WsMessage
 from devtunnel.api.events import Outbox
 from devtunnel.api.plumbing import AsciiJSON, json_list_chunks
-from devtunnel.api.security import is_loopback_host, is_loopback_origin
+from devtunnel.values.loopback import is_loopback_host, is_loopback_origin
 from devtunnel.export.agent_json import capture_json, raw_request, raw_response
 from tests.kit.exchanges import make_exchange, make_response
 

@@ -462,12 +462,12 @@ async def test_too_many_concurrent_streams_get_503() -> None:
             await agent.close()
 
 
-async def test_embedded_relay_routes_any_host_to_the_only_tunnel() -> None:
+async def test_embedded_relay_routes_a_loopback_host_to_the_only_tunnel() -> None:
     async with running_relay(embedded=True, tokens=()) as relay:
         agent = await connect_agent(relay, name="solo", token="")
         try:
             async with httpx.AsyncClient() as client:
-                for host in (f"127.0.0.1:{relay.port}", "anything.example", f"solo.localhost:{relay.port}"):
+                for host in (f"127.0.0.1:{relay.port}", f"[::1]:{relay.port}", f"solo.localhost:{relay.port}"):
                     r = await client.get(f"http://127.0.0.1:{relay.port}/e", headers={"Host": host})
                     assert r.status_code == 200, host
                     assert r.text.startswith("GET /e")

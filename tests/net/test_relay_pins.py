@@ -1,7 +1,8 @@
 """A relay port pinned to one tunnel (``Relay.pin``): what a ``--via`` provider forwards to.
 
-Every request arriving there goes to that tunnel whatever its Host, on the direct path and on
-the ASGI path alike; nothing else is served there (no relay pages, no agent logins).
+Every request arriving there goes to that tunnel whatever Host it names of those the port
+answers (loopback names, the provider's public host), on the direct path and on the ASGI path
+alike; nothing else is served there (no relay pages, no agent logins).
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ async def test_every_request_on_a_pinned_port_goes_to_its_tunnel_whatever_the_ho
         try:
             port = await relay.pin("beta")
             assert port not in (0, relay.port)
+            relay.serve_host(port, "https://words-here.trycloudflare.com")
             for host in (b"alpha.localhost", b"127.0.0.1:%d" % port, b"words-here.trycloudflare.com",
                          b"localhost", b""):
                 body = await exchange(port, b"GET /hook HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
                 assert body == b"beta /hook ", host
             # the relay's own pages and its agent endpoint are the tunnel's paths there
             assert await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n") == b"beta /healthz "
-            assert await exchange(port, b"GET /_devtunnel/connect HTTP/1.1\r\nHost: x\r\n\r\n") == \
+            assert await exchange(port, b"GET /_devtunnel/connect HTTP/1.1\r\nHost: localhost\r\n\r\n") == \
                 b"beta /_devtunnel/connect "
             assert asgi_calls == []
             # the ASGI path (a body still arriving) routes the same way

@@ -45,6 +45,9 @@ class Pins:
     def unpin(self, port: int) -> None:
         self.pinned.discard(port)
 
+    def serve_host(self, port: int, public_url: str) -> None:
+        pass
+
 
 def cloudflared(tmp_path: Path, output: str) -> dict[str, str]:
     """An environment whose PATH finds a cloudflared that prints ``output`` on stderr and keeps running."""
